@@ -18,13 +18,6 @@ typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
 let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
-/// The splitmix64 finaliser (the dropout RNG).
-@inline(__always) func mix(_ z0: UInt64) -> UInt64 {
-  var z = (z0 ^ (z0 >> 30)) &* 0xbf58_476d_1ce4_e5b9
-  z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-  return z ^ (z >> 31)
-}
-
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 

@@ -604,10 +604,6 @@ declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k2.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %drop.i13
-
-drop.i13:                                         ; preds = %drop.i13, %entry
-  %drop.i131 = phi i64 [ 0, %entry ], [ %i13.next, %drop.i13 ]
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -626,7 +622,11 @@ drop.i13:                                         ; preds = %drop.i13, %entry
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %drop.i131, -7046029254386353131
+  br label %drop.i21
+
+drop.i21:                                         ; preds = %drop.i21, %entry
+  %drop.i211 = phi i64 [ 0, %entry ], [ %i21.next, %drop.i21 ]
+  %18 = mul i64 %drop.i211, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -637,595 +637,595 @@ drop.i13:                                         ; preds = %drop.i13, %entry
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 3355443
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %drop.i131
-  %29 = load float, ptr %arena2, align 4
-  %30 = fmul float %29, 1.250000e+00
-  %31 = select i1 %keep, float %30, float 0.000000e+00
-  %32 = add nsw i64 16384, %drop.i131
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %32
-  store float %31, ptr %arena3, align 4
-  %i13.next = add nsw i64 %drop.i131, 1
-  %33 = icmp slt i64 %i13.next, 16384
-  br i1 %33, label %drop.i13, label %drop.i13.end
+  %29 = icmp uge i64 %28, 3355443
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %drop.i211
+  %30 = load float, ptr %arena2, align 4
+  %31 = fmul float %30, 1.250000e+00
+  %32 = select i1 %29, float %31, float 0.000000e+00
+  %33 = add nsw i64 16384, %drop.i211
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
+  store float %32, ptr %arena3, align 4
+  %i21.next = add nsw i64 %drop.i211, 1
+  %34 = icmp slt i64 %i21.next, 16384
+  br i1 %34, label %drop.i21, label %drop.i21.end
 
-drop.i13.end:                                     ; preds = %drop.i13
+drop.i21.end:                                     ; preds = %drop.i21
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k3.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc2.n14
+  br label %fc2.n26
 
-fc2.n14:                                          ; preds = %fc2.k15.end, %entry
-  %fc2.n141 = phi i64 [ 0, %entry ], [ %n14.next, %fc2.k15.end ]
-  br label %fc2.k15
+fc2.n26:                                          ; preds = %fc2.k27.end, %entry
+  %fc2.n261 = phi i64 [ 0, %entry ], [ %n26.next, %fc2.k27.end ]
+  br label %fc2.k27
 
-fc2.n14.end:                                      ; preds = %fc2.k15.end
-  call void @mlp_train_b64.k3.fc2.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc2.n24
+fc2.n26.end:                                      ; preds = %fc2.k27.end
+  call void @mlp_train_b64.k3.fc2.gemm35(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %fc2.n36
 
-fc2.k15:                                          ; preds = %fc2.k15, %fc2.n14
-  %fc2.k152 = phi i64 [ 0, %fc2.n14 ], [ %k15.next, %fc2.k15 ]
-  %0 = mul nsw i64 %fc2.n141, 256
+fc2.k27:                                          ; preds = %fc2.k27, %fc2.n26
+  %fc2.k272 = phi i64 [ 0, %fc2.n26 ], [ %k27.next, %fc2.k27 ]
+  %0 = mul nsw i64 %fc2.n261, 256
   %1 = add nsw i64 16384, %0
-  %2 = add nsw i64 %1, %fc2.k152
+  %2 = add nsw i64 %1, %fc2.k272
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc2.k152, 64
+  %4 = mul nsw i64 %fc2.k272, 64
   %5 = add nsw i64 40960, %4
-  %6 = add nsw i64 %5, %fc2.n141
+  %6 = add nsw i64 %5, %fc2.n261
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k15.next = add nsw i64 %fc2.k152, 1
-  %7 = icmp slt i64 %k15.next, 256
-  br i1 %7, label %fc2.k15, label %fc2.k15.end
+  %k27.next = add nsw i64 %fc2.k272, 1
+  %7 = icmp slt i64 %k27.next, 256
+  br i1 %7, label %fc2.k27, label %fc2.k27.end
 
-fc2.k15.end:                                      ; preds = %fc2.k15
-  %n14.next = add nsw i64 %fc2.n141, 1
-  %8 = icmp slt i64 %n14.next, 64
-  br i1 %8, label %fc2.n14, label %fc2.n14.end
+fc2.k27.end:                                      ; preds = %fc2.k27
+  %n26.next = add nsw i64 %fc2.n261, 1
+  %8 = icmp slt i64 %n26.next, 64
+  br i1 %8, label %fc2.n26, label %fc2.n26.end
 
-fc2.n24:                                          ; preds = %fc2.u25.end, %fc2.n14.end
-  %fc2.n245 = phi i64 [ 0, %fc2.n14.end ], [ %n24.next, %fc2.u25.end ]
-  br label %fc2.u25
+fc2.n36:                                          ; preds = %fc2.u37.end, %fc2.n26.end
+  %fc2.n365 = phi i64 [ 0, %fc2.n26.end ], [ %n36.next, %fc2.u37.end ]
+  br label %fc2.u37
 
-fc2.n24.end:                                      ; preds = %fc2.u25.end
+fc2.n36.end:                                      ; preds = %fc2.u37.end
   ret void
 
-fc2.u25:                                          ; preds = %fc2.u25, %fc2.n24
-  %fc2.u256 = phi i64 [ 0, %fc2.n24 ], [ %u25.next, %fc2.u25 ]
-  %9 = mul nsw i64 %fc2.u256, 64
+fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
+  %fc2.u376 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
+  %9 = mul nsw i64 %fc2.u376, 64
   %10 = add nsw i64 57344, %9
-  %11 = add nsw i64 %10, %fc2.n245
+  %11 = add nsw i64 %10, %fc2.n365
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 233728, %fc2.u256
+  %13 = add nsw i64 233728, %fc2.u376
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc2.u256, 64
+  %17 = mul nsw i64 %fc2.u376, 64
   %18 = add nsw i64 57344, %17
-  %19 = add nsw i64 %18, %fc2.n245
+  %19 = add nsw i64 %18, %fc2.n365
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 233728, %fc2.u256
+  %21 = add nsw i64 233728, %fc2.u376
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc2.n245, 128
+  %25 = mul nsw i64 %fc2.n365, 128
   %26 = add nsw i64 32768, %25
-  %27 = add nsw i64 %26, %fc2.u256
+  %27 = add nsw i64 %26, %fc2.u376
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u25.next = add nsw i64 %fc2.u256, 1
-  %28 = icmp slt i64 %u25.next, 128
-  br i1 %28, label %fc2.u25, label %fc2.u25.end
+  %u37.next = add nsw i64 %fc2.u376, 1
+  %28 = icmp slt i64 %u37.next, 128
+  br i1 %28, label %fc2.u37, label %fc2.u37.end
 
-fc2.u25.end:                                      ; preds = %fc2.u25
-  %n24.next = add nsw i64 %fc2.n245, 1
-  %29 = icmp slt i64 %n24.next, 64
-  br i1 %29, label %fc2.n24, label %fc2.n24.end
+fc2.u37.end:                                      ; preds = %fc2.u37
+  %n36.next = add nsw i64 %fc2.n365, 1
+  %29 = icmp slt i64 %n36.next, 64
+  br i1 %29, label %fc2.n36, label %fc2.n36.end
 }
 
 ; Function Attrs: noinline
-define internal void @mlp_train_b64.k3.fc2.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mlp_train_b64.k3.fc2.gemm35(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2.t21_a3 = alloca <8 x float>, align 32
-  %fc2.t21_a2 = alloca <8 x float>, align 32
-  %fc2.t21_a1 = alloca <8 x float>, align 32
-  %fc2.t21_a0 = alloca <8 x float>, align 32
-  %fc2.t21_b1 = alloca <8 x float>, align 32
-  %fc2.t21_b0 = alloca <8 x float>, align 32
-  %fc2.t21_c3_1 = alloca <8 x float>, align 32
-  %fc2.t21_c3_0 = alloca <8 x float>, align 32
-  %fc2.t21_c2_1 = alloca <8 x float>, align 32
-  %fc2.t21_c2_0 = alloca <8 x float>, align 32
-  %fc2.t21_c1_1 = alloca <8 x float>, align 32
-  %fc2.t21_c1_0 = alloca <8 x float>, align 32
-  %fc2.t21_c0_1 = alloca <8 x float>, align 32
-  %fc2.t21_c0_0 = alloca <8 x float>, align 32
-  %fc2.t18_a3 = alloca <8 x float>, align 32
-  %fc2.t18_a2 = alloca <8 x float>, align 32
-  %fc2.t18_a1 = alloca <8 x float>, align 32
-  %fc2.t18_a0 = alloca <8 x float>, align 32
-  %fc2.t18_b2 = alloca <8 x float>, align 32
-  %fc2.t18_b1 = alloca <8 x float>, align 32
-  %fc2.t18_b0 = alloca <8 x float>, align 32
-  %fc2.t18_c3_2 = alloca <8 x float>, align 32
-  %fc2.t18_c3_1 = alloca <8 x float>, align 32
-  %fc2.t18_c3_0 = alloca <8 x float>, align 32
-  %fc2.t18_c2_2 = alloca <8 x float>, align 32
-  %fc2.t18_c2_1 = alloca <8 x float>, align 32
-  %fc2.t18_c2_0 = alloca <8 x float>, align 32
-  %fc2.t18_c1_2 = alloca <8 x float>, align 32
-  %fc2.t18_c1_1 = alloca <8 x float>, align 32
-  %fc2.t18_c1_0 = alloca <8 x float>, align 32
-  %fc2.t18_c0_2 = alloca <8 x float>, align 32
-  %fc2.t18_c0_1 = alloca <8 x float>, align 32
-  %fc2.t18_c0_0 = alloca <8 x float>, align 32
-  br label %fc2.nb16
+  %fc2.t33_a3 = alloca <8 x float>, align 32
+  %fc2.t33_a2 = alloca <8 x float>, align 32
+  %fc2.t33_a1 = alloca <8 x float>, align 32
+  %fc2.t33_a0 = alloca <8 x float>, align 32
+  %fc2.t33_b1 = alloca <8 x float>, align 32
+  %fc2.t33_b0 = alloca <8 x float>, align 32
+  %fc2.t33_c3_1 = alloca <8 x float>, align 32
+  %fc2.t33_c3_0 = alloca <8 x float>, align 32
+  %fc2.t33_c2_1 = alloca <8 x float>, align 32
+  %fc2.t33_c2_0 = alloca <8 x float>, align 32
+  %fc2.t33_c1_1 = alloca <8 x float>, align 32
+  %fc2.t33_c1_0 = alloca <8 x float>, align 32
+  %fc2.t33_c0_1 = alloca <8 x float>, align 32
+  %fc2.t33_c0_0 = alloca <8 x float>, align 32
+  %fc2.t30_a3 = alloca <8 x float>, align 32
+  %fc2.t30_a2 = alloca <8 x float>, align 32
+  %fc2.t30_a1 = alloca <8 x float>, align 32
+  %fc2.t30_a0 = alloca <8 x float>, align 32
+  %fc2.t30_b2 = alloca <8 x float>, align 32
+  %fc2.t30_b1 = alloca <8 x float>, align 32
+  %fc2.t30_b0 = alloca <8 x float>, align 32
+  %fc2.t30_c3_2 = alloca <8 x float>, align 32
+  %fc2.t30_c3_1 = alloca <8 x float>, align 32
+  %fc2.t30_c3_0 = alloca <8 x float>, align 32
+  %fc2.t30_c2_2 = alloca <8 x float>, align 32
+  %fc2.t30_c2_1 = alloca <8 x float>, align 32
+  %fc2.t30_c2_0 = alloca <8 x float>, align 32
+  %fc2.t30_c1_2 = alloca <8 x float>, align 32
+  %fc2.t30_c1_1 = alloca <8 x float>, align 32
+  %fc2.t30_c1_0 = alloca <8 x float>, align 32
+  %fc2.t30_c0_2 = alloca <8 x float>, align 32
+  %fc2.t30_c0_1 = alloca <8 x float>, align 32
+  %fc2.t30_c0_0 = alloca <8 x float>, align 32
+  br label %fc2.nb28
 
-fc2.nb16:                                         ; preds = %fc2.mb17.end, %entry
-  %fc2.nb161 = phi i64 [ 0, %entry ], [ %nb16.next, %fc2.mb17.end ]
-  br label %fc2.mb17
+fc2.nb28:                                         ; preds = %fc2.mb29.end, %entry
+  %fc2.nb281 = phi i64 [ 0, %entry ], [ %nb28.next, %fc2.mb29.end ]
+  br label %fc2.mb29
 
-fc2.nb16.end:                                     ; preds = %fc2.mb17.end
-  br label %fc2.mb20
+fc2.nb28.end:                                     ; preds = %fc2.mb29.end
+  br label %fc2.mb32
 
-fc2.mb17:                                         ; preds = %fc2.k19.end, %fc2.nb16
-  %fc2.mb172 = phi i64 [ 0, %fc2.nb16 ], [ %mb17.next, %fc2.k19.end ]
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t18_c3_2, align 32
-  br label %fc2.k19
+fc2.mb29:                                         ; preds = %fc2.k31.end, %fc2.nb28
+  %fc2.mb292 = phi i64 [ 0, %fc2.nb28 ], [ %mb29.next, %fc2.k31.end ]
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t30_c3_2, align 32
+  br label %fc2.k31
 
-fc2.mb17.end:                                     ; preds = %fc2.k19.end
-  %nb16.next = add nsw i64 %fc2.nb161, 1
-  %0 = icmp slt i64 %nb16.next, 2
-  br i1 %0, label %fc2.nb16, label %fc2.nb16.end
+fc2.mb29.end:                                     ; preds = %fc2.k31.end
+  %nb28.next = add nsw i64 %fc2.nb281, 1
+  %0 = icmp slt i64 %nb28.next, 2
+  br i1 %0, label %fc2.nb28, label %fc2.nb28.end
 
-fc2.k19:                                          ; preds = %fc2.k19, %fc2.mb17
-  %fc2.k193 = phi i64 [ 0, %fc2.mb17 ], [ %k19.next, %fc2.k19 ]
-  %1 = mul nsw i64 %fc2.k193, 64
+fc2.k31:                                          ; preds = %fc2.k31, %fc2.mb29
+  %fc2.k313 = phi i64 [ 0, %fc2.mb29 ], [ %k31.next, %fc2.k31 ]
+  %1 = mul nsw i64 %fc2.k313, 64
   %2 = add nsw i64 40960, %1
-  %3 = mul nsw i64 %fc2.nb161, 24
+  %3 = mul nsw i64 %fc2.nb281, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc2.t18_b0, align 32
-  %6 = mul nsw i64 %fc2.k193, 64
+  store <8 x float> %5, ptr %fc2.t30_b0, align 32
+  %6 = mul nsw i64 %fc2.k313, 64
   %7 = add nsw i64 40960, %6
-  %8 = mul nsw i64 %fc2.nb161, 24
+  %8 = mul nsw i64 %fc2.nb281, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc2.t18_b1, align 32
-  %12 = mul nsw i64 %fc2.k193, 64
+  store <8 x float> %11, ptr %fc2.t30_b1, align 32
+  %12 = mul nsw i64 %fc2.k313, 64
   %13 = add nsw i64 40960, %12
-  %14 = mul nsw i64 %fc2.nb161, 24
+  %14 = mul nsw i64 %fc2.nb281, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc2.t18_b2, align 32
-  %18 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %17, ptr %fc2.t30_b2, align 32
+  %18 = mul nsw i64 %fc2.mb292, 4
   %19 = mul nsw i64 %18, 256
   %20 = add nsw i64 200960, %19
-  %21 = add nsw i64 %20, %fc2.k193
+  %21 = add nsw i64 %20, %fc2.k313
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc2.t18_a0, align 32
-  %t18_a0 = load <8 x float>, ptr %fc2.t18_a0, align 32
-  %t18_b0 = load <8 x float>, ptr %fc2.t18_b0, align 32
-  %t18_c0_0 = load <8 x float>, ptr %fc2.t18_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a0, <8 x float> %t18_b0, <8 x float> %t18_c0_0)
-  store <8 x float> %25, ptr %fc2.t18_c0_0, align 32
-  %t18_a08 = load <8 x float>, ptr %fc2.t18_a0, align 32
-  %t18_b1 = load <8 x float>, ptr %fc2.t18_b1, align 32
-  %t18_c0_1 = load <8 x float>, ptr %fc2.t18_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a08, <8 x float> %t18_b1, <8 x float> %t18_c0_1)
-  store <8 x float> %26, ptr %fc2.t18_c0_1, align 32
-  %t18_a09 = load <8 x float>, ptr %fc2.t18_a0, align 32
-  %t18_b2 = load <8 x float>, ptr %fc2.t18_b2, align 32
-  %t18_c0_2 = load <8 x float>, ptr %fc2.t18_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a09, <8 x float> %t18_b2, <8 x float> %t18_c0_2)
-  store <8 x float> %27, ptr %fc2.t18_c0_2, align 32
-  %28 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %24, ptr %fc2.t30_a0, align 32
+  %t30_a0 = load <8 x float>, ptr %fc2.t30_a0, align 32
+  %t30_b0 = load <8 x float>, ptr %fc2.t30_b0, align 32
+  %t30_c0_0 = load <8 x float>, ptr %fc2.t30_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a0, <8 x float> %t30_b0, <8 x float> %t30_c0_0)
+  store <8 x float> %25, ptr %fc2.t30_c0_0, align 32
+  %t30_a08 = load <8 x float>, ptr %fc2.t30_a0, align 32
+  %t30_b1 = load <8 x float>, ptr %fc2.t30_b1, align 32
+  %t30_c0_1 = load <8 x float>, ptr %fc2.t30_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a08, <8 x float> %t30_b1, <8 x float> %t30_c0_1)
+  store <8 x float> %26, ptr %fc2.t30_c0_1, align 32
+  %t30_a09 = load <8 x float>, ptr %fc2.t30_a0, align 32
+  %t30_b2 = load <8 x float>, ptr %fc2.t30_b2, align 32
+  %t30_c0_2 = load <8 x float>, ptr %fc2.t30_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a09, <8 x float> %t30_b2, <8 x float> %t30_c0_2)
+  store <8 x float> %27, ptr %fc2.t30_c0_2, align 32
+  %28 = mul nsw i64 %fc2.mb292, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 256
   %31 = add nsw i64 200960, %30
-  %32 = add nsw i64 %31, %fc2.k193
+  %32 = add nsw i64 %31, %fc2.k313
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc2.t18_a1, align 32
-  %t18_a1 = load <8 x float>, ptr %fc2.t18_a1, align 32
-  %t18_b011 = load <8 x float>, ptr %fc2.t18_b0, align 32
-  %t18_c1_0 = load <8 x float>, ptr %fc2.t18_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a1, <8 x float> %t18_b011, <8 x float> %t18_c1_0)
-  store <8 x float> %36, ptr %fc2.t18_c1_0, align 32
-  %t18_a112 = load <8 x float>, ptr %fc2.t18_a1, align 32
-  %t18_b113 = load <8 x float>, ptr %fc2.t18_b1, align 32
-  %t18_c1_1 = load <8 x float>, ptr %fc2.t18_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a112, <8 x float> %t18_b113, <8 x float> %t18_c1_1)
-  store <8 x float> %37, ptr %fc2.t18_c1_1, align 32
-  %t18_a114 = load <8 x float>, ptr %fc2.t18_a1, align 32
-  %t18_b215 = load <8 x float>, ptr %fc2.t18_b2, align 32
-  %t18_c1_2 = load <8 x float>, ptr %fc2.t18_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a114, <8 x float> %t18_b215, <8 x float> %t18_c1_2)
-  store <8 x float> %38, ptr %fc2.t18_c1_2, align 32
-  %39 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %35, ptr %fc2.t30_a1, align 32
+  %t30_a1 = load <8 x float>, ptr %fc2.t30_a1, align 32
+  %t30_b011 = load <8 x float>, ptr %fc2.t30_b0, align 32
+  %t30_c1_0 = load <8 x float>, ptr %fc2.t30_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a1, <8 x float> %t30_b011, <8 x float> %t30_c1_0)
+  store <8 x float> %36, ptr %fc2.t30_c1_0, align 32
+  %t30_a112 = load <8 x float>, ptr %fc2.t30_a1, align 32
+  %t30_b113 = load <8 x float>, ptr %fc2.t30_b1, align 32
+  %t30_c1_1 = load <8 x float>, ptr %fc2.t30_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a112, <8 x float> %t30_b113, <8 x float> %t30_c1_1)
+  store <8 x float> %37, ptr %fc2.t30_c1_1, align 32
+  %t30_a114 = load <8 x float>, ptr %fc2.t30_a1, align 32
+  %t30_b215 = load <8 x float>, ptr %fc2.t30_b2, align 32
+  %t30_c1_2 = load <8 x float>, ptr %fc2.t30_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a114, <8 x float> %t30_b215, <8 x float> %t30_c1_2)
+  store <8 x float> %38, ptr %fc2.t30_c1_2, align 32
+  %39 = mul nsw i64 %fc2.mb292, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 256
   %42 = add nsw i64 200960, %41
-  %43 = add nsw i64 %42, %fc2.k193
+  %43 = add nsw i64 %42, %fc2.k313
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc2.t18_a2, align 32
-  %t18_a2 = load <8 x float>, ptr %fc2.t18_a2, align 32
-  %t18_b017 = load <8 x float>, ptr %fc2.t18_b0, align 32
-  %t18_c2_0 = load <8 x float>, ptr %fc2.t18_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a2, <8 x float> %t18_b017, <8 x float> %t18_c2_0)
-  store <8 x float> %47, ptr %fc2.t18_c2_0, align 32
-  %t18_a218 = load <8 x float>, ptr %fc2.t18_a2, align 32
-  %t18_b119 = load <8 x float>, ptr %fc2.t18_b1, align 32
-  %t18_c2_1 = load <8 x float>, ptr %fc2.t18_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a218, <8 x float> %t18_b119, <8 x float> %t18_c2_1)
-  store <8 x float> %48, ptr %fc2.t18_c2_1, align 32
-  %t18_a220 = load <8 x float>, ptr %fc2.t18_a2, align 32
-  %t18_b221 = load <8 x float>, ptr %fc2.t18_b2, align 32
-  %t18_c2_2 = load <8 x float>, ptr %fc2.t18_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a220, <8 x float> %t18_b221, <8 x float> %t18_c2_2)
-  store <8 x float> %49, ptr %fc2.t18_c2_2, align 32
-  %50 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %46, ptr %fc2.t30_a2, align 32
+  %t30_a2 = load <8 x float>, ptr %fc2.t30_a2, align 32
+  %t30_b017 = load <8 x float>, ptr %fc2.t30_b0, align 32
+  %t30_c2_0 = load <8 x float>, ptr %fc2.t30_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a2, <8 x float> %t30_b017, <8 x float> %t30_c2_0)
+  store <8 x float> %47, ptr %fc2.t30_c2_0, align 32
+  %t30_a218 = load <8 x float>, ptr %fc2.t30_a2, align 32
+  %t30_b119 = load <8 x float>, ptr %fc2.t30_b1, align 32
+  %t30_c2_1 = load <8 x float>, ptr %fc2.t30_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a218, <8 x float> %t30_b119, <8 x float> %t30_c2_1)
+  store <8 x float> %48, ptr %fc2.t30_c2_1, align 32
+  %t30_a220 = load <8 x float>, ptr %fc2.t30_a2, align 32
+  %t30_b221 = load <8 x float>, ptr %fc2.t30_b2, align 32
+  %t30_c2_2 = load <8 x float>, ptr %fc2.t30_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a220, <8 x float> %t30_b221, <8 x float> %t30_c2_2)
+  store <8 x float> %49, ptr %fc2.t30_c2_2, align 32
+  %50 = mul nsw i64 %fc2.mb292, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 256
   %53 = add nsw i64 200960, %52
-  %54 = add nsw i64 %53, %fc2.k193
+  %54 = add nsw i64 %53, %fc2.k313
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc2.t18_a3, align 32
-  %t18_a3 = load <8 x float>, ptr %fc2.t18_a3, align 32
-  %t18_b023 = load <8 x float>, ptr %fc2.t18_b0, align 32
-  %t18_c3_0 = load <8 x float>, ptr %fc2.t18_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a3, <8 x float> %t18_b023, <8 x float> %t18_c3_0)
-  store <8 x float> %58, ptr %fc2.t18_c3_0, align 32
-  %t18_a324 = load <8 x float>, ptr %fc2.t18_a3, align 32
-  %t18_b125 = load <8 x float>, ptr %fc2.t18_b1, align 32
-  %t18_c3_1 = load <8 x float>, ptr %fc2.t18_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a324, <8 x float> %t18_b125, <8 x float> %t18_c3_1)
-  store <8 x float> %59, ptr %fc2.t18_c3_1, align 32
-  %t18_a326 = load <8 x float>, ptr %fc2.t18_a3, align 32
-  %t18_b227 = load <8 x float>, ptr %fc2.t18_b2, align 32
-  %t18_c3_2 = load <8 x float>, ptr %fc2.t18_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a326, <8 x float> %t18_b227, <8 x float> %t18_c3_2)
-  store <8 x float> %60, ptr %fc2.t18_c3_2, align 32
-  %k19.next = add nsw i64 %fc2.k193, 1
-  %61 = icmp slt i64 %k19.next, 256
-  br i1 %61, label %fc2.k19, label %fc2.k19.end
+  store <8 x float> %57, ptr %fc2.t30_a3, align 32
+  %t30_a3 = load <8 x float>, ptr %fc2.t30_a3, align 32
+  %t30_b023 = load <8 x float>, ptr %fc2.t30_b0, align 32
+  %t30_c3_0 = load <8 x float>, ptr %fc2.t30_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a3, <8 x float> %t30_b023, <8 x float> %t30_c3_0)
+  store <8 x float> %58, ptr %fc2.t30_c3_0, align 32
+  %t30_a324 = load <8 x float>, ptr %fc2.t30_a3, align 32
+  %t30_b125 = load <8 x float>, ptr %fc2.t30_b1, align 32
+  %t30_c3_1 = load <8 x float>, ptr %fc2.t30_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a324, <8 x float> %t30_b125, <8 x float> %t30_c3_1)
+  store <8 x float> %59, ptr %fc2.t30_c3_1, align 32
+  %t30_a326 = load <8 x float>, ptr %fc2.t30_a3, align 32
+  %t30_b227 = load <8 x float>, ptr %fc2.t30_b2, align 32
+  %t30_c3_2 = load <8 x float>, ptr %fc2.t30_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t30_a326, <8 x float> %t30_b227, <8 x float> %t30_c3_2)
+  store <8 x float> %60, ptr %fc2.t30_c3_2, align 32
+  %k31.next = add nsw i64 %fc2.k313, 1
+  %61 = icmp slt i64 %k31.next, 256
+  br i1 %61, label %fc2.k31, label %fc2.k31.end
 
-fc2.k19.end:                                      ; preds = %fc2.k19
-  %t18_c0_028 = load <8 x float>, ptr %fc2.t18_c0_0, align 32
-  %62 = mul nsw i64 %fc2.mb172, 4
+fc2.k31.end:                                      ; preds = %fc2.k31
+  %t30_c0_028 = load <8 x float>, ptr %fc2.t30_c0_0, align 32
+  %62 = mul nsw i64 %fc2.mb292, 4
   %63 = mul nsw i64 %62, 64
   %64 = add nsw i64 57344, %63
-  %65 = mul nsw i64 %fc2.nb161, 24
+  %65 = mul nsw i64 %fc2.nb281, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t18_c0_028, ptr %arena29, align 4
-  %t18_c0_130 = load <8 x float>, ptr %fc2.t18_c0_1, align 32
-  %67 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c0_028, ptr %arena29, align 4
+  %t30_c0_130 = load <8 x float>, ptr %fc2.t30_c0_1, align 32
+  %67 = mul nsw i64 %fc2.mb292, 4
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 57344, %68
-  %70 = mul nsw i64 %fc2.nb161, 24
+  %70 = mul nsw i64 %fc2.nb281, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t18_c0_130, ptr %arena31, align 4
-  %t18_c0_232 = load <8 x float>, ptr %fc2.t18_c0_2, align 32
-  %73 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c0_130, ptr %arena31, align 4
+  %t30_c0_232 = load <8 x float>, ptr %fc2.t30_c0_2, align 32
+  %73 = mul nsw i64 %fc2.mb292, 4
   %74 = mul nsw i64 %73, 64
   %75 = add nsw i64 57344, %74
-  %76 = mul nsw i64 %fc2.nb161, 24
+  %76 = mul nsw i64 %fc2.nb281, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t18_c0_232, ptr %arena33, align 4
-  %t18_c1_034 = load <8 x float>, ptr %fc2.t18_c1_0, align 32
-  %79 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c0_232, ptr %arena33, align 4
+  %t30_c1_034 = load <8 x float>, ptr %fc2.t30_c1_0, align 32
+  %79 = mul nsw i64 %fc2.mb292, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 64
   %82 = add nsw i64 57344, %81
-  %83 = mul nsw i64 %fc2.nb161, 24
+  %83 = mul nsw i64 %fc2.nb281, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t18_c1_034, ptr %arena35, align 4
-  %t18_c1_136 = load <8 x float>, ptr %fc2.t18_c1_1, align 32
-  %85 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c1_034, ptr %arena35, align 4
+  %t30_c1_136 = load <8 x float>, ptr %fc2.t30_c1_1, align 32
+  %85 = mul nsw i64 %fc2.mb292, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 64
   %88 = add nsw i64 57344, %87
-  %89 = mul nsw i64 %fc2.nb161, 24
+  %89 = mul nsw i64 %fc2.nb281, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t18_c1_136, ptr %arena37, align 4
-  %t18_c1_238 = load <8 x float>, ptr %fc2.t18_c1_2, align 32
-  %92 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c1_136, ptr %arena37, align 4
+  %t30_c1_238 = load <8 x float>, ptr %fc2.t30_c1_2, align 32
+  %92 = mul nsw i64 %fc2.mb292, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 64
   %95 = add nsw i64 57344, %94
-  %96 = mul nsw i64 %fc2.nb161, 24
+  %96 = mul nsw i64 %fc2.nb281, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t18_c1_238, ptr %arena39, align 4
-  %t18_c2_040 = load <8 x float>, ptr %fc2.t18_c2_0, align 32
-  %99 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c1_238, ptr %arena39, align 4
+  %t30_c2_040 = load <8 x float>, ptr %fc2.t30_c2_0, align 32
+  %99 = mul nsw i64 %fc2.mb292, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 64
   %102 = add nsw i64 57344, %101
-  %103 = mul nsw i64 %fc2.nb161, 24
+  %103 = mul nsw i64 %fc2.nb281, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t18_c2_040, ptr %arena41, align 4
-  %t18_c2_142 = load <8 x float>, ptr %fc2.t18_c2_1, align 32
-  %105 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c2_040, ptr %arena41, align 4
+  %t30_c2_142 = load <8 x float>, ptr %fc2.t30_c2_1, align 32
+  %105 = mul nsw i64 %fc2.mb292, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 57344, %107
-  %109 = mul nsw i64 %fc2.nb161, 24
+  %109 = mul nsw i64 %fc2.nb281, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t18_c2_142, ptr %arena43, align 4
-  %t18_c2_244 = load <8 x float>, ptr %fc2.t18_c2_2, align 32
-  %112 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c2_142, ptr %arena43, align 4
+  %t30_c2_244 = load <8 x float>, ptr %fc2.t30_c2_2, align 32
+  %112 = mul nsw i64 %fc2.mb292, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 64
   %115 = add nsw i64 57344, %114
-  %116 = mul nsw i64 %fc2.nb161, 24
+  %116 = mul nsw i64 %fc2.nb281, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t18_c2_244, ptr %arena45, align 4
-  %t18_c3_046 = load <8 x float>, ptr %fc2.t18_c3_0, align 32
-  %119 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c2_244, ptr %arena45, align 4
+  %t30_c3_046 = load <8 x float>, ptr %fc2.t30_c3_0, align 32
+  %119 = mul nsw i64 %fc2.mb292, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 64
   %122 = add nsw i64 57344, %121
-  %123 = mul nsw i64 %fc2.nb161, 24
+  %123 = mul nsw i64 %fc2.nb281, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t18_c3_046, ptr %arena47, align 4
-  %t18_c3_148 = load <8 x float>, ptr %fc2.t18_c3_1, align 32
-  %125 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c3_046, ptr %arena47, align 4
+  %t30_c3_148 = load <8 x float>, ptr %fc2.t30_c3_1, align 32
+  %125 = mul nsw i64 %fc2.mb292, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 64
   %128 = add nsw i64 57344, %127
-  %129 = mul nsw i64 %fc2.nb161, 24
+  %129 = mul nsw i64 %fc2.nb281, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t18_c3_148, ptr %arena49, align 4
-  %t18_c3_250 = load <8 x float>, ptr %fc2.t18_c3_2, align 32
-  %132 = mul nsw i64 %fc2.mb172, 4
+  store <8 x float> %t30_c3_148, ptr %arena49, align 4
+  %t30_c3_250 = load <8 x float>, ptr %fc2.t30_c3_2, align 32
+  %132 = mul nsw i64 %fc2.mb292, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 64
   %135 = add nsw i64 57344, %134
-  %136 = mul nsw i64 %fc2.nb161, 24
+  %136 = mul nsw i64 %fc2.nb281, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t18_c3_250, ptr %arena51, align 4
-  %mb17.next = add nsw i64 %fc2.mb172, 1
-  %139 = icmp slt i64 %mb17.next, 32
-  br i1 %139, label %fc2.mb17, label %fc2.mb17.end
+  store <8 x float> %t30_c3_250, ptr %arena51, align 4
+  %mb29.next = add nsw i64 %fc2.mb292, 1
+  %139 = icmp slt i64 %mb29.next, 32
+  br i1 %139, label %fc2.mb29, label %fc2.mb29.end
 
-fc2.mb20:                                         ; preds = %fc2.k22.end, %fc2.nb16.end
-  %fc2.mb2052 = phi i64 [ 0, %fc2.nb16.end ], [ %mb20.next, %fc2.k22.end ]
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2.t21_c3_1, align 32
-  br label %fc2.k22
+fc2.mb32:                                         ; preds = %fc2.k34.end, %fc2.nb28.end
+  %fc2.mb3252 = phi i64 [ 0, %fc2.nb28.end ], [ %mb32.next, %fc2.k34.end ]
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2.t33_c3_1, align 32
+  br label %fc2.k34
 
-fc2.mb20.end:                                     ; preds = %fc2.k22.end
+fc2.mb32.end:                                     ; preds = %fc2.k34.end
   ret void
 
-fc2.k22:                                          ; preds = %fc2.k22, %fc2.mb20
-  %fc2.k2253 = phi i64 [ 0, %fc2.mb20 ], [ %k22.next, %fc2.k22 ]
-  %140 = mul nsw i64 %fc2.k2253, 64
+fc2.k34:                                          ; preds = %fc2.k34, %fc2.mb32
+  %fc2.k3453 = phi i64 [ 0, %fc2.mb32 ], [ %k34.next, %fc2.k34 ]
+  %140 = mul nsw i64 %fc2.k3453, 64
   %141 = add nsw i64 40960, %140
   %142 = add nsw i64 %141, 48
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc2.t21_b0, align 32
-  %144 = mul nsw i64 %fc2.k2253, 64
+  store <8 x float> %143, ptr %fc2.t33_b0, align 32
+  %144 = mul nsw i64 %fc2.k3453, 64
   %145 = add nsw i64 40960, %144
   %146 = add nsw i64 %145, 48
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc2.t21_b1, align 32
-  %149 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %148, ptr %fc2.t33_b1, align 32
+  %149 = mul nsw i64 %fc2.mb3252, 4
   %150 = mul nsw i64 %149, 256
   %151 = add nsw i64 200960, %150
-  %152 = add nsw i64 %151, %fc2.k2253
+  %152 = add nsw i64 %151, %fc2.k3453
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc2.t21_a0, align 32
-  %t21_a0 = load <8 x float>, ptr %fc2.t21_a0, align 32
-  %t21_b0 = load <8 x float>, ptr %fc2.t21_b0, align 32
-  %t21_c0_0 = load <8 x float>, ptr %fc2.t21_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a0, <8 x float> %t21_b0, <8 x float> %t21_c0_0)
-  store <8 x float> %156, ptr %fc2.t21_c0_0, align 32
-  %t21_a057 = load <8 x float>, ptr %fc2.t21_a0, align 32
-  %t21_b1 = load <8 x float>, ptr %fc2.t21_b1, align 32
-  %t21_c0_1 = load <8 x float>, ptr %fc2.t21_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a057, <8 x float> %t21_b1, <8 x float> %t21_c0_1)
-  store <8 x float> %157, ptr %fc2.t21_c0_1, align 32
-  %158 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %155, ptr %fc2.t33_a0, align 32
+  %t33_a0 = load <8 x float>, ptr %fc2.t33_a0, align 32
+  %t33_b0 = load <8 x float>, ptr %fc2.t33_b0, align 32
+  %t33_c0_0 = load <8 x float>, ptr %fc2.t33_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a0, <8 x float> %t33_b0, <8 x float> %t33_c0_0)
+  store <8 x float> %156, ptr %fc2.t33_c0_0, align 32
+  %t33_a057 = load <8 x float>, ptr %fc2.t33_a0, align 32
+  %t33_b1 = load <8 x float>, ptr %fc2.t33_b1, align 32
+  %t33_c0_1 = load <8 x float>, ptr %fc2.t33_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a057, <8 x float> %t33_b1, <8 x float> %t33_c0_1)
+  store <8 x float> %157, ptr %fc2.t33_c0_1, align 32
+  %158 = mul nsw i64 %fc2.mb3252, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 256
   %161 = add nsw i64 200960, %160
-  %162 = add nsw i64 %161, %fc2.k2253
+  %162 = add nsw i64 %161, %fc2.k3453
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc2.t21_a1, align 32
-  %t21_a1 = load <8 x float>, ptr %fc2.t21_a1, align 32
-  %t21_b059 = load <8 x float>, ptr %fc2.t21_b0, align 32
-  %t21_c1_0 = load <8 x float>, ptr %fc2.t21_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a1, <8 x float> %t21_b059, <8 x float> %t21_c1_0)
-  store <8 x float> %166, ptr %fc2.t21_c1_0, align 32
-  %t21_a160 = load <8 x float>, ptr %fc2.t21_a1, align 32
-  %t21_b161 = load <8 x float>, ptr %fc2.t21_b1, align 32
-  %t21_c1_1 = load <8 x float>, ptr %fc2.t21_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a160, <8 x float> %t21_b161, <8 x float> %t21_c1_1)
-  store <8 x float> %167, ptr %fc2.t21_c1_1, align 32
-  %168 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %165, ptr %fc2.t33_a1, align 32
+  %t33_a1 = load <8 x float>, ptr %fc2.t33_a1, align 32
+  %t33_b059 = load <8 x float>, ptr %fc2.t33_b0, align 32
+  %t33_c1_0 = load <8 x float>, ptr %fc2.t33_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a1, <8 x float> %t33_b059, <8 x float> %t33_c1_0)
+  store <8 x float> %166, ptr %fc2.t33_c1_0, align 32
+  %t33_a160 = load <8 x float>, ptr %fc2.t33_a1, align 32
+  %t33_b161 = load <8 x float>, ptr %fc2.t33_b1, align 32
+  %t33_c1_1 = load <8 x float>, ptr %fc2.t33_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a160, <8 x float> %t33_b161, <8 x float> %t33_c1_1)
+  store <8 x float> %167, ptr %fc2.t33_c1_1, align 32
+  %168 = mul nsw i64 %fc2.mb3252, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 256
   %171 = add nsw i64 200960, %170
-  %172 = add nsw i64 %171, %fc2.k2253
+  %172 = add nsw i64 %171, %fc2.k3453
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc2.t21_a2, align 32
-  %t21_a2 = load <8 x float>, ptr %fc2.t21_a2, align 32
-  %t21_b063 = load <8 x float>, ptr %fc2.t21_b0, align 32
-  %t21_c2_0 = load <8 x float>, ptr %fc2.t21_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a2, <8 x float> %t21_b063, <8 x float> %t21_c2_0)
-  store <8 x float> %176, ptr %fc2.t21_c2_0, align 32
-  %t21_a264 = load <8 x float>, ptr %fc2.t21_a2, align 32
-  %t21_b165 = load <8 x float>, ptr %fc2.t21_b1, align 32
-  %t21_c2_1 = load <8 x float>, ptr %fc2.t21_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a264, <8 x float> %t21_b165, <8 x float> %t21_c2_1)
-  store <8 x float> %177, ptr %fc2.t21_c2_1, align 32
-  %178 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %175, ptr %fc2.t33_a2, align 32
+  %t33_a2 = load <8 x float>, ptr %fc2.t33_a2, align 32
+  %t33_b063 = load <8 x float>, ptr %fc2.t33_b0, align 32
+  %t33_c2_0 = load <8 x float>, ptr %fc2.t33_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a2, <8 x float> %t33_b063, <8 x float> %t33_c2_0)
+  store <8 x float> %176, ptr %fc2.t33_c2_0, align 32
+  %t33_a264 = load <8 x float>, ptr %fc2.t33_a2, align 32
+  %t33_b165 = load <8 x float>, ptr %fc2.t33_b1, align 32
+  %t33_c2_1 = load <8 x float>, ptr %fc2.t33_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a264, <8 x float> %t33_b165, <8 x float> %t33_c2_1)
+  store <8 x float> %177, ptr %fc2.t33_c2_1, align 32
+  %178 = mul nsw i64 %fc2.mb3252, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 256
   %181 = add nsw i64 200960, %180
-  %182 = add nsw i64 %181, %fc2.k2253
+  %182 = add nsw i64 %181, %fc2.k3453
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc2.t21_a3, align 32
-  %t21_a3 = load <8 x float>, ptr %fc2.t21_a3, align 32
-  %t21_b067 = load <8 x float>, ptr %fc2.t21_b0, align 32
-  %t21_c3_0 = load <8 x float>, ptr %fc2.t21_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a3, <8 x float> %t21_b067, <8 x float> %t21_c3_0)
-  store <8 x float> %186, ptr %fc2.t21_c3_0, align 32
-  %t21_a368 = load <8 x float>, ptr %fc2.t21_a3, align 32
-  %t21_b169 = load <8 x float>, ptr %fc2.t21_b1, align 32
-  %t21_c3_1 = load <8 x float>, ptr %fc2.t21_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a368, <8 x float> %t21_b169, <8 x float> %t21_c3_1)
-  store <8 x float> %187, ptr %fc2.t21_c3_1, align 32
-  %k22.next = add nsw i64 %fc2.k2253, 1
-  %188 = icmp slt i64 %k22.next, 256
-  br i1 %188, label %fc2.k22, label %fc2.k22.end
+  store <8 x float> %185, ptr %fc2.t33_a3, align 32
+  %t33_a3 = load <8 x float>, ptr %fc2.t33_a3, align 32
+  %t33_b067 = load <8 x float>, ptr %fc2.t33_b0, align 32
+  %t33_c3_0 = load <8 x float>, ptr %fc2.t33_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a3, <8 x float> %t33_b067, <8 x float> %t33_c3_0)
+  store <8 x float> %186, ptr %fc2.t33_c3_0, align 32
+  %t33_a368 = load <8 x float>, ptr %fc2.t33_a3, align 32
+  %t33_b169 = load <8 x float>, ptr %fc2.t33_b1, align 32
+  %t33_c3_1 = load <8 x float>, ptr %fc2.t33_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t33_a368, <8 x float> %t33_b169, <8 x float> %t33_c3_1)
+  store <8 x float> %187, ptr %fc2.t33_c3_1, align 32
+  %k34.next = add nsw i64 %fc2.k3453, 1
+  %188 = icmp slt i64 %k34.next, 256
+  br i1 %188, label %fc2.k34, label %fc2.k34.end
 
-fc2.k22.end:                                      ; preds = %fc2.k22
-  %t21_c0_070 = load <8 x float>, ptr %fc2.t21_c0_0, align 32
-  %189 = mul nsw i64 %fc2.mb2052, 4
+fc2.k34.end:                                      ; preds = %fc2.k34
+  %t33_c0_070 = load <8 x float>, ptr %fc2.t33_c0_0, align 32
+  %189 = mul nsw i64 %fc2.mb3252, 4
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 57344, %190
   %192 = add nsw i64 %191, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t21_c0_070, ptr %arena71, align 4
-  %t21_c0_172 = load <8 x float>, ptr %fc2.t21_c0_1, align 32
-  %193 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c0_070, ptr %arena71, align 4
+  %t33_c0_172 = load <8 x float>, ptr %fc2.t33_c0_1, align 32
+  %193 = mul nsw i64 %fc2.mb3252, 4
   %194 = mul nsw i64 %193, 64
   %195 = add nsw i64 57344, %194
   %196 = add nsw i64 %195, 48
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t21_c0_172, ptr %arena73, align 4
-  %t21_c1_074 = load <8 x float>, ptr %fc2.t21_c1_0, align 32
-  %198 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c0_172, ptr %arena73, align 4
+  %t33_c1_074 = load <8 x float>, ptr %fc2.t33_c1_0, align 32
+  %198 = mul nsw i64 %fc2.mb3252, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 64
   %201 = add nsw i64 57344, %200
   %202 = add nsw i64 %201, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t21_c1_074, ptr %arena75, align 4
-  %t21_c1_176 = load <8 x float>, ptr %fc2.t21_c1_1, align 32
-  %203 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c1_074, ptr %arena75, align 4
+  %t33_c1_176 = load <8 x float>, ptr %fc2.t33_c1_1, align 32
+  %203 = mul nsw i64 %fc2.mb3252, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 64
   %206 = add nsw i64 57344, %205
   %207 = add nsw i64 %206, 48
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t21_c1_176, ptr %arena77, align 4
-  %t21_c2_078 = load <8 x float>, ptr %fc2.t21_c2_0, align 32
-  %209 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c1_176, ptr %arena77, align 4
+  %t33_c2_078 = load <8 x float>, ptr %fc2.t33_c2_0, align 32
+  %209 = mul nsw i64 %fc2.mb3252, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 64
   %212 = add nsw i64 57344, %211
   %213 = add nsw i64 %212, 48
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t21_c2_078, ptr %arena79, align 4
-  %t21_c2_180 = load <8 x float>, ptr %fc2.t21_c2_1, align 32
-  %214 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c2_078, ptr %arena79, align 4
+  %t33_c2_180 = load <8 x float>, ptr %fc2.t33_c2_1, align 32
+  %214 = mul nsw i64 %fc2.mb3252, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 64
   %217 = add nsw i64 57344, %216
   %218 = add nsw i64 %217, 48
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t21_c2_180, ptr %arena81, align 4
-  %t21_c3_082 = load <8 x float>, ptr %fc2.t21_c3_0, align 32
-  %220 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c2_180, ptr %arena81, align 4
+  %t33_c3_082 = load <8 x float>, ptr %fc2.t33_c3_0, align 32
+  %220 = mul nsw i64 %fc2.mb3252, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 57344, %222
   %224 = add nsw i64 %223, 48
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t21_c3_082, ptr %arena83, align 4
-  %t21_c3_184 = load <8 x float>, ptr %fc2.t21_c3_1, align 32
-  %225 = mul nsw i64 %fc2.mb2052, 4
+  store <8 x float> %t33_c3_082, ptr %arena83, align 4
+  %t33_c3_184 = load <8 x float>, ptr %fc2.t33_c3_1, align 32
+  %225 = mul nsw i64 %fc2.mb3252, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 64
   %228 = add nsw i64 57344, %227
   %229 = add nsw i64 %228, 48
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t21_c3_184, ptr %arena85, align 4
-  %mb20.next = add nsw i64 %fc2.mb2052, 1
-  %231 = icmp slt i64 %mb20.next, 32
-  br i1 %231, label %fc2.mb20, label %fc2.mb20.end
+  store <8 x float> %t33_c3_184, ptr %arena85, align 4
+  %mb32.next = add nsw i64 %fc2.mb3252, 1
+  %231 = icmp slt i64 %mb32.next, 32
+  br i1 %231, label %fc2.mb32, label %fc2.mb32.end
 }
 
 ; Function Attrs: noinline
@@ -1235,39 +1235,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 233856
   %arena3 = getelementptr inbounds float, ptr %arena, i64 40960
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc3.n26
+  br label %fc3.n38
 
-fc3.n26:                                          ; preds = %fc3.u27.end, %entry
-  %fc3.n264 = phi i64 [ 0, %entry ], [ %n26.next, %fc3.u27.end ]
-  br label %fc3.u27
+fc3.n38:                                          ; preds = %fc3.u39.end, %entry
+  %fc3.n384 = phi i64 [ 0, %entry ], [ %n38.next, %fc3.u39.end ]
+  br label %fc3.u39
 
-fc3.n26.end:                                      ; preds = %fc3.u27.end
+fc3.n38.end:                                      ; preds = %fc3.u39.end
   ret void
 
-fc3.u27:                                          ; preds = %fc3.u27, %fc3.n26
-  %fc3.u275 = phi i64 [ 0, %fc3.n26 ], [ %u27.next, %fc3.u27 ]
-  %0 = mul nsw i64 %fc3.n264, 10
+fc3.u39:                                          ; preds = %fc3.u39, %fc3.n38
+  %fc3.u395 = phi i64 [ 0, %fc3.n38 ], [ %u39.next, %fc3.u39 ]
+  %0 = mul nsw i64 %fc3.n384, 10
   %1 = add nsw i64 40960, %0
-  %2 = add nsw i64 %1, %fc3.u275
+  %2 = add nsw i64 %1, %fc3.u395
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 235136, %fc3.u275
+  %4 = add nsw i64 235136, %fc3.u395
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc3.n264, 10
+  %7 = mul nsw i64 %fc3.n384, 10
   %8 = add nsw i64 40960, %7
-  %9 = add nsw i64 %8, %fc3.u275
+  %9 = add nsw i64 %8, %fc3.u395
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u27.next = add nsw i64 %fc3.u275, 1
-  %10 = icmp slt i64 %u27.next, 10
-  br i1 %10, label %fc3.u27, label %fc3.u27.end
+  %u39.next = add nsw i64 %fc3.u395, 1
+  %10 = icmp slt i64 %u39.next, 10
+  br i1 %10, label %fc3.u39, label %fc3.u39.end
 
-fc3.u27.end:                                      ; preds = %fc3.u27
-  %n26.next = add nsw i64 %fc3.n264, 1
-  %11 = icmp slt i64 %n26.next, 64
-  br i1 %11, label %fc3.n26, label %fc3.n26.end
+fc3.u39.end:                                      ; preds = %fc3.u39
+  %n38.next = add nsw i64 %fc3.n384, 1
+  %11 = icmp slt i64 %n38.next, 64
+  br i1 %11, label %fc3.n38, label %fc3.n38.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -1275,84 +1275,84 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k5.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %loss.s31 = alloca float, align 4
-  %loss.m30 = alloca float, align 4
-  %loss.total28 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total28, align 4
-  br label %loss.n29
+  %loss.s43 = alloca float, align 4
+  %loss.m42 = alloca float, align 4
+  %loss.total40 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total40, align 4
+  br label %loss.n41
 
-loss.n29:                                         ; preds = %loss.k33.end, %entry
-  %loss.n291 = phi i64 [ 0, %entry ], [ %n29.next, %loss.k33.end ]
-  %0 = mul nsw i64 %loss.n291, 10
+loss.n41:                                         ; preds = %loss.k45.end, %entry
+  %loss.n411 = phi i64 [ 0, %entry ], [ %n41.next, %loss.k45.end ]
+  %0 = mul nsw i64 %loss.n411, 10
   %1 = add nsw i64 40960, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m30, align 4
-  br label %loss.k32
+  store float %2, ptr %loss.m42, align 4
+  br label %loss.k44
 
-loss.n29.end:                                     ; preds = %loss.k33.end
-  %total2812 = load float, ptr %loss.total28, align 4
-  %3 = fdiv float %total2812, 6.400000e+01
+loss.n41.end:                                     ; preds = %loss.k45.end
+  %total4012 = load float, ptr %loss.total40, align 4
+  %3 = fdiv float %total4012, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 41600
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k32:                                         ; preds = %loss.k32, %loss.n29
-  %loss.k323 = phi i64 [ 0, %loss.n29 ], [ %k32.next, %loss.k32 ]
-  %m30 = load float, ptr %loss.m30, align 4
-  %4 = mul nsw i64 %loss.n291, 10
+loss.k44:                                         ; preds = %loss.k44, %loss.n41
+  %loss.k443 = phi i64 [ 0, %loss.n41 ], [ %k44.next, %loss.k44 ]
+  %m42 = load float, ptr %loss.m42, align 4
+  %4 = mul nsw i64 %loss.n411, 10
   %5 = add nsw i64 40960, %4
-  %6 = add nsw i64 %5, %loss.k323
+  %6 = add nsw i64 %5, %loss.k443
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m30
-  %9 = select i1 %8, float %7, float %m30
-  store float %9, ptr %loss.m30, align 4
-  %k32.next = add nsw i64 %loss.k323, 1
-  %10 = icmp slt i64 %k32.next, 10
-  br i1 %10, label %loss.k32, label %loss.k32.end
+  %8 = fcmp ogt float %7, %m42
+  %9 = select i1 %8, float %7, float %m42
+  store float %9, ptr %loss.m42, align 4
+  %k44.next = add nsw i64 %loss.k443, 1
+  %10 = icmp slt i64 %k44.next, 10
+  br i1 %10, label %loss.k44, label %loss.k44.end
 
-loss.k32.end:                                     ; preds = %loss.k32
-  store float 0.000000e+00, ptr %loss.s31, align 4
-  br label %loss.k33
+loss.k44.end:                                     ; preds = %loss.k44
+  store float 0.000000e+00, ptr %loss.s43, align 4
+  br label %loss.k45
 
-loss.k33:                                         ; preds = %loss.k33, %loss.k32.end
-  %loss.k335 = phi i64 [ 0, %loss.k32.end ], [ %k33.next, %loss.k33 ]
-  %s31 = load float, ptr %loss.s31, align 4
-  %11 = mul nsw i64 %loss.n291, 10
+loss.k45:                                         ; preds = %loss.k45, %loss.k44.end
+  %loss.k455 = phi i64 [ 0, %loss.k44.end ], [ %k45.next, %loss.k45 ]
+  %s43 = load float, ptr %loss.s43, align 4
+  %11 = mul nsw i64 %loss.n411, 10
   %12 = add nsw i64 40960, %11
-  %13 = add nsw i64 %12, %loss.k335
+  %13 = add nsw i64 %12, %loss.k455
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m307 = load float, ptr %loss.m30, align 4
-  %15 = fsub float %14, %m307
+  %m427 = load float, ptr %loss.m42, align 4
+  %15 = fsub float %14, %m427
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s31, %16
-  store float %17, ptr %loss.s31, align 4
-  %k33.next = add nsw i64 %loss.k335, 1
-  %18 = icmp slt i64 %k33.next, 10
-  br i1 %18, label %loss.k33, label %loss.k33.end
+  %17 = fadd float %s43, %16
+  store float %17, ptr %loss.s43, align 4
+  %k45.next = add nsw i64 %loss.k455, 1
+  %18 = icmp slt i64 %k45.next, 10
+  br i1 %18, label %loss.k45, label %loss.k45.end
 
-loss.k33.end:                                     ; preds = %loss.k33
-  %total28 = load float, ptr %loss.total28, align 4
-  %m308 = load float, ptr %loss.m30, align 4
-  %s319 = load float, ptr %loss.s31, align 4
-  %19 = call float @llvm.log.f32(float %s319)
-  %20 = fadd float %m308, %19
-  %21 = mul nsw i64 %loss.n291, 10
+loss.k45.end:                                     ; preds = %loss.k45
+  %total40 = load float, ptr %loss.total40, align 4
+  %m428 = load float, ptr %loss.m42, align 4
+  %s439 = load float, ptr %loss.s43, align 4
+  %19 = call float @llvm.log.f32(float %s439)
+  %20 = fadd float %m428, %19
+  %21 = mul nsw i64 %loss.n411, 10
   %22 = add nsw i64 40960, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n291
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n411
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total28, %26
-  store float %27, ptr %loss.total28, align 4
-  %n29.next = add nsw i64 %loss.n291, 1
-  %28 = icmp slt i64 %n29.next, 64
-  br i1 %28, label %loss.n29, label %loss.n29.end
+  %27 = fadd float %total40, %26
+  store float %27, ptr %loss.total40, align 4
+  %n41.next = add nsw i64 %loss.n411, 1
+  %28 = icmp slt i64 %n41.next, 64
+  br i1 %28, label %loss.n41, label %loss.n41.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -1364,103 +1364,103 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k6.fc3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc3_grad.s36 = alloca float, align 4
-  %fc3_grad.m35 = alloca float, align 4
-  br label %fc3_grad.n34
+  %fc3_grad.s48 = alloca float, align 4
+  %fc3_grad.m47 = alloca float, align 4
+  br label %fc3_grad.n46
 
-fc3_grad.n34:                                     ; preds = %fc3_grad.k39.end, %entry
-  %fc3_grad.n341 = phi i64 [ 0, %entry ], [ %n34.next, %fc3_grad.k39.end ]
-  %0 = mul nsw i64 %fc3_grad.n341, 10
+fc3_grad.n46:                                     ; preds = %fc3_grad.k51.end, %entry
+  %fc3_grad.n461 = phi i64 [ 0, %entry ], [ %n46.next, %fc3_grad.k51.end ]
+  %0 = mul nsw i64 %fc3_grad.n461, 10
   %1 = add nsw i64 40960, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc3_grad.m35, align 4
-  br label %fc3_grad.k37
+  store float %2, ptr %fc3_grad.m47, align 4
+  br label %fc3_grad.k49
 
-fc3_grad.n34.end:                                 ; preds = %fc3_grad.k39.end
+fc3_grad.n46.end:                                 ; preds = %fc3_grad.k51.end
   ret void
 
-fc3_grad.k37:                                     ; preds = %fc3_grad.k37, %fc3_grad.n34
-  %fc3_grad.k373 = phi i64 [ 0, %fc3_grad.n34 ], [ %k37.next, %fc3_grad.k37 ]
-  %m35 = load float, ptr %fc3_grad.m35, align 4
-  %3 = mul nsw i64 %fc3_grad.n341, 10
+fc3_grad.k49:                                     ; preds = %fc3_grad.k49, %fc3_grad.n46
+  %fc3_grad.k493 = phi i64 [ 0, %fc3_grad.n46 ], [ %k49.next, %fc3_grad.k49 ]
+  %m47 = load float, ptr %fc3_grad.m47, align 4
+  %3 = mul nsw i64 %fc3_grad.n461, 10
   %4 = add nsw i64 40960, %3
-  %5 = add nsw i64 %4, %fc3_grad.k373
+  %5 = add nsw i64 %4, %fc3_grad.k493
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m35
-  %8 = select i1 %7, float %6, float %m35
-  store float %8, ptr %fc3_grad.m35, align 4
-  %k37.next = add nsw i64 %fc3_grad.k373, 1
-  %9 = icmp slt i64 %k37.next, 10
-  br i1 %9, label %fc3_grad.k37, label %fc3_grad.k37.end
+  %7 = fcmp ogt float %6, %m47
+  %8 = select i1 %7, float %6, float %m47
+  store float %8, ptr %fc3_grad.m47, align 4
+  %k49.next = add nsw i64 %fc3_grad.k493, 1
+  %9 = icmp slt i64 %k49.next, 10
+  br i1 %9, label %fc3_grad.k49, label %fc3_grad.k49.end
 
-fc3_grad.k37.end:                                 ; preds = %fc3_grad.k37
-  store float 0.000000e+00, ptr %fc3_grad.s36, align 4
-  br label %fc3_grad.k38
+fc3_grad.k49.end:                                 ; preds = %fc3_grad.k49
+  store float 0.000000e+00, ptr %fc3_grad.s48, align 4
+  br label %fc3_grad.k50
 
-fc3_grad.k38:                                     ; preds = %fc3_grad.k38, %fc3_grad.k37.end
-  %fc3_grad.k385 = phi i64 [ 0, %fc3_grad.k37.end ], [ %k38.next, %fc3_grad.k38 ]
-  %s36 = load float, ptr %fc3_grad.s36, align 4
-  %10 = mul nsw i64 %fc3_grad.n341, 10
+fc3_grad.k50:                                     ; preds = %fc3_grad.k50, %fc3_grad.k49.end
+  %fc3_grad.k505 = phi i64 [ 0, %fc3_grad.k49.end ], [ %k50.next, %fc3_grad.k50 ]
+  %s48 = load float, ptr %fc3_grad.s48, align 4
+  %10 = mul nsw i64 %fc3_grad.n461, 10
   %11 = add nsw i64 40960, %10
-  %12 = add nsw i64 %11, %fc3_grad.k385
+  %12 = add nsw i64 %11, %fc3_grad.k505
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m357 = load float, ptr %fc3_grad.m35, align 4
-  %14 = fsub float %13, %m357
+  %m477 = load float, ptr %fc3_grad.m47, align 4
+  %14 = fsub float %13, %m477
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s36, %15
-  store float %16, ptr %fc3_grad.s36, align 4
-  %k38.next = add nsw i64 %fc3_grad.k385, 1
-  %17 = icmp slt i64 %k38.next, 10
-  br i1 %17, label %fc3_grad.k38, label %fc3_grad.k38.end
+  %16 = fadd float %s48, %15
+  store float %16, ptr %fc3_grad.s48, align 4
+  %k50.next = add nsw i64 %fc3_grad.k505, 1
+  %17 = icmp slt i64 %k50.next, 10
+  br i1 %17, label %fc3_grad.k50, label %fc3_grad.k50.end
 
-fc3_grad.k38.end:                                 ; preds = %fc3_grad.k38
-  br label %fc3_grad.k39
+fc3_grad.k50.end:                                 ; preds = %fc3_grad.k50
+  br label %fc3_grad.k51
 
-fc3_grad.k39:                                     ; preds = %fc3_grad.k39, %fc3_grad.k38.end
-  %fc3_grad.k398 = phi i64 [ 0, %fc3_grad.k38.end ], [ %k39.next, %fc3_grad.k39 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n341
+fc3_grad.k51:                                     ; preds = %fc3_grad.k51, %fc3_grad.k50.end
+  %fc3_grad.k518 = phi i64 [ 0, %fc3_grad.k50.end ], [ %k51.next, %fc3_grad.k51 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n461
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc3_grad.k398, %18
-  %20 = mul nsw i64 %fc3_grad.n341, 10
+  %19 = icmp eq i64 %fc3_grad.k518, %18
+  %20 = mul nsw i64 %fc3_grad.n461, 10
   %21 = add nsw i64 40960, %20
-  %22 = add nsw i64 %21, %fc3_grad.k398
+  %22 = add nsw i64 %21, %fc3_grad.k518
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m3511 = load float, ptr %fc3_grad.m35, align 4
-  %24 = fsub float %23, %m3511
+  %m4711 = load float, ptr %fc3_grad.m47, align 4
+  %24 = fsub float %23, %m4711
   %25 = call float @llvm.exp.f32(float %24)
-  %s3612 = load float, ptr %fc3_grad.s36, align 4
-  %26 = fdiv float %25, %s3612
+  %s4812 = load float, ptr %fc3_grad.s48, align 4
+  %26 = fdiv float %25, %s4812
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc3_grad.n341, 10
+  %28 = mul nsw i64 %fc3_grad.n461, 10
   %29 = add nsw i64 40960, %28
-  %30 = add nsw i64 %29, %fc3_grad.k398
+  %30 = add nsw i64 %29, %fc3_grad.k518
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m3514 = load float, ptr %fc3_grad.m35, align 4
-  %32 = fsub float %31, %m3514
+  %m4714 = load float, ptr %fc3_grad.m47, align 4
+  %32 = fsub float %31, %m4714
   %33 = call float @llvm.exp.f32(float %32)
-  %s3615 = load float, ptr %fc3_grad.s36, align 4
-  %34 = fdiv float %33, %s3615
+  %s4815 = load float, ptr %fc3_grad.s48, align 4
+  %34 = fdiv float %33, %s4815
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc3_grad.n341, 10
+  %37 = mul nsw i64 %fc3_grad.n461, 10
   %38 = add nsw i64 41616, %37
-  %39 = add nsw i64 %38, %fc3_grad.k398
+  %39 = add nsw i64 %38, %fc3_grad.k518
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k39.next = add nsw i64 %fc3_grad.k398, 1
-  %40 = icmp slt i64 %k39.next, 10
-  br i1 %40, label %fc3_grad.k39, label %fc3_grad.k39.end
+  %k51.next = add nsw i64 %fc3_grad.k518, 1
+  %40 = icmp slt i64 %k51.next, 10
+  br i1 %40, label %fc3_grad.k51, label %fc3_grad.k51.end
 
-fc3_grad.k39.end:                                 ; preds = %fc3_grad.k39
-  %n34.next = add nsw i64 %fc3_grad.n341, 1
-  %41 = icmp slt i64 %n34.next, 64
-  br i1 %41, label %fc3_grad.n34, label %fc3_grad.n34.end
+fc3_grad.k51.end:                                 ; preds = %fc3_grad.k51
+  %n46.next = add nsw i64 %fc3_grad.n461, 1
+  %41 = icmp slt i64 %n46.next, 64
+  br i1 %41, label %fc3_grad.n46, label %fc3_grad.n46.end
 }
 
 ; Function Attrs: noinline
@@ -1476,39 +1476,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k8.fc3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc3_bias_grad.acc41 = alloca float, align 4
-  br label %fc3_bias_grad.u40
+  %fc3_bias_grad.acc53 = alloca float, align 4
+  br label %fc3_bias_grad.u52
 
-fc3_bias_grad.u40:                                ; preds = %fc3_bias_grad.n42.end, %entry
-  %fc3_bias_grad.u401 = phi i64 [ 0, %entry ], [ %u40.next, %fc3_bias_grad.n42.end ]
-  store float 0.000000e+00, ptr %fc3_bias_grad.acc41, align 4
-  br label %fc3_bias_grad.n42
+fc3_bias_grad.u52:                                ; preds = %fc3_bias_grad.n54.end, %entry
+  %fc3_bias_grad.u521 = phi i64 [ 0, %entry ], [ %u52.next, %fc3_bias_grad.n54.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc53, align 4
+  br label %fc3_bias_grad.n54
 
-fc3_bias_grad.u40.end:                            ; preds = %fc3_bias_grad.n42.end
+fc3_bias_grad.u52.end:                            ; preds = %fc3_bias_grad.n54.end
   ret void
 
-fc3_bias_grad.n42:                                ; preds = %fc3_bias_grad.n42, %fc3_bias_grad.u40
-  %fc3_bias_grad.n422 = phi i64 [ 0, %fc3_bias_grad.u40 ], [ %n42.next, %fc3_bias_grad.n42 ]
-  %acc41 = load float, ptr %fc3_bias_grad.acc41, align 4
-  %0 = mul nsw i64 %fc3_bias_grad.n422, 10
+fc3_bias_grad.n54:                                ; preds = %fc3_bias_grad.n54, %fc3_bias_grad.u52
+  %fc3_bias_grad.n542 = phi i64 [ 0, %fc3_bias_grad.u52 ], [ %n54.next, %fc3_bias_grad.n54 ]
+  %acc53 = load float, ptr %fc3_bias_grad.acc53, align 4
+  %0 = mul nsw i64 %fc3_bias_grad.n542, 10
   %1 = add nsw i64 41616, %0
-  %2 = add nsw i64 %1, %fc3_bias_grad.u401
+  %2 = add nsw i64 %1, %fc3_bias_grad.u521
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc41, %3
-  store float %4, ptr %fc3_bias_grad.acc41, align 4
-  %n42.next = add nsw i64 %fc3_bias_grad.n422, 1
-  %5 = icmp slt i64 %n42.next, 64
-  br i1 %5, label %fc3_bias_grad.n42, label %fc3_bias_grad.n42.end
+  %4 = fadd float %acc53, %3
+  store float %4, ptr %fc3_bias_grad.acc53, align 4
+  %n54.next = add nsw i64 %fc3_bias_grad.n542, 1
+  %5 = icmp slt i64 %n54.next, 64
+  br i1 %5, label %fc3_bias_grad.n54, label %fc3_bias_grad.n54.end
 
-fc3_bias_grad.n42.end:                            ; preds = %fc3_bias_grad.n42
-  %acc414 = load float, ptr %fc3_bias_grad.acc41, align 4
-  %6 = add nsw i64 235136, %fc3_bias_grad.u401
+fc3_bias_grad.n54.end:                            ; preds = %fc3_bias_grad.n54
+  %acc534 = load float, ptr %fc3_bias_grad.acc53, align 4
+  %6 = add nsw i64 235136, %fc3_bias_grad.u521
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc414, ptr %grads5, align 4
-  %u40.next = add nsw i64 %fc3_bias_grad.u401, 1
-  %7 = icmp slt i64 %u40.next, 10
-  br i1 %7, label %fc3_bias_grad.u40, label %fc3_bias_grad.u40.end
+  store float %acc534, ptr %grads5, align 4
+  %u52.next = add nsw i64 %fc3_bias_grad.u521, 1
+  %7 = icmp slt i64 %u52.next, 10
+  br i1 %7, label %fc3_bias_grad.u52, label %fc3_bias_grad.u52.end
 }
 
 ; Function Attrs: noinline
@@ -1524,1082 +1524,1078 @@ entry:
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k10.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc2_grad.i43
+  br label %fc2_grad.i55
 
-fc2_grad.i43:                                     ; preds = %fc2_grad.i43, %entry
-  %fc2_grad.i431 = phi i64 [ 0, %entry ], [ %i43.next, %fc2_grad.i43 ]
-  %0 = add nsw i64 32768, %fc2_grad.i431
+fc2_grad.i55:                                     ; preds = %fc2_grad.i55, %entry
+  %fc2_grad.i551 = phi i64 [ 0, %entry ], [ %i55.next, %fc2_grad.i55 ]
+  %0 = add nsw i64 32768, %fc2_grad.i551
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 42256, %fc2_grad.i431
+  %3 = add nsw i64 42256, %fc2_grad.i551
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 50448, %fc2_grad.i431
+  %6 = add nsw i64 50448, %fc2_grad.i551
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i43.next = add nsw i64 %fc2_grad.i431, 1
-  %7 = icmp slt i64 %i43.next, 8192
-  br i1 %7, label %fc2_grad.i43, label %fc2_grad.i43.end
+  %i55.next = add nsw i64 %fc2_grad.i551, 1
+  %7 = icmp slt i64 %i55.next, 8192
+  br i1 %7, label %fc2_grad.i55, label %fc2_grad.i55.end
 
-fc2_grad.i43.end:                                 ; preds = %fc2_grad.i43
+fc2_grad.i55.end:                                 ; preds = %fc2_grad.i55
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k11.fc2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mlp_train_b64.k11.fc2_weight_grad.gemm51(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k11.fc2_weight_grad.gemm63(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mlp_train_b64.k11.fc2_weight_grad.gemm51(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mlp_train_b64.k11.fc2_weight_grad.gemm63(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_weight_grad.t49_a3 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_a2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_a1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_a0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_b1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_b0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c3_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c3_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c2_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c2_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c1_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c1_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c0_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t49_c0_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_a3 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_a2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_a1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_a0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_b2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_b1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_b0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c3_2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c3_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c3_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c2_2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c2_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c2_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c1_2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c1_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c1_0 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c0_2 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c0_1 = alloca <8 x float>, align 32
-  %fc2_weight_grad.t46_c0_0 = alloca <8 x float>, align 32
-  br label %fc2_weight_grad.nb44
+  %fc2_weight_grad.t61_a3 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_a2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_a1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_a0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_b1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_b0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c3_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c3_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c2_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c2_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c1_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c1_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c0_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t61_c0_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_a3 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_a2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_a1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_a0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_b2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_b1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_b0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c3_2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c3_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c3_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c2_2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c2_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c2_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c1_2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c1_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c1_0 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c0_2 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c0_1 = alloca <8 x float>, align 32
+  %fc2_weight_grad.t58_c0_0 = alloca <8 x float>, align 32
+  br label %fc2_weight_grad.nb56
 
-fc2_weight_grad.nb44:                             ; preds = %fc2_weight_grad.mb45.end, %entry
-  %fc2_weight_grad.nb441 = phi i64 [ 0, %entry ], [ %nb44.next, %fc2_weight_grad.mb45.end ]
-  br label %fc2_weight_grad.mb45
+fc2_weight_grad.nb56:                             ; preds = %fc2_weight_grad.mb57.end, %entry
+  %fc2_weight_grad.nb561 = phi i64 [ 0, %entry ], [ %nb56.next, %fc2_weight_grad.mb57.end ]
+  br label %fc2_weight_grad.mb57
 
-fc2_weight_grad.nb44.end:                         ; preds = %fc2_weight_grad.mb45.end
-  br label %fc2_weight_grad.mb48
+fc2_weight_grad.nb56.end:                         ; preds = %fc2_weight_grad.mb57.end
+  br label %fc2_weight_grad.mb60
 
-fc2_weight_grad.mb45:                             ; preds = %fc2_weight_grad.k47.end, %fc2_weight_grad.nb44
-  %fc2_weight_grad.mb452 = phi i64 [ 0, %fc2_weight_grad.nb44 ], [ %mb45.next, %fc2_weight_grad.k47.end ]
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t46_c3_2, align 32
-  br label %fc2_weight_grad.k47
+fc2_weight_grad.mb57:                             ; preds = %fc2_weight_grad.k59.end, %fc2_weight_grad.nb56
+  %fc2_weight_grad.mb572 = phi i64 [ 0, %fc2_weight_grad.nb56 ], [ %mb57.next, %fc2_weight_grad.k59.end ]
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t58_c3_2, align 32
+  br label %fc2_weight_grad.k59
 
-fc2_weight_grad.mb45.end:                         ; preds = %fc2_weight_grad.k47.end
-  %nb44.next = add nsw i64 %fc2_weight_grad.nb441, 1
-  %0 = icmp slt i64 %nb44.next, 10
-  br i1 %0, label %fc2_weight_grad.nb44, label %fc2_weight_grad.nb44.end
+fc2_weight_grad.mb57.end:                         ; preds = %fc2_weight_grad.k59.end
+  %nb56.next = add nsw i64 %fc2_weight_grad.nb561, 1
+  %0 = icmp slt i64 %nb56.next, 10
+  br i1 %0, label %fc2_weight_grad.nb56, label %fc2_weight_grad.nb56.end
 
-fc2_weight_grad.k47:                              ; preds = %fc2_weight_grad.k47, %fc2_weight_grad.mb45
-  %fc2_weight_grad.k473 = phi i64 [ 0, %fc2_weight_grad.mb45 ], [ %k47.next, %fc2_weight_grad.k47 ]
-  %1 = mul nsw i64 %fc2_weight_grad.k473, 256
+fc2_weight_grad.k59:                              ; preds = %fc2_weight_grad.k59, %fc2_weight_grad.mb57
+  %fc2_weight_grad.k593 = phi i64 [ 0, %fc2_weight_grad.mb57 ], [ %k59.next, %fc2_weight_grad.k59 ]
+  %1 = mul nsw i64 %fc2_weight_grad.k593, 256
   %2 = add nsw i64 16384, %1
-  %3 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %3 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc2_weight_grad.t46_b0, align 32
-  %6 = mul nsw i64 %fc2_weight_grad.k473, 256
+  store <8 x float> %5, ptr %fc2_weight_grad.t58_b0, align 32
+  %6 = mul nsw i64 %fc2_weight_grad.k593, 256
   %7 = add nsw i64 16384, %6
-  %8 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %8 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc2_weight_grad.t46_b1, align 32
-  %12 = mul nsw i64 %fc2_weight_grad.k473, 256
+  store <8 x float> %11, ptr %fc2_weight_grad.t58_b1, align 32
+  %12 = mul nsw i64 %fc2_weight_grad.k593, 256
   %13 = add nsw i64 16384, %12
-  %14 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %14 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc2_weight_grad.t46_b2, align 32
-  %18 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %17, ptr %fc2_weight_grad.t58_b2, align 32
+  %18 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %19 = add nsw i64 50448, %18
-  %20 = mul nsw i64 %fc2_weight_grad.k473, 128
+  %20 = mul nsw i64 %fc2_weight_grad.k593, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc2_weight_grad.t46_a0, align 32
-  %t46_a0 = load <8 x float>, ptr %fc2_weight_grad.t46_a0, align 32
-  %t46_b0 = load <8 x float>, ptr %fc2_weight_grad.t46_b0, align 32
-  %t46_c0_0 = load <8 x float>, ptr %fc2_weight_grad.t46_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a0, <8 x float> %t46_b0, <8 x float> %t46_c0_0)
-  store <8 x float> %25, ptr %fc2_weight_grad.t46_c0_0, align 32
-  %t46_a08 = load <8 x float>, ptr %fc2_weight_grad.t46_a0, align 32
-  %t46_b1 = load <8 x float>, ptr %fc2_weight_grad.t46_b1, align 32
-  %t46_c0_1 = load <8 x float>, ptr %fc2_weight_grad.t46_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a08, <8 x float> %t46_b1, <8 x float> %t46_c0_1)
-  store <8 x float> %26, ptr %fc2_weight_grad.t46_c0_1, align 32
-  %t46_a09 = load <8 x float>, ptr %fc2_weight_grad.t46_a0, align 32
-  %t46_b2 = load <8 x float>, ptr %fc2_weight_grad.t46_b2, align 32
-  %t46_c0_2 = load <8 x float>, ptr %fc2_weight_grad.t46_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a09, <8 x float> %t46_b2, <8 x float> %t46_c0_2)
-  store <8 x float> %27, ptr %fc2_weight_grad.t46_c0_2, align 32
-  %28 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %24, ptr %fc2_weight_grad.t58_a0, align 32
+  %t58_a0 = load <8 x float>, ptr %fc2_weight_grad.t58_a0, align 32
+  %t58_b0 = load <8 x float>, ptr %fc2_weight_grad.t58_b0, align 32
+  %t58_c0_0 = load <8 x float>, ptr %fc2_weight_grad.t58_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a0, <8 x float> %t58_b0, <8 x float> %t58_c0_0)
+  store <8 x float> %25, ptr %fc2_weight_grad.t58_c0_0, align 32
+  %t58_a08 = load <8 x float>, ptr %fc2_weight_grad.t58_a0, align 32
+  %t58_b1 = load <8 x float>, ptr %fc2_weight_grad.t58_b1, align 32
+  %t58_c0_1 = load <8 x float>, ptr %fc2_weight_grad.t58_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a08, <8 x float> %t58_b1, <8 x float> %t58_c0_1)
+  store <8 x float> %26, ptr %fc2_weight_grad.t58_c0_1, align 32
+  %t58_a09 = load <8 x float>, ptr %fc2_weight_grad.t58_a0, align 32
+  %t58_b2 = load <8 x float>, ptr %fc2_weight_grad.t58_b2, align 32
+  %t58_c0_2 = load <8 x float>, ptr %fc2_weight_grad.t58_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a09, <8 x float> %t58_b2, <8 x float> %t58_c0_2)
+  store <8 x float> %27, ptr %fc2_weight_grad.t58_c0_2, align 32
+  %28 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 50448, %29
-  %31 = mul nsw i64 %fc2_weight_grad.k473, 128
+  %31 = mul nsw i64 %fc2_weight_grad.k593, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc2_weight_grad.t46_a1, align 32
-  %t46_a1 = load <8 x float>, ptr %fc2_weight_grad.t46_a1, align 32
-  %t46_b011 = load <8 x float>, ptr %fc2_weight_grad.t46_b0, align 32
-  %t46_c1_0 = load <8 x float>, ptr %fc2_weight_grad.t46_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a1, <8 x float> %t46_b011, <8 x float> %t46_c1_0)
-  store <8 x float> %36, ptr %fc2_weight_grad.t46_c1_0, align 32
-  %t46_a112 = load <8 x float>, ptr %fc2_weight_grad.t46_a1, align 32
-  %t46_b113 = load <8 x float>, ptr %fc2_weight_grad.t46_b1, align 32
-  %t46_c1_1 = load <8 x float>, ptr %fc2_weight_grad.t46_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a112, <8 x float> %t46_b113, <8 x float> %t46_c1_1)
-  store <8 x float> %37, ptr %fc2_weight_grad.t46_c1_1, align 32
-  %t46_a114 = load <8 x float>, ptr %fc2_weight_grad.t46_a1, align 32
-  %t46_b215 = load <8 x float>, ptr %fc2_weight_grad.t46_b2, align 32
-  %t46_c1_2 = load <8 x float>, ptr %fc2_weight_grad.t46_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a114, <8 x float> %t46_b215, <8 x float> %t46_c1_2)
-  store <8 x float> %38, ptr %fc2_weight_grad.t46_c1_2, align 32
-  %39 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %35, ptr %fc2_weight_grad.t58_a1, align 32
+  %t58_a1 = load <8 x float>, ptr %fc2_weight_grad.t58_a1, align 32
+  %t58_b011 = load <8 x float>, ptr %fc2_weight_grad.t58_b0, align 32
+  %t58_c1_0 = load <8 x float>, ptr %fc2_weight_grad.t58_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a1, <8 x float> %t58_b011, <8 x float> %t58_c1_0)
+  store <8 x float> %36, ptr %fc2_weight_grad.t58_c1_0, align 32
+  %t58_a112 = load <8 x float>, ptr %fc2_weight_grad.t58_a1, align 32
+  %t58_b113 = load <8 x float>, ptr %fc2_weight_grad.t58_b1, align 32
+  %t58_c1_1 = load <8 x float>, ptr %fc2_weight_grad.t58_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a112, <8 x float> %t58_b113, <8 x float> %t58_c1_1)
+  store <8 x float> %37, ptr %fc2_weight_grad.t58_c1_1, align 32
+  %t58_a114 = load <8 x float>, ptr %fc2_weight_grad.t58_a1, align 32
+  %t58_b215 = load <8 x float>, ptr %fc2_weight_grad.t58_b2, align 32
+  %t58_c1_2 = load <8 x float>, ptr %fc2_weight_grad.t58_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a114, <8 x float> %t58_b215, <8 x float> %t58_c1_2)
+  store <8 x float> %38, ptr %fc2_weight_grad.t58_c1_2, align 32
+  %39 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 50448, %40
-  %42 = mul nsw i64 %fc2_weight_grad.k473, 128
+  %42 = mul nsw i64 %fc2_weight_grad.k593, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc2_weight_grad.t46_a2, align 32
-  %t46_a2 = load <8 x float>, ptr %fc2_weight_grad.t46_a2, align 32
-  %t46_b017 = load <8 x float>, ptr %fc2_weight_grad.t46_b0, align 32
-  %t46_c2_0 = load <8 x float>, ptr %fc2_weight_grad.t46_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a2, <8 x float> %t46_b017, <8 x float> %t46_c2_0)
-  store <8 x float> %47, ptr %fc2_weight_grad.t46_c2_0, align 32
-  %t46_a218 = load <8 x float>, ptr %fc2_weight_grad.t46_a2, align 32
-  %t46_b119 = load <8 x float>, ptr %fc2_weight_grad.t46_b1, align 32
-  %t46_c2_1 = load <8 x float>, ptr %fc2_weight_grad.t46_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a218, <8 x float> %t46_b119, <8 x float> %t46_c2_1)
-  store <8 x float> %48, ptr %fc2_weight_grad.t46_c2_1, align 32
-  %t46_a220 = load <8 x float>, ptr %fc2_weight_grad.t46_a2, align 32
-  %t46_b221 = load <8 x float>, ptr %fc2_weight_grad.t46_b2, align 32
-  %t46_c2_2 = load <8 x float>, ptr %fc2_weight_grad.t46_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a220, <8 x float> %t46_b221, <8 x float> %t46_c2_2)
-  store <8 x float> %49, ptr %fc2_weight_grad.t46_c2_2, align 32
-  %50 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %46, ptr %fc2_weight_grad.t58_a2, align 32
+  %t58_a2 = load <8 x float>, ptr %fc2_weight_grad.t58_a2, align 32
+  %t58_b017 = load <8 x float>, ptr %fc2_weight_grad.t58_b0, align 32
+  %t58_c2_0 = load <8 x float>, ptr %fc2_weight_grad.t58_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a2, <8 x float> %t58_b017, <8 x float> %t58_c2_0)
+  store <8 x float> %47, ptr %fc2_weight_grad.t58_c2_0, align 32
+  %t58_a218 = load <8 x float>, ptr %fc2_weight_grad.t58_a2, align 32
+  %t58_b119 = load <8 x float>, ptr %fc2_weight_grad.t58_b1, align 32
+  %t58_c2_1 = load <8 x float>, ptr %fc2_weight_grad.t58_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a218, <8 x float> %t58_b119, <8 x float> %t58_c2_1)
+  store <8 x float> %48, ptr %fc2_weight_grad.t58_c2_1, align 32
+  %t58_a220 = load <8 x float>, ptr %fc2_weight_grad.t58_a2, align 32
+  %t58_b221 = load <8 x float>, ptr %fc2_weight_grad.t58_b2, align 32
+  %t58_c2_2 = load <8 x float>, ptr %fc2_weight_grad.t58_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a220, <8 x float> %t58_b221, <8 x float> %t58_c2_2)
+  store <8 x float> %49, ptr %fc2_weight_grad.t58_c2_2, align 32
+  %50 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 50448, %51
-  %53 = mul nsw i64 %fc2_weight_grad.k473, 128
+  %53 = mul nsw i64 %fc2_weight_grad.k593, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc2_weight_grad.t46_a3, align 32
-  %t46_a3 = load <8 x float>, ptr %fc2_weight_grad.t46_a3, align 32
-  %t46_b023 = load <8 x float>, ptr %fc2_weight_grad.t46_b0, align 32
-  %t46_c3_0 = load <8 x float>, ptr %fc2_weight_grad.t46_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a3, <8 x float> %t46_b023, <8 x float> %t46_c3_0)
-  store <8 x float> %58, ptr %fc2_weight_grad.t46_c3_0, align 32
-  %t46_a324 = load <8 x float>, ptr %fc2_weight_grad.t46_a3, align 32
-  %t46_b125 = load <8 x float>, ptr %fc2_weight_grad.t46_b1, align 32
-  %t46_c3_1 = load <8 x float>, ptr %fc2_weight_grad.t46_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a324, <8 x float> %t46_b125, <8 x float> %t46_c3_1)
-  store <8 x float> %59, ptr %fc2_weight_grad.t46_c3_1, align 32
-  %t46_a326 = load <8 x float>, ptr %fc2_weight_grad.t46_a3, align 32
-  %t46_b227 = load <8 x float>, ptr %fc2_weight_grad.t46_b2, align 32
-  %t46_c3_2 = load <8 x float>, ptr %fc2_weight_grad.t46_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t46_a326, <8 x float> %t46_b227, <8 x float> %t46_c3_2)
-  store <8 x float> %60, ptr %fc2_weight_grad.t46_c3_2, align 32
-  %k47.next = add nsw i64 %fc2_weight_grad.k473, 1
-  %61 = icmp slt i64 %k47.next, 64
-  br i1 %61, label %fc2_weight_grad.k47, label %fc2_weight_grad.k47.end
+  store <8 x float> %57, ptr %fc2_weight_grad.t58_a3, align 32
+  %t58_a3 = load <8 x float>, ptr %fc2_weight_grad.t58_a3, align 32
+  %t58_b023 = load <8 x float>, ptr %fc2_weight_grad.t58_b0, align 32
+  %t58_c3_0 = load <8 x float>, ptr %fc2_weight_grad.t58_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a3, <8 x float> %t58_b023, <8 x float> %t58_c3_0)
+  store <8 x float> %58, ptr %fc2_weight_grad.t58_c3_0, align 32
+  %t58_a324 = load <8 x float>, ptr %fc2_weight_grad.t58_a3, align 32
+  %t58_b125 = load <8 x float>, ptr %fc2_weight_grad.t58_b1, align 32
+  %t58_c3_1 = load <8 x float>, ptr %fc2_weight_grad.t58_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a324, <8 x float> %t58_b125, <8 x float> %t58_c3_1)
+  store <8 x float> %59, ptr %fc2_weight_grad.t58_c3_1, align 32
+  %t58_a326 = load <8 x float>, ptr %fc2_weight_grad.t58_a3, align 32
+  %t58_b227 = load <8 x float>, ptr %fc2_weight_grad.t58_b2, align 32
+  %t58_c3_2 = load <8 x float>, ptr %fc2_weight_grad.t58_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t58_a326, <8 x float> %t58_b227, <8 x float> %t58_c3_2)
+  store <8 x float> %60, ptr %fc2_weight_grad.t58_c3_2, align 32
+  %k59.next = add nsw i64 %fc2_weight_grad.k593, 1
+  %61 = icmp slt i64 %k59.next, 64
+  br i1 %61, label %fc2_weight_grad.k59, label %fc2_weight_grad.k59.end
 
-fc2_weight_grad.k47.end:                          ; preds = %fc2_weight_grad.k47
-  %t46_c0_028 = load <8 x float>, ptr %fc2_weight_grad.t46_c0_0, align 32
-  %62 = mul nsw i64 %fc2_weight_grad.mb452, 4
+fc2_weight_grad.k59.end:                          ; preds = %fc2_weight_grad.k59
+  %t58_c0_028 = load <8 x float>, ptr %fc2_weight_grad.t58_c0_0, align 32
+  %62 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %63 = mul nsw i64 %62, 256
   %64 = add nsw i64 200960, %63
-  %65 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %65 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t46_c0_028, ptr %grads29, align 4
-  %t46_c0_130 = load <8 x float>, ptr %fc2_weight_grad.t46_c0_1, align 32
-  %67 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c0_028, ptr %grads29, align 4
+  %t58_c0_130 = load <8 x float>, ptr %fc2_weight_grad.t58_c0_1, align 32
+  %67 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %68 = mul nsw i64 %67, 256
   %69 = add nsw i64 200960, %68
-  %70 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %70 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t46_c0_130, ptr %grads31, align 4
-  %t46_c0_232 = load <8 x float>, ptr %fc2_weight_grad.t46_c0_2, align 32
-  %73 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c0_130, ptr %grads31, align 4
+  %t58_c0_232 = load <8 x float>, ptr %fc2_weight_grad.t58_c0_2, align 32
+  %73 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %74 = mul nsw i64 %73, 256
   %75 = add nsw i64 200960, %74
-  %76 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %76 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t46_c0_232, ptr %grads33, align 4
-  %t46_c1_034 = load <8 x float>, ptr %fc2_weight_grad.t46_c1_0, align 32
-  %79 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c0_232, ptr %grads33, align 4
+  %t58_c1_034 = load <8 x float>, ptr %fc2_weight_grad.t58_c1_0, align 32
+  %79 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 256
   %82 = add nsw i64 200960, %81
-  %83 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %83 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t46_c1_034, ptr %grads35, align 4
-  %t46_c1_136 = load <8 x float>, ptr %fc2_weight_grad.t46_c1_1, align 32
-  %85 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c1_034, ptr %grads35, align 4
+  %t58_c1_136 = load <8 x float>, ptr %fc2_weight_grad.t58_c1_1, align 32
+  %85 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 256
   %88 = add nsw i64 200960, %87
-  %89 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %89 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t46_c1_136, ptr %grads37, align 4
-  %t46_c1_238 = load <8 x float>, ptr %fc2_weight_grad.t46_c1_2, align 32
-  %92 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c1_136, ptr %grads37, align 4
+  %t58_c1_238 = load <8 x float>, ptr %fc2_weight_grad.t58_c1_2, align 32
+  %92 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 256
   %95 = add nsw i64 200960, %94
-  %96 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %96 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t46_c1_238, ptr %grads39, align 4
-  %t46_c2_040 = load <8 x float>, ptr %fc2_weight_grad.t46_c2_0, align 32
-  %99 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c1_238, ptr %grads39, align 4
+  %t58_c2_040 = load <8 x float>, ptr %fc2_weight_grad.t58_c2_0, align 32
+  %99 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 256
   %102 = add nsw i64 200960, %101
-  %103 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %103 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t46_c2_040, ptr %grads41, align 4
-  %t46_c2_142 = load <8 x float>, ptr %fc2_weight_grad.t46_c2_1, align 32
-  %105 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c2_040, ptr %grads41, align 4
+  %t58_c2_142 = load <8 x float>, ptr %fc2_weight_grad.t58_c2_1, align 32
+  %105 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 256
   %108 = add nsw i64 200960, %107
-  %109 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %109 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t46_c2_142, ptr %grads43, align 4
-  %t46_c2_244 = load <8 x float>, ptr %fc2_weight_grad.t46_c2_2, align 32
-  %112 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c2_142, ptr %grads43, align 4
+  %t58_c2_244 = load <8 x float>, ptr %fc2_weight_grad.t58_c2_2, align 32
+  %112 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 256
   %115 = add nsw i64 200960, %114
-  %116 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %116 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t46_c2_244, ptr %grads45, align 4
-  %t46_c3_046 = load <8 x float>, ptr %fc2_weight_grad.t46_c3_0, align 32
-  %119 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c2_244, ptr %grads45, align 4
+  %t58_c3_046 = load <8 x float>, ptr %fc2_weight_grad.t58_c3_0, align 32
+  %119 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 256
   %122 = add nsw i64 200960, %121
-  %123 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %123 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t46_c3_046, ptr %grads47, align 4
-  %t46_c3_148 = load <8 x float>, ptr %fc2_weight_grad.t46_c3_1, align 32
-  %125 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c3_046, ptr %grads47, align 4
+  %t58_c3_148 = load <8 x float>, ptr %fc2_weight_grad.t58_c3_1, align 32
+  %125 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 256
   %128 = add nsw i64 200960, %127
-  %129 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %129 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t46_c3_148, ptr %grads49, align 4
-  %t46_c3_250 = load <8 x float>, ptr %fc2_weight_grad.t46_c3_2, align 32
-  %132 = mul nsw i64 %fc2_weight_grad.mb452, 4
+  store <8 x float> %t58_c3_148, ptr %grads49, align 4
+  %t58_c3_250 = load <8 x float>, ptr %fc2_weight_grad.t58_c3_2, align 32
+  %132 = mul nsw i64 %fc2_weight_grad.mb572, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 256
   %135 = add nsw i64 200960, %134
-  %136 = mul nsw i64 %fc2_weight_grad.nb441, 24
+  %136 = mul nsw i64 %fc2_weight_grad.nb561, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t46_c3_250, ptr %grads51, align 4
-  %mb45.next = add nsw i64 %fc2_weight_grad.mb452, 1
-  %139 = icmp slt i64 %mb45.next, 32
-  br i1 %139, label %fc2_weight_grad.mb45, label %fc2_weight_grad.mb45.end
+  store <8 x float> %t58_c3_250, ptr %grads51, align 4
+  %mb57.next = add nsw i64 %fc2_weight_grad.mb572, 1
+  %139 = icmp slt i64 %mb57.next, 32
+  br i1 %139, label %fc2_weight_grad.mb57, label %fc2_weight_grad.mb57.end
 
-fc2_weight_grad.mb48:                             ; preds = %fc2_weight_grad.k50.end, %fc2_weight_grad.nb44.end
-  %fc2_weight_grad.mb4852 = phi i64 [ 0, %fc2_weight_grad.nb44.end ], [ %mb48.next, %fc2_weight_grad.k50.end ]
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t49_c3_1, align 32
-  br label %fc2_weight_grad.k50
+fc2_weight_grad.mb60:                             ; preds = %fc2_weight_grad.k62.end, %fc2_weight_grad.nb56.end
+  %fc2_weight_grad.mb6052 = phi i64 [ 0, %fc2_weight_grad.nb56.end ], [ %mb60.next, %fc2_weight_grad.k62.end ]
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc2_weight_grad.t61_c3_1, align 32
+  br label %fc2_weight_grad.k62
 
-fc2_weight_grad.mb48.end:                         ; preds = %fc2_weight_grad.k50.end
+fc2_weight_grad.mb60.end:                         ; preds = %fc2_weight_grad.k62.end
   ret void
 
-fc2_weight_grad.k50:                              ; preds = %fc2_weight_grad.k50, %fc2_weight_grad.mb48
-  %fc2_weight_grad.k5053 = phi i64 [ 0, %fc2_weight_grad.mb48 ], [ %k50.next, %fc2_weight_grad.k50 ]
-  %140 = mul nsw i64 %fc2_weight_grad.k5053, 256
+fc2_weight_grad.k62:                              ; preds = %fc2_weight_grad.k62, %fc2_weight_grad.mb60
+  %fc2_weight_grad.k6253 = phi i64 [ 0, %fc2_weight_grad.mb60 ], [ %k62.next, %fc2_weight_grad.k62 ]
+  %140 = mul nsw i64 %fc2_weight_grad.k6253, 256
   %141 = add nsw i64 16384, %140
   %142 = add nsw i64 %141, 240
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc2_weight_grad.t49_b0, align 32
-  %144 = mul nsw i64 %fc2_weight_grad.k5053, 256
+  store <8 x float> %143, ptr %fc2_weight_grad.t61_b0, align 32
+  %144 = mul nsw i64 %fc2_weight_grad.k6253, 256
   %145 = add nsw i64 16384, %144
   %146 = add nsw i64 %145, 240
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc2_weight_grad.t49_b1, align 32
-  %149 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %148, ptr %fc2_weight_grad.t61_b1, align 32
+  %149 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %150 = add nsw i64 50448, %149
-  %151 = mul nsw i64 %fc2_weight_grad.k5053, 128
+  %151 = mul nsw i64 %fc2_weight_grad.k6253, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc2_weight_grad.t49_a0, align 32
-  %t49_a0 = load <8 x float>, ptr %fc2_weight_grad.t49_a0, align 32
-  %t49_b0 = load <8 x float>, ptr %fc2_weight_grad.t49_b0, align 32
-  %t49_c0_0 = load <8 x float>, ptr %fc2_weight_grad.t49_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a0, <8 x float> %t49_b0, <8 x float> %t49_c0_0)
-  store <8 x float> %156, ptr %fc2_weight_grad.t49_c0_0, align 32
-  %t49_a057 = load <8 x float>, ptr %fc2_weight_grad.t49_a0, align 32
-  %t49_b1 = load <8 x float>, ptr %fc2_weight_grad.t49_b1, align 32
-  %t49_c0_1 = load <8 x float>, ptr %fc2_weight_grad.t49_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a057, <8 x float> %t49_b1, <8 x float> %t49_c0_1)
-  store <8 x float> %157, ptr %fc2_weight_grad.t49_c0_1, align 32
-  %158 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %155, ptr %fc2_weight_grad.t61_a0, align 32
+  %t61_a0 = load <8 x float>, ptr %fc2_weight_grad.t61_a0, align 32
+  %t61_b0 = load <8 x float>, ptr %fc2_weight_grad.t61_b0, align 32
+  %t61_c0_0 = load <8 x float>, ptr %fc2_weight_grad.t61_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a0, <8 x float> %t61_b0, <8 x float> %t61_c0_0)
+  store <8 x float> %156, ptr %fc2_weight_grad.t61_c0_0, align 32
+  %t61_a057 = load <8 x float>, ptr %fc2_weight_grad.t61_a0, align 32
+  %t61_b1 = load <8 x float>, ptr %fc2_weight_grad.t61_b1, align 32
+  %t61_c0_1 = load <8 x float>, ptr %fc2_weight_grad.t61_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a057, <8 x float> %t61_b1, <8 x float> %t61_c0_1)
+  store <8 x float> %157, ptr %fc2_weight_grad.t61_c0_1, align 32
+  %158 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 50448, %159
-  %161 = mul nsw i64 %fc2_weight_grad.k5053, 128
+  %161 = mul nsw i64 %fc2_weight_grad.k6253, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc2_weight_grad.t49_a1, align 32
-  %t49_a1 = load <8 x float>, ptr %fc2_weight_grad.t49_a1, align 32
-  %t49_b059 = load <8 x float>, ptr %fc2_weight_grad.t49_b0, align 32
-  %t49_c1_0 = load <8 x float>, ptr %fc2_weight_grad.t49_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a1, <8 x float> %t49_b059, <8 x float> %t49_c1_0)
-  store <8 x float> %166, ptr %fc2_weight_grad.t49_c1_0, align 32
-  %t49_a160 = load <8 x float>, ptr %fc2_weight_grad.t49_a1, align 32
-  %t49_b161 = load <8 x float>, ptr %fc2_weight_grad.t49_b1, align 32
-  %t49_c1_1 = load <8 x float>, ptr %fc2_weight_grad.t49_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a160, <8 x float> %t49_b161, <8 x float> %t49_c1_1)
-  store <8 x float> %167, ptr %fc2_weight_grad.t49_c1_1, align 32
-  %168 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %165, ptr %fc2_weight_grad.t61_a1, align 32
+  %t61_a1 = load <8 x float>, ptr %fc2_weight_grad.t61_a1, align 32
+  %t61_b059 = load <8 x float>, ptr %fc2_weight_grad.t61_b0, align 32
+  %t61_c1_0 = load <8 x float>, ptr %fc2_weight_grad.t61_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a1, <8 x float> %t61_b059, <8 x float> %t61_c1_0)
+  store <8 x float> %166, ptr %fc2_weight_grad.t61_c1_0, align 32
+  %t61_a160 = load <8 x float>, ptr %fc2_weight_grad.t61_a1, align 32
+  %t61_b161 = load <8 x float>, ptr %fc2_weight_grad.t61_b1, align 32
+  %t61_c1_1 = load <8 x float>, ptr %fc2_weight_grad.t61_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a160, <8 x float> %t61_b161, <8 x float> %t61_c1_1)
+  store <8 x float> %167, ptr %fc2_weight_grad.t61_c1_1, align 32
+  %168 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 50448, %169
-  %171 = mul nsw i64 %fc2_weight_grad.k5053, 128
+  %171 = mul nsw i64 %fc2_weight_grad.k6253, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc2_weight_grad.t49_a2, align 32
-  %t49_a2 = load <8 x float>, ptr %fc2_weight_grad.t49_a2, align 32
-  %t49_b063 = load <8 x float>, ptr %fc2_weight_grad.t49_b0, align 32
-  %t49_c2_0 = load <8 x float>, ptr %fc2_weight_grad.t49_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a2, <8 x float> %t49_b063, <8 x float> %t49_c2_0)
-  store <8 x float> %176, ptr %fc2_weight_grad.t49_c2_0, align 32
-  %t49_a264 = load <8 x float>, ptr %fc2_weight_grad.t49_a2, align 32
-  %t49_b165 = load <8 x float>, ptr %fc2_weight_grad.t49_b1, align 32
-  %t49_c2_1 = load <8 x float>, ptr %fc2_weight_grad.t49_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a264, <8 x float> %t49_b165, <8 x float> %t49_c2_1)
-  store <8 x float> %177, ptr %fc2_weight_grad.t49_c2_1, align 32
-  %178 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %175, ptr %fc2_weight_grad.t61_a2, align 32
+  %t61_a2 = load <8 x float>, ptr %fc2_weight_grad.t61_a2, align 32
+  %t61_b063 = load <8 x float>, ptr %fc2_weight_grad.t61_b0, align 32
+  %t61_c2_0 = load <8 x float>, ptr %fc2_weight_grad.t61_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a2, <8 x float> %t61_b063, <8 x float> %t61_c2_0)
+  store <8 x float> %176, ptr %fc2_weight_grad.t61_c2_0, align 32
+  %t61_a264 = load <8 x float>, ptr %fc2_weight_grad.t61_a2, align 32
+  %t61_b165 = load <8 x float>, ptr %fc2_weight_grad.t61_b1, align 32
+  %t61_c2_1 = load <8 x float>, ptr %fc2_weight_grad.t61_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a264, <8 x float> %t61_b165, <8 x float> %t61_c2_1)
+  store <8 x float> %177, ptr %fc2_weight_grad.t61_c2_1, align 32
+  %178 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 50448, %179
-  %181 = mul nsw i64 %fc2_weight_grad.k5053, 128
+  %181 = mul nsw i64 %fc2_weight_grad.k6253, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc2_weight_grad.t49_a3, align 32
-  %t49_a3 = load <8 x float>, ptr %fc2_weight_grad.t49_a3, align 32
-  %t49_b067 = load <8 x float>, ptr %fc2_weight_grad.t49_b0, align 32
-  %t49_c3_0 = load <8 x float>, ptr %fc2_weight_grad.t49_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a3, <8 x float> %t49_b067, <8 x float> %t49_c3_0)
-  store <8 x float> %186, ptr %fc2_weight_grad.t49_c3_0, align 32
-  %t49_a368 = load <8 x float>, ptr %fc2_weight_grad.t49_a3, align 32
-  %t49_b169 = load <8 x float>, ptr %fc2_weight_grad.t49_b1, align 32
-  %t49_c3_1 = load <8 x float>, ptr %fc2_weight_grad.t49_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t49_a368, <8 x float> %t49_b169, <8 x float> %t49_c3_1)
-  store <8 x float> %187, ptr %fc2_weight_grad.t49_c3_1, align 32
-  %k50.next = add nsw i64 %fc2_weight_grad.k5053, 1
-  %188 = icmp slt i64 %k50.next, 64
-  br i1 %188, label %fc2_weight_grad.k50, label %fc2_weight_grad.k50.end
+  store <8 x float> %185, ptr %fc2_weight_grad.t61_a3, align 32
+  %t61_a3 = load <8 x float>, ptr %fc2_weight_grad.t61_a3, align 32
+  %t61_b067 = load <8 x float>, ptr %fc2_weight_grad.t61_b0, align 32
+  %t61_c3_0 = load <8 x float>, ptr %fc2_weight_grad.t61_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a3, <8 x float> %t61_b067, <8 x float> %t61_c3_0)
+  store <8 x float> %186, ptr %fc2_weight_grad.t61_c3_0, align 32
+  %t61_a368 = load <8 x float>, ptr %fc2_weight_grad.t61_a3, align 32
+  %t61_b169 = load <8 x float>, ptr %fc2_weight_grad.t61_b1, align 32
+  %t61_c3_1 = load <8 x float>, ptr %fc2_weight_grad.t61_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a368, <8 x float> %t61_b169, <8 x float> %t61_c3_1)
+  store <8 x float> %187, ptr %fc2_weight_grad.t61_c3_1, align 32
+  %k62.next = add nsw i64 %fc2_weight_grad.k6253, 1
+  %188 = icmp slt i64 %k62.next, 64
+  br i1 %188, label %fc2_weight_grad.k62, label %fc2_weight_grad.k62.end
 
-fc2_weight_grad.k50.end:                          ; preds = %fc2_weight_grad.k50
-  %t49_c0_070 = load <8 x float>, ptr %fc2_weight_grad.t49_c0_0, align 32
-  %189 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+fc2_weight_grad.k62.end:                          ; preds = %fc2_weight_grad.k62
+  %t61_c0_070 = load <8 x float>, ptr %fc2_weight_grad.t61_c0_0, align 32
+  %189 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %190 = mul nsw i64 %189, 256
   %191 = add nsw i64 200960, %190
   %192 = add nsw i64 %191, 240
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t49_c0_070, ptr %grads71, align 4
-  %t49_c0_172 = load <8 x float>, ptr %fc2_weight_grad.t49_c0_1, align 32
-  %193 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c0_070, ptr %grads71, align 4
+  %t61_c0_172 = load <8 x float>, ptr %fc2_weight_grad.t61_c0_1, align 32
+  %193 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %194 = mul nsw i64 %193, 256
   %195 = add nsw i64 200960, %194
   %196 = add nsw i64 %195, 240
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t49_c0_172, ptr %grads73, align 4
-  %t49_c1_074 = load <8 x float>, ptr %fc2_weight_grad.t49_c1_0, align 32
-  %198 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c0_172, ptr %grads73, align 4
+  %t61_c1_074 = load <8 x float>, ptr %fc2_weight_grad.t61_c1_0, align 32
+  %198 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 256
   %201 = add nsw i64 200960, %200
   %202 = add nsw i64 %201, 240
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t49_c1_074, ptr %grads75, align 4
-  %t49_c1_176 = load <8 x float>, ptr %fc2_weight_grad.t49_c1_1, align 32
-  %203 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c1_074, ptr %grads75, align 4
+  %t61_c1_176 = load <8 x float>, ptr %fc2_weight_grad.t61_c1_1, align 32
+  %203 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 256
   %206 = add nsw i64 200960, %205
   %207 = add nsw i64 %206, 240
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t49_c1_176, ptr %grads77, align 4
-  %t49_c2_078 = load <8 x float>, ptr %fc2_weight_grad.t49_c2_0, align 32
-  %209 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c1_176, ptr %grads77, align 4
+  %t61_c2_078 = load <8 x float>, ptr %fc2_weight_grad.t61_c2_0, align 32
+  %209 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 256
   %212 = add nsw i64 200960, %211
   %213 = add nsw i64 %212, 240
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t49_c2_078, ptr %grads79, align 4
-  %t49_c2_180 = load <8 x float>, ptr %fc2_weight_grad.t49_c2_1, align 32
-  %214 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c2_078, ptr %grads79, align 4
+  %t61_c2_180 = load <8 x float>, ptr %fc2_weight_grad.t61_c2_1, align 32
+  %214 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 256
   %217 = add nsw i64 200960, %216
   %218 = add nsw i64 %217, 240
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t49_c2_180, ptr %grads81, align 4
-  %t49_c3_082 = load <8 x float>, ptr %fc2_weight_grad.t49_c3_0, align 32
-  %220 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c2_180, ptr %grads81, align 4
+  %t61_c3_082 = load <8 x float>, ptr %fc2_weight_grad.t61_c3_0, align 32
+  %220 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 256
   %223 = add nsw i64 200960, %222
   %224 = add nsw i64 %223, 240
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t49_c3_082, ptr %grads83, align 4
-  %t49_c3_184 = load <8 x float>, ptr %fc2_weight_grad.t49_c3_1, align 32
-  %225 = mul nsw i64 %fc2_weight_grad.mb4852, 4
+  store <8 x float> %t61_c3_082, ptr %grads83, align 4
+  %t61_c3_184 = load <8 x float>, ptr %fc2_weight_grad.t61_c3_1, align 32
+  %225 = mul nsw i64 %fc2_weight_grad.mb6052, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 256
   %228 = add nsw i64 200960, %227
   %229 = add nsw i64 %228, 240
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t49_c3_184, ptr %grads85, align 4
-  %mb48.next = add nsw i64 %fc2_weight_grad.mb4852, 1
-  %231 = icmp slt i64 %mb48.next, 32
-  br i1 %231, label %fc2_weight_grad.mb48, label %fc2_weight_grad.mb48.end
+  store <8 x float> %t61_c3_184, ptr %grads85, align 4
+  %mb60.next = add nsw i64 %fc2_weight_grad.mb6052, 1
+  %231 = icmp slt i64 %mb60.next, 32
+  br i1 %231, label %fc2_weight_grad.mb60, label %fc2_weight_grad.mb60.end
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k12.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_bias_grad.acc53 = alloca float, align 4
-  br label %fc2_bias_grad.u52
+  %fc2_bias_grad.acc65 = alloca float, align 4
+  br label %fc2_bias_grad.u64
 
-fc2_bias_grad.u52:                                ; preds = %fc2_bias_grad.n54.end, %entry
-  %fc2_bias_grad.u521 = phi i64 [ 0, %entry ], [ %u52.next, %fc2_bias_grad.n54.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc53, align 4
-  br label %fc2_bias_grad.n54
+fc2_bias_grad.u64:                                ; preds = %fc2_bias_grad.n66.end, %entry
+  %fc2_bias_grad.u641 = phi i64 [ 0, %entry ], [ %u64.next, %fc2_bias_grad.n66.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc65, align 4
+  br label %fc2_bias_grad.n66
 
-fc2_bias_grad.u52.end:                            ; preds = %fc2_bias_grad.n54.end
+fc2_bias_grad.u64.end:                            ; preds = %fc2_bias_grad.n66.end
   ret void
 
-fc2_bias_grad.n54:                                ; preds = %fc2_bias_grad.n54, %fc2_bias_grad.u52
-  %fc2_bias_grad.n542 = phi i64 [ 0, %fc2_bias_grad.u52 ], [ %n54.next, %fc2_bias_grad.n54 ]
-  %acc53 = load float, ptr %fc2_bias_grad.acc53, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n542, 128
+fc2_bias_grad.n66:                                ; preds = %fc2_bias_grad.n66, %fc2_bias_grad.u64
+  %fc2_bias_grad.n662 = phi i64 [ 0, %fc2_bias_grad.u64 ], [ %n66.next, %fc2_bias_grad.n66 ]
+  %acc65 = load float, ptr %fc2_bias_grad.acc65, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n662, 128
   %1 = add nsw i64 50448, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u521
+  %2 = add nsw i64 %1, %fc2_bias_grad.u641
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc53, %3
-  store float %4, ptr %fc2_bias_grad.acc53, align 4
-  %n54.next = add nsw i64 %fc2_bias_grad.n542, 1
-  %5 = icmp slt i64 %n54.next, 64
-  br i1 %5, label %fc2_bias_grad.n54, label %fc2_bias_grad.n54.end
+  %4 = fadd float %acc65, %3
+  store float %4, ptr %fc2_bias_grad.acc65, align 4
+  %n66.next = add nsw i64 %fc2_bias_grad.n662, 1
+  %5 = icmp slt i64 %n66.next, 64
+  br i1 %5, label %fc2_bias_grad.n66, label %fc2_bias_grad.n66.end
 
-fc2_bias_grad.n54.end:                            ; preds = %fc2_bias_grad.n54
-  %acc534 = load float, ptr %fc2_bias_grad.acc53, align 4
-  %6 = add nsw i64 233728, %fc2_bias_grad.u521
+fc2_bias_grad.n66.end:                            ; preds = %fc2_bias_grad.n66
+  %acc654 = load float, ptr %fc2_bias_grad.acc65, align 4
+  %6 = add nsw i64 233728, %fc2_bias_grad.u641
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc534, ptr %grads5, align 4
-  %u52.next = add nsw i64 %fc2_bias_grad.u521, 1
-  %7 = icmp slt i64 %u52.next, 128
-  br i1 %7, label %fc2_bias_grad.u52, label %fc2_bias_grad.u52.end
+  store float %acc654, ptr %grads5, align 4
+  %u64.next = add nsw i64 %fc2_bias_grad.u641, 1
+  %7 = icmp slt i64 %u64.next, 128
+  br i1 %7, label %fc2_bias_grad.u64, label %fc2_bias_grad.u64.end
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k13.drop_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mlp_train_b64.k13.drop_grad.gemm62(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k13.drop_grad.gemm74(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mlp_train_b64.k13.drop_grad.gemm62(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mlp_train_b64.k13.drop_grad.gemm74(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %drop_grad.t60_a3 = alloca <8 x float>, align 32
-  %drop_grad.t60_a2 = alloca <8 x float>, align 32
-  %drop_grad.t60_a1 = alloca <8 x float>, align 32
-  %drop_grad.t60_a0 = alloca <8 x float>, align 32
-  %drop_grad.t60_b1 = alloca <8 x float>, align 32
-  %drop_grad.t60_b0 = alloca <8 x float>, align 32
-  %drop_grad.t60_c3_1 = alloca <8 x float>, align 32
-  %drop_grad.t60_c3_0 = alloca <8 x float>, align 32
-  %drop_grad.t60_c2_1 = alloca <8 x float>, align 32
-  %drop_grad.t60_c2_0 = alloca <8 x float>, align 32
-  %drop_grad.t60_c1_1 = alloca <8 x float>, align 32
-  %drop_grad.t60_c1_0 = alloca <8 x float>, align 32
-  %drop_grad.t60_c0_1 = alloca <8 x float>, align 32
-  %drop_grad.t60_c0_0 = alloca <8 x float>, align 32
-  %drop_grad.t57_a3 = alloca <8 x float>, align 32
-  %drop_grad.t57_a2 = alloca <8 x float>, align 32
-  %drop_grad.t57_a1 = alloca <8 x float>, align 32
-  %drop_grad.t57_a0 = alloca <8 x float>, align 32
-  %drop_grad.t57_b2 = alloca <8 x float>, align 32
-  %drop_grad.t57_b1 = alloca <8 x float>, align 32
-  %drop_grad.t57_b0 = alloca <8 x float>, align 32
-  %drop_grad.t57_c3_2 = alloca <8 x float>, align 32
-  %drop_grad.t57_c3_1 = alloca <8 x float>, align 32
-  %drop_grad.t57_c3_0 = alloca <8 x float>, align 32
-  %drop_grad.t57_c2_2 = alloca <8 x float>, align 32
-  %drop_grad.t57_c2_1 = alloca <8 x float>, align 32
-  %drop_grad.t57_c2_0 = alloca <8 x float>, align 32
-  %drop_grad.t57_c1_2 = alloca <8 x float>, align 32
-  %drop_grad.t57_c1_1 = alloca <8 x float>, align 32
-  %drop_grad.t57_c1_0 = alloca <8 x float>, align 32
-  %drop_grad.t57_c0_2 = alloca <8 x float>, align 32
-  %drop_grad.t57_c0_1 = alloca <8 x float>, align 32
-  %drop_grad.t57_c0_0 = alloca <8 x float>, align 32
-  br label %drop_grad.nb55
+  %drop_grad.t72_a3 = alloca <8 x float>, align 32
+  %drop_grad.t72_a2 = alloca <8 x float>, align 32
+  %drop_grad.t72_a1 = alloca <8 x float>, align 32
+  %drop_grad.t72_a0 = alloca <8 x float>, align 32
+  %drop_grad.t72_b1 = alloca <8 x float>, align 32
+  %drop_grad.t72_b0 = alloca <8 x float>, align 32
+  %drop_grad.t72_c3_1 = alloca <8 x float>, align 32
+  %drop_grad.t72_c3_0 = alloca <8 x float>, align 32
+  %drop_grad.t72_c2_1 = alloca <8 x float>, align 32
+  %drop_grad.t72_c2_0 = alloca <8 x float>, align 32
+  %drop_grad.t72_c1_1 = alloca <8 x float>, align 32
+  %drop_grad.t72_c1_0 = alloca <8 x float>, align 32
+  %drop_grad.t72_c0_1 = alloca <8 x float>, align 32
+  %drop_grad.t72_c0_0 = alloca <8 x float>, align 32
+  %drop_grad.t69_a3 = alloca <8 x float>, align 32
+  %drop_grad.t69_a2 = alloca <8 x float>, align 32
+  %drop_grad.t69_a1 = alloca <8 x float>, align 32
+  %drop_grad.t69_a0 = alloca <8 x float>, align 32
+  %drop_grad.t69_b2 = alloca <8 x float>, align 32
+  %drop_grad.t69_b1 = alloca <8 x float>, align 32
+  %drop_grad.t69_b0 = alloca <8 x float>, align 32
+  %drop_grad.t69_c3_2 = alloca <8 x float>, align 32
+  %drop_grad.t69_c3_1 = alloca <8 x float>, align 32
+  %drop_grad.t69_c3_0 = alloca <8 x float>, align 32
+  %drop_grad.t69_c2_2 = alloca <8 x float>, align 32
+  %drop_grad.t69_c2_1 = alloca <8 x float>, align 32
+  %drop_grad.t69_c2_0 = alloca <8 x float>, align 32
+  %drop_grad.t69_c1_2 = alloca <8 x float>, align 32
+  %drop_grad.t69_c1_1 = alloca <8 x float>, align 32
+  %drop_grad.t69_c1_0 = alloca <8 x float>, align 32
+  %drop_grad.t69_c0_2 = alloca <8 x float>, align 32
+  %drop_grad.t69_c0_1 = alloca <8 x float>, align 32
+  %drop_grad.t69_c0_0 = alloca <8 x float>, align 32
+  br label %drop_grad.nb67
 
-drop_grad.nb55:                                   ; preds = %drop_grad.mb56.end, %entry
-  %drop_grad.nb551 = phi i64 [ 0, %entry ], [ %nb55.next, %drop_grad.mb56.end ]
-  br label %drop_grad.mb56
+drop_grad.nb67:                                   ; preds = %drop_grad.mb68.end, %entry
+  %drop_grad.nb671 = phi i64 [ 0, %entry ], [ %nb67.next, %drop_grad.mb68.end ]
+  br label %drop_grad.mb68
 
-drop_grad.nb55.end:                               ; preds = %drop_grad.mb56.end
-  br label %drop_grad.mb59
+drop_grad.nb67.end:                               ; preds = %drop_grad.mb68.end
+  br label %drop_grad.mb71
 
-drop_grad.mb56:                                   ; preds = %drop_grad.k58.end, %drop_grad.nb55
-  %drop_grad.mb562 = phi i64 [ 0, %drop_grad.nb55 ], [ %mb56.next, %drop_grad.k58.end ]
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t57_c3_2, align 32
-  br label %drop_grad.k58
+drop_grad.mb68:                                   ; preds = %drop_grad.k70.end, %drop_grad.nb67
+  %drop_grad.mb682 = phi i64 [ 0, %drop_grad.nb67 ], [ %mb68.next, %drop_grad.k70.end ]
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t69_c3_2, align 32
+  br label %drop_grad.k70
 
-drop_grad.mb56.end:                               ; preds = %drop_grad.k58.end
-  %nb55.next = add nsw i64 %drop_grad.nb551, 1
-  %0 = icmp slt i64 %nb55.next, 10
-  br i1 %0, label %drop_grad.nb55, label %drop_grad.nb55.end
+drop_grad.mb68.end:                               ; preds = %drop_grad.k70.end
+  %nb67.next = add nsw i64 %drop_grad.nb671, 1
+  %0 = icmp slt i64 %nb67.next, 10
+  br i1 %0, label %drop_grad.nb67, label %drop_grad.nb67.end
 
-drop_grad.k58:                                    ; preds = %drop_grad.k58, %drop_grad.mb56
-  %drop_grad.k583 = phi i64 [ 0, %drop_grad.mb56 ], [ %k58.next, %drop_grad.k58 ]
-  %1 = mul nsw i64 %drop_grad.k583, 256
+drop_grad.k70:                                    ; preds = %drop_grad.k70, %drop_grad.mb68
+  %drop_grad.k703 = phi i64 [ 0, %drop_grad.mb68 ], [ %k70.next, %drop_grad.k70 ]
+  %1 = mul nsw i64 %drop_grad.k703, 256
   %2 = add nsw i64 200960, %1
-  %3 = mul nsw i64 %drop_grad.nb551, 24
+  %3 = mul nsw i64 %drop_grad.nb671, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %drop_grad.t57_b0, align 32
-  %6 = mul nsw i64 %drop_grad.k583, 256
+  store <8 x float> %5, ptr %drop_grad.t69_b0, align 32
+  %6 = mul nsw i64 %drop_grad.k703, 256
   %7 = add nsw i64 200960, %6
-  %8 = mul nsw i64 %drop_grad.nb551, 24
+  %8 = mul nsw i64 %drop_grad.nb671, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %drop_grad.t57_b1, align 32
-  %12 = mul nsw i64 %drop_grad.k583, 256
+  store <8 x float> %11, ptr %drop_grad.t69_b1, align 32
+  %12 = mul nsw i64 %drop_grad.k703, 256
   %13 = add nsw i64 200960, %12
-  %14 = mul nsw i64 %drop_grad.nb551, 24
+  %14 = mul nsw i64 %drop_grad.nb671, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %drop_grad.t57_b2, align 32
-  %18 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %17, ptr %drop_grad.t69_b2, align 32
+  %18 = mul nsw i64 %drop_grad.mb682, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 50448, %19
-  %21 = add nsw i64 %20, %drop_grad.k583
+  %21 = add nsw i64 %20, %drop_grad.k703
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %drop_grad.t57_a0, align 32
-  %t57_a0 = load <8 x float>, ptr %drop_grad.t57_a0, align 32
-  %t57_b0 = load <8 x float>, ptr %drop_grad.t57_b0, align 32
-  %t57_c0_0 = load <8 x float>, ptr %drop_grad.t57_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a0, <8 x float> %t57_b0, <8 x float> %t57_c0_0)
-  store <8 x float> %25, ptr %drop_grad.t57_c0_0, align 32
-  %t57_a08 = load <8 x float>, ptr %drop_grad.t57_a0, align 32
-  %t57_b1 = load <8 x float>, ptr %drop_grad.t57_b1, align 32
-  %t57_c0_1 = load <8 x float>, ptr %drop_grad.t57_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a08, <8 x float> %t57_b1, <8 x float> %t57_c0_1)
-  store <8 x float> %26, ptr %drop_grad.t57_c0_1, align 32
-  %t57_a09 = load <8 x float>, ptr %drop_grad.t57_a0, align 32
-  %t57_b2 = load <8 x float>, ptr %drop_grad.t57_b2, align 32
-  %t57_c0_2 = load <8 x float>, ptr %drop_grad.t57_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a09, <8 x float> %t57_b2, <8 x float> %t57_c0_2)
-  store <8 x float> %27, ptr %drop_grad.t57_c0_2, align 32
-  %28 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %24, ptr %drop_grad.t69_a0, align 32
+  %t69_a0 = load <8 x float>, ptr %drop_grad.t69_a0, align 32
+  %t69_b0 = load <8 x float>, ptr %drop_grad.t69_b0, align 32
+  %t69_c0_0 = load <8 x float>, ptr %drop_grad.t69_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a0, <8 x float> %t69_b0, <8 x float> %t69_c0_0)
+  store <8 x float> %25, ptr %drop_grad.t69_c0_0, align 32
+  %t69_a08 = load <8 x float>, ptr %drop_grad.t69_a0, align 32
+  %t69_b1 = load <8 x float>, ptr %drop_grad.t69_b1, align 32
+  %t69_c0_1 = load <8 x float>, ptr %drop_grad.t69_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a08, <8 x float> %t69_b1, <8 x float> %t69_c0_1)
+  store <8 x float> %26, ptr %drop_grad.t69_c0_1, align 32
+  %t69_a09 = load <8 x float>, ptr %drop_grad.t69_a0, align 32
+  %t69_b2 = load <8 x float>, ptr %drop_grad.t69_b2, align 32
+  %t69_c0_2 = load <8 x float>, ptr %drop_grad.t69_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a09, <8 x float> %t69_b2, <8 x float> %t69_c0_2)
+  store <8 x float> %27, ptr %drop_grad.t69_c0_2, align 32
+  %28 = mul nsw i64 %drop_grad.mb682, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 50448, %30
-  %32 = add nsw i64 %31, %drop_grad.k583
+  %32 = add nsw i64 %31, %drop_grad.k703
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %drop_grad.t57_a1, align 32
-  %t57_a1 = load <8 x float>, ptr %drop_grad.t57_a1, align 32
-  %t57_b011 = load <8 x float>, ptr %drop_grad.t57_b0, align 32
-  %t57_c1_0 = load <8 x float>, ptr %drop_grad.t57_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a1, <8 x float> %t57_b011, <8 x float> %t57_c1_0)
-  store <8 x float> %36, ptr %drop_grad.t57_c1_0, align 32
-  %t57_a112 = load <8 x float>, ptr %drop_grad.t57_a1, align 32
-  %t57_b113 = load <8 x float>, ptr %drop_grad.t57_b1, align 32
-  %t57_c1_1 = load <8 x float>, ptr %drop_grad.t57_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a112, <8 x float> %t57_b113, <8 x float> %t57_c1_1)
-  store <8 x float> %37, ptr %drop_grad.t57_c1_1, align 32
-  %t57_a114 = load <8 x float>, ptr %drop_grad.t57_a1, align 32
-  %t57_b215 = load <8 x float>, ptr %drop_grad.t57_b2, align 32
-  %t57_c1_2 = load <8 x float>, ptr %drop_grad.t57_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a114, <8 x float> %t57_b215, <8 x float> %t57_c1_2)
-  store <8 x float> %38, ptr %drop_grad.t57_c1_2, align 32
-  %39 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %35, ptr %drop_grad.t69_a1, align 32
+  %t69_a1 = load <8 x float>, ptr %drop_grad.t69_a1, align 32
+  %t69_b011 = load <8 x float>, ptr %drop_grad.t69_b0, align 32
+  %t69_c1_0 = load <8 x float>, ptr %drop_grad.t69_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a1, <8 x float> %t69_b011, <8 x float> %t69_c1_0)
+  store <8 x float> %36, ptr %drop_grad.t69_c1_0, align 32
+  %t69_a112 = load <8 x float>, ptr %drop_grad.t69_a1, align 32
+  %t69_b113 = load <8 x float>, ptr %drop_grad.t69_b1, align 32
+  %t69_c1_1 = load <8 x float>, ptr %drop_grad.t69_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a112, <8 x float> %t69_b113, <8 x float> %t69_c1_1)
+  store <8 x float> %37, ptr %drop_grad.t69_c1_1, align 32
+  %t69_a114 = load <8 x float>, ptr %drop_grad.t69_a1, align 32
+  %t69_b215 = load <8 x float>, ptr %drop_grad.t69_b2, align 32
+  %t69_c1_2 = load <8 x float>, ptr %drop_grad.t69_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a114, <8 x float> %t69_b215, <8 x float> %t69_c1_2)
+  store <8 x float> %38, ptr %drop_grad.t69_c1_2, align 32
+  %39 = mul nsw i64 %drop_grad.mb682, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 50448, %41
-  %43 = add nsw i64 %42, %drop_grad.k583
+  %43 = add nsw i64 %42, %drop_grad.k703
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %drop_grad.t57_a2, align 32
-  %t57_a2 = load <8 x float>, ptr %drop_grad.t57_a2, align 32
-  %t57_b017 = load <8 x float>, ptr %drop_grad.t57_b0, align 32
-  %t57_c2_0 = load <8 x float>, ptr %drop_grad.t57_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a2, <8 x float> %t57_b017, <8 x float> %t57_c2_0)
-  store <8 x float> %47, ptr %drop_grad.t57_c2_0, align 32
-  %t57_a218 = load <8 x float>, ptr %drop_grad.t57_a2, align 32
-  %t57_b119 = load <8 x float>, ptr %drop_grad.t57_b1, align 32
-  %t57_c2_1 = load <8 x float>, ptr %drop_grad.t57_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a218, <8 x float> %t57_b119, <8 x float> %t57_c2_1)
-  store <8 x float> %48, ptr %drop_grad.t57_c2_1, align 32
-  %t57_a220 = load <8 x float>, ptr %drop_grad.t57_a2, align 32
-  %t57_b221 = load <8 x float>, ptr %drop_grad.t57_b2, align 32
-  %t57_c2_2 = load <8 x float>, ptr %drop_grad.t57_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a220, <8 x float> %t57_b221, <8 x float> %t57_c2_2)
-  store <8 x float> %49, ptr %drop_grad.t57_c2_2, align 32
-  %50 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %46, ptr %drop_grad.t69_a2, align 32
+  %t69_a2 = load <8 x float>, ptr %drop_grad.t69_a2, align 32
+  %t69_b017 = load <8 x float>, ptr %drop_grad.t69_b0, align 32
+  %t69_c2_0 = load <8 x float>, ptr %drop_grad.t69_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a2, <8 x float> %t69_b017, <8 x float> %t69_c2_0)
+  store <8 x float> %47, ptr %drop_grad.t69_c2_0, align 32
+  %t69_a218 = load <8 x float>, ptr %drop_grad.t69_a2, align 32
+  %t69_b119 = load <8 x float>, ptr %drop_grad.t69_b1, align 32
+  %t69_c2_1 = load <8 x float>, ptr %drop_grad.t69_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a218, <8 x float> %t69_b119, <8 x float> %t69_c2_1)
+  store <8 x float> %48, ptr %drop_grad.t69_c2_1, align 32
+  %t69_a220 = load <8 x float>, ptr %drop_grad.t69_a2, align 32
+  %t69_b221 = load <8 x float>, ptr %drop_grad.t69_b2, align 32
+  %t69_c2_2 = load <8 x float>, ptr %drop_grad.t69_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a220, <8 x float> %t69_b221, <8 x float> %t69_c2_2)
+  store <8 x float> %49, ptr %drop_grad.t69_c2_2, align 32
+  %50 = mul nsw i64 %drop_grad.mb682, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 50448, %52
-  %54 = add nsw i64 %53, %drop_grad.k583
+  %54 = add nsw i64 %53, %drop_grad.k703
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %drop_grad.t57_a3, align 32
-  %t57_a3 = load <8 x float>, ptr %drop_grad.t57_a3, align 32
-  %t57_b023 = load <8 x float>, ptr %drop_grad.t57_b0, align 32
-  %t57_c3_0 = load <8 x float>, ptr %drop_grad.t57_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a3, <8 x float> %t57_b023, <8 x float> %t57_c3_0)
-  store <8 x float> %58, ptr %drop_grad.t57_c3_0, align 32
-  %t57_a324 = load <8 x float>, ptr %drop_grad.t57_a3, align 32
-  %t57_b125 = load <8 x float>, ptr %drop_grad.t57_b1, align 32
-  %t57_c3_1 = load <8 x float>, ptr %drop_grad.t57_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a324, <8 x float> %t57_b125, <8 x float> %t57_c3_1)
-  store <8 x float> %59, ptr %drop_grad.t57_c3_1, align 32
-  %t57_a326 = load <8 x float>, ptr %drop_grad.t57_a3, align 32
-  %t57_b227 = load <8 x float>, ptr %drop_grad.t57_b2, align 32
-  %t57_c3_2 = load <8 x float>, ptr %drop_grad.t57_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t57_a326, <8 x float> %t57_b227, <8 x float> %t57_c3_2)
-  store <8 x float> %60, ptr %drop_grad.t57_c3_2, align 32
-  %k58.next = add nsw i64 %drop_grad.k583, 1
-  %61 = icmp slt i64 %k58.next, 128
-  br i1 %61, label %drop_grad.k58, label %drop_grad.k58.end
+  store <8 x float> %57, ptr %drop_grad.t69_a3, align 32
+  %t69_a3 = load <8 x float>, ptr %drop_grad.t69_a3, align 32
+  %t69_b023 = load <8 x float>, ptr %drop_grad.t69_b0, align 32
+  %t69_c3_0 = load <8 x float>, ptr %drop_grad.t69_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a3, <8 x float> %t69_b023, <8 x float> %t69_c3_0)
+  store <8 x float> %58, ptr %drop_grad.t69_c3_0, align 32
+  %t69_a324 = load <8 x float>, ptr %drop_grad.t69_a3, align 32
+  %t69_b125 = load <8 x float>, ptr %drop_grad.t69_b1, align 32
+  %t69_c3_1 = load <8 x float>, ptr %drop_grad.t69_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a324, <8 x float> %t69_b125, <8 x float> %t69_c3_1)
+  store <8 x float> %59, ptr %drop_grad.t69_c3_1, align 32
+  %t69_a326 = load <8 x float>, ptr %drop_grad.t69_a3, align 32
+  %t69_b227 = load <8 x float>, ptr %drop_grad.t69_b2, align 32
+  %t69_c3_2 = load <8 x float>, ptr %drop_grad.t69_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t69_a326, <8 x float> %t69_b227, <8 x float> %t69_c3_2)
+  store <8 x float> %60, ptr %drop_grad.t69_c3_2, align 32
+  %k70.next = add nsw i64 %drop_grad.k703, 1
+  %61 = icmp slt i64 %k70.next, 128
+  br i1 %61, label %drop_grad.k70, label %drop_grad.k70.end
 
-drop_grad.k58.end:                                ; preds = %drop_grad.k58
-  %t57_c0_028 = load <8 x float>, ptr %drop_grad.t57_c0_0, align 32
-  %62 = mul nsw i64 %drop_grad.mb562, 4
+drop_grad.k70.end:                                ; preds = %drop_grad.k70
+  %t69_c0_028 = load <8 x float>, ptr %drop_grad.t69_c0_0, align 32
+  %62 = mul nsw i64 %drop_grad.mb682, 4
   %63 = mul nsw i64 %62, 256
   %64 = add nsw i64 58640, %63
-  %65 = mul nsw i64 %drop_grad.nb551, 24
+  %65 = mul nsw i64 %drop_grad.nb671, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t57_c0_028, ptr %arena29, align 4
-  %t57_c0_130 = load <8 x float>, ptr %drop_grad.t57_c0_1, align 32
-  %67 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c0_028, ptr %arena29, align 4
+  %t69_c0_130 = load <8 x float>, ptr %drop_grad.t69_c0_1, align 32
+  %67 = mul nsw i64 %drop_grad.mb682, 4
   %68 = mul nsw i64 %67, 256
   %69 = add nsw i64 58640, %68
-  %70 = mul nsw i64 %drop_grad.nb551, 24
+  %70 = mul nsw i64 %drop_grad.nb671, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t57_c0_130, ptr %arena31, align 4
-  %t57_c0_232 = load <8 x float>, ptr %drop_grad.t57_c0_2, align 32
-  %73 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c0_130, ptr %arena31, align 4
+  %t69_c0_232 = load <8 x float>, ptr %drop_grad.t69_c0_2, align 32
+  %73 = mul nsw i64 %drop_grad.mb682, 4
   %74 = mul nsw i64 %73, 256
   %75 = add nsw i64 58640, %74
-  %76 = mul nsw i64 %drop_grad.nb551, 24
+  %76 = mul nsw i64 %drop_grad.nb671, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t57_c0_232, ptr %arena33, align 4
-  %t57_c1_034 = load <8 x float>, ptr %drop_grad.t57_c1_0, align 32
-  %79 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c0_232, ptr %arena33, align 4
+  %t69_c1_034 = load <8 x float>, ptr %drop_grad.t69_c1_0, align 32
+  %79 = mul nsw i64 %drop_grad.mb682, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 256
   %82 = add nsw i64 58640, %81
-  %83 = mul nsw i64 %drop_grad.nb551, 24
+  %83 = mul nsw i64 %drop_grad.nb671, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t57_c1_034, ptr %arena35, align 4
-  %t57_c1_136 = load <8 x float>, ptr %drop_grad.t57_c1_1, align 32
-  %85 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c1_034, ptr %arena35, align 4
+  %t69_c1_136 = load <8 x float>, ptr %drop_grad.t69_c1_1, align 32
+  %85 = mul nsw i64 %drop_grad.mb682, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 256
   %88 = add nsw i64 58640, %87
-  %89 = mul nsw i64 %drop_grad.nb551, 24
+  %89 = mul nsw i64 %drop_grad.nb671, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t57_c1_136, ptr %arena37, align 4
-  %t57_c1_238 = load <8 x float>, ptr %drop_grad.t57_c1_2, align 32
-  %92 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c1_136, ptr %arena37, align 4
+  %t69_c1_238 = load <8 x float>, ptr %drop_grad.t69_c1_2, align 32
+  %92 = mul nsw i64 %drop_grad.mb682, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 256
   %95 = add nsw i64 58640, %94
-  %96 = mul nsw i64 %drop_grad.nb551, 24
+  %96 = mul nsw i64 %drop_grad.nb671, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t57_c1_238, ptr %arena39, align 4
-  %t57_c2_040 = load <8 x float>, ptr %drop_grad.t57_c2_0, align 32
-  %99 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c1_238, ptr %arena39, align 4
+  %t69_c2_040 = load <8 x float>, ptr %drop_grad.t69_c2_0, align 32
+  %99 = mul nsw i64 %drop_grad.mb682, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 256
   %102 = add nsw i64 58640, %101
-  %103 = mul nsw i64 %drop_grad.nb551, 24
+  %103 = mul nsw i64 %drop_grad.nb671, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t57_c2_040, ptr %arena41, align 4
-  %t57_c2_142 = load <8 x float>, ptr %drop_grad.t57_c2_1, align 32
-  %105 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c2_040, ptr %arena41, align 4
+  %t69_c2_142 = load <8 x float>, ptr %drop_grad.t69_c2_1, align 32
+  %105 = mul nsw i64 %drop_grad.mb682, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 256
   %108 = add nsw i64 58640, %107
-  %109 = mul nsw i64 %drop_grad.nb551, 24
+  %109 = mul nsw i64 %drop_grad.nb671, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t57_c2_142, ptr %arena43, align 4
-  %t57_c2_244 = load <8 x float>, ptr %drop_grad.t57_c2_2, align 32
-  %112 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c2_142, ptr %arena43, align 4
+  %t69_c2_244 = load <8 x float>, ptr %drop_grad.t69_c2_2, align 32
+  %112 = mul nsw i64 %drop_grad.mb682, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 256
   %115 = add nsw i64 58640, %114
-  %116 = mul nsw i64 %drop_grad.nb551, 24
+  %116 = mul nsw i64 %drop_grad.nb671, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t57_c2_244, ptr %arena45, align 4
-  %t57_c3_046 = load <8 x float>, ptr %drop_grad.t57_c3_0, align 32
-  %119 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c2_244, ptr %arena45, align 4
+  %t69_c3_046 = load <8 x float>, ptr %drop_grad.t69_c3_0, align 32
+  %119 = mul nsw i64 %drop_grad.mb682, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 256
   %122 = add nsw i64 58640, %121
-  %123 = mul nsw i64 %drop_grad.nb551, 24
+  %123 = mul nsw i64 %drop_grad.nb671, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t57_c3_046, ptr %arena47, align 4
-  %t57_c3_148 = load <8 x float>, ptr %drop_grad.t57_c3_1, align 32
-  %125 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c3_046, ptr %arena47, align 4
+  %t69_c3_148 = load <8 x float>, ptr %drop_grad.t69_c3_1, align 32
+  %125 = mul nsw i64 %drop_grad.mb682, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 256
   %128 = add nsw i64 58640, %127
-  %129 = mul nsw i64 %drop_grad.nb551, 24
+  %129 = mul nsw i64 %drop_grad.nb671, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t57_c3_148, ptr %arena49, align 4
-  %t57_c3_250 = load <8 x float>, ptr %drop_grad.t57_c3_2, align 32
-  %132 = mul nsw i64 %drop_grad.mb562, 4
+  store <8 x float> %t69_c3_148, ptr %arena49, align 4
+  %t69_c3_250 = load <8 x float>, ptr %drop_grad.t69_c3_2, align 32
+  %132 = mul nsw i64 %drop_grad.mb682, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 256
   %135 = add nsw i64 58640, %134
-  %136 = mul nsw i64 %drop_grad.nb551, 24
+  %136 = mul nsw i64 %drop_grad.nb671, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t57_c3_250, ptr %arena51, align 4
-  %mb56.next = add nsw i64 %drop_grad.mb562, 1
-  %139 = icmp slt i64 %mb56.next, 16
-  br i1 %139, label %drop_grad.mb56, label %drop_grad.mb56.end
+  store <8 x float> %t69_c3_250, ptr %arena51, align 4
+  %mb68.next = add nsw i64 %drop_grad.mb682, 1
+  %139 = icmp slt i64 %mb68.next, 16
+  br i1 %139, label %drop_grad.mb68, label %drop_grad.mb68.end
 
-drop_grad.mb59:                                   ; preds = %drop_grad.k61.end, %drop_grad.nb55.end
-  %drop_grad.mb5952 = phi i64 [ 0, %drop_grad.nb55.end ], [ %mb59.next, %drop_grad.k61.end ]
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %drop_grad.t60_c3_1, align 32
-  br label %drop_grad.k61
+drop_grad.mb71:                                   ; preds = %drop_grad.k73.end, %drop_grad.nb67.end
+  %drop_grad.mb7152 = phi i64 [ 0, %drop_grad.nb67.end ], [ %mb71.next, %drop_grad.k73.end ]
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %drop_grad.t72_c3_1, align 32
+  br label %drop_grad.k73
 
-drop_grad.mb59.end:                               ; preds = %drop_grad.k61.end
+drop_grad.mb71.end:                               ; preds = %drop_grad.k73.end
   ret void
 
-drop_grad.k61:                                    ; preds = %drop_grad.k61, %drop_grad.mb59
-  %drop_grad.k6153 = phi i64 [ 0, %drop_grad.mb59 ], [ %k61.next, %drop_grad.k61 ]
-  %140 = mul nsw i64 %drop_grad.k6153, 256
+drop_grad.k73:                                    ; preds = %drop_grad.k73, %drop_grad.mb71
+  %drop_grad.k7353 = phi i64 [ 0, %drop_grad.mb71 ], [ %k73.next, %drop_grad.k73 ]
+  %140 = mul nsw i64 %drop_grad.k7353, 256
   %141 = add nsw i64 200960, %140
   %142 = add nsw i64 %141, 240
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %drop_grad.t60_b0, align 32
-  %144 = mul nsw i64 %drop_grad.k6153, 256
+  store <8 x float> %143, ptr %drop_grad.t72_b0, align 32
+  %144 = mul nsw i64 %drop_grad.k7353, 256
   %145 = add nsw i64 200960, %144
   %146 = add nsw i64 %145, 240
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %drop_grad.t60_b1, align 32
-  %149 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %148, ptr %drop_grad.t72_b1, align 32
+  %149 = mul nsw i64 %drop_grad.mb7152, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 50448, %150
-  %152 = add nsw i64 %151, %drop_grad.k6153
+  %152 = add nsw i64 %151, %drop_grad.k7353
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %drop_grad.t60_a0, align 32
-  %t60_a0 = load <8 x float>, ptr %drop_grad.t60_a0, align 32
-  %t60_b0 = load <8 x float>, ptr %drop_grad.t60_b0, align 32
-  %t60_c0_0 = load <8 x float>, ptr %drop_grad.t60_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a0, <8 x float> %t60_b0, <8 x float> %t60_c0_0)
-  store <8 x float> %156, ptr %drop_grad.t60_c0_0, align 32
-  %t60_a057 = load <8 x float>, ptr %drop_grad.t60_a0, align 32
-  %t60_b1 = load <8 x float>, ptr %drop_grad.t60_b1, align 32
-  %t60_c0_1 = load <8 x float>, ptr %drop_grad.t60_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a057, <8 x float> %t60_b1, <8 x float> %t60_c0_1)
-  store <8 x float> %157, ptr %drop_grad.t60_c0_1, align 32
-  %158 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %155, ptr %drop_grad.t72_a0, align 32
+  %t72_a0 = load <8 x float>, ptr %drop_grad.t72_a0, align 32
+  %t72_b0 = load <8 x float>, ptr %drop_grad.t72_b0, align 32
+  %t72_c0_0 = load <8 x float>, ptr %drop_grad.t72_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a0, <8 x float> %t72_b0, <8 x float> %t72_c0_0)
+  store <8 x float> %156, ptr %drop_grad.t72_c0_0, align 32
+  %t72_a057 = load <8 x float>, ptr %drop_grad.t72_a0, align 32
+  %t72_b1 = load <8 x float>, ptr %drop_grad.t72_b1, align 32
+  %t72_c0_1 = load <8 x float>, ptr %drop_grad.t72_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a057, <8 x float> %t72_b1, <8 x float> %t72_c0_1)
+  store <8 x float> %157, ptr %drop_grad.t72_c0_1, align 32
+  %158 = mul nsw i64 %drop_grad.mb7152, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 50448, %160
-  %162 = add nsw i64 %161, %drop_grad.k6153
+  %162 = add nsw i64 %161, %drop_grad.k7353
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %drop_grad.t60_a1, align 32
-  %t60_a1 = load <8 x float>, ptr %drop_grad.t60_a1, align 32
-  %t60_b059 = load <8 x float>, ptr %drop_grad.t60_b0, align 32
-  %t60_c1_0 = load <8 x float>, ptr %drop_grad.t60_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a1, <8 x float> %t60_b059, <8 x float> %t60_c1_0)
-  store <8 x float> %166, ptr %drop_grad.t60_c1_0, align 32
-  %t60_a160 = load <8 x float>, ptr %drop_grad.t60_a1, align 32
-  %t60_b161 = load <8 x float>, ptr %drop_grad.t60_b1, align 32
-  %t60_c1_1 = load <8 x float>, ptr %drop_grad.t60_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a160, <8 x float> %t60_b161, <8 x float> %t60_c1_1)
-  store <8 x float> %167, ptr %drop_grad.t60_c1_1, align 32
-  %168 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %165, ptr %drop_grad.t72_a1, align 32
+  %t72_a1 = load <8 x float>, ptr %drop_grad.t72_a1, align 32
+  %t72_b059 = load <8 x float>, ptr %drop_grad.t72_b0, align 32
+  %t72_c1_0 = load <8 x float>, ptr %drop_grad.t72_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a1, <8 x float> %t72_b059, <8 x float> %t72_c1_0)
+  store <8 x float> %166, ptr %drop_grad.t72_c1_0, align 32
+  %t72_a160 = load <8 x float>, ptr %drop_grad.t72_a1, align 32
+  %t72_b161 = load <8 x float>, ptr %drop_grad.t72_b1, align 32
+  %t72_c1_1 = load <8 x float>, ptr %drop_grad.t72_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a160, <8 x float> %t72_b161, <8 x float> %t72_c1_1)
+  store <8 x float> %167, ptr %drop_grad.t72_c1_1, align 32
+  %168 = mul nsw i64 %drop_grad.mb7152, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 50448, %170
-  %172 = add nsw i64 %171, %drop_grad.k6153
+  %172 = add nsw i64 %171, %drop_grad.k7353
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %drop_grad.t60_a2, align 32
-  %t60_a2 = load <8 x float>, ptr %drop_grad.t60_a2, align 32
-  %t60_b063 = load <8 x float>, ptr %drop_grad.t60_b0, align 32
-  %t60_c2_0 = load <8 x float>, ptr %drop_grad.t60_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a2, <8 x float> %t60_b063, <8 x float> %t60_c2_0)
-  store <8 x float> %176, ptr %drop_grad.t60_c2_0, align 32
-  %t60_a264 = load <8 x float>, ptr %drop_grad.t60_a2, align 32
-  %t60_b165 = load <8 x float>, ptr %drop_grad.t60_b1, align 32
-  %t60_c2_1 = load <8 x float>, ptr %drop_grad.t60_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a264, <8 x float> %t60_b165, <8 x float> %t60_c2_1)
-  store <8 x float> %177, ptr %drop_grad.t60_c2_1, align 32
-  %178 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %175, ptr %drop_grad.t72_a2, align 32
+  %t72_a2 = load <8 x float>, ptr %drop_grad.t72_a2, align 32
+  %t72_b063 = load <8 x float>, ptr %drop_grad.t72_b0, align 32
+  %t72_c2_0 = load <8 x float>, ptr %drop_grad.t72_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a2, <8 x float> %t72_b063, <8 x float> %t72_c2_0)
+  store <8 x float> %176, ptr %drop_grad.t72_c2_0, align 32
+  %t72_a264 = load <8 x float>, ptr %drop_grad.t72_a2, align 32
+  %t72_b165 = load <8 x float>, ptr %drop_grad.t72_b1, align 32
+  %t72_c2_1 = load <8 x float>, ptr %drop_grad.t72_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a264, <8 x float> %t72_b165, <8 x float> %t72_c2_1)
+  store <8 x float> %177, ptr %drop_grad.t72_c2_1, align 32
+  %178 = mul nsw i64 %drop_grad.mb7152, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 50448, %180
-  %182 = add nsw i64 %181, %drop_grad.k6153
+  %182 = add nsw i64 %181, %drop_grad.k7353
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %drop_grad.t60_a3, align 32
-  %t60_a3 = load <8 x float>, ptr %drop_grad.t60_a3, align 32
-  %t60_b067 = load <8 x float>, ptr %drop_grad.t60_b0, align 32
-  %t60_c3_0 = load <8 x float>, ptr %drop_grad.t60_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a3, <8 x float> %t60_b067, <8 x float> %t60_c3_0)
-  store <8 x float> %186, ptr %drop_grad.t60_c3_0, align 32
-  %t60_a368 = load <8 x float>, ptr %drop_grad.t60_a3, align 32
-  %t60_b169 = load <8 x float>, ptr %drop_grad.t60_b1, align 32
-  %t60_c3_1 = load <8 x float>, ptr %drop_grad.t60_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t60_a368, <8 x float> %t60_b169, <8 x float> %t60_c3_1)
-  store <8 x float> %187, ptr %drop_grad.t60_c3_1, align 32
-  %k61.next = add nsw i64 %drop_grad.k6153, 1
-  %188 = icmp slt i64 %k61.next, 128
-  br i1 %188, label %drop_grad.k61, label %drop_grad.k61.end
+  store <8 x float> %185, ptr %drop_grad.t72_a3, align 32
+  %t72_a3 = load <8 x float>, ptr %drop_grad.t72_a3, align 32
+  %t72_b067 = load <8 x float>, ptr %drop_grad.t72_b0, align 32
+  %t72_c3_0 = load <8 x float>, ptr %drop_grad.t72_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a3, <8 x float> %t72_b067, <8 x float> %t72_c3_0)
+  store <8 x float> %186, ptr %drop_grad.t72_c3_0, align 32
+  %t72_a368 = load <8 x float>, ptr %drop_grad.t72_a3, align 32
+  %t72_b169 = load <8 x float>, ptr %drop_grad.t72_b1, align 32
+  %t72_c3_1 = load <8 x float>, ptr %drop_grad.t72_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t72_a368, <8 x float> %t72_b169, <8 x float> %t72_c3_1)
+  store <8 x float> %187, ptr %drop_grad.t72_c3_1, align 32
+  %k73.next = add nsw i64 %drop_grad.k7353, 1
+  %188 = icmp slt i64 %k73.next, 128
+  br i1 %188, label %drop_grad.k73, label %drop_grad.k73.end
 
-drop_grad.k61.end:                                ; preds = %drop_grad.k61
-  %t60_c0_070 = load <8 x float>, ptr %drop_grad.t60_c0_0, align 32
-  %189 = mul nsw i64 %drop_grad.mb5952, 4
+drop_grad.k73.end:                                ; preds = %drop_grad.k73
+  %t72_c0_070 = load <8 x float>, ptr %drop_grad.t72_c0_0, align 32
+  %189 = mul nsw i64 %drop_grad.mb7152, 4
   %190 = mul nsw i64 %189, 256
   %191 = add nsw i64 58640, %190
   %192 = add nsw i64 %191, 240
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t60_c0_070, ptr %arena71, align 4
-  %t60_c0_172 = load <8 x float>, ptr %drop_grad.t60_c0_1, align 32
-  %193 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c0_070, ptr %arena71, align 4
+  %t72_c0_172 = load <8 x float>, ptr %drop_grad.t72_c0_1, align 32
+  %193 = mul nsw i64 %drop_grad.mb7152, 4
   %194 = mul nsw i64 %193, 256
   %195 = add nsw i64 58640, %194
   %196 = add nsw i64 %195, 240
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t60_c0_172, ptr %arena73, align 4
-  %t60_c1_074 = load <8 x float>, ptr %drop_grad.t60_c1_0, align 32
-  %198 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c0_172, ptr %arena73, align 4
+  %t72_c1_074 = load <8 x float>, ptr %drop_grad.t72_c1_0, align 32
+  %198 = mul nsw i64 %drop_grad.mb7152, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 256
   %201 = add nsw i64 58640, %200
   %202 = add nsw i64 %201, 240
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t60_c1_074, ptr %arena75, align 4
-  %t60_c1_176 = load <8 x float>, ptr %drop_grad.t60_c1_1, align 32
-  %203 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c1_074, ptr %arena75, align 4
+  %t72_c1_176 = load <8 x float>, ptr %drop_grad.t72_c1_1, align 32
+  %203 = mul nsw i64 %drop_grad.mb7152, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 256
   %206 = add nsw i64 58640, %205
   %207 = add nsw i64 %206, 240
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t60_c1_176, ptr %arena77, align 4
-  %t60_c2_078 = load <8 x float>, ptr %drop_grad.t60_c2_0, align 32
-  %209 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c1_176, ptr %arena77, align 4
+  %t72_c2_078 = load <8 x float>, ptr %drop_grad.t72_c2_0, align 32
+  %209 = mul nsw i64 %drop_grad.mb7152, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 256
   %212 = add nsw i64 58640, %211
   %213 = add nsw i64 %212, 240
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t60_c2_078, ptr %arena79, align 4
-  %t60_c2_180 = load <8 x float>, ptr %drop_grad.t60_c2_1, align 32
-  %214 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c2_078, ptr %arena79, align 4
+  %t72_c2_180 = load <8 x float>, ptr %drop_grad.t72_c2_1, align 32
+  %214 = mul nsw i64 %drop_grad.mb7152, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 256
   %217 = add nsw i64 58640, %216
   %218 = add nsw i64 %217, 240
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t60_c2_180, ptr %arena81, align 4
-  %t60_c3_082 = load <8 x float>, ptr %drop_grad.t60_c3_0, align 32
-  %220 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c2_180, ptr %arena81, align 4
+  %t72_c3_082 = load <8 x float>, ptr %drop_grad.t72_c3_0, align 32
+  %220 = mul nsw i64 %drop_grad.mb7152, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 256
   %223 = add nsw i64 58640, %222
   %224 = add nsw i64 %223, 240
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t60_c3_082, ptr %arena83, align 4
-  %t60_c3_184 = load <8 x float>, ptr %drop_grad.t60_c3_1, align 32
-  %225 = mul nsw i64 %drop_grad.mb5952, 4
+  store <8 x float> %t72_c3_082, ptr %arena83, align 4
+  %t72_c3_184 = load <8 x float>, ptr %drop_grad.t72_c3_1, align 32
+  %225 = mul nsw i64 %drop_grad.mb7152, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 256
   %228 = add nsw i64 58640, %227
   %229 = add nsw i64 %228, 240
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t60_c3_184, ptr %arena85, align 4
-  %mb59.next = add nsw i64 %drop_grad.mb5952, 1
-  %231 = icmp slt i64 %mb59.next, 16
-  br i1 %231, label %drop_grad.mb59, label %drop_grad.mb59.end
+  store <8 x float> %t72_c3_184, ptr %arena85, align 4
+  %mb71.next = add nsw i64 %drop_grad.mb7152, 1
+  %231 = icmp slt i64 %mb71.next, 16
+  br i1 %231, label %drop_grad.mb71, label %drop_grad.mb71.end
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k14.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu1_grad.i63
-
-relu1_grad.i63:                                   ; preds = %relu1_grad.i63, %entry
-  %relu1_grad.i631 = phi i64 [ 0, %entry ], [ %i63.next, %relu1_grad.i63 ]
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -2618,7 +2614,11 @@ relu1_grad.i63:                                   ; preds = %relu1_grad.i63, %en
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %relu1_grad.i631, -7046029254386353131
+  br label %relu1_grad.i83
+
+relu1_grad.i83:                                   ; preds = %relu1_grad.i83, %entry
+  %relu1_grad.i831 = phi i64 [ 0, %entry ], [ %i83.next, %relu1_grad.i83 ]
+  %18 = mul i64 %relu1_grad.i831, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -2629,563 +2629,563 @@ relu1_grad.i63:                                   ; preds = %relu1_grad.i63, %en
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 3355443
-  %29 = add nsw i64 58640, %relu1_grad.i631
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 1.250000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 41616, %relu1_grad.i631
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i63.next = add nsw i64 %relu1_grad.i631, 1
-  %34 = icmp slt i64 %i63.next, 16384
-  br i1 %34, label %relu1_grad.i63, label %relu1_grad.i63.end
+  %29 = icmp uge i64 %28, 3355443
+  %30 = add nsw i64 58640, %relu1_grad.i831
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 1.250000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 41616, %relu1_grad.i831
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i83.next = add nsw i64 %relu1_grad.i831, 1
+  %35 = icmp slt i64 %i83.next, 16384
+  br i1 %35, label %relu1_grad.i83, label %relu1_grad.i83.end
 
-relu1_grad.i63.end:                               ; preds = %relu1_grad.i63
+relu1_grad.i83.end:                               ; preds = %relu1_grad.i83
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k15.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1_grad.i64
+  br label %fc1_grad.i88
 
-fc1_grad.i64:                                     ; preds = %fc1_grad.i64, %entry
-  %fc1_grad.i641 = phi i64 [ 0, %entry ], [ %i64.next, %fc1_grad.i64 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i641
+fc1_grad.i88:                                     ; preds = %fc1_grad.i88, %entry
+  %fc1_grad.i881 = phi i64 [ 0, %entry ], [ %i88.next, %fc1_grad.i88 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i881
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 41616, %fc1_grad.i641
+  %2 = add nsw i64 41616, %fc1_grad.i881
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 16384, %fc1_grad.i641
+  %5 = add nsw i64 16384, %fc1_grad.i881
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i64.next = add nsw i64 %fc1_grad.i641, 1
-  %6 = icmp slt i64 %i64.next, 16384
-  br i1 %6, label %fc1_grad.i64, label %fc1_grad.i64.end
+  %i88.next = add nsw i64 %fc1_grad.i881, 1
+  %6 = icmp slt i64 %i88.next, 16384
+  br i1 %6, label %fc1_grad.i88, label %fc1_grad.i88.end
 
-fc1_grad.i64.end:                                 ; preds = %fc1_grad.i64
+fc1_grad.i88.end:                                 ; preds = %fc1_grad.i88
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k16.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mlp_train_b64.k16.fc1_weight_grad.gemm72(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mlp_train_b64.k16.fc1_weight_grad.gemm96(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mlp_train_b64.k16.fc1_weight_grad.gemm72(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mlp_train_b64.k16.fc1_weight_grad.gemm96(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t70_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t70_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t67_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb65
+  %fc1_weight_grad.t94_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t94_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t91_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb89
 
-fc1_weight_grad.nb65:                             ; preds = %fc1_weight_grad.mb66.end, %entry
-  %fc1_weight_grad.nb651 = phi i64 [ 0, %entry ], [ %nb65.next, %fc1_weight_grad.mb66.end ]
-  br label %fc1_weight_grad.mb66
+fc1_weight_grad.nb89:                             ; preds = %fc1_weight_grad.mb90.end, %entry
+  %fc1_weight_grad.nb891 = phi i64 [ 0, %entry ], [ %nb89.next, %fc1_weight_grad.mb90.end ]
+  br label %fc1_weight_grad.mb90
 
-fc1_weight_grad.nb65.end:                         ; preds = %fc1_weight_grad.mb66.end
-  br label %fc1_weight_grad.mb69
+fc1_weight_grad.nb89.end:                         ; preds = %fc1_weight_grad.mb90.end
+  br label %fc1_weight_grad.mb93
 
-fc1_weight_grad.mb66:                             ; preds = %fc1_weight_grad.k68.end, %fc1_weight_grad.nb65
-  %fc1_weight_grad.mb662 = phi i64 [ 0, %fc1_weight_grad.nb65 ], [ %mb66.next, %fc1_weight_grad.k68.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t67_c3_2, align 32
-  br label %fc1_weight_grad.k68
+fc1_weight_grad.mb90:                             ; preds = %fc1_weight_grad.k92.end, %fc1_weight_grad.nb89
+  %fc1_weight_grad.mb902 = phi i64 [ 0, %fc1_weight_grad.nb89 ], [ %mb90.next, %fc1_weight_grad.k92.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t91_c3_2, align 32
+  br label %fc1_weight_grad.k92
 
-fc1_weight_grad.mb66.end:                         ; preds = %fc1_weight_grad.k68.end
-  %nb65.next = add nsw i64 %fc1_weight_grad.nb651, 1
-  %0 = icmp slt i64 %nb65.next, 32
-  br i1 %0, label %fc1_weight_grad.nb65, label %fc1_weight_grad.nb65.end
+fc1_weight_grad.mb90.end:                         ; preds = %fc1_weight_grad.k92.end
+  %nb89.next = add nsw i64 %fc1_weight_grad.nb891, 1
+  %0 = icmp slt i64 %nb89.next, 32
+  br i1 %0, label %fc1_weight_grad.nb89, label %fc1_weight_grad.nb89.end
 
-fc1_weight_grad.k68:                              ; preds = %fc1_weight_grad.k68, %fc1_weight_grad.mb66
-  %fc1_weight_grad.k683 = phi i64 [ 0, %fc1_weight_grad.mb66 ], [ %k68.next, %fc1_weight_grad.k68 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k683, 784
-  %2 = mul nsw i64 %fc1_weight_grad.nb651, 24
+fc1_weight_grad.k92:                              ; preds = %fc1_weight_grad.k92, %fc1_weight_grad.mb90
+  %fc1_weight_grad.k923 = phi i64 [ 0, %fc1_weight_grad.mb90 ], [ %k92.next, %fc1_weight_grad.k92 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k923, 784
+  %2 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %3 = add nsw i64 %1, %2
   %images4 = getelementptr inbounds float, ptr %images, i64 %3
   %4 = load <8 x float>, ptr %images4, align 4
-  store <8 x float> %4, ptr %fc1_weight_grad.t67_b0, align 32
-  %5 = mul nsw i64 %fc1_weight_grad.k683, 784
-  %6 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  store <8 x float> %4, ptr %fc1_weight_grad.t91_b0, align 32
+  %5 = mul nsw i64 %fc1_weight_grad.k923, 784
+  %6 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 %7, 8
   %images5 = getelementptr inbounds float, ptr %images, i64 %8
   %9 = load <8 x float>, ptr %images5, align 4
-  store <8 x float> %9, ptr %fc1_weight_grad.t67_b1, align 32
-  %10 = mul nsw i64 %fc1_weight_grad.k683, 784
-  %11 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  store <8 x float> %9, ptr %fc1_weight_grad.t91_b1, align 32
+  %10 = mul nsw i64 %fc1_weight_grad.k923, 784
+  %11 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 %12, 16
   %images6 = getelementptr inbounds float, ptr %images, i64 %13
   %14 = load <8 x float>, ptr %images6, align 4
-  store <8 x float> %14, ptr %fc1_weight_grad.t67_b2, align 32
-  %15 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %14, ptr %fc1_weight_grad.t91_b2, align 32
+  %15 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %16 = add nsw i64 16384, %15
-  %17 = mul nsw i64 %fc1_weight_grad.k683, 256
+  %17 = mul nsw i64 %fc1_weight_grad.k923, 256
   %18 = add nsw i64 %16, %17
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena7, align 4
   %20 = insertelement <8 x float> undef, float %19, i32 0
   %21 = shufflevector <8 x float> %20, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %21, ptr %fc1_weight_grad.t67_a0, align 32
-  %t67_a0 = load <8 x float>, ptr %fc1_weight_grad.t67_a0, align 32
-  %t67_b0 = load <8 x float>, ptr %fc1_weight_grad.t67_b0, align 32
-  %t67_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t67_c0_0, align 32
-  %22 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a0, <8 x float> %t67_b0, <8 x float> %t67_c0_0)
-  store <8 x float> %22, ptr %fc1_weight_grad.t67_c0_0, align 32
-  %t67_a08 = load <8 x float>, ptr %fc1_weight_grad.t67_a0, align 32
-  %t67_b1 = load <8 x float>, ptr %fc1_weight_grad.t67_b1, align 32
-  %t67_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t67_c0_1, align 32
-  %23 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a08, <8 x float> %t67_b1, <8 x float> %t67_c0_1)
-  store <8 x float> %23, ptr %fc1_weight_grad.t67_c0_1, align 32
-  %t67_a09 = load <8 x float>, ptr %fc1_weight_grad.t67_a0, align 32
-  %t67_b2 = load <8 x float>, ptr %fc1_weight_grad.t67_b2, align 32
-  %t67_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t67_c0_2, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a09, <8 x float> %t67_b2, <8 x float> %t67_c0_2)
-  store <8 x float> %24, ptr %fc1_weight_grad.t67_c0_2, align 32
-  %25 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %21, ptr %fc1_weight_grad.t91_a0, align 32
+  %t91_a0 = load <8 x float>, ptr %fc1_weight_grad.t91_a0, align 32
+  %t91_b0 = load <8 x float>, ptr %fc1_weight_grad.t91_b0, align 32
+  %t91_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t91_c0_0, align 32
+  %22 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a0, <8 x float> %t91_b0, <8 x float> %t91_c0_0)
+  store <8 x float> %22, ptr %fc1_weight_grad.t91_c0_0, align 32
+  %t91_a08 = load <8 x float>, ptr %fc1_weight_grad.t91_a0, align 32
+  %t91_b1 = load <8 x float>, ptr %fc1_weight_grad.t91_b1, align 32
+  %t91_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t91_c0_1, align 32
+  %23 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a08, <8 x float> %t91_b1, <8 x float> %t91_c0_1)
+  store <8 x float> %23, ptr %fc1_weight_grad.t91_c0_1, align 32
+  %t91_a09 = load <8 x float>, ptr %fc1_weight_grad.t91_a0, align 32
+  %t91_b2 = load <8 x float>, ptr %fc1_weight_grad.t91_b2, align 32
+  %t91_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t91_c0_2, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a09, <8 x float> %t91_b2, <8 x float> %t91_c0_2)
+  store <8 x float> %24, ptr %fc1_weight_grad.t91_c0_2, align 32
+  %25 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %26 = add nsw i64 %25, 1
   %27 = add nsw i64 16384, %26
-  %28 = mul nsw i64 %fc1_weight_grad.k683, 256
+  %28 = mul nsw i64 %fc1_weight_grad.k923, 256
   %29 = add nsw i64 %27, %28
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %29
   %30 = load float, ptr %arena10, align 4
   %31 = insertelement <8 x float> undef, float %30, i32 0
   %32 = shufflevector <8 x float> %31, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %32, ptr %fc1_weight_grad.t67_a1, align 32
-  %t67_a1 = load <8 x float>, ptr %fc1_weight_grad.t67_a1, align 32
-  %t67_b011 = load <8 x float>, ptr %fc1_weight_grad.t67_b0, align 32
-  %t67_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t67_c1_0, align 32
-  %33 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a1, <8 x float> %t67_b011, <8 x float> %t67_c1_0)
-  store <8 x float> %33, ptr %fc1_weight_grad.t67_c1_0, align 32
-  %t67_a112 = load <8 x float>, ptr %fc1_weight_grad.t67_a1, align 32
-  %t67_b113 = load <8 x float>, ptr %fc1_weight_grad.t67_b1, align 32
-  %t67_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t67_c1_1, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a112, <8 x float> %t67_b113, <8 x float> %t67_c1_1)
-  store <8 x float> %34, ptr %fc1_weight_grad.t67_c1_1, align 32
-  %t67_a114 = load <8 x float>, ptr %fc1_weight_grad.t67_a1, align 32
-  %t67_b215 = load <8 x float>, ptr %fc1_weight_grad.t67_b2, align 32
-  %t67_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t67_c1_2, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a114, <8 x float> %t67_b215, <8 x float> %t67_c1_2)
-  store <8 x float> %35, ptr %fc1_weight_grad.t67_c1_2, align 32
-  %36 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %32, ptr %fc1_weight_grad.t91_a1, align 32
+  %t91_a1 = load <8 x float>, ptr %fc1_weight_grad.t91_a1, align 32
+  %t91_b011 = load <8 x float>, ptr %fc1_weight_grad.t91_b0, align 32
+  %t91_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t91_c1_0, align 32
+  %33 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a1, <8 x float> %t91_b011, <8 x float> %t91_c1_0)
+  store <8 x float> %33, ptr %fc1_weight_grad.t91_c1_0, align 32
+  %t91_a112 = load <8 x float>, ptr %fc1_weight_grad.t91_a1, align 32
+  %t91_b113 = load <8 x float>, ptr %fc1_weight_grad.t91_b1, align 32
+  %t91_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t91_c1_1, align 32
+  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a112, <8 x float> %t91_b113, <8 x float> %t91_c1_1)
+  store <8 x float> %34, ptr %fc1_weight_grad.t91_c1_1, align 32
+  %t91_a114 = load <8 x float>, ptr %fc1_weight_grad.t91_a1, align 32
+  %t91_b215 = load <8 x float>, ptr %fc1_weight_grad.t91_b2, align 32
+  %t91_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t91_c1_2, align 32
+  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a114, <8 x float> %t91_b215, <8 x float> %t91_c1_2)
+  store <8 x float> %35, ptr %fc1_weight_grad.t91_c1_2, align 32
+  %36 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %37 = add nsw i64 %36, 2
   %38 = add nsw i64 16384, %37
-  %39 = mul nsw i64 %fc1_weight_grad.k683, 256
+  %39 = mul nsw i64 %fc1_weight_grad.k923, 256
   %40 = add nsw i64 %38, %39
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %40
   %41 = load float, ptr %arena16, align 4
   %42 = insertelement <8 x float> undef, float %41, i32 0
   %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %fc1_weight_grad.t67_a2, align 32
-  %t67_a2 = load <8 x float>, ptr %fc1_weight_grad.t67_a2, align 32
-  %t67_b017 = load <8 x float>, ptr %fc1_weight_grad.t67_b0, align 32
-  %t67_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t67_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a2, <8 x float> %t67_b017, <8 x float> %t67_c2_0)
-  store <8 x float> %44, ptr %fc1_weight_grad.t67_c2_0, align 32
-  %t67_a218 = load <8 x float>, ptr %fc1_weight_grad.t67_a2, align 32
-  %t67_b119 = load <8 x float>, ptr %fc1_weight_grad.t67_b1, align 32
-  %t67_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t67_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a218, <8 x float> %t67_b119, <8 x float> %t67_c2_1)
-  store <8 x float> %45, ptr %fc1_weight_grad.t67_c2_1, align 32
-  %t67_a220 = load <8 x float>, ptr %fc1_weight_grad.t67_a2, align 32
-  %t67_b221 = load <8 x float>, ptr %fc1_weight_grad.t67_b2, align 32
-  %t67_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t67_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a220, <8 x float> %t67_b221, <8 x float> %t67_c2_2)
-  store <8 x float> %46, ptr %fc1_weight_grad.t67_c2_2, align 32
-  %47 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %43, ptr %fc1_weight_grad.t91_a2, align 32
+  %t91_a2 = load <8 x float>, ptr %fc1_weight_grad.t91_a2, align 32
+  %t91_b017 = load <8 x float>, ptr %fc1_weight_grad.t91_b0, align 32
+  %t91_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t91_c2_0, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a2, <8 x float> %t91_b017, <8 x float> %t91_c2_0)
+  store <8 x float> %44, ptr %fc1_weight_grad.t91_c2_0, align 32
+  %t91_a218 = load <8 x float>, ptr %fc1_weight_grad.t91_a2, align 32
+  %t91_b119 = load <8 x float>, ptr %fc1_weight_grad.t91_b1, align 32
+  %t91_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t91_c2_1, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a218, <8 x float> %t91_b119, <8 x float> %t91_c2_1)
+  store <8 x float> %45, ptr %fc1_weight_grad.t91_c2_1, align 32
+  %t91_a220 = load <8 x float>, ptr %fc1_weight_grad.t91_a2, align 32
+  %t91_b221 = load <8 x float>, ptr %fc1_weight_grad.t91_b2, align 32
+  %t91_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t91_c2_2, align 32
+  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a220, <8 x float> %t91_b221, <8 x float> %t91_c2_2)
+  store <8 x float> %46, ptr %fc1_weight_grad.t91_c2_2, align 32
+  %47 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %48 = add nsw i64 %47, 3
   %49 = add nsw i64 16384, %48
-  %50 = mul nsw i64 %fc1_weight_grad.k683, 256
+  %50 = mul nsw i64 %fc1_weight_grad.k923, 256
   %51 = add nsw i64 %49, %50
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %51
   %52 = load float, ptr %arena22, align 4
   %53 = insertelement <8 x float> undef, float %52, i32 0
   %54 = shufflevector <8 x float> %53, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %54, ptr %fc1_weight_grad.t67_a3, align 32
-  %t67_a3 = load <8 x float>, ptr %fc1_weight_grad.t67_a3, align 32
-  %t67_b023 = load <8 x float>, ptr %fc1_weight_grad.t67_b0, align 32
-  %t67_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t67_c3_0, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a3, <8 x float> %t67_b023, <8 x float> %t67_c3_0)
-  store <8 x float> %55, ptr %fc1_weight_grad.t67_c3_0, align 32
-  %t67_a324 = load <8 x float>, ptr %fc1_weight_grad.t67_a3, align 32
-  %t67_b125 = load <8 x float>, ptr %fc1_weight_grad.t67_b1, align 32
-  %t67_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t67_c3_1, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a324, <8 x float> %t67_b125, <8 x float> %t67_c3_1)
-  store <8 x float> %56, ptr %fc1_weight_grad.t67_c3_1, align 32
-  %t67_a326 = load <8 x float>, ptr %fc1_weight_grad.t67_a3, align 32
-  %t67_b227 = load <8 x float>, ptr %fc1_weight_grad.t67_b2, align 32
-  %t67_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t67_c3_2, align 32
-  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t67_a326, <8 x float> %t67_b227, <8 x float> %t67_c3_2)
-  store <8 x float> %57, ptr %fc1_weight_grad.t67_c3_2, align 32
-  %k68.next = add nsw i64 %fc1_weight_grad.k683, 1
-  %58 = icmp slt i64 %k68.next, 64
-  br i1 %58, label %fc1_weight_grad.k68, label %fc1_weight_grad.k68.end
+  store <8 x float> %54, ptr %fc1_weight_grad.t91_a3, align 32
+  %t91_a3 = load <8 x float>, ptr %fc1_weight_grad.t91_a3, align 32
+  %t91_b023 = load <8 x float>, ptr %fc1_weight_grad.t91_b0, align 32
+  %t91_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t91_c3_0, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a3, <8 x float> %t91_b023, <8 x float> %t91_c3_0)
+  store <8 x float> %55, ptr %fc1_weight_grad.t91_c3_0, align 32
+  %t91_a324 = load <8 x float>, ptr %fc1_weight_grad.t91_a3, align 32
+  %t91_b125 = load <8 x float>, ptr %fc1_weight_grad.t91_b1, align 32
+  %t91_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t91_c3_1, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a324, <8 x float> %t91_b125, <8 x float> %t91_c3_1)
+  store <8 x float> %56, ptr %fc1_weight_grad.t91_c3_1, align 32
+  %t91_a326 = load <8 x float>, ptr %fc1_weight_grad.t91_a3, align 32
+  %t91_b227 = load <8 x float>, ptr %fc1_weight_grad.t91_b2, align 32
+  %t91_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t91_c3_2, align 32
+  %57 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t91_a326, <8 x float> %t91_b227, <8 x float> %t91_c3_2)
+  store <8 x float> %57, ptr %fc1_weight_grad.t91_c3_2, align 32
+  %k92.next = add nsw i64 %fc1_weight_grad.k923, 1
+  %58 = icmp slt i64 %k92.next, 64
+  br i1 %58, label %fc1_weight_grad.k92, label %fc1_weight_grad.k92.end
 
-fc1_weight_grad.k68.end:                          ; preds = %fc1_weight_grad.k68
-  %t67_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t67_c0_0, align 32
-  %59 = mul nsw i64 %fc1_weight_grad.mb662, 4
+fc1_weight_grad.k92.end:                          ; preds = %fc1_weight_grad.k92
+  %t91_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t91_c0_0, align 32
+  %59 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %60 = mul nsw i64 %59, 784
-  %61 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %61 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %62 = add nsw i64 %60, %61
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %62
-  store <8 x float> %t67_c0_028, ptr %grads29, align 4
-  %t67_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t67_c0_1, align 32
-  %63 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c0_028, ptr %grads29, align 4
+  %t91_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t91_c0_1, align 32
+  %63 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %64 = mul nsw i64 %63, 784
-  %65 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %66 = add nsw i64 %64, %65
   %67 = add nsw i64 %66, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %67
-  store <8 x float> %t67_c0_130, ptr %grads31, align 4
-  %t67_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t67_c0_2, align 32
-  %68 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c0_130, ptr %grads31, align 4
+  %t91_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t91_c0_2, align 32
+  %68 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %69 = mul nsw i64 %68, 784
-  %70 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t67_c0_232, ptr %grads33, align 4
-  %t67_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t67_c1_0, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c0_232, ptr %grads33, align 4
+  %t91_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t91_c1_0, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %74 = add nsw i64 %73, 1
   %75 = mul nsw i64 %74, 784
-  %76 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %77 = add nsw i64 %75, %76
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %77
-  store <8 x float> %t67_c1_034, ptr %grads35, align 4
-  %t67_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t67_c1_1, align 32
-  %78 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c1_034, ptr %grads35, align 4
+  %t91_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t91_c1_1, align 32
+  %78 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %79 = add nsw i64 %78, 1
   %80 = mul nsw i64 %79, 784
-  %81 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %81 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %82 = add nsw i64 %80, %81
   %83 = add nsw i64 %82, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %83
-  store <8 x float> %t67_c1_136, ptr %grads37, align 4
-  %t67_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t67_c1_2, align 32
-  %84 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c1_136, ptr %grads37, align 4
+  %t91_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t91_c1_2, align 32
+  %84 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %85 = add nsw i64 %84, 1
   %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %87 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 %88, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %89
-  store <8 x float> %t67_c1_238, ptr %grads39, align 4
-  %t67_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t67_c2_0, align 32
-  %90 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c1_238, ptr %grads39, align 4
+  %t91_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t91_c2_0, align 32
+  %90 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %91 = add nsw i64 %90, 2
   %92 = mul nsw i64 %91, 784
-  %93 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %93 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %94 = add nsw i64 %92, %93
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %94
-  store <8 x float> %t67_c2_040, ptr %grads41, align 4
-  %t67_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t67_c2_1, align 32
-  %95 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c2_040, ptr %grads41, align 4
+  %t91_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t91_c2_1, align 32
+  %95 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %96 = add nsw i64 %95, 2
   %97 = mul nsw i64 %96, 784
-  %98 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %98 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %99 = add nsw i64 %97, %98
   %100 = add nsw i64 %99, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %100
-  store <8 x float> %t67_c2_142, ptr %grads43, align 4
-  %t67_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t67_c2_2, align 32
-  %101 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c2_142, ptr %grads43, align 4
+  %t91_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t91_c2_2, align 32
+  %101 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %102 = add nsw i64 %101, 2
   %103 = mul nsw i64 %102, 784
-  %104 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %104 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %105 = add nsw i64 %103, %104
   %106 = add nsw i64 %105, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %106
-  store <8 x float> %t67_c2_244, ptr %grads45, align 4
-  %t67_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t67_c3_0, align 32
-  %107 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c2_244, ptr %grads45, align 4
+  %t91_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t91_c3_0, align 32
+  %107 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %108 = add nsw i64 %107, 3
   %109 = mul nsw i64 %108, 784
-  %110 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %110 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %111 = add nsw i64 %109, %110
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t67_c3_046, ptr %grads47, align 4
-  %t67_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t67_c3_1, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c3_046, ptr %grads47, align 4
+  %t91_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t91_c3_1, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %113 = add nsw i64 %112, 3
   %114 = mul nsw i64 %113, 784
-  %115 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %115 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %116 = add nsw i64 %114, %115
   %117 = add nsw i64 %116, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %117
-  store <8 x float> %t67_c3_148, ptr %grads49, align 4
-  %t67_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t67_c3_2, align 32
-  %118 = mul nsw i64 %fc1_weight_grad.mb662, 4
+  store <8 x float> %t91_c3_148, ptr %grads49, align 4
+  %t91_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t91_c3_2, align 32
+  %118 = mul nsw i64 %fc1_weight_grad.mb902, 4
   %119 = add nsw i64 %118, 3
   %120 = mul nsw i64 %119, 784
-  %121 = mul nsw i64 %fc1_weight_grad.nb651, 24
+  %121 = mul nsw i64 %fc1_weight_grad.nb891, 24
   %122 = add nsw i64 %120, %121
   %123 = add nsw i64 %122, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %123
-  store <8 x float> %t67_c3_250, ptr %grads51, align 4
-  %mb66.next = add nsw i64 %fc1_weight_grad.mb662, 1
-  %124 = icmp slt i64 %mb66.next, 64
-  br i1 %124, label %fc1_weight_grad.mb66, label %fc1_weight_grad.mb66.end
+  store <8 x float> %t91_c3_250, ptr %grads51, align 4
+  %mb90.next = add nsw i64 %fc1_weight_grad.mb902, 1
+  %124 = icmp slt i64 %mb90.next, 64
+  br i1 %124, label %fc1_weight_grad.mb90, label %fc1_weight_grad.mb90.end
 
-fc1_weight_grad.mb69:                             ; preds = %fc1_weight_grad.k71.end, %fc1_weight_grad.nb65.end
-  %fc1_weight_grad.mb6952 = phi i64 [ 0, %fc1_weight_grad.nb65.end ], [ %mb69.next, %fc1_weight_grad.k71.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t70_c3_1, align 32
-  br label %fc1_weight_grad.k71
+fc1_weight_grad.mb93:                             ; preds = %fc1_weight_grad.k95.end, %fc1_weight_grad.nb89.end
+  %fc1_weight_grad.mb9352 = phi i64 [ 0, %fc1_weight_grad.nb89.end ], [ %mb93.next, %fc1_weight_grad.k95.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t94_c3_1, align 32
+  br label %fc1_weight_grad.k95
 
-fc1_weight_grad.mb69.end:                         ; preds = %fc1_weight_grad.k71.end
+fc1_weight_grad.mb93.end:                         ; preds = %fc1_weight_grad.k95.end
   ret void
 
-fc1_weight_grad.k71:                              ; preds = %fc1_weight_grad.k71, %fc1_weight_grad.mb69
-  %fc1_weight_grad.k7153 = phi i64 [ 0, %fc1_weight_grad.mb69 ], [ %k71.next, %fc1_weight_grad.k71 ]
-  %125 = mul nsw i64 %fc1_weight_grad.k7153, 784
+fc1_weight_grad.k95:                              ; preds = %fc1_weight_grad.k95, %fc1_weight_grad.mb93
+  %fc1_weight_grad.k9553 = phi i64 [ 0, %fc1_weight_grad.mb93 ], [ %k95.next, %fc1_weight_grad.k95 ]
+  %125 = mul nsw i64 %fc1_weight_grad.k9553, 784
   %126 = add nsw i64 %125, 768
   %images54 = getelementptr inbounds float, ptr %images, i64 %126
   %127 = load <8 x float>, ptr %images54, align 4
-  store <8 x float> %127, ptr %fc1_weight_grad.t70_b0, align 32
-  %128 = mul nsw i64 %fc1_weight_grad.k7153, 784
+  store <8 x float> %127, ptr %fc1_weight_grad.t94_b0, align 32
+  %128 = mul nsw i64 %fc1_weight_grad.k9553, 784
   %129 = add nsw i64 %128, 768
   %130 = add nsw i64 %129, 8
   %images55 = getelementptr inbounds float, ptr %images, i64 %130
   %131 = load <8 x float>, ptr %images55, align 4
-  store <8 x float> %131, ptr %fc1_weight_grad.t70_b1, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %131, ptr %fc1_weight_grad.t94_b1, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %133 = add nsw i64 16384, %132
-  %134 = mul nsw i64 %fc1_weight_grad.k7153, 256
+  %134 = mul nsw i64 %fc1_weight_grad.k9553, 256
   %135 = add nsw i64 %133, %134
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %135
   %136 = load float, ptr %arena56, align 4
   %137 = insertelement <8 x float> undef, float %136, i32 0
   %138 = shufflevector <8 x float> %137, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %138, ptr %fc1_weight_grad.t70_a0, align 32
-  %t70_a0 = load <8 x float>, ptr %fc1_weight_grad.t70_a0, align 32
-  %t70_b0 = load <8 x float>, ptr %fc1_weight_grad.t70_b0, align 32
-  %t70_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t70_c0_0, align 32
-  %139 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a0, <8 x float> %t70_b0, <8 x float> %t70_c0_0)
-  store <8 x float> %139, ptr %fc1_weight_grad.t70_c0_0, align 32
-  %t70_a057 = load <8 x float>, ptr %fc1_weight_grad.t70_a0, align 32
-  %t70_b1 = load <8 x float>, ptr %fc1_weight_grad.t70_b1, align 32
-  %t70_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t70_c0_1, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a057, <8 x float> %t70_b1, <8 x float> %t70_c0_1)
-  store <8 x float> %140, ptr %fc1_weight_grad.t70_c0_1, align 32
-  %141 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %138, ptr %fc1_weight_grad.t94_a0, align 32
+  %t94_a0 = load <8 x float>, ptr %fc1_weight_grad.t94_a0, align 32
+  %t94_b0 = load <8 x float>, ptr %fc1_weight_grad.t94_b0, align 32
+  %t94_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t94_c0_0, align 32
+  %139 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a0, <8 x float> %t94_b0, <8 x float> %t94_c0_0)
+  store <8 x float> %139, ptr %fc1_weight_grad.t94_c0_0, align 32
+  %t94_a057 = load <8 x float>, ptr %fc1_weight_grad.t94_a0, align 32
+  %t94_b1 = load <8 x float>, ptr %fc1_weight_grad.t94_b1, align 32
+  %t94_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t94_c0_1, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a057, <8 x float> %t94_b1, <8 x float> %t94_c0_1)
+  store <8 x float> %140, ptr %fc1_weight_grad.t94_c0_1, align 32
+  %141 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 16384, %142
-  %144 = mul nsw i64 %fc1_weight_grad.k7153, 256
+  %144 = mul nsw i64 %fc1_weight_grad.k9553, 256
   %145 = add nsw i64 %143, %144
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %145
   %146 = load float, ptr %arena58, align 4
   %147 = insertelement <8 x float> undef, float %146, i32 0
   %148 = shufflevector <8 x float> %147, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %148, ptr %fc1_weight_grad.t70_a1, align 32
-  %t70_a1 = load <8 x float>, ptr %fc1_weight_grad.t70_a1, align 32
-  %t70_b059 = load <8 x float>, ptr %fc1_weight_grad.t70_b0, align 32
-  %t70_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t70_c1_0, align 32
-  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a1, <8 x float> %t70_b059, <8 x float> %t70_c1_0)
-  store <8 x float> %149, ptr %fc1_weight_grad.t70_c1_0, align 32
-  %t70_a160 = load <8 x float>, ptr %fc1_weight_grad.t70_a1, align 32
-  %t70_b161 = load <8 x float>, ptr %fc1_weight_grad.t70_b1, align 32
-  %t70_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t70_c1_1, align 32
-  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a160, <8 x float> %t70_b161, <8 x float> %t70_c1_1)
-  store <8 x float> %150, ptr %fc1_weight_grad.t70_c1_1, align 32
-  %151 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t94_a1, align 32
+  %t94_a1 = load <8 x float>, ptr %fc1_weight_grad.t94_a1, align 32
+  %t94_b059 = load <8 x float>, ptr %fc1_weight_grad.t94_b0, align 32
+  %t94_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t94_c1_0, align 32
+  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a1, <8 x float> %t94_b059, <8 x float> %t94_c1_0)
+  store <8 x float> %149, ptr %fc1_weight_grad.t94_c1_0, align 32
+  %t94_a160 = load <8 x float>, ptr %fc1_weight_grad.t94_a1, align 32
+  %t94_b161 = load <8 x float>, ptr %fc1_weight_grad.t94_b1, align 32
+  %t94_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t94_c1_1, align 32
+  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a160, <8 x float> %t94_b161, <8 x float> %t94_c1_1)
+  store <8 x float> %150, ptr %fc1_weight_grad.t94_c1_1, align 32
+  %151 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %152 = add nsw i64 %151, 2
   %153 = add nsw i64 16384, %152
-  %154 = mul nsw i64 %fc1_weight_grad.k7153, 256
+  %154 = mul nsw i64 %fc1_weight_grad.k9553, 256
   %155 = add nsw i64 %153, %154
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %155
   %156 = load float, ptr %arena62, align 4
   %157 = insertelement <8 x float> undef, float %156, i32 0
   %158 = shufflevector <8 x float> %157, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %158, ptr %fc1_weight_grad.t70_a2, align 32
-  %t70_a2 = load <8 x float>, ptr %fc1_weight_grad.t70_a2, align 32
-  %t70_b063 = load <8 x float>, ptr %fc1_weight_grad.t70_b0, align 32
-  %t70_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t70_c2_0, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a2, <8 x float> %t70_b063, <8 x float> %t70_c2_0)
-  store <8 x float> %159, ptr %fc1_weight_grad.t70_c2_0, align 32
-  %t70_a264 = load <8 x float>, ptr %fc1_weight_grad.t70_a2, align 32
-  %t70_b165 = load <8 x float>, ptr %fc1_weight_grad.t70_b1, align 32
-  %t70_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t70_c2_1, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a264, <8 x float> %t70_b165, <8 x float> %t70_c2_1)
-  store <8 x float> %160, ptr %fc1_weight_grad.t70_c2_1, align 32
-  %161 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %158, ptr %fc1_weight_grad.t94_a2, align 32
+  %t94_a2 = load <8 x float>, ptr %fc1_weight_grad.t94_a2, align 32
+  %t94_b063 = load <8 x float>, ptr %fc1_weight_grad.t94_b0, align 32
+  %t94_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t94_c2_0, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a2, <8 x float> %t94_b063, <8 x float> %t94_c2_0)
+  store <8 x float> %159, ptr %fc1_weight_grad.t94_c2_0, align 32
+  %t94_a264 = load <8 x float>, ptr %fc1_weight_grad.t94_a2, align 32
+  %t94_b165 = load <8 x float>, ptr %fc1_weight_grad.t94_b1, align 32
+  %t94_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t94_c2_1, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a264, <8 x float> %t94_b165, <8 x float> %t94_c2_1)
+  store <8 x float> %160, ptr %fc1_weight_grad.t94_c2_1, align 32
+  %161 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %162 = add nsw i64 %161, 3
   %163 = add nsw i64 16384, %162
-  %164 = mul nsw i64 %fc1_weight_grad.k7153, 256
+  %164 = mul nsw i64 %fc1_weight_grad.k9553, 256
   %165 = add nsw i64 %163, %164
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena66, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %fc1_weight_grad.t70_a3, align 32
-  %t70_a3 = load <8 x float>, ptr %fc1_weight_grad.t70_a3, align 32
-  %t70_b067 = load <8 x float>, ptr %fc1_weight_grad.t70_b0, align 32
-  %t70_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t70_c3_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a3, <8 x float> %t70_b067, <8 x float> %t70_c3_0)
-  store <8 x float> %169, ptr %fc1_weight_grad.t70_c3_0, align 32
-  %t70_a368 = load <8 x float>, ptr %fc1_weight_grad.t70_a3, align 32
-  %t70_b169 = load <8 x float>, ptr %fc1_weight_grad.t70_b1, align 32
-  %t70_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t70_c3_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t70_a368, <8 x float> %t70_b169, <8 x float> %t70_c3_1)
-  store <8 x float> %170, ptr %fc1_weight_grad.t70_c3_1, align 32
-  %k71.next = add nsw i64 %fc1_weight_grad.k7153, 1
-  %171 = icmp slt i64 %k71.next, 64
-  br i1 %171, label %fc1_weight_grad.k71, label %fc1_weight_grad.k71.end
+  store <8 x float> %168, ptr %fc1_weight_grad.t94_a3, align 32
+  %t94_a3 = load <8 x float>, ptr %fc1_weight_grad.t94_a3, align 32
+  %t94_b067 = load <8 x float>, ptr %fc1_weight_grad.t94_b0, align 32
+  %t94_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t94_c3_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a3, <8 x float> %t94_b067, <8 x float> %t94_c3_0)
+  store <8 x float> %169, ptr %fc1_weight_grad.t94_c3_0, align 32
+  %t94_a368 = load <8 x float>, ptr %fc1_weight_grad.t94_a3, align 32
+  %t94_b169 = load <8 x float>, ptr %fc1_weight_grad.t94_b1, align 32
+  %t94_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t94_c3_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a368, <8 x float> %t94_b169, <8 x float> %t94_c3_1)
+  store <8 x float> %170, ptr %fc1_weight_grad.t94_c3_1, align 32
+  %k95.next = add nsw i64 %fc1_weight_grad.k9553, 1
+  %171 = icmp slt i64 %k95.next, 64
+  br i1 %171, label %fc1_weight_grad.k95, label %fc1_weight_grad.k95.end
 
-fc1_weight_grad.k71.end:                          ; preds = %fc1_weight_grad.k71
-  %t70_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t70_c0_0, align 32
-  %172 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+fc1_weight_grad.k95.end:                          ; preds = %fc1_weight_grad.k95
+  %t94_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t94_c0_0, align 32
+  %172 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %173 = mul nsw i64 %172, 784
   %174 = add nsw i64 %173, 768
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %174
-  store <8 x float> %t70_c0_070, ptr %grads71, align 4
-  %t70_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t70_c0_1, align 32
-  %175 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c0_070, ptr %grads71, align 4
+  %t94_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t94_c0_1, align 32
+  %175 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %176 = mul nsw i64 %175, 784
   %177 = add nsw i64 %176, 768
   %178 = add nsw i64 %177, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %178
-  store <8 x float> %t70_c0_172, ptr %grads73, align 4
-  %t70_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t70_c1_0, align 32
-  %179 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c0_172, ptr %grads73, align 4
+  %t94_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t94_c1_0, align 32
+  %179 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %180 = add nsw i64 %179, 1
   %181 = mul nsw i64 %180, 784
   %182 = add nsw i64 %181, 768
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %182
-  store <8 x float> %t70_c1_074, ptr %grads75, align 4
-  %t70_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t70_c1_1, align 32
-  %183 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c1_074, ptr %grads75, align 4
+  %t94_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t94_c1_1, align 32
+  %183 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 784
   %186 = add nsw i64 %185, 768
   %187 = add nsw i64 %186, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %187
-  store <8 x float> %t70_c1_176, ptr %grads77, align 4
-  %t70_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t70_c2_0, align 32
-  %188 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c1_176, ptr %grads77, align 4
+  %t94_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t94_c2_0, align 32
+  %188 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %189 = add nsw i64 %188, 2
   %190 = mul nsw i64 %189, 784
   %191 = add nsw i64 %190, 768
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %191
-  store <8 x float> %t70_c2_078, ptr %grads79, align 4
-  %t70_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t70_c2_1, align 32
-  %192 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c2_078, ptr %grads79, align 4
+  %t94_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t94_c2_1, align 32
+  %192 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %193 = add nsw i64 %192, 2
   %194 = mul nsw i64 %193, 784
   %195 = add nsw i64 %194, 768
   %196 = add nsw i64 %195, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %196
-  store <8 x float> %t70_c2_180, ptr %grads81, align 4
-  %t70_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t70_c3_0, align 32
-  %197 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c2_180, ptr %grads81, align 4
+  %t94_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t94_c3_0, align 32
+  %197 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %198 = add nsw i64 %197, 3
   %199 = mul nsw i64 %198, 784
   %200 = add nsw i64 %199, 768
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %200
-  store <8 x float> %t70_c3_082, ptr %grads83, align 4
-  %t70_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t70_c3_1, align 32
-  %201 = mul nsw i64 %fc1_weight_grad.mb6952, 4
+  store <8 x float> %t94_c3_082, ptr %grads83, align 4
+  %t94_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t94_c3_1, align 32
+  %201 = mul nsw i64 %fc1_weight_grad.mb9352, 4
   %202 = add nsw i64 %201, 3
   %203 = mul nsw i64 %202, 784
   %204 = add nsw i64 %203, 768
   %205 = add nsw i64 %204, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %205
-  store <8 x float> %t70_c3_184, ptr %grads85, align 4
-  %mb69.next = add nsw i64 %fc1_weight_grad.mb6952, 1
-  %206 = icmp slt i64 %mb69.next, 64
-  br i1 %206, label %fc1_weight_grad.mb69, label %fc1_weight_grad.mb69.end
+  store <8 x float> %t94_c3_184, ptr %grads85, align 4
+  %mb93.next = add nsw i64 %fc1_weight_grad.mb9352, 1
+  %206 = icmp slt i64 %mb93.next, 64
+  br i1 %206, label %fc1_weight_grad.mb93, label %fc1_weight_grad.mb93.end
 }
 
 ; Function Attrs: noinline
 define internal void @mlp_train_b64.k17.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_bias_grad.acc74 = alloca float, align 4
-  br label %fc1_bias_grad.u73
+  %fc1_bias_grad.acc98 = alloca float, align 4
+  br label %fc1_bias_grad.u97
 
-fc1_bias_grad.u73:                                ; preds = %fc1_bias_grad.n75.end, %entry
-  %fc1_bias_grad.u731 = phi i64 [ 0, %entry ], [ %u73.next, %fc1_bias_grad.n75.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc74, align 4
-  br label %fc1_bias_grad.n75
+fc1_bias_grad.u97:                                ; preds = %fc1_bias_grad.n99.end, %entry
+  %fc1_bias_grad.u971 = phi i64 [ 0, %entry ], [ %u97.next, %fc1_bias_grad.n99.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc98, align 4
+  br label %fc1_bias_grad.n99
 
-fc1_bias_grad.u73.end:                            ; preds = %fc1_bias_grad.n75.end
+fc1_bias_grad.u97.end:                            ; preds = %fc1_bias_grad.n99.end
   ret void
 
-fc1_bias_grad.n75:                                ; preds = %fc1_bias_grad.n75, %fc1_bias_grad.u73
-  %fc1_bias_grad.n752 = phi i64 [ 0, %fc1_bias_grad.u73 ], [ %n75.next, %fc1_bias_grad.n75 ]
-  %acc74 = load float, ptr %fc1_bias_grad.acc74, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n752, 256
+fc1_bias_grad.n99:                                ; preds = %fc1_bias_grad.n99, %fc1_bias_grad.u97
+  %fc1_bias_grad.n992 = phi i64 [ 0, %fc1_bias_grad.u97 ], [ %n99.next, %fc1_bias_grad.n99 ]
+  %acc98 = load float, ptr %fc1_bias_grad.acc98, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n992, 256
   %1 = add nsw i64 16384, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u731
+  %2 = add nsw i64 %1, %fc1_bias_grad.u971
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc74, %3
-  store float %4, ptr %fc1_bias_grad.acc74, align 4
-  %n75.next = add nsw i64 %fc1_bias_grad.n752, 1
-  %5 = icmp slt i64 %n75.next, 64
-  br i1 %5, label %fc1_bias_grad.n75, label %fc1_bias_grad.n75.end
+  %4 = fadd float %acc98, %3
+  store float %4, ptr %fc1_bias_grad.acc98, align 4
+  %n99.next = add nsw i64 %fc1_bias_grad.n992, 1
+  %5 = icmp slt i64 %n99.next, 64
+  br i1 %5, label %fc1_bias_grad.n99, label %fc1_bias_grad.n99.end
 
-fc1_bias_grad.n75.end:                            ; preds = %fc1_bias_grad.n75
-  %acc744 = load float, ptr %fc1_bias_grad.acc74, align 4
-  %6 = add nsw i64 200704, %fc1_bias_grad.u731
+fc1_bias_grad.n99.end:                            ; preds = %fc1_bias_grad.n99
+  %acc984 = load float, ptr %fc1_bias_grad.acc98, align 4
+  %6 = add nsw i64 200704, %fc1_bias_grad.u971
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc744, ptr %grads5, align 4
-  %u73.next = add nsw i64 %fc1_bias_grad.u731, 1
-  %7 = icmp slt i64 %u73.next, 256
-  br i1 %7, label %fc1_bias_grad.u73, label %fc1_bias_grad.u73.end
+  store float %acc984, ptr %grads5, align 4
+  %u97.next = add nsw i64 %fc1_bias_grad.u971, 1
+  %7 = icmp slt i64 %u97.next, 256
+  br i1 %7, label %fc1_bias_grad.u97, label %fc1_bias_grad.u97.end
 }
 
 ; Function Attrs: noinline
@@ -3194,39 +3194,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt77 = alloca float, align 4
-  %adam.step_size76 = alloca float, align 4
+  %adam.bc2_sqrt101 = alloca float, align 4
+  %adam.step_size100 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size76, align 4
+  store float %4, ptr %adam.step_size100, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt77, align 4
-  br label %adam.i78
+  store float %9, ptr %adam.bc2_sqrt101, align 4
+  br label %adam.i102
 
-adam.i78:                                         ; preds = %adam.i78, %entry
-  %adam.i781 = phi i64 [ 0, %entry ], [ %i78.next, %adam.i78 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i781
+adam.i102:                                        ; preds = %adam.i102, %entry
+  %adam.i1021 = phi i64 [ 0, %entry ], [ %i102.next, %adam.i102 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i1021
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i781
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i1021
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i781
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i1021
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i781
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i1021
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -3236,30 +3236,30 @@ adam.i78:                                         ; preds = %adam.i78, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i781
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i1021
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i781
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i1021
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i781
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i1021
   %23 = load float, ptr %params10, align 4
-  %step_size76 = load float, ptr %adam.step_size76, align 4
+  %step_size100 = load float, ptr %adam.step_size100, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size76, %m_new11
+  %24 = fmul float %step_size100, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt77 = load float, ptr %adam.bc2_sqrt77, align 4
-  %26 = fdiv float %25, %bc2_sqrt77
+  %bc2_sqrt101 = load float, ptr %adam.bc2_sqrt101, align 4
+  %26 = fdiv float %25, %bc2_sqrt101
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i781
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i1021
   store float %29, ptr %params13, align 4
-  %i78.next = add nsw i64 %adam.i781, 1
-  %30 = icmp slt i64 %i78.next, 235146
-  br i1 %30, label %adam.i78, label %adam.i78.end
+  %i102.next = add nsw i64 %adam.i1021, 1
+  %30 = icmp slt i64 %i102.next, 235146
+  br i1 %30, label %adam.i102, label %adam.i102.end
 
-adam.i78.end:                                     ; preds = %adam.i78
+adam.i102.end:                                    ; preds = %adam.i102
   ret void
 }
 

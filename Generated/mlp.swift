@@ -18,13 +18,6 @@ typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
 let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
-/// The splitmix64 finaliser (the dropout RNG).
-@inline(__always) func mix(_ z0: UInt64) -> UInt64 {
-  var z = (z0 ^ (z0 >> 30)) &* 0xbf58_476d_1ce4_e5b9
-  z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-  return z ^ (z >> 31)
-}
-
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -156,484 +149,508 @@ public func mlp_train_b64(
     }
   }
   // drop = dropout(fc1)
-  for i13 in 0..<16384 {
-    arena[(16384 +% i13)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i13) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[i13] * Float(bitPattern: 0x3fa00000)) : Float(0))
+  let z13: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z14: UInt64 = ((z13 ^ (z13 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z15: UInt64 = ((z14 ^ (z14 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z16: UInt64 = (z15 ^ (z15 >> 31))
+  let z17: UInt64 = (z16 &+ UInt64(bitPattern: step))
+  let z18: UInt64 = ((z17 ^ (z17 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z19: UInt64 = ((z18 ^ (z18 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z20: UInt64 = (z19 ^ (z19 >> 31))
+  for i21 in 0..<16384 {
+    let z22: UInt64 = (z20 &+ (UInt64(bitPattern: Int64(i21)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z23: UInt64 = ((z22 ^ (z22 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z24: UInt64 = ((z23 ^ (z23 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z25: UInt64 = (z24 ^ (z24 >> 31))
+    arena[(16384 +% i21)] = ((z25 >> 40) >= 0x333333 as UInt64 ? (arena[i21] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc2 = dense_relu(drop)
-  for n14 in 0..<64 {
-    for k15 in 0..<256 {
-      arena[((40960 +% (k15 *% 64)) +% n14)] = arena[((16384 +% (n14 *% 256)) +% k15)]
+  for n26 in 0..<64 {
+    for k27 in 0..<256 {
+      arena[((40960 +% (k27 *% 64)) +% n26)] = arena[((16384 +% (n26 *% 256)) +% k27)]
     }
   }
-  do {  // gemm23
-    for nb16 in 0..<2 {
-      for mb17 in 0..<32 {
-        var t18_c0_0 = Vector()
-        var t18_c0_1 = Vector()
-        var t18_c0_2 = Vector()
-        var t18_c1_0 = Vector()
-        var t18_c1_1 = Vector()
-        var t18_c1_2 = Vector()
-        var t18_c2_0 = Vector()
-        var t18_c2_1 = Vector()
-        var t18_c2_2 = Vector()
-        var t18_c3_0 = Vector()
-        var t18_c3_1 = Vector()
-        var t18_c3_2 = Vector()
-        for k19 in 0..<256 {
-          let t18_b0 = loadVector(arena, ((40960 +% (k19 *% 64)) +% (nb16 *% 24)))
-          let t18_b1 = loadVector(arena, (((40960 +% (k19 *% 64)) +% (nb16 *% 24)) +% 8))
-          let t18_b2 = loadVector(arena, (((40960 +% (k19 *% 64)) +% (nb16 *% 24)) +% 16))
-          let t18_a0 = Vector(repeating: params[((200960 +% ((mb17 *% 4) *% 256)) +% k19)])
-          t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-          t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-          t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-          let t18_a1 = Vector(repeating: params[((200960 +% (((mb17 *% 4) +% 1) *% 256)) +% k19)])
-          t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-          t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-          t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-          let t18_a2 = Vector(repeating: params[((200960 +% (((mb17 *% 4) +% 2) *% 256)) +% k19)])
-          t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-          t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-          t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-          let t18_a3 = Vector(repeating: params[((200960 +% (((mb17 *% 4) +% 3) *% 256)) +% k19)])
-          t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-          t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-          t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+  do {  // gemm35
+    for nb28 in 0..<2 {
+      for mb29 in 0..<32 {
+        var t30_c0_0 = Vector()
+        var t30_c0_1 = Vector()
+        var t30_c0_2 = Vector()
+        var t30_c1_0 = Vector()
+        var t30_c1_1 = Vector()
+        var t30_c1_2 = Vector()
+        var t30_c2_0 = Vector()
+        var t30_c2_1 = Vector()
+        var t30_c2_2 = Vector()
+        var t30_c3_0 = Vector()
+        var t30_c3_1 = Vector()
+        var t30_c3_2 = Vector()
+        for k31 in 0..<256 {
+          let t30_b0 = loadVector(arena, ((40960 +% (k31 *% 64)) +% (nb28 *% 24)))
+          let t30_b1 = loadVector(arena, (((40960 +% (k31 *% 64)) +% (nb28 *% 24)) +% 8))
+          let t30_b2 = loadVector(arena, (((40960 +% (k31 *% 64)) +% (nb28 *% 24)) +% 16))
+          let t30_a0 = Vector(repeating: params[((200960 +% ((mb29 *% 4) *% 256)) +% k31)])
+          t30_c0_0 = t30_c0_0.addingProduct(t30_a0, t30_b0)
+          t30_c0_1 = t30_c0_1.addingProduct(t30_a0, t30_b1)
+          t30_c0_2 = t30_c0_2.addingProduct(t30_a0, t30_b2)
+          let t30_a1 = Vector(repeating: params[((200960 +% (((mb29 *% 4) +% 1) *% 256)) +% k31)])
+          t30_c1_0 = t30_c1_0.addingProduct(t30_a1, t30_b0)
+          t30_c1_1 = t30_c1_1.addingProduct(t30_a1, t30_b1)
+          t30_c1_2 = t30_c1_2.addingProduct(t30_a1, t30_b2)
+          let t30_a2 = Vector(repeating: params[((200960 +% (((mb29 *% 4) +% 2) *% 256)) +% k31)])
+          t30_c2_0 = t30_c2_0.addingProduct(t30_a2, t30_b0)
+          t30_c2_1 = t30_c2_1.addingProduct(t30_a2, t30_b1)
+          t30_c2_2 = t30_c2_2.addingProduct(t30_a2, t30_b2)
+          let t30_a3 = Vector(repeating: params[((200960 +% (((mb29 *% 4) +% 3) *% 256)) +% k31)])
+          t30_c3_0 = t30_c3_0.addingProduct(t30_a3, t30_b0)
+          t30_c3_1 = t30_c3_1.addingProduct(t30_a3, t30_b1)
+          t30_c3_2 = t30_c3_2.addingProduct(t30_a3, t30_b2)
         }
-        storeVector(arena, ((57344 +% ((mb17 *% 4) *% 64)) +% (nb16 *% 24)), t18_c0_0)
-        storeVector(arena, (((57344 +% ((mb17 *% 4) *% 64)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-        storeVector(arena, (((57344 +% ((mb17 *% 4) *% 64)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-        storeVector(arena, ((57344 +% (((mb17 *% 4) +% 1) *% 64)) +% (nb16 *% 24)), t18_c1_0)
-        storeVector(arena, (((57344 +% (((mb17 *% 4) +% 1) *% 64)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-        storeVector(arena, (((57344 +% (((mb17 *% 4) +% 1) *% 64)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-        storeVector(arena, ((57344 +% (((mb17 *% 4) +% 2) *% 64)) +% (nb16 *% 24)), t18_c2_0)
-        storeVector(arena, (((57344 +% (((mb17 *% 4) +% 2) *% 64)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-        storeVector(arena, (((57344 +% (((mb17 *% 4) +% 2) *% 64)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-        storeVector(arena, ((57344 +% (((mb17 *% 4) +% 3) *% 64)) +% (nb16 *% 24)), t18_c3_0)
-        storeVector(arena, (((57344 +% (((mb17 *% 4) +% 3) *% 64)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-        storeVector(arena, (((57344 +% (((mb17 *% 4) +% 3) *% 64)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+        storeVector(arena, ((57344 +% ((mb29 *% 4) *% 64)) +% (nb28 *% 24)), t30_c0_0)
+        storeVector(arena, (((57344 +% ((mb29 *% 4) *% 64)) +% (nb28 *% 24)) +% 8), t30_c0_1)
+        storeVector(arena, (((57344 +% ((mb29 *% 4) *% 64)) +% (nb28 *% 24)) +% 16), t30_c0_2)
+        storeVector(arena, ((57344 +% (((mb29 *% 4) +% 1) *% 64)) +% (nb28 *% 24)), t30_c1_0)
+        storeVector(arena, (((57344 +% (((mb29 *% 4) +% 1) *% 64)) +% (nb28 *% 24)) +% 8), t30_c1_1)
+        storeVector(arena, (((57344 +% (((mb29 *% 4) +% 1) *% 64)) +% (nb28 *% 24)) +% 16), t30_c1_2)
+        storeVector(arena, ((57344 +% (((mb29 *% 4) +% 2) *% 64)) +% (nb28 *% 24)), t30_c2_0)
+        storeVector(arena, (((57344 +% (((mb29 *% 4) +% 2) *% 64)) +% (nb28 *% 24)) +% 8), t30_c2_1)
+        storeVector(arena, (((57344 +% (((mb29 *% 4) +% 2) *% 64)) +% (nb28 *% 24)) +% 16), t30_c2_2)
+        storeVector(arena, ((57344 +% (((mb29 *% 4) +% 3) *% 64)) +% (nb28 *% 24)), t30_c3_0)
+        storeVector(arena, (((57344 +% (((mb29 *% 4) +% 3) *% 64)) +% (nb28 *% 24)) +% 8), t30_c3_1)
+        storeVector(arena, (((57344 +% (((mb29 *% 4) +% 3) *% 64)) +% (nb28 *% 24)) +% 16), t30_c3_2)
       }
     }
-    for mb20 in 0..<32 {
-      var t21_c0_0 = Vector()
-      var t21_c0_1 = Vector()
-      var t21_c1_0 = Vector()
-      var t21_c1_1 = Vector()
-      var t21_c2_0 = Vector()
-      var t21_c2_1 = Vector()
-      var t21_c3_0 = Vector()
-      var t21_c3_1 = Vector()
-      for k22 in 0..<256 {
-        let t21_b0 = loadVector(arena, ((40960 +% (k22 *% 64)) +% 48))
-        let t21_b1 = loadVector(arena, (((40960 +% (k22 *% 64)) +% 48) +% 8))
-        let t21_a0 = Vector(repeating: params[((200960 +% ((mb20 *% 4) *% 256)) +% k22)])
-        t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-        t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-        let t21_a1 = Vector(repeating: params[((200960 +% (((mb20 *% 4) +% 1) *% 256)) +% k22)])
-        t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-        t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-        let t21_a2 = Vector(repeating: params[((200960 +% (((mb20 *% 4) +% 2) *% 256)) +% k22)])
-        t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-        t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-        let t21_a3 = Vector(repeating: params[((200960 +% (((mb20 *% 4) +% 3) *% 256)) +% k22)])
-        t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-        t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
+    for mb32 in 0..<32 {
+      var t33_c0_0 = Vector()
+      var t33_c0_1 = Vector()
+      var t33_c1_0 = Vector()
+      var t33_c1_1 = Vector()
+      var t33_c2_0 = Vector()
+      var t33_c2_1 = Vector()
+      var t33_c3_0 = Vector()
+      var t33_c3_1 = Vector()
+      for k34 in 0..<256 {
+        let t33_b0 = loadVector(arena, ((40960 +% (k34 *% 64)) +% 48))
+        let t33_b1 = loadVector(arena, (((40960 +% (k34 *% 64)) +% 48) +% 8))
+        let t33_a0 = Vector(repeating: params[((200960 +% ((mb32 *% 4) *% 256)) +% k34)])
+        t33_c0_0 = t33_c0_0.addingProduct(t33_a0, t33_b0)
+        t33_c0_1 = t33_c0_1.addingProduct(t33_a0, t33_b1)
+        let t33_a1 = Vector(repeating: params[((200960 +% (((mb32 *% 4) +% 1) *% 256)) +% k34)])
+        t33_c1_0 = t33_c1_0.addingProduct(t33_a1, t33_b0)
+        t33_c1_1 = t33_c1_1.addingProduct(t33_a1, t33_b1)
+        let t33_a2 = Vector(repeating: params[((200960 +% (((mb32 *% 4) +% 2) *% 256)) +% k34)])
+        t33_c2_0 = t33_c2_0.addingProduct(t33_a2, t33_b0)
+        t33_c2_1 = t33_c2_1.addingProduct(t33_a2, t33_b1)
+        let t33_a3 = Vector(repeating: params[((200960 +% (((mb32 *% 4) +% 3) *% 256)) +% k34)])
+        t33_c3_0 = t33_c3_0.addingProduct(t33_a3, t33_b0)
+        t33_c3_1 = t33_c3_1.addingProduct(t33_a3, t33_b1)
       }
-      storeVector(arena, ((57344 +% ((mb20 *% 4) *% 64)) +% 48), t21_c0_0)
-      storeVector(arena, (((57344 +% ((mb20 *% 4) *% 64)) +% 48) +% 8), t21_c0_1)
-      storeVector(arena, ((57344 +% (((mb20 *% 4) +% 1) *% 64)) +% 48), t21_c1_0)
-      storeVector(arena, (((57344 +% (((mb20 *% 4) +% 1) *% 64)) +% 48) +% 8), t21_c1_1)
-      storeVector(arena, ((57344 +% (((mb20 *% 4) +% 2) *% 64)) +% 48), t21_c2_0)
-      storeVector(arena, (((57344 +% (((mb20 *% 4) +% 2) *% 64)) +% 48) +% 8), t21_c2_1)
-      storeVector(arena, ((57344 +% (((mb20 *% 4) +% 3) *% 64)) +% 48), t21_c3_0)
-      storeVector(arena, (((57344 +% (((mb20 *% 4) +% 3) *% 64)) +% 48) +% 8), t21_c3_1)
+      storeVector(arena, ((57344 +% ((mb32 *% 4) *% 64)) +% 48), t33_c0_0)
+      storeVector(arena, (((57344 +% ((mb32 *% 4) *% 64)) +% 48) +% 8), t33_c0_1)
+      storeVector(arena, ((57344 +% (((mb32 *% 4) +% 1) *% 64)) +% 48), t33_c1_0)
+      storeVector(arena, (((57344 +% (((mb32 *% 4) +% 1) *% 64)) +% 48) +% 8), t33_c1_1)
+      storeVector(arena, ((57344 +% (((mb32 *% 4) +% 2) *% 64)) +% 48), t33_c2_0)
+      storeVector(arena, (((57344 +% (((mb32 *% 4) +% 2) *% 64)) +% 48) +% 8), t33_c2_1)
+      storeVector(arena, ((57344 +% (((mb32 *% 4) +% 3) *% 64)) +% 48), t33_c3_0)
+      storeVector(arena, (((57344 +% (((mb32 *% 4) +% 3) *% 64)) +% 48) +% 8), t33_c3_1)
     }
   }
-  for n24 in 0..<64 {
-    for u25 in 0..<128 {
-      arena[((32768 +% (n24 *% 128)) +% u25)] = ((arena[((57344 +% (u25 *% 64)) +% n24)] + params[(233728 +% u25)]) > Float(0) ? (arena[((57344 +% (u25 *% 64)) +% n24)] + params[(233728 +% u25)]) : Float(0))
+  for n36 in 0..<64 {
+    for u37 in 0..<128 {
+      arena[((32768 +% (n36 *% 128)) +% u37)] = ((arena[((57344 +% (u37 *% 64)) +% n36)] + params[(233728 +% u37)]) > Float(0) ? (arena[((57344 +% (u37 *% 64)) +% n36)] + params[(233728 +% u37)]) : Float(0))
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 32768, 128, params + 233856, 128, Float(bitPattern: 0x0), arena + 40960, 10)
-  for n26 in 0..<64 {
-    do {  // 8 lanes at a time over u27
-      var u27 = 0
-      while u27 &+ 8 <= 10 {
-        storeVector(arena, (40960 +% (n26 *% 10)) &+ u27, (loadVector(arena, (40960 +% (n26 *% 10)) &+ u27) + loadVector(params, 235136 &+ u27)))
-        u27 &+= 8
+  for n38 in 0..<64 {
+    do {  // 8 lanes at a time over u39
+      var u39 = 0
+      while u39 &+ 8 <= 10 {
+        storeVector(arena, (40960 +% (n38 *% 10)) &+ u39, (loadVector(arena, (40960 +% (n38 *% 10)) &+ u39) + loadVector(params, 235136 &+ u39)))
+        u39 &+= 8
       }
-      while u27 < 10 {
-        arena[((40960 +% (n26 *% 10)) +% u27)] = (arena[((40960 +% (n26 *% 10)) +% u27)] + params[(235136 +% u27)])
-        u27 &+= 1
+      while u39 < 10 {
+        arena[((40960 +% (n38 *% 10)) +% u39)] = (arena[((40960 +% (n38 *% 10)) +% u39)] + params[(235136 +% u39)])
+        u39 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total28: Float = Float(0)
-  for n29 in 0..<64 {
-    var m30: Float = arena[(40960 +% (n29 *% 10))]
-    for k32 in 0..<10 {
-      m30 = { let x = m30, y = arena[((40960 +% (n29 *% 10)) +% k32)]; return y > x ? y : x }()
+  var total40: Float = Float(0)
+  for n41 in 0..<64 {
+    var m42: Float = arena[(40960 +% (n41 *% 10))]
+    for k44 in 0..<10 {
+      m42 = { let x = m42, y = arena[((40960 +% (n41 *% 10)) +% k44)]; return y > x ? y : x }()
     }
-    var s31: Float = Float(0)
-    for k33 in 0..<10 {
-      s31 = (s31 + expf((arena[((40960 +% (n29 *% 10)) +% k33)] - m30)))
+    var s43: Float = Float(0)
+    for k45 in 0..<10 {
+      s43 = (s43 + expf((arena[((40960 +% (n41 *% 10)) +% k45)] - m42)))
     }
-    total28 = (total28 + ((m30 + logf(s31)) - arena[((40960 +% (n29 *% 10)) +% Int(labels[n29]))]))
+    total40 = (total40 + ((m42 + logf(s43)) - arena[((40960 +% (n41 *% 10)) +% Int(labels[n41]))]))
   }
-  arena[41600] = (total28 / Float(64))
+  arena[41600] = (total40 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n34 in 0..<64 {
-    var m35: Float = arena[(40960 +% (n34 *% 10))]
-    for k37 in 0..<10 {
-      m35 = { let x = m35, y = arena[((40960 +% (n34 *% 10)) +% k37)]; return y > x ? y : x }()
+  for n46 in 0..<64 {
+    var m47: Float = arena[(40960 +% (n46 *% 10))]
+    for k49 in 0..<10 {
+      m47 = { let x = m47, y = arena[((40960 +% (n46 *% 10)) +% k49)]; return y > x ? y : x }()
     }
-    var s36: Float = Float(0)
-    for k38 in 0..<10 {
-      s36 = (s36 + expf((arena[((40960 +% (n34 *% 10)) +% k38)] - m35)))
+    var s48: Float = Float(0)
+    for k50 in 0..<10 {
+      s48 = (s48 + expf((arena[((40960 +% (n46 *% 10)) +% k50)] - m47)))
     }
-    for k39 in 0..<10 {
-      arena[((41616 +% (n34 *% 10)) +% k39)] = ((k39 == Int(labels[n34]) ? ((expf((arena[((40960 +% (n34 *% 10)) +% k39)] - m35)) / s36) - Float(1)) : (expf((arena[((40960 +% (n34 *% 10)) +% k39)] - m35)) / s36)) / Float(64))
+    for k51 in 0..<10 {
+      arena[((41616 +% (n46 *% 10)) +% k51)] = ((k51 == Int(labels[n46]) ? ((expf((arena[((40960 +% (n46 *% 10)) +% k51)] - m47)) / s48) - Float(1)) : (expf((arena[((40960 +% (n46 *% 10)) +% k51)] - m47)) / s48)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 41616, 10, arena + 32768, 128, Float(bitPattern: 0x0), grads + 233856, 128)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u40 in 0..<10 {
-    var acc41: Float = Float(0)
-    for n42 in 0..<64 {
-      acc41 = (acc41 + arena[((41616 +% (n42 *% 10)) +% u40)])
+  for u52 in 0..<10 {
+    var acc53: Float = Float(0)
+    for n54 in 0..<64 {
+      acc53 = (acc53 + arena[((41616 +% (n54 *% 10)) +% u52)])
     }
-    grads[(235136 +% u40)] = acc41
+    grads[(235136 +% u52)] = acc53
   }
   // relu2_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 41616, 10, params + 233856, 128, Float(bitPattern: 0x0), arena + 42256, 128)
   // fc2_grad = relu_grad(relu2_grad, fc2)
-  do {  // 8 lanes at a time over i43
-    var i43 = 0
-    while i43 &+ 8 <= 8192 {
-      storeVector(arena, 50448 &+ i43, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 42256 &+ i43), where: loadVector(arena, 32768 &+ i43) .> Vector(repeating: Float(0))))
-      i43 &+= 8
+  do {  // 8 lanes at a time over i55
+    var i55 = 0
+    while i55 &+ 8 <= 8192 {
+      storeVector(arena, 50448 &+ i55, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 42256 &+ i55), where: loadVector(arena, 32768 &+ i55) .> Vector(repeating: Float(0))))
+      i55 &+= 8
     }
-    while i43 < 8192 {
-      arena[(50448 +% i43)] = (arena[(32768 +% i43)] > Float(0) ? arena[(42256 +% i43)] : Float(0))
-      i43 &+= 1
+    while i55 < 8192 {
+      arena[(50448 +% i55)] = (arena[(32768 +% i55)] > Float(0) ? arena[(42256 +% i55)] : Float(0))
+      i55 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
-  do {  // gemm51
-    for nb44 in 0..<10 {
-      for mb45 in 0..<32 {
-        var t46_c0_0 = Vector()
-        var t46_c0_1 = Vector()
-        var t46_c0_2 = Vector()
-        var t46_c1_0 = Vector()
-        var t46_c1_1 = Vector()
-        var t46_c1_2 = Vector()
-        var t46_c2_0 = Vector()
-        var t46_c2_1 = Vector()
-        var t46_c2_2 = Vector()
-        var t46_c3_0 = Vector()
-        var t46_c3_1 = Vector()
-        var t46_c3_2 = Vector()
-        for k47 in 0..<64 {
-          let t46_b0 = loadVector(arena, ((16384 +% (k47 *% 256)) +% (nb44 *% 24)))
-          let t46_b1 = loadVector(arena, (((16384 +% (k47 *% 256)) +% (nb44 *% 24)) +% 8))
-          let t46_b2 = loadVector(arena, (((16384 +% (k47 *% 256)) +% (nb44 *% 24)) +% 16))
-          let t46_a0 = Vector(repeating: arena[((50448 +% (mb45 *% 4)) +% (k47 *% 128))])
-          t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
-          t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
-          t46_c0_2 = t46_c0_2.addingProduct(t46_a0, t46_b2)
-          let t46_a1 = Vector(repeating: arena[((50448 +% ((mb45 *% 4) +% 1)) +% (k47 *% 128))])
-          t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
-          t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
-          t46_c1_2 = t46_c1_2.addingProduct(t46_a1, t46_b2)
-          let t46_a2 = Vector(repeating: arena[((50448 +% ((mb45 *% 4) +% 2)) +% (k47 *% 128))])
-          t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
-          t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
-          t46_c2_2 = t46_c2_2.addingProduct(t46_a2, t46_b2)
-          let t46_a3 = Vector(repeating: arena[((50448 +% ((mb45 *% 4) +% 3)) +% (k47 *% 128))])
-          t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
-          t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
-          t46_c3_2 = t46_c3_2.addingProduct(t46_a3, t46_b2)
+  do {  // gemm63
+    for nb56 in 0..<10 {
+      for mb57 in 0..<32 {
+        var t58_c0_0 = Vector()
+        var t58_c0_1 = Vector()
+        var t58_c0_2 = Vector()
+        var t58_c1_0 = Vector()
+        var t58_c1_1 = Vector()
+        var t58_c1_2 = Vector()
+        var t58_c2_0 = Vector()
+        var t58_c2_1 = Vector()
+        var t58_c2_2 = Vector()
+        var t58_c3_0 = Vector()
+        var t58_c3_1 = Vector()
+        var t58_c3_2 = Vector()
+        for k59 in 0..<64 {
+          let t58_b0 = loadVector(arena, ((16384 +% (k59 *% 256)) +% (nb56 *% 24)))
+          let t58_b1 = loadVector(arena, (((16384 +% (k59 *% 256)) +% (nb56 *% 24)) +% 8))
+          let t58_b2 = loadVector(arena, (((16384 +% (k59 *% 256)) +% (nb56 *% 24)) +% 16))
+          let t58_a0 = Vector(repeating: arena[((50448 +% (mb57 *% 4)) +% (k59 *% 128))])
+          t58_c0_0 = t58_c0_0.addingProduct(t58_a0, t58_b0)
+          t58_c0_1 = t58_c0_1.addingProduct(t58_a0, t58_b1)
+          t58_c0_2 = t58_c0_2.addingProduct(t58_a0, t58_b2)
+          let t58_a1 = Vector(repeating: arena[((50448 +% ((mb57 *% 4) +% 1)) +% (k59 *% 128))])
+          t58_c1_0 = t58_c1_0.addingProduct(t58_a1, t58_b0)
+          t58_c1_1 = t58_c1_1.addingProduct(t58_a1, t58_b1)
+          t58_c1_2 = t58_c1_2.addingProduct(t58_a1, t58_b2)
+          let t58_a2 = Vector(repeating: arena[((50448 +% ((mb57 *% 4) +% 2)) +% (k59 *% 128))])
+          t58_c2_0 = t58_c2_0.addingProduct(t58_a2, t58_b0)
+          t58_c2_1 = t58_c2_1.addingProduct(t58_a2, t58_b1)
+          t58_c2_2 = t58_c2_2.addingProduct(t58_a2, t58_b2)
+          let t58_a3 = Vector(repeating: arena[((50448 +% ((mb57 *% 4) +% 3)) +% (k59 *% 128))])
+          t58_c3_0 = t58_c3_0.addingProduct(t58_a3, t58_b0)
+          t58_c3_1 = t58_c3_1.addingProduct(t58_a3, t58_b1)
+          t58_c3_2 = t58_c3_2.addingProduct(t58_a3, t58_b2)
         }
-        storeVector(grads, ((200960 +% ((mb45 *% 4) *% 256)) +% (nb44 *% 24)), t46_c0_0)
-        storeVector(grads, (((200960 +% ((mb45 *% 4) *% 256)) +% (nb44 *% 24)) +% 8), t46_c0_1)
-        storeVector(grads, (((200960 +% ((mb45 *% 4) *% 256)) +% (nb44 *% 24)) +% 16), t46_c0_2)
-        storeVector(grads, ((200960 +% (((mb45 *% 4) +% 1) *% 256)) +% (nb44 *% 24)), t46_c1_0)
-        storeVector(grads, (((200960 +% (((mb45 *% 4) +% 1) *% 256)) +% (nb44 *% 24)) +% 8), t46_c1_1)
-        storeVector(grads, (((200960 +% (((mb45 *% 4) +% 1) *% 256)) +% (nb44 *% 24)) +% 16), t46_c1_2)
-        storeVector(grads, ((200960 +% (((mb45 *% 4) +% 2) *% 256)) +% (nb44 *% 24)), t46_c2_0)
-        storeVector(grads, (((200960 +% (((mb45 *% 4) +% 2) *% 256)) +% (nb44 *% 24)) +% 8), t46_c2_1)
-        storeVector(grads, (((200960 +% (((mb45 *% 4) +% 2) *% 256)) +% (nb44 *% 24)) +% 16), t46_c2_2)
-        storeVector(grads, ((200960 +% (((mb45 *% 4) +% 3) *% 256)) +% (nb44 *% 24)), t46_c3_0)
-        storeVector(grads, (((200960 +% (((mb45 *% 4) +% 3) *% 256)) +% (nb44 *% 24)) +% 8), t46_c3_1)
-        storeVector(grads, (((200960 +% (((mb45 *% 4) +% 3) *% 256)) +% (nb44 *% 24)) +% 16), t46_c3_2)
+        storeVector(grads, ((200960 +% ((mb57 *% 4) *% 256)) +% (nb56 *% 24)), t58_c0_0)
+        storeVector(grads, (((200960 +% ((mb57 *% 4) *% 256)) +% (nb56 *% 24)) +% 8), t58_c0_1)
+        storeVector(grads, (((200960 +% ((mb57 *% 4) *% 256)) +% (nb56 *% 24)) +% 16), t58_c0_2)
+        storeVector(grads, ((200960 +% (((mb57 *% 4) +% 1) *% 256)) +% (nb56 *% 24)), t58_c1_0)
+        storeVector(grads, (((200960 +% (((mb57 *% 4) +% 1) *% 256)) +% (nb56 *% 24)) +% 8), t58_c1_1)
+        storeVector(grads, (((200960 +% (((mb57 *% 4) +% 1) *% 256)) +% (nb56 *% 24)) +% 16), t58_c1_2)
+        storeVector(grads, ((200960 +% (((mb57 *% 4) +% 2) *% 256)) +% (nb56 *% 24)), t58_c2_0)
+        storeVector(grads, (((200960 +% (((mb57 *% 4) +% 2) *% 256)) +% (nb56 *% 24)) +% 8), t58_c2_1)
+        storeVector(grads, (((200960 +% (((mb57 *% 4) +% 2) *% 256)) +% (nb56 *% 24)) +% 16), t58_c2_2)
+        storeVector(grads, ((200960 +% (((mb57 *% 4) +% 3) *% 256)) +% (nb56 *% 24)), t58_c3_0)
+        storeVector(grads, (((200960 +% (((mb57 *% 4) +% 3) *% 256)) +% (nb56 *% 24)) +% 8), t58_c3_1)
+        storeVector(grads, (((200960 +% (((mb57 *% 4) +% 3) *% 256)) +% (nb56 *% 24)) +% 16), t58_c3_2)
       }
     }
-    for mb48 in 0..<32 {
-      var t49_c0_0 = Vector()
-      var t49_c0_1 = Vector()
-      var t49_c1_0 = Vector()
-      var t49_c1_1 = Vector()
-      var t49_c2_0 = Vector()
-      var t49_c2_1 = Vector()
-      var t49_c3_0 = Vector()
-      var t49_c3_1 = Vector()
-      for k50 in 0..<64 {
-        let t49_b0 = loadVector(arena, ((16384 +% (k50 *% 256)) +% 240))
-        let t49_b1 = loadVector(arena, (((16384 +% (k50 *% 256)) +% 240) +% 8))
-        let t49_a0 = Vector(repeating: arena[((50448 +% (mb48 *% 4)) +% (k50 *% 128))])
-        t49_c0_0 = t49_c0_0.addingProduct(t49_a0, t49_b0)
-        t49_c0_1 = t49_c0_1.addingProduct(t49_a0, t49_b1)
-        let t49_a1 = Vector(repeating: arena[((50448 +% ((mb48 *% 4) +% 1)) +% (k50 *% 128))])
-        t49_c1_0 = t49_c1_0.addingProduct(t49_a1, t49_b0)
-        t49_c1_1 = t49_c1_1.addingProduct(t49_a1, t49_b1)
-        let t49_a2 = Vector(repeating: arena[((50448 +% ((mb48 *% 4) +% 2)) +% (k50 *% 128))])
-        t49_c2_0 = t49_c2_0.addingProduct(t49_a2, t49_b0)
-        t49_c2_1 = t49_c2_1.addingProduct(t49_a2, t49_b1)
-        let t49_a3 = Vector(repeating: arena[((50448 +% ((mb48 *% 4) +% 3)) +% (k50 *% 128))])
-        t49_c3_0 = t49_c3_0.addingProduct(t49_a3, t49_b0)
-        t49_c3_1 = t49_c3_1.addingProduct(t49_a3, t49_b1)
+    for mb60 in 0..<32 {
+      var t61_c0_0 = Vector()
+      var t61_c0_1 = Vector()
+      var t61_c1_0 = Vector()
+      var t61_c1_1 = Vector()
+      var t61_c2_0 = Vector()
+      var t61_c2_1 = Vector()
+      var t61_c3_0 = Vector()
+      var t61_c3_1 = Vector()
+      for k62 in 0..<64 {
+        let t61_b0 = loadVector(arena, ((16384 +% (k62 *% 256)) +% 240))
+        let t61_b1 = loadVector(arena, (((16384 +% (k62 *% 256)) +% 240) +% 8))
+        let t61_a0 = Vector(repeating: arena[((50448 +% (mb60 *% 4)) +% (k62 *% 128))])
+        t61_c0_0 = t61_c0_0.addingProduct(t61_a0, t61_b0)
+        t61_c0_1 = t61_c0_1.addingProduct(t61_a0, t61_b1)
+        let t61_a1 = Vector(repeating: arena[((50448 +% ((mb60 *% 4) +% 1)) +% (k62 *% 128))])
+        t61_c1_0 = t61_c1_0.addingProduct(t61_a1, t61_b0)
+        t61_c1_1 = t61_c1_1.addingProduct(t61_a1, t61_b1)
+        let t61_a2 = Vector(repeating: arena[((50448 +% ((mb60 *% 4) +% 2)) +% (k62 *% 128))])
+        t61_c2_0 = t61_c2_0.addingProduct(t61_a2, t61_b0)
+        t61_c2_1 = t61_c2_1.addingProduct(t61_a2, t61_b1)
+        let t61_a3 = Vector(repeating: arena[((50448 +% ((mb60 *% 4) +% 3)) +% (k62 *% 128))])
+        t61_c3_0 = t61_c3_0.addingProduct(t61_a3, t61_b0)
+        t61_c3_1 = t61_c3_1.addingProduct(t61_a3, t61_b1)
       }
-      storeVector(grads, ((200960 +% ((mb48 *% 4) *% 256)) +% 240), t49_c0_0)
-      storeVector(grads, (((200960 +% ((mb48 *% 4) *% 256)) +% 240) +% 8), t49_c0_1)
-      storeVector(grads, ((200960 +% (((mb48 *% 4) +% 1) *% 256)) +% 240), t49_c1_0)
-      storeVector(grads, (((200960 +% (((mb48 *% 4) +% 1) *% 256)) +% 240) +% 8), t49_c1_1)
-      storeVector(grads, ((200960 +% (((mb48 *% 4) +% 2) *% 256)) +% 240), t49_c2_0)
-      storeVector(grads, (((200960 +% (((mb48 *% 4) +% 2) *% 256)) +% 240) +% 8), t49_c2_1)
-      storeVector(grads, ((200960 +% (((mb48 *% 4) +% 3) *% 256)) +% 240), t49_c3_0)
-      storeVector(grads, (((200960 +% (((mb48 *% 4) +% 3) *% 256)) +% 240) +% 8), t49_c3_1)
+      storeVector(grads, ((200960 +% ((mb60 *% 4) *% 256)) +% 240), t61_c0_0)
+      storeVector(grads, (((200960 +% ((mb60 *% 4) *% 256)) +% 240) +% 8), t61_c0_1)
+      storeVector(grads, ((200960 +% (((mb60 *% 4) +% 1) *% 256)) +% 240), t61_c1_0)
+      storeVector(grads, (((200960 +% (((mb60 *% 4) +% 1) *% 256)) +% 240) +% 8), t61_c1_1)
+      storeVector(grads, ((200960 +% (((mb60 *% 4) +% 2) *% 256)) +% 240), t61_c2_0)
+      storeVector(grads, (((200960 +% (((mb60 *% 4) +% 2) *% 256)) +% 240) +% 8), t61_c2_1)
+      storeVector(grads, ((200960 +% (((mb60 *% 4) +% 3) *% 256)) +% 240), t61_c3_0)
+      storeVector(grads, (((200960 +% (((mb60 *% 4) +% 3) *% 256)) +% 240) +% 8), t61_c3_1)
     }
   }
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u52 in 0..<128 {
-    var acc53: Float = Float(0)
-    for n54 in 0..<64 {
-      acc53 = (acc53 + arena[((50448 +% (n54 *% 128)) +% u52)])
+  for u64 in 0..<128 {
+    var acc65: Float = Float(0)
+    for n66 in 0..<64 {
+      acc65 = (acc65 + arena[((50448 +% (n66 *% 128)) +% u64)])
     }
-    grads[(233728 +% u52)] = acc53
+    grads[(233728 +% u64)] = acc65
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
-  do {  // gemm62
-    for nb55 in 0..<10 {
-      for mb56 in 0..<16 {
-        var t57_c0_0 = Vector()
-        var t57_c0_1 = Vector()
-        var t57_c0_2 = Vector()
-        var t57_c1_0 = Vector()
-        var t57_c1_1 = Vector()
-        var t57_c1_2 = Vector()
-        var t57_c2_0 = Vector()
-        var t57_c2_1 = Vector()
-        var t57_c2_2 = Vector()
-        var t57_c3_0 = Vector()
-        var t57_c3_1 = Vector()
-        var t57_c3_2 = Vector()
-        for k58 in 0..<128 {
-          let t57_b0 = loadVector(params, ((200960 +% (k58 *% 256)) +% (nb55 *% 24)))
-          let t57_b1 = loadVector(params, (((200960 +% (k58 *% 256)) +% (nb55 *% 24)) +% 8))
-          let t57_b2 = loadVector(params, (((200960 +% (k58 *% 256)) +% (nb55 *% 24)) +% 16))
-          let t57_a0 = Vector(repeating: arena[((50448 +% ((mb56 *% 4) *% 128)) +% k58)])
-          t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
-          t57_c0_1 = t57_c0_1.addingProduct(t57_a0, t57_b1)
-          t57_c0_2 = t57_c0_2.addingProduct(t57_a0, t57_b2)
-          let t57_a1 = Vector(repeating: arena[((50448 +% (((mb56 *% 4) +% 1) *% 128)) +% k58)])
-          t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
-          t57_c1_1 = t57_c1_1.addingProduct(t57_a1, t57_b1)
-          t57_c1_2 = t57_c1_2.addingProduct(t57_a1, t57_b2)
-          let t57_a2 = Vector(repeating: arena[((50448 +% (((mb56 *% 4) +% 2) *% 128)) +% k58)])
-          t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
-          t57_c2_1 = t57_c2_1.addingProduct(t57_a2, t57_b1)
-          t57_c2_2 = t57_c2_2.addingProduct(t57_a2, t57_b2)
-          let t57_a3 = Vector(repeating: arena[((50448 +% (((mb56 *% 4) +% 3) *% 128)) +% k58)])
-          t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
-          t57_c3_1 = t57_c3_1.addingProduct(t57_a3, t57_b1)
-          t57_c3_2 = t57_c3_2.addingProduct(t57_a3, t57_b2)
+  do {  // gemm74
+    for nb67 in 0..<10 {
+      for mb68 in 0..<16 {
+        var t69_c0_0 = Vector()
+        var t69_c0_1 = Vector()
+        var t69_c0_2 = Vector()
+        var t69_c1_0 = Vector()
+        var t69_c1_1 = Vector()
+        var t69_c1_2 = Vector()
+        var t69_c2_0 = Vector()
+        var t69_c2_1 = Vector()
+        var t69_c2_2 = Vector()
+        var t69_c3_0 = Vector()
+        var t69_c3_1 = Vector()
+        var t69_c3_2 = Vector()
+        for k70 in 0..<128 {
+          let t69_b0 = loadVector(params, ((200960 +% (k70 *% 256)) +% (nb67 *% 24)))
+          let t69_b1 = loadVector(params, (((200960 +% (k70 *% 256)) +% (nb67 *% 24)) +% 8))
+          let t69_b2 = loadVector(params, (((200960 +% (k70 *% 256)) +% (nb67 *% 24)) +% 16))
+          let t69_a0 = Vector(repeating: arena[((50448 +% ((mb68 *% 4) *% 128)) +% k70)])
+          t69_c0_0 = t69_c0_0.addingProduct(t69_a0, t69_b0)
+          t69_c0_1 = t69_c0_1.addingProduct(t69_a0, t69_b1)
+          t69_c0_2 = t69_c0_2.addingProduct(t69_a0, t69_b2)
+          let t69_a1 = Vector(repeating: arena[((50448 +% (((mb68 *% 4) +% 1) *% 128)) +% k70)])
+          t69_c1_0 = t69_c1_0.addingProduct(t69_a1, t69_b0)
+          t69_c1_1 = t69_c1_1.addingProduct(t69_a1, t69_b1)
+          t69_c1_2 = t69_c1_2.addingProduct(t69_a1, t69_b2)
+          let t69_a2 = Vector(repeating: arena[((50448 +% (((mb68 *% 4) +% 2) *% 128)) +% k70)])
+          t69_c2_0 = t69_c2_0.addingProduct(t69_a2, t69_b0)
+          t69_c2_1 = t69_c2_1.addingProduct(t69_a2, t69_b1)
+          t69_c2_2 = t69_c2_2.addingProduct(t69_a2, t69_b2)
+          let t69_a3 = Vector(repeating: arena[((50448 +% (((mb68 *% 4) +% 3) *% 128)) +% k70)])
+          t69_c3_0 = t69_c3_0.addingProduct(t69_a3, t69_b0)
+          t69_c3_1 = t69_c3_1.addingProduct(t69_a3, t69_b1)
+          t69_c3_2 = t69_c3_2.addingProduct(t69_a3, t69_b2)
         }
-        storeVector(arena, ((58640 +% ((mb56 *% 4) *% 256)) +% (nb55 *% 24)), t57_c0_0)
-        storeVector(arena, (((58640 +% ((mb56 *% 4) *% 256)) +% (nb55 *% 24)) +% 8), t57_c0_1)
-        storeVector(arena, (((58640 +% ((mb56 *% 4) *% 256)) +% (nb55 *% 24)) +% 16), t57_c0_2)
-        storeVector(arena, ((58640 +% (((mb56 *% 4) +% 1) *% 256)) +% (nb55 *% 24)), t57_c1_0)
-        storeVector(arena, (((58640 +% (((mb56 *% 4) +% 1) *% 256)) +% (nb55 *% 24)) +% 8), t57_c1_1)
-        storeVector(arena, (((58640 +% (((mb56 *% 4) +% 1) *% 256)) +% (nb55 *% 24)) +% 16), t57_c1_2)
-        storeVector(arena, ((58640 +% (((mb56 *% 4) +% 2) *% 256)) +% (nb55 *% 24)), t57_c2_0)
-        storeVector(arena, (((58640 +% (((mb56 *% 4) +% 2) *% 256)) +% (nb55 *% 24)) +% 8), t57_c2_1)
-        storeVector(arena, (((58640 +% (((mb56 *% 4) +% 2) *% 256)) +% (nb55 *% 24)) +% 16), t57_c2_2)
-        storeVector(arena, ((58640 +% (((mb56 *% 4) +% 3) *% 256)) +% (nb55 *% 24)), t57_c3_0)
-        storeVector(arena, (((58640 +% (((mb56 *% 4) +% 3) *% 256)) +% (nb55 *% 24)) +% 8), t57_c3_1)
-        storeVector(arena, (((58640 +% (((mb56 *% 4) +% 3) *% 256)) +% (nb55 *% 24)) +% 16), t57_c3_2)
+        storeVector(arena, ((58640 +% ((mb68 *% 4) *% 256)) +% (nb67 *% 24)), t69_c0_0)
+        storeVector(arena, (((58640 +% ((mb68 *% 4) *% 256)) +% (nb67 *% 24)) +% 8), t69_c0_1)
+        storeVector(arena, (((58640 +% ((mb68 *% 4) *% 256)) +% (nb67 *% 24)) +% 16), t69_c0_2)
+        storeVector(arena, ((58640 +% (((mb68 *% 4) +% 1) *% 256)) +% (nb67 *% 24)), t69_c1_0)
+        storeVector(arena, (((58640 +% (((mb68 *% 4) +% 1) *% 256)) +% (nb67 *% 24)) +% 8), t69_c1_1)
+        storeVector(arena, (((58640 +% (((mb68 *% 4) +% 1) *% 256)) +% (nb67 *% 24)) +% 16), t69_c1_2)
+        storeVector(arena, ((58640 +% (((mb68 *% 4) +% 2) *% 256)) +% (nb67 *% 24)), t69_c2_0)
+        storeVector(arena, (((58640 +% (((mb68 *% 4) +% 2) *% 256)) +% (nb67 *% 24)) +% 8), t69_c2_1)
+        storeVector(arena, (((58640 +% (((mb68 *% 4) +% 2) *% 256)) +% (nb67 *% 24)) +% 16), t69_c2_2)
+        storeVector(arena, ((58640 +% (((mb68 *% 4) +% 3) *% 256)) +% (nb67 *% 24)), t69_c3_0)
+        storeVector(arena, (((58640 +% (((mb68 *% 4) +% 3) *% 256)) +% (nb67 *% 24)) +% 8), t69_c3_1)
+        storeVector(arena, (((58640 +% (((mb68 *% 4) +% 3) *% 256)) +% (nb67 *% 24)) +% 16), t69_c3_2)
       }
     }
-    for mb59 in 0..<16 {
-      var t60_c0_0 = Vector()
-      var t60_c0_1 = Vector()
-      var t60_c1_0 = Vector()
-      var t60_c1_1 = Vector()
-      var t60_c2_0 = Vector()
-      var t60_c2_1 = Vector()
-      var t60_c3_0 = Vector()
-      var t60_c3_1 = Vector()
-      for k61 in 0..<128 {
-        let t60_b0 = loadVector(params, ((200960 +% (k61 *% 256)) +% 240))
-        let t60_b1 = loadVector(params, (((200960 +% (k61 *% 256)) +% 240) +% 8))
-        let t60_a0 = Vector(repeating: arena[((50448 +% ((mb59 *% 4) *% 128)) +% k61)])
-        t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
-        t60_c0_1 = t60_c0_1.addingProduct(t60_a0, t60_b1)
-        let t60_a1 = Vector(repeating: arena[((50448 +% (((mb59 *% 4) +% 1) *% 128)) +% k61)])
-        t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
-        t60_c1_1 = t60_c1_1.addingProduct(t60_a1, t60_b1)
-        let t60_a2 = Vector(repeating: arena[((50448 +% (((mb59 *% 4) +% 2) *% 128)) +% k61)])
-        t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
-        t60_c2_1 = t60_c2_1.addingProduct(t60_a2, t60_b1)
-        let t60_a3 = Vector(repeating: arena[((50448 +% (((mb59 *% 4) +% 3) *% 128)) +% k61)])
-        t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
-        t60_c3_1 = t60_c3_1.addingProduct(t60_a3, t60_b1)
+    for mb71 in 0..<16 {
+      var t72_c0_0 = Vector()
+      var t72_c0_1 = Vector()
+      var t72_c1_0 = Vector()
+      var t72_c1_1 = Vector()
+      var t72_c2_0 = Vector()
+      var t72_c2_1 = Vector()
+      var t72_c3_0 = Vector()
+      var t72_c3_1 = Vector()
+      for k73 in 0..<128 {
+        let t72_b0 = loadVector(params, ((200960 +% (k73 *% 256)) +% 240))
+        let t72_b1 = loadVector(params, (((200960 +% (k73 *% 256)) +% 240) +% 8))
+        let t72_a0 = Vector(repeating: arena[((50448 +% ((mb71 *% 4) *% 128)) +% k73)])
+        t72_c0_0 = t72_c0_0.addingProduct(t72_a0, t72_b0)
+        t72_c0_1 = t72_c0_1.addingProduct(t72_a0, t72_b1)
+        let t72_a1 = Vector(repeating: arena[((50448 +% (((mb71 *% 4) +% 1) *% 128)) +% k73)])
+        t72_c1_0 = t72_c1_0.addingProduct(t72_a1, t72_b0)
+        t72_c1_1 = t72_c1_1.addingProduct(t72_a1, t72_b1)
+        let t72_a2 = Vector(repeating: arena[((50448 +% (((mb71 *% 4) +% 2) *% 128)) +% k73)])
+        t72_c2_0 = t72_c2_0.addingProduct(t72_a2, t72_b0)
+        t72_c2_1 = t72_c2_1.addingProduct(t72_a2, t72_b1)
+        let t72_a3 = Vector(repeating: arena[((50448 +% (((mb71 *% 4) +% 3) *% 128)) +% k73)])
+        t72_c3_0 = t72_c3_0.addingProduct(t72_a3, t72_b0)
+        t72_c3_1 = t72_c3_1.addingProduct(t72_a3, t72_b1)
       }
-      storeVector(arena, ((58640 +% ((mb59 *% 4) *% 256)) +% 240), t60_c0_0)
-      storeVector(arena, (((58640 +% ((mb59 *% 4) *% 256)) +% 240) +% 8), t60_c0_1)
-      storeVector(arena, ((58640 +% (((mb59 *% 4) +% 1) *% 256)) +% 240), t60_c1_0)
-      storeVector(arena, (((58640 +% (((mb59 *% 4) +% 1) *% 256)) +% 240) +% 8), t60_c1_1)
-      storeVector(arena, ((58640 +% (((mb59 *% 4) +% 2) *% 256)) +% 240), t60_c2_0)
-      storeVector(arena, (((58640 +% (((mb59 *% 4) +% 2) *% 256)) +% 240) +% 8), t60_c2_1)
-      storeVector(arena, ((58640 +% (((mb59 *% 4) +% 3) *% 256)) +% 240), t60_c3_0)
-      storeVector(arena, (((58640 +% (((mb59 *% 4) +% 3) *% 256)) +% 240) +% 8), t60_c3_1)
+      storeVector(arena, ((58640 +% ((mb71 *% 4) *% 256)) +% 240), t72_c0_0)
+      storeVector(arena, (((58640 +% ((mb71 *% 4) *% 256)) +% 240) +% 8), t72_c0_1)
+      storeVector(arena, ((58640 +% (((mb71 *% 4) +% 1) *% 256)) +% 240), t72_c1_0)
+      storeVector(arena, (((58640 +% (((mb71 *% 4) +% 1) *% 256)) +% 240) +% 8), t72_c1_1)
+      storeVector(arena, ((58640 +% (((mb71 *% 4) +% 2) *% 256)) +% 240), t72_c2_0)
+      storeVector(arena, (((58640 +% (((mb71 *% 4) +% 2) *% 256)) +% 240) +% 8), t72_c2_1)
+      storeVector(arena, ((58640 +% (((mb71 *% 4) +% 3) *% 256)) +% 240), t72_c3_0)
+      storeVector(arena, (((58640 +% (((mb71 *% 4) +% 3) *% 256)) +% 240) +% 8), t72_c3_1)
     }
   }
   // relu1_grad = dropout_grad(drop_grad, drop)
-  for i63 in 0..<16384 {
-    arena[(41616 +% i63)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i63) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 3355443 ? (arena[(58640 +% i63)] * Float(bitPattern: 0x3fa00000)) : Float(0))
+  let z75: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z76: UInt64 = ((z75 ^ (z75 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z77: UInt64 = ((z76 ^ (z76 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z78: UInt64 = (z77 ^ (z77 >> 31))
+  let z79: UInt64 = (z78 &+ UInt64(bitPattern: step))
+  let z80: UInt64 = ((z79 ^ (z79 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z81: UInt64 = ((z80 ^ (z80 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z82: UInt64 = (z81 ^ (z81 >> 31))
+  for i83 in 0..<16384 {
+    let z84: UInt64 = (z82 &+ (UInt64(bitPattern: Int64(i83)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z85: UInt64 = ((z84 ^ (z84 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z86: UInt64 = ((z85 ^ (z85 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z87: UInt64 = (z86 ^ (z86 >> 31))
+    arena[(41616 +% i83)] = ((z87 >> 40) >= 0x333333 as UInt64 ? (arena[(58640 +% i83)] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc1_grad = relu_grad(relu1_grad, fc1)
-  do {  // 8 lanes at a time over i64
-    var i64 = 0
-    while i64 &+ 8 <= 16384 {
-      storeVector(arena, 16384 &+ i64, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 41616 &+ i64), where: loadVector(arena, 0 &+ i64) .> Vector(repeating: Float(0))))
-      i64 &+= 8
+  do {  // 8 lanes at a time over i88
+    var i88 = 0
+    while i88 &+ 8 <= 16384 {
+      storeVector(arena, 16384 &+ i88, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 41616 &+ i88), where: loadVector(arena, 0 &+ i88) .> Vector(repeating: Float(0))))
+      i88 &+= 8
     }
-    while i64 < 16384 {
-      arena[(16384 +% i64)] = (arena[i64] > Float(0) ? arena[(41616 +% i64)] : Float(0))
-      i64 &+= 1
+    while i88 < 16384 {
+      arena[(16384 +% i88)] = (arena[i88] > Float(0) ? arena[(41616 +% i88)] : Float(0))
+      i88 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm72
-    for nb65 in 0..<32 {
-      for mb66 in 0..<64 {
-        var t67_c0_0 = Vector()
-        var t67_c0_1 = Vector()
-        var t67_c0_2 = Vector()
-        var t67_c1_0 = Vector()
-        var t67_c1_1 = Vector()
-        var t67_c1_2 = Vector()
-        var t67_c2_0 = Vector()
-        var t67_c2_1 = Vector()
-        var t67_c2_2 = Vector()
-        var t67_c3_0 = Vector()
-        var t67_c3_1 = Vector()
-        var t67_c3_2 = Vector()
-        for k68 in 0..<64 {
-          let t67_b0 = loadVector(images, ((k68 *% 784) +% (nb65 *% 24)))
-          let t67_b1 = loadVector(images, (((k68 *% 784) +% (nb65 *% 24)) +% 8))
-          let t67_b2 = loadVector(images, (((k68 *% 784) +% (nb65 *% 24)) +% 16))
-          let t67_a0 = Vector(repeating: arena[((16384 +% (mb66 *% 4)) +% (k68 *% 256))])
-          t67_c0_0 = t67_c0_0.addingProduct(t67_a0, t67_b0)
-          t67_c0_1 = t67_c0_1.addingProduct(t67_a0, t67_b1)
-          t67_c0_2 = t67_c0_2.addingProduct(t67_a0, t67_b2)
-          let t67_a1 = Vector(repeating: arena[((16384 +% ((mb66 *% 4) +% 1)) +% (k68 *% 256))])
-          t67_c1_0 = t67_c1_0.addingProduct(t67_a1, t67_b0)
-          t67_c1_1 = t67_c1_1.addingProduct(t67_a1, t67_b1)
-          t67_c1_2 = t67_c1_2.addingProduct(t67_a1, t67_b2)
-          let t67_a2 = Vector(repeating: arena[((16384 +% ((mb66 *% 4) +% 2)) +% (k68 *% 256))])
-          t67_c2_0 = t67_c2_0.addingProduct(t67_a2, t67_b0)
-          t67_c2_1 = t67_c2_1.addingProduct(t67_a2, t67_b1)
-          t67_c2_2 = t67_c2_2.addingProduct(t67_a2, t67_b2)
-          let t67_a3 = Vector(repeating: arena[((16384 +% ((mb66 *% 4) +% 3)) +% (k68 *% 256))])
-          t67_c3_0 = t67_c3_0.addingProduct(t67_a3, t67_b0)
-          t67_c3_1 = t67_c3_1.addingProduct(t67_a3, t67_b1)
-          t67_c3_2 = t67_c3_2.addingProduct(t67_a3, t67_b2)
+  do {  // gemm96
+    for nb89 in 0..<32 {
+      for mb90 in 0..<64 {
+        var t91_c0_0 = Vector()
+        var t91_c0_1 = Vector()
+        var t91_c0_2 = Vector()
+        var t91_c1_0 = Vector()
+        var t91_c1_1 = Vector()
+        var t91_c1_2 = Vector()
+        var t91_c2_0 = Vector()
+        var t91_c2_1 = Vector()
+        var t91_c2_2 = Vector()
+        var t91_c3_0 = Vector()
+        var t91_c3_1 = Vector()
+        var t91_c3_2 = Vector()
+        for k92 in 0..<64 {
+          let t91_b0 = loadVector(images, ((k92 *% 784) +% (nb89 *% 24)))
+          let t91_b1 = loadVector(images, (((k92 *% 784) +% (nb89 *% 24)) +% 8))
+          let t91_b2 = loadVector(images, (((k92 *% 784) +% (nb89 *% 24)) +% 16))
+          let t91_a0 = Vector(repeating: arena[((16384 +% (mb90 *% 4)) +% (k92 *% 256))])
+          t91_c0_0 = t91_c0_0.addingProduct(t91_a0, t91_b0)
+          t91_c0_1 = t91_c0_1.addingProduct(t91_a0, t91_b1)
+          t91_c0_2 = t91_c0_2.addingProduct(t91_a0, t91_b2)
+          let t91_a1 = Vector(repeating: arena[((16384 +% ((mb90 *% 4) +% 1)) +% (k92 *% 256))])
+          t91_c1_0 = t91_c1_0.addingProduct(t91_a1, t91_b0)
+          t91_c1_1 = t91_c1_1.addingProduct(t91_a1, t91_b1)
+          t91_c1_2 = t91_c1_2.addingProduct(t91_a1, t91_b2)
+          let t91_a2 = Vector(repeating: arena[((16384 +% ((mb90 *% 4) +% 2)) +% (k92 *% 256))])
+          t91_c2_0 = t91_c2_0.addingProduct(t91_a2, t91_b0)
+          t91_c2_1 = t91_c2_1.addingProduct(t91_a2, t91_b1)
+          t91_c2_2 = t91_c2_2.addingProduct(t91_a2, t91_b2)
+          let t91_a3 = Vector(repeating: arena[((16384 +% ((mb90 *% 4) +% 3)) +% (k92 *% 256))])
+          t91_c3_0 = t91_c3_0.addingProduct(t91_a3, t91_b0)
+          t91_c3_1 = t91_c3_1.addingProduct(t91_a3, t91_b1)
+          t91_c3_2 = t91_c3_2.addingProduct(t91_a3, t91_b2)
         }
-        storeVector(grads, (((mb66 *% 4) *% 784) +% (nb65 *% 24)), t67_c0_0)
-        storeVector(grads, ((((mb66 *% 4) *% 784) +% (nb65 *% 24)) +% 8), t67_c0_1)
-        storeVector(grads, ((((mb66 *% 4) *% 784) +% (nb65 *% 24)) +% 16), t67_c0_2)
-        storeVector(grads, ((((mb66 *% 4) +% 1) *% 784) +% (nb65 *% 24)), t67_c1_0)
-        storeVector(grads, (((((mb66 *% 4) +% 1) *% 784) +% (nb65 *% 24)) +% 8), t67_c1_1)
-        storeVector(grads, (((((mb66 *% 4) +% 1) *% 784) +% (nb65 *% 24)) +% 16), t67_c1_2)
-        storeVector(grads, ((((mb66 *% 4) +% 2) *% 784) +% (nb65 *% 24)), t67_c2_0)
-        storeVector(grads, (((((mb66 *% 4) +% 2) *% 784) +% (nb65 *% 24)) +% 8), t67_c2_1)
-        storeVector(grads, (((((mb66 *% 4) +% 2) *% 784) +% (nb65 *% 24)) +% 16), t67_c2_2)
-        storeVector(grads, ((((mb66 *% 4) +% 3) *% 784) +% (nb65 *% 24)), t67_c3_0)
-        storeVector(grads, (((((mb66 *% 4) +% 3) *% 784) +% (nb65 *% 24)) +% 8), t67_c3_1)
-        storeVector(grads, (((((mb66 *% 4) +% 3) *% 784) +% (nb65 *% 24)) +% 16), t67_c3_2)
+        storeVector(grads, (((mb90 *% 4) *% 784) +% (nb89 *% 24)), t91_c0_0)
+        storeVector(grads, ((((mb90 *% 4) *% 784) +% (nb89 *% 24)) +% 8), t91_c0_1)
+        storeVector(grads, ((((mb90 *% 4) *% 784) +% (nb89 *% 24)) +% 16), t91_c0_2)
+        storeVector(grads, ((((mb90 *% 4) +% 1) *% 784) +% (nb89 *% 24)), t91_c1_0)
+        storeVector(grads, (((((mb90 *% 4) +% 1) *% 784) +% (nb89 *% 24)) +% 8), t91_c1_1)
+        storeVector(grads, (((((mb90 *% 4) +% 1) *% 784) +% (nb89 *% 24)) +% 16), t91_c1_2)
+        storeVector(grads, ((((mb90 *% 4) +% 2) *% 784) +% (nb89 *% 24)), t91_c2_0)
+        storeVector(grads, (((((mb90 *% 4) +% 2) *% 784) +% (nb89 *% 24)) +% 8), t91_c2_1)
+        storeVector(grads, (((((mb90 *% 4) +% 2) *% 784) +% (nb89 *% 24)) +% 16), t91_c2_2)
+        storeVector(grads, ((((mb90 *% 4) +% 3) *% 784) +% (nb89 *% 24)), t91_c3_0)
+        storeVector(grads, (((((mb90 *% 4) +% 3) *% 784) +% (nb89 *% 24)) +% 8), t91_c3_1)
+        storeVector(grads, (((((mb90 *% 4) +% 3) *% 784) +% (nb89 *% 24)) +% 16), t91_c3_2)
       }
     }
-    for mb69 in 0..<64 {
-      var t70_c0_0 = Vector()
-      var t70_c0_1 = Vector()
-      var t70_c1_0 = Vector()
-      var t70_c1_1 = Vector()
-      var t70_c2_0 = Vector()
-      var t70_c2_1 = Vector()
-      var t70_c3_0 = Vector()
-      var t70_c3_1 = Vector()
-      for k71 in 0..<64 {
-        let t70_b0 = loadVector(images, ((k71 *% 784) +% 768))
-        let t70_b1 = loadVector(images, (((k71 *% 784) +% 768) +% 8))
-        let t70_a0 = Vector(repeating: arena[((16384 +% (mb69 *% 4)) +% (k71 *% 256))])
-        t70_c0_0 = t70_c0_0.addingProduct(t70_a0, t70_b0)
-        t70_c0_1 = t70_c0_1.addingProduct(t70_a0, t70_b1)
-        let t70_a1 = Vector(repeating: arena[((16384 +% ((mb69 *% 4) +% 1)) +% (k71 *% 256))])
-        t70_c1_0 = t70_c1_0.addingProduct(t70_a1, t70_b0)
-        t70_c1_1 = t70_c1_1.addingProduct(t70_a1, t70_b1)
-        let t70_a2 = Vector(repeating: arena[((16384 +% ((mb69 *% 4) +% 2)) +% (k71 *% 256))])
-        t70_c2_0 = t70_c2_0.addingProduct(t70_a2, t70_b0)
-        t70_c2_1 = t70_c2_1.addingProduct(t70_a2, t70_b1)
-        let t70_a3 = Vector(repeating: arena[((16384 +% ((mb69 *% 4) +% 3)) +% (k71 *% 256))])
-        t70_c3_0 = t70_c3_0.addingProduct(t70_a3, t70_b0)
-        t70_c3_1 = t70_c3_1.addingProduct(t70_a3, t70_b1)
+    for mb93 in 0..<64 {
+      var t94_c0_0 = Vector()
+      var t94_c0_1 = Vector()
+      var t94_c1_0 = Vector()
+      var t94_c1_1 = Vector()
+      var t94_c2_0 = Vector()
+      var t94_c2_1 = Vector()
+      var t94_c3_0 = Vector()
+      var t94_c3_1 = Vector()
+      for k95 in 0..<64 {
+        let t94_b0 = loadVector(images, ((k95 *% 784) +% 768))
+        let t94_b1 = loadVector(images, (((k95 *% 784) +% 768) +% 8))
+        let t94_a0 = Vector(repeating: arena[((16384 +% (mb93 *% 4)) +% (k95 *% 256))])
+        t94_c0_0 = t94_c0_0.addingProduct(t94_a0, t94_b0)
+        t94_c0_1 = t94_c0_1.addingProduct(t94_a0, t94_b1)
+        let t94_a1 = Vector(repeating: arena[((16384 +% ((mb93 *% 4) +% 1)) +% (k95 *% 256))])
+        t94_c1_0 = t94_c1_0.addingProduct(t94_a1, t94_b0)
+        t94_c1_1 = t94_c1_1.addingProduct(t94_a1, t94_b1)
+        let t94_a2 = Vector(repeating: arena[((16384 +% ((mb93 *% 4) +% 2)) +% (k95 *% 256))])
+        t94_c2_0 = t94_c2_0.addingProduct(t94_a2, t94_b0)
+        t94_c2_1 = t94_c2_1.addingProduct(t94_a2, t94_b1)
+        let t94_a3 = Vector(repeating: arena[((16384 +% ((mb93 *% 4) +% 3)) +% (k95 *% 256))])
+        t94_c3_0 = t94_c3_0.addingProduct(t94_a3, t94_b0)
+        t94_c3_1 = t94_c3_1.addingProduct(t94_a3, t94_b1)
       }
-      storeVector(grads, (((mb69 *% 4) *% 784) +% 768), t70_c0_0)
-      storeVector(grads, ((((mb69 *% 4) *% 784) +% 768) +% 8), t70_c0_1)
-      storeVector(grads, ((((mb69 *% 4) +% 1) *% 784) +% 768), t70_c1_0)
-      storeVector(grads, (((((mb69 *% 4) +% 1) *% 784) +% 768) +% 8), t70_c1_1)
-      storeVector(grads, ((((mb69 *% 4) +% 2) *% 784) +% 768), t70_c2_0)
-      storeVector(grads, (((((mb69 *% 4) +% 2) *% 784) +% 768) +% 8), t70_c2_1)
-      storeVector(grads, ((((mb69 *% 4) +% 3) *% 784) +% 768), t70_c3_0)
-      storeVector(grads, (((((mb69 *% 4) +% 3) *% 784) +% 768) +% 8), t70_c3_1)
+      storeVector(grads, (((mb93 *% 4) *% 784) +% 768), t94_c0_0)
+      storeVector(grads, ((((mb93 *% 4) *% 784) +% 768) +% 8), t94_c0_1)
+      storeVector(grads, ((((mb93 *% 4) +% 1) *% 784) +% 768), t94_c1_0)
+      storeVector(grads, (((((mb93 *% 4) +% 1) *% 784) +% 768) +% 8), t94_c1_1)
+      storeVector(grads, ((((mb93 *% 4) +% 2) *% 784) +% 768), t94_c2_0)
+      storeVector(grads, (((((mb93 *% 4) +% 2) *% 784) +% 768) +% 8), t94_c2_1)
+      storeVector(grads, ((((mb93 *% 4) +% 3) *% 784) +% 768), t94_c3_0)
+      storeVector(grads, (((((mb93 *% 4) +% 3) *% 784) +% 768) +% 8), t94_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u73 in 0..<256 {
-    var acc74: Float = Float(0)
-    for n75 in 0..<64 {
-      acc74 = (acc74 + arena[((16384 +% (n75 *% 256)) +% u73)])
+  for u97 in 0..<256 {
+    var acc98: Float = Float(0)
+    for n99 in 0..<64 {
+      acc98 = (acc98 + arena[((16384 +% (n99 *% 256)) +% u97)])
     }
-    grads[(200704 +% u73)] = acc74
+    grads[(200704 +% u97)] = acc98
   }
   // adam = update of 235146 parameters
-  var step_size76: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt77: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i78
-    var i78 = 0
-    while i78 &+ 8 <= 235146 {
-      let g_v = (loadVector(grads, 0 &+ i78) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i78)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i78)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i78)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i78, m_new_v)
-      storeVector(v, 0 &+ i78, v_new_v)
-      storeVector(params, 0 &+ i78, (loadVector(params, 0 &+ i78) - ((Vector(repeating: step_size76) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt77)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i78 &+= 8
+  var step_size100: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt101: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // 8 lanes at a time over i102
+    var i102 = 0
+    while i102 &+ 8 <= 235146 {
+      let g_v = (loadVector(grads, 0 &+ i102) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i102)))
+      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i102)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i102)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      storeVector(m, 0 &+ i102, m_new_v)
+      storeVector(v, 0 &+ i102, v_new_v)
+      storeVector(params, 0 &+ i102, (loadVector(params, 0 &+ i102) - ((Vector(repeating: step_size100) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt101)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+      i102 &+= 8
     }
-    while i78 < 235146 {
-      var g: Float = (grads[i78] + (Float(0) * params[i78]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i78]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i78]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i78] = m_new
-      v[i78] = v_new
-      params[i78] = (params[i78] - ((step_size76 * m_new) / ((sqrtf(v_new) / bc2_sqrt77) + Float(bitPattern: 0x322bcc77))))
-      i78 &+= 1
+    while i102 < 235146 {
+      var g: Float = (grads[i102] + (Float(0) * params[i102]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i102]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i102]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i102] = m_new
+      v[i102] = v_new
+      params[i102] = (params[i102] - ((step_size100 * m_new) / ((sqrtf(v_new) / bc2_sqrt101) + Float(bitPattern: 0x322bcc77))))
+      i102 &+= 1
     }
   }
 }

@@ -1825,10 +1825,6 @@ conv2.k54.end:                                    ; preds = %conv2.k54
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %drop1.i70
-
-drop1.i70:                                        ; preds = %drop1.i70, %entry
-  %drop1.i701 = phi i64 [ 0, %entry ], [ %i70.next, %drop1.i70 ]
   %0 = xor i64 %seed, 7835718858194987975
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -1847,7 +1843,11 @@ drop1.i70:                                        ; preds = %drop1.i70, %entry
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %drop1.i701, -7046029254386353131
+  br label %drop1.i78
+
+drop1.i78:                                        ; preds = %drop1.i78, %entry
+  %drop1.i781 = phi i64 [ 0, %entry ], [ %i78.next, %drop1.i78 ]
+  %18 = mul i64 %drop1.i781, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -1858,20 +1858,20 @@ drop1.i70:                                        ; preds = %drop1.i70, %entry
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 4194304
-  %29 = add nsw i64 1384448, %drop1.i701
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 0x3FF5555560000000
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 2564096, %drop1.i701
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i70.next = add nsw i64 %drop1.i701, 1
-  %34 = icmp slt i64 %i70.next, 589824
-  br i1 %34, label %drop1.i70, label %drop1.i70.end
+  %29 = icmp uge i64 %28, 4194304
+  %30 = add nsw i64 1384448, %drop1.i781
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 0x3FF5555560000000
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 2564096, %drop1.i781
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i78.next = add nsw i64 %drop1.i781, 1
+  %35 = icmp slt i64 %i78.next, 589824
+  br i1 %35, label %drop1.i78, label %drop1.i78.end
 
-drop1.i70.end:                                    ; preds = %drop1.i70
+drop1.i78.end:                                    ; preds = %drop1.i78
   ret void
 }
 
@@ -1884,564 +1884,564 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1.n71
+  br label %fc1.n83
 
-fc1.n71:                                          ; preds = %fc1.k72.end, %entry
-  %fc1.n711 = phi i64 [ 0, %entry ], [ %n71.next, %fc1.k72.end ]
-  br label %fc1.k72
+fc1.n83:                                          ; preds = %fc1.k84.end, %entry
+  %fc1.n831 = phi i64 [ 0, %entry ], [ %n83.next, %fc1.k84.end ]
+  br label %fc1.k84
 
-fc1.n71.end:                                      ; preds = %fc1.k72.end
-  call void @mnistnet_train_b64.k4.fc1.gemm83(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n84
+fc1.n83.end:                                      ; preds = %fc1.k84.end
+  call void @mnistnet_train_b64.k4.fc1.gemm95(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %fc1.n96
 
-fc1.k72:                                          ; preds = %fc1.k72, %fc1.n71
-  %fc1.k722 = phi i64 [ 0, %fc1.n71 ], [ %k72.next, %fc1.k72 ]
-  %0 = mul nsw i64 %fc1.n711, 9216
+fc1.k84:                                          ; preds = %fc1.k84, %fc1.n83
+  %fc1.k842 = phi i64 [ 0, %fc1.n83 ], [ %k84.next, %fc1.k84 ]
+  %0 = mul nsw i64 %fc1.n831, 9216
   %1 = add nsw i64 2564096, %0
-  %2 = add nsw i64 %1, %fc1.k722
+  %2 = add nsw i64 %1, %fc1.k842
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k722, 64
+  %4 = mul nsw i64 %fc1.k842, 64
   %5 = add nsw i64 3162112, %4
-  %6 = add nsw i64 %5, %fc1.n711
+  %6 = add nsw i64 %5, %fc1.n831
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k72.next = add nsw i64 %fc1.k722, 1
-  %7 = icmp slt i64 %k72.next, 9216
-  br i1 %7, label %fc1.k72, label %fc1.k72.end
+  %k84.next = add nsw i64 %fc1.k842, 1
+  %7 = icmp slt i64 %k84.next, 9216
+  br i1 %7, label %fc1.k84, label %fc1.k84.end
 
-fc1.k72.end:                                      ; preds = %fc1.k72
-  %n71.next = add nsw i64 %fc1.n711, 1
-  %8 = icmp slt i64 %n71.next, 64
-  br i1 %8, label %fc1.n71, label %fc1.n71.end
+fc1.k84.end:                                      ; preds = %fc1.k84
+  %n83.next = add nsw i64 %fc1.n831, 1
+  %8 = icmp slt i64 %n83.next, 64
+  br i1 %8, label %fc1.n83, label %fc1.n83.end
 
-fc1.n84:                                          ; preds = %fc1.u85.end, %fc1.n71.end
-  %fc1.n845 = phi i64 [ 0, %fc1.n71.end ], [ %n84.next, %fc1.u85.end ]
-  br label %fc1.u85
+fc1.n96:                                          ; preds = %fc1.u97.end, %fc1.n83.end
+  %fc1.n965 = phi i64 [ 0, %fc1.n83.end ], [ %n96.next, %fc1.u97.end ]
+  br label %fc1.u97
 
-fc1.n84.end:                                      ; preds = %fc1.u85.end
+fc1.n96.end:                                      ; preds = %fc1.u97.end
   ret void
 
-fc1.u85:                                          ; preds = %fc1.u85, %fc1.n84
-  %fc1.u856 = phi i64 [ 0, %fc1.n84 ], [ %u85.next, %fc1.u85 ]
-  %9 = mul nsw i64 %fc1.u856, 64
+fc1.u97:                                          ; preds = %fc1.u97, %fc1.n96
+  %fc1.u976 = phi i64 [ 0, %fc1.n96 ], [ %u97.next, %fc1.u97 ]
+  %9 = mul nsw i64 %fc1.u976, 64
   %10 = add nsw i64 3751936, %9
-  %11 = add nsw i64 %10, %fc1.n845
+  %11 = add nsw i64 %10, %fc1.n965
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u856
+  %13 = add nsw i64 1198464, %fc1.u976
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u856, 64
+  %17 = mul nsw i64 %fc1.u976, 64
   %18 = add nsw i64 3751936, %17
-  %19 = add nsw i64 %18, %fc1.n845
+  %19 = add nsw i64 %18, %fc1.n965
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u856
+  %21 = add nsw i64 1198464, %fc1.u976
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n845, 128
+  %25 = mul nsw i64 %fc1.n965, 128
   %26 = add nsw i64 3153920, %25
-  %27 = add nsw i64 %26, %fc1.u856
+  %27 = add nsw i64 %26, %fc1.u976
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u85.next = add nsw i64 %fc1.u856, 1
-  %28 = icmp slt i64 %u85.next, 128
-  br i1 %28, label %fc1.u85, label %fc1.u85.end
+  %u97.next = add nsw i64 %fc1.u976, 1
+  %28 = icmp slt i64 %u97.next, 128
+  br i1 %28, label %fc1.u97, label %fc1.u97.end
 
-fc1.u85.end:                                      ; preds = %fc1.u85
-  %n84.next = add nsw i64 %fc1.n845, 1
-  %29 = icmp slt i64 %n84.next, 64
-  br i1 %29, label %fc1.n84, label %fc1.n84.end
+fc1.u97.end:                                      ; preds = %fc1.u97
+  %n96.next = add nsw i64 %fc1.n965, 1
+  %29 = icmp slt i64 %n96.next, 64
+  br i1 %29, label %fc1.n96, label %fc1.n96.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1.gemm83(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k4.fc1.gemm95(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1.t81_a3 = alloca <8 x float>, align 32
-  %fc1.t81_a2 = alloca <8 x float>, align 32
-  %fc1.t81_a1 = alloca <8 x float>, align 32
-  %fc1.t81_a0 = alloca <8 x float>, align 32
-  %fc1.t81_b1 = alloca <8 x float>, align 32
-  %fc1.t81_b0 = alloca <8 x float>, align 32
-  %fc1.t81_c3_1 = alloca <8 x float>, align 32
-  %fc1.t81_c3_0 = alloca <8 x float>, align 32
-  %fc1.t81_c2_1 = alloca <8 x float>, align 32
-  %fc1.t81_c2_0 = alloca <8 x float>, align 32
-  %fc1.t81_c1_1 = alloca <8 x float>, align 32
-  %fc1.t81_c1_0 = alloca <8 x float>, align 32
-  %fc1.t81_c0_1 = alloca <8 x float>, align 32
-  %fc1.t81_c0_0 = alloca <8 x float>, align 32
-  %fc1.t78_a3 = alloca <8 x float>, align 32
-  %fc1.t78_a2 = alloca <8 x float>, align 32
-  %fc1.t78_a1 = alloca <8 x float>, align 32
-  %fc1.t78_a0 = alloca <8 x float>, align 32
-  %fc1.t78_b2 = alloca <8 x float>, align 32
-  %fc1.t78_b1 = alloca <8 x float>, align 32
-  %fc1.t78_b0 = alloca <8 x float>, align 32
-  %fc1.t78_c3_2 = alloca <8 x float>, align 32
-  %fc1.t78_c3_1 = alloca <8 x float>, align 32
-  %fc1.t78_c3_0 = alloca <8 x float>, align 32
-  %fc1.t78_c2_2 = alloca <8 x float>, align 32
-  %fc1.t78_c2_1 = alloca <8 x float>, align 32
-  %fc1.t78_c2_0 = alloca <8 x float>, align 32
-  %fc1.t78_c1_2 = alloca <8 x float>, align 32
-  %fc1.t78_c1_1 = alloca <8 x float>, align 32
-  %fc1.t78_c1_0 = alloca <8 x float>, align 32
-  %fc1.t78_c0_2 = alloca <8 x float>, align 32
-  %fc1.t78_c0_1 = alloca <8 x float>, align 32
-  %fc1.t78_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r73
+  %fc1.t93_a3 = alloca <8 x float>, align 32
+  %fc1.t93_a2 = alloca <8 x float>, align 32
+  %fc1.t93_a1 = alloca <8 x float>, align 32
+  %fc1.t93_a0 = alloca <8 x float>, align 32
+  %fc1.t93_b1 = alloca <8 x float>, align 32
+  %fc1.t93_b0 = alloca <8 x float>, align 32
+  %fc1.t93_c3_1 = alloca <8 x float>, align 32
+  %fc1.t93_c3_0 = alloca <8 x float>, align 32
+  %fc1.t93_c2_1 = alloca <8 x float>, align 32
+  %fc1.t93_c2_0 = alloca <8 x float>, align 32
+  %fc1.t93_c1_1 = alloca <8 x float>, align 32
+  %fc1.t93_c1_0 = alloca <8 x float>, align 32
+  %fc1.t93_c0_1 = alloca <8 x float>, align 32
+  %fc1.t93_c0_0 = alloca <8 x float>, align 32
+  %fc1.t90_a3 = alloca <8 x float>, align 32
+  %fc1.t90_a2 = alloca <8 x float>, align 32
+  %fc1.t90_a1 = alloca <8 x float>, align 32
+  %fc1.t90_a0 = alloca <8 x float>, align 32
+  %fc1.t90_b2 = alloca <8 x float>, align 32
+  %fc1.t90_b1 = alloca <8 x float>, align 32
+  %fc1.t90_b0 = alloca <8 x float>, align 32
+  %fc1.t90_c3_2 = alloca <8 x float>, align 32
+  %fc1.t90_c3_1 = alloca <8 x float>, align 32
+  %fc1.t90_c3_0 = alloca <8 x float>, align 32
+  %fc1.t90_c2_2 = alloca <8 x float>, align 32
+  %fc1.t90_c2_1 = alloca <8 x float>, align 32
+  %fc1.t90_c2_0 = alloca <8 x float>, align 32
+  %fc1.t90_c1_2 = alloca <8 x float>, align 32
+  %fc1.t90_c1_1 = alloca <8 x float>, align 32
+  %fc1.t90_c1_0 = alloca <8 x float>, align 32
+  %fc1.t90_c0_2 = alloca <8 x float>, align 32
+  %fc1.t90_c0_1 = alloca <8 x float>, align 32
+  %fc1.t90_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r85
 
-fc1.r73:                                          ; preds = %fc1.i74.end, %entry
-  %fc1.r731 = phi i64 [ 0, %entry ], [ %r73.next, %fc1.i74.end ]
-  br label %fc1.i74
+fc1.r85:                                          ; preds = %fc1.i86.end, %entry
+  %fc1.r851 = phi i64 [ 0, %entry ], [ %r85.next, %fc1.i86.end ]
+  br label %fc1.i86
 
-fc1.r73.end:                                      ; preds = %fc1.i74.end
-  br label %fc1.kp75
+fc1.r85.end:                                      ; preds = %fc1.i86.end
+  br label %fc1.kp87
 
-fc1.i74:                                          ; preds = %fc1.i74, %fc1.r73
-  %fc1.i742 = phi i64 [ 0, %fc1.r73 ], [ %i74.next, %fc1.i74 ]
-  %0 = mul nsw i64 %fc1.r731, 64
+fc1.i86:                                          ; preds = %fc1.i86, %fc1.r85
+  %fc1.i862 = phi i64 [ 0, %fc1.r85 ], [ %i86.next, %fc1.i86 ]
+  %0 = mul nsw i64 %fc1.r851, 64
   %1 = add nsw i64 3751936, %0
-  %2 = add nsw i64 %1, %fc1.i742
+  %2 = add nsw i64 %1, %fc1.i862
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i74.next = add nsw i64 %fc1.i742, 1
-  %3 = icmp slt i64 %i74.next, 64
-  br i1 %3, label %fc1.i74, label %fc1.i74.end
+  %i86.next = add nsw i64 %fc1.i862, 1
+  %3 = icmp slt i64 %i86.next, 64
+  br i1 %3, label %fc1.i86, label %fc1.i86.end
 
-fc1.i74.end:                                      ; preds = %fc1.i74
-  %r73.next = add nsw i64 %fc1.r731, 1
-  %4 = icmp slt i64 %r73.next, 128
-  br i1 %4, label %fc1.r73, label %fc1.r73.end
+fc1.i86.end:                                      ; preds = %fc1.i86
+  %r85.next = add nsw i64 %fc1.r851, 1
+  %4 = icmp slt i64 %r85.next, 128
+  br i1 %4, label %fc1.r85, label %fc1.r85.end
 
-fc1.kp75:                                         ; preds = %fc1.mb80.end, %fc1.r73.end
-  %fc1.kp754 = phi i64 [ 0, %fc1.r73.end ], [ %kp75.next, %fc1.mb80.end ]
-  br label %fc1.nb76
+fc1.kp87:                                         ; preds = %fc1.mb92.end, %fc1.r85.end
+  %fc1.kp874 = phi i64 [ 0, %fc1.r85.end ], [ %kp87.next, %fc1.mb92.end ]
+  br label %fc1.nb88
 
-fc1.kp75.end:                                     ; preds = %fc1.mb80.end
+fc1.kp87.end:                                     ; preds = %fc1.mb92.end
   ret void
 
-fc1.nb76:                                         ; preds = %fc1.mb77.end, %fc1.kp75
-  %fc1.nb765 = phi i64 [ 0, %fc1.kp75 ], [ %nb76.next, %fc1.mb77.end ]
-  br label %fc1.mb77
+fc1.nb88:                                         ; preds = %fc1.mb89.end, %fc1.kp87
+  %fc1.nb885 = phi i64 [ 0, %fc1.kp87 ], [ %nb88.next, %fc1.mb89.end ]
+  br label %fc1.mb89
 
-fc1.nb76.end:                                     ; preds = %fc1.mb77.end
-  br label %fc1.mb80
+fc1.nb88.end:                                     ; preds = %fc1.mb89.end
+  br label %fc1.mb92
 
-fc1.mb77:                                         ; preds = %fc1.k79.end, %fc1.nb76
-  %fc1.mb776 = phi i64 [ 0, %fc1.nb76 ], [ %mb77.next, %fc1.k79.end ]
-  %5 = mul nsw i64 %fc1.mb776, 4
+fc1.mb89:                                         ; preds = %fc1.k91.end, %fc1.nb88
+  %fc1.mb896 = phi i64 [ 0, %fc1.nb88 ], [ %mb89.next, %fc1.k91.end ]
+  %5 = mul nsw i64 %fc1.mb896, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 3751936, %6
-  %8 = mul nsw i64 %fc1.nb765, 24
+  %8 = mul nsw i64 %fc1.nb885, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t78_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %10, ptr %fc1.t90_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb896, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 3751936, %12
-  %14 = mul nsw i64 %fc1.nb765, 24
+  %14 = mul nsw i64 %fc1.nb885, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t78_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %17, ptr %fc1.t90_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb896, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 3751936, %19
-  %21 = mul nsw i64 %fc1.nb765, 24
+  %21 = mul nsw i64 %fc1.nb885, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t78_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %24, ptr %fc1.t90_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb896, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 3751936, %27
-  %29 = mul nsw i64 %fc1.nb765, 24
+  %29 = mul nsw i64 %fc1.nb885, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t78_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %31, ptr %fc1.t90_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb896, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 3751936, %34
-  %36 = mul nsw i64 %fc1.nb765, 24
+  %36 = mul nsw i64 %fc1.nb885, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t78_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %39, ptr %fc1.t90_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb896, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 3751936, %42
-  %44 = mul nsw i64 %fc1.nb765, 24
+  %44 = mul nsw i64 %fc1.nb885, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t78_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %47, ptr %fc1.t90_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb896, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 3751936, %50
-  %52 = mul nsw i64 %fc1.nb765, 24
+  %52 = mul nsw i64 %fc1.nb885, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t78_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %54, ptr %fc1.t90_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb896, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 3751936, %57
-  %59 = mul nsw i64 %fc1.nb765, 24
+  %59 = mul nsw i64 %fc1.nb885, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t78_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %62, ptr %fc1.t90_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb896, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 3751936, %65
-  %67 = mul nsw i64 %fc1.nb765, 24
+  %67 = mul nsw i64 %fc1.nb885, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t78_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %70, ptr %fc1.t90_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb896, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 3751936, %73
-  %75 = mul nsw i64 %fc1.nb765, 24
+  %75 = mul nsw i64 %fc1.nb885, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t78_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %77, ptr %fc1.t90_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb896, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 3751936, %80
-  %82 = mul nsw i64 %fc1.nb765, 24
+  %82 = mul nsw i64 %fc1.nb885, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t78_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %85, ptr %fc1.t90_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb896, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 3751936, %88
-  %90 = mul nsw i64 %fc1.nb765, 24
+  %90 = mul nsw i64 %fc1.nb885, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t78_c3_2, align 32
-  br label %fc1.k79
+  store <8 x float> %93, ptr %fc1.t90_c3_2, align 32
+  br label %fc1.k91
 
-fc1.mb77.end:                                     ; preds = %fc1.k79.end
-  %nb76.next = add nsw i64 %fc1.nb765, 1
-  %94 = icmp slt i64 %nb76.next, 2
-  br i1 %94, label %fc1.nb76, label %fc1.nb76.end
+fc1.mb89.end:                                     ; preds = %fc1.k91.end
+  %nb88.next = add nsw i64 %fc1.nb885, 1
+  %94 = icmp slt i64 %nb88.next, 2
+  br i1 %94, label %fc1.nb88, label %fc1.nb88.end
 
-fc1.k79:                                          ; preds = %fc1.k79, %fc1.mb77
-  %fc1.k7919 = phi i64 [ 0, %fc1.mb77 ], [ %k79.next, %fc1.k79 ]
-  %95 = mul nsw i64 %fc1.kp754, 1152
-  %96 = add nsw i64 %fc1.k7919, %95
+fc1.k91:                                          ; preds = %fc1.k91, %fc1.mb89
+  %fc1.k9119 = phi i64 [ 0, %fc1.mb89 ], [ %k91.next, %fc1.k91 ]
+  %95 = mul nsw i64 %fc1.kp874, 1152
+  %96 = add nsw i64 %fc1.k9119, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 3162112, %97
-  %99 = mul nsw i64 %fc1.nb765, 24
+  %99 = mul nsw i64 %fc1.nb885, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t78_b0, align 32
-  %102 = mul nsw i64 %fc1.kp754, 1152
-  %103 = add nsw i64 %fc1.k7919, %102
+  store <8 x float> %101, ptr %fc1.t90_b0, align 32
+  %102 = mul nsw i64 %fc1.kp874, 1152
+  %103 = add nsw i64 %fc1.k9119, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 3162112, %104
-  %106 = mul nsw i64 %fc1.nb765, 24
+  %106 = mul nsw i64 %fc1.nb885, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t78_b1, align 32
-  %110 = mul nsw i64 %fc1.kp754, 1152
-  %111 = add nsw i64 %fc1.k7919, %110
+  store <8 x float> %109, ptr %fc1.t90_b1, align 32
+  %110 = mul nsw i64 %fc1.kp874, 1152
+  %111 = add nsw i64 %fc1.k9119, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 3162112, %112
-  %114 = mul nsw i64 %fc1.nb765, 24
+  %114 = mul nsw i64 %fc1.nb885, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t78_b2, align 32
-  %118 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %117, ptr %fc1.t90_b2, align 32
+  %118 = mul nsw i64 %fc1.mb896, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp754, 1152
-  %122 = add nsw i64 %fc1.k7919, %121
+  %121 = mul nsw i64 %fc1.kp874, 1152
+  %122 = add nsw i64 %fc1.k9119, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t78_a0, align 32
-  %t78_a0 = load <8 x float>, ptr %fc1.t78_a0, align 32
-  %t78_b0 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c0_0 = load <8 x float>, ptr %fc1.t78_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a0, <8 x float> %t78_b0, <8 x float> %t78_c0_0)
-  store <8 x float> %127, ptr %fc1.t78_c0_0, align 32
-  %t78_a024 = load <8 x float>, ptr %fc1.t78_a0, align 32
-  %t78_b1 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c0_1 = load <8 x float>, ptr %fc1.t78_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a024, <8 x float> %t78_b1, <8 x float> %t78_c0_1)
-  store <8 x float> %128, ptr %fc1.t78_c0_1, align 32
-  %t78_a025 = load <8 x float>, ptr %fc1.t78_a0, align 32
-  %t78_b2 = load <8 x float>, ptr %fc1.t78_b2, align 32
-  %t78_c0_2 = load <8 x float>, ptr %fc1.t78_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a025, <8 x float> %t78_b2, <8 x float> %t78_c0_2)
-  store <8 x float> %129, ptr %fc1.t78_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %126, ptr %fc1.t90_a0, align 32
+  %t90_a0 = load <8 x float>, ptr %fc1.t90_a0, align 32
+  %t90_b0 = load <8 x float>, ptr %fc1.t90_b0, align 32
+  %t90_c0_0 = load <8 x float>, ptr %fc1.t90_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a0, <8 x float> %t90_b0, <8 x float> %t90_c0_0)
+  store <8 x float> %127, ptr %fc1.t90_c0_0, align 32
+  %t90_a024 = load <8 x float>, ptr %fc1.t90_a0, align 32
+  %t90_b1 = load <8 x float>, ptr %fc1.t90_b1, align 32
+  %t90_c0_1 = load <8 x float>, ptr %fc1.t90_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a024, <8 x float> %t90_b1, <8 x float> %t90_c0_1)
+  store <8 x float> %128, ptr %fc1.t90_c0_1, align 32
+  %t90_a025 = load <8 x float>, ptr %fc1.t90_a0, align 32
+  %t90_b2 = load <8 x float>, ptr %fc1.t90_b2, align 32
+  %t90_c0_2 = load <8 x float>, ptr %fc1.t90_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a025, <8 x float> %t90_b2, <8 x float> %t90_c0_2)
+  store <8 x float> %129, ptr %fc1.t90_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb896, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp754, 1152
-  %135 = add nsw i64 %fc1.k7919, %134
+  %134 = mul nsw i64 %fc1.kp874, 1152
+  %135 = add nsw i64 %fc1.k9119, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t78_a1, align 32
-  %t78_a1 = load <8 x float>, ptr %fc1.t78_a1, align 32
-  %t78_b027 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c1_0 = load <8 x float>, ptr %fc1.t78_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a1, <8 x float> %t78_b027, <8 x float> %t78_c1_0)
-  store <8 x float> %140, ptr %fc1.t78_c1_0, align 32
-  %t78_a128 = load <8 x float>, ptr %fc1.t78_a1, align 32
-  %t78_b129 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c1_1 = load <8 x float>, ptr %fc1.t78_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a128, <8 x float> %t78_b129, <8 x float> %t78_c1_1)
-  store <8 x float> %141, ptr %fc1.t78_c1_1, align 32
-  %t78_a130 = load <8 x float>, ptr %fc1.t78_a1, align 32
-  %t78_b231 = load <8 x float>, ptr %fc1.t78_b2, align 32
-  %t78_c1_2 = load <8 x float>, ptr %fc1.t78_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a130, <8 x float> %t78_b231, <8 x float> %t78_c1_2)
-  store <8 x float> %142, ptr %fc1.t78_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %139, ptr %fc1.t90_a1, align 32
+  %t90_a1 = load <8 x float>, ptr %fc1.t90_a1, align 32
+  %t90_b027 = load <8 x float>, ptr %fc1.t90_b0, align 32
+  %t90_c1_0 = load <8 x float>, ptr %fc1.t90_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a1, <8 x float> %t90_b027, <8 x float> %t90_c1_0)
+  store <8 x float> %140, ptr %fc1.t90_c1_0, align 32
+  %t90_a128 = load <8 x float>, ptr %fc1.t90_a1, align 32
+  %t90_b129 = load <8 x float>, ptr %fc1.t90_b1, align 32
+  %t90_c1_1 = load <8 x float>, ptr %fc1.t90_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a128, <8 x float> %t90_b129, <8 x float> %t90_c1_1)
+  store <8 x float> %141, ptr %fc1.t90_c1_1, align 32
+  %t90_a130 = load <8 x float>, ptr %fc1.t90_a1, align 32
+  %t90_b231 = load <8 x float>, ptr %fc1.t90_b2, align 32
+  %t90_c1_2 = load <8 x float>, ptr %fc1.t90_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a130, <8 x float> %t90_b231, <8 x float> %t90_c1_2)
+  store <8 x float> %142, ptr %fc1.t90_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb896, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp754, 1152
-  %148 = add nsw i64 %fc1.k7919, %147
+  %147 = mul nsw i64 %fc1.kp874, 1152
+  %148 = add nsw i64 %fc1.k9119, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t78_a2, align 32
-  %t78_a2 = load <8 x float>, ptr %fc1.t78_a2, align 32
-  %t78_b033 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c2_0 = load <8 x float>, ptr %fc1.t78_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a2, <8 x float> %t78_b033, <8 x float> %t78_c2_0)
-  store <8 x float> %153, ptr %fc1.t78_c2_0, align 32
-  %t78_a234 = load <8 x float>, ptr %fc1.t78_a2, align 32
-  %t78_b135 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c2_1 = load <8 x float>, ptr %fc1.t78_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a234, <8 x float> %t78_b135, <8 x float> %t78_c2_1)
-  store <8 x float> %154, ptr %fc1.t78_c2_1, align 32
-  %t78_a236 = load <8 x float>, ptr %fc1.t78_a2, align 32
-  %t78_b237 = load <8 x float>, ptr %fc1.t78_b2, align 32
-  %t78_c2_2 = load <8 x float>, ptr %fc1.t78_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a236, <8 x float> %t78_b237, <8 x float> %t78_c2_2)
-  store <8 x float> %155, ptr %fc1.t78_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %152, ptr %fc1.t90_a2, align 32
+  %t90_a2 = load <8 x float>, ptr %fc1.t90_a2, align 32
+  %t90_b033 = load <8 x float>, ptr %fc1.t90_b0, align 32
+  %t90_c2_0 = load <8 x float>, ptr %fc1.t90_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a2, <8 x float> %t90_b033, <8 x float> %t90_c2_0)
+  store <8 x float> %153, ptr %fc1.t90_c2_0, align 32
+  %t90_a234 = load <8 x float>, ptr %fc1.t90_a2, align 32
+  %t90_b135 = load <8 x float>, ptr %fc1.t90_b1, align 32
+  %t90_c2_1 = load <8 x float>, ptr %fc1.t90_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a234, <8 x float> %t90_b135, <8 x float> %t90_c2_1)
+  store <8 x float> %154, ptr %fc1.t90_c2_1, align 32
+  %t90_a236 = load <8 x float>, ptr %fc1.t90_a2, align 32
+  %t90_b237 = load <8 x float>, ptr %fc1.t90_b2, align 32
+  %t90_c2_2 = load <8 x float>, ptr %fc1.t90_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a236, <8 x float> %t90_b237, <8 x float> %t90_c2_2)
+  store <8 x float> %155, ptr %fc1.t90_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb896, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp754, 1152
-  %161 = add nsw i64 %fc1.k7919, %160
+  %160 = mul nsw i64 %fc1.kp874, 1152
+  %161 = add nsw i64 %fc1.k9119, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t78_a3, align 32
-  %t78_a3 = load <8 x float>, ptr %fc1.t78_a3, align 32
-  %t78_b039 = load <8 x float>, ptr %fc1.t78_b0, align 32
-  %t78_c3_0 = load <8 x float>, ptr %fc1.t78_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a3, <8 x float> %t78_b039, <8 x float> %t78_c3_0)
-  store <8 x float> %166, ptr %fc1.t78_c3_0, align 32
-  %t78_a340 = load <8 x float>, ptr %fc1.t78_a3, align 32
-  %t78_b141 = load <8 x float>, ptr %fc1.t78_b1, align 32
-  %t78_c3_1 = load <8 x float>, ptr %fc1.t78_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a340, <8 x float> %t78_b141, <8 x float> %t78_c3_1)
-  store <8 x float> %167, ptr %fc1.t78_c3_1, align 32
-  %t78_a342 = load <8 x float>, ptr %fc1.t78_a3, align 32
-  %t78_b243 = load <8 x float>, ptr %fc1.t78_b2, align 32
-  %t78_c3_2 = load <8 x float>, ptr %fc1.t78_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t78_a342, <8 x float> %t78_b243, <8 x float> %t78_c3_2)
-  store <8 x float> %168, ptr %fc1.t78_c3_2, align 32
-  %k79.next = add nsw i64 %fc1.k7919, 1
-  %169 = icmp slt i64 %k79.next, 1152
-  br i1 %169, label %fc1.k79, label %fc1.k79.end
+  store <8 x float> %165, ptr %fc1.t90_a3, align 32
+  %t90_a3 = load <8 x float>, ptr %fc1.t90_a3, align 32
+  %t90_b039 = load <8 x float>, ptr %fc1.t90_b0, align 32
+  %t90_c3_0 = load <8 x float>, ptr %fc1.t90_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a3, <8 x float> %t90_b039, <8 x float> %t90_c3_0)
+  store <8 x float> %166, ptr %fc1.t90_c3_0, align 32
+  %t90_a340 = load <8 x float>, ptr %fc1.t90_a3, align 32
+  %t90_b141 = load <8 x float>, ptr %fc1.t90_b1, align 32
+  %t90_c3_1 = load <8 x float>, ptr %fc1.t90_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a340, <8 x float> %t90_b141, <8 x float> %t90_c3_1)
+  store <8 x float> %167, ptr %fc1.t90_c3_1, align 32
+  %t90_a342 = load <8 x float>, ptr %fc1.t90_a3, align 32
+  %t90_b243 = load <8 x float>, ptr %fc1.t90_b2, align 32
+  %t90_c3_2 = load <8 x float>, ptr %fc1.t90_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a342, <8 x float> %t90_b243, <8 x float> %t90_c3_2)
+  store <8 x float> %168, ptr %fc1.t90_c3_2, align 32
+  %k91.next = add nsw i64 %fc1.k9119, 1
+  %169 = icmp slt i64 %k91.next, 1152
+  br i1 %169, label %fc1.k91, label %fc1.k91.end
 
-fc1.k79.end:                                      ; preds = %fc1.k79
-  %t78_c0_044 = load <8 x float>, ptr %fc1.t78_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb776, 4
+fc1.k91.end:                                      ; preds = %fc1.k91
+  %t90_c0_044 = load <8 x float>, ptr %fc1.t90_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb896, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 3751936, %171
-  %173 = mul nsw i64 %fc1.nb765, 24
+  %173 = mul nsw i64 %fc1.nb885, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t78_c0_044, ptr %arena45, align 4
-  %t78_c0_146 = load <8 x float>, ptr %fc1.t78_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c0_044, ptr %arena45, align 4
+  %t90_c0_146 = load <8 x float>, ptr %fc1.t90_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb896, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 3751936, %176
-  %178 = mul nsw i64 %fc1.nb765, 24
+  %178 = mul nsw i64 %fc1.nb885, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t78_c0_146, ptr %arena47, align 4
-  %t78_c0_248 = load <8 x float>, ptr %fc1.t78_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c0_146, ptr %arena47, align 4
+  %t90_c0_248 = load <8 x float>, ptr %fc1.t90_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb896, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 3751936, %182
-  %184 = mul nsw i64 %fc1.nb765, 24
+  %184 = mul nsw i64 %fc1.nb885, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t78_c0_248, ptr %arena49, align 4
-  %t78_c1_050 = load <8 x float>, ptr %fc1.t78_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c0_248, ptr %arena49, align 4
+  %t90_c1_050 = load <8 x float>, ptr %fc1.t90_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb896, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 3751936, %189
-  %191 = mul nsw i64 %fc1.nb765, 24
+  %191 = mul nsw i64 %fc1.nb885, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t78_c1_050, ptr %arena51, align 4
-  %t78_c1_152 = load <8 x float>, ptr %fc1.t78_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c1_050, ptr %arena51, align 4
+  %t90_c1_152 = load <8 x float>, ptr %fc1.t90_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb896, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 3751936, %195
-  %197 = mul nsw i64 %fc1.nb765, 24
+  %197 = mul nsw i64 %fc1.nb885, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t78_c1_152, ptr %arena53, align 4
-  %t78_c1_254 = load <8 x float>, ptr %fc1.t78_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c1_152, ptr %arena53, align 4
+  %t90_c1_254 = load <8 x float>, ptr %fc1.t90_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb896, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 3751936, %202
-  %204 = mul nsw i64 %fc1.nb765, 24
+  %204 = mul nsw i64 %fc1.nb885, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t78_c1_254, ptr %arena55, align 4
-  %t78_c2_056 = load <8 x float>, ptr %fc1.t78_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c1_254, ptr %arena55, align 4
+  %t90_c2_056 = load <8 x float>, ptr %fc1.t90_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb896, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 3751936, %209
-  %211 = mul nsw i64 %fc1.nb765, 24
+  %211 = mul nsw i64 %fc1.nb885, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t78_c2_056, ptr %arena57, align 4
-  %t78_c2_158 = load <8 x float>, ptr %fc1.t78_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c2_056, ptr %arena57, align 4
+  %t90_c2_158 = load <8 x float>, ptr %fc1.t90_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb896, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 3751936, %215
-  %217 = mul nsw i64 %fc1.nb765, 24
+  %217 = mul nsw i64 %fc1.nb885, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t78_c2_158, ptr %arena59, align 4
-  %t78_c2_260 = load <8 x float>, ptr %fc1.t78_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c2_158, ptr %arena59, align 4
+  %t90_c2_260 = load <8 x float>, ptr %fc1.t90_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb896, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 3751936, %222
-  %224 = mul nsw i64 %fc1.nb765, 24
+  %224 = mul nsw i64 %fc1.nb885, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t78_c2_260, ptr %arena61, align 4
-  %t78_c3_062 = load <8 x float>, ptr %fc1.t78_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c2_260, ptr %arena61, align 4
+  %t90_c3_062 = load <8 x float>, ptr %fc1.t90_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb896, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 3751936, %229
-  %231 = mul nsw i64 %fc1.nb765, 24
+  %231 = mul nsw i64 %fc1.nb885, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t78_c3_062, ptr %arena63, align 4
-  %t78_c3_164 = load <8 x float>, ptr %fc1.t78_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c3_062, ptr %arena63, align 4
+  %t90_c3_164 = load <8 x float>, ptr %fc1.t90_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb896, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 3751936, %235
-  %237 = mul nsw i64 %fc1.nb765, 24
+  %237 = mul nsw i64 %fc1.nb885, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t78_c3_164, ptr %arena65, align 4
-  %t78_c3_266 = load <8 x float>, ptr %fc1.t78_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb776, 4
+  store <8 x float> %t90_c3_164, ptr %arena65, align 4
+  %t90_c3_266 = load <8 x float>, ptr %fc1.t90_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb896, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 3751936, %242
-  %244 = mul nsw i64 %fc1.nb765, 24
+  %244 = mul nsw i64 %fc1.nb885, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t78_c3_266, ptr %arena67, align 4
-  %mb77.next = add nsw i64 %fc1.mb776, 1
-  %247 = icmp slt i64 %mb77.next, 32
-  br i1 %247, label %fc1.mb77, label %fc1.mb77.end
+  store <8 x float> %t90_c3_266, ptr %arena67, align 4
+  %mb89.next = add nsw i64 %fc1.mb896, 1
+  %247 = icmp slt i64 %mb89.next, 32
+  br i1 %247, label %fc1.mb89, label %fc1.mb89.end
 
-fc1.mb80:                                         ; preds = %fc1.k82.end, %fc1.nb76.end
-  %fc1.mb8068 = phi i64 [ 0, %fc1.nb76.end ], [ %mb80.next, %fc1.k82.end ]
-  %248 = mul nsw i64 %fc1.mb8068, 4
+fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.nb88.end
+  %fc1.mb9268 = phi i64 [ 0, %fc1.nb88.end ], [ %mb92.next, %fc1.k94.end ]
+  %248 = mul nsw i64 %fc1.mb9268, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 3751936, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t81_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %252, ptr %fc1.t93_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb9268, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 3751936, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t81_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %258, ptr %fc1.t93_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb9268, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 3751936, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t81_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %264, ptr %fc1.t93_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb9268, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 3751936, %267
@@ -2449,16 +2449,16 @@ fc1.mb80:                                         ; preds = %fc1.k82.end, %fc1.n
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t81_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %271, ptr %fc1.t93_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb9268, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 3751936, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t81_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %277, ptr %fc1.t93_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb9268, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 3751936, %280
@@ -2466,16 +2466,16 @@ fc1.mb80:                                         ; preds = %fc1.k82.end, %fc1.n
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t81_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %284, ptr %fc1.t93_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb9268, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 3751936, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t81_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %290, ptr %fc1.t93_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb9268, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 3751936, %293
@@ -2483,203 +2483,199 @@ fc1.mb80:                                         ; preds = %fc1.k82.end, %fc1.n
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t81_c3_1, align 32
-  br label %fc1.k82
+  store <8 x float> %297, ptr %fc1.t93_c3_1, align 32
+  br label %fc1.k94
 
-fc1.mb80.end:                                     ; preds = %fc1.k82.end
-  %kp75.next = add nsw i64 %fc1.kp754, 1
-  %298 = icmp slt i64 %kp75.next, 8
-  br i1 %298, label %fc1.kp75, label %fc1.kp75.end
+fc1.mb92.end:                                     ; preds = %fc1.k94.end
+  %kp87.next = add nsw i64 %fc1.kp874, 1
+  %298 = icmp slt i64 %kp87.next, 8
+  br i1 %298, label %fc1.kp87, label %fc1.kp87.end
 
-fc1.k82:                                          ; preds = %fc1.k82, %fc1.mb80
-  %fc1.k8277 = phi i64 [ 0, %fc1.mb80 ], [ %k82.next, %fc1.k82 ]
-  %299 = mul nsw i64 %fc1.kp754, 1152
-  %300 = add nsw i64 %fc1.k8277, %299
+fc1.k94:                                          ; preds = %fc1.k94, %fc1.mb92
+  %fc1.k9477 = phi i64 [ 0, %fc1.mb92 ], [ %k94.next, %fc1.k94 ]
+  %299 = mul nsw i64 %fc1.kp874, 1152
+  %300 = add nsw i64 %fc1.k9477, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 3162112, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t81_b0, align 32
-  %305 = mul nsw i64 %fc1.kp754, 1152
-  %306 = add nsw i64 %fc1.k8277, %305
+  store <8 x float> %304, ptr %fc1.t93_b0, align 32
+  %305 = mul nsw i64 %fc1.kp874, 1152
+  %306 = add nsw i64 %fc1.k9477, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 3162112, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t81_b1, align 32
-  %312 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %311, ptr %fc1.t93_b1, align 32
+  %312 = mul nsw i64 %fc1.mb9268, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp754, 1152
-  %316 = add nsw i64 %fc1.k8277, %315
+  %315 = mul nsw i64 %fc1.kp874, 1152
+  %316 = add nsw i64 %fc1.k9477, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t81_a0, align 32
-  %t81_a0 = load <8 x float>, ptr %fc1.t81_a0, align 32
-  %t81_b0 = load <8 x float>, ptr %fc1.t81_b0, align 32
-  %t81_c0_0 = load <8 x float>, ptr %fc1.t81_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a0, <8 x float> %t81_b0, <8 x float> %t81_c0_0)
-  store <8 x float> %321, ptr %fc1.t81_c0_0, align 32
-  %t81_a081 = load <8 x float>, ptr %fc1.t81_a0, align 32
-  %t81_b1 = load <8 x float>, ptr %fc1.t81_b1, align 32
-  %t81_c0_1 = load <8 x float>, ptr %fc1.t81_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a081, <8 x float> %t81_b1, <8 x float> %t81_c0_1)
-  store <8 x float> %322, ptr %fc1.t81_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %320, ptr %fc1.t93_a0, align 32
+  %t93_a0 = load <8 x float>, ptr %fc1.t93_a0, align 32
+  %t93_b0 = load <8 x float>, ptr %fc1.t93_b0, align 32
+  %t93_c0_0 = load <8 x float>, ptr %fc1.t93_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a0, <8 x float> %t93_b0, <8 x float> %t93_c0_0)
+  store <8 x float> %321, ptr %fc1.t93_c0_0, align 32
+  %t93_a081 = load <8 x float>, ptr %fc1.t93_a0, align 32
+  %t93_b1 = load <8 x float>, ptr %fc1.t93_b1, align 32
+  %t93_c0_1 = load <8 x float>, ptr %fc1.t93_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a081, <8 x float> %t93_b1, <8 x float> %t93_c0_1)
+  store <8 x float> %322, ptr %fc1.t93_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb9268, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp754, 1152
-  %328 = add nsw i64 %fc1.k8277, %327
+  %327 = mul nsw i64 %fc1.kp874, 1152
+  %328 = add nsw i64 %fc1.k9477, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t81_a1, align 32
-  %t81_a1 = load <8 x float>, ptr %fc1.t81_a1, align 32
-  %t81_b083 = load <8 x float>, ptr %fc1.t81_b0, align 32
-  %t81_c1_0 = load <8 x float>, ptr %fc1.t81_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a1, <8 x float> %t81_b083, <8 x float> %t81_c1_0)
-  store <8 x float> %333, ptr %fc1.t81_c1_0, align 32
-  %t81_a184 = load <8 x float>, ptr %fc1.t81_a1, align 32
-  %t81_b185 = load <8 x float>, ptr %fc1.t81_b1, align 32
-  %t81_c1_1 = load <8 x float>, ptr %fc1.t81_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a184, <8 x float> %t81_b185, <8 x float> %t81_c1_1)
-  store <8 x float> %334, ptr %fc1.t81_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %332, ptr %fc1.t93_a1, align 32
+  %t93_a1 = load <8 x float>, ptr %fc1.t93_a1, align 32
+  %t93_b083 = load <8 x float>, ptr %fc1.t93_b0, align 32
+  %t93_c1_0 = load <8 x float>, ptr %fc1.t93_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a1, <8 x float> %t93_b083, <8 x float> %t93_c1_0)
+  store <8 x float> %333, ptr %fc1.t93_c1_0, align 32
+  %t93_a184 = load <8 x float>, ptr %fc1.t93_a1, align 32
+  %t93_b185 = load <8 x float>, ptr %fc1.t93_b1, align 32
+  %t93_c1_1 = load <8 x float>, ptr %fc1.t93_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a184, <8 x float> %t93_b185, <8 x float> %t93_c1_1)
+  store <8 x float> %334, ptr %fc1.t93_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb9268, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp754, 1152
-  %340 = add nsw i64 %fc1.k8277, %339
+  %339 = mul nsw i64 %fc1.kp874, 1152
+  %340 = add nsw i64 %fc1.k9477, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t81_a2, align 32
-  %t81_a2 = load <8 x float>, ptr %fc1.t81_a2, align 32
-  %t81_b087 = load <8 x float>, ptr %fc1.t81_b0, align 32
-  %t81_c2_0 = load <8 x float>, ptr %fc1.t81_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a2, <8 x float> %t81_b087, <8 x float> %t81_c2_0)
-  store <8 x float> %345, ptr %fc1.t81_c2_0, align 32
-  %t81_a288 = load <8 x float>, ptr %fc1.t81_a2, align 32
-  %t81_b189 = load <8 x float>, ptr %fc1.t81_b1, align 32
-  %t81_c2_1 = load <8 x float>, ptr %fc1.t81_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a288, <8 x float> %t81_b189, <8 x float> %t81_c2_1)
-  store <8 x float> %346, ptr %fc1.t81_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %344, ptr %fc1.t93_a2, align 32
+  %t93_a2 = load <8 x float>, ptr %fc1.t93_a2, align 32
+  %t93_b087 = load <8 x float>, ptr %fc1.t93_b0, align 32
+  %t93_c2_0 = load <8 x float>, ptr %fc1.t93_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a2, <8 x float> %t93_b087, <8 x float> %t93_c2_0)
+  store <8 x float> %345, ptr %fc1.t93_c2_0, align 32
+  %t93_a288 = load <8 x float>, ptr %fc1.t93_a2, align 32
+  %t93_b189 = load <8 x float>, ptr %fc1.t93_b1, align 32
+  %t93_c2_1 = load <8 x float>, ptr %fc1.t93_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a288, <8 x float> %t93_b189, <8 x float> %t93_c2_1)
+  store <8 x float> %346, ptr %fc1.t93_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb9268, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp754, 1152
-  %352 = add nsw i64 %fc1.k8277, %351
+  %351 = mul nsw i64 %fc1.kp874, 1152
+  %352 = add nsw i64 %fc1.k9477, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t81_a3, align 32
-  %t81_a3 = load <8 x float>, ptr %fc1.t81_a3, align 32
-  %t81_b091 = load <8 x float>, ptr %fc1.t81_b0, align 32
-  %t81_c3_0 = load <8 x float>, ptr %fc1.t81_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a3, <8 x float> %t81_b091, <8 x float> %t81_c3_0)
-  store <8 x float> %357, ptr %fc1.t81_c3_0, align 32
-  %t81_a392 = load <8 x float>, ptr %fc1.t81_a3, align 32
-  %t81_b193 = load <8 x float>, ptr %fc1.t81_b1, align 32
-  %t81_c3_1 = load <8 x float>, ptr %fc1.t81_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t81_a392, <8 x float> %t81_b193, <8 x float> %t81_c3_1)
-  store <8 x float> %358, ptr %fc1.t81_c3_1, align 32
-  %k82.next = add nsw i64 %fc1.k8277, 1
-  %359 = icmp slt i64 %k82.next, 1152
-  br i1 %359, label %fc1.k82, label %fc1.k82.end
+  store <8 x float> %356, ptr %fc1.t93_a3, align 32
+  %t93_a3 = load <8 x float>, ptr %fc1.t93_a3, align 32
+  %t93_b091 = load <8 x float>, ptr %fc1.t93_b0, align 32
+  %t93_c3_0 = load <8 x float>, ptr %fc1.t93_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a3, <8 x float> %t93_b091, <8 x float> %t93_c3_0)
+  store <8 x float> %357, ptr %fc1.t93_c3_0, align 32
+  %t93_a392 = load <8 x float>, ptr %fc1.t93_a3, align 32
+  %t93_b193 = load <8 x float>, ptr %fc1.t93_b1, align 32
+  %t93_c3_1 = load <8 x float>, ptr %fc1.t93_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a392, <8 x float> %t93_b193, <8 x float> %t93_c3_1)
+  store <8 x float> %358, ptr %fc1.t93_c3_1, align 32
+  %k94.next = add nsw i64 %fc1.k9477, 1
+  %359 = icmp slt i64 %k94.next, 1152
+  br i1 %359, label %fc1.k94, label %fc1.k94.end
 
-fc1.k82.end:                                      ; preds = %fc1.k82
-  %t81_c0_094 = load <8 x float>, ptr %fc1.t81_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb8068, 4
+fc1.k94.end:                                      ; preds = %fc1.k94
+  %t93_c0_094 = load <8 x float>, ptr %fc1.t93_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb9268, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 3751936, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t81_c0_094, ptr %arena95, align 4
-  %t81_c0_196 = load <8 x float>, ptr %fc1.t81_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c0_094, ptr %arena95, align 4
+  %t93_c0_196 = load <8 x float>, ptr %fc1.t93_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb9268, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 3751936, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t81_c0_196, ptr %arena97, align 4
-  %t81_c1_098 = load <8 x float>, ptr %fc1.t81_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c0_196, ptr %arena97, align 4
+  %t93_c1_098 = load <8 x float>, ptr %fc1.t93_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb9268, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 3751936, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t81_c1_098, ptr %arena99, align 4
-  %t81_c1_1100 = load <8 x float>, ptr %fc1.t81_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c1_098, ptr %arena99, align 4
+  %t93_c1_1100 = load <8 x float>, ptr %fc1.t93_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb9268, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 3751936, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t81_c1_1100, ptr %arena101, align 4
-  %t81_c2_0102 = load <8 x float>, ptr %fc1.t81_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c1_1100, ptr %arena101, align 4
+  %t93_c2_0102 = load <8 x float>, ptr %fc1.t93_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb9268, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 3751936, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t81_c2_0102, ptr %arena103, align 4
-  %t81_c2_1104 = load <8 x float>, ptr %fc1.t81_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c2_0102, ptr %arena103, align 4
+  %t93_c2_1104 = load <8 x float>, ptr %fc1.t93_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb9268, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 3751936, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t81_c2_1104, ptr %arena105, align 4
-  %t81_c3_0106 = load <8 x float>, ptr %fc1.t81_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c2_1104, ptr %arena105, align 4
+  %t93_c3_0106 = load <8 x float>, ptr %fc1.t93_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb9268, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 3751936, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t81_c3_0106, ptr %arena107, align 4
-  %t81_c3_1108 = load <8 x float>, ptr %fc1.t81_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb8068, 4
+  store <8 x float> %t93_c3_0106, ptr %arena107, align 4
+  %t93_c3_1108 = load <8 x float>, ptr %fc1.t93_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb9268, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 3751936, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t81_c3_1108, ptr %arena109, align 4
-  %mb80.next = add nsw i64 %fc1.mb8068, 1
-  %402 = icmp slt i64 %mb80.next, 32
-  br i1 %402, label %fc1.mb80, label %fc1.mb80.end
+  store <8 x float> %t93_c3_1108, ptr %arena109, align 4
+  %mb92.next = add nsw i64 %fc1.mb9268, 1
+  %402 = icmp slt i64 %mb92.next, 32
+  br i1 %402, label %fc1.mb92, label %fc1.mb92.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k5.drop2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %drop2.i86
-
-drop2.i86:                                        ; preds = %drop2.i86, %entry
-  %drop2.i861 = phi i64 [ 0, %entry ], [ %i86.next, %drop2.i86 ]
   %0 = xor i64 %seed, 7835719957706616186
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -2698,7 +2694,11 @@ drop2.i86:                                        ; preds = %drop2.i86, %entry
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %drop2.i861, -7046029254386353131
+  br label %drop2.i106
+
+drop2.i106:                                       ; preds = %drop2.i106, %entry
+  %drop2.i1061 = phi i64 [ 0, %entry ], [ %i106.next, %drop2.i106 ]
+  %18 = mul i64 %drop2.i1061, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -2709,20 +2709,20 @@ drop2.i86:                                        ; preds = %drop2.i86, %entry
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 8388608
-  %29 = add nsw i64 3153920, %drop2.i861
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 2.000000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 3162112, %drop2.i861
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i86.next = add nsw i64 %drop2.i861, 1
-  %34 = icmp slt i64 %i86.next, 8192
-  br i1 %34, label %drop2.i86, label %drop2.i86.end
+  %29 = icmp uge i64 %28, 8388608
+  %30 = add nsw i64 3153920, %drop2.i1061
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 2.000000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 3162112, %drop2.i1061
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i106.next = add nsw i64 %drop2.i1061, 1
+  %35 = icmp slt i64 %i106.next, 8192
+  br i1 %35, label %drop2.i106, label %drop2.i106.end
 
-drop2.i86.end:                                    ; preds = %drop2.i86
+drop2.i106.end:                                   ; preds = %drop2.i106
   ret void
 }
 
@@ -2733,39 +2733,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3170304
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n87
+  br label %fc2.n111
 
-fc2.n87:                                          ; preds = %fc2.u88.end, %entry
-  %fc2.n874 = phi i64 [ 0, %entry ], [ %n87.next, %fc2.u88.end ]
-  br label %fc2.u88
+fc2.n111:                                         ; preds = %fc2.u112.end, %entry
+  %fc2.n1114 = phi i64 [ 0, %entry ], [ %n111.next, %fc2.u112.end ]
+  br label %fc2.u112
 
-fc2.n87.end:                                      ; preds = %fc2.u88.end
+fc2.n111.end:                                     ; preds = %fc2.u112.end
   ret void
 
-fc2.u88:                                          ; preds = %fc2.u88, %fc2.n87
-  %fc2.u885 = phi i64 [ 0, %fc2.n87 ], [ %u88.next, %fc2.u88 ]
-  %0 = mul nsw i64 %fc2.n874, 10
+fc2.u112:                                         ; preds = %fc2.u112, %fc2.n111
+  %fc2.u1125 = phi i64 [ 0, %fc2.n111 ], [ %u112.next, %fc2.u112 ]
+  %0 = mul nsw i64 %fc2.n1114, 10
   %1 = add nsw i64 3170304, %0
-  %2 = add nsw i64 %1, %fc2.u885
+  %2 = add nsw i64 %1, %fc2.u1125
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u885
+  %4 = add nsw i64 1199872, %fc2.u1125
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n874, 10
+  %7 = mul nsw i64 %fc2.n1114, 10
   %8 = add nsw i64 3170304, %7
-  %9 = add nsw i64 %8, %fc2.u885
+  %9 = add nsw i64 %8, %fc2.u1125
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u88.next = add nsw i64 %fc2.u885, 1
-  %10 = icmp slt i64 %u88.next, 10
-  br i1 %10, label %fc2.u88, label %fc2.u88.end
+  %u112.next = add nsw i64 %fc2.u1125, 1
+  %10 = icmp slt i64 %u112.next, 10
+  br i1 %10, label %fc2.u112, label %fc2.u112.end
 
-fc2.u88.end:                                      ; preds = %fc2.u88
-  %n87.next = add nsw i64 %fc2.n874, 1
-  %11 = icmp slt i64 %n87.next, 64
-  br i1 %11, label %fc2.n87, label %fc2.n87.end
+fc2.u112.end:                                     ; preds = %fc2.u112
+  %n111.next = add nsw i64 %fc2.n1114, 1
+  %11 = icmp slt i64 %n111.next, 64
+  br i1 %11, label %fc2.n111, label %fc2.n111.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -2773,86 +2773,86 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %probs.s91 = alloca float, align 4
-  %probs.m90 = alloca float, align 4
-  br label %probs.n89
+  %probs.s115 = alloca float, align 4
+  %probs.m114 = alloca float, align 4
+  br label %probs.n113
 
-probs.n89:                                        ; preds = %probs.k94.end, %entry
-  %probs.n891 = phi i64 [ 0, %entry ], [ %n89.next, %probs.k94.end ]
-  %0 = mul nsw i64 %probs.n891, 10
+probs.n113:                                       ; preds = %probs.k118.end, %entry
+  %probs.n1131 = phi i64 [ 0, %entry ], [ %n113.next, %probs.k118.end ]
+  %0 = mul nsw i64 %probs.n1131, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m90, align 4
-  br label %probs.k92
+  store float %2, ptr %probs.m114, align 4
+  br label %probs.k116
 
-probs.n89.end:                                    ; preds = %probs.k94.end
+probs.n113.end:                                   ; preds = %probs.k118.end
   ret void
 
-probs.k92:                                        ; preds = %probs.k92, %probs.n89
-  %probs.k923 = phi i64 [ 0, %probs.n89 ], [ %k92.next, %probs.k92 ]
-  %m90 = load float, ptr %probs.m90, align 4
-  %3 = mul nsw i64 %probs.n891, 10
+probs.k116:                                       ; preds = %probs.k116, %probs.n113
+  %probs.k1163 = phi i64 [ 0, %probs.n113 ], [ %k116.next, %probs.k116 ]
+  %m114 = load float, ptr %probs.m114, align 4
+  %3 = mul nsw i64 %probs.n1131, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %probs.k923
+  %5 = add nsw i64 %4, %probs.k1163
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m90
-  %8 = select i1 %7, float %6, float %m90
-  store float %8, ptr %probs.m90, align 4
-  %k92.next = add nsw i64 %probs.k923, 1
-  %9 = icmp slt i64 %k92.next, 10
-  br i1 %9, label %probs.k92, label %probs.k92.end
+  %7 = fcmp ogt float %6, %m114
+  %8 = select i1 %7, float %6, float %m114
+  store float %8, ptr %probs.m114, align 4
+  %k116.next = add nsw i64 %probs.k1163, 1
+  %9 = icmp slt i64 %k116.next, 10
+  br i1 %9, label %probs.k116, label %probs.k116.end
 
-probs.k92.end:                                    ; preds = %probs.k92
-  store float 0.000000e+00, ptr %probs.s91, align 4
-  br label %probs.k93
+probs.k116.end:                                   ; preds = %probs.k116
+  store float 0.000000e+00, ptr %probs.s115, align 4
+  br label %probs.k117
 
-probs.k93:                                        ; preds = %probs.k93, %probs.k92.end
-  %probs.k935 = phi i64 [ 0, %probs.k92.end ], [ %k93.next, %probs.k93 ]
-  %s91 = load float, ptr %probs.s91, align 4
-  %10 = mul nsw i64 %probs.n891, 10
+probs.k117:                                       ; preds = %probs.k117, %probs.k116.end
+  %probs.k1175 = phi i64 [ 0, %probs.k116.end ], [ %k117.next, %probs.k117 ]
+  %s115 = load float, ptr %probs.s115, align 4
+  %10 = mul nsw i64 %probs.n1131, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %probs.k935
+  %12 = add nsw i64 %11, %probs.k1175
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m907 = load float, ptr %probs.m90, align 4
-  %14 = fsub float %13, %m907
+  %m1147 = load float, ptr %probs.m114, align 4
+  %14 = fsub float %13, %m1147
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s91, %15
-  store float %16, ptr %probs.s91, align 4
-  %k93.next = add nsw i64 %probs.k935, 1
-  %17 = icmp slt i64 %k93.next, 10
-  br i1 %17, label %probs.k93, label %probs.k93.end
+  %16 = fadd float %s115, %15
+  store float %16, ptr %probs.s115, align 4
+  %k117.next = add nsw i64 %probs.k1175, 1
+  %17 = icmp slt i64 %k117.next, 10
+  br i1 %17, label %probs.k117, label %probs.k117.end
 
-probs.k93.end:                                    ; preds = %probs.k93
-  br label %probs.k94
+probs.k117.end:                                   ; preds = %probs.k117
+  br label %probs.k118
 
-probs.k94:                                        ; preds = %probs.k94, %probs.k93.end
-  %probs.k948 = phi i64 [ 0, %probs.k93.end ], [ %k94.next, %probs.k94 ]
-  %18 = mul nsw i64 %probs.n891, 10
+probs.k118:                                       ; preds = %probs.k118, %probs.k117.end
+  %probs.k1188 = phi i64 [ 0, %probs.k117.end ], [ %k118.next, %probs.k118 ]
+  %18 = mul nsw i64 %probs.n1131, 10
   %19 = add nsw i64 3170304, %18
-  %20 = add nsw i64 %19, %probs.k948
+  %20 = add nsw i64 %19, %probs.k1188
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena9, align 4
-  %m9010 = load float, ptr %probs.m90, align 4
-  %22 = fsub float %21, %m9010
+  %m11410 = load float, ptr %probs.m114, align 4
+  %22 = fsub float %21, %m11410
   %23 = call float @llvm.exp.f32(float %22)
-  %s9111 = load float, ptr %probs.s91, align 4
-  %24 = fdiv float %23, %s9111
-  %25 = mul nsw i64 %probs.n891, 10
+  %s11511 = load float, ptr %probs.s115, align 4
+  %24 = fdiv float %23, %s11511
+  %25 = mul nsw i64 %probs.n1131, 10
   %26 = add nsw i64 3170944, %25
-  %27 = add nsw i64 %26, %probs.k948
+  %27 = add nsw i64 %26, %probs.k1188
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena12, align 4
-  %k94.next = add nsw i64 %probs.k948, 1
-  %28 = icmp slt i64 %k94.next, 10
-  br i1 %28, label %probs.k94, label %probs.k94.end
+  %k118.next = add nsw i64 %probs.k1188, 1
+  %28 = icmp slt i64 %k118.next, 10
+  br i1 %28, label %probs.k118, label %probs.k118.end
 
-probs.k94.end:                                    ; preds = %probs.k94
-  %n89.next = add nsw i64 %probs.n891, 1
-  %29 = icmp slt i64 %n89.next, 64
-  br i1 %29, label %probs.n89, label %probs.n89.end
+probs.k118.end:                                   ; preds = %probs.k118
+  %n113.next = add nsw i64 %probs.n1131, 1
+  %29 = icmp slt i64 %n113.next, 64
+  br i1 %29, label %probs.n113, label %probs.n113.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -2861,84 +2861,84 @@ declare float @llvm.exp.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %loss.s98 = alloca float, align 4
-  %loss.m97 = alloca float, align 4
-  %loss.total95 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total95, align 4
-  br label %loss.n96
+  %loss.s122 = alloca float, align 4
+  %loss.m121 = alloca float, align 4
+  %loss.total119 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total119, align 4
+  br label %loss.n120
 
-loss.n96:                                         ; preds = %loss.k100.end, %entry
-  %loss.n961 = phi i64 [ 0, %entry ], [ %n96.next, %loss.k100.end ]
-  %0 = mul nsw i64 %loss.n961, 10
+loss.n120:                                        ; preds = %loss.k124.end, %entry
+  %loss.n1201 = phi i64 [ 0, %entry ], [ %n120.next, %loss.k124.end ]
+  %0 = mul nsw i64 %loss.n1201, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m97, align 4
-  br label %loss.k99
+  store float %2, ptr %loss.m121, align 4
+  br label %loss.k123
 
-loss.n96.end:                                     ; preds = %loss.k100.end
-  %total9512 = load float, ptr %loss.total95, align 4
-  %3 = fdiv float %total9512, 6.400000e+01
+loss.n120.end:                                    ; preds = %loss.k124.end
+  %total11912 = load float, ptr %loss.total119, align 4
+  %3 = fdiv float %total11912, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3171584
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k99:                                         ; preds = %loss.k99, %loss.n96
-  %loss.k993 = phi i64 [ 0, %loss.n96 ], [ %k99.next, %loss.k99 ]
-  %m97 = load float, ptr %loss.m97, align 4
-  %4 = mul nsw i64 %loss.n961, 10
+loss.k123:                                        ; preds = %loss.k123, %loss.n120
+  %loss.k1233 = phi i64 [ 0, %loss.n120 ], [ %k123.next, %loss.k123 ]
+  %m121 = load float, ptr %loss.m121, align 4
+  %4 = mul nsw i64 %loss.n1201, 10
   %5 = add nsw i64 3170304, %4
-  %6 = add nsw i64 %5, %loss.k993
+  %6 = add nsw i64 %5, %loss.k1233
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m97
-  %9 = select i1 %8, float %7, float %m97
-  store float %9, ptr %loss.m97, align 4
-  %k99.next = add nsw i64 %loss.k993, 1
-  %10 = icmp slt i64 %k99.next, 10
-  br i1 %10, label %loss.k99, label %loss.k99.end
+  %8 = fcmp ogt float %7, %m121
+  %9 = select i1 %8, float %7, float %m121
+  store float %9, ptr %loss.m121, align 4
+  %k123.next = add nsw i64 %loss.k1233, 1
+  %10 = icmp slt i64 %k123.next, 10
+  br i1 %10, label %loss.k123, label %loss.k123.end
 
-loss.k99.end:                                     ; preds = %loss.k99
-  store float 0.000000e+00, ptr %loss.s98, align 4
-  br label %loss.k100
+loss.k123.end:                                    ; preds = %loss.k123
+  store float 0.000000e+00, ptr %loss.s122, align 4
+  br label %loss.k124
 
-loss.k100:                                        ; preds = %loss.k100, %loss.k99.end
-  %loss.k1005 = phi i64 [ 0, %loss.k99.end ], [ %k100.next, %loss.k100 ]
-  %s98 = load float, ptr %loss.s98, align 4
-  %11 = mul nsw i64 %loss.n961, 10
+loss.k124:                                        ; preds = %loss.k124, %loss.k123.end
+  %loss.k1245 = phi i64 [ 0, %loss.k123.end ], [ %k124.next, %loss.k124 ]
+  %s122 = load float, ptr %loss.s122, align 4
+  %11 = mul nsw i64 %loss.n1201, 10
   %12 = add nsw i64 3170304, %11
-  %13 = add nsw i64 %12, %loss.k1005
+  %13 = add nsw i64 %12, %loss.k1245
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m977 = load float, ptr %loss.m97, align 4
-  %15 = fsub float %14, %m977
+  %m1217 = load float, ptr %loss.m121, align 4
+  %15 = fsub float %14, %m1217
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s98, %16
-  store float %17, ptr %loss.s98, align 4
-  %k100.next = add nsw i64 %loss.k1005, 1
-  %18 = icmp slt i64 %k100.next, 10
-  br i1 %18, label %loss.k100, label %loss.k100.end
+  %17 = fadd float %s122, %16
+  store float %17, ptr %loss.s122, align 4
+  %k124.next = add nsw i64 %loss.k1245, 1
+  %18 = icmp slt i64 %k124.next, 10
+  br i1 %18, label %loss.k124, label %loss.k124.end
 
-loss.k100.end:                                    ; preds = %loss.k100
-  %total95 = load float, ptr %loss.total95, align 4
-  %m978 = load float, ptr %loss.m97, align 4
-  %s989 = load float, ptr %loss.s98, align 4
-  %19 = call float @llvm.log.f32(float %s989)
-  %20 = fadd float %m978, %19
-  %21 = mul nsw i64 %loss.n961, 10
+loss.k124.end:                                    ; preds = %loss.k124
+  %total119 = load float, ptr %loss.total119, align 4
+  %m1218 = load float, ptr %loss.m121, align 4
+  %s1229 = load float, ptr %loss.s122, align 4
+  %19 = call float @llvm.log.f32(float %s1229)
+  %20 = fadd float %m1218, %19
+  %21 = mul nsw i64 %loss.n1201, 10
   %22 = add nsw i64 3170304, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n961
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1201
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total95, %26
-  store float %27, ptr %loss.total95, align 4
-  %n96.next = add nsw i64 %loss.n961, 1
-  %28 = icmp slt i64 %n96.next, 64
-  br i1 %28, label %loss.n96, label %loss.n96.end
+  %27 = fadd float %total119, %26
+  store float %27, ptr %loss.total119, align 4
+  %n120.next = add nsw i64 %loss.n1201, 1
+  %28 = icmp slt i64 %n120.next, 64
+  br i1 %28, label %loss.n120, label %loss.n120.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -2947,103 +2947,103 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_grad.s103 = alloca float, align 4
-  %fc2_grad.m102 = alloca float, align 4
-  br label %fc2_grad.n101
+  %fc2_grad.s127 = alloca float, align 4
+  %fc2_grad.m126 = alloca float, align 4
+  br label %fc2_grad.n125
 
-fc2_grad.n101:                                    ; preds = %fc2_grad.k106.end, %entry
-  %fc2_grad.n1011 = phi i64 [ 0, %entry ], [ %n101.next, %fc2_grad.k106.end ]
-  %0 = mul nsw i64 %fc2_grad.n1011, 10
+fc2_grad.n125:                                    ; preds = %fc2_grad.k130.end, %entry
+  %fc2_grad.n1251 = phi i64 [ 0, %entry ], [ %n125.next, %fc2_grad.k130.end ]
+  %0 = mul nsw i64 %fc2_grad.n1251, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m102, align 4
-  br label %fc2_grad.k104
+  store float %2, ptr %fc2_grad.m126, align 4
+  br label %fc2_grad.k128
 
-fc2_grad.n101.end:                                ; preds = %fc2_grad.k106.end
+fc2_grad.n125.end:                                ; preds = %fc2_grad.k130.end
   ret void
 
-fc2_grad.k104:                                    ; preds = %fc2_grad.k104, %fc2_grad.n101
-  %fc2_grad.k1043 = phi i64 [ 0, %fc2_grad.n101 ], [ %k104.next, %fc2_grad.k104 ]
-  %m102 = load float, ptr %fc2_grad.m102, align 4
-  %3 = mul nsw i64 %fc2_grad.n1011, 10
+fc2_grad.k128:                                    ; preds = %fc2_grad.k128, %fc2_grad.n125
+  %fc2_grad.k1283 = phi i64 [ 0, %fc2_grad.n125 ], [ %k128.next, %fc2_grad.k128 ]
+  %m126 = load float, ptr %fc2_grad.m126, align 4
+  %3 = mul nsw i64 %fc2_grad.n1251, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1043
+  %5 = add nsw i64 %4, %fc2_grad.k1283
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m102
-  %8 = select i1 %7, float %6, float %m102
-  store float %8, ptr %fc2_grad.m102, align 4
-  %k104.next = add nsw i64 %fc2_grad.k1043, 1
-  %9 = icmp slt i64 %k104.next, 10
-  br i1 %9, label %fc2_grad.k104, label %fc2_grad.k104.end
+  %7 = fcmp ogt float %6, %m126
+  %8 = select i1 %7, float %6, float %m126
+  store float %8, ptr %fc2_grad.m126, align 4
+  %k128.next = add nsw i64 %fc2_grad.k1283, 1
+  %9 = icmp slt i64 %k128.next, 10
+  br i1 %9, label %fc2_grad.k128, label %fc2_grad.k128.end
 
-fc2_grad.k104.end:                                ; preds = %fc2_grad.k104
-  store float 0.000000e+00, ptr %fc2_grad.s103, align 4
-  br label %fc2_grad.k105
+fc2_grad.k128.end:                                ; preds = %fc2_grad.k128
+  store float 0.000000e+00, ptr %fc2_grad.s127, align 4
+  br label %fc2_grad.k129
 
-fc2_grad.k105:                                    ; preds = %fc2_grad.k105, %fc2_grad.k104.end
-  %fc2_grad.k1055 = phi i64 [ 0, %fc2_grad.k104.end ], [ %k105.next, %fc2_grad.k105 ]
-  %s103 = load float, ptr %fc2_grad.s103, align 4
-  %10 = mul nsw i64 %fc2_grad.n1011, 10
+fc2_grad.k129:                                    ; preds = %fc2_grad.k129, %fc2_grad.k128.end
+  %fc2_grad.k1295 = phi i64 [ 0, %fc2_grad.k128.end ], [ %k129.next, %fc2_grad.k129 ]
+  %s127 = load float, ptr %fc2_grad.s127, align 4
+  %10 = mul nsw i64 %fc2_grad.n1251, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1055
+  %12 = add nsw i64 %11, %fc2_grad.k1295
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1027 = load float, ptr %fc2_grad.m102, align 4
-  %14 = fsub float %13, %m1027
+  %m1267 = load float, ptr %fc2_grad.m126, align 4
+  %14 = fsub float %13, %m1267
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s103, %15
-  store float %16, ptr %fc2_grad.s103, align 4
-  %k105.next = add nsw i64 %fc2_grad.k1055, 1
-  %17 = icmp slt i64 %k105.next, 10
-  br i1 %17, label %fc2_grad.k105, label %fc2_grad.k105.end
+  %16 = fadd float %s127, %15
+  store float %16, ptr %fc2_grad.s127, align 4
+  %k129.next = add nsw i64 %fc2_grad.k1295, 1
+  %17 = icmp slt i64 %k129.next, 10
+  br i1 %17, label %fc2_grad.k129, label %fc2_grad.k129.end
 
-fc2_grad.k105.end:                                ; preds = %fc2_grad.k105
-  br label %fc2_grad.k106
+fc2_grad.k129.end:                                ; preds = %fc2_grad.k129
+  br label %fc2_grad.k130
 
-fc2_grad.k106:                                    ; preds = %fc2_grad.k106, %fc2_grad.k105.end
-  %fc2_grad.k1068 = phi i64 [ 0, %fc2_grad.k105.end ], [ %k106.next, %fc2_grad.k106 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1011
+fc2_grad.k130:                                    ; preds = %fc2_grad.k130, %fc2_grad.k129.end
+  %fc2_grad.k1308 = phi i64 [ 0, %fc2_grad.k129.end ], [ %k130.next, %fc2_grad.k130 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1251
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1068, %18
-  %20 = mul nsw i64 %fc2_grad.n1011, 10
+  %19 = icmp eq i64 %fc2_grad.k1308, %18
+  %20 = mul nsw i64 %fc2_grad.n1251, 10
   %21 = add nsw i64 3170304, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1068
+  %22 = add nsw i64 %21, %fc2_grad.k1308
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m10211 = load float, ptr %fc2_grad.m102, align 4
-  %24 = fsub float %23, %m10211
+  %m12611 = load float, ptr %fc2_grad.m126, align 4
+  %24 = fsub float %23, %m12611
   %25 = call float @llvm.exp.f32(float %24)
-  %s10312 = load float, ptr %fc2_grad.s103, align 4
-  %26 = fdiv float %25, %s10312
+  %s12712 = load float, ptr %fc2_grad.s127, align 4
+  %26 = fdiv float %25, %s12712
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1011, 10
+  %28 = mul nsw i64 %fc2_grad.n1251, 10
   %29 = add nsw i64 3170304, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1068
+  %30 = add nsw i64 %29, %fc2_grad.k1308
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m10214 = load float, ptr %fc2_grad.m102, align 4
-  %32 = fsub float %31, %m10214
+  %m12614 = load float, ptr %fc2_grad.m126, align 4
+  %32 = fsub float %31, %m12614
   %33 = call float @llvm.exp.f32(float %32)
-  %s10315 = load float, ptr %fc2_grad.s103, align 4
-  %34 = fdiv float %33, %s10315
+  %s12715 = load float, ptr %fc2_grad.s127, align 4
+  %34 = fdiv float %33, %s12715
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1011, 10
+  %37 = mul nsw i64 %fc2_grad.n1251, 10
   %38 = add nsw i64 3171600, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1068
+  %39 = add nsw i64 %38, %fc2_grad.k1308
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k106.next = add nsw i64 %fc2_grad.k1068, 1
-  %40 = icmp slt i64 %k106.next, 10
-  br i1 %40, label %fc2_grad.k106, label %fc2_grad.k106.end
+  %k130.next = add nsw i64 %fc2_grad.k1308, 1
+  %40 = icmp slt i64 %k130.next, 10
+  br i1 %40, label %fc2_grad.k130, label %fc2_grad.k130.end
 
-fc2_grad.k106.end:                                ; preds = %fc2_grad.k106
-  %n101.next = add nsw i64 %fc2_grad.n1011, 1
-  %41 = icmp slt i64 %n101.next, 64
-  br i1 %41, label %fc2_grad.n101, label %fc2_grad.n101.end
+fc2_grad.k130.end:                                ; preds = %fc2_grad.k130
+  %n125.next = add nsw i64 %fc2_grad.n1251, 1
+  %41 = icmp slt i64 %n125.next, 64
+  br i1 %41, label %fc2_grad.n125, label %fc2_grad.n125.end
 }
 
 ; Function Attrs: noinline
@@ -3059,39 +3059,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_bias_grad.acc108 = alloca float, align 4
-  br label %fc2_bias_grad.u107
+  %fc2_bias_grad.acc132 = alloca float, align 4
+  br label %fc2_bias_grad.u131
 
-fc2_bias_grad.u107:                               ; preds = %fc2_bias_grad.n109.end, %entry
-  %fc2_bias_grad.u1071 = phi i64 [ 0, %entry ], [ %u107.next, %fc2_bias_grad.n109.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc108, align 4
-  br label %fc2_bias_grad.n109
+fc2_bias_grad.u131:                               ; preds = %fc2_bias_grad.n133.end, %entry
+  %fc2_bias_grad.u1311 = phi i64 [ 0, %entry ], [ %u131.next, %fc2_bias_grad.n133.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc132, align 4
+  br label %fc2_bias_grad.n133
 
-fc2_bias_grad.u107.end:                           ; preds = %fc2_bias_grad.n109.end
+fc2_bias_grad.u131.end:                           ; preds = %fc2_bias_grad.n133.end
   ret void
 
-fc2_bias_grad.n109:                               ; preds = %fc2_bias_grad.n109, %fc2_bias_grad.u107
-  %fc2_bias_grad.n1092 = phi i64 [ 0, %fc2_bias_grad.u107 ], [ %n109.next, %fc2_bias_grad.n109 ]
-  %acc108 = load float, ptr %fc2_bias_grad.acc108, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1092, 10
+fc2_bias_grad.n133:                               ; preds = %fc2_bias_grad.n133, %fc2_bias_grad.u131
+  %fc2_bias_grad.n1332 = phi i64 [ 0, %fc2_bias_grad.u131 ], [ %n133.next, %fc2_bias_grad.n133 ]
+  %acc132 = load float, ptr %fc2_bias_grad.acc132, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1332, 10
   %1 = add nsw i64 3171600, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1071
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1311
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc108, %3
-  store float %4, ptr %fc2_bias_grad.acc108, align 4
-  %n109.next = add nsw i64 %fc2_bias_grad.n1092, 1
-  %5 = icmp slt i64 %n109.next, 64
-  br i1 %5, label %fc2_bias_grad.n109, label %fc2_bias_grad.n109.end
+  %4 = fadd float %acc132, %3
+  store float %4, ptr %fc2_bias_grad.acc132, align 4
+  %n133.next = add nsw i64 %fc2_bias_grad.n1332, 1
+  %5 = icmp slt i64 %n133.next, 64
+  br i1 %5, label %fc2_bias_grad.n133, label %fc2_bias_grad.n133.end
 
-fc2_bias_grad.n109.end:                           ; preds = %fc2_bias_grad.n109
-  %acc1084 = load float, ptr %fc2_bias_grad.acc108, align 4
-  %6 = add nsw i64 1199872, %fc2_bias_grad.u1071
+fc2_bias_grad.n133.end:                           ; preds = %fc2_bias_grad.n133
+  %acc1324 = load float, ptr %fc2_bias_grad.acc132, align 4
+  %6 = add nsw i64 1199872, %fc2_bias_grad.u1311
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1084, ptr %grads5, align 4
-  %u107.next = add nsw i64 %fc2_bias_grad.u1071, 1
-  %7 = icmp slt i64 %u107.next, 10
-  br i1 %7, label %fc2_bias_grad.u107, label %fc2_bias_grad.u107.end
+  store float %acc1324, ptr %grads5, align 4
+  %u131.next = add nsw i64 %fc2_bias_grad.u1311, 1
+  %7 = icmp slt i64 %u131.next, 10
+  br i1 %7, label %fc2_bias_grad.u131, label %fc2_bias_grad.u131.end
 }
 
 ; Function Attrs: noinline
@@ -3107,10 +3107,6 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k13.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu3_grad.i110
-
-relu3_grad.i110:                                  ; preds = %relu3_grad.i110, %entry
-  %relu3_grad.i1101 = phi i64 [ 0, %entry ], [ %i110.next, %relu3_grad.i110 ]
   %0 = xor i64 %seed, 7835719957706616186
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -3129,7 +3125,11 @@ relu3_grad.i110:                                  ; preds = %relu3_grad.i110, %e
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %relu3_grad.i1101, -7046029254386353131
+  br label %relu3_grad.i142
+
+relu3_grad.i142:                                  ; preds = %relu3_grad.i142, %entry
+  %relu3_grad.i1421 = phi i64 [ 0, %entry ], [ %i142.next, %relu3_grad.i142 ]
+  %18 = mul i64 %relu3_grad.i1421, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3140,697 +3140,697 @@ relu3_grad.i110:                                  ; preds = %relu3_grad.i110, %e
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 8388608
-  %29 = add nsw i64 3172240, %relu3_grad.i1101
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 2.000000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 3180432, %relu3_grad.i1101
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i110.next = add nsw i64 %relu3_grad.i1101, 1
-  %34 = icmp slt i64 %i110.next, 8192
-  br i1 %34, label %relu3_grad.i110, label %relu3_grad.i110.end
+  %29 = icmp uge i64 %28, 8388608
+  %30 = add nsw i64 3172240, %relu3_grad.i1421
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 2.000000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 3180432, %relu3_grad.i1421
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i142.next = add nsw i64 %relu3_grad.i1421, 1
+  %35 = icmp slt i64 %i142.next, 8192
+  br i1 %35, label %relu3_grad.i142, label %relu3_grad.i142.end
 
-relu3_grad.i110.end:                              ; preds = %relu3_grad.i110
+relu3_grad.i142.end:                              ; preds = %relu3_grad.i142
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1_grad.i111
+  br label %fc1_grad.i147
 
-fc1_grad.i111:                                    ; preds = %fc1_grad.i111, %entry
-  %fc1_grad.i1111 = phi i64 [ 0, %entry ], [ %i111.next, %fc1_grad.i111 ]
-  %0 = add nsw i64 3153920, %fc1_grad.i1111
+fc1_grad.i147:                                    ; preds = %fc1_grad.i147, %entry
+  %fc1_grad.i1471 = phi i64 [ 0, %entry ], [ %i147.next, %fc1_grad.i147 ]
+  %0 = add nsw i64 3153920, %fc1_grad.i1471
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3180432, %fc1_grad.i1111
+  %3 = add nsw i64 3180432, %fc1_grad.i1471
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3162112, %fc1_grad.i1111
+  %6 = add nsw i64 3162112, %fc1_grad.i1471
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i111.next = add nsw i64 %fc1_grad.i1111, 1
-  %7 = icmp slt i64 %i111.next, 8192
-  br i1 %7, label %fc1_grad.i111, label %fc1_grad.i111.end
+  %i147.next = add nsw i64 %fc1_grad.i1471, 1
+  %7 = icmp slt i64 %i147.next, 8192
+  br i1 %7, label %fc1_grad.i147, label %fc1_grad.i147.end
 
-fc1_grad.i111.end:                                ; preds = %fc1_grad.i111
+fc1_grad.i147.end:                                ; preds = %fc1_grad.i147
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm116(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm152(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm116(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm152(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t114_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t114_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb112
+  %fc1_weight_grad.t150_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t150_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb148
 
-fc1_weight_grad.nb112:                            ; preds = %fc1_weight_grad.mb113.end, %entry
-  %fc1_weight_grad.nb1121 = phi i64 [ 0, %entry ], [ %nb112.next, %fc1_weight_grad.mb113.end ]
-  br label %fc1_weight_grad.mb113
+fc1_weight_grad.nb148:                            ; preds = %fc1_weight_grad.mb149.end, %entry
+  %fc1_weight_grad.nb1481 = phi i64 [ 0, %entry ], [ %nb148.next, %fc1_weight_grad.mb149.end ]
+  br label %fc1_weight_grad.mb149
 
-fc1_weight_grad.nb112.end:                        ; preds = %fc1_weight_grad.mb113.end
+fc1_weight_grad.nb148.end:                        ; preds = %fc1_weight_grad.mb149.end
   ret void
 
-fc1_weight_grad.mb113:                            ; preds = %fc1_weight_grad.k115.end, %fc1_weight_grad.nb112
-  %fc1_weight_grad.mb1132 = phi i64 [ 0, %fc1_weight_grad.nb112 ], [ %mb113.next, %fc1_weight_grad.k115.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t114_c3_2, align 32
-  br label %fc1_weight_grad.k115
+fc1_weight_grad.mb149:                            ; preds = %fc1_weight_grad.k151.end, %fc1_weight_grad.nb148
+  %fc1_weight_grad.mb1492 = phi i64 [ 0, %fc1_weight_grad.nb148 ], [ %mb149.next, %fc1_weight_grad.k151.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c3_2, align 32
+  br label %fc1_weight_grad.k151
 
-fc1_weight_grad.mb113.end:                        ; preds = %fc1_weight_grad.k115.end
-  %nb112.next = add nsw i64 %fc1_weight_grad.nb1121, 1
-  %0 = icmp slt i64 %nb112.next, 384
-  br i1 %0, label %fc1_weight_grad.nb112, label %fc1_weight_grad.nb112.end
+fc1_weight_grad.mb149.end:                        ; preds = %fc1_weight_grad.k151.end
+  %nb148.next = add nsw i64 %fc1_weight_grad.nb1481, 1
+  %0 = icmp slt i64 %nb148.next, 384
+  br i1 %0, label %fc1_weight_grad.nb148, label %fc1_weight_grad.nb148.end
 
-fc1_weight_grad.k115:                             ; preds = %fc1_weight_grad.k115, %fc1_weight_grad.mb113
-  %fc1_weight_grad.k1153 = phi i64 [ 0, %fc1_weight_grad.mb113 ], [ %k115.next, %fc1_weight_grad.k115 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k1153, 9216
+fc1_weight_grad.k151:                             ; preds = %fc1_weight_grad.k151, %fc1_weight_grad.mb149
+  %fc1_weight_grad.k1513 = phi i64 [ 0, %fc1_weight_grad.mb149 ], [ %k151.next, %fc1_weight_grad.k151 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k1513, 9216
   %2 = add nsw i64 2564096, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t114_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k1153, 9216
+  store <8 x float> %5, ptr %fc1_weight_grad.t150_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k1513, 9216
   %7 = add nsw i64 2564096, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t114_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k1153, 9216
+  store <8 x float> %11, ptr %fc1_weight_grad.t150_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k1513, 9216
   %13 = add nsw i64 2564096, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t114_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t150_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %19 = add nsw i64 3162112, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k1153, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k1513, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t114_a0, align 32
-  %t114_a0 = load <8 x float>, ptr %fc1_weight_grad.t114_a0, align 32
-  %t114_b0 = load <8 x float>, ptr %fc1_weight_grad.t114_b0, align 32
-  %t114_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t114_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a0, <8 x float> %t114_b0, <8 x float> %t114_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t114_c0_0, align 32
-  %t114_a08 = load <8 x float>, ptr %fc1_weight_grad.t114_a0, align 32
-  %t114_b1 = load <8 x float>, ptr %fc1_weight_grad.t114_b1, align 32
-  %t114_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t114_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a08, <8 x float> %t114_b1, <8 x float> %t114_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t114_c0_1, align 32
-  %t114_a09 = load <8 x float>, ptr %fc1_weight_grad.t114_a0, align 32
-  %t114_b2 = load <8 x float>, ptr %fc1_weight_grad.t114_b2, align 32
-  %t114_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t114_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a09, <8 x float> %t114_b2, <8 x float> %t114_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t114_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t150_a0, align 32
+  %t150_a0 = load <8 x float>, ptr %fc1_weight_grad.t150_a0, align 32
+  %t150_b0 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
+  %t150_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a0, <8 x float> %t150_b0, <8 x float> %t150_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t150_c0_0, align 32
+  %t150_a08 = load <8 x float>, ptr %fc1_weight_grad.t150_a0, align 32
+  %t150_b1 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
+  %t150_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a08, <8 x float> %t150_b1, <8 x float> %t150_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t150_c0_1, align 32
+  %t150_a09 = load <8 x float>, ptr %fc1_weight_grad.t150_a0, align 32
+  %t150_b2 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
+  %t150_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a09, <8 x float> %t150_b2, <8 x float> %t150_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t150_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3162112, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k1153, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k1513, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t114_a1, align 32
-  %t114_a1 = load <8 x float>, ptr %fc1_weight_grad.t114_a1, align 32
-  %t114_b011 = load <8 x float>, ptr %fc1_weight_grad.t114_b0, align 32
-  %t114_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t114_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a1, <8 x float> %t114_b011, <8 x float> %t114_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t114_c1_0, align 32
-  %t114_a112 = load <8 x float>, ptr %fc1_weight_grad.t114_a1, align 32
-  %t114_b113 = load <8 x float>, ptr %fc1_weight_grad.t114_b1, align 32
-  %t114_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t114_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a112, <8 x float> %t114_b113, <8 x float> %t114_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t114_c1_1, align 32
-  %t114_a114 = load <8 x float>, ptr %fc1_weight_grad.t114_a1, align 32
-  %t114_b215 = load <8 x float>, ptr %fc1_weight_grad.t114_b2, align 32
-  %t114_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t114_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a114, <8 x float> %t114_b215, <8 x float> %t114_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t114_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t150_a1, align 32
+  %t150_a1 = load <8 x float>, ptr %fc1_weight_grad.t150_a1, align 32
+  %t150_b011 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
+  %t150_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a1, <8 x float> %t150_b011, <8 x float> %t150_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t150_c1_0, align 32
+  %t150_a112 = load <8 x float>, ptr %fc1_weight_grad.t150_a1, align 32
+  %t150_b113 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
+  %t150_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a112, <8 x float> %t150_b113, <8 x float> %t150_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t150_c1_1, align 32
+  %t150_a114 = load <8 x float>, ptr %fc1_weight_grad.t150_a1, align 32
+  %t150_b215 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
+  %t150_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a114, <8 x float> %t150_b215, <8 x float> %t150_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t150_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3162112, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k1153, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k1513, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t114_a2, align 32
-  %t114_a2 = load <8 x float>, ptr %fc1_weight_grad.t114_a2, align 32
-  %t114_b017 = load <8 x float>, ptr %fc1_weight_grad.t114_b0, align 32
-  %t114_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t114_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a2, <8 x float> %t114_b017, <8 x float> %t114_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t114_c2_0, align 32
-  %t114_a218 = load <8 x float>, ptr %fc1_weight_grad.t114_a2, align 32
-  %t114_b119 = load <8 x float>, ptr %fc1_weight_grad.t114_b1, align 32
-  %t114_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t114_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a218, <8 x float> %t114_b119, <8 x float> %t114_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t114_c2_1, align 32
-  %t114_a220 = load <8 x float>, ptr %fc1_weight_grad.t114_a2, align 32
-  %t114_b221 = load <8 x float>, ptr %fc1_weight_grad.t114_b2, align 32
-  %t114_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t114_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a220, <8 x float> %t114_b221, <8 x float> %t114_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t114_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t150_a2, align 32
+  %t150_a2 = load <8 x float>, ptr %fc1_weight_grad.t150_a2, align 32
+  %t150_b017 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
+  %t150_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a2, <8 x float> %t150_b017, <8 x float> %t150_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t150_c2_0, align 32
+  %t150_a218 = load <8 x float>, ptr %fc1_weight_grad.t150_a2, align 32
+  %t150_b119 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
+  %t150_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a218, <8 x float> %t150_b119, <8 x float> %t150_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t150_c2_1, align 32
+  %t150_a220 = load <8 x float>, ptr %fc1_weight_grad.t150_a2, align 32
+  %t150_b221 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
+  %t150_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a220, <8 x float> %t150_b221, <8 x float> %t150_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t150_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3162112, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k1153, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k1513, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t114_a3, align 32
-  %t114_a3 = load <8 x float>, ptr %fc1_weight_grad.t114_a3, align 32
-  %t114_b023 = load <8 x float>, ptr %fc1_weight_grad.t114_b0, align 32
-  %t114_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t114_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a3, <8 x float> %t114_b023, <8 x float> %t114_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t114_c3_0, align 32
-  %t114_a324 = load <8 x float>, ptr %fc1_weight_grad.t114_a3, align 32
-  %t114_b125 = load <8 x float>, ptr %fc1_weight_grad.t114_b1, align 32
-  %t114_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t114_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a324, <8 x float> %t114_b125, <8 x float> %t114_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t114_c3_1, align 32
-  %t114_a326 = load <8 x float>, ptr %fc1_weight_grad.t114_a3, align 32
-  %t114_b227 = load <8 x float>, ptr %fc1_weight_grad.t114_b2, align 32
-  %t114_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t114_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t114_a326, <8 x float> %t114_b227, <8 x float> %t114_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t114_c3_2, align 32
-  %k115.next = add nsw i64 %fc1_weight_grad.k1153, 1
-  %61 = icmp slt i64 %k115.next, 64
-  br i1 %61, label %fc1_weight_grad.k115, label %fc1_weight_grad.k115.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t150_a3, align 32
+  %t150_a3 = load <8 x float>, ptr %fc1_weight_grad.t150_a3, align 32
+  %t150_b023 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
+  %t150_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a3, <8 x float> %t150_b023, <8 x float> %t150_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t150_c3_0, align 32
+  %t150_a324 = load <8 x float>, ptr %fc1_weight_grad.t150_a3, align 32
+  %t150_b125 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
+  %t150_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a324, <8 x float> %t150_b125, <8 x float> %t150_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t150_c3_1, align 32
+  %t150_a326 = load <8 x float>, ptr %fc1_weight_grad.t150_a3, align 32
+  %t150_b227 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
+  %t150_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a326, <8 x float> %t150_b227, <8 x float> %t150_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t150_c3_2, align 32
+  %k151.next = add nsw i64 %fc1_weight_grad.k1513, 1
+  %61 = icmp slt i64 %k151.next, 64
+  br i1 %61, label %fc1_weight_grad.k151, label %fc1_weight_grad.k151.end
 
-fc1_weight_grad.k115.end:                         ; preds = %fc1_weight_grad.k115
-  %t114_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t114_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+fc1_weight_grad.k151.end:                         ; preds = %fc1_weight_grad.k151
+  %t150_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t114_c0_028, ptr %grads29, align 4
-  %t114_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t114_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c0_028, ptr %grads29, align 4
+  %t150_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t114_c0_130, ptr %grads31, align 4
-  %t114_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t114_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c0_130, ptr %grads31, align 4
+  %t150_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t114_c0_232, ptr %grads33, align 4
-  %t114_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t114_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c0_232, ptr %grads33, align 4
+  %t150_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t114_c1_034, ptr %grads35, align 4
-  %t114_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t114_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c1_034, ptr %grads35, align 4
+  %t150_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t114_c1_136, ptr %grads37, align 4
-  %t114_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t114_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c1_136, ptr %grads37, align 4
+  %t150_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t114_c1_238, ptr %grads39, align 4
-  %t114_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t114_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c1_238, ptr %grads39, align 4
+  %t150_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t114_c2_040, ptr %grads41, align 4
-  %t114_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t114_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c2_040, ptr %grads41, align 4
+  %t150_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t114_c2_142, ptr %grads43, align 4
-  %t114_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t114_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c2_142, ptr %grads43, align 4
+  %t150_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t114_c2_244, ptr %grads45, align 4
-  %t114_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t114_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c2_244, ptr %grads45, align 4
+  %t150_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t114_c3_046, ptr %grads47, align 4
-  %t114_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t114_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c3_046, ptr %grads47, align 4
+  %t150_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t114_c3_148, ptr %grads49, align 4
-  %t114_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t114_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb1132, 4
+  store <8 x float> %t150_c3_148, ptr %grads49, align 4
+  %t150_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb1492, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb1121, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb1481, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t114_c3_250, ptr %grads51, align 4
-  %mb113.next = add nsw i64 %fc1_weight_grad.mb1132, 1
-  %139 = icmp slt i64 %mb113.next, 32
-  br i1 %139, label %fc1_weight_grad.mb113, label %fc1_weight_grad.mb113.end
+  store <8 x float> %t150_c3_250, ptr %grads51, align 4
+  %mb149.next = add nsw i64 %fc1_weight_grad.mb1492, 1
+  %139 = icmp slt i64 %mb149.next, 32
+  br i1 %139, label %fc1_weight_grad.mb149, label %fc1_weight_grad.mb149.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_bias_grad.acc118 = alloca float, align 4
-  br label %fc1_bias_grad.u117
+  %fc1_bias_grad.acc154 = alloca float, align 4
+  br label %fc1_bias_grad.u153
 
-fc1_bias_grad.u117:                               ; preds = %fc1_bias_grad.n119.end, %entry
-  %fc1_bias_grad.u1171 = phi i64 [ 0, %entry ], [ %u117.next, %fc1_bias_grad.n119.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc118, align 4
-  br label %fc1_bias_grad.n119
+fc1_bias_grad.u153:                               ; preds = %fc1_bias_grad.n155.end, %entry
+  %fc1_bias_grad.u1531 = phi i64 [ 0, %entry ], [ %u153.next, %fc1_bias_grad.n155.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc154, align 4
+  br label %fc1_bias_grad.n155
 
-fc1_bias_grad.u117.end:                           ; preds = %fc1_bias_grad.n119.end
+fc1_bias_grad.u153.end:                           ; preds = %fc1_bias_grad.n155.end
   ret void
 
-fc1_bias_grad.n119:                               ; preds = %fc1_bias_grad.n119, %fc1_bias_grad.u117
-  %fc1_bias_grad.n1192 = phi i64 [ 0, %fc1_bias_grad.u117 ], [ %n119.next, %fc1_bias_grad.n119 ]
-  %acc118 = load float, ptr %fc1_bias_grad.acc118, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n1192, 128
+fc1_bias_grad.n155:                               ; preds = %fc1_bias_grad.n155, %fc1_bias_grad.u153
+  %fc1_bias_grad.n1552 = phi i64 [ 0, %fc1_bias_grad.u153 ], [ %n155.next, %fc1_bias_grad.n155 ]
+  %acc154 = load float, ptr %fc1_bias_grad.acc154, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n1552, 128
   %1 = add nsw i64 3162112, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u1171
+  %2 = add nsw i64 %1, %fc1_bias_grad.u1531
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc118, %3
-  store float %4, ptr %fc1_bias_grad.acc118, align 4
-  %n119.next = add nsw i64 %fc1_bias_grad.n1192, 1
-  %5 = icmp slt i64 %n119.next, 64
-  br i1 %5, label %fc1_bias_grad.n119, label %fc1_bias_grad.n119.end
+  %4 = fadd float %acc154, %3
+  store float %4, ptr %fc1_bias_grad.acc154, align 4
+  %n155.next = add nsw i64 %fc1_bias_grad.n1552, 1
+  %5 = icmp slt i64 %n155.next, 64
+  br i1 %5, label %fc1_bias_grad.n155, label %fc1_bias_grad.n155.end
 
-fc1_bias_grad.n119.end:                           ; preds = %fc1_bias_grad.n119
-  %acc1184 = load float, ptr %fc1_bias_grad.acc118, align 4
-  %6 = add nsw i64 1198464, %fc1_bias_grad.u1171
+fc1_bias_grad.n155.end:                           ; preds = %fc1_bias_grad.n155
+  %acc1544 = load float, ptr %fc1_bias_grad.acc154, align 4
+  %6 = add nsw i64 1198464, %fc1_bias_grad.u1531
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1184, ptr %grads5, align 4
-  %u117.next = add nsw i64 %fc1_bias_grad.u1171, 1
-  %7 = icmp slt i64 %u117.next, 128
-  br i1 %7, label %fc1_bias_grad.u117, label %fc1_bias_grad.u117.end
+  store float %acc1544, ptr %grads5, align 4
+  %u153.next = add nsw i64 %fc1_bias_grad.u1531, 1
+  %7 = icmp slt i64 %u153.next, 128
+  br i1 %7, label %fc1_bias_grad.u153, label %fc1_bias_grad.u153.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mnistnet_train_b64.k17.flat_grad.gemm124(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k17.flat_grad.gemm160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad.gemm124(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad.gemm160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %flat_grad.t122_a3 = alloca <8 x float>, align 32
-  %flat_grad.t122_a2 = alloca <8 x float>, align 32
-  %flat_grad.t122_a1 = alloca <8 x float>, align 32
-  %flat_grad.t122_a0 = alloca <8 x float>, align 32
-  %flat_grad.t122_b2 = alloca <8 x float>, align 32
-  %flat_grad.t122_b1 = alloca <8 x float>, align 32
-  %flat_grad.t122_b0 = alloca <8 x float>, align 32
-  %flat_grad.t122_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t122_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t122_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t122_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t122_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t122_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t122_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t122_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t122_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t122_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t122_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t122_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb120
+  %flat_grad.t158_a3 = alloca <8 x float>, align 32
+  %flat_grad.t158_a2 = alloca <8 x float>, align 32
+  %flat_grad.t158_a1 = alloca <8 x float>, align 32
+  %flat_grad.t158_a0 = alloca <8 x float>, align 32
+  %flat_grad.t158_b2 = alloca <8 x float>, align 32
+  %flat_grad.t158_b1 = alloca <8 x float>, align 32
+  %flat_grad.t158_b0 = alloca <8 x float>, align 32
+  %flat_grad.t158_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t158_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t158_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t158_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t158_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t158_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t158_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t158_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t158_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t158_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t158_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t158_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb156
 
-flat_grad.nb120:                                  ; preds = %flat_grad.mb121.end, %entry
-  %flat_grad.nb1201 = phi i64 [ 0, %entry ], [ %nb120.next, %flat_grad.mb121.end ]
-  br label %flat_grad.mb121
+flat_grad.nb156:                                  ; preds = %flat_grad.mb157.end, %entry
+  %flat_grad.nb1561 = phi i64 [ 0, %entry ], [ %nb156.next, %flat_grad.mb157.end ]
+  br label %flat_grad.mb157
 
-flat_grad.nb120.end:                              ; preds = %flat_grad.mb121.end
+flat_grad.nb156.end:                              ; preds = %flat_grad.mb157.end
   ret void
 
-flat_grad.mb121:                                  ; preds = %flat_grad.k123.end, %flat_grad.nb120
-  %flat_grad.mb1212 = phi i64 [ 0, %flat_grad.nb120 ], [ %mb121.next, %flat_grad.k123.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t122_c3_2, align 32
-  br label %flat_grad.k123
+flat_grad.mb157:                                  ; preds = %flat_grad.k159.end, %flat_grad.nb156
+  %flat_grad.mb1572 = phi i64 [ 0, %flat_grad.nb156 ], [ %mb157.next, %flat_grad.k159.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c3_2, align 32
+  br label %flat_grad.k159
 
-flat_grad.mb121.end:                              ; preds = %flat_grad.k123.end
-  %nb120.next = add nsw i64 %flat_grad.nb1201, 1
-  %0 = icmp slt i64 %nb120.next, 384
-  br i1 %0, label %flat_grad.nb120, label %flat_grad.nb120.end
+flat_grad.mb157.end:                              ; preds = %flat_grad.k159.end
+  %nb156.next = add nsw i64 %flat_grad.nb1561, 1
+  %0 = icmp slt i64 %nb156.next, 384
+  br i1 %0, label %flat_grad.nb156, label %flat_grad.nb156.end
 
-flat_grad.k123:                                   ; preds = %flat_grad.k123, %flat_grad.mb121
-  %flat_grad.k1233 = phi i64 [ 0, %flat_grad.mb121 ], [ %k123.next, %flat_grad.k123 ]
-  %1 = mul nsw i64 %flat_grad.k1233, 9216
+flat_grad.k159:                                   ; preds = %flat_grad.k159, %flat_grad.mb157
+  %flat_grad.k1593 = phi i64 [ 0, %flat_grad.mb157 ], [ %k159.next, %flat_grad.k159 ]
+  %1 = mul nsw i64 %flat_grad.k1593, 9216
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb1201, 24
+  %3 = mul nsw i64 %flat_grad.nb1561, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t122_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k1233, 9216
+  store <8 x float> %5, ptr %flat_grad.t158_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k1593, 9216
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb1201, 24
+  %8 = mul nsw i64 %flat_grad.nb1561, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t122_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k1233, 9216
+  store <8 x float> %11, ptr %flat_grad.t158_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k1593, 9216
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb1201, 24
+  %14 = mul nsw i64 %flat_grad.nb1561, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t122_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %17, ptr %flat_grad.t158_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb1572, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3162112, %19
-  %21 = add nsw i64 %20, %flat_grad.k1233
+  %21 = add nsw i64 %20, %flat_grad.k1593
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t122_a0, align 32
-  %t122_a0 = load <8 x float>, ptr %flat_grad.t122_a0, align 32
-  %t122_b0 = load <8 x float>, ptr %flat_grad.t122_b0, align 32
-  %t122_c0_0 = load <8 x float>, ptr %flat_grad.t122_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a0, <8 x float> %t122_b0, <8 x float> %t122_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t122_c0_0, align 32
-  %t122_a08 = load <8 x float>, ptr %flat_grad.t122_a0, align 32
-  %t122_b1 = load <8 x float>, ptr %flat_grad.t122_b1, align 32
-  %t122_c0_1 = load <8 x float>, ptr %flat_grad.t122_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a08, <8 x float> %t122_b1, <8 x float> %t122_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t122_c0_1, align 32
-  %t122_a09 = load <8 x float>, ptr %flat_grad.t122_a0, align 32
-  %t122_b2 = load <8 x float>, ptr %flat_grad.t122_b2, align 32
-  %t122_c0_2 = load <8 x float>, ptr %flat_grad.t122_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a09, <8 x float> %t122_b2, <8 x float> %t122_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t122_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %24, ptr %flat_grad.t158_a0, align 32
+  %t158_a0 = load <8 x float>, ptr %flat_grad.t158_a0, align 32
+  %t158_b0 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
+  %t158_c0_0 = load <8 x float>, ptr %flat_grad.t158_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a0, <8 x float> %t158_b0, <8 x float> %t158_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t158_c0_0, align 32
+  %t158_a08 = load <8 x float>, ptr %flat_grad.t158_a0, align 32
+  %t158_b1 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
+  %t158_c0_1 = load <8 x float>, ptr %flat_grad.t158_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a08, <8 x float> %t158_b1, <8 x float> %t158_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t158_c0_1, align 32
+  %t158_a09 = load <8 x float>, ptr %flat_grad.t158_a0, align 32
+  %t158_b2 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
+  %t158_c0_2 = load <8 x float>, ptr %flat_grad.t158_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a09, <8 x float> %t158_b2, <8 x float> %t158_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t158_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb1572, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3162112, %30
-  %32 = add nsw i64 %31, %flat_grad.k1233
+  %32 = add nsw i64 %31, %flat_grad.k1593
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t122_a1, align 32
-  %t122_a1 = load <8 x float>, ptr %flat_grad.t122_a1, align 32
-  %t122_b011 = load <8 x float>, ptr %flat_grad.t122_b0, align 32
-  %t122_c1_0 = load <8 x float>, ptr %flat_grad.t122_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a1, <8 x float> %t122_b011, <8 x float> %t122_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t122_c1_0, align 32
-  %t122_a112 = load <8 x float>, ptr %flat_grad.t122_a1, align 32
-  %t122_b113 = load <8 x float>, ptr %flat_grad.t122_b1, align 32
-  %t122_c1_1 = load <8 x float>, ptr %flat_grad.t122_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a112, <8 x float> %t122_b113, <8 x float> %t122_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t122_c1_1, align 32
-  %t122_a114 = load <8 x float>, ptr %flat_grad.t122_a1, align 32
-  %t122_b215 = load <8 x float>, ptr %flat_grad.t122_b2, align 32
-  %t122_c1_2 = load <8 x float>, ptr %flat_grad.t122_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a114, <8 x float> %t122_b215, <8 x float> %t122_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t122_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %35, ptr %flat_grad.t158_a1, align 32
+  %t158_a1 = load <8 x float>, ptr %flat_grad.t158_a1, align 32
+  %t158_b011 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
+  %t158_c1_0 = load <8 x float>, ptr %flat_grad.t158_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a1, <8 x float> %t158_b011, <8 x float> %t158_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t158_c1_0, align 32
+  %t158_a112 = load <8 x float>, ptr %flat_grad.t158_a1, align 32
+  %t158_b113 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
+  %t158_c1_1 = load <8 x float>, ptr %flat_grad.t158_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a112, <8 x float> %t158_b113, <8 x float> %t158_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t158_c1_1, align 32
+  %t158_a114 = load <8 x float>, ptr %flat_grad.t158_a1, align 32
+  %t158_b215 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
+  %t158_c1_2 = load <8 x float>, ptr %flat_grad.t158_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a114, <8 x float> %t158_b215, <8 x float> %t158_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t158_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb1572, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3162112, %41
-  %43 = add nsw i64 %42, %flat_grad.k1233
+  %43 = add nsw i64 %42, %flat_grad.k1593
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t122_a2, align 32
-  %t122_a2 = load <8 x float>, ptr %flat_grad.t122_a2, align 32
-  %t122_b017 = load <8 x float>, ptr %flat_grad.t122_b0, align 32
-  %t122_c2_0 = load <8 x float>, ptr %flat_grad.t122_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a2, <8 x float> %t122_b017, <8 x float> %t122_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t122_c2_0, align 32
-  %t122_a218 = load <8 x float>, ptr %flat_grad.t122_a2, align 32
-  %t122_b119 = load <8 x float>, ptr %flat_grad.t122_b1, align 32
-  %t122_c2_1 = load <8 x float>, ptr %flat_grad.t122_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a218, <8 x float> %t122_b119, <8 x float> %t122_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t122_c2_1, align 32
-  %t122_a220 = load <8 x float>, ptr %flat_grad.t122_a2, align 32
-  %t122_b221 = load <8 x float>, ptr %flat_grad.t122_b2, align 32
-  %t122_c2_2 = load <8 x float>, ptr %flat_grad.t122_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a220, <8 x float> %t122_b221, <8 x float> %t122_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t122_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %46, ptr %flat_grad.t158_a2, align 32
+  %t158_a2 = load <8 x float>, ptr %flat_grad.t158_a2, align 32
+  %t158_b017 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
+  %t158_c2_0 = load <8 x float>, ptr %flat_grad.t158_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a2, <8 x float> %t158_b017, <8 x float> %t158_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t158_c2_0, align 32
+  %t158_a218 = load <8 x float>, ptr %flat_grad.t158_a2, align 32
+  %t158_b119 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
+  %t158_c2_1 = load <8 x float>, ptr %flat_grad.t158_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a218, <8 x float> %t158_b119, <8 x float> %t158_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t158_c2_1, align 32
+  %t158_a220 = load <8 x float>, ptr %flat_grad.t158_a2, align 32
+  %t158_b221 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
+  %t158_c2_2 = load <8 x float>, ptr %flat_grad.t158_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a220, <8 x float> %t158_b221, <8 x float> %t158_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t158_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb1572, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3162112, %52
-  %54 = add nsw i64 %53, %flat_grad.k1233
+  %54 = add nsw i64 %53, %flat_grad.k1593
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t122_a3, align 32
-  %t122_a3 = load <8 x float>, ptr %flat_grad.t122_a3, align 32
-  %t122_b023 = load <8 x float>, ptr %flat_grad.t122_b0, align 32
-  %t122_c3_0 = load <8 x float>, ptr %flat_grad.t122_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a3, <8 x float> %t122_b023, <8 x float> %t122_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t122_c3_0, align 32
-  %t122_a324 = load <8 x float>, ptr %flat_grad.t122_a3, align 32
-  %t122_b125 = load <8 x float>, ptr %flat_grad.t122_b1, align 32
-  %t122_c3_1 = load <8 x float>, ptr %flat_grad.t122_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a324, <8 x float> %t122_b125, <8 x float> %t122_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t122_c3_1, align 32
-  %t122_a326 = load <8 x float>, ptr %flat_grad.t122_a3, align 32
-  %t122_b227 = load <8 x float>, ptr %flat_grad.t122_b2, align 32
-  %t122_c3_2 = load <8 x float>, ptr %flat_grad.t122_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t122_a326, <8 x float> %t122_b227, <8 x float> %t122_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t122_c3_2, align 32
-  %k123.next = add nsw i64 %flat_grad.k1233, 1
-  %61 = icmp slt i64 %k123.next, 128
-  br i1 %61, label %flat_grad.k123, label %flat_grad.k123.end
+  store <8 x float> %57, ptr %flat_grad.t158_a3, align 32
+  %t158_a3 = load <8 x float>, ptr %flat_grad.t158_a3, align 32
+  %t158_b023 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
+  %t158_c3_0 = load <8 x float>, ptr %flat_grad.t158_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a3, <8 x float> %t158_b023, <8 x float> %t158_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t158_c3_0, align 32
+  %t158_a324 = load <8 x float>, ptr %flat_grad.t158_a3, align 32
+  %t158_b125 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
+  %t158_c3_1 = load <8 x float>, ptr %flat_grad.t158_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a324, <8 x float> %t158_b125, <8 x float> %t158_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t158_c3_1, align 32
+  %t158_a326 = load <8 x float>, ptr %flat_grad.t158_a3, align 32
+  %t158_b227 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
+  %t158_c3_2 = load <8 x float>, ptr %flat_grad.t158_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a326, <8 x float> %t158_b227, <8 x float> %t158_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t158_c3_2, align 32
+  %k159.next = add nsw i64 %flat_grad.k1593, 1
+  %61 = icmp slt i64 %k159.next, 128
+  br i1 %61, label %flat_grad.k159, label %flat_grad.k159.end
 
-flat_grad.k123.end:                               ; preds = %flat_grad.k123
-  %t122_c0_028 = load <8 x float>, ptr %flat_grad.t122_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb1212, 4
+flat_grad.k159.end:                               ; preds = %flat_grad.k159
+  %t158_c0_028 = load <8 x float>, ptr %flat_grad.t158_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb1572, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 3171600, %63
-  %65 = mul nsw i64 %flat_grad.nb1201, 24
+  %65 = mul nsw i64 %flat_grad.nb1561, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t122_c0_028, ptr %arena29, align 4
-  %t122_c0_130 = load <8 x float>, ptr %flat_grad.t122_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c0_028, ptr %arena29, align 4
+  %t158_c0_130 = load <8 x float>, ptr %flat_grad.t158_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb1572, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 3171600, %68
-  %70 = mul nsw i64 %flat_grad.nb1201, 24
+  %70 = mul nsw i64 %flat_grad.nb1561, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t122_c0_130, ptr %arena31, align 4
-  %t122_c0_232 = load <8 x float>, ptr %flat_grad.t122_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c0_130, ptr %arena31, align 4
+  %t158_c0_232 = load <8 x float>, ptr %flat_grad.t158_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb1572, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 3171600, %74
-  %76 = mul nsw i64 %flat_grad.nb1201, 24
+  %76 = mul nsw i64 %flat_grad.nb1561, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t122_c0_232, ptr %arena33, align 4
-  %t122_c1_034 = load <8 x float>, ptr %flat_grad.t122_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c0_232, ptr %arena33, align 4
+  %t158_c1_034 = load <8 x float>, ptr %flat_grad.t158_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb1572, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 3171600, %81
-  %83 = mul nsw i64 %flat_grad.nb1201, 24
+  %83 = mul nsw i64 %flat_grad.nb1561, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t122_c1_034, ptr %arena35, align 4
-  %t122_c1_136 = load <8 x float>, ptr %flat_grad.t122_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c1_034, ptr %arena35, align 4
+  %t158_c1_136 = load <8 x float>, ptr %flat_grad.t158_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb1572, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 3171600, %87
-  %89 = mul nsw i64 %flat_grad.nb1201, 24
+  %89 = mul nsw i64 %flat_grad.nb1561, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t122_c1_136, ptr %arena37, align 4
-  %t122_c1_238 = load <8 x float>, ptr %flat_grad.t122_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c1_136, ptr %arena37, align 4
+  %t158_c1_238 = load <8 x float>, ptr %flat_grad.t158_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb1572, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 3171600, %94
-  %96 = mul nsw i64 %flat_grad.nb1201, 24
+  %96 = mul nsw i64 %flat_grad.nb1561, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t122_c1_238, ptr %arena39, align 4
-  %t122_c2_040 = load <8 x float>, ptr %flat_grad.t122_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c1_238, ptr %arena39, align 4
+  %t158_c2_040 = load <8 x float>, ptr %flat_grad.t158_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb1572, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 3171600, %101
-  %103 = mul nsw i64 %flat_grad.nb1201, 24
+  %103 = mul nsw i64 %flat_grad.nb1561, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t122_c2_040, ptr %arena41, align 4
-  %t122_c2_142 = load <8 x float>, ptr %flat_grad.t122_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c2_040, ptr %arena41, align 4
+  %t158_c2_142 = load <8 x float>, ptr %flat_grad.t158_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb1572, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 3171600, %107
-  %109 = mul nsw i64 %flat_grad.nb1201, 24
+  %109 = mul nsw i64 %flat_grad.nb1561, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t122_c2_142, ptr %arena43, align 4
-  %t122_c2_244 = load <8 x float>, ptr %flat_grad.t122_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c2_142, ptr %arena43, align 4
+  %t158_c2_244 = load <8 x float>, ptr %flat_grad.t158_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb1572, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 3171600, %114
-  %116 = mul nsw i64 %flat_grad.nb1201, 24
+  %116 = mul nsw i64 %flat_grad.nb1561, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t122_c2_244, ptr %arena45, align 4
-  %t122_c3_046 = load <8 x float>, ptr %flat_grad.t122_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c2_244, ptr %arena45, align 4
+  %t158_c3_046 = load <8 x float>, ptr %flat_grad.t158_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb1572, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 3171600, %121
-  %123 = mul nsw i64 %flat_grad.nb1201, 24
+  %123 = mul nsw i64 %flat_grad.nb1561, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t122_c3_046, ptr %arena47, align 4
-  %t122_c3_148 = load <8 x float>, ptr %flat_grad.t122_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c3_046, ptr %arena47, align 4
+  %t158_c3_148 = load <8 x float>, ptr %flat_grad.t158_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb1572, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 3171600, %127
-  %129 = mul nsw i64 %flat_grad.nb1201, 24
+  %129 = mul nsw i64 %flat_grad.nb1561, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t122_c3_148, ptr %arena49, align 4
-  %t122_c3_250 = load <8 x float>, ptr %flat_grad.t122_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb1212, 4
+  store <8 x float> %t158_c3_148, ptr %arena49, align 4
+  %t158_c3_250 = load <8 x float>, ptr %flat_grad.t158_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb1572, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 3171600, %134
-  %136 = mul nsw i64 %flat_grad.nb1201, 24
+  %136 = mul nsw i64 %flat_grad.nb1561, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t122_c3_250, ptr %arena51, align 4
-  %mb121.next = add nsw i64 %flat_grad.mb1212, 1
-  %139 = icmp slt i64 %mb121.next, 16
-  br i1 %139, label %flat_grad.mb121, label %flat_grad.mb121.end
+  store <8 x float> %t158_c3_250, ptr %arena51, align 4
+  %mb157.next = add nsw i64 %flat_grad.mb1572, 1
+  %139 = icmp slt i64 %mb157.next, 16
+  br i1 %139, label %flat_grad.mb157, label %flat_grad.mb157.end
 }
 
 ; Function Attrs: noinline
@@ -3842,10 +3842,6 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k19.pool_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %pool_grad.i125
-
-pool_grad.i125:                                   ; preds = %pool_grad.i125, %entry
-  %pool_grad.i1251 = phi i64 [ 0, %entry ], [ %i125.next, %pool_grad.i125 ]
   %0 = xor i64 %seed, 7835718858194987975
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -3864,7 +3860,11 @@ pool_grad.i125:                                   ; preds = %pool_grad.i125, %en
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %pool_grad.i1251, -7046029254386353131
+  br label %pool_grad.i169
+
+pool_grad.i169:                                   ; preds = %pool_grad.i169, %entry
+  %pool_grad.i1691 = phi i64 [ 0, %entry ], [ %i169.next, %pool_grad.i169 ]
+  %18 = mul i64 %pool_grad.i1691, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3875,67 +3875,67 @@ pool_grad.i125:                                   ; preds = %pool_grad.i125, %en
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 4194304
-  %29 = add nsw i64 3171600, %pool_grad.i1251
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 0x3FF5555560000000
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 3761424, %pool_grad.i1251
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i125.next = add nsw i64 %pool_grad.i1251, 1
-  %34 = icmp slt i64 %i125.next, 589824
-  br i1 %34, label %pool_grad.i125, label %pool_grad.i125.end
+  %29 = icmp uge i64 %28, 4194304
+  %30 = add nsw i64 3171600, %pool_grad.i1691
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 0x3FF5555560000000
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 3761424, %pool_grad.i1691
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i169.next = add nsw i64 %pool_grad.i1691, 1
+  %35 = icmp slt i64 %i169.next, 589824
+  br i1 %35, label %pool_grad.i169, label %pool_grad.i169.end
 
-pool_grad.i125.end:                               ; preds = %pool_grad.i125
+pool_grad.i169.end:                               ; preds = %pool_grad.i169
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_grad.i126
+  br label %conv2_grad.i174
 
-conv2_grad.i126:                                  ; preds = %conv2_grad.i126, %entry
-  %conv2_grad.i1261 = phi i64 [ 0, %entry ], [ %i126.next, %conv2_grad.i126 ]
-  %0 = add nsw i64 4351248, %conv2_grad.i1261
+conv2_grad.i174:                                  ; preds = %conv2_grad.i174, %entry
+  %conv2_grad.i1741 = phi i64 [ 0, %entry ], [ %i174.next, %conv2_grad.i174 ]
+  %0 = add nsw i64 4351248, %conv2_grad.i1741
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i126.next = add nsw i64 %conv2_grad.i1261, 1
-  %1 = icmp slt i64 %i126.next, 2359296
-  br i1 %1, label %conv2_grad.i126, label %conv2_grad.i126.end
+  %i174.next = add nsw i64 %conv2_grad.i1741, 1
+  %1 = icmp slt i64 %i174.next, 2359296
+  br i1 %1, label %conv2_grad.i174, label %conv2_grad.i174.end
 
-conv2_grad.i126.end:                              ; preds = %conv2_grad.i126
-  br label %conv2_grad.q127
+conv2_grad.i174.end:                              ; preds = %conv2_grad.i174
+  br label %conv2_grad.q175
 
-conv2_grad.q127:                                  ; preds = %conv2_grad.i128.end, %conv2_grad.i126.end
-  %conv2_grad.q1273 = phi i64 [ 0, %conv2_grad.i126.end ], [ %q127.next, %conv2_grad.i128.end ]
-  br label %conv2_grad.i128
+conv2_grad.q175:                                  ; preds = %conv2_grad.i176.end, %conv2_grad.i174.end
+  %conv2_grad.q1753 = phi i64 [ 0, %conv2_grad.i174.end ], [ %q175.next, %conv2_grad.i176.end ]
+  br label %conv2_grad.i176
 
-conv2_grad.q127.end:                              ; preds = %conv2_grad.i128.end
+conv2_grad.q175.end:                              ; preds = %conv2_grad.i176.end
   ret void
 
-conv2_grad.i128:                                  ; preds = %conv2_grad.endif, %conv2_grad.q127
-  %conv2_grad.i1284 = phi i64 [ 0, %conv2_grad.q127 ], [ %i128.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q1273, 144
-  %3 = add nsw i64 %2, %conv2_grad.i1284
+conv2_grad.i176:                                  ; preds = %conv2_grad.endif, %conv2_grad.q175
+  %conv2_grad.i1764 = phi i64 [ 0, %conv2_grad.q175 ], [ %i176.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q1753, 144
+  %3 = add nsw i64 %2, %conv2_grad.i1764
   %4 = add nsw i64 1384448, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i128.end:                              ; preds = %conv2_grad.endif
-  %q127.next = add nsw i64 %conv2_grad.q1273, 1
-  %7 = icmp slt i64 %q127.next, 4096
-  br i1 %7, label %conv2_grad.q127, label %conv2_grad.q127.end
+conv2_grad.i176.end:                              ; preds = %conv2_grad.endif
+  %q175.next = add nsw i64 %conv2_grad.q1753, 1
+  %7 = icmp slt i64 %q175.next, 4096
+  br i1 %7, label %conv2_grad.q175, label %conv2_grad.q175.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i128
-  %8 = mul nsw i64 %conv2_grad.q1273, 576
+conv2_grad.then:                                  ; preds = %conv2_grad.i176
+  %8 = mul nsw i64 %conv2_grad.q1753, 576
   %9 = add nsw i64 4351248, %8
-  %10 = mul nsw i64 %conv2_grad.q1273, 144
-  %11 = add nsw i64 %10, %conv2_grad.i1284
+  %10 = mul nsw i64 %conv2_grad.q1753, 144
+  %11 = add nsw i64 %10, %conv2_grad.i1764
   %12 = add nsw i64 1974272, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -3943,8 +3943,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i128
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q1273, 144
-  %18 = add nsw i64 %17, %conv2_grad.i1284
+  %17 = mul nsw i64 %conv2_grad.q1753, 144
+  %18 = add nsw i64 %17, %conv2_grad.i1764
   %19 = add nsw i64 3761424, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -3952,725 +3952,725 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i128
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i128
-  %i128.next = add nsw i64 %conv2_grad.i1284, 1
-  %22 = icmp slt i64 %i128.next, 144
-  br i1 %22, label %conv2_grad.i128, label %conv2_grad.i128.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i176
+  %i176.next = add nsw i64 %conv2_grad.i1764, 1
+  %22 = icmp slt i64 %i176.next, 144
+  br i1 %22, label %conv2_grad.i176, label %conv2_grad.i176.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_weight_grad.i129
+  br label %conv2_weight_grad.i177
 
-conv2_weight_grad.i129:                           ; preds = %conv2_weight_grad.i129, %entry
-  %conv2_weight_grad.i1291 = phi i64 [ 0, %entry ], [ %i129.next, %conv2_weight_grad.i129 ]
-  %0 = add nsw i64 2195456, %conv2_weight_grad.i1291
+conv2_weight_grad.i177:                           ; preds = %conv2_weight_grad.i177, %entry
+  %conv2_weight_grad.i1771 = phi i64 [ 0, %entry ], [ %i177.next, %conv2_weight_grad.i177 ]
+  %0 = add nsw i64 2195456, %conv2_weight_grad.i1771
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i129.next = add nsw i64 %conv2_weight_grad.i1291, 1
-  %1 = icmp slt i64 %i129.next, 18432
-  br i1 %1, label %conv2_weight_grad.i129, label %conv2_weight_grad.i129.end
+  %i177.next = add nsw i64 %conv2_weight_grad.i1771, 1
+  %1 = icmp slt i64 %i177.next, 18432
+  br i1 %1, label %conv2_weight_grad.i177, label %conv2_weight_grad.i177.end
 
-conv2_weight_grad.i129.end:                       ; preds = %conv2_weight_grad.i129
-  br label %conv2_weight_grad.g130
+conv2_weight_grad.i177.end:                       ; preds = %conv2_weight_grad.i177
+  br label %conv2_weight_grad.g178
 
-conv2_weight_grad.g130:                           ; preds = %conv2_weight_grad.j140.end, %conv2_weight_grad.i129.end
-  %conv2_weight_grad.g1303 = phi i64 [ 0, %conv2_weight_grad.i129.end ], [ %g130.next, %conv2_weight_grad.j140.end ]
-  br label %conv2_weight_grad.j131
+conv2_weight_grad.g178:                           ; preds = %conv2_weight_grad.j188.end, %conv2_weight_grad.i177.end
+  %conv2_weight_grad.g1783 = phi i64 [ 0, %conv2_weight_grad.i177.end ], [ %g178.next, %conv2_weight_grad.j188.end ]
+  br label %conv2_weight_grad.j179
 
-conv2_weight_grad.g130.end:                       ; preds = %conv2_weight_grad.j140.end
-  br label %conv2_weight_grad.f152
+conv2_weight_grad.g178.end:                       ; preds = %conv2_weight_grad.j188.end
+  br label %conv2_weight_grad.f200
 
-conv2_weight_grad.j131:                           ; preds = %conv2_weight_grad.c132.end, %conv2_weight_grad.g130
-  %conv2_weight_grad.j1314 = phi i64 [ 0, %conv2_weight_grad.g130 ], [ %j131.next, %conv2_weight_grad.c132.end ]
-  br label %conv2_weight_grad.c132
+conv2_weight_grad.j179:                           ; preds = %conv2_weight_grad.c180.end, %conv2_weight_grad.g178
+  %conv2_weight_grad.j1794 = phi i64 [ 0, %conv2_weight_grad.g178 ], [ %j179.next, %conv2_weight_grad.c180.end ]
+  br label %conv2_weight_grad.c180
 
-conv2_weight_grad.j131.end:                       ; preds = %conv2_weight_grad.c132.end
-  br label %conv2_weight_grad.j140
+conv2_weight_grad.j179.end:                       ; preds = %conv2_weight_grad.c180.end
+  br label %conv2_weight_grad.j188
 
-conv2_weight_grad.c132:                           ; preds = %conv2_weight_grad.ky133.end, %conv2_weight_grad.j131
-  %conv2_weight_grad.c1325 = phi i64 [ 0, %conv2_weight_grad.j131 ], [ %c132.next, %conv2_weight_grad.ky133.end ]
-  br label %conv2_weight_grad.ky133
+conv2_weight_grad.c180:                           ; preds = %conv2_weight_grad.ky181.end, %conv2_weight_grad.j179
+  %conv2_weight_grad.c1805 = phi i64 [ 0, %conv2_weight_grad.j179 ], [ %c180.next, %conv2_weight_grad.ky181.end ]
+  br label %conv2_weight_grad.ky181
 
-conv2_weight_grad.c132.end:                       ; preds = %conv2_weight_grad.ky133.end
-  %j131.next = add nsw i64 %conv2_weight_grad.j1314, 1
-  %2 = icmp slt i64 %j131.next, 4
-  br i1 %2, label %conv2_weight_grad.j131, label %conv2_weight_grad.j131.end
+conv2_weight_grad.c180.end:                       ; preds = %conv2_weight_grad.ky181.end
+  %j179.next = add nsw i64 %conv2_weight_grad.j1794, 1
+  %2 = icmp slt i64 %j179.next, 4
+  br i1 %2, label %conv2_weight_grad.j179, label %conv2_weight_grad.j179.end
 
-conv2_weight_grad.ky133:                          ; preds = %conv2_weight_grad.oy138.end, %conv2_weight_grad.c132
-  %conv2_weight_grad.ky1336 = phi i64 [ 0, %conv2_weight_grad.c132 ], [ %ky133.next, %conv2_weight_grad.oy138.end ]
-  br label %conv2_weight_grad.oy134
+conv2_weight_grad.ky181:                          ; preds = %conv2_weight_grad.oy186.end, %conv2_weight_grad.c180
+  %conv2_weight_grad.ky1816 = phi i64 [ 0, %conv2_weight_grad.c180 ], [ %ky181.next, %conv2_weight_grad.oy186.end ]
+  br label %conv2_weight_grad.oy182
 
-conv2_weight_grad.ky133.end:                      ; preds = %conv2_weight_grad.oy138.end
-  %c132.next = add nsw i64 %conv2_weight_grad.c1325, 1
-  %3 = icmp slt i64 %c132.next, 32
-  br i1 %3, label %conv2_weight_grad.c132, label %conv2_weight_grad.c132.end
+conv2_weight_grad.ky181.end:                      ; preds = %conv2_weight_grad.oy186.end
+  %c180.next = add nsw i64 %conv2_weight_grad.c1805, 1
+  %3 = icmp slt i64 %c180.next, 32
+  br i1 %3, label %conv2_weight_grad.c180, label %conv2_weight_grad.c180.end
 
-conv2_weight_grad.oy134:                          ; preds = %conv2_weight_grad.ox135.end, %conv2_weight_grad.ky133
-  %conv2_weight_grad.oy1347 = phi i64 [ 0, %conv2_weight_grad.ky133 ], [ %oy134.next, %conv2_weight_grad.ox135.end ]
-  br label %conv2_weight_grad.ox135
+conv2_weight_grad.oy182:                          ; preds = %conv2_weight_grad.ox183.end, %conv2_weight_grad.ky181
+  %conv2_weight_grad.oy1827 = phi i64 [ 0, %conv2_weight_grad.ky181 ], [ %oy182.next, %conv2_weight_grad.ox183.end ]
+  br label %conv2_weight_grad.ox183
 
-conv2_weight_grad.oy134.end:                      ; preds = %conv2_weight_grad.ox135.end
-  br label %conv2_weight_grad.oy136
+conv2_weight_grad.oy182.end:                      ; preds = %conv2_weight_grad.ox183.end
+  br label %conv2_weight_grad.oy184
 
-conv2_weight_grad.ox135:                          ; preds = %conv2_weight_grad.ox135, %conv2_weight_grad.oy134
-  %conv2_weight_grad.ox1358 = phi i64 [ 0, %conv2_weight_grad.oy134 ], [ %ox135.next, %conv2_weight_grad.ox135 ]
-  %4 = mul nsw i64 %conv2_weight_grad.g1303, 4
-  %5 = add nsw i64 %4, %conv2_weight_grad.j1314
+conv2_weight_grad.ox183:                          ; preds = %conv2_weight_grad.ox183, %conv2_weight_grad.oy182
+  %conv2_weight_grad.ox1838 = phi i64 [ 0, %conv2_weight_grad.oy182 ], [ %ox183.next, %conv2_weight_grad.ox183 ]
+  %4 = mul nsw i64 %conv2_weight_grad.g1783, 4
+  %5 = add nsw i64 %4, %conv2_weight_grad.j1794
   %6 = mul nsw i64 %5, 21632
-  %7 = mul nsw i64 %conv2_weight_grad.c1325, 676
+  %7 = mul nsw i64 %conv2_weight_grad.c1805, 676
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %conv2_weight_grad.oy1347, %conv2_weight_grad.ky1336
+  %9 = add nsw i64 %conv2_weight_grad.oy1827, %conv2_weight_grad.ky1816
   %10 = mul nsw i64 %9, 26
   %11 = add nsw i64 %8, %10
-  %12 = add nsw i64 %11, %conv2_weight_grad.ox1358
+  %12 = add nsw i64 %11, %conv2_weight_grad.ox1838
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena9, align 4
-  %14 = mul nsw i64 %conv2_weight_grad.c1325, 3
-  %15 = add nsw i64 %14, %conv2_weight_grad.ky1336
+  %14 = mul nsw i64 %conv2_weight_grad.c1805, 3
+  %15 = add nsw i64 %14, %conv2_weight_grad.ky1816
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 2304
   %18 = add nsw i64 1384448, %17
-  %19 = mul nsw i64 %conv2_weight_grad.j1314, 576
+  %19 = mul nsw i64 %conv2_weight_grad.j1794, 576
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_weight_grad.oy1347, 24
-  %22 = add nsw i64 %21, %conv2_weight_grad.ox1358
+  %21 = mul nsw i64 %conv2_weight_grad.oy1827, 24
+  %22 = add nsw i64 %21, %conv2_weight_grad.ox1838
   %23 = add nsw i64 %20, %22
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %23
   store float %13, ptr %arena10, align 4
-  %ox135.next = add nsw i64 %conv2_weight_grad.ox1358, 1
-  %24 = icmp slt i64 %ox135.next, 24
-  br i1 %24, label %conv2_weight_grad.ox135, label %conv2_weight_grad.ox135.end
+  %ox183.next = add nsw i64 %conv2_weight_grad.ox1838, 1
+  %24 = icmp slt i64 %ox183.next, 24
+  br i1 %24, label %conv2_weight_grad.ox183, label %conv2_weight_grad.ox183.end
 
-conv2_weight_grad.ox135.end:                      ; preds = %conv2_weight_grad.ox135
-  %oy134.next = add nsw i64 %conv2_weight_grad.oy1347, 1
-  %25 = icmp slt i64 %oy134.next, 24
-  br i1 %25, label %conv2_weight_grad.oy134, label %conv2_weight_grad.oy134.end
+conv2_weight_grad.ox183.end:                      ; preds = %conv2_weight_grad.ox183
+  %oy182.next = add nsw i64 %conv2_weight_grad.oy1827, 1
+  %25 = icmp slt i64 %oy182.next, 24
+  br i1 %25, label %conv2_weight_grad.oy182, label %conv2_weight_grad.oy182.end
 
-conv2_weight_grad.oy136:                          ; preds = %conv2_weight_grad.ox137.end, %conv2_weight_grad.oy134.end
-  %conv2_weight_grad.oy13611 = phi i64 [ 0, %conv2_weight_grad.oy134.end ], [ %oy136.next, %conv2_weight_grad.ox137.end ]
-  br label %conv2_weight_grad.ox137
+conv2_weight_grad.oy184:                          ; preds = %conv2_weight_grad.ox185.end, %conv2_weight_grad.oy182.end
+  %conv2_weight_grad.oy18411 = phi i64 [ 0, %conv2_weight_grad.oy182.end ], [ %oy184.next, %conv2_weight_grad.ox185.end ]
+  br label %conv2_weight_grad.ox185
 
-conv2_weight_grad.oy136.end:                      ; preds = %conv2_weight_grad.ox137.end
-  br label %conv2_weight_grad.oy138
+conv2_weight_grad.oy184.end:                      ; preds = %conv2_weight_grad.ox185.end
+  br label %conv2_weight_grad.oy186
 
-conv2_weight_grad.ox137:                          ; preds = %conv2_weight_grad.ox137, %conv2_weight_grad.oy136
-  %conv2_weight_grad.ox13712 = phi i64 [ 0, %conv2_weight_grad.oy136 ], [ %ox137.next, %conv2_weight_grad.ox137 ]
-  %26 = mul nsw i64 %conv2_weight_grad.g1303, 4
-  %27 = add nsw i64 %26, %conv2_weight_grad.j1314
+conv2_weight_grad.ox185:                          ; preds = %conv2_weight_grad.ox185, %conv2_weight_grad.oy184
+  %conv2_weight_grad.ox18512 = phi i64 [ 0, %conv2_weight_grad.oy184 ], [ %ox185.next, %conv2_weight_grad.ox185 ]
+  %26 = mul nsw i64 %conv2_weight_grad.g1783, 4
+  %27 = add nsw i64 %26, %conv2_weight_grad.j1794
   %28 = mul nsw i64 %27, 21632
-  %29 = mul nsw i64 %conv2_weight_grad.c1325, 676
+  %29 = mul nsw i64 %conv2_weight_grad.c1805, 676
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %conv2_weight_grad.oy13611, %conv2_weight_grad.ky1336
+  %31 = add nsw i64 %conv2_weight_grad.oy18411, %conv2_weight_grad.ky1816
   %32 = mul nsw i64 %31, 26
   %33 = add nsw i64 %30, %32
-  %34 = add nsw i64 %conv2_weight_grad.ox13712, 1
+  %34 = add nsw i64 %conv2_weight_grad.ox18512, 1
   %35 = add nsw i64 %33, %34
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %35
   %36 = load float, ptr %arena13, align 4
-  %37 = mul nsw i64 %conv2_weight_grad.c1325, 3
-  %38 = add nsw i64 %37, %conv2_weight_grad.ky1336
+  %37 = mul nsw i64 %conv2_weight_grad.c1805, 3
+  %38 = add nsw i64 %37, %conv2_weight_grad.ky1816
   %39 = mul nsw i64 %38, 3
   %40 = add nsw i64 %39, 1
   %41 = mul nsw i64 %40, 2304
   %42 = add nsw i64 1384448, %41
-  %43 = mul nsw i64 %conv2_weight_grad.j1314, 576
+  %43 = mul nsw i64 %conv2_weight_grad.j1794, 576
   %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv2_weight_grad.oy13611, 24
-  %46 = add nsw i64 %45, %conv2_weight_grad.ox13712
+  %45 = mul nsw i64 %conv2_weight_grad.oy18411, 24
+  %46 = add nsw i64 %45, %conv2_weight_grad.ox18512
   %47 = add nsw i64 %44, %46
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
   store float %36, ptr %arena14, align 4
-  %ox137.next = add nsw i64 %conv2_weight_grad.ox13712, 1
-  %48 = icmp slt i64 %ox137.next, 24
-  br i1 %48, label %conv2_weight_grad.ox137, label %conv2_weight_grad.ox137.end
+  %ox185.next = add nsw i64 %conv2_weight_grad.ox18512, 1
+  %48 = icmp slt i64 %ox185.next, 24
+  br i1 %48, label %conv2_weight_grad.ox185, label %conv2_weight_grad.ox185.end
 
-conv2_weight_grad.ox137.end:                      ; preds = %conv2_weight_grad.ox137
-  %oy136.next = add nsw i64 %conv2_weight_grad.oy13611, 1
-  %49 = icmp slt i64 %oy136.next, 24
-  br i1 %49, label %conv2_weight_grad.oy136, label %conv2_weight_grad.oy136.end
+conv2_weight_grad.ox185.end:                      ; preds = %conv2_weight_grad.ox185
+  %oy184.next = add nsw i64 %conv2_weight_grad.oy18411, 1
+  %49 = icmp slt i64 %oy184.next, 24
+  br i1 %49, label %conv2_weight_grad.oy184, label %conv2_weight_grad.oy184.end
 
-conv2_weight_grad.oy138:                          ; preds = %conv2_weight_grad.ox139.end, %conv2_weight_grad.oy136.end
-  %conv2_weight_grad.oy13815 = phi i64 [ 0, %conv2_weight_grad.oy136.end ], [ %oy138.next, %conv2_weight_grad.ox139.end ]
-  br label %conv2_weight_grad.ox139
+conv2_weight_grad.oy186:                          ; preds = %conv2_weight_grad.ox187.end, %conv2_weight_grad.oy184.end
+  %conv2_weight_grad.oy18615 = phi i64 [ 0, %conv2_weight_grad.oy184.end ], [ %oy186.next, %conv2_weight_grad.ox187.end ]
+  br label %conv2_weight_grad.ox187
 
-conv2_weight_grad.oy138.end:                      ; preds = %conv2_weight_grad.ox139.end
-  %ky133.next = add nsw i64 %conv2_weight_grad.ky1336, 1
-  %50 = icmp slt i64 %ky133.next, 3
-  br i1 %50, label %conv2_weight_grad.ky133, label %conv2_weight_grad.ky133.end
+conv2_weight_grad.oy186.end:                      ; preds = %conv2_weight_grad.ox187.end
+  %ky181.next = add nsw i64 %conv2_weight_grad.ky1816, 1
+  %50 = icmp slt i64 %ky181.next, 3
+  br i1 %50, label %conv2_weight_grad.ky181, label %conv2_weight_grad.ky181.end
 
-conv2_weight_grad.ox139:                          ; preds = %conv2_weight_grad.ox139, %conv2_weight_grad.oy138
-  %conv2_weight_grad.ox13916 = phi i64 [ 0, %conv2_weight_grad.oy138 ], [ %ox139.next, %conv2_weight_grad.ox139 ]
-  %51 = mul nsw i64 %conv2_weight_grad.g1303, 4
-  %52 = add nsw i64 %51, %conv2_weight_grad.j1314
+conv2_weight_grad.ox187:                          ; preds = %conv2_weight_grad.ox187, %conv2_weight_grad.oy186
+  %conv2_weight_grad.ox18716 = phi i64 [ 0, %conv2_weight_grad.oy186 ], [ %ox187.next, %conv2_weight_grad.ox187 ]
+  %51 = mul nsw i64 %conv2_weight_grad.g1783, 4
+  %52 = add nsw i64 %51, %conv2_weight_grad.j1794
   %53 = mul nsw i64 %52, 21632
-  %54 = mul nsw i64 %conv2_weight_grad.c1325, 676
+  %54 = mul nsw i64 %conv2_weight_grad.c1805, 676
   %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %conv2_weight_grad.oy13815, %conv2_weight_grad.ky1336
+  %56 = add nsw i64 %conv2_weight_grad.oy18615, %conv2_weight_grad.ky1816
   %57 = mul nsw i64 %56, 26
   %58 = add nsw i64 %55, %57
-  %59 = add nsw i64 %conv2_weight_grad.ox13916, 2
+  %59 = add nsw i64 %conv2_weight_grad.ox18716, 2
   %60 = add nsw i64 %58, %59
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %60
   %61 = load float, ptr %arena17, align 4
-  %62 = mul nsw i64 %conv2_weight_grad.c1325, 3
-  %63 = add nsw i64 %62, %conv2_weight_grad.ky1336
+  %62 = mul nsw i64 %conv2_weight_grad.c1805, 3
+  %63 = add nsw i64 %62, %conv2_weight_grad.ky1816
   %64 = mul nsw i64 %63, 3
   %65 = add nsw i64 %64, 2
   %66 = mul nsw i64 %65, 2304
   %67 = add nsw i64 1384448, %66
-  %68 = mul nsw i64 %conv2_weight_grad.j1314, 576
+  %68 = mul nsw i64 %conv2_weight_grad.j1794, 576
   %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv2_weight_grad.oy13815, 24
-  %71 = add nsw i64 %70, %conv2_weight_grad.ox13916
+  %70 = mul nsw i64 %conv2_weight_grad.oy18615, 24
+  %71 = add nsw i64 %70, %conv2_weight_grad.ox18716
   %72 = add nsw i64 %69, %71
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %72
   store float %61, ptr %arena18, align 4
-  %ox139.next = add nsw i64 %conv2_weight_grad.ox13916, 1
-  %73 = icmp slt i64 %ox139.next, 24
-  br i1 %73, label %conv2_weight_grad.ox139, label %conv2_weight_grad.ox139.end
+  %ox187.next = add nsw i64 %conv2_weight_grad.ox18716, 1
+  %73 = icmp slt i64 %ox187.next, 24
+  br i1 %73, label %conv2_weight_grad.ox187, label %conv2_weight_grad.ox187.end
 
-conv2_weight_grad.ox139.end:                      ; preds = %conv2_weight_grad.ox139
-  %oy138.next = add nsw i64 %conv2_weight_grad.oy13815, 1
-  %74 = icmp slt i64 %oy138.next, 24
-  br i1 %74, label %conv2_weight_grad.oy138, label %conv2_weight_grad.oy138.end
+conv2_weight_grad.ox187.end:                      ; preds = %conv2_weight_grad.ox187
+  %oy186.next = add nsw i64 %conv2_weight_grad.oy18615, 1
+  %74 = icmp slt i64 %oy186.next, 24
+  br i1 %74, label %conv2_weight_grad.oy186, label %conv2_weight_grad.oy186.end
 
-conv2_weight_grad.j140:                           ; preds = %conv2_weight_grad.i141.end, %conv2_weight_grad.j131.end
-  %conv2_weight_grad.j14019 = phi i64 [ 0, %conv2_weight_grad.j131.end ], [ %j140.next, %conv2_weight_grad.i141.end ]
-  br label %conv2_weight_grad.i141
+conv2_weight_grad.j188:                           ; preds = %conv2_weight_grad.i189.end, %conv2_weight_grad.j179.end
+  %conv2_weight_grad.j18819 = phi i64 [ 0, %conv2_weight_grad.j179.end ], [ %j188.next, %conv2_weight_grad.i189.end ]
+  br label %conv2_weight_grad.i189
 
-conv2_weight_grad.j140.end:                       ; preds = %conv2_weight_grad.i141.end
-  call void @mnistnet_train_b64.k21.conv2_weight_grad.gemm151(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g130.next = add nsw i64 %conv2_weight_grad.g1303, 1
-  %75 = icmp slt i64 %g130.next, 16
-  br i1 %75, label %conv2_weight_grad.g130, label %conv2_weight_grad.g130.end
+conv2_weight_grad.j188.end:                       ; preds = %conv2_weight_grad.i189.end
+  call void @mnistnet_train_b64.k21.conv2_weight_grad.gemm199(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g178.next = add nsw i64 %conv2_weight_grad.g1783, 1
+  %75 = icmp slt i64 %g178.next, 16
+  br i1 %75, label %conv2_weight_grad.g178, label %conv2_weight_grad.g178.end
 
-conv2_weight_grad.i141:                           ; preds = %conv2_weight_grad.f142.end, %conv2_weight_grad.j140
-  %conv2_weight_grad.i14120 = phi i64 [ 0, %conv2_weight_grad.j140 ], [ %i141.next, %conv2_weight_grad.f142.end ]
-  br label %conv2_weight_grad.f142
+conv2_weight_grad.i189:                           ; preds = %conv2_weight_grad.f190.end, %conv2_weight_grad.j188
+  %conv2_weight_grad.i18920 = phi i64 [ 0, %conv2_weight_grad.j188 ], [ %i189.next, %conv2_weight_grad.f190.end ]
+  br label %conv2_weight_grad.f190
 
-conv2_weight_grad.i141.end:                       ; preds = %conv2_weight_grad.f142.end
-  %j140.next = add nsw i64 %conv2_weight_grad.j14019, 1
-  %76 = icmp slt i64 %j140.next, 4
-  br i1 %76, label %conv2_weight_grad.j140, label %conv2_weight_grad.j140.end
+conv2_weight_grad.i189.end:                       ; preds = %conv2_weight_grad.f190.end
+  %j188.next = add nsw i64 %conv2_weight_grad.j18819, 1
+  %76 = icmp slt i64 %j188.next, 4
+  br i1 %76, label %conv2_weight_grad.j188, label %conv2_weight_grad.j188.end
 
-conv2_weight_grad.f142:                           ; preds = %conv2_weight_grad.f142, %conv2_weight_grad.i141
-  %conv2_weight_grad.f14221 = phi i64 [ 0, %conv2_weight_grad.i141 ], [ %f142.next, %conv2_weight_grad.f142 ]
-  %77 = mul nsw i64 %conv2_weight_grad.g1303, 4
-  %78 = add nsw i64 %77, %conv2_weight_grad.j14019
+conv2_weight_grad.f190:                           ; preds = %conv2_weight_grad.f190, %conv2_weight_grad.i189
+  %conv2_weight_grad.f19021 = phi i64 [ 0, %conv2_weight_grad.i189 ], [ %f190.next, %conv2_weight_grad.f190 ]
+  %77 = mul nsw i64 %conv2_weight_grad.g1783, 4
+  %78 = add nsw i64 %77, %conv2_weight_grad.j18819
   %79 = mul nsw i64 %78, 36864
   %80 = add nsw i64 4351248, %79
-  %81 = mul nsw i64 %conv2_weight_grad.f14221, 576
+  %81 = mul nsw i64 %conv2_weight_grad.f19021, 576
   %82 = add nsw i64 %80, %81
-  %83 = add nsw i64 %82, %conv2_weight_grad.i14120
+  %83 = add nsw i64 %82, %conv2_weight_grad.i18920
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %83
   %84 = load float, ptr %arena22, align 4
-  %85 = mul nsw i64 %conv2_weight_grad.j14019, 576
-  %86 = add nsw i64 %85, %conv2_weight_grad.i14120
+  %85 = mul nsw i64 %conv2_weight_grad.j18819, 576
+  %86 = add nsw i64 %85, %conv2_weight_grad.i18920
   %87 = mul nsw i64 %86, 64
   %88 = add nsw i64 2048000, %87
-  %89 = add nsw i64 %88, %conv2_weight_grad.f14221
+  %89 = add nsw i64 %88, %conv2_weight_grad.f19021
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %89
   store float %84, ptr %arena23, align 4
-  %f142.next = add nsw i64 %conv2_weight_grad.f14221, 1
-  %90 = icmp slt i64 %f142.next, 64
-  br i1 %90, label %conv2_weight_grad.f142, label %conv2_weight_grad.f142.end
+  %f190.next = add nsw i64 %conv2_weight_grad.f19021, 1
+  %90 = icmp slt i64 %f190.next, 64
+  br i1 %90, label %conv2_weight_grad.f190, label %conv2_weight_grad.f190.end
 
-conv2_weight_grad.f142.end:                       ; preds = %conv2_weight_grad.f142
-  %i141.next = add nsw i64 %conv2_weight_grad.i14120, 1
-  %91 = icmp slt i64 %i141.next, 576
-  br i1 %91, label %conv2_weight_grad.i141, label %conv2_weight_grad.i141.end
+conv2_weight_grad.f190.end:                       ; preds = %conv2_weight_grad.f190
+  %i189.next = add nsw i64 %conv2_weight_grad.i18920, 1
+  %91 = icmp slt i64 %i189.next, 576
+  br i1 %91, label %conv2_weight_grad.i189, label %conv2_weight_grad.i189.end
 
-conv2_weight_grad.f152:                           ; preds = %conv2_weight_grad.r153.end, %conv2_weight_grad.g130.end
-  %conv2_weight_grad.f15224 = phi i64 [ 0, %conv2_weight_grad.g130.end ], [ %f152.next, %conv2_weight_grad.r153.end ]
-  br label %conv2_weight_grad.r153
+conv2_weight_grad.f200:                           ; preds = %conv2_weight_grad.r201.end, %conv2_weight_grad.g178.end
+  %conv2_weight_grad.f20024 = phi i64 [ 0, %conv2_weight_grad.g178.end ], [ %f200.next, %conv2_weight_grad.r201.end ]
+  br label %conv2_weight_grad.r201
 
-conv2_weight_grad.f152.end:                       ; preds = %conv2_weight_grad.r153.end
+conv2_weight_grad.f200.end:                       ; preds = %conv2_weight_grad.r201.end
   ret void
 
-conv2_weight_grad.r153:                           ; preds = %conv2_weight_grad.r153, %conv2_weight_grad.f152
-  %conv2_weight_grad.r15325 = phi i64 [ 0, %conv2_weight_grad.f152 ], [ %r153.next, %conv2_weight_grad.r153 ]
-  %92 = mul nsw i64 %conv2_weight_grad.r15325, 64
+conv2_weight_grad.r201:                           ; preds = %conv2_weight_grad.r201, %conv2_weight_grad.f200
+  %conv2_weight_grad.r20125 = phi i64 [ 0, %conv2_weight_grad.f200 ], [ %r201.next, %conv2_weight_grad.r201 ]
+  %92 = mul nsw i64 %conv2_weight_grad.r20125, 64
   %93 = add nsw i64 2195456, %92
-  %94 = add nsw i64 %93, %conv2_weight_grad.f15224
+  %94 = add nsw i64 %93, %conv2_weight_grad.f20024
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %94
   %95 = load float, ptr %arena26, align 4
-  %96 = mul nsw i64 %conv2_weight_grad.f15224, 288
+  %96 = mul nsw i64 %conv2_weight_grad.f20024, 288
   %97 = add nsw i64 320, %96
-  %98 = add nsw i64 %97, %conv2_weight_grad.r15325
+  %98 = add nsw i64 %97, %conv2_weight_grad.r20125
   %grads27 = getelementptr inbounds float, ptr %grads, i64 %98
   store float %95, ptr %grads27, align 4
-  %r153.next = add nsw i64 %conv2_weight_grad.r15325, 1
-  %99 = icmp slt i64 %r153.next, 288
-  br i1 %99, label %conv2_weight_grad.r153, label %conv2_weight_grad.r153.end
+  %r201.next = add nsw i64 %conv2_weight_grad.r20125, 1
+  %99 = icmp slt i64 %r201.next, 288
+  br i1 %99, label %conv2_weight_grad.r201, label %conv2_weight_grad.r201.end
 
-conv2_weight_grad.r153.end:                       ; preds = %conv2_weight_grad.r153
-  %f152.next = add nsw i64 %conv2_weight_grad.f15224, 1
-  %100 = icmp slt i64 %f152.next, 64
-  br i1 %100, label %conv2_weight_grad.f152, label %conv2_weight_grad.f152.end
+conv2_weight_grad.r201.end:                       ; preds = %conv2_weight_grad.r201
+  %f200.next = add nsw i64 %conv2_weight_grad.f20024, 1
+  %100 = icmp slt i64 %f200.next, 64
+  br i1 %100, label %conv2_weight_grad.f200, label %conv2_weight_grad.f200.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k21.conv2_weight_grad.gemm151(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k21.conv2_weight_grad.gemm199(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_weight_grad.t149_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t149_c0_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_b2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c3_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c2_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c1_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c0_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t146_c0_0 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.kp143
+  %conv2_weight_grad.t197_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t197_c0_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_b2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c3_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c2_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c1_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c0_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t194_c0_0 = alloca <8 x float>, align 32
+  br label %conv2_weight_grad.kp191
 
-conv2_weight_grad.kp143:                          ; preds = %conv2_weight_grad.mb148.end, %entry
-  %conv2_weight_grad.kp1431 = phi i64 [ 0, %entry ], [ %kp143.next, %conv2_weight_grad.mb148.end ]
-  br label %conv2_weight_grad.nb144
+conv2_weight_grad.kp191:                          ; preds = %conv2_weight_grad.mb196.end, %entry
+  %conv2_weight_grad.kp1911 = phi i64 [ 0, %entry ], [ %kp191.next, %conv2_weight_grad.mb196.end ]
+  br label %conv2_weight_grad.nb192
 
-conv2_weight_grad.kp143.end:                      ; preds = %conv2_weight_grad.mb148.end
+conv2_weight_grad.kp191.end:                      ; preds = %conv2_weight_grad.mb196.end
   ret void
 
-conv2_weight_grad.nb144:                          ; preds = %conv2_weight_grad.mb145.end, %conv2_weight_grad.kp143
-  %conv2_weight_grad.nb1442 = phi i64 [ 0, %conv2_weight_grad.kp143 ], [ %nb144.next, %conv2_weight_grad.mb145.end ]
-  br label %conv2_weight_grad.mb145
+conv2_weight_grad.nb192:                          ; preds = %conv2_weight_grad.mb193.end, %conv2_weight_grad.kp191
+  %conv2_weight_grad.nb1922 = phi i64 [ 0, %conv2_weight_grad.kp191 ], [ %nb192.next, %conv2_weight_grad.mb193.end ]
+  br label %conv2_weight_grad.mb193
 
-conv2_weight_grad.nb144.end:                      ; preds = %conv2_weight_grad.mb145.end
-  br label %conv2_weight_grad.mb148
+conv2_weight_grad.nb192.end:                      ; preds = %conv2_weight_grad.mb193.end
+  br label %conv2_weight_grad.mb196
 
-conv2_weight_grad.mb145:                          ; preds = %conv2_weight_grad.k147.end, %conv2_weight_grad.nb144
-  %conv2_weight_grad.mb1453 = phi i64 [ 0, %conv2_weight_grad.nb144 ], [ %mb145.next, %conv2_weight_grad.k147.end ]
-  %0 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+conv2_weight_grad.mb193:                          ; preds = %conv2_weight_grad.k195.end, %conv2_weight_grad.nb192
+  %conv2_weight_grad.mb1933 = phi i64 [ 0, %conv2_weight_grad.nb192 ], [ %mb193.next, %conv2_weight_grad.k195.end ]
+  %0 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %1 = mul nsw i64 %0, 64
   %2 = add nsw i64 2195456, %1
-  %3 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %3 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2_weight_grad.t146_c0_0, align 32
-  %6 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %5, ptr %conv2_weight_grad.t194_c0_0, align 32
+  %6 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %7 = mul nsw i64 %6, 64
   %8 = add nsw i64 2195456, %7
-  %9 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %9 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2_weight_grad.t146_c0_1, align 32
-  %13 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %12, ptr %conv2_weight_grad.t194_c0_1, align 32
+  %13 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %14 = mul nsw i64 %13, 64
   %15 = add nsw i64 2195456, %14
-  %16 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %16 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %17 = add nsw i64 %15, %16
   %18 = add nsw i64 %17, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %19, ptr %conv2_weight_grad.t146_c0_2, align 32
-  %20 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %19, ptr %conv2_weight_grad.t194_c0_2, align 32
+  %20 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %21 = add nsw i64 %20, 1
   %22 = mul nsw i64 %21, 64
   %23 = add nsw i64 2195456, %22
-  %24 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %24 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %25 = add nsw i64 %23, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %26, ptr %conv2_weight_grad.t146_c1_0, align 32
-  %27 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %26, ptr %conv2_weight_grad.t194_c1_0, align 32
+  %27 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %28 = add nsw i64 %27, 1
   %29 = mul nsw i64 %28, 64
   %30 = add nsw i64 2195456, %29
-  %31 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %31 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %32 = add nsw i64 %30, %31
   %33 = add nsw i64 %32, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %34, ptr %conv2_weight_grad.t146_c1_1, align 32
-  %35 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %34, ptr %conv2_weight_grad.t194_c1_1, align 32
+  %35 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 64
   %38 = add nsw i64 2195456, %37
-  %39 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %39 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %40 = add nsw i64 %38, %39
   %41 = add nsw i64 %40, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %41
   %42 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %42, ptr %conv2_weight_grad.t146_c1_2, align 32
-  %43 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %42, ptr %conv2_weight_grad.t194_c1_2, align 32
+  %43 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %44 = add nsw i64 %43, 2
   %45 = mul nsw i64 %44, 64
   %46 = add nsw i64 2195456, %45
-  %47 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %47 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %48 = add nsw i64 %46, %47
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %49, ptr %conv2_weight_grad.t146_c2_0, align 32
-  %50 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %49, ptr %conv2_weight_grad.t194_c2_0, align 32
+  %50 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %51 = add nsw i64 %50, 2
   %52 = mul nsw i64 %51, 64
   %53 = add nsw i64 2195456, %52
-  %54 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %54 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %55 = add nsw i64 %53, %54
   %56 = add nsw i64 %55, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %57, ptr %conv2_weight_grad.t146_c2_1, align 32
-  %58 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %57, ptr %conv2_weight_grad.t194_c2_1, align 32
+  %58 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %59 = add nsw i64 %58, 2
   %60 = mul nsw i64 %59, 64
   %61 = add nsw i64 2195456, %60
-  %62 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %62 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 %63, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv2_weight_grad.t146_c2_2, align 32
-  %66 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %65, ptr %conv2_weight_grad.t194_c2_2, align 32
+  %66 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %67 = add nsw i64 %66, 3
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 2195456, %68
-  %70 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %70 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %71 = add nsw i64 %69, %70
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %71
   %72 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %72, ptr %conv2_weight_grad.t146_c3_0, align 32
-  %73 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %72, ptr %conv2_weight_grad.t194_c3_0, align 32
+  %73 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %74 = add nsw i64 %73, 3
   %75 = mul nsw i64 %74, 64
   %76 = add nsw i64 2195456, %75
-  %77 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %77 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %78 = add nsw i64 %76, %77
   %79 = add nsw i64 %78, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %80, ptr %conv2_weight_grad.t146_c3_1, align 32
-  %81 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %80, ptr %conv2_weight_grad.t194_c3_1, align 32
+  %81 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %82 = add nsw i64 %81, 3
   %83 = mul nsw i64 %82, 64
   %84 = add nsw i64 2195456, %83
-  %85 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %85 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %88, ptr %conv2_weight_grad.t146_c3_2, align 32
-  br label %conv2_weight_grad.k147
+  store <8 x float> %88, ptr %conv2_weight_grad.t194_c3_2, align 32
+  br label %conv2_weight_grad.k195
 
-conv2_weight_grad.mb145.end:                      ; preds = %conv2_weight_grad.k147.end
-  %nb144.next = add nsw i64 %conv2_weight_grad.nb1442, 1
-  %89 = icmp slt i64 %nb144.next, 2
-  br i1 %89, label %conv2_weight_grad.nb144, label %conv2_weight_grad.nb144.end
+conv2_weight_grad.mb193.end:                      ; preds = %conv2_weight_grad.k195.end
+  %nb192.next = add nsw i64 %conv2_weight_grad.nb1922, 1
+  %89 = icmp slt i64 %nb192.next, 2
+  br i1 %89, label %conv2_weight_grad.nb192, label %conv2_weight_grad.nb192.end
 
-conv2_weight_grad.k147:                           ; preds = %conv2_weight_grad.k147, %conv2_weight_grad.mb145
-  %conv2_weight_grad.k14716 = phi i64 [ 0, %conv2_weight_grad.mb145 ], [ %k147.next, %conv2_weight_grad.k147 ]
-  %90 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %91 = add nsw i64 %conv2_weight_grad.k14716, %90
+conv2_weight_grad.k195:                           ; preds = %conv2_weight_grad.k195, %conv2_weight_grad.mb193
+  %conv2_weight_grad.k19516 = phi i64 [ 0, %conv2_weight_grad.mb193 ], [ %k195.next, %conv2_weight_grad.k195 ]
+  %90 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %91 = add nsw i64 %conv2_weight_grad.k19516, %90
   %92 = mul nsw i64 %91, 64
   %93 = add nsw i64 2048000, %92
-  %94 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %94 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %95 = add nsw i64 %93, %94
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %96, ptr %conv2_weight_grad.t146_b0, align 32
-  %97 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %98 = add nsw i64 %conv2_weight_grad.k14716, %97
+  store <8 x float> %96, ptr %conv2_weight_grad.t194_b0, align 32
+  %97 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %98 = add nsw i64 %conv2_weight_grad.k19516, %97
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 2048000, %99
-  %101 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %101 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %102 = add nsw i64 %100, %101
   %103 = add nsw i64 %102, 8
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %103
   %104 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %104, ptr %conv2_weight_grad.t146_b1, align 32
-  %105 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %106 = add nsw i64 %conv2_weight_grad.k14716, %105
+  store <8 x float> %104, ptr %conv2_weight_grad.t194_b1, align 32
+  %105 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %106 = add nsw i64 %conv2_weight_grad.k19516, %105
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 2048000, %107
-  %109 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %109 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  store <8 x float> %112, ptr %conv2_weight_grad.t146_b2, align 32
-  %113 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %112, ptr %conv2_weight_grad.t194_b2, align 32
+  %113 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %114 = mul nsw i64 %113, 2304
   %115 = add nsw i64 1384448, %114
-  %116 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %117 = add nsw i64 %conv2_weight_grad.k14716, %116
+  %116 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %117 = add nsw i64 %conv2_weight_grad.k19516, %116
   %118 = add nsw i64 %115, %117
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %118
   %119 = load float, ptr %arena20, align 4
   %120 = insertelement <8 x float> undef, float %119, i32 0
   %121 = shufflevector <8 x float> %120, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %121, ptr %conv2_weight_grad.t146_a0, align 32
-  %t146_a0 = load <8 x float>, ptr %conv2_weight_grad.t146_a0, align 32
-  %t146_b0 = load <8 x float>, ptr %conv2_weight_grad.t146_b0, align 32
-  %t146_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t146_c0_0, align 32
-  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a0, <8 x float> %t146_b0, <8 x float> %t146_c0_0)
-  store <8 x float> %122, ptr %conv2_weight_grad.t146_c0_0, align 32
-  %t146_a021 = load <8 x float>, ptr %conv2_weight_grad.t146_a0, align 32
-  %t146_b1 = load <8 x float>, ptr %conv2_weight_grad.t146_b1, align 32
-  %t146_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t146_c0_1, align 32
-  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a021, <8 x float> %t146_b1, <8 x float> %t146_c0_1)
-  store <8 x float> %123, ptr %conv2_weight_grad.t146_c0_1, align 32
-  %t146_a022 = load <8 x float>, ptr %conv2_weight_grad.t146_a0, align 32
-  %t146_b2 = load <8 x float>, ptr %conv2_weight_grad.t146_b2, align 32
-  %t146_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t146_c0_2, align 32
-  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a022, <8 x float> %t146_b2, <8 x float> %t146_c0_2)
-  store <8 x float> %124, ptr %conv2_weight_grad.t146_c0_2, align 32
-  %125 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %121, ptr %conv2_weight_grad.t194_a0, align 32
+  %t194_a0 = load <8 x float>, ptr %conv2_weight_grad.t194_a0, align 32
+  %t194_b0 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
+  %t194_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_0, align 32
+  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a0, <8 x float> %t194_b0, <8 x float> %t194_c0_0)
+  store <8 x float> %122, ptr %conv2_weight_grad.t194_c0_0, align 32
+  %t194_a021 = load <8 x float>, ptr %conv2_weight_grad.t194_a0, align 32
+  %t194_b1 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
+  %t194_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_1, align 32
+  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a021, <8 x float> %t194_b1, <8 x float> %t194_c0_1)
+  store <8 x float> %123, ptr %conv2_weight_grad.t194_c0_1, align 32
+  %t194_a022 = load <8 x float>, ptr %conv2_weight_grad.t194_a0, align 32
+  %t194_b2 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
+  %t194_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_2, align 32
+  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a022, <8 x float> %t194_b2, <8 x float> %t194_c0_2)
+  store <8 x float> %124, ptr %conv2_weight_grad.t194_c0_2, align 32
+  %125 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %126 = add nsw i64 %125, 1
   %127 = mul nsw i64 %126, 2304
   %128 = add nsw i64 1384448, %127
-  %129 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %130 = add nsw i64 %conv2_weight_grad.k14716, %129
+  %129 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %130 = add nsw i64 %conv2_weight_grad.k19516, %129
   %131 = add nsw i64 %128, %130
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %131
   %132 = load float, ptr %arena23, align 4
   %133 = insertelement <8 x float> undef, float %132, i32 0
   %134 = shufflevector <8 x float> %133, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %134, ptr %conv2_weight_grad.t146_a1, align 32
-  %t146_a1 = load <8 x float>, ptr %conv2_weight_grad.t146_a1, align 32
-  %t146_b024 = load <8 x float>, ptr %conv2_weight_grad.t146_b0, align 32
-  %t146_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t146_c1_0, align 32
-  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a1, <8 x float> %t146_b024, <8 x float> %t146_c1_0)
-  store <8 x float> %135, ptr %conv2_weight_grad.t146_c1_0, align 32
-  %t146_a125 = load <8 x float>, ptr %conv2_weight_grad.t146_a1, align 32
-  %t146_b126 = load <8 x float>, ptr %conv2_weight_grad.t146_b1, align 32
-  %t146_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t146_c1_1, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a125, <8 x float> %t146_b126, <8 x float> %t146_c1_1)
-  store <8 x float> %136, ptr %conv2_weight_grad.t146_c1_1, align 32
-  %t146_a127 = load <8 x float>, ptr %conv2_weight_grad.t146_a1, align 32
-  %t146_b228 = load <8 x float>, ptr %conv2_weight_grad.t146_b2, align 32
-  %t146_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t146_c1_2, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a127, <8 x float> %t146_b228, <8 x float> %t146_c1_2)
-  store <8 x float> %137, ptr %conv2_weight_grad.t146_c1_2, align 32
-  %138 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %134, ptr %conv2_weight_grad.t194_a1, align 32
+  %t194_a1 = load <8 x float>, ptr %conv2_weight_grad.t194_a1, align 32
+  %t194_b024 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
+  %t194_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_0, align 32
+  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a1, <8 x float> %t194_b024, <8 x float> %t194_c1_0)
+  store <8 x float> %135, ptr %conv2_weight_grad.t194_c1_0, align 32
+  %t194_a125 = load <8 x float>, ptr %conv2_weight_grad.t194_a1, align 32
+  %t194_b126 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
+  %t194_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_1, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a125, <8 x float> %t194_b126, <8 x float> %t194_c1_1)
+  store <8 x float> %136, ptr %conv2_weight_grad.t194_c1_1, align 32
+  %t194_a127 = load <8 x float>, ptr %conv2_weight_grad.t194_a1, align 32
+  %t194_b228 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
+  %t194_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_2, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a127, <8 x float> %t194_b228, <8 x float> %t194_c1_2)
+  store <8 x float> %137, ptr %conv2_weight_grad.t194_c1_2, align 32
+  %138 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 2304
   %141 = add nsw i64 1384448, %140
-  %142 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %143 = add nsw i64 %conv2_weight_grad.k14716, %142
+  %142 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %143 = add nsw i64 %conv2_weight_grad.k19516, %142
   %144 = add nsw i64 %141, %143
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load float, ptr %arena29, align 4
   %146 = insertelement <8 x float> undef, float %145, i32 0
   %147 = shufflevector <8 x float> %146, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %147, ptr %conv2_weight_grad.t146_a2, align 32
-  %t146_a2 = load <8 x float>, ptr %conv2_weight_grad.t146_a2, align 32
-  %t146_b030 = load <8 x float>, ptr %conv2_weight_grad.t146_b0, align 32
-  %t146_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t146_c2_0, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a2, <8 x float> %t146_b030, <8 x float> %t146_c2_0)
-  store <8 x float> %148, ptr %conv2_weight_grad.t146_c2_0, align 32
-  %t146_a231 = load <8 x float>, ptr %conv2_weight_grad.t146_a2, align 32
-  %t146_b132 = load <8 x float>, ptr %conv2_weight_grad.t146_b1, align 32
-  %t146_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t146_c2_1, align 32
-  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a231, <8 x float> %t146_b132, <8 x float> %t146_c2_1)
-  store <8 x float> %149, ptr %conv2_weight_grad.t146_c2_1, align 32
-  %t146_a233 = load <8 x float>, ptr %conv2_weight_grad.t146_a2, align 32
-  %t146_b234 = load <8 x float>, ptr %conv2_weight_grad.t146_b2, align 32
-  %t146_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t146_c2_2, align 32
-  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a233, <8 x float> %t146_b234, <8 x float> %t146_c2_2)
-  store <8 x float> %150, ptr %conv2_weight_grad.t146_c2_2, align 32
-  %151 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %147, ptr %conv2_weight_grad.t194_a2, align 32
+  %t194_a2 = load <8 x float>, ptr %conv2_weight_grad.t194_a2, align 32
+  %t194_b030 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
+  %t194_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_0, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a2, <8 x float> %t194_b030, <8 x float> %t194_c2_0)
+  store <8 x float> %148, ptr %conv2_weight_grad.t194_c2_0, align 32
+  %t194_a231 = load <8 x float>, ptr %conv2_weight_grad.t194_a2, align 32
+  %t194_b132 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
+  %t194_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_1, align 32
+  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a231, <8 x float> %t194_b132, <8 x float> %t194_c2_1)
+  store <8 x float> %149, ptr %conv2_weight_grad.t194_c2_1, align 32
+  %t194_a233 = load <8 x float>, ptr %conv2_weight_grad.t194_a2, align 32
+  %t194_b234 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
+  %t194_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_2, align 32
+  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a233, <8 x float> %t194_b234, <8 x float> %t194_c2_2)
+  store <8 x float> %150, ptr %conv2_weight_grad.t194_c2_2, align 32
+  %151 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %152 = add nsw i64 %151, 3
   %153 = mul nsw i64 %152, 2304
   %154 = add nsw i64 1384448, %153
-  %155 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %156 = add nsw i64 %conv2_weight_grad.k14716, %155
+  %155 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %156 = add nsw i64 %conv2_weight_grad.k19516, %155
   %157 = add nsw i64 %154, %156
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena35, align 4
   %159 = insertelement <8 x float> undef, float %158, i32 0
   %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %160, ptr %conv2_weight_grad.t146_a3, align 32
-  %t146_a3 = load <8 x float>, ptr %conv2_weight_grad.t146_a3, align 32
-  %t146_b036 = load <8 x float>, ptr %conv2_weight_grad.t146_b0, align 32
-  %t146_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t146_c3_0, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a3, <8 x float> %t146_b036, <8 x float> %t146_c3_0)
-  store <8 x float> %161, ptr %conv2_weight_grad.t146_c3_0, align 32
-  %t146_a337 = load <8 x float>, ptr %conv2_weight_grad.t146_a3, align 32
-  %t146_b138 = load <8 x float>, ptr %conv2_weight_grad.t146_b1, align 32
-  %t146_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t146_c3_1, align 32
-  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a337, <8 x float> %t146_b138, <8 x float> %t146_c3_1)
-  store <8 x float> %162, ptr %conv2_weight_grad.t146_c3_1, align 32
-  %t146_a339 = load <8 x float>, ptr %conv2_weight_grad.t146_a3, align 32
-  %t146_b240 = load <8 x float>, ptr %conv2_weight_grad.t146_b2, align 32
-  %t146_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t146_c3_2, align 32
-  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t146_a339, <8 x float> %t146_b240, <8 x float> %t146_c3_2)
-  store <8 x float> %163, ptr %conv2_weight_grad.t146_c3_2, align 32
-  %k147.next = add nsw i64 %conv2_weight_grad.k14716, 1
-  %164 = icmp slt i64 %k147.next, 1152
-  br i1 %164, label %conv2_weight_grad.k147, label %conv2_weight_grad.k147.end
+  store <8 x float> %160, ptr %conv2_weight_grad.t194_a3, align 32
+  %t194_a3 = load <8 x float>, ptr %conv2_weight_grad.t194_a3, align 32
+  %t194_b036 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
+  %t194_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_0, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a3, <8 x float> %t194_b036, <8 x float> %t194_c3_0)
+  store <8 x float> %161, ptr %conv2_weight_grad.t194_c3_0, align 32
+  %t194_a337 = load <8 x float>, ptr %conv2_weight_grad.t194_a3, align 32
+  %t194_b138 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
+  %t194_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_1, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a337, <8 x float> %t194_b138, <8 x float> %t194_c3_1)
+  store <8 x float> %162, ptr %conv2_weight_grad.t194_c3_1, align 32
+  %t194_a339 = load <8 x float>, ptr %conv2_weight_grad.t194_a3, align 32
+  %t194_b240 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
+  %t194_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_2, align 32
+  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a339, <8 x float> %t194_b240, <8 x float> %t194_c3_2)
+  store <8 x float> %163, ptr %conv2_weight_grad.t194_c3_2, align 32
+  %k195.next = add nsw i64 %conv2_weight_grad.k19516, 1
+  %164 = icmp slt i64 %k195.next, 1152
+  br i1 %164, label %conv2_weight_grad.k195, label %conv2_weight_grad.k195.end
 
-conv2_weight_grad.k147.end:                       ; preds = %conv2_weight_grad.k147
-  %t146_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t146_c0_0, align 32
-  %165 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+conv2_weight_grad.k195.end:                       ; preds = %conv2_weight_grad.k195
+  %t194_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_0, align 32
+  %165 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %166 = mul nsw i64 %165, 64
   %167 = add nsw i64 2195456, %166
-  %168 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %168 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %169 = add nsw i64 %167, %168
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <8 x float> %t146_c0_041, ptr %arena42, align 4
-  %t146_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t146_c0_1, align 32
-  %170 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c0_041, ptr %arena42, align 4
+  %t194_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_1, align 32
+  %170 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 2195456, %171
-  %173 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %173 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 %174, 8
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t146_c0_143, ptr %arena44, align 4
-  %t146_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t146_c0_2, align 32
-  %176 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c0_143, ptr %arena44, align 4
+  %t194_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_2, align 32
+  %176 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %177 = mul nsw i64 %176, 64
   %178 = add nsw i64 2195456, %177
-  %179 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %179 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %180 = add nsw i64 %178, %179
   %181 = add nsw i64 %180, 16
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store <8 x float> %t146_c0_245, ptr %arena46, align 4
-  %t146_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t146_c1_0, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c0_245, ptr %arena46, align 4
+  %t194_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_0, align 32
+  %182 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 2195456, %184
-  %186 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %186 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %187 = add nsw i64 %185, %186
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t146_c1_047, ptr %arena48, align 4
-  %t146_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t146_c1_1, align 32
-  %188 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c1_047, ptr %arena48, align 4
+  %t194_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_1, align 32
+  %188 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %189 = add nsw i64 %188, 1
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 2195456, %190
-  %192 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %192 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %193 = add nsw i64 %191, %192
   %194 = add nsw i64 %193, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t146_c1_149, ptr %arena50, align 4
-  %t146_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t146_c1_2, align 32
-  %195 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c1_149, ptr %arena50, align 4
+  %t194_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_2, align 32
+  %195 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 64
   %198 = add nsw i64 2195456, %197
-  %199 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %199 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 %200, 16
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t146_c1_251, ptr %arena52, align 4
-  %t146_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t146_c2_0, align 32
-  %202 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c1_251, ptr %arena52, align 4
+  %t194_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_0, align 32
+  %202 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 64
   %205 = add nsw i64 2195456, %204
-  %206 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %206 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %207 = add nsw i64 %205, %206
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %207
-  store <8 x float> %t146_c2_053, ptr %arena54, align 4
-  %t146_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t146_c2_1, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c2_053, ptr %arena54, align 4
+  %t194_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_1, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %209 = add nsw i64 %208, 2
   %210 = mul nsw i64 %209, 64
   %211 = add nsw i64 2195456, %210
-  %212 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %212 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 %213, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t146_c2_155, ptr %arena56, align 4
-  %t146_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t146_c2_2, align 32
-  %215 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c2_155, ptr %arena56, align 4
+  %t194_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_2, align 32
+  %215 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %216 = add nsw i64 %215, 2
   %217 = mul nsw i64 %216, 64
   %218 = add nsw i64 2195456, %217
-  %219 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %219 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 16
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t146_c2_257, ptr %arena58, align 4
-  %t146_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t146_c3_0, align 32
-  %222 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c2_257, ptr %arena58, align 4
+  %t194_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_0, align 32
+  %222 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 64
   %225 = add nsw i64 2195456, %224
-  %226 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %226 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %227 = add nsw i64 %225, %226
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t146_c3_059, ptr %arena60, align 4
-  %t146_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t146_c3_1, align 32
-  %228 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c3_059, ptr %arena60, align 4
+  %t194_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_1, align 32
+  %228 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %229 = add nsw i64 %228, 3
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 2195456, %230
-  %232 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %232 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t146_c3_161, ptr %arena62, align 4
-  %t146_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t146_c3_2, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.mb1453, 4
+  store <8 x float> %t194_c3_161, ptr %arena62, align 4
+  %t194_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_2, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.mb1933, 4
   %236 = add nsw i64 %235, 3
   %237 = mul nsw i64 %236, 64
   %238 = add nsw i64 2195456, %237
-  %239 = mul nsw i64 %conv2_weight_grad.nb1442, 24
+  %239 = mul nsw i64 %conv2_weight_grad.nb1922, 24
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 %240, 16
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  store <8 x float> %t146_c3_263, ptr %arena64, align 4
-  %mb145.next = add nsw i64 %conv2_weight_grad.mb1453, 1
-  %242 = icmp slt i64 %mb145.next, 72
-  br i1 %242, label %conv2_weight_grad.mb145, label %conv2_weight_grad.mb145.end
+  store <8 x float> %t194_c3_263, ptr %arena64, align 4
+  %mb193.next = add nsw i64 %conv2_weight_grad.mb1933, 1
+  %242 = icmp slt i64 %mb193.next, 72
+  br i1 %242, label %conv2_weight_grad.mb193, label %conv2_weight_grad.mb193.end
 
-conv2_weight_grad.mb148:                          ; preds = %conv2_weight_grad.k150.end, %conv2_weight_grad.nb144.end
-  %conv2_weight_grad.mb14865 = phi i64 [ 0, %conv2_weight_grad.nb144.end ], [ %mb148.next, %conv2_weight_grad.k150.end ]
-  %243 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+conv2_weight_grad.mb196:                          ; preds = %conv2_weight_grad.k198.end, %conv2_weight_grad.nb192.end
+  %conv2_weight_grad.mb19665 = phi i64 [ 0, %conv2_weight_grad.nb192.end ], [ %mb196.next, %conv2_weight_grad.k198.end ]
+  %243 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %244 = mul nsw i64 %243, 64
   %245 = add nsw i64 2195456, %244
   %246 = add nsw i64 %245, 48
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena66, align 4
-  store <8 x float> %247, ptr %conv2_weight_grad.t149_c0_0, align 32
-  %248 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %247, ptr %conv2_weight_grad.t197_c0_0, align 32
+  %248 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 2195456, %249
   %251 = add nsw i64 %250, 48
   %252 = add nsw i64 %251, 8
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
   %253 = load <8 x float>, ptr %arena67, align 4
-  store <8 x float> %253, ptr %conv2_weight_grad.t149_c0_1, align 32
-  %254 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %253, ptr %conv2_weight_grad.t197_c0_1, align 32
+  %254 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %255 = add nsw i64 %254, 1
   %256 = mul nsw i64 %255, 64
   %257 = add nsw i64 2195456, %256
   %258 = add nsw i64 %257, 48
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena68, align 4
-  store <8 x float> %259, ptr %conv2_weight_grad.t149_c1_0, align 32
-  %260 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %259, ptr %conv2_weight_grad.t197_c1_0, align 32
+  %260 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 64
   %263 = add nsw i64 2195456, %262
@@ -4678,16 +4678,16 @@ conv2_weight_grad.mb148:                          ; preds = %conv2_weight_grad.k
   %265 = add nsw i64 %264, 8
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %265
   %266 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %266, ptr %conv2_weight_grad.t149_c1_1, align 32
-  %267 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %266, ptr %conv2_weight_grad.t197_c1_1, align 32
+  %267 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 64
   %270 = add nsw i64 2195456, %269
   %271 = add nsw i64 %270, 48
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %271
   %272 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %272, ptr %conv2_weight_grad.t149_c2_0, align 32
-  %273 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %272, ptr %conv2_weight_grad.t197_c2_0, align 32
+  %273 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 64
   %276 = add nsw i64 2195456, %275
@@ -4695,16 +4695,16 @@ conv2_weight_grad.mb148:                          ; preds = %conv2_weight_grad.k
   %278 = add nsw i64 %277, 8
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %278
   %279 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %279, ptr %conv2_weight_grad.t149_c2_1, align 32
-  %280 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %279, ptr %conv2_weight_grad.t197_c2_1, align 32
+  %280 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %281 = add nsw i64 %280, 3
   %282 = mul nsw i64 %281, 64
   %283 = add nsw i64 2195456, %282
   %284 = add nsw i64 %283, 48
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %284
   %285 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %285, ptr %conv2_weight_grad.t149_c3_0, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %285, ptr %conv2_weight_grad.t197_c3_0, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 64
   %289 = add nsw i64 2195456, %288
@@ -4712,3742 +4712,3742 @@ conv2_weight_grad.mb148:                          ; preds = %conv2_weight_grad.k
   %291 = add nsw i64 %290, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %291
   %292 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %292, ptr %conv2_weight_grad.t149_c3_1, align 32
-  br label %conv2_weight_grad.k150
+  store <8 x float> %292, ptr %conv2_weight_grad.t197_c3_1, align 32
+  br label %conv2_weight_grad.k198
 
-conv2_weight_grad.mb148.end:                      ; preds = %conv2_weight_grad.k150.end
-  %kp143.next = add nsw i64 %conv2_weight_grad.kp1431, 1
-  %293 = icmp slt i64 %kp143.next, 2
-  br i1 %293, label %conv2_weight_grad.kp143, label %conv2_weight_grad.kp143.end
+conv2_weight_grad.mb196.end:                      ; preds = %conv2_weight_grad.k198.end
+  %kp191.next = add nsw i64 %conv2_weight_grad.kp1911, 1
+  %293 = icmp slt i64 %kp191.next, 2
+  br i1 %293, label %conv2_weight_grad.kp191, label %conv2_weight_grad.kp191.end
 
-conv2_weight_grad.k150:                           ; preds = %conv2_weight_grad.k150, %conv2_weight_grad.mb148
-  %conv2_weight_grad.k15074 = phi i64 [ 0, %conv2_weight_grad.mb148 ], [ %k150.next, %conv2_weight_grad.k150 ]
-  %294 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %295 = add nsw i64 %conv2_weight_grad.k15074, %294
+conv2_weight_grad.k198:                           ; preds = %conv2_weight_grad.k198, %conv2_weight_grad.mb196
+  %conv2_weight_grad.k19874 = phi i64 [ 0, %conv2_weight_grad.mb196 ], [ %k198.next, %conv2_weight_grad.k198 ]
+  %294 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %295 = add nsw i64 %conv2_weight_grad.k19874, %294
   %296 = mul nsw i64 %295, 64
   %297 = add nsw i64 2048000, %296
   %298 = add nsw i64 %297, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %298
   %299 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %299, ptr %conv2_weight_grad.t149_b0, align 32
-  %300 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %301 = add nsw i64 %conv2_weight_grad.k15074, %300
+  store <8 x float> %299, ptr %conv2_weight_grad.t197_b0, align 32
+  %300 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %301 = add nsw i64 %conv2_weight_grad.k19874, %300
   %302 = mul nsw i64 %301, 64
   %303 = add nsw i64 2048000, %302
   %304 = add nsw i64 %303, 48
   %305 = add nsw i64 %304, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %306, ptr %conv2_weight_grad.t149_b1, align 32
-  %307 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %306, ptr %conv2_weight_grad.t197_b1, align 32
+  %307 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %308 = mul nsw i64 %307, 2304
   %309 = add nsw i64 1384448, %308
-  %310 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %311 = add nsw i64 %conv2_weight_grad.k15074, %310
+  %310 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %311 = add nsw i64 %conv2_weight_grad.k19874, %310
   %312 = add nsw i64 %309, %311
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load float, ptr %arena77, align 4
   %314 = insertelement <8 x float> undef, float %313, i32 0
   %315 = shufflevector <8 x float> %314, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %315, ptr %conv2_weight_grad.t149_a0, align 32
-  %t149_a0 = load <8 x float>, ptr %conv2_weight_grad.t149_a0, align 32
-  %t149_b0 = load <8 x float>, ptr %conv2_weight_grad.t149_b0, align 32
-  %t149_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t149_c0_0, align 32
-  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a0, <8 x float> %t149_b0, <8 x float> %t149_c0_0)
-  store <8 x float> %316, ptr %conv2_weight_grad.t149_c0_0, align 32
-  %t149_a078 = load <8 x float>, ptr %conv2_weight_grad.t149_a0, align 32
-  %t149_b1 = load <8 x float>, ptr %conv2_weight_grad.t149_b1, align 32
-  %t149_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t149_c0_1, align 32
-  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a078, <8 x float> %t149_b1, <8 x float> %t149_c0_1)
-  store <8 x float> %317, ptr %conv2_weight_grad.t149_c0_1, align 32
-  %318 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %315, ptr %conv2_weight_grad.t197_a0, align 32
+  %t197_a0 = load <8 x float>, ptr %conv2_weight_grad.t197_a0, align 32
+  %t197_b0 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
+  %t197_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_0, align 32
+  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a0, <8 x float> %t197_b0, <8 x float> %t197_c0_0)
+  store <8 x float> %316, ptr %conv2_weight_grad.t197_c0_0, align 32
+  %t197_a078 = load <8 x float>, ptr %conv2_weight_grad.t197_a0, align 32
+  %t197_b1 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
+  %t197_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_1, align 32
+  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a078, <8 x float> %t197_b1, <8 x float> %t197_c0_1)
+  store <8 x float> %317, ptr %conv2_weight_grad.t197_c0_1, align 32
+  %318 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %319 = add nsw i64 %318, 1
   %320 = mul nsw i64 %319, 2304
   %321 = add nsw i64 1384448, %320
-  %322 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %323 = add nsw i64 %conv2_weight_grad.k15074, %322
+  %322 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %323 = add nsw i64 %conv2_weight_grad.k19874, %322
   %324 = add nsw i64 %321, %323
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load float, ptr %arena79, align 4
   %326 = insertelement <8 x float> undef, float %325, i32 0
   %327 = shufflevector <8 x float> %326, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %327, ptr %conv2_weight_grad.t149_a1, align 32
-  %t149_a1 = load <8 x float>, ptr %conv2_weight_grad.t149_a1, align 32
-  %t149_b080 = load <8 x float>, ptr %conv2_weight_grad.t149_b0, align 32
-  %t149_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t149_c1_0, align 32
-  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a1, <8 x float> %t149_b080, <8 x float> %t149_c1_0)
-  store <8 x float> %328, ptr %conv2_weight_grad.t149_c1_0, align 32
-  %t149_a181 = load <8 x float>, ptr %conv2_weight_grad.t149_a1, align 32
-  %t149_b182 = load <8 x float>, ptr %conv2_weight_grad.t149_b1, align 32
-  %t149_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t149_c1_1, align 32
-  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a181, <8 x float> %t149_b182, <8 x float> %t149_c1_1)
-  store <8 x float> %329, ptr %conv2_weight_grad.t149_c1_1, align 32
-  %330 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %327, ptr %conv2_weight_grad.t197_a1, align 32
+  %t197_a1 = load <8 x float>, ptr %conv2_weight_grad.t197_a1, align 32
+  %t197_b080 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
+  %t197_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_0, align 32
+  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a1, <8 x float> %t197_b080, <8 x float> %t197_c1_0)
+  store <8 x float> %328, ptr %conv2_weight_grad.t197_c1_0, align 32
+  %t197_a181 = load <8 x float>, ptr %conv2_weight_grad.t197_a1, align 32
+  %t197_b182 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
+  %t197_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_1, align 32
+  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a181, <8 x float> %t197_b182, <8 x float> %t197_c1_1)
+  store <8 x float> %329, ptr %conv2_weight_grad.t197_c1_1, align 32
+  %330 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %331 = add nsw i64 %330, 2
   %332 = mul nsw i64 %331, 2304
   %333 = add nsw i64 1384448, %332
-  %334 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %335 = add nsw i64 %conv2_weight_grad.k15074, %334
+  %334 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %335 = add nsw i64 %conv2_weight_grad.k19874, %334
   %336 = add nsw i64 %333, %335
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %336
   %337 = load float, ptr %arena83, align 4
   %338 = insertelement <8 x float> undef, float %337, i32 0
   %339 = shufflevector <8 x float> %338, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %339, ptr %conv2_weight_grad.t149_a2, align 32
-  %t149_a2 = load <8 x float>, ptr %conv2_weight_grad.t149_a2, align 32
-  %t149_b084 = load <8 x float>, ptr %conv2_weight_grad.t149_b0, align 32
-  %t149_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t149_c2_0, align 32
-  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a2, <8 x float> %t149_b084, <8 x float> %t149_c2_0)
-  store <8 x float> %340, ptr %conv2_weight_grad.t149_c2_0, align 32
-  %t149_a285 = load <8 x float>, ptr %conv2_weight_grad.t149_a2, align 32
-  %t149_b186 = load <8 x float>, ptr %conv2_weight_grad.t149_b1, align 32
-  %t149_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t149_c2_1, align 32
-  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a285, <8 x float> %t149_b186, <8 x float> %t149_c2_1)
-  store <8 x float> %341, ptr %conv2_weight_grad.t149_c2_1, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %339, ptr %conv2_weight_grad.t197_a2, align 32
+  %t197_a2 = load <8 x float>, ptr %conv2_weight_grad.t197_a2, align 32
+  %t197_b084 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
+  %t197_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_0, align 32
+  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a2, <8 x float> %t197_b084, <8 x float> %t197_c2_0)
+  store <8 x float> %340, ptr %conv2_weight_grad.t197_c2_0, align 32
+  %t197_a285 = load <8 x float>, ptr %conv2_weight_grad.t197_a2, align 32
+  %t197_b186 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
+  %t197_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_1, align 32
+  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a285, <8 x float> %t197_b186, <8 x float> %t197_c2_1)
+  store <8 x float> %341, ptr %conv2_weight_grad.t197_c2_1, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %343 = add nsw i64 %342, 3
   %344 = mul nsw i64 %343, 2304
   %345 = add nsw i64 1384448, %344
-  %346 = mul nsw i64 %conv2_weight_grad.kp1431, 1152
-  %347 = add nsw i64 %conv2_weight_grad.k15074, %346
+  %346 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
+  %347 = add nsw i64 %conv2_weight_grad.k19874, %346
   %348 = add nsw i64 %345, %347
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load float, ptr %arena87, align 4
   %350 = insertelement <8 x float> undef, float %349, i32 0
   %351 = shufflevector <8 x float> %350, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %351, ptr %conv2_weight_grad.t149_a3, align 32
-  %t149_a3 = load <8 x float>, ptr %conv2_weight_grad.t149_a3, align 32
-  %t149_b088 = load <8 x float>, ptr %conv2_weight_grad.t149_b0, align 32
-  %t149_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t149_c3_0, align 32
-  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a3, <8 x float> %t149_b088, <8 x float> %t149_c3_0)
-  store <8 x float> %352, ptr %conv2_weight_grad.t149_c3_0, align 32
-  %t149_a389 = load <8 x float>, ptr %conv2_weight_grad.t149_a3, align 32
-  %t149_b190 = load <8 x float>, ptr %conv2_weight_grad.t149_b1, align 32
-  %t149_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t149_c3_1, align 32
-  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a389, <8 x float> %t149_b190, <8 x float> %t149_c3_1)
-  store <8 x float> %353, ptr %conv2_weight_grad.t149_c3_1, align 32
-  %k150.next = add nsw i64 %conv2_weight_grad.k15074, 1
-  %354 = icmp slt i64 %k150.next, 1152
-  br i1 %354, label %conv2_weight_grad.k150, label %conv2_weight_grad.k150.end
+  store <8 x float> %351, ptr %conv2_weight_grad.t197_a3, align 32
+  %t197_a3 = load <8 x float>, ptr %conv2_weight_grad.t197_a3, align 32
+  %t197_b088 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
+  %t197_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_0, align 32
+  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a3, <8 x float> %t197_b088, <8 x float> %t197_c3_0)
+  store <8 x float> %352, ptr %conv2_weight_grad.t197_c3_0, align 32
+  %t197_a389 = load <8 x float>, ptr %conv2_weight_grad.t197_a3, align 32
+  %t197_b190 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
+  %t197_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_1, align 32
+  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a389, <8 x float> %t197_b190, <8 x float> %t197_c3_1)
+  store <8 x float> %353, ptr %conv2_weight_grad.t197_c3_1, align 32
+  %k198.next = add nsw i64 %conv2_weight_grad.k19874, 1
+  %354 = icmp slt i64 %k198.next, 1152
+  br i1 %354, label %conv2_weight_grad.k198, label %conv2_weight_grad.k198.end
 
-conv2_weight_grad.k150.end:                       ; preds = %conv2_weight_grad.k150
-  %t149_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t149_c0_0, align 32
-  %355 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+conv2_weight_grad.k198.end:                       ; preds = %conv2_weight_grad.k198
+  %t197_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_0, align 32
+  %355 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %356 = mul nsw i64 %355, 64
   %357 = add nsw i64 2195456, %356
   %358 = add nsw i64 %357, 48
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %358
-  store <8 x float> %t149_c0_091, ptr %arena92, align 4
-  %t149_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t149_c0_1, align 32
-  %359 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c0_091, ptr %arena92, align 4
+  %t197_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_1, align 32
+  %359 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %360 = mul nsw i64 %359, 64
   %361 = add nsw i64 2195456, %360
   %362 = add nsw i64 %361, 48
   %363 = add nsw i64 %362, 8
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t149_c0_193, ptr %arena94, align 4
-  %t149_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t149_c1_0, align 32
-  %364 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c0_193, ptr %arena94, align 4
+  %t197_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_0, align 32
+  %364 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %365 = add nsw i64 %364, 1
   %366 = mul nsw i64 %365, 64
   %367 = add nsw i64 2195456, %366
   %368 = add nsw i64 %367, 48
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t149_c1_095, ptr %arena96, align 4
-  %t149_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t149_c1_1, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c1_095, ptr %arena96, align 4
+  %t197_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_1, align 32
+  %369 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 2195456, %371
   %373 = add nsw i64 %372, 48
   %374 = add nsw i64 %373, 8
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %374
-  store <8 x float> %t149_c1_197, ptr %arena98, align 4
-  %t149_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t149_c2_0, align 32
-  %375 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c1_197, ptr %arena98, align 4
+  %t197_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_0, align 32
+  %375 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %376 = add nsw i64 %375, 2
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 2195456, %377
   %379 = add nsw i64 %378, 48
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t149_c2_099, ptr %arena100, align 4
-  %t149_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t149_c2_1, align 32
-  %380 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c2_099, ptr %arena100, align 4
+  %t197_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_1, align 32
+  %380 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 2195456, %382
   %384 = add nsw i64 %383, 48
   %385 = add nsw i64 %384, 8
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %385
-  store <8 x float> %t149_c2_1101, ptr %arena102, align 4
-  %t149_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t149_c3_0, align 32
-  %386 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c2_1101, ptr %arena102, align 4
+  %t197_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_0, align 32
+  %386 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 64
   %389 = add nsw i64 2195456, %388
   %390 = add nsw i64 %389, 48
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t149_c3_0103, ptr %arena104, align 4
-  %t149_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t149_c3_1, align 32
-  %391 = mul nsw i64 %conv2_weight_grad.mb14865, 4
+  store <8 x float> %t197_c3_0103, ptr %arena104, align 4
+  %t197_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_1, align 32
+  %391 = mul nsw i64 %conv2_weight_grad.mb19665, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 2195456, %393
   %395 = add nsw i64 %394, 48
   %396 = add nsw i64 %395, 8
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %396
-  store <8 x float> %t149_c3_1105, ptr %arena106, align 4
-  %mb148.next = add nsw i64 %conv2_weight_grad.mb14865, 1
-  %397 = icmp slt i64 %mb148.next, 72
-  br i1 %397, label %conv2_weight_grad.mb148, label %conv2_weight_grad.mb148.end
+  store <8 x float> %t197_c3_1105, ptr %arena106, align 4
+  %mb196.next = add nsw i64 %conv2_weight_grad.mb19665, 1
+  %397 = icmp slt i64 %mb196.next, 72
+  br i1 %397, label %conv2_weight_grad.mb196, label %conv2_weight_grad.mb196.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_bias_grad.sum164 = alloca float, align 4
-  %conv2_bias_grad.sum163 = alloca float, align 4
-  %conv2_bias_grad.sum162 = alloca float, align 4
-  %conv2_bias_grad.sum161 = alloca float, align 4
-  %conv2_bias_grad.sum160 = alloca float, align 4
-  %conv2_bias_grad.sum159 = alloca float, align 4
-  %conv2_bias_grad.sum158 = alloca float, align 4
-  %conv2_bias_grad.acc155 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f154
+  %conv2_bias_grad.sum212 = alloca float, align 4
+  %conv2_bias_grad.sum211 = alloca float, align 4
+  %conv2_bias_grad.sum210 = alloca float, align 4
+  %conv2_bias_grad.sum209 = alloca float, align 4
+  %conv2_bias_grad.sum208 = alloca float, align 4
+  %conv2_bias_grad.sum207 = alloca float, align 4
+  %conv2_bias_grad.sum206 = alloca float, align 4
+  %conv2_bias_grad.acc203 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f202
 
-conv2_bias_grad.f154:                             ; preds = %conv2_bias_grad.img156.end, %entry
-  %conv2_bias_grad.f1541 = phi i64 [ 0, %entry ], [ %f154.next, %conv2_bias_grad.img156.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc155, align 32
-  br label %conv2_bias_grad.img156
+conv2_bias_grad.f202:                             ; preds = %conv2_bias_grad.img204.end, %entry
+  %conv2_bias_grad.f2021 = phi i64 [ 0, %entry ], [ %f202.next, %conv2_bias_grad.img204.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc203, align 32
+  br label %conv2_bias_grad.img204
 
-conv2_bias_grad.f154.end:                         ; preds = %conv2_bias_grad.img156.end
+conv2_bias_grad.f202.end:                         ; preds = %conv2_bias_grad.img204.end
   ret void
 
-conv2_bias_grad.img156:                           ; preds = %conv2_bias_grad.i157.end, %conv2_bias_grad.f154
-  %conv2_bias_grad.img1562 = phi i64 [ 0, %conv2_bias_grad.f154 ], [ %img156.next, %conv2_bias_grad.i157.end ]
-  br label %conv2_bias_grad.i157
+conv2_bias_grad.img204:                           ; preds = %conv2_bias_grad.i205.end, %conv2_bias_grad.f202
+  %conv2_bias_grad.img2042 = phi i64 [ 0, %conv2_bias_grad.f202 ], [ %img204.next, %conv2_bias_grad.i205.end ]
+  br label %conv2_bias_grad.i205
 
-conv2_bias_grad.img156.end:                       ; preds = %conv2_bias_grad.i157.end
-  %acc1555 = load <8 x float>, ptr %conv2_bias_grad.acc155, align 32
+conv2_bias_grad.img204.end:                       ; preds = %conv2_bias_grad.i205.end
+  %acc2035 = load <8 x float>, ptr %conv2_bias_grad.acc203, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1384448
-  store <8 x float> %acc1555, ptr %arena6, align 4
+  store <8 x float> %acc2035, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1384448
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1384449
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum158, align 4
-  %sum158 = load float, ptr %conv2_bias_grad.sum158, align 4
+  store float %2, ptr %conv2_bias_grad.sum206, align 4
+  %sum206 = load float, ptr %conv2_bias_grad.sum206, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1384450
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum158, %3
-  store float %4, ptr %conv2_bias_grad.sum159, align 4
-  %sum159 = load float, ptr %conv2_bias_grad.sum159, align 4
+  %4 = fadd float %sum206, %3
+  store float %4, ptr %conv2_bias_grad.sum207, align 4
+  %sum207 = load float, ptr %conv2_bias_grad.sum207, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1384451
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum159, %5
-  store float %6, ptr %conv2_bias_grad.sum160, align 4
-  %sum160 = load float, ptr %conv2_bias_grad.sum160, align 4
+  %6 = fadd float %sum207, %5
+  store float %6, ptr %conv2_bias_grad.sum208, align 4
+  %sum208 = load float, ptr %conv2_bias_grad.sum208, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1384452
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum160, %7
-  store float %8, ptr %conv2_bias_grad.sum161, align 4
-  %sum161 = load float, ptr %conv2_bias_grad.sum161, align 4
+  %8 = fadd float %sum208, %7
+  store float %8, ptr %conv2_bias_grad.sum209, align 4
+  %sum209 = load float, ptr %conv2_bias_grad.sum209, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1384453
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum161, %9
-  store float %10, ptr %conv2_bias_grad.sum162, align 4
-  %sum162 = load float, ptr %conv2_bias_grad.sum162, align 4
+  %10 = fadd float %sum209, %9
+  store float %10, ptr %conv2_bias_grad.sum210, align 4
+  %sum210 = load float, ptr %conv2_bias_grad.sum210, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1384454
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum162, %11
-  store float %12, ptr %conv2_bias_grad.sum163, align 4
-  %sum163 = load float, ptr %conv2_bias_grad.sum163, align 4
+  %12 = fadd float %sum210, %11
+  store float %12, ptr %conv2_bias_grad.sum211, align 4
+  %sum211 = load float, ptr %conv2_bias_grad.sum211, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1384455
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum163, %13
-  store float %14, ptr %conv2_bias_grad.sum164, align 4
-  %sum164 = load float, ptr %conv2_bias_grad.sum164, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f1541
+  %14 = fadd float %sum211, %13
+  store float %14, ptr %conv2_bias_grad.sum212, align 4
+  %sum212 = load float, ptr %conv2_bias_grad.sum212, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f2021
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum164, ptr %grads15, align 4
-  %f154.next = add nsw i64 %conv2_bias_grad.f1541, 1
-  %16 = icmp slt i64 %f154.next, 64
-  br i1 %16, label %conv2_bias_grad.f154, label %conv2_bias_grad.f154.end
+  store float %sum212, ptr %grads15, align 4
+  %f202.next = add nsw i64 %conv2_bias_grad.f2021, 1
+  %16 = icmp slt i64 %f202.next, 64
+  br i1 %16, label %conv2_bias_grad.f202, label %conv2_bias_grad.f202.end
 
-conv2_bias_grad.i157:                             ; preds = %conv2_bias_grad.i157, %conv2_bias_grad.img156
-  %conv2_bias_grad.i1573 = phi i64 [ 0, %conv2_bias_grad.img156 ], [ %i157.next, %conv2_bias_grad.i157 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img1562, 36864
+conv2_bias_grad.i205:                             ; preds = %conv2_bias_grad.i205, %conv2_bias_grad.img204
+  %conv2_bias_grad.i2053 = phi i64 [ 0, %conv2_bias_grad.img204 ], [ %i205.next, %conv2_bias_grad.i205 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img2042, 36864
   %18 = add nsw i64 4351248, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f1541, 576
+  %19 = mul nsw i64 %conv2_bias_grad.f2021, 576
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i1573, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i2053, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc155 = load <8 x float>, ptr %conv2_bias_grad.acc155, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc155)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc155, align 32
-  %i157.next = add nsw i64 %conv2_bias_grad.i1573, 1
-  %25 = icmp slt i64 %i157.next, 72
-  br i1 %25, label %conv2_bias_grad.i157, label %conv2_bias_grad.i157.end
+  %acc203 = load <8 x float>, ptr %conv2_bias_grad.acc203, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc203)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc203, align 32
+  %i205.next = add nsw i64 %conv2_bias_grad.i2053, 1
+  %25 = icmp slt i64 %i205.next, 72
+  br i1 %25, label %conv2_bias_grad.i205, label %conv2_bias_grad.i205.end
 
-conv2_bias_grad.i157.end:                         ; preds = %conv2_bias_grad.i157
-  %img156.next = add nsw i64 %conv2_bias_grad.img1562, 1
-  %26 = icmp slt i64 %img156.next, 64
-  br i1 %26, label %conv2_bias_grad.img156, label %conv2_bias_grad.img156.end
+conv2_bias_grad.i205.end:                         ; preds = %conv2_bias_grad.i205
+  %img204.next = add nsw i64 %conv2_bias_grad.img2042, 1
+  %26 = icmp slt i64 %img204.next, 64
+  br i1 %26, label %conv2_bias_grad.img204, label %conv2_bias_grad.img204.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
+  %relu1_grad.sum354 = alloca float, align 4
+  %relu1_grad.sum351 = alloca float, align 4
+  %relu1_grad.sum350 = alloca float, align 4
+  %relu1_grad.sum347 = alloca float, align 4
+  %relu1_grad.sum346 = alloca float, align 4
+  %relu1_grad.sum345 = alloca float, align 4
+  %relu1_grad.sum342 = alloca float, align 4
+  %relu1_grad.sum341 = alloca float, align 4
+  %relu1_grad.sum338 = alloca float, align 4
+  %relu1_grad.sum335 = alloca float, align 4
+  %relu1_grad.sum334 = alloca float, align 4
+  %relu1_grad.sum331 = alloca float, align 4
+  %relu1_grad.sum330 = alloca float, align 4
+  %relu1_grad.sum329 = alloca float, align 4
+  %relu1_grad.sum328 = alloca float, align 4
+  %relu1_grad.sum325 = alloca float, align 4
+  %relu1_grad.sum324 = alloca float, align 4
+  %relu1_grad.sum323 = alloca float, align 4
+  %relu1_grad.sum322 = alloca float, align 4
+  %relu1_grad.sum321 = alloca float, align 4
+  %relu1_grad.sum320 = alloca float, align 4
+  %relu1_grad.sum317 = alloca float, align 4
+  %relu1_grad.sum316 = alloca float, align 4
+  %relu1_grad.sum315 = alloca float, align 4
+  %relu1_grad.sum314 = alloca float, align 4
+  %relu1_grad.sum311 = alloca float, align 4
+  %relu1_grad.sum310 = alloca float, align 4
+  %relu1_grad.sum307 = alloca float, align 4
   %relu1_grad.sum306 = alloca float, align 4
-  %relu1_grad.sum303 = alloca float, align 4
+  %relu1_grad.sum305 = alloca float, align 4
   %relu1_grad.sum302 = alloca float, align 4
+  %relu1_grad.sum301 = alloca float, align 4
+  %relu1_grad.sum300 = alloca float, align 4
   %relu1_grad.sum299 = alloca float, align 4
   %relu1_grad.sum298 = alloca float, align 4
   %relu1_grad.sum297 = alloca float, align 4
   %relu1_grad.sum294 = alloca float, align 4
   %relu1_grad.sum293 = alloca float, align 4
+  %relu1_grad.sum292 = alloca float, align 4
+  %relu1_grad.sum291 = alloca float, align 4
   %relu1_grad.sum290 = alloca float, align 4
+  %relu1_grad.sum289 = alloca float, align 4
+  %relu1_grad.sum288 = alloca float, align 4
   %relu1_grad.sum287 = alloca float, align 4
   %relu1_grad.sum286 = alloca float, align 4
   %relu1_grad.sum283 = alloca float, align 4
   %relu1_grad.sum282 = alloca float, align 4
   %relu1_grad.sum281 = alloca float, align 4
   %relu1_grad.sum280 = alloca float, align 4
-  %relu1_grad.sum277 = alloca float, align 4
-  %relu1_grad.sum276 = alloca float, align 4
+  %relu1_grad.sum279 = alloca float, align 4
+  %relu1_grad.sum278 = alloca float, align 4
   %relu1_grad.sum275 = alloca float, align 4
   %relu1_grad.sum274 = alloca float, align 4
   %relu1_grad.sum273 = alloca float, align 4
-  %relu1_grad.sum272 = alloca float, align 4
+  %relu1_grad.sum270 = alloca float, align 4
   %relu1_grad.sum269 = alloca float, align 4
-  %relu1_grad.sum268 = alloca float, align 4
-  %relu1_grad.sum267 = alloca float, align 4
   %relu1_grad.sum266 = alloca float, align 4
+  %relu1_grad.sum265 = alloca float, align 4
+  %relu1_grad.sum264 = alloca float, align 4
   %relu1_grad.sum263 = alloca float, align 4
-  %relu1_grad.sum262 = alloca float, align 4
+  %relu1_grad.sum260 = alloca float, align 4
   %relu1_grad.sum259 = alloca float, align 4
   %relu1_grad.sum258 = alloca float, align 4
   %relu1_grad.sum257 = alloca float, align 4
-  %relu1_grad.sum254 = alloca float, align 4
-  %relu1_grad.sum253 = alloca float, align 4
+  %relu1_grad.sum256 = alloca float, align 4
+  %relu1_grad.sum255 = alloca float, align 4
   %relu1_grad.sum252 = alloca float, align 4
   %relu1_grad.sum251 = alloca float, align 4
   %relu1_grad.sum250 = alloca float, align 4
   %relu1_grad.sum249 = alloca float, align 4
   %relu1_grad.sum246 = alloca float, align 4
   %relu1_grad.sum245 = alloca float, align 4
-  %relu1_grad.sum244 = alloca float, align 4
-  %relu1_grad.sum243 = alloca float, align 4
   %relu1_grad.sum242 = alloca float, align 4
-  %relu1_grad.sum241 = alloca float, align 4
-  %relu1_grad.sum240 = alloca float, align 4
   %relu1_grad.sum239 = alloca float, align 4
   %relu1_grad.sum238 = alloca float, align 4
   %relu1_grad.sum235 = alloca float, align 4
   %relu1_grad.sum234 = alloca float, align 4
   %relu1_grad.sum233 = alloca float, align 4
-  %relu1_grad.sum232 = alloca float, align 4
-  %relu1_grad.sum231 = alloca float, align 4
   %relu1_grad.sum230 = alloca float, align 4
-  %relu1_grad.sum227 = alloca float, align 4
+  %relu1_grad.sum229 = alloca float, align 4
   %relu1_grad.sum226 = alloca float, align 4
-  %relu1_grad.sum225 = alloca float, align 4
-  %relu1_grad.sum222 = alloca float, align 4
-  %relu1_grad.sum221 = alloca float, align 4
-  %relu1_grad.sum218 = alloca float, align 4
-  %relu1_grad.sum217 = alloca float, align 4
-  %relu1_grad.sum216 = alloca float, align 4
-  %relu1_grad.sum215 = alloca float, align 4
-  %relu1_grad.sum212 = alloca float, align 4
-  %relu1_grad.sum211 = alloca float, align 4
-  %relu1_grad.sum210 = alloca float, align 4
-  %relu1_grad.sum209 = alloca float, align 4
-  %relu1_grad.sum208 = alloca float, align 4
-  %relu1_grad.sum207 = alloca float, align 4
-  %relu1_grad.sum204 = alloca float, align 4
-  %relu1_grad.sum203 = alloca float, align 4
-  %relu1_grad.sum202 = alloca float, align 4
-  %relu1_grad.sum201 = alloca float, align 4
-  %relu1_grad.sum198 = alloca float, align 4
-  %relu1_grad.sum197 = alloca float, align 4
-  %relu1_grad.sum194 = alloca float, align 4
-  %relu1_grad.sum191 = alloca float, align 4
-  %relu1_grad.sum190 = alloca float, align 4
-  %relu1_grad.sum187 = alloca float, align 4
-  %relu1_grad.sum186 = alloca float, align 4
-  %relu1_grad.sum185 = alloca float, align 4
-  %relu1_grad.sum182 = alloca float, align 4
-  %relu1_grad.sum181 = alloca float, align 4
-  %relu1_grad.sum178 = alloca float, align 4
-  br label %relu1_grad.g165
+  br label %relu1_grad.g213
 
-relu1_grad.g165:                                  ; preds = %relu1_grad.j174.end, %entry
-  %relu1_grad.g1651 = phi i64 [ 0, %entry ], [ %g165.next, %relu1_grad.j174.end ]
-  br label %relu1_grad.j166
+relu1_grad.g213:                                  ; preds = %relu1_grad.j222.end, %entry
+  %relu1_grad.g2131 = phi i64 [ 0, %entry ], [ %g213.next, %relu1_grad.j222.end ]
+  br label %relu1_grad.j214
 
-relu1_grad.g165.end:                              ; preds = %relu1_grad.j174.end
+relu1_grad.g213.end:                              ; preds = %relu1_grad.j222.end
   ret void
 
-relu1_grad.j166:                                  ; preds = %relu1_grad.f167.end, %relu1_grad.g165
-  %relu1_grad.j1662 = phi i64 [ 0, %relu1_grad.g165 ], [ %j166.next, %relu1_grad.f167.end ]
-  br label %relu1_grad.f167
+relu1_grad.j214:                                  ; preds = %relu1_grad.f215.end, %relu1_grad.g213
+  %relu1_grad.j2142 = phi i64 [ 0, %relu1_grad.g213 ], [ %j214.next, %relu1_grad.f215.end ]
+  br label %relu1_grad.f215
 
-relu1_grad.j166.end:                              ; preds = %relu1_grad.f167.end
-  call void @mnistnet_train_b64.k23.relu1_grad.gemm173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %relu1_grad.j174
+relu1_grad.j214.end:                              ; preds = %relu1_grad.f215.end
+  call void @mnistnet_train_b64.k23.relu1_grad.gemm221(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %relu1_grad.j222
 
-relu1_grad.f167:                                  ; preds = %relu1_grad.i168.end, %relu1_grad.j166
-  %relu1_grad.f1673 = phi i64 [ 0, %relu1_grad.j166 ], [ %f167.next, %relu1_grad.i168.end ]
-  br label %relu1_grad.i168
+relu1_grad.f215:                                  ; preds = %relu1_grad.i216.end, %relu1_grad.j214
+  %relu1_grad.f2153 = phi i64 [ 0, %relu1_grad.j214 ], [ %f215.next, %relu1_grad.i216.end ]
+  br label %relu1_grad.i216
 
-relu1_grad.f167.end:                              ; preds = %relu1_grad.i168.end
-  %j166.next = add nsw i64 %relu1_grad.j1662, 1
-  %0 = icmp slt i64 %j166.next, 4
-  br i1 %0, label %relu1_grad.j166, label %relu1_grad.j166.end
+relu1_grad.f215.end:                              ; preds = %relu1_grad.i216.end
+  %j214.next = add nsw i64 %relu1_grad.j2142, 1
+  %0 = icmp slt i64 %j214.next, 4
+  br i1 %0, label %relu1_grad.j214, label %relu1_grad.j214.end
 
-relu1_grad.i168:                                  ; preds = %relu1_grad.i168, %relu1_grad.f167
-  %relu1_grad.i1684 = phi i64 [ 0, %relu1_grad.f167 ], [ %i168.next, %relu1_grad.i168 ]
-  %1 = mul nsw i64 %relu1_grad.g1651, 4
-  %2 = add nsw i64 %1, %relu1_grad.j1662
+relu1_grad.i216:                                  ; preds = %relu1_grad.i216, %relu1_grad.f215
+  %relu1_grad.i2164 = phi i64 [ 0, %relu1_grad.f215 ], [ %i216.next, %relu1_grad.i216 ]
+  %1 = mul nsw i64 %relu1_grad.g2131, 4
+  %2 = add nsw i64 %1, %relu1_grad.j2142
   %3 = mul nsw i64 %2, 36864
   %4 = add nsw i64 4351248, %3
-  %5 = mul nsw i64 %relu1_grad.f1673, 576
+  %5 = mul nsw i64 %relu1_grad.f2153, 576
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %6, %relu1_grad.i1684
+  %7 = add nsw i64 %6, %relu1_grad.i2164
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
   %8 = load float, ptr %arena5, align 4
-  %9 = mul nsw i64 %relu1_grad.f1673, 2304
+  %9 = mul nsw i64 %relu1_grad.f2153, 2304
   %10 = add nsw i64 3835152, %9
-  %11 = mul nsw i64 %relu1_grad.j1662, 576
+  %11 = mul nsw i64 %relu1_grad.j2142, 576
   %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, %relu1_grad.i1684
+  %13 = add nsw i64 %12, %relu1_grad.i2164
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   store float %8, ptr %arena6, align 4
-  %i168.next = add nsw i64 %relu1_grad.i1684, 1
-  %14 = icmp slt i64 %i168.next, 576
-  br i1 %14, label %relu1_grad.i168, label %relu1_grad.i168.end
+  %i216.next = add nsw i64 %relu1_grad.i2164, 1
+  %14 = icmp slt i64 %i216.next, 576
+  br i1 %14, label %relu1_grad.i216, label %relu1_grad.i216.end
 
-relu1_grad.i168.end:                              ; preds = %relu1_grad.i168
-  %f167.next = add nsw i64 %relu1_grad.f1673, 1
-  %15 = icmp slt i64 %f167.next, 64
-  br i1 %15, label %relu1_grad.f167, label %relu1_grad.f167.end
+relu1_grad.i216.end:                              ; preds = %relu1_grad.i216
+  %f215.next = add nsw i64 %relu1_grad.f2153, 1
+  %15 = icmp slt i64 %f215.next, 64
+  br i1 %15, label %relu1_grad.f215, label %relu1_grad.f215.end
 
-relu1_grad.j174:                                  ; preds = %relu1_grad.c175.end, %relu1_grad.j166.end
-  %relu1_grad.j1747 = phi i64 [ 0, %relu1_grad.j166.end ], [ %j174.next, %relu1_grad.c175.end ]
-  br label %relu1_grad.c175
+relu1_grad.j222:                                  ; preds = %relu1_grad.c223.end, %relu1_grad.j214.end
+  %relu1_grad.j2227 = phi i64 [ 0, %relu1_grad.j214.end ], [ %j222.next, %relu1_grad.c223.end ]
+  br label %relu1_grad.c223
 
-relu1_grad.j174.end:                              ; preds = %relu1_grad.c175.end
-  %g165.next = add nsw i64 %relu1_grad.g1651, 1
-  %16 = icmp slt i64 %g165.next, 16
-  br i1 %16, label %relu1_grad.g165, label %relu1_grad.g165.end
+relu1_grad.j222.end:                              ; preds = %relu1_grad.c223.end
+  %g213.next = add nsw i64 %relu1_grad.g2131, 1
+  %16 = icmp slt i64 %g213.next, 16
+  br i1 %16, label %relu1_grad.g213, label %relu1_grad.g213.end
 
-relu1_grad.c175:                                  ; preds = %relu1_grad.iy304.end, %relu1_grad.j174
-  %relu1_grad.c1758 = phi i64 [ 0, %relu1_grad.j174 ], [ %c175.next, %relu1_grad.iy304.end ]
-  br label %relu1_grad.iy176
+relu1_grad.c223:                                  ; preds = %relu1_grad.iy352.end, %relu1_grad.j222
+  %relu1_grad.c2238 = phi i64 [ 0, %relu1_grad.j222 ], [ %c223.next, %relu1_grad.iy352.end ]
+  br label %relu1_grad.iy224
 
-relu1_grad.c175.end:                              ; preds = %relu1_grad.iy304.end
-  %j174.next = add nsw i64 %relu1_grad.j1747, 1
-  %17 = icmp slt i64 %j174.next, 4
-  br i1 %17, label %relu1_grad.j174, label %relu1_grad.j174.end
+relu1_grad.c223.end:                              ; preds = %relu1_grad.iy352.end
+  %j222.next = add nsw i64 %relu1_grad.j2227, 1
+  %17 = icmp slt i64 %j222.next, 4
+  br i1 %17, label %relu1_grad.j222, label %relu1_grad.j222.end
 
-relu1_grad.iy176:                                 ; preds = %relu1_grad.ix177.end, %relu1_grad.c175
-  %relu1_grad.iy1769 = phi i64 [ 0, %relu1_grad.c175 ], [ %iy176.next, %relu1_grad.ix177.end ]
-  br label %relu1_grad.ix177
+relu1_grad.iy224:                                 ; preds = %relu1_grad.ix225.end, %relu1_grad.c223
+  %relu1_grad.iy2249 = phi i64 [ 0, %relu1_grad.c223 ], [ %iy224.next, %relu1_grad.ix225.end ]
+  br label %relu1_grad.ix225
 
-relu1_grad.iy176.end:                             ; preds = %relu1_grad.ix177.end
-  br label %relu1_grad.iy179
+relu1_grad.iy224.end:                             ; preds = %relu1_grad.ix225.end
+  br label %relu1_grad.iy227
 
-relu1_grad.ix177:                                 ; preds = %relu1_grad.ix177, %relu1_grad.iy176
-  %relu1_grad.ix17710 = phi i64 [ 0, %relu1_grad.iy176 ], [ %ix177.next, %relu1_grad.ix177 ]
-  %18 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix225:                                 ; preds = %relu1_grad.ix225, %relu1_grad.iy224
+  %relu1_grad.ix22510 = phi i64 [ 0, %relu1_grad.iy224 ], [ %ix225.next, %relu1_grad.ix225 ]
+  %18 = mul nsw i64 %relu1_grad.c2238, 9
   %19 = mul nsw i64 %18, 2304
   %20 = add nsw i64 3171600, %19
-  %21 = mul nsw i64 %relu1_grad.j1747, 576
+  %21 = mul nsw i64 %relu1_grad.j2227, 576
   %22 = add nsw i64 %20, %21
-  %23 = mul nsw i64 %relu1_grad.iy1769, 24
+  %23 = mul nsw i64 %relu1_grad.iy2249, 24
   %24 = add nsw i64 %22, %23
-  %25 = add nsw i64 %24, %relu1_grad.ix17710
+  %25 = add nsw i64 %24, %relu1_grad.ix22510
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load float, ptr %arena11, align 4
-  store float %26, ptr %relu1_grad.sum178, align 4
-  %sum178 = load float, ptr %relu1_grad.sum178, align 4
-  %27 = mul nsw i64 %relu1_grad.g1651, 4
-  %28 = add nsw i64 %27, %relu1_grad.j1747
+  store float %26, ptr %relu1_grad.sum226, align 4
+  %sum226 = load float, ptr %relu1_grad.sum226, align 4
+  %27 = mul nsw i64 %relu1_grad.g2131, 4
+  %28 = add nsw i64 %27, %relu1_grad.j2227
   %29 = mul nsw i64 %28, 21632
   %30 = add nsw i64 1384448, %29
-  %31 = mul nsw i64 %relu1_grad.c1758, 676
+  %31 = mul nsw i64 %relu1_grad.c2238, 676
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %relu1_grad.iy1769, 26
+  %33 = mul nsw i64 %relu1_grad.iy2249, 26
   %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %34, %relu1_grad.ix17710
+  %35 = add nsw i64 %34, %relu1_grad.ix22510
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %35
-  store float %sum178, ptr %arena12, align 4
-  %ix177.next = add nsw i64 %relu1_grad.ix17710, 1
-  %36 = icmp slt i64 %ix177.next, 1
-  br i1 %36, label %relu1_grad.ix177, label %relu1_grad.ix177.end
+  store float %sum226, ptr %arena12, align 4
+  %ix225.next = add nsw i64 %relu1_grad.ix22510, 1
+  %36 = icmp slt i64 %ix225.next, 1
+  br i1 %36, label %relu1_grad.ix225, label %relu1_grad.ix225.end
 
-relu1_grad.ix177.end:                             ; preds = %relu1_grad.ix177
-  %iy176.next = add nsw i64 %relu1_grad.iy1769, 1
-  %37 = icmp slt i64 %iy176.next, 1
-  br i1 %37, label %relu1_grad.iy176, label %relu1_grad.iy176.end
+relu1_grad.ix225.end:                             ; preds = %relu1_grad.ix225
+  %iy224.next = add nsw i64 %relu1_grad.iy2249, 1
+  %37 = icmp slt i64 %iy224.next, 1
+  br i1 %37, label %relu1_grad.iy224, label %relu1_grad.iy224.end
 
-relu1_grad.iy179:                                 ; preds = %relu1_grad.ix180.end, %relu1_grad.iy176.end
-  %relu1_grad.iy17913 = phi i64 [ 0, %relu1_grad.iy176.end ], [ %iy179.next, %relu1_grad.ix180.end ]
-  br label %relu1_grad.ix180
+relu1_grad.iy227:                                 ; preds = %relu1_grad.ix228.end, %relu1_grad.iy224.end
+  %relu1_grad.iy22713 = phi i64 [ 0, %relu1_grad.iy224.end ], [ %iy227.next, %relu1_grad.ix228.end ]
+  br label %relu1_grad.ix228
 
-relu1_grad.iy179.end:                             ; preds = %relu1_grad.ix180.end
-  br label %relu1_grad.iy183
+relu1_grad.iy227.end:                             ; preds = %relu1_grad.ix228.end
+  br label %relu1_grad.iy231
 
-relu1_grad.ix180:                                 ; preds = %relu1_grad.ix180, %relu1_grad.iy179
-  %relu1_grad.ix18014 = phi i64 [ 0, %relu1_grad.iy179 ], [ %ix180.next, %relu1_grad.ix180 ]
-  %38 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix228:                                 ; preds = %relu1_grad.ix228, %relu1_grad.iy227
+  %relu1_grad.ix22814 = phi i64 [ 0, %relu1_grad.iy227 ], [ %ix228.next, %relu1_grad.ix228 ]
+  %38 = mul nsw i64 %relu1_grad.c2238, 9
   %39 = mul nsw i64 %38, 2304
   %40 = add nsw i64 3171600, %39
-  %41 = mul nsw i64 %relu1_grad.j1747, 576
+  %41 = mul nsw i64 %relu1_grad.j2227, 576
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %relu1_grad.iy17913, 24
+  %43 = mul nsw i64 %relu1_grad.iy22713, 24
   %44 = add nsw i64 %42, %43
   %45 = add nsw i64 %44, 1
-  %46 = add nsw i64 %45, %relu1_grad.ix18014
+  %46 = add nsw i64 %45, %relu1_grad.ix22814
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load float, ptr %arena15, align 4
-  store float %47, ptr %relu1_grad.sum181, align 4
-  %sum181 = load float, ptr %relu1_grad.sum181, align 4
-  %48 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %47, ptr %relu1_grad.sum229, align 4
+  %sum229 = load float, ptr %relu1_grad.sum229, align 4
+  %48 = mul nsw i64 %relu1_grad.c2238, 9
   %49 = add nsw i64 %48, 1
   %50 = mul nsw i64 %49, 2304
   %51 = add nsw i64 3171600, %50
-  %52 = mul nsw i64 %relu1_grad.j1747, 576
+  %52 = mul nsw i64 %relu1_grad.j2227, 576
   %53 = add nsw i64 %51, %52
-  %54 = mul nsw i64 %relu1_grad.iy17913, 24
+  %54 = mul nsw i64 %relu1_grad.iy22713, 24
   %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %55, %relu1_grad.ix18014
+  %56 = add nsw i64 %55, %relu1_grad.ix22814
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load float, ptr %arena16, align 4
-  %58 = fadd float %sum181, %57
-  store float %58, ptr %relu1_grad.sum182, align 4
-  %sum182 = load float, ptr %relu1_grad.sum182, align 4
-  %59 = mul nsw i64 %relu1_grad.g1651, 4
-  %60 = add nsw i64 %59, %relu1_grad.j1747
+  %58 = fadd float %sum229, %57
+  store float %58, ptr %relu1_grad.sum230, align 4
+  %sum230 = load float, ptr %relu1_grad.sum230, align 4
+  %59 = mul nsw i64 %relu1_grad.g2131, 4
+  %60 = add nsw i64 %59, %relu1_grad.j2227
   %61 = mul nsw i64 %60, 21632
   %62 = add nsw i64 1384448, %61
-  %63 = mul nsw i64 %relu1_grad.c1758, 676
+  %63 = mul nsw i64 %relu1_grad.c2238, 676
   %64 = add nsw i64 %62, %63
-  %65 = mul nsw i64 %relu1_grad.iy17913, 26
+  %65 = mul nsw i64 %relu1_grad.iy22713, 26
   %66 = add nsw i64 %64, %65
   %67 = add nsw i64 %66, 1
-  %68 = add nsw i64 %67, %relu1_grad.ix18014
+  %68 = add nsw i64 %67, %relu1_grad.ix22814
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %68
-  store float %sum182, ptr %arena17, align 4
-  %ix180.next = add nsw i64 %relu1_grad.ix18014, 1
-  %69 = icmp slt i64 %ix180.next, 1
-  br i1 %69, label %relu1_grad.ix180, label %relu1_grad.ix180.end
+  store float %sum230, ptr %arena17, align 4
+  %ix228.next = add nsw i64 %relu1_grad.ix22814, 1
+  %69 = icmp slt i64 %ix228.next, 1
+  br i1 %69, label %relu1_grad.ix228, label %relu1_grad.ix228.end
 
-relu1_grad.ix180.end:                             ; preds = %relu1_grad.ix180
-  %iy179.next = add nsw i64 %relu1_grad.iy17913, 1
-  %70 = icmp slt i64 %iy179.next, 1
-  br i1 %70, label %relu1_grad.iy179, label %relu1_grad.iy179.end
+relu1_grad.ix228.end:                             ; preds = %relu1_grad.ix228
+  %iy227.next = add nsw i64 %relu1_grad.iy22713, 1
+  %70 = icmp slt i64 %iy227.next, 1
+  br i1 %70, label %relu1_grad.iy227, label %relu1_grad.iy227.end
 
-relu1_grad.iy183:                                 ; preds = %relu1_grad.ix184.end, %relu1_grad.iy179.end
-  %relu1_grad.iy18318 = phi i64 [ 0, %relu1_grad.iy179.end ], [ %iy183.next, %relu1_grad.ix184.end ]
-  br label %relu1_grad.ix184
+relu1_grad.iy231:                                 ; preds = %relu1_grad.ix232.end, %relu1_grad.iy227.end
+  %relu1_grad.iy23118 = phi i64 [ 0, %relu1_grad.iy227.end ], [ %iy231.next, %relu1_grad.ix232.end ]
+  br label %relu1_grad.ix232
 
-relu1_grad.iy183.end:                             ; preds = %relu1_grad.ix184.end
-  br label %relu1_grad.iy188
+relu1_grad.iy231.end:                             ; preds = %relu1_grad.ix232.end
+  br label %relu1_grad.iy236
 
-relu1_grad.ix184:                                 ; preds = %relu1_grad.ix184, %relu1_grad.iy183
-  %relu1_grad.ix18419 = phi i64 [ 0, %relu1_grad.iy183 ], [ %ix184.next, %relu1_grad.ix184 ]
-  %71 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix232:                                 ; preds = %relu1_grad.ix232, %relu1_grad.iy231
+  %relu1_grad.ix23219 = phi i64 [ 0, %relu1_grad.iy231 ], [ %ix232.next, %relu1_grad.ix232 ]
+  %71 = mul nsw i64 %relu1_grad.c2238, 9
   %72 = mul nsw i64 %71, 2304
   %73 = add nsw i64 3171600, %72
-  %74 = mul nsw i64 %relu1_grad.j1747, 576
+  %74 = mul nsw i64 %relu1_grad.j2227, 576
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu1_grad.iy18318, 24
+  %76 = mul nsw i64 %relu1_grad.iy23118, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 2
-  %79 = add nsw i64 %78, %relu1_grad.ix18419
+  %79 = add nsw i64 %78, %relu1_grad.ix23219
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena20, align 4
-  store float %80, ptr %relu1_grad.sum185, align 4
-  %sum185 = load float, ptr %relu1_grad.sum185, align 4
-  %81 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %80, ptr %relu1_grad.sum233, align 4
+  %sum233 = load float, ptr %relu1_grad.sum233, align 4
+  %81 = mul nsw i64 %relu1_grad.c2238, 9
   %82 = add nsw i64 %81, 1
   %83 = mul nsw i64 %82, 2304
   %84 = add nsw i64 3171600, %83
-  %85 = mul nsw i64 %relu1_grad.j1747, 576
+  %85 = mul nsw i64 %relu1_grad.j2227, 576
   %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %relu1_grad.iy18318, 24
+  %87 = mul nsw i64 %relu1_grad.iy23118, 24
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 %88, 1
-  %90 = add nsw i64 %89, %relu1_grad.ix18419
+  %90 = add nsw i64 %89, %relu1_grad.ix23219
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %90
   %91 = load float, ptr %arena21, align 4
-  %92 = fadd float %sum185, %91
-  store float %92, ptr %relu1_grad.sum186, align 4
-  %sum186 = load float, ptr %relu1_grad.sum186, align 4
-  %93 = mul nsw i64 %relu1_grad.c1758, 9
+  %92 = fadd float %sum233, %91
+  store float %92, ptr %relu1_grad.sum234, align 4
+  %sum234 = load float, ptr %relu1_grad.sum234, align 4
+  %93 = mul nsw i64 %relu1_grad.c2238, 9
   %94 = add nsw i64 %93, 2
   %95 = mul nsw i64 %94, 2304
   %96 = add nsw i64 3171600, %95
-  %97 = mul nsw i64 %relu1_grad.j1747, 576
+  %97 = mul nsw i64 %relu1_grad.j2227, 576
   %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %relu1_grad.iy18318, 24
+  %99 = mul nsw i64 %relu1_grad.iy23118, 24
   %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %relu1_grad.ix18419
+  %101 = add nsw i64 %100, %relu1_grad.ix23219
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %101
   %102 = load float, ptr %arena22, align 4
-  %103 = fadd float %sum186, %102
-  store float %103, ptr %relu1_grad.sum187, align 4
-  %sum187 = load float, ptr %relu1_grad.sum187, align 4
-  %104 = mul nsw i64 %relu1_grad.g1651, 4
-  %105 = add nsw i64 %104, %relu1_grad.j1747
+  %103 = fadd float %sum234, %102
+  store float %103, ptr %relu1_grad.sum235, align 4
+  %sum235 = load float, ptr %relu1_grad.sum235, align 4
+  %104 = mul nsw i64 %relu1_grad.g2131, 4
+  %105 = add nsw i64 %104, %relu1_grad.j2227
   %106 = mul nsw i64 %105, 21632
   %107 = add nsw i64 1384448, %106
-  %108 = mul nsw i64 %relu1_grad.c1758, 676
+  %108 = mul nsw i64 %relu1_grad.c2238, 676
   %109 = add nsw i64 %107, %108
-  %110 = mul nsw i64 %relu1_grad.iy18318, 26
+  %110 = mul nsw i64 %relu1_grad.iy23118, 26
   %111 = add nsw i64 %109, %110
   %112 = add nsw i64 %111, 2
-  %113 = add nsw i64 %112, %relu1_grad.ix18419
+  %113 = add nsw i64 %112, %relu1_grad.ix23219
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %113
-  store float %sum187, ptr %arena23, align 4
-  %ix184.next = add nsw i64 %relu1_grad.ix18419, 1
-  %114 = icmp slt i64 %ix184.next, 22
-  br i1 %114, label %relu1_grad.ix184, label %relu1_grad.ix184.end
+  store float %sum235, ptr %arena23, align 4
+  %ix232.next = add nsw i64 %relu1_grad.ix23219, 1
+  %114 = icmp slt i64 %ix232.next, 22
+  br i1 %114, label %relu1_grad.ix232, label %relu1_grad.ix232.end
 
-relu1_grad.ix184.end:                             ; preds = %relu1_grad.ix184
-  %iy183.next = add nsw i64 %relu1_grad.iy18318, 1
-  %115 = icmp slt i64 %iy183.next, 1
-  br i1 %115, label %relu1_grad.iy183, label %relu1_grad.iy183.end
+relu1_grad.ix232.end:                             ; preds = %relu1_grad.ix232
+  %iy231.next = add nsw i64 %relu1_grad.iy23118, 1
+  %115 = icmp slt i64 %iy231.next, 1
+  br i1 %115, label %relu1_grad.iy231, label %relu1_grad.iy231.end
 
-relu1_grad.iy188:                                 ; preds = %relu1_grad.ix189.end, %relu1_grad.iy183.end
-  %relu1_grad.iy18824 = phi i64 [ 0, %relu1_grad.iy183.end ], [ %iy188.next, %relu1_grad.ix189.end ]
-  br label %relu1_grad.ix189
+relu1_grad.iy236:                                 ; preds = %relu1_grad.ix237.end, %relu1_grad.iy231.end
+  %relu1_grad.iy23624 = phi i64 [ 0, %relu1_grad.iy231.end ], [ %iy236.next, %relu1_grad.ix237.end ]
+  br label %relu1_grad.ix237
 
-relu1_grad.iy188.end:                             ; preds = %relu1_grad.ix189.end
-  br label %relu1_grad.iy192
+relu1_grad.iy236.end:                             ; preds = %relu1_grad.ix237.end
+  br label %relu1_grad.iy240
 
-relu1_grad.ix189:                                 ; preds = %relu1_grad.ix189, %relu1_grad.iy188
-  %relu1_grad.ix18925 = phi i64 [ 0, %relu1_grad.iy188 ], [ %ix189.next, %relu1_grad.ix189 ]
-  %116 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix237:                                 ; preds = %relu1_grad.ix237, %relu1_grad.iy236
+  %relu1_grad.ix23725 = phi i64 [ 0, %relu1_grad.iy236 ], [ %ix237.next, %relu1_grad.ix237 ]
+  %116 = mul nsw i64 %relu1_grad.c2238, 9
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 2304
   %119 = add nsw i64 3171600, %118
-  %120 = mul nsw i64 %relu1_grad.j1747, 576
+  %120 = mul nsw i64 %relu1_grad.j2227, 576
   %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %relu1_grad.iy18824, 24
+  %122 = mul nsw i64 %relu1_grad.iy23624, 24
   %123 = add nsw i64 %121, %122
   %124 = add nsw i64 %123, 23
-  %125 = add nsw i64 %124, %relu1_grad.ix18925
+  %125 = add nsw i64 %124, %relu1_grad.ix23725
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %125
   %126 = load float, ptr %arena26, align 4
-  store float %126, ptr %relu1_grad.sum190, align 4
-  %sum190 = load float, ptr %relu1_grad.sum190, align 4
-  %127 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %126, ptr %relu1_grad.sum238, align 4
+  %sum238 = load float, ptr %relu1_grad.sum238, align 4
+  %127 = mul nsw i64 %relu1_grad.c2238, 9
   %128 = add nsw i64 %127, 2
   %129 = mul nsw i64 %128, 2304
   %130 = add nsw i64 3171600, %129
-  %131 = mul nsw i64 %relu1_grad.j1747, 576
+  %131 = mul nsw i64 %relu1_grad.j2227, 576
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %relu1_grad.iy18824, 24
+  %133 = mul nsw i64 %relu1_grad.iy23624, 24
   %134 = add nsw i64 %132, %133
   %135 = add nsw i64 %134, 22
-  %136 = add nsw i64 %135, %relu1_grad.ix18925
+  %136 = add nsw i64 %135, %relu1_grad.ix23725
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load float, ptr %arena27, align 4
-  %138 = fadd float %sum190, %137
-  store float %138, ptr %relu1_grad.sum191, align 4
-  %sum191 = load float, ptr %relu1_grad.sum191, align 4
-  %139 = mul nsw i64 %relu1_grad.g1651, 4
-  %140 = add nsw i64 %139, %relu1_grad.j1747
+  %138 = fadd float %sum238, %137
+  store float %138, ptr %relu1_grad.sum239, align 4
+  %sum239 = load float, ptr %relu1_grad.sum239, align 4
+  %139 = mul nsw i64 %relu1_grad.g2131, 4
+  %140 = add nsw i64 %139, %relu1_grad.j2227
   %141 = mul nsw i64 %140, 21632
   %142 = add nsw i64 1384448, %141
-  %143 = mul nsw i64 %relu1_grad.c1758, 676
+  %143 = mul nsw i64 %relu1_grad.c2238, 676
   %144 = add nsw i64 %142, %143
-  %145 = mul nsw i64 %relu1_grad.iy18824, 26
+  %145 = mul nsw i64 %relu1_grad.iy23624, 26
   %146 = add nsw i64 %144, %145
   %147 = add nsw i64 %146, 24
-  %148 = add nsw i64 %147, %relu1_grad.ix18925
+  %148 = add nsw i64 %147, %relu1_grad.ix23725
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %148
-  store float %sum191, ptr %arena28, align 4
-  %ix189.next = add nsw i64 %relu1_grad.ix18925, 1
-  %149 = icmp slt i64 %ix189.next, 1
-  br i1 %149, label %relu1_grad.ix189, label %relu1_grad.ix189.end
+  store float %sum239, ptr %arena28, align 4
+  %ix237.next = add nsw i64 %relu1_grad.ix23725, 1
+  %149 = icmp slt i64 %ix237.next, 1
+  br i1 %149, label %relu1_grad.ix237, label %relu1_grad.ix237.end
 
-relu1_grad.ix189.end:                             ; preds = %relu1_grad.ix189
-  %iy188.next = add nsw i64 %relu1_grad.iy18824, 1
-  %150 = icmp slt i64 %iy188.next, 1
-  br i1 %150, label %relu1_grad.iy188, label %relu1_grad.iy188.end
+relu1_grad.ix237.end:                             ; preds = %relu1_grad.ix237
+  %iy236.next = add nsw i64 %relu1_grad.iy23624, 1
+  %150 = icmp slt i64 %iy236.next, 1
+  br i1 %150, label %relu1_grad.iy236, label %relu1_grad.iy236.end
 
-relu1_grad.iy192:                                 ; preds = %relu1_grad.ix193.end, %relu1_grad.iy188.end
-  %relu1_grad.iy19229 = phi i64 [ 0, %relu1_grad.iy188.end ], [ %iy192.next, %relu1_grad.ix193.end ]
-  br label %relu1_grad.ix193
+relu1_grad.iy240:                                 ; preds = %relu1_grad.ix241.end, %relu1_grad.iy236.end
+  %relu1_grad.iy24029 = phi i64 [ 0, %relu1_grad.iy236.end ], [ %iy240.next, %relu1_grad.ix241.end ]
+  br label %relu1_grad.ix241
 
-relu1_grad.iy192.end:                             ; preds = %relu1_grad.ix193.end
-  br label %relu1_grad.iy195
+relu1_grad.iy240.end:                             ; preds = %relu1_grad.ix241.end
+  br label %relu1_grad.iy243
 
-relu1_grad.ix193:                                 ; preds = %relu1_grad.ix193, %relu1_grad.iy192
-  %relu1_grad.ix19330 = phi i64 [ 0, %relu1_grad.iy192 ], [ %ix193.next, %relu1_grad.ix193 ]
-  %151 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix241:                                 ; preds = %relu1_grad.ix241, %relu1_grad.iy240
+  %relu1_grad.ix24130 = phi i64 [ 0, %relu1_grad.iy240 ], [ %ix241.next, %relu1_grad.ix241 ]
+  %151 = mul nsw i64 %relu1_grad.c2238, 9
   %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 2304
   %154 = add nsw i64 3171600, %153
-  %155 = mul nsw i64 %relu1_grad.j1747, 576
+  %155 = mul nsw i64 %relu1_grad.j2227, 576
   %156 = add nsw i64 %154, %155
-  %157 = mul nsw i64 %relu1_grad.iy19229, 24
+  %157 = mul nsw i64 %relu1_grad.iy24029, 24
   %158 = add nsw i64 %156, %157
   %159 = add nsw i64 %158, 23
-  %160 = add nsw i64 %159, %relu1_grad.ix19330
+  %160 = add nsw i64 %159, %relu1_grad.ix24130
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %160
   %161 = load float, ptr %arena31, align 4
-  store float %161, ptr %relu1_grad.sum194, align 4
-  %sum194 = load float, ptr %relu1_grad.sum194, align 4
-  %162 = mul nsw i64 %relu1_grad.g1651, 4
-  %163 = add nsw i64 %162, %relu1_grad.j1747
+  store float %161, ptr %relu1_grad.sum242, align 4
+  %sum242 = load float, ptr %relu1_grad.sum242, align 4
+  %162 = mul nsw i64 %relu1_grad.g2131, 4
+  %163 = add nsw i64 %162, %relu1_grad.j2227
   %164 = mul nsw i64 %163, 21632
   %165 = add nsw i64 1384448, %164
-  %166 = mul nsw i64 %relu1_grad.c1758, 676
+  %166 = mul nsw i64 %relu1_grad.c2238, 676
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %relu1_grad.iy19229, 26
+  %168 = mul nsw i64 %relu1_grad.iy24029, 26
   %169 = add nsw i64 %167, %168
   %170 = add nsw i64 %169, 25
-  %171 = add nsw i64 %170, %relu1_grad.ix19330
+  %171 = add nsw i64 %170, %relu1_grad.ix24130
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %171
-  store float %sum194, ptr %arena32, align 4
-  %ix193.next = add nsw i64 %relu1_grad.ix19330, 1
-  %172 = icmp slt i64 %ix193.next, 1
-  br i1 %172, label %relu1_grad.ix193, label %relu1_grad.ix193.end
+  store float %sum242, ptr %arena32, align 4
+  %ix241.next = add nsw i64 %relu1_grad.ix24130, 1
+  %172 = icmp slt i64 %ix241.next, 1
+  br i1 %172, label %relu1_grad.ix241, label %relu1_grad.ix241.end
 
-relu1_grad.ix193.end:                             ; preds = %relu1_grad.ix193
-  %iy192.next = add nsw i64 %relu1_grad.iy19229, 1
-  %173 = icmp slt i64 %iy192.next, 1
-  br i1 %173, label %relu1_grad.iy192, label %relu1_grad.iy192.end
+relu1_grad.ix241.end:                             ; preds = %relu1_grad.ix241
+  %iy240.next = add nsw i64 %relu1_grad.iy24029, 1
+  %173 = icmp slt i64 %iy240.next, 1
+  br i1 %173, label %relu1_grad.iy240, label %relu1_grad.iy240.end
 
-relu1_grad.iy195:                                 ; preds = %relu1_grad.ix196.end, %relu1_grad.iy192.end
-  %relu1_grad.iy19533 = phi i64 [ 0, %relu1_grad.iy192.end ], [ %iy195.next, %relu1_grad.ix196.end ]
-  br label %relu1_grad.ix196
+relu1_grad.iy243:                                 ; preds = %relu1_grad.ix244.end, %relu1_grad.iy240.end
+  %relu1_grad.iy24333 = phi i64 [ 0, %relu1_grad.iy240.end ], [ %iy243.next, %relu1_grad.ix244.end ]
+  br label %relu1_grad.ix244
 
-relu1_grad.iy195.end:                             ; preds = %relu1_grad.ix196.end
-  br label %relu1_grad.iy199
+relu1_grad.iy243.end:                             ; preds = %relu1_grad.ix244.end
+  br label %relu1_grad.iy247
 
-relu1_grad.ix196:                                 ; preds = %relu1_grad.ix196, %relu1_grad.iy195
-  %relu1_grad.ix19634 = phi i64 [ 0, %relu1_grad.iy195 ], [ %ix196.next, %relu1_grad.ix196 ]
-  %174 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix244:                                 ; preds = %relu1_grad.ix244, %relu1_grad.iy243
+  %relu1_grad.ix24434 = phi i64 [ 0, %relu1_grad.iy243 ], [ %ix244.next, %relu1_grad.ix244 ]
+  %174 = mul nsw i64 %relu1_grad.c2238, 9
   %175 = mul nsw i64 %174, 2304
   %176 = add nsw i64 3171600, %175
-  %177 = mul nsw i64 %relu1_grad.j1747, 576
+  %177 = mul nsw i64 %relu1_grad.j2227, 576
   %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %relu1_grad.iy19533, 1
+  %179 = add nsw i64 %relu1_grad.iy24333, 1
   %180 = mul nsw i64 %179, 24
   %181 = add nsw i64 %178, %180
-  %182 = add nsw i64 %181, %relu1_grad.ix19634
+  %182 = add nsw i64 %181, %relu1_grad.ix24434
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena35, align 4
-  store float %183, ptr %relu1_grad.sum197, align 4
-  %sum197 = load float, ptr %relu1_grad.sum197, align 4
-  %184 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %183, ptr %relu1_grad.sum245, align 4
+  %sum245 = load float, ptr %relu1_grad.sum245, align 4
+  %184 = mul nsw i64 %relu1_grad.c2238, 9
   %185 = add nsw i64 %184, 3
   %186 = mul nsw i64 %185, 2304
   %187 = add nsw i64 3171600, %186
-  %188 = mul nsw i64 %relu1_grad.j1747, 576
+  %188 = mul nsw i64 %relu1_grad.j2227, 576
   %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %relu1_grad.iy19533, 1
+  %190 = add nsw i64 %relu1_grad.iy24333, 1
   %191 = add nsw i64 %190, -1
   %192 = mul nsw i64 %191, 24
   %193 = add nsw i64 %189, %192
-  %194 = add nsw i64 %193, %relu1_grad.ix19634
+  %194 = add nsw i64 %193, %relu1_grad.ix24434
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %194
   %195 = load float, ptr %arena36, align 4
-  %196 = fadd float %sum197, %195
-  store float %196, ptr %relu1_grad.sum198, align 4
-  %sum198 = load float, ptr %relu1_grad.sum198, align 4
-  %197 = mul nsw i64 %relu1_grad.g1651, 4
-  %198 = add nsw i64 %197, %relu1_grad.j1747
+  %196 = fadd float %sum245, %195
+  store float %196, ptr %relu1_grad.sum246, align 4
+  %sum246 = load float, ptr %relu1_grad.sum246, align 4
+  %197 = mul nsw i64 %relu1_grad.g2131, 4
+  %198 = add nsw i64 %197, %relu1_grad.j2227
   %199 = mul nsw i64 %198, 21632
   %200 = add nsw i64 1384448, %199
-  %201 = mul nsw i64 %relu1_grad.c1758, 676
+  %201 = mul nsw i64 %relu1_grad.c2238, 676
   %202 = add nsw i64 %200, %201
-  %203 = add nsw i64 %relu1_grad.iy19533, 1
+  %203 = add nsw i64 %relu1_grad.iy24333, 1
   %204 = mul nsw i64 %203, 26
   %205 = add nsw i64 %202, %204
-  %206 = add nsw i64 %205, %relu1_grad.ix19634
+  %206 = add nsw i64 %205, %relu1_grad.ix24434
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %sum198, ptr %arena37, align 4
-  %ix196.next = add nsw i64 %relu1_grad.ix19634, 1
-  %207 = icmp slt i64 %ix196.next, 1
-  br i1 %207, label %relu1_grad.ix196, label %relu1_grad.ix196.end
+  store float %sum246, ptr %arena37, align 4
+  %ix244.next = add nsw i64 %relu1_grad.ix24434, 1
+  %207 = icmp slt i64 %ix244.next, 1
+  br i1 %207, label %relu1_grad.ix244, label %relu1_grad.ix244.end
 
-relu1_grad.ix196.end:                             ; preds = %relu1_grad.ix196
-  %iy195.next = add nsw i64 %relu1_grad.iy19533, 1
-  %208 = icmp slt i64 %iy195.next, 1
-  br i1 %208, label %relu1_grad.iy195, label %relu1_grad.iy195.end
+relu1_grad.ix244.end:                             ; preds = %relu1_grad.ix244
+  %iy243.next = add nsw i64 %relu1_grad.iy24333, 1
+  %208 = icmp slt i64 %iy243.next, 1
+  br i1 %208, label %relu1_grad.iy243, label %relu1_grad.iy243.end
 
-relu1_grad.iy199:                                 ; preds = %relu1_grad.ix200.end, %relu1_grad.iy195.end
-  %relu1_grad.iy19938 = phi i64 [ 0, %relu1_grad.iy195.end ], [ %iy199.next, %relu1_grad.ix200.end ]
-  br label %relu1_grad.ix200
+relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy243.end
+  %relu1_grad.iy24738 = phi i64 [ 0, %relu1_grad.iy243.end ], [ %iy247.next, %relu1_grad.ix248.end ]
+  br label %relu1_grad.ix248
 
-relu1_grad.iy199.end:                             ; preds = %relu1_grad.ix200.end
-  br label %relu1_grad.iy205
+relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
+  br label %relu1_grad.iy253
 
-relu1_grad.ix200:                                 ; preds = %relu1_grad.ix200, %relu1_grad.iy199
-  %relu1_grad.ix20039 = phi i64 [ 0, %relu1_grad.iy199 ], [ %ix200.next, %relu1_grad.ix200 ]
-  %209 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
+  %relu1_grad.ix24839 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
+  %209 = mul nsw i64 %relu1_grad.c2238, 9
   %210 = mul nsw i64 %209, 2304
   %211 = add nsw i64 3171600, %210
-  %212 = mul nsw i64 %relu1_grad.j1747, 576
+  %212 = mul nsw i64 %relu1_grad.j2227, 576
   %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %relu1_grad.iy19938, 1
+  %214 = add nsw i64 %relu1_grad.iy24738, 1
   %215 = mul nsw i64 %214, 24
   %216 = add nsw i64 %213, %215
   %217 = add nsw i64 %216, 1
-  %218 = add nsw i64 %217, %relu1_grad.ix20039
+  %218 = add nsw i64 %217, %relu1_grad.ix24839
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %218
   %219 = load float, ptr %arena40, align 4
-  store float %219, ptr %relu1_grad.sum201, align 4
-  %sum201 = load float, ptr %relu1_grad.sum201, align 4
-  %220 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %219, ptr %relu1_grad.sum249, align 4
+  %sum249 = load float, ptr %relu1_grad.sum249, align 4
+  %220 = mul nsw i64 %relu1_grad.c2238, 9
   %221 = add nsw i64 %220, 1
   %222 = mul nsw i64 %221, 2304
   %223 = add nsw i64 3171600, %222
-  %224 = mul nsw i64 %relu1_grad.j1747, 576
+  %224 = mul nsw i64 %relu1_grad.j2227, 576
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %relu1_grad.iy19938, 1
+  %226 = add nsw i64 %relu1_grad.iy24738, 1
   %227 = mul nsw i64 %226, 24
   %228 = add nsw i64 %225, %227
-  %229 = add nsw i64 %228, %relu1_grad.ix20039
+  %229 = add nsw i64 %228, %relu1_grad.ix24839
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %229
   %230 = load float, ptr %arena41, align 4
-  %231 = fadd float %sum201, %230
-  store float %231, ptr %relu1_grad.sum202, align 4
-  %sum202 = load float, ptr %relu1_grad.sum202, align 4
-  %232 = mul nsw i64 %relu1_grad.c1758, 9
+  %231 = fadd float %sum249, %230
+  store float %231, ptr %relu1_grad.sum250, align 4
+  %sum250 = load float, ptr %relu1_grad.sum250, align 4
+  %232 = mul nsw i64 %relu1_grad.c2238, 9
   %233 = add nsw i64 %232, 3
   %234 = mul nsw i64 %233, 2304
   %235 = add nsw i64 3171600, %234
-  %236 = mul nsw i64 %relu1_grad.j1747, 576
+  %236 = mul nsw i64 %relu1_grad.j2227, 576
   %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %relu1_grad.iy19938, 1
+  %238 = add nsw i64 %relu1_grad.iy24738, 1
   %239 = add nsw i64 %238, -1
   %240 = mul nsw i64 %239, 24
   %241 = add nsw i64 %237, %240
   %242 = add nsw i64 %241, 1
-  %243 = add nsw i64 %242, %relu1_grad.ix20039
+  %243 = add nsw i64 %242, %relu1_grad.ix24839
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %243
   %244 = load float, ptr %arena42, align 4
-  %245 = fadd float %sum202, %244
-  store float %245, ptr %relu1_grad.sum203, align 4
-  %sum203 = load float, ptr %relu1_grad.sum203, align 4
-  %246 = mul nsw i64 %relu1_grad.c1758, 9
+  %245 = fadd float %sum250, %244
+  store float %245, ptr %relu1_grad.sum251, align 4
+  %sum251 = load float, ptr %relu1_grad.sum251, align 4
+  %246 = mul nsw i64 %relu1_grad.c2238, 9
   %247 = add nsw i64 %246, 4
   %248 = mul nsw i64 %247, 2304
   %249 = add nsw i64 3171600, %248
-  %250 = mul nsw i64 %relu1_grad.j1747, 576
+  %250 = mul nsw i64 %relu1_grad.j2227, 576
   %251 = add nsw i64 %249, %250
-  %252 = add nsw i64 %relu1_grad.iy19938, 1
+  %252 = add nsw i64 %relu1_grad.iy24738, 1
   %253 = add nsw i64 %252, -1
   %254 = mul nsw i64 %253, 24
   %255 = add nsw i64 %251, %254
-  %256 = add nsw i64 %255, %relu1_grad.ix20039
+  %256 = add nsw i64 %255, %relu1_grad.ix24839
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %256
   %257 = load float, ptr %arena43, align 4
-  %258 = fadd float %sum203, %257
-  store float %258, ptr %relu1_grad.sum204, align 4
-  %sum204 = load float, ptr %relu1_grad.sum204, align 4
-  %259 = mul nsw i64 %relu1_grad.g1651, 4
-  %260 = add nsw i64 %259, %relu1_grad.j1747
+  %258 = fadd float %sum251, %257
+  store float %258, ptr %relu1_grad.sum252, align 4
+  %sum252 = load float, ptr %relu1_grad.sum252, align 4
+  %259 = mul nsw i64 %relu1_grad.g2131, 4
+  %260 = add nsw i64 %259, %relu1_grad.j2227
   %261 = mul nsw i64 %260, 21632
   %262 = add nsw i64 1384448, %261
-  %263 = mul nsw i64 %relu1_grad.c1758, 676
+  %263 = mul nsw i64 %relu1_grad.c2238, 676
   %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 %relu1_grad.iy19938, 1
+  %265 = add nsw i64 %relu1_grad.iy24738, 1
   %266 = mul nsw i64 %265, 26
   %267 = add nsw i64 %264, %266
   %268 = add nsw i64 %267, 1
-  %269 = add nsw i64 %268, %relu1_grad.ix20039
+  %269 = add nsw i64 %268, %relu1_grad.ix24839
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %269
-  store float %sum204, ptr %arena44, align 4
-  %ix200.next = add nsw i64 %relu1_grad.ix20039, 1
-  %270 = icmp slt i64 %ix200.next, 1
-  br i1 %270, label %relu1_grad.ix200, label %relu1_grad.ix200.end
+  store float %sum252, ptr %arena44, align 4
+  %ix248.next = add nsw i64 %relu1_grad.ix24839, 1
+  %270 = icmp slt i64 %ix248.next, 1
+  br i1 %270, label %relu1_grad.ix248, label %relu1_grad.ix248.end
 
-relu1_grad.ix200.end:                             ; preds = %relu1_grad.ix200
-  %iy199.next = add nsw i64 %relu1_grad.iy19938, 1
-  %271 = icmp slt i64 %iy199.next, 1
-  br i1 %271, label %relu1_grad.iy199, label %relu1_grad.iy199.end
+relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
+  %iy247.next = add nsw i64 %relu1_grad.iy24738, 1
+  %271 = icmp slt i64 %iy247.next, 1
+  br i1 %271, label %relu1_grad.iy247, label %relu1_grad.iy247.end
 
-relu1_grad.iy205:                                 ; preds = %relu1_grad.ix206.end, %relu1_grad.iy199.end
-  %relu1_grad.iy20545 = phi i64 [ 0, %relu1_grad.iy199.end ], [ %iy205.next, %relu1_grad.ix206.end ]
-  br label %relu1_grad.ix206
+relu1_grad.iy253:                                 ; preds = %relu1_grad.ix254.end, %relu1_grad.iy247.end
+  %relu1_grad.iy25345 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy253.next, %relu1_grad.ix254.end ]
+  br label %relu1_grad.ix254
 
-relu1_grad.iy205.end:                             ; preds = %relu1_grad.ix206.end
-  br label %relu1_grad.iy213
+relu1_grad.iy253.end:                             ; preds = %relu1_grad.ix254.end
+  br label %relu1_grad.iy261
 
-relu1_grad.ix206:                                 ; preds = %relu1_grad.ix206, %relu1_grad.iy205
-  %relu1_grad.ix20646 = phi i64 [ 0, %relu1_grad.iy205 ], [ %ix206.next, %relu1_grad.ix206 ]
-  %272 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix254:                                 ; preds = %relu1_grad.ix254, %relu1_grad.iy253
+  %relu1_grad.ix25446 = phi i64 [ 0, %relu1_grad.iy253 ], [ %ix254.next, %relu1_grad.ix254 ]
+  %272 = mul nsw i64 %relu1_grad.c2238, 9
   %273 = mul nsw i64 %272, 2304
   %274 = add nsw i64 3171600, %273
-  %275 = mul nsw i64 %relu1_grad.j1747, 576
+  %275 = mul nsw i64 %relu1_grad.j2227, 576
   %276 = add nsw i64 %274, %275
-  %277 = add nsw i64 %relu1_grad.iy20545, 1
+  %277 = add nsw i64 %relu1_grad.iy25345, 1
   %278 = mul nsw i64 %277, 24
   %279 = add nsw i64 %276, %278
   %280 = add nsw i64 %279, 2
-  %281 = add nsw i64 %280, %relu1_grad.ix20646
+  %281 = add nsw i64 %280, %relu1_grad.ix25446
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %281
   %282 = load float, ptr %arena47, align 4
-  store float %282, ptr %relu1_grad.sum207, align 4
-  %sum207 = load float, ptr %relu1_grad.sum207, align 4
-  %283 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %282, ptr %relu1_grad.sum255, align 4
+  %sum255 = load float, ptr %relu1_grad.sum255, align 4
+  %283 = mul nsw i64 %relu1_grad.c2238, 9
   %284 = add nsw i64 %283, 1
   %285 = mul nsw i64 %284, 2304
   %286 = add nsw i64 3171600, %285
-  %287 = mul nsw i64 %relu1_grad.j1747, 576
+  %287 = mul nsw i64 %relu1_grad.j2227, 576
   %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 %relu1_grad.iy20545, 1
+  %289 = add nsw i64 %relu1_grad.iy25345, 1
   %290 = mul nsw i64 %289, 24
   %291 = add nsw i64 %288, %290
   %292 = add nsw i64 %291, 1
-  %293 = add nsw i64 %292, %relu1_grad.ix20646
+  %293 = add nsw i64 %292, %relu1_grad.ix25446
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load float, ptr %arena48, align 4
-  %295 = fadd float %sum207, %294
-  store float %295, ptr %relu1_grad.sum208, align 4
-  %sum208 = load float, ptr %relu1_grad.sum208, align 4
-  %296 = mul nsw i64 %relu1_grad.c1758, 9
+  %295 = fadd float %sum255, %294
+  store float %295, ptr %relu1_grad.sum256, align 4
+  %sum256 = load float, ptr %relu1_grad.sum256, align 4
+  %296 = mul nsw i64 %relu1_grad.c2238, 9
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 2304
   %299 = add nsw i64 3171600, %298
-  %300 = mul nsw i64 %relu1_grad.j1747, 576
+  %300 = mul nsw i64 %relu1_grad.j2227, 576
   %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %relu1_grad.iy20545, 1
+  %302 = add nsw i64 %relu1_grad.iy25345, 1
   %303 = mul nsw i64 %302, 24
   %304 = add nsw i64 %301, %303
-  %305 = add nsw i64 %304, %relu1_grad.ix20646
+  %305 = add nsw i64 %304, %relu1_grad.ix25446
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load float, ptr %arena49, align 4
-  %307 = fadd float %sum208, %306
-  store float %307, ptr %relu1_grad.sum209, align 4
-  %sum209 = load float, ptr %relu1_grad.sum209, align 4
-  %308 = mul nsw i64 %relu1_grad.c1758, 9
+  %307 = fadd float %sum256, %306
+  store float %307, ptr %relu1_grad.sum257, align 4
+  %sum257 = load float, ptr %relu1_grad.sum257, align 4
+  %308 = mul nsw i64 %relu1_grad.c2238, 9
   %309 = add nsw i64 %308, 3
   %310 = mul nsw i64 %309, 2304
   %311 = add nsw i64 3171600, %310
-  %312 = mul nsw i64 %relu1_grad.j1747, 576
+  %312 = mul nsw i64 %relu1_grad.j2227, 576
   %313 = add nsw i64 %311, %312
-  %314 = add nsw i64 %relu1_grad.iy20545, 1
+  %314 = add nsw i64 %relu1_grad.iy25345, 1
   %315 = add nsw i64 %314, -1
   %316 = mul nsw i64 %315, 24
   %317 = add nsw i64 %313, %316
   %318 = add nsw i64 %317, 2
-  %319 = add nsw i64 %318, %relu1_grad.ix20646
+  %319 = add nsw i64 %318, %relu1_grad.ix25446
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %319
   %320 = load float, ptr %arena50, align 4
-  %321 = fadd float %sum209, %320
-  store float %321, ptr %relu1_grad.sum210, align 4
-  %sum210 = load float, ptr %relu1_grad.sum210, align 4
-  %322 = mul nsw i64 %relu1_grad.c1758, 9
+  %321 = fadd float %sum257, %320
+  store float %321, ptr %relu1_grad.sum258, align 4
+  %sum258 = load float, ptr %relu1_grad.sum258, align 4
+  %322 = mul nsw i64 %relu1_grad.c2238, 9
   %323 = add nsw i64 %322, 4
   %324 = mul nsw i64 %323, 2304
   %325 = add nsw i64 3171600, %324
-  %326 = mul nsw i64 %relu1_grad.j1747, 576
+  %326 = mul nsw i64 %relu1_grad.j2227, 576
   %327 = add nsw i64 %325, %326
-  %328 = add nsw i64 %relu1_grad.iy20545, 1
+  %328 = add nsw i64 %relu1_grad.iy25345, 1
   %329 = add nsw i64 %328, -1
   %330 = mul nsw i64 %329, 24
   %331 = add nsw i64 %327, %330
   %332 = add nsw i64 %331, 1
-  %333 = add nsw i64 %332, %relu1_grad.ix20646
+  %333 = add nsw i64 %332, %relu1_grad.ix25446
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %333
   %334 = load float, ptr %arena51, align 4
-  %335 = fadd float %sum210, %334
-  store float %335, ptr %relu1_grad.sum211, align 4
-  %sum211 = load float, ptr %relu1_grad.sum211, align 4
-  %336 = mul nsw i64 %relu1_grad.c1758, 9
+  %335 = fadd float %sum258, %334
+  store float %335, ptr %relu1_grad.sum259, align 4
+  %sum259 = load float, ptr %relu1_grad.sum259, align 4
+  %336 = mul nsw i64 %relu1_grad.c2238, 9
   %337 = add nsw i64 %336, 5
   %338 = mul nsw i64 %337, 2304
   %339 = add nsw i64 3171600, %338
-  %340 = mul nsw i64 %relu1_grad.j1747, 576
+  %340 = mul nsw i64 %relu1_grad.j2227, 576
   %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %relu1_grad.iy20545, 1
+  %342 = add nsw i64 %relu1_grad.iy25345, 1
   %343 = add nsw i64 %342, -1
   %344 = mul nsw i64 %343, 24
   %345 = add nsw i64 %341, %344
-  %346 = add nsw i64 %345, %relu1_grad.ix20646
+  %346 = add nsw i64 %345, %relu1_grad.ix25446
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %346
   %347 = load float, ptr %arena52, align 4
-  %348 = fadd float %sum211, %347
-  store float %348, ptr %relu1_grad.sum212, align 4
-  %sum212 = load float, ptr %relu1_grad.sum212, align 4
-  %349 = mul nsw i64 %relu1_grad.g1651, 4
-  %350 = add nsw i64 %349, %relu1_grad.j1747
+  %348 = fadd float %sum259, %347
+  store float %348, ptr %relu1_grad.sum260, align 4
+  %sum260 = load float, ptr %relu1_grad.sum260, align 4
+  %349 = mul nsw i64 %relu1_grad.g2131, 4
+  %350 = add nsw i64 %349, %relu1_grad.j2227
   %351 = mul nsw i64 %350, 21632
   %352 = add nsw i64 1384448, %351
-  %353 = mul nsw i64 %relu1_grad.c1758, 676
+  %353 = mul nsw i64 %relu1_grad.c2238, 676
   %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %relu1_grad.iy20545, 1
+  %355 = add nsw i64 %relu1_grad.iy25345, 1
   %356 = mul nsw i64 %355, 26
   %357 = add nsw i64 %354, %356
   %358 = add nsw i64 %357, 2
-  %359 = add nsw i64 %358, %relu1_grad.ix20646
+  %359 = add nsw i64 %358, %relu1_grad.ix25446
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %359
-  store float %sum212, ptr %arena53, align 4
-  %ix206.next = add nsw i64 %relu1_grad.ix20646, 1
-  %360 = icmp slt i64 %ix206.next, 22
-  br i1 %360, label %relu1_grad.ix206, label %relu1_grad.ix206.end
+  store float %sum260, ptr %arena53, align 4
+  %ix254.next = add nsw i64 %relu1_grad.ix25446, 1
+  %360 = icmp slt i64 %ix254.next, 22
+  br i1 %360, label %relu1_grad.ix254, label %relu1_grad.ix254.end
 
-relu1_grad.ix206.end:                             ; preds = %relu1_grad.ix206
-  %iy205.next = add nsw i64 %relu1_grad.iy20545, 1
-  %361 = icmp slt i64 %iy205.next, 1
-  br i1 %361, label %relu1_grad.iy205, label %relu1_grad.iy205.end
+relu1_grad.ix254.end:                             ; preds = %relu1_grad.ix254
+  %iy253.next = add nsw i64 %relu1_grad.iy25345, 1
+  %361 = icmp slt i64 %iy253.next, 1
+  br i1 %361, label %relu1_grad.iy253, label %relu1_grad.iy253.end
 
-relu1_grad.iy213:                                 ; preds = %relu1_grad.ix214.end, %relu1_grad.iy205.end
-  %relu1_grad.iy21354 = phi i64 [ 0, %relu1_grad.iy205.end ], [ %iy213.next, %relu1_grad.ix214.end ]
-  br label %relu1_grad.ix214
+relu1_grad.iy261:                                 ; preds = %relu1_grad.ix262.end, %relu1_grad.iy253.end
+  %relu1_grad.iy26154 = phi i64 [ 0, %relu1_grad.iy253.end ], [ %iy261.next, %relu1_grad.ix262.end ]
+  br label %relu1_grad.ix262
 
-relu1_grad.iy213.end:                             ; preds = %relu1_grad.ix214.end
-  br label %relu1_grad.iy219
+relu1_grad.iy261.end:                             ; preds = %relu1_grad.ix262.end
+  br label %relu1_grad.iy267
 
-relu1_grad.ix214:                                 ; preds = %relu1_grad.ix214, %relu1_grad.iy213
-  %relu1_grad.ix21455 = phi i64 [ 0, %relu1_grad.iy213 ], [ %ix214.next, %relu1_grad.ix214 ]
-  %362 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix262:                                 ; preds = %relu1_grad.ix262, %relu1_grad.iy261
+  %relu1_grad.ix26255 = phi i64 [ 0, %relu1_grad.iy261 ], [ %ix262.next, %relu1_grad.ix262 ]
+  %362 = mul nsw i64 %relu1_grad.c2238, 9
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 2304
   %365 = add nsw i64 3171600, %364
-  %366 = mul nsw i64 %relu1_grad.j1747, 576
+  %366 = mul nsw i64 %relu1_grad.j2227, 576
   %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 %relu1_grad.iy21354, 1
+  %368 = add nsw i64 %relu1_grad.iy26154, 1
   %369 = mul nsw i64 %368, 24
   %370 = add nsw i64 %367, %369
   %371 = add nsw i64 %370, 23
-  %372 = add nsw i64 %371, %relu1_grad.ix21455
+  %372 = add nsw i64 %371, %relu1_grad.ix26255
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %372
   %373 = load float, ptr %arena56, align 4
-  store float %373, ptr %relu1_grad.sum215, align 4
-  %sum215 = load float, ptr %relu1_grad.sum215, align 4
-  %374 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %373, ptr %relu1_grad.sum263, align 4
+  %sum263 = load float, ptr %relu1_grad.sum263, align 4
+  %374 = mul nsw i64 %relu1_grad.c2238, 9
   %375 = add nsw i64 %374, 2
   %376 = mul nsw i64 %375, 2304
   %377 = add nsw i64 3171600, %376
-  %378 = mul nsw i64 %relu1_grad.j1747, 576
+  %378 = mul nsw i64 %relu1_grad.j2227, 576
   %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 %relu1_grad.iy21354, 1
+  %380 = add nsw i64 %relu1_grad.iy26154, 1
   %381 = mul nsw i64 %380, 24
   %382 = add nsw i64 %379, %381
   %383 = add nsw i64 %382, 22
-  %384 = add nsw i64 %383, %relu1_grad.ix21455
+  %384 = add nsw i64 %383, %relu1_grad.ix26255
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %384
   %385 = load float, ptr %arena57, align 4
-  %386 = fadd float %sum215, %385
-  store float %386, ptr %relu1_grad.sum216, align 4
-  %sum216 = load float, ptr %relu1_grad.sum216, align 4
-  %387 = mul nsw i64 %relu1_grad.c1758, 9
+  %386 = fadd float %sum263, %385
+  store float %386, ptr %relu1_grad.sum264, align 4
+  %sum264 = load float, ptr %relu1_grad.sum264, align 4
+  %387 = mul nsw i64 %relu1_grad.c2238, 9
   %388 = add nsw i64 %387, 4
   %389 = mul nsw i64 %388, 2304
   %390 = add nsw i64 3171600, %389
-  %391 = mul nsw i64 %relu1_grad.j1747, 576
+  %391 = mul nsw i64 %relu1_grad.j2227, 576
   %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %relu1_grad.iy21354, 1
+  %393 = add nsw i64 %relu1_grad.iy26154, 1
   %394 = add nsw i64 %393, -1
   %395 = mul nsw i64 %394, 24
   %396 = add nsw i64 %392, %395
   %397 = add nsw i64 %396, 23
-  %398 = add nsw i64 %397, %relu1_grad.ix21455
+  %398 = add nsw i64 %397, %relu1_grad.ix26255
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %398
   %399 = load float, ptr %arena58, align 4
-  %400 = fadd float %sum216, %399
-  store float %400, ptr %relu1_grad.sum217, align 4
-  %sum217 = load float, ptr %relu1_grad.sum217, align 4
-  %401 = mul nsw i64 %relu1_grad.c1758, 9
+  %400 = fadd float %sum264, %399
+  store float %400, ptr %relu1_grad.sum265, align 4
+  %sum265 = load float, ptr %relu1_grad.sum265, align 4
+  %401 = mul nsw i64 %relu1_grad.c2238, 9
   %402 = add nsw i64 %401, 5
   %403 = mul nsw i64 %402, 2304
   %404 = add nsw i64 3171600, %403
-  %405 = mul nsw i64 %relu1_grad.j1747, 576
+  %405 = mul nsw i64 %relu1_grad.j2227, 576
   %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 %relu1_grad.iy21354, 1
+  %407 = add nsw i64 %relu1_grad.iy26154, 1
   %408 = add nsw i64 %407, -1
   %409 = mul nsw i64 %408, 24
   %410 = add nsw i64 %406, %409
   %411 = add nsw i64 %410, 22
-  %412 = add nsw i64 %411, %relu1_grad.ix21455
+  %412 = add nsw i64 %411, %relu1_grad.ix26255
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %412
   %413 = load float, ptr %arena59, align 4
-  %414 = fadd float %sum217, %413
-  store float %414, ptr %relu1_grad.sum218, align 4
-  %sum218 = load float, ptr %relu1_grad.sum218, align 4
-  %415 = mul nsw i64 %relu1_grad.g1651, 4
-  %416 = add nsw i64 %415, %relu1_grad.j1747
+  %414 = fadd float %sum265, %413
+  store float %414, ptr %relu1_grad.sum266, align 4
+  %sum266 = load float, ptr %relu1_grad.sum266, align 4
+  %415 = mul nsw i64 %relu1_grad.g2131, 4
+  %416 = add nsw i64 %415, %relu1_grad.j2227
   %417 = mul nsw i64 %416, 21632
   %418 = add nsw i64 1384448, %417
-  %419 = mul nsw i64 %relu1_grad.c1758, 676
+  %419 = mul nsw i64 %relu1_grad.c2238, 676
   %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 %relu1_grad.iy21354, 1
+  %421 = add nsw i64 %relu1_grad.iy26154, 1
   %422 = mul nsw i64 %421, 26
   %423 = add nsw i64 %420, %422
   %424 = add nsw i64 %423, 24
-  %425 = add nsw i64 %424, %relu1_grad.ix21455
+  %425 = add nsw i64 %424, %relu1_grad.ix26255
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %425
-  store float %sum218, ptr %arena60, align 4
-  %ix214.next = add nsw i64 %relu1_grad.ix21455, 1
-  %426 = icmp slt i64 %ix214.next, 1
-  br i1 %426, label %relu1_grad.ix214, label %relu1_grad.ix214.end
+  store float %sum266, ptr %arena60, align 4
+  %ix262.next = add nsw i64 %relu1_grad.ix26255, 1
+  %426 = icmp slt i64 %ix262.next, 1
+  br i1 %426, label %relu1_grad.ix262, label %relu1_grad.ix262.end
 
-relu1_grad.ix214.end:                             ; preds = %relu1_grad.ix214
-  %iy213.next = add nsw i64 %relu1_grad.iy21354, 1
-  %427 = icmp slt i64 %iy213.next, 1
-  br i1 %427, label %relu1_grad.iy213, label %relu1_grad.iy213.end
+relu1_grad.ix262.end:                             ; preds = %relu1_grad.ix262
+  %iy261.next = add nsw i64 %relu1_grad.iy26154, 1
+  %427 = icmp slt i64 %iy261.next, 1
+  br i1 %427, label %relu1_grad.iy261, label %relu1_grad.iy261.end
 
-relu1_grad.iy219:                                 ; preds = %relu1_grad.ix220.end, %relu1_grad.iy213.end
-  %relu1_grad.iy21961 = phi i64 [ 0, %relu1_grad.iy213.end ], [ %iy219.next, %relu1_grad.ix220.end ]
-  br label %relu1_grad.ix220
+relu1_grad.iy267:                                 ; preds = %relu1_grad.ix268.end, %relu1_grad.iy261.end
+  %relu1_grad.iy26761 = phi i64 [ 0, %relu1_grad.iy261.end ], [ %iy267.next, %relu1_grad.ix268.end ]
+  br label %relu1_grad.ix268
 
-relu1_grad.iy219.end:                             ; preds = %relu1_grad.ix220.end
-  br label %relu1_grad.iy223
+relu1_grad.iy267.end:                             ; preds = %relu1_grad.ix268.end
+  br label %relu1_grad.iy271
 
-relu1_grad.ix220:                                 ; preds = %relu1_grad.ix220, %relu1_grad.iy219
-  %relu1_grad.ix22062 = phi i64 [ 0, %relu1_grad.iy219 ], [ %ix220.next, %relu1_grad.ix220 ]
-  %428 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix268:                                 ; preds = %relu1_grad.ix268, %relu1_grad.iy267
+  %relu1_grad.ix26862 = phi i64 [ 0, %relu1_grad.iy267 ], [ %ix268.next, %relu1_grad.ix268 ]
+  %428 = mul nsw i64 %relu1_grad.c2238, 9
   %429 = add nsw i64 %428, 2
   %430 = mul nsw i64 %429, 2304
   %431 = add nsw i64 3171600, %430
-  %432 = mul nsw i64 %relu1_grad.j1747, 576
+  %432 = mul nsw i64 %relu1_grad.j2227, 576
   %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 %relu1_grad.iy21961, 1
+  %434 = add nsw i64 %relu1_grad.iy26761, 1
   %435 = mul nsw i64 %434, 24
   %436 = add nsw i64 %433, %435
   %437 = add nsw i64 %436, 23
-  %438 = add nsw i64 %437, %relu1_grad.ix22062
+  %438 = add nsw i64 %437, %relu1_grad.ix26862
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %438
   %439 = load float, ptr %arena63, align 4
-  store float %439, ptr %relu1_grad.sum221, align 4
-  %sum221 = load float, ptr %relu1_grad.sum221, align 4
-  %440 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %439, ptr %relu1_grad.sum269, align 4
+  %sum269 = load float, ptr %relu1_grad.sum269, align 4
+  %440 = mul nsw i64 %relu1_grad.c2238, 9
   %441 = add nsw i64 %440, 5
   %442 = mul nsw i64 %441, 2304
   %443 = add nsw i64 3171600, %442
-  %444 = mul nsw i64 %relu1_grad.j1747, 576
+  %444 = mul nsw i64 %relu1_grad.j2227, 576
   %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 %relu1_grad.iy21961, 1
+  %446 = add nsw i64 %relu1_grad.iy26761, 1
   %447 = add nsw i64 %446, -1
   %448 = mul nsw i64 %447, 24
   %449 = add nsw i64 %445, %448
   %450 = add nsw i64 %449, 23
-  %451 = add nsw i64 %450, %relu1_grad.ix22062
+  %451 = add nsw i64 %450, %relu1_grad.ix26862
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %451
   %452 = load float, ptr %arena64, align 4
-  %453 = fadd float %sum221, %452
-  store float %453, ptr %relu1_grad.sum222, align 4
-  %sum222 = load float, ptr %relu1_grad.sum222, align 4
-  %454 = mul nsw i64 %relu1_grad.g1651, 4
-  %455 = add nsw i64 %454, %relu1_grad.j1747
+  %453 = fadd float %sum269, %452
+  store float %453, ptr %relu1_grad.sum270, align 4
+  %sum270 = load float, ptr %relu1_grad.sum270, align 4
+  %454 = mul nsw i64 %relu1_grad.g2131, 4
+  %455 = add nsw i64 %454, %relu1_grad.j2227
   %456 = mul nsw i64 %455, 21632
   %457 = add nsw i64 1384448, %456
-  %458 = mul nsw i64 %relu1_grad.c1758, 676
+  %458 = mul nsw i64 %relu1_grad.c2238, 676
   %459 = add nsw i64 %457, %458
-  %460 = add nsw i64 %relu1_grad.iy21961, 1
+  %460 = add nsw i64 %relu1_grad.iy26761, 1
   %461 = mul nsw i64 %460, 26
   %462 = add nsw i64 %459, %461
   %463 = add nsw i64 %462, 25
-  %464 = add nsw i64 %463, %relu1_grad.ix22062
+  %464 = add nsw i64 %463, %relu1_grad.ix26862
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %464
-  store float %sum222, ptr %arena65, align 4
-  %ix220.next = add nsw i64 %relu1_grad.ix22062, 1
-  %465 = icmp slt i64 %ix220.next, 1
-  br i1 %465, label %relu1_grad.ix220, label %relu1_grad.ix220.end
+  store float %sum270, ptr %arena65, align 4
+  %ix268.next = add nsw i64 %relu1_grad.ix26862, 1
+  %465 = icmp slt i64 %ix268.next, 1
+  br i1 %465, label %relu1_grad.ix268, label %relu1_grad.ix268.end
 
-relu1_grad.ix220.end:                             ; preds = %relu1_grad.ix220
-  %iy219.next = add nsw i64 %relu1_grad.iy21961, 1
-  %466 = icmp slt i64 %iy219.next, 1
-  br i1 %466, label %relu1_grad.iy219, label %relu1_grad.iy219.end
+relu1_grad.ix268.end:                             ; preds = %relu1_grad.ix268
+  %iy267.next = add nsw i64 %relu1_grad.iy26761, 1
+  %466 = icmp slt i64 %iy267.next, 1
+  br i1 %466, label %relu1_grad.iy267, label %relu1_grad.iy267.end
 
-relu1_grad.iy223:                                 ; preds = %relu1_grad.ix224.end, %relu1_grad.iy219.end
-  %relu1_grad.iy22366 = phi i64 [ 0, %relu1_grad.iy219.end ], [ %iy223.next, %relu1_grad.ix224.end ]
-  br label %relu1_grad.ix224
+relu1_grad.iy271:                                 ; preds = %relu1_grad.ix272.end, %relu1_grad.iy267.end
+  %relu1_grad.iy27166 = phi i64 [ 0, %relu1_grad.iy267.end ], [ %iy271.next, %relu1_grad.ix272.end ]
+  br label %relu1_grad.ix272
 
-relu1_grad.iy223.end:                             ; preds = %relu1_grad.ix224.end
-  br label %relu1_grad.iy228
+relu1_grad.iy271.end:                             ; preds = %relu1_grad.ix272.end
+  br label %relu1_grad.iy276
 
-relu1_grad.ix224:                                 ; preds = %relu1_grad.ix224, %relu1_grad.iy223
-  %relu1_grad.ix22467 = phi i64 [ 0, %relu1_grad.iy223 ], [ %ix224.next, %relu1_grad.ix224 ]
-  %467 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix272:                                 ; preds = %relu1_grad.ix272, %relu1_grad.iy271
+  %relu1_grad.ix27267 = phi i64 [ 0, %relu1_grad.iy271 ], [ %ix272.next, %relu1_grad.ix272 ]
+  %467 = mul nsw i64 %relu1_grad.c2238, 9
   %468 = mul nsw i64 %467, 2304
   %469 = add nsw i64 3171600, %468
-  %470 = mul nsw i64 %relu1_grad.j1747, 576
+  %470 = mul nsw i64 %relu1_grad.j2227, 576
   %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %relu1_grad.iy22366, 2
+  %472 = add nsw i64 %relu1_grad.iy27166, 2
   %473 = mul nsw i64 %472, 24
   %474 = add nsw i64 %471, %473
-  %475 = add nsw i64 %474, %relu1_grad.ix22467
+  %475 = add nsw i64 %474, %relu1_grad.ix27267
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load float, ptr %arena68, align 4
-  store float %476, ptr %relu1_grad.sum225, align 4
-  %sum225 = load float, ptr %relu1_grad.sum225, align 4
-  %477 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %476, ptr %relu1_grad.sum273, align 4
+  %sum273 = load float, ptr %relu1_grad.sum273, align 4
+  %477 = mul nsw i64 %relu1_grad.c2238, 9
   %478 = add nsw i64 %477, 3
   %479 = mul nsw i64 %478, 2304
   %480 = add nsw i64 3171600, %479
-  %481 = mul nsw i64 %relu1_grad.j1747, 576
+  %481 = mul nsw i64 %relu1_grad.j2227, 576
   %482 = add nsw i64 %480, %481
-  %483 = add nsw i64 %relu1_grad.iy22366, 2
+  %483 = add nsw i64 %relu1_grad.iy27166, 2
   %484 = add nsw i64 %483, -1
   %485 = mul nsw i64 %484, 24
   %486 = add nsw i64 %482, %485
-  %487 = add nsw i64 %486, %relu1_grad.ix22467
+  %487 = add nsw i64 %486, %relu1_grad.ix27267
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %487
   %488 = load float, ptr %arena69, align 4
-  %489 = fadd float %sum225, %488
-  store float %489, ptr %relu1_grad.sum226, align 4
-  %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %490 = mul nsw i64 %relu1_grad.c1758, 9
+  %489 = fadd float %sum273, %488
+  store float %489, ptr %relu1_grad.sum274, align 4
+  %sum274 = load float, ptr %relu1_grad.sum274, align 4
+  %490 = mul nsw i64 %relu1_grad.c2238, 9
   %491 = add nsw i64 %490, 6
   %492 = mul nsw i64 %491, 2304
   %493 = add nsw i64 3171600, %492
-  %494 = mul nsw i64 %relu1_grad.j1747, 576
+  %494 = mul nsw i64 %relu1_grad.j2227, 576
   %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %relu1_grad.iy22366, 2
+  %496 = add nsw i64 %relu1_grad.iy27166, 2
   %497 = add nsw i64 %496, -2
   %498 = mul nsw i64 %497, 24
   %499 = add nsw i64 %495, %498
-  %500 = add nsw i64 %499, %relu1_grad.ix22467
+  %500 = add nsw i64 %499, %relu1_grad.ix27267
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %500
   %501 = load float, ptr %arena70, align 4
-  %502 = fadd float %sum226, %501
-  store float %502, ptr %relu1_grad.sum227, align 4
-  %sum227 = load float, ptr %relu1_grad.sum227, align 4
-  %503 = mul nsw i64 %relu1_grad.g1651, 4
-  %504 = add nsw i64 %503, %relu1_grad.j1747
+  %502 = fadd float %sum274, %501
+  store float %502, ptr %relu1_grad.sum275, align 4
+  %sum275 = load float, ptr %relu1_grad.sum275, align 4
+  %503 = mul nsw i64 %relu1_grad.g2131, 4
+  %504 = add nsw i64 %503, %relu1_grad.j2227
   %505 = mul nsw i64 %504, 21632
   %506 = add nsw i64 1384448, %505
-  %507 = mul nsw i64 %relu1_grad.c1758, 676
+  %507 = mul nsw i64 %relu1_grad.c2238, 676
   %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %relu1_grad.iy22366, 2
+  %509 = add nsw i64 %relu1_grad.iy27166, 2
   %510 = mul nsw i64 %509, 26
   %511 = add nsw i64 %508, %510
-  %512 = add nsw i64 %511, %relu1_grad.ix22467
+  %512 = add nsw i64 %511, %relu1_grad.ix27267
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store float %sum227, ptr %arena71, align 4
-  %ix224.next = add nsw i64 %relu1_grad.ix22467, 1
-  %513 = icmp slt i64 %ix224.next, 1
-  br i1 %513, label %relu1_grad.ix224, label %relu1_grad.ix224.end
+  store float %sum275, ptr %arena71, align 4
+  %ix272.next = add nsw i64 %relu1_grad.ix27267, 1
+  %513 = icmp slt i64 %ix272.next, 1
+  br i1 %513, label %relu1_grad.ix272, label %relu1_grad.ix272.end
 
-relu1_grad.ix224.end:                             ; preds = %relu1_grad.ix224
-  %iy223.next = add nsw i64 %relu1_grad.iy22366, 1
-  %514 = icmp slt i64 %iy223.next, 22
-  br i1 %514, label %relu1_grad.iy223, label %relu1_grad.iy223.end
+relu1_grad.ix272.end:                             ; preds = %relu1_grad.ix272
+  %iy271.next = add nsw i64 %relu1_grad.iy27166, 1
+  %514 = icmp slt i64 %iy271.next, 22
+  br i1 %514, label %relu1_grad.iy271, label %relu1_grad.iy271.end
 
-relu1_grad.iy228:                                 ; preds = %relu1_grad.ix229.end, %relu1_grad.iy223.end
-  %relu1_grad.iy22872 = phi i64 [ 0, %relu1_grad.iy223.end ], [ %iy228.next, %relu1_grad.ix229.end ]
-  br label %relu1_grad.ix229
+relu1_grad.iy276:                                 ; preds = %relu1_grad.ix277.end, %relu1_grad.iy271.end
+  %relu1_grad.iy27672 = phi i64 [ 0, %relu1_grad.iy271.end ], [ %iy276.next, %relu1_grad.ix277.end ]
+  br label %relu1_grad.ix277
 
-relu1_grad.iy228.end:                             ; preds = %relu1_grad.ix229.end
-  br label %relu1_grad.iy236
+relu1_grad.iy276.end:                             ; preds = %relu1_grad.ix277.end
+  br label %relu1_grad.iy284
 
-relu1_grad.ix229:                                 ; preds = %relu1_grad.ix229, %relu1_grad.iy228
-  %relu1_grad.ix22973 = phi i64 [ 0, %relu1_grad.iy228 ], [ %ix229.next, %relu1_grad.ix229 ]
-  %515 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix277:                                 ; preds = %relu1_grad.ix277, %relu1_grad.iy276
+  %relu1_grad.ix27773 = phi i64 [ 0, %relu1_grad.iy276 ], [ %ix277.next, %relu1_grad.ix277 ]
+  %515 = mul nsw i64 %relu1_grad.c2238, 9
   %516 = mul nsw i64 %515, 2304
   %517 = add nsw i64 3171600, %516
-  %518 = mul nsw i64 %relu1_grad.j1747, 576
+  %518 = mul nsw i64 %relu1_grad.j2227, 576
   %519 = add nsw i64 %517, %518
-  %520 = add nsw i64 %relu1_grad.iy22872, 2
+  %520 = add nsw i64 %relu1_grad.iy27672, 2
   %521 = mul nsw i64 %520, 24
   %522 = add nsw i64 %519, %521
   %523 = add nsw i64 %522, 1
-  %524 = add nsw i64 %523, %relu1_grad.ix22973
+  %524 = add nsw i64 %523, %relu1_grad.ix27773
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %524
   %525 = load float, ptr %arena74, align 4
-  store float %525, ptr %relu1_grad.sum230, align 4
-  %sum230 = load float, ptr %relu1_grad.sum230, align 4
-  %526 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %525, ptr %relu1_grad.sum278, align 4
+  %sum278 = load float, ptr %relu1_grad.sum278, align 4
+  %526 = mul nsw i64 %relu1_grad.c2238, 9
   %527 = add nsw i64 %526, 1
   %528 = mul nsw i64 %527, 2304
   %529 = add nsw i64 3171600, %528
-  %530 = mul nsw i64 %relu1_grad.j1747, 576
+  %530 = mul nsw i64 %relu1_grad.j2227, 576
   %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %relu1_grad.iy22872, 2
+  %532 = add nsw i64 %relu1_grad.iy27672, 2
   %533 = mul nsw i64 %532, 24
   %534 = add nsw i64 %531, %533
-  %535 = add nsw i64 %534, %relu1_grad.ix22973
+  %535 = add nsw i64 %534, %relu1_grad.ix27773
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %535
   %536 = load float, ptr %arena75, align 4
-  %537 = fadd float %sum230, %536
-  store float %537, ptr %relu1_grad.sum231, align 4
-  %sum231 = load float, ptr %relu1_grad.sum231, align 4
-  %538 = mul nsw i64 %relu1_grad.c1758, 9
+  %537 = fadd float %sum278, %536
+  store float %537, ptr %relu1_grad.sum279, align 4
+  %sum279 = load float, ptr %relu1_grad.sum279, align 4
+  %538 = mul nsw i64 %relu1_grad.c2238, 9
   %539 = add nsw i64 %538, 3
   %540 = mul nsw i64 %539, 2304
   %541 = add nsw i64 3171600, %540
-  %542 = mul nsw i64 %relu1_grad.j1747, 576
+  %542 = mul nsw i64 %relu1_grad.j2227, 576
   %543 = add nsw i64 %541, %542
-  %544 = add nsw i64 %relu1_grad.iy22872, 2
+  %544 = add nsw i64 %relu1_grad.iy27672, 2
   %545 = add nsw i64 %544, -1
   %546 = mul nsw i64 %545, 24
   %547 = add nsw i64 %543, %546
   %548 = add nsw i64 %547, 1
-  %549 = add nsw i64 %548, %relu1_grad.ix22973
+  %549 = add nsw i64 %548, %relu1_grad.ix27773
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %549
   %550 = load float, ptr %arena76, align 4
-  %551 = fadd float %sum231, %550
-  store float %551, ptr %relu1_grad.sum232, align 4
-  %sum232 = load float, ptr %relu1_grad.sum232, align 4
-  %552 = mul nsw i64 %relu1_grad.c1758, 9
+  %551 = fadd float %sum279, %550
+  store float %551, ptr %relu1_grad.sum280, align 4
+  %sum280 = load float, ptr %relu1_grad.sum280, align 4
+  %552 = mul nsw i64 %relu1_grad.c2238, 9
   %553 = add nsw i64 %552, 4
   %554 = mul nsw i64 %553, 2304
   %555 = add nsw i64 3171600, %554
-  %556 = mul nsw i64 %relu1_grad.j1747, 576
+  %556 = mul nsw i64 %relu1_grad.j2227, 576
   %557 = add nsw i64 %555, %556
-  %558 = add nsw i64 %relu1_grad.iy22872, 2
+  %558 = add nsw i64 %relu1_grad.iy27672, 2
   %559 = add nsw i64 %558, -1
   %560 = mul nsw i64 %559, 24
   %561 = add nsw i64 %557, %560
-  %562 = add nsw i64 %561, %relu1_grad.ix22973
+  %562 = add nsw i64 %561, %relu1_grad.ix27773
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %562
   %563 = load float, ptr %arena77, align 4
-  %564 = fadd float %sum232, %563
-  store float %564, ptr %relu1_grad.sum233, align 4
-  %sum233 = load float, ptr %relu1_grad.sum233, align 4
-  %565 = mul nsw i64 %relu1_grad.c1758, 9
+  %564 = fadd float %sum280, %563
+  store float %564, ptr %relu1_grad.sum281, align 4
+  %sum281 = load float, ptr %relu1_grad.sum281, align 4
+  %565 = mul nsw i64 %relu1_grad.c2238, 9
   %566 = add nsw i64 %565, 6
   %567 = mul nsw i64 %566, 2304
   %568 = add nsw i64 3171600, %567
-  %569 = mul nsw i64 %relu1_grad.j1747, 576
+  %569 = mul nsw i64 %relu1_grad.j2227, 576
   %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %relu1_grad.iy22872, 2
+  %571 = add nsw i64 %relu1_grad.iy27672, 2
   %572 = add nsw i64 %571, -2
   %573 = mul nsw i64 %572, 24
   %574 = add nsw i64 %570, %573
   %575 = add nsw i64 %574, 1
-  %576 = add nsw i64 %575, %relu1_grad.ix22973
+  %576 = add nsw i64 %575, %relu1_grad.ix27773
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %576
   %577 = load float, ptr %arena78, align 4
-  %578 = fadd float %sum233, %577
-  store float %578, ptr %relu1_grad.sum234, align 4
-  %sum234 = load float, ptr %relu1_grad.sum234, align 4
-  %579 = mul nsw i64 %relu1_grad.c1758, 9
+  %578 = fadd float %sum281, %577
+  store float %578, ptr %relu1_grad.sum282, align 4
+  %sum282 = load float, ptr %relu1_grad.sum282, align 4
+  %579 = mul nsw i64 %relu1_grad.c2238, 9
   %580 = add nsw i64 %579, 7
   %581 = mul nsw i64 %580, 2304
   %582 = add nsw i64 3171600, %581
-  %583 = mul nsw i64 %relu1_grad.j1747, 576
+  %583 = mul nsw i64 %relu1_grad.j2227, 576
   %584 = add nsw i64 %582, %583
-  %585 = add nsw i64 %relu1_grad.iy22872, 2
+  %585 = add nsw i64 %relu1_grad.iy27672, 2
   %586 = add nsw i64 %585, -2
   %587 = mul nsw i64 %586, 24
   %588 = add nsw i64 %584, %587
-  %589 = add nsw i64 %588, %relu1_grad.ix22973
+  %589 = add nsw i64 %588, %relu1_grad.ix27773
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %589
   %590 = load float, ptr %arena79, align 4
-  %591 = fadd float %sum234, %590
-  store float %591, ptr %relu1_grad.sum235, align 4
-  %sum235 = load float, ptr %relu1_grad.sum235, align 4
-  %592 = mul nsw i64 %relu1_grad.g1651, 4
-  %593 = add nsw i64 %592, %relu1_grad.j1747
+  %591 = fadd float %sum282, %590
+  store float %591, ptr %relu1_grad.sum283, align 4
+  %sum283 = load float, ptr %relu1_grad.sum283, align 4
+  %592 = mul nsw i64 %relu1_grad.g2131, 4
+  %593 = add nsw i64 %592, %relu1_grad.j2227
   %594 = mul nsw i64 %593, 21632
   %595 = add nsw i64 1384448, %594
-  %596 = mul nsw i64 %relu1_grad.c1758, 676
+  %596 = mul nsw i64 %relu1_grad.c2238, 676
   %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %relu1_grad.iy22872, 2
+  %598 = add nsw i64 %relu1_grad.iy27672, 2
   %599 = mul nsw i64 %598, 26
   %600 = add nsw i64 %597, %599
   %601 = add nsw i64 %600, 1
-  %602 = add nsw i64 %601, %relu1_grad.ix22973
+  %602 = add nsw i64 %601, %relu1_grad.ix27773
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %602
-  store float %sum235, ptr %arena80, align 4
-  %ix229.next = add nsw i64 %relu1_grad.ix22973, 1
-  %603 = icmp slt i64 %ix229.next, 1
-  br i1 %603, label %relu1_grad.ix229, label %relu1_grad.ix229.end
+  store float %sum283, ptr %arena80, align 4
+  %ix277.next = add nsw i64 %relu1_grad.ix27773, 1
+  %603 = icmp slt i64 %ix277.next, 1
+  br i1 %603, label %relu1_grad.ix277, label %relu1_grad.ix277.end
 
-relu1_grad.ix229.end:                             ; preds = %relu1_grad.ix229
-  %iy228.next = add nsw i64 %relu1_grad.iy22872, 1
-  %604 = icmp slt i64 %iy228.next, 22
-  br i1 %604, label %relu1_grad.iy228, label %relu1_grad.iy228.end
+relu1_grad.ix277.end:                             ; preds = %relu1_grad.ix277
+  %iy276.next = add nsw i64 %relu1_grad.iy27672, 1
+  %604 = icmp slt i64 %iy276.next, 22
+  br i1 %604, label %relu1_grad.iy276, label %relu1_grad.iy276.end
 
-relu1_grad.iy236:                                 ; preds = %relu1_grad.ix237.end, %relu1_grad.iy228.end
-  %relu1_grad.iy23681 = phi i64 [ 0, %relu1_grad.iy228.end ], [ %iy236.next, %relu1_grad.ix237.end ]
-  br label %relu1_grad.ix237
+relu1_grad.iy284:                                 ; preds = %relu1_grad.ix285.end, %relu1_grad.iy276.end
+  %relu1_grad.iy28481 = phi i64 [ 0, %relu1_grad.iy276.end ], [ %iy284.next, %relu1_grad.ix285.end ]
+  br label %relu1_grad.ix285
 
-relu1_grad.iy236.end:                             ; preds = %relu1_grad.ix237.end
-  br label %relu1_grad.iy247
+relu1_grad.iy284.end:                             ; preds = %relu1_grad.ix285.end
+  br label %relu1_grad.iy295
 
-relu1_grad.ix237:                                 ; preds = %relu1_grad.ix237, %relu1_grad.iy236
-  %relu1_grad.ix23782 = phi i64 [ 0, %relu1_grad.iy236 ], [ %ix237.next, %relu1_grad.ix237 ]
-  %605 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix285:                                 ; preds = %relu1_grad.ix285, %relu1_grad.iy284
+  %relu1_grad.ix28582 = phi i64 [ 0, %relu1_grad.iy284 ], [ %ix285.next, %relu1_grad.ix285 ]
+  %605 = mul nsw i64 %relu1_grad.c2238, 9
   %606 = mul nsw i64 %605, 2304
   %607 = add nsw i64 3171600, %606
-  %608 = mul nsw i64 %relu1_grad.j1747, 576
+  %608 = mul nsw i64 %relu1_grad.j2227, 576
   %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %relu1_grad.iy23681, 2
+  %610 = add nsw i64 %relu1_grad.iy28481, 2
   %611 = mul nsw i64 %610, 24
   %612 = add nsw i64 %609, %611
   %613 = add nsw i64 %612, 2
-  %614 = add nsw i64 %613, %relu1_grad.ix23782
+  %614 = add nsw i64 %613, %relu1_grad.ix28582
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %614
   %615 = load float, ptr %arena83, align 4
-  store float %615, ptr %relu1_grad.sum238, align 4
-  %sum238 = load float, ptr %relu1_grad.sum238, align 4
-  %616 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %615, ptr %relu1_grad.sum286, align 4
+  %sum286 = load float, ptr %relu1_grad.sum286, align 4
+  %616 = mul nsw i64 %relu1_grad.c2238, 9
   %617 = add nsw i64 %616, 1
   %618 = mul nsw i64 %617, 2304
   %619 = add nsw i64 3171600, %618
-  %620 = mul nsw i64 %relu1_grad.j1747, 576
+  %620 = mul nsw i64 %relu1_grad.j2227, 576
   %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 %relu1_grad.iy23681, 2
+  %622 = add nsw i64 %relu1_grad.iy28481, 2
   %623 = mul nsw i64 %622, 24
   %624 = add nsw i64 %621, %623
   %625 = add nsw i64 %624, 1
-  %626 = add nsw i64 %625, %relu1_grad.ix23782
+  %626 = add nsw i64 %625, %relu1_grad.ix28582
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %626
   %627 = load float, ptr %arena84, align 4
-  %628 = fadd float %sum238, %627
-  store float %628, ptr %relu1_grad.sum239, align 4
-  %sum239 = load float, ptr %relu1_grad.sum239, align 4
-  %629 = mul nsw i64 %relu1_grad.c1758, 9
+  %628 = fadd float %sum286, %627
+  store float %628, ptr %relu1_grad.sum287, align 4
+  %sum287 = load float, ptr %relu1_grad.sum287, align 4
+  %629 = mul nsw i64 %relu1_grad.c2238, 9
   %630 = add nsw i64 %629, 2
   %631 = mul nsw i64 %630, 2304
   %632 = add nsw i64 3171600, %631
-  %633 = mul nsw i64 %relu1_grad.j1747, 576
+  %633 = mul nsw i64 %relu1_grad.j2227, 576
   %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 %relu1_grad.iy23681, 2
+  %635 = add nsw i64 %relu1_grad.iy28481, 2
   %636 = mul nsw i64 %635, 24
   %637 = add nsw i64 %634, %636
-  %638 = add nsw i64 %637, %relu1_grad.ix23782
+  %638 = add nsw i64 %637, %relu1_grad.ix28582
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %638
   %639 = load float, ptr %arena85, align 4
-  %640 = fadd float %sum239, %639
-  store float %640, ptr %relu1_grad.sum240, align 4
-  %sum240 = load float, ptr %relu1_grad.sum240, align 4
-  %641 = mul nsw i64 %relu1_grad.c1758, 9
+  %640 = fadd float %sum287, %639
+  store float %640, ptr %relu1_grad.sum288, align 4
+  %sum288 = load float, ptr %relu1_grad.sum288, align 4
+  %641 = mul nsw i64 %relu1_grad.c2238, 9
   %642 = add nsw i64 %641, 3
   %643 = mul nsw i64 %642, 2304
   %644 = add nsw i64 3171600, %643
-  %645 = mul nsw i64 %relu1_grad.j1747, 576
+  %645 = mul nsw i64 %relu1_grad.j2227, 576
   %646 = add nsw i64 %644, %645
-  %647 = add nsw i64 %relu1_grad.iy23681, 2
+  %647 = add nsw i64 %relu1_grad.iy28481, 2
   %648 = add nsw i64 %647, -1
   %649 = mul nsw i64 %648, 24
   %650 = add nsw i64 %646, %649
   %651 = add nsw i64 %650, 2
-  %652 = add nsw i64 %651, %relu1_grad.ix23782
+  %652 = add nsw i64 %651, %relu1_grad.ix28582
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %652
   %653 = load float, ptr %arena86, align 4
-  %654 = fadd float %sum240, %653
-  store float %654, ptr %relu1_grad.sum241, align 4
-  %sum241 = load float, ptr %relu1_grad.sum241, align 4
-  %655 = mul nsw i64 %relu1_grad.c1758, 9
+  %654 = fadd float %sum288, %653
+  store float %654, ptr %relu1_grad.sum289, align 4
+  %sum289 = load float, ptr %relu1_grad.sum289, align 4
+  %655 = mul nsw i64 %relu1_grad.c2238, 9
   %656 = add nsw i64 %655, 4
   %657 = mul nsw i64 %656, 2304
   %658 = add nsw i64 3171600, %657
-  %659 = mul nsw i64 %relu1_grad.j1747, 576
+  %659 = mul nsw i64 %relu1_grad.j2227, 576
   %660 = add nsw i64 %658, %659
-  %661 = add nsw i64 %relu1_grad.iy23681, 2
+  %661 = add nsw i64 %relu1_grad.iy28481, 2
   %662 = add nsw i64 %661, -1
   %663 = mul nsw i64 %662, 24
   %664 = add nsw i64 %660, %663
   %665 = add nsw i64 %664, 1
-  %666 = add nsw i64 %665, %relu1_grad.ix23782
+  %666 = add nsw i64 %665, %relu1_grad.ix28582
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %666
   %667 = load float, ptr %arena87, align 4
-  %668 = fadd float %sum241, %667
-  store float %668, ptr %relu1_grad.sum242, align 4
-  %sum242 = load float, ptr %relu1_grad.sum242, align 4
-  %669 = mul nsw i64 %relu1_grad.c1758, 9
+  %668 = fadd float %sum289, %667
+  store float %668, ptr %relu1_grad.sum290, align 4
+  %sum290 = load float, ptr %relu1_grad.sum290, align 4
+  %669 = mul nsw i64 %relu1_grad.c2238, 9
   %670 = add nsw i64 %669, 5
   %671 = mul nsw i64 %670, 2304
   %672 = add nsw i64 3171600, %671
-  %673 = mul nsw i64 %relu1_grad.j1747, 576
+  %673 = mul nsw i64 %relu1_grad.j2227, 576
   %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 %relu1_grad.iy23681, 2
+  %675 = add nsw i64 %relu1_grad.iy28481, 2
   %676 = add nsw i64 %675, -1
   %677 = mul nsw i64 %676, 24
   %678 = add nsw i64 %674, %677
-  %679 = add nsw i64 %678, %relu1_grad.ix23782
+  %679 = add nsw i64 %678, %relu1_grad.ix28582
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %679
   %680 = load float, ptr %arena88, align 4
-  %681 = fadd float %sum242, %680
-  store float %681, ptr %relu1_grad.sum243, align 4
-  %sum243 = load float, ptr %relu1_grad.sum243, align 4
-  %682 = mul nsw i64 %relu1_grad.c1758, 9
+  %681 = fadd float %sum290, %680
+  store float %681, ptr %relu1_grad.sum291, align 4
+  %sum291 = load float, ptr %relu1_grad.sum291, align 4
+  %682 = mul nsw i64 %relu1_grad.c2238, 9
   %683 = add nsw i64 %682, 6
   %684 = mul nsw i64 %683, 2304
   %685 = add nsw i64 3171600, %684
-  %686 = mul nsw i64 %relu1_grad.j1747, 576
+  %686 = mul nsw i64 %relu1_grad.j2227, 576
   %687 = add nsw i64 %685, %686
-  %688 = add nsw i64 %relu1_grad.iy23681, 2
+  %688 = add nsw i64 %relu1_grad.iy28481, 2
   %689 = add nsw i64 %688, -2
   %690 = mul nsw i64 %689, 24
   %691 = add nsw i64 %687, %690
   %692 = add nsw i64 %691, 2
-  %693 = add nsw i64 %692, %relu1_grad.ix23782
+  %693 = add nsw i64 %692, %relu1_grad.ix28582
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %693
   %694 = load float, ptr %arena89, align 4
-  %695 = fadd float %sum243, %694
-  store float %695, ptr %relu1_grad.sum244, align 4
-  %sum244 = load float, ptr %relu1_grad.sum244, align 4
-  %696 = mul nsw i64 %relu1_grad.c1758, 9
+  %695 = fadd float %sum291, %694
+  store float %695, ptr %relu1_grad.sum292, align 4
+  %sum292 = load float, ptr %relu1_grad.sum292, align 4
+  %696 = mul nsw i64 %relu1_grad.c2238, 9
   %697 = add nsw i64 %696, 7
   %698 = mul nsw i64 %697, 2304
   %699 = add nsw i64 3171600, %698
-  %700 = mul nsw i64 %relu1_grad.j1747, 576
+  %700 = mul nsw i64 %relu1_grad.j2227, 576
   %701 = add nsw i64 %699, %700
-  %702 = add nsw i64 %relu1_grad.iy23681, 2
+  %702 = add nsw i64 %relu1_grad.iy28481, 2
   %703 = add nsw i64 %702, -2
   %704 = mul nsw i64 %703, 24
   %705 = add nsw i64 %701, %704
   %706 = add nsw i64 %705, 1
-  %707 = add nsw i64 %706, %relu1_grad.ix23782
+  %707 = add nsw i64 %706, %relu1_grad.ix28582
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %707
   %708 = load float, ptr %arena90, align 4
-  %709 = fadd float %sum244, %708
-  store float %709, ptr %relu1_grad.sum245, align 4
-  %sum245 = load float, ptr %relu1_grad.sum245, align 4
-  %710 = mul nsw i64 %relu1_grad.c1758, 9
+  %709 = fadd float %sum292, %708
+  store float %709, ptr %relu1_grad.sum293, align 4
+  %sum293 = load float, ptr %relu1_grad.sum293, align 4
+  %710 = mul nsw i64 %relu1_grad.c2238, 9
   %711 = add nsw i64 %710, 8
   %712 = mul nsw i64 %711, 2304
   %713 = add nsw i64 3171600, %712
-  %714 = mul nsw i64 %relu1_grad.j1747, 576
+  %714 = mul nsw i64 %relu1_grad.j2227, 576
   %715 = add nsw i64 %713, %714
-  %716 = add nsw i64 %relu1_grad.iy23681, 2
+  %716 = add nsw i64 %relu1_grad.iy28481, 2
   %717 = add nsw i64 %716, -2
   %718 = mul nsw i64 %717, 24
   %719 = add nsw i64 %715, %718
-  %720 = add nsw i64 %719, %relu1_grad.ix23782
+  %720 = add nsw i64 %719, %relu1_grad.ix28582
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %720
   %721 = load float, ptr %arena91, align 4
-  %722 = fadd float %sum245, %721
-  store float %722, ptr %relu1_grad.sum246, align 4
-  %sum246 = load float, ptr %relu1_grad.sum246, align 4
-  %723 = mul nsw i64 %relu1_grad.g1651, 4
-  %724 = add nsw i64 %723, %relu1_grad.j1747
+  %722 = fadd float %sum293, %721
+  store float %722, ptr %relu1_grad.sum294, align 4
+  %sum294 = load float, ptr %relu1_grad.sum294, align 4
+  %723 = mul nsw i64 %relu1_grad.g2131, 4
+  %724 = add nsw i64 %723, %relu1_grad.j2227
   %725 = mul nsw i64 %724, 21632
   %726 = add nsw i64 1384448, %725
-  %727 = mul nsw i64 %relu1_grad.c1758, 676
+  %727 = mul nsw i64 %relu1_grad.c2238, 676
   %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %relu1_grad.iy23681, 2
+  %729 = add nsw i64 %relu1_grad.iy28481, 2
   %730 = mul nsw i64 %729, 26
   %731 = add nsw i64 %728, %730
   %732 = add nsw i64 %731, 2
-  %733 = add nsw i64 %732, %relu1_grad.ix23782
+  %733 = add nsw i64 %732, %relu1_grad.ix28582
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %733
-  store float %sum246, ptr %arena92, align 4
-  %ix237.next = add nsw i64 %relu1_grad.ix23782, 1
-  %734 = icmp slt i64 %ix237.next, 22
-  br i1 %734, label %relu1_grad.ix237, label %relu1_grad.ix237.end
+  store float %sum294, ptr %arena92, align 4
+  %ix285.next = add nsw i64 %relu1_grad.ix28582, 1
+  %734 = icmp slt i64 %ix285.next, 22
+  br i1 %734, label %relu1_grad.ix285, label %relu1_grad.ix285.end
 
-relu1_grad.ix237.end:                             ; preds = %relu1_grad.ix237
-  %iy236.next = add nsw i64 %relu1_grad.iy23681, 1
-  %735 = icmp slt i64 %iy236.next, 22
-  br i1 %735, label %relu1_grad.iy236, label %relu1_grad.iy236.end
+relu1_grad.ix285.end:                             ; preds = %relu1_grad.ix285
+  %iy284.next = add nsw i64 %relu1_grad.iy28481, 1
+  %735 = icmp slt i64 %iy284.next, 22
+  br i1 %735, label %relu1_grad.iy284, label %relu1_grad.iy284.end
 
-relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy236.end
-  %relu1_grad.iy24793 = phi i64 [ 0, %relu1_grad.iy236.end ], [ %iy247.next, %relu1_grad.ix248.end ]
-  br label %relu1_grad.ix248
+relu1_grad.iy295:                                 ; preds = %relu1_grad.ix296.end, %relu1_grad.iy284.end
+  %relu1_grad.iy29593 = phi i64 [ 0, %relu1_grad.iy284.end ], [ %iy295.next, %relu1_grad.ix296.end ]
+  br label %relu1_grad.ix296
 
-relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
-  br label %relu1_grad.iy255
+relu1_grad.iy295.end:                             ; preds = %relu1_grad.ix296.end
+  br label %relu1_grad.iy303
 
-relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
-  %relu1_grad.ix24894 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
-  %736 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix296:                                 ; preds = %relu1_grad.ix296, %relu1_grad.iy295
+  %relu1_grad.ix29694 = phi i64 [ 0, %relu1_grad.iy295 ], [ %ix296.next, %relu1_grad.ix296 ]
+  %736 = mul nsw i64 %relu1_grad.c2238, 9
   %737 = add nsw i64 %736, 1
   %738 = mul nsw i64 %737, 2304
   %739 = add nsw i64 3171600, %738
-  %740 = mul nsw i64 %relu1_grad.j1747, 576
+  %740 = mul nsw i64 %relu1_grad.j2227, 576
   %741 = add nsw i64 %739, %740
-  %742 = add nsw i64 %relu1_grad.iy24793, 2
+  %742 = add nsw i64 %relu1_grad.iy29593, 2
   %743 = mul nsw i64 %742, 24
   %744 = add nsw i64 %741, %743
   %745 = add nsw i64 %744, 23
-  %746 = add nsw i64 %745, %relu1_grad.ix24894
+  %746 = add nsw i64 %745, %relu1_grad.ix29694
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %746
   %747 = load float, ptr %arena95, align 4
-  store float %747, ptr %relu1_grad.sum249, align 4
-  %sum249 = load float, ptr %relu1_grad.sum249, align 4
-  %748 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %747, ptr %relu1_grad.sum297, align 4
+  %sum297 = load float, ptr %relu1_grad.sum297, align 4
+  %748 = mul nsw i64 %relu1_grad.c2238, 9
   %749 = add nsw i64 %748, 2
   %750 = mul nsw i64 %749, 2304
   %751 = add nsw i64 3171600, %750
-  %752 = mul nsw i64 %relu1_grad.j1747, 576
+  %752 = mul nsw i64 %relu1_grad.j2227, 576
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %relu1_grad.iy24793, 2
+  %754 = add nsw i64 %relu1_grad.iy29593, 2
   %755 = mul nsw i64 %754, 24
   %756 = add nsw i64 %753, %755
   %757 = add nsw i64 %756, 22
-  %758 = add nsw i64 %757, %relu1_grad.ix24894
+  %758 = add nsw i64 %757, %relu1_grad.ix29694
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %758
   %759 = load float, ptr %arena96, align 4
-  %760 = fadd float %sum249, %759
-  store float %760, ptr %relu1_grad.sum250, align 4
-  %sum250 = load float, ptr %relu1_grad.sum250, align 4
-  %761 = mul nsw i64 %relu1_grad.c1758, 9
+  %760 = fadd float %sum297, %759
+  store float %760, ptr %relu1_grad.sum298, align 4
+  %sum298 = load float, ptr %relu1_grad.sum298, align 4
+  %761 = mul nsw i64 %relu1_grad.c2238, 9
   %762 = add nsw i64 %761, 4
   %763 = mul nsw i64 %762, 2304
   %764 = add nsw i64 3171600, %763
-  %765 = mul nsw i64 %relu1_grad.j1747, 576
+  %765 = mul nsw i64 %relu1_grad.j2227, 576
   %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %relu1_grad.iy24793, 2
+  %767 = add nsw i64 %relu1_grad.iy29593, 2
   %768 = add nsw i64 %767, -1
   %769 = mul nsw i64 %768, 24
   %770 = add nsw i64 %766, %769
   %771 = add nsw i64 %770, 23
-  %772 = add nsw i64 %771, %relu1_grad.ix24894
+  %772 = add nsw i64 %771, %relu1_grad.ix29694
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %772
   %773 = load float, ptr %arena97, align 4
-  %774 = fadd float %sum250, %773
-  store float %774, ptr %relu1_grad.sum251, align 4
-  %sum251 = load float, ptr %relu1_grad.sum251, align 4
-  %775 = mul nsw i64 %relu1_grad.c1758, 9
+  %774 = fadd float %sum298, %773
+  store float %774, ptr %relu1_grad.sum299, align 4
+  %sum299 = load float, ptr %relu1_grad.sum299, align 4
+  %775 = mul nsw i64 %relu1_grad.c2238, 9
   %776 = add nsw i64 %775, 5
   %777 = mul nsw i64 %776, 2304
   %778 = add nsw i64 3171600, %777
-  %779 = mul nsw i64 %relu1_grad.j1747, 576
+  %779 = mul nsw i64 %relu1_grad.j2227, 576
   %780 = add nsw i64 %778, %779
-  %781 = add nsw i64 %relu1_grad.iy24793, 2
+  %781 = add nsw i64 %relu1_grad.iy29593, 2
   %782 = add nsw i64 %781, -1
   %783 = mul nsw i64 %782, 24
   %784 = add nsw i64 %780, %783
   %785 = add nsw i64 %784, 22
-  %786 = add nsw i64 %785, %relu1_grad.ix24894
+  %786 = add nsw i64 %785, %relu1_grad.ix29694
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %786
   %787 = load float, ptr %arena98, align 4
-  %788 = fadd float %sum251, %787
-  store float %788, ptr %relu1_grad.sum252, align 4
-  %sum252 = load float, ptr %relu1_grad.sum252, align 4
-  %789 = mul nsw i64 %relu1_grad.c1758, 9
+  %788 = fadd float %sum299, %787
+  store float %788, ptr %relu1_grad.sum300, align 4
+  %sum300 = load float, ptr %relu1_grad.sum300, align 4
+  %789 = mul nsw i64 %relu1_grad.c2238, 9
   %790 = add nsw i64 %789, 7
   %791 = mul nsw i64 %790, 2304
   %792 = add nsw i64 3171600, %791
-  %793 = mul nsw i64 %relu1_grad.j1747, 576
+  %793 = mul nsw i64 %relu1_grad.j2227, 576
   %794 = add nsw i64 %792, %793
-  %795 = add nsw i64 %relu1_grad.iy24793, 2
+  %795 = add nsw i64 %relu1_grad.iy29593, 2
   %796 = add nsw i64 %795, -2
   %797 = mul nsw i64 %796, 24
   %798 = add nsw i64 %794, %797
   %799 = add nsw i64 %798, 23
-  %800 = add nsw i64 %799, %relu1_grad.ix24894
+  %800 = add nsw i64 %799, %relu1_grad.ix29694
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %800
   %801 = load float, ptr %arena99, align 4
-  %802 = fadd float %sum252, %801
-  store float %802, ptr %relu1_grad.sum253, align 4
-  %sum253 = load float, ptr %relu1_grad.sum253, align 4
-  %803 = mul nsw i64 %relu1_grad.c1758, 9
+  %802 = fadd float %sum300, %801
+  store float %802, ptr %relu1_grad.sum301, align 4
+  %sum301 = load float, ptr %relu1_grad.sum301, align 4
+  %803 = mul nsw i64 %relu1_grad.c2238, 9
   %804 = add nsw i64 %803, 8
   %805 = mul nsw i64 %804, 2304
   %806 = add nsw i64 3171600, %805
-  %807 = mul nsw i64 %relu1_grad.j1747, 576
+  %807 = mul nsw i64 %relu1_grad.j2227, 576
   %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %relu1_grad.iy24793, 2
+  %809 = add nsw i64 %relu1_grad.iy29593, 2
   %810 = add nsw i64 %809, -2
   %811 = mul nsw i64 %810, 24
   %812 = add nsw i64 %808, %811
   %813 = add nsw i64 %812, 22
-  %814 = add nsw i64 %813, %relu1_grad.ix24894
+  %814 = add nsw i64 %813, %relu1_grad.ix29694
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %814
   %815 = load float, ptr %arena100, align 4
-  %816 = fadd float %sum253, %815
-  store float %816, ptr %relu1_grad.sum254, align 4
-  %sum254 = load float, ptr %relu1_grad.sum254, align 4
-  %817 = mul nsw i64 %relu1_grad.g1651, 4
-  %818 = add nsw i64 %817, %relu1_grad.j1747
+  %816 = fadd float %sum301, %815
+  store float %816, ptr %relu1_grad.sum302, align 4
+  %sum302 = load float, ptr %relu1_grad.sum302, align 4
+  %817 = mul nsw i64 %relu1_grad.g2131, 4
+  %818 = add nsw i64 %817, %relu1_grad.j2227
   %819 = mul nsw i64 %818, 21632
   %820 = add nsw i64 1384448, %819
-  %821 = mul nsw i64 %relu1_grad.c1758, 676
+  %821 = mul nsw i64 %relu1_grad.c2238, 676
   %822 = add nsw i64 %820, %821
-  %823 = add nsw i64 %relu1_grad.iy24793, 2
+  %823 = add nsw i64 %relu1_grad.iy29593, 2
   %824 = mul nsw i64 %823, 26
   %825 = add nsw i64 %822, %824
   %826 = add nsw i64 %825, 24
-  %827 = add nsw i64 %826, %relu1_grad.ix24894
+  %827 = add nsw i64 %826, %relu1_grad.ix29694
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %827
-  store float %sum254, ptr %arena101, align 4
-  %ix248.next = add nsw i64 %relu1_grad.ix24894, 1
-  %828 = icmp slt i64 %ix248.next, 1
-  br i1 %828, label %relu1_grad.ix248, label %relu1_grad.ix248.end
+  store float %sum302, ptr %arena101, align 4
+  %ix296.next = add nsw i64 %relu1_grad.ix29694, 1
+  %828 = icmp slt i64 %ix296.next, 1
+  br i1 %828, label %relu1_grad.ix296, label %relu1_grad.ix296.end
 
-relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
-  %iy247.next = add nsw i64 %relu1_grad.iy24793, 1
-  %829 = icmp slt i64 %iy247.next, 22
-  br i1 %829, label %relu1_grad.iy247, label %relu1_grad.iy247.end
+relu1_grad.ix296.end:                             ; preds = %relu1_grad.ix296
+  %iy295.next = add nsw i64 %relu1_grad.iy29593, 1
+  %829 = icmp slt i64 %iy295.next, 22
+  br i1 %829, label %relu1_grad.iy295, label %relu1_grad.iy295.end
 
-relu1_grad.iy255:                                 ; preds = %relu1_grad.ix256.end, %relu1_grad.iy247.end
-  %relu1_grad.iy255102 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy255.next, %relu1_grad.ix256.end ]
-  br label %relu1_grad.ix256
+relu1_grad.iy303:                                 ; preds = %relu1_grad.ix304.end, %relu1_grad.iy295.end
+  %relu1_grad.iy303102 = phi i64 [ 0, %relu1_grad.iy295.end ], [ %iy303.next, %relu1_grad.ix304.end ]
+  br label %relu1_grad.ix304
 
-relu1_grad.iy255.end:                             ; preds = %relu1_grad.ix256.end
-  br label %relu1_grad.iy260
+relu1_grad.iy303.end:                             ; preds = %relu1_grad.ix304.end
+  br label %relu1_grad.iy308
 
-relu1_grad.ix256:                                 ; preds = %relu1_grad.ix256, %relu1_grad.iy255
-  %relu1_grad.ix256103 = phi i64 [ 0, %relu1_grad.iy255 ], [ %ix256.next, %relu1_grad.ix256 ]
-  %830 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix304:                                 ; preds = %relu1_grad.ix304, %relu1_grad.iy303
+  %relu1_grad.ix304103 = phi i64 [ 0, %relu1_grad.iy303 ], [ %ix304.next, %relu1_grad.ix304 ]
+  %830 = mul nsw i64 %relu1_grad.c2238, 9
   %831 = add nsw i64 %830, 2
   %832 = mul nsw i64 %831, 2304
   %833 = add nsw i64 3171600, %832
-  %834 = mul nsw i64 %relu1_grad.j1747, 576
+  %834 = mul nsw i64 %relu1_grad.j2227, 576
   %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %relu1_grad.iy255102, 2
+  %836 = add nsw i64 %relu1_grad.iy303102, 2
   %837 = mul nsw i64 %836, 24
   %838 = add nsw i64 %835, %837
   %839 = add nsw i64 %838, 23
-  %840 = add nsw i64 %839, %relu1_grad.ix256103
+  %840 = add nsw i64 %839, %relu1_grad.ix304103
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %840
   %841 = load float, ptr %arena104, align 4
-  store float %841, ptr %relu1_grad.sum257, align 4
-  %sum257 = load float, ptr %relu1_grad.sum257, align 4
-  %842 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %841, ptr %relu1_grad.sum305, align 4
+  %sum305 = load float, ptr %relu1_grad.sum305, align 4
+  %842 = mul nsw i64 %relu1_grad.c2238, 9
   %843 = add nsw i64 %842, 5
   %844 = mul nsw i64 %843, 2304
   %845 = add nsw i64 3171600, %844
-  %846 = mul nsw i64 %relu1_grad.j1747, 576
+  %846 = mul nsw i64 %relu1_grad.j2227, 576
   %847 = add nsw i64 %845, %846
-  %848 = add nsw i64 %relu1_grad.iy255102, 2
+  %848 = add nsw i64 %relu1_grad.iy303102, 2
   %849 = add nsw i64 %848, -1
   %850 = mul nsw i64 %849, 24
   %851 = add nsw i64 %847, %850
   %852 = add nsw i64 %851, 23
-  %853 = add nsw i64 %852, %relu1_grad.ix256103
+  %853 = add nsw i64 %852, %relu1_grad.ix304103
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %853
   %854 = load float, ptr %arena105, align 4
-  %855 = fadd float %sum257, %854
-  store float %855, ptr %relu1_grad.sum258, align 4
-  %sum258 = load float, ptr %relu1_grad.sum258, align 4
-  %856 = mul nsw i64 %relu1_grad.c1758, 9
+  %855 = fadd float %sum305, %854
+  store float %855, ptr %relu1_grad.sum306, align 4
+  %sum306 = load float, ptr %relu1_grad.sum306, align 4
+  %856 = mul nsw i64 %relu1_grad.c2238, 9
   %857 = add nsw i64 %856, 8
   %858 = mul nsw i64 %857, 2304
   %859 = add nsw i64 3171600, %858
-  %860 = mul nsw i64 %relu1_grad.j1747, 576
+  %860 = mul nsw i64 %relu1_grad.j2227, 576
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %relu1_grad.iy255102, 2
+  %862 = add nsw i64 %relu1_grad.iy303102, 2
   %863 = add nsw i64 %862, -2
   %864 = mul nsw i64 %863, 24
   %865 = add nsw i64 %861, %864
   %866 = add nsw i64 %865, 23
-  %867 = add nsw i64 %866, %relu1_grad.ix256103
+  %867 = add nsw i64 %866, %relu1_grad.ix304103
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %867
   %868 = load float, ptr %arena106, align 4
-  %869 = fadd float %sum258, %868
-  store float %869, ptr %relu1_grad.sum259, align 4
-  %sum259 = load float, ptr %relu1_grad.sum259, align 4
-  %870 = mul nsw i64 %relu1_grad.g1651, 4
-  %871 = add nsw i64 %870, %relu1_grad.j1747
+  %869 = fadd float %sum306, %868
+  store float %869, ptr %relu1_grad.sum307, align 4
+  %sum307 = load float, ptr %relu1_grad.sum307, align 4
+  %870 = mul nsw i64 %relu1_grad.g2131, 4
+  %871 = add nsw i64 %870, %relu1_grad.j2227
   %872 = mul nsw i64 %871, 21632
   %873 = add nsw i64 1384448, %872
-  %874 = mul nsw i64 %relu1_grad.c1758, 676
+  %874 = mul nsw i64 %relu1_grad.c2238, 676
   %875 = add nsw i64 %873, %874
-  %876 = add nsw i64 %relu1_grad.iy255102, 2
+  %876 = add nsw i64 %relu1_grad.iy303102, 2
   %877 = mul nsw i64 %876, 26
   %878 = add nsw i64 %875, %877
   %879 = add nsw i64 %878, 25
-  %880 = add nsw i64 %879, %relu1_grad.ix256103
+  %880 = add nsw i64 %879, %relu1_grad.ix304103
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %880
-  store float %sum259, ptr %arena107, align 4
-  %ix256.next = add nsw i64 %relu1_grad.ix256103, 1
-  %881 = icmp slt i64 %ix256.next, 1
-  br i1 %881, label %relu1_grad.ix256, label %relu1_grad.ix256.end
+  store float %sum307, ptr %arena107, align 4
+  %ix304.next = add nsw i64 %relu1_grad.ix304103, 1
+  %881 = icmp slt i64 %ix304.next, 1
+  br i1 %881, label %relu1_grad.ix304, label %relu1_grad.ix304.end
 
-relu1_grad.ix256.end:                             ; preds = %relu1_grad.ix256
-  %iy255.next = add nsw i64 %relu1_grad.iy255102, 1
-  %882 = icmp slt i64 %iy255.next, 22
-  br i1 %882, label %relu1_grad.iy255, label %relu1_grad.iy255.end
+relu1_grad.ix304.end:                             ; preds = %relu1_grad.ix304
+  %iy303.next = add nsw i64 %relu1_grad.iy303102, 1
+  %882 = icmp slt i64 %iy303.next, 22
+  br i1 %882, label %relu1_grad.iy303, label %relu1_grad.iy303.end
 
-relu1_grad.iy260:                                 ; preds = %relu1_grad.ix261.end, %relu1_grad.iy255.end
-  %relu1_grad.iy260108 = phi i64 [ 0, %relu1_grad.iy255.end ], [ %iy260.next, %relu1_grad.ix261.end ]
-  br label %relu1_grad.ix261
+relu1_grad.iy308:                                 ; preds = %relu1_grad.ix309.end, %relu1_grad.iy303.end
+  %relu1_grad.iy308108 = phi i64 [ 0, %relu1_grad.iy303.end ], [ %iy308.next, %relu1_grad.ix309.end ]
+  br label %relu1_grad.ix309
 
-relu1_grad.iy260.end:                             ; preds = %relu1_grad.ix261.end
-  br label %relu1_grad.iy264
+relu1_grad.iy308.end:                             ; preds = %relu1_grad.ix309.end
+  br label %relu1_grad.iy312
 
-relu1_grad.ix261:                                 ; preds = %relu1_grad.ix261, %relu1_grad.iy260
-  %relu1_grad.ix261109 = phi i64 [ 0, %relu1_grad.iy260 ], [ %ix261.next, %relu1_grad.ix261 ]
-  %883 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix309:                                 ; preds = %relu1_grad.ix309, %relu1_grad.iy308
+  %relu1_grad.ix309109 = phi i64 [ 0, %relu1_grad.iy308 ], [ %ix309.next, %relu1_grad.ix309 ]
+  %883 = mul nsw i64 %relu1_grad.c2238, 9
   %884 = add nsw i64 %883, 3
   %885 = mul nsw i64 %884, 2304
   %886 = add nsw i64 3171600, %885
-  %887 = mul nsw i64 %relu1_grad.j1747, 576
+  %887 = mul nsw i64 %relu1_grad.j2227, 576
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %relu1_grad.iy260108, 24
+  %889 = add nsw i64 %relu1_grad.iy308108, 24
   %890 = add nsw i64 %889, -1
   %891 = mul nsw i64 %890, 24
   %892 = add nsw i64 %888, %891
-  %893 = add nsw i64 %892, %relu1_grad.ix261109
+  %893 = add nsw i64 %892, %relu1_grad.ix309109
   %arena110 = getelementptr inbounds float, ptr %arena, i64 %893
   %894 = load float, ptr %arena110, align 4
-  store float %894, ptr %relu1_grad.sum262, align 4
-  %sum262 = load float, ptr %relu1_grad.sum262, align 4
-  %895 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %894, ptr %relu1_grad.sum310, align 4
+  %sum310 = load float, ptr %relu1_grad.sum310, align 4
+  %895 = mul nsw i64 %relu1_grad.c2238, 9
   %896 = add nsw i64 %895, 6
   %897 = mul nsw i64 %896, 2304
   %898 = add nsw i64 3171600, %897
-  %899 = mul nsw i64 %relu1_grad.j1747, 576
+  %899 = mul nsw i64 %relu1_grad.j2227, 576
   %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %relu1_grad.iy260108, 24
+  %901 = add nsw i64 %relu1_grad.iy308108, 24
   %902 = add nsw i64 %901, -2
   %903 = mul nsw i64 %902, 24
   %904 = add nsw i64 %900, %903
-  %905 = add nsw i64 %904, %relu1_grad.ix261109
+  %905 = add nsw i64 %904, %relu1_grad.ix309109
   %arena111 = getelementptr inbounds float, ptr %arena, i64 %905
   %906 = load float, ptr %arena111, align 4
-  %907 = fadd float %sum262, %906
-  store float %907, ptr %relu1_grad.sum263, align 4
-  %sum263 = load float, ptr %relu1_grad.sum263, align 4
-  %908 = mul nsw i64 %relu1_grad.g1651, 4
-  %909 = add nsw i64 %908, %relu1_grad.j1747
+  %907 = fadd float %sum310, %906
+  store float %907, ptr %relu1_grad.sum311, align 4
+  %sum311 = load float, ptr %relu1_grad.sum311, align 4
+  %908 = mul nsw i64 %relu1_grad.g2131, 4
+  %909 = add nsw i64 %908, %relu1_grad.j2227
   %910 = mul nsw i64 %909, 21632
   %911 = add nsw i64 1384448, %910
-  %912 = mul nsw i64 %relu1_grad.c1758, 676
+  %912 = mul nsw i64 %relu1_grad.c2238, 676
   %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %relu1_grad.iy260108, 24
+  %914 = add nsw i64 %relu1_grad.iy308108, 24
   %915 = mul nsw i64 %914, 26
   %916 = add nsw i64 %913, %915
-  %917 = add nsw i64 %916, %relu1_grad.ix261109
+  %917 = add nsw i64 %916, %relu1_grad.ix309109
   %arena112 = getelementptr inbounds float, ptr %arena, i64 %917
-  store float %sum263, ptr %arena112, align 4
-  %ix261.next = add nsw i64 %relu1_grad.ix261109, 1
-  %918 = icmp slt i64 %ix261.next, 1
-  br i1 %918, label %relu1_grad.ix261, label %relu1_grad.ix261.end
+  store float %sum311, ptr %arena112, align 4
+  %ix309.next = add nsw i64 %relu1_grad.ix309109, 1
+  %918 = icmp slt i64 %ix309.next, 1
+  br i1 %918, label %relu1_grad.ix309, label %relu1_grad.ix309.end
 
-relu1_grad.ix261.end:                             ; preds = %relu1_grad.ix261
-  %iy260.next = add nsw i64 %relu1_grad.iy260108, 1
-  %919 = icmp slt i64 %iy260.next, 1
-  br i1 %919, label %relu1_grad.iy260, label %relu1_grad.iy260.end
+relu1_grad.ix309.end:                             ; preds = %relu1_grad.ix309
+  %iy308.next = add nsw i64 %relu1_grad.iy308108, 1
+  %919 = icmp slt i64 %iy308.next, 1
+  br i1 %919, label %relu1_grad.iy308, label %relu1_grad.iy308.end
 
-relu1_grad.iy264:                                 ; preds = %relu1_grad.ix265.end, %relu1_grad.iy260.end
-  %relu1_grad.iy264113 = phi i64 [ 0, %relu1_grad.iy260.end ], [ %iy264.next, %relu1_grad.ix265.end ]
-  br label %relu1_grad.ix265
+relu1_grad.iy312:                                 ; preds = %relu1_grad.ix313.end, %relu1_grad.iy308.end
+  %relu1_grad.iy312113 = phi i64 [ 0, %relu1_grad.iy308.end ], [ %iy312.next, %relu1_grad.ix313.end ]
+  br label %relu1_grad.ix313
 
-relu1_grad.iy264.end:                             ; preds = %relu1_grad.ix265.end
-  br label %relu1_grad.iy270
+relu1_grad.iy312.end:                             ; preds = %relu1_grad.ix313.end
+  br label %relu1_grad.iy318
 
-relu1_grad.ix265:                                 ; preds = %relu1_grad.ix265, %relu1_grad.iy264
-  %relu1_grad.ix265114 = phi i64 [ 0, %relu1_grad.iy264 ], [ %ix265.next, %relu1_grad.ix265 ]
-  %920 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix313:                                 ; preds = %relu1_grad.ix313, %relu1_grad.iy312
+  %relu1_grad.ix313114 = phi i64 [ 0, %relu1_grad.iy312 ], [ %ix313.next, %relu1_grad.ix313 ]
+  %920 = mul nsw i64 %relu1_grad.c2238, 9
   %921 = add nsw i64 %920, 3
   %922 = mul nsw i64 %921, 2304
   %923 = add nsw i64 3171600, %922
-  %924 = mul nsw i64 %relu1_grad.j1747, 576
+  %924 = mul nsw i64 %relu1_grad.j2227, 576
   %925 = add nsw i64 %923, %924
-  %926 = add nsw i64 %relu1_grad.iy264113, 24
+  %926 = add nsw i64 %relu1_grad.iy312113, 24
   %927 = add nsw i64 %926, -1
   %928 = mul nsw i64 %927, 24
   %929 = add nsw i64 %925, %928
   %930 = add nsw i64 %929, 1
-  %931 = add nsw i64 %930, %relu1_grad.ix265114
+  %931 = add nsw i64 %930, %relu1_grad.ix313114
   %arena115 = getelementptr inbounds float, ptr %arena, i64 %931
   %932 = load float, ptr %arena115, align 4
-  store float %932, ptr %relu1_grad.sum266, align 4
-  %sum266 = load float, ptr %relu1_grad.sum266, align 4
-  %933 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %932, ptr %relu1_grad.sum314, align 4
+  %sum314 = load float, ptr %relu1_grad.sum314, align 4
+  %933 = mul nsw i64 %relu1_grad.c2238, 9
   %934 = add nsw i64 %933, 4
   %935 = mul nsw i64 %934, 2304
   %936 = add nsw i64 3171600, %935
-  %937 = mul nsw i64 %relu1_grad.j1747, 576
+  %937 = mul nsw i64 %relu1_grad.j2227, 576
   %938 = add nsw i64 %936, %937
-  %939 = add nsw i64 %relu1_grad.iy264113, 24
+  %939 = add nsw i64 %relu1_grad.iy312113, 24
   %940 = add nsw i64 %939, -1
   %941 = mul nsw i64 %940, 24
   %942 = add nsw i64 %938, %941
-  %943 = add nsw i64 %942, %relu1_grad.ix265114
+  %943 = add nsw i64 %942, %relu1_grad.ix313114
   %arena116 = getelementptr inbounds float, ptr %arena, i64 %943
   %944 = load float, ptr %arena116, align 4
-  %945 = fadd float %sum266, %944
-  store float %945, ptr %relu1_grad.sum267, align 4
-  %sum267 = load float, ptr %relu1_grad.sum267, align 4
-  %946 = mul nsw i64 %relu1_grad.c1758, 9
+  %945 = fadd float %sum314, %944
+  store float %945, ptr %relu1_grad.sum315, align 4
+  %sum315 = load float, ptr %relu1_grad.sum315, align 4
+  %946 = mul nsw i64 %relu1_grad.c2238, 9
   %947 = add nsw i64 %946, 6
   %948 = mul nsw i64 %947, 2304
   %949 = add nsw i64 3171600, %948
-  %950 = mul nsw i64 %relu1_grad.j1747, 576
+  %950 = mul nsw i64 %relu1_grad.j2227, 576
   %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %relu1_grad.iy264113, 24
+  %952 = add nsw i64 %relu1_grad.iy312113, 24
   %953 = add nsw i64 %952, -2
   %954 = mul nsw i64 %953, 24
   %955 = add nsw i64 %951, %954
   %956 = add nsw i64 %955, 1
-  %957 = add nsw i64 %956, %relu1_grad.ix265114
+  %957 = add nsw i64 %956, %relu1_grad.ix313114
   %arena117 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load float, ptr %arena117, align 4
-  %959 = fadd float %sum267, %958
-  store float %959, ptr %relu1_grad.sum268, align 4
-  %sum268 = load float, ptr %relu1_grad.sum268, align 4
-  %960 = mul nsw i64 %relu1_grad.c1758, 9
+  %959 = fadd float %sum315, %958
+  store float %959, ptr %relu1_grad.sum316, align 4
+  %sum316 = load float, ptr %relu1_grad.sum316, align 4
+  %960 = mul nsw i64 %relu1_grad.c2238, 9
   %961 = add nsw i64 %960, 7
   %962 = mul nsw i64 %961, 2304
   %963 = add nsw i64 3171600, %962
-  %964 = mul nsw i64 %relu1_grad.j1747, 576
+  %964 = mul nsw i64 %relu1_grad.j2227, 576
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %relu1_grad.iy264113, 24
+  %966 = add nsw i64 %relu1_grad.iy312113, 24
   %967 = add nsw i64 %966, -2
   %968 = mul nsw i64 %967, 24
   %969 = add nsw i64 %965, %968
-  %970 = add nsw i64 %969, %relu1_grad.ix265114
+  %970 = add nsw i64 %969, %relu1_grad.ix313114
   %arena118 = getelementptr inbounds float, ptr %arena, i64 %970
   %971 = load float, ptr %arena118, align 4
-  %972 = fadd float %sum268, %971
-  store float %972, ptr %relu1_grad.sum269, align 4
-  %sum269 = load float, ptr %relu1_grad.sum269, align 4
-  %973 = mul nsw i64 %relu1_grad.g1651, 4
-  %974 = add nsw i64 %973, %relu1_grad.j1747
+  %972 = fadd float %sum316, %971
+  store float %972, ptr %relu1_grad.sum317, align 4
+  %sum317 = load float, ptr %relu1_grad.sum317, align 4
+  %973 = mul nsw i64 %relu1_grad.g2131, 4
+  %974 = add nsw i64 %973, %relu1_grad.j2227
   %975 = mul nsw i64 %974, 21632
   %976 = add nsw i64 1384448, %975
-  %977 = mul nsw i64 %relu1_grad.c1758, 676
+  %977 = mul nsw i64 %relu1_grad.c2238, 676
   %978 = add nsw i64 %976, %977
-  %979 = add nsw i64 %relu1_grad.iy264113, 24
+  %979 = add nsw i64 %relu1_grad.iy312113, 24
   %980 = mul nsw i64 %979, 26
   %981 = add nsw i64 %978, %980
   %982 = add nsw i64 %981, 1
-  %983 = add nsw i64 %982, %relu1_grad.ix265114
+  %983 = add nsw i64 %982, %relu1_grad.ix313114
   %arena119 = getelementptr inbounds float, ptr %arena, i64 %983
-  store float %sum269, ptr %arena119, align 4
-  %ix265.next = add nsw i64 %relu1_grad.ix265114, 1
-  %984 = icmp slt i64 %ix265.next, 1
-  br i1 %984, label %relu1_grad.ix265, label %relu1_grad.ix265.end
+  store float %sum317, ptr %arena119, align 4
+  %ix313.next = add nsw i64 %relu1_grad.ix313114, 1
+  %984 = icmp slt i64 %ix313.next, 1
+  br i1 %984, label %relu1_grad.ix313, label %relu1_grad.ix313.end
 
-relu1_grad.ix265.end:                             ; preds = %relu1_grad.ix265
-  %iy264.next = add nsw i64 %relu1_grad.iy264113, 1
-  %985 = icmp slt i64 %iy264.next, 1
-  br i1 %985, label %relu1_grad.iy264, label %relu1_grad.iy264.end
+relu1_grad.ix313.end:                             ; preds = %relu1_grad.ix313
+  %iy312.next = add nsw i64 %relu1_grad.iy312113, 1
+  %985 = icmp slt i64 %iy312.next, 1
+  br i1 %985, label %relu1_grad.iy312, label %relu1_grad.iy312.end
 
-relu1_grad.iy270:                                 ; preds = %relu1_grad.ix271.end, %relu1_grad.iy264.end
-  %relu1_grad.iy270120 = phi i64 [ 0, %relu1_grad.iy264.end ], [ %iy270.next, %relu1_grad.ix271.end ]
-  br label %relu1_grad.ix271
+relu1_grad.iy318:                                 ; preds = %relu1_grad.ix319.end, %relu1_grad.iy312.end
+  %relu1_grad.iy318120 = phi i64 [ 0, %relu1_grad.iy312.end ], [ %iy318.next, %relu1_grad.ix319.end ]
+  br label %relu1_grad.ix319
 
-relu1_grad.iy270.end:                             ; preds = %relu1_grad.ix271.end
-  br label %relu1_grad.iy278
+relu1_grad.iy318.end:                             ; preds = %relu1_grad.ix319.end
+  br label %relu1_grad.iy326
 
-relu1_grad.ix271:                                 ; preds = %relu1_grad.ix271, %relu1_grad.iy270
-  %relu1_grad.ix271121 = phi i64 [ 0, %relu1_grad.iy270 ], [ %ix271.next, %relu1_grad.ix271 ]
-  %986 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix319:                                 ; preds = %relu1_grad.ix319, %relu1_grad.iy318
+  %relu1_grad.ix319121 = phi i64 [ 0, %relu1_grad.iy318 ], [ %ix319.next, %relu1_grad.ix319 ]
+  %986 = mul nsw i64 %relu1_grad.c2238, 9
   %987 = add nsw i64 %986, 3
   %988 = mul nsw i64 %987, 2304
   %989 = add nsw i64 3171600, %988
-  %990 = mul nsw i64 %relu1_grad.j1747, 576
+  %990 = mul nsw i64 %relu1_grad.j2227, 576
   %991 = add nsw i64 %989, %990
-  %992 = add nsw i64 %relu1_grad.iy270120, 24
+  %992 = add nsw i64 %relu1_grad.iy318120, 24
   %993 = add nsw i64 %992, -1
   %994 = mul nsw i64 %993, 24
   %995 = add nsw i64 %991, %994
   %996 = add nsw i64 %995, 2
-  %997 = add nsw i64 %996, %relu1_grad.ix271121
+  %997 = add nsw i64 %996, %relu1_grad.ix319121
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %997
   %998 = load float, ptr %arena122, align 4
-  store float %998, ptr %relu1_grad.sum272, align 4
-  %sum272 = load float, ptr %relu1_grad.sum272, align 4
-  %999 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %998, ptr %relu1_grad.sum320, align 4
+  %sum320 = load float, ptr %relu1_grad.sum320, align 4
+  %999 = mul nsw i64 %relu1_grad.c2238, 9
   %1000 = add nsw i64 %999, 4
   %1001 = mul nsw i64 %1000, 2304
   %1002 = add nsw i64 3171600, %1001
-  %1003 = mul nsw i64 %relu1_grad.j1747, 576
+  %1003 = mul nsw i64 %relu1_grad.j2227, 576
   %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %relu1_grad.iy270120, 24
+  %1005 = add nsw i64 %relu1_grad.iy318120, 24
   %1006 = add nsw i64 %1005, -1
   %1007 = mul nsw i64 %1006, 24
   %1008 = add nsw i64 %1004, %1007
   %1009 = add nsw i64 %1008, 1
-  %1010 = add nsw i64 %1009, %relu1_grad.ix271121
+  %1010 = add nsw i64 %1009, %relu1_grad.ix319121
   %arena123 = getelementptr inbounds float, ptr %arena, i64 %1010
   %1011 = load float, ptr %arena123, align 4
-  %1012 = fadd float %sum272, %1011
-  store float %1012, ptr %relu1_grad.sum273, align 4
-  %sum273 = load float, ptr %relu1_grad.sum273, align 4
-  %1013 = mul nsw i64 %relu1_grad.c1758, 9
+  %1012 = fadd float %sum320, %1011
+  store float %1012, ptr %relu1_grad.sum321, align 4
+  %sum321 = load float, ptr %relu1_grad.sum321, align 4
+  %1013 = mul nsw i64 %relu1_grad.c2238, 9
   %1014 = add nsw i64 %1013, 5
   %1015 = mul nsw i64 %1014, 2304
   %1016 = add nsw i64 3171600, %1015
-  %1017 = mul nsw i64 %relu1_grad.j1747, 576
+  %1017 = mul nsw i64 %relu1_grad.j2227, 576
   %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %relu1_grad.iy270120, 24
+  %1019 = add nsw i64 %relu1_grad.iy318120, 24
   %1020 = add nsw i64 %1019, -1
   %1021 = mul nsw i64 %1020, 24
   %1022 = add nsw i64 %1018, %1021
-  %1023 = add nsw i64 %1022, %relu1_grad.ix271121
+  %1023 = add nsw i64 %1022, %relu1_grad.ix319121
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %1023
   %1024 = load float, ptr %arena124, align 4
-  %1025 = fadd float %sum273, %1024
-  store float %1025, ptr %relu1_grad.sum274, align 4
-  %sum274 = load float, ptr %relu1_grad.sum274, align 4
-  %1026 = mul nsw i64 %relu1_grad.c1758, 9
+  %1025 = fadd float %sum321, %1024
+  store float %1025, ptr %relu1_grad.sum322, align 4
+  %sum322 = load float, ptr %relu1_grad.sum322, align 4
+  %1026 = mul nsw i64 %relu1_grad.c2238, 9
   %1027 = add nsw i64 %1026, 6
   %1028 = mul nsw i64 %1027, 2304
   %1029 = add nsw i64 3171600, %1028
-  %1030 = mul nsw i64 %relu1_grad.j1747, 576
+  %1030 = mul nsw i64 %relu1_grad.j2227, 576
   %1031 = add nsw i64 %1029, %1030
-  %1032 = add nsw i64 %relu1_grad.iy270120, 24
+  %1032 = add nsw i64 %relu1_grad.iy318120, 24
   %1033 = add nsw i64 %1032, -2
   %1034 = mul nsw i64 %1033, 24
   %1035 = add nsw i64 %1031, %1034
   %1036 = add nsw i64 %1035, 2
-  %1037 = add nsw i64 %1036, %relu1_grad.ix271121
+  %1037 = add nsw i64 %1036, %relu1_grad.ix319121
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %1037
   %1038 = load float, ptr %arena125, align 4
-  %1039 = fadd float %sum274, %1038
-  store float %1039, ptr %relu1_grad.sum275, align 4
-  %sum275 = load float, ptr %relu1_grad.sum275, align 4
-  %1040 = mul nsw i64 %relu1_grad.c1758, 9
+  %1039 = fadd float %sum322, %1038
+  store float %1039, ptr %relu1_grad.sum323, align 4
+  %sum323 = load float, ptr %relu1_grad.sum323, align 4
+  %1040 = mul nsw i64 %relu1_grad.c2238, 9
   %1041 = add nsw i64 %1040, 7
   %1042 = mul nsw i64 %1041, 2304
   %1043 = add nsw i64 3171600, %1042
-  %1044 = mul nsw i64 %relu1_grad.j1747, 576
+  %1044 = mul nsw i64 %relu1_grad.j2227, 576
   %1045 = add nsw i64 %1043, %1044
-  %1046 = add nsw i64 %relu1_grad.iy270120, 24
+  %1046 = add nsw i64 %relu1_grad.iy318120, 24
   %1047 = add nsw i64 %1046, -2
   %1048 = mul nsw i64 %1047, 24
   %1049 = add nsw i64 %1045, %1048
   %1050 = add nsw i64 %1049, 1
-  %1051 = add nsw i64 %1050, %relu1_grad.ix271121
+  %1051 = add nsw i64 %1050, %relu1_grad.ix319121
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %1051
   %1052 = load float, ptr %arena126, align 4
-  %1053 = fadd float %sum275, %1052
-  store float %1053, ptr %relu1_grad.sum276, align 4
-  %sum276 = load float, ptr %relu1_grad.sum276, align 4
-  %1054 = mul nsw i64 %relu1_grad.c1758, 9
+  %1053 = fadd float %sum323, %1052
+  store float %1053, ptr %relu1_grad.sum324, align 4
+  %sum324 = load float, ptr %relu1_grad.sum324, align 4
+  %1054 = mul nsw i64 %relu1_grad.c2238, 9
   %1055 = add nsw i64 %1054, 8
   %1056 = mul nsw i64 %1055, 2304
   %1057 = add nsw i64 3171600, %1056
-  %1058 = mul nsw i64 %relu1_grad.j1747, 576
+  %1058 = mul nsw i64 %relu1_grad.j2227, 576
   %1059 = add nsw i64 %1057, %1058
-  %1060 = add nsw i64 %relu1_grad.iy270120, 24
+  %1060 = add nsw i64 %relu1_grad.iy318120, 24
   %1061 = add nsw i64 %1060, -2
   %1062 = mul nsw i64 %1061, 24
   %1063 = add nsw i64 %1059, %1062
-  %1064 = add nsw i64 %1063, %relu1_grad.ix271121
+  %1064 = add nsw i64 %1063, %relu1_grad.ix319121
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %1064
   %1065 = load float, ptr %arena127, align 4
-  %1066 = fadd float %sum276, %1065
-  store float %1066, ptr %relu1_grad.sum277, align 4
-  %sum277 = load float, ptr %relu1_grad.sum277, align 4
-  %1067 = mul nsw i64 %relu1_grad.g1651, 4
-  %1068 = add nsw i64 %1067, %relu1_grad.j1747
+  %1066 = fadd float %sum324, %1065
+  store float %1066, ptr %relu1_grad.sum325, align 4
+  %sum325 = load float, ptr %relu1_grad.sum325, align 4
+  %1067 = mul nsw i64 %relu1_grad.g2131, 4
+  %1068 = add nsw i64 %1067, %relu1_grad.j2227
   %1069 = mul nsw i64 %1068, 21632
   %1070 = add nsw i64 1384448, %1069
-  %1071 = mul nsw i64 %relu1_grad.c1758, 676
+  %1071 = mul nsw i64 %relu1_grad.c2238, 676
   %1072 = add nsw i64 %1070, %1071
-  %1073 = add nsw i64 %relu1_grad.iy270120, 24
+  %1073 = add nsw i64 %relu1_grad.iy318120, 24
   %1074 = mul nsw i64 %1073, 26
   %1075 = add nsw i64 %1072, %1074
   %1076 = add nsw i64 %1075, 2
-  %1077 = add nsw i64 %1076, %relu1_grad.ix271121
+  %1077 = add nsw i64 %1076, %relu1_grad.ix319121
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store float %sum277, ptr %arena128, align 4
-  %ix271.next = add nsw i64 %relu1_grad.ix271121, 1
-  %1078 = icmp slt i64 %ix271.next, 22
-  br i1 %1078, label %relu1_grad.ix271, label %relu1_grad.ix271.end
+  store float %sum325, ptr %arena128, align 4
+  %ix319.next = add nsw i64 %relu1_grad.ix319121, 1
+  %1078 = icmp slt i64 %ix319.next, 22
+  br i1 %1078, label %relu1_grad.ix319, label %relu1_grad.ix319.end
 
-relu1_grad.ix271.end:                             ; preds = %relu1_grad.ix271
-  %iy270.next = add nsw i64 %relu1_grad.iy270120, 1
-  %1079 = icmp slt i64 %iy270.next, 1
-  br i1 %1079, label %relu1_grad.iy270, label %relu1_grad.iy270.end
+relu1_grad.ix319.end:                             ; preds = %relu1_grad.ix319
+  %iy318.next = add nsw i64 %relu1_grad.iy318120, 1
+  %1079 = icmp slt i64 %iy318.next, 1
+  br i1 %1079, label %relu1_grad.iy318, label %relu1_grad.iy318.end
 
-relu1_grad.iy278:                                 ; preds = %relu1_grad.ix279.end, %relu1_grad.iy270.end
-  %relu1_grad.iy278129 = phi i64 [ 0, %relu1_grad.iy270.end ], [ %iy278.next, %relu1_grad.ix279.end ]
-  br label %relu1_grad.ix279
+relu1_grad.iy326:                                 ; preds = %relu1_grad.ix327.end, %relu1_grad.iy318.end
+  %relu1_grad.iy326129 = phi i64 [ 0, %relu1_grad.iy318.end ], [ %iy326.next, %relu1_grad.ix327.end ]
+  br label %relu1_grad.ix327
 
-relu1_grad.iy278.end:                             ; preds = %relu1_grad.ix279.end
-  br label %relu1_grad.iy284
+relu1_grad.iy326.end:                             ; preds = %relu1_grad.ix327.end
+  br label %relu1_grad.iy332
 
-relu1_grad.ix279:                                 ; preds = %relu1_grad.ix279, %relu1_grad.iy278
-  %relu1_grad.ix279130 = phi i64 [ 0, %relu1_grad.iy278 ], [ %ix279.next, %relu1_grad.ix279 ]
-  %1080 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix327:                                 ; preds = %relu1_grad.ix327, %relu1_grad.iy326
+  %relu1_grad.ix327130 = phi i64 [ 0, %relu1_grad.iy326 ], [ %ix327.next, %relu1_grad.ix327 ]
+  %1080 = mul nsw i64 %relu1_grad.c2238, 9
   %1081 = add nsw i64 %1080, 4
   %1082 = mul nsw i64 %1081, 2304
   %1083 = add nsw i64 3171600, %1082
-  %1084 = mul nsw i64 %relu1_grad.j1747, 576
+  %1084 = mul nsw i64 %relu1_grad.j2227, 576
   %1085 = add nsw i64 %1083, %1084
-  %1086 = add nsw i64 %relu1_grad.iy278129, 24
+  %1086 = add nsw i64 %relu1_grad.iy326129, 24
   %1087 = add nsw i64 %1086, -1
   %1088 = mul nsw i64 %1087, 24
   %1089 = add nsw i64 %1085, %1088
   %1090 = add nsw i64 %1089, 23
-  %1091 = add nsw i64 %1090, %relu1_grad.ix279130
+  %1091 = add nsw i64 %1090, %relu1_grad.ix327130
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %1091
   %1092 = load float, ptr %arena131, align 4
-  store float %1092, ptr %relu1_grad.sum280, align 4
-  %sum280 = load float, ptr %relu1_grad.sum280, align 4
-  %1093 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %1092, ptr %relu1_grad.sum328, align 4
+  %sum328 = load float, ptr %relu1_grad.sum328, align 4
+  %1093 = mul nsw i64 %relu1_grad.c2238, 9
   %1094 = add nsw i64 %1093, 5
   %1095 = mul nsw i64 %1094, 2304
   %1096 = add nsw i64 3171600, %1095
-  %1097 = mul nsw i64 %relu1_grad.j1747, 576
+  %1097 = mul nsw i64 %relu1_grad.j2227, 576
   %1098 = add nsw i64 %1096, %1097
-  %1099 = add nsw i64 %relu1_grad.iy278129, 24
+  %1099 = add nsw i64 %relu1_grad.iy326129, 24
   %1100 = add nsw i64 %1099, -1
   %1101 = mul nsw i64 %1100, 24
   %1102 = add nsw i64 %1098, %1101
   %1103 = add nsw i64 %1102, 22
-  %1104 = add nsw i64 %1103, %relu1_grad.ix279130
+  %1104 = add nsw i64 %1103, %relu1_grad.ix327130
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %1104
   %1105 = load float, ptr %arena132, align 4
-  %1106 = fadd float %sum280, %1105
-  store float %1106, ptr %relu1_grad.sum281, align 4
-  %sum281 = load float, ptr %relu1_grad.sum281, align 4
-  %1107 = mul nsw i64 %relu1_grad.c1758, 9
+  %1106 = fadd float %sum328, %1105
+  store float %1106, ptr %relu1_grad.sum329, align 4
+  %sum329 = load float, ptr %relu1_grad.sum329, align 4
+  %1107 = mul nsw i64 %relu1_grad.c2238, 9
   %1108 = add nsw i64 %1107, 7
   %1109 = mul nsw i64 %1108, 2304
   %1110 = add nsw i64 3171600, %1109
-  %1111 = mul nsw i64 %relu1_grad.j1747, 576
+  %1111 = mul nsw i64 %relu1_grad.j2227, 576
   %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %relu1_grad.iy278129, 24
+  %1113 = add nsw i64 %relu1_grad.iy326129, 24
   %1114 = add nsw i64 %1113, -2
   %1115 = mul nsw i64 %1114, 24
   %1116 = add nsw i64 %1112, %1115
   %1117 = add nsw i64 %1116, 23
-  %1118 = add nsw i64 %1117, %relu1_grad.ix279130
+  %1118 = add nsw i64 %1117, %relu1_grad.ix327130
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %1118
   %1119 = load float, ptr %arena133, align 4
-  %1120 = fadd float %sum281, %1119
-  store float %1120, ptr %relu1_grad.sum282, align 4
-  %sum282 = load float, ptr %relu1_grad.sum282, align 4
-  %1121 = mul nsw i64 %relu1_grad.c1758, 9
+  %1120 = fadd float %sum329, %1119
+  store float %1120, ptr %relu1_grad.sum330, align 4
+  %sum330 = load float, ptr %relu1_grad.sum330, align 4
+  %1121 = mul nsw i64 %relu1_grad.c2238, 9
   %1122 = add nsw i64 %1121, 8
   %1123 = mul nsw i64 %1122, 2304
   %1124 = add nsw i64 3171600, %1123
-  %1125 = mul nsw i64 %relu1_grad.j1747, 576
+  %1125 = mul nsw i64 %relu1_grad.j2227, 576
   %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %relu1_grad.iy278129, 24
+  %1127 = add nsw i64 %relu1_grad.iy326129, 24
   %1128 = add nsw i64 %1127, -2
   %1129 = mul nsw i64 %1128, 24
   %1130 = add nsw i64 %1126, %1129
   %1131 = add nsw i64 %1130, 22
-  %1132 = add nsw i64 %1131, %relu1_grad.ix279130
+  %1132 = add nsw i64 %1131, %relu1_grad.ix327130
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %1132
   %1133 = load float, ptr %arena134, align 4
-  %1134 = fadd float %sum282, %1133
-  store float %1134, ptr %relu1_grad.sum283, align 4
-  %sum283 = load float, ptr %relu1_grad.sum283, align 4
-  %1135 = mul nsw i64 %relu1_grad.g1651, 4
-  %1136 = add nsw i64 %1135, %relu1_grad.j1747
+  %1134 = fadd float %sum330, %1133
+  store float %1134, ptr %relu1_grad.sum331, align 4
+  %sum331 = load float, ptr %relu1_grad.sum331, align 4
+  %1135 = mul nsw i64 %relu1_grad.g2131, 4
+  %1136 = add nsw i64 %1135, %relu1_grad.j2227
   %1137 = mul nsw i64 %1136, 21632
   %1138 = add nsw i64 1384448, %1137
-  %1139 = mul nsw i64 %relu1_grad.c1758, 676
+  %1139 = mul nsw i64 %relu1_grad.c2238, 676
   %1140 = add nsw i64 %1138, %1139
-  %1141 = add nsw i64 %relu1_grad.iy278129, 24
+  %1141 = add nsw i64 %relu1_grad.iy326129, 24
   %1142 = mul nsw i64 %1141, 26
   %1143 = add nsw i64 %1140, %1142
   %1144 = add nsw i64 %1143, 24
-  %1145 = add nsw i64 %1144, %relu1_grad.ix279130
+  %1145 = add nsw i64 %1144, %relu1_grad.ix327130
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %1145
-  store float %sum283, ptr %arena135, align 4
-  %ix279.next = add nsw i64 %relu1_grad.ix279130, 1
-  %1146 = icmp slt i64 %ix279.next, 1
-  br i1 %1146, label %relu1_grad.ix279, label %relu1_grad.ix279.end
+  store float %sum331, ptr %arena135, align 4
+  %ix327.next = add nsw i64 %relu1_grad.ix327130, 1
+  %1146 = icmp slt i64 %ix327.next, 1
+  br i1 %1146, label %relu1_grad.ix327, label %relu1_grad.ix327.end
 
-relu1_grad.ix279.end:                             ; preds = %relu1_grad.ix279
-  %iy278.next = add nsw i64 %relu1_grad.iy278129, 1
-  %1147 = icmp slt i64 %iy278.next, 1
-  br i1 %1147, label %relu1_grad.iy278, label %relu1_grad.iy278.end
+relu1_grad.ix327.end:                             ; preds = %relu1_grad.ix327
+  %iy326.next = add nsw i64 %relu1_grad.iy326129, 1
+  %1147 = icmp slt i64 %iy326.next, 1
+  br i1 %1147, label %relu1_grad.iy326, label %relu1_grad.iy326.end
 
-relu1_grad.iy284:                                 ; preds = %relu1_grad.ix285.end, %relu1_grad.iy278.end
-  %relu1_grad.iy284136 = phi i64 [ 0, %relu1_grad.iy278.end ], [ %iy284.next, %relu1_grad.ix285.end ]
-  br label %relu1_grad.ix285
+relu1_grad.iy332:                                 ; preds = %relu1_grad.ix333.end, %relu1_grad.iy326.end
+  %relu1_grad.iy332136 = phi i64 [ 0, %relu1_grad.iy326.end ], [ %iy332.next, %relu1_grad.ix333.end ]
+  br label %relu1_grad.ix333
 
-relu1_grad.iy284.end:                             ; preds = %relu1_grad.ix285.end
-  br label %relu1_grad.iy288
+relu1_grad.iy332.end:                             ; preds = %relu1_grad.ix333.end
+  br label %relu1_grad.iy336
 
-relu1_grad.ix285:                                 ; preds = %relu1_grad.ix285, %relu1_grad.iy284
-  %relu1_grad.ix285137 = phi i64 [ 0, %relu1_grad.iy284 ], [ %ix285.next, %relu1_grad.ix285 ]
-  %1148 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix333:                                 ; preds = %relu1_grad.ix333, %relu1_grad.iy332
+  %relu1_grad.ix333137 = phi i64 [ 0, %relu1_grad.iy332 ], [ %ix333.next, %relu1_grad.ix333 ]
+  %1148 = mul nsw i64 %relu1_grad.c2238, 9
   %1149 = add nsw i64 %1148, 5
   %1150 = mul nsw i64 %1149, 2304
   %1151 = add nsw i64 3171600, %1150
-  %1152 = mul nsw i64 %relu1_grad.j1747, 576
+  %1152 = mul nsw i64 %relu1_grad.j2227, 576
   %1153 = add nsw i64 %1151, %1152
-  %1154 = add nsw i64 %relu1_grad.iy284136, 24
+  %1154 = add nsw i64 %relu1_grad.iy332136, 24
   %1155 = add nsw i64 %1154, -1
   %1156 = mul nsw i64 %1155, 24
   %1157 = add nsw i64 %1153, %1156
   %1158 = add nsw i64 %1157, 23
-  %1159 = add nsw i64 %1158, %relu1_grad.ix285137
+  %1159 = add nsw i64 %1158, %relu1_grad.ix333137
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %1159
   %1160 = load float, ptr %arena138, align 4
-  store float %1160, ptr %relu1_grad.sum286, align 4
-  %sum286 = load float, ptr %relu1_grad.sum286, align 4
-  %1161 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %1160, ptr %relu1_grad.sum334, align 4
+  %sum334 = load float, ptr %relu1_grad.sum334, align 4
+  %1161 = mul nsw i64 %relu1_grad.c2238, 9
   %1162 = add nsw i64 %1161, 8
   %1163 = mul nsw i64 %1162, 2304
   %1164 = add nsw i64 3171600, %1163
-  %1165 = mul nsw i64 %relu1_grad.j1747, 576
+  %1165 = mul nsw i64 %relu1_grad.j2227, 576
   %1166 = add nsw i64 %1164, %1165
-  %1167 = add nsw i64 %relu1_grad.iy284136, 24
+  %1167 = add nsw i64 %relu1_grad.iy332136, 24
   %1168 = add nsw i64 %1167, -2
   %1169 = mul nsw i64 %1168, 24
   %1170 = add nsw i64 %1166, %1169
   %1171 = add nsw i64 %1170, 23
-  %1172 = add nsw i64 %1171, %relu1_grad.ix285137
+  %1172 = add nsw i64 %1171, %relu1_grad.ix333137
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %1172
   %1173 = load float, ptr %arena139, align 4
-  %1174 = fadd float %sum286, %1173
-  store float %1174, ptr %relu1_grad.sum287, align 4
-  %sum287 = load float, ptr %relu1_grad.sum287, align 4
-  %1175 = mul nsw i64 %relu1_grad.g1651, 4
-  %1176 = add nsw i64 %1175, %relu1_grad.j1747
+  %1174 = fadd float %sum334, %1173
+  store float %1174, ptr %relu1_grad.sum335, align 4
+  %sum335 = load float, ptr %relu1_grad.sum335, align 4
+  %1175 = mul nsw i64 %relu1_grad.g2131, 4
+  %1176 = add nsw i64 %1175, %relu1_grad.j2227
   %1177 = mul nsw i64 %1176, 21632
   %1178 = add nsw i64 1384448, %1177
-  %1179 = mul nsw i64 %relu1_grad.c1758, 676
+  %1179 = mul nsw i64 %relu1_grad.c2238, 676
   %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %relu1_grad.iy284136, 24
+  %1181 = add nsw i64 %relu1_grad.iy332136, 24
   %1182 = mul nsw i64 %1181, 26
   %1183 = add nsw i64 %1180, %1182
   %1184 = add nsw i64 %1183, 25
-  %1185 = add nsw i64 %1184, %relu1_grad.ix285137
+  %1185 = add nsw i64 %1184, %relu1_grad.ix333137
   %arena140 = getelementptr inbounds float, ptr %arena, i64 %1185
-  store float %sum287, ptr %arena140, align 4
-  %ix285.next = add nsw i64 %relu1_grad.ix285137, 1
-  %1186 = icmp slt i64 %ix285.next, 1
-  br i1 %1186, label %relu1_grad.ix285, label %relu1_grad.ix285.end
+  store float %sum335, ptr %arena140, align 4
+  %ix333.next = add nsw i64 %relu1_grad.ix333137, 1
+  %1186 = icmp slt i64 %ix333.next, 1
+  br i1 %1186, label %relu1_grad.ix333, label %relu1_grad.ix333.end
 
-relu1_grad.ix285.end:                             ; preds = %relu1_grad.ix285
-  %iy284.next = add nsw i64 %relu1_grad.iy284136, 1
-  %1187 = icmp slt i64 %iy284.next, 1
-  br i1 %1187, label %relu1_grad.iy284, label %relu1_grad.iy284.end
+relu1_grad.ix333.end:                             ; preds = %relu1_grad.ix333
+  %iy332.next = add nsw i64 %relu1_grad.iy332136, 1
+  %1187 = icmp slt i64 %iy332.next, 1
+  br i1 %1187, label %relu1_grad.iy332, label %relu1_grad.iy332.end
 
-relu1_grad.iy288:                                 ; preds = %relu1_grad.ix289.end, %relu1_grad.iy284.end
-  %relu1_grad.iy288141 = phi i64 [ 0, %relu1_grad.iy284.end ], [ %iy288.next, %relu1_grad.ix289.end ]
-  br label %relu1_grad.ix289
+relu1_grad.iy336:                                 ; preds = %relu1_grad.ix337.end, %relu1_grad.iy332.end
+  %relu1_grad.iy336141 = phi i64 [ 0, %relu1_grad.iy332.end ], [ %iy336.next, %relu1_grad.ix337.end ]
+  br label %relu1_grad.ix337
 
-relu1_grad.iy288.end:                             ; preds = %relu1_grad.ix289.end
-  br label %relu1_grad.iy291
+relu1_grad.iy336.end:                             ; preds = %relu1_grad.ix337.end
+  br label %relu1_grad.iy339
 
-relu1_grad.ix289:                                 ; preds = %relu1_grad.ix289, %relu1_grad.iy288
-  %relu1_grad.ix289142 = phi i64 [ 0, %relu1_grad.iy288 ], [ %ix289.next, %relu1_grad.ix289 ]
-  %1188 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix337:                                 ; preds = %relu1_grad.ix337, %relu1_grad.iy336
+  %relu1_grad.ix337142 = phi i64 [ 0, %relu1_grad.iy336 ], [ %ix337.next, %relu1_grad.ix337 ]
+  %1188 = mul nsw i64 %relu1_grad.c2238, 9
   %1189 = add nsw i64 %1188, 6
   %1190 = mul nsw i64 %1189, 2304
   %1191 = add nsw i64 3171600, %1190
-  %1192 = mul nsw i64 %relu1_grad.j1747, 576
+  %1192 = mul nsw i64 %relu1_grad.j2227, 576
   %1193 = add nsw i64 %1191, %1192
-  %1194 = add nsw i64 %relu1_grad.iy288141, 25
+  %1194 = add nsw i64 %relu1_grad.iy336141, 25
   %1195 = add nsw i64 %1194, -2
   %1196 = mul nsw i64 %1195, 24
   %1197 = add nsw i64 %1193, %1196
-  %1198 = add nsw i64 %1197, %relu1_grad.ix289142
+  %1198 = add nsw i64 %1197, %relu1_grad.ix337142
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %1198
   %1199 = load float, ptr %arena143, align 4
-  store float %1199, ptr %relu1_grad.sum290, align 4
-  %sum290 = load float, ptr %relu1_grad.sum290, align 4
-  %1200 = mul nsw i64 %relu1_grad.g1651, 4
-  %1201 = add nsw i64 %1200, %relu1_grad.j1747
+  store float %1199, ptr %relu1_grad.sum338, align 4
+  %sum338 = load float, ptr %relu1_grad.sum338, align 4
+  %1200 = mul nsw i64 %relu1_grad.g2131, 4
+  %1201 = add nsw i64 %1200, %relu1_grad.j2227
   %1202 = mul nsw i64 %1201, 21632
   %1203 = add nsw i64 1384448, %1202
-  %1204 = mul nsw i64 %relu1_grad.c1758, 676
+  %1204 = mul nsw i64 %relu1_grad.c2238, 676
   %1205 = add nsw i64 %1203, %1204
-  %1206 = add nsw i64 %relu1_grad.iy288141, 25
+  %1206 = add nsw i64 %relu1_grad.iy336141, 25
   %1207 = mul nsw i64 %1206, 26
   %1208 = add nsw i64 %1205, %1207
-  %1209 = add nsw i64 %1208, %relu1_grad.ix289142
+  %1209 = add nsw i64 %1208, %relu1_grad.ix337142
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %1209
-  store float %sum290, ptr %arena144, align 4
-  %ix289.next = add nsw i64 %relu1_grad.ix289142, 1
-  %1210 = icmp slt i64 %ix289.next, 1
-  br i1 %1210, label %relu1_grad.ix289, label %relu1_grad.ix289.end
+  store float %sum338, ptr %arena144, align 4
+  %ix337.next = add nsw i64 %relu1_grad.ix337142, 1
+  %1210 = icmp slt i64 %ix337.next, 1
+  br i1 %1210, label %relu1_grad.ix337, label %relu1_grad.ix337.end
 
-relu1_grad.ix289.end:                             ; preds = %relu1_grad.ix289
-  %iy288.next = add nsw i64 %relu1_grad.iy288141, 1
-  %1211 = icmp slt i64 %iy288.next, 1
-  br i1 %1211, label %relu1_grad.iy288, label %relu1_grad.iy288.end
+relu1_grad.ix337.end:                             ; preds = %relu1_grad.ix337
+  %iy336.next = add nsw i64 %relu1_grad.iy336141, 1
+  %1211 = icmp slt i64 %iy336.next, 1
+  br i1 %1211, label %relu1_grad.iy336, label %relu1_grad.iy336.end
 
-relu1_grad.iy291:                                 ; preds = %relu1_grad.ix292.end, %relu1_grad.iy288.end
-  %relu1_grad.iy291145 = phi i64 [ 0, %relu1_grad.iy288.end ], [ %iy291.next, %relu1_grad.ix292.end ]
-  br label %relu1_grad.ix292
+relu1_grad.iy339:                                 ; preds = %relu1_grad.ix340.end, %relu1_grad.iy336.end
+  %relu1_grad.iy339145 = phi i64 [ 0, %relu1_grad.iy336.end ], [ %iy339.next, %relu1_grad.ix340.end ]
+  br label %relu1_grad.ix340
 
-relu1_grad.iy291.end:                             ; preds = %relu1_grad.ix292.end
-  br label %relu1_grad.iy295
+relu1_grad.iy339.end:                             ; preds = %relu1_grad.ix340.end
+  br label %relu1_grad.iy343
 
-relu1_grad.ix292:                                 ; preds = %relu1_grad.ix292, %relu1_grad.iy291
-  %relu1_grad.ix292146 = phi i64 [ 0, %relu1_grad.iy291 ], [ %ix292.next, %relu1_grad.ix292 ]
-  %1212 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix340:                                 ; preds = %relu1_grad.ix340, %relu1_grad.iy339
+  %relu1_grad.ix340146 = phi i64 [ 0, %relu1_grad.iy339 ], [ %ix340.next, %relu1_grad.ix340 ]
+  %1212 = mul nsw i64 %relu1_grad.c2238, 9
   %1213 = add nsw i64 %1212, 6
   %1214 = mul nsw i64 %1213, 2304
   %1215 = add nsw i64 3171600, %1214
-  %1216 = mul nsw i64 %relu1_grad.j1747, 576
+  %1216 = mul nsw i64 %relu1_grad.j2227, 576
   %1217 = add nsw i64 %1215, %1216
-  %1218 = add nsw i64 %relu1_grad.iy291145, 25
+  %1218 = add nsw i64 %relu1_grad.iy339145, 25
   %1219 = add nsw i64 %1218, -2
   %1220 = mul nsw i64 %1219, 24
   %1221 = add nsw i64 %1217, %1220
   %1222 = add nsw i64 %1221, 1
-  %1223 = add nsw i64 %1222, %relu1_grad.ix292146
+  %1223 = add nsw i64 %1222, %relu1_grad.ix340146
   %arena147 = getelementptr inbounds float, ptr %arena, i64 %1223
   %1224 = load float, ptr %arena147, align 4
-  store float %1224, ptr %relu1_grad.sum293, align 4
-  %sum293 = load float, ptr %relu1_grad.sum293, align 4
-  %1225 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %1224, ptr %relu1_grad.sum341, align 4
+  %sum341 = load float, ptr %relu1_grad.sum341, align 4
+  %1225 = mul nsw i64 %relu1_grad.c2238, 9
   %1226 = add nsw i64 %1225, 7
   %1227 = mul nsw i64 %1226, 2304
   %1228 = add nsw i64 3171600, %1227
-  %1229 = mul nsw i64 %relu1_grad.j1747, 576
+  %1229 = mul nsw i64 %relu1_grad.j2227, 576
   %1230 = add nsw i64 %1228, %1229
-  %1231 = add nsw i64 %relu1_grad.iy291145, 25
+  %1231 = add nsw i64 %relu1_grad.iy339145, 25
   %1232 = add nsw i64 %1231, -2
   %1233 = mul nsw i64 %1232, 24
   %1234 = add nsw i64 %1230, %1233
-  %1235 = add nsw i64 %1234, %relu1_grad.ix292146
+  %1235 = add nsw i64 %1234, %relu1_grad.ix340146
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %1235
   %1236 = load float, ptr %arena148, align 4
-  %1237 = fadd float %sum293, %1236
-  store float %1237, ptr %relu1_grad.sum294, align 4
-  %sum294 = load float, ptr %relu1_grad.sum294, align 4
-  %1238 = mul nsw i64 %relu1_grad.g1651, 4
-  %1239 = add nsw i64 %1238, %relu1_grad.j1747
+  %1237 = fadd float %sum341, %1236
+  store float %1237, ptr %relu1_grad.sum342, align 4
+  %sum342 = load float, ptr %relu1_grad.sum342, align 4
+  %1238 = mul nsw i64 %relu1_grad.g2131, 4
+  %1239 = add nsw i64 %1238, %relu1_grad.j2227
   %1240 = mul nsw i64 %1239, 21632
   %1241 = add nsw i64 1384448, %1240
-  %1242 = mul nsw i64 %relu1_grad.c1758, 676
+  %1242 = mul nsw i64 %relu1_grad.c2238, 676
   %1243 = add nsw i64 %1241, %1242
-  %1244 = add nsw i64 %relu1_grad.iy291145, 25
+  %1244 = add nsw i64 %relu1_grad.iy339145, 25
   %1245 = mul nsw i64 %1244, 26
   %1246 = add nsw i64 %1243, %1245
   %1247 = add nsw i64 %1246, 1
-  %1248 = add nsw i64 %1247, %relu1_grad.ix292146
+  %1248 = add nsw i64 %1247, %relu1_grad.ix340146
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %1248
-  store float %sum294, ptr %arena149, align 4
-  %ix292.next = add nsw i64 %relu1_grad.ix292146, 1
-  %1249 = icmp slt i64 %ix292.next, 1
-  br i1 %1249, label %relu1_grad.ix292, label %relu1_grad.ix292.end
+  store float %sum342, ptr %arena149, align 4
+  %ix340.next = add nsw i64 %relu1_grad.ix340146, 1
+  %1249 = icmp slt i64 %ix340.next, 1
+  br i1 %1249, label %relu1_grad.ix340, label %relu1_grad.ix340.end
 
-relu1_grad.ix292.end:                             ; preds = %relu1_grad.ix292
-  %iy291.next = add nsw i64 %relu1_grad.iy291145, 1
-  %1250 = icmp slt i64 %iy291.next, 1
-  br i1 %1250, label %relu1_grad.iy291, label %relu1_grad.iy291.end
+relu1_grad.ix340.end:                             ; preds = %relu1_grad.ix340
+  %iy339.next = add nsw i64 %relu1_grad.iy339145, 1
+  %1250 = icmp slt i64 %iy339.next, 1
+  br i1 %1250, label %relu1_grad.iy339, label %relu1_grad.iy339.end
 
-relu1_grad.iy295:                                 ; preds = %relu1_grad.ix296.end, %relu1_grad.iy291.end
-  %relu1_grad.iy295150 = phi i64 [ 0, %relu1_grad.iy291.end ], [ %iy295.next, %relu1_grad.ix296.end ]
-  br label %relu1_grad.ix296
+relu1_grad.iy343:                                 ; preds = %relu1_grad.ix344.end, %relu1_grad.iy339.end
+  %relu1_grad.iy343150 = phi i64 [ 0, %relu1_grad.iy339.end ], [ %iy343.next, %relu1_grad.ix344.end ]
+  br label %relu1_grad.ix344
 
-relu1_grad.iy295.end:                             ; preds = %relu1_grad.ix296.end
-  br label %relu1_grad.iy300
+relu1_grad.iy343.end:                             ; preds = %relu1_grad.ix344.end
+  br label %relu1_grad.iy348
 
-relu1_grad.ix296:                                 ; preds = %relu1_grad.ix296, %relu1_grad.iy295
-  %relu1_grad.ix296151 = phi i64 [ 0, %relu1_grad.iy295 ], [ %ix296.next, %relu1_grad.ix296 ]
-  %1251 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix344:                                 ; preds = %relu1_grad.ix344, %relu1_grad.iy343
+  %relu1_grad.ix344151 = phi i64 [ 0, %relu1_grad.iy343 ], [ %ix344.next, %relu1_grad.ix344 ]
+  %1251 = mul nsw i64 %relu1_grad.c2238, 9
   %1252 = add nsw i64 %1251, 6
   %1253 = mul nsw i64 %1252, 2304
   %1254 = add nsw i64 3171600, %1253
-  %1255 = mul nsw i64 %relu1_grad.j1747, 576
+  %1255 = mul nsw i64 %relu1_grad.j2227, 576
   %1256 = add nsw i64 %1254, %1255
-  %1257 = add nsw i64 %relu1_grad.iy295150, 25
+  %1257 = add nsw i64 %relu1_grad.iy343150, 25
   %1258 = add nsw i64 %1257, -2
   %1259 = mul nsw i64 %1258, 24
   %1260 = add nsw i64 %1256, %1259
   %1261 = add nsw i64 %1260, 2
-  %1262 = add nsw i64 %1261, %relu1_grad.ix296151
+  %1262 = add nsw i64 %1261, %relu1_grad.ix344151
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %1262
   %1263 = load float, ptr %arena152, align 4
-  store float %1263, ptr %relu1_grad.sum297, align 4
-  %sum297 = load float, ptr %relu1_grad.sum297, align 4
-  %1264 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %1263, ptr %relu1_grad.sum345, align 4
+  %sum345 = load float, ptr %relu1_grad.sum345, align 4
+  %1264 = mul nsw i64 %relu1_grad.c2238, 9
   %1265 = add nsw i64 %1264, 7
   %1266 = mul nsw i64 %1265, 2304
   %1267 = add nsw i64 3171600, %1266
-  %1268 = mul nsw i64 %relu1_grad.j1747, 576
+  %1268 = mul nsw i64 %relu1_grad.j2227, 576
   %1269 = add nsw i64 %1267, %1268
-  %1270 = add nsw i64 %relu1_grad.iy295150, 25
+  %1270 = add nsw i64 %relu1_grad.iy343150, 25
   %1271 = add nsw i64 %1270, -2
   %1272 = mul nsw i64 %1271, 24
   %1273 = add nsw i64 %1269, %1272
   %1274 = add nsw i64 %1273, 1
-  %1275 = add nsw i64 %1274, %relu1_grad.ix296151
+  %1275 = add nsw i64 %1274, %relu1_grad.ix344151
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %1275
   %1276 = load float, ptr %arena153, align 4
-  %1277 = fadd float %sum297, %1276
-  store float %1277, ptr %relu1_grad.sum298, align 4
-  %sum298 = load float, ptr %relu1_grad.sum298, align 4
-  %1278 = mul nsw i64 %relu1_grad.c1758, 9
+  %1277 = fadd float %sum345, %1276
+  store float %1277, ptr %relu1_grad.sum346, align 4
+  %sum346 = load float, ptr %relu1_grad.sum346, align 4
+  %1278 = mul nsw i64 %relu1_grad.c2238, 9
   %1279 = add nsw i64 %1278, 8
   %1280 = mul nsw i64 %1279, 2304
   %1281 = add nsw i64 3171600, %1280
-  %1282 = mul nsw i64 %relu1_grad.j1747, 576
+  %1282 = mul nsw i64 %relu1_grad.j2227, 576
   %1283 = add nsw i64 %1281, %1282
-  %1284 = add nsw i64 %relu1_grad.iy295150, 25
+  %1284 = add nsw i64 %relu1_grad.iy343150, 25
   %1285 = add nsw i64 %1284, -2
   %1286 = mul nsw i64 %1285, 24
   %1287 = add nsw i64 %1283, %1286
-  %1288 = add nsw i64 %1287, %relu1_grad.ix296151
+  %1288 = add nsw i64 %1287, %relu1_grad.ix344151
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %1288
   %1289 = load float, ptr %arena154, align 4
-  %1290 = fadd float %sum298, %1289
-  store float %1290, ptr %relu1_grad.sum299, align 4
-  %sum299 = load float, ptr %relu1_grad.sum299, align 4
-  %1291 = mul nsw i64 %relu1_grad.g1651, 4
-  %1292 = add nsw i64 %1291, %relu1_grad.j1747
+  %1290 = fadd float %sum346, %1289
+  store float %1290, ptr %relu1_grad.sum347, align 4
+  %sum347 = load float, ptr %relu1_grad.sum347, align 4
+  %1291 = mul nsw i64 %relu1_grad.g2131, 4
+  %1292 = add nsw i64 %1291, %relu1_grad.j2227
   %1293 = mul nsw i64 %1292, 21632
   %1294 = add nsw i64 1384448, %1293
-  %1295 = mul nsw i64 %relu1_grad.c1758, 676
+  %1295 = mul nsw i64 %relu1_grad.c2238, 676
   %1296 = add nsw i64 %1294, %1295
-  %1297 = add nsw i64 %relu1_grad.iy295150, 25
+  %1297 = add nsw i64 %relu1_grad.iy343150, 25
   %1298 = mul nsw i64 %1297, 26
   %1299 = add nsw i64 %1296, %1298
   %1300 = add nsw i64 %1299, 2
-  %1301 = add nsw i64 %1300, %relu1_grad.ix296151
+  %1301 = add nsw i64 %1300, %relu1_grad.ix344151
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %1301
-  store float %sum299, ptr %arena155, align 4
-  %ix296.next = add nsw i64 %relu1_grad.ix296151, 1
-  %1302 = icmp slt i64 %ix296.next, 22
-  br i1 %1302, label %relu1_grad.ix296, label %relu1_grad.ix296.end
+  store float %sum347, ptr %arena155, align 4
+  %ix344.next = add nsw i64 %relu1_grad.ix344151, 1
+  %1302 = icmp slt i64 %ix344.next, 22
+  br i1 %1302, label %relu1_grad.ix344, label %relu1_grad.ix344.end
 
-relu1_grad.ix296.end:                             ; preds = %relu1_grad.ix296
-  %iy295.next = add nsw i64 %relu1_grad.iy295150, 1
-  %1303 = icmp slt i64 %iy295.next, 1
-  br i1 %1303, label %relu1_grad.iy295, label %relu1_grad.iy295.end
+relu1_grad.ix344.end:                             ; preds = %relu1_grad.ix344
+  %iy343.next = add nsw i64 %relu1_grad.iy343150, 1
+  %1303 = icmp slt i64 %iy343.next, 1
+  br i1 %1303, label %relu1_grad.iy343, label %relu1_grad.iy343.end
 
-relu1_grad.iy300:                                 ; preds = %relu1_grad.ix301.end, %relu1_grad.iy295.end
-  %relu1_grad.iy300156 = phi i64 [ 0, %relu1_grad.iy295.end ], [ %iy300.next, %relu1_grad.ix301.end ]
-  br label %relu1_grad.ix301
+relu1_grad.iy348:                                 ; preds = %relu1_grad.ix349.end, %relu1_grad.iy343.end
+  %relu1_grad.iy348156 = phi i64 [ 0, %relu1_grad.iy343.end ], [ %iy348.next, %relu1_grad.ix349.end ]
+  br label %relu1_grad.ix349
 
-relu1_grad.iy300.end:                             ; preds = %relu1_grad.ix301.end
-  br label %relu1_grad.iy304
+relu1_grad.iy348.end:                             ; preds = %relu1_grad.ix349.end
+  br label %relu1_grad.iy352
 
-relu1_grad.ix301:                                 ; preds = %relu1_grad.ix301, %relu1_grad.iy300
-  %relu1_grad.ix301157 = phi i64 [ 0, %relu1_grad.iy300 ], [ %ix301.next, %relu1_grad.ix301 ]
-  %1304 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix349:                                 ; preds = %relu1_grad.ix349, %relu1_grad.iy348
+  %relu1_grad.ix349157 = phi i64 [ 0, %relu1_grad.iy348 ], [ %ix349.next, %relu1_grad.ix349 ]
+  %1304 = mul nsw i64 %relu1_grad.c2238, 9
   %1305 = add nsw i64 %1304, 7
   %1306 = mul nsw i64 %1305, 2304
   %1307 = add nsw i64 3171600, %1306
-  %1308 = mul nsw i64 %relu1_grad.j1747, 576
+  %1308 = mul nsw i64 %relu1_grad.j2227, 576
   %1309 = add nsw i64 %1307, %1308
-  %1310 = add nsw i64 %relu1_grad.iy300156, 25
+  %1310 = add nsw i64 %relu1_grad.iy348156, 25
   %1311 = add nsw i64 %1310, -2
   %1312 = mul nsw i64 %1311, 24
   %1313 = add nsw i64 %1309, %1312
   %1314 = add nsw i64 %1313, 23
-  %1315 = add nsw i64 %1314, %relu1_grad.ix301157
+  %1315 = add nsw i64 %1314, %relu1_grad.ix349157
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %1315
   %1316 = load float, ptr %arena158, align 4
-  store float %1316, ptr %relu1_grad.sum302, align 4
-  %sum302 = load float, ptr %relu1_grad.sum302, align 4
-  %1317 = mul nsw i64 %relu1_grad.c1758, 9
+  store float %1316, ptr %relu1_grad.sum350, align 4
+  %sum350 = load float, ptr %relu1_grad.sum350, align 4
+  %1317 = mul nsw i64 %relu1_grad.c2238, 9
   %1318 = add nsw i64 %1317, 8
   %1319 = mul nsw i64 %1318, 2304
   %1320 = add nsw i64 3171600, %1319
-  %1321 = mul nsw i64 %relu1_grad.j1747, 576
+  %1321 = mul nsw i64 %relu1_grad.j2227, 576
   %1322 = add nsw i64 %1320, %1321
-  %1323 = add nsw i64 %relu1_grad.iy300156, 25
+  %1323 = add nsw i64 %relu1_grad.iy348156, 25
   %1324 = add nsw i64 %1323, -2
   %1325 = mul nsw i64 %1324, 24
   %1326 = add nsw i64 %1322, %1325
   %1327 = add nsw i64 %1326, 22
-  %1328 = add nsw i64 %1327, %relu1_grad.ix301157
+  %1328 = add nsw i64 %1327, %relu1_grad.ix349157
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %1328
   %1329 = load float, ptr %arena159, align 4
-  %1330 = fadd float %sum302, %1329
-  store float %1330, ptr %relu1_grad.sum303, align 4
-  %sum303 = load float, ptr %relu1_grad.sum303, align 4
-  %1331 = mul nsw i64 %relu1_grad.g1651, 4
-  %1332 = add nsw i64 %1331, %relu1_grad.j1747
+  %1330 = fadd float %sum350, %1329
+  store float %1330, ptr %relu1_grad.sum351, align 4
+  %sum351 = load float, ptr %relu1_grad.sum351, align 4
+  %1331 = mul nsw i64 %relu1_grad.g2131, 4
+  %1332 = add nsw i64 %1331, %relu1_grad.j2227
   %1333 = mul nsw i64 %1332, 21632
   %1334 = add nsw i64 1384448, %1333
-  %1335 = mul nsw i64 %relu1_grad.c1758, 676
+  %1335 = mul nsw i64 %relu1_grad.c2238, 676
   %1336 = add nsw i64 %1334, %1335
-  %1337 = add nsw i64 %relu1_grad.iy300156, 25
+  %1337 = add nsw i64 %relu1_grad.iy348156, 25
   %1338 = mul nsw i64 %1337, 26
   %1339 = add nsw i64 %1336, %1338
   %1340 = add nsw i64 %1339, 24
-  %1341 = add nsw i64 %1340, %relu1_grad.ix301157
+  %1341 = add nsw i64 %1340, %relu1_grad.ix349157
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %1341
-  store float %sum303, ptr %arena160, align 4
-  %ix301.next = add nsw i64 %relu1_grad.ix301157, 1
-  %1342 = icmp slt i64 %ix301.next, 1
-  br i1 %1342, label %relu1_grad.ix301, label %relu1_grad.ix301.end
+  store float %sum351, ptr %arena160, align 4
+  %ix349.next = add nsw i64 %relu1_grad.ix349157, 1
+  %1342 = icmp slt i64 %ix349.next, 1
+  br i1 %1342, label %relu1_grad.ix349, label %relu1_grad.ix349.end
 
-relu1_grad.ix301.end:                             ; preds = %relu1_grad.ix301
-  %iy300.next = add nsw i64 %relu1_grad.iy300156, 1
-  %1343 = icmp slt i64 %iy300.next, 1
-  br i1 %1343, label %relu1_grad.iy300, label %relu1_grad.iy300.end
+relu1_grad.ix349.end:                             ; preds = %relu1_grad.ix349
+  %iy348.next = add nsw i64 %relu1_grad.iy348156, 1
+  %1343 = icmp slt i64 %iy348.next, 1
+  br i1 %1343, label %relu1_grad.iy348, label %relu1_grad.iy348.end
 
-relu1_grad.iy304:                                 ; preds = %relu1_grad.ix305.end, %relu1_grad.iy300.end
-  %relu1_grad.iy304161 = phi i64 [ 0, %relu1_grad.iy300.end ], [ %iy304.next, %relu1_grad.ix305.end ]
-  br label %relu1_grad.ix305
+relu1_grad.iy352:                                 ; preds = %relu1_grad.ix353.end, %relu1_grad.iy348.end
+  %relu1_grad.iy352161 = phi i64 [ 0, %relu1_grad.iy348.end ], [ %iy352.next, %relu1_grad.ix353.end ]
+  br label %relu1_grad.ix353
 
-relu1_grad.iy304.end:                             ; preds = %relu1_grad.ix305.end
-  %c175.next = add nsw i64 %relu1_grad.c1758, 1
-  %1344 = icmp slt i64 %c175.next, 32
-  br i1 %1344, label %relu1_grad.c175, label %relu1_grad.c175.end
+relu1_grad.iy352.end:                             ; preds = %relu1_grad.ix353.end
+  %c223.next = add nsw i64 %relu1_grad.c2238, 1
+  %1344 = icmp slt i64 %c223.next, 32
+  br i1 %1344, label %relu1_grad.c223, label %relu1_grad.c223.end
 
-relu1_grad.ix305:                                 ; preds = %relu1_grad.ix305, %relu1_grad.iy304
-  %relu1_grad.ix305162 = phi i64 [ 0, %relu1_grad.iy304 ], [ %ix305.next, %relu1_grad.ix305 ]
-  %1345 = mul nsw i64 %relu1_grad.c1758, 9
+relu1_grad.ix353:                                 ; preds = %relu1_grad.ix353, %relu1_grad.iy352
+  %relu1_grad.ix353162 = phi i64 [ 0, %relu1_grad.iy352 ], [ %ix353.next, %relu1_grad.ix353 ]
+  %1345 = mul nsw i64 %relu1_grad.c2238, 9
   %1346 = add nsw i64 %1345, 8
   %1347 = mul nsw i64 %1346, 2304
   %1348 = add nsw i64 3171600, %1347
-  %1349 = mul nsw i64 %relu1_grad.j1747, 576
+  %1349 = mul nsw i64 %relu1_grad.j2227, 576
   %1350 = add nsw i64 %1348, %1349
-  %1351 = add nsw i64 %relu1_grad.iy304161, 25
+  %1351 = add nsw i64 %relu1_grad.iy352161, 25
   %1352 = add nsw i64 %1351, -2
   %1353 = mul nsw i64 %1352, 24
   %1354 = add nsw i64 %1350, %1353
   %1355 = add nsw i64 %1354, 23
-  %1356 = add nsw i64 %1355, %relu1_grad.ix305162
+  %1356 = add nsw i64 %1355, %relu1_grad.ix353162
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %1356
   %1357 = load float, ptr %arena163, align 4
-  store float %1357, ptr %relu1_grad.sum306, align 4
-  %sum306 = load float, ptr %relu1_grad.sum306, align 4
-  %1358 = mul nsw i64 %relu1_grad.g1651, 4
-  %1359 = add nsw i64 %1358, %relu1_grad.j1747
+  store float %1357, ptr %relu1_grad.sum354, align 4
+  %sum354 = load float, ptr %relu1_grad.sum354, align 4
+  %1358 = mul nsw i64 %relu1_grad.g2131, 4
+  %1359 = add nsw i64 %1358, %relu1_grad.j2227
   %1360 = mul nsw i64 %1359, 21632
   %1361 = add nsw i64 1384448, %1360
-  %1362 = mul nsw i64 %relu1_grad.c1758, 676
+  %1362 = mul nsw i64 %relu1_grad.c2238, 676
   %1363 = add nsw i64 %1361, %1362
-  %1364 = add nsw i64 %relu1_grad.iy304161, 25
+  %1364 = add nsw i64 %relu1_grad.iy352161, 25
   %1365 = mul nsw i64 %1364, 26
   %1366 = add nsw i64 %1363, %1365
   %1367 = add nsw i64 %1366, 25
-  %1368 = add nsw i64 %1367, %relu1_grad.ix305162
+  %1368 = add nsw i64 %1367, %relu1_grad.ix353162
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %1368
-  store float %sum306, ptr %arena164, align 4
-  %ix305.next = add nsw i64 %relu1_grad.ix305162, 1
-  %1369 = icmp slt i64 %ix305.next, 1
-  br i1 %1369, label %relu1_grad.ix305, label %relu1_grad.ix305.end
+  store float %sum354, ptr %arena164, align 4
+  %ix353.next = add nsw i64 %relu1_grad.ix353162, 1
+  %1369 = icmp slt i64 %ix353.next, 1
+  br i1 %1369, label %relu1_grad.ix353, label %relu1_grad.ix353.end
 
-relu1_grad.ix305.end:                             ; preds = %relu1_grad.ix305
-  %iy304.next = add nsw i64 %relu1_grad.iy304161, 1
-  %1370 = icmp slt i64 %iy304.next, 1
-  br i1 %1370, label %relu1_grad.iy304, label %relu1_grad.iy304.end
+relu1_grad.ix353.end:                             ; preds = %relu1_grad.ix353
+  %iy352.next = add nsw i64 %relu1_grad.iy352161, 1
+  %1370 = icmp slt i64 %iy352.next, 1
+  br i1 %1370, label %relu1_grad.iy352, label %relu1_grad.iy352.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k23.relu1_grad.gemm173(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k23.relu1_grad.gemm221(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %relu1_grad.t171_a3 = alloca <8 x float>, align 32
-  %relu1_grad.t171_a2 = alloca <8 x float>, align 32
-  %relu1_grad.t171_a1 = alloca <8 x float>, align 32
-  %relu1_grad.t171_a0 = alloca <8 x float>, align 32
-  %relu1_grad.t171_b2 = alloca <8 x float>, align 32
-  %relu1_grad.t171_b1 = alloca <8 x float>, align 32
-  %relu1_grad.t171_b0 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c3_2 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c3_1 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c3_0 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c2_2 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c2_1 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c2_0 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c1_2 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c1_1 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c1_0 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c0_2 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c0_1 = alloca <8 x float>, align 32
-  %relu1_grad.t171_c0_0 = alloca <8 x float>, align 32
-  br label %relu1_grad.nb169
+  %relu1_grad.t219_a3 = alloca <8 x float>, align 32
+  %relu1_grad.t219_a2 = alloca <8 x float>, align 32
+  %relu1_grad.t219_a1 = alloca <8 x float>, align 32
+  %relu1_grad.t219_a0 = alloca <8 x float>, align 32
+  %relu1_grad.t219_b2 = alloca <8 x float>, align 32
+  %relu1_grad.t219_b1 = alloca <8 x float>, align 32
+  %relu1_grad.t219_b0 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c3_2 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c3_1 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c3_0 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c2_2 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c2_1 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c2_0 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c1_2 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c1_1 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c1_0 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c0_2 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c0_1 = alloca <8 x float>, align 32
+  %relu1_grad.t219_c0_0 = alloca <8 x float>, align 32
+  br label %relu1_grad.nb217
 
-relu1_grad.nb169:                                 ; preds = %relu1_grad.mb170.end, %entry
-  %relu1_grad.nb1691 = phi i64 [ 0, %entry ], [ %nb169.next, %relu1_grad.mb170.end ]
-  br label %relu1_grad.mb170
+relu1_grad.nb217:                                 ; preds = %relu1_grad.mb218.end, %entry
+  %relu1_grad.nb2171 = phi i64 [ 0, %entry ], [ %nb217.next, %relu1_grad.mb218.end ]
+  br label %relu1_grad.mb218
 
-relu1_grad.nb169.end:                             ; preds = %relu1_grad.mb170.end
+relu1_grad.nb217.end:                             ; preds = %relu1_grad.mb218.end
   ret void
 
-relu1_grad.mb170:                                 ; preds = %relu1_grad.k172.end, %relu1_grad.nb169
-  %relu1_grad.mb1702 = phi i64 [ 0, %relu1_grad.nb169 ], [ %mb170.next, %relu1_grad.k172.end ]
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t171_c3_2, align 32
-  br label %relu1_grad.k172
+relu1_grad.mb218:                                 ; preds = %relu1_grad.k220.end, %relu1_grad.nb217
+  %relu1_grad.mb2182 = phi i64 [ 0, %relu1_grad.nb217 ], [ %mb218.next, %relu1_grad.k220.end ]
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c3_2, align 32
+  br label %relu1_grad.k220
 
-relu1_grad.mb170.end:                             ; preds = %relu1_grad.k172.end
-  %nb169.next = add nsw i64 %relu1_grad.nb1691, 1
-  %0 = icmp slt i64 %nb169.next, 96
-  br i1 %0, label %relu1_grad.nb169, label %relu1_grad.nb169.end
+relu1_grad.mb218.end:                             ; preds = %relu1_grad.k220.end
+  %nb217.next = add nsw i64 %relu1_grad.nb2171, 1
+  %0 = icmp slt i64 %nb217.next, 96
+  br i1 %0, label %relu1_grad.nb217, label %relu1_grad.nb217.end
 
-relu1_grad.k172:                                  ; preds = %relu1_grad.k172, %relu1_grad.mb170
-  %relu1_grad.k1723 = phi i64 [ 0, %relu1_grad.mb170 ], [ %k172.next, %relu1_grad.k172 ]
-  %1 = mul nsw i64 %relu1_grad.k1723, 2304
+relu1_grad.k220:                                  ; preds = %relu1_grad.k220, %relu1_grad.mb218
+  %relu1_grad.k2203 = phi i64 [ 0, %relu1_grad.mb218 ], [ %k220.next, %relu1_grad.k220 ]
+  %1 = mul nsw i64 %relu1_grad.k2203, 2304
   %2 = add nsw i64 3835152, %1
-  %3 = mul nsw i64 %relu1_grad.nb1691, 24
+  %3 = mul nsw i64 %relu1_grad.nb2171, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %relu1_grad.t171_b0, align 32
-  %6 = mul nsw i64 %relu1_grad.k1723, 2304
+  store <8 x float> %5, ptr %relu1_grad.t219_b0, align 32
+  %6 = mul nsw i64 %relu1_grad.k2203, 2304
   %7 = add nsw i64 3835152, %6
-  %8 = mul nsw i64 %relu1_grad.nb1691, 24
+  %8 = mul nsw i64 %relu1_grad.nb2171, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %relu1_grad.t171_b1, align 32
-  %12 = mul nsw i64 %relu1_grad.k1723, 2304
+  store <8 x float> %11, ptr %relu1_grad.t219_b1, align 32
+  %12 = mul nsw i64 %relu1_grad.k2203, 2304
   %13 = add nsw i64 3835152, %12
-  %14 = mul nsw i64 %relu1_grad.nb1691, 24
+  %14 = mul nsw i64 %relu1_grad.nb2171, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %relu1_grad.t171_b2, align 32
-  %18 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %17, ptr %relu1_grad.t219_b2, align 32
+  %18 = mul nsw i64 %relu1_grad.mb2182, 4
   %19 = add nsw i64 320, %18
-  %20 = mul nsw i64 %relu1_grad.k1723, 288
+  %20 = mul nsw i64 %relu1_grad.k2203, 288
   %21 = add nsw i64 %19, %20
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %relu1_grad.t171_a0, align 32
-  %t171_a0 = load <8 x float>, ptr %relu1_grad.t171_a0, align 32
-  %t171_b0 = load <8 x float>, ptr %relu1_grad.t171_b0, align 32
-  %t171_c0_0 = load <8 x float>, ptr %relu1_grad.t171_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a0, <8 x float> %t171_b0, <8 x float> %t171_c0_0)
-  store <8 x float> %25, ptr %relu1_grad.t171_c0_0, align 32
-  %t171_a08 = load <8 x float>, ptr %relu1_grad.t171_a0, align 32
-  %t171_b1 = load <8 x float>, ptr %relu1_grad.t171_b1, align 32
-  %t171_c0_1 = load <8 x float>, ptr %relu1_grad.t171_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a08, <8 x float> %t171_b1, <8 x float> %t171_c0_1)
-  store <8 x float> %26, ptr %relu1_grad.t171_c0_1, align 32
-  %t171_a09 = load <8 x float>, ptr %relu1_grad.t171_a0, align 32
-  %t171_b2 = load <8 x float>, ptr %relu1_grad.t171_b2, align 32
-  %t171_c0_2 = load <8 x float>, ptr %relu1_grad.t171_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a09, <8 x float> %t171_b2, <8 x float> %t171_c0_2)
-  store <8 x float> %27, ptr %relu1_grad.t171_c0_2, align 32
-  %28 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %24, ptr %relu1_grad.t219_a0, align 32
+  %t219_a0 = load <8 x float>, ptr %relu1_grad.t219_a0, align 32
+  %t219_b0 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
+  %t219_c0_0 = load <8 x float>, ptr %relu1_grad.t219_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a0, <8 x float> %t219_b0, <8 x float> %t219_c0_0)
+  store <8 x float> %25, ptr %relu1_grad.t219_c0_0, align 32
+  %t219_a08 = load <8 x float>, ptr %relu1_grad.t219_a0, align 32
+  %t219_b1 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
+  %t219_c0_1 = load <8 x float>, ptr %relu1_grad.t219_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a08, <8 x float> %t219_b1, <8 x float> %t219_c0_1)
+  store <8 x float> %26, ptr %relu1_grad.t219_c0_1, align 32
+  %t219_a09 = load <8 x float>, ptr %relu1_grad.t219_a0, align 32
+  %t219_b2 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
+  %t219_c0_2 = load <8 x float>, ptr %relu1_grad.t219_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a09, <8 x float> %t219_b2, <8 x float> %t219_c0_2)
+  store <8 x float> %27, ptr %relu1_grad.t219_c0_2, align 32
+  %28 = mul nsw i64 %relu1_grad.mb2182, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 320, %29
-  %31 = mul nsw i64 %relu1_grad.k1723, 288
+  %31 = mul nsw i64 %relu1_grad.k2203, 288
   %32 = add nsw i64 %30, %31
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %relu1_grad.t171_a1, align 32
-  %t171_a1 = load <8 x float>, ptr %relu1_grad.t171_a1, align 32
-  %t171_b011 = load <8 x float>, ptr %relu1_grad.t171_b0, align 32
-  %t171_c1_0 = load <8 x float>, ptr %relu1_grad.t171_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a1, <8 x float> %t171_b011, <8 x float> %t171_c1_0)
-  store <8 x float> %36, ptr %relu1_grad.t171_c1_0, align 32
-  %t171_a112 = load <8 x float>, ptr %relu1_grad.t171_a1, align 32
-  %t171_b113 = load <8 x float>, ptr %relu1_grad.t171_b1, align 32
-  %t171_c1_1 = load <8 x float>, ptr %relu1_grad.t171_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a112, <8 x float> %t171_b113, <8 x float> %t171_c1_1)
-  store <8 x float> %37, ptr %relu1_grad.t171_c1_1, align 32
-  %t171_a114 = load <8 x float>, ptr %relu1_grad.t171_a1, align 32
-  %t171_b215 = load <8 x float>, ptr %relu1_grad.t171_b2, align 32
-  %t171_c1_2 = load <8 x float>, ptr %relu1_grad.t171_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a114, <8 x float> %t171_b215, <8 x float> %t171_c1_2)
-  store <8 x float> %38, ptr %relu1_grad.t171_c1_2, align 32
-  %39 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %35, ptr %relu1_grad.t219_a1, align 32
+  %t219_a1 = load <8 x float>, ptr %relu1_grad.t219_a1, align 32
+  %t219_b011 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
+  %t219_c1_0 = load <8 x float>, ptr %relu1_grad.t219_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a1, <8 x float> %t219_b011, <8 x float> %t219_c1_0)
+  store <8 x float> %36, ptr %relu1_grad.t219_c1_0, align 32
+  %t219_a112 = load <8 x float>, ptr %relu1_grad.t219_a1, align 32
+  %t219_b113 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
+  %t219_c1_1 = load <8 x float>, ptr %relu1_grad.t219_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a112, <8 x float> %t219_b113, <8 x float> %t219_c1_1)
+  store <8 x float> %37, ptr %relu1_grad.t219_c1_1, align 32
+  %t219_a114 = load <8 x float>, ptr %relu1_grad.t219_a1, align 32
+  %t219_b215 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
+  %t219_c1_2 = load <8 x float>, ptr %relu1_grad.t219_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a114, <8 x float> %t219_b215, <8 x float> %t219_c1_2)
+  store <8 x float> %38, ptr %relu1_grad.t219_c1_2, align 32
+  %39 = mul nsw i64 %relu1_grad.mb2182, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 320, %40
-  %42 = mul nsw i64 %relu1_grad.k1723, 288
+  %42 = mul nsw i64 %relu1_grad.k2203, 288
   %43 = add nsw i64 %41, %42
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %relu1_grad.t171_a2, align 32
-  %t171_a2 = load <8 x float>, ptr %relu1_grad.t171_a2, align 32
-  %t171_b017 = load <8 x float>, ptr %relu1_grad.t171_b0, align 32
-  %t171_c2_0 = load <8 x float>, ptr %relu1_grad.t171_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a2, <8 x float> %t171_b017, <8 x float> %t171_c2_0)
-  store <8 x float> %47, ptr %relu1_grad.t171_c2_0, align 32
-  %t171_a218 = load <8 x float>, ptr %relu1_grad.t171_a2, align 32
-  %t171_b119 = load <8 x float>, ptr %relu1_grad.t171_b1, align 32
-  %t171_c2_1 = load <8 x float>, ptr %relu1_grad.t171_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a218, <8 x float> %t171_b119, <8 x float> %t171_c2_1)
-  store <8 x float> %48, ptr %relu1_grad.t171_c2_1, align 32
-  %t171_a220 = load <8 x float>, ptr %relu1_grad.t171_a2, align 32
-  %t171_b221 = load <8 x float>, ptr %relu1_grad.t171_b2, align 32
-  %t171_c2_2 = load <8 x float>, ptr %relu1_grad.t171_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a220, <8 x float> %t171_b221, <8 x float> %t171_c2_2)
-  store <8 x float> %49, ptr %relu1_grad.t171_c2_2, align 32
-  %50 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %46, ptr %relu1_grad.t219_a2, align 32
+  %t219_a2 = load <8 x float>, ptr %relu1_grad.t219_a2, align 32
+  %t219_b017 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
+  %t219_c2_0 = load <8 x float>, ptr %relu1_grad.t219_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a2, <8 x float> %t219_b017, <8 x float> %t219_c2_0)
+  store <8 x float> %47, ptr %relu1_grad.t219_c2_0, align 32
+  %t219_a218 = load <8 x float>, ptr %relu1_grad.t219_a2, align 32
+  %t219_b119 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
+  %t219_c2_1 = load <8 x float>, ptr %relu1_grad.t219_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a218, <8 x float> %t219_b119, <8 x float> %t219_c2_1)
+  store <8 x float> %48, ptr %relu1_grad.t219_c2_1, align 32
+  %t219_a220 = load <8 x float>, ptr %relu1_grad.t219_a2, align 32
+  %t219_b221 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
+  %t219_c2_2 = load <8 x float>, ptr %relu1_grad.t219_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a220, <8 x float> %t219_b221, <8 x float> %t219_c2_2)
+  store <8 x float> %49, ptr %relu1_grad.t219_c2_2, align 32
+  %50 = mul nsw i64 %relu1_grad.mb2182, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 320, %51
-  %53 = mul nsw i64 %relu1_grad.k1723, 288
+  %53 = mul nsw i64 %relu1_grad.k2203, 288
   %54 = add nsw i64 %52, %53
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %relu1_grad.t171_a3, align 32
-  %t171_a3 = load <8 x float>, ptr %relu1_grad.t171_a3, align 32
-  %t171_b023 = load <8 x float>, ptr %relu1_grad.t171_b0, align 32
-  %t171_c3_0 = load <8 x float>, ptr %relu1_grad.t171_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a3, <8 x float> %t171_b023, <8 x float> %t171_c3_0)
-  store <8 x float> %58, ptr %relu1_grad.t171_c3_0, align 32
-  %t171_a324 = load <8 x float>, ptr %relu1_grad.t171_a3, align 32
-  %t171_b125 = load <8 x float>, ptr %relu1_grad.t171_b1, align 32
-  %t171_c3_1 = load <8 x float>, ptr %relu1_grad.t171_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a324, <8 x float> %t171_b125, <8 x float> %t171_c3_1)
-  store <8 x float> %59, ptr %relu1_grad.t171_c3_1, align 32
-  %t171_a326 = load <8 x float>, ptr %relu1_grad.t171_a3, align 32
-  %t171_b227 = load <8 x float>, ptr %relu1_grad.t171_b2, align 32
-  %t171_c3_2 = load <8 x float>, ptr %relu1_grad.t171_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t171_a326, <8 x float> %t171_b227, <8 x float> %t171_c3_2)
-  store <8 x float> %60, ptr %relu1_grad.t171_c3_2, align 32
-  %k172.next = add nsw i64 %relu1_grad.k1723, 1
-  %61 = icmp slt i64 %k172.next, 64
-  br i1 %61, label %relu1_grad.k172, label %relu1_grad.k172.end
+  store <8 x float> %57, ptr %relu1_grad.t219_a3, align 32
+  %t219_a3 = load <8 x float>, ptr %relu1_grad.t219_a3, align 32
+  %t219_b023 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
+  %t219_c3_0 = load <8 x float>, ptr %relu1_grad.t219_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a3, <8 x float> %t219_b023, <8 x float> %t219_c3_0)
+  store <8 x float> %58, ptr %relu1_grad.t219_c3_0, align 32
+  %t219_a324 = load <8 x float>, ptr %relu1_grad.t219_a3, align 32
+  %t219_b125 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
+  %t219_c3_1 = load <8 x float>, ptr %relu1_grad.t219_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a324, <8 x float> %t219_b125, <8 x float> %t219_c3_1)
+  store <8 x float> %59, ptr %relu1_grad.t219_c3_1, align 32
+  %t219_a326 = load <8 x float>, ptr %relu1_grad.t219_a3, align 32
+  %t219_b227 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
+  %t219_c3_2 = load <8 x float>, ptr %relu1_grad.t219_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a326, <8 x float> %t219_b227, <8 x float> %t219_c3_2)
+  store <8 x float> %60, ptr %relu1_grad.t219_c3_2, align 32
+  %k220.next = add nsw i64 %relu1_grad.k2203, 1
+  %61 = icmp slt i64 %k220.next, 64
+  br i1 %61, label %relu1_grad.k220, label %relu1_grad.k220.end
 
-relu1_grad.k172.end:                              ; preds = %relu1_grad.k172
-  %t171_c0_028 = load <8 x float>, ptr %relu1_grad.t171_c0_0, align 32
-  %62 = mul nsw i64 %relu1_grad.mb1702, 4
+relu1_grad.k220.end:                              ; preds = %relu1_grad.k220
+  %t219_c0_028 = load <8 x float>, ptr %relu1_grad.t219_c0_0, align 32
+  %62 = mul nsw i64 %relu1_grad.mb2182, 4
   %63 = mul nsw i64 %62, 2304
   %64 = add nsw i64 3171600, %63
-  %65 = mul nsw i64 %relu1_grad.nb1691, 24
+  %65 = mul nsw i64 %relu1_grad.nb2171, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t171_c0_028, ptr %arena29, align 4
-  %t171_c0_130 = load <8 x float>, ptr %relu1_grad.t171_c0_1, align 32
-  %67 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c0_028, ptr %arena29, align 4
+  %t219_c0_130 = load <8 x float>, ptr %relu1_grad.t219_c0_1, align 32
+  %67 = mul nsw i64 %relu1_grad.mb2182, 4
   %68 = mul nsw i64 %67, 2304
   %69 = add nsw i64 3171600, %68
-  %70 = mul nsw i64 %relu1_grad.nb1691, 24
+  %70 = mul nsw i64 %relu1_grad.nb2171, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t171_c0_130, ptr %arena31, align 4
-  %t171_c0_232 = load <8 x float>, ptr %relu1_grad.t171_c0_2, align 32
-  %73 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c0_130, ptr %arena31, align 4
+  %t219_c0_232 = load <8 x float>, ptr %relu1_grad.t219_c0_2, align 32
+  %73 = mul nsw i64 %relu1_grad.mb2182, 4
   %74 = mul nsw i64 %73, 2304
   %75 = add nsw i64 3171600, %74
-  %76 = mul nsw i64 %relu1_grad.nb1691, 24
+  %76 = mul nsw i64 %relu1_grad.nb2171, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t171_c0_232, ptr %arena33, align 4
-  %t171_c1_034 = load <8 x float>, ptr %relu1_grad.t171_c1_0, align 32
-  %79 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c0_232, ptr %arena33, align 4
+  %t219_c1_034 = load <8 x float>, ptr %relu1_grad.t219_c1_0, align 32
+  %79 = mul nsw i64 %relu1_grad.mb2182, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 2304
   %82 = add nsw i64 3171600, %81
-  %83 = mul nsw i64 %relu1_grad.nb1691, 24
+  %83 = mul nsw i64 %relu1_grad.nb2171, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t171_c1_034, ptr %arena35, align 4
-  %t171_c1_136 = load <8 x float>, ptr %relu1_grad.t171_c1_1, align 32
-  %85 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c1_034, ptr %arena35, align 4
+  %t219_c1_136 = load <8 x float>, ptr %relu1_grad.t219_c1_1, align 32
+  %85 = mul nsw i64 %relu1_grad.mb2182, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 2304
   %88 = add nsw i64 3171600, %87
-  %89 = mul nsw i64 %relu1_grad.nb1691, 24
+  %89 = mul nsw i64 %relu1_grad.nb2171, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t171_c1_136, ptr %arena37, align 4
-  %t171_c1_238 = load <8 x float>, ptr %relu1_grad.t171_c1_2, align 32
-  %92 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c1_136, ptr %arena37, align 4
+  %t219_c1_238 = load <8 x float>, ptr %relu1_grad.t219_c1_2, align 32
+  %92 = mul nsw i64 %relu1_grad.mb2182, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 2304
   %95 = add nsw i64 3171600, %94
-  %96 = mul nsw i64 %relu1_grad.nb1691, 24
+  %96 = mul nsw i64 %relu1_grad.nb2171, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t171_c1_238, ptr %arena39, align 4
-  %t171_c2_040 = load <8 x float>, ptr %relu1_grad.t171_c2_0, align 32
-  %99 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c1_238, ptr %arena39, align 4
+  %t219_c2_040 = load <8 x float>, ptr %relu1_grad.t219_c2_0, align 32
+  %99 = mul nsw i64 %relu1_grad.mb2182, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 2304
   %102 = add nsw i64 3171600, %101
-  %103 = mul nsw i64 %relu1_grad.nb1691, 24
+  %103 = mul nsw i64 %relu1_grad.nb2171, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t171_c2_040, ptr %arena41, align 4
-  %t171_c2_142 = load <8 x float>, ptr %relu1_grad.t171_c2_1, align 32
-  %105 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c2_040, ptr %arena41, align 4
+  %t219_c2_142 = load <8 x float>, ptr %relu1_grad.t219_c2_1, align 32
+  %105 = mul nsw i64 %relu1_grad.mb2182, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 2304
   %108 = add nsw i64 3171600, %107
-  %109 = mul nsw i64 %relu1_grad.nb1691, 24
+  %109 = mul nsw i64 %relu1_grad.nb2171, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t171_c2_142, ptr %arena43, align 4
-  %t171_c2_244 = load <8 x float>, ptr %relu1_grad.t171_c2_2, align 32
-  %112 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c2_142, ptr %arena43, align 4
+  %t219_c2_244 = load <8 x float>, ptr %relu1_grad.t219_c2_2, align 32
+  %112 = mul nsw i64 %relu1_grad.mb2182, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 2304
   %115 = add nsw i64 3171600, %114
-  %116 = mul nsw i64 %relu1_grad.nb1691, 24
+  %116 = mul nsw i64 %relu1_grad.nb2171, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t171_c2_244, ptr %arena45, align 4
-  %t171_c3_046 = load <8 x float>, ptr %relu1_grad.t171_c3_0, align 32
-  %119 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c2_244, ptr %arena45, align 4
+  %t219_c3_046 = load <8 x float>, ptr %relu1_grad.t219_c3_0, align 32
+  %119 = mul nsw i64 %relu1_grad.mb2182, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 2304
   %122 = add nsw i64 3171600, %121
-  %123 = mul nsw i64 %relu1_grad.nb1691, 24
+  %123 = mul nsw i64 %relu1_grad.nb2171, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t171_c3_046, ptr %arena47, align 4
-  %t171_c3_148 = load <8 x float>, ptr %relu1_grad.t171_c3_1, align 32
-  %125 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c3_046, ptr %arena47, align 4
+  %t219_c3_148 = load <8 x float>, ptr %relu1_grad.t219_c3_1, align 32
+  %125 = mul nsw i64 %relu1_grad.mb2182, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 2304
   %128 = add nsw i64 3171600, %127
-  %129 = mul nsw i64 %relu1_grad.nb1691, 24
+  %129 = mul nsw i64 %relu1_grad.nb2171, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t171_c3_148, ptr %arena49, align 4
-  %t171_c3_250 = load <8 x float>, ptr %relu1_grad.t171_c3_2, align 32
-  %132 = mul nsw i64 %relu1_grad.mb1702, 4
+  store <8 x float> %t219_c3_148, ptr %arena49, align 4
+  %t219_c3_250 = load <8 x float>, ptr %relu1_grad.t219_c3_2, align 32
+  %132 = mul nsw i64 %relu1_grad.mb2182, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 2304
   %135 = add nsw i64 3171600, %134
-  %136 = mul nsw i64 %relu1_grad.nb1691, 24
+  %136 = mul nsw i64 %relu1_grad.nb2171, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t171_c3_250, ptr %arena51, align 4
-  %mb170.next = add nsw i64 %relu1_grad.mb1702, 1
-  %139 = icmp slt i64 %mb170.next, 72
-  br i1 %139, label %relu1_grad.mb170, label %relu1_grad.mb170.end
+  store <8 x float> %t219_c3_250, ptr %arena51, align 4
+  %mb218.next = add nsw i64 %relu1_grad.mb2182, 1
+  %139 = icmp slt i64 %mb218.next, 72
+  br i1 %139, label %relu1_grad.mb218, label %relu1_grad.mb218.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_grad.i307
+  br label %conv1_grad.i355
 
-conv1_grad.i307:                                  ; preds = %conv1_grad.i307, %entry
-  %conv1_grad.i3071 = phi i64 [ 0, %entry ], [ %i307.next, %conv1_grad.i307 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i3071
+conv1_grad.i355:                                  ; preds = %conv1_grad.i355, %entry
+  %conv1_grad.i3551 = phi i64 [ 0, %entry ], [ %i355.next, %conv1_grad.i355 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i3551
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 1384448, %conv1_grad.i3071
+  %2 = add nsw i64 1384448, %conv1_grad.i3551
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 3171600, %conv1_grad.i3071
+  %5 = add nsw i64 3171600, %conv1_grad.i3551
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i307.next = add nsw i64 %conv1_grad.i3071, 1
-  %6 = icmp slt i64 %i307.next, 1384448
-  br i1 %6, label %conv1_grad.i307, label %conv1_grad.i307.end
+  %i355.next = add nsw i64 %conv1_grad.i3551, 1
+  %6 = icmp slt i64 %i355.next, 1384448
+  br i1 %6, label %conv1_grad.i355, label %conv1_grad.i355.end
 
-conv1_grad.i307.end:                              ; preds = %conv1_grad.i307
+conv1_grad.i355.end:                              ; preds = %conv1_grad.i355
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_weight_grad.i308
+  br label %conv1_weight_grad.i356
 
-conv1_weight_grad.i308:                           ; preds = %conv1_weight_grad.i308, %entry
-  %conv1_weight_grad.i3081 = phi i64 [ 0, %entry ], [ %i308.next, %conv1_weight_grad.i308 ]
-  %0 = add nsw i64 443456, %conv1_weight_grad.i3081
+conv1_weight_grad.i356:                           ; preds = %conv1_weight_grad.i356, %entry
+  %conv1_weight_grad.i3561 = phi i64 [ 0, %entry ], [ %i356.next, %conv1_weight_grad.i356 ]
+  %0 = add nsw i64 443456, %conv1_weight_grad.i3561
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i308.next = add nsw i64 %conv1_weight_grad.i3081, 1
-  %1 = icmp slt i64 %i308.next, 288
-  br i1 %1, label %conv1_weight_grad.i308, label %conv1_weight_grad.i308.end
+  %i356.next = add nsw i64 %conv1_weight_grad.i3561, 1
+  %1 = icmp slt i64 %i356.next, 288
+  br i1 %1, label %conv1_weight_grad.i356, label %conv1_weight_grad.i356.end
 
-conv1_weight_grad.i308.end:                       ; preds = %conv1_weight_grad.i308
-  br label %conv1_weight_grad.g309
+conv1_weight_grad.i356.end:                       ; preds = %conv1_weight_grad.i356
+  br label %conv1_weight_grad.g357
 
-conv1_weight_grad.g309:                           ; preds = %conv1_weight_grad.j319.end, %conv1_weight_grad.i308.end
-  %conv1_weight_grad.g3093 = phi i64 [ 0, %conv1_weight_grad.i308.end ], [ %g309.next, %conv1_weight_grad.j319.end ]
-  br label %conv1_weight_grad.j310
+conv1_weight_grad.g357:                           ; preds = %conv1_weight_grad.j367.end, %conv1_weight_grad.i356.end
+  %conv1_weight_grad.g3573 = phi i64 [ 0, %conv1_weight_grad.i356.end ], [ %g357.next, %conv1_weight_grad.j367.end ]
+  br label %conv1_weight_grad.j358
 
-conv1_weight_grad.g309.end:                       ; preds = %conv1_weight_grad.j319.end
-  br label %conv1_weight_grad.f330
+conv1_weight_grad.g357.end:                       ; preds = %conv1_weight_grad.j367.end
+  br label %conv1_weight_grad.f378
 
-conv1_weight_grad.j310:                           ; preds = %conv1_weight_grad.c311.end, %conv1_weight_grad.g309
-  %conv1_weight_grad.j3104 = phi i64 [ 0, %conv1_weight_grad.g309 ], [ %j310.next, %conv1_weight_grad.c311.end ]
-  br label %conv1_weight_grad.c311
+conv1_weight_grad.j358:                           ; preds = %conv1_weight_grad.c359.end, %conv1_weight_grad.g357
+  %conv1_weight_grad.j3584 = phi i64 [ 0, %conv1_weight_grad.g357 ], [ %j358.next, %conv1_weight_grad.c359.end ]
+  br label %conv1_weight_grad.c359
 
-conv1_weight_grad.j310.end:                       ; preds = %conv1_weight_grad.c311.end
-  br label %conv1_weight_grad.j319
+conv1_weight_grad.j358.end:                       ; preds = %conv1_weight_grad.c359.end
+  br label %conv1_weight_grad.j367
 
-conv1_weight_grad.c311:                           ; preds = %conv1_weight_grad.ky312.end, %conv1_weight_grad.j310
-  %conv1_weight_grad.c3115 = phi i64 [ 0, %conv1_weight_grad.j310 ], [ %c311.next, %conv1_weight_grad.ky312.end ]
-  br label %conv1_weight_grad.ky312
+conv1_weight_grad.c359:                           ; preds = %conv1_weight_grad.ky360.end, %conv1_weight_grad.j358
+  %conv1_weight_grad.c3595 = phi i64 [ 0, %conv1_weight_grad.j358 ], [ %c359.next, %conv1_weight_grad.ky360.end ]
+  br label %conv1_weight_grad.ky360
 
-conv1_weight_grad.c311.end:                       ; preds = %conv1_weight_grad.ky312.end
-  %j310.next = add nsw i64 %conv1_weight_grad.j3104, 1
-  %2 = icmp slt i64 %j310.next, 16
-  br i1 %2, label %conv1_weight_grad.j310, label %conv1_weight_grad.j310.end
+conv1_weight_grad.c359.end:                       ; preds = %conv1_weight_grad.ky360.end
+  %j358.next = add nsw i64 %conv1_weight_grad.j3584, 1
+  %2 = icmp slt i64 %j358.next, 16
+  br i1 %2, label %conv1_weight_grad.j358, label %conv1_weight_grad.j358.end
 
-conv1_weight_grad.ky312:                          ; preds = %conv1_weight_grad.oy317.end, %conv1_weight_grad.c311
-  %conv1_weight_grad.ky3126 = phi i64 [ 0, %conv1_weight_grad.c311 ], [ %ky312.next, %conv1_weight_grad.oy317.end ]
-  br label %conv1_weight_grad.oy313
+conv1_weight_grad.ky360:                          ; preds = %conv1_weight_grad.oy365.end, %conv1_weight_grad.c359
+  %conv1_weight_grad.ky3606 = phi i64 [ 0, %conv1_weight_grad.c359 ], [ %ky360.next, %conv1_weight_grad.oy365.end ]
+  br label %conv1_weight_grad.oy361
 
-conv1_weight_grad.ky312.end:                      ; preds = %conv1_weight_grad.oy317.end
-  %c311.next = add nsw i64 %conv1_weight_grad.c3115, 1
-  %3 = icmp slt i64 %c311.next, 1
-  br i1 %3, label %conv1_weight_grad.c311, label %conv1_weight_grad.c311.end
+conv1_weight_grad.ky360.end:                      ; preds = %conv1_weight_grad.oy365.end
+  %c359.next = add nsw i64 %conv1_weight_grad.c3595, 1
+  %3 = icmp slt i64 %c359.next, 1
+  br i1 %3, label %conv1_weight_grad.c359, label %conv1_weight_grad.c359.end
 
-conv1_weight_grad.oy313:                          ; preds = %conv1_weight_grad.ox314.end, %conv1_weight_grad.ky312
-  %conv1_weight_grad.oy3137 = phi i64 [ 0, %conv1_weight_grad.ky312 ], [ %oy313.next, %conv1_weight_grad.ox314.end ]
-  br label %conv1_weight_grad.ox314
+conv1_weight_grad.oy361:                          ; preds = %conv1_weight_grad.ox362.end, %conv1_weight_grad.ky360
+  %conv1_weight_grad.oy3617 = phi i64 [ 0, %conv1_weight_grad.ky360 ], [ %oy361.next, %conv1_weight_grad.ox362.end ]
+  br label %conv1_weight_grad.ox362
 
-conv1_weight_grad.oy313.end:                      ; preds = %conv1_weight_grad.ox314.end
-  br label %conv1_weight_grad.oy315
+conv1_weight_grad.oy361.end:                      ; preds = %conv1_weight_grad.ox362.end
+  br label %conv1_weight_grad.oy363
 
-conv1_weight_grad.ox314:                          ; preds = %conv1_weight_grad.ox314, %conv1_weight_grad.oy313
-  %conv1_weight_grad.ox3148 = phi i64 [ 0, %conv1_weight_grad.oy313 ], [ %ox314.next, %conv1_weight_grad.ox314 ]
-  %4 = mul nsw i64 %conv1_weight_grad.g3093, 16
-  %5 = add nsw i64 %4, %conv1_weight_grad.j3104
+conv1_weight_grad.ox362:                          ; preds = %conv1_weight_grad.ox362, %conv1_weight_grad.oy361
+  %conv1_weight_grad.ox3628 = phi i64 [ 0, %conv1_weight_grad.oy361 ], [ %ox362.next, %conv1_weight_grad.ox362 ]
+  %4 = mul nsw i64 %conv1_weight_grad.g3573, 16
+  %5 = add nsw i64 %4, %conv1_weight_grad.j3584
   %6 = mul nsw i64 %5, 784
-  %7 = mul nsw i64 %conv1_weight_grad.c3115, 784
+  %7 = mul nsw i64 %conv1_weight_grad.c3595, 784
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %conv1_weight_grad.oy3137, %conv1_weight_grad.ky3126
+  %9 = add nsw i64 %conv1_weight_grad.oy3617, %conv1_weight_grad.ky3606
   %10 = mul nsw i64 %9, 28
   %11 = add nsw i64 %8, %10
-  %12 = add nsw i64 %11, %conv1_weight_grad.ox3148
+  %12 = add nsw i64 %11, %conv1_weight_grad.ox3628
   %images9 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images9, align 4
-  %14 = mul nsw i64 %conv1_weight_grad.c3115, 3
-  %15 = add nsw i64 %14, %conv1_weight_grad.ky3126
+  %14 = mul nsw i64 %conv1_weight_grad.c3595, 3
+  %15 = add nsw i64 %14, %conv1_weight_grad.ky3606
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 10816
-  %18 = mul nsw i64 %conv1_weight_grad.j3104, 676
+  %18 = mul nsw i64 %conv1_weight_grad.j3584, 676
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv1_weight_grad.oy3137, 26
-  %21 = add nsw i64 %20, %conv1_weight_grad.ox3148
+  %20 = mul nsw i64 %conv1_weight_grad.oy3617, 26
+  %21 = add nsw i64 %20, %conv1_weight_grad.ox3628
   %22 = add nsw i64 %19, %21
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %13, ptr %arena10, align 4
-  %ox314.next = add nsw i64 %conv1_weight_grad.ox3148, 1
-  %23 = icmp slt i64 %ox314.next, 26
-  br i1 %23, label %conv1_weight_grad.ox314, label %conv1_weight_grad.ox314.end
+  %ox362.next = add nsw i64 %conv1_weight_grad.ox3628, 1
+  %23 = icmp slt i64 %ox362.next, 26
+  br i1 %23, label %conv1_weight_grad.ox362, label %conv1_weight_grad.ox362.end
 
-conv1_weight_grad.ox314.end:                      ; preds = %conv1_weight_grad.ox314
-  %oy313.next = add nsw i64 %conv1_weight_grad.oy3137, 1
-  %24 = icmp slt i64 %oy313.next, 26
-  br i1 %24, label %conv1_weight_grad.oy313, label %conv1_weight_grad.oy313.end
+conv1_weight_grad.ox362.end:                      ; preds = %conv1_weight_grad.ox362
+  %oy361.next = add nsw i64 %conv1_weight_grad.oy3617, 1
+  %24 = icmp slt i64 %oy361.next, 26
+  br i1 %24, label %conv1_weight_grad.oy361, label %conv1_weight_grad.oy361.end
 
-conv1_weight_grad.oy315:                          ; preds = %conv1_weight_grad.ox316.end, %conv1_weight_grad.oy313.end
-  %conv1_weight_grad.oy31511 = phi i64 [ 0, %conv1_weight_grad.oy313.end ], [ %oy315.next, %conv1_weight_grad.ox316.end ]
-  br label %conv1_weight_grad.ox316
+conv1_weight_grad.oy363:                          ; preds = %conv1_weight_grad.ox364.end, %conv1_weight_grad.oy361.end
+  %conv1_weight_grad.oy36311 = phi i64 [ 0, %conv1_weight_grad.oy361.end ], [ %oy363.next, %conv1_weight_grad.ox364.end ]
+  br label %conv1_weight_grad.ox364
 
-conv1_weight_grad.oy315.end:                      ; preds = %conv1_weight_grad.ox316.end
-  br label %conv1_weight_grad.oy317
+conv1_weight_grad.oy363.end:                      ; preds = %conv1_weight_grad.ox364.end
+  br label %conv1_weight_grad.oy365
 
-conv1_weight_grad.ox316:                          ; preds = %conv1_weight_grad.ox316, %conv1_weight_grad.oy315
-  %conv1_weight_grad.ox31612 = phi i64 [ 0, %conv1_weight_grad.oy315 ], [ %ox316.next, %conv1_weight_grad.ox316 ]
-  %25 = mul nsw i64 %conv1_weight_grad.g3093, 16
-  %26 = add nsw i64 %25, %conv1_weight_grad.j3104
+conv1_weight_grad.ox364:                          ; preds = %conv1_weight_grad.ox364, %conv1_weight_grad.oy363
+  %conv1_weight_grad.ox36412 = phi i64 [ 0, %conv1_weight_grad.oy363 ], [ %ox364.next, %conv1_weight_grad.ox364 ]
+  %25 = mul nsw i64 %conv1_weight_grad.g3573, 16
+  %26 = add nsw i64 %25, %conv1_weight_grad.j3584
   %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1_weight_grad.c3115, 784
+  %28 = mul nsw i64 %conv1_weight_grad.c3595, 784
   %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1_weight_grad.oy31511, %conv1_weight_grad.ky3126
+  %30 = add nsw i64 %conv1_weight_grad.oy36311, %conv1_weight_grad.ky3606
   %31 = mul nsw i64 %30, 28
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %conv1_weight_grad.ox31612, 1
+  %33 = add nsw i64 %conv1_weight_grad.ox36412, 1
   %34 = add nsw i64 %32, %33
   %images13 = getelementptr inbounds float, ptr %images, i64 %34
   %35 = load float, ptr %images13, align 4
-  %36 = mul nsw i64 %conv1_weight_grad.c3115, 3
-  %37 = add nsw i64 %36, %conv1_weight_grad.ky3126
+  %36 = mul nsw i64 %conv1_weight_grad.c3595, 3
+  %37 = add nsw i64 %36, %conv1_weight_grad.ky3606
   %38 = mul nsw i64 %37, 3
   %39 = add nsw i64 %38, 1
   %40 = mul nsw i64 %39, 10816
-  %41 = mul nsw i64 %conv1_weight_grad.j3104, 676
+  %41 = mul nsw i64 %conv1_weight_grad.j3584, 676
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %conv1_weight_grad.oy31511, 26
-  %44 = add nsw i64 %43, %conv1_weight_grad.ox31612
+  %43 = mul nsw i64 %conv1_weight_grad.oy36311, 26
+  %44 = add nsw i64 %43, %conv1_weight_grad.ox36412
   %45 = add nsw i64 %42, %44
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %35, ptr %arena14, align 4
-  %ox316.next = add nsw i64 %conv1_weight_grad.ox31612, 1
-  %46 = icmp slt i64 %ox316.next, 26
-  br i1 %46, label %conv1_weight_grad.ox316, label %conv1_weight_grad.ox316.end
+  %ox364.next = add nsw i64 %conv1_weight_grad.ox36412, 1
+  %46 = icmp slt i64 %ox364.next, 26
+  br i1 %46, label %conv1_weight_grad.ox364, label %conv1_weight_grad.ox364.end
 
-conv1_weight_grad.ox316.end:                      ; preds = %conv1_weight_grad.ox316
-  %oy315.next = add nsw i64 %conv1_weight_grad.oy31511, 1
-  %47 = icmp slt i64 %oy315.next, 26
-  br i1 %47, label %conv1_weight_grad.oy315, label %conv1_weight_grad.oy315.end
+conv1_weight_grad.ox364.end:                      ; preds = %conv1_weight_grad.ox364
+  %oy363.next = add nsw i64 %conv1_weight_grad.oy36311, 1
+  %47 = icmp slt i64 %oy363.next, 26
+  br i1 %47, label %conv1_weight_grad.oy363, label %conv1_weight_grad.oy363.end
 
-conv1_weight_grad.oy317:                          ; preds = %conv1_weight_grad.ox318.end, %conv1_weight_grad.oy315.end
-  %conv1_weight_grad.oy31715 = phi i64 [ 0, %conv1_weight_grad.oy315.end ], [ %oy317.next, %conv1_weight_grad.ox318.end ]
-  br label %conv1_weight_grad.ox318
+conv1_weight_grad.oy365:                          ; preds = %conv1_weight_grad.ox366.end, %conv1_weight_grad.oy363.end
+  %conv1_weight_grad.oy36515 = phi i64 [ 0, %conv1_weight_grad.oy363.end ], [ %oy365.next, %conv1_weight_grad.ox366.end ]
+  br label %conv1_weight_grad.ox366
 
-conv1_weight_grad.oy317.end:                      ; preds = %conv1_weight_grad.ox318.end
-  %ky312.next = add nsw i64 %conv1_weight_grad.ky3126, 1
-  %48 = icmp slt i64 %ky312.next, 3
-  br i1 %48, label %conv1_weight_grad.ky312, label %conv1_weight_grad.ky312.end
+conv1_weight_grad.oy365.end:                      ; preds = %conv1_weight_grad.ox366.end
+  %ky360.next = add nsw i64 %conv1_weight_grad.ky3606, 1
+  %48 = icmp slt i64 %ky360.next, 3
+  br i1 %48, label %conv1_weight_grad.ky360, label %conv1_weight_grad.ky360.end
 
-conv1_weight_grad.ox318:                          ; preds = %conv1_weight_grad.ox318, %conv1_weight_grad.oy317
-  %conv1_weight_grad.ox31816 = phi i64 [ 0, %conv1_weight_grad.oy317 ], [ %ox318.next, %conv1_weight_grad.ox318 ]
-  %49 = mul nsw i64 %conv1_weight_grad.g3093, 16
-  %50 = add nsw i64 %49, %conv1_weight_grad.j3104
+conv1_weight_grad.ox366:                          ; preds = %conv1_weight_grad.ox366, %conv1_weight_grad.oy365
+  %conv1_weight_grad.ox36616 = phi i64 [ 0, %conv1_weight_grad.oy365 ], [ %ox366.next, %conv1_weight_grad.ox366 ]
+  %49 = mul nsw i64 %conv1_weight_grad.g3573, 16
+  %50 = add nsw i64 %49, %conv1_weight_grad.j3584
   %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %conv1_weight_grad.c3115, 784
+  %52 = mul nsw i64 %conv1_weight_grad.c3595, 784
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %conv1_weight_grad.oy31715, %conv1_weight_grad.ky3126
+  %54 = add nsw i64 %conv1_weight_grad.oy36515, %conv1_weight_grad.ky3606
   %55 = mul nsw i64 %54, 28
   %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %conv1_weight_grad.ox31816, 2
+  %57 = add nsw i64 %conv1_weight_grad.ox36616, 2
   %58 = add nsw i64 %56, %57
   %images17 = getelementptr inbounds float, ptr %images, i64 %58
   %59 = load float, ptr %images17, align 4
-  %60 = mul nsw i64 %conv1_weight_grad.c3115, 3
-  %61 = add nsw i64 %60, %conv1_weight_grad.ky3126
+  %60 = mul nsw i64 %conv1_weight_grad.c3595, 3
+  %61 = add nsw i64 %60, %conv1_weight_grad.ky3606
   %62 = mul nsw i64 %61, 3
   %63 = add nsw i64 %62, 2
   %64 = mul nsw i64 %63, 10816
-  %65 = mul nsw i64 %conv1_weight_grad.j3104, 676
+  %65 = mul nsw i64 %conv1_weight_grad.j3584, 676
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %conv1_weight_grad.oy31715, 26
-  %68 = add nsw i64 %67, %conv1_weight_grad.ox31816
+  %67 = mul nsw i64 %conv1_weight_grad.oy36515, 26
+  %68 = add nsw i64 %67, %conv1_weight_grad.ox36616
   %69 = add nsw i64 %66, %68
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %69
   store float %59, ptr %arena18, align 4
-  %ox318.next = add nsw i64 %conv1_weight_grad.ox31816, 1
-  %70 = icmp slt i64 %ox318.next, 26
-  br i1 %70, label %conv1_weight_grad.ox318, label %conv1_weight_grad.ox318.end
+  %ox366.next = add nsw i64 %conv1_weight_grad.ox36616, 1
+  %70 = icmp slt i64 %ox366.next, 26
+  br i1 %70, label %conv1_weight_grad.ox366, label %conv1_weight_grad.ox366.end
 
-conv1_weight_grad.ox318.end:                      ; preds = %conv1_weight_grad.ox318
-  %oy317.next = add nsw i64 %conv1_weight_grad.oy31715, 1
-  %71 = icmp slt i64 %oy317.next, 26
-  br i1 %71, label %conv1_weight_grad.oy317, label %conv1_weight_grad.oy317.end
+conv1_weight_grad.ox366.end:                      ; preds = %conv1_weight_grad.ox366
+  %oy365.next = add nsw i64 %conv1_weight_grad.oy36515, 1
+  %71 = icmp slt i64 %oy365.next, 26
+  br i1 %71, label %conv1_weight_grad.oy365, label %conv1_weight_grad.oy365.end
 
-conv1_weight_grad.j319:                           ; preds = %conv1_weight_grad.i320.end, %conv1_weight_grad.j310.end
-  %conv1_weight_grad.j31919 = phi i64 [ 0, %conv1_weight_grad.j310.end ], [ %j319.next, %conv1_weight_grad.i320.end ]
-  br label %conv1_weight_grad.i320
+conv1_weight_grad.j367:                           ; preds = %conv1_weight_grad.i368.end, %conv1_weight_grad.j358.end
+  %conv1_weight_grad.j36719 = phi i64 [ 0, %conv1_weight_grad.j358.end ], [ %j367.next, %conv1_weight_grad.i368.end ]
+  br label %conv1_weight_grad.i368
 
-conv1_weight_grad.j319.end:                       ; preds = %conv1_weight_grad.i320.end
-  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm329(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g309.next = add nsw i64 %conv1_weight_grad.g3093, 1
-  %72 = icmp slt i64 %g309.next, 4
-  br i1 %72, label %conv1_weight_grad.g309, label %conv1_weight_grad.g309.end
+conv1_weight_grad.j367.end:                       ; preds = %conv1_weight_grad.i368.end
+  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm377(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g357.next = add nsw i64 %conv1_weight_grad.g3573, 1
+  %72 = icmp slt i64 %g357.next, 4
+  br i1 %72, label %conv1_weight_grad.g357, label %conv1_weight_grad.g357.end
 
-conv1_weight_grad.i320:                           ; preds = %conv1_weight_grad.f321.end, %conv1_weight_grad.j319
-  %conv1_weight_grad.i32020 = phi i64 [ 0, %conv1_weight_grad.j319 ], [ %i320.next, %conv1_weight_grad.f321.end ]
-  br label %conv1_weight_grad.f321
+conv1_weight_grad.i368:                           ; preds = %conv1_weight_grad.f369.end, %conv1_weight_grad.j367
+  %conv1_weight_grad.i36820 = phi i64 [ 0, %conv1_weight_grad.j367 ], [ %i368.next, %conv1_weight_grad.f369.end ]
+  br label %conv1_weight_grad.f369
 
-conv1_weight_grad.i320.end:                       ; preds = %conv1_weight_grad.f321.end
-  %j319.next = add nsw i64 %conv1_weight_grad.j31919, 1
-  %73 = icmp slt i64 %j319.next, 16
-  br i1 %73, label %conv1_weight_grad.j319, label %conv1_weight_grad.j319.end
+conv1_weight_grad.i368.end:                       ; preds = %conv1_weight_grad.f369.end
+  %j367.next = add nsw i64 %conv1_weight_grad.j36719, 1
+  %73 = icmp slt i64 %j367.next, 16
+  br i1 %73, label %conv1_weight_grad.j367, label %conv1_weight_grad.j367.end
 
-conv1_weight_grad.f321:                           ; preds = %conv1_weight_grad.f321, %conv1_weight_grad.i320
-  %conv1_weight_grad.f32121 = phi i64 [ 0, %conv1_weight_grad.i320 ], [ %f321.next, %conv1_weight_grad.f321 ]
-  %74 = mul nsw i64 %conv1_weight_grad.g3093, 16
-  %75 = add nsw i64 %74, %conv1_weight_grad.j31919
+conv1_weight_grad.f369:                           ; preds = %conv1_weight_grad.f369, %conv1_weight_grad.i368
+  %conv1_weight_grad.f36921 = phi i64 [ 0, %conv1_weight_grad.i368 ], [ %f369.next, %conv1_weight_grad.f369 ]
+  %74 = mul nsw i64 %conv1_weight_grad.g3573, 16
+  %75 = add nsw i64 %74, %conv1_weight_grad.j36719
   %76 = mul nsw i64 %75, 21632
   %77 = add nsw i64 3171600, %76
-  %78 = mul nsw i64 %conv1_weight_grad.f32121, 676
+  %78 = mul nsw i64 %conv1_weight_grad.f36921, 676
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %79, %conv1_weight_grad.i32020
+  %80 = add nsw i64 %79, %conv1_weight_grad.i36820
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %80
   %81 = load float, ptr %arena22, align 4
-  %82 = mul nsw i64 %conv1_weight_grad.j31919, 676
-  %83 = add nsw i64 %82, %conv1_weight_grad.i32020
+  %82 = mul nsw i64 %conv1_weight_grad.j36719, 676
+  %83 = add nsw i64 %82, %conv1_weight_grad.i36820
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 97344, %84
-  %86 = add nsw i64 %85, %conv1_weight_grad.f32121
+  %86 = add nsw i64 %85, %conv1_weight_grad.f36921
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %86
   store float %81, ptr %arena23, align 4
-  %f321.next = add nsw i64 %conv1_weight_grad.f32121, 1
-  %87 = icmp slt i64 %f321.next, 32
-  br i1 %87, label %conv1_weight_grad.f321, label %conv1_weight_grad.f321.end
+  %f369.next = add nsw i64 %conv1_weight_grad.f36921, 1
+  %87 = icmp slt i64 %f369.next, 32
+  br i1 %87, label %conv1_weight_grad.f369, label %conv1_weight_grad.f369.end
 
-conv1_weight_grad.f321.end:                       ; preds = %conv1_weight_grad.f321
-  %i320.next = add nsw i64 %conv1_weight_grad.i32020, 1
-  %88 = icmp slt i64 %i320.next, 676
-  br i1 %88, label %conv1_weight_grad.i320, label %conv1_weight_grad.i320.end
+conv1_weight_grad.f369.end:                       ; preds = %conv1_weight_grad.f369
+  %i368.next = add nsw i64 %conv1_weight_grad.i36820, 1
+  %88 = icmp slt i64 %i368.next, 676
+  br i1 %88, label %conv1_weight_grad.i368, label %conv1_weight_grad.i368.end
 
-conv1_weight_grad.f330:                           ; preds = %conv1_weight_grad.r331.end, %conv1_weight_grad.g309.end
-  %conv1_weight_grad.f33024 = phi i64 [ 0, %conv1_weight_grad.g309.end ], [ %f330.next, %conv1_weight_grad.r331.end ]
-  br label %conv1_weight_grad.r331
+conv1_weight_grad.f378:                           ; preds = %conv1_weight_grad.r379.end, %conv1_weight_grad.g357.end
+  %conv1_weight_grad.f37824 = phi i64 [ 0, %conv1_weight_grad.g357.end ], [ %f378.next, %conv1_weight_grad.r379.end ]
+  br label %conv1_weight_grad.r379
 
-conv1_weight_grad.f330.end:                       ; preds = %conv1_weight_grad.r331.end
+conv1_weight_grad.f378.end:                       ; preds = %conv1_weight_grad.r379.end
   ret void
 
-conv1_weight_grad.r331:                           ; preds = %conv1_weight_grad.r331, %conv1_weight_grad.f330
-  %conv1_weight_grad.r33125 = phi i64 [ 0, %conv1_weight_grad.f330 ], [ %r331.next, %conv1_weight_grad.r331 ]
-  %89 = mul nsw i64 %conv1_weight_grad.r33125, 32
+conv1_weight_grad.r379:                           ; preds = %conv1_weight_grad.r379, %conv1_weight_grad.f378
+  %conv1_weight_grad.r37925 = phi i64 [ 0, %conv1_weight_grad.f378 ], [ %r379.next, %conv1_weight_grad.r379 ]
+  %89 = mul nsw i64 %conv1_weight_grad.r37925, 32
   %90 = add nsw i64 443456, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.f33024
+  %91 = add nsw i64 %90, %conv1_weight_grad.f37824
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %91
   %92 = load float, ptr %arena26, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.f33024, 9
-  %94 = add nsw i64 %93, %conv1_weight_grad.r33125
+  %93 = mul nsw i64 %conv1_weight_grad.f37824, 9
+  %94 = add nsw i64 %93, %conv1_weight_grad.r37925
   %grads27 = getelementptr inbounds float, ptr %grads, i64 %94
   store float %92, ptr %grads27, align 4
-  %r331.next = add nsw i64 %conv1_weight_grad.r33125, 1
-  %95 = icmp slt i64 %r331.next, 9
-  br i1 %95, label %conv1_weight_grad.r331, label %conv1_weight_grad.r331.end
+  %r379.next = add nsw i64 %conv1_weight_grad.r37925, 1
+  %95 = icmp slt i64 %r379.next, 9
+  br i1 %95, label %conv1_weight_grad.r379, label %conv1_weight_grad.r379.end
 
-conv1_weight_grad.r331.end:                       ; preds = %conv1_weight_grad.r331
-  %f330.next = add nsw i64 %conv1_weight_grad.f33024, 1
-  %96 = icmp slt i64 %f330.next, 32
-  br i1 %96, label %conv1_weight_grad.f330, label %conv1_weight_grad.f330.end
+conv1_weight_grad.r379.end:                       ; preds = %conv1_weight_grad.r379
+  %f378.next = add nsw i64 %conv1_weight_grad.f37824, 1
+  %96 = icmp slt i64 %f378.next, 32
+  br i1 %96, label %conv1_weight_grad.f378, label %conv1_weight_grad.f378.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm329(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm377(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_weight_grad.t327_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t327_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t325_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp322
+  %conv1_weight_grad.t375_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t375_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t373_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp370
 
-conv1_weight_grad.kp322:                          ; preds = %conv1_weight_grad.nb323.end, %entry
-  %conv1_weight_grad.kp3221 = phi i64 [ 0, %entry ], [ %kp322.next, %conv1_weight_grad.nb323.end ]
-  br label %conv1_weight_grad.nb323
+conv1_weight_grad.kp370:                          ; preds = %conv1_weight_grad.nb371.end, %entry
+  %conv1_weight_grad.kp3701 = phi i64 [ 0, %entry ], [ %kp370.next, %conv1_weight_grad.nb371.end ]
+  br label %conv1_weight_grad.nb371
 
-conv1_weight_grad.kp322.end:                      ; preds = %conv1_weight_grad.nb323.end
+conv1_weight_grad.kp370.end:                      ; preds = %conv1_weight_grad.nb371.end
   ret void
 
-conv1_weight_grad.nb323:                          ; preds = %conv1_weight_grad.k328.end, %conv1_weight_grad.kp322
-  %conv1_weight_grad.nb3232 = phi i64 [ 0, %conv1_weight_grad.kp322 ], [ %nb323.next, %conv1_weight_grad.k328.end ]
-  br label %conv1_weight_grad.mb324
+conv1_weight_grad.nb371:                          ; preds = %conv1_weight_grad.k376.end, %conv1_weight_grad.kp370
+  %conv1_weight_grad.nb3712 = phi i64 [ 0, %conv1_weight_grad.kp370 ], [ %nb371.next, %conv1_weight_grad.k376.end ]
+  br label %conv1_weight_grad.mb372
 
-conv1_weight_grad.nb323.end:                      ; preds = %conv1_weight_grad.k328.end
-  %kp322.next = add nsw i64 %conv1_weight_grad.kp3221, 1
-  %0 = icmp slt i64 %kp322.next, 8
-  br i1 %0, label %conv1_weight_grad.kp322, label %conv1_weight_grad.kp322.end
+conv1_weight_grad.nb371.end:                      ; preds = %conv1_weight_grad.k376.end
+  %kp370.next = add nsw i64 %conv1_weight_grad.kp3701, 1
+  %0 = icmp slt i64 %kp370.next, 8
+  br i1 %0, label %conv1_weight_grad.kp370, label %conv1_weight_grad.kp370.end
 
-conv1_weight_grad.mb324:                          ; preds = %conv1_weight_grad.k326.end, %conv1_weight_grad.nb323
-  %conv1_weight_grad.mb3243 = phi i64 [ 0, %conv1_weight_grad.nb323 ], [ %mb324.next, %conv1_weight_grad.k326.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+conv1_weight_grad.mb372:                          ; preds = %conv1_weight_grad.k374.end, %conv1_weight_grad.nb371
+  %conv1_weight_grad.mb3723 = phi i64 [ 0, %conv1_weight_grad.nb371 ], [ %mb372.next, %conv1_weight_grad.k374.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 443456, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t325_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t373_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 443456, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t325_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t373_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 443456, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t325_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t373_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 443456, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t325_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t373_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 443456, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t325_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t373_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 443456, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t325_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t373_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 443456, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t325_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t373_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 443456, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t325_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t373_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 443456, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t325_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t373_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 443456, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t325_c4_1, align 32
-  br label %conv1_weight_grad.k326
+  store <8 x float> %73, ptr %conv1_weight_grad.t373_c4_1, align 32
+  br label %conv1_weight_grad.k374
 
-conv1_weight_grad.mb324.end:                      ; preds = %conv1_weight_grad.k326.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+conv1_weight_grad.mb372.end:                      ; preds = %conv1_weight_grad.k374.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %75 = add nsw i64 443616, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t327_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t375_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %78 = add nsw i64 443616, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t327_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t375_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %82 = add nsw i64 443648, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t327_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t375_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %85 = add nsw i64 443648, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t327_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t375_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %89 = add nsw i64 443680, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t327_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t375_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %92 = add nsw i64 443680, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t327_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t375_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %96 = add nsw i64 443712, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t327_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t375_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %99 = add nsw i64 443712, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t327_c3_1, align 32
-  br label %conv1_weight_grad.k328
+  store <8 x float> %101, ptr %conv1_weight_grad.t375_c3_1, align 32
+  br label %conv1_weight_grad.k376
 
-conv1_weight_grad.k326:                           ; preds = %conv1_weight_grad.k326, %conv1_weight_grad.mb324
-  %conv1_weight_grad.k32614 = phi i64 [ 0, %conv1_weight_grad.mb324 ], [ %k326.next, %conv1_weight_grad.k326 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %103 = add nsw i64 %conv1_weight_grad.k32614, %102
+conv1_weight_grad.k374:                           ; preds = %conv1_weight_grad.k374, %conv1_weight_grad.mb372
+  %conv1_weight_grad.k37414 = phi i64 [ 0, %conv1_weight_grad.mb372 ], [ %k374.next, %conv1_weight_grad.k374 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %103 = add nsw i64 %conv1_weight_grad.k37414, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 97344, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t325_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %110 = add nsw i64 %conv1_weight_grad.k32614, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t373_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %110 = add nsw i64 %conv1_weight_grad.k37414, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 97344, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t325_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t373_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %118 = mul nsw i64 %117, 10816
-  %119 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %120 = add nsw i64 %conv1_weight_grad.k32614, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %120 = add nsw i64 %conv1_weight_grad.k37414, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t325_a0, align 32
-  %t325_a0 = load <8 x float>, ptr %conv1_weight_grad.t325_a0, align 32
-  %t325_b0 = load <8 x float>, ptr %conv1_weight_grad.t325_b0, align 32
-  %t325_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t325_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a0, <8 x float> %t325_b0, <8 x float> %t325_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t325_c0_0, align 32
-  %t325_a018 = load <8 x float>, ptr %conv1_weight_grad.t325_a0, align 32
-  %t325_b1 = load <8 x float>, ptr %conv1_weight_grad.t325_b1, align 32
-  %t325_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t325_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a018, <8 x float> %t325_b1, <8 x float> %t325_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t325_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t373_a0, align 32
+  %t373_a0 = load <8 x float>, ptr %conv1_weight_grad.t373_a0, align 32
+  %t373_b0 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
+  %t373_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a0, <8 x float> %t373_b0, <8 x float> %t373_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t373_c0_0, align 32
+  %t373_a018 = load <8 x float>, ptr %conv1_weight_grad.t373_a0, align 32
+  %t373_b1 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
+  %t373_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a018, <8 x float> %t373_b1, <8 x float> %t373_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t373_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 10816
-  %130 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %131 = add nsw i64 %conv1_weight_grad.k32614, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %131 = add nsw i64 %conv1_weight_grad.k37414, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t325_a1, align 32
-  %t325_a1 = load <8 x float>, ptr %conv1_weight_grad.t325_a1, align 32
-  %t325_b020 = load <8 x float>, ptr %conv1_weight_grad.t325_b0, align 32
-  %t325_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t325_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a1, <8 x float> %t325_b020, <8 x float> %t325_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t325_c1_0, align 32
-  %t325_a121 = load <8 x float>, ptr %conv1_weight_grad.t325_a1, align 32
-  %t325_b122 = load <8 x float>, ptr %conv1_weight_grad.t325_b1, align 32
-  %t325_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t325_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a121, <8 x float> %t325_b122, <8 x float> %t325_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t325_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t373_a1, align 32
+  %t373_a1 = load <8 x float>, ptr %conv1_weight_grad.t373_a1, align 32
+  %t373_b020 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
+  %t373_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a1, <8 x float> %t373_b020, <8 x float> %t373_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t373_c1_0, align 32
+  %t373_a121 = load <8 x float>, ptr %conv1_weight_grad.t373_a1, align 32
+  %t373_b122 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
+  %t373_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a121, <8 x float> %t373_b122, <8 x float> %t373_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t373_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 10816
-  %141 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %142 = add nsw i64 %conv1_weight_grad.k32614, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %142 = add nsw i64 %conv1_weight_grad.k37414, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t325_a2, align 32
-  %t325_a2 = load <8 x float>, ptr %conv1_weight_grad.t325_a2, align 32
-  %t325_b024 = load <8 x float>, ptr %conv1_weight_grad.t325_b0, align 32
-  %t325_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t325_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a2, <8 x float> %t325_b024, <8 x float> %t325_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t325_c2_0, align 32
-  %t325_a225 = load <8 x float>, ptr %conv1_weight_grad.t325_a2, align 32
-  %t325_b126 = load <8 x float>, ptr %conv1_weight_grad.t325_b1, align 32
-  %t325_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t325_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a225, <8 x float> %t325_b126, <8 x float> %t325_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t325_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t373_a2, align 32
+  %t373_a2 = load <8 x float>, ptr %conv1_weight_grad.t373_a2, align 32
+  %t373_b024 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
+  %t373_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a2, <8 x float> %t373_b024, <8 x float> %t373_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t373_c2_0, align 32
+  %t373_a225 = load <8 x float>, ptr %conv1_weight_grad.t373_a2, align 32
+  %t373_b126 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
+  %t373_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a225, <8 x float> %t373_b126, <8 x float> %t373_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t373_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 10816
-  %152 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %153 = add nsw i64 %conv1_weight_grad.k32614, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %153 = add nsw i64 %conv1_weight_grad.k37414, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t325_a3, align 32
-  %t325_a3 = load <8 x float>, ptr %conv1_weight_grad.t325_a3, align 32
-  %t325_b028 = load <8 x float>, ptr %conv1_weight_grad.t325_b0, align 32
-  %t325_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t325_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a3, <8 x float> %t325_b028, <8 x float> %t325_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t325_c3_0, align 32
-  %t325_a329 = load <8 x float>, ptr %conv1_weight_grad.t325_a3, align 32
-  %t325_b130 = load <8 x float>, ptr %conv1_weight_grad.t325_b1, align 32
-  %t325_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t325_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a329, <8 x float> %t325_b130, <8 x float> %t325_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t325_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t373_a3, align 32
+  %t373_a3 = load <8 x float>, ptr %conv1_weight_grad.t373_a3, align 32
+  %t373_b028 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
+  %t373_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a3, <8 x float> %t373_b028, <8 x float> %t373_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t373_c3_0, align 32
+  %t373_a329 = load <8 x float>, ptr %conv1_weight_grad.t373_a3, align 32
+  %t373_b130 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
+  %t373_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a329, <8 x float> %t373_b130, <8 x float> %t373_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t373_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 10816
-  %163 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %164 = add nsw i64 %conv1_weight_grad.k32614, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %164 = add nsw i64 %conv1_weight_grad.k37414, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t325_a4, align 32
-  %t325_a4 = load <8 x float>, ptr %conv1_weight_grad.t325_a4, align 32
-  %t325_b032 = load <8 x float>, ptr %conv1_weight_grad.t325_b0, align 32
-  %t325_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t325_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a4, <8 x float> %t325_b032, <8 x float> %t325_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t325_c4_0, align 32
-  %t325_a433 = load <8 x float>, ptr %conv1_weight_grad.t325_a4, align 32
-  %t325_b134 = load <8 x float>, ptr %conv1_weight_grad.t325_b1, align 32
-  %t325_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t325_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a433, <8 x float> %t325_b134, <8 x float> %t325_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t325_c4_1, align 32
-  %k326.next = add nsw i64 %conv1_weight_grad.k32614, 1
-  %171 = icmp slt i64 %k326.next, 1352
-  br i1 %171, label %conv1_weight_grad.k326, label %conv1_weight_grad.k326.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t373_a4, align 32
+  %t373_a4 = load <8 x float>, ptr %conv1_weight_grad.t373_a4, align 32
+  %t373_b032 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
+  %t373_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a4, <8 x float> %t373_b032, <8 x float> %t373_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t373_c4_0, align 32
+  %t373_a433 = load <8 x float>, ptr %conv1_weight_grad.t373_a4, align 32
+  %t373_b134 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
+  %t373_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a433, <8 x float> %t373_b134, <8 x float> %t373_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t373_c4_1, align 32
+  %k374.next = add nsw i64 %conv1_weight_grad.k37414, 1
+  %171 = icmp slt i64 %k374.next, 1352
+  br i1 %171, label %conv1_weight_grad.k374, label %conv1_weight_grad.k374.end
 
-conv1_weight_grad.k326.end:                       ; preds = %conv1_weight_grad.k326
-  %t325_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t325_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+conv1_weight_grad.k374.end:                       ; preds = %conv1_weight_grad.k374
+  %t373_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 443456, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t325_c0_035, ptr %arena36, align 4
-  %t325_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t325_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c0_035, ptr %arena36, align 4
+  %t373_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 443456, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t325_c0_137, ptr %arena38, align 4
-  %t325_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t325_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c0_137, ptr %arena38, align 4
+  %t373_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 443456, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t325_c1_039, ptr %arena40, align 4
-  %t325_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t325_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c1_039, ptr %arena40, align 4
+  %t373_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 443456, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t325_c1_141, ptr %arena42, align 4
-  %t325_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t325_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c1_141, ptr %arena42, align 4
+  %t373_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 443456, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t325_c2_043, ptr %arena44, align 4
-  %t325_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t325_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c2_043, ptr %arena44, align 4
+  %t373_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 443456, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t325_c2_145, ptr %arena46, align 4
-  %t325_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t325_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c2_145, ptr %arena46, align 4
+  %t373_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 443456, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t325_c3_047, ptr %arena48, align 4
-  %t325_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t325_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c3_047, ptr %arena48, align 4
+  %t373_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 443456, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t325_c3_149, ptr %arena50, align 4
-  %t325_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t325_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c3_149, ptr %arena50, align 4
+  %t373_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 443456, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t325_c4_051, ptr %arena52, align 4
-  %t325_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t325_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb3243, 5
+  store <8 x float> %t373_c4_051, ptr %arena52, align 4
+  %t373_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb3723, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 443456, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t325_c4_153, ptr %arena54, align 4
-  %mb324.next = add nsw i64 %conv1_weight_grad.mb3243, 1
-  %235 = icmp slt i64 %mb324.next, 1
-  br i1 %235, label %conv1_weight_grad.mb324, label %conv1_weight_grad.mb324.end
+  store <8 x float> %t373_c4_153, ptr %arena54, align 4
+  %mb372.next = add nsw i64 %conv1_weight_grad.mb3723, 1
+  %235 = icmp slt i64 %mb372.next, 1
+  br i1 %235, label %conv1_weight_grad.mb372, label %conv1_weight_grad.mb372.end
 
-conv1_weight_grad.k328:                           ; preds = %conv1_weight_grad.k328, %conv1_weight_grad.mb324.end
-  %conv1_weight_grad.k32863 = phi i64 [ 0, %conv1_weight_grad.mb324.end ], [ %k328.next, %conv1_weight_grad.k328 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %237 = add nsw i64 %conv1_weight_grad.k32863, %236
+conv1_weight_grad.k376:                           ; preds = %conv1_weight_grad.k376, %conv1_weight_grad.mb372.end
+  %conv1_weight_grad.k37663 = phi i64 [ 0, %conv1_weight_grad.mb372.end ], [ %k376.next, %conv1_weight_grad.k376 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %237 = add nsw i64 %conv1_weight_grad.k37663, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 97344, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t327_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %244 = add nsw i64 %conv1_weight_grad.k32863, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t375_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %244 = add nsw i64 %conv1_weight_grad.k37663, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 97344, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t327_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %252 = add nsw i64 %conv1_weight_grad.k32863, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t375_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %252 = add nsw i64 %conv1_weight_grad.k37663, %251
   %253 = add nsw i64 54080, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t327_a0, align 32
-  %t327_a0 = load <8 x float>, ptr %conv1_weight_grad.t327_a0, align 32
-  %t327_b0 = load <8 x float>, ptr %conv1_weight_grad.t327_b0, align 32
-  %t327_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t327_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a0, <8 x float> %t327_b0, <8 x float> %t327_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t327_c0_0, align 32
-  %t327_a067 = load <8 x float>, ptr %conv1_weight_grad.t327_a0, align 32
-  %t327_b1 = load <8 x float>, ptr %conv1_weight_grad.t327_b1, align 32
-  %t327_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t327_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a067, <8 x float> %t327_b1, <8 x float> %t327_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t327_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %260 = add nsw i64 %conv1_weight_grad.k32863, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t375_a0, align 32
+  %t375_a0 = load <8 x float>, ptr %conv1_weight_grad.t375_a0, align 32
+  %t375_b0 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
+  %t375_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a0, <8 x float> %t375_b0, <8 x float> %t375_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t375_c0_0, align 32
+  %t375_a067 = load <8 x float>, ptr %conv1_weight_grad.t375_a0, align 32
+  %t375_b1 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
+  %t375_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a067, <8 x float> %t375_b1, <8 x float> %t375_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t375_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %260 = add nsw i64 %conv1_weight_grad.k37663, %259
   %261 = add nsw i64 64896, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t327_a1, align 32
-  %t327_a1 = load <8 x float>, ptr %conv1_weight_grad.t327_a1, align 32
-  %t327_b069 = load <8 x float>, ptr %conv1_weight_grad.t327_b0, align 32
-  %t327_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t327_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a1, <8 x float> %t327_b069, <8 x float> %t327_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t327_c1_0, align 32
-  %t327_a170 = load <8 x float>, ptr %conv1_weight_grad.t327_a1, align 32
-  %t327_b171 = load <8 x float>, ptr %conv1_weight_grad.t327_b1, align 32
-  %t327_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t327_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a170, <8 x float> %t327_b171, <8 x float> %t327_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t327_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %268 = add nsw i64 %conv1_weight_grad.k32863, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t375_a1, align 32
+  %t375_a1 = load <8 x float>, ptr %conv1_weight_grad.t375_a1, align 32
+  %t375_b069 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
+  %t375_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a1, <8 x float> %t375_b069, <8 x float> %t375_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t375_c1_0, align 32
+  %t375_a170 = load <8 x float>, ptr %conv1_weight_grad.t375_a1, align 32
+  %t375_b171 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
+  %t375_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a170, <8 x float> %t375_b171, <8 x float> %t375_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t375_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %268 = add nsw i64 %conv1_weight_grad.k37663, %267
   %269 = add nsw i64 75712, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t327_a2, align 32
-  %t327_a2 = load <8 x float>, ptr %conv1_weight_grad.t327_a2, align 32
-  %t327_b073 = load <8 x float>, ptr %conv1_weight_grad.t327_b0, align 32
-  %t327_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t327_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a2, <8 x float> %t327_b073, <8 x float> %t327_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t327_c2_0, align 32
-  %t327_a274 = load <8 x float>, ptr %conv1_weight_grad.t327_a2, align 32
-  %t327_b175 = load <8 x float>, ptr %conv1_weight_grad.t327_b1, align 32
-  %t327_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t327_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a274, <8 x float> %t327_b175, <8 x float> %t327_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t327_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp3221, 1352
-  %276 = add nsw i64 %conv1_weight_grad.k32863, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t375_a2, align 32
+  %t375_a2 = load <8 x float>, ptr %conv1_weight_grad.t375_a2, align 32
+  %t375_b073 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
+  %t375_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a2, <8 x float> %t375_b073, <8 x float> %t375_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t375_c2_0, align 32
+  %t375_a274 = load <8 x float>, ptr %conv1_weight_grad.t375_a2, align 32
+  %t375_b175 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
+  %t375_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a274, <8 x float> %t375_b175, <8 x float> %t375_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t375_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
+  %276 = add nsw i64 %conv1_weight_grad.k37663, %275
   %277 = add nsw i64 86528, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t327_a3, align 32
-  %t327_a3 = load <8 x float>, ptr %conv1_weight_grad.t327_a3, align 32
-  %t327_b077 = load <8 x float>, ptr %conv1_weight_grad.t327_b0, align 32
-  %t327_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t327_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a3, <8 x float> %t327_b077, <8 x float> %t327_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t327_c3_0, align 32
-  %t327_a378 = load <8 x float>, ptr %conv1_weight_grad.t327_a3, align 32
-  %t327_b179 = load <8 x float>, ptr %conv1_weight_grad.t327_b1, align 32
-  %t327_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t327_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t327_a378, <8 x float> %t327_b179, <8 x float> %t327_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t327_c3_1, align 32
-  %k328.next = add nsw i64 %conv1_weight_grad.k32863, 1
-  %283 = icmp slt i64 %k328.next, 1352
-  br i1 %283, label %conv1_weight_grad.k328, label %conv1_weight_grad.k328.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t375_a3, align 32
+  %t375_a3 = load <8 x float>, ptr %conv1_weight_grad.t375_a3, align 32
+  %t375_b077 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
+  %t375_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a3, <8 x float> %t375_b077, <8 x float> %t375_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t375_c3_0, align 32
+  %t375_a378 = load <8 x float>, ptr %conv1_weight_grad.t375_a3, align 32
+  %t375_b179 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
+  %t375_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a378, <8 x float> %t375_b179, <8 x float> %t375_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t375_c3_1, align 32
+  %k376.next = add nsw i64 %conv1_weight_grad.k37663, 1
+  %283 = icmp slt i64 %k376.next, 1352
+  br i1 %283, label %conv1_weight_grad.k376, label %conv1_weight_grad.k376.end
 
-conv1_weight_grad.k328.end:                       ; preds = %conv1_weight_grad.k328
-  %t327_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t327_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+conv1_weight_grad.k376.end:                       ; preds = %conv1_weight_grad.k376
+  %t375_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %285 = add nsw i64 443616, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t327_c0_080, ptr %arena81, align 4
-  %t327_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t327_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c0_080, ptr %arena81, align 4
+  %t375_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %287 = add nsw i64 443616, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t327_c0_182, ptr %arena83, align 4
-  %t327_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t327_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c0_182, ptr %arena83, align 4
+  %t375_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %290 = add nsw i64 443648, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t327_c1_084, ptr %arena85, align 4
-  %t327_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t327_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c1_084, ptr %arena85, align 4
+  %t375_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %292 = add nsw i64 443648, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t327_c1_186, ptr %arena87, align 4
-  %t327_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t327_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c1_186, ptr %arena87, align 4
+  %t375_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %295 = add nsw i64 443680, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t327_c2_088, ptr %arena89, align 4
-  %t327_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t327_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c2_088, ptr %arena89, align 4
+  %t375_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %297 = add nsw i64 443680, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t327_c2_190, ptr %arena91, align 4
-  %t327_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t327_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c2_190, ptr %arena91, align 4
+  %t375_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %300 = add nsw i64 443712, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t327_c3_092, ptr %arena93, align 4
-  %t327_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t327_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb3232, 16
+  store <8 x float> %t375_c3_092, ptr %arena93, align 4
+  %t375_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb3712, 16
   %302 = add nsw i64 443712, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t327_c3_194, ptr %arena95, align 4
-  %nb323.next = add nsw i64 %conv1_weight_grad.nb3232, 1
-  %304 = icmp slt i64 %nb323.next, 2
-  br i1 %304, label %conv1_weight_grad.nb323, label %conv1_weight_grad.nb323.end
+  store <8 x float> %t375_c3_194, ptr %arena95, align 4
+  %nb371.next = add nsw i64 %conv1_weight_grad.nb3712, 1
+  %304 = icmp slt i64 %nb371.next, 2
+  br i1 %304, label %conv1_weight_grad.nb371, label %conv1_weight_grad.nb371.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_bias_grad.sum342 = alloca float, align 4
-  %conv1_bias_grad.sum341 = alloca float, align 4
-  %conv1_bias_grad.sum340 = alloca float, align 4
-  %conv1_bias_grad.sum339 = alloca float, align 4
-  %conv1_bias_grad.sum338 = alloca float, align 4
-  %conv1_bias_grad.sum337 = alloca float, align 4
-  %conv1_bias_grad.sum336 = alloca float, align 4
-  %conv1_bias_grad.acc333 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f332
+  %conv1_bias_grad.sum390 = alloca float, align 4
+  %conv1_bias_grad.sum389 = alloca float, align 4
+  %conv1_bias_grad.sum388 = alloca float, align 4
+  %conv1_bias_grad.sum387 = alloca float, align 4
+  %conv1_bias_grad.sum386 = alloca float, align 4
+  %conv1_bias_grad.sum385 = alloca float, align 4
+  %conv1_bias_grad.sum384 = alloca float, align 4
+  %conv1_bias_grad.acc381 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f380
 
-conv1_bias_grad.f332:                             ; preds = %conv1_bias_grad.img334.end, %entry
-  %conv1_bias_grad.f3321 = phi i64 [ 0, %entry ], [ %f332.next, %conv1_bias_grad.img334.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc333, align 32
-  br label %conv1_bias_grad.img334
+conv1_bias_grad.f380:                             ; preds = %conv1_bias_grad.img382.end, %entry
+  %conv1_bias_grad.f3801 = phi i64 [ 0, %entry ], [ %f380.next, %conv1_bias_grad.img382.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc381, align 32
+  br label %conv1_bias_grad.img382
 
-conv1_bias_grad.f332.end:                         ; preds = %conv1_bias_grad.img334.end
+conv1_bias_grad.f380.end:                         ; preds = %conv1_bias_grad.img382.end
   ret void
 
-conv1_bias_grad.img334:                           ; preds = %conv1_bias_grad.i335.end, %conv1_bias_grad.f332
-  %conv1_bias_grad.img3342 = phi i64 [ 0, %conv1_bias_grad.f332 ], [ %img334.next, %conv1_bias_grad.i335.end ]
-  br label %conv1_bias_grad.i335
+conv1_bias_grad.img382:                           ; preds = %conv1_bias_grad.i383.end, %conv1_bias_grad.f380
+  %conv1_bias_grad.img3822 = phi i64 [ 0, %conv1_bias_grad.f380 ], [ %img382.next, %conv1_bias_grad.i383.end ]
+  br label %conv1_bias_grad.i383
 
-conv1_bias_grad.img334.end:                       ; preds = %conv1_bias_grad.i335.end
-  %acc3337 = load <8 x float>, ptr %conv1_bias_grad.acc333, align 32
+conv1_bias_grad.img382.end:                       ; preds = %conv1_bias_grad.i383.end
+  %acc3817 = load <8 x float>, ptr %conv1_bias_grad.acc381, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc3337, ptr %arena8, align 4
+  store <8 x float> %acc3817, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum336, align 4
-  %sum336 = load float, ptr %conv1_bias_grad.sum336, align 4
+  store float %2, ptr %conv1_bias_grad.sum384, align 4
+  %sum384 = load float, ptr %conv1_bias_grad.sum384, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum336, %3
-  store float %4, ptr %conv1_bias_grad.sum337, align 4
-  %sum337 = load float, ptr %conv1_bias_grad.sum337, align 4
+  %4 = fadd float %sum384, %3
+  store float %4, ptr %conv1_bias_grad.sum385, align 4
+  %sum385 = load float, ptr %conv1_bias_grad.sum385, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum337, %5
-  store float %6, ptr %conv1_bias_grad.sum338, align 4
-  %sum338 = load float, ptr %conv1_bias_grad.sum338, align 4
+  %6 = fadd float %sum385, %5
+  store float %6, ptr %conv1_bias_grad.sum386, align 4
+  %sum386 = load float, ptr %conv1_bias_grad.sum386, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum338, %7
-  store float %8, ptr %conv1_bias_grad.sum339, align 4
-  %sum339 = load float, ptr %conv1_bias_grad.sum339, align 4
+  %8 = fadd float %sum386, %7
+  store float %8, ptr %conv1_bias_grad.sum387, align 4
+  %sum387 = load float, ptr %conv1_bias_grad.sum387, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum339, %9
-  store float %10, ptr %conv1_bias_grad.sum340, align 4
-  %sum340 = load float, ptr %conv1_bias_grad.sum340, align 4
+  %10 = fadd float %sum387, %9
+  store float %10, ptr %conv1_bias_grad.sum388, align 4
+  %sum388 = load float, ptr %conv1_bias_grad.sum388, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum340, %11
-  store float %12, ptr %conv1_bias_grad.sum341, align 4
-  %sum341 = load float, ptr %conv1_bias_grad.sum341, align 4
+  %12 = fadd float %sum388, %11
+  store float %12, ptr %conv1_bias_grad.sum389, align 4
+  %sum389 = load float, ptr %conv1_bias_grad.sum389, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum341, %13
-  store float %14, ptr %conv1_bias_grad.sum342, align 4
-  %sum342 = load float, ptr %conv1_bias_grad.sum342, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f3321
+  %14 = fadd float %sum389, %13
+  store float %14, ptr %conv1_bias_grad.sum390, align 4
+  %sum390 = load float, ptr %conv1_bias_grad.sum390, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f3801
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum342, ptr %grads17, align 4
-  %f332.next = add nsw i64 %conv1_bias_grad.f3321, 1
-  %16 = icmp slt i64 %f332.next, 32
-  br i1 %16, label %conv1_bias_grad.f332, label %conv1_bias_grad.f332.end
+  store float %sum390, ptr %grads17, align 4
+  %f380.next = add nsw i64 %conv1_bias_grad.f3801, 1
+  %16 = icmp slt i64 %f380.next, 32
+  br i1 %16, label %conv1_bias_grad.f380, label %conv1_bias_grad.f380.end
 
-conv1_bias_grad.i335:                             ; preds = %conv1_bias_grad.i335, %conv1_bias_grad.img334
-  %conv1_bias_grad.i3353 = phi i64 [ 0, %conv1_bias_grad.img334 ], [ %i335.next, %conv1_bias_grad.i335 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img3342, 21632
+conv1_bias_grad.i383:                             ; preds = %conv1_bias_grad.i383, %conv1_bias_grad.img382
+  %conv1_bias_grad.i3833 = phi i64 [ 0, %conv1_bias_grad.img382 ], [ %i383.next, %conv1_bias_grad.i383 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img3822, 21632
   %18 = add nsw i64 3171600, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f3321, 676
+  %19 = mul nsw i64 %conv1_bias_grad.f3801, 676
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i3353, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i3833, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc333 = load <8 x float>, ptr %conv1_bias_grad.acc333, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc333)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc333, align 32
-  %i335.next = add nsw i64 %conv1_bias_grad.i3353, 1
-  %25 = icmp slt i64 %i335.next, 84
-  br i1 %25, label %conv1_bias_grad.i335, label %conv1_bias_grad.i335.end
+  %acc381 = load <8 x float>, ptr %conv1_bias_grad.acc381, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc381)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc381, align 32
+  %i383.next = add nsw i64 %conv1_bias_grad.i3833, 1
+  %25 = icmp slt i64 %i383.next, 84
+  br i1 %25, label %conv1_bias_grad.i383, label %conv1_bias_grad.i383.end
 
-conv1_bias_grad.i335.end:                         ; preds = %conv1_bias_grad.i335
-  %26 = mul nsw i64 %conv1_bias_grad.img3342, 21632
+conv1_bias_grad.i383.end:                         ; preds = %conv1_bias_grad.i383
+  %26 = mul nsw i64 %conv1_bias_grad.img3822, 21632
   %27 = add nsw i64 3171600, %26
-  %28 = mul nsw i64 %conv1_bias_grad.f3321, 676
+  %28 = mul nsw i64 %conv1_bias_grad.f3801, 676
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 672
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3336 = load <8 x float>, ptr %conv1_bias_grad.acc333, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3336)
-  store <8 x float> %32, ptr %conv1_bias_grad.acc333, align 32
-  %img334.next = add nsw i64 %conv1_bias_grad.img3342, 1
-  %33 = icmp slt i64 %img334.next, 64
-  br i1 %33, label %conv1_bias_grad.img334, label %conv1_bias_grad.img334.end
+  %acc3816 = load <8 x float>, ptr %conv1_bias_grad.acc381, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3816)
+  store <8 x float> %32, ptr %conv1_bias_grad.acc381, align 32
+  %img382.next = add nsw i64 %conv1_bias_grad.img3822, 1
+  %33 = icmp slt i64 %img382.next, 64
+  br i1 %33, label %conv1_bias_grad.img382, label %conv1_bias_grad.img382.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
@@ -8459,39 +8459,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt344 = alloca float, align 4
-  %adam.step_size343 = alloca float, align 4
+  %adam.bc2_sqrt392 = alloca float, align 4
+  %adam.step_size391 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size343, align 4
+  store float %4, ptr %adam.step_size391, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt344, align 4
-  br label %adam.i345
+  store float %9, ptr %adam.bc2_sqrt392, align 4
+  br label %adam.i393
 
-adam.i345:                                        ; preds = %adam.i345, %entry
-  %adam.i3451 = phi i64 [ 0, %entry ], [ %i345.next, %adam.i345 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3451
+adam.i393:                                        ; preds = %adam.i393, %entry
+  %adam.i3931 = phi i64 [ 0, %entry ], [ %i393.next, %adam.i393 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3931
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3451
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3931
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3451
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3931
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3451
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3931
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -8501,30 +8501,30 @@ adam.i345:                                        ; preds = %adam.i345, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3451
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3931
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3451
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3931
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3451
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3931
   %23 = load float, ptr %params10, align 4
-  %step_size343 = load float, ptr %adam.step_size343, align 4
+  %step_size391 = load float, ptr %adam.step_size391, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size343, %m_new11
+  %24 = fmul float %step_size391, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt344 = load float, ptr %adam.bc2_sqrt344, align 4
-  %26 = fdiv float %25, %bc2_sqrt344
+  %bc2_sqrt392 = load float, ptr %adam.bc2_sqrt392, align 4
+  %26 = fdiv float %25, %bc2_sqrt392
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3451
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3931
   store float %29, ptr %params13, align 4
-  %i345.next = add nsw i64 %adam.i3451, 1
-  %30 = icmp slt i64 %i345.next, 1199882
-  br i1 %30, label %adam.i345, label %adam.i345.end
+  %i393.next = add nsw i64 %adam.i3931, 1
+  %30 = icmp slt i64 %i393.next, 1199882
+  br i1 %30, label %adam.i393, label %adam.i393.end
 
-adam.i345.end:                                    ; preds = %adam.i345
+adam.i393.end:                                    ; preds = %adam.i393
   ret void
 }
 

@@ -18,13 +18,6 @@ typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
 let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
-/// The splitmix64 finaliser (the dropout RNG).
-@inline(__always) func mix(_ z0: UInt64) -> UInt64 {
-  var z = (z0 ^ (z0 >> 30)) &* 0xbf58_476d_1ce4_e5b9
-  z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-  return z ^ (z >> 31)
-}
-
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -325,918 +318,966 @@ public func mnistnet_train_b64(
     }
   }
   // drop1 = dropout(conv2)
-  for i70 in 0..<589824 {
-    arena[(2564096 +% i70)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i70) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 +% i70)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z70: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z71: UInt64 = ((z70 ^ (z70 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z72: UInt64 = ((z71 ^ (z71 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z73: UInt64 = (z72 ^ (z72 >> 31))
+  let z74: UInt64 = (z73 &+ UInt64(bitPattern: step))
+  let z75: UInt64 = ((z74 ^ (z74 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z76: UInt64 = ((z75 ^ (z75 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z77: UInt64 = (z76 ^ (z76 >> 31))
+  for i78 in 0..<589824 {
+    let z79: UInt64 = (z77 &+ (UInt64(bitPattern: Int64(i78)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z80: UInt64 = ((z79 ^ (z79 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z81: UInt64 = ((z80 ^ (z80 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z82: UInt64 = (z81 ^ (z81 >> 31))
+    arena[(2564096 +% i78)] = ((z82 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i78)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n71 in 0..<64 {
-    for k72 in 0..<9216 {
-      arena[((3162112 +% (k72 *% 64)) +% n71)] = arena[((2564096 +% (n71 *% 9216)) +% k72)]
+  for n83 in 0..<64 {
+    for k84 in 0..<9216 {
+      arena[((3162112 +% (k84 *% 64)) +% n83)] = arena[((2564096 +% (n83 *% 9216)) +% k84)]
     }
   }
-  do {  // gemm83
-    for r73 in 0..<128 {
-      do {  // 8 lanes at a time over i74
-        var i74 = 0
-        while i74 &+ 8 <= 64 {
-          storeVector(arena, (3751936 +% (r73 *% 64)) &+ i74, Vector(repeating: Float(0)))
-          i74 &+= 8
+  do {  // gemm95
+    for r85 in 0..<128 {
+      do {  // 8 lanes at a time over i86
+        var i86 = 0
+        while i86 &+ 8 <= 64 {
+          storeVector(arena, (3751936 +% (r85 *% 64)) &+ i86, Vector(repeating: Float(0)))
+          i86 &+= 8
         }
-        while i74 < 64 {
-          arena[((3751936 +% (r73 *% 64)) +% i74)] = Float(0)
-          i74 &+= 1
+        while i86 < 64 {
+          arena[((3751936 +% (r85 *% 64)) +% i86)] = Float(0)
+          i86 &+= 1
         }
       }
     }
-    for kp75 in 0..<8 {
-      for nb76 in 0..<2 {
-        for mb77 in 0..<32 {
-          var t78_c0_0 = loadVector(arena, ((3751936 +% ((mb77 *% 4) *% 64)) +% (nb76 *% 24)))
-          var t78_c0_1 = loadVector(arena, (((3751936 +% ((mb77 *% 4) *% 64)) +% (nb76 *% 24)) +% 8))
-          var t78_c0_2 = loadVector(arena, (((3751936 +% ((mb77 *% 4) *% 64)) +% (nb76 *% 24)) +% 16))
-          var t78_c1_0 = loadVector(arena, ((3751936 +% (((mb77 *% 4) +% 1) *% 64)) +% (nb76 *% 24)))
-          var t78_c1_1 = loadVector(arena, (((3751936 +% (((mb77 *% 4) +% 1) *% 64)) +% (nb76 *% 24)) +% 8))
-          var t78_c1_2 = loadVector(arena, (((3751936 +% (((mb77 *% 4) +% 1) *% 64)) +% (nb76 *% 24)) +% 16))
-          var t78_c2_0 = loadVector(arena, ((3751936 +% (((mb77 *% 4) +% 2) *% 64)) +% (nb76 *% 24)))
-          var t78_c2_1 = loadVector(arena, (((3751936 +% (((mb77 *% 4) +% 2) *% 64)) +% (nb76 *% 24)) +% 8))
-          var t78_c2_2 = loadVector(arena, (((3751936 +% (((mb77 *% 4) +% 2) *% 64)) +% (nb76 *% 24)) +% 16))
-          var t78_c3_0 = loadVector(arena, ((3751936 +% (((mb77 *% 4) +% 3) *% 64)) +% (nb76 *% 24)))
-          var t78_c3_1 = loadVector(arena, (((3751936 +% (((mb77 *% 4) +% 3) *% 64)) +% (nb76 *% 24)) +% 8))
-          var t78_c3_2 = loadVector(arena, (((3751936 +% (((mb77 *% 4) +% 3) *% 64)) +% (nb76 *% 24)) +% 16))
-          for k79 in 0..<1152 {
-            let t78_b0 = loadVector(arena, ((3162112 +% ((k79 +% (kp75 *% 1152)) *% 64)) +% (nb76 *% 24)))
-            let t78_b1 = loadVector(arena, (((3162112 +% ((k79 +% (kp75 *% 1152)) *% 64)) +% (nb76 *% 24)) +% 8))
-            let t78_b2 = loadVector(arena, (((3162112 +% ((k79 +% (kp75 *% 1152)) *% 64)) +% (nb76 *% 24)) +% 16))
-            let t78_a0 = Vector(repeating: params[((18816 +% ((mb77 *% 4) *% 9216)) +% (k79 +% (kp75 *% 1152)))])
-            t78_c0_0 = t78_c0_0.addingProduct(t78_a0, t78_b0)
-            t78_c0_1 = t78_c0_1.addingProduct(t78_a0, t78_b1)
-            t78_c0_2 = t78_c0_2.addingProduct(t78_a0, t78_b2)
-            let t78_a1 = Vector(repeating: params[((18816 +% (((mb77 *% 4) +% 1) *% 9216)) +% (k79 +% (kp75 *% 1152)))])
-            t78_c1_0 = t78_c1_0.addingProduct(t78_a1, t78_b0)
-            t78_c1_1 = t78_c1_1.addingProduct(t78_a1, t78_b1)
-            t78_c1_2 = t78_c1_2.addingProduct(t78_a1, t78_b2)
-            let t78_a2 = Vector(repeating: params[((18816 +% (((mb77 *% 4) +% 2) *% 9216)) +% (k79 +% (kp75 *% 1152)))])
-            t78_c2_0 = t78_c2_0.addingProduct(t78_a2, t78_b0)
-            t78_c2_1 = t78_c2_1.addingProduct(t78_a2, t78_b1)
-            t78_c2_2 = t78_c2_2.addingProduct(t78_a2, t78_b2)
-            let t78_a3 = Vector(repeating: params[((18816 +% (((mb77 *% 4) +% 3) *% 9216)) +% (k79 +% (kp75 *% 1152)))])
-            t78_c3_0 = t78_c3_0.addingProduct(t78_a3, t78_b0)
-            t78_c3_1 = t78_c3_1.addingProduct(t78_a3, t78_b1)
-            t78_c3_2 = t78_c3_2.addingProduct(t78_a3, t78_b2)
+    for kp87 in 0..<8 {
+      for nb88 in 0..<2 {
+        for mb89 in 0..<32 {
+          var t90_c0_0 = loadVector(arena, ((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)))
+          var t90_c0_1 = loadVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 8))
+          var t90_c0_2 = loadVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 16))
+          var t90_c1_0 = loadVector(arena, ((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)))
+          var t90_c1_1 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 8))
+          var t90_c1_2 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 16))
+          var t90_c2_0 = loadVector(arena, ((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)))
+          var t90_c2_1 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 8))
+          var t90_c2_2 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 16))
+          var t90_c3_0 = loadVector(arena, ((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)))
+          var t90_c3_1 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 8))
+          var t90_c3_2 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 16))
+          for k91 in 0..<1152 {
+            let t90_b0 = loadVector(arena, ((3162112 +% ((k91 +% (kp87 *% 1152)) *% 64)) +% (nb88 *% 24)))
+            let t90_b1 = loadVector(arena, (((3162112 +% ((k91 +% (kp87 *% 1152)) *% 64)) +% (nb88 *% 24)) +% 8))
+            let t90_b2 = loadVector(arena, (((3162112 +% ((k91 +% (kp87 *% 1152)) *% 64)) +% (nb88 *% 24)) +% 16))
+            let t90_a0 = Vector(repeating: params[((18816 +% ((mb89 *% 4) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
+            t90_c0_0 = t90_c0_0.addingProduct(t90_a0, t90_b0)
+            t90_c0_1 = t90_c0_1.addingProduct(t90_a0, t90_b1)
+            t90_c0_2 = t90_c0_2.addingProduct(t90_a0, t90_b2)
+            let t90_a1 = Vector(repeating: params[((18816 +% (((mb89 *% 4) +% 1) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
+            t90_c1_0 = t90_c1_0.addingProduct(t90_a1, t90_b0)
+            t90_c1_1 = t90_c1_1.addingProduct(t90_a1, t90_b1)
+            t90_c1_2 = t90_c1_2.addingProduct(t90_a1, t90_b2)
+            let t90_a2 = Vector(repeating: params[((18816 +% (((mb89 *% 4) +% 2) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
+            t90_c2_0 = t90_c2_0.addingProduct(t90_a2, t90_b0)
+            t90_c2_1 = t90_c2_1.addingProduct(t90_a2, t90_b1)
+            t90_c2_2 = t90_c2_2.addingProduct(t90_a2, t90_b2)
+            let t90_a3 = Vector(repeating: params[((18816 +% (((mb89 *% 4) +% 3) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
+            t90_c3_0 = t90_c3_0.addingProduct(t90_a3, t90_b0)
+            t90_c3_1 = t90_c3_1.addingProduct(t90_a3, t90_b1)
+            t90_c3_2 = t90_c3_2.addingProduct(t90_a3, t90_b2)
           }
-          storeVector(arena, ((3751936 +% ((mb77 *% 4) *% 64)) +% (nb76 *% 24)), t78_c0_0)
-          storeVector(arena, (((3751936 +% ((mb77 *% 4) *% 64)) +% (nb76 *% 24)) +% 8), t78_c0_1)
-          storeVector(arena, (((3751936 +% ((mb77 *% 4) *% 64)) +% (nb76 *% 24)) +% 16), t78_c0_2)
-          storeVector(arena, ((3751936 +% (((mb77 *% 4) +% 1) *% 64)) +% (nb76 *% 24)), t78_c1_0)
-          storeVector(arena, (((3751936 +% (((mb77 *% 4) +% 1) *% 64)) +% (nb76 *% 24)) +% 8), t78_c1_1)
-          storeVector(arena, (((3751936 +% (((mb77 *% 4) +% 1) *% 64)) +% (nb76 *% 24)) +% 16), t78_c1_2)
-          storeVector(arena, ((3751936 +% (((mb77 *% 4) +% 2) *% 64)) +% (nb76 *% 24)), t78_c2_0)
-          storeVector(arena, (((3751936 +% (((mb77 *% 4) +% 2) *% 64)) +% (nb76 *% 24)) +% 8), t78_c2_1)
-          storeVector(arena, (((3751936 +% (((mb77 *% 4) +% 2) *% 64)) +% (nb76 *% 24)) +% 16), t78_c2_2)
-          storeVector(arena, ((3751936 +% (((mb77 *% 4) +% 3) *% 64)) +% (nb76 *% 24)), t78_c3_0)
-          storeVector(arena, (((3751936 +% (((mb77 *% 4) +% 3) *% 64)) +% (nb76 *% 24)) +% 8), t78_c3_1)
-          storeVector(arena, (((3751936 +% (((mb77 *% 4) +% 3) *% 64)) +% (nb76 *% 24)) +% 16), t78_c3_2)
+          storeVector(arena, ((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)), t90_c0_0)
+          storeVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 8), t90_c0_1)
+          storeVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 16), t90_c0_2)
+          storeVector(arena, ((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)), t90_c1_0)
+          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 8), t90_c1_1)
+          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 16), t90_c1_2)
+          storeVector(arena, ((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)), t90_c2_0)
+          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 8), t90_c2_1)
+          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 16), t90_c2_2)
+          storeVector(arena, ((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)), t90_c3_0)
+          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 8), t90_c3_1)
+          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 16), t90_c3_2)
         }
       }
-      for mb80 in 0..<32 {
-        var t81_c0_0 = loadVector(arena, ((3751936 +% ((mb80 *% 4) *% 64)) +% 48))
-        var t81_c0_1 = loadVector(arena, (((3751936 +% ((mb80 *% 4) *% 64)) +% 48) +% 8))
-        var t81_c1_0 = loadVector(arena, ((3751936 +% (((mb80 *% 4) +% 1) *% 64)) +% 48))
-        var t81_c1_1 = loadVector(arena, (((3751936 +% (((mb80 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t81_c2_0 = loadVector(arena, ((3751936 +% (((mb80 *% 4) +% 2) *% 64)) +% 48))
-        var t81_c2_1 = loadVector(arena, (((3751936 +% (((mb80 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t81_c3_0 = loadVector(arena, ((3751936 +% (((mb80 *% 4) +% 3) *% 64)) +% 48))
-        var t81_c3_1 = loadVector(arena, (((3751936 +% (((mb80 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k82 in 0..<1152 {
-          let t81_b0 = loadVector(arena, ((3162112 +% ((k82 +% (kp75 *% 1152)) *% 64)) +% 48))
-          let t81_b1 = loadVector(arena, (((3162112 +% ((k82 +% (kp75 *% 1152)) *% 64)) +% 48) +% 8))
-          let t81_a0 = Vector(repeating: params[((18816 +% ((mb80 *% 4) *% 9216)) +% (k82 +% (kp75 *% 1152)))])
-          t81_c0_0 = t81_c0_0.addingProduct(t81_a0, t81_b0)
-          t81_c0_1 = t81_c0_1.addingProduct(t81_a0, t81_b1)
-          let t81_a1 = Vector(repeating: params[((18816 +% (((mb80 *% 4) +% 1) *% 9216)) +% (k82 +% (kp75 *% 1152)))])
-          t81_c1_0 = t81_c1_0.addingProduct(t81_a1, t81_b0)
-          t81_c1_1 = t81_c1_1.addingProduct(t81_a1, t81_b1)
-          let t81_a2 = Vector(repeating: params[((18816 +% (((mb80 *% 4) +% 2) *% 9216)) +% (k82 +% (kp75 *% 1152)))])
-          t81_c2_0 = t81_c2_0.addingProduct(t81_a2, t81_b0)
-          t81_c2_1 = t81_c2_1.addingProduct(t81_a2, t81_b1)
-          let t81_a3 = Vector(repeating: params[((18816 +% (((mb80 *% 4) +% 3) *% 9216)) +% (k82 +% (kp75 *% 1152)))])
-          t81_c3_0 = t81_c3_0.addingProduct(t81_a3, t81_b0)
-          t81_c3_1 = t81_c3_1.addingProduct(t81_a3, t81_b1)
+      for mb92 in 0..<32 {
+        var t93_c0_0 = loadVector(arena, ((3751936 +% ((mb92 *% 4) *% 64)) +% 48))
+        var t93_c0_1 = loadVector(arena, (((3751936 +% ((mb92 *% 4) *% 64)) +% 48) +% 8))
+        var t93_c1_0 = loadVector(arena, ((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48))
+        var t93_c1_1 = loadVector(arena, (((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t93_c2_0 = loadVector(arena, ((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48))
+        var t93_c2_1 = loadVector(arena, (((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t93_c3_0 = loadVector(arena, ((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48))
+        var t93_c3_1 = loadVector(arena, (((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k94 in 0..<1152 {
+          let t93_b0 = loadVector(arena, ((3162112 +% ((k94 +% (kp87 *% 1152)) *% 64)) +% 48))
+          let t93_b1 = loadVector(arena, (((3162112 +% ((k94 +% (kp87 *% 1152)) *% 64)) +% 48) +% 8))
+          let t93_a0 = Vector(repeating: params[((18816 +% ((mb92 *% 4) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
+          t93_c0_0 = t93_c0_0.addingProduct(t93_a0, t93_b0)
+          t93_c0_1 = t93_c0_1.addingProduct(t93_a0, t93_b1)
+          let t93_a1 = Vector(repeating: params[((18816 +% (((mb92 *% 4) +% 1) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
+          t93_c1_0 = t93_c1_0.addingProduct(t93_a1, t93_b0)
+          t93_c1_1 = t93_c1_1.addingProduct(t93_a1, t93_b1)
+          let t93_a2 = Vector(repeating: params[((18816 +% (((mb92 *% 4) +% 2) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
+          t93_c2_0 = t93_c2_0.addingProduct(t93_a2, t93_b0)
+          t93_c2_1 = t93_c2_1.addingProduct(t93_a2, t93_b1)
+          let t93_a3 = Vector(repeating: params[((18816 +% (((mb92 *% 4) +% 3) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
+          t93_c3_0 = t93_c3_0.addingProduct(t93_a3, t93_b0)
+          t93_c3_1 = t93_c3_1.addingProduct(t93_a3, t93_b1)
         }
-        storeVector(arena, ((3751936 +% ((mb80 *% 4) *% 64)) +% 48), t81_c0_0)
-        storeVector(arena, (((3751936 +% ((mb80 *% 4) *% 64)) +% 48) +% 8), t81_c0_1)
-        storeVector(arena, ((3751936 +% (((mb80 *% 4) +% 1) *% 64)) +% 48), t81_c1_0)
-        storeVector(arena, (((3751936 +% (((mb80 *% 4) +% 1) *% 64)) +% 48) +% 8), t81_c1_1)
-        storeVector(arena, ((3751936 +% (((mb80 *% 4) +% 2) *% 64)) +% 48), t81_c2_0)
-        storeVector(arena, (((3751936 +% (((mb80 *% 4) +% 2) *% 64)) +% 48) +% 8), t81_c2_1)
-        storeVector(arena, ((3751936 +% (((mb80 *% 4) +% 3) *% 64)) +% 48), t81_c3_0)
-        storeVector(arena, (((3751936 +% (((mb80 *% 4) +% 3) *% 64)) +% 48) +% 8), t81_c3_1)
+        storeVector(arena, ((3751936 +% ((mb92 *% 4) *% 64)) +% 48), t93_c0_0)
+        storeVector(arena, (((3751936 +% ((mb92 *% 4) *% 64)) +% 48) +% 8), t93_c0_1)
+        storeVector(arena, ((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48), t93_c1_0)
+        storeVector(arena, (((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48) +% 8), t93_c1_1)
+        storeVector(arena, ((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48), t93_c2_0)
+        storeVector(arena, (((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48) +% 8), t93_c2_1)
+        storeVector(arena, ((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48), t93_c3_0)
+        storeVector(arena, (((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48) +% 8), t93_c3_1)
       }
     }
   }
-  for n84 in 0..<64 {
-    for u85 in 0..<128 {
-      arena[((3153920 +% (n84 *% 128)) +% u85)] = ((arena[((3751936 +% (u85 *% 64)) +% n84)] + params[(1198464 +% u85)]) > Float(0) ? (arena[((3751936 +% (u85 *% 64)) +% n84)] + params[(1198464 +% u85)]) : Float(0))
+  for n96 in 0..<64 {
+    for u97 in 0..<128 {
+      arena[((3153920 +% (n96 *% 128)) +% u97)] = ((arena[((3751936 +% (u97 *% 64)) +% n96)] + params[(1198464 +% u97)]) > Float(0) ? (arena[((3751936 +% (u97 *% 64)) +% n96)] + params[(1198464 +% u97)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
-  for i86 in 0..<8192 {
-    arena[(3162112 +% i86)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i86) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 +% i86)] * Float(2)) : Float(0))
+  let z98: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z99: UInt64 = ((z98 ^ (z98 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z100: UInt64 = ((z99 ^ (z99 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z101: UInt64 = (z100 ^ (z100 >> 31))
+  let z102: UInt64 = (z101 &+ UInt64(bitPattern: step))
+  let z103: UInt64 = ((z102 ^ (z102 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z104: UInt64 = ((z103 ^ (z103 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z105: UInt64 = (z104 ^ (z104 >> 31))
+  for i106 in 0..<8192 {
+    let z107: UInt64 = (z105 &+ (UInt64(bitPattern: Int64(i106)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z108: UInt64 = ((z107 ^ (z107 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z109: UInt64 = ((z108 ^ (z108 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z110: UInt64 = (z109 ^ (z109 >> 31))
+    arena[(3162112 +% i106)] = ((z110 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i106)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n87 in 0..<64 {
-    do {  // 8 lanes at a time over u88
-      var u88 = 0
-      while u88 &+ 8 <= 10 {
-        storeVector(arena, (3170304 +% (n87 *% 10)) &+ u88, (loadVector(arena, (3170304 +% (n87 *% 10)) &+ u88) + loadVector(params, 1199872 &+ u88)))
-        u88 &+= 8
+  for n111 in 0..<64 {
+    do {  // 8 lanes at a time over u112
+      var u112 = 0
+      while u112 &+ 8 <= 10 {
+        storeVector(arena, (3170304 +% (n111 *% 10)) &+ u112, (loadVector(arena, (3170304 +% (n111 *% 10)) &+ u112) + loadVector(params, 1199872 &+ u112)))
+        u112 &+= 8
       }
-      while u88 < 10 {
-        arena[((3170304 +% (n87 *% 10)) +% u88)] = (arena[((3170304 +% (n87 *% 10)) +% u88)] + params[(1199872 +% u88)])
-        u88 &+= 1
+      while u112 < 10 {
+        arena[((3170304 +% (n111 *% 10)) +% u112)] = (arena[((3170304 +% (n111 *% 10)) +% u112)] + params[(1199872 +% u112)])
+        u112 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n89 in 0..<64 {
-    var m90: Float = arena[(3170304 +% (n89 *% 10))]
-    for k92 in 0..<10 {
-      m90 = { let x = m90, y = arena[((3170304 +% (n89 *% 10)) +% k92)]; return y > x ? y : x }()
+  for n113 in 0..<64 {
+    var m114: Float = arena[(3170304 +% (n113 *% 10))]
+    for k116 in 0..<10 {
+      m114 = { let x = m114, y = arena[((3170304 +% (n113 *% 10)) +% k116)]; return y > x ? y : x }()
     }
-    var s91: Float = Float(0)
-    for k93 in 0..<10 {
-      s91 = (s91 + expf((arena[((3170304 +% (n89 *% 10)) +% k93)] - m90)))
+    var s115: Float = Float(0)
+    for k117 in 0..<10 {
+      s115 = (s115 + expf((arena[((3170304 +% (n113 *% 10)) +% k117)] - m114)))
     }
-    for k94 in 0..<10 {
-      arena[((3170944 +% (n89 *% 10)) +% k94)] = (expf((arena[((3170304 +% (n89 *% 10)) +% k94)] - m90)) / s91)
+    for k118 in 0..<10 {
+      arena[((3170944 +% (n113 *% 10)) +% k118)] = (expf((arena[((3170304 +% (n113 *% 10)) +% k118)] - m114)) / s115)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total95: Float = Float(0)
-  for n96 in 0..<64 {
-    var m97: Float = arena[(3170304 +% (n96 *% 10))]
-    for k99 in 0..<10 {
-      m97 = { let x = m97, y = arena[((3170304 +% (n96 *% 10)) +% k99)]; return y > x ? y : x }()
+  var total119: Float = Float(0)
+  for n120 in 0..<64 {
+    var m121: Float = arena[(3170304 +% (n120 *% 10))]
+    for k123 in 0..<10 {
+      m121 = { let x = m121, y = arena[((3170304 +% (n120 *% 10)) +% k123)]; return y > x ? y : x }()
     }
-    var s98: Float = Float(0)
-    for k100 in 0..<10 {
-      s98 = (s98 + expf((arena[((3170304 +% (n96 *% 10)) +% k100)] - m97)))
+    var s122: Float = Float(0)
+    for k124 in 0..<10 {
+      s122 = (s122 + expf((arena[((3170304 +% (n120 *% 10)) +% k124)] - m121)))
     }
-    total95 = (total95 + ((m97 + logf(s98)) - arena[((3170304 +% (n96 *% 10)) +% Int(labels[n96]))]))
+    total119 = (total119 + ((m121 + logf(s122)) - arena[((3170304 +% (n120 *% 10)) +% Int(labels[n120]))]))
   }
-  arena[3171584] = (total95 / Float(64))
+  arena[3171584] = (total119 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n101 in 0..<64 {
-    var m102: Float = arena[(3170304 +% (n101 *% 10))]
-    for k104 in 0..<10 {
-      m102 = { let x = m102, y = arena[((3170304 +% (n101 *% 10)) +% k104)]; return y > x ? y : x }()
+  for n125 in 0..<64 {
+    var m126: Float = arena[(3170304 +% (n125 *% 10))]
+    for k128 in 0..<10 {
+      m126 = { let x = m126, y = arena[((3170304 +% (n125 *% 10)) +% k128)]; return y > x ? y : x }()
     }
-    var s103: Float = Float(0)
-    for k105 in 0..<10 {
-      s103 = (s103 + expf((arena[((3170304 +% (n101 *% 10)) +% k105)] - m102)))
+    var s127: Float = Float(0)
+    for k129 in 0..<10 {
+      s127 = (s127 + expf((arena[((3170304 +% (n125 *% 10)) +% k129)] - m126)))
     }
-    for k106 in 0..<10 {
-      arena[((3171600 +% (n101 *% 10)) +% k106)] = ((k106 == Int(labels[n101]) ? ((expf((arena[((3170304 +% (n101 *% 10)) +% k106)] - m102)) / s103) - Float(1)) : (expf((arena[((3170304 +% (n101 *% 10)) +% k106)] - m102)) / s103)) / Float(64))
+    for k130 in 0..<10 {
+      arena[((3171600 +% (n125 *% 10)) +% k130)] = ((k130 == Int(labels[n125]) ? ((expf((arena[((3170304 +% (n125 *% 10)) +% k130)] - m126)) / s127) - Float(1)) : (expf((arena[((3170304 +% (n125 *% 10)) +% k130)] - m126)) / s127)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u107 in 0..<10 {
-    var acc108: Float = Float(0)
-    for n109 in 0..<64 {
-      acc108 = (acc108 + arena[((3171600 +% (n109 *% 10)) +% u107)])
+  for u131 in 0..<10 {
+    var acc132: Float = Float(0)
+    for n133 in 0..<64 {
+      acc132 = (acc132 + arena[((3171600 +% (n133 *% 10)) +% u131)])
     }
-    grads[(1199872 +% u107)] = acc108
+    grads[(1199872 +% u131)] = acc132
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i110 in 0..<8192 {
-    arena[(3180432 +% i110)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i110) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 +% i110)] * Float(2)) : Float(0))
+  let z134: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z135: UInt64 = ((z134 ^ (z134 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z136: UInt64 = ((z135 ^ (z135 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z137: UInt64 = (z136 ^ (z136 >> 31))
+  let z138: UInt64 = (z137 &+ UInt64(bitPattern: step))
+  let z139: UInt64 = ((z138 ^ (z138 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z140: UInt64 = ((z139 ^ (z139 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z141: UInt64 = (z140 ^ (z140 >> 31))
+  for i142 in 0..<8192 {
+    let z143: UInt64 = (z141 &+ (UInt64(bitPattern: Int64(i142)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z144: UInt64 = ((z143 ^ (z143 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z145: UInt64 = ((z144 ^ (z144 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z146: UInt64 = (z145 ^ (z145 >> 31))
+    arena[(3180432 +% i142)] = ((z146 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i142)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 8 lanes at a time over i111
-    var i111 = 0
-    while i111 &+ 8 <= 8192 {
-      storeVector(arena, 3162112 &+ i111, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 3180432 &+ i111), where: loadVector(arena, 3153920 &+ i111) .> Vector(repeating: Float(0))))
-      i111 &+= 8
+  do {  // 8 lanes at a time over i147
+    var i147 = 0
+    while i147 &+ 8 <= 8192 {
+      storeVector(arena, 3162112 &+ i147, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 3180432 &+ i147), where: loadVector(arena, 3153920 &+ i147) .> Vector(repeating: Float(0))))
+      i147 &+= 8
     }
-    while i111 < 8192 {
-      arena[(3162112 +% i111)] = (arena[(3153920 +% i111)] > Float(0) ? arena[(3180432 +% i111)] : Float(0))
-      i111 &+= 1
+    while i147 < 8192 {
+      arena[(3162112 +% i147)] = (arena[(3153920 +% i147)] > Float(0) ? arena[(3180432 +% i147)] : Float(0))
+      i147 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm116
-    for nb112 in 0..<384 {
-      for mb113 in 0..<32 {
-        var t114_c0_0 = Vector()
-        var t114_c0_1 = Vector()
-        var t114_c0_2 = Vector()
-        var t114_c1_0 = Vector()
-        var t114_c1_1 = Vector()
-        var t114_c1_2 = Vector()
-        var t114_c2_0 = Vector()
-        var t114_c2_1 = Vector()
-        var t114_c2_2 = Vector()
-        var t114_c3_0 = Vector()
-        var t114_c3_1 = Vector()
-        var t114_c3_2 = Vector()
-        for k115 in 0..<64 {
-          let t114_b0 = loadVector(arena, ((2564096 +% (k115 *% 9216)) +% (nb112 *% 24)))
-          let t114_b1 = loadVector(arena, (((2564096 +% (k115 *% 9216)) +% (nb112 *% 24)) +% 8))
-          let t114_b2 = loadVector(arena, (((2564096 +% (k115 *% 9216)) +% (nb112 *% 24)) +% 16))
-          let t114_a0 = Vector(repeating: arena[((3162112 +% (mb113 *% 4)) +% (k115 *% 128))])
-          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
-          t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
-          t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
-          let t114_a1 = Vector(repeating: arena[((3162112 +% ((mb113 *% 4) +% 1)) +% (k115 *% 128))])
-          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
-          t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
-          t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
-          let t114_a2 = Vector(repeating: arena[((3162112 +% ((mb113 *% 4) +% 2)) +% (k115 *% 128))])
-          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
-          t114_c2_1 = t114_c2_1.addingProduct(t114_a2, t114_b1)
-          t114_c2_2 = t114_c2_2.addingProduct(t114_a2, t114_b2)
-          let t114_a3 = Vector(repeating: arena[((3162112 +% ((mb113 *% 4) +% 3)) +% (k115 *% 128))])
-          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
-          t114_c3_1 = t114_c3_1.addingProduct(t114_a3, t114_b1)
-          t114_c3_2 = t114_c3_2.addingProduct(t114_a3, t114_b2)
+  do {  // gemm152
+    for nb148 in 0..<384 {
+      for mb149 in 0..<32 {
+        var t150_c0_0 = Vector()
+        var t150_c0_1 = Vector()
+        var t150_c0_2 = Vector()
+        var t150_c1_0 = Vector()
+        var t150_c1_1 = Vector()
+        var t150_c1_2 = Vector()
+        var t150_c2_0 = Vector()
+        var t150_c2_1 = Vector()
+        var t150_c2_2 = Vector()
+        var t150_c3_0 = Vector()
+        var t150_c3_1 = Vector()
+        var t150_c3_2 = Vector()
+        for k151 in 0..<64 {
+          let t150_b0 = loadVector(arena, ((2564096 +% (k151 *% 9216)) +% (nb148 *% 24)))
+          let t150_b1 = loadVector(arena, (((2564096 +% (k151 *% 9216)) +% (nb148 *% 24)) +% 8))
+          let t150_b2 = loadVector(arena, (((2564096 +% (k151 *% 9216)) +% (nb148 *% 24)) +% 16))
+          let t150_a0 = Vector(repeating: arena[((3162112 +% (mb149 *% 4)) +% (k151 *% 128))])
+          t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
+          t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
+          t150_c0_2 = t150_c0_2.addingProduct(t150_a0, t150_b2)
+          let t150_a1 = Vector(repeating: arena[((3162112 +% ((mb149 *% 4) +% 1)) +% (k151 *% 128))])
+          t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
+          t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
+          t150_c1_2 = t150_c1_2.addingProduct(t150_a1, t150_b2)
+          let t150_a2 = Vector(repeating: arena[((3162112 +% ((mb149 *% 4) +% 2)) +% (k151 *% 128))])
+          t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
+          t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
+          t150_c2_2 = t150_c2_2.addingProduct(t150_a2, t150_b2)
+          let t150_a3 = Vector(repeating: arena[((3162112 +% ((mb149 *% 4) +% 3)) +% (k151 *% 128))])
+          t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
+          t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
+          t150_c3_2 = t150_c3_2.addingProduct(t150_a3, t150_b2)
         }
-        storeVector(grads, ((18816 +% ((mb113 *% 4) *% 9216)) +% (nb112 *% 24)), t114_c0_0)
-        storeVector(grads, (((18816 +% ((mb113 *% 4) *% 9216)) +% (nb112 *% 24)) +% 8), t114_c0_1)
-        storeVector(grads, (((18816 +% ((mb113 *% 4) *% 9216)) +% (nb112 *% 24)) +% 16), t114_c0_2)
-        storeVector(grads, ((18816 +% (((mb113 *% 4) +% 1) *% 9216)) +% (nb112 *% 24)), t114_c1_0)
-        storeVector(grads, (((18816 +% (((mb113 *% 4) +% 1) *% 9216)) +% (nb112 *% 24)) +% 8), t114_c1_1)
-        storeVector(grads, (((18816 +% (((mb113 *% 4) +% 1) *% 9216)) +% (nb112 *% 24)) +% 16), t114_c1_2)
-        storeVector(grads, ((18816 +% (((mb113 *% 4) +% 2) *% 9216)) +% (nb112 *% 24)), t114_c2_0)
-        storeVector(grads, (((18816 +% (((mb113 *% 4) +% 2) *% 9216)) +% (nb112 *% 24)) +% 8), t114_c2_1)
-        storeVector(grads, (((18816 +% (((mb113 *% 4) +% 2) *% 9216)) +% (nb112 *% 24)) +% 16), t114_c2_2)
-        storeVector(grads, ((18816 +% (((mb113 *% 4) +% 3) *% 9216)) +% (nb112 *% 24)), t114_c3_0)
-        storeVector(grads, (((18816 +% (((mb113 *% 4) +% 3) *% 9216)) +% (nb112 *% 24)) +% 8), t114_c3_1)
-        storeVector(grads, (((18816 +% (((mb113 *% 4) +% 3) *% 9216)) +% (nb112 *% 24)) +% 16), t114_c3_2)
+        storeVector(grads, ((18816 +% ((mb149 *% 4) *% 9216)) +% (nb148 *% 24)), t150_c0_0)
+        storeVector(grads, (((18816 +% ((mb149 *% 4) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c0_1)
+        storeVector(grads, (((18816 +% ((mb149 *% 4) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c0_2)
+        storeVector(grads, ((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (nb148 *% 24)), t150_c1_0)
+        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c1_1)
+        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c1_2)
+        storeVector(grads, ((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (nb148 *% 24)), t150_c2_0)
+        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c2_1)
+        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c2_2)
+        storeVector(grads, ((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (nb148 *% 24)), t150_c3_0)
+        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c3_1)
+        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c3_2)
       }
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u117 in 0..<128 {
-    var acc118: Float = Float(0)
-    for n119 in 0..<64 {
-      acc118 = (acc118 + arena[((3162112 +% (n119 *% 128)) +% u117)])
+  for u153 in 0..<128 {
+    var acc154: Float = Float(0)
+    for n155 in 0..<64 {
+      acc154 = (acc154 + arena[((3162112 +% (n155 *% 128)) +% u153)])
     }
-    grads[(1198464 +% u117)] = acc118
+    grads[(1198464 +% u153)] = acc154
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm124
-    for nb120 in 0..<384 {
-      for mb121 in 0..<16 {
-        var t122_c0_0 = Vector()
-        var t122_c0_1 = Vector()
-        var t122_c0_2 = Vector()
-        var t122_c1_0 = Vector()
-        var t122_c1_1 = Vector()
-        var t122_c1_2 = Vector()
-        var t122_c2_0 = Vector()
-        var t122_c2_1 = Vector()
-        var t122_c2_2 = Vector()
-        var t122_c3_0 = Vector()
-        var t122_c3_1 = Vector()
-        var t122_c3_2 = Vector()
-        for k123 in 0..<128 {
-          let t122_b0 = loadVector(params, ((18816 +% (k123 *% 9216)) +% (nb120 *% 24)))
-          let t122_b1 = loadVector(params, (((18816 +% (k123 *% 9216)) +% (nb120 *% 24)) +% 8))
-          let t122_b2 = loadVector(params, (((18816 +% (k123 *% 9216)) +% (nb120 *% 24)) +% 16))
-          let t122_a0 = Vector(repeating: arena[((3162112 +% ((mb121 *% 4) *% 128)) +% k123)])
-          t122_c0_0 = t122_c0_0.addingProduct(t122_a0, t122_b0)
-          t122_c0_1 = t122_c0_1.addingProduct(t122_a0, t122_b1)
-          t122_c0_2 = t122_c0_2.addingProduct(t122_a0, t122_b2)
-          let t122_a1 = Vector(repeating: arena[((3162112 +% (((mb121 *% 4) +% 1) *% 128)) +% k123)])
-          t122_c1_0 = t122_c1_0.addingProduct(t122_a1, t122_b0)
-          t122_c1_1 = t122_c1_1.addingProduct(t122_a1, t122_b1)
-          t122_c1_2 = t122_c1_2.addingProduct(t122_a1, t122_b2)
-          let t122_a2 = Vector(repeating: arena[((3162112 +% (((mb121 *% 4) +% 2) *% 128)) +% k123)])
-          t122_c2_0 = t122_c2_0.addingProduct(t122_a2, t122_b0)
-          t122_c2_1 = t122_c2_1.addingProduct(t122_a2, t122_b1)
-          t122_c2_2 = t122_c2_2.addingProduct(t122_a2, t122_b2)
-          let t122_a3 = Vector(repeating: arena[((3162112 +% (((mb121 *% 4) +% 3) *% 128)) +% k123)])
-          t122_c3_0 = t122_c3_0.addingProduct(t122_a3, t122_b0)
-          t122_c3_1 = t122_c3_1.addingProduct(t122_a3, t122_b1)
-          t122_c3_2 = t122_c3_2.addingProduct(t122_a3, t122_b2)
+  do {  // gemm160
+    for nb156 in 0..<384 {
+      for mb157 in 0..<16 {
+        var t158_c0_0 = Vector()
+        var t158_c0_1 = Vector()
+        var t158_c0_2 = Vector()
+        var t158_c1_0 = Vector()
+        var t158_c1_1 = Vector()
+        var t158_c1_2 = Vector()
+        var t158_c2_0 = Vector()
+        var t158_c2_1 = Vector()
+        var t158_c2_2 = Vector()
+        var t158_c3_0 = Vector()
+        var t158_c3_1 = Vector()
+        var t158_c3_2 = Vector()
+        for k159 in 0..<128 {
+          let t158_b0 = loadVector(params, ((18816 +% (k159 *% 9216)) +% (nb156 *% 24)))
+          let t158_b1 = loadVector(params, (((18816 +% (k159 *% 9216)) +% (nb156 *% 24)) +% 8))
+          let t158_b2 = loadVector(params, (((18816 +% (k159 *% 9216)) +% (nb156 *% 24)) +% 16))
+          let t158_a0 = Vector(repeating: arena[((3162112 +% ((mb157 *% 4) *% 128)) +% k159)])
+          t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+          t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+          t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
+          let t158_a1 = Vector(repeating: arena[((3162112 +% (((mb157 *% 4) +% 1) *% 128)) +% k159)])
+          t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+          t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+          t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
+          let t158_a2 = Vector(repeating: arena[((3162112 +% (((mb157 *% 4) +% 2) *% 128)) +% k159)])
+          t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+          t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+          t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
+          let t158_a3 = Vector(repeating: arena[((3162112 +% (((mb157 *% 4) +% 3) *% 128)) +% k159)])
+          t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+          t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
+          t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
         }
-        storeVector(arena, ((3171600 +% ((mb121 *% 4) *% 9216)) +% (nb120 *% 24)), t122_c0_0)
-        storeVector(arena, (((3171600 +% ((mb121 *% 4) *% 9216)) +% (nb120 *% 24)) +% 8), t122_c0_1)
-        storeVector(arena, (((3171600 +% ((mb121 *% 4) *% 9216)) +% (nb120 *% 24)) +% 16), t122_c0_2)
-        storeVector(arena, ((3171600 +% (((mb121 *% 4) +% 1) *% 9216)) +% (nb120 *% 24)), t122_c1_0)
-        storeVector(arena, (((3171600 +% (((mb121 *% 4) +% 1) *% 9216)) +% (nb120 *% 24)) +% 8), t122_c1_1)
-        storeVector(arena, (((3171600 +% (((mb121 *% 4) +% 1) *% 9216)) +% (nb120 *% 24)) +% 16), t122_c1_2)
-        storeVector(arena, ((3171600 +% (((mb121 *% 4) +% 2) *% 9216)) +% (nb120 *% 24)), t122_c2_0)
-        storeVector(arena, (((3171600 +% (((mb121 *% 4) +% 2) *% 9216)) +% (nb120 *% 24)) +% 8), t122_c2_1)
-        storeVector(arena, (((3171600 +% (((mb121 *% 4) +% 2) *% 9216)) +% (nb120 *% 24)) +% 16), t122_c2_2)
-        storeVector(arena, ((3171600 +% (((mb121 *% 4) +% 3) *% 9216)) +% (nb120 *% 24)), t122_c3_0)
-        storeVector(arena, (((3171600 +% (((mb121 *% 4) +% 3) *% 9216)) +% (nb120 *% 24)) +% 8), t122_c3_1)
-        storeVector(arena, (((3171600 +% (((mb121 *% 4) +% 3) *% 9216)) +% (nb120 *% 24)) +% 16), t122_c3_2)
+        storeVector(arena, ((3171600 +% ((mb157 *% 4) *% 9216)) +% (nb156 *% 24)), t158_c0_0)
+        storeVector(arena, (((3171600 +% ((mb157 *% 4) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c0_1)
+        storeVector(arena, (((3171600 +% ((mb157 *% 4) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c0_2)
+        storeVector(arena, ((3171600 +% (((mb157 *% 4) +% 1) *% 9216)) +% (nb156 *% 24)), t158_c1_0)
+        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 1) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c1_1)
+        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 1) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c1_2)
+        storeVector(arena, ((3171600 +% (((mb157 *% 4) +% 2) *% 9216)) +% (nb156 *% 24)), t158_c2_0)
+        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 2) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c2_1)
+        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 2) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c2_2)
+        storeVector(arena, ((3171600 +% (((mb157 *% 4) +% 3) *% 9216)) +% (nb156 *% 24)), t158_c3_0)
+        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 3) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c3_1)
+        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 3) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c3_2)
       }
     }
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i125 in 0..<589824 {
-    arena[(3761424 +% i125)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i125) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 +% i125)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z161: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z162: UInt64 = ((z161 ^ (z161 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z163: UInt64 = ((z162 ^ (z162 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z164: UInt64 = (z163 ^ (z163 >> 31))
+  let z165: UInt64 = (z164 &+ UInt64(bitPattern: step))
+  let z166: UInt64 = ((z165 ^ (z165 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z167: UInt64 = ((z166 ^ (z166 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z168: UInt64 = (z167 ^ (z167 >> 31))
+  for i169 in 0..<589824 {
+    let z170: UInt64 = (z168 &+ (UInt64(bitPattern: Int64(i169)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z171: UInt64 = ((z170 ^ (z170 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z172: UInt64 = ((z171 ^ (z171 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z173: UInt64 = (z172 ^ (z172 >> 31))
+    arena[(3761424 +% i169)] = ((z173 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i169)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // 8 lanes at a time over i126
-    var i126 = 0
-    while i126 &+ 8 <= 2359296 {
-      storeVector(arena, 4351248 &+ i126, Vector(repeating: Float(0)))
-      i126 &+= 8
+  do {  // 8 lanes at a time over i174
+    var i174 = 0
+    while i174 &+ 8 <= 2359296 {
+      storeVector(arena, 4351248 &+ i174, Vector(repeating: Float(0)))
+      i174 &+= 8
     }
-    while i126 < 2359296 {
-      arena[(4351248 +% i126)] = Float(0)
-      i126 &+= 1
+    while i174 < 2359296 {
+      arena[(4351248 +% i174)] = Float(0)
+      i174 &+= 1
     }
   }
-  for q127 in 0..<4096 {
-    for i128 in 0..<144 {
-      if arena[(1384448 +% ((q127 *% 144) +% i128))] > Float(0) {
-        arena[((4351248 +% (q127 *% 576)) +% Int(arena[(1974272 +% ((q127 *% 144) +% i128))]))] += arena[(3761424 +% ((q127 *% 144) +% i128))]
+  for q175 in 0..<4096 {
+    for i176 in 0..<144 {
+      if arena[(1384448 +% ((q175 *% 144) +% i176))] > Float(0) {
+        arena[((4351248 +% (q175 *% 576)) +% Int(arena[(1974272 +% ((q175 *% 144) +% i176))]))] += arena[(3761424 +% ((q175 *% 144) +% i176))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 8 lanes at a time over i129
-    var i129 = 0
-    while i129 &+ 8 <= 18432 {
-      storeVector(arena, 2195456 &+ i129, Vector(repeating: Float(0)))
-      i129 &+= 8
+  do {  // 8 lanes at a time over i177
+    var i177 = 0
+    while i177 &+ 8 <= 18432 {
+      storeVector(arena, 2195456 &+ i177, Vector(repeating: Float(0)))
+      i177 &+= 8
     }
-    while i129 < 18432 {
-      arena[(2195456 +% i129)] = Float(0)
-      i129 &+= 1
-    }
-  }
-  for g130 in 0..<16 {
-    for j131 in 0..<4 {
-      for c132 in 0..<32 {
-        for ky133 in 0..<3 {
-          for oy134 in 0..<24 {
-            for ox135 in 0..<24 {
-              arena[(((1384448 +% ((((c132 *% 3) +% ky133) *% 3) *% 2304)) +% (j131 *% 576)) +% ((oy134 *% 24) +% ox135))] = arena[((((((g130 *% 4) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy134 +% ky133) *% 26)) +% ox135)]
-            }
-          }
-          for oy136 in 0..<24 {
-            for ox137 in 0..<24 {
-              arena[(((1384448 +% (((((c132 *% 3) +% ky133) *% 3) +% 1) *% 2304)) +% (j131 *% 576)) +% ((oy136 *% 24) +% ox137))] = arena[((((((g130 *% 4) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy136 +% ky133) *% 26)) +% (ox137 +% 1))]
-            }
-          }
-          for oy138 in 0..<24 {
-            for ox139 in 0..<24 {
-              arena[(((1384448 +% (((((c132 *% 3) +% ky133) *% 3) +% 2) *% 2304)) +% (j131 *% 576)) +% ((oy138 *% 24) +% ox139))] = arena[((((((g130 *% 4) +% j131) *% 21632) +% (c132 *% 676)) +% ((oy138 +% ky133) *% 26)) +% (ox139 +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j140 in 0..<4 {
-      for i141 in 0..<576 {
-        for f142 in 0..<64 {
-          arena[((2048000 +% (((j140 *% 576) +% i141) *% 64)) +% f142)] = arena[(((4351248 +% (((g130 *% 4) +% j140) *% 36864)) +% (f142 *% 576)) +% i141)]
-        }
-      }
-    }
-    do {  // gemm151
-      for kp143 in 0..<2 {
-        for nb144 in 0..<2 {
-          for mb145 in 0..<72 {
-            var t146_c0_0 = loadVector(arena, ((2195456 +% ((mb145 *% 4) *% 64)) +% (nb144 *% 24)))
-            var t146_c0_1 = loadVector(arena, (((2195456 +% ((mb145 *% 4) *% 64)) +% (nb144 *% 24)) +% 8))
-            var t146_c0_2 = loadVector(arena, (((2195456 +% ((mb145 *% 4) *% 64)) +% (nb144 *% 24)) +% 16))
-            var t146_c1_0 = loadVector(arena, ((2195456 +% (((mb145 *% 4) +% 1) *% 64)) +% (nb144 *% 24)))
-            var t146_c1_1 = loadVector(arena, (((2195456 +% (((mb145 *% 4) +% 1) *% 64)) +% (nb144 *% 24)) +% 8))
-            var t146_c1_2 = loadVector(arena, (((2195456 +% (((mb145 *% 4) +% 1) *% 64)) +% (nb144 *% 24)) +% 16))
-            var t146_c2_0 = loadVector(arena, ((2195456 +% (((mb145 *% 4) +% 2) *% 64)) +% (nb144 *% 24)))
-            var t146_c2_1 = loadVector(arena, (((2195456 +% (((mb145 *% 4) +% 2) *% 64)) +% (nb144 *% 24)) +% 8))
-            var t146_c2_2 = loadVector(arena, (((2195456 +% (((mb145 *% 4) +% 2) *% 64)) +% (nb144 *% 24)) +% 16))
-            var t146_c3_0 = loadVector(arena, ((2195456 +% (((mb145 *% 4) +% 3) *% 64)) +% (nb144 *% 24)))
-            var t146_c3_1 = loadVector(arena, (((2195456 +% (((mb145 *% 4) +% 3) *% 64)) +% (nb144 *% 24)) +% 8))
-            var t146_c3_2 = loadVector(arena, (((2195456 +% (((mb145 *% 4) +% 3) *% 64)) +% (nb144 *% 24)) +% 16))
-            for k147 in 0..<1152 {
-              let t146_b0 = loadVector(arena, ((2048000 +% ((k147 +% (kp143 *% 1152)) *% 64)) +% (nb144 *% 24)))
-              let t146_b1 = loadVector(arena, (((2048000 +% ((k147 +% (kp143 *% 1152)) *% 64)) +% (nb144 *% 24)) +% 8))
-              let t146_b2 = loadVector(arena, (((2048000 +% ((k147 +% (kp143 *% 1152)) *% 64)) +% (nb144 *% 24)) +% 16))
-              let t146_a0 = Vector(repeating: arena[((1384448 +% ((mb145 *% 4) *% 2304)) +% (k147 +% (kp143 *% 1152)))])
-              t146_c0_0 = t146_c0_0.addingProduct(t146_a0, t146_b0)
-              t146_c0_1 = t146_c0_1.addingProduct(t146_a0, t146_b1)
-              t146_c0_2 = t146_c0_2.addingProduct(t146_a0, t146_b2)
-              let t146_a1 = Vector(repeating: arena[((1384448 +% (((mb145 *% 4) +% 1) *% 2304)) +% (k147 +% (kp143 *% 1152)))])
-              t146_c1_0 = t146_c1_0.addingProduct(t146_a1, t146_b0)
-              t146_c1_1 = t146_c1_1.addingProduct(t146_a1, t146_b1)
-              t146_c1_2 = t146_c1_2.addingProduct(t146_a1, t146_b2)
-              let t146_a2 = Vector(repeating: arena[((1384448 +% (((mb145 *% 4) +% 2) *% 2304)) +% (k147 +% (kp143 *% 1152)))])
-              t146_c2_0 = t146_c2_0.addingProduct(t146_a2, t146_b0)
-              t146_c2_1 = t146_c2_1.addingProduct(t146_a2, t146_b1)
-              t146_c2_2 = t146_c2_2.addingProduct(t146_a2, t146_b2)
-              let t146_a3 = Vector(repeating: arena[((1384448 +% (((mb145 *% 4) +% 3) *% 2304)) +% (k147 +% (kp143 *% 1152)))])
-              t146_c3_0 = t146_c3_0.addingProduct(t146_a3, t146_b0)
-              t146_c3_1 = t146_c3_1.addingProduct(t146_a3, t146_b1)
-              t146_c3_2 = t146_c3_2.addingProduct(t146_a3, t146_b2)
-            }
-            storeVector(arena, ((2195456 +% ((mb145 *% 4) *% 64)) +% (nb144 *% 24)), t146_c0_0)
-            storeVector(arena, (((2195456 +% ((mb145 *% 4) *% 64)) +% (nb144 *% 24)) +% 8), t146_c0_1)
-            storeVector(arena, (((2195456 +% ((mb145 *% 4) *% 64)) +% (nb144 *% 24)) +% 16), t146_c0_2)
-            storeVector(arena, ((2195456 +% (((mb145 *% 4) +% 1) *% 64)) +% (nb144 *% 24)), t146_c1_0)
-            storeVector(arena, (((2195456 +% (((mb145 *% 4) +% 1) *% 64)) +% (nb144 *% 24)) +% 8), t146_c1_1)
-            storeVector(arena, (((2195456 +% (((mb145 *% 4) +% 1) *% 64)) +% (nb144 *% 24)) +% 16), t146_c1_2)
-            storeVector(arena, ((2195456 +% (((mb145 *% 4) +% 2) *% 64)) +% (nb144 *% 24)), t146_c2_0)
-            storeVector(arena, (((2195456 +% (((mb145 *% 4) +% 2) *% 64)) +% (nb144 *% 24)) +% 8), t146_c2_1)
-            storeVector(arena, (((2195456 +% (((mb145 *% 4) +% 2) *% 64)) +% (nb144 *% 24)) +% 16), t146_c2_2)
-            storeVector(arena, ((2195456 +% (((mb145 *% 4) +% 3) *% 64)) +% (nb144 *% 24)), t146_c3_0)
-            storeVector(arena, (((2195456 +% (((mb145 *% 4) +% 3) *% 64)) +% (nb144 *% 24)) +% 8), t146_c3_1)
-            storeVector(arena, (((2195456 +% (((mb145 *% 4) +% 3) *% 64)) +% (nb144 *% 24)) +% 16), t146_c3_2)
-          }
-        }
-        for mb148 in 0..<72 {
-          var t149_c0_0 = loadVector(arena, ((2195456 +% ((mb148 *% 4) *% 64)) +% 48))
-          var t149_c0_1 = loadVector(arena, (((2195456 +% ((mb148 *% 4) *% 64)) +% 48) +% 8))
-          var t149_c1_0 = loadVector(arena, ((2195456 +% (((mb148 *% 4) +% 1) *% 64)) +% 48))
-          var t149_c1_1 = loadVector(arena, (((2195456 +% (((mb148 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t149_c2_0 = loadVector(arena, ((2195456 +% (((mb148 *% 4) +% 2) *% 64)) +% 48))
-          var t149_c2_1 = loadVector(arena, (((2195456 +% (((mb148 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t149_c3_0 = loadVector(arena, ((2195456 +% (((mb148 *% 4) +% 3) *% 64)) +% 48))
-          var t149_c3_1 = loadVector(arena, (((2195456 +% (((mb148 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k150 in 0..<1152 {
-            let t149_b0 = loadVector(arena, ((2048000 +% ((k150 +% (kp143 *% 1152)) *% 64)) +% 48))
-            let t149_b1 = loadVector(arena, (((2048000 +% ((k150 +% (kp143 *% 1152)) *% 64)) +% 48) +% 8))
-            let t149_a0 = Vector(repeating: arena[((1384448 +% ((mb148 *% 4) *% 2304)) +% (k150 +% (kp143 *% 1152)))])
-            t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
-            t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
-            let t149_a1 = Vector(repeating: arena[((1384448 +% (((mb148 *% 4) +% 1) *% 2304)) +% (k150 +% (kp143 *% 1152)))])
-            t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
-            t149_c1_1 = t149_c1_1.addingProduct(t149_a1, t149_b1)
-            let t149_a2 = Vector(repeating: arena[((1384448 +% (((mb148 *% 4) +% 2) *% 2304)) +% (k150 +% (kp143 *% 1152)))])
-            t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
-            t149_c2_1 = t149_c2_1.addingProduct(t149_a2, t149_b1)
-            let t149_a3 = Vector(repeating: arena[((1384448 +% (((mb148 *% 4) +% 3) *% 2304)) +% (k150 +% (kp143 *% 1152)))])
-            t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
-            t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
-          }
-          storeVector(arena, ((2195456 +% ((mb148 *% 4) *% 64)) +% 48), t149_c0_0)
-          storeVector(arena, (((2195456 +% ((mb148 *% 4) *% 64)) +% 48) +% 8), t149_c0_1)
-          storeVector(arena, ((2195456 +% (((mb148 *% 4) +% 1) *% 64)) +% 48), t149_c1_0)
-          storeVector(arena, (((2195456 +% (((mb148 *% 4) +% 1) *% 64)) +% 48) +% 8), t149_c1_1)
-          storeVector(arena, ((2195456 +% (((mb148 *% 4) +% 2) *% 64)) +% 48), t149_c2_0)
-          storeVector(arena, (((2195456 +% (((mb148 *% 4) +% 2) *% 64)) +% 48) +% 8), t149_c2_1)
-          storeVector(arena, ((2195456 +% (((mb148 *% 4) +% 3) *% 64)) +% 48), t149_c3_0)
-          storeVector(arena, (((2195456 +% (((mb148 *% 4) +% 3) *% 64)) +% 48) +% 8), t149_c3_1)
-        }
-      }
+    while i177 < 18432 {
+      arena[(2195456 +% i177)] = Float(0)
+      i177 &+= 1
     }
   }
-  for f152 in 0..<64 {
-    for r153 in 0..<288 {
-      grads[((320 +% (f152 *% 288)) +% r153)] = arena[((2195456 +% (r153 *% 64)) +% f152)]
+  for g178 in 0..<16 {
+    for j179 in 0..<4 {
+      for c180 in 0..<32 {
+        for ky181 in 0..<3 {
+          for oy182 in 0..<24 {
+            for ox183 in 0..<24 {
+              arena[(((1384448 +% ((((c180 *% 3) +% ky181) *% 3) *% 2304)) +% (j179 *% 576)) +% ((oy182 *% 24) +% ox183))] = arena[((((((g178 *% 4) +% j179) *% 21632) +% (c180 *% 676)) +% ((oy182 +% ky181) *% 26)) +% ox183)]
+            }
+          }
+          for oy184 in 0..<24 {
+            for ox185 in 0..<24 {
+              arena[(((1384448 +% (((((c180 *% 3) +% ky181) *% 3) +% 1) *% 2304)) +% (j179 *% 576)) +% ((oy184 *% 24) +% ox185))] = arena[((((((g178 *% 4) +% j179) *% 21632) +% (c180 *% 676)) +% ((oy184 +% ky181) *% 26)) +% (ox185 +% 1))]
+            }
+          }
+          for oy186 in 0..<24 {
+            for ox187 in 0..<24 {
+              arena[(((1384448 +% (((((c180 *% 3) +% ky181) *% 3) +% 2) *% 2304)) +% (j179 *% 576)) +% ((oy186 *% 24) +% ox187))] = arena[((((((g178 *% 4) +% j179) *% 21632) +% (c180 *% 676)) +% ((oy186 +% ky181) *% 26)) +% (ox187 +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j188 in 0..<4 {
+      for i189 in 0..<576 {
+        for f190 in 0..<64 {
+          arena[((2048000 +% (((j188 *% 576) +% i189) *% 64)) +% f190)] = arena[(((4351248 +% (((g178 *% 4) +% j188) *% 36864)) +% (f190 *% 576)) +% i189)]
+        }
+      }
+    }
+    do {  // gemm199
+      for kp191 in 0..<2 {
+        for nb192 in 0..<2 {
+          for mb193 in 0..<72 {
+            var t194_c0_0 = loadVector(arena, ((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)))
+            var t194_c0_1 = loadVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 8))
+            var t194_c0_2 = loadVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 16))
+            var t194_c1_0 = loadVector(arena, ((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)))
+            var t194_c1_1 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 8))
+            var t194_c1_2 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 16))
+            var t194_c2_0 = loadVector(arena, ((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)))
+            var t194_c2_1 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 8))
+            var t194_c2_2 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 16))
+            var t194_c3_0 = loadVector(arena, ((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)))
+            var t194_c3_1 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 8))
+            var t194_c3_2 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 16))
+            for k195 in 0..<1152 {
+              let t194_b0 = loadVector(arena, ((2048000 +% ((k195 +% (kp191 *% 1152)) *% 64)) +% (nb192 *% 24)))
+              let t194_b1 = loadVector(arena, (((2048000 +% ((k195 +% (kp191 *% 1152)) *% 64)) +% (nb192 *% 24)) +% 8))
+              let t194_b2 = loadVector(arena, (((2048000 +% ((k195 +% (kp191 *% 1152)) *% 64)) +% (nb192 *% 24)) +% 16))
+              let t194_a0 = Vector(repeating: arena[((1384448 +% ((mb193 *% 4) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
+              t194_c0_0 = t194_c0_0.addingProduct(t194_a0, t194_b0)
+              t194_c0_1 = t194_c0_1.addingProduct(t194_a0, t194_b1)
+              t194_c0_2 = t194_c0_2.addingProduct(t194_a0, t194_b2)
+              let t194_a1 = Vector(repeating: arena[((1384448 +% (((mb193 *% 4) +% 1) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
+              t194_c1_0 = t194_c1_0.addingProduct(t194_a1, t194_b0)
+              t194_c1_1 = t194_c1_1.addingProduct(t194_a1, t194_b1)
+              t194_c1_2 = t194_c1_2.addingProduct(t194_a1, t194_b2)
+              let t194_a2 = Vector(repeating: arena[((1384448 +% (((mb193 *% 4) +% 2) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
+              t194_c2_0 = t194_c2_0.addingProduct(t194_a2, t194_b0)
+              t194_c2_1 = t194_c2_1.addingProduct(t194_a2, t194_b1)
+              t194_c2_2 = t194_c2_2.addingProduct(t194_a2, t194_b2)
+              let t194_a3 = Vector(repeating: arena[((1384448 +% (((mb193 *% 4) +% 3) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
+              t194_c3_0 = t194_c3_0.addingProduct(t194_a3, t194_b0)
+              t194_c3_1 = t194_c3_1.addingProduct(t194_a3, t194_b1)
+              t194_c3_2 = t194_c3_2.addingProduct(t194_a3, t194_b2)
+            }
+            storeVector(arena, ((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)), t194_c0_0)
+            storeVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 8), t194_c0_1)
+            storeVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 16), t194_c0_2)
+            storeVector(arena, ((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)), t194_c1_0)
+            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 8), t194_c1_1)
+            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 16), t194_c1_2)
+            storeVector(arena, ((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)), t194_c2_0)
+            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 8), t194_c2_1)
+            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 16), t194_c2_2)
+            storeVector(arena, ((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)), t194_c3_0)
+            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 8), t194_c3_1)
+            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 16), t194_c3_2)
+          }
+        }
+        for mb196 in 0..<72 {
+          var t197_c0_0 = loadVector(arena, ((2195456 +% ((mb196 *% 4) *% 64)) +% 48))
+          var t197_c0_1 = loadVector(arena, (((2195456 +% ((mb196 *% 4) *% 64)) +% 48) +% 8))
+          var t197_c1_0 = loadVector(arena, ((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48))
+          var t197_c1_1 = loadVector(arena, (((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48) +% 8))
+          var t197_c2_0 = loadVector(arena, ((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48))
+          var t197_c2_1 = loadVector(arena, (((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48) +% 8))
+          var t197_c3_0 = loadVector(arena, ((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48))
+          var t197_c3_1 = loadVector(arena, (((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48) +% 8))
+          for k198 in 0..<1152 {
+            let t197_b0 = loadVector(arena, ((2048000 +% ((k198 +% (kp191 *% 1152)) *% 64)) +% 48))
+            let t197_b1 = loadVector(arena, (((2048000 +% ((k198 +% (kp191 *% 1152)) *% 64)) +% 48) +% 8))
+            let t197_a0 = Vector(repeating: arena[((1384448 +% ((mb196 *% 4) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
+            t197_c0_0 = t197_c0_0.addingProduct(t197_a0, t197_b0)
+            t197_c0_1 = t197_c0_1.addingProduct(t197_a0, t197_b1)
+            let t197_a1 = Vector(repeating: arena[((1384448 +% (((mb196 *% 4) +% 1) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
+            t197_c1_0 = t197_c1_0.addingProduct(t197_a1, t197_b0)
+            t197_c1_1 = t197_c1_1.addingProduct(t197_a1, t197_b1)
+            let t197_a2 = Vector(repeating: arena[((1384448 +% (((mb196 *% 4) +% 2) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
+            t197_c2_0 = t197_c2_0.addingProduct(t197_a2, t197_b0)
+            t197_c2_1 = t197_c2_1.addingProduct(t197_a2, t197_b1)
+            let t197_a3 = Vector(repeating: arena[((1384448 +% (((mb196 *% 4) +% 3) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
+            t197_c3_0 = t197_c3_0.addingProduct(t197_a3, t197_b0)
+            t197_c3_1 = t197_c3_1.addingProduct(t197_a3, t197_b1)
+          }
+          storeVector(arena, ((2195456 +% ((mb196 *% 4) *% 64)) +% 48), t197_c0_0)
+          storeVector(arena, (((2195456 +% ((mb196 *% 4) *% 64)) +% 48) +% 8), t197_c0_1)
+          storeVector(arena, ((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48), t197_c1_0)
+          storeVector(arena, (((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48) +% 8), t197_c1_1)
+          storeVector(arena, ((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48), t197_c2_0)
+          storeVector(arena, (((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48) +% 8), t197_c2_1)
+          storeVector(arena, ((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48), t197_c3_0)
+          storeVector(arena, (((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48) +% 8), t197_c3_1)
+        }
+      }
+    }
+  }
+  for f200 in 0..<64 {
+    for r201 in 0..<288 {
+      grads[((320 +% (f200 *% 288)) +% r201)] = arena[((2195456 +% (r201 *% 64)) +% f200)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f154 in 0..<64 {
-    var acc155 = Vector()
-    for img156 in 0..<64 {
-      for i157 in 0..<72 {
-        acc155 = acc155.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img156 *% 36864)) +% (f154 *% 576)) +% (i157 *% 8))))
+  for f202 in 0..<64 {
+    var acc203 = Vector()
+    for img204 in 0..<64 {
+      for i205 in 0..<72 {
+        acc203 = acc203.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img204 *% 36864)) +% (f202 *% 576)) +% (i205 *% 8))))
       }
     }
-    storeVector(arena, 1384448, acc155)
-    var sum158: Float = (arena[1384448] + arena[1384449])
-    var sum159: Float = (sum158 + arena[1384450])
-    var sum160: Float = (sum159 + arena[1384451])
-    var sum161: Float = (sum160 + arena[1384452])
-    var sum162: Float = (sum161 + arena[1384453])
-    var sum163: Float = (sum162 + arena[1384454])
-    var sum164: Float = (sum163 + arena[1384455])
-    grads[(18752 +% f154)] = sum164
+    storeVector(arena, 1384448, acc203)
+    var sum206: Float = (arena[1384448] + arena[1384449])
+    var sum207: Float = (sum206 + arena[1384450])
+    var sum208: Float = (sum207 + arena[1384451])
+    var sum209: Float = (sum208 + arena[1384452])
+    var sum210: Float = (sum209 + arena[1384453])
+    var sum211: Float = (sum210 + arena[1384454])
+    var sum212: Float = (sum211 + arena[1384455])
+    grads[(18752 +% f202)] = sum212
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g165 in 0..<16 {
-    for j166 in 0..<4 {
-      for f167 in 0..<64 {
-        do {  // 8 lanes at a time over i168
-          var i168 = 0
-          while i168 &+ 8 <= 576 {
-            storeVector(arena, ((3835152 +% (f167 *% 2304)) +% (j166 *% 576)) &+ i168, loadVector(arena, ((4351248 +% (((g165 *% 4) +% j166) *% 36864)) +% (f167 *% 576)) &+ i168))
-            i168 &+= 8
+  for g213 in 0..<16 {
+    for j214 in 0..<4 {
+      for f215 in 0..<64 {
+        do {  // 8 lanes at a time over i216
+          var i216 = 0
+          while i216 &+ 8 <= 576 {
+            storeVector(arena, ((3835152 +% (f215 *% 2304)) +% (j214 *% 576)) &+ i216, loadVector(arena, ((4351248 +% (((g213 *% 4) +% j214) *% 36864)) +% (f215 *% 576)) &+ i216))
+            i216 &+= 8
           }
-          while i168 < 576 {
-            arena[(((3835152 +% (f167 *% 2304)) +% (j166 *% 576)) +% i168)] = arena[(((4351248 +% (((g165 *% 4) +% j166) *% 36864)) +% (f167 *% 576)) +% i168)]
-            i168 &+= 1
+          while i216 < 576 {
+            arena[(((3835152 +% (f215 *% 2304)) +% (j214 *% 576)) +% i216)] = arena[(((4351248 +% (((g213 *% 4) +% j214) *% 36864)) +% (f215 *% 576)) +% i216)]
+            i216 &+= 1
           }
         }
       }
     }
-    do {  // gemm173
-      for nb169 in 0..<96 {
-        for mb170 in 0..<72 {
-          var t171_c0_0 = Vector()
-          var t171_c0_1 = Vector()
-          var t171_c0_2 = Vector()
-          var t171_c1_0 = Vector()
-          var t171_c1_1 = Vector()
-          var t171_c1_2 = Vector()
-          var t171_c2_0 = Vector()
-          var t171_c2_1 = Vector()
-          var t171_c2_2 = Vector()
-          var t171_c3_0 = Vector()
-          var t171_c3_1 = Vector()
-          var t171_c3_2 = Vector()
-          for k172 in 0..<64 {
-            let t171_b0 = loadVector(arena, ((3835152 +% (k172 *% 2304)) +% (nb169 *% 24)))
-            let t171_b1 = loadVector(arena, (((3835152 +% (k172 *% 2304)) +% (nb169 *% 24)) +% 8))
-            let t171_b2 = loadVector(arena, (((3835152 +% (k172 *% 2304)) +% (nb169 *% 24)) +% 16))
-            let t171_a0 = Vector(repeating: params[((320 +% (mb170 *% 4)) +% (k172 *% 288))])
-            t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-            t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-            t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-            let t171_a1 = Vector(repeating: params[((320 +% ((mb170 *% 4) +% 1)) +% (k172 *% 288))])
-            t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-            t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-            t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-            let t171_a2 = Vector(repeating: params[((320 +% ((mb170 *% 4) +% 2)) +% (k172 *% 288))])
-            t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
-            t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
-            t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
-            let t171_a3 = Vector(repeating: params[((320 +% ((mb170 *% 4) +% 3)) +% (k172 *% 288))])
-            t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
-            t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
-            t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
+    do {  // gemm221
+      for nb217 in 0..<96 {
+        for mb218 in 0..<72 {
+          var t219_c0_0 = Vector()
+          var t219_c0_1 = Vector()
+          var t219_c0_2 = Vector()
+          var t219_c1_0 = Vector()
+          var t219_c1_1 = Vector()
+          var t219_c1_2 = Vector()
+          var t219_c2_0 = Vector()
+          var t219_c2_1 = Vector()
+          var t219_c2_2 = Vector()
+          var t219_c3_0 = Vector()
+          var t219_c3_1 = Vector()
+          var t219_c3_2 = Vector()
+          for k220 in 0..<64 {
+            let t219_b0 = loadVector(arena, ((3835152 +% (k220 *% 2304)) +% (nb217 *% 24)))
+            let t219_b1 = loadVector(arena, (((3835152 +% (k220 *% 2304)) +% (nb217 *% 24)) +% 8))
+            let t219_b2 = loadVector(arena, (((3835152 +% (k220 *% 2304)) +% (nb217 *% 24)) +% 16))
+            let t219_a0 = Vector(repeating: params[((320 +% (mb218 *% 4)) +% (k220 *% 288))])
+            t219_c0_0 = t219_c0_0.addingProduct(t219_a0, t219_b0)
+            t219_c0_1 = t219_c0_1.addingProduct(t219_a0, t219_b1)
+            t219_c0_2 = t219_c0_2.addingProduct(t219_a0, t219_b2)
+            let t219_a1 = Vector(repeating: params[((320 +% ((mb218 *% 4) +% 1)) +% (k220 *% 288))])
+            t219_c1_0 = t219_c1_0.addingProduct(t219_a1, t219_b0)
+            t219_c1_1 = t219_c1_1.addingProduct(t219_a1, t219_b1)
+            t219_c1_2 = t219_c1_2.addingProduct(t219_a1, t219_b2)
+            let t219_a2 = Vector(repeating: params[((320 +% ((mb218 *% 4) +% 2)) +% (k220 *% 288))])
+            t219_c2_0 = t219_c2_0.addingProduct(t219_a2, t219_b0)
+            t219_c2_1 = t219_c2_1.addingProduct(t219_a2, t219_b1)
+            t219_c2_2 = t219_c2_2.addingProduct(t219_a2, t219_b2)
+            let t219_a3 = Vector(repeating: params[((320 +% ((mb218 *% 4) +% 3)) +% (k220 *% 288))])
+            t219_c3_0 = t219_c3_0.addingProduct(t219_a3, t219_b0)
+            t219_c3_1 = t219_c3_1.addingProduct(t219_a3, t219_b1)
+            t219_c3_2 = t219_c3_2.addingProduct(t219_a3, t219_b2)
           }
-          storeVector(arena, ((3171600 +% ((mb170 *% 4) *% 2304)) +% (nb169 *% 24)), t171_c0_0)
-          storeVector(arena, (((3171600 +% ((mb170 *% 4) *% 2304)) +% (nb169 *% 24)) +% 8), t171_c0_1)
-          storeVector(arena, (((3171600 +% ((mb170 *% 4) *% 2304)) +% (nb169 *% 24)) +% 16), t171_c0_2)
-          storeVector(arena, ((3171600 +% (((mb170 *% 4) +% 1) *% 2304)) +% (nb169 *% 24)), t171_c1_0)
-          storeVector(arena, (((3171600 +% (((mb170 *% 4) +% 1) *% 2304)) +% (nb169 *% 24)) +% 8), t171_c1_1)
-          storeVector(arena, (((3171600 +% (((mb170 *% 4) +% 1) *% 2304)) +% (nb169 *% 24)) +% 16), t171_c1_2)
-          storeVector(arena, ((3171600 +% (((mb170 *% 4) +% 2) *% 2304)) +% (nb169 *% 24)), t171_c2_0)
-          storeVector(arena, (((3171600 +% (((mb170 *% 4) +% 2) *% 2304)) +% (nb169 *% 24)) +% 8), t171_c2_1)
-          storeVector(arena, (((3171600 +% (((mb170 *% 4) +% 2) *% 2304)) +% (nb169 *% 24)) +% 16), t171_c2_2)
-          storeVector(arena, ((3171600 +% (((mb170 *% 4) +% 3) *% 2304)) +% (nb169 *% 24)), t171_c3_0)
-          storeVector(arena, (((3171600 +% (((mb170 *% 4) +% 3) *% 2304)) +% (nb169 *% 24)) +% 8), t171_c3_1)
-          storeVector(arena, (((3171600 +% (((mb170 *% 4) +% 3) *% 2304)) +% (nb169 *% 24)) +% 16), t171_c3_2)
+          storeVector(arena, ((3171600 +% ((mb218 *% 4) *% 2304)) +% (nb217 *% 24)), t219_c0_0)
+          storeVector(arena, (((3171600 +% ((mb218 *% 4) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c0_1)
+          storeVector(arena, (((3171600 +% ((mb218 *% 4) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c0_2)
+          storeVector(arena, ((3171600 +% (((mb218 *% 4) +% 1) *% 2304)) +% (nb217 *% 24)), t219_c1_0)
+          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 1) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c1_1)
+          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 1) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c1_2)
+          storeVector(arena, ((3171600 +% (((mb218 *% 4) +% 2) *% 2304)) +% (nb217 *% 24)), t219_c2_0)
+          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 2) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c2_1)
+          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 2) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c2_2)
+          storeVector(arena, ((3171600 +% (((mb218 *% 4) +% 3) *% 2304)) +% (nb217 *% 24)), t219_c3_0)
+          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 3) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c3_1)
+          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 3) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c3_2)
         }
       }
     }
-    for j174 in 0..<4 {
-      for c175 in 0..<32 {
-        for iy176 in 0..<1 {
-          do {  // 8 lanes at a time over ix177
-            var ix177 = 0
-            while ix177 < 1 {
-              var sum178: Float = arena[((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% (iy176 *% 24)) +% ix177)]
-              arena[((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% (iy176 *% 26)) +% ix177)] = sum178
-              ix177 &+= 1
+    for j222 in 0..<4 {
+      for c223 in 0..<32 {
+        for iy224 in 0..<1 {
+          do {  // 8 lanes at a time over ix225
+            var ix225 = 0
+            while ix225 < 1 {
+              var sum226: Float = arena[((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy224 *% 24)) +% ix225)]
+              arena[((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy224 *% 26)) +% ix225)] = sum226
+              ix225 &+= 1
             }
           }
         }
-        for iy179 in 0..<1 {
-          do {  // 8 lanes at a time over ix180
-            var ix180 = 0
-            while ix180 < 1 {
-              var sum181: Float = arena[(((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% (iy179 *% 24)) +% 1) +% ix180)]
-              var sum182: Float = (sum181 + arena[((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% (iy179 *% 24)) +% ix180)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% (iy179 *% 26)) +% 1) +% ix180)] = sum182
-              ix180 &+= 1
+        for iy227 in 0..<1 {
+          do {  // 8 lanes at a time over ix228
+            var ix228 = 0
+            while ix228 < 1 {
+              var sum229: Float = arena[(((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy227 *% 24)) +% 1) +% ix228)]
+              var sum230: Float = (sum229 + arena[((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy227 *% 24)) +% ix228)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy227 *% 26)) +% 1) +% ix228)] = sum230
+              ix228 &+= 1
             }
           }
         }
-        for iy183 in 0..<1 {
-          do {  // 8 lanes at a time over ix184
-            var ix184 = 0
-            while ix184 &+ 8 <= 22 {
-              let sum185_v = loadVector(arena, ((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% (iy183 *% 24)) +% 2) &+ ix184)
-              let sum186_v = (sum185_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% (iy183 *% 24)) +% 1) &+ ix184))
-              let sum187_v = (sum186_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% (iy183 *% 24)) &+ ix184))
-              storeVector(arena, ((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% (iy183 *% 26)) +% 2) &+ ix184, sum187_v)
-              ix184 &+= 8
+        for iy231 in 0..<1 {
+          do {  // 8 lanes at a time over ix232
+            var ix232 = 0
+            while ix232 &+ 8 <= 22 {
+              let sum233_v = loadVector(arena, ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 2) &+ ix232)
+              let sum234_v = (sum233_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 1) &+ ix232))
+              let sum235_v = (sum234_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) &+ ix232))
+              storeVector(arena, ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy231 *% 26)) +% 2) &+ ix232, sum235_v)
+              ix232 &+= 8
             }
-            while ix184 < 22 {
-              var sum185: Float = arena[(((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% (iy183 *% 24)) +% 2) +% ix184)]
-              var sum186: Float = (sum185 + arena[(((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% (iy183 *% 24)) +% 1) +% ix184)])
-              var sum187: Float = (sum186 + arena[((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% (iy183 *% 24)) +% ix184)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% (iy183 *% 26)) +% 2) +% ix184)] = sum187
-              ix184 &+= 1
-            }
-          }
-        }
-        for iy188 in 0..<1 {
-          do {  // 8 lanes at a time over ix189
-            var ix189 = 0
-            while ix189 < 1 {
-              var sum190: Float = arena[(((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% (iy188 *% 24)) +% 23) +% ix189)]
-              var sum191: Float = (sum190 + arena[(((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% (iy188 *% 24)) +% 22) +% ix189)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% (iy188 *% 26)) +% 24) +% ix189)] = sum191
-              ix189 &+= 1
+            while ix232 < 22 {
+              var sum233: Float = arena[(((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 2) +% ix232)]
+              var sum234: Float = (sum233 + arena[(((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 1) +% ix232)])
+              var sum235: Float = (sum234 + arena[((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% ix232)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy231 *% 26)) +% 2) +% ix232)] = sum235
+              ix232 &+= 1
             }
           }
         }
-        for iy192 in 0..<1 {
-          do {  // 8 lanes at a time over ix193
-            var ix193 = 0
-            while ix193 < 1 {
-              var sum194: Float = arena[(((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% (iy192 *% 24)) +% 23) +% ix193)]
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% (iy192 *% 26)) +% 25) +% ix193)] = sum194
-              ix193 &+= 1
-            }
-          }
-        }
-        for iy195 in 0..<1 {
-          do {  // 8 lanes at a time over ix196
-            var ix196 = 0
-            while ix196 < 1 {
-              var sum197: Float = arena[((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy195 +% 1) *% 24)) +% ix196)]
-              var sum198: Float = (sum197 + arena[((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy195 +% 1) +% -1) *% 24)) +% ix196)])
-              arena[((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy195 +% 1) *% 26)) +% ix196)] = sum198
-              ix196 &+= 1
-            }
-          }
-        }
-        for iy199 in 0..<1 {
-          do {  // 8 lanes at a time over ix200
-            var ix200 = 0
-            while ix200 < 1 {
-              var sum201: Float = arena[(((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy199 +% 1) *% 24)) +% 1) +% ix200)]
-              var sum202: Float = (sum201 + arena[((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy199 +% 1) *% 24)) +% ix200)])
-              var sum203: Float = (sum202 + arena[(((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy199 +% 1) +% -1) *% 24)) +% 1) +% ix200)])
-              var sum204: Float = (sum203 + arena[((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy199 +% 1) +% -1) *% 24)) +% ix200)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy199 +% 1) *% 26)) +% 1) +% ix200)] = sum204
-              ix200 &+= 1
-            }
-          }
-        }
-        for iy205 in 0..<1 {
-          do {  // 8 lanes at a time over ix206
-            var ix206 = 0
-            while ix206 &+ 8 <= 22 {
-              let sum207_v = loadVector(arena, ((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy205 +% 1) *% 24)) +% 2) &+ ix206)
-              let sum208_v = (sum207_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy205 +% 1) *% 24)) +% 1) &+ ix206))
-              let sum209_v = (sum208_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy205 +% 1) *% 24)) &+ ix206))
-              let sum210_v = (sum209_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% 2) &+ ix206))
-              let sum211_v = (sum210_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% 1) &+ ix206))
-              let sum212_v = (sum211_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) &+ ix206))
-              storeVector(arena, ((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy205 +% 1) *% 26)) +% 2) &+ ix206, sum212_v)
-              ix206 &+= 8
-            }
-            while ix206 < 22 {
-              var sum207: Float = arena[(((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy205 +% 1) *% 24)) +% 2) +% ix206)]
-              var sum208: Float = (sum207 + arena[(((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy205 +% 1) *% 24)) +% 1) +% ix206)])
-              var sum209: Float = (sum208 + arena[((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy205 +% 1) *% 24)) +% ix206)])
-              var sum210: Float = (sum209 + arena[(((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% 2) +% ix206)])
-              var sum211: Float = (sum210 + arena[(((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% 1) +% ix206)])
-              var sum212: Float = (sum211 + arena[((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy205 +% 1) +% -1) *% 24)) +% ix206)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy205 +% 1) *% 26)) +% 2) +% ix206)] = sum212
-              ix206 &+= 1
-            }
-          }
-        }
-        for iy213 in 0..<1 {
-          do {  // 8 lanes at a time over ix214
-            var ix214 = 0
-            while ix214 < 1 {
-              var sum215: Float = arena[(((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy213 +% 1) *% 24)) +% 23) +% ix214)]
-              var sum216: Float = (sum215 + arena[(((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy213 +% 1) *% 24)) +% 22) +% ix214)])
-              var sum217: Float = (sum216 + arena[(((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy213 +% 1) +% -1) *% 24)) +% 23) +% ix214)])
-              var sum218: Float = (sum217 + arena[(((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy213 +% 1) +% -1) *% 24)) +% 22) +% ix214)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy213 +% 1) *% 26)) +% 24) +% ix214)] = sum218
-              ix214 &+= 1
-            }
-          }
-        }
-        for iy219 in 0..<1 {
-          do {  // 8 lanes at a time over ix220
-            var ix220 = 0
-            while ix220 < 1 {
-              var sum221: Float = arena[(((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy219 +% 1) *% 24)) +% 23) +% ix220)]
-              var sum222: Float = (sum221 + arena[(((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy219 +% 1) +% -1) *% 24)) +% 23) +% ix220)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy219 +% 1) *% 26)) +% 25) +% ix220)] = sum222
-              ix220 &+= 1
-            }
-          }
-        }
-        for iy223 in 0..<22 {
-          do {  // 8 lanes at a time over ix224
-            var ix224 = 0
-            while ix224 < 1 {
-              var sum225: Float = arena[((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy223 +% 2) *% 24)) +% ix224)]
-              var sum226: Float = (sum225 + arena[((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy223 +% 2) +% -1) *% 24)) +% ix224)])
-              var sum227: Float = (sum226 + arena[((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy223 +% 2) +% -2) *% 24)) +% ix224)])
-              arena[((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy223 +% 2) *% 26)) +% ix224)] = sum227
-              ix224 &+= 1
-            }
-          }
-        }
-        for iy228 in 0..<22 {
-          do {  // 8 lanes at a time over ix229
-            var ix229 = 0
-            while ix229 < 1 {
-              var sum230: Float = arena[(((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy228 +% 2) *% 24)) +% 1) +% ix229)]
-              var sum231: Float = (sum230 + arena[((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy228 +% 2) *% 24)) +% ix229)])
-              var sum232: Float = (sum231 + arena[(((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% 1) +% ix229)])
-              var sum233: Float = (sum232 + arena[((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy228 +% 2) +% -1) *% 24)) +% ix229)])
-              var sum234: Float = (sum233 + arena[(((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% 1) +% ix229)])
-              var sum235: Float = (sum234 + arena[((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy228 +% 2) +% -2) *% 24)) +% ix229)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy228 +% 2) *% 26)) +% 1) +% ix229)] = sum235
-              ix229 &+= 1
-            }
-          }
-        }
-        for iy236 in 0..<22 {
+        for iy236 in 0..<1 {
           do {  // 8 lanes at a time over ix237
             var ix237 = 0
-            while ix237 &+ 8 <= 22 {
-              let sum238_v = loadVector(arena, ((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy236 +% 2) *% 24)) +% 2) &+ ix237)
-              let sum239_v = (sum238_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy236 +% 2) *% 24)) +% 1) &+ ix237))
-              let sum240_v = (sum239_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy236 +% 2) *% 24)) &+ ix237))
-              let sum241_v = (sum240_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -1) *% 24)) +% 2) &+ ix237))
-              let sum242_v = (sum241_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -1) *% 24)) +% 1) &+ ix237))
-              let sum243_v = (sum242_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -1) *% 24)) &+ ix237))
-              let sum244_v = (sum243_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -2) *% 24)) +% 2) &+ ix237))
-              let sum245_v = (sum244_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -2) *% 24)) +% 1) &+ ix237))
-              let sum246_v = (sum245_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -2) *% 24)) &+ ix237))
-              storeVector(arena, ((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy236 +% 2) *% 26)) +% 2) &+ ix237, sum246_v)
-              ix237 &+= 8
-            }
-            while ix237 < 22 {
-              var sum238: Float = arena[(((((3171600 +% ((c175 *% 9) *% 2304)) +% (j174 *% 576)) +% ((iy236 +% 2) *% 24)) +% 2) +% ix237)]
-              var sum239: Float = (sum238 + arena[(((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy236 +% 2) *% 24)) +% 1) +% ix237)])
-              var sum240: Float = (sum239 + arena[((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy236 +% 2) *% 24)) +% ix237)])
-              var sum241: Float = (sum240 + arena[(((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -1) *% 24)) +% 2) +% ix237)])
-              var sum242: Float = (sum241 + arena[(((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -1) *% 24)) +% 1) +% ix237)])
-              var sum243: Float = (sum242 + arena[((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -1) *% 24)) +% ix237)])
-              var sum244: Float = (sum243 + arena[(((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -2) *% 24)) +% 2) +% ix237)])
-              var sum245: Float = (sum244 + arena[(((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -2) *% 24)) +% 1) +% ix237)])
-              var sum246: Float = (sum245 + arena[((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy236 +% 2) +% -2) *% 24)) +% ix237)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy236 +% 2) *% 26)) +% 2) +% ix237)] = sum246
+            while ix237 < 1 {
+              var sum238: Float = arena[(((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy236 *% 24)) +% 23) +% ix237)]
+              var sum239: Float = (sum238 + arena[(((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy236 *% 24)) +% 22) +% ix237)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy236 *% 26)) +% 24) +% ix237)] = sum239
               ix237 &+= 1
             }
           }
         }
-        for iy247 in 0..<22 {
+        for iy240 in 0..<1 {
+          do {  // 8 lanes at a time over ix241
+            var ix241 = 0
+            while ix241 < 1 {
+              var sum242: Float = arena[(((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy240 *% 24)) +% 23) +% ix241)]
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy240 *% 26)) +% 25) +% ix241)] = sum242
+              ix241 &+= 1
+            }
+          }
+        }
+        for iy243 in 0..<1 {
+          do {  // 8 lanes at a time over ix244
+            var ix244 = 0
+            while ix244 < 1 {
+              var sum245: Float = arena[((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy243 +% 1) *% 24)) +% ix244)]
+              var sum246: Float = (sum245 + arena[((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy243 +% 1) +% -1) *% 24)) +% ix244)])
+              arena[((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy243 +% 1) *% 26)) +% ix244)] = sum246
+              ix244 &+= 1
+            }
+          }
+        }
+        for iy247 in 0..<1 {
           do {  // 8 lanes at a time over ix248
             var ix248 = 0
             while ix248 < 1 {
-              var sum249: Float = arena[(((((3171600 +% (((c175 *% 9) +% 1) *% 2304)) +% (j174 *% 576)) +% ((iy247 +% 2) *% 24)) +% 23) +% ix248)]
-              var sum250: Float = (sum249 + arena[(((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy247 +% 2) *% 24)) +% 22) +% ix248)])
-              var sum251: Float = (sum250 + arena[(((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy247 +% 2) +% -1) *% 24)) +% 23) +% ix248)])
-              var sum252: Float = (sum251 + arena[(((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy247 +% 2) +% -1) *% 24)) +% 22) +% ix248)])
-              var sum253: Float = (sum252 + arena[(((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy247 +% 2) +% -2) *% 24)) +% 23) +% ix248)])
-              var sum254: Float = (sum253 + arena[(((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy247 +% 2) +% -2) *% 24)) +% 22) +% ix248)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy247 +% 2) *% 26)) +% 24) +% ix248)] = sum254
+              var sum249: Float = arena[(((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy247 +% 1) *% 24)) +% 1) +% ix248)]
+              var sum250: Float = (sum249 + arena[((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy247 +% 1) *% 24)) +% ix248)])
+              var sum251: Float = (sum250 + arena[(((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy247 +% 1) +% -1) *% 24)) +% 1) +% ix248)])
+              var sum252: Float = (sum251 + arena[((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy247 +% 1) +% -1) *% 24)) +% ix248)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy247 +% 1) *% 26)) +% 1) +% ix248)] = sum252
               ix248 &+= 1
             }
           }
         }
-        for iy255 in 0..<22 {
-          do {  // 8 lanes at a time over ix256
-            var ix256 = 0
-            while ix256 < 1 {
-              var sum257: Float = arena[(((((3171600 +% (((c175 *% 9) +% 2) *% 2304)) +% (j174 *% 576)) +% ((iy255 +% 2) *% 24)) +% 23) +% ix256)]
-              var sum258: Float = (sum257 + arena[(((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy255 +% 2) +% -1) *% 24)) +% 23) +% ix256)])
-              var sum259: Float = (sum258 + arena[(((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy255 +% 2) +% -2) *% 24)) +% 23) +% ix256)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy255 +% 2) *% 26)) +% 25) +% ix256)] = sum259
-              ix256 &+= 1
+        for iy253 in 0..<1 {
+          do {  // 8 lanes at a time over ix254
+            var ix254 = 0
+            while ix254 &+ 8 <= 22 {
+              let sum255_v = loadVector(arena, ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 2) &+ ix254)
+              let sum256_v = (sum255_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 1) &+ ix254))
+              let sum257_v = (sum256_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) &+ ix254))
+              let sum258_v = (sum257_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 2) &+ ix254))
+              let sum259_v = (sum258_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 1) &+ ix254))
+              let sum260_v = (sum259_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) &+ ix254))
+              storeVector(arena, ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy253 +% 1) *% 26)) +% 2) &+ ix254, sum260_v)
+              ix254 &+= 8
+            }
+            while ix254 < 22 {
+              var sum255: Float = arena[(((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 2) +% ix254)]
+              var sum256: Float = (sum255 + arena[(((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 1) +% ix254)])
+              var sum257: Float = (sum256 + arena[((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% ix254)])
+              var sum258: Float = (sum257 + arena[(((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 2) +% ix254)])
+              var sum259: Float = (sum258 + arena[(((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 1) +% ix254)])
+              var sum260: Float = (sum259 + arena[((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% ix254)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy253 +% 1) *% 26)) +% 2) +% ix254)] = sum260
+              ix254 &+= 1
             }
           }
         }
-        for iy260 in 0..<1 {
-          do {  // 8 lanes at a time over ix261
-            var ix261 = 0
-            while ix261 < 1 {
-              var sum262: Float = arena[((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy260 +% 24) +% -1) *% 24)) +% ix261)]
-              var sum263: Float = (sum262 + arena[((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy260 +% 24) +% -2) *% 24)) +% ix261)])
-              arena[((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy260 +% 24) *% 26)) +% ix261)] = sum263
-              ix261 &+= 1
+        for iy261 in 0..<1 {
+          do {  // 8 lanes at a time over ix262
+            var ix262 = 0
+            while ix262 < 1 {
+              var sum263: Float = arena[(((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy261 +% 1) *% 24)) +% 23) +% ix262)]
+              var sum264: Float = (sum263 + arena[(((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy261 +% 1) *% 24)) +% 22) +% ix262)])
+              var sum265: Float = (sum264 + arena[(((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy261 +% 1) +% -1) *% 24)) +% 23) +% ix262)])
+              var sum266: Float = (sum265 + arena[(((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy261 +% 1) +% -1) *% 24)) +% 22) +% ix262)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy261 +% 1) *% 26)) +% 24) +% ix262)] = sum266
+              ix262 &+= 1
             }
           }
         }
-        for iy264 in 0..<1 {
-          do {  // 8 lanes at a time over ix265
-            var ix265 = 0
-            while ix265 < 1 {
-              var sum266: Float = arena[(((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy264 +% 24) +% -1) *% 24)) +% 1) +% ix265)]
-              var sum267: Float = (sum266 + arena[((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy264 +% 24) +% -1) *% 24)) +% ix265)])
-              var sum268: Float = (sum267 + arena[(((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy264 +% 24) +% -2) *% 24)) +% 1) +% ix265)])
-              var sum269: Float = (sum268 + arena[((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy264 +% 24) +% -2) *% 24)) +% ix265)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy264 +% 24) *% 26)) +% 1) +% ix265)] = sum269
-              ix265 &+= 1
+        for iy267 in 0..<1 {
+          do {  // 8 lanes at a time over ix268
+            var ix268 = 0
+            while ix268 < 1 {
+              var sum269: Float = arena[(((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy267 +% 1) *% 24)) +% 23) +% ix268)]
+              var sum270: Float = (sum269 + arena[(((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy267 +% 1) +% -1) *% 24)) +% 23) +% ix268)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy267 +% 1) *% 26)) +% 25) +% ix268)] = sum270
+              ix268 &+= 1
             }
           }
         }
-        for iy270 in 0..<1 {
-          do {  // 8 lanes at a time over ix271
-            var ix271 = 0
-            while ix271 &+ 8 <= 22 {
-              let sum272_v = loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% 2) &+ ix271)
-              let sum273_v = (sum272_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% 1) &+ ix271))
-              let sum274_v = (sum273_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) &+ ix271))
-              let sum275_v = (sum274_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% 2) &+ ix271))
-              let sum276_v = (sum275_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% 1) &+ ix271))
-              let sum277_v = (sum276_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) &+ ix271))
-              storeVector(arena, ((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy270 +% 24) *% 26)) +% 2) &+ ix271, sum277_v)
-              ix271 &+= 8
-            }
-            while ix271 < 22 {
-              var sum272: Float = arena[(((((3171600 +% (((c175 *% 9) +% 3) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% 2) +% ix271)]
-              var sum273: Float = (sum272 + arena[(((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% 1) +% ix271)])
-              var sum274: Float = (sum273 + arena[((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -1) *% 24)) +% ix271)])
-              var sum275: Float = (sum274 + arena[(((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% 2) +% ix271)])
-              var sum276: Float = (sum275 + arena[(((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% 1) +% ix271)])
-              var sum277: Float = (sum276 + arena[((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy270 +% 24) +% -2) *% 24)) +% ix271)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy270 +% 24) *% 26)) +% 2) +% ix271)] = sum277
-              ix271 &+= 1
+        for iy271 in 0..<22 {
+          do {  // 8 lanes at a time over ix272
+            var ix272 = 0
+            while ix272 < 1 {
+              var sum273: Float = arena[((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy271 +% 2) *% 24)) +% ix272)]
+              var sum274: Float = (sum273 + arena[((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy271 +% 2) +% -1) *% 24)) +% ix272)])
+              var sum275: Float = (sum274 + arena[((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy271 +% 2) +% -2) *% 24)) +% ix272)])
+              arena[((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy271 +% 2) *% 26)) +% ix272)] = sum275
+              ix272 &+= 1
             }
           }
         }
-        for iy278 in 0..<1 {
-          do {  // 8 lanes at a time over ix279
-            var ix279 = 0
-            while ix279 < 1 {
-              var sum280: Float = arena[(((((3171600 +% (((c175 *% 9) +% 4) *% 2304)) +% (j174 *% 576)) +% (((iy278 +% 24) +% -1) *% 24)) +% 23) +% ix279)]
-              var sum281: Float = (sum280 + arena[(((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy278 +% 24) +% -1) *% 24)) +% 22) +% ix279)])
-              var sum282: Float = (sum281 + arena[(((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy278 +% 24) +% -2) *% 24)) +% 23) +% ix279)])
-              var sum283: Float = (sum282 + arena[(((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy278 +% 24) +% -2) *% 24)) +% 22) +% ix279)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy278 +% 24) *% 26)) +% 24) +% ix279)] = sum283
-              ix279 &+= 1
+        for iy276 in 0..<22 {
+          do {  // 8 lanes at a time over ix277
+            var ix277 = 0
+            while ix277 < 1 {
+              var sum278: Float = arena[(((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy276 +% 2) *% 24)) +% 1) +% ix277)]
+              var sum279: Float = (sum278 + arena[((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy276 +% 2) *% 24)) +% ix277)])
+              var sum280: Float = (sum279 + arena[(((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -1) *% 24)) +% 1) +% ix277)])
+              var sum281: Float = (sum280 + arena[((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -1) *% 24)) +% ix277)])
+              var sum282: Float = (sum281 + arena[(((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -2) *% 24)) +% 1) +% ix277)])
+              var sum283: Float = (sum282 + arena[((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -2) *% 24)) +% ix277)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy276 +% 2) *% 26)) +% 1) +% ix277)] = sum283
+              ix277 &+= 1
             }
           }
         }
-        for iy284 in 0..<1 {
+        for iy284 in 0..<22 {
           do {  // 8 lanes at a time over ix285
             var ix285 = 0
-            while ix285 < 1 {
-              var sum286: Float = arena[(((((3171600 +% (((c175 *% 9) +% 5) *% 2304)) +% (j174 *% 576)) +% (((iy284 +% 24) +% -1) *% 24)) +% 23) +% ix285)]
-              var sum287: Float = (sum286 + arena[(((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy284 +% 24) +% -2) *% 24)) +% 23) +% ix285)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy284 +% 24) *% 26)) +% 25) +% ix285)] = sum287
+            while ix285 &+ 8 <= 22 {
+              let sum286_v = loadVector(arena, ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 2) &+ ix285)
+              let sum287_v = (sum286_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 1) &+ ix285))
+              let sum288_v = (sum287_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) &+ ix285))
+              let sum289_v = (sum288_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 2) &+ ix285))
+              let sum290_v = (sum289_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 1) &+ ix285))
+              let sum291_v = (sum290_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) &+ ix285))
+              let sum292_v = (sum291_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 2) &+ ix285))
+              let sum293_v = (sum292_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 1) &+ ix285))
+              let sum294_v = (sum293_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) &+ ix285))
+              storeVector(arena, ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy284 +% 2) *% 26)) +% 2) &+ ix285, sum294_v)
+              ix285 &+= 8
+            }
+            while ix285 < 22 {
+              var sum286: Float = arena[(((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 2) +% ix285)]
+              var sum287: Float = (sum286 + arena[(((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 1) +% ix285)])
+              var sum288: Float = (sum287 + arena[((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% ix285)])
+              var sum289: Float = (sum288 + arena[(((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 2) +% ix285)])
+              var sum290: Float = (sum289 + arena[(((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 1) +% ix285)])
+              var sum291: Float = (sum290 + arena[((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% ix285)])
+              var sum292: Float = (sum291 + arena[(((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 2) +% ix285)])
+              var sum293: Float = (sum292 + arena[(((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 1) +% ix285)])
+              var sum294: Float = (sum293 + arena[((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% ix285)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy284 +% 2) *% 26)) +% 2) +% ix285)] = sum294
               ix285 &+= 1
             }
           }
         }
-        for iy288 in 0..<1 {
-          do {  // 8 lanes at a time over ix289
-            var ix289 = 0
-            while ix289 < 1 {
-              var sum290: Float = arena[((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy288 +% 25) +% -2) *% 24)) +% ix289)]
-              arena[((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy288 +% 25) *% 26)) +% ix289)] = sum290
-              ix289 &+= 1
-            }
-          }
-        }
-        for iy291 in 0..<1 {
-          do {  // 8 lanes at a time over ix292
-            var ix292 = 0
-            while ix292 < 1 {
-              var sum293: Float = arena[(((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy291 +% 25) +% -2) *% 24)) +% 1) +% ix292)]
-              var sum294: Float = (sum293 + arena[((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy291 +% 25) +% -2) *% 24)) +% ix292)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy291 +% 25) *% 26)) +% 1) +% ix292)] = sum294
-              ix292 &+= 1
-            }
-          }
-        }
-        for iy295 in 0..<1 {
+        for iy295 in 0..<22 {
           do {  // 8 lanes at a time over ix296
             var ix296 = 0
-            while ix296 &+ 8 <= 22 {
-              let sum297_v = loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy295 +% 25) +% -2) *% 24)) +% 2) &+ ix296)
-              let sum298_v = (sum297_v + loadVector(arena, ((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy295 +% 25) +% -2) *% 24)) +% 1) &+ ix296))
-              let sum299_v = (sum298_v + loadVector(arena, (((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy295 +% 25) +% -2) *% 24)) &+ ix296))
-              storeVector(arena, ((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy295 +% 25) *% 26)) +% 2) &+ ix296, sum299_v)
-              ix296 &+= 8
-            }
-            while ix296 < 22 {
-              var sum297: Float = arena[(((((3171600 +% (((c175 *% 9) +% 6) *% 2304)) +% (j174 *% 576)) +% (((iy295 +% 25) +% -2) *% 24)) +% 2) +% ix296)]
-              var sum298: Float = (sum297 + arena[(((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy295 +% 25) +% -2) *% 24)) +% 1) +% ix296)])
-              var sum299: Float = (sum298 + arena[((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy295 +% 25) +% -2) *% 24)) +% ix296)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy295 +% 25) *% 26)) +% 2) +% ix296)] = sum299
+            while ix296 < 1 {
+              var sum297: Float = arena[(((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy295 +% 2) *% 24)) +% 23) +% ix296)]
+              var sum298: Float = (sum297 + arena[(((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy295 +% 2) *% 24)) +% 22) +% ix296)])
+              var sum299: Float = (sum298 + arena[(((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -1) *% 24)) +% 23) +% ix296)])
+              var sum300: Float = (sum299 + arena[(((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -1) *% 24)) +% 22) +% ix296)])
+              var sum301: Float = (sum300 + arena[(((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -2) *% 24)) +% 23) +% ix296)])
+              var sum302: Float = (sum301 + arena[(((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -2) *% 24)) +% 22) +% ix296)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy295 +% 2) *% 26)) +% 24) +% ix296)] = sum302
               ix296 &+= 1
             }
           }
         }
-        for iy300 in 0..<1 {
-          do {  // 8 lanes at a time over ix301
-            var ix301 = 0
-            while ix301 < 1 {
-              var sum302: Float = arena[(((((3171600 +% (((c175 *% 9) +% 7) *% 2304)) +% (j174 *% 576)) +% (((iy300 +% 25) +% -2) *% 24)) +% 23) +% ix301)]
-              var sum303: Float = (sum302 + arena[(((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy300 +% 25) +% -2) *% 24)) +% 22) +% ix301)])
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy300 +% 25) *% 26)) +% 24) +% ix301)] = sum303
-              ix301 &+= 1
+        for iy303 in 0..<22 {
+          do {  // 8 lanes at a time over ix304
+            var ix304 = 0
+            while ix304 < 1 {
+              var sum305: Float = arena[(((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy303 +% 2) *% 24)) +% 23) +% ix304)]
+              var sum306: Float = (sum305 + arena[(((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy303 +% 2) +% -1) *% 24)) +% 23) +% ix304)])
+              var sum307: Float = (sum306 + arena[(((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy303 +% 2) +% -2) *% 24)) +% 23) +% ix304)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy303 +% 2) *% 26)) +% 25) +% ix304)] = sum307
+              ix304 &+= 1
             }
           }
         }
-        for iy304 in 0..<1 {
-          do {  // 8 lanes at a time over ix305
-            var ix305 = 0
-            while ix305 < 1 {
-              var sum306: Float = arena[(((((3171600 +% (((c175 *% 9) +% 8) *% 2304)) +% (j174 *% 576)) +% (((iy304 +% 25) +% -2) *% 24)) +% 23) +% ix305)]
-              arena[(((((1384448 +% (((g165 *% 4) +% j174) *% 21632)) +% (c175 *% 676)) +% ((iy304 +% 25) *% 26)) +% 25) +% ix305)] = sum306
-              ix305 &+= 1
+        for iy308 in 0..<1 {
+          do {  // 8 lanes at a time over ix309
+            var ix309 = 0
+            while ix309 < 1 {
+              var sum310: Float = arena[((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy308 +% 24) +% -1) *% 24)) +% ix309)]
+              var sum311: Float = (sum310 + arena[((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy308 +% 24) +% -2) *% 24)) +% ix309)])
+              arena[((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy308 +% 24) *% 26)) +% ix309)] = sum311
+              ix309 &+= 1
+            }
+          }
+        }
+        for iy312 in 0..<1 {
+          do {  // 8 lanes at a time over ix313
+            var ix313 = 0
+            while ix313 < 1 {
+              var sum314: Float = arena[(((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -1) *% 24)) +% 1) +% ix313)]
+              var sum315: Float = (sum314 + arena[((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -1) *% 24)) +% ix313)])
+              var sum316: Float = (sum315 + arena[(((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -2) *% 24)) +% 1) +% ix313)])
+              var sum317: Float = (sum316 + arena[((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -2) *% 24)) +% ix313)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy312 +% 24) *% 26)) +% 1) +% ix313)] = sum317
+              ix313 &+= 1
+            }
+          }
+        }
+        for iy318 in 0..<1 {
+          do {  // 8 lanes at a time over ix319
+            var ix319 = 0
+            while ix319 &+ 8 <= 22 {
+              let sum320_v = loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 2) &+ ix319)
+              let sum321_v = (sum320_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 1) &+ ix319))
+              let sum322_v = (sum321_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) &+ ix319))
+              let sum323_v = (sum322_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 2) &+ ix319))
+              let sum324_v = (sum323_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 1) &+ ix319))
+              let sum325_v = (sum324_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) &+ ix319))
+              storeVector(arena, ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy318 +% 24) *% 26)) +% 2) &+ ix319, sum325_v)
+              ix319 &+= 8
+            }
+            while ix319 < 22 {
+              var sum320: Float = arena[(((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 2) +% ix319)]
+              var sum321: Float = (sum320 + arena[(((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 1) +% ix319)])
+              var sum322: Float = (sum321 + arena[((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% ix319)])
+              var sum323: Float = (sum322 + arena[(((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 2) +% ix319)])
+              var sum324: Float = (sum323 + arena[(((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 1) +% ix319)])
+              var sum325: Float = (sum324 + arena[((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% ix319)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy318 +% 24) *% 26)) +% 2) +% ix319)] = sum325
+              ix319 &+= 1
+            }
+          }
+        }
+        for iy326 in 0..<1 {
+          do {  // 8 lanes at a time over ix327
+            var ix327 = 0
+            while ix327 < 1 {
+              var sum328: Float = arena[(((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -1) *% 24)) +% 23) +% ix327)]
+              var sum329: Float = (sum328 + arena[(((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -1) *% 24)) +% 22) +% ix327)])
+              var sum330: Float = (sum329 + arena[(((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -2) *% 24)) +% 23) +% ix327)])
+              var sum331: Float = (sum330 + arena[(((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -2) *% 24)) +% 22) +% ix327)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy326 +% 24) *% 26)) +% 24) +% ix327)] = sum331
+              ix327 &+= 1
+            }
+          }
+        }
+        for iy332 in 0..<1 {
+          do {  // 8 lanes at a time over ix333
+            var ix333 = 0
+            while ix333 < 1 {
+              var sum334: Float = arena[(((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy332 +% 24) +% -1) *% 24)) +% 23) +% ix333)]
+              var sum335: Float = (sum334 + arena[(((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy332 +% 24) +% -2) *% 24)) +% 23) +% ix333)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy332 +% 24) *% 26)) +% 25) +% ix333)] = sum335
+              ix333 &+= 1
+            }
+          }
+        }
+        for iy336 in 0..<1 {
+          do {  // 8 lanes at a time over ix337
+            var ix337 = 0
+            while ix337 < 1 {
+              var sum338: Float = arena[((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy336 +% 25) +% -2) *% 24)) +% ix337)]
+              arena[((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy336 +% 25) *% 26)) +% ix337)] = sum338
+              ix337 &+= 1
+            }
+          }
+        }
+        for iy339 in 0..<1 {
+          do {  // 8 lanes at a time over ix340
+            var ix340 = 0
+            while ix340 < 1 {
+              var sum341: Float = arena[(((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy339 +% 25) +% -2) *% 24)) +% 1) +% ix340)]
+              var sum342: Float = (sum341 + arena[((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy339 +% 25) +% -2) *% 24)) +% ix340)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy339 +% 25) *% 26)) +% 1) +% ix340)] = sum342
+              ix340 &+= 1
+            }
+          }
+        }
+        for iy343 in 0..<1 {
+          do {  // 8 lanes at a time over ix344
+            var ix344 = 0
+            while ix344 &+ 8 <= 22 {
+              let sum345_v = loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 2) &+ ix344)
+              let sum346_v = (sum345_v + loadVector(arena, ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 1) &+ ix344))
+              let sum347_v = (sum346_v + loadVector(arena, (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) &+ ix344))
+              storeVector(arena, ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy343 +% 25) *% 26)) +% 2) &+ ix344, sum347_v)
+              ix344 &+= 8
+            }
+            while ix344 < 22 {
+              var sum345: Float = arena[(((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 2) +% ix344)]
+              var sum346: Float = (sum345 + arena[(((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 1) +% ix344)])
+              var sum347: Float = (sum346 + arena[((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% ix344)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy343 +% 25) *% 26)) +% 2) +% ix344)] = sum347
+              ix344 &+= 1
+            }
+          }
+        }
+        for iy348 in 0..<1 {
+          do {  // 8 lanes at a time over ix349
+            var ix349 = 0
+            while ix349 < 1 {
+              var sum350: Float = arena[(((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy348 +% 25) +% -2) *% 24)) +% 23) +% ix349)]
+              var sum351: Float = (sum350 + arena[(((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy348 +% 25) +% -2) *% 24)) +% 22) +% ix349)])
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy348 +% 25) *% 26)) +% 24) +% ix349)] = sum351
+              ix349 &+= 1
+            }
+          }
+        }
+        for iy352 in 0..<1 {
+          do {  // 8 lanes at a time over ix353
+            var ix353 = 0
+            while ix353 < 1 {
+              var sum354: Float = arena[(((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy352 +% 25) +% -2) *% 24)) +% 23) +% ix353)]
+              arena[(((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy352 +% 25) *% 26)) +% 25) +% ix353)] = sum354
+              ix353 &+= 1
             }
           }
         }
@@ -1244,184 +1285,184 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // 8 lanes at a time over i307
-    var i307 = 0
-    while i307 &+ 8 <= 1384448 {
-      storeVector(arena, 3171600 &+ i307, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1384448 &+ i307), where: loadVector(arena, 0 &+ i307) .> Vector(repeating: Float(0))))
-      i307 &+= 8
+  do {  // 8 lanes at a time over i355
+    var i355 = 0
+    while i355 &+ 8 <= 1384448 {
+      storeVector(arena, 3171600 &+ i355, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1384448 &+ i355), where: loadVector(arena, 0 &+ i355) .> Vector(repeating: Float(0))))
+      i355 &+= 8
     }
-    while i307 < 1384448 {
-      arena[(3171600 +% i307)] = (arena[i307] > Float(0) ? arena[(1384448 +% i307)] : Float(0))
-      i307 &+= 1
+    while i355 < 1384448 {
+      arena[(3171600 +% i355)] = (arena[i355] > Float(0) ? arena[(1384448 +% i355)] : Float(0))
+      i355 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i308
-    var i308 = 0
-    while i308 &+ 8 <= 288 {
-      storeVector(arena, 443456 &+ i308, Vector(repeating: Float(0)))
-      i308 &+= 8
+  do {  // 8 lanes at a time over i356
+    var i356 = 0
+    while i356 &+ 8 <= 288 {
+      storeVector(arena, 443456 &+ i356, Vector(repeating: Float(0)))
+      i356 &+= 8
     }
-    while i308 < 288 {
-      arena[(443456 +% i308)] = Float(0)
-      i308 &+= 1
-    }
-  }
-  for g309 in 0..<4 {
-    for j310 in 0..<16 {
-      for c311 in 0..<1 {
-        for ky312 in 0..<3 {
-          for oy313 in 0..<26 {
-            for ox314 in 0..<26 {
-              arena[((((((c311 *% 3) +% ky312) *% 3) *% 10816) +% (j310 *% 676)) +% ((oy313 *% 26) +% ox314))] = images[((((((g309 *% 16) +% j310) *% 784) +% (c311 *% 784)) +% ((oy313 +% ky312) *% 28)) +% ox314)]
-            }
-          }
-          for oy315 in 0..<26 {
-            for ox316 in 0..<26 {
-              arena[(((((((c311 *% 3) +% ky312) *% 3) +% 1) *% 10816) +% (j310 *% 676)) +% ((oy315 *% 26) +% ox316))] = images[((((((g309 *% 16) +% j310) *% 784) +% (c311 *% 784)) +% ((oy315 +% ky312) *% 28)) +% (ox316 +% 1))]
-            }
-          }
-          for oy317 in 0..<26 {
-            for ox318 in 0..<26 {
-              arena[(((((((c311 *% 3) +% ky312) *% 3) +% 2) *% 10816) +% (j310 *% 676)) +% ((oy317 *% 26) +% ox318))] = images[((((((g309 *% 16) +% j310) *% 784) +% (c311 *% 784)) +% ((oy317 +% ky312) *% 28)) +% (ox318 +% 2))]
-            }
-          }
-        }
-      }
-    }
-    for j319 in 0..<16 {
-      for i320 in 0..<676 {
-        for f321 in 0..<32 {
-          arena[((97344 +% (((j319 *% 676) +% i320) *% 32)) +% f321)] = arena[(((3171600 +% (((g309 *% 16) +% j319) *% 21632)) +% (f321 *% 676)) +% i320)]
-        }
-      }
-    }
-    do {  // gemm329
-      for kp322 in 0..<8 {
-        for nb323 in 0..<2 {
-          for mb324 in 0..<1 {
-            var t325_c0_0 = loadVector(arena, ((443456 +% ((mb324 *% 5) *% 32)) +% (nb323 *% 16)))
-            var t325_c0_1 = loadVector(arena, (((443456 +% ((mb324 *% 5) *% 32)) +% (nb323 *% 16)) +% 8))
-            var t325_c1_0 = loadVector(arena, ((443456 +% (((mb324 *% 5) +% 1) *% 32)) +% (nb323 *% 16)))
-            var t325_c1_1 = loadVector(arena, (((443456 +% (((mb324 *% 5) +% 1) *% 32)) +% (nb323 *% 16)) +% 8))
-            var t325_c2_0 = loadVector(arena, ((443456 +% (((mb324 *% 5) +% 2) *% 32)) +% (nb323 *% 16)))
-            var t325_c2_1 = loadVector(arena, (((443456 +% (((mb324 *% 5) +% 2) *% 32)) +% (nb323 *% 16)) +% 8))
-            var t325_c3_0 = loadVector(arena, ((443456 +% (((mb324 *% 5) +% 3) *% 32)) +% (nb323 *% 16)))
-            var t325_c3_1 = loadVector(arena, (((443456 +% (((mb324 *% 5) +% 3) *% 32)) +% (nb323 *% 16)) +% 8))
-            var t325_c4_0 = loadVector(arena, ((443456 +% (((mb324 *% 5) +% 4) *% 32)) +% (nb323 *% 16)))
-            var t325_c4_1 = loadVector(arena, (((443456 +% (((mb324 *% 5) +% 4) *% 32)) +% (nb323 *% 16)) +% 8))
-            for k326 in 0..<1352 {
-              let t325_b0 = loadVector(arena, ((97344 +% ((k326 +% (kp322 *% 1352)) *% 32)) +% (nb323 *% 16)))
-              let t325_b1 = loadVector(arena, (((97344 +% ((k326 +% (kp322 *% 1352)) *% 32)) +% (nb323 *% 16)) +% 8))
-              let t325_a0 = Vector(repeating: arena[(((mb324 *% 5) *% 10816) +% (k326 +% (kp322 *% 1352)))])
-              t325_c0_0 = t325_c0_0.addingProduct(t325_a0, t325_b0)
-              t325_c0_1 = t325_c0_1.addingProduct(t325_a0, t325_b1)
-              let t325_a1 = Vector(repeating: arena[((((mb324 *% 5) +% 1) *% 10816) +% (k326 +% (kp322 *% 1352)))])
-              t325_c1_0 = t325_c1_0.addingProduct(t325_a1, t325_b0)
-              t325_c1_1 = t325_c1_1.addingProduct(t325_a1, t325_b1)
-              let t325_a2 = Vector(repeating: arena[((((mb324 *% 5) +% 2) *% 10816) +% (k326 +% (kp322 *% 1352)))])
-              t325_c2_0 = t325_c2_0.addingProduct(t325_a2, t325_b0)
-              t325_c2_1 = t325_c2_1.addingProduct(t325_a2, t325_b1)
-              let t325_a3 = Vector(repeating: arena[((((mb324 *% 5) +% 3) *% 10816) +% (k326 +% (kp322 *% 1352)))])
-              t325_c3_0 = t325_c3_0.addingProduct(t325_a3, t325_b0)
-              t325_c3_1 = t325_c3_1.addingProduct(t325_a3, t325_b1)
-              let t325_a4 = Vector(repeating: arena[((((mb324 *% 5) +% 4) *% 10816) +% (k326 +% (kp322 *% 1352)))])
-              t325_c4_0 = t325_c4_0.addingProduct(t325_a4, t325_b0)
-              t325_c4_1 = t325_c4_1.addingProduct(t325_a4, t325_b1)
-            }
-            storeVector(arena, ((443456 +% ((mb324 *% 5) *% 32)) +% (nb323 *% 16)), t325_c0_0)
-            storeVector(arena, (((443456 +% ((mb324 *% 5) *% 32)) +% (nb323 *% 16)) +% 8), t325_c0_1)
-            storeVector(arena, ((443456 +% (((mb324 *% 5) +% 1) *% 32)) +% (nb323 *% 16)), t325_c1_0)
-            storeVector(arena, (((443456 +% (((mb324 *% 5) +% 1) *% 32)) +% (nb323 *% 16)) +% 8), t325_c1_1)
-            storeVector(arena, ((443456 +% (((mb324 *% 5) +% 2) *% 32)) +% (nb323 *% 16)), t325_c2_0)
-            storeVector(arena, (((443456 +% (((mb324 *% 5) +% 2) *% 32)) +% (nb323 *% 16)) +% 8), t325_c2_1)
-            storeVector(arena, ((443456 +% (((mb324 *% 5) +% 3) *% 32)) +% (nb323 *% 16)), t325_c3_0)
-            storeVector(arena, (((443456 +% (((mb324 *% 5) +% 3) *% 32)) +% (nb323 *% 16)) +% 8), t325_c3_1)
-            storeVector(arena, ((443456 +% (((mb324 *% 5) +% 4) *% 32)) +% (nb323 *% 16)), t325_c4_0)
-            storeVector(arena, (((443456 +% (((mb324 *% 5) +% 4) *% 32)) +% (nb323 *% 16)) +% 8), t325_c4_1)
-          }
-          var t327_c0_0 = loadVector(arena, (443616 +% (nb323 *% 16)))
-          var t327_c0_1 = loadVector(arena, ((443616 +% (nb323 *% 16)) +% 8))
-          var t327_c1_0 = loadVector(arena, (443648 +% (nb323 *% 16)))
-          var t327_c1_1 = loadVector(arena, ((443648 +% (nb323 *% 16)) +% 8))
-          var t327_c2_0 = loadVector(arena, (443680 +% (nb323 *% 16)))
-          var t327_c2_1 = loadVector(arena, ((443680 +% (nb323 *% 16)) +% 8))
-          var t327_c3_0 = loadVector(arena, (443712 +% (nb323 *% 16)))
-          var t327_c3_1 = loadVector(arena, ((443712 +% (nb323 *% 16)) +% 8))
-          for k328 in 0..<1352 {
-            let t327_b0 = loadVector(arena, ((97344 +% ((k328 +% (kp322 *% 1352)) *% 32)) +% (nb323 *% 16)))
-            let t327_b1 = loadVector(arena, (((97344 +% ((k328 +% (kp322 *% 1352)) *% 32)) +% (nb323 *% 16)) +% 8))
-            let t327_a0 = Vector(repeating: arena[(54080 +% (k328 +% (kp322 *% 1352)))])
-            t327_c0_0 = t327_c0_0.addingProduct(t327_a0, t327_b0)
-            t327_c0_1 = t327_c0_1.addingProduct(t327_a0, t327_b1)
-            let t327_a1 = Vector(repeating: arena[(64896 +% (k328 +% (kp322 *% 1352)))])
-            t327_c1_0 = t327_c1_0.addingProduct(t327_a1, t327_b0)
-            t327_c1_1 = t327_c1_1.addingProduct(t327_a1, t327_b1)
-            let t327_a2 = Vector(repeating: arena[(75712 +% (k328 +% (kp322 *% 1352)))])
-            t327_c2_0 = t327_c2_0.addingProduct(t327_a2, t327_b0)
-            t327_c2_1 = t327_c2_1.addingProduct(t327_a2, t327_b1)
-            let t327_a3 = Vector(repeating: arena[(86528 +% (k328 +% (kp322 *% 1352)))])
-            t327_c3_0 = t327_c3_0.addingProduct(t327_a3, t327_b0)
-            t327_c3_1 = t327_c3_1.addingProduct(t327_a3, t327_b1)
-          }
-          storeVector(arena, (443616 +% (nb323 *% 16)), t327_c0_0)
-          storeVector(arena, ((443616 +% (nb323 *% 16)) +% 8), t327_c0_1)
-          storeVector(arena, (443648 +% (nb323 *% 16)), t327_c1_0)
-          storeVector(arena, ((443648 +% (nb323 *% 16)) +% 8), t327_c1_1)
-          storeVector(arena, (443680 +% (nb323 *% 16)), t327_c2_0)
-          storeVector(arena, ((443680 +% (nb323 *% 16)) +% 8), t327_c2_1)
-          storeVector(arena, (443712 +% (nb323 *% 16)), t327_c3_0)
-          storeVector(arena, ((443712 +% (nb323 *% 16)) +% 8), t327_c3_1)
-        }
-      }
+    while i356 < 288 {
+      arena[(443456 +% i356)] = Float(0)
+      i356 &+= 1
     }
   }
-  for f330 in 0..<32 {
-    for r331 in 0..<9 {
-      grads[((f330 *% 9) +% r331)] = arena[((443456 +% (r331 *% 32)) +% f330)]
+  for g357 in 0..<4 {
+    for j358 in 0..<16 {
+      for c359 in 0..<1 {
+        for ky360 in 0..<3 {
+          for oy361 in 0..<26 {
+            for ox362 in 0..<26 {
+              arena[((((((c359 *% 3) +% ky360) *% 3) *% 10816) +% (j358 *% 676)) +% ((oy361 *% 26) +% ox362))] = images[((((((g357 *% 16) +% j358) *% 784) +% (c359 *% 784)) +% ((oy361 +% ky360) *% 28)) +% ox362)]
+            }
+          }
+          for oy363 in 0..<26 {
+            for ox364 in 0..<26 {
+              arena[(((((((c359 *% 3) +% ky360) *% 3) +% 1) *% 10816) +% (j358 *% 676)) +% ((oy363 *% 26) +% ox364))] = images[((((((g357 *% 16) +% j358) *% 784) +% (c359 *% 784)) +% ((oy363 +% ky360) *% 28)) +% (ox364 +% 1))]
+            }
+          }
+          for oy365 in 0..<26 {
+            for ox366 in 0..<26 {
+              arena[(((((((c359 *% 3) +% ky360) *% 3) +% 2) *% 10816) +% (j358 *% 676)) +% ((oy365 *% 26) +% ox366))] = images[((((((g357 *% 16) +% j358) *% 784) +% (c359 *% 784)) +% ((oy365 +% ky360) *% 28)) +% (ox366 +% 2))]
+            }
+          }
+        }
+      }
+    }
+    for j367 in 0..<16 {
+      for i368 in 0..<676 {
+        for f369 in 0..<32 {
+          arena[((97344 +% (((j367 *% 676) +% i368) *% 32)) +% f369)] = arena[(((3171600 +% (((g357 *% 16) +% j367) *% 21632)) +% (f369 *% 676)) +% i368)]
+        }
+      }
+    }
+    do {  // gemm377
+      for kp370 in 0..<8 {
+        for nb371 in 0..<2 {
+          for mb372 in 0..<1 {
+            var t373_c0_0 = loadVector(arena, ((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)))
+            var t373_c0_1 = loadVector(arena, (((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)) +% 8))
+            var t373_c1_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)))
+            var t373_c1_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)) +% 8))
+            var t373_c2_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)))
+            var t373_c2_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)) +% 8))
+            var t373_c3_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)))
+            var t373_c3_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)) +% 8))
+            var t373_c4_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)))
+            var t373_c4_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)) +% 8))
+            for k374 in 0..<1352 {
+              let t373_b0 = loadVector(arena, ((97344 +% ((k374 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)))
+              let t373_b1 = loadVector(arena, (((97344 +% ((k374 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)) +% 8))
+              let t373_a0 = Vector(repeating: arena[(((mb372 *% 5) *% 10816) +% (k374 +% (kp370 *% 1352)))])
+              t373_c0_0 = t373_c0_0.addingProduct(t373_a0, t373_b0)
+              t373_c0_1 = t373_c0_1.addingProduct(t373_a0, t373_b1)
+              let t373_a1 = Vector(repeating: arena[((((mb372 *% 5) +% 1) *% 10816) +% (k374 +% (kp370 *% 1352)))])
+              t373_c1_0 = t373_c1_0.addingProduct(t373_a1, t373_b0)
+              t373_c1_1 = t373_c1_1.addingProduct(t373_a1, t373_b1)
+              let t373_a2 = Vector(repeating: arena[((((mb372 *% 5) +% 2) *% 10816) +% (k374 +% (kp370 *% 1352)))])
+              t373_c2_0 = t373_c2_0.addingProduct(t373_a2, t373_b0)
+              t373_c2_1 = t373_c2_1.addingProduct(t373_a2, t373_b1)
+              let t373_a3 = Vector(repeating: arena[((((mb372 *% 5) +% 3) *% 10816) +% (k374 +% (kp370 *% 1352)))])
+              t373_c3_0 = t373_c3_0.addingProduct(t373_a3, t373_b0)
+              t373_c3_1 = t373_c3_1.addingProduct(t373_a3, t373_b1)
+              let t373_a4 = Vector(repeating: arena[((((mb372 *% 5) +% 4) *% 10816) +% (k374 +% (kp370 *% 1352)))])
+              t373_c4_0 = t373_c4_0.addingProduct(t373_a4, t373_b0)
+              t373_c4_1 = t373_c4_1.addingProduct(t373_a4, t373_b1)
+            }
+            storeVector(arena, ((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)), t373_c0_0)
+            storeVector(arena, (((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)) +% 8), t373_c0_1)
+            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)), t373_c1_0)
+            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)) +% 8), t373_c1_1)
+            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)), t373_c2_0)
+            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)) +% 8), t373_c2_1)
+            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)), t373_c3_0)
+            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)) +% 8), t373_c3_1)
+            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)), t373_c4_0)
+            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)) +% 8), t373_c4_1)
+          }
+          var t375_c0_0 = loadVector(arena, (443616 +% (nb371 *% 16)))
+          var t375_c0_1 = loadVector(arena, ((443616 +% (nb371 *% 16)) +% 8))
+          var t375_c1_0 = loadVector(arena, (443648 +% (nb371 *% 16)))
+          var t375_c1_1 = loadVector(arena, ((443648 +% (nb371 *% 16)) +% 8))
+          var t375_c2_0 = loadVector(arena, (443680 +% (nb371 *% 16)))
+          var t375_c2_1 = loadVector(arena, ((443680 +% (nb371 *% 16)) +% 8))
+          var t375_c3_0 = loadVector(arena, (443712 +% (nb371 *% 16)))
+          var t375_c3_1 = loadVector(arena, ((443712 +% (nb371 *% 16)) +% 8))
+          for k376 in 0..<1352 {
+            let t375_b0 = loadVector(arena, ((97344 +% ((k376 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)))
+            let t375_b1 = loadVector(arena, (((97344 +% ((k376 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)) +% 8))
+            let t375_a0 = Vector(repeating: arena[(54080 +% (k376 +% (kp370 *% 1352)))])
+            t375_c0_0 = t375_c0_0.addingProduct(t375_a0, t375_b0)
+            t375_c0_1 = t375_c0_1.addingProduct(t375_a0, t375_b1)
+            let t375_a1 = Vector(repeating: arena[(64896 +% (k376 +% (kp370 *% 1352)))])
+            t375_c1_0 = t375_c1_0.addingProduct(t375_a1, t375_b0)
+            t375_c1_1 = t375_c1_1.addingProduct(t375_a1, t375_b1)
+            let t375_a2 = Vector(repeating: arena[(75712 +% (k376 +% (kp370 *% 1352)))])
+            t375_c2_0 = t375_c2_0.addingProduct(t375_a2, t375_b0)
+            t375_c2_1 = t375_c2_1.addingProduct(t375_a2, t375_b1)
+            let t375_a3 = Vector(repeating: arena[(86528 +% (k376 +% (kp370 *% 1352)))])
+            t375_c3_0 = t375_c3_0.addingProduct(t375_a3, t375_b0)
+            t375_c3_1 = t375_c3_1.addingProduct(t375_a3, t375_b1)
+          }
+          storeVector(arena, (443616 +% (nb371 *% 16)), t375_c0_0)
+          storeVector(arena, ((443616 +% (nb371 *% 16)) +% 8), t375_c0_1)
+          storeVector(arena, (443648 +% (nb371 *% 16)), t375_c1_0)
+          storeVector(arena, ((443648 +% (nb371 *% 16)) +% 8), t375_c1_1)
+          storeVector(arena, (443680 +% (nb371 *% 16)), t375_c2_0)
+          storeVector(arena, ((443680 +% (nb371 *% 16)) +% 8), t375_c2_1)
+          storeVector(arena, (443712 +% (nb371 *% 16)), t375_c3_0)
+          storeVector(arena, ((443712 +% (nb371 *% 16)) +% 8), t375_c3_1)
+        }
+      }
+    }
+  }
+  for f378 in 0..<32 {
+    for r379 in 0..<9 {
+      grads[((f378 *% 9) +% r379)] = arena[((443456 +% (r379 *% 32)) +% f378)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f332 in 0..<32 {
-    var acc333 = Vector()
-    for img334 in 0..<64 {
-      for i335 in 0..<84 {
-        acc333 = acc333.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img334 *% 21632)) +% (f332 *% 676)) +% (i335 *% 8))))
+  for f380 in 0..<32 {
+    var acc381 = Vector()
+    for img382 in 0..<64 {
+      for i383 in 0..<84 {
+        acc381 = acc381.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img382 *% 21632)) +% (f380 *% 676)) +% (i383 *% 8))))
       }
-      acc333 = acc333.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img334 *% 21632)) +% (f332 *% 676)) +% 672), 4))
+      acc381 = acc381.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img382 *% 21632)) +% (f380 *% 676)) +% 672), 4))
     }
-    storeVector(arena, 0, acc333)
-    var sum336: Float = (arena[0] + arena[1])
-    var sum337: Float = (sum336 + arena[2])
-    var sum338: Float = (sum337 + arena[3])
-    var sum339: Float = (sum338 + arena[4])
-    var sum340: Float = (sum339 + arena[5])
-    var sum341: Float = (sum340 + arena[6])
-    var sum342: Float = (sum341 + arena[7])
-    grads[(288 +% f332)] = sum342
+    storeVector(arena, 0, acc381)
+    var sum384: Float = (arena[0] + arena[1])
+    var sum385: Float = (sum384 + arena[2])
+    var sum386: Float = (sum385 + arena[3])
+    var sum387: Float = (sum386 + arena[4])
+    var sum388: Float = (sum387 + arena[5])
+    var sum389: Float = (sum388 + arena[6])
+    var sum390: Float = (sum389 + arena[7])
+    grads[(288 +% f380)] = sum390
   }
   // adam = update of 1199882 parameters
-  var step_size343: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt344: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i345
-    var i345 = 0
-    while i345 &+ 8 <= 1199882 {
-      let g_v = (loadVector(grads, 0 &+ i345) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i345)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i345)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i345)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i345, m_new_v)
-      storeVector(v, 0 &+ i345, v_new_v)
-      storeVector(params, 0 &+ i345, (loadVector(params, 0 &+ i345) - ((Vector(repeating: step_size343) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt344)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i345 &+= 8
+  var step_size391: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt392: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // 8 lanes at a time over i393
+    var i393 = 0
+    while i393 &+ 8 <= 1199882 {
+      let g_v = (loadVector(grads, 0 &+ i393) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i393)))
+      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i393)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i393)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      storeVector(m, 0 &+ i393, m_new_v)
+      storeVector(v, 0 &+ i393, v_new_v)
+      storeVector(params, 0 &+ i393, (loadVector(params, 0 &+ i393) - ((Vector(repeating: step_size391) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt392)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+      i393 &+= 8
     }
-    while i345 < 1199882 {
-      var g: Float = (grads[i345] + (Float(0) * params[i345]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i345]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i345]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i345] = m_new
-      v[i345] = v_new
-      params[i345] = (params[i345] - ((step_size343 * m_new) / ((sqrtf(v_new) / bc2_sqrt344) + Float(bitPattern: 0x322bcc77))))
-      i345 &+= 1
+    while i393 < 1199882 {
+      var g: Float = (grads[i393] + (Float(0) * params[i393]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i393]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i393]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i393] = m_new
+      v[i393] = v_new
+      params[i393] = (params[i393] - ((step_size391 * m_new) / ((sqrtf(v_new) / bc2_sqrt392) + Float(bitPattern: 0x322bcc77))))
+      i393 &+= 1
     }
   }
 }

@@ -5528,10 +5528,6 @@ fc1.k146.end:                                     ; preds = %fc1.k146
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %drop.i150
-
-drop.i150:                                        ; preds = %drop.i150, %entry
-  %drop.i1501 = phi i64 [ 0, %entry ], [ %i150.next, %drop.i150 ]
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -5550,7 +5546,11 @@ drop.i150:                                        ; preds = %drop.i150, %entry
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %drop.i1501, -7046029254386353131
+  br label %drop.i158
+
+drop.i158:                                        ; preds = %drop.i158, %entry
+  %drop.i1581 = phi i64 [ 0, %entry ], [ %i158.next, %drop.i158 ]
+  %18 = mul i64 %drop.i1581, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -5561,20 +5561,20 @@ drop.i150:                                        ; preds = %drop.i150, %entry
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 8388608
-  %29 = add nsw i64 1204224, %drop.i1501
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 2.000000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 1212416, %drop.i1501
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i150.next = add nsw i64 %drop.i1501, 1
-  %34 = icmp slt i64 %i150.next, 8192
-  br i1 %34, label %drop.i150, label %drop.i150.end
+  %29 = icmp uge i64 %28, 8388608
+  %30 = add nsw i64 1204224, %drop.i1581
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 2.000000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 1212416, %drop.i1581
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i158.next = add nsw i64 %drop.i1581, 1
+  %35 = icmp slt i64 %i158.next, 8192
+  br i1 %35, label %drop.i158, label %drop.i158.end
 
-drop.i150.end:                                    ; preds = %drop.i150
+drop.i158.end:                                    ; preds = %drop.i158
   ret void
 }
 
@@ -5585,39 +5585,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
   %arena3 = getelementptr inbounds float, ptr %arena, i64 1220608
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n151
+  br label %fc2.n163
 
-fc2.n151:                                         ; preds = %fc2.u152.end, %entry
-  %fc2.n1514 = phi i64 [ 0, %entry ], [ %n151.next, %fc2.u152.end ]
-  br label %fc2.u152
+fc2.n163:                                         ; preds = %fc2.u164.end, %entry
+  %fc2.n1634 = phi i64 [ 0, %entry ], [ %n163.next, %fc2.u164.end ]
+  br label %fc2.u164
 
-fc2.n151.end:                                     ; preds = %fc2.u152.end
+fc2.n163.end:                                     ; preds = %fc2.u164.end
   ret void
 
-fc2.u152:                                         ; preds = %fc2.u152, %fc2.n151
-  %fc2.u1525 = phi i64 [ 0, %fc2.n151 ], [ %u152.next, %fc2.u152 ]
-  %0 = mul nsw i64 %fc2.n1514, 10
+fc2.u164:                                         ; preds = %fc2.u164, %fc2.n163
+  %fc2.u1645 = phi i64 [ 0, %fc2.n163 ], [ %u164.next, %fc2.u164 ]
+  %0 = mul nsw i64 %fc2.n1634, 10
   %1 = add nsw i64 1220608, %0
-  %2 = add nsw i64 %1, %fc2.u1525
+  %2 = add nsw i64 %1, %fc2.u1645
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421632, %fc2.u1525
+  %4 = add nsw i64 421632, %fc2.u1645
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1514, 10
+  %7 = mul nsw i64 %fc2.n1634, 10
   %8 = add nsw i64 1220608, %7
-  %9 = add nsw i64 %8, %fc2.u1525
+  %9 = add nsw i64 %8, %fc2.u1645
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u152.next = add nsw i64 %fc2.u1525, 1
-  %10 = icmp slt i64 %u152.next, 10
-  br i1 %10, label %fc2.u152, label %fc2.u152.end
+  %u164.next = add nsw i64 %fc2.u1645, 1
+  %10 = icmp slt i64 %u164.next, 10
+  br i1 %10, label %fc2.u164, label %fc2.u164.end
 
-fc2.u152.end:                                     ; preds = %fc2.u152
-  %n151.next = add nsw i64 %fc2.n1514, 1
-  %11 = icmp slt i64 %n151.next, 64
-  br i1 %11, label %fc2.n151, label %fc2.n151.end
+fc2.u164.end:                                     ; preds = %fc2.u164
+  %n163.next = add nsw i64 %fc2.n1634, 1
+  %11 = icmp slt i64 %n163.next, 64
+  br i1 %11, label %fc2.n163, label %fc2.n163.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -5625,84 +5625,84 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %loss.s156 = alloca float, align 4
-  %loss.m155 = alloca float, align 4
-  %loss.total153 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total153, align 4
-  br label %loss.n154
+  %loss.s168 = alloca float, align 4
+  %loss.m167 = alloca float, align 4
+  %loss.total165 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total165, align 4
+  br label %loss.n166
 
-loss.n154:                                        ; preds = %loss.k158.end, %entry
-  %loss.n1541 = phi i64 [ 0, %entry ], [ %n154.next, %loss.k158.end ]
-  %0 = mul nsw i64 %loss.n1541, 10
+loss.n166:                                        ; preds = %loss.k170.end, %entry
+  %loss.n1661 = phi i64 [ 0, %entry ], [ %n166.next, %loss.k170.end ]
+  %0 = mul nsw i64 %loss.n1661, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m155, align 4
-  br label %loss.k157
+  store float %2, ptr %loss.m167, align 4
+  br label %loss.k169
 
-loss.n154.end:                                    ; preds = %loss.k158.end
-  %total15312 = load float, ptr %loss.total153, align 4
-  %3 = fdiv float %total15312, 6.400000e+01
+loss.n166.end:                                    ; preds = %loss.k170.end
+  %total16512 = load float, ptr %loss.total165, align 4
+  %3 = fdiv float %total16512, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1221248
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k157:                                        ; preds = %loss.k157, %loss.n154
-  %loss.k1573 = phi i64 [ 0, %loss.n154 ], [ %k157.next, %loss.k157 ]
-  %m155 = load float, ptr %loss.m155, align 4
-  %4 = mul nsw i64 %loss.n1541, 10
+loss.k169:                                        ; preds = %loss.k169, %loss.n166
+  %loss.k1693 = phi i64 [ 0, %loss.n166 ], [ %k169.next, %loss.k169 ]
+  %m167 = load float, ptr %loss.m167, align 4
+  %4 = mul nsw i64 %loss.n1661, 10
   %5 = add nsw i64 1220608, %4
-  %6 = add nsw i64 %5, %loss.k1573
+  %6 = add nsw i64 %5, %loss.k1693
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m155
-  %9 = select i1 %8, float %7, float %m155
-  store float %9, ptr %loss.m155, align 4
-  %k157.next = add nsw i64 %loss.k1573, 1
-  %10 = icmp slt i64 %k157.next, 10
-  br i1 %10, label %loss.k157, label %loss.k157.end
+  %8 = fcmp ogt float %7, %m167
+  %9 = select i1 %8, float %7, float %m167
+  store float %9, ptr %loss.m167, align 4
+  %k169.next = add nsw i64 %loss.k1693, 1
+  %10 = icmp slt i64 %k169.next, 10
+  br i1 %10, label %loss.k169, label %loss.k169.end
 
-loss.k157.end:                                    ; preds = %loss.k157
-  store float 0.000000e+00, ptr %loss.s156, align 4
-  br label %loss.k158
+loss.k169.end:                                    ; preds = %loss.k169
+  store float 0.000000e+00, ptr %loss.s168, align 4
+  br label %loss.k170
 
-loss.k158:                                        ; preds = %loss.k158, %loss.k157.end
-  %loss.k1585 = phi i64 [ 0, %loss.k157.end ], [ %k158.next, %loss.k158 ]
-  %s156 = load float, ptr %loss.s156, align 4
-  %11 = mul nsw i64 %loss.n1541, 10
+loss.k170:                                        ; preds = %loss.k170, %loss.k169.end
+  %loss.k1705 = phi i64 [ 0, %loss.k169.end ], [ %k170.next, %loss.k170 ]
+  %s168 = load float, ptr %loss.s168, align 4
+  %11 = mul nsw i64 %loss.n1661, 10
   %12 = add nsw i64 1220608, %11
-  %13 = add nsw i64 %12, %loss.k1585
+  %13 = add nsw i64 %12, %loss.k1705
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1557 = load float, ptr %loss.m155, align 4
-  %15 = fsub float %14, %m1557
+  %m1677 = load float, ptr %loss.m167, align 4
+  %15 = fsub float %14, %m1677
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s156, %16
-  store float %17, ptr %loss.s156, align 4
-  %k158.next = add nsw i64 %loss.k1585, 1
-  %18 = icmp slt i64 %k158.next, 10
-  br i1 %18, label %loss.k158, label %loss.k158.end
+  %17 = fadd float %s168, %16
+  store float %17, ptr %loss.s168, align 4
+  %k170.next = add nsw i64 %loss.k1705, 1
+  %18 = icmp slt i64 %k170.next, 10
+  br i1 %18, label %loss.k170, label %loss.k170.end
 
-loss.k158.end:                                    ; preds = %loss.k158
-  %total153 = load float, ptr %loss.total153, align 4
-  %m1558 = load float, ptr %loss.m155, align 4
-  %s1569 = load float, ptr %loss.s156, align 4
-  %19 = call float @llvm.log.f32(float %s1569)
-  %20 = fadd float %m1558, %19
-  %21 = mul nsw i64 %loss.n1541, 10
+loss.k170.end:                                    ; preds = %loss.k170
+  %total165 = load float, ptr %loss.total165, align 4
+  %m1678 = load float, ptr %loss.m167, align 4
+  %s1689 = load float, ptr %loss.s168, align 4
+  %19 = call float @llvm.log.f32(float %s1689)
+  %20 = fadd float %m1678, %19
+  %21 = mul nsw i64 %loss.n1661, 10
   %22 = add nsw i64 1220608, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1541
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1661
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total153, %26
-  store float %27, ptr %loss.total153, align 4
-  %n154.next = add nsw i64 %loss.n1541, 1
-  %28 = icmp slt i64 %n154.next, 64
-  br i1 %28, label %loss.n154, label %loss.n154.end
+  %27 = fadd float %total165, %26
+  store float %27, ptr %loss.total165, align 4
+  %n166.next = add nsw i64 %loss.n1661, 1
+  %28 = icmp slt i64 %n166.next, 64
+  br i1 %28, label %loss.n166, label %loss.n166.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -5714,103 +5714,103 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_grad.s161 = alloca float, align 4
-  %fc2_grad.m160 = alloca float, align 4
-  br label %fc2_grad.n159
+  %fc2_grad.s173 = alloca float, align 4
+  %fc2_grad.m172 = alloca float, align 4
+  br label %fc2_grad.n171
 
-fc2_grad.n159:                                    ; preds = %fc2_grad.k164.end, %entry
-  %fc2_grad.n1591 = phi i64 [ 0, %entry ], [ %n159.next, %fc2_grad.k164.end ]
-  %0 = mul nsw i64 %fc2_grad.n1591, 10
+fc2_grad.n171:                                    ; preds = %fc2_grad.k176.end, %entry
+  %fc2_grad.n1711 = phi i64 [ 0, %entry ], [ %n171.next, %fc2_grad.k176.end ]
+  %0 = mul nsw i64 %fc2_grad.n1711, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m160, align 4
-  br label %fc2_grad.k162
+  store float %2, ptr %fc2_grad.m172, align 4
+  br label %fc2_grad.k174
 
-fc2_grad.n159.end:                                ; preds = %fc2_grad.k164.end
+fc2_grad.n171.end:                                ; preds = %fc2_grad.k176.end
   ret void
 
-fc2_grad.k162:                                    ; preds = %fc2_grad.k162, %fc2_grad.n159
-  %fc2_grad.k1623 = phi i64 [ 0, %fc2_grad.n159 ], [ %k162.next, %fc2_grad.k162 ]
-  %m160 = load float, ptr %fc2_grad.m160, align 4
-  %3 = mul nsw i64 %fc2_grad.n1591, 10
+fc2_grad.k174:                                    ; preds = %fc2_grad.k174, %fc2_grad.n171
+  %fc2_grad.k1743 = phi i64 [ 0, %fc2_grad.n171 ], [ %k174.next, %fc2_grad.k174 ]
+  %m172 = load float, ptr %fc2_grad.m172, align 4
+  %3 = mul nsw i64 %fc2_grad.n1711, 10
   %4 = add nsw i64 1220608, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1623
+  %5 = add nsw i64 %4, %fc2_grad.k1743
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m160
-  %8 = select i1 %7, float %6, float %m160
-  store float %8, ptr %fc2_grad.m160, align 4
-  %k162.next = add nsw i64 %fc2_grad.k1623, 1
-  %9 = icmp slt i64 %k162.next, 10
-  br i1 %9, label %fc2_grad.k162, label %fc2_grad.k162.end
+  %7 = fcmp ogt float %6, %m172
+  %8 = select i1 %7, float %6, float %m172
+  store float %8, ptr %fc2_grad.m172, align 4
+  %k174.next = add nsw i64 %fc2_grad.k1743, 1
+  %9 = icmp slt i64 %k174.next, 10
+  br i1 %9, label %fc2_grad.k174, label %fc2_grad.k174.end
 
-fc2_grad.k162.end:                                ; preds = %fc2_grad.k162
-  store float 0.000000e+00, ptr %fc2_grad.s161, align 4
-  br label %fc2_grad.k163
+fc2_grad.k174.end:                                ; preds = %fc2_grad.k174
+  store float 0.000000e+00, ptr %fc2_grad.s173, align 4
+  br label %fc2_grad.k175
 
-fc2_grad.k163:                                    ; preds = %fc2_grad.k163, %fc2_grad.k162.end
-  %fc2_grad.k1635 = phi i64 [ 0, %fc2_grad.k162.end ], [ %k163.next, %fc2_grad.k163 ]
-  %s161 = load float, ptr %fc2_grad.s161, align 4
-  %10 = mul nsw i64 %fc2_grad.n1591, 10
+fc2_grad.k175:                                    ; preds = %fc2_grad.k175, %fc2_grad.k174.end
+  %fc2_grad.k1755 = phi i64 [ 0, %fc2_grad.k174.end ], [ %k175.next, %fc2_grad.k175 ]
+  %s173 = load float, ptr %fc2_grad.s173, align 4
+  %10 = mul nsw i64 %fc2_grad.n1711, 10
   %11 = add nsw i64 1220608, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1635
+  %12 = add nsw i64 %11, %fc2_grad.k1755
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1607 = load float, ptr %fc2_grad.m160, align 4
-  %14 = fsub float %13, %m1607
+  %m1727 = load float, ptr %fc2_grad.m172, align 4
+  %14 = fsub float %13, %m1727
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s161, %15
-  store float %16, ptr %fc2_grad.s161, align 4
-  %k163.next = add nsw i64 %fc2_grad.k1635, 1
-  %17 = icmp slt i64 %k163.next, 10
-  br i1 %17, label %fc2_grad.k163, label %fc2_grad.k163.end
+  %16 = fadd float %s173, %15
+  store float %16, ptr %fc2_grad.s173, align 4
+  %k175.next = add nsw i64 %fc2_grad.k1755, 1
+  %17 = icmp slt i64 %k175.next, 10
+  br i1 %17, label %fc2_grad.k175, label %fc2_grad.k175.end
 
-fc2_grad.k163.end:                                ; preds = %fc2_grad.k163
-  br label %fc2_grad.k164
+fc2_grad.k175.end:                                ; preds = %fc2_grad.k175
+  br label %fc2_grad.k176
 
-fc2_grad.k164:                                    ; preds = %fc2_grad.k164, %fc2_grad.k163.end
-  %fc2_grad.k1648 = phi i64 [ 0, %fc2_grad.k163.end ], [ %k164.next, %fc2_grad.k164 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1591
+fc2_grad.k176:                                    ; preds = %fc2_grad.k176, %fc2_grad.k175.end
+  %fc2_grad.k1768 = phi i64 [ 0, %fc2_grad.k175.end ], [ %k176.next, %fc2_grad.k176 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1711
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1648, %18
-  %20 = mul nsw i64 %fc2_grad.n1591, 10
+  %19 = icmp eq i64 %fc2_grad.k1768, %18
+  %20 = mul nsw i64 %fc2_grad.n1711, 10
   %21 = add nsw i64 1220608, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1648
+  %22 = add nsw i64 %21, %fc2_grad.k1768
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m16011 = load float, ptr %fc2_grad.m160, align 4
-  %24 = fsub float %23, %m16011
+  %m17211 = load float, ptr %fc2_grad.m172, align 4
+  %24 = fsub float %23, %m17211
   %25 = call float @llvm.exp.f32(float %24)
-  %s16112 = load float, ptr %fc2_grad.s161, align 4
-  %26 = fdiv float %25, %s16112
+  %s17312 = load float, ptr %fc2_grad.s173, align 4
+  %26 = fdiv float %25, %s17312
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1591, 10
+  %28 = mul nsw i64 %fc2_grad.n1711, 10
   %29 = add nsw i64 1220608, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1648
+  %30 = add nsw i64 %29, %fc2_grad.k1768
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m16014 = load float, ptr %fc2_grad.m160, align 4
-  %32 = fsub float %31, %m16014
+  %m17214 = load float, ptr %fc2_grad.m172, align 4
+  %32 = fsub float %31, %m17214
   %33 = call float @llvm.exp.f32(float %32)
-  %s16115 = load float, ptr %fc2_grad.s161, align 4
-  %34 = fdiv float %33, %s16115
+  %s17315 = load float, ptr %fc2_grad.s173, align 4
+  %34 = fdiv float %33, %s17315
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1591, 10
+  %37 = mul nsw i64 %fc2_grad.n1711, 10
   %38 = add nsw i64 1221264, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1648
+  %39 = add nsw i64 %38, %fc2_grad.k1768
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k164.next = add nsw i64 %fc2_grad.k1648, 1
-  %40 = icmp slt i64 %k164.next, 10
-  br i1 %40, label %fc2_grad.k164, label %fc2_grad.k164.end
+  %k176.next = add nsw i64 %fc2_grad.k1768, 1
+  %40 = icmp slt i64 %k176.next, 10
+  br i1 %40, label %fc2_grad.k176, label %fc2_grad.k176.end
 
-fc2_grad.k164.end:                                ; preds = %fc2_grad.k164
-  %n159.next = add nsw i64 %fc2_grad.n1591, 1
-  %41 = icmp slt i64 %n159.next, 64
-  br i1 %41, label %fc2_grad.n159, label %fc2_grad.n159.end
+fc2_grad.k176.end:                                ; preds = %fc2_grad.k176
+  %n171.next = add nsw i64 %fc2_grad.n1711, 1
+  %41 = icmp slt i64 %n171.next, 64
+  br i1 %41, label %fc2_grad.n171, label %fc2_grad.n171.end
 }
 
 ; Function Attrs: noinline
@@ -5826,39 +5826,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_bias_grad.acc166 = alloca float, align 4
-  br label %fc2_bias_grad.u165
+  %fc2_bias_grad.acc178 = alloca float, align 4
+  br label %fc2_bias_grad.u177
 
-fc2_bias_grad.u165:                               ; preds = %fc2_bias_grad.n167.end, %entry
-  %fc2_bias_grad.u1651 = phi i64 [ 0, %entry ], [ %u165.next, %fc2_bias_grad.n167.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc166, align 4
-  br label %fc2_bias_grad.n167
+fc2_bias_grad.u177:                               ; preds = %fc2_bias_grad.n179.end, %entry
+  %fc2_bias_grad.u1771 = phi i64 [ 0, %entry ], [ %u177.next, %fc2_bias_grad.n179.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc178, align 4
+  br label %fc2_bias_grad.n179
 
-fc2_bias_grad.u165.end:                           ; preds = %fc2_bias_grad.n167.end
+fc2_bias_grad.u177.end:                           ; preds = %fc2_bias_grad.n179.end
   ret void
 
-fc2_bias_grad.n167:                               ; preds = %fc2_bias_grad.n167, %fc2_bias_grad.u165
-  %fc2_bias_grad.n1672 = phi i64 [ 0, %fc2_bias_grad.u165 ], [ %n167.next, %fc2_bias_grad.n167 ]
-  %acc166 = load float, ptr %fc2_bias_grad.acc166, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1672, 10
+fc2_bias_grad.n179:                               ; preds = %fc2_bias_grad.n179, %fc2_bias_grad.u177
+  %fc2_bias_grad.n1792 = phi i64 [ 0, %fc2_bias_grad.u177 ], [ %n179.next, %fc2_bias_grad.n179 ]
+  %acc178 = load float, ptr %fc2_bias_grad.acc178, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1792, 10
   %1 = add nsw i64 1221264, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1651
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1771
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc166, %3
-  store float %4, ptr %fc2_bias_grad.acc166, align 4
-  %n167.next = add nsw i64 %fc2_bias_grad.n1672, 1
-  %5 = icmp slt i64 %n167.next, 64
-  br i1 %5, label %fc2_bias_grad.n167, label %fc2_bias_grad.n167.end
+  %4 = fadd float %acc178, %3
+  store float %4, ptr %fc2_bias_grad.acc178, align 4
+  %n179.next = add nsw i64 %fc2_bias_grad.n1792, 1
+  %5 = icmp slt i64 %n179.next, 64
+  br i1 %5, label %fc2_bias_grad.n179, label %fc2_bias_grad.n179.end
 
-fc2_bias_grad.n167.end:                           ; preds = %fc2_bias_grad.n167
-  %acc1664 = load float, ptr %fc2_bias_grad.acc166, align 4
-  %6 = add nsw i64 421632, %fc2_bias_grad.u1651
+fc2_bias_grad.n179.end:                           ; preds = %fc2_bias_grad.n179
+  %acc1784 = load float, ptr %fc2_bias_grad.acc178, align 4
+  %6 = add nsw i64 421632, %fc2_bias_grad.u1771
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1664, ptr %grads5, align 4
-  %u165.next = add nsw i64 %fc2_bias_grad.u1651, 1
-  %7 = icmp slt i64 %u165.next, 10
-  br i1 %7, label %fc2_bias_grad.u165, label %fc2_bias_grad.u165.end
+  store float %acc1784, ptr %grads5, align 4
+  %u177.next = add nsw i64 %fc2_bias_grad.u1771, 1
+  %7 = icmp slt i64 %u177.next, 10
+  br i1 %7, label %fc2_bias_grad.u177, label %fc2_bias_grad.u177.end
 }
 
 ; Function Attrs: noinline
@@ -5874,10 +5874,6 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu3_grad.i168
-
-relu3_grad.i168:                                  ; preds = %relu3_grad.i168, %entry
-  %relu3_grad.i1681 = phi i64 [ 0, %entry ], [ %i168.next, %relu3_grad.i168 ]
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -5896,7 +5892,11 @@ relu3_grad.i168:                                  ; preds = %relu3_grad.i168, %e
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %relu3_grad.i1681, -7046029254386353131
+  br label %relu3_grad.i188
+
+relu3_grad.i188:                                  ; preds = %relu3_grad.i188, %entry
+  %relu3_grad.i1881 = phi i64 [ 0, %entry ], [ %i188.next, %relu3_grad.i188 ]
+  %18 = mul i64 %relu3_grad.i1881, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -5907,1093 +5907,1093 @@ relu3_grad.i168:                                  ; preds = %relu3_grad.i168, %e
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 8388608
-  %29 = add nsw i64 1221904, %relu3_grad.i1681
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 2.000000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 1230096, %relu3_grad.i1681
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i168.next = add nsw i64 %relu3_grad.i1681, 1
-  %34 = icmp slt i64 %i168.next, 8192
-  br i1 %34, label %relu3_grad.i168, label %relu3_grad.i168.end
+  %29 = icmp uge i64 %28, 8388608
+  %30 = add nsw i64 1221904, %relu3_grad.i1881
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 2.000000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 1230096, %relu3_grad.i1881
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i188.next = add nsw i64 %relu3_grad.i1881, 1
+  %35 = icmp slt i64 %i188.next, 8192
+  br i1 %35, label %relu3_grad.i188, label %relu3_grad.i188.end
 
-relu3_grad.i168.end:                              ; preds = %relu3_grad.i168
+relu3_grad.i188.end:                              ; preds = %relu3_grad.i188
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1_grad.i169
+  br label %fc1_grad.i193
 
-fc1_grad.i169:                                    ; preds = %fc1_grad.i169, %entry
-  %fc1_grad.i1691 = phi i64 [ 0, %entry ], [ %i169.next, %fc1_grad.i169 ]
-  %0 = add nsw i64 1204224, %fc1_grad.i1691
+fc1_grad.i193:                                    ; preds = %fc1_grad.i193, %entry
+  %fc1_grad.i1931 = phi i64 [ 0, %entry ], [ %i193.next, %fc1_grad.i193 ]
+  %0 = add nsw i64 1204224, %fc1_grad.i1931
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1230096, %fc1_grad.i1691
+  %3 = add nsw i64 1230096, %fc1_grad.i1931
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 1212416, %fc1_grad.i1691
+  %6 = add nsw i64 1212416, %fc1_grad.i1931
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i169.next = add nsw i64 %fc1_grad.i1691, 1
-  %7 = icmp slt i64 %i169.next, 8192
-  br i1 %7, label %fc1_grad.i169, label %fc1_grad.i169.end
+  %i193.next = add nsw i64 %fc1_grad.i1931, 1
+  %7 = icmp slt i64 %i193.next, 8192
+  br i1 %7, label %fc1_grad.i193, label %fc1_grad.i193.end
 
-fc1_grad.i169.end:                                ; preds = %fc1_grad.i169
+fc1_grad.i193.end:                                ; preds = %fc1_grad.i193
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm177(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm201(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm177(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm201(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t175_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t175_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t172_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb170
+  %fc1_weight_grad.t199_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t199_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t196_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb194
 
-fc1_weight_grad.nb170:                            ; preds = %fc1_weight_grad.mb171.end, %entry
-  %fc1_weight_grad.nb1701 = phi i64 [ 0, %entry ], [ %nb170.next, %fc1_weight_grad.mb171.end ]
-  br label %fc1_weight_grad.mb171
+fc1_weight_grad.nb194:                            ; preds = %fc1_weight_grad.mb195.end, %entry
+  %fc1_weight_grad.nb1941 = phi i64 [ 0, %entry ], [ %nb194.next, %fc1_weight_grad.mb195.end ]
+  br label %fc1_weight_grad.mb195
 
-fc1_weight_grad.nb170.end:                        ; preds = %fc1_weight_grad.mb171.end
-  br label %fc1_weight_grad.mb174
+fc1_weight_grad.nb194.end:                        ; preds = %fc1_weight_grad.mb195.end
+  br label %fc1_weight_grad.mb198
 
-fc1_weight_grad.mb171:                            ; preds = %fc1_weight_grad.k173.end, %fc1_weight_grad.nb170
-  %fc1_weight_grad.mb1712 = phi i64 [ 0, %fc1_weight_grad.nb170 ], [ %mb171.next, %fc1_weight_grad.k173.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t172_c3_2, align 32
-  br label %fc1_weight_grad.k173
+fc1_weight_grad.mb195:                            ; preds = %fc1_weight_grad.k197.end, %fc1_weight_grad.nb194
+  %fc1_weight_grad.mb1952 = phi i64 [ 0, %fc1_weight_grad.nb194 ], [ %mb195.next, %fc1_weight_grad.k197.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t196_c3_2, align 32
+  br label %fc1_weight_grad.k197
 
-fc1_weight_grad.mb171.end:                        ; preds = %fc1_weight_grad.k173.end
-  %nb170.next = add nsw i64 %fc1_weight_grad.nb1701, 1
-  %0 = icmp slt i64 %nb170.next, 130
-  br i1 %0, label %fc1_weight_grad.nb170, label %fc1_weight_grad.nb170.end
+fc1_weight_grad.mb195.end:                        ; preds = %fc1_weight_grad.k197.end
+  %nb194.next = add nsw i64 %fc1_weight_grad.nb1941, 1
+  %0 = icmp slt i64 %nb194.next, 130
+  br i1 %0, label %fc1_weight_grad.nb194, label %fc1_weight_grad.nb194.end
 
-fc1_weight_grad.k173:                             ; preds = %fc1_weight_grad.k173, %fc1_weight_grad.mb171
-  %fc1_weight_grad.k1733 = phi i64 [ 0, %fc1_weight_grad.mb171 ], [ %k173.next, %fc1_weight_grad.k173 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k1733, 3136
+fc1_weight_grad.k197:                             ; preds = %fc1_weight_grad.k197, %fc1_weight_grad.mb195
+  %fc1_weight_grad.k1973 = phi i64 [ 0, %fc1_weight_grad.mb195 ], [ %k197.next, %fc1_weight_grad.k197 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k1973, 3136
   %2 = add nsw i64 802816, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t172_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k1733, 3136
+  store <8 x float> %5, ptr %fc1_weight_grad.t196_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k1973, 3136
   %7 = add nsw i64 802816, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t172_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k1733, 3136
+  store <8 x float> %11, ptr %fc1_weight_grad.t196_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k1973, 3136
   %13 = add nsw i64 802816, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t172_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t196_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %19 = add nsw i64 1212416, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k1733, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k1973, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t172_a0, align 32
-  %t172_a0 = load <8 x float>, ptr %fc1_weight_grad.t172_a0, align 32
-  %t172_b0 = load <8 x float>, ptr %fc1_weight_grad.t172_b0, align 32
-  %t172_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t172_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a0, <8 x float> %t172_b0, <8 x float> %t172_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t172_c0_0, align 32
-  %t172_a08 = load <8 x float>, ptr %fc1_weight_grad.t172_a0, align 32
-  %t172_b1 = load <8 x float>, ptr %fc1_weight_grad.t172_b1, align 32
-  %t172_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t172_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a08, <8 x float> %t172_b1, <8 x float> %t172_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t172_c0_1, align 32
-  %t172_a09 = load <8 x float>, ptr %fc1_weight_grad.t172_a0, align 32
-  %t172_b2 = load <8 x float>, ptr %fc1_weight_grad.t172_b2, align 32
-  %t172_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t172_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a09, <8 x float> %t172_b2, <8 x float> %t172_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t172_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t196_a0, align 32
+  %t196_a0 = load <8 x float>, ptr %fc1_weight_grad.t196_a0, align 32
+  %t196_b0 = load <8 x float>, ptr %fc1_weight_grad.t196_b0, align 32
+  %t196_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t196_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a0, <8 x float> %t196_b0, <8 x float> %t196_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t196_c0_0, align 32
+  %t196_a08 = load <8 x float>, ptr %fc1_weight_grad.t196_a0, align 32
+  %t196_b1 = load <8 x float>, ptr %fc1_weight_grad.t196_b1, align 32
+  %t196_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t196_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a08, <8 x float> %t196_b1, <8 x float> %t196_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t196_c0_1, align 32
+  %t196_a09 = load <8 x float>, ptr %fc1_weight_grad.t196_a0, align 32
+  %t196_b2 = load <8 x float>, ptr %fc1_weight_grad.t196_b2, align 32
+  %t196_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t196_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a09, <8 x float> %t196_b2, <8 x float> %t196_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t196_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 1212416, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k1733, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k1973, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t172_a1, align 32
-  %t172_a1 = load <8 x float>, ptr %fc1_weight_grad.t172_a1, align 32
-  %t172_b011 = load <8 x float>, ptr %fc1_weight_grad.t172_b0, align 32
-  %t172_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t172_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a1, <8 x float> %t172_b011, <8 x float> %t172_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t172_c1_0, align 32
-  %t172_a112 = load <8 x float>, ptr %fc1_weight_grad.t172_a1, align 32
-  %t172_b113 = load <8 x float>, ptr %fc1_weight_grad.t172_b1, align 32
-  %t172_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t172_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a112, <8 x float> %t172_b113, <8 x float> %t172_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t172_c1_1, align 32
-  %t172_a114 = load <8 x float>, ptr %fc1_weight_grad.t172_a1, align 32
-  %t172_b215 = load <8 x float>, ptr %fc1_weight_grad.t172_b2, align 32
-  %t172_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t172_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a114, <8 x float> %t172_b215, <8 x float> %t172_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t172_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t196_a1, align 32
+  %t196_a1 = load <8 x float>, ptr %fc1_weight_grad.t196_a1, align 32
+  %t196_b011 = load <8 x float>, ptr %fc1_weight_grad.t196_b0, align 32
+  %t196_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t196_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a1, <8 x float> %t196_b011, <8 x float> %t196_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t196_c1_0, align 32
+  %t196_a112 = load <8 x float>, ptr %fc1_weight_grad.t196_a1, align 32
+  %t196_b113 = load <8 x float>, ptr %fc1_weight_grad.t196_b1, align 32
+  %t196_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t196_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a112, <8 x float> %t196_b113, <8 x float> %t196_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t196_c1_1, align 32
+  %t196_a114 = load <8 x float>, ptr %fc1_weight_grad.t196_a1, align 32
+  %t196_b215 = load <8 x float>, ptr %fc1_weight_grad.t196_b2, align 32
+  %t196_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t196_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a114, <8 x float> %t196_b215, <8 x float> %t196_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t196_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 1212416, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k1733, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k1973, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t172_a2, align 32
-  %t172_a2 = load <8 x float>, ptr %fc1_weight_grad.t172_a2, align 32
-  %t172_b017 = load <8 x float>, ptr %fc1_weight_grad.t172_b0, align 32
-  %t172_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t172_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a2, <8 x float> %t172_b017, <8 x float> %t172_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t172_c2_0, align 32
-  %t172_a218 = load <8 x float>, ptr %fc1_weight_grad.t172_a2, align 32
-  %t172_b119 = load <8 x float>, ptr %fc1_weight_grad.t172_b1, align 32
-  %t172_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t172_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a218, <8 x float> %t172_b119, <8 x float> %t172_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t172_c2_1, align 32
-  %t172_a220 = load <8 x float>, ptr %fc1_weight_grad.t172_a2, align 32
-  %t172_b221 = load <8 x float>, ptr %fc1_weight_grad.t172_b2, align 32
-  %t172_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t172_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a220, <8 x float> %t172_b221, <8 x float> %t172_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t172_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t196_a2, align 32
+  %t196_a2 = load <8 x float>, ptr %fc1_weight_grad.t196_a2, align 32
+  %t196_b017 = load <8 x float>, ptr %fc1_weight_grad.t196_b0, align 32
+  %t196_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t196_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a2, <8 x float> %t196_b017, <8 x float> %t196_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t196_c2_0, align 32
+  %t196_a218 = load <8 x float>, ptr %fc1_weight_grad.t196_a2, align 32
+  %t196_b119 = load <8 x float>, ptr %fc1_weight_grad.t196_b1, align 32
+  %t196_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t196_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a218, <8 x float> %t196_b119, <8 x float> %t196_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t196_c2_1, align 32
+  %t196_a220 = load <8 x float>, ptr %fc1_weight_grad.t196_a2, align 32
+  %t196_b221 = load <8 x float>, ptr %fc1_weight_grad.t196_b2, align 32
+  %t196_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t196_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a220, <8 x float> %t196_b221, <8 x float> %t196_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t196_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 1212416, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k1733, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k1973, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t172_a3, align 32
-  %t172_a3 = load <8 x float>, ptr %fc1_weight_grad.t172_a3, align 32
-  %t172_b023 = load <8 x float>, ptr %fc1_weight_grad.t172_b0, align 32
-  %t172_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t172_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a3, <8 x float> %t172_b023, <8 x float> %t172_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t172_c3_0, align 32
-  %t172_a324 = load <8 x float>, ptr %fc1_weight_grad.t172_a3, align 32
-  %t172_b125 = load <8 x float>, ptr %fc1_weight_grad.t172_b1, align 32
-  %t172_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t172_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a324, <8 x float> %t172_b125, <8 x float> %t172_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t172_c3_1, align 32
-  %t172_a326 = load <8 x float>, ptr %fc1_weight_grad.t172_a3, align 32
-  %t172_b227 = load <8 x float>, ptr %fc1_weight_grad.t172_b2, align 32
-  %t172_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t172_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t172_a326, <8 x float> %t172_b227, <8 x float> %t172_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t172_c3_2, align 32
-  %k173.next = add nsw i64 %fc1_weight_grad.k1733, 1
-  %61 = icmp slt i64 %k173.next, 64
-  br i1 %61, label %fc1_weight_grad.k173, label %fc1_weight_grad.k173.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t196_a3, align 32
+  %t196_a3 = load <8 x float>, ptr %fc1_weight_grad.t196_a3, align 32
+  %t196_b023 = load <8 x float>, ptr %fc1_weight_grad.t196_b0, align 32
+  %t196_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t196_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a3, <8 x float> %t196_b023, <8 x float> %t196_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t196_c3_0, align 32
+  %t196_a324 = load <8 x float>, ptr %fc1_weight_grad.t196_a3, align 32
+  %t196_b125 = load <8 x float>, ptr %fc1_weight_grad.t196_b1, align 32
+  %t196_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t196_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a324, <8 x float> %t196_b125, <8 x float> %t196_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t196_c3_1, align 32
+  %t196_a326 = load <8 x float>, ptr %fc1_weight_grad.t196_a3, align 32
+  %t196_b227 = load <8 x float>, ptr %fc1_weight_grad.t196_b2, align 32
+  %t196_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t196_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t196_a326, <8 x float> %t196_b227, <8 x float> %t196_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t196_c3_2, align 32
+  %k197.next = add nsw i64 %fc1_weight_grad.k1973, 1
+  %61 = icmp slt i64 %k197.next, 64
+  br i1 %61, label %fc1_weight_grad.k197, label %fc1_weight_grad.k197.end
 
-fc1_weight_grad.k173.end:                         ; preds = %fc1_weight_grad.k173
-  %t172_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t172_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+fc1_weight_grad.k197.end:                         ; preds = %fc1_weight_grad.k197
+  %t196_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t196_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t172_c0_028, ptr %grads29, align 4
-  %t172_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t172_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c0_028, ptr %grads29, align 4
+  %t196_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t196_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t172_c0_130, ptr %grads31, align 4
-  %t172_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t172_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c0_130, ptr %grads31, align 4
+  %t196_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t196_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t172_c0_232, ptr %grads33, align 4
-  %t172_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t172_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c0_232, ptr %grads33, align 4
+  %t196_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t196_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t172_c1_034, ptr %grads35, align 4
-  %t172_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t172_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c1_034, ptr %grads35, align 4
+  %t196_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t196_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t172_c1_136, ptr %grads37, align 4
-  %t172_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t172_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c1_136, ptr %grads37, align 4
+  %t196_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t196_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t172_c1_238, ptr %grads39, align 4
-  %t172_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t172_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c1_238, ptr %grads39, align 4
+  %t196_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t196_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t172_c2_040, ptr %grads41, align 4
-  %t172_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t172_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c2_040, ptr %grads41, align 4
+  %t196_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t196_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t172_c2_142, ptr %grads43, align 4
-  %t172_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t172_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c2_142, ptr %grads43, align 4
+  %t196_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t196_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t172_c2_244, ptr %grads45, align 4
-  %t172_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t172_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c2_244, ptr %grads45, align 4
+  %t196_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t196_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t172_c3_046, ptr %grads47, align 4
-  %t172_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t172_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c3_046, ptr %grads47, align 4
+  %t196_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t196_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t172_c3_148, ptr %grads49, align 4
-  %t172_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t172_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb1712, 4
+  store <8 x float> %t196_c3_148, ptr %grads49, align 4
+  %t196_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t196_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb1952, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb1701, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb1941, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t172_c3_250, ptr %grads51, align 4
-  %mb171.next = add nsw i64 %fc1_weight_grad.mb1712, 1
-  %139 = icmp slt i64 %mb171.next, 32
-  br i1 %139, label %fc1_weight_grad.mb171, label %fc1_weight_grad.mb171.end
+  store <8 x float> %t196_c3_250, ptr %grads51, align 4
+  %mb195.next = add nsw i64 %fc1_weight_grad.mb1952, 1
+  %139 = icmp slt i64 %mb195.next, 32
+  br i1 %139, label %fc1_weight_grad.mb195, label %fc1_weight_grad.mb195.end
 
-fc1_weight_grad.mb174:                            ; preds = %fc1_weight_grad.k176.end, %fc1_weight_grad.nb170.end
-  %fc1_weight_grad.mb17452 = phi i64 [ 0, %fc1_weight_grad.nb170.end ], [ %mb174.next, %fc1_weight_grad.k176.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t175_c3_1, align 32
-  br label %fc1_weight_grad.k176
+fc1_weight_grad.mb198:                            ; preds = %fc1_weight_grad.k200.end, %fc1_weight_grad.nb194.end
+  %fc1_weight_grad.mb19852 = phi i64 [ 0, %fc1_weight_grad.nb194.end ], [ %mb198.next, %fc1_weight_grad.k200.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t199_c3_1, align 32
+  br label %fc1_weight_grad.k200
 
-fc1_weight_grad.mb174.end:                        ; preds = %fc1_weight_grad.k176.end
+fc1_weight_grad.mb198.end:                        ; preds = %fc1_weight_grad.k200.end
   ret void
 
-fc1_weight_grad.k176:                             ; preds = %fc1_weight_grad.k176, %fc1_weight_grad.mb174
-  %fc1_weight_grad.k17653 = phi i64 [ 0, %fc1_weight_grad.mb174 ], [ %k176.next, %fc1_weight_grad.k176 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k17653, 3136
+fc1_weight_grad.k200:                             ; preds = %fc1_weight_grad.k200, %fc1_weight_grad.mb198
+  %fc1_weight_grad.k20053 = phi i64 [ 0, %fc1_weight_grad.mb198 ], [ %k200.next, %fc1_weight_grad.k200 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k20053, 3136
   %141 = add nsw i64 802816, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t175_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k17653, 3136
+  store <8 x float> %143, ptr %fc1_weight_grad.t199_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k20053, 3136
   %145 = add nsw i64 802816, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t175_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t199_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %150 = add nsw i64 1212416, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k17653, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k20053, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t175_a0, align 32
-  %t175_a0 = load <8 x float>, ptr %fc1_weight_grad.t175_a0, align 32
-  %t175_b0 = load <8 x float>, ptr %fc1_weight_grad.t175_b0, align 32
-  %t175_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t175_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a0, <8 x float> %t175_b0, <8 x float> %t175_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t175_c0_0, align 32
-  %t175_a057 = load <8 x float>, ptr %fc1_weight_grad.t175_a0, align 32
-  %t175_b1 = load <8 x float>, ptr %fc1_weight_grad.t175_b1, align 32
-  %t175_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t175_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a057, <8 x float> %t175_b1, <8 x float> %t175_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t175_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t199_a0, align 32
+  %t199_a0 = load <8 x float>, ptr %fc1_weight_grad.t199_a0, align 32
+  %t199_b0 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
+  %t199_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a0, <8 x float> %t199_b0, <8 x float> %t199_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t199_c0_0, align 32
+  %t199_a057 = load <8 x float>, ptr %fc1_weight_grad.t199_a0, align 32
+  %t199_b1 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
+  %t199_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a057, <8 x float> %t199_b1, <8 x float> %t199_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t199_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 1212416, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k17653, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k20053, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t175_a1, align 32
-  %t175_a1 = load <8 x float>, ptr %fc1_weight_grad.t175_a1, align 32
-  %t175_b059 = load <8 x float>, ptr %fc1_weight_grad.t175_b0, align 32
-  %t175_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t175_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a1, <8 x float> %t175_b059, <8 x float> %t175_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t175_c1_0, align 32
-  %t175_a160 = load <8 x float>, ptr %fc1_weight_grad.t175_a1, align 32
-  %t175_b161 = load <8 x float>, ptr %fc1_weight_grad.t175_b1, align 32
-  %t175_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t175_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a160, <8 x float> %t175_b161, <8 x float> %t175_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t175_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t199_a1, align 32
+  %t199_a1 = load <8 x float>, ptr %fc1_weight_grad.t199_a1, align 32
+  %t199_b059 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
+  %t199_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a1, <8 x float> %t199_b059, <8 x float> %t199_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t199_c1_0, align 32
+  %t199_a160 = load <8 x float>, ptr %fc1_weight_grad.t199_a1, align 32
+  %t199_b161 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
+  %t199_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a160, <8 x float> %t199_b161, <8 x float> %t199_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t199_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 1212416, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k17653, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k20053, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t175_a2, align 32
-  %t175_a2 = load <8 x float>, ptr %fc1_weight_grad.t175_a2, align 32
-  %t175_b063 = load <8 x float>, ptr %fc1_weight_grad.t175_b0, align 32
-  %t175_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t175_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a2, <8 x float> %t175_b063, <8 x float> %t175_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t175_c2_0, align 32
-  %t175_a264 = load <8 x float>, ptr %fc1_weight_grad.t175_a2, align 32
-  %t175_b165 = load <8 x float>, ptr %fc1_weight_grad.t175_b1, align 32
-  %t175_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t175_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a264, <8 x float> %t175_b165, <8 x float> %t175_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t175_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t199_a2, align 32
+  %t199_a2 = load <8 x float>, ptr %fc1_weight_grad.t199_a2, align 32
+  %t199_b063 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
+  %t199_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a2, <8 x float> %t199_b063, <8 x float> %t199_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t199_c2_0, align 32
+  %t199_a264 = load <8 x float>, ptr %fc1_weight_grad.t199_a2, align 32
+  %t199_b165 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
+  %t199_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a264, <8 x float> %t199_b165, <8 x float> %t199_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t199_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 1212416, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k17653, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k20053, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t175_a3, align 32
-  %t175_a3 = load <8 x float>, ptr %fc1_weight_grad.t175_a3, align 32
-  %t175_b067 = load <8 x float>, ptr %fc1_weight_grad.t175_b0, align 32
-  %t175_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t175_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a3, <8 x float> %t175_b067, <8 x float> %t175_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t175_c3_0, align 32
-  %t175_a368 = load <8 x float>, ptr %fc1_weight_grad.t175_a3, align 32
-  %t175_b169 = load <8 x float>, ptr %fc1_weight_grad.t175_b1, align 32
-  %t175_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t175_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t175_a368, <8 x float> %t175_b169, <8 x float> %t175_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t175_c3_1, align 32
-  %k176.next = add nsw i64 %fc1_weight_grad.k17653, 1
-  %188 = icmp slt i64 %k176.next, 64
-  br i1 %188, label %fc1_weight_grad.k176, label %fc1_weight_grad.k176.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t199_a3, align 32
+  %t199_a3 = load <8 x float>, ptr %fc1_weight_grad.t199_a3, align 32
+  %t199_b067 = load <8 x float>, ptr %fc1_weight_grad.t199_b0, align 32
+  %t199_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a3, <8 x float> %t199_b067, <8 x float> %t199_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t199_c3_0, align 32
+  %t199_a368 = load <8 x float>, ptr %fc1_weight_grad.t199_a3, align 32
+  %t199_b169 = load <8 x float>, ptr %fc1_weight_grad.t199_b1, align 32
+  %t199_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t199_a368, <8 x float> %t199_b169, <8 x float> %t199_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t199_c3_1, align 32
+  %k200.next = add nsw i64 %fc1_weight_grad.k20053, 1
+  %188 = icmp slt i64 %k200.next, 64
+  br i1 %188, label %fc1_weight_grad.k200, label %fc1_weight_grad.k200.end
 
-fc1_weight_grad.k176.end:                         ; preds = %fc1_weight_grad.k176
-  %t175_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t175_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+fc1_weight_grad.k200.end:                         ; preds = %fc1_weight_grad.k200
+  %t199_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 18816, %190
   %192 = add nsw i64 %191, 3120
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t175_c0_070, ptr %grads71, align 4
-  %t175_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t175_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c0_070, ptr %grads71, align 4
+  %t199_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t199_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18816, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t175_c0_172, ptr %grads73, align 4
-  %t175_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t175_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c0_172, ptr %grads73, align 4
+  %t199_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 18816, %200
   %202 = add nsw i64 %201, 3120
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t175_c1_074, ptr %grads75, align 4
-  %t175_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t175_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c1_074, ptr %grads75, align 4
+  %t199_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t199_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 18816, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t175_c1_176, ptr %grads77, align 4
-  %t175_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t175_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c1_176, ptr %grads77, align 4
+  %t199_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 18816, %211
   %213 = add nsw i64 %212, 3120
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t175_c2_078, ptr %grads79, align 4
-  %t175_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t175_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c2_078, ptr %grads79, align 4
+  %t199_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t199_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 18816, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t175_c2_180, ptr %grads81, align 4
-  %t175_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t175_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c2_180, ptr %grads81, align 4
+  %t199_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 18816, %222
   %224 = add nsw i64 %223, 3120
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t175_c3_082, ptr %grads83, align 4
-  %t175_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t175_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb17452, 4
+  store <8 x float> %t199_c3_082, ptr %grads83, align 4
+  %t199_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t199_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb19852, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 18816, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t175_c3_184, ptr %grads85, align 4
-  %mb174.next = add nsw i64 %fc1_weight_grad.mb17452, 1
-  %231 = icmp slt i64 %mb174.next, 32
-  br i1 %231, label %fc1_weight_grad.mb174, label %fc1_weight_grad.mb174.end
+  store <8 x float> %t199_c3_184, ptr %grads85, align 4
+  %mb198.next = add nsw i64 %fc1_weight_grad.mb19852, 1
+  %231 = icmp slt i64 %mb198.next, 32
+  br i1 %231, label %fc1_weight_grad.mb198, label %fc1_weight_grad.mb198.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_bias_grad.acc179 = alloca float, align 4
-  br label %fc1_bias_grad.u178
+  %fc1_bias_grad.acc203 = alloca float, align 4
+  br label %fc1_bias_grad.u202
 
-fc1_bias_grad.u178:                               ; preds = %fc1_bias_grad.n180.end, %entry
-  %fc1_bias_grad.u1781 = phi i64 [ 0, %entry ], [ %u178.next, %fc1_bias_grad.n180.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc179, align 4
-  br label %fc1_bias_grad.n180
+fc1_bias_grad.u202:                               ; preds = %fc1_bias_grad.n204.end, %entry
+  %fc1_bias_grad.u2021 = phi i64 [ 0, %entry ], [ %u202.next, %fc1_bias_grad.n204.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc203, align 4
+  br label %fc1_bias_grad.n204
 
-fc1_bias_grad.u178.end:                           ; preds = %fc1_bias_grad.n180.end
+fc1_bias_grad.u202.end:                           ; preds = %fc1_bias_grad.n204.end
   ret void
 
-fc1_bias_grad.n180:                               ; preds = %fc1_bias_grad.n180, %fc1_bias_grad.u178
-  %fc1_bias_grad.n1802 = phi i64 [ 0, %fc1_bias_grad.u178 ], [ %n180.next, %fc1_bias_grad.n180 ]
-  %acc179 = load float, ptr %fc1_bias_grad.acc179, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n1802, 128
+fc1_bias_grad.n204:                               ; preds = %fc1_bias_grad.n204, %fc1_bias_grad.u202
+  %fc1_bias_grad.n2042 = phi i64 [ 0, %fc1_bias_grad.u202 ], [ %n204.next, %fc1_bias_grad.n204 ]
+  %acc203 = load float, ptr %fc1_bias_grad.acc203, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2042, 128
   %1 = add nsw i64 1212416, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u1781
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2021
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc179, %3
-  store float %4, ptr %fc1_bias_grad.acc179, align 4
-  %n180.next = add nsw i64 %fc1_bias_grad.n1802, 1
-  %5 = icmp slt i64 %n180.next, 64
-  br i1 %5, label %fc1_bias_grad.n180, label %fc1_bias_grad.n180.end
+  %4 = fadd float %acc203, %3
+  store float %4, ptr %fc1_bias_grad.acc203, align 4
+  %n204.next = add nsw i64 %fc1_bias_grad.n2042, 1
+  %5 = icmp slt i64 %n204.next, 64
+  br i1 %5, label %fc1_bias_grad.n204, label %fc1_bias_grad.n204.end
 
-fc1_bias_grad.n180.end:                           ; preds = %fc1_bias_grad.n180
-  %acc1794 = load float, ptr %fc1_bias_grad.acc179, align 4
-  %6 = add nsw i64 420224, %fc1_bias_grad.u1781
+fc1_bias_grad.n204.end:                           ; preds = %fc1_bias_grad.n204
+  %acc2034 = load float, ptr %fc1_bias_grad.acc203, align 4
+  %6 = add nsw i64 420224, %fc1_bias_grad.u2021
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1794, ptr %grads5, align 4
-  %u178.next = add nsw i64 %fc1_bias_grad.u1781, 1
-  %7 = icmp slt i64 %u178.next, 128
-  br i1 %7, label %fc1_bias_grad.u178, label %fc1_bias_grad.u178.end
+  store float %acc2034, ptr %grads5, align 4
+  %u202.next = add nsw i64 %fc1_bias_grad.u2021, 1
+  %7 = icmp slt i64 %u202.next, 128
+  br i1 %7, label %fc1_bias_grad.u202, label %fc1_bias_grad.u202.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @simplecnn_train_b64.k15.flat_grad.gemm188(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k15.flat_grad.gemm212(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad.gemm188(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad.gemm212(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %flat_grad.t186_a3 = alloca <8 x float>, align 32
-  %flat_grad.t186_a2 = alloca <8 x float>, align 32
-  %flat_grad.t186_a1 = alloca <8 x float>, align 32
-  %flat_grad.t186_a0 = alloca <8 x float>, align 32
-  %flat_grad.t186_b1 = alloca <8 x float>, align 32
-  %flat_grad.t186_b0 = alloca <8 x float>, align 32
-  %flat_grad.t186_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t186_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t186_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t186_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t186_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t186_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t186_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t186_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t183_a3 = alloca <8 x float>, align 32
-  %flat_grad.t183_a2 = alloca <8 x float>, align 32
-  %flat_grad.t183_a1 = alloca <8 x float>, align 32
-  %flat_grad.t183_a0 = alloca <8 x float>, align 32
-  %flat_grad.t183_b2 = alloca <8 x float>, align 32
-  %flat_grad.t183_b1 = alloca <8 x float>, align 32
-  %flat_grad.t183_b0 = alloca <8 x float>, align 32
-  %flat_grad.t183_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t183_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t183_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t183_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t183_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t183_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t183_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t183_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t183_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t183_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t183_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t183_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb181
+  %flat_grad.t210_a3 = alloca <8 x float>, align 32
+  %flat_grad.t210_a2 = alloca <8 x float>, align 32
+  %flat_grad.t210_a1 = alloca <8 x float>, align 32
+  %flat_grad.t210_a0 = alloca <8 x float>, align 32
+  %flat_grad.t210_b1 = alloca <8 x float>, align 32
+  %flat_grad.t210_b0 = alloca <8 x float>, align 32
+  %flat_grad.t210_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t210_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t210_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t210_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t210_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t210_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t210_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t210_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t207_a3 = alloca <8 x float>, align 32
+  %flat_grad.t207_a2 = alloca <8 x float>, align 32
+  %flat_grad.t207_a1 = alloca <8 x float>, align 32
+  %flat_grad.t207_a0 = alloca <8 x float>, align 32
+  %flat_grad.t207_b2 = alloca <8 x float>, align 32
+  %flat_grad.t207_b1 = alloca <8 x float>, align 32
+  %flat_grad.t207_b0 = alloca <8 x float>, align 32
+  %flat_grad.t207_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t207_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t207_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t207_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t207_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t207_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t207_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t207_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t207_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t207_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t207_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t207_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb205
 
-flat_grad.nb181:                                  ; preds = %flat_grad.mb182.end, %entry
-  %flat_grad.nb1811 = phi i64 [ 0, %entry ], [ %nb181.next, %flat_grad.mb182.end ]
-  br label %flat_grad.mb182
+flat_grad.nb205:                                  ; preds = %flat_grad.mb206.end, %entry
+  %flat_grad.nb2051 = phi i64 [ 0, %entry ], [ %nb205.next, %flat_grad.mb206.end ]
+  br label %flat_grad.mb206
 
-flat_grad.nb181.end:                              ; preds = %flat_grad.mb182.end
-  br label %flat_grad.mb185
+flat_grad.nb205.end:                              ; preds = %flat_grad.mb206.end
+  br label %flat_grad.mb209
 
-flat_grad.mb182:                                  ; preds = %flat_grad.k184.end, %flat_grad.nb181
-  %flat_grad.mb1822 = phi i64 [ 0, %flat_grad.nb181 ], [ %mb182.next, %flat_grad.k184.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t183_c3_2, align 32
-  br label %flat_grad.k184
+flat_grad.mb206:                                  ; preds = %flat_grad.k208.end, %flat_grad.nb205
+  %flat_grad.mb2062 = phi i64 [ 0, %flat_grad.nb205 ], [ %mb206.next, %flat_grad.k208.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t207_c3_2, align 32
+  br label %flat_grad.k208
 
-flat_grad.mb182.end:                              ; preds = %flat_grad.k184.end
-  %nb181.next = add nsw i64 %flat_grad.nb1811, 1
-  %0 = icmp slt i64 %nb181.next, 130
-  br i1 %0, label %flat_grad.nb181, label %flat_grad.nb181.end
+flat_grad.mb206.end:                              ; preds = %flat_grad.k208.end
+  %nb205.next = add nsw i64 %flat_grad.nb2051, 1
+  %0 = icmp slt i64 %nb205.next, 130
+  br i1 %0, label %flat_grad.nb205, label %flat_grad.nb205.end
 
-flat_grad.k184:                                   ; preds = %flat_grad.k184, %flat_grad.mb182
-  %flat_grad.k1843 = phi i64 [ 0, %flat_grad.mb182 ], [ %k184.next, %flat_grad.k184 ]
-  %1 = mul nsw i64 %flat_grad.k1843, 3136
+flat_grad.k208:                                   ; preds = %flat_grad.k208, %flat_grad.mb206
+  %flat_grad.k2083 = phi i64 [ 0, %flat_grad.mb206 ], [ %k208.next, %flat_grad.k208 ]
+  %1 = mul nsw i64 %flat_grad.k2083, 3136
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb1811, 24
+  %3 = mul nsw i64 %flat_grad.nb2051, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t183_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k1843, 3136
+  store <8 x float> %5, ptr %flat_grad.t207_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2083, 3136
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb1811, 24
+  %8 = mul nsw i64 %flat_grad.nb2051, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t183_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k1843, 3136
+  store <8 x float> %11, ptr %flat_grad.t207_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2083, 3136
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb1811, 24
+  %14 = mul nsw i64 %flat_grad.nb2051, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t183_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %17, ptr %flat_grad.t207_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2062, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 1212416, %19
-  %21 = add nsw i64 %20, %flat_grad.k1843
+  %21 = add nsw i64 %20, %flat_grad.k2083
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t183_a0, align 32
-  %t183_a0 = load <8 x float>, ptr %flat_grad.t183_a0, align 32
-  %t183_b0 = load <8 x float>, ptr %flat_grad.t183_b0, align 32
-  %t183_c0_0 = load <8 x float>, ptr %flat_grad.t183_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a0, <8 x float> %t183_b0, <8 x float> %t183_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t183_c0_0, align 32
-  %t183_a08 = load <8 x float>, ptr %flat_grad.t183_a0, align 32
-  %t183_b1 = load <8 x float>, ptr %flat_grad.t183_b1, align 32
-  %t183_c0_1 = load <8 x float>, ptr %flat_grad.t183_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a08, <8 x float> %t183_b1, <8 x float> %t183_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t183_c0_1, align 32
-  %t183_a09 = load <8 x float>, ptr %flat_grad.t183_a0, align 32
-  %t183_b2 = load <8 x float>, ptr %flat_grad.t183_b2, align 32
-  %t183_c0_2 = load <8 x float>, ptr %flat_grad.t183_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a09, <8 x float> %t183_b2, <8 x float> %t183_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t183_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %24, ptr %flat_grad.t207_a0, align 32
+  %t207_a0 = load <8 x float>, ptr %flat_grad.t207_a0, align 32
+  %t207_b0 = load <8 x float>, ptr %flat_grad.t207_b0, align 32
+  %t207_c0_0 = load <8 x float>, ptr %flat_grad.t207_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a0, <8 x float> %t207_b0, <8 x float> %t207_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t207_c0_0, align 32
+  %t207_a08 = load <8 x float>, ptr %flat_grad.t207_a0, align 32
+  %t207_b1 = load <8 x float>, ptr %flat_grad.t207_b1, align 32
+  %t207_c0_1 = load <8 x float>, ptr %flat_grad.t207_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a08, <8 x float> %t207_b1, <8 x float> %t207_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t207_c0_1, align 32
+  %t207_a09 = load <8 x float>, ptr %flat_grad.t207_a0, align 32
+  %t207_b2 = load <8 x float>, ptr %flat_grad.t207_b2, align 32
+  %t207_c0_2 = load <8 x float>, ptr %flat_grad.t207_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a09, <8 x float> %t207_b2, <8 x float> %t207_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t207_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2062, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 1212416, %30
-  %32 = add nsw i64 %31, %flat_grad.k1843
+  %32 = add nsw i64 %31, %flat_grad.k2083
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t183_a1, align 32
-  %t183_a1 = load <8 x float>, ptr %flat_grad.t183_a1, align 32
-  %t183_b011 = load <8 x float>, ptr %flat_grad.t183_b0, align 32
-  %t183_c1_0 = load <8 x float>, ptr %flat_grad.t183_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a1, <8 x float> %t183_b011, <8 x float> %t183_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t183_c1_0, align 32
-  %t183_a112 = load <8 x float>, ptr %flat_grad.t183_a1, align 32
-  %t183_b113 = load <8 x float>, ptr %flat_grad.t183_b1, align 32
-  %t183_c1_1 = load <8 x float>, ptr %flat_grad.t183_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a112, <8 x float> %t183_b113, <8 x float> %t183_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t183_c1_1, align 32
-  %t183_a114 = load <8 x float>, ptr %flat_grad.t183_a1, align 32
-  %t183_b215 = load <8 x float>, ptr %flat_grad.t183_b2, align 32
-  %t183_c1_2 = load <8 x float>, ptr %flat_grad.t183_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a114, <8 x float> %t183_b215, <8 x float> %t183_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t183_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %35, ptr %flat_grad.t207_a1, align 32
+  %t207_a1 = load <8 x float>, ptr %flat_grad.t207_a1, align 32
+  %t207_b011 = load <8 x float>, ptr %flat_grad.t207_b0, align 32
+  %t207_c1_0 = load <8 x float>, ptr %flat_grad.t207_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a1, <8 x float> %t207_b011, <8 x float> %t207_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t207_c1_0, align 32
+  %t207_a112 = load <8 x float>, ptr %flat_grad.t207_a1, align 32
+  %t207_b113 = load <8 x float>, ptr %flat_grad.t207_b1, align 32
+  %t207_c1_1 = load <8 x float>, ptr %flat_grad.t207_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a112, <8 x float> %t207_b113, <8 x float> %t207_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t207_c1_1, align 32
+  %t207_a114 = load <8 x float>, ptr %flat_grad.t207_a1, align 32
+  %t207_b215 = load <8 x float>, ptr %flat_grad.t207_b2, align 32
+  %t207_c1_2 = load <8 x float>, ptr %flat_grad.t207_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a114, <8 x float> %t207_b215, <8 x float> %t207_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t207_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2062, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 1212416, %41
-  %43 = add nsw i64 %42, %flat_grad.k1843
+  %43 = add nsw i64 %42, %flat_grad.k2083
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t183_a2, align 32
-  %t183_a2 = load <8 x float>, ptr %flat_grad.t183_a2, align 32
-  %t183_b017 = load <8 x float>, ptr %flat_grad.t183_b0, align 32
-  %t183_c2_0 = load <8 x float>, ptr %flat_grad.t183_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a2, <8 x float> %t183_b017, <8 x float> %t183_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t183_c2_0, align 32
-  %t183_a218 = load <8 x float>, ptr %flat_grad.t183_a2, align 32
-  %t183_b119 = load <8 x float>, ptr %flat_grad.t183_b1, align 32
-  %t183_c2_1 = load <8 x float>, ptr %flat_grad.t183_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a218, <8 x float> %t183_b119, <8 x float> %t183_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t183_c2_1, align 32
-  %t183_a220 = load <8 x float>, ptr %flat_grad.t183_a2, align 32
-  %t183_b221 = load <8 x float>, ptr %flat_grad.t183_b2, align 32
-  %t183_c2_2 = load <8 x float>, ptr %flat_grad.t183_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a220, <8 x float> %t183_b221, <8 x float> %t183_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t183_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %46, ptr %flat_grad.t207_a2, align 32
+  %t207_a2 = load <8 x float>, ptr %flat_grad.t207_a2, align 32
+  %t207_b017 = load <8 x float>, ptr %flat_grad.t207_b0, align 32
+  %t207_c2_0 = load <8 x float>, ptr %flat_grad.t207_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a2, <8 x float> %t207_b017, <8 x float> %t207_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t207_c2_0, align 32
+  %t207_a218 = load <8 x float>, ptr %flat_grad.t207_a2, align 32
+  %t207_b119 = load <8 x float>, ptr %flat_grad.t207_b1, align 32
+  %t207_c2_1 = load <8 x float>, ptr %flat_grad.t207_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a218, <8 x float> %t207_b119, <8 x float> %t207_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t207_c2_1, align 32
+  %t207_a220 = load <8 x float>, ptr %flat_grad.t207_a2, align 32
+  %t207_b221 = load <8 x float>, ptr %flat_grad.t207_b2, align 32
+  %t207_c2_2 = load <8 x float>, ptr %flat_grad.t207_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a220, <8 x float> %t207_b221, <8 x float> %t207_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t207_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2062, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 1212416, %52
-  %54 = add nsw i64 %53, %flat_grad.k1843
+  %54 = add nsw i64 %53, %flat_grad.k2083
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t183_a3, align 32
-  %t183_a3 = load <8 x float>, ptr %flat_grad.t183_a3, align 32
-  %t183_b023 = load <8 x float>, ptr %flat_grad.t183_b0, align 32
-  %t183_c3_0 = load <8 x float>, ptr %flat_grad.t183_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a3, <8 x float> %t183_b023, <8 x float> %t183_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t183_c3_0, align 32
-  %t183_a324 = load <8 x float>, ptr %flat_grad.t183_a3, align 32
-  %t183_b125 = load <8 x float>, ptr %flat_grad.t183_b1, align 32
-  %t183_c3_1 = load <8 x float>, ptr %flat_grad.t183_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a324, <8 x float> %t183_b125, <8 x float> %t183_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t183_c3_1, align 32
-  %t183_a326 = load <8 x float>, ptr %flat_grad.t183_a3, align 32
-  %t183_b227 = load <8 x float>, ptr %flat_grad.t183_b2, align 32
-  %t183_c3_2 = load <8 x float>, ptr %flat_grad.t183_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t183_a326, <8 x float> %t183_b227, <8 x float> %t183_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t183_c3_2, align 32
-  %k184.next = add nsw i64 %flat_grad.k1843, 1
-  %61 = icmp slt i64 %k184.next, 128
-  br i1 %61, label %flat_grad.k184, label %flat_grad.k184.end
+  store <8 x float> %57, ptr %flat_grad.t207_a3, align 32
+  %t207_a3 = load <8 x float>, ptr %flat_grad.t207_a3, align 32
+  %t207_b023 = load <8 x float>, ptr %flat_grad.t207_b0, align 32
+  %t207_c3_0 = load <8 x float>, ptr %flat_grad.t207_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a3, <8 x float> %t207_b023, <8 x float> %t207_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t207_c3_0, align 32
+  %t207_a324 = load <8 x float>, ptr %flat_grad.t207_a3, align 32
+  %t207_b125 = load <8 x float>, ptr %flat_grad.t207_b1, align 32
+  %t207_c3_1 = load <8 x float>, ptr %flat_grad.t207_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a324, <8 x float> %t207_b125, <8 x float> %t207_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t207_c3_1, align 32
+  %t207_a326 = load <8 x float>, ptr %flat_grad.t207_a3, align 32
+  %t207_b227 = load <8 x float>, ptr %flat_grad.t207_b2, align 32
+  %t207_c3_2 = load <8 x float>, ptr %flat_grad.t207_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t207_a326, <8 x float> %t207_b227, <8 x float> %t207_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t207_c3_2, align 32
+  %k208.next = add nsw i64 %flat_grad.k2083, 1
+  %61 = icmp slt i64 %k208.next, 128
+  br i1 %61, label %flat_grad.k208, label %flat_grad.k208.end
 
-flat_grad.k184.end:                               ; preds = %flat_grad.k184
-  %t183_c0_028 = load <8 x float>, ptr %flat_grad.t183_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb1822, 4
+flat_grad.k208.end:                               ; preds = %flat_grad.k208
+  %t207_c0_028 = load <8 x float>, ptr %flat_grad.t207_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2062, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 1221264, %63
-  %65 = mul nsw i64 %flat_grad.nb1811, 24
+  %65 = mul nsw i64 %flat_grad.nb2051, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t183_c0_028, ptr %arena29, align 4
-  %t183_c0_130 = load <8 x float>, ptr %flat_grad.t183_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c0_028, ptr %arena29, align 4
+  %t207_c0_130 = load <8 x float>, ptr %flat_grad.t207_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2062, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 1221264, %68
-  %70 = mul nsw i64 %flat_grad.nb1811, 24
+  %70 = mul nsw i64 %flat_grad.nb2051, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t183_c0_130, ptr %arena31, align 4
-  %t183_c0_232 = load <8 x float>, ptr %flat_grad.t183_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c0_130, ptr %arena31, align 4
+  %t207_c0_232 = load <8 x float>, ptr %flat_grad.t207_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2062, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 1221264, %74
-  %76 = mul nsw i64 %flat_grad.nb1811, 24
+  %76 = mul nsw i64 %flat_grad.nb2051, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t183_c0_232, ptr %arena33, align 4
-  %t183_c1_034 = load <8 x float>, ptr %flat_grad.t183_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c0_232, ptr %arena33, align 4
+  %t207_c1_034 = load <8 x float>, ptr %flat_grad.t207_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2062, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 1221264, %81
-  %83 = mul nsw i64 %flat_grad.nb1811, 24
+  %83 = mul nsw i64 %flat_grad.nb2051, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t183_c1_034, ptr %arena35, align 4
-  %t183_c1_136 = load <8 x float>, ptr %flat_grad.t183_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c1_034, ptr %arena35, align 4
+  %t207_c1_136 = load <8 x float>, ptr %flat_grad.t207_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2062, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 1221264, %87
-  %89 = mul nsw i64 %flat_grad.nb1811, 24
+  %89 = mul nsw i64 %flat_grad.nb2051, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t183_c1_136, ptr %arena37, align 4
-  %t183_c1_238 = load <8 x float>, ptr %flat_grad.t183_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c1_136, ptr %arena37, align 4
+  %t207_c1_238 = load <8 x float>, ptr %flat_grad.t207_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2062, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 1221264, %94
-  %96 = mul nsw i64 %flat_grad.nb1811, 24
+  %96 = mul nsw i64 %flat_grad.nb2051, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t183_c1_238, ptr %arena39, align 4
-  %t183_c2_040 = load <8 x float>, ptr %flat_grad.t183_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c1_238, ptr %arena39, align 4
+  %t207_c2_040 = load <8 x float>, ptr %flat_grad.t207_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2062, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 1221264, %101
-  %103 = mul nsw i64 %flat_grad.nb1811, 24
+  %103 = mul nsw i64 %flat_grad.nb2051, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t183_c2_040, ptr %arena41, align 4
-  %t183_c2_142 = load <8 x float>, ptr %flat_grad.t183_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c2_040, ptr %arena41, align 4
+  %t207_c2_142 = load <8 x float>, ptr %flat_grad.t207_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2062, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 1221264, %107
-  %109 = mul nsw i64 %flat_grad.nb1811, 24
+  %109 = mul nsw i64 %flat_grad.nb2051, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t183_c2_142, ptr %arena43, align 4
-  %t183_c2_244 = load <8 x float>, ptr %flat_grad.t183_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c2_142, ptr %arena43, align 4
+  %t207_c2_244 = load <8 x float>, ptr %flat_grad.t207_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2062, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 1221264, %114
-  %116 = mul nsw i64 %flat_grad.nb1811, 24
+  %116 = mul nsw i64 %flat_grad.nb2051, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t183_c2_244, ptr %arena45, align 4
-  %t183_c3_046 = load <8 x float>, ptr %flat_grad.t183_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c2_244, ptr %arena45, align 4
+  %t207_c3_046 = load <8 x float>, ptr %flat_grad.t207_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2062, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 1221264, %121
-  %123 = mul nsw i64 %flat_grad.nb1811, 24
+  %123 = mul nsw i64 %flat_grad.nb2051, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t183_c3_046, ptr %arena47, align 4
-  %t183_c3_148 = load <8 x float>, ptr %flat_grad.t183_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c3_046, ptr %arena47, align 4
+  %t207_c3_148 = load <8 x float>, ptr %flat_grad.t207_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2062, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 1221264, %127
-  %129 = mul nsw i64 %flat_grad.nb1811, 24
+  %129 = mul nsw i64 %flat_grad.nb2051, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t183_c3_148, ptr %arena49, align 4
-  %t183_c3_250 = load <8 x float>, ptr %flat_grad.t183_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb1822, 4
+  store <8 x float> %t207_c3_148, ptr %arena49, align 4
+  %t207_c3_250 = load <8 x float>, ptr %flat_grad.t207_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2062, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 1221264, %134
-  %136 = mul nsw i64 %flat_grad.nb1811, 24
+  %136 = mul nsw i64 %flat_grad.nb2051, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t183_c3_250, ptr %arena51, align 4
-  %mb182.next = add nsw i64 %flat_grad.mb1822, 1
-  %139 = icmp slt i64 %mb182.next, 16
-  br i1 %139, label %flat_grad.mb182, label %flat_grad.mb182.end
+  store <8 x float> %t207_c3_250, ptr %arena51, align 4
+  %mb206.next = add nsw i64 %flat_grad.mb2062, 1
+  %139 = icmp slt i64 %mb206.next, 16
+  br i1 %139, label %flat_grad.mb206, label %flat_grad.mb206.end
 
-flat_grad.mb185:                                  ; preds = %flat_grad.k187.end, %flat_grad.nb181.end
-  %flat_grad.mb18552 = phi i64 [ 0, %flat_grad.nb181.end ], [ %mb185.next, %flat_grad.k187.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t186_c3_1, align 32
-  br label %flat_grad.k187
+flat_grad.mb209:                                  ; preds = %flat_grad.k211.end, %flat_grad.nb205.end
+  %flat_grad.mb20952 = phi i64 [ 0, %flat_grad.nb205.end ], [ %mb209.next, %flat_grad.k211.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t210_c3_1, align 32
+  br label %flat_grad.k211
 
-flat_grad.mb185.end:                              ; preds = %flat_grad.k187.end
+flat_grad.mb209.end:                              ; preds = %flat_grad.k211.end
   ret void
 
-flat_grad.k187:                                   ; preds = %flat_grad.k187, %flat_grad.mb185
-  %flat_grad.k18753 = phi i64 [ 0, %flat_grad.mb185 ], [ %k187.next, %flat_grad.k187 ]
-  %140 = mul nsw i64 %flat_grad.k18753, 3136
+flat_grad.k211:                                   ; preds = %flat_grad.k211, %flat_grad.mb209
+  %flat_grad.k21153 = phi i64 [ 0, %flat_grad.mb209 ], [ %k211.next, %flat_grad.k211 ]
+  %140 = mul nsw i64 %flat_grad.k21153, 3136
   %141 = add nsw i64 18816, %140
   %142 = add nsw i64 %141, 3120
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t186_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k18753, 3136
+  store <8 x float> %143, ptr %flat_grad.t210_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k21153, 3136
   %145 = add nsw i64 18816, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t186_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %148, ptr %flat_grad.t210_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb20952, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 1212416, %150
-  %152 = add nsw i64 %151, %flat_grad.k18753
+  %152 = add nsw i64 %151, %flat_grad.k21153
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t186_a0, align 32
-  %t186_a0 = load <8 x float>, ptr %flat_grad.t186_a0, align 32
-  %t186_b0 = load <8 x float>, ptr %flat_grad.t186_b0, align 32
-  %t186_c0_0 = load <8 x float>, ptr %flat_grad.t186_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a0, <8 x float> %t186_b0, <8 x float> %t186_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t186_c0_0, align 32
-  %t186_a057 = load <8 x float>, ptr %flat_grad.t186_a0, align 32
-  %t186_b1 = load <8 x float>, ptr %flat_grad.t186_b1, align 32
-  %t186_c0_1 = load <8 x float>, ptr %flat_grad.t186_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a057, <8 x float> %t186_b1, <8 x float> %t186_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t186_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %155, ptr %flat_grad.t210_a0, align 32
+  %t210_a0 = load <8 x float>, ptr %flat_grad.t210_a0, align 32
+  %t210_b0 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
+  %t210_c0_0 = load <8 x float>, ptr %flat_grad.t210_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a0, <8 x float> %t210_b0, <8 x float> %t210_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t210_c0_0, align 32
+  %t210_a057 = load <8 x float>, ptr %flat_grad.t210_a0, align 32
+  %t210_b1 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
+  %t210_c0_1 = load <8 x float>, ptr %flat_grad.t210_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a057, <8 x float> %t210_b1, <8 x float> %t210_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t210_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb20952, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 1212416, %160
-  %162 = add nsw i64 %161, %flat_grad.k18753
+  %162 = add nsw i64 %161, %flat_grad.k21153
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t186_a1, align 32
-  %t186_a1 = load <8 x float>, ptr %flat_grad.t186_a1, align 32
-  %t186_b059 = load <8 x float>, ptr %flat_grad.t186_b0, align 32
-  %t186_c1_0 = load <8 x float>, ptr %flat_grad.t186_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a1, <8 x float> %t186_b059, <8 x float> %t186_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t186_c1_0, align 32
-  %t186_a160 = load <8 x float>, ptr %flat_grad.t186_a1, align 32
-  %t186_b161 = load <8 x float>, ptr %flat_grad.t186_b1, align 32
-  %t186_c1_1 = load <8 x float>, ptr %flat_grad.t186_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a160, <8 x float> %t186_b161, <8 x float> %t186_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t186_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %165, ptr %flat_grad.t210_a1, align 32
+  %t210_a1 = load <8 x float>, ptr %flat_grad.t210_a1, align 32
+  %t210_b059 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
+  %t210_c1_0 = load <8 x float>, ptr %flat_grad.t210_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a1, <8 x float> %t210_b059, <8 x float> %t210_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t210_c1_0, align 32
+  %t210_a160 = load <8 x float>, ptr %flat_grad.t210_a1, align 32
+  %t210_b161 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
+  %t210_c1_1 = load <8 x float>, ptr %flat_grad.t210_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a160, <8 x float> %t210_b161, <8 x float> %t210_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t210_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb20952, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 1212416, %170
-  %172 = add nsw i64 %171, %flat_grad.k18753
+  %172 = add nsw i64 %171, %flat_grad.k21153
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t186_a2, align 32
-  %t186_a2 = load <8 x float>, ptr %flat_grad.t186_a2, align 32
-  %t186_b063 = load <8 x float>, ptr %flat_grad.t186_b0, align 32
-  %t186_c2_0 = load <8 x float>, ptr %flat_grad.t186_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a2, <8 x float> %t186_b063, <8 x float> %t186_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t186_c2_0, align 32
-  %t186_a264 = load <8 x float>, ptr %flat_grad.t186_a2, align 32
-  %t186_b165 = load <8 x float>, ptr %flat_grad.t186_b1, align 32
-  %t186_c2_1 = load <8 x float>, ptr %flat_grad.t186_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a264, <8 x float> %t186_b165, <8 x float> %t186_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t186_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %175, ptr %flat_grad.t210_a2, align 32
+  %t210_a2 = load <8 x float>, ptr %flat_grad.t210_a2, align 32
+  %t210_b063 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
+  %t210_c2_0 = load <8 x float>, ptr %flat_grad.t210_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a2, <8 x float> %t210_b063, <8 x float> %t210_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t210_c2_0, align 32
+  %t210_a264 = load <8 x float>, ptr %flat_grad.t210_a2, align 32
+  %t210_b165 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
+  %t210_c2_1 = load <8 x float>, ptr %flat_grad.t210_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a264, <8 x float> %t210_b165, <8 x float> %t210_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t210_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb20952, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 1212416, %180
-  %182 = add nsw i64 %181, %flat_grad.k18753
+  %182 = add nsw i64 %181, %flat_grad.k21153
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t186_a3, align 32
-  %t186_a3 = load <8 x float>, ptr %flat_grad.t186_a3, align 32
-  %t186_b067 = load <8 x float>, ptr %flat_grad.t186_b0, align 32
-  %t186_c3_0 = load <8 x float>, ptr %flat_grad.t186_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a3, <8 x float> %t186_b067, <8 x float> %t186_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t186_c3_0, align 32
-  %t186_a368 = load <8 x float>, ptr %flat_grad.t186_a3, align 32
-  %t186_b169 = load <8 x float>, ptr %flat_grad.t186_b1, align 32
-  %t186_c3_1 = load <8 x float>, ptr %flat_grad.t186_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t186_a368, <8 x float> %t186_b169, <8 x float> %t186_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t186_c3_1, align 32
-  %k187.next = add nsw i64 %flat_grad.k18753, 1
-  %188 = icmp slt i64 %k187.next, 128
-  br i1 %188, label %flat_grad.k187, label %flat_grad.k187.end
+  store <8 x float> %185, ptr %flat_grad.t210_a3, align 32
+  %t210_a3 = load <8 x float>, ptr %flat_grad.t210_a3, align 32
+  %t210_b067 = load <8 x float>, ptr %flat_grad.t210_b0, align 32
+  %t210_c3_0 = load <8 x float>, ptr %flat_grad.t210_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a3, <8 x float> %t210_b067, <8 x float> %t210_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t210_c3_0, align 32
+  %t210_a368 = load <8 x float>, ptr %flat_grad.t210_a3, align 32
+  %t210_b169 = load <8 x float>, ptr %flat_grad.t210_b1, align 32
+  %t210_c3_1 = load <8 x float>, ptr %flat_grad.t210_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t210_a368, <8 x float> %t210_b169, <8 x float> %t210_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t210_c3_1, align 32
+  %k211.next = add nsw i64 %flat_grad.k21153, 1
+  %188 = icmp slt i64 %k211.next, 128
+  br i1 %188, label %flat_grad.k211, label %flat_grad.k211.end
 
-flat_grad.k187.end:                               ; preds = %flat_grad.k187
-  %t186_c0_070 = load <8 x float>, ptr %flat_grad.t186_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb18552, 4
+flat_grad.k211.end:                               ; preds = %flat_grad.k211
+  %t210_c0_070 = load <8 x float>, ptr %flat_grad.t210_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb20952, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 1221264, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t186_c0_070, ptr %arena71, align 4
-  %t186_c0_172 = load <8 x float>, ptr %flat_grad.t186_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c0_070, ptr %arena71, align 4
+  %t210_c0_172 = load <8 x float>, ptr %flat_grad.t210_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb20952, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 1221264, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t186_c0_172, ptr %arena73, align 4
-  %t186_c1_074 = load <8 x float>, ptr %flat_grad.t186_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c0_172, ptr %arena73, align 4
+  %t210_c1_074 = load <8 x float>, ptr %flat_grad.t210_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb20952, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 1221264, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t186_c1_074, ptr %arena75, align 4
-  %t186_c1_176 = load <8 x float>, ptr %flat_grad.t186_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c1_074, ptr %arena75, align 4
+  %t210_c1_176 = load <8 x float>, ptr %flat_grad.t210_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb20952, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 1221264, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t186_c1_176, ptr %arena77, align 4
-  %t186_c2_078 = load <8 x float>, ptr %flat_grad.t186_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c1_176, ptr %arena77, align 4
+  %t210_c2_078 = load <8 x float>, ptr %flat_grad.t210_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb20952, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 1221264, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t186_c2_078, ptr %arena79, align 4
-  %t186_c2_180 = load <8 x float>, ptr %flat_grad.t186_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c2_078, ptr %arena79, align 4
+  %t210_c2_180 = load <8 x float>, ptr %flat_grad.t210_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb20952, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 1221264, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t186_c2_180, ptr %arena81, align 4
-  %t186_c3_082 = load <8 x float>, ptr %flat_grad.t186_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c2_180, ptr %arena81, align 4
+  %t210_c3_082 = load <8 x float>, ptr %flat_grad.t210_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb20952, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 1221264, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t186_c3_082, ptr %arena83, align 4
-  %t186_c3_184 = load <8 x float>, ptr %flat_grad.t186_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb18552, 4
+  store <8 x float> %t210_c3_082, ptr %arena83, align 4
+  %t210_c3_184 = load <8 x float>, ptr %flat_grad.t210_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb20952, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 1221264, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t186_c3_184, ptr %arena85, align 4
-  %mb185.next = add nsw i64 %flat_grad.mb18552, 1
-  %231 = icmp slt i64 %mb185.next, 16
-  br i1 %231, label %flat_grad.mb185, label %flat_grad.mb185.end
+  store <8 x float> %t210_c3_184, ptr %arena85, align 4
+  %mb209.next = add nsw i64 %flat_grad.mb20952, 1
+  %231 = icmp slt i64 %mb209.next, 16
+  br i1 %231, label %flat_grad.mb209, label %flat_grad.mb209.end
 }
 
 ; Function Attrs: noinline
@@ -7005,47 +7005,47 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_grad.i189
+  br label %conv2_grad.i213
 
-conv2_grad.i189:                                  ; preds = %conv2_grad.i189, %entry
-  %conv2_grad.i1891 = phi i64 [ 0, %entry ], [ %i189.next, %conv2_grad.i189 ]
-  %0 = add nsw i64 1421968, %conv2_grad.i1891
+conv2_grad.i213:                                  ; preds = %conv2_grad.i213, %entry
+  %conv2_grad.i2131 = phi i64 [ 0, %entry ], [ %i213.next, %conv2_grad.i213 ]
+  %0 = add nsw i64 1421968, %conv2_grad.i2131
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i189.next = add nsw i64 %conv2_grad.i1891, 1
-  %1 = icmp slt i64 %i189.next, 802816
-  br i1 %1, label %conv2_grad.i189, label %conv2_grad.i189.end
+  %i213.next = add nsw i64 %conv2_grad.i2131, 1
+  %1 = icmp slt i64 %i213.next, 802816
+  br i1 %1, label %conv2_grad.i213, label %conv2_grad.i213.end
 
-conv2_grad.i189.end:                              ; preds = %conv2_grad.i189
-  br label %conv2_grad.q190
+conv2_grad.i213.end:                              ; preds = %conv2_grad.i213
+  br label %conv2_grad.q214
 
-conv2_grad.q190:                                  ; preds = %conv2_grad.i191.end, %conv2_grad.i189.end
-  %conv2_grad.q1903 = phi i64 [ 0, %conv2_grad.i189.end ], [ %q190.next, %conv2_grad.i191.end ]
-  br label %conv2_grad.i191
+conv2_grad.q214:                                  ; preds = %conv2_grad.i215.end, %conv2_grad.i213.end
+  %conv2_grad.q2143 = phi i64 [ 0, %conv2_grad.i213.end ], [ %q214.next, %conv2_grad.i215.end ]
+  br label %conv2_grad.i215
 
-conv2_grad.q190.end:                              ; preds = %conv2_grad.i191.end
+conv2_grad.q214.end:                              ; preds = %conv2_grad.i215.end
   ret void
 
-conv2_grad.i191:                                  ; preds = %conv2_grad.endif, %conv2_grad.q190
-  %conv2_grad.i1914 = phi i64 [ 0, %conv2_grad.q190 ], [ %i191.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q1903, 49
-  %3 = add nsw i64 %2, %conv2_grad.i1914
+conv2_grad.i215:                                  ; preds = %conv2_grad.endif, %conv2_grad.q214
+  %conv2_grad.i2154 = phi i64 [ 0, %conv2_grad.q214 ], [ %i215.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2143, 49
+  %3 = add nsw i64 %2, %conv2_grad.i2154
   %4 = add nsw i64 802816, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i191.end:                              ; preds = %conv2_grad.endif
-  %q190.next = add nsw i64 %conv2_grad.q1903, 1
-  %7 = icmp slt i64 %q190.next, 4096
-  br i1 %7, label %conv2_grad.q190, label %conv2_grad.q190.end
+conv2_grad.i215.end:                              ; preds = %conv2_grad.endif
+  %q214.next = add nsw i64 %conv2_grad.q2143, 1
+  %7 = icmp slt i64 %q214.next, 4096
+  br i1 %7, label %conv2_grad.q214, label %conv2_grad.q214.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i191
-  %8 = mul nsw i64 %conv2_grad.q1903, 196
+conv2_grad.then:                                  ; preds = %conv2_grad.i215
+  %8 = mul nsw i64 %conv2_grad.q2143, 196
   %9 = add nsw i64 1421968, %8
-  %10 = mul nsw i64 %conv2_grad.q1903, 49
-  %11 = add nsw i64 %10, %conv2_grad.i1914
+  %10 = mul nsw i64 %conv2_grad.q2143, 49
+  %11 = add nsw i64 %10, %conv2_grad.i2154
   %12 = add nsw i64 1003520, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -7053,8 +7053,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i191
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q1903, 49
-  %18 = add nsw i64 %17, %conv2_grad.i1914
+  %17 = mul nsw i64 %conv2_grad.q2143, 49
+  %18 = add nsw i64 %17, %conv2_grad.i2154
   %19 = add nsw i64 1221264, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -7062,997 +7062,997 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i191
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i191
-  %i191.next = add nsw i64 %conv2_grad.i1914, 1
-  %22 = icmp slt i64 %i191.next, 49
-  br i1 %22, label %conv2_grad.i191, label %conv2_grad.i191.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i215
+  %i215.next = add nsw i64 %conv2_grad.i2154, 1
+  %22 = icmp slt i64 %i215.next, 49
+  br i1 %22, label %conv2_grad.i215, label %conv2_grad.i215.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_weight_grad.i192
+  br label %conv2_weight_grad.i216
 
-conv2_weight_grad.i192:                           ; preds = %conv2_weight_grad.i192, %entry
-  %conv2_weight_grad.i1921 = phi i64 [ 0, %entry ], [ %i192.next, %conv2_weight_grad.i192 ]
-  %0 = add nsw i64 3328656, %conv2_weight_grad.i1921
+conv2_weight_grad.i216:                           ; preds = %conv2_weight_grad.i216, %entry
+  %conv2_weight_grad.i2161 = phi i64 [ 0, %entry ], [ %i216.next, %conv2_weight_grad.i216 ]
+  %0 = add nsw i64 3328656, %conv2_weight_grad.i2161
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i192.next = add nsw i64 %conv2_weight_grad.i1921, 1
-  %1 = icmp slt i64 %i192.next, 18432
-  br i1 %1, label %conv2_weight_grad.i192, label %conv2_weight_grad.i192.end
+  %i216.next = add nsw i64 %conv2_weight_grad.i2161, 1
+  %1 = icmp slt i64 %i216.next, 18432
+  br i1 %1, label %conv2_weight_grad.i216, label %conv2_weight_grad.i216.end
 
-conv2_weight_grad.i192.end:                       ; preds = %conv2_weight_grad.i192
-  br label %conv2_weight_grad.g193
+conv2_weight_grad.i216.end:                       ; preds = %conv2_weight_grad.i216
+  br label %conv2_weight_grad.g217
 
-conv2_weight_grad.g193:                           ; preds = %conv2_weight_grad.j208.end, %conv2_weight_grad.i192.end
-  %conv2_weight_grad.g1933 = phi i64 [ 0, %conv2_weight_grad.i192.end ], [ %g193.next, %conv2_weight_grad.j208.end ]
-  br label %conv2_weight_grad.j194
+conv2_weight_grad.g217:                           ; preds = %conv2_weight_grad.j232.end, %conv2_weight_grad.i216.end
+  %conv2_weight_grad.g2173 = phi i64 [ 0, %conv2_weight_grad.i216.end ], [ %g217.next, %conv2_weight_grad.j232.end ]
+  br label %conv2_weight_grad.j218
 
-conv2_weight_grad.g193.end:                       ; preds = %conv2_weight_grad.j208.end
-  br label %conv2_weight_grad.f220
+conv2_weight_grad.g217.end:                       ; preds = %conv2_weight_grad.j232.end
+  br label %conv2_weight_grad.f244
 
-conv2_weight_grad.j194:                           ; preds = %conv2_weight_grad.c195.end, %conv2_weight_grad.g193
-  %conv2_weight_grad.j1944 = phi i64 [ 0, %conv2_weight_grad.g193 ], [ %j194.next, %conv2_weight_grad.c195.end ]
-  br label %conv2_weight_grad.c195
+conv2_weight_grad.j218:                           ; preds = %conv2_weight_grad.c219.end, %conv2_weight_grad.g217
+  %conv2_weight_grad.j2184 = phi i64 [ 0, %conv2_weight_grad.g217 ], [ %j218.next, %conv2_weight_grad.c219.end ]
+  br label %conv2_weight_grad.c219
 
-conv2_weight_grad.j194.end:                       ; preds = %conv2_weight_grad.c195.end
-  br label %conv2_weight_grad.j208
+conv2_weight_grad.j218.end:                       ; preds = %conv2_weight_grad.c219.end
+  br label %conv2_weight_grad.j232
 
-conv2_weight_grad.c195:                           ; preds = %conv2_weight_grad.ky196.end, %conv2_weight_grad.j194
-  %conv2_weight_grad.c1955 = phi i64 [ 0, %conv2_weight_grad.j194 ], [ %c195.next, %conv2_weight_grad.ky196.end ]
-  br label %conv2_weight_grad.ky196
+conv2_weight_grad.c219:                           ; preds = %conv2_weight_grad.ky220.end, %conv2_weight_grad.j218
+  %conv2_weight_grad.c2195 = phi i64 [ 0, %conv2_weight_grad.j218 ], [ %c219.next, %conv2_weight_grad.ky220.end ]
+  br label %conv2_weight_grad.ky220
 
-conv2_weight_grad.c195.end:                       ; preds = %conv2_weight_grad.ky196.end
-  %j194.next = add nsw i64 %conv2_weight_grad.j1944, 1
-  %2 = icmp slt i64 %j194.next, 16
-  br i1 %2, label %conv2_weight_grad.j194, label %conv2_weight_grad.j194.end
+conv2_weight_grad.c219.end:                       ; preds = %conv2_weight_grad.ky220.end
+  %j218.next = add nsw i64 %conv2_weight_grad.j2184, 1
+  %2 = icmp slt i64 %j218.next, 16
+  br i1 %2, label %conv2_weight_grad.j218, label %conv2_weight_grad.j218.end
 
-conv2_weight_grad.ky196:                          ; preds = %conv2_weight_grad.oy204.end, %conv2_weight_grad.c195
-  %conv2_weight_grad.ky1966 = phi i64 [ 0, %conv2_weight_grad.c195 ], [ %ky196.next, %conv2_weight_grad.oy204.end ]
-  br label %conv2_weight_grad.oy197
+conv2_weight_grad.ky220:                          ; preds = %conv2_weight_grad.oy228.end, %conv2_weight_grad.c219
+  %conv2_weight_grad.ky2206 = phi i64 [ 0, %conv2_weight_grad.c219 ], [ %ky220.next, %conv2_weight_grad.oy228.end ]
+  br label %conv2_weight_grad.oy221
 
-conv2_weight_grad.ky196.end:                      ; preds = %conv2_weight_grad.oy204.end
-  %c195.next = add nsw i64 %conv2_weight_grad.c1955, 1
-  %3 = icmp slt i64 %c195.next, 32
-  br i1 %3, label %conv2_weight_grad.c195, label %conv2_weight_grad.c195.end
+conv2_weight_grad.ky220.end:                      ; preds = %conv2_weight_grad.oy228.end
+  %c219.next = add nsw i64 %conv2_weight_grad.c2195, 1
+  %3 = icmp slt i64 %c219.next, 32
+  br i1 %3, label %conv2_weight_grad.c219, label %conv2_weight_grad.c219.end
 
-conv2_weight_grad.oy197:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky196
-  %conv2_weight_grad.oy1977 = phi i64 [ 0, %conv2_weight_grad.ky196 ], [ %oy197.next, %conv2_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv2_weight_grad.oy1977, %conv2_weight_grad.ky1966
+conv2_weight_grad.oy221:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky220
+  %conv2_weight_grad.oy2217 = phi i64 [ 0, %conv2_weight_grad.ky220 ], [ %oy221.next, %conv2_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv2_weight_grad.oy2217, %conv2_weight_grad.ky2206
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv2_weight_grad.oy1977, %conv2_weight_grad.ky1966
+  %7 = add nsw i64 %conv2_weight_grad.oy2217, %conv2_weight_grad.ky2206
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 14
   %10 = and i1 %6, %9
   br i1 %10, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy197.end:                      ; preds = %conv2_weight_grad.endif18
-  br label %conv2_weight_grad.oy201
+conv2_weight_grad.oy221.end:                      ; preds = %conv2_weight_grad.endif18
+  br label %conv2_weight_grad.oy225
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy197
-  br label %conv2_weight_grad.ox198
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy221
+  br label %conv2_weight_grad.ox222
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox199.end, %conv2_weight_grad.oy197
-  %11 = add nsw i64 %conv2_weight_grad.oy1977, %conv2_weight_grad.ky1966
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox223.end, %conv2_weight_grad.oy221
+  %11 = add nsw i64 %conv2_weight_grad.oy2217, %conv2_weight_grad.ky2206
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv2_weight_grad.then13, label %conv2_weight_grad.endif14
 
-conv2_weight_grad.ox198:                          ; preds = %conv2_weight_grad.ox198, %conv2_weight_grad.then
-  %conv2_weight_grad.ox1988 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox198.next, %conv2_weight_grad.ox198 ]
-  %14 = mul nsw i64 %conv2_weight_grad.g1933, 16
-  %15 = add nsw i64 %14, %conv2_weight_grad.j1944
+conv2_weight_grad.ox222:                          ; preds = %conv2_weight_grad.ox222, %conv2_weight_grad.then
+  %conv2_weight_grad.ox2228 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox222.next, %conv2_weight_grad.ox222 ]
+  %14 = mul nsw i64 %conv2_weight_grad.g2173, 16
+  %15 = add nsw i64 %14, %conv2_weight_grad.j2184
   %16 = mul nsw i64 %15, 6272
-  %17 = mul nsw i64 %conv2_weight_grad.c1955, 196
+  %17 = mul nsw i64 %conv2_weight_grad.c2195, 196
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv2_weight_grad.oy1977, %conv2_weight_grad.ky1966
+  %19 = add nsw i64 %conv2_weight_grad.oy2217, %conv2_weight_grad.ky2206
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 14
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv2_weight_grad.ox1988, 1
+  %23 = add nsw i64 %conv2_weight_grad.ox2228, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load float, ptr %arena9, align 4
-  %27 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %28 = add nsw i64 %27, %conv2_weight_grad.ky1966
+  %27 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %28 = add nsw i64 %27, %conv2_weight_grad.ky2206
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 3136
   %31 = add nsw i64 2224784, %30
-  %32 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %32 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %conv2_weight_grad.oy1977, 14
-  %35 = add nsw i64 %conv2_weight_grad.ox1988, 1
+  %34 = mul nsw i64 %conv2_weight_grad.oy2217, 14
+  %35 = add nsw i64 %conv2_weight_grad.ox2228, 1
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %37
   store float %26, ptr %arena10, align 4
-  %ox198.next = add nsw i64 %conv2_weight_grad.ox1988, 1
-  %38 = icmp slt i64 %ox198.next, 13
-  br i1 %38, label %conv2_weight_grad.ox198, label %conv2_weight_grad.ox198.end
+  %ox222.next = add nsw i64 %conv2_weight_grad.ox2228, 1
+  %38 = icmp slt i64 %ox222.next, 13
+  br i1 %38, label %conv2_weight_grad.ox222, label %conv2_weight_grad.ox222.end
 
-conv2_weight_grad.ox198.end:                      ; preds = %conv2_weight_grad.ox198
-  br label %conv2_weight_grad.ox199
+conv2_weight_grad.ox222.end:                      ; preds = %conv2_weight_grad.ox222
+  br label %conv2_weight_grad.ox223
 
-conv2_weight_grad.ox199:                          ; preds = %conv2_weight_grad.ox199, %conv2_weight_grad.ox198.end
-  %conv2_weight_grad.ox19911 = phi i64 [ 0, %conv2_weight_grad.ox198.end ], [ %ox199.next, %conv2_weight_grad.ox199 ]
-  %39 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %40 = add nsw i64 %39, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox223:                          ; preds = %conv2_weight_grad.ox223, %conv2_weight_grad.ox222.end
+  %conv2_weight_grad.ox22311 = phi i64 [ 0, %conv2_weight_grad.ox222.end ], [ %ox223.next, %conv2_weight_grad.ox223 ]
+  %39 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %40 = add nsw i64 %39, %conv2_weight_grad.ky2206
   %41 = mul nsw i64 %40, 3
   %42 = mul nsw i64 %41, 3136
   %43 = add nsw i64 2224784, %42
-  %44 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %44 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %45 = add nsw i64 %43, %44
-  %46 = mul nsw i64 %conv2_weight_grad.oy1977, 14
-  %47 = add nsw i64 %46, %conv2_weight_grad.ox19911
+  %46 = mul nsw i64 %conv2_weight_grad.oy2217, 14
+  %47 = add nsw i64 %46, %conv2_weight_grad.ox22311
   %48 = add nsw i64 %45, %47
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox199.next = add nsw i64 %conv2_weight_grad.ox19911, 1
-  %49 = icmp slt i64 %ox199.next, 1
-  br i1 %49, label %conv2_weight_grad.ox199, label %conv2_weight_grad.ox199.end
+  %ox223.next = add nsw i64 %conv2_weight_grad.ox22311, 1
+  %49 = icmp slt i64 %ox223.next, 1
+  br i1 %49, label %conv2_weight_grad.ox223, label %conv2_weight_grad.ox223.end
 
-conv2_weight_grad.ox199.end:                      ; preds = %conv2_weight_grad.ox199
+conv2_weight_grad.ox223.end:                      ; preds = %conv2_weight_grad.ox223
   br label %conv2_weight_grad.endif
 
 conv2_weight_grad.then13:                         ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox200
+  br label %conv2_weight_grad.ox224
 
-conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox200.end, %conv2_weight_grad.endif
-  %50 = add nsw i64 %conv2_weight_grad.oy1977, %conv2_weight_grad.ky1966
+conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox224.end, %conv2_weight_grad.endif
+  %50 = add nsw i64 %conv2_weight_grad.oy2217, %conv2_weight_grad.ky2206
   %51 = add nsw i64 %50, -1
   %52 = icmp slt i64 13, %51
   br i1 %52, label %conv2_weight_grad.then17, label %conv2_weight_grad.endif18
 
-conv2_weight_grad.ox200:                          ; preds = %conv2_weight_grad.ox200, %conv2_weight_grad.then13
-  %conv2_weight_grad.ox20015 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox200.next, %conv2_weight_grad.ox200 ]
-  %53 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %54 = add nsw i64 %53, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox224:                          ; preds = %conv2_weight_grad.ox224, %conv2_weight_grad.then13
+  %conv2_weight_grad.ox22415 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox224.next, %conv2_weight_grad.ox224 ]
+  %53 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %54 = add nsw i64 %53, %conv2_weight_grad.ky2206
   %55 = mul nsw i64 %54, 3
   %56 = mul nsw i64 %55, 3136
   %57 = add nsw i64 2224784, %56
-  %58 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %58 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %59 = add nsw i64 %57, %58
-  %60 = mul nsw i64 %conv2_weight_grad.oy1977, 14
-  %61 = add nsw i64 %60, %conv2_weight_grad.ox20015
+  %60 = mul nsw i64 %conv2_weight_grad.oy2217, 14
+  %61 = add nsw i64 %60, %conv2_weight_grad.ox22415
   %62 = add nsw i64 %59, %61
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox200.next = add nsw i64 %conv2_weight_grad.ox20015, 1
-  %63 = icmp slt i64 %ox200.next, 14
-  br i1 %63, label %conv2_weight_grad.ox200, label %conv2_weight_grad.ox200.end
+  %ox224.next = add nsw i64 %conv2_weight_grad.ox22415, 1
+  %63 = icmp slt i64 %ox224.next, 14
+  br i1 %63, label %conv2_weight_grad.ox224, label %conv2_weight_grad.ox224.end
 
-conv2_weight_grad.ox200.end:                      ; preds = %conv2_weight_grad.ox200
+conv2_weight_grad.ox224.end:                      ; preds = %conv2_weight_grad.ox224
   br label %conv2_weight_grad.endif14
 
 conv2_weight_grad.then17:                         ; preds = %conv2_weight_grad.endif14
-  br label %conv2_weight_grad.ox20019
+  br label %conv2_weight_grad.ox22419
 
-conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox200.end20, %conv2_weight_grad.endif14
-  %oy197.next = add nsw i64 %conv2_weight_grad.oy1977, 1
-  %64 = icmp slt i64 %oy197.next, 14
-  br i1 %64, label %conv2_weight_grad.oy197, label %conv2_weight_grad.oy197.end
+conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox224.end20, %conv2_weight_grad.endif14
+  %oy221.next = add nsw i64 %conv2_weight_grad.oy2217, 1
+  %64 = icmp slt i64 %oy221.next, 14
+  br i1 %64, label %conv2_weight_grad.oy221, label %conv2_weight_grad.oy221.end
 
-conv2_weight_grad.ox20019:                        ; preds = %conv2_weight_grad.ox20019, %conv2_weight_grad.then17
-  %conv2_weight_grad.ox20021 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox200.next23, %conv2_weight_grad.ox20019 ]
-  %65 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %66 = add nsw i64 %65, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox22419:                        ; preds = %conv2_weight_grad.ox22419, %conv2_weight_grad.then17
+  %conv2_weight_grad.ox22421 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox224.next23, %conv2_weight_grad.ox22419 ]
+  %65 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %66 = add nsw i64 %65, %conv2_weight_grad.ky2206
   %67 = mul nsw i64 %66, 3
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 2224784, %68
-  %70 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %70 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %71 = add nsw i64 %69, %70
-  %72 = mul nsw i64 %conv2_weight_grad.oy1977, 14
-  %73 = add nsw i64 %72, %conv2_weight_grad.ox20021
+  %72 = mul nsw i64 %conv2_weight_grad.oy2217, 14
+  %73 = add nsw i64 %72, %conv2_weight_grad.ox22421
   %74 = add nsw i64 %71, %73
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %74
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox200.next23 = add nsw i64 %conv2_weight_grad.ox20021, 1
-  %75 = icmp slt i64 %ox200.next23, 14
-  br i1 %75, label %conv2_weight_grad.ox20019, label %conv2_weight_grad.ox200.end20
+  %ox224.next23 = add nsw i64 %conv2_weight_grad.ox22421, 1
+  %75 = icmp slt i64 %ox224.next23, 14
+  br i1 %75, label %conv2_weight_grad.ox22419, label %conv2_weight_grad.ox224.end20
 
-conv2_weight_grad.ox200.end20:                    ; preds = %conv2_weight_grad.ox20019
+conv2_weight_grad.ox224.end20:                    ; preds = %conv2_weight_grad.ox22419
   br label %conv2_weight_grad.endif18
 
-conv2_weight_grad.oy201:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy197.end
-  %conv2_weight_grad.oy20124 = phi i64 [ 0, %conv2_weight_grad.oy197.end ], [ %oy201.next, %conv2_weight_grad.endif35 ]
-  %76 = add nsw i64 %conv2_weight_grad.oy20124, %conv2_weight_grad.ky1966
+conv2_weight_grad.oy225:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy221.end
+  %conv2_weight_grad.oy22524 = phi i64 [ 0, %conv2_weight_grad.oy221.end ], [ %oy225.next, %conv2_weight_grad.endif35 ]
+  %76 = add nsw i64 %conv2_weight_grad.oy22524, %conv2_weight_grad.ky2206
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 -1, %77
-  %79 = add nsw i64 %conv2_weight_grad.oy20124, %conv2_weight_grad.ky1966
+  %79 = add nsw i64 %conv2_weight_grad.oy22524, %conv2_weight_grad.ky2206
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 14
   %82 = and i1 %78, %81
   br i1 %82, label %conv2_weight_grad.then25, label %conv2_weight_grad.endif26
 
-conv2_weight_grad.oy201.end:                      ; preds = %conv2_weight_grad.endif35
-  br label %conv2_weight_grad.oy204
+conv2_weight_grad.oy225.end:                      ; preds = %conv2_weight_grad.endif35
+  br label %conv2_weight_grad.oy228
 
-conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy201
-  br label %conv2_weight_grad.ox202
+conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy225
+  br label %conv2_weight_grad.ox226
 
-conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox202.end, %conv2_weight_grad.oy201
-  %83 = add nsw i64 %conv2_weight_grad.oy20124, %conv2_weight_grad.ky1966
+conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox226.end, %conv2_weight_grad.oy225
+  %83 = add nsw i64 %conv2_weight_grad.oy22524, %conv2_weight_grad.ky2206
   %84 = add nsw i64 %83, -1
   %85 = icmp slt i64 %84, 0
   br i1 %85, label %conv2_weight_grad.then30, label %conv2_weight_grad.endif31
 
-conv2_weight_grad.ox202:                          ; preds = %conv2_weight_grad.ox202, %conv2_weight_grad.then25
-  %conv2_weight_grad.ox20227 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox202.next, %conv2_weight_grad.ox202 ]
-  %86 = mul nsw i64 %conv2_weight_grad.g1933, 16
-  %87 = add nsw i64 %86, %conv2_weight_grad.j1944
+conv2_weight_grad.ox226:                          ; preds = %conv2_weight_grad.ox226, %conv2_weight_grad.then25
+  %conv2_weight_grad.ox22627 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox226.next, %conv2_weight_grad.ox226 ]
+  %86 = mul nsw i64 %conv2_weight_grad.g2173, 16
+  %87 = add nsw i64 %86, %conv2_weight_grad.j2184
   %88 = mul nsw i64 %87, 6272
-  %89 = mul nsw i64 %conv2_weight_grad.c1955, 196
+  %89 = mul nsw i64 %conv2_weight_grad.c2195, 196
   %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %conv2_weight_grad.oy20124, %conv2_weight_grad.ky1966
+  %91 = add nsw i64 %conv2_weight_grad.oy22524, %conv2_weight_grad.ky2206
   %92 = add nsw i64 %91, -1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %90, %93
-  %95 = add nsw i64 %94, %conv2_weight_grad.ox20227
+  %95 = add nsw i64 %94, %conv2_weight_grad.ox22627
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load float, ptr %arena28, align 4
-  %97 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %98 = add nsw i64 %97, %conv2_weight_grad.ky1966
+  %97 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %98 = add nsw i64 %97, %conv2_weight_grad.ky2206
   %99 = mul nsw i64 %98, 3
   %100 = add nsw i64 %99, 1
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 2224784, %101
-  %103 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %103 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %104 = add nsw i64 %102, %103
-  %105 = mul nsw i64 %conv2_weight_grad.oy20124, 14
-  %106 = add nsw i64 %105, %conv2_weight_grad.ox20227
+  %105 = mul nsw i64 %conv2_weight_grad.oy22524, 14
+  %106 = add nsw i64 %105, %conv2_weight_grad.ox22627
   %107 = add nsw i64 %104, %106
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %107
   store float %96, ptr %arena29, align 4
-  %ox202.next = add nsw i64 %conv2_weight_grad.ox20227, 1
-  %108 = icmp slt i64 %ox202.next, 14
-  br i1 %108, label %conv2_weight_grad.ox202, label %conv2_weight_grad.ox202.end
+  %ox226.next = add nsw i64 %conv2_weight_grad.ox22627, 1
+  %108 = icmp slt i64 %ox226.next, 14
+  br i1 %108, label %conv2_weight_grad.ox226, label %conv2_weight_grad.ox226.end
 
-conv2_weight_grad.ox202.end:                      ; preds = %conv2_weight_grad.ox202
+conv2_weight_grad.ox226.end:                      ; preds = %conv2_weight_grad.ox226
   br label %conv2_weight_grad.endif26
 
 conv2_weight_grad.then30:                         ; preds = %conv2_weight_grad.endif26
-  br label %conv2_weight_grad.ox203
+  br label %conv2_weight_grad.ox227
 
-conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox203.end, %conv2_weight_grad.endif26
-  %109 = add nsw i64 %conv2_weight_grad.oy20124, %conv2_weight_grad.ky1966
+conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox227.end, %conv2_weight_grad.endif26
+  %109 = add nsw i64 %conv2_weight_grad.oy22524, %conv2_weight_grad.ky2206
   %110 = add nsw i64 %109, -1
   %111 = icmp slt i64 13, %110
   br i1 %111, label %conv2_weight_grad.then34, label %conv2_weight_grad.endif35
 
-conv2_weight_grad.ox203:                          ; preds = %conv2_weight_grad.ox203, %conv2_weight_grad.then30
-  %conv2_weight_grad.ox20332 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox203.next, %conv2_weight_grad.ox203 ]
-  %112 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %113 = add nsw i64 %112, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox227:                          ; preds = %conv2_weight_grad.ox227, %conv2_weight_grad.then30
+  %conv2_weight_grad.ox22732 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox227.next, %conv2_weight_grad.ox227 ]
+  %112 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %113 = add nsw i64 %112, %conv2_weight_grad.ky2206
   %114 = mul nsw i64 %113, 3
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 3136
   %117 = add nsw i64 2224784, %116
-  %118 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %118 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %conv2_weight_grad.oy20124, 14
-  %121 = add nsw i64 %120, %conv2_weight_grad.ox20332
+  %120 = mul nsw i64 %conv2_weight_grad.oy22524, 14
+  %121 = add nsw i64 %120, %conv2_weight_grad.ox22732
   %122 = add nsw i64 %119, %121
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %122
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox203.next = add nsw i64 %conv2_weight_grad.ox20332, 1
-  %123 = icmp slt i64 %ox203.next, 14
-  br i1 %123, label %conv2_weight_grad.ox203, label %conv2_weight_grad.ox203.end
+  %ox227.next = add nsw i64 %conv2_weight_grad.ox22732, 1
+  %123 = icmp slt i64 %ox227.next, 14
+  br i1 %123, label %conv2_weight_grad.ox227, label %conv2_weight_grad.ox227.end
 
-conv2_weight_grad.ox203.end:                      ; preds = %conv2_weight_grad.ox203
+conv2_weight_grad.ox227.end:                      ; preds = %conv2_weight_grad.ox227
   br label %conv2_weight_grad.endif31
 
 conv2_weight_grad.then34:                         ; preds = %conv2_weight_grad.endif31
-  br label %conv2_weight_grad.ox20336
+  br label %conv2_weight_grad.ox22736
 
-conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox203.end37, %conv2_weight_grad.endif31
-  %oy201.next = add nsw i64 %conv2_weight_grad.oy20124, 1
-  %124 = icmp slt i64 %oy201.next, 14
-  br i1 %124, label %conv2_weight_grad.oy201, label %conv2_weight_grad.oy201.end
+conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox227.end37, %conv2_weight_grad.endif31
+  %oy225.next = add nsw i64 %conv2_weight_grad.oy22524, 1
+  %124 = icmp slt i64 %oy225.next, 14
+  br i1 %124, label %conv2_weight_grad.oy225, label %conv2_weight_grad.oy225.end
 
-conv2_weight_grad.ox20336:                        ; preds = %conv2_weight_grad.ox20336, %conv2_weight_grad.then34
-  %conv2_weight_grad.ox20338 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox203.next40, %conv2_weight_grad.ox20336 ]
-  %125 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %126 = add nsw i64 %125, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox22736:                        ; preds = %conv2_weight_grad.ox22736, %conv2_weight_grad.then34
+  %conv2_weight_grad.ox22738 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox227.next40, %conv2_weight_grad.ox22736 ]
+  %125 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %126 = add nsw i64 %125, %conv2_weight_grad.ky2206
   %127 = mul nsw i64 %126, 3
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 3136
   %130 = add nsw i64 2224784, %129
-  %131 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %131 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv2_weight_grad.oy20124, 14
-  %134 = add nsw i64 %133, %conv2_weight_grad.ox20338
+  %133 = mul nsw i64 %conv2_weight_grad.oy22524, 14
+  %134 = add nsw i64 %133, %conv2_weight_grad.ox22738
   %135 = add nsw i64 %132, %134
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %135
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox203.next40 = add nsw i64 %conv2_weight_grad.ox20338, 1
-  %136 = icmp slt i64 %ox203.next40, 14
-  br i1 %136, label %conv2_weight_grad.ox20336, label %conv2_weight_grad.ox203.end37
+  %ox227.next40 = add nsw i64 %conv2_weight_grad.ox22738, 1
+  %136 = icmp slt i64 %ox227.next40, 14
+  br i1 %136, label %conv2_weight_grad.ox22736, label %conv2_weight_grad.ox227.end37
 
-conv2_weight_grad.ox203.end37:                    ; preds = %conv2_weight_grad.ox20336
+conv2_weight_grad.ox227.end37:                    ; preds = %conv2_weight_grad.ox22736
   br label %conv2_weight_grad.endif35
 
-conv2_weight_grad.oy204:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy201.end
-  %conv2_weight_grad.oy20441 = phi i64 [ 0, %conv2_weight_grad.oy201.end ], [ %oy204.next, %conv2_weight_grad.endif54 ]
-  %137 = add nsw i64 %conv2_weight_grad.oy20441, %conv2_weight_grad.ky1966
+conv2_weight_grad.oy228:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy225.end
+  %conv2_weight_grad.oy22841 = phi i64 [ 0, %conv2_weight_grad.oy225.end ], [ %oy228.next, %conv2_weight_grad.endif54 ]
+  %137 = add nsw i64 %conv2_weight_grad.oy22841, %conv2_weight_grad.ky2206
   %138 = add nsw i64 %137, -1
   %139 = icmp slt i64 -1, %138
-  %140 = add nsw i64 %conv2_weight_grad.oy20441, %conv2_weight_grad.ky1966
+  %140 = add nsw i64 %conv2_weight_grad.oy22841, %conv2_weight_grad.ky2206
   %141 = add nsw i64 %140, -1
   %142 = icmp slt i64 %141, 14
   %143 = and i1 %139, %142
   br i1 %143, label %conv2_weight_grad.then42, label %conv2_weight_grad.endif43
 
-conv2_weight_grad.oy204.end:                      ; preds = %conv2_weight_grad.endif54
-  %ky196.next = add nsw i64 %conv2_weight_grad.ky1966, 1
-  %144 = icmp slt i64 %ky196.next, 3
-  br i1 %144, label %conv2_weight_grad.ky196, label %conv2_weight_grad.ky196.end
+conv2_weight_grad.oy228.end:                      ; preds = %conv2_weight_grad.endif54
+  %ky220.next = add nsw i64 %conv2_weight_grad.ky2206, 1
+  %144 = icmp slt i64 %ky220.next, 3
+  br i1 %144, label %conv2_weight_grad.ky220, label %conv2_weight_grad.ky220.end
 
-conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy204
-  br label %conv2_weight_grad.ox205
+conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy228
+  br label %conv2_weight_grad.ox229
 
-conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox206.end, %conv2_weight_grad.oy204
-  %145 = add nsw i64 %conv2_weight_grad.oy20441, %conv2_weight_grad.ky1966
+conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox230.end, %conv2_weight_grad.oy228
+  %145 = add nsw i64 %conv2_weight_grad.oy22841, %conv2_weight_grad.ky2206
   %146 = add nsw i64 %145, -1
   %147 = icmp slt i64 %146, 0
   br i1 %147, label %conv2_weight_grad.then49, label %conv2_weight_grad.endif50
 
-conv2_weight_grad.ox205:                          ; preds = %conv2_weight_grad.ox205, %conv2_weight_grad.then42
-  %conv2_weight_grad.ox20544 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox205.next, %conv2_weight_grad.ox205 ]
-  %148 = mul nsw i64 %conv2_weight_grad.g1933, 16
-  %149 = add nsw i64 %148, %conv2_weight_grad.j1944
+conv2_weight_grad.ox229:                          ; preds = %conv2_weight_grad.ox229, %conv2_weight_grad.then42
+  %conv2_weight_grad.ox22944 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox229.next, %conv2_weight_grad.ox229 ]
+  %148 = mul nsw i64 %conv2_weight_grad.g2173, 16
+  %149 = add nsw i64 %148, %conv2_weight_grad.j2184
   %150 = mul nsw i64 %149, 6272
-  %151 = mul nsw i64 %conv2_weight_grad.c1955, 196
+  %151 = mul nsw i64 %conv2_weight_grad.c2195, 196
   %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %conv2_weight_grad.oy20441, %conv2_weight_grad.ky1966
+  %153 = add nsw i64 %conv2_weight_grad.oy22841, %conv2_weight_grad.ky2206
   %154 = add nsw i64 %153, -1
   %155 = mul nsw i64 %154, 14
   %156 = add nsw i64 %152, %155
-  %157 = add nsw i64 %conv2_weight_grad.ox20544, 1
+  %157 = add nsw i64 %conv2_weight_grad.ox22944, 1
   %158 = add nsw i64 %156, %157
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
   %159 = load float, ptr %arena45, align 4
-  %160 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %161 = add nsw i64 %160, %conv2_weight_grad.ky1966
+  %160 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %161 = add nsw i64 %160, %conv2_weight_grad.ky2206
   %162 = mul nsw i64 %161, 3
   %163 = add nsw i64 %162, 2
   %164 = mul nsw i64 %163, 3136
   %165 = add nsw i64 2224784, %164
-  %166 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %166 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %conv2_weight_grad.oy20441, 14
-  %169 = add nsw i64 %168, %conv2_weight_grad.ox20544
+  %168 = mul nsw i64 %conv2_weight_grad.oy22841, 14
+  %169 = add nsw i64 %168, %conv2_weight_grad.ox22944
   %170 = add nsw i64 %167, %169
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %170
   store float %159, ptr %arena46, align 4
-  %ox205.next = add nsw i64 %conv2_weight_grad.ox20544, 1
-  %171 = icmp slt i64 %ox205.next, 13
-  br i1 %171, label %conv2_weight_grad.ox205, label %conv2_weight_grad.ox205.end
+  %ox229.next = add nsw i64 %conv2_weight_grad.ox22944, 1
+  %171 = icmp slt i64 %ox229.next, 13
+  br i1 %171, label %conv2_weight_grad.ox229, label %conv2_weight_grad.ox229.end
 
-conv2_weight_grad.ox205.end:                      ; preds = %conv2_weight_grad.ox205
-  br label %conv2_weight_grad.ox206
+conv2_weight_grad.ox229.end:                      ; preds = %conv2_weight_grad.ox229
+  br label %conv2_weight_grad.ox230
 
-conv2_weight_grad.ox206:                          ; preds = %conv2_weight_grad.ox206, %conv2_weight_grad.ox205.end
-  %conv2_weight_grad.ox20647 = phi i64 [ 0, %conv2_weight_grad.ox205.end ], [ %ox206.next, %conv2_weight_grad.ox206 ]
-  %172 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %173 = add nsw i64 %172, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox230:                          ; preds = %conv2_weight_grad.ox230, %conv2_weight_grad.ox229.end
+  %conv2_weight_grad.ox23047 = phi i64 [ 0, %conv2_weight_grad.ox229.end ], [ %ox230.next, %conv2_weight_grad.ox230 ]
+  %172 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %173 = add nsw i64 %172, %conv2_weight_grad.ky2206
   %174 = mul nsw i64 %173, 3
   %175 = add nsw i64 %174, 2
   %176 = mul nsw i64 %175, 3136
   %177 = add nsw i64 2224784, %176
-  %178 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %178 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %179 = add nsw i64 %177, %178
-  %180 = mul nsw i64 %conv2_weight_grad.oy20441, 14
-  %181 = add nsw i64 %conv2_weight_grad.ox20647, 13
+  %180 = mul nsw i64 %conv2_weight_grad.oy22841, 14
+  %181 = add nsw i64 %conv2_weight_grad.ox23047, 13
   %182 = add nsw i64 %180, %181
   %183 = add nsw i64 %179, %182
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %183
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox206.next = add nsw i64 %conv2_weight_grad.ox20647, 1
-  %184 = icmp slt i64 %ox206.next, 1
-  br i1 %184, label %conv2_weight_grad.ox206, label %conv2_weight_grad.ox206.end
+  %ox230.next = add nsw i64 %conv2_weight_grad.ox23047, 1
+  %184 = icmp slt i64 %ox230.next, 1
+  br i1 %184, label %conv2_weight_grad.ox230, label %conv2_weight_grad.ox230.end
 
-conv2_weight_grad.ox206.end:                      ; preds = %conv2_weight_grad.ox206
+conv2_weight_grad.ox230.end:                      ; preds = %conv2_weight_grad.ox230
   br label %conv2_weight_grad.endif43
 
 conv2_weight_grad.then49:                         ; preds = %conv2_weight_grad.endif43
-  br label %conv2_weight_grad.ox207
+  br label %conv2_weight_grad.ox231
 
-conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox207.end, %conv2_weight_grad.endif43
-  %185 = add nsw i64 %conv2_weight_grad.oy20441, %conv2_weight_grad.ky1966
+conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox231.end, %conv2_weight_grad.endif43
+  %185 = add nsw i64 %conv2_weight_grad.oy22841, %conv2_weight_grad.ky2206
   %186 = add nsw i64 %185, -1
   %187 = icmp slt i64 13, %186
   br i1 %187, label %conv2_weight_grad.then53, label %conv2_weight_grad.endif54
 
-conv2_weight_grad.ox207:                          ; preds = %conv2_weight_grad.ox207, %conv2_weight_grad.then49
-  %conv2_weight_grad.ox20751 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox207.next, %conv2_weight_grad.ox207 ]
-  %188 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %189 = add nsw i64 %188, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox231:                          ; preds = %conv2_weight_grad.ox231, %conv2_weight_grad.then49
+  %conv2_weight_grad.ox23151 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox231.next, %conv2_weight_grad.ox231 ]
+  %188 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %189 = add nsw i64 %188, %conv2_weight_grad.ky2206
   %190 = mul nsw i64 %189, 3
   %191 = add nsw i64 %190, 2
   %192 = mul nsw i64 %191, 3136
   %193 = add nsw i64 2224784, %192
-  %194 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %194 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %195 = add nsw i64 %193, %194
-  %196 = mul nsw i64 %conv2_weight_grad.oy20441, 14
-  %197 = add nsw i64 %196, %conv2_weight_grad.ox20751
+  %196 = mul nsw i64 %conv2_weight_grad.oy22841, 14
+  %197 = add nsw i64 %196, %conv2_weight_grad.ox23151
   %198 = add nsw i64 %195, %197
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %198
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox207.next = add nsw i64 %conv2_weight_grad.ox20751, 1
-  %199 = icmp slt i64 %ox207.next, 14
-  br i1 %199, label %conv2_weight_grad.ox207, label %conv2_weight_grad.ox207.end
+  %ox231.next = add nsw i64 %conv2_weight_grad.ox23151, 1
+  %199 = icmp slt i64 %ox231.next, 14
+  br i1 %199, label %conv2_weight_grad.ox231, label %conv2_weight_grad.ox231.end
 
-conv2_weight_grad.ox207.end:                      ; preds = %conv2_weight_grad.ox207
+conv2_weight_grad.ox231.end:                      ; preds = %conv2_weight_grad.ox231
   br label %conv2_weight_grad.endif50
 
 conv2_weight_grad.then53:                         ; preds = %conv2_weight_grad.endif50
-  br label %conv2_weight_grad.ox20755
+  br label %conv2_weight_grad.ox23155
 
-conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox207.end56, %conv2_weight_grad.endif50
-  %oy204.next = add nsw i64 %conv2_weight_grad.oy20441, 1
-  %200 = icmp slt i64 %oy204.next, 14
-  br i1 %200, label %conv2_weight_grad.oy204, label %conv2_weight_grad.oy204.end
+conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox231.end56, %conv2_weight_grad.endif50
+  %oy228.next = add nsw i64 %conv2_weight_grad.oy22841, 1
+  %200 = icmp slt i64 %oy228.next, 14
+  br i1 %200, label %conv2_weight_grad.oy228, label %conv2_weight_grad.oy228.end
 
-conv2_weight_grad.ox20755:                        ; preds = %conv2_weight_grad.ox20755, %conv2_weight_grad.then53
-  %conv2_weight_grad.ox20757 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox207.next59, %conv2_weight_grad.ox20755 ]
-  %201 = mul nsw i64 %conv2_weight_grad.c1955, 3
-  %202 = add nsw i64 %201, %conv2_weight_grad.ky1966
+conv2_weight_grad.ox23155:                        ; preds = %conv2_weight_grad.ox23155, %conv2_weight_grad.then53
+  %conv2_weight_grad.ox23157 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox231.next59, %conv2_weight_grad.ox23155 ]
+  %201 = mul nsw i64 %conv2_weight_grad.c2195, 3
+  %202 = add nsw i64 %201, %conv2_weight_grad.ky2206
   %203 = mul nsw i64 %202, 3
   %204 = add nsw i64 %203, 2
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 2224784, %205
-  %207 = mul nsw i64 %conv2_weight_grad.j1944, 196
+  %207 = mul nsw i64 %conv2_weight_grad.j2184, 196
   %208 = add nsw i64 %206, %207
-  %209 = mul nsw i64 %conv2_weight_grad.oy20441, 14
-  %210 = add nsw i64 %209, %conv2_weight_grad.ox20757
+  %209 = mul nsw i64 %conv2_weight_grad.oy22841, 14
+  %210 = add nsw i64 %209, %conv2_weight_grad.ox23157
   %211 = add nsw i64 %208, %210
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %211
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox207.next59 = add nsw i64 %conv2_weight_grad.ox20757, 1
-  %212 = icmp slt i64 %ox207.next59, 14
-  br i1 %212, label %conv2_weight_grad.ox20755, label %conv2_weight_grad.ox207.end56
+  %ox231.next59 = add nsw i64 %conv2_weight_grad.ox23157, 1
+  %212 = icmp slt i64 %ox231.next59, 14
+  br i1 %212, label %conv2_weight_grad.ox23155, label %conv2_weight_grad.ox231.end56
 
-conv2_weight_grad.ox207.end56:                    ; preds = %conv2_weight_grad.ox20755
+conv2_weight_grad.ox231.end56:                    ; preds = %conv2_weight_grad.ox23155
   br label %conv2_weight_grad.endif54
 
-conv2_weight_grad.j208:                           ; preds = %conv2_weight_grad.i209.end, %conv2_weight_grad.j194.end
-  %conv2_weight_grad.j20860 = phi i64 [ 0, %conv2_weight_grad.j194.end ], [ %j208.next, %conv2_weight_grad.i209.end ]
-  br label %conv2_weight_grad.i209
+conv2_weight_grad.j232:                           ; preds = %conv2_weight_grad.i233.end, %conv2_weight_grad.j218.end
+  %conv2_weight_grad.j23260 = phi i64 [ 0, %conv2_weight_grad.j218.end ], [ %j232.next, %conv2_weight_grad.i233.end ]
+  br label %conv2_weight_grad.i233
 
-conv2_weight_grad.j208.end:                       ; preds = %conv2_weight_grad.i209.end
-  call void @simplecnn_train_b64.k18.conv2_weight_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g193.next = add nsw i64 %conv2_weight_grad.g1933, 1
-  %213 = icmp slt i64 %g193.next, 4
-  br i1 %213, label %conv2_weight_grad.g193, label %conv2_weight_grad.g193.end
+conv2_weight_grad.j232.end:                       ; preds = %conv2_weight_grad.i233.end
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.gemm243(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g217.next = add nsw i64 %conv2_weight_grad.g2173, 1
+  %213 = icmp slt i64 %g217.next, 4
+  br i1 %213, label %conv2_weight_grad.g217, label %conv2_weight_grad.g217.end
 
-conv2_weight_grad.i209:                           ; preds = %conv2_weight_grad.f210.end, %conv2_weight_grad.j208
-  %conv2_weight_grad.i20961 = phi i64 [ 0, %conv2_weight_grad.j208 ], [ %i209.next, %conv2_weight_grad.f210.end ]
-  br label %conv2_weight_grad.f210
+conv2_weight_grad.i233:                           ; preds = %conv2_weight_grad.f234.end, %conv2_weight_grad.j232
+  %conv2_weight_grad.i23361 = phi i64 [ 0, %conv2_weight_grad.j232 ], [ %i233.next, %conv2_weight_grad.f234.end ]
+  br label %conv2_weight_grad.f234
 
-conv2_weight_grad.i209.end:                       ; preds = %conv2_weight_grad.f210.end
-  %j208.next = add nsw i64 %conv2_weight_grad.j20860, 1
-  %214 = icmp slt i64 %j208.next, 16
-  br i1 %214, label %conv2_weight_grad.j208, label %conv2_weight_grad.j208.end
+conv2_weight_grad.i233.end:                       ; preds = %conv2_weight_grad.f234.end
+  %j232.next = add nsw i64 %conv2_weight_grad.j23260, 1
+  %214 = icmp slt i64 %j232.next, 16
+  br i1 %214, label %conv2_weight_grad.j232, label %conv2_weight_grad.j232.end
 
-conv2_weight_grad.f210:                           ; preds = %conv2_weight_grad.f210, %conv2_weight_grad.i209
-  %conv2_weight_grad.f21062 = phi i64 [ 0, %conv2_weight_grad.i209 ], [ %f210.next, %conv2_weight_grad.f210 ]
-  %215 = mul nsw i64 %conv2_weight_grad.g1933, 16
-  %216 = add nsw i64 %215, %conv2_weight_grad.j20860
+conv2_weight_grad.f234:                           ; preds = %conv2_weight_grad.f234, %conv2_weight_grad.i233
+  %conv2_weight_grad.f23462 = phi i64 [ 0, %conv2_weight_grad.i233 ], [ %f234.next, %conv2_weight_grad.f234 ]
+  %215 = mul nsw i64 %conv2_weight_grad.g2173, 16
+  %216 = add nsw i64 %215, %conv2_weight_grad.j23260
   %217 = mul nsw i64 %216, 12544
   %218 = add nsw i64 1421968, %217
-  %219 = mul nsw i64 %conv2_weight_grad.f21062, 196
+  %219 = mul nsw i64 %conv2_weight_grad.f23462, 196
   %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, %conv2_weight_grad.i20961
+  %221 = add nsw i64 %220, %conv2_weight_grad.i23361
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena63, align 4
-  %223 = mul nsw i64 %conv2_weight_grad.j20860, 196
-  %224 = add nsw i64 %223, %conv2_weight_grad.i20961
+  %223 = mul nsw i64 %conv2_weight_grad.j23260, 196
+  %224 = add nsw i64 %223, %conv2_weight_grad.i23361
   %225 = mul nsw i64 %224, 64
   %226 = add nsw i64 3127952, %225
-  %227 = add nsw i64 %226, %conv2_weight_grad.f21062
+  %227 = add nsw i64 %226, %conv2_weight_grad.f23462
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %227
   store float %222, ptr %arena64, align 4
-  %f210.next = add nsw i64 %conv2_weight_grad.f21062, 1
-  %228 = icmp slt i64 %f210.next, 64
-  br i1 %228, label %conv2_weight_grad.f210, label %conv2_weight_grad.f210.end
+  %f234.next = add nsw i64 %conv2_weight_grad.f23462, 1
+  %228 = icmp slt i64 %f234.next, 64
+  br i1 %228, label %conv2_weight_grad.f234, label %conv2_weight_grad.f234.end
 
-conv2_weight_grad.f210.end:                       ; preds = %conv2_weight_grad.f210
-  %i209.next = add nsw i64 %conv2_weight_grad.i20961, 1
-  %229 = icmp slt i64 %i209.next, 196
-  br i1 %229, label %conv2_weight_grad.i209, label %conv2_weight_grad.i209.end
+conv2_weight_grad.f234.end:                       ; preds = %conv2_weight_grad.f234
+  %i233.next = add nsw i64 %conv2_weight_grad.i23361, 1
+  %229 = icmp slt i64 %i233.next, 196
+  br i1 %229, label %conv2_weight_grad.i233, label %conv2_weight_grad.i233.end
 
-conv2_weight_grad.f220:                           ; preds = %conv2_weight_grad.r221.end, %conv2_weight_grad.g193.end
-  %conv2_weight_grad.f22065 = phi i64 [ 0, %conv2_weight_grad.g193.end ], [ %f220.next, %conv2_weight_grad.r221.end ]
-  br label %conv2_weight_grad.r221
+conv2_weight_grad.f244:                           ; preds = %conv2_weight_grad.r245.end, %conv2_weight_grad.g217.end
+  %conv2_weight_grad.f24465 = phi i64 [ 0, %conv2_weight_grad.g217.end ], [ %f244.next, %conv2_weight_grad.r245.end ]
+  br label %conv2_weight_grad.r245
 
-conv2_weight_grad.f220.end:                       ; preds = %conv2_weight_grad.r221.end
+conv2_weight_grad.f244.end:                       ; preds = %conv2_weight_grad.r245.end
   ret void
 
-conv2_weight_grad.r221:                           ; preds = %conv2_weight_grad.r221, %conv2_weight_grad.f220
-  %conv2_weight_grad.r22166 = phi i64 [ 0, %conv2_weight_grad.f220 ], [ %r221.next, %conv2_weight_grad.r221 ]
-  %230 = mul nsw i64 %conv2_weight_grad.r22166, 64
+conv2_weight_grad.r245:                           ; preds = %conv2_weight_grad.r245, %conv2_weight_grad.f244
+  %conv2_weight_grad.r24566 = phi i64 [ 0, %conv2_weight_grad.f244 ], [ %r245.next, %conv2_weight_grad.r245 ]
+  %230 = mul nsw i64 %conv2_weight_grad.r24566, 64
   %231 = add nsw i64 3328656, %230
-  %232 = add nsw i64 %231, %conv2_weight_grad.f22065
+  %232 = add nsw i64 %231, %conv2_weight_grad.f24465
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %232
   %233 = load float, ptr %arena67, align 4
-  %234 = mul nsw i64 %conv2_weight_grad.f22065, 288
+  %234 = mul nsw i64 %conv2_weight_grad.f24465, 288
   %235 = add nsw i64 320, %234
-  %236 = add nsw i64 %235, %conv2_weight_grad.r22166
+  %236 = add nsw i64 %235, %conv2_weight_grad.r24566
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %236
   store float %233, ptr %grads68, align 4
-  %r221.next = add nsw i64 %conv2_weight_grad.r22166, 1
-  %237 = icmp slt i64 %r221.next, 288
-  br i1 %237, label %conv2_weight_grad.r221, label %conv2_weight_grad.r221.end
+  %r245.next = add nsw i64 %conv2_weight_grad.r24566, 1
+  %237 = icmp slt i64 %r245.next, 288
+  br i1 %237, label %conv2_weight_grad.r245, label %conv2_weight_grad.r245.end
 
-conv2_weight_grad.r221.end:                       ; preds = %conv2_weight_grad.r221
-  %f220.next = add nsw i64 %conv2_weight_grad.f22065, 1
-  %238 = icmp slt i64 %f220.next, 64
-  br i1 %238, label %conv2_weight_grad.f220, label %conv2_weight_grad.f220.end
+conv2_weight_grad.r245.end:                       ; preds = %conv2_weight_grad.r245
+  %f244.next = add nsw i64 %conv2_weight_grad.f24465, 1
+  %238 = icmp slt i64 %f244.next, 64
+  br i1 %238, label %conv2_weight_grad.f244, label %conv2_weight_grad.f244.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k18.conv2_weight_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.gemm243(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_weight_grad.t217_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t217_c0_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_b2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c3_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c2_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c1_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c0_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t214_c0_0 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.kp211
+  %conv2_weight_grad.t241_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t241_c0_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_b2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c3_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c2_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c1_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c0_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t238_c0_0 = alloca <8 x float>, align 32
+  br label %conv2_weight_grad.kp235
 
-conv2_weight_grad.kp211:                          ; preds = %conv2_weight_grad.mb216.end, %entry
-  %conv2_weight_grad.kp2111 = phi i64 [ 0, %entry ], [ %kp211.next, %conv2_weight_grad.mb216.end ]
-  br label %conv2_weight_grad.nb212
+conv2_weight_grad.kp235:                          ; preds = %conv2_weight_grad.mb240.end, %entry
+  %conv2_weight_grad.kp2351 = phi i64 [ 0, %entry ], [ %kp235.next, %conv2_weight_grad.mb240.end ]
+  br label %conv2_weight_grad.nb236
 
-conv2_weight_grad.kp211.end:                      ; preds = %conv2_weight_grad.mb216.end
+conv2_weight_grad.kp235.end:                      ; preds = %conv2_weight_grad.mb240.end
   ret void
 
-conv2_weight_grad.nb212:                          ; preds = %conv2_weight_grad.mb213.end, %conv2_weight_grad.kp211
-  %conv2_weight_grad.nb2122 = phi i64 [ 0, %conv2_weight_grad.kp211 ], [ %nb212.next, %conv2_weight_grad.mb213.end ]
-  br label %conv2_weight_grad.mb213
+conv2_weight_grad.nb236:                          ; preds = %conv2_weight_grad.mb237.end, %conv2_weight_grad.kp235
+  %conv2_weight_grad.nb2362 = phi i64 [ 0, %conv2_weight_grad.kp235 ], [ %nb236.next, %conv2_weight_grad.mb237.end ]
+  br label %conv2_weight_grad.mb237
 
-conv2_weight_grad.nb212.end:                      ; preds = %conv2_weight_grad.mb213.end
-  br label %conv2_weight_grad.mb216
+conv2_weight_grad.nb236.end:                      ; preds = %conv2_weight_grad.mb237.end
+  br label %conv2_weight_grad.mb240
 
-conv2_weight_grad.mb213:                          ; preds = %conv2_weight_grad.k215.end, %conv2_weight_grad.nb212
-  %conv2_weight_grad.mb2133 = phi i64 [ 0, %conv2_weight_grad.nb212 ], [ %mb213.next, %conv2_weight_grad.k215.end ]
-  %0 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+conv2_weight_grad.mb237:                          ; preds = %conv2_weight_grad.k239.end, %conv2_weight_grad.nb236
+  %conv2_weight_grad.mb2373 = phi i64 [ 0, %conv2_weight_grad.nb236 ], [ %mb237.next, %conv2_weight_grad.k239.end ]
+  %0 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %1 = mul nsw i64 %0, 64
   %2 = add nsw i64 3328656, %1
-  %3 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %3 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2_weight_grad.t214_c0_0, align 32
-  %6 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %5, ptr %conv2_weight_grad.t238_c0_0, align 32
+  %6 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %7 = mul nsw i64 %6, 64
   %8 = add nsw i64 3328656, %7
-  %9 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %9 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2_weight_grad.t214_c0_1, align 32
-  %13 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %12, ptr %conv2_weight_grad.t238_c0_1, align 32
+  %13 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %14 = mul nsw i64 %13, 64
   %15 = add nsw i64 3328656, %14
-  %16 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %16 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %17 = add nsw i64 %15, %16
   %18 = add nsw i64 %17, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %19, ptr %conv2_weight_grad.t214_c0_2, align 32
-  %20 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %19, ptr %conv2_weight_grad.t238_c0_2, align 32
+  %20 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %21 = add nsw i64 %20, 1
   %22 = mul nsw i64 %21, 64
   %23 = add nsw i64 3328656, %22
-  %24 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %24 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %25 = add nsw i64 %23, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %26, ptr %conv2_weight_grad.t214_c1_0, align 32
-  %27 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %26, ptr %conv2_weight_grad.t238_c1_0, align 32
+  %27 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %28 = add nsw i64 %27, 1
   %29 = mul nsw i64 %28, 64
   %30 = add nsw i64 3328656, %29
-  %31 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %31 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %32 = add nsw i64 %30, %31
   %33 = add nsw i64 %32, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %34, ptr %conv2_weight_grad.t214_c1_1, align 32
-  %35 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %34, ptr %conv2_weight_grad.t238_c1_1, align 32
+  %35 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 64
   %38 = add nsw i64 3328656, %37
-  %39 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %39 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %40 = add nsw i64 %38, %39
   %41 = add nsw i64 %40, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %41
   %42 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %42, ptr %conv2_weight_grad.t214_c1_2, align 32
-  %43 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %42, ptr %conv2_weight_grad.t238_c1_2, align 32
+  %43 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %44 = add nsw i64 %43, 2
   %45 = mul nsw i64 %44, 64
   %46 = add nsw i64 3328656, %45
-  %47 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %47 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %48 = add nsw i64 %46, %47
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %49, ptr %conv2_weight_grad.t214_c2_0, align 32
-  %50 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %49, ptr %conv2_weight_grad.t238_c2_0, align 32
+  %50 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %51 = add nsw i64 %50, 2
   %52 = mul nsw i64 %51, 64
   %53 = add nsw i64 3328656, %52
-  %54 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %54 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %55 = add nsw i64 %53, %54
   %56 = add nsw i64 %55, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %57, ptr %conv2_weight_grad.t214_c2_1, align 32
-  %58 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %57, ptr %conv2_weight_grad.t238_c2_1, align 32
+  %58 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %59 = add nsw i64 %58, 2
   %60 = mul nsw i64 %59, 64
   %61 = add nsw i64 3328656, %60
-  %62 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %62 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 %63, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv2_weight_grad.t214_c2_2, align 32
-  %66 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %65, ptr %conv2_weight_grad.t238_c2_2, align 32
+  %66 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %67 = add nsw i64 %66, 3
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 3328656, %68
-  %70 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %70 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %71 = add nsw i64 %69, %70
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %71
   %72 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %72, ptr %conv2_weight_grad.t214_c3_0, align 32
-  %73 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %72, ptr %conv2_weight_grad.t238_c3_0, align 32
+  %73 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %74 = add nsw i64 %73, 3
   %75 = mul nsw i64 %74, 64
   %76 = add nsw i64 3328656, %75
-  %77 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %77 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %78 = add nsw i64 %76, %77
   %79 = add nsw i64 %78, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %80, ptr %conv2_weight_grad.t214_c3_1, align 32
-  %81 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %80, ptr %conv2_weight_grad.t238_c3_1, align 32
+  %81 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %82 = add nsw i64 %81, 3
   %83 = mul nsw i64 %82, 64
   %84 = add nsw i64 3328656, %83
-  %85 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %85 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %88, ptr %conv2_weight_grad.t214_c3_2, align 32
-  br label %conv2_weight_grad.k215
+  store <8 x float> %88, ptr %conv2_weight_grad.t238_c3_2, align 32
+  br label %conv2_weight_grad.k239
 
-conv2_weight_grad.mb213.end:                      ; preds = %conv2_weight_grad.k215.end
-  %nb212.next = add nsw i64 %conv2_weight_grad.nb2122, 1
-  %89 = icmp slt i64 %nb212.next, 2
-  br i1 %89, label %conv2_weight_grad.nb212, label %conv2_weight_grad.nb212.end
+conv2_weight_grad.mb237.end:                      ; preds = %conv2_weight_grad.k239.end
+  %nb236.next = add nsw i64 %conv2_weight_grad.nb2362, 1
+  %89 = icmp slt i64 %nb236.next, 2
+  br i1 %89, label %conv2_weight_grad.nb236, label %conv2_weight_grad.nb236.end
 
-conv2_weight_grad.k215:                           ; preds = %conv2_weight_grad.k215, %conv2_weight_grad.mb213
-  %conv2_weight_grad.k21516 = phi i64 [ 0, %conv2_weight_grad.mb213 ], [ %k215.next, %conv2_weight_grad.k215 ]
-  %90 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %91 = add nsw i64 %conv2_weight_grad.k21516, %90
+conv2_weight_grad.k239:                           ; preds = %conv2_weight_grad.k239, %conv2_weight_grad.mb237
+  %conv2_weight_grad.k23916 = phi i64 [ 0, %conv2_weight_grad.mb237 ], [ %k239.next, %conv2_weight_grad.k239 ]
+  %90 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %91 = add nsw i64 %conv2_weight_grad.k23916, %90
   %92 = mul nsw i64 %91, 64
   %93 = add nsw i64 3127952, %92
-  %94 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %94 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %95 = add nsw i64 %93, %94
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %96, ptr %conv2_weight_grad.t214_b0, align 32
-  %97 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %98 = add nsw i64 %conv2_weight_grad.k21516, %97
+  store <8 x float> %96, ptr %conv2_weight_grad.t238_b0, align 32
+  %97 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %98 = add nsw i64 %conv2_weight_grad.k23916, %97
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 3127952, %99
-  %101 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %101 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %102 = add nsw i64 %100, %101
   %103 = add nsw i64 %102, 8
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %103
   %104 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %104, ptr %conv2_weight_grad.t214_b1, align 32
-  %105 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %106 = add nsw i64 %conv2_weight_grad.k21516, %105
+  store <8 x float> %104, ptr %conv2_weight_grad.t238_b1, align 32
+  %105 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %106 = add nsw i64 %conv2_weight_grad.k23916, %105
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 3127952, %107
-  %109 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %109 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  store <8 x float> %112, ptr %conv2_weight_grad.t214_b2, align 32
-  %113 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %112, ptr %conv2_weight_grad.t238_b2, align 32
+  %113 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 2224784, %114
-  %116 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %117 = add nsw i64 %conv2_weight_grad.k21516, %116
+  %116 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %117 = add nsw i64 %conv2_weight_grad.k23916, %116
   %118 = add nsw i64 %115, %117
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %118
   %119 = load float, ptr %arena20, align 4
   %120 = insertelement <8 x float> undef, float %119, i32 0
   %121 = shufflevector <8 x float> %120, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %121, ptr %conv2_weight_grad.t214_a0, align 32
-  %t214_a0 = load <8 x float>, ptr %conv2_weight_grad.t214_a0, align 32
-  %t214_b0 = load <8 x float>, ptr %conv2_weight_grad.t214_b0, align 32
-  %t214_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t214_c0_0, align 32
-  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a0, <8 x float> %t214_b0, <8 x float> %t214_c0_0)
-  store <8 x float> %122, ptr %conv2_weight_grad.t214_c0_0, align 32
-  %t214_a021 = load <8 x float>, ptr %conv2_weight_grad.t214_a0, align 32
-  %t214_b1 = load <8 x float>, ptr %conv2_weight_grad.t214_b1, align 32
-  %t214_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t214_c0_1, align 32
-  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a021, <8 x float> %t214_b1, <8 x float> %t214_c0_1)
-  store <8 x float> %123, ptr %conv2_weight_grad.t214_c0_1, align 32
-  %t214_a022 = load <8 x float>, ptr %conv2_weight_grad.t214_a0, align 32
-  %t214_b2 = load <8 x float>, ptr %conv2_weight_grad.t214_b2, align 32
-  %t214_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t214_c0_2, align 32
-  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a022, <8 x float> %t214_b2, <8 x float> %t214_c0_2)
-  store <8 x float> %124, ptr %conv2_weight_grad.t214_c0_2, align 32
-  %125 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %121, ptr %conv2_weight_grad.t238_a0, align 32
+  %t238_a0 = load <8 x float>, ptr %conv2_weight_grad.t238_a0, align 32
+  %t238_b0 = load <8 x float>, ptr %conv2_weight_grad.t238_b0, align 32
+  %t238_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t238_c0_0, align 32
+  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a0, <8 x float> %t238_b0, <8 x float> %t238_c0_0)
+  store <8 x float> %122, ptr %conv2_weight_grad.t238_c0_0, align 32
+  %t238_a021 = load <8 x float>, ptr %conv2_weight_grad.t238_a0, align 32
+  %t238_b1 = load <8 x float>, ptr %conv2_weight_grad.t238_b1, align 32
+  %t238_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t238_c0_1, align 32
+  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a021, <8 x float> %t238_b1, <8 x float> %t238_c0_1)
+  store <8 x float> %123, ptr %conv2_weight_grad.t238_c0_1, align 32
+  %t238_a022 = load <8 x float>, ptr %conv2_weight_grad.t238_a0, align 32
+  %t238_b2 = load <8 x float>, ptr %conv2_weight_grad.t238_b2, align 32
+  %t238_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t238_c0_2, align 32
+  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a022, <8 x float> %t238_b2, <8 x float> %t238_c0_2)
+  store <8 x float> %124, ptr %conv2_weight_grad.t238_c0_2, align 32
+  %125 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %126 = add nsw i64 %125, 1
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 2224784, %127
-  %129 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %130 = add nsw i64 %conv2_weight_grad.k21516, %129
+  %129 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %130 = add nsw i64 %conv2_weight_grad.k23916, %129
   %131 = add nsw i64 %128, %130
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %131
   %132 = load float, ptr %arena23, align 4
   %133 = insertelement <8 x float> undef, float %132, i32 0
   %134 = shufflevector <8 x float> %133, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %134, ptr %conv2_weight_grad.t214_a1, align 32
-  %t214_a1 = load <8 x float>, ptr %conv2_weight_grad.t214_a1, align 32
-  %t214_b024 = load <8 x float>, ptr %conv2_weight_grad.t214_b0, align 32
-  %t214_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t214_c1_0, align 32
-  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a1, <8 x float> %t214_b024, <8 x float> %t214_c1_0)
-  store <8 x float> %135, ptr %conv2_weight_grad.t214_c1_0, align 32
-  %t214_a125 = load <8 x float>, ptr %conv2_weight_grad.t214_a1, align 32
-  %t214_b126 = load <8 x float>, ptr %conv2_weight_grad.t214_b1, align 32
-  %t214_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t214_c1_1, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a125, <8 x float> %t214_b126, <8 x float> %t214_c1_1)
-  store <8 x float> %136, ptr %conv2_weight_grad.t214_c1_1, align 32
-  %t214_a127 = load <8 x float>, ptr %conv2_weight_grad.t214_a1, align 32
-  %t214_b228 = load <8 x float>, ptr %conv2_weight_grad.t214_b2, align 32
-  %t214_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t214_c1_2, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a127, <8 x float> %t214_b228, <8 x float> %t214_c1_2)
-  store <8 x float> %137, ptr %conv2_weight_grad.t214_c1_2, align 32
-  %138 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %134, ptr %conv2_weight_grad.t238_a1, align 32
+  %t238_a1 = load <8 x float>, ptr %conv2_weight_grad.t238_a1, align 32
+  %t238_b024 = load <8 x float>, ptr %conv2_weight_grad.t238_b0, align 32
+  %t238_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t238_c1_0, align 32
+  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a1, <8 x float> %t238_b024, <8 x float> %t238_c1_0)
+  store <8 x float> %135, ptr %conv2_weight_grad.t238_c1_0, align 32
+  %t238_a125 = load <8 x float>, ptr %conv2_weight_grad.t238_a1, align 32
+  %t238_b126 = load <8 x float>, ptr %conv2_weight_grad.t238_b1, align 32
+  %t238_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t238_c1_1, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a125, <8 x float> %t238_b126, <8 x float> %t238_c1_1)
+  store <8 x float> %136, ptr %conv2_weight_grad.t238_c1_1, align 32
+  %t238_a127 = load <8 x float>, ptr %conv2_weight_grad.t238_a1, align 32
+  %t238_b228 = load <8 x float>, ptr %conv2_weight_grad.t238_b2, align 32
+  %t238_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t238_c1_2, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a127, <8 x float> %t238_b228, <8 x float> %t238_c1_2)
+  store <8 x float> %137, ptr %conv2_weight_grad.t238_c1_2, align 32
+  %138 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 3136
   %141 = add nsw i64 2224784, %140
-  %142 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %143 = add nsw i64 %conv2_weight_grad.k21516, %142
+  %142 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %143 = add nsw i64 %conv2_weight_grad.k23916, %142
   %144 = add nsw i64 %141, %143
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load float, ptr %arena29, align 4
   %146 = insertelement <8 x float> undef, float %145, i32 0
   %147 = shufflevector <8 x float> %146, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %147, ptr %conv2_weight_grad.t214_a2, align 32
-  %t214_a2 = load <8 x float>, ptr %conv2_weight_grad.t214_a2, align 32
-  %t214_b030 = load <8 x float>, ptr %conv2_weight_grad.t214_b0, align 32
-  %t214_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t214_c2_0, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a2, <8 x float> %t214_b030, <8 x float> %t214_c2_0)
-  store <8 x float> %148, ptr %conv2_weight_grad.t214_c2_0, align 32
-  %t214_a231 = load <8 x float>, ptr %conv2_weight_grad.t214_a2, align 32
-  %t214_b132 = load <8 x float>, ptr %conv2_weight_grad.t214_b1, align 32
-  %t214_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t214_c2_1, align 32
-  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a231, <8 x float> %t214_b132, <8 x float> %t214_c2_1)
-  store <8 x float> %149, ptr %conv2_weight_grad.t214_c2_1, align 32
-  %t214_a233 = load <8 x float>, ptr %conv2_weight_grad.t214_a2, align 32
-  %t214_b234 = load <8 x float>, ptr %conv2_weight_grad.t214_b2, align 32
-  %t214_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t214_c2_2, align 32
-  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a233, <8 x float> %t214_b234, <8 x float> %t214_c2_2)
-  store <8 x float> %150, ptr %conv2_weight_grad.t214_c2_2, align 32
-  %151 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %147, ptr %conv2_weight_grad.t238_a2, align 32
+  %t238_a2 = load <8 x float>, ptr %conv2_weight_grad.t238_a2, align 32
+  %t238_b030 = load <8 x float>, ptr %conv2_weight_grad.t238_b0, align 32
+  %t238_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t238_c2_0, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a2, <8 x float> %t238_b030, <8 x float> %t238_c2_0)
+  store <8 x float> %148, ptr %conv2_weight_grad.t238_c2_0, align 32
+  %t238_a231 = load <8 x float>, ptr %conv2_weight_grad.t238_a2, align 32
+  %t238_b132 = load <8 x float>, ptr %conv2_weight_grad.t238_b1, align 32
+  %t238_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t238_c2_1, align 32
+  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a231, <8 x float> %t238_b132, <8 x float> %t238_c2_1)
+  store <8 x float> %149, ptr %conv2_weight_grad.t238_c2_1, align 32
+  %t238_a233 = load <8 x float>, ptr %conv2_weight_grad.t238_a2, align 32
+  %t238_b234 = load <8 x float>, ptr %conv2_weight_grad.t238_b2, align 32
+  %t238_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t238_c2_2, align 32
+  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a233, <8 x float> %t238_b234, <8 x float> %t238_c2_2)
+  store <8 x float> %150, ptr %conv2_weight_grad.t238_c2_2, align 32
+  %151 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %152 = add nsw i64 %151, 3
   %153 = mul nsw i64 %152, 3136
   %154 = add nsw i64 2224784, %153
-  %155 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %156 = add nsw i64 %conv2_weight_grad.k21516, %155
+  %155 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %156 = add nsw i64 %conv2_weight_grad.k23916, %155
   %157 = add nsw i64 %154, %156
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena35, align 4
   %159 = insertelement <8 x float> undef, float %158, i32 0
   %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %160, ptr %conv2_weight_grad.t214_a3, align 32
-  %t214_a3 = load <8 x float>, ptr %conv2_weight_grad.t214_a3, align 32
-  %t214_b036 = load <8 x float>, ptr %conv2_weight_grad.t214_b0, align 32
-  %t214_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t214_c3_0, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a3, <8 x float> %t214_b036, <8 x float> %t214_c3_0)
-  store <8 x float> %161, ptr %conv2_weight_grad.t214_c3_0, align 32
-  %t214_a337 = load <8 x float>, ptr %conv2_weight_grad.t214_a3, align 32
-  %t214_b138 = load <8 x float>, ptr %conv2_weight_grad.t214_b1, align 32
-  %t214_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t214_c3_1, align 32
-  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a337, <8 x float> %t214_b138, <8 x float> %t214_c3_1)
-  store <8 x float> %162, ptr %conv2_weight_grad.t214_c3_1, align 32
-  %t214_a339 = load <8 x float>, ptr %conv2_weight_grad.t214_a3, align 32
-  %t214_b240 = load <8 x float>, ptr %conv2_weight_grad.t214_b2, align 32
-  %t214_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t214_c3_2, align 32
-  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t214_a339, <8 x float> %t214_b240, <8 x float> %t214_c3_2)
-  store <8 x float> %163, ptr %conv2_weight_grad.t214_c3_2, align 32
-  %k215.next = add nsw i64 %conv2_weight_grad.k21516, 1
-  %164 = icmp slt i64 %k215.next, 784
-  br i1 %164, label %conv2_weight_grad.k215, label %conv2_weight_grad.k215.end
+  store <8 x float> %160, ptr %conv2_weight_grad.t238_a3, align 32
+  %t238_a3 = load <8 x float>, ptr %conv2_weight_grad.t238_a3, align 32
+  %t238_b036 = load <8 x float>, ptr %conv2_weight_grad.t238_b0, align 32
+  %t238_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t238_c3_0, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a3, <8 x float> %t238_b036, <8 x float> %t238_c3_0)
+  store <8 x float> %161, ptr %conv2_weight_grad.t238_c3_0, align 32
+  %t238_a337 = load <8 x float>, ptr %conv2_weight_grad.t238_a3, align 32
+  %t238_b138 = load <8 x float>, ptr %conv2_weight_grad.t238_b1, align 32
+  %t238_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t238_c3_1, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a337, <8 x float> %t238_b138, <8 x float> %t238_c3_1)
+  store <8 x float> %162, ptr %conv2_weight_grad.t238_c3_1, align 32
+  %t238_a339 = load <8 x float>, ptr %conv2_weight_grad.t238_a3, align 32
+  %t238_b240 = load <8 x float>, ptr %conv2_weight_grad.t238_b2, align 32
+  %t238_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t238_c3_2, align 32
+  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t238_a339, <8 x float> %t238_b240, <8 x float> %t238_c3_2)
+  store <8 x float> %163, ptr %conv2_weight_grad.t238_c3_2, align 32
+  %k239.next = add nsw i64 %conv2_weight_grad.k23916, 1
+  %164 = icmp slt i64 %k239.next, 784
+  br i1 %164, label %conv2_weight_grad.k239, label %conv2_weight_grad.k239.end
 
-conv2_weight_grad.k215.end:                       ; preds = %conv2_weight_grad.k215
-  %t214_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t214_c0_0, align 32
-  %165 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+conv2_weight_grad.k239.end:                       ; preds = %conv2_weight_grad.k239
+  %t238_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t238_c0_0, align 32
+  %165 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %166 = mul nsw i64 %165, 64
   %167 = add nsw i64 3328656, %166
-  %168 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %168 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %169 = add nsw i64 %167, %168
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <8 x float> %t214_c0_041, ptr %arena42, align 4
-  %t214_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t214_c0_1, align 32
-  %170 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c0_041, ptr %arena42, align 4
+  %t238_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t238_c0_1, align 32
+  %170 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 3328656, %171
-  %173 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %173 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 %174, 8
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t214_c0_143, ptr %arena44, align 4
-  %t214_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t214_c0_2, align 32
-  %176 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c0_143, ptr %arena44, align 4
+  %t238_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t238_c0_2, align 32
+  %176 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %177 = mul nsw i64 %176, 64
   %178 = add nsw i64 3328656, %177
-  %179 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %179 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %180 = add nsw i64 %178, %179
   %181 = add nsw i64 %180, 16
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store <8 x float> %t214_c0_245, ptr %arena46, align 4
-  %t214_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t214_c1_0, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c0_245, ptr %arena46, align 4
+  %t238_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t238_c1_0, align 32
+  %182 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 3328656, %184
-  %186 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %186 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %187 = add nsw i64 %185, %186
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t214_c1_047, ptr %arena48, align 4
-  %t214_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t214_c1_1, align 32
-  %188 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c1_047, ptr %arena48, align 4
+  %t238_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t238_c1_1, align 32
+  %188 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %189 = add nsw i64 %188, 1
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 3328656, %190
-  %192 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %192 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %193 = add nsw i64 %191, %192
   %194 = add nsw i64 %193, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t214_c1_149, ptr %arena50, align 4
-  %t214_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t214_c1_2, align 32
-  %195 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c1_149, ptr %arena50, align 4
+  %t238_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t238_c1_2, align 32
+  %195 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 64
   %198 = add nsw i64 3328656, %197
-  %199 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %199 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 %200, 16
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t214_c1_251, ptr %arena52, align 4
-  %t214_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t214_c2_0, align 32
-  %202 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c1_251, ptr %arena52, align 4
+  %t238_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t238_c2_0, align 32
+  %202 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 64
   %205 = add nsw i64 3328656, %204
-  %206 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %206 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %207 = add nsw i64 %205, %206
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %207
-  store <8 x float> %t214_c2_053, ptr %arena54, align 4
-  %t214_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t214_c2_1, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c2_053, ptr %arena54, align 4
+  %t238_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t238_c2_1, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %209 = add nsw i64 %208, 2
   %210 = mul nsw i64 %209, 64
   %211 = add nsw i64 3328656, %210
-  %212 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %212 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 %213, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t214_c2_155, ptr %arena56, align 4
-  %t214_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t214_c2_2, align 32
-  %215 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c2_155, ptr %arena56, align 4
+  %t238_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t238_c2_2, align 32
+  %215 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %216 = add nsw i64 %215, 2
   %217 = mul nsw i64 %216, 64
   %218 = add nsw i64 3328656, %217
-  %219 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %219 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 16
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t214_c2_257, ptr %arena58, align 4
-  %t214_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t214_c3_0, align 32
-  %222 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c2_257, ptr %arena58, align 4
+  %t238_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t238_c3_0, align 32
+  %222 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 64
   %225 = add nsw i64 3328656, %224
-  %226 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %226 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %227 = add nsw i64 %225, %226
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t214_c3_059, ptr %arena60, align 4
-  %t214_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t214_c3_1, align 32
-  %228 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c3_059, ptr %arena60, align 4
+  %t238_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t238_c3_1, align 32
+  %228 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %229 = add nsw i64 %228, 3
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 3328656, %230
-  %232 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %232 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t214_c3_161, ptr %arena62, align 4
-  %t214_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t214_c3_2, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.mb2133, 4
+  store <8 x float> %t238_c3_161, ptr %arena62, align 4
+  %t238_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t238_c3_2, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.mb2373, 4
   %236 = add nsw i64 %235, 3
   %237 = mul nsw i64 %236, 64
   %238 = add nsw i64 3328656, %237
-  %239 = mul nsw i64 %conv2_weight_grad.nb2122, 24
+  %239 = mul nsw i64 %conv2_weight_grad.nb2362, 24
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 %240, 16
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  store <8 x float> %t214_c3_263, ptr %arena64, align 4
-  %mb213.next = add nsw i64 %conv2_weight_grad.mb2133, 1
-  %242 = icmp slt i64 %mb213.next, 72
-  br i1 %242, label %conv2_weight_grad.mb213, label %conv2_weight_grad.mb213.end
+  store <8 x float> %t238_c3_263, ptr %arena64, align 4
+  %mb237.next = add nsw i64 %conv2_weight_grad.mb2373, 1
+  %242 = icmp slt i64 %mb237.next, 72
+  br i1 %242, label %conv2_weight_grad.mb237, label %conv2_weight_grad.mb237.end
 
-conv2_weight_grad.mb216:                          ; preds = %conv2_weight_grad.k218.end, %conv2_weight_grad.nb212.end
-  %conv2_weight_grad.mb21665 = phi i64 [ 0, %conv2_weight_grad.nb212.end ], [ %mb216.next, %conv2_weight_grad.k218.end ]
-  %243 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+conv2_weight_grad.mb240:                          ; preds = %conv2_weight_grad.k242.end, %conv2_weight_grad.nb236.end
+  %conv2_weight_grad.mb24065 = phi i64 [ 0, %conv2_weight_grad.nb236.end ], [ %mb240.next, %conv2_weight_grad.k242.end ]
+  %243 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %244 = mul nsw i64 %243, 64
   %245 = add nsw i64 3328656, %244
   %246 = add nsw i64 %245, 48
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena66, align 4
-  store <8 x float> %247, ptr %conv2_weight_grad.t217_c0_0, align 32
-  %248 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %247, ptr %conv2_weight_grad.t241_c0_0, align 32
+  %248 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 3328656, %249
   %251 = add nsw i64 %250, 48
   %252 = add nsw i64 %251, 8
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
   %253 = load <8 x float>, ptr %arena67, align 4
-  store <8 x float> %253, ptr %conv2_weight_grad.t217_c0_1, align 32
-  %254 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %253, ptr %conv2_weight_grad.t241_c0_1, align 32
+  %254 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %255 = add nsw i64 %254, 1
   %256 = mul nsw i64 %255, 64
   %257 = add nsw i64 3328656, %256
   %258 = add nsw i64 %257, 48
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena68, align 4
-  store <8 x float> %259, ptr %conv2_weight_grad.t217_c1_0, align 32
-  %260 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %259, ptr %conv2_weight_grad.t241_c1_0, align 32
+  %260 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 64
   %263 = add nsw i64 3328656, %262
@@ -8060,16 +8060,16 @@ conv2_weight_grad.mb216:                          ; preds = %conv2_weight_grad.k
   %265 = add nsw i64 %264, 8
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %265
   %266 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %266, ptr %conv2_weight_grad.t217_c1_1, align 32
-  %267 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %266, ptr %conv2_weight_grad.t241_c1_1, align 32
+  %267 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 64
   %270 = add nsw i64 3328656, %269
   %271 = add nsw i64 %270, 48
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %271
   %272 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %272, ptr %conv2_weight_grad.t217_c2_0, align 32
-  %273 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %272, ptr %conv2_weight_grad.t241_c2_0, align 32
+  %273 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 64
   %276 = add nsw i64 3328656, %275
@@ -8077,16 +8077,16 @@ conv2_weight_grad.mb216:                          ; preds = %conv2_weight_grad.k
   %278 = add nsw i64 %277, 8
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %278
   %279 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %279, ptr %conv2_weight_grad.t217_c2_1, align 32
-  %280 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %279, ptr %conv2_weight_grad.t241_c2_1, align 32
+  %280 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %281 = add nsw i64 %280, 3
   %282 = mul nsw i64 %281, 64
   %283 = add nsw i64 3328656, %282
   %284 = add nsw i64 %283, 48
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %284
   %285 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %285, ptr %conv2_weight_grad.t217_c3_0, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %285, ptr %conv2_weight_grad.t241_c3_0, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 64
   %289 = add nsw i64 3328656, %288
@@ -8094,300 +8094,300 @@ conv2_weight_grad.mb216:                          ; preds = %conv2_weight_grad.k
   %291 = add nsw i64 %290, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %291
   %292 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %292, ptr %conv2_weight_grad.t217_c3_1, align 32
-  br label %conv2_weight_grad.k218
+  store <8 x float> %292, ptr %conv2_weight_grad.t241_c3_1, align 32
+  br label %conv2_weight_grad.k242
 
-conv2_weight_grad.mb216.end:                      ; preds = %conv2_weight_grad.k218.end
-  %kp211.next = add nsw i64 %conv2_weight_grad.kp2111, 1
-  %293 = icmp slt i64 %kp211.next, 4
-  br i1 %293, label %conv2_weight_grad.kp211, label %conv2_weight_grad.kp211.end
+conv2_weight_grad.mb240.end:                      ; preds = %conv2_weight_grad.k242.end
+  %kp235.next = add nsw i64 %conv2_weight_grad.kp2351, 1
+  %293 = icmp slt i64 %kp235.next, 4
+  br i1 %293, label %conv2_weight_grad.kp235, label %conv2_weight_grad.kp235.end
 
-conv2_weight_grad.k218:                           ; preds = %conv2_weight_grad.k218, %conv2_weight_grad.mb216
-  %conv2_weight_grad.k21874 = phi i64 [ 0, %conv2_weight_grad.mb216 ], [ %k218.next, %conv2_weight_grad.k218 ]
-  %294 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %295 = add nsw i64 %conv2_weight_grad.k21874, %294
+conv2_weight_grad.k242:                           ; preds = %conv2_weight_grad.k242, %conv2_weight_grad.mb240
+  %conv2_weight_grad.k24274 = phi i64 [ 0, %conv2_weight_grad.mb240 ], [ %k242.next, %conv2_weight_grad.k242 ]
+  %294 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %295 = add nsw i64 %conv2_weight_grad.k24274, %294
   %296 = mul nsw i64 %295, 64
   %297 = add nsw i64 3127952, %296
   %298 = add nsw i64 %297, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %298
   %299 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %299, ptr %conv2_weight_grad.t217_b0, align 32
-  %300 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %301 = add nsw i64 %conv2_weight_grad.k21874, %300
+  store <8 x float> %299, ptr %conv2_weight_grad.t241_b0, align 32
+  %300 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %301 = add nsw i64 %conv2_weight_grad.k24274, %300
   %302 = mul nsw i64 %301, 64
   %303 = add nsw i64 3127952, %302
   %304 = add nsw i64 %303, 48
   %305 = add nsw i64 %304, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %306, ptr %conv2_weight_grad.t217_b1, align 32
-  %307 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %306, ptr %conv2_weight_grad.t241_b1, align 32
+  %307 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %308 = mul nsw i64 %307, 3136
   %309 = add nsw i64 2224784, %308
-  %310 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %311 = add nsw i64 %conv2_weight_grad.k21874, %310
+  %310 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %311 = add nsw i64 %conv2_weight_grad.k24274, %310
   %312 = add nsw i64 %309, %311
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load float, ptr %arena77, align 4
   %314 = insertelement <8 x float> undef, float %313, i32 0
   %315 = shufflevector <8 x float> %314, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %315, ptr %conv2_weight_grad.t217_a0, align 32
-  %t217_a0 = load <8 x float>, ptr %conv2_weight_grad.t217_a0, align 32
-  %t217_b0 = load <8 x float>, ptr %conv2_weight_grad.t217_b0, align 32
-  %t217_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t217_c0_0, align 32
-  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
-  store <8 x float> %316, ptr %conv2_weight_grad.t217_c0_0, align 32
-  %t217_a078 = load <8 x float>, ptr %conv2_weight_grad.t217_a0, align 32
-  %t217_b1 = load <8 x float>, ptr %conv2_weight_grad.t217_b1, align 32
-  %t217_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t217_c0_1, align 32
-  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a078, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
-  store <8 x float> %317, ptr %conv2_weight_grad.t217_c0_1, align 32
-  %318 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %315, ptr %conv2_weight_grad.t241_a0, align 32
+  %t241_a0 = load <8 x float>, ptr %conv2_weight_grad.t241_a0, align 32
+  %t241_b0 = load <8 x float>, ptr %conv2_weight_grad.t241_b0, align 32
+  %t241_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t241_c0_0, align 32
+  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a0, <8 x float> %t241_b0, <8 x float> %t241_c0_0)
+  store <8 x float> %316, ptr %conv2_weight_grad.t241_c0_0, align 32
+  %t241_a078 = load <8 x float>, ptr %conv2_weight_grad.t241_a0, align 32
+  %t241_b1 = load <8 x float>, ptr %conv2_weight_grad.t241_b1, align 32
+  %t241_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t241_c0_1, align 32
+  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a078, <8 x float> %t241_b1, <8 x float> %t241_c0_1)
+  store <8 x float> %317, ptr %conv2_weight_grad.t241_c0_1, align 32
+  %318 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %319 = add nsw i64 %318, 1
   %320 = mul nsw i64 %319, 3136
   %321 = add nsw i64 2224784, %320
-  %322 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %323 = add nsw i64 %conv2_weight_grad.k21874, %322
+  %322 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %323 = add nsw i64 %conv2_weight_grad.k24274, %322
   %324 = add nsw i64 %321, %323
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load float, ptr %arena79, align 4
   %326 = insertelement <8 x float> undef, float %325, i32 0
   %327 = shufflevector <8 x float> %326, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %327, ptr %conv2_weight_grad.t217_a1, align 32
-  %t217_a1 = load <8 x float>, ptr %conv2_weight_grad.t217_a1, align 32
-  %t217_b080 = load <8 x float>, ptr %conv2_weight_grad.t217_b0, align 32
-  %t217_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t217_c1_0, align 32
-  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b080, <8 x float> %t217_c1_0)
-  store <8 x float> %328, ptr %conv2_weight_grad.t217_c1_0, align 32
-  %t217_a181 = load <8 x float>, ptr %conv2_weight_grad.t217_a1, align 32
-  %t217_b182 = load <8 x float>, ptr %conv2_weight_grad.t217_b1, align 32
-  %t217_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t217_c1_1, align 32
-  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a181, <8 x float> %t217_b182, <8 x float> %t217_c1_1)
-  store <8 x float> %329, ptr %conv2_weight_grad.t217_c1_1, align 32
-  %330 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %327, ptr %conv2_weight_grad.t241_a1, align 32
+  %t241_a1 = load <8 x float>, ptr %conv2_weight_grad.t241_a1, align 32
+  %t241_b080 = load <8 x float>, ptr %conv2_weight_grad.t241_b0, align 32
+  %t241_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t241_c1_0, align 32
+  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a1, <8 x float> %t241_b080, <8 x float> %t241_c1_0)
+  store <8 x float> %328, ptr %conv2_weight_grad.t241_c1_0, align 32
+  %t241_a181 = load <8 x float>, ptr %conv2_weight_grad.t241_a1, align 32
+  %t241_b182 = load <8 x float>, ptr %conv2_weight_grad.t241_b1, align 32
+  %t241_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t241_c1_1, align 32
+  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a181, <8 x float> %t241_b182, <8 x float> %t241_c1_1)
+  store <8 x float> %329, ptr %conv2_weight_grad.t241_c1_1, align 32
+  %330 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %331 = add nsw i64 %330, 2
   %332 = mul nsw i64 %331, 3136
   %333 = add nsw i64 2224784, %332
-  %334 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %335 = add nsw i64 %conv2_weight_grad.k21874, %334
+  %334 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %335 = add nsw i64 %conv2_weight_grad.k24274, %334
   %336 = add nsw i64 %333, %335
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %336
   %337 = load float, ptr %arena83, align 4
   %338 = insertelement <8 x float> undef, float %337, i32 0
   %339 = shufflevector <8 x float> %338, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %339, ptr %conv2_weight_grad.t217_a2, align 32
-  %t217_a2 = load <8 x float>, ptr %conv2_weight_grad.t217_a2, align 32
-  %t217_b084 = load <8 x float>, ptr %conv2_weight_grad.t217_b0, align 32
-  %t217_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t217_c2_0, align 32
-  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b084, <8 x float> %t217_c2_0)
-  store <8 x float> %340, ptr %conv2_weight_grad.t217_c2_0, align 32
-  %t217_a285 = load <8 x float>, ptr %conv2_weight_grad.t217_a2, align 32
-  %t217_b186 = load <8 x float>, ptr %conv2_weight_grad.t217_b1, align 32
-  %t217_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t217_c2_1, align 32
-  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a285, <8 x float> %t217_b186, <8 x float> %t217_c2_1)
-  store <8 x float> %341, ptr %conv2_weight_grad.t217_c2_1, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %339, ptr %conv2_weight_grad.t241_a2, align 32
+  %t241_a2 = load <8 x float>, ptr %conv2_weight_grad.t241_a2, align 32
+  %t241_b084 = load <8 x float>, ptr %conv2_weight_grad.t241_b0, align 32
+  %t241_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t241_c2_0, align 32
+  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a2, <8 x float> %t241_b084, <8 x float> %t241_c2_0)
+  store <8 x float> %340, ptr %conv2_weight_grad.t241_c2_0, align 32
+  %t241_a285 = load <8 x float>, ptr %conv2_weight_grad.t241_a2, align 32
+  %t241_b186 = load <8 x float>, ptr %conv2_weight_grad.t241_b1, align 32
+  %t241_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t241_c2_1, align 32
+  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a285, <8 x float> %t241_b186, <8 x float> %t241_c2_1)
+  store <8 x float> %341, ptr %conv2_weight_grad.t241_c2_1, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %343 = add nsw i64 %342, 3
   %344 = mul nsw i64 %343, 3136
   %345 = add nsw i64 2224784, %344
-  %346 = mul nsw i64 %conv2_weight_grad.kp2111, 784
-  %347 = add nsw i64 %conv2_weight_grad.k21874, %346
+  %346 = mul nsw i64 %conv2_weight_grad.kp2351, 784
+  %347 = add nsw i64 %conv2_weight_grad.k24274, %346
   %348 = add nsw i64 %345, %347
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load float, ptr %arena87, align 4
   %350 = insertelement <8 x float> undef, float %349, i32 0
   %351 = shufflevector <8 x float> %350, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %351, ptr %conv2_weight_grad.t217_a3, align 32
-  %t217_a3 = load <8 x float>, ptr %conv2_weight_grad.t217_a3, align 32
-  %t217_b088 = load <8 x float>, ptr %conv2_weight_grad.t217_b0, align 32
-  %t217_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t217_c3_0, align 32
-  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b088, <8 x float> %t217_c3_0)
-  store <8 x float> %352, ptr %conv2_weight_grad.t217_c3_0, align 32
-  %t217_a389 = load <8 x float>, ptr %conv2_weight_grad.t217_a3, align 32
-  %t217_b190 = load <8 x float>, ptr %conv2_weight_grad.t217_b1, align 32
-  %t217_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t217_c3_1, align 32
-  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a389, <8 x float> %t217_b190, <8 x float> %t217_c3_1)
-  store <8 x float> %353, ptr %conv2_weight_grad.t217_c3_1, align 32
-  %k218.next = add nsw i64 %conv2_weight_grad.k21874, 1
-  %354 = icmp slt i64 %k218.next, 784
-  br i1 %354, label %conv2_weight_grad.k218, label %conv2_weight_grad.k218.end
+  store <8 x float> %351, ptr %conv2_weight_grad.t241_a3, align 32
+  %t241_a3 = load <8 x float>, ptr %conv2_weight_grad.t241_a3, align 32
+  %t241_b088 = load <8 x float>, ptr %conv2_weight_grad.t241_b0, align 32
+  %t241_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t241_c3_0, align 32
+  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a3, <8 x float> %t241_b088, <8 x float> %t241_c3_0)
+  store <8 x float> %352, ptr %conv2_weight_grad.t241_c3_0, align 32
+  %t241_a389 = load <8 x float>, ptr %conv2_weight_grad.t241_a3, align 32
+  %t241_b190 = load <8 x float>, ptr %conv2_weight_grad.t241_b1, align 32
+  %t241_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t241_c3_1, align 32
+  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t241_a389, <8 x float> %t241_b190, <8 x float> %t241_c3_1)
+  store <8 x float> %353, ptr %conv2_weight_grad.t241_c3_1, align 32
+  %k242.next = add nsw i64 %conv2_weight_grad.k24274, 1
+  %354 = icmp slt i64 %k242.next, 784
+  br i1 %354, label %conv2_weight_grad.k242, label %conv2_weight_grad.k242.end
 
-conv2_weight_grad.k218.end:                       ; preds = %conv2_weight_grad.k218
-  %t217_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t217_c0_0, align 32
-  %355 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+conv2_weight_grad.k242.end:                       ; preds = %conv2_weight_grad.k242
+  %t241_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t241_c0_0, align 32
+  %355 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %356 = mul nsw i64 %355, 64
   %357 = add nsw i64 3328656, %356
   %358 = add nsw i64 %357, 48
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %358
-  store <8 x float> %t217_c0_091, ptr %arena92, align 4
-  %t217_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t217_c0_1, align 32
-  %359 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c0_091, ptr %arena92, align 4
+  %t241_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t241_c0_1, align 32
+  %359 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %360 = mul nsw i64 %359, 64
   %361 = add nsw i64 3328656, %360
   %362 = add nsw i64 %361, 48
   %363 = add nsw i64 %362, 8
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t217_c0_193, ptr %arena94, align 4
-  %t217_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t217_c1_0, align 32
-  %364 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c0_193, ptr %arena94, align 4
+  %t241_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t241_c1_0, align 32
+  %364 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %365 = add nsw i64 %364, 1
   %366 = mul nsw i64 %365, 64
   %367 = add nsw i64 3328656, %366
   %368 = add nsw i64 %367, 48
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t217_c1_095, ptr %arena96, align 4
-  %t217_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t217_c1_1, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c1_095, ptr %arena96, align 4
+  %t241_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t241_c1_1, align 32
+  %369 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 3328656, %371
   %373 = add nsw i64 %372, 48
   %374 = add nsw i64 %373, 8
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %374
-  store <8 x float> %t217_c1_197, ptr %arena98, align 4
-  %t217_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t217_c2_0, align 32
-  %375 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c1_197, ptr %arena98, align 4
+  %t241_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t241_c2_0, align 32
+  %375 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %376 = add nsw i64 %375, 2
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 3328656, %377
   %379 = add nsw i64 %378, 48
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t217_c2_099, ptr %arena100, align 4
-  %t217_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t217_c2_1, align 32
-  %380 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c2_099, ptr %arena100, align 4
+  %t241_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t241_c2_1, align 32
+  %380 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 3328656, %382
   %384 = add nsw i64 %383, 48
   %385 = add nsw i64 %384, 8
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %385
-  store <8 x float> %t217_c2_1101, ptr %arena102, align 4
-  %t217_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t217_c3_0, align 32
-  %386 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c2_1101, ptr %arena102, align 4
+  %t241_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t241_c3_0, align 32
+  %386 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 64
   %389 = add nsw i64 3328656, %388
   %390 = add nsw i64 %389, 48
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t217_c3_0103, ptr %arena104, align 4
-  %t217_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t217_c3_1, align 32
-  %391 = mul nsw i64 %conv2_weight_grad.mb21665, 4
+  store <8 x float> %t241_c3_0103, ptr %arena104, align 4
+  %t241_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t241_c3_1, align 32
+  %391 = mul nsw i64 %conv2_weight_grad.mb24065, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 3328656, %393
   %395 = add nsw i64 %394, 48
   %396 = add nsw i64 %395, 8
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %396
-  store <8 x float> %t217_c3_1105, ptr %arena106, align 4
-  %mb216.next = add nsw i64 %conv2_weight_grad.mb21665, 1
-  %397 = icmp slt i64 %mb216.next, 72
-  br i1 %397, label %conv2_weight_grad.mb216, label %conv2_weight_grad.mb216.end
+  store <8 x float> %t241_c3_1105, ptr %arena106, align 4
+  %mb240.next = add nsw i64 %conv2_weight_grad.mb24065, 1
+  %397 = icmp slt i64 %mb240.next, 72
+  br i1 %397, label %conv2_weight_grad.mb240, label %conv2_weight_grad.mb240.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_bias_grad.sum232 = alloca float, align 4
-  %conv2_bias_grad.sum231 = alloca float, align 4
-  %conv2_bias_grad.sum230 = alloca float, align 4
-  %conv2_bias_grad.sum229 = alloca float, align 4
-  %conv2_bias_grad.sum228 = alloca float, align 4
-  %conv2_bias_grad.sum227 = alloca float, align 4
-  %conv2_bias_grad.sum226 = alloca float, align 4
-  %conv2_bias_grad.acc223 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f222
+  %conv2_bias_grad.sum256 = alloca float, align 4
+  %conv2_bias_grad.sum255 = alloca float, align 4
+  %conv2_bias_grad.sum254 = alloca float, align 4
+  %conv2_bias_grad.sum253 = alloca float, align 4
+  %conv2_bias_grad.sum252 = alloca float, align 4
+  %conv2_bias_grad.sum251 = alloca float, align 4
+  %conv2_bias_grad.sum250 = alloca float, align 4
+  %conv2_bias_grad.acc247 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f246
 
-conv2_bias_grad.f222:                             ; preds = %conv2_bias_grad.img224.end, %entry
-  %conv2_bias_grad.f2221 = phi i64 [ 0, %entry ], [ %f222.next, %conv2_bias_grad.img224.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc223, align 32
-  br label %conv2_bias_grad.img224
+conv2_bias_grad.f246:                             ; preds = %conv2_bias_grad.img248.end, %entry
+  %conv2_bias_grad.f2461 = phi i64 [ 0, %entry ], [ %f246.next, %conv2_bias_grad.img248.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc247, align 32
+  br label %conv2_bias_grad.img248
 
-conv2_bias_grad.f222.end:                         ; preds = %conv2_bias_grad.img224.end
+conv2_bias_grad.f246.end:                         ; preds = %conv2_bias_grad.img248.end
   ret void
 
-conv2_bias_grad.img224:                           ; preds = %conv2_bias_grad.i225.end, %conv2_bias_grad.f222
-  %conv2_bias_grad.img2242 = phi i64 [ 0, %conv2_bias_grad.f222 ], [ %img224.next, %conv2_bias_grad.i225.end ]
-  br label %conv2_bias_grad.i225
+conv2_bias_grad.img248:                           ; preds = %conv2_bias_grad.i249.end, %conv2_bias_grad.f246
+  %conv2_bias_grad.img2482 = phi i64 [ 0, %conv2_bias_grad.f246 ], [ %img248.next, %conv2_bias_grad.i249.end ]
+  br label %conv2_bias_grad.i249
 
-conv2_bias_grad.img224.end:                       ; preds = %conv2_bias_grad.i225.end
-  %acc2237 = load <8 x float>, ptr %conv2_bias_grad.acc223, align 32
+conv2_bias_grad.img248.end:                       ; preds = %conv2_bias_grad.i249.end
+  %acc2477 = load <8 x float>, ptr %conv2_bias_grad.acc247, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 802816
-  store <8 x float> %acc2237, ptr %arena8, align 4
+  store <8 x float> %acc2477, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 802816
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 802817
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum226, align 4
-  %sum226 = load float, ptr %conv2_bias_grad.sum226, align 4
+  store float %2, ptr %conv2_bias_grad.sum250, align 4
+  %sum250 = load float, ptr %conv2_bias_grad.sum250, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 802818
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum226, %3
-  store float %4, ptr %conv2_bias_grad.sum227, align 4
-  %sum227 = load float, ptr %conv2_bias_grad.sum227, align 4
+  %4 = fadd float %sum250, %3
+  store float %4, ptr %conv2_bias_grad.sum251, align 4
+  %sum251 = load float, ptr %conv2_bias_grad.sum251, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 802819
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum227, %5
-  store float %6, ptr %conv2_bias_grad.sum228, align 4
-  %sum228 = load float, ptr %conv2_bias_grad.sum228, align 4
+  %6 = fadd float %sum251, %5
+  store float %6, ptr %conv2_bias_grad.sum252, align 4
+  %sum252 = load float, ptr %conv2_bias_grad.sum252, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 802820
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum228, %7
-  store float %8, ptr %conv2_bias_grad.sum229, align 4
-  %sum229 = load float, ptr %conv2_bias_grad.sum229, align 4
+  %8 = fadd float %sum252, %7
+  store float %8, ptr %conv2_bias_grad.sum253, align 4
+  %sum253 = load float, ptr %conv2_bias_grad.sum253, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 802821
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum229, %9
-  store float %10, ptr %conv2_bias_grad.sum230, align 4
-  %sum230 = load float, ptr %conv2_bias_grad.sum230, align 4
+  %10 = fadd float %sum253, %9
+  store float %10, ptr %conv2_bias_grad.sum254, align 4
+  %sum254 = load float, ptr %conv2_bias_grad.sum254, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 802822
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum230, %11
-  store float %12, ptr %conv2_bias_grad.sum231, align 4
-  %sum231 = load float, ptr %conv2_bias_grad.sum231, align 4
+  %12 = fadd float %sum254, %11
+  store float %12, ptr %conv2_bias_grad.sum255, align 4
+  %sum255 = load float, ptr %conv2_bias_grad.sum255, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 802823
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum231, %13
-  store float %14, ptr %conv2_bias_grad.sum232, align 4
-  %sum232 = load float, ptr %conv2_bias_grad.sum232, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f2221
+  %14 = fadd float %sum255, %13
+  store float %14, ptr %conv2_bias_grad.sum256, align 4
+  %sum256 = load float, ptr %conv2_bias_grad.sum256, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f2461
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum232, ptr %grads17, align 4
-  %f222.next = add nsw i64 %conv2_bias_grad.f2221, 1
-  %16 = icmp slt i64 %f222.next, 64
-  br i1 %16, label %conv2_bias_grad.f222, label %conv2_bias_grad.f222.end
+  store float %sum256, ptr %grads17, align 4
+  %f246.next = add nsw i64 %conv2_bias_grad.f2461, 1
+  %16 = icmp slt i64 %f246.next, 64
+  br i1 %16, label %conv2_bias_grad.f246, label %conv2_bias_grad.f246.end
 
-conv2_bias_grad.i225:                             ; preds = %conv2_bias_grad.i225, %conv2_bias_grad.img224
-  %conv2_bias_grad.i2253 = phi i64 [ 0, %conv2_bias_grad.img224 ], [ %i225.next, %conv2_bias_grad.i225 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img2242, 12544
+conv2_bias_grad.i249:                             ; preds = %conv2_bias_grad.i249, %conv2_bias_grad.img248
+  %conv2_bias_grad.i2493 = phi i64 [ 0, %conv2_bias_grad.img248 ], [ %i249.next, %conv2_bias_grad.i249 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img2482, 12544
   %18 = add nsw i64 1421968, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f2221, 196
+  %19 = mul nsw i64 %conv2_bias_grad.f2461, 196
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i2253, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i2493, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc223 = load <8 x float>, ptr %conv2_bias_grad.acc223, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc223)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc223, align 32
-  %i225.next = add nsw i64 %conv2_bias_grad.i2253, 1
-  %25 = icmp slt i64 %i225.next, 24
-  br i1 %25, label %conv2_bias_grad.i225, label %conv2_bias_grad.i225.end
+  %acc247 = load <8 x float>, ptr %conv2_bias_grad.acc247, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc247)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc247, align 32
+  %i249.next = add nsw i64 %conv2_bias_grad.i2493, 1
+  %25 = icmp slt i64 %i249.next, 24
+  br i1 %25, label %conv2_bias_grad.i249, label %conv2_bias_grad.i249.end
 
-conv2_bias_grad.i225.end:                         ; preds = %conv2_bias_grad.i225
-  %26 = mul nsw i64 %conv2_bias_grad.img2242, 12544
+conv2_bias_grad.i249.end:                         ; preds = %conv2_bias_grad.i249
+  %26 = mul nsw i64 %conv2_bias_grad.img2482, 12544
   %27 = add nsw i64 1421968, %26
-  %28 = mul nsw i64 %conv2_bias_grad.f2221, 196
+  %28 = mul nsw i64 %conv2_bias_grad.f2461, 196
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc2236 = load <8 x float>, ptr %conv2_bias_grad.acc223, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc2236)
-  store <8 x float> %32, ptr %conv2_bias_grad.acc223, align 32
-  %img224.next = add nsw i64 %conv2_bias_grad.img2242, 1
-  %33 = icmp slt i64 %img224.next, 64
-  br i1 %33, label %conv2_bias_grad.img224, label %conv2_bias_grad.img224.end
+  %acc2476 = load <8 x float>, ptr %conv2_bias_grad.acc247, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc2476)
+  store <8 x float> %32, ptr %conv2_bias_grad.acc247, align 32
+  %img248.next = add nsw i64 %conv2_bias_grad.img2482, 1
+  %33 = icmp slt i64 %img248.next, 64
+  br i1 %33, label %conv2_bias_grad.img248, label %conv2_bias_grad.img248.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
@@ -8396,1713 +8396,1713 @@ declare <8 x float> @llvm.masked.load.v8f32.p0(ptr nocapture, i32 immarg, <8 x i
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
+  %pool1_grad.sum337 = alloca float, align 4
+  %pool1_grad.sum336 = alloca float, align 4
+  %pool1_grad.sum335 = alloca float, align 4
+  %pool1_grad.sum334 = alloca float, align 4
+  %pool1_grad.sum331 = alloca float, align 4
+  %pool1_grad.sum330 = alloca float, align 4
+  %pool1_grad.sum329 = alloca float, align 4
+  %pool1_grad.sum328 = alloca float, align 4
+  %pool1_grad.sum327 = alloca float, align 4
+  %pool1_grad.sum326 = alloca float, align 4
+  %pool1_grad.sum323 = alloca float, align 4
+  %pool1_grad.sum322 = alloca float, align 4
+  %pool1_grad.sum321 = alloca float, align 4
+  %pool1_grad.sum320 = alloca float, align 4
+  %pool1_grad.sum317 = alloca float, align 4
+  %pool1_grad.sum316 = alloca float, align 4
+  %pool1_grad.sum315 = alloca float, align 4
+  %pool1_grad.sum314 = alloca float, align 4
   %pool1_grad.sum313 = alloca float, align 4
   %pool1_grad.sum312 = alloca float, align 4
-  %pool1_grad.sum311 = alloca float, align 4
-  %pool1_grad.sum310 = alloca float, align 4
+  %pool1_grad.sum309 = alloca float, align 4
+  %pool1_grad.sum308 = alloca float, align 4
   %pool1_grad.sum307 = alloca float, align 4
   %pool1_grad.sum306 = alloca float, align 4
   %pool1_grad.sum305 = alloca float, align 4
   %pool1_grad.sum304 = alloca float, align 4
   %pool1_grad.sum303 = alloca float, align 4
   %pool1_grad.sum302 = alloca float, align 4
-  %pool1_grad.sum299 = alloca float, align 4
+  %pool1_grad.sum301 = alloca float, align 4
   %pool1_grad.sum298 = alloca float, align 4
   %pool1_grad.sum297 = alloca float, align 4
   %pool1_grad.sum296 = alloca float, align 4
+  %pool1_grad.sum295 = alloca float, align 4
+  %pool1_grad.sum294 = alloca float, align 4
   %pool1_grad.sum293 = alloca float, align 4
-  %pool1_grad.sum292 = alloca float, align 4
-  %pool1_grad.sum291 = alloca float, align 4
   %pool1_grad.sum290 = alloca float, align 4
   %pool1_grad.sum289 = alloca float, align 4
   %pool1_grad.sum288 = alloca float, align 4
-  %pool1_grad.sum285 = alloca float, align 4
+  %pool1_grad.sum287 = alloca float, align 4
   %pool1_grad.sum284 = alloca float, align 4
   %pool1_grad.sum283 = alloca float, align 4
   %pool1_grad.sum282 = alloca float, align 4
   %pool1_grad.sum281 = alloca float, align 4
   %pool1_grad.sum280 = alloca float, align 4
   %pool1_grad.sum279 = alloca float, align 4
-  %pool1_grad.sum278 = alloca float, align 4
-  %pool1_grad.sum277 = alloca float, align 4
+  %pool1_grad.sum276 = alloca float, align 4
+  %pool1_grad.sum275 = alloca float, align 4
   %pool1_grad.sum274 = alloca float, align 4
   %pool1_grad.sum273 = alloca float, align 4
-  %pool1_grad.sum272 = alloca float, align 4
-  %pool1_grad.sum271 = alloca float, align 4
-  %pool1_grad.sum270 = alloca float, align 4
-  %pool1_grad.sum269 = alloca float, align 4
-  %pool1_grad.sum266 = alloca float, align 4
-  %pool1_grad.sum265 = alloca float, align 4
-  %pool1_grad.sum264 = alloca float, align 4
-  %pool1_grad.sum263 = alloca float, align 4
-  %pool1_grad.sum260 = alloca float, align 4
-  %pool1_grad.sum259 = alloca float, align 4
-  %pool1_grad.sum258 = alloca float, align 4
-  %pool1_grad.sum257 = alloca float, align 4
-  %pool1_grad.sum256 = alloca float, align 4
-  %pool1_grad.sum255 = alloca float, align 4
-  %pool1_grad.sum252 = alloca float, align 4
-  %pool1_grad.sum251 = alloca float, align 4
-  %pool1_grad.sum250 = alloca float, align 4
-  %pool1_grad.sum249 = alloca float, align 4
-  br label %pool1_grad.g233
+  br label %pool1_grad.g257
 
-pool1_grad.g233:                                  ; preds = %pool1_grad.j245.end, %entry
-  %pool1_grad.g2331 = phi i64 [ 0, %entry ], [ %g233.next, %pool1_grad.j245.end ]
-  br label %pool1_grad.j234
+pool1_grad.g257:                                  ; preds = %pool1_grad.j269.end, %entry
+  %pool1_grad.g2571 = phi i64 [ 0, %entry ], [ %g257.next, %pool1_grad.j269.end ]
+  br label %pool1_grad.j258
 
-pool1_grad.g233.end:                              ; preds = %pool1_grad.j245.end
+pool1_grad.g257.end:                              ; preds = %pool1_grad.j269.end
   ret void
 
-pool1_grad.j234:                                  ; preds = %pool1_grad.f235.end, %pool1_grad.g233
-  %pool1_grad.j2342 = phi i64 [ 0, %pool1_grad.g233 ], [ %j234.next, %pool1_grad.f235.end ]
-  br label %pool1_grad.f235
+pool1_grad.j258:                                  ; preds = %pool1_grad.f259.end, %pool1_grad.g257
+  %pool1_grad.j2582 = phi i64 [ 0, %pool1_grad.g257 ], [ %j258.next, %pool1_grad.f259.end ]
+  br label %pool1_grad.f259
 
-pool1_grad.j234.end:                              ; preds = %pool1_grad.f235.end
-  call void @simplecnn_train_b64.k20.pool1_grad.gemm244(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %pool1_grad.j245
+pool1_grad.j258.end:                              ; preds = %pool1_grad.f259.end
+  call void @simplecnn_train_b64.k20.pool1_grad.gemm268(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %pool1_grad.j269
 
-pool1_grad.f235:                                  ; preds = %pool1_grad.i236.end, %pool1_grad.j234
-  %pool1_grad.f2353 = phi i64 [ 0, %pool1_grad.j234 ], [ %f235.next, %pool1_grad.i236.end ]
-  br label %pool1_grad.i236
+pool1_grad.f259:                                  ; preds = %pool1_grad.i260.end, %pool1_grad.j258
+  %pool1_grad.f2593 = phi i64 [ 0, %pool1_grad.j258 ], [ %f259.next, %pool1_grad.i260.end ]
+  br label %pool1_grad.i260
 
-pool1_grad.f235.end:                              ; preds = %pool1_grad.i236.end
-  %j234.next = add nsw i64 %pool1_grad.j2342, 1
-  %0 = icmp slt i64 %j234.next, 16
-  br i1 %0, label %pool1_grad.j234, label %pool1_grad.j234.end
+pool1_grad.f259.end:                              ; preds = %pool1_grad.i260.end
+  %j258.next = add nsw i64 %pool1_grad.j2582, 1
+  %0 = icmp slt i64 %j258.next, 16
+  br i1 %0, label %pool1_grad.j258, label %pool1_grad.j258.end
 
-pool1_grad.i236:                                  ; preds = %pool1_grad.i236, %pool1_grad.f235
-  %pool1_grad.i2364 = phi i64 [ 0, %pool1_grad.f235 ], [ %i236.next, %pool1_grad.i236 ]
-  %1 = mul nsw i64 %pool1_grad.g2331, 16
-  %2 = add nsw i64 %1, %pool1_grad.j2342
+pool1_grad.i260:                                  ; preds = %pool1_grad.i260, %pool1_grad.f259
+  %pool1_grad.i2604 = phi i64 [ 0, %pool1_grad.f259 ], [ %i260.next, %pool1_grad.i260 ]
+  %1 = mul nsw i64 %pool1_grad.g2571, 16
+  %2 = add nsw i64 %1, %pool1_grad.j2582
   %3 = mul nsw i64 %2, 12544
   %4 = add nsw i64 1421968, %3
-  %5 = mul nsw i64 %pool1_grad.f2353, 196
+  %5 = mul nsw i64 %pool1_grad.f2593, 196
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %6, %pool1_grad.i2364
+  %7 = add nsw i64 %6, %pool1_grad.i2604
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
   %8 = load float, ptr %arena5, align 4
-  %9 = mul nsw i64 %pool1_grad.f2353, 3136
+  %9 = mul nsw i64 %pool1_grad.f2593, 3136
   %10 = add nsw i64 3127952, %9
-  %11 = mul nsw i64 %pool1_grad.j2342, 196
+  %11 = mul nsw i64 %pool1_grad.j2582, 196
   %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, %pool1_grad.i2364
+  %13 = add nsw i64 %12, %pool1_grad.i2604
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   store float %8, ptr %arena6, align 4
-  %i236.next = add nsw i64 %pool1_grad.i2364, 1
-  %14 = icmp slt i64 %i236.next, 196
-  br i1 %14, label %pool1_grad.i236, label %pool1_grad.i236.end
+  %i260.next = add nsw i64 %pool1_grad.i2604, 1
+  %14 = icmp slt i64 %i260.next, 196
+  br i1 %14, label %pool1_grad.i260, label %pool1_grad.i260.end
 
-pool1_grad.i236.end:                              ; preds = %pool1_grad.i236
-  %f235.next = add nsw i64 %pool1_grad.f2353, 1
-  %15 = icmp slt i64 %f235.next, 64
-  br i1 %15, label %pool1_grad.f235, label %pool1_grad.f235.end
+pool1_grad.i260.end:                              ; preds = %pool1_grad.i260
+  %f259.next = add nsw i64 %pool1_grad.f2593, 1
+  %15 = icmp slt i64 %f259.next, 64
+  br i1 %15, label %pool1_grad.f259, label %pool1_grad.f259.end
 
-pool1_grad.j245:                                  ; preds = %pool1_grad.c246.end, %pool1_grad.j234.end
-  %pool1_grad.j2457 = phi i64 [ 0, %pool1_grad.j234.end ], [ %j245.next, %pool1_grad.c246.end ]
-  br label %pool1_grad.c246
+pool1_grad.j269:                                  ; preds = %pool1_grad.c270.end, %pool1_grad.j258.end
+  %pool1_grad.j2697 = phi i64 [ 0, %pool1_grad.j258.end ], [ %j269.next, %pool1_grad.c270.end ]
+  br label %pool1_grad.c270
 
-pool1_grad.j245.end:                              ; preds = %pool1_grad.c246.end
-  %g233.next = add nsw i64 %pool1_grad.g2331, 1
-  %16 = icmp slt i64 %g233.next, 4
-  br i1 %16, label %pool1_grad.g233, label %pool1_grad.g233.end
+pool1_grad.j269.end:                              ; preds = %pool1_grad.c270.end
+  %g257.next = add nsw i64 %pool1_grad.g2571, 1
+  %16 = icmp slt i64 %g257.next, 4
+  br i1 %16, label %pool1_grad.g257, label %pool1_grad.g257.end
 
-pool1_grad.c246:                                  ; preds = %pool1_grad.iy308.end, %pool1_grad.j245
-  %pool1_grad.c2468 = phi i64 [ 0, %pool1_grad.j245 ], [ %c246.next, %pool1_grad.iy308.end ]
-  br label %pool1_grad.iy247
+pool1_grad.c270:                                  ; preds = %pool1_grad.iy332.end, %pool1_grad.j269
+  %pool1_grad.c2708 = phi i64 [ 0, %pool1_grad.j269 ], [ %c270.next, %pool1_grad.iy332.end ]
+  br label %pool1_grad.iy271
 
-pool1_grad.c246.end:                              ; preds = %pool1_grad.iy308.end
-  %j245.next = add nsw i64 %pool1_grad.j2457, 1
-  %17 = icmp slt i64 %j245.next, 16
-  br i1 %17, label %pool1_grad.j245, label %pool1_grad.j245.end
+pool1_grad.c270.end:                              ; preds = %pool1_grad.iy332.end
+  %j269.next = add nsw i64 %pool1_grad.j2697, 1
+  %17 = icmp slt i64 %j269.next, 16
+  br i1 %17, label %pool1_grad.j269, label %pool1_grad.j269.end
 
-pool1_grad.iy247:                                 ; preds = %pool1_grad.ix248.end, %pool1_grad.c246
-  %pool1_grad.iy2479 = phi i64 [ 0, %pool1_grad.c246 ], [ %iy247.next, %pool1_grad.ix248.end ]
-  br label %pool1_grad.ix248
+pool1_grad.iy271:                                 ; preds = %pool1_grad.ix272.end, %pool1_grad.c270
+  %pool1_grad.iy2719 = phi i64 [ 0, %pool1_grad.c270 ], [ %iy271.next, %pool1_grad.ix272.end ]
+  br label %pool1_grad.ix272
 
-pool1_grad.iy247.end:                             ; preds = %pool1_grad.ix248.end
-  br label %pool1_grad.iy253
+pool1_grad.iy271.end:                             ; preds = %pool1_grad.ix272.end
+  br label %pool1_grad.iy277
 
-pool1_grad.ix248:                                 ; preds = %pool1_grad.ix248, %pool1_grad.iy247
-  %pool1_grad.ix24810 = phi i64 [ 0, %pool1_grad.iy247 ], [ %ix248.next, %pool1_grad.ix248 ]
-  %18 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix272:                                 ; preds = %pool1_grad.ix272, %pool1_grad.iy271
+  %pool1_grad.ix27210 = phi i64 [ 0, %pool1_grad.iy271 ], [ %ix272.next, %pool1_grad.ix272 ]
+  %18 = mul nsw i64 %pool1_grad.c2708, 9
   %19 = mul nsw i64 %18, 3136
   %20 = add nsw i64 2224784, %19
-  %21 = mul nsw i64 %pool1_grad.j2457, 196
+  %21 = mul nsw i64 %pool1_grad.j2697, 196
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %pool1_grad.iy2479, 1
+  %23 = add nsw i64 %pool1_grad.iy2719, 1
   %24 = mul nsw i64 %23, 14
   %25 = add nsw i64 %22, %24
   %26 = add nsw i64 %25, 1
-  %27 = add nsw i64 %26, %pool1_grad.ix24810
+  %27 = add nsw i64 %26, %pool1_grad.ix27210
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena11, align 4
-  store float %28, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %29 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %28, ptr %pool1_grad.sum273, align 4
+  %sum273 = load float, ptr %pool1_grad.sum273, align 4
+  %29 = mul nsw i64 %pool1_grad.c2708, 9
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 3136
   %32 = add nsw i64 2224784, %31
-  %33 = mul nsw i64 %pool1_grad.j2457, 196
+  %33 = mul nsw i64 %pool1_grad.j2697, 196
   %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %pool1_grad.iy2479, 1
+  %35 = add nsw i64 %pool1_grad.iy2719, 1
   %36 = mul nsw i64 %35, 14
   %37 = add nsw i64 %34, %36
-  %38 = add nsw i64 %37, %pool1_grad.ix24810
+  %38 = add nsw i64 %37, %pool1_grad.ix27210
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena12, align 4
-  %40 = fadd float %sum249, %39
-  store float %40, ptr %pool1_grad.sum250, align 4
-  %sum250 = load float, ptr %pool1_grad.sum250, align 4
-  %41 = mul nsw i64 %pool1_grad.c2468, 9
+  %40 = fadd float %sum273, %39
+  store float %40, ptr %pool1_grad.sum274, align 4
+  %sum274 = load float, ptr %pool1_grad.sum274, align 4
+  %41 = mul nsw i64 %pool1_grad.c2708, 9
   %42 = add nsw i64 %41, 3
   %43 = mul nsw i64 %42, 3136
   %44 = add nsw i64 2224784, %43
-  %45 = mul nsw i64 %pool1_grad.j2457, 196
+  %45 = mul nsw i64 %pool1_grad.j2697, 196
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %pool1_grad.iy2479, 14
+  %47 = mul nsw i64 %pool1_grad.iy2719, 14
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %48, 1
-  %50 = add nsw i64 %49, %pool1_grad.ix24810
+  %50 = add nsw i64 %49, %pool1_grad.ix27210
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena13, align 4
-  %52 = fadd float %sum250, %51
-  store float %52, ptr %pool1_grad.sum251, align 4
-  %sum251 = load float, ptr %pool1_grad.sum251, align 4
-  %53 = mul nsw i64 %pool1_grad.c2468, 9
+  %52 = fadd float %sum274, %51
+  store float %52, ptr %pool1_grad.sum275, align 4
+  %sum275 = load float, ptr %pool1_grad.sum275, align 4
+  %53 = mul nsw i64 %pool1_grad.c2708, 9
   %54 = add nsw i64 %53, 4
   %55 = mul nsw i64 %54, 3136
   %56 = add nsw i64 2224784, %55
-  %57 = mul nsw i64 %pool1_grad.j2457, 196
+  %57 = mul nsw i64 %pool1_grad.j2697, 196
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %pool1_grad.iy2479, 14
+  %59 = mul nsw i64 %pool1_grad.iy2719, 14
   %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 %60, %pool1_grad.ix24810
+  %61 = add nsw i64 %60, %pool1_grad.ix27210
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load float, ptr %arena14, align 4
-  %63 = fadd float %sum251, %62
-  store float %63, ptr %pool1_grad.sum252, align 4
-  %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %64 = mul nsw i64 %pool1_grad.g2331, 16
-  %65 = add nsw i64 %64, %pool1_grad.j2457
+  %63 = fadd float %sum275, %62
+  store float %63, ptr %pool1_grad.sum276, align 4
+  %sum276 = load float, ptr %pool1_grad.sum276, align 4
+  %64 = mul nsw i64 %pool1_grad.g2571, 16
+  %65 = add nsw i64 %64, %pool1_grad.j2697
   %66 = mul nsw i64 %65, 6272
   %67 = add nsw i64 802816, %66
-  %68 = mul nsw i64 %pool1_grad.c2468, 196
+  %68 = mul nsw i64 %pool1_grad.c2708, 196
   %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %pool1_grad.iy2479, 14
+  %70 = mul nsw i64 %pool1_grad.iy2719, 14
   %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %pool1_grad.ix24810
+  %72 = add nsw i64 %71, %pool1_grad.ix27210
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %sum252, ptr %arena15, align 4
-  %ix248.next = add nsw i64 %pool1_grad.ix24810, 1
-  %73 = icmp slt i64 %ix248.next, 1
-  br i1 %73, label %pool1_grad.ix248, label %pool1_grad.ix248.end
+  store float %sum276, ptr %arena15, align 4
+  %ix272.next = add nsw i64 %pool1_grad.ix27210, 1
+  %73 = icmp slt i64 %ix272.next, 1
+  br i1 %73, label %pool1_grad.ix272, label %pool1_grad.ix272.end
 
-pool1_grad.ix248.end:                             ; preds = %pool1_grad.ix248
-  %iy247.next = add nsw i64 %pool1_grad.iy2479, 1
-  %74 = icmp slt i64 %iy247.next, 1
-  br i1 %74, label %pool1_grad.iy247, label %pool1_grad.iy247.end
+pool1_grad.ix272.end:                             ; preds = %pool1_grad.ix272
+  %iy271.next = add nsw i64 %pool1_grad.iy2719, 1
+  %74 = icmp slt i64 %iy271.next, 1
+  br i1 %74, label %pool1_grad.iy271, label %pool1_grad.iy271.end
 
-pool1_grad.iy253:                                 ; preds = %pool1_grad.ix254.end, %pool1_grad.iy247.end
-  %pool1_grad.iy25316 = phi i64 [ 0, %pool1_grad.iy247.end ], [ %iy253.next, %pool1_grad.ix254.end ]
-  br label %pool1_grad.ix254
+pool1_grad.iy277:                                 ; preds = %pool1_grad.ix278.end, %pool1_grad.iy271.end
+  %pool1_grad.iy27716 = phi i64 [ 0, %pool1_grad.iy271.end ], [ %iy277.next, %pool1_grad.ix278.end ]
+  br label %pool1_grad.ix278
 
-pool1_grad.iy253.end:                             ; preds = %pool1_grad.ix254.end
-  br label %pool1_grad.iy261
+pool1_grad.iy277.end:                             ; preds = %pool1_grad.ix278.end
+  br label %pool1_grad.iy285
 
-pool1_grad.ix254:                                 ; preds = %pool1_grad.ix254, %pool1_grad.iy253
-  %pool1_grad.ix25417 = phi i64 [ 0, %pool1_grad.iy253 ], [ %ix254.next, %pool1_grad.ix254 ]
-  %75 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix278:                                 ; preds = %pool1_grad.ix278, %pool1_grad.iy277
+  %pool1_grad.ix27817 = phi i64 [ 0, %pool1_grad.iy277 ], [ %ix278.next, %pool1_grad.ix278 ]
+  %75 = mul nsw i64 %pool1_grad.c2708, 9
   %76 = mul nsw i64 %75, 3136
   %77 = add nsw i64 2224784, %76
-  %78 = mul nsw i64 %pool1_grad.j2457, 196
+  %78 = mul nsw i64 %pool1_grad.j2697, 196
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %pool1_grad.iy25316, 1
+  %80 = add nsw i64 %pool1_grad.iy27716, 1
   %81 = mul nsw i64 %80, 14
   %82 = add nsw i64 %79, %81
   %83 = add nsw i64 %82, 2
-  %84 = add nsw i64 %83, %pool1_grad.ix25417
+  %84 = add nsw i64 %83, %pool1_grad.ix27817
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load float, ptr %arena18, align 4
-  store float %85, ptr %pool1_grad.sum255, align 4
-  %sum255 = load float, ptr %pool1_grad.sum255, align 4
-  %86 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %85, ptr %pool1_grad.sum279, align 4
+  %sum279 = load float, ptr %pool1_grad.sum279, align 4
+  %86 = mul nsw i64 %pool1_grad.c2708, 9
   %87 = add nsw i64 %86, 1
   %88 = mul nsw i64 %87, 3136
   %89 = add nsw i64 2224784, %88
-  %90 = mul nsw i64 %pool1_grad.j2457, 196
+  %90 = mul nsw i64 %pool1_grad.j2697, 196
   %91 = add nsw i64 %89, %90
-  %92 = add nsw i64 %pool1_grad.iy25316, 1
+  %92 = add nsw i64 %pool1_grad.iy27716, 1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %91, %93
   %95 = add nsw i64 %94, 1
-  %96 = add nsw i64 %95, %pool1_grad.ix25417
+  %96 = add nsw i64 %95, %pool1_grad.ix27817
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load float, ptr %arena19, align 4
-  %98 = fadd float %sum255, %97
-  store float %98, ptr %pool1_grad.sum256, align 4
-  %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %99 = mul nsw i64 %pool1_grad.c2468, 9
+  %98 = fadd float %sum279, %97
+  store float %98, ptr %pool1_grad.sum280, align 4
+  %sum280 = load float, ptr %pool1_grad.sum280, align 4
+  %99 = mul nsw i64 %pool1_grad.c2708, 9
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 2224784, %101
-  %103 = mul nsw i64 %pool1_grad.j2457, 196
+  %103 = mul nsw i64 %pool1_grad.j2697, 196
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %pool1_grad.iy25316, 1
+  %105 = add nsw i64 %pool1_grad.iy27716, 1
   %106 = mul nsw i64 %105, 14
   %107 = add nsw i64 %104, %106
-  %108 = add nsw i64 %107, %pool1_grad.ix25417
+  %108 = add nsw i64 %107, %pool1_grad.ix27817
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load float, ptr %arena20, align 4
-  %110 = fadd float %sum256, %109
-  store float %110, ptr %pool1_grad.sum257, align 4
-  %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %111 = mul nsw i64 %pool1_grad.c2468, 9
+  %110 = fadd float %sum280, %109
+  store float %110, ptr %pool1_grad.sum281, align 4
+  %sum281 = load float, ptr %pool1_grad.sum281, align 4
+  %111 = mul nsw i64 %pool1_grad.c2708, 9
   %112 = add nsw i64 %111, 3
   %113 = mul nsw i64 %112, 3136
   %114 = add nsw i64 2224784, %113
-  %115 = mul nsw i64 %pool1_grad.j2457, 196
+  %115 = mul nsw i64 %pool1_grad.j2697, 196
   %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %pool1_grad.iy25316, 14
+  %117 = mul nsw i64 %pool1_grad.iy27716, 14
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 2
-  %120 = add nsw i64 %119, %pool1_grad.ix25417
+  %120 = add nsw i64 %119, %pool1_grad.ix27817
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load float, ptr %arena21, align 4
-  %122 = fadd float %sum257, %121
-  store float %122, ptr %pool1_grad.sum258, align 4
-  %sum258 = load float, ptr %pool1_grad.sum258, align 4
-  %123 = mul nsw i64 %pool1_grad.c2468, 9
+  %122 = fadd float %sum281, %121
+  store float %122, ptr %pool1_grad.sum282, align 4
+  %sum282 = load float, ptr %pool1_grad.sum282, align 4
+  %123 = mul nsw i64 %pool1_grad.c2708, 9
   %124 = add nsw i64 %123, 4
   %125 = mul nsw i64 %124, 3136
   %126 = add nsw i64 2224784, %125
-  %127 = mul nsw i64 %pool1_grad.j2457, 196
+  %127 = mul nsw i64 %pool1_grad.j2697, 196
   %128 = add nsw i64 %126, %127
-  %129 = mul nsw i64 %pool1_grad.iy25316, 14
+  %129 = mul nsw i64 %pool1_grad.iy27716, 14
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 1
-  %132 = add nsw i64 %131, %pool1_grad.ix25417
+  %132 = add nsw i64 %131, %pool1_grad.ix27817
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena22, align 4
-  %134 = fadd float %sum258, %133
-  store float %134, ptr %pool1_grad.sum259, align 4
-  %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %135 = mul nsw i64 %pool1_grad.c2468, 9
+  %134 = fadd float %sum282, %133
+  store float %134, ptr %pool1_grad.sum283, align 4
+  %sum283 = load float, ptr %pool1_grad.sum283, align 4
+  %135 = mul nsw i64 %pool1_grad.c2708, 9
   %136 = add nsw i64 %135, 5
   %137 = mul nsw i64 %136, 3136
   %138 = add nsw i64 2224784, %137
-  %139 = mul nsw i64 %pool1_grad.j2457, 196
+  %139 = mul nsw i64 %pool1_grad.j2697, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %pool1_grad.iy25316, 14
+  %141 = mul nsw i64 %pool1_grad.iy27716, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %pool1_grad.ix25417
+  %143 = add nsw i64 %142, %pool1_grad.ix27817
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
-  %145 = fadd float %sum259, %144
-  store float %145, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %146 = mul nsw i64 %pool1_grad.g2331, 16
-  %147 = add nsw i64 %146, %pool1_grad.j2457
+  %145 = fadd float %sum283, %144
+  store float %145, ptr %pool1_grad.sum284, align 4
+  %sum284 = load float, ptr %pool1_grad.sum284, align 4
+  %146 = mul nsw i64 %pool1_grad.g2571, 16
+  %147 = add nsw i64 %146, %pool1_grad.j2697
   %148 = mul nsw i64 %147, 6272
   %149 = add nsw i64 802816, %148
-  %150 = mul nsw i64 %pool1_grad.c2468, 196
+  %150 = mul nsw i64 %pool1_grad.c2708, 196
   %151 = add nsw i64 %149, %150
-  %152 = mul nsw i64 %pool1_grad.iy25316, 14
+  %152 = mul nsw i64 %pool1_grad.iy27716, 14
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %153, 1
-  %155 = add nsw i64 %154, %pool1_grad.ix25417
+  %155 = add nsw i64 %154, %pool1_grad.ix27817
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %155
-  store float %sum260, ptr %arena24, align 4
-  %ix254.next = add nsw i64 %pool1_grad.ix25417, 1
-  %156 = icmp slt i64 %ix254.next, 12
-  br i1 %156, label %pool1_grad.ix254, label %pool1_grad.ix254.end
+  store float %sum284, ptr %arena24, align 4
+  %ix278.next = add nsw i64 %pool1_grad.ix27817, 1
+  %156 = icmp slt i64 %ix278.next, 12
+  br i1 %156, label %pool1_grad.ix278, label %pool1_grad.ix278.end
 
-pool1_grad.ix254.end:                             ; preds = %pool1_grad.ix254
-  %iy253.next = add nsw i64 %pool1_grad.iy25316, 1
-  %157 = icmp slt i64 %iy253.next, 1
-  br i1 %157, label %pool1_grad.iy253, label %pool1_grad.iy253.end
+pool1_grad.ix278.end:                             ; preds = %pool1_grad.ix278
+  %iy277.next = add nsw i64 %pool1_grad.iy27716, 1
+  %157 = icmp slt i64 %iy277.next, 1
+  br i1 %157, label %pool1_grad.iy277, label %pool1_grad.iy277.end
 
-pool1_grad.iy261:                                 ; preds = %pool1_grad.ix262.end, %pool1_grad.iy253.end
-  %pool1_grad.iy26125 = phi i64 [ 0, %pool1_grad.iy253.end ], [ %iy261.next, %pool1_grad.ix262.end ]
-  br label %pool1_grad.ix262
+pool1_grad.iy285:                                 ; preds = %pool1_grad.ix286.end, %pool1_grad.iy277.end
+  %pool1_grad.iy28525 = phi i64 [ 0, %pool1_grad.iy277.end ], [ %iy285.next, %pool1_grad.ix286.end ]
+  br label %pool1_grad.ix286
 
-pool1_grad.iy261.end:                             ; preds = %pool1_grad.ix262.end
-  br label %pool1_grad.iy267
+pool1_grad.iy285.end:                             ; preds = %pool1_grad.ix286.end
+  br label %pool1_grad.iy291
 
-pool1_grad.ix262:                                 ; preds = %pool1_grad.ix262, %pool1_grad.iy261
-  %pool1_grad.ix26226 = phi i64 [ 0, %pool1_grad.iy261 ], [ %ix262.next, %pool1_grad.ix262 ]
-  %158 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix286:                                 ; preds = %pool1_grad.ix286, %pool1_grad.iy285
+  %pool1_grad.ix28626 = phi i64 [ 0, %pool1_grad.iy285 ], [ %ix286.next, %pool1_grad.ix286 ]
+  %158 = mul nsw i64 %pool1_grad.c2708, 9
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 3136
   %161 = add nsw i64 2224784, %160
-  %162 = mul nsw i64 %pool1_grad.j2457, 196
+  %162 = mul nsw i64 %pool1_grad.j2697, 196
   %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %pool1_grad.iy26125, 1
+  %164 = add nsw i64 %pool1_grad.iy28525, 1
   %165 = mul nsw i64 %164, 14
   %166 = add nsw i64 %163, %165
   %167 = add nsw i64 %166, 13
-  %168 = add nsw i64 %167, %pool1_grad.ix26226
+  %168 = add nsw i64 %167, %pool1_grad.ix28626
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %168
   %169 = load float, ptr %arena27, align 4
-  store float %169, ptr %pool1_grad.sum263, align 4
-  %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %170 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %169, ptr %pool1_grad.sum287, align 4
+  %sum287 = load float, ptr %pool1_grad.sum287, align 4
+  %170 = mul nsw i64 %pool1_grad.c2708, 9
   %171 = add nsw i64 %170, 2
   %172 = mul nsw i64 %171, 3136
   %173 = add nsw i64 2224784, %172
-  %174 = mul nsw i64 %pool1_grad.j2457, 196
+  %174 = mul nsw i64 %pool1_grad.j2697, 196
   %175 = add nsw i64 %173, %174
-  %176 = add nsw i64 %pool1_grad.iy26125, 1
+  %176 = add nsw i64 %pool1_grad.iy28525, 1
   %177 = mul nsw i64 %176, 14
   %178 = add nsw i64 %175, %177
   %179 = add nsw i64 %178, 12
-  %180 = add nsw i64 %179, %pool1_grad.ix26226
+  %180 = add nsw i64 %179, %pool1_grad.ix28626
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %180
   %181 = load float, ptr %arena28, align 4
-  %182 = fadd float %sum263, %181
-  store float %182, ptr %pool1_grad.sum264, align 4
-  %sum264 = load float, ptr %pool1_grad.sum264, align 4
-  %183 = mul nsw i64 %pool1_grad.c2468, 9
+  %182 = fadd float %sum287, %181
+  store float %182, ptr %pool1_grad.sum288, align 4
+  %sum288 = load float, ptr %pool1_grad.sum288, align 4
+  %183 = mul nsw i64 %pool1_grad.c2708, 9
   %184 = add nsw i64 %183, 4
   %185 = mul nsw i64 %184, 3136
   %186 = add nsw i64 2224784, %185
-  %187 = mul nsw i64 %pool1_grad.j2457, 196
+  %187 = mul nsw i64 %pool1_grad.j2697, 196
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %pool1_grad.iy26125, 14
+  %189 = mul nsw i64 %pool1_grad.iy28525, 14
   %190 = add nsw i64 %188, %189
   %191 = add nsw i64 %190, 13
-  %192 = add nsw i64 %191, %pool1_grad.ix26226
+  %192 = add nsw i64 %191, %pool1_grad.ix28626
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load float, ptr %arena29, align 4
-  %194 = fadd float %sum264, %193
-  store float %194, ptr %pool1_grad.sum265, align 4
-  %sum265 = load float, ptr %pool1_grad.sum265, align 4
-  %195 = mul nsw i64 %pool1_grad.c2468, 9
+  %194 = fadd float %sum288, %193
+  store float %194, ptr %pool1_grad.sum289, align 4
+  %sum289 = load float, ptr %pool1_grad.sum289, align 4
+  %195 = mul nsw i64 %pool1_grad.c2708, 9
   %196 = add nsw i64 %195, 5
   %197 = mul nsw i64 %196, 3136
   %198 = add nsw i64 2224784, %197
-  %199 = mul nsw i64 %pool1_grad.j2457, 196
+  %199 = mul nsw i64 %pool1_grad.j2697, 196
   %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %pool1_grad.iy26125, 14
+  %201 = mul nsw i64 %pool1_grad.iy28525, 14
   %202 = add nsw i64 %200, %201
   %203 = add nsw i64 %202, 12
-  %204 = add nsw i64 %203, %pool1_grad.ix26226
+  %204 = add nsw i64 %203, %pool1_grad.ix28626
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %204
   %205 = load float, ptr %arena30, align 4
-  %206 = fadd float %sum265, %205
-  store float %206, ptr %pool1_grad.sum266, align 4
-  %sum266 = load float, ptr %pool1_grad.sum266, align 4
-  %207 = mul nsw i64 %pool1_grad.g2331, 16
-  %208 = add nsw i64 %207, %pool1_grad.j2457
+  %206 = fadd float %sum289, %205
+  store float %206, ptr %pool1_grad.sum290, align 4
+  %sum290 = load float, ptr %pool1_grad.sum290, align 4
+  %207 = mul nsw i64 %pool1_grad.g2571, 16
+  %208 = add nsw i64 %207, %pool1_grad.j2697
   %209 = mul nsw i64 %208, 6272
   %210 = add nsw i64 802816, %209
-  %211 = mul nsw i64 %pool1_grad.c2468, 196
+  %211 = mul nsw i64 %pool1_grad.c2708, 196
   %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %pool1_grad.iy26125, 14
+  %213 = mul nsw i64 %pool1_grad.iy28525, 14
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 %214, 13
-  %216 = add nsw i64 %215, %pool1_grad.ix26226
+  %216 = add nsw i64 %215, %pool1_grad.ix28626
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %sum266, ptr %arena31, align 4
-  %ix262.next = add nsw i64 %pool1_grad.ix26226, 1
-  %217 = icmp slt i64 %ix262.next, 1
-  br i1 %217, label %pool1_grad.ix262, label %pool1_grad.ix262.end
+  store float %sum290, ptr %arena31, align 4
+  %ix286.next = add nsw i64 %pool1_grad.ix28626, 1
+  %217 = icmp slt i64 %ix286.next, 1
+  br i1 %217, label %pool1_grad.ix286, label %pool1_grad.ix286.end
 
-pool1_grad.ix262.end:                             ; preds = %pool1_grad.ix262
-  %iy261.next = add nsw i64 %pool1_grad.iy26125, 1
-  %218 = icmp slt i64 %iy261.next, 1
-  br i1 %218, label %pool1_grad.iy261, label %pool1_grad.iy261.end
+pool1_grad.ix286.end:                             ; preds = %pool1_grad.ix286
+  %iy285.next = add nsw i64 %pool1_grad.iy28525, 1
+  %218 = icmp slt i64 %iy285.next, 1
+  br i1 %218, label %pool1_grad.iy285, label %pool1_grad.iy285.end
 
-pool1_grad.iy267:                                 ; preds = %pool1_grad.ix268.end, %pool1_grad.iy261.end
-  %pool1_grad.iy26732 = phi i64 [ 0, %pool1_grad.iy261.end ], [ %iy267.next, %pool1_grad.ix268.end ]
-  br label %pool1_grad.ix268
+pool1_grad.iy291:                                 ; preds = %pool1_grad.ix292.end, %pool1_grad.iy285.end
+  %pool1_grad.iy29132 = phi i64 [ 0, %pool1_grad.iy285.end ], [ %iy291.next, %pool1_grad.ix292.end ]
+  br label %pool1_grad.ix292
 
-pool1_grad.iy267.end:                             ; preds = %pool1_grad.ix268.end
-  br label %pool1_grad.iy275
+pool1_grad.iy291.end:                             ; preds = %pool1_grad.ix292.end
+  br label %pool1_grad.iy299
 
-pool1_grad.ix268:                                 ; preds = %pool1_grad.ix268, %pool1_grad.iy267
-  %pool1_grad.ix26833 = phi i64 [ 0, %pool1_grad.iy267 ], [ %ix268.next, %pool1_grad.ix268 ]
-  %219 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix292:                                 ; preds = %pool1_grad.ix292, %pool1_grad.iy291
+  %pool1_grad.ix29233 = phi i64 [ 0, %pool1_grad.iy291 ], [ %ix292.next, %pool1_grad.ix292 ]
+  %219 = mul nsw i64 %pool1_grad.c2708, 9
   %220 = mul nsw i64 %219, 3136
   %221 = add nsw i64 2224784, %220
-  %222 = mul nsw i64 %pool1_grad.j2457, 196
+  %222 = mul nsw i64 %pool1_grad.j2697, 196
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %pool1_grad.iy26732, 1
+  %224 = add nsw i64 %pool1_grad.iy29132, 1
   %225 = add nsw i64 %224, 1
   %226 = mul nsw i64 %225, 14
   %227 = add nsw i64 %223, %226
   %228 = add nsw i64 %227, 1
-  %229 = add nsw i64 %228, %pool1_grad.ix26833
+  %229 = add nsw i64 %228, %pool1_grad.ix29233
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %229
   %230 = load float, ptr %arena34, align 4
-  store float %230, ptr %pool1_grad.sum269, align 4
-  %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %231 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %230, ptr %pool1_grad.sum293, align 4
+  %sum293 = load float, ptr %pool1_grad.sum293, align 4
+  %231 = mul nsw i64 %pool1_grad.c2708, 9
   %232 = add nsw i64 %231, 1
   %233 = mul nsw i64 %232, 3136
   %234 = add nsw i64 2224784, %233
-  %235 = mul nsw i64 %pool1_grad.j2457, 196
+  %235 = mul nsw i64 %pool1_grad.j2697, 196
   %236 = add nsw i64 %234, %235
-  %237 = add nsw i64 %pool1_grad.iy26732, 1
+  %237 = add nsw i64 %pool1_grad.iy29132, 1
   %238 = add nsw i64 %237, 1
   %239 = mul nsw i64 %238, 14
   %240 = add nsw i64 %236, %239
-  %241 = add nsw i64 %240, %pool1_grad.ix26833
+  %241 = add nsw i64 %240, %pool1_grad.ix29233
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load float, ptr %arena35, align 4
-  %243 = fadd float %sum269, %242
-  store float %243, ptr %pool1_grad.sum270, align 4
-  %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %244 = mul nsw i64 %pool1_grad.c2468, 9
+  %243 = fadd float %sum293, %242
+  store float %243, ptr %pool1_grad.sum294, align 4
+  %sum294 = load float, ptr %pool1_grad.sum294, align 4
+  %244 = mul nsw i64 %pool1_grad.c2708, 9
   %245 = add nsw i64 %244, 3
   %246 = mul nsw i64 %245, 3136
   %247 = add nsw i64 2224784, %246
-  %248 = mul nsw i64 %pool1_grad.j2457, 196
+  %248 = mul nsw i64 %pool1_grad.j2697, 196
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %pool1_grad.iy26732, 1
+  %250 = add nsw i64 %pool1_grad.iy29132, 1
   %251 = mul nsw i64 %250, 14
   %252 = add nsw i64 %249, %251
   %253 = add nsw i64 %252, 1
-  %254 = add nsw i64 %253, %pool1_grad.ix26833
+  %254 = add nsw i64 %253, %pool1_grad.ix29233
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load float, ptr %arena36, align 4
-  %256 = fadd float %sum270, %255
-  store float %256, ptr %pool1_grad.sum271, align 4
-  %sum271 = load float, ptr %pool1_grad.sum271, align 4
-  %257 = mul nsw i64 %pool1_grad.c2468, 9
+  %256 = fadd float %sum294, %255
+  store float %256, ptr %pool1_grad.sum295, align 4
+  %sum295 = load float, ptr %pool1_grad.sum295, align 4
+  %257 = mul nsw i64 %pool1_grad.c2708, 9
   %258 = add nsw i64 %257, 4
   %259 = mul nsw i64 %258, 3136
   %260 = add nsw i64 2224784, %259
-  %261 = mul nsw i64 %pool1_grad.j2457, 196
+  %261 = mul nsw i64 %pool1_grad.j2697, 196
   %262 = add nsw i64 %260, %261
-  %263 = add nsw i64 %pool1_grad.iy26732, 1
+  %263 = add nsw i64 %pool1_grad.iy29132, 1
   %264 = mul nsw i64 %263, 14
   %265 = add nsw i64 %262, %264
-  %266 = add nsw i64 %265, %pool1_grad.ix26833
+  %266 = add nsw i64 %265, %pool1_grad.ix29233
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %266
   %267 = load float, ptr %arena37, align 4
-  %268 = fadd float %sum271, %267
-  store float %268, ptr %pool1_grad.sum272, align 4
-  %sum272 = load float, ptr %pool1_grad.sum272, align 4
-  %269 = mul nsw i64 %pool1_grad.c2468, 9
+  %268 = fadd float %sum295, %267
+  store float %268, ptr %pool1_grad.sum296, align 4
+  %sum296 = load float, ptr %pool1_grad.sum296, align 4
+  %269 = mul nsw i64 %pool1_grad.c2708, 9
   %270 = add nsw i64 %269, 6
   %271 = mul nsw i64 %270, 3136
   %272 = add nsw i64 2224784, %271
-  %273 = mul nsw i64 %pool1_grad.j2457, 196
+  %273 = mul nsw i64 %pool1_grad.j2697, 196
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %pool1_grad.iy26732, 1
+  %275 = add nsw i64 %pool1_grad.iy29132, 1
   %276 = add nsw i64 %275, -1
   %277 = mul nsw i64 %276, 14
   %278 = add nsw i64 %274, %277
   %279 = add nsw i64 %278, 1
-  %280 = add nsw i64 %279, %pool1_grad.ix26833
+  %280 = add nsw i64 %279, %pool1_grad.ix29233
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load float, ptr %arena38, align 4
-  %282 = fadd float %sum272, %281
-  store float %282, ptr %pool1_grad.sum273, align 4
-  %sum273 = load float, ptr %pool1_grad.sum273, align 4
-  %283 = mul nsw i64 %pool1_grad.c2468, 9
+  %282 = fadd float %sum296, %281
+  store float %282, ptr %pool1_grad.sum297, align 4
+  %sum297 = load float, ptr %pool1_grad.sum297, align 4
+  %283 = mul nsw i64 %pool1_grad.c2708, 9
   %284 = add nsw i64 %283, 7
   %285 = mul nsw i64 %284, 3136
   %286 = add nsw i64 2224784, %285
-  %287 = mul nsw i64 %pool1_grad.j2457, 196
+  %287 = mul nsw i64 %pool1_grad.j2697, 196
   %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 %pool1_grad.iy26732, 1
+  %289 = add nsw i64 %pool1_grad.iy29132, 1
   %290 = add nsw i64 %289, -1
   %291 = mul nsw i64 %290, 14
   %292 = add nsw i64 %288, %291
-  %293 = add nsw i64 %292, %pool1_grad.ix26833
+  %293 = add nsw i64 %292, %pool1_grad.ix29233
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load float, ptr %arena39, align 4
-  %295 = fadd float %sum273, %294
-  store float %295, ptr %pool1_grad.sum274, align 4
-  %sum274 = load float, ptr %pool1_grad.sum274, align 4
-  %296 = mul nsw i64 %pool1_grad.g2331, 16
-  %297 = add nsw i64 %296, %pool1_grad.j2457
+  %295 = fadd float %sum297, %294
+  store float %295, ptr %pool1_grad.sum298, align 4
+  %sum298 = load float, ptr %pool1_grad.sum298, align 4
+  %296 = mul nsw i64 %pool1_grad.g2571, 16
+  %297 = add nsw i64 %296, %pool1_grad.j2697
   %298 = mul nsw i64 %297, 6272
   %299 = add nsw i64 802816, %298
-  %300 = mul nsw i64 %pool1_grad.c2468, 196
+  %300 = mul nsw i64 %pool1_grad.c2708, 196
   %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %pool1_grad.iy26732, 1
+  %302 = add nsw i64 %pool1_grad.iy29132, 1
   %303 = mul nsw i64 %302, 14
   %304 = add nsw i64 %301, %303
-  %305 = add nsw i64 %304, %pool1_grad.ix26833
+  %305 = add nsw i64 %304, %pool1_grad.ix29233
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %305
-  store float %sum274, ptr %arena40, align 4
-  %ix268.next = add nsw i64 %pool1_grad.ix26833, 1
-  %306 = icmp slt i64 %ix268.next, 1
-  br i1 %306, label %pool1_grad.ix268, label %pool1_grad.ix268.end
+  store float %sum298, ptr %arena40, align 4
+  %ix292.next = add nsw i64 %pool1_grad.ix29233, 1
+  %306 = icmp slt i64 %ix292.next, 1
+  br i1 %306, label %pool1_grad.ix292, label %pool1_grad.ix292.end
 
-pool1_grad.ix268.end:                             ; preds = %pool1_grad.ix268
-  %iy267.next = add nsw i64 %pool1_grad.iy26732, 1
-  %307 = icmp slt i64 %iy267.next, 12
-  br i1 %307, label %pool1_grad.iy267, label %pool1_grad.iy267.end
+pool1_grad.ix292.end:                             ; preds = %pool1_grad.ix292
+  %iy291.next = add nsw i64 %pool1_grad.iy29132, 1
+  %307 = icmp slt i64 %iy291.next, 12
+  br i1 %307, label %pool1_grad.iy291, label %pool1_grad.iy291.end
 
-pool1_grad.iy275:                                 ; preds = %pool1_grad.ix276.end, %pool1_grad.iy267.end
-  %pool1_grad.iy27541 = phi i64 [ 0, %pool1_grad.iy267.end ], [ %iy275.next, %pool1_grad.ix276.end ]
-  br label %pool1_grad.ix276
+pool1_grad.iy299:                                 ; preds = %pool1_grad.ix300.end, %pool1_grad.iy291.end
+  %pool1_grad.iy29941 = phi i64 [ 0, %pool1_grad.iy291.end ], [ %iy299.next, %pool1_grad.ix300.end ]
+  br label %pool1_grad.ix300
 
-pool1_grad.iy275.end:                             ; preds = %pool1_grad.ix276.end
-  br label %pool1_grad.iy286
+pool1_grad.iy299.end:                             ; preds = %pool1_grad.ix300.end
+  br label %pool1_grad.iy310
 
-pool1_grad.ix276:                                 ; preds = %pool1_grad.ix276, %pool1_grad.iy275
-  %pool1_grad.ix27642 = phi i64 [ 0, %pool1_grad.iy275 ], [ %ix276.next, %pool1_grad.ix276 ]
-  %308 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix300:                                 ; preds = %pool1_grad.ix300, %pool1_grad.iy299
+  %pool1_grad.ix30042 = phi i64 [ 0, %pool1_grad.iy299 ], [ %ix300.next, %pool1_grad.ix300 ]
+  %308 = mul nsw i64 %pool1_grad.c2708, 9
   %309 = mul nsw i64 %308, 3136
   %310 = add nsw i64 2224784, %309
-  %311 = mul nsw i64 %pool1_grad.j2457, 196
+  %311 = mul nsw i64 %pool1_grad.j2697, 196
   %312 = add nsw i64 %310, %311
-  %313 = add nsw i64 %pool1_grad.iy27541, 1
+  %313 = add nsw i64 %pool1_grad.iy29941, 1
   %314 = add nsw i64 %313, 1
   %315 = mul nsw i64 %314, 14
   %316 = add nsw i64 %312, %315
   %317 = add nsw i64 %316, 2
-  %318 = add nsw i64 %317, %pool1_grad.ix27642
+  %318 = add nsw i64 %317, %pool1_grad.ix30042
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load float, ptr %arena43, align 4
-  store float %319, ptr %pool1_grad.sum277, align 4
-  %sum277 = load float, ptr %pool1_grad.sum277, align 4
-  %320 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %319, ptr %pool1_grad.sum301, align 4
+  %sum301 = load float, ptr %pool1_grad.sum301, align 4
+  %320 = mul nsw i64 %pool1_grad.c2708, 9
   %321 = add nsw i64 %320, 1
   %322 = mul nsw i64 %321, 3136
   %323 = add nsw i64 2224784, %322
-  %324 = mul nsw i64 %pool1_grad.j2457, 196
+  %324 = mul nsw i64 %pool1_grad.j2697, 196
   %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %pool1_grad.iy27541, 1
+  %326 = add nsw i64 %pool1_grad.iy29941, 1
   %327 = add nsw i64 %326, 1
   %328 = mul nsw i64 %327, 14
   %329 = add nsw i64 %325, %328
   %330 = add nsw i64 %329, 1
-  %331 = add nsw i64 %330, %pool1_grad.ix27642
+  %331 = add nsw i64 %330, %pool1_grad.ix30042
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %331
   %332 = load float, ptr %arena44, align 4
-  %333 = fadd float %sum277, %332
-  store float %333, ptr %pool1_grad.sum278, align 4
-  %sum278 = load float, ptr %pool1_grad.sum278, align 4
-  %334 = mul nsw i64 %pool1_grad.c2468, 9
+  %333 = fadd float %sum301, %332
+  store float %333, ptr %pool1_grad.sum302, align 4
+  %sum302 = load float, ptr %pool1_grad.sum302, align 4
+  %334 = mul nsw i64 %pool1_grad.c2708, 9
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 3136
   %337 = add nsw i64 2224784, %336
-  %338 = mul nsw i64 %pool1_grad.j2457, 196
+  %338 = mul nsw i64 %pool1_grad.j2697, 196
   %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %pool1_grad.iy27541, 1
+  %340 = add nsw i64 %pool1_grad.iy29941, 1
   %341 = add nsw i64 %340, 1
   %342 = mul nsw i64 %341, 14
   %343 = add nsw i64 %339, %342
-  %344 = add nsw i64 %343, %pool1_grad.ix27642
+  %344 = add nsw i64 %343, %pool1_grad.ix30042
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %344
   %345 = load float, ptr %arena45, align 4
-  %346 = fadd float %sum278, %345
-  store float %346, ptr %pool1_grad.sum279, align 4
-  %sum279 = load float, ptr %pool1_grad.sum279, align 4
-  %347 = mul nsw i64 %pool1_grad.c2468, 9
+  %346 = fadd float %sum302, %345
+  store float %346, ptr %pool1_grad.sum303, align 4
+  %sum303 = load float, ptr %pool1_grad.sum303, align 4
+  %347 = mul nsw i64 %pool1_grad.c2708, 9
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 2224784, %349
-  %351 = mul nsw i64 %pool1_grad.j2457, 196
+  %351 = mul nsw i64 %pool1_grad.j2697, 196
   %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 %pool1_grad.iy27541, 1
+  %353 = add nsw i64 %pool1_grad.iy29941, 1
   %354 = mul nsw i64 %353, 14
   %355 = add nsw i64 %352, %354
   %356 = add nsw i64 %355, 2
-  %357 = add nsw i64 %356, %pool1_grad.ix27642
+  %357 = add nsw i64 %356, %pool1_grad.ix30042
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %357
   %358 = load float, ptr %arena46, align 4
-  %359 = fadd float %sum279, %358
-  store float %359, ptr %pool1_grad.sum280, align 4
-  %sum280 = load float, ptr %pool1_grad.sum280, align 4
-  %360 = mul nsw i64 %pool1_grad.c2468, 9
+  %359 = fadd float %sum303, %358
+  store float %359, ptr %pool1_grad.sum304, align 4
+  %sum304 = load float, ptr %pool1_grad.sum304, align 4
+  %360 = mul nsw i64 %pool1_grad.c2708, 9
   %361 = add nsw i64 %360, 4
   %362 = mul nsw i64 %361, 3136
   %363 = add nsw i64 2224784, %362
-  %364 = mul nsw i64 %pool1_grad.j2457, 196
+  %364 = mul nsw i64 %pool1_grad.j2697, 196
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %pool1_grad.iy27541, 1
+  %366 = add nsw i64 %pool1_grad.iy29941, 1
   %367 = mul nsw i64 %366, 14
   %368 = add nsw i64 %365, %367
   %369 = add nsw i64 %368, 1
-  %370 = add nsw i64 %369, %pool1_grad.ix27642
+  %370 = add nsw i64 %369, %pool1_grad.ix30042
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %370
   %371 = load float, ptr %arena47, align 4
-  %372 = fadd float %sum280, %371
-  store float %372, ptr %pool1_grad.sum281, align 4
-  %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %373 = mul nsw i64 %pool1_grad.c2468, 9
+  %372 = fadd float %sum304, %371
+  store float %372, ptr %pool1_grad.sum305, align 4
+  %sum305 = load float, ptr %pool1_grad.sum305, align 4
+  %373 = mul nsw i64 %pool1_grad.c2708, 9
   %374 = add nsw i64 %373, 5
   %375 = mul nsw i64 %374, 3136
   %376 = add nsw i64 2224784, %375
-  %377 = mul nsw i64 %pool1_grad.j2457, 196
+  %377 = mul nsw i64 %pool1_grad.j2697, 196
   %378 = add nsw i64 %376, %377
-  %379 = add nsw i64 %pool1_grad.iy27541, 1
+  %379 = add nsw i64 %pool1_grad.iy29941, 1
   %380 = mul nsw i64 %379, 14
   %381 = add nsw i64 %378, %380
-  %382 = add nsw i64 %381, %pool1_grad.ix27642
+  %382 = add nsw i64 %381, %pool1_grad.ix30042
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %382
   %383 = load float, ptr %arena48, align 4
-  %384 = fadd float %sum281, %383
-  store float %384, ptr %pool1_grad.sum282, align 4
-  %sum282 = load float, ptr %pool1_grad.sum282, align 4
-  %385 = mul nsw i64 %pool1_grad.c2468, 9
+  %384 = fadd float %sum305, %383
+  store float %384, ptr %pool1_grad.sum306, align 4
+  %sum306 = load float, ptr %pool1_grad.sum306, align 4
+  %385 = mul nsw i64 %pool1_grad.c2708, 9
   %386 = add nsw i64 %385, 6
   %387 = mul nsw i64 %386, 3136
   %388 = add nsw i64 2224784, %387
-  %389 = mul nsw i64 %pool1_grad.j2457, 196
+  %389 = mul nsw i64 %pool1_grad.j2697, 196
   %390 = add nsw i64 %388, %389
-  %391 = add nsw i64 %pool1_grad.iy27541, 1
+  %391 = add nsw i64 %pool1_grad.iy29941, 1
   %392 = add nsw i64 %391, -1
   %393 = mul nsw i64 %392, 14
   %394 = add nsw i64 %390, %393
   %395 = add nsw i64 %394, 2
-  %396 = add nsw i64 %395, %pool1_grad.ix27642
+  %396 = add nsw i64 %395, %pool1_grad.ix30042
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %396
   %397 = load float, ptr %arena49, align 4
-  %398 = fadd float %sum282, %397
-  store float %398, ptr %pool1_grad.sum283, align 4
-  %sum283 = load float, ptr %pool1_grad.sum283, align 4
-  %399 = mul nsw i64 %pool1_grad.c2468, 9
+  %398 = fadd float %sum306, %397
+  store float %398, ptr %pool1_grad.sum307, align 4
+  %sum307 = load float, ptr %pool1_grad.sum307, align 4
+  %399 = mul nsw i64 %pool1_grad.c2708, 9
   %400 = add nsw i64 %399, 7
   %401 = mul nsw i64 %400, 3136
   %402 = add nsw i64 2224784, %401
-  %403 = mul nsw i64 %pool1_grad.j2457, 196
+  %403 = mul nsw i64 %pool1_grad.j2697, 196
   %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %pool1_grad.iy27541, 1
+  %405 = add nsw i64 %pool1_grad.iy29941, 1
   %406 = add nsw i64 %405, -1
   %407 = mul nsw i64 %406, 14
   %408 = add nsw i64 %404, %407
   %409 = add nsw i64 %408, 1
-  %410 = add nsw i64 %409, %pool1_grad.ix27642
+  %410 = add nsw i64 %409, %pool1_grad.ix30042
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %410
   %411 = load float, ptr %arena50, align 4
-  %412 = fadd float %sum283, %411
-  store float %412, ptr %pool1_grad.sum284, align 4
-  %sum284 = load float, ptr %pool1_grad.sum284, align 4
-  %413 = mul nsw i64 %pool1_grad.c2468, 9
+  %412 = fadd float %sum307, %411
+  store float %412, ptr %pool1_grad.sum308, align 4
+  %sum308 = load float, ptr %pool1_grad.sum308, align 4
+  %413 = mul nsw i64 %pool1_grad.c2708, 9
   %414 = add nsw i64 %413, 8
   %415 = mul nsw i64 %414, 3136
   %416 = add nsw i64 2224784, %415
-  %417 = mul nsw i64 %pool1_grad.j2457, 196
+  %417 = mul nsw i64 %pool1_grad.j2697, 196
   %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %pool1_grad.iy27541, 1
+  %419 = add nsw i64 %pool1_grad.iy29941, 1
   %420 = add nsw i64 %419, -1
   %421 = mul nsw i64 %420, 14
   %422 = add nsw i64 %418, %421
-  %423 = add nsw i64 %422, %pool1_grad.ix27642
+  %423 = add nsw i64 %422, %pool1_grad.ix30042
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %423
   %424 = load float, ptr %arena51, align 4
-  %425 = fadd float %sum284, %424
-  store float %425, ptr %pool1_grad.sum285, align 4
-  %sum285 = load float, ptr %pool1_grad.sum285, align 4
-  %426 = mul nsw i64 %pool1_grad.g2331, 16
-  %427 = add nsw i64 %426, %pool1_grad.j2457
+  %425 = fadd float %sum308, %424
+  store float %425, ptr %pool1_grad.sum309, align 4
+  %sum309 = load float, ptr %pool1_grad.sum309, align 4
+  %426 = mul nsw i64 %pool1_grad.g2571, 16
+  %427 = add nsw i64 %426, %pool1_grad.j2697
   %428 = mul nsw i64 %427, 6272
   %429 = add nsw i64 802816, %428
-  %430 = mul nsw i64 %pool1_grad.c2468, 196
+  %430 = mul nsw i64 %pool1_grad.c2708, 196
   %431 = add nsw i64 %429, %430
-  %432 = add nsw i64 %pool1_grad.iy27541, 1
+  %432 = add nsw i64 %pool1_grad.iy29941, 1
   %433 = mul nsw i64 %432, 14
   %434 = add nsw i64 %431, %433
   %435 = add nsw i64 %434, 1
-  %436 = add nsw i64 %435, %pool1_grad.ix27642
+  %436 = add nsw i64 %435, %pool1_grad.ix30042
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %sum285, ptr %arena52, align 4
-  %ix276.next = add nsw i64 %pool1_grad.ix27642, 1
-  %437 = icmp slt i64 %ix276.next, 12
-  br i1 %437, label %pool1_grad.ix276, label %pool1_grad.ix276.end
+  store float %sum309, ptr %arena52, align 4
+  %ix300.next = add nsw i64 %pool1_grad.ix30042, 1
+  %437 = icmp slt i64 %ix300.next, 12
+  br i1 %437, label %pool1_grad.ix300, label %pool1_grad.ix300.end
 
-pool1_grad.ix276.end:                             ; preds = %pool1_grad.ix276
-  %iy275.next = add nsw i64 %pool1_grad.iy27541, 1
-  %438 = icmp slt i64 %iy275.next, 12
-  br i1 %438, label %pool1_grad.iy275, label %pool1_grad.iy275.end
+pool1_grad.ix300.end:                             ; preds = %pool1_grad.ix300
+  %iy299.next = add nsw i64 %pool1_grad.iy29941, 1
+  %438 = icmp slt i64 %iy299.next, 12
+  br i1 %438, label %pool1_grad.iy299, label %pool1_grad.iy299.end
 
-pool1_grad.iy286:                                 ; preds = %pool1_grad.ix287.end, %pool1_grad.iy275.end
-  %pool1_grad.iy28653 = phi i64 [ 0, %pool1_grad.iy275.end ], [ %iy286.next, %pool1_grad.ix287.end ]
-  br label %pool1_grad.ix287
+pool1_grad.iy310:                                 ; preds = %pool1_grad.ix311.end, %pool1_grad.iy299.end
+  %pool1_grad.iy31053 = phi i64 [ 0, %pool1_grad.iy299.end ], [ %iy310.next, %pool1_grad.ix311.end ]
+  br label %pool1_grad.ix311
 
-pool1_grad.iy286.end:                             ; preds = %pool1_grad.ix287.end
-  br label %pool1_grad.iy294
+pool1_grad.iy310.end:                             ; preds = %pool1_grad.ix311.end
+  br label %pool1_grad.iy318
 
-pool1_grad.ix287:                                 ; preds = %pool1_grad.ix287, %pool1_grad.iy286
-  %pool1_grad.ix28754 = phi i64 [ 0, %pool1_grad.iy286 ], [ %ix287.next, %pool1_grad.ix287 ]
-  %439 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix311:                                 ; preds = %pool1_grad.ix311, %pool1_grad.iy310
+  %pool1_grad.ix31154 = phi i64 [ 0, %pool1_grad.iy310 ], [ %ix311.next, %pool1_grad.ix311 ]
+  %439 = mul nsw i64 %pool1_grad.c2708, 9
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 3136
   %442 = add nsw i64 2224784, %441
-  %443 = mul nsw i64 %pool1_grad.j2457, 196
+  %443 = mul nsw i64 %pool1_grad.j2697, 196
   %444 = add nsw i64 %442, %443
-  %445 = add nsw i64 %pool1_grad.iy28653, 1
+  %445 = add nsw i64 %pool1_grad.iy31053, 1
   %446 = add nsw i64 %445, 1
   %447 = mul nsw i64 %446, 14
   %448 = add nsw i64 %444, %447
   %449 = add nsw i64 %448, 13
-  %450 = add nsw i64 %449, %pool1_grad.ix28754
+  %450 = add nsw i64 %449, %pool1_grad.ix31154
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %450
   %451 = load float, ptr %arena55, align 4
-  store float %451, ptr %pool1_grad.sum288, align 4
-  %sum288 = load float, ptr %pool1_grad.sum288, align 4
-  %452 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %451, ptr %pool1_grad.sum312, align 4
+  %sum312 = load float, ptr %pool1_grad.sum312, align 4
+  %452 = mul nsw i64 %pool1_grad.c2708, 9
   %453 = add nsw i64 %452, 2
   %454 = mul nsw i64 %453, 3136
   %455 = add nsw i64 2224784, %454
-  %456 = mul nsw i64 %pool1_grad.j2457, 196
+  %456 = mul nsw i64 %pool1_grad.j2697, 196
   %457 = add nsw i64 %455, %456
-  %458 = add nsw i64 %pool1_grad.iy28653, 1
+  %458 = add nsw i64 %pool1_grad.iy31053, 1
   %459 = add nsw i64 %458, 1
   %460 = mul nsw i64 %459, 14
   %461 = add nsw i64 %457, %460
   %462 = add nsw i64 %461, 12
-  %463 = add nsw i64 %462, %pool1_grad.ix28754
+  %463 = add nsw i64 %462, %pool1_grad.ix31154
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %463
   %464 = load float, ptr %arena56, align 4
-  %465 = fadd float %sum288, %464
-  store float %465, ptr %pool1_grad.sum289, align 4
-  %sum289 = load float, ptr %pool1_grad.sum289, align 4
-  %466 = mul nsw i64 %pool1_grad.c2468, 9
+  %465 = fadd float %sum312, %464
+  store float %465, ptr %pool1_grad.sum313, align 4
+  %sum313 = load float, ptr %pool1_grad.sum313, align 4
+  %466 = mul nsw i64 %pool1_grad.c2708, 9
   %467 = add nsw i64 %466, 4
   %468 = mul nsw i64 %467, 3136
   %469 = add nsw i64 2224784, %468
-  %470 = mul nsw i64 %pool1_grad.j2457, 196
+  %470 = mul nsw i64 %pool1_grad.j2697, 196
   %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %pool1_grad.iy28653, 1
+  %472 = add nsw i64 %pool1_grad.iy31053, 1
   %473 = mul nsw i64 %472, 14
   %474 = add nsw i64 %471, %473
   %475 = add nsw i64 %474, 13
-  %476 = add nsw i64 %475, %pool1_grad.ix28754
+  %476 = add nsw i64 %475, %pool1_grad.ix31154
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %476
   %477 = load float, ptr %arena57, align 4
-  %478 = fadd float %sum289, %477
-  store float %478, ptr %pool1_grad.sum290, align 4
-  %sum290 = load float, ptr %pool1_grad.sum290, align 4
-  %479 = mul nsw i64 %pool1_grad.c2468, 9
+  %478 = fadd float %sum313, %477
+  store float %478, ptr %pool1_grad.sum314, align 4
+  %sum314 = load float, ptr %pool1_grad.sum314, align 4
+  %479 = mul nsw i64 %pool1_grad.c2708, 9
   %480 = add nsw i64 %479, 5
   %481 = mul nsw i64 %480, 3136
   %482 = add nsw i64 2224784, %481
-  %483 = mul nsw i64 %pool1_grad.j2457, 196
+  %483 = mul nsw i64 %pool1_grad.j2697, 196
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %pool1_grad.iy28653, 1
+  %485 = add nsw i64 %pool1_grad.iy31053, 1
   %486 = mul nsw i64 %485, 14
   %487 = add nsw i64 %484, %486
   %488 = add nsw i64 %487, 12
-  %489 = add nsw i64 %488, %pool1_grad.ix28754
+  %489 = add nsw i64 %488, %pool1_grad.ix31154
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %489
   %490 = load float, ptr %arena58, align 4
-  %491 = fadd float %sum290, %490
-  store float %491, ptr %pool1_grad.sum291, align 4
-  %sum291 = load float, ptr %pool1_grad.sum291, align 4
-  %492 = mul nsw i64 %pool1_grad.c2468, 9
+  %491 = fadd float %sum314, %490
+  store float %491, ptr %pool1_grad.sum315, align 4
+  %sum315 = load float, ptr %pool1_grad.sum315, align 4
+  %492 = mul nsw i64 %pool1_grad.c2708, 9
   %493 = add nsw i64 %492, 7
   %494 = mul nsw i64 %493, 3136
   %495 = add nsw i64 2224784, %494
-  %496 = mul nsw i64 %pool1_grad.j2457, 196
+  %496 = mul nsw i64 %pool1_grad.j2697, 196
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %pool1_grad.iy28653, 1
+  %498 = add nsw i64 %pool1_grad.iy31053, 1
   %499 = add nsw i64 %498, -1
   %500 = mul nsw i64 %499, 14
   %501 = add nsw i64 %497, %500
   %502 = add nsw i64 %501, 13
-  %503 = add nsw i64 %502, %pool1_grad.ix28754
+  %503 = add nsw i64 %502, %pool1_grad.ix31154
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %503
   %504 = load float, ptr %arena59, align 4
-  %505 = fadd float %sum291, %504
-  store float %505, ptr %pool1_grad.sum292, align 4
-  %sum292 = load float, ptr %pool1_grad.sum292, align 4
-  %506 = mul nsw i64 %pool1_grad.c2468, 9
+  %505 = fadd float %sum315, %504
+  store float %505, ptr %pool1_grad.sum316, align 4
+  %sum316 = load float, ptr %pool1_grad.sum316, align 4
+  %506 = mul nsw i64 %pool1_grad.c2708, 9
   %507 = add nsw i64 %506, 8
   %508 = mul nsw i64 %507, 3136
   %509 = add nsw i64 2224784, %508
-  %510 = mul nsw i64 %pool1_grad.j2457, 196
+  %510 = mul nsw i64 %pool1_grad.j2697, 196
   %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %pool1_grad.iy28653, 1
+  %512 = add nsw i64 %pool1_grad.iy31053, 1
   %513 = add nsw i64 %512, -1
   %514 = mul nsw i64 %513, 14
   %515 = add nsw i64 %511, %514
   %516 = add nsw i64 %515, 12
-  %517 = add nsw i64 %516, %pool1_grad.ix28754
+  %517 = add nsw i64 %516, %pool1_grad.ix31154
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %517
   %518 = load float, ptr %arena60, align 4
-  %519 = fadd float %sum292, %518
-  store float %519, ptr %pool1_grad.sum293, align 4
-  %sum293 = load float, ptr %pool1_grad.sum293, align 4
-  %520 = mul nsw i64 %pool1_grad.g2331, 16
-  %521 = add nsw i64 %520, %pool1_grad.j2457
+  %519 = fadd float %sum316, %518
+  store float %519, ptr %pool1_grad.sum317, align 4
+  %sum317 = load float, ptr %pool1_grad.sum317, align 4
+  %520 = mul nsw i64 %pool1_grad.g2571, 16
+  %521 = add nsw i64 %520, %pool1_grad.j2697
   %522 = mul nsw i64 %521, 6272
   %523 = add nsw i64 802816, %522
-  %524 = mul nsw i64 %pool1_grad.c2468, 196
+  %524 = mul nsw i64 %pool1_grad.c2708, 196
   %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %pool1_grad.iy28653, 1
+  %526 = add nsw i64 %pool1_grad.iy31053, 1
   %527 = mul nsw i64 %526, 14
   %528 = add nsw i64 %525, %527
   %529 = add nsw i64 %528, 13
-  %530 = add nsw i64 %529, %pool1_grad.ix28754
+  %530 = add nsw i64 %529, %pool1_grad.ix31154
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %530
-  store float %sum293, ptr %arena61, align 4
-  %ix287.next = add nsw i64 %pool1_grad.ix28754, 1
-  %531 = icmp slt i64 %ix287.next, 1
-  br i1 %531, label %pool1_grad.ix287, label %pool1_grad.ix287.end
+  store float %sum317, ptr %arena61, align 4
+  %ix311.next = add nsw i64 %pool1_grad.ix31154, 1
+  %531 = icmp slt i64 %ix311.next, 1
+  br i1 %531, label %pool1_grad.ix311, label %pool1_grad.ix311.end
 
-pool1_grad.ix287.end:                             ; preds = %pool1_grad.ix287
-  %iy286.next = add nsw i64 %pool1_grad.iy28653, 1
-  %532 = icmp slt i64 %iy286.next, 12
-  br i1 %532, label %pool1_grad.iy286, label %pool1_grad.iy286.end
+pool1_grad.ix311.end:                             ; preds = %pool1_grad.ix311
+  %iy310.next = add nsw i64 %pool1_grad.iy31053, 1
+  %532 = icmp slt i64 %iy310.next, 12
+  br i1 %532, label %pool1_grad.iy310, label %pool1_grad.iy310.end
 
-pool1_grad.iy294:                                 ; preds = %pool1_grad.ix295.end, %pool1_grad.iy286.end
-  %pool1_grad.iy29462 = phi i64 [ 0, %pool1_grad.iy286.end ], [ %iy294.next, %pool1_grad.ix295.end ]
-  br label %pool1_grad.ix295
+pool1_grad.iy318:                                 ; preds = %pool1_grad.ix319.end, %pool1_grad.iy310.end
+  %pool1_grad.iy31862 = phi i64 [ 0, %pool1_grad.iy310.end ], [ %iy318.next, %pool1_grad.ix319.end ]
+  br label %pool1_grad.ix319
 
-pool1_grad.iy294.end:                             ; preds = %pool1_grad.ix295.end
-  br label %pool1_grad.iy300
+pool1_grad.iy318.end:                             ; preds = %pool1_grad.ix319.end
+  br label %pool1_grad.iy324
 
-pool1_grad.ix295:                                 ; preds = %pool1_grad.ix295, %pool1_grad.iy294
-  %pool1_grad.ix29563 = phi i64 [ 0, %pool1_grad.iy294 ], [ %ix295.next, %pool1_grad.ix295 ]
-  %533 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix319:                                 ; preds = %pool1_grad.ix319, %pool1_grad.iy318
+  %pool1_grad.ix31963 = phi i64 [ 0, %pool1_grad.iy318 ], [ %ix319.next, %pool1_grad.ix319 ]
+  %533 = mul nsw i64 %pool1_grad.c2708, 9
   %534 = add nsw i64 %533, 3
   %535 = mul nsw i64 %534, 3136
   %536 = add nsw i64 2224784, %535
-  %537 = mul nsw i64 %pool1_grad.j2457, 196
+  %537 = mul nsw i64 %pool1_grad.j2697, 196
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %pool1_grad.iy29462, 13
+  %539 = add nsw i64 %pool1_grad.iy31862, 13
   %540 = mul nsw i64 %539, 14
   %541 = add nsw i64 %538, %540
   %542 = add nsw i64 %541, 1
-  %543 = add nsw i64 %542, %pool1_grad.ix29563
+  %543 = add nsw i64 %542, %pool1_grad.ix31963
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %543
   %544 = load float, ptr %arena64, align 4
-  store float %544, ptr %pool1_grad.sum296, align 4
-  %sum296 = load float, ptr %pool1_grad.sum296, align 4
-  %545 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %544, ptr %pool1_grad.sum320, align 4
+  %sum320 = load float, ptr %pool1_grad.sum320, align 4
+  %545 = mul nsw i64 %pool1_grad.c2708, 9
   %546 = add nsw i64 %545, 4
   %547 = mul nsw i64 %546, 3136
   %548 = add nsw i64 2224784, %547
-  %549 = mul nsw i64 %pool1_grad.j2457, 196
+  %549 = mul nsw i64 %pool1_grad.j2697, 196
   %550 = add nsw i64 %548, %549
-  %551 = add nsw i64 %pool1_grad.iy29462, 13
+  %551 = add nsw i64 %pool1_grad.iy31862, 13
   %552 = mul nsw i64 %551, 14
   %553 = add nsw i64 %550, %552
-  %554 = add nsw i64 %553, %pool1_grad.ix29563
+  %554 = add nsw i64 %553, %pool1_grad.ix31963
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %554
   %555 = load float, ptr %arena65, align 4
-  %556 = fadd float %sum296, %555
-  store float %556, ptr %pool1_grad.sum297, align 4
-  %sum297 = load float, ptr %pool1_grad.sum297, align 4
-  %557 = mul nsw i64 %pool1_grad.c2468, 9
+  %556 = fadd float %sum320, %555
+  store float %556, ptr %pool1_grad.sum321, align 4
+  %sum321 = load float, ptr %pool1_grad.sum321, align 4
+  %557 = mul nsw i64 %pool1_grad.c2708, 9
   %558 = add nsw i64 %557, 6
   %559 = mul nsw i64 %558, 3136
   %560 = add nsw i64 2224784, %559
-  %561 = mul nsw i64 %pool1_grad.j2457, 196
+  %561 = mul nsw i64 %pool1_grad.j2697, 196
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %pool1_grad.iy29462, 13
+  %563 = add nsw i64 %pool1_grad.iy31862, 13
   %564 = add nsw i64 %563, -1
   %565 = mul nsw i64 %564, 14
   %566 = add nsw i64 %562, %565
   %567 = add nsw i64 %566, 1
-  %568 = add nsw i64 %567, %pool1_grad.ix29563
+  %568 = add nsw i64 %567, %pool1_grad.ix31963
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %568
   %569 = load float, ptr %arena66, align 4
-  %570 = fadd float %sum297, %569
-  store float %570, ptr %pool1_grad.sum298, align 4
-  %sum298 = load float, ptr %pool1_grad.sum298, align 4
-  %571 = mul nsw i64 %pool1_grad.c2468, 9
+  %570 = fadd float %sum321, %569
+  store float %570, ptr %pool1_grad.sum322, align 4
+  %sum322 = load float, ptr %pool1_grad.sum322, align 4
+  %571 = mul nsw i64 %pool1_grad.c2708, 9
   %572 = add nsw i64 %571, 7
   %573 = mul nsw i64 %572, 3136
   %574 = add nsw i64 2224784, %573
-  %575 = mul nsw i64 %pool1_grad.j2457, 196
+  %575 = mul nsw i64 %pool1_grad.j2697, 196
   %576 = add nsw i64 %574, %575
-  %577 = add nsw i64 %pool1_grad.iy29462, 13
+  %577 = add nsw i64 %pool1_grad.iy31862, 13
   %578 = add nsw i64 %577, -1
   %579 = mul nsw i64 %578, 14
   %580 = add nsw i64 %576, %579
-  %581 = add nsw i64 %580, %pool1_grad.ix29563
+  %581 = add nsw i64 %580, %pool1_grad.ix31963
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %581
   %582 = load float, ptr %arena67, align 4
-  %583 = fadd float %sum298, %582
-  store float %583, ptr %pool1_grad.sum299, align 4
-  %sum299 = load float, ptr %pool1_grad.sum299, align 4
-  %584 = mul nsw i64 %pool1_grad.g2331, 16
-  %585 = add nsw i64 %584, %pool1_grad.j2457
+  %583 = fadd float %sum322, %582
+  store float %583, ptr %pool1_grad.sum323, align 4
+  %sum323 = load float, ptr %pool1_grad.sum323, align 4
+  %584 = mul nsw i64 %pool1_grad.g2571, 16
+  %585 = add nsw i64 %584, %pool1_grad.j2697
   %586 = mul nsw i64 %585, 6272
   %587 = add nsw i64 802816, %586
-  %588 = mul nsw i64 %pool1_grad.c2468, 196
+  %588 = mul nsw i64 %pool1_grad.c2708, 196
   %589 = add nsw i64 %587, %588
-  %590 = add nsw i64 %pool1_grad.iy29462, 13
+  %590 = add nsw i64 %pool1_grad.iy31862, 13
   %591 = mul nsw i64 %590, 14
   %592 = add nsw i64 %589, %591
-  %593 = add nsw i64 %592, %pool1_grad.ix29563
+  %593 = add nsw i64 %592, %pool1_grad.ix31963
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %sum299, ptr %arena68, align 4
-  %ix295.next = add nsw i64 %pool1_grad.ix29563, 1
-  %594 = icmp slt i64 %ix295.next, 1
-  br i1 %594, label %pool1_grad.ix295, label %pool1_grad.ix295.end
+  store float %sum323, ptr %arena68, align 4
+  %ix319.next = add nsw i64 %pool1_grad.ix31963, 1
+  %594 = icmp slt i64 %ix319.next, 1
+  br i1 %594, label %pool1_grad.ix319, label %pool1_grad.ix319.end
 
-pool1_grad.ix295.end:                             ; preds = %pool1_grad.ix295
-  %iy294.next = add nsw i64 %pool1_grad.iy29462, 1
-  %595 = icmp slt i64 %iy294.next, 1
-  br i1 %595, label %pool1_grad.iy294, label %pool1_grad.iy294.end
+pool1_grad.ix319.end:                             ; preds = %pool1_grad.ix319
+  %iy318.next = add nsw i64 %pool1_grad.iy31862, 1
+  %595 = icmp slt i64 %iy318.next, 1
+  br i1 %595, label %pool1_grad.iy318, label %pool1_grad.iy318.end
 
-pool1_grad.iy300:                                 ; preds = %pool1_grad.ix301.end, %pool1_grad.iy294.end
-  %pool1_grad.iy30069 = phi i64 [ 0, %pool1_grad.iy294.end ], [ %iy300.next, %pool1_grad.ix301.end ]
-  br label %pool1_grad.ix301
+pool1_grad.iy324:                                 ; preds = %pool1_grad.ix325.end, %pool1_grad.iy318.end
+  %pool1_grad.iy32469 = phi i64 [ 0, %pool1_grad.iy318.end ], [ %iy324.next, %pool1_grad.ix325.end ]
+  br label %pool1_grad.ix325
 
-pool1_grad.iy300.end:                             ; preds = %pool1_grad.ix301.end
-  br label %pool1_grad.iy308
+pool1_grad.iy324.end:                             ; preds = %pool1_grad.ix325.end
+  br label %pool1_grad.iy332
 
-pool1_grad.ix301:                                 ; preds = %pool1_grad.ix301, %pool1_grad.iy300
-  %pool1_grad.ix30170 = phi i64 [ 0, %pool1_grad.iy300 ], [ %ix301.next, %pool1_grad.ix301 ]
-  %596 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix325:                                 ; preds = %pool1_grad.ix325, %pool1_grad.iy324
+  %pool1_grad.ix32570 = phi i64 [ 0, %pool1_grad.iy324 ], [ %ix325.next, %pool1_grad.ix325 ]
+  %596 = mul nsw i64 %pool1_grad.c2708, 9
   %597 = add nsw i64 %596, 3
   %598 = mul nsw i64 %597, 3136
   %599 = add nsw i64 2224784, %598
-  %600 = mul nsw i64 %pool1_grad.j2457, 196
+  %600 = mul nsw i64 %pool1_grad.j2697, 196
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %pool1_grad.iy30069, 13
+  %602 = add nsw i64 %pool1_grad.iy32469, 13
   %603 = mul nsw i64 %602, 14
   %604 = add nsw i64 %601, %603
   %605 = add nsw i64 %604, 2
-  %606 = add nsw i64 %605, %pool1_grad.ix30170
+  %606 = add nsw i64 %605, %pool1_grad.ix32570
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %606
   %607 = load float, ptr %arena71, align 4
-  store float %607, ptr %pool1_grad.sum302, align 4
-  %sum302 = load float, ptr %pool1_grad.sum302, align 4
-  %608 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %607, ptr %pool1_grad.sum326, align 4
+  %sum326 = load float, ptr %pool1_grad.sum326, align 4
+  %608 = mul nsw i64 %pool1_grad.c2708, 9
   %609 = add nsw i64 %608, 4
   %610 = mul nsw i64 %609, 3136
   %611 = add nsw i64 2224784, %610
-  %612 = mul nsw i64 %pool1_grad.j2457, 196
+  %612 = mul nsw i64 %pool1_grad.j2697, 196
   %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %pool1_grad.iy30069, 13
+  %614 = add nsw i64 %pool1_grad.iy32469, 13
   %615 = mul nsw i64 %614, 14
   %616 = add nsw i64 %613, %615
   %617 = add nsw i64 %616, 1
-  %618 = add nsw i64 %617, %pool1_grad.ix30170
+  %618 = add nsw i64 %617, %pool1_grad.ix32570
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %618
   %619 = load float, ptr %arena72, align 4
-  %620 = fadd float %sum302, %619
-  store float %620, ptr %pool1_grad.sum303, align 4
-  %sum303 = load float, ptr %pool1_grad.sum303, align 4
-  %621 = mul nsw i64 %pool1_grad.c2468, 9
+  %620 = fadd float %sum326, %619
+  store float %620, ptr %pool1_grad.sum327, align 4
+  %sum327 = load float, ptr %pool1_grad.sum327, align 4
+  %621 = mul nsw i64 %pool1_grad.c2708, 9
   %622 = add nsw i64 %621, 5
   %623 = mul nsw i64 %622, 3136
   %624 = add nsw i64 2224784, %623
-  %625 = mul nsw i64 %pool1_grad.j2457, 196
+  %625 = mul nsw i64 %pool1_grad.j2697, 196
   %626 = add nsw i64 %624, %625
-  %627 = add nsw i64 %pool1_grad.iy30069, 13
+  %627 = add nsw i64 %pool1_grad.iy32469, 13
   %628 = mul nsw i64 %627, 14
   %629 = add nsw i64 %626, %628
-  %630 = add nsw i64 %629, %pool1_grad.ix30170
+  %630 = add nsw i64 %629, %pool1_grad.ix32570
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %630
   %631 = load float, ptr %arena73, align 4
-  %632 = fadd float %sum303, %631
-  store float %632, ptr %pool1_grad.sum304, align 4
-  %sum304 = load float, ptr %pool1_grad.sum304, align 4
-  %633 = mul nsw i64 %pool1_grad.c2468, 9
+  %632 = fadd float %sum327, %631
+  store float %632, ptr %pool1_grad.sum328, align 4
+  %sum328 = load float, ptr %pool1_grad.sum328, align 4
+  %633 = mul nsw i64 %pool1_grad.c2708, 9
   %634 = add nsw i64 %633, 6
   %635 = mul nsw i64 %634, 3136
   %636 = add nsw i64 2224784, %635
-  %637 = mul nsw i64 %pool1_grad.j2457, 196
+  %637 = mul nsw i64 %pool1_grad.j2697, 196
   %638 = add nsw i64 %636, %637
-  %639 = add nsw i64 %pool1_grad.iy30069, 13
+  %639 = add nsw i64 %pool1_grad.iy32469, 13
   %640 = add nsw i64 %639, -1
   %641 = mul nsw i64 %640, 14
   %642 = add nsw i64 %638, %641
   %643 = add nsw i64 %642, 2
-  %644 = add nsw i64 %643, %pool1_grad.ix30170
+  %644 = add nsw i64 %643, %pool1_grad.ix32570
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %644
   %645 = load float, ptr %arena74, align 4
-  %646 = fadd float %sum304, %645
-  store float %646, ptr %pool1_grad.sum305, align 4
-  %sum305 = load float, ptr %pool1_grad.sum305, align 4
-  %647 = mul nsw i64 %pool1_grad.c2468, 9
+  %646 = fadd float %sum328, %645
+  store float %646, ptr %pool1_grad.sum329, align 4
+  %sum329 = load float, ptr %pool1_grad.sum329, align 4
+  %647 = mul nsw i64 %pool1_grad.c2708, 9
   %648 = add nsw i64 %647, 7
   %649 = mul nsw i64 %648, 3136
   %650 = add nsw i64 2224784, %649
-  %651 = mul nsw i64 %pool1_grad.j2457, 196
+  %651 = mul nsw i64 %pool1_grad.j2697, 196
   %652 = add nsw i64 %650, %651
-  %653 = add nsw i64 %pool1_grad.iy30069, 13
+  %653 = add nsw i64 %pool1_grad.iy32469, 13
   %654 = add nsw i64 %653, -1
   %655 = mul nsw i64 %654, 14
   %656 = add nsw i64 %652, %655
   %657 = add nsw i64 %656, 1
-  %658 = add nsw i64 %657, %pool1_grad.ix30170
+  %658 = add nsw i64 %657, %pool1_grad.ix32570
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %658
   %659 = load float, ptr %arena75, align 4
-  %660 = fadd float %sum305, %659
-  store float %660, ptr %pool1_grad.sum306, align 4
-  %sum306 = load float, ptr %pool1_grad.sum306, align 4
-  %661 = mul nsw i64 %pool1_grad.c2468, 9
+  %660 = fadd float %sum329, %659
+  store float %660, ptr %pool1_grad.sum330, align 4
+  %sum330 = load float, ptr %pool1_grad.sum330, align 4
+  %661 = mul nsw i64 %pool1_grad.c2708, 9
   %662 = add nsw i64 %661, 8
   %663 = mul nsw i64 %662, 3136
   %664 = add nsw i64 2224784, %663
-  %665 = mul nsw i64 %pool1_grad.j2457, 196
+  %665 = mul nsw i64 %pool1_grad.j2697, 196
   %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %pool1_grad.iy30069, 13
+  %667 = add nsw i64 %pool1_grad.iy32469, 13
   %668 = add nsw i64 %667, -1
   %669 = mul nsw i64 %668, 14
   %670 = add nsw i64 %666, %669
-  %671 = add nsw i64 %670, %pool1_grad.ix30170
+  %671 = add nsw i64 %670, %pool1_grad.ix32570
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %671
   %672 = load float, ptr %arena76, align 4
-  %673 = fadd float %sum306, %672
-  store float %673, ptr %pool1_grad.sum307, align 4
-  %sum307 = load float, ptr %pool1_grad.sum307, align 4
-  %674 = mul nsw i64 %pool1_grad.g2331, 16
-  %675 = add nsw i64 %674, %pool1_grad.j2457
+  %673 = fadd float %sum330, %672
+  store float %673, ptr %pool1_grad.sum331, align 4
+  %sum331 = load float, ptr %pool1_grad.sum331, align 4
+  %674 = mul nsw i64 %pool1_grad.g2571, 16
+  %675 = add nsw i64 %674, %pool1_grad.j2697
   %676 = mul nsw i64 %675, 6272
   %677 = add nsw i64 802816, %676
-  %678 = mul nsw i64 %pool1_grad.c2468, 196
+  %678 = mul nsw i64 %pool1_grad.c2708, 196
   %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %pool1_grad.iy30069, 13
+  %680 = add nsw i64 %pool1_grad.iy32469, 13
   %681 = mul nsw i64 %680, 14
   %682 = add nsw i64 %679, %681
   %683 = add nsw i64 %682, 1
-  %684 = add nsw i64 %683, %pool1_grad.ix30170
+  %684 = add nsw i64 %683, %pool1_grad.ix32570
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %684
-  store float %sum307, ptr %arena77, align 4
-  %ix301.next = add nsw i64 %pool1_grad.ix30170, 1
-  %685 = icmp slt i64 %ix301.next, 12
-  br i1 %685, label %pool1_grad.ix301, label %pool1_grad.ix301.end
+  store float %sum331, ptr %arena77, align 4
+  %ix325.next = add nsw i64 %pool1_grad.ix32570, 1
+  %685 = icmp slt i64 %ix325.next, 12
+  br i1 %685, label %pool1_grad.ix325, label %pool1_grad.ix325.end
 
-pool1_grad.ix301.end:                             ; preds = %pool1_grad.ix301
-  %iy300.next = add nsw i64 %pool1_grad.iy30069, 1
-  %686 = icmp slt i64 %iy300.next, 1
-  br i1 %686, label %pool1_grad.iy300, label %pool1_grad.iy300.end
+pool1_grad.ix325.end:                             ; preds = %pool1_grad.ix325
+  %iy324.next = add nsw i64 %pool1_grad.iy32469, 1
+  %686 = icmp slt i64 %iy324.next, 1
+  br i1 %686, label %pool1_grad.iy324, label %pool1_grad.iy324.end
 
-pool1_grad.iy308:                                 ; preds = %pool1_grad.ix309.end, %pool1_grad.iy300.end
-  %pool1_grad.iy30878 = phi i64 [ 0, %pool1_grad.iy300.end ], [ %iy308.next, %pool1_grad.ix309.end ]
-  br label %pool1_grad.ix309
+pool1_grad.iy332:                                 ; preds = %pool1_grad.ix333.end, %pool1_grad.iy324.end
+  %pool1_grad.iy33278 = phi i64 [ 0, %pool1_grad.iy324.end ], [ %iy332.next, %pool1_grad.ix333.end ]
+  br label %pool1_grad.ix333
 
-pool1_grad.iy308.end:                             ; preds = %pool1_grad.ix309.end
-  %c246.next = add nsw i64 %pool1_grad.c2468, 1
-  %687 = icmp slt i64 %c246.next, 32
-  br i1 %687, label %pool1_grad.c246, label %pool1_grad.c246.end
+pool1_grad.iy332.end:                             ; preds = %pool1_grad.ix333.end
+  %c270.next = add nsw i64 %pool1_grad.c2708, 1
+  %687 = icmp slt i64 %c270.next, 32
+  br i1 %687, label %pool1_grad.c270, label %pool1_grad.c270.end
 
-pool1_grad.ix309:                                 ; preds = %pool1_grad.ix309, %pool1_grad.iy308
-  %pool1_grad.ix30979 = phi i64 [ 0, %pool1_grad.iy308 ], [ %ix309.next, %pool1_grad.ix309 ]
-  %688 = mul nsw i64 %pool1_grad.c2468, 9
+pool1_grad.ix333:                                 ; preds = %pool1_grad.ix333, %pool1_grad.iy332
+  %pool1_grad.ix33379 = phi i64 [ 0, %pool1_grad.iy332 ], [ %ix333.next, %pool1_grad.ix333 ]
+  %688 = mul nsw i64 %pool1_grad.c2708, 9
   %689 = add nsw i64 %688, 4
   %690 = mul nsw i64 %689, 3136
   %691 = add nsw i64 2224784, %690
-  %692 = mul nsw i64 %pool1_grad.j2457, 196
+  %692 = mul nsw i64 %pool1_grad.j2697, 196
   %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %pool1_grad.iy30878, 13
+  %694 = add nsw i64 %pool1_grad.iy33278, 13
   %695 = mul nsw i64 %694, 14
   %696 = add nsw i64 %693, %695
   %697 = add nsw i64 %696, 13
-  %698 = add nsw i64 %697, %pool1_grad.ix30979
+  %698 = add nsw i64 %697, %pool1_grad.ix33379
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %698
   %699 = load float, ptr %arena80, align 4
-  store float %699, ptr %pool1_grad.sum310, align 4
-  %sum310 = load float, ptr %pool1_grad.sum310, align 4
-  %700 = mul nsw i64 %pool1_grad.c2468, 9
+  store float %699, ptr %pool1_grad.sum334, align 4
+  %sum334 = load float, ptr %pool1_grad.sum334, align 4
+  %700 = mul nsw i64 %pool1_grad.c2708, 9
   %701 = add nsw i64 %700, 5
   %702 = mul nsw i64 %701, 3136
   %703 = add nsw i64 2224784, %702
-  %704 = mul nsw i64 %pool1_grad.j2457, 196
+  %704 = mul nsw i64 %pool1_grad.j2697, 196
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %pool1_grad.iy30878, 13
+  %706 = add nsw i64 %pool1_grad.iy33278, 13
   %707 = mul nsw i64 %706, 14
   %708 = add nsw i64 %705, %707
   %709 = add nsw i64 %708, 12
-  %710 = add nsw i64 %709, %pool1_grad.ix30979
+  %710 = add nsw i64 %709, %pool1_grad.ix33379
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %710
   %711 = load float, ptr %arena81, align 4
-  %712 = fadd float %sum310, %711
-  store float %712, ptr %pool1_grad.sum311, align 4
-  %sum311 = load float, ptr %pool1_grad.sum311, align 4
-  %713 = mul nsw i64 %pool1_grad.c2468, 9
+  %712 = fadd float %sum334, %711
+  store float %712, ptr %pool1_grad.sum335, align 4
+  %sum335 = load float, ptr %pool1_grad.sum335, align 4
+  %713 = mul nsw i64 %pool1_grad.c2708, 9
   %714 = add nsw i64 %713, 7
   %715 = mul nsw i64 %714, 3136
   %716 = add nsw i64 2224784, %715
-  %717 = mul nsw i64 %pool1_grad.j2457, 196
+  %717 = mul nsw i64 %pool1_grad.j2697, 196
   %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %pool1_grad.iy30878, 13
+  %719 = add nsw i64 %pool1_grad.iy33278, 13
   %720 = add nsw i64 %719, -1
   %721 = mul nsw i64 %720, 14
   %722 = add nsw i64 %718, %721
   %723 = add nsw i64 %722, 13
-  %724 = add nsw i64 %723, %pool1_grad.ix30979
+  %724 = add nsw i64 %723, %pool1_grad.ix33379
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load float, ptr %arena82, align 4
-  %726 = fadd float %sum311, %725
-  store float %726, ptr %pool1_grad.sum312, align 4
-  %sum312 = load float, ptr %pool1_grad.sum312, align 4
-  %727 = mul nsw i64 %pool1_grad.c2468, 9
+  %726 = fadd float %sum335, %725
+  store float %726, ptr %pool1_grad.sum336, align 4
+  %sum336 = load float, ptr %pool1_grad.sum336, align 4
+  %727 = mul nsw i64 %pool1_grad.c2708, 9
   %728 = add nsw i64 %727, 8
   %729 = mul nsw i64 %728, 3136
   %730 = add nsw i64 2224784, %729
-  %731 = mul nsw i64 %pool1_grad.j2457, 196
+  %731 = mul nsw i64 %pool1_grad.j2697, 196
   %732 = add nsw i64 %730, %731
-  %733 = add nsw i64 %pool1_grad.iy30878, 13
+  %733 = add nsw i64 %pool1_grad.iy33278, 13
   %734 = add nsw i64 %733, -1
   %735 = mul nsw i64 %734, 14
   %736 = add nsw i64 %732, %735
   %737 = add nsw i64 %736, 12
-  %738 = add nsw i64 %737, %pool1_grad.ix30979
+  %738 = add nsw i64 %737, %pool1_grad.ix33379
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load float, ptr %arena83, align 4
-  %740 = fadd float %sum312, %739
-  store float %740, ptr %pool1_grad.sum313, align 4
-  %sum313 = load float, ptr %pool1_grad.sum313, align 4
-  %741 = mul nsw i64 %pool1_grad.g2331, 16
-  %742 = add nsw i64 %741, %pool1_grad.j2457
+  %740 = fadd float %sum336, %739
+  store float %740, ptr %pool1_grad.sum337, align 4
+  %sum337 = load float, ptr %pool1_grad.sum337, align 4
+  %741 = mul nsw i64 %pool1_grad.g2571, 16
+  %742 = add nsw i64 %741, %pool1_grad.j2697
   %743 = mul nsw i64 %742, 6272
   %744 = add nsw i64 802816, %743
-  %745 = mul nsw i64 %pool1_grad.c2468, 196
+  %745 = mul nsw i64 %pool1_grad.c2708, 196
   %746 = add nsw i64 %744, %745
-  %747 = add nsw i64 %pool1_grad.iy30878, 13
+  %747 = add nsw i64 %pool1_grad.iy33278, 13
   %748 = mul nsw i64 %747, 14
   %749 = add nsw i64 %746, %748
   %750 = add nsw i64 %749, 13
-  %751 = add nsw i64 %750, %pool1_grad.ix30979
+  %751 = add nsw i64 %750, %pool1_grad.ix33379
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %751
-  store float %sum313, ptr %arena84, align 4
-  %ix309.next = add nsw i64 %pool1_grad.ix30979, 1
-  %752 = icmp slt i64 %ix309.next, 1
-  br i1 %752, label %pool1_grad.ix309, label %pool1_grad.ix309.end
+  store float %sum337, ptr %arena84, align 4
+  %ix333.next = add nsw i64 %pool1_grad.ix33379, 1
+  %752 = icmp slt i64 %ix333.next, 1
+  br i1 %752, label %pool1_grad.ix333, label %pool1_grad.ix333.end
 
-pool1_grad.ix309.end:                             ; preds = %pool1_grad.ix309
-  %iy308.next = add nsw i64 %pool1_grad.iy30878, 1
-  %753 = icmp slt i64 %iy308.next, 1
-  br i1 %753, label %pool1_grad.iy308, label %pool1_grad.iy308.end
+pool1_grad.ix333.end:                             ; preds = %pool1_grad.ix333
+  %iy332.next = add nsw i64 %pool1_grad.iy33278, 1
+  %753 = icmp slt i64 %iy332.next, 1
+  br i1 %753, label %pool1_grad.iy332, label %pool1_grad.iy332.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad.gemm244(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad.gemm268(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1_grad.t242_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t242_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t242_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t242_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t242_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t242_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t242_c0_0 = alloca <8 x float>, align 32
-  %pool1_grad.t239_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t239_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t239_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t239_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t239_b2 = alloca <8 x float>, align 32
-  %pool1_grad.t239_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t239_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c3_2 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c2_2 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c1_2 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c0_2 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t239_c0_0 = alloca <8 x float>, align 32
-  br label %pool1_grad.nb237
+  %pool1_grad.t266_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t266_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t266_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t266_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t266_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t266_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t266_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t263_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t263_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t263_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t263_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t263_b2 = alloca <8 x float>, align 32
+  %pool1_grad.t263_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t263_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c3_2 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c2_2 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c1_2 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c0_2 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t263_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb261
 
-pool1_grad.nb237:                                 ; preds = %pool1_grad.mb238.end, %entry
-  %pool1_grad.nb2371 = phi i64 [ 0, %entry ], [ %nb237.next, %pool1_grad.mb238.end ]
-  br label %pool1_grad.mb238
+pool1_grad.nb261:                                 ; preds = %pool1_grad.mb262.end, %entry
+  %pool1_grad.nb2611 = phi i64 [ 0, %entry ], [ %nb261.next, %pool1_grad.mb262.end ]
+  br label %pool1_grad.mb262
 
-pool1_grad.nb237.end:                             ; preds = %pool1_grad.mb238.end
-  br label %pool1_grad.mb241
+pool1_grad.nb261.end:                             ; preds = %pool1_grad.mb262.end
+  br label %pool1_grad.mb265
 
-pool1_grad.mb238:                                 ; preds = %pool1_grad.k240.end, %pool1_grad.nb237
-  %pool1_grad.mb2382 = phi i64 [ 0, %pool1_grad.nb237 ], [ %mb238.next, %pool1_grad.k240.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t239_c3_2, align 32
-  br label %pool1_grad.k240
+pool1_grad.mb262:                                 ; preds = %pool1_grad.k264.end, %pool1_grad.nb261
+  %pool1_grad.mb2622 = phi i64 [ 0, %pool1_grad.nb261 ], [ %mb262.next, %pool1_grad.k264.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t263_c3_2, align 32
+  br label %pool1_grad.k264
 
-pool1_grad.mb238.end:                             ; preds = %pool1_grad.k240.end
-  %nb237.next = add nsw i64 %pool1_grad.nb2371, 1
-  %0 = icmp slt i64 %nb237.next, 130
-  br i1 %0, label %pool1_grad.nb237, label %pool1_grad.nb237.end
+pool1_grad.mb262.end:                             ; preds = %pool1_grad.k264.end
+  %nb261.next = add nsw i64 %pool1_grad.nb2611, 1
+  %0 = icmp slt i64 %nb261.next, 130
+  br i1 %0, label %pool1_grad.nb261, label %pool1_grad.nb261.end
 
-pool1_grad.k240:                                  ; preds = %pool1_grad.k240, %pool1_grad.mb238
-  %pool1_grad.k2403 = phi i64 [ 0, %pool1_grad.mb238 ], [ %k240.next, %pool1_grad.k240 ]
-  %1 = mul nsw i64 %pool1_grad.k2403, 3136
+pool1_grad.k264:                                  ; preds = %pool1_grad.k264, %pool1_grad.mb262
+  %pool1_grad.k2643 = phi i64 [ 0, %pool1_grad.mb262 ], [ %k264.next, %pool1_grad.k264 ]
+  %1 = mul nsw i64 %pool1_grad.k2643, 3136
   %2 = add nsw i64 3127952, %1
-  %3 = mul nsw i64 %pool1_grad.nb2371, 24
+  %3 = mul nsw i64 %pool1_grad.nb2611, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %pool1_grad.t239_b0, align 32
-  %6 = mul nsw i64 %pool1_grad.k2403, 3136
+  store <8 x float> %5, ptr %pool1_grad.t263_b0, align 32
+  %6 = mul nsw i64 %pool1_grad.k2643, 3136
   %7 = add nsw i64 3127952, %6
-  %8 = mul nsw i64 %pool1_grad.nb2371, 24
+  %8 = mul nsw i64 %pool1_grad.nb2611, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %pool1_grad.t239_b1, align 32
-  %12 = mul nsw i64 %pool1_grad.k2403, 3136
+  store <8 x float> %11, ptr %pool1_grad.t263_b1, align 32
+  %12 = mul nsw i64 %pool1_grad.k2643, 3136
   %13 = add nsw i64 3127952, %12
-  %14 = mul nsw i64 %pool1_grad.nb2371, 24
+  %14 = mul nsw i64 %pool1_grad.nb2611, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %pool1_grad.t239_b2, align 32
-  %18 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %17, ptr %pool1_grad.t263_b2, align 32
+  %18 = mul nsw i64 %pool1_grad.mb2622, 4
   %19 = add nsw i64 320, %18
-  %20 = mul nsw i64 %pool1_grad.k2403, 288
+  %20 = mul nsw i64 %pool1_grad.k2643, 288
   %21 = add nsw i64 %19, %20
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool1_grad.t239_a0, align 32
-  %t239_a0 = load <8 x float>, ptr %pool1_grad.t239_a0, align 32
-  %t239_b0 = load <8 x float>, ptr %pool1_grad.t239_b0, align 32
-  %t239_c0_0 = load <8 x float>, ptr %pool1_grad.t239_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a0, <8 x float> %t239_b0, <8 x float> %t239_c0_0)
-  store <8 x float> %25, ptr %pool1_grad.t239_c0_0, align 32
-  %t239_a08 = load <8 x float>, ptr %pool1_grad.t239_a0, align 32
-  %t239_b1 = load <8 x float>, ptr %pool1_grad.t239_b1, align 32
-  %t239_c0_1 = load <8 x float>, ptr %pool1_grad.t239_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a08, <8 x float> %t239_b1, <8 x float> %t239_c0_1)
-  store <8 x float> %26, ptr %pool1_grad.t239_c0_1, align 32
-  %t239_a09 = load <8 x float>, ptr %pool1_grad.t239_a0, align 32
-  %t239_b2 = load <8 x float>, ptr %pool1_grad.t239_b2, align 32
-  %t239_c0_2 = load <8 x float>, ptr %pool1_grad.t239_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a09, <8 x float> %t239_b2, <8 x float> %t239_c0_2)
-  store <8 x float> %27, ptr %pool1_grad.t239_c0_2, align 32
-  %28 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %24, ptr %pool1_grad.t263_a0, align 32
+  %t263_a0 = load <8 x float>, ptr %pool1_grad.t263_a0, align 32
+  %t263_b0 = load <8 x float>, ptr %pool1_grad.t263_b0, align 32
+  %t263_c0_0 = load <8 x float>, ptr %pool1_grad.t263_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a0, <8 x float> %t263_b0, <8 x float> %t263_c0_0)
+  store <8 x float> %25, ptr %pool1_grad.t263_c0_0, align 32
+  %t263_a08 = load <8 x float>, ptr %pool1_grad.t263_a0, align 32
+  %t263_b1 = load <8 x float>, ptr %pool1_grad.t263_b1, align 32
+  %t263_c0_1 = load <8 x float>, ptr %pool1_grad.t263_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a08, <8 x float> %t263_b1, <8 x float> %t263_c0_1)
+  store <8 x float> %26, ptr %pool1_grad.t263_c0_1, align 32
+  %t263_a09 = load <8 x float>, ptr %pool1_grad.t263_a0, align 32
+  %t263_b2 = load <8 x float>, ptr %pool1_grad.t263_b2, align 32
+  %t263_c0_2 = load <8 x float>, ptr %pool1_grad.t263_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a09, <8 x float> %t263_b2, <8 x float> %t263_c0_2)
+  store <8 x float> %27, ptr %pool1_grad.t263_c0_2, align 32
+  %28 = mul nsw i64 %pool1_grad.mb2622, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 320, %29
-  %31 = mul nsw i64 %pool1_grad.k2403, 288
+  %31 = mul nsw i64 %pool1_grad.k2643, 288
   %32 = add nsw i64 %30, %31
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %pool1_grad.t239_a1, align 32
-  %t239_a1 = load <8 x float>, ptr %pool1_grad.t239_a1, align 32
-  %t239_b011 = load <8 x float>, ptr %pool1_grad.t239_b0, align 32
-  %t239_c1_0 = load <8 x float>, ptr %pool1_grad.t239_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a1, <8 x float> %t239_b011, <8 x float> %t239_c1_0)
-  store <8 x float> %36, ptr %pool1_grad.t239_c1_0, align 32
-  %t239_a112 = load <8 x float>, ptr %pool1_grad.t239_a1, align 32
-  %t239_b113 = load <8 x float>, ptr %pool1_grad.t239_b1, align 32
-  %t239_c1_1 = load <8 x float>, ptr %pool1_grad.t239_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a112, <8 x float> %t239_b113, <8 x float> %t239_c1_1)
-  store <8 x float> %37, ptr %pool1_grad.t239_c1_1, align 32
-  %t239_a114 = load <8 x float>, ptr %pool1_grad.t239_a1, align 32
-  %t239_b215 = load <8 x float>, ptr %pool1_grad.t239_b2, align 32
-  %t239_c1_2 = load <8 x float>, ptr %pool1_grad.t239_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a114, <8 x float> %t239_b215, <8 x float> %t239_c1_2)
-  store <8 x float> %38, ptr %pool1_grad.t239_c1_2, align 32
-  %39 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %35, ptr %pool1_grad.t263_a1, align 32
+  %t263_a1 = load <8 x float>, ptr %pool1_grad.t263_a1, align 32
+  %t263_b011 = load <8 x float>, ptr %pool1_grad.t263_b0, align 32
+  %t263_c1_0 = load <8 x float>, ptr %pool1_grad.t263_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a1, <8 x float> %t263_b011, <8 x float> %t263_c1_0)
+  store <8 x float> %36, ptr %pool1_grad.t263_c1_0, align 32
+  %t263_a112 = load <8 x float>, ptr %pool1_grad.t263_a1, align 32
+  %t263_b113 = load <8 x float>, ptr %pool1_grad.t263_b1, align 32
+  %t263_c1_1 = load <8 x float>, ptr %pool1_grad.t263_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a112, <8 x float> %t263_b113, <8 x float> %t263_c1_1)
+  store <8 x float> %37, ptr %pool1_grad.t263_c1_1, align 32
+  %t263_a114 = load <8 x float>, ptr %pool1_grad.t263_a1, align 32
+  %t263_b215 = load <8 x float>, ptr %pool1_grad.t263_b2, align 32
+  %t263_c1_2 = load <8 x float>, ptr %pool1_grad.t263_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a114, <8 x float> %t263_b215, <8 x float> %t263_c1_2)
+  store <8 x float> %38, ptr %pool1_grad.t263_c1_2, align 32
+  %39 = mul nsw i64 %pool1_grad.mb2622, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 320, %40
-  %42 = mul nsw i64 %pool1_grad.k2403, 288
+  %42 = mul nsw i64 %pool1_grad.k2643, 288
   %43 = add nsw i64 %41, %42
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %pool1_grad.t239_a2, align 32
-  %t239_a2 = load <8 x float>, ptr %pool1_grad.t239_a2, align 32
-  %t239_b017 = load <8 x float>, ptr %pool1_grad.t239_b0, align 32
-  %t239_c2_0 = load <8 x float>, ptr %pool1_grad.t239_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a2, <8 x float> %t239_b017, <8 x float> %t239_c2_0)
-  store <8 x float> %47, ptr %pool1_grad.t239_c2_0, align 32
-  %t239_a218 = load <8 x float>, ptr %pool1_grad.t239_a2, align 32
-  %t239_b119 = load <8 x float>, ptr %pool1_grad.t239_b1, align 32
-  %t239_c2_1 = load <8 x float>, ptr %pool1_grad.t239_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a218, <8 x float> %t239_b119, <8 x float> %t239_c2_1)
-  store <8 x float> %48, ptr %pool1_grad.t239_c2_1, align 32
-  %t239_a220 = load <8 x float>, ptr %pool1_grad.t239_a2, align 32
-  %t239_b221 = load <8 x float>, ptr %pool1_grad.t239_b2, align 32
-  %t239_c2_2 = load <8 x float>, ptr %pool1_grad.t239_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a220, <8 x float> %t239_b221, <8 x float> %t239_c2_2)
-  store <8 x float> %49, ptr %pool1_grad.t239_c2_2, align 32
-  %50 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %46, ptr %pool1_grad.t263_a2, align 32
+  %t263_a2 = load <8 x float>, ptr %pool1_grad.t263_a2, align 32
+  %t263_b017 = load <8 x float>, ptr %pool1_grad.t263_b0, align 32
+  %t263_c2_0 = load <8 x float>, ptr %pool1_grad.t263_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a2, <8 x float> %t263_b017, <8 x float> %t263_c2_0)
+  store <8 x float> %47, ptr %pool1_grad.t263_c2_0, align 32
+  %t263_a218 = load <8 x float>, ptr %pool1_grad.t263_a2, align 32
+  %t263_b119 = load <8 x float>, ptr %pool1_grad.t263_b1, align 32
+  %t263_c2_1 = load <8 x float>, ptr %pool1_grad.t263_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a218, <8 x float> %t263_b119, <8 x float> %t263_c2_1)
+  store <8 x float> %48, ptr %pool1_grad.t263_c2_1, align 32
+  %t263_a220 = load <8 x float>, ptr %pool1_grad.t263_a2, align 32
+  %t263_b221 = load <8 x float>, ptr %pool1_grad.t263_b2, align 32
+  %t263_c2_2 = load <8 x float>, ptr %pool1_grad.t263_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a220, <8 x float> %t263_b221, <8 x float> %t263_c2_2)
+  store <8 x float> %49, ptr %pool1_grad.t263_c2_2, align 32
+  %50 = mul nsw i64 %pool1_grad.mb2622, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 320, %51
-  %53 = mul nsw i64 %pool1_grad.k2403, 288
+  %53 = mul nsw i64 %pool1_grad.k2643, 288
   %54 = add nsw i64 %52, %53
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %pool1_grad.t239_a3, align 32
-  %t239_a3 = load <8 x float>, ptr %pool1_grad.t239_a3, align 32
-  %t239_b023 = load <8 x float>, ptr %pool1_grad.t239_b0, align 32
-  %t239_c3_0 = load <8 x float>, ptr %pool1_grad.t239_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a3, <8 x float> %t239_b023, <8 x float> %t239_c3_0)
-  store <8 x float> %58, ptr %pool1_grad.t239_c3_0, align 32
-  %t239_a324 = load <8 x float>, ptr %pool1_grad.t239_a3, align 32
-  %t239_b125 = load <8 x float>, ptr %pool1_grad.t239_b1, align 32
-  %t239_c3_1 = load <8 x float>, ptr %pool1_grad.t239_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a324, <8 x float> %t239_b125, <8 x float> %t239_c3_1)
-  store <8 x float> %59, ptr %pool1_grad.t239_c3_1, align 32
-  %t239_a326 = load <8 x float>, ptr %pool1_grad.t239_a3, align 32
-  %t239_b227 = load <8 x float>, ptr %pool1_grad.t239_b2, align 32
-  %t239_c3_2 = load <8 x float>, ptr %pool1_grad.t239_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t239_a326, <8 x float> %t239_b227, <8 x float> %t239_c3_2)
-  store <8 x float> %60, ptr %pool1_grad.t239_c3_2, align 32
-  %k240.next = add nsw i64 %pool1_grad.k2403, 1
-  %61 = icmp slt i64 %k240.next, 64
-  br i1 %61, label %pool1_grad.k240, label %pool1_grad.k240.end
+  store <8 x float> %57, ptr %pool1_grad.t263_a3, align 32
+  %t263_a3 = load <8 x float>, ptr %pool1_grad.t263_a3, align 32
+  %t263_b023 = load <8 x float>, ptr %pool1_grad.t263_b0, align 32
+  %t263_c3_0 = load <8 x float>, ptr %pool1_grad.t263_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a3, <8 x float> %t263_b023, <8 x float> %t263_c3_0)
+  store <8 x float> %58, ptr %pool1_grad.t263_c3_0, align 32
+  %t263_a324 = load <8 x float>, ptr %pool1_grad.t263_a3, align 32
+  %t263_b125 = load <8 x float>, ptr %pool1_grad.t263_b1, align 32
+  %t263_c3_1 = load <8 x float>, ptr %pool1_grad.t263_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a324, <8 x float> %t263_b125, <8 x float> %t263_c3_1)
+  store <8 x float> %59, ptr %pool1_grad.t263_c3_1, align 32
+  %t263_a326 = load <8 x float>, ptr %pool1_grad.t263_a3, align 32
+  %t263_b227 = load <8 x float>, ptr %pool1_grad.t263_b2, align 32
+  %t263_c3_2 = load <8 x float>, ptr %pool1_grad.t263_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t263_a326, <8 x float> %t263_b227, <8 x float> %t263_c3_2)
+  store <8 x float> %60, ptr %pool1_grad.t263_c3_2, align 32
+  %k264.next = add nsw i64 %pool1_grad.k2643, 1
+  %61 = icmp slt i64 %k264.next, 64
+  br i1 %61, label %pool1_grad.k264, label %pool1_grad.k264.end
 
-pool1_grad.k240.end:                              ; preds = %pool1_grad.k240
-  %t239_c0_028 = load <8 x float>, ptr %pool1_grad.t239_c0_0, align 32
-  %62 = mul nsw i64 %pool1_grad.mb2382, 4
+pool1_grad.k264.end:                              ; preds = %pool1_grad.k264
+  %t263_c0_028 = load <8 x float>, ptr %pool1_grad.t263_c0_0, align 32
+  %62 = mul nsw i64 %pool1_grad.mb2622, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 2224784, %63
-  %65 = mul nsw i64 %pool1_grad.nb2371, 24
+  %65 = mul nsw i64 %pool1_grad.nb2611, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t239_c0_028, ptr %arena29, align 4
-  %t239_c0_130 = load <8 x float>, ptr %pool1_grad.t239_c0_1, align 32
-  %67 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c0_028, ptr %arena29, align 4
+  %t263_c0_130 = load <8 x float>, ptr %pool1_grad.t263_c0_1, align 32
+  %67 = mul nsw i64 %pool1_grad.mb2622, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 2224784, %68
-  %70 = mul nsw i64 %pool1_grad.nb2371, 24
+  %70 = mul nsw i64 %pool1_grad.nb2611, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t239_c0_130, ptr %arena31, align 4
-  %t239_c0_232 = load <8 x float>, ptr %pool1_grad.t239_c0_2, align 32
-  %73 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c0_130, ptr %arena31, align 4
+  %t263_c0_232 = load <8 x float>, ptr %pool1_grad.t263_c0_2, align 32
+  %73 = mul nsw i64 %pool1_grad.mb2622, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 2224784, %74
-  %76 = mul nsw i64 %pool1_grad.nb2371, 24
+  %76 = mul nsw i64 %pool1_grad.nb2611, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t239_c0_232, ptr %arena33, align 4
-  %t239_c1_034 = load <8 x float>, ptr %pool1_grad.t239_c1_0, align 32
-  %79 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c0_232, ptr %arena33, align 4
+  %t263_c1_034 = load <8 x float>, ptr %pool1_grad.t263_c1_0, align 32
+  %79 = mul nsw i64 %pool1_grad.mb2622, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 2224784, %81
-  %83 = mul nsw i64 %pool1_grad.nb2371, 24
+  %83 = mul nsw i64 %pool1_grad.nb2611, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t239_c1_034, ptr %arena35, align 4
-  %t239_c1_136 = load <8 x float>, ptr %pool1_grad.t239_c1_1, align 32
-  %85 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c1_034, ptr %arena35, align 4
+  %t263_c1_136 = load <8 x float>, ptr %pool1_grad.t263_c1_1, align 32
+  %85 = mul nsw i64 %pool1_grad.mb2622, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 2224784, %87
-  %89 = mul nsw i64 %pool1_grad.nb2371, 24
+  %89 = mul nsw i64 %pool1_grad.nb2611, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t239_c1_136, ptr %arena37, align 4
-  %t239_c1_238 = load <8 x float>, ptr %pool1_grad.t239_c1_2, align 32
-  %92 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c1_136, ptr %arena37, align 4
+  %t263_c1_238 = load <8 x float>, ptr %pool1_grad.t263_c1_2, align 32
+  %92 = mul nsw i64 %pool1_grad.mb2622, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 2224784, %94
-  %96 = mul nsw i64 %pool1_grad.nb2371, 24
+  %96 = mul nsw i64 %pool1_grad.nb2611, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t239_c1_238, ptr %arena39, align 4
-  %t239_c2_040 = load <8 x float>, ptr %pool1_grad.t239_c2_0, align 32
-  %99 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c1_238, ptr %arena39, align 4
+  %t263_c2_040 = load <8 x float>, ptr %pool1_grad.t263_c2_0, align 32
+  %99 = mul nsw i64 %pool1_grad.mb2622, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 2224784, %101
-  %103 = mul nsw i64 %pool1_grad.nb2371, 24
+  %103 = mul nsw i64 %pool1_grad.nb2611, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t239_c2_040, ptr %arena41, align 4
-  %t239_c2_142 = load <8 x float>, ptr %pool1_grad.t239_c2_1, align 32
-  %105 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c2_040, ptr %arena41, align 4
+  %t263_c2_142 = load <8 x float>, ptr %pool1_grad.t263_c2_1, align 32
+  %105 = mul nsw i64 %pool1_grad.mb2622, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 2224784, %107
-  %109 = mul nsw i64 %pool1_grad.nb2371, 24
+  %109 = mul nsw i64 %pool1_grad.nb2611, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t239_c2_142, ptr %arena43, align 4
-  %t239_c2_244 = load <8 x float>, ptr %pool1_grad.t239_c2_2, align 32
-  %112 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c2_142, ptr %arena43, align 4
+  %t263_c2_244 = load <8 x float>, ptr %pool1_grad.t263_c2_2, align 32
+  %112 = mul nsw i64 %pool1_grad.mb2622, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 2224784, %114
-  %116 = mul nsw i64 %pool1_grad.nb2371, 24
+  %116 = mul nsw i64 %pool1_grad.nb2611, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t239_c2_244, ptr %arena45, align 4
-  %t239_c3_046 = load <8 x float>, ptr %pool1_grad.t239_c3_0, align 32
-  %119 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c2_244, ptr %arena45, align 4
+  %t263_c3_046 = load <8 x float>, ptr %pool1_grad.t263_c3_0, align 32
+  %119 = mul nsw i64 %pool1_grad.mb2622, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 2224784, %121
-  %123 = mul nsw i64 %pool1_grad.nb2371, 24
+  %123 = mul nsw i64 %pool1_grad.nb2611, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t239_c3_046, ptr %arena47, align 4
-  %t239_c3_148 = load <8 x float>, ptr %pool1_grad.t239_c3_1, align 32
-  %125 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c3_046, ptr %arena47, align 4
+  %t263_c3_148 = load <8 x float>, ptr %pool1_grad.t263_c3_1, align 32
+  %125 = mul nsw i64 %pool1_grad.mb2622, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 2224784, %127
-  %129 = mul nsw i64 %pool1_grad.nb2371, 24
+  %129 = mul nsw i64 %pool1_grad.nb2611, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t239_c3_148, ptr %arena49, align 4
-  %t239_c3_250 = load <8 x float>, ptr %pool1_grad.t239_c3_2, align 32
-  %132 = mul nsw i64 %pool1_grad.mb2382, 4
+  store <8 x float> %t263_c3_148, ptr %arena49, align 4
+  %t263_c3_250 = load <8 x float>, ptr %pool1_grad.t263_c3_2, align 32
+  %132 = mul nsw i64 %pool1_grad.mb2622, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 2224784, %134
-  %136 = mul nsw i64 %pool1_grad.nb2371, 24
+  %136 = mul nsw i64 %pool1_grad.nb2611, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t239_c3_250, ptr %arena51, align 4
-  %mb238.next = add nsw i64 %pool1_grad.mb2382, 1
-  %139 = icmp slt i64 %mb238.next, 72
-  br i1 %139, label %pool1_grad.mb238, label %pool1_grad.mb238.end
+  store <8 x float> %t263_c3_250, ptr %arena51, align 4
+  %mb262.next = add nsw i64 %pool1_grad.mb2622, 1
+  %139 = icmp slt i64 %mb262.next, 72
+  br i1 %139, label %pool1_grad.mb262, label %pool1_grad.mb262.end
 
-pool1_grad.mb241:                                 ; preds = %pool1_grad.k243.end, %pool1_grad.nb237.end
-  %pool1_grad.mb24152 = phi i64 [ 0, %pool1_grad.nb237.end ], [ %mb241.next, %pool1_grad.k243.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t242_c3_1, align 32
-  br label %pool1_grad.k243
+pool1_grad.mb265:                                 ; preds = %pool1_grad.k267.end, %pool1_grad.nb261.end
+  %pool1_grad.mb26552 = phi i64 [ 0, %pool1_grad.nb261.end ], [ %mb265.next, %pool1_grad.k267.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t266_c3_1, align 32
+  br label %pool1_grad.k267
 
-pool1_grad.mb241.end:                             ; preds = %pool1_grad.k243.end
+pool1_grad.mb265.end:                             ; preds = %pool1_grad.k267.end
   ret void
 
-pool1_grad.k243:                                  ; preds = %pool1_grad.k243, %pool1_grad.mb241
-  %pool1_grad.k24353 = phi i64 [ 0, %pool1_grad.mb241 ], [ %k243.next, %pool1_grad.k243 ]
-  %140 = mul nsw i64 %pool1_grad.k24353, 3136
+pool1_grad.k267:                                  ; preds = %pool1_grad.k267, %pool1_grad.mb265
+  %pool1_grad.k26753 = phi i64 [ 0, %pool1_grad.mb265 ], [ %k267.next, %pool1_grad.k267 ]
+  %140 = mul nsw i64 %pool1_grad.k26753, 3136
   %141 = add nsw i64 3127952, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %pool1_grad.t242_b0, align 32
-  %144 = mul nsw i64 %pool1_grad.k24353, 3136
+  store <8 x float> %143, ptr %pool1_grad.t266_b0, align 32
+  %144 = mul nsw i64 %pool1_grad.k26753, 3136
   %145 = add nsw i64 3127952, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %pool1_grad.t242_b1, align 32
-  %149 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %148, ptr %pool1_grad.t266_b1, align 32
+  %149 = mul nsw i64 %pool1_grad.mb26552, 4
   %150 = add nsw i64 320, %149
-  %151 = mul nsw i64 %pool1_grad.k24353, 288
+  %151 = mul nsw i64 %pool1_grad.k26753, 288
   %152 = add nsw i64 %150, %151
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %pool1_grad.t242_a0, align 32
-  %t242_a0 = load <8 x float>, ptr %pool1_grad.t242_a0, align 32
-  %t242_b0 = load <8 x float>, ptr %pool1_grad.t242_b0, align 32
-  %t242_c0_0 = load <8 x float>, ptr %pool1_grad.t242_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a0, <8 x float> %t242_b0, <8 x float> %t242_c0_0)
-  store <8 x float> %156, ptr %pool1_grad.t242_c0_0, align 32
-  %t242_a057 = load <8 x float>, ptr %pool1_grad.t242_a0, align 32
-  %t242_b1 = load <8 x float>, ptr %pool1_grad.t242_b1, align 32
-  %t242_c0_1 = load <8 x float>, ptr %pool1_grad.t242_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a057, <8 x float> %t242_b1, <8 x float> %t242_c0_1)
-  store <8 x float> %157, ptr %pool1_grad.t242_c0_1, align 32
-  %158 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %155, ptr %pool1_grad.t266_a0, align 32
+  %t266_a0 = load <8 x float>, ptr %pool1_grad.t266_a0, align 32
+  %t266_b0 = load <8 x float>, ptr %pool1_grad.t266_b0, align 32
+  %t266_c0_0 = load <8 x float>, ptr %pool1_grad.t266_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a0, <8 x float> %t266_b0, <8 x float> %t266_c0_0)
+  store <8 x float> %156, ptr %pool1_grad.t266_c0_0, align 32
+  %t266_a057 = load <8 x float>, ptr %pool1_grad.t266_a0, align 32
+  %t266_b1 = load <8 x float>, ptr %pool1_grad.t266_b1, align 32
+  %t266_c0_1 = load <8 x float>, ptr %pool1_grad.t266_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a057, <8 x float> %t266_b1, <8 x float> %t266_c0_1)
+  store <8 x float> %157, ptr %pool1_grad.t266_c0_1, align 32
+  %158 = mul nsw i64 %pool1_grad.mb26552, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 320, %159
-  %161 = mul nsw i64 %pool1_grad.k24353, 288
+  %161 = mul nsw i64 %pool1_grad.k26753, 288
   %162 = add nsw i64 %160, %161
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %pool1_grad.t242_a1, align 32
-  %t242_a1 = load <8 x float>, ptr %pool1_grad.t242_a1, align 32
-  %t242_b059 = load <8 x float>, ptr %pool1_grad.t242_b0, align 32
-  %t242_c1_0 = load <8 x float>, ptr %pool1_grad.t242_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a1, <8 x float> %t242_b059, <8 x float> %t242_c1_0)
-  store <8 x float> %166, ptr %pool1_grad.t242_c1_0, align 32
-  %t242_a160 = load <8 x float>, ptr %pool1_grad.t242_a1, align 32
-  %t242_b161 = load <8 x float>, ptr %pool1_grad.t242_b1, align 32
-  %t242_c1_1 = load <8 x float>, ptr %pool1_grad.t242_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a160, <8 x float> %t242_b161, <8 x float> %t242_c1_1)
-  store <8 x float> %167, ptr %pool1_grad.t242_c1_1, align 32
-  %168 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %165, ptr %pool1_grad.t266_a1, align 32
+  %t266_a1 = load <8 x float>, ptr %pool1_grad.t266_a1, align 32
+  %t266_b059 = load <8 x float>, ptr %pool1_grad.t266_b0, align 32
+  %t266_c1_0 = load <8 x float>, ptr %pool1_grad.t266_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a1, <8 x float> %t266_b059, <8 x float> %t266_c1_0)
+  store <8 x float> %166, ptr %pool1_grad.t266_c1_0, align 32
+  %t266_a160 = load <8 x float>, ptr %pool1_grad.t266_a1, align 32
+  %t266_b161 = load <8 x float>, ptr %pool1_grad.t266_b1, align 32
+  %t266_c1_1 = load <8 x float>, ptr %pool1_grad.t266_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a160, <8 x float> %t266_b161, <8 x float> %t266_c1_1)
+  store <8 x float> %167, ptr %pool1_grad.t266_c1_1, align 32
+  %168 = mul nsw i64 %pool1_grad.mb26552, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 320, %169
-  %171 = mul nsw i64 %pool1_grad.k24353, 288
+  %171 = mul nsw i64 %pool1_grad.k26753, 288
   %172 = add nsw i64 %170, %171
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %pool1_grad.t242_a2, align 32
-  %t242_a2 = load <8 x float>, ptr %pool1_grad.t242_a2, align 32
-  %t242_b063 = load <8 x float>, ptr %pool1_grad.t242_b0, align 32
-  %t242_c2_0 = load <8 x float>, ptr %pool1_grad.t242_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a2, <8 x float> %t242_b063, <8 x float> %t242_c2_0)
-  store <8 x float> %176, ptr %pool1_grad.t242_c2_0, align 32
-  %t242_a264 = load <8 x float>, ptr %pool1_grad.t242_a2, align 32
-  %t242_b165 = load <8 x float>, ptr %pool1_grad.t242_b1, align 32
-  %t242_c2_1 = load <8 x float>, ptr %pool1_grad.t242_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a264, <8 x float> %t242_b165, <8 x float> %t242_c2_1)
-  store <8 x float> %177, ptr %pool1_grad.t242_c2_1, align 32
-  %178 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %175, ptr %pool1_grad.t266_a2, align 32
+  %t266_a2 = load <8 x float>, ptr %pool1_grad.t266_a2, align 32
+  %t266_b063 = load <8 x float>, ptr %pool1_grad.t266_b0, align 32
+  %t266_c2_0 = load <8 x float>, ptr %pool1_grad.t266_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a2, <8 x float> %t266_b063, <8 x float> %t266_c2_0)
+  store <8 x float> %176, ptr %pool1_grad.t266_c2_0, align 32
+  %t266_a264 = load <8 x float>, ptr %pool1_grad.t266_a2, align 32
+  %t266_b165 = load <8 x float>, ptr %pool1_grad.t266_b1, align 32
+  %t266_c2_1 = load <8 x float>, ptr %pool1_grad.t266_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a264, <8 x float> %t266_b165, <8 x float> %t266_c2_1)
+  store <8 x float> %177, ptr %pool1_grad.t266_c2_1, align 32
+  %178 = mul nsw i64 %pool1_grad.mb26552, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 320, %179
-  %181 = mul nsw i64 %pool1_grad.k24353, 288
+  %181 = mul nsw i64 %pool1_grad.k26753, 288
   %182 = add nsw i64 %180, %181
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %pool1_grad.t242_a3, align 32
-  %t242_a3 = load <8 x float>, ptr %pool1_grad.t242_a3, align 32
-  %t242_b067 = load <8 x float>, ptr %pool1_grad.t242_b0, align 32
-  %t242_c3_0 = load <8 x float>, ptr %pool1_grad.t242_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a3, <8 x float> %t242_b067, <8 x float> %t242_c3_0)
-  store <8 x float> %186, ptr %pool1_grad.t242_c3_0, align 32
-  %t242_a368 = load <8 x float>, ptr %pool1_grad.t242_a3, align 32
-  %t242_b169 = load <8 x float>, ptr %pool1_grad.t242_b1, align 32
-  %t242_c3_1 = load <8 x float>, ptr %pool1_grad.t242_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t242_a368, <8 x float> %t242_b169, <8 x float> %t242_c3_1)
-  store <8 x float> %187, ptr %pool1_grad.t242_c3_1, align 32
-  %k243.next = add nsw i64 %pool1_grad.k24353, 1
-  %188 = icmp slt i64 %k243.next, 64
-  br i1 %188, label %pool1_grad.k243, label %pool1_grad.k243.end
+  store <8 x float> %185, ptr %pool1_grad.t266_a3, align 32
+  %t266_a3 = load <8 x float>, ptr %pool1_grad.t266_a3, align 32
+  %t266_b067 = load <8 x float>, ptr %pool1_grad.t266_b0, align 32
+  %t266_c3_0 = load <8 x float>, ptr %pool1_grad.t266_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a3, <8 x float> %t266_b067, <8 x float> %t266_c3_0)
+  store <8 x float> %186, ptr %pool1_grad.t266_c3_0, align 32
+  %t266_a368 = load <8 x float>, ptr %pool1_grad.t266_a3, align 32
+  %t266_b169 = load <8 x float>, ptr %pool1_grad.t266_b1, align 32
+  %t266_c3_1 = load <8 x float>, ptr %pool1_grad.t266_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t266_a368, <8 x float> %t266_b169, <8 x float> %t266_c3_1)
+  store <8 x float> %187, ptr %pool1_grad.t266_c3_1, align 32
+  %k267.next = add nsw i64 %pool1_grad.k26753, 1
+  %188 = icmp slt i64 %k267.next, 64
+  br i1 %188, label %pool1_grad.k267, label %pool1_grad.k267.end
 
-pool1_grad.k243.end:                              ; preds = %pool1_grad.k243
-  %t242_c0_070 = load <8 x float>, ptr %pool1_grad.t242_c0_0, align 32
-  %189 = mul nsw i64 %pool1_grad.mb24152, 4
+pool1_grad.k267.end:                              ; preds = %pool1_grad.k267
+  %t266_c0_070 = load <8 x float>, ptr %pool1_grad.t266_c0_0, align 32
+  %189 = mul nsw i64 %pool1_grad.mb26552, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 2224784, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t242_c0_070, ptr %arena71, align 4
-  %t242_c0_172 = load <8 x float>, ptr %pool1_grad.t242_c0_1, align 32
-  %193 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c0_070, ptr %arena71, align 4
+  %t266_c0_172 = load <8 x float>, ptr %pool1_grad.t266_c0_1, align 32
+  %193 = mul nsw i64 %pool1_grad.mb26552, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 2224784, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t242_c0_172, ptr %arena73, align 4
-  %t242_c1_074 = load <8 x float>, ptr %pool1_grad.t242_c1_0, align 32
-  %198 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c0_172, ptr %arena73, align 4
+  %t266_c1_074 = load <8 x float>, ptr %pool1_grad.t266_c1_0, align 32
+  %198 = mul nsw i64 %pool1_grad.mb26552, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 2224784, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t242_c1_074, ptr %arena75, align 4
-  %t242_c1_176 = load <8 x float>, ptr %pool1_grad.t242_c1_1, align 32
-  %203 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c1_074, ptr %arena75, align 4
+  %t266_c1_176 = load <8 x float>, ptr %pool1_grad.t266_c1_1, align 32
+  %203 = mul nsw i64 %pool1_grad.mb26552, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 2224784, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t242_c1_176, ptr %arena77, align 4
-  %t242_c2_078 = load <8 x float>, ptr %pool1_grad.t242_c2_0, align 32
-  %209 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c1_176, ptr %arena77, align 4
+  %t266_c2_078 = load <8 x float>, ptr %pool1_grad.t266_c2_0, align 32
+  %209 = mul nsw i64 %pool1_grad.mb26552, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 2224784, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t242_c2_078, ptr %arena79, align 4
-  %t242_c2_180 = load <8 x float>, ptr %pool1_grad.t242_c2_1, align 32
-  %214 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c2_078, ptr %arena79, align 4
+  %t266_c2_180 = load <8 x float>, ptr %pool1_grad.t266_c2_1, align 32
+  %214 = mul nsw i64 %pool1_grad.mb26552, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 2224784, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t242_c2_180, ptr %arena81, align 4
-  %t242_c3_082 = load <8 x float>, ptr %pool1_grad.t242_c3_0, align 32
-  %220 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c2_180, ptr %arena81, align 4
+  %t266_c3_082 = load <8 x float>, ptr %pool1_grad.t266_c3_0, align 32
+  %220 = mul nsw i64 %pool1_grad.mb26552, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 2224784, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t242_c3_082, ptr %arena83, align 4
-  %t242_c3_184 = load <8 x float>, ptr %pool1_grad.t242_c3_1, align 32
-  %225 = mul nsw i64 %pool1_grad.mb24152, 4
+  store <8 x float> %t266_c3_082, ptr %arena83, align 4
+  %t266_c3_184 = load <8 x float>, ptr %pool1_grad.t266_c3_1, align 32
+  %225 = mul nsw i64 %pool1_grad.mb26552, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 2224784, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t242_c3_184, ptr %arena85, align 4
-  %mb241.next = add nsw i64 %pool1_grad.mb24152, 1
-  %231 = icmp slt i64 %mb241.next, 72
-  br i1 %231, label %pool1_grad.mb241, label %pool1_grad.mb241.end
+  store <8 x float> %t266_c3_184, ptr %arena85, align 4
+  %mb265.next = add nsw i64 %pool1_grad.mb26552, 1
+  %231 = icmp slt i64 %mb265.next, 72
+  br i1 %231, label %pool1_grad.mb265, label %pool1_grad.mb265.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_grad.i314
+  br label %conv1_grad.i338
 
-conv1_grad.i314:                                  ; preds = %conv1_grad.i314, %entry
-  %conv1_grad.i3141 = phi i64 [ 0, %entry ], [ %i314.next, %conv1_grad.i314 ]
-  %0 = add nsw i64 1221264, %conv1_grad.i3141
+conv1_grad.i338:                                  ; preds = %conv1_grad.i338, %entry
+  %conv1_grad.i3381 = phi i64 [ 0, %entry ], [ %i338.next, %conv1_grad.i338 ]
+  %0 = add nsw i64 1221264, %conv1_grad.i3381
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i314.next = add nsw i64 %conv1_grad.i3141, 1
-  %1 = icmp slt i64 %i314.next, 1605632
-  br i1 %1, label %conv1_grad.i314, label %conv1_grad.i314.end
+  %i338.next = add nsw i64 %conv1_grad.i3381, 1
+  %1 = icmp slt i64 %i338.next, 1605632
+  br i1 %1, label %conv1_grad.i338, label %conv1_grad.i338.end
 
-conv1_grad.i314.end:                              ; preds = %conv1_grad.i314
-  br label %conv1_grad.q315
+conv1_grad.i338.end:                              ; preds = %conv1_grad.i338
+  br label %conv1_grad.q339
 
-conv1_grad.q315:                                  ; preds = %conv1_grad.i316.end, %conv1_grad.i314.end
-  %conv1_grad.q3153 = phi i64 [ 0, %conv1_grad.i314.end ], [ %q315.next, %conv1_grad.i316.end ]
-  br label %conv1_grad.i316
+conv1_grad.q339:                                  ; preds = %conv1_grad.i340.end, %conv1_grad.i338.end
+  %conv1_grad.q3393 = phi i64 [ 0, %conv1_grad.i338.end ], [ %q339.next, %conv1_grad.i340.end ]
+  br label %conv1_grad.i340
 
-conv1_grad.q315.end:                              ; preds = %conv1_grad.i316.end
+conv1_grad.q339.end:                              ; preds = %conv1_grad.i340.end
   ret void
 
-conv1_grad.i316:                                  ; preds = %conv1_grad.endif, %conv1_grad.q315
-  %conv1_grad.i3164 = phi i64 [ 0, %conv1_grad.q315 ], [ %i316.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q3153, 196
-  %3 = add nsw i64 %2, %conv1_grad.i3164
+conv1_grad.i340:                                  ; preds = %conv1_grad.endif, %conv1_grad.q339
+  %conv1_grad.i3404 = phi i64 [ 0, %conv1_grad.q339 ], [ %i340.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q3393, 196
+  %3 = add nsw i64 %2, %conv1_grad.i3404
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i316.end:                              ; preds = %conv1_grad.endif
-  %q315.next = add nsw i64 %conv1_grad.q3153, 1
-  %6 = icmp slt i64 %q315.next, 2048
-  br i1 %6, label %conv1_grad.q315, label %conv1_grad.q315.end
+conv1_grad.i340.end:                              ; preds = %conv1_grad.endif
+  %q339.next = add nsw i64 %conv1_grad.q3393, 1
+  %6 = icmp slt i64 %q339.next, 2048
+  br i1 %6, label %conv1_grad.q339, label %conv1_grad.q339.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i316
-  %7 = mul nsw i64 %conv1_grad.q3153, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i340
+  %7 = mul nsw i64 %conv1_grad.q3393, 784
   %8 = add nsw i64 1221264, %7
-  %9 = mul nsw i64 %conv1_grad.q3153, 196
-  %10 = add nsw i64 %9, %conv1_grad.i3164
+  %9 = mul nsw i64 %conv1_grad.q3393, 196
+  %10 = add nsw i64 %9, %conv1_grad.i3404
   %11 = add nsw i64 401408, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -10110,8 +10110,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i316
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q3153, 196
-  %17 = add nsw i64 %16, %conv1_grad.i3164
+  %16 = mul nsw i64 %conv1_grad.q3393, 196
+  %17 = add nsw i64 %16, %conv1_grad.i3404
   %18 = add nsw i64 802816, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -10119,1189 +10119,1189 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i316
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i316
-  %i316.next = add nsw i64 %conv1_grad.i3164, 1
-  %21 = icmp slt i64 %i316.next, 196
-  br i1 %21, label %conv1_grad.i316, label %conv1_grad.i316.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i340
+  %i340.next = add nsw i64 %conv1_grad.i3404, 1
+  %21 = icmp slt i64 %i340.next, 196
+  br i1 %21, label %conv1_grad.i340, label %conv1_grad.i340.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_weight_grad.i317
+  br label %conv1_weight_grad.i341
 
-conv1_weight_grad.i317:                           ; preds = %conv1_weight_grad.i317, %entry
-  %conv1_weight_grad.i3171 = phi i64 [ 0, %entry ], [ %i317.next, %conv1_weight_grad.i317 ]
-  %0 = add nsw i64 514304, %conv1_weight_grad.i3171
+conv1_weight_grad.i341:                           ; preds = %conv1_weight_grad.i341, %entry
+  %conv1_weight_grad.i3411 = phi i64 [ 0, %entry ], [ %i341.next, %conv1_weight_grad.i341 ]
+  %0 = add nsw i64 514304, %conv1_weight_grad.i3411
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i317.next = add nsw i64 %conv1_weight_grad.i3171, 1
-  %1 = icmp slt i64 %i317.next, 288
-  br i1 %1, label %conv1_weight_grad.i317, label %conv1_weight_grad.i317.end
+  %i341.next = add nsw i64 %conv1_weight_grad.i3411, 1
+  %1 = icmp slt i64 %i341.next, 288
+  br i1 %1, label %conv1_weight_grad.i341, label %conv1_weight_grad.i341.end
 
-conv1_weight_grad.i317.end:                       ; preds = %conv1_weight_grad.i317
-  br label %conv1_weight_grad.g318
+conv1_weight_grad.i341.end:                       ; preds = %conv1_weight_grad.i341
+  br label %conv1_weight_grad.g342
 
-conv1_weight_grad.g318:                           ; preds = %conv1_weight_grad.j333.end, %conv1_weight_grad.i317.end
-  %conv1_weight_grad.g3183 = phi i64 [ 0, %conv1_weight_grad.i317.end ], [ %g318.next, %conv1_weight_grad.j333.end ]
-  br label %conv1_weight_grad.j319
+conv1_weight_grad.g342:                           ; preds = %conv1_weight_grad.j357.end, %conv1_weight_grad.i341.end
+  %conv1_weight_grad.g3423 = phi i64 [ 0, %conv1_weight_grad.i341.end ], [ %g342.next, %conv1_weight_grad.j357.end ]
+  br label %conv1_weight_grad.j343
 
-conv1_weight_grad.g318.end:                       ; preds = %conv1_weight_grad.j333.end
-  br label %conv1_weight_grad.f344
+conv1_weight_grad.g342.end:                       ; preds = %conv1_weight_grad.j357.end
+  br label %conv1_weight_grad.f368
 
-conv1_weight_grad.j319:                           ; preds = %conv1_weight_grad.c320.end, %conv1_weight_grad.g318
-  %conv1_weight_grad.j3194 = phi i64 [ 0, %conv1_weight_grad.g318 ], [ %j319.next, %conv1_weight_grad.c320.end ]
-  br label %conv1_weight_grad.c320
+conv1_weight_grad.j343:                           ; preds = %conv1_weight_grad.c344.end, %conv1_weight_grad.g342
+  %conv1_weight_grad.j3434 = phi i64 [ 0, %conv1_weight_grad.g342 ], [ %j343.next, %conv1_weight_grad.c344.end ]
+  br label %conv1_weight_grad.c344
 
-conv1_weight_grad.j319.end:                       ; preds = %conv1_weight_grad.c320.end
-  br label %conv1_weight_grad.j333
+conv1_weight_grad.j343.end:                       ; preds = %conv1_weight_grad.c344.end
+  br label %conv1_weight_grad.j357
 
-conv1_weight_grad.c320:                           ; preds = %conv1_weight_grad.ky321.end, %conv1_weight_grad.j319
-  %conv1_weight_grad.c3205 = phi i64 [ 0, %conv1_weight_grad.j319 ], [ %c320.next, %conv1_weight_grad.ky321.end ]
-  br label %conv1_weight_grad.ky321
+conv1_weight_grad.c344:                           ; preds = %conv1_weight_grad.ky345.end, %conv1_weight_grad.j343
+  %conv1_weight_grad.c3445 = phi i64 [ 0, %conv1_weight_grad.j343 ], [ %c344.next, %conv1_weight_grad.ky345.end ]
+  br label %conv1_weight_grad.ky345
 
-conv1_weight_grad.c320.end:                       ; preds = %conv1_weight_grad.ky321.end
-  %j319.next = add nsw i64 %conv1_weight_grad.j3194, 1
-  %2 = icmp slt i64 %j319.next, 16
-  br i1 %2, label %conv1_weight_grad.j319, label %conv1_weight_grad.j319.end
+conv1_weight_grad.c344.end:                       ; preds = %conv1_weight_grad.ky345.end
+  %j343.next = add nsw i64 %conv1_weight_grad.j3434, 1
+  %2 = icmp slt i64 %j343.next, 16
+  br i1 %2, label %conv1_weight_grad.j343, label %conv1_weight_grad.j343.end
 
-conv1_weight_grad.ky321:                          ; preds = %conv1_weight_grad.oy329.end, %conv1_weight_grad.c320
-  %conv1_weight_grad.ky3216 = phi i64 [ 0, %conv1_weight_grad.c320 ], [ %ky321.next, %conv1_weight_grad.oy329.end ]
-  br label %conv1_weight_grad.oy322
+conv1_weight_grad.ky345:                          ; preds = %conv1_weight_grad.oy353.end, %conv1_weight_grad.c344
+  %conv1_weight_grad.ky3456 = phi i64 [ 0, %conv1_weight_grad.c344 ], [ %ky345.next, %conv1_weight_grad.oy353.end ]
+  br label %conv1_weight_grad.oy346
 
-conv1_weight_grad.ky321.end:                      ; preds = %conv1_weight_grad.oy329.end
-  %c320.next = add nsw i64 %conv1_weight_grad.c3205, 1
-  %3 = icmp slt i64 %c320.next, 1
-  br i1 %3, label %conv1_weight_grad.c320, label %conv1_weight_grad.c320.end
+conv1_weight_grad.ky345.end:                      ; preds = %conv1_weight_grad.oy353.end
+  %c344.next = add nsw i64 %conv1_weight_grad.c3445, 1
+  %3 = icmp slt i64 %c344.next, 1
+  br i1 %3, label %conv1_weight_grad.c344, label %conv1_weight_grad.c344.end
 
-conv1_weight_grad.oy322:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky321
-  %conv1_weight_grad.oy3227 = phi i64 [ 0, %conv1_weight_grad.ky321 ], [ %oy322.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy3227, %conv1_weight_grad.ky3216
+conv1_weight_grad.oy346:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky345
+  %conv1_weight_grad.oy3467 = phi i64 [ 0, %conv1_weight_grad.ky345 ], [ %oy346.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy3467, %conv1_weight_grad.ky3456
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy3227, %conv1_weight_grad.ky3216
+  %7 = add nsw i64 %conv1_weight_grad.oy3467, %conv1_weight_grad.ky3456
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy322.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy326
+conv1_weight_grad.oy346.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy350
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy322
-  br label %conv1_weight_grad.ox323
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy346
+  br label %conv1_weight_grad.ox347
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox324.end, %conv1_weight_grad.oy322
-  %11 = add nsw i64 %conv1_weight_grad.oy3227, %conv1_weight_grad.ky3216
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox348.end, %conv1_weight_grad.oy346
+  %11 = add nsw i64 %conv1_weight_grad.oy3467, %conv1_weight_grad.ky3456
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox323:                          ; preds = %conv1_weight_grad.ox323, %conv1_weight_grad.then
-  %conv1_weight_grad.ox3238 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox323.next, %conv1_weight_grad.ox323 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g3183, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j3194
+conv1_weight_grad.ox347:                          ; preds = %conv1_weight_grad.ox347, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3478 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox347.next, %conv1_weight_grad.ox347 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g3423, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j3434
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c3205, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c3445, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy3227, %conv1_weight_grad.ky3216
+  %19 = add nsw i64 %conv1_weight_grad.oy3467, %conv1_weight_grad.ky3456
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox3238, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox3478, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky3216
+  %27 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky3456
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12544
-  %31 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy3227, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox3238, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy3467, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox3478, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox323.next = add nsw i64 %conv1_weight_grad.ox3238, 1
-  %37 = icmp slt i64 %ox323.next, 27
-  br i1 %37, label %conv1_weight_grad.ox323, label %conv1_weight_grad.ox323.end
+  %ox347.next = add nsw i64 %conv1_weight_grad.ox3478, 1
+  %37 = icmp slt i64 %ox347.next, 27
+  br i1 %37, label %conv1_weight_grad.ox347, label %conv1_weight_grad.ox347.end
 
-conv1_weight_grad.ox323.end:                      ; preds = %conv1_weight_grad.ox323
-  br label %conv1_weight_grad.ox324
+conv1_weight_grad.ox347.end:                      ; preds = %conv1_weight_grad.ox347
+  br label %conv1_weight_grad.ox348
 
-conv1_weight_grad.ox324:                          ; preds = %conv1_weight_grad.ox324, %conv1_weight_grad.ox323.end
-  %conv1_weight_grad.ox32411 = phi i64 [ 0, %conv1_weight_grad.ox323.end ], [ %ox324.next, %conv1_weight_grad.ox324 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox348:                          ; preds = %conv1_weight_grad.ox348, %conv1_weight_grad.ox347.end
+  %conv1_weight_grad.ox34811 = phi i64 [ 0, %conv1_weight_grad.ox347.end ], [ %ox348.next, %conv1_weight_grad.ox348 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky3456
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12544
-  %42 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy3227, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox32411
+  %44 = mul nsw i64 %conv1_weight_grad.oy3467, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox34811
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox324.next = add nsw i64 %conv1_weight_grad.ox32411, 1
-  %47 = icmp slt i64 %ox324.next, 1
-  br i1 %47, label %conv1_weight_grad.ox324, label %conv1_weight_grad.ox324.end
+  %ox348.next = add nsw i64 %conv1_weight_grad.ox34811, 1
+  %47 = icmp slt i64 %ox348.next, 1
+  br i1 %47, label %conv1_weight_grad.ox348, label %conv1_weight_grad.ox348.end
 
-conv1_weight_grad.ox324.end:                      ; preds = %conv1_weight_grad.ox324
+conv1_weight_grad.ox348.end:                      ; preds = %conv1_weight_grad.ox348
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox325
+  br label %conv1_weight_grad.ox349
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox325.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy3227, %conv1_weight_grad.ky3216
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox349.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy3467, %conv1_weight_grad.ky3456
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox325:                          ; preds = %conv1_weight_grad.ox325, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox32515 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox325.next, %conv1_weight_grad.ox325 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox349:                          ; preds = %conv1_weight_grad.ox349, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox34915 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox349.next, %conv1_weight_grad.ox349 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky3456
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12544
-  %55 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy3227, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox32515
+  %57 = mul nsw i64 %conv1_weight_grad.oy3467, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox34915
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox325.next = add nsw i64 %conv1_weight_grad.ox32515, 1
-  %60 = icmp slt i64 %ox325.next, 28
-  br i1 %60, label %conv1_weight_grad.ox325, label %conv1_weight_grad.ox325.end
+  %ox349.next = add nsw i64 %conv1_weight_grad.ox34915, 1
+  %60 = icmp slt i64 %ox349.next, 28
+  br i1 %60, label %conv1_weight_grad.ox349, label %conv1_weight_grad.ox349.end
 
-conv1_weight_grad.ox325.end:                      ; preds = %conv1_weight_grad.ox325
+conv1_weight_grad.ox349.end:                      ; preds = %conv1_weight_grad.ox349
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox32519
+  br label %conv1_weight_grad.ox34919
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox325.end20, %conv1_weight_grad.endif14
-  %oy322.next = add nsw i64 %conv1_weight_grad.oy3227, 1
-  %61 = icmp slt i64 %oy322.next, 28
-  br i1 %61, label %conv1_weight_grad.oy322, label %conv1_weight_grad.oy322.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox349.end20, %conv1_weight_grad.endif14
+  %oy346.next = add nsw i64 %conv1_weight_grad.oy3467, 1
+  %61 = icmp slt i64 %oy346.next, 28
+  br i1 %61, label %conv1_weight_grad.oy346, label %conv1_weight_grad.oy346.end
 
-conv1_weight_grad.ox32519:                        ; preds = %conv1_weight_grad.ox32519, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox32521 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox325.next23, %conv1_weight_grad.ox32519 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox34919:                        ; preds = %conv1_weight_grad.ox34919, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox34921 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox349.next23, %conv1_weight_grad.ox34919 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky3456
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12544
-  %66 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy3227, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox32521
+  %68 = mul nsw i64 %conv1_weight_grad.oy3467, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox34921
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox325.next23 = add nsw i64 %conv1_weight_grad.ox32521, 1
-  %71 = icmp slt i64 %ox325.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox32519, label %conv1_weight_grad.ox325.end20
+  %ox349.next23 = add nsw i64 %conv1_weight_grad.ox34921, 1
+  %71 = icmp slt i64 %ox349.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox34919, label %conv1_weight_grad.ox349.end20
 
-conv1_weight_grad.ox325.end20:                    ; preds = %conv1_weight_grad.ox32519
+conv1_weight_grad.ox349.end20:                    ; preds = %conv1_weight_grad.ox34919
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy326:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy322.end
-  %conv1_weight_grad.oy32624 = phi i64 [ 0, %conv1_weight_grad.oy322.end ], [ %oy326.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy32624, %conv1_weight_grad.ky3216
+conv1_weight_grad.oy350:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy346.end
+  %conv1_weight_grad.oy35024 = phi i64 [ 0, %conv1_weight_grad.oy346.end ], [ %oy350.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy35024, %conv1_weight_grad.ky3456
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy32624, %conv1_weight_grad.ky3216
+  %75 = add nsw i64 %conv1_weight_grad.oy35024, %conv1_weight_grad.ky3456
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy326.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy329
+conv1_weight_grad.oy350.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy353
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy326
-  br label %conv1_weight_grad.ox327
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy350
+  br label %conv1_weight_grad.ox351
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox327.end, %conv1_weight_grad.oy326
-  %79 = add nsw i64 %conv1_weight_grad.oy32624, %conv1_weight_grad.ky3216
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox351.end, %conv1_weight_grad.oy350
+  %79 = add nsw i64 %conv1_weight_grad.oy35024, %conv1_weight_grad.ky3456
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox327:                          ; preds = %conv1_weight_grad.ox327, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox32727 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox327.next, %conv1_weight_grad.ox327 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g3183, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j3194
+conv1_weight_grad.ox351:                          ; preds = %conv1_weight_grad.ox351, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox35127 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox351.next, %conv1_weight_grad.ox351 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g3423, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j3434
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c3205, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c3445, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy32624, %conv1_weight_grad.ky3216
+  %87 = add nsw i64 %conv1_weight_grad.oy35024, %conv1_weight_grad.ky3456
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox32727
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox35127
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky3216
+  %93 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky3456
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12544
-  %98 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy32624, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox32727
+  %100 = mul nsw i64 %conv1_weight_grad.oy35024, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox35127
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox327.next = add nsw i64 %conv1_weight_grad.ox32727, 1
-  %103 = icmp slt i64 %ox327.next, 28
-  br i1 %103, label %conv1_weight_grad.ox327, label %conv1_weight_grad.ox327.end
+  %ox351.next = add nsw i64 %conv1_weight_grad.ox35127, 1
+  %103 = icmp slt i64 %ox351.next, 28
+  br i1 %103, label %conv1_weight_grad.ox351, label %conv1_weight_grad.ox351.end
 
-conv1_weight_grad.ox327.end:                      ; preds = %conv1_weight_grad.ox327
+conv1_weight_grad.ox351.end:                      ; preds = %conv1_weight_grad.ox351
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox328
+  br label %conv1_weight_grad.ox352
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox328.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy32624, %conv1_weight_grad.ky3216
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox352.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy35024, %conv1_weight_grad.ky3456
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox328:                          ; preds = %conv1_weight_grad.ox328, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox32832 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox328.next, %conv1_weight_grad.ox328 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox352:                          ; preds = %conv1_weight_grad.ox352, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox35232 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox352.next, %conv1_weight_grad.ox352 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky3456
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12544
-  %112 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy32624, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox32832
+  %114 = mul nsw i64 %conv1_weight_grad.oy35024, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox35232
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox328.next = add nsw i64 %conv1_weight_grad.ox32832, 1
-  %117 = icmp slt i64 %ox328.next, 28
-  br i1 %117, label %conv1_weight_grad.ox328, label %conv1_weight_grad.ox328.end
+  %ox352.next = add nsw i64 %conv1_weight_grad.ox35232, 1
+  %117 = icmp slt i64 %ox352.next, 28
+  br i1 %117, label %conv1_weight_grad.ox352, label %conv1_weight_grad.ox352.end
 
-conv1_weight_grad.ox328.end:                      ; preds = %conv1_weight_grad.ox328
+conv1_weight_grad.ox352.end:                      ; preds = %conv1_weight_grad.ox352
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox32836
+  br label %conv1_weight_grad.ox35236
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox328.end37, %conv1_weight_grad.endif31
-  %oy326.next = add nsw i64 %conv1_weight_grad.oy32624, 1
-  %118 = icmp slt i64 %oy326.next, 28
-  br i1 %118, label %conv1_weight_grad.oy326, label %conv1_weight_grad.oy326.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox352.end37, %conv1_weight_grad.endif31
+  %oy350.next = add nsw i64 %conv1_weight_grad.oy35024, 1
+  %118 = icmp slt i64 %oy350.next, 28
+  br i1 %118, label %conv1_weight_grad.oy350, label %conv1_weight_grad.oy350.end
 
-conv1_weight_grad.ox32836:                        ; preds = %conv1_weight_grad.ox32836, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox32838 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox328.next40, %conv1_weight_grad.ox32836 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox35236:                        ; preds = %conv1_weight_grad.ox35236, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox35238 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox352.next40, %conv1_weight_grad.ox35236 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky3456
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12544
-  %124 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy32624, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox32838
+  %126 = mul nsw i64 %conv1_weight_grad.oy35024, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox35238
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox328.next40 = add nsw i64 %conv1_weight_grad.ox32838, 1
-  %129 = icmp slt i64 %ox328.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox32836, label %conv1_weight_grad.ox328.end37
+  %ox352.next40 = add nsw i64 %conv1_weight_grad.ox35238, 1
+  %129 = icmp slt i64 %ox352.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox35236, label %conv1_weight_grad.ox352.end37
 
-conv1_weight_grad.ox328.end37:                    ; preds = %conv1_weight_grad.ox32836
+conv1_weight_grad.ox352.end37:                    ; preds = %conv1_weight_grad.ox35236
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy329:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy326.end
-  %conv1_weight_grad.oy32941 = phi i64 [ 0, %conv1_weight_grad.oy326.end ], [ %oy329.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy32941, %conv1_weight_grad.ky3216
+conv1_weight_grad.oy353:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy350.end
+  %conv1_weight_grad.oy35341 = phi i64 [ 0, %conv1_weight_grad.oy350.end ], [ %oy353.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy35341, %conv1_weight_grad.ky3456
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy32941, %conv1_weight_grad.ky3216
+  %133 = add nsw i64 %conv1_weight_grad.oy35341, %conv1_weight_grad.ky3456
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy329.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky321.next = add nsw i64 %conv1_weight_grad.ky3216, 1
-  %137 = icmp slt i64 %ky321.next, 3
-  br i1 %137, label %conv1_weight_grad.ky321, label %conv1_weight_grad.ky321.end
+conv1_weight_grad.oy353.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky345.next = add nsw i64 %conv1_weight_grad.ky3456, 1
+  %137 = icmp slt i64 %ky345.next, 3
+  br i1 %137, label %conv1_weight_grad.ky345, label %conv1_weight_grad.ky345.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy329
-  br label %conv1_weight_grad.ox330
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy353
+  br label %conv1_weight_grad.ox354
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox331.end, %conv1_weight_grad.oy329
-  %138 = add nsw i64 %conv1_weight_grad.oy32941, %conv1_weight_grad.ky3216
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox355.end, %conv1_weight_grad.oy353
+  %138 = add nsw i64 %conv1_weight_grad.oy35341, %conv1_weight_grad.ky3456
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox330:                          ; preds = %conv1_weight_grad.ox330, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox33044 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox330.next, %conv1_weight_grad.ox330 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g3183, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j3194
+conv1_weight_grad.ox354:                          ; preds = %conv1_weight_grad.ox354, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox35444 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox354.next, %conv1_weight_grad.ox354 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g3423, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j3434
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c3205, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c3445, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy32941, %conv1_weight_grad.ky3216
+  %146 = add nsw i64 %conv1_weight_grad.oy35341, %conv1_weight_grad.ky3456
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox33044, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox35444, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky3216
+  %153 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky3456
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12544
-  %158 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy32941, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox33044
+  %160 = mul nsw i64 %conv1_weight_grad.oy35341, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox35444
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox330.next = add nsw i64 %conv1_weight_grad.ox33044, 1
-  %163 = icmp slt i64 %ox330.next, 27
-  br i1 %163, label %conv1_weight_grad.ox330, label %conv1_weight_grad.ox330.end
+  %ox354.next = add nsw i64 %conv1_weight_grad.ox35444, 1
+  %163 = icmp slt i64 %ox354.next, 27
+  br i1 %163, label %conv1_weight_grad.ox354, label %conv1_weight_grad.ox354.end
 
-conv1_weight_grad.ox330.end:                      ; preds = %conv1_weight_grad.ox330
-  br label %conv1_weight_grad.ox331
+conv1_weight_grad.ox354.end:                      ; preds = %conv1_weight_grad.ox354
+  br label %conv1_weight_grad.ox355
 
-conv1_weight_grad.ox331:                          ; preds = %conv1_weight_grad.ox331, %conv1_weight_grad.ox330.end
-  %conv1_weight_grad.ox33147 = phi i64 [ 0, %conv1_weight_grad.ox330.end ], [ %ox331.next, %conv1_weight_grad.ox331 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox355:                          ; preds = %conv1_weight_grad.ox355, %conv1_weight_grad.ox354.end
+  %conv1_weight_grad.ox35547 = phi i64 [ 0, %conv1_weight_grad.ox354.end ], [ %ox355.next, %conv1_weight_grad.ox355 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky3456
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12544
-  %169 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy32941, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox33147, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy35341, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox35547, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox331.next = add nsw i64 %conv1_weight_grad.ox33147, 1
-  %175 = icmp slt i64 %ox331.next, 1
-  br i1 %175, label %conv1_weight_grad.ox331, label %conv1_weight_grad.ox331.end
+  %ox355.next = add nsw i64 %conv1_weight_grad.ox35547, 1
+  %175 = icmp slt i64 %ox355.next, 1
+  br i1 %175, label %conv1_weight_grad.ox355, label %conv1_weight_grad.ox355.end
 
-conv1_weight_grad.ox331.end:                      ; preds = %conv1_weight_grad.ox331
+conv1_weight_grad.ox355.end:                      ; preds = %conv1_weight_grad.ox355
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox332
+  br label %conv1_weight_grad.ox356
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox332.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy32941, %conv1_weight_grad.ky3216
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox356.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy35341, %conv1_weight_grad.ky3456
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox332:                          ; preds = %conv1_weight_grad.ox332, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox33251 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox332.next, %conv1_weight_grad.ox332 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox356:                          ; preds = %conv1_weight_grad.ox356, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox35651 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox356.next, %conv1_weight_grad.ox356 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky3456
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12544
-  %184 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy32941, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox33251
+  %186 = mul nsw i64 %conv1_weight_grad.oy35341, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox35651
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox332.next = add nsw i64 %conv1_weight_grad.ox33251, 1
-  %189 = icmp slt i64 %ox332.next, 28
-  br i1 %189, label %conv1_weight_grad.ox332, label %conv1_weight_grad.ox332.end
+  %ox356.next = add nsw i64 %conv1_weight_grad.ox35651, 1
+  %189 = icmp slt i64 %ox356.next, 28
+  br i1 %189, label %conv1_weight_grad.ox356, label %conv1_weight_grad.ox356.end
 
-conv1_weight_grad.ox332.end:                      ; preds = %conv1_weight_grad.ox332
+conv1_weight_grad.ox356.end:                      ; preds = %conv1_weight_grad.ox356
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox33255
+  br label %conv1_weight_grad.ox35655
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox332.end56, %conv1_weight_grad.endif50
-  %oy329.next = add nsw i64 %conv1_weight_grad.oy32941, 1
-  %190 = icmp slt i64 %oy329.next, 28
-  br i1 %190, label %conv1_weight_grad.oy329, label %conv1_weight_grad.oy329.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox356.end56, %conv1_weight_grad.endif50
+  %oy353.next = add nsw i64 %conv1_weight_grad.oy35341, 1
+  %190 = icmp slt i64 %oy353.next, 28
+  br i1 %190, label %conv1_weight_grad.oy353, label %conv1_weight_grad.oy353.end
 
-conv1_weight_grad.ox33255:                        ; preds = %conv1_weight_grad.ox33255, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox33257 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox332.next59, %conv1_weight_grad.ox33255 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c3205, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky3216
+conv1_weight_grad.ox35655:                        ; preds = %conv1_weight_grad.ox35655, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox35657 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox356.next59, %conv1_weight_grad.ox35655 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c3445, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky3456
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12544
-  %196 = mul nsw i64 %conv1_weight_grad.j3194, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j3434, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy32941, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox33257
+  %198 = mul nsw i64 %conv1_weight_grad.oy35341, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox35657
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox332.next59 = add nsw i64 %conv1_weight_grad.ox33257, 1
-  %201 = icmp slt i64 %ox332.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox33255, label %conv1_weight_grad.ox332.end56
+  %ox356.next59 = add nsw i64 %conv1_weight_grad.ox35657, 1
+  %201 = icmp slt i64 %ox356.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox35655, label %conv1_weight_grad.ox356.end56
 
-conv1_weight_grad.ox332.end56:                    ; preds = %conv1_weight_grad.ox33255
+conv1_weight_grad.ox356.end56:                    ; preds = %conv1_weight_grad.ox35655
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j333:                           ; preds = %conv1_weight_grad.i334.end, %conv1_weight_grad.j319.end
-  %conv1_weight_grad.j33360 = phi i64 [ 0, %conv1_weight_grad.j319.end ], [ %j333.next, %conv1_weight_grad.i334.end ]
-  br label %conv1_weight_grad.i334
+conv1_weight_grad.j357:                           ; preds = %conv1_weight_grad.i358.end, %conv1_weight_grad.j343.end
+  %conv1_weight_grad.j35760 = phi i64 [ 0, %conv1_weight_grad.j343.end ], [ %j357.next, %conv1_weight_grad.i358.end ]
+  br label %conv1_weight_grad.i358
 
-conv1_weight_grad.j333.end:                       ; preds = %conv1_weight_grad.i334.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm343(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g318.next = add nsw i64 %conv1_weight_grad.g3183, 1
-  %202 = icmp slt i64 %g318.next, 4
-  br i1 %202, label %conv1_weight_grad.g318, label %conv1_weight_grad.g318.end
+conv1_weight_grad.j357.end:                       ; preds = %conv1_weight_grad.i358.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm367(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g342.next = add nsw i64 %conv1_weight_grad.g3423, 1
+  %202 = icmp slt i64 %g342.next, 4
+  br i1 %202, label %conv1_weight_grad.g342, label %conv1_weight_grad.g342.end
 
-conv1_weight_grad.i334:                           ; preds = %conv1_weight_grad.f335.end, %conv1_weight_grad.j333
-  %conv1_weight_grad.i33461 = phi i64 [ 0, %conv1_weight_grad.j333 ], [ %i334.next, %conv1_weight_grad.f335.end ]
-  br label %conv1_weight_grad.f335
+conv1_weight_grad.i358:                           ; preds = %conv1_weight_grad.f359.end, %conv1_weight_grad.j357
+  %conv1_weight_grad.i35861 = phi i64 [ 0, %conv1_weight_grad.j357 ], [ %i358.next, %conv1_weight_grad.f359.end ]
+  br label %conv1_weight_grad.f359
 
-conv1_weight_grad.i334.end:                       ; preds = %conv1_weight_grad.f335.end
-  %j333.next = add nsw i64 %conv1_weight_grad.j33360, 1
-  %203 = icmp slt i64 %j333.next, 16
-  br i1 %203, label %conv1_weight_grad.j333, label %conv1_weight_grad.j333.end
+conv1_weight_grad.i358.end:                       ; preds = %conv1_weight_grad.f359.end
+  %j357.next = add nsw i64 %conv1_weight_grad.j35760, 1
+  %203 = icmp slt i64 %j357.next, 16
+  br i1 %203, label %conv1_weight_grad.j357, label %conv1_weight_grad.j357.end
 
-conv1_weight_grad.f335:                           ; preds = %conv1_weight_grad.f335, %conv1_weight_grad.i334
-  %conv1_weight_grad.f33562 = phi i64 [ 0, %conv1_weight_grad.i334 ], [ %f335.next, %conv1_weight_grad.f335 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g3183, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j33360
+conv1_weight_grad.f359:                           ; preds = %conv1_weight_grad.f359, %conv1_weight_grad.i358
+  %conv1_weight_grad.f35962 = phi i64 [ 0, %conv1_weight_grad.i358 ], [ %f359.next, %conv1_weight_grad.f359 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g3423, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j35760
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 1221264, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f33562, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f35962, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i33461
+  %210 = add nsw i64 %209, %conv1_weight_grad.i35861
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j33360, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i33461
+  %212 = mul nsw i64 %conv1_weight_grad.j35760, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i35861
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 112896, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f33562
+  %216 = add nsw i64 %215, %conv1_weight_grad.f35962
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f335.next = add nsw i64 %conv1_weight_grad.f33562, 1
-  %217 = icmp slt i64 %f335.next, 32
-  br i1 %217, label %conv1_weight_grad.f335, label %conv1_weight_grad.f335.end
+  %f359.next = add nsw i64 %conv1_weight_grad.f35962, 1
+  %217 = icmp slt i64 %f359.next, 32
+  br i1 %217, label %conv1_weight_grad.f359, label %conv1_weight_grad.f359.end
 
-conv1_weight_grad.f335.end:                       ; preds = %conv1_weight_grad.f335
-  %i334.next = add nsw i64 %conv1_weight_grad.i33461, 1
-  %218 = icmp slt i64 %i334.next, 784
-  br i1 %218, label %conv1_weight_grad.i334, label %conv1_weight_grad.i334.end
+conv1_weight_grad.f359.end:                       ; preds = %conv1_weight_grad.f359
+  %i358.next = add nsw i64 %conv1_weight_grad.i35861, 1
+  %218 = icmp slt i64 %i358.next, 784
+  br i1 %218, label %conv1_weight_grad.i358, label %conv1_weight_grad.i358.end
 
-conv1_weight_grad.f344:                           ; preds = %conv1_weight_grad.r345.end, %conv1_weight_grad.g318.end
-  %conv1_weight_grad.f34465 = phi i64 [ 0, %conv1_weight_grad.g318.end ], [ %f344.next, %conv1_weight_grad.r345.end ]
-  br label %conv1_weight_grad.r345
+conv1_weight_grad.f368:                           ; preds = %conv1_weight_grad.r369.end, %conv1_weight_grad.g342.end
+  %conv1_weight_grad.f36865 = phi i64 [ 0, %conv1_weight_grad.g342.end ], [ %f368.next, %conv1_weight_grad.r369.end ]
+  br label %conv1_weight_grad.r369
 
-conv1_weight_grad.f344.end:                       ; preds = %conv1_weight_grad.r345.end
+conv1_weight_grad.f368.end:                       ; preds = %conv1_weight_grad.r369.end
   ret void
 
-conv1_weight_grad.r345:                           ; preds = %conv1_weight_grad.r345, %conv1_weight_grad.f344
-  %conv1_weight_grad.r34566 = phi i64 [ 0, %conv1_weight_grad.f344 ], [ %r345.next, %conv1_weight_grad.r345 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r34566, 32
+conv1_weight_grad.r369:                           ; preds = %conv1_weight_grad.r369, %conv1_weight_grad.f368
+  %conv1_weight_grad.r36966 = phi i64 [ 0, %conv1_weight_grad.f368 ], [ %r369.next, %conv1_weight_grad.r369 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r36966, 32
   %220 = add nsw i64 514304, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f34465
+  %221 = add nsw i64 %220, %conv1_weight_grad.f36865
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f34465, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r34566
+  %223 = mul nsw i64 %conv1_weight_grad.f36865, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r36966
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r345.next = add nsw i64 %conv1_weight_grad.r34566, 1
-  %225 = icmp slt i64 %r345.next, 9
-  br i1 %225, label %conv1_weight_grad.r345, label %conv1_weight_grad.r345.end
+  %r369.next = add nsw i64 %conv1_weight_grad.r36966, 1
+  %225 = icmp slt i64 %r369.next, 9
+  br i1 %225, label %conv1_weight_grad.r369, label %conv1_weight_grad.r369.end
 
-conv1_weight_grad.r345.end:                       ; preds = %conv1_weight_grad.r345
-  %f344.next = add nsw i64 %conv1_weight_grad.f34465, 1
-  %226 = icmp slt i64 %f344.next, 32
-  br i1 %226, label %conv1_weight_grad.f344, label %conv1_weight_grad.f344.end
+conv1_weight_grad.r369.end:                       ; preds = %conv1_weight_grad.r369
+  %f368.next = add nsw i64 %conv1_weight_grad.f36865, 1
+  %226 = icmp slt i64 %f368.next, 32
+  br i1 %226, label %conv1_weight_grad.f368, label %conv1_weight_grad.f368.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm343(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm367(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_weight_grad.t341_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t341_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t339_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp336
+  %conv1_weight_grad.t365_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t365_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t363_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp360
 
-conv1_weight_grad.kp336:                          ; preds = %conv1_weight_grad.nb337.end, %entry
-  %conv1_weight_grad.kp3361 = phi i64 [ 0, %entry ], [ %kp336.next, %conv1_weight_grad.nb337.end ]
-  br label %conv1_weight_grad.nb337
+conv1_weight_grad.kp360:                          ; preds = %conv1_weight_grad.nb361.end, %entry
+  %conv1_weight_grad.kp3601 = phi i64 [ 0, %entry ], [ %kp360.next, %conv1_weight_grad.nb361.end ]
+  br label %conv1_weight_grad.nb361
 
-conv1_weight_grad.kp336.end:                      ; preds = %conv1_weight_grad.nb337.end
+conv1_weight_grad.kp360.end:                      ; preds = %conv1_weight_grad.nb361.end
   ret void
 
-conv1_weight_grad.nb337:                          ; preds = %conv1_weight_grad.k342.end, %conv1_weight_grad.kp336
-  %conv1_weight_grad.nb3372 = phi i64 [ 0, %conv1_weight_grad.kp336 ], [ %nb337.next, %conv1_weight_grad.k342.end ]
-  br label %conv1_weight_grad.mb338
+conv1_weight_grad.nb361:                          ; preds = %conv1_weight_grad.k366.end, %conv1_weight_grad.kp360
+  %conv1_weight_grad.nb3612 = phi i64 [ 0, %conv1_weight_grad.kp360 ], [ %nb361.next, %conv1_weight_grad.k366.end ]
+  br label %conv1_weight_grad.mb362
 
-conv1_weight_grad.nb337.end:                      ; preds = %conv1_weight_grad.k342.end
-  %kp336.next = add nsw i64 %conv1_weight_grad.kp3361, 1
-  %0 = icmp slt i64 %kp336.next, 7
-  br i1 %0, label %conv1_weight_grad.kp336, label %conv1_weight_grad.kp336.end
+conv1_weight_grad.nb361.end:                      ; preds = %conv1_weight_grad.k366.end
+  %kp360.next = add nsw i64 %conv1_weight_grad.kp3601, 1
+  %0 = icmp slt i64 %kp360.next, 7
+  br i1 %0, label %conv1_weight_grad.kp360, label %conv1_weight_grad.kp360.end
 
-conv1_weight_grad.mb338:                          ; preds = %conv1_weight_grad.k340.end, %conv1_weight_grad.nb337
-  %conv1_weight_grad.mb3383 = phi i64 [ 0, %conv1_weight_grad.nb337 ], [ %mb338.next, %conv1_weight_grad.k340.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+conv1_weight_grad.mb362:                          ; preds = %conv1_weight_grad.k364.end, %conv1_weight_grad.nb361
+  %conv1_weight_grad.mb3623 = phi i64 [ 0, %conv1_weight_grad.nb361 ], [ %mb362.next, %conv1_weight_grad.k364.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514304, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t339_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t363_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514304, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t339_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t363_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514304, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t339_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t363_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514304, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t339_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t363_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514304, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t339_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t363_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514304, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t339_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t363_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514304, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t339_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t363_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514304, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t339_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t363_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514304, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t339_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t363_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514304, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t339_c4_1, align 32
-  br label %conv1_weight_grad.k340
+  store <8 x float> %73, ptr %conv1_weight_grad.t363_c4_1, align 32
+  br label %conv1_weight_grad.k364
 
-conv1_weight_grad.mb338.end:                      ; preds = %conv1_weight_grad.k340.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+conv1_weight_grad.mb362.end:                      ; preds = %conv1_weight_grad.k364.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %75 = add nsw i64 514464, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t341_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t365_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %78 = add nsw i64 514464, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t341_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t365_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %82 = add nsw i64 514496, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t341_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t365_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %85 = add nsw i64 514496, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t341_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t365_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %89 = add nsw i64 514528, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t341_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t365_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %92 = add nsw i64 514528, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t341_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t365_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %96 = add nsw i64 514560, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t341_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t365_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %99 = add nsw i64 514560, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t341_c3_1, align 32
-  br label %conv1_weight_grad.k342
+  store <8 x float> %101, ptr %conv1_weight_grad.t365_c3_1, align 32
+  br label %conv1_weight_grad.k366
 
-conv1_weight_grad.k340:                           ; preds = %conv1_weight_grad.k340, %conv1_weight_grad.mb338
-  %conv1_weight_grad.k34014 = phi i64 [ 0, %conv1_weight_grad.mb338 ], [ %k340.next, %conv1_weight_grad.k340 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k34014, %102
+conv1_weight_grad.k364:                           ; preds = %conv1_weight_grad.k364, %conv1_weight_grad.mb362
+  %conv1_weight_grad.k36414 = phi i64 [ 0, %conv1_weight_grad.mb362 ], [ %k364.next, %conv1_weight_grad.k364 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k36414, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 112896, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t339_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k34014, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t363_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k36414, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 112896, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t339_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t363_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %118 = mul nsw i64 %117, 12544
-  %119 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k34014, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k36414, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t339_a0, align 32
-  %t339_a0 = load <8 x float>, ptr %conv1_weight_grad.t339_a0, align 32
-  %t339_b0 = load <8 x float>, ptr %conv1_weight_grad.t339_b0, align 32
-  %t339_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t339_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a0, <8 x float> %t339_b0, <8 x float> %t339_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t339_c0_0, align 32
-  %t339_a018 = load <8 x float>, ptr %conv1_weight_grad.t339_a0, align 32
-  %t339_b1 = load <8 x float>, ptr %conv1_weight_grad.t339_b1, align 32
-  %t339_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t339_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a018, <8 x float> %t339_b1, <8 x float> %t339_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t339_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t363_a0, align 32
+  %t363_a0 = load <8 x float>, ptr %conv1_weight_grad.t363_a0, align 32
+  %t363_b0 = load <8 x float>, ptr %conv1_weight_grad.t363_b0, align 32
+  %t363_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t363_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a0, <8 x float> %t363_b0, <8 x float> %t363_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t363_c0_0, align 32
+  %t363_a018 = load <8 x float>, ptr %conv1_weight_grad.t363_a0, align 32
+  %t363_b1 = load <8 x float>, ptr %conv1_weight_grad.t363_b1, align 32
+  %t363_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t363_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a018, <8 x float> %t363_b1, <8 x float> %t363_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t363_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12544
-  %130 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k34014, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k36414, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t339_a1, align 32
-  %t339_a1 = load <8 x float>, ptr %conv1_weight_grad.t339_a1, align 32
-  %t339_b020 = load <8 x float>, ptr %conv1_weight_grad.t339_b0, align 32
-  %t339_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t339_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a1, <8 x float> %t339_b020, <8 x float> %t339_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t339_c1_0, align 32
-  %t339_a121 = load <8 x float>, ptr %conv1_weight_grad.t339_a1, align 32
-  %t339_b122 = load <8 x float>, ptr %conv1_weight_grad.t339_b1, align 32
-  %t339_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t339_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a121, <8 x float> %t339_b122, <8 x float> %t339_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t339_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t363_a1, align 32
+  %t363_a1 = load <8 x float>, ptr %conv1_weight_grad.t363_a1, align 32
+  %t363_b020 = load <8 x float>, ptr %conv1_weight_grad.t363_b0, align 32
+  %t363_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t363_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a1, <8 x float> %t363_b020, <8 x float> %t363_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t363_c1_0, align 32
+  %t363_a121 = load <8 x float>, ptr %conv1_weight_grad.t363_a1, align 32
+  %t363_b122 = load <8 x float>, ptr %conv1_weight_grad.t363_b1, align 32
+  %t363_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t363_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a121, <8 x float> %t363_b122, <8 x float> %t363_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t363_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12544
-  %141 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k34014, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k36414, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t339_a2, align 32
-  %t339_a2 = load <8 x float>, ptr %conv1_weight_grad.t339_a2, align 32
-  %t339_b024 = load <8 x float>, ptr %conv1_weight_grad.t339_b0, align 32
-  %t339_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t339_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a2, <8 x float> %t339_b024, <8 x float> %t339_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t339_c2_0, align 32
-  %t339_a225 = load <8 x float>, ptr %conv1_weight_grad.t339_a2, align 32
-  %t339_b126 = load <8 x float>, ptr %conv1_weight_grad.t339_b1, align 32
-  %t339_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t339_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a225, <8 x float> %t339_b126, <8 x float> %t339_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t339_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t363_a2, align 32
+  %t363_a2 = load <8 x float>, ptr %conv1_weight_grad.t363_a2, align 32
+  %t363_b024 = load <8 x float>, ptr %conv1_weight_grad.t363_b0, align 32
+  %t363_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t363_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a2, <8 x float> %t363_b024, <8 x float> %t363_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t363_c2_0, align 32
+  %t363_a225 = load <8 x float>, ptr %conv1_weight_grad.t363_a2, align 32
+  %t363_b126 = load <8 x float>, ptr %conv1_weight_grad.t363_b1, align 32
+  %t363_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t363_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a225, <8 x float> %t363_b126, <8 x float> %t363_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t363_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12544
-  %152 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k34014, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k36414, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t339_a3, align 32
-  %t339_a3 = load <8 x float>, ptr %conv1_weight_grad.t339_a3, align 32
-  %t339_b028 = load <8 x float>, ptr %conv1_weight_grad.t339_b0, align 32
-  %t339_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t339_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a3, <8 x float> %t339_b028, <8 x float> %t339_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t339_c3_0, align 32
-  %t339_a329 = load <8 x float>, ptr %conv1_weight_grad.t339_a3, align 32
-  %t339_b130 = load <8 x float>, ptr %conv1_weight_grad.t339_b1, align 32
-  %t339_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t339_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a329, <8 x float> %t339_b130, <8 x float> %t339_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t339_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t363_a3, align 32
+  %t363_a3 = load <8 x float>, ptr %conv1_weight_grad.t363_a3, align 32
+  %t363_b028 = load <8 x float>, ptr %conv1_weight_grad.t363_b0, align 32
+  %t363_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t363_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a3, <8 x float> %t363_b028, <8 x float> %t363_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t363_c3_0, align 32
+  %t363_a329 = load <8 x float>, ptr %conv1_weight_grad.t363_a3, align 32
+  %t363_b130 = load <8 x float>, ptr %conv1_weight_grad.t363_b1, align 32
+  %t363_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t363_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a329, <8 x float> %t363_b130, <8 x float> %t363_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t363_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12544
-  %163 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k34014, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k36414, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t339_a4, align 32
-  %t339_a4 = load <8 x float>, ptr %conv1_weight_grad.t339_a4, align 32
-  %t339_b032 = load <8 x float>, ptr %conv1_weight_grad.t339_b0, align 32
-  %t339_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t339_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a4, <8 x float> %t339_b032, <8 x float> %t339_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t339_c4_0, align 32
-  %t339_a433 = load <8 x float>, ptr %conv1_weight_grad.t339_a4, align 32
-  %t339_b134 = load <8 x float>, ptr %conv1_weight_grad.t339_b1, align 32
-  %t339_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t339_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t339_a433, <8 x float> %t339_b134, <8 x float> %t339_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t339_c4_1, align 32
-  %k340.next = add nsw i64 %conv1_weight_grad.k34014, 1
-  %171 = icmp slt i64 %k340.next, 1792
-  br i1 %171, label %conv1_weight_grad.k340, label %conv1_weight_grad.k340.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t363_a4, align 32
+  %t363_a4 = load <8 x float>, ptr %conv1_weight_grad.t363_a4, align 32
+  %t363_b032 = load <8 x float>, ptr %conv1_weight_grad.t363_b0, align 32
+  %t363_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t363_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a4, <8 x float> %t363_b032, <8 x float> %t363_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t363_c4_0, align 32
+  %t363_a433 = load <8 x float>, ptr %conv1_weight_grad.t363_a4, align 32
+  %t363_b134 = load <8 x float>, ptr %conv1_weight_grad.t363_b1, align 32
+  %t363_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t363_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t363_a433, <8 x float> %t363_b134, <8 x float> %t363_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t363_c4_1, align 32
+  %k364.next = add nsw i64 %conv1_weight_grad.k36414, 1
+  %171 = icmp slt i64 %k364.next, 1792
+  br i1 %171, label %conv1_weight_grad.k364, label %conv1_weight_grad.k364.end
 
-conv1_weight_grad.k340.end:                       ; preds = %conv1_weight_grad.k340
-  %t339_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t339_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+conv1_weight_grad.k364.end:                       ; preds = %conv1_weight_grad.k364
+  %t363_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t363_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514304, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t339_c0_035, ptr %arena36, align 4
-  %t339_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t339_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c0_035, ptr %arena36, align 4
+  %t363_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t363_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514304, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t339_c0_137, ptr %arena38, align 4
-  %t339_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t339_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c0_137, ptr %arena38, align 4
+  %t363_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t363_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514304, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t339_c1_039, ptr %arena40, align 4
-  %t339_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t339_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c1_039, ptr %arena40, align 4
+  %t363_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t363_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514304, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t339_c1_141, ptr %arena42, align 4
-  %t339_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t339_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c1_141, ptr %arena42, align 4
+  %t363_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t363_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514304, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t339_c2_043, ptr %arena44, align 4
-  %t339_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t339_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c2_043, ptr %arena44, align 4
+  %t363_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t363_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514304, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t339_c2_145, ptr %arena46, align 4
-  %t339_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t339_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c2_145, ptr %arena46, align 4
+  %t363_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t363_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514304, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t339_c3_047, ptr %arena48, align 4
-  %t339_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t339_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c3_047, ptr %arena48, align 4
+  %t363_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t363_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514304, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t339_c3_149, ptr %arena50, align 4
-  %t339_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t339_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c3_149, ptr %arena50, align 4
+  %t363_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t363_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514304, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t339_c4_051, ptr %arena52, align 4
-  %t339_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t339_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb3383, 5
+  store <8 x float> %t363_c4_051, ptr %arena52, align 4
+  %t363_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t363_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb3623, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514304, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t339_c4_153, ptr %arena54, align 4
-  %mb338.next = add nsw i64 %conv1_weight_grad.mb3383, 1
-  %235 = icmp slt i64 %mb338.next, 1
-  br i1 %235, label %conv1_weight_grad.mb338, label %conv1_weight_grad.mb338.end
+  store <8 x float> %t363_c4_153, ptr %arena54, align 4
+  %mb362.next = add nsw i64 %conv1_weight_grad.mb3623, 1
+  %235 = icmp slt i64 %mb362.next, 1
+  br i1 %235, label %conv1_weight_grad.mb362, label %conv1_weight_grad.mb362.end
 
-conv1_weight_grad.k342:                           ; preds = %conv1_weight_grad.k342, %conv1_weight_grad.mb338.end
-  %conv1_weight_grad.k34263 = phi i64 [ 0, %conv1_weight_grad.mb338.end ], [ %k342.next, %conv1_weight_grad.k342 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k34263, %236
+conv1_weight_grad.k366:                           ; preds = %conv1_weight_grad.k366, %conv1_weight_grad.mb362.end
+  %conv1_weight_grad.k36663 = phi i64 [ 0, %conv1_weight_grad.mb362.end ], [ %k366.next, %conv1_weight_grad.k366 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k36663, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 112896, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t341_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k34263, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t365_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k36663, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 112896, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t341_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k34263, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t365_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k36663, %251
   %253 = add nsw i64 62720, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t341_a0, align 32
-  %t341_a0 = load <8 x float>, ptr %conv1_weight_grad.t341_a0, align 32
-  %t341_b0 = load <8 x float>, ptr %conv1_weight_grad.t341_b0, align 32
-  %t341_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t341_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a0, <8 x float> %t341_b0, <8 x float> %t341_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t341_c0_0, align 32
-  %t341_a067 = load <8 x float>, ptr %conv1_weight_grad.t341_a0, align 32
-  %t341_b1 = load <8 x float>, ptr %conv1_weight_grad.t341_b1, align 32
-  %t341_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t341_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a067, <8 x float> %t341_b1, <8 x float> %t341_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t341_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k34263, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t365_a0, align 32
+  %t365_a0 = load <8 x float>, ptr %conv1_weight_grad.t365_a0, align 32
+  %t365_b0 = load <8 x float>, ptr %conv1_weight_grad.t365_b0, align 32
+  %t365_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t365_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a0, <8 x float> %t365_b0, <8 x float> %t365_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t365_c0_0, align 32
+  %t365_a067 = load <8 x float>, ptr %conv1_weight_grad.t365_a0, align 32
+  %t365_b1 = load <8 x float>, ptr %conv1_weight_grad.t365_b1, align 32
+  %t365_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t365_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a067, <8 x float> %t365_b1, <8 x float> %t365_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t365_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k36663, %259
   %261 = add nsw i64 75264, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t341_a1, align 32
-  %t341_a1 = load <8 x float>, ptr %conv1_weight_grad.t341_a1, align 32
-  %t341_b069 = load <8 x float>, ptr %conv1_weight_grad.t341_b0, align 32
-  %t341_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t341_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a1, <8 x float> %t341_b069, <8 x float> %t341_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t341_c1_0, align 32
-  %t341_a170 = load <8 x float>, ptr %conv1_weight_grad.t341_a1, align 32
-  %t341_b171 = load <8 x float>, ptr %conv1_weight_grad.t341_b1, align 32
-  %t341_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t341_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a170, <8 x float> %t341_b171, <8 x float> %t341_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t341_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k34263, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t365_a1, align 32
+  %t365_a1 = load <8 x float>, ptr %conv1_weight_grad.t365_a1, align 32
+  %t365_b069 = load <8 x float>, ptr %conv1_weight_grad.t365_b0, align 32
+  %t365_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t365_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a1, <8 x float> %t365_b069, <8 x float> %t365_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t365_c1_0, align 32
+  %t365_a170 = load <8 x float>, ptr %conv1_weight_grad.t365_a1, align 32
+  %t365_b171 = load <8 x float>, ptr %conv1_weight_grad.t365_b1, align 32
+  %t365_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t365_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a170, <8 x float> %t365_b171, <8 x float> %t365_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t365_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k36663, %267
   %269 = add nsw i64 87808, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t341_a2, align 32
-  %t341_a2 = load <8 x float>, ptr %conv1_weight_grad.t341_a2, align 32
-  %t341_b073 = load <8 x float>, ptr %conv1_weight_grad.t341_b0, align 32
-  %t341_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t341_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a2, <8 x float> %t341_b073, <8 x float> %t341_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t341_c2_0, align 32
-  %t341_a274 = load <8 x float>, ptr %conv1_weight_grad.t341_a2, align 32
-  %t341_b175 = load <8 x float>, ptr %conv1_weight_grad.t341_b1, align 32
-  %t341_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t341_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a274, <8 x float> %t341_b175, <8 x float> %t341_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t341_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp3361, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k34263, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t365_a2, align 32
+  %t365_a2 = load <8 x float>, ptr %conv1_weight_grad.t365_a2, align 32
+  %t365_b073 = load <8 x float>, ptr %conv1_weight_grad.t365_b0, align 32
+  %t365_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t365_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a2, <8 x float> %t365_b073, <8 x float> %t365_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t365_c2_0, align 32
+  %t365_a274 = load <8 x float>, ptr %conv1_weight_grad.t365_a2, align 32
+  %t365_b175 = load <8 x float>, ptr %conv1_weight_grad.t365_b1, align 32
+  %t365_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t365_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a274, <8 x float> %t365_b175, <8 x float> %t365_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t365_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp3601, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k36663, %275
   %277 = add nsw i64 100352, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t341_a3, align 32
-  %t341_a3 = load <8 x float>, ptr %conv1_weight_grad.t341_a3, align 32
-  %t341_b077 = load <8 x float>, ptr %conv1_weight_grad.t341_b0, align 32
-  %t341_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t341_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a3, <8 x float> %t341_b077, <8 x float> %t341_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t341_c3_0, align 32
-  %t341_a378 = load <8 x float>, ptr %conv1_weight_grad.t341_a3, align 32
-  %t341_b179 = load <8 x float>, ptr %conv1_weight_grad.t341_b1, align 32
-  %t341_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t341_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t341_a378, <8 x float> %t341_b179, <8 x float> %t341_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t341_c3_1, align 32
-  %k342.next = add nsw i64 %conv1_weight_grad.k34263, 1
-  %283 = icmp slt i64 %k342.next, 1792
-  br i1 %283, label %conv1_weight_grad.k342, label %conv1_weight_grad.k342.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t365_a3, align 32
+  %t365_a3 = load <8 x float>, ptr %conv1_weight_grad.t365_a3, align 32
+  %t365_b077 = load <8 x float>, ptr %conv1_weight_grad.t365_b0, align 32
+  %t365_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t365_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a3, <8 x float> %t365_b077, <8 x float> %t365_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t365_c3_0, align 32
+  %t365_a378 = load <8 x float>, ptr %conv1_weight_grad.t365_a3, align 32
+  %t365_b179 = load <8 x float>, ptr %conv1_weight_grad.t365_b1, align 32
+  %t365_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t365_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t365_a378, <8 x float> %t365_b179, <8 x float> %t365_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t365_c3_1, align 32
+  %k366.next = add nsw i64 %conv1_weight_grad.k36663, 1
+  %283 = icmp slt i64 %k366.next, 1792
+  br i1 %283, label %conv1_weight_grad.k366, label %conv1_weight_grad.k366.end
 
-conv1_weight_grad.k342.end:                       ; preds = %conv1_weight_grad.k342
-  %t341_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t341_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+conv1_weight_grad.k366.end:                       ; preds = %conv1_weight_grad.k366
+  %t365_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t365_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %285 = add nsw i64 514464, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t341_c0_080, ptr %arena81, align 4
-  %t341_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t341_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c0_080, ptr %arena81, align 4
+  %t365_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t365_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %287 = add nsw i64 514464, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t341_c0_182, ptr %arena83, align 4
-  %t341_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t341_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c0_182, ptr %arena83, align 4
+  %t365_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t365_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %290 = add nsw i64 514496, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t341_c1_084, ptr %arena85, align 4
-  %t341_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t341_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c1_084, ptr %arena85, align 4
+  %t365_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t365_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %292 = add nsw i64 514496, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t341_c1_186, ptr %arena87, align 4
-  %t341_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t341_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c1_186, ptr %arena87, align 4
+  %t365_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t365_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %295 = add nsw i64 514528, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t341_c2_088, ptr %arena89, align 4
-  %t341_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t341_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c2_088, ptr %arena89, align 4
+  %t365_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t365_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %297 = add nsw i64 514528, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t341_c2_190, ptr %arena91, align 4
-  %t341_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t341_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c2_190, ptr %arena91, align 4
+  %t365_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t365_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %300 = add nsw i64 514560, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t341_c3_092, ptr %arena93, align 4
-  %t341_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t341_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb3372, 16
+  store <8 x float> %t365_c3_092, ptr %arena93, align 4
+  %t365_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t365_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb3612, 16
   %302 = add nsw i64 514560, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t341_c3_194, ptr %arena95, align 4
-  %nb337.next = add nsw i64 %conv1_weight_grad.nb3372, 1
-  %304 = icmp slt i64 %nb337.next, 2
-  br i1 %304, label %conv1_weight_grad.nb337, label %conv1_weight_grad.nb337.end
+  store <8 x float> %t365_c3_194, ptr %arena95, align 4
+  %nb361.next = add nsw i64 %conv1_weight_grad.nb3612, 1
+  %304 = icmp slt i64 %nb361.next, 2
+  br i1 %304, label %conv1_weight_grad.nb361, label %conv1_weight_grad.nb361.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_bias_grad.sum356 = alloca float, align 4
-  %conv1_bias_grad.sum355 = alloca float, align 4
-  %conv1_bias_grad.sum354 = alloca float, align 4
-  %conv1_bias_grad.sum353 = alloca float, align 4
-  %conv1_bias_grad.sum352 = alloca float, align 4
-  %conv1_bias_grad.sum351 = alloca float, align 4
-  %conv1_bias_grad.sum350 = alloca float, align 4
-  %conv1_bias_grad.acc347 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f346
+  %conv1_bias_grad.sum380 = alloca float, align 4
+  %conv1_bias_grad.sum379 = alloca float, align 4
+  %conv1_bias_grad.sum378 = alloca float, align 4
+  %conv1_bias_grad.sum377 = alloca float, align 4
+  %conv1_bias_grad.sum376 = alloca float, align 4
+  %conv1_bias_grad.sum375 = alloca float, align 4
+  %conv1_bias_grad.sum374 = alloca float, align 4
+  %conv1_bias_grad.acc371 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f370
 
-conv1_bias_grad.f346:                             ; preds = %conv1_bias_grad.img348.end, %entry
-  %conv1_bias_grad.f3461 = phi i64 [ 0, %entry ], [ %f346.next, %conv1_bias_grad.img348.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc347, align 32
-  br label %conv1_bias_grad.img348
+conv1_bias_grad.f370:                             ; preds = %conv1_bias_grad.img372.end, %entry
+  %conv1_bias_grad.f3701 = phi i64 [ 0, %entry ], [ %f370.next, %conv1_bias_grad.img372.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc371, align 32
+  br label %conv1_bias_grad.img372
 
-conv1_bias_grad.f346.end:                         ; preds = %conv1_bias_grad.img348.end
+conv1_bias_grad.f370.end:                         ; preds = %conv1_bias_grad.img372.end
   ret void
 
-conv1_bias_grad.img348:                           ; preds = %conv1_bias_grad.i349.end, %conv1_bias_grad.f346
-  %conv1_bias_grad.img3482 = phi i64 [ 0, %conv1_bias_grad.f346 ], [ %img348.next, %conv1_bias_grad.i349.end ]
-  br label %conv1_bias_grad.i349
+conv1_bias_grad.img372:                           ; preds = %conv1_bias_grad.i373.end, %conv1_bias_grad.f370
+  %conv1_bias_grad.img3722 = phi i64 [ 0, %conv1_bias_grad.f370 ], [ %img372.next, %conv1_bias_grad.i373.end ]
+  br label %conv1_bias_grad.i373
 
-conv1_bias_grad.img348.end:                       ; preds = %conv1_bias_grad.i349.end
-  %acc3475 = load <8 x float>, ptr %conv1_bias_grad.acc347, align 32
+conv1_bias_grad.img372.end:                       ; preds = %conv1_bias_grad.i373.end
+  %acc3715 = load <8 x float>, ptr %conv1_bias_grad.acc371, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc3475, ptr %arena6, align 4
+  store <8 x float> %acc3715, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum350, align 4
-  %sum350 = load float, ptr %conv1_bias_grad.sum350, align 4
+  store float %2, ptr %conv1_bias_grad.sum374, align 4
+  %sum374 = load float, ptr %conv1_bias_grad.sum374, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum350, %3
-  store float %4, ptr %conv1_bias_grad.sum351, align 4
-  %sum351 = load float, ptr %conv1_bias_grad.sum351, align 4
+  %4 = fadd float %sum374, %3
+  store float %4, ptr %conv1_bias_grad.sum375, align 4
+  %sum375 = load float, ptr %conv1_bias_grad.sum375, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum351, %5
-  store float %6, ptr %conv1_bias_grad.sum352, align 4
-  %sum352 = load float, ptr %conv1_bias_grad.sum352, align 4
+  %6 = fadd float %sum375, %5
+  store float %6, ptr %conv1_bias_grad.sum376, align 4
+  %sum376 = load float, ptr %conv1_bias_grad.sum376, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum352, %7
-  store float %8, ptr %conv1_bias_grad.sum353, align 4
-  %sum353 = load float, ptr %conv1_bias_grad.sum353, align 4
+  %8 = fadd float %sum376, %7
+  store float %8, ptr %conv1_bias_grad.sum377, align 4
+  %sum377 = load float, ptr %conv1_bias_grad.sum377, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum353, %9
-  store float %10, ptr %conv1_bias_grad.sum354, align 4
-  %sum354 = load float, ptr %conv1_bias_grad.sum354, align 4
+  %10 = fadd float %sum377, %9
+  store float %10, ptr %conv1_bias_grad.sum378, align 4
+  %sum378 = load float, ptr %conv1_bias_grad.sum378, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum354, %11
-  store float %12, ptr %conv1_bias_grad.sum355, align 4
-  %sum355 = load float, ptr %conv1_bias_grad.sum355, align 4
+  %12 = fadd float %sum378, %11
+  store float %12, ptr %conv1_bias_grad.sum379, align 4
+  %sum379 = load float, ptr %conv1_bias_grad.sum379, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum355, %13
-  store float %14, ptr %conv1_bias_grad.sum356, align 4
-  %sum356 = load float, ptr %conv1_bias_grad.sum356, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f3461
+  %14 = fadd float %sum379, %13
+  store float %14, ptr %conv1_bias_grad.sum380, align 4
+  %sum380 = load float, ptr %conv1_bias_grad.sum380, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f3701
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum356, ptr %grads15, align 4
-  %f346.next = add nsw i64 %conv1_bias_grad.f3461, 1
-  %16 = icmp slt i64 %f346.next, 32
-  br i1 %16, label %conv1_bias_grad.f346, label %conv1_bias_grad.f346.end
+  store float %sum380, ptr %grads15, align 4
+  %f370.next = add nsw i64 %conv1_bias_grad.f3701, 1
+  %16 = icmp slt i64 %f370.next, 32
+  br i1 %16, label %conv1_bias_grad.f370, label %conv1_bias_grad.f370.end
 
-conv1_bias_grad.i349:                             ; preds = %conv1_bias_grad.i349, %conv1_bias_grad.img348
-  %conv1_bias_grad.i3493 = phi i64 [ 0, %conv1_bias_grad.img348 ], [ %i349.next, %conv1_bias_grad.i349 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img3482, 25088
+conv1_bias_grad.i373:                             ; preds = %conv1_bias_grad.i373, %conv1_bias_grad.img372
+  %conv1_bias_grad.i3733 = phi i64 [ 0, %conv1_bias_grad.img372 ], [ %i373.next, %conv1_bias_grad.i373 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img3722, 25088
   %18 = add nsw i64 1221264, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f3461, 784
+  %19 = mul nsw i64 %conv1_bias_grad.f3701, 784
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i3493, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i3733, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc347 = load <8 x float>, ptr %conv1_bias_grad.acc347, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc347)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc347, align 32
-  %i349.next = add nsw i64 %conv1_bias_grad.i3493, 1
-  %25 = icmp slt i64 %i349.next, 98
-  br i1 %25, label %conv1_bias_grad.i349, label %conv1_bias_grad.i349.end
+  %acc371 = load <8 x float>, ptr %conv1_bias_grad.acc371, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc371)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc371, align 32
+  %i373.next = add nsw i64 %conv1_bias_grad.i3733, 1
+  %25 = icmp slt i64 %i373.next, 98
+  br i1 %25, label %conv1_bias_grad.i373, label %conv1_bias_grad.i373.end
 
-conv1_bias_grad.i349.end:                         ; preds = %conv1_bias_grad.i349
-  %img348.next = add nsw i64 %conv1_bias_grad.img3482, 1
-  %26 = icmp slt i64 %img348.next, 64
-  br i1 %26, label %conv1_bias_grad.img348, label %conv1_bias_grad.img348.end
+conv1_bias_grad.i373.end:                         ; preds = %conv1_bias_grad.i373
+  %img372.next = add nsw i64 %conv1_bias_grad.img3722, 1
+  %26 = icmp slt i64 %img372.next, 64
+  br i1 %26, label %conv1_bias_grad.img372, label %conv1_bias_grad.img372.end
 }
 
 ; Function Attrs: noinline
@@ -11310,39 +11310,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt358 = alloca float, align 4
-  %adam.step_size357 = alloca float, align 4
+  %adam.bc2_sqrt382 = alloca float, align 4
+  %adam.step_size381 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size357, align 4
+  store float %4, ptr %adam.step_size381, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt358, align 4
-  br label %adam.i359
+  store float %9, ptr %adam.bc2_sqrt382, align 4
+  br label %adam.i383
 
-adam.i359:                                        ; preds = %adam.i359, %entry
-  %adam.i3591 = phi i64 [ 0, %entry ], [ %i359.next, %adam.i359 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3591
+adam.i383:                                        ; preds = %adam.i383, %entry
+  %adam.i3831 = phi i64 [ 0, %entry ], [ %i383.next, %adam.i383 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3831
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3591
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3831
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3591
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3831
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3591
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3831
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -11352,30 +11352,30 @@ adam.i359:                                        ; preds = %adam.i359, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3591
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3831
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3591
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3831
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3591
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3831
   %23 = load float, ptr %params10, align 4
-  %step_size357 = load float, ptr %adam.step_size357, align 4
+  %step_size381 = load float, ptr %adam.step_size381, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size357, %m_new11
+  %24 = fmul float %step_size381, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt358 = load float, ptr %adam.bc2_sqrt358, align 4
-  %26 = fdiv float %25, %bc2_sqrt358
+  %bc2_sqrt382 = load float, ptr %adam.bc2_sqrt382, align 4
+  %26 = fdiv float %25, %bc2_sqrt382
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3591
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3831
   store float %29, ptr %params13, align 4
-  %i359.next = add nsw i64 %adam.i3591, 1
-  %30 = icmp slt i64 %i359.next, 421642
-  br i1 %30, label %adam.i359, label %adam.i359.end
+  %i383.next = add nsw i64 %adam.i3831, 1
+  %30 = icmp slt i64 %i383.next, 421642
+  br i1 %30, label %adam.i383, label %adam.i383.end
 
-adam.i359.end:                                    ; preds = %adam.i359
+adam.i383.end:                                    ; preds = %adam.i383
   ret void
 }
 

@@ -18,13 +18,6 @@ typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
 let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
-/// The splitmix64 finaliser (the dropout RNG).
-@inline(__always) func mix(_ z0: UInt64) -> UInt64 {
-  var z = (z0 ^ (z0 >> 30)) &* 0xbf58_476d_1ce4_e5b9
-  z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-  return z ^ (z >> 31)
-}
-
 /// One vector register of the target.
 typealias Vector = SIMD8<Float>
 
@@ -835,739 +828,763 @@ public func simplecnn_train_b64(
     }
   }
   // drop = dropout(fc1)
-  for i150 in 0..<8192 {
-    arena[(1212416 +% i150)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i150) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 +% i150)] * Float(2)) : Float(0))
+  let z150: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z151: UInt64 = ((z150 ^ (z150 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z152: UInt64 = ((z151 ^ (z151 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z153: UInt64 = (z152 ^ (z152 >> 31))
+  let z154: UInt64 = (z153 &+ UInt64(bitPattern: step))
+  let z155: UInt64 = ((z154 ^ (z154 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z156: UInt64 = ((z155 ^ (z155 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z157: UInt64 = (z156 ^ (z156 >> 31))
+  for i158 in 0..<8192 {
+    let z159: UInt64 = (z157 &+ (UInt64(bitPattern: Int64(i158)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z160: UInt64 = ((z159 ^ (z159 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z161: UInt64 = ((z160 ^ (z160 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z162: UInt64 = (z161 ^ (z161 >> 31))
+    arena[(1212416 +% i158)] = ((z162 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i158)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n151 in 0..<64 {
-    do {  // 8 lanes at a time over u152
-      var u152 = 0
-      while u152 &+ 8 <= 10 {
-        storeVector(arena, (1220608 +% (n151 *% 10)) &+ u152, (loadVector(arena, (1220608 +% (n151 *% 10)) &+ u152) + loadVector(params, 421632 &+ u152)))
-        u152 &+= 8
+  for n163 in 0..<64 {
+    do {  // 8 lanes at a time over u164
+      var u164 = 0
+      while u164 &+ 8 <= 10 {
+        storeVector(arena, (1220608 +% (n163 *% 10)) &+ u164, (loadVector(arena, (1220608 +% (n163 *% 10)) &+ u164) + loadVector(params, 421632 &+ u164)))
+        u164 &+= 8
       }
-      while u152 < 10 {
-        arena[((1220608 +% (n151 *% 10)) +% u152)] = (arena[((1220608 +% (n151 *% 10)) +% u152)] + params[(421632 +% u152)])
-        u152 &+= 1
+      while u164 < 10 {
+        arena[((1220608 +% (n163 *% 10)) +% u164)] = (arena[((1220608 +% (n163 *% 10)) +% u164)] + params[(421632 +% u164)])
+        u164 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total153: Float = Float(0)
-  for n154 in 0..<64 {
-    var m155: Float = arena[(1220608 +% (n154 *% 10))]
-    for k157 in 0..<10 {
-      m155 = { let x = m155, y = arena[((1220608 +% (n154 *% 10)) +% k157)]; return y > x ? y : x }()
+  var total165: Float = Float(0)
+  for n166 in 0..<64 {
+    var m167: Float = arena[(1220608 +% (n166 *% 10))]
+    for k169 in 0..<10 {
+      m167 = { let x = m167, y = arena[((1220608 +% (n166 *% 10)) +% k169)]; return y > x ? y : x }()
     }
-    var s156: Float = Float(0)
-    for k158 in 0..<10 {
-      s156 = (s156 + expf((arena[((1220608 +% (n154 *% 10)) +% k158)] - m155)))
+    var s168: Float = Float(0)
+    for k170 in 0..<10 {
+      s168 = (s168 + expf((arena[((1220608 +% (n166 *% 10)) +% k170)] - m167)))
     }
-    total153 = (total153 + ((m155 + logf(s156)) - arena[((1220608 +% (n154 *% 10)) +% Int(labels[n154]))]))
+    total165 = (total165 + ((m167 + logf(s168)) - arena[((1220608 +% (n166 *% 10)) +% Int(labels[n166]))]))
   }
-  arena[1221248] = (total153 / Float(64))
+  arena[1221248] = (total165 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n159 in 0..<64 {
-    var m160: Float = arena[(1220608 +% (n159 *% 10))]
-    for k162 in 0..<10 {
-      m160 = { let x = m160, y = arena[((1220608 +% (n159 *% 10)) +% k162)]; return y > x ? y : x }()
+  for n171 in 0..<64 {
+    var m172: Float = arena[(1220608 +% (n171 *% 10))]
+    for k174 in 0..<10 {
+      m172 = { let x = m172, y = arena[((1220608 +% (n171 *% 10)) +% k174)]; return y > x ? y : x }()
     }
-    var s161: Float = Float(0)
-    for k163 in 0..<10 {
-      s161 = (s161 + expf((arena[((1220608 +% (n159 *% 10)) +% k163)] - m160)))
+    var s173: Float = Float(0)
+    for k175 in 0..<10 {
+      s173 = (s173 + expf((arena[((1220608 +% (n171 *% 10)) +% k175)] - m172)))
     }
-    for k164 in 0..<10 {
-      arena[((1221264 +% (n159 *% 10)) +% k164)] = ((k164 == Int(labels[n159]) ? ((expf((arena[((1220608 +% (n159 *% 10)) +% k164)] - m160)) / s161) - Float(1)) : (expf((arena[((1220608 +% (n159 *% 10)) +% k164)] - m160)) / s161)) / Float(64))
+    for k176 in 0..<10 {
+      arena[((1221264 +% (n171 *% 10)) +% k176)] = ((k176 == Int(labels[n171]) ? ((expf((arena[((1220608 +% (n171 *% 10)) +% k176)] - m172)) / s173) - Float(1)) : (expf((arena[((1220608 +% (n171 *% 10)) +% k176)] - m172)) / s173)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u165 in 0..<10 {
-    var acc166: Float = Float(0)
-    for n167 in 0..<64 {
-      acc166 = (acc166 + arena[((1221264 +% (n167 *% 10)) +% u165)])
+  for u177 in 0..<10 {
+    var acc178: Float = Float(0)
+    for n179 in 0..<64 {
+      acc178 = (acc178 + arena[((1221264 +% (n179 *% 10)) +% u177)])
     }
-    grads[(421632 +% u165)] = acc166
+    grads[(421632 +% u177)] = acc178
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i168 in 0..<8192 {
-    arena[(1230096 +% i168)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i168) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 +% i168)] * Float(2)) : Float(0))
+  let z180: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z181: UInt64 = ((z180 ^ (z180 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z182: UInt64 = ((z181 ^ (z181 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z183: UInt64 = (z182 ^ (z182 >> 31))
+  let z184: UInt64 = (z183 &+ UInt64(bitPattern: step))
+  let z185: UInt64 = ((z184 ^ (z184 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z186: UInt64 = ((z185 ^ (z185 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z187: UInt64 = (z186 ^ (z186 >> 31))
+  for i188 in 0..<8192 {
+    let z189: UInt64 = (z187 &+ (UInt64(bitPattern: Int64(i188)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z190: UInt64 = ((z189 ^ (z189 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z191: UInt64 = ((z190 ^ (z190 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z192: UInt64 = (z191 ^ (z191 >> 31))
+    arena[(1230096 +% i188)] = ((z192 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i188)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 8 lanes at a time over i169
-    var i169 = 0
-    while i169 &+ 8 <= 8192 {
-      storeVector(arena, 1212416 &+ i169, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1230096 &+ i169), where: loadVector(arena, 1204224 &+ i169) .> Vector(repeating: Float(0))))
-      i169 &+= 8
+  do {  // 8 lanes at a time over i193
+    var i193 = 0
+    while i193 &+ 8 <= 8192 {
+      storeVector(arena, 1212416 &+ i193, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1230096 &+ i193), where: loadVector(arena, 1204224 &+ i193) .> Vector(repeating: Float(0))))
+      i193 &+= 8
     }
-    while i169 < 8192 {
-      arena[(1212416 +% i169)] = (arena[(1204224 +% i169)] > Float(0) ? arena[(1230096 +% i169)] : Float(0))
-      i169 &+= 1
+    while i193 < 8192 {
+      arena[(1212416 +% i193)] = (arena[(1204224 +% i193)] > Float(0) ? arena[(1230096 +% i193)] : Float(0))
+      i193 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm177
-    for nb170 in 0..<130 {
-      for mb171 in 0..<32 {
-        var t172_c0_0 = Vector()
-        var t172_c0_1 = Vector()
-        var t172_c0_2 = Vector()
-        var t172_c1_0 = Vector()
-        var t172_c1_1 = Vector()
-        var t172_c1_2 = Vector()
-        var t172_c2_0 = Vector()
-        var t172_c2_1 = Vector()
-        var t172_c2_2 = Vector()
-        var t172_c3_0 = Vector()
-        var t172_c3_1 = Vector()
-        var t172_c3_2 = Vector()
-        for k173 in 0..<64 {
-          let t172_b0 = loadVector(arena, ((802816 +% (k173 *% 3136)) +% (nb170 *% 24)))
-          let t172_b1 = loadVector(arena, (((802816 +% (k173 *% 3136)) +% (nb170 *% 24)) +% 8))
-          let t172_b2 = loadVector(arena, (((802816 +% (k173 *% 3136)) +% (nb170 *% 24)) +% 16))
-          let t172_a0 = Vector(repeating: arena[((1212416 +% (mb171 *% 4)) +% (k173 *% 128))])
-          t172_c0_0 = t172_c0_0.addingProduct(t172_a0, t172_b0)
-          t172_c0_1 = t172_c0_1.addingProduct(t172_a0, t172_b1)
-          t172_c0_2 = t172_c0_2.addingProduct(t172_a0, t172_b2)
-          let t172_a1 = Vector(repeating: arena[((1212416 +% ((mb171 *% 4) +% 1)) +% (k173 *% 128))])
-          t172_c1_0 = t172_c1_0.addingProduct(t172_a1, t172_b0)
-          t172_c1_1 = t172_c1_1.addingProduct(t172_a1, t172_b1)
-          t172_c1_2 = t172_c1_2.addingProduct(t172_a1, t172_b2)
-          let t172_a2 = Vector(repeating: arena[((1212416 +% ((mb171 *% 4) +% 2)) +% (k173 *% 128))])
-          t172_c2_0 = t172_c2_0.addingProduct(t172_a2, t172_b0)
-          t172_c2_1 = t172_c2_1.addingProduct(t172_a2, t172_b1)
-          t172_c2_2 = t172_c2_2.addingProduct(t172_a2, t172_b2)
-          let t172_a3 = Vector(repeating: arena[((1212416 +% ((mb171 *% 4) +% 3)) +% (k173 *% 128))])
-          t172_c3_0 = t172_c3_0.addingProduct(t172_a3, t172_b0)
-          t172_c3_1 = t172_c3_1.addingProduct(t172_a3, t172_b1)
-          t172_c3_2 = t172_c3_2.addingProduct(t172_a3, t172_b2)
+  do {  // gemm201
+    for nb194 in 0..<130 {
+      for mb195 in 0..<32 {
+        var t196_c0_0 = Vector()
+        var t196_c0_1 = Vector()
+        var t196_c0_2 = Vector()
+        var t196_c1_0 = Vector()
+        var t196_c1_1 = Vector()
+        var t196_c1_2 = Vector()
+        var t196_c2_0 = Vector()
+        var t196_c2_1 = Vector()
+        var t196_c2_2 = Vector()
+        var t196_c3_0 = Vector()
+        var t196_c3_1 = Vector()
+        var t196_c3_2 = Vector()
+        for k197 in 0..<64 {
+          let t196_b0 = loadVector(arena, ((802816 +% (k197 *% 3136)) +% (nb194 *% 24)))
+          let t196_b1 = loadVector(arena, (((802816 +% (k197 *% 3136)) +% (nb194 *% 24)) +% 8))
+          let t196_b2 = loadVector(arena, (((802816 +% (k197 *% 3136)) +% (nb194 *% 24)) +% 16))
+          let t196_a0 = Vector(repeating: arena[((1212416 +% (mb195 *% 4)) +% (k197 *% 128))])
+          t196_c0_0 = t196_c0_0.addingProduct(t196_a0, t196_b0)
+          t196_c0_1 = t196_c0_1.addingProduct(t196_a0, t196_b1)
+          t196_c0_2 = t196_c0_2.addingProduct(t196_a0, t196_b2)
+          let t196_a1 = Vector(repeating: arena[((1212416 +% ((mb195 *% 4) +% 1)) +% (k197 *% 128))])
+          t196_c1_0 = t196_c1_0.addingProduct(t196_a1, t196_b0)
+          t196_c1_1 = t196_c1_1.addingProduct(t196_a1, t196_b1)
+          t196_c1_2 = t196_c1_2.addingProduct(t196_a1, t196_b2)
+          let t196_a2 = Vector(repeating: arena[((1212416 +% ((mb195 *% 4) +% 2)) +% (k197 *% 128))])
+          t196_c2_0 = t196_c2_0.addingProduct(t196_a2, t196_b0)
+          t196_c2_1 = t196_c2_1.addingProduct(t196_a2, t196_b1)
+          t196_c2_2 = t196_c2_2.addingProduct(t196_a2, t196_b2)
+          let t196_a3 = Vector(repeating: arena[((1212416 +% ((mb195 *% 4) +% 3)) +% (k197 *% 128))])
+          t196_c3_0 = t196_c3_0.addingProduct(t196_a3, t196_b0)
+          t196_c3_1 = t196_c3_1.addingProduct(t196_a3, t196_b1)
+          t196_c3_2 = t196_c3_2.addingProduct(t196_a3, t196_b2)
         }
-        storeVector(grads, ((18816 +% ((mb171 *% 4) *% 3136)) +% (nb170 *% 24)), t172_c0_0)
-        storeVector(grads, (((18816 +% ((mb171 *% 4) *% 3136)) +% (nb170 *% 24)) +% 8), t172_c0_1)
-        storeVector(grads, (((18816 +% ((mb171 *% 4) *% 3136)) +% (nb170 *% 24)) +% 16), t172_c0_2)
-        storeVector(grads, ((18816 +% (((mb171 *% 4) +% 1) *% 3136)) +% (nb170 *% 24)), t172_c1_0)
-        storeVector(grads, (((18816 +% (((mb171 *% 4) +% 1) *% 3136)) +% (nb170 *% 24)) +% 8), t172_c1_1)
-        storeVector(grads, (((18816 +% (((mb171 *% 4) +% 1) *% 3136)) +% (nb170 *% 24)) +% 16), t172_c1_2)
-        storeVector(grads, ((18816 +% (((mb171 *% 4) +% 2) *% 3136)) +% (nb170 *% 24)), t172_c2_0)
-        storeVector(grads, (((18816 +% (((mb171 *% 4) +% 2) *% 3136)) +% (nb170 *% 24)) +% 8), t172_c2_1)
-        storeVector(grads, (((18816 +% (((mb171 *% 4) +% 2) *% 3136)) +% (nb170 *% 24)) +% 16), t172_c2_2)
-        storeVector(grads, ((18816 +% (((mb171 *% 4) +% 3) *% 3136)) +% (nb170 *% 24)), t172_c3_0)
-        storeVector(grads, (((18816 +% (((mb171 *% 4) +% 3) *% 3136)) +% (nb170 *% 24)) +% 8), t172_c3_1)
-        storeVector(grads, (((18816 +% (((mb171 *% 4) +% 3) *% 3136)) +% (nb170 *% 24)) +% 16), t172_c3_2)
+        storeVector(grads, ((18816 +% ((mb195 *% 4) *% 3136)) +% (nb194 *% 24)), t196_c0_0)
+        storeVector(grads, (((18816 +% ((mb195 *% 4) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c0_1)
+        storeVector(grads, (((18816 +% ((mb195 *% 4) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c0_2)
+        storeVector(grads, ((18816 +% (((mb195 *% 4) +% 1) *% 3136)) +% (nb194 *% 24)), t196_c1_0)
+        storeVector(grads, (((18816 +% (((mb195 *% 4) +% 1) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c1_1)
+        storeVector(grads, (((18816 +% (((mb195 *% 4) +% 1) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c1_2)
+        storeVector(grads, ((18816 +% (((mb195 *% 4) +% 2) *% 3136)) +% (nb194 *% 24)), t196_c2_0)
+        storeVector(grads, (((18816 +% (((mb195 *% 4) +% 2) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c2_1)
+        storeVector(grads, (((18816 +% (((mb195 *% 4) +% 2) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c2_2)
+        storeVector(grads, ((18816 +% (((mb195 *% 4) +% 3) *% 3136)) +% (nb194 *% 24)), t196_c3_0)
+        storeVector(grads, (((18816 +% (((mb195 *% 4) +% 3) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c3_1)
+        storeVector(grads, (((18816 +% (((mb195 *% 4) +% 3) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c3_2)
       }
     }
-    for mb174 in 0..<32 {
-      var t175_c0_0 = Vector()
-      var t175_c0_1 = Vector()
-      var t175_c1_0 = Vector()
-      var t175_c1_1 = Vector()
-      var t175_c2_0 = Vector()
-      var t175_c2_1 = Vector()
-      var t175_c3_0 = Vector()
-      var t175_c3_1 = Vector()
-      for k176 in 0..<64 {
-        let t175_b0 = loadVector(arena, ((802816 +% (k176 *% 3136)) +% 3120))
-        let t175_b1 = loadVector(arena, (((802816 +% (k176 *% 3136)) +% 3120) +% 8))
-        let t175_a0 = Vector(repeating: arena[((1212416 +% (mb174 *% 4)) +% (k176 *% 128))])
-        t175_c0_0 = t175_c0_0.addingProduct(t175_a0, t175_b0)
-        t175_c0_1 = t175_c0_1.addingProduct(t175_a0, t175_b1)
-        let t175_a1 = Vector(repeating: arena[((1212416 +% ((mb174 *% 4) +% 1)) +% (k176 *% 128))])
-        t175_c1_0 = t175_c1_0.addingProduct(t175_a1, t175_b0)
-        t175_c1_1 = t175_c1_1.addingProduct(t175_a1, t175_b1)
-        let t175_a2 = Vector(repeating: arena[((1212416 +% ((mb174 *% 4) +% 2)) +% (k176 *% 128))])
-        t175_c2_0 = t175_c2_0.addingProduct(t175_a2, t175_b0)
-        t175_c2_1 = t175_c2_1.addingProduct(t175_a2, t175_b1)
-        let t175_a3 = Vector(repeating: arena[((1212416 +% ((mb174 *% 4) +% 3)) +% (k176 *% 128))])
-        t175_c3_0 = t175_c3_0.addingProduct(t175_a3, t175_b0)
-        t175_c3_1 = t175_c3_1.addingProduct(t175_a3, t175_b1)
+    for mb198 in 0..<32 {
+      var t199_c0_0 = Vector()
+      var t199_c0_1 = Vector()
+      var t199_c1_0 = Vector()
+      var t199_c1_1 = Vector()
+      var t199_c2_0 = Vector()
+      var t199_c2_1 = Vector()
+      var t199_c3_0 = Vector()
+      var t199_c3_1 = Vector()
+      for k200 in 0..<64 {
+        let t199_b0 = loadVector(arena, ((802816 +% (k200 *% 3136)) +% 3120))
+        let t199_b1 = loadVector(arena, (((802816 +% (k200 *% 3136)) +% 3120) +% 8))
+        let t199_a0 = Vector(repeating: arena[((1212416 +% (mb198 *% 4)) +% (k200 *% 128))])
+        t199_c0_0 = t199_c0_0.addingProduct(t199_a0, t199_b0)
+        t199_c0_1 = t199_c0_1.addingProduct(t199_a0, t199_b1)
+        let t199_a1 = Vector(repeating: arena[((1212416 +% ((mb198 *% 4) +% 1)) +% (k200 *% 128))])
+        t199_c1_0 = t199_c1_0.addingProduct(t199_a1, t199_b0)
+        t199_c1_1 = t199_c1_1.addingProduct(t199_a1, t199_b1)
+        let t199_a2 = Vector(repeating: arena[((1212416 +% ((mb198 *% 4) +% 2)) +% (k200 *% 128))])
+        t199_c2_0 = t199_c2_0.addingProduct(t199_a2, t199_b0)
+        t199_c2_1 = t199_c2_1.addingProduct(t199_a2, t199_b1)
+        let t199_a3 = Vector(repeating: arena[((1212416 +% ((mb198 *% 4) +% 3)) +% (k200 *% 128))])
+        t199_c3_0 = t199_c3_0.addingProduct(t199_a3, t199_b0)
+        t199_c3_1 = t199_c3_1.addingProduct(t199_a3, t199_b1)
       }
-      storeVector(grads, ((18816 +% ((mb174 *% 4) *% 3136)) +% 3120), t175_c0_0)
-      storeVector(grads, (((18816 +% ((mb174 *% 4) *% 3136)) +% 3120) +% 8), t175_c0_1)
-      storeVector(grads, ((18816 +% (((mb174 *% 4) +% 1) *% 3136)) +% 3120), t175_c1_0)
-      storeVector(grads, (((18816 +% (((mb174 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t175_c1_1)
-      storeVector(grads, ((18816 +% (((mb174 *% 4) +% 2) *% 3136)) +% 3120), t175_c2_0)
-      storeVector(grads, (((18816 +% (((mb174 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t175_c2_1)
-      storeVector(grads, ((18816 +% (((mb174 *% 4) +% 3) *% 3136)) +% 3120), t175_c3_0)
-      storeVector(grads, (((18816 +% (((mb174 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t175_c3_1)
+      storeVector(grads, ((18816 +% ((mb198 *% 4) *% 3136)) +% 3120), t199_c0_0)
+      storeVector(grads, (((18816 +% ((mb198 *% 4) *% 3136)) +% 3120) +% 8), t199_c0_1)
+      storeVector(grads, ((18816 +% (((mb198 *% 4) +% 1) *% 3136)) +% 3120), t199_c1_0)
+      storeVector(grads, (((18816 +% (((mb198 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t199_c1_1)
+      storeVector(grads, ((18816 +% (((mb198 *% 4) +% 2) *% 3136)) +% 3120), t199_c2_0)
+      storeVector(grads, (((18816 +% (((mb198 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t199_c2_1)
+      storeVector(grads, ((18816 +% (((mb198 *% 4) +% 3) *% 3136)) +% 3120), t199_c3_0)
+      storeVector(grads, (((18816 +% (((mb198 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t199_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u178 in 0..<128 {
-    var acc179: Float = Float(0)
-    for n180 in 0..<64 {
-      acc179 = (acc179 + arena[((1212416 +% (n180 *% 128)) +% u178)])
+  for u202 in 0..<128 {
+    var acc203: Float = Float(0)
+    for n204 in 0..<64 {
+      acc203 = (acc203 + arena[((1212416 +% (n204 *% 128)) +% u202)])
     }
-    grads[(420224 +% u178)] = acc179
+    grads[(420224 +% u202)] = acc203
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm188
-    for nb181 in 0..<130 {
-      for mb182 in 0..<16 {
-        var t183_c0_0 = Vector()
-        var t183_c0_1 = Vector()
-        var t183_c0_2 = Vector()
-        var t183_c1_0 = Vector()
-        var t183_c1_1 = Vector()
-        var t183_c1_2 = Vector()
-        var t183_c2_0 = Vector()
-        var t183_c2_1 = Vector()
-        var t183_c2_2 = Vector()
-        var t183_c3_0 = Vector()
-        var t183_c3_1 = Vector()
-        var t183_c3_2 = Vector()
-        for k184 in 0..<128 {
-          let t183_b0 = loadVector(params, ((18816 +% (k184 *% 3136)) +% (nb181 *% 24)))
-          let t183_b1 = loadVector(params, (((18816 +% (k184 *% 3136)) +% (nb181 *% 24)) +% 8))
-          let t183_b2 = loadVector(params, (((18816 +% (k184 *% 3136)) +% (nb181 *% 24)) +% 16))
-          let t183_a0 = Vector(repeating: arena[((1212416 +% ((mb182 *% 4) *% 128)) +% k184)])
-          t183_c0_0 = t183_c0_0.addingProduct(t183_a0, t183_b0)
-          t183_c0_1 = t183_c0_1.addingProduct(t183_a0, t183_b1)
-          t183_c0_2 = t183_c0_2.addingProduct(t183_a0, t183_b2)
-          let t183_a1 = Vector(repeating: arena[((1212416 +% (((mb182 *% 4) +% 1) *% 128)) +% k184)])
-          t183_c1_0 = t183_c1_0.addingProduct(t183_a1, t183_b0)
-          t183_c1_1 = t183_c1_1.addingProduct(t183_a1, t183_b1)
-          t183_c1_2 = t183_c1_2.addingProduct(t183_a1, t183_b2)
-          let t183_a2 = Vector(repeating: arena[((1212416 +% (((mb182 *% 4) +% 2) *% 128)) +% k184)])
-          t183_c2_0 = t183_c2_0.addingProduct(t183_a2, t183_b0)
-          t183_c2_1 = t183_c2_1.addingProduct(t183_a2, t183_b1)
-          t183_c2_2 = t183_c2_2.addingProduct(t183_a2, t183_b2)
-          let t183_a3 = Vector(repeating: arena[((1212416 +% (((mb182 *% 4) +% 3) *% 128)) +% k184)])
-          t183_c3_0 = t183_c3_0.addingProduct(t183_a3, t183_b0)
-          t183_c3_1 = t183_c3_1.addingProduct(t183_a3, t183_b1)
-          t183_c3_2 = t183_c3_2.addingProduct(t183_a3, t183_b2)
+  do {  // gemm212
+    for nb205 in 0..<130 {
+      for mb206 in 0..<16 {
+        var t207_c0_0 = Vector()
+        var t207_c0_1 = Vector()
+        var t207_c0_2 = Vector()
+        var t207_c1_0 = Vector()
+        var t207_c1_1 = Vector()
+        var t207_c1_2 = Vector()
+        var t207_c2_0 = Vector()
+        var t207_c2_1 = Vector()
+        var t207_c2_2 = Vector()
+        var t207_c3_0 = Vector()
+        var t207_c3_1 = Vector()
+        var t207_c3_2 = Vector()
+        for k208 in 0..<128 {
+          let t207_b0 = loadVector(params, ((18816 +% (k208 *% 3136)) +% (nb205 *% 24)))
+          let t207_b1 = loadVector(params, (((18816 +% (k208 *% 3136)) +% (nb205 *% 24)) +% 8))
+          let t207_b2 = loadVector(params, (((18816 +% (k208 *% 3136)) +% (nb205 *% 24)) +% 16))
+          let t207_a0 = Vector(repeating: arena[((1212416 +% ((mb206 *% 4) *% 128)) +% k208)])
+          t207_c0_0 = t207_c0_0.addingProduct(t207_a0, t207_b0)
+          t207_c0_1 = t207_c0_1.addingProduct(t207_a0, t207_b1)
+          t207_c0_2 = t207_c0_2.addingProduct(t207_a0, t207_b2)
+          let t207_a1 = Vector(repeating: arena[((1212416 +% (((mb206 *% 4) +% 1) *% 128)) +% k208)])
+          t207_c1_0 = t207_c1_0.addingProduct(t207_a1, t207_b0)
+          t207_c1_1 = t207_c1_1.addingProduct(t207_a1, t207_b1)
+          t207_c1_2 = t207_c1_2.addingProduct(t207_a1, t207_b2)
+          let t207_a2 = Vector(repeating: arena[((1212416 +% (((mb206 *% 4) +% 2) *% 128)) +% k208)])
+          t207_c2_0 = t207_c2_0.addingProduct(t207_a2, t207_b0)
+          t207_c2_1 = t207_c2_1.addingProduct(t207_a2, t207_b1)
+          t207_c2_2 = t207_c2_2.addingProduct(t207_a2, t207_b2)
+          let t207_a3 = Vector(repeating: arena[((1212416 +% (((mb206 *% 4) +% 3) *% 128)) +% k208)])
+          t207_c3_0 = t207_c3_0.addingProduct(t207_a3, t207_b0)
+          t207_c3_1 = t207_c3_1.addingProduct(t207_a3, t207_b1)
+          t207_c3_2 = t207_c3_2.addingProduct(t207_a3, t207_b2)
         }
-        storeVector(arena, ((1221264 +% ((mb182 *% 4) *% 3136)) +% (nb181 *% 24)), t183_c0_0)
-        storeVector(arena, (((1221264 +% ((mb182 *% 4) *% 3136)) +% (nb181 *% 24)) +% 8), t183_c0_1)
-        storeVector(arena, (((1221264 +% ((mb182 *% 4) *% 3136)) +% (nb181 *% 24)) +% 16), t183_c0_2)
-        storeVector(arena, ((1221264 +% (((mb182 *% 4) +% 1) *% 3136)) +% (nb181 *% 24)), t183_c1_0)
-        storeVector(arena, (((1221264 +% (((mb182 *% 4) +% 1) *% 3136)) +% (nb181 *% 24)) +% 8), t183_c1_1)
-        storeVector(arena, (((1221264 +% (((mb182 *% 4) +% 1) *% 3136)) +% (nb181 *% 24)) +% 16), t183_c1_2)
-        storeVector(arena, ((1221264 +% (((mb182 *% 4) +% 2) *% 3136)) +% (nb181 *% 24)), t183_c2_0)
-        storeVector(arena, (((1221264 +% (((mb182 *% 4) +% 2) *% 3136)) +% (nb181 *% 24)) +% 8), t183_c2_1)
-        storeVector(arena, (((1221264 +% (((mb182 *% 4) +% 2) *% 3136)) +% (nb181 *% 24)) +% 16), t183_c2_2)
-        storeVector(arena, ((1221264 +% (((mb182 *% 4) +% 3) *% 3136)) +% (nb181 *% 24)), t183_c3_0)
-        storeVector(arena, (((1221264 +% (((mb182 *% 4) +% 3) *% 3136)) +% (nb181 *% 24)) +% 8), t183_c3_1)
-        storeVector(arena, (((1221264 +% (((mb182 *% 4) +% 3) *% 3136)) +% (nb181 *% 24)) +% 16), t183_c3_2)
+        storeVector(arena, ((1221264 +% ((mb206 *% 4) *% 3136)) +% (nb205 *% 24)), t207_c0_0)
+        storeVector(arena, (((1221264 +% ((mb206 *% 4) *% 3136)) +% (nb205 *% 24)) +% 8), t207_c0_1)
+        storeVector(arena, (((1221264 +% ((mb206 *% 4) *% 3136)) +% (nb205 *% 24)) +% 16), t207_c0_2)
+        storeVector(arena, ((1221264 +% (((mb206 *% 4) +% 1) *% 3136)) +% (nb205 *% 24)), t207_c1_0)
+        storeVector(arena, (((1221264 +% (((mb206 *% 4) +% 1) *% 3136)) +% (nb205 *% 24)) +% 8), t207_c1_1)
+        storeVector(arena, (((1221264 +% (((mb206 *% 4) +% 1) *% 3136)) +% (nb205 *% 24)) +% 16), t207_c1_2)
+        storeVector(arena, ((1221264 +% (((mb206 *% 4) +% 2) *% 3136)) +% (nb205 *% 24)), t207_c2_0)
+        storeVector(arena, (((1221264 +% (((mb206 *% 4) +% 2) *% 3136)) +% (nb205 *% 24)) +% 8), t207_c2_1)
+        storeVector(arena, (((1221264 +% (((mb206 *% 4) +% 2) *% 3136)) +% (nb205 *% 24)) +% 16), t207_c2_2)
+        storeVector(arena, ((1221264 +% (((mb206 *% 4) +% 3) *% 3136)) +% (nb205 *% 24)), t207_c3_0)
+        storeVector(arena, (((1221264 +% (((mb206 *% 4) +% 3) *% 3136)) +% (nb205 *% 24)) +% 8), t207_c3_1)
+        storeVector(arena, (((1221264 +% (((mb206 *% 4) +% 3) *% 3136)) +% (nb205 *% 24)) +% 16), t207_c3_2)
       }
     }
-    for mb185 in 0..<16 {
-      var t186_c0_0 = Vector()
-      var t186_c0_1 = Vector()
-      var t186_c1_0 = Vector()
-      var t186_c1_1 = Vector()
-      var t186_c2_0 = Vector()
-      var t186_c2_1 = Vector()
-      var t186_c3_0 = Vector()
-      var t186_c3_1 = Vector()
-      for k187 in 0..<128 {
-        let t186_b0 = loadVector(params, ((18816 +% (k187 *% 3136)) +% 3120))
-        let t186_b1 = loadVector(params, (((18816 +% (k187 *% 3136)) +% 3120) +% 8))
-        let t186_a0 = Vector(repeating: arena[((1212416 +% ((mb185 *% 4) *% 128)) +% k187)])
-        t186_c0_0 = t186_c0_0.addingProduct(t186_a0, t186_b0)
-        t186_c0_1 = t186_c0_1.addingProduct(t186_a0, t186_b1)
-        let t186_a1 = Vector(repeating: arena[((1212416 +% (((mb185 *% 4) +% 1) *% 128)) +% k187)])
-        t186_c1_0 = t186_c1_0.addingProduct(t186_a1, t186_b0)
-        t186_c1_1 = t186_c1_1.addingProduct(t186_a1, t186_b1)
-        let t186_a2 = Vector(repeating: arena[((1212416 +% (((mb185 *% 4) +% 2) *% 128)) +% k187)])
-        t186_c2_0 = t186_c2_0.addingProduct(t186_a2, t186_b0)
-        t186_c2_1 = t186_c2_1.addingProduct(t186_a2, t186_b1)
-        let t186_a3 = Vector(repeating: arena[((1212416 +% (((mb185 *% 4) +% 3) *% 128)) +% k187)])
-        t186_c3_0 = t186_c3_0.addingProduct(t186_a3, t186_b0)
-        t186_c3_1 = t186_c3_1.addingProduct(t186_a3, t186_b1)
+    for mb209 in 0..<16 {
+      var t210_c0_0 = Vector()
+      var t210_c0_1 = Vector()
+      var t210_c1_0 = Vector()
+      var t210_c1_1 = Vector()
+      var t210_c2_0 = Vector()
+      var t210_c2_1 = Vector()
+      var t210_c3_0 = Vector()
+      var t210_c3_1 = Vector()
+      for k211 in 0..<128 {
+        let t210_b0 = loadVector(params, ((18816 +% (k211 *% 3136)) +% 3120))
+        let t210_b1 = loadVector(params, (((18816 +% (k211 *% 3136)) +% 3120) +% 8))
+        let t210_a0 = Vector(repeating: arena[((1212416 +% ((mb209 *% 4) *% 128)) +% k211)])
+        t210_c0_0 = t210_c0_0.addingProduct(t210_a0, t210_b0)
+        t210_c0_1 = t210_c0_1.addingProduct(t210_a0, t210_b1)
+        let t210_a1 = Vector(repeating: arena[((1212416 +% (((mb209 *% 4) +% 1) *% 128)) +% k211)])
+        t210_c1_0 = t210_c1_0.addingProduct(t210_a1, t210_b0)
+        t210_c1_1 = t210_c1_1.addingProduct(t210_a1, t210_b1)
+        let t210_a2 = Vector(repeating: arena[((1212416 +% (((mb209 *% 4) +% 2) *% 128)) +% k211)])
+        t210_c2_0 = t210_c2_0.addingProduct(t210_a2, t210_b0)
+        t210_c2_1 = t210_c2_1.addingProduct(t210_a2, t210_b1)
+        let t210_a3 = Vector(repeating: arena[((1212416 +% (((mb209 *% 4) +% 3) *% 128)) +% k211)])
+        t210_c3_0 = t210_c3_0.addingProduct(t210_a3, t210_b0)
+        t210_c3_1 = t210_c3_1.addingProduct(t210_a3, t210_b1)
       }
-      storeVector(arena, ((1221264 +% ((mb185 *% 4) *% 3136)) +% 3120), t186_c0_0)
-      storeVector(arena, (((1221264 +% ((mb185 *% 4) *% 3136)) +% 3120) +% 8), t186_c0_1)
-      storeVector(arena, ((1221264 +% (((mb185 *% 4) +% 1) *% 3136)) +% 3120), t186_c1_0)
-      storeVector(arena, (((1221264 +% (((mb185 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t186_c1_1)
-      storeVector(arena, ((1221264 +% (((mb185 *% 4) +% 2) *% 3136)) +% 3120), t186_c2_0)
-      storeVector(arena, (((1221264 +% (((mb185 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t186_c2_1)
-      storeVector(arena, ((1221264 +% (((mb185 *% 4) +% 3) *% 3136)) +% 3120), t186_c3_0)
-      storeVector(arena, (((1221264 +% (((mb185 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t186_c3_1)
+      storeVector(arena, ((1221264 +% ((mb209 *% 4) *% 3136)) +% 3120), t210_c0_0)
+      storeVector(arena, (((1221264 +% ((mb209 *% 4) *% 3136)) +% 3120) +% 8), t210_c0_1)
+      storeVector(arena, ((1221264 +% (((mb209 *% 4) +% 1) *% 3136)) +% 3120), t210_c1_0)
+      storeVector(arena, (((1221264 +% (((mb209 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t210_c1_1)
+      storeVector(arena, ((1221264 +% (((mb209 *% 4) +% 2) *% 3136)) +% 3120), t210_c2_0)
+      storeVector(arena, (((1221264 +% (((mb209 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t210_c2_1)
+      storeVector(arena, ((1221264 +% (((mb209 *% 4) +% 3) *% 3136)) +% 3120), t210_c3_0)
+      storeVector(arena, (((1221264 +% (((mb209 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t210_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // 8 lanes at a time over i189
-    var i189 = 0
-    while i189 &+ 8 <= 802816 {
-      storeVector(arena, 1421968 &+ i189, Vector(repeating: Float(0)))
-      i189 &+= 8
+  do {  // 8 lanes at a time over i213
+    var i213 = 0
+    while i213 &+ 8 <= 802816 {
+      storeVector(arena, 1421968 &+ i213, Vector(repeating: Float(0)))
+      i213 &+= 8
     }
-    while i189 < 802816 {
-      arena[(1421968 +% i189)] = Float(0)
-      i189 &+= 1
+    while i213 < 802816 {
+      arena[(1421968 +% i213)] = Float(0)
+      i213 &+= 1
     }
   }
-  for q190 in 0..<4096 {
-    for i191 in 0..<49 {
-      if arena[(802816 +% ((q190 *% 49) +% i191))] > Float(0) {
-        arena[((1421968 +% (q190 *% 196)) +% Int(arena[(1003520 +% ((q190 *% 49) +% i191))]))] += arena[(1221264 +% ((q190 *% 49) +% i191))]
+  for q214 in 0..<4096 {
+    for i215 in 0..<49 {
+      if arena[(802816 +% ((q214 *% 49) +% i215))] > Float(0) {
+        arena[((1421968 +% (q214 *% 196)) +% Int(arena[(1003520 +% ((q214 *% 49) +% i215))]))] += arena[(1221264 +% ((q214 *% 49) +% i215))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 8 lanes at a time over i192
-    var i192 = 0
-    while i192 &+ 8 <= 18432 {
-      storeVector(arena, 3328656 &+ i192, Vector(repeating: Float(0)))
-      i192 &+= 8
+  do {  // 8 lanes at a time over i216
+    var i216 = 0
+    while i216 &+ 8 <= 18432 {
+      storeVector(arena, 3328656 &+ i216, Vector(repeating: Float(0)))
+      i216 &+= 8
     }
-    while i192 < 18432 {
-      arena[(3328656 +% i192)] = Float(0)
-      i192 &+= 1
-    }
-  }
-  for g193 in 0..<4 {
-    for j194 in 0..<16 {
-      for c195 in 0..<32 {
-        for ky196 in 0..<3 {
-          for oy197 in 0..<14 {
-            if (-1 < ((oy197 +% ky196) +% -1) && ((oy197 +% ky196) +% -1) < 14) {
-              for ox198 in 0..<13 {
-                arena[(((2224784 +% ((((c195 *% 3) +% ky196) *% 3) *% 3136)) +% (j194 *% 196)) +% ((oy197 *% 14) +% (ox198 +% 1)))] = arena[((((((g193 *% 16) +% j194) *% 6272) +% (c195 *% 196)) +% (((oy197 +% ky196) +% -1) *% 14)) +% ((ox198 +% 1) +% -1))]
-              }
-              for ox199 in 0..<1 {
-                arena[(((2224784 +% ((((c195 *% 3) +% ky196) *% 3) *% 3136)) +% (j194 *% 196)) +% ((oy197 *% 14) +% ox199))] = Float(0)
-              }
-            }
-            if ((oy197 +% ky196) +% -1) < 0 {
-              for ox200 in 0..<14 {
-                arena[(((2224784 +% ((((c195 *% 3) +% ky196) *% 3) *% 3136)) +% (j194 *% 196)) +% ((oy197 *% 14) +% ox200))] = Float(0)
-              }
-            }
-            if 13 < ((oy197 +% ky196) +% -1) {
-              for ox200 in 0..<14 {
-                arena[(((2224784 +% ((((c195 *% 3) +% ky196) *% 3) *% 3136)) +% (j194 *% 196)) +% ((oy197 *% 14) +% ox200))] = Float(0)
-              }
-            }
-          }
-          for oy201 in 0..<14 {
-            if (-1 < ((oy201 +% ky196) +% -1) && ((oy201 +% ky196) +% -1) < 14) {
-              for ox202 in 0..<14 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 1) *% 3136)) +% (j194 *% 196)) +% ((oy201 *% 14) +% ox202))] = arena[((((((g193 *% 16) +% j194) *% 6272) +% (c195 *% 196)) +% (((oy201 +% ky196) +% -1) *% 14)) +% ox202)]
-              }
-            }
-            if ((oy201 +% ky196) +% -1) < 0 {
-              for ox203 in 0..<14 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 1) *% 3136)) +% (j194 *% 196)) +% ((oy201 *% 14) +% ox203))] = Float(0)
-              }
-            }
-            if 13 < ((oy201 +% ky196) +% -1) {
-              for ox203 in 0..<14 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 1) *% 3136)) +% (j194 *% 196)) +% ((oy201 *% 14) +% ox203))] = Float(0)
-              }
-            }
-          }
-          for oy204 in 0..<14 {
-            if (-1 < ((oy204 +% ky196) +% -1) && ((oy204 +% ky196) +% -1) < 14) {
-              for ox205 in 0..<13 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 2) *% 3136)) +% (j194 *% 196)) +% ((oy204 *% 14) +% ox205))] = arena[((((((g193 *% 16) +% j194) *% 6272) +% (c195 *% 196)) +% (((oy204 +% ky196) +% -1) *% 14)) +% (ox205 +% 1))]
-              }
-              for ox206 in 0..<1 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 2) *% 3136)) +% (j194 *% 196)) +% ((oy204 *% 14) +% (ox206 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy204 +% ky196) +% -1) < 0 {
-              for ox207 in 0..<14 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 2) *% 3136)) +% (j194 *% 196)) +% ((oy204 *% 14) +% ox207))] = Float(0)
-              }
-            }
-            if 13 < ((oy204 +% ky196) +% -1) {
-              for ox207 in 0..<14 {
-                arena[(((2224784 +% (((((c195 *% 3) +% ky196) *% 3) +% 2) *% 3136)) +% (j194 *% 196)) +% ((oy204 *% 14) +% ox207))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j208 in 0..<16 {
-      for i209 in 0..<196 {
-        for f210 in 0..<64 {
-          arena[((3127952 +% (((j208 *% 196) +% i209) *% 64)) +% f210)] = arena[(((1421968 +% (((g193 *% 16) +% j208) *% 12544)) +% (f210 *% 196)) +% i209)]
-        }
-      }
-    }
-    do {  // gemm219
-      for kp211 in 0..<4 {
-        for nb212 in 0..<2 {
-          for mb213 in 0..<72 {
-            var t214_c0_0 = loadVector(arena, ((3328656 +% ((mb213 *% 4) *% 64)) +% (nb212 *% 24)))
-            var t214_c0_1 = loadVector(arena, (((3328656 +% ((mb213 *% 4) *% 64)) +% (nb212 *% 24)) +% 8))
-            var t214_c0_2 = loadVector(arena, (((3328656 +% ((mb213 *% 4) *% 64)) +% (nb212 *% 24)) +% 16))
-            var t214_c1_0 = loadVector(arena, ((3328656 +% (((mb213 *% 4) +% 1) *% 64)) +% (nb212 *% 24)))
-            var t214_c1_1 = loadVector(arena, (((3328656 +% (((mb213 *% 4) +% 1) *% 64)) +% (nb212 *% 24)) +% 8))
-            var t214_c1_2 = loadVector(arena, (((3328656 +% (((mb213 *% 4) +% 1) *% 64)) +% (nb212 *% 24)) +% 16))
-            var t214_c2_0 = loadVector(arena, ((3328656 +% (((mb213 *% 4) +% 2) *% 64)) +% (nb212 *% 24)))
-            var t214_c2_1 = loadVector(arena, (((3328656 +% (((mb213 *% 4) +% 2) *% 64)) +% (nb212 *% 24)) +% 8))
-            var t214_c2_2 = loadVector(arena, (((3328656 +% (((mb213 *% 4) +% 2) *% 64)) +% (nb212 *% 24)) +% 16))
-            var t214_c3_0 = loadVector(arena, ((3328656 +% (((mb213 *% 4) +% 3) *% 64)) +% (nb212 *% 24)))
-            var t214_c3_1 = loadVector(arena, (((3328656 +% (((mb213 *% 4) +% 3) *% 64)) +% (nb212 *% 24)) +% 8))
-            var t214_c3_2 = loadVector(arena, (((3328656 +% (((mb213 *% 4) +% 3) *% 64)) +% (nb212 *% 24)) +% 16))
-            for k215 in 0..<784 {
-              let t214_b0 = loadVector(arena, ((3127952 +% ((k215 +% (kp211 *% 784)) *% 64)) +% (nb212 *% 24)))
-              let t214_b1 = loadVector(arena, (((3127952 +% ((k215 +% (kp211 *% 784)) *% 64)) +% (nb212 *% 24)) +% 8))
-              let t214_b2 = loadVector(arena, (((3127952 +% ((k215 +% (kp211 *% 784)) *% 64)) +% (nb212 *% 24)) +% 16))
-              let t214_a0 = Vector(repeating: arena[((2224784 +% ((mb213 *% 4) *% 3136)) +% (k215 +% (kp211 *% 784)))])
-              t214_c0_0 = t214_c0_0.addingProduct(t214_a0, t214_b0)
-              t214_c0_1 = t214_c0_1.addingProduct(t214_a0, t214_b1)
-              t214_c0_2 = t214_c0_2.addingProduct(t214_a0, t214_b2)
-              let t214_a1 = Vector(repeating: arena[((2224784 +% (((mb213 *% 4) +% 1) *% 3136)) +% (k215 +% (kp211 *% 784)))])
-              t214_c1_0 = t214_c1_0.addingProduct(t214_a1, t214_b0)
-              t214_c1_1 = t214_c1_1.addingProduct(t214_a1, t214_b1)
-              t214_c1_2 = t214_c1_2.addingProduct(t214_a1, t214_b2)
-              let t214_a2 = Vector(repeating: arena[((2224784 +% (((mb213 *% 4) +% 2) *% 3136)) +% (k215 +% (kp211 *% 784)))])
-              t214_c2_0 = t214_c2_0.addingProduct(t214_a2, t214_b0)
-              t214_c2_1 = t214_c2_1.addingProduct(t214_a2, t214_b1)
-              t214_c2_2 = t214_c2_2.addingProduct(t214_a2, t214_b2)
-              let t214_a3 = Vector(repeating: arena[((2224784 +% (((mb213 *% 4) +% 3) *% 3136)) +% (k215 +% (kp211 *% 784)))])
-              t214_c3_0 = t214_c3_0.addingProduct(t214_a3, t214_b0)
-              t214_c3_1 = t214_c3_1.addingProduct(t214_a3, t214_b1)
-              t214_c3_2 = t214_c3_2.addingProduct(t214_a3, t214_b2)
-            }
-            storeVector(arena, ((3328656 +% ((mb213 *% 4) *% 64)) +% (nb212 *% 24)), t214_c0_0)
-            storeVector(arena, (((3328656 +% ((mb213 *% 4) *% 64)) +% (nb212 *% 24)) +% 8), t214_c0_1)
-            storeVector(arena, (((3328656 +% ((mb213 *% 4) *% 64)) +% (nb212 *% 24)) +% 16), t214_c0_2)
-            storeVector(arena, ((3328656 +% (((mb213 *% 4) +% 1) *% 64)) +% (nb212 *% 24)), t214_c1_0)
-            storeVector(arena, (((3328656 +% (((mb213 *% 4) +% 1) *% 64)) +% (nb212 *% 24)) +% 8), t214_c1_1)
-            storeVector(arena, (((3328656 +% (((mb213 *% 4) +% 1) *% 64)) +% (nb212 *% 24)) +% 16), t214_c1_2)
-            storeVector(arena, ((3328656 +% (((mb213 *% 4) +% 2) *% 64)) +% (nb212 *% 24)), t214_c2_0)
-            storeVector(arena, (((3328656 +% (((mb213 *% 4) +% 2) *% 64)) +% (nb212 *% 24)) +% 8), t214_c2_1)
-            storeVector(arena, (((3328656 +% (((mb213 *% 4) +% 2) *% 64)) +% (nb212 *% 24)) +% 16), t214_c2_2)
-            storeVector(arena, ((3328656 +% (((mb213 *% 4) +% 3) *% 64)) +% (nb212 *% 24)), t214_c3_0)
-            storeVector(arena, (((3328656 +% (((mb213 *% 4) +% 3) *% 64)) +% (nb212 *% 24)) +% 8), t214_c3_1)
-            storeVector(arena, (((3328656 +% (((mb213 *% 4) +% 3) *% 64)) +% (nb212 *% 24)) +% 16), t214_c3_2)
-          }
-        }
-        for mb216 in 0..<72 {
-          var t217_c0_0 = loadVector(arena, ((3328656 +% ((mb216 *% 4) *% 64)) +% 48))
-          var t217_c0_1 = loadVector(arena, (((3328656 +% ((mb216 *% 4) *% 64)) +% 48) +% 8))
-          var t217_c1_0 = loadVector(arena, ((3328656 +% (((mb216 *% 4) +% 1) *% 64)) +% 48))
-          var t217_c1_1 = loadVector(arena, (((3328656 +% (((mb216 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t217_c2_0 = loadVector(arena, ((3328656 +% (((mb216 *% 4) +% 2) *% 64)) +% 48))
-          var t217_c2_1 = loadVector(arena, (((3328656 +% (((mb216 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t217_c3_0 = loadVector(arena, ((3328656 +% (((mb216 *% 4) +% 3) *% 64)) +% 48))
-          var t217_c3_1 = loadVector(arena, (((3328656 +% (((mb216 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k218 in 0..<784 {
-            let t217_b0 = loadVector(arena, ((3127952 +% ((k218 +% (kp211 *% 784)) *% 64)) +% 48))
-            let t217_b1 = loadVector(arena, (((3127952 +% ((k218 +% (kp211 *% 784)) *% 64)) +% 48) +% 8))
-            let t217_a0 = Vector(repeating: arena[((2224784 +% ((mb216 *% 4) *% 3136)) +% (k218 +% (kp211 *% 784)))])
-            t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
-            t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
-            let t217_a1 = Vector(repeating: arena[((2224784 +% (((mb216 *% 4) +% 1) *% 3136)) +% (k218 +% (kp211 *% 784)))])
-            t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
-            t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
-            let t217_a2 = Vector(repeating: arena[((2224784 +% (((mb216 *% 4) +% 2) *% 3136)) +% (k218 +% (kp211 *% 784)))])
-            t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
-            t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
-            let t217_a3 = Vector(repeating: arena[((2224784 +% (((mb216 *% 4) +% 3) *% 3136)) +% (k218 +% (kp211 *% 784)))])
-            t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
-            t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
-          }
-          storeVector(arena, ((3328656 +% ((mb216 *% 4) *% 64)) +% 48), t217_c0_0)
-          storeVector(arena, (((3328656 +% ((mb216 *% 4) *% 64)) +% 48) +% 8), t217_c0_1)
-          storeVector(arena, ((3328656 +% (((mb216 *% 4) +% 1) *% 64)) +% 48), t217_c1_0)
-          storeVector(arena, (((3328656 +% (((mb216 *% 4) +% 1) *% 64)) +% 48) +% 8), t217_c1_1)
-          storeVector(arena, ((3328656 +% (((mb216 *% 4) +% 2) *% 64)) +% 48), t217_c2_0)
-          storeVector(arena, (((3328656 +% (((mb216 *% 4) +% 2) *% 64)) +% 48) +% 8), t217_c2_1)
-          storeVector(arena, ((3328656 +% (((mb216 *% 4) +% 3) *% 64)) +% 48), t217_c3_0)
-          storeVector(arena, (((3328656 +% (((mb216 *% 4) +% 3) *% 64)) +% 48) +% 8), t217_c3_1)
-        }
-      }
+    while i216 < 18432 {
+      arena[(3328656 +% i216)] = Float(0)
+      i216 &+= 1
     }
   }
-  for f220 in 0..<64 {
-    for r221 in 0..<288 {
-      grads[((320 +% (f220 *% 288)) +% r221)] = arena[((3328656 +% (r221 *% 64)) +% f220)]
+  for g217 in 0..<4 {
+    for j218 in 0..<16 {
+      for c219 in 0..<32 {
+        for ky220 in 0..<3 {
+          for oy221 in 0..<14 {
+            if (-1 < ((oy221 +% ky220) +% -1) && ((oy221 +% ky220) +% -1) < 14) {
+              for ox222 in 0..<13 {
+                arena[(((2224784 +% ((((c219 *% 3) +% ky220) *% 3) *% 3136)) +% (j218 *% 196)) +% ((oy221 *% 14) +% (ox222 +% 1)))] = arena[((((((g217 *% 16) +% j218) *% 6272) +% (c219 *% 196)) +% (((oy221 +% ky220) +% -1) *% 14)) +% ((ox222 +% 1) +% -1))]
+              }
+              for ox223 in 0..<1 {
+                arena[(((2224784 +% ((((c219 *% 3) +% ky220) *% 3) *% 3136)) +% (j218 *% 196)) +% ((oy221 *% 14) +% ox223))] = Float(0)
+              }
+            }
+            if ((oy221 +% ky220) +% -1) < 0 {
+              for ox224 in 0..<14 {
+                arena[(((2224784 +% ((((c219 *% 3) +% ky220) *% 3) *% 3136)) +% (j218 *% 196)) +% ((oy221 *% 14) +% ox224))] = Float(0)
+              }
+            }
+            if 13 < ((oy221 +% ky220) +% -1) {
+              for ox224 in 0..<14 {
+                arena[(((2224784 +% ((((c219 *% 3) +% ky220) *% 3) *% 3136)) +% (j218 *% 196)) +% ((oy221 *% 14) +% ox224))] = Float(0)
+              }
+            }
+          }
+          for oy225 in 0..<14 {
+            if (-1 < ((oy225 +% ky220) +% -1) && ((oy225 +% ky220) +% -1) < 14) {
+              for ox226 in 0..<14 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 1) *% 3136)) +% (j218 *% 196)) +% ((oy225 *% 14) +% ox226))] = arena[((((((g217 *% 16) +% j218) *% 6272) +% (c219 *% 196)) +% (((oy225 +% ky220) +% -1) *% 14)) +% ox226)]
+              }
+            }
+            if ((oy225 +% ky220) +% -1) < 0 {
+              for ox227 in 0..<14 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 1) *% 3136)) +% (j218 *% 196)) +% ((oy225 *% 14) +% ox227))] = Float(0)
+              }
+            }
+            if 13 < ((oy225 +% ky220) +% -1) {
+              for ox227 in 0..<14 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 1) *% 3136)) +% (j218 *% 196)) +% ((oy225 *% 14) +% ox227))] = Float(0)
+              }
+            }
+          }
+          for oy228 in 0..<14 {
+            if (-1 < ((oy228 +% ky220) +% -1) && ((oy228 +% ky220) +% -1) < 14) {
+              for ox229 in 0..<13 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 2) *% 3136)) +% (j218 *% 196)) +% ((oy228 *% 14) +% ox229))] = arena[((((((g217 *% 16) +% j218) *% 6272) +% (c219 *% 196)) +% (((oy228 +% ky220) +% -1) *% 14)) +% (ox229 +% 1))]
+              }
+              for ox230 in 0..<1 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 2) *% 3136)) +% (j218 *% 196)) +% ((oy228 *% 14) +% (ox230 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy228 +% ky220) +% -1) < 0 {
+              for ox231 in 0..<14 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 2) *% 3136)) +% (j218 *% 196)) +% ((oy228 *% 14) +% ox231))] = Float(0)
+              }
+            }
+            if 13 < ((oy228 +% ky220) +% -1) {
+              for ox231 in 0..<14 {
+                arena[(((2224784 +% (((((c219 *% 3) +% ky220) *% 3) +% 2) *% 3136)) +% (j218 *% 196)) +% ((oy228 *% 14) +% ox231))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j232 in 0..<16 {
+      for i233 in 0..<196 {
+        for f234 in 0..<64 {
+          arena[((3127952 +% (((j232 *% 196) +% i233) *% 64)) +% f234)] = arena[(((1421968 +% (((g217 *% 16) +% j232) *% 12544)) +% (f234 *% 196)) +% i233)]
+        }
+      }
+    }
+    do {  // gemm243
+      for kp235 in 0..<4 {
+        for nb236 in 0..<2 {
+          for mb237 in 0..<72 {
+            var t238_c0_0 = loadVector(arena, ((3328656 +% ((mb237 *% 4) *% 64)) +% (nb236 *% 24)))
+            var t238_c0_1 = loadVector(arena, (((3328656 +% ((mb237 *% 4) *% 64)) +% (nb236 *% 24)) +% 8))
+            var t238_c0_2 = loadVector(arena, (((3328656 +% ((mb237 *% 4) *% 64)) +% (nb236 *% 24)) +% 16))
+            var t238_c1_0 = loadVector(arena, ((3328656 +% (((mb237 *% 4) +% 1) *% 64)) +% (nb236 *% 24)))
+            var t238_c1_1 = loadVector(arena, (((3328656 +% (((mb237 *% 4) +% 1) *% 64)) +% (nb236 *% 24)) +% 8))
+            var t238_c1_2 = loadVector(arena, (((3328656 +% (((mb237 *% 4) +% 1) *% 64)) +% (nb236 *% 24)) +% 16))
+            var t238_c2_0 = loadVector(arena, ((3328656 +% (((mb237 *% 4) +% 2) *% 64)) +% (nb236 *% 24)))
+            var t238_c2_1 = loadVector(arena, (((3328656 +% (((mb237 *% 4) +% 2) *% 64)) +% (nb236 *% 24)) +% 8))
+            var t238_c2_2 = loadVector(arena, (((3328656 +% (((mb237 *% 4) +% 2) *% 64)) +% (nb236 *% 24)) +% 16))
+            var t238_c3_0 = loadVector(arena, ((3328656 +% (((mb237 *% 4) +% 3) *% 64)) +% (nb236 *% 24)))
+            var t238_c3_1 = loadVector(arena, (((3328656 +% (((mb237 *% 4) +% 3) *% 64)) +% (nb236 *% 24)) +% 8))
+            var t238_c3_2 = loadVector(arena, (((3328656 +% (((mb237 *% 4) +% 3) *% 64)) +% (nb236 *% 24)) +% 16))
+            for k239 in 0..<784 {
+              let t238_b0 = loadVector(arena, ((3127952 +% ((k239 +% (kp235 *% 784)) *% 64)) +% (nb236 *% 24)))
+              let t238_b1 = loadVector(arena, (((3127952 +% ((k239 +% (kp235 *% 784)) *% 64)) +% (nb236 *% 24)) +% 8))
+              let t238_b2 = loadVector(arena, (((3127952 +% ((k239 +% (kp235 *% 784)) *% 64)) +% (nb236 *% 24)) +% 16))
+              let t238_a0 = Vector(repeating: arena[((2224784 +% ((mb237 *% 4) *% 3136)) +% (k239 +% (kp235 *% 784)))])
+              t238_c0_0 = t238_c0_0.addingProduct(t238_a0, t238_b0)
+              t238_c0_1 = t238_c0_1.addingProduct(t238_a0, t238_b1)
+              t238_c0_2 = t238_c0_2.addingProduct(t238_a0, t238_b2)
+              let t238_a1 = Vector(repeating: arena[((2224784 +% (((mb237 *% 4) +% 1) *% 3136)) +% (k239 +% (kp235 *% 784)))])
+              t238_c1_0 = t238_c1_0.addingProduct(t238_a1, t238_b0)
+              t238_c1_1 = t238_c1_1.addingProduct(t238_a1, t238_b1)
+              t238_c1_2 = t238_c1_2.addingProduct(t238_a1, t238_b2)
+              let t238_a2 = Vector(repeating: arena[((2224784 +% (((mb237 *% 4) +% 2) *% 3136)) +% (k239 +% (kp235 *% 784)))])
+              t238_c2_0 = t238_c2_0.addingProduct(t238_a2, t238_b0)
+              t238_c2_1 = t238_c2_1.addingProduct(t238_a2, t238_b1)
+              t238_c2_2 = t238_c2_2.addingProduct(t238_a2, t238_b2)
+              let t238_a3 = Vector(repeating: arena[((2224784 +% (((mb237 *% 4) +% 3) *% 3136)) +% (k239 +% (kp235 *% 784)))])
+              t238_c3_0 = t238_c3_0.addingProduct(t238_a3, t238_b0)
+              t238_c3_1 = t238_c3_1.addingProduct(t238_a3, t238_b1)
+              t238_c3_2 = t238_c3_2.addingProduct(t238_a3, t238_b2)
+            }
+            storeVector(arena, ((3328656 +% ((mb237 *% 4) *% 64)) +% (nb236 *% 24)), t238_c0_0)
+            storeVector(arena, (((3328656 +% ((mb237 *% 4) *% 64)) +% (nb236 *% 24)) +% 8), t238_c0_1)
+            storeVector(arena, (((3328656 +% ((mb237 *% 4) *% 64)) +% (nb236 *% 24)) +% 16), t238_c0_2)
+            storeVector(arena, ((3328656 +% (((mb237 *% 4) +% 1) *% 64)) +% (nb236 *% 24)), t238_c1_0)
+            storeVector(arena, (((3328656 +% (((mb237 *% 4) +% 1) *% 64)) +% (nb236 *% 24)) +% 8), t238_c1_1)
+            storeVector(arena, (((3328656 +% (((mb237 *% 4) +% 1) *% 64)) +% (nb236 *% 24)) +% 16), t238_c1_2)
+            storeVector(arena, ((3328656 +% (((mb237 *% 4) +% 2) *% 64)) +% (nb236 *% 24)), t238_c2_0)
+            storeVector(arena, (((3328656 +% (((mb237 *% 4) +% 2) *% 64)) +% (nb236 *% 24)) +% 8), t238_c2_1)
+            storeVector(arena, (((3328656 +% (((mb237 *% 4) +% 2) *% 64)) +% (nb236 *% 24)) +% 16), t238_c2_2)
+            storeVector(arena, ((3328656 +% (((mb237 *% 4) +% 3) *% 64)) +% (nb236 *% 24)), t238_c3_0)
+            storeVector(arena, (((3328656 +% (((mb237 *% 4) +% 3) *% 64)) +% (nb236 *% 24)) +% 8), t238_c3_1)
+            storeVector(arena, (((3328656 +% (((mb237 *% 4) +% 3) *% 64)) +% (nb236 *% 24)) +% 16), t238_c3_2)
+          }
+        }
+        for mb240 in 0..<72 {
+          var t241_c0_0 = loadVector(arena, ((3328656 +% ((mb240 *% 4) *% 64)) +% 48))
+          var t241_c0_1 = loadVector(arena, (((3328656 +% ((mb240 *% 4) *% 64)) +% 48) +% 8))
+          var t241_c1_0 = loadVector(arena, ((3328656 +% (((mb240 *% 4) +% 1) *% 64)) +% 48))
+          var t241_c1_1 = loadVector(arena, (((3328656 +% (((mb240 *% 4) +% 1) *% 64)) +% 48) +% 8))
+          var t241_c2_0 = loadVector(arena, ((3328656 +% (((mb240 *% 4) +% 2) *% 64)) +% 48))
+          var t241_c2_1 = loadVector(arena, (((3328656 +% (((mb240 *% 4) +% 2) *% 64)) +% 48) +% 8))
+          var t241_c3_0 = loadVector(arena, ((3328656 +% (((mb240 *% 4) +% 3) *% 64)) +% 48))
+          var t241_c3_1 = loadVector(arena, (((3328656 +% (((mb240 *% 4) +% 3) *% 64)) +% 48) +% 8))
+          for k242 in 0..<784 {
+            let t241_b0 = loadVector(arena, ((3127952 +% ((k242 +% (kp235 *% 784)) *% 64)) +% 48))
+            let t241_b1 = loadVector(arena, (((3127952 +% ((k242 +% (kp235 *% 784)) *% 64)) +% 48) +% 8))
+            let t241_a0 = Vector(repeating: arena[((2224784 +% ((mb240 *% 4) *% 3136)) +% (k242 +% (kp235 *% 784)))])
+            t241_c0_0 = t241_c0_0.addingProduct(t241_a0, t241_b0)
+            t241_c0_1 = t241_c0_1.addingProduct(t241_a0, t241_b1)
+            let t241_a1 = Vector(repeating: arena[((2224784 +% (((mb240 *% 4) +% 1) *% 3136)) +% (k242 +% (kp235 *% 784)))])
+            t241_c1_0 = t241_c1_0.addingProduct(t241_a1, t241_b0)
+            t241_c1_1 = t241_c1_1.addingProduct(t241_a1, t241_b1)
+            let t241_a2 = Vector(repeating: arena[((2224784 +% (((mb240 *% 4) +% 2) *% 3136)) +% (k242 +% (kp235 *% 784)))])
+            t241_c2_0 = t241_c2_0.addingProduct(t241_a2, t241_b0)
+            t241_c2_1 = t241_c2_1.addingProduct(t241_a2, t241_b1)
+            let t241_a3 = Vector(repeating: arena[((2224784 +% (((mb240 *% 4) +% 3) *% 3136)) +% (k242 +% (kp235 *% 784)))])
+            t241_c3_0 = t241_c3_0.addingProduct(t241_a3, t241_b0)
+            t241_c3_1 = t241_c3_1.addingProduct(t241_a3, t241_b1)
+          }
+          storeVector(arena, ((3328656 +% ((mb240 *% 4) *% 64)) +% 48), t241_c0_0)
+          storeVector(arena, (((3328656 +% ((mb240 *% 4) *% 64)) +% 48) +% 8), t241_c0_1)
+          storeVector(arena, ((3328656 +% (((mb240 *% 4) +% 1) *% 64)) +% 48), t241_c1_0)
+          storeVector(arena, (((3328656 +% (((mb240 *% 4) +% 1) *% 64)) +% 48) +% 8), t241_c1_1)
+          storeVector(arena, ((3328656 +% (((mb240 *% 4) +% 2) *% 64)) +% 48), t241_c2_0)
+          storeVector(arena, (((3328656 +% (((mb240 *% 4) +% 2) *% 64)) +% 48) +% 8), t241_c2_1)
+          storeVector(arena, ((3328656 +% (((mb240 *% 4) +% 3) *% 64)) +% 48), t241_c3_0)
+          storeVector(arena, (((3328656 +% (((mb240 *% 4) +% 3) *% 64)) +% 48) +% 8), t241_c3_1)
+        }
+      }
+    }
+  }
+  for f244 in 0..<64 {
+    for r245 in 0..<288 {
+      grads[((320 +% (f244 *% 288)) +% r245)] = arena[((3328656 +% (r245 *% 64)) +% f244)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f222 in 0..<64 {
-    var acc223 = Vector()
-    for img224 in 0..<64 {
-      for i225 in 0..<24 {
-        acc223 = acc223.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img224 *% 12544)) +% (f222 *% 196)) +% (i225 *% 8))))
+  for f246 in 0..<64 {
+    var acc247 = Vector()
+    for img248 in 0..<64 {
+      for i249 in 0..<24 {
+        acc247 = acc247.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img248 *% 12544)) +% (f246 *% 196)) +% (i249 *% 8))))
       }
-      acc223 = acc223.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img224 *% 12544)) +% (f222 *% 196)) +% 192), 4))
+      acc247 = acc247.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img248 *% 12544)) +% (f246 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 802816, acc223)
-    var sum226: Float = (arena[802816] + arena[802817])
-    var sum227: Float = (sum226 + arena[802818])
-    var sum228: Float = (sum227 + arena[802819])
-    var sum229: Float = (sum228 + arena[802820])
-    var sum230: Float = (sum229 + arena[802821])
-    var sum231: Float = (sum230 + arena[802822])
-    var sum232: Float = (sum231 + arena[802823])
-    grads[(18752 +% f222)] = sum232
+    storeVector(arena, 802816, acc247)
+    var sum250: Float = (arena[802816] + arena[802817])
+    var sum251: Float = (sum250 + arena[802818])
+    var sum252: Float = (sum251 + arena[802819])
+    var sum253: Float = (sum252 + arena[802820])
+    var sum254: Float = (sum253 + arena[802821])
+    var sum255: Float = (sum254 + arena[802822])
+    var sum256: Float = (sum255 + arena[802823])
+    grads[(18752 +% f246)] = sum256
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g233 in 0..<4 {
-    for j234 in 0..<16 {
-      for f235 in 0..<64 {
-        do {  // 8 lanes at a time over i236
-          var i236 = 0
-          while i236 &+ 8 <= 196 {
-            storeVector(arena, ((3127952 +% (f235 *% 3136)) +% (j234 *% 196)) &+ i236, loadVector(arena, ((1421968 +% (((g233 *% 16) +% j234) *% 12544)) +% (f235 *% 196)) &+ i236))
-            i236 &+= 8
+  for g257 in 0..<4 {
+    for j258 in 0..<16 {
+      for f259 in 0..<64 {
+        do {  // 8 lanes at a time over i260
+          var i260 = 0
+          while i260 &+ 8 <= 196 {
+            storeVector(arena, ((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) &+ i260, loadVector(arena, ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) &+ i260))
+            i260 &+= 8
           }
-          while i236 < 196 {
-            arena[(((3127952 +% (f235 *% 3136)) +% (j234 *% 196)) +% i236)] = arena[(((1421968 +% (((g233 *% 16) +% j234) *% 12544)) +% (f235 *% 196)) +% i236)]
-            i236 &+= 1
+          while i260 < 196 {
+            arena[(((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) +% i260)] = arena[(((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) +% i260)]
+            i260 &+= 1
           }
         }
       }
     }
-    do {  // gemm244
-      for nb237 in 0..<130 {
-        for mb238 in 0..<72 {
-          var t239_c0_0 = Vector()
-          var t239_c0_1 = Vector()
-          var t239_c0_2 = Vector()
-          var t239_c1_0 = Vector()
-          var t239_c1_1 = Vector()
-          var t239_c1_2 = Vector()
-          var t239_c2_0 = Vector()
-          var t239_c2_1 = Vector()
-          var t239_c2_2 = Vector()
-          var t239_c3_0 = Vector()
-          var t239_c3_1 = Vector()
-          var t239_c3_2 = Vector()
-          for k240 in 0..<64 {
-            let t239_b0 = loadVector(arena, ((3127952 +% (k240 *% 3136)) +% (nb237 *% 24)))
-            let t239_b1 = loadVector(arena, (((3127952 +% (k240 *% 3136)) +% (nb237 *% 24)) +% 8))
-            let t239_b2 = loadVector(arena, (((3127952 +% (k240 *% 3136)) +% (nb237 *% 24)) +% 16))
-            let t239_a0 = Vector(repeating: params[((320 +% (mb238 *% 4)) +% (k240 *% 288))])
-            t239_c0_0 = t239_c0_0.addingProduct(t239_a0, t239_b0)
-            t239_c0_1 = t239_c0_1.addingProduct(t239_a0, t239_b1)
-            t239_c0_2 = t239_c0_2.addingProduct(t239_a0, t239_b2)
-            let t239_a1 = Vector(repeating: params[((320 +% ((mb238 *% 4) +% 1)) +% (k240 *% 288))])
-            t239_c1_0 = t239_c1_0.addingProduct(t239_a1, t239_b0)
-            t239_c1_1 = t239_c1_1.addingProduct(t239_a1, t239_b1)
-            t239_c1_2 = t239_c1_2.addingProduct(t239_a1, t239_b2)
-            let t239_a2 = Vector(repeating: params[((320 +% ((mb238 *% 4) +% 2)) +% (k240 *% 288))])
-            t239_c2_0 = t239_c2_0.addingProduct(t239_a2, t239_b0)
-            t239_c2_1 = t239_c2_1.addingProduct(t239_a2, t239_b1)
-            t239_c2_2 = t239_c2_2.addingProduct(t239_a2, t239_b2)
-            let t239_a3 = Vector(repeating: params[((320 +% ((mb238 *% 4) +% 3)) +% (k240 *% 288))])
-            t239_c3_0 = t239_c3_0.addingProduct(t239_a3, t239_b0)
-            t239_c3_1 = t239_c3_1.addingProduct(t239_a3, t239_b1)
-            t239_c3_2 = t239_c3_2.addingProduct(t239_a3, t239_b2)
+    do {  // gemm268
+      for nb261 in 0..<130 {
+        for mb262 in 0..<72 {
+          var t263_c0_0 = Vector()
+          var t263_c0_1 = Vector()
+          var t263_c0_2 = Vector()
+          var t263_c1_0 = Vector()
+          var t263_c1_1 = Vector()
+          var t263_c1_2 = Vector()
+          var t263_c2_0 = Vector()
+          var t263_c2_1 = Vector()
+          var t263_c2_2 = Vector()
+          var t263_c3_0 = Vector()
+          var t263_c3_1 = Vector()
+          var t263_c3_2 = Vector()
+          for k264 in 0..<64 {
+            let t263_b0 = loadVector(arena, ((3127952 +% (k264 *% 3136)) +% (nb261 *% 24)))
+            let t263_b1 = loadVector(arena, (((3127952 +% (k264 *% 3136)) +% (nb261 *% 24)) +% 8))
+            let t263_b2 = loadVector(arena, (((3127952 +% (k264 *% 3136)) +% (nb261 *% 24)) +% 16))
+            let t263_a0 = Vector(repeating: params[((320 +% (mb262 *% 4)) +% (k264 *% 288))])
+            t263_c0_0 = t263_c0_0.addingProduct(t263_a0, t263_b0)
+            t263_c0_1 = t263_c0_1.addingProduct(t263_a0, t263_b1)
+            t263_c0_2 = t263_c0_2.addingProduct(t263_a0, t263_b2)
+            let t263_a1 = Vector(repeating: params[((320 +% ((mb262 *% 4) +% 1)) +% (k264 *% 288))])
+            t263_c1_0 = t263_c1_0.addingProduct(t263_a1, t263_b0)
+            t263_c1_1 = t263_c1_1.addingProduct(t263_a1, t263_b1)
+            t263_c1_2 = t263_c1_2.addingProduct(t263_a1, t263_b2)
+            let t263_a2 = Vector(repeating: params[((320 +% ((mb262 *% 4) +% 2)) +% (k264 *% 288))])
+            t263_c2_0 = t263_c2_0.addingProduct(t263_a2, t263_b0)
+            t263_c2_1 = t263_c2_1.addingProduct(t263_a2, t263_b1)
+            t263_c2_2 = t263_c2_2.addingProduct(t263_a2, t263_b2)
+            let t263_a3 = Vector(repeating: params[((320 +% ((mb262 *% 4) +% 3)) +% (k264 *% 288))])
+            t263_c3_0 = t263_c3_0.addingProduct(t263_a3, t263_b0)
+            t263_c3_1 = t263_c3_1.addingProduct(t263_a3, t263_b1)
+            t263_c3_2 = t263_c3_2.addingProduct(t263_a3, t263_b2)
           }
-          storeVector(arena, ((2224784 +% ((mb238 *% 4) *% 3136)) +% (nb237 *% 24)), t239_c0_0)
-          storeVector(arena, (((2224784 +% ((mb238 *% 4) *% 3136)) +% (nb237 *% 24)) +% 8), t239_c0_1)
-          storeVector(arena, (((2224784 +% ((mb238 *% 4) *% 3136)) +% (nb237 *% 24)) +% 16), t239_c0_2)
-          storeVector(arena, ((2224784 +% (((mb238 *% 4) +% 1) *% 3136)) +% (nb237 *% 24)), t239_c1_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 4) +% 1) *% 3136)) +% (nb237 *% 24)) +% 8), t239_c1_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 4) +% 1) *% 3136)) +% (nb237 *% 24)) +% 16), t239_c1_2)
-          storeVector(arena, ((2224784 +% (((mb238 *% 4) +% 2) *% 3136)) +% (nb237 *% 24)), t239_c2_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 4) +% 2) *% 3136)) +% (nb237 *% 24)) +% 8), t239_c2_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 4) +% 2) *% 3136)) +% (nb237 *% 24)) +% 16), t239_c2_2)
-          storeVector(arena, ((2224784 +% (((mb238 *% 4) +% 3) *% 3136)) +% (nb237 *% 24)), t239_c3_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 4) +% 3) *% 3136)) +% (nb237 *% 24)) +% 8), t239_c3_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 4) +% 3) *% 3136)) +% (nb237 *% 24)) +% 16), t239_c3_2)
+          storeVector(arena, ((2224784 +% ((mb262 *% 4) *% 3136)) +% (nb261 *% 24)), t263_c0_0)
+          storeVector(arena, (((2224784 +% ((mb262 *% 4) *% 3136)) +% (nb261 *% 24)) +% 8), t263_c0_1)
+          storeVector(arena, (((2224784 +% ((mb262 *% 4) *% 3136)) +% (nb261 *% 24)) +% 16), t263_c0_2)
+          storeVector(arena, ((2224784 +% (((mb262 *% 4) +% 1) *% 3136)) +% (nb261 *% 24)), t263_c1_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 4) +% 1) *% 3136)) +% (nb261 *% 24)) +% 8), t263_c1_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 4) +% 1) *% 3136)) +% (nb261 *% 24)) +% 16), t263_c1_2)
+          storeVector(arena, ((2224784 +% (((mb262 *% 4) +% 2) *% 3136)) +% (nb261 *% 24)), t263_c2_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 4) +% 2) *% 3136)) +% (nb261 *% 24)) +% 8), t263_c2_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 4) +% 2) *% 3136)) +% (nb261 *% 24)) +% 16), t263_c2_2)
+          storeVector(arena, ((2224784 +% (((mb262 *% 4) +% 3) *% 3136)) +% (nb261 *% 24)), t263_c3_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 4) +% 3) *% 3136)) +% (nb261 *% 24)) +% 8), t263_c3_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 4) +% 3) *% 3136)) +% (nb261 *% 24)) +% 16), t263_c3_2)
         }
       }
-      for mb241 in 0..<72 {
-        var t242_c0_0 = Vector()
-        var t242_c0_1 = Vector()
-        var t242_c1_0 = Vector()
-        var t242_c1_1 = Vector()
-        var t242_c2_0 = Vector()
-        var t242_c2_1 = Vector()
-        var t242_c3_0 = Vector()
-        var t242_c3_1 = Vector()
-        for k243 in 0..<64 {
-          let t242_b0 = loadVector(arena, ((3127952 +% (k243 *% 3136)) +% 3120))
-          let t242_b1 = loadVector(arena, (((3127952 +% (k243 *% 3136)) +% 3120) +% 8))
-          let t242_a0 = Vector(repeating: params[((320 +% (mb241 *% 4)) +% (k243 *% 288))])
-          t242_c0_0 = t242_c0_0.addingProduct(t242_a0, t242_b0)
-          t242_c0_1 = t242_c0_1.addingProduct(t242_a0, t242_b1)
-          let t242_a1 = Vector(repeating: params[((320 +% ((mb241 *% 4) +% 1)) +% (k243 *% 288))])
-          t242_c1_0 = t242_c1_0.addingProduct(t242_a1, t242_b0)
-          t242_c1_1 = t242_c1_1.addingProduct(t242_a1, t242_b1)
-          let t242_a2 = Vector(repeating: params[((320 +% ((mb241 *% 4) +% 2)) +% (k243 *% 288))])
-          t242_c2_0 = t242_c2_0.addingProduct(t242_a2, t242_b0)
-          t242_c2_1 = t242_c2_1.addingProduct(t242_a2, t242_b1)
-          let t242_a3 = Vector(repeating: params[((320 +% ((mb241 *% 4) +% 3)) +% (k243 *% 288))])
-          t242_c3_0 = t242_c3_0.addingProduct(t242_a3, t242_b0)
-          t242_c3_1 = t242_c3_1.addingProduct(t242_a3, t242_b1)
+      for mb265 in 0..<72 {
+        var t266_c0_0 = Vector()
+        var t266_c0_1 = Vector()
+        var t266_c1_0 = Vector()
+        var t266_c1_1 = Vector()
+        var t266_c2_0 = Vector()
+        var t266_c2_1 = Vector()
+        var t266_c3_0 = Vector()
+        var t266_c3_1 = Vector()
+        for k267 in 0..<64 {
+          let t266_b0 = loadVector(arena, ((3127952 +% (k267 *% 3136)) +% 3120))
+          let t266_b1 = loadVector(arena, (((3127952 +% (k267 *% 3136)) +% 3120) +% 8))
+          let t266_a0 = Vector(repeating: params[((320 +% (mb265 *% 4)) +% (k267 *% 288))])
+          t266_c0_0 = t266_c0_0.addingProduct(t266_a0, t266_b0)
+          t266_c0_1 = t266_c0_1.addingProduct(t266_a0, t266_b1)
+          let t266_a1 = Vector(repeating: params[((320 +% ((mb265 *% 4) +% 1)) +% (k267 *% 288))])
+          t266_c1_0 = t266_c1_0.addingProduct(t266_a1, t266_b0)
+          t266_c1_1 = t266_c1_1.addingProduct(t266_a1, t266_b1)
+          let t266_a2 = Vector(repeating: params[((320 +% ((mb265 *% 4) +% 2)) +% (k267 *% 288))])
+          t266_c2_0 = t266_c2_0.addingProduct(t266_a2, t266_b0)
+          t266_c2_1 = t266_c2_1.addingProduct(t266_a2, t266_b1)
+          let t266_a3 = Vector(repeating: params[((320 +% ((mb265 *% 4) +% 3)) +% (k267 *% 288))])
+          t266_c3_0 = t266_c3_0.addingProduct(t266_a3, t266_b0)
+          t266_c3_1 = t266_c3_1.addingProduct(t266_a3, t266_b1)
         }
-        storeVector(arena, ((2224784 +% ((mb241 *% 4) *% 3136)) +% 3120), t242_c0_0)
-        storeVector(arena, (((2224784 +% ((mb241 *% 4) *% 3136)) +% 3120) +% 8), t242_c0_1)
-        storeVector(arena, ((2224784 +% (((mb241 *% 4) +% 1) *% 3136)) +% 3120), t242_c1_0)
-        storeVector(arena, (((2224784 +% (((mb241 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t242_c1_1)
-        storeVector(arena, ((2224784 +% (((mb241 *% 4) +% 2) *% 3136)) +% 3120), t242_c2_0)
-        storeVector(arena, (((2224784 +% (((mb241 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t242_c2_1)
-        storeVector(arena, ((2224784 +% (((mb241 *% 4) +% 3) *% 3136)) +% 3120), t242_c3_0)
-        storeVector(arena, (((2224784 +% (((mb241 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t242_c3_1)
+        storeVector(arena, ((2224784 +% ((mb265 *% 4) *% 3136)) +% 3120), t266_c0_0)
+        storeVector(arena, (((2224784 +% ((mb265 *% 4) *% 3136)) +% 3120) +% 8), t266_c0_1)
+        storeVector(arena, ((2224784 +% (((mb265 *% 4) +% 1) *% 3136)) +% 3120), t266_c1_0)
+        storeVector(arena, (((2224784 +% (((mb265 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t266_c1_1)
+        storeVector(arena, ((2224784 +% (((mb265 *% 4) +% 2) *% 3136)) +% 3120), t266_c2_0)
+        storeVector(arena, (((2224784 +% (((mb265 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t266_c2_1)
+        storeVector(arena, ((2224784 +% (((mb265 *% 4) +% 3) *% 3136)) +% 3120), t266_c3_0)
+        storeVector(arena, (((2224784 +% (((mb265 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t266_c3_1)
       }
     }
-    for j245 in 0..<16 {
-      for c246 in 0..<32 {
-        for iy247 in 0..<1 {
-          do {  // 8 lanes at a time over ix248
-            var ix248 = 0
-            while ix248 < 1 {
-              var sum249: Float = arena[(((((2224784 +% ((c246 *% 9) *% 3136)) +% (j245 *% 196)) +% ((iy247 +% 1) *% 14)) +% 1) +% ix248)]
-              var sum250: Float = (sum249 + arena[((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% ((iy247 +% 1) *% 14)) +% ix248)])
-              var sum251: Float = (sum250 + arena[(((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% (iy247 *% 14)) +% 1) +% ix248)])
-              var sum252: Float = (sum251 + arena[((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% (iy247 *% 14)) +% ix248)])
-              arena[((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% (iy247 *% 14)) +% ix248)] = sum252
-              ix248 &+= 1
+    for j269 in 0..<16 {
+      for c270 in 0..<32 {
+        for iy271 in 0..<1 {
+          do {  // 8 lanes at a time over ix272
+            var ix272 = 0
+            while ix272 < 1 {
+              var sum273: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy271 +% 1) *% 14)) +% 1) +% ix272)]
+              var sum274: Float = (sum273 + arena[((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy271 +% 1) *% 14)) +% ix272)])
+              var sum275: Float = (sum274 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy271 *% 14)) +% 1) +% ix272)])
+              var sum276: Float = (sum275 + arena[((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy271 *% 14)) +% ix272)])
+              arena[((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy271 *% 14)) +% ix272)] = sum276
+              ix272 &+= 1
             }
           }
         }
-        for iy253 in 0..<1 {
-          do {  // 8 lanes at a time over ix254
-            var ix254 = 0
-            while ix254 &+ 8 <= 12 {
-              let sum255_v = loadVector(arena, ((((2224784 +% ((c246 *% 9) *% 3136)) +% (j245 *% 196)) +% ((iy253 +% 1) *% 14)) +% 2) &+ ix254)
-              let sum256_v = (sum255_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% ((iy253 +% 1) *% 14)) +% 1) &+ ix254))
-              let sum257_v = (sum256_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 2) *% 3136)) +% (j245 *% 196)) +% ((iy253 +% 1) *% 14)) &+ ix254))
-              let sum258_v = (sum257_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% (iy253 *% 14)) +% 2) &+ ix254))
-              let sum259_v = (sum258_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% (iy253 *% 14)) +% 1) &+ ix254))
-              let sum260_v = (sum259_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% (iy253 *% 14)) &+ ix254))
-              storeVector(arena, ((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% (iy253 *% 14)) +% 1) &+ ix254, sum260_v)
-              ix254 &+= 8
+        for iy277 in 0..<1 {
+          do {  // 8 lanes at a time over ix278
+            var ix278 = 0
+            while ix278 &+ 8 <= 12 {
+              let sum279_v = loadVector(arena, ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 2) &+ ix278)
+              let sum280_v = (sum279_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 1) &+ ix278))
+              let sum281_v = (sum280_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) &+ ix278))
+              let sum282_v = (sum281_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 2) &+ ix278))
+              let sum283_v = (sum282_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 1) &+ ix278))
+              let sum284_v = (sum283_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) &+ ix278))
+              storeVector(arena, ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy277 *% 14)) +% 1) &+ ix278, sum284_v)
+              ix278 &+= 8
             }
-            while ix254 < 12 {
-              var sum255: Float = arena[(((((2224784 +% ((c246 *% 9) *% 3136)) +% (j245 *% 196)) +% ((iy253 +% 1) *% 14)) +% 2) +% ix254)]
-              var sum256: Float = (sum255 + arena[(((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% ((iy253 +% 1) *% 14)) +% 1) +% ix254)])
-              var sum257: Float = (sum256 + arena[((((2224784 +% (((c246 *% 9) +% 2) *% 3136)) +% (j245 *% 196)) +% ((iy253 +% 1) *% 14)) +% ix254)])
-              var sum258: Float = (sum257 + arena[(((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% (iy253 *% 14)) +% 2) +% ix254)])
-              var sum259: Float = (sum258 + arena[(((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% (iy253 *% 14)) +% 1) +% ix254)])
-              var sum260: Float = (sum259 + arena[((((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% (iy253 *% 14)) +% ix254)])
-              arena[(((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% (iy253 *% 14)) +% 1) +% ix254)] = sum260
-              ix254 &+= 1
-            }
-          }
-        }
-        for iy261 in 0..<1 {
-          do {  // 8 lanes at a time over ix262
-            var ix262 = 0
-            while ix262 < 1 {
-              var sum263: Float = arena[(((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% ((iy261 +% 1) *% 14)) +% 13) +% ix262)]
-              var sum264: Float = (sum263 + arena[(((((2224784 +% (((c246 *% 9) +% 2) *% 3136)) +% (j245 *% 196)) +% ((iy261 +% 1) *% 14)) +% 12) +% ix262)])
-              var sum265: Float = (sum264 + arena[(((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% (iy261 *% 14)) +% 13) +% ix262)])
-              var sum266: Float = (sum265 + arena[(((((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% (iy261 *% 14)) +% 12) +% ix262)])
-              arena[(((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% (iy261 *% 14)) +% 13) +% ix262)] = sum266
-              ix262 &+= 1
+            while ix278 < 12 {
+              var sum279: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 2) +% ix278)]
+              var sum280: Float = (sum279 + arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 1) +% ix278)])
+              var sum281: Float = (sum280 + arena[((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% ix278)])
+              var sum282: Float = (sum281 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 2) +% ix278)])
+              var sum283: Float = (sum282 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 1) +% ix278)])
+              var sum284: Float = (sum283 + arena[((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% ix278)])
+              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy277 *% 14)) +% 1) +% ix278)] = sum284
+              ix278 &+= 1
             }
           }
         }
-        for iy267 in 0..<12 {
-          do {  // 8 lanes at a time over ix268
-            var ix268 = 0
-            while ix268 < 1 {
-              var sum269: Float = arena[(((((2224784 +% ((c246 *% 9) *% 3136)) +% (j245 *% 196)) +% (((iy267 +% 1) +% 1) *% 14)) +% 1) +% ix268)]
-              var sum270: Float = (sum269 + arena[((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% (((iy267 +% 1) +% 1) *% 14)) +% ix268)])
-              var sum271: Float = (sum270 + arena[(((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% ((iy267 +% 1) *% 14)) +% 1) +% ix268)])
-              var sum272: Float = (sum271 + arena[((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy267 +% 1) *% 14)) +% ix268)])
-              var sum273: Float = (sum272 + arena[(((((2224784 +% (((c246 *% 9) +% 6) *% 3136)) +% (j245 *% 196)) +% (((iy267 +% 1) +% -1) *% 14)) +% 1) +% ix268)])
-              var sum274: Float = (sum273 + arena[((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy267 +% 1) +% -1) *% 14)) +% ix268)])
-              arena[((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy267 +% 1) *% 14)) +% ix268)] = sum274
-              ix268 &+= 1
+        for iy285 in 0..<1 {
+          do {  // 8 lanes at a time over ix286
+            var ix286 = 0
+            while ix286 < 1 {
+              var sum287: Float = arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy285 +% 1) *% 14)) +% 13) +% ix286)]
+              var sum288: Float = (sum287 + arena[(((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy285 +% 1) *% 14)) +% 12) +% ix286)])
+              var sum289: Float = (sum288 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy285 *% 14)) +% 13) +% ix286)])
+              var sum290: Float = (sum289 + arena[(((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy285 *% 14)) +% 12) +% ix286)])
+              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy285 *% 14)) +% 13) +% ix286)] = sum290
+              ix286 &+= 1
             }
           }
         }
-        for iy275 in 0..<12 {
-          do {  // 8 lanes at a time over ix276
-            var ix276 = 0
-            while ix276 &+ 8 <= 12 {
-              let sum277_v = loadVector(arena, ((((2224784 +% ((c246 *% 9) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% 1) *% 14)) +% 2) &+ ix276)
-              let sum278_v = (sum277_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% 1) *% 14)) +% 1) &+ ix276))
-              let sum279_v = (sum278_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 2) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% 1) *% 14)) &+ ix276))
-              let sum280_v = (sum279_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% ((iy275 +% 1) *% 14)) +% 2) &+ ix276))
-              let sum281_v = (sum280_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy275 +% 1) *% 14)) +% 1) &+ ix276))
-              let sum282_v = (sum281_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% ((iy275 +% 1) *% 14)) &+ ix276))
-              let sum283_v = (sum282_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 6) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% -1) *% 14)) +% 2) &+ ix276))
-              let sum284_v = (sum283_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% -1) *% 14)) +% 1) &+ ix276))
-              let sum285_v = (sum284_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 8) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% -1) *% 14)) &+ ix276))
-              storeVector(arena, ((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy275 +% 1) *% 14)) +% 1) &+ ix276, sum285_v)
-              ix276 &+= 8
-            }
-            while ix276 < 12 {
-              var sum277: Float = arena[(((((2224784 +% ((c246 *% 9) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% 1) *% 14)) +% 2) +% ix276)]
-              var sum278: Float = (sum277 + arena[(((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% 1) *% 14)) +% 1) +% ix276)])
-              var sum279: Float = (sum278 + arena[((((2224784 +% (((c246 *% 9) +% 2) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% 1) *% 14)) +% ix276)])
-              var sum280: Float = (sum279 + arena[(((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% ((iy275 +% 1) *% 14)) +% 2) +% ix276)])
-              var sum281: Float = (sum280 + arena[(((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy275 +% 1) *% 14)) +% 1) +% ix276)])
-              var sum282: Float = (sum281 + arena[((((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% ((iy275 +% 1) *% 14)) +% ix276)])
-              var sum283: Float = (sum282 + arena[(((((2224784 +% (((c246 *% 9) +% 6) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% -1) *% 14)) +% 2) +% ix276)])
-              var sum284: Float = (sum283 + arena[(((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% -1) *% 14)) +% 1) +% ix276)])
-              var sum285: Float = (sum284 + arena[((((2224784 +% (((c246 *% 9) +% 8) *% 3136)) +% (j245 *% 196)) +% (((iy275 +% 1) +% -1) *% 14)) +% ix276)])
-              arena[(((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy275 +% 1) *% 14)) +% 1) +% ix276)] = sum285
-              ix276 &+= 1
+        for iy291 in 0..<12 {
+          do {  // 8 lanes at a time over ix292
+            var ix292 = 0
+            while ix292 < 1 {
+              var sum293: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% 1) *% 14)) +% 1) +% ix292)]
+              var sum294: Float = (sum293 + arena[((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% 1) *% 14)) +% ix292)])
+              var sum295: Float = (sum294 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy291 +% 1) *% 14)) +% 1) +% ix292)])
+              var sum296: Float = (sum295 + arena[((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy291 +% 1) *% 14)) +% ix292)])
+              var sum297: Float = (sum296 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% -1) *% 14)) +% 1) +% ix292)])
+              var sum298: Float = (sum297 + arena[((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% -1) *% 14)) +% ix292)])
+              arena[((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy291 +% 1) *% 14)) +% ix292)] = sum298
+              ix292 &+= 1
             }
           }
         }
-        for iy286 in 0..<12 {
-          do {  // 8 lanes at a time over ix287
-            var ix287 = 0
-            while ix287 < 1 {
-              var sum288: Float = arena[(((((2224784 +% (((c246 *% 9) +% 1) *% 3136)) +% (j245 *% 196)) +% (((iy286 +% 1) +% 1) *% 14)) +% 13) +% ix287)]
-              var sum289: Float = (sum288 + arena[(((((2224784 +% (((c246 *% 9) +% 2) *% 3136)) +% (j245 *% 196)) +% (((iy286 +% 1) +% 1) *% 14)) +% 12) +% ix287)])
-              var sum290: Float = (sum289 + arena[(((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy286 +% 1) *% 14)) +% 13) +% ix287)])
-              var sum291: Float = (sum290 + arena[(((((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% ((iy286 +% 1) *% 14)) +% 12) +% ix287)])
-              var sum292: Float = (sum291 + arena[(((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy286 +% 1) +% -1) *% 14)) +% 13) +% ix287)])
-              var sum293: Float = (sum292 + arena[(((((2224784 +% (((c246 *% 9) +% 8) *% 3136)) +% (j245 *% 196)) +% (((iy286 +% 1) +% -1) *% 14)) +% 12) +% ix287)])
-              arena[(((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy286 +% 1) *% 14)) +% 13) +% ix287)] = sum293
-              ix287 &+= 1
+        for iy299 in 0..<12 {
+          do {  // 8 lanes at a time over ix300
+            var ix300 = 0
+            while ix300 &+ 8 <= 12 {
+              let sum301_v = loadVector(arena, ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 2) &+ ix300)
+              let sum302_v = (sum301_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 1) &+ ix300))
+              let sum303_v = (sum302_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) &+ ix300))
+              let sum304_v = (sum303_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 2) &+ ix300))
+              let sum305_v = (sum304_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) &+ ix300))
+              let sum306_v = (sum305_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) &+ ix300))
+              let sum307_v = (sum306_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 2) &+ ix300))
+              let sum308_v = (sum307_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 1) &+ ix300))
+              let sum309_v = (sum308_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) &+ ix300))
+              storeVector(arena, ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) &+ ix300, sum309_v)
+              ix300 &+= 8
+            }
+            while ix300 < 12 {
+              var sum301: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 2) +% ix300)]
+              var sum302: Float = (sum301 + arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 1) +% ix300)])
+              var sum303: Float = (sum302 + arena[((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% ix300)])
+              var sum304: Float = (sum303 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 2) +% ix300)])
+              var sum305: Float = (sum304 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) +% ix300)])
+              var sum306: Float = (sum305 + arena[((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% ix300)])
+              var sum307: Float = (sum306 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 2) +% ix300)])
+              var sum308: Float = (sum307 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 1) +% ix300)])
+              var sum309: Float = (sum308 + arena[((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% ix300)])
+              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) +% ix300)] = sum309
+              ix300 &+= 1
             }
           }
         }
-        for iy294 in 0..<1 {
-          do {  // 8 lanes at a time over ix295
-            var ix295 = 0
-            while ix295 < 1 {
-              var sum296: Float = arena[(((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% ((iy294 +% 13) *% 14)) +% 1) +% ix295)]
-              var sum297: Float = (sum296 + arena[((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy294 +% 13) *% 14)) +% ix295)])
-              var sum298: Float = (sum297 + arena[(((((2224784 +% (((c246 *% 9) +% 6) *% 3136)) +% (j245 *% 196)) +% (((iy294 +% 13) +% -1) *% 14)) +% 1) +% ix295)])
-              var sum299: Float = (sum298 + arena[((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy294 +% 13) +% -1) *% 14)) +% ix295)])
-              arena[((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy294 +% 13) *% 14)) +% ix295)] = sum299
-              ix295 &+= 1
+        for iy310 in 0..<12 {
+          do {  // 8 lanes at a time over ix311
+            var ix311 = 0
+            while ix311 < 1 {
+              var sum312: Float = arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% 1) *% 14)) +% 13) +% ix311)]
+              var sum313: Float = (sum312 + arena[(((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% 1) *% 14)) +% 12) +% ix311)])
+              var sum314: Float = (sum313 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy310 +% 1) *% 14)) +% 13) +% ix311)])
+              var sum315: Float = (sum314 + arena[(((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy310 +% 1) *% 14)) +% 12) +% ix311)])
+              var sum316: Float = (sum315 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% -1) *% 14)) +% 13) +% ix311)])
+              var sum317: Float = (sum316 + arena[(((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% -1) *% 14)) +% 12) +% ix311)])
+              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy310 +% 1) *% 14)) +% 13) +% ix311)] = sum317
+              ix311 &+= 1
             }
           }
         }
-        for iy300 in 0..<1 {
-          do {  // 8 lanes at a time over ix301
-            var ix301 = 0
-            while ix301 &+ 8 <= 12 {
-              let sum302_v = loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% ((iy300 +% 13) *% 14)) +% 2) &+ ix301)
-              let sum303_v = (sum302_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy300 +% 13) *% 14)) +% 1) &+ ix301))
-              let sum304_v = (sum303_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% ((iy300 +% 13) *% 14)) &+ ix301))
-              let sum305_v = (sum304_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 6) *% 3136)) +% (j245 *% 196)) +% (((iy300 +% 13) +% -1) *% 14)) +% 2) &+ ix301))
-              let sum306_v = (sum305_v + loadVector(arena, ((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy300 +% 13) +% -1) *% 14)) +% 1) &+ ix301))
-              let sum307_v = (sum306_v + loadVector(arena, (((2224784 +% (((c246 *% 9) +% 8) *% 3136)) +% (j245 *% 196)) +% (((iy300 +% 13) +% -1) *% 14)) &+ ix301))
-              storeVector(arena, ((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy300 +% 13) *% 14)) +% 1) &+ ix301, sum307_v)
-              ix301 &+= 8
-            }
-            while ix301 < 12 {
-              var sum302: Float = arena[(((((2224784 +% (((c246 *% 9) +% 3) *% 3136)) +% (j245 *% 196)) +% ((iy300 +% 13) *% 14)) +% 2) +% ix301)]
-              var sum303: Float = (sum302 + arena[(((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy300 +% 13) *% 14)) +% 1) +% ix301)])
-              var sum304: Float = (sum303 + arena[((((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% ((iy300 +% 13) *% 14)) +% ix301)])
-              var sum305: Float = (sum304 + arena[(((((2224784 +% (((c246 *% 9) +% 6) *% 3136)) +% (j245 *% 196)) +% (((iy300 +% 13) +% -1) *% 14)) +% 2) +% ix301)])
-              var sum306: Float = (sum305 + arena[(((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy300 +% 13) +% -1) *% 14)) +% 1) +% ix301)])
-              var sum307: Float = (sum306 + arena[((((2224784 +% (((c246 *% 9) +% 8) *% 3136)) +% (j245 *% 196)) +% (((iy300 +% 13) +% -1) *% 14)) +% ix301)])
-              arena[(((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy300 +% 13) *% 14)) +% 1) +% ix301)] = sum307
-              ix301 &+= 1
+        for iy318 in 0..<1 {
+          do {  // 8 lanes at a time over ix319
+            var ix319 = 0
+            while ix319 < 1 {
+              var sum320: Float = arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy318 +% 13) *% 14)) +% 1) +% ix319)]
+              var sum321: Float = (sum320 + arena[((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy318 +% 13) *% 14)) +% ix319)])
+              var sum322: Float = (sum321 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy318 +% 13) +% -1) *% 14)) +% 1) +% ix319)])
+              var sum323: Float = (sum322 + arena[((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy318 +% 13) +% -1) *% 14)) +% ix319)])
+              arena[((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy318 +% 13) *% 14)) +% ix319)] = sum323
+              ix319 &+= 1
             }
           }
         }
-        for iy308 in 0..<1 {
-          do {  // 8 lanes at a time over ix309
-            var ix309 = 0
-            while ix309 < 1 {
-              var sum310: Float = arena[(((((2224784 +% (((c246 *% 9) +% 4) *% 3136)) +% (j245 *% 196)) +% ((iy308 +% 13) *% 14)) +% 13) +% ix309)]
-              var sum311: Float = (sum310 + arena[(((((2224784 +% (((c246 *% 9) +% 5) *% 3136)) +% (j245 *% 196)) +% ((iy308 +% 13) *% 14)) +% 12) +% ix309)])
-              var sum312: Float = (sum311 + arena[(((((2224784 +% (((c246 *% 9) +% 7) *% 3136)) +% (j245 *% 196)) +% (((iy308 +% 13) +% -1) *% 14)) +% 13) +% ix309)])
-              var sum313: Float = (sum312 + arena[(((((2224784 +% (((c246 *% 9) +% 8) *% 3136)) +% (j245 *% 196)) +% (((iy308 +% 13) +% -1) *% 14)) +% 12) +% ix309)])
-              arena[(((((802816 +% (((g233 *% 16) +% j245) *% 6272)) +% (c246 *% 196)) +% ((iy308 +% 13) *% 14)) +% 13) +% ix309)] = sum313
-              ix309 &+= 1
+        for iy324 in 0..<1 {
+          do {  // 8 lanes at a time over ix325
+            var ix325 = 0
+            while ix325 &+ 8 <= 12 {
+              let sum326_v = loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 2) &+ ix325)
+              let sum327_v = (sum326_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) &+ ix325))
+              let sum328_v = (sum327_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) &+ ix325))
+              let sum329_v = (sum328_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 2) &+ ix325))
+              let sum330_v = (sum329_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 1) &+ ix325))
+              let sum331_v = (sum330_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) &+ ix325))
+              storeVector(arena, ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) &+ ix325, sum331_v)
+              ix325 &+= 8
+            }
+            while ix325 < 12 {
+              var sum326: Float = arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 2) +% ix325)]
+              var sum327: Float = (sum326 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) +% ix325)])
+              var sum328: Float = (sum327 + arena[((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% ix325)])
+              var sum329: Float = (sum328 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 2) +% ix325)])
+              var sum330: Float = (sum329 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 1) +% ix325)])
+              var sum331: Float = (sum330 + arena[((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% ix325)])
+              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) +% ix325)] = sum331
+              ix325 &+= 1
+            }
+          }
+        }
+        for iy332 in 0..<1 {
+          do {  // 8 lanes at a time over ix333
+            var ix333 = 0
+            while ix333 < 1 {
+              var sum334: Float = arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy332 +% 13) *% 14)) +% 13) +% ix333)]
+              var sum335: Float = (sum334 + arena[(((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy332 +% 13) *% 14)) +% 12) +% ix333)])
+              var sum336: Float = (sum335 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy332 +% 13) +% -1) *% 14)) +% 13) +% ix333)])
+              var sum337: Float = (sum336 + arena[(((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy332 +% 13) +% -1) *% 14)) +% 12) +% ix333)])
+              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy332 +% 13) *% 14)) +% 13) +% ix333)] = sum337
+              ix333 &+= 1
             }
           }
         }
@@ -1575,232 +1592,232 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // 8 lanes at a time over i314
-    var i314 = 0
-    while i314 &+ 8 <= 1605632 {
-      storeVector(arena, 1221264 &+ i314, Vector(repeating: Float(0)))
-      i314 &+= 8
+  do {  // 8 lanes at a time over i338
+    var i338 = 0
+    while i338 &+ 8 <= 1605632 {
+      storeVector(arena, 1221264 &+ i338, Vector(repeating: Float(0)))
+      i338 &+= 8
     }
-    while i314 < 1605632 {
-      arena[(1221264 +% i314)] = Float(0)
-      i314 &+= 1
+    while i338 < 1605632 {
+      arena[(1221264 +% i338)] = Float(0)
+      i338 &+= 1
     }
   }
-  for q315 in 0..<2048 {
-    for i316 in 0..<196 {
-      if arena[((q315 *% 196) +% i316)] > Float(0) {
-        arena[((1221264 +% (q315 *% 784)) +% Int(arena[(401408 +% ((q315 *% 196) +% i316))]))] += arena[(802816 +% ((q315 *% 196) +% i316))]
+  for q339 in 0..<2048 {
+    for i340 in 0..<196 {
+      if arena[((q339 *% 196) +% i340)] > Float(0) {
+        arena[((1221264 +% (q339 *% 784)) +% Int(arena[(401408 +% ((q339 *% 196) +% i340))]))] += arena[(802816 +% ((q339 *% 196) +% i340))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i317
-    var i317 = 0
-    while i317 &+ 8 <= 288 {
-      storeVector(arena, 514304 &+ i317, Vector(repeating: Float(0)))
-      i317 &+= 8
+  do {  // 8 lanes at a time over i341
+    var i341 = 0
+    while i341 &+ 8 <= 288 {
+      storeVector(arena, 514304 &+ i341, Vector(repeating: Float(0)))
+      i341 &+= 8
     }
-    while i317 < 288 {
-      arena[(514304 +% i317)] = Float(0)
-      i317 &+= 1
-    }
-  }
-  for g318 in 0..<4 {
-    for j319 in 0..<16 {
-      for c320 in 0..<1 {
-        for ky321 in 0..<3 {
-          for oy322 in 0..<28 {
-            if (-1 < ((oy322 +% ky321) +% -1) && ((oy322 +% ky321) +% -1) < 28) {
-              for ox323 in 0..<27 {
-                arena[((((((c320 *% 3) +% ky321) *% 3) *% 12544) +% (j319 *% 784)) +% ((oy322 *% 28) +% (ox323 +% 1)))] = images[((((((g318 *% 16) +% j319) *% 784) +% (c320 *% 784)) +% (((oy322 +% ky321) +% -1) *% 28)) +% ((ox323 +% 1) +% -1))]
-              }
-              for ox324 in 0..<1 {
-                arena[((((((c320 *% 3) +% ky321) *% 3) *% 12544) +% (j319 *% 784)) +% ((oy322 *% 28) +% ox324))] = Float(0)
-              }
-            }
-            if ((oy322 +% ky321) +% -1) < 0 {
-              for ox325 in 0..<28 {
-                arena[((((((c320 *% 3) +% ky321) *% 3) *% 12544) +% (j319 *% 784)) +% ((oy322 *% 28) +% ox325))] = Float(0)
-              }
-            }
-            if 27 < ((oy322 +% ky321) +% -1) {
-              for ox325 in 0..<28 {
-                arena[((((((c320 *% 3) +% ky321) *% 3) *% 12544) +% (j319 *% 784)) +% ((oy322 *% 28) +% ox325))] = Float(0)
-              }
-            }
-          }
-          for oy326 in 0..<28 {
-            if (-1 < ((oy326 +% ky321) +% -1) && ((oy326 +% ky321) +% -1) < 28) {
-              for ox327 in 0..<28 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 1) *% 12544) +% (j319 *% 784)) +% ((oy326 *% 28) +% ox327))] = images[((((((g318 *% 16) +% j319) *% 784) +% (c320 *% 784)) +% (((oy326 +% ky321) +% -1) *% 28)) +% ox327)]
-              }
-            }
-            if ((oy326 +% ky321) +% -1) < 0 {
-              for ox328 in 0..<28 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 1) *% 12544) +% (j319 *% 784)) +% ((oy326 *% 28) +% ox328))] = Float(0)
-              }
-            }
-            if 27 < ((oy326 +% ky321) +% -1) {
-              for ox328 in 0..<28 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 1) *% 12544) +% (j319 *% 784)) +% ((oy326 *% 28) +% ox328))] = Float(0)
-              }
-            }
-          }
-          for oy329 in 0..<28 {
-            if (-1 < ((oy329 +% ky321) +% -1) && ((oy329 +% ky321) +% -1) < 28) {
-              for ox330 in 0..<27 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 2) *% 12544) +% (j319 *% 784)) +% ((oy329 *% 28) +% ox330))] = images[((((((g318 *% 16) +% j319) *% 784) +% (c320 *% 784)) +% (((oy329 +% ky321) +% -1) *% 28)) +% (ox330 +% 1))]
-              }
-              for ox331 in 0..<1 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 2) *% 12544) +% (j319 *% 784)) +% ((oy329 *% 28) +% (ox331 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy329 +% ky321) +% -1) < 0 {
-              for ox332 in 0..<28 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 2) *% 12544) +% (j319 *% 784)) +% ((oy329 *% 28) +% ox332))] = Float(0)
-              }
-            }
-            if 27 < ((oy329 +% ky321) +% -1) {
-              for ox332 in 0..<28 {
-                arena[(((((((c320 *% 3) +% ky321) *% 3) +% 2) *% 12544) +% (j319 *% 784)) +% ((oy329 *% 28) +% ox332))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j333 in 0..<16 {
-      for i334 in 0..<784 {
-        for f335 in 0..<32 {
-          arena[((112896 +% (((j333 *% 784) +% i334) *% 32)) +% f335)] = arena[(((1221264 +% (((g318 *% 16) +% j333) *% 25088)) +% (f335 *% 784)) +% i334)]
-        }
-      }
-    }
-    do {  // gemm343
-      for kp336 in 0..<7 {
-        for nb337 in 0..<2 {
-          for mb338 in 0..<1 {
-            var t339_c0_0 = loadVector(arena, ((514304 +% ((mb338 *% 5) *% 32)) +% (nb337 *% 16)))
-            var t339_c0_1 = loadVector(arena, (((514304 +% ((mb338 *% 5) *% 32)) +% (nb337 *% 16)) +% 8))
-            var t339_c1_0 = loadVector(arena, ((514304 +% (((mb338 *% 5) +% 1) *% 32)) +% (nb337 *% 16)))
-            var t339_c1_1 = loadVector(arena, (((514304 +% (((mb338 *% 5) +% 1) *% 32)) +% (nb337 *% 16)) +% 8))
-            var t339_c2_0 = loadVector(arena, ((514304 +% (((mb338 *% 5) +% 2) *% 32)) +% (nb337 *% 16)))
-            var t339_c2_1 = loadVector(arena, (((514304 +% (((mb338 *% 5) +% 2) *% 32)) +% (nb337 *% 16)) +% 8))
-            var t339_c3_0 = loadVector(arena, ((514304 +% (((mb338 *% 5) +% 3) *% 32)) +% (nb337 *% 16)))
-            var t339_c3_1 = loadVector(arena, (((514304 +% (((mb338 *% 5) +% 3) *% 32)) +% (nb337 *% 16)) +% 8))
-            var t339_c4_0 = loadVector(arena, ((514304 +% (((mb338 *% 5) +% 4) *% 32)) +% (nb337 *% 16)))
-            var t339_c4_1 = loadVector(arena, (((514304 +% (((mb338 *% 5) +% 4) *% 32)) +% (nb337 *% 16)) +% 8))
-            for k340 in 0..<1792 {
-              let t339_b0 = loadVector(arena, ((112896 +% ((k340 +% (kp336 *% 1792)) *% 32)) +% (nb337 *% 16)))
-              let t339_b1 = loadVector(arena, (((112896 +% ((k340 +% (kp336 *% 1792)) *% 32)) +% (nb337 *% 16)) +% 8))
-              let t339_a0 = Vector(repeating: arena[(((mb338 *% 5) *% 12544) +% (k340 +% (kp336 *% 1792)))])
-              t339_c0_0 = t339_c0_0.addingProduct(t339_a0, t339_b0)
-              t339_c0_1 = t339_c0_1.addingProduct(t339_a0, t339_b1)
-              let t339_a1 = Vector(repeating: arena[((((mb338 *% 5) +% 1) *% 12544) +% (k340 +% (kp336 *% 1792)))])
-              t339_c1_0 = t339_c1_0.addingProduct(t339_a1, t339_b0)
-              t339_c1_1 = t339_c1_1.addingProduct(t339_a1, t339_b1)
-              let t339_a2 = Vector(repeating: arena[((((mb338 *% 5) +% 2) *% 12544) +% (k340 +% (kp336 *% 1792)))])
-              t339_c2_0 = t339_c2_0.addingProduct(t339_a2, t339_b0)
-              t339_c2_1 = t339_c2_1.addingProduct(t339_a2, t339_b1)
-              let t339_a3 = Vector(repeating: arena[((((mb338 *% 5) +% 3) *% 12544) +% (k340 +% (kp336 *% 1792)))])
-              t339_c3_0 = t339_c3_0.addingProduct(t339_a3, t339_b0)
-              t339_c3_1 = t339_c3_1.addingProduct(t339_a3, t339_b1)
-              let t339_a4 = Vector(repeating: arena[((((mb338 *% 5) +% 4) *% 12544) +% (k340 +% (kp336 *% 1792)))])
-              t339_c4_0 = t339_c4_0.addingProduct(t339_a4, t339_b0)
-              t339_c4_1 = t339_c4_1.addingProduct(t339_a4, t339_b1)
-            }
-            storeVector(arena, ((514304 +% ((mb338 *% 5) *% 32)) +% (nb337 *% 16)), t339_c0_0)
-            storeVector(arena, (((514304 +% ((mb338 *% 5) *% 32)) +% (nb337 *% 16)) +% 8), t339_c0_1)
-            storeVector(arena, ((514304 +% (((mb338 *% 5) +% 1) *% 32)) +% (nb337 *% 16)), t339_c1_0)
-            storeVector(arena, (((514304 +% (((mb338 *% 5) +% 1) *% 32)) +% (nb337 *% 16)) +% 8), t339_c1_1)
-            storeVector(arena, ((514304 +% (((mb338 *% 5) +% 2) *% 32)) +% (nb337 *% 16)), t339_c2_0)
-            storeVector(arena, (((514304 +% (((mb338 *% 5) +% 2) *% 32)) +% (nb337 *% 16)) +% 8), t339_c2_1)
-            storeVector(arena, ((514304 +% (((mb338 *% 5) +% 3) *% 32)) +% (nb337 *% 16)), t339_c3_0)
-            storeVector(arena, (((514304 +% (((mb338 *% 5) +% 3) *% 32)) +% (nb337 *% 16)) +% 8), t339_c3_1)
-            storeVector(arena, ((514304 +% (((mb338 *% 5) +% 4) *% 32)) +% (nb337 *% 16)), t339_c4_0)
-            storeVector(arena, (((514304 +% (((mb338 *% 5) +% 4) *% 32)) +% (nb337 *% 16)) +% 8), t339_c4_1)
-          }
-          var t341_c0_0 = loadVector(arena, (514464 +% (nb337 *% 16)))
-          var t341_c0_1 = loadVector(arena, ((514464 +% (nb337 *% 16)) +% 8))
-          var t341_c1_0 = loadVector(arena, (514496 +% (nb337 *% 16)))
-          var t341_c1_1 = loadVector(arena, ((514496 +% (nb337 *% 16)) +% 8))
-          var t341_c2_0 = loadVector(arena, (514528 +% (nb337 *% 16)))
-          var t341_c2_1 = loadVector(arena, ((514528 +% (nb337 *% 16)) +% 8))
-          var t341_c3_0 = loadVector(arena, (514560 +% (nb337 *% 16)))
-          var t341_c3_1 = loadVector(arena, ((514560 +% (nb337 *% 16)) +% 8))
-          for k342 in 0..<1792 {
-            let t341_b0 = loadVector(arena, ((112896 +% ((k342 +% (kp336 *% 1792)) *% 32)) +% (nb337 *% 16)))
-            let t341_b1 = loadVector(arena, (((112896 +% ((k342 +% (kp336 *% 1792)) *% 32)) +% (nb337 *% 16)) +% 8))
-            let t341_a0 = Vector(repeating: arena[(62720 +% (k342 +% (kp336 *% 1792)))])
-            t341_c0_0 = t341_c0_0.addingProduct(t341_a0, t341_b0)
-            t341_c0_1 = t341_c0_1.addingProduct(t341_a0, t341_b1)
-            let t341_a1 = Vector(repeating: arena[(75264 +% (k342 +% (kp336 *% 1792)))])
-            t341_c1_0 = t341_c1_0.addingProduct(t341_a1, t341_b0)
-            t341_c1_1 = t341_c1_1.addingProduct(t341_a1, t341_b1)
-            let t341_a2 = Vector(repeating: arena[(87808 +% (k342 +% (kp336 *% 1792)))])
-            t341_c2_0 = t341_c2_0.addingProduct(t341_a2, t341_b0)
-            t341_c2_1 = t341_c2_1.addingProduct(t341_a2, t341_b1)
-            let t341_a3 = Vector(repeating: arena[(100352 +% (k342 +% (kp336 *% 1792)))])
-            t341_c3_0 = t341_c3_0.addingProduct(t341_a3, t341_b0)
-            t341_c3_1 = t341_c3_1.addingProduct(t341_a3, t341_b1)
-          }
-          storeVector(arena, (514464 +% (nb337 *% 16)), t341_c0_0)
-          storeVector(arena, ((514464 +% (nb337 *% 16)) +% 8), t341_c0_1)
-          storeVector(arena, (514496 +% (nb337 *% 16)), t341_c1_0)
-          storeVector(arena, ((514496 +% (nb337 *% 16)) +% 8), t341_c1_1)
-          storeVector(arena, (514528 +% (nb337 *% 16)), t341_c2_0)
-          storeVector(arena, ((514528 +% (nb337 *% 16)) +% 8), t341_c2_1)
-          storeVector(arena, (514560 +% (nb337 *% 16)), t341_c3_0)
-          storeVector(arena, ((514560 +% (nb337 *% 16)) +% 8), t341_c3_1)
-        }
-      }
+    while i341 < 288 {
+      arena[(514304 +% i341)] = Float(0)
+      i341 &+= 1
     }
   }
-  for f344 in 0..<32 {
-    for r345 in 0..<9 {
-      grads[((f344 *% 9) +% r345)] = arena[((514304 +% (r345 *% 32)) +% f344)]
+  for g342 in 0..<4 {
+    for j343 in 0..<16 {
+      for c344 in 0..<1 {
+        for ky345 in 0..<3 {
+          for oy346 in 0..<28 {
+            if (-1 < ((oy346 +% ky345) +% -1) && ((oy346 +% ky345) +% -1) < 28) {
+              for ox347 in 0..<27 {
+                arena[((((((c344 *% 3) +% ky345) *% 3) *% 12544) +% (j343 *% 784)) +% ((oy346 *% 28) +% (ox347 +% 1)))] = images[((((((g342 *% 16) +% j343) *% 784) +% (c344 *% 784)) +% (((oy346 +% ky345) +% -1) *% 28)) +% ((ox347 +% 1) +% -1))]
+              }
+              for ox348 in 0..<1 {
+                arena[((((((c344 *% 3) +% ky345) *% 3) *% 12544) +% (j343 *% 784)) +% ((oy346 *% 28) +% ox348))] = Float(0)
+              }
+            }
+            if ((oy346 +% ky345) +% -1) < 0 {
+              for ox349 in 0..<28 {
+                arena[((((((c344 *% 3) +% ky345) *% 3) *% 12544) +% (j343 *% 784)) +% ((oy346 *% 28) +% ox349))] = Float(0)
+              }
+            }
+            if 27 < ((oy346 +% ky345) +% -1) {
+              for ox349 in 0..<28 {
+                arena[((((((c344 *% 3) +% ky345) *% 3) *% 12544) +% (j343 *% 784)) +% ((oy346 *% 28) +% ox349))] = Float(0)
+              }
+            }
+          }
+          for oy350 in 0..<28 {
+            if (-1 < ((oy350 +% ky345) +% -1) && ((oy350 +% ky345) +% -1) < 28) {
+              for ox351 in 0..<28 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 1) *% 12544) +% (j343 *% 784)) +% ((oy350 *% 28) +% ox351))] = images[((((((g342 *% 16) +% j343) *% 784) +% (c344 *% 784)) +% (((oy350 +% ky345) +% -1) *% 28)) +% ox351)]
+              }
+            }
+            if ((oy350 +% ky345) +% -1) < 0 {
+              for ox352 in 0..<28 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 1) *% 12544) +% (j343 *% 784)) +% ((oy350 *% 28) +% ox352))] = Float(0)
+              }
+            }
+            if 27 < ((oy350 +% ky345) +% -1) {
+              for ox352 in 0..<28 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 1) *% 12544) +% (j343 *% 784)) +% ((oy350 *% 28) +% ox352))] = Float(0)
+              }
+            }
+          }
+          for oy353 in 0..<28 {
+            if (-1 < ((oy353 +% ky345) +% -1) && ((oy353 +% ky345) +% -1) < 28) {
+              for ox354 in 0..<27 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 2) *% 12544) +% (j343 *% 784)) +% ((oy353 *% 28) +% ox354))] = images[((((((g342 *% 16) +% j343) *% 784) +% (c344 *% 784)) +% (((oy353 +% ky345) +% -1) *% 28)) +% (ox354 +% 1))]
+              }
+              for ox355 in 0..<1 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 2) *% 12544) +% (j343 *% 784)) +% ((oy353 *% 28) +% (ox355 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy353 +% ky345) +% -1) < 0 {
+              for ox356 in 0..<28 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 2) *% 12544) +% (j343 *% 784)) +% ((oy353 *% 28) +% ox356))] = Float(0)
+              }
+            }
+            if 27 < ((oy353 +% ky345) +% -1) {
+              for ox356 in 0..<28 {
+                arena[(((((((c344 *% 3) +% ky345) *% 3) +% 2) *% 12544) +% (j343 *% 784)) +% ((oy353 *% 28) +% ox356))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j357 in 0..<16 {
+      for i358 in 0..<784 {
+        for f359 in 0..<32 {
+          arena[((112896 +% (((j357 *% 784) +% i358) *% 32)) +% f359)] = arena[(((1221264 +% (((g342 *% 16) +% j357) *% 25088)) +% (f359 *% 784)) +% i358)]
+        }
+      }
+    }
+    do {  // gemm367
+      for kp360 in 0..<7 {
+        for nb361 in 0..<2 {
+          for mb362 in 0..<1 {
+            var t363_c0_0 = loadVector(arena, ((514304 +% ((mb362 *% 5) *% 32)) +% (nb361 *% 16)))
+            var t363_c0_1 = loadVector(arena, (((514304 +% ((mb362 *% 5) *% 32)) +% (nb361 *% 16)) +% 8))
+            var t363_c1_0 = loadVector(arena, ((514304 +% (((mb362 *% 5) +% 1) *% 32)) +% (nb361 *% 16)))
+            var t363_c1_1 = loadVector(arena, (((514304 +% (((mb362 *% 5) +% 1) *% 32)) +% (nb361 *% 16)) +% 8))
+            var t363_c2_0 = loadVector(arena, ((514304 +% (((mb362 *% 5) +% 2) *% 32)) +% (nb361 *% 16)))
+            var t363_c2_1 = loadVector(arena, (((514304 +% (((mb362 *% 5) +% 2) *% 32)) +% (nb361 *% 16)) +% 8))
+            var t363_c3_0 = loadVector(arena, ((514304 +% (((mb362 *% 5) +% 3) *% 32)) +% (nb361 *% 16)))
+            var t363_c3_1 = loadVector(arena, (((514304 +% (((mb362 *% 5) +% 3) *% 32)) +% (nb361 *% 16)) +% 8))
+            var t363_c4_0 = loadVector(arena, ((514304 +% (((mb362 *% 5) +% 4) *% 32)) +% (nb361 *% 16)))
+            var t363_c4_1 = loadVector(arena, (((514304 +% (((mb362 *% 5) +% 4) *% 32)) +% (nb361 *% 16)) +% 8))
+            for k364 in 0..<1792 {
+              let t363_b0 = loadVector(arena, ((112896 +% ((k364 +% (kp360 *% 1792)) *% 32)) +% (nb361 *% 16)))
+              let t363_b1 = loadVector(arena, (((112896 +% ((k364 +% (kp360 *% 1792)) *% 32)) +% (nb361 *% 16)) +% 8))
+              let t363_a0 = Vector(repeating: arena[(((mb362 *% 5) *% 12544) +% (k364 +% (kp360 *% 1792)))])
+              t363_c0_0 = t363_c0_0.addingProduct(t363_a0, t363_b0)
+              t363_c0_1 = t363_c0_1.addingProduct(t363_a0, t363_b1)
+              let t363_a1 = Vector(repeating: arena[((((mb362 *% 5) +% 1) *% 12544) +% (k364 +% (kp360 *% 1792)))])
+              t363_c1_0 = t363_c1_0.addingProduct(t363_a1, t363_b0)
+              t363_c1_1 = t363_c1_1.addingProduct(t363_a1, t363_b1)
+              let t363_a2 = Vector(repeating: arena[((((mb362 *% 5) +% 2) *% 12544) +% (k364 +% (kp360 *% 1792)))])
+              t363_c2_0 = t363_c2_0.addingProduct(t363_a2, t363_b0)
+              t363_c2_1 = t363_c2_1.addingProduct(t363_a2, t363_b1)
+              let t363_a3 = Vector(repeating: arena[((((mb362 *% 5) +% 3) *% 12544) +% (k364 +% (kp360 *% 1792)))])
+              t363_c3_0 = t363_c3_0.addingProduct(t363_a3, t363_b0)
+              t363_c3_1 = t363_c3_1.addingProduct(t363_a3, t363_b1)
+              let t363_a4 = Vector(repeating: arena[((((mb362 *% 5) +% 4) *% 12544) +% (k364 +% (kp360 *% 1792)))])
+              t363_c4_0 = t363_c4_0.addingProduct(t363_a4, t363_b0)
+              t363_c4_1 = t363_c4_1.addingProduct(t363_a4, t363_b1)
+            }
+            storeVector(arena, ((514304 +% ((mb362 *% 5) *% 32)) +% (nb361 *% 16)), t363_c0_0)
+            storeVector(arena, (((514304 +% ((mb362 *% 5) *% 32)) +% (nb361 *% 16)) +% 8), t363_c0_1)
+            storeVector(arena, ((514304 +% (((mb362 *% 5) +% 1) *% 32)) +% (nb361 *% 16)), t363_c1_0)
+            storeVector(arena, (((514304 +% (((mb362 *% 5) +% 1) *% 32)) +% (nb361 *% 16)) +% 8), t363_c1_1)
+            storeVector(arena, ((514304 +% (((mb362 *% 5) +% 2) *% 32)) +% (nb361 *% 16)), t363_c2_0)
+            storeVector(arena, (((514304 +% (((mb362 *% 5) +% 2) *% 32)) +% (nb361 *% 16)) +% 8), t363_c2_1)
+            storeVector(arena, ((514304 +% (((mb362 *% 5) +% 3) *% 32)) +% (nb361 *% 16)), t363_c3_0)
+            storeVector(arena, (((514304 +% (((mb362 *% 5) +% 3) *% 32)) +% (nb361 *% 16)) +% 8), t363_c3_1)
+            storeVector(arena, ((514304 +% (((mb362 *% 5) +% 4) *% 32)) +% (nb361 *% 16)), t363_c4_0)
+            storeVector(arena, (((514304 +% (((mb362 *% 5) +% 4) *% 32)) +% (nb361 *% 16)) +% 8), t363_c4_1)
+          }
+          var t365_c0_0 = loadVector(arena, (514464 +% (nb361 *% 16)))
+          var t365_c0_1 = loadVector(arena, ((514464 +% (nb361 *% 16)) +% 8))
+          var t365_c1_0 = loadVector(arena, (514496 +% (nb361 *% 16)))
+          var t365_c1_1 = loadVector(arena, ((514496 +% (nb361 *% 16)) +% 8))
+          var t365_c2_0 = loadVector(arena, (514528 +% (nb361 *% 16)))
+          var t365_c2_1 = loadVector(arena, ((514528 +% (nb361 *% 16)) +% 8))
+          var t365_c3_0 = loadVector(arena, (514560 +% (nb361 *% 16)))
+          var t365_c3_1 = loadVector(arena, ((514560 +% (nb361 *% 16)) +% 8))
+          for k366 in 0..<1792 {
+            let t365_b0 = loadVector(arena, ((112896 +% ((k366 +% (kp360 *% 1792)) *% 32)) +% (nb361 *% 16)))
+            let t365_b1 = loadVector(arena, (((112896 +% ((k366 +% (kp360 *% 1792)) *% 32)) +% (nb361 *% 16)) +% 8))
+            let t365_a0 = Vector(repeating: arena[(62720 +% (k366 +% (kp360 *% 1792)))])
+            t365_c0_0 = t365_c0_0.addingProduct(t365_a0, t365_b0)
+            t365_c0_1 = t365_c0_1.addingProduct(t365_a0, t365_b1)
+            let t365_a1 = Vector(repeating: arena[(75264 +% (k366 +% (kp360 *% 1792)))])
+            t365_c1_0 = t365_c1_0.addingProduct(t365_a1, t365_b0)
+            t365_c1_1 = t365_c1_1.addingProduct(t365_a1, t365_b1)
+            let t365_a2 = Vector(repeating: arena[(87808 +% (k366 +% (kp360 *% 1792)))])
+            t365_c2_0 = t365_c2_0.addingProduct(t365_a2, t365_b0)
+            t365_c2_1 = t365_c2_1.addingProduct(t365_a2, t365_b1)
+            let t365_a3 = Vector(repeating: arena[(100352 +% (k366 +% (kp360 *% 1792)))])
+            t365_c3_0 = t365_c3_0.addingProduct(t365_a3, t365_b0)
+            t365_c3_1 = t365_c3_1.addingProduct(t365_a3, t365_b1)
+          }
+          storeVector(arena, (514464 +% (nb361 *% 16)), t365_c0_0)
+          storeVector(arena, ((514464 +% (nb361 *% 16)) +% 8), t365_c0_1)
+          storeVector(arena, (514496 +% (nb361 *% 16)), t365_c1_0)
+          storeVector(arena, ((514496 +% (nb361 *% 16)) +% 8), t365_c1_1)
+          storeVector(arena, (514528 +% (nb361 *% 16)), t365_c2_0)
+          storeVector(arena, ((514528 +% (nb361 *% 16)) +% 8), t365_c2_1)
+          storeVector(arena, (514560 +% (nb361 *% 16)), t365_c3_0)
+          storeVector(arena, ((514560 +% (nb361 *% 16)) +% 8), t365_c3_1)
+        }
+      }
+    }
+  }
+  for f368 in 0..<32 {
+    for r369 in 0..<9 {
+      grads[((f368 *% 9) +% r369)] = arena[((514304 +% (r369 *% 32)) +% f368)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f346 in 0..<32 {
-    var acc347 = Vector()
-    for img348 in 0..<64 {
-      for i349 in 0..<98 {
-        acc347 = acc347.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img348 *% 25088)) +% (f346 *% 784)) +% (i349 *% 8))))
+  for f370 in 0..<32 {
+    var acc371 = Vector()
+    for img372 in 0..<64 {
+      for i373 in 0..<98 {
+        acc371 = acc371.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img372 *% 25088)) +% (f370 *% 784)) +% (i373 *% 8))))
       }
     }
-    storeVector(arena, 0, acc347)
-    var sum350: Float = (arena[0] + arena[1])
-    var sum351: Float = (sum350 + arena[2])
-    var sum352: Float = (sum351 + arena[3])
-    var sum353: Float = (sum352 + arena[4])
-    var sum354: Float = (sum353 + arena[5])
-    var sum355: Float = (sum354 + arena[6])
-    var sum356: Float = (sum355 + arena[7])
-    grads[(288 +% f346)] = sum356
+    storeVector(arena, 0, acc371)
+    var sum374: Float = (arena[0] + arena[1])
+    var sum375: Float = (sum374 + arena[2])
+    var sum376: Float = (sum375 + arena[3])
+    var sum377: Float = (sum376 + arena[4])
+    var sum378: Float = (sum377 + arena[5])
+    var sum379: Float = (sum378 + arena[6])
+    var sum380: Float = (sum379 + arena[7])
+    grads[(288 +% f370)] = sum380
   }
   // adam = update of 421642 parameters
-  var step_size357: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt358: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i359
-    var i359 = 0
-    while i359 &+ 8 <= 421642 {
-      let g_v = (loadVector(grads, 0 &+ i359) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i359)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i359)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i359)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i359, m_new_v)
-      storeVector(v, 0 &+ i359, v_new_v)
-      storeVector(params, 0 &+ i359, (loadVector(params, 0 &+ i359) - ((Vector(repeating: step_size357) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt358)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i359 &+= 8
+  var step_size381: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt382: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // 8 lanes at a time over i383
+    var i383 = 0
+    while i383 &+ 8 <= 421642 {
+      let g_v = (loadVector(grads, 0 &+ i383) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i383)))
+      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i383)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i383)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      storeVector(m, 0 &+ i383, m_new_v)
+      storeVector(v, 0 &+ i383, v_new_v)
+      storeVector(params, 0 &+ i383, (loadVector(params, 0 &+ i383) - ((Vector(repeating: step_size381) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt382)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+      i383 &+= 8
     }
-    while i359 < 421642 {
-      var g: Float = (grads[i359] + (Float(0) * params[i359]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i359]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i359]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i359] = m_new
-      v[i359] = v_new
-      params[i359] = (params[i359] - ((step_size357 * m_new) / ((sqrtf(v_new) / bc2_sqrt358) + Float(bitPattern: 0x322bcc77))))
-      i359 &+= 1
+    while i383 < 421642 {
+      var g: Float = (grads[i383] + (Float(0) * params[i383]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i383]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i383]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i383] = m_new
+      v[i383] = v_new
+      params[i383] = (params[i383] - ((step_size381 * m_new) / ((sqrtf(v_new) / bc2_sqrt382) + Float(bitPattern: 0x322bcc77))))
+      i383 &+= 1
     }
   }
 }

@@ -6319,10 +6319,6 @@ fc1.k143.end:                                     ; preds = %fc1.k143
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k4.drop(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %drop.i147
-
-drop.i147:                                        ; preds = %drop.i147, %entry
-  %drop.i1471 = phi i64 [ 0, %entry ], [ %i147.next, %drop.i147 ]
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -6341,7 +6337,11 @@ drop.i147:                                        ; preds = %drop.i147, %entry
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %drop.i1471, -7046029254386353131
+  br label %drop.i155
+
+drop.i155:                                        ; preds = %drop.i155, %entry
+  %drop.i1551 = phi i64 [ 0, %entry ], [ %i155.next, %drop.i155 ]
+  %18 = mul i64 %drop.i1551, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -6352,20 +6352,20 @@ drop.i147:                                        ; preds = %drop.i147, %entry
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 8388608
-  %29 = add nsw i64 1204224, %drop.i1471
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 2.000000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 1212416, %drop.i1471
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i147.next = add nsw i64 %drop.i1471, 1
-  %34 = icmp slt i64 %i147.next, 8192
-  br i1 %34, label %drop.i147, label %drop.i147.end
+  %29 = icmp uge i64 %28, 8388608
+  %30 = add nsw i64 1204224, %drop.i1551
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 2.000000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 1212416, %drop.i1551
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i155.next = add nsw i64 %drop.i1551, 1
+  %35 = icmp slt i64 %i155.next, 8192
+  br i1 %35, label %drop.i155, label %drop.i155.end
 
-drop.i147.end:                                    ; preds = %drop.i147
+drop.i155.end:                                    ; preds = %drop.i155
   ret void
 }
 
@@ -6376,39 +6376,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 420352
   %arena3 = getelementptr inbounds float, ptr %arena, i64 1220608
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n148
+  br label %fc2.n160
 
-fc2.n148:                                         ; preds = %fc2.u149.end, %entry
-  %fc2.n1484 = phi i64 [ 0, %entry ], [ %n148.next, %fc2.u149.end ]
-  br label %fc2.u149
+fc2.n160:                                         ; preds = %fc2.u161.end, %entry
+  %fc2.n1604 = phi i64 [ 0, %entry ], [ %n160.next, %fc2.u161.end ]
+  br label %fc2.u161
 
-fc2.n148.end:                                     ; preds = %fc2.u149.end
+fc2.n160.end:                                     ; preds = %fc2.u161.end
   ret void
 
-fc2.u149:                                         ; preds = %fc2.u149, %fc2.n148
-  %fc2.u1495 = phi i64 [ 0, %fc2.n148 ], [ %u149.next, %fc2.u149 ]
-  %0 = mul nsw i64 %fc2.n1484, 10
+fc2.u161:                                         ; preds = %fc2.u161, %fc2.n160
+  %fc2.u1615 = phi i64 [ 0, %fc2.n160 ], [ %u161.next, %fc2.u161 ]
+  %0 = mul nsw i64 %fc2.n1604, 10
   %1 = add nsw i64 1220608, %0
-  %2 = add nsw i64 %1, %fc2.u1495
+  %2 = add nsw i64 %1, %fc2.u1615
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421632, %fc2.u1495
+  %4 = add nsw i64 421632, %fc2.u1615
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1484, 10
+  %7 = mul nsw i64 %fc2.n1604, 10
   %8 = add nsw i64 1220608, %7
-  %9 = add nsw i64 %8, %fc2.u1495
+  %9 = add nsw i64 %8, %fc2.u1615
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u149.next = add nsw i64 %fc2.u1495, 1
-  %10 = icmp slt i64 %u149.next, 10
-  br i1 %10, label %fc2.u149, label %fc2.u149.end
+  %u161.next = add nsw i64 %fc2.u1615, 1
+  %10 = icmp slt i64 %u161.next, 10
+  br i1 %10, label %fc2.u161, label %fc2.u161.end
 
-fc2.u149.end:                                     ; preds = %fc2.u149
-  %n148.next = add nsw i64 %fc2.n1484, 1
-  %11 = icmp slt i64 %n148.next, 64
-  br i1 %11, label %fc2.n148, label %fc2.n148.end
+fc2.u161.end:                                     ; preds = %fc2.u161
+  %n160.next = add nsw i64 %fc2.n1604, 1
+  %11 = icmp slt i64 %n160.next, 64
+  br i1 %11, label %fc2.n160, label %fc2.n160.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -6416,84 +6416,84 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k6.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %loss.s153 = alloca float, align 4
-  %loss.m152 = alloca float, align 4
-  %loss.total150 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total150, align 4
-  br label %loss.n151
+  %loss.s165 = alloca float, align 4
+  %loss.m164 = alloca float, align 4
+  %loss.total162 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total162, align 4
+  br label %loss.n163
 
-loss.n151:                                        ; preds = %loss.k155.end, %entry
-  %loss.n1511 = phi i64 [ 0, %entry ], [ %n151.next, %loss.k155.end ]
-  %0 = mul nsw i64 %loss.n1511, 10
+loss.n163:                                        ; preds = %loss.k167.end, %entry
+  %loss.n1631 = phi i64 [ 0, %entry ], [ %n163.next, %loss.k167.end ]
+  %0 = mul nsw i64 %loss.n1631, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m152, align 4
-  br label %loss.k154
+  store float %2, ptr %loss.m164, align 4
+  br label %loss.k166
 
-loss.n151.end:                                    ; preds = %loss.k155.end
-  %total15012 = load float, ptr %loss.total150, align 4
-  %3 = fdiv float %total15012, 6.400000e+01
+loss.n163.end:                                    ; preds = %loss.k167.end
+  %total16212 = load float, ptr %loss.total162, align 4
+  %3 = fdiv float %total16212, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1221248
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k154:                                        ; preds = %loss.k154, %loss.n151
-  %loss.k1543 = phi i64 [ 0, %loss.n151 ], [ %k154.next, %loss.k154 ]
-  %m152 = load float, ptr %loss.m152, align 4
-  %4 = mul nsw i64 %loss.n1511, 10
+loss.k166:                                        ; preds = %loss.k166, %loss.n163
+  %loss.k1663 = phi i64 [ 0, %loss.n163 ], [ %k166.next, %loss.k166 ]
+  %m164 = load float, ptr %loss.m164, align 4
+  %4 = mul nsw i64 %loss.n1631, 10
   %5 = add nsw i64 1220608, %4
-  %6 = add nsw i64 %5, %loss.k1543
+  %6 = add nsw i64 %5, %loss.k1663
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m152
-  %9 = select i1 %8, float %7, float %m152
-  store float %9, ptr %loss.m152, align 4
-  %k154.next = add nsw i64 %loss.k1543, 1
-  %10 = icmp slt i64 %k154.next, 10
-  br i1 %10, label %loss.k154, label %loss.k154.end
+  %8 = fcmp ogt float %7, %m164
+  %9 = select i1 %8, float %7, float %m164
+  store float %9, ptr %loss.m164, align 4
+  %k166.next = add nsw i64 %loss.k1663, 1
+  %10 = icmp slt i64 %k166.next, 10
+  br i1 %10, label %loss.k166, label %loss.k166.end
 
-loss.k154.end:                                    ; preds = %loss.k154
-  store float 0.000000e+00, ptr %loss.s153, align 4
-  br label %loss.k155
+loss.k166.end:                                    ; preds = %loss.k166
+  store float 0.000000e+00, ptr %loss.s165, align 4
+  br label %loss.k167
 
-loss.k155:                                        ; preds = %loss.k155, %loss.k154.end
-  %loss.k1555 = phi i64 [ 0, %loss.k154.end ], [ %k155.next, %loss.k155 ]
-  %s153 = load float, ptr %loss.s153, align 4
-  %11 = mul nsw i64 %loss.n1511, 10
+loss.k167:                                        ; preds = %loss.k167, %loss.k166.end
+  %loss.k1675 = phi i64 [ 0, %loss.k166.end ], [ %k167.next, %loss.k167 ]
+  %s165 = load float, ptr %loss.s165, align 4
+  %11 = mul nsw i64 %loss.n1631, 10
   %12 = add nsw i64 1220608, %11
-  %13 = add nsw i64 %12, %loss.k1555
+  %13 = add nsw i64 %12, %loss.k1675
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1527 = load float, ptr %loss.m152, align 4
-  %15 = fsub float %14, %m1527
+  %m1647 = load float, ptr %loss.m164, align 4
+  %15 = fsub float %14, %m1647
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s153, %16
-  store float %17, ptr %loss.s153, align 4
-  %k155.next = add nsw i64 %loss.k1555, 1
-  %18 = icmp slt i64 %k155.next, 10
-  br i1 %18, label %loss.k155, label %loss.k155.end
+  %17 = fadd float %s165, %16
+  store float %17, ptr %loss.s165, align 4
+  %k167.next = add nsw i64 %loss.k1675, 1
+  %18 = icmp slt i64 %k167.next, 10
+  br i1 %18, label %loss.k167, label %loss.k167.end
 
-loss.k155.end:                                    ; preds = %loss.k155
-  %total150 = load float, ptr %loss.total150, align 4
-  %m1528 = load float, ptr %loss.m152, align 4
-  %s1539 = load float, ptr %loss.s153, align 4
-  %19 = call float @llvm.log.f32(float %s1539)
-  %20 = fadd float %m1528, %19
-  %21 = mul nsw i64 %loss.n1511, 10
+loss.k167.end:                                    ; preds = %loss.k167
+  %total162 = load float, ptr %loss.total162, align 4
+  %m1648 = load float, ptr %loss.m164, align 4
+  %s1659 = load float, ptr %loss.s165, align 4
+  %19 = call float @llvm.log.f32(float %s1659)
+  %20 = fadd float %m1648, %19
+  %21 = mul nsw i64 %loss.n1631, 10
   %22 = add nsw i64 1220608, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1511
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1631
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total150, %26
-  store float %27, ptr %loss.total150, align 4
-  %n151.next = add nsw i64 %loss.n1511, 1
-  %28 = icmp slt i64 %n151.next, 64
-  br i1 %28, label %loss.n151, label %loss.n151.end
+  %27 = fadd float %total162, %26
+  store float %27, ptr %loss.total162, align 4
+  %n163.next = add nsw i64 %loss.n1631, 1
+  %28 = icmp slt i64 %n163.next, 64
+  br i1 %28, label %loss.n163, label %loss.n163.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -6505,103 +6505,103 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k7.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_grad.s158 = alloca float, align 4
-  %fc2_grad.m157 = alloca float, align 4
-  br label %fc2_grad.n156
+  %fc2_grad.s170 = alloca float, align 4
+  %fc2_grad.m169 = alloca float, align 4
+  br label %fc2_grad.n168
 
-fc2_grad.n156:                                    ; preds = %fc2_grad.k161.end, %entry
-  %fc2_grad.n1561 = phi i64 [ 0, %entry ], [ %n156.next, %fc2_grad.k161.end ]
-  %0 = mul nsw i64 %fc2_grad.n1561, 10
+fc2_grad.n168:                                    ; preds = %fc2_grad.k173.end, %entry
+  %fc2_grad.n1681 = phi i64 [ 0, %entry ], [ %n168.next, %fc2_grad.k173.end ]
+  %0 = mul nsw i64 %fc2_grad.n1681, 10
   %1 = add nsw i64 1220608, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m157, align 4
-  br label %fc2_grad.k159
+  store float %2, ptr %fc2_grad.m169, align 4
+  br label %fc2_grad.k171
 
-fc2_grad.n156.end:                                ; preds = %fc2_grad.k161.end
+fc2_grad.n168.end:                                ; preds = %fc2_grad.k173.end
   ret void
 
-fc2_grad.k159:                                    ; preds = %fc2_grad.k159, %fc2_grad.n156
-  %fc2_grad.k1593 = phi i64 [ 0, %fc2_grad.n156 ], [ %k159.next, %fc2_grad.k159 ]
-  %m157 = load float, ptr %fc2_grad.m157, align 4
-  %3 = mul nsw i64 %fc2_grad.n1561, 10
+fc2_grad.k171:                                    ; preds = %fc2_grad.k171, %fc2_grad.n168
+  %fc2_grad.k1713 = phi i64 [ 0, %fc2_grad.n168 ], [ %k171.next, %fc2_grad.k171 ]
+  %m169 = load float, ptr %fc2_grad.m169, align 4
+  %3 = mul nsw i64 %fc2_grad.n1681, 10
   %4 = add nsw i64 1220608, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1593
+  %5 = add nsw i64 %4, %fc2_grad.k1713
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m157
-  %8 = select i1 %7, float %6, float %m157
-  store float %8, ptr %fc2_grad.m157, align 4
-  %k159.next = add nsw i64 %fc2_grad.k1593, 1
-  %9 = icmp slt i64 %k159.next, 10
-  br i1 %9, label %fc2_grad.k159, label %fc2_grad.k159.end
+  %7 = fcmp ogt float %6, %m169
+  %8 = select i1 %7, float %6, float %m169
+  store float %8, ptr %fc2_grad.m169, align 4
+  %k171.next = add nsw i64 %fc2_grad.k1713, 1
+  %9 = icmp slt i64 %k171.next, 10
+  br i1 %9, label %fc2_grad.k171, label %fc2_grad.k171.end
 
-fc2_grad.k159.end:                                ; preds = %fc2_grad.k159
-  store float 0.000000e+00, ptr %fc2_grad.s158, align 4
-  br label %fc2_grad.k160
+fc2_grad.k171.end:                                ; preds = %fc2_grad.k171
+  store float 0.000000e+00, ptr %fc2_grad.s170, align 4
+  br label %fc2_grad.k172
 
-fc2_grad.k160:                                    ; preds = %fc2_grad.k160, %fc2_grad.k159.end
-  %fc2_grad.k1605 = phi i64 [ 0, %fc2_grad.k159.end ], [ %k160.next, %fc2_grad.k160 ]
-  %s158 = load float, ptr %fc2_grad.s158, align 4
-  %10 = mul nsw i64 %fc2_grad.n1561, 10
+fc2_grad.k172:                                    ; preds = %fc2_grad.k172, %fc2_grad.k171.end
+  %fc2_grad.k1725 = phi i64 [ 0, %fc2_grad.k171.end ], [ %k172.next, %fc2_grad.k172 ]
+  %s170 = load float, ptr %fc2_grad.s170, align 4
+  %10 = mul nsw i64 %fc2_grad.n1681, 10
   %11 = add nsw i64 1220608, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1605
+  %12 = add nsw i64 %11, %fc2_grad.k1725
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1577 = load float, ptr %fc2_grad.m157, align 4
-  %14 = fsub float %13, %m1577
+  %m1697 = load float, ptr %fc2_grad.m169, align 4
+  %14 = fsub float %13, %m1697
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s158, %15
-  store float %16, ptr %fc2_grad.s158, align 4
-  %k160.next = add nsw i64 %fc2_grad.k1605, 1
-  %17 = icmp slt i64 %k160.next, 10
-  br i1 %17, label %fc2_grad.k160, label %fc2_grad.k160.end
+  %16 = fadd float %s170, %15
+  store float %16, ptr %fc2_grad.s170, align 4
+  %k172.next = add nsw i64 %fc2_grad.k1725, 1
+  %17 = icmp slt i64 %k172.next, 10
+  br i1 %17, label %fc2_grad.k172, label %fc2_grad.k172.end
 
-fc2_grad.k160.end:                                ; preds = %fc2_grad.k160
-  br label %fc2_grad.k161
+fc2_grad.k172.end:                                ; preds = %fc2_grad.k172
+  br label %fc2_grad.k173
 
-fc2_grad.k161:                                    ; preds = %fc2_grad.k161, %fc2_grad.k160.end
-  %fc2_grad.k1618 = phi i64 [ 0, %fc2_grad.k160.end ], [ %k161.next, %fc2_grad.k161 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1561
+fc2_grad.k173:                                    ; preds = %fc2_grad.k173, %fc2_grad.k172.end
+  %fc2_grad.k1738 = phi i64 [ 0, %fc2_grad.k172.end ], [ %k173.next, %fc2_grad.k173 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1681
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1618, %18
-  %20 = mul nsw i64 %fc2_grad.n1561, 10
+  %19 = icmp eq i64 %fc2_grad.k1738, %18
+  %20 = mul nsw i64 %fc2_grad.n1681, 10
   %21 = add nsw i64 1220608, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1618
+  %22 = add nsw i64 %21, %fc2_grad.k1738
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m15711 = load float, ptr %fc2_grad.m157, align 4
-  %24 = fsub float %23, %m15711
+  %m16911 = load float, ptr %fc2_grad.m169, align 4
+  %24 = fsub float %23, %m16911
   %25 = call float @llvm.exp.f32(float %24)
-  %s15812 = load float, ptr %fc2_grad.s158, align 4
-  %26 = fdiv float %25, %s15812
+  %s17012 = load float, ptr %fc2_grad.s170, align 4
+  %26 = fdiv float %25, %s17012
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1561, 10
+  %28 = mul nsw i64 %fc2_grad.n1681, 10
   %29 = add nsw i64 1220608, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1618
+  %30 = add nsw i64 %29, %fc2_grad.k1738
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m15714 = load float, ptr %fc2_grad.m157, align 4
-  %32 = fsub float %31, %m15714
+  %m16914 = load float, ptr %fc2_grad.m169, align 4
+  %32 = fsub float %31, %m16914
   %33 = call float @llvm.exp.f32(float %32)
-  %s15815 = load float, ptr %fc2_grad.s158, align 4
-  %34 = fdiv float %33, %s15815
+  %s17015 = load float, ptr %fc2_grad.s170, align 4
+  %34 = fdiv float %33, %s17015
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1561, 10
+  %37 = mul nsw i64 %fc2_grad.n1681, 10
   %38 = add nsw i64 1221264, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1618
+  %39 = add nsw i64 %38, %fc2_grad.k1738
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k161.next = add nsw i64 %fc2_grad.k1618, 1
-  %40 = icmp slt i64 %k161.next, 10
-  br i1 %40, label %fc2_grad.k161, label %fc2_grad.k161.end
+  %k173.next = add nsw i64 %fc2_grad.k1738, 1
+  %40 = icmp slt i64 %k173.next, 10
+  br i1 %40, label %fc2_grad.k173, label %fc2_grad.k173.end
 
-fc2_grad.k161.end:                                ; preds = %fc2_grad.k161
-  %n156.next = add nsw i64 %fc2_grad.n1561, 1
-  %41 = icmp slt i64 %n156.next, 64
-  br i1 %41, label %fc2_grad.n156, label %fc2_grad.n156.end
+fc2_grad.k173.end:                                ; preds = %fc2_grad.k173
+  %n168.next = add nsw i64 %fc2_grad.n1681, 1
+  %41 = icmp slt i64 %n168.next, 64
+  br i1 %41, label %fc2_grad.n168, label %fc2_grad.n168.end
 }
 
 ; Function Attrs: noinline
@@ -6617,39 +6617,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k9.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_bias_grad.acc163 = alloca float, align 4
-  br label %fc2_bias_grad.u162
+  %fc2_bias_grad.acc175 = alloca float, align 4
+  br label %fc2_bias_grad.u174
 
-fc2_bias_grad.u162:                               ; preds = %fc2_bias_grad.n164.end, %entry
-  %fc2_bias_grad.u1621 = phi i64 [ 0, %entry ], [ %u162.next, %fc2_bias_grad.n164.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc163, align 4
-  br label %fc2_bias_grad.n164
+fc2_bias_grad.u174:                               ; preds = %fc2_bias_grad.n176.end, %entry
+  %fc2_bias_grad.u1741 = phi i64 [ 0, %entry ], [ %u174.next, %fc2_bias_grad.n176.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc175, align 4
+  br label %fc2_bias_grad.n176
 
-fc2_bias_grad.u162.end:                           ; preds = %fc2_bias_grad.n164.end
+fc2_bias_grad.u174.end:                           ; preds = %fc2_bias_grad.n176.end
   ret void
 
-fc2_bias_grad.n164:                               ; preds = %fc2_bias_grad.n164, %fc2_bias_grad.u162
-  %fc2_bias_grad.n1642 = phi i64 [ 0, %fc2_bias_grad.u162 ], [ %n164.next, %fc2_bias_grad.n164 ]
-  %acc163 = load float, ptr %fc2_bias_grad.acc163, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1642, 10
+fc2_bias_grad.n176:                               ; preds = %fc2_bias_grad.n176, %fc2_bias_grad.u174
+  %fc2_bias_grad.n1762 = phi i64 [ 0, %fc2_bias_grad.u174 ], [ %n176.next, %fc2_bias_grad.n176 ]
+  %acc175 = load float, ptr %fc2_bias_grad.acc175, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1762, 10
   %1 = add nsw i64 1221264, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1621
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1741
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc163, %3
-  store float %4, ptr %fc2_bias_grad.acc163, align 4
-  %n164.next = add nsw i64 %fc2_bias_grad.n1642, 1
-  %5 = icmp slt i64 %n164.next, 64
-  br i1 %5, label %fc2_bias_grad.n164, label %fc2_bias_grad.n164.end
+  %4 = fadd float %acc175, %3
+  store float %4, ptr %fc2_bias_grad.acc175, align 4
+  %n176.next = add nsw i64 %fc2_bias_grad.n1762, 1
+  %5 = icmp slt i64 %n176.next, 64
+  br i1 %5, label %fc2_bias_grad.n176, label %fc2_bias_grad.n176.end
 
-fc2_bias_grad.n164.end:                           ; preds = %fc2_bias_grad.n164
-  %acc1634 = load float, ptr %fc2_bias_grad.acc163, align 4
-  %6 = add nsw i64 421632, %fc2_bias_grad.u1621
+fc2_bias_grad.n176.end:                           ; preds = %fc2_bias_grad.n176
+  %acc1754 = load float, ptr %fc2_bias_grad.acc175, align 4
+  %6 = add nsw i64 421632, %fc2_bias_grad.u1741
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1634, ptr %grads5, align 4
-  %u162.next = add nsw i64 %fc2_bias_grad.u1621, 1
-  %7 = icmp slt i64 %u162.next, 10
-  br i1 %7, label %fc2_bias_grad.u162, label %fc2_bias_grad.u162.end
+  store float %acc1754, ptr %grads5, align 4
+  %u174.next = add nsw i64 %fc2_bias_grad.u1741, 1
+  %7 = icmp slt i64 %u174.next, 10
+  br i1 %7, label %fc2_bias_grad.u174, label %fc2_bias_grad.u174.end
 }
 
 ; Function Attrs: noinline
@@ -6665,10 +6665,6 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k11.relu3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu3_grad.i165
-
-relu3_grad.i165:                                  ; preds = %relu3_grad.i165, %entry
-  %relu3_grad.i1651 = phi i64 [ 0, %entry ], [ %i165.next, %relu3_grad.i165 ]
   %0 = xor i64 %seed, -1035080904108319828
   %1 = lshr i64 %0, 30
   %2 = xor i64 %0, %1
@@ -6687,7 +6683,11 @@ relu3_grad.i165:                                  ; preds = %relu3_grad.i165, %e
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  %18 = mul i64 %relu3_grad.i1651, -7046029254386353131
+  br label %relu3_grad.i185
+
+relu3_grad.i185:                                  ; preds = %relu3_grad.i185, %entry
+  %relu3_grad.i1851 = phi i64 [ 0, %entry ], [ %i185.next, %relu3_grad.i185 ]
+  %18 = mul i64 %relu3_grad.i1851, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -6698,1599 +6698,1599 @@ relu3_grad.i165:                                  ; preds = %relu3_grad.i165, %e
   %26 = lshr i64 %25, 31
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
-  %keep = icmp uge i64 %28, 8388608
-  %29 = add nsw i64 1221904, %relu3_grad.i1651
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena2, align 4
-  %31 = fmul float %30, 2.000000e+00
-  %32 = select i1 %keep, float %31, float 0.000000e+00
-  %33 = add nsw i64 1230096, %relu3_grad.i1651
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %33
-  store float %32, ptr %arena3, align 4
-  %i165.next = add nsw i64 %relu3_grad.i1651, 1
-  %34 = icmp slt i64 %i165.next, 8192
-  br i1 %34, label %relu3_grad.i165, label %relu3_grad.i165.end
+  %29 = icmp uge i64 %28, 8388608
+  %30 = add nsw i64 1221904, %relu3_grad.i1851
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load float, ptr %arena2, align 4
+  %32 = fmul float %31, 2.000000e+00
+  %33 = select i1 %29, float %32, float 0.000000e+00
+  %34 = add nsw i64 1230096, %relu3_grad.i1851
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
+  store float %33, ptr %arena3, align 4
+  %i185.next = add nsw i64 %relu3_grad.i1851, 1
+  %35 = icmp slt i64 %i185.next, 8192
+  br i1 %35, label %relu3_grad.i185, label %relu3_grad.i185.end
 
-relu3_grad.i165.end:                              ; preds = %relu3_grad.i165
+relu3_grad.i185.end:                              ; preds = %relu3_grad.i185
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k12.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1_grad.i166
+  br label %fc1_grad.i190
 
-fc1_grad.i166:                                    ; preds = %fc1_grad.i166, %entry
-  %fc1_grad.i1661 = phi i64 [ 0, %entry ], [ %i166.next, %fc1_grad.i166 ]
-  %0 = add nsw i64 1204224, %fc1_grad.i1661
+fc1_grad.i190:                                    ; preds = %fc1_grad.i190, %entry
+  %fc1_grad.i1901 = phi i64 [ 0, %entry ], [ %i190.next, %fc1_grad.i190 ]
+  %0 = add nsw i64 1204224, %fc1_grad.i1901
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1230096, %fc1_grad.i1661
+  %3 = add nsw i64 1230096, %fc1_grad.i1901
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 1212416, %fc1_grad.i1661
+  %6 = add nsw i64 1212416, %fc1_grad.i1901
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i166.next = add nsw i64 %fc1_grad.i1661, 1
-  %7 = icmp slt i64 %i166.next, 8192
-  br i1 %7, label %fc1_grad.i166, label %fc1_grad.i166.end
+  %i190.next = add nsw i64 %fc1_grad.i1901, 1
+  %7 = icmp slt i64 %i190.next, 8192
+  br i1 %7, label %fc1_grad.i190, label %fc1_grad.i190.end
 
-fc1_grad.i166.end:                                ; preds = %fc1_grad.i166
+fc1_grad.i190.end:                                ; preds = %fc1_grad.i190
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k13.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm173(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k13.fc1_weight_grad.gemm197(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm173(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k13.fc1_weight_grad.gemm197(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t171_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t171_c0_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_a5 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_a4 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_a3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_a2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_a1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_a0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_b3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_b2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_b1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_b0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c5_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c5_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c5_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c5_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c4_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c4_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c4_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c4_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c3_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c3_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c3_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c3_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c2_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c2_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c2_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c2_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c1_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c1_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c1_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c1_0 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c0_3 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c0_2 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c0_1 = alloca <16 x float>, align 64
-  %fc1_weight_grad.t169_c0_0 = alloca <16 x float>, align 64
-  br label %fc1_weight_grad.nb167
+  %fc1_weight_grad.t195_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t195_c0_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_a5 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_a4 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_a3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_a2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_a1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_a0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_b3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_b2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_b1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_b0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c5_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c5_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c5_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c5_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c4_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c4_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c4_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c4_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c3_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c3_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c3_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c3_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c2_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c2_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c2_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c2_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c1_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c1_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c1_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c1_0 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c0_3 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c0_2 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c0_1 = alloca <16 x float>, align 64
+  %fc1_weight_grad.t193_c0_0 = alloca <16 x float>, align 64
+  br label %fc1_weight_grad.nb191
 
-fc1_weight_grad.nb167:                            ; preds = %fc1_weight_grad.k172.end, %entry
-  %fc1_weight_grad.nb1671 = phi i64 [ 0, %entry ], [ %nb167.next, %fc1_weight_grad.k172.end ]
-  br label %fc1_weight_grad.mb168
+fc1_weight_grad.nb191:                            ; preds = %fc1_weight_grad.k196.end, %entry
+  %fc1_weight_grad.nb1911 = phi i64 [ 0, %entry ], [ %nb191.next, %fc1_weight_grad.k196.end ]
+  br label %fc1_weight_grad.mb192
 
-fc1_weight_grad.nb167.end:                        ; preds = %fc1_weight_grad.k172.end
+fc1_weight_grad.nb191.end:                        ; preds = %fc1_weight_grad.k196.end
   ret void
 
-fc1_weight_grad.mb168:                            ; preds = %fc1_weight_grad.k170.end, %fc1_weight_grad.nb167
-  %fc1_weight_grad.mb1682 = phi i64 [ 0, %fc1_weight_grad.nb167 ], [ %mb168.next, %fc1_weight_grad.k170.end ]
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t169_c5_3, align 64
-  br label %fc1_weight_grad.k170
+fc1_weight_grad.mb192:                            ; preds = %fc1_weight_grad.k194.end, %fc1_weight_grad.nb191
+  %fc1_weight_grad.mb1922 = phi i64 [ 0, %fc1_weight_grad.nb191 ], [ %mb192.next, %fc1_weight_grad.k194.end ]
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t193_c5_3, align 64
+  br label %fc1_weight_grad.k194
 
-fc1_weight_grad.mb168.end:                        ; preds = %fc1_weight_grad.k170.end
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t171_c1_3, align 64
-  br label %fc1_weight_grad.k172
+fc1_weight_grad.mb192.end:                        ; preds = %fc1_weight_grad.k194.end
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %fc1_weight_grad.t195_c1_3, align 64
+  br label %fc1_weight_grad.k196
 
-fc1_weight_grad.k170:                             ; preds = %fc1_weight_grad.k170, %fc1_weight_grad.mb168
-  %fc1_weight_grad.k1703 = phi i64 [ 0, %fc1_weight_grad.mb168 ], [ %k170.next, %fc1_weight_grad.k170 ]
-  %0 = mul nsw i64 %fc1_weight_grad.k1703, 3136
+fc1_weight_grad.k194:                             ; preds = %fc1_weight_grad.k194, %fc1_weight_grad.mb192
+  %fc1_weight_grad.k1943 = phi i64 [ 0, %fc1_weight_grad.mb192 ], [ %k194.next, %fc1_weight_grad.k194 ]
+  %0 = mul nsw i64 %fc1_weight_grad.k1943, 3136
   %1 = add nsw i64 802816, %0
-  %2 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %2 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %3 = add nsw i64 %1, %2
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %4, ptr %fc1_weight_grad.t169_b0, align 64
-  %5 = mul nsw i64 %fc1_weight_grad.k1703, 3136
+  store <16 x float> %4, ptr %fc1_weight_grad.t193_b0, align 64
+  %5 = mul nsw i64 %fc1_weight_grad.k1943, 3136
   %6 = add nsw i64 802816, %5
-  %7 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %7 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %8 = add nsw i64 %6, %7
   %9 = add nsw i64 %8, 16
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %10, ptr %fc1_weight_grad.t169_b1, align 64
-  %11 = mul nsw i64 %fc1_weight_grad.k1703, 3136
+  store <16 x float> %10, ptr %fc1_weight_grad.t193_b1, align 64
+  %11 = mul nsw i64 %fc1_weight_grad.k1943, 3136
   %12 = add nsw i64 802816, %11
-  %13 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %13 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %14 = add nsw i64 %12, %13
   %15 = add nsw i64 %14, 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load <16 x float>, ptr %arena6, align 4
-  store <16 x float> %16, ptr %fc1_weight_grad.t169_b2, align 64
-  %17 = mul nsw i64 %fc1_weight_grad.k1703, 3136
+  store <16 x float> %16, ptr %fc1_weight_grad.t193_b2, align 64
+  %17 = mul nsw i64 %fc1_weight_grad.k1943, 3136
   %18 = add nsw i64 802816, %17
-  %19 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %19 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, 48
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load <16 x float>, ptr %arena7, align 4
-  store <16 x float> %22, ptr %fc1_weight_grad.t169_b3, align 64
-  %23 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %22, ptr %fc1_weight_grad.t193_b3, align 64
+  %23 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %24 = add nsw i64 1212416, %23
-  %25 = mul nsw i64 %fc1_weight_grad.k1703, 128
+  %25 = mul nsw i64 %fc1_weight_grad.k1943, 128
   %26 = add nsw i64 %24, %25
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena8, align 4
   %28 = insertelement <16 x float> undef, float %27, i32 0
   %29 = shufflevector <16 x float> %28, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %29, ptr %fc1_weight_grad.t169_a0, align 64
-  %t169_a0 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
-  %t169_b0 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
-  %t169_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_0, align 64
-  %30 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a0, <16 x float> %t169_b0, <16 x float> %t169_c0_0)
-  store <16 x float> %30, ptr %fc1_weight_grad.t169_c0_0, align 64
-  %t169_a09 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
-  %t169_b1 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
-  %t169_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_1, align 64
-  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a09, <16 x float> %t169_b1, <16 x float> %t169_c0_1)
-  store <16 x float> %31, ptr %fc1_weight_grad.t169_c0_1, align 64
-  %t169_a010 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
-  %t169_b2 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
-  %t169_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_2, align 64
-  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a010, <16 x float> %t169_b2, <16 x float> %t169_c0_2)
-  store <16 x float> %32, ptr %fc1_weight_grad.t169_c0_2, align 64
-  %t169_a011 = load <16 x float>, ptr %fc1_weight_grad.t169_a0, align 64
-  %t169_b3 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
-  %t169_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_3, align 64
-  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a011, <16 x float> %t169_b3, <16 x float> %t169_c0_3)
-  store <16 x float> %33, ptr %fc1_weight_grad.t169_c0_3, align 64
-  %34 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %29, ptr %fc1_weight_grad.t193_a0, align 64
+  %t193_a0 = load <16 x float>, ptr %fc1_weight_grad.t193_a0, align 64
+  %t193_b0 = load <16 x float>, ptr %fc1_weight_grad.t193_b0, align 64
+  %t193_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_0, align 64
+  %30 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a0, <16 x float> %t193_b0, <16 x float> %t193_c0_0)
+  store <16 x float> %30, ptr %fc1_weight_grad.t193_c0_0, align 64
+  %t193_a09 = load <16 x float>, ptr %fc1_weight_grad.t193_a0, align 64
+  %t193_b1 = load <16 x float>, ptr %fc1_weight_grad.t193_b1, align 64
+  %t193_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_1, align 64
+  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a09, <16 x float> %t193_b1, <16 x float> %t193_c0_1)
+  store <16 x float> %31, ptr %fc1_weight_grad.t193_c0_1, align 64
+  %t193_a010 = load <16 x float>, ptr %fc1_weight_grad.t193_a0, align 64
+  %t193_b2 = load <16 x float>, ptr %fc1_weight_grad.t193_b2, align 64
+  %t193_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_2, align 64
+  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a010, <16 x float> %t193_b2, <16 x float> %t193_c0_2)
+  store <16 x float> %32, ptr %fc1_weight_grad.t193_c0_2, align 64
+  %t193_a011 = load <16 x float>, ptr %fc1_weight_grad.t193_a0, align 64
+  %t193_b3 = load <16 x float>, ptr %fc1_weight_grad.t193_b3, align 64
+  %t193_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_3, align 64
+  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a011, <16 x float> %t193_b3, <16 x float> %t193_c0_3)
+  store <16 x float> %33, ptr %fc1_weight_grad.t193_c0_3, align 64
+  %34 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %35 = add nsw i64 %34, 1
   %36 = add nsw i64 1212416, %35
-  %37 = mul nsw i64 %fc1_weight_grad.k1703, 128
+  %37 = mul nsw i64 %fc1_weight_grad.k1943, 128
   %38 = add nsw i64 %36, %37
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena12, align 4
   %40 = insertelement <16 x float> undef, float %39, i32 0
   %41 = shufflevector <16 x float> %40, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %41, ptr %fc1_weight_grad.t169_a1, align 64
-  %t169_a1 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
-  %t169_b013 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
-  %t169_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_0, align 64
-  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a1, <16 x float> %t169_b013, <16 x float> %t169_c1_0)
-  store <16 x float> %42, ptr %fc1_weight_grad.t169_c1_0, align 64
-  %t169_a114 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
-  %t169_b115 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
-  %t169_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_1, align 64
-  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a114, <16 x float> %t169_b115, <16 x float> %t169_c1_1)
-  store <16 x float> %43, ptr %fc1_weight_grad.t169_c1_1, align 64
-  %t169_a116 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
-  %t169_b217 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
-  %t169_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_2, align 64
-  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a116, <16 x float> %t169_b217, <16 x float> %t169_c1_2)
-  store <16 x float> %44, ptr %fc1_weight_grad.t169_c1_2, align 64
-  %t169_a118 = load <16 x float>, ptr %fc1_weight_grad.t169_a1, align 64
-  %t169_b319 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
-  %t169_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_3, align 64
-  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a118, <16 x float> %t169_b319, <16 x float> %t169_c1_3)
-  store <16 x float> %45, ptr %fc1_weight_grad.t169_c1_3, align 64
-  %46 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %41, ptr %fc1_weight_grad.t193_a1, align 64
+  %t193_a1 = load <16 x float>, ptr %fc1_weight_grad.t193_a1, align 64
+  %t193_b013 = load <16 x float>, ptr %fc1_weight_grad.t193_b0, align 64
+  %t193_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_0, align 64
+  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a1, <16 x float> %t193_b013, <16 x float> %t193_c1_0)
+  store <16 x float> %42, ptr %fc1_weight_grad.t193_c1_0, align 64
+  %t193_a114 = load <16 x float>, ptr %fc1_weight_grad.t193_a1, align 64
+  %t193_b115 = load <16 x float>, ptr %fc1_weight_grad.t193_b1, align 64
+  %t193_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_1, align 64
+  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a114, <16 x float> %t193_b115, <16 x float> %t193_c1_1)
+  store <16 x float> %43, ptr %fc1_weight_grad.t193_c1_1, align 64
+  %t193_a116 = load <16 x float>, ptr %fc1_weight_grad.t193_a1, align 64
+  %t193_b217 = load <16 x float>, ptr %fc1_weight_grad.t193_b2, align 64
+  %t193_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_2, align 64
+  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a116, <16 x float> %t193_b217, <16 x float> %t193_c1_2)
+  store <16 x float> %44, ptr %fc1_weight_grad.t193_c1_2, align 64
+  %t193_a118 = load <16 x float>, ptr %fc1_weight_grad.t193_a1, align 64
+  %t193_b319 = load <16 x float>, ptr %fc1_weight_grad.t193_b3, align 64
+  %t193_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_3, align 64
+  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a118, <16 x float> %t193_b319, <16 x float> %t193_c1_3)
+  store <16 x float> %45, ptr %fc1_weight_grad.t193_c1_3, align 64
+  %46 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %47 = add nsw i64 %46, 2
   %48 = add nsw i64 1212416, %47
-  %49 = mul nsw i64 %fc1_weight_grad.k1703, 128
+  %49 = mul nsw i64 %fc1_weight_grad.k1943, 128
   %50 = add nsw i64 %48, %49
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena20, align 4
   %52 = insertelement <16 x float> undef, float %51, i32 0
   %53 = shufflevector <16 x float> %52, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %53, ptr %fc1_weight_grad.t169_a2, align 64
-  %t169_a2 = load <16 x float>, ptr %fc1_weight_grad.t169_a2, align 64
-  %t169_b021 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
-  %t169_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_0, align 64
-  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a2, <16 x float> %t169_b021, <16 x float> %t169_c2_0)
-  store <16 x float> %54, ptr %fc1_weight_grad.t169_c2_0, align 64
-  %t169_a222 = load <16 x float>, ptr %fc1_weight_grad.t169_a2, align 64
-  %t169_b123 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
-  %t169_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_1, align 64
-  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a222, <16 x float> %t169_b123, <16 x float> %t169_c2_1)
-  store <16 x float> %55, ptr %fc1_weight_grad.t169_c2_1, align 64
-  %t169_a224 = load <16 x float>, ptr %fc1_weight_grad.t169_a2, align 64
-  %t169_b225 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
-  %t169_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_2, align 64
-  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a224, <16 x float> %t169_b225, <16 x float> %t169_c2_2)
-  store <16 x float> %56, ptr %fc1_weight_grad.t169_c2_2, align 64
-  %t169_a226 = load <16 x float>, ptr %fc1_weight_grad.t169_a2, align 64
-  %t169_b327 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
-  %t169_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_3, align 64
-  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a226, <16 x float> %t169_b327, <16 x float> %t169_c2_3)
-  store <16 x float> %57, ptr %fc1_weight_grad.t169_c2_3, align 64
-  %58 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %53, ptr %fc1_weight_grad.t193_a2, align 64
+  %t193_a2 = load <16 x float>, ptr %fc1_weight_grad.t193_a2, align 64
+  %t193_b021 = load <16 x float>, ptr %fc1_weight_grad.t193_b0, align 64
+  %t193_c2_0 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_0, align 64
+  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a2, <16 x float> %t193_b021, <16 x float> %t193_c2_0)
+  store <16 x float> %54, ptr %fc1_weight_grad.t193_c2_0, align 64
+  %t193_a222 = load <16 x float>, ptr %fc1_weight_grad.t193_a2, align 64
+  %t193_b123 = load <16 x float>, ptr %fc1_weight_grad.t193_b1, align 64
+  %t193_c2_1 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_1, align 64
+  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a222, <16 x float> %t193_b123, <16 x float> %t193_c2_1)
+  store <16 x float> %55, ptr %fc1_weight_grad.t193_c2_1, align 64
+  %t193_a224 = load <16 x float>, ptr %fc1_weight_grad.t193_a2, align 64
+  %t193_b225 = load <16 x float>, ptr %fc1_weight_grad.t193_b2, align 64
+  %t193_c2_2 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_2, align 64
+  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a224, <16 x float> %t193_b225, <16 x float> %t193_c2_2)
+  store <16 x float> %56, ptr %fc1_weight_grad.t193_c2_2, align 64
+  %t193_a226 = load <16 x float>, ptr %fc1_weight_grad.t193_a2, align 64
+  %t193_b327 = load <16 x float>, ptr %fc1_weight_grad.t193_b3, align 64
+  %t193_c2_3 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_3, align 64
+  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a226, <16 x float> %t193_b327, <16 x float> %t193_c2_3)
+  store <16 x float> %57, ptr %fc1_weight_grad.t193_c2_3, align 64
+  %58 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %59 = add nsw i64 %58, 3
   %60 = add nsw i64 1212416, %59
-  %61 = mul nsw i64 %fc1_weight_grad.k1703, 128
+  %61 = mul nsw i64 %fc1_weight_grad.k1943, 128
   %62 = add nsw i64 %60, %61
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena28, align 4
   %64 = insertelement <16 x float> undef, float %63, i32 0
   %65 = shufflevector <16 x float> %64, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %65, ptr %fc1_weight_grad.t169_a3, align 64
-  %t169_a3 = load <16 x float>, ptr %fc1_weight_grad.t169_a3, align 64
-  %t169_b029 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
-  %t169_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_0, align 64
-  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a3, <16 x float> %t169_b029, <16 x float> %t169_c3_0)
-  store <16 x float> %66, ptr %fc1_weight_grad.t169_c3_0, align 64
-  %t169_a330 = load <16 x float>, ptr %fc1_weight_grad.t169_a3, align 64
-  %t169_b131 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
-  %t169_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_1, align 64
-  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a330, <16 x float> %t169_b131, <16 x float> %t169_c3_1)
-  store <16 x float> %67, ptr %fc1_weight_grad.t169_c3_1, align 64
-  %t169_a332 = load <16 x float>, ptr %fc1_weight_grad.t169_a3, align 64
-  %t169_b233 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
-  %t169_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_2, align 64
-  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a332, <16 x float> %t169_b233, <16 x float> %t169_c3_2)
-  store <16 x float> %68, ptr %fc1_weight_grad.t169_c3_2, align 64
-  %t169_a334 = load <16 x float>, ptr %fc1_weight_grad.t169_a3, align 64
-  %t169_b335 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
-  %t169_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_3, align 64
-  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a334, <16 x float> %t169_b335, <16 x float> %t169_c3_3)
-  store <16 x float> %69, ptr %fc1_weight_grad.t169_c3_3, align 64
-  %70 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %65, ptr %fc1_weight_grad.t193_a3, align 64
+  %t193_a3 = load <16 x float>, ptr %fc1_weight_grad.t193_a3, align 64
+  %t193_b029 = load <16 x float>, ptr %fc1_weight_grad.t193_b0, align 64
+  %t193_c3_0 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_0, align 64
+  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a3, <16 x float> %t193_b029, <16 x float> %t193_c3_0)
+  store <16 x float> %66, ptr %fc1_weight_grad.t193_c3_0, align 64
+  %t193_a330 = load <16 x float>, ptr %fc1_weight_grad.t193_a3, align 64
+  %t193_b131 = load <16 x float>, ptr %fc1_weight_grad.t193_b1, align 64
+  %t193_c3_1 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_1, align 64
+  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a330, <16 x float> %t193_b131, <16 x float> %t193_c3_1)
+  store <16 x float> %67, ptr %fc1_weight_grad.t193_c3_1, align 64
+  %t193_a332 = load <16 x float>, ptr %fc1_weight_grad.t193_a3, align 64
+  %t193_b233 = load <16 x float>, ptr %fc1_weight_grad.t193_b2, align 64
+  %t193_c3_2 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_2, align 64
+  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a332, <16 x float> %t193_b233, <16 x float> %t193_c3_2)
+  store <16 x float> %68, ptr %fc1_weight_grad.t193_c3_2, align 64
+  %t193_a334 = load <16 x float>, ptr %fc1_weight_grad.t193_a3, align 64
+  %t193_b335 = load <16 x float>, ptr %fc1_weight_grad.t193_b3, align 64
+  %t193_c3_3 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_3, align 64
+  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a334, <16 x float> %t193_b335, <16 x float> %t193_c3_3)
+  store <16 x float> %69, ptr %fc1_weight_grad.t193_c3_3, align 64
+  %70 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %71 = add nsw i64 %70, 4
   %72 = add nsw i64 1212416, %71
-  %73 = mul nsw i64 %fc1_weight_grad.k1703, 128
+  %73 = mul nsw i64 %fc1_weight_grad.k1943, 128
   %74 = add nsw i64 %72, %73
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena36, align 4
   %76 = insertelement <16 x float> undef, float %75, i32 0
   %77 = shufflevector <16 x float> %76, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %77, ptr %fc1_weight_grad.t169_a4, align 64
-  %t169_a4 = load <16 x float>, ptr %fc1_weight_grad.t169_a4, align 64
-  %t169_b037 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
-  %t169_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_0, align 64
-  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a4, <16 x float> %t169_b037, <16 x float> %t169_c4_0)
-  store <16 x float> %78, ptr %fc1_weight_grad.t169_c4_0, align 64
-  %t169_a438 = load <16 x float>, ptr %fc1_weight_grad.t169_a4, align 64
-  %t169_b139 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
-  %t169_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_1, align 64
-  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a438, <16 x float> %t169_b139, <16 x float> %t169_c4_1)
-  store <16 x float> %79, ptr %fc1_weight_grad.t169_c4_1, align 64
-  %t169_a440 = load <16 x float>, ptr %fc1_weight_grad.t169_a4, align 64
-  %t169_b241 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
-  %t169_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_2, align 64
-  %80 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a440, <16 x float> %t169_b241, <16 x float> %t169_c4_2)
-  store <16 x float> %80, ptr %fc1_weight_grad.t169_c4_2, align 64
-  %t169_a442 = load <16 x float>, ptr %fc1_weight_grad.t169_a4, align 64
-  %t169_b343 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
-  %t169_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_3, align 64
-  %81 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a442, <16 x float> %t169_b343, <16 x float> %t169_c4_3)
-  store <16 x float> %81, ptr %fc1_weight_grad.t169_c4_3, align 64
-  %82 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %77, ptr %fc1_weight_grad.t193_a4, align 64
+  %t193_a4 = load <16 x float>, ptr %fc1_weight_grad.t193_a4, align 64
+  %t193_b037 = load <16 x float>, ptr %fc1_weight_grad.t193_b0, align 64
+  %t193_c4_0 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_0, align 64
+  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a4, <16 x float> %t193_b037, <16 x float> %t193_c4_0)
+  store <16 x float> %78, ptr %fc1_weight_grad.t193_c4_0, align 64
+  %t193_a438 = load <16 x float>, ptr %fc1_weight_grad.t193_a4, align 64
+  %t193_b139 = load <16 x float>, ptr %fc1_weight_grad.t193_b1, align 64
+  %t193_c4_1 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_1, align 64
+  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a438, <16 x float> %t193_b139, <16 x float> %t193_c4_1)
+  store <16 x float> %79, ptr %fc1_weight_grad.t193_c4_1, align 64
+  %t193_a440 = load <16 x float>, ptr %fc1_weight_grad.t193_a4, align 64
+  %t193_b241 = load <16 x float>, ptr %fc1_weight_grad.t193_b2, align 64
+  %t193_c4_2 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_2, align 64
+  %80 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a440, <16 x float> %t193_b241, <16 x float> %t193_c4_2)
+  store <16 x float> %80, ptr %fc1_weight_grad.t193_c4_2, align 64
+  %t193_a442 = load <16 x float>, ptr %fc1_weight_grad.t193_a4, align 64
+  %t193_b343 = load <16 x float>, ptr %fc1_weight_grad.t193_b3, align 64
+  %t193_c4_3 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_3, align 64
+  %81 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a442, <16 x float> %t193_b343, <16 x float> %t193_c4_3)
+  store <16 x float> %81, ptr %fc1_weight_grad.t193_c4_3, align 64
+  %82 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %83 = add nsw i64 %82, 5
   %84 = add nsw i64 1212416, %83
-  %85 = mul nsw i64 %fc1_weight_grad.k1703, 128
+  %85 = mul nsw i64 %fc1_weight_grad.k1943, 128
   %86 = add nsw i64 %84, %85
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena44, align 4
   %88 = insertelement <16 x float> undef, float %87, i32 0
   %89 = shufflevector <16 x float> %88, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %89, ptr %fc1_weight_grad.t169_a5, align 64
-  %t169_a5 = load <16 x float>, ptr %fc1_weight_grad.t169_a5, align 64
-  %t169_b045 = load <16 x float>, ptr %fc1_weight_grad.t169_b0, align 64
-  %t169_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_0, align 64
-  %90 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a5, <16 x float> %t169_b045, <16 x float> %t169_c5_0)
-  store <16 x float> %90, ptr %fc1_weight_grad.t169_c5_0, align 64
-  %t169_a546 = load <16 x float>, ptr %fc1_weight_grad.t169_a5, align 64
-  %t169_b147 = load <16 x float>, ptr %fc1_weight_grad.t169_b1, align 64
-  %t169_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_1, align 64
-  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a546, <16 x float> %t169_b147, <16 x float> %t169_c5_1)
-  store <16 x float> %91, ptr %fc1_weight_grad.t169_c5_1, align 64
-  %t169_a548 = load <16 x float>, ptr %fc1_weight_grad.t169_a5, align 64
-  %t169_b249 = load <16 x float>, ptr %fc1_weight_grad.t169_b2, align 64
-  %t169_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_2, align 64
-  %92 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a548, <16 x float> %t169_b249, <16 x float> %t169_c5_2)
-  store <16 x float> %92, ptr %fc1_weight_grad.t169_c5_2, align 64
-  %t169_a550 = load <16 x float>, ptr %fc1_weight_grad.t169_a5, align 64
-  %t169_b351 = load <16 x float>, ptr %fc1_weight_grad.t169_b3, align 64
-  %t169_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_3, align 64
-  %93 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t169_a550, <16 x float> %t169_b351, <16 x float> %t169_c5_3)
-  store <16 x float> %93, ptr %fc1_weight_grad.t169_c5_3, align 64
-  %k170.next = add nsw i64 %fc1_weight_grad.k1703, 1
-  %94 = icmp slt i64 %k170.next, 64
-  br i1 %94, label %fc1_weight_grad.k170, label %fc1_weight_grad.k170.end
+  store <16 x float> %89, ptr %fc1_weight_grad.t193_a5, align 64
+  %t193_a5 = load <16 x float>, ptr %fc1_weight_grad.t193_a5, align 64
+  %t193_b045 = load <16 x float>, ptr %fc1_weight_grad.t193_b0, align 64
+  %t193_c5_0 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_0, align 64
+  %90 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a5, <16 x float> %t193_b045, <16 x float> %t193_c5_0)
+  store <16 x float> %90, ptr %fc1_weight_grad.t193_c5_0, align 64
+  %t193_a546 = load <16 x float>, ptr %fc1_weight_grad.t193_a5, align 64
+  %t193_b147 = load <16 x float>, ptr %fc1_weight_grad.t193_b1, align 64
+  %t193_c5_1 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_1, align 64
+  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a546, <16 x float> %t193_b147, <16 x float> %t193_c5_1)
+  store <16 x float> %91, ptr %fc1_weight_grad.t193_c5_1, align 64
+  %t193_a548 = load <16 x float>, ptr %fc1_weight_grad.t193_a5, align 64
+  %t193_b249 = load <16 x float>, ptr %fc1_weight_grad.t193_b2, align 64
+  %t193_c5_2 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_2, align 64
+  %92 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a548, <16 x float> %t193_b249, <16 x float> %t193_c5_2)
+  store <16 x float> %92, ptr %fc1_weight_grad.t193_c5_2, align 64
+  %t193_a550 = load <16 x float>, ptr %fc1_weight_grad.t193_a5, align 64
+  %t193_b351 = load <16 x float>, ptr %fc1_weight_grad.t193_b3, align 64
+  %t193_c5_3 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_3, align 64
+  %93 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t193_a550, <16 x float> %t193_b351, <16 x float> %t193_c5_3)
+  store <16 x float> %93, ptr %fc1_weight_grad.t193_c5_3, align 64
+  %k194.next = add nsw i64 %fc1_weight_grad.k1943, 1
+  %94 = icmp slt i64 %k194.next, 64
+  br i1 %94, label %fc1_weight_grad.k194, label %fc1_weight_grad.k194.end
 
-fc1_weight_grad.k170.end:                         ; preds = %fc1_weight_grad.k170
-  %t169_c0_052 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_0, align 64
-  %95 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+fc1_weight_grad.k194.end:                         ; preds = %fc1_weight_grad.k194
+  %t193_c0_052 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_0, align 64
+  %95 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %96 = mul nsw i64 %95, 3136
   %97 = add nsw i64 18816, %96
-  %98 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %98 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %99 = add nsw i64 %97, %98
   %grads53 = getelementptr inbounds float, ptr %grads, i64 %99
-  store <16 x float> %t169_c0_052, ptr %grads53, align 4
-  %t169_c0_154 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_1, align 64
-  %100 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c0_052, ptr %grads53, align 4
+  %t193_c0_154 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_1, align 64
+  %100 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %103 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %104 = add nsw i64 %102, %103
   %105 = add nsw i64 %104, 16
   %grads55 = getelementptr inbounds float, ptr %grads, i64 %105
-  store <16 x float> %t169_c0_154, ptr %grads55, align 4
-  %t169_c0_256 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_2, align 64
-  %106 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c0_154, ptr %grads55, align 4
+  %t193_c0_256 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_2, align 64
+  %106 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %109 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 32
   %grads57 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <16 x float> %t169_c0_256, ptr %grads57, align 4
-  %t169_c0_358 = load <16 x float>, ptr %fc1_weight_grad.t169_c0_3, align 64
-  %112 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c0_256, ptr %grads57, align 4
+  %t193_c0_358 = load <16 x float>, ptr %fc1_weight_grad.t193_c0_3, align 64
+  %112 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %113 = mul nsw i64 %112, 3136
   %114 = add nsw i64 18816, %113
-  %115 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %115 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %116 = add nsw i64 %114, %115
   %117 = add nsw i64 %116, 48
   %grads59 = getelementptr inbounds float, ptr %grads, i64 %117
-  store <16 x float> %t169_c0_358, ptr %grads59, align 4
-  %t169_c1_060 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_0, align 64
-  %118 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c0_358, ptr %grads59, align 4
+  %t193_c1_060 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_0, align 64
+  %118 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %119 = add nsw i64 %118, 1
   %120 = mul nsw i64 %119, 3136
   %121 = add nsw i64 18816, %120
-  %122 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %122 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %123 = add nsw i64 %121, %122
   %grads61 = getelementptr inbounds float, ptr %grads, i64 %123
-  store <16 x float> %t169_c1_060, ptr %grads61, align 4
-  %t169_c1_162 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_1, align 64
-  %124 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c1_060, ptr %grads61, align 4
+  %t193_c1_162 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_1, align 64
+  %124 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %125 = add nsw i64 %124, 1
   %126 = mul nsw i64 %125, 3136
   %127 = add nsw i64 18816, %126
-  %128 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %128 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %129, 16
   %grads63 = getelementptr inbounds float, ptr %grads, i64 %130
-  store <16 x float> %t169_c1_162, ptr %grads63, align 4
-  %t169_c1_264 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_2, align 64
-  %131 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c1_162, ptr %grads63, align 4
+  %t193_c1_264 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_2, align 64
+  %131 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %132 = add nsw i64 %131, 1
   %133 = mul nsw i64 %132, 3136
   %134 = add nsw i64 18816, %133
-  %135 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %135 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %136 = add nsw i64 %134, %135
   %137 = add nsw i64 %136, 32
   %grads65 = getelementptr inbounds float, ptr %grads, i64 %137
-  store <16 x float> %t169_c1_264, ptr %grads65, align 4
-  %t169_c1_366 = load <16 x float>, ptr %fc1_weight_grad.t169_c1_3, align 64
-  %138 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c1_264, ptr %grads65, align 4
+  %t193_c1_366 = load <16 x float>, ptr %fc1_weight_grad.t193_c1_3, align 64
+  %138 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %139 = add nsw i64 %138, 1
   %140 = mul nsw i64 %139, 3136
   %141 = add nsw i64 18816, %140
-  %142 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %142 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %143 = add nsw i64 %141, %142
   %144 = add nsw i64 %143, 48
   %grads67 = getelementptr inbounds float, ptr %grads, i64 %144
-  store <16 x float> %t169_c1_366, ptr %grads67, align 4
-  %t169_c2_068 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_0, align 64
-  %145 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c1_366, ptr %grads67, align 4
+  %t193_c2_068 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_0, align 64
+  %145 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %146 = add nsw i64 %145, 2
   %147 = mul nsw i64 %146, 3136
   %148 = add nsw i64 18816, %147
-  %149 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %149 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %150 = add nsw i64 %148, %149
   %grads69 = getelementptr inbounds float, ptr %grads, i64 %150
-  store <16 x float> %t169_c2_068, ptr %grads69, align 4
-  %t169_c2_170 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_1, align 64
-  %151 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c2_068, ptr %grads69, align 4
+  %t193_c2_170 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_1, align 64
+  %151 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 3136
   %154 = add nsw i64 18816, %153
-  %155 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %155 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %156 = add nsw i64 %154, %155
   %157 = add nsw i64 %156, 16
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %157
-  store <16 x float> %t169_c2_170, ptr %grads71, align 4
-  %t169_c2_272 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_2, align 64
-  %158 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c2_170, ptr %grads71, align 4
+  %t193_c2_272 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_2, align 64
+  %158 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %159 = add nsw i64 %158, 2
   %160 = mul nsw i64 %159, 3136
   %161 = add nsw i64 18816, %160
-  %162 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %162 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %163 = add nsw i64 %161, %162
   %164 = add nsw i64 %163, 32
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %164
-  store <16 x float> %t169_c2_272, ptr %grads73, align 4
-  %t169_c2_374 = load <16 x float>, ptr %fc1_weight_grad.t169_c2_3, align 64
-  %165 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c2_272, ptr %grads73, align 4
+  %t193_c2_374 = load <16 x float>, ptr %fc1_weight_grad.t193_c2_3, align 64
+  %165 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %166 = add nsw i64 %165, 2
   %167 = mul nsw i64 %166, 3136
   %168 = add nsw i64 18816, %167
-  %169 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %169 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %170 = add nsw i64 %168, %169
   %171 = add nsw i64 %170, 48
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %171
-  store <16 x float> %t169_c2_374, ptr %grads75, align 4
-  %t169_c3_076 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_0, align 64
-  %172 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c2_374, ptr %grads75, align 4
+  %t193_c3_076 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_0, align 64
+  %172 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %173 = add nsw i64 %172, 3
   %174 = mul nsw i64 %173, 3136
   %175 = add nsw i64 18816, %174
-  %176 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %176 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %177 = add nsw i64 %175, %176
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %177
-  store <16 x float> %t169_c3_076, ptr %grads77, align 4
-  %t169_c3_178 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_1, align 64
-  %178 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c3_076, ptr %grads77, align 4
+  %t193_c3_178 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_1, align 64
+  %178 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 3136
   %181 = add nsw i64 18816, %180
-  %182 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %182 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %183 = add nsw i64 %181, %182
   %184 = add nsw i64 %183, 16
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %184
-  store <16 x float> %t169_c3_178, ptr %grads79, align 4
-  %t169_c3_280 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_2, align 64
-  %185 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c3_178, ptr %grads79, align 4
+  %t193_c3_280 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_2, align 64
+  %185 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %186 = add nsw i64 %185, 3
   %187 = mul nsw i64 %186, 3136
   %188 = add nsw i64 18816, %187
-  %189 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %189 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %190 = add nsw i64 %188, %189
   %191 = add nsw i64 %190, 32
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %191
-  store <16 x float> %t169_c3_280, ptr %grads81, align 4
-  %t169_c3_382 = load <16 x float>, ptr %fc1_weight_grad.t169_c3_3, align 64
-  %192 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c3_280, ptr %grads81, align 4
+  %t193_c3_382 = load <16 x float>, ptr %fc1_weight_grad.t193_c3_3, align 64
+  %192 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %193 = add nsw i64 %192, 3
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18816, %194
-  %196 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %196 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %197 = add nsw i64 %195, %196
   %198 = add nsw i64 %197, 48
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %198
-  store <16 x float> %t169_c3_382, ptr %grads83, align 4
-  %t169_c4_084 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_0, align 64
-  %199 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c3_382, ptr %grads83, align 4
+  %t193_c4_084 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_0, align 64
+  %199 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %200 = add nsw i64 %199, 4
   %201 = mul nsw i64 %200, 3136
   %202 = add nsw i64 18816, %201
-  %203 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %203 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %204 = add nsw i64 %202, %203
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %204
-  store <16 x float> %t169_c4_084, ptr %grads85, align 4
-  %t169_c4_186 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_1, align 64
-  %205 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c4_084, ptr %grads85, align 4
+  %t193_c4_186 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_1, align 64
+  %205 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %206 = add nsw i64 %205, 4
   %207 = mul nsw i64 %206, 3136
   %208 = add nsw i64 18816, %207
-  %209 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %209 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %210 = add nsw i64 %208, %209
   %211 = add nsw i64 %210, 16
   %grads87 = getelementptr inbounds float, ptr %grads, i64 %211
-  store <16 x float> %t169_c4_186, ptr %grads87, align 4
-  %t169_c4_288 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_2, align 64
-  %212 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c4_186, ptr %grads87, align 4
+  %t193_c4_288 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_2, align 64
+  %212 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %213 = add nsw i64 %212, 4
   %214 = mul nsw i64 %213, 3136
   %215 = add nsw i64 18816, %214
-  %216 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %216 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %217 = add nsw i64 %215, %216
   %218 = add nsw i64 %217, 32
   %grads89 = getelementptr inbounds float, ptr %grads, i64 %218
-  store <16 x float> %t169_c4_288, ptr %grads89, align 4
-  %t169_c4_390 = load <16 x float>, ptr %fc1_weight_grad.t169_c4_3, align 64
-  %219 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c4_288, ptr %grads89, align 4
+  %t193_c4_390 = load <16 x float>, ptr %fc1_weight_grad.t193_c4_3, align 64
+  %219 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %220 = add nsw i64 %219, 4
   %221 = mul nsw i64 %220, 3136
   %222 = add nsw i64 18816, %221
-  %223 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %223 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %224 = add nsw i64 %222, %223
   %225 = add nsw i64 %224, 48
   %grads91 = getelementptr inbounds float, ptr %grads, i64 %225
-  store <16 x float> %t169_c4_390, ptr %grads91, align 4
-  %t169_c5_092 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_0, align 64
-  %226 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c4_390, ptr %grads91, align 4
+  %t193_c5_092 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_0, align 64
+  %226 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %227 = add nsw i64 %226, 5
   %228 = mul nsw i64 %227, 3136
   %229 = add nsw i64 18816, %228
-  %230 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %230 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %231 = add nsw i64 %229, %230
   %grads93 = getelementptr inbounds float, ptr %grads, i64 %231
-  store <16 x float> %t169_c5_092, ptr %grads93, align 4
-  %t169_c5_194 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_1, align 64
-  %232 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c5_092, ptr %grads93, align 4
+  %t193_c5_194 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_1, align 64
+  %232 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %233 = add nsw i64 %232, 5
   %234 = mul nsw i64 %233, 3136
   %235 = add nsw i64 18816, %234
-  %236 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %236 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %237 = add nsw i64 %235, %236
   %238 = add nsw i64 %237, 16
   %grads95 = getelementptr inbounds float, ptr %grads, i64 %238
-  store <16 x float> %t169_c5_194, ptr %grads95, align 4
-  %t169_c5_296 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_2, align 64
-  %239 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c5_194, ptr %grads95, align 4
+  %t193_c5_296 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_2, align 64
+  %239 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %240 = add nsw i64 %239, 5
   %241 = mul nsw i64 %240, 3136
   %242 = add nsw i64 18816, %241
-  %243 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %243 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 %244, 32
   %grads97 = getelementptr inbounds float, ptr %grads, i64 %245
-  store <16 x float> %t169_c5_296, ptr %grads97, align 4
-  %t169_c5_398 = load <16 x float>, ptr %fc1_weight_grad.t169_c5_3, align 64
-  %246 = mul nsw i64 %fc1_weight_grad.mb1682, 6
+  store <16 x float> %t193_c5_296, ptr %grads97, align 4
+  %t193_c5_398 = load <16 x float>, ptr %fc1_weight_grad.t193_c5_3, align 64
+  %246 = mul nsw i64 %fc1_weight_grad.mb1922, 6
   %247 = add nsw i64 %246, 5
   %248 = mul nsw i64 %247, 3136
   %249 = add nsw i64 18816, %248
-  %250 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %250 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %251, 48
   %grads99 = getelementptr inbounds float, ptr %grads, i64 %252
-  store <16 x float> %t169_c5_398, ptr %grads99, align 4
-  %mb168.next = add nsw i64 %fc1_weight_grad.mb1682, 1
-  %253 = icmp slt i64 %mb168.next, 21
-  br i1 %253, label %fc1_weight_grad.mb168, label %fc1_weight_grad.mb168.end
+  store <16 x float> %t193_c5_398, ptr %grads99, align 4
+  %mb192.next = add nsw i64 %fc1_weight_grad.mb1922, 1
+  %253 = icmp slt i64 %mb192.next, 21
+  br i1 %253, label %fc1_weight_grad.mb192, label %fc1_weight_grad.mb192.end
 
-fc1_weight_grad.k172:                             ; preds = %fc1_weight_grad.k172, %fc1_weight_grad.mb168.end
-  %fc1_weight_grad.k172100 = phi i64 [ 0, %fc1_weight_grad.mb168.end ], [ %k172.next, %fc1_weight_grad.k172 ]
-  %254 = mul nsw i64 %fc1_weight_grad.k172100, 3136
+fc1_weight_grad.k196:                             ; preds = %fc1_weight_grad.k196, %fc1_weight_grad.mb192.end
+  %fc1_weight_grad.k196100 = phi i64 [ 0, %fc1_weight_grad.mb192.end ], [ %k196.next, %fc1_weight_grad.k196 ]
+  %254 = mul nsw i64 %fc1_weight_grad.k196100, 3136
   %255 = add nsw i64 802816, %254
-  %256 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %256 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %257 = add nsw i64 %255, %256
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <16 x float>, ptr %arena101, align 4
-  store <16 x float> %258, ptr %fc1_weight_grad.t171_b0, align 64
-  %259 = mul nsw i64 %fc1_weight_grad.k172100, 3136
+  store <16 x float> %258, ptr %fc1_weight_grad.t195_b0, align 64
+  %259 = mul nsw i64 %fc1_weight_grad.k196100, 3136
   %260 = add nsw i64 802816, %259
-  %261 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %261 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %262 = add nsw i64 %260, %261
   %263 = add nsw i64 %262, 16
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <16 x float>, ptr %arena102, align 4
-  store <16 x float> %264, ptr %fc1_weight_grad.t171_b1, align 64
-  %265 = mul nsw i64 %fc1_weight_grad.k172100, 3136
+  store <16 x float> %264, ptr %fc1_weight_grad.t195_b1, align 64
+  %265 = mul nsw i64 %fc1_weight_grad.k196100, 3136
   %266 = add nsw i64 802816, %265
-  %267 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %267 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %268 = add nsw i64 %266, %267
   %269 = add nsw i64 %268, 32
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load <16 x float>, ptr %arena103, align 4
-  store <16 x float> %270, ptr %fc1_weight_grad.t171_b2, align 64
-  %271 = mul nsw i64 %fc1_weight_grad.k172100, 3136
+  store <16 x float> %270, ptr %fc1_weight_grad.t195_b2, align 64
+  %271 = mul nsw i64 %fc1_weight_grad.k196100, 3136
   %272 = add nsw i64 802816, %271
-  %273 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  %273 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %274 = add nsw i64 %272, %273
   %275 = add nsw i64 %274, 48
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %275
   %276 = load <16 x float>, ptr %arena104, align 4
-  store <16 x float> %276, ptr %fc1_weight_grad.t171_b3, align 64
-  %277 = mul nsw i64 %fc1_weight_grad.k172100, 128
+  store <16 x float> %276, ptr %fc1_weight_grad.t195_b3, align 64
+  %277 = mul nsw i64 %fc1_weight_grad.k196100, 128
   %278 = add nsw i64 1212542, %277
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %278
   %279 = load float, ptr %arena105, align 4
   %280 = insertelement <16 x float> undef, float %279, i32 0
   %281 = shufflevector <16 x float> %280, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %281, ptr %fc1_weight_grad.t171_a0, align 64
-  %t171_a0 = load <16 x float>, ptr %fc1_weight_grad.t171_a0, align 64
-  %t171_b0 = load <16 x float>, ptr %fc1_weight_grad.t171_b0, align 64
-  %t171_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_0, align 64
-  %282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0, <16 x float> %t171_b0, <16 x float> %t171_c0_0)
-  store <16 x float> %282, ptr %fc1_weight_grad.t171_c0_0, align 64
-  %t171_a0106 = load <16 x float>, ptr %fc1_weight_grad.t171_a0, align 64
-  %t171_b1 = load <16 x float>, ptr %fc1_weight_grad.t171_b1, align 64
-  %t171_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_1, align 64
-  %283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0106, <16 x float> %t171_b1, <16 x float> %t171_c0_1)
-  store <16 x float> %283, ptr %fc1_weight_grad.t171_c0_1, align 64
-  %t171_a0107 = load <16 x float>, ptr %fc1_weight_grad.t171_a0, align 64
-  %t171_b2 = load <16 x float>, ptr %fc1_weight_grad.t171_b2, align 64
-  %t171_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_2, align 64
-  %284 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0107, <16 x float> %t171_b2, <16 x float> %t171_c0_2)
-  store <16 x float> %284, ptr %fc1_weight_grad.t171_c0_2, align 64
-  %t171_a0108 = load <16 x float>, ptr %fc1_weight_grad.t171_a0, align 64
-  %t171_b3 = load <16 x float>, ptr %fc1_weight_grad.t171_b3, align 64
-  %t171_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_3, align 64
-  %285 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a0108, <16 x float> %t171_b3, <16 x float> %t171_c0_3)
-  store <16 x float> %285, ptr %fc1_weight_grad.t171_c0_3, align 64
-  %286 = mul nsw i64 %fc1_weight_grad.k172100, 128
+  store <16 x float> %281, ptr %fc1_weight_grad.t195_a0, align 64
+  %t195_a0 = load <16 x float>, ptr %fc1_weight_grad.t195_a0, align 64
+  %t195_b0 = load <16 x float>, ptr %fc1_weight_grad.t195_b0, align 64
+  %t195_c0_0 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_0, align 64
+  %282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a0, <16 x float> %t195_b0, <16 x float> %t195_c0_0)
+  store <16 x float> %282, ptr %fc1_weight_grad.t195_c0_0, align 64
+  %t195_a0106 = load <16 x float>, ptr %fc1_weight_grad.t195_a0, align 64
+  %t195_b1 = load <16 x float>, ptr %fc1_weight_grad.t195_b1, align 64
+  %t195_c0_1 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_1, align 64
+  %283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a0106, <16 x float> %t195_b1, <16 x float> %t195_c0_1)
+  store <16 x float> %283, ptr %fc1_weight_grad.t195_c0_1, align 64
+  %t195_a0107 = load <16 x float>, ptr %fc1_weight_grad.t195_a0, align 64
+  %t195_b2 = load <16 x float>, ptr %fc1_weight_grad.t195_b2, align 64
+  %t195_c0_2 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_2, align 64
+  %284 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a0107, <16 x float> %t195_b2, <16 x float> %t195_c0_2)
+  store <16 x float> %284, ptr %fc1_weight_grad.t195_c0_2, align 64
+  %t195_a0108 = load <16 x float>, ptr %fc1_weight_grad.t195_a0, align 64
+  %t195_b3 = load <16 x float>, ptr %fc1_weight_grad.t195_b3, align 64
+  %t195_c0_3 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_3, align 64
+  %285 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a0108, <16 x float> %t195_b3, <16 x float> %t195_c0_3)
+  store <16 x float> %285, ptr %fc1_weight_grad.t195_c0_3, align 64
+  %286 = mul nsw i64 %fc1_weight_grad.k196100, 128
   %287 = add nsw i64 1212543, %286
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %287
   %288 = load float, ptr %arena109, align 4
   %289 = insertelement <16 x float> undef, float %288, i32 0
   %290 = shufflevector <16 x float> %289, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %290, ptr %fc1_weight_grad.t171_a1, align 64
-  %t171_a1 = load <16 x float>, ptr %fc1_weight_grad.t171_a1, align 64
-  %t171_b0110 = load <16 x float>, ptr %fc1_weight_grad.t171_b0, align 64
-  %t171_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_0, align 64
-  %291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1, <16 x float> %t171_b0110, <16 x float> %t171_c1_0)
-  store <16 x float> %291, ptr %fc1_weight_grad.t171_c1_0, align 64
-  %t171_a1111 = load <16 x float>, ptr %fc1_weight_grad.t171_a1, align 64
-  %t171_b1112 = load <16 x float>, ptr %fc1_weight_grad.t171_b1, align 64
-  %t171_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_1, align 64
-  %292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1111, <16 x float> %t171_b1112, <16 x float> %t171_c1_1)
-  store <16 x float> %292, ptr %fc1_weight_grad.t171_c1_1, align 64
-  %t171_a1113 = load <16 x float>, ptr %fc1_weight_grad.t171_a1, align 64
-  %t171_b2114 = load <16 x float>, ptr %fc1_weight_grad.t171_b2, align 64
-  %t171_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_2, align 64
-  %293 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1113, <16 x float> %t171_b2114, <16 x float> %t171_c1_2)
-  store <16 x float> %293, ptr %fc1_weight_grad.t171_c1_2, align 64
-  %t171_a1115 = load <16 x float>, ptr %fc1_weight_grad.t171_a1, align 64
-  %t171_b3116 = load <16 x float>, ptr %fc1_weight_grad.t171_b3, align 64
-  %t171_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_3, align 64
-  %294 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t171_a1115, <16 x float> %t171_b3116, <16 x float> %t171_c1_3)
-  store <16 x float> %294, ptr %fc1_weight_grad.t171_c1_3, align 64
-  %k172.next = add nsw i64 %fc1_weight_grad.k172100, 1
-  %295 = icmp slt i64 %k172.next, 64
-  br i1 %295, label %fc1_weight_grad.k172, label %fc1_weight_grad.k172.end
+  store <16 x float> %290, ptr %fc1_weight_grad.t195_a1, align 64
+  %t195_a1 = load <16 x float>, ptr %fc1_weight_grad.t195_a1, align 64
+  %t195_b0110 = load <16 x float>, ptr %fc1_weight_grad.t195_b0, align 64
+  %t195_c1_0 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_0, align 64
+  %291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a1, <16 x float> %t195_b0110, <16 x float> %t195_c1_0)
+  store <16 x float> %291, ptr %fc1_weight_grad.t195_c1_0, align 64
+  %t195_a1111 = load <16 x float>, ptr %fc1_weight_grad.t195_a1, align 64
+  %t195_b1112 = load <16 x float>, ptr %fc1_weight_grad.t195_b1, align 64
+  %t195_c1_1 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_1, align 64
+  %292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a1111, <16 x float> %t195_b1112, <16 x float> %t195_c1_1)
+  store <16 x float> %292, ptr %fc1_weight_grad.t195_c1_1, align 64
+  %t195_a1113 = load <16 x float>, ptr %fc1_weight_grad.t195_a1, align 64
+  %t195_b2114 = load <16 x float>, ptr %fc1_weight_grad.t195_b2, align 64
+  %t195_c1_2 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_2, align 64
+  %293 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a1113, <16 x float> %t195_b2114, <16 x float> %t195_c1_2)
+  store <16 x float> %293, ptr %fc1_weight_grad.t195_c1_2, align 64
+  %t195_a1115 = load <16 x float>, ptr %fc1_weight_grad.t195_a1, align 64
+  %t195_b3116 = load <16 x float>, ptr %fc1_weight_grad.t195_b3, align 64
+  %t195_c1_3 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_3, align 64
+  %294 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t195_a1115, <16 x float> %t195_b3116, <16 x float> %t195_c1_3)
+  store <16 x float> %294, ptr %fc1_weight_grad.t195_c1_3, align 64
+  %k196.next = add nsw i64 %fc1_weight_grad.k196100, 1
+  %295 = icmp slt i64 %k196.next, 64
+  br i1 %295, label %fc1_weight_grad.k196, label %fc1_weight_grad.k196.end
 
-fc1_weight_grad.k172.end:                         ; preds = %fc1_weight_grad.k172
-  %t171_c0_0117 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_0, align 64
-  %296 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+fc1_weight_grad.k196.end:                         ; preds = %fc1_weight_grad.k196
+  %t195_c0_0117 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_0, align 64
+  %296 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %297 = add nsw i64 413952, %296
   %grads118 = getelementptr inbounds float, ptr %grads, i64 %297
-  store <16 x float> %t171_c0_0117, ptr %grads118, align 4
-  %t171_c0_1119 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_1, align 64
-  %298 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c0_0117, ptr %grads118, align 4
+  %t195_c0_1119 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_1, align 64
+  %298 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %299 = add nsw i64 413952, %298
   %300 = add nsw i64 %299, 16
   %grads120 = getelementptr inbounds float, ptr %grads, i64 %300
-  store <16 x float> %t171_c0_1119, ptr %grads120, align 4
-  %t171_c0_2121 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_2, align 64
-  %301 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c0_1119, ptr %grads120, align 4
+  %t195_c0_2121 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_2, align 64
+  %301 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %302 = add nsw i64 413952, %301
   %303 = add nsw i64 %302, 32
   %grads122 = getelementptr inbounds float, ptr %grads, i64 %303
-  store <16 x float> %t171_c0_2121, ptr %grads122, align 4
-  %t171_c0_3123 = load <16 x float>, ptr %fc1_weight_grad.t171_c0_3, align 64
-  %304 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c0_2121, ptr %grads122, align 4
+  %t195_c0_3123 = load <16 x float>, ptr %fc1_weight_grad.t195_c0_3, align 64
+  %304 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %305 = add nsw i64 413952, %304
   %306 = add nsw i64 %305, 48
   %grads124 = getelementptr inbounds float, ptr %grads, i64 %306
-  store <16 x float> %t171_c0_3123, ptr %grads124, align 4
-  %t171_c1_0125 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_0, align 64
-  %307 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c0_3123, ptr %grads124, align 4
+  %t195_c1_0125 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_0, align 64
+  %307 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %308 = add nsw i64 417088, %307
   %grads126 = getelementptr inbounds float, ptr %grads, i64 %308
-  store <16 x float> %t171_c1_0125, ptr %grads126, align 4
-  %t171_c1_1127 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_1, align 64
-  %309 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c1_0125, ptr %grads126, align 4
+  %t195_c1_1127 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_1, align 64
+  %309 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %310 = add nsw i64 417088, %309
   %311 = add nsw i64 %310, 16
   %grads128 = getelementptr inbounds float, ptr %grads, i64 %311
-  store <16 x float> %t171_c1_1127, ptr %grads128, align 4
-  %t171_c1_2129 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_2, align 64
-  %312 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c1_1127, ptr %grads128, align 4
+  %t195_c1_2129 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_2, align 64
+  %312 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %313 = add nsw i64 417088, %312
   %314 = add nsw i64 %313, 32
   %grads130 = getelementptr inbounds float, ptr %grads, i64 %314
-  store <16 x float> %t171_c1_2129, ptr %grads130, align 4
-  %t171_c1_3131 = load <16 x float>, ptr %fc1_weight_grad.t171_c1_3, align 64
-  %315 = mul nsw i64 %fc1_weight_grad.nb1671, 64
+  store <16 x float> %t195_c1_2129, ptr %grads130, align 4
+  %t195_c1_3131 = load <16 x float>, ptr %fc1_weight_grad.t195_c1_3, align 64
+  %315 = mul nsw i64 %fc1_weight_grad.nb1911, 64
   %316 = add nsw i64 417088, %315
   %317 = add nsw i64 %316, 48
   %grads132 = getelementptr inbounds float, ptr %grads, i64 %317
-  store <16 x float> %t171_c1_3131, ptr %grads132, align 4
-  %nb167.next = add nsw i64 %fc1_weight_grad.nb1671, 1
-  %318 = icmp slt i64 %nb167.next, 49
-  br i1 %318, label %fc1_weight_grad.nb167, label %fc1_weight_grad.nb167.end
+  store <16 x float> %t195_c1_3131, ptr %grads132, align 4
+  %nb191.next = add nsw i64 %fc1_weight_grad.nb1911, 1
+  %318 = icmp slt i64 %nb191.next, 49
+  br i1 %318, label %fc1_weight_grad.nb191, label %fc1_weight_grad.nb191.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k14.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_bias_grad.acc175 = alloca float, align 4
-  br label %fc1_bias_grad.u174
+  %fc1_bias_grad.acc199 = alloca float, align 4
+  br label %fc1_bias_grad.u198
 
-fc1_bias_grad.u174:                               ; preds = %fc1_bias_grad.n176.end, %entry
-  %fc1_bias_grad.u1741 = phi i64 [ 0, %entry ], [ %u174.next, %fc1_bias_grad.n176.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc175, align 4
-  br label %fc1_bias_grad.n176
+fc1_bias_grad.u198:                               ; preds = %fc1_bias_grad.n200.end, %entry
+  %fc1_bias_grad.u1981 = phi i64 [ 0, %entry ], [ %u198.next, %fc1_bias_grad.n200.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc199, align 4
+  br label %fc1_bias_grad.n200
 
-fc1_bias_grad.u174.end:                           ; preds = %fc1_bias_grad.n176.end
+fc1_bias_grad.u198.end:                           ; preds = %fc1_bias_grad.n200.end
   ret void
 
-fc1_bias_grad.n176:                               ; preds = %fc1_bias_grad.n176, %fc1_bias_grad.u174
-  %fc1_bias_grad.n1762 = phi i64 [ 0, %fc1_bias_grad.u174 ], [ %n176.next, %fc1_bias_grad.n176 ]
-  %acc175 = load float, ptr %fc1_bias_grad.acc175, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n1762, 128
+fc1_bias_grad.n200:                               ; preds = %fc1_bias_grad.n200, %fc1_bias_grad.u198
+  %fc1_bias_grad.n2002 = phi i64 [ 0, %fc1_bias_grad.u198 ], [ %n200.next, %fc1_bias_grad.n200 ]
+  %acc199 = load float, ptr %fc1_bias_grad.acc199, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2002, 128
   %1 = add nsw i64 1212416, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u1741
+  %2 = add nsw i64 %1, %fc1_bias_grad.u1981
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc175, %3
-  store float %4, ptr %fc1_bias_grad.acc175, align 4
-  %n176.next = add nsw i64 %fc1_bias_grad.n1762, 1
-  %5 = icmp slt i64 %n176.next, 64
-  br i1 %5, label %fc1_bias_grad.n176, label %fc1_bias_grad.n176.end
+  %4 = fadd float %acc199, %3
+  store float %4, ptr %fc1_bias_grad.acc199, align 4
+  %n200.next = add nsw i64 %fc1_bias_grad.n2002, 1
+  %5 = icmp slt i64 %n200.next, 64
+  br i1 %5, label %fc1_bias_grad.n200, label %fc1_bias_grad.n200.end
 
-fc1_bias_grad.n176.end:                           ; preds = %fc1_bias_grad.n176
-  %acc1754 = load float, ptr %fc1_bias_grad.acc175, align 4
-  %6 = add nsw i64 420224, %fc1_bias_grad.u1741
+fc1_bias_grad.n200.end:                           ; preds = %fc1_bias_grad.n200
+  %acc1994 = load float, ptr %fc1_bias_grad.acc199, align 4
+  %6 = add nsw i64 420224, %fc1_bias_grad.u1981
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1754, ptr %grads5, align 4
-  %u174.next = add nsw i64 %fc1_bias_grad.u1741, 1
-  %7 = icmp slt i64 %u174.next, 128
-  br i1 %7, label %fc1_bias_grad.u174, label %fc1_bias_grad.u174.end
+  store float %acc1994, ptr %grads5, align 4
+  %u198.next = add nsw i64 %fc1_bias_grad.u1981, 1
+  %7 = icmp slt i64 %u198.next, 128
+  br i1 %7, label %fc1_bias_grad.u198, label %fc1_bias_grad.u198.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k15.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @simplecnn_train_b64.k15.flat_grad.gemm183(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @simplecnn_train_b64.k15.flat_grad.gemm207(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k15.flat_grad.gemm183(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k15.flat_grad.gemm207(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %flat_grad.t181_a3 = alloca <16 x float>, align 64
-  %flat_grad.t181_a2 = alloca <16 x float>, align 64
-  %flat_grad.t181_a1 = alloca <16 x float>, align 64
-  %flat_grad.t181_a0 = alloca <16 x float>, align 64
-  %flat_grad.t181_b3 = alloca <16 x float>, align 64
-  %flat_grad.t181_b2 = alloca <16 x float>, align 64
-  %flat_grad.t181_b1 = alloca <16 x float>, align 64
-  %flat_grad.t181_b0 = alloca <16 x float>, align 64
-  %flat_grad.t181_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t181_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t181_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t181_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t181_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t181_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t181_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t181_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t181_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t181_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t181_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t181_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t181_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t181_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t181_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t181_c0_0 = alloca <16 x float>, align 64
-  %flat_grad.t179_a5 = alloca <16 x float>, align 64
-  %flat_grad.t179_a4 = alloca <16 x float>, align 64
-  %flat_grad.t179_a3 = alloca <16 x float>, align 64
-  %flat_grad.t179_a2 = alloca <16 x float>, align 64
-  %flat_grad.t179_a1 = alloca <16 x float>, align 64
-  %flat_grad.t179_a0 = alloca <16 x float>, align 64
-  %flat_grad.t179_b3 = alloca <16 x float>, align 64
-  %flat_grad.t179_b2 = alloca <16 x float>, align 64
-  %flat_grad.t179_b1 = alloca <16 x float>, align 64
-  %flat_grad.t179_b0 = alloca <16 x float>, align 64
-  %flat_grad.t179_c5_3 = alloca <16 x float>, align 64
-  %flat_grad.t179_c5_2 = alloca <16 x float>, align 64
-  %flat_grad.t179_c5_1 = alloca <16 x float>, align 64
-  %flat_grad.t179_c5_0 = alloca <16 x float>, align 64
-  %flat_grad.t179_c4_3 = alloca <16 x float>, align 64
-  %flat_grad.t179_c4_2 = alloca <16 x float>, align 64
-  %flat_grad.t179_c4_1 = alloca <16 x float>, align 64
-  %flat_grad.t179_c4_0 = alloca <16 x float>, align 64
-  %flat_grad.t179_c3_3 = alloca <16 x float>, align 64
-  %flat_grad.t179_c3_2 = alloca <16 x float>, align 64
-  %flat_grad.t179_c3_1 = alloca <16 x float>, align 64
-  %flat_grad.t179_c3_0 = alloca <16 x float>, align 64
-  %flat_grad.t179_c2_3 = alloca <16 x float>, align 64
-  %flat_grad.t179_c2_2 = alloca <16 x float>, align 64
-  %flat_grad.t179_c2_1 = alloca <16 x float>, align 64
-  %flat_grad.t179_c2_0 = alloca <16 x float>, align 64
-  %flat_grad.t179_c1_3 = alloca <16 x float>, align 64
-  %flat_grad.t179_c1_2 = alloca <16 x float>, align 64
-  %flat_grad.t179_c1_1 = alloca <16 x float>, align 64
-  %flat_grad.t179_c1_0 = alloca <16 x float>, align 64
-  %flat_grad.t179_c0_3 = alloca <16 x float>, align 64
-  %flat_grad.t179_c0_2 = alloca <16 x float>, align 64
-  %flat_grad.t179_c0_1 = alloca <16 x float>, align 64
-  %flat_grad.t179_c0_0 = alloca <16 x float>, align 64
-  br label %flat_grad.nb177
+  %flat_grad.t205_a3 = alloca <16 x float>, align 64
+  %flat_grad.t205_a2 = alloca <16 x float>, align 64
+  %flat_grad.t205_a1 = alloca <16 x float>, align 64
+  %flat_grad.t205_a0 = alloca <16 x float>, align 64
+  %flat_grad.t205_b3 = alloca <16 x float>, align 64
+  %flat_grad.t205_b2 = alloca <16 x float>, align 64
+  %flat_grad.t205_b1 = alloca <16 x float>, align 64
+  %flat_grad.t205_b0 = alloca <16 x float>, align 64
+  %flat_grad.t205_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t205_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t205_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t205_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t205_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t205_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t205_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t205_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t205_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t205_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t205_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t205_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t205_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t205_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t205_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t205_c0_0 = alloca <16 x float>, align 64
+  %flat_grad.t203_a5 = alloca <16 x float>, align 64
+  %flat_grad.t203_a4 = alloca <16 x float>, align 64
+  %flat_grad.t203_a3 = alloca <16 x float>, align 64
+  %flat_grad.t203_a2 = alloca <16 x float>, align 64
+  %flat_grad.t203_a1 = alloca <16 x float>, align 64
+  %flat_grad.t203_a0 = alloca <16 x float>, align 64
+  %flat_grad.t203_b3 = alloca <16 x float>, align 64
+  %flat_grad.t203_b2 = alloca <16 x float>, align 64
+  %flat_grad.t203_b1 = alloca <16 x float>, align 64
+  %flat_grad.t203_b0 = alloca <16 x float>, align 64
+  %flat_grad.t203_c5_3 = alloca <16 x float>, align 64
+  %flat_grad.t203_c5_2 = alloca <16 x float>, align 64
+  %flat_grad.t203_c5_1 = alloca <16 x float>, align 64
+  %flat_grad.t203_c5_0 = alloca <16 x float>, align 64
+  %flat_grad.t203_c4_3 = alloca <16 x float>, align 64
+  %flat_grad.t203_c4_2 = alloca <16 x float>, align 64
+  %flat_grad.t203_c4_1 = alloca <16 x float>, align 64
+  %flat_grad.t203_c4_0 = alloca <16 x float>, align 64
+  %flat_grad.t203_c3_3 = alloca <16 x float>, align 64
+  %flat_grad.t203_c3_2 = alloca <16 x float>, align 64
+  %flat_grad.t203_c3_1 = alloca <16 x float>, align 64
+  %flat_grad.t203_c3_0 = alloca <16 x float>, align 64
+  %flat_grad.t203_c2_3 = alloca <16 x float>, align 64
+  %flat_grad.t203_c2_2 = alloca <16 x float>, align 64
+  %flat_grad.t203_c2_1 = alloca <16 x float>, align 64
+  %flat_grad.t203_c2_0 = alloca <16 x float>, align 64
+  %flat_grad.t203_c1_3 = alloca <16 x float>, align 64
+  %flat_grad.t203_c1_2 = alloca <16 x float>, align 64
+  %flat_grad.t203_c1_1 = alloca <16 x float>, align 64
+  %flat_grad.t203_c1_0 = alloca <16 x float>, align 64
+  %flat_grad.t203_c0_3 = alloca <16 x float>, align 64
+  %flat_grad.t203_c0_2 = alloca <16 x float>, align 64
+  %flat_grad.t203_c0_1 = alloca <16 x float>, align 64
+  %flat_grad.t203_c0_0 = alloca <16 x float>, align 64
+  br label %flat_grad.nb201
 
-flat_grad.nb177:                                  ; preds = %flat_grad.k182.end, %entry
-  %flat_grad.nb1771 = phi i64 [ 0, %entry ], [ %nb177.next, %flat_grad.k182.end ]
-  br label %flat_grad.mb178
+flat_grad.nb201:                                  ; preds = %flat_grad.k206.end, %entry
+  %flat_grad.nb2011 = phi i64 [ 0, %entry ], [ %nb201.next, %flat_grad.k206.end ]
+  br label %flat_grad.mb202
 
-flat_grad.nb177.end:                              ; preds = %flat_grad.k182.end
+flat_grad.nb201.end:                              ; preds = %flat_grad.k206.end
   ret void
 
-flat_grad.mb178:                                  ; preds = %flat_grad.k180.end, %flat_grad.nb177
-  %flat_grad.mb1782 = phi i64 [ 0, %flat_grad.nb177 ], [ %mb178.next, %flat_grad.k180.end ]
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t179_c5_3, align 64
-  br label %flat_grad.k180
+flat_grad.mb202:                                  ; preds = %flat_grad.k204.end, %flat_grad.nb201
+  %flat_grad.mb2022 = phi i64 [ 0, %flat_grad.nb201 ], [ %mb202.next, %flat_grad.k204.end ]
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t203_c5_3, align 64
+  br label %flat_grad.k204
 
-flat_grad.mb178.end:                              ; preds = %flat_grad.k180.end
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %flat_grad.t181_c3_3, align 64
-  br label %flat_grad.k182
+flat_grad.mb202.end:                              ; preds = %flat_grad.k204.end
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %flat_grad.t205_c3_3, align 64
+  br label %flat_grad.k206
 
-flat_grad.k180:                                   ; preds = %flat_grad.k180, %flat_grad.mb178
-  %flat_grad.k1803 = phi i64 [ 0, %flat_grad.mb178 ], [ %k180.next, %flat_grad.k180 ]
-  %0 = mul nsw i64 %flat_grad.k1803, 3136
+flat_grad.k204:                                   ; preds = %flat_grad.k204, %flat_grad.mb202
+  %flat_grad.k2043 = phi i64 [ 0, %flat_grad.mb202 ], [ %k204.next, %flat_grad.k204 ]
+  %0 = mul nsw i64 %flat_grad.k2043, 3136
   %1 = add nsw i64 18816, %0
-  %2 = mul nsw i64 %flat_grad.nb1771, 64
+  %2 = mul nsw i64 %flat_grad.nb2011, 64
   %3 = add nsw i64 %1, %2
   %params4 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load <16 x float>, ptr %params4, align 4
-  store <16 x float> %4, ptr %flat_grad.t179_b0, align 64
-  %5 = mul nsw i64 %flat_grad.k1803, 3136
+  store <16 x float> %4, ptr %flat_grad.t203_b0, align 64
+  %5 = mul nsw i64 %flat_grad.k2043, 3136
   %6 = add nsw i64 18816, %5
-  %7 = mul nsw i64 %flat_grad.nb1771, 64
+  %7 = mul nsw i64 %flat_grad.nb2011, 64
   %8 = add nsw i64 %6, %7
   %9 = add nsw i64 %8, 16
   %params5 = getelementptr inbounds float, ptr %params, i64 %9
   %10 = load <16 x float>, ptr %params5, align 4
-  store <16 x float> %10, ptr %flat_grad.t179_b1, align 64
-  %11 = mul nsw i64 %flat_grad.k1803, 3136
+  store <16 x float> %10, ptr %flat_grad.t203_b1, align 64
+  %11 = mul nsw i64 %flat_grad.k2043, 3136
   %12 = add nsw i64 18816, %11
-  %13 = mul nsw i64 %flat_grad.nb1771, 64
+  %13 = mul nsw i64 %flat_grad.nb2011, 64
   %14 = add nsw i64 %12, %13
   %15 = add nsw i64 %14, 32
   %params6 = getelementptr inbounds float, ptr %params, i64 %15
   %16 = load <16 x float>, ptr %params6, align 4
-  store <16 x float> %16, ptr %flat_grad.t179_b2, align 64
-  %17 = mul nsw i64 %flat_grad.k1803, 3136
+  store <16 x float> %16, ptr %flat_grad.t203_b2, align 64
+  %17 = mul nsw i64 %flat_grad.k2043, 3136
   %18 = add nsw i64 18816, %17
-  %19 = mul nsw i64 %flat_grad.nb1771, 64
+  %19 = mul nsw i64 %flat_grad.nb2011, 64
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, 48
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load <16 x float>, ptr %params7, align 4
-  store <16 x float> %22, ptr %flat_grad.t179_b3, align 64
-  %23 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %22, ptr %flat_grad.t203_b3, align 64
+  %23 = mul nsw i64 %flat_grad.mb2022, 6
   %24 = mul nsw i64 %23, 128
   %25 = add nsw i64 1212416, %24
-  %26 = add nsw i64 %25, %flat_grad.k1803
+  %26 = add nsw i64 %25, %flat_grad.k2043
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena8, align 4
   %28 = insertelement <16 x float> undef, float %27, i32 0
   %29 = shufflevector <16 x float> %28, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %29, ptr %flat_grad.t179_a0, align 64
-  %t179_a0 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
-  %t179_b0 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
-  %t179_c0_0 = load <16 x float>, ptr %flat_grad.t179_c0_0, align 64
-  %30 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a0, <16 x float> %t179_b0, <16 x float> %t179_c0_0)
-  store <16 x float> %30, ptr %flat_grad.t179_c0_0, align 64
-  %t179_a09 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
-  %t179_b1 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
-  %t179_c0_1 = load <16 x float>, ptr %flat_grad.t179_c0_1, align 64
-  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a09, <16 x float> %t179_b1, <16 x float> %t179_c0_1)
-  store <16 x float> %31, ptr %flat_grad.t179_c0_1, align 64
-  %t179_a010 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
-  %t179_b2 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
-  %t179_c0_2 = load <16 x float>, ptr %flat_grad.t179_c0_2, align 64
-  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a010, <16 x float> %t179_b2, <16 x float> %t179_c0_2)
-  store <16 x float> %32, ptr %flat_grad.t179_c0_2, align 64
-  %t179_a011 = load <16 x float>, ptr %flat_grad.t179_a0, align 64
-  %t179_b3 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
-  %t179_c0_3 = load <16 x float>, ptr %flat_grad.t179_c0_3, align 64
-  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a011, <16 x float> %t179_b3, <16 x float> %t179_c0_3)
-  store <16 x float> %33, ptr %flat_grad.t179_c0_3, align 64
-  %34 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %29, ptr %flat_grad.t203_a0, align 64
+  %t203_a0 = load <16 x float>, ptr %flat_grad.t203_a0, align 64
+  %t203_b0 = load <16 x float>, ptr %flat_grad.t203_b0, align 64
+  %t203_c0_0 = load <16 x float>, ptr %flat_grad.t203_c0_0, align 64
+  %30 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a0, <16 x float> %t203_b0, <16 x float> %t203_c0_0)
+  store <16 x float> %30, ptr %flat_grad.t203_c0_0, align 64
+  %t203_a09 = load <16 x float>, ptr %flat_grad.t203_a0, align 64
+  %t203_b1 = load <16 x float>, ptr %flat_grad.t203_b1, align 64
+  %t203_c0_1 = load <16 x float>, ptr %flat_grad.t203_c0_1, align 64
+  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a09, <16 x float> %t203_b1, <16 x float> %t203_c0_1)
+  store <16 x float> %31, ptr %flat_grad.t203_c0_1, align 64
+  %t203_a010 = load <16 x float>, ptr %flat_grad.t203_a0, align 64
+  %t203_b2 = load <16 x float>, ptr %flat_grad.t203_b2, align 64
+  %t203_c0_2 = load <16 x float>, ptr %flat_grad.t203_c0_2, align 64
+  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a010, <16 x float> %t203_b2, <16 x float> %t203_c0_2)
+  store <16 x float> %32, ptr %flat_grad.t203_c0_2, align 64
+  %t203_a011 = load <16 x float>, ptr %flat_grad.t203_a0, align 64
+  %t203_b3 = load <16 x float>, ptr %flat_grad.t203_b3, align 64
+  %t203_c0_3 = load <16 x float>, ptr %flat_grad.t203_c0_3, align 64
+  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a011, <16 x float> %t203_b3, <16 x float> %t203_c0_3)
+  store <16 x float> %33, ptr %flat_grad.t203_c0_3, align 64
+  %34 = mul nsw i64 %flat_grad.mb2022, 6
   %35 = add nsw i64 %34, 1
   %36 = mul nsw i64 %35, 128
   %37 = add nsw i64 1212416, %36
-  %38 = add nsw i64 %37, %flat_grad.k1803
+  %38 = add nsw i64 %37, %flat_grad.k2043
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena12, align 4
   %40 = insertelement <16 x float> undef, float %39, i32 0
   %41 = shufflevector <16 x float> %40, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %41, ptr %flat_grad.t179_a1, align 64
-  %t179_a1 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
-  %t179_b013 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
-  %t179_c1_0 = load <16 x float>, ptr %flat_grad.t179_c1_0, align 64
-  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a1, <16 x float> %t179_b013, <16 x float> %t179_c1_0)
-  store <16 x float> %42, ptr %flat_grad.t179_c1_0, align 64
-  %t179_a114 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
-  %t179_b115 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
-  %t179_c1_1 = load <16 x float>, ptr %flat_grad.t179_c1_1, align 64
-  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a114, <16 x float> %t179_b115, <16 x float> %t179_c1_1)
-  store <16 x float> %43, ptr %flat_grad.t179_c1_1, align 64
-  %t179_a116 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
-  %t179_b217 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
-  %t179_c1_2 = load <16 x float>, ptr %flat_grad.t179_c1_2, align 64
-  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a116, <16 x float> %t179_b217, <16 x float> %t179_c1_2)
-  store <16 x float> %44, ptr %flat_grad.t179_c1_2, align 64
-  %t179_a118 = load <16 x float>, ptr %flat_grad.t179_a1, align 64
-  %t179_b319 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
-  %t179_c1_3 = load <16 x float>, ptr %flat_grad.t179_c1_3, align 64
-  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a118, <16 x float> %t179_b319, <16 x float> %t179_c1_3)
-  store <16 x float> %45, ptr %flat_grad.t179_c1_3, align 64
-  %46 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %41, ptr %flat_grad.t203_a1, align 64
+  %t203_a1 = load <16 x float>, ptr %flat_grad.t203_a1, align 64
+  %t203_b013 = load <16 x float>, ptr %flat_grad.t203_b0, align 64
+  %t203_c1_0 = load <16 x float>, ptr %flat_grad.t203_c1_0, align 64
+  %42 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a1, <16 x float> %t203_b013, <16 x float> %t203_c1_0)
+  store <16 x float> %42, ptr %flat_grad.t203_c1_0, align 64
+  %t203_a114 = load <16 x float>, ptr %flat_grad.t203_a1, align 64
+  %t203_b115 = load <16 x float>, ptr %flat_grad.t203_b1, align 64
+  %t203_c1_1 = load <16 x float>, ptr %flat_grad.t203_c1_1, align 64
+  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a114, <16 x float> %t203_b115, <16 x float> %t203_c1_1)
+  store <16 x float> %43, ptr %flat_grad.t203_c1_1, align 64
+  %t203_a116 = load <16 x float>, ptr %flat_grad.t203_a1, align 64
+  %t203_b217 = load <16 x float>, ptr %flat_grad.t203_b2, align 64
+  %t203_c1_2 = load <16 x float>, ptr %flat_grad.t203_c1_2, align 64
+  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a116, <16 x float> %t203_b217, <16 x float> %t203_c1_2)
+  store <16 x float> %44, ptr %flat_grad.t203_c1_2, align 64
+  %t203_a118 = load <16 x float>, ptr %flat_grad.t203_a1, align 64
+  %t203_b319 = load <16 x float>, ptr %flat_grad.t203_b3, align 64
+  %t203_c1_3 = load <16 x float>, ptr %flat_grad.t203_c1_3, align 64
+  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a118, <16 x float> %t203_b319, <16 x float> %t203_c1_3)
+  store <16 x float> %45, ptr %flat_grad.t203_c1_3, align 64
+  %46 = mul nsw i64 %flat_grad.mb2022, 6
   %47 = add nsw i64 %46, 2
   %48 = mul nsw i64 %47, 128
   %49 = add nsw i64 1212416, %48
-  %50 = add nsw i64 %49, %flat_grad.k1803
+  %50 = add nsw i64 %49, %flat_grad.k2043
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena20, align 4
   %52 = insertelement <16 x float> undef, float %51, i32 0
   %53 = shufflevector <16 x float> %52, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %53, ptr %flat_grad.t179_a2, align 64
-  %t179_a2 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
-  %t179_b021 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
-  %t179_c2_0 = load <16 x float>, ptr %flat_grad.t179_c2_0, align 64
-  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a2, <16 x float> %t179_b021, <16 x float> %t179_c2_0)
-  store <16 x float> %54, ptr %flat_grad.t179_c2_0, align 64
-  %t179_a222 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
-  %t179_b123 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
-  %t179_c2_1 = load <16 x float>, ptr %flat_grad.t179_c2_1, align 64
-  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a222, <16 x float> %t179_b123, <16 x float> %t179_c2_1)
-  store <16 x float> %55, ptr %flat_grad.t179_c2_1, align 64
-  %t179_a224 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
-  %t179_b225 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
-  %t179_c2_2 = load <16 x float>, ptr %flat_grad.t179_c2_2, align 64
-  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a224, <16 x float> %t179_b225, <16 x float> %t179_c2_2)
-  store <16 x float> %56, ptr %flat_grad.t179_c2_2, align 64
-  %t179_a226 = load <16 x float>, ptr %flat_grad.t179_a2, align 64
-  %t179_b327 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
-  %t179_c2_3 = load <16 x float>, ptr %flat_grad.t179_c2_3, align 64
-  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a226, <16 x float> %t179_b327, <16 x float> %t179_c2_3)
-  store <16 x float> %57, ptr %flat_grad.t179_c2_3, align 64
-  %58 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %53, ptr %flat_grad.t203_a2, align 64
+  %t203_a2 = load <16 x float>, ptr %flat_grad.t203_a2, align 64
+  %t203_b021 = load <16 x float>, ptr %flat_grad.t203_b0, align 64
+  %t203_c2_0 = load <16 x float>, ptr %flat_grad.t203_c2_0, align 64
+  %54 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a2, <16 x float> %t203_b021, <16 x float> %t203_c2_0)
+  store <16 x float> %54, ptr %flat_grad.t203_c2_0, align 64
+  %t203_a222 = load <16 x float>, ptr %flat_grad.t203_a2, align 64
+  %t203_b123 = load <16 x float>, ptr %flat_grad.t203_b1, align 64
+  %t203_c2_1 = load <16 x float>, ptr %flat_grad.t203_c2_1, align 64
+  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a222, <16 x float> %t203_b123, <16 x float> %t203_c2_1)
+  store <16 x float> %55, ptr %flat_grad.t203_c2_1, align 64
+  %t203_a224 = load <16 x float>, ptr %flat_grad.t203_a2, align 64
+  %t203_b225 = load <16 x float>, ptr %flat_grad.t203_b2, align 64
+  %t203_c2_2 = load <16 x float>, ptr %flat_grad.t203_c2_2, align 64
+  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a224, <16 x float> %t203_b225, <16 x float> %t203_c2_2)
+  store <16 x float> %56, ptr %flat_grad.t203_c2_2, align 64
+  %t203_a226 = load <16 x float>, ptr %flat_grad.t203_a2, align 64
+  %t203_b327 = load <16 x float>, ptr %flat_grad.t203_b3, align 64
+  %t203_c2_3 = load <16 x float>, ptr %flat_grad.t203_c2_3, align 64
+  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a226, <16 x float> %t203_b327, <16 x float> %t203_c2_3)
+  store <16 x float> %57, ptr %flat_grad.t203_c2_3, align 64
+  %58 = mul nsw i64 %flat_grad.mb2022, 6
   %59 = add nsw i64 %58, 3
   %60 = mul nsw i64 %59, 128
   %61 = add nsw i64 1212416, %60
-  %62 = add nsw i64 %61, %flat_grad.k1803
+  %62 = add nsw i64 %61, %flat_grad.k2043
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena28, align 4
   %64 = insertelement <16 x float> undef, float %63, i32 0
   %65 = shufflevector <16 x float> %64, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %65, ptr %flat_grad.t179_a3, align 64
-  %t179_a3 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
-  %t179_b029 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
-  %t179_c3_0 = load <16 x float>, ptr %flat_grad.t179_c3_0, align 64
-  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a3, <16 x float> %t179_b029, <16 x float> %t179_c3_0)
-  store <16 x float> %66, ptr %flat_grad.t179_c3_0, align 64
-  %t179_a330 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
-  %t179_b131 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
-  %t179_c3_1 = load <16 x float>, ptr %flat_grad.t179_c3_1, align 64
-  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a330, <16 x float> %t179_b131, <16 x float> %t179_c3_1)
-  store <16 x float> %67, ptr %flat_grad.t179_c3_1, align 64
-  %t179_a332 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
-  %t179_b233 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
-  %t179_c3_2 = load <16 x float>, ptr %flat_grad.t179_c3_2, align 64
-  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a332, <16 x float> %t179_b233, <16 x float> %t179_c3_2)
-  store <16 x float> %68, ptr %flat_grad.t179_c3_2, align 64
-  %t179_a334 = load <16 x float>, ptr %flat_grad.t179_a3, align 64
-  %t179_b335 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
-  %t179_c3_3 = load <16 x float>, ptr %flat_grad.t179_c3_3, align 64
-  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a334, <16 x float> %t179_b335, <16 x float> %t179_c3_3)
-  store <16 x float> %69, ptr %flat_grad.t179_c3_3, align 64
-  %70 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %65, ptr %flat_grad.t203_a3, align 64
+  %t203_a3 = load <16 x float>, ptr %flat_grad.t203_a3, align 64
+  %t203_b029 = load <16 x float>, ptr %flat_grad.t203_b0, align 64
+  %t203_c3_0 = load <16 x float>, ptr %flat_grad.t203_c3_0, align 64
+  %66 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a3, <16 x float> %t203_b029, <16 x float> %t203_c3_0)
+  store <16 x float> %66, ptr %flat_grad.t203_c3_0, align 64
+  %t203_a330 = load <16 x float>, ptr %flat_grad.t203_a3, align 64
+  %t203_b131 = load <16 x float>, ptr %flat_grad.t203_b1, align 64
+  %t203_c3_1 = load <16 x float>, ptr %flat_grad.t203_c3_1, align 64
+  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a330, <16 x float> %t203_b131, <16 x float> %t203_c3_1)
+  store <16 x float> %67, ptr %flat_grad.t203_c3_1, align 64
+  %t203_a332 = load <16 x float>, ptr %flat_grad.t203_a3, align 64
+  %t203_b233 = load <16 x float>, ptr %flat_grad.t203_b2, align 64
+  %t203_c3_2 = load <16 x float>, ptr %flat_grad.t203_c3_2, align 64
+  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a332, <16 x float> %t203_b233, <16 x float> %t203_c3_2)
+  store <16 x float> %68, ptr %flat_grad.t203_c3_2, align 64
+  %t203_a334 = load <16 x float>, ptr %flat_grad.t203_a3, align 64
+  %t203_b335 = load <16 x float>, ptr %flat_grad.t203_b3, align 64
+  %t203_c3_3 = load <16 x float>, ptr %flat_grad.t203_c3_3, align 64
+  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a334, <16 x float> %t203_b335, <16 x float> %t203_c3_3)
+  store <16 x float> %69, ptr %flat_grad.t203_c3_3, align 64
+  %70 = mul nsw i64 %flat_grad.mb2022, 6
   %71 = add nsw i64 %70, 4
   %72 = mul nsw i64 %71, 128
   %73 = add nsw i64 1212416, %72
-  %74 = add nsw i64 %73, %flat_grad.k1803
+  %74 = add nsw i64 %73, %flat_grad.k2043
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %74
   %75 = load float, ptr %arena36, align 4
   %76 = insertelement <16 x float> undef, float %75, i32 0
   %77 = shufflevector <16 x float> %76, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %77, ptr %flat_grad.t179_a4, align 64
-  %t179_a4 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
-  %t179_b037 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
-  %t179_c4_0 = load <16 x float>, ptr %flat_grad.t179_c4_0, align 64
-  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a4, <16 x float> %t179_b037, <16 x float> %t179_c4_0)
-  store <16 x float> %78, ptr %flat_grad.t179_c4_0, align 64
-  %t179_a438 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
-  %t179_b139 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
-  %t179_c4_1 = load <16 x float>, ptr %flat_grad.t179_c4_1, align 64
-  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a438, <16 x float> %t179_b139, <16 x float> %t179_c4_1)
-  store <16 x float> %79, ptr %flat_grad.t179_c4_1, align 64
-  %t179_a440 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
-  %t179_b241 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
-  %t179_c4_2 = load <16 x float>, ptr %flat_grad.t179_c4_2, align 64
-  %80 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a440, <16 x float> %t179_b241, <16 x float> %t179_c4_2)
-  store <16 x float> %80, ptr %flat_grad.t179_c4_2, align 64
-  %t179_a442 = load <16 x float>, ptr %flat_grad.t179_a4, align 64
-  %t179_b343 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
-  %t179_c4_3 = load <16 x float>, ptr %flat_grad.t179_c4_3, align 64
-  %81 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a442, <16 x float> %t179_b343, <16 x float> %t179_c4_3)
-  store <16 x float> %81, ptr %flat_grad.t179_c4_3, align 64
-  %82 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %77, ptr %flat_grad.t203_a4, align 64
+  %t203_a4 = load <16 x float>, ptr %flat_grad.t203_a4, align 64
+  %t203_b037 = load <16 x float>, ptr %flat_grad.t203_b0, align 64
+  %t203_c4_0 = load <16 x float>, ptr %flat_grad.t203_c4_0, align 64
+  %78 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a4, <16 x float> %t203_b037, <16 x float> %t203_c4_0)
+  store <16 x float> %78, ptr %flat_grad.t203_c4_0, align 64
+  %t203_a438 = load <16 x float>, ptr %flat_grad.t203_a4, align 64
+  %t203_b139 = load <16 x float>, ptr %flat_grad.t203_b1, align 64
+  %t203_c4_1 = load <16 x float>, ptr %flat_grad.t203_c4_1, align 64
+  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a438, <16 x float> %t203_b139, <16 x float> %t203_c4_1)
+  store <16 x float> %79, ptr %flat_grad.t203_c4_1, align 64
+  %t203_a440 = load <16 x float>, ptr %flat_grad.t203_a4, align 64
+  %t203_b241 = load <16 x float>, ptr %flat_grad.t203_b2, align 64
+  %t203_c4_2 = load <16 x float>, ptr %flat_grad.t203_c4_2, align 64
+  %80 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a440, <16 x float> %t203_b241, <16 x float> %t203_c4_2)
+  store <16 x float> %80, ptr %flat_grad.t203_c4_2, align 64
+  %t203_a442 = load <16 x float>, ptr %flat_grad.t203_a4, align 64
+  %t203_b343 = load <16 x float>, ptr %flat_grad.t203_b3, align 64
+  %t203_c4_3 = load <16 x float>, ptr %flat_grad.t203_c4_3, align 64
+  %81 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a442, <16 x float> %t203_b343, <16 x float> %t203_c4_3)
+  store <16 x float> %81, ptr %flat_grad.t203_c4_3, align 64
+  %82 = mul nsw i64 %flat_grad.mb2022, 6
   %83 = add nsw i64 %82, 5
   %84 = mul nsw i64 %83, 128
   %85 = add nsw i64 1212416, %84
-  %86 = add nsw i64 %85, %flat_grad.k1803
+  %86 = add nsw i64 %85, %flat_grad.k2043
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena44, align 4
   %88 = insertelement <16 x float> undef, float %87, i32 0
   %89 = shufflevector <16 x float> %88, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %89, ptr %flat_grad.t179_a5, align 64
-  %t179_a5 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
-  %t179_b045 = load <16 x float>, ptr %flat_grad.t179_b0, align 64
-  %t179_c5_0 = load <16 x float>, ptr %flat_grad.t179_c5_0, align 64
-  %90 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a5, <16 x float> %t179_b045, <16 x float> %t179_c5_0)
-  store <16 x float> %90, ptr %flat_grad.t179_c5_0, align 64
-  %t179_a546 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
-  %t179_b147 = load <16 x float>, ptr %flat_grad.t179_b1, align 64
-  %t179_c5_1 = load <16 x float>, ptr %flat_grad.t179_c5_1, align 64
-  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a546, <16 x float> %t179_b147, <16 x float> %t179_c5_1)
-  store <16 x float> %91, ptr %flat_grad.t179_c5_1, align 64
-  %t179_a548 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
-  %t179_b249 = load <16 x float>, ptr %flat_grad.t179_b2, align 64
-  %t179_c5_2 = load <16 x float>, ptr %flat_grad.t179_c5_2, align 64
-  %92 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a548, <16 x float> %t179_b249, <16 x float> %t179_c5_2)
-  store <16 x float> %92, ptr %flat_grad.t179_c5_2, align 64
-  %t179_a550 = load <16 x float>, ptr %flat_grad.t179_a5, align 64
-  %t179_b351 = load <16 x float>, ptr %flat_grad.t179_b3, align 64
-  %t179_c5_3 = load <16 x float>, ptr %flat_grad.t179_c5_3, align 64
-  %93 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t179_a550, <16 x float> %t179_b351, <16 x float> %t179_c5_3)
-  store <16 x float> %93, ptr %flat_grad.t179_c5_3, align 64
-  %k180.next = add nsw i64 %flat_grad.k1803, 1
-  %94 = icmp slt i64 %k180.next, 128
-  br i1 %94, label %flat_grad.k180, label %flat_grad.k180.end
+  store <16 x float> %89, ptr %flat_grad.t203_a5, align 64
+  %t203_a5 = load <16 x float>, ptr %flat_grad.t203_a5, align 64
+  %t203_b045 = load <16 x float>, ptr %flat_grad.t203_b0, align 64
+  %t203_c5_0 = load <16 x float>, ptr %flat_grad.t203_c5_0, align 64
+  %90 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a5, <16 x float> %t203_b045, <16 x float> %t203_c5_0)
+  store <16 x float> %90, ptr %flat_grad.t203_c5_0, align 64
+  %t203_a546 = load <16 x float>, ptr %flat_grad.t203_a5, align 64
+  %t203_b147 = load <16 x float>, ptr %flat_grad.t203_b1, align 64
+  %t203_c5_1 = load <16 x float>, ptr %flat_grad.t203_c5_1, align 64
+  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a546, <16 x float> %t203_b147, <16 x float> %t203_c5_1)
+  store <16 x float> %91, ptr %flat_grad.t203_c5_1, align 64
+  %t203_a548 = load <16 x float>, ptr %flat_grad.t203_a5, align 64
+  %t203_b249 = load <16 x float>, ptr %flat_grad.t203_b2, align 64
+  %t203_c5_2 = load <16 x float>, ptr %flat_grad.t203_c5_2, align 64
+  %92 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a548, <16 x float> %t203_b249, <16 x float> %t203_c5_2)
+  store <16 x float> %92, ptr %flat_grad.t203_c5_2, align 64
+  %t203_a550 = load <16 x float>, ptr %flat_grad.t203_a5, align 64
+  %t203_b351 = load <16 x float>, ptr %flat_grad.t203_b3, align 64
+  %t203_c5_3 = load <16 x float>, ptr %flat_grad.t203_c5_3, align 64
+  %93 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t203_a550, <16 x float> %t203_b351, <16 x float> %t203_c5_3)
+  store <16 x float> %93, ptr %flat_grad.t203_c5_3, align 64
+  %k204.next = add nsw i64 %flat_grad.k2043, 1
+  %94 = icmp slt i64 %k204.next, 128
+  br i1 %94, label %flat_grad.k204, label %flat_grad.k204.end
 
-flat_grad.k180.end:                               ; preds = %flat_grad.k180
-  %t179_c0_052 = load <16 x float>, ptr %flat_grad.t179_c0_0, align 64
-  %95 = mul nsw i64 %flat_grad.mb1782, 6
+flat_grad.k204.end:                               ; preds = %flat_grad.k204
+  %t203_c0_052 = load <16 x float>, ptr %flat_grad.t203_c0_0, align 64
+  %95 = mul nsw i64 %flat_grad.mb2022, 6
   %96 = mul nsw i64 %95, 3136
   %97 = add nsw i64 1221264, %96
-  %98 = mul nsw i64 %flat_grad.nb1771, 64
+  %98 = mul nsw i64 %flat_grad.nb2011, 64
   %99 = add nsw i64 %97, %98
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %99
-  store <16 x float> %t179_c0_052, ptr %arena53, align 4
-  %t179_c0_154 = load <16 x float>, ptr %flat_grad.t179_c0_1, align 64
-  %100 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c0_052, ptr %arena53, align 4
+  %t203_c0_154 = load <16 x float>, ptr %flat_grad.t203_c0_1, align 64
+  %100 = mul nsw i64 %flat_grad.mb2022, 6
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 1221264, %101
-  %103 = mul nsw i64 %flat_grad.nb1771, 64
+  %103 = mul nsw i64 %flat_grad.nb2011, 64
   %104 = add nsw i64 %102, %103
   %105 = add nsw i64 %104, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %105
-  store <16 x float> %t179_c0_154, ptr %arena55, align 4
-  %t179_c0_256 = load <16 x float>, ptr %flat_grad.t179_c0_2, align 64
-  %106 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c0_154, ptr %arena55, align 4
+  %t203_c0_256 = load <16 x float>, ptr %flat_grad.t203_c0_2, align 64
+  %106 = mul nsw i64 %flat_grad.mb2022, 6
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 1221264, %107
-  %109 = mul nsw i64 %flat_grad.nb1771, 64
+  %109 = mul nsw i64 %flat_grad.nb2011, 64
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 32
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <16 x float> %t179_c0_256, ptr %arena57, align 4
-  %t179_c0_358 = load <16 x float>, ptr %flat_grad.t179_c0_3, align 64
-  %112 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c0_256, ptr %arena57, align 4
+  %t203_c0_358 = load <16 x float>, ptr %flat_grad.t203_c0_3, align 64
+  %112 = mul nsw i64 %flat_grad.mb2022, 6
   %113 = mul nsw i64 %112, 3136
   %114 = add nsw i64 1221264, %113
-  %115 = mul nsw i64 %flat_grad.nb1771, 64
+  %115 = mul nsw i64 %flat_grad.nb2011, 64
   %116 = add nsw i64 %114, %115
   %117 = add nsw i64 %116, 48
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %117
-  store <16 x float> %t179_c0_358, ptr %arena59, align 4
-  %t179_c1_060 = load <16 x float>, ptr %flat_grad.t179_c1_0, align 64
-  %118 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c0_358, ptr %arena59, align 4
+  %t203_c1_060 = load <16 x float>, ptr %flat_grad.t203_c1_0, align 64
+  %118 = mul nsw i64 %flat_grad.mb2022, 6
   %119 = add nsw i64 %118, 1
   %120 = mul nsw i64 %119, 3136
   %121 = add nsw i64 1221264, %120
-  %122 = mul nsw i64 %flat_grad.nb1771, 64
+  %122 = mul nsw i64 %flat_grad.nb2011, 64
   %123 = add nsw i64 %121, %122
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %123
-  store <16 x float> %t179_c1_060, ptr %arena61, align 4
-  %t179_c1_162 = load <16 x float>, ptr %flat_grad.t179_c1_1, align 64
-  %124 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c1_060, ptr %arena61, align 4
+  %t203_c1_162 = load <16 x float>, ptr %flat_grad.t203_c1_1, align 64
+  %124 = mul nsw i64 %flat_grad.mb2022, 6
   %125 = add nsw i64 %124, 1
   %126 = mul nsw i64 %125, 3136
   %127 = add nsw i64 1221264, %126
-  %128 = mul nsw i64 %flat_grad.nb1771, 64
+  %128 = mul nsw i64 %flat_grad.nb2011, 64
   %129 = add nsw i64 %127, %128
   %130 = add nsw i64 %129, 16
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %130
-  store <16 x float> %t179_c1_162, ptr %arena63, align 4
-  %t179_c1_264 = load <16 x float>, ptr %flat_grad.t179_c1_2, align 64
-  %131 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c1_162, ptr %arena63, align 4
+  %t203_c1_264 = load <16 x float>, ptr %flat_grad.t203_c1_2, align 64
+  %131 = mul nsw i64 %flat_grad.mb2022, 6
   %132 = add nsw i64 %131, 1
   %133 = mul nsw i64 %132, 3136
   %134 = add nsw i64 1221264, %133
-  %135 = mul nsw i64 %flat_grad.nb1771, 64
+  %135 = mul nsw i64 %flat_grad.nb2011, 64
   %136 = add nsw i64 %134, %135
   %137 = add nsw i64 %136, 32
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %137
-  store <16 x float> %t179_c1_264, ptr %arena65, align 4
-  %t179_c1_366 = load <16 x float>, ptr %flat_grad.t179_c1_3, align 64
-  %138 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c1_264, ptr %arena65, align 4
+  %t203_c1_366 = load <16 x float>, ptr %flat_grad.t203_c1_3, align 64
+  %138 = mul nsw i64 %flat_grad.mb2022, 6
   %139 = add nsw i64 %138, 1
   %140 = mul nsw i64 %139, 3136
   %141 = add nsw i64 1221264, %140
-  %142 = mul nsw i64 %flat_grad.nb1771, 64
+  %142 = mul nsw i64 %flat_grad.nb2011, 64
   %143 = add nsw i64 %141, %142
   %144 = add nsw i64 %143, 48
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %144
-  store <16 x float> %t179_c1_366, ptr %arena67, align 4
-  %t179_c2_068 = load <16 x float>, ptr %flat_grad.t179_c2_0, align 64
-  %145 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c1_366, ptr %arena67, align 4
+  %t203_c2_068 = load <16 x float>, ptr %flat_grad.t203_c2_0, align 64
+  %145 = mul nsw i64 %flat_grad.mb2022, 6
   %146 = add nsw i64 %145, 2
   %147 = mul nsw i64 %146, 3136
   %148 = add nsw i64 1221264, %147
-  %149 = mul nsw i64 %flat_grad.nb1771, 64
+  %149 = mul nsw i64 %flat_grad.nb2011, 64
   %150 = add nsw i64 %148, %149
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %150
-  store <16 x float> %t179_c2_068, ptr %arena69, align 4
-  %t179_c2_170 = load <16 x float>, ptr %flat_grad.t179_c2_1, align 64
-  %151 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c2_068, ptr %arena69, align 4
+  %t203_c2_170 = load <16 x float>, ptr %flat_grad.t203_c2_1, align 64
+  %151 = mul nsw i64 %flat_grad.mb2022, 6
   %152 = add nsw i64 %151, 2
   %153 = mul nsw i64 %152, 3136
   %154 = add nsw i64 1221264, %153
-  %155 = mul nsw i64 %flat_grad.nb1771, 64
+  %155 = mul nsw i64 %flat_grad.nb2011, 64
   %156 = add nsw i64 %154, %155
   %157 = add nsw i64 %156, 16
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %157
-  store <16 x float> %t179_c2_170, ptr %arena71, align 4
-  %t179_c2_272 = load <16 x float>, ptr %flat_grad.t179_c2_2, align 64
-  %158 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c2_170, ptr %arena71, align 4
+  %t203_c2_272 = load <16 x float>, ptr %flat_grad.t203_c2_2, align 64
+  %158 = mul nsw i64 %flat_grad.mb2022, 6
   %159 = add nsw i64 %158, 2
   %160 = mul nsw i64 %159, 3136
   %161 = add nsw i64 1221264, %160
-  %162 = mul nsw i64 %flat_grad.nb1771, 64
+  %162 = mul nsw i64 %flat_grad.nb2011, 64
   %163 = add nsw i64 %161, %162
   %164 = add nsw i64 %163, 32
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %164
-  store <16 x float> %t179_c2_272, ptr %arena73, align 4
-  %t179_c2_374 = load <16 x float>, ptr %flat_grad.t179_c2_3, align 64
-  %165 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c2_272, ptr %arena73, align 4
+  %t203_c2_374 = load <16 x float>, ptr %flat_grad.t203_c2_3, align 64
+  %165 = mul nsw i64 %flat_grad.mb2022, 6
   %166 = add nsw i64 %165, 2
   %167 = mul nsw i64 %166, 3136
   %168 = add nsw i64 1221264, %167
-  %169 = mul nsw i64 %flat_grad.nb1771, 64
+  %169 = mul nsw i64 %flat_grad.nb2011, 64
   %170 = add nsw i64 %168, %169
   %171 = add nsw i64 %170, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %171
-  store <16 x float> %t179_c2_374, ptr %arena75, align 4
-  %t179_c3_076 = load <16 x float>, ptr %flat_grad.t179_c3_0, align 64
-  %172 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c2_374, ptr %arena75, align 4
+  %t203_c3_076 = load <16 x float>, ptr %flat_grad.t203_c3_0, align 64
+  %172 = mul nsw i64 %flat_grad.mb2022, 6
   %173 = add nsw i64 %172, 3
   %174 = mul nsw i64 %173, 3136
   %175 = add nsw i64 1221264, %174
-  %176 = mul nsw i64 %flat_grad.nb1771, 64
+  %176 = mul nsw i64 %flat_grad.nb2011, 64
   %177 = add nsw i64 %175, %176
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %177
-  store <16 x float> %t179_c3_076, ptr %arena77, align 4
-  %t179_c3_178 = load <16 x float>, ptr %flat_grad.t179_c3_1, align 64
-  %178 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c3_076, ptr %arena77, align 4
+  %t203_c3_178 = load <16 x float>, ptr %flat_grad.t203_c3_1, align 64
+  %178 = mul nsw i64 %flat_grad.mb2022, 6
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 3136
   %181 = add nsw i64 1221264, %180
-  %182 = mul nsw i64 %flat_grad.nb1771, 64
+  %182 = mul nsw i64 %flat_grad.nb2011, 64
   %183 = add nsw i64 %181, %182
   %184 = add nsw i64 %183, 16
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <16 x float> %t179_c3_178, ptr %arena79, align 4
-  %t179_c3_280 = load <16 x float>, ptr %flat_grad.t179_c3_2, align 64
-  %185 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c3_178, ptr %arena79, align 4
+  %t203_c3_280 = load <16 x float>, ptr %flat_grad.t203_c3_2, align 64
+  %185 = mul nsw i64 %flat_grad.mb2022, 6
   %186 = add nsw i64 %185, 3
   %187 = mul nsw i64 %186, 3136
   %188 = add nsw i64 1221264, %187
-  %189 = mul nsw i64 %flat_grad.nb1771, 64
+  %189 = mul nsw i64 %flat_grad.nb2011, 64
   %190 = add nsw i64 %188, %189
   %191 = add nsw i64 %190, 32
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %191
-  store <16 x float> %t179_c3_280, ptr %arena81, align 4
-  %t179_c3_382 = load <16 x float>, ptr %flat_grad.t179_c3_3, align 64
-  %192 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c3_280, ptr %arena81, align 4
+  %t203_c3_382 = load <16 x float>, ptr %flat_grad.t203_c3_3, align 64
+  %192 = mul nsw i64 %flat_grad.mb2022, 6
   %193 = add nsw i64 %192, 3
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 1221264, %194
-  %196 = mul nsw i64 %flat_grad.nb1771, 64
+  %196 = mul nsw i64 %flat_grad.nb2011, 64
   %197 = add nsw i64 %195, %196
   %198 = add nsw i64 %197, 48
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %198
-  store <16 x float> %t179_c3_382, ptr %arena83, align 4
-  %t179_c4_084 = load <16 x float>, ptr %flat_grad.t179_c4_0, align 64
-  %199 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c3_382, ptr %arena83, align 4
+  %t203_c4_084 = load <16 x float>, ptr %flat_grad.t203_c4_0, align 64
+  %199 = mul nsw i64 %flat_grad.mb2022, 6
   %200 = add nsw i64 %199, 4
   %201 = mul nsw i64 %200, 3136
   %202 = add nsw i64 1221264, %201
-  %203 = mul nsw i64 %flat_grad.nb1771, 64
+  %203 = mul nsw i64 %flat_grad.nb2011, 64
   %204 = add nsw i64 %202, %203
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %204
-  store <16 x float> %t179_c4_084, ptr %arena85, align 4
-  %t179_c4_186 = load <16 x float>, ptr %flat_grad.t179_c4_1, align 64
-  %205 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c4_084, ptr %arena85, align 4
+  %t203_c4_186 = load <16 x float>, ptr %flat_grad.t203_c4_1, align 64
+  %205 = mul nsw i64 %flat_grad.mb2022, 6
   %206 = add nsw i64 %205, 4
   %207 = mul nsw i64 %206, 3136
   %208 = add nsw i64 1221264, %207
-  %209 = mul nsw i64 %flat_grad.nb1771, 64
+  %209 = mul nsw i64 %flat_grad.nb2011, 64
   %210 = add nsw i64 %208, %209
   %211 = add nsw i64 %210, 16
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <16 x float> %t179_c4_186, ptr %arena87, align 4
-  %t179_c4_288 = load <16 x float>, ptr %flat_grad.t179_c4_2, align 64
-  %212 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c4_186, ptr %arena87, align 4
+  %t203_c4_288 = load <16 x float>, ptr %flat_grad.t203_c4_2, align 64
+  %212 = mul nsw i64 %flat_grad.mb2022, 6
   %213 = add nsw i64 %212, 4
   %214 = mul nsw i64 %213, 3136
   %215 = add nsw i64 1221264, %214
-  %216 = mul nsw i64 %flat_grad.nb1771, 64
+  %216 = mul nsw i64 %flat_grad.nb2011, 64
   %217 = add nsw i64 %215, %216
   %218 = add nsw i64 %217, 32
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %218
-  store <16 x float> %t179_c4_288, ptr %arena89, align 4
-  %t179_c4_390 = load <16 x float>, ptr %flat_grad.t179_c4_3, align 64
-  %219 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c4_288, ptr %arena89, align 4
+  %t203_c4_390 = load <16 x float>, ptr %flat_grad.t203_c4_3, align 64
+  %219 = mul nsw i64 %flat_grad.mb2022, 6
   %220 = add nsw i64 %219, 4
   %221 = mul nsw i64 %220, 3136
   %222 = add nsw i64 1221264, %221
-  %223 = mul nsw i64 %flat_grad.nb1771, 64
+  %223 = mul nsw i64 %flat_grad.nb2011, 64
   %224 = add nsw i64 %222, %223
   %225 = add nsw i64 %224, 48
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %225
-  store <16 x float> %t179_c4_390, ptr %arena91, align 4
-  %t179_c5_092 = load <16 x float>, ptr %flat_grad.t179_c5_0, align 64
-  %226 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c4_390, ptr %arena91, align 4
+  %t203_c5_092 = load <16 x float>, ptr %flat_grad.t203_c5_0, align 64
+  %226 = mul nsw i64 %flat_grad.mb2022, 6
   %227 = add nsw i64 %226, 5
   %228 = mul nsw i64 %227, 3136
   %229 = add nsw i64 1221264, %228
-  %230 = mul nsw i64 %flat_grad.nb1771, 64
+  %230 = mul nsw i64 %flat_grad.nb2011, 64
   %231 = add nsw i64 %229, %230
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %231
-  store <16 x float> %t179_c5_092, ptr %arena93, align 4
-  %t179_c5_194 = load <16 x float>, ptr %flat_grad.t179_c5_1, align 64
-  %232 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c5_092, ptr %arena93, align 4
+  %t203_c5_194 = load <16 x float>, ptr %flat_grad.t203_c5_1, align 64
+  %232 = mul nsw i64 %flat_grad.mb2022, 6
   %233 = add nsw i64 %232, 5
   %234 = mul nsw i64 %233, 3136
   %235 = add nsw i64 1221264, %234
-  %236 = mul nsw i64 %flat_grad.nb1771, 64
+  %236 = mul nsw i64 %flat_grad.nb2011, 64
   %237 = add nsw i64 %235, %236
   %238 = add nsw i64 %237, 16
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %238
-  store <16 x float> %t179_c5_194, ptr %arena95, align 4
-  %t179_c5_296 = load <16 x float>, ptr %flat_grad.t179_c5_2, align 64
-  %239 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c5_194, ptr %arena95, align 4
+  %t203_c5_296 = load <16 x float>, ptr %flat_grad.t203_c5_2, align 64
+  %239 = mul nsw i64 %flat_grad.mb2022, 6
   %240 = add nsw i64 %239, 5
   %241 = mul nsw i64 %240, 3136
   %242 = add nsw i64 1221264, %241
-  %243 = mul nsw i64 %flat_grad.nb1771, 64
+  %243 = mul nsw i64 %flat_grad.nb2011, 64
   %244 = add nsw i64 %242, %243
   %245 = add nsw i64 %244, 32
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %245
-  store <16 x float> %t179_c5_296, ptr %arena97, align 4
-  %t179_c5_398 = load <16 x float>, ptr %flat_grad.t179_c5_3, align 64
-  %246 = mul nsw i64 %flat_grad.mb1782, 6
+  store <16 x float> %t203_c5_296, ptr %arena97, align 4
+  %t203_c5_398 = load <16 x float>, ptr %flat_grad.t203_c5_3, align 64
+  %246 = mul nsw i64 %flat_grad.mb2022, 6
   %247 = add nsw i64 %246, 5
   %248 = mul nsw i64 %247, 3136
   %249 = add nsw i64 1221264, %248
-  %250 = mul nsw i64 %flat_grad.nb1771, 64
+  %250 = mul nsw i64 %flat_grad.nb2011, 64
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %251, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %252
-  store <16 x float> %t179_c5_398, ptr %arena99, align 4
-  %mb178.next = add nsw i64 %flat_grad.mb1782, 1
-  %253 = icmp slt i64 %mb178.next, 10
-  br i1 %253, label %flat_grad.mb178, label %flat_grad.mb178.end
+  store <16 x float> %t203_c5_398, ptr %arena99, align 4
+  %mb202.next = add nsw i64 %flat_grad.mb2022, 1
+  %253 = icmp slt i64 %mb202.next, 10
+  br i1 %253, label %flat_grad.mb202, label %flat_grad.mb202.end
 
-flat_grad.k182:                                   ; preds = %flat_grad.k182, %flat_grad.mb178.end
-  %flat_grad.k182100 = phi i64 [ 0, %flat_grad.mb178.end ], [ %k182.next, %flat_grad.k182 ]
-  %254 = mul nsw i64 %flat_grad.k182100, 3136
+flat_grad.k206:                                   ; preds = %flat_grad.k206, %flat_grad.mb202.end
+  %flat_grad.k206100 = phi i64 [ 0, %flat_grad.mb202.end ], [ %k206.next, %flat_grad.k206 ]
+  %254 = mul nsw i64 %flat_grad.k206100, 3136
   %255 = add nsw i64 18816, %254
-  %256 = mul nsw i64 %flat_grad.nb1771, 64
+  %256 = mul nsw i64 %flat_grad.nb2011, 64
   %257 = add nsw i64 %255, %256
   %params101 = getelementptr inbounds float, ptr %params, i64 %257
   %258 = load <16 x float>, ptr %params101, align 4
-  store <16 x float> %258, ptr %flat_grad.t181_b0, align 64
-  %259 = mul nsw i64 %flat_grad.k182100, 3136
+  store <16 x float> %258, ptr %flat_grad.t205_b0, align 64
+  %259 = mul nsw i64 %flat_grad.k206100, 3136
   %260 = add nsw i64 18816, %259
-  %261 = mul nsw i64 %flat_grad.nb1771, 64
+  %261 = mul nsw i64 %flat_grad.nb2011, 64
   %262 = add nsw i64 %260, %261
   %263 = add nsw i64 %262, 16
   %params102 = getelementptr inbounds float, ptr %params, i64 %263
   %264 = load <16 x float>, ptr %params102, align 4
-  store <16 x float> %264, ptr %flat_grad.t181_b1, align 64
-  %265 = mul nsw i64 %flat_grad.k182100, 3136
+  store <16 x float> %264, ptr %flat_grad.t205_b1, align 64
+  %265 = mul nsw i64 %flat_grad.k206100, 3136
   %266 = add nsw i64 18816, %265
-  %267 = mul nsw i64 %flat_grad.nb1771, 64
+  %267 = mul nsw i64 %flat_grad.nb2011, 64
   %268 = add nsw i64 %266, %267
   %269 = add nsw i64 %268, 32
   %params103 = getelementptr inbounds float, ptr %params, i64 %269
   %270 = load <16 x float>, ptr %params103, align 4
-  store <16 x float> %270, ptr %flat_grad.t181_b2, align 64
-  %271 = mul nsw i64 %flat_grad.k182100, 3136
+  store <16 x float> %270, ptr %flat_grad.t205_b2, align 64
+  %271 = mul nsw i64 %flat_grad.k206100, 3136
   %272 = add nsw i64 18816, %271
-  %273 = mul nsw i64 %flat_grad.nb1771, 64
+  %273 = mul nsw i64 %flat_grad.nb2011, 64
   %274 = add nsw i64 %272, %273
   %275 = add nsw i64 %274, 48
   %params104 = getelementptr inbounds float, ptr %params, i64 %275
   %276 = load <16 x float>, ptr %params104, align 4
-  store <16 x float> %276, ptr %flat_grad.t181_b3, align 64
-  %277 = add nsw i64 1220096, %flat_grad.k182100
+  store <16 x float> %276, ptr %flat_grad.t205_b3, align 64
+  %277 = add nsw i64 1220096, %flat_grad.k206100
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena105, align 4
   %279 = insertelement <16 x float> undef, float %278, i32 0
   %280 = shufflevector <16 x float> %279, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %280, ptr %flat_grad.t181_a0, align 64
-  %t181_a0 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
-  %t181_b0 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
-  %t181_c0_0 = load <16 x float>, ptr %flat_grad.t181_c0_0, align 64
-  %281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0, <16 x float> %t181_b0, <16 x float> %t181_c0_0)
-  store <16 x float> %281, ptr %flat_grad.t181_c0_0, align 64
-  %t181_a0106 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
-  %t181_b1 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
-  %t181_c0_1 = load <16 x float>, ptr %flat_grad.t181_c0_1, align 64
-  %282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0106, <16 x float> %t181_b1, <16 x float> %t181_c0_1)
-  store <16 x float> %282, ptr %flat_grad.t181_c0_1, align 64
-  %t181_a0107 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
-  %t181_b2 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
-  %t181_c0_2 = load <16 x float>, ptr %flat_grad.t181_c0_2, align 64
-  %283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0107, <16 x float> %t181_b2, <16 x float> %t181_c0_2)
-  store <16 x float> %283, ptr %flat_grad.t181_c0_2, align 64
-  %t181_a0108 = load <16 x float>, ptr %flat_grad.t181_a0, align 64
-  %t181_b3 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
-  %t181_c0_3 = load <16 x float>, ptr %flat_grad.t181_c0_3, align 64
-  %284 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0108, <16 x float> %t181_b3, <16 x float> %t181_c0_3)
-  store <16 x float> %284, ptr %flat_grad.t181_c0_3, align 64
-  %285 = add nsw i64 1220224, %flat_grad.k182100
+  store <16 x float> %280, ptr %flat_grad.t205_a0, align 64
+  %t205_a0 = load <16 x float>, ptr %flat_grad.t205_a0, align 64
+  %t205_b0 = load <16 x float>, ptr %flat_grad.t205_b0, align 64
+  %t205_c0_0 = load <16 x float>, ptr %flat_grad.t205_c0_0, align 64
+  %281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a0, <16 x float> %t205_b0, <16 x float> %t205_c0_0)
+  store <16 x float> %281, ptr %flat_grad.t205_c0_0, align 64
+  %t205_a0106 = load <16 x float>, ptr %flat_grad.t205_a0, align 64
+  %t205_b1 = load <16 x float>, ptr %flat_grad.t205_b1, align 64
+  %t205_c0_1 = load <16 x float>, ptr %flat_grad.t205_c0_1, align 64
+  %282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a0106, <16 x float> %t205_b1, <16 x float> %t205_c0_1)
+  store <16 x float> %282, ptr %flat_grad.t205_c0_1, align 64
+  %t205_a0107 = load <16 x float>, ptr %flat_grad.t205_a0, align 64
+  %t205_b2 = load <16 x float>, ptr %flat_grad.t205_b2, align 64
+  %t205_c0_2 = load <16 x float>, ptr %flat_grad.t205_c0_2, align 64
+  %283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a0107, <16 x float> %t205_b2, <16 x float> %t205_c0_2)
+  store <16 x float> %283, ptr %flat_grad.t205_c0_2, align 64
+  %t205_a0108 = load <16 x float>, ptr %flat_grad.t205_a0, align 64
+  %t205_b3 = load <16 x float>, ptr %flat_grad.t205_b3, align 64
+  %t205_c0_3 = load <16 x float>, ptr %flat_grad.t205_c0_3, align 64
+  %284 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a0108, <16 x float> %t205_b3, <16 x float> %t205_c0_3)
+  store <16 x float> %284, ptr %flat_grad.t205_c0_3, align 64
+  %285 = add nsw i64 1220224, %flat_grad.k206100
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %285
   %286 = load float, ptr %arena109, align 4
   %287 = insertelement <16 x float> undef, float %286, i32 0
   %288 = shufflevector <16 x float> %287, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %288, ptr %flat_grad.t181_a1, align 64
-  %t181_a1 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
-  %t181_b0110 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
-  %t181_c1_0 = load <16 x float>, ptr %flat_grad.t181_c1_0, align 64
-  %289 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1, <16 x float> %t181_b0110, <16 x float> %t181_c1_0)
-  store <16 x float> %289, ptr %flat_grad.t181_c1_0, align 64
-  %t181_a1111 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
-  %t181_b1112 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
-  %t181_c1_1 = load <16 x float>, ptr %flat_grad.t181_c1_1, align 64
-  %290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1111, <16 x float> %t181_b1112, <16 x float> %t181_c1_1)
-  store <16 x float> %290, ptr %flat_grad.t181_c1_1, align 64
-  %t181_a1113 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
-  %t181_b2114 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
-  %t181_c1_2 = load <16 x float>, ptr %flat_grad.t181_c1_2, align 64
-  %291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1113, <16 x float> %t181_b2114, <16 x float> %t181_c1_2)
-  store <16 x float> %291, ptr %flat_grad.t181_c1_2, align 64
-  %t181_a1115 = load <16 x float>, ptr %flat_grad.t181_a1, align 64
-  %t181_b3116 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
-  %t181_c1_3 = load <16 x float>, ptr %flat_grad.t181_c1_3, align 64
-  %292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1115, <16 x float> %t181_b3116, <16 x float> %t181_c1_3)
-  store <16 x float> %292, ptr %flat_grad.t181_c1_3, align 64
-  %293 = add nsw i64 1220352, %flat_grad.k182100
+  store <16 x float> %288, ptr %flat_grad.t205_a1, align 64
+  %t205_a1 = load <16 x float>, ptr %flat_grad.t205_a1, align 64
+  %t205_b0110 = load <16 x float>, ptr %flat_grad.t205_b0, align 64
+  %t205_c1_0 = load <16 x float>, ptr %flat_grad.t205_c1_0, align 64
+  %289 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a1, <16 x float> %t205_b0110, <16 x float> %t205_c1_0)
+  store <16 x float> %289, ptr %flat_grad.t205_c1_0, align 64
+  %t205_a1111 = load <16 x float>, ptr %flat_grad.t205_a1, align 64
+  %t205_b1112 = load <16 x float>, ptr %flat_grad.t205_b1, align 64
+  %t205_c1_1 = load <16 x float>, ptr %flat_grad.t205_c1_1, align 64
+  %290 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a1111, <16 x float> %t205_b1112, <16 x float> %t205_c1_1)
+  store <16 x float> %290, ptr %flat_grad.t205_c1_1, align 64
+  %t205_a1113 = load <16 x float>, ptr %flat_grad.t205_a1, align 64
+  %t205_b2114 = load <16 x float>, ptr %flat_grad.t205_b2, align 64
+  %t205_c1_2 = load <16 x float>, ptr %flat_grad.t205_c1_2, align 64
+  %291 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a1113, <16 x float> %t205_b2114, <16 x float> %t205_c1_2)
+  store <16 x float> %291, ptr %flat_grad.t205_c1_2, align 64
+  %t205_a1115 = load <16 x float>, ptr %flat_grad.t205_a1, align 64
+  %t205_b3116 = load <16 x float>, ptr %flat_grad.t205_b3, align 64
+  %t205_c1_3 = load <16 x float>, ptr %flat_grad.t205_c1_3, align 64
+  %292 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a1115, <16 x float> %t205_b3116, <16 x float> %t205_c1_3)
+  store <16 x float> %292, ptr %flat_grad.t205_c1_3, align 64
+  %293 = add nsw i64 1220352, %flat_grad.k206100
   %arena117 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load float, ptr %arena117, align 4
   %295 = insertelement <16 x float> undef, float %294, i32 0
   %296 = shufflevector <16 x float> %295, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %296, ptr %flat_grad.t181_a2, align 64
-  %t181_a2 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
-  %t181_b0118 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
-  %t181_c2_0 = load <16 x float>, ptr %flat_grad.t181_c2_0, align 64
-  %297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2, <16 x float> %t181_b0118, <16 x float> %t181_c2_0)
-  store <16 x float> %297, ptr %flat_grad.t181_c2_0, align 64
-  %t181_a2119 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
-  %t181_b1120 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
-  %t181_c2_1 = load <16 x float>, ptr %flat_grad.t181_c2_1, align 64
-  %298 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2119, <16 x float> %t181_b1120, <16 x float> %t181_c2_1)
-  store <16 x float> %298, ptr %flat_grad.t181_c2_1, align 64
-  %t181_a2121 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
-  %t181_b2122 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
-  %t181_c2_2 = load <16 x float>, ptr %flat_grad.t181_c2_2, align 64
-  %299 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2121, <16 x float> %t181_b2122, <16 x float> %t181_c2_2)
-  store <16 x float> %299, ptr %flat_grad.t181_c2_2, align 64
-  %t181_a2123 = load <16 x float>, ptr %flat_grad.t181_a2, align 64
-  %t181_b3124 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
-  %t181_c2_3 = load <16 x float>, ptr %flat_grad.t181_c2_3, align 64
-  %300 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2123, <16 x float> %t181_b3124, <16 x float> %t181_c2_3)
-  store <16 x float> %300, ptr %flat_grad.t181_c2_3, align 64
-  %301 = add nsw i64 1220480, %flat_grad.k182100
+  store <16 x float> %296, ptr %flat_grad.t205_a2, align 64
+  %t205_a2 = load <16 x float>, ptr %flat_grad.t205_a2, align 64
+  %t205_b0118 = load <16 x float>, ptr %flat_grad.t205_b0, align 64
+  %t205_c2_0 = load <16 x float>, ptr %flat_grad.t205_c2_0, align 64
+  %297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a2, <16 x float> %t205_b0118, <16 x float> %t205_c2_0)
+  store <16 x float> %297, ptr %flat_grad.t205_c2_0, align 64
+  %t205_a2119 = load <16 x float>, ptr %flat_grad.t205_a2, align 64
+  %t205_b1120 = load <16 x float>, ptr %flat_grad.t205_b1, align 64
+  %t205_c2_1 = load <16 x float>, ptr %flat_grad.t205_c2_1, align 64
+  %298 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a2119, <16 x float> %t205_b1120, <16 x float> %t205_c2_1)
+  store <16 x float> %298, ptr %flat_grad.t205_c2_1, align 64
+  %t205_a2121 = load <16 x float>, ptr %flat_grad.t205_a2, align 64
+  %t205_b2122 = load <16 x float>, ptr %flat_grad.t205_b2, align 64
+  %t205_c2_2 = load <16 x float>, ptr %flat_grad.t205_c2_2, align 64
+  %299 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a2121, <16 x float> %t205_b2122, <16 x float> %t205_c2_2)
+  store <16 x float> %299, ptr %flat_grad.t205_c2_2, align 64
+  %t205_a2123 = load <16 x float>, ptr %flat_grad.t205_a2, align 64
+  %t205_b3124 = load <16 x float>, ptr %flat_grad.t205_b3, align 64
+  %t205_c2_3 = load <16 x float>, ptr %flat_grad.t205_c2_3, align 64
+  %300 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a2123, <16 x float> %t205_b3124, <16 x float> %t205_c2_3)
+  store <16 x float> %300, ptr %flat_grad.t205_c2_3, align 64
+  %301 = add nsw i64 1220480, %flat_grad.k206100
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %301
   %302 = load float, ptr %arena125, align 4
   %303 = insertelement <16 x float> undef, float %302, i32 0
   %304 = shufflevector <16 x float> %303, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %304, ptr %flat_grad.t181_a3, align 64
-  %t181_a3 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
-  %t181_b0126 = load <16 x float>, ptr %flat_grad.t181_b0, align 64
-  %t181_c3_0 = load <16 x float>, ptr %flat_grad.t181_c3_0, align 64
-  %305 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3, <16 x float> %t181_b0126, <16 x float> %t181_c3_0)
-  store <16 x float> %305, ptr %flat_grad.t181_c3_0, align 64
-  %t181_a3127 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
-  %t181_b1128 = load <16 x float>, ptr %flat_grad.t181_b1, align 64
-  %t181_c3_1 = load <16 x float>, ptr %flat_grad.t181_c3_1, align 64
-  %306 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3127, <16 x float> %t181_b1128, <16 x float> %t181_c3_1)
-  store <16 x float> %306, ptr %flat_grad.t181_c3_1, align 64
-  %t181_a3129 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
-  %t181_b2130 = load <16 x float>, ptr %flat_grad.t181_b2, align 64
-  %t181_c3_2 = load <16 x float>, ptr %flat_grad.t181_c3_2, align 64
-  %307 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3129, <16 x float> %t181_b2130, <16 x float> %t181_c3_2)
-  store <16 x float> %307, ptr %flat_grad.t181_c3_2, align 64
-  %t181_a3131 = load <16 x float>, ptr %flat_grad.t181_a3, align 64
-  %t181_b3132 = load <16 x float>, ptr %flat_grad.t181_b3, align 64
-  %t181_c3_3 = load <16 x float>, ptr %flat_grad.t181_c3_3, align 64
-  %308 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3131, <16 x float> %t181_b3132, <16 x float> %t181_c3_3)
-  store <16 x float> %308, ptr %flat_grad.t181_c3_3, align 64
-  %k182.next = add nsw i64 %flat_grad.k182100, 1
-  %309 = icmp slt i64 %k182.next, 128
-  br i1 %309, label %flat_grad.k182, label %flat_grad.k182.end
+  store <16 x float> %304, ptr %flat_grad.t205_a3, align 64
+  %t205_a3 = load <16 x float>, ptr %flat_grad.t205_a3, align 64
+  %t205_b0126 = load <16 x float>, ptr %flat_grad.t205_b0, align 64
+  %t205_c3_0 = load <16 x float>, ptr %flat_grad.t205_c3_0, align 64
+  %305 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a3, <16 x float> %t205_b0126, <16 x float> %t205_c3_0)
+  store <16 x float> %305, ptr %flat_grad.t205_c3_0, align 64
+  %t205_a3127 = load <16 x float>, ptr %flat_grad.t205_a3, align 64
+  %t205_b1128 = load <16 x float>, ptr %flat_grad.t205_b1, align 64
+  %t205_c3_1 = load <16 x float>, ptr %flat_grad.t205_c3_1, align 64
+  %306 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a3127, <16 x float> %t205_b1128, <16 x float> %t205_c3_1)
+  store <16 x float> %306, ptr %flat_grad.t205_c3_1, align 64
+  %t205_a3129 = load <16 x float>, ptr %flat_grad.t205_a3, align 64
+  %t205_b2130 = load <16 x float>, ptr %flat_grad.t205_b2, align 64
+  %t205_c3_2 = load <16 x float>, ptr %flat_grad.t205_c3_2, align 64
+  %307 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a3129, <16 x float> %t205_b2130, <16 x float> %t205_c3_2)
+  store <16 x float> %307, ptr %flat_grad.t205_c3_2, align 64
+  %t205_a3131 = load <16 x float>, ptr %flat_grad.t205_a3, align 64
+  %t205_b3132 = load <16 x float>, ptr %flat_grad.t205_b3, align 64
+  %t205_c3_3 = load <16 x float>, ptr %flat_grad.t205_c3_3, align 64
+  %308 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t205_a3131, <16 x float> %t205_b3132, <16 x float> %t205_c3_3)
+  store <16 x float> %308, ptr %flat_grad.t205_c3_3, align 64
+  %k206.next = add nsw i64 %flat_grad.k206100, 1
+  %309 = icmp slt i64 %k206.next, 128
+  br i1 %309, label %flat_grad.k206, label %flat_grad.k206.end
 
-flat_grad.k182.end:                               ; preds = %flat_grad.k182
-  %t181_c0_0133 = load <16 x float>, ptr %flat_grad.t181_c0_0, align 64
-  %310 = mul nsw i64 %flat_grad.nb1771, 64
+flat_grad.k206.end:                               ; preds = %flat_grad.k206
+  %t205_c0_0133 = load <16 x float>, ptr %flat_grad.t205_c0_0, align 64
+  %310 = mul nsw i64 %flat_grad.nb2011, 64
   %311 = add nsw i64 1409424, %310
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %311
-  store <16 x float> %t181_c0_0133, ptr %arena134, align 4
-  %t181_c0_1135 = load <16 x float>, ptr %flat_grad.t181_c0_1, align 64
-  %312 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c0_0133, ptr %arena134, align 4
+  %t205_c0_1135 = load <16 x float>, ptr %flat_grad.t205_c0_1, align 64
+  %312 = mul nsw i64 %flat_grad.nb2011, 64
   %313 = add nsw i64 1409424, %312
   %314 = add nsw i64 %313, 16
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %314
-  store <16 x float> %t181_c0_1135, ptr %arena136, align 4
-  %t181_c0_2137 = load <16 x float>, ptr %flat_grad.t181_c0_2, align 64
-  %315 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c0_1135, ptr %arena136, align 4
+  %t205_c0_2137 = load <16 x float>, ptr %flat_grad.t205_c0_2, align 64
+  %315 = mul nsw i64 %flat_grad.nb2011, 64
   %316 = add nsw i64 1409424, %315
   %317 = add nsw i64 %316, 32
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %317
-  store <16 x float> %t181_c0_2137, ptr %arena138, align 4
-  %t181_c0_3139 = load <16 x float>, ptr %flat_grad.t181_c0_3, align 64
-  %318 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c0_2137, ptr %arena138, align 4
+  %t205_c0_3139 = load <16 x float>, ptr %flat_grad.t205_c0_3, align 64
+  %318 = mul nsw i64 %flat_grad.nb2011, 64
   %319 = add nsw i64 1409424, %318
   %320 = add nsw i64 %319, 48
   %arena140 = getelementptr inbounds float, ptr %arena, i64 %320
-  store <16 x float> %t181_c0_3139, ptr %arena140, align 4
-  %t181_c1_0141 = load <16 x float>, ptr %flat_grad.t181_c1_0, align 64
-  %321 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c0_3139, ptr %arena140, align 4
+  %t205_c1_0141 = load <16 x float>, ptr %flat_grad.t205_c1_0, align 64
+  %321 = mul nsw i64 %flat_grad.nb2011, 64
   %322 = add nsw i64 1412560, %321
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %322
-  store <16 x float> %t181_c1_0141, ptr %arena142, align 4
-  %t181_c1_1143 = load <16 x float>, ptr %flat_grad.t181_c1_1, align 64
-  %323 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c1_0141, ptr %arena142, align 4
+  %t205_c1_1143 = load <16 x float>, ptr %flat_grad.t205_c1_1, align 64
+  %323 = mul nsw i64 %flat_grad.nb2011, 64
   %324 = add nsw i64 1412560, %323
   %325 = add nsw i64 %324, 16
   %arena144 = getelementptr inbounds float, ptr %arena, i64 %325
-  store <16 x float> %t181_c1_1143, ptr %arena144, align 4
-  %t181_c1_2145 = load <16 x float>, ptr %flat_grad.t181_c1_2, align 64
-  %326 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c1_1143, ptr %arena144, align 4
+  %t205_c1_2145 = load <16 x float>, ptr %flat_grad.t205_c1_2, align 64
+  %326 = mul nsw i64 %flat_grad.nb2011, 64
   %327 = add nsw i64 1412560, %326
   %328 = add nsw i64 %327, 32
   %arena146 = getelementptr inbounds float, ptr %arena, i64 %328
-  store <16 x float> %t181_c1_2145, ptr %arena146, align 4
-  %t181_c1_3147 = load <16 x float>, ptr %flat_grad.t181_c1_3, align 64
-  %329 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c1_2145, ptr %arena146, align 4
+  %t205_c1_3147 = load <16 x float>, ptr %flat_grad.t205_c1_3, align 64
+  %329 = mul nsw i64 %flat_grad.nb2011, 64
   %330 = add nsw i64 1412560, %329
   %331 = add nsw i64 %330, 48
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %331
-  store <16 x float> %t181_c1_3147, ptr %arena148, align 4
-  %t181_c2_0149 = load <16 x float>, ptr %flat_grad.t181_c2_0, align 64
-  %332 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c1_3147, ptr %arena148, align 4
+  %t205_c2_0149 = load <16 x float>, ptr %flat_grad.t205_c2_0, align 64
+  %332 = mul nsw i64 %flat_grad.nb2011, 64
   %333 = add nsw i64 1415696, %332
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %333
-  store <16 x float> %t181_c2_0149, ptr %arena150, align 4
-  %t181_c2_1151 = load <16 x float>, ptr %flat_grad.t181_c2_1, align 64
-  %334 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c2_0149, ptr %arena150, align 4
+  %t205_c2_1151 = load <16 x float>, ptr %flat_grad.t205_c2_1, align 64
+  %334 = mul nsw i64 %flat_grad.nb2011, 64
   %335 = add nsw i64 1415696, %334
   %336 = add nsw i64 %335, 16
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %336
-  store <16 x float> %t181_c2_1151, ptr %arena152, align 4
-  %t181_c2_2153 = load <16 x float>, ptr %flat_grad.t181_c2_2, align 64
-  %337 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c2_1151, ptr %arena152, align 4
+  %t205_c2_2153 = load <16 x float>, ptr %flat_grad.t205_c2_2, align 64
+  %337 = mul nsw i64 %flat_grad.nb2011, 64
   %338 = add nsw i64 1415696, %337
   %339 = add nsw i64 %338, 32
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %339
-  store <16 x float> %t181_c2_2153, ptr %arena154, align 4
-  %t181_c2_3155 = load <16 x float>, ptr %flat_grad.t181_c2_3, align 64
-  %340 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c2_2153, ptr %arena154, align 4
+  %t205_c2_3155 = load <16 x float>, ptr %flat_grad.t205_c2_3, align 64
+  %340 = mul nsw i64 %flat_grad.nb2011, 64
   %341 = add nsw i64 1415696, %340
   %342 = add nsw i64 %341, 48
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %342
-  store <16 x float> %t181_c2_3155, ptr %arena156, align 4
-  %t181_c3_0157 = load <16 x float>, ptr %flat_grad.t181_c3_0, align 64
-  %343 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c2_3155, ptr %arena156, align 4
+  %t205_c3_0157 = load <16 x float>, ptr %flat_grad.t205_c3_0, align 64
+  %343 = mul nsw i64 %flat_grad.nb2011, 64
   %344 = add nsw i64 1418832, %343
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %344
-  store <16 x float> %t181_c3_0157, ptr %arena158, align 4
-  %t181_c3_1159 = load <16 x float>, ptr %flat_grad.t181_c3_1, align 64
-  %345 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c3_0157, ptr %arena158, align 4
+  %t205_c3_1159 = load <16 x float>, ptr %flat_grad.t205_c3_1, align 64
+  %345 = mul nsw i64 %flat_grad.nb2011, 64
   %346 = add nsw i64 1418832, %345
   %347 = add nsw i64 %346, 16
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %347
-  store <16 x float> %t181_c3_1159, ptr %arena160, align 4
-  %t181_c3_2161 = load <16 x float>, ptr %flat_grad.t181_c3_2, align 64
-  %348 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c3_1159, ptr %arena160, align 4
+  %t205_c3_2161 = load <16 x float>, ptr %flat_grad.t205_c3_2, align 64
+  %348 = mul nsw i64 %flat_grad.nb2011, 64
   %349 = add nsw i64 1418832, %348
   %350 = add nsw i64 %349, 32
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %350
-  store <16 x float> %t181_c3_2161, ptr %arena162, align 4
-  %t181_c3_3163 = load <16 x float>, ptr %flat_grad.t181_c3_3, align 64
-  %351 = mul nsw i64 %flat_grad.nb1771, 64
+  store <16 x float> %t205_c3_2161, ptr %arena162, align 4
+  %t205_c3_3163 = load <16 x float>, ptr %flat_grad.t205_c3_3, align 64
+  %351 = mul nsw i64 %flat_grad.nb2011, 64
   %352 = add nsw i64 1418832, %351
   %353 = add nsw i64 %352, 48
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %353
-  store <16 x float> %t181_c3_3163, ptr %arena164, align 4
-  %nb177.next = add nsw i64 %flat_grad.nb1771, 1
-  %354 = icmp slt i64 %nb177.next, 49
-  br i1 %354, label %flat_grad.nb177, label %flat_grad.nb177.end
+  store <16 x float> %t205_c3_3163, ptr %arena164, align 4
+  %nb201.next = add nsw i64 %flat_grad.nb2011, 1
+  %354 = icmp slt i64 %nb201.next, 49
+  br i1 %354, label %flat_grad.nb201, label %flat_grad.nb201.end
 }
 
 ; Function Attrs: noinline
@@ -8302,47 +8302,47 @@ entry:
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k17.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_grad.i184
+  br label %conv2_grad.i208
 
-conv2_grad.i184:                                  ; preds = %conv2_grad.i184, %entry
-  %conv2_grad.i1841 = phi i64 [ 0, %entry ], [ %i184.next, %conv2_grad.i184 ]
-  %0 = add nsw i64 1421968, %conv2_grad.i1841
+conv2_grad.i208:                                  ; preds = %conv2_grad.i208, %entry
+  %conv2_grad.i2081 = phi i64 [ 0, %entry ], [ %i208.next, %conv2_grad.i208 ]
+  %0 = add nsw i64 1421968, %conv2_grad.i2081
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i184.next = add nsw i64 %conv2_grad.i1841, 1
-  %1 = icmp slt i64 %i184.next, 802816
-  br i1 %1, label %conv2_grad.i184, label %conv2_grad.i184.end
+  %i208.next = add nsw i64 %conv2_grad.i2081, 1
+  %1 = icmp slt i64 %i208.next, 802816
+  br i1 %1, label %conv2_grad.i208, label %conv2_grad.i208.end
 
-conv2_grad.i184.end:                              ; preds = %conv2_grad.i184
-  br label %conv2_grad.q185
+conv2_grad.i208.end:                              ; preds = %conv2_grad.i208
+  br label %conv2_grad.q209
 
-conv2_grad.q185:                                  ; preds = %conv2_grad.i186.end, %conv2_grad.i184.end
-  %conv2_grad.q1853 = phi i64 [ 0, %conv2_grad.i184.end ], [ %q185.next, %conv2_grad.i186.end ]
-  br label %conv2_grad.i186
+conv2_grad.q209:                                  ; preds = %conv2_grad.i210.end, %conv2_grad.i208.end
+  %conv2_grad.q2093 = phi i64 [ 0, %conv2_grad.i208.end ], [ %q209.next, %conv2_grad.i210.end ]
+  br label %conv2_grad.i210
 
-conv2_grad.q185.end:                              ; preds = %conv2_grad.i186.end
+conv2_grad.q209.end:                              ; preds = %conv2_grad.i210.end
   ret void
 
-conv2_grad.i186:                                  ; preds = %conv2_grad.endif, %conv2_grad.q185
-  %conv2_grad.i1864 = phi i64 [ 0, %conv2_grad.q185 ], [ %i186.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q1853, 49
-  %3 = add nsw i64 %2, %conv2_grad.i1864
+conv2_grad.i210:                                  ; preds = %conv2_grad.endif, %conv2_grad.q209
+  %conv2_grad.i2104 = phi i64 [ 0, %conv2_grad.q209 ], [ %i210.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2093, 49
+  %3 = add nsw i64 %2, %conv2_grad.i2104
   %4 = add nsw i64 802816, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i186.end:                              ; preds = %conv2_grad.endif
-  %q185.next = add nsw i64 %conv2_grad.q1853, 1
-  %7 = icmp slt i64 %q185.next, 4096
-  br i1 %7, label %conv2_grad.q185, label %conv2_grad.q185.end
+conv2_grad.i210.end:                              ; preds = %conv2_grad.endif
+  %q209.next = add nsw i64 %conv2_grad.q2093, 1
+  %7 = icmp slt i64 %q209.next, 4096
+  br i1 %7, label %conv2_grad.q209, label %conv2_grad.q209.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i186
-  %8 = mul nsw i64 %conv2_grad.q1853, 196
+conv2_grad.then:                                  ; preds = %conv2_grad.i210
+  %8 = mul nsw i64 %conv2_grad.q2093, 196
   %9 = add nsw i64 1421968, %8
-  %10 = mul nsw i64 %conv2_grad.q1853, 49
-  %11 = add nsw i64 %10, %conv2_grad.i1864
+  %10 = mul nsw i64 %conv2_grad.q2093, 49
+  %11 = add nsw i64 %10, %conv2_grad.i2104
   %12 = add nsw i64 1003520, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -8350,8 +8350,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i186
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q1853, 49
-  %18 = add nsw i64 %17, %conv2_grad.i1864
+  %17 = mul nsw i64 %conv2_grad.q2093, 49
+  %18 = add nsw i64 %17, %conv2_grad.i2104
   %19 = add nsw i64 1221264, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -8359,1455 +8359,1455 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i186
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i186
-  %i186.next = add nsw i64 %conv2_grad.i1864, 1
-  %22 = icmp slt i64 %i186.next, 49
-  br i1 %22, label %conv2_grad.i186, label %conv2_grad.i186.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i210
+  %i210.next = add nsw i64 %conv2_grad.i2104, 1
+  %22 = icmp slt i64 %i210.next, 49
+  br i1 %22, label %conv2_grad.i210, label %conv2_grad.i210.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k18.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_weight_grad.i187
+  br label %conv2_weight_grad.i211
 
-conv2_weight_grad.i187:                           ; preds = %conv2_weight_grad.i187, %entry
-  %conv2_weight_grad.i1871 = phi i64 [ 0, %entry ], [ %i187.next, %conv2_weight_grad.i187 ]
-  %0 = add nsw i64 3328656, %conv2_weight_grad.i1871
+conv2_weight_grad.i211:                           ; preds = %conv2_weight_grad.i211, %entry
+  %conv2_weight_grad.i2111 = phi i64 [ 0, %entry ], [ %i211.next, %conv2_weight_grad.i211 ]
+  %0 = add nsw i64 3328656, %conv2_weight_grad.i2111
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i187.next = add nsw i64 %conv2_weight_grad.i1871, 1
-  %1 = icmp slt i64 %i187.next, 18432
-  br i1 %1, label %conv2_weight_grad.i187, label %conv2_weight_grad.i187.end
+  %i211.next = add nsw i64 %conv2_weight_grad.i2111, 1
+  %1 = icmp slt i64 %i211.next, 18432
+  br i1 %1, label %conv2_weight_grad.i211, label %conv2_weight_grad.i211.end
 
-conv2_weight_grad.i187.end:                       ; preds = %conv2_weight_grad.i187
-  br label %conv2_weight_grad.g188
+conv2_weight_grad.i211.end:                       ; preds = %conv2_weight_grad.i211
+  br label %conv2_weight_grad.g212
 
-conv2_weight_grad.g188:                           ; preds = %conv2_weight_grad.j203.end, %conv2_weight_grad.i187.end
-  %conv2_weight_grad.g1883 = phi i64 [ 0, %conv2_weight_grad.i187.end ], [ %g188.next, %conv2_weight_grad.j203.end ]
-  br label %conv2_weight_grad.j189
+conv2_weight_grad.g212:                           ; preds = %conv2_weight_grad.j227.end, %conv2_weight_grad.i211.end
+  %conv2_weight_grad.g2123 = phi i64 [ 0, %conv2_weight_grad.i211.end ], [ %g212.next, %conv2_weight_grad.j227.end ]
+  br label %conv2_weight_grad.j213
 
-conv2_weight_grad.g188.end:                       ; preds = %conv2_weight_grad.j203.end
-  br label %conv2_weight_grad.f212
+conv2_weight_grad.g212.end:                       ; preds = %conv2_weight_grad.j227.end
+  br label %conv2_weight_grad.f236
 
-conv2_weight_grad.j189:                           ; preds = %conv2_weight_grad.c190.end, %conv2_weight_grad.g188
-  %conv2_weight_grad.j1894 = phi i64 [ 0, %conv2_weight_grad.g188 ], [ %j189.next, %conv2_weight_grad.c190.end ]
-  br label %conv2_weight_grad.c190
+conv2_weight_grad.j213:                           ; preds = %conv2_weight_grad.c214.end, %conv2_weight_grad.g212
+  %conv2_weight_grad.j2134 = phi i64 [ 0, %conv2_weight_grad.g212 ], [ %j213.next, %conv2_weight_grad.c214.end ]
+  br label %conv2_weight_grad.c214
 
-conv2_weight_grad.j189.end:                       ; preds = %conv2_weight_grad.c190.end
-  br label %conv2_weight_grad.j203
+conv2_weight_grad.j213.end:                       ; preds = %conv2_weight_grad.c214.end
+  br label %conv2_weight_grad.j227
 
-conv2_weight_grad.c190:                           ; preds = %conv2_weight_grad.ky191.end, %conv2_weight_grad.j189
-  %conv2_weight_grad.c1905 = phi i64 [ 0, %conv2_weight_grad.j189 ], [ %c190.next, %conv2_weight_grad.ky191.end ]
-  br label %conv2_weight_grad.ky191
+conv2_weight_grad.c214:                           ; preds = %conv2_weight_grad.ky215.end, %conv2_weight_grad.j213
+  %conv2_weight_grad.c2145 = phi i64 [ 0, %conv2_weight_grad.j213 ], [ %c214.next, %conv2_weight_grad.ky215.end ]
+  br label %conv2_weight_grad.ky215
 
-conv2_weight_grad.c190.end:                       ; preds = %conv2_weight_grad.ky191.end
-  %j189.next = add nsw i64 %conv2_weight_grad.j1894, 1
-  %2 = icmp slt i64 %j189.next, 16
-  br i1 %2, label %conv2_weight_grad.j189, label %conv2_weight_grad.j189.end
+conv2_weight_grad.c214.end:                       ; preds = %conv2_weight_grad.ky215.end
+  %j213.next = add nsw i64 %conv2_weight_grad.j2134, 1
+  %2 = icmp slt i64 %j213.next, 16
+  br i1 %2, label %conv2_weight_grad.j213, label %conv2_weight_grad.j213.end
 
-conv2_weight_grad.ky191:                          ; preds = %conv2_weight_grad.oy199.end, %conv2_weight_grad.c190
-  %conv2_weight_grad.ky1916 = phi i64 [ 0, %conv2_weight_grad.c190 ], [ %ky191.next, %conv2_weight_grad.oy199.end ]
-  br label %conv2_weight_grad.oy192
+conv2_weight_grad.ky215:                          ; preds = %conv2_weight_grad.oy223.end, %conv2_weight_grad.c214
+  %conv2_weight_grad.ky2156 = phi i64 [ 0, %conv2_weight_grad.c214 ], [ %ky215.next, %conv2_weight_grad.oy223.end ]
+  br label %conv2_weight_grad.oy216
 
-conv2_weight_grad.ky191.end:                      ; preds = %conv2_weight_grad.oy199.end
-  %c190.next = add nsw i64 %conv2_weight_grad.c1905, 1
-  %3 = icmp slt i64 %c190.next, 32
-  br i1 %3, label %conv2_weight_grad.c190, label %conv2_weight_grad.c190.end
+conv2_weight_grad.ky215.end:                      ; preds = %conv2_weight_grad.oy223.end
+  %c214.next = add nsw i64 %conv2_weight_grad.c2145, 1
+  %3 = icmp slt i64 %c214.next, 32
+  br i1 %3, label %conv2_weight_grad.c214, label %conv2_weight_grad.c214.end
 
-conv2_weight_grad.oy192:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky191
-  %conv2_weight_grad.oy1927 = phi i64 [ 0, %conv2_weight_grad.ky191 ], [ %oy192.next, %conv2_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv2_weight_grad.oy1927, %conv2_weight_grad.ky1916
+conv2_weight_grad.oy216:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky215
+  %conv2_weight_grad.oy2167 = phi i64 [ 0, %conv2_weight_grad.ky215 ], [ %oy216.next, %conv2_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv2_weight_grad.oy2167, %conv2_weight_grad.ky2156
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv2_weight_grad.oy1927, %conv2_weight_grad.ky1916
+  %7 = add nsw i64 %conv2_weight_grad.oy2167, %conv2_weight_grad.ky2156
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 14
   %10 = and i1 %6, %9
   br i1 %10, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy192.end:                      ; preds = %conv2_weight_grad.endif18
-  br label %conv2_weight_grad.oy196
+conv2_weight_grad.oy216.end:                      ; preds = %conv2_weight_grad.endif18
+  br label %conv2_weight_grad.oy220
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy192
-  br label %conv2_weight_grad.ox193
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy216
+  br label %conv2_weight_grad.ox217
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox194.end, %conv2_weight_grad.oy192
-  %11 = add nsw i64 %conv2_weight_grad.oy1927, %conv2_weight_grad.ky1916
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox218.end, %conv2_weight_grad.oy216
+  %11 = add nsw i64 %conv2_weight_grad.oy2167, %conv2_weight_grad.ky2156
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv2_weight_grad.then13, label %conv2_weight_grad.endif14
 
-conv2_weight_grad.ox193:                          ; preds = %conv2_weight_grad.ox193, %conv2_weight_grad.then
-  %conv2_weight_grad.ox1938 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox193.next, %conv2_weight_grad.ox193 ]
-  %14 = mul nsw i64 %conv2_weight_grad.g1883, 16
-  %15 = add nsw i64 %14, %conv2_weight_grad.j1894
+conv2_weight_grad.ox217:                          ; preds = %conv2_weight_grad.ox217, %conv2_weight_grad.then
+  %conv2_weight_grad.ox2178 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox217.next, %conv2_weight_grad.ox217 ]
+  %14 = mul nsw i64 %conv2_weight_grad.g2123, 16
+  %15 = add nsw i64 %14, %conv2_weight_grad.j2134
   %16 = mul nsw i64 %15, 6272
-  %17 = mul nsw i64 %conv2_weight_grad.c1905, 196
+  %17 = mul nsw i64 %conv2_weight_grad.c2145, 196
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv2_weight_grad.oy1927, %conv2_weight_grad.ky1916
+  %19 = add nsw i64 %conv2_weight_grad.oy2167, %conv2_weight_grad.ky2156
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 14
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv2_weight_grad.ox1938, 1
+  %23 = add nsw i64 %conv2_weight_grad.ox2178, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load float, ptr %arena9, align 4
-  %27 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %28 = add nsw i64 %27, %conv2_weight_grad.ky1916
+  %27 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %28 = add nsw i64 %27, %conv2_weight_grad.ky2156
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 3136
   %31 = add nsw i64 2224784, %30
-  %32 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %32 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %conv2_weight_grad.oy1927, 14
-  %35 = add nsw i64 %conv2_weight_grad.ox1938, 1
+  %34 = mul nsw i64 %conv2_weight_grad.oy2167, 14
+  %35 = add nsw i64 %conv2_weight_grad.ox2178, 1
   %36 = add nsw i64 %34, %35
   %37 = add nsw i64 %33, %36
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %37
   store float %26, ptr %arena10, align 4
-  %ox193.next = add nsw i64 %conv2_weight_grad.ox1938, 1
-  %38 = icmp slt i64 %ox193.next, 13
-  br i1 %38, label %conv2_weight_grad.ox193, label %conv2_weight_grad.ox193.end
+  %ox217.next = add nsw i64 %conv2_weight_grad.ox2178, 1
+  %38 = icmp slt i64 %ox217.next, 13
+  br i1 %38, label %conv2_weight_grad.ox217, label %conv2_weight_grad.ox217.end
 
-conv2_weight_grad.ox193.end:                      ; preds = %conv2_weight_grad.ox193
-  br label %conv2_weight_grad.ox194
+conv2_weight_grad.ox217.end:                      ; preds = %conv2_weight_grad.ox217
+  br label %conv2_weight_grad.ox218
 
-conv2_weight_grad.ox194:                          ; preds = %conv2_weight_grad.ox194, %conv2_weight_grad.ox193.end
-  %conv2_weight_grad.ox19411 = phi i64 [ 0, %conv2_weight_grad.ox193.end ], [ %ox194.next, %conv2_weight_grad.ox194 ]
-  %39 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %40 = add nsw i64 %39, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox218:                          ; preds = %conv2_weight_grad.ox218, %conv2_weight_grad.ox217.end
+  %conv2_weight_grad.ox21811 = phi i64 [ 0, %conv2_weight_grad.ox217.end ], [ %ox218.next, %conv2_weight_grad.ox218 ]
+  %39 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %40 = add nsw i64 %39, %conv2_weight_grad.ky2156
   %41 = mul nsw i64 %40, 3
   %42 = mul nsw i64 %41, 3136
   %43 = add nsw i64 2224784, %42
-  %44 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %44 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %45 = add nsw i64 %43, %44
-  %46 = mul nsw i64 %conv2_weight_grad.oy1927, 14
-  %47 = add nsw i64 %46, %conv2_weight_grad.ox19411
+  %46 = mul nsw i64 %conv2_weight_grad.oy2167, 14
+  %47 = add nsw i64 %46, %conv2_weight_grad.ox21811
   %48 = add nsw i64 %45, %47
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %48
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox194.next = add nsw i64 %conv2_weight_grad.ox19411, 1
-  %49 = icmp slt i64 %ox194.next, 1
-  br i1 %49, label %conv2_weight_grad.ox194, label %conv2_weight_grad.ox194.end
+  %ox218.next = add nsw i64 %conv2_weight_grad.ox21811, 1
+  %49 = icmp slt i64 %ox218.next, 1
+  br i1 %49, label %conv2_weight_grad.ox218, label %conv2_weight_grad.ox218.end
 
-conv2_weight_grad.ox194.end:                      ; preds = %conv2_weight_grad.ox194
+conv2_weight_grad.ox218.end:                      ; preds = %conv2_weight_grad.ox218
   br label %conv2_weight_grad.endif
 
 conv2_weight_grad.then13:                         ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox195
+  br label %conv2_weight_grad.ox219
 
-conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox195.end, %conv2_weight_grad.endif
-  %50 = add nsw i64 %conv2_weight_grad.oy1927, %conv2_weight_grad.ky1916
+conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox219.end, %conv2_weight_grad.endif
+  %50 = add nsw i64 %conv2_weight_grad.oy2167, %conv2_weight_grad.ky2156
   %51 = add nsw i64 %50, -1
   %52 = icmp slt i64 13, %51
   br i1 %52, label %conv2_weight_grad.then17, label %conv2_weight_grad.endif18
 
-conv2_weight_grad.ox195:                          ; preds = %conv2_weight_grad.ox195, %conv2_weight_grad.then13
-  %conv2_weight_grad.ox19515 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox195.next, %conv2_weight_grad.ox195 ]
-  %53 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %54 = add nsw i64 %53, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox219:                          ; preds = %conv2_weight_grad.ox219, %conv2_weight_grad.then13
+  %conv2_weight_grad.ox21915 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox219.next, %conv2_weight_grad.ox219 ]
+  %53 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %54 = add nsw i64 %53, %conv2_weight_grad.ky2156
   %55 = mul nsw i64 %54, 3
   %56 = mul nsw i64 %55, 3136
   %57 = add nsw i64 2224784, %56
-  %58 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %58 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %59 = add nsw i64 %57, %58
-  %60 = mul nsw i64 %conv2_weight_grad.oy1927, 14
-  %61 = add nsw i64 %60, %conv2_weight_grad.ox19515
+  %60 = mul nsw i64 %conv2_weight_grad.oy2167, 14
+  %61 = add nsw i64 %60, %conv2_weight_grad.ox21915
   %62 = add nsw i64 %59, %61
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %62
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox195.next = add nsw i64 %conv2_weight_grad.ox19515, 1
-  %63 = icmp slt i64 %ox195.next, 14
-  br i1 %63, label %conv2_weight_grad.ox195, label %conv2_weight_grad.ox195.end
+  %ox219.next = add nsw i64 %conv2_weight_grad.ox21915, 1
+  %63 = icmp slt i64 %ox219.next, 14
+  br i1 %63, label %conv2_weight_grad.ox219, label %conv2_weight_grad.ox219.end
 
-conv2_weight_grad.ox195.end:                      ; preds = %conv2_weight_grad.ox195
+conv2_weight_grad.ox219.end:                      ; preds = %conv2_weight_grad.ox219
   br label %conv2_weight_grad.endif14
 
 conv2_weight_grad.then17:                         ; preds = %conv2_weight_grad.endif14
-  br label %conv2_weight_grad.ox19519
+  br label %conv2_weight_grad.ox21919
 
-conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox195.end20, %conv2_weight_grad.endif14
-  %oy192.next = add nsw i64 %conv2_weight_grad.oy1927, 1
-  %64 = icmp slt i64 %oy192.next, 14
-  br i1 %64, label %conv2_weight_grad.oy192, label %conv2_weight_grad.oy192.end
+conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox219.end20, %conv2_weight_grad.endif14
+  %oy216.next = add nsw i64 %conv2_weight_grad.oy2167, 1
+  %64 = icmp slt i64 %oy216.next, 14
+  br i1 %64, label %conv2_weight_grad.oy216, label %conv2_weight_grad.oy216.end
 
-conv2_weight_grad.ox19519:                        ; preds = %conv2_weight_grad.ox19519, %conv2_weight_grad.then17
-  %conv2_weight_grad.ox19521 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox195.next23, %conv2_weight_grad.ox19519 ]
-  %65 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %66 = add nsw i64 %65, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox21919:                        ; preds = %conv2_weight_grad.ox21919, %conv2_weight_grad.then17
+  %conv2_weight_grad.ox21921 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox219.next23, %conv2_weight_grad.ox21919 ]
+  %65 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %66 = add nsw i64 %65, %conv2_weight_grad.ky2156
   %67 = mul nsw i64 %66, 3
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 2224784, %68
-  %70 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %70 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %71 = add nsw i64 %69, %70
-  %72 = mul nsw i64 %conv2_weight_grad.oy1927, 14
-  %73 = add nsw i64 %72, %conv2_weight_grad.ox19521
+  %72 = mul nsw i64 %conv2_weight_grad.oy2167, 14
+  %73 = add nsw i64 %72, %conv2_weight_grad.ox21921
   %74 = add nsw i64 %71, %73
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %74
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox195.next23 = add nsw i64 %conv2_weight_grad.ox19521, 1
-  %75 = icmp slt i64 %ox195.next23, 14
-  br i1 %75, label %conv2_weight_grad.ox19519, label %conv2_weight_grad.ox195.end20
+  %ox219.next23 = add nsw i64 %conv2_weight_grad.ox21921, 1
+  %75 = icmp slt i64 %ox219.next23, 14
+  br i1 %75, label %conv2_weight_grad.ox21919, label %conv2_weight_grad.ox219.end20
 
-conv2_weight_grad.ox195.end20:                    ; preds = %conv2_weight_grad.ox19519
+conv2_weight_grad.ox219.end20:                    ; preds = %conv2_weight_grad.ox21919
   br label %conv2_weight_grad.endif18
 
-conv2_weight_grad.oy196:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy192.end
-  %conv2_weight_grad.oy19624 = phi i64 [ 0, %conv2_weight_grad.oy192.end ], [ %oy196.next, %conv2_weight_grad.endif35 ]
-  %76 = add nsw i64 %conv2_weight_grad.oy19624, %conv2_weight_grad.ky1916
+conv2_weight_grad.oy220:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy216.end
+  %conv2_weight_grad.oy22024 = phi i64 [ 0, %conv2_weight_grad.oy216.end ], [ %oy220.next, %conv2_weight_grad.endif35 ]
+  %76 = add nsw i64 %conv2_weight_grad.oy22024, %conv2_weight_grad.ky2156
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 -1, %77
-  %79 = add nsw i64 %conv2_weight_grad.oy19624, %conv2_weight_grad.ky1916
+  %79 = add nsw i64 %conv2_weight_grad.oy22024, %conv2_weight_grad.ky2156
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 14
   %82 = and i1 %78, %81
   br i1 %82, label %conv2_weight_grad.then25, label %conv2_weight_grad.endif26
 
-conv2_weight_grad.oy196.end:                      ; preds = %conv2_weight_grad.endif35
-  br label %conv2_weight_grad.oy199
+conv2_weight_grad.oy220.end:                      ; preds = %conv2_weight_grad.endif35
+  br label %conv2_weight_grad.oy223
 
-conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy196
-  br label %conv2_weight_grad.ox197
+conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy220
+  br label %conv2_weight_grad.ox221
 
-conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox197.end, %conv2_weight_grad.oy196
-  %83 = add nsw i64 %conv2_weight_grad.oy19624, %conv2_weight_grad.ky1916
+conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox221.end, %conv2_weight_grad.oy220
+  %83 = add nsw i64 %conv2_weight_grad.oy22024, %conv2_weight_grad.ky2156
   %84 = add nsw i64 %83, -1
   %85 = icmp slt i64 %84, 0
   br i1 %85, label %conv2_weight_grad.then30, label %conv2_weight_grad.endif31
 
-conv2_weight_grad.ox197:                          ; preds = %conv2_weight_grad.ox197, %conv2_weight_grad.then25
-  %conv2_weight_grad.ox19727 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox197.next, %conv2_weight_grad.ox197 ]
-  %86 = mul nsw i64 %conv2_weight_grad.g1883, 16
-  %87 = add nsw i64 %86, %conv2_weight_grad.j1894
+conv2_weight_grad.ox221:                          ; preds = %conv2_weight_grad.ox221, %conv2_weight_grad.then25
+  %conv2_weight_grad.ox22127 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox221.next, %conv2_weight_grad.ox221 ]
+  %86 = mul nsw i64 %conv2_weight_grad.g2123, 16
+  %87 = add nsw i64 %86, %conv2_weight_grad.j2134
   %88 = mul nsw i64 %87, 6272
-  %89 = mul nsw i64 %conv2_weight_grad.c1905, 196
+  %89 = mul nsw i64 %conv2_weight_grad.c2145, 196
   %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %conv2_weight_grad.oy19624, %conv2_weight_grad.ky1916
+  %91 = add nsw i64 %conv2_weight_grad.oy22024, %conv2_weight_grad.ky2156
   %92 = add nsw i64 %91, -1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %90, %93
-  %95 = add nsw i64 %94, %conv2_weight_grad.ox19727
+  %95 = add nsw i64 %94, %conv2_weight_grad.ox22127
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load float, ptr %arena28, align 4
-  %97 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %98 = add nsw i64 %97, %conv2_weight_grad.ky1916
+  %97 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %98 = add nsw i64 %97, %conv2_weight_grad.ky2156
   %99 = mul nsw i64 %98, 3
   %100 = add nsw i64 %99, 1
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 2224784, %101
-  %103 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %103 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %104 = add nsw i64 %102, %103
-  %105 = mul nsw i64 %conv2_weight_grad.oy19624, 14
-  %106 = add nsw i64 %105, %conv2_weight_grad.ox19727
+  %105 = mul nsw i64 %conv2_weight_grad.oy22024, 14
+  %106 = add nsw i64 %105, %conv2_weight_grad.ox22127
   %107 = add nsw i64 %104, %106
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %107
   store float %96, ptr %arena29, align 4
-  %ox197.next = add nsw i64 %conv2_weight_grad.ox19727, 1
-  %108 = icmp slt i64 %ox197.next, 14
-  br i1 %108, label %conv2_weight_grad.ox197, label %conv2_weight_grad.ox197.end
+  %ox221.next = add nsw i64 %conv2_weight_grad.ox22127, 1
+  %108 = icmp slt i64 %ox221.next, 14
+  br i1 %108, label %conv2_weight_grad.ox221, label %conv2_weight_grad.ox221.end
 
-conv2_weight_grad.ox197.end:                      ; preds = %conv2_weight_grad.ox197
+conv2_weight_grad.ox221.end:                      ; preds = %conv2_weight_grad.ox221
   br label %conv2_weight_grad.endif26
 
 conv2_weight_grad.then30:                         ; preds = %conv2_weight_grad.endif26
-  br label %conv2_weight_grad.ox198
+  br label %conv2_weight_grad.ox222
 
-conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox198.end, %conv2_weight_grad.endif26
-  %109 = add nsw i64 %conv2_weight_grad.oy19624, %conv2_weight_grad.ky1916
+conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox222.end, %conv2_weight_grad.endif26
+  %109 = add nsw i64 %conv2_weight_grad.oy22024, %conv2_weight_grad.ky2156
   %110 = add nsw i64 %109, -1
   %111 = icmp slt i64 13, %110
   br i1 %111, label %conv2_weight_grad.then34, label %conv2_weight_grad.endif35
 
-conv2_weight_grad.ox198:                          ; preds = %conv2_weight_grad.ox198, %conv2_weight_grad.then30
-  %conv2_weight_grad.ox19832 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox198.next, %conv2_weight_grad.ox198 ]
-  %112 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %113 = add nsw i64 %112, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox222:                          ; preds = %conv2_weight_grad.ox222, %conv2_weight_grad.then30
+  %conv2_weight_grad.ox22232 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox222.next, %conv2_weight_grad.ox222 ]
+  %112 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %113 = add nsw i64 %112, %conv2_weight_grad.ky2156
   %114 = mul nsw i64 %113, 3
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 3136
   %117 = add nsw i64 2224784, %116
-  %118 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %118 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %conv2_weight_grad.oy19624, 14
-  %121 = add nsw i64 %120, %conv2_weight_grad.ox19832
+  %120 = mul nsw i64 %conv2_weight_grad.oy22024, 14
+  %121 = add nsw i64 %120, %conv2_weight_grad.ox22232
   %122 = add nsw i64 %119, %121
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %122
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox198.next = add nsw i64 %conv2_weight_grad.ox19832, 1
-  %123 = icmp slt i64 %ox198.next, 14
-  br i1 %123, label %conv2_weight_grad.ox198, label %conv2_weight_grad.ox198.end
+  %ox222.next = add nsw i64 %conv2_weight_grad.ox22232, 1
+  %123 = icmp slt i64 %ox222.next, 14
+  br i1 %123, label %conv2_weight_grad.ox222, label %conv2_weight_grad.ox222.end
 
-conv2_weight_grad.ox198.end:                      ; preds = %conv2_weight_grad.ox198
+conv2_weight_grad.ox222.end:                      ; preds = %conv2_weight_grad.ox222
   br label %conv2_weight_grad.endif31
 
 conv2_weight_grad.then34:                         ; preds = %conv2_weight_grad.endif31
-  br label %conv2_weight_grad.ox19836
+  br label %conv2_weight_grad.ox22236
 
-conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox198.end37, %conv2_weight_grad.endif31
-  %oy196.next = add nsw i64 %conv2_weight_grad.oy19624, 1
-  %124 = icmp slt i64 %oy196.next, 14
-  br i1 %124, label %conv2_weight_grad.oy196, label %conv2_weight_grad.oy196.end
+conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox222.end37, %conv2_weight_grad.endif31
+  %oy220.next = add nsw i64 %conv2_weight_grad.oy22024, 1
+  %124 = icmp slt i64 %oy220.next, 14
+  br i1 %124, label %conv2_weight_grad.oy220, label %conv2_weight_grad.oy220.end
 
-conv2_weight_grad.ox19836:                        ; preds = %conv2_weight_grad.ox19836, %conv2_weight_grad.then34
-  %conv2_weight_grad.ox19838 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox198.next40, %conv2_weight_grad.ox19836 ]
-  %125 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %126 = add nsw i64 %125, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox22236:                        ; preds = %conv2_weight_grad.ox22236, %conv2_weight_grad.then34
+  %conv2_weight_grad.ox22238 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox222.next40, %conv2_weight_grad.ox22236 ]
+  %125 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %126 = add nsw i64 %125, %conv2_weight_grad.ky2156
   %127 = mul nsw i64 %126, 3
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 3136
   %130 = add nsw i64 2224784, %129
-  %131 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %131 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv2_weight_grad.oy19624, 14
-  %134 = add nsw i64 %133, %conv2_weight_grad.ox19838
+  %133 = mul nsw i64 %conv2_weight_grad.oy22024, 14
+  %134 = add nsw i64 %133, %conv2_weight_grad.ox22238
   %135 = add nsw i64 %132, %134
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %135
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox198.next40 = add nsw i64 %conv2_weight_grad.ox19838, 1
-  %136 = icmp slt i64 %ox198.next40, 14
-  br i1 %136, label %conv2_weight_grad.ox19836, label %conv2_weight_grad.ox198.end37
+  %ox222.next40 = add nsw i64 %conv2_weight_grad.ox22238, 1
+  %136 = icmp slt i64 %ox222.next40, 14
+  br i1 %136, label %conv2_weight_grad.ox22236, label %conv2_weight_grad.ox222.end37
 
-conv2_weight_grad.ox198.end37:                    ; preds = %conv2_weight_grad.ox19836
+conv2_weight_grad.ox222.end37:                    ; preds = %conv2_weight_grad.ox22236
   br label %conv2_weight_grad.endif35
 
-conv2_weight_grad.oy199:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy196.end
-  %conv2_weight_grad.oy19941 = phi i64 [ 0, %conv2_weight_grad.oy196.end ], [ %oy199.next, %conv2_weight_grad.endif54 ]
-  %137 = add nsw i64 %conv2_weight_grad.oy19941, %conv2_weight_grad.ky1916
+conv2_weight_grad.oy223:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy220.end
+  %conv2_weight_grad.oy22341 = phi i64 [ 0, %conv2_weight_grad.oy220.end ], [ %oy223.next, %conv2_weight_grad.endif54 ]
+  %137 = add nsw i64 %conv2_weight_grad.oy22341, %conv2_weight_grad.ky2156
   %138 = add nsw i64 %137, -1
   %139 = icmp slt i64 -1, %138
-  %140 = add nsw i64 %conv2_weight_grad.oy19941, %conv2_weight_grad.ky1916
+  %140 = add nsw i64 %conv2_weight_grad.oy22341, %conv2_weight_grad.ky2156
   %141 = add nsw i64 %140, -1
   %142 = icmp slt i64 %141, 14
   %143 = and i1 %139, %142
   br i1 %143, label %conv2_weight_grad.then42, label %conv2_weight_grad.endif43
 
-conv2_weight_grad.oy199.end:                      ; preds = %conv2_weight_grad.endif54
-  %ky191.next = add nsw i64 %conv2_weight_grad.ky1916, 1
-  %144 = icmp slt i64 %ky191.next, 3
-  br i1 %144, label %conv2_weight_grad.ky191, label %conv2_weight_grad.ky191.end
+conv2_weight_grad.oy223.end:                      ; preds = %conv2_weight_grad.endif54
+  %ky215.next = add nsw i64 %conv2_weight_grad.ky2156, 1
+  %144 = icmp slt i64 %ky215.next, 3
+  br i1 %144, label %conv2_weight_grad.ky215, label %conv2_weight_grad.ky215.end
 
-conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy199
-  br label %conv2_weight_grad.ox200
+conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy223
+  br label %conv2_weight_grad.ox224
 
-conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox201.end, %conv2_weight_grad.oy199
-  %145 = add nsw i64 %conv2_weight_grad.oy19941, %conv2_weight_grad.ky1916
+conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox225.end, %conv2_weight_grad.oy223
+  %145 = add nsw i64 %conv2_weight_grad.oy22341, %conv2_weight_grad.ky2156
   %146 = add nsw i64 %145, -1
   %147 = icmp slt i64 %146, 0
   br i1 %147, label %conv2_weight_grad.then49, label %conv2_weight_grad.endif50
 
-conv2_weight_grad.ox200:                          ; preds = %conv2_weight_grad.ox200, %conv2_weight_grad.then42
-  %conv2_weight_grad.ox20044 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox200.next, %conv2_weight_grad.ox200 ]
-  %148 = mul nsw i64 %conv2_weight_grad.g1883, 16
-  %149 = add nsw i64 %148, %conv2_weight_grad.j1894
+conv2_weight_grad.ox224:                          ; preds = %conv2_weight_grad.ox224, %conv2_weight_grad.then42
+  %conv2_weight_grad.ox22444 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox224.next, %conv2_weight_grad.ox224 ]
+  %148 = mul nsw i64 %conv2_weight_grad.g2123, 16
+  %149 = add nsw i64 %148, %conv2_weight_grad.j2134
   %150 = mul nsw i64 %149, 6272
-  %151 = mul nsw i64 %conv2_weight_grad.c1905, 196
+  %151 = mul nsw i64 %conv2_weight_grad.c2145, 196
   %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %conv2_weight_grad.oy19941, %conv2_weight_grad.ky1916
+  %153 = add nsw i64 %conv2_weight_grad.oy22341, %conv2_weight_grad.ky2156
   %154 = add nsw i64 %153, -1
   %155 = mul nsw i64 %154, 14
   %156 = add nsw i64 %152, %155
-  %157 = add nsw i64 %conv2_weight_grad.ox20044, 1
+  %157 = add nsw i64 %conv2_weight_grad.ox22444, 1
   %158 = add nsw i64 %156, %157
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %158
   %159 = load float, ptr %arena45, align 4
-  %160 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %161 = add nsw i64 %160, %conv2_weight_grad.ky1916
+  %160 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %161 = add nsw i64 %160, %conv2_weight_grad.ky2156
   %162 = mul nsw i64 %161, 3
   %163 = add nsw i64 %162, 2
   %164 = mul nsw i64 %163, 3136
   %165 = add nsw i64 2224784, %164
-  %166 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %166 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %conv2_weight_grad.oy19941, 14
-  %169 = add nsw i64 %168, %conv2_weight_grad.ox20044
+  %168 = mul nsw i64 %conv2_weight_grad.oy22341, 14
+  %169 = add nsw i64 %168, %conv2_weight_grad.ox22444
   %170 = add nsw i64 %167, %169
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %170
   store float %159, ptr %arena46, align 4
-  %ox200.next = add nsw i64 %conv2_weight_grad.ox20044, 1
-  %171 = icmp slt i64 %ox200.next, 13
-  br i1 %171, label %conv2_weight_grad.ox200, label %conv2_weight_grad.ox200.end
+  %ox224.next = add nsw i64 %conv2_weight_grad.ox22444, 1
+  %171 = icmp slt i64 %ox224.next, 13
+  br i1 %171, label %conv2_weight_grad.ox224, label %conv2_weight_grad.ox224.end
 
-conv2_weight_grad.ox200.end:                      ; preds = %conv2_weight_grad.ox200
-  br label %conv2_weight_grad.ox201
+conv2_weight_grad.ox224.end:                      ; preds = %conv2_weight_grad.ox224
+  br label %conv2_weight_grad.ox225
 
-conv2_weight_grad.ox201:                          ; preds = %conv2_weight_grad.ox201, %conv2_weight_grad.ox200.end
-  %conv2_weight_grad.ox20147 = phi i64 [ 0, %conv2_weight_grad.ox200.end ], [ %ox201.next, %conv2_weight_grad.ox201 ]
-  %172 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %173 = add nsw i64 %172, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox225:                          ; preds = %conv2_weight_grad.ox225, %conv2_weight_grad.ox224.end
+  %conv2_weight_grad.ox22547 = phi i64 [ 0, %conv2_weight_grad.ox224.end ], [ %ox225.next, %conv2_weight_grad.ox225 ]
+  %172 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %173 = add nsw i64 %172, %conv2_weight_grad.ky2156
   %174 = mul nsw i64 %173, 3
   %175 = add nsw i64 %174, 2
   %176 = mul nsw i64 %175, 3136
   %177 = add nsw i64 2224784, %176
-  %178 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %178 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %179 = add nsw i64 %177, %178
-  %180 = mul nsw i64 %conv2_weight_grad.oy19941, 14
-  %181 = add nsw i64 %conv2_weight_grad.ox20147, 13
+  %180 = mul nsw i64 %conv2_weight_grad.oy22341, 14
+  %181 = add nsw i64 %conv2_weight_grad.ox22547, 13
   %182 = add nsw i64 %180, %181
   %183 = add nsw i64 %179, %182
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %183
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox201.next = add nsw i64 %conv2_weight_grad.ox20147, 1
-  %184 = icmp slt i64 %ox201.next, 1
-  br i1 %184, label %conv2_weight_grad.ox201, label %conv2_weight_grad.ox201.end
+  %ox225.next = add nsw i64 %conv2_weight_grad.ox22547, 1
+  %184 = icmp slt i64 %ox225.next, 1
+  br i1 %184, label %conv2_weight_grad.ox225, label %conv2_weight_grad.ox225.end
 
-conv2_weight_grad.ox201.end:                      ; preds = %conv2_weight_grad.ox201
+conv2_weight_grad.ox225.end:                      ; preds = %conv2_weight_grad.ox225
   br label %conv2_weight_grad.endif43
 
 conv2_weight_grad.then49:                         ; preds = %conv2_weight_grad.endif43
-  br label %conv2_weight_grad.ox202
+  br label %conv2_weight_grad.ox226
 
-conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox202.end, %conv2_weight_grad.endif43
-  %185 = add nsw i64 %conv2_weight_grad.oy19941, %conv2_weight_grad.ky1916
+conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox226.end, %conv2_weight_grad.endif43
+  %185 = add nsw i64 %conv2_weight_grad.oy22341, %conv2_weight_grad.ky2156
   %186 = add nsw i64 %185, -1
   %187 = icmp slt i64 13, %186
   br i1 %187, label %conv2_weight_grad.then53, label %conv2_weight_grad.endif54
 
-conv2_weight_grad.ox202:                          ; preds = %conv2_weight_grad.ox202, %conv2_weight_grad.then49
-  %conv2_weight_grad.ox20251 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox202.next, %conv2_weight_grad.ox202 ]
-  %188 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %189 = add nsw i64 %188, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox226:                          ; preds = %conv2_weight_grad.ox226, %conv2_weight_grad.then49
+  %conv2_weight_grad.ox22651 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox226.next, %conv2_weight_grad.ox226 ]
+  %188 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %189 = add nsw i64 %188, %conv2_weight_grad.ky2156
   %190 = mul nsw i64 %189, 3
   %191 = add nsw i64 %190, 2
   %192 = mul nsw i64 %191, 3136
   %193 = add nsw i64 2224784, %192
-  %194 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %194 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %195 = add nsw i64 %193, %194
-  %196 = mul nsw i64 %conv2_weight_grad.oy19941, 14
-  %197 = add nsw i64 %196, %conv2_weight_grad.ox20251
+  %196 = mul nsw i64 %conv2_weight_grad.oy22341, 14
+  %197 = add nsw i64 %196, %conv2_weight_grad.ox22651
   %198 = add nsw i64 %195, %197
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %198
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox202.next = add nsw i64 %conv2_weight_grad.ox20251, 1
-  %199 = icmp slt i64 %ox202.next, 14
-  br i1 %199, label %conv2_weight_grad.ox202, label %conv2_weight_grad.ox202.end
+  %ox226.next = add nsw i64 %conv2_weight_grad.ox22651, 1
+  %199 = icmp slt i64 %ox226.next, 14
+  br i1 %199, label %conv2_weight_grad.ox226, label %conv2_weight_grad.ox226.end
 
-conv2_weight_grad.ox202.end:                      ; preds = %conv2_weight_grad.ox202
+conv2_weight_grad.ox226.end:                      ; preds = %conv2_weight_grad.ox226
   br label %conv2_weight_grad.endif50
 
 conv2_weight_grad.then53:                         ; preds = %conv2_weight_grad.endif50
-  br label %conv2_weight_grad.ox20255
+  br label %conv2_weight_grad.ox22655
 
-conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox202.end56, %conv2_weight_grad.endif50
-  %oy199.next = add nsw i64 %conv2_weight_grad.oy19941, 1
-  %200 = icmp slt i64 %oy199.next, 14
-  br i1 %200, label %conv2_weight_grad.oy199, label %conv2_weight_grad.oy199.end
+conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox226.end56, %conv2_weight_grad.endif50
+  %oy223.next = add nsw i64 %conv2_weight_grad.oy22341, 1
+  %200 = icmp slt i64 %oy223.next, 14
+  br i1 %200, label %conv2_weight_grad.oy223, label %conv2_weight_grad.oy223.end
 
-conv2_weight_grad.ox20255:                        ; preds = %conv2_weight_grad.ox20255, %conv2_weight_grad.then53
-  %conv2_weight_grad.ox20257 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox202.next59, %conv2_weight_grad.ox20255 ]
-  %201 = mul nsw i64 %conv2_weight_grad.c1905, 3
-  %202 = add nsw i64 %201, %conv2_weight_grad.ky1916
+conv2_weight_grad.ox22655:                        ; preds = %conv2_weight_grad.ox22655, %conv2_weight_grad.then53
+  %conv2_weight_grad.ox22657 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox226.next59, %conv2_weight_grad.ox22655 ]
+  %201 = mul nsw i64 %conv2_weight_grad.c2145, 3
+  %202 = add nsw i64 %201, %conv2_weight_grad.ky2156
   %203 = mul nsw i64 %202, 3
   %204 = add nsw i64 %203, 2
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 2224784, %205
-  %207 = mul nsw i64 %conv2_weight_grad.j1894, 196
+  %207 = mul nsw i64 %conv2_weight_grad.j2134, 196
   %208 = add nsw i64 %206, %207
-  %209 = mul nsw i64 %conv2_weight_grad.oy19941, 14
-  %210 = add nsw i64 %209, %conv2_weight_grad.ox20257
+  %209 = mul nsw i64 %conv2_weight_grad.oy22341, 14
+  %210 = add nsw i64 %209, %conv2_weight_grad.ox22657
   %211 = add nsw i64 %208, %210
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %211
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox202.next59 = add nsw i64 %conv2_weight_grad.ox20257, 1
-  %212 = icmp slt i64 %ox202.next59, 14
-  br i1 %212, label %conv2_weight_grad.ox20255, label %conv2_weight_grad.ox202.end56
+  %ox226.next59 = add nsw i64 %conv2_weight_grad.ox22657, 1
+  %212 = icmp slt i64 %ox226.next59, 14
+  br i1 %212, label %conv2_weight_grad.ox22655, label %conv2_weight_grad.ox226.end56
 
-conv2_weight_grad.ox202.end56:                    ; preds = %conv2_weight_grad.ox20255
+conv2_weight_grad.ox226.end56:                    ; preds = %conv2_weight_grad.ox22655
   br label %conv2_weight_grad.endif54
 
-conv2_weight_grad.j203:                           ; preds = %conv2_weight_grad.i204.end, %conv2_weight_grad.j189.end
-  %conv2_weight_grad.j20360 = phi i64 [ 0, %conv2_weight_grad.j189.end ], [ %j203.next, %conv2_weight_grad.i204.end ]
-  br label %conv2_weight_grad.i204
+conv2_weight_grad.j227:                           ; preds = %conv2_weight_grad.i228.end, %conv2_weight_grad.j213.end
+  %conv2_weight_grad.j22760 = phi i64 [ 0, %conv2_weight_grad.j213.end ], [ %j227.next, %conv2_weight_grad.i228.end ]
+  br label %conv2_weight_grad.i228
 
-conv2_weight_grad.j203.end:                       ; preds = %conv2_weight_grad.i204.end
-  call void @simplecnn_train_b64.k18.conv2_weight_grad.gemm211(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g188.next = add nsw i64 %conv2_weight_grad.g1883, 1
-  %213 = icmp slt i64 %g188.next, 4
-  br i1 %213, label %conv2_weight_grad.g188, label %conv2_weight_grad.g188.end
+conv2_weight_grad.j227.end:                       ; preds = %conv2_weight_grad.i228.end
+  call void @simplecnn_train_b64.k18.conv2_weight_grad.gemm235(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g212.next = add nsw i64 %conv2_weight_grad.g2123, 1
+  %213 = icmp slt i64 %g212.next, 4
+  br i1 %213, label %conv2_weight_grad.g212, label %conv2_weight_grad.g212.end
 
-conv2_weight_grad.i204:                           ; preds = %conv2_weight_grad.f205.end, %conv2_weight_grad.j203
-  %conv2_weight_grad.i20461 = phi i64 [ 0, %conv2_weight_grad.j203 ], [ %i204.next, %conv2_weight_grad.f205.end ]
-  br label %conv2_weight_grad.f205
+conv2_weight_grad.i228:                           ; preds = %conv2_weight_grad.f229.end, %conv2_weight_grad.j227
+  %conv2_weight_grad.i22861 = phi i64 [ 0, %conv2_weight_grad.j227 ], [ %i228.next, %conv2_weight_grad.f229.end ]
+  br label %conv2_weight_grad.f229
 
-conv2_weight_grad.i204.end:                       ; preds = %conv2_weight_grad.f205.end
-  %j203.next = add nsw i64 %conv2_weight_grad.j20360, 1
-  %214 = icmp slt i64 %j203.next, 16
-  br i1 %214, label %conv2_weight_grad.j203, label %conv2_weight_grad.j203.end
+conv2_weight_grad.i228.end:                       ; preds = %conv2_weight_grad.f229.end
+  %j227.next = add nsw i64 %conv2_weight_grad.j22760, 1
+  %214 = icmp slt i64 %j227.next, 16
+  br i1 %214, label %conv2_weight_grad.j227, label %conv2_weight_grad.j227.end
 
-conv2_weight_grad.f205:                           ; preds = %conv2_weight_grad.f205, %conv2_weight_grad.i204
-  %conv2_weight_grad.f20562 = phi i64 [ 0, %conv2_weight_grad.i204 ], [ %f205.next, %conv2_weight_grad.f205 ]
-  %215 = mul nsw i64 %conv2_weight_grad.g1883, 16
-  %216 = add nsw i64 %215, %conv2_weight_grad.j20360
+conv2_weight_grad.f229:                           ; preds = %conv2_weight_grad.f229, %conv2_weight_grad.i228
+  %conv2_weight_grad.f22962 = phi i64 [ 0, %conv2_weight_grad.i228 ], [ %f229.next, %conv2_weight_grad.f229 ]
+  %215 = mul nsw i64 %conv2_weight_grad.g2123, 16
+  %216 = add nsw i64 %215, %conv2_weight_grad.j22760
   %217 = mul nsw i64 %216, 12544
   %218 = add nsw i64 1421968, %217
-  %219 = mul nsw i64 %conv2_weight_grad.f20562, 196
+  %219 = mul nsw i64 %conv2_weight_grad.f22962, 196
   %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, %conv2_weight_grad.i20461
+  %221 = add nsw i64 %220, %conv2_weight_grad.i22861
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena63, align 4
-  %223 = mul nsw i64 %conv2_weight_grad.j20360, 196
-  %224 = add nsw i64 %223, %conv2_weight_grad.i20461
+  %223 = mul nsw i64 %conv2_weight_grad.j22760, 196
+  %224 = add nsw i64 %223, %conv2_weight_grad.i22861
   %225 = mul nsw i64 %224, 64
   %226 = add nsw i64 3127952, %225
-  %227 = add nsw i64 %226, %conv2_weight_grad.f20562
+  %227 = add nsw i64 %226, %conv2_weight_grad.f22962
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %227
   store float %222, ptr %arena64, align 4
-  %f205.next = add nsw i64 %conv2_weight_grad.f20562, 1
-  %228 = icmp slt i64 %f205.next, 64
-  br i1 %228, label %conv2_weight_grad.f205, label %conv2_weight_grad.f205.end
+  %f229.next = add nsw i64 %conv2_weight_grad.f22962, 1
+  %228 = icmp slt i64 %f229.next, 64
+  br i1 %228, label %conv2_weight_grad.f229, label %conv2_weight_grad.f229.end
 
-conv2_weight_grad.f205.end:                       ; preds = %conv2_weight_grad.f205
-  %i204.next = add nsw i64 %conv2_weight_grad.i20461, 1
-  %229 = icmp slt i64 %i204.next, 196
-  br i1 %229, label %conv2_weight_grad.i204, label %conv2_weight_grad.i204.end
+conv2_weight_grad.f229.end:                       ; preds = %conv2_weight_grad.f229
+  %i228.next = add nsw i64 %conv2_weight_grad.i22861, 1
+  %229 = icmp slt i64 %i228.next, 196
+  br i1 %229, label %conv2_weight_grad.i228, label %conv2_weight_grad.i228.end
 
-conv2_weight_grad.f212:                           ; preds = %conv2_weight_grad.r213.end, %conv2_weight_grad.g188.end
-  %conv2_weight_grad.f21265 = phi i64 [ 0, %conv2_weight_grad.g188.end ], [ %f212.next, %conv2_weight_grad.r213.end ]
-  br label %conv2_weight_grad.r213
+conv2_weight_grad.f236:                           ; preds = %conv2_weight_grad.r237.end, %conv2_weight_grad.g212.end
+  %conv2_weight_grad.f23665 = phi i64 [ 0, %conv2_weight_grad.g212.end ], [ %f236.next, %conv2_weight_grad.r237.end ]
+  br label %conv2_weight_grad.r237
 
-conv2_weight_grad.f212.end:                       ; preds = %conv2_weight_grad.r213.end
+conv2_weight_grad.f236.end:                       ; preds = %conv2_weight_grad.r237.end
   ret void
 
-conv2_weight_grad.r213:                           ; preds = %conv2_weight_grad.r213, %conv2_weight_grad.f212
-  %conv2_weight_grad.r21366 = phi i64 [ 0, %conv2_weight_grad.f212 ], [ %r213.next, %conv2_weight_grad.r213 ]
-  %230 = mul nsw i64 %conv2_weight_grad.r21366, 64
+conv2_weight_grad.r237:                           ; preds = %conv2_weight_grad.r237, %conv2_weight_grad.f236
+  %conv2_weight_grad.r23766 = phi i64 [ 0, %conv2_weight_grad.f236 ], [ %r237.next, %conv2_weight_grad.r237 ]
+  %230 = mul nsw i64 %conv2_weight_grad.r23766, 64
   %231 = add nsw i64 3328656, %230
-  %232 = add nsw i64 %231, %conv2_weight_grad.f21265
+  %232 = add nsw i64 %231, %conv2_weight_grad.f23665
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %232
   %233 = load float, ptr %arena67, align 4
-  %234 = mul nsw i64 %conv2_weight_grad.f21265, 288
+  %234 = mul nsw i64 %conv2_weight_grad.f23665, 288
   %235 = add nsw i64 320, %234
-  %236 = add nsw i64 %235, %conv2_weight_grad.r21366
+  %236 = add nsw i64 %235, %conv2_weight_grad.r23766
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %236
   store float %233, ptr %grads68, align 4
-  %r213.next = add nsw i64 %conv2_weight_grad.r21366, 1
-  %237 = icmp slt i64 %r213.next, 288
-  br i1 %237, label %conv2_weight_grad.r213, label %conv2_weight_grad.r213.end
+  %r237.next = add nsw i64 %conv2_weight_grad.r23766, 1
+  %237 = icmp slt i64 %r237.next, 288
+  br i1 %237, label %conv2_weight_grad.r237, label %conv2_weight_grad.r237.end
 
-conv2_weight_grad.r213.end:                       ; preds = %conv2_weight_grad.r213
-  %f212.next = add nsw i64 %conv2_weight_grad.f21265, 1
-  %238 = icmp slt i64 %f212.next, 64
-  br i1 %238, label %conv2_weight_grad.f212, label %conv2_weight_grad.f212.end
+conv2_weight_grad.r237.end:                       ; preds = %conv2_weight_grad.r237
+  %f236.next = add nsw i64 %conv2_weight_grad.f23665, 1
+  %238 = icmp slt i64 %f236.next, 64
+  br i1 %238, label %conv2_weight_grad.f236, label %conv2_weight_grad.f236.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k18.conv2_weight_grad.gemm211(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k18.conv2_weight_grad.gemm235(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_weight_grad.t209_a5 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_a4 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_a3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_a2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_a1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_a0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_b3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_b2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_b1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_b0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c5_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c5_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c5_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c5_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c4_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c4_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c4_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c4_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c3_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c3_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c3_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c3_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c2_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c2_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c2_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c2_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c1_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c1_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c1_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c1_0 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c0_3 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c0_2 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c0_1 = alloca <16 x float>, align 64
-  %conv2_weight_grad.t209_c0_0 = alloca <16 x float>, align 64
-  br label %conv2_weight_grad.kp206
+  %conv2_weight_grad.t233_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t233_c0_0 = alloca <16 x float>, align 64
+  br label %conv2_weight_grad.kp230
 
-conv2_weight_grad.kp206:                          ; preds = %conv2_weight_grad.nb207.end, %entry
-  %conv2_weight_grad.kp2061 = phi i64 [ 0, %entry ], [ %kp206.next, %conv2_weight_grad.nb207.end ]
-  br label %conv2_weight_grad.nb207
+conv2_weight_grad.kp230:                          ; preds = %conv2_weight_grad.nb231.end, %entry
+  %conv2_weight_grad.kp2301 = phi i64 [ 0, %entry ], [ %kp230.next, %conv2_weight_grad.nb231.end ]
+  br label %conv2_weight_grad.nb231
 
-conv2_weight_grad.kp206.end:                      ; preds = %conv2_weight_grad.nb207.end
+conv2_weight_grad.kp230.end:                      ; preds = %conv2_weight_grad.nb231.end
   ret void
 
-conv2_weight_grad.nb207:                          ; preds = %conv2_weight_grad.mb208.end, %conv2_weight_grad.kp206
-  %conv2_weight_grad.nb2072 = phi i64 [ 0, %conv2_weight_grad.kp206 ], [ %nb207.next, %conv2_weight_grad.mb208.end ]
-  br label %conv2_weight_grad.mb208
+conv2_weight_grad.nb231:                          ; preds = %conv2_weight_grad.mb232.end, %conv2_weight_grad.kp230
+  %conv2_weight_grad.nb2312 = phi i64 [ 0, %conv2_weight_grad.kp230 ], [ %nb231.next, %conv2_weight_grad.mb232.end ]
+  br label %conv2_weight_grad.mb232
 
-conv2_weight_grad.nb207.end:                      ; preds = %conv2_weight_grad.mb208.end
-  %kp206.next = add nsw i64 %conv2_weight_grad.kp2061, 1
-  %0 = icmp slt i64 %kp206.next, 4
-  br i1 %0, label %conv2_weight_grad.kp206, label %conv2_weight_grad.kp206.end
+conv2_weight_grad.nb231.end:                      ; preds = %conv2_weight_grad.mb232.end
+  %kp230.next = add nsw i64 %conv2_weight_grad.kp2301, 1
+  %0 = icmp slt i64 %kp230.next, 4
+  br i1 %0, label %conv2_weight_grad.kp230, label %conv2_weight_grad.kp230.end
 
-conv2_weight_grad.mb208:                          ; preds = %conv2_weight_grad.k210.end, %conv2_weight_grad.nb207
-  %conv2_weight_grad.mb2083 = phi i64 [ 0, %conv2_weight_grad.nb207 ], [ %mb208.next, %conv2_weight_grad.k210.end ]
-  %1 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+conv2_weight_grad.mb232:                          ; preds = %conv2_weight_grad.k234.end, %conv2_weight_grad.nb231
+  %conv2_weight_grad.mb2323 = phi i64 [ 0, %conv2_weight_grad.nb231 ], [ %mb232.next, %conv2_weight_grad.k234.end ]
+  %1 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %2 = mul nsw i64 %1, 64
   %3 = add nsw i64 3328656, %2
-  %4 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %4 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %6, ptr %conv2_weight_grad.t209_c0_0, align 64
-  %7 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %6, ptr %conv2_weight_grad.t233_c0_0, align 64
+  %7 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %8 = mul nsw i64 %7, 64
   %9 = add nsw i64 3328656, %8
-  %10 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %10 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 16
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %13, ptr %conv2_weight_grad.t209_c0_1, align 64
-  %14 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %13, ptr %conv2_weight_grad.t233_c0_1, align 64
+  %14 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %15 = mul nsw i64 %14, 64
   %16 = add nsw i64 3328656, %15
-  %17 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %17 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %18 = add nsw i64 %16, %17
   %19 = add nsw i64 %18, 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <16 x float>, ptr %arena6, align 4
-  store <16 x float> %20, ptr %conv2_weight_grad.t209_c0_2, align 64
-  %21 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %20, ptr %conv2_weight_grad.t233_c0_2, align 64
+  %21 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %22 = mul nsw i64 %21, 64
   %23 = add nsw i64 3328656, %22
-  %24 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %24 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %25 = add nsw i64 %23, %24
   %26 = add nsw i64 %25, 48
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load <16 x float>, ptr %arena7, align 4
-  store <16 x float> %27, ptr %conv2_weight_grad.t209_c0_3, align 64
-  %28 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %27, ptr %conv2_weight_grad.t233_c0_3, align 64
+  %28 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 64
   %31 = add nsw i64 3328656, %30
-  %32 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %32 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %33 = add nsw i64 %31, %32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load <16 x float>, ptr %arena8, align 4
-  store <16 x float> %34, ptr %conv2_weight_grad.t209_c1_0, align 64
-  %35 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %34, ptr %conv2_weight_grad.t233_c1_0, align 64
+  %35 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 64
   %38 = add nsw i64 3328656, %37
-  %39 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %39 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %40 = add nsw i64 %38, %39
   %41 = add nsw i64 %40, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %41
   %42 = load <16 x float>, ptr %arena9, align 4
-  store <16 x float> %42, ptr %conv2_weight_grad.t209_c1_1, align 64
-  %43 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %42, ptr %conv2_weight_grad.t233_c1_1, align 64
+  %43 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %44 = add nsw i64 %43, 1
   %45 = mul nsw i64 %44, 64
   %46 = add nsw i64 3328656, %45
-  %47 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %47 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %48, 32
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <16 x float>, ptr %arena10, align 4
-  store <16 x float> %50, ptr %conv2_weight_grad.t209_c1_2, align 64
-  %51 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %50, ptr %conv2_weight_grad.t233_c1_2, align 64
+  %51 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %52 = add nsw i64 %51, 1
   %53 = mul nsw i64 %52, 64
   %54 = add nsw i64 3328656, %53
-  %55 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %55 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 48
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <16 x float>, ptr %arena11, align 4
-  store <16 x float> %58, ptr %conv2_weight_grad.t209_c1_3, align 64
-  %59 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %58, ptr %conv2_weight_grad.t233_c1_3, align 64
+  %59 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %60 = add nsw i64 %59, 2
   %61 = mul nsw i64 %60, 64
   %62 = add nsw i64 3328656, %61
-  %63 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %63 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <16 x float>, ptr %arena12, align 4
-  store <16 x float> %65, ptr %conv2_weight_grad.t209_c2_0, align 64
-  %66 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %65, ptr %conv2_weight_grad.t233_c2_0, align 64
+  %66 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %67 = add nsw i64 %66, 2
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 3328656, %68
-  %70 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %70 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 16
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <16 x float>, ptr %arena13, align 4
-  store <16 x float> %73, ptr %conv2_weight_grad.t209_c2_1, align 64
-  %74 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %73, ptr %conv2_weight_grad.t233_c2_1, align 64
+  %74 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %75 = add nsw i64 %74, 2
   %76 = mul nsw i64 %75, 64
   %77 = add nsw i64 3328656, %76
-  %78 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %78 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %79 = add nsw i64 %77, %78
   %80 = add nsw i64 %79, 32
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %80
   %81 = load <16 x float>, ptr %arena14, align 4
-  store <16 x float> %81, ptr %conv2_weight_grad.t209_c2_2, align 64
-  %82 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %81, ptr %conv2_weight_grad.t233_c2_2, align 64
+  %82 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %83 = add nsw i64 %82, 2
   %84 = mul nsw i64 %83, 64
   %85 = add nsw i64 3328656, %84
-  %86 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %86 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %87 = add nsw i64 %85, %86
   %88 = add nsw i64 %87, 48
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load <16 x float>, ptr %arena15, align 4
-  store <16 x float> %89, ptr %conv2_weight_grad.t209_c2_3, align 64
-  %90 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %89, ptr %conv2_weight_grad.t233_c2_3, align 64
+  %90 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %91 = add nsw i64 %90, 3
   %92 = mul nsw i64 %91, 64
   %93 = add nsw i64 3328656, %92
-  %94 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %94 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %95 = add nsw i64 %93, %94
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <16 x float>, ptr %arena16, align 4
-  store <16 x float> %96, ptr %conv2_weight_grad.t209_c3_0, align 64
-  %97 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %96, ptr %conv2_weight_grad.t233_c3_0, align 64
+  %97 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %98 = add nsw i64 %97, 3
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 3328656, %99
-  %101 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %101 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %102 = add nsw i64 %100, %101
   %103 = add nsw i64 %102, 16
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %103
   %104 = load <16 x float>, ptr %arena17, align 4
-  store <16 x float> %104, ptr %conv2_weight_grad.t209_c3_1, align 64
-  %105 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %104, ptr %conv2_weight_grad.t233_c3_1, align 64
+  %105 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %106 = add nsw i64 %105, 3
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 3328656, %107
-  %109 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %109 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 32
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <16 x float>, ptr %arena18, align 4
-  store <16 x float> %112, ptr %conv2_weight_grad.t209_c3_2, align 64
-  %113 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %112, ptr %conv2_weight_grad.t233_c3_2, align 64
+  %113 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %114 = add nsw i64 %113, 3
   %115 = mul nsw i64 %114, 64
   %116 = add nsw i64 3328656, %115
-  %117 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %117 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 48
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %119
   %120 = load <16 x float>, ptr %arena19, align 4
-  store <16 x float> %120, ptr %conv2_weight_grad.t209_c3_3, align 64
-  %121 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %120, ptr %conv2_weight_grad.t233_c3_3, align 64
+  %121 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %122 = add nsw i64 %121, 4
   %123 = mul nsw i64 %122, 64
   %124 = add nsw i64 3328656, %123
-  %125 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %125 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %126 = add nsw i64 %124, %125
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %126
   %127 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %127, ptr %conv2_weight_grad.t209_c4_0, align 64
-  %128 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %127, ptr %conv2_weight_grad.t233_c4_0, align 64
+  %128 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %129 = add nsw i64 %128, 4
   %130 = mul nsw i64 %129, 64
   %131 = add nsw i64 3328656, %130
-  %132 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %132 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %133 = add nsw i64 %131, %132
   %134 = add nsw i64 %133, 16
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %134
   %135 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %135, ptr %conv2_weight_grad.t209_c4_1, align 64
-  %136 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %135, ptr %conv2_weight_grad.t233_c4_1, align 64
+  %136 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %137 = add nsw i64 %136, 4
   %138 = mul nsw i64 %137, 64
   %139 = add nsw i64 3328656, %138
-  %140 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %140 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %141 = add nsw i64 %139, %140
   %142 = add nsw i64 %141, 32
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <16 x float>, ptr %arena22, align 4
-  store <16 x float> %143, ptr %conv2_weight_grad.t209_c4_2, align 64
-  %144 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %143, ptr %conv2_weight_grad.t233_c4_2, align 64
+  %144 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %145 = add nsw i64 %144, 4
   %146 = mul nsw i64 %145, 64
   %147 = add nsw i64 3328656, %146
-  %148 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %148 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %149 = add nsw i64 %147, %148
   %150 = add nsw i64 %149, 48
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %150
   %151 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %151, ptr %conv2_weight_grad.t209_c4_3, align 64
-  %152 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %151, ptr %conv2_weight_grad.t233_c4_3, align 64
+  %152 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %153 = add nsw i64 %152, 5
   %154 = mul nsw i64 %153, 64
   %155 = add nsw i64 3328656, %154
-  %156 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %156 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %157 = add nsw i64 %155, %156
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load <16 x float>, ptr %arena24, align 4
-  store <16 x float> %158, ptr %conv2_weight_grad.t209_c5_0, align 64
-  %159 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %158, ptr %conv2_weight_grad.t233_c5_0, align 64
+  %159 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %160 = add nsw i64 %159, 5
   %161 = mul nsw i64 %160, 64
   %162 = add nsw i64 3328656, %161
-  %163 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %163 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %164, 16
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load <16 x float>, ptr %arena25, align 4
-  store <16 x float> %166, ptr %conv2_weight_grad.t209_c5_1, align 64
-  %167 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %166, ptr %conv2_weight_grad.t233_c5_1, align 64
+  %167 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %168 = add nsw i64 %167, 5
   %169 = mul nsw i64 %168, 64
   %170 = add nsw i64 3328656, %169
-  %171 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %171 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %172 = add nsw i64 %170, %171
   %173 = add nsw i64 %172, 32
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %173
   %174 = load <16 x float>, ptr %arena26, align 4
-  store <16 x float> %174, ptr %conv2_weight_grad.t209_c5_2, align 64
-  %175 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %174, ptr %conv2_weight_grad.t233_c5_2, align 64
+  %175 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %176 = add nsw i64 %175, 5
   %177 = mul nsw i64 %176, 64
   %178 = add nsw i64 3328656, %177
-  %179 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %179 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %180 = add nsw i64 %178, %179
   %181 = add nsw i64 %180, 48
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %181
   %182 = load <16 x float>, ptr %arena27, align 4
-  store <16 x float> %182, ptr %conv2_weight_grad.t209_c5_3, align 64
-  br label %conv2_weight_grad.k210
+  store <16 x float> %182, ptr %conv2_weight_grad.t233_c5_3, align 64
+  br label %conv2_weight_grad.k234
 
-conv2_weight_grad.mb208.end:                      ; preds = %conv2_weight_grad.k210.end
-  %nb207.next = add nsw i64 %conv2_weight_grad.nb2072, 1
-  %183 = icmp slt i64 %nb207.next, 1
-  br i1 %183, label %conv2_weight_grad.nb207, label %conv2_weight_grad.nb207.end
+conv2_weight_grad.mb232.end:                      ; preds = %conv2_weight_grad.k234.end
+  %nb231.next = add nsw i64 %conv2_weight_grad.nb2312, 1
+  %183 = icmp slt i64 %nb231.next, 1
+  br i1 %183, label %conv2_weight_grad.nb231, label %conv2_weight_grad.nb231.end
 
-conv2_weight_grad.k210:                           ; preds = %conv2_weight_grad.k210, %conv2_weight_grad.mb208
-  %conv2_weight_grad.k21028 = phi i64 [ 0, %conv2_weight_grad.mb208 ], [ %k210.next, %conv2_weight_grad.k210 ]
-  %184 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %185 = add nsw i64 %conv2_weight_grad.k21028, %184
+conv2_weight_grad.k234:                           ; preds = %conv2_weight_grad.k234, %conv2_weight_grad.mb232
+  %conv2_weight_grad.k23428 = phi i64 [ 0, %conv2_weight_grad.mb232 ], [ %k234.next, %conv2_weight_grad.k234 ]
+  %184 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %185 = add nsw i64 %conv2_weight_grad.k23428, %184
   %186 = mul nsw i64 %185, 64
   %187 = add nsw i64 3127952, %186
-  %188 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %188 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %189 = add nsw i64 %187, %188
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %189
   %190 = load <16 x float>, ptr %arena29, align 4
-  store <16 x float> %190, ptr %conv2_weight_grad.t209_b0, align 64
-  %191 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %192 = add nsw i64 %conv2_weight_grad.k21028, %191
+  store <16 x float> %190, ptr %conv2_weight_grad.t233_b0, align 64
+  %191 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %192 = add nsw i64 %conv2_weight_grad.k23428, %191
   %193 = mul nsw i64 %192, 64
   %194 = add nsw i64 3127952, %193
-  %195 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %195 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %196 = add nsw i64 %194, %195
   %197 = add nsw i64 %196, 16
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %197
   %198 = load <16 x float>, ptr %arena30, align 4
-  store <16 x float> %198, ptr %conv2_weight_grad.t209_b1, align 64
-  %199 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %200 = add nsw i64 %conv2_weight_grad.k21028, %199
+  store <16 x float> %198, ptr %conv2_weight_grad.t233_b1, align 64
+  %199 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %200 = add nsw i64 %conv2_weight_grad.k23428, %199
   %201 = mul nsw i64 %200, 64
   %202 = add nsw i64 3127952, %201
-  %203 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %203 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %204 = add nsw i64 %202, %203
   %205 = add nsw i64 %204, 32
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %205
   %206 = load <16 x float>, ptr %arena31, align 4
-  store <16 x float> %206, ptr %conv2_weight_grad.t209_b2, align 64
-  %207 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %208 = add nsw i64 %conv2_weight_grad.k21028, %207
+  store <16 x float> %206, ptr %conv2_weight_grad.t233_b2, align 64
+  %207 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %208 = add nsw i64 %conv2_weight_grad.k23428, %207
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 3127952, %209
-  %211 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %211 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %212 = add nsw i64 %210, %211
   %213 = add nsw i64 %212, 48
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %213
   %214 = load <16 x float>, ptr %arena32, align 4
-  store <16 x float> %214, ptr %conv2_weight_grad.t209_b3, align 64
-  %215 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %214, ptr %conv2_weight_grad.t233_b3, align 64
+  %215 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 2224784, %216
-  %218 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %219 = add nsw i64 %conv2_weight_grad.k21028, %218
+  %218 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %219 = add nsw i64 %conv2_weight_grad.k23428, %218
   %220 = add nsw i64 %217, %219
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load float, ptr %arena33, align 4
   %222 = insertelement <16 x float> undef, float %221, i32 0
   %223 = shufflevector <16 x float> %222, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %223, ptr %conv2_weight_grad.t209_a0, align 64
-  %t209_a0 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
-  %t209_b0 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
-  %t209_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_0, align 64
-  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a0, <16 x float> %t209_b0, <16 x float> %t209_c0_0)
-  store <16 x float> %224, ptr %conv2_weight_grad.t209_c0_0, align 64
-  %t209_a034 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
-  %t209_b1 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
-  %t209_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_1, align 64
-  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a034, <16 x float> %t209_b1, <16 x float> %t209_c0_1)
-  store <16 x float> %225, ptr %conv2_weight_grad.t209_c0_1, align 64
-  %t209_a035 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
-  %t209_b2 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
-  %t209_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_2, align 64
-  %226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a035, <16 x float> %t209_b2, <16 x float> %t209_c0_2)
-  store <16 x float> %226, ptr %conv2_weight_grad.t209_c0_2, align 64
-  %t209_a036 = load <16 x float>, ptr %conv2_weight_grad.t209_a0, align 64
-  %t209_b3 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
-  %t209_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_3, align 64
-  %227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a036, <16 x float> %t209_b3, <16 x float> %t209_c0_3)
-  store <16 x float> %227, ptr %conv2_weight_grad.t209_c0_3, align 64
-  %228 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %223, ptr %conv2_weight_grad.t233_a0, align 64
+  %t233_a0 = load <16 x float>, ptr %conv2_weight_grad.t233_a0, align 64
+  %t233_b0 = load <16 x float>, ptr %conv2_weight_grad.t233_b0, align 64
+  %t233_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_0, align 64
+  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a0, <16 x float> %t233_b0, <16 x float> %t233_c0_0)
+  store <16 x float> %224, ptr %conv2_weight_grad.t233_c0_0, align 64
+  %t233_a034 = load <16 x float>, ptr %conv2_weight_grad.t233_a0, align 64
+  %t233_b1 = load <16 x float>, ptr %conv2_weight_grad.t233_b1, align 64
+  %t233_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_1, align 64
+  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a034, <16 x float> %t233_b1, <16 x float> %t233_c0_1)
+  store <16 x float> %225, ptr %conv2_weight_grad.t233_c0_1, align 64
+  %t233_a035 = load <16 x float>, ptr %conv2_weight_grad.t233_a0, align 64
+  %t233_b2 = load <16 x float>, ptr %conv2_weight_grad.t233_b2, align 64
+  %t233_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_2, align 64
+  %226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a035, <16 x float> %t233_b2, <16 x float> %t233_c0_2)
+  store <16 x float> %226, ptr %conv2_weight_grad.t233_c0_2, align 64
+  %t233_a036 = load <16 x float>, ptr %conv2_weight_grad.t233_a0, align 64
+  %t233_b3 = load <16 x float>, ptr %conv2_weight_grad.t233_b3, align 64
+  %t233_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_3, align 64
+  %227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a036, <16 x float> %t233_b3, <16 x float> %t233_c0_3)
+  store <16 x float> %227, ptr %conv2_weight_grad.t233_c0_3, align 64
+  %228 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %229 = add nsw i64 %228, 1
   %230 = mul nsw i64 %229, 3136
   %231 = add nsw i64 2224784, %230
-  %232 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %233 = add nsw i64 %conv2_weight_grad.k21028, %232
+  %232 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %233 = add nsw i64 %conv2_weight_grad.k23428, %232
   %234 = add nsw i64 %231, %233
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %234
   %235 = load float, ptr %arena37, align 4
   %236 = insertelement <16 x float> undef, float %235, i32 0
   %237 = shufflevector <16 x float> %236, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %237, ptr %conv2_weight_grad.t209_a1, align 64
-  %t209_a1 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
-  %t209_b038 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
-  %t209_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_0, align 64
-  %238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a1, <16 x float> %t209_b038, <16 x float> %t209_c1_0)
-  store <16 x float> %238, ptr %conv2_weight_grad.t209_c1_0, align 64
-  %t209_a139 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
-  %t209_b140 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
-  %t209_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_1, align 64
-  %239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a139, <16 x float> %t209_b140, <16 x float> %t209_c1_1)
-  store <16 x float> %239, ptr %conv2_weight_grad.t209_c1_1, align 64
-  %t209_a141 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
-  %t209_b242 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
-  %t209_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_2, align 64
-  %240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a141, <16 x float> %t209_b242, <16 x float> %t209_c1_2)
-  store <16 x float> %240, ptr %conv2_weight_grad.t209_c1_2, align 64
-  %t209_a143 = load <16 x float>, ptr %conv2_weight_grad.t209_a1, align 64
-  %t209_b344 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
-  %t209_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_3, align 64
-  %241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a143, <16 x float> %t209_b344, <16 x float> %t209_c1_3)
-  store <16 x float> %241, ptr %conv2_weight_grad.t209_c1_3, align 64
-  %242 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %237, ptr %conv2_weight_grad.t233_a1, align 64
+  %t233_a1 = load <16 x float>, ptr %conv2_weight_grad.t233_a1, align 64
+  %t233_b038 = load <16 x float>, ptr %conv2_weight_grad.t233_b0, align 64
+  %t233_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_0, align 64
+  %238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a1, <16 x float> %t233_b038, <16 x float> %t233_c1_0)
+  store <16 x float> %238, ptr %conv2_weight_grad.t233_c1_0, align 64
+  %t233_a139 = load <16 x float>, ptr %conv2_weight_grad.t233_a1, align 64
+  %t233_b140 = load <16 x float>, ptr %conv2_weight_grad.t233_b1, align 64
+  %t233_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_1, align 64
+  %239 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a139, <16 x float> %t233_b140, <16 x float> %t233_c1_1)
+  store <16 x float> %239, ptr %conv2_weight_grad.t233_c1_1, align 64
+  %t233_a141 = load <16 x float>, ptr %conv2_weight_grad.t233_a1, align 64
+  %t233_b242 = load <16 x float>, ptr %conv2_weight_grad.t233_b2, align 64
+  %t233_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_2, align 64
+  %240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a141, <16 x float> %t233_b242, <16 x float> %t233_c1_2)
+  store <16 x float> %240, ptr %conv2_weight_grad.t233_c1_2, align 64
+  %t233_a143 = load <16 x float>, ptr %conv2_weight_grad.t233_a1, align 64
+  %t233_b344 = load <16 x float>, ptr %conv2_weight_grad.t233_b3, align 64
+  %t233_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_3, align 64
+  %241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a143, <16 x float> %t233_b344, <16 x float> %t233_c1_3)
+  store <16 x float> %241, ptr %conv2_weight_grad.t233_c1_3, align 64
+  %242 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %243 = add nsw i64 %242, 2
   %244 = mul nsw i64 %243, 3136
   %245 = add nsw i64 2224784, %244
-  %246 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %247 = add nsw i64 %conv2_weight_grad.k21028, %246
+  %246 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %247 = add nsw i64 %conv2_weight_grad.k23428, %246
   %248 = add nsw i64 %245, %247
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %248
   %249 = load float, ptr %arena45, align 4
   %250 = insertelement <16 x float> undef, float %249, i32 0
   %251 = shufflevector <16 x float> %250, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %251, ptr %conv2_weight_grad.t209_a2, align 64
-  %t209_a2 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
-  %t209_b046 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
-  %t209_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_0, align 64
-  %252 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a2, <16 x float> %t209_b046, <16 x float> %t209_c2_0)
-  store <16 x float> %252, ptr %conv2_weight_grad.t209_c2_0, align 64
-  %t209_a247 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
-  %t209_b148 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
-  %t209_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_1, align 64
-  %253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a247, <16 x float> %t209_b148, <16 x float> %t209_c2_1)
-  store <16 x float> %253, ptr %conv2_weight_grad.t209_c2_1, align 64
-  %t209_a249 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
-  %t209_b250 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
-  %t209_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_2, align 64
-  %254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a249, <16 x float> %t209_b250, <16 x float> %t209_c2_2)
-  store <16 x float> %254, ptr %conv2_weight_grad.t209_c2_2, align 64
-  %t209_a251 = load <16 x float>, ptr %conv2_weight_grad.t209_a2, align 64
-  %t209_b352 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
-  %t209_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_3, align 64
-  %255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a251, <16 x float> %t209_b352, <16 x float> %t209_c2_3)
-  store <16 x float> %255, ptr %conv2_weight_grad.t209_c2_3, align 64
-  %256 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %251, ptr %conv2_weight_grad.t233_a2, align 64
+  %t233_a2 = load <16 x float>, ptr %conv2_weight_grad.t233_a2, align 64
+  %t233_b046 = load <16 x float>, ptr %conv2_weight_grad.t233_b0, align 64
+  %t233_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_0, align 64
+  %252 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a2, <16 x float> %t233_b046, <16 x float> %t233_c2_0)
+  store <16 x float> %252, ptr %conv2_weight_grad.t233_c2_0, align 64
+  %t233_a247 = load <16 x float>, ptr %conv2_weight_grad.t233_a2, align 64
+  %t233_b148 = load <16 x float>, ptr %conv2_weight_grad.t233_b1, align 64
+  %t233_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_1, align 64
+  %253 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a247, <16 x float> %t233_b148, <16 x float> %t233_c2_1)
+  store <16 x float> %253, ptr %conv2_weight_grad.t233_c2_1, align 64
+  %t233_a249 = load <16 x float>, ptr %conv2_weight_grad.t233_a2, align 64
+  %t233_b250 = load <16 x float>, ptr %conv2_weight_grad.t233_b2, align 64
+  %t233_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_2, align 64
+  %254 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a249, <16 x float> %t233_b250, <16 x float> %t233_c2_2)
+  store <16 x float> %254, ptr %conv2_weight_grad.t233_c2_2, align 64
+  %t233_a251 = load <16 x float>, ptr %conv2_weight_grad.t233_a2, align 64
+  %t233_b352 = load <16 x float>, ptr %conv2_weight_grad.t233_b3, align 64
+  %t233_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_3, align 64
+  %255 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a251, <16 x float> %t233_b352, <16 x float> %t233_c2_3)
+  store <16 x float> %255, ptr %conv2_weight_grad.t233_c2_3, align 64
+  %256 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %257 = add nsw i64 %256, 3
   %258 = mul nsw i64 %257, 3136
   %259 = add nsw i64 2224784, %258
-  %260 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %261 = add nsw i64 %conv2_weight_grad.k21028, %260
+  %260 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %261 = add nsw i64 %conv2_weight_grad.k23428, %260
   %262 = add nsw i64 %259, %261
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %262
   %263 = load float, ptr %arena53, align 4
   %264 = insertelement <16 x float> undef, float %263, i32 0
   %265 = shufflevector <16 x float> %264, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %265, ptr %conv2_weight_grad.t209_a3, align 64
-  %t209_a3 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
-  %t209_b054 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
-  %t209_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_0, align 64
-  %266 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a3, <16 x float> %t209_b054, <16 x float> %t209_c3_0)
-  store <16 x float> %266, ptr %conv2_weight_grad.t209_c3_0, align 64
-  %t209_a355 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
-  %t209_b156 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
-  %t209_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_1, align 64
-  %267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a355, <16 x float> %t209_b156, <16 x float> %t209_c3_1)
-  store <16 x float> %267, ptr %conv2_weight_grad.t209_c3_1, align 64
-  %t209_a357 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
-  %t209_b258 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
-  %t209_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_2, align 64
-  %268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a357, <16 x float> %t209_b258, <16 x float> %t209_c3_2)
-  store <16 x float> %268, ptr %conv2_weight_grad.t209_c3_2, align 64
-  %t209_a359 = load <16 x float>, ptr %conv2_weight_grad.t209_a3, align 64
-  %t209_b360 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
-  %t209_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_3, align 64
-  %269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a359, <16 x float> %t209_b360, <16 x float> %t209_c3_3)
-  store <16 x float> %269, ptr %conv2_weight_grad.t209_c3_3, align 64
-  %270 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %265, ptr %conv2_weight_grad.t233_a3, align 64
+  %t233_a3 = load <16 x float>, ptr %conv2_weight_grad.t233_a3, align 64
+  %t233_b054 = load <16 x float>, ptr %conv2_weight_grad.t233_b0, align 64
+  %t233_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_0, align 64
+  %266 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a3, <16 x float> %t233_b054, <16 x float> %t233_c3_0)
+  store <16 x float> %266, ptr %conv2_weight_grad.t233_c3_0, align 64
+  %t233_a355 = load <16 x float>, ptr %conv2_weight_grad.t233_a3, align 64
+  %t233_b156 = load <16 x float>, ptr %conv2_weight_grad.t233_b1, align 64
+  %t233_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_1, align 64
+  %267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a355, <16 x float> %t233_b156, <16 x float> %t233_c3_1)
+  store <16 x float> %267, ptr %conv2_weight_grad.t233_c3_1, align 64
+  %t233_a357 = load <16 x float>, ptr %conv2_weight_grad.t233_a3, align 64
+  %t233_b258 = load <16 x float>, ptr %conv2_weight_grad.t233_b2, align 64
+  %t233_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_2, align 64
+  %268 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a357, <16 x float> %t233_b258, <16 x float> %t233_c3_2)
+  store <16 x float> %268, ptr %conv2_weight_grad.t233_c3_2, align 64
+  %t233_a359 = load <16 x float>, ptr %conv2_weight_grad.t233_a3, align 64
+  %t233_b360 = load <16 x float>, ptr %conv2_weight_grad.t233_b3, align 64
+  %t233_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_3, align 64
+  %269 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a359, <16 x float> %t233_b360, <16 x float> %t233_c3_3)
+  store <16 x float> %269, ptr %conv2_weight_grad.t233_c3_3, align 64
+  %270 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %271 = add nsw i64 %270, 4
   %272 = mul nsw i64 %271, 3136
   %273 = add nsw i64 2224784, %272
-  %274 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %275 = add nsw i64 %conv2_weight_grad.k21028, %274
+  %274 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %275 = add nsw i64 %conv2_weight_grad.k23428, %274
   %276 = add nsw i64 %273, %275
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load float, ptr %arena61, align 4
   %278 = insertelement <16 x float> undef, float %277, i32 0
   %279 = shufflevector <16 x float> %278, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %279, ptr %conv2_weight_grad.t209_a4, align 64
-  %t209_a4 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
-  %t209_b062 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
-  %t209_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_0, align 64
-  %280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a4, <16 x float> %t209_b062, <16 x float> %t209_c4_0)
-  store <16 x float> %280, ptr %conv2_weight_grad.t209_c4_0, align 64
-  %t209_a463 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
-  %t209_b164 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
-  %t209_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_1, align 64
-  %281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a463, <16 x float> %t209_b164, <16 x float> %t209_c4_1)
-  store <16 x float> %281, ptr %conv2_weight_grad.t209_c4_1, align 64
-  %t209_a465 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
-  %t209_b266 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
-  %t209_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_2, align 64
-  %282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a465, <16 x float> %t209_b266, <16 x float> %t209_c4_2)
-  store <16 x float> %282, ptr %conv2_weight_grad.t209_c4_2, align 64
-  %t209_a467 = load <16 x float>, ptr %conv2_weight_grad.t209_a4, align 64
-  %t209_b368 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
-  %t209_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_3, align 64
-  %283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a467, <16 x float> %t209_b368, <16 x float> %t209_c4_3)
-  store <16 x float> %283, ptr %conv2_weight_grad.t209_c4_3, align 64
-  %284 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %279, ptr %conv2_weight_grad.t233_a4, align 64
+  %t233_a4 = load <16 x float>, ptr %conv2_weight_grad.t233_a4, align 64
+  %t233_b062 = load <16 x float>, ptr %conv2_weight_grad.t233_b0, align 64
+  %t233_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_0, align 64
+  %280 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a4, <16 x float> %t233_b062, <16 x float> %t233_c4_0)
+  store <16 x float> %280, ptr %conv2_weight_grad.t233_c4_0, align 64
+  %t233_a463 = load <16 x float>, ptr %conv2_weight_grad.t233_a4, align 64
+  %t233_b164 = load <16 x float>, ptr %conv2_weight_grad.t233_b1, align 64
+  %t233_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_1, align 64
+  %281 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a463, <16 x float> %t233_b164, <16 x float> %t233_c4_1)
+  store <16 x float> %281, ptr %conv2_weight_grad.t233_c4_1, align 64
+  %t233_a465 = load <16 x float>, ptr %conv2_weight_grad.t233_a4, align 64
+  %t233_b266 = load <16 x float>, ptr %conv2_weight_grad.t233_b2, align 64
+  %t233_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_2, align 64
+  %282 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a465, <16 x float> %t233_b266, <16 x float> %t233_c4_2)
+  store <16 x float> %282, ptr %conv2_weight_grad.t233_c4_2, align 64
+  %t233_a467 = load <16 x float>, ptr %conv2_weight_grad.t233_a4, align 64
+  %t233_b368 = load <16 x float>, ptr %conv2_weight_grad.t233_b3, align 64
+  %t233_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_3, align 64
+  %283 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a467, <16 x float> %t233_b368, <16 x float> %t233_c4_3)
+  store <16 x float> %283, ptr %conv2_weight_grad.t233_c4_3, align 64
+  %284 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %285 = add nsw i64 %284, 5
   %286 = mul nsw i64 %285, 3136
   %287 = add nsw i64 2224784, %286
-  %288 = mul nsw i64 %conv2_weight_grad.kp2061, 784
-  %289 = add nsw i64 %conv2_weight_grad.k21028, %288
+  %288 = mul nsw i64 %conv2_weight_grad.kp2301, 784
+  %289 = add nsw i64 %conv2_weight_grad.k23428, %288
   %290 = add nsw i64 %287, %289
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %290
   %291 = load float, ptr %arena69, align 4
   %292 = insertelement <16 x float> undef, float %291, i32 0
   %293 = shufflevector <16 x float> %292, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %293, ptr %conv2_weight_grad.t209_a5, align 64
-  %t209_a5 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
-  %t209_b070 = load <16 x float>, ptr %conv2_weight_grad.t209_b0, align 64
-  %t209_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_0, align 64
-  %294 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a5, <16 x float> %t209_b070, <16 x float> %t209_c5_0)
-  store <16 x float> %294, ptr %conv2_weight_grad.t209_c5_0, align 64
-  %t209_a571 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
-  %t209_b172 = load <16 x float>, ptr %conv2_weight_grad.t209_b1, align 64
-  %t209_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_1, align 64
-  %295 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a571, <16 x float> %t209_b172, <16 x float> %t209_c5_1)
-  store <16 x float> %295, ptr %conv2_weight_grad.t209_c5_1, align 64
-  %t209_a573 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
-  %t209_b274 = load <16 x float>, ptr %conv2_weight_grad.t209_b2, align 64
-  %t209_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_2, align 64
-  %296 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a573, <16 x float> %t209_b274, <16 x float> %t209_c5_2)
-  store <16 x float> %296, ptr %conv2_weight_grad.t209_c5_2, align 64
-  %t209_a575 = load <16 x float>, ptr %conv2_weight_grad.t209_a5, align 64
-  %t209_b376 = load <16 x float>, ptr %conv2_weight_grad.t209_b3, align 64
-  %t209_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_3, align 64
-  %297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t209_a575, <16 x float> %t209_b376, <16 x float> %t209_c5_3)
-  store <16 x float> %297, ptr %conv2_weight_grad.t209_c5_3, align 64
-  %k210.next = add nsw i64 %conv2_weight_grad.k21028, 1
-  %298 = icmp slt i64 %k210.next, 784
-  br i1 %298, label %conv2_weight_grad.k210, label %conv2_weight_grad.k210.end
+  store <16 x float> %293, ptr %conv2_weight_grad.t233_a5, align 64
+  %t233_a5 = load <16 x float>, ptr %conv2_weight_grad.t233_a5, align 64
+  %t233_b070 = load <16 x float>, ptr %conv2_weight_grad.t233_b0, align 64
+  %t233_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_0, align 64
+  %294 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a5, <16 x float> %t233_b070, <16 x float> %t233_c5_0)
+  store <16 x float> %294, ptr %conv2_weight_grad.t233_c5_0, align 64
+  %t233_a571 = load <16 x float>, ptr %conv2_weight_grad.t233_a5, align 64
+  %t233_b172 = load <16 x float>, ptr %conv2_weight_grad.t233_b1, align 64
+  %t233_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_1, align 64
+  %295 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a571, <16 x float> %t233_b172, <16 x float> %t233_c5_1)
+  store <16 x float> %295, ptr %conv2_weight_grad.t233_c5_1, align 64
+  %t233_a573 = load <16 x float>, ptr %conv2_weight_grad.t233_a5, align 64
+  %t233_b274 = load <16 x float>, ptr %conv2_weight_grad.t233_b2, align 64
+  %t233_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_2, align 64
+  %296 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a573, <16 x float> %t233_b274, <16 x float> %t233_c5_2)
+  store <16 x float> %296, ptr %conv2_weight_grad.t233_c5_2, align 64
+  %t233_a575 = load <16 x float>, ptr %conv2_weight_grad.t233_a5, align 64
+  %t233_b376 = load <16 x float>, ptr %conv2_weight_grad.t233_b3, align 64
+  %t233_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_3, align 64
+  %297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t233_a575, <16 x float> %t233_b376, <16 x float> %t233_c5_3)
+  store <16 x float> %297, ptr %conv2_weight_grad.t233_c5_3, align 64
+  %k234.next = add nsw i64 %conv2_weight_grad.k23428, 1
+  %298 = icmp slt i64 %k234.next, 784
+  br i1 %298, label %conv2_weight_grad.k234, label %conv2_weight_grad.k234.end
 
-conv2_weight_grad.k210.end:                       ; preds = %conv2_weight_grad.k210
-  %t209_c0_077 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_0, align 64
-  %299 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+conv2_weight_grad.k234.end:                       ; preds = %conv2_weight_grad.k234
+  %t233_c0_077 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_0, align 64
+  %299 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %300 = mul nsw i64 %299, 64
   %301 = add nsw i64 3328656, %300
-  %302 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %302 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %303 = add nsw i64 %301, %302
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <16 x float> %t209_c0_077, ptr %arena78, align 4
-  %t209_c0_179 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_1, align 64
-  %304 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c0_077, ptr %arena78, align 4
+  %t233_c0_179 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_1, align 64
+  %304 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %305 = mul nsw i64 %304, 64
   %306 = add nsw i64 3328656, %305
-  %307 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %307 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %308 = add nsw i64 %306, %307
   %309 = add nsw i64 %308, 16
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %309
-  store <16 x float> %t209_c0_179, ptr %arena80, align 4
-  %t209_c0_281 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_2, align 64
-  %310 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c0_179, ptr %arena80, align 4
+  %t233_c0_281 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_2, align 64
+  %310 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %311 = mul nsw i64 %310, 64
   %312 = add nsw i64 3328656, %311
-  %313 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %313 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %314 = add nsw i64 %312, %313
   %315 = add nsw i64 %314, 32
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %315
-  store <16 x float> %t209_c0_281, ptr %arena82, align 4
-  %t209_c0_383 = load <16 x float>, ptr %conv2_weight_grad.t209_c0_3, align 64
-  %316 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c0_281, ptr %arena82, align 4
+  %t233_c0_383 = load <16 x float>, ptr %conv2_weight_grad.t233_c0_3, align 64
+  %316 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %317 = mul nsw i64 %316, 64
   %318 = add nsw i64 3328656, %317
-  %319 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %319 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %320 = add nsw i64 %318, %319
   %321 = add nsw i64 %320, 48
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %321
-  store <16 x float> %t209_c0_383, ptr %arena84, align 4
-  %t209_c1_085 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_0, align 64
-  %322 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c0_383, ptr %arena84, align 4
+  %t233_c1_085 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_0, align 64
+  %322 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %323 = add nsw i64 %322, 1
   %324 = mul nsw i64 %323, 64
   %325 = add nsw i64 3328656, %324
-  %326 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %326 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %327 = add nsw i64 %325, %326
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %327
-  store <16 x float> %t209_c1_085, ptr %arena86, align 4
-  %t209_c1_187 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_1, align 64
-  %328 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c1_085, ptr %arena86, align 4
+  %t233_c1_187 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_1, align 64
+  %328 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %329 = add nsw i64 %328, 1
   %330 = mul nsw i64 %329, 64
   %331 = add nsw i64 3328656, %330
-  %332 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %332 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %333 = add nsw i64 %331, %332
   %334 = add nsw i64 %333, 16
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %334
-  store <16 x float> %t209_c1_187, ptr %arena88, align 4
-  %t209_c1_289 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_2, align 64
-  %335 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c1_187, ptr %arena88, align 4
+  %t233_c1_289 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_2, align 64
+  %335 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %336 = add nsw i64 %335, 1
   %337 = mul nsw i64 %336, 64
   %338 = add nsw i64 3328656, %337
-  %339 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %339 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %340 = add nsw i64 %338, %339
   %341 = add nsw i64 %340, 32
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %341
-  store <16 x float> %t209_c1_289, ptr %arena90, align 4
-  %t209_c1_391 = load <16 x float>, ptr %conv2_weight_grad.t209_c1_3, align 64
-  %342 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c1_289, ptr %arena90, align 4
+  %t233_c1_391 = load <16 x float>, ptr %conv2_weight_grad.t233_c1_3, align 64
+  %342 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %343 = add nsw i64 %342, 1
   %344 = mul nsw i64 %343, 64
   %345 = add nsw i64 3328656, %344
-  %346 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %346 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %347 = add nsw i64 %345, %346
   %348 = add nsw i64 %347, 48
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %348
-  store <16 x float> %t209_c1_391, ptr %arena92, align 4
-  %t209_c2_093 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_0, align 64
-  %349 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c1_391, ptr %arena92, align 4
+  %t233_c2_093 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_0, align 64
+  %349 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %350 = add nsw i64 %349, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 3328656, %351
-  %353 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %353 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %354 = add nsw i64 %352, %353
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %354
-  store <16 x float> %t209_c2_093, ptr %arena94, align 4
-  %t209_c2_195 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_1, align 64
-  %355 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c2_093, ptr %arena94, align 4
+  %t233_c2_195 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_1, align 64
+  %355 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %356 = add nsw i64 %355, 2
   %357 = mul nsw i64 %356, 64
   %358 = add nsw i64 3328656, %357
-  %359 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %359 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %360 = add nsw i64 %358, %359
   %361 = add nsw i64 %360, 16
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %361
-  store <16 x float> %t209_c2_195, ptr %arena96, align 4
-  %t209_c2_297 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_2, align 64
-  %362 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c2_195, ptr %arena96, align 4
+  %t233_c2_297 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_2, align 64
+  %362 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %363 = add nsw i64 %362, 2
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 3328656, %364
-  %366 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %366 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %367 = add nsw i64 %365, %366
   %368 = add nsw i64 %367, 32
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <16 x float> %t209_c2_297, ptr %arena98, align 4
-  %t209_c2_399 = load <16 x float>, ptr %conv2_weight_grad.t209_c2_3, align 64
-  %369 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c2_297, ptr %arena98, align 4
+  %t233_c2_399 = load <16 x float>, ptr %conv2_weight_grad.t233_c2_3, align 64
+  %369 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %370 = add nsw i64 %369, 2
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 3328656, %371
-  %373 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %373 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %374 = add nsw i64 %372, %373
   %375 = add nsw i64 %374, 48
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %375
-  store <16 x float> %t209_c2_399, ptr %arena100, align 4
-  %t209_c3_0101 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_0, align 64
-  %376 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c2_399, ptr %arena100, align 4
+  %t233_c3_0101 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_0, align 64
+  %376 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %377 = add nsw i64 %376, 3
   %378 = mul nsw i64 %377, 64
   %379 = add nsw i64 3328656, %378
-  %380 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %380 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %381 = add nsw i64 %379, %380
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %381
-  store <16 x float> %t209_c3_0101, ptr %arena102, align 4
-  %t209_c3_1103 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_1, align 64
-  %382 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c3_0101, ptr %arena102, align 4
+  %t233_c3_1103 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_1, align 64
+  %382 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %383 = add nsw i64 %382, 3
   %384 = mul nsw i64 %383, 64
   %385 = add nsw i64 3328656, %384
-  %386 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %386 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %387 = add nsw i64 %385, %386
   %388 = add nsw i64 %387, 16
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %388
-  store <16 x float> %t209_c3_1103, ptr %arena104, align 4
-  %t209_c3_2105 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_2, align 64
-  %389 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c3_1103, ptr %arena104, align 4
+  %t233_c3_2105 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_2, align 64
+  %389 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %390 = add nsw i64 %389, 3
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 3328656, %391
-  %393 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %393 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %394 = add nsw i64 %392, %393
   %395 = add nsw i64 %394, 32
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <16 x float> %t209_c3_2105, ptr %arena106, align 4
-  %t209_c3_3107 = load <16 x float>, ptr %conv2_weight_grad.t209_c3_3, align 64
-  %396 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c3_2105, ptr %arena106, align 4
+  %t233_c3_3107 = load <16 x float>, ptr %conv2_weight_grad.t233_c3_3, align 64
+  %396 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 3328656, %398
-  %400 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %400 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %401 = add nsw i64 %399, %400
   %402 = add nsw i64 %401, 48
   %arena108 = getelementptr inbounds float, ptr %arena, i64 %402
-  store <16 x float> %t209_c3_3107, ptr %arena108, align 4
-  %t209_c4_0109 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_0, align 64
-  %403 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c3_3107, ptr %arena108, align 4
+  %t233_c4_0109 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_0, align 64
+  %403 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %404 = add nsw i64 %403, 4
   %405 = mul nsw i64 %404, 64
   %406 = add nsw i64 3328656, %405
-  %407 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %407 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %408 = add nsw i64 %406, %407
   %arena110 = getelementptr inbounds float, ptr %arena, i64 %408
-  store <16 x float> %t209_c4_0109, ptr %arena110, align 4
-  %t209_c4_1111 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_1, align 64
-  %409 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c4_0109, ptr %arena110, align 4
+  %t233_c4_1111 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_1, align 64
+  %409 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %410 = add nsw i64 %409, 4
   %411 = mul nsw i64 %410, 64
   %412 = add nsw i64 3328656, %411
-  %413 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %413 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %414 = add nsw i64 %412, %413
   %415 = add nsw i64 %414, 16
   %arena112 = getelementptr inbounds float, ptr %arena, i64 %415
-  store <16 x float> %t209_c4_1111, ptr %arena112, align 4
-  %t209_c4_2113 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_2, align 64
-  %416 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c4_1111, ptr %arena112, align 4
+  %t233_c4_2113 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_2, align 64
+  %416 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %417 = add nsw i64 %416, 4
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 3328656, %418
-  %420 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %420 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %421 = add nsw i64 %419, %420
   %422 = add nsw i64 %421, 32
   %arena114 = getelementptr inbounds float, ptr %arena, i64 %422
-  store <16 x float> %t209_c4_2113, ptr %arena114, align 4
-  %t209_c4_3115 = load <16 x float>, ptr %conv2_weight_grad.t209_c4_3, align 64
-  %423 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c4_2113, ptr %arena114, align 4
+  %t233_c4_3115 = load <16 x float>, ptr %conv2_weight_grad.t233_c4_3, align 64
+  %423 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %424 = add nsw i64 %423, 4
   %425 = mul nsw i64 %424, 64
   %426 = add nsw i64 3328656, %425
-  %427 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %427 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %428 = add nsw i64 %426, %427
   %429 = add nsw i64 %428, 48
   %arena116 = getelementptr inbounds float, ptr %arena, i64 %429
-  store <16 x float> %t209_c4_3115, ptr %arena116, align 4
-  %t209_c5_0117 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_0, align 64
-  %430 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c4_3115, ptr %arena116, align 4
+  %t233_c5_0117 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_0, align 64
+  %430 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %431 = add nsw i64 %430, 5
   %432 = mul nsw i64 %431, 64
   %433 = add nsw i64 3328656, %432
-  %434 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %434 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %435 = add nsw i64 %433, %434
   %arena118 = getelementptr inbounds float, ptr %arena, i64 %435
-  store <16 x float> %t209_c5_0117, ptr %arena118, align 4
-  %t209_c5_1119 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_1, align 64
-  %436 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c5_0117, ptr %arena118, align 4
+  %t233_c5_1119 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_1, align 64
+  %436 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %437 = add nsw i64 %436, 5
   %438 = mul nsw i64 %437, 64
   %439 = add nsw i64 3328656, %438
-  %440 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %440 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %441 = add nsw i64 %439, %440
   %442 = add nsw i64 %441, 16
   %arena120 = getelementptr inbounds float, ptr %arena, i64 %442
-  store <16 x float> %t209_c5_1119, ptr %arena120, align 4
-  %t209_c5_2121 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_2, align 64
-  %443 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c5_1119, ptr %arena120, align 4
+  %t233_c5_2121 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_2, align 64
+  %443 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %444 = add nsw i64 %443, 5
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 3328656, %445
-  %447 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %447 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %448 = add nsw i64 %446, %447
   %449 = add nsw i64 %448, 32
   %arena122 = getelementptr inbounds float, ptr %arena, i64 %449
-  store <16 x float> %t209_c5_2121, ptr %arena122, align 4
-  %t209_c5_3123 = load <16 x float>, ptr %conv2_weight_grad.t209_c5_3, align 64
-  %450 = mul nsw i64 %conv2_weight_grad.mb2083, 6
+  store <16 x float> %t233_c5_2121, ptr %arena122, align 4
+  %t233_c5_3123 = load <16 x float>, ptr %conv2_weight_grad.t233_c5_3, align 64
+  %450 = mul nsw i64 %conv2_weight_grad.mb2323, 6
   %451 = add nsw i64 %450, 5
   %452 = mul nsw i64 %451, 64
   %453 = add nsw i64 3328656, %452
-  %454 = mul nsw i64 %conv2_weight_grad.nb2072, 64
+  %454 = mul nsw i64 %conv2_weight_grad.nb2312, 64
   %455 = add nsw i64 %453, %454
   %456 = add nsw i64 %455, 48
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %456
-  store <16 x float> %t209_c5_3123, ptr %arena124, align 4
-  %mb208.next = add nsw i64 %conv2_weight_grad.mb2083, 1
-  %457 = icmp slt i64 %mb208.next, 48
-  br i1 %457, label %conv2_weight_grad.mb208, label %conv2_weight_grad.mb208.end
+  store <16 x float> %t233_c5_3123, ptr %arena124, align 4
+  %mb232.next = add nsw i64 %conv2_weight_grad.mb2323, 1
+  %457 = icmp slt i64 %mb232.next, 48
+  br i1 %457, label %conv2_weight_grad.mb232, label %conv2_weight_grad.mb232.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k19.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_bias_grad.sum232 = alloca float, align 4
-  %conv2_bias_grad.sum231 = alloca float, align 4
-  %conv2_bias_grad.sum230 = alloca float, align 4
-  %conv2_bias_grad.sum229 = alloca float, align 4
-  %conv2_bias_grad.sum228 = alloca float, align 4
-  %conv2_bias_grad.sum227 = alloca float, align 4
-  %conv2_bias_grad.sum226 = alloca float, align 4
-  %conv2_bias_grad.sum225 = alloca float, align 4
-  %conv2_bias_grad.sum224 = alloca float, align 4
-  %conv2_bias_grad.sum223 = alloca float, align 4
-  %conv2_bias_grad.sum222 = alloca float, align 4
-  %conv2_bias_grad.sum221 = alloca float, align 4
-  %conv2_bias_grad.sum220 = alloca float, align 4
-  %conv2_bias_grad.sum219 = alloca float, align 4
-  %conv2_bias_grad.sum218 = alloca float, align 4
-  %conv2_bias_grad.acc215 = alloca <16 x float>, align 64
-  br label %conv2_bias_grad.f214
+  %conv2_bias_grad.sum256 = alloca float, align 4
+  %conv2_bias_grad.sum255 = alloca float, align 4
+  %conv2_bias_grad.sum254 = alloca float, align 4
+  %conv2_bias_grad.sum253 = alloca float, align 4
+  %conv2_bias_grad.sum252 = alloca float, align 4
+  %conv2_bias_grad.sum251 = alloca float, align 4
+  %conv2_bias_grad.sum250 = alloca float, align 4
+  %conv2_bias_grad.sum249 = alloca float, align 4
+  %conv2_bias_grad.sum248 = alloca float, align 4
+  %conv2_bias_grad.sum247 = alloca float, align 4
+  %conv2_bias_grad.sum246 = alloca float, align 4
+  %conv2_bias_grad.sum245 = alloca float, align 4
+  %conv2_bias_grad.sum244 = alloca float, align 4
+  %conv2_bias_grad.sum243 = alloca float, align 4
+  %conv2_bias_grad.sum242 = alloca float, align 4
+  %conv2_bias_grad.acc239 = alloca <16 x float>, align 64
+  br label %conv2_bias_grad.f238
 
-conv2_bias_grad.f214:                             ; preds = %conv2_bias_grad.img216.end, %entry
-  %conv2_bias_grad.f2141 = phi i64 [ 0, %entry ], [ %f214.next, %conv2_bias_grad.img216.end ]
-  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc215, align 64
-  br label %conv2_bias_grad.img216
+conv2_bias_grad.f238:                             ; preds = %conv2_bias_grad.img240.end, %entry
+  %conv2_bias_grad.f2381 = phi i64 [ 0, %entry ], [ %f238.next, %conv2_bias_grad.img240.end ]
+  store <16 x float> zeroinitializer, ptr %conv2_bias_grad.acc239, align 64
+  br label %conv2_bias_grad.img240
 
-conv2_bias_grad.f214.end:                         ; preds = %conv2_bias_grad.img216.end
+conv2_bias_grad.f238.end:                         ; preds = %conv2_bias_grad.img240.end
   ret void
 
-conv2_bias_grad.img216:                           ; preds = %conv2_bias_grad.i217.end, %conv2_bias_grad.f214
-  %conv2_bias_grad.img2162 = phi i64 [ 0, %conv2_bias_grad.f214 ], [ %img216.next, %conv2_bias_grad.i217.end ]
-  br label %conv2_bias_grad.i217
+conv2_bias_grad.img240:                           ; preds = %conv2_bias_grad.i241.end, %conv2_bias_grad.f238
+  %conv2_bias_grad.img2402 = phi i64 [ 0, %conv2_bias_grad.f238 ], [ %img240.next, %conv2_bias_grad.i241.end ]
+  br label %conv2_bias_grad.i241
 
-conv2_bias_grad.img216.end:                       ; preds = %conv2_bias_grad.i217.end
-  %acc2157 = load <16 x float>, ptr %conv2_bias_grad.acc215, align 64
+conv2_bias_grad.img240.end:                       ; preds = %conv2_bias_grad.i241.end
+  %acc2397 = load <16 x float>, ptr %conv2_bias_grad.acc239, align 64
   %arena8 = getelementptr inbounds float, ptr %arena, i64 802816
-  store <16 x float> %acc2157, ptr %arena8, align 4
+  store <16 x float> %acc2397, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 802816
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 802817
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum218, align 4
-  %sum218 = load float, ptr %conv2_bias_grad.sum218, align 4
+  store float %2, ptr %conv2_bias_grad.sum242, align 4
+  %sum242 = load float, ptr %conv2_bias_grad.sum242, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 802818
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum218, %3
-  store float %4, ptr %conv2_bias_grad.sum219, align 4
-  %sum219 = load float, ptr %conv2_bias_grad.sum219, align 4
+  %4 = fadd float %sum242, %3
+  store float %4, ptr %conv2_bias_grad.sum243, align 4
+  %sum243 = load float, ptr %conv2_bias_grad.sum243, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 802819
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum219, %5
-  store float %6, ptr %conv2_bias_grad.sum220, align 4
-  %sum220 = load float, ptr %conv2_bias_grad.sum220, align 4
+  %6 = fadd float %sum243, %5
+  store float %6, ptr %conv2_bias_grad.sum244, align 4
+  %sum244 = load float, ptr %conv2_bias_grad.sum244, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 802820
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum220, %7
-  store float %8, ptr %conv2_bias_grad.sum221, align 4
-  %sum221 = load float, ptr %conv2_bias_grad.sum221, align 4
+  %8 = fadd float %sum244, %7
+  store float %8, ptr %conv2_bias_grad.sum245, align 4
+  %sum245 = load float, ptr %conv2_bias_grad.sum245, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 802821
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum221, %9
-  store float %10, ptr %conv2_bias_grad.sum222, align 4
-  %sum222 = load float, ptr %conv2_bias_grad.sum222, align 4
+  %10 = fadd float %sum245, %9
+  store float %10, ptr %conv2_bias_grad.sum246, align 4
+  %sum246 = load float, ptr %conv2_bias_grad.sum246, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 802822
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum222, %11
-  store float %12, ptr %conv2_bias_grad.sum223, align 4
-  %sum223 = load float, ptr %conv2_bias_grad.sum223, align 4
+  %12 = fadd float %sum246, %11
+  store float %12, ptr %conv2_bias_grad.sum247, align 4
+  %sum247 = load float, ptr %conv2_bias_grad.sum247, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 802823
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum223, %13
-  store float %14, ptr %conv2_bias_grad.sum224, align 4
-  %sum224 = load float, ptr %conv2_bias_grad.sum224, align 4
+  %14 = fadd float %sum247, %13
+  store float %14, ptr %conv2_bias_grad.sum248, align 4
+  %sum248 = load float, ptr %conv2_bias_grad.sum248, align 4
   %arena17 = getelementptr inbounds float, ptr %arena, i64 802824
   %15 = load float, ptr %arena17, align 4
-  %16 = fadd float %sum224, %15
-  store float %16, ptr %conv2_bias_grad.sum225, align 4
-  %sum225 = load float, ptr %conv2_bias_grad.sum225, align 4
+  %16 = fadd float %sum248, %15
+  store float %16, ptr %conv2_bias_grad.sum249, align 4
+  %sum249 = load float, ptr %conv2_bias_grad.sum249, align 4
   %arena18 = getelementptr inbounds float, ptr %arena, i64 802825
   %17 = load float, ptr %arena18, align 4
-  %18 = fadd float %sum225, %17
-  store float %18, ptr %conv2_bias_grad.sum226, align 4
-  %sum226 = load float, ptr %conv2_bias_grad.sum226, align 4
+  %18 = fadd float %sum249, %17
+  store float %18, ptr %conv2_bias_grad.sum250, align 4
+  %sum250 = load float, ptr %conv2_bias_grad.sum250, align 4
   %arena19 = getelementptr inbounds float, ptr %arena, i64 802826
   %19 = load float, ptr %arena19, align 4
-  %20 = fadd float %sum226, %19
-  store float %20, ptr %conv2_bias_grad.sum227, align 4
-  %sum227 = load float, ptr %conv2_bias_grad.sum227, align 4
+  %20 = fadd float %sum250, %19
+  store float %20, ptr %conv2_bias_grad.sum251, align 4
+  %sum251 = load float, ptr %conv2_bias_grad.sum251, align 4
   %arena20 = getelementptr inbounds float, ptr %arena, i64 802827
   %21 = load float, ptr %arena20, align 4
-  %22 = fadd float %sum227, %21
-  store float %22, ptr %conv2_bias_grad.sum228, align 4
-  %sum228 = load float, ptr %conv2_bias_grad.sum228, align 4
+  %22 = fadd float %sum251, %21
+  store float %22, ptr %conv2_bias_grad.sum252, align 4
+  %sum252 = load float, ptr %conv2_bias_grad.sum252, align 4
   %arena21 = getelementptr inbounds float, ptr %arena, i64 802828
   %23 = load float, ptr %arena21, align 4
-  %24 = fadd float %sum228, %23
-  store float %24, ptr %conv2_bias_grad.sum229, align 4
-  %sum229 = load float, ptr %conv2_bias_grad.sum229, align 4
+  %24 = fadd float %sum252, %23
+  store float %24, ptr %conv2_bias_grad.sum253, align 4
+  %sum253 = load float, ptr %conv2_bias_grad.sum253, align 4
   %arena22 = getelementptr inbounds float, ptr %arena, i64 802829
   %25 = load float, ptr %arena22, align 4
-  %26 = fadd float %sum229, %25
-  store float %26, ptr %conv2_bias_grad.sum230, align 4
-  %sum230 = load float, ptr %conv2_bias_grad.sum230, align 4
+  %26 = fadd float %sum253, %25
+  store float %26, ptr %conv2_bias_grad.sum254, align 4
+  %sum254 = load float, ptr %conv2_bias_grad.sum254, align 4
   %arena23 = getelementptr inbounds float, ptr %arena, i64 802830
   %27 = load float, ptr %arena23, align 4
-  %28 = fadd float %sum230, %27
-  store float %28, ptr %conv2_bias_grad.sum231, align 4
-  %sum231 = load float, ptr %conv2_bias_grad.sum231, align 4
+  %28 = fadd float %sum254, %27
+  store float %28, ptr %conv2_bias_grad.sum255, align 4
+  %sum255 = load float, ptr %conv2_bias_grad.sum255, align 4
   %arena24 = getelementptr inbounds float, ptr %arena, i64 802831
   %29 = load float, ptr %arena24, align 4
-  %30 = fadd float %sum231, %29
-  store float %30, ptr %conv2_bias_grad.sum232, align 4
-  %sum232 = load float, ptr %conv2_bias_grad.sum232, align 4
-  %31 = add nsw i64 18752, %conv2_bias_grad.f2141
+  %30 = fadd float %sum255, %29
+  store float %30, ptr %conv2_bias_grad.sum256, align 4
+  %sum256 = load float, ptr %conv2_bias_grad.sum256, align 4
+  %31 = add nsw i64 18752, %conv2_bias_grad.f2381
   %grads25 = getelementptr inbounds float, ptr %grads, i64 %31
-  store float %sum232, ptr %grads25, align 4
-  %f214.next = add nsw i64 %conv2_bias_grad.f2141, 1
-  %32 = icmp slt i64 %f214.next, 64
-  br i1 %32, label %conv2_bias_grad.f214, label %conv2_bias_grad.f214.end
+  store float %sum256, ptr %grads25, align 4
+  %f238.next = add nsw i64 %conv2_bias_grad.f2381, 1
+  %32 = icmp slt i64 %f238.next, 64
+  br i1 %32, label %conv2_bias_grad.f238, label %conv2_bias_grad.f238.end
 
-conv2_bias_grad.i217:                             ; preds = %conv2_bias_grad.i217, %conv2_bias_grad.img216
-  %conv2_bias_grad.i2173 = phi i64 [ 0, %conv2_bias_grad.img216 ], [ %i217.next, %conv2_bias_grad.i217 ]
-  %33 = mul nsw i64 %conv2_bias_grad.img2162, 12544
+conv2_bias_grad.i241:                             ; preds = %conv2_bias_grad.i241, %conv2_bias_grad.img240
+  %conv2_bias_grad.i2413 = phi i64 [ 0, %conv2_bias_grad.img240 ], [ %i241.next, %conv2_bias_grad.i241 ]
+  %33 = mul nsw i64 %conv2_bias_grad.img2402, 12544
   %34 = add nsw i64 1421968, %33
-  %35 = mul nsw i64 %conv2_bias_grad.f2141, 196
+  %35 = mul nsw i64 %conv2_bias_grad.f2381, 196
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %conv2_bias_grad.i2173, 16
+  %37 = mul nsw i64 %conv2_bias_grad.i2413, 16
   %38 = add nsw i64 %36, %37
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <16 x float>, ptr %arena4, align 4
-  %acc215 = load <16 x float>, ptr %conv2_bias_grad.acc215, align 64
-  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc215)
-  store <16 x float> %40, ptr %conv2_bias_grad.acc215, align 64
-  %i217.next = add nsw i64 %conv2_bias_grad.i2173, 1
-  %41 = icmp slt i64 %i217.next, 12
-  br i1 %41, label %conv2_bias_grad.i217, label %conv2_bias_grad.i217.end
+  %acc239 = load <16 x float>, ptr %conv2_bias_grad.acc239, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc239)
+  store <16 x float> %40, ptr %conv2_bias_grad.acc239, align 64
+  %i241.next = add nsw i64 %conv2_bias_grad.i2413, 1
+  %41 = icmp slt i64 %i241.next, 12
+  br i1 %41, label %conv2_bias_grad.i241, label %conv2_bias_grad.i241.end
 
-conv2_bias_grad.i217.end:                         ; preds = %conv2_bias_grad.i217
-  %42 = mul nsw i64 %conv2_bias_grad.img2162, 12544
+conv2_bias_grad.i241.end:                         ; preds = %conv2_bias_grad.i241
+  %42 = mul nsw i64 %conv2_bias_grad.img2402, 12544
   %43 = add nsw i64 1421968, %42
-  %44 = mul nsw i64 %conv2_bias_grad.f2141, 196
+  %44 = mul nsw i64 %conv2_bias_grad.f2381, 196
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 192
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena5, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
-  %acc2156 = load <16 x float>, ptr %conv2_bias_grad.acc215, align 64
-  %48 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %47, <16 x float> %acc2156)
-  store <16 x float> %48, ptr %conv2_bias_grad.acc215, align 64
-  %img216.next = add nsw i64 %conv2_bias_grad.img2162, 1
-  %49 = icmp slt i64 %img216.next, 64
-  br i1 %49, label %conv2_bias_grad.img216, label %conv2_bias_grad.img216.end
+  %acc2396 = load <16 x float>, ptr %conv2_bias_grad.acc239, align 64
+  %48 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %47, <16 x float> %acc2396)
+  store <16 x float> %48, ptr %conv2_bias_grad.acc239, align 64
+  %img240.next = add nsw i64 %conv2_bias_grad.img2402, 1
+  %49 = icmp slt i64 %img240.next, 64
+  br i1 %49, label %conv2_bias_grad.img240, label %conv2_bias_grad.img240.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
@@ -9816,1747 +9816,1747 @@ declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k20.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
+  %pool1_grad.sum334 = alloca float, align 4
+  %pool1_grad.sum333 = alloca float, align 4
+  %pool1_grad.sum332 = alloca float, align 4
+  %pool1_grad.sum331 = alloca float, align 4
+  %pool1_grad.sum328 = alloca float, align 4
+  %pool1_grad.sum327 = alloca float, align 4
+  %pool1_grad.sum326 = alloca float, align 4
+  %pool1_grad.sum325 = alloca float, align 4
+  %pool1_grad.sum324 = alloca float, align 4
+  %pool1_grad.sum323 = alloca float, align 4
+  %pool1_grad.sum320 = alloca float, align 4
+  %pool1_grad.sum319 = alloca float, align 4
+  %pool1_grad.sum318 = alloca float, align 4
+  %pool1_grad.sum317 = alloca float, align 4
+  %pool1_grad.sum314 = alloca float, align 4
+  %pool1_grad.sum313 = alloca float, align 4
+  %pool1_grad.sum312 = alloca float, align 4
+  %pool1_grad.sum311 = alloca float, align 4
   %pool1_grad.sum310 = alloca float, align 4
   %pool1_grad.sum309 = alloca float, align 4
-  %pool1_grad.sum308 = alloca float, align 4
-  %pool1_grad.sum307 = alloca float, align 4
+  %pool1_grad.sum306 = alloca float, align 4
+  %pool1_grad.sum305 = alloca float, align 4
   %pool1_grad.sum304 = alloca float, align 4
   %pool1_grad.sum303 = alloca float, align 4
   %pool1_grad.sum302 = alloca float, align 4
   %pool1_grad.sum301 = alloca float, align 4
   %pool1_grad.sum300 = alloca float, align 4
   %pool1_grad.sum299 = alloca float, align 4
-  %pool1_grad.sum296 = alloca float, align 4
+  %pool1_grad.sum298 = alloca float, align 4
   %pool1_grad.sum295 = alloca float, align 4
   %pool1_grad.sum294 = alloca float, align 4
   %pool1_grad.sum293 = alloca float, align 4
+  %pool1_grad.sum292 = alloca float, align 4
+  %pool1_grad.sum291 = alloca float, align 4
   %pool1_grad.sum290 = alloca float, align 4
-  %pool1_grad.sum289 = alloca float, align 4
-  %pool1_grad.sum288 = alloca float, align 4
   %pool1_grad.sum287 = alloca float, align 4
   %pool1_grad.sum286 = alloca float, align 4
   %pool1_grad.sum285 = alloca float, align 4
-  %pool1_grad.sum282 = alloca float, align 4
+  %pool1_grad.sum284 = alloca float, align 4
   %pool1_grad.sum281 = alloca float, align 4
   %pool1_grad.sum280 = alloca float, align 4
   %pool1_grad.sum279 = alloca float, align 4
   %pool1_grad.sum278 = alloca float, align 4
   %pool1_grad.sum277 = alloca float, align 4
   %pool1_grad.sum276 = alloca float, align 4
-  %pool1_grad.sum275 = alloca float, align 4
-  %pool1_grad.sum274 = alloca float, align 4
+  %pool1_grad.sum273 = alloca float, align 4
+  %pool1_grad.sum272 = alloca float, align 4
   %pool1_grad.sum271 = alloca float, align 4
   %pool1_grad.sum270 = alloca float, align 4
-  %pool1_grad.sum269 = alloca float, align 4
-  %pool1_grad.sum268 = alloca float, align 4
-  %pool1_grad.sum267 = alloca float, align 4
-  %pool1_grad.sum266 = alloca float, align 4
-  %pool1_grad.sum263 = alloca float, align 4
-  %pool1_grad.sum262 = alloca float, align 4
-  %pool1_grad.sum261 = alloca float, align 4
-  %pool1_grad.sum260 = alloca float, align 4
-  %pool1_grad.sum257 = alloca float, align 4
-  %pool1_grad.sum256 = alloca float, align 4
-  %pool1_grad.sum255 = alloca float, align 4
-  %pool1_grad.sum254 = alloca float, align 4
-  %pool1_grad.sum253 = alloca float, align 4
-  %pool1_grad.sum252 = alloca float, align 4
-  %pool1_grad.sum249 = alloca float, align 4
-  %pool1_grad.sum248 = alloca float, align 4
-  %pool1_grad.sum247 = alloca float, align 4
-  %pool1_grad.sum246 = alloca float, align 4
-  br label %pool1_grad.g233
+  br label %pool1_grad.g257
 
-pool1_grad.g233:                                  ; preds = %pool1_grad.j242.end, %entry
-  %pool1_grad.g2331 = phi i64 [ 0, %entry ], [ %g233.next, %pool1_grad.j242.end ]
-  br label %pool1_grad.j234
+pool1_grad.g257:                                  ; preds = %pool1_grad.j266.end, %entry
+  %pool1_grad.g2571 = phi i64 [ 0, %entry ], [ %g257.next, %pool1_grad.j266.end ]
+  br label %pool1_grad.j258
 
-pool1_grad.g233.end:                              ; preds = %pool1_grad.j242.end
+pool1_grad.g257.end:                              ; preds = %pool1_grad.j266.end
   ret void
 
-pool1_grad.j234:                                  ; preds = %pool1_grad.f235.end, %pool1_grad.g233
-  %pool1_grad.j2342 = phi i64 [ 0, %pool1_grad.g233 ], [ %j234.next, %pool1_grad.f235.end ]
-  br label %pool1_grad.f235
+pool1_grad.j258:                                  ; preds = %pool1_grad.f259.end, %pool1_grad.g257
+  %pool1_grad.j2582 = phi i64 [ 0, %pool1_grad.g257 ], [ %j258.next, %pool1_grad.f259.end ]
+  br label %pool1_grad.f259
 
-pool1_grad.j234.end:                              ; preds = %pool1_grad.f235.end
-  call void @simplecnn_train_b64.k20.pool1_grad.gemm241(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %pool1_grad.j242
+pool1_grad.j258.end:                              ; preds = %pool1_grad.f259.end
+  call void @simplecnn_train_b64.k20.pool1_grad.gemm265(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %pool1_grad.j266
 
-pool1_grad.f235:                                  ; preds = %pool1_grad.i236.end, %pool1_grad.j234
-  %pool1_grad.f2353 = phi i64 [ 0, %pool1_grad.j234 ], [ %f235.next, %pool1_grad.i236.end ]
-  br label %pool1_grad.i236
+pool1_grad.f259:                                  ; preds = %pool1_grad.i260.end, %pool1_grad.j258
+  %pool1_grad.f2593 = phi i64 [ 0, %pool1_grad.j258 ], [ %f259.next, %pool1_grad.i260.end ]
+  br label %pool1_grad.i260
 
-pool1_grad.f235.end:                              ; preds = %pool1_grad.i236.end
-  %j234.next = add nsw i64 %pool1_grad.j2342, 1
-  %0 = icmp slt i64 %j234.next, 16
-  br i1 %0, label %pool1_grad.j234, label %pool1_grad.j234.end
+pool1_grad.f259.end:                              ; preds = %pool1_grad.i260.end
+  %j258.next = add nsw i64 %pool1_grad.j2582, 1
+  %0 = icmp slt i64 %j258.next, 16
+  br i1 %0, label %pool1_grad.j258, label %pool1_grad.j258.end
 
-pool1_grad.i236:                                  ; preds = %pool1_grad.i236, %pool1_grad.f235
-  %pool1_grad.i2364 = phi i64 [ 0, %pool1_grad.f235 ], [ %i236.next, %pool1_grad.i236 ]
-  %1 = mul nsw i64 %pool1_grad.g2331, 16
-  %2 = add nsw i64 %1, %pool1_grad.j2342
+pool1_grad.i260:                                  ; preds = %pool1_grad.i260, %pool1_grad.f259
+  %pool1_grad.i2604 = phi i64 [ 0, %pool1_grad.f259 ], [ %i260.next, %pool1_grad.i260 ]
+  %1 = mul nsw i64 %pool1_grad.g2571, 16
+  %2 = add nsw i64 %1, %pool1_grad.j2582
   %3 = mul nsw i64 %2, 12544
   %4 = add nsw i64 1421968, %3
-  %5 = mul nsw i64 %pool1_grad.f2353, 196
+  %5 = mul nsw i64 %pool1_grad.f2593, 196
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %6, %pool1_grad.i2364
+  %7 = add nsw i64 %6, %pool1_grad.i2604
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
   %8 = load float, ptr %arena5, align 4
-  %9 = mul nsw i64 %pool1_grad.f2353, 3136
+  %9 = mul nsw i64 %pool1_grad.f2593, 3136
   %10 = add nsw i64 3127952, %9
-  %11 = mul nsw i64 %pool1_grad.j2342, 196
+  %11 = mul nsw i64 %pool1_grad.j2582, 196
   %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, %pool1_grad.i2364
+  %13 = add nsw i64 %12, %pool1_grad.i2604
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   store float %8, ptr %arena6, align 4
-  %i236.next = add nsw i64 %pool1_grad.i2364, 1
-  %14 = icmp slt i64 %i236.next, 196
-  br i1 %14, label %pool1_grad.i236, label %pool1_grad.i236.end
+  %i260.next = add nsw i64 %pool1_grad.i2604, 1
+  %14 = icmp slt i64 %i260.next, 196
+  br i1 %14, label %pool1_grad.i260, label %pool1_grad.i260.end
 
-pool1_grad.i236.end:                              ; preds = %pool1_grad.i236
-  %f235.next = add nsw i64 %pool1_grad.f2353, 1
-  %15 = icmp slt i64 %f235.next, 64
-  br i1 %15, label %pool1_grad.f235, label %pool1_grad.f235.end
+pool1_grad.i260.end:                              ; preds = %pool1_grad.i260
+  %f259.next = add nsw i64 %pool1_grad.f2593, 1
+  %15 = icmp slt i64 %f259.next, 64
+  br i1 %15, label %pool1_grad.f259, label %pool1_grad.f259.end
 
-pool1_grad.j242:                                  ; preds = %pool1_grad.c243.end, %pool1_grad.j234.end
-  %pool1_grad.j2427 = phi i64 [ 0, %pool1_grad.j234.end ], [ %j242.next, %pool1_grad.c243.end ]
-  br label %pool1_grad.c243
+pool1_grad.j266:                                  ; preds = %pool1_grad.c267.end, %pool1_grad.j258.end
+  %pool1_grad.j2667 = phi i64 [ 0, %pool1_grad.j258.end ], [ %j266.next, %pool1_grad.c267.end ]
+  br label %pool1_grad.c267
 
-pool1_grad.j242.end:                              ; preds = %pool1_grad.c243.end
-  %g233.next = add nsw i64 %pool1_grad.g2331, 1
-  %16 = icmp slt i64 %g233.next, 4
-  br i1 %16, label %pool1_grad.g233, label %pool1_grad.g233.end
+pool1_grad.j266.end:                              ; preds = %pool1_grad.c267.end
+  %g257.next = add nsw i64 %pool1_grad.g2571, 1
+  %16 = icmp slt i64 %g257.next, 4
+  br i1 %16, label %pool1_grad.g257, label %pool1_grad.g257.end
 
-pool1_grad.c243:                                  ; preds = %pool1_grad.iy305.end, %pool1_grad.j242
-  %pool1_grad.c2438 = phi i64 [ 0, %pool1_grad.j242 ], [ %c243.next, %pool1_grad.iy305.end ]
-  br label %pool1_grad.iy244
+pool1_grad.c267:                                  ; preds = %pool1_grad.iy329.end, %pool1_grad.j266
+  %pool1_grad.c2678 = phi i64 [ 0, %pool1_grad.j266 ], [ %c267.next, %pool1_grad.iy329.end ]
+  br label %pool1_grad.iy268
 
-pool1_grad.c243.end:                              ; preds = %pool1_grad.iy305.end
-  %j242.next = add nsw i64 %pool1_grad.j2427, 1
-  %17 = icmp slt i64 %j242.next, 16
-  br i1 %17, label %pool1_grad.j242, label %pool1_grad.j242.end
+pool1_grad.c267.end:                              ; preds = %pool1_grad.iy329.end
+  %j266.next = add nsw i64 %pool1_grad.j2667, 1
+  %17 = icmp slt i64 %j266.next, 16
+  br i1 %17, label %pool1_grad.j266, label %pool1_grad.j266.end
 
-pool1_grad.iy244:                                 ; preds = %pool1_grad.ix245.end, %pool1_grad.c243
-  %pool1_grad.iy2449 = phi i64 [ 0, %pool1_grad.c243 ], [ %iy244.next, %pool1_grad.ix245.end ]
-  br label %pool1_grad.ix245
+pool1_grad.iy268:                                 ; preds = %pool1_grad.ix269.end, %pool1_grad.c267
+  %pool1_grad.iy2689 = phi i64 [ 0, %pool1_grad.c267 ], [ %iy268.next, %pool1_grad.ix269.end ]
+  br label %pool1_grad.ix269
 
-pool1_grad.iy244.end:                             ; preds = %pool1_grad.ix245.end
-  br label %pool1_grad.iy250
+pool1_grad.iy268.end:                             ; preds = %pool1_grad.ix269.end
+  br label %pool1_grad.iy274
 
-pool1_grad.ix245:                                 ; preds = %pool1_grad.ix245, %pool1_grad.iy244
-  %pool1_grad.ix24510 = phi i64 [ 0, %pool1_grad.iy244 ], [ %ix245.next, %pool1_grad.ix245 ]
-  %18 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix269:                                 ; preds = %pool1_grad.ix269, %pool1_grad.iy268
+  %pool1_grad.ix26910 = phi i64 [ 0, %pool1_grad.iy268 ], [ %ix269.next, %pool1_grad.ix269 ]
+  %18 = mul nsw i64 %pool1_grad.c2678, 9
   %19 = mul nsw i64 %18, 3136
   %20 = add nsw i64 2224784, %19
-  %21 = mul nsw i64 %pool1_grad.j2427, 196
+  %21 = mul nsw i64 %pool1_grad.j2667, 196
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %pool1_grad.iy2449, 1
+  %23 = add nsw i64 %pool1_grad.iy2689, 1
   %24 = mul nsw i64 %23, 14
   %25 = add nsw i64 %22, %24
   %26 = add nsw i64 %25, 1
-  %27 = add nsw i64 %26, %pool1_grad.ix24510
+  %27 = add nsw i64 %26, %pool1_grad.ix26910
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena11, align 4
-  store float %28, ptr %pool1_grad.sum246, align 4
-  %sum246 = load float, ptr %pool1_grad.sum246, align 4
-  %29 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %28, ptr %pool1_grad.sum270, align 4
+  %sum270 = load float, ptr %pool1_grad.sum270, align 4
+  %29 = mul nsw i64 %pool1_grad.c2678, 9
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 3136
   %32 = add nsw i64 2224784, %31
-  %33 = mul nsw i64 %pool1_grad.j2427, 196
+  %33 = mul nsw i64 %pool1_grad.j2667, 196
   %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %pool1_grad.iy2449, 1
+  %35 = add nsw i64 %pool1_grad.iy2689, 1
   %36 = mul nsw i64 %35, 14
   %37 = add nsw i64 %34, %36
-  %38 = add nsw i64 %37, %pool1_grad.ix24510
+  %38 = add nsw i64 %37, %pool1_grad.ix26910
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena12, align 4
-  %40 = fadd float %sum246, %39
-  store float %40, ptr %pool1_grad.sum247, align 4
-  %sum247 = load float, ptr %pool1_grad.sum247, align 4
-  %41 = mul nsw i64 %pool1_grad.c2438, 9
+  %40 = fadd float %sum270, %39
+  store float %40, ptr %pool1_grad.sum271, align 4
+  %sum271 = load float, ptr %pool1_grad.sum271, align 4
+  %41 = mul nsw i64 %pool1_grad.c2678, 9
   %42 = add nsw i64 %41, 3
   %43 = mul nsw i64 %42, 3136
   %44 = add nsw i64 2224784, %43
-  %45 = mul nsw i64 %pool1_grad.j2427, 196
+  %45 = mul nsw i64 %pool1_grad.j2667, 196
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %pool1_grad.iy2449, 14
+  %47 = mul nsw i64 %pool1_grad.iy2689, 14
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %48, 1
-  %50 = add nsw i64 %49, %pool1_grad.ix24510
+  %50 = add nsw i64 %49, %pool1_grad.ix26910
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena13, align 4
-  %52 = fadd float %sum247, %51
-  store float %52, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %53 = mul nsw i64 %pool1_grad.c2438, 9
+  %52 = fadd float %sum271, %51
+  store float %52, ptr %pool1_grad.sum272, align 4
+  %sum272 = load float, ptr %pool1_grad.sum272, align 4
+  %53 = mul nsw i64 %pool1_grad.c2678, 9
   %54 = add nsw i64 %53, 4
   %55 = mul nsw i64 %54, 3136
   %56 = add nsw i64 2224784, %55
-  %57 = mul nsw i64 %pool1_grad.j2427, 196
+  %57 = mul nsw i64 %pool1_grad.j2667, 196
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %pool1_grad.iy2449, 14
+  %59 = mul nsw i64 %pool1_grad.iy2689, 14
   %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 %60, %pool1_grad.ix24510
+  %61 = add nsw i64 %60, %pool1_grad.ix26910
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load float, ptr %arena14, align 4
-  %63 = fadd float %sum248, %62
-  store float %63, ptr %pool1_grad.sum249, align 4
-  %sum249 = load float, ptr %pool1_grad.sum249, align 4
-  %64 = mul nsw i64 %pool1_grad.g2331, 16
-  %65 = add nsw i64 %64, %pool1_grad.j2427
+  %63 = fadd float %sum272, %62
+  store float %63, ptr %pool1_grad.sum273, align 4
+  %sum273 = load float, ptr %pool1_grad.sum273, align 4
+  %64 = mul nsw i64 %pool1_grad.g2571, 16
+  %65 = add nsw i64 %64, %pool1_grad.j2667
   %66 = mul nsw i64 %65, 6272
   %67 = add nsw i64 802816, %66
-  %68 = mul nsw i64 %pool1_grad.c2438, 196
+  %68 = mul nsw i64 %pool1_grad.c2678, 196
   %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %pool1_grad.iy2449, 14
+  %70 = mul nsw i64 %pool1_grad.iy2689, 14
   %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %pool1_grad.ix24510
+  %72 = add nsw i64 %71, %pool1_grad.ix26910
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %sum249, ptr %arena15, align 4
-  %ix245.next = add nsw i64 %pool1_grad.ix24510, 1
-  %73 = icmp slt i64 %ix245.next, 1
-  br i1 %73, label %pool1_grad.ix245, label %pool1_grad.ix245.end
+  store float %sum273, ptr %arena15, align 4
+  %ix269.next = add nsw i64 %pool1_grad.ix26910, 1
+  %73 = icmp slt i64 %ix269.next, 1
+  br i1 %73, label %pool1_grad.ix269, label %pool1_grad.ix269.end
 
-pool1_grad.ix245.end:                             ; preds = %pool1_grad.ix245
-  %iy244.next = add nsw i64 %pool1_grad.iy2449, 1
-  %74 = icmp slt i64 %iy244.next, 1
-  br i1 %74, label %pool1_grad.iy244, label %pool1_grad.iy244.end
+pool1_grad.ix269.end:                             ; preds = %pool1_grad.ix269
+  %iy268.next = add nsw i64 %pool1_grad.iy2689, 1
+  %74 = icmp slt i64 %iy268.next, 1
+  br i1 %74, label %pool1_grad.iy268, label %pool1_grad.iy268.end
 
-pool1_grad.iy250:                                 ; preds = %pool1_grad.ix251.end, %pool1_grad.iy244.end
-  %pool1_grad.iy25016 = phi i64 [ 0, %pool1_grad.iy244.end ], [ %iy250.next, %pool1_grad.ix251.end ]
-  br label %pool1_grad.ix251
+pool1_grad.iy274:                                 ; preds = %pool1_grad.ix275.end, %pool1_grad.iy268.end
+  %pool1_grad.iy27416 = phi i64 [ 0, %pool1_grad.iy268.end ], [ %iy274.next, %pool1_grad.ix275.end ]
+  br label %pool1_grad.ix275
 
-pool1_grad.iy250.end:                             ; preds = %pool1_grad.ix251.end
-  br label %pool1_grad.iy258
+pool1_grad.iy274.end:                             ; preds = %pool1_grad.ix275.end
+  br label %pool1_grad.iy282
 
-pool1_grad.ix251:                                 ; preds = %pool1_grad.ix251, %pool1_grad.iy250
-  %pool1_grad.ix25117 = phi i64 [ 0, %pool1_grad.iy250 ], [ %ix251.next, %pool1_grad.ix251 ]
-  %75 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix275:                                 ; preds = %pool1_grad.ix275, %pool1_grad.iy274
+  %pool1_grad.ix27517 = phi i64 [ 0, %pool1_grad.iy274 ], [ %ix275.next, %pool1_grad.ix275 ]
+  %75 = mul nsw i64 %pool1_grad.c2678, 9
   %76 = mul nsw i64 %75, 3136
   %77 = add nsw i64 2224784, %76
-  %78 = mul nsw i64 %pool1_grad.j2427, 196
+  %78 = mul nsw i64 %pool1_grad.j2667, 196
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %pool1_grad.iy25016, 1
+  %80 = add nsw i64 %pool1_grad.iy27416, 1
   %81 = mul nsw i64 %80, 14
   %82 = add nsw i64 %79, %81
   %83 = add nsw i64 %82, 2
-  %84 = add nsw i64 %83, %pool1_grad.ix25117
+  %84 = add nsw i64 %83, %pool1_grad.ix27517
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load float, ptr %arena18, align 4
-  store float %85, ptr %pool1_grad.sum252, align 4
-  %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %86 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %85, ptr %pool1_grad.sum276, align 4
+  %sum276 = load float, ptr %pool1_grad.sum276, align 4
+  %86 = mul nsw i64 %pool1_grad.c2678, 9
   %87 = add nsw i64 %86, 1
   %88 = mul nsw i64 %87, 3136
   %89 = add nsw i64 2224784, %88
-  %90 = mul nsw i64 %pool1_grad.j2427, 196
+  %90 = mul nsw i64 %pool1_grad.j2667, 196
   %91 = add nsw i64 %89, %90
-  %92 = add nsw i64 %pool1_grad.iy25016, 1
+  %92 = add nsw i64 %pool1_grad.iy27416, 1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %91, %93
   %95 = add nsw i64 %94, 1
-  %96 = add nsw i64 %95, %pool1_grad.ix25117
+  %96 = add nsw i64 %95, %pool1_grad.ix27517
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load float, ptr %arena19, align 4
-  %98 = fadd float %sum252, %97
-  store float %98, ptr %pool1_grad.sum253, align 4
-  %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %99 = mul nsw i64 %pool1_grad.c2438, 9
+  %98 = fadd float %sum276, %97
+  store float %98, ptr %pool1_grad.sum277, align 4
+  %sum277 = load float, ptr %pool1_grad.sum277, align 4
+  %99 = mul nsw i64 %pool1_grad.c2678, 9
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 2224784, %101
-  %103 = mul nsw i64 %pool1_grad.j2427, 196
+  %103 = mul nsw i64 %pool1_grad.j2667, 196
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %pool1_grad.iy25016, 1
+  %105 = add nsw i64 %pool1_grad.iy27416, 1
   %106 = mul nsw i64 %105, 14
   %107 = add nsw i64 %104, %106
-  %108 = add nsw i64 %107, %pool1_grad.ix25117
+  %108 = add nsw i64 %107, %pool1_grad.ix27517
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load float, ptr %arena20, align 4
-  %110 = fadd float %sum253, %109
-  store float %110, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %111 = mul nsw i64 %pool1_grad.c2438, 9
+  %110 = fadd float %sum277, %109
+  store float %110, ptr %pool1_grad.sum278, align 4
+  %sum278 = load float, ptr %pool1_grad.sum278, align 4
+  %111 = mul nsw i64 %pool1_grad.c2678, 9
   %112 = add nsw i64 %111, 3
   %113 = mul nsw i64 %112, 3136
   %114 = add nsw i64 2224784, %113
-  %115 = mul nsw i64 %pool1_grad.j2427, 196
+  %115 = mul nsw i64 %pool1_grad.j2667, 196
   %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %pool1_grad.iy25016, 14
+  %117 = mul nsw i64 %pool1_grad.iy27416, 14
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 2
-  %120 = add nsw i64 %119, %pool1_grad.ix25117
+  %120 = add nsw i64 %119, %pool1_grad.ix27517
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load float, ptr %arena21, align 4
-  %122 = fadd float %sum254, %121
-  store float %122, ptr %pool1_grad.sum255, align 4
-  %sum255 = load float, ptr %pool1_grad.sum255, align 4
-  %123 = mul nsw i64 %pool1_grad.c2438, 9
+  %122 = fadd float %sum278, %121
+  store float %122, ptr %pool1_grad.sum279, align 4
+  %sum279 = load float, ptr %pool1_grad.sum279, align 4
+  %123 = mul nsw i64 %pool1_grad.c2678, 9
   %124 = add nsw i64 %123, 4
   %125 = mul nsw i64 %124, 3136
   %126 = add nsw i64 2224784, %125
-  %127 = mul nsw i64 %pool1_grad.j2427, 196
+  %127 = mul nsw i64 %pool1_grad.j2667, 196
   %128 = add nsw i64 %126, %127
-  %129 = mul nsw i64 %pool1_grad.iy25016, 14
+  %129 = mul nsw i64 %pool1_grad.iy27416, 14
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 1
-  %132 = add nsw i64 %131, %pool1_grad.ix25117
+  %132 = add nsw i64 %131, %pool1_grad.ix27517
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena22, align 4
-  %134 = fadd float %sum255, %133
-  store float %134, ptr %pool1_grad.sum256, align 4
-  %sum256 = load float, ptr %pool1_grad.sum256, align 4
-  %135 = mul nsw i64 %pool1_grad.c2438, 9
+  %134 = fadd float %sum279, %133
+  store float %134, ptr %pool1_grad.sum280, align 4
+  %sum280 = load float, ptr %pool1_grad.sum280, align 4
+  %135 = mul nsw i64 %pool1_grad.c2678, 9
   %136 = add nsw i64 %135, 5
   %137 = mul nsw i64 %136, 3136
   %138 = add nsw i64 2224784, %137
-  %139 = mul nsw i64 %pool1_grad.j2427, 196
+  %139 = mul nsw i64 %pool1_grad.j2667, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %pool1_grad.iy25016, 14
+  %141 = mul nsw i64 %pool1_grad.iy27416, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %pool1_grad.ix25117
+  %143 = add nsw i64 %142, %pool1_grad.ix27517
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
-  %145 = fadd float %sum256, %144
-  store float %145, ptr %pool1_grad.sum257, align 4
-  %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %146 = mul nsw i64 %pool1_grad.g2331, 16
-  %147 = add nsw i64 %146, %pool1_grad.j2427
+  %145 = fadd float %sum280, %144
+  store float %145, ptr %pool1_grad.sum281, align 4
+  %sum281 = load float, ptr %pool1_grad.sum281, align 4
+  %146 = mul nsw i64 %pool1_grad.g2571, 16
+  %147 = add nsw i64 %146, %pool1_grad.j2667
   %148 = mul nsw i64 %147, 6272
   %149 = add nsw i64 802816, %148
-  %150 = mul nsw i64 %pool1_grad.c2438, 196
+  %150 = mul nsw i64 %pool1_grad.c2678, 196
   %151 = add nsw i64 %149, %150
-  %152 = mul nsw i64 %pool1_grad.iy25016, 14
+  %152 = mul nsw i64 %pool1_grad.iy27416, 14
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %153, 1
-  %155 = add nsw i64 %154, %pool1_grad.ix25117
+  %155 = add nsw i64 %154, %pool1_grad.ix27517
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %155
-  store float %sum257, ptr %arena24, align 4
-  %ix251.next = add nsw i64 %pool1_grad.ix25117, 1
-  %156 = icmp slt i64 %ix251.next, 12
-  br i1 %156, label %pool1_grad.ix251, label %pool1_grad.ix251.end
+  store float %sum281, ptr %arena24, align 4
+  %ix275.next = add nsw i64 %pool1_grad.ix27517, 1
+  %156 = icmp slt i64 %ix275.next, 12
+  br i1 %156, label %pool1_grad.ix275, label %pool1_grad.ix275.end
 
-pool1_grad.ix251.end:                             ; preds = %pool1_grad.ix251
-  %iy250.next = add nsw i64 %pool1_grad.iy25016, 1
-  %157 = icmp slt i64 %iy250.next, 1
-  br i1 %157, label %pool1_grad.iy250, label %pool1_grad.iy250.end
+pool1_grad.ix275.end:                             ; preds = %pool1_grad.ix275
+  %iy274.next = add nsw i64 %pool1_grad.iy27416, 1
+  %157 = icmp slt i64 %iy274.next, 1
+  br i1 %157, label %pool1_grad.iy274, label %pool1_grad.iy274.end
 
-pool1_grad.iy258:                                 ; preds = %pool1_grad.ix259.end, %pool1_grad.iy250.end
-  %pool1_grad.iy25825 = phi i64 [ 0, %pool1_grad.iy250.end ], [ %iy258.next, %pool1_grad.ix259.end ]
-  br label %pool1_grad.ix259
+pool1_grad.iy282:                                 ; preds = %pool1_grad.ix283.end, %pool1_grad.iy274.end
+  %pool1_grad.iy28225 = phi i64 [ 0, %pool1_grad.iy274.end ], [ %iy282.next, %pool1_grad.ix283.end ]
+  br label %pool1_grad.ix283
 
-pool1_grad.iy258.end:                             ; preds = %pool1_grad.ix259.end
-  br label %pool1_grad.iy264
+pool1_grad.iy282.end:                             ; preds = %pool1_grad.ix283.end
+  br label %pool1_grad.iy288
 
-pool1_grad.ix259:                                 ; preds = %pool1_grad.ix259, %pool1_grad.iy258
-  %pool1_grad.ix25926 = phi i64 [ 0, %pool1_grad.iy258 ], [ %ix259.next, %pool1_grad.ix259 ]
-  %158 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix283:                                 ; preds = %pool1_grad.ix283, %pool1_grad.iy282
+  %pool1_grad.ix28326 = phi i64 [ 0, %pool1_grad.iy282 ], [ %ix283.next, %pool1_grad.ix283 ]
+  %158 = mul nsw i64 %pool1_grad.c2678, 9
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 3136
   %161 = add nsw i64 2224784, %160
-  %162 = mul nsw i64 %pool1_grad.j2427, 196
+  %162 = mul nsw i64 %pool1_grad.j2667, 196
   %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %pool1_grad.iy25825, 1
+  %164 = add nsw i64 %pool1_grad.iy28225, 1
   %165 = mul nsw i64 %164, 14
   %166 = add nsw i64 %163, %165
   %167 = add nsw i64 %166, 13
-  %168 = add nsw i64 %167, %pool1_grad.ix25926
+  %168 = add nsw i64 %167, %pool1_grad.ix28326
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %168
   %169 = load float, ptr %arena27, align 4
-  store float %169, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %170 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %169, ptr %pool1_grad.sum284, align 4
+  %sum284 = load float, ptr %pool1_grad.sum284, align 4
+  %170 = mul nsw i64 %pool1_grad.c2678, 9
   %171 = add nsw i64 %170, 2
   %172 = mul nsw i64 %171, 3136
   %173 = add nsw i64 2224784, %172
-  %174 = mul nsw i64 %pool1_grad.j2427, 196
+  %174 = mul nsw i64 %pool1_grad.j2667, 196
   %175 = add nsw i64 %173, %174
-  %176 = add nsw i64 %pool1_grad.iy25825, 1
+  %176 = add nsw i64 %pool1_grad.iy28225, 1
   %177 = mul nsw i64 %176, 14
   %178 = add nsw i64 %175, %177
   %179 = add nsw i64 %178, 12
-  %180 = add nsw i64 %179, %pool1_grad.ix25926
+  %180 = add nsw i64 %179, %pool1_grad.ix28326
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %180
   %181 = load float, ptr %arena28, align 4
-  %182 = fadd float %sum260, %181
-  store float %182, ptr %pool1_grad.sum261, align 4
-  %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %183 = mul nsw i64 %pool1_grad.c2438, 9
+  %182 = fadd float %sum284, %181
+  store float %182, ptr %pool1_grad.sum285, align 4
+  %sum285 = load float, ptr %pool1_grad.sum285, align 4
+  %183 = mul nsw i64 %pool1_grad.c2678, 9
   %184 = add nsw i64 %183, 4
   %185 = mul nsw i64 %184, 3136
   %186 = add nsw i64 2224784, %185
-  %187 = mul nsw i64 %pool1_grad.j2427, 196
+  %187 = mul nsw i64 %pool1_grad.j2667, 196
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %pool1_grad.iy25825, 14
+  %189 = mul nsw i64 %pool1_grad.iy28225, 14
   %190 = add nsw i64 %188, %189
   %191 = add nsw i64 %190, 13
-  %192 = add nsw i64 %191, %pool1_grad.ix25926
+  %192 = add nsw i64 %191, %pool1_grad.ix28326
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load float, ptr %arena29, align 4
-  %194 = fadd float %sum261, %193
-  store float %194, ptr %pool1_grad.sum262, align 4
-  %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %195 = mul nsw i64 %pool1_grad.c2438, 9
+  %194 = fadd float %sum285, %193
+  store float %194, ptr %pool1_grad.sum286, align 4
+  %sum286 = load float, ptr %pool1_grad.sum286, align 4
+  %195 = mul nsw i64 %pool1_grad.c2678, 9
   %196 = add nsw i64 %195, 5
   %197 = mul nsw i64 %196, 3136
   %198 = add nsw i64 2224784, %197
-  %199 = mul nsw i64 %pool1_grad.j2427, 196
+  %199 = mul nsw i64 %pool1_grad.j2667, 196
   %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %pool1_grad.iy25825, 14
+  %201 = mul nsw i64 %pool1_grad.iy28225, 14
   %202 = add nsw i64 %200, %201
   %203 = add nsw i64 %202, 12
-  %204 = add nsw i64 %203, %pool1_grad.ix25926
+  %204 = add nsw i64 %203, %pool1_grad.ix28326
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %204
   %205 = load float, ptr %arena30, align 4
-  %206 = fadd float %sum262, %205
-  store float %206, ptr %pool1_grad.sum263, align 4
-  %sum263 = load float, ptr %pool1_grad.sum263, align 4
-  %207 = mul nsw i64 %pool1_grad.g2331, 16
-  %208 = add nsw i64 %207, %pool1_grad.j2427
+  %206 = fadd float %sum286, %205
+  store float %206, ptr %pool1_grad.sum287, align 4
+  %sum287 = load float, ptr %pool1_grad.sum287, align 4
+  %207 = mul nsw i64 %pool1_grad.g2571, 16
+  %208 = add nsw i64 %207, %pool1_grad.j2667
   %209 = mul nsw i64 %208, 6272
   %210 = add nsw i64 802816, %209
-  %211 = mul nsw i64 %pool1_grad.c2438, 196
+  %211 = mul nsw i64 %pool1_grad.c2678, 196
   %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %pool1_grad.iy25825, 14
+  %213 = mul nsw i64 %pool1_grad.iy28225, 14
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 %214, 13
-  %216 = add nsw i64 %215, %pool1_grad.ix25926
+  %216 = add nsw i64 %215, %pool1_grad.ix28326
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %sum263, ptr %arena31, align 4
-  %ix259.next = add nsw i64 %pool1_grad.ix25926, 1
-  %217 = icmp slt i64 %ix259.next, 1
-  br i1 %217, label %pool1_grad.ix259, label %pool1_grad.ix259.end
+  store float %sum287, ptr %arena31, align 4
+  %ix283.next = add nsw i64 %pool1_grad.ix28326, 1
+  %217 = icmp slt i64 %ix283.next, 1
+  br i1 %217, label %pool1_grad.ix283, label %pool1_grad.ix283.end
 
-pool1_grad.ix259.end:                             ; preds = %pool1_grad.ix259
-  %iy258.next = add nsw i64 %pool1_grad.iy25825, 1
-  %218 = icmp slt i64 %iy258.next, 1
-  br i1 %218, label %pool1_grad.iy258, label %pool1_grad.iy258.end
+pool1_grad.ix283.end:                             ; preds = %pool1_grad.ix283
+  %iy282.next = add nsw i64 %pool1_grad.iy28225, 1
+  %218 = icmp slt i64 %iy282.next, 1
+  br i1 %218, label %pool1_grad.iy282, label %pool1_grad.iy282.end
 
-pool1_grad.iy264:                                 ; preds = %pool1_grad.ix265.end, %pool1_grad.iy258.end
-  %pool1_grad.iy26432 = phi i64 [ 0, %pool1_grad.iy258.end ], [ %iy264.next, %pool1_grad.ix265.end ]
-  br label %pool1_grad.ix265
+pool1_grad.iy288:                                 ; preds = %pool1_grad.ix289.end, %pool1_grad.iy282.end
+  %pool1_grad.iy28832 = phi i64 [ 0, %pool1_grad.iy282.end ], [ %iy288.next, %pool1_grad.ix289.end ]
+  br label %pool1_grad.ix289
 
-pool1_grad.iy264.end:                             ; preds = %pool1_grad.ix265.end
-  br label %pool1_grad.iy272
+pool1_grad.iy288.end:                             ; preds = %pool1_grad.ix289.end
+  br label %pool1_grad.iy296
 
-pool1_grad.ix265:                                 ; preds = %pool1_grad.ix265, %pool1_grad.iy264
-  %pool1_grad.ix26533 = phi i64 [ 0, %pool1_grad.iy264 ], [ %ix265.next, %pool1_grad.ix265 ]
-  %219 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix289:                                 ; preds = %pool1_grad.ix289, %pool1_grad.iy288
+  %pool1_grad.ix28933 = phi i64 [ 0, %pool1_grad.iy288 ], [ %ix289.next, %pool1_grad.ix289 ]
+  %219 = mul nsw i64 %pool1_grad.c2678, 9
   %220 = mul nsw i64 %219, 3136
   %221 = add nsw i64 2224784, %220
-  %222 = mul nsw i64 %pool1_grad.j2427, 196
+  %222 = mul nsw i64 %pool1_grad.j2667, 196
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %pool1_grad.iy26432, 1
+  %224 = add nsw i64 %pool1_grad.iy28832, 1
   %225 = add nsw i64 %224, 1
   %226 = mul nsw i64 %225, 14
   %227 = add nsw i64 %223, %226
   %228 = add nsw i64 %227, 1
-  %229 = add nsw i64 %228, %pool1_grad.ix26533
+  %229 = add nsw i64 %228, %pool1_grad.ix28933
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %229
   %230 = load float, ptr %arena34, align 4
-  store float %230, ptr %pool1_grad.sum266, align 4
-  %sum266 = load float, ptr %pool1_grad.sum266, align 4
-  %231 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %230, ptr %pool1_grad.sum290, align 4
+  %sum290 = load float, ptr %pool1_grad.sum290, align 4
+  %231 = mul nsw i64 %pool1_grad.c2678, 9
   %232 = add nsw i64 %231, 1
   %233 = mul nsw i64 %232, 3136
   %234 = add nsw i64 2224784, %233
-  %235 = mul nsw i64 %pool1_grad.j2427, 196
+  %235 = mul nsw i64 %pool1_grad.j2667, 196
   %236 = add nsw i64 %234, %235
-  %237 = add nsw i64 %pool1_grad.iy26432, 1
+  %237 = add nsw i64 %pool1_grad.iy28832, 1
   %238 = add nsw i64 %237, 1
   %239 = mul nsw i64 %238, 14
   %240 = add nsw i64 %236, %239
-  %241 = add nsw i64 %240, %pool1_grad.ix26533
+  %241 = add nsw i64 %240, %pool1_grad.ix28933
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load float, ptr %arena35, align 4
-  %243 = fadd float %sum266, %242
-  store float %243, ptr %pool1_grad.sum267, align 4
-  %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %244 = mul nsw i64 %pool1_grad.c2438, 9
+  %243 = fadd float %sum290, %242
+  store float %243, ptr %pool1_grad.sum291, align 4
+  %sum291 = load float, ptr %pool1_grad.sum291, align 4
+  %244 = mul nsw i64 %pool1_grad.c2678, 9
   %245 = add nsw i64 %244, 3
   %246 = mul nsw i64 %245, 3136
   %247 = add nsw i64 2224784, %246
-  %248 = mul nsw i64 %pool1_grad.j2427, 196
+  %248 = mul nsw i64 %pool1_grad.j2667, 196
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %pool1_grad.iy26432, 1
+  %250 = add nsw i64 %pool1_grad.iy28832, 1
   %251 = mul nsw i64 %250, 14
   %252 = add nsw i64 %249, %251
   %253 = add nsw i64 %252, 1
-  %254 = add nsw i64 %253, %pool1_grad.ix26533
+  %254 = add nsw i64 %253, %pool1_grad.ix28933
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load float, ptr %arena36, align 4
-  %256 = fadd float %sum267, %255
-  store float %256, ptr %pool1_grad.sum268, align 4
-  %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %257 = mul nsw i64 %pool1_grad.c2438, 9
+  %256 = fadd float %sum291, %255
+  store float %256, ptr %pool1_grad.sum292, align 4
+  %sum292 = load float, ptr %pool1_grad.sum292, align 4
+  %257 = mul nsw i64 %pool1_grad.c2678, 9
   %258 = add nsw i64 %257, 4
   %259 = mul nsw i64 %258, 3136
   %260 = add nsw i64 2224784, %259
-  %261 = mul nsw i64 %pool1_grad.j2427, 196
+  %261 = mul nsw i64 %pool1_grad.j2667, 196
   %262 = add nsw i64 %260, %261
-  %263 = add nsw i64 %pool1_grad.iy26432, 1
+  %263 = add nsw i64 %pool1_grad.iy28832, 1
   %264 = mul nsw i64 %263, 14
   %265 = add nsw i64 %262, %264
-  %266 = add nsw i64 %265, %pool1_grad.ix26533
+  %266 = add nsw i64 %265, %pool1_grad.ix28933
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %266
   %267 = load float, ptr %arena37, align 4
-  %268 = fadd float %sum268, %267
-  store float %268, ptr %pool1_grad.sum269, align 4
-  %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %269 = mul nsw i64 %pool1_grad.c2438, 9
+  %268 = fadd float %sum292, %267
+  store float %268, ptr %pool1_grad.sum293, align 4
+  %sum293 = load float, ptr %pool1_grad.sum293, align 4
+  %269 = mul nsw i64 %pool1_grad.c2678, 9
   %270 = add nsw i64 %269, 6
   %271 = mul nsw i64 %270, 3136
   %272 = add nsw i64 2224784, %271
-  %273 = mul nsw i64 %pool1_grad.j2427, 196
+  %273 = mul nsw i64 %pool1_grad.j2667, 196
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %pool1_grad.iy26432, 1
+  %275 = add nsw i64 %pool1_grad.iy28832, 1
   %276 = add nsw i64 %275, -1
   %277 = mul nsw i64 %276, 14
   %278 = add nsw i64 %274, %277
   %279 = add nsw i64 %278, 1
-  %280 = add nsw i64 %279, %pool1_grad.ix26533
+  %280 = add nsw i64 %279, %pool1_grad.ix28933
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load float, ptr %arena38, align 4
-  %282 = fadd float %sum269, %281
-  store float %282, ptr %pool1_grad.sum270, align 4
-  %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %283 = mul nsw i64 %pool1_grad.c2438, 9
+  %282 = fadd float %sum293, %281
+  store float %282, ptr %pool1_grad.sum294, align 4
+  %sum294 = load float, ptr %pool1_grad.sum294, align 4
+  %283 = mul nsw i64 %pool1_grad.c2678, 9
   %284 = add nsw i64 %283, 7
   %285 = mul nsw i64 %284, 3136
   %286 = add nsw i64 2224784, %285
-  %287 = mul nsw i64 %pool1_grad.j2427, 196
+  %287 = mul nsw i64 %pool1_grad.j2667, 196
   %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 %pool1_grad.iy26432, 1
+  %289 = add nsw i64 %pool1_grad.iy28832, 1
   %290 = add nsw i64 %289, -1
   %291 = mul nsw i64 %290, 14
   %292 = add nsw i64 %288, %291
-  %293 = add nsw i64 %292, %pool1_grad.ix26533
+  %293 = add nsw i64 %292, %pool1_grad.ix28933
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load float, ptr %arena39, align 4
-  %295 = fadd float %sum270, %294
-  store float %295, ptr %pool1_grad.sum271, align 4
-  %sum271 = load float, ptr %pool1_grad.sum271, align 4
-  %296 = mul nsw i64 %pool1_grad.g2331, 16
-  %297 = add nsw i64 %296, %pool1_grad.j2427
+  %295 = fadd float %sum294, %294
+  store float %295, ptr %pool1_grad.sum295, align 4
+  %sum295 = load float, ptr %pool1_grad.sum295, align 4
+  %296 = mul nsw i64 %pool1_grad.g2571, 16
+  %297 = add nsw i64 %296, %pool1_grad.j2667
   %298 = mul nsw i64 %297, 6272
   %299 = add nsw i64 802816, %298
-  %300 = mul nsw i64 %pool1_grad.c2438, 196
+  %300 = mul nsw i64 %pool1_grad.c2678, 196
   %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %pool1_grad.iy26432, 1
+  %302 = add nsw i64 %pool1_grad.iy28832, 1
   %303 = mul nsw i64 %302, 14
   %304 = add nsw i64 %301, %303
-  %305 = add nsw i64 %304, %pool1_grad.ix26533
+  %305 = add nsw i64 %304, %pool1_grad.ix28933
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %305
-  store float %sum271, ptr %arena40, align 4
-  %ix265.next = add nsw i64 %pool1_grad.ix26533, 1
-  %306 = icmp slt i64 %ix265.next, 1
-  br i1 %306, label %pool1_grad.ix265, label %pool1_grad.ix265.end
+  store float %sum295, ptr %arena40, align 4
+  %ix289.next = add nsw i64 %pool1_grad.ix28933, 1
+  %306 = icmp slt i64 %ix289.next, 1
+  br i1 %306, label %pool1_grad.ix289, label %pool1_grad.ix289.end
 
-pool1_grad.ix265.end:                             ; preds = %pool1_grad.ix265
-  %iy264.next = add nsw i64 %pool1_grad.iy26432, 1
-  %307 = icmp slt i64 %iy264.next, 12
-  br i1 %307, label %pool1_grad.iy264, label %pool1_grad.iy264.end
+pool1_grad.ix289.end:                             ; preds = %pool1_grad.ix289
+  %iy288.next = add nsw i64 %pool1_grad.iy28832, 1
+  %307 = icmp slt i64 %iy288.next, 12
+  br i1 %307, label %pool1_grad.iy288, label %pool1_grad.iy288.end
 
-pool1_grad.iy272:                                 ; preds = %pool1_grad.ix273.end, %pool1_grad.iy264.end
-  %pool1_grad.iy27241 = phi i64 [ 0, %pool1_grad.iy264.end ], [ %iy272.next, %pool1_grad.ix273.end ]
-  br label %pool1_grad.ix273
+pool1_grad.iy296:                                 ; preds = %pool1_grad.ix297.end, %pool1_grad.iy288.end
+  %pool1_grad.iy29641 = phi i64 [ 0, %pool1_grad.iy288.end ], [ %iy296.next, %pool1_grad.ix297.end ]
+  br label %pool1_grad.ix297
 
-pool1_grad.iy272.end:                             ; preds = %pool1_grad.ix273.end
-  br label %pool1_grad.iy283
+pool1_grad.iy296.end:                             ; preds = %pool1_grad.ix297.end
+  br label %pool1_grad.iy307
 
-pool1_grad.ix273:                                 ; preds = %pool1_grad.ix273, %pool1_grad.iy272
-  %pool1_grad.ix27342 = phi i64 [ 0, %pool1_grad.iy272 ], [ %ix273.next, %pool1_grad.ix273 ]
-  %308 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix297:                                 ; preds = %pool1_grad.ix297, %pool1_grad.iy296
+  %pool1_grad.ix29742 = phi i64 [ 0, %pool1_grad.iy296 ], [ %ix297.next, %pool1_grad.ix297 ]
+  %308 = mul nsw i64 %pool1_grad.c2678, 9
   %309 = mul nsw i64 %308, 3136
   %310 = add nsw i64 2224784, %309
-  %311 = mul nsw i64 %pool1_grad.j2427, 196
+  %311 = mul nsw i64 %pool1_grad.j2667, 196
   %312 = add nsw i64 %310, %311
-  %313 = add nsw i64 %pool1_grad.iy27241, 1
+  %313 = add nsw i64 %pool1_grad.iy29641, 1
   %314 = add nsw i64 %313, 1
   %315 = mul nsw i64 %314, 14
   %316 = add nsw i64 %312, %315
   %317 = add nsw i64 %316, 2
-  %318 = add nsw i64 %317, %pool1_grad.ix27342
+  %318 = add nsw i64 %317, %pool1_grad.ix29742
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load float, ptr %arena43, align 4
-  store float %319, ptr %pool1_grad.sum274, align 4
-  %sum274 = load float, ptr %pool1_grad.sum274, align 4
-  %320 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %319, ptr %pool1_grad.sum298, align 4
+  %sum298 = load float, ptr %pool1_grad.sum298, align 4
+  %320 = mul nsw i64 %pool1_grad.c2678, 9
   %321 = add nsw i64 %320, 1
   %322 = mul nsw i64 %321, 3136
   %323 = add nsw i64 2224784, %322
-  %324 = mul nsw i64 %pool1_grad.j2427, 196
+  %324 = mul nsw i64 %pool1_grad.j2667, 196
   %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %pool1_grad.iy27241, 1
+  %326 = add nsw i64 %pool1_grad.iy29641, 1
   %327 = add nsw i64 %326, 1
   %328 = mul nsw i64 %327, 14
   %329 = add nsw i64 %325, %328
   %330 = add nsw i64 %329, 1
-  %331 = add nsw i64 %330, %pool1_grad.ix27342
+  %331 = add nsw i64 %330, %pool1_grad.ix29742
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %331
   %332 = load float, ptr %arena44, align 4
-  %333 = fadd float %sum274, %332
-  store float %333, ptr %pool1_grad.sum275, align 4
-  %sum275 = load float, ptr %pool1_grad.sum275, align 4
-  %334 = mul nsw i64 %pool1_grad.c2438, 9
+  %333 = fadd float %sum298, %332
+  store float %333, ptr %pool1_grad.sum299, align 4
+  %sum299 = load float, ptr %pool1_grad.sum299, align 4
+  %334 = mul nsw i64 %pool1_grad.c2678, 9
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 3136
   %337 = add nsw i64 2224784, %336
-  %338 = mul nsw i64 %pool1_grad.j2427, 196
+  %338 = mul nsw i64 %pool1_grad.j2667, 196
   %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %pool1_grad.iy27241, 1
+  %340 = add nsw i64 %pool1_grad.iy29641, 1
   %341 = add nsw i64 %340, 1
   %342 = mul nsw i64 %341, 14
   %343 = add nsw i64 %339, %342
-  %344 = add nsw i64 %343, %pool1_grad.ix27342
+  %344 = add nsw i64 %343, %pool1_grad.ix29742
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %344
   %345 = load float, ptr %arena45, align 4
-  %346 = fadd float %sum275, %345
-  store float %346, ptr %pool1_grad.sum276, align 4
-  %sum276 = load float, ptr %pool1_grad.sum276, align 4
-  %347 = mul nsw i64 %pool1_grad.c2438, 9
+  %346 = fadd float %sum299, %345
+  store float %346, ptr %pool1_grad.sum300, align 4
+  %sum300 = load float, ptr %pool1_grad.sum300, align 4
+  %347 = mul nsw i64 %pool1_grad.c2678, 9
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 2224784, %349
-  %351 = mul nsw i64 %pool1_grad.j2427, 196
+  %351 = mul nsw i64 %pool1_grad.j2667, 196
   %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 %pool1_grad.iy27241, 1
+  %353 = add nsw i64 %pool1_grad.iy29641, 1
   %354 = mul nsw i64 %353, 14
   %355 = add nsw i64 %352, %354
   %356 = add nsw i64 %355, 2
-  %357 = add nsw i64 %356, %pool1_grad.ix27342
+  %357 = add nsw i64 %356, %pool1_grad.ix29742
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %357
   %358 = load float, ptr %arena46, align 4
-  %359 = fadd float %sum276, %358
-  store float %359, ptr %pool1_grad.sum277, align 4
-  %sum277 = load float, ptr %pool1_grad.sum277, align 4
-  %360 = mul nsw i64 %pool1_grad.c2438, 9
+  %359 = fadd float %sum300, %358
+  store float %359, ptr %pool1_grad.sum301, align 4
+  %sum301 = load float, ptr %pool1_grad.sum301, align 4
+  %360 = mul nsw i64 %pool1_grad.c2678, 9
   %361 = add nsw i64 %360, 4
   %362 = mul nsw i64 %361, 3136
   %363 = add nsw i64 2224784, %362
-  %364 = mul nsw i64 %pool1_grad.j2427, 196
+  %364 = mul nsw i64 %pool1_grad.j2667, 196
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %pool1_grad.iy27241, 1
+  %366 = add nsw i64 %pool1_grad.iy29641, 1
   %367 = mul nsw i64 %366, 14
   %368 = add nsw i64 %365, %367
   %369 = add nsw i64 %368, 1
-  %370 = add nsw i64 %369, %pool1_grad.ix27342
+  %370 = add nsw i64 %369, %pool1_grad.ix29742
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %370
   %371 = load float, ptr %arena47, align 4
-  %372 = fadd float %sum277, %371
-  store float %372, ptr %pool1_grad.sum278, align 4
-  %sum278 = load float, ptr %pool1_grad.sum278, align 4
-  %373 = mul nsw i64 %pool1_grad.c2438, 9
+  %372 = fadd float %sum301, %371
+  store float %372, ptr %pool1_grad.sum302, align 4
+  %sum302 = load float, ptr %pool1_grad.sum302, align 4
+  %373 = mul nsw i64 %pool1_grad.c2678, 9
   %374 = add nsw i64 %373, 5
   %375 = mul nsw i64 %374, 3136
   %376 = add nsw i64 2224784, %375
-  %377 = mul nsw i64 %pool1_grad.j2427, 196
+  %377 = mul nsw i64 %pool1_grad.j2667, 196
   %378 = add nsw i64 %376, %377
-  %379 = add nsw i64 %pool1_grad.iy27241, 1
+  %379 = add nsw i64 %pool1_grad.iy29641, 1
   %380 = mul nsw i64 %379, 14
   %381 = add nsw i64 %378, %380
-  %382 = add nsw i64 %381, %pool1_grad.ix27342
+  %382 = add nsw i64 %381, %pool1_grad.ix29742
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %382
   %383 = load float, ptr %arena48, align 4
-  %384 = fadd float %sum278, %383
-  store float %384, ptr %pool1_grad.sum279, align 4
-  %sum279 = load float, ptr %pool1_grad.sum279, align 4
-  %385 = mul nsw i64 %pool1_grad.c2438, 9
+  %384 = fadd float %sum302, %383
+  store float %384, ptr %pool1_grad.sum303, align 4
+  %sum303 = load float, ptr %pool1_grad.sum303, align 4
+  %385 = mul nsw i64 %pool1_grad.c2678, 9
   %386 = add nsw i64 %385, 6
   %387 = mul nsw i64 %386, 3136
   %388 = add nsw i64 2224784, %387
-  %389 = mul nsw i64 %pool1_grad.j2427, 196
+  %389 = mul nsw i64 %pool1_grad.j2667, 196
   %390 = add nsw i64 %388, %389
-  %391 = add nsw i64 %pool1_grad.iy27241, 1
+  %391 = add nsw i64 %pool1_grad.iy29641, 1
   %392 = add nsw i64 %391, -1
   %393 = mul nsw i64 %392, 14
   %394 = add nsw i64 %390, %393
   %395 = add nsw i64 %394, 2
-  %396 = add nsw i64 %395, %pool1_grad.ix27342
+  %396 = add nsw i64 %395, %pool1_grad.ix29742
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %396
   %397 = load float, ptr %arena49, align 4
-  %398 = fadd float %sum279, %397
-  store float %398, ptr %pool1_grad.sum280, align 4
-  %sum280 = load float, ptr %pool1_grad.sum280, align 4
-  %399 = mul nsw i64 %pool1_grad.c2438, 9
+  %398 = fadd float %sum303, %397
+  store float %398, ptr %pool1_grad.sum304, align 4
+  %sum304 = load float, ptr %pool1_grad.sum304, align 4
+  %399 = mul nsw i64 %pool1_grad.c2678, 9
   %400 = add nsw i64 %399, 7
   %401 = mul nsw i64 %400, 3136
   %402 = add nsw i64 2224784, %401
-  %403 = mul nsw i64 %pool1_grad.j2427, 196
+  %403 = mul nsw i64 %pool1_grad.j2667, 196
   %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %pool1_grad.iy27241, 1
+  %405 = add nsw i64 %pool1_grad.iy29641, 1
   %406 = add nsw i64 %405, -1
   %407 = mul nsw i64 %406, 14
   %408 = add nsw i64 %404, %407
   %409 = add nsw i64 %408, 1
-  %410 = add nsw i64 %409, %pool1_grad.ix27342
+  %410 = add nsw i64 %409, %pool1_grad.ix29742
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %410
   %411 = load float, ptr %arena50, align 4
-  %412 = fadd float %sum280, %411
-  store float %412, ptr %pool1_grad.sum281, align 4
-  %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %413 = mul nsw i64 %pool1_grad.c2438, 9
+  %412 = fadd float %sum304, %411
+  store float %412, ptr %pool1_grad.sum305, align 4
+  %sum305 = load float, ptr %pool1_grad.sum305, align 4
+  %413 = mul nsw i64 %pool1_grad.c2678, 9
   %414 = add nsw i64 %413, 8
   %415 = mul nsw i64 %414, 3136
   %416 = add nsw i64 2224784, %415
-  %417 = mul nsw i64 %pool1_grad.j2427, 196
+  %417 = mul nsw i64 %pool1_grad.j2667, 196
   %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %pool1_grad.iy27241, 1
+  %419 = add nsw i64 %pool1_grad.iy29641, 1
   %420 = add nsw i64 %419, -1
   %421 = mul nsw i64 %420, 14
   %422 = add nsw i64 %418, %421
-  %423 = add nsw i64 %422, %pool1_grad.ix27342
+  %423 = add nsw i64 %422, %pool1_grad.ix29742
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %423
   %424 = load float, ptr %arena51, align 4
-  %425 = fadd float %sum281, %424
-  store float %425, ptr %pool1_grad.sum282, align 4
-  %sum282 = load float, ptr %pool1_grad.sum282, align 4
-  %426 = mul nsw i64 %pool1_grad.g2331, 16
-  %427 = add nsw i64 %426, %pool1_grad.j2427
+  %425 = fadd float %sum305, %424
+  store float %425, ptr %pool1_grad.sum306, align 4
+  %sum306 = load float, ptr %pool1_grad.sum306, align 4
+  %426 = mul nsw i64 %pool1_grad.g2571, 16
+  %427 = add nsw i64 %426, %pool1_grad.j2667
   %428 = mul nsw i64 %427, 6272
   %429 = add nsw i64 802816, %428
-  %430 = mul nsw i64 %pool1_grad.c2438, 196
+  %430 = mul nsw i64 %pool1_grad.c2678, 196
   %431 = add nsw i64 %429, %430
-  %432 = add nsw i64 %pool1_grad.iy27241, 1
+  %432 = add nsw i64 %pool1_grad.iy29641, 1
   %433 = mul nsw i64 %432, 14
   %434 = add nsw i64 %431, %433
   %435 = add nsw i64 %434, 1
-  %436 = add nsw i64 %435, %pool1_grad.ix27342
+  %436 = add nsw i64 %435, %pool1_grad.ix29742
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %sum282, ptr %arena52, align 4
-  %ix273.next = add nsw i64 %pool1_grad.ix27342, 1
-  %437 = icmp slt i64 %ix273.next, 12
-  br i1 %437, label %pool1_grad.ix273, label %pool1_grad.ix273.end
+  store float %sum306, ptr %arena52, align 4
+  %ix297.next = add nsw i64 %pool1_grad.ix29742, 1
+  %437 = icmp slt i64 %ix297.next, 12
+  br i1 %437, label %pool1_grad.ix297, label %pool1_grad.ix297.end
 
-pool1_grad.ix273.end:                             ; preds = %pool1_grad.ix273
-  %iy272.next = add nsw i64 %pool1_grad.iy27241, 1
-  %438 = icmp slt i64 %iy272.next, 12
-  br i1 %438, label %pool1_grad.iy272, label %pool1_grad.iy272.end
+pool1_grad.ix297.end:                             ; preds = %pool1_grad.ix297
+  %iy296.next = add nsw i64 %pool1_grad.iy29641, 1
+  %438 = icmp slt i64 %iy296.next, 12
+  br i1 %438, label %pool1_grad.iy296, label %pool1_grad.iy296.end
 
-pool1_grad.iy283:                                 ; preds = %pool1_grad.ix284.end, %pool1_grad.iy272.end
-  %pool1_grad.iy28353 = phi i64 [ 0, %pool1_grad.iy272.end ], [ %iy283.next, %pool1_grad.ix284.end ]
-  br label %pool1_grad.ix284
+pool1_grad.iy307:                                 ; preds = %pool1_grad.ix308.end, %pool1_grad.iy296.end
+  %pool1_grad.iy30753 = phi i64 [ 0, %pool1_grad.iy296.end ], [ %iy307.next, %pool1_grad.ix308.end ]
+  br label %pool1_grad.ix308
 
-pool1_grad.iy283.end:                             ; preds = %pool1_grad.ix284.end
-  br label %pool1_grad.iy291
+pool1_grad.iy307.end:                             ; preds = %pool1_grad.ix308.end
+  br label %pool1_grad.iy315
 
-pool1_grad.ix284:                                 ; preds = %pool1_grad.ix284, %pool1_grad.iy283
-  %pool1_grad.ix28454 = phi i64 [ 0, %pool1_grad.iy283 ], [ %ix284.next, %pool1_grad.ix284 ]
-  %439 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix308:                                 ; preds = %pool1_grad.ix308, %pool1_grad.iy307
+  %pool1_grad.ix30854 = phi i64 [ 0, %pool1_grad.iy307 ], [ %ix308.next, %pool1_grad.ix308 ]
+  %439 = mul nsw i64 %pool1_grad.c2678, 9
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 3136
   %442 = add nsw i64 2224784, %441
-  %443 = mul nsw i64 %pool1_grad.j2427, 196
+  %443 = mul nsw i64 %pool1_grad.j2667, 196
   %444 = add nsw i64 %442, %443
-  %445 = add nsw i64 %pool1_grad.iy28353, 1
+  %445 = add nsw i64 %pool1_grad.iy30753, 1
   %446 = add nsw i64 %445, 1
   %447 = mul nsw i64 %446, 14
   %448 = add nsw i64 %444, %447
   %449 = add nsw i64 %448, 13
-  %450 = add nsw i64 %449, %pool1_grad.ix28454
+  %450 = add nsw i64 %449, %pool1_grad.ix30854
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %450
   %451 = load float, ptr %arena55, align 4
-  store float %451, ptr %pool1_grad.sum285, align 4
-  %sum285 = load float, ptr %pool1_grad.sum285, align 4
-  %452 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %451, ptr %pool1_grad.sum309, align 4
+  %sum309 = load float, ptr %pool1_grad.sum309, align 4
+  %452 = mul nsw i64 %pool1_grad.c2678, 9
   %453 = add nsw i64 %452, 2
   %454 = mul nsw i64 %453, 3136
   %455 = add nsw i64 2224784, %454
-  %456 = mul nsw i64 %pool1_grad.j2427, 196
+  %456 = mul nsw i64 %pool1_grad.j2667, 196
   %457 = add nsw i64 %455, %456
-  %458 = add nsw i64 %pool1_grad.iy28353, 1
+  %458 = add nsw i64 %pool1_grad.iy30753, 1
   %459 = add nsw i64 %458, 1
   %460 = mul nsw i64 %459, 14
   %461 = add nsw i64 %457, %460
   %462 = add nsw i64 %461, 12
-  %463 = add nsw i64 %462, %pool1_grad.ix28454
+  %463 = add nsw i64 %462, %pool1_grad.ix30854
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %463
   %464 = load float, ptr %arena56, align 4
-  %465 = fadd float %sum285, %464
-  store float %465, ptr %pool1_grad.sum286, align 4
-  %sum286 = load float, ptr %pool1_grad.sum286, align 4
-  %466 = mul nsw i64 %pool1_grad.c2438, 9
+  %465 = fadd float %sum309, %464
+  store float %465, ptr %pool1_grad.sum310, align 4
+  %sum310 = load float, ptr %pool1_grad.sum310, align 4
+  %466 = mul nsw i64 %pool1_grad.c2678, 9
   %467 = add nsw i64 %466, 4
   %468 = mul nsw i64 %467, 3136
   %469 = add nsw i64 2224784, %468
-  %470 = mul nsw i64 %pool1_grad.j2427, 196
+  %470 = mul nsw i64 %pool1_grad.j2667, 196
   %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %pool1_grad.iy28353, 1
+  %472 = add nsw i64 %pool1_grad.iy30753, 1
   %473 = mul nsw i64 %472, 14
   %474 = add nsw i64 %471, %473
   %475 = add nsw i64 %474, 13
-  %476 = add nsw i64 %475, %pool1_grad.ix28454
+  %476 = add nsw i64 %475, %pool1_grad.ix30854
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %476
   %477 = load float, ptr %arena57, align 4
-  %478 = fadd float %sum286, %477
-  store float %478, ptr %pool1_grad.sum287, align 4
-  %sum287 = load float, ptr %pool1_grad.sum287, align 4
-  %479 = mul nsw i64 %pool1_grad.c2438, 9
+  %478 = fadd float %sum310, %477
+  store float %478, ptr %pool1_grad.sum311, align 4
+  %sum311 = load float, ptr %pool1_grad.sum311, align 4
+  %479 = mul nsw i64 %pool1_grad.c2678, 9
   %480 = add nsw i64 %479, 5
   %481 = mul nsw i64 %480, 3136
   %482 = add nsw i64 2224784, %481
-  %483 = mul nsw i64 %pool1_grad.j2427, 196
+  %483 = mul nsw i64 %pool1_grad.j2667, 196
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %pool1_grad.iy28353, 1
+  %485 = add nsw i64 %pool1_grad.iy30753, 1
   %486 = mul nsw i64 %485, 14
   %487 = add nsw i64 %484, %486
   %488 = add nsw i64 %487, 12
-  %489 = add nsw i64 %488, %pool1_grad.ix28454
+  %489 = add nsw i64 %488, %pool1_grad.ix30854
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %489
   %490 = load float, ptr %arena58, align 4
-  %491 = fadd float %sum287, %490
-  store float %491, ptr %pool1_grad.sum288, align 4
-  %sum288 = load float, ptr %pool1_grad.sum288, align 4
-  %492 = mul nsw i64 %pool1_grad.c2438, 9
+  %491 = fadd float %sum311, %490
+  store float %491, ptr %pool1_grad.sum312, align 4
+  %sum312 = load float, ptr %pool1_grad.sum312, align 4
+  %492 = mul nsw i64 %pool1_grad.c2678, 9
   %493 = add nsw i64 %492, 7
   %494 = mul nsw i64 %493, 3136
   %495 = add nsw i64 2224784, %494
-  %496 = mul nsw i64 %pool1_grad.j2427, 196
+  %496 = mul nsw i64 %pool1_grad.j2667, 196
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %pool1_grad.iy28353, 1
+  %498 = add nsw i64 %pool1_grad.iy30753, 1
   %499 = add nsw i64 %498, -1
   %500 = mul nsw i64 %499, 14
   %501 = add nsw i64 %497, %500
   %502 = add nsw i64 %501, 13
-  %503 = add nsw i64 %502, %pool1_grad.ix28454
+  %503 = add nsw i64 %502, %pool1_grad.ix30854
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %503
   %504 = load float, ptr %arena59, align 4
-  %505 = fadd float %sum288, %504
-  store float %505, ptr %pool1_grad.sum289, align 4
-  %sum289 = load float, ptr %pool1_grad.sum289, align 4
-  %506 = mul nsw i64 %pool1_grad.c2438, 9
+  %505 = fadd float %sum312, %504
+  store float %505, ptr %pool1_grad.sum313, align 4
+  %sum313 = load float, ptr %pool1_grad.sum313, align 4
+  %506 = mul nsw i64 %pool1_grad.c2678, 9
   %507 = add nsw i64 %506, 8
   %508 = mul nsw i64 %507, 3136
   %509 = add nsw i64 2224784, %508
-  %510 = mul nsw i64 %pool1_grad.j2427, 196
+  %510 = mul nsw i64 %pool1_grad.j2667, 196
   %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %pool1_grad.iy28353, 1
+  %512 = add nsw i64 %pool1_grad.iy30753, 1
   %513 = add nsw i64 %512, -1
   %514 = mul nsw i64 %513, 14
   %515 = add nsw i64 %511, %514
   %516 = add nsw i64 %515, 12
-  %517 = add nsw i64 %516, %pool1_grad.ix28454
+  %517 = add nsw i64 %516, %pool1_grad.ix30854
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %517
   %518 = load float, ptr %arena60, align 4
-  %519 = fadd float %sum289, %518
-  store float %519, ptr %pool1_grad.sum290, align 4
-  %sum290 = load float, ptr %pool1_grad.sum290, align 4
-  %520 = mul nsw i64 %pool1_grad.g2331, 16
-  %521 = add nsw i64 %520, %pool1_grad.j2427
+  %519 = fadd float %sum313, %518
+  store float %519, ptr %pool1_grad.sum314, align 4
+  %sum314 = load float, ptr %pool1_grad.sum314, align 4
+  %520 = mul nsw i64 %pool1_grad.g2571, 16
+  %521 = add nsw i64 %520, %pool1_grad.j2667
   %522 = mul nsw i64 %521, 6272
   %523 = add nsw i64 802816, %522
-  %524 = mul nsw i64 %pool1_grad.c2438, 196
+  %524 = mul nsw i64 %pool1_grad.c2678, 196
   %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %pool1_grad.iy28353, 1
+  %526 = add nsw i64 %pool1_grad.iy30753, 1
   %527 = mul nsw i64 %526, 14
   %528 = add nsw i64 %525, %527
   %529 = add nsw i64 %528, 13
-  %530 = add nsw i64 %529, %pool1_grad.ix28454
+  %530 = add nsw i64 %529, %pool1_grad.ix30854
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %530
-  store float %sum290, ptr %arena61, align 4
-  %ix284.next = add nsw i64 %pool1_grad.ix28454, 1
-  %531 = icmp slt i64 %ix284.next, 1
-  br i1 %531, label %pool1_grad.ix284, label %pool1_grad.ix284.end
+  store float %sum314, ptr %arena61, align 4
+  %ix308.next = add nsw i64 %pool1_grad.ix30854, 1
+  %531 = icmp slt i64 %ix308.next, 1
+  br i1 %531, label %pool1_grad.ix308, label %pool1_grad.ix308.end
 
-pool1_grad.ix284.end:                             ; preds = %pool1_grad.ix284
-  %iy283.next = add nsw i64 %pool1_grad.iy28353, 1
-  %532 = icmp slt i64 %iy283.next, 12
-  br i1 %532, label %pool1_grad.iy283, label %pool1_grad.iy283.end
+pool1_grad.ix308.end:                             ; preds = %pool1_grad.ix308
+  %iy307.next = add nsw i64 %pool1_grad.iy30753, 1
+  %532 = icmp slt i64 %iy307.next, 12
+  br i1 %532, label %pool1_grad.iy307, label %pool1_grad.iy307.end
 
-pool1_grad.iy291:                                 ; preds = %pool1_grad.ix292.end, %pool1_grad.iy283.end
-  %pool1_grad.iy29162 = phi i64 [ 0, %pool1_grad.iy283.end ], [ %iy291.next, %pool1_grad.ix292.end ]
-  br label %pool1_grad.ix292
+pool1_grad.iy315:                                 ; preds = %pool1_grad.ix316.end, %pool1_grad.iy307.end
+  %pool1_grad.iy31562 = phi i64 [ 0, %pool1_grad.iy307.end ], [ %iy315.next, %pool1_grad.ix316.end ]
+  br label %pool1_grad.ix316
 
-pool1_grad.iy291.end:                             ; preds = %pool1_grad.ix292.end
-  br label %pool1_grad.iy297
+pool1_grad.iy315.end:                             ; preds = %pool1_grad.ix316.end
+  br label %pool1_grad.iy321
 
-pool1_grad.ix292:                                 ; preds = %pool1_grad.ix292, %pool1_grad.iy291
-  %pool1_grad.ix29263 = phi i64 [ 0, %pool1_grad.iy291 ], [ %ix292.next, %pool1_grad.ix292 ]
-  %533 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix316:                                 ; preds = %pool1_grad.ix316, %pool1_grad.iy315
+  %pool1_grad.ix31663 = phi i64 [ 0, %pool1_grad.iy315 ], [ %ix316.next, %pool1_grad.ix316 ]
+  %533 = mul nsw i64 %pool1_grad.c2678, 9
   %534 = add nsw i64 %533, 3
   %535 = mul nsw i64 %534, 3136
   %536 = add nsw i64 2224784, %535
-  %537 = mul nsw i64 %pool1_grad.j2427, 196
+  %537 = mul nsw i64 %pool1_grad.j2667, 196
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %pool1_grad.iy29162, 13
+  %539 = add nsw i64 %pool1_grad.iy31562, 13
   %540 = mul nsw i64 %539, 14
   %541 = add nsw i64 %538, %540
   %542 = add nsw i64 %541, 1
-  %543 = add nsw i64 %542, %pool1_grad.ix29263
+  %543 = add nsw i64 %542, %pool1_grad.ix31663
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %543
   %544 = load float, ptr %arena64, align 4
-  store float %544, ptr %pool1_grad.sum293, align 4
-  %sum293 = load float, ptr %pool1_grad.sum293, align 4
-  %545 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %544, ptr %pool1_grad.sum317, align 4
+  %sum317 = load float, ptr %pool1_grad.sum317, align 4
+  %545 = mul nsw i64 %pool1_grad.c2678, 9
   %546 = add nsw i64 %545, 4
   %547 = mul nsw i64 %546, 3136
   %548 = add nsw i64 2224784, %547
-  %549 = mul nsw i64 %pool1_grad.j2427, 196
+  %549 = mul nsw i64 %pool1_grad.j2667, 196
   %550 = add nsw i64 %548, %549
-  %551 = add nsw i64 %pool1_grad.iy29162, 13
+  %551 = add nsw i64 %pool1_grad.iy31562, 13
   %552 = mul nsw i64 %551, 14
   %553 = add nsw i64 %550, %552
-  %554 = add nsw i64 %553, %pool1_grad.ix29263
+  %554 = add nsw i64 %553, %pool1_grad.ix31663
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %554
   %555 = load float, ptr %arena65, align 4
-  %556 = fadd float %sum293, %555
-  store float %556, ptr %pool1_grad.sum294, align 4
-  %sum294 = load float, ptr %pool1_grad.sum294, align 4
-  %557 = mul nsw i64 %pool1_grad.c2438, 9
+  %556 = fadd float %sum317, %555
+  store float %556, ptr %pool1_grad.sum318, align 4
+  %sum318 = load float, ptr %pool1_grad.sum318, align 4
+  %557 = mul nsw i64 %pool1_grad.c2678, 9
   %558 = add nsw i64 %557, 6
   %559 = mul nsw i64 %558, 3136
   %560 = add nsw i64 2224784, %559
-  %561 = mul nsw i64 %pool1_grad.j2427, 196
+  %561 = mul nsw i64 %pool1_grad.j2667, 196
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %pool1_grad.iy29162, 13
+  %563 = add nsw i64 %pool1_grad.iy31562, 13
   %564 = add nsw i64 %563, -1
   %565 = mul nsw i64 %564, 14
   %566 = add nsw i64 %562, %565
   %567 = add nsw i64 %566, 1
-  %568 = add nsw i64 %567, %pool1_grad.ix29263
+  %568 = add nsw i64 %567, %pool1_grad.ix31663
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %568
   %569 = load float, ptr %arena66, align 4
-  %570 = fadd float %sum294, %569
-  store float %570, ptr %pool1_grad.sum295, align 4
-  %sum295 = load float, ptr %pool1_grad.sum295, align 4
-  %571 = mul nsw i64 %pool1_grad.c2438, 9
+  %570 = fadd float %sum318, %569
+  store float %570, ptr %pool1_grad.sum319, align 4
+  %sum319 = load float, ptr %pool1_grad.sum319, align 4
+  %571 = mul nsw i64 %pool1_grad.c2678, 9
   %572 = add nsw i64 %571, 7
   %573 = mul nsw i64 %572, 3136
   %574 = add nsw i64 2224784, %573
-  %575 = mul nsw i64 %pool1_grad.j2427, 196
+  %575 = mul nsw i64 %pool1_grad.j2667, 196
   %576 = add nsw i64 %574, %575
-  %577 = add nsw i64 %pool1_grad.iy29162, 13
+  %577 = add nsw i64 %pool1_grad.iy31562, 13
   %578 = add nsw i64 %577, -1
   %579 = mul nsw i64 %578, 14
   %580 = add nsw i64 %576, %579
-  %581 = add nsw i64 %580, %pool1_grad.ix29263
+  %581 = add nsw i64 %580, %pool1_grad.ix31663
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %581
   %582 = load float, ptr %arena67, align 4
-  %583 = fadd float %sum295, %582
-  store float %583, ptr %pool1_grad.sum296, align 4
-  %sum296 = load float, ptr %pool1_grad.sum296, align 4
-  %584 = mul nsw i64 %pool1_grad.g2331, 16
-  %585 = add nsw i64 %584, %pool1_grad.j2427
+  %583 = fadd float %sum319, %582
+  store float %583, ptr %pool1_grad.sum320, align 4
+  %sum320 = load float, ptr %pool1_grad.sum320, align 4
+  %584 = mul nsw i64 %pool1_grad.g2571, 16
+  %585 = add nsw i64 %584, %pool1_grad.j2667
   %586 = mul nsw i64 %585, 6272
   %587 = add nsw i64 802816, %586
-  %588 = mul nsw i64 %pool1_grad.c2438, 196
+  %588 = mul nsw i64 %pool1_grad.c2678, 196
   %589 = add nsw i64 %587, %588
-  %590 = add nsw i64 %pool1_grad.iy29162, 13
+  %590 = add nsw i64 %pool1_grad.iy31562, 13
   %591 = mul nsw i64 %590, 14
   %592 = add nsw i64 %589, %591
-  %593 = add nsw i64 %592, %pool1_grad.ix29263
+  %593 = add nsw i64 %592, %pool1_grad.ix31663
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %sum296, ptr %arena68, align 4
-  %ix292.next = add nsw i64 %pool1_grad.ix29263, 1
-  %594 = icmp slt i64 %ix292.next, 1
-  br i1 %594, label %pool1_grad.ix292, label %pool1_grad.ix292.end
+  store float %sum320, ptr %arena68, align 4
+  %ix316.next = add nsw i64 %pool1_grad.ix31663, 1
+  %594 = icmp slt i64 %ix316.next, 1
+  br i1 %594, label %pool1_grad.ix316, label %pool1_grad.ix316.end
 
-pool1_grad.ix292.end:                             ; preds = %pool1_grad.ix292
-  %iy291.next = add nsw i64 %pool1_grad.iy29162, 1
-  %595 = icmp slt i64 %iy291.next, 1
-  br i1 %595, label %pool1_grad.iy291, label %pool1_grad.iy291.end
+pool1_grad.ix316.end:                             ; preds = %pool1_grad.ix316
+  %iy315.next = add nsw i64 %pool1_grad.iy31562, 1
+  %595 = icmp slt i64 %iy315.next, 1
+  br i1 %595, label %pool1_grad.iy315, label %pool1_grad.iy315.end
 
-pool1_grad.iy297:                                 ; preds = %pool1_grad.ix298.end, %pool1_grad.iy291.end
-  %pool1_grad.iy29769 = phi i64 [ 0, %pool1_grad.iy291.end ], [ %iy297.next, %pool1_grad.ix298.end ]
-  br label %pool1_grad.ix298
+pool1_grad.iy321:                                 ; preds = %pool1_grad.ix322.end, %pool1_grad.iy315.end
+  %pool1_grad.iy32169 = phi i64 [ 0, %pool1_grad.iy315.end ], [ %iy321.next, %pool1_grad.ix322.end ]
+  br label %pool1_grad.ix322
 
-pool1_grad.iy297.end:                             ; preds = %pool1_grad.ix298.end
-  br label %pool1_grad.iy305
+pool1_grad.iy321.end:                             ; preds = %pool1_grad.ix322.end
+  br label %pool1_grad.iy329
 
-pool1_grad.ix298:                                 ; preds = %pool1_grad.ix298, %pool1_grad.iy297
-  %pool1_grad.ix29870 = phi i64 [ 0, %pool1_grad.iy297 ], [ %ix298.next, %pool1_grad.ix298 ]
-  %596 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix322:                                 ; preds = %pool1_grad.ix322, %pool1_grad.iy321
+  %pool1_grad.ix32270 = phi i64 [ 0, %pool1_grad.iy321 ], [ %ix322.next, %pool1_grad.ix322 ]
+  %596 = mul nsw i64 %pool1_grad.c2678, 9
   %597 = add nsw i64 %596, 3
   %598 = mul nsw i64 %597, 3136
   %599 = add nsw i64 2224784, %598
-  %600 = mul nsw i64 %pool1_grad.j2427, 196
+  %600 = mul nsw i64 %pool1_grad.j2667, 196
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %pool1_grad.iy29769, 13
+  %602 = add nsw i64 %pool1_grad.iy32169, 13
   %603 = mul nsw i64 %602, 14
   %604 = add nsw i64 %601, %603
   %605 = add nsw i64 %604, 2
-  %606 = add nsw i64 %605, %pool1_grad.ix29870
+  %606 = add nsw i64 %605, %pool1_grad.ix32270
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %606
   %607 = load float, ptr %arena71, align 4
-  store float %607, ptr %pool1_grad.sum299, align 4
-  %sum299 = load float, ptr %pool1_grad.sum299, align 4
-  %608 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %607, ptr %pool1_grad.sum323, align 4
+  %sum323 = load float, ptr %pool1_grad.sum323, align 4
+  %608 = mul nsw i64 %pool1_grad.c2678, 9
   %609 = add nsw i64 %608, 4
   %610 = mul nsw i64 %609, 3136
   %611 = add nsw i64 2224784, %610
-  %612 = mul nsw i64 %pool1_grad.j2427, 196
+  %612 = mul nsw i64 %pool1_grad.j2667, 196
   %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %pool1_grad.iy29769, 13
+  %614 = add nsw i64 %pool1_grad.iy32169, 13
   %615 = mul nsw i64 %614, 14
   %616 = add nsw i64 %613, %615
   %617 = add nsw i64 %616, 1
-  %618 = add nsw i64 %617, %pool1_grad.ix29870
+  %618 = add nsw i64 %617, %pool1_grad.ix32270
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %618
   %619 = load float, ptr %arena72, align 4
-  %620 = fadd float %sum299, %619
-  store float %620, ptr %pool1_grad.sum300, align 4
-  %sum300 = load float, ptr %pool1_grad.sum300, align 4
-  %621 = mul nsw i64 %pool1_grad.c2438, 9
+  %620 = fadd float %sum323, %619
+  store float %620, ptr %pool1_grad.sum324, align 4
+  %sum324 = load float, ptr %pool1_grad.sum324, align 4
+  %621 = mul nsw i64 %pool1_grad.c2678, 9
   %622 = add nsw i64 %621, 5
   %623 = mul nsw i64 %622, 3136
   %624 = add nsw i64 2224784, %623
-  %625 = mul nsw i64 %pool1_grad.j2427, 196
+  %625 = mul nsw i64 %pool1_grad.j2667, 196
   %626 = add nsw i64 %624, %625
-  %627 = add nsw i64 %pool1_grad.iy29769, 13
+  %627 = add nsw i64 %pool1_grad.iy32169, 13
   %628 = mul nsw i64 %627, 14
   %629 = add nsw i64 %626, %628
-  %630 = add nsw i64 %629, %pool1_grad.ix29870
+  %630 = add nsw i64 %629, %pool1_grad.ix32270
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %630
   %631 = load float, ptr %arena73, align 4
-  %632 = fadd float %sum300, %631
-  store float %632, ptr %pool1_grad.sum301, align 4
-  %sum301 = load float, ptr %pool1_grad.sum301, align 4
-  %633 = mul nsw i64 %pool1_grad.c2438, 9
+  %632 = fadd float %sum324, %631
+  store float %632, ptr %pool1_grad.sum325, align 4
+  %sum325 = load float, ptr %pool1_grad.sum325, align 4
+  %633 = mul nsw i64 %pool1_grad.c2678, 9
   %634 = add nsw i64 %633, 6
   %635 = mul nsw i64 %634, 3136
   %636 = add nsw i64 2224784, %635
-  %637 = mul nsw i64 %pool1_grad.j2427, 196
+  %637 = mul nsw i64 %pool1_grad.j2667, 196
   %638 = add nsw i64 %636, %637
-  %639 = add nsw i64 %pool1_grad.iy29769, 13
+  %639 = add nsw i64 %pool1_grad.iy32169, 13
   %640 = add nsw i64 %639, -1
   %641 = mul nsw i64 %640, 14
   %642 = add nsw i64 %638, %641
   %643 = add nsw i64 %642, 2
-  %644 = add nsw i64 %643, %pool1_grad.ix29870
+  %644 = add nsw i64 %643, %pool1_grad.ix32270
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %644
   %645 = load float, ptr %arena74, align 4
-  %646 = fadd float %sum301, %645
-  store float %646, ptr %pool1_grad.sum302, align 4
-  %sum302 = load float, ptr %pool1_grad.sum302, align 4
-  %647 = mul nsw i64 %pool1_grad.c2438, 9
+  %646 = fadd float %sum325, %645
+  store float %646, ptr %pool1_grad.sum326, align 4
+  %sum326 = load float, ptr %pool1_grad.sum326, align 4
+  %647 = mul nsw i64 %pool1_grad.c2678, 9
   %648 = add nsw i64 %647, 7
   %649 = mul nsw i64 %648, 3136
   %650 = add nsw i64 2224784, %649
-  %651 = mul nsw i64 %pool1_grad.j2427, 196
+  %651 = mul nsw i64 %pool1_grad.j2667, 196
   %652 = add nsw i64 %650, %651
-  %653 = add nsw i64 %pool1_grad.iy29769, 13
+  %653 = add nsw i64 %pool1_grad.iy32169, 13
   %654 = add nsw i64 %653, -1
   %655 = mul nsw i64 %654, 14
   %656 = add nsw i64 %652, %655
   %657 = add nsw i64 %656, 1
-  %658 = add nsw i64 %657, %pool1_grad.ix29870
+  %658 = add nsw i64 %657, %pool1_grad.ix32270
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %658
   %659 = load float, ptr %arena75, align 4
-  %660 = fadd float %sum302, %659
-  store float %660, ptr %pool1_grad.sum303, align 4
-  %sum303 = load float, ptr %pool1_grad.sum303, align 4
-  %661 = mul nsw i64 %pool1_grad.c2438, 9
+  %660 = fadd float %sum326, %659
+  store float %660, ptr %pool1_grad.sum327, align 4
+  %sum327 = load float, ptr %pool1_grad.sum327, align 4
+  %661 = mul nsw i64 %pool1_grad.c2678, 9
   %662 = add nsw i64 %661, 8
   %663 = mul nsw i64 %662, 3136
   %664 = add nsw i64 2224784, %663
-  %665 = mul nsw i64 %pool1_grad.j2427, 196
+  %665 = mul nsw i64 %pool1_grad.j2667, 196
   %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %pool1_grad.iy29769, 13
+  %667 = add nsw i64 %pool1_grad.iy32169, 13
   %668 = add nsw i64 %667, -1
   %669 = mul nsw i64 %668, 14
   %670 = add nsw i64 %666, %669
-  %671 = add nsw i64 %670, %pool1_grad.ix29870
+  %671 = add nsw i64 %670, %pool1_grad.ix32270
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %671
   %672 = load float, ptr %arena76, align 4
-  %673 = fadd float %sum303, %672
-  store float %673, ptr %pool1_grad.sum304, align 4
-  %sum304 = load float, ptr %pool1_grad.sum304, align 4
-  %674 = mul nsw i64 %pool1_grad.g2331, 16
-  %675 = add nsw i64 %674, %pool1_grad.j2427
+  %673 = fadd float %sum327, %672
+  store float %673, ptr %pool1_grad.sum328, align 4
+  %sum328 = load float, ptr %pool1_grad.sum328, align 4
+  %674 = mul nsw i64 %pool1_grad.g2571, 16
+  %675 = add nsw i64 %674, %pool1_grad.j2667
   %676 = mul nsw i64 %675, 6272
   %677 = add nsw i64 802816, %676
-  %678 = mul nsw i64 %pool1_grad.c2438, 196
+  %678 = mul nsw i64 %pool1_grad.c2678, 196
   %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %pool1_grad.iy29769, 13
+  %680 = add nsw i64 %pool1_grad.iy32169, 13
   %681 = mul nsw i64 %680, 14
   %682 = add nsw i64 %679, %681
   %683 = add nsw i64 %682, 1
-  %684 = add nsw i64 %683, %pool1_grad.ix29870
+  %684 = add nsw i64 %683, %pool1_grad.ix32270
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %684
-  store float %sum304, ptr %arena77, align 4
-  %ix298.next = add nsw i64 %pool1_grad.ix29870, 1
-  %685 = icmp slt i64 %ix298.next, 12
-  br i1 %685, label %pool1_grad.ix298, label %pool1_grad.ix298.end
+  store float %sum328, ptr %arena77, align 4
+  %ix322.next = add nsw i64 %pool1_grad.ix32270, 1
+  %685 = icmp slt i64 %ix322.next, 12
+  br i1 %685, label %pool1_grad.ix322, label %pool1_grad.ix322.end
 
-pool1_grad.ix298.end:                             ; preds = %pool1_grad.ix298
-  %iy297.next = add nsw i64 %pool1_grad.iy29769, 1
-  %686 = icmp slt i64 %iy297.next, 1
-  br i1 %686, label %pool1_grad.iy297, label %pool1_grad.iy297.end
+pool1_grad.ix322.end:                             ; preds = %pool1_grad.ix322
+  %iy321.next = add nsw i64 %pool1_grad.iy32169, 1
+  %686 = icmp slt i64 %iy321.next, 1
+  br i1 %686, label %pool1_grad.iy321, label %pool1_grad.iy321.end
 
-pool1_grad.iy305:                                 ; preds = %pool1_grad.ix306.end, %pool1_grad.iy297.end
-  %pool1_grad.iy30578 = phi i64 [ 0, %pool1_grad.iy297.end ], [ %iy305.next, %pool1_grad.ix306.end ]
-  br label %pool1_grad.ix306
+pool1_grad.iy329:                                 ; preds = %pool1_grad.ix330.end, %pool1_grad.iy321.end
+  %pool1_grad.iy32978 = phi i64 [ 0, %pool1_grad.iy321.end ], [ %iy329.next, %pool1_grad.ix330.end ]
+  br label %pool1_grad.ix330
 
-pool1_grad.iy305.end:                             ; preds = %pool1_grad.ix306.end
-  %c243.next = add nsw i64 %pool1_grad.c2438, 1
-  %687 = icmp slt i64 %c243.next, 32
-  br i1 %687, label %pool1_grad.c243, label %pool1_grad.c243.end
+pool1_grad.iy329.end:                             ; preds = %pool1_grad.ix330.end
+  %c267.next = add nsw i64 %pool1_grad.c2678, 1
+  %687 = icmp slt i64 %c267.next, 32
+  br i1 %687, label %pool1_grad.c267, label %pool1_grad.c267.end
 
-pool1_grad.ix306:                                 ; preds = %pool1_grad.ix306, %pool1_grad.iy305
-  %pool1_grad.ix30679 = phi i64 [ 0, %pool1_grad.iy305 ], [ %ix306.next, %pool1_grad.ix306 ]
-  %688 = mul nsw i64 %pool1_grad.c2438, 9
+pool1_grad.ix330:                                 ; preds = %pool1_grad.ix330, %pool1_grad.iy329
+  %pool1_grad.ix33079 = phi i64 [ 0, %pool1_grad.iy329 ], [ %ix330.next, %pool1_grad.ix330 ]
+  %688 = mul nsw i64 %pool1_grad.c2678, 9
   %689 = add nsw i64 %688, 4
   %690 = mul nsw i64 %689, 3136
   %691 = add nsw i64 2224784, %690
-  %692 = mul nsw i64 %pool1_grad.j2427, 196
+  %692 = mul nsw i64 %pool1_grad.j2667, 196
   %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %pool1_grad.iy30578, 13
+  %694 = add nsw i64 %pool1_grad.iy32978, 13
   %695 = mul nsw i64 %694, 14
   %696 = add nsw i64 %693, %695
   %697 = add nsw i64 %696, 13
-  %698 = add nsw i64 %697, %pool1_grad.ix30679
+  %698 = add nsw i64 %697, %pool1_grad.ix33079
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %698
   %699 = load float, ptr %arena80, align 4
-  store float %699, ptr %pool1_grad.sum307, align 4
-  %sum307 = load float, ptr %pool1_grad.sum307, align 4
-  %700 = mul nsw i64 %pool1_grad.c2438, 9
+  store float %699, ptr %pool1_grad.sum331, align 4
+  %sum331 = load float, ptr %pool1_grad.sum331, align 4
+  %700 = mul nsw i64 %pool1_grad.c2678, 9
   %701 = add nsw i64 %700, 5
   %702 = mul nsw i64 %701, 3136
   %703 = add nsw i64 2224784, %702
-  %704 = mul nsw i64 %pool1_grad.j2427, 196
+  %704 = mul nsw i64 %pool1_grad.j2667, 196
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %pool1_grad.iy30578, 13
+  %706 = add nsw i64 %pool1_grad.iy32978, 13
   %707 = mul nsw i64 %706, 14
   %708 = add nsw i64 %705, %707
   %709 = add nsw i64 %708, 12
-  %710 = add nsw i64 %709, %pool1_grad.ix30679
+  %710 = add nsw i64 %709, %pool1_grad.ix33079
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %710
   %711 = load float, ptr %arena81, align 4
-  %712 = fadd float %sum307, %711
-  store float %712, ptr %pool1_grad.sum308, align 4
-  %sum308 = load float, ptr %pool1_grad.sum308, align 4
-  %713 = mul nsw i64 %pool1_grad.c2438, 9
+  %712 = fadd float %sum331, %711
+  store float %712, ptr %pool1_grad.sum332, align 4
+  %sum332 = load float, ptr %pool1_grad.sum332, align 4
+  %713 = mul nsw i64 %pool1_grad.c2678, 9
   %714 = add nsw i64 %713, 7
   %715 = mul nsw i64 %714, 3136
   %716 = add nsw i64 2224784, %715
-  %717 = mul nsw i64 %pool1_grad.j2427, 196
+  %717 = mul nsw i64 %pool1_grad.j2667, 196
   %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %pool1_grad.iy30578, 13
+  %719 = add nsw i64 %pool1_grad.iy32978, 13
   %720 = add nsw i64 %719, -1
   %721 = mul nsw i64 %720, 14
   %722 = add nsw i64 %718, %721
   %723 = add nsw i64 %722, 13
-  %724 = add nsw i64 %723, %pool1_grad.ix30679
+  %724 = add nsw i64 %723, %pool1_grad.ix33079
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load float, ptr %arena82, align 4
-  %726 = fadd float %sum308, %725
-  store float %726, ptr %pool1_grad.sum309, align 4
-  %sum309 = load float, ptr %pool1_grad.sum309, align 4
-  %727 = mul nsw i64 %pool1_grad.c2438, 9
+  %726 = fadd float %sum332, %725
+  store float %726, ptr %pool1_grad.sum333, align 4
+  %sum333 = load float, ptr %pool1_grad.sum333, align 4
+  %727 = mul nsw i64 %pool1_grad.c2678, 9
   %728 = add nsw i64 %727, 8
   %729 = mul nsw i64 %728, 3136
   %730 = add nsw i64 2224784, %729
-  %731 = mul nsw i64 %pool1_grad.j2427, 196
+  %731 = mul nsw i64 %pool1_grad.j2667, 196
   %732 = add nsw i64 %730, %731
-  %733 = add nsw i64 %pool1_grad.iy30578, 13
+  %733 = add nsw i64 %pool1_grad.iy32978, 13
   %734 = add nsw i64 %733, -1
   %735 = mul nsw i64 %734, 14
   %736 = add nsw i64 %732, %735
   %737 = add nsw i64 %736, 12
-  %738 = add nsw i64 %737, %pool1_grad.ix30679
+  %738 = add nsw i64 %737, %pool1_grad.ix33079
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load float, ptr %arena83, align 4
-  %740 = fadd float %sum309, %739
-  store float %740, ptr %pool1_grad.sum310, align 4
-  %sum310 = load float, ptr %pool1_grad.sum310, align 4
-  %741 = mul nsw i64 %pool1_grad.g2331, 16
-  %742 = add nsw i64 %741, %pool1_grad.j2427
+  %740 = fadd float %sum333, %739
+  store float %740, ptr %pool1_grad.sum334, align 4
+  %sum334 = load float, ptr %pool1_grad.sum334, align 4
+  %741 = mul nsw i64 %pool1_grad.g2571, 16
+  %742 = add nsw i64 %741, %pool1_grad.j2667
   %743 = mul nsw i64 %742, 6272
   %744 = add nsw i64 802816, %743
-  %745 = mul nsw i64 %pool1_grad.c2438, 196
+  %745 = mul nsw i64 %pool1_grad.c2678, 196
   %746 = add nsw i64 %744, %745
-  %747 = add nsw i64 %pool1_grad.iy30578, 13
+  %747 = add nsw i64 %pool1_grad.iy32978, 13
   %748 = mul nsw i64 %747, 14
   %749 = add nsw i64 %746, %748
   %750 = add nsw i64 %749, 13
-  %751 = add nsw i64 %750, %pool1_grad.ix30679
+  %751 = add nsw i64 %750, %pool1_grad.ix33079
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %751
-  store float %sum310, ptr %arena84, align 4
-  %ix306.next = add nsw i64 %pool1_grad.ix30679, 1
-  %752 = icmp slt i64 %ix306.next, 1
-  br i1 %752, label %pool1_grad.ix306, label %pool1_grad.ix306.end
+  store float %sum334, ptr %arena84, align 4
+  %ix330.next = add nsw i64 %pool1_grad.ix33079, 1
+  %752 = icmp slt i64 %ix330.next, 1
+  br i1 %752, label %pool1_grad.ix330, label %pool1_grad.ix330.end
 
-pool1_grad.ix306.end:                             ; preds = %pool1_grad.ix306
-  %iy305.next = add nsw i64 %pool1_grad.iy30578, 1
-  %753 = icmp slt i64 %iy305.next, 1
-  br i1 %753, label %pool1_grad.iy305, label %pool1_grad.iy305.end
+pool1_grad.ix330.end:                             ; preds = %pool1_grad.ix330
+  %iy329.next = add nsw i64 %pool1_grad.iy32978, 1
+  %753 = icmp slt i64 %iy329.next, 1
+  br i1 %753, label %pool1_grad.iy329, label %pool1_grad.iy329.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k20.pool1_grad.gemm241(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k20.pool1_grad.gemm265(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1_grad.t239_a5 = alloca <16 x float>, align 64
-  %pool1_grad.t239_a4 = alloca <16 x float>, align 64
-  %pool1_grad.t239_a3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_a2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_a1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_a0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_b3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_b2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_b1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_b0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c5_3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c5_2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c5_1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c5_0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c4_3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c4_2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c4_1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c4_0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c3_3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c3_2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c3_1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c3_0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c2_3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c2_2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c2_1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c2_0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c1_3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c1_2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c1_1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c1_0 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c0_3 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c0_2 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c0_1 = alloca <16 x float>, align 64
-  %pool1_grad.t239_c0_0 = alloca <16 x float>, align 64
-  br label %pool1_grad.nb237
+  %pool1_grad.t263_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t263_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t263_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t263_c0_0 = alloca <16 x float>, align 64
+  br label %pool1_grad.nb261
 
-pool1_grad.nb237:                                 ; preds = %pool1_grad.mb238.end, %entry
-  %pool1_grad.nb2371 = phi i64 [ 0, %entry ], [ %nb237.next, %pool1_grad.mb238.end ]
-  br label %pool1_grad.mb238
+pool1_grad.nb261:                                 ; preds = %pool1_grad.mb262.end, %entry
+  %pool1_grad.nb2611 = phi i64 [ 0, %entry ], [ %nb261.next, %pool1_grad.mb262.end ]
+  br label %pool1_grad.mb262
 
-pool1_grad.nb237.end:                             ; preds = %pool1_grad.mb238.end
+pool1_grad.nb261.end:                             ; preds = %pool1_grad.mb262.end
   ret void
 
-pool1_grad.mb238:                                 ; preds = %pool1_grad.k240.end, %pool1_grad.nb237
-  %pool1_grad.mb2382 = phi i64 [ 0, %pool1_grad.nb237 ], [ %mb238.next, %pool1_grad.k240.end ]
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c0_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c0_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c0_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c0_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c1_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c1_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c1_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c1_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c2_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c2_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c2_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c2_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c3_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c3_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c3_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c3_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c4_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c4_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c4_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c4_3, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c5_0, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c5_1, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c5_2, align 64
-  store <16 x float> zeroinitializer, ptr %pool1_grad.t239_c5_3, align 64
-  br label %pool1_grad.k240
+pool1_grad.mb262:                                 ; preds = %pool1_grad.k264.end, %pool1_grad.nb261
+  %pool1_grad.mb2622 = phi i64 [ 0, %pool1_grad.nb261 ], [ %mb262.next, %pool1_grad.k264.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t263_c5_3, align 64
+  br label %pool1_grad.k264
 
-pool1_grad.mb238.end:                             ; preds = %pool1_grad.k240.end
-  %nb237.next = add nsw i64 %pool1_grad.nb2371, 1
-  %0 = icmp slt i64 %nb237.next, 49
-  br i1 %0, label %pool1_grad.nb237, label %pool1_grad.nb237.end
+pool1_grad.mb262.end:                             ; preds = %pool1_grad.k264.end
+  %nb261.next = add nsw i64 %pool1_grad.nb2611, 1
+  %0 = icmp slt i64 %nb261.next, 49
+  br i1 %0, label %pool1_grad.nb261, label %pool1_grad.nb261.end
 
-pool1_grad.k240:                                  ; preds = %pool1_grad.k240, %pool1_grad.mb238
-  %pool1_grad.k2403 = phi i64 [ 0, %pool1_grad.mb238 ], [ %k240.next, %pool1_grad.k240 ]
-  %1 = mul nsw i64 %pool1_grad.k2403, 3136
+pool1_grad.k264:                                  ; preds = %pool1_grad.k264, %pool1_grad.mb262
+  %pool1_grad.k2643 = phi i64 [ 0, %pool1_grad.mb262 ], [ %k264.next, %pool1_grad.k264 ]
+  %1 = mul nsw i64 %pool1_grad.k2643, 3136
   %2 = add nsw i64 3127952, %1
-  %3 = mul nsw i64 %pool1_grad.nb2371, 64
+  %3 = mul nsw i64 %pool1_grad.nb2611, 64
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %5, ptr %pool1_grad.t239_b0, align 64
-  %6 = mul nsw i64 %pool1_grad.k2403, 3136
+  store <16 x float> %5, ptr %pool1_grad.t263_b0, align 64
+  %6 = mul nsw i64 %pool1_grad.k2643, 3136
   %7 = add nsw i64 3127952, %6
-  %8 = mul nsw i64 %pool1_grad.nb2371, 64
+  %8 = mul nsw i64 %pool1_grad.nb2611, 64
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 16
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %11, ptr %pool1_grad.t239_b1, align 64
-  %12 = mul nsw i64 %pool1_grad.k2403, 3136
+  store <16 x float> %11, ptr %pool1_grad.t263_b1, align 64
+  %12 = mul nsw i64 %pool1_grad.k2643, 3136
   %13 = add nsw i64 3127952, %12
-  %14 = mul nsw i64 %pool1_grad.nb2371, 64
+  %14 = mul nsw i64 %pool1_grad.nb2611, 64
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <16 x float>, ptr %arena6, align 4
-  store <16 x float> %17, ptr %pool1_grad.t239_b2, align 64
-  %18 = mul nsw i64 %pool1_grad.k2403, 3136
+  store <16 x float> %17, ptr %pool1_grad.t263_b2, align 64
+  %18 = mul nsw i64 %pool1_grad.k2643, 3136
   %19 = add nsw i64 3127952, %18
-  %20 = mul nsw i64 %pool1_grad.nb2371, 64
+  %20 = mul nsw i64 %pool1_grad.nb2611, 64
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 %21, 48
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <16 x float>, ptr %arena7, align 4
-  store <16 x float> %23, ptr %pool1_grad.t239_b3, align 64
-  %24 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %23, ptr %pool1_grad.t263_b3, align 64
+  %24 = mul nsw i64 %pool1_grad.mb2622, 6
   %25 = add nsw i64 320, %24
-  %26 = mul nsw i64 %pool1_grad.k2403, 288
+  %26 = mul nsw i64 %pool1_grad.k2643, 288
   %27 = add nsw i64 %25, %26
   %params8 = getelementptr inbounds float, ptr %params, i64 %27
   %28 = load float, ptr %params8, align 4
   %29 = insertelement <16 x float> undef, float %28, i32 0
   %30 = shufflevector <16 x float> %29, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %30, ptr %pool1_grad.t239_a0, align 64
-  %t239_a0 = load <16 x float>, ptr %pool1_grad.t239_a0, align 64
-  %t239_b0 = load <16 x float>, ptr %pool1_grad.t239_b0, align 64
-  %t239_c0_0 = load <16 x float>, ptr %pool1_grad.t239_c0_0, align 64
-  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a0, <16 x float> %t239_b0, <16 x float> %t239_c0_0)
-  store <16 x float> %31, ptr %pool1_grad.t239_c0_0, align 64
-  %t239_a09 = load <16 x float>, ptr %pool1_grad.t239_a0, align 64
-  %t239_b1 = load <16 x float>, ptr %pool1_grad.t239_b1, align 64
-  %t239_c0_1 = load <16 x float>, ptr %pool1_grad.t239_c0_1, align 64
-  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a09, <16 x float> %t239_b1, <16 x float> %t239_c0_1)
-  store <16 x float> %32, ptr %pool1_grad.t239_c0_1, align 64
-  %t239_a010 = load <16 x float>, ptr %pool1_grad.t239_a0, align 64
-  %t239_b2 = load <16 x float>, ptr %pool1_grad.t239_b2, align 64
-  %t239_c0_2 = load <16 x float>, ptr %pool1_grad.t239_c0_2, align 64
-  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a010, <16 x float> %t239_b2, <16 x float> %t239_c0_2)
-  store <16 x float> %33, ptr %pool1_grad.t239_c0_2, align 64
-  %t239_a011 = load <16 x float>, ptr %pool1_grad.t239_a0, align 64
-  %t239_b3 = load <16 x float>, ptr %pool1_grad.t239_b3, align 64
-  %t239_c0_3 = load <16 x float>, ptr %pool1_grad.t239_c0_3, align 64
-  %34 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a011, <16 x float> %t239_b3, <16 x float> %t239_c0_3)
-  store <16 x float> %34, ptr %pool1_grad.t239_c0_3, align 64
-  %35 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %30, ptr %pool1_grad.t263_a0, align 64
+  %t263_a0 = load <16 x float>, ptr %pool1_grad.t263_a0, align 64
+  %t263_b0 = load <16 x float>, ptr %pool1_grad.t263_b0, align 64
+  %t263_c0_0 = load <16 x float>, ptr %pool1_grad.t263_c0_0, align 64
+  %31 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a0, <16 x float> %t263_b0, <16 x float> %t263_c0_0)
+  store <16 x float> %31, ptr %pool1_grad.t263_c0_0, align 64
+  %t263_a09 = load <16 x float>, ptr %pool1_grad.t263_a0, align 64
+  %t263_b1 = load <16 x float>, ptr %pool1_grad.t263_b1, align 64
+  %t263_c0_1 = load <16 x float>, ptr %pool1_grad.t263_c0_1, align 64
+  %32 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a09, <16 x float> %t263_b1, <16 x float> %t263_c0_1)
+  store <16 x float> %32, ptr %pool1_grad.t263_c0_1, align 64
+  %t263_a010 = load <16 x float>, ptr %pool1_grad.t263_a0, align 64
+  %t263_b2 = load <16 x float>, ptr %pool1_grad.t263_b2, align 64
+  %t263_c0_2 = load <16 x float>, ptr %pool1_grad.t263_c0_2, align 64
+  %33 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a010, <16 x float> %t263_b2, <16 x float> %t263_c0_2)
+  store <16 x float> %33, ptr %pool1_grad.t263_c0_2, align 64
+  %t263_a011 = load <16 x float>, ptr %pool1_grad.t263_a0, align 64
+  %t263_b3 = load <16 x float>, ptr %pool1_grad.t263_b3, align 64
+  %t263_c0_3 = load <16 x float>, ptr %pool1_grad.t263_c0_3, align 64
+  %34 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a011, <16 x float> %t263_b3, <16 x float> %t263_c0_3)
+  store <16 x float> %34, ptr %pool1_grad.t263_c0_3, align 64
+  %35 = mul nsw i64 %pool1_grad.mb2622, 6
   %36 = add nsw i64 %35, 1
   %37 = add nsw i64 320, %36
-  %38 = mul nsw i64 %pool1_grad.k2403, 288
+  %38 = mul nsw i64 %pool1_grad.k2643, 288
   %39 = add nsw i64 %37, %38
   %params12 = getelementptr inbounds float, ptr %params, i64 %39
   %40 = load float, ptr %params12, align 4
   %41 = insertelement <16 x float> undef, float %40, i32 0
   %42 = shufflevector <16 x float> %41, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %42, ptr %pool1_grad.t239_a1, align 64
-  %t239_a1 = load <16 x float>, ptr %pool1_grad.t239_a1, align 64
-  %t239_b013 = load <16 x float>, ptr %pool1_grad.t239_b0, align 64
-  %t239_c1_0 = load <16 x float>, ptr %pool1_grad.t239_c1_0, align 64
-  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a1, <16 x float> %t239_b013, <16 x float> %t239_c1_0)
-  store <16 x float> %43, ptr %pool1_grad.t239_c1_0, align 64
-  %t239_a114 = load <16 x float>, ptr %pool1_grad.t239_a1, align 64
-  %t239_b115 = load <16 x float>, ptr %pool1_grad.t239_b1, align 64
-  %t239_c1_1 = load <16 x float>, ptr %pool1_grad.t239_c1_1, align 64
-  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a114, <16 x float> %t239_b115, <16 x float> %t239_c1_1)
-  store <16 x float> %44, ptr %pool1_grad.t239_c1_1, align 64
-  %t239_a116 = load <16 x float>, ptr %pool1_grad.t239_a1, align 64
-  %t239_b217 = load <16 x float>, ptr %pool1_grad.t239_b2, align 64
-  %t239_c1_2 = load <16 x float>, ptr %pool1_grad.t239_c1_2, align 64
-  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a116, <16 x float> %t239_b217, <16 x float> %t239_c1_2)
-  store <16 x float> %45, ptr %pool1_grad.t239_c1_2, align 64
-  %t239_a118 = load <16 x float>, ptr %pool1_grad.t239_a1, align 64
-  %t239_b319 = load <16 x float>, ptr %pool1_grad.t239_b3, align 64
-  %t239_c1_3 = load <16 x float>, ptr %pool1_grad.t239_c1_3, align 64
-  %46 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a118, <16 x float> %t239_b319, <16 x float> %t239_c1_3)
-  store <16 x float> %46, ptr %pool1_grad.t239_c1_3, align 64
-  %47 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %42, ptr %pool1_grad.t263_a1, align 64
+  %t263_a1 = load <16 x float>, ptr %pool1_grad.t263_a1, align 64
+  %t263_b013 = load <16 x float>, ptr %pool1_grad.t263_b0, align 64
+  %t263_c1_0 = load <16 x float>, ptr %pool1_grad.t263_c1_0, align 64
+  %43 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a1, <16 x float> %t263_b013, <16 x float> %t263_c1_0)
+  store <16 x float> %43, ptr %pool1_grad.t263_c1_0, align 64
+  %t263_a114 = load <16 x float>, ptr %pool1_grad.t263_a1, align 64
+  %t263_b115 = load <16 x float>, ptr %pool1_grad.t263_b1, align 64
+  %t263_c1_1 = load <16 x float>, ptr %pool1_grad.t263_c1_1, align 64
+  %44 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a114, <16 x float> %t263_b115, <16 x float> %t263_c1_1)
+  store <16 x float> %44, ptr %pool1_grad.t263_c1_1, align 64
+  %t263_a116 = load <16 x float>, ptr %pool1_grad.t263_a1, align 64
+  %t263_b217 = load <16 x float>, ptr %pool1_grad.t263_b2, align 64
+  %t263_c1_2 = load <16 x float>, ptr %pool1_grad.t263_c1_2, align 64
+  %45 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a116, <16 x float> %t263_b217, <16 x float> %t263_c1_2)
+  store <16 x float> %45, ptr %pool1_grad.t263_c1_2, align 64
+  %t263_a118 = load <16 x float>, ptr %pool1_grad.t263_a1, align 64
+  %t263_b319 = load <16 x float>, ptr %pool1_grad.t263_b3, align 64
+  %t263_c1_3 = load <16 x float>, ptr %pool1_grad.t263_c1_3, align 64
+  %46 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a118, <16 x float> %t263_b319, <16 x float> %t263_c1_3)
+  store <16 x float> %46, ptr %pool1_grad.t263_c1_3, align 64
+  %47 = mul nsw i64 %pool1_grad.mb2622, 6
   %48 = add nsw i64 %47, 2
   %49 = add nsw i64 320, %48
-  %50 = mul nsw i64 %pool1_grad.k2403, 288
+  %50 = mul nsw i64 %pool1_grad.k2643, 288
   %51 = add nsw i64 %49, %50
   %params20 = getelementptr inbounds float, ptr %params, i64 %51
   %52 = load float, ptr %params20, align 4
   %53 = insertelement <16 x float> undef, float %52, i32 0
   %54 = shufflevector <16 x float> %53, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %54, ptr %pool1_grad.t239_a2, align 64
-  %t239_a2 = load <16 x float>, ptr %pool1_grad.t239_a2, align 64
-  %t239_b021 = load <16 x float>, ptr %pool1_grad.t239_b0, align 64
-  %t239_c2_0 = load <16 x float>, ptr %pool1_grad.t239_c2_0, align 64
-  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a2, <16 x float> %t239_b021, <16 x float> %t239_c2_0)
-  store <16 x float> %55, ptr %pool1_grad.t239_c2_0, align 64
-  %t239_a222 = load <16 x float>, ptr %pool1_grad.t239_a2, align 64
-  %t239_b123 = load <16 x float>, ptr %pool1_grad.t239_b1, align 64
-  %t239_c2_1 = load <16 x float>, ptr %pool1_grad.t239_c2_1, align 64
-  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a222, <16 x float> %t239_b123, <16 x float> %t239_c2_1)
-  store <16 x float> %56, ptr %pool1_grad.t239_c2_1, align 64
-  %t239_a224 = load <16 x float>, ptr %pool1_grad.t239_a2, align 64
-  %t239_b225 = load <16 x float>, ptr %pool1_grad.t239_b2, align 64
-  %t239_c2_2 = load <16 x float>, ptr %pool1_grad.t239_c2_2, align 64
-  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a224, <16 x float> %t239_b225, <16 x float> %t239_c2_2)
-  store <16 x float> %57, ptr %pool1_grad.t239_c2_2, align 64
-  %t239_a226 = load <16 x float>, ptr %pool1_grad.t239_a2, align 64
-  %t239_b327 = load <16 x float>, ptr %pool1_grad.t239_b3, align 64
-  %t239_c2_3 = load <16 x float>, ptr %pool1_grad.t239_c2_3, align 64
-  %58 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a226, <16 x float> %t239_b327, <16 x float> %t239_c2_3)
-  store <16 x float> %58, ptr %pool1_grad.t239_c2_3, align 64
-  %59 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %54, ptr %pool1_grad.t263_a2, align 64
+  %t263_a2 = load <16 x float>, ptr %pool1_grad.t263_a2, align 64
+  %t263_b021 = load <16 x float>, ptr %pool1_grad.t263_b0, align 64
+  %t263_c2_0 = load <16 x float>, ptr %pool1_grad.t263_c2_0, align 64
+  %55 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a2, <16 x float> %t263_b021, <16 x float> %t263_c2_0)
+  store <16 x float> %55, ptr %pool1_grad.t263_c2_0, align 64
+  %t263_a222 = load <16 x float>, ptr %pool1_grad.t263_a2, align 64
+  %t263_b123 = load <16 x float>, ptr %pool1_grad.t263_b1, align 64
+  %t263_c2_1 = load <16 x float>, ptr %pool1_grad.t263_c2_1, align 64
+  %56 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a222, <16 x float> %t263_b123, <16 x float> %t263_c2_1)
+  store <16 x float> %56, ptr %pool1_grad.t263_c2_1, align 64
+  %t263_a224 = load <16 x float>, ptr %pool1_grad.t263_a2, align 64
+  %t263_b225 = load <16 x float>, ptr %pool1_grad.t263_b2, align 64
+  %t263_c2_2 = load <16 x float>, ptr %pool1_grad.t263_c2_2, align 64
+  %57 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a224, <16 x float> %t263_b225, <16 x float> %t263_c2_2)
+  store <16 x float> %57, ptr %pool1_grad.t263_c2_2, align 64
+  %t263_a226 = load <16 x float>, ptr %pool1_grad.t263_a2, align 64
+  %t263_b327 = load <16 x float>, ptr %pool1_grad.t263_b3, align 64
+  %t263_c2_3 = load <16 x float>, ptr %pool1_grad.t263_c2_3, align 64
+  %58 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a226, <16 x float> %t263_b327, <16 x float> %t263_c2_3)
+  store <16 x float> %58, ptr %pool1_grad.t263_c2_3, align 64
+  %59 = mul nsw i64 %pool1_grad.mb2622, 6
   %60 = add nsw i64 %59, 3
   %61 = add nsw i64 320, %60
-  %62 = mul nsw i64 %pool1_grad.k2403, 288
+  %62 = mul nsw i64 %pool1_grad.k2643, 288
   %63 = add nsw i64 %61, %62
   %params28 = getelementptr inbounds float, ptr %params, i64 %63
   %64 = load float, ptr %params28, align 4
   %65 = insertelement <16 x float> undef, float %64, i32 0
   %66 = shufflevector <16 x float> %65, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %66, ptr %pool1_grad.t239_a3, align 64
-  %t239_a3 = load <16 x float>, ptr %pool1_grad.t239_a3, align 64
-  %t239_b029 = load <16 x float>, ptr %pool1_grad.t239_b0, align 64
-  %t239_c3_0 = load <16 x float>, ptr %pool1_grad.t239_c3_0, align 64
-  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a3, <16 x float> %t239_b029, <16 x float> %t239_c3_0)
-  store <16 x float> %67, ptr %pool1_grad.t239_c3_0, align 64
-  %t239_a330 = load <16 x float>, ptr %pool1_grad.t239_a3, align 64
-  %t239_b131 = load <16 x float>, ptr %pool1_grad.t239_b1, align 64
-  %t239_c3_1 = load <16 x float>, ptr %pool1_grad.t239_c3_1, align 64
-  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a330, <16 x float> %t239_b131, <16 x float> %t239_c3_1)
-  store <16 x float> %68, ptr %pool1_grad.t239_c3_1, align 64
-  %t239_a332 = load <16 x float>, ptr %pool1_grad.t239_a3, align 64
-  %t239_b233 = load <16 x float>, ptr %pool1_grad.t239_b2, align 64
-  %t239_c3_2 = load <16 x float>, ptr %pool1_grad.t239_c3_2, align 64
-  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a332, <16 x float> %t239_b233, <16 x float> %t239_c3_2)
-  store <16 x float> %69, ptr %pool1_grad.t239_c3_2, align 64
-  %t239_a334 = load <16 x float>, ptr %pool1_grad.t239_a3, align 64
-  %t239_b335 = load <16 x float>, ptr %pool1_grad.t239_b3, align 64
-  %t239_c3_3 = load <16 x float>, ptr %pool1_grad.t239_c3_3, align 64
-  %70 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a334, <16 x float> %t239_b335, <16 x float> %t239_c3_3)
-  store <16 x float> %70, ptr %pool1_grad.t239_c3_3, align 64
-  %71 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %66, ptr %pool1_grad.t263_a3, align 64
+  %t263_a3 = load <16 x float>, ptr %pool1_grad.t263_a3, align 64
+  %t263_b029 = load <16 x float>, ptr %pool1_grad.t263_b0, align 64
+  %t263_c3_0 = load <16 x float>, ptr %pool1_grad.t263_c3_0, align 64
+  %67 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a3, <16 x float> %t263_b029, <16 x float> %t263_c3_0)
+  store <16 x float> %67, ptr %pool1_grad.t263_c3_0, align 64
+  %t263_a330 = load <16 x float>, ptr %pool1_grad.t263_a3, align 64
+  %t263_b131 = load <16 x float>, ptr %pool1_grad.t263_b1, align 64
+  %t263_c3_1 = load <16 x float>, ptr %pool1_grad.t263_c3_1, align 64
+  %68 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a330, <16 x float> %t263_b131, <16 x float> %t263_c3_1)
+  store <16 x float> %68, ptr %pool1_grad.t263_c3_1, align 64
+  %t263_a332 = load <16 x float>, ptr %pool1_grad.t263_a3, align 64
+  %t263_b233 = load <16 x float>, ptr %pool1_grad.t263_b2, align 64
+  %t263_c3_2 = load <16 x float>, ptr %pool1_grad.t263_c3_2, align 64
+  %69 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a332, <16 x float> %t263_b233, <16 x float> %t263_c3_2)
+  store <16 x float> %69, ptr %pool1_grad.t263_c3_2, align 64
+  %t263_a334 = load <16 x float>, ptr %pool1_grad.t263_a3, align 64
+  %t263_b335 = load <16 x float>, ptr %pool1_grad.t263_b3, align 64
+  %t263_c3_3 = load <16 x float>, ptr %pool1_grad.t263_c3_3, align 64
+  %70 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a334, <16 x float> %t263_b335, <16 x float> %t263_c3_3)
+  store <16 x float> %70, ptr %pool1_grad.t263_c3_3, align 64
+  %71 = mul nsw i64 %pool1_grad.mb2622, 6
   %72 = add nsw i64 %71, 4
   %73 = add nsw i64 320, %72
-  %74 = mul nsw i64 %pool1_grad.k2403, 288
+  %74 = mul nsw i64 %pool1_grad.k2643, 288
   %75 = add nsw i64 %73, %74
   %params36 = getelementptr inbounds float, ptr %params, i64 %75
   %76 = load float, ptr %params36, align 4
   %77 = insertelement <16 x float> undef, float %76, i32 0
   %78 = shufflevector <16 x float> %77, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %78, ptr %pool1_grad.t239_a4, align 64
-  %t239_a4 = load <16 x float>, ptr %pool1_grad.t239_a4, align 64
-  %t239_b037 = load <16 x float>, ptr %pool1_grad.t239_b0, align 64
-  %t239_c4_0 = load <16 x float>, ptr %pool1_grad.t239_c4_0, align 64
-  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a4, <16 x float> %t239_b037, <16 x float> %t239_c4_0)
-  store <16 x float> %79, ptr %pool1_grad.t239_c4_0, align 64
-  %t239_a438 = load <16 x float>, ptr %pool1_grad.t239_a4, align 64
-  %t239_b139 = load <16 x float>, ptr %pool1_grad.t239_b1, align 64
-  %t239_c4_1 = load <16 x float>, ptr %pool1_grad.t239_c4_1, align 64
-  %80 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a438, <16 x float> %t239_b139, <16 x float> %t239_c4_1)
-  store <16 x float> %80, ptr %pool1_grad.t239_c4_1, align 64
-  %t239_a440 = load <16 x float>, ptr %pool1_grad.t239_a4, align 64
-  %t239_b241 = load <16 x float>, ptr %pool1_grad.t239_b2, align 64
-  %t239_c4_2 = load <16 x float>, ptr %pool1_grad.t239_c4_2, align 64
-  %81 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a440, <16 x float> %t239_b241, <16 x float> %t239_c4_2)
-  store <16 x float> %81, ptr %pool1_grad.t239_c4_2, align 64
-  %t239_a442 = load <16 x float>, ptr %pool1_grad.t239_a4, align 64
-  %t239_b343 = load <16 x float>, ptr %pool1_grad.t239_b3, align 64
-  %t239_c4_3 = load <16 x float>, ptr %pool1_grad.t239_c4_3, align 64
-  %82 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a442, <16 x float> %t239_b343, <16 x float> %t239_c4_3)
-  store <16 x float> %82, ptr %pool1_grad.t239_c4_3, align 64
-  %83 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %78, ptr %pool1_grad.t263_a4, align 64
+  %t263_a4 = load <16 x float>, ptr %pool1_grad.t263_a4, align 64
+  %t263_b037 = load <16 x float>, ptr %pool1_grad.t263_b0, align 64
+  %t263_c4_0 = load <16 x float>, ptr %pool1_grad.t263_c4_0, align 64
+  %79 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a4, <16 x float> %t263_b037, <16 x float> %t263_c4_0)
+  store <16 x float> %79, ptr %pool1_grad.t263_c4_0, align 64
+  %t263_a438 = load <16 x float>, ptr %pool1_grad.t263_a4, align 64
+  %t263_b139 = load <16 x float>, ptr %pool1_grad.t263_b1, align 64
+  %t263_c4_1 = load <16 x float>, ptr %pool1_grad.t263_c4_1, align 64
+  %80 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a438, <16 x float> %t263_b139, <16 x float> %t263_c4_1)
+  store <16 x float> %80, ptr %pool1_grad.t263_c4_1, align 64
+  %t263_a440 = load <16 x float>, ptr %pool1_grad.t263_a4, align 64
+  %t263_b241 = load <16 x float>, ptr %pool1_grad.t263_b2, align 64
+  %t263_c4_2 = load <16 x float>, ptr %pool1_grad.t263_c4_2, align 64
+  %81 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a440, <16 x float> %t263_b241, <16 x float> %t263_c4_2)
+  store <16 x float> %81, ptr %pool1_grad.t263_c4_2, align 64
+  %t263_a442 = load <16 x float>, ptr %pool1_grad.t263_a4, align 64
+  %t263_b343 = load <16 x float>, ptr %pool1_grad.t263_b3, align 64
+  %t263_c4_3 = load <16 x float>, ptr %pool1_grad.t263_c4_3, align 64
+  %82 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a442, <16 x float> %t263_b343, <16 x float> %t263_c4_3)
+  store <16 x float> %82, ptr %pool1_grad.t263_c4_3, align 64
+  %83 = mul nsw i64 %pool1_grad.mb2622, 6
   %84 = add nsw i64 %83, 5
   %85 = add nsw i64 320, %84
-  %86 = mul nsw i64 %pool1_grad.k2403, 288
+  %86 = mul nsw i64 %pool1_grad.k2643, 288
   %87 = add nsw i64 %85, %86
   %params44 = getelementptr inbounds float, ptr %params, i64 %87
   %88 = load float, ptr %params44, align 4
   %89 = insertelement <16 x float> undef, float %88, i32 0
   %90 = shufflevector <16 x float> %89, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %90, ptr %pool1_grad.t239_a5, align 64
-  %t239_a5 = load <16 x float>, ptr %pool1_grad.t239_a5, align 64
-  %t239_b045 = load <16 x float>, ptr %pool1_grad.t239_b0, align 64
-  %t239_c5_0 = load <16 x float>, ptr %pool1_grad.t239_c5_0, align 64
-  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a5, <16 x float> %t239_b045, <16 x float> %t239_c5_0)
-  store <16 x float> %91, ptr %pool1_grad.t239_c5_0, align 64
-  %t239_a546 = load <16 x float>, ptr %pool1_grad.t239_a5, align 64
-  %t239_b147 = load <16 x float>, ptr %pool1_grad.t239_b1, align 64
-  %t239_c5_1 = load <16 x float>, ptr %pool1_grad.t239_c5_1, align 64
-  %92 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a546, <16 x float> %t239_b147, <16 x float> %t239_c5_1)
-  store <16 x float> %92, ptr %pool1_grad.t239_c5_1, align 64
-  %t239_a548 = load <16 x float>, ptr %pool1_grad.t239_a5, align 64
-  %t239_b249 = load <16 x float>, ptr %pool1_grad.t239_b2, align 64
-  %t239_c5_2 = load <16 x float>, ptr %pool1_grad.t239_c5_2, align 64
-  %93 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a548, <16 x float> %t239_b249, <16 x float> %t239_c5_2)
-  store <16 x float> %93, ptr %pool1_grad.t239_c5_2, align 64
-  %t239_a550 = load <16 x float>, ptr %pool1_grad.t239_a5, align 64
-  %t239_b351 = load <16 x float>, ptr %pool1_grad.t239_b3, align 64
-  %t239_c5_3 = load <16 x float>, ptr %pool1_grad.t239_c5_3, align 64
-  %94 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t239_a550, <16 x float> %t239_b351, <16 x float> %t239_c5_3)
-  store <16 x float> %94, ptr %pool1_grad.t239_c5_3, align 64
-  %k240.next = add nsw i64 %pool1_grad.k2403, 1
-  %95 = icmp slt i64 %k240.next, 64
-  br i1 %95, label %pool1_grad.k240, label %pool1_grad.k240.end
+  store <16 x float> %90, ptr %pool1_grad.t263_a5, align 64
+  %t263_a5 = load <16 x float>, ptr %pool1_grad.t263_a5, align 64
+  %t263_b045 = load <16 x float>, ptr %pool1_grad.t263_b0, align 64
+  %t263_c5_0 = load <16 x float>, ptr %pool1_grad.t263_c5_0, align 64
+  %91 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a5, <16 x float> %t263_b045, <16 x float> %t263_c5_0)
+  store <16 x float> %91, ptr %pool1_grad.t263_c5_0, align 64
+  %t263_a546 = load <16 x float>, ptr %pool1_grad.t263_a5, align 64
+  %t263_b147 = load <16 x float>, ptr %pool1_grad.t263_b1, align 64
+  %t263_c5_1 = load <16 x float>, ptr %pool1_grad.t263_c5_1, align 64
+  %92 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a546, <16 x float> %t263_b147, <16 x float> %t263_c5_1)
+  store <16 x float> %92, ptr %pool1_grad.t263_c5_1, align 64
+  %t263_a548 = load <16 x float>, ptr %pool1_grad.t263_a5, align 64
+  %t263_b249 = load <16 x float>, ptr %pool1_grad.t263_b2, align 64
+  %t263_c5_2 = load <16 x float>, ptr %pool1_grad.t263_c5_2, align 64
+  %93 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a548, <16 x float> %t263_b249, <16 x float> %t263_c5_2)
+  store <16 x float> %93, ptr %pool1_grad.t263_c5_2, align 64
+  %t263_a550 = load <16 x float>, ptr %pool1_grad.t263_a5, align 64
+  %t263_b351 = load <16 x float>, ptr %pool1_grad.t263_b3, align 64
+  %t263_c5_3 = load <16 x float>, ptr %pool1_grad.t263_c5_3, align 64
+  %94 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t263_a550, <16 x float> %t263_b351, <16 x float> %t263_c5_3)
+  store <16 x float> %94, ptr %pool1_grad.t263_c5_3, align 64
+  %k264.next = add nsw i64 %pool1_grad.k2643, 1
+  %95 = icmp slt i64 %k264.next, 64
+  br i1 %95, label %pool1_grad.k264, label %pool1_grad.k264.end
 
-pool1_grad.k240.end:                              ; preds = %pool1_grad.k240
-  %t239_c0_052 = load <16 x float>, ptr %pool1_grad.t239_c0_0, align 64
-  %96 = mul nsw i64 %pool1_grad.mb2382, 6
+pool1_grad.k264.end:                              ; preds = %pool1_grad.k264
+  %t263_c0_052 = load <16 x float>, ptr %pool1_grad.t263_c0_0, align 64
+  %96 = mul nsw i64 %pool1_grad.mb2622, 6
   %97 = mul nsw i64 %96, 3136
   %98 = add nsw i64 2224784, %97
-  %99 = mul nsw i64 %pool1_grad.nb2371, 64
+  %99 = mul nsw i64 %pool1_grad.nb2611, 64
   %100 = add nsw i64 %98, %99
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <16 x float> %t239_c0_052, ptr %arena53, align 4
-  %t239_c0_154 = load <16 x float>, ptr %pool1_grad.t239_c0_1, align 64
-  %101 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c0_052, ptr %arena53, align 4
+  %t263_c0_154 = load <16 x float>, ptr %pool1_grad.t263_c0_1, align 64
+  %101 = mul nsw i64 %pool1_grad.mb2622, 6
   %102 = mul nsw i64 %101, 3136
   %103 = add nsw i64 2224784, %102
-  %104 = mul nsw i64 %pool1_grad.nb2371, 64
+  %104 = mul nsw i64 %pool1_grad.nb2611, 64
   %105 = add nsw i64 %103, %104
   %106 = add nsw i64 %105, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %106
-  store <16 x float> %t239_c0_154, ptr %arena55, align 4
-  %t239_c0_256 = load <16 x float>, ptr %pool1_grad.t239_c0_2, align 64
-  %107 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c0_154, ptr %arena55, align 4
+  %t263_c0_256 = load <16 x float>, ptr %pool1_grad.t263_c0_2, align 64
+  %107 = mul nsw i64 %pool1_grad.mb2622, 6
   %108 = mul nsw i64 %107, 3136
   %109 = add nsw i64 2224784, %108
-  %110 = mul nsw i64 %pool1_grad.nb2371, 64
+  %110 = mul nsw i64 %pool1_grad.nb2611, 64
   %111 = add nsw i64 %109, %110
   %112 = add nsw i64 %111, 32
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %112
-  store <16 x float> %t239_c0_256, ptr %arena57, align 4
-  %t239_c0_358 = load <16 x float>, ptr %pool1_grad.t239_c0_3, align 64
-  %113 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c0_256, ptr %arena57, align 4
+  %t263_c0_358 = load <16 x float>, ptr %pool1_grad.t263_c0_3, align 64
+  %113 = mul nsw i64 %pool1_grad.mb2622, 6
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 2224784, %114
-  %116 = mul nsw i64 %pool1_grad.nb2371, 64
+  %116 = mul nsw i64 %pool1_grad.nb2611, 64
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 48
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <16 x float> %t239_c0_358, ptr %arena59, align 4
-  %t239_c1_060 = load <16 x float>, ptr %pool1_grad.t239_c1_0, align 64
-  %119 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c0_358, ptr %arena59, align 4
+  %t263_c1_060 = load <16 x float>, ptr %pool1_grad.t263_c1_0, align 64
+  %119 = mul nsw i64 %pool1_grad.mb2622, 6
   %120 = add nsw i64 %119, 1
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 2224784, %121
-  %123 = mul nsw i64 %pool1_grad.nb2371, 64
+  %123 = mul nsw i64 %pool1_grad.nb2611, 64
   %124 = add nsw i64 %122, %123
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <16 x float> %t239_c1_060, ptr %arena61, align 4
-  %t239_c1_162 = load <16 x float>, ptr %pool1_grad.t239_c1_1, align 64
-  %125 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c1_060, ptr %arena61, align 4
+  %t263_c1_162 = load <16 x float>, ptr %pool1_grad.t263_c1_1, align 64
+  %125 = mul nsw i64 %pool1_grad.mb2622, 6
   %126 = add nsw i64 %125, 1
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 2224784, %127
-  %129 = mul nsw i64 %pool1_grad.nb2371, 64
+  %129 = mul nsw i64 %pool1_grad.nb2611, 64
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 16
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <16 x float> %t239_c1_162, ptr %arena63, align 4
-  %t239_c1_264 = load <16 x float>, ptr %pool1_grad.t239_c1_2, align 64
-  %132 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c1_162, ptr %arena63, align 4
+  %t263_c1_264 = load <16 x float>, ptr %pool1_grad.t263_c1_2, align 64
+  %132 = mul nsw i64 %pool1_grad.mb2622, 6
   %133 = add nsw i64 %132, 1
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 2224784, %134
-  %136 = mul nsw i64 %pool1_grad.nb2371, 64
+  %136 = mul nsw i64 %pool1_grad.nb2611, 64
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 32
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <16 x float> %t239_c1_264, ptr %arena65, align 4
-  %t239_c1_366 = load <16 x float>, ptr %pool1_grad.t239_c1_3, align 64
-  %139 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c1_264, ptr %arena65, align 4
+  %t263_c1_366 = load <16 x float>, ptr %pool1_grad.t263_c1_3, align 64
+  %139 = mul nsw i64 %pool1_grad.mb2622, 6
   %140 = add nsw i64 %139, 1
   %141 = mul nsw i64 %140, 3136
   %142 = add nsw i64 2224784, %141
-  %143 = mul nsw i64 %pool1_grad.nb2371, 64
+  %143 = mul nsw i64 %pool1_grad.nb2611, 64
   %144 = add nsw i64 %142, %143
   %145 = add nsw i64 %144, 48
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %145
-  store <16 x float> %t239_c1_366, ptr %arena67, align 4
-  %t239_c2_068 = load <16 x float>, ptr %pool1_grad.t239_c2_0, align 64
-  %146 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c1_366, ptr %arena67, align 4
+  %t263_c2_068 = load <16 x float>, ptr %pool1_grad.t263_c2_0, align 64
+  %146 = mul nsw i64 %pool1_grad.mb2622, 6
   %147 = add nsw i64 %146, 2
   %148 = mul nsw i64 %147, 3136
   %149 = add nsw i64 2224784, %148
-  %150 = mul nsw i64 %pool1_grad.nb2371, 64
+  %150 = mul nsw i64 %pool1_grad.nb2611, 64
   %151 = add nsw i64 %149, %150
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %151
-  store <16 x float> %t239_c2_068, ptr %arena69, align 4
-  %t239_c2_170 = load <16 x float>, ptr %pool1_grad.t239_c2_1, align 64
-  %152 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c2_068, ptr %arena69, align 4
+  %t263_c2_170 = load <16 x float>, ptr %pool1_grad.t263_c2_1, align 64
+  %152 = mul nsw i64 %pool1_grad.mb2622, 6
   %153 = add nsw i64 %152, 2
   %154 = mul nsw i64 %153, 3136
   %155 = add nsw i64 2224784, %154
-  %156 = mul nsw i64 %pool1_grad.nb2371, 64
+  %156 = mul nsw i64 %pool1_grad.nb2611, 64
   %157 = add nsw i64 %155, %156
   %158 = add nsw i64 %157, 16
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %158
-  store <16 x float> %t239_c2_170, ptr %arena71, align 4
-  %t239_c2_272 = load <16 x float>, ptr %pool1_grad.t239_c2_2, align 64
-  %159 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c2_170, ptr %arena71, align 4
+  %t263_c2_272 = load <16 x float>, ptr %pool1_grad.t263_c2_2, align 64
+  %159 = mul nsw i64 %pool1_grad.mb2622, 6
   %160 = add nsw i64 %159, 2
   %161 = mul nsw i64 %160, 3136
   %162 = add nsw i64 2224784, %161
-  %163 = mul nsw i64 %pool1_grad.nb2371, 64
+  %163 = mul nsw i64 %pool1_grad.nb2611, 64
   %164 = add nsw i64 %162, %163
   %165 = add nsw i64 %164, 32
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %165
-  store <16 x float> %t239_c2_272, ptr %arena73, align 4
-  %t239_c2_374 = load <16 x float>, ptr %pool1_grad.t239_c2_3, align 64
-  %166 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c2_272, ptr %arena73, align 4
+  %t263_c2_374 = load <16 x float>, ptr %pool1_grad.t263_c2_3, align 64
+  %166 = mul nsw i64 %pool1_grad.mb2622, 6
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 3136
   %169 = add nsw i64 2224784, %168
-  %170 = mul nsw i64 %pool1_grad.nb2371, 64
+  %170 = mul nsw i64 %pool1_grad.nb2611, 64
   %171 = add nsw i64 %169, %170
   %172 = add nsw i64 %171, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %172
-  store <16 x float> %t239_c2_374, ptr %arena75, align 4
-  %t239_c3_076 = load <16 x float>, ptr %pool1_grad.t239_c3_0, align 64
-  %173 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c2_374, ptr %arena75, align 4
+  %t263_c3_076 = load <16 x float>, ptr %pool1_grad.t263_c3_0, align 64
+  %173 = mul nsw i64 %pool1_grad.mb2622, 6
   %174 = add nsw i64 %173, 3
   %175 = mul nsw i64 %174, 3136
   %176 = add nsw i64 2224784, %175
-  %177 = mul nsw i64 %pool1_grad.nb2371, 64
+  %177 = mul nsw i64 %pool1_grad.nb2611, 64
   %178 = add nsw i64 %176, %177
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %178
-  store <16 x float> %t239_c3_076, ptr %arena77, align 4
-  %t239_c3_178 = load <16 x float>, ptr %pool1_grad.t239_c3_1, align 64
-  %179 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c3_076, ptr %arena77, align 4
+  %t263_c3_178 = load <16 x float>, ptr %pool1_grad.t263_c3_1, align 64
+  %179 = mul nsw i64 %pool1_grad.mb2622, 6
   %180 = add nsw i64 %179, 3
   %181 = mul nsw i64 %180, 3136
   %182 = add nsw i64 2224784, %181
-  %183 = mul nsw i64 %pool1_grad.nb2371, 64
+  %183 = mul nsw i64 %pool1_grad.nb2611, 64
   %184 = add nsw i64 %182, %183
   %185 = add nsw i64 %184, 16
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %185
-  store <16 x float> %t239_c3_178, ptr %arena79, align 4
-  %t239_c3_280 = load <16 x float>, ptr %pool1_grad.t239_c3_2, align 64
-  %186 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c3_178, ptr %arena79, align 4
+  %t263_c3_280 = load <16 x float>, ptr %pool1_grad.t263_c3_2, align 64
+  %186 = mul nsw i64 %pool1_grad.mb2622, 6
   %187 = add nsw i64 %186, 3
   %188 = mul nsw i64 %187, 3136
   %189 = add nsw i64 2224784, %188
-  %190 = mul nsw i64 %pool1_grad.nb2371, 64
+  %190 = mul nsw i64 %pool1_grad.nb2611, 64
   %191 = add nsw i64 %189, %190
   %192 = add nsw i64 %191, 32
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <16 x float> %t239_c3_280, ptr %arena81, align 4
-  %t239_c3_382 = load <16 x float>, ptr %pool1_grad.t239_c3_3, align 64
-  %193 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c3_280, ptr %arena81, align 4
+  %t263_c3_382 = load <16 x float>, ptr %pool1_grad.t263_c3_3, align 64
+  %193 = mul nsw i64 %pool1_grad.mb2622, 6
   %194 = add nsw i64 %193, 3
   %195 = mul nsw i64 %194, 3136
   %196 = add nsw i64 2224784, %195
-  %197 = mul nsw i64 %pool1_grad.nb2371, 64
+  %197 = mul nsw i64 %pool1_grad.nb2611, 64
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 48
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <16 x float> %t239_c3_382, ptr %arena83, align 4
-  %t239_c4_084 = load <16 x float>, ptr %pool1_grad.t239_c4_0, align 64
-  %200 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c3_382, ptr %arena83, align 4
+  %t263_c4_084 = load <16 x float>, ptr %pool1_grad.t263_c4_0, align 64
+  %200 = mul nsw i64 %pool1_grad.mb2622, 6
   %201 = add nsw i64 %200, 4
   %202 = mul nsw i64 %201, 3136
   %203 = add nsw i64 2224784, %202
-  %204 = mul nsw i64 %pool1_grad.nb2371, 64
+  %204 = mul nsw i64 %pool1_grad.nb2611, 64
   %205 = add nsw i64 %203, %204
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <16 x float> %t239_c4_084, ptr %arena85, align 4
-  %t239_c4_186 = load <16 x float>, ptr %pool1_grad.t239_c4_1, align 64
-  %206 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c4_084, ptr %arena85, align 4
+  %t263_c4_186 = load <16 x float>, ptr %pool1_grad.t263_c4_1, align 64
+  %206 = mul nsw i64 %pool1_grad.mb2622, 6
   %207 = add nsw i64 %206, 4
   %208 = mul nsw i64 %207, 3136
   %209 = add nsw i64 2224784, %208
-  %210 = mul nsw i64 %pool1_grad.nb2371, 64
+  %210 = mul nsw i64 %pool1_grad.nb2611, 64
   %211 = add nsw i64 %209, %210
   %212 = add nsw i64 %211, 16
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <16 x float> %t239_c4_186, ptr %arena87, align 4
-  %t239_c4_288 = load <16 x float>, ptr %pool1_grad.t239_c4_2, align 64
-  %213 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c4_186, ptr %arena87, align 4
+  %t263_c4_288 = load <16 x float>, ptr %pool1_grad.t263_c4_2, align 64
+  %213 = mul nsw i64 %pool1_grad.mb2622, 6
   %214 = add nsw i64 %213, 4
   %215 = mul nsw i64 %214, 3136
   %216 = add nsw i64 2224784, %215
-  %217 = mul nsw i64 %pool1_grad.nb2371, 64
+  %217 = mul nsw i64 %pool1_grad.nb2611, 64
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 32
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <16 x float> %t239_c4_288, ptr %arena89, align 4
-  %t239_c4_390 = load <16 x float>, ptr %pool1_grad.t239_c4_3, align 64
-  %220 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c4_288, ptr %arena89, align 4
+  %t263_c4_390 = load <16 x float>, ptr %pool1_grad.t263_c4_3, align 64
+  %220 = mul nsw i64 %pool1_grad.mb2622, 6
   %221 = add nsw i64 %220, 4
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 2224784, %222
-  %224 = mul nsw i64 %pool1_grad.nb2371, 64
+  %224 = mul nsw i64 %pool1_grad.nb2611, 64
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 48
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <16 x float> %t239_c4_390, ptr %arena91, align 4
-  %t239_c5_092 = load <16 x float>, ptr %pool1_grad.t239_c5_0, align 64
-  %227 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c4_390, ptr %arena91, align 4
+  %t263_c5_092 = load <16 x float>, ptr %pool1_grad.t263_c5_0, align 64
+  %227 = mul nsw i64 %pool1_grad.mb2622, 6
   %228 = add nsw i64 %227, 5
   %229 = mul nsw i64 %228, 3136
   %230 = add nsw i64 2224784, %229
-  %231 = mul nsw i64 %pool1_grad.nb2371, 64
+  %231 = mul nsw i64 %pool1_grad.nb2611, 64
   %232 = add nsw i64 %230, %231
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <16 x float> %t239_c5_092, ptr %arena93, align 4
-  %t239_c5_194 = load <16 x float>, ptr %pool1_grad.t239_c5_1, align 64
-  %233 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c5_092, ptr %arena93, align 4
+  %t263_c5_194 = load <16 x float>, ptr %pool1_grad.t263_c5_1, align 64
+  %233 = mul nsw i64 %pool1_grad.mb2622, 6
   %234 = add nsw i64 %233, 5
   %235 = mul nsw i64 %234, 3136
   %236 = add nsw i64 2224784, %235
-  %237 = mul nsw i64 %pool1_grad.nb2371, 64
+  %237 = mul nsw i64 %pool1_grad.nb2611, 64
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 16
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <16 x float> %t239_c5_194, ptr %arena95, align 4
-  %t239_c5_296 = load <16 x float>, ptr %pool1_grad.t239_c5_2, align 64
-  %240 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c5_194, ptr %arena95, align 4
+  %t263_c5_296 = load <16 x float>, ptr %pool1_grad.t263_c5_2, align 64
+  %240 = mul nsw i64 %pool1_grad.mb2622, 6
   %241 = add nsw i64 %240, 5
   %242 = mul nsw i64 %241, 3136
   %243 = add nsw i64 2224784, %242
-  %244 = mul nsw i64 %pool1_grad.nb2371, 64
+  %244 = mul nsw i64 %pool1_grad.nb2611, 64
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 32
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <16 x float> %t239_c5_296, ptr %arena97, align 4
-  %t239_c5_398 = load <16 x float>, ptr %pool1_grad.t239_c5_3, align 64
-  %247 = mul nsw i64 %pool1_grad.mb2382, 6
+  store <16 x float> %t263_c5_296, ptr %arena97, align 4
+  %t263_c5_398 = load <16 x float>, ptr %pool1_grad.t263_c5_3, align 64
+  %247 = mul nsw i64 %pool1_grad.mb2622, 6
   %248 = add nsw i64 %247, 5
   %249 = mul nsw i64 %248, 3136
   %250 = add nsw i64 2224784, %249
-  %251 = mul nsw i64 %pool1_grad.nb2371, 64
+  %251 = mul nsw i64 %pool1_grad.nb2611, 64
   %252 = add nsw i64 %250, %251
   %253 = add nsw i64 %252, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <16 x float> %t239_c5_398, ptr %arena99, align 4
-  %mb238.next = add nsw i64 %pool1_grad.mb2382, 1
-  %254 = icmp slt i64 %mb238.next, 48
-  br i1 %254, label %pool1_grad.mb238, label %pool1_grad.mb238.end
+  store <16 x float> %t263_c5_398, ptr %arena99, align 4
+  %mb262.next = add nsw i64 %pool1_grad.mb2622, 1
+  %254 = icmp slt i64 %mb262.next, 48
+  br i1 %254, label %pool1_grad.mb262, label %pool1_grad.mb262.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k21.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_grad.i311
+  br label %conv1_grad.i335
 
-conv1_grad.i311:                                  ; preds = %conv1_grad.i311, %entry
-  %conv1_grad.i3111 = phi i64 [ 0, %entry ], [ %i311.next, %conv1_grad.i311 ]
-  %0 = add nsw i64 1221264, %conv1_grad.i3111
+conv1_grad.i335:                                  ; preds = %conv1_grad.i335, %entry
+  %conv1_grad.i3351 = phi i64 [ 0, %entry ], [ %i335.next, %conv1_grad.i335 ]
+  %0 = add nsw i64 1221264, %conv1_grad.i3351
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i311.next = add nsw i64 %conv1_grad.i3111, 1
-  %1 = icmp slt i64 %i311.next, 1605632
-  br i1 %1, label %conv1_grad.i311, label %conv1_grad.i311.end
+  %i335.next = add nsw i64 %conv1_grad.i3351, 1
+  %1 = icmp slt i64 %i335.next, 1605632
+  br i1 %1, label %conv1_grad.i335, label %conv1_grad.i335.end
 
-conv1_grad.i311.end:                              ; preds = %conv1_grad.i311
-  br label %conv1_grad.q312
+conv1_grad.i335.end:                              ; preds = %conv1_grad.i335
+  br label %conv1_grad.q336
 
-conv1_grad.q312:                                  ; preds = %conv1_grad.i313.end, %conv1_grad.i311.end
-  %conv1_grad.q3123 = phi i64 [ 0, %conv1_grad.i311.end ], [ %q312.next, %conv1_grad.i313.end ]
-  br label %conv1_grad.i313
+conv1_grad.q336:                                  ; preds = %conv1_grad.i337.end, %conv1_grad.i335.end
+  %conv1_grad.q3363 = phi i64 [ 0, %conv1_grad.i335.end ], [ %q336.next, %conv1_grad.i337.end ]
+  br label %conv1_grad.i337
 
-conv1_grad.q312.end:                              ; preds = %conv1_grad.i313.end
+conv1_grad.q336.end:                              ; preds = %conv1_grad.i337.end
   ret void
 
-conv1_grad.i313:                                  ; preds = %conv1_grad.endif, %conv1_grad.q312
-  %conv1_grad.i3134 = phi i64 [ 0, %conv1_grad.q312 ], [ %i313.next, %conv1_grad.endif ]
-  %2 = mul nsw i64 %conv1_grad.q3123, 196
-  %3 = add nsw i64 %2, %conv1_grad.i3134
+conv1_grad.i337:                                  ; preds = %conv1_grad.endif, %conv1_grad.q336
+  %conv1_grad.i3374 = phi i64 [ 0, %conv1_grad.q336 ], [ %i337.next, %conv1_grad.endif ]
+  %2 = mul nsw i64 %conv1_grad.q3363, 196
+  %3 = add nsw i64 %2, %conv1_grad.i3374
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena5, align 4
   %5 = fcmp ogt float %4, 0.000000e+00
   br i1 %5, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i313.end:                              ; preds = %conv1_grad.endif
-  %q312.next = add nsw i64 %conv1_grad.q3123, 1
-  %6 = icmp slt i64 %q312.next, 2048
-  br i1 %6, label %conv1_grad.q312, label %conv1_grad.q312.end
+conv1_grad.i337.end:                              ; preds = %conv1_grad.endif
+  %q336.next = add nsw i64 %conv1_grad.q3363, 1
+  %6 = icmp slt i64 %q336.next, 2048
+  br i1 %6, label %conv1_grad.q336, label %conv1_grad.q336.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i313
-  %7 = mul nsw i64 %conv1_grad.q3123, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i337
+  %7 = mul nsw i64 %conv1_grad.q3363, 784
   %8 = add nsw i64 1221264, %7
-  %9 = mul nsw i64 %conv1_grad.q3123, 196
-  %10 = add nsw i64 %9, %conv1_grad.i3134
+  %9 = mul nsw i64 %conv1_grad.q3363, 196
+  %10 = add nsw i64 %9, %conv1_grad.i3374
   %11 = add nsw i64 401408, %10
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena6, align 4
@@ -11564,8 +11564,8 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i313
   %14 = add nsw i64 %8, %13
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
   %15 = load float, ptr %arena7, align 4
-  %16 = mul nsw i64 %conv1_grad.q3123, 196
-  %17 = add nsw i64 %16, %conv1_grad.i3134
+  %16 = mul nsw i64 %conv1_grad.q3363, 196
+  %17 = add nsw i64 %16, %conv1_grad.i3374
   %18 = add nsw i64 802816, %17
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load float, ptr %arena8, align 4
@@ -11573,1283 +11573,1283 @@ conv1_grad.then:                                  ; preds = %conv1_grad.i313
   store float %20, ptr %arena7, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i313
-  %i313.next = add nsw i64 %conv1_grad.i3134, 1
-  %21 = icmp slt i64 %i313.next, 196
-  br i1 %21, label %conv1_grad.i313, label %conv1_grad.i313.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i337
+  %i337.next = add nsw i64 %conv1_grad.i3374, 1
+  %21 = icmp slt i64 %i337.next, 196
+  br i1 %21, label %conv1_grad.i337, label %conv1_grad.i337.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k22.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_weight_grad.i314
+  br label %conv1_weight_grad.i338
 
-conv1_weight_grad.i314:                           ; preds = %conv1_weight_grad.i314, %entry
-  %conv1_weight_grad.i3141 = phi i64 [ 0, %entry ], [ %i314.next, %conv1_weight_grad.i314 ]
-  %0 = add nsw i64 514304, %conv1_weight_grad.i3141
+conv1_weight_grad.i338:                           ; preds = %conv1_weight_grad.i338, %entry
+  %conv1_weight_grad.i3381 = phi i64 [ 0, %entry ], [ %i338.next, %conv1_weight_grad.i338 ]
+  %0 = add nsw i64 514304, %conv1_weight_grad.i3381
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i314.next = add nsw i64 %conv1_weight_grad.i3141, 1
-  %1 = icmp slt i64 %i314.next, 288
-  br i1 %1, label %conv1_weight_grad.i314, label %conv1_weight_grad.i314.end
+  %i338.next = add nsw i64 %conv1_weight_grad.i3381, 1
+  %1 = icmp slt i64 %i338.next, 288
+  br i1 %1, label %conv1_weight_grad.i338, label %conv1_weight_grad.i338.end
 
-conv1_weight_grad.i314.end:                       ; preds = %conv1_weight_grad.i314
-  br label %conv1_weight_grad.g315
+conv1_weight_grad.i338.end:                       ; preds = %conv1_weight_grad.i338
+  br label %conv1_weight_grad.g339
 
-conv1_weight_grad.g315:                           ; preds = %conv1_weight_grad.j330.end, %conv1_weight_grad.i314.end
-  %conv1_weight_grad.g3153 = phi i64 [ 0, %conv1_weight_grad.i314.end ], [ %g315.next, %conv1_weight_grad.j330.end ]
-  br label %conv1_weight_grad.j316
+conv1_weight_grad.g339:                           ; preds = %conv1_weight_grad.j354.end, %conv1_weight_grad.i338.end
+  %conv1_weight_grad.g3393 = phi i64 [ 0, %conv1_weight_grad.i338.end ], [ %g339.next, %conv1_weight_grad.j354.end ]
+  br label %conv1_weight_grad.j340
 
-conv1_weight_grad.g315.end:                       ; preds = %conv1_weight_grad.j330.end
-  br label %conv1_weight_grad.f339
+conv1_weight_grad.g339.end:                       ; preds = %conv1_weight_grad.j354.end
+  br label %conv1_weight_grad.f363
 
-conv1_weight_grad.j316:                           ; preds = %conv1_weight_grad.c317.end, %conv1_weight_grad.g315
-  %conv1_weight_grad.j3164 = phi i64 [ 0, %conv1_weight_grad.g315 ], [ %j316.next, %conv1_weight_grad.c317.end ]
-  br label %conv1_weight_grad.c317
+conv1_weight_grad.j340:                           ; preds = %conv1_weight_grad.c341.end, %conv1_weight_grad.g339
+  %conv1_weight_grad.j3404 = phi i64 [ 0, %conv1_weight_grad.g339 ], [ %j340.next, %conv1_weight_grad.c341.end ]
+  br label %conv1_weight_grad.c341
 
-conv1_weight_grad.j316.end:                       ; preds = %conv1_weight_grad.c317.end
-  br label %conv1_weight_grad.j330
+conv1_weight_grad.j340.end:                       ; preds = %conv1_weight_grad.c341.end
+  br label %conv1_weight_grad.j354
 
-conv1_weight_grad.c317:                           ; preds = %conv1_weight_grad.ky318.end, %conv1_weight_grad.j316
-  %conv1_weight_grad.c3175 = phi i64 [ 0, %conv1_weight_grad.j316 ], [ %c317.next, %conv1_weight_grad.ky318.end ]
-  br label %conv1_weight_grad.ky318
+conv1_weight_grad.c341:                           ; preds = %conv1_weight_grad.ky342.end, %conv1_weight_grad.j340
+  %conv1_weight_grad.c3415 = phi i64 [ 0, %conv1_weight_grad.j340 ], [ %c341.next, %conv1_weight_grad.ky342.end ]
+  br label %conv1_weight_grad.ky342
 
-conv1_weight_grad.c317.end:                       ; preds = %conv1_weight_grad.ky318.end
-  %j316.next = add nsw i64 %conv1_weight_grad.j3164, 1
-  %2 = icmp slt i64 %j316.next, 16
-  br i1 %2, label %conv1_weight_grad.j316, label %conv1_weight_grad.j316.end
+conv1_weight_grad.c341.end:                       ; preds = %conv1_weight_grad.ky342.end
+  %j340.next = add nsw i64 %conv1_weight_grad.j3404, 1
+  %2 = icmp slt i64 %j340.next, 16
+  br i1 %2, label %conv1_weight_grad.j340, label %conv1_weight_grad.j340.end
 
-conv1_weight_grad.ky318:                          ; preds = %conv1_weight_grad.oy326.end, %conv1_weight_grad.c317
-  %conv1_weight_grad.ky3186 = phi i64 [ 0, %conv1_weight_grad.c317 ], [ %ky318.next, %conv1_weight_grad.oy326.end ]
-  br label %conv1_weight_grad.oy319
+conv1_weight_grad.ky342:                          ; preds = %conv1_weight_grad.oy350.end, %conv1_weight_grad.c341
+  %conv1_weight_grad.ky3426 = phi i64 [ 0, %conv1_weight_grad.c341 ], [ %ky342.next, %conv1_weight_grad.oy350.end ]
+  br label %conv1_weight_grad.oy343
 
-conv1_weight_grad.ky318.end:                      ; preds = %conv1_weight_grad.oy326.end
-  %c317.next = add nsw i64 %conv1_weight_grad.c3175, 1
-  %3 = icmp slt i64 %c317.next, 1
-  br i1 %3, label %conv1_weight_grad.c317, label %conv1_weight_grad.c317.end
+conv1_weight_grad.ky342.end:                      ; preds = %conv1_weight_grad.oy350.end
+  %c341.next = add nsw i64 %conv1_weight_grad.c3415, 1
+  %3 = icmp slt i64 %c341.next, 1
+  br i1 %3, label %conv1_weight_grad.c341, label %conv1_weight_grad.c341.end
 
-conv1_weight_grad.oy319:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky318
-  %conv1_weight_grad.oy3197 = phi i64 [ 0, %conv1_weight_grad.ky318 ], [ %oy319.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy3197, %conv1_weight_grad.ky3186
+conv1_weight_grad.oy343:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky342
+  %conv1_weight_grad.oy3437 = phi i64 [ 0, %conv1_weight_grad.ky342 ], [ %oy343.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy3437, %conv1_weight_grad.ky3426
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy3197, %conv1_weight_grad.ky3186
+  %7 = add nsw i64 %conv1_weight_grad.oy3437, %conv1_weight_grad.ky3426
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy319.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy323
+conv1_weight_grad.oy343.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy347
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy319
-  br label %conv1_weight_grad.ox320
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy343
+  br label %conv1_weight_grad.ox344
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox321.end, %conv1_weight_grad.oy319
-  %11 = add nsw i64 %conv1_weight_grad.oy3197, %conv1_weight_grad.ky3186
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox345.end, %conv1_weight_grad.oy343
+  %11 = add nsw i64 %conv1_weight_grad.oy3437, %conv1_weight_grad.ky3426
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox320:                          ; preds = %conv1_weight_grad.ox320, %conv1_weight_grad.then
-  %conv1_weight_grad.ox3208 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox320.next, %conv1_weight_grad.ox320 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g3153, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j3164
+conv1_weight_grad.ox344:                          ; preds = %conv1_weight_grad.ox344, %conv1_weight_grad.then
+  %conv1_weight_grad.ox3448 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox344.next, %conv1_weight_grad.ox344 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g3393, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j3404
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c3175, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c3415, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy3197, %conv1_weight_grad.ky3186
+  %19 = add nsw i64 %conv1_weight_grad.oy3437, %conv1_weight_grad.ky3426
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox3208, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox3448, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky3186
+  %27 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky3426
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12544
-  %31 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy3197, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox3208, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy3437, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox3448, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox320.next = add nsw i64 %conv1_weight_grad.ox3208, 1
-  %37 = icmp slt i64 %ox320.next, 27
-  br i1 %37, label %conv1_weight_grad.ox320, label %conv1_weight_grad.ox320.end
+  %ox344.next = add nsw i64 %conv1_weight_grad.ox3448, 1
+  %37 = icmp slt i64 %ox344.next, 27
+  br i1 %37, label %conv1_weight_grad.ox344, label %conv1_weight_grad.ox344.end
 
-conv1_weight_grad.ox320.end:                      ; preds = %conv1_weight_grad.ox320
-  br label %conv1_weight_grad.ox321
+conv1_weight_grad.ox344.end:                      ; preds = %conv1_weight_grad.ox344
+  br label %conv1_weight_grad.ox345
 
-conv1_weight_grad.ox321:                          ; preds = %conv1_weight_grad.ox321, %conv1_weight_grad.ox320.end
-  %conv1_weight_grad.ox32111 = phi i64 [ 0, %conv1_weight_grad.ox320.end ], [ %ox321.next, %conv1_weight_grad.ox321 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox345:                          ; preds = %conv1_weight_grad.ox345, %conv1_weight_grad.ox344.end
+  %conv1_weight_grad.ox34511 = phi i64 [ 0, %conv1_weight_grad.ox344.end ], [ %ox345.next, %conv1_weight_grad.ox345 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky3426
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12544
-  %42 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy3197, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox32111
+  %44 = mul nsw i64 %conv1_weight_grad.oy3437, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox34511
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox321.next = add nsw i64 %conv1_weight_grad.ox32111, 1
-  %47 = icmp slt i64 %ox321.next, 1
-  br i1 %47, label %conv1_weight_grad.ox321, label %conv1_weight_grad.ox321.end
+  %ox345.next = add nsw i64 %conv1_weight_grad.ox34511, 1
+  %47 = icmp slt i64 %ox345.next, 1
+  br i1 %47, label %conv1_weight_grad.ox345, label %conv1_weight_grad.ox345.end
 
-conv1_weight_grad.ox321.end:                      ; preds = %conv1_weight_grad.ox321
+conv1_weight_grad.ox345.end:                      ; preds = %conv1_weight_grad.ox345
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox322
+  br label %conv1_weight_grad.ox346
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox322.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy3197, %conv1_weight_grad.ky3186
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox346.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy3437, %conv1_weight_grad.ky3426
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox322:                          ; preds = %conv1_weight_grad.ox322, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox32215 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox322.next, %conv1_weight_grad.ox322 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox346:                          ; preds = %conv1_weight_grad.ox346, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox34615 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox346.next, %conv1_weight_grad.ox346 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky3426
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12544
-  %55 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy3197, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox32215
+  %57 = mul nsw i64 %conv1_weight_grad.oy3437, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox34615
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox322.next = add nsw i64 %conv1_weight_grad.ox32215, 1
-  %60 = icmp slt i64 %ox322.next, 28
-  br i1 %60, label %conv1_weight_grad.ox322, label %conv1_weight_grad.ox322.end
+  %ox346.next = add nsw i64 %conv1_weight_grad.ox34615, 1
+  %60 = icmp slt i64 %ox346.next, 28
+  br i1 %60, label %conv1_weight_grad.ox346, label %conv1_weight_grad.ox346.end
 
-conv1_weight_grad.ox322.end:                      ; preds = %conv1_weight_grad.ox322
+conv1_weight_grad.ox346.end:                      ; preds = %conv1_weight_grad.ox346
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox32219
+  br label %conv1_weight_grad.ox34619
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox322.end20, %conv1_weight_grad.endif14
-  %oy319.next = add nsw i64 %conv1_weight_grad.oy3197, 1
-  %61 = icmp slt i64 %oy319.next, 28
-  br i1 %61, label %conv1_weight_grad.oy319, label %conv1_weight_grad.oy319.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox346.end20, %conv1_weight_grad.endif14
+  %oy343.next = add nsw i64 %conv1_weight_grad.oy3437, 1
+  %61 = icmp slt i64 %oy343.next, 28
+  br i1 %61, label %conv1_weight_grad.oy343, label %conv1_weight_grad.oy343.end
 
-conv1_weight_grad.ox32219:                        ; preds = %conv1_weight_grad.ox32219, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox32221 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox322.next23, %conv1_weight_grad.ox32219 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox34619:                        ; preds = %conv1_weight_grad.ox34619, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox34621 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox346.next23, %conv1_weight_grad.ox34619 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky3426
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12544
-  %66 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy3197, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox32221
+  %68 = mul nsw i64 %conv1_weight_grad.oy3437, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox34621
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox322.next23 = add nsw i64 %conv1_weight_grad.ox32221, 1
-  %71 = icmp slt i64 %ox322.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox32219, label %conv1_weight_grad.ox322.end20
+  %ox346.next23 = add nsw i64 %conv1_weight_grad.ox34621, 1
+  %71 = icmp slt i64 %ox346.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox34619, label %conv1_weight_grad.ox346.end20
 
-conv1_weight_grad.ox322.end20:                    ; preds = %conv1_weight_grad.ox32219
+conv1_weight_grad.ox346.end20:                    ; preds = %conv1_weight_grad.ox34619
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy323:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy319.end
-  %conv1_weight_grad.oy32324 = phi i64 [ 0, %conv1_weight_grad.oy319.end ], [ %oy323.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy32324, %conv1_weight_grad.ky3186
+conv1_weight_grad.oy347:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy343.end
+  %conv1_weight_grad.oy34724 = phi i64 [ 0, %conv1_weight_grad.oy343.end ], [ %oy347.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy34724, %conv1_weight_grad.ky3426
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy32324, %conv1_weight_grad.ky3186
+  %75 = add nsw i64 %conv1_weight_grad.oy34724, %conv1_weight_grad.ky3426
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy323.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy326
+conv1_weight_grad.oy347.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy350
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy323
-  br label %conv1_weight_grad.ox324
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy347
+  br label %conv1_weight_grad.ox348
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox324.end, %conv1_weight_grad.oy323
-  %79 = add nsw i64 %conv1_weight_grad.oy32324, %conv1_weight_grad.ky3186
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox348.end, %conv1_weight_grad.oy347
+  %79 = add nsw i64 %conv1_weight_grad.oy34724, %conv1_weight_grad.ky3426
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox324:                          ; preds = %conv1_weight_grad.ox324, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox32427 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox324.next, %conv1_weight_grad.ox324 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g3153, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j3164
+conv1_weight_grad.ox348:                          ; preds = %conv1_weight_grad.ox348, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox34827 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox348.next, %conv1_weight_grad.ox348 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g3393, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j3404
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c3175, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c3415, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy32324, %conv1_weight_grad.ky3186
+  %87 = add nsw i64 %conv1_weight_grad.oy34724, %conv1_weight_grad.ky3426
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox32427
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox34827
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky3186
+  %93 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky3426
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12544
-  %98 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy32324, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox32427
+  %100 = mul nsw i64 %conv1_weight_grad.oy34724, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox34827
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox324.next = add nsw i64 %conv1_weight_grad.ox32427, 1
-  %103 = icmp slt i64 %ox324.next, 28
-  br i1 %103, label %conv1_weight_grad.ox324, label %conv1_weight_grad.ox324.end
+  %ox348.next = add nsw i64 %conv1_weight_grad.ox34827, 1
+  %103 = icmp slt i64 %ox348.next, 28
+  br i1 %103, label %conv1_weight_grad.ox348, label %conv1_weight_grad.ox348.end
 
-conv1_weight_grad.ox324.end:                      ; preds = %conv1_weight_grad.ox324
+conv1_weight_grad.ox348.end:                      ; preds = %conv1_weight_grad.ox348
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox325
+  br label %conv1_weight_grad.ox349
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox325.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy32324, %conv1_weight_grad.ky3186
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox349.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy34724, %conv1_weight_grad.ky3426
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox325:                          ; preds = %conv1_weight_grad.ox325, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox32532 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox325.next, %conv1_weight_grad.ox325 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox349:                          ; preds = %conv1_weight_grad.ox349, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox34932 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox349.next, %conv1_weight_grad.ox349 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky3426
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12544
-  %112 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy32324, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox32532
+  %114 = mul nsw i64 %conv1_weight_grad.oy34724, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox34932
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox325.next = add nsw i64 %conv1_weight_grad.ox32532, 1
-  %117 = icmp slt i64 %ox325.next, 28
-  br i1 %117, label %conv1_weight_grad.ox325, label %conv1_weight_grad.ox325.end
+  %ox349.next = add nsw i64 %conv1_weight_grad.ox34932, 1
+  %117 = icmp slt i64 %ox349.next, 28
+  br i1 %117, label %conv1_weight_grad.ox349, label %conv1_weight_grad.ox349.end
 
-conv1_weight_grad.ox325.end:                      ; preds = %conv1_weight_grad.ox325
+conv1_weight_grad.ox349.end:                      ; preds = %conv1_weight_grad.ox349
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox32536
+  br label %conv1_weight_grad.ox34936
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox325.end37, %conv1_weight_grad.endif31
-  %oy323.next = add nsw i64 %conv1_weight_grad.oy32324, 1
-  %118 = icmp slt i64 %oy323.next, 28
-  br i1 %118, label %conv1_weight_grad.oy323, label %conv1_weight_grad.oy323.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox349.end37, %conv1_weight_grad.endif31
+  %oy347.next = add nsw i64 %conv1_weight_grad.oy34724, 1
+  %118 = icmp slt i64 %oy347.next, 28
+  br i1 %118, label %conv1_weight_grad.oy347, label %conv1_weight_grad.oy347.end
 
-conv1_weight_grad.ox32536:                        ; preds = %conv1_weight_grad.ox32536, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox32538 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox325.next40, %conv1_weight_grad.ox32536 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox34936:                        ; preds = %conv1_weight_grad.ox34936, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox34938 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox349.next40, %conv1_weight_grad.ox34936 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky3426
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12544
-  %124 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy32324, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox32538
+  %126 = mul nsw i64 %conv1_weight_grad.oy34724, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox34938
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox325.next40 = add nsw i64 %conv1_weight_grad.ox32538, 1
-  %129 = icmp slt i64 %ox325.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox32536, label %conv1_weight_grad.ox325.end37
+  %ox349.next40 = add nsw i64 %conv1_weight_grad.ox34938, 1
+  %129 = icmp slt i64 %ox349.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox34936, label %conv1_weight_grad.ox349.end37
 
-conv1_weight_grad.ox325.end37:                    ; preds = %conv1_weight_grad.ox32536
+conv1_weight_grad.ox349.end37:                    ; preds = %conv1_weight_grad.ox34936
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy326:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy323.end
-  %conv1_weight_grad.oy32641 = phi i64 [ 0, %conv1_weight_grad.oy323.end ], [ %oy326.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy32641, %conv1_weight_grad.ky3186
+conv1_weight_grad.oy350:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy347.end
+  %conv1_weight_grad.oy35041 = phi i64 [ 0, %conv1_weight_grad.oy347.end ], [ %oy350.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy35041, %conv1_weight_grad.ky3426
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy32641, %conv1_weight_grad.ky3186
+  %133 = add nsw i64 %conv1_weight_grad.oy35041, %conv1_weight_grad.ky3426
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy326.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky318.next = add nsw i64 %conv1_weight_grad.ky3186, 1
-  %137 = icmp slt i64 %ky318.next, 3
-  br i1 %137, label %conv1_weight_grad.ky318, label %conv1_weight_grad.ky318.end
+conv1_weight_grad.oy350.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky342.next = add nsw i64 %conv1_weight_grad.ky3426, 1
+  %137 = icmp slt i64 %ky342.next, 3
+  br i1 %137, label %conv1_weight_grad.ky342, label %conv1_weight_grad.ky342.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy326
-  br label %conv1_weight_grad.ox327
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy350
+  br label %conv1_weight_grad.ox351
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox328.end, %conv1_weight_grad.oy326
-  %138 = add nsw i64 %conv1_weight_grad.oy32641, %conv1_weight_grad.ky3186
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox352.end, %conv1_weight_grad.oy350
+  %138 = add nsw i64 %conv1_weight_grad.oy35041, %conv1_weight_grad.ky3426
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox327:                          ; preds = %conv1_weight_grad.ox327, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox32744 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox327.next, %conv1_weight_grad.ox327 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g3153, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j3164
+conv1_weight_grad.ox351:                          ; preds = %conv1_weight_grad.ox351, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox35144 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox351.next, %conv1_weight_grad.ox351 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g3393, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j3404
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c3175, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c3415, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy32641, %conv1_weight_grad.ky3186
+  %146 = add nsw i64 %conv1_weight_grad.oy35041, %conv1_weight_grad.ky3426
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox32744, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox35144, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky3186
+  %153 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky3426
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12544
-  %158 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy32641, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox32744
+  %160 = mul nsw i64 %conv1_weight_grad.oy35041, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox35144
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox327.next = add nsw i64 %conv1_weight_grad.ox32744, 1
-  %163 = icmp slt i64 %ox327.next, 27
-  br i1 %163, label %conv1_weight_grad.ox327, label %conv1_weight_grad.ox327.end
+  %ox351.next = add nsw i64 %conv1_weight_grad.ox35144, 1
+  %163 = icmp slt i64 %ox351.next, 27
+  br i1 %163, label %conv1_weight_grad.ox351, label %conv1_weight_grad.ox351.end
 
-conv1_weight_grad.ox327.end:                      ; preds = %conv1_weight_grad.ox327
-  br label %conv1_weight_grad.ox328
+conv1_weight_grad.ox351.end:                      ; preds = %conv1_weight_grad.ox351
+  br label %conv1_weight_grad.ox352
 
-conv1_weight_grad.ox328:                          ; preds = %conv1_weight_grad.ox328, %conv1_weight_grad.ox327.end
-  %conv1_weight_grad.ox32847 = phi i64 [ 0, %conv1_weight_grad.ox327.end ], [ %ox328.next, %conv1_weight_grad.ox328 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox352:                          ; preds = %conv1_weight_grad.ox352, %conv1_weight_grad.ox351.end
+  %conv1_weight_grad.ox35247 = phi i64 [ 0, %conv1_weight_grad.ox351.end ], [ %ox352.next, %conv1_weight_grad.ox352 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky3426
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12544
-  %169 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy32641, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox32847, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy35041, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox35247, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox328.next = add nsw i64 %conv1_weight_grad.ox32847, 1
-  %175 = icmp slt i64 %ox328.next, 1
-  br i1 %175, label %conv1_weight_grad.ox328, label %conv1_weight_grad.ox328.end
+  %ox352.next = add nsw i64 %conv1_weight_grad.ox35247, 1
+  %175 = icmp slt i64 %ox352.next, 1
+  br i1 %175, label %conv1_weight_grad.ox352, label %conv1_weight_grad.ox352.end
 
-conv1_weight_grad.ox328.end:                      ; preds = %conv1_weight_grad.ox328
+conv1_weight_grad.ox352.end:                      ; preds = %conv1_weight_grad.ox352
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox329
+  br label %conv1_weight_grad.ox353
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox329.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy32641, %conv1_weight_grad.ky3186
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox353.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy35041, %conv1_weight_grad.ky3426
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox329:                          ; preds = %conv1_weight_grad.ox329, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox32951 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox329.next, %conv1_weight_grad.ox329 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox353:                          ; preds = %conv1_weight_grad.ox353, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox35351 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox353.next, %conv1_weight_grad.ox353 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky3426
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12544
-  %184 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy32641, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox32951
+  %186 = mul nsw i64 %conv1_weight_grad.oy35041, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox35351
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox329.next = add nsw i64 %conv1_weight_grad.ox32951, 1
-  %189 = icmp slt i64 %ox329.next, 28
-  br i1 %189, label %conv1_weight_grad.ox329, label %conv1_weight_grad.ox329.end
+  %ox353.next = add nsw i64 %conv1_weight_grad.ox35351, 1
+  %189 = icmp slt i64 %ox353.next, 28
+  br i1 %189, label %conv1_weight_grad.ox353, label %conv1_weight_grad.ox353.end
 
-conv1_weight_grad.ox329.end:                      ; preds = %conv1_weight_grad.ox329
+conv1_weight_grad.ox353.end:                      ; preds = %conv1_weight_grad.ox353
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox32955
+  br label %conv1_weight_grad.ox35355
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox329.end56, %conv1_weight_grad.endif50
-  %oy326.next = add nsw i64 %conv1_weight_grad.oy32641, 1
-  %190 = icmp slt i64 %oy326.next, 28
-  br i1 %190, label %conv1_weight_grad.oy326, label %conv1_weight_grad.oy326.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox353.end56, %conv1_weight_grad.endif50
+  %oy350.next = add nsw i64 %conv1_weight_grad.oy35041, 1
+  %190 = icmp slt i64 %oy350.next, 28
+  br i1 %190, label %conv1_weight_grad.oy350, label %conv1_weight_grad.oy350.end
 
-conv1_weight_grad.ox32955:                        ; preds = %conv1_weight_grad.ox32955, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox32957 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox329.next59, %conv1_weight_grad.ox32955 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c3175, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky3186
+conv1_weight_grad.ox35355:                        ; preds = %conv1_weight_grad.ox35355, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox35357 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox353.next59, %conv1_weight_grad.ox35355 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c3415, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky3426
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12544
-  %196 = mul nsw i64 %conv1_weight_grad.j3164, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j3404, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy32641, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox32957
+  %198 = mul nsw i64 %conv1_weight_grad.oy35041, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox35357
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox329.next59 = add nsw i64 %conv1_weight_grad.ox32957, 1
-  %201 = icmp slt i64 %ox329.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox32955, label %conv1_weight_grad.ox329.end56
+  %ox353.next59 = add nsw i64 %conv1_weight_grad.ox35357, 1
+  %201 = icmp slt i64 %ox353.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox35355, label %conv1_weight_grad.ox353.end56
 
-conv1_weight_grad.ox329.end56:                    ; preds = %conv1_weight_grad.ox32955
+conv1_weight_grad.ox353.end56:                    ; preds = %conv1_weight_grad.ox35355
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j330:                           ; preds = %conv1_weight_grad.i331.end, %conv1_weight_grad.j316.end
-  %conv1_weight_grad.j33060 = phi i64 [ 0, %conv1_weight_grad.j316.end ], [ %j330.next, %conv1_weight_grad.i331.end ]
-  br label %conv1_weight_grad.i331
+conv1_weight_grad.j354:                           ; preds = %conv1_weight_grad.i355.end, %conv1_weight_grad.j340.end
+  %conv1_weight_grad.j35460 = phi i64 [ 0, %conv1_weight_grad.j340.end ], [ %j354.next, %conv1_weight_grad.i355.end ]
+  br label %conv1_weight_grad.i355
 
-conv1_weight_grad.j330.end:                       ; preds = %conv1_weight_grad.i331.end
-  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm338(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g315.next = add nsw i64 %conv1_weight_grad.g3153, 1
-  %202 = icmp slt i64 %g315.next, 4
-  br i1 %202, label %conv1_weight_grad.g315, label %conv1_weight_grad.g315.end
+conv1_weight_grad.j354.end:                       ; preds = %conv1_weight_grad.i355.end
+  call void @simplecnn_train_b64.k22.conv1_weight_grad.gemm362(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g339.next = add nsw i64 %conv1_weight_grad.g3393, 1
+  %202 = icmp slt i64 %g339.next, 4
+  br i1 %202, label %conv1_weight_grad.g339, label %conv1_weight_grad.g339.end
 
-conv1_weight_grad.i331:                           ; preds = %conv1_weight_grad.f332.end, %conv1_weight_grad.j330
-  %conv1_weight_grad.i33161 = phi i64 [ 0, %conv1_weight_grad.j330 ], [ %i331.next, %conv1_weight_grad.f332.end ]
-  br label %conv1_weight_grad.f332
+conv1_weight_grad.i355:                           ; preds = %conv1_weight_grad.f356.end, %conv1_weight_grad.j354
+  %conv1_weight_grad.i35561 = phi i64 [ 0, %conv1_weight_grad.j354 ], [ %i355.next, %conv1_weight_grad.f356.end ]
+  br label %conv1_weight_grad.f356
 
-conv1_weight_grad.i331.end:                       ; preds = %conv1_weight_grad.f332.end
-  %j330.next = add nsw i64 %conv1_weight_grad.j33060, 1
-  %203 = icmp slt i64 %j330.next, 16
-  br i1 %203, label %conv1_weight_grad.j330, label %conv1_weight_grad.j330.end
+conv1_weight_grad.i355.end:                       ; preds = %conv1_weight_grad.f356.end
+  %j354.next = add nsw i64 %conv1_weight_grad.j35460, 1
+  %203 = icmp slt i64 %j354.next, 16
+  br i1 %203, label %conv1_weight_grad.j354, label %conv1_weight_grad.j354.end
 
-conv1_weight_grad.f332:                           ; preds = %conv1_weight_grad.f332, %conv1_weight_grad.i331
-  %conv1_weight_grad.f33262 = phi i64 [ 0, %conv1_weight_grad.i331 ], [ %f332.next, %conv1_weight_grad.f332 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g3153, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j33060
+conv1_weight_grad.f356:                           ; preds = %conv1_weight_grad.f356, %conv1_weight_grad.i355
+  %conv1_weight_grad.f35662 = phi i64 [ 0, %conv1_weight_grad.i355 ], [ %f356.next, %conv1_weight_grad.f356 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g3393, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j35460
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 1221264, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f33262, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f35662, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i33161
+  %210 = add nsw i64 %209, %conv1_weight_grad.i35561
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j33060, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i33161
+  %212 = mul nsw i64 %conv1_weight_grad.j35460, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i35561
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 112896, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f33262
+  %216 = add nsw i64 %215, %conv1_weight_grad.f35662
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f332.next = add nsw i64 %conv1_weight_grad.f33262, 1
-  %217 = icmp slt i64 %f332.next, 32
-  br i1 %217, label %conv1_weight_grad.f332, label %conv1_weight_grad.f332.end
+  %f356.next = add nsw i64 %conv1_weight_grad.f35662, 1
+  %217 = icmp slt i64 %f356.next, 32
+  br i1 %217, label %conv1_weight_grad.f356, label %conv1_weight_grad.f356.end
 
-conv1_weight_grad.f332.end:                       ; preds = %conv1_weight_grad.f332
-  %i331.next = add nsw i64 %conv1_weight_grad.i33161, 1
-  %218 = icmp slt i64 %i331.next, 784
-  br i1 %218, label %conv1_weight_grad.i331, label %conv1_weight_grad.i331.end
+conv1_weight_grad.f356.end:                       ; preds = %conv1_weight_grad.f356
+  %i355.next = add nsw i64 %conv1_weight_grad.i35561, 1
+  %218 = icmp slt i64 %i355.next, 784
+  br i1 %218, label %conv1_weight_grad.i355, label %conv1_weight_grad.i355.end
 
-conv1_weight_grad.f339:                           ; preds = %conv1_weight_grad.r340.end, %conv1_weight_grad.g315.end
-  %conv1_weight_grad.f33965 = phi i64 [ 0, %conv1_weight_grad.g315.end ], [ %f339.next, %conv1_weight_grad.r340.end ]
-  br label %conv1_weight_grad.r340
+conv1_weight_grad.f363:                           ; preds = %conv1_weight_grad.r364.end, %conv1_weight_grad.g339.end
+  %conv1_weight_grad.f36365 = phi i64 [ 0, %conv1_weight_grad.g339.end ], [ %f363.next, %conv1_weight_grad.r364.end ]
+  br label %conv1_weight_grad.r364
 
-conv1_weight_grad.f339.end:                       ; preds = %conv1_weight_grad.r340.end
+conv1_weight_grad.f363.end:                       ; preds = %conv1_weight_grad.r364.end
   ret void
 
-conv1_weight_grad.r340:                           ; preds = %conv1_weight_grad.r340, %conv1_weight_grad.f339
-  %conv1_weight_grad.r34066 = phi i64 [ 0, %conv1_weight_grad.f339 ], [ %r340.next, %conv1_weight_grad.r340 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r34066, 32
+conv1_weight_grad.r364:                           ; preds = %conv1_weight_grad.r364, %conv1_weight_grad.f363
+  %conv1_weight_grad.r36466 = phi i64 [ 0, %conv1_weight_grad.f363 ], [ %r364.next, %conv1_weight_grad.r364 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r36466, 32
   %220 = add nsw i64 514304, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f33965
+  %221 = add nsw i64 %220, %conv1_weight_grad.f36365
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f33965, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r34066
+  %223 = mul nsw i64 %conv1_weight_grad.f36365, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r36466
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r340.next = add nsw i64 %conv1_weight_grad.r34066, 1
-  %225 = icmp slt i64 %r340.next, 9
-  br i1 %225, label %conv1_weight_grad.r340, label %conv1_weight_grad.r340.end
+  %r364.next = add nsw i64 %conv1_weight_grad.r36466, 1
+  %225 = icmp slt i64 %r364.next, 9
+  br i1 %225, label %conv1_weight_grad.r364, label %conv1_weight_grad.r364.end
 
-conv1_weight_grad.r340.end:                       ; preds = %conv1_weight_grad.r340
-  %f339.next = add nsw i64 %conv1_weight_grad.f33965, 1
-  %226 = icmp slt i64 %f339.next, 32
-  br i1 %226, label %conv1_weight_grad.f339, label %conv1_weight_grad.f339.end
+conv1_weight_grad.r364.end:                       ; preds = %conv1_weight_grad.r364
+  %f363.next = add nsw i64 %conv1_weight_grad.f36365, 1
+  %226 = icmp slt i64 %f363.next, 32
+  br i1 %226, label %conv1_weight_grad.f363, label %conv1_weight_grad.f363.end
 }
 
 ; Function Attrs: noinline
-define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm338(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @simplecnn_train_b64.k22.conv1_weight_grad.gemm362(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_weight_grad.t336_a8 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a7 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a6 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a5 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a4 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a3 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a2 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_a0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_b1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_b0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c8_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c8_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c7_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c7_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c6_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c6_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c5_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c5_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c4_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c4_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c3_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c3_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c2_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c2_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c1_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c1_0 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c0_1 = alloca <16 x float>, align 64
-  %conv1_weight_grad.t336_c0_0 = alloca <16 x float>, align 64
-  br label %conv1_weight_grad.kp333
+  %conv1_weight_grad.t360_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t360_c0_0 = alloca <16 x float>, align 64
+  br label %conv1_weight_grad.kp357
 
-conv1_weight_grad.kp333:                          ; preds = %conv1_weight_grad.nb334.end, %entry
-  %conv1_weight_grad.kp3331 = phi i64 [ 0, %entry ], [ %kp333.next, %conv1_weight_grad.nb334.end ]
-  br label %conv1_weight_grad.nb334
+conv1_weight_grad.kp357:                          ; preds = %conv1_weight_grad.nb358.end, %entry
+  %conv1_weight_grad.kp3571 = phi i64 [ 0, %entry ], [ %kp357.next, %conv1_weight_grad.nb358.end ]
+  br label %conv1_weight_grad.nb358
 
-conv1_weight_grad.kp333.end:                      ; preds = %conv1_weight_grad.nb334.end
+conv1_weight_grad.kp357.end:                      ; preds = %conv1_weight_grad.nb358.end
   ret void
 
-conv1_weight_grad.nb334:                          ; preds = %conv1_weight_grad.mb335.end, %conv1_weight_grad.kp333
-  %conv1_weight_grad.nb3342 = phi i64 [ 0, %conv1_weight_grad.kp333 ], [ %nb334.next, %conv1_weight_grad.mb335.end ]
-  br label %conv1_weight_grad.mb335
+conv1_weight_grad.nb358:                          ; preds = %conv1_weight_grad.mb359.end, %conv1_weight_grad.kp357
+  %conv1_weight_grad.nb3582 = phi i64 [ 0, %conv1_weight_grad.kp357 ], [ %nb358.next, %conv1_weight_grad.mb359.end ]
+  br label %conv1_weight_grad.mb359
 
-conv1_weight_grad.nb334.end:                      ; preds = %conv1_weight_grad.mb335.end
-  %kp333.next = add nsw i64 %conv1_weight_grad.kp3331, 1
-  %0 = icmp slt i64 %kp333.next, 7
-  br i1 %0, label %conv1_weight_grad.kp333, label %conv1_weight_grad.kp333.end
+conv1_weight_grad.nb358.end:                      ; preds = %conv1_weight_grad.mb359.end
+  %kp357.next = add nsw i64 %conv1_weight_grad.kp3571, 1
+  %0 = icmp slt i64 %kp357.next, 7
+  br i1 %0, label %conv1_weight_grad.kp357, label %conv1_weight_grad.kp357.end
 
-conv1_weight_grad.mb335:                          ; preds = %conv1_weight_grad.k337.end, %conv1_weight_grad.nb334
-  %conv1_weight_grad.mb3353 = phi i64 [ 0, %conv1_weight_grad.nb334 ], [ %mb335.next, %conv1_weight_grad.k337.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+conv1_weight_grad.mb359:                          ; preds = %conv1_weight_grad.k361.end, %conv1_weight_grad.nb358
+  %conv1_weight_grad.mb3593 = phi i64 [ 0, %conv1_weight_grad.nb358 ], [ %mb359.next, %conv1_weight_grad.k361.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514304, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %4 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <16 x float>, ptr %arena4, align 4
-  store <16 x float> %6, ptr %conv1_weight_grad.t336_c0_0, align 64
-  %7 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %6, ptr %conv1_weight_grad.t360_c0_0, align 64
+  %7 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514304, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %10 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 16
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <16 x float>, ptr %arena5, align 4
-  store <16 x float> %13, ptr %conv1_weight_grad.t336_c0_1, align 64
-  %14 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %13, ptr %conv1_weight_grad.t360_c0_1, align 64
+  %14 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514304, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %18 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <16 x float>, ptr %arena6, align 4
-  store <16 x float> %20, ptr %conv1_weight_grad.t336_c1_0, align 64
-  %21 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %20, ptr %conv1_weight_grad.t360_c1_0, align 64
+  %21 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514304, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %25 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 16
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <16 x float>, ptr %arena7, align 4
-  store <16 x float> %28, ptr %conv1_weight_grad.t336_c1_1, align 64
-  %29 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %28, ptr %conv1_weight_grad.t360_c1_1, align 64
+  %29 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514304, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %33 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <16 x float>, ptr %arena8, align 4
-  store <16 x float> %35, ptr %conv1_weight_grad.t336_c2_0, align 64
-  %36 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %35, ptr %conv1_weight_grad.t360_c2_0, align 64
+  %36 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514304, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %40 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <16 x float>, ptr %arena9, align 4
-  store <16 x float> %43, ptr %conv1_weight_grad.t336_c2_1, align 64
-  %44 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %43, ptr %conv1_weight_grad.t360_c2_1, align 64
+  %44 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514304, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %48 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <16 x float>, ptr %arena10, align 4
-  store <16 x float> %50, ptr %conv1_weight_grad.t336_c3_0, align 64
-  %51 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %50, ptr %conv1_weight_grad.t360_c3_0, align 64
+  %51 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514304, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %55 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 16
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <16 x float>, ptr %arena11, align 4
-  store <16 x float> %58, ptr %conv1_weight_grad.t336_c3_1, align 64
-  %59 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %58, ptr %conv1_weight_grad.t360_c3_1, align 64
+  %59 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514304, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %63 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <16 x float>, ptr %arena12, align 4
-  store <16 x float> %65, ptr %conv1_weight_grad.t336_c4_0, align 64
-  %66 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %65, ptr %conv1_weight_grad.t360_c4_0, align 64
+  %66 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514304, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %70 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 16
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <16 x float>, ptr %arena13, align 4
-  store <16 x float> %73, ptr %conv1_weight_grad.t336_c4_1, align 64
-  %74 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %73, ptr %conv1_weight_grad.t360_c4_1, align 64
+  %74 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %75 = add nsw i64 %74, 5
   %76 = mul nsw i64 %75, 32
   %77 = add nsw i64 514304, %76
-  %78 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %78 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %79 = add nsw i64 %77, %78
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <16 x float>, ptr %arena14, align 4
-  store <16 x float> %80, ptr %conv1_weight_grad.t336_c5_0, align 64
-  %81 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %80, ptr %conv1_weight_grad.t360_c5_0, align 64
+  %81 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %82 = add nsw i64 %81, 5
   %83 = mul nsw i64 %82, 32
   %84 = add nsw i64 514304, %83
-  %85 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %85 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <16 x float>, ptr %arena15, align 4
-  store <16 x float> %88, ptr %conv1_weight_grad.t336_c5_1, align 64
-  %89 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %88, ptr %conv1_weight_grad.t360_c5_1, align 64
+  %89 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %90 = add nsw i64 %89, 6
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 514304, %91
-  %93 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %93 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %94 = add nsw i64 %92, %93
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %94
   %95 = load <16 x float>, ptr %arena16, align 4
-  store <16 x float> %95, ptr %conv1_weight_grad.t336_c6_0, align 64
-  %96 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %95, ptr %conv1_weight_grad.t360_c6_0, align 64
+  %96 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %97 = add nsw i64 %96, 6
   %98 = mul nsw i64 %97, 32
   %99 = add nsw i64 514304, %98
-  %100 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %100 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %101 = add nsw i64 %99, %100
   %102 = add nsw i64 %101, 16
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %102
   %103 = load <16 x float>, ptr %arena17, align 4
-  store <16 x float> %103, ptr %conv1_weight_grad.t336_c6_1, align 64
-  %104 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %103, ptr %conv1_weight_grad.t360_c6_1, align 64
+  %104 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %105 = add nsw i64 %104, 7
   %106 = mul nsw i64 %105, 32
   %107 = add nsw i64 514304, %106
-  %108 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %108 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %109 = add nsw i64 %107, %108
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %109
   %110 = load <16 x float>, ptr %arena18, align 4
-  store <16 x float> %110, ptr %conv1_weight_grad.t336_c7_0, align 64
-  %111 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %110, ptr %conv1_weight_grad.t360_c7_0, align 64
+  %111 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %112 = add nsw i64 %111, 7
   %113 = mul nsw i64 %112, 32
   %114 = add nsw i64 514304, %113
-  %115 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %115 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %116 = add nsw i64 %114, %115
   %117 = add nsw i64 %116, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %117
   %118 = load <16 x float>, ptr %arena19, align 4
-  store <16 x float> %118, ptr %conv1_weight_grad.t336_c7_1, align 64
-  %119 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %118, ptr %conv1_weight_grad.t360_c7_1, align 64
+  %119 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %120 = add nsw i64 %119, 8
   %121 = mul nsw i64 %120, 32
   %122 = add nsw i64 514304, %121
-  %123 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %123 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %124 = add nsw i64 %122, %123
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load <16 x float>, ptr %arena20, align 4
-  store <16 x float> %125, ptr %conv1_weight_grad.t336_c8_0, align 64
-  %126 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %125, ptr %conv1_weight_grad.t360_c8_0, align 64
+  %126 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %127 = add nsw i64 %126, 8
   %128 = mul nsw i64 %127, 32
   %129 = add nsw i64 514304, %128
-  %130 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %130 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 16
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load <16 x float>, ptr %arena21, align 4
-  store <16 x float> %133, ptr %conv1_weight_grad.t336_c8_1, align 64
-  br label %conv1_weight_grad.k337
+  store <16 x float> %133, ptr %conv1_weight_grad.t360_c8_1, align 64
+  br label %conv1_weight_grad.k361
 
-conv1_weight_grad.mb335.end:                      ; preds = %conv1_weight_grad.k337.end
-  %nb334.next = add nsw i64 %conv1_weight_grad.nb3342, 1
-  %134 = icmp slt i64 %nb334.next, 1
-  br i1 %134, label %conv1_weight_grad.nb334, label %conv1_weight_grad.nb334.end
+conv1_weight_grad.mb359.end:                      ; preds = %conv1_weight_grad.k361.end
+  %nb358.next = add nsw i64 %conv1_weight_grad.nb3582, 1
+  %134 = icmp slt i64 %nb358.next, 1
+  br i1 %134, label %conv1_weight_grad.nb358, label %conv1_weight_grad.nb358.end
 
-conv1_weight_grad.k337:                           ; preds = %conv1_weight_grad.k337, %conv1_weight_grad.mb335
-  %conv1_weight_grad.k33722 = phi i64 [ 0, %conv1_weight_grad.mb335 ], [ %k337.next, %conv1_weight_grad.k337 ]
-  %135 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %136 = add nsw i64 %conv1_weight_grad.k33722, %135
+conv1_weight_grad.k361:                           ; preds = %conv1_weight_grad.k361, %conv1_weight_grad.mb359
+  %conv1_weight_grad.k36122 = phi i64 [ 0, %conv1_weight_grad.mb359 ], [ %k361.next, %conv1_weight_grad.k361 ]
+  %135 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %136 = add nsw i64 %conv1_weight_grad.k36122, %135
   %137 = mul nsw i64 %136, 32
   %138 = add nsw i64 112896, %137
-  %139 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %139 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %140 = add nsw i64 %138, %139
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %140
   %141 = load <16 x float>, ptr %arena23, align 4
-  store <16 x float> %141, ptr %conv1_weight_grad.t336_b0, align 64
-  %142 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %143 = add nsw i64 %conv1_weight_grad.k33722, %142
+  store <16 x float> %141, ptr %conv1_weight_grad.t360_b0, align 64
+  %142 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %143 = add nsw i64 %conv1_weight_grad.k36122, %142
   %144 = mul nsw i64 %143, 32
   %145 = add nsw i64 112896, %144
-  %146 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %146 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %147 = add nsw i64 %145, %146
   %148 = add nsw i64 %147, 16
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %148
   %149 = load <16 x float>, ptr %arena24, align 4
-  store <16 x float> %149, ptr %conv1_weight_grad.t336_b1, align 64
-  %150 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %149, ptr %conv1_weight_grad.t360_b1, align 64
+  %150 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %151 = mul nsw i64 %150, 12544
-  %152 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k33722, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k36122, %152
   %154 = add nsw i64 %151, %153
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena25, align 4
   %156 = insertelement <16 x float> undef, float %155, i32 0
   %157 = shufflevector <16 x float> %156, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %157, ptr %conv1_weight_grad.t336_a0, align 64
-  %t336_a0 = load <16 x float>, ptr %conv1_weight_grad.t336_a0, align 64
-  %t336_b0 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c0_0, align 64
-  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a0, <16 x float> %t336_b0, <16 x float> %t336_c0_0)
-  store <16 x float> %158, ptr %conv1_weight_grad.t336_c0_0, align 64
-  %t336_a026 = load <16 x float>, ptr %conv1_weight_grad.t336_a0, align 64
-  %t336_b1 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c0_1, align 64
-  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a026, <16 x float> %t336_b1, <16 x float> %t336_c0_1)
-  store <16 x float> %159, ptr %conv1_weight_grad.t336_c0_1, align 64
-  %160 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %157, ptr %conv1_weight_grad.t360_a0, align 64
+  %t360_a0 = load <16 x float>, ptr %conv1_weight_grad.t360_a0, align 64
+  %t360_b0 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c0_0, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a0, <16 x float> %t360_b0, <16 x float> %t360_c0_0)
+  store <16 x float> %158, ptr %conv1_weight_grad.t360_c0_0, align 64
+  %t360_a026 = load <16 x float>, ptr %conv1_weight_grad.t360_a0, align 64
+  %t360_b1 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c0_1, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a026, <16 x float> %t360_b1, <16 x float> %t360_c0_1)
+  store <16 x float> %159, ptr %conv1_weight_grad.t360_c0_1, align 64
+  %160 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %161 = add nsw i64 %160, 1
   %162 = mul nsw i64 %161, 12544
-  %163 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k33722, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k36122, %163
   %165 = add nsw i64 %162, %164
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena27, align 4
   %167 = insertelement <16 x float> undef, float %166, i32 0
   %168 = shufflevector <16 x float> %167, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %168, ptr %conv1_weight_grad.t336_a1, align 64
-  %t336_a1 = load <16 x float>, ptr %conv1_weight_grad.t336_a1, align 64
-  %t336_b028 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c1_0, align 64
-  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a1, <16 x float> %t336_b028, <16 x float> %t336_c1_0)
-  store <16 x float> %169, ptr %conv1_weight_grad.t336_c1_0, align 64
-  %t336_a129 = load <16 x float>, ptr %conv1_weight_grad.t336_a1, align 64
-  %t336_b130 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c1_1, align 64
-  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a129, <16 x float> %t336_b130, <16 x float> %t336_c1_1)
-  store <16 x float> %170, ptr %conv1_weight_grad.t336_c1_1, align 64
-  %171 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %168, ptr %conv1_weight_grad.t360_a1, align 64
+  %t360_a1 = load <16 x float>, ptr %conv1_weight_grad.t360_a1, align 64
+  %t360_b028 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c1_0, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a1, <16 x float> %t360_b028, <16 x float> %t360_c1_0)
+  store <16 x float> %169, ptr %conv1_weight_grad.t360_c1_0, align 64
+  %t360_a129 = load <16 x float>, ptr %conv1_weight_grad.t360_a1, align 64
+  %t360_b130 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c1_1, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a129, <16 x float> %t360_b130, <16 x float> %t360_c1_1)
+  store <16 x float> %170, ptr %conv1_weight_grad.t360_c1_1, align 64
+  %171 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %172 = add nsw i64 %171, 2
   %173 = mul nsw i64 %172, 12544
-  %174 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %175 = add nsw i64 %conv1_weight_grad.k33722, %174
+  %174 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %175 = add nsw i64 %conv1_weight_grad.k36122, %174
   %176 = add nsw i64 %173, %175
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %176
   %177 = load float, ptr %arena31, align 4
   %178 = insertelement <16 x float> undef, float %177, i32 0
   %179 = shufflevector <16 x float> %178, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %179, ptr %conv1_weight_grad.t336_a2, align 64
-  %t336_a2 = load <16 x float>, ptr %conv1_weight_grad.t336_a2, align 64
-  %t336_b032 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c2_0, align 64
-  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a2, <16 x float> %t336_b032, <16 x float> %t336_c2_0)
-  store <16 x float> %180, ptr %conv1_weight_grad.t336_c2_0, align 64
-  %t336_a233 = load <16 x float>, ptr %conv1_weight_grad.t336_a2, align 64
-  %t336_b134 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c2_1, align 64
-  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a233, <16 x float> %t336_b134, <16 x float> %t336_c2_1)
-  store <16 x float> %181, ptr %conv1_weight_grad.t336_c2_1, align 64
-  %182 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %179, ptr %conv1_weight_grad.t360_a2, align 64
+  %t360_a2 = load <16 x float>, ptr %conv1_weight_grad.t360_a2, align 64
+  %t360_b032 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c2_0, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a2, <16 x float> %t360_b032, <16 x float> %t360_c2_0)
+  store <16 x float> %180, ptr %conv1_weight_grad.t360_c2_0, align 64
+  %t360_a233 = load <16 x float>, ptr %conv1_weight_grad.t360_a2, align 64
+  %t360_b134 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c2_1, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a233, <16 x float> %t360_b134, <16 x float> %t360_c2_1)
+  store <16 x float> %181, ptr %conv1_weight_grad.t360_c2_1, align 64
+  %182 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %183 = add nsw i64 %182, 3
   %184 = mul nsw i64 %183, 12544
-  %185 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %186 = add nsw i64 %conv1_weight_grad.k33722, %185
+  %185 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %186 = add nsw i64 %conv1_weight_grad.k36122, %185
   %187 = add nsw i64 %184, %186
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %187
   %188 = load float, ptr %arena35, align 4
   %189 = insertelement <16 x float> undef, float %188, i32 0
   %190 = shufflevector <16 x float> %189, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %190, ptr %conv1_weight_grad.t336_a3, align 64
-  %t336_a3 = load <16 x float>, ptr %conv1_weight_grad.t336_a3, align 64
-  %t336_b036 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c3_0, align 64
-  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a3, <16 x float> %t336_b036, <16 x float> %t336_c3_0)
-  store <16 x float> %191, ptr %conv1_weight_grad.t336_c3_0, align 64
-  %t336_a337 = load <16 x float>, ptr %conv1_weight_grad.t336_a3, align 64
-  %t336_b138 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c3_1, align 64
-  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a337, <16 x float> %t336_b138, <16 x float> %t336_c3_1)
-  store <16 x float> %192, ptr %conv1_weight_grad.t336_c3_1, align 64
-  %193 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %190, ptr %conv1_weight_grad.t360_a3, align 64
+  %t360_a3 = load <16 x float>, ptr %conv1_weight_grad.t360_a3, align 64
+  %t360_b036 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c3_0, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a3, <16 x float> %t360_b036, <16 x float> %t360_c3_0)
+  store <16 x float> %191, ptr %conv1_weight_grad.t360_c3_0, align 64
+  %t360_a337 = load <16 x float>, ptr %conv1_weight_grad.t360_a3, align 64
+  %t360_b138 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c3_1, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a337, <16 x float> %t360_b138, <16 x float> %t360_c3_1)
+  store <16 x float> %192, ptr %conv1_weight_grad.t360_c3_1, align 64
+  %193 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %194 = add nsw i64 %193, 4
   %195 = mul nsw i64 %194, 12544
-  %196 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %197 = add nsw i64 %conv1_weight_grad.k33722, %196
+  %196 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %197 = add nsw i64 %conv1_weight_grad.k36122, %196
   %198 = add nsw i64 %195, %197
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %198
   %199 = load float, ptr %arena39, align 4
   %200 = insertelement <16 x float> undef, float %199, i32 0
   %201 = shufflevector <16 x float> %200, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %201, ptr %conv1_weight_grad.t336_a4, align 64
-  %t336_a4 = load <16 x float>, ptr %conv1_weight_grad.t336_a4, align 64
-  %t336_b040 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c4_0, align 64
-  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a4, <16 x float> %t336_b040, <16 x float> %t336_c4_0)
-  store <16 x float> %202, ptr %conv1_weight_grad.t336_c4_0, align 64
-  %t336_a441 = load <16 x float>, ptr %conv1_weight_grad.t336_a4, align 64
-  %t336_b142 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c4_1, align 64
-  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a441, <16 x float> %t336_b142, <16 x float> %t336_c4_1)
-  store <16 x float> %203, ptr %conv1_weight_grad.t336_c4_1, align 64
-  %204 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %201, ptr %conv1_weight_grad.t360_a4, align 64
+  %t360_a4 = load <16 x float>, ptr %conv1_weight_grad.t360_a4, align 64
+  %t360_b040 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c4_0, align 64
+  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a4, <16 x float> %t360_b040, <16 x float> %t360_c4_0)
+  store <16 x float> %202, ptr %conv1_weight_grad.t360_c4_0, align 64
+  %t360_a441 = load <16 x float>, ptr %conv1_weight_grad.t360_a4, align 64
+  %t360_b142 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c4_1, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a441, <16 x float> %t360_b142, <16 x float> %t360_c4_1)
+  store <16 x float> %203, ptr %conv1_weight_grad.t360_c4_1, align 64
+  %204 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %205 = add nsw i64 %204, 5
   %206 = mul nsw i64 %205, 12544
-  %207 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %208 = add nsw i64 %conv1_weight_grad.k33722, %207
+  %207 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %208 = add nsw i64 %conv1_weight_grad.k36122, %207
   %209 = add nsw i64 %206, %208
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %209
   %210 = load float, ptr %arena43, align 4
   %211 = insertelement <16 x float> undef, float %210, i32 0
   %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %212, ptr %conv1_weight_grad.t336_a5, align 64
-  %t336_a5 = load <16 x float>, ptr %conv1_weight_grad.t336_a5, align 64
-  %t336_b044 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c5_0, align 64
-  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a5, <16 x float> %t336_b044, <16 x float> %t336_c5_0)
-  store <16 x float> %213, ptr %conv1_weight_grad.t336_c5_0, align 64
-  %t336_a545 = load <16 x float>, ptr %conv1_weight_grad.t336_a5, align 64
-  %t336_b146 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c5_1, align 64
-  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a545, <16 x float> %t336_b146, <16 x float> %t336_c5_1)
-  store <16 x float> %214, ptr %conv1_weight_grad.t336_c5_1, align 64
-  %215 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %212, ptr %conv1_weight_grad.t360_a5, align 64
+  %t360_a5 = load <16 x float>, ptr %conv1_weight_grad.t360_a5, align 64
+  %t360_b044 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c5_0, align 64
+  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a5, <16 x float> %t360_b044, <16 x float> %t360_c5_0)
+  store <16 x float> %213, ptr %conv1_weight_grad.t360_c5_0, align 64
+  %t360_a545 = load <16 x float>, ptr %conv1_weight_grad.t360_a5, align 64
+  %t360_b146 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c5_1, align 64
+  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a545, <16 x float> %t360_b146, <16 x float> %t360_c5_1)
+  store <16 x float> %214, ptr %conv1_weight_grad.t360_c5_1, align 64
+  %215 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %216 = add nsw i64 %215, 6
   %217 = mul nsw i64 %216, 12544
-  %218 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %219 = add nsw i64 %conv1_weight_grad.k33722, %218
+  %218 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %219 = add nsw i64 %conv1_weight_grad.k36122, %218
   %220 = add nsw i64 %217, %219
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load float, ptr %arena47, align 4
   %222 = insertelement <16 x float> undef, float %221, i32 0
   %223 = shufflevector <16 x float> %222, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %223, ptr %conv1_weight_grad.t336_a6, align 64
-  %t336_a6 = load <16 x float>, ptr %conv1_weight_grad.t336_a6, align 64
-  %t336_b048 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c6_0, align 64
-  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a6, <16 x float> %t336_b048, <16 x float> %t336_c6_0)
-  store <16 x float> %224, ptr %conv1_weight_grad.t336_c6_0, align 64
-  %t336_a649 = load <16 x float>, ptr %conv1_weight_grad.t336_a6, align 64
-  %t336_b150 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c6_1, align 64
-  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a649, <16 x float> %t336_b150, <16 x float> %t336_c6_1)
-  store <16 x float> %225, ptr %conv1_weight_grad.t336_c6_1, align 64
-  %226 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %223, ptr %conv1_weight_grad.t360_a6, align 64
+  %t360_a6 = load <16 x float>, ptr %conv1_weight_grad.t360_a6, align 64
+  %t360_b048 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c6_0, align 64
+  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a6, <16 x float> %t360_b048, <16 x float> %t360_c6_0)
+  store <16 x float> %224, ptr %conv1_weight_grad.t360_c6_0, align 64
+  %t360_a649 = load <16 x float>, ptr %conv1_weight_grad.t360_a6, align 64
+  %t360_b150 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c6_1, align 64
+  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a649, <16 x float> %t360_b150, <16 x float> %t360_c6_1)
+  store <16 x float> %225, ptr %conv1_weight_grad.t360_c6_1, align 64
+  %226 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %227 = add nsw i64 %226, 7
   %228 = mul nsw i64 %227, 12544
-  %229 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %230 = add nsw i64 %conv1_weight_grad.k33722, %229
+  %229 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %230 = add nsw i64 %conv1_weight_grad.k36122, %229
   %231 = add nsw i64 %228, %230
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %231
   %232 = load float, ptr %arena51, align 4
   %233 = insertelement <16 x float> undef, float %232, i32 0
   %234 = shufflevector <16 x float> %233, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %234, ptr %conv1_weight_grad.t336_a7, align 64
-  %t336_a7 = load <16 x float>, ptr %conv1_weight_grad.t336_a7, align 64
-  %t336_b052 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c7_0, align 64
-  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a7, <16 x float> %t336_b052, <16 x float> %t336_c7_0)
-  store <16 x float> %235, ptr %conv1_weight_grad.t336_c7_0, align 64
-  %t336_a753 = load <16 x float>, ptr %conv1_weight_grad.t336_a7, align 64
-  %t336_b154 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c7_1, align 64
-  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a753, <16 x float> %t336_b154, <16 x float> %t336_c7_1)
-  store <16 x float> %236, ptr %conv1_weight_grad.t336_c7_1, align 64
-  %237 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %234, ptr %conv1_weight_grad.t360_a7, align 64
+  %t360_a7 = load <16 x float>, ptr %conv1_weight_grad.t360_a7, align 64
+  %t360_b052 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c7_0, align 64
+  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a7, <16 x float> %t360_b052, <16 x float> %t360_c7_0)
+  store <16 x float> %235, ptr %conv1_weight_grad.t360_c7_0, align 64
+  %t360_a753 = load <16 x float>, ptr %conv1_weight_grad.t360_a7, align 64
+  %t360_b154 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c7_1, align 64
+  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a753, <16 x float> %t360_b154, <16 x float> %t360_c7_1)
+  store <16 x float> %236, ptr %conv1_weight_grad.t360_c7_1, align 64
+  %237 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %238 = add nsw i64 %237, 8
   %239 = mul nsw i64 %238, 12544
-  %240 = mul nsw i64 %conv1_weight_grad.kp3331, 1792
-  %241 = add nsw i64 %conv1_weight_grad.k33722, %240
+  %240 = mul nsw i64 %conv1_weight_grad.kp3571, 1792
+  %241 = add nsw i64 %conv1_weight_grad.k36122, %240
   %242 = add nsw i64 %239, %241
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %242
   %243 = load float, ptr %arena55, align 4
   %244 = insertelement <16 x float> undef, float %243, i32 0
   %245 = shufflevector <16 x float> %244, <16 x float> undef, <16 x i32> zeroinitializer
-  store <16 x float> %245, ptr %conv1_weight_grad.t336_a8, align 64
-  %t336_a8 = load <16 x float>, ptr %conv1_weight_grad.t336_a8, align 64
-  %t336_b056 = load <16 x float>, ptr %conv1_weight_grad.t336_b0, align 64
-  %t336_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t336_c8_0, align 64
-  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a8, <16 x float> %t336_b056, <16 x float> %t336_c8_0)
-  store <16 x float> %246, ptr %conv1_weight_grad.t336_c8_0, align 64
-  %t336_a857 = load <16 x float>, ptr %conv1_weight_grad.t336_a8, align 64
-  %t336_b158 = load <16 x float>, ptr %conv1_weight_grad.t336_b1, align 64
-  %t336_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t336_c8_1, align 64
-  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t336_a857, <16 x float> %t336_b158, <16 x float> %t336_c8_1)
-  store <16 x float> %247, ptr %conv1_weight_grad.t336_c8_1, align 64
-  %k337.next = add nsw i64 %conv1_weight_grad.k33722, 1
-  %248 = icmp slt i64 %k337.next, 1792
-  br i1 %248, label %conv1_weight_grad.k337, label %conv1_weight_grad.k337.end
+  store <16 x float> %245, ptr %conv1_weight_grad.t360_a8, align 64
+  %t360_a8 = load <16 x float>, ptr %conv1_weight_grad.t360_a8, align 64
+  %t360_b056 = load <16 x float>, ptr %conv1_weight_grad.t360_b0, align 64
+  %t360_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t360_c8_0, align 64
+  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a8, <16 x float> %t360_b056, <16 x float> %t360_c8_0)
+  store <16 x float> %246, ptr %conv1_weight_grad.t360_c8_0, align 64
+  %t360_a857 = load <16 x float>, ptr %conv1_weight_grad.t360_a8, align 64
+  %t360_b158 = load <16 x float>, ptr %conv1_weight_grad.t360_b1, align 64
+  %t360_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t360_c8_1, align 64
+  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t360_a857, <16 x float> %t360_b158, <16 x float> %t360_c8_1)
+  store <16 x float> %247, ptr %conv1_weight_grad.t360_c8_1, align 64
+  %k361.next = add nsw i64 %conv1_weight_grad.k36122, 1
+  %248 = icmp slt i64 %k361.next, 1792
+  br i1 %248, label %conv1_weight_grad.k361, label %conv1_weight_grad.k361.end
 
-conv1_weight_grad.k337.end:                       ; preds = %conv1_weight_grad.k337
-  %t336_c0_059 = load <16 x float>, ptr %conv1_weight_grad.t336_c0_0, align 64
-  %249 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+conv1_weight_grad.k361.end:                       ; preds = %conv1_weight_grad.k361
+  %t360_c0_059 = load <16 x float>, ptr %conv1_weight_grad.t360_c0_0, align 64
+  %249 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %250 = mul nsw i64 %249, 32
   %251 = add nsw i64 514304, %250
-  %252 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %252 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %253 = add nsw i64 %251, %252
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %253
-  store <16 x float> %t336_c0_059, ptr %arena60, align 4
-  %t336_c0_161 = load <16 x float>, ptr %conv1_weight_grad.t336_c0_1, align 64
-  %254 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c0_059, ptr %arena60, align 4
+  %t360_c0_161 = load <16 x float>, ptr %conv1_weight_grad.t360_c0_1, align 64
+  %254 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %255 = mul nsw i64 %254, 32
   %256 = add nsw i64 514304, %255
-  %257 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %257 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %258 = add nsw i64 %256, %257
   %259 = add nsw i64 %258, 16
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %259
-  store <16 x float> %t336_c0_161, ptr %arena62, align 4
-  %t336_c1_063 = load <16 x float>, ptr %conv1_weight_grad.t336_c1_0, align 64
-  %260 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c0_161, ptr %arena62, align 4
+  %t360_c1_063 = load <16 x float>, ptr %conv1_weight_grad.t360_c1_0, align 64
+  %260 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 32
   %263 = add nsw i64 514304, %262
-  %264 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %264 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %265 = add nsw i64 %263, %264
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %265
-  store <16 x float> %t336_c1_063, ptr %arena64, align 4
-  %t336_c1_165 = load <16 x float>, ptr %conv1_weight_grad.t336_c1_1, align 64
-  %266 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c1_063, ptr %arena64, align 4
+  %t360_c1_165 = load <16 x float>, ptr %conv1_weight_grad.t360_c1_1, align 64
+  %266 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %267 = add nsw i64 %266, 1
   %268 = mul nsw i64 %267, 32
   %269 = add nsw i64 514304, %268
-  %270 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %270 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %271 = add nsw i64 %269, %270
   %272 = add nsw i64 %271, 16
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %272
-  store <16 x float> %t336_c1_165, ptr %arena66, align 4
-  %t336_c2_067 = load <16 x float>, ptr %conv1_weight_grad.t336_c2_0, align 64
-  %273 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c1_165, ptr %arena66, align 4
+  %t360_c2_067 = load <16 x float>, ptr %conv1_weight_grad.t360_c2_0, align 64
+  %273 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 32
   %276 = add nsw i64 514304, %275
-  %277 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %277 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %278 = add nsw i64 %276, %277
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %278
-  store <16 x float> %t336_c2_067, ptr %arena68, align 4
-  %t336_c2_169 = load <16 x float>, ptr %conv1_weight_grad.t336_c2_1, align 64
-  %279 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c2_067, ptr %arena68, align 4
+  %t360_c2_169 = load <16 x float>, ptr %conv1_weight_grad.t360_c2_1, align 64
+  %279 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %280 = add nsw i64 %279, 2
   %281 = mul nsw i64 %280, 32
   %282 = add nsw i64 514304, %281
-  %283 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %283 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %284 = add nsw i64 %282, %283
   %285 = add nsw i64 %284, 16
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <16 x float> %t336_c2_169, ptr %arena70, align 4
-  %t336_c3_071 = load <16 x float>, ptr %conv1_weight_grad.t336_c3_0, align 64
-  %286 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c2_169, ptr %arena70, align 4
+  %t360_c3_071 = load <16 x float>, ptr %conv1_weight_grad.t360_c3_0, align 64
+  %286 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 32
   %289 = add nsw i64 514304, %288
-  %290 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %290 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %291 = add nsw i64 %289, %290
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %291
-  store <16 x float> %t336_c3_071, ptr %arena72, align 4
-  %t336_c3_173 = load <16 x float>, ptr %conv1_weight_grad.t336_c3_1, align 64
-  %292 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c3_071, ptr %arena72, align 4
+  %t360_c3_173 = load <16 x float>, ptr %conv1_weight_grad.t360_c3_1, align 64
+  %292 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %293 = add nsw i64 %292, 3
   %294 = mul nsw i64 %293, 32
   %295 = add nsw i64 514304, %294
-  %296 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %297 = add nsw i64 %295, %296
   %298 = add nsw i64 %297, 16
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <16 x float> %t336_c3_173, ptr %arena74, align 4
-  %t336_c4_075 = load <16 x float>, ptr %conv1_weight_grad.t336_c4_0, align 64
-  %299 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c3_173, ptr %arena74, align 4
+  %t360_c4_075 = load <16 x float>, ptr %conv1_weight_grad.t360_c4_0, align 64
+  %299 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %300 = add nsw i64 %299, 4
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 514304, %301
-  %303 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %303 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %304 = add nsw i64 %302, %303
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %304
-  store <16 x float> %t336_c4_075, ptr %arena76, align 4
-  %t336_c4_177 = load <16 x float>, ptr %conv1_weight_grad.t336_c4_1, align 64
-  %305 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c4_075, ptr %arena76, align 4
+  %t360_c4_177 = load <16 x float>, ptr %conv1_weight_grad.t360_c4_1, align 64
+  %305 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %306 = add nsw i64 %305, 4
   %307 = mul nsw i64 %306, 32
   %308 = add nsw i64 514304, %307
-  %309 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %309 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %310 = add nsw i64 %308, %309
   %311 = add nsw i64 %310, 16
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %311
-  store <16 x float> %t336_c4_177, ptr %arena78, align 4
-  %t336_c5_079 = load <16 x float>, ptr %conv1_weight_grad.t336_c5_0, align 64
-  %312 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c4_177, ptr %arena78, align 4
+  %t360_c5_079 = load <16 x float>, ptr %conv1_weight_grad.t360_c5_0, align 64
+  %312 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %313 = add nsw i64 %312, 5
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 514304, %314
-  %316 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %316 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %317 = add nsw i64 %315, %316
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %317
-  store <16 x float> %t336_c5_079, ptr %arena80, align 4
-  %t336_c5_181 = load <16 x float>, ptr %conv1_weight_grad.t336_c5_1, align 64
-  %318 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c5_079, ptr %arena80, align 4
+  %t360_c5_181 = load <16 x float>, ptr %conv1_weight_grad.t360_c5_1, align 64
+  %318 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %319 = add nsw i64 %318, 5
   %320 = mul nsw i64 %319, 32
   %321 = add nsw i64 514304, %320
-  %322 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %322 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %323 = add nsw i64 %321, %322
   %324 = add nsw i64 %323, 16
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %324
-  store <16 x float> %t336_c5_181, ptr %arena82, align 4
-  %t336_c6_083 = load <16 x float>, ptr %conv1_weight_grad.t336_c6_0, align 64
-  %325 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c5_181, ptr %arena82, align 4
+  %t360_c6_083 = load <16 x float>, ptr %conv1_weight_grad.t360_c6_0, align 64
+  %325 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %326 = add nsw i64 %325, 6
   %327 = mul nsw i64 %326, 32
   %328 = add nsw i64 514304, %327
-  %329 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %329 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %330 = add nsw i64 %328, %329
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %330
-  store <16 x float> %t336_c6_083, ptr %arena84, align 4
-  %t336_c6_185 = load <16 x float>, ptr %conv1_weight_grad.t336_c6_1, align 64
-  %331 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c6_083, ptr %arena84, align 4
+  %t360_c6_185 = load <16 x float>, ptr %conv1_weight_grad.t360_c6_1, align 64
+  %331 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %332 = add nsw i64 %331, 6
   %333 = mul nsw i64 %332, 32
   %334 = add nsw i64 514304, %333
-  %335 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %335 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %336 = add nsw i64 %334, %335
   %337 = add nsw i64 %336, 16
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %337
-  store <16 x float> %t336_c6_185, ptr %arena86, align 4
-  %t336_c7_087 = load <16 x float>, ptr %conv1_weight_grad.t336_c7_0, align 64
-  %338 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c6_185, ptr %arena86, align 4
+  %t360_c7_087 = load <16 x float>, ptr %conv1_weight_grad.t360_c7_0, align 64
+  %338 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %339 = add nsw i64 %338, 7
   %340 = mul nsw i64 %339, 32
   %341 = add nsw i64 514304, %340
-  %342 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %342 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %343 = add nsw i64 %341, %342
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %343
-  store <16 x float> %t336_c7_087, ptr %arena88, align 4
-  %t336_c7_189 = load <16 x float>, ptr %conv1_weight_grad.t336_c7_1, align 64
-  %344 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c7_087, ptr %arena88, align 4
+  %t360_c7_189 = load <16 x float>, ptr %conv1_weight_grad.t360_c7_1, align 64
+  %344 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %345 = add nsw i64 %344, 7
   %346 = mul nsw i64 %345, 32
   %347 = add nsw i64 514304, %346
-  %348 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %348 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %349 = add nsw i64 %347, %348
   %350 = add nsw i64 %349, 16
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %350
-  store <16 x float> %t336_c7_189, ptr %arena90, align 4
-  %t336_c8_091 = load <16 x float>, ptr %conv1_weight_grad.t336_c8_0, align 64
-  %351 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c7_189, ptr %arena90, align 4
+  %t360_c8_091 = load <16 x float>, ptr %conv1_weight_grad.t360_c8_0, align 64
+  %351 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %352 = add nsw i64 %351, 8
   %353 = mul nsw i64 %352, 32
   %354 = add nsw i64 514304, %353
-  %355 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %355 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %356 = add nsw i64 %354, %355
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %356
-  store <16 x float> %t336_c8_091, ptr %arena92, align 4
-  %t336_c8_193 = load <16 x float>, ptr %conv1_weight_grad.t336_c8_1, align 64
-  %357 = mul nsw i64 %conv1_weight_grad.mb3353, 9
+  store <16 x float> %t360_c8_091, ptr %arena92, align 4
+  %t360_c8_193 = load <16 x float>, ptr %conv1_weight_grad.t360_c8_1, align 64
+  %357 = mul nsw i64 %conv1_weight_grad.mb3593, 9
   %358 = add nsw i64 %357, 8
   %359 = mul nsw i64 %358, 32
   %360 = add nsw i64 514304, %359
-  %361 = mul nsw i64 %conv1_weight_grad.nb3342, 32
+  %361 = mul nsw i64 %conv1_weight_grad.nb3582, 32
   %362 = add nsw i64 %360, %361
   %363 = add nsw i64 %362, 16
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <16 x float> %t336_c8_193, ptr %arena94, align 4
-  %mb335.next = add nsw i64 %conv1_weight_grad.mb3353, 1
-  %364 = icmp slt i64 %mb335.next, 1
-  br i1 %364, label %conv1_weight_grad.mb335, label %conv1_weight_grad.mb335.end
+  store <16 x float> %t360_c8_193, ptr %arena94, align 4
+  %mb359.next = add nsw i64 %conv1_weight_grad.mb3593, 1
+  %364 = icmp slt i64 %mb359.next, 1
+  br i1 %364, label %conv1_weight_grad.mb359, label %conv1_weight_grad.mb359.end
 }
 
 ; Function Attrs: noinline
 define internal void @simplecnn_train_b64.k23.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_bias_grad.sum359 = alloca float, align 4
-  %conv1_bias_grad.sum358 = alloca float, align 4
-  %conv1_bias_grad.sum357 = alloca float, align 4
-  %conv1_bias_grad.sum356 = alloca float, align 4
-  %conv1_bias_grad.sum355 = alloca float, align 4
-  %conv1_bias_grad.sum354 = alloca float, align 4
-  %conv1_bias_grad.sum353 = alloca float, align 4
-  %conv1_bias_grad.sum352 = alloca float, align 4
-  %conv1_bias_grad.sum351 = alloca float, align 4
-  %conv1_bias_grad.sum350 = alloca float, align 4
-  %conv1_bias_grad.sum349 = alloca float, align 4
-  %conv1_bias_grad.sum348 = alloca float, align 4
-  %conv1_bias_grad.sum347 = alloca float, align 4
-  %conv1_bias_grad.sum346 = alloca float, align 4
-  %conv1_bias_grad.sum345 = alloca float, align 4
-  %conv1_bias_grad.acc342 = alloca <16 x float>, align 64
-  br label %conv1_bias_grad.f341
+  %conv1_bias_grad.sum383 = alloca float, align 4
+  %conv1_bias_grad.sum382 = alloca float, align 4
+  %conv1_bias_grad.sum381 = alloca float, align 4
+  %conv1_bias_grad.sum380 = alloca float, align 4
+  %conv1_bias_grad.sum379 = alloca float, align 4
+  %conv1_bias_grad.sum378 = alloca float, align 4
+  %conv1_bias_grad.sum377 = alloca float, align 4
+  %conv1_bias_grad.sum376 = alloca float, align 4
+  %conv1_bias_grad.sum375 = alloca float, align 4
+  %conv1_bias_grad.sum374 = alloca float, align 4
+  %conv1_bias_grad.sum373 = alloca float, align 4
+  %conv1_bias_grad.sum372 = alloca float, align 4
+  %conv1_bias_grad.sum371 = alloca float, align 4
+  %conv1_bias_grad.sum370 = alloca float, align 4
+  %conv1_bias_grad.sum369 = alloca float, align 4
+  %conv1_bias_grad.acc366 = alloca <16 x float>, align 64
+  br label %conv1_bias_grad.f365
 
-conv1_bias_grad.f341:                             ; preds = %conv1_bias_grad.img343.end, %entry
-  %conv1_bias_grad.f3411 = phi i64 [ 0, %entry ], [ %f341.next, %conv1_bias_grad.img343.end ]
-  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc342, align 64
-  br label %conv1_bias_grad.img343
+conv1_bias_grad.f365:                             ; preds = %conv1_bias_grad.img367.end, %entry
+  %conv1_bias_grad.f3651 = phi i64 [ 0, %entry ], [ %f365.next, %conv1_bias_grad.img367.end ]
+  store <16 x float> zeroinitializer, ptr %conv1_bias_grad.acc366, align 64
+  br label %conv1_bias_grad.img367
 
-conv1_bias_grad.f341.end:                         ; preds = %conv1_bias_grad.img343.end
+conv1_bias_grad.f365.end:                         ; preds = %conv1_bias_grad.img367.end
   ret void
 
-conv1_bias_grad.img343:                           ; preds = %conv1_bias_grad.i344.end, %conv1_bias_grad.f341
-  %conv1_bias_grad.img3432 = phi i64 [ 0, %conv1_bias_grad.f341 ], [ %img343.next, %conv1_bias_grad.i344.end ]
-  br label %conv1_bias_grad.i344
+conv1_bias_grad.img367:                           ; preds = %conv1_bias_grad.i368.end, %conv1_bias_grad.f365
+  %conv1_bias_grad.img3672 = phi i64 [ 0, %conv1_bias_grad.f365 ], [ %img367.next, %conv1_bias_grad.i368.end ]
+  br label %conv1_bias_grad.i368
 
-conv1_bias_grad.img343.end:                       ; preds = %conv1_bias_grad.i344.end
-  %acc3425 = load <16 x float>, ptr %conv1_bias_grad.acc342, align 64
+conv1_bias_grad.img367.end:                       ; preds = %conv1_bias_grad.i368.end
+  %acc3665 = load <16 x float>, ptr %conv1_bias_grad.acc366, align 64
   %arena6 = getelementptr inbounds float, ptr %arena, i64 0
-  store <16 x float> %acc3425, ptr %arena6, align 4
+  store <16 x float> %acc3665, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum345, align 4
-  %sum345 = load float, ptr %conv1_bias_grad.sum345, align 4
+  store float %2, ptr %conv1_bias_grad.sum369, align 4
+  %sum369 = load float, ptr %conv1_bias_grad.sum369, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum345, %3
-  store float %4, ptr %conv1_bias_grad.sum346, align 4
-  %sum346 = load float, ptr %conv1_bias_grad.sum346, align 4
+  %4 = fadd float %sum369, %3
+  store float %4, ptr %conv1_bias_grad.sum370, align 4
+  %sum370 = load float, ptr %conv1_bias_grad.sum370, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum346, %5
-  store float %6, ptr %conv1_bias_grad.sum347, align 4
-  %sum347 = load float, ptr %conv1_bias_grad.sum347, align 4
+  %6 = fadd float %sum370, %5
+  store float %6, ptr %conv1_bias_grad.sum371, align 4
+  %sum371 = load float, ptr %conv1_bias_grad.sum371, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum347, %7
-  store float %8, ptr %conv1_bias_grad.sum348, align 4
-  %sum348 = load float, ptr %conv1_bias_grad.sum348, align 4
+  %8 = fadd float %sum371, %7
+  store float %8, ptr %conv1_bias_grad.sum372, align 4
+  %sum372 = load float, ptr %conv1_bias_grad.sum372, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum348, %9
-  store float %10, ptr %conv1_bias_grad.sum349, align 4
-  %sum349 = load float, ptr %conv1_bias_grad.sum349, align 4
+  %10 = fadd float %sum372, %9
+  store float %10, ptr %conv1_bias_grad.sum373, align 4
+  %sum373 = load float, ptr %conv1_bias_grad.sum373, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum349, %11
-  store float %12, ptr %conv1_bias_grad.sum350, align 4
-  %sum350 = load float, ptr %conv1_bias_grad.sum350, align 4
+  %12 = fadd float %sum373, %11
+  store float %12, ptr %conv1_bias_grad.sum374, align 4
+  %sum374 = load float, ptr %conv1_bias_grad.sum374, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum350, %13
-  store float %14, ptr %conv1_bias_grad.sum351, align 4
-  %sum351 = load float, ptr %conv1_bias_grad.sum351, align 4
+  %14 = fadd float %sum374, %13
+  store float %14, ptr %conv1_bias_grad.sum375, align 4
+  %sum375 = load float, ptr %conv1_bias_grad.sum375, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 8
   %15 = load float, ptr %arena15, align 4
-  %16 = fadd float %sum351, %15
-  store float %16, ptr %conv1_bias_grad.sum352, align 4
-  %sum352 = load float, ptr %conv1_bias_grad.sum352, align 4
+  %16 = fadd float %sum375, %15
+  store float %16, ptr %conv1_bias_grad.sum376, align 4
+  %sum376 = load float, ptr %conv1_bias_grad.sum376, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 9
   %17 = load float, ptr %arena16, align 4
-  %18 = fadd float %sum352, %17
-  store float %18, ptr %conv1_bias_grad.sum353, align 4
-  %sum353 = load float, ptr %conv1_bias_grad.sum353, align 4
+  %18 = fadd float %sum376, %17
+  store float %18, ptr %conv1_bias_grad.sum377, align 4
+  %sum377 = load float, ptr %conv1_bias_grad.sum377, align 4
   %arena17 = getelementptr inbounds float, ptr %arena, i64 10
   %19 = load float, ptr %arena17, align 4
-  %20 = fadd float %sum353, %19
-  store float %20, ptr %conv1_bias_grad.sum354, align 4
-  %sum354 = load float, ptr %conv1_bias_grad.sum354, align 4
+  %20 = fadd float %sum377, %19
+  store float %20, ptr %conv1_bias_grad.sum378, align 4
+  %sum378 = load float, ptr %conv1_bias_grad.sum378, align 4
   %arena18 = getelementptr inbounds float, ptr %arena, i64 11
   %21 = load float, ptr %arena18, align 4
-  %22 = fadd float %sum354, %21
-  store float %22, ptr %conv1_bias_grad.sum355, align 4
-  %sum355 = load float, ptr %conv1_bias_grad.sum355, align 4
+  %22 = fadd float %sum378, %21
+  store float %22, ptr %conv1_bias_grad.sum379, align 4
+  %sum379 = load float, ptr %conv1_bias_grad.sum379, align 4
   %arena19 = getelementptr inbounds float, ptr %arena, i64 12
   %23 = load float, ptr %arena19, align 4
-  %24 = fadd float %sum355, %23
-  store float %24, ptr %conv1_bias_grad.sum356, align 4
-  %sum356 = load float, ptr %conv1_bias_grad.sum356, align 4
+  %24 = fadd float %sum379, %23
+  store float %24, ptr %conv1_bias_grad.sum380, align 4
+  %sum380 = load float, ptr %conv1_bias_grad.sum380, align 4
   %arena20 = getelementptr inbounds float, ptr %arena, i64 13
   %25 = load float, ptr %arena20, align 4
-  %26 = fadd float %sum356, %25
-  store float %26, ptr %conv1_bias_grad.sum357, align 4
-  %sum357 = load float, ptr %conv1_bias_grad.sum357, align 4
+  %26 = fadd float %sum380, %25
+  store float %26, ptr %conv1_bias_grad.sum381, align 4
+  %sum381 = load float, ptr %conv1_bias_grad.sum381, align 4
   %arena21 = getelementptr inbounds float, ptr %arena, i64 14
   %27 = load float, ptr %arena21, align 4
-  %28 = fadd float %sum357, %27
-  store float %28, ptr %conv1_bias_grad.sum358, align 4
-  %sum358 = load float, ptr %conv1_bias_grad.sum358, align 4
+  %28 = fadd float %sum381, %27
+  store float %28, ptr %conv1_bias_grad.sum382, align 4
+  %sum382 = load float, ptr %conv1_bias_grad.sum382, align 4
   %arena22 = getelementptr inbounds float, ptr %arena, i64 15
   %29 = load float, ptr %arena22, align 4
-  %30 = fadd float %sum358, %29
-  store float %30, ptr %conv1_bias_grad.sum359, align 4
-  %sum359 = load float, ptr %conv1_bias_grad.sum359, align 4
-  %31 = add nsw i64 288, %conv1_bias_grad.f3411
+  %30 = fadd float %sum382, %29
+  store float %30, ptr %conv1_bias_grad.sum383, align 4
+  %sum383 = load float, ptr %conv1_bias_grad.sum383, align 4
+  %31 = add nsw i64 288, %conv1_bias_grad.f3651
   %grads23 = getelementptr inbounds float, ptr %grads, i64 %31
-  store float %sum359, ptr %grads23, align 4
-  %f341.next = add nsw i64 %conv1_bias_grad.f3411, 1
-  %32 = icmp slt i64 %f341.next, 32
-  br i1 %32, label %conv1_bias_grad.f341, label %conv1_bias_grad.f341.end
+  store float %sum383, ptr %grads23, align 4
+  %f365.next = add nsw i64 %conv1_bias_grad.f3651, 1
+  %32 = icmp slt i64 %f365.next, 32
+  br i1 %32, label %conv1_bias_grad.f365, label %conv1_bias_grad.f365.end
 
-conv1_bias_grad.i344:                             ; preds = %conv1_bias_grad.i344, %conv1_bias_grad.img343
-  %conv1_bias_grad.i3443 = phi i64 [ 0, %conv1_bias_grad.img343 ], [ %i344.next, %conv1_bias_grad.i344 ]
-  %33 = mul nsw i64 %conv1_bias_grad.img3432, 25088
+conv1_bias_grad.i368:                             ; preds = %conv1_bias_grad.i368, %conv1_bias_grad.img367
+  %conv1_bias_grad.i3683 = phi i64 [ 0, %conv1_bias_grad.img367 ], [ %i368.next, %conv1_bias_grad.i368 ]
+  %33 = mul nsw i64 %conv1_bias_grad.img3672, 25088
   %34 = add nsw i64 1221264, %33
-  %35 = mul nsw i64 %conv1_bias_grad.f3411, 784
+  %35 = mul nsw i64 %conv1_bias_grad.f3651, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %conv1_bias_grad.i3443, 16
+  %37 = mul nsw i64 %conv1_bias_grad.i3683, 16
   %38 = add nsw i64 %36, %37
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <16 x float>, ptr %arena4, align 4
-  %acc342 = load <16 x float>, ptr %conv1_bias_grad.acc342, align 64
-  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc342)
-  store <16 x float> %40, ptr %conv1_bias_grad.acc342, align 64
-  %i344.next = add nsw i64 %conv1_bias_grad.i3443, 1
-  %41 = icmp slt i64 %i344.next, 49
-  br i1 %41, label %conv1_bias_grad.i344, label %conv1_bias_grad.i344.end
+  %acc366 = load <16 x float>, ptr %conv1_bias_grad.acc366, align 64
+  %40 = call <16 x float> @llvm.fma.v16f32(<16 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <16 x float> %39, <16 x float> %acc366)
+  store <16 x float> %40, ptr %conv1_bias_grad.acc366, align 64
+  %i368.next = add nsw i64 %conv1_bias_grad.i3683, 1
+  %41 = icmp slt i64 %i368.next, 49
+  br i1 %41, label %conv1_bias_grad.i368, label %conv1_bias_grad.i368.end
 
-conv1_bias_grad.i344.end:                         ; preds = %conv1_bias_grad.i344
-  %img343.next = add nsw i64 %conv1_bias_grad.img3432, 1
-  %42 = icmp slt i64 %img343.next, 64
-  br i1 %42, label %conv1_bias_grad.img343, label %conv1_bias_grad.img343.end
+conv1_bias_grad.i368.end:                         ; preds = %conv1_bias_grad.i368
+  %img367.next = add nsw i64 %conv1_bias_grad.img3672, 1
+  %42 = icmp slt i64 %img367.next, 64
+  br i1 %42, label %conv1_bias_grad.img367, label %conv1_bias_grad.img367.end
 }
 
 ; Function Attrs: noinline
@@ -12858,39 +12858,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt361 = alloca float, align 4
-  %adam.step_size360 = alloca float, align 4
+  %adam.bc2_sqrt385 = alloca float, align 4
+  %adam.step_size384 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size360, align 4
+  store float %4, ptr %adam.step_size384, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt361, align 4
-  br label %adam.i362
+  store float %9, ptr %adam.bc2_sqrt385, align 4
+  br label %adam.i386
 
-adam.i362:                                        ; preds = %adam.i362, %entry
-  %adam.i3621 = phi i64 [ 0, %entry ], [ %i362.next, %adam.i362 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3621
+adam.i386:                                        ; preds = %adam.i386, %entry
+  %adam.i3861 = phi i64 [ 0, %entry ], [ %i386.next, %adam.i386 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3861
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3621
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3861
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3621
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3861
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3621
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3861
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -12900,30 +12900,30 @@ adam.i362:                                        ; preds = %adam.i362, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3621
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3861
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3621
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3861
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3621
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3861
   %23 = load float, ptr %params10, align 4
-  %step_size360 = load float, ptr %adam.step_size360, align 4
+  %step_size384 = load float, ptr %adam.step_size384, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size360, %m_new11
+  %24 = fmul float %step_size384, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt361 = load float, ptr %adam.bc2_sqrt361, align 4
-  %26 = fdiv float %25, %bc2_sqrt361
+  %bc2_sqrt385 = load float, ptr %adam.bc2_sqrt385, align 4
+  %26 = fdiv float %25, %bc2_sqrt385
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3621
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3861
   store float %29, ptr %params13, align 4
-  %i362.next = add nsw i64 %adam.i3621, 1
-  %30 = icmp slt i64 %i362.next, 421642
-  br i1 %30, label %adam.i362, label %adam.i362.end
+  %i386.next = add nsw i64 %adam.i3861, 1
+  %30 = icmp slt i64 %i386.next, 421642
+  br i1 %30, label %adam.i386, label %adam.i386.end
 
-adam.i362.end:                                    ; preds = %adam.i362
+adam.i386.end:                                    ; preds = %adam.i386
   ret void
 }
 

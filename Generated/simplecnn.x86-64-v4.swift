@@ -18,13 +18,6 @@ typealias SgemmFunction = @convention(c) (Int32, Int32, Int32, Int32, Int32, Int
 /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
 let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
-/// The splitmix64 finaliser (the dropout RNG).
-@inline(__always) func mix(_ z0: UInt64) -> UInt64 {
-  var z = (z0 ^ (z0 >> 30)) &* 0xbf58_476d_1ce4_e5b9
-  z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-  return z ^ (z >> 31)
-}
-
 /// One vector register of the target.
 typealias Vector = SIMD16<Float>
 
@@ -972,820 +965,844 @@ public func simplecnn_train_b64(
     }
   }
   // drop = dropout(fc1)
-  for i147 in 0..<8192 {
-    arena[(1212416 +% i147)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i147) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 +% i147)] * Float(2)) : Float(0))
+  let z147: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z148: UInt64 = ((z147 ^ (z147 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z149: UInt64 = ((z148 ^ (z148 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z150: UInt64 = (z149 ^ (z149 >> 31))
+  let z151: UInt64 = (z150 &+ UInt64(bitPattern: step))
+  let z152: UInt64 = ((z151 ^ (z151 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z153: UInt64 = ((z152 ^ (z152 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z154: UInt64 = (z153 ^ (z153 >> 31))
+  for i155 in 0..<8192 {
+    let z156: UInt64 = (z154 &+ (UInt64(bitPattern: Int64(i155)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z157: UInt64 = ((z156 ^ (z156 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z158: UInt64 = ((z157 ^ (z157 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z159: UInt64 = (z158 ^ (z158 >> 31))
+    arena[(1212416 +% i155)] = ((z159 >> 40) >= 0x800000 as UInt64 ? (arena[(1204224 +% i155)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n148 in 0..<64 {
-    do {  // 16 lanes at a time over u149
-      var u149 = 0
-      while u149 < 10 {
-        arena[((1220608 +% (n148 *% 10)) +% u149)] = (arena[((1220608 +% (n148 *% 10)) +% u149)] + params[(421632 +% u149)])
-        u149 &+= 1
+  for n160 in 0..<64 {
+    do {  // 16 lanes at a time over u161
+      var u161 = 0
+      while u161 < 10 {
+        arena[((1220608 +% (n160 *% 10)) +% u161)] = (arena[((1220608 +% (n160 *% 10)) +% u161)] + params[(421632 +% u161)])
+        u161 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total150: Float = Float(0)
-  for n151 in 0..<64 {
-    var m152: Float = arena[(1220608 +% (n151 *% 10))]
-    for k154 in 0..<10 {
-      m152 = { let x = m152, y = arena[((1220608 +% (n151 *% 10)) +% k154)]; return y > x ? y : x }()
+  var total162: Float = Float(0)
+  for n163 in 0..<64 {
+    var m164: Float = arena[(1220608 +% (n163 *% 10))]
+    for k166 in 0..<10 {
+      m164 = { let x = m164, y = arena[((1220608 +% (n163 *% 10)) +% k166)]; return y > x ? y : x }()
     }
-    var s153: Float = Float(0)
-    for k155 in 0..<10 {
-      s153 = (s153 + expf((arena[((1220608 +% (n151 *% 10)) +% k155)] - m152)))
+    var s165: Float = Float(0)
+    for k167 in 0..<10 {
+      s165 = (s165 + expf((arena[((1220608 +% (n163 *% 10)) +% k167)] - m164)))
     }
-    total150 = (total150 + ((m152 + logf(s153)) - arena[((1220608 +% (n151 *% 10)) +% Int(labels[n151]))]))
+    total162 = (total162 + ((m164 + logf(s165)) - arena[((1220608 +% (n163 *% 10)) +% Int(labels[n163]))]))
   }
-  arena[1221248] = (total150 / Float(64))
+  arena[1221248] = (total162 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n156 in 0..<64 {
-    var m157: Float = arena[(1220608 +% (n156 *% 10))]
-    for k159 in 0..<10 {
-      m157 = { let x = m157, y = arena[((1220608 +% (n156 *% 10)) +% k159)]; return y > x ? y : x }()
+  for n168 in 0..<64 {
+    var m169: Float = arena[(1220608 +% (n168 *% 10))]
+    for k171 in 0..<10 {
+      m169 = { let x = m169, y = arena[((1220608 +% (n168 *% 10)) +% k171)]; return y > x ? y : x }()
     }
-    var s158: Float = Float(0)
-    for k160 in 0..<10 {
-      s158 = (s158 + expf((arena[((1220608 +% (n156 *% 10)) +% k160)] - m157)))
+    var s170: Float = Float(0)
+    for k172 in 0..<10 {
+      s170 = (s170 + expf((arena[((1220608 +% (n168 *% 10)) +% k172)] - m169)))
     }
-    for k161 in 0..<10 {
-      arena[((1221264 +% (n156 *% 10)) +% k161)] = ((k161 == Int(labels[n156]) ? ((expf((arena[((1220608 +% (n156 *% 10)) +% k161)] - m157)) / s158) - Float(1)) : (expf((arena[((1220608 +% (n156 *% 10)) +% k161)] - m157)) / s158)) / Float(64))
+    for k173 in 0..<10 {
+      arena[((1221264 +% (n168 *% 10)) +% k173)] = ((k173 == Int(labels[n168]) ? ((expf((arena[((1220608 +% (n168 *% 10)) +% k173)] - m169)) / s170) - Float(1)) : (expf((arena[((1220608 +% (n168 *% 10)) +% k173)] - m169)) / s170)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u162 in 0..<10 {
-    var acc163: Float = Float(0)
-    for n164 in 0..<64 {
-      acc163 = (acc163 + arena[((1221264 +% (n164 *% 10)) +% u162)])
+  for u174 in 0..<10 {
+    var acc175: Float = Float(0)
+    for n176 in 0..<64 {
+      acc175 = (acc175 + arena[((1221264 +% (n176 *% 10)) +% u174)])
     }
-    grads[(421632 +% u162)] = acc163
+    grads[(421632 +% u174)] = acc175
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i165 in 0..<8192 {
-    arena[(1230096 +% i165)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i165) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 +% i165)] * Float(2)) : Float(0))
+  let z177: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z178: UInt64 = ((z177 ^ (z177 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z179: UInt64 = ((z178 ^ (z178 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z180: UInt64 = (z179 ^ (z179 >> 31))
+  let z181: UInt64 = (z180 &+ UInt64(bitPattern: step))
+  let z182: UInt64 = ((z181 ^ (z181 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z183: UInt64 = ((z182 ^ (z182 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z184: UInt64 = (z183 ^ (z183 >> 31))
+  for i185 in 0..<8192 {
+    let z186: UInt64 = (z184 &+ (UInt64(bitPattern: Int64(i185)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z187: UInt64 = ((z186 ^ (z186 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z188: UInt64 = ((z187 ^ (z187 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z189: UInt64 = (z188 ^ (z188 >> 31))
+    arena[(1230096 +% i185)] = ((z189 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i185)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 16 lanes at a time over i166
-    var i166 = 0
-    while i166 &+ 16 <= 8192 {
-      storeVector(arena, 1212416 &+ i166, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1230096 &+ i166), where: loadVector(arena, 1204224 &+ i166) .> Vector(repeating: Float(0))))
-      i166 &+= 16
+  do {  // 16 lanes at a time over i190
+    var i190 = 0
+    while i190 &+ 16 <= 8192 {
+      storeVector(arena, 1212416 &+ i190, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1230096 &+ i190), where: loadVector(arena, 1204224 &+ i190) .> Vector(repeating: Float(0))))
+      i190 &+= 16
     }
-    while i166 < 8192 {
-      arena[(1212416 +% i166)] = (arena[(1204224 +% i166)] > Float(0) ? arena[(1230096 +% i166)] : Float(0))
-      i166 &+= 1
+    while i190 < 8192 {
+      arena[(1212416 +% i190)] = (arena[(1204224 +% i190)] > Float(0) ? arena[(1230096 +% i190)] : Float(0))
+      i190 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm173
-    for nb167 in 0..<49 {
-      for mb168 in 0..<21 {
-        var t169_c0_0 = Vector()
-        var t169_c0_1 = Vector()
-        var t169_c0_2 = Vector()
-        var t169_c0_3 = Vector()
-        var t169_c1_0 = Vector()
-        var t169_c1_1 = Vector()
-        var t169_c1_2 = Vector()
-        var t169_c1_3 = Vector()
-        var t169_c2_0 = Vector()
-        var t169_c2_1 = Vector()
-        var t169_c2_2 = Vector()
-        var t169_c2_3 = Vector()
-        var t169_c3_0 = Vector()
-        var t169_c3_1 = Vector()
-        var t169_c3_2 = Vector()
-        var t169_c3_3 = Vector()
-        var t169_c4_0 = Vector()
-        var t169_c4_1 = Vector()
-        var t169_c4_2 = Vector()
-        var t169_c4_3 = Vector()
-        var t169_c5_0 = Vector()
-        var t169_c5_1 = Vector()
-        var t169_c5_2 = Vector()
-        var t169_c5_3 = Vector()
-        for k170 in 0..<64 {
-          let t169_b0 = loadVector(arena, ((802816 +% (k170 *% 3136)) +% (nb167 *% 64)))
-          let t169_b1 = loadVector(arena, (((802816 +% (k170 *% 3136)) +% (nb167 *% 64)) +% 16))
-          let t169_b2 = loadVector(arena, (((802816 +% (k170 *% 3136)) +% (nb167 *% 64)) +% 32))
-          let t169_b3 = loadVector(arena, (((802816 +% (k170 *% 3136)) +% (nb167 *% 64)) +% 48))
-          let t169_a0 = Vector(repeating: arena[((1212416 +% (mb168 *% 6)) +% (k170 *% 128))])
-          t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
-          t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
-          t169_c0_2 = t169_c0_2.addingProduct(t169_a0, t169_b2)
-          t169_c0_3 = t169_c0_3.addingProduct(t169_a0, t169_b3)
-          let t169_a1 = Vector(repeating: arena[((1212416 +% ((mb168 *% 6) +% 1)) +% (k170 *% 128))])
-          t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
-          t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
-          t169_c1_2 = t169_c1_2.addingProduct(t169_a1, t169_b2)
-          t169_c1_3 = t169_c1_3.addingProduct(t169_a1, t169_b3)
-          let t169_a2 = Vector(repeating: arena[((1212416 +% ((mb168 *% 6) +% 2)) +% (k170 *% 128))])
-          t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
-          t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
-          t169_c2_2 = t169_c2_2.addingProduct(t169_a2, t169_b2)
-          t169_c2_3 = t169_c2_3.addingProduct(t169_a2, t169_b3)
-          let t169_a3 = Vector(repeating: arena[((1212416 +% ((mb168 *% 6) +% 3)) +% (k170 *% 128))])
-          t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
-          t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
-          t169_c3_2 = t169_c3_2.addingProduct(t169_a3, t169_b2)
-          t169_c3_3 = t169_c3_3.addingProduct(t169_a3, t169_b3)
-          let t169_a4 = Vector(repeating: arena[((1212416 +% ((mb168 *% 6) +% 4)) +% (k170 *% 128))])
-          t169_c4_0 = t169_c4_0.addingProduct(t169_a4, t169_b0)
-          t169_c4_1 = t169_c4_1.addingProduct(t169_a4, t169_b1)
-          t169_c4_2 = t169_c4_2.addingProduct(t169_a4, t169_b2)
-          t169_c4_3 = t169_c4_3.addingProduct(t169_a4, t169_b3)
-          let t169_a5 = Vector(repeating: arena[((1212416 +% ((mb168 *% 6) +% 5)) +% (k170 *% 128))])
-          t169_c5_0 = t169_c5_0.addingProduct(t169_a5, t169_b0)
-          t169_c5_1 = t169_c5_1.addingProduct(t169_a5, t169_b1)
-          t169_c5_2 = t169_c5_2.addingProduct(t169_a5, t169_b2)
-          t169_c5_3 = t169_c5_3.addingProduct(t169_a5, t169_b3)
+  do {  // gemm197
+    for nb191 in 0..<49 {
+      for mb192 in 0..<21 {
+        var t193_c0_0 = Vector()
+        var t193_c0_1 = Vector()
+        var t193_c0_2 = Vector()
+        var t193_c0_3 = Vector()
+        var t193_c1_0 = Vector()
+        var t193_c1_1 = Vector()
+        var t193_c1_2 = Vector()
+        var t193_c1_3 = Vector()
+        var t193_c2_0 = Vector()
+        var t193_c2_1 = Vector()
+        var t193_c2_2 = Vector()
+        var t193_c2_3 = Vector()
+        var t193_c3_0 = Vector()
+        var t193_c3_1 = Vector()
+        var t193_c3_2 = Vector()
+        var t193_c3_3 = Vector()
+        var t193_c4_0 = Vector()
+        var t193_c4_1 = Vector()
+        var t193_c4_2 = Vector()
+        var t193_c4_3 = Vector()
+        var t193_c5_0 = Vector()
+        var t193_c5_1 = Vector()
+        var t193_c5_2 = Vector()
+        var t193_c5_3 = Vector()
+        for k194 in 0..<64 {
+          let t193_b0 = loadVector(arena, ((802816 +% (k194 *% 3136)) +% (nb191 *% 64)))
+          let t193_b1 = loadVector(arena, (((802816 +% (k194 *% 3136)) +% (nb191 *% 64)) +% 16))
+          let t193_b2 = loadVector(arena, (((802816 +% (k194 *% 3136)) +% (nb191 *% 64)) +% 32))
+          let t193_b3 = loadVector(arena, (((802816 +% (k194 *% 3136)) +% (nb191 *% 64)) +% 48))
+          let t193_a0 = Vector(repeating: arena[((1212416 +% (mb192 *% 6)) +% (k194 *% 128))])
+          t193_c0_0 = t193_c0_0.addingProduct(t193_a0, t193_b0)
+          t193_c0_1 = t193_c0_1.addingProduct(t193_a0, t193_b1)
+          t193_c0_2 = t193_c0_2.addingProduct(t193_a0, t193_b2)
+          t193_c0_3 = t193_c0_3.addingProduct(t193_a0, t193_b3)
+          let t193_a1 = Vector(repeating: arena[((1212416 +% ((mb192 *% 6) +% 1)) +% (k194 *% 128))])
+          t193_c1_0 = t193_c1_0.addingProduct(t193_a1, t193_b0)
+          t193_c1_1 = t193_c1_1.addingProduct(t193_a1, t193_b1)
+          t193_c1_2 = t193_c1_2.addingProduct(t193_a1, t193_b2)
+          t193_c1_3 = t193_c1_3.addingProduct(t193_a1, t193_b3)
+          let t193_a2 = Vector(repeating: arena[((1212416 +% ((mb192 *% 6) +% 2)) +% (k194 *% 128))])
+          t193_c2_0 = t193_c2_0.addingProduct(t193_a2, t193_b0)
+          t193_c2_1 = t193_c2_1.addingProduct(t193_a2, t193_b1)
+          t193_c2_2 = t193_c2_2.addingProduct(t193_a2, t193_b2)
+          t193_c2_3 = t193_c2_3.addingProduct(t193_a2, t193_b3)
+          let t193_a3 = Vector(repeating: arena[((1212416 +% ((mb192 *% 6) +% 3)) +% (k194 *% 128))])
+          t193_c3_0 = t193_c3_0.addingProduct(t193_a3, t193_b0)
+          t193_c3_1 = t193_c3_1.addingProduct(t193_a3, t193_b1)
+          t193_c3_2 = t193_c3_2.addingProduct(t193_a3, t193_b2)
+          t193_c3_3 = t193_c3_3.addingProduct(t193_a3, t193_b3)
+          let t193_a4 = Vector(repeating: arena[((1212416 +% ((mb192 *% 6) +% 4)) +% (k194 *% 128))])
+          t193_c4_0 = t193_c4_0.addingProduct(t193_a4, t193_b0)
+          t193_c4_1 = t193_c4_1.addingProduct(t193_a4, t193_b1)
+          t193_c4_2 = t193_c4_2.addingProduct(t193_a4, t193_b2)
+          t193_c4_3 = t193_c4_3.addingProduct(t193_a4, t193_b3)
+          let t193_a5 = Vector(repeating: arena[((1212416 +% ((mb192 *% 6) +% 5)) +% (k194 *% 128))])
+          t193_c5_0 = t193_c5_0.addingProduct(t193_a5, t193_b0)
+          t193_c5_1 = t193_c5_1.addingProduct(t193_a5, t193_b1)
+          t193_c5_2 = t193_c5_2.addingProduct(t193_a5, t193_b2)
+          t193_c5_3 = t193_c5_3.addingProduct(t193_a5, t193_b3)
         }
-        storeVector(grads, ((18816 +% ((mb168 *% 6) *% 3136)) +% (nb167 *% 64)), t169_c0_0)
-        storeVector(grads, (((18816 +% ((mb168 *% 6) *% 3136)) +% (nb167 *% 64)) +% 16), t169_c0_1)
-        storeVector(grads, (((18816 +% ((mb168 *% 6) *% 3136)) +% (nb167 *% 64)) +% 32), t169_c0_2)
-        storeVector(grads, (((18816 +% ((mb168 *% 6) *% 3136)) +% (nb167 *% 64)) +% 48), t169_c0_3)
-        storeVector(grads, ((18816 +% (((mb168 *% 6) +% 1) *% 3136)) +% (nb167 *% 64)), t169_c1_0)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 1) *% 3136)) +% (nb167 *% 64)) +% 16), t169_c1_1)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 1) *% 3136)) +% (nb167 *% 64)) +% 32), t169_c1_2)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 1) *% 3136)) +% (nb167 *% 64)) +% 48), t169_c1_3)
-        storeVector(grads, ((18816 +% (((mb168 *% 6) +% 2) *% 3136)) +% (nb167 *% 64)), t169_c2_0)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 2) *% 3136)) +% (nb167 *% 64)) +% 16), t169_c2_1)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 2) *% 3136)) +% (nb167 *% 64)) +% 32), t169_c2_2)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 2) *% 3136)) +% (nb167 *% 64)) +% 48), t169_c2_3)
-        storeVector(grads, ((18816 +% (((mb168 *% 6) +% 3) *% 3136)) +% (nb167 *% 64)), t169_c3_0)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 3) *% 3136)) +% (nb167 *% 64)) +% 16), t169_c3_1)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 3) *% 3136)) +% (nb167 *% 64)) +% 32), t169_c3_2)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 3) *% 3136)) +% (nb167 *% 64)) +% 48), t169_c3_3)
-        storeVector(grads, ((18816 +% (((mb168 *% 6) +% 4) *% 3136)) +% (nb167 *% 64)), t169_c4_0)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 4) *% 3136)) +% (nb167 *% 64)) +% 16), t169_c4_1)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 4) *% 3136)) +% (nb167 *% 64)) +% 32), t169_c4_2)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 4) *% 3136)) +% (nb167 *% 64)) +% 48), t169_c4_3)
-        storeVector(grads, ((18816 +% (((mb168 *% 6) +% 5) *% 3136)) +% (nb167 *% 64)), t169_c5_0)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 5) *% 3136)) +% (nb167 *% 64)) +% 16), t169_c5_1)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 5) *% 3136)) +% (nb167 *% 64)) +% 32), t169_c5_2)
-        storeVector(grads, (((18816 +% (((mb168 *% 6) +% 5) *% 3136)) +% (nb167 *% 64)) +% 48), t169_c5_3)
+        storeVector(grads, ((18816 +% ((mb192 *% 6) *% 3136)) +% (nb191 *% 64)), t193_c0_0)
+        storeVector(grads, (((18816 +% ((mb192 *% 6) *% 3136)) +% (nb191 *% 64)) +% 16), t193_c0_1)
+        storeVector(grads, (((18816 +% ((mb192 *% 6) *% 3136)) +% (nb191 *% 64)) +% 32), t193_c0_2)
+        storeVector(grads, (((18816 +% ((mb192 *% 6) *% 3136)) +% (nb191 *% 64)) +% 48), t193_c0_3)
+        storeVector(grads, ((18816 +% (((mb192 *% 6) +% 1) *% 3136)) +% (nb191 *% 64)), t193_c1_0)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 1) *% 3136)) +% (nb191 *% 64)) +% 16), t193_c1_1)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 1) *% 3136)) +% (nb191 *% 64)) +% 32), t193_c1_2)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 1) *% 3136)) +% (nb191 *% 64)) +% 48), t193_c1_3)
+        storeVector(grads, ((18816 +% (((mb192 *% 6) +% 2) *% 3136)) +% (nb191 *% 64)), t193_c2_0)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 2) *% 3136)) +% (nb191 *% 64)) +% 16), t193_c2_1)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 2) *% 3136)) +% (nb191 *% 64)) +% 32), t193_c2_2)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 2) *% 3136)) +% (nb191 *% 64)) +% 48), t193_c2_3)
+        storeVector(grads, ((18816 +% (((mb192 *% 6) +% 3) *% 3136)) +% (nb191 *% 64)), t193_c3_0)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 3) *% 3136)) +% (nb191 *% 64)) +% 16), t193_c3_1)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 3) *% 3136)) +% (nb191 *% 64)) +% 32), t193_c3_2)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 3) *% 3136)) +% (nb191 *% 64)) +% 48), t193_c3_3)
+        storeVector(grads, ((18816 +% (((mb192 *% 6) +% 4) *% 3136)) +% (nb191 *% 64)), t193_c4_0)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 4) *% 3136)) +% (nb191 *% 64)) +% 16), t193_c4_1)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 4) *% 3136)) +% (nb191 *% 64)) +% 32), t193_c4_2)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 4) *% 3136)) +% (nb191 *% 64)) +% 48), t193_c4_3)
+        storeVector(grads, ((18816 +% (((mb192 *% 6) +% 5) *% 3136)) +% (nb191 *% 64)), t193_c5_0)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 5) *% 3136)) +% (nb191 *% 64)) +% 16), t193_c5_1)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 5) *% 3136)) +% (nb191 *% 64)) +% 32), t193_c5_2)
+        storeVector(grads, (((18816 +% (((mb192 *% 6) +% 5) *% 3136)) +% (nb191 *% 64)) +% 48), t193_c5_3)
       }
-      var t171_c0_0 = Vector()
-      var t171_c0_1 = Vector()
-      var t171_c0_2 = Vector()
-      var t171_c0_3 = Vector()
-      var t171_c1_0 = Vector()
-      var t171_c1_1 = Vector()
-      var t171_c1_2 = Vector()
-      var t171_c1_3 = Vector()
-      for k172 in 0..<64 {
-        let t171_b0 = loadVector(arena, ((802816 +% (k172 *% 3136)) +% (nb167 *% 64)))
-        let t171_b1 = loadVector(arena, (((802816 +% (k172 *% 3136)) +% (nb167 *% 64)) +% 16))
-        let t171_b2 = loadVector(arena, (((802816 +% (k172 *% 3136)) +% (nb167 *% 64)) +% 32))
-        let t171_b3 = loadVector(arena, (((802816 +% (k172 *% 3136)) +% (nb167 *% 64)) +% 48))
-        let t171_a0 = Vector(repeating: arena[(1212542 +% (k172 *% 128))])
-        t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-        t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-        t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-        t171_c0_3 = t171_c0_3.addingProduct(t171_a0, t171_b3)
-        let t171_a1 = Vector(repeating: arena[(1212543 +% (k172 *% 128))])
-        t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-        t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-        t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-        t171_c1_3 = t171_c1_3.addingProduct(t171_a1, t171_b3)
+      var t195_c0_0 = Vector()
+      var t195_c0_1 = Vector()
+      var t195_c0_2 = Vector()
+      var t195_c0_3 = Vector()
+      var t195_c1_0 = Vector()
+      var t195_c1_1 = Vector()
+      var t195_c1_2 = Vector()
+      var t195_c1_3 = Vector()
+      for k196 in 0..<64 {
+        let t195_b0 = loadVector(arena, ((802816 +% (k196 *% 3136)) +% (nb191 *% 64)))
+        let t195_b1 = loadVector(arena, (((802816 +% (k196 *% 3136)) +% (nb191 *% 64)) +% 16))
+        let t195_b2 = loadVector(arena, (((802816 +% (k196 *% 3136)) +% (nb191 *% 64)) +% 32))
+        let t195_b3 = loadVector(arena, (((802816 +% (k196 *% 3136)) +% (nb191 *% 64)) +% 48))
+        let t195_a0 = Vector(repeating: arena[(1212542 +% (k196 *% 128))])
+        t195_c0_0 = t195_c0_0.addingProduct(t195_a0, t195_b0)
+        t195_c0_1 = t195_c0_1.addingProduct(t195_a0, t195_b1)
+        t195_c0_2 = t195_c0_2.addingProduct(t195_a0, t195_b2)
+        t195_c0_3 = t195_c0_3.addingProduct(t195_a0, t195_b3)
+        let t195_a1 = Vector(repeating: arena[(1212543 +% (k196 *% 128))])
+        t195_c1_0 = t195_c1_0.addingProduct(t195_a1, t195_b0)
+        t195_c1_1 = t195_c1_1.addingProduct(t195_a1, t195_b1)
+        t195_c1_2 = t195_c1_2.addingProduct(t195_a1, t195_b2)
+        t195_c1_3 = t195_c1_3.addingProduct(t195_a1, t195_b3)
       }
-      storeVector(grads, (413952 +% (nb167 *% 64)), t171_c0_0)
-      storeVector(grads, ((413952 +% (nb167 *% 64)) +% 16), t171_c0_1)
-      storeVector(grads, ((413952 +% (nb167 *% 64)) +% 32), t171_c0_2)
-      storeVector(grads, ((413952 +% (nb167 *% 64)) +% 48), t171_c0_3)
-      storeVector(grads, (417088 +% (nb167 *% 64)), t171_c1_0)
-      storeVector(grads, ((417088 +% (nb167 *% 64)) +% 16), t171_c1_1)
-      storeVector(grads, ((417088 +% (nb167 *% 64)) +% 32), t171_c1_2)
-      storeVector(grads, ((417088 +% (nb167 *% 64)) +% 48), t171_c1_3)
+      storeVector(grads, (413952 +% (nb191 *% 64)), t195_c0_0)
+      storeVector(grads, ((413952 +% (nb191 *% 64)) +% 16), t195_c0_1)
+      storeVector(grads, ((413952 +% (nb191 *% 64)) +% 32), t195_c0_2)
+      storeVector(grads, ((413952 +% (nb191 *% 64)) +% 48), t195_c0_3)
+      storeVector(grads, (417088 +% (nb191 *% 64)), t195_c1_0)
+      storeVector(grads, ((417088 +% (nb191 *% 64)) +% 16), t195_c1_1)
+      storeVector(grads, ((417088 +% (nb191 *% 64)) +% 32), t195_c1_2)
+      storeVector(grads, ((417088 +% (nb191 *% 64)) +% 48), t195_c1_3)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u174 in 0..<128 {
-    var acc175: Float = Float(0)
-    for n176 in 0..<64 {
-      acc175 = (acc175 + arena[((1212416 +% (n176 *% 128)) +% u174)])
+  for u198 in 0..<128 {
+    var acc199: Float = Float(0)
+    for n200 in 0..<64 {
+      acc199 = (acc199 + arena[((1212416 +% (n200 *% 128)) +% u198)])
     }
-    grads[(420224 +% u174)] = acc175
+    grads[(420224 +% u198)] = acc199
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm183
-    for nb177 in 0..<49 {
-      for mb178 in 0..<10 {
-        var t179_c0_0 = Vector()
-        var t179_c0_1 = Vector()
-        var t179_c0_2 = Vector()
-        var t179_c0_3 = Vector()
-        var t179_c1_0 = Vector()
-        var t179_c1_1 = Vector()
-        var t179_c1_2 = Vector()
-        var t179_c1_3 = Vector()
-        var t179_c2_0 = Vector()
-        var t179_c2_1 = Vector()
-        var t179_c2_2 = Vector()
-        var t179_c2_3 = Vector()
-        var t179_c3_0 = Vector()
-        var t179_c3_1 = Vector()
-        var t179_c3_2 = Vector()
-        var t179_c3_3 = Vector()
-        var t179_c4_0 = Vector()
-        var t179_c4_1 = Vector()
-        var t179_c4_2 = Vector()
-        var t179_c4_3 = Vector()
-        var t179_c5_0 = Vector()
-        var t179_c5_1 = Vector()
-        var t179_c5_2 = Vector()
-        var t179_c5_3 = Vector()
-        for k180 in 0..<128 {
-          let t179_b0 = loadVector(params, ((18816 +% (k180 *% 3136)) +% (nb177 *% 64)))
-          let t179_b1 = loadVector(params, (((18816 +% (k180 *% 3136)) +% (nb177 *% 64)) +% 16))
-          let t179_b2 = loadVector(params, (((18816 +% (k180 *% 3136)) +% (nb177 *% 64)) +% 32))
-          let t179_b3 = loadVector(params, (((18816 +% (k180 *% 3136)) +% (nb177 *% 64)) +% 48))
-          let t179_a0 = Vector(repeating: arena[((1212416 +% ((mb178 *% 6) *% 128)) +% k180)])
-          t179_c0_0 = t179_c0_0.addingProduct(t179_a0, t179_b0)
-          t179_c0_1 = t179_c0_1.addingProduct(t179_a0, t179_b1)
-          t179_c0_2 = t179_c0_2.addingProduct(t179_a0, t179_b2)
-          t179_c0_3 = t179_c0_3.addingProduct(t179_a0, t179_b3)
-          let t179_a1 = Vector(repeating: arena[((1212416 +% (((mb178 *% 6) +% 1) *% 128)) +% k180)])
-          t179_c1_0 = t179_c1_0.addingProduct(t179_a1, t179_b0)
-          t179_c1_1 = t179_c1_1.addingProduct(t179_a1, t179_b1)
-          t179_c1_2 = t179_c1_2.addingProduct(t179_a1, t179_b2)
-          t179_c1_3 = t179_c1_3.addingProduct(t179_a1, t179_b3)
-          let t179_a2 = Vector(repeating: arena[((1212416 +% (((mb178 *% 6) +% 2) *% 128)) +% k180)])
-          t179_c2_0 = t179_c2_0.addingProduct(t179_a2, t179_b0)
-          t179_c2_1 = t179_c2_1.addingProduct(t179_a2, t179_b1)
-          t179_c2_2 = t179_c2_2.addingProduct(t179_a2, t179_b2)
-          t179_c2_3 = t179_c2_3.addingProduct(t179_a2, t179_b3)
-          let t179_a3 = Vector(repeating: arena[((1212416 +% (((mb178 *% 6) +% 3) *% 128)) +% k180)])
-          t179_c3_0 = t179_c3_0.addingProduct(t179_a3, t179_b0)
-          t179_c3_1 = t179_c3_1.addingProduct(t179_a3, t179_b1)
-          t179_c3_2 = t179_c3_2.addingProduct(t179_a3, t179_b2)
-          t179_c3_3 = t179_c3_3.addingProduct(t179_a3, t179_b3)
-          let t179_a4 = Vector(repeating: arena[((1212416 +% (((mb178 *% 6) +% 4) *% 128)) +% k180)])
-          t179_c4_0 = t179_c4_0.addingProduct(t179_a4, t179_b0)
-          t179_c4_1 = t179_c4_1.addingProduct(t179_a4, t179_b1)
-          t179_c4_2 = t179_c4_2.addingProduct(t179_a4, t179_b2)
-          t179_c4_3 = t179_c4_3.addingProduct(t179_a4, t179_b3)
-          let t179_a5 = Vector(repeating: arena[((1212416 +% (((mb178 *% 6) +% 5) *% 128)) +% k180)])
-          t179_c5_0 = t179_c5_0.addingProduct(t179_a5, t179_b0)
-          t179_c5_1 = t179_c5_1.addingProduct(t179_a5, t179_b1)
-          t179_c5_2 = t179_c5_2.addingProduct(t179_a5, t179_b2)
-          t179_c5_3 = t179_c5_3.addingProduct(t179_a5, t179_b3)
+  do {  // gemm207
+    for nb201 in 0..<49 {
+      for mb202 in 0..<10 {
+        var t203_c0_0 = Vector()
+        var t203_c0_1 = Vector()
+        var t203_c0_2 = Vector()
+        var t203_c0_3 = Vector()
+        var t203_c1_0 = Vector()
+        var t203_c1_1 = Vector()
+        var t203_c1_2 = Vector()
+        var t203_c1_3 = Vector()
+        var t203_c2_0 = Vector()
+        var t203_c2_1 = Vector()
+        var t203_c2_2 = Vector()
+        var t203_c2_3 = Vector()
+        var t203_c3_0 = Vector()
+        var t203_c3_1 = Vector()
+        var t203_c3_2 = Vector()
+        var t203_c3_3 = Vector()
+        var t203_c4_0 = Vector()
+        var t203_c4_1 = Vector()
+        var t203_c4_2 = Vector()
+        var t203_c4_3 = Vector()
+        var t203_c5_0 = Vector()
+        var t203_c5_1 = Vector()
+        var t203_c5_2 = Vector()
+        var t203_c5_3 = Vector()
+        for k204 in 0..<128 {
+          let t203_b0 = loadVector(params, ((18816 +% (k204 *% 3136)) +% (nb201 *% 64)))
+          let t203_b1 = loadVector(params, (((18816 +% (k204 *% 3136)) +% (nb201 *% 64)) +% 16))
+          let t203_b2 = loadVector(params, (((18816 +% (k204 *% 3136)) +% (nb201 *% 64)) +% 32))
+          let t203_b3 = loadVector(params, (((18816 +% (k204 *% 3136)) +% (nb201 *% 64)) +% 48))
+          let t203_a0 = Vector(repeating: arena[((1212416 +% ((mb202 *% 6) *% 128)) +% k204)])
+          t203_c0_0 = t203_c0_0.addingProduct(t203_a0, t203_b0)
+          t203_c0_1 = t203_c0_1.addingProduct(t203_a0, t203_b1)
+          t203_c0_2 = t203_c0_2.addingProduct(t203_a0, t203_b2)
+          t203_c0_3 = t203_c0_3.addingProduct(t203_a0, t203_b3)
+          let t203_a1 = Vector(repeating: arena[((1212416 +% (((mb202 *% 6) +% 1) *% 128)) +% k204)])
+          t203_c1_0 = t203_c1_0.addingProduct(t203_a1, t203_b0)
+          t203_c1_1 = t203_c1_1.addingProduct(t203_a1, t203_b1)
+          t203_c1_2 = t203_c1_2.addingProduct(t203_a1, t203_b2)
+          t203_c1_3 = t203_c1_3.addingProduct(t203_a1, t203_b3)
+          let t203_a2 = Vector(repeating: arena[((1212416 +% (((mb202 *% 6) +% 2) *% 128)) +% k204)])
+          t203_c2_0 = t203_c2_0.addingProduct(t203_a2, t203_b0)
+          t203_c2_1 = t203_c2_1.addingProduct(t203_a2, t203_b1)
+          t203_c2_2 = t203_c2_2.addingProduct(t203_a2, t203_b2)
+          t203_c2_3 = t203_c2_3.addingProduct(t203_a2, t203_b3)
+          let t203_a3 = Vector(repeating: arena[((1212416 +% (((mb202 *% 6) +% 3) *% 128)) +% k204)])
+          t203_c3_0 = t203_c3_0.addingProduct(t203_a3, t203_b0)
+          t203_c3_1 = t203_c3_1.addingProduct(t203_a3, t203_b1)
+          t203_c3_2 = t203_c3_2.addingProduct(t203_a3, t203_b2)
+          t203_c3_3 = t203_c3_3.addingProduct(t203_a3, t203_b3)
+          let t203_a4 = Vector(repeating: arena[((1212416 +% (((mb202 *% 6) +% 4) *% 128)) +% k204)])
+          t203_c4_0 = t203_c4_0.addingProduct(t203_a4, t203_b0)
+          t203_c4_1 = t203_c4_1.addingProduct(t203_a4, t203_b1)
+          t203_c4_2 = t203_c4_2.addingProduct(t203_a4, t203_b2)
+          t203_c4_3 = t203_c4_3.addingProduct(t203_a4, t203_b3)
+          let t203_a5 = Vector(repeating: arena[((1212416 +% (((mb202 *% 6) +% 5) *% 128)) +% k204)])
+          t203_c5_0 = t203_c5_0.addingProduct(t203_a5, t203_b0)
+          t203_c5_1 = t203_c5_1.addingProduct(t203_a5, t203_b1)
+          t203_c5_2 = t203_c5_2.addingProduct(t203_a5, t203_b2)
+          t203_c5_3 = t203_c5_3.addingProduct(t203_a5, t203_b3)
         }
-        storeVector(arena, ((1221264 +% ((mb178 *% 6) *% 3136)) +% (nb177 *% 64)), t179_c0_0)
-        storeVector(arena, (((1221264 +% ((mb178 *% 6) *% 3136)) +% (nb177 *% 64)) +% 16), t179_c0_1)
-        storeVector(arena, (((1221264 +% ((mb178 *% 6) *% 3136)) +% (nb177 *% 64)) +% 32), t179_c0_2)
-        storeVector(arena, (((1221264 +% ((mb178 *% 6) *% 3136)) +% (nb177 *% 64)) +% 48), t179_c0_3)
-        storeVector(arena, ((1221264 +% (((mb178 *% 6) +% 1) *% 3136)) +% (nb177 *% 64)), t179_c1_0)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 1) *% 3136)) +% (nb177 *% 64)) +% 16), t179_c1_1)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 1) *% 3136)) +% (nb177 *% 64)) +% 32), t179_c1_2)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 1) *% 3136)) +% (nb177 *% 64)) +% 48), t179_c1_3)
-        storeVector(arena, ((1221264 +% (((mb178 *% 6) +% 2) *% 3136)) +% (nb177 *% 64)), t179_c2_0)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 2) *% 3136)) +% (nb177 *% 64)) +% 16), t179_c2_1)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 2) *% 3136)) +% (nb177 *% 64)) +% 32), t179_c2_2)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 2) *% 3136)) +% (nb177 *% 64)) +% 48), t179_c2_3)
-        storeVector(arena, ((1221264 +% (((mb178 *% 6) +% 3) *% 3136)) +% (nb177 *% 64)), t179_c3_0)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 3) *% 3136)) +% (nb177 *% 64)) +% 16), t179_c3_1)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 3) *% 3136)) +% (nb177 *% 64)) +% 32), t179_c3_2)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 3) *% 3136)) +% (nb177 *% 64)) +% 48), t179_c3_3)
-        storeVector(arena, ((1221264 +% (((mb178 *% 6) +% 4) *% 3136)) +% (nb177 *% 64)), t179_c4_0)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 4) *% 3136)) +% (nb177 *% 64)) +% 16), t179_c4_1)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 4) *% 3136)) +% (nb177 *% 64)) +% 32), t179_c4_2)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 4) *% 3136)) +% (nb177 *% 64)) +% 48), t179_c4_3)
-        storeVector(arena, ((1221264 +% (((mb178 *% 6) +% 5) *% 3136)) +% (nb177 *% 64)), t179_c5_0)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 5) *% 3136)) +% (nb177 *% 64)) +% 16), t179_c5_1)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 5) *% 3136)) +% (nb177 *% 64)) +% 32), t179_c5_2)
-        storeVector(arena, (((1221264 +% (((mb178 *% 6) +% 5) *% 3136)) +% (nb177 *% 64)) +% 48), t179_c5_3)
+        storeVector(arena, ((1221264 +% ((mb202 *% 6) *% 3136)) +% (nb201 *% 64)), t203_c0_0)
+        storeVector(arena, (((1221264 +% ((mb202 *% 6) *% 3136)) +% (nb201 *% 64)) +% 16), t203_c0_1)
+        storeVector(arena, (((1221264 +% ((mb202 *% 6) *% 3136)) +% (nb201 *% 64)) +% 32), t203_c0_2)
+        storeVector(arena, (((1221264 +% ((mb202 *% 6) *% 3136)) +% (nb201 *% 64)) +% 48), t203_c0_3)
+        storeVector(arena, ((1221264 +% (((mb202 *% 6) +% 1) *% 3136)) +% (nb201 *% 64)), t203_c1_0)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 1) *% 3136)) +% (nb201 *% 64)) +% 16), t203_c1_1)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 1) *% 3136)) +% (nb201 *% 64)) +% 32), t203_c1_2)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 1) *% 3136)) +% (nb201 *% 64)) +% 48), t203_c1_3)
+        storeVector(arena, ((1221264 +% (((mb202 *% 6) +% 2) *% 3136)) +% (nb201 *% 64)), t203_c2_0)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 2) *% 3136)) +% (nb201 *% 64)) +% 16), t203_c2_1)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 2) *% 3136)) +% (nb201 *% 64)) +% 32), t203_c2_2)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 2) *% 3136)) +% (nb201 *% 64)) +% 48), t203_c2_3)
+        storeVector(arena, ((1221264 +% (((mb202 *% 6) +% 3) *% 3136)) +% (nb201 *% 64)), t203_c3_0)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 3) *% 3136)) +% (nb201 *% 64)) +% 16), t203_c3_1)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 3) *% 3136)) +% (nb201 *% 64)) +% 32), t203_c3_2)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 3) *% 3136)) +% (nb201 *% 64)) +% 48), t203_c3_3)
+        storeVector(arena, ((1221264 +% (((mb202 *% 6) +% 4) *% 3136)) +% (nb201 *% 64)), t203_c4_0)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 4) *% 3136)) +% (nb201 *% 64)) +% 16), t203_c4_1)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 4) *% 3136)) +% (nb201 *% 64)) +% 32), t203_c4_2)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 4) *% 3136)) +% (nb201 *% 64)) +% 48), t203_c4_3)
+        storeVector(arena, ((1221264 +% (((mb202 *% 6) +% 5) *% 3136)) +% (nb201 *% 64)), t203_c5_0)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 5) *% 3136)) +% (nb201 *% 64)) +% 16), t203_c5_1)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 5) *% 3136)) +% (nb201 *% 64)) +% 32), t203_c5_2)
+        storeVector(arena, (((1221264 +% (((mb202 *% 6) +% 5) *% 3136)) +% (nb201 *% 64)) +% 48), t203_c5_3)
       }
-      var t181_c0_0 = Vector()
-      var t181_c0_1 = Vector()
-      var t181_c0_2 = Vector()
-      var t181_c0_3 = Vector()
-      var t181_c1_0 = Vector()
-      var t181_c1_1 = Vector()
-      var t181_c1_2 = Vector()
-      var t181_c1_3 = Vector()
-      var t181_c2_0 = Vector()
-      var t181_c2_1 = Vector()
-      var t181_c2_2 = Vector()
-      var t181_c2_3 = Vector()
-      var t181_c3_0 = Vector()
-      var t181_c3_1 = Vector()
-      var t181_c3_2 = Vector()
-      var t181_c3_3 = Vector()
-      for k182 in 0..<128 {
-        let t181_b0 = loadVector(params, ((18816 +% (k182 *% 3136)) +% (nb177 *% 64)))
-        let t181_b1 = loadVector(params, (((18816 +% (k182 *% 3136)) +% (nb177 *% 64)) +% 16))
-        let t181_b2 = loadVector(params, (((18816 +% (k182 *% 3136)) +% (nb177 *% 64)) +% 32))
-        let t181_b3 = loadVector(params, (((18816 +% (k182 *% 3136)) +% (nb177 *% 64)) +% 48))
-        let t181_a0 = Vector(repeating: arena[(1220096 +% k182)])
-        t181_c0_0 = t181_c0_0.addingProduct(t181_a0, t181_b0)
-        t181_c0_1 = t181_c0_1.addingProduct(t181_a0, t181_b1)
-        t181_c0_2 = t181_c0_2.addingProduct(t181_a0, t181_b2)
-        t181_c0_3 = t181_c0_3.addingProduct(t181_a0, t181_b3)
-        let t181_a1 = Vector(repeating: arena[(1220224 +% k182)])
-        t181_c1_0 = t181_c1_0.addingProduct(t181_a1, t181_b0)
-        t181_c1_1 = t181_c1_1.addingProduct(t181_a1, t181_b1)
-        t181_c1_2 = t181_c1_2.addingProduct(t181_a1, t181_b2)
-        t181_c1_3 = t181_c1_3.addingProduct(t181_a1, t181_b3)
-        let t181_a2 = Vector(repeating: arena[(1220352 +% k182)])
-        t181_c2_0 = t181_c2_0.addingProduct(t181_a2, t181_b0)
-        t181_c2_1 = t181_c2_1.addingProduct(t181_a2, t181_b1)
-        t181_c2_2 = t181_c2_2.addingProduct(t181_a2, t181_b2)
-        t181_c2_3 = t181_c2_3.addingProduct(t181_a2, t181_b3)
-        let t181_a3 = Vector(repeating: arena[(1220480 +% k182)])
-        t181_c3_0 = t181_c3_0.addingProduct(t181_a3, t181_b0)
-        t181_c3_1 = t181_c3_1.addingProduct(t181_a3, t181_b1)
-        t181_c3_2 = t181_c3_2.addingProduct(t181_a3, t181_b2)
-        t181_c3_3 = t181_c3_3.addingProduct(t181_a3, t181_b3)
+      var t205_c0_0 = Vector()
+      var t205_c0_1 = Vector()
+      var t205_c0_2 = Vector()
+      var t205_c0_3 = Vector()
+      var t205_c1_0 = Vector()
+      var t205_c1_1 = Vector()
+      var t205_c1_2 = Vector()
+      var t205_c1_3 = Vector()
+      var t205_c2_0 = Vector()
+      var t205_c2_1 = Vector()
+      var t205_c2_2 = Vector()
+      var t205_c2_3 = Vector()
+      var t205_c3_0 = Vector()
+      var t205_c3_1 = Vector()
+      var t205_c3_2 = Vector()
+      var t205_c3_3 = Vector()
+      for k206 in 0..<128 {
+        let t205_b0 = loadVector(params, ((18816 +% (k206 *% 3136)) +% (nb201 *% 64)))
+        let t205_b1 = loadVector(params, (((18816 +% (k206 *% 3136)) +% (nb201 *% 64)) +% 16))
+        let t205_b2 = loadVector(params, (((18816 +% (k206 *% 3136)) +% (nb201 *% 64)) +% 32))
+        let t205_b3 = loadVector(params, (((18816 +% (k206 *% 3136)) +% (nb201 *% 64)) +% 48))
+        let t205_a0 = Vector(repeating: arena[(1220096 +% k206)])
+        t205_c0_0 = t205_c0_0.addingProduct(t205_a0, t205_b0)
+        t205_c0_1 = t205_c0_1.addingProduct(t205_a0, t205_b1)
+        t205_c0_2 = t205_c0_2.addingProduct(t205_a0, t205_b2)
+        t205_c0_3 = t205_c0_3.addingProduct(t205_a0, t205_b3)
+        let t205_a1 = Vector(repeating: arena[(1220224 +% k206)])
+        t205_c1_0 = t205_c1_0.addingProduct(t205_a1, t205_b0)
+        t205_c1_1 = t205_c1_1.addingProduct(t205_a1, t205_b1)
+        t205_c1_2 = t205_c1_2.addingProduct(t205_a1, t205_b2)
+        t205_c1_3 = t205_c1_3.addingProduct(t205_a1, t205_b3)
+        let t205_a2 = Vector(repeating: arena[(1220352 +% k206)])
+        t205_c2_0 = t205_c2_0.addingProduct(t205_a2, t205_b0)
+        t205_c2_1 = t205_c2_1.addingProduct(t205_a2, t205_b1)
+        t205_c2_2 = t205_c2_2.addingProduct(t205_a2, t205_b2)
+        t205_c2_3 = t205_c2_3.addingProduct(t205_a2, t205_b3)
+        let t205_a3 = Vector(repeating: arena[(1220480 +% k206)])
+        t205_c3_0 = t205_c3_0.addingProduct(t205_a3, t205_b0)
+        t205_c3_1 = t205_c3_1.addingProduct(t205_a3, t205_b1)
+        t205_c3_2 = t205_c3_2.addingProduct(t205_a3, t205_b2)
+        t205_c3_3 = t205_c3_3.addingProduct(t205_a3, t205_b3)
       }
-      storeVector(arena, (1409424 +% (nb177 *% 64)), t181_c0_0)
-      storeVector(arena, ((1409424 +% (nb177 *% 64)) +% 16), t181_c0_1)
-      storeVector(arena, ((1409424 +% (nb177 *% 64)) +% 32), t181_c0_2)
-      storeVector(arena, ((1409424 +% (nb177 *% 64)) +% 48), t181_c0_3)
-      storeVector(arena, (1412560 +% (nb177 *% 64)), t181_c1_0)
-      storeVector(arena, ((1412560 +% (nb177 *% 64)) +% 16), t181_c1_1)
-      storeVector(arena, ((1412560 +% (nb177 *% 64)) +% 32), t181_c1_2)
-      storeVector(arena, ((1412560 +% (nb177 *% 64)) +% 48), t181_c1_3)
-      storeVector(arena, (1415696 +% (nb177 *% 64)), t181_c2_0)
-      storeVector(arena, ((1415696 +% (nb177 *% 64)) +% 16), t181_c2_1)
-      storeVector(arena, ((1415696 +% (nb177 *% 64)) +% 32), t181_c2_2)
-      storeVector(arena, ((1415696 +% (nb177 *% 64)) +% 48), t181_c2_3)
-      storeVector(arena, (1418832 +% (nb177 *% 64)), t181_c3_0)
-      storeVector(arena, ((1418832 +% (nb177 *% 64)) +% 16), t181_c3_1)
-      storeVector(arena, ((1418832 +% (nb177 *% 64)) +% 32), t181_c3_2)
-      storeVector(arena, ((1418832 +% (nb177 *% 64)) +% 48), t181_c3_3)
+      storeVector(arena, (1409424 +% (nb201 *% 64)), t205_c0_0)
+      storeVector(arena, ((1409424 +% (nb201 *% 64)) +% 16), t205_c0_1)
+      storeVector(arena, ((1409424 +% (nb201 *% 64)) +% 32), t205_c0_2)
+      storeVector(arena, ((1409424 +% (nb201 *% 64)) +% 48), t205_c0_3)
+      storeVector(arena, (1412560 +% (nb201 *% 64)), t205_c1_0)
+      storeVector(arena, ((1412560 +% (nb201 *% 64)) +% 16), t205_c1_1)
+      storeVector(arena, ((1412560 +% (nb201 *% 64)) +% 32), t205_c1_2)
+      storeVector(arena, ((1412560 +% (nb201 *% 64)) +% 48), t205_c1_3)
+      storeVector(arena, (1415696 +% (nb201 *% 64)), t205_c2_0)
+      storeVector(arena, ((1415696 +% (nb201 *% 64)) +% 16), t205_c2_1)
+      storeVector(arena, ((1415696 +% (nb201 *% 64)) +% 32), t205_c2_2)
+      storeVector(arena, ((1415696 +% (nb201 *% 64)) +% 48), t205_c2_3)
+      storeVector(arena, (1418832 +% (nb201 *% 64)), t205_c3_0)
+      storeVector(arena, ((1418832 +% (nb201 *% 64)) +% 16), t205_c3_1)
+      storeVector(arena, ((1418832 +% (nb201 *% 64)) +% 32), t205_c3_2)
+      storeVector(arena, ((1418832 +% (nb201 *% 64)) +% 48), t205_c3_3)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // 16 lanes at a time over i184
-    var i184 = 0
-    while i184 &+ 16 <= 802816 {
-      storeVector(arena, 1421968 &+ i184, Vector(repeating: Float(0)))
-      i184 &+= 16
+  do {  // 16 lanes at a time over i208
+    var i208 = 0
+    while i208 &+ 16 <= 802816 {
+      storeVector(arena, 1421968 &+ i208, Vector(repeating: Float(0)))
+      i208 &+= 16
     }
-    while i184 < 802816 {
-      arena[(1421968 +% i184)] = Float(0)
-      i184 &+= 1
+    while i208 < 802816 {
+      arena[(1421968 +% i208)] = Float(0)
+      i208 &+= 1
     }
   }
-  for q185 in 0..<4096 {
-    for i186 in 0..<49 {
-      if arena[(802816 +% ((q185 *% 49) +% i186))] > Float(0) {
-        arena[((1421968 +% (q185 *% 196)) +% Int(arena[(1003520 +% ((q185 *% 49) +% i186))]))] += arena[(1221264 +% ((q185 *% 49) +% i186))]
+  for q209 in 0..<4096 {
+    for i210 in 0..<49 {
+      if arena[(802816 +% ((q209 *% 49) +% i210))] > Float(0) {
+        arena[((1421968 +% (q209 *% 196)) +% Int(arena[(1003520 +% ((q209 *% 49) +% i210))]))] += arena[(1221264 +% ((q209 *% 49) +% i210))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 16 lanes at a time over i187
-    var i187 = 0
-    while i187 &+ 16 <= 18432 {
-      storeVector(arena, 3328656 &+ i187, Vector(repeating: Float(0)))
-      i187 &+= 16
+  do {  // 16 lanes at a time over i211
+    var i211 = 0
+    while i211 &+ 16 <= 18432 {
+      storeVector(arena, 3328656 &+ i211, Vector(repeating: Float(0)))
+      i211 &+= 16
     }
-    while i187 < 18432 {
-      arena[(3328656 +% i187)] = Float(0)
-      i187 &+= 1
-    }
-  }
-  for g188 in 0..<4 {
-    for j189 in 0..<16 {
-      for c190 in 0..<32 {
-        for ky191 in 0..<3 {
-          for oy192 in 0..<14 {
-            if (-1 < ((oy192 +% ky191) +% -1) && ((oy192 +% ky191) +% -1) < 14) {
-              for ox193 in 0..<13 {
-                arena[(((2224784 +% ((((c190 *% 3) +% ky191) *% 3) *% 3136)) +% (j189 *% 196)) +% ((oy192 *% 14) +% (ox193 +% 1)))] = arena[((((((g188 *% 16) +% j189) *% 6272) +% (c190 *% 196)) +% (((oy192 +% ky191) +% -1) *% 14)) +% ((ox193 +% 1) +% -1))]
-              }
-              for ox194 in 0..<1 {
-                arena[(((2224784 +% ((((c190 *% 3) +% ky191) *% 3) *% 3136)) +% (j189 *% 196)) +% ((oy192 *% 14) +% ox194))] = Float(0)
-              }
-            }
-            if ((oy192 +% ky191) +% -1) < 0 {
-              for ox195 in 0..<14 {
-                arena[(((2224784 +% ((((c190 *% 3) +% ky191) *% 3) *% 3136)) +% (j189 *% 196)) +% ((oy192 *% 14) +% ox195))] = Float(0)
-              }
-            }
-            if 13 < ((oy192 +% ky191) +% -1) {
-              for ox195 in 0..<14 {
-                arena[(((2224784 +% ((((c190 *% 3) +% ky191) *% 3) *% 3136)) +% (j189 *% 196)) +% ((oy192 *% 14) +% ox195))] = Float(0)
-              }
-            }
-          }
-          for oy196 in 0..<14 {
-            if (-1 < ((oy196 +% ky191) +% -1) && ((oy196 +% ky191) +% -1) < 14) {
-              for ox197 in 0..<14 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 1) *% 3136)) +% (j189 *% 196)) +% ((oy196 *% 14) +% ox197))] = arena[((((((g188 *% 16) +% j189) *% 6272) +% (c190 *% 196)) +% (((oy196 +% ky191) +% -1) *% 14)) +% ox197)]
-              }
-            }
-            if ((oy196 +% ky191) +% -1) < 0 {
-              for ox198 in 0..<14 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 1) *% 3136)) +% (j189 *% 196)) +% ((oy196 *% 14) +% ox198))] = Float(0)
-              }
-            }
-            if 13 < ((oy196 +% ky191) +% -1) {
-              for ox198 in 0..<14 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 1) *% 3136)) +% (j189 *% 196)) +% ((oy196 *% 14) +% ox198))] = Float(0)
-              }
-            }
-          }
-          for oy199 in 0..<14 {
-            if (-1 < ((oy199 +% ky191) +% -1) && ((oy199 +% ky191) +% -1) < 14) {
-              for ox200 in 0..<13 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 2) *% 3136)) +% (j189 *% 196)) +% ((oy199 *% 14) +% ox200))] = arena[((((((g188 *% 16) +% j189) *% 6272) +% (c190 *% 196)) +% (((oy199 +% ky191) +% -1) *% 14)) +% (ox200 +% 1))]
-              }
-              for ox201 in 0..<1 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 2) *% 3136)) +% (j189 *% 196)) +% ((oy199 *% 14) +% (ox201 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy199 +% ky191) +% -1) < 0 {
-              for ox202 in 0..<14 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 2) *% 3136)) +% (j189 *% 196)) +% ((oy199 *% 14) +% ox202))] = Float(0)
-              }
-            }
-            if 13 < ((oy199 +% ky191) +% -1) {
-              for ox202 in 0..<14 {
-                arena[(((2224784 +% (((((c190 *% 3) +% ky191) *% 3) +% 2) *% 3136)) +% (j189 *% 196)) +% ((oy199 *% 14) +% ox202))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j203 in 0..<16 {
-      for i204 in 0..<196 {
-        for f205 in 0..<64 {
-          arena[((3127952 +% (((j203 *% 196) +% i204) *% 64)) +% f205)] = arena[(((1421968 +% (((g188 *% 16) +% j203) *% 12544)) +% (f205 *% 196)) +% i204)]
-        }
-      }
-    }
-    do {  // gemm211
-      for kp206 in 0..<4 {
-        for nb207 in 0..<1 {
-          for mb208 in 0..<48 {
-            var t209_c0_0 = loadVector(arena, ((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)))
-            var t209_c0_1 = loadVector(arena, (((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 16))
-            var t209_c0_2 = loadVector(arena, (((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 32))
-            var t209_c0_3 = loadVector(arena, (((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 48))
-            var t209_c1_0 = loadVector(arena, ((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)))
-            var t209_c1_1 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 16))
-            var t209_c1_2 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 32))
-            var t209_c1_3 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 48))
-            var t209_c2_0 = loadVector(arena, ((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)))
-            var t209_c2_1 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 16))
-            var t209_c2_2 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 32))
-            var t209_c2_3 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 48))
-            var t209_c3_0 = loadVector(arena, ((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)))
-            var t209_c3_1 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 16))
-            var t209_c3_2 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 32))
-            var t209_c3_3 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 48))
-            var t209_c4_0 = loadVector(arena, ((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)))
-            var t209_c4_1 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 16))
-            var t209_c4_2 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 32))
-            var t209_c4_3 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 48))
-            var t209_c5_0 = loadVector(arena, ((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)))
-            var t209_c5_1 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 16))
-            var t209_c5_2 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 32))
-            var t209_c5_3 = loadVector(arena, (((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 48))
-            for k210 in 0..<784 {
-              let t209_b0 = loadVector(arena, ((3127952 +% ((k210 +% (kp206 *% 784)) *% 64)) +% (nb207 *% 64)))
-              let t209_b1 = loadVector(arena, (((3127952 +% ((k210 +% (kp206 *% 784)) *% 64)) +% (nb207 *% 64)) +% 16))
-              let t209_b2 = loadVector(arena, (((3127952 +% ((k210 +% (kp206 *% 784)) *% 64)) +% (nb207 *% 64)) +% 32))
-              let t209_b3 = loadVector(arena, (((3127952 +% ((k210 +% (kp206 *% 784)) *% 64)) +% (nb207 *% 64)) +% 48))
-              let t209_a0 = Vector(repeating: arena[((2224784 +% ((mb208 *% 6) *% 3136)) +% (k210 +% (kp206 *% 784)))])
-              t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
-              t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
-              t209_c0_2 = t209_c0_2.addingProduct(t209_a0, t209_b2)
-              t209_c0_3 = t209_c0_3.addingProduct(t209_a0, t209_b3)
-              let t209_a1 = Vector(repeating: arena[((2224784 +% (((mb208 *% 6) +% 1) *% 3136)) +% (k210 +% (kp206 *% 784)))])
-              t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
-              t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
-              t209_c1_2 = t209_c1_2.addingProduct(t209_a1, t209_b2)
-              t209_c1_3 = t209_c1_3.addingProduct(t209_a1, t209_b3)
-              let t209_a2 = Vector(repeating: arena[((2224784 +% (((mb208 *% 6) +% 2) *% 3136)) +% (k210 +% (kp206 *% 784)))])
-              t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
-              t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
-              t209_c2_2 = t209_c2_2.addingProduct(t209_a2, t209_b2)
-              t209_c2_3 = t209_c2_3.addingProduct(t209_a2, t209_b3)
-              let t209_a3 = Vector(repeating: arena[((2224784 +% (((mb208 *% 6) +% 3) *% 3136)) +% (k210 +% (kp206 *% 784)))])
-              t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
-              t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
-              t209_c3_2 = t209_c3_2.addingProduct(t209_a3, t209_b2)
-              t209_c3_3 = t209_c3_3.addingProduct(t209_a3, t209_b3)
-              let t209_a4 = Vector(repeating: arena[((2224784 +% (((mb208 *% 6) +% 4) *% 3136)) +% (k210 +% (kp206 *% 784)))])
-              t209_c4_0 = t209_c4_0.addingProduct(t209_a4, t209_b0)
-              t209_c4_1 = t209_c4_1.addingProduct(t209_a4, t209_b1)
-              t209_c4_2 = t209_c4_2.addingProduct(t209_a4, t209_b2)
-              t209_c4_3 = t209_c4_3.addingProduct(t209_a4, t209_b3)
-              let t209_a5 = Vector(repeating: arena[((2224784 +% (((mb208 *% 6) +% 5) *% 3136)) +% (k210 +% (kp206 *% 784)))])
-              t209_c5_0 = t209_c5_0.addingProduct(t209_a5, t209_b0)
-              t209_c5_1 = t209_c5_1.addingProduct(t209_a5, t209_b1)
-              t209_c5_2 = t209_c5_2.addingProduct(t209_a5, t209_b2)
-              t209_c5_3 = t209_c5_3.addingProduct(t209_a5, t209_b3)
-            }
-            storeVector(arena, ((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)), t209_c0_0)
-            storeVector(arena, (((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 16), t209_c0_1)
-            storeVector(arena, (((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 32), t209_c0_2)
-            storeVector(arena, (((3328656 +% ((mb208 *% 6) *% 64)) +% (nb207 *% 64)) +% 48), t209_c0_3)
-            storeVector(arena, ((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)), t209_c1_0)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 16), t209_c1_1)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 32), t209_c1_2)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 1) *% 64)) +% (nb207 *% 64)) +% 48), t209_c1_3)
-            storeVector(arena, ((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)), t209_c2_0)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 16), t209_c2_1)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 32), t209_c2_2)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 2) *% 64)) +% (nb207 *% 64)) +% 48), t209_c2_3)
-            storeVector(arena, ((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)), t209_c3_0)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 16), t209_c3_1)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 32), t209_c3_2)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 3) *% 64)) +% (nb207 *% 64)) +% 48), t209_c3_3)
-            storeVector(arena, ((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)), t209_c4_0)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 16), t209_c4_1)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 32), t209_c4_2)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 4) *% 64)) +% (nb207 *% 64)) +% 48), t209_c4_3)
-            storeVector(arena, ((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)), t209_c5_0)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 16), t209_c5_1)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 32), t209_c5_2)
-            storeVector(arena, (((3328656 +% (((mb208 *% 6) +% 5) *% 64)) +% (nb207 *% 64)) +% 48), t209_c5_3)
-          }
-        }
-      }
+    while i211 < 18432 {
+      arena[(3328656 +% i211)] = Float(0)
+      i211 &+= 1
     }
   }
-  for f212 in 0..<64 {
-    for r213 in 0..<288 {
-      grads[((320 +% (f212 *% 288)) +% r213)] = arena[((3328656 +% (r213 *% 64)) +% f212)]
+  for g212 in 0..<4 {
+    for j213 in 0..<16 {
+      for c214 in 0..<32 {
+        for ky215 in 0..<3 {
+          for oy216 in 0..<14 {
+            if (-1 < ((oy216 +% ky215) +% -1) && ((oy216 +% ky215) +% -1) < 14) {
+              for ox217 in 0..<13 {
+                arena[(((2224784 +% ((((c214 *% 3) +% ky215) *% 3) *% 3136)) +% (j213 *% 196)) +% ((oy216 *% 14) +% (ox217 +% 1)))] = arena[((((((g212 *% 16) +% j213) *% 6272) +% (c214 *% 196)) +% (((oy216 +% ky215) +% -1) *% 14)) +% ((ox217 +% 1) +% -1))]
+              }
+              for ox218 in 0..<1 {
+                arena[(((2224784 +% ((((c214 *% 3) +% ky215) *% 3) *% 3136)) +% (j213 *% 196)) +% ((oy216 *% 14) +% ox218))] = Float(0)
+              }
+            }
+            if ((oy216 +% ky215) +% -1) < 0 {
+              for ox219 in 0..<14 {
+                arena[(((2224784 +% ((((c214 *% 3) +% ky215) *% 3) *% 3136)) +% (j213 *% 196)) +% ((oy216 *% 14) +% ox219))] = Float(0)
+              }
+            }
+            if 13 < ((oy216 +% ky215) +% -1) {
+              for ox219 in 0..<14 {
+                arena[(((2224784 +% ((((c214 *% 3) +% ky215) *% 3) *% 3136)) +% (j213 *% 196)) +% ((oy216 *% 14) +% ox219))] = Float(0)
+              }
+            }
+          }
+          for oy220 in 0..<14 {
+            if (-1 < ((oy220 +% ky215) +% -1) && ((oy220 +% ky215) +% -1) < 14) {
+              for ox221 in 0..<14 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 1) *% 3136)) +% (j213 *% 196)) +% ((oy220 *% 14) +% ox221))] = arena[((((((g212 *% 16) +% j213) *% 6272) +% (c214 *% 196)) +% (((oy220 +% ky215) +% -1) *% 14)) +% ox221)]
+              }
+            }
+            if ((oy220 +% ky215) +% -1) < 0 {
+              for ox222 in 0..<14 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 1) *% 3136)) +% (j213 *% 196)) +% ((oy220 *% 14) +% ox222))] = Float(0)
+              }
+            }
+            if 13 < ((oy220 +% ky215) +% -1) {
+              for ox222 in 0..<14 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 1) *% 3136)) +% (j213 *% 196)) +% ((oy220 *% 14) +% ox222))] = Float(0)
+              }
+            }
+          }
+          for oy223 in 0..<14 {
+            if (-1 < ((oy223 +% ky215) +% -1) && ((oy223 +% ky215) +% -1) < 14) {
+              for ox224 in 0..<13 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 2) *% 3136)) +% (j213 *% 196)) +% ((oy223 *% 14) +% ox224))] = arena[((((((g212 *% 16) +% j213) *% 6272) +% (c214 *% 196)) +% (((oy223 +% ky215) +% -1) *% 14)) +% (ox224 +% 1))]
+              }
+              for ox225 in 0..<1 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 2) *% 3136)) +% (j213 *% 196)) +% ((oy223 *% 14) +% (ox225 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy223 +% ky215) +% -1) < 0 {
+              for ox226 in 0..<14 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 2) *% 3136)) +% (j213 *% 196)) +% ((oy223 *% 14) +% ox226))] = Float(0)
+              }
+            }
+            if 13 < ((oy223 +% ky215) +% -1) {
+              for ox226 in 0..<14 {
+                arena[(((2224784 +% (((((c214 *% 3) +% ky215) *% 3) +% 2) *% 3136)) +% (j213 *% 196)) +% ((oy223 *% 14) +% ox226))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j227 in 0..<16 {
+      for i228 in 0..<196 {
+        for f229 in 0..<64 {
+          arena[((3127952 +% (((j227 *% 196) +% i228) *% 64)) +% f229)] = arena[(((1421968 +% (((g212 *% 16) +% j227) *% 12544)) +% (f229 *% 196)) +% i228)]
+        }
+      }
+    }
+    do {  // gemm235
+      for kp230 in 0..<4 {
+        for nb231 in 0..<1 {
+          for mb232 in 0..<48 {
+            var t233_c0_0 = loadVector(arena, ((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)))
+            var t233_c0_1 = loadVector(arena, (((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)) +% 16))
+            var t233_c0_2 = loadVector(arena, (((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)) +% 32))
+            var t233_c0_3 = loadVector(arena, (((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)) +% 48))
+            var t233_c1_0 = loadVector(arena, ((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)))
+            var t233_c1_1 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)) +% 16))
+            var t233_c1_2 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)) +% 32))
+            var t233_c1_3 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)) +% 48))
+            var t233_c2_0 = loadVector(arena, ((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)))
+            var t233_c2_1 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)) +% 16))
+            var t233_c2_2 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)) +% 32))
+            var t233_c2_3 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)) +% 48))
+            var t233_c3_0 = loadVector(arena, ((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)))
+            var t233_c3_1 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)) +% 16))
+            var t233_c3_2 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)) +% 32))
+            var t233_c3_3 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)) +% 48))
+            var t233_c4_0 = loadVector(arena, ((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)))
+            var t233_c4_1 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)) +% 16))
+            var t233_c4_2 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)) +% 32))
+            var t233_c4_3 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)) +% 48))
+            var t233_c5_0 = loadVector(arena, ((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)))
+            var t233_c5_1 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)) +% 16))
+            var t233_c5_2 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)) +% 32))
+            var t233_c5_3 = loadVector(arena, (((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)) +% 48))
+            for k234 in 0..<784 {
+              let t233_b0 = loadVector(arena, ((3127952 +% ((k234 +% (kp230 *% 784)) *% 64)) +% (nb231 *% 64)))
+              let t233_b1 = loadVector(arena, (((3127952 +% ((k234 +% (kp230 *% 784)) *% 64)) +% (nb231 *% 64)) +% 16))
+              let t233_b2 = loadVector(arena, (((3127952 +% ((k234 +% (kp230 *% 784)) *% 64)) +% (nb231 *% 64)) +% 32))
+              let t233_b3 = loadVector(arena, (((3127952 +% ((k234 +% (kp230 *% 784)) *% 64)) +% (nb231 *% 64)) +% 48))
+              let t233_a0 = Vector(repeating: arena[((2224784 +% ((mb232 *% 6) *% 3136)) +% (k234 +% (kp230 *% 784)))])
+              t233_c0_0 = t233_c0_0.addingProduct(t233_a0, t233_b0)
+              t233_c0_1 = t233_c0_1.addingProduct(t233_a0, t233_b1)
+              t233_c0_2 = t233_c0_2.addingProduct(t233_a0, t233_b2)
+              t233_c0_3 = t233_c0_3.addingProduct(t233_a0, t233_b3)
+              let t233_a1 = Vector(repeating: arena[((2224784 +% (((mb232 *% 6) +% 1) *% 3136)) +% (k234 +% (kp230 *% 784)))])
+              t233_c1_0 = t233_c1_0.addingProduct(t233_a1, t233_b0)
+              t233_c1_1 = t233_c1_1.addingProduct(t233_a1, t233_b1)
+              t233_c1_2 = t233_c1_2.addingProduct(t233_a1, t233_b2)
+              t233_c1_3 = t233_c1_3.addingProduct(t233_a1, t233_b3)
+              let t233_a2 = Vector(repeating: arena[((2224784 +% (((mb232 *% 6) +% 2) *% 3136)) +% (k234 +% (kp230 *% 784)))])
+              t233_c2_0 = t233_c2_0.addingProduct(t233_a2, t233_b0)
+              t233_c2_1 = t233_c2_1.addingProduct(t233_a2, t233_b1)
+              t233_c2_2 = t233_c2_2.addingProduct(t233_a2, t233_b2)
+              t233_c2_3 = t233_c2_3.addingProduct(t233_a2, t233_b3)
+              let t233_a3 = Vector(repeating: arena[((2224784 +% (((mb232 *% 6) +% 3) *% 3136)) +% (k234 +% (kp230 *% 784)))])
+              t233_c3_0 = t233_c3_0.addingProduct(t233_a3, t233_b0)
+              t233_c3_1 = t233_c3_1.addingProduct(t233_a3, t233_b1)
+              t233_c3_2 = t233_c3_2.addingProduct(t233_a3, t233_b2)
+              t233_c3_3 = t233_c3_3.addingProduct(t233_a3, t233_b3)
+              let t233_a4 = Vector(repeating: arena[((2224784 +% (((mb232 *% 6) +% 4) *% 3136)) +% (k234 +% (kp230 *% 784)))])
+              t233_c4_0 = t233_c4_0.addingProduct(t233_a4, t233_b0)
+              t233_c4_1 = t233_c4_1.addingProduct(t233_a4, t233_b1)
+              t233_c4_2 = t233_c4_2.addingProduct(t233_a4, t233_b2)
+              t233_c4_3 = t233_c4_3.addingProduct(t233_a4, t233_b3)
+              let t233_a5 = Vector(repeating: arena[((2224784 +% (((mb232 *% 6) +% 5) *% 3136)) +% (k234 +% (kp230 *% 784)))])
+              t233_c5_0 = t233_c5_0.addingProduct(t233_a5, t233_b0)
+              t233_c5_1 = t233_c5_1.addingProduct(t233_a5, t233_b1)
+              t233_c5_2 = t233_c5_2.addingProduct(t233_a5, t233_b2)
+              t233_c5_3 = t233_c5_3.addingProduct(t233_a5, t233_b3)
+            }
+            storeVector(arena, ((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)), t233_c0_0)
+            storeVector(arena, (((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)) +% 16), t233_c0_1)
+            storeVector(arena, (((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)) +% 32), t233_c0_2)
+            storeVector(arena, (((3328656 +% ((mb232 *% 6) *% 64)) +% (nb231 *% 64)) +% 48), t233_c0_3)
+            storeVector(arena, ((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)), t233_c1_0)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)) +% 16), t233_c1_1)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)) +% 32), t233_c1_2)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 1) *% 64)) +% (nb231 *% 64)) +% 48), t233_c1_3)
+            storeVector(arena, ((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)), t233_c2_0)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)) +% 16), t233_c2_1)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)) +% 32), t233_c2_2)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 2) *% 64)) +% (nb231 *% 64)) +% 48), t233_c2_3)
+            storeVector(arena, ((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)), t233_c3_0)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)) +% 16), t233_c3_1)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)) +% 32), t233_c3_2)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 3) *% 64)) +% (nb231 *% 64)) +% 48), t233_c3_3)
+            storeVector(arena, ((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)), t233_c4_0)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)) +% 16), t233_c4_1)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)) +% 32), t233_c4_2)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 4) *% 64)) +% (nb231 *% 64)) +% 48), t233_c4_3)
+            storeVector(arena, ((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)), t233_c5_0)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)) +% 16), t233_c5_1)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)) +% 32), t233_c5_2)
+            storeVector(arena, (((3328656 +% (((mb232 *% 6) +% 5) *% 64)) +% (nb231 *% 64)) +% 48), t233_c5_3)
+          }
+        }
+      }
+    }
+  }
+  for f236 in 0..<64 {
+    for r237 in 0..<288 {
+      grads[((320 +% (f236 *% 288)) +% r237)] = arena[((3328656 +% (r237 *% 64)) +% f236)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f214 in 0..<64 {
-    var acc215 = Vector()
-    for img216 in 0..<64 {
-      for i217 in 0..<12 {
-        acc215 = acc215.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img216 *% 12544)) +% (f214 *% 196)) +% (i217 *% 16))))
+  for f238 in 0..<64 {
+    var acc239 = Vector()
+    for img240 in 0..<64 {
+      for i241 in 0..<12 {
+        acc239 = acc239.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1421968 +% (img240 *% 12544)) +% (f238 *% 196)) +% (i241 *% 16))))
       }
-      acc215 = acc215.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img216 *% 12544)) +% (f214 *% 196)) +% 192), 4))
+      acc239 = acc239.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((1421968 +% (img240 *% 12544)) +% (f238 *% 196)) +% 192), 4))
     }
-    storeVector(arena, 802816, acc215)
-    var sum218: Float = (arena[802816] + arena[802817])
-    var sum219: Float = (sum218 + arena[802818])
-    var sum220: Float = (sum219 + arena[802819])
-    var sum221: Float = (sum220 + arena[802820])
-    var sum222: Float = (sum221 + arena[802821])
-    var sum223: Float = (sum222 + arena[802822])
-    var sum224: Float = (sum223 + arena[802823])
-    var sum225: Float = (sum224 + arena[802824])
-    var sum226: Float = (sum225 + arena[802825])
-    var sum227: Float = (sum226 + arena[802826])
-    var sum228: Float = (sum227 + arena[802827])
-    var sum229: Float = (sum228 + arena[802828])
-    var sum230: Float = (sum229 + arena[802829])
-    var sum231: Float = (sum230 + arena[802830])
-    var sum232: Float = (sum231 + arena[802831])
-    grads[(18752 +% f214)] = sum232
+    storeVector(arena, 802816, acc239)
+    var sum242: Float = (arena[802816] + arena[802817])
+    var sum243: Float = (sum242 + arena[802818])
+    var sum244: Float = (sum243 + arena[802819])
+    var sum245: Float = (sum244 + arena[802820])
+    var sum246: Float = (sum245 + arena[802821])
+    var sum247: Float = (sum246 + arena[802822])
+    var sum248: Float = (sum247 + arena[802823])
+    var sum249: Float = (sum248 + arena[802824])
+    var sum250: Float = (sum249 + arena[802825])
+    var sum251: Float = (sum250 + arena[802826])
+    var sum252: Float = (sum251 + arena[802827])
+    var sum253: Float = (sum252 + arena[802828])
+    var sum254: Float = (sum253 + arena[802829])
+    var sum255: Float = (sum254 + arena[802830])
+    var sum256: Float = (sum255 + arena[802831])
+    grads[(18752 +% f238)] = sum256
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g233 in 0..<4 {
-    for j234 in 0..<16 {
-      for f235 in 0..<64 {
-        do {  // 16 lanes at a time over i236
-          var i236 = 0
-          while i236 &+ 16 <= 196 {
-            storeVector(arena, ((3127952 +% (f235 *% 3136)) +% (j234 *% 196)) &+ i236, loadVector(arena, ((1421968 +% (((g233 *% 16) +% j234) *% 12544)) +% (f235 *% 196)) &+ i236))
-            i236 &+= 16
+  for g257 in 0..<4 {
+    for j258 in 0..<16 {
+      for f259 in 0..<64 {
+        do {  // 16 lanes at a time over i260
+          var i260 = 0
+          while i260 &+ 16 <= 196 {
+            storeVector(arena, ((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) &+ i260, loadVector(arena, ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) &+ i260))
+            i260 &+= 16
           }
-          while i236 < 196 {
-            arena[(((3127952 +% (f235 *% 3136)) +% (j234 *% 196)) +% i236)] = arena[(((1421968 +% (((g233 *% 16) +% j234) *% 12544)) +% (f235 *% 196)) +% i236)]
-            i236 &+= 1
+          while i260 < 196 {
+            arena[(((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) +% i260)] = arena[(((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) +% i260)]
+            i260 &+= 1
           }
         }
       }
     }
-    do {  // gemm241
-      for nb237 in 0..<49 {
-        for mb238 in 0..<48 {
-          var t239_c0_0 = Vector()
-          var t239_c0_1 = Vector()
-          var t239_c0_2 = Vector()
-          var t239_c0_3 = Vector()
-          var t239_c1_0 = Vector()
-          var t239_c1_1 = Vector()
-          var t239_c1_2 = Vector()
-          var t239_c1_3 = Vector()
-          var t239_c2_0 = Vector()
-          var t239_c2_1 = Vector()
-          var t239_c2_2 = Vector()
-          var t239_c2_3 = Vector()
-          var t239_c3_0 = Vector()
-          var t239_c3_1 = Vector()
-          var t239_c3_2 = Vector()
-          var t239_c3_3 = Vector()
-          var t239_c4_0 = Vector()
-          var t239_c4_1 = Vector()
-          var t239_c4_2 = Vector()
-          var t239_c4_3 = Vector()
-          var t239_c5_0 = Vector()
-          var t239_c5_1 = Vector()
-          var t239_c5_2 = Vector()
-          var t239_c5_3 = Vector()
-          for k240 in 0..<64 {
-            let t239_b0 = loadVector(arena, ((3127952 +% (k240 *% 3136)) +% (nb237 *% 64)))
-            let t239_b1 = loadVector(arena, (((3127952 +% (k240 *% 3136)) +% (nb237 *% 64)) +% 16))
-            let t239_b2 = loadVector(arena, (((3127952 +% (k240 *% 3136)) +% (nb237 *% 64)) +% 32))
-            let t239_b3 = loadVector(arena, (((3127952 +% (k240 *% 3136)) +% (nb237 *% 64)) +% 48))
-            let t239_a0 = Vector(repeating: params[((320 +% (mb238 *% 6)) +% (k240 *% 288))])
-            t239_c0_0 = t239_c0_0.addingProduct(t239_a0, t239_b0)
-            t239_c0_1 = t239_c0_1.addingProduct(t239_a0, t239_b1)
-            t239_c0_2 = t239_c0_2.addingProduct(t239_a0, t239_b2)
-            t239_c0_3 = t239_c0_3.addingProduct(t239_a0, t239_b3)
-            let t239_a1 = Vector(repeating: params[((320 +% ((mb238 *% 6) +% 1)) +% (k240 *% 288))])
-            t239_c1_0 = t239_c1_0.addingProduct(t239_a1, t239_b0)
-            t239_c1_1 = t239_c1_1.addingProduct(t239_a1, t239_b1)
-            t239_c1_2 = t239_c1_2.addingProduct(t239_a1, t239_b2)
-            t239_c1_3 = t239_c1_3.addingProduct(t239_a1, t239_b3)
-            let t239_a2 = Vector(repeating: params[((320 +% ((mb238 *% 6) +% 2)) +% (k240 *% 288))])
-            t239_c2_0 = t239_c2_0.addingProduct(t239_a2, t239_b0)
-            t239_c2_1 = t239_c2_1.addingProduct(t239_a2, t239_b1)
-            t239_c2_2 = t239_c2_2.addingProduct(t239_a2, t239_b2)
-            t239_c2_3 = t239_c2_3.addingProduct(t239_a2, t239_b3)
-            let t239_a3 = Vector(repeating: params[((320 +% ((mb238 *% 6) +% 3)) +% (k240 *% 288))])
-            t239_c3_0 = t239_c3_0.addingProduct(t239_a3, t239_b0)
-            t239_c3_1 = t239_c3_1.addingProduct(t239_a3, t239_b1)
-            t239_c3_2 = t239_c3_2.addingProduct(t239_a3, t239_b2)
-            t239_c3_3 = t239_c3_3.addingProduct(t239_a3, t239_b3)
-            let t239_a4 = Vector(repeating: params[((320 +% ((mb238 *% 6) +% 4)) +% (k240 *% 288))])
-            t239_c4_0 = t239_c4_0.addingProduct(t239_a4, t239_b0)
-            t239_c4_1 = t239_c4_1.addingProduct(t239_a4, t239_b1)
-            t239_c4_2 = t239_c4_2.addingProduct(t239_a4, t239_b2)
-            t239_c4_3 = t239_c4_3.addingProduct(t239_a4, t239_b3)
-            let t239_a5 = Vector(repeating: params[((320 +% ((mb238 *% 6) +% 5)) +% (k240 *% 288))])
-            t239_c5_0 = t239_c5_0.addingProduct(t239_a5, t239_b0)
-            t239_c5_1 = t239_c5_1.addingProduct(t239_a5, t239_b1)
-            t239_c5_2 = t239_c5_2.addingProduct(t239_a5, t239_b2)
-            t239_c5_3 = t239_c5_3.addingProduct(t239_a5, t239_b3)
+    do {  // gemm265
+      for nb261 in 0..<49 {
+        for mb262 in 0..<48 {
+          var t263_c0_0 = Vector()
+          var t263_c0_1 = Vector()
+          var t263_c0_2 = Vector()
+          var t263_c0_3 = Vector()
+          var t263_c1_0 = Vector()
+          var t263_c1_1 = Vector()
+          var t263_c1_2 = Vector()
+          var t263_c1_3 = Vector()
+          var t263_c2_0 = Vector()
+          var t263_c2_1 = Vector()
+          var t263_c2_2 = Vector()
+          var t263_c2_3 = Vector()
+          var t263_c3_0 = Vector()
+          var t263_c3_1 = Vector()
+          var t263_c3_2 = Vector()
+          var t263_c3_3 = Vector()
+          var t263_c4_0 = Vector()
+          var t263_c4_1 = Vector()
+          var t263_c4_2 = Vector()
+          var t263_c4_3 = Vector()
+          var t263_c5_0 = Vector()
+          var t263_c5_1 = Vector()
+          var t263_c5_2 = Vector()
+          var t263_c5_3 = Vector()
+          for k264 in 0..<64 {
+            let t263_b0 = loadVector(arena, ((3127952 +% (k264 *% 3136)) +% (nb261 *% 64)))
+            let t263_b1 = loadVector(arena, (((3127952 +% (k264 *% 3136)) +% (nb261 *% 64)) +% 16))
+            let t263_b2 = loadVector(arena, (((3127952 +% (k264 *% 3136)) +% (nb261 *% 64)) +% 32))
+            let t263_b3 = loadVector(arena, (((3127952 +% (k264 *% 3136)) +% (nb261 *% 64)) +% 48))
+            let t263_a0 = Vector(repeating: params[((320 +% (mb262 *% 6)) +% (k264 *% 288))])
+            t263_c0_0 = t263_c0_0.addingProduct(t263_a0, t263_b0)
+            t263_c0_1 = t263_c0_1.addingProduct(t263_a0, t263_b1)
+            t263_c0_2 = t263_c0_2.addingProduct(t263_a0, t263_b2)
+            t263_c0_3 = t263_c0_3.addingProduct(t263_a0, t263_b3)
+            let t263_a1 = Vector(repeating: params[((320 +% ((mb262 *% 6) +% 1)) +% (k264 *% 288))])
+            t263_c1_0 = t263_c1_0.addingProduct(t263_a1, t263_b0)
+            t263_c1_1 = t263_c1_1.addingProduct(t263_a1, t263_b1)
+            t263_c1_2 = t263_c1_2.addingProduct(t263_a1, t263_b2)
+            t263_c1_3 = t263_c1_3.addingProduct(t263_a1, t263_b3)
+            let t263_a2 = Vector(repeating: params[((320 +% ((mb262 *% 6) +% 2)) +% (k264 *% 288))])
+            t263_c2_0 = t263_c2_0.addingProduct(t263_a2, t263_b0)
+            t263_c2_1 = t263_c2_1.addingProduct(t263_a2, t263_b1)
+            t263_c2_2 = t263_c2_2.addingProduct(t263_a2, t263_b2)
+            t263_c2_3 = t263_c2_3.addingProduct(t263_a2, t263_b3)
+            let t263_a3 = Vector(repeating: params[((320 +% ((mb262 *% 6) +% 3)) +% (k264 *% 288))])
+            t263_c3_0 = t263_c3_0.addingProduct(t263_a3, t263_b0)
+            t263_c3_1 = t263_c3_1.addingProduct(t263_a3, t263_b1)
+            t263_c3_2 = t263_c3_2.addingProduct(t263_a3, t263_b2)
+            t263_c3_3 = t263_c3_3.addingProduct(t263_a3, t263_b3)
+            let t263_a4 = Vector(repeating: params[((320 +% ((mb262 *% 6) +% 4)) +% (k264 *% 288))])
+            t263_c4_0 = t263_c4_0.addingProduct(t263_a4, t263_b0)
+            t263_c4_1 = t263_c4_1.addingProduct(t263_a4, t263_b1)
+            t263_c4_2 = t263_c4_2.addingProduct(t263_a4, t263_b2)
+            t263_c4_3 = t263_c4_3.addingProduct(t263_a4, t263_b3)
+            let t263_a5 = Vector(repeating: params[((320 +% ((mb262 *% 6) +% 5)) +% (k264 *% 288))])
+            t263_c5_0 = t263_c5_0.addingProduct(t263_a5, t263_b0)
+            t263_c5_1 = t263_c5_1.addingProduct(t263_a5, t263_b1)
+            t263_c5_2 = t263_c5_2.addingProduct(t263_a5, t263_b2)
+            t263_c5_3 = t263_c5_3.addingProduct(t263_a5, t263_b3)
           }
-          storeVector(arena, ((2224784 +% ((mb238 *% 6) *% 3136)) +% (nb237 *% 64)), t239_c0_0)
-          storeVector(arena, (((2224784 +% ((mb238 *% 6) *% 3136)) +% (nb237 *% 64)) +% 16), t239_c0_1)
-          storeVector(arena, (((2224784 +% ((mb238 *% 6) *% 3136)) +% (nb237 *% 64)) +% 32), t239_c0_2)
-          storeVector(arena, (((2224784 +% ((mb238 *% 6) *% 3136)) +% (nb237 *% 64)) +% 48), t239_c0_3)
-          storeVector(arena, ((2224784 +% (((mb238 *% 6) +% 1) *% 3136)) +% (nb237 *% 64)), t239_c1_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 1) *% 3136)) +% (nb237 *% 64)) +% 16), t239_c1_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 1) *% 3136)) +% (nb237 *% 64)) +% 32), t239_c1_2)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 1) *% 3136)) +% (nb237 *% 64)) +% 48), t239_c1_3)
-          storeVector(arena, ((2224784 +% (((mb238 *% 6) +% 2) *% 3136)) +% (nb237 *% 64)), t239_c2_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 2) *% 3136)) +% (nb237 *% 64)) +% 16), t239_c2_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 2) *% 3136)) +% (nb237 *% 64)) +% 32), t239_c2_2)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 2) *% 3136)) +% (nb237 *% 64)) +% 48), t239_c2_3)
-          storeVector(arena, ((2224784 +% (((mb238 *% 6) +% 3) *% 3136)) +% (nb237 *% 64)), t239_c3_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 3) *% 3136)) +% (nb237 *% 64)) +% 16), t239_c3_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 3) *% 3136)) +% (nb237 *% 64)) +% 32), t239_c3_2)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 3) *% 3136)) +% (nb237 *% 64)) +% 48), t239_c3_3)
-          storeVector(arena, ((2224784 +% (((mb238 *% 6) +% 4) *% 3136)) +% (nb237 *% 64)), t239_c4_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 4) *% 3136)) +% (nb237 *% 64)) +% 16), t239_c4_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 4) *% 3136)) +% (nb237 *% 64)) +% 32), t239_c4_2)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 4) *% 3136)) +% (nb237 *% 64)) +% 48), t239_c4_3)
-          storeVector(arena, ((2224784 +% (((mb238 *% 6) +% 5) *% 3136)) +% (nb237 *% 64)), t239_c5_0)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 5) *% 3136)) +% (nb237 *% 64)) +% 16), t239_c5_1)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 5) *% 3136)) +% (nb237 *% 64)) +% 32), t239_c5_2)
-          storeVector(arena, (((2224784 +% (((mb238 *% 6) +% 5) *% 3136)) +% (nb237 *% 64)) +% 48), t239_c5_3)
+          storeVector(arena, ((2224784 +% ((mb262 *% 6) *% 3136)) +% (nb261 *% 64)), t263_c0_0)
+          storeVector(arena, (((2224784 +% ((mb262 *% 6) *% 3136)) +% (nb261 *% 64)) +% 16), t263_c0_1)
+          storeVector(arena, (((2224784 +% ((mb262 *% 6) *% 3136)) +% (nb261 *% 64)) +% 32), t263_c0_2)
+          storeVector(arena, (((2224784 +% ((mb262 *% 6) *% 3136)) +% (nb261 *% 64)) +% 48), t263_c0_3)
+          storeVector(arena, ((2224784 +% (((mb262 *% 6) +% 1) *% 3136)) +% (nb261 *% 64)), t263_c1_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 1) *% 3136)) +% (nb261 *% 64)) +% 16), t263_c1_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 1) *% 3136)) +% (nb261 *% 64)) +% 32), t263_c1_2)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 1) *% 3136)) +% (nb261 *% 64)) +% 48), t263_c1_3)
+          storeVector(arena, ((2224784 +% (((mb262 *% 6) +% 2) *% 3136)) +% (nb261 *% 64)), t263_c2_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 2) *% 3136)) +% (nb261 *% 64)) +% 16), t263_c2_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 2) *% 3136)) +% (nb261 *% 64)) +% 32), t263_c2_2)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 2) *% 3136)) +% (nb261 *% 64)) +% 48), t263_c2_3)
+          storeVector(arena, ((2224784 +% (((mb262 *% 6) +% 3) *% 3136)) +% (nb261 *% 64)), t263_c3_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 3) *% 3136)) +% (nb261 *% 64)) +% 16), t263_c3_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 3) *% 3136)) +% (nb261 *% 64)) +% 32), t263_c3_2)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 3) *% 3136)) +% (nb261 *% 64)) +% 48), t263_c3_3)
+          storeVector(arena, ((2224784 +% (((mb262 *% 6) +% 4) *% 3136)) +% (nb261 *% 64)), t263_c4_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 4) *% 3136)) +% (nb261 *% 64)) +% 16), t263_c4_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 4) *% 3136)) +% (nb261 *% 64)) +% 32), t263_c4_2)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 4) *% 3136)) +% (nb261 *% 64)) +% 48), t263_c4_3)
+          storeVector(arena, ((2224784 +% (((mb262 *% 6) +% 5) *% 3136)) +% (nb261 *% 64)), t263_c5_0)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 5) *% 3136)) +% (nb261 *% 64)) +% 16), t263_c5_1)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 5) *% 3136)) +% (nb261 *% 64)) +% 32), t263_c5_2)
+          storeVector(arena, (((2224784 +% (((mb262 *% 6) +% 5) *% 3136)) +% (nb261 *% 64)) +% 48), t263_c5_3)
         }
       }
     }
-    for j242 in 0..<16 {
-      for c243 in 0..<32 {
-        for iy244 in 0..<1 {
-          do {  // 16 lanes at a time over ix245
-            var ix245 = 0
-            while ix245 < 1 {
-              var sum246: Float = arena[(((((2224784 +% ((c243 *% 9) *% 3136)) +% (j242 *% 196)) +% ((iy244 +% 1) *% 14)) +% 1) +% ix245)]
-              var sum247: Float = (sum246 + arena[((((2224784 +% (((c243 *% 9) +% 1) *% 3136)) +% (j242 *% 196)) +% ((iy244 +% 1) *% 14)) +% ix245)])
-              var sum248: Float = (sum247 + arena[(((((2224784 +% (((c243 *% 9) +% 3) *% 3136)) +% (j242 *% 196)) +% (iy244 *% 14)) +% 1) +% ix245)])
-              var sum249: Float = (sum248 + arena[((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% (iy244 *% 14)) +% ix245)])
-              arena[((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% (iy244 *% 14)) +% ix245)] = sum249
-              ix245 &+= 1
+    for j266 in 0..<16 {
+      for c267 in 0..<32 {
+        for iy268 in 0..<1 {
+          do {  // 16 lanes at a time over ix269
+            var ix269 = 0
+            while ix269 < 1 {
+              var sum270: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% ((iy268 +% 1) *% 14)) +% 1) +% ix269)]
+              var sum271: Float = (sum270 + arena[((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy268 +% 1) *% 14)) +% ix269)])
+              var sum272: Float = (sum271 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% (iy268 *% 14)) +% 1) +% ix269)])
+              var sum273: Float = (sum272 + arena[((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy268 *% 14)) +% ix269)])
+              arena[((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy268 *% 14)) +% ix269)] = sum273
+              ix269 &+= 1
             }
           }
         }
-        for iy250 in 0..<1 {
-          do {  // 16 lanes at a time over ix251
-            var ix251 = 0
-            while ix251 < 12 {
-              var sum252: Float = arena[(((((2224784 +% ((c243 *% 9) *% 3136)) +% (j242 *% 196)) +% ((iy250 +% 1) *% 14)) +% 2) +% ix251)]
-              var sum253: Float = (sum252 + arena[(((((2224784 +% (((c243 *% 9) +% 1) *% 3136)) +% (j242 *% 196)) +% ((iy250 +% 1) *% 14)) +% 1) +% ix251)])
-              var sum254: Float = (sum253 + arena[((((2224784 +% (((c243 *% 9) +% 2) *% 3136)) +% (j242 *% 196)) +% ((iy250 +% 1) *% 14)) +% ix251)])
-              var sum255: Float = (sum254 + arena[(((((2224784 +% (((c243 *% 9) +% 3) *% 3136)) +% (j242 *% 196)) +% (iy250 *% 14)) +% 2) +% ix251)])
-              var sum256: Float = (sum255 + arena[(((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% (iy250 *% 14)) +% 1) +% ix251)])
-              var sum257: Float = (sum256 + arena[((((2224784 +% (((c243 *% 9) +% 5) *% 3136)) +% (j242 *% 196)) +% (iy250 *% 14)) +% ix251)])
-              arena[(((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% (iy250 *% 14)) +% 1) +% ix251)] = sum257
-              ix251 &+= 1
+        for iy274 in 0..<1 {
+          do {  // 16 lanes at a time over ix275
+            var ix275 = 0
+            while ix275 < 12 {
+              var sum276: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% 2) +% ix275)]
+              var sum277: Float = (sum276 + arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% 1) +% ix275)])
+              var sum278: Float = (sum277 + arena[((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% ix275)])
+              var sum279: Float = (sum278 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% 2) +% ix275)])
+              var sum280: Float = (sum279 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% 1) +% ix275)])
+              var sum281: Float = (sum280 + arena[((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% ix275)])
+              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy274 *% 14)) +% 1) +% ix275)] = sum281
+              ix275 &+= 1
             }
           }
         }
-        for iy258 in 0..<1 {
-          do {  // 16 lanes at a time over ix259
-            var ix259 = 0
-            while ix259 < 1 {
-              var sum260: Float = arena[(((((2224784 +% (((c243 *% 9) +% 1) *% 3136)) +% (j242 *% 196)) +% ((iy258 +% 1) *% 14)) +% 13) +% ix259)]
-              var sum261: Float = (sum260 + arena[(((((2224784 +% (((c243 *% 9) +% 2) *% 3136)) +% (j242 *% 196)) +% ((iy258 +% 1) *% 14)) +% 12) +% ix259)])
-              var sum262: Float = (sum261 + arena[(((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% (iy258 *% 14)) +% 13) +% ix259)])
-              var sum263: Float = (sum262 + arena[(((((2224784 +% (((c243 *% 9) +% 5) *% 3136)) +% (j242 *% 196)) +% (iy258 *% 14)) +% 12) +% ix259)])
-              arena[(((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% (iy258 *% 14)) +% 13) +% ix259)] = sum263
-              ix259 &+= 1
+        for iy282 in 0..<1 {
+          do {  // 16 lanes at a time over ix283
+            var ix283 = 0
+            while ix283 < 1 {
+              var sum284: Float = arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy282 +% 1) *% 14)) +% 13) +% ix283)]
+              var sum285: Float = (sum284 + arena[(((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12) +% ix283)])
+              var sum286: Float = (sum285 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy282 *% 14)) +% 13) +% ix283)])
+              var sum287: Float = (sum286 + arena[(((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% (iy282 *% 14)) +% 12) +% ix283)])
+              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy282 *% 14)) +% 13) +% ix283)] = sum287
+              ix283 &+= 1
             }
           }
         }
-        for iy264 in 0..<12 {
-          do {  // 16 lanes at a time over ix265
-            var ix265 = 0
-            while ix265 < 1 {
-              var sum266: Float = arena[(((((2224784 +% ((c243 *% 9) *% 3136)) +% (j242 *% 196)) +% (((iy264 +% 1) +% 1) *% 14)) +% 1) +% ix265)]
-              var sum267: Float = (sum266 + arena[((((2224784 +% (((c243 *% 9) +% 1) *% 3136)) +% (j242 *% 196)) +% (((iy264 +% 1) +% 1) *% 14)) +% ix265)])
-              var sum268: Float = (sum267 + arena[(((((2224784 +% (((c243 *% 9) +% 3) *% 3136)) +% (j242 *% 196)) +% ((iy264 +% 1) *% 14)) +% 1) +% ix265)])
-              var sum269: Float = (sum268 + arena[((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% ((iy264 +% 1) *% 14)) +% ix265)])
-              var sum270: Float = (sum269 + arena[(((((2224784 +% (((c243 *% 9) +% 6) *% 3136)) +% (j242 *% 196)) +% (((iy264 +% 1) +% -1) *% 14)) +% 1) +% ix265)])
-              var sum271: Float = (sum270 + arena[((((2224784 +% (((c243 *% 9) +% 7) *% 3136)) +% (j242 *% 196)) +% (((iy264 +% 1) +% -1) *% 14)) +% ix265)])
-              arena[((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% ((iy264 +% 1) *% 14)) +% ix265)] = sum271
-              ix265 &+= 1
+        for iy288 in 0..<12 {
+          do {  // 16 lanes at a time over ix289
+            var ix289 = 0
+            while ix289 < 1 {
+              var sum290: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% 1) *% 14)) +% 1) +% ix289)]
+              var sum291: Float = (sum290 + arena[((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% 1) *% 14)) +% ix289)])
+              var sum292: Float = (sum291 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy288 +% 1) *% 14)) +% 1) +% ix289)])
+              var sum293: Float = (sum292 + arena[((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy288 +% 1) *% 14)) +% ix289)])
+              var sum294: Float = (sum293 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% -1) *% 14)) +% 1) +% ix289)])
+              var sum295: Float = (sum294 + arena[((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% -1) *% 14)) +% ix289)])
+              arena[((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy288 +% 1) *% 14)) +% ix289)] = sum295
+              ix289 &+= 1
             }
           }
         }
-        for iy272 in 0..<12 {
-          do {  // 16 lanes at a time over ix273
-            var ix273 = 0
-            while ix273 < 12 {
-              var sum274: Float = arena[(((((2224784 +% ((c243 *% 9) *% 3136)) +% (j242 *% 196)) +% (((iy272 +% 1) +% 1) *% 14)) +% 2) +% ix273)]
-              var sum275: Float = (sum274 + arena[(((((2224784 +% (((c243 *% 9) +% 1) *% 3136)) +% (j242 *% 196)) +% (((iy272 +% 1) +% 1) *% 14)) +% 1) +% ix273)])
-              var sum276: Float = (sum275 + arena[((((2224784 +% (((c243 *% 9) +% 2) *% 3136)) +% (j242 *% 196)) +% (((iy272 +% 1) +% 1) *% 14)) +% ix273)])
-              var sum277: Float = (sum276 + arena[(((((2224784 +% (((c243 *% 9) +% 3) *% 3136)) +% (j242 *% 196)) +% ((iy272 +% 1) *% 14)) +% 2) +% ix273)])
-              var sum278: Float = (sum277 + arena[(((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% ((iy272 +% 1) *% 14)) +% 1) +% ix273)])
-              var sum279: Float = (sum278 + arena[((((2224784 +% (((c243 *% 9) +% 5) *% 3136)) +% (j242 *% 196)) +% ((iy272 +% 1) *% 14)) +% ix273)])
-              var sum280: Float = (sum279 + arena[(((((2224784 +% (((c243 *% 9) +% 6) *% 3136)) +% (j242 *% 196)) +% (((iy272 +% 1) +% -1) *% 14)) +% 2) +% ix273)])
-              var sum281: Float = (sum280 + arena[(((((2224784 +% (((c243 *% 9) +% 7) *% 3136)) +% (j242 *% 196)) +% (((iy272 +% 1) +% -1) *% 14)) +% 1) +% ix273)])
-              var sum282: Float = (sum281 + arena[((((2224784 +% (((c243 *% 9) +% 8) *% 3136)) +% (j242 *% 196)) +% (((iy272 +% 1) +% -1) *% 14)) +% ix273)])
-              arena[(((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% ((iy272 +% 1) *% 14)) +% 1) +% ix273)] = sum282
-              ix273 &+= 1
+        for iy296 in 0..<12 {
+          do {  // 16 lanes at a time over ix297
+            var ix297 = 0
+            while ix297 < 12 {
+              var sum298: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% 2) +% ix297)]
+              var sum299: Float = (sum298 + arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% 1) +% ix297)])
+              var sum300: Float = (sum299 + arena[((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% ix297)])
+              var sum301: Float = (sum300 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% 2) +% ix297)])
+              var sum302: Float = (sum301 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% 1) +% ix297)])
+              var sum303: Float = (sum302 + arena[((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% ix297)])
+              var sum304: Float = (sum303 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% 2) +% ix297)])
+              var sum305: Float = (sum304 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% 1) +% ix297)])
+              var sum306: Float = (sum305 + arena[((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% ix297)])
+              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy296 +% 1) *% 14)) +% 1) +% ix297)] = sum306
+              ix297 &+= 1
             }
           }
         }
-        for iy283 in 0..<12 {
-          do {  // 16 lanes at a time over ix284
-            var ix284 = 0
-            while ix284 < 1 {
-              var sum285: Float = arena[(((((2224784 +% (((c243 *% 9) +% 1) *% 3136)) +% (j242 *% 196)) +% (((iy283 +% 1) +% 1) *% 14)) +% 13) +% ix284)]
-              var sum286: Float = (sum285 + arena[(((((2224784 +% (((c243 *% 9) +% 2) *% 3136)) +% (j242 *% 196)) +% (((iy283 +% 1) +% 1) *% 14)) +% 12) +% ix284)])
-              var sum287: Float = (sum286 + arena[(((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% ((iy283 +% 1) *% 14)) +% 13) +% ix284)])
-              var sum288: Float = (sum287 + arena[(((((2224784 +% (((c243 *% 9) +% 5) *% 3136)) +% (j242 *% 196)) +% ((iy283 +% 1) *% 14)) +% 12) +% ix284)])
-              var sum289: Float = (sum288 + arena[(((((2224784 +% (((c243 *% 9) +% 7) *% 3136)) +% (j242 *% 196)) +% (((iy283 +% 1) +% -1) *% 14)) +% 13) +% ix284)])
-              var sum290: Float = (sum289 + arena[(((((2224784 +% (((c243 *% 9) +% 8) *% 3136)) +% (j242 *% 196)) +% (((iy283 +% 1) +% -1) *% 14)) +% 12) +% ix284)])
-              arena[(((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% ((iy283 +% 1) *% 14)) +% 13) +% ix284)] = sum290
-              ix284 &+= 1
+        for iy307 in 0..<12 {
+          do {  // 16 lanes at a time over ix308
+            var ix308 = 0
+            while ix308 < 1 {
+              var sum309: Float = arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% 1) *% 14)) +% 13) +% ix308)]
+              var sum310: Float = (sum309 + arena[(((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% 1) *% 14)) +% 12) +% ix308)])
+              var sum311: Float = (sum310 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy307 +% 1) *% 14)) +% 13) +% ix308)])
+              var sum312: Float = (sum311 + arena[(((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy307 +% 1) *% 14)) +% 12) +% ix308)])
+              var sum313: Float = (sum312 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% -1) *% 14)) +% 13) +% ix308)])
+              var sum314: Float = (sum313 + arena[(((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% -1) *% 14)) +% 12) +% ix308)])
+              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy307 +% 1) *% 14)) +% 13) +% ix308)] = sum314
+              ix308 &+= 1
             }
           }
         }
-        for iy291 in 0..<1 {
-          do {  // 16 lanes at a time over ix292
-            var ix292 = 0
-            while ix292 < 1 {
-              var sum293: Float = arena[(((((2224784 +% (((c243 *% 9) +% 3) *% 3136)) +% (j242 *% 196)) +% ((iy291 +% 13) *% 14)) +% 1) +% ix292)]
-              var sum294: Float = (sum293 + arena[((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% ((iy291 +% 13) *% 14)) +% ix292)])
-              var sum295: Float = (sum294 + arena[(((((2224784 +% (((c243 *% 9) +% 6) *% 3136)) +% (j242 *% 196)) +% (((iy291 +% 13) +% -1) *% 14)) +% 1) +% ix292)])
-              var sum296: Float = (sum295 + arena[((((2224784 +% (((c243 *% 9) +% 7) *% 3136)) +% (j242 *% 196)) +% (((iy291 +% 13) +% -1) *% 14)) +% ix292)])
-              arena[((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% ((iy291 +% 13) *% 14)) +% ix292)] = sum296
-              ix292 &+= 1
+        for iy315 in 0..<1 {
+          do {  // 16 lanes at a time over ix316
+            var ix316 = 0
+            while ix316 < 1 {
+              var sum317: Float = arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy315 +% 13) *% 14)) +% 1) +% ix316)]
+              var sum318: Float = (sum317 + arena[((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy315 +% 13) *% 14)) +% ix316)])
+              var sum319: Float = (sum318 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy315 +% 13) +% -1) *% 14)) +% 1) +% ix316)])
+              var sum320: Float = (sum319 + arena[((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy315 +% 13) +% -1) *% 14)) +% ix316)])
+              arena[((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy315 +% 13) *% 14)) +% ix316)] = sum320
+              ix316 &+= 1
             }
           }
         }
-        for iy297 in 0..<1 {
-          do {  // 16 lanes at a time over ix298
-            var ix298 = 0
-            while ix298 < 12 {
-              var sum299: Float = arena[(((((2224784 +% (((c243 *% 9) +% 3) *% 3136)) +% (j242 *% 196)) +% ((iy297 +% 13) *% 14)) +% 2) +% ix298)]
-              var sum300: Float = (sum299 + arena[(((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% ((iy297 +% 13) *% 14)) +% 1) +% ix298)])
-              var sum301: Float = (sum300 + arena[((((2224784 +% (((c243 *% 9) +% 5) *% 3136)) +% (j242 *% 196)) +% ((iy297 +% 13) *% 14)) +% ix298)])
-              var sum302: Float = (sum301 + arena[(((((2224784 +% (((c243 *% 9) +% 6) *% 3136)) +% (j242 *% 196)) +% (((iy297 +% 13) +% -1) *% 14)) +% 2) +% ix298)])
-              var sum303: Float = (sum302 + arena[(((((2224784 +% (((c243 *% 9) +% 7) *% 3136)) +% (j242 *% 196)) +% (((iy297 +% 13) +% -1) *% 14)) +% 1) +% ix298)])
-              var sum304: Float = (sum303 + arena[((((2224784 +% (((c243 *% 9) +% 8) *% 3136)) +% (j242 *% 196)) +% (((iy297 +% 13) +% -1) *% 14)) +% ix298)])
-              arena[(((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% ((iy297 +% 13) *% 14)) +% 1) +% ix298)] = sum304
-              ix298 &+= 1
+        for iy321 in 0..<1 {
+          do {  // 16 lanes at a time over ix322
+            var ix322 = 0
+            while ix322 < 12 {
+              var sum323: Float = arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% 2) +% ix322)]
+              var sum324: Float = (sum323 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% 1) +% ix322)])
+              var sum325: Float = (sum324 + arena[((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% ix322)])
+              var sum326: Float = (sum325 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% 2) +% ix322)])
+              var sum327: Float = (sum326 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% 1) +% ix322)])
+              var sum328: Float = (sum327 + arena[((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% ix322)])
+              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy321 +% 13) *% 14)) +% 1) +% ix322)] = sum328
+              ix322 &+= 1
             }
           }
         }
-        for iy305 in 0..<1 {
-          do {  // 16 lanes at a time over ix306
-            var ix306 = 0
-            while ix306 < 1 {
-              var sum307: Float = arena[(((((2224784 +% (((c243 *% 9) +% 4) *% 3136)) +% (j242 *% 196)) +% ((iy305 +% 13) *% 14)) +% 13) +% ix306)]
-              var sum308: Float = (sum307 + arena[(((((2224784 +% (((c243 *% 9) +% 5) *% 3136)) +% (j242 *% 196)) +% ((iy305 +% 13) *% 14)) +% 12) +% ix306)])
-              var sum309: Float = (sum308 + arena[(((((2224784 +% (((c243 *% 9) +% 7) *% 3136)) +% (j242 *% 196)) +% (((iy305 +% 13) +% -1) *% 14)) +% 13) +% ix306)])
-              var sum310: Float = (sum309 + arena[(((((2224784 +% (((c243 *% 9) +% 8) *% 3136)) +% (j242 *% 196)) +% (((iy305 +% 13) +% -1) *% 14)) +% 12) +% ix306)])
-              arena[(((((802816 +% (((g233 *% 16) +% j242) *% 6272)) +% (c243 *% 196)) +% ((iy305 +% 13) *% 14)) +% 13) +% ix306)] = sum310
-              ix306 &+= 1
+        for iy329 in 0..<1 {
+          do {  // 16 lanes at a time over ix330
+            var ix330 = 0
+            while ix330 < 1 {
+              var sum331: Float = arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy329 +% 13) *% 14)) +% 13) +% ix330)]
+              var sum332: Float = (sum331 + arena[(((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy329 +% 13) *% 14)) +% 12) +% ix330)])
+              var sum333: Float = (sum332 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy329 +% 13) +% -1) *% 14)) +% 13) +% ix330)])
+              var sum334: Float = (sum333 + arena[(((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy329 +% 13) +% -1) *% 14)) +% 12) +% ix330)])
+              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy329 +% 13) *% 14)) +% 13) +% ix330)] = sum334
+              ix330 &+= 1
             }
           }
         }
@@ -1793,236 +1810,236 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // 16 lanes at a time over i311
-    var i311 = 0
-    while i311 &+ 16 <= 1605632 {
-      storeVector(arena, 1221264 &+ i311, Vector(repeating: Float(0)))
-      i311 &+= 16
+  do {  // 16 lanes at a time over i335
+    var i335 = 0
+    while i335 &+ 16 <= 1605632 {
+      storeVector(arena, 1221264 &+ i335, Vector(repeating: Float(0)))
+      i335 &+= 16
     }
-    while i311 < 1605632 {
-      arena[(1221264 +% i311)] = Float(0)
-      i311 &+= 1
+    while i335 < 1605632 {
+      arena[(1221264 +% i335)] = Float(0)
+      i335 &+= 1
     }
   }
-  for q312 in 0..<2048 {
-    for i313 in 0..<196 {
-      if arena[((q312 *% 196) +% i313)] > Float(0) {
-        arena[((1221264 +% (q312 *% 784)) +% Int(arena[(401408 +% ((q312 *% 196) +% i313))]))] += arena[(802816 +% ((q312 *% 196) +% i313))]
+  for q336 in 0..<2048 {
+    for i337 in 0..<196 {
+      if arena[((q336 *% 196) +% i337)] > Float(0) {
+        arena[((1221264 +% (q336 *% 784)) +% Int(arena[(401408 +% ((q336 *% 196) +% i337))]))] += arena[(802816 +% ((q336 *% 196) +% i337))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 16 lanes at a time over i314
-    var i314 = 0
-    while i314 &+ 16 <= 288 {
-      storeVector(arena, 514304 &+ i314, Vector(repeating: Float(0)))
-      i314 &+= 16
+  do {  // 16 lanes at a time over i338
+    var i338 = 0
+    while i338 &+ 16 <= 288 {
+      storeVector(arena, 514304 &+ i338, Vector(repeating: Float(0)))
+      i338 &+= 16
     }
-    while i314 < 288 {
-      arena[(514304 +% i314)] = Float(0)
-      i314 &+= 1
-    }
-  }
-  for g315 in 0..<4 {
-    for j316 in 0..<16 {
-      for c317 in 0..<1 {
-        for ky318 in 0..<3 {
-          for oy319 in 0..<28 {
-            if (-1 < ((oy319 +% ky318) +% -1) && ((oy319 +% ky318) +% -1) < 28) {
-              for ox320 in 0..<27 {
-                arena[((((((c317 *% 3) +% ky318) *% 3) *% 12544) +% (j316 *% 784)) +% ((oy319 *% 28) +% (ox320 +% 1)))] = images[((((((g315 *% 16) +% j316) *% 784) +% (c317 *% 784)) +% (((oy319 +% ky318) +% -1) *% 28)) +% ((ox320 +% 1) +% -1))]
-              }
-              for ox321 in 0..<1 {
-                arena[((((((c317 *% 3) +% ky318) *% 3) *% 12544) +% (j316 *% 784)) +% ((oy319 *% 28) +% ox321))] = Float(0)
-              }
-            }
-            if ((oy319 +% ky318) +% -1) < 0 {
-              for ox322 in 0..<28 {
-                arena[((((((c317 *% 3) +% ky318) *% 3) *% 12544) +% (j316 *% 784)) +% ((oy319 *% 28) +% ox322))] = Float(0)
-              }
-            }
-            if 27 < ((oy319 +% ky318) +% -1) {
-              for ox322 in 0..<28 {
-                arena[((((((c317 *% 3) +% ky318) *% 3) *% 12544) +% (j316 *% 784)) +% ((oy319 *% 28) +% ox322))] = Float(0)
-              }
-            }
-          }
-          for oy323 in 0..<28 {
-            if (-1 < ((oy323 +% ky318) +% -1) && ((oy323 +% ky318) +% -1) < 28) {
-              for ox324 in 0..<28 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 1) *% 12544) +% (j316 *% 784)) +% ((oy323 *% 28) +% ox324))] = images[((((((g315 *% 16) +% j316) *% 784) +% (c317 *% 784)) +% (((oy323 +% ky318) +% -1) *% 28)) +% ox324)]
-              }
-            }
-            if ((oy323 +% ky318) +% -1) < 0 {
-              for ox325 in 0..<28 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 1) *% 12544) +% (j316 *% 784)) +% ((oy323 *% 28) +% ox325))] = Float(0)
-              }
-            }
-            if 27 < ((oy323 +% ky318) +% -1) {
-              for ox325 in 0..<28 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 1) *% 12544) +% (j316 *% 784)) +% ((oy323 *% 28) +% ox325))] = Float(0)
-              }
-            }
-          }
-          for oy326 in 0..<28 {
-            if (-1 < ((oy326 +% ky318) +% -1) && ((oy326 +% ky318) +% -1) < 28) {
-              for ox327 in 0..<27 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 2) *% 12544) +% (j316 *% 784)) +% ((oy326 *% 28) +% ox327))] = images[((((((g315 *% 16) +% j316) *% 784) +% (c317 *% 784)) +% (((oy326 +% ky318) +% -1) *% 28)) +% (ox327 +% 1))]
-              }
-              for ox328 in 0..<1 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 2) *% 12544) +% (j316 *% 784)) +% ((oy326 *% 28) +% (ox328 +% 27)))] = Float(0)
-              }
-            }
-            if ((oy326 +% ky318) +% -1) < 0 {
-              for ox329 in 0..<28 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 2) *% 12544) +% (j316 *% 784)) +% ((oy326 *% 28) +% ox329))] = Float(0)
-              }
-            }
-            if 27 < ((oy326 +% ky318) +% -1) {
-              for ox329 in 0..<28 {
-                arena[(((((((c317 *% 3) +% ky318) *% 3) +% 2) *% 12544) +% (j316 *% 784)) +% ((oy326 *% 28) +% ox329))] = Float(0)
-              }
-            }
-          }
-        }
-      }
-    }
-    for j330 in 0..<16 {
-      for i331 in 0..<784 {
-        for f332 in 0..<32 {
-          arena[((112896 +% (((j330 *% 784) +% i331) *% 32)) +% f332)] = arena[(((1221264 +% (((g315 *% 16) +% j330) *% 25088)) +% (f332 *% 784)) +% i331)]
-        }
-      }
-    }
-    do {  // gemm338
-      for kp333 in 0..<7 {
-        for nb334 in 0..<1 {
-          for mb335 in 0..<1 {
-            var t336_c0_0 = loadVector(arena, ((514304 +% ((mb335 *% 9) *% 32)) +% (nb334 *% 32)))
-            var t336_c0_1 = loadVector(arena, (((514304 +% ((mb335 *% 9) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c1_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 1) *% 32)) +% (nb334 *% 32)))
-            var t336_c1_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 1) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c2_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 2) *% 32)) +% (nb334 *% 32)))
-            var t336_c2_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 2) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c3_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 3) *% 32)) +% (nb334 *% 32)))
-            var t336_c3_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 3) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c4_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 4) *% 32)) +% (nb334 *% 32)))
-            var t336_c4_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 4) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c5_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 5) *% 32)) +% (nb334 *% 32)))
-            var t336_c5_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 5) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c6_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 6) *% 32)) +% (nb334 *% 32)))
-            var t336_c6_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 6) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c7_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 7) *% 32)) +% (nb334 *% 32)))
-            var t336_c7_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 7) *% 32)) +% (nb334 *% 32)) +% 16))
-            var t336_c8_0 = loadVector(arena, ((514304 +% (((mb335 *% 9) +% 8) *% 32)) +% (nb334 *% 32)))
-            var t336_c8_1 = loadVector(arena, (((514304 +% (((mb335 *% 9) +% 8) *% 32)) +% (nb334 *% 32)) +% 16))
-            for k337 in 0..<1792 {
-              let t336_b0 = loadVector(arena, ((112896 +% ((k337 +% (kp333 *% 1792)) *% 32)) +% (nb334 *% 32)))
-              let t336_b1 = loadVector(arena, (((112896 +% ((k337 +% (kp333 *% 1792)) *% 32)) +% (nb334 *% 32)) +% 16))
-              let t336_a0 = Vector(repeating: arena[(((mb335 *% 9) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c0_0 = t336_c0_0.addingProduct(t336_a0, t336_b0)
-              t336_c0_1 = t336_c0_1.addingProduct(t336_a0, t336_b1)
-              let t336_a1 = Vector(repeating: arena[((((mb335 *% 9) +% 1) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c1_0 = t336_c1_0.addingProduct(t336_a1, t336_b0)
-              t336_c1_1 = t336_c1_1.addingProduct(t336_a1, t336_b1)
-              let t336_a2 = Vector(repeating: arena[((((mb335 *% 9) +% 2) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c2_0 = t336_c2_0.addingProduct(t336_a2, t336_b0)
-              t336_c2_1 = t336_c2_1.addingProduct(t336_a2, t336_b1)
-              let t336_a3 = Vector(repeating: arena[((((mb335 *% 9) +% 3) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c3_0 = t336_c3_0.addingProduct(t336_a3, t336_b0)
-              t336_c3_1 = t336_c3_1.addingProduct(t336_a3, t336_b1)
-              let t336_a4 = Vector(repeating: arena[((((mb335 *% 9) +% 4) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c4_0 = t336_c4_0.addingProduct(t336_a4, t336_b0)
-              t336_c4_1 = t336_c4_1.addingProduct(t336_a4, t336_b1)
-              let t336_a5 = Vector(repeating: arena[((((mb335 *% 9) +% 5) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c5_0 = t336_c5_0.addingProduct(t336_a5, t336_b0)
-              t336_c5_1 = t336_c5_1.addingProduct(t336_a5, t336_b1)
-              let t336_a6 = Vector(repeating: arena[((((mb335 *% 9) +% 6) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c6_0 = t336_c6_0.addingProduct(t336_a6, t336_b0)
-              t336_c6_1 = t336_c6_1.addingProduct(t336_a6, t336_b1)
-              let t336_a7 = Vector(repeating: arena[((((mb335 *% 9) +% 7) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c7_0 = t336_c7_0.addingProduct(t336_a7, t336_b0)
-              t336_c7_1 = t336_c7_1.addingProduct(t336_a7, t336_b1)
-              let t336_a8 = Vector(repeating: arena[((((mb335 *% 9) +% 8) *% 12544) +% (k337 +% (kp333 *% 1792)))])
-              t336_c8_0 = t336_c8_0.addingProduct(t336_a8, t336_b0)
-              t336_c8_1 = t336_c8_1.addingProduct(t336_a8, t336_b1)
-            }
-            storeVector(arena, ((514304 +% ((mb335 *% 9) *% 32)) +% (nb334 *% 32)), t336_c0_0)
-            storeVector(arena, (((514304 +% ((mb335 *% 9) *% 32)) +% (nb334 *% 32)) +% 16), t336_c0_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 1) *% 32)) +% (nb334 *% 32)), t336_c1_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 1) *% 32)) +% (nb334 *% 32)) +% 16), t336_c1_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 2) *% 32)) +% (nb334 *% 32)), t336_c2_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 2) *% 32)) +% (nb334 *% 32)) +% 16), t336_c2_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 3) *% 32)) +% (nb334 *% 32)), t336_c3_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 3) *% 32)) +% (nb334 *% 32)) +% 16), t336_c3_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 4) *% 32)) +% (nb334 *% 32)), t336_c4_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 4) *% 32)) +% (nb334 *% 32)) +% 16), t336_c4_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 5) *% 32)) +% (nb334 *% 32)), t336_c5_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 5) *% 32)) +% (nb334 *% 32)) +% 16), t336_c5_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 6) *% 32)) +% (nb334 *% 32)), t336_c6_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 6) *% 32)) +% (nb334 *% 32)) +% 16), t336_c6_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 7) *% 32)) +% (nb334 *% 32)), t336_c7_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 7) *% 32)) +% (nb334 *% 32)) +% 16), t336_c7_1)
-            storeVector(arena, ((514304 +% (((mb335 *% 9) +% 8) *% 32)) +% (nb334 *% 32)), t336_c8_0)
-            storeVector(arena, (((514304 +% (((mb335 *% 9) +% 8) *% 32)) +% (nb334 *% 32)) +% 16), t336_c8_1)
-          }
-        }
-      }
+    while i338 < 288 {
+      arena[(514304 +% i338)] = Float(0)
+      i338 &+= 1
     }
   }
-  for f339 in 0..<32 {
-    for r340 in 0..<9 {
-      grads[((f339 *% 9) +% r340)] = arena[((514304 +% (r340 *% 32)) +% f339)]
+  for g339 in 0..<4 {
+    for j340 in 0..<16 {
+      for c341 in 0..<1 {
+        for ky342 in 0..<3 {
+          for oy343 in 0..<28 {
+            if (-1 < ((oy343 +% ky342) +% -1) && ((oy343 +% ky342) +% -1) < 28) {
+              for ox344 in 0..<27 {
+                arena[((((((c341 *% 3) +% ky342) *% 3) *% 12544) +% (j340 *% 784)) +% ((oy343 *% 28) +% (ox344 +% 1)))] = images[((((((g339 *% 16) +% j340) *% 784) +% (c341 *% 784)) +% (((oy343 +% ky342) +% -1) *% 28)) +% ((ox344 +% 1) +% -1))]
+              }
+              for ox345 in 0..<1 {
+                arena[((((((c341 *% 3) +% ky342) *% 3) *% 12544) +% (j340 *% 784)) +% ((oy343 *% 28) +% ox345))] = Float(0)
+              }
+            }
+            if ((oy343 +% ky342) +% -1) < 0 {
+              for ox346 in 0..<28 {
+                arena[((((((c341 *% 3) +% ky342) *% 3) *% 12544) +% (j340 *% 784)) +% ((oy343 *% 28) +% ox346))] = Float(0)
+              }
+            }
+            if 27 < ((oy343 +% ky342) +% -1) {
+              for ox346 in 0..<28 {
+                arena[((((((c341 *% 3) +% ky342) *% 3) *% 12544) +% (j340 *% 784)) +% ((oy343 *% 28) +% ox346))] = Float(0)
+              }
+            }
+          }
+          for oy347 in 0..<28 {
+            if (-1 < ((oy347 +% ky342) +% -1) && ((oy347 +% ky342) +% -1) < 28) {
+              for ox348 in 0..<28 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 1) *% 12544) +% (j340 *% 784)) +% ((oy347 *% 28) +% ox348))] = images[((((((g339 *% 16) +% j340) *% 784) +% (c341 *% 784)) +% (((oy347 +% ky342) +% -1) *% 28)) +% ox348)]
+              }
+            }
+            if ((oy347 +% ky342) +% -1) < 0 {
+              for ox349 in 0..<28 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 1) *% 12544) +% (j340 *% 784)) +% ((oy347 *% 28) +% ox349))] = Float(0)
+              }
+            }
+            if 27 < ((oy347 +% ky342) +% -1) {
+              for ox349 in 0..<28 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 1) *% 12544) +% (j340 *% 784)) +% ((oy347 *% 28) +% ox349))] = Float(0)
+              }
+            }
+          }
+          for oy350 in 0..<28 {
+            if (-1 < ((oy350 +% ky342) +% -1) && ((oy350 +% ky342) +% -1) < 28) {
+              for ox351 in 0..<27 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 2) *% 12544) +% (j340 *% 784)) +% ((oy350 *% 28) +% ox351))] = images[((((((g339 *% 16) +% j340) *% 784) +% (c341 *% 784)) +% (((oy350 +% ky342) +% -1) *% 28)) +% (ox351 +% 1))]
+              }
+              for ox352 in 0..<1 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 2) *% 12544) +% (j340 *% 784)) +% ((oy350 *% 28) +% (ox352 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy350 +% ky342) +% -1) < 0 {
+              for ox353 in 0..<28 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 2) *% 12544) +% (j340 *% 784)) +% ((oy350 *% 28) +% ox353))] = Float(0)
+              }
+            }
+            if 27 < ((oy350 +% ky342) +% -1) {
+              for ox353 in 0..<28 {
+                arena[(((((((c341 *% 3) +% ky342) *% 3) +% 2) *% 12544) +% (j340 *% 784)) +% ((oy350 *% 28) +% ox353))] = Float(0)
+              }
+            }
+          }
+        }
+      }
+    }
+    for j354 in 0..<16 {
+      for i355 in 0..<784 {
+        for f356 in 0..<32 {
+          arena[((112896 +% (((j354 *% 784) +% i355) *% 32)) +% f356)] = arena[(((1221264 +% (((g339 *% 16) +% j354) *% 25088)) +% (f356 *% 784)) +% i355)]
+        }
+      }
+    }
+    do {  // gemm362
+      for kp357 in 0..<7 {
+        for nb358 in 0..<1 {
+          for mb359 in 0..<1 {
+            var t360_c0_0 = loadVector(arena, ((514304 +% ((mb359 *% 9) *% 32)) +% (nb358 *% 32)))
+            var t360_c0_1 = loadVector(arena, (((514304 +% ((mb359 *% 9) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c1_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 1) *% 32)) +% (nb358 *% 32)))
+            var t360_c1_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 1) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c2_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 2) *% 32)) +% (nb358 *% 32)))
+            var t360_c2_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 2) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c3_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 3) *% 32)) +% (nb358 *% 32)))
+            var t360_c3_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 3) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c4_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 4) *% 32)) +% (nb358 *% 32)))
+            var t360_c4_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 4) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c5_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 5) *% 32)) +% (nb358 *% 32)))
+            var t360_c5_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 5) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c6_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 6) *% 32)) +% (nb358 *% 32)))
+            var t360_c6_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 6) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c7_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 7) *% 32)) +% (nb358 *% 32)))
+            var t360_c7_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 7) *% 32)) +% (nb358 *% 32)) +% 16))
+            var t360_c8_0 = loadVector(arena, ((514304 +% (((mb359 *% 9) +% 8) *% 32)) +% (nb358 *% 32)))
+            var t360_c8_1 = loadVector(arena, (((514304 +% (((mb359 *% 9) +% 8) *% 32)) +% (nb358 *% 32)) +% 16))
+            for k361 in 0..<1792 {
+              let t360_b0 = loadVector(arena, ((112896 +% ((k361 +% (kp357 *% 1792)) *% 32)) +% (nb358 *% 32)))
+              let t360_b1 = loadVector(arena, (((112896 +% ((k361 +% (kp357 *% 1792)) *% 32)) +% (nb358 *% 32)) +% 16))
+              let t360_a0 = Vector(repeating: arena[(((mb359 *% 9) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c0_0 = t360_c0_0.addingProduct(t360_a0, t360_b0)
+              t360_c0_1 = t360_c0_1.addingProduct(t360_a0, t360_b1)
+              let t360_a1 = Vector(repeating: arena[((((mb359 *% 9) +% 1) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c1_0 = t360_c1_0.addingProduct(t360_a1, t360_b0)
+              t360_c1_1 = t360_c1_1.addingProduct(t360_a1, t360_b1)
+              let t360_a2 = Vector(repeating: arena[((((mb359 *% 9) +% 2) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c2_0 = t360_c2_0.addingProduct(t360_a2, t360_b0)
+              t360_c2_1 = t360_c2_1.addingProduct(t360_a2, t360_b1)
+              let t360_a3 = Vector(repeating: arena[((((mb359 *% 9) +% 3) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c3_0 = t360_c3_0.addingProduct(t360_a3, t360_b0)
+              t360_c3_1 = t360_c3_1.addingProduct(t360_a3, t360_b1)
+              let t360_a4 = Vector(repeating: arena[((((mb359 *% 9) +% 4) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c4_0 = t360_c4_0.addingProduct(t360_a4, t360_b0)
+              t360_c4_1 = t360_c4_1.addingProduct(t360_a4, t360_b1)
+              let t360_a5 = Vector(repeating: arena[((((mb359 *% 9) +% 5) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c5_0 = t360_c5_0.addingProduct(t360_a5, t360_b0)
+              t360_c5_1 = t360_c5_1.addingProduct(t360_a5, t360_b1)
+              let t360_a6 = Vector(repeating: arena[((((mb359 *% 9) +% 6) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c6_0 = t360_c6_0.addingProduct(t360_a6, t360_b0)
+              t360_c6_1 = t360_c6_1.addingProduct(t360_a6, t360_b1)
+              let t360_a7 = Vector(repeating: arena[((((mb359 *% 9) +% 7) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c7_0 = t360_c7_0.addingProduct(t360_a7, t360_b0)
+              t360_c7_1 = t360_c7_1.addingProduct(t360_a7, t360_b1)
+              let t360_a8 = Vector(repeating: arena[((((mb359 *% 9) +% 8) *% 12544) +% (k361 +% (kp357 *% 1792)))])
+              t360_c8_0 = t360_c8_0.addingProduct(t360_a8, t360_b0)
+              t360_c8_1 = t360_c8_1.addingProduct(t360_a8, t360_b1)
+            }
+            storeVector(arena, ((514304 +% ((mb359 *% 9) *% 32)) +% (nb358 *% 32)), t360_c0_0)
+            storeVector(arena, (((514304 +% ((mb359 *% 9) *% 32)) +% (nb358 *% 32)) +% 16), t360_c0_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 1) *% 32)) +% (nb358 *% 32)), t360_c1_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 1) *% 32)) +% (nb358 *% 32)) +% 16), t360_c1_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 2) *% 32)) +% (nb358 *% 32)), t360_c2_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 2) *% 32)) +% (nb358 *% 32)) +% 16), t360_c2_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 3) *% 32)) +% (nb358 *% 32)), t360_c3_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 3) *% 32)) +% (nb358 *% 32)) +% 16), t360_c3_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 4) *% 32)) +% (nb358 *% 32)), t360_c4_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 4) *% 32)) +% (nb358 *% 32)) +% 16), t360_c4_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 5) *% 32)) +% (nb358 *% 32)), t360_c5_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 5) *% 32)) +% (nb358 *% 32)) +% 16), t360_c5_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 6) *% 32)) +% (nb358 *% 32)), t360_c6_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 6) *% 32)) +% (nb358 *% 32)) +% 16), t360_c6_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 7) *% 32)) +% (nb358 *% 32)), t360_c7_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 7) *% 32)) +% (nb358 *% 32)) +% 16), t360_c7_1)
+            storeVector(arena, ((514304 +% (((mb359 *% 9) +% 8) *% 32)) +% (nb358 *% 32)), t360_c8_0)
+            storeVector(arena, (((514304 +% (((mb359 *% 9) +% 8) *% 32)) +% (nb358 *% 32)) +% 16), t360_c8_1)
+          }
+        }
+      }
+    }
+  }
+  for f363 in 0..<32 {
+    for r364 in 0..<9 {
+      grads[((f363 *% 9) +% r364)] = arena[((514304 +% (r364 *% 32)) +% f363)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f341 in 0..<32 {
-    var acc342 = Vector()
-    for img343 in 0..<64 {
-      for i344 in 0..<49 {
-        acc342 = acc342.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img343 *% 25088)) +% (f341 *% 784)) +% (i344 *% 16))))
+  for f365 in 0..<32 {
+    var acc366 = Vector()
+    for img367 in 0..<64 {
+      for i368 in 0..<49 {
+        acc366 = acc366.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((1221264 +% (img367 *% 25088)) +% (f365 *% 784)) +% (i368 *% 16))))
       }
     }
-    storeVector(arena, 0, acc342)
-    var sum345: Float = (arena[0] + arena[1])
-    var sum346: Float = (sum345 + arena[2])
-    var sum347: Float = (sum346 + arena[3])
-    var sum348: Float = (sum347 + arena[4])
-    var sum349: Float = (sum348 + arena[5])
-    var sum350: Float = (sum349 + arena[6])
-    var sum351: Float = (sum350 + arena[7])
-    var sum352: Float = (sum351 + arena[8])
-    var sum353: Float = (sum352 + arena[9])
-    var sum354: Float = (sum353 + arena[10])
-    var sum355: Float = (sum354 + arena[11])
-    var sum356: Float = (sum355 + arena[12])
-    var sum357: Float = (sum356 + arena[13])
-    var sum358: Float = (sum357 + arena[14])
-    var sum359: Float = (sum358 + arena[15])
-    grads[(288 +% f341)] = sum359
+    storeVector(arena, 0, acc366)
+    var sum369: Float = (arena[0] + arena[1])
+    var sum370: Float = (sum369 + arena[2])
+    var sum371: Float = (sum370 + arena[3])
+    var sum372: Float = (sum371 + arena[4])
+    var sum373: Float = (sum372 + arena[5])
+    var sum374: Float = (sum373 + arena[6])
+    var sum375: Float = (sum374 + arena[7])
+    var sum376: Float = (sum375 + arena[8])
+    var sum377: Float = (sum376 + arena[9])
+    var sum378: Float = (sum377 + arena[10])
+    var sum379: Float = (sum378 + arena[11])
+    var sum380: Float = (sum379 + arena[12])
+    var sum381: Float = (sum380 + arena[13])
+    var sum382: Float = (sum381 + arena[14])
+    var sum383: Float = (sum382 + arena[15])
+    grads[(288 +% f365)] = sum383
   }
   // adam = update of 421642 parameters
-  var step_size360: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt361: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 16 lanes at a time over i362
-    var i362 = 0
-    while i362 &+ 16 <= 421642 {
-      let g_v = (loadVector(grads, 0 &+ i362) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i362)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i362)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i362)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i362, m_new_v)
-      storeVector(v, 0 &+ i362, v_new_v)
-      storeVector(params, 0 &+ i362, (loadVector(params, 0 &+ i362) - ((Vector(repeating: step_size360) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt361)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i362 &+= 16
+  var step_size384: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt385: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // 16 lanes at a time over i386
+    var i386 = 0
+    while i386 &+ 16 <= 421642 {
+      let g_v = (loadVector(grads, 0 &+ i386) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i386)))
+      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i386)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i386)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      storeVector(m, 0 &+ i386, m_new_v)
+      storeVector(v, 0 &+ i386, v_new_v)
+      storeVector(params, 0 &+ i386, (loadVector(params, 0 &+ i386) - ((Vector(repeating: step_size384) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt385)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+      i386 &+= 16
     }
-    while i362 < 421642 {
-      var g: Float = (grads[i362] + (Float(0) * params[i362]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i362]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i362]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i362] = m_new
-      v[i362] = v_new
-      params[i362] = (params[i362] - ((step_size360 * m_new) / ((sqrtf(v_new) / bc2_sqrt361) + Float(bitPattern: 0x322bcc77))))
-      i362 &+= 1
+    while i386 < 421642 {
+      var g: Float = (grads[i386] + (Float(0) * params[i386]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i386]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i386]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i386] = m_new
+      v[i386] = v_new
+      params[i386] = (params[i386] - ((step_size384 * m_new) / ((sqrtf(v_new) / bc2_sqrt385) + Float(bitPattern: 0x322bcc77))))
+      i386 &+= 1
     }
   }
 }

@@ -215,6 +215,8 @@ public struct LLVMRenderer {
       LLVMBuildStore(builder, fexpr(v, s), declare(name, f32, &s))
     case .set(let name, let v):
       LLVMBuildStore(builder, fexpr(v, s), s.local(name))
+    case .ulocal(let name, let u):
+      s.vars[s.vars.count - 1][name] = uexpr(u, s)
     case .vlocal(let name, let v):
       LLVMBuildStore(builder, vexpr(v, s), declare(name, vec, &s))
     case .vset(let name, let v):
@@ -427,23 +429,23 @@ public struct LLVMRenderer {
     case .ieq(let a, let b): return LLVMBuildICmp(builder, LLVMIntEQ, iexpr(a, s), iexpr(b, s), "")
     case .fgt(let a, let b): return LLVMBuildFCmp(builder, LLVMRealOGT, fexpr(a, s), fexpr(b, s), "")
     case .and(let a, let b): return LLVMBuildAnd(builder, cond(a, s), cond(b, s), "")
-    case .dropoutKeep(let key, let index, let threshold):
-      // base = mix(mix(seed ^ key) + step); keep = mix(base + index * golden) >> 40 >= threshold
-      let k = LLVMConstInt(i64, key, 0)
-      let base = mix(LLVMBuildAdd(builder, mix(LLVMBuildXor(builder, s.seed, k, "")), s.step, ""))
-      let golden = LLVMConstInt(i64, 0x9e37_79b9_7f4a_7c15, 0)
-      let h = mix(LLVMBuildAdd(builder, base, LLVMBuildMul(builder, iexpr(index, s), golden, ""), ""))
-      let draw = LLVMBuildLShr(builder, h, LLVMConstInt(i64, 40, 0), "")
-      return LLVMBuildICmp(builder, LLVMIntUGE, draw, LLVMConstInt(i64, threshold, 0), "keep")
+    case .uge(let a, let b): return LLVMBuildICmp(builder, LLVMIntUGE, uexpr(a, s), uexpr(b, s), "")
     }
   }
 
   /// The splitmix64 finaliser, inline.
-  func mix(_ z0: LLVMValueRef) -> LLVMValueRef {
-    func step(_ z: LLVMValueRef, _ shift: UInt64, _ mul: UInt64?) -> LLVMValueRef {
-      let x = LLVMBuildXor(builder, z, LLVMBuildLShr(builder, z, LLVMConstInt(i64, shift, 0), ""), "")!
-      return mul.map { LLVMBuildMul(builder, x, LLVMConstInt(i64, $0, 0), "") } ?? x
+  /// Wrapping unsigned 64-bit arithmetic (the dropout RNG); locals are SSA values in the loop-variable scope.
+  func uexpr(_ e: UExpr, _ s: Scope) -> LLVMValueRef {
+    switch e {
+    case .c(let v): LLVMConstInt(i64, v, 0)
+    case .seed: s.seed
+    case .step: s.step
+    case .index(let i): iexpr(i, s)
+    case .local(let n): s.variable(n)
+    case .xor(let a, let b): LLVMBuildXor(builder, uexpr(a, s), uexpr(b, s), "")
+    case .add(let a, let b): LLVMBuildAdd(builder, uexpr(a, s), uexpr(b, s), "")
+    case .mul(let a, let b): LLVMBuildMul(builder, uexpr(a, s), uexpr(b, s), "")
+    case .shr(let a, let k): LLVMBuildLShr(builder, uexpr(a, s), LLVMConstInt(i64, UInt64(k), 0), "")
     }
-    return step(step(step(z0, 30, 0xbf58_476d_1ce4_e5b9), 27, 0x94d0_49bb_1331_11eb), 31, nil)
   }
 }

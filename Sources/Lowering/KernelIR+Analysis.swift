@@ -5,7 +5,7 @@ extension Stmt {
     switch self {
     case .vset(let n, _): [n]
     case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body): body.flatMap(\.vectorsSet)
-    case .store, .accumulate, .local, .set, .gemm, .comment, .vlocal, .vstore, .tick: []
+    case .store, .accumulate, .local, .set, .ulocal, .gemm, .comment, .vlocal, .vstore, .tick: []
     }
   }
 
@@ -18,6 +18,7 @@ extension Stmt {
     case .when(let c, let body): c.basesUsed + body.flatMap(\.basesUsed)
     case .store(let b, let x, let e), .accumulate(let b, let x, let e): [b] + x.basesUsed + e.basesUsed
     case .local(_, let e), .set(_, let e): e.basesUsed
+    case .ulocal(_, let u): u.basesUsed
     case .vlocal(_, let e), .vset(_, let e): e.basesUsed
     case .vstore(let b, let x, let e, _): [b] + x.basesUsed + e.basesUsed
     case .gemm(let g): [g.a.0, g.b.0, g.c.0] + g.a.1.basesUsed + g.b.1.basesUsed + g.c.1.basesUsed
@@ -71,7 +72,19 @@ extension Cond {
     case .ilt(let a, let b), .ieq(let a, let b): a.basesUsed + b.basesUsed
     case .fgt(let a, let b): a.basesUsed + b.basesUsed
     case .and(let a, let b): a.basesUsed + b.basesUsed
-    case .dropoutKeep(_, let x, _): x.basesUsed
+    case .uge(let a, let b): a.basesUsed + b.basesUsed
+    }
+  }
+}
+
+extension UExpr {
+  /// The buffers the expression reads.
+  public var basesUsed: [Base] {
+    switch self {
+    case .c, .seed, .step, .local: []
+    case .index(let i): i.basesUsed
+    case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): a.basesUsed + b.basesUsed
+    case .shr(let a, _): a.basesUsed
     }
   }
 }

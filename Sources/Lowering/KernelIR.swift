@@ -74,9 +74,26 @@ public indirect enum Cond: Equatable, Sendable {
   case ieq(IExpr, IExpr)
   case fgt(FExpr, FExpr)
   case and(Cond, Cond)
-  /// The dropout mask: keeps element `index` of the node keyed `key` at (seed, step) unless its
-  /// 24-bit draw is below `threshold` (the same counter-based RNG as the reference kernel).
-  case dropoutKeep(key: UInt64, index: IExpr, threshold: UInt64)
+  /// Unsigned 64-bit a >= b (the dropout draw against its threshold).
+  case uge(UExpr, UExpr)
+}
+
+/// Unsigned 64-bit expressions with wrapping arithmetic: the dropout RNG, written in the kernel IR so the
+/// back ends only render integer arithmetic.
+public indirect enum UExpr: Equatable, Sendable {
+  case c(UInt64)
+  /// The entry point's seed and step arguments, as bit patterns.
+  case seed
+  case step
+  /// An index expression's bit pattern.
+  case index(IExpr)
+  /// A 64-bit local declared by `Stmt.ulocal`.
+  case local(String)
+  case xor(UExpr, UExpr)
+  case add(UExpr, UExpr)
+  case mul(UExpr, UExpr)
+  /// Logical shift right by a constant.
+  case shr(UExpr, Int)
 }
 
 /// Vector expressions over the program's `lanes` floats, one register of its target (the GEMM micro-kernels).
@@ -148,6 +165,8 @@ public indirect enum Stmt: Equatable, Sendable {
   case vset(String, VExpr)
   /// Stores the first `lanes` lanes of the value to buffer[i...] (a masked store when fewer than all).
   case vstore(Base, IExpr, VExpr, lanes: Int)
+  /// Declares an immutable unsigned 64-bit local (scoped to the enclosing block).
+  case ulocal(String, UExpr)
   /// Profiling: stores the monotonic clock in nanoseconds, as a 64-bit integer, into arena slot `slot`
   /// (every back end the same unit).
   case tick(Int)
@@ -198,7 +217,15 @@ extension Stmt {
       case .ilt(let a, let b), .ieq(let a, let b): use(a); use(b)
       case .fgt(let a, let b): use(a); use(b)
       case .and(let a, let b): use(a); use(b)
-      case .dropoutKeep(_, let i, _): use(i)
+      case .uge(let a, let b): use(a); use(b)
+      }
+    }
+    func use(_ u: UExpr) {
+      switch u {
+      case .c, .seed, .step, .local: break
+      case .index(let i): use(i)
+      case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): use(a); use(b)
+      case .shr(let a, _): use(a)
       }
     }
     func use(_ v: VExpr) {
@@ -217,6 +244,7 @@ extension Stmt {
         bound.removeLast()
       case .store(_, let i, let e), .accumulate(_, let i, let e): use(i); use(e)
       case .local(_, let e), .set(_, let e): use(e)
+      case .ulocal(_, let u): use(u)
       case .when(let c, let body): use(c); body.forEach(visit)
       case .gemm(let g): use(g.a.1); use(g.b.1); use(g.c.1)
       case .comment, .tick: break

@@ -28,6 +28,7 @@ extension Program {
     case .accumulate(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] += \(e.text)\n"
     case .local(let n, let e): return "\(pad)var \(n) = \(e.text)\n"
     case .set(let n, let e): return "\(pad)\(n) = \(e.text)\n"
+    case .ulocal(let n, let u): return "\(pad)let \(n): u64 = \(u.text)\n"
     case .when(let c, let body): return "\(pad)if \(c.text) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .vlocal(let n, let e): return "\(pad)vector \(n) = \(e.text)\n"
     case .vset(let n, let e): return "\(pad)\(n) = \(e.text)\n"
@@ -96,7 +97,23 @@ extension Cond {
     case .ieq(let a, let b): "\(a.text) == \(b.text)"
     case .fgt(let a, let b): "\(a.text) > \(b.text)"
     case .and(let a, let b): "\(a.text) && \(b.text)"
-    case .dropoutKeep(let key, let i, let t): "keep(key: \(String(key, radix: 16)), \(i.text), threshold: \(t))"
+    case .uge(let a, let b): "\(a.text) >= \(b.text)"
+    }
+  }
+}
+
+extension UExpr {
+  var text: String {
+    switch self {
+    case .c(let v): "0x\(String(v, radix: 16))"
+    case .seed: "seed"
+    case .step: "step"
+    case .index(let i): "u64(\(i.text))"
+    case .local(let n): n
+    case .xor(let a, let b): "(\(a.text) ^ \(b.text))"
+    case .add(let a, let b): "(\(a.text) + \(b.text))"
+    case .mul(let a, let b): "(\(a.text) * \(b.text))"
+    case .shr(let a, let k): "(\(a.text) >> \(k))"
     }
   }
 }

@@ -28,13 +28,6 @@ public enum SwiftRenderer {
       /// OpenBLAS's cblas_sgemm, resolved once from the process that loads this library.
       let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_sgemm"), to: SgemmFunction.self)
 
-      /// The splitmix64 finaliser (the dropout RNG).
-      @inline(__always) func mix(_ z0: UInt64) -> UInt64 {
-        var z = (z0 ^ (z0 >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-      }
-
       /// One vector register of the target.
       typealias Vector = SIMD\(target.lanes)<Float>
 
@@ -140,6 +133,7 @@ struct Writer {
     case .accumulate(let b, let i, let e): line("\(b.rawValue)[\(ix(i))] += \(fx(e))")
     case .local(let n, let e): line("var \(n): Float = \(fx(e))")
     case .set(let n, let e): line("\(n) = \(fx(e))")
+    case .ulocal(let n, let u): line("let \(n): UInt64 = \(ux(u))")
     case .when(let c, let body):
       line("if \(cx(c)) {")
       block(body)
@@ -210,14 +204,28 @@ struct Writer {
     }
   }
 
+  /// Wrapping unsigned 64-bit arithmetic (the dropout RNG).
+  func ux(_ e: UExpr) -> String {
+    switch e {
+    case .c(let v): "0x\(String(v, radix: 16)) as UInt64"
+    case .seed: "UInt64(bitPattern: seed)"
+    case .step: "UInt64(bitPattern: step)"
+    case .index(let i): "UInt64(bitPattern: Int64(\(ix(i))))"
+    case .local(let n): n
+    case .xor(let a, let b): "(\(ux(a)) ^ \(ux(b)))"
+    case .add(let a, let b): "(\(ux(a)) &+ \(ux(b)))"
+    case .mul(let a, let b): "(\(ux(a)) &* \(ux(b)))"
+    case .shr(let a, let k): "(\(ux(a)) >> \(k))"
+    }
+  }
+
   func cx(_ c: Cond) -> String {
     switch c {
     case .ilt(let a, let b): "\(ix(a)) < \(ix(b))"
     case .ieq(let a, let b): "\(ix(a)) == \(ix(b))"
     case .fgt(let a, let b): "\(fx(a)) > \(fx(b))"
     case .and(let a, let b): "(\(cx(a)) && \(cx(b)))"
-    case .dropoutKeep(let key, let index, let threshold):
-      "mix(mix(mix(UInt64(bitPattern: seed) ^ 0x\(String(key, radix: 16))) &+ UInt64(bitPattern: step)) &+ UInt64(\(ix(index))) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= \(threshold)"
+    case .uge(let a, let b): "\(ux(a)) >= \(ux(b))"
     }
   }
 }

@@ -54,20 +54,30 @@ public enum Dropout {
     return h
   }
 
+  /// The splitmix64 finaliser as its steps, `z = (z ^ (z >> shift)) * multiplier` (the last without a
+  /// multiply): the one definition the reference kernel and the lowering both evaluate.
+  public static let mixSteps: [(shift: Int, multiplier: UInt64?)] = [(30, 0xbf58_476d_1ce4_e5b9), (27, 0x94d0_49bb_1331_11eb), (31, nil)]
+  /// The Weyl increment that spreads element indices over the stream (2^64 / golden ratio).
+  public static let golden: UInt64 = 0x9e37_79b9_7f4a_7c15
+  /// A draw is the top 24 bits of the mixed value.
+  public static let drawShift = 40
+
   /// The splitmix64 finaliser.
   @inline(__always) public static func mix(_ z0: UInt64) -> UInt64 {
     var z = z0
-    z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-    z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-    return z ^ (z >> 31)
+    for (shift, multiplier) in mixSteps {
+      z ^= z >> UInt64(shift)
+      if let multiplier { z = z &* multiplier }
+    }
+    return z
   }
 
-  /// Per-step stream base; element i is dropped when `mix(base + i * golden) >> 40 < threshold`.
+  /// Per-step stream base; element i is dropped when `mix(base + i * golden) >> drawShift < threshold`.
   public static func streamBase(seed: UInt64, step: UInt64, key: UInt64) -> UInt64 { mix(mix(seed ^ key) &+ step) }
   /// Elements whose 24-bit draw falls below this are dropped.
   public static func threshold(_ rate: Double) -> UInt64 { UInt64(rate * 16_777_216) }
   @inline(__always) public static func keeps(base: UInt64, index: Int, threshold: UInt64) -> Bool {
-    mix(base &+ UInt64(index) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= threshold
+    mix(base &+ UInt64(index) &* golden) >> UInt64(drawShift) >= threshold
   }
 
   /// Applies the mask and the 1/(1-rate) scale (forward, and backward on dy).

@@ -11,10 +11,34 @@ extension Emitter {
     body.append(elementwise(out.count) { i in .store(out.base, .c(out.offset) + i, value(i, args)) })
   }
 
-  /// Dropout's mask and scale applied to operand 0; `key` names the forward dropout, so the gradient reapplies its mask.
+  /// Dropout's mask and scale applied to operand 0; `key` names the forward dropout, so the gradient
+  /// reapplies its mask. The RNG is `Dropout`'s (stream base per kernel, one draw per element), in 64-bit
+  /// statements of the kernel IR.
   mutating func dropout(_ n: Node, _ a: DropoutAttrs, key name: String) {
-    let key = Dropout.key(name), scale = Float(1 / (1 - a.rate))
-    elementwise(n) { i, x in .select(.dropoutKeep(key: key, index: i, threshold: Dropout.threshold(a.rate)), x[0](i) * .c(scale), .c(0)) }
+    let out = at(n.name), x = at(n.args[0])
+    let scale = Float(1 / (1 - a.rate)), threshold = UExpr.c(Dropout.threshold(a.rate))
+    let (keyed, keyStmts) = mix(.xor(.seed, .c(Dropout.key(name))))
+    let (base, baseStmts) = mix(.add(keyed, .step))
+    body += keyStmts + baseStmts
+    body.append(loop("i", out.count) { e, i in
+      let (draw, stmts) = e.mix(.add(base, .mul(.index(i), .c(Dropout.golden))))
+      let keep = Cond.uge(.shr(draw, Dropout.drawShift), threshold)
+      return stmts + [.store(out.base, .c(out.offset) + i, .select(keep, .load(x.base, .c(x.offset) + i) * .c(scale), .c(0)))]
+    })
+  }
+
+  /// `Dropout.mix(z)` as 64-bit locals, one per step; returns the result and the statements declaring it.
+  mutating func mix(_ z: UExpr) -> (UExpr, [Stmt]) {
+    // Each step reads its input twice, so the input is a local first.
+    let input = fresh("z")
+    var value = UExpr.local(input), stmts: [Stmt] = [.ulocal(input, z)]
+    for (shift, multiplier) in Dropout.mixSteps {
+      let name = fresh("z")
+      let shifted = UExpr.xor(value, .shr(value, shift))
+      stmts.append(.ulocal(name, multiplier.map { .mul(shifted, .c($0)) } ?? shifted))
+      value = .local(name)
+    }
+    return (value, stmts)
   }
 }
 
