@@ -70,7 +70,7 @@ public struct ReLUMaxPoolGradOp: FusedOp {
   public static let syntax = OpSyntax("relu_maxpool_grad", operands: ["dy", "y", "argmax"], attrs: UnpoolAttrs.syntax) { a throws(AttrError) in
     .reluMaxPoolGrad(try UnpoolAttrs(a))
   }
-  public static let replaces = "maxpool_grad and relu_grad (which differentiation writes)"
+  public static let replaces = "conv2d, relu and maxpool (cnnc derives their gradients)"
   /// The argmax must be the one saved by the `conv2d_relu_maxpool` that produced y.
   public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? {
     let y = node.args[1]
