@@ -217,14 +217,10 @@ public struct Trainer<B: Backend> {
         }
       }
       // Throughput of the steps this process ran (a resumed epoch's earlier steps ran in another).
-      let seconds = Date().timeIntervalSince(start), ranHere = (optimizer.step - max(skip, 0) - epoch * stepsPerEpoch) * b
+      let ranHere = (optimizer.step - max(skip, 0) - epoch * stepsPerEpoch) * b
       let finished = optimizer.step % stepsPerEpoch == 0
-      let valAcc = options.primary ? try validation.map { try accuracy($0).accuracy } : nil
-      let testAcc = options.primary ? try accuracy(test).accuracy : 0
-      let steps = partial.seen / b
-      let report = EpochReport(epoch: epoch + 1, trainLoss: partial.lossSum / Double(max(1, steps)),
-                               trainAccuracy: Double(partial.correct) / Double(max(1, partial.seen)), validationAccuracy: valAcc,
-                               testAccuracy: testAcc, imagesPerSecond: Double(ranHere) / max(seconds, 1e-9), seconds: seconds)
+      let report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
+      let valAcc = report.validationAccuracy
       reports.append(report)
       history = history.filter { $0.epoch < report.epoch } + [report]
       if finished { partial = EpochSums(epoch: epoch + 1) }
@@ -245,6 +241,17 @@ public struct Trainer<B: Backend> {
       if !finished { break }  // stopped by maxSteps
     }
     return reports
+  }
+
+  /// The report of an epoch just trained: its sums, and the validation and test accuracy (evaluated by the
+  /// primary process only) after `images` images in `seconds`.
+  mutating func epochReport(_ epoch: Int, seconds: Double, images: Int, validation: IDXDataset?, test: IDXDataset) throws -> EpochReport {
+    let valAcc = options.primary ? try validation.map { try accuracy($0).accuracy } : nil
+    let testAcc = options.primary ? try accuracy(test).accuracy : 0
+    let steps = partial.seen / options.batchSize
+    return EpochReport(epoch: epoch + 1, trainLoss: partial.lossSum / Double(max(1, steps)),
+                       trainAccuracy: Double(partial.correct) / Double(max(1, partial.seen)), validationAccuracy: valAcc,
+                       testAccuracy: testAcc, imagesPerSecond: Double(images) / max(seconds, 1e-9), seconds: seconds)
   }
 
   /// The training and validation sets and the steps per epoch, after checking both data sets against the
