@@ -1,8 +1,8 @@
 import Runtime
 
 /// A structure-aware generator of valid `.graph` files: convolutions of any kernel, stride and padding,
-/// max and average pools, residual `add`s, dropout, dense layers of any width (1 included), softmax, and
-/// a cross-entropy loss. It tracks shapes as it goes, so every file it writes is valid by construction;
+/// the activations (relu, leaky_relu, tanh, sigmoid), max and average pools, global average pooling,
+/// residual `add`s, dropout, dense layers of any width (1 included), softmax, and a cross-entropy loss. It tracks shapes as it goes, so every file it writes is valid by construction;
 /// the seed alone fixes the file.
 public struct RandomGraph {
   public let source: String
@@ -20,6 +20,15 @@ public struct RandomGraph {
     var v = "x", k = 0
     func name(_ p: String) -> String { k += 1; return "\(p)\(k)" }
     func emit(_ p: String, _ rhs: String) { let n = name(p); lines.append("\(n) = \(rhs)"); v = n }
+    // Mostly relu (so fusion is exercised), sometimes the other activations.
+    func activation() {
+      switch pick(0...9) {
+      case 0, 1: emit("leaky", "leaky_relu(\(v)\(chance(0.5) ? ", slope: 0.2" : ""))")
+      case 2: emit("tanh", "tanh(\(v))")
+      case 3: emit("sig", "sigmoid(\(v))")
+      default: emit("relu", "relu(\(v))")
+      }
+    }
     for _ in 0..<pick(0...3) {
       let kernel = pick(1...min(5, min(h, w) + 2)), padding = pick(0...min(2, kernel - 1))
       let stride = pick(1...3), filters = pick(1...6)
@@ -27,7 +36,7 @@ public struct RandomGraph {
       let before = v, (bc, bh, bw) = (c, h, w)
       emit("conv", "conv2d(\(v), filters: \(filters), kernel: \(kernel)\(stride > 1 ? ", stride: \(stride)" : "")\(padding > 0 ? ", padding: \(padding)" : "")\(chance(0.2) ? ", bias: false" : ""))")
       (c, h, w) = (filters, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1)
-      if chance(0.7) { emit("relu", "relu(\(v))") }
+      if chance(0.7) { activation() }
       // A residual connection where the shapes agree: the shortcut's gradient fans out.
       if (c, h, w) == (bc, bh, bw), chance(0.8) { emit("add", "add(\(v), \(before))") }
       if chance(0.6), min(h, w) >= 2 {
@@ -38,10 +47,14 @@ public struct RandomGraph {
       }
       if chance(0.2) { emit("drop", "dropout(\(v), rate: \(["0.1", "0.25", "0.5"][pick(0...2)]))") }
     }
+    if chance(0.15) {
+      emit("gap", "global_avgpool(\(v))")
+      (h, w) = (1, 1)
+    }
     emit("flat", "flatten(\(v))")
     for _ in 0..<pick(0...3) {
       emit("fc", "dense(\(v), units: \([1, 1, 2, 3, 7, 12, 33][pick(0...6)])\(chance(0.2) ? ", bias: false" : ""))")
-      if chance(0.6) { emit("relu", "relu(\(v))") }
+      if chance(0.6) { activation() }
       if chance(0.2) { emit("drop", "dropout(\(v), rate: 0.3)") }
       if chance(0.1) { emit("soft", "softmax(\(v))") }
     }
