@@ -125,19 +125,13 @@ struct Train: ParsableCommand {
         let c = b.compiler
         say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s, linking %.3f s)",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, c.codegenSeconds))
-        try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
-        if let mpi, let h = try b.checkRanksAgree() {
-          say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
-        }
+        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
                                     compiler: try SwiftCompiler(source: f.path, target: target), shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
-        try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
-        if let mpi, let h = try b.checkRanksAgree() {
-          say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
-        }
+        try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
       } else {
         try run(Trainer(backend: try InterpreterBackend(graph: f.graph, shards: shards), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       }
@@ -174,6 +168,15 @@ struct Train: ParsableCommand {
     options.saveEvery = saveEvery
     options.primary = primary
     return options
+  }
+
+  /// Trains with a compiled back end; under MPI, then checks that every rank ends with the same weights.
+  func runCompiled<C>(_ b: CompiledBackend<C>, _ t: Trainer<CompiledBackend<C>>, _ trainSet: IDXDataset, _ testSet: IDXDataset,
+                      _ outDir: String, _ mpi: MPIRuntime?) throws {
+    try run(t, trainSet, testSet, outDir)
+    if let mpi, let h = try b.checkRanksAgree() {
+      say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
+    }
   }
 
   func run<B: Backend>(_ t: Trainer<B>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ outDir: String) throws {
