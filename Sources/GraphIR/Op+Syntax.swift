@@ -74,11 +74,10 @@ public struct Attributes: Sendable {
     return v
   }
 
-  /// A finite number attribute, or `default` when absent.
-  public func finite(_ name: String, default d: Double) throws(AttrError) -> Double {
-    guard case .float(let v)? = values[name] else { return d }
-    guard v.isFinite else { throw AttrError(attribute: name, message: "'\(name)' must be a finite number, got \(formatFloat(v))") }
-    return v
+  /// A number attribute, or `default` when absent (the parser refuses literals out of Double's range).
+  public func number(_ name: String, default d: Double) -> Double {
+    if case .float(let v)? = values[name] { return v }
+    return d
   }
 }
 

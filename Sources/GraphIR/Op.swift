@@ -168,9 +168,6 @@ public enum Op: Equatable, Hashable, Sendable {
     Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self,
   ]
 
-  /// Every op's syntax, for tools that list what the language has.
-  public static var allSyntax: [OpSyntax] { OpSyntax.all }
-
   /// The op's name as written in `.graph` files.
   public var spelling: String { definition.spelling }
   /// Number of positional operands.
@@ -181,10 +178,6 @@ public enum Op: Equatable, Hashable, Sendable {
   public var secondaryOutputs: [String] { definition.secondaryOutputs }
   /// The op's dialect.
   public var role: OpRole { definition.role }
-  /// True for the ops `fuseConvReLUPool` produces.
-  public var isFused: Bool { role == .fused }
-  /// True for ops that only the compiler produces.
-  public var isGradient: Bool { role != .forward }
   /// Attributes in canonical order, omitting those at their default.
   var printedAttributes: [(String, String)] { definition.printedAttributes }
   /// The shape rule: the result type from the operand types.

@@ -171,10 +171,11 @@ struct Emitter {
 
   /// Appends what `emit` appends as one named `.kernel` statement, headed by `comment` when given.
   mutating func kernel(_ name: String, _ comment: String? = nil, _ emit: (inout Emitter) -> Void) {
-    let outer = body
-    body = comment.map { [.comment($0)] } ?? []
+    // Swapped, not copied: the program's body keeps one buffer, so emitting n kernels stays linear in n.
+    var inner: [Stmt] = comment.map { [.comment($0)] } ?? []
+    swap(&body, &inner)
     emit(&self)
-    let inner = body
-    body = inner.isEmpty ? outer : outer + [.kernel(name, inner)]
+    swap(&body, &inner)
+    if !inner.isEmpty { body.append(.kernel(name, inner)) }
   }
 }

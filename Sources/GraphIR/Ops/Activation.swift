@@ -93,8 +93,8 @@ public struct LeakyReLUOp: Activation {
   /// PyTorch's default `negative_slope`.
   public static let defaultSlope = 0.01
   static let attrs = [AttrSpec("slope", .float)]
-  public static let syntax = OpSyntax("leaky_relu", operands: ["x"], attrs: attrs) { a throws(AttrError) in
-    .leakyReLU(slope: try a.finite("slope", default: defaultSlope))
+  public static let syntax = OpSyntax("leaky_relu", operands: ["x"], attrs: attrs) { a in
+    .leakyReLU(slope: a.number("slope", default: defaultSlope))
   }
   public var printedAttributes: [(String, String)] { slope == Self.defaultSlope ? [] : [("slope", formatFloat(slope))] }
   public var gradientOp: Op { .leakyReLUGrad(slope: slope) }
@@ -107,8 +107,8 @@ public struct LeakyReLUOp: Activation {
 public struct LeakyReLUGradOp: ActivationGradient {
   public var activation: LeakyReLUOp
   public init(slope: Double) { activation = LeakyReLUOp(slope: slope) }
-  public static let syntax = OpSyntax("leaky_relu_grad", operands: ["dy", "x"], attrs: LeakyReLUOp.attrs) { a throws(AttrError) in
-    .leakyReLUGrad(slope: try a.finite("slope", default: LeakyReLUOp.defaultSlope))
+  public static let syntax = OpSyntax("leaky_relu_grad", operands: ["dy", "x"], attrs: LeakyReLUOp.attrs) { a in
+    .leakyReLUGrad(slope: a.number("slope", default: LeakyReLUOp.defaultSlope))
   }
 }
 
