@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev
 
-.PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -119,6 +119,14 @@ bench-compare: release $(PEERS)/bin/python
 	  cd Scripts/peers && env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
 	  env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare-$(ISA).json
 	python3 Scripts/compare.py < .build/bench-compare-$(ISA).json
+
+# Batch norm against PyTorch: a cnnc-trained bncnn loaded into nn.BatchNorm2d / nn.BatchNorm1d (strict state_dict,
+# buffers and num_batches_tracked included) must predict the MNIST test set exactly as `cnnc eval` does.
+batchnorm-check: release $(PEERS)/bin/python
+	$(PEERS)/bin/pip install -q safetensors
+	$(CNNC) train Graphs/bncnn.graph --jit --steps 200 --out .build/bn-check > /dev/null
+	correct=$$($(CNNC) eval Graphs/bncnn.graph --weights .build/bn-check/weights.safetensors | sed -n 's/.*(\([0-9]*\) of.*/\1/p' | head -1); \
+	$(PEERS)/bin/python Scripts/batchnorm_check.py .build/bn-check/weights.safetensors data/mnist $$correct
 
 # The training report rendered by a real headless browser (Debian's chromium), as a PNG to look at.
 report-screenshot: release

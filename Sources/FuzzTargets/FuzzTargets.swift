@@ -30,6 +30,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
 
   /// Batch sizes the pipeline is lowered at: one image, and an odd count that splits into no shards.
   static let batches = [1, 3]
+  /// Training starts at two images: batch norm refuses to train on one value per channel.
+  static let trainingBatches = [2, 3]
 
   static func graph(_ bytes: [UInt8]) -> Bool {
     do {
@@ -39,11 +41,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
       for batch in batches {
         let shapes = try inferShapes(g, batch: batch)
         _ = summarize(g, shapes)
-        if g.minimize != nil {
-          _ = try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: fuzzTarget)
-          _ = try lowerOptimizer(g, OptimizerSpec(kind: .sgd, momentum: 0.9), target: fuzzTarget)
-        }
         if g.output != nil { _ = try lower(g, batch: batch, mode: .infer, target: fuzzTarget) }
+      }
+      for batch in trainingBatches where g.minimize != nil {
+        _ = try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: fuzzTarget)
+        _ = try lowerOptimizer(g, OptimizerSpec(kind: .sgd, momentum: 0.9), target: fuzzTarget)
       }
       return true
     } catch {

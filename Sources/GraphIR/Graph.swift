@@ -95,6 +95,16 @@ public struct Graph: Sendable {
   public var parameterNames: [String] {
     nodes.flatMap { n in n.op.parameterSuffixes.map { "\(n.name).\($0)" } }
   }
+
+  /// Buffer names (`bn1.running_mean`, ...) in definition order: float state with no gradient.
+  public var bufferNames: [String] {
+    nodes.flatMap { n in n.op.bufferSuffixes.map { "\(n.name).\($0)" } }
+  }
+
+  /// Step counters (`bn1.num_batches_tracked`), saved as 64-bit integers.
+  public var counterNames: [String] {
+    nodes.flatMap { n in n.op.counterSuffixes.map { "\(n.name).\($0)" } }
+  }
 }
 
 extension Graph: Equatable {

@@ -42,8 +42,6 @@ public struct OpSyntax: Sendable {
 
   static let all: [OpSyntax] = Op.definitions.map { $0.syntax }
   static let byName: [String: OpSyntax] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
-  /// Ops the format specifies that the compiler does not have yet: a clear error, not "unknown op".
-  static let notYetImplemented: Set<String> = ["batchnorm"]
   static let forwardNames = Op.definitions.filter { $0 is any ForwardOp.Type }.map { $0.syntax.name }
 }
 
@@ -68,7 +66,7 @@ public struct Attributes: Sendable {
   }
 
   /// A number attribute in `range`, or `default` when absent.
-  public func float(_ name: String, in range: Range<Double>, default d: Double, rule: String) throws(AttrError) -> Double {
+  public func float(_ name: String, in range: some RangeExpression<Double>, default d: Double, rule: String) throws(AttrError) -> Double {
     guard case .float(let v)? = values[name] else { return d }
     guard range.contains(v) else { throw AttrError(attribute: name, message: "'\(name)' must satisfy \(rule), got \(formatFloat(v))") }
     return v

@@ -68,6 +68,7 @@ public enum Op: Equatable, Hashable, Sendable {
   case sigmoid
   case tanh
   case globalAvgPool
+  case batchNorm(BatchNormAttrs)
 
   /// (dy, weight, x): gradient w.r.t. the conv input; x gives only the shape.
   case conv2dGradInput(Conv2DAttrs)
@@ -105,6 +106,14 @@ public enum Op: Equatable, Hashable, Sendable {
   case tanhGrad
   /// (dy, x): x gives only the shape.
   case globalAvgPoolGrad
+  /// (dy, x, mean, var, weight): gradient w.r.t. a batchnorm's input, through the batch statistics.
+  case batchNormGradInput(BatchNormAttrs)
+  /// (dy, x, mean, var): the same without a weight (`affine: false`).
+  case batchNormGradInputUnscaled(BatchNormAttrs)
+  /// (dy, x, mean, var): gradient w.r.t. a batchnorm's weight.
+  case batchNormGradWeight(BatchNormAttrs)
+  /// (dy): gradient w.r.t. a batchnorm's bias.
+  case batchNormGradBias
 
   // Fused ops, produced by `fuseConvReLUPool` after differentiation (see Ops/Fused.swift).
   /// (x): relu(conv2d(x)).
@@ -133,6 +142,11 @@ public enum Op: Equatable, Hashable, Sendable {
     case .sigmoid: SigmoidOp()
     case .tanh: TanhOp()
     case .globalAvgPool: GlobalAvgPoolOp()
+    case .batchNorm(let a): BatchNormOp(a)
+    case .batchNormGradInput(let a): BatchNormGradInputOp(a)
+    case .batchNormGradInputUnscaled(let a): BatchNormGradInputUnscaledOp(a)
+    case .batchNormGradWeight(let a): BatchNormGradWeightOp(a)
+    case .batchNormGradBias: BatchNormGradBiasOp()
     case .leakyReLUGrad(let slope): LeakyReLUGradOp(slope: slope)
     case .sigmoidGrad: SigmoidGradOp()
     case .tanhGrad: TanhGradOp()
@@ -161,10 +175,11 @@ public enum Op: Equatable, Hashable, Sendable {
   public static let definitions: [any OpDefinition.Type] = [
     Conv2DOp.self, ReLUOp.self, MaxPoolOp.self, AvgPoolOp.self, FlattenOp.self, DenseOp.self, DropoutOp.self,
     SoftmaxOp.self, CrossEntropyOp.self, AddOp.self, GlobalAvgPoolOp.self, LeakyReLUOp.self, SigmoidOp.self, TanhOp.self,
-    Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
+    BatchNormOp.self, Conv2DGradInputOp.self, Conv2DGradWeightOp.self, Conv2DGradBiasOp.self, ReLUGradOp.self, MaxPoolGradOp.self,
     AvgPoolGradOp.self, FlattenGradOp.self, DenseGradInputOp.self, DenseGradWeightOp.self, DenseGradBiasOp.self,
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
-    SigmoidGradOp.self, TanhGradOp.self,
+    SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
+    BatchNormGradBiasOp.self,
     Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self,
   ]
 
@@ -174,6 +189,10 @@ public enum Op: Equatable, Hashable, Sendable {
   public var arity: Int { type(of: definition).syntax.operands.count }
   /// Learnable parameters the op owns, as `state_dict` suffixes.
   public var parameterSuffixes: [String] { definition.parameterSuffixes }
+  /// Non-learnable state the op keeps, as `state_dict` suffixes.
+  public var bufferSuffixes: [String] { definition.bufferSuffixes }
+  /// Integer step counters the op keeps, as `state_dict` suffixes.
+  public var counterSuffixes: [String] { (definition as? any StatefulOp)?.counterSuffixes ?? [] }
   /// Extra results an op defines besides its value, referenced as `NAME.SUFFIX`.
   public var secondaryOutputs: [String] { definition.secondaryOutputs }
   /// The op's dialect.

@@ -10,12 +10,21 @@ public protocol OpDefinition: Sendable {
   var printedAttributes: [(String, String)] { get }
   /// Learnable parameters the op owns, as `state_dict` suffixes.
   var parameterSuffixes: [String] { get }
+  /// Non-learnable state the op keeps, as `state_dict` suffixes: saved and loaded with the parameters, with
+  /// no gradient and no optimiser state.
+  var bufferSuffixes: [String] { get }
   /// Extra results the op defines besides its value, referenced as `NAME.SUFFIX`.
   var secondaryOutputs: [String] { get }
+  /// The types of the `secondaryOutputs`.
+  func secondaryTypes(_ x: [TensorType], result: TensorType) -> [TensorType]
   /// The shape rule: the result type from the operand types (already checked for arity).
   func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType
   /// Parameter types, in `parameterSuffixes` order, from the operand types.
   func parameterTypes(_ x: [TensorType]) -> [TensorType]
+  /// Buffer types, in `bufferSuffixes` order, from the operand types.
+  func bufferTypes(_ x: [TensorType]) -> [TensorType]
+  /// The constant a parameter or buffer starts at, or nil for the default: uniform in +-1/sqrt(fan_in).
+  func initialValue(_ suffix: String) -> Float?
   /// Forward FLOPs per image (a multiply-add counts 2; bias, activations, pooling and softmax are not counted).
   func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int
   /// The reference kernel: plain loops, the definition every back end must reproduce. Returns the value
@@ -34,6 +43,19 @@ public protocol ForwardOp: OpDefinition {
   func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?]
 }
 
+/// A forward op whose buffers training updates from statistics of each batch (batch norm's running mean
+/// and variance): the statistics are its `secondaryOutputs`, and the runtime folds every shard's into the
+/// buffers after the step, so the update sees the whole batch however it was split.
+public protocol StatefulOp: ForwardOp {
+  /// Integer `state_dict` entries that count the training steps taken (`num_batches_tracked`).
+  var counterSuffixes: [String] { get }
+  /// Elements each statistic of one run is taken over, from the operand types (N x H x W for batch norm).
+  func elementsPerStatistic(_ x: [TensorType]) -> Int
+  /// The buffers (in `bufferSuffixes` order) after one training step, from each shard's secondary outputs
+  /// (in shard order) and the elements per channel each shard's statistics were taken over.
+  func updatedBuffers(_ buffers: [[Float]], shardStatistics: [[[Float]]], elementsPerShard: Int) -> [[Float]]
+}
+
 /// Which dialect of the `.graph` language an op belongs to.
 public enum OpRole: Sendable {
   /// The spec's ops: what model files are written in.
@@ -47,8 +69,12 @@ public enum OpRole: Sendable {
 extension OpDefinition {
   public var printedAttributes: [(String, String)] { [] }
   public var parameterSuffixes: [String] { [] }
+  public var bufferSuffixes: [String] { [] }
   public var secondaryOutputs: [String] { [] }
+  public func secondaryTypes(_ x: [TensorType], result: TensorType) -> [TensorType] { secondaryOutputs.map { _ in result } }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { [] }
+  public func bufferTypes(_ x: [TensorType]) -> [TensorType] { [] }
+  public func initialValue(_ suffix: String) -> Float? { nil }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 0 }
   public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? { nil }
   /// The op's name as written in `.graph` files.

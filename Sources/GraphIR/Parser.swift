@@ -335,9 +335,7 @@ private struct ParserState {
     try expectPunct("=", "after the value name")
     let (opName, opRange) = try expectIdentifier("an op name after '='")
     let syntax = OpSyntax.byName[opName]
-    if syntax == nil, OpSyntax.notYetImplemented.contains(opName) {
-      error("'\(opName)' is an op of the .graph format 1.1 that this version of cnnc does not implement yet", at: opRange)
-    } else if syntax == nil {
+    if syntax == nil {
       let hint = closestMatch(opName, in: OpSyntax.all.map(\.name)).map { " (did you mean '\($0)'?)" } ?? ""
       error("unknown op '\(opName)'\(hint)", at: opRange)
     }
@@ -514,7 +512,7 @@ private struct ParserState {
     }
     if parts.count == 2 {
       let node = nodeIndex[base].map { graph.nodes[$0] }
-      let suffixes = (node?.op.parameterSuffixes ?? []) + (node?.op.secondaryOutputs ?? [])
+      let suffixes = (node?.op.parameterSuffixes ?? []) + (node?.op.bufferSuffixes ?? []) + (node?.op.secondaryOutputs ?? [])
       if !suffixes.contains(parts[1]) {
         let what = node.map { $0.op.spelling } ?? "this value"
         let has = suffixes.isEmpty ? "it has no parameters" : "it has " + suffixes.map { "'\(base).\($0)'" }.joined(separator: " and ")

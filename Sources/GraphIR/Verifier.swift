@@ -14,6 +14,7 @@ public enum Verifier {
       }
       if !defined.insert(n.name).inserted { fail("'\(n.name)' is defined twice", n.range) }
       for s in n.op.parameterSuffixes { params.insert("\(n.name).\(s)") }
+      for s in n.op.bufferSuffixes { defined.insert("\(n.name).\(s)") }
       for s in n.op.secondaryOutputs { defined.insert("\(n.name).\(s)") }
     }
     errors += dialectInvariants(g)

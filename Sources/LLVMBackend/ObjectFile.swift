@@ -70,12 +70,18 @@ public enum CHeader {
       let n = p.name.uppercased().replacingOccurrences(of: ".", with: "_")
       h += "#define \(prefix)_\(n)_OFFSET \(p.offset)  /* \(p.name) \(p.shape) */\n"
     }
+    h += buffers(first, prefix: prefix)
     for p in programs {
       let f = p.functions[0].name
       let F = f.uppercased()
       h += "\n#define \(F)_BATCH \(p.batch)\n#define \(F)_ARENA_FLOATS \(p.arenaFloats)\n#define \(F)_IMAGE_FLOATS \(p.imageFloats)\n"
       h += "#define \(F)_OUTPUT_OFFSET \(p.output.offset)  /* [\(p.batch), \(p.classes)] logits in the arena */\n"
       if let l = p.loss { h += "#define \(F)_LOSS_OFFSET \(l.offset)  /* the scalar loss in the arena */\n" }
+      for st in p.statistics {
+        let n = st.node.uppercased()
+        h += "#define \(F)_\(n)_STAT_ELEMENTS \(st.elements)\n"
+        for (suffix, v) in zip(["MEAN", "VAR"], st.values) { h += "#define \(F)_\(n)_\(suffix)_STAT_OFFSET \(v.offset)  /* [\(v.count)] in the arena */\n" }
+      }
       let arguments = EntryABI.lines(width: 100) { a in
         let type = switch a.kind {
         case .floats: "float *"
@@ -89,5 +95,25 @@ public enum CHeader {
       h += "void \(f)(" + arguments.joined(separator: "\n    ") + ");\n"
     }
     return h + "\n#endif\n"
+  }
+
+  /// The buffers' part of the header (batch norm's running statistics); empty when there are none.
+  static func buffers(_ first: Program, prefix: String) -> String {
+    guard first.bufferFloats > 0 else { return "" }
+    var h = """
+      /* Buffers (batch norm's running statistics) follow the parameters in params, which must then hold
+       * PARAM_FLOATS + BUFFER_FLOATS floats; they have no gradient or optimiser state. Inference reads them.
+       * The train step leaves each batchnorm's batch mean and biased variance in the arena (STAT offsets
+       * below, over STAT_ELEMENTS values per channel); the caller folds them in after the step, as PyTorch
+       * does: running_mean = (1 - momentum) * running_mean + momentum * mean, and running_var likewise
+       * with the unbiased variance var * n / (n - 1). */
+      #define \(prefix)_BUFFER_FLOATS \(first.bufferFloats)
+
+      """
+    for b in first.buffers {
+      let n = b.name.uppercased().replacingOccurrences(of: ".", with: "_")
+      h += "#define \(prefix)_\(n)_OFFSET \(b.offset)  /* \(b.name) \(b.shape) */\n"
+    }
+    return h
   }
 }

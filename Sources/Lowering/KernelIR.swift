@@ -336,6 +336,11 @@ public struct Program: Equatable, Sendable {
   /// Parameter layout in `state_dict` order: name, shape, offset (floats) into params/grads/m/v.
   public var parameters: [(name: String, shape: [Int], offset: Int)]
   public var parameterFloats: Int
+  /// Buffers (non-learnable state) after the parameters in params: name, shape, offset (floats).
+  public var buffers: [(name: String, shape: [Int], offset: Int)] = []
+  public var bufferFloats = 0
+  /// The batch statistics a training program leaves in the arena for the runtime to fold into buffers.
+  public var statistics: [BatchStatistics] = []
   public var imageFloats: Int
   public var output: Placement
   public var loss: Placement?
@@ -353,7 +358,20 @@ public struct Program: Equatable, Sendable {
   public static func == (a: Program, b: Program) -> Bool {
     a.graphName == b.graphName && a.batch == b.batch && a.target == b.target && a.functions == b.functions && a.arenaFloats == b.arenaFloats
       && a.parameters.map(\.name) == b.parameters.map(\.name) && a.parameterFloats == b.parameterFloats
+      && a.buffers.map(\.name) == b.buffers.map(\.name) && a.statistics == b.statistics
   }
+}
+
+/// A stateful op's statistics in a training program's arena and the buffers they update (see `StatefulOp`).
+public struct BatchStatistics: Equatable, Sendable {
+  /// The `.graph` statement.
+  public var node: String
+  /// Its secondary outputs, in the arena.
+  public var values: [Placement]
+  /// Its buffers, in params.
+  public var buffers: [Placement]
+  /// Elements per channel the statistics of one program run are taken over.
+  public var elements: Int
 }
 
 /// One register-blocked GEMM of a program and the blocking chosen for it (printed by `cnnc compile`).

@@ -36,6 +36,8 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   }()
   let training = mode != .infer
   let kernels = try g.nodes.map { n throws(DiagnosticList) in try lowering(of: n) }
+  let refused = zip(g.nodes, kernels).compactMap { n, k in k.check(n, shapes, training: training).map { Diagnostic.error($0, at: n.opRange) } }
+  if !refused.isEmpty { throw DiagnosticList(refused) }
   var scratch: [String: Int] = [:]
   for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target) }
   var plan = planMemory(g, shapes, scratch: scratch, training: training)
@@ -69,13 +71,35 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   }
   let out = plan.placements[g.output!]!
   let outType = shapes[g.output!]!
-  return Program(
+  var program = Program(
     graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(suffix)", body: e.body)],
     arenaFloats: plan.arenaFloats,
     parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
     profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms)
+  program.layOutBuffers(g, shapes, plan)
+  if training { program.statistics = batchStatistics(g, shapes, plan) }
+  return program
+}
+
+/// Where each stateful op of a training program leaves its batch statistics, and the buffers they update.
+func batchStatistics(_ g: Graph, _ shapes: ShapeTable, _ plan: MemoryPlan) -> [BatchStatistics] {
+  g.nodes.compactMap { n in
+    (n.op.definition as? any StatefulOp).map { op in
+      BatchStatistics(node: n.name, values: n.op.secondaryOutputs.map { plan.placements["\(n.name).\($0)"]! },
+                      buffers: n.op.bufferSuffixes.map { plan.placements["\(n.name).\($0)"]! },
+                      elements: op.elementsPerStatistic(n.args.map { shapes[$0]! }))
+    }
+  }
+}
+
+extension Program {
+  /// Records where the plan put the graph's buffers.
+  mutating func layOutBuffers(_ g: Graph, _ shapes: ShapeTable, _ plan: MemoryPlan) {
+    buffers = g.bufferNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) }
+    bufferFloats = plan.bufferFloats
+  }
 }
 
 /// A compiled entry point takes one image buffer and one label buffer, so a graph has exactly one f32
@@ -101,14 +125,17 @@ func checkEntryInputs(_ g: Graph) throws(DiagnosticList) {
 /// The optimiser alone, over the parameter layout of `graph` (for sharded training steps).
 public func lowerOptimizer(_ graph: Graph, _ spec: OptimizerSpec, target: Target) throws(DiagnosticList) -> Program {
   let shapes = try inferShapes(graph, batch: 1)
-  let plan = planMemory(Graph(name: graph.name, nodes: graph.nodes.filter { !$0.op.parameterSuffixes.isEmpty }), shapes, scratch: [:], training: true)
+  let stateful = Graph(name: graph.name, nodes: graph.nodes.filter { !$0.op.parameterSuffixes.isEmpty || !$0.op.bufferSuffixes.isEmpty })
+  let plan = planMemory(stateful, shapes, scratch: [:], training: false)
   var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true, target: target)
   e.kernel(spec.kind.rawValue) { e in e.emitOptimizer(spec) }
-  return Program(
+  var program = Program(
     graphName: graph.name, batch: 0, functions: [Function(name: "\(graph.name)_\(spec.kind.rawValue)", body: e.body)],
     arenaFloats: 16, parameters: graph.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: 0, output: Placement(base: .arena, offset: 0, count: 0), loss: nil, classes: 0,
     target: target)
+  program.layOutBuffers(graph, shapes, plan)
+  return program
 }
 
 /// Emits statements for nodes, resolving names to placements.

@@ -10,11 +10,15 @@ protocol Lowerable: OpDefinition {
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int
   /// The operand whose storage the value shares (a view), or nil when it has storage of its own.
   func aliasedOperand(training: Bool) -> Int?
+  /// Why the node cannot be compiled at these shapes (a rule its shape rule cannot state because it
+  /// depends on the purpose), or nil.
+  func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String?
 }
 
 extension Lowerable {
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { 0 }
   func aliasedOperand(training: Bool) -> Int? { nil }
+  func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String? { nil }
 }
 
 /// The lowering of a node's op, or an error naming the op that has none.

@@ -7,20 +7,19 @@ public struct MemoryPlan: Equatable, Sendable {
   /// Per-node scratch (im2col buffers and the like), live only while the node runs.
   public var scratch: [String: Placement]
   public var arenaFloats: Int
+  /// Learnable parameters at the start of params (what gradients and optimiser state cover).
   public var parameterFloats: Int
+  /// Buffers after them in params (non-learnable state such as running statistics).
+  public var bufferFloats = 0
 }
 
 /// Liveness-based buffer reuse into one arena: each value occupies [definition, last use]; a value
 /// takes the lowest 64-byte-aligned offset that overlaps no value live at the same time. Parameters,
-/// their gradients and the inputs live in their own buffers. Nothing is allocated inside a step.
+/// their gradients and the inputs live in their own buffers (buffers after the parameters, outside the
+/// optimiser's range). Nothing is allocated inside a step. In training, the batch statistics of stateful
+/// ops live to the end, since the runtime reads them after the step.
 public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int], training: Bool) -> MemoryPlan {
-  var placements: [String: Placement] = [:]
-  var paramOffset = 0
-  for p in g.parameterNames {
-    let count = shapes[p]!.count
-    placements[p] = Placement(base: .params, offset: paramOffset, count: count)
-    paramOffset += count
-  }
+  var (placements, learnable, paramOffset) = layOutState(g, shapes)
   for d in g.gradients { placements[d.value] = Placement(base: .grads, offset: placements[d.parameter]!.offset, count: shapes[d.value]!.count) }
   for i in g.inputs { placements[i.name] = Placement(base: i.dtype == .i32 ? .labels : .images, offset: 0, count: shapes[i.name]!.count) }
 
@@ -39,6 +38,11 @@ public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int],
     }
   }
   for keep in [g.output, g.minimize].compactMap({ $0 }) { end[rootOf(keep)] = last }
+  if training {
+    for n in g.nodes where n.op.definition is any StatefulOp {
+      for s in n.op.secondaryOutputs { end["\(n.name).\(s)"] = last }
+    }
+  }
 
   struct Interval { var name: String; var start: Int; var end: Int; var count: Int }
   var intervals: [Interval] = []
@@ -70,9 +74,25 @@ public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int],
     if iv.name.hasPrefix("scratch:") { scratchPlacements[String(iv.name.dropFirst(8))] = p } else { placements[iv.name] = p }
   }
   for n in g.nodes where root[n.name] != nil { placements[n.name] = placements[rootOf(n.name)] }
-  return MemoryPlan(placements: placements, scratch: scratchPlacements, arenaFloats: max(arena, 16), parameterFloats: paramOffset)
+  return MemoryPlan(placements: placements, scratch: scratchPlacements, arenaFloats: max(arena, 16),
+                    parameterFloats: learnable, bufferFloats: paramOffset - learnable)
 }
 
+
+/// The params buffer: the learnable parameters in `state_dict` order, then the buffers. Returns their
+/// placements, the learnable floats and the total.
+func layOutState(_ g: Graph, _ shapes: ShapeTable) -> ([String: Placement], learnable: Int, total: Int) {
+  var placements: [String: Placement] = [:], offset = 0, learnable = 0
+  for (i, names) in [g.parameterNames, g.bufferNames].enumerated() {
+    if i == 1 { learnable = offset }
+    for p in names {
+      let count = shapes[p]!.count
+      placements[p] = Placement(base: .params, offset: offset, count: count)
+      offset += count
+    }
+  }
+  return (placements, learnable, offset)
+}
 
 /// The free offsets of an arena below the highest value in use: sorted, disjoint holes.
 struct FreeSpace {

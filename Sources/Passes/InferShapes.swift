@@ -44,8 +44,10 @@ public func inferShapes(_ g: Graph, batch: Int, known: ShapeTable? = nil) throws
     do throws(ShapeError) {
       let t = try n.op.resultType(x)
       types[n.name] = t
-      for suffix in n.op.secondaryOutputs { types["\(n.name).\(suffix)"] = t }
-      for (suffix, pt) in zip(n.op.parameterSuffixes, n.op.parameterTypes(x)) { types["\(n.name).\(suffix)"] = pt }
+      let d = n.op.definition
+      for (suffix, st) in zip(d.secondaryOutputs, d.secondaryTypes(x, result: t)) { types["\(n.name).\(suffix)"] = st }
+      for (suffix, pt) in zip(d.parameterSuffixes, d.parameterTypes(x)) { types["\(n.name).\(suffix)"] = pt }
+      for (suffix, bt) in zip(d.bufferSuffixes, d.bufferTypes(x)) { types["\(n.name).\(suffix)"] = bt }
     } catch {
       let at = error.operand.map { n.argRange($0) } ?? n.opRange
       errors.append(.error("\(n.op.spelling) '\(n.name)': \(error.message)", at: at))

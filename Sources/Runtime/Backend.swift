@@ -60,10 +60,6 @@ public struct InterpreterBackend: Backend {
     return t
   }
 
-  func tensors() -> [String: Tensor<Float>] {
-    Dictionary(uniqueKeysWithValues: params.names.map { ($0, Tensor(shape: params.shapes[$0]!, data: params.values[$0]!)) })
-  }
-
   func inputs(_ table: ShapeTable, images: [Float], labels: [Int32]?) -> [String: RefValue<Float>] {
     var env: [String: RefValue<Float>] = [:]
     for i in forward.inputs {
@@ -83,10 +79,12 @@ public struct InterpreterBackend: Backend {
     }
     let b = labels.count / shards, px = images.count / labels.count
     let (_, table) = try shapes(b)
-    let weights = tensors()
+    let weights = params.tensors()
     var grads: [String: [Float]] = [:]
     var loss: Float = 0
     var logits: [Float] = []
+    let stateful = forward.nodes.filter { $0.op.definition is any StatefulOp }
+    var statistics = [[[[Float]]]](repeating: [], count: stateful.count)
     for s in 0..<shards {
       let ctx = ReferenceContext(training: true, seed: UInt64(bitPattern: shardSeed(seed, s)), step: UInt64(step))
       let env = try Interpreter<Float>(graph: backward, shapes: table)
@@ -95,6 +93,9 @@ public struct InterpreterBackend: Backend {
       for d in backward.gradients {
         let g = env[d.value]!.tensor!.data
         grads[d.parameter] = grads[d.parameter].map { zip($0, g).map(+) } ?? g
+      }
+      for (k, n) in stateful.enumerated() {
+        statistics[k].append(n.op.secondaryOutputs.map { env["\(n.name).\($0)"]!.tensor!.data })
       }
       loss += env[backward.minimize!]!.tensor!.data[0]
       logits += env[backward.output!]!.tensor!.data
@@ -107,13 +108,16 @@ public struct InterpreterBackend: Backend {
     optimizer.step = step - 1
     optimizer.learningRate = learningRate
     optimizer.update(&params, gradients: grads)
+    for (k, n) in stateful.enumerated() {
+      params.update(n, shardStatistics: statistics[k], elementsPerShard: (n.op.definition as! any StatefulOp).elementsPerStatistic(n.args.map { table[$0]! }))
+    }
     return (loss / Float(shards), logits)
   }
 
   public mutating func infer(images: [Float], count: Int) throws -> [Float] {
     let (table, _) = try shapes(count)
     let env = try Interpreter<Float>(graph: inference, shapes: table)
-      .run(inputs: inputs(table, images: images, labels: nil), parameters: tensors(), context: ReferenceContext(training: false))
+      .run(inputs: inputs(table, images: images, labels: nil), parameters: params.tensors(), context: ReferenceContext(training: false))
     return env[forward.output!]!.tensor!.data
   }
 }

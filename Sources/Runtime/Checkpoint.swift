@@ -7,12 +7,14 @@ public struct CheckpointError: UserFacingError {
   public init(_ d: String) { description = d }
 }
 
-/// A safetensors file: named F32 tensors plus string metadata.
+/// A safetensors file: named F32 tensors, I64 tensors (step counters such as `num_batches_tracked`) and
+/// string metadata.
 ///
 /// Layout: an 8-byte little-endian header length, a JSON header with sorted keys (so equal contents
 /// give byte-identical files), then the tensor data back to back.
 public struct SafeTensors: Equatable {
   public var tensors: [String: (shape: [Int], data: [Float])]
+  public var integers: [String: (shape: [Int], data: [Int64])] = [:]
   public var metadata: [String: String]
 
   public init(tensors: [String: (shape: [Int], data: [Float])] = [:], metadata: [String: String] = [:]) {
@@ -23,6 +25,8 @@ public struct SafeTensors: Equatable {
   public static func == (a: SafeTensors, b: SafeTensors) -> Bool {
     a.metadata == b.metadata && a.tensors.keys.sorted() == b.tensors.keys.sorted()
       && a.tensors.allSatisfy { k, v in b.tensors[k]!.shape == v.shape && b.tensors[k]!.data == v.data }
+      && a.integers.keys.sorted() == b.integers.keys.sorted()
+      && a.integers.allSatisfy { k, v in b.integers[k]!.shape == v.shape && b.integers[k]!.data == v.data }
   }
 
   static func jsonString(_ s: String) -> String {
@@ -41,11 +45,10 @@ public struct SafeTensors: Equatable {
   public func serialized() -> [UInt8] {
     var entries: [String] = []
     var offset = 0
-    let names = tensors.keys.sorted()
+    let names = (Array(tensors.keys) + Array(integers.keys)).sorted()
     for name in names {
-      let t = tensors[name]!
-      let bytes = t.data.count * 4
-      entries.append("\(Self.jsonString(name)):{\"dtype\":\"F32\",\"shape\":[\(t.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+      let (dtype, shape, bytes) = tensors[name].map { ("F32", $0.shape, $0.data.count * 4) } ?? integers[name].map { ("I64", $0.shape, $0.data.count * 8) }!
+      entries.append("\(Self.jsonString(name)):{\"dtype\":\"\(dtype)\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
       offset += bytes
     }
     if !metadata.isEmpty {
@@ -59,10 +62,8 @@ public struct SafeTensors: Equatable {
     withUnsafeBytes(of: UInt64(header.count).littleEndian) { out += $0 }
     out += header
     for name in names {
-      tensors[name]!.data.withUnsafeBytes { raw in
-        // Floats are stored little-endian, which this (x86-64/arm64) host already is.
-        out += raw
-      }
+      // Values are stored little-endian, which this (x86-64/arm64) host already is.
+      if let t = tensors[name] { t.data.withUnsafeBytes { out += $0 } } else { integers[name]!.data.withUnsafeBytes { out += $0 } }
     }
     return out
   }
@@ -98,20 +99,26 @@ public struct SafeTensors: Equatable {
             let shape = info["shape"] as? [Int], let offs = info["data_offsets"] as? [Int], offs.count == 2 else {
         throw bad("entry '\(name)' lacks dtype, shape or data_offsets")
       }
-      guard dtype == "F32" else { throw CheckpointError("\(path): tensor '\(name)' has dtype \(dtype); cnnc reads F32 tensors only") }
+      guard dtype == "F32" || dtype == "I64" else {
+        throw CheckpointError("\(path): tensor '\(name)' has dtype \(dtype); cnnc reads F32 tensors (and I64 step counters) only")
+      }
       guard shape.allSatisfy({ $0 >= 0 && $0 <= 1 << 32 }), let count = IDXDataset.checkedSize(shape) else { throw bad("tensor '\(name)' has an absurd shape \(shape)") }
-      guard offs[0] >= 0, offs[1] >= offs[0], offs[1] - offs[0] == count * 4 else {
-        throw bad("tensor '\(name)' of shape \(shape) needs \(count * 4) bytes but its offsets \(offs) give \(offs[1] - offs[0])")
+      let width = dtype == "F32" ? 4 : 8
+      guard offs[0] >= 0, offs[1] >= offs[0], offs[1] - offs[0] == count * width else {
+        throw bad("tensor '\(name)' of shape \(shape) needs \(count * width) bytes but its offsets \(offs) give \(offs[1] - offs[0])")
       }
       guard offs[1] <= bytes.count - dataStart else { throw bad("tensor '\(name)' runs past the end of the file (truncated)") }
       extents.append((offs[0], offs[1], name))
-      var floats = [Float](repeating: 0, count: count)
-      floats.withUnsafeMutableBytes { dst in
-        bytes.withUnsafeBytes { src in
-          dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[(dataStart + offs[0])..<(dataStart + offs[1])]))
+      func values<T: Numeric>(_: T.Type) -> [T] {
+        var v = [T](repeating: 0, count: count)
+        v.withUnsafeMutableBytes { dst in
+          bytes.withUnsafeBytes { src in
+            dst.copyMemory(from: UnsafeRawBufferPointer(rebasing: src[(dataStart + offs[0])..<(dataStart + offs[1])]))
+          }
         }
+        return v
       }
-      result.tensors[name] = (shape, floats)
+      if dtype == "F32" { result.tensors[name] = (shape, values(Float.self)) } else { result.integers[name] = (shape, values(Int64.self)) }
     }
     // The tensors tile the data exactly, as the format requires: no overlaps, no gaps, nothing after the last.
     var end = 0
@@ -160,28 +167,39 @@ public struct SafeTensors: Equatable {
 }
 
 extension Parameters {
-  /// The parameters as a `state_dict`-named safetensors file.
+  /// The parameters, buffers and counters as a `state_dict`-named safetensors file (counters are 0-d I64,
+  /// as PyTorch saves `num_batches_tracked`).
   public func safeTensors(metadata: [String: String]) -> SafeTensors {
     var st = SafeTensors(metadata: metadata)
-    for n in names { st.tensors[n] = (shapes[n]!, values[n]!) }
+    for n in names + buffers { st.tensors[n] = (shapes[n]!, values[n]!) }
+    for (n, v) in counters { st.integers[n] = ([], [v]) }
     return st
   }
 
-  /// Loads values from a checkpoint; missing, extra or mis-shaped tensors are errors naming them all.
+  /// Loads values from a checkpoint; missing, extra or mis-shaped tensors are errors naming them all. A
+  /// missing counter reads as 0, as PyTorch loads a `state_dict` saved before it had `num_batches_tracked`.
   public mutating func load(_ st: SafeTensors, path: String) throws {
     var problems: [String] = []
-    let missing = names.filter { st.tensors[$0] == nil }
+    let floats = names + buffers
+    let missing = floats.filter { st.tensors[$0] == nil }
     if !missing.isEmpty { problems.append("missing tensors: \(missing.joined(separator: ", "))") }
-    let extra = st.tensors.keys.filter { shapes[$0] == nil }.sorted()
+    let extra = (st.tensors.keys.filter { shapes[$0] == nil } + st.integers.keys.filter { counters[$0] == nil }).sorted()
     if !extra.isEmpty { problems.append("unexpected tensors: \(extra.joined(separator: ", "))") }
-    for n in names { if let t = st.tensors[n], t.shape != shapes[n]! { problems.append("'\(n)' has shape \(t.shape), the graph needs \(shapes[n]!)") } }
+    for n in floats { if let t = st.tensors[n], t.shape != shapes[n]! { problems.append("'\(n)' has shape \(t.shape), the graph needs \(shapes[n]!)") } }
+    for (n, t) in st.integers where counters[n] != nil && t.data.count != 1 { problems.append("'\(n)' has shape \(t.shape), the graph needs a scalar") }
     guard problems.isEmpty else { throw CheckpointError("\(path) does not fit this graph: " + problems.joined(separator: "; ")) }
-    for n in names {
+    for n in floats {
       if let i = st.tensors[n]!.data.firstIndex(where: { !$0.isFinite }) {
         throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); weights must be finite")
       }
     }
-    for n in names { values[n] = st.tensors[n]!.data }
+    for n in buffers where n.hasSuffix("running_var") {
+      if let i = st.tensors[n]!.data.firstIndex(where: { $0 < 0 }) {
+        throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); a variance is never negative")
+      }
+    }
+    for n in floats { values[n] = st.tensors[n]!.data }
+    for n in counters.keys { counters[n] = st.integers[n]?.data.first ?? 0 }
   }
 }
 

@@ -68,6 +68,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   func gradient(_ s: Int) -> UnsafeMutablePointer<Float> { grads.pointer + s * train.parameterFloats }
   var optimizerKind: Optimizer.Kind
   var stepsTaken = 0
+  /// The op of each of the train program's `statistics`, and the step counters of the graph's stateful ops.
+  let statefulOps: [any StatefulOp]
+  var counters: [String: Int64]
   /// Arena bytes of one image's inference program.
   let inferenceBytesPerImage: Int
   /// Time spent compiling (lowering plus code generation), reported by the CLI.
@@ -108,9 +111,11 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     trainEntry = entries[0]
     update = shards > 1 ? (programs[1], entries[1]) : nil
     let floats = programs[0].parameterFloats, arena = programs.map(\.arenaFloats).max() ?? 16
+    statefulOps = programs[0].statistics.map { graph.node(named: $0.node)!.op.definition as! any StatefulOp }
+    counters = Dictionary(uniqueKeysWithValues: graph.counterNames.map { ($0, 0) })
     let local = shards / (mpi?.size ?? 1)
-    try checkMemory(bytes: 4 * (floats * (3 + shards) + arena * local), what: "training \(graph.name) at batch \(batch)")
-    params = FloatBuffer(floats)
+    try checkMemory(bytes: 4 * (floats * (3 + shards) + programs[0].bufferFloats + arena * local), what: "training \(graph.name) at batch \(batch)")
+    params = FloatBuffer(floats + programs[0].bufferFloats)
     m = FloatBuffer(floats)
     v = FloatBuffer(floats)
     grads = FloatBuffer(floats * shards)
@@ -142,17 +147,24 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
         state.withUnsafeBufferPointer { buffer.pointer.advanced(by: p.offset).update(from: $0.baseAddress!, count: min($0.count, values.count)) }
       }
     }
+    for b in train.buffers {
+      guard let values = parameters.values[b.name], values.count == b.shape.reduce(1, *) else {
+        throw CheckpointError("buffer '\(b.name)' is missing or has the wrong size")
+      }
+      values.withUnsafeBufferPointer { params.pointer.advanced(by: b.offset).update(from: $0.baseAddress!, count: $0.count) }
+    }
+    for name in counters.keys { counters[name] = parameters.counters[name] ?? 0 }
     stepsTaken = optimizer.step
   }
 
   public func parameters() -> Parameters {
     var values: [String: [Float]] = [:], shapes: [String: [Int]] = [:]
-    for p in train.parameters {
+    for p in train.parameters + train.buffers {
       let n = p.shape.reduce(1, *)
       values[p.name] = Array(UnsafeBufferPointer(start: params.pointer.advanced(by: p.offset), count: n))
       shapes[p.name] = p.shape
     }
-    return Parameters(names: train.parameters.map(\.name), shapes: shapes, values: values)
+    return Parameters(names: train.parameters.map(\.name), shapes: shapes, values: values, buffers: train.buffers.map(\.name), counters: counters)
   }
 
   /// The gradients the last train step computed (averaged over shards), by parameter name.
@@ -197,12 +209,18 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
         }
       }
     }
-    // Each shard's loss and logits: [loss, logits...] per shard, in shard order.
-    let statsSize = 1 + train.output.count
+    // Each shard's loss, logits and batch statistics: [loss, logits..., statistics...] per shard, in shard order.
+    let statisticsFloats = train.statistics.flatMap(\.values).map(\.count)
+    let statsSize = 1 + train.output.count + statisticsFloats.reduce(0, +)
     var stats = [Float](repeating: 0, count: statsSize * shards)
     for i in 0..<local {
       stats[(first + i) * statsSize] = arenas[i].pointer[train.loss!.offset]
       for k in 0..<train.output.count { stats[(first + i) * statsSize + 1 + k] = arenas[i].pointer[train.output.offset + k] }
+      var at = (first + i) * statsSize + 1 + train.output.count
+      for p in train.statistics.flatMap(\.values) {
+        for k in 0..<p.count { stats[at + k] = arenas[i].pointer[p.offset + k] }
+        at += p.count
+      }
     }
     if let mpi {
       // Every rank receives every shard's gradients and stats, so all ranks reduce identically.
@@ -223,15 +241,37 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       for i in 0..<n { g0[i] *= scale }
       entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, learningRate, Int64(step), 0)
     }
+    foldStatistics(stats, statsSize: statsSize)
     stepsTaken = step
     if !train.profile.isEmpty { recordProfile(wall: Date().timeIntervalSince(started)) }
     var loss: Float = 0
     var logits: [Float] = []
     for s in 0..<shards {
       loss += stats[s * statsSize]
-      logits += stats[(s * statsSize + 1)..<((s + 1) * statsSize)]
+      logits += stats[(s * statsSize + 1)..<(s * statsSize + 1 + train.output.count)]
     }
     return (loss / Float(shards), logits)
+  }
+
+  /// Folds every shard's batch statistics (laid out after the loss and logits in `stats`) into the buffers,
+  /// on every rank alike, and counts the step.
+  func foldStatistics(_ stats: [Float], statsSize: Int) {
+    var at = 1 + train.output.count
+    for (entry, op) in zip(train.statistics, statefulOps) {
+      let perShard = (0..<shards).map { s in
+        var offset = s * statsSize + at
+        return entry.values.map { p in
+          defer { offset += p.count }
+          return Array(stats[offset..<(offset + p.count)])
+        }
+      }
+      at += entry.values.reduce(0) { $0 + $1.count }
+      let current = entry.buffers.map { Array(UnsafeBufferPointer(start: params.pointer + $0.offset, count: $0.count)) }
+      for (p, v) in zip(entry.buffers, op.updatedBuffers(current, shardStatistics: perShard, elementsPerShard: entry.elements)) {
+        v.withUnsafeBufferPointer { (params.pointer + p.offset).update(from: $0.baseAddress!, count: p.count) }
+      }
+      for c in op.counterSuffixes { counters["\(entry.node).\(c)", default: 0] += 1 }
+    }
   }
 
   /// Under MPI: checks that every rank holds the same parameters (FNV-1a of their bytes) and returns
@@ -239,7 +279,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   public func checkRanksAgree() throws -> UInt64? {
     guard let mpi else { return nil }
     var h: UInt64 = 0xcbf2_9ce4_8422_2325
-    let bytes = UnsafeRawBufferPointer(start: params.pointer, count: 4 * train.parameterFloats)
+    let bytes = UnsafeRawBufferPointer(start: params.pointer, count: 4 * (train.parameterFloats + train.bufferFloats))
     for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
     // The hash travels as two floats' worth of bits.
     var mine = [Float(bitPattern: UInt32(truncatingIfNeeded: h)), Float(bitPattern: UInt32(truncatingIfNeeded: h >> 32))]

@@ -30,7 +30,7 @@ public struct Interpreter<T: Real> {
     for (name, t) in parameters { env[name] = .f32(t) }
     for node in graph.nodes {
       var operands = node.args.map { env[$0]! }
-      for suffix in node.op.parameterSuffixes {
+      for suffix in node.op.parameterSuffixes + node.op.bufferSuffixes {
         guard let p = parameters["\(node.name).\(suffix)"] else { throw EvaluationError("missing parameter '\(node.name).\(suffix)'") }
         operands.append(.f32(p))
       }

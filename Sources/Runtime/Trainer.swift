@@ -338,7 +338,7 @@ extension Trainer {
     for i in graph.inputs {
       inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images)) : .i32(shape: [labels.count], data: labels)
     }
-    let tensors = Dictionary(uniqueKeysWithValues: params.names.map { ($0, Tensor(shape: params.shapes[$0]!, data: params.values[$0]!)) })
+    let tensors = params.tensors()
     if let bad = params.names.first(where: { params.values[$0]!.contains { !$0.isFinite } }) { return "parameter '\(bad)' (already not finite before the step)" }
     let env = try Interpreter<Float>(graph: backward, shapes: table)
       .run(inputs: inputs, parameters: tensors, context: ReferenceContext(training: true, seed: options.seed, step: UInt64(step)))

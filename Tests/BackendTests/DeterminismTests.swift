@@ -29,7 +29,7 @@ import Testing
   static func dir() -> String { NSTemporaryDirectory() + "cnnc-det-\(UUID().uuidString)" }
 
   /// On this machine's target and on the lower one the differential tests use.
-  @Test(arguments: ["simplecnn.graph", "mnistnet.graph"], TestTargets.names)
+  @Test(arguments: ["simplecnn.graph", "mnistnet.graph", "bncnn.graph"], TestTargets.names)
   func oneAndTwoThreadsGiveByteIdenticalCheckpoints(_ graph: String, _ target: String) throws {
     let train = try IDXDataset.load(directory: Self.data, split: "train")
     let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
@@ -44,20 +44,21 @@ import Testing
     #expect(runs[1] == runs[2], "run after run")
   }
 
-  @Test func interruptedAndResumedRunEqualsAStraightRun() throws {
+  /// bncnn: the running statistics and `num_batches_tracked` come back from the checkpoint too.
+  @Test(arguments: ["simplecnn.graph", "bncnn.graph"]) func interruptedAndResumedRunEqualsAStraightRun(_ graph: String) throws {
     let train = try IDXDataset.load(directory: Self.data, split: "train")
     let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
-    var straight = try Self.trainer("simplecnn.graph", steps: 30, threads: 2, dir: Self.dir())
+    var straight = try Self.trainer(graph, steps: 30, threads: 2, dir: Self.dir())
     _ = try straight.train(train: train, test: test)
 
     let d = Self.dir()
-    var first = try Self.trainer("simplecnn.graph", steps: 30, threads: 2, dir: d)
+    var first = try Self.trainer(graph, steps: 30, threads: 2, dir: d)
     var calls = 0
     first.shouldStop = { calls += 1; return calls > 13 }  // as if SIGINT arrived before step 14
     _ = try first.train(train: train, test: test)
     #expect(first.interrupted)
     #expect(first.optimizer.step == 13)
-    var second = try Self.trainer("simplecnn.graph", steps: 30, threads: 1, dir: d)
+    var second = try Self.trainer(graph, steps: 30, threads: 1, dir: d)
     try second.resume(from: d)
     _ = try second.train(train: train, test: test)
     #expect(try Self.checkpointBytes(second) == Self.checkpointBytes(straight))

@@ -33,7 +33,7 @@ public struct Differential {
     for i in graph.inputs {
       inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images)) : .i32(shape: [batch], data: labels)
     }
-    let params = Dictionary(uniqueKeysWithValues: parameters.names.map { ($0, Tensor(shape: parameters.shapes[$0]!, data: parameters.values[$0]!)) })
+    let params = parameters.tensors()
     let env = try Interpreter<Float>(graph: backward, shapes: table)
       .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: UInt64(step)))
     var grads: [String: [Float]] = [:]

@@ -32,6 +32,9 @@ public struct GradCheck {
       let t = shapes[p]!
       parameters[p] = Tensor(shape: t.dims, data: (0..<t.count).map { _ in Double(rng.uniform(-0.5, 0.5)) })
     }
+    // Buffers at their initial values: training reads the batch's statistics, not these.
+    let start = Parameters(graph: graph, shapes: shapes, seed: seed)
+    for b in graph.bufferNames { parameters[b] = Tensor(shape: shapes[b]!.dims, data: start.values[b]!.map(Double.init)) }
   }
 
   public func loss(_ params: [String: Tensor<Double>]) throws -> Double {

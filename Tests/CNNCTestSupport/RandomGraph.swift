@@ -1,7 +1,7 @@
 import Runtime
 
 /// A structure-aware generator of valid `.graph` files: convolutions of any kernel, stride and padding,
-/// the activations (relu, leaky_relu, tanh, sigmoid), max and average pools, global average pooling,
+/// batch norm, the activations (relu, leaky_relu, tanh, sigmoid), max and average pools, global average pooling,
 /// residual `add`s, dropout, dense layers of any width (1 included), softmax, and a cross-entropy loss. It tracks shapes as it goes, so every file it writes is valid by construction;
 /// the seed alone fixes the file.
 public struct RandomGraph {
@@ -36,6 +36,8 @@ public struct RandomGraph {
       let before = v, (bc, bh, bw) = (c, h, w)
       emit("conv", "conv2d(\(v), filters: \(filters), kernel: \(kernel)\(stride > 1 ? ", stride: \(stride)" : "")\(padding > 0 ? ", padding: \(padding)" : "")\(chance(0.2) ? ", bias: false" : ""))")
       (c, h, w) = (filters, (h + 2 * padding - kernel) / stride + 1, (w + 2 * padding - kernel) / stride + 1)
+      // Batch norm where every shard has at least two values per channel (one image of two pixels or more).
+      if h * w >= 2, chance(0.25) { emit("bn", "batchnorm(\(v)\(chance(0.3) ? ", affine: false" : "")\(chance(0.3) ? ", momentum: 0.5" : ""))") }
       if chance(0.7) { activation() }
       // A residual connection where the shapes agree: the shortcut's gradient fans out.
       if (c, h, w) == (bc, bh, bw), chance(0.8) { emit("add", "add(\(v), \(before))") }

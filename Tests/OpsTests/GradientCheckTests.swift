@@ -68,6 +68,22 @@ import Testing
       output l3
       minimize loss
       """),
+    ("v1.1-batchnorm-conv-and-dense-affine-and-not", """
+      input x: f32[N, 2, 5, 5]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 3, kernel: 3, padding: 1)
+      b1 = batchnorm(c1)
+      t1 = tanh(b1)
+      c2 = conv2d(t1, filters: 2, kernel: 3)
+      b2 = batchnorm(c2, affine: false, eps: 0.001)
+      f = flatten(b2)
+      d1 = dense(f, units: 4)
+      b3 = batchnorm(d1, momentum: 0.5)
+      d2 = dense(b3, units: 3)
+      loss = cross_entropy(d2, y)
+      output d2
+      minimize loss
+      """),
   ]
 
   @Test(arguments: graphs.map(\.0)) func numericalGradientsMatch(_ name: String) throws {

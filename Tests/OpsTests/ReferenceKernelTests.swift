@@ -53,6 +53,34 @@ import Testing
     #expect(Dense.backwardBias(dy: dy).data == [1, 2, 3])
   }
 
+  @Test func batchNormUsesBatchStatisticsInTrainingAndRunningOnesInInference() throws {
+    // One channel of [2, 1, 1, 2]: values 1, 3, 5, 7 (mean 4, biased variance 5); weight 2, bias 1.
+    let node = Node(name: "bn", op: .batchNorm(BatchNormAttrs(eps: 0)), args: ["x"])
+    let x = T(shape: [2, 1, 1, 2], data: [1, 3, 5, 7]), w = T(shape: [1], data: [2]), b = T(shape: [1], data: [1])
+    let operands: [RefValue<Double>] = [.f32(x), .f32(w), .f32(b), .f32(T(shape: [1], data: [10])), .f32(T(shape: [1], data: [4]))]
+    let train = try node.op.referenceOutputs(node, operands, ReferenceContext(training: true))
+    #expect(train[1].data == [4] && train[2].data == [5])
+    let s = 2 / 5.0.squareRoot()
+    #expect(zip(train[0].data, [-3 * s + 1, -s + 1, s + 1, 3 * s + 1]).allSatisfy { abs($0 - $1) < 1e-12 })
+    let infer = try node.op.reference(node, operands, ReferenceContext(training: false))
+    #expect(infer.data == [-8, -6, -4, -2], "(x - 10) / sqrt(4) * 2 + 1")
+    let one = T(shape: [1, 1], data: [3])
+    #expect(throws: EvaluationError.self) { _ = try node.op.reference(node, [.f32(one), .f32(w), .f32(b), .f32(w), .f32(w)], ReferenceContext(training: true)) }
+  }
+
+  @Test func batchNormRunningStatisticsComeFromTheWholeBatch() {
+    // One channel in two shards of three values: the whole batch {1, 2, 6, -1, 0, 4} has mean 2 and
+    // unbiased variance 34 / 5, whatever the shards' own statistics were.
+    let op = BatchNormOp(BatchNormAttrs(momentum: 0.25))
+    func stats(_ v: [Double]) -> [[Float]] {
+      let m = v.reduce(0, +) / Double(v.count)
+      return [[Float(m)], [Float(v.map { ($0 - m) * ($0 - m) }.reduce(0, +) / Double(v.count))]]
+    }
+    let updated = op.updatedBuffers([[0], [1]], shardStatistics: [stats([1, 2, 6]), stats([-1, 0, 4])], elementsPerShard: 3)
+    #expect(abs(updated[0][0] - 0.5) < 1e-6, "0.75 * 0 + 0.25 * 2")
+    #expect(abs(updated[1][0] - 2.45) < 1e-6, "0.75 * 1 + 0.25 * 6.8")
+  }
+
   @Test func softmaxAndCrossEntropy() throws {
     let z = T(shape: [1, 2], data: [0, 0])
     #expect(Softmax.forward(z).data == [0.5, 0.5])

@@ -1,5 +1,7 @@
 import CNNCTestSupport
 import Foundation
+import GraphIR
+import Passes
 import Runtime
 import Testing
 
@@ -89,6 +91,28 @@ import Testing
     var huge = bytes
     huge.replaceSubrange(0..<8, with: [0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F])
     #expect(Self.error { _ = try SafeTensors.parse(huge, path: "x") }.contains("exceeds the file"))
+  }
+
+  /// Buffers and 0-d I64 counters (batch norm's `num_batches_tracked`) save and load under PyTorch's names.
+  @Test func buffersAndCountersRoundTrip() throws {
+    let g = try Parser.parse("input x: f32[N, 3]\nb = batchnorm(x)\noutput b\n", defaultName: "bn")
+    var p = Parameters(graph: g, shapes: try inferShapes(g, batch: 2), seed: 1)
+    #expect(p.names == ["b.weight", "b.bias"] && p.buffers == ["b.running_mean", "b.running_var"])
+    #expect(p.values["b.weight"] == [1, 1, 1] && p.values["b.running_var"] == [1, 1, 1] && p.values["b.running_mean"] == [0, 0, 0])
+    p.values["b.running_mean"] = [0.5, -1, 2]
+    p.counters["b.num_batches_tracked"] = 41
+    let bytes = p.safeTensors(metadata: [:]).serialized()
+    let st = try SafeTensors.parse(bytes, path: "x")
+    #expect(st.integers["b.num_batches_tracked"]?.shape == [] && st.integers["b.num_batches_tracked"]?.data == [41])
+    var q = Parameters(graph: g, shapes: try inferShapes(g, batch: 2), seed: 2)
+    try q.load(st, path: "x")
+    #expect(q == p)
+    var negative = st
+    negative.tensors["b.running_var"] = ([3], [1, -1, 1])
+    #expect(Self.error { try q.load(negative, path: "w") }.contains("never negative"))
+    var noBuffers = st
+    noBuffers.tensors["b.running_var"] = nil
+    #expect(Self.error { try q.load(noBuffers, path: "w") }.contains("missing tensors: b.running_var"))
   }
 
   @Test func loadingChecksNamesAndShapes() {

@@ -65,7 +65,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     g.output = conv.name
     g.minimize = nil
     let image = f.graph.inputs.first { $0.dtype == .f32 }!
-    let tensors = Dictionary(uniqueKeysWithValues: params.names.map { ($0, Tensor(shape: params.shapes[$0]!, data: params.values[$0]!)) })
+    let tensors = params.tensors()
     var inputs: [String: RefValue<Float>] = [image.name: .f32(Tensor(shape: one[image.name]!.dims, data: x))]
     for i in f.graph.inputs where i.dtype == .i32 { inputs[i.name] = .i32(shape: one[i.name]!.dims, data: [Int32](repeating: 0, count: one[i.name]!.count)) }
     let env = try Interpreter<Float>(graph: g, shapes: one).run(inputs: inputs, parameters: tensors, context: ReferenceContext(training: false))

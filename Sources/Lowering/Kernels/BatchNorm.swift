@@ -1,0 +1,129 @@
+import GraphIR
+import Passes
+
+/// Batch normalisation and its gradients: one pass per channel over its N x H x W elements, every sum in
+/// the reference kernels' order (n, then h and w).
+extension Emitter {
+  /// The operand's element at (n, c, i) of a [N, C, H*W] view, and the loops visiting channel `c` in order.
+  private mutating func overChannel(_ d: [Int], _ c: IExpr, _ body: (inout Emitter, IExpr) -> [Stmt]) -> Stmt {
+    let (channels, plane) = (d[1], d.dropFirst(2).reduce(1, *))
+    return loop("n", d[0]) { e, n in e.small("i", plane) { e, i in body(&e, (n * channels + c) * plane + i) } }
+  }
+
+  private func load(_ value: String, _ i: IExpr) -> FExpr {
+    let p = at(value)
+    return .load(p.base, .c(p.offset) + i)
+  }
+
+  /// 1 / sqrt(variance + eps), as `BatchNorm.inverseStd` computes it.
+  private func inverseStd(_ variance: FExpr, _ eps: Double) -> FExpr { .c(1) / .sqrt(variance + .c(Float(eps))) }
+
+  /// Training: the batch's mean and biased variance per channel (stored as `NAME.mean`, `NAME.var`), then
+  /// (x - mean) * (gamma * invstd) + beta. Inference: the same with the running statistics.
+  mutating func batchNorm(_ n: Node, _ a: BatchNormAttrs) {
+    let x = n.args[0], d = dims(x), y = at(n.name)
+    let count = Float(BatchNorm.elementsPerChannel(d))
+    body.append(loop("c", d[1]) { e, c in
+      let mu = e.fresh("mean"), variance = e.fresh("var"), scale = e.fresh("scale")
+      var stmts: [Stmt]
+      if e.training {
+        let s = e.fresh("sum"), q = e.fresh("squares")
+        stmts = [
+          .local(s, .c(0)),
+          e.overChannel(d, c) { e, i in [.set(s, .local(s) + e.load(x, i))] },
+          .local(mu, .local(s) / .c(count)),
+          .local(q, .c(0)),
+          e.overChannel(d, c) { e, i in [.set(q, .local(q) + (e.load(x, i) - .local(mu)) * (e.load(x, i) - .local(mu)))] },
+          .local(variance, .local(q) / .c(count)),
+        ]
+        for (suffix, v) in [("mean", mu), ("var", variance)] {
+          let p = e.at("\(n.name).\(suffix)")
+          stmts.append(.store(p.base, .c(p.offset) + c, .local(v)))
+        }
+      } else {
+        stmts = [.local(mu, e.load("\(n.name).running_mean", c)), .local(variance, e.load("\(n.name).running_var", c))]
+      }
+      let gamma = a.affine ? e.load("\(n.name).weight", c) : .c(1)
+      stmts.append(.local(scale, gamma * e.inverseStd(.local(variance), a.eps)))
+      let shift = a.affine ? e.load("\(n.name).bias", c) : .c(0)
+      stmts.append(e.overChannel(d, c) { e, i in [.store(y.base, .c(y.offset) + i, (e.load(x, i) - .local(mu)) * .local(scale) + shift)] })
+      return stmts
+    })
+  }
+
+  /// Per channel: invstd, then sum(dy) and sum(dy * xhat) declared as locals; `body` gets their names.
+  private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr,
+                                     then body: (inout Emitter, _ invstd: String, _ sum: String, _ sumX: String) -> [Stmt]) -> [Stmt] {
+    let (dy, x, mean, variance) = (n.args[0], n.args[1], n.args[2], n.args[3]), d = dims(x)
+    let invstd = fresh("invstd"), s = fresh("sum"), sx = fresh("sum_x")
+    let mu = load(mean, c)
+    return [
+      .local(invstd, inverseStd(load(variance, c), a.eps)), .local(s, .c(0)), .local(sx, .c(0)),
+      overChannel(d, c) { e, i in [
+        .set(s, .local(s) + e.load(dy, i)),
+        .set(sx, .local(sx) + e.load(dy, i) * ((e.load(x, i) - mu) * .local(invstd))),
+      ] },
+    ] + body(&self, invstd, s, sx)
+  }
+
+  /// gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)); gamma is operand 4 when `scaled`.
+  mutating func batchNormGradInput(_ n: Node, _ a: BatchNormAttrs, scaled: Bool) {
+    let (dy, x, mean) = (n.args[0], n.args[1], n.args[2]), d = dims(x), dx = at(n.name)
+    let count = Float(BatchNorm.elementsPerChannel(d))
+    body.append(loop("c", d[1]) { e, c in
+      e.gradientSums(n, a, c) { e, invstd, s, sx in
+        let scale = e.fresh("scale"), meanDy = e.fresh("mean_dy"), meanDyX = e.fresh("mean_dy_x")
+        let mu = e.load(mean, c)
+        return [
+          .local(scale, (scaled ? e.load(n.args[4], c) : .c(1)) * .local(invstd)),
+          .local(meanDy, .local(s) / .c(count)), .local(meanDyX, .local(sx) / .c(count)),
+          e.overChannel(d, c) { e, i in [
+            .store(dx.base, .c(dx.offset) + i,
+                   .local(scale) * (e.load(dy, i) - .local(meanDy) - (e.load(x, i) - mu) * .local(invstd) * .local(meanDyX))),
+          ] },
+        ]
+      }
+    })
+  }
+
+  /// sum(dy * xhat) per channel.
+  mutating func batchNormGradWeight(_ n: Node, _ a: BatchNormAttrs) {
+    let dw = at(n.name)
+    body.append(loop("c", dims(n.args[1])[1]) { e, c in
+      e.gradientSums(n, a, c) { _, _, _, sx in [.store(dw.base, .c(dw.offset) + c, .local(sx))] }
+    })
+  }
+
+  /// sum(dy) per channel.
+  mutating func batchNormGradBias(_ n: Node) {
+    let dy = n.args[0], d = dims(dy), db = at(n.name)
+    body.append(loop("c", d[1]) { e, c in
+      let s = e.fresh("sum")
+      return [.local(s, .c(0)), e.overChannel(d, c) { e, i in [.set(s, .local(s) + e.load(dy, i))] }, .store(db.base, .c(db.offset) + c, .local(s))]
+    })
+  }
+}
+
+extension BatchNormOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.batchNorm(n, attrs) }
+  func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String? {
+    guard training, let x = shapes[n.args[0]], BatchNorm.elementsPerChannel(x.dims) <= 1 else { return nil }
+    return "batchnorm '\(n.name)' needs more than one value per channel in training, and its input \(x) has one per shard; use a larger batch or fewer shards"
+  }
+}
+
+extension BatchNormGradInputOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradInput(n, attrs, scaled: true) }
+}
+
+extension BatchNormGradInputUnscaledOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradInput(n, attrs, scaled: false) }
+}
+
+extension BatchNormGradWeightOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradWeight(n, attrs) }
+}
+
+extension BatchNormGradBiasOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradBias(n) }
+}
