@@ -48,6 +48,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   public private(set) var compiler: C
   let shards: Int
   public let threads: Int
+  /// Threads for inference: every core unless `threads` caps them, whatever the shard count (which only
+  /// splits training batches). Chunks are dealt in a fixed order, so any count gives the same results.
+  public let inferenceThreads: Int
   /// The train step (S = 1) or the per-shard gradient program (S > 1).
   let train: Program
   let trainEntry: EntryPoint
@@ -93,13 +96,16 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     self.mpi = mpi
     self.shards = shards
     self.threads = max(1, min(shards / (mpi?.size ?? 1), threads ?? ProcessInfo.processInfo.activeProcessorCount))
+    inferenceThreads = max(1, threads ?? ProcessInfo.processInfo.activeProcessorCount)
     optimizerKind = optimizer.kind
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
-    if shards > 1 { openblas_set_num_threads(1) }  // parallelism comes from the shards, in a fixed partition
+    // Parallelism comes from the shards (and inference chunks), in a fixed partition.
+    if shards > 1 || inferenceThreads > 1 { openblas_set_num_threads(1) }
     let start = Date()
-    // An inference-only back end compiles no training step; its first program only fixes the parameter layout.
+    // An inference-only back end compiles no training step; its first program (one image) only fixes the
+    // parameter layout.
     let target = compiler.target
-    var programs = [inferenceOnly ? try lower(graph, batch: batch / shards, mode: .infer, target: target, fuse: fuse)
+    var programs = [inferenceOnly ? try lower(graph, batch: 1, mode: .infer, target: target, fuse: fuse)
                     : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), target: target, fuse: fuse, profile: profile)
                     : try lower(graph, batch: batch / shards, mode: .gradients, target: target, fuse: fuse, profile: profile)]
     if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizerSpec, target: target)) }
@@ -123,9 +129,9 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     for (p, e) in zip(programs.dropFirst(shards > 1 ? 2 : 1), entries.dropFirst(shards > 1 ? 2 : 1)) { inference[p.batch] = (p, e) }
   }
 
-  /// Runs `body(i)` for each of `count` local shards, on up to `threads` threads.
-  func forEachShard(_ count: Int, _ body: (Int) -> Void) {
-    if threads == 1 || count == 1 {
+  /// Runs `body(i)` for each of `count` local shards (or inference workers), on up to `threads` threads.
+  func forEachShard(_ count: Int, threads: Int? = nil, _ body: (Int) -> Void) {
+    if (threads ?? self.threads) == 1 || count == 1 {
       for s in 0..<count { body(s) }
     } else {
       // The shards write disjoint buffers (own arena and gradients) and only read the shared ones.
@@ -351,7 +357,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     if let p = inference[batch] { return p }
     let start = Date()
     let p = try lower(graph, batch: batch, mode: .infer, target: compiler.target)
-    try checkMemory(bytes: 4 * p.arenaFloats * shards, what: "inference at batch \(batch)")
+    try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(batch)")
     let entry = try compiler.compile([p])[0]
     compileSeconds += Date().timeIntervalSince(start)
     inference[batch] = (p, entry)
@@ -368,7 +374,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     if count % size > 0 { _ = try inferenceProgram(count % size) }
     let px = train.imageFloats / train.batch, perImage = inference[size]!.0.output.count / size
     var out = [Float](repeating: 0, count: count * perImage)
-    let workers = min(arenas.count, chunks.count)
+    let workers = min(inferenceThreads, chunks.count)
+    while arenas.count < workers { arenas.append(FloatBuffer(arenas[0].count)) }
     images.withUnsafeBufferPointer { img in
       out.withUnsafeMutableBufferPointer { o in
         let result = UncheckedSendable(value: o.baseAddress!)
@@ -381,7 +388,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
             (result.value + first * perImage).update(from: base + p.output.offset, count: n * perImage)
           }
         }
-        if workers > 1 { forEachShard(workers, run) } else { run(0) }
+        if workers > 1 { forEachShard(workers, threads: workers, run) } else { run(0) }
       }
     }
     return out

@@ -243,6 +243,21 @@ import Testing
     expectClose(try interp.infer(images: d.images, count: 4), try b.infer(images: d.images, count: 4), "inference with the running statistics")
   }
 
+  /// Inference uses every core even with one shard (`cnnc eval` runs so), and the thread count changes no bit.
+  @Test func inferenceUsesEveryThreadWithOneShardAndGivesTheSameBits() throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
+    var outputs: [[Float]] = []
+    for threads in [1, 2] {
+      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 1000, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                  compiler: try JITCompiler(target: .host()), threads: threads, inferenceOnly: true)
+      #expect(b.inferenceThreads == threads)
+      try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+      let count = 3 * b.inferenceChunk + 5, px = d.images.count / 3
+      outputs.append(try b.infer(images: (0..<(count * px)).map { Float(sin(Double($0) * 0.11)) }, count: count))
+    }
+    #expect(outputs[0] == outputs[1])
+  }
+
   @Test func sgdWithMomentumMatches() throws {
     let d = try Differential(source: try Self.source("lenet5.graph"), batch: 2)
     let opt = Optimizer(kind: .sgd, learningRate: 0.05, momentum: 0.9, weightDecay: 1e-3)
