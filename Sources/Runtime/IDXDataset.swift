@@ -9,6 +9,33 @@ public struct DataError: UserFacingError {
 }
 
 /// Images and labels of one IDX split (MNIST layout), kept as bytes; normalised per batch.
+/// How pixels become network inputs: (x / 255 - mean) / std.
+public struct Normalization: Equatable, Sendable, CustomStringConvertible {
+  public var mean: Float
+  public var std: Float
+  public init(mean: Float, std: Float) {
+    self.mean = mean
+    self.std = std
+  }
+  /// MNIST's training-set statistics, the PyTorch tutorials' constants and the default.
+  public static let mnist = Normalization(mean: 0.1307, std: 0.3081)
+
+  /// The checkpoint metadata keys it is saved under.
+  static let meanKey = "cnnc.normalize.mean", stdKey = "cnnc.normalize.std"
+  public var metadata: [String: String] { [Self.meanKey: "\(mean)", Self.stdKey: "\(std)"] }
+
+  /// The normalisation a checkpoint was trained with; nil for files that do not say (MNIST's then).
+  public init?(metadata: [String: String]) throws {
+    guard let m = metadata[Self.meanKey], let s = metadata[Self.stdKey] else { return nil }
+    guard let mean = Float(m), mean.isFinite, let std = Float(s), std.isFinite, std > 0 else {
+      throw CheckpointError("the checkpoint's normalisation (mean '\(m)', std '\(s)') is not a finite mean and a positive std")
+    }
+    self.init(mean: mean, std: std)
+  }
+
+  public var description: String { "(x/255 - \(mean)) / \(std)" }
+}
+
 public struct IDXDataset: Sendable {
   public var images: [UInt8]
   public var labels: [UInt8]
@@ -132,17 +159,30 @@ public struct IDXDataset: Sendable {
     return p
   }
 
-  /// Writes the normalised images (x/255 - 0.1307)/0.3081 of `indices` into `out` (NCHW, C = 1).
-  public func normalizedBatch(_ indices: ArraySlice<Int>, into out: inout [Float]) {
+  /// Writes the normalised images (x/255 - mean)/std of `indices` into `out` (NCHW, C = 1).
+  public func normalizedBatch(_ indices: ArraySlice<Int>, into out: inout [Float], _ n: Normalization = .mnist) {
     let px = rows * cols
     var o = 0
     for i in indices {
       let base = i * px
       for j in 0..<px {
-        out[o] = (Float(images[base + j]) / 255 - 0.1307) / 0.3081
+        out[o] = (Float(images[base + j]) / 255 - n.mean) / n.std
         o += 1
       }
     }
+  }
+
+  /// The mean and (population) standard deviation of every pixel of the set, as x/255.
+  public func measuredNormalization() -> Normalization {
+    var histogram = [Int](repeating: 0, count: 256)
+    for p in images { histogram[Int(p)] += 1 }
+    let n = Double(max(1, images.count))
+    let mean = histogram.indices.reduce(0.0) { $0 + Double(histogram[$1]) * Double($1) / 255 } / n
+    let variance = histogram.indices.reduce(0.0) { s, v in
+      let d = Double(v) / 255 - mean
+      return s + Double(histogram[v]) * d * d
+    } / n
+    return Normalization(mean: Float(mean), std: Float(max(variance.squareRoot(), 1e-6)))
   }
 
   /// The first `n` examples and the rest (a fixed, unshuffled validation split).

@@ -17,6 +17,8 @@ public struct TrainingOptions: Sendable {
   public var saveEvery: Int?
   /// Directory for checkpoints.
   public var outputDirectory: String
+  /// How images are normalised (saved in checkpoints; eval and predict read it back).
+  public var normalization = Normalization.mnist
   /// Evaluation batch: big enough to keep the GEMMs efficient, small enough to keep the arenas small.
   public var evalBatch = 250
   /// False on the other ranks of a distributed run: only the primary evaluates and writes files.
@@ -105,6 +107,7 @@ public struct Trainer<B: Backend> {
     guard options.primary else { return }
     let parameters = self.parameters
     let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
+      .merging(options.normalization.metadata) { $1 }
     var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)"]) { $1 }
       .merging(partial.metadata) { $1 })
     for (k, v) in backend.optimizerState() {
@@ -137,6 +140,8 @@ public struct Trainer<B: Backend> {
     let os = try SafeTensors.read(from: o)
     var parameters = self.parameters
     try parameters.load(ws, path: w)
+    // A resumed run keeps the normalisation it was trained with.
+    if let n = try Normalization(metadata: ws.metadata) { options.normalization = n }
     guard let step = ws.metadata["cnnc.step"].flatMap(Int.init), step >= 0, os.metadata["cnnc.step"] == "\(step)" else {
       throw CheckpointError("\(source): weights and optimiser state are not from the same step (or the step is not a count)")
     }
@@ -170,7 +175,7 @@ public struct Trainer<B: Backend> {
     while start < data.count {
       let n = min(options.evalBatch, data.count - start)
       if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
-      data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer)
+      data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer, options.normalization)
       let logits = try backend.infer(images: buffer, count: n)
       for i in 0..<n { predictions.append(argmax(logits[(i * classes)..<((i + 1) * classes)])) }
       start += n
@@ -285,7 +290,7 @@ public struct Trainer<B: Backend> {
   mutating func step(_ idx: ArraySlice<Int>, of train: IDXDataset, epoch: Int, images: inout [Float], labels: inout [Int32]) throws {
     let b = idx.count
     let before = checkNumerics ? parameters : nil
-    train.normalizedBatch(idx, into: &images)
+    train.normalizedBatch(idx, into: &images, options.normalization)
     for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
     let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
                                   learningRate: optimizer.learningRate)

@@ -109,6 +109,9 @@ import Testing
       (["train", "Graphs/tiny.graph", "--jit", "--out", "Graphs/tiny.graph"], "Graphs/tiny.graph exists and is not a directory"),
       (["compile", "Graphs/invalid/backward_dialect.graph"], "'relu_grad' is an op of the backward dialect"),
       (["compile", "Graphs"], "Graphs is a directory, not a regular file"),
+      (["train", "Graphs/tiny.graph", "--normalize", "imagenet"], "--normalize must be mnist or data, got 'imagenet'"),
+      (["train", "Graphs/tiny.graph", "--mean", "0.5"], "--mean and --std go together"),
+      (["train", "Graphs/tiny.graph", "--mean", "0.5", "--std", "0"], "--std a positive number"),
       (["compile", "Tests/Fixtures/two_images.graph", "--emit", "none"], "second f32 input 'b': a compiled graph reads exactly one image input ('a')"),
     ]
     for (args, expected) in cases {

@@ -56,6 +56,31 @@ import Testing
     #expect(otherWeights != weights[0])
   }
 
+  /// The normalisation a run trains with is saved in its checkpoint, read back on resume, and applied to every batch.
+  @Test func normalizationIsSavedAndApplied() throws {
+    let train = try IDXDataset.load(directory: Self.data, split: "train")
+    let test = IDXDataset(images: Array(train.images.prefix(784 * 10)), labels: Array(train.labels.prefix(10)), count: 10, rows: 28, cols: 28)
+    let measured = train.measuredNormalization()
+    // MNIST's published constants are its training set's statistics.
+    #expect(abs(measured.mean - 0.1307) < 1e-3 && abs(measured.std - 0.3081) < 1e-3, "\(measured)")
+    var runs: [Data] = []
+    for n in [Normalization.mnist, Normalization(mean: 0.5, std: 0.25)] {
+      var t = try Self.trainer(steps: 5, dir: Self.dir())
+      t.options.normalization = n
+      _ = try t.train(train: train, test: test)
+      let st = try SafeTensors.read(from: t.weightsPath)
+      #expect(try Normalization(metadata: st.metadata) == n)
+      runs.append(try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)))
+    }
+    // The other normalisation changes the inputs, so the weights differ.
+    #expect(runs[0] != runs[1])
+    #expect(throws: CheckpointError.self) { _ = try Normalization(metadata: ["cnnc.normalize.mean": "0.5", "cnnc.normalize.std": "-1"]) }
+    #expect(try Normalization(metadata: [:]) == nil)
+    var x = [Float](repeating: 0, count: 784)
+    test.normalizedBatch([0][...], into: &x, Normalization(mean: 0.5, std: 0.25))
+    #expect(x[0] == (Float(test.images[0]) / 255 - 0.5) / 0.25)
+  }
+
   @Test func resumeContinuesExactly() throws {
     let train = try IDXDataset.load(directory: Self.data, split: "train")
     let test = IDXDataset(images: Array(train.images.prefix(784 * 10)), labels: Array(train.labels.prefix(10)), count: 10, rows: 28, cols: 28)

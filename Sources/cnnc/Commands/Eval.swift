@@ -29,8 +29,10 @@ struct Eval: ParsableCommand {
       // A batch beyond the test set would only allocate images that do not exist.
       let batch = max(1, min(self.batch, test.count))
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-      try params.load(try SafeTensors.read(from: weights), path: weights)
+      let st = try SafeTensors.read(from: weights)
+      try params.load(st, path: weights)
       var options = TrainingOptions(outputDirectory: ".")
+      options.normalization = try Normalization(metadata: st.metadata) ?? .mnist
       options.evalBatch = batch
       options.batchSize = batch
       let opt = Optimizer(kind: .adam, learningRate: 0)

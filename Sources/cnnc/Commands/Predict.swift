@@ -42,12 +42,13 @@ struct Predict: ParsableCommand {
       }
       if invert { pixels = pixels.map { 255 - $0 } }
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-      try params.load(try SafeTensors.read(from: weights), path: weights)
+      let st = try SafeTensors.read(from: weights)
+      try params.load(st, path: weights)
       var backend = try InterpreterBackend(graph: f.graph)
       backend.load(params, Optimizer(kind: .adam, learningRate: 0))
       let set = IDXDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3])
       var x = [Float](repeating: 0, count: pixels.count)
-      set.normalizedBatch([0][...], into: &x)
+      set.normalizedBatch([0][...], into: &x, try Normalization(metadata: st.metadata) ?? .mnist)
       let logits = try backend.infer(images: x, count: 1)
       let m = logits.max() ?? 0
       let e = logits.map { Foundation.exp(Double($0 - m)) }

@@ -34,9 +34,11 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
   var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
   let weights = (dir as NSString).appendingPathComponent("weights.safetensors")
-  try params.load(try SafeTensors.read(from: weights), path: weights)
+  let st = try SafeTensors.read(from: weights)
+  try params.load(st, path: weights)
   let opt = Optimizer(kind: .adam, learningRate: 0)
   var options = TrainingOptions(outputDirectory: dir)
+  options.normalization = try Normalization(metadata: st.metadata) ?? .mnist
   options.evalBatch = batch
   options.batchSize = batch
   let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: Target.host()), inferenceOnly: true)
@@ -59,7 +61,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + a.kernel * a.kernel)]) }
     let one = try inferShapes(f.graph, batch: 1)
     var x = [Float](repeating: 0, count: px)
-    test.normalizedBatch([0][...], into: &x)
+    test.normalizedBatch([0][...], into: &x, options.normalization)
     var g = f.graph
     g.nodes = Array(g.nodes.prefix { $0.name != conv.name }) + [conv]
     g.output = conv.name

@@ -44,6 +44,10 @@ struct Train: ParsableCommand {
   @Option(parsing: .unconditional, help: "Early stopping: epochs without a better validation accuracy (needs --val).") var patience: Int?
   @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
   @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
+  @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, e.g. for Fashion-MNIST). Saved in the checkpoint; eval and predict use it.")
+  var normalize: String = "mnist"
+  @Option(parsing: .unconditional, help: "Normalisation mean (instead of --normalize).") var mean: Float?
+  @Option(parsing: .unconditional, help: "Normalisation standard deviation, > 0 (instead of --normalize).") var std: Float?
   @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
   @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
   @Option(parsing: .unconditional, help: "Split every batch into this many shards, computed in parallel; every back end (the interpreter too) averages the shard gradients in shard order. Results depend on the shard count, never on --threads.")
@@ -72,6 +76,17 @@ struct Train: ParsableCommand {
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    guard ["mnist", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist or data, got '\(normalize)'") }
+    guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
+    if let mean, let std {
+      guard mean.isFinite, std.isFinite, std > 0 else { throw ValidationError("--mean must be a number and --std a positive number, got \(mean) and \(std)") }
+    }
+  }
+
+  /// The normalisation this run asks for: --mean/--std, else measured on the training set, else MNIST's.
+  func normalization(_ train: IDXDataset) -> Normalization {
+    if let mean, let std { return Normalization(mean: mean, std: std) }
+    return normalize == "data" ? train.measuredNormalization() : .mnist
   }
 
   /// More epochs than any run could finish; keeps step arithmetic far from overflow.
@@ -118,7 +133,8 @@ struct Train: ParsableCommand {
         try writeAtomically(f.source, to: (outDir as NSString).appendingPathComponent("model.graph"))
       }
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
-      let options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
+      var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
+      options.normalization = normalization(trainSet)
       if jit || backend != "interp" { say("target: \(target)") }
       if jit || backend == "jit" {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target), shards: shards, threads: threads, mpi: mpi)
@@ -200,7 +216,7 @@ struct Train: ParsableCommand {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
-      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed)")
+      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed), inputs \(trainer.options.normalization)")
       let tty = isatty(2) != 0
       var lastPrint = Date.distantPast
       let quiet = self.quiet
