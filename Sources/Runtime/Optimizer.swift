@@ -20,6 +20,14 @@ public struct Optimizer: Equatable, Sendable {
     self.weightDecay = weightDecay
   }
 
+  /// Every setting, as the training banner prints it.
+  public var settings: String {
+    switch kind {
+    case .adam: "adam lr \(learningRate) (betas \(beta1), \(beta2), eps \(epsilon), weight decay \(weightDecay))"
+    case .sgd: "sgd lr \(learningRate) (momentum \(momentum), weight decay \(weightDecay), dampening 0, no Nesterov)"
+    }
+  }
+
   /// One update with PyTorch's formulas (`torch.optim.Adam` / `torch.optim.SGD`, dampening 0).
   public mutating func update(_ params: inout Parameters, gradients: [String: [Float]]) {
     step += 1

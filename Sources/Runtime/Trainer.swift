@@ -9,8 +9,13 @@ public struct TrainingOptions: Sendable {
   public var seed: UInt64 = 1
   /// Fraction of the training set held out (the last examples) for validation and early stopping.
   public var validationFraction = 0.0
-  /// Stop after this many epochs without a better validation accuracy (nil: never).
+  /// Stop after this many epochs without a better monitored value (nil: never).
   public var patience: Int?
+  /// What early stopping and best.safetensors watch on the validation set.
+  public enum Monitor: String, Sendable, CaseIterable { case valAccuracy = "val_acc", valLoss = "val_loss" }
+  public var monitor = Monitor.valAccuracy
+  /// The least change of the monitored value that counts as an improvement (PyTorch Lightning's `min_delta`).
+  public var minDelta = 0.0
   /// Stop after this many steps in all (for short runs and tests).
   public var maxSteps: Int?
   /// Also write a checkpoint every this many steps (nil: only at the end of each epoch and on interrupt).
@@ -33,6 +38,12 @@ public struct EpochReport: Sendable, Codable {
   public var trainAccuracy: Double
   public var validationAccuracy: Double?
   public var testAccuracy: Double
+  /// Mean cross-entropy of the graph's output on the validation and test sets (absent in older histories).
+  public var validationLoss: Double?
+  public var testLoss: Double?
+  /// Steps trained in the epoch and the steps a full epoch has (they differ when --steps cut it short).
+  public var steps: Int?
+  public var stepsPerEpoch: Int?
   public var imagesPerSecond: Double
   public var seconds: Double
 }
@@ -63,6 +74,10 @@ public struct Trainer<B: Backend> {
   public var checkNumerics = false
   /// Set when `shouldStop` ended the run.
   public private(set) var interrupted = false
+  /// The best epoch so far by `options.monitor`, and its value (its weights are best.safetensors).
+  public private(set) var best: (epoch: Int, value: Double)?
+  /// Set when early stopping ended the run: the last epoch trained.
+  public private(set) var stoppedEarlyAfter: Int?
   /// Per-epoch figures of this run so far (restored by `resume`).
   public private(set) var history: [EpochReport] = []
   /// Sums over the steps of the current epoch so far, saved in every checkpoint so a resumed epoch's
@@ -166,22 +181,33 @@ public struct Trainer<B: Backend> {
 
   /// Accuracy of the graph's output over a dataset, in batches.
   public mutating func accuracy(_ data: IDXDataset) throws -> (accuracy: Double, predictions: [Int]) {
+    let r = try evaluate(data)
+    return (r.accuracy, r.predictions)
+  }
+
+  /// Accuracy and mean cross-entropy (softmax of the output against the labels, in Double) over a dataset.
+  public mutating func evaluate(_ data: IDXDataset) throws -> (accuracy: Double, loss: Double, predictions: [Int]) {
     try data.validateImages(forInput: imageInputDims)
     var predictions: [Int] = []
     predictions.reserveCapacity(data.count)
     var start = 0
     let px = data.rows * data.cols
     var buffer = [Float](repeating: 0, count: options.evalBatch * px)
+    var lossSum = 0.0
     while start < data.count {
       let n = min(options.evalBatch, data.count - start)
       if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
       data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer, options.normalization)
       let logits = try backend.infer(images: buffer, count: n)
-      for i in 0..<n { predictions.append(argmax(logits[(i * classes)..<((i + 1) * classes)])) }
+      for i in 0..<n {
+        let row = logits[(i * classes)..<((i + 1) * classes)]
+        predictions.append(argmax(row))
+        lossSum += crossEntropy(row, label: Int(data.labels[start + i]))
+      }
       start += n
     }
     let correct = zip(predictions, data.labels).filter { $0 == Int($1) }.count
-    return (Double(correct) / Double(max(1, data.count)), predictions)
+    return (Double(correct) / Double(max(1, data.count)), lossSum / Double(max(1, data.count)), predictions)
   }
 
   /// Trains; returns one report per epoch finished.
@@ -192,8 +218,8 @@ public struct Trainer<B: Backend> {
     var images = [Float](repeating: 0, count: b * px)
     var labels = [Int32](repeating: 0, count: b)
     var reports: [EpochReport] = []
-    var best = history.compactMap(\.validationAccuracy).max() ?? -1.0
-    var sinceBest = 0
+    best = bestInHistory()
+    var sinceBest = best.map { b in history.filter { $0.epoch > b.epoch }.count } ?? 0
     let firstEpoch = optimizer.step / stepsPerEpoch
     // Checkpoint sums that belong to another epoch (a run written before they were saved) start afresh.
     if partial.epoch != firstEpoch || optimizer.step % stepsPerEpoch == 0 { partial = EpochSums(epoch: firstEpoch) }
@@ -224,39 +250,78 @@ public struct Trainer<B: Backend> {
       // Throughput of the steps this process ran (a resumed epoch's earlier steps ran in another).
       let ranHere = (optimizer.step - max(skip, 0) - epoch * stepsPerEpoch) * b
       let finished = optimizer.step % stepsPerEpoch == 0
-      let report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
-      let valAcc = report.validationAccuracy
+      var report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
+      report.stepsPerEpoch = stepsPerEpoch
       reports.append(report)
       history = history.filter { $0.epoch < report.epoch } + [report]
       if finished { partial = EpochSums(epoch: epoch + 1) }
       try saveCheckpoint()
       onEpoch(report)
-      if let v = valAcc {
-        if v > best {
-          best = v
-          sinceBest = 0
-          if options.primary {
-            try parameters.safeTensors(metadata: ["format": "pt", "cnnc.step": "\(optimizer.step)"]).write(to: bestPath)
-          }
-        } else {
-          sinceBest += 1
-          if let p = options.patience, sinceBest >= p { break }
-        }
-      }
+      if try watch(report, sinceBest: &sinceBest) { break }
       if !finished { break }  // stopped by maxSteps
     }
     return reports
   }
 
-  /// The report of an epoch just trained: its sums, and the validation and test accuracy (evaluated by the
-  /// primary process only) after `images` images in `seconds`.
+  /// The report of an epoch just trained: its sums, and the validation and test accuracy and loss (evaluated
+  /// by the primary process only) after `images` images in `seconds`.
   mutating func epochReport(_ epoch: Int, seconds: Double, images: Int, validation: IDXDataset?, test: IDXDataset) throws -> EpochReport {
-    let valAcc = options.primary ? try validation.map { try accuracy($0).accuracy } : nil
-    let testAcc = options.primary ? try accuracy(test).accuracy : 0
+    var val: (accuracy: Double, loss: Double, predictions: [Int])?
+    var tst: (accuracy: Double, loss: Double, predictions: [Int])?
+    if options.primary {
+      if let validation { val = try evaluate(validation) }
+      tst = try evaluate(test)
+    }
     let steps = partial.seen / options.batchSize
-    return EpochReport(epoch: epoch + 1, trainLoss: partial.lossSum / Double(max(1, steps)),
-                       trainAccuracy: Double(partial.correct) / Double(max(1, partial.seen)), validationAccuracy: valAcc,
-                       testAccuracy: testAcc, imagesPerSecond: Double(images) / max(seconds, 1e-9), seconds: seconds)
+    let trainLoss = partial.lossSum / Double(max(1, steps)), trainAccuracy = Double(partial.correct) / Double(max(1, partial.seen))
+    var r = EpochReport(epoch: epoch + 1, trainLoss: trainLoss, trainAccuracy: trainAccuracy, validationAccuracy: val?.accuracy,
+                        testAccuracy: tst?.accuracy ?? 0, imagesPerSecond: Double(images) / max(seconds, 1e-9), seconds: seconds)
+    r.validationLoss = val?.loss
+    r.testLoss = tst?.loss
+    r.steps = steps
+    return r
+  }
+
+  /// Early stopping after an epoch: a better monitored value saves best.safetensors; `patience` epochs
+  /// without one stop the run (returns true).
+  mutating func watch(_ report: EpochReport, sinceBest: inout Int) throws -> Bool {
+    guard let v = monitored(report) else { return false }
+    if improves(v, over: best) {
+      best = (report.epoch, v)
+      sinceBest = 0
+      if options.primary {
+        let meta = ["format": "pt", "cnnc.step": "\(optimizer.step)", "cnnc.epoch": "\(report.epoch)"].merging(options.normalization.metadata) { $1 }
+        try parameters.safeTensors(metadata: meta).write(to: bestPath)
+      }
+      return false
+    }
+    sinceBest += 1
+    guard let p = options.patience, sinceBest >= p else { return false }
+    stoppedEarlyAfter = report.epoch
+    return true
+  }
+
+  /// The value early stopping watches in a report, if it has one.
+  func monitored(_ r: EpochReport) -> Double? {
+    switch options.monitor {
+    case .valAccuracy: r.validationAccuracy
+    case .valLoss: r.validationLoss
+    }
+  }
+
+  /// Whether `v` beats `best` by more than `minDelta` (higher accuracy, lower loss).
+  func improves(_ v: Double, over best: (epoch: Int, value: Double)?) -> Bool {
+    guard let b = best else { return true }
+    return options.monitor == .valAccuracy ? v > b.value + options.minDelta : v < b.value - options.minDelta
+  }
+
+  /// The best epoch of the restored history (resumed runs keep watching it).
+  func bestInHistory() -> (epoch: Int, value: Double)? {
+    var b: (epoch: Int, value: Double)?
+    for r in history {
+      if let v = monitored(r), improves(v, over: b) { b = (r.epoch, v) }
+    }
+    return b
   }
 
   /// The training and validation sets and the steps per epoch, after checking both data sets against the
@@ -356,6 +421,13 @@ extension Trainer {
 }
 
 /// Index of the largest value (the first on ties).
+/// -log softmax(logits)[label], computed stably in Double.
+public func crossEntropy(_ logits: ArraySlice<Float>, label: Int) -> Double {
+  let m = Double(logits.max() ?? 0)
+  let sum = logits.reduce(0.0) { $0 + Foundation.exp(Double($1) - m) }
+  return m + Foundation.log(sum) - Double(logits[logits.startIndex + label])
+}
+
 public func argmax(_ xs: ArraySlice<Float>) -> Int {
   var best = xs.startIndex
   for i in xs.indices where xs[i] > xs[best] { best = i }

@@ -110,6 +110,9 @@ import Testing
       (["compile", "Graphs/invalid/backward_dialect.graph"], "'relu_grad' is an op of the backward dialect"),
       (["compile", "Graphs"], "Graphs is a directory, not a regular file"),
       (["train", "Graphs/tiny.graph", "--normalize", "imagenet"], "--normalize must be mnist or data, got 'imagenet'"),
+      (["train", "Graphs/tiny.graph", "--monitor", "train_loss"], "--monitor must be val_acc or val_loss, got 'train_loss'"),
+      (["train", "Graphs/tiny.graph", "--min-delta=-1"], "--min-delta must be a non-negative number"),
+      (["train", "Graphs/tiny.graph", "--log-every=-5"], "--log-every must be at least 0"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5"], "--mean and --std go together"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5", "--std", "0"], "--std a positive number"),
       (["compile", "Tests/Fixtures/two_images.graph", "--emit", "none"], "second f32 input 'b': a compiled graph reads exactly one image input ('a')"),
@@ -120,6 +123,28 @@ import Testing
       #expect(r.stderr.contains(expected), "\(args): \(r.stderr)")
       #expect(!r.stderr.contains("Missing value"), "a value that was given is not missing: \(args): \(r.stderr)")
     }
+  }
+
+  /// Early stopping says when it stopped, which epoch was best and where its weights are; every epoch line has
+  /// the validation and test loss; piped output gets a plain line every --log-every steps; a cut-short epoch
+  /// says so; the banner names every optimiser setting.
+  @Test func trainingSaysWhatItDid() throws {
+    let out = NSTemporaryDirectory() + "cnnc-es-\(UUID().uuidString)"
+    // No val_loss improvement can exceed 1.0 after the first epoch, so the run stops after epoch 2 on any machine.
+    let r = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--epochs", "15", "--val", "0.2", "--patience", "1", "--monitor", "val_loss",
+                          "--min-delta", "1", "--out", out, "--no-report"])
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(r.stdout.contains("stopped early after epoch 2: val_loss did not improve for 1 epochs"), "\(r.stdout)")
+    #expect(r.stdout.contains("best epoch 1: val_loss ") && r.stdout.contains("its weights: \(out)/best.safetensors"), "\(r.stdout)")
+    #expect(r.stdout.contains(", val loss ") && r.stdout.contains(", test loss "), "\(r.stdout)")
+    #expect(r.stdout.contains("epoch 1 step 100/750: loss "), "stdout is a pipe here: \(r.stdout)")
+    #expect(r.stdout.contains("adam lr 0.001 (betas 0.9, 0.999, eps 1e-08, weight decay 0.0)"), "\(r.stdout)")
+    let s = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--steps", "30", "--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9",
+                          "--log-every", "10", "--out", out + "-sgd", "--no-report"])
+    #expect(s.status == 0, "\(s.stderr)")
+    #expect(s.stdout.contains("- 30 of 937 steps (stopped by --steps)"), "\(s.stdout)")
+    #expect(s.stdout.contains("sgd lr 0.05 (momentum 0.9, weight decay 0.0"), "\(s.stdout)")
+    #expect(s.stdout.contains("epoch 1 step 20/937: loss ") && !s.stdout.contains("step 15/"), "\(s.stdout)")
   }
 
   /// Test images of another size than the graph's input are refused by eval, not read past their end.

@@ -42,6 +42,11 @@ struct Train: ParsableCommand {
   @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
   @Option(parsing: .unconditional, help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
   @Option(parsing: .unconditional, help: "Early stopping: epochs without a better validation accuracy (needs --val).") var patience: Int?
+  @Option(help: "What --patience and best.safetensors watch: val_acc (the default) or val_loss.") var monitor: String = "val_acc"
+  @Option(name: .customLong("min-delta"), parsing: .unconditional, help: "The least change of the monitored value that counts as an improvement (>= 0).")
+  var minDelta: Double = 0
+  @Option(name: .customLong("log-every"), parsing: .unconditional, help: "Print a line with the step, loss and img/s every N steps (default: 100 when standard error is not a terminal, which shows a live line instead; 0: never).")
+  var logEvery: Int?
   @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
   @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
   @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, e.g. for Fashion-MNIST). Saved in the checkpoint; eval and predict use it.")
@@ -76,6 +81,9 @@ struct Train: ParsableCommand {
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    guard TrainingOptions.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_acc or val_loss, got '\(monitor)'") }
+    guard minDelta >= 0, minDelta.isFinite else { throw ValidationError("--min-delta must be a non-negative number, got \(minDelta)") }
+    if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
     guard ["mnist", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist or data, got '\(normalize)'") }
     guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
     if let mean, let std {
@@ -182,6 +190,8 @@ struct Train: ParsableCommand {
     options.patience = patience
     options.maxSteps = steps
     options.saveEvery = saveEvery
+    options.monitor = TrainingOptions.Monitor(rawValue: monitor)!
+    options.minDelta = minDelta
     options.primary = primary
     return options
   }
@@ -216,24 +226,8 @@ struct Train: ParsableCommand {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
-      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed), inputs \(trainer.options.normalization)")
-      let tty = isatty(2) != 0
-      var lastPrint = Date.distantPast
-      let quiet = self.quiet
-      trainer.onProgress = { p in
-        guard tty, !quiet, Date().timeIntervalSince(lastPrint) > 0.25 || p.step == p.stepsInEpoch else { return }
-        lastPrint = Date()
-        printError(String(format: "\repoch %d  step %d/%d  %.0f img/s  loss %.4f  ETA %.0fs   ", p.epoch, p.step, p.stepsInEpoch, p.imagesPerSecond, p.runningLoss, p.etaSeconds))
-      }
-      trainer.onEpoch = { r in
-        guard !quiet else { return }
-        if tty { printError("\r\u{1B}[K") }
-        var line = String(format: "epoch %d: train loss %.4f, train acc %.2f%%, ", r.epoch, r.trainLoss, r.trainAccuracy * 100)
-        if let v = r.validationAccuracy { line += String(format: "val acc %.2f%%, ", v * 100) }
-        line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond)
-        say(line)
-        flushStandardOutput()
-      }
+      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)")
+      attachProgress(&trainer)
       _ = try trainer.train(train: trainSet, test: testSet)
       // From here on (the last message, the report) Ctrl-C ends the process at once; one that came after
       // the last step, while the final checkpoint was being written, ends it now that the checkpoint is whole.
@@ -250,7 +244,53 @@ struct Train: ParsableCommand {
         flushStandardOutput()
         throw ExitCode(130)
       }
+      if let last = trainer.stoppedEarlyAfter { say("stopped early after epoch \(last): \(monitor) did not improve for \(patience ?? 0) epochs") }
+      if let b = trainer.best { say("best epoch \(b.epoch): \(monitor) \(Self.format(b.value, monitor)); its weights: \(trainer.bestPath)") }
       say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+  }
+
+  /// Progress output: on a terminal a live line on standard error; otherwise (piped, redirected) a plain
+  /// line every --log-every steps; and a line per epoch.
+  func attachProgress<B: Backend>(_ trainer: inout Trainer<B>) {
+    let tty = isatty(2) != 0
+    let every = logEvery ?? (tty ? 0 : Self.defaultLogEvery)
+    var lastPrint = Date.distantPast
+    let quiet = self.quiet
+    trainer.onProgress = { p in
+      guard !quiet else { return }
+      if every > 0, p.step % every == 0 {
+        if tty { printError("\r\u{1B}[K") }
+        print(String(format: "epoch %d step %d/%d: loss %.4f, %.0f img/s", p.epoch, p.step, p.stepsInEpoch, p.runningLoss, p.imagesPerSecond))
+        flushStandardOutput()
+      }
+      guard tty, Date().timeIntervalSince(lastPrint) > 0.25 || p.step == p.stepsInEpoch else { return }
+      lastPrint = Date()
+      printError(String(format: "\repoch %d  step %d/%d  %.0f img/s  loss %.4f  ETA %.0fs   ", p.epoch, p.step, p.stepsInEpoch, p.imagesPerSecond, p.runningLoss, p.etaSeconds))
+    }
+    trainer.onEpoch = { r in
+      guard !quiet else { return }
+      if tty { printError("\r\u{1B}[K") }
+      print(Self.epochLine(r))
+      flushStandardOutput()
+    }
+  }
+
+  /// Steps between plain progress lines when standard error is not a terminal (the tutorials print every 100 batches).
+  static let defaultLogEvery = 100
+
+  /// An accuracy as a percentage, a loss as a number.
+  static func format(_ v: Double, _ monitor: String) -> String {
+    monitor == "val_acc" ? String(format: "%.2f%%", v * 100) : String(format: "%.4f", v)
+  }
+
+  /// The line printed after each epoch: train, validation and test loss and accuracy, and a cut-short note.
+  static func epochLine(_ r: EpochReport) -> String {
+    var line = String(format: "epoch %d: train loss %.4f, train acc %.2f%%, ", r.epoch, r.trainLoss, r.trainAccuracy * 100)
+    if let v = r.validationAccuracy, let l = r.validationLoss { line += String(format: "val loss %.4f, val acc %.2f%%, ", l, v * 100) }
+    if let l = r.testLoss { line += String(format: "test loss %.4f, ", l) }
+    line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond)
+    if let s = r.steps, let all = r.stepsPerEpoch, s < all { line += " - \(s) of \(all) steps (stopped by --steps)" }
+    return line
   }
 }
 
