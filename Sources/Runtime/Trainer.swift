@@ -22,6 +22,8 @@ public struct TrainingOptions: Sendable {
   public var saveEvery: Int?
   /// Directory for checkpoints.
   public var outputDirectory: String
+  /// The learning rate per epoch, from the optimiser's rate as the base.
+  public var schedule = LRSchedule.constant
   /// How images are normalised (saved in checkpoints; eval and predict read it back).
   public var normalization = Normalization.mnist
   /// Evaluation batch: big enough to keep the GEMMs efficient, small enough to keep the arenas small.
@@ -41,6 +43,8 @@ public struct EpochReport: Sendable, Codable {
   /// Mean cross-entropy of the graph's output on the validation and test sets (absent in older histories).
   public var validationLoss: Double?
   public var testLoss: Double?
+  /// The learning rate of the epoch, when a schedule varies it.
+  public var learningRate: Double?
   /// Steps trained in the epoch and the steps a full epoch has (they differ when --steps cut it short).
   public var steps: Int?
   public var stepsPerEpoch: Int?
@@ -76,6 +80,8 @@ public struct Trainer<B: Backend> {
   public private(set) var interrupted = false
   /// The best epoch so far by `options.monitor`, and its value (its weights are best.safetensors).
   public private(set) var best: (epoch: Int, value: Double)?
+  /// The rate the schedule starts from (the optimiser's rate as given).
+  public let baseLearningRate: Float
   /// Set when early stopping ended the run: the last epoch trained.
   public private(set) var stoppedEarlyAfter: Int?
   /// Per-epoch figures of this run so far (restored by `resume`).
@@ -88,6 +94,7 @@ public struct Trainer<B: Backend> {
   public let imageInputDims: [Int]
 
   public init(backend: B, graph: Graph, parameters: Parameters, optimizer: Optimizer, options: TrainingOptions) throws {
+    baseLearningRate = optimizer.learningRate
     self.backend = backend
     self.graph = graph
     self.optimizer = optimizer
@@ -123,7 +130,8 @@ public struct Trainer<B: Backend> {
     let parameters = self.parameters
     let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
       .merging(options.normalization.metadata) { $1 }
-    var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)"]) { $1 }
+    var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue, "cnnc.lr": "\(optimizer.learningRate)",
+                                                 "cnnc.lr_schedule": "\(options.schedule)", "cnnc.base_lr": "\(baseLearningRate)"]) { $1 }
       .merging(partial.metadata) { $1 })
     for (k, v) in backend.optimizerState() {
       let param = String(k.drop { $0 != "." }.dropFirst())
@@ -167,6 +175,12 @@ public struct Trainer<B: Backend> {
       throw CheckpointError("\(source) was trained with --seed \(saved); resume it with the same seed (this run has \(options.seed))")
     }
     let state = try OptimizerCheckpoint(os, path: o, parameters: parameters, kind: optimizer.kind, momentum: optimizer.momentum, step: step)
+    // The schedule's rates follow from the base rate and the history: both must be this run's.
+    for (key, mine) in [("cnnc.lr_schedule", "\(options.schedule)"), ("cnnc.base_lr", "\(baseLearningRate)")] {
+      if let saved = os.metadata[key], saved != mine {
+        throw CheckpointError("\(source) was trained with \(key == "cnnc.base_lr" ? "--lr \(saved)" : "--lr-schedule \(saved)"); resume it with the same (this run has \(mine))")
+      }
+    }
     optimizer.state = state.tensors
     optimizer.step = step
     try backend.load(parameters, optimizer)
@@ -229,6 +243,7 @@ public struct Trainer<B: Backend> {
       let order = rng.permutation(train.count)
       let start = Date()
       if partial.epoch != epoch { partial = EpochSums(epoch: epoch) }
+      optimizer.learningRate = scheduledRate(epoch)
       let skip = optimizer.step - epoch * stepsPerEpoch
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
@@ -252,6 +267,7 @@ public struct Trainer<B: Backend> {
       let finished = optimizer.step % stepsPerEpoch == 0
       var report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
       report.stepsPerEpoch = stepsPerEpoch
+      if options.schedule != .constant { report.learningRate = Double(optimizer.learningRate) }
       reports.append(report)
       history = history.filter { $0.epoch < report.epoch } + [report]
       if finished { partial = EpochSums(epoch: epoch + 1) }
@@ -299,6 +315,13 @@ public struct Trainer<B: Backend> {
     guard let p = options.patience, sinceBest >= p else { return false }
     stoppedEarlyAfter = report.epoch
     return true
+  }
+
+  /// The schedule's rate for 0-based `epoch`, from the history of the epochs before it (the plateau schedule
+  /// watches the validation loss, or the training loss without a validation split).
+  func scheduledRate(_ epoch: Int) -> Float {
+    let earlier = history.filter { $0.epoch <= epoch }.sorted { $0.epoch < $1.epoch }.map { $0.validationLoss ?? $0.trainLoss }
+    return options.schedule.rate(base: baseLearningRate, epoch: epoch, epochs: options.epochs, earlierLosses: earlier)
   }
 
   /// The value early stopping watches in a report, if it has one.

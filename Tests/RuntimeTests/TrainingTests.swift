@@ -97,4 +97,55 @@ import Testing
     #expect(second.parameters == straight.parameters)
     #expect(second.optimizerWithState == straight.optimizerWithState)
   }
+
+  @Test func scheduleRatesFollowPyTorch() throws {
+    let base: Float = 0.1
+    #expect((0..<5).map { LRSchedule.step(every: 2, gamma: 0.5).rate(base: base, epoch: $0, epochs: 5, earlierLosses: []) } == [0.1, 0.1, 0.05, 0.05, 0.025])
+    let cosine = (0...4).map { LRSchedule.cosine.rate(base: base, epoch: $0, epochs: 4, earlierLosses: []) }
+    #expect(cosine[0] == base && abs(cosine[2] - 0.05) < 1e-7 && abs(cosine[4]) < 1e-7)
+    // ReduceLROnPlateau(patience 1, factor 0.1): 0.95 and 0.96 are two bad epochs after 0.9 (more than the
+    // patience), so the rate drops after the fourth epoch, and the bad count starts again.
+    let losses = [1.0, 0.9, 0.95, 0.96, 0.97]
+    let plateau = (0...5).map { LRSchedule.plateau(patience: 1, factor: 0.1).rate(base: 1, epoch: $0, epochs: 6, earlierLosses: losses) }
+    #expect(plateau == [1, 1, 1, 1, Float(0.1), Float(0.1)])
+    #expect(try LRSchedule(parsing: "plateau:2:0.5") == .plateau(patience: 2, factor: 0.5))
+    for bad in ["step", "step:0:0.5", "step:2:1.5", "plateau:1:1", "cosine:3", "linear"] {
+      #expect(throws: DataError.self, "\(bad)") { _ = try LRSchedule(parsing: bad) }
+    }
+  }
+
+  /// A scheduled run interrupted mid-epoch and resumed ends with the weights, state and rates of a straight
+  /// run; a resume with another schedule is refused.
+  @Test func scheduledRunResumesExactly() throws {
+    let full = try IDXDataset.load(directory: Self.data, split: "train")
+    let train = IDXDataset(images: Array(full.images.prefix(784 * 160)), labels: Array(full.labels.prefix(160)), count: 160, rows: 28, cols: 28)
+    let test = IDXDataset(images: Array(full.images.suffix(784 * 10)), labels: Array(full.labels.suffix(10)), count: 10, rows: 28, cols: 28)
+    func scheduled(_ dir: String, _ schedule: LRSchedule) throws -> Trainer<InterpreterBackend> {
+      var t = try Self.trainer(steps: 1_000, dir: dir)
+      t.options.epochs = 4
+      t.options.validationFraction = 0.2
+      t.options.schedule = schedule
+      return t
+    }
+    for schedule in [LRSchedule.plateau(patience: 0, factor: 0.5), .step(every: 1, gamma: 0.5)] {
+      var straight = try scheduled(Self.dir(), schedule)
+      let reports = try straight.train(train: train, test: test)
+      #expect(reports.count == 4)
+      if case .step = schedule { #expect(reports.compactMap(\.learningRate) == [1, 0.5, 0.25, 0.125].map { Double(Float(3e-3 * $0)) }) }
+      let d = Self.dir()
+      var first = try scheduled(d, schedule)
+      var calls = 0
+      first.shouldStop = { calls += 1; return calls > 10 }  // 4 steps an epoch: stops inside epoch 3
+      _ = try first.train(train: train, test: test)
+      #expect(first.interrupted)
+      var second = try scheduled(d, schedule)
+      try second.resume(from: d)
+      let rest = try second.train(train: train, test: test)
+      #expect(second.parameters == straight.parameters, "\(schedule)")
+      #expect(second.optimizerWithState == straight.optimizerWithState, "\(schedule)")
+      #expect(rest.map(\.learningRate) == reports.suffix(rest.count).map(\.learningRate), "\(schedule)")
+      var other = try scheduled(d, .cosine)
+      #expect(throws: CheckpointError.self) { try other.resume(from: d) }
+    }
+  }
 }

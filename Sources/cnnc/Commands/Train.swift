@@ -42,6 +42,8 @@ struct Train: ParsableCommand {
   @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
   @Option(parsing: .unconditional, help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
   @Option(parsing: .unconditional, help: "Early stopping: epochs without a better validation accuracy (needs --val).") var patience: Int?
+  @Option(name: .customLong("lr-schedule"), help: "Learning rate per epoch: constant; step:EPOCHS:GAMMA (StepLR); cosine (CosineAnnealingLR over --epochs); plateau:PATIENCE:FACTOR (ReduceLROnPlateau on the validation loss, or the training loss without --val).")
+  var lrSchedule: String = "constant"
   @Option(help: "What --patience and best.safetensors watch: val_acc (the default) or val_loss.") var monitor: String = "val_acc"
   @Option(name: .customLong("min-delta"), parsing: .unconditional, help: "The least change of the monitored value that counts as an improvement (>= 0).")
   var minDelta: Double = 0
@@ -81,6 +83,7 @@ struct Train: ParsableCommand {
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+    do { _ = try LRSchedule(parsing: lrSchedule) } catch { throw ValidationError("\(error)") }
     guard TrainingOptions.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_acc or val_loss, got '\(monitor)'") }
     guard minDelta >= 0, minDelta.isFinite else { throw ValidationError("--min-delta must be a non-negative number, got \(minDelta)") }
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
@@ -191,6 +194,7 @@ struct Train: ParsableCommand {
     options.maxSteps = steps
     options.saveEvery = saveEvery
     options.monitor = TrainingOptions.Monitor(rawValue: monitor)!
+    options.schedule = (try? LRSchedule(parsing: lrSchedule)) ?? .constant
     options.minDelta = minDelta
     options.primary = primary
     return options
@@ -226,7 +230,7 @@ struct Train: ParsableCommand {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
-      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)")
+      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)\(trainer.options.schedule == .constant ? "" : ", lr schedule \(trainer.options.schedule)")")
       attachProgress(&trainer)
       _ = try trainer.train(train: trainSet, test: testSet)
       // From here on (the last message, the report) Ctrl-C ends the process at once; one that came after
@@ -285,7 +289,9 @@ struct Train: ParsableCommand {
 
   /// The line printed after each epoch: train, validation and test loss and accuracy, and a cut-short note.
   static func epochLine(_ r: EpochReport) -> String {
-    var line = String(format: "epoch %d: train loss %.4f, train acc %.2f%%, ", r.epoch, r.trainLoss, r.trainAccuracy * 100)
+    var line = String(format: "epoch %d: ", r.epoch)
+    if let lr = r.learningRate { line += String(format: "lr %.3g, ", lr) }
+    line += String(format: "train loss %.4f, train acc %.2f%%, ", r.trainLoss, r.trainAccuracy * 100)
     if let v = r.validationAccuracy, let l = r.validationLoss { line += String(format: "val loss %.4f, val acc %.2f%%, ", l, v * 100) }
     if let l = r.testLoss { line += String(format: "test loss %.4f, ", l) }
     line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond)
