@@ -104,7 +104,9 @@ import Testing
       (["train", "Graphs/tiny.graph", "--patience=-1", "--val", "0.2"], "--patience must be at least 1, got -1"),
       (["train", "Graphs/tiny.graph", "--patience", "3"], "--patience needs a validation split"),
       (["train", "Graphs/tiny.graph", "--save-every", "0"], "--save-every must be at least 1"),
-      (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--index", "-1"], "cannot read checkpoint"),
+      (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--index", "-1"], "--index must be at least 0, got -1"),
+      (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png"], "cannot read checkpoint"),
+      (["predict", "Graphs/tiny.graph", "--weights", "x", "Tests/Fixtures/seven.png", "--top", "0"], "--top must be at least 1"),
       (["train", "Graphs/tiny.graph", "--jit", "--batch", "100000"], "--batch 100000 exceeds the 60000 training examples"),
       (["train", "Graphs/tiny.graph", "--jit", "--out", "Graphs/tiny.graph"], "Graphs/tiny.graph exists and is not a directory"),
       (["compile", "Graphs/invalid/backward_dialect.graph"], "'relu_grad' is an op of the backward dialect"),
@@ -226,7 +228,18 @@ import Testing
     #expect(png.status == 0, "\(png.stderr)")
     #expect(png.stdout.hasPrefix("prediction: 7"))
     let idx = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "data/mnist/t10k-images-idx3-ubyte.gz", "--index", "1"])
-    #expect(idx.stdout.hasPrefix("prediction: 2"))
+    #expect(idx.stdout.hasPrefix("prediction: 2 (p = 0."), "\(idx.stdout)")
+    #expect(idx.stdout.contains("), true label 2\n"), "the labels file beside the images gives the truth: \(idx.stdout)")
+    let top = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "Tests/Fixtures/seven.png", "--top", "3", "--logits"])
+    let rows = top.stdout.split(separator: "\n").dropFirst()
+    #expect(rows.count == 3 && rows.first!.hasPrefix("   7  0.") && rows.allSatisfy { $0.contains("logit ") }, "\(top.stdout)")
+    let dir = NSTemporaryDirectory() + "cnnc-pngs-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    for name in ["b.png", "a.png"] { try FileManager.default.copyItem(atPath: "Tests/Fixtures/seven.png", toPath: dir + "/" + name) }
+    let many = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", dir, "--json", "--top", "1"])
+    let lines = many.stdout.split(separator: "\n").map(String.init)
+    #expect(lines.count == 2 && lines[0].hasPrefix("{\"image\": \"\(dir)/a.png\", \"prediction\": 7, \"probabilities\": {\"7\": 0."), "\(many.stdout)")
+    for line in lines { #expect((try? JSONSerialization.jsonObject(with: Data(line.utf8))) != nil, "\(line) is JSON") }
     let bad = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "Graphs/tiny.graph"])
     #expect(bad.status == 1)
   }

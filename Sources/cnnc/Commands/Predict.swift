@@ -4,17 +4,33 @@ import GraphIR
 import Passes
 import Runtime
 
-/// `cnnc predict`: classifies one image (a PNG or an image of an IDX file) with trained weights.
+/// `cnnc predict`: classifies images (a PNG, an image of an IDX file, or every PNG of a directory) with
+/// trained weights, normalised as the checkpoint says.
 struct Predict: ParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Predict the class of one image (PNG, or IDX with --index) with trained weights.",
+    abstract: "Predict the class of an image (PNG, IDX with --index, or every PNG in a directory) with trained weights.",
     discussion: "Images are white-on-black like MNIST; pass --invert for dark digits on a light background.")
 
   @Argument(help: "The .graph file.") var file: String
   @Option(help: "Weights in safetensors format.") var weights: String
-  @Argument(help: "A PNG image of the graph's input size, or an IDX images file.") var image: String
+  @Argument(help: "A PNG image of the graph's input size, an IDX images file, or a directory of PNG images.") var image: String
   @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
   @Flag(help: "Invert the image (255 - x) before classifying.") var invert = false
+  @Flag(help: "Also print the raw logits (the graph's output).") var logits = false
+  @Option(parsing: .unconditional, help: "Print only the K most probable classes, most probable first.") var top: Int?
+  @Flag(help: "One JSON object per image: file, prediction, probabilities (and logits, label).") var json = false
+
+  func validate() throws {
+    guard index >= 0 else { throw ValidationError("--index must be at least 0, got \(index)") }
+    if let top, top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
+  }
+
+  /// One image to classify: where it came from, its pixels, and its true label when the data gives one.
+  struct Item {
+    var name: String
+    var pixels: [UInt8]
+    var label: Int?
+  }
 
   func run() throws {
     let f = try GraphFile(path: file)
@@ -23,39 +39,90 @@ struct Predict: ParsableCommand {
       guard let input = f.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = shapes[input.name]?.dims, dims.count == 4, dims[1] == 1 else {
         throw DataError("the graph's image input must be [N, 1, H, W]")
       }
-      var pixels: [UInt8]
-      if image.hasSuffix(".png") || image.hasSuffix(".PNG") {
-        try requireRegularFile(image)
-        guard let data = FileManager.default.contents(atPath: image) else { throw DataError("cannot read \(image)") }
-        let png = try PNG.decode([UInt8](data), path: image)
-        guard png.width == dims[3], png.height == dims[2] else {
-          throw DataError("\(image) is \(png.width)x\(png.height); the graph takes \(dims[3])x\(dims[2]) images")
-        }
-        pixels = png.pixels
-      } else {
-        let bytes = try IDXDataset.readMaybeGzipped(image)
-        let idx = try IDXDataset.parse(bytes, path: image, magic: 0x0000_0803)
-        guard index >= 0, index < idx.dims[0] else { throw DataError("--index \(index) is out of range: \(image) holds \(idx.dims[0]) images") }
-        guard idx.dims[1] == dims[2], idx.dims[2] == dims[3] else { throw DataError("\(image) holds \(idx.dims[1])x\(idx.dims[2]) images; the graph takes \(dims[2])x\(dims[3])") }
-        let px = idx.dims[1] * idx.dims[2]
-        pixels = Array(idx.data[(index * px)..<((index + 1) * px)])
-      }
-      if invert { pixels = pixels.map { 255 - $0 } }
+      let items = try self.items(height: dims[2], width: dims[3])
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
       let st = try SafeTensors.read(from: weights)
       try params.load(st, path: weights)
+      let normalization = try Normalization(metadata: st.metadata) ?? .mnist
       var backend = try InterpreterBackend(graph: f.graph)
       backend.load(params, Optimizer(kind: .adam, learningRate: 0))
-      let set = IDXDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3])
-      var x = [Float](repeating: 0, count: pixels.count)
-      set.normalizedBatch([0][...], into: &x, try Normalization(metadata: st.metadata) ?? .mnist)
-      let logits = try backend.infer(images: x, count: 1)
-      let m = logits.max() ?? 0
-      let e = logits.map { Foundation.exp(Double($0 - m)) }
-      let probs = e.map { $0 / e.reduce(0, +) }
-      let best = probs.indices.max { probs[$0] < probs[$1] }!
-      print("prediction: \(best) (p = \(String(format: "%.4f", probs[best])))")
-      for (k, p) in probs.enumerated() { print(String(format: "  %2d  %.4f  %@", k, p, String(repeating: "#", count: Int((p * 40).rounded())))) }
+      for item in items {
+        let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
+        let set = IDXDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3])
+        var x = [Float](repeating: 0, count: pixels.count)
+        set.normalizedBatch([0][...], into: &x, normalization)
+        report(item, logits: try backend.infer(images: x, count: 1), alone: items.count == 1)
+      }
     }
+  }
+
+  /// The images the argument names: every PNG of a directory (sorted by name), one PNG, or one IDX image.
+  func items(height: Int, width: Int) throws -> [Item] {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory), isDirectory.boolValue {
+      let names = try FileManager.default.contentsOfDirectory(atPath: image).filter { $0.lowercased().hasSuffix(".png") }.sorted()
+      guard !names.isEmpty else { throw DataError("\(image) holds no .png files") }
+      return try names.map { try png((image as NSString).appendingPathComponent($0), height: height, width: width) }
+    }
+    if image.lowercased().hasSuffix(".png") { return [try png(image, height: height, width: width)] }
+    let bytes = try IDXDataset.readMaybeGzipped(image)
+    let idx = try IDXDataset.parse(bytes, path: image, magic: 0x0000_0803)
+    guard index < idx.dims[0] else { throw DataError("--index \(index) is out of range: \(image) holds \(idx.dims[0]) images") }
+    guard idx.dims[1] == height, idx.dims[2] == width else { throw DataError("\(image) holds \(idx.dims[1])x\(idx.dims[2]) images; the graph takes \(height)x\(width)") }
+    let px = height * width
+    return [Item(name: "\(image)[\(index)]", pixels: Array(idx.data[(index * px)..<((index + 1) * px)]), label: try label(ofIDX: image, count: idx.dims[0]))]
+  }
+
+  func png(_ path: String, height: Int, width: Int) throws -> Item {
+    try requireRegularFile(path)
+    guard let data = FileManager.default.contents(atPath: path) else { throw DataError("cannot read \(path)") }
+    let png = try PNG.decode([UInt8](data), path: path)
+    guard png.width == width, png.height == height else {
+      throw DataError("\(path) is \(png.width)x\(png.height); the graph takes \(width)x\(height) images")
+    }
+    return Item(name: path, pixels: png.pixels, label: nil)
+  }
+
+  /// The true label of image `index` from the labels file beside an IDX images file
+  /// (`...-images-idx3-ubyte[.gz]` -> `...-labels-idx1-ubyte[.gz]`), when there is one that fits.
+  func label(ofIDX path: String, count: Int) throws -> Int? {
+    let labels = path.replacingOccurrences(of: "-images-idx3-ubyte", with: "-labels-idx1-ubyte")
+    guard labels != path, FileManager.default.fileExists(atPath: labels) else { return nil }
+    let l = try IDXDataset.parse(try IDXDataset.readMaybeGzipped(labels), path: labels, magic: 0x0000_0801)
+    guard l.dims[0] == count else { throw DataError("\(labels) holds \(l.dims[0]) labels for the \(count) images of \(path)") }
+    return Int(l.data[index])
+  }
+
+  /// Prints one image's prediction: a table (one image) or a line (several), or a JSON object.
+  func report(_ item: Item, logits z: [Float], alone: Bool) {
+    let m = Double(z.max() ?? 0)
+    let e = z.map { Foundation.exp(Double($0) - m) }
+    let probs = e.map { $0 / e.reduce(0, +) }
+    let order = probs.indices.sorted { probs[$0] != probs[$1] ? probs[$0] > probs[$1] : $0 < $1 }
+    let shown = Array(order.prefix(top ?? probs.count))
+    let best = order[0]
+    if json {
+      var fields = ["\"image\": \(jsonString(item.name))", "\"prediction\": \(best)"]
+      if let l = item.label { fields.append("\"label\": \(l)") }
+      fields.append("\"probabilities\": {" + shown.map { "\"\($0)\": \(probs[$0])" }.joined(separator: ", ") + "}")
+      if logits { fields.append("\"logits\": [" + z.map { "\($0)" }.joined(separator: ", ") + "]") }
+      print("{" + fields.joined(separator: ", ") + "}")
+      return
+    }
+    let truth = item.label.map { ", true label \($0)\($0 == best ? "" : ": wrong")" } ?? ""
+    guard alone else {
+      print("\(item.name): \(best) (p = \(String(format: "%.6f", probs[best])))\(truth)")
+      return
+    }
+    print("prediction: \(best) (p = \(String(format: "%.6f", probs[best])))\(truth)")
+    // The classes in order, or the top K by probability; bars of 40 characters.
+    for k in top == nil ? Array(probs.indices) : shown {
+      let bar = String(repeating: "#", count: Int((probs[k] * 40).rounded()))
+      print(String(format: "  %2d  %.6f  ", k, probs[k]) + (logits ? String(format: "logit %9.4f  ", z[k]) : "") + bar)
+    }
+  }
+
+  func jsonString(_ s: String) -> String {
+    "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
   }
 }
