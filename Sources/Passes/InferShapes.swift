@@ -50,7 +50,9 @@ public func inferShapes(_ g: Graph, batch: Int, known: ShapeTable? = nil) throws
       for (suffix, bt) in zip(d.bufferSuffixes, d.bufferTypes(x)) { types["\(n.name).\(suffix)"] = bt }
     } catch {
       let at = error.operand.map { n.argRange($0) } ?? n.opRange
-      errors.append(.error("\(n.op.spelling) '\(n.name)': \(error.message)", at: at))
+      // The rule's message names the op already ("conv2d expects ..."); say which statement once.
+      let who = error.message.hasPrefix(n.op.spelling) ? "'\(n.name)'" : "\(n.op.spelling) '\(n.name)'"
+      errors.append(.error("\(who): \(error.message)", at: at))
     }
   }
   if let m = g.minimize, let t = types[m], t != TensorType(.f32, []) {

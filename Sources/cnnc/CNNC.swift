@@ -3,6 +3,9 @@ import ArgumentParser
 /// The `cnnc` command line: a static-graph compiler and trainer for convolutional networks.
 @main
 struct CNNC: ParsableCommand {
+  /// The release, and the `.graph` format version it implements.
+  static let version = "cnnc 0.6.0 (.graph format 1.1)"
+
   static let configuration = CommandConfiguration(
     commandName: "cnnc",
     abstract: "A static-graph compiler and trainer for convolutional networks.",
@@ -10,6 +13,7 @@ struct CNNC: ParsableCommand {
       A network is a .graph file (see README.md). cnnc checks it, infers shapes, derives the backward
       graph, and trains it on MNIST-format data.
       """,
+    version: CNNC.version,
     subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, ReportCommand.self, Bench.self])
 
   /// Parses and runs the command; an error a user can cause that a command did not render itself is

@@ -244,6 +244,11 @@ import Testing
     #expect(bad.status == 1)
   }
 
+  @Test func versionNamesTheFormat() throws {
+    let r = try Self.run(["--version"])
+    #expect(r.status == 0 && r.stdout.hasPrefix("cnnc ") && r.stdout.contains(".graph format 1.1"), "\(r.stdout)")
+  }
+
   @Test func dumpIRStagesPrint() throws {
     for stage in ["parsed", "shaped", "grad", "fused", "lowered", "swift", "llvm", "llvm-opt"] {
       let r = try Self.run(["dump-ir", "Graphs/tiny.graph", "--stage", stage, "--batch", "4"])
