@@ -37,12 +37,18 @@ public struct ReportData: Sendable {
 public enum Report {
   public static func html(_ d: ReportData) -> String {
     var body = "<h1>\(escape(d.title))</h1>\n"
-    if let last = d.history.last {
-      body += String(format: "<p>%d epochs; final test accuracy <b>%.2f%%</b>, train loss %.4f.</p>\n", d.history.count, last.testAccuracy * 100, last.trainLoss)
+    let h = d.history
+    if let last = h.last {
+      body += String(format: "<p>%d epoch%@; final test accuracy <b>%.2f%%</b>, train loss %.4f.</p>\n", h.count, h.count == 1 ? "" : "s",
+                     last.testAccuracy * 100, last.trainLoss)
     }
+    // The best epoch by validation accuracy (what best.safetensors keeps by default), when there is a validation split.
+    let best = h.filter { $0.validationAccuracy != nil }.max { $0.validationAccuracy! < $1.validationAccuracy! }?.epoch
     body += "<h2>Loss and accuracy per epoch</h2>\n<div class=row>"
-    body += curve("train loss", d.history.map(\.trainLoss), color: "#c0392b", percent: false)
-    body += curve("accuracy (train blue, test green)", d.history.map(\.trainAccuracy), second: d.history.map(\.testAccuracy), color: "#2c7fb8", percent: true)
+    body += chart("loss (mean cross-entropy)", [("train", "#c0392b", h.map { $0.trainLoss }), ("validation", "#8e44ad", h.map(\.validationLoss)),
+                                               ("test", "#2ca25f", h.map(\.testLoss))], percent: false, best: best)
+    body += chart("accuracy", [("train", "#2c7fb8", h.map { $0.trainAccuracy }), ("validation", "#8e44ad", h.map(\.validationAccuracy)),
+                               ("test", "#2ca25f", h.map { $0.testAccuracy })], percent: true, best: best)
     body += "</div>\n<h2>Confusion matrix (rows: true label, columns: predicted)</h2>\n" + confusion(d.confusion)
     body += "<h2>Misclassified test digits (true → predicted)</h2>\n<div class=row>"
     for m in d.mistakes {
@@ -100,27 +106,41 @@ public enum Report {
     return s + "</svg>"
   }
 
-  static func curve(_ title: String, _ a: [Double], second b: [Double]? = nil, color: String, percent: Bool) -> String {
-    let (w, h, pad) = (420.0, 240.0, 40.0)
-    let all = a + (b ?? [])
-    var lo = all.min() ?? 0, hi = all.max() ?? 1
-    if hi - lo < 1e-9 { lo -= 0.5; hi += 0.5 }
-    func x(_ i: Int) -> Double { pad + (a.count > 1 ? Double(i) / Double(a.count - 1) : 0.5) * (w - 2 * pad) }
+  /// Grid lines (and tick labels) a chart's value axis gets.
+  static let gridLines = 5
+
+  /// A line chart of per-epoch series (absent values skipped) with a legend, a grid with ticks, a loss axis
+  /// from zero, and a dashed marker at the best epoch.
+  static func chart(_ title: String, _ series: [(name: String, color: String, values: [Double?])], percent: Bool, best: Int?) -> String {
+    let (w, h, pad, left) = (460.0, 260.0, 40.0, 56.0)
+    let shown = series.filter { $0.values.contains { $0 != nil } }
+    let all = shown.flatMap { $0.values.compactMap { $0 } }
+    let epochs = series.first?.values.count ?? 0
+    // Losses from zero (a loss is never negative); accuracies over their range.
+    var lo = percent ? (all.min() ?? 0) : 0, hi = all.max() ?? 1
+    if hi - lo < 1e-9 { lo = max(0, lo - 0.05); hi += 0.05 }
+    func x(_ i: Int) -> Double { left + (epochs > 1 ? Double(i) / Double(epochs - 1) : 0.5) * (w - left - pad) }
     func y(_ v: Double) -> Double { h - pad - (v - lo) / (hi - lo) * (h - 2 * pad) }
-    func line(_ v: [Double], _ c: String) -> String {
-      let pts = v.enumerated().map { String(format: "%.1f,%.1f", x($0.offset), y($0.element)) }.joined(separator: " ")
-      return "<polyline fill=none stroke=\"\(c)\" stroke-width=2 points=\"\(pts)\"/>" + v.enumerated().map {
-        String(format: "<circle cx=%.1f cy=%.1f r=3 fill=\"%@\"/>", x($0.offset), y($0.element), c)
-      }.joined()
+    func label(_ v: Double) -> String { percent ? String(format: "%.1f%%", v * 100) : String(format: "%.3f", v) }
+    var s = "<figure><svg width=\(Int(w)) height=\(Int(h)) font-size=10><rect width=\(Int(w)) height=\(Int(h)) fill=\"#fafafa\" stroke=\"#ddd\"/>"
+    s += String(format: "<text x=%.0f y=18 font-size=13>%@</text>", left, escape(title))
+    for g in 0...gridLines {
+      let v = lo + (hi - lo) * Double(g) / Double(gridLines)
+      s += String(format: "<line x1=%.0f x2=%.0f y1=%.1f y2=%.1f stroke=\"#e3e3e3\"/>", left, w - pad, y(v), y(v))
+      s += String(format: "<text x=%.0f y=%.1f text-anchor=end>%@</text>", left - 4, y(v) + 3, label(v))
     }
-    func label(_ v: Double) -> String { percent ? String(format: "%.2f%%", v * 100) : String(format: "%.4f", v) }
-    var s = "<figure><svg width=\(Int(w)) height=\(Int(h))><rect width=\(Int(w)) height=\(Int(h)) fill=\"#fafafa\" stroke=\"#ddd\"/>"
-    s += String(format: "<text x=%.0f y=20 font-size=13>%@</text>", pad, escape(title))
-    s += String(format: "<text x=4 y=%.0f font-size=10>%@</text><text x=4 y=%.0f font-size=10>%@</text>", y(hi) + 4, label(hi), y(lo) + 4, label(lo))
-    for i in a.indices { s += String(format: "<text x=%.1f y=%.0f font-size=10 text-anchor=middle>%d</text>", x(i), h - pad + 16, i + 1) }
-    s += line(a, color)
-    if let b { s += line(b, "#2ca25f") }
-    return s + String(format: "<text x=%.0f y=%.0f font-size=10 text-anchor=middle>epoch</text></svg></figure>", w / 2, h - 6)
+    for i in 0..<epochs { s += String(format: "<text x=%.1f y=%.0f text-anchor=middle>%d</text>", x(i), h - pad + 14, i + 1) }
+    if let best, best >= 1, best <= epochs {
+      s += String(format: "<line x1=%.1f x2=%.1f y1=%.0f y2=%.0f stroke=\"#888\" stroke-dasharray=\"4 3\"/><text x=%.1f y=%.0f fill=\"#666\">best</text>",
+                  x(best - 1), x(best - 1), pad, h - pad, x(best - 1) + 3, pad + 8)
+    }
+    for (k, series) in shown.enumerated() {
+      let points = series.values.enumerated().compactMap { i, v in v.map { (x(i), y($0)) } }
+      s += "<polyline fill=none stroke=\"\(series.color)\" stroke-width=2 points=\"" + points.map { String(format: "%.1f,%.1f", $0.0, $0.1) }.joined(separator: " ") + "\"/>"
+      s += points.map { String(format: "<circle cx=%.1f cy=%.1f r=3 fill=\"%@\"/>", $0.0, $0.1, series.color) }.joined()
+      s += String(format: "<text x=%.0f y=32 fill=\"%@\">— %@</text>", left + Double(k) * 80, series.color, series.name)
+    }
+    return s + String(format: "<text x=%.0f y=%.0f text-anchor=middle>epoch</text></svg></figure>", (left + w - pad) / 2, h - 8)
   }
 
   static func confusion(_ m: [[Int]]) -> String {

@@ -48,6 +48,17 @@ public struct EpochReport: Sendable, Codable {
   /// Steps trained in the epoch and the steps a full epoch has (they differ when --steps cut it short).
   public var steps: Int?
   public var stepsPerEpoch: Int?
+
+  public init(epoch: Int, trainLoss: Double, trainAccuracy: Double, validationAccuracy: Double?, testAccuracy: Double,
+              imagesPerSecond: Double, seconds: Double) {
+    self.epoch = epoch
+    self.trainLoss = trainLoss
+    self.trainAccuracy = trainAccuracy
+    self.validationAccuracy = validationAccuracy
+    self.testAccuracy = testAccuracy
+    self.imagesPerSecond = imagesPerSecond
+    self.seconds = seconds
+  }
   public var imagesPerSecond: Double
   public var seconds: Double
 }

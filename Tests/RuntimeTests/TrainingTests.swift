@@ -98,6 +98,27 @@ import Testing
     #expect(second.optimizerWithState == straight.optimizerWithState)
   }
 
+  /// The report's charts: every series the history has (validation and test loss too), a loss axis from zero,
+  /// a best-epoch marker, and "1 epoch" in the singular.
+  @Test func reportChartsEverySeries() {
+    func epoch(_ e: Int, val: Double?) -> EpochReport {
+      var r = EpochReport(epoch: e, trainLoss: 1 / Double(e), trainAccuracy: 0.8, validationAccuracy: val, testAccuracy: 0.85,
+                          imagesPerSecond: 1000, seconds: 1)
+      r.validationLoss = val.map { 1 - $0 }
+      r.testLoss = 0.3
+      return r
+    }
+    func page(_ h: [EpochReport]) -> String {
+      Report.html(ReportData(title: "t", history: h, confusion: [[1]], mistakes: [], rows: 1, cols: 1, filters: [], kernel: 1, digit: [0],
+                             featureMaps: [], mapHeight: 1, mapWidth: 1))
+    }
+    let three = page([epoch(1, val: 0.90), epoch(2, val: 0.95), epoch(3, val: 0.93)])
+    #expect(three.contains("3 epochs;") && three.contains("— validation") && three.contains("— test") && three.contains(">best</text>"))
+    #expect(three.contains(">0.000</text>"), "the loss axis starts at zero")
+    let one = page([epoch(1, val: nil)])
+    #expect(one.contains("1 epoch;") && !one.contains("— validation") && !one.contains(">best</text>"))
+  }
+
   @Test func scheduleRatesFollowPyTorch() throws {
     let base: Float = 0.1
     #expect((0..<5).map { LRSchedule.step(every: 2, gamma: 0.5).rate(base: base, epoch: $0, epochs: 5, earlierLosses: []) } == [0.1, 0.1, 0.05, 0.05, 0.025])
