@@ -169,13 +169,18 @@ public final class TargetMachine {
   public var cpu: String { target.cpu }
 
   /// `positionIndependent` for objects the JIT links (placed anywhere in memory) and for shared objects.
-  public init(_ target: Target, positionIndependent: Bool = false) throws {
+  /// `objectFile` for an object a system linker links into a program: position-independent code in the
+  /// small code model, so it links into a position-independent executable (gcc's default) without text
+  /// relocations; the JIT keeps its own code model.
+  public init(_ target: Target, positionIndependent: Bool = false, objectFile: Bool = false) throws {
     self.target = target
-    ref = try Self.create(target, relocation: positionIndependent ? LLVMRelocPIC : LLVMRelocDefault)
+    ref = try Self.create(target, relocation: positionIndependent || objectFile ? LLVMRelocPIC : LLVMRelocDefault,
+                          codeModel: objectFile ? LLVMCodeModelDefault : LLVMCodeModelJITDefault)
   }
 
   /// A new LLVM target machine the caller owns (the JIT's builder takes one over).
-  static func create(_ t: Target, relocation: LLVMRelocMode = LLVMRelocDefault) throws -> LLVMTargetMachineRef {
+  static func create(_ t: Target, relocation: LLVMRelocMode = LLVMRelocDefault,
+                     codeModel: LLVMCodeModel = LLVMCodeModelJITDefault) throws -> LLVMTargetMachineRef {
     initializeNativeTarget()
     func arch(_ triple: String) -> Substring { triple.prefix { $0 != "-" } }
     if arch(t.triple) != arch(LLVMError.take(LLVMGetDefaultTargetTriple())) { initializeAllTargets() }
@@ -185,7 +190,7 @@ public final class TargetMachine {
       throw LLVMError.target(LLVMError.take(err))
     }
     guard let tm = LLVMCreateTargetMachine(target, t.triple, t.cpu, t.features, LLVMCodeGenLevelAggressive,
-                                           relocation, LLVMCodeModelJITDefault) else {
+                                           relocation, codeModel) else {
       throw LLVMError.target("cannot create a target machine for \(t.triple) (\(t.cpu))")
     }
     return tm

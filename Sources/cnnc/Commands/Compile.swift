@@ -90,13 +90,13 @@ struct Compile: ParsableCommand {
     case .asm:
       let module = LLVMRenderer.render(programs, moduleName: graph.name)
       try module.verify()
-      let tm = try TargetMachine(target)
+      let tm = try TargetMachine(target, objectFile: true)
       try module.optimize(tm)
       try module.assembly(tm).write(toFile: path, atomically: true, encoding: .utf8)
     case .obj:
       let module = LLVMRenderer.render(programs, moduleName: graph.name)
       try module.verify()
-      let tm = try TargetMachine(target)
+      let tm = try TargetMachine(target, objectFile: true)
       try module.optimize(tm)
       try module.emitObject(tm, to: path)
       let header = (path as NSString).deletingPathExtension + ".h"
