@@ -185,6 +185,28 @@ public struct IDXDataset: Sendable {
     return Normalization(mean: Float(mean), std: Float(max(variance.squareRoot(), 1e-6)))
   }
 
+  /// The examples at `indices`, in that order.
+  public func subset(_ indices: [Int]) -> IDXDataset {
+    let px = rows * cols
+    var images: [UInt8] = []
+    images.reserveCapacity(indices.count * px)
+    for i in indices { images += self.images[(i * px)..<((i + 1) * px)] }
+    return IDXDataset(images: images, labels: indices.map { labels[$0] }, count: indices.count, rows: rows, cols: cols, path: path)
+  }
+
+  /// The training and validation sets: `held` examples chosen by the seed (kept in their original order),
+  /// or the last `held`.
+  public func validationSplit(held: Int, _ how: TrainingOptions.ValidationSplit, seed: UInt64) -> (IDXDataset, IDXDataset) {
+    guard how == .random else { return split(first: count - held) }
+    var rng = SeededRandom(seed: seed, stream: Self.validationStream)
+    var isHeld = [Bool](repeating: false, count: count)
+    for i in rng.permutation(count).prefix(held) { isHeld[i] = true }
+    return (subset((0..<count).filter { !isHeld[$0] }), subset((0..<count).filter { isHeld[$0] }))
+  }
+
+  /// The random stream of the validation split (distinct from initialisation's, the epochs' and dropout's).
+  static let validationStream: UInt64 = 0x7661_6c00
+
   /// The first `n` examples and the rest (a fixed, unshuffled validation split).
   public func split(first n: Int) -> (IDXDataset, IDXDataset) {
     let px = rows * cols

@@ -7,8 +7,12 @@ public struct TrainingOptions: Sendable {
   public var epochs = 1
   public var batchSize = 64
   public var seed: UInt64 = 1
-  /// Fraction of the training set held out (the last examples) for validation and early stopping.
+  /// Fraction of the training set held out for validation and early stopping.
   public var validationFraction = 0.0
+  /// Which examples are held out: a random choice fixed by the seed (PyTorch's `random_split` with a
+  /// seeded generator), or the last ones.
+  public enum ValidationSplit: String, Sendable, CaseIterable { case random, last }
+  public var validationSplit = ValidationSplit.random
   /// Stop after this many epochs without a better monitored value (nil: never).
   public var patience: Int?
   /// What early stopping and best.safetensors watch on the validation set.
@@ -370,7 +374,7 @@ public struct Trainer<B: Backend> {
     if options.validationFraction > 0 {
       let held = Int(Double(fullTrain.count) * options.validationFraction)
       guard held > 0, held < fullTrain.count else { throw DataError("--val \(options.validationFraction) leaves no training or validation data") }
-      (train, validation) = fullTrain.split(first: fullTrain.count - held)
+      (train, validation) = fullTrain.validationSplit(held: held, options.validationSplit, seed: options.seed)
     }
     let b = options.batchSize
     let stepsPerEpoch = train.count / b  // drop_last: static shapes

@@ -115,6 +115,7 @@ import Testing
       (["train", "Graphs/tiny.graph", "--monitor", "train_loss"], "--monitor must be val_acc or val_loss, got 'train_loss'"),
       (["train", "Graphs/tiny.graph", "--min-delta=-1"], "--min-delta must be a non-negative number"),
       (["train", "Graphs/tiny.graph", "--log-every=-5"], "--log-every must be at least 0"),
+      (["train", "Graphs/tiny.graph", "--val", "0.2", "--val-split", "first"], "--val-split must be random or last, got 'first'"),
       (["train", "Graphs/tiny.graph", "--lr-schedule", "step:0:2"], "--lr-schedule 'step:0:2': expected constant, step:EPOCHS:GAMMA"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5"], "--mean and --std go together"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5", "--std", "0"], "--std a positive number"),

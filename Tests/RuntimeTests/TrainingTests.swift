@@ -119,6 +119,23 @@ import Testing
     #expect(one.contains("1 epoch;") && !one.contains("— validation") && !one.contains(">best</text>"))
   }
 
+  /// --val holds out a seeded random choice by default (the same for the same seed, disjoint from the rest),
+  /// or the last examples.
+  @Test func validationSplitIsSeededOrLast() throws {
+    let labels = (0..<100).map { UInt8($0 % 10) }
+    let images = (0..<100).flatMap { [UInt8](repeating: UInt8($0), count: 4) }
+    let data = IDXDataset(images: images, labels: labels, count: 100, rows: 2, cols: 2)
+    func ids(_ d: IDXDataset) -> [Int] { (0..<d.count).map { Int(d.images[$0 * 4]) } }
+    let (a, b) = data.validationSplit(held: 20, .random, seed: 3)
+    let (_, again) = data.validationSplit(held: 20, .random, seed: 3)
+    let (_, other) = data.validationSplit(held: 20, .random, seed: 4)
+    #expect(b.count == 20 && a.count == 80 && Set(ids(a)).isDisjoint(with: ids(b)) && Set(ids(a) + ids(b)).count == 100)
+    #expect(ids(b) == ids(again) && ids(b) != ids(other) && ids(b) != Array(80..<100))
+    #expect(ids(b) == ids(b).sorted(), "held-out examples keep their order")
+    #expect(b.labels == ids(b).map { UInt8($0 % 10) })
+    #expect(ids(data.validationSplit(held: 20, .last, seed: 3).1) == Array(80..<100))
+  }
+
   @Test func scheduleRatesFollowPyTorch() throws {
     let base: Float = 0.1
     #expect((0..<5).map { LRSchedule.step(every: 2, gamma: 0.5).rate(base: base, epoch: $0, epochs: 5, earlierLosses: []) } == [0.1, 0.1, 0.05, 0.05, 0.025])

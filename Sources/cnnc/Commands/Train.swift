@@ -41,6 +41,8 @@ struct Train: ParsableCommand {
   @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 weight decay (>= 0).") var weightDecay: Float = 0
   @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
   @Option(parsing: .unconditional, help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
+  @Option(name: .customLong("val-split"), help: "Which examples --val holds out: random (chosen by --seed, the default) or last.")
+  var valSplit: String = "random"
   @Option(parsing: .unconditional, help: "Early stopping: epochs without a better validation accuracy (needs --val).") var patience: Int?
   @Option(name: .customLong("lr-schedule"), help: "Learning rate per epoch: constant; step:EPOCHS:GAMMA (StepLR); cosine (CosineAnnealingLR over --epochs); plateau:PATIENCE:FACTOR (ReduceLROnPlateau on the validation loss, or the training loss without --val).")
   var lrSchedule: String = "constant"
@@ -84,6 +86,7 @@ struct Train: ParsableCommand {
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     do { _ = try LRSchedule(parsing: lrSchedule) } catch { throw ValidationError("\(error)") }
+    guard TrainingOptions.ValidationSplit(rawValue: valSplit) != nil else { throw ValidationError("--val-split must be random or last, got '\(valSplit)'") }
     guard TrainingOptions.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_acc or val_loss, got '\(monitor)'") }
     guard minDelta >= 0, minDelta.isFinite else { throw ValidationError("--min-delta must be a non-negative number, got \(minDelta)") }
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
@@ -194,6 +197,7 @@ struct Train: ParsableCommand {
     options.maxSteps = steps
     options.saveEvery = saveEvery
     options.monitor = TrainingOptions.Monitor(rawValue: monitor)!
+    options.validationSplit = TrainingOptions.ValidationSplit(rawValue: valSplit)!
     options.schedule = (try? LRSchedule(parsing: lrSchedule)) ?? .constant
     options.minDelta = minDelta
     options.primary = primary
