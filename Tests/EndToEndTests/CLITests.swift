@@ -63,6 +63,25 @@ import Testing
   /// True when a run that should fail did so as cnnc means failures to look: one exit status, no trap, no dump.
   static func failedCleanly(_ r: Result) -> Bool {
     !r.trapped && (r.status == 1 || r.status == 64) && !r.stderr.isEmpty && !crashMarkers.contains { r.stderr.contains($0) }
+      && !leaksASwiftValue(r.stderr)
+  }
+
+  /// True when the text holds a Swift value's dump, `SomeType(field: ...)` after "Error: " (any error type
+  /// printed without its rendering), rather than a sentence.
+  static func leaksASwiftValue(_ text: String) -> Bool {
+    text.split(separator: "\n").contains { line in
+      guard let r = line.range(of: "Error: ") else { return false }
+      let rest = line[r.upperBound...]
+      let name = rest.prefix { $0.isLetter || $0.isNumber || $0 == "." }
+      return name.first?.isUppercase == true && rest.dropFirst(name.count).hasPrefix("(")
+    }
+  }
+
+  @Test func theDumpCheckCatchesADump() {
+    #expect(Self.leaksASwiftValue("Error: DataError(description: \"x\")"))
+    #expect(Self.leaksASwiftValue("Error: Runtime.CheckpointError(description: \"x\")"))
+    #expect(!Self.leaksASwiftValue("Error: --lr must be a positive number, got -1.0"))
+    #expect(!Self.leaksASwiftValue("error: cannot read checkpoint (Graphs is a directory)"))
   }
 
   static func run(_ args: [String], cwd: String? = nil) throws -> Result {
