@@ -10,7 +10,7 @@ struct CNNC: ParsableCommand {
     commandName: "cnnc",
     abstract: "A static-graph compiler and trainer for convolutional networks.",
     discussion: """
-      A network is a .graph file (see README.md). cnnc checks it, infers shapes, derives the backward
+      A network is a .graph file (see README.md). cnnc checks it, infers shapes, derives the backward \
       graph, and trains it on MNIST-format data.
       """,
     version: CNNC.version,

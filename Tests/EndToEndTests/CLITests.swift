@@ -264,6 +264,19 @@ import Testing
     #expect(bad.status == 1)
   }
 
+  /// Help is wrapped by the terminal width only: no short line ends mid-sentence before text that continues it
+  /// (a discussion written with hard line breaks used to print "... a fresh permutation per epoch with" alone).
+  @Test func helpIsNotHardWrapped() throws {
+    for command in [[], ["compile"], ["train"], ["eval"], ["predict"], ["bench"], ["dump-ir"], ["report"]] {
+      let r = try Self.run(command + ["--help"])
+      let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+      for (a, b) in zip(lines, lines.dropFirst()) where !a.isEmpty && a.count < 40 && !a.hasPrefix("-") {
+        let ends = a.hasSuffix(".") || a.hasSuffix(":") || a.hasSuffix(")")
+        #expect(ends || b.first?.isLowercase != true, "\(command) --help breaks a sentence: '\(a)' / '\(b)'")
+      }
+    }
+  }
+
   @Test func versionNamesTheFormat() throws {
     let r = try Self.run(["--version"])
     #expect(r.status == 0 && r.stdout.hasPrefix("cnnc ") && r.stdout.contains(".graph format 1.1"), "\(r.stdout)")

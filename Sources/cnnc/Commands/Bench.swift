@@ -13,10 +13,10 @@ struct Bench: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Benchmark training and inference with a compiled back end; prints one JSON object.",
     discussion: """
-      Protocol: MNIST normalised per batch, batch 64, Adam lr 1e-3, a fresh permutation per epoch with
-      drop_last. Training images/s is timed over whole epochs after the first (--epochs N, N >= 2) or
-      over steps 2...N+1 (--steps N). Inference: batch 1000 over the test set (median of 3 passes) and
-      batch 1 over single images (median latency of 5 chunks). Also: compile time, first-step time, peak
+      Protocol: MNIST normalised per batch, batch 64, Adam lr 1e-3, a fresh permutation per epoch with \
+      drop_last. Training images/s is timed over whole epochs after the first (--epochs N, N >= 2) or \
+      over steps 2...N+1 (--steps N). Inference: batch 1000 over the test set (median of 3 passes) and \
+      batch 1 over single images (median latency of 5 chunks). Also: compile time, first-step time, peak \
       RSS, test accuracy, threads, the OpenBLAS kernel, and GFLOP/s against a sgemm peak measured now.
       """)
 

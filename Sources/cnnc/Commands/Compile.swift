@@ -11,8 +11,8 @@ struct Compile: ParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Check a .graph file, print the plan (parameters, FLOPs, memory) and emit code.",
     discussion: """
-      --emit swift writes the Swift back end's source (the default, into Generated/); --emit llvm writes
-      the LLVM IR before optimisation; --emit asm the optimised assembly for the target; --emit obj writes a native object and a C header exporting the
+      --emit swift writes the Swift back end's source (the default, into Generated/); --emit llvm writes \
+      the LLVM IR before optimisation; --emit asm the optimised assembly for the target; --emit obj writes a native object and a C header exporting the \
       training step and inference; --emit none only checks and prints the plan.
       """)
 
