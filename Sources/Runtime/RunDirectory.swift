@@ -21,7 +21,7 @@ public struct RunDirectory: Sendable {
 
   public init(_ path: String) { self.path = path }
 
-  var checkpointsPath: String { (path as NSString).appendingPathComponent("checkpoints") }
+  public var checkpointsPath: String { (path as NSString).appendingPathComponent("checkpoints") }
   public func file(_ name: String) -> String { (path as NSString).appendingPathComponent(name) }
   static func stepName(_ step: Int) -> String { String(format: "step-%012d", step) }
 

@@ -313,6 +313,15 @@ public struct Trainer<B: Backend> {
     return r
   }
 
+  /// Replaces the run's top-level weights.safetensors by best.safetensors (a new file: the checkpoint of the
+  /// last step, which the top-level file linked to, stays intact for --resume). Returns the best epoch, or
+  /// nil when there is none.
+  public func restoreBest() throws -> Int? {
+    guard options.primary, let b = best, let bytes = FileManager.default.contents(atPath: bestPath) else { return nil }
+    try writeAtomically([UInt8](bytes), to: weightsPath)
+    return b.epoch
+  }
+
   /// Early stopping after an epoch: a better monitored value saves best.safetensors; `patience` epochs
   /// without one stop the run (returns true).
   mutating func watch(_ report: EpochReport, sinceBest: inout Int) throws -> Bool {

@@ -135,6 +135,7 @@ import Testing
       (["train", "Graphs/tiny.graph", "--min-delta=-1"], "--min-delta must be a non-negative number"),
       (["train", "Graphs/tiny.graph", "--log-every=-5"], "--log-every must be at least 0"),
       (["train", "Graphs/tiny.graph", "--val", "0.2", "--val-split", "first"], "--val-split must be random or last, got 'first'"),
+      (["train", "Graphs/tiny.graph", "--restore-best"], "--restore-best needs a validation split"),
       (["train", "Graphs/tiny.graph", "--lr-schedule", "step:0:2"], "--lr-schedule 'step:0:2': expected constant, step:EPOCHS:GAMMA"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5"], "--mean and --std go together"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5", "--std", "0"], "--std a positive number"),
@@ -155,8 +156,14 @@ import Testing
     let out = NSTemporaryDirectory() + "cnnc-es-\(UUID().uuidString)"
     // No val_loss improvement can exceed 1.0 after the first epoch, so the run stops after epoch 2 on any machine.
     let r = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--epochs", "15", "--val", "0.2", "--patience", "1", "--monitor", "val_loss",
-                          "--min-delta", "1", "--out", out, "--no-report"])
+                          "--min-delta", "1", "--restore-best", "--out", out, "--no-report"])
     #expect(r.status == 0, "\(r.stderr)")
+    // --restore-best: weights.safetensors is now epoch 1's; the last step's checkpoint (epoch 2) is untouched.
+    let weights = try Data(contentsOf: URL(fileURLWithPath: out + "/weights.safetensors"))
+    #expect(weights == (try Data(contentsOf: URL(fileURLWithPath: out + "/best.safetensors"))))
+    let last = try FileManager.default.contentsOfDirectory(atPath: out + "/checkpoints").filter { !$0.hasPrefix(".") }.sorted().last!
+    #expect(weights != (try Data(contentsOf: URL(fileURLWithPath: out + "/checkpoints/" + last + "/weights.safetensors"))))
+    #expect(r.stdout.contains("now holds epoch 1's weights"), "\(r.stdout)")
     #expect(r.stdout.contains("stopped early after epoch 2: val_loss did not improve for 1 epochs"), "\(r.stdout)")
     #expect(r.stdout.contains("best epoch 1: val_loss ") && r.stdout.contains("its weights: \(out)/best.safetensors"), "\(r.stdout)")
     #expect(r.stdout.contains(", val loss ") && r.stdout.contains(", test loss "), "\(r.stdout)")

@@ -47,6 +47,8 @@ struct Train: ParsableCommand {
   @Option(name: .customLong("lr-schedule"), help: "Learning rate per epoch: constant; step:EPOCHS:GAMMA (StepLR); cosine (CosineAnnealingLR over --epochs); plateau:PATIENCE:FACTOR (ReduceLROnPlateau on the validation loss, or the training loss without --val).")
   var lrSchedule: String = "constant"
   @Option(help: "What --patience and best.safetensors watch: val_acc (the default) or val_loss.") var monitor: String = "val_acc"
+  @Flag(name: .customLong("restore-best"), help: "At the end, make weights.safetensors the best epoch's weights (needs --val; the last step's checkpoint stays in checkpoints/ for --resume).")
+  var restoreBest = false
   @Option(name: .customLong("min-delta"), parsing: .unconditional, help: "The least change of the monitored value that counts as an improvement (>= 0).")
   var minDelta: Double = 0
   @Option(name: .customLong("log-every"), parsing: .unconditional, help: "Print a line with the step, loss and img/s every N steps (default: 100 when standard error is not a terminal, which shows a live line instead; 0: never).")
@@ -86,6 +88,7 @@ struct Train: ParsableCommand {
     guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
     do { _ = try LRSchedule(parsing: lrSchedule) } catch { throw ValidationError("\(error)") }
+    if restoreBest, val == 0 { throw ValidationError("--restore-best needs a validation split to choose the best epoch: add --val, e.g. --val 0.2") }
     guard TrainingOptions.ValidationSplit(rawValue: valSplit) != nil else { throw ValidationError("--val-split must be random or last, got '\(valSplit)'") }
     guard TrainingOptions.Monitor(rawValue: monitor) != nil else { throw ValidationError("--monitor must be val_acc or val_loss, got '\(monitor)'") }
     guard minDelta >= 0, minDelta.isFinite else { throw ValidationError("--min-delta must be a non-negative number, got \(minDelta)") }
@@ -254,7 +257,11 @@ struct Train: ParsableCommand {
       }
       if let last = trainer.stoppedEarlyAfter { say("stopped early after epoch \(last): \(monitor) did not improve for \(patience ?? 0) epochs") }
       if let b = trainer.best { say("best epoch \(b.epoch): \(monitor) \(Self.format(b.value, monitor)); its weights: \(trainer.bestPath)") }
-      say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+      if restoreBest, let e = try trainer.restoreBest() {
+        say("weights: \(trainer.weightsPath) now holds epoch \(e)'s weights; the last step's checkpoint is in \(trainer.run.checkpointsPath) for --resume")
+      } else {
+        say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+      }
   }
 
   /// Progress output: on a terminal a live line on standard error; otherwise (piped, redirected) a plain
