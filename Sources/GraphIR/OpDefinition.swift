@@ -56,6 +56,13 @@ public protocol StatefulOp: ForwardOp {
   func updatedBuffers(_ buffers: [[Float]], shardStatistics: [[[Float]]], elementsPerShard: Int) -> [[Float]]
 }
 
+extension StatefulOp {
+  /// Counts one training step in the counters of node `name`.
+  public func countStep(_ counters: inout [String: Int64], node name: String) {
+    for c in counterSuffixes { counters["\(name).\(c)", default: 0] += 1 }
+  }
+}
+
 /// Which dialect of the `.graph` language an op belongs to.
 public enum OpRole: Sendable {
   /// The spec's ops: what model files are written in.

@@ -75,7 +75,7 @@ public enum CHeader {
       for st in p.statistics {
         let n = st.node.uppercased()
         h += "#define \(F)_\(n)_STAT_ELEMENTS \(st.elements)\n"
-        for (suffix, v) in zip(["MEAN", "VAR"], st.values) { h += "#define \(F)_\(n)_\(suffix)_STAT_OFFSET \(v.offset)  /* [\(v.count)] in the arena */\n" }
+        for (suffix, v) in zip(st.names.map { $0.uppercased() }, st.values) { h += "#define \(F)_\(n)_\(suffix)_STAT_OFFSET \(v.offset)  /* [\(v.count)] in the arena */\n" }
       }
       let arguments = EntryABI.lines(width: 100) { a in
         let type = switch a.kind {

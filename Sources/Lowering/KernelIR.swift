@@ -366,8 +366,9 @@ public struct Program: Equatable, Sendable {
 public struct BatchStatistics: Equatable, Sendable {
   /// The `.graph` statement.
   public var node: String
-  /// Its secondary outputs, in the arena.
+  /// Its secondary outputs, in the arena, and their suffixes (`mean`, `var`).
   public var values: [Placement]
+  public var names: [String]
   /// Its buffers, in params.
   public var buffers: [Placement]
   /// Elements per channel the statistics of one program run are taken over.

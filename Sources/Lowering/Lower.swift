@@ -87,7 +87,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
 func batchStatistics(_ g: Graph, _ shapes: ShapeTable, _ plan: MemoryPlan) -> [BatchStatistics] {
   g.nodes.compactMap { n in
     (n.op.definition as? any StatefulOp).map { op in
-      BatchStatistics(node: n.name, values: n.op.secondaryOutputs.map { plan.placements["\(n.name).\($0)"]! },
+      BatchStatistics(node: n.name, values: n.op.secondaryOutputs.map { plan.placements["\(n.name).\($0)"]! }, names: n.op.secondaryOutputs,
                       buffers: n.op.bufferSuffixes.map { plan.placements["\(n.name).\($0)"]! },
                       elements: op.elementsPerStatistic(n.args.map { shapes[$0]! }))
     }

@@ -29,7 +29,8 @@ public struct SafeTensors: Equatable {
       && a.integers.allSatisfy { k, v in b.integers[k]!.shape == v.shape && b.integers[k]!.data == v.data }
   }
 
-  static func jsonString(_ s: String) -> String {
+  /// A JSON string literal (quotes, backslashes and control characters escaped).
+  public static func jsonString(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
       switch u {

@@ -276,7 +276,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       for (p, v) in zip(entry.buffers, op.updatedBuffers(current, shardStatistics: perShard, elementsPerShard: entry.elements)) {
         v.withUnsafeBufferPointer { (params.pointer + p.offset).update(from: $0.baseAddress!, count: p.count) }
       }
-      for c in op.counterSuffixes { counters["\(entry.node).\(c)", default: 0] += 1 }
+      op.countStep(&counters, node: entry.node)
     }
   }
 

@@ -64,6 +64,6 @@ public struct Parameters: Equatable, Sendable {
     let names = op.bufferSuffixes.map { "\(node.name).\($0)" }
     let updated = op.updatedBuffers(names.map { values[$0]! }, shardStatistics: shardStatistics, elementsPerShard: elementsPerShard)
     for (n, v) in zip(names, updated) { values[n] = v }
-    for c in op.counterSuffixes { counters["\(node.name).\(c)", default: 0] += 1 }
+    op.countStep(&counters, node: node.name)
   }
 }

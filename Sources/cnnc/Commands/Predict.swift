@@ -102,7 +102,7 @@ struct Predict: ParsableCommand {
     let shown = Array(order.prefix(top ?? probs.count))
     let best = order[0]
     if json {
-      var fields = ["\"image\": \(jsonString(item.name))", "\"prediction\": \(best)"]
+      var fields = ["\"image\": \(SafeTensors.jsonString(item.name))", "\"prediction\": \(best)"]
       if let l = item.label { fields.append("\"label\": \(l)") }
       fields.append("\"probabilities\": {" + shown.map { "\"\($0)\": \(probs[$0])" }.joined(separator: ", ") + "}")
       if logits { fields.append("\"logits\": [" + z.map { "\($0)" }.joined(separator: ", ") + "]") }
@@ -120,9 +120,5 @@ struct Predict: ParsableCommand {
       let bar = String(repeating: "#", count: Int((probs[k] * 40).rounded()))
       print(String(format: "  %2d  %.6f  ", k, probs[k]) + (logits ? String(format: "logit %9.4f  ", z[k]) : "") + bar)
     }
-  }
-
-  func jsonString(_ s: String) -> String {
-    "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
   }
 }
