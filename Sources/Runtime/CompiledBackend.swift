@@ -32,9 +32,10 @@ final class FloatBuffer {
   deinit { pointer.deallocate() }
 }
 
-/// A back end that runs compiled programs: the train step at the training batch, and inference
-/// programs compiled on first use for each batch size. Parameters, gradients and optimiser state
-/// live in flat buffers laid out as the programs expect; arenas are allocated once per program.
+/// A back end that runs compiled programs: the train step at the training batch, and the inference
+/// programs for the image counts the command declared (`inferenceCalls`), all compiled together before
+/// the first step, so nothing is lowered or compiled once the back end runs. Parameters, gradients and
+/// optimiser state live in flat buffers laid out as the programs expect; arenas are allocated once.
 ///
 /// With `shards` S > 1 every batch is split into S fixed shards of B/S images. Each shard runs the
 /// gradient program with single-threaded BLAS into its own arena and gradient buffer, on up to
@@ -56,6 +57,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   let trainEntry: EntryPoint
   /// The optimiser program (S > 1 only).
   let update: (Program, EntryPoint)?
+  /// The compiled inference programs by batch size.
   var inference: [Int: (Program, EntryPoint)] = [:]
   let params: FloatBuffer, m: FloatBuffer, v: FloatBuffer
   /// The gradients of every shard of the batch, back to back (shard s at s * parameterFloats); after a
@@ -83,7 +85,10 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var profileWall = 0.0
   var profileSteps = 0
 
-  public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [],
+  /// `inferenceCalls` are the image counts the command will pass to `infer`; the one program each needs
+  /// (`inferenceBatches`) is compiled with the training step. With no calls declared, a one-image program
+  /// is. `profile` times every kernel of every program.
+  public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceCalls: [Int] = [],
               fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false, mpi: MPIRuntime? = nil,
               inferenceOnly: Bool = false) throws {
     self.name = name
@@ -105,12 +110,22 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     // An inference-only back end compiles no training step; its first program (one image) only fixes the
     // parameter layout.
     let target = compiler.target
-    var programs = [inferenceOnly ? try lower(graph, batch: 1, mode: .infer, target: target, fuse: fuse)
+    let single = try lower(graph, batch: 1, mode: .infer, target: target, fuse: fuse, profile: profile)
+    var programs = [inferenceOnly ? single
                     : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), target: target, fuse: fuse, profile: profile)
                     : try lower(graph, batch: batch / shards, mode: .gradients, target: target, fuse: fuse, profile: profile)]
     if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizerSpec, target: target)) }
-    for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer, target: target)) }
-    inferenceBytesPerImage = 4 * (try lower(graph, batch: 1, mode: .infer, target: target)).arenaFloats
+    let firstInference = programs.count
+    inferenceBytesPerImage = 4 * single.arenaFloats
+    let chunk = target.inferenceChunk(activationBytesPerImage: inferenceBytesPerImage)
+    var batches = Self.inferenceBatches(inferenceCalls, chunk: chunk)
+    if batches.isEmpty { batches = [1] }
+    if inferenceOnly { batches.remove(1) } else if batches.contains(1) { programs.append(single) }
+    for b in batches.sorted() where b > 1 {
+      let p = try lower(graph, batch: b, mode: .infer, target: target, fuse: fuse, profile: profile)
+      try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(b)")
+      programs.append(p)
+    }
     let entries = try self.compiler.compile(programs)
     compileSeconds = Date().timeIntervalSince(start)
     train = programs[0]
@@ -126,7 +141,21 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     v = FloatBuffer(floats)
     grads = FloatBuffer(floats * shards)
     arenas = (0..<local).map { _ in FloatBuffer(arena) }
-    for (p, e) in zip(programs.dropFirst(shards > 1 ? 2 : 1), entries.dropFirst(shards > 1 ? 2 : 1)) { inference[p.batch] = (p, e) }
+    let inferencePrograms = inferenceOnly ? 0 : firstInference
+    for (p, e) in zip(programs[inferencePrograms...], entries[inferencePrograms...]) { inference[p.batch] = (p, e) }
+  }
+
+  /// The inference program batch that `calls` (image counts passed to `infer`) run in: each call splits
+  /// into equal chunks of at most `chunk` images (the last padded), so one program serves a call however
+  /// its count divides, and calls of one size (an evaluation's batches) share it.
+  public static func inferenceBatches(_ calls: [Int], chunk: Int) -> Set<Int> {
+    Set(calls.filter { $0 > 0 }.map { balancedChunk($0, chunk) })
+  }
+
+  /// The size of the fewest equal chunks of at most `chunk` images that hold `count`.
+  static func balancedChunk(_ count: Int, _ chunk: Int) -> Int {
+    let chunks = (count + chunk - 1) / chunk
+    return (count + chunks - 1) / chunks
   }
 
   /// Runs `body(i)` for each of `count` local shards (or inference workers), on up to `threads` threads.
@@ -325,12 +354,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     }
   }
 
-  /// Per-kernel time of one inference call on `count` images, from a profiled build of the inference
-  /// program run `repeats` times: (statement, op, `.graph` line, ms per call, share).
+  /// Per-kernel time of one inference call on `count` images, from the inference program at that batch
+  /// (built with `profile`) run `repeats` times: (statement, op, `.graph` line, ms per call, share).
   public func profileInference(images: [Float], count: Int, repeats: Int) throws
     -> [(name: String, op: String, line: Int, msPerCall: Double, share: Double)] {
-    let p = try lower(graph, batch: count, mode: .infer, target: compiler.target, profile: true)
-    let entry = try compiler.compile([p])[0]
+    guard let (p, entry) = inference[count], !p.profile.isEmpty else {
+      throw DataError("no profiled inference program at batch \(count) was compiled")
+    }
     let arena = FloatBuffer(p.arenaFloats)
     var ticks = [Double](repeating: 0, count: p.profile.count)
     let start = Date()
@@ -352,39 +382,48 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     compiler.target.inferenceChunk(activationBytesPerImage: inferenceBytesPerImage)
   }
 
-  /// The inference program for `batch` images, compiled on first use.
-  func inferenceProgram(_ batch: Int) throws -> (Program, EntryPoint) {
-    if let p = inference[batch] { return p }
-    let start = Date()
-    let p = try lower(graph, batch: batch, mode: .infer, target: compiler.target)
-    try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(batch)")
-    let entry = try compiler.compile([p])[0]
-    compileSeconds += Date().timeIntervalSince(start)
-    inference[batch] = (p, entry)
-    if p.arenaFloats > arenas[0].count { arenas = arenas.map { _ in FloatBuffer(p.arenaFloats) } }
-    return (p, entry)
+  /// The chunks one call on `count` images runs, in order: (first image, images, program batch). The call
+  /// splits as `inferenceBatches` planned it; when its count was not declared, into the smallest compiled
+  /// program that holds its chunk (or the largest). A chunk smaller than its program is padded with zero
+  /// images. The plan depends only on `count` and the compiled sizes, never on the thread count.
+  public func inferencePlan(_ count: Int) -> [(first: Int, count: Int, batch: Int)] {
+    let sizes = inference.keys.sorted()
+    let wanted = Self.balancedChunk(count, inferenceChunk)
+    let size = sizes.first { $0 >= wanted } ?? sizes.last!
+    return stride(from: 0, to: count, by: size).map { first in
+      let n = min(size, count - first)
+      return (first, n, sizes.first { $0 >= n }!)
+    }
   }
 
   public func infer(images: [Float], count: Int) throws -> [Float] {
-    // Chunks of up to `inferenceChunk` images (the last one shorter), dealt to the shards' arenas in a fixed
-    // order: each image's result depends only on `count`, never on the thread count.
-    let size = min(count, inferenceChunk)
-    let chunks = (0..<((count + size - 1) / size)).map { ($0 * size, min(size, count - $0 * size)) }
-    _ = try inferenceProgram(size)
-    if count % size > 0 { _ = try inferenceProgram(count % size) }
-    let px = train.imageFloats / train.batch, perImage = inference[size]!.0.output.count / size
+    let some = inference.values.first!.0
+    let px = some.imageFloats / some.batch, perImage = some.output.count / some.batch
+    guard count > 0, images.count == count * px else {
+      throw DataError("inference takes images of \(px) values; got \(images.count) values for \(count) images")
+    }
+    // Chunks dealt to the workers' arenas in a fixed order: each image's result depends only on `count`,
+    // never on the thread count.
+    let chunks = inferencePlan(count)
     var out = [Float](repeating: 0, count: count * perImage)
     let workers = min(inferenceThreads, chunks.count)
+    // Every program's arena fits the arenas made at init; inference may use more workers than shards.
     while arenas.count < workers { arenas.append(FloatBuffer(arenas[0].count)) }
+    let padded = chunks.contains { $0.count < $0.batch } ? (0..<workers).map { _ in FloatBuffer(chunks.map(\.batch).max()! * px) } : []
     images.withUnsafeBufferPointer { img in
       out.withUnsafeMutableBufferPointer { o in
         let result = UncheckedSendable(value: o.baseAddress!)
         let run = { (w: Int) in
-          for (first, n) in stride(from: w, to: chunks.count, by: workers).map({ chunks[$0] }) {
-            let (p, entry) = self.inference[n]!
-            let input = img.baseAddress! + first * px
+          for (first, n, batch) in stride(from: w, to: chunks.count, by: workers).map({ chunks[$0] }) {
+            let (p, entry) = self.inference[batch]!
+            var input = UnsafeMutablePointer(mutating: img.baseAddress! + first * px)
+            if n < batch {
+              padded[w].pointer.update(from: input, count: n * px)
+              (padded[w].pointer + n * px).update(repeating: 0, count: (batch - n) * px)
+              input = padded[w].pointer
+            }
             entry(self.params.pointer, nil, nil, nil, self.arenas[w].pointer, input, nil, 0, 0, 0)
-            let base = p.output.base == .images ? UnsafeMutablePointer(mutating: input) : self.arenas[w].pointer
+            let base = p.output.base == .images ? input : self.arenas[w].pointer
             (result.value + first * perImage).update(from: base + p.output.offset, count: n * perImage)
           }
         }

@@ -35,6 +35,20 @@ public struct TrainingOptions: Sendable {
   /// False on the other ranks of a distributed run: only the primary evaluates and writes files.
   public var primary = true
   public init(outputDirectory: String) { self.outputDirectory = outputDirectory }
+
+  /// The image counts one evaluation of `count` images passes to the back end's `infer` (`evalBatch` at a
+  /// time, then the rest), so a compiled back end can build those programs before training starts.
+  public func evaluationCalls(_ count: Int) -> [Int] {
+    count <= 0 ? [] : [min(evalBatch, count), count % evalBatch].filter { $0 > 0 }
+  }
+
+  /// The calls of a training run: its validation split of `trainCount` images and its `testCount` test images.
+  public func trainingEvaluationCalls(trainCount: Int, testCount: Int) -> [Int] {
+    evaluationCalls(testCount) + evaluationCalls(validationCount(trainCount))
+  }
+
+  /// The images `validationFraction` holds out of `trainCount`.
+  public func validationCount(_ trainCount: Int) -> Int { Int(Double(trainCount) * validationFraction) }
 }
 
 /// Per-epoch figures.
@@ -381,7 +395,7 @@ public struct Trainer<B: Backend> {
     var train = fullTrain
     var validation: IDXDataset?
     if options.validationFraction > 0 {
-      let held = Int(Double(fullTrain.count) * options.validationFraction)
+      let held = options.validationCount(fullTrain.count)
       guard held > 0, held < fullTrain.count else { throw DataError("--val \(options.validationFraction) leaves no training or validation data") }
       (train, validation) = fullTrain.validationSplit(held: held, options.validationSplit, seed: options.seed)
     }

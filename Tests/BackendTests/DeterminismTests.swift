@@ -73,7 +73,7 @@ import Testing
       let opt = Optimizer(kind: .adam, learningRate: 1e-3)
       let compiler = try JITCompiler(target: .host(), compileThreads: threads)
       #expect(compiler.compileThreads == threads)
-      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 4, optimizer: opt, compiler: compiler, inferenceBatches: [4])
+      let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 4, optimizer: opt, compiler: compiler, inferenceCalls: [4])
       try b.load(d.parameters, opt)
       var r = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: 1, learningRate: 1e-3)
       r = try b.trainStep(images: d.images, labels: d.labels, seed: 5, step: 2, learningRate: 1e-3)

@@ -75,7 +75,7 @@ import Testing
 
   static func backend(_ d: Differential, fuse: Bool = true, target: String = "host") throws -> CompiledBackend<JITCompiler> {
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(target: try TestTargets.resolve(target)), fuse: fuse)
+                                compiler: try JITCompiler(target: try TestTargets.resolve(target)), inferenceCalls: [d.batch], fuse: fuse)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
     return b
   }
@@ -85,7 +85,7 @@ import Testing
     let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
     let b = try CompiledBackend(name: "swift", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 1e-3),
                                 compiler: try SwiftCompiler(source: "test", target: try TestTargets.resolve(target), cacheDirectory: cache),
-                                inferenceBatches: batches)
+                                inferenceCalls: batches)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 1e-3))
     return b
   }
@@ -195,14 +195,24 @@ import Testing
     }
   }
 
-  /// A request larger than one chunk runs in chunks dealt to the shards' arenas (here 64, 64 and 7
-  /// images on 2 threads): each image gets the result it gets alone.
+  /// The inference chunk of `d`'s graph on this machine (from an inference-only back end).
+  static func chunk(_ d: Differential) throws -> Int {
+    try CompiledBackend(name: "jit", graph: d.graph, batch: 1, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                        compiler: try JITCompiler(target: .host()), inferenceOnly: true).inferenceChunk
+  }
+
+  /// A request larger than one chunk runs in equal chunks dealt to the shards' arenas (e.g. 45, 45 and 45
+  /// padded from 37 images on 2 threads) of one program compiled before the first call: each image gets
+  /// the result it gets alone.
   @Test func chunkedInferenceMatchesOneImageAtATime() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 2)
+    let count = 2 * (try Self.chunk(d)) + 7
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(target: .host()), shards: 2, threads: 2)
+                                compiler: try JITCompiler(target: .host()), inferenceCalls: [count], shards: 2, threads: 2)
+    let plan = b.inferencePlan(count)
+    #expect(plan.count == 3 && Set(plan.map(\.batch)).count == 1 && plan.dropLast().allSatisfy { $0.count == $0.batch })
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-    let px = d.images.count / 2, count = 2 * b.inferenceChunk + 7
+    let px = d.images.count / 2
     let images = (0..<(count * px)).map { Float(sin(Double($0) * 0.37)) }
     let all = try b.infer(images: images, count: count)
     #expect(all.count == count * 10)
@@ -211,10 +221,27 @@ import Testing
     expectClose(all, alone, rtol: 1e-5, atol: 1e-6, "chunked inference")
   }
 
+  /// A count nobody declared still runs, in the compiled programs, the tail padded with zero images; each
+  /// image's result is the one it gets alone, and a wrong image count is refused.
+  @Test func undeclaredInferenceCountsRunPadded() throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 2)
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                compiler: try JITCompiler(target: .host()), inferenceCalls: [8])
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    let plan = b.inferencePlan(11)
+    #expect(plan.map(\.count) == [8, 3] && plan.map(\.batch) == [8, 8])
+    let px = d.images.count / 2
+    let images = (0..<(11 * px)).map { Float(cos(Double($0) * 0.23)) }
+    var alone: [Float] = []
+    for i in 0..<11 { alone += try b.infer(images: Array(images[(i * px)..<((i + 1) * px)]), count: 1) }
+    expectClose(try b.infer(images: images, count: 11), alone, rtol: 1e-5, atol: 1e-6, "padded inference")
+    #expect(throws: DataError.self) { _ = try b.infer(images: images, count: 10) }
+  }
+
   @Test func inferenceOnlyBackendInfersAndRefusesToTrain() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
     let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                compiler: try JITCompiler(target: .host()), inferenceOnly: true)
+                                compiler: try JITCompiler(target: .host()), inferenceCalls: [3], inferenceOnly: true)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
     expectClose(try Self.backend(d).infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "inference-only")
     #expect(throws: DataError.self) { _ = try b.trainStep(images: d.images, labels: d.labels, seed: 1, step: 1, learningRate: 0) }
@@ -228,7 +255,8 @@ import Testing
     let opt = Optimizer(kind: .adam, learningRate: 1e-2)
     var interp = try InterpreterBackend(graph: d.graph, shards: shards)
     interp.load(d.parameters, opt)
-    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 4, optimizer: opt, compiler: try JITCompiler(target: .host()), shards: shards)
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 4, optimizer: opt, compiler: try JITCompiler(target: .host()),
+                                inferenceCalls: [4], shards: shards)
     try b.load(d.parameters, opt)
     for step in 1...3 {
       let x = try interp.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 1e-2)
@@ -247,12 +275,12 @@ import Testing
   @Test func inferenceUsesEveryThreadWithOneShardAndGivesTheSameBits() throws {
     let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
     var outputs: [[Float]] = []
+    let count = 3 * (try Self.chunk(d)) + 5, px = d.images.count / 3
     for threads in [1, 2] {
       let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 1000, optimizer: Optimizer(kind: .adam, learningRate: 0),
-                                  compiler: try JITCompiler(target: .host()), threads: threads, inferenceOnly: true)
+                                  compiler: try JITCompiler(target: .host()), inferenceCalls: [count], threads: threads, inferenceOnly: true)
       #expect(b.inferenceThreads == threads)
       try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
-      let count = 3 * b.inferenceChunk + 5, px = d.images.count / 3
       outputs.append(try b.infer(images: (0..<(count * px)).map { Float(sin(Double($0) * 0.11)) }, count: count))
     }
     #expect(outputs[0] == outputs[1])

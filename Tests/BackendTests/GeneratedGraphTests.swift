@@ -26,7 +26,7 @@ import Testing
     if layout.shards == 1 {
       let ref = try d.reference(step: 1)
       let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .sgd, learningRate: 0),
-                                  compiler: try JITCompiler(target: .host()))
+                                  compiler: try JITCompiler(target: .host()), inferenceCalls: [d.batch])
       try b.load(d.parameters, Optimizer(kind: .sgd, learningRate: 0))
       let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
       expectClose([ref.loss], [r.loss], rtol: 1e-3, "loss of \(what)")

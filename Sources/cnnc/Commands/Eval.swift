@@ -38,7 +38,8 @@ struct Eval: ParsableCommand {
       let opt = Optimizer(kind: .adam, learningRate: 0)
       let (acc, predictions, k): (Double, [Int], Int)
       if backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true)), inferenceOnly: true)
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true)),
+                                    inferenceCalls: options.evaluationCalls(test.count), inferenceOnly: true)
         var trainer = try Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options)
         try test.validateLabels(classes: trainer.classes)
         (acc, predictions) = try trainer.accuracy(test)

@@ -41,7 +41,8 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   options.normalization = try Normalization(metadata: st.metadata) ?? .mnist
   options.evalBatch = batch
   options.batchSize = batch
-  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: Target.host()), inferenceOnly: true)
+  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: Target.host()),
+                                  inferenceCalls: options.evaluationCalls(test.count), inferenceOnly: true)
   var trainer = try Trainer(backend: backend, graph: f.graph, parameters: params, optimizer: opt, options: options)
   let (_, predictions) = try trainer.accuracy(test)
   let k = trainer.classes

@@ -152,16 +152,19 @@ struct Train: ParsableCommand {
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       options.normalization = normalization(trainSet)
+      // Only the primary evaluates; the evaluation programs are compiled with the training step.
+      let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
       if jit || backend != "interp" { say("target: \(target)") }
       if jit || backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target), shards: shards, threads: threads, mpi: mpi)
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target),
+                                    inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
         say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s, linking %.3f s)",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, c.codegenSeconds))
         try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
-                                    compiler: try SwiftCompiler(source: f.path, target: target), shards: shards, threads: threads, mpi: mpi)
+                                    compiler: try SwiftCompiler(source: f.path, target: target), inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
