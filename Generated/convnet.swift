@@ -203,16 +203,8 @@ public func convnet_train_b64(
     }
     for j24 in 0..<16 {
       for f25 in 0..<32 {
-        do {  // 8 lanes at a time over i26
-          var i26 = 0
-          while i26 &+ 8 <= 784 {
-            storeVector(arena, ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784)) &+ i26, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) &+ i26) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) &+ i26) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
-            i26 &+= 8
-          }
-          while i26 < 784 {
-            arena[(((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784)) +% i26)] = ((arena[(((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) +% i26)] + params[(288 +% f25)]) > Float(0) ? (arena[(((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) +% i26)] + params[(288 +% f25)]) : Float(0))
-            i26 &+= 1
-          }
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i26 *% 8) +% ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((i26 *% 8) +% ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
         }
       }
     }
@@ -558,16 +550,8 @@ public func convnet_train_b64(
   }
   do {  // gemm106
     for r96 in 0..<128 {
-      do {  // 8 lanes at a time over i97
-        var i97 = 0
-        while i97 &+ 8 <= 64 {
-          storeVector(arena, (4022272 +% (r96 *% 64)) &+ i97, Vector(repeating: Float(0)))
-          i97 &+= 8
-        }
-        while i97 < 64 {
-          arena[((4022272 +% (r96 *% 64)) +% i97)] = Float(0)
-          i97 &+= 1
-        }
+      for i97 in 0..<8 {
+        storeVector(arena, ((i97 *% 8) +% (4022272 +% (r96 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp98 in 0..<14 {
@@ -664,16 +648,11 @@ public func convnet_train_b64(
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
   for n109 in 0..<64 {
-    do {  // 8 lanes at a time over u110
-      var u110 = 0
-      while u110 &+ 8 <= 10 {
-        storeVector(arena, (3219456 +% (n109 *% 10)) &+ u110, (loadVector(arena, (3219456 +% (n109 *% 10)) &+ u110) + loadVector(params, 1625856 &+ u110)))
-        u110 &+= 8
-      }
-      while u110 < 10 {
-        arena[((3219456 +% (n109 *% 10)) +% u110)] = (arena[((3219456 +% (n109 *% 10)) +% u110)] + params[(1625856 +% u110)])
-        u110 &+= 1
-      }
+    for u110 in 0..<1 {
+      storeVector(arena, ((u110 *% 8) +% (3219456 +% (n109 *% 10))), (loadVector(arena, ((u110 *% 8) +% (3219456 +% (n109 *% 10)))) + loadVector(params, ((u110 *% 8) +% 1625856))))
+    }
+    for u110 in 0..<1 {
+      storePartial(arena, ((u110 +% 8) +% (3219456 +% (n109 *% 10))), (loadPartial(arena, ((u110 +% 8) +% (3219456 +% (n109 *% 10))), 2) + loadPartial(params, ((u110 +% 8) +% 1625856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
@@ -717,16 +696,8 @@ public func convnet_train_b64(
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 8 lanes at a time over i126
-    var i126 = 0
-    while i126 &+ 8 <= 8192 {
-      storeVector(arena, 3228944 &+ i126, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 3220752 &+ i126), where: loadVector(arena, 3211264 &+ i126) .> Vector(repeating: Float(0))))
-      i126 &+= 8
-    }
-    while i126 < 8192 {
-      arena[(3228944 +% i126)] = (arena[(3211264 +% i126)] > Float(0) ? arena[(3220752 +% i126)] : Float(0))
-      i126 &+= 1
-    }
+  for i126 in 0..<1024 {
+    storeVector(arena, ((i126 *% 8) +% 3228944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i126 *% 8) +% 3220752)), where: loadVector(arena, ((i126 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   do {  // gemm134
@@ -910,16 +881,8 @@ public func convnet_train_b64(
   }
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // 8 lanes at a time over i146
-    var i146 = 0
-    while i146 &+ 8 <= 3211264 {
-      storeVector(arena, 4039952 &+ i146, Vector(repeating: Float(0)))
-      i146 &+= 8
-    }
-    while i146 < 3211264 {
-      arena[(4039952 +% i146)] = Float(0)
-      i146 &+= 1
-    }
+  for i146 in 0..<401408 {
+    storeVector(arena, ((i146 *% 8) +% 4039952), Vector(repeating: Float(0)))
   }
   for q147 in 0..<4096 {
     for i148 in 0..<196 {
@@ -929,16 +892,8 @@ public func convnet_train_b64(
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 8 lanes at a time over i149
-    var i149 = 0
-    while i149 &+ 8 <= 18432 {
-      storeVector(arena, 2709504 &+ i149, Vector(repeating: Float(0)))
-      i149 &+= 8
-    }
-    while i149 < 18432 {
-      arena[(2709504 +% i149)] = Float(0)
-      i149 &+= 1
-    }
+  for i149 in 0..<2304 {
+    storeVector(arena, ((i149 *% 8) +% 2709504), Vector(repeating: Float(0)))
   }
   for g150 in 0..<16 {
     for j151 in 0..<4 {
@@ -1126,16 +1081,8 @@ public func convnet_train_b64(
   for g190 in 0..<16 {
     for j191 in 0..<4 {
       for f192 in 0..<64 {
-        do {  // 8 lanes at a time over i193
-          var i193 = 0
-          while i193 &+ 8 <= 784 {
-            storeVector(arena, ((8154384 +% (f192 *% 3136)) +% (j191 *% 784)) &+ i193, loadVector(arena, ((4039952 +% (((g190 *% 4) +% j191) *% 50176)) +% (f192 *% 784)) &+ i193))
-            i193 &+= 8
-          }
-          while i193 < 784 {
-            arena[(((8154384 +% (f192 *% 3136)) +% (j191 *% 784)) +% i193)] = arena[(((4039952 +% (((g190 *% 4) +% j191) *% 50176)) +% (f192 *% 784)) +% i193)]
-            i193 &+= 1
-          }
+        for i193 in 0..<98 {
+          storeVector(arena, ((i193 *% 8) +% ((8154384 +% (f192 *% 3136)) +% (j191 *% 784))), loadVector(arena, ((i193 *% 8) +% ((4039952 +% (((g190 *% 4) +% j191) *% 50176)) +% (f192 *% 784)))))
         }
       }
     }
@@ -1227,194 +1174,139 @@ public func convnet_train_b64(
     for j202 in 0..<4 {
       for c203 in 0..<32 {
         for iy204 in 0..<1 {
-          do {  // 8 lanes at a time over ix205
-            var ix205 = 0
-            while ix205 < 1 {
-              var sum206: Float = arena[(((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy204 +% 1) *% 28)) +% 1) +% ix205)]
-              var sum207: Float = (sum206 + arena[((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy204 +% 1) *% 28)) +% ix205)])
-              var sum208: Float = (sum207 + arena[(((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy204 *% 28)) +% 1) +% ix205)])
-              var sum209: Float = (sum208 + arena[((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy204 *% 28)) +% ix205)])
-              arena[((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy204 *% 28)) +% ix205)] = sum209
-              ix205 &+= 1
-            }
+          for ix205 in 0..<1 {
+            let sum206_v = loadPartial(arena, (ix205 +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy204 +% 1) *% 28)) +% 1)), 1)
+            let sum207_v = (sum206_v + loadPartial(arena, (ix205 +% (((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy204 +% 1) *% 28))), 1))
+            let sum208_v = (sum207_v + loadPartial(arena, (ix205 +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy204 *% 28)) +% 1)), 1))
+            let sum209_v = (sum208_v + loadPartial(arena, (ix205 +% (((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy204 *% 28))), 1))
+            storePartial(arena, (ix205 +% (((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy204 *% 28))), sum209_v, 1)
           }
         }
         for iy210 in 0..<1 {
-          do {  // 8 lanes at a time over ix211
-            var ix211 = 0
-            while ix211 &+ 8 <= 26 {
-              let sum212_v = loadVector(arena, ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 2) &+ ix211)
-              let sum213_v = (sum212_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 1) &+ ix211))
-              let sum214_v = (sum213_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) &+ ix211))
-              let sum215_v = (sum214_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 2) &+ ix211))
-              let sum216_v = (sum215_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 1) &+ ix211))
-              let sum217_v = (sum216_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) &+ ix211))
-              storeVector(arena, ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy210 *% 28)) +% 1) &+ ix211, sum217_v)
-              ix211 &+= 8
-            }
-            while ix211 < 26 {
-              var sum212: Float = arena[(((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 2) +% ix211)]
-              var sum213: Float = (sum212 + arena[(((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 1) +% ix211)])
-              var sum214: Float = (sum213 + arena[((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% ix211)])
-              var sum215: Float = (sum214 + arena[(((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 2) +% ix211)])
-              var sum216: Float = (sum215 + arena[(((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 1) +% ix211)])
-              var sum217: Float = (sum216 + arena[((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% ix211)])
-              arena[(((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy210 *% 28)) +% 1) +% ix211)] = sum217
-              ix211 &+= 1
-            }
+          for ix211 in 0..<3 {
+            let sum212_v = loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 2)))
+            let sum213_v = (sum212_v + loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 1))))
+            let sum214_v = (sum213_v + loadVector(arena, ((ix211 *% 8) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)))))
+            let sum215_v = (sum214_v + loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 2))))
+            let sum216_v = (sum215_v + loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 1))))
+            let sum217_v = (sum216_v + loadVector(arena, ((ix211 *% 8) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)))))
+            storeVector(arena, ((ix211 *% 8) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy210 *% 28)) +% 1)), sum217_v)
+          }
+          for ix211 in 0..<1 {
+            let sum212_v = loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 2)), 2)
+            let sum213_v = (sum212_v + loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 1)), 2))
+            let sum214_v = (sum213_v + loadPartial(arena, ((ix211 +% 24) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28))), 2))
+            let sum215_v = (sum214_v + loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 2)), 2))
+            let sum216_v = (sum215_v + loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 1)), 2))
+            let sum217_v = (sum216_v + loadPartial(arena, ((ix211 +% 24) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28))), 2))
+            storePartial(arena, ((ix211 +% 24) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy210 *% 28)) +% 1)), sum217_v, 2)
           }
         }
         for iy218 in 0..<1 {
-          do {  // 8 lanes at a time over ix219
-            var ix219 = 0
-            while ix219 < 1 {
-              var sum220: Float = arena[(((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy218 +% 1) *% 28)) +% 27) +% ix219)]
-              var sum221: Float = (sum220 + arena[(((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy218 +% 1) *% 28)) +% 26) +% ix219)])
-              var sum222: Float = (sum221 + arena[(((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy218 *% 28)) +% 27) +% ix219)])
-              var sum223: Float = (sum222 + arena[(((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy218 *% 28)) +% 26) +% ix219)])
-              arena[(((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy218 *% 28)) +% 27) +% ix219)] = sum223
-              ix219 &+= 1
-            }
+          for ix219 in 0..<1 {
+            let sum220_v = loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy218 +% 1) *% 28)) +% 27)), 1)
+            let sum221_v = (sum220_v + loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy218 +% 1) *% 28)) +% 26)), 1))
+            let sum222_v = (sum221_v + loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy218 *% 28)) +% 27)), 1))
+            let sum223_v = (sum222_v + loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy218 *% 28)) +% 26)), 1))
+            storePartial(arena, (ix219 +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy218 *% 28)) +% 27)), sum223_v, 1)
           }
         }
         for iy224 in 0..<26 {
-          do {  // 8 lanes at a time over ix225
-            var ix225 = 0
-            while ix225 < 1 {
-              var sum226: Float = arena[(((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% 1) *% 28)) +% 1) +% ix225)]
-              var sum227: Float = (sum226 + arena[((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% 1) *% 28)) +% ix225)])
-              var sum228: Float = (sum227 + arena[(((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy224 +% 1) *% 28)) +% 1) +% ix225)])
-              var sum229: Float = (sum228 + arena[((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy224 +% 1) *% 28)) +% ix225)])
-              var sum230: Float = (sum229 + arena[(((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% -1) *% 28)) +% 1) +% ix225)])
-              var sum231: Float = (sum230 + arena[((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% -1) *% 28)) +% ix225)])
-              arena[((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy224 +% 1) *% 28)) +% ix225)] = sum231
-              ix225 &+= 1
-            }
+          for ix225 in 0..<1 {
+            let sum226_v = loadPartial(arena, (ix225 +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% 1) *% 28)) +% 1)), 1)
+            let sum227_v = (sum226_v + loadPartial(arena, (ix225 +% (((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% 1) *% 28))), 1))
+            let sum228_v = (sum227_v + loadPartial(arena, (ix225 +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy224 +% 1) *% 28)) +% 1)), 1))
+            let sum229_v = (sum228_v + loadPartial(arena, (ix225 +% (((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy224 +% 1) *% 28))), 1))
+            let sum230_v = (sum229_v + loadPartial(arena, (ix225 +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% -1) *% 28)) +% 1)), 1))
+            let sum231_v = (sum230_v + loadPartial(arena, (ix225 +% (((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% -1) *% 28))), 1))
+            storePartial(arena, (ix225 +% (((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy224 +% 1) *% 28))), sum231_v, 1)
           }
         }
         for iy232 in 0..<26 {
-          do {  // 8 lanes at a time over ix233
-            var ix233 = 0
-            while ix233 &+ 8 <= 26 {
-              let sum234_v = loadVector(arena, ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 2) &+ ix233)
-              let sum235_v = (sum234_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 1) &+ ix233))
-              let sum236_v = (sum235_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) &+ ix233))
-              let sum237_v = (sum236_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 2) &+ ix233))
-              let sum238_v = (sum237_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1) &+ ix233))
-              let sum239_v = (sum238_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) &+ ix233))
-              let sum240_v = (sum239_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 2) &+ ix233))
-              let sum241_v = (sum240_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 1) &+ ix233))
-              let sum242_v = (sum241_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) &+ ix233))
-              storeVector(arena, ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1) &+ ix233, sum242_v)
-              ix233 &+= 8
-            }
-            while ix233 < 26 {
-              var sum234: Float = arena[(((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 2) +% ix233)]
-              var sum235: Float = (sum234 + arena[(((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 1) +% ix233)])
-              var sum236: Float = (sum235 + arena[((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% ix233)])
-              var sum237: Float = (sum236 + arena[(((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 2) +% ix233)])
-              var sum238: Float = (sum237 + arena[(((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1) +% ix233)])
-              var sum239: Float = (sum238 + arena[((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% ix233)])
-              var sum240: Float = (sum239 + arena[(((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 2) +% ix233)])
-              var sum241: Float = (sum240 + arena[(((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 1) +% ix233)])
-              var sum242: Float = (sum241 + arena[((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% ix233)])
-              arena[(((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1) +% ix233)] = sum242
-              ix233 &+= 1
-            }
+          for ix233 in 0..<3 {
+            let sum234_v = loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 2)))
+            let sum235_v = (sum234_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 1))))
+            let sum236_v = (sum235_v + loadVector(arena, ((ix233 *% 8) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)))))
+            let sum237_v = (sum236_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 2))))
+            let sum238_v = (sum237_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1))))
+            let sum239_v = (sum238_v + loadVector(arena, ((ix233 *% 8) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)))))
+            let sum240_v = (sum239_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 2))))
+            let sum241_v = (sum240_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 1))))
+            let sum242_v = (sum241_v + loadVector(arena, ((ix233 *% 8) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)))))
+            storeVector(arena, ((ix233 *% 8) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1)), sum242_v)
+          }
+          for ix233 in 0..<1 {
+            let sum234_v = loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 2)), 2)
+            let sum235_v = (sum234_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 1)), 2))
+            let sum236_v = (sum235_v + loadPartial(arena, ((ix233 +% 24) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28))), 2))
+            let sum237_v = (sum236_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 2)), 2))
+            let sum238_v = (sum237_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1)), 2))
+            let sum239_v = (sum238_v + loadPartial(arena, ((ix233 +% 24) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28))), 2))
+            let sum240_v = (sum239_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 2)), 2))
+            let sum241_v = (sum240_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 1)), 2))
+            let sum242_v = (sum241_v + loadPartial(arena, ((ix233 +% 24) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28))), 2))
+            storePartial(arena, ((ix233 +% 24) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1)), sum242_v, 2)
           }
         }
         for iy243 in 0..<26 {
-          do {  // 8 lanes at a time over ix244
-            var ix244 = 0
-            while ix244 < 1 {
-              var sum245: Float = arena[(((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% 1) *% 28)) +% 27) +% ix244)]
-              var sum246: Float = (sum245 + arena[(((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% 1) *% 28)) +% 26) +% ix244)])
-              var sum247: Float = (sum246 + arena[(((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy243 +% 1) *% 28)) +% 27) +% ix244)])
-              var sum248: Float = (sum247 + arena[(((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy243 +% 1) *% 28)) +% 26) +% ix244)])
-              var sum249: Float = (sum248 + arena[(((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% -1) *% 28)) +% 27) +% ix244)])
-              var sum250: Float = (sum249 + arena[(((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% -1) *% 28)) +% 26) +% ix244)])
-              arena[(((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy243 +% 1) *% 28)) +% 27) +% ix244)] = sum250
-              ix244 &+= 1
-            }
+          for ix244 in 0..<1 {
+            let sum245_v = loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% 1) *% 28)) +% 27)), 1)
+            let sum246_v = (sum245_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% 1) *% 28)) +% 26)), 1))
+            let sum247_v = (sum246_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy243 +% 1) *% 28)) +% 27)), 1))
+            let sum248_v = (sum247_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy243 +% 1) *% 28)) +% 26)), 1))
+            let sum249_v = (sum248_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% -1) *% 28)) +% 27)), 1))
+            let sum250_v = (sum249_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% -1) *% 28)) +% 26)), 1))
+            storePartial(arena, (ix244 +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy243 +% 1) *% 28)) +% 27)), sum250_v, 1)
           }
         }
         for iy251 in 0..<1 {
-          do {  // 8 lanes at a time over ix252
-            var ix252 = 0
-            while ix252 < 1 {
-              var sum253: Float = arena[(((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy251 +% 27) *% 28)) +% 1) +% ix252)]
-              var sum254: Float = (sum253 + arena[((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy251 +% 27) *% 28)) +% ix252)])
-              var sum255: Float = (sum254 + arena[(((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy251 +% 27) +% -1) *% 28)) +% 1) +% ix252)])
-              var sum256: Float = (sum255 + arena[((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy251 +% 27) +% -1) *% 28)) +% ix252)])
-              arena[((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy251 +% 27) *% 28)) +% ix252)] = sum256
-              ix252 &+= 1
-            }
+          for ix252 in 0..<1 {
+            let sum253_v = loadPartial(arena, (ix252 +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy251 +% 27) *% 28)) +% 1)), 1)
+            let sum254_v = (sum253_v + loadPartial(arena, (ix252 +% (((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy251 +% 27) *% 28))), 1))
+            let sum255_v = (sum254_v + loadPartial(arena, (ix252 +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy251 +% 27) +% -1) *% 28)) +% 1)), 1))
+            let sum256_v = (sum255_v + loadPartial(arena, (ix252 +% (((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy251 +% 27) +% -1) *% 28))), 1))
+            storePartial(arena, (ix252 +% (((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy251 +% 27) *% 28))), sum256_v, 1)
           }
         }
         for iy257 in 0..<1 {
-          do {  // 8 lanes at a time over ix258
-            var ix258 = 0
-            while ix258 &+ 8 <= 26 {
-              let sum259_v = loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 2) &+ ix258)
-              let sum260_v = (sum259_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1) &+ ix258))
-              let sum261_v = (sum260_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) &+ ix258))
-              let sum262_v = (sum261_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 2) &+ ix258))
-              let sum263_v = (sum262_v + loadVector(arena, ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 1) &+ ix258))
-              let sum264_v = (sum263_v + loadVector(arena, (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) &+ ix258))
-              storeVector(arena, ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1) &+ ix258, sum264_v)
-              ix258 &+= 8
-            }
-            while ix258 < 26 {
-              var sum259: Float = arena[(((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 2) +% ix258)]
-              var sum260: Float = (sum259 + arena[(((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1) +% ix258)])
-              var sum261: Float = (sum260 + arena[((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% ix258)])
-              var sum262: Float = (sum261 + arena[(((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 2) +% ix258)])
-              var sum263: Float = (sum262 + arena[(((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 1) +% ix258)])
-              var sum264: Float = (sum263 + arena[((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% ix258)])
-              arena[(((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1) +% ix258)] = sum264
-              ix258 &+= 1
-            }
+          for ix258 in 0..<3 {
+            let sum259_v = loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 2)))
+            let sum260_v = (sum259_v + loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1))))
+            let sum261_v = (sum260_v + loadVector(arena, ((ix258 *% 8) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)))))
+            let sum262_v = (sum261_v + loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 2))))
+            let sum263_v = (sum262_v + loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 1))))
+            let sum264_v = (sum263_v + loadVector(arena, ((ix258 *% 8) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)))))
+            storeVector(arena, ((ix258 *% 8) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1)), sum264_v)
+          }
+          for ix258 in 0..<1 {
+            let sum259_v = loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 2)), 2)
+            let sum260_v = (sum259_v + loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1)), 2))
+            let sum261_v = (sum260_v + loadPartial(arena, ((ix258 +% 24) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28))), 2))
+            let sum262_v = (sum261_v + loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 2)), 2))
+            let sum263_v = (sum262_v + loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 1)), 2))
+            let sum264_v = (sum263_v + loadPartial(arena, ((ix258 +% 24) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28))), 2))
+            storePartial(arena, ((ix258 +% 24) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1)), sum264_v, 2)
           }
         }
         for iy265 in 0..<1 {
-          do {  // 8 lanes at a time over ix266
-            var ix266 = 0
-            while ix266 < 1 {
-              var sum267: Float = arena[(((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy265 +% 27) *% 28)) +% 27) +% ix266)]
-              var sum268: Float = (sum267 + arena[(((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy265 +% 27) *% 28)) +% 26) +% ix266)])
-              var sum269: Float = (sum268 + arena[(((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy265 +% 27) +% -1) *% 28)) +% 27) +% ix266)])
-              var sum270: Float = (sum269 + arena[(((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy265 +% 27) +% -1) *% 28)) +% 26) +% ix266)])
-              arena[(((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy265 +% 27) *% 28)) +% 27) +% ix266)] = sum270
-              ix266 &+= 1
-            }
+          for ix266 in 0..<1 {
+            let sum267_v = loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy265 +% 27) *% 28)) +% 27)), 1)
+            let sum268_v = (sum267_v + loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy265 +% 27) *% 28)) +% 26)), 1))
+            let sum269_v = (sum268_v + loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy265 +% 27) +% -1) *% 28)) +% 27)), 1))
+            let sum270_v = (sum269_v + loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy265 +% 27) +% -1) *% 28)) +% 26)), 1))
+            storePartial(arena, (ix266 +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy265 +% 27) *% 28)) +% 27)), sum270_v, 1)
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // 8 lanes at a time over i271
-    var i271 = 0
-    while i271 &+ 8 <= 1605632 {
-      storeVector(arena, 3220112 &+ i271, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1605632 &+ i271), where: loadVector(arena, 0 &+ i271) .> Vector(repeating: Float(0))))
-      i271 &+= 8
-    }
-    while i271 < 1605632 {
-      arena[(3220112 +% i271)] = (arena[i271] > Float(0) ? arena[(1605632 +% i271)] : Float(0))
-      i271 &+= 1
-    }
+  for i271 in 0..<200704 {
+    storeVector(arena, ((i271 *% 8) +% 3220112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i271 *% 8) +% 1605632)), where: loadVector(arena, (i271 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i272
-    var i272 = 0
-    while i272 &+ 8 <= 288 {
-      storeVector(arena, 514304 &+ i272, Vector(repeating: Float(0)))
-      i272 &+= 8
-    }
-    while i272 < 288 {
-      arena[(514304 +% i272)] = Float(0)
-      i272 &+= 1
-    }
+  for i272 in 0..<36 {
+    storeVector(arena, ((i272 *% 8) +% 514304), Vector(repeating: Float(0)))
   }
   for g273 in 0..<4 {
     for j274 in 0..<16 {
@@ -1593,26 +1485,21 @@ public func convnet_train_b64(
   // adam = update of 1625866 parameters
   var step_size312: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt313: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i314
-    var i314 = 0
-    while i314 &+ 8 <= 1625866 {
-      let g_v = (loadVector(grads, 0 &+ i314) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i314)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i314)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i314)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i314, m_new_v)
-      storeVector(v, 0 &+ i314, v_new_v)
-      storeVector(params, 0 &+ i314, (loadVector(params, 0 &+ i314) - ((Vector(repeating: step_size312) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt313)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i314 &+= 8
-    }
-    while i314 < 1625866 {
-      var g: Float = (grads[i314] + (Float(0) * params[i314]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i314]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i314]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i314] = m_new
-      v[i314] = v_new
-      params[i314] = (params[i314] - ((step_size312 * m_new) / ((sqrtf(v_new) / bc2_sqrt313) + Float(bitPattern: 0x322bcc77))))
-      i314 &+= 1
-    }
+  for i314 in 0..<203233 {
+    let g_v = (loadVector(grads, (i314 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i314 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i314 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i314 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i314 *% 8), m_new_v)
+    storeVector(v, (i314 *% 8), v_new_v)
+    storeVector(params, (i314 *% 8), (loadVector(params, (i314 *% 8)) - ((Vector(repeating: step_size312) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt313)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i314 in 0..<1 {
+    let g_v = (loadPartial(grads, (i314 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i314 +% 1625864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i314 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i314 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i314 +% 1625864), m_new_v, 2)
+    storePartial(v, (i314 +% 1625864), v_new_v, 2)
+    storePartial(params, (i314 +% 1625864), (loadPartial(params, (i314 +% 1625864), 2) - ((Vector(repeating: step_size312) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt313)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1778,16 +1665,8 @@ public func convnet_infer_b64(
     }
     for j24 in 0..<16 {
       for f25 in 0..<32 {
-        do {  // 8 lanes at a time over i26
-          var i26 = 0
-          while i26 &+ 8 <= 784 {
-            storeVector(arena, ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784)) &+ i26, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) &+ i26) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) &+ i26) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
-            i26 &+= 8
-          }
-          while i26 < 784 {
-            arena[(((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784)) +% i26)] = ((arena[(((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) +% i26)] + params[(288 +% f25)]) > Float(0) ? (arena[(((1718528 +% (f25 *% 12544)) +% (j24 *% 784)) +% i26)] + params[(288 +% f25)]) : Float(0))
-            i26 &+= 1
-          }
+        for i26 in 0..<98 {
+          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 25088) +% (f25 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i26 *% 8) +% ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])), where: (loadVector(arena, ((i26 *% 8) +% ((1718528 +% (f25 *% 12544)) +% (j24 *% 784)))) + Vector(repeating: params[(288 +% f25)])) .> Vector(repeating: Float(0))))
         }
       }
     }
@@ -2133,16 +2012,8 @@ public func convnet_infer_b64(
   }
   do {  // gemm106
     for r96 in 0..<128 {
-      do {  // 8 lanes at a time over i97
-        var i97 = 0
-        while i97 &+ 8 <= 64 {
-          storeVector(arena, (811008 +% (r96 *% 64)) &+ i97, Vector(repeating: Float(0)))
-          i97 &+= 8
-        }
-        while i97 < 64 {
-          arena[((811008 +% (r96 *% 64)) +% i97)] = Float(0)
-          i97 &+= 1
-        }
+      for i97 in 0..<8 {
+        storeVector(arena, ((i97 *% 8) +% (811008 +% (r96 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp98 in 0..<14 {
@@ -2239,16 +2110,11 @@ public func convnet_infer_b64(
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
   for n109 in 0..<64 {
-    do {  // 8 lanes at a time over u110
-      var u110 = 0
-      while u110 &+ 8 <= 10 {
-        storeVector(arena, (8192 +% (n109 *% 10)) &+ u110, (loadVector(arena, (8192 +% (n109 *% 10)) &+ u110) + loadVector(params, 1625856 &+ u110)))
-        u110 &+= 8
-      }
-      while u110 < 10 {
-        arena[((8192 +% (n109 *% 10)) +% u110)] = (arena[((8192 +% (n109 *% 10)) +% u110)] + params[(1625856 +% u110)])
-        u110 &+= 1
-      }
+    for u110 in 0..<1 {
+      storeVector(arena, ((u110 *% 8) +% (8192 +% (n109 *% 10))), (loadVector(arena, ((u110 *% 8) +% (8192 +% (n109 *% 10)))) + loadVector(params, ((u110 *% 8) +% 1625856))))
+    }
+    for u110 in 0..<1 {
+      storePartial(arena, ((u110 +% 8) +% (8192 +% (n109 *% 10))), (loadPartial(arena, ((u110 +% 8) +% (8192 +% (n109 *% 10))), 2) + loadPartial(params, ((u110 +% 8) +% 1625856), 2)), 2)
     }
   }
 }

@@ -210,16 +210,8 @@ public func lenet5_train_b64(
     }
     for j29 in 0..<16 {
       for f30 in 0..<6 {
-        do {  // 8 lanes at a time over i31
-          var i31 = 0
-          while i31 &+ 8 <= 784 {
-            storeVector(arena, ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784)) &+ i31, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((614656 +% (f30 *% 12544)) +% (j29 *% 784)) &+ i31) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((614656 +% (f30 *% 12544)) +% (j29 *% 784)) &+ i31) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
-            i31 &+= 8
-          }
-          while i31 < 784 {
-            arena[(((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784)) +% i31)] = ((arena[(((614656 +% (f30 *% 12544)) +% (j29 *% 784)) +% i31)] + params[(150 +% f30)]) > Float(0) ? (arena[(((614656 +% (f30 *% 12544)) +% (j29 *% 784)) +% i31)] + params[(150 +% f30)]) : Float(0))
-            i31 &+= 1
-          }
+        for i31 in 0..<98 {
+          storeVector(arena, ((i31 *% 8) +% ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i31 *% 8) +% ((614656 +% (f30 *% 12544)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((i31 *% 8) +% ((614656 +% (f30 *% 12544)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
         }
       }
     }
@@ -357,16 +349,11 @@ public func lenet5_train_b64(
     }
     for j58 in 0..<16 {
       for f59 in 0..<16 {
-        do {  // 8 lanes at a time over i60
-          var i60 = 0
-          while i60 &+ 8 <= 100 {
-            storeVector(arena, ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100)) &+ i60, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((718720 +% (f59 *% 1600)) +% (j58 *% 100)) &+ i60) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((718720 +% (f59 *% 1600)) +% (j58 *% 100)) &+ i60) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
-            i60 &+= 8
-          }
-          while i60 < 100 {
-            arena[(((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100)) +% i60)] = ((arena[(((718720 +% (f59 *% 1600)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) > Float(0) ? (arena[(((718720 +% (f59 *% 1600)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) : Float(0))
-            i60 &+= 1
-          }
+        for i60 in 0..<12 {
+          storeVector(arena, ((i60 *% 8) +% ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i60 *% 8) +% ((718720 +% (f59 *% 1600)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((i60 *% 8) +% ((718720 +% (f59 *% 1600)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
+        }
+        for i60 in 0..<1 {
+          storePartial(arena, ((i60 +% 96) +% ((376320 +% (((g36 *% 16) +% j58) *% 1600)) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i60 +% 96) +% ((718720 +% (f59 *% 1600)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])), where: (loadPartial(arena, ((i60 +% 96) +% ((718720 +% (f59 *% 1600)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
@@ -484,31 +471,21 @@ public func lenet5_train_b64(
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
   for n77 in 0..<64 {
-    do {  // 8 lanes at a time over u78
-      var u78 = 0
-      while u78 &+ 8 <= 84 {
-        storeVector(arena, (512000 +% (n77 *% 84)) &+ u78, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, (512000 +% (n77 *% 84)) &+ u78) + loadVector(params, 60772 &+ u78)), where: (loadVector(arena, (512000 +% (n77 *% 84)) &+ u78) + loadVector(params, 60772 &+ u78)) .> Vector(repeating: Float(0))))
-        u78 &+= 8
-      }
-      while u78 < 84 {
-        arena[((512000 +% (n77 *% 84)) +% u78)] = ((arena[((512000 +% (n77 *% 84)) +% u78)] + params[(60772 +% u78)]) > Float(0) ? (arena[((512000 +% (n77 *% 84)) +% u78)] + params[(60772 +% u78)]) : Float(0))
-        u78 &+= 1
-      }
+    for u78 in 0..<10 {
+      storeVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))), where: (loadVector(arena, ((u78 *% 8) +% (512000 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+    }
+    for u78 in 0..<1 {
+      storePartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u78 +% 80) +% (512000 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
   for n79 in 0..<64 {
-    do {  // 8 lanes at a time over u80
-      var u80 = 0
-      while u80 &+ 8 <= 10 {
-        storeVector(arena, (517376 +% (n79 *% 10)) &+ u80, (loadVector(arena, (517376 +% (n79 *% 10)) &+ u80) + loadVector(params, 61696 &+ u80)))
-        u80 &+= 8
-      }
-      while u80 < 10 {
-        arena[((517376 +% (n79 *% 10)) +% u80)] = (arena[((517376 +% (n79 *% 10)) +% u80)] + params[(61696 +% u80)])
-        u80 &+= 1
-      }
+    for u80 in 0..<1 {
+      storeVector(arena, ((u80 *% 8) +% (517376 +% (n79 *% 10))), (loadVector(arena, ((u80 *% 8) +% (517376 +% (n79 *% 10)))) + loadVector(params, ((u80 *% 8) +% 61696))))
+    }
+    for u80 in 0..<1 {
+      storePartial(arena, ((u80 +% 8) +% (517376 +% (n79 *% 10))), (loadPartial(arena, ((u80 +% 8) +% (517376 +% (n79 *% 10))), 2) + loadPartial(params, ((u80 +% 8) +% 61696), 2)), 2)
     }
   }
   // loss = cross_entropy(fc3, label)
@@ -552,16 +529,8 @@ public func lenet5_train_b64(
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // 8 lanes at a time over i96
-    var i96 = 0
-    while i96 &+ 8 <= 5376 {
-      storeVector(arena, 524048 &+ i96, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 518672 &+ i96), where: loadVector(arena, 512000 &+ i96) .> Vector(repeating: Float(0))))
-      i96 &+= 8
-    }
-    while i96 < 5376 {
-      arena[(524048 +% i96)] = (arena[(512000 +% i96)] > Float(0) ? arena[(518672 +% i96)] : Float(0))
-      i96 &+= 1
-    }
+  for i96 in 0..<672 {
+    storeVector(arena, ((i96 *% 8) +% 524048), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i96 *% 8) +% 518672)), where: loadVector(arena, ((i96 *% 8) +% 512000)) .> Vector(repeating: Float(0))))
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
@@ -576,16 +545,8 @@ public func lenet5_train_b64(
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 8 lanes at a time over i100
-    var i100 = 0
-    while i100 &+ 8 <= 7680 {
-      storeVector(arena, 518032 &+ i100, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 529424 &+ i100), where: loadVector(arena, 504320 &+ i100) .> Vector(repeating: Float(0))))
-      i100 &+= 8
-    }
-    while i100 < 7680 {
-      arena[(518032 +% i100)] = (arena[(504320 +% i100)] > Float(0) ? arena[(529424 +% i100)] : Float(0))
-      i100 &+= 1
-    }
+  for i100 in 0..<960 {
+    storeVector(arena, ((i100 *% 8) +% 518032), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i100 *% 8) +% 529424)), where: loadVector(arena, ((i100 *% 8) +% 504320)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   do {  // gemm108
@@ -769,16 +730,8 @@ public func lenet5_train_b64(
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // 8 lanes at a time over i120
-    var i120 = 0
-    while i120 &+ 8 <= 102400 {
-      storeVector(arena, 551312 &+ i120, Vector(repeating: Float(0)))
-      i120 &+= 8
-    }
-    while i120 < 102400 {
-      arena[(551312 +% i120)] = Float(0)
-      i120 &+= 1
-    }
+  for i120 in 0..<12800 {
+    storeVector(arena, ((i120 *% 8) +% 551312), Vector(repeating: Float(0)))
   }
   for q121 in 0..<1024 {
     for py122 in 0..<5 {
@@ -792,28 +745,12 @@ public func lenet5_train_b64(
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // 8 lanes at a time over i126
-    var i126 = 0
-    while i126 &+ 8 <= 102400 {
-      storeVector(arena, 653712 &+ i126, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 551312 &+ i126), where: loadVector(arena, 376320 &+ i126) .> Vector(repeating: Float(0))))
-      i126 &+= 8
-    }
-    while i126 < 102400 {
-      arena[(653712 +% i126)] = (arena[(376320 +% i126)] > Float(0) ? arena[(551312 +% i126)] : Float(0))
-      i126 &+= 1
-    }
+  for i126 in 0..<12800 {
+    storeVector(arena, ((i126 *% 8) +% 653712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i126 *% 8) +% 551312)), where: loadVector(arena, ((i126 *% 8) +% 376320)) .> Vector(repeating: Float(0))))
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // 8 lanes at a time over i127
-    var i127 = 0
-    while i127 &+ 8 <= 2400 {
-      storeVector(arena, 1021712 &+ i127, Vector(repeating: Float(0)))
-      i127 &+= 8
-    }
-    while i127 < 2400 {
-      arena[(1021712 +% i127)] = Float(0)
-      i127 &+= 1
-    }
+  for i127 in 0..<300 {
+    storeVector(arena, ((i127 *% 8) +% 1021712), Vector(repeating: Float(0)))
   }
   for g128 in 0..<4 {
     for j129 in 0..<16 {
@@ -935,16 +872,11 @@ public func lenet5_train_b64(
   for g163 in 0..<4 {
     for j164 in 0..<16 {
       for f165 in 0..<16 {
-        do {  // 8 lanes at a time over i166
-          var i166 = 0
-          while i166 &+ 8 <= 100 {
-            storeVector(arena, ((996112 +% (f165 *% 1600)) +% (j164 *% 100)) &+ i166, loadVector(arena, ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)) &+ i166))
-            i166 &+= 8
-          }
-          while i166 < 100 {
-            arena[(((996112 +% (f165 *% 1600)) +% (j164 *% 100)) +% i166)] = arena[(((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)) +% i166)]
-            i166 &+= 1
-          }
+        for i166 in 0..<12 {
+          storeVector(arena, ((i166 *% 8) +% ((996112 +% (f165 *% 1600)) +% (j164 *% 100))), loadVector(arena, ((i166 *% 8) +% ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100)))))
+        }
+        for i166 in 0..<1 {
+          storePartial(arena, ((i166 +% 96) +% ((996112 +% (f165 *% 1600)) +% (j164 *% 100))), loadPartial(arena, ((i166 +% 96) +% ((653712 +% (((g163 *% 16) +% j164) *% 1600)) +% (f165 *% 100))), 4), 4)
         }
       }
     }
@@ -1079,1373 +1011,1041 @@ public func lenet5_train_b64(
     for j179 in 0..<16 {
       for c180 in 0..<6 {
         for iy181 in 0..<1 {
-          do {  // 8 lanes at a time over ix182
-            var ix182 = 0
-            while ix182 < 1 {
-              var sum183: Float = arena[((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy181 *% 10)) +% ix182)]
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy181 *% 14)) +% ix182)] = sum183
-              ix182 &+= 1
-            }
+          for ix182 in 0..<1 {
+            let sum183_v = loadPartial(arena, (ix182 +% (((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy181 *% 10))), 1)
+            storePartial(arena, (ix182 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy181 *% 14))), sum183_v, 1)
           }
         }
         for iy184 in 0..<1 {
-          do {  // 8 lanes at a time over ix185
-            var ix185 = 0
-            while ix185 < 1 {
-              var sum186: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy184 *% 10)) +% 1) +% ix185)]
-              var sum187: Float = (sum186 + arena[((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy184 *% 10)) +% ix185)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy184 *% 14)) +% 1) +% ix185)] = sum187
-              ix185 &+= 1
-            }
+          for ix185 in 0..<1 {
+            let sum186_v = loadPartial(arena, (ix185 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy184 *% 10)) +% 1)), 1)
+            let sum187_v = (sum186_v + loadPartial(arena, (ix185 +% (((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy184 *% 10))), 1))
+            storePartial(arena, (ix185 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy184 *% 14)) +% 1)), sum187_v, 1)
           }
         }
         for iy188 in 0..<1 {
-          do {  // 8 lanes at a time over ix189
-            var ix189 = 0
-            while ix189 < 1 {
-              var sum190: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 2) +% ix189)]
-              var sum191: Float = (sum190 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 1) +% ix189)])
-              var sum192: Float = (sum191 + arena[((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy188 *% 10)) +% ix189)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy188 *% 14)) +% 2) +% ix189)] = sum192
-              ix189 &+= 1
-            }
+          for ix189 in 0..<1 {
+            let sum190_v = loadPartial(arena, (ix189 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 2)), 1)
+            let sum191_v = (sum190_v + loadPartial(arena, (ix189 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy188 *% 10)) +% 1)), 1))
+            let sum192_v = (sum191_v + loadPartial(arena, (ix189 +% (((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy188 *% 10))), 1))
+            storePartial(arena, (ix189 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy188 *% 14)) +% 2)), sum192_v, 1)
           }
         }
         for iy193 in 0..<1 {
-          do {  // 8 lanes at a time over ix194
-            var ix194 = 0
-            while ix194 < 1 {
-              var sum195: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 3) +% ix194)]
-              var sum196: Float = (sum195 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 2) +% ix194)])
-              var sum197: Float = (sum196 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 1) +% ix194)])
-              var sum198: Float = (sum197 + arena[((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% ix194)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy193 *% 14)) +% 3) +% ix194)] = sum198
-              ix194 &+= 1
-            }
+          for ix194 in 0..<1 {
+            let sum195_v = loadPartial(arena, (ix194 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 3)), 1)
+            let sum196_v = (sum195_v + loadPartial(arena, (ix194 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 2)), 1))
+            let sum197_v = (sum196_v + loadPartial(arena, (ix194 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10)) +% 1)), 1))
+            let sum198_v = (sum197_v + loadPartial(arena, (ix194 +% (((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy193 *% 10))), 1))
+            storePartial(arena, (ix194 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy193 *% 14)) +% 3)), sum198_v, 1)
           }
         }
         for iy199 in 0..<1 {
-          do {  // 8 lanes at a time over ix200
-            var ix200 = 0
-            while ix200 < 6 {
-              var sum201: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 4) +% ix200)]
-              var sum202: Float = (sum201 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 3) +% ix200)])
-              var sum203: Float = (sum202 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 2) +% ix200)])
-              var sum204: Float = (sum203 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 1) +% ix200)])
-              var sum205: Float = (sum204 + arena[((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% ix200)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy199 *% 14)) +% 4) +% ix200)] = sum205
-              ix200 &+= 1
-            }
+          for ix200 in 0..<1 {
+            let sum201_v = loadPartial(arena, (ix200 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 4)), 6)
+            let sum202_v = (sum201_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 3)), 6))
+            let sum203_v = (sum202_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 2)), 6))
+            let sum204_v = (sum203_v + loadPartial(arena, (ix200 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10)) +% 1)), 6))
+            let sum205_v = (sum204_v + loadPartial(arena, (ix200 +% (((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy199 *% 10))), 6))
+            storePartial(arena, (ix200 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy199 *% 14)) +% 4)), sum205_v, 6)
           }
         }
         for iy206 in 0..<1 {
-          do {  // 8 lanes at a time over ix207
-            var ix207 = 0
-            while ix207 < 1 {
-              var sum208: Float = arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 9) +% ix207)]
-              var sum209: Float = (sum208 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 8) +% ix207)])
-              var sum210: Float = (sum209 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 7) +% ix207)])
-              var sum211: Float = (sum210 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 6) +% ix207)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy206 *% 14)) +% 10) +% ix207)] = sum211
-              ix207 &+= 1
-            }
+          for ix207 in 0..<1 {
+            let sum208_v = loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 9)), 1)
+            let sum209_v = (sum208_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 8)), 1))
+            let sum210_v = (sum209_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 7)), 1))
+            let sum211_v = (sum210_v + loadPartial(arena, (ix207 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy206 *% 10)) +% 6)), 1))
+            storePartial(arena, (ix207 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy206 *% 14)) +% 10)), sum211_v, 1)
           }
         }
         for iy212 in 0..<1 {
-          do {  // 8 lanes at a time over ix213
-            var ix213 = 0
-            while ix213 < 1 {
-              var sum214: Float = arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 9) +% ix213)]
-              var sum215: Float = (sum214 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 8) +% ix213)])
-              var sum216: Float = (sum215 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 7) +% ix213)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy212 *% 14)) +% 11) +% ix213)] = sum216
-              ix213 &+= 1
-            }
+          for ix213 in 0..<1 {
+            let sum214_v = loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 9)), 1)
+            let sum215_v = (sum214_v + loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 8)), 1))
+            let sum216_v = (sum215_v + loadPartial(arena, (ix213 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy212 *% 10)) +% 7)), 1))
+            storePartial(arena, (ix213 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy212 *% 14)) +% 11)), sum216_v, 1)
           }
         }
         for iy217 in 0..<1 {
-          do {  // 8 lanes at a time over ix218
-            var ix218 = 0
-            while ix218 < 1 {
-              var sum219: Float = arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 9) +% ix218)]
-              var sum220: Float = (sum219 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 8) +% ix218)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy217 *% 14)) +% 12) +% ix218)] = sum220
-              ix218 &+= 1
-            }
+          for ix218 in 0..<1 {
+            let sum219_v = loadPartial(arena, (ix218 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 9)), 1)
+            let sum220_v = (sum219_v + loadPartial(arena, (ix218 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy217 *% 10)) +% 8)), 1))
+            storePartial(arena, (ix218 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy217 *% 14)) +% 12)), sum220_v, 1)
           }
         }
         for iy221 in 0..<1 {
-          do {  // 8 lanes at a time over ix222
-            var ix222 = 0
-            while ix222 < 1 {
-              var sum223: Float = arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy221 *% 10)) +% 9) +% ix222)]
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy221 *% 14)) +% 13) +% ix222)] = sum223
-              ix222 &+= 1
-            }
+          for ix222 in 0..<1 {
+            let sum223_v = loadPartial(arena, (ix222 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% (iy221 *% 10)) +% 9)), 1)
+            storePartial(arena, (ix222 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% (iy221 *% 14)) +% 13)), sum223_v, 1)
           }
         }
         for iy224 in 0..<1 {
-          do {  // 8 lanes at a time over ix225
-            var ix225 = 0
-            while ix225 < 1 {
-              var sum226: Float = arena[((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy224 +% 1) *% 10)) +% ix225)]
-              var sum227: Float = (sum226 + arena[((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy224 +% 1) +% -1) *% 10)) +% ix225)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy224 +% 1) *% 14)) +% ix225)] = sum227
-              ix225 &+= 1
-            }
+          for ix225 in 0..<1 {
+            let sum226_v = loadPartial(arena, (ix225 +% (((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy224 +% 1) *% 10))), 1)
+            let sum227_v = (sum226_v + loadPartial(arena, (ix225 +% (((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy224 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix225 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy224 +% 1) *% 14))), sum227_v, 1)
           }
         }
         for iy228 in 0..<1 {
-          do {  // 8 lanes at a time over ix229
-            var ix229 = 0
-            while ix229 < 1 {
-              var sum230: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10)) +% 1) +% ix229)]
-              var sum231: Float = (sum230 + arena[((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10)) +% ix229)])
-              var sum232: Float = (sum231 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10)) +% 1) +% ix229)])
-              var sum233: Float = (sum232 + arena[((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10)) +% ix229)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy228 +% 1) *% 14)) +% 1) +% ix229)] = sum233
-              ix229 &+= 1
-            }
+          for ix229 in 0..<1 {
+            let sum230_v = loadPartial(arena, (ix229 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10)) +% 1)), 1)
+            let sum231_v = (sum230_v + loadPartial(arena, (ix229 +% (((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy228 +% 1) *% 10))), 1))
+            let sum232_v = (sum231_v + loadPartial(arena, (ix229 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10)) +% 1)), 1))
+            let sum233_v = (sum232_v + loadPartial(arena, (ix229 +% (((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy228 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix229 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy228 +% 1) *% 14)) +% 1)), sum233_v, 1)
           }
         }
         for iy234 in 0..<1 {
-          do {  // 8 lanes at a time over ix235
-            var ix235 = 0
-            while ix235 < 1 {
-              var sum236: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 2) +% ix235)]
-              var sum237: Float = (sum236 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 1) +% ix235)])
-              var sum238: Float = (sum237 + arena[((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% ix235)])
-              var sum239: Float = (sum238 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 2) +% ix235)])
-              var sum240: Float = (sum239 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 1) +% ix235)])
-              var sum241: Float = (sum240 + arena[((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% ix235)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy234 +% 1) *% 14)) +% 2) +% ix235)] = sum241
-              ix235 &+= 1
-            }
+          for ix235 in 0..<1 {
+            let sum236_v = loadPartial(arena, (ix235 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 2)), 1)
+            let sum237_v = (sum236_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10)) +% 1)), 1))
+            let sum238_v = (sum237_v + loadPartial(arena, (ix235 +% (((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy234 +% 1) *% 10))), 1))
+            let sum239_v = (sum238_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 2)), 1))
+            let sum240_v = (sum239_v + loadPartial(arena, (ix235 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10)) +% 1)), 1))
+            let sum241_v = (sum240_v + loadPartial(arena, (ix235 +% (((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy234 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix235 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy234 +% 1) *% 14)) +% 2)), sum241_v, 1)
           }
         }
         for iy242 in 0..<1 {
-          do {  // 8 lanes at a time over ix243
-            var ix243 = 0
-            while ix243 < 1 {
-              var sum244: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 3) +% ix243)]
-              var sum245: Float = (sum244 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 2) +% ix243)])
-              var sum246: Float = (sum245 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 1) +% ix243)])
-              var sum247: Float = (sum246 + arena[((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% ix243)])
-              var sum248: Float = (sum247 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 3) +% ix243)])
-              var sum249: Float = (sum248 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 2) +% ix243)])
-              var sum250: Float = (sum249 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 1) +% ix243)])
-              var sum251: Float = (sum250 + arena[((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% ix243)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy242 +% 1) *% 14)) +% 3) +% ix243)] = sum251
-              ix243 &+= 1
-            }
+          for ix243 in 0..<1 {
+            let sum244_v = loadPartial(arena, (ix243 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 3)), 1)
+            let sum245_v = (sum244_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 2)), 1))
+            let sum246_v = (sum245_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10)) +% 1)), 1))
+            let sum247_v = (sum246_v + loadPartial(arena, (ix243 +% (((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy242 +% 1) *% 10))), 1))
+            let sum248_v = (sum247_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 3)), 1))
+            let sum249_v = (sum248_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 2)), 1))
+            let sum250_v = (sum249_v + loadPartial(arena, (ix243 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10)) +% 1)), 1))
+            let sum251_v = (sum250_v + loadPartial(arena, (ix243 +% (((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy242 +% 1) +% -1) *% 10))), 1))
+            storePartial(arena, (ix243 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy242 +% 1) *% 14)) +% 3)), sum251_v, 1)
           }
         }
         for iy252 in 0..<1 {
-          do {  // 8 lanes at a time over ix253
-            var ix253 = 0
-            while ix253 < 6 {
-              var sum254: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 4) +% ix253)]
-              var sum255: Float = (sum254 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 3) +% ix253)])
-              var sum256: Float = (sum255 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 2) +% ix253)])
-              var sum257: Float = (sum256 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 1) +% ix253)])
-              var sum258: Float = (sum257 + arena[((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% ix253)])
-              var sum259: Float = (sum258 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 4) +% ix253)])
-              var sum260: Float = (sum259 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 3) +% ix253)])
-              var sum261: Float = (sum260 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 2) +% ix253)])
-              var sum262: Float = (sum261 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 1) +% ix253)])
-              var sum263: Float = (sum262 + arena[((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% ix253)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy252 +% 1) *% 14)) +% 4) +% ix253)] = sum263
-              ix253 &+= 1
-            }
+          for ix253 in 0..<1 {
+            let sum254_v = loadPartial(arena, (ix253 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 4)), 6)
+            let sum255_v = (sum254_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 3)), 6))
+            let sum256_v = (sum255_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 2)), 6))
+            let sum257_v = (sum256_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10)) +% 1)), 6))
+            let sum258_v = (sum257_v + loadPartial(arena, (ix253 +% (((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy252 +% 1) *% 10))), 6))
+            let sum259_v = (sum258_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 4)), 6))
+            let sum260_v = (sum259_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 3)), 6))
+            let sum261_v = (sum260_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 2)), 6))
+            let sum262_v = (sum261_v + loadPartial(arena, (ix253 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10)) +% 1)), 6))
+            let sum263_v = (sum262_v + loadPartial(arena, (ix253 +% (((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy252 +% 1) +% -1) *% 10))), 6))
+            storePartial(arena, (ix253 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy252 +% 1) *% 14)) +% 4)), sum263_v, 6)
           }
         }
         for iy264 in 0..<1 {
-          do {  // 8 lanes at a time over ix265
-            var ix265 = 0
-            while ix265 < 1 {
-              var sum266: Float = arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 9) +% ix265)]
-              var sum267: Float = (sum266 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 8) +% ix265)])
-              var sum268: Float = (sum267 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 7) +% ix265)])
-              var sum269: Float = (sum268 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 6) +% ix265)])
-              var sum270: Float = (sum269 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 9) +% ix265)])
-              var sum271: Float = (sum270 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 8) +% ix265)])
-              var sum272: Float = (sum271 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 7) +% ix265)])
-              var sum273: Float = (sum272 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 6) +% ix265)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy264 +% 1) *% 14)) +% 10) +% ix265)] = sum273
-              ix265 &+= 1
-            }
+          for ix265 in 0..<1 {
+            let sum266_v = loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 9)), 1)
+            let sum267_v = (sum266_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 8)), 1))
+            let sum268_v = (sum267_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 7)), 1))
+            let sum269_v = (sum268_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy264 +% 1) *% 10)) +% 6)), 1))
+            let sum270_v = (sum269_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 9)), 1))
+            let sum271_v = (sum270_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 8)), 1))
+            let sum272_v = (sum271_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 7)), 1))
+            let sum273_v = (sum272_v + loadPartial(arena, (ix265 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy264 +% 1) +% -1) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix265 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy264 +% 1) *% 14)) +% 10)), sum273_v, 1)
           }
         }
         for iy274 in 0..<1 {
-          do {  // 8 lanes at a time over ix275
-            var ix275 = 0
-            while ix275 < 1 {
-              var sum276: Float = arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 9) +% ix275)]
-              var sum277: Float = (sum276 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 8) +% ix275)])
-              var sum278: Float = (sum277 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 7) +% ix275)])
-              var sum279: Float = (sum278 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 9) +% ix275)])
-              var sum280: Float = (sum279 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 8) +% ix275)])
-              var sum281: Float = (sum280 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 7) +% ix275)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy274 +% 1) *% 14)) +% 11) +% ix275)] = sum281
-              ix275 &+= 1
-            }
+          for ix275 in 0..<1 {
+            let sum276_v = loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 9)), 1)
+            let sum277_v = (sum276_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 8)), 1))
+            let sum278_v = (sum277_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy274 +% 1) *% 10)) +% 7)), 1))
+            let sum279_v = (sum278_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 9)), 1))
+            let sum280_v = (sum279_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 8)), 1))
+            let sum281_v = (sum280_v + loadPartial(arena, (ix275 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy274 +% 1) +% -1) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix275 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy274 +% 1) *% 14)) +% 11)), sum281_v, 1)
           }
         }
         for iy282 in 0..<1 {
-          do {  // 8 lanes at a time over ix283
-            var ix283 = 0
-            while ix283 < 1 {
-              var sum284: Float = arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 9) +% ix283)]
-              var sum285: Float = (sum284 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 8) +% ix283)])
-              var sum286: Float = (sum285 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 9) +% ix283)])
-              var sum287: Float = (sum286 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 8) +% ix283)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12) +% ix283)] = sum287
-              ix283 &+= 1
-            }
+          for ix283 in 0..<1 {
+            let sum284_v = loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 9)), 1)
+            let sum285_v = (sum284_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy282 +% 1) *% 10)) +% 8)), 1))
+            let sum286_v = (sum285_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 9)), 1))
+            let sum287_v = (sum286_v + loadPartial(arena, (ix283 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy282 +% 1) +% -1) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix283 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12)), sum287_v, 1)
           }
         }
         for iy288 in 0..<1 {
-          do {  // 8 lanes at a time over ix289
-            var ix289 = 0
-            while ix289 < 1 {
-              var sum290: Float = arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy288 +% 1) *% 10)) +% 9) +% ix289)]
-              var sum291: Float = (sum290 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy288 +% 1) +% -1) *% 10)) +% 9) +% ix289)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy288 +% 1) *% 14)) +% 13) +% ix289)] = sum291
-              ix289 &+= 1
-            }
+          for ix289 in 0..<1 {
+            let sum290_v = loadPartial(arena, (ix289 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy288 +% 1) *% 10)) +% 9)), 1)
+            let sum291_v = (sum290_v + loadPartial(arena, (ix289 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy288 +% 1) +% -1) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix289 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy288 +% 1) *% 14)) +% 13)), sum291_v, 1)
           }
         }
         for iy292 in 0..<1 {
-          do {  // 8 lanes at a time over ix293
-            var ix293 = 0
-            while ix293 < 1 {
-              var sum294: Float = arena[((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy292 +% 2) *% 10)) +% ix293)]
-              var sum295: Float = (sum294 + arena[((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -1) *% 10)) +% ix293)])
-              var sum296: Float = (sum295 + arena[((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -2) *% 10)) +% ix293)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy292 +% 2) *% 14)) +% ix293)] = sum296
-              ix293 &+= 1
-            }
+          for ix293 in 0..<1 {
+            let sum294_v = loadPartial(arena, (ix293 +% (((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy292 +% 2) *% 10))), 1)
+            let sum295_v = (sum294_v + loadPartial(arena, (ix293 +% (((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -1) *% 10))), 1))
+            let sum296_v = (sum295_v + loadPartial(arena, (ix293 +% (((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy292 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix293 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy292 +% 2) *% 14))), sum296_v, 1)
           }
         }
         for iy297 in 0..<1 {
-          do {  // 8 lanes at a time over ix298
-            var ix298 = 0
-            while ix298 < 1 {
-              var sum299: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10)) +% 1) +% ix298)]
-              var sum300: Float = (sum299 + arena[((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10)) +% ix298)])
-              var sum301: Float = (sum300 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% 1) +% ix298)])
-              var sum302: Float = (sum301 + arena[((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% ix298)])
-              var sum303: Float = (sum302 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% 1) +% ix298)])
-              var sum304: Float = (sum303 + arena[((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% ix298)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy297 +% 2) *% 14)) +% 1) +% ix298)] = sum304
-              ix298 &+= 1
-            }
+          for ix298 in 0..<1 {
+            let sum299_v = loadPartial(arena, (ix298 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10)) +% 1)), 1)
+            let sum300_v = (sum299_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy297 +% 2) *% 10))), 1))
+            let sum301_v = (sum300_v + loadPartial(arena, (ix298 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10)) +% 1)), 1))
+            let sum302_v = (sum301_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -1) *% 10))), 1))
+            let sum303_v = (sum302_v + loadPartial(arena, (ix298 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10)) +% 1)), 1))
+            let sum304_v = (sum303_v + loadPartial(arena, (ix298 +% (((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy297 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix298 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy297 +% 2) *% 14)) +% 1)), sum304_v, 1)
           }
         }
         for iy305 in 0..<1 {
-          do {  // 8 lanes at a time over ix306
-            var ix306 = 0
-            while ix306 < 1 {
-              var sum307: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 2) +% ix306)]
-              var sum308: Float = (sum307 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 1) +% ix306)])
-              var sum309: Float = (sum308 + arena[((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% ix306)])
-              var sum310: Float = (sum309 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 2) +% ix306)])
-              var sum311: Float = (sum310 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 1) +% ix306)])
-              var sum312: Float = (sum311 + arena[((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% ix306)])
-              var sum313: Float = (sum312 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 2) +% ix306)])
-              var sum314: Float = (sum313 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 1) +% ix306)])
-              var sum315: Float = (sum314 + arena[((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% ix306)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy305 +% 2) *% 14)) +% 2) +% ix306)] = sum315
-              ix306 &+= 1
-            }
+          for ix306 in 0..<1 {
+            let sum307_v = loadPartial(arena, (ix306 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 2)), 1)
+            let sum308_v = (sum307_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10)) +% 1)), 1))
+            let sum309_v = (sum308_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy305 +% 2) *% 10))), 1))
+            let sum310_v = (sum309_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 2)), 1))
+            let sum311_v = (sum310_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10)) +% 1)), 1))
+            let sum312_v = (sum311_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -1) *% 10))), 1))
+            let sum313_v = (sum312_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 2)), 1))
+            let sum314_v = (sum313_v + loadPartial(arena, (ix306 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10)) +% 1)), 1))
+            let sum315_v = (sum314_v + loadPartial(arena, (ix306 +% (((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy305 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix306 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy305 +% 2) *% 14)) +% 2)), sum315_v, 1)
           }
         }
         for iy316 in 0..<1 {
-          do {  // 8 lanes at a time over ix317
-            var ix317 = 0
-            while ix317 < 1 {
-              var sum318: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 3) +% ix317)]
-              var sum319: Float = (sum318 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 2) +% ix317)])
-              var sum320: Float = (sum319 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 1) +% ix317)])
-              var sum321: Float = (sum320 + arena[((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% ix317)])
-              var sum322: Float = (sum321 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 3) +% ix317)])
-              var sum323: Float = (sum322 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 2) +% ix317)])
-              var sum324: Float = (sum323 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 1) +% ix317)])
-              var sum325: Float = (sum324 + arena[((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% ix317)])
-              var sum326: Float = (sum325 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 3) +% ix317)])
-              var sum327: Float = (sum326 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 2) +% ix317)])
-              var sum328: Float = (sum327 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 1) +% ix317)])
-              var sum329: Float = (sum328 + arena[((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% ix317)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy316 +% 2) *% 14)) +% 3) +% ix317)] = sum329
-              ix317 &+= 1
-            }
+          for ix317 in 0..<1 {
+            let sum318_v = loadPartial(arena, (ix317 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 3)), 1)
+            let sum319_v = (sum318_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 2)), 1))
+            let sum320_v = (sum319_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10)) +% 1)), 1))
+            let sum321_v = (sum320_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy316 +% 2) *% 10))), 1))
+            let sum322_v = (sum321_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 3)), 1))
+            let sum323_v = (sum322_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 2)), 1))
+            let sum324_v = (sum323_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10)) +% 1)), 1))
+            let sum325_v = (sum324_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -1) *% 10))), 1))
+            let sum326_v = (sum325_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 3)), 1))
+            let sum327_v = (sum326_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 2)), 1))
+            let sum328_v = (sum327_v + loadPartial(arena, (ix317 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10)) +% 1)), 1))
+            let sum329_v = (sum328_v + loadPartial(arena, (ix317 +% (((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy316 +% 2) +% -2) *% 10))), 1))
+            storePartial(arena, (ix317 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy316 +% 2) *% 14)) +% 3)), sum329_v, 1)
           }
         }
         for iy330 in 0..<1 {
-          do {  // 8 lanes at a time over ix331
-            var ix331 = 0
-            while ix331 < 6 {
-              var sum332: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 4) +% ix331)]
-              var sum333: Float = (sum332 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 3) +% ix331)])
-              var sum334: Float = (sum333 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 2) +% ix331)])
-              var sum335: Float = (sum334 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 1) +% ix331)])
-              var sum336: Float = (sum335 + arena[((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% ix331)])
-              var sum337: Float = (sum336 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 4) +% ix331)])
-              var sum338: Float = (sum337 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 3) +% ix331)])
-              var sum339: Float = (sum338 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 2) +% ix331)])
-              var sum340: Float = (sum339 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 1) +% ix331)])
-              var sum341: Float = (sum340 + arena[((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% ix331)])
-              var sum342: Float = (sum341 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 4) +% ix331)])
-              var sum343: Float = (sum342 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 3) +% ix331)])
-              var sum344: Float = (sum343 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 2) +% ix331)])
-              var sum345: Float = (sum344 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 1) +% ix331)])
-              var sum346: Float = (sum345 + arena[((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% ix331)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy330 +% 2) *% 14)) +% 4) +% ix331)] = sum346
-              ix331 &+= 1
-            }
+          for ix331 in 0..<1 {
+            let sum332_v = loadPartial(arena, (ix331 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 4)), 6)
+            let sum333_v = (sum332_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 3)), 6))
+            let sum334_v = (sum333_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 2)), 6))
+            let sum335_v = (sum334_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10)) +% 1)), 6))
+            let sum336_v = (sum335_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy330 +% 2) *% 10))), 6))
+            let sum337_v = (sum336_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 4)), 6))
+            let sum338_v = (sum337_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 3)), 6))
+            let sum339_v = (sum338_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 2)), 6))
+            let sum340_v = (sum339_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10)) +% 1)), 6))
+            let sum341_v = (sum340_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -1) *% 10))), 6))
+            let sum342_v = (sum341_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 4)), 6))
+            let sum343_v = (sum342_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 3)), 6))
+            let sum344_v = (sum343_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 2)), 6))
+            let sum345_v = (sum344_v + loadPartial(arena, (ix331 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10)) +% 1)), 6))
+            let sum346_v = (sum345_v + loadPartial(arena, (ix331 +% (((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy330 +% 2) +% -2) *% 10))), 6))
+            storePartial(arena, (ix331 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy330 +% 2) *% 14)) +% 4)), sum346_v, 6)
           }
         }
         for iy347 in 0..<1 {
-          do {  // 8 lanes at a time over ix348
-            var ix348 = 0
-            while ix348 < 1 {
-              var sum349: Float = arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 9) +% ix348)]
-              var sum350: Float = (sum349 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 8) +% ix348)])
-              var sum351: Float = (sum350 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 7) +% ix348)])
-              var sum352: Float = (sum351 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 6) +% ix348)])
-              var sum353: Float = (sum352 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 9) +% ix348)])
-              var sum354: Float = (sum353 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 8) +% ix348)])
-              var sum355: Float = (sum354 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 7) +% ix348)])
-              var sum356: Float = (sum355 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 6) +% ix348)])
-              var sum357: Float = (sum356 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 9) +% ix348)])
-              var sum358: Float = (sum357 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 8) +% ix348)])
-              var sum359: Float = (sum358 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 7) +% ix348)])
-              var sum360: Float = (sum359 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 6) +% ix348)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy347 +% 2) *% 14)) +% 10) +% ix348)] = sum360
-              ix348 &+= 1
-            }
+          for ix348 in 0..<1 {
+            let sum349_v = loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 9)), 1)
+            let sum350_v = (sum349_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 8)), 1))
+            let sum351_v = (sum350_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 7)), 1))
+            let sum352_v = (sum351_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy347 +% 2) *% 10)) +% 6)), 1))
+            let sum353_v = (sum352_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum354_v = (sum353_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 8)), 1))
+            let sum355_v = (sum354_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 7)), 1))
+            let sum356_v = (sum355_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -1) *% 10)) +% 6)), 1))
+            let sum357_v = (sum356_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 9)), 1))
+            let sum358_v = (sum357_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 8)), 1))
+            let sum359_v = (sum358_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 7)), 1))
+            let sum360_v = (sum359_v + loadPartial(arena, (ix348 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy347 +% 2) +% -2) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix348 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy347 +% 2) *% 14)) +% 10)), sum360_v, 1)
           }
         }
         for iy361 in 0..<1 {
-          do {  // 8 lanes at a time over ix362
-            var ix362 = 0
-            while ix362 < 1 {
-              var sum363: Float = arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 9) +% ix362)]
-              var sum364: Float = (sum363 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 8) +% ix362)])
-              var sum365: Float = (sum364 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 7) +% ix362)])
-              var sum366: Float = (sum365 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 9) +% ix362)])
-              var sum367: Float = (sum366 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 8) +% ix362)])
-              var sum368: Float = (sum367 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 7) +% ix362)])
-              var sum369: Float = (sum368 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 9) +% ix362)])
-              var sum370: Float = (sum369 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 8) +% ix362)])
-              var sum371: Float = (sum370 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 7) +% ix362)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy361 +% 2) *% 14)) +% 11) +% ix362)] = sum371
-              ix362 &+= 1
-            }
+          for ix362 in 0..<1 {
+            let sum363_v = loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 9)), 1)
+            let sum364_v = (sum363_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 8)), 1))
+            let sum365_v = (sum364_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy361 +% 2) *% 10)) +% 7)), 1))
+            let sum366_v = (sum365_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum367_v = (sum366_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 8)), 1))
+            let sum368_v = (sum367_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -1) *% 10)) +% 7)), 1))
+            let sum369_v = (sum368_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 9)), 1))
+            let sum370_v = (sum369_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 8)), 1))
+            let sum371_v = (sum370_v + loadPartial(arena, (ix362 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy361 +% 2) +% -2) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix362 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy361 +% 2) *% 14)) +% 11)), sum371_v, 1)
           }
         }
         for iy372 in 0..<1 {
-          do {  // 8 lanes at a time over ix373
-            var ix373 = 0
-            while ix373 < 1 {
-              var sum374: Float = arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 9) +% ix373)]
-              var sum375: Float = (sum374 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 8) +% ix373)])
-              var sum376: Float = (sum375 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 9) +% ix373)])
-              var sum377: Float = (sum376 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 8) +% ix373)])
-              var sum378: Float = (sum377 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 9) +% ix373)])
-              var sum379: Float = (sum378 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 8) +% ix373)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy372 +% 2) *% 14)) +% 12) +% ix373)] = sum379
-              ix373 &+= 1
-            }
+          for ix373 in 0..<1 {
+            let sum374_v = loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 9)), 1)
+            let sum375_v = (sum374_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy372 +% 2) *% 10)) +% 8)), 1))
+            let sum376_v = (sum375_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum377_v = (sum376_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -1) *% 10)) +% 8)), 1))
+            let sum378_v = (sum377_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 9)), 1))
+            let sum379_v = (sum378_v + loadPartial(arena, (ix373 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy372 +% 2) +% -2) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix373 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy372 +% 2) *% 14)) +% 12)), sum379_v, 1)
           }
         }
         for iy380 in 0..<1 {
-          do {  // 8 lanes at a time over ix381
-            var ix381 = 0
-            while ix381 < 1 {
-              var sum382: Float = arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy380 +% 2) *% 10)) +% 9) +% ix381)]
-              var sum383: Float = (sum382 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -1) *% 10)) +% 9) +% ix381)])
-              var sum384: Float = (sum383 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -2) *% 10)) +% 9) +% ix381)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy380 +% 2) *% 14)) +% 13) +% ix381)] = sum384
-              ix381 &+= 1
-            }
+          for ix381 in 0..<1 {
+            let sum382_v = loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy380 +% 2) *% 10)) +% 9)), 1)
+            let sum383_v = (sum382_v + loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -1) *% 10)) +% 9)), 1))
+            let sum384_v = (sum383_v + loadPartial(arena, (ix381 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy380 +% 2) +% -2) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix381 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy380 +% 2) *% 14)) +% 13)), sum384_v, 1)
           }
         }
         for iy385 in 0..<1 {
-          do {  // 8 lanes at a time over ix386
-            var ix386 = 0
-            while ix386 < 1 {
-              var sum387: Float = arena[((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy385 +% 3) *% 10)) +% ix386)]
-              var sum388: Float = (sum387 + arena[((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -1) *% 10)) +% ix386)])
-              var sum389: Float = (sum388 + arena[((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -2) *% 10)) +% ix386)])
-              var sum390: Float = (sum389 + arena[((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -3) *% 10)) +% ix386)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy385 +% 3) *% 14)) +% ix386)] = sum390
-              ix386 &+= 1
-            }
+          for ix386 in 0..<1 {
+            let sum387_v = loadPartial(arena, (ix386 +% (((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy385 +% 3) *% 10))), 1)
+            let sum388_v = (sum387_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -1) *% 10))), 1))
+            let sum389_v = (sum388_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -2) *% 10))), 1))
+            let sum390_v = (sum389_v + loadPartial(arena, (ix386 +% (((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy385 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix386 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy385 +% 3) *% 14))), sum390_v, 1)
           }
         }
         for iy391 in 0..<1 {
-          do {  // 8 lanes at a time over ix392
-            var ix392 = 0
-            while ix392 < 1 {
-              var sum393: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10)) +% 1) +% ix392)]
-              var sum394: Float = (sum393 + arena[((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10)) +% ix392)])
-              var sum395: Float = (sum394 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10)) +% 1) +% ix392)])
-              var sum396: Float = (sum395 + arena[((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10)) +% ix392)])
-              var sum397: Float = (sum396 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10)) +% 1) +% ix392)])
-              var sum398: Float = (sum397 + arena[((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10)) +% ix392)])
-              var sum399: Float = (sum398 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10)) +% 1) +% ix392)])
-              var sum400: Float = (sum399 + arena[((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10)) +% ix392)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy391 +% 3) *% 14)) +% 1) +% ix392)] = sum400
-              ix392 &+= 1
-            }
+          for ix392 in 0..<1 {
+            let sum393_v = loadPartial(arena, (ix392 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10)) +% 1)), 1)
+            let sum394_v = (sum393_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy391 +% 3) *% 10))), 1))
+            let sum395_v = (sum394_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10)) +% 1)), 1))
+            let sum396_v = (sum395_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -1) *% 10))), 1))
+            let sum397_v = (sum396_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10)) +% 1)), 1))
+            let sum398_v = (sum397_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -2) *% 10))), 1))
+            let sum399_v = (sum398_v + loadPartial(arena, (ix392 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10)) +% 1)), 1))
+            let sum400_v = (sum399_v + loadPartial(arena, (ix392 +% (((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy391 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix392 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy391 +% 3) *% 14)) +% 1)), sum400_v, 1)
           }
         }
         for iy401 in 0..<1 {
-          do {  // 8 lanes at a time over ix402
-            var ix402 = 0
-            while ix402 < 1 {
-              var sum403: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 2) +% ix402)]
-              var sum404: Float = (sum403 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 1) +% ix402)])
-              var sum405: Float = (sum404 + arena[((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% ix402)])
-              var sum406: Float = (sum405 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 2) +% ix402)])
-              var sum407: Float = (sum406 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 1) +% ix402)])
-              var sum408: Float = (sum407 + arena[((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% ix402)])
-              var sum409: Float = (sum408 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 2) +% ix402)])
-              var sum410: Float = (sum409 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 1) +% ix402)])
-              var sum411: Float = (sum410 + arena[((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% ix402)])
-              var sum412: Float = (sum411 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 2) +% ix402)])
-              var sum413: Float = (sum412 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 1) +% ix402)])
-              var sum414: Float = (sum413 + arena[((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% ix402)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy401 +% 3) *% 14)) +% 2) +% ix402)] = sum414
-              ix402 &+= 1
-            }
+          for ix402 in 0..<1 {
+            let sum403_v = loadPartial(arena, (ix402 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 2)), 1)
+            let sum404_v = (sum403_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10)) +% 1)), 1))
+            let sum405_v = (sum404_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy401 +% 3) *% 10))), 1))
+            let sum406_v = (sum405_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 2)), 1))
+            let sum407_v = (sum406_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10)) +% 1)), 1))
+            let sum408_v = (sum407_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -1) *% 10))), 1))
+            let sum409_v = (sum408_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 2)), 1))
+            let sum410_v = (sum409_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10)) +% 1)), 1))
+            let sum411_v = (sum410_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -2) *% 10))), 1))
+            let sum412_v = (sum411_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 2)), 1))
+            let sum413_v = (sum412_v + loadPartial(arena, (ix402 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10)) +% 1)), 1))
+            let sum414_v = (sum413_v + loadPartial(arena, (ix402 +% (((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy401 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix402 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy401 +% 3) *% 14)) +% 2)), sum414_v, 1)
           }
         }
         for iy415 in 0..<1 {
-          do {  // 8 lanes at a time over ix416
-            var ix416 = 0
-            while ix416 < 1 {
-              var sum417: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 3) +% ix416)]
-              var sum418: Float = (sum417 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 2) +% ix416)])
-              var sum419: Float = (sum418 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 1) +% ix416)])
-              var sum420: Float = (sum419 + arena[((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% ix416)])
-              var sum421: Float = (sum420 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 3) +% ix416)])
-              var sum422: Float = (sum421 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 2) +% ix416)])
-              var sum423: Float = (sum422 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 1) +% ix416)])
-              var sum424: Float = (sum423 + arena[((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% ix416)])
-              var sum425: Float = (sum424 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 3) +% ix416)])
-              var sum426: Float = (sum425 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 2) +% ix416)])
-              var sum427: Float = (sum426 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 1) +% ix416)])
-              var sum428: Float = (sum427 + arena[((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% ix416)])
-              var sum429: Float = (sum428 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 3) +% ix416)])
-              var sum430: Float = (sum429 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 2) +% ix416)])
-              var sum431: Float = (sum430 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 1) +% ix416)])
-              var sum432: Float = (sum431 + arena[((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% ix416)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy415 +% 3) *% 14)) +% 3) +% ix416)] = sum432
-              ix416 &+= 1
-            }
+          for ix416 in 0..<1 {
+            let sum417_v = loadPartial(arena, (ix416 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 3)), 1)
+            let sum418_v = (sum417_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 2)), 1))
+            let sum419_v = (sum418_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10)) +% 1)), 1))
+            let sum420_v = (sum419_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy415 +% 3) *% 10))), 1))
+            let sum421_v = (sum420_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 3)), 1))
+            let sum422_v = (sum421_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 2)), 1))
+            let sum423_v = (sum422_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10)) +% 1)), 1))
+            let sum424_v = (sum423_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -1) *% 10))), 1))
+            let sum425_v = (sum424_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 3)), 1))
+            let sum426_v = (sum425_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 2)), 1))
+            let sum427_v = (sum426_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10)) +% 1)), 1))
+            let sum428_v = (sum427_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -2) *% 10))), 1))
+            let sum429_v = (sum428_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 3)), 1))
+            let sum430_v = (sum429_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 2)), 1))
+            let sum431_v = (sum430_v + loadPartial(arena, (ix416 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10)) +% 1)), 1))
+            let sum432_v = (sum431_v + loadPartial(arena, (ix416 +% (((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy415 +% 3) +% -3) *% 10))), 1))
+            storePartial(arena, (ix416 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy415 +% 3) *% 14)) +% 3)), sum432_v, 1)
           }
         }
         for iy433 in 0..<1 {
-          do {  // 8 lanes at a time over ix434
-            var ix434 = 0
-            while ix434 < 6 {
-              var sum435: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 4) +% ix434)]
-              var sum436: Float = (sum435 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 3) +% ix434)])
-              var sum437: Float = (sum436 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 2) +% ix434)])
-              var sum438: Float = (sum437 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 1) +% ix434)])
-              var sum439: Float = (sum438 + arena[((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% ix434)])
-              var sum440: Float = (sum439 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 4) +% ix434)])
-              var sum441: Float = (sum440 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 3) +% ix434)])
-              var sum442: Float = (sum441 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 2) +% ix434)])
-              var sum443: Float = (sum442 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 1) +% ix434)])
-              var sum444: Float = (sum443 + arena[((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% ix434)])
-              var sum445: Float = (sum444 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 4) +% ix434)])
-              var sum446: Float = (sum445 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 3) +% ix434)])
-              var sum447: Float = (sum446 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 2) +% ix434)])
-              var sum448: Float = (sum447 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 1) +% ix434)])
-              var sum449: Float = (sum448 + arena[((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% ix434)])
-              var sum450: Float = (sum449 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 4) +% ix434)])
-              var sum451: Float = (sum450 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 3) +% ix434)])
-              var sum452: Float = (sum451 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 2) +% ix434)])
-              var sum453: Float = (sum452 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 1) +% ix434)])
-              var sum454: Float = (sum453 + arena[((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% ix434)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy433 +% 3) *% 14)) +% 4) +% ix434)] = sum454
-              ix434 &+= 1
-            }
+          for ix434 in 0..<1 {
+            let sum435_v = loadPartial(arena, (ix434 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 4)), 6)
+            let sum436_v = (sum435_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 3)), 6))
+            let sum437_v = (sum436_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 2)), 6))
+            let sum438_v = (sum437_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10)) +% 1)), 6))
+            let sum439_v = (sum438_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy433 +% 3) *% 10))), 6))
+            let sum440_v = (sum439_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 4)), 6))
+            let sum441_v = (sum440_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 3)), 6))
+            let sum442_v = (sum441_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 2)), 6))
+            let sum443_v = (sum442_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10)) +% 1)), 6))
+            let sum444_v = (sum443_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -1) *% 10))), 6))
+            let sum445_v = (sum444_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 4)), 6))
+            let sum446_v = (sum445_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 3)), 6))
+            let sum447_v = (sum446_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 2)), 6))
+            let sum448_v = (sum447_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10)) +% 1)), 6))
+            let sum449_v = (sum448_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -2) *% 10))), 6))
+            let sum450_v = (sum449_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 4)), 6))
+            let sum451_v = (sum450_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 3)), 6))
+            let sum452_v = (sum451_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 2)), 6))
+            let sum453_v = (sum452_v + loadPartial(arena, (ix434 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10)) +% 1)), 6))
+            let sum454_v = (sum453_v + loadPartial(arena, (ix434 +% (((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy433 +% 3) +% -3) *% 10))), 6))
+            storePartial(arena, (ix434 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy433 +% 3) *% 14)) +% 4)), sum454_v, 6)
           }
         }
         for iy455 in 0..<1 {
-          do {  // 8 lanes at a time over ix456
-            var ix456 = 0
-            while ix456 < 1 {
-              var sum457: Float = arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 9) +% ix456)]
-              var sum458: Float = (sum457 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 8) +% ix456)])
-              var sum459: Float = (sum458 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 7) +% ix456)])
-              var sum460: Float = (sum459 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 6) +% ix456)])
-              var sum461: Float = (sum460 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 9) +% ix456)])
-              var sum462: Float = (sum461 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 8) +% ix456)])
-              var sum463: Float = (sum462 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 7) +% ix456)])
-              var sum464: Float = (sum463 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 6) +% ix456)])
-              var sum465: Float = (sum464 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 9) +% ix456)])
-              var sum466: Float = (sum465 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 8) +% ix456)])
-              var sum467: Float = (sum466 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 7) +% ix456)])
-              var sum468: Float = (sum467 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 6) +% ix456)])
-              var sum469: Float = (sum468 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 9) +% ix456)])
-              var sum470: Float = (sum469 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 8) +% ix456)])
-              var sum471: Float = (sum470 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 7) +% ix456)])
-              var sum472: Float = (sum471 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 6) +% ix456)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy455 +% 3) *% 14)) +% 10) +% ix456)] = sum472
-              ix456 &+= 1
-            }
+          for ix456 in 0..<1 {
+            let sum457_v = loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 9)), 1)
+            let sum458_v = (sum457_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 8)), 1))
+            let sum459_v = (sum458_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 7)), 1))
+            let sum460_v = (sum459_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy455 +% 3) *% 10)) +% 6)), 1))
+            let sum461_v = (sum460_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum462_v = (sum461_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 8)), 1))
+            let sum463_v = (sum462_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 7)), 1))
+            let sum464_v = (sum463_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -1) *% 10)) +% 6)), 1))
+            let sum465_v = (sum464_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum466_v = (sum465_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 8)), 1))
+            let sum467_v = (sum466_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 7)), 1))
+            let sum468_v = (sum467_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -2) *% 10)) +% 6)), 1))
+            let sum469_v = (sum468_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 9)), 1))
+            let sum470_v = (sum469_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 8)), 1))
+            let sum471_v = (sum470_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 7)), 1))
+            let sum472_v = (sum471_v + loadPartial(arena, (ix456 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy455 +% 3) +% -3) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix456 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy455 +% 3) *% 14)) +% 10)), sum472_v, 1)
           }
         }
         for iy473 in 0..<1 {
-          do {  // 8 lanes at a time over ix474
-            var ix474 = 0
-            while ix474 < 1 {
-              var sum475: Float = arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 9) +% ix474)]
-              var sum476: Float = (sum475 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 8) +% ix474)])
-              var sum477: Float = (sum476 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 7) +% ix474)])
-              var sum478: Float = (sum477 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 9) +% ix474)])
-              var sum479: Float = (sum478 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 8) +% ix474)])
-              var sum480: Float = (sum479 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 7) +% ix474)])
-              var sum481: Float = (sum480 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 9) +% ix474)])
-              var sum482: Float = (sum481 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 8) +% ix474)])
-              var sum483: Float = (sum482 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 7) +% ix474)])
-              var sum484: Float = (sum483 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 9) +% ix474)])
-              var sum485: Float = (sum484 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 8) +% ix474)])
-              var sum486: Float = (sum485 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 7) +% ix474)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy473 +% 3) *% 14)) +% 11) +% ix474)] = sum486
-              ix474 &+= 1
-            }
+          for ix474 in 0..<1 {
+            let sum475_v = loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 9)), 1)
+            let sum476_v = (sum475_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 8)), 1))
+            let sum477_v = (sum476_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy473 +% 3) *% 10)) +% 7)), 1))
+            let sum478_v = (sum477_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum479_v = (sum478_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 8)), 1))
+            let sum480_v = (sum479_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -1) *% 10)) +% 7)), 1))
+            let sum481_v = (sum480_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum482_v = (sum481_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 8)), 1))
+            let sum483_v = (sum482_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -2) *% 10)) +% 7)), 1))
+            let sum484_v = (sum483_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 9)), 1))
+            let sum485_v = (sum484_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 8)), 1))
+            let sum486_v = (sum485_v + loadPartial(arena, (ix474 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy473 +% 3) +% -3) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix474 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy473 +% 3) *% 14)) +% 11)), sum486_v, 1)
           }
         }
         for iy487 in 0..<1 {
-          do {  // 8 lanes at a time over ix488
-            var ix488 = 0
-            while ix488 < 1 {
-              var sum489: Float = arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 9) +% ix488)]
-              var sum490: Float = (sum489 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 8) +% ix488)])
-              var sum491: Float = (sum490 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 9) +% ix488)])
-              var sum492: Float = (sum491 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 8) +% ix488)])
-              var sum493: Float = (sum492 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 9) +% ix488)])
-              var sum494: Float = (sum493 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 8) +% ix488)])
-              var sum495: Float = (sum494 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 9) +% ix488)])
-              var sum496: Float = (sum495 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 8) +% ix488)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy487 +% 3) *% 14)) +% 12) +% ix488)] = sum496
-              ix488 &+= 1
-            }
+          for ix488 in 0..<1 {
+            let sum489_v = loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 9)), 1)
+            let sum490_v = (sum489_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy487 +% 3) *% 10)) +% 8)), 1))
+            let sum491_v = (sum490_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum492_v = (sum491_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -1) *% 10)) +% 8)), 1))
+            let sum493_v = (sum492_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum494_v = (sum493_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -2) *% 10)) +% 8)), 1))
+            let sum495_v = (sum494_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 9)), 1))
+            let sum496_v = (sum495_v + loadPartial(arena, (ix488 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy487 +% 3) +% -3) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix488 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy487 +% 3) *% 14)) +% 12)), sum496_v, 1)
           }
         }
         for iy497 in 0..<1 {
-          do {  // 8 lanes at a time over ix498
-            var ix498 = 0
-            while ix498 < 1 {
-              var sum499: Float = arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy497 +% 3) *% 10)) +% 9) +% ix498)]
-              var sum500: Float = (sum499 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -1) *% 10)) +% 9) +% ix498)])
-              var sum501: Float = (sum500 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -2) *% 10)) +% 9) +% ix498)])
-              var sum502: Float = (sum501 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -3) *% 10)) +% 9) +% ix498)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy497 +% 3) *% 14)) +% 13) +% ix498)] = sum502
-              ix498 &+= 1
-            }
+          for ix498 in 0..<1 {
+            let sum499_v = loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy497 +% 3) *% 10)) +% 9)), 1)
+            let sum500_v = (sum499_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -1) *% 10)) +% 9)), 1))
+            let sum501_v = (sum500_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -2) *% 10)) +% 9)), 1))
+            let sum502_v = (sum501_v + loadPartial(arena, (ix498 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy497 +% 3) +% -3) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix498 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy497 +% 3) *% 14)) +% 13)), sum502_v, 1)
           }
         }
         for iy503 in 0..<6 {
-          do {  // 8 lanes at a time over ix504
-            var ix504 = 0
-            while ix504 < 1 {
-              var sum505: Float = arena[((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy503 +% 4) *% 10)) +% ix504)]
-              var sum506: Float = (sum505 + arena[((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -1) *% 10)) +% ix504)])
-              var sum507: Float = (sum506 + arena[((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -2) *% 10)) +% ix504)])
-              var sum508: Float = (sum507 + arena[((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -3) *% 10)) +% ix504)])
-              var sum509: Float = (sum508 + arena[((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -4) *% 10)) +% ix504)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy503 +% 4) *% 14)) +% ix504)] = sum509
-              ix504 &+= 1
-            }
+          for ix504 in 0..<1 {
+            let sum505_v = loadPartial(arena, (ix504 +% (((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy503 +% 4) *% 10))), 1)
+            let sum506_v = (sum505_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -1) *% 10))), 1))
+            let sum507_v = (sum506_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -2) *% 10))), 1))
+            let sum508_v = (sum507_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -3) *% 10))), 1))
+            let sum509_v = (sum508_v + loadPartial(arena, (ix504 +% (((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy503 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix504 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy503 +% 4) *% 14))), sum509_v, 1)
           }
         }
         for iy510 in 0..<6 {
-          do {  // 8 lanes at a time over ix511
-            var ix511 = 0
-            while ix511 < 1 {
-              var sum512: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10)) +% 1) +% ix511)]
-              var sum513: Float = (sum512 + arena[((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10)) +% ix511)])
-              var sum514: Float = (sum513 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10)) +% 1) +% ix511)])
-              var sum515: Float = (sum514 + arena[((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10)) +% ix511)])
-              var sum516: Float = (sum515 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10)) +% 1) +% ix511)])
-              var sum517: Float = (sum516 + arena[((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10)) +% ix511)])
-              var sum518: Float = (sum517 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10)) +% 1) +% ix511)])
-              var sum519: Float = (sum518 + arena[((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10)) +% ix511)])
-              var sum520: Float = (sum519 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10)) +% 1) +% ix511)])
-              var sum521: Float = (sum520 + arena[((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10)) +% ix511)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy510 +% 4) *% 14)) +% 1) +% ix511)] = sum521
-              ix511 &+= 1
-            }
+          for ix511 in 0..<1 {
+            let sum512_v = loadPartial(arena, (ix511 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10)) +% 1)), 1)
+            let sum513_v = (sum512_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy510 +% 4) *% 10))), 1))
+            let sum514_v = (sum513_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10)) +% 1)), 1))
+            let sum515_v = (sum514_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -1) *% 10))), 1))
+            let sum516_v = (sum515_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10)) +% 1)), 1))
+            let sum517_v = (sum516_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -2) *% 10))), 1))
+            let sum518_v = (sum517_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10)) +% 1)), 1))
+            let sum519_v = (sum518_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -3) *% 10))), 1))
+            let sum520_v = (sum519_v + loadPartial(arena, (ix511 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10)) +% 1)), 1))
+            let sum521_v = (sum520_v + loadPartial(arena, (ix511 +% (((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy510 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix511 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy510 +% 4) *% 14)) +% 1)), sum521_v, 1)
           }
         }
         for iy522 in 0..<6 {
-          do {  // 8 lanes at a time over ix523
-            var ix523 = 0
-            while ix523 < 1 {
-              var sum524: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 2) +% ix523)]
-              var sum525: Float = (sum524 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 1) +% ix523)])
-              var sum526: Float = (sum525 + arena[((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% ix523)])
-              var sum527: Float = (sum526 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 2) +% ix523)])
-              var sum528: Float = (sum527 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 1) +% ix523)])
-              var sum529: Float = (sum528 + arena[((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% ix523)])
-              var sum530: Float = (sum529 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 2) +% ix523)])
-              var sum531: Float = (sum530 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 1) +% ix523)])
-              var sum532: Float = (sum531 + arena[((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% ix523)])
-              var sum533: Float = (sum532 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 2) +% ix523)])
-              var sum534: Float = (sum533 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 1) +% ix523)])
-              var sum535: Float = (sum534 + arena[((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% ix523)])
-              var sum536: Float = (sum535 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 2) +% ix523)])
-              var sum537: Float = (sum536 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 1) +% ix523)])
-              var sum538: Float = (sum537 + arena[((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% ix523)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy522 +% 4) *% 14)) +% 2) +% ix523)] = sum538
-              ix523 &+= 1
-            }
+          for ix523 in 0..<1 {
+            let sum524_v = loadPartial(arena, (ix523 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 2)), 1)
+            let sum525_v = (sum524_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10)) +% 1)), 1))
+            let sum526_v = (sum525_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy522 +% 4) *% 10))), 1))
+            let sum527_v = (sum526_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 2)), 1))
+            let sum528_v = (sum527_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10)) +% 1)), 1))
+            let sum529_v = (sum528_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -1) *% 10))), 1))
+            let sum530_v = (sum529_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 2)), 1))
+            let sum531_v = (sum530_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10)) +% 1)), 1))
+            let sum532_v = (sum531_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -2) *% 10))), 1))
+            let sum533_v = (sum532_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 2)), 1))
+            let sum534_v = (sum533_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10)) +% 1)), 1))
+            let sum535_v = (sum534_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -3) *% 10))), 1))
+            let sum536_v = (sum535_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 2)), 1))
+            let sum537_v = (sum536_v + loadPartial(arena, (ix523 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10)) +% 1)), 1))
+            let sum538_v = (sum537_v + loadPartial(arena, (ix523 +% (((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy522 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix523 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy522 +% 4) *% 14)) +% 2)), sum538_v, 1)
           }
         }
         for iy539 in 0..<6 {
-          do {  // 8 lanes at a time over ix540
-            var ix540 = 0
-            while ix540 < 1 {
-              var sum541: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 3) +% ix540)]
-              var sum542: Float = (sum541 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 2) +% ix540)])
-              var sum543: Float = (sum542 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 1) +% ix540)])
-              var sum544: Float = (sum543 + arena[((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% ix540)])
-              var sum545: Float = (sum544 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 3) +% ix540)])
-              var sum546: Float = (sum545 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 2) +% ix540)])
-              var sum547: Float = (sum546 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 1) +% ix540)])
-              var sum548: Float = (sum547 + arena[((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% ix540)])
-              var sum549: Float = (sum548 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 3) +% ix540)])
-              var sum550: Float = (sum549 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 2) +% ix540)])
-              var sum551: Float = (sum550 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 1) +% ix540)])
-              var sum552: Float = (sum551 + arena[((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% ix540)])
-              var sum553: Float = (sum552 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 3) +% ix540)])
-              var sum554: Float = (sum553 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 2) +% ix540)])
-              var sum555: Float = (sum554 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 1) +% ix540)])
-              var sum556: Float = (sum555 + arena[((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% ix540)])
-              var sum557: Float = (sum556 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 3) +% ix540)])
-              var sum558: Float = (sum557 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 2) +% ix540)])
-              var sum559: Float = (sum558 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 1) +% ix540)])
-              var sum560: Float = (sum559 + arena[((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% ix540)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy539 +% 4) *% 14)) +% 3) +% ix540)] = sum560
-              ix540 &+= 1
-            }
+          for ix540 in 0..<1 {
+            let sum541_v = loadPartial(arena, (ix540 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 3)), 1)
+            let sum542_v = (sum541_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 2)), 1))
+            let sum543_v = (sum542_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10)) +% 1)), 1))
+            let sum544_v = (sum543_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy539 +% 4) *% 10))), 1))
+            let sum545_v = (sum544_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 3)), 1))
+            let sum546_v = (sum545_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 2)), 1))
+            let sum547_v = (sum546_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10)) +% 1)), 1))
+            let sum548_v = (sum547_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -1) *% 10))), 1))
+            let sum549_v = (sum548_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 3)), 1))
+            let sum550_v = (sum549_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 2)), 1))
+            let sum551_v = (sum550_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10)) +% 1)), 1))
+            let sum552_v = (sum551_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -2) *% 10))), 1))
+            let sum553_v = (sum552_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 3)), 1))
+            let sum554_v = (sum553_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 2)), 1))
+            let sum555_v = (sum554_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10)) +% 1)), 1))
+            let sum556_v = (sum555_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -3) *% 10))), 1))
+            let sum557_v = (sum556_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 3)), 1))
+            let sum558_v = (sum557_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 2)), 1))
+            let sum559_v = (sum558_v + loadPartial(arena, (ix540 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10)) +% 1)), 1))
+            let sum560_v = (sum559_v + loadPartial(arena, (ix540 +% (((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy539 +% 4) +% -4) *% 10))), 1))
+            storePartial(arena, (ix540 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy539 +% 4) *% 14)) +% 3)), sum560_v, 1)
           }
         }
         for iy561 in 0..<6 {
-          do {  // 8 lanes at a time over ix562
-            var ix562 = 0
-            while ix562 < 6 {
-              var sum563: Float = arena[(((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 4) +% ix562)]
-              var sum564: Float = (sum563 + arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 3) +% ix562)])
-              var sum565: Float = (sum564 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 2) +% ix562)])
-              var sum566: Float = (sum565 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 1) +% ix562)])
-              var sum567: Float = (sum566 + arena[((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% ix562)])
-              var sum568: Float = (sum567 + arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 4) +% ix562)])
-              var sum569: Float = (sum568 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 3) +% ix562)])
-              var sum570: Float = (sum569 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 2) +% ix562)])
-              var sum571: Float = (sum570 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 1) +% ix562)])
-              var sum572: Float = (sum571 + arena[((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% ix562)])
-              var sum573: Float = (sum572 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 4) +% ix562)])
-              var sum574: Float = (sum573 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 3) +% ix562)])
-              var sum575: Float = (sum574 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 2) +% ix562)])
-              var sum576: Float = (sum575 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 1) +% ix562)])
-              var sum577: Float = (sum576 + arena[((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% ix562)])
-              var sum578: Float = (sum577 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 4) +% ix562)])
-              var sum579: Float = (sum578 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 3) +% ix562)])
-              var sum580: Float = (sum579 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 2) +% ix562)])
-              var sum581: Float = (sum580 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 1) +% ix562)])
-              var sum582: Float = (sum581 + arena[((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% ix562)])
-              var sum583: Float = (sum582 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 4) +% ix562)])
-              var sum584: Float = (sum583 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 3) +% ix562)])
-              var sum585: Float = (sum584 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 2) +% ix562)])
-              var sum586: Float = (sum585 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 1) +% ix562)])
-              var sum587: Float = (sum586 + arena[((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% ix562)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy561 +% 4) *% 14)) +% 4) +% ix562)] = sum587
-              ix562 &+= 1
-            }
+          for ix562 in 0..<1 {
+            let sum563_v = loadPartial(arena, (ix562 +% ((((756112 +% ((c180 *% 25) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 4)), 6)
+            let sum564_v = (sum563_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 3)), 6))
+            let sum565_v = (sum564_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 2)), 6))
+            let sum566_v = (sum565_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10)) +% 1)), 6))
+            let sum567_v = (sum566_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy561 +% 4) *% 10))), 6))
+            let sum568_v = (sum567_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 4)), 6))
+            let sum569_v = (sum568_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 3)), 6))
+            let sum570_v = (sum569_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 2)), 6))
+            let sum571_v = (sum570_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10)) +% 1)), 6))
+            let sum572_v = (sum571_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -1) *% 10))), 6))
+            let sum573_v = (sum572_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 4)), 6))
+            let sum574_v = (sum573_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 3)), 6))
+            let sum575_v = (sum574_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 2)), 6))
+            let sum576_v = (sum575_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10)) +% 1)), 6))
+            let sum577_v = (sum576_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -2) *% 10))), 6))
+            let sum578_v = (sum577_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 4)), 6))
+            let sum579_v = (sum578_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 3)), 6))
+            let sum580_v = (sum579_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 2)), 6))
+            let sum581_v = (sum580_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10)) +% 1)), 6))
+            let sum582_v = (sum581_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -3) *% 10))), 6))
+            let sum583_v = (sum582_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 4)), 6))
+            let sum584_v = (sum583_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 3)), 6))
+            let sum585_v = (sum584_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 2)), 6))
+            let sum586_v = (sum585_v + loadPartial(arena, (ix562 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10)) +% 1)), 6))
+            let sum587_v = (sum586_v + loadPartial(arena, (ix562 +% (((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy561 +% 4) +% -4) *% 10))), 6))
+            storePartial(arena, (ix562 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy561 +% 4) *% 14)) +% 4)), sum587_v, 6)
           }
         }
         for iy588 in 0..<6 {
-          do {  // 8 lanes at a time over ix589
-            var ix589 = 0
-            while ix589 < 1 {
-              var sum590: Float = arena[(((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 9) +% ix589)]
-              var sum591: Float = (sum590 + arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 8) +% ix589)])
-              var sum592: Float = (sum591 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 7) +% ix589)])
-              var sum593: Float = (sum592 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 6) +% ix589)])
-              var sum594: Float = (sum593 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 9) +% ix589)])
-              var sum595: Float = (sum594 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 8) +% ix589)])
-              var sum596: Float = (sum595 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 7) +% ix589)])
-              var sum597: Float = (sum596 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 6) +% ix589)])
-              var sum598: Float = (sum597 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 9) +% ix589)])
-              var sum599: Float = (sum598 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 8) +% ix589)])
-              var sum600: Float = (sum599 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 7) +% ix589)])
-              var sum601: Float = (sum600 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 6) +% ix589)])
-              var sum602: Float = (sum601 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 9) +% ix589)])
-              var sum603: Float = (sum602 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 8) +% ix589)])
-              var sum604: Float = (sum603 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 7) +% ix589)])
-              var sum605: Float = (sum604 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 6) +% ix589)])
-              var sum606: Float = (sum605 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 9) +% ix589)])
-              var sum607: Float = (sum606 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 8) +% ix589)])
-              var sum608: Float = (sum607 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 7) +% ix589)])
-              var sum609: Float = (sum608 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 6) +% ix589)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy588 +% 4) *% 14)) +% 10) +% ix589)] = sum609
-              ix589 &+= 1
-            }
+          for ix589 in 0..<1 {
+            let sum590_v = loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 1) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 9)), 1)
+            let sum591_v = (sum590_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 8)), 1))
+            let sum592_v = (sum591_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 7)), 1))
+            let sum593_v = (sum592_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy588 +% 4) *% 10)) +% 6)), 1))
+            let sum594_v = (sum593_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum595_v = (sum594_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 8)), 1))
+            let sum596_v = (sum595_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 7)), 1))
+            let sum597_v = (sum596_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -1) *% 10)) +% 6)), 1))
+            let sum598_v = (sum597_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum599_v = (sum598_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 8)), 1))
+            let sum600_v = (sum599_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 7)), 1))
+            let sum601_v = (sum600_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -2) *% 10)) +% 6)), 1))
+            let sum602_v = (sum601_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum603_v = (sum602_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 8)), 1))
+            let sum604_v = (sum603_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 7)), 1))
+            let sum605_v = (sum604_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -3) *% 10)) +% 6)), 1))
+            let sum606_v = (sum605_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 9)), 1))
+            let sum607_v = (sum606_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 8)), 1))
+            let sum608_v = (sum607_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 7)), 1))
+            let sum609_v = (sum608_v + loadPartial(arena, (ix589 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy588 +% 4) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix589 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy588 +% 4) *% 14)) +% 10)), sum609_v, 1)
           }
         }
         for iy610 in 0..<6 {
-          do {  // 8 lanes at a time over ix611
-            var ix611 = 0
-            while ix611 < 1 {
-              var sum612: Float = arena[(((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 9) +% ix611)]
-              var sum613: Float = (sum612 + arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 8) +% ix611)])
-              var sum614: Float = (sum613 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 7) +% ix611)])
-              var sum615: Float = (sum614 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 9) +% ix611)])
-              var sum616: Float = (sum615 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 8) +% ix611)])
-              var sum617: Float = (sum616 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 7) +% ix611)])
-              var sum618: Float = (sum617 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 9) +% ix611)])
-              var sum619: Float = (sum618 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 8) +% ix611)])
-              var sum620: Float = (sum619 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 7) +% ix611)])
-              var sum621: Float = (sum620 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 9) +% ix611)])
-              var sum622: Float = (sum621 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 8) +% ix611)])
-              var sum623: Float = (sum622 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 7) +% ix611)])
-              var sum624: Float = (sum623 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 9) +% ix611)])
-              var sum625: Float = (sum624 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 8) +% ix611)])
-              var sum626: Float = (sum625 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 7) +% ix611)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy610 +% 4) *% 14)) +% 11) +% ix611)] = sum626
-              ix611 &+= 1
-            }
+          for ix611 in 0..<1 {
+            let sum612_v = loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 2) *% 1600)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 9)), 1)
+            let sum613_v = (sum612_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 8)), 1))
+            let sum614_v = (sum613_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy610 +% 4) *% 10)) +% 7)), 1))
+            let sum615_v = (sum614_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum616_v = (sum615_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 8)), 1))
+            let sum617_v = (sum616_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -1) *% 10)) +% 7)), 1))
+            let sum618_v = (sum617_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum619_v = (sum618_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 8)), 1))
+            let sum620_v = (sum619_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -2) *% 10)) +% 7)), 1))
+            let sum621_v = (sum620_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum622_v = (sum621_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 8)), 1))
+            let sum623_v = (sum622_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -3) *% 10)) +% 7)), 1))
+            let sum624_v = (sum623_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 9)), 1))
+            let sum625_v = (sum624_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 8)), 1))
+            let sum626_v = (sum625_v + loadPartial(arena, (ix611 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy610 +% 4) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix611 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy610 +% 4) *% 14)) +% 11)), sum626_v, 1)
           }
         }
         for iy627 in 0..<6 {
-          do {  // 8 lanes at a time over ix628
-            var ix628 = 0
-            while ix628 < 1 {
-              var sum629: Float = arena[(((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 9) +% ix628)]
-              var sum630: Float = (sum629 + arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 8) +% ix628)])
-              var sum631: Float = (sum630 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 9) +% ix628)])
-              var sum632: Float = (sum631 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 8) +% ix628)])
-              var sum633: Float = (sum632 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 9) +% ix628)])
-              var sum634: Float = (sum633 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 8) +% ix628)])
-              var sum635: Float = (sum634 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 9) +% ix628)])
-              var sum636: Float = (sum635 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 8) +% ix628)])
-              var sum637: Float = (sum636 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 9) +% ix628)])
-              var sum638: Float = (sum637 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 8) +% ix628)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy627 +% 4) *% 14)) +% 12) +% ix628)] = sum638
-              ix628 &+= 1
-            }
+          for ix628 in 0..<1 {
+            let sum629_v = loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 3) *% 1600)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 9)), 1)
+            let sum630_v = (sum629_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy627 +% 4) *% 10)) +% 8)), 1))
+            let sum631_v = (sum630_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum632_v = (sum631_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -1) *% 10)) +% 8)), 1))
+            let sum633_v = (sum632_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum634_v = (sum633_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -2) *% 10)) +% 8)), 1))
+            let sum635_v = (sum634_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum636_v = (sum635_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -3) *% 10)) +% 8)), 1))
+            let sum637_v = (sum636_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 9)), 1))
+            let sum638_v = (sum637_v + loadPartial(arena, (ix628 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy627 +% 4) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix628 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy627 +% 4) *% 14)) +% 12)), sum638_v, 1)
           }
         }
         for iy639 in 0..<6 {
-          do {  // 8 lanes at a time over ix640
-            var ix640 = 0
-            while ix640 < 1 {
-              var sum641: Float = arena[(((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy639 +% 4) *% 10)) +% 9) +% ix640)]
-              var sum642: Float = (sum641 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -1) *% 10)) +% 9) +% ix640)])
-              var sum643: Float = (sum642 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -2) *% 10)) +% 9) +% ix640)])
-              var sum644: Float = (sum643 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -3) *% 10)) +% 9) +% ix640)])
-              var sum645: Float = (sum644 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -4) *% 10)) +% 9) +% ix640)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy639 +% 4) *% 14)) +% 13) +% ix640)] = sum645
-              ix640 &+= 1
-            }
+          for ix640 in 0..<1 {
+            let sum641_v = loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 4) *% 1600)) +% (j179 *% 100)) +% ((iy639 +% 4) *% 10)) +% 9)), 1)
+            let sum642_v = (sum641_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -1) *% 10)) +% 9)), 1))
+            let sum643_v = (sum642_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -2) *% 10)) +% 9)), 1))
+            let sum644_v = (sum643_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -3) *% 10)) +% 9)), 1))
+            let sum645_v = (sum644_v + loadPartial(arena, (ix640 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy639 +% 4) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix640 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy639 +% 4) *% 14)) +% 13)), sum645_v, 1)
           }
         }
         for iy646 in 0..<1 {
-          do {  // 8 lanes at a time over ix647
-            var ix647 = 0
-            while ix647 < 1 {
-              var sum648: Float = arena[((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -1) *% 10)) +% ix647)]
-              var sum649: Float = (sum648 + arena[((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -2) *% 10)) +% ix647)])
-              var sum650: Float = (sum649 + arena[((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -3) *% 10)) +% ix647)])
-              var sum651: Float = (sum650 + arena[((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -4) *% 10)) +% ix647)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy646 +% 10) *% 14)) +% ix647)] = sum651
-              ix647 &+= 1
-            }
+          for ix647 in 0..<1 {
+            let sum648_v = loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -1) *% 10))), 1)
+            let sum649_v = (sum648_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -2) *% 10))), 1))
+            let sum650_v = (sum649_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -3) *% 10))), 1))
+            let sum651_v = (sum650_v + loadPartial(arena, (ix647 +% (((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy646 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix647 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy646 +% 10) *% 14))), sum651_v, 1)
           }
         }
         for iy652 in 0..<1 {
-          do {  // 8 lanes at a time over ix653
-            var ix653 = 0
-            while ix653 < 1 {
-              var sum654: Float = arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10)) +% 1) +% ix653)]
-              var sum655: Float = (sum654 + arena[((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10)) +% ix653)])
-              var sum656: Float = (sum655 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10)) +% 1) +% ix653)])
-              var sum657: Float = (sum656 + arena[((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10)) +% ix653)])
-              var sum658: Float = (sum657 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10)) +% 1) +% ix653)])
-              var sum659: Float = (sum658 + arena[((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10)) +% ix653)])
-              var sum660: Float = (sum659 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10)) +% 1) +% ix653)])
-              var sum661: Float = (sum660 + arena[((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10)) +% ix653)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy652 +% 10) *% 14)) +% 1) +% ix653)] = sum661
-              ix653 &+= 1
-            }
+          for ix653 in 0..<1 {
+            let sum654_v = loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10)) +% 1)), 1)
+            let sum655_v = (sum654_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -1) *% 10))), 1))
+            let sum656_v = (sum655_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10)) +% 1)), 1))
+            let sum657_v = (sum656_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -2) *% 10))), 1))
+            let sum658_v = (sum657_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10)) +% 1)), 1))
+            let sum659_v = (sum658_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -3) *% 10))), 1))
+            let sum660_v = (sum659_v + loadPartial(arena, (ix653 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10)) +% 1)), 1))
+            let sum661_v = (sum660_v + loadPartial(arena, (ix653 +% (((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy652 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix653 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy652 +% 10) *% 14)) +% 1)), sum661_v, 1)
           }
         }
         for iy662 in 0..<1 {
-          do {  // 8 lanes at a time over ix663
-            var ix663 = 0
-            while ix663 < 1 {
-              var sum664: Float = arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 2) +% ix663)]
-              var sum665: Float = (sum664 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 1) +% ix663)])
-              var sum666: Float = (sum665 + arena[((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% ix663)])
-              var sum667: Float = (sum666 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 2) +% ix663)])
-              var sum668: Float = (sum667 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 1) +% ix663)])
-              var sum669: Float = (sum668 + arena[((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% ix663)])
-              var sum670: Float = (sum669 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 2) +% ix663)])
-              var sum671: Float = (sum670 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 1) +% ix663)])
-              var sum672: Float = (sum671 + arena[((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% ix663)])
-              var sum673: Float = (sum672 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 2) +% ix663)])
-              var sum674: Float = (sum673 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 1) +% ix663)])
-              var sum675: Float = (sum674 + arena[((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% ix663)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy662 +% 10) *% 14)) +% 2) +% ix663)] = sum675
-              ix663 &+= 1
-            }
+          for ix663 in 0..<1 {
+            let sum664_v = loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 2)), 1)
+            let sum665_v = (sum664_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10)) +% 1)), 1))
+            let sum666_v = (sum665_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -1) *% 10))), 1))
+            let sum667_v = (sum666_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 2)), 1))
+            let sum668_v = (sum667_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10)) +% 1)), 1))
+            let sum669_v = (sum668_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -2) *% 10))), 1))
+            let sum670_v = (sum669_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 2)), 1))
+            let sum671_v = (sum670_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10)) +% 1)), 1))
+            let sum672_v = (sum671_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -3) *% 10))), 1))
+            let sum673_v = (sum672_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 2)), 1))
+            let sum674_v = (sum673_v + loadPartial(arena, (ix663 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10)) +% 1)), 1))
+            let sum675_v = (sum674_v + loadPartial(arena, (ix663 +% (((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy662 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix663 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy662 +% 10) *% 14)) +% 2)), sum675_v, 1)
           }
         }
         for iy676 in 0..<1 {
-          do {  // 8 lanes at a time over ix677
-            var ix677 = 0
-            while ix677 < 1 {
-              var sum678: Float = arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 3) +% ix677)]
-              var sum679: Float = (sum678 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 2) +% ix677)])
-              var sum680: Float = (sum679 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 1) +% ix677)])
-              var sum681: Float = (sum680 + arena[((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% ix677)])
-              var sum682: Float = (sum681 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 3) +% ix677)])
-              var sum683: Float = (sum682 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 2) +% ix677)])
-              var sum684: Float = (sum683 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 1) +% ix677)])
-              var sum685: Float = (sum684 + arena[((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% ix677)])
-              var sum686: Float = (sum685 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 3) +% ix677)])
-              var sum687: Float = (sum686 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 2) +% ix677)])
-              var sum688: Float = (sum687 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 1) +% ix677)])
-              var sum689: Float = (sum688 + arena[((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% ix677)])
-              var sum690: Float = (sum689 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 3) +% ix677)])
-              var sum691: Float = (sum690 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 2) +% ix677)])
-              var sum692: Float = (sum691 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 1) +% ix677)])
-              var sum693: Float = (sum692 + arena[((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% ix677)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy676 +% 10) *% 14)) +% 3) +% ix677)] = sum693
-              ix677 &+= 1
-            }
+          for ix677 in 0..<1 {
+            let sum678_v = loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 3)), 1)
+            let sum679_v = (sum678_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 2)), 1))
+            let sum680_v = (sum679_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10)) +% 1)), 1))
+            let sum681_v = (sum680_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -1) *% 10))), 1))
+            let sum682_v = (sum681_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 3)), 1))
+            let sum683_v = (sum682_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 2)), 1))
+            let sum684_v = (sum683_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10)) +% 1)), 1))
+            let sum685_v = (sum684_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -2) *% 10))), 1))
+            let sum686_v = (sum685_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 3)), 1))
+            let sum687_v = (sum686_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 2)), 1))
+            let sum688_v = (sum687_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10)) +% 1)), 1))
+            let sum689_v = (sum688_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -3) *% 10))), 1))
+            let sum690_v = (sum689_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 3)), 1))
+            let sum691_v = (sum690_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 2)), 1))
+            let sum692_v = (sum691_v + loadPartial(arena, (ix677 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10)) +% 1)), 1))
+            let sum693_v = (sum692_v + loadPartial(arena, (ix677 +% (((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy676 +% 10) +% -4) *% 10))), 1))
+            storePartial(arena, (ix677 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy676 +% 10) *% 14)) +% 3)), sum693_v, 1)
           }
         }
         for iy694 in 0..<1 {
-          do {  // 8 lanes at a time over ix695
-            var ix695 = 0
-            while ix695 < 6 {
-              var sum696: Float = arena[(((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 4) +% ix695)]
-              var sum697: Float = (sum696 + arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 3) +% ix695)])
-              var sum698: Float = (sum697 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 2) +% ix695)])
-              var sum699: Float = (sum698 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 1) +% ix695)])
-              var sum700: Float = (sum699 + arena[((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% ix695)])
-              var sum701: Float = (sum700 + arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 4) +% ix695)])
-              var sum702: Float = (sum701 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 3) +% ix695)])
-              var sum703: Float = (sum702 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 2) +% ix695)])
-              var sum704: Float = (sum703 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 1) +% ix695)])
-              var sum705: Float = (sum704 + arena[((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% ix695)])
-              var sum706: Float = (sum705 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 4) +% ix695)])
-              var sum707: Float = (sum706 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 3) +% ix695)])
-              var sum708: Float = (sum707 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 2) +% ix695)])
-              var sum709: Float = (sum708 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 1) +% ix695)])
-              var sum710: Float = (sum709 + arena[((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% ix695)])
-              var sum711: Float = (sum710 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 4) +% ix695)])
-              var sum712: Float = (sum711 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 3) +% ix695)])
-              var sum713: Float = (sum712 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 2) +% ix695)])
-              var sum714: Float = (sum713 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 1) +% ix695)])
-              var sum715: Float = (sum714 + arena[((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% ix695)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy694 +% 10) *% 14)) +% 4) +% ix695)] = sum715
-              ix695 &+= 1
-            }
+          for ix695 in 0..<1 {
+            let sum696_v = loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 5) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 4)), 6)
+            let sum697_v = (sum696_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 3)), 6))
+            let sum698_v = (sum697_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 2)), 6))
+            let sum699_v = (sum698_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10)) +% 1)), 6))
+            let sum700_v = (sum699_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -1) *% 10))), 6))
+            let sum701_v = (sum700_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 4)), 6))
+            let sum702_v = (sum701_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 3)), 6))
+            let sum703_v = (sum702_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 2)), 6))
+            let sum704_v = (sum703_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10)) +% 1)), 6))
+            let sum705_v = (sum704_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -2) *% 10))), 6))
+            let sum706_v = (sum705_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 4)), 6))
+            let sum707_v = (sum706_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 3)), 6))
+            let sum708_v = (sum707_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 2)), 6))
+            let sum709_v = (sum708_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10)) +% 1)), 6))
+            let sum710_v = (sum709_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -3) *% 10))), 6))
+            let sum711_v = (sum710_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 4)), 6))
+            let sum712_v = (sum711_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 3)), 6))
+            let sum713_v = (sum712_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 2)), 6))
+            let sum714_v = (sum713_v + loadPartial(arena, (ix695 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10)) +% 1)), 6))
+            let sum715_v = (sum714_v + loadPartial(arena, (ix695 +% (((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy694 +% 10) +% -4) *% 10))), 6))
+            storePartial(arena, (ix695 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy694 +% 10) *% 14)) +% 4)), sum715_v, 6)
           }
         }
         for iy716 in 0..<1 {
-          do {  // 8 lanes at a time over ix717
-            var ix717 = 0
-            while ix717 < 1 {
-              var sum718: Float = arena[(((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 9) +% ix717)]
-              var sum719: Float = (sum718 + arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 8) +% ix717)])
-              var sum720: Float = (sum719 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 7) +% ix717)])
-              var sum721: Float = (sum720 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 6) +% ix717)])
-              var sum722: Float = (sum721 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 9) +% ix717)])
-              var sum723: Float = (sum722 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 8) +% ix717)])
-              var sum724: Float = (sum723 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 7) +% ix717)])
-              var sum725: Float = (sum724 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 6) +% ix717)])
-              var sum726: Float = (sum725 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 9) +% ix717)])
-              var sum727: Float = (sum726 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 8) +% ix717)])
-              var sum728: Float = (sum727 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 7) +% ix717)])
-              var sum729: Float = (sum728 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 6) +% ix717)])
-              var sum730: Float = (sum729 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 9) +% ix717)])
-              var sum731: Float = (sum730 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 8) +% ix717)])
-              var sum732: Float = (sum731 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 7) +% ix717)])
-              var sum733: Float = (sum732 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 6) +% ix717)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy716 +% 10) *% 14)) +% 10) +% ix717)] = sum733
-              ix717 &+= 1
-            }
+          for ix717 in 0..<1 {
+            let sum718_v = loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 6) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum719_v = (sum718_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 8)), 1))
+            let sum720_v = (sum719_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 7)), 1))
+            let sum721_v = (sum720_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -1) *% 10)) +% 6)), 1))
+            let sum722_v = (sum721_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum723_v = (sum722_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 8)), 1))
+            let sum724_v = (sum723_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 7)), 1))
+            let sum725_v = (sum724_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -2) *% 10)) +% 6)), 1))
+            let sum726_v = (sum725_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum727_v = (sum726_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 8)), 1))
+            let sum728_v = (sum727_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 7)), 1))
+            let sum729_v = (sum728_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -3) *% 10)) +% 6)), 1))
+            let sum730_v = (sum729_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 9)), 1))
+            let sum731_v = (sum730_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 8)), 1))
+            let sum732_v = (sum731_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 7)), 1))
+            let sum733_v = (sum732_v + loadPartial(arena, (ix717 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy716 +% 10) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix717 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy716 +% 10) *% 14)) +% 10)), sum733_v, 1)
           }
         }
         for iy734 in 0..<1 {
-          do {  // 8 lanes at a time over ix735
-            var ix735 = 0
-            while ix735 < 1 {
-              var sum736: Float = arena[(((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 9) +% ix735)]
-              var sum737: Float = (sum736 + arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 8) +% ix735)])
-              var sum738: Float = (sum737 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 7) +% ix735)])
-              var sum739: Float = (sum738 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 9) +% ix735)])
-              var sum740: Float = (sum739 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 8) +% ix735)])
-              var sum741: Float = (sum740 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 7) +% ix735)])
-              var sum742: Float = (sum741 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 9) +% ix735)])
-              var sum743: Float = (sum742 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 8) +% ix735)])
-              var sum744: Float = (sum743 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 7) +% ix735)])
-              var sum745: Float = (sum744 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 9) +% ix735)])
-              var sum746: Float = (sum745 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 8) +% ix735)])
-              var sum747: Float = (sum746 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 7) +% ix735)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy734 +% 10) *% 14)) +% 11) +% ix735)] = sum747
-              ix735 &+= 1
-            }
+          for ix735 in 0..<1 {
+            let sum736_v = loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 7) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum737_v = (sum736_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 8)), 1))
+            let sum738_v = (sum737_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -1) *% 10)) +% 7)), 1))
+            let sum739_v = (sum738_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum740_v = (sum739_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 8)), 1))
+            let sum741_v = (sum740_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -2) *% 10)) +% 7)), 1))
+            let sum742_v = (sum741_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum743_v = (sum742_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 8)), 1))
+            let sum744_v = (sum743_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -3) *% 10)) +% 7)), 1))
+            let sum745_v = (sum744_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 9)), 1))
+            let sum746_v = (sum745_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 8)), 1))
+            let sum747_v = (sum746_v + loadPartial(arena, (ix735 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy734 +% 10) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix735 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy734 +% 10) *% 14)) +% 11)), sum747_v, 1)
           }
         }
         for iy748 in 0..<1 {
-          do {  // 8 lanes at a time over ix749
-            var ix749 = 0
-            while ix749 < 1 {
-              var sum750: Float = arena[(((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 9) +% ix749)]
-              var sum751: Float = (sum750 + arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 8) +% ix749)])
-              var sum752: Float = (sum751 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 9) +% ix749)])
-              var sum753: Float = (sum752 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 8) +% ix749)])
-              var sum754: Float = (sum753 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 9) +% ix749)])
-              var sum755: Float = (sum754 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 8) +% ix749)])
-              var sum756: Float = (sum755 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 9) +% ix749)])
-              var sum757: Float = (sum756 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 8) +% ix749)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy748 +% 10) *% 14)) +% 12) +% ix749)] = sum757
-              ix749 &+= 1
-            }
+          for ix749 in 0..<1 {
+            let sum750_v = loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 8) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum751_v = (sum750_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -1) *% 10)) +% 8)), 1))
+            let sum752_v = (sum751_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum753_v = (sum752_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -2) *% 10)) +% 8)), 1))
+            let sum754_v = (sum753_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum755_v = (sum754_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -3) *% 10)) +% 8)), 1))
+            let sum756_v = (sum755_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 9)), 1))
+            let sum757_v = (sum756_v + loadPartial(arena, (ix749 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy748 +% 10) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix749 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy748 +% 10) *% 14)) +% 12)), sum757_v, 1)
           }
         }
         for iy758 in 0..<1 {
-          do {  // 8 lanes at a time over ix759
-            var ix759 = 0
-            while ix759 < 1 {
-              var sum760: Float = arena[(((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -1) *% 10)) +% 9) +% ix759)]
-              var sum761: Float = (sum760 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -2) *% 10)) +% 9) +% ix759)])
-              var sum762: Float = (sum761 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -3) *% 10)) +% 9) +% ix759)])
-              var sum763: Float = (sum762 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -4) *% 10)) +% 9) +% ix759)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy758 +% 10) *% 14)) +% 13) +% ix759)] = sum763
-              ix759 &+= 1
-            }
+          for ix759 in 0..<1 {
+            let sum760_v = loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 9) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -1) *% 10)) +% 9)), 1)
+            let sum761_v = (sum760_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -2) *% 10)) +% 9)), 1))
+            let sum762_v = (sum761_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -3) *% 10)) +% 9)), 1))
+            let sum763_v = (sum762_v + loadPartial(arena, (ix759 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy758 +% 10) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix759 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy758 +% 10) *% 14)) +% 13)), sum763_v, 1)
           }
         }
         for iy764 in 0..<1 {
-          do {  // 8 lanes at a time over ix765
-            var ix765 = 0
-            while ix765 < 1 {
-              var sum766: Float = arena[((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -2) *% 10)) +% ix765)]
-              var sum767: Float = (sum766 + arena[((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -3) *% 10)) +% ix765)])
-              var sum768: Float = (sum767 + arena[((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -4) *% 10)) +% ix765)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy764 +% 11) *% 14)) +% ix765)] = sum768
-              ix765 &+= 1
-            }
+          for ix765 in 0..<1 {
+            let sum766_v = loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -2) *% 10))), 1)
+            let sum767_v = (sum766_v + loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -3) *% 10))), 1))
+            let sum768_v = (sum767_v + loadPartial(arena, (ix765 +% (((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy764 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix765 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy764 +% 11) *% 14))), sum768_v, 1)
           }
         }
         for iy769 in 0..<1 {
-          do {  // 8 lanes at a time over ix770
-            var ix770 = 0
-            while ix770 < 1 {
-              var sum771: Float = arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% 1) +% ix770)]
-              var sum772: Float = (sum771 + arena[((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% ix770)])
-              var sum773: Float = (sum772 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% 1) +% ix770)])
-              var sum774: Float = (sum773 + arena[((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% ix770)])
-              var sum775: Float = (sum774 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% 1) +% ix770)])
-              var sum776: Float = (sum775 + arena[((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% ix770)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy769 +% 11) *% 14)) +% 1) +% ix770)] = sum776
-              ix770 &+= 1
-            }
+          for ix770 in 0..<1 {
+            let sum771_v = loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10)) +% 1)), 1)
+            let sum772_v = (sum771_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -2) *% 10))), 1))
+            let sum773_v = (sum772_v + loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10)) +% 1)), 1))
+            let sum774_v = (sum773_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -3) *% 10))), 1))
+            let sum775_v = (sum774_v + loadPartial(arena, (ix770 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10)) +% 1)), 1))
+            let sum776_v = (sum775_v + loadPartial(arena, (ix770 +% (((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy769 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix770 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy769 +% 11) *% 14)) +% 1)), sum776_v, 1)
           }
         }
         for iy777 in 0..<1 {
-          do {  // 8 lanes at a time over ix778
-            var ix778 = 0
-            while ix778 < 1 {
-              var sum779: Float = arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 2) +% ix778)]
-              var sum780: Float = (sum779 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 1) +% ix778)])
-              var sum781: Float = (sum780 + arena[((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% ix778)])
-              var sum782: Float = (sum781 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 2) +% ix778)])
-              var sum783: Float = (sum782 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 1) +% ix778)])
-              var sum784: Float = (sum783 + arena[((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% ix778)])
-              var sum785: Float = (sum784 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 2) +% ix778)])
-              var sum786: Float = (sum785 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 1) +% ix778)])
-              var sum787: Float = (sum786 + arena[((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% ix778)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy777 +% 11) *% 14)) +% 2) +% ix778)] = sum787
-              ix778 &+= 1
-            }
+          for ix778 in 0..<1 {
+            let sum779_v = loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 2)), 1)
+            let sum780_v = (sum779_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10)) +% 1)), 1))
+            let sum781_v = (sum780_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -2) *% 10))), 1))
+            let sum782_v = (sum781_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 2)), 1))
+            let sum783_v = (sum782_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10)) +% 1)), 1))
+            let sum784_v = (sum783_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -3) *% 10))), 1))
+            let sum785_v = (sum784_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 2)), 1))
+            let sum786_v = (sum785_v + loadPartial(arena, (ix778 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10)) +% 1)), 1))
+            let sum787_v = (sum786_v + loadPartial(arena, (ix778 +% (((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy777 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix778 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy777 +% 11) *% 14)) +% 2)), sum787_v, 1)
           }
         }
         for iy788 in 0..<1 {
-          do {  // 8 lanes at a time over ix789
-            var ix789 = 0
-            while ix789 < 1 {
-              var sum790: Float = arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 3) +% ix789)]
-              var sum791: Float = (sum790 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 2) +% ix789)])
-              var sum792: Float = (sum791 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 1) +% ix789)])
-              var sum793: Float = (sum792 + arena[((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% ix789)])
-              var sum794: Float = (sum793 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 3) +% ix789)])
-              var sum795: Float = (sum794 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 2) +% ix789)])
-              var sum796: Float = (sum795 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 1) +% ix789)])
-              var sum797: Float = (sum796 + arena[((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% ix789)])
-              var sum798: Float = (sum797 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 3) +% ix789)])
-              var sum799: Float = (sum798 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 2) +% ix789)])
-              var sum800: Float = (sum799 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 1) +% ix789)])
-              var sum801: Float = (sum800 + arena[((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% ix789)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy788 +% 11) *% 14)) +% 3) +% ix789)] = sum801
-              ix789 &+= 1
-            }
+          for ix789 in 0..<1 {
+            let sum790_v = loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 3)), 1)
+            let sum791_v = (sum790_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 2)), 1))
+            let sum792_v = (sum791_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10)) +% 1)), 1))
+            let sum793_v = (sum792_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -2) *% 10))), 1))
+            let sum794_v = (sum793_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 3)), 1))
+            let sum795_v = (sum794_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 2)), 1))
+            let sum796_v = (sum795_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10)) +% 1)), 1))
+            let sum797_v = (sum796_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -3) *% 10))), 1))
+            let sum798_v = (sum797_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 3)), 1))
+            let sum799_v = (sum798_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 2)), 1))
+            let sum800_v = (sum799_v + loadPartial(arena, (ix789 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10)) +% 1)), 1))
+            let sum801_v = (sum800_v + loadPartial(arena, (ix789 +% (((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy788 +% 11) +% -4) *% 10))), 1))
+            storePartial(arena, (ix789 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy788 +% 11) *% 14)) +% 3)), sum801_v, 1)
           }
         }
         for iy802 in 0..<1 {
-          do {  // 8 lanes at a time over ix803
-            var ix803 = 0
-            while ix803 < 6 {
-              var sum804: Float = arena[(((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 4) +% ix803)]
-              var sum805: Float = (sum804 + arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 3) +% ix803)])
-              var sum806: Float = (sum805 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 2) +% ix803)])
-              var sum807: Float = (sum806 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 1) +% ix803)])
-              var sum808: Float = (sum807 + arena[((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% ix803)])
-              var sum809: Float = (sum808 + arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 4) +% ix803)])
-              var sum810: Float = (sum809 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 3) +% ix803)])
-              var sum811: Float = (sum810 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 2) +% ix803)])
-              var sum812: Float = (sum811 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 1) +% ix803)])
-              var sum813: Float = (sum812 + arena[((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% ix803)])
-              var sum814: Float = (sum813 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 4) +% ix803)])
-              var sum815: Float = (sum814 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 3) +% ix803)])
-              var sum816: Float = (sum815 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 2) +% ix803)])
-              var sum817: Float = (sum816 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 1) +% ix803)])
-              var sum818: Float = (sum817 + arena[((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% ix803)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy802 +% 11) *% 14)) +% 4) +% ix803)] = sum818
-              ix803 &+= 1
-            }
+          for ix803 in 0..<1 {
+            let sum804_v = loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 10) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 4)), 6)
+            let sum805_v = (sum804_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 3)), 6))
+            let sum806_v = (sum805_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 2)), 6))
+            let sum807_v = (sum806_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10)) +% 1)), 6))
+            let sum808_v = (sum807_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -2) *% 10))), 6))
+            let sum809_v = (sum808_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 4)), 6))
+            let sum810_v = (sum809_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 3)), 6))
+            let sum811_v = (sum810_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 2)), 6))
+            let sum812_v = (sum811_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10)) +% 1)), 6))
+            let sum813_v = (sum812_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -3) *% 10))), 6))
+            let sum814_v = (sum813_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 4)), 6))
+            let sum815_v = (sum814_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 3)), 6))
+            let sum816_v = (sum815_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 2)), 6))
+            let sum817_v = (sum816_v + loadPartial(arena, (ix803 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10)) +% 1)), 6))
+            let sum818_v = (sum817_v + loadPartial(arena, (ix803 +% (((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy802 +% 11) +% -4) *% 10))), 6))
+            storePartial(arena, (ix803 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy802 +% 11) *% 14)) +% 4)), sum818_v, 6)
           }
         }
         for iy819 in 0..<1 {
-          do {  // 8 lanes at a time over ix820
-            var ix820 = 0
-            while ix820 < 1 {
-              var sum821: Float = arena[(((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 9) +% ix820)]
-              var sum822: Float = (sum821 + arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 8) +% ix820)])
-              var sum823: Float = (sum822 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 7) +% ix820)])
-              var sum824: Float = (sum823 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 6) +% ix820)])
-              var sum825: Float = (sum824 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 9) +% ix820)])
-              var sum826: Float = (sum825 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 8) +% ix820)])
-              var sum827: Float = (sum826 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 7) +% ix820)])
-              var sum828: Float = (sum827 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 6) +% ix820)])
-              var sum829: Float = (sum828 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 9) +% ix820)])
-              var sum830: Float = (sum829 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 8) +% ix820)])
-              var sum831: Float = (sum830 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 7) +% ix820)])
-              var sum832: Float = (sum831 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 6) +% ix820)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy819 +% 11) *% 14)) +% 10) +% ix820)] = sum832
-              ix820 &+= 1
-            }
+          for ix820 in 0..<1 {
+            let sum821_v = loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 11) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum822_v = (sum821_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 8)), 1))
+            let sum823_v = (sum822_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 7)), 1))
+            let sum824_v = (sum823_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -2) *% 10)) +% 6)), 1))
+            let sum825_v = (sum824_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum826_v = (sum825_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 8)), 1))
+            let sum827_v = (sum826_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 7)), 1))
+            let sum828_v = (sum827_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -3) *% 10)) +% 6)), 1))
+            let sum829_v = (sum828_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 9)), 1))
+            let sum830_v = (sum829_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 8)), 1))
+            let sum831_v = (sum830_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 7)), 1))
+            let sum832_v = (sum831_v + loadPartial(arena, (ix820 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy819 +% 11) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix820 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy819 +% 11) *% 14)) +% 10)), sum832_v, 1)
           }
         }
         for iy833 in 0..<1 {
-          do {  // 8 lanes at a time over ix834
-            var ix834 = 0
-            while ix834 < 1 {
-              var sum835: Float = arena[(((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 9) +% ix834)]
-              var sum836: Float = (sum835 + arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 8) +% ix834)])
-              var sum837: Float = (sum836 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 7) +% ix834)])
-              var sum838: Float = (sum837 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 9) +% ix834)])
-              var sum839: Float = (sum838 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 8) +% ix834)])
-              var sum840: Float = (sum839 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 7) +% ix834)])
-              var sum841: Float = (sum840 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 9) +% ix834)])
-              var sum842: Float = (sum841 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 8) +% ix834)])
-              var sum843: Float = (sum842 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 7) +% ix834)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy833 +% 11) *% 14)) +% 11) +% ix834)] = sum843
-              ix834 &+= 1
-            }
+          for ix834 in 0..<1 {
+            let sum835_v = loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 12) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum836_v = (sum835_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 8)), 1))
+            let sum837_v = (sum836_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -2) *% 10)) +% 7)), 1))
+            let sum838_v = (sum837_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum839_v = (sum838_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 8)), 1))
+            let sum840_v = (sum839_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -3) *% 10)) +% 7)), 1))
+            let sum841_v = (sum840_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 9)), 1))
+            let sum842_v = (sum841_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 8)), 1))
+            let sum843_v = (sum842_v + loadPartial(arena, (ix834 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy833 +% 11) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix834 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy833 +% 11) *% 14)) +% 11)), sum843_v, 1)
           }
         }
         for iy844 in 0..<1 {
-          do {  // 8 lanes at a time over ix845
-            var ix845 = 0
-            while ix845 < 1 {
-              var sum846: Float = arena[(((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 9) +% ix845)]
-              var sum847: Float = (sum846 + arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 8) +% ix845)])
-              var sum848: Float = (sum847 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 9) +% ix845)])
-              var sum849: Float = (sum848 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 8) +% ix845)])
-              var sum850: Float = (sum849 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 9) +% ix845)])
-              var sum851: Float = (sum850 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 8) +% ix845)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy844 +% 11) *% 14)) +% 12) +% ix845)] = sum851
-              ix845 &+= 1
-            }
+          for ix845 in 0..<1 {
+            let sum846_v = loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 13) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum847_v = (sum846_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -2) *% 10)) +% 8)), 1))
+            let sum848_v = (sum847_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum849_v = (sum848_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -3) *% 10)) +% 8)), 1))
+            let sum850_v = (sum849_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 9)), 1))
+            let sum851_v = (sum850_v + loadPartial(arena, (ix845 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy844 +% 11) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix845 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy844 +% 11) *% 14)) +% 12)), sum851_v, 1)
           }
         }
         for iy852 in 0..<1 {
-          do {  // 8 lanes at a time over ix853
-            var ix853 = 0
-            while ix853 < 1 {
-              var sum854: Float = arena[(((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -2) *% 10)) +% 9) +% ix853)]
-              var sum855: Float = (sum854 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -3) *% 10)) +% 9) +% ix853)])
-              var sum856: Float = (sum855 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -4) *% 10)) +% 9) +% ix853)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy852 +% 11) *% 14)) +% 13) +% ix853)] = sum856
-              ix853 &+= 1
-            }
+          for ix853 in 0..<1 {
+            let sum854_v = loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 14) *% 1600)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -2) *% 10)) +% 9)), 1)
+            let sum855_v = (sum854_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -3) *% 10)) +% 9)), 1))
+            let sum856_v = (sum855_v + loadPartial(arena, (ix853 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy852 +% 11) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix853 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy852 +% 11) *% 14)) +% 13)), sum856_v, 1)
           }
         }
         for iy857 in 0..<1 {
-          do {  // 8 lanes at a time over ix858
-            var ix858 = 0
-            while ix858 < 1 {
-              var sum859: Float = arena[((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -3) *% 10)) +% ix858)]
-              var sum860: Float = (sum859 + arena[((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -4) *% 10)) +% ix858)])
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy857 +% 12) *% 14)) +% ix858)] = sum860
-              ix858 &+= 1
-            }
+          for ix858 in 0..<1 {
+            let sum859_v = loadPartial(arena, (ix858 +% (((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -3) *% 10))), 1)
+            let sum860_v = (sum859_v + loadPartial(arena, (ix858 +% (((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy857 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix858 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy857 +% 12) *% 14))), sum860_v, 1)
           }
         }
         for iy861 in 0..<1 {
-          do {  // 8 lanes at a time over ix862
-            var ix862 = 0
-            while ix862 < 1 {
-              var sum863: Float = arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10)) +% 1) +% ix862)]
-              var sum864: Float = (sum863 + arena[((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10)) +% ix862)])
-              var sum865: Float = (sum864 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10)) +% 1) +% ix862)])
-              var sum866: Float = (sum865 + arena[((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10)) +% ix862)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy861 +% 12) *% 14)) +% 1) +% ix862)] = sum866
-              ix862 &+= 1
-            }
+          for ix862 in 0..<1 {
+            let sum863_v = loadPartial(arena, (ix862 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10)) +% 1)), 1)
+            let sum864_v = (sum863_v + loadPartial(arena, (ix862 +% (((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -3) *% 10))), 1))
+            let sum865_v = (sum864_v + loadPartial(arena, (ix862 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10)) +% 1)), 1))
+            let sum866_v = (sum865_v + loadPartial(arena, (ix862 +% (((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy861 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix862 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy861 +% 12) *% 14)) +% 1)), sum866_v, 1)
           }
         }
         for iy867 in 0..<1 {
-          do {  // 8 lanes at a time over ix868
-            var ix868 = 0
-            while ix868 < 1 {
-              var sum869: Float = arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 2) +% ix868)]
-              var sum870: Float = (sum869 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 1) +% ix868)])
-              var sum871: Float = (sum870 + arena[((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% ix868)])
-              var sum872: Float = (sum871 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 2) +% ix868)])
-              var sum873: Float = (sum872 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 1) +% ix868)])
-              var sum874: Float = (sum873 + arena[((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% ix868)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy867 +% 12) *% 14)) +% 2) +% ix868)] = sum874
-              ix868 &+= 1
-            }
+          for ix868 in 0..<1 {
+            let sum869_v = loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 2)), 1)
+            let sum870_v = (sum869_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10)) +% 1)), 1))
+            let sum871_v = (sum870_v + loadPartial(arena, (ix868 +% (((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -3) *% 10))), 1))
+            let sum872_v = (sum871_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 2)), 1))
+            let sum873_v = (sum872_v + loadPartial(arena, (ix868 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10)) +% 1)), 1))
+            let sum874_v = (sum873_v + loadPartial(arena, (ix868 +% (((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy867 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix868 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy867 +% 12) *% 14)) +% 2)), sum874_v, 1)
           }
         }
         for iy875 in 0..<1 {
-          do {  // 8 lanes at a time over ix876
-            var ix876 = 0
-            while ix876 < 1 {
-              var sum877: Float = arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 3) +% ix876)]
-              var sum878: Float = (sum877 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 2) +% ix876)])
-              var sum879: Float = (sum878 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 1) +% ix876)])
-              var sum880: Float = (sum879 + arena[((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% ix876)])
-              var sum881: Float = (sum880 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 3) +% ix876)])
-              var sum882: Float = (sum881 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 2) +% ix876)])
-              var sum883: Float = (sum882 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 1) +% ix876)])
-              var sum884: Float = (sum883 + arena[((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% ix876)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy875 +% 12) *% 14)) +% 3) +% ix876)] = sum884
-              ix876 &+= 1
-            }
+          for ix876 in 0..<1 {
+            let sum877_v = loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 3)), 1)
+            let sum878_v = (sum877_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 2)), 1))
+            let sum879_v = (sum878_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10)) +% 1)), 1))
+            let sum880_v = (sum879_v + loadPartial(arena, (ix876 +% (((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -3) *% 10))), 1))
+            let sum881_v = (sum880_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 3)), 1))
+            let sum882_v = (sum881_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 2)), 1))
+            let sum883_v = (sum882_v + loadPartial(arena, (ix876 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10)) +% 1)), 1))
+            let sum884_v = (sum883_v + loadPartial(arena, (ix876 +% (((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy875 +% 12) +% -4) *% 10))), 1))
+            storePartial(arena, (ix876 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy875 +% 12) *% 14)) +% 3)), sum884_v, 1)
           }
         }
         for iy885 in 0..<1 {
-          do {  // 8 lanes at a time over ix886
-            var ix886 = 0
-            while ix886 < 6 {
-              var sum887: Float = arena[(((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 4) +% ix886)]
-              var sum888: Float = (sum887 + arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 3) +% ix886)])
-              var sum889: Float = (sum888 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 2) +% ix886)])
-              var sum890: Float = (sum889 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 1) +% ix886)])
-              var sum891: Float = (sum890 + arena[((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% ix886)])
-              var sum892: Float = (sum891 + arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 4) +% ix886)])
-              var sum893: Float = (sum892 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 3) +% ix886)])
-              var sum894: Float = (sum893 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 2) +% ix886)])
-              var sum895: Float = (sum894 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 1) +% ix886)])
-              var sum896: Float = (sum895 + arena[((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% ix886)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy885 +% 12) *% 14)) +% 4) +% ix886)] = sum896
-              ix886 &+= 1
-            }
+          for ix886 in 0..<1 {
+            let sum887_v = loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 15) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 4)), 6)
+            let sum888_v = (sum887_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 3)), 6))
+            let sum889_v = (sum888_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 2)), 6))
+            let sum890_v = (sum889_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10)) +% 1)), 6))
+            let sum891_v = (sum890_v + loadPartial(arena, (ix886 +% (((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -3) *% 10))), 6))
+            let sum892_v = (sum891_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 4)), 6))
+            let sum893_v = (sum892_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 3)), 6))
+            let sum894_v = (sum893_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 2)), 6))
+            let sum895_v = (sum894_v + loadPartial(arena, (ix886 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10)) +% 1)), 6))
+            let sum896_v = (sum895_v + loadPartial(arena, (ix886 +% (((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy885 +% 12) +% -4) *% 10))), 6))
+            storePartial(arena, (ix886 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy885 +% 12) *% 14)) +% 4)), sum896_v, 6)
           }
         }
         for iy897 in 0..<1 {
-          do {  // 8 lanes at a time over ix898
-            var ix898 = 0
-            while ix898 < 1 {
-              var sum899: Float = arena[(((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 9) +% ix898)]
-              var sum900: Float = (sum899 + arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 8) +% ix898)])
-              var sum901: Float = (sum900 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 7) +% ix898)])
-              var sum902: Float = (sum901 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 6) +% ix898)])
-              var sum903: Float = (sum902 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 9) +% ix898)])
-              var sum904: Float = (sum903 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 8) +% ix898)])
-              var sum905: Float = (sum904 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 7) +% ix898)])
-              var sum906: Float = (sum905 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 6) +% ix898)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy897 +% 12) *% 14)) +% 10) +% ix898)] = sum906
-              ix898 &+= 1
-            }
+          for ix898 in 0..<1 {
+            let sum899_v = loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 16) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum900_v = (sum899_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 8)), 1))
+            let sum901_v = (sum900_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 7)), 1))
+            let sum902_v = (sum901_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -3) *% 10)) +% 6)), 1))
+            let sum903_v = (sum902_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 9)), 1))
+            let sum904_v = (sum903_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 8)), 1))
+            let sum905_v = (sum904_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 7)), 1))
+            let sum906_v = (sum905_v + loadPartial(arena, (ix898 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy897 +% 12) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix898 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy897 +% 12) *% 14)) +% 10)), sum906_v, 1)
           }
         }
         for iy907 in 0..<1 {
-          do {  // 8 lanes at a time over ix908
-            var ix908 = 0
-            while ix908 < 1 {
-              var sum909: Float = arena[(((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 9) +% ix908)]
-              var sum910: Float = (sum909 + arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 8) +% ix908)])
-              var sum911: Float = (sum910 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 7) +% ix908)])
-              var sum912: Float = (sum911 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 9) +% ix908)])
-              var sum913: Float = (sum912 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 8) +% ix908)])
-              var sum914: Float = (sum913 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 7) +% ix908)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy907 +% 12) *% 14)) +% 11) +% ix908)] = sum914
-              ix908 &+= 1
-            }
+          for ix908 in 0..<1 {
+            let sum909_v = loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 17) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum910_v = (sum909_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 8)), 1))
+            let sum911_v = (sum910_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -3) *% 10)) +% 7)), 1))
+            let sum912_v = (sum911_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 9)), 1))
+            let sum913_v = (sum912_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 8)), 1))
+            let sum914_v = (sum913_v + loadPartial(arena, (ix908 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy907 +% 12) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix908 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy907 +% 12) *% 14)) +% 11)), sum914_v, 1)
           }
         }
         for iy915 in 0..<1 {
-          do {  // 8 lanes at a time over ix916
-            var ix916 = 0
-            while ix916 < 1 {
-              var sum917: Float = arena[(((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 9) +% ix916)]
-              var sum918: Float = (sum917 + arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 8) +% ix916)])
-              var sum919: Float = (sum918 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 9) +% ix916)])
-              var sum920: Float = (sum919 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 8) +% ix916)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy915 +% 12) *% 14)) +% 12) +% ix916)] = sum920
-              ix916 &+= 1
-            }
+          for ix916 in 0..<1 {
+            let sum917_v = loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 18) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum918_v = (sum917_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -3) *% 10)) +% 8)), 1))
+            let sum919_v = (sum918_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 9)), 1))
+            let sum920_v = (sum919_v + loadPartial(arena, (ix916 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy915 +% 12) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix916 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy915 +% 12) *% 14)) +% 12)), sum920_v, 1)
           }
         }
         for iy921 in 0..<1 {
-          do {  // 8 lanes at a time over ix922
-            var ix922 = 0
-            while ix922 < 1 {
-              var sum923: Float = arena[(((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -3) *% 10)) +% 9) +% ix922)]
-              var sum924: Float = (sum923 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -4) *% 10)) +% 9) +% ix922)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy921 +% 12) *% 14)) +% 13) +% ix922)] = sum924
-              ix922 &+= 1
-            }
+          for ix922 in 0..<1 {
+            let sum923_v = loadPartial(arena, (ix922 +% ((((756112 +% (((c180 *% 25) +% 19) *% 1600)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -3) *% 10)) +% 9)), 1)
+            let sum924_v = (sum923_v + loadPartial(arena, (ix922 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy921 +% 12) +% -4) *% 10)) +% 9)), 1))
+            storePartial(arena, (ix922 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy921 +% 12) *% 14)) +% 13)), sum924_v, 1)
           }
         }
         for iy925 in 0..<1 {
-          do {  // 8 lanes at a time over ix926
-            var ix926 = 0
-            while ix926 < 1 {
-              var sum927: Float = arena[((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy925 +% 13) +% -4) *% 10)) +% ix926)]
-              arena[((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy925 +% 13) *% 14)) +% ix926)] = sum927
-              ix926 &+= 1
-            }
+          for ix926 in 0..<1 {
+            let sum927_v = loadPartial(arena, (ix926 +% (((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy925 +% 13) +% -4) *% 10))), 1)
+            storePartial(arena, (ix926 +% (((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy925 +% 13) *% 14))), sum927_v, 1)
           }
         }
         for iy928 in 0..<1 {
-          do {  // 8 lanes at a time over ix929
-            var ix929 = 0
-            while ix929 < 1 {
-              var sum930: Float = arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 1) +% ix929)]
-              var sum931: Float = (sum930 + arena[((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% ix929)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy928 +% 13) *% 14)) +% 1) +% ix929)] = sum931
-              ix929 &+= 1
-            }
+          for ix929 in 0..<1 {
+            let sum930_v = loadPartial(arena, (ix929 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10)) +% 1)), 1)
+            let sum931_v = (sum930_v + loadPartial(arena, (ix929 +% (((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy928 +% 13) +% -4) *% 10))), 1))
+            storePartial(arena, (ix929 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy928 +% 13) *% 14)) +% 1)), sum931_v, 1)
           }
         }
         for iy932 in 0..<1 {
-          do {  // 8 lanes at a time over ix933
-            var ix933 = 0
-            while ix933 < 1 {
-              var sum934: Float = arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 2) +% ix933)]
-              var sum935: Float = (sum934 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 1) +% ix933)])
-              var sum936: Float = (sum935 + arena[((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% ix933)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy932 +% 13) *% 14)) +% 2) +% ix933)] = sum936
-              ix933 &+= 1
-            }
+          for ix933 in 0..<1 {
+            let sum934_v = loadPartial(arena, (ix933 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 2)), 1)
+            let sum935_v = (sum934_v + loadPartial(arena, (ix933 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10)) +% 1)), 1))
+            let sum936_v = (sum935_v + loadPartial(arena, (ix933 +% (((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy932 +% 13) +% -4) *% 10))), 1))
+            storePartial(arena, (ix933 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy932 +% 13) *% 14)) +% 2)), sum936_v, 1)
           }
         }
         for iy937 in 0..<1 {
-          do {  // 8 lanes at a time over ix938
-            var ix938 = 0
-            while ix938 < 1 {
-              var sum939: Float = arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 3) +% ix938)]
-              var sum940: Float = (sum939 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 2) +% ix938)])
-              var sum941: Float = (sum940 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 1) +% ix938)])
-              var sum942: Float = (sum941 + arena[((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% ix938)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy937 +% 13) *% 14)) +% 3) +% ix938)] = sum942
-              ix938 &+= 1
-            }
+          for ix938 in 0..<1 {
+            let sum939_v = loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 3)), 1)
+            let sum940_v = (sum939_v + loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 2)), 1))
+            let sum941_v = (sum940_v + loadPartial(arena, (ix938 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10)) +% 1)), 1))
+            let sum942_v = (sum941_v + loadPartial(arena, (ix938 +% (((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy937 +% 13) +% -4) *% 10))), 1))
+            storePartial(arena, (ix938 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy937 +% 13) *% 14)) +% 3)), sum942_v, 1)
           }
         }
         for iy943 in 0..<1 {
-          do {  // 8 lanes at a time over ix944
-            var ix944 = 0
-            while ix944 < 6 {
-              var sum945: Float = arena[(((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 4) +% ix944)]
-              var sum946: Float = (sum945 + arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 3) +% ix944)])
-              var sum947: Float = (sum946 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 2) +% ix944)])
-              var sum948: Float = (sum947 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 1) +% ix944)])
-              var sum949: Float = (sum948 + arena[((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% ix944)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy943 +% 13) *% 14)) +% 4) +% ix944)] = sum949
-              ix944 &+= 1
-            }
+          for ix944 in 0..<1 {
+            let sum945_v = loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 20) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 4)), 6)
+            let sum946_v = (sum945_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 3)), 6))
+            let sum947_v = (sum946_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 2)), 6))
+            let sum948_v = (sum947_v + loadPartial(arena, (ix944 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10)) +% 1)), 6))
+            let sum949_v = (sum948_v + loadPartial(arena, (ix944 +% (((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy943 +% 13) +% -4) *% 10))), 6))
+            storePartial(arena, (ix944 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy943 +% 13) *% 14)) +% 4)), sum949_v, 6)
           }
         }
         for iy950 in 0..<1 {
-          do {  // 8 lanes at a time over ix951
-            var ix951 = 0
-            while ix951 < 1 {
-              var sum952: Float = arena[(((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 9) +% ix951)]
-              var sum953: Float = (sum952 + arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 8) +% ix951)])
-              var sum954: Float = (sum953 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 7) +% ix951)])
-              var sum955: Float = (sum954 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 6) +% ix951)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy950 +% 13) *% 14)) +% 10) +% ix951)] = sum955
-              ix951 &+= 1
-            }
+          for ix951 in 0..<1 {
+            let sum952_v = loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 21) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 9)), 1)
+            let sum953_v = (sum952_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 8)), 1))
+            let sum954_v = (sum953_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 7)), 1))
+            let sum955_v = (sum954_v + loadPartial(arena, (ix951 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy950 +% 13) +% -4) *% 10)) +% 6)), 1))
+            storePartial(arena, (ix951 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy950 +% 13) *% 14)) +% 10)), sum955_v, 1)
           }
         }
         for iy956 in 0..<1 {
-          do {  // 8 lanes at a time over ix957
-            var ix957 = 0
-            while ix957 < 1 {
-              var sum958: Float = arena[(((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 9) +% ix957)]
-              var sum959: Float = (sum958 + arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 8) +% ix957)])
-              var sum960: Float = (sum959 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 7) +% ix957)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy956 +% 13) *% 14)) +% 11) +% ix957)] = sum960
-              ix957 &+= 1
-            }
+          for ix957 in 0..<1 {
+            let sum958_v = loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 22) *% 1600)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 9)), 1)
+            let sum959_v = (sum958_v + loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 8)), 1))
+            let sum960_v = (sum959_v + loadPartial(arena, (ix957 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy956 +% 13) +% -4) *% 10)) +% 7)), 1))
+            storePartial(arena, (ix957 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy956 +% 13) *% 14)) +% 11)), sum960_v, 1)
           }
         }
         for iy961 in 0..<1 {
-          do {  // 8 lanes at a time over ix962
-            var ix962 = 0
-            while ix962 < 1 {
-              var sum963: Float = arena[(((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 9) +% ix962)]
-              var sum964: Float = (sum963 + arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 8) +% ix962)])
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy961 +% 13) *% 14)) +% 12) +% ix962)] = sum964
-              ix962 &+= 1
-            }
+          for ix962 in 0..<1 {
+            let sum963_v = loadPartial(arena, (ix962 +% ((((756112 +% (((c180 *% 25) +% 23) *% 1600)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 9)), 1)
+            let sum964_v = (sum963_v + loadPartial(arena, (ix962 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy961 +% 13) +% -4) *% 10)) +% 8)), 1))
+            storePartial(arena, (ix962 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy961 +% 13) *% 14)) +% 12)), sum964_v, 1)
           }
         }
         for iy965 in 0..<1 {
-          do {  // 8 lanes at a time over ix966
-            var ix966 = 0
-            while ix966 < 1 {
-              var sum967: Float = arena[(((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 9) +% ix966)]
-              arena[(((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy965 +% 13) *% 14)) +% 13) +% ix966)] = sum967
-              ix966 &+= 1
-            }
+          for ix966 in 0..<1 {
+            let sum967_v = loadPartial(arena, (ix966 +% ((((756112 +% (((c180 *% 25) +% 24) *% 1600)) +% (j179 *% 100)) +% (((iy965 +% 13) +% -4) *% 10)) +% 9)), 1)
+            storePartial(arena, (ix966 +% ((((376320 +% (((g163 *% 16) +% j179) *% 1176)) +% (c180 *% 196)) +% ((iy965 +% 13) *% 14)) +% 13)), sum967_v, 1)
           }
         }
       }
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // 8 lanes at a time over i968
-    var i968 = 0
-    while i968 &+ 8 <= 301056 {
-      storeVector(arena, 518032 &+ i968, Vector(repeating: Float(0)))
-      i968 &+= 8
-    }
-    while i968 < 301056 {
-      arena[(518032 +% i968)] = Float(0)
-      i968 &+= 1
-    }
+  for i968 in 0..<37632 {
+    storeVector(arena, ((i968 *% 8) +% 518032), Vector(repeating: Float(0)))
   }
   for q969 in 0..<384 {
     for py970 in 0..<14 {
@@ -2459,28 +2059,15 @@ public func lenet5_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // 8 lanes at a time over i974
-    var i974 = 0
-    while i974 &+ 8 <= 301056 {
-      storeVector(arena, 819088 &+ i974, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 518032 &+ i974), where: loadVector(arena, 0 &+ i974) .> Vector(repeating: Float(0))))
-      i974 &+= 8
-    }
-    while i974 < 301056 {
-      arena[(819088 +% i974)] = (arena[i974] > Float(0) ? arena[(518032 +% i974)] : Float(0))
-      i974 &+= 1
-    }
+  for i974 in 0..<37632 {
+    storeVector(arena, ((i974 *% 8) +% 819088), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i974 *% 8) +% 518032)), where: loadVector(arena, (i974 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i975
-    var i975 = 0
-    while i975 &+ 8 <= 150 {
-      storeVector(arena, 388864 &+ i975, Vector(repeating: Float(0)))
-      i975 &+= 8
-    }
-    while i975 < 150 {
-      arena[(388864 +% i975)] = Float(0)
-      i975 &+= 1
-    }
+  for i975 in 0..<18 {
+    storeVector(arena, ((i975 *% 8) +% 388864), Vector(repeating: Float(0)))
+  }
+  for i975 in 0..<1 {
+    storePartial(arena, ((i975 +% 144) +% 388864), Vector(repeating: Float(0)), 6)
   }
   for g976 in 0..<4 {
     for j977 in 0..<16 {
@@ -2732,26 +2319,21 @@ public func lenet5_train_b64(
   // adam = update of 61706 parameters
   var step_size1022: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt1023: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i1024
-    var i1024 = 0
-    while i1024 &+ 8 <= 61706 {
-      let g_v = (loadVector(grads, 0 &+ i1024) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i1024)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i1024)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i1024)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i1024, m_new_v)
-      storeVector(v, 0 &+ i1024, v_new_v)
-      storeVector(params, 0 &+ i1024, (loadVector(params, 0 &+ i1024) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i1024 &+= 8
-    }
-    while i1024 < 61706 {
-      var g: Float = (grads[i1024] + (Float(0) * params[i1024]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i1024]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i1024]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i1024] = m_new
-      v[i1024] = v_new
-      params[i1024] = (params[i1024] - ((step_size1022 * m_new) / ((sqrtf(v_new) / bc2_sqrt1023) + Float(bitPattern: 0x322bcc77))))
-      i1024 &+= 1
-    }
+  for i1024 in 0..<7713 {
+    let g_v = (loadVector(grads, (i1024 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i1024 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i1024 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i1024 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i1024 *% 8), m_new_v)
+    storeVector(v, (i1024 *% 8), v_new_v)
+    storeVector(params, (i1024 *% 8), (loadVector(params, (i1024 *% 8)) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i1024 in 0..<1 {
+    let g_v = (loadPartial(grads, (i1024 +% 61704), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i1024 +% 61704), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i1024 +% 61704), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i1024 +% 61704), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i1024 +% 61704), m_new_v, 2)
+    storePartial(v, (i1024 +% 61704), v_new_v, 2)
+    storePartial(params, (i1024 +% 61704), (loadPartial(params, (i1024 +% 61704), 2) - ((Vector(repeating: step_size1022) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt1023)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2924,16 +2506,8 @@ public func lenet5_infer_b64(
     }
     for j29 in 0..<16 {
       for f30 in 0..<6 {
-        do {  // 8 lanes at a time over i31
-          var i31 = 0
-          while i31 &+ 8 <= 784 {
-            storeVector(arena, ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784)) &+ i31, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((614656 +% (f30 *% 12544)) +% (j29 *% 784)) &+ i31) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((614656 +% (f30 *% 12544)) +% (j29 *% 784)) &+ i31) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
-            i31 &+= 8
-          }
-          while i31 < 784 {
-            arena[(((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784)) +% i31)] = ((arena[(((614656 +% (f30 *% 12544)) +% (j29 *% 784)) +% i31)] + params[(150 +% f30)]) > Float(0) ? (arena[(((614656 +% (f30 *% 12544)) +% (j29 *% 784)) +% i31)] + params[(150 +% f30)]) : Float(0))
-            i31 &+= 1
-          }
+        for i31 in 0..<98 {
+          storeVector(arena, ((i31 *% 8) +% ((((g1 *% 16) +% j29) *% 4704) +% (f30 *% 784))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i31 *% 8) +% ((614656 +% (f30 *% 12544)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])), where: (loadVector(arena, ((i31 *% 8) +% ((614656 +% (f30 *% 12544)) +% (j29 *% 784)))) + Vector(repeating: params[(150 +% f30)])) .> Vector(repeating: Float(0))))
         }
       }
     }
@@ -3071,16 +2645,11 @@ public func lenet5_infer_b64(
     }
     for j58 in 0..<16 {
       for f59 in 0..<16 {
-        do {  // 8 lanes at a time over i60
-          var i60 = 0
-          while i60 &+ 8 <= 100 {
-            storeVector(arena, ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100)) &+ i60, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((616320 +% (f59 *% 1600)) +% (j58 *% 100)) &+ i60) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((616320 +% (f59 *% 1600)) +% (j58 *% 100)) &+ i60) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
-            i60 &+= 8
-          }
-          while i60 < 100 {
-            arena[(((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100)) +% i60)] = ((arena[(((616320 +% (f59 *% 1600)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) > Float(0) ? (arena[(((616320 +% (f59 *% 1600)) +% (j58 *% 100)) +% i60)] + params[(2556 +% f59)]) : Float(0))
-            i60 &+= 1
-          }
+        for i60 in 0..<12 {
+          storeVector(arena, ((i60 *% 8) +% ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i60 *% 8) +% ((616320 +% (f59 *% 1600)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])), where: (loadVector(arena, ((i60 *% 8) +% ((616320 +% (f59 *% 1600)) +% (j58 *% 100)))) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))))
+        }
+        for i60 in 0..<1 {
+          storePartial(arena, ((i60 +% 96) +% ((((g36 *% 16) +% j58) *% 1600) +% (f59 *% 100))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i60 +% 96) +% ((616320 +% (f59 *% 1600)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])), where: (loadPartial(arena, ((i60 +% 96) +% ((616320 +% (f59 *% 1600)) +% (j58 *% 100))), 4) + Vector(repeating: params[(2556 +% f59)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
@@ -3198,31 +2767,21 @@ public func lenet5_infer_b64(
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
   for n77 in 0..<64 {
-    do {  // 8 lanes at a time over u78
-      var u78 = 0
-      while u78 &+ 8 <= 84 {
-        storeVector(arena, (7680 +% (n77 *% 84)) &+ u78, Vector(repeating: Float(0)).replacing(with: (loadVector(arena, (7680 +% (n77 *% 84)) &+ u78) + loadVector(params, 60772 &+ u78)), where: (loadVector(arena, (7680 +% (n77 *% 84)) &+ u78) + loadVector(params, 60772 &+ u78)) .> Vector(repeating: Float(0))))
-        u78 &+= 8
-      }
-      while u78 < 84 {
-        arena[((7680 +% (n77 *% 84)) +% u78)] = ((arena[((7680 +% (n77 *% 84)) +% u78)] + params[(60772 +% u78)]) > Float(0) ? (arena[((7680 +% (n77 *% 84)) +% u78)] + params[(60772 +% u78)]) : Float(0))
-        u78 &+= 1
-      }
+    for u78 in 0..<10 {
+      storeVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))), where: (loadVector(arena, ((u78 *% 8) +% (7680 +% (n77 *% 84)))) + loadVector(params, ((u78 *% 8) +% 60772))) .> Vector(repeating: Float(0))))
+    }
+    for u78 in 0..<1 {
+      storePartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)), where: (loadPartial(arena, ((u78 +% 80) +% (7680 +% (n77 *% 84))), 4) + loadPartial(params, ((u78 +% 80) +% 60772), 4)) .> Vector(repeating: Float(0))), 4)
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
   for n79 in 0..<64 {
-    do {  // 8 lanes at a time over u80
-      var u80 = 0
-      while u80 &+ 8 <= 10 {
-        storeVector(arena, (n79 *% 10) &+ u80, (loadVector(arena, (n79 *% 10) &+ u80) + loadVector(params, 61696 &+ u80)))
-        u80 &+= 8
-      }
-      while u80 < 10 {
-        arena[((n79 *% 10) +% u80)] = (arena[((n79 *% 10) +% u80)] + params[(61696 +% u80)])
-        u80 &+= 1
-      }
+    for u80 in 0..<1 {
+      storeVector(arena, ((u80 *% 8) +% (n79 *% 10)), (loadVector(arena, ((u80 *% 8) +% (n79 *% 10))) + loadVector(params, ((u80 *% 8) +% 61696))))
+    }
+    for u80 in 0..<1 {
+      storePartial(arena, ((u80 +% 8) +% (n79 *% 10)), (loadPartial(arena, ((u80 +% 8) +% (n79 *% 10)), 2) + loadPartial(params, ((u80 +% 8) +% 61696), 2)), 2)
     }
   }
 }

@@ -263,16 +263,11 @@ public func mlp_train_b64(
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 32768, 128, params + 233856, 128, Float(bitPattern: 0x0), arena + 40960, 10)
   for n38 in 0..<64 {
-    do {  // 8 lanes at a time over u39
-      var u39 = 0
-      while u39 &+ 8 <= 10 {
-        storeVector(arena, (40960 +% (n38 *% 10)) &+ u39, (loadVector(arena, (40960 +% (n38 *% 10)) &+ u39) + loadVector(params, 235136 &+ u39)))
-        u39 &+= 8
-      }
-      while u39 < 10 {
-        arena[((40960 +% (n38 *% 10)) +% u39)] = (arena[((40960 +% (n38 *% 10)) +% u39)] + params[(235136 +% u39)])
-        u39 &+= 1
-      }
+    for u39 in 0..<1 {
+      storeVector(arena, ((u39 *% 8) +% (40960 +% (n38 *% 10))), (loadVector(arena, ((u39 *% 8) +% (40960 +% (n38 *% 10)))) + loadVector(params, ((u39 *% 8) +% 235136))))
+    }
+    for u39 in 0..<1 {
+      storePartial(arena, ((u39 +% 8) +% (40960 +% (n38 *% 10))), (loadPartial(arena, ((u39 +% 8) +% (40960 +% (n38 *% 10))), 2) + loadPartial(params, ((u39 +% 8) +% 235136), 2)), 2)
     }
   }
   // loss = cross_entropy(fc3, label)
@@ -316,16 +311,8 @@ public func mlp_train_b64(
   // relu2_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 41616, 10, params + 233856, 128, Float(bitPattern: 0x0), arena + 42256, 128)
   // fc2_grad = relu_grad(relu2_grad, fc2)
-  do {  // 8 lanes at a time over i55
-    var i55 = 0
-    while i55 &+ 8 <= 8192 {
-      storeVector(arena, 50448 &+ i55, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 42256 &+ i55), where: loadVector(arena, 32768 &+ i55) .> Vector(repeating: Float(0))))
-      i55 &+= 8
-    }
-    while i55 < 8192 {
-      arena[(50448 +% i55)] = (arena[(32768 +% i55)] > Float(0) ? arena[(42256 +% i55)] : Float(0))
-      i55 &+= 1
-    }
+  for i55 in 0..<1024 {
+    storeVector(arena, ((i55 *% 8) +% 50448), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i55 *% 8) +% 42256)), where: loadVector(arena, ((i55 *% 8) +% 32768)) .> Vector(repeating: Float(0))))
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   do {  // gemm63
@@ -524,16 +511,8 @@ public func mlp_train_b64(
     arena[(41616 +% i83)] = ((z87 >> 40) >= 0x333333 as UInt64 ? (arena[(58640 +% i83)] * Float(bitPattern: 0x3fa00000)) : Float(0))
   }
   // fc1_grad = relu_grad(relu1_grad, fc1)
-  do {  // 8 lanes at a time over i88
-    var i88 = 0
-    while i88 &+ 8 <= 16384 {
-      storeVector(arena, 16384 &+ i88, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 41616 &+ i88), where: loadVector(arena, 0 &+ i88) .> Vector(repeating: Float(0))))
-      i88 &+= 8
-    }
-    while i88 < 16384 {
-      arena[(16384 +% i88)] = (arena[i88] > Float(0) ? arena[(41616 +% i88)] : Float(0))
-      i88 &+= 1
-    }
+  for i88 in 0..<2048 {
+    storeVector(arena, ((i88 *% 8) +% 16384), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i88 *% 8) +% 41616)), where: loadVector(arena, (i88 *% 8)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   do {  // gemm96
@@ -632,26 +611,21 @@ public func mlp_train_b64(
   // adam = update of 235146 parameters
   var step_size100: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt101: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i102
-    var i102 = 0
-    while i102 &+ 8 <= 235146 {
-      let g_v = (loadVector(grads, 0 &+ i102) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i102)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i102)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i102)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i102, m_new_v)
-      storeVector(v, 0 &+ i102, v_new_v)
-      storeVector(params, 0 &+ i102, (loadVector(params, 0 &+ i102) - ((Vector(repeating: step_size100) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt101)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i102 &+= 8
-    }
-    while i102 < 235146 {
-      var g: Float = (grads[i102] + (Float(0) * params[i102]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i102]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i102]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i102] = m_new
-      v[i102] = v_new
-      params[i102] = (params[i102] - ((step_size100 * m_new) / ((sqrtf(v_new) / bc2_sqrt101) + Float(bitPattern: 0x322bcc77))))
-      i102 &+= 1
-    }
+  for i102 in 0..<29393 {
+    let g_v = (loadVector(grads, (i102 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i102 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i102 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i102 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i102 *% 8), m_new_v)
+    storeVector(v, (i102 *% 8), v_new_v)
+    storeVector(params, (i102 *% 8), (loadVector(params, (i102 *% 8)) - ((Vector(repeating: step_size100) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt101)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i102 in 0..<1 {
+    let g_v = (loadPartial(grads, (i102 +% 235144), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i102 +% 235144), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i102 +% 235144), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i102 +% 235144), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i102 +% 235144), m_new_v, 2)
+    storePartial(v, (i102 +% 235144), v_new_v, 2)
+    storePartial(params, (i102 +% 235144), (loadPartial(params, (i102 +% 235144), 2) - ((Vector(repeating: step_size100) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt101)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -862,16 +836,11 @@ public func mlp_infer_b64(
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 16384, 128, params + 233856, 128, Float(bitPattern: 0x0), arena + 0, 10)
   for n25 in 0..<64 {
-    do {  // 8 lanes at a time over u26
-      var u26 = 0
-      while u26 &+ 8 <= 10 {
-        storeVector(arena, (n25 *% 10) &+ u26, (loadVector(arena, (n25 *% 10) &+ u26) + loadVector(params, 235136 &+ u26)))
-        u26 &+= 8
-      }
-      while u26 < 10 {
-        arena[((n25 *% 10) +% u26)] = (arena[((n25 *% 10) +% u26)] + params[(235136 +% u26)])
-        u26 &+= 1
-      }
+    for u26 in 0..<1 {
+      storeVector(arena, ((u26 *% 8) +% (n25 *% 10)), (loadVector(arena, ((u26 *% 8) +% (n25 *% 10))) + loadVector(params, ((u26 *% 8) +% 235136))))
+    }
+    for u26 in 0..<1 {
+      storePartial(arena, ((u26 +% 8) +% (n25 *% 10)), (loadPartial(arena, ((u26 +% 8) +% (n25 *% 10)), 2) + loadPartial(params, ((u26 +% 8) +% 235136), 2)), 2)
     }
   }
 }

@@ -724,16 +724,8 @@ public func simplecnn_train_b64(
   }
   do {  // gemm147
     for r137 in 0..<128 {
-      do {  // 8 lanes at a time over i138
-        var i138 = 0
-        while i138 &+ 8 <= 64 {
-          storeVector(arena, (1413120 +% (r137 *% 64)) &+ i138, Vector(repeating: Float(0)))
-          i138 &+= 8
-        }
-        while i138 < 64 {
-          arena[((1413120 +% (r137 *% 64)) +% i138)] = Float(0)
-          i138 &+= 1
-        }
+      for i138 in 0..<8 {
+        storeVector(arena, ((i138 *% 8) +% (1413120 +% (r137 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp139 in 0..<4 {
@@ -846,16 +838,11 @@ public func simplecnn_train_b64(
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
   for n163 in 0..<64 {
-    do {  // 8 lanes at a time over u164
-      var u164 = 0
-      while u164 &+ 8 <= 10 {
-        storeVector(arena, (1220608 +% (n163 *% 10)) &+ u164, (loadVector(arena, (1220608 +% (n163 *% 10)) &+ u164) + loadVector(params, 421632 &+ u164)))
-        u164 &+= 8
-      }
-      while u164 < 10 {
-        arena[((1220608 +% (n163 *% 10)) +% u164)] = (arena[((1220608 +% (n163 *% 10)) +% u164)] + params[(421632 +% u164)])
-        u164 &+= 1
-      }
+    for u164 in 0..<1 {
+      storeVector(arena, ((u164 *% 8) +% (1220608 +% (n163 *% 10))), (loadVector(arena, ((u164 *% 8) +% (1220608 +% (n163 *% 10)))) + loadVector(params, ((u164 *% 8) +% 421632))))
+    }
+    for u164 in 0..<1 {
+      storePartial(arena, ((u164 +% 8) +% (1220608 +% (n163 *% 10))), (loadPartial(arena, ((u164 +% 8) +% (1220608 +% (n163 *% 10))), 2) + loadPartial(params, ((u164 +% 8) +% 421632), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
@@ -915,16 +902,8 @@ public func simplecnn_train_b64(
     arena[(1230096 +% i188)] = ((z192 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i188)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 8 lanes at a time over i193
-    var i193 = 0
-    while i193 &+ 8 <= 8192 {
-      storeVector(arena, 1212416 &+ i193, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1230096 &+ i193), where: loadVector(arena, 1204224 &+ i193) .> Vector(repeating: Float(0))))
-      i193 &+= 8
-    }
-    while i193 < 8192 {
-      arena[(1212416 +% i193)] = (arena[(1204224 +% i193)] > Float(0) ? arena[(1230096 +% i193)] : Float(0))
-      i193 &+= 1
-    }
+  for i193 in 0..<1024 {
+    storeVector(arena, ((i193 *% 8) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i193 *% 8) +% 1230096)), where: loadVector(arena, ((i193 *% 8) +% 1204224)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   do {  // gemm201
@@ -1108,16 +1087,8 @@ public func simplecnn_train_b64(
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // 8 lanes at a time over i213
-    var i213 = 0
-    while i213 &+ 8 <= 802816 {
-      storeVector(arena, 1421968 &+ i213, Vector(repeating: Float(0)))
-      i213 &+= 8
-    }
-    while i213 < 802816 {
-      arena[(1421968 +% i213)] = Float(0)
-      i213 &+= 1
-    }
+  for i213 in 0..<100352 {
+    storeVector(arena, ((i213 *% 8) +% 1421968), Vector(repeating: Float(0)))
   }
   for q214 in 0..<4096 {
     for i215 in 0..<49 {
@@ -1127,16 +1098,8 @@ public func simplecnn_train_b64(
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 8 lanes at a time over i216
-    var i216 = 0
-    while i216 &+ 8 <= 18432 {
-      storeVector(arena, 3328656 &+ i216, Vector(repeating: Float(0)))
-      i216 &+= 8
-    }
-    while i216 < 18432 {
-      arena[(3328656 +% i216)] = Float(0)
-      i216 &+= 1
-    }
+  for i216 in 0..<2304 {
+    storeVector(arena, ((i216 *% 8) +% 3328656), Vector(repeating: Float(0)))
   }
   for g217 in 0..<4 {
     for j218 in 0..<16 {
@@ -1325,16 +1288,11 @@ public func simplecnn_train_b64(
   for g257 in 0..<4 {
     for j258 in 0..<16 {
       for f259 in 0..<64 {
-        do {  // 8 lanes at a time over i260
-          var i260 = 0
-          while i260 &+ 8 <= 196 {
-            storeVector(arena, ((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) &+ i260, loadVector(arena, ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) &+ i260))
-            i260 &+= 8
-          }
-          while i260 < 196 {
-            arena[(((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) +% i260)] = arena[(((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) +% i260)]
-            i260 &+= 1
-          }
+        for i260 in 0..<24 {
+          storeVector(arena, ((i260 *% 8) +% ((3127952 +% (f259 *% 3136)) +% (j258 *% 196))), loadVector(arena, ((i260 *% 8) +% ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)))))
+        }
+        for i260 in 0..<1 {
+          storePartial(arena, ((i260 +% 192) +% ((3127952 +% (f259 *% 3136)) +% (j258 *% 196))), loadPartial(arena, ((i260 +% 192) +% ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196))), 4), 4)
         }
       }
     }
@@ -1426,182 +1384,135 @@ public func simplecnn_train_b64(
     for j269 in 0..<16 {
       for c270 in 0..<32 {
         for iy271 in 0..<1 {
-          do {  // 8 lanes at a time over ix272
-            var ix272 = 0
-            while ix272 < 1 {
-              var sum273: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy271 +% 1) *% 14)) +% 1) +% ix272)]
-              var sum274: Float = (sum273 + arena[((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy271 +% 1) *% 14)) +% ix272)])
-              var sum275: Float = (sum274 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy271 *% 14)) +% 1) +% ix272)])
-              var sum276: Float = (sum275 + arena[((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy271 *% 14)) +% ix272)])
-              arena[((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy271 *% 14)) +% ix272)] = sum276
-              ix272 &+= 1
-            }
+          for ix272 in 0..<1 {
+            let sum273_v = loadPartial(arena, (ix272 +% ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy271 +% 1) *% 14)) +% 1)), 1)
+            let sum274_v = (sum273_v + loadPartial(arena, (ix272 +% (((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy271 +% 1) *% 14))), 1))
+            let sum275_v = (sum274_v + loadPartial(arena, (ix272 +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy271 *% 14)) +% 1)), 1))
+            let sum276_v = (sum275_v + loadPartial(arena, (ix272 +% (((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy271 *% 14))), 1))
+            storePartial(arena, (ix272 +% (((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy271 *% 14))), sum276_v, 1)
           }
         }
         for iy277 in 0..<1 {
-          do {  // 8 lanes at a time over ix278
-            var ix278 = 0
-            while ix278 &+ 8 <= 12 {
-              let sum279_v = loadVector(arena, ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 2) &+ ix278)
-              let sum280_v = (sum279_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 1) &+ ix278))
-              let sum281_v = (sum280_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) &+ ix278))
-              let sum282_v = (sum281_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 2) &+ ix278))
-              let sum283_v = (sum282_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 1) &+ ix278))
-              let sum284_v = (sum283_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) &+ ix278))
-              storeVector(arena, ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy277 *% 14)) +% 1) &+ ix278, sum284_v)
-              ix278 &+= 8
-            }
-            while ix278 < 12 {
-              var sum279: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 2) +% ix278)]
-              var sum280: Float = (sum279 + arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 1) +% ix278)])
-              var sum281: Float = (sum280 + arena[((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% ix278)])
-              var sum282: Float = (sum281 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 2) +% ix278)])
-              var sum283: Float = (sum282 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 1) +% ix278)])
-              var sum284: Float = (sum283 + arena[((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% ix278)])
-              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy277 *% 14)) +% 1) +% ix278)] = sum284
-              ix278 &+= 1
-            }
+          for ix278 in 0..<1 {
+            let sum279_v = loadVector(arena, ((ix278 *% 8) +% ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 2)))
+            let sum280_v = (sum279_v + loadVector(arena, ((ix278 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 1))))
+            let sum281_v = (sum280_v + loadVector(arena, ((ix278 *% 8) +% (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)))))
+            let sum282_v = (sum281_v + loadVector(arena, ((ix278 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 2))))
+            let sum283_v = (sum282_v + loadVector(arena, ((ix278 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 1))))
+            let sum284_v = (sum283_v + loadVector(arena, ((ix278 *% 8) +% (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)))))
+            storeVector(arena, ((ix278 *% 8) +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy277 *% 14)) +% 1)), sum284_v)
+          }
+          for ix278 in 0..<1 {
+            let sum279_v = loadPartial(arena, ((ix278 +% 8) +% ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 2)), 4)
+            let sum280_v = (sum279_v + loadPartial(arena, ((ix278 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14)) +% 1)), 4))
+            let sum281_v = (sum280_v + loadPartial(arena, ((ix278 +% 8) +% (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy277 +% 1) *% 14))), 4))
+            let sum282_v = (sum281_v + loadPartial(arena, ((ix278 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 2)), 4))
+            let sum283_v = (sum282_v + loadPartial(arena, ((ix278 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14)) +% 1)), 4))
+            let sum284_v = (sum283_v + loadPartial(arena, ((ix278 +% 8) +% (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy277 *% 14))), 4))
+            storePartial(arena, ((ix278 +% 8) +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy277 *% 14)) +% 1)), sum284_v, 4)
           }
         }
         for iy285 in 0..<1 {
-          do {  // 8 lanes at a time over ix286
-            var ix286 = 0
-            while ix286 < 1 {
-              var sum287: Float = arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy285 +% 1) *% 14)) +% 13) +% ix286)]
-              var sum288: Float = (sum287 + arena[(((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy285 +% 1) *% 14)) +% 12) +% ix286)])
-              var sum289: Float = (sum288 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy285 *% 14)) +% 13) +% ix286)])
-              var sum290: Float = (sum289 + arena[(((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy285 *% 14)) +% 12) +% ix286)])
-              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy285 *% 14)) +% 13) +% ix286)] = sum290
-              ix286 &+= 1
-            }
+          for ix286 in 0..<1 {
+            let sum287_v = loadPartial(arena, (ix286 +% ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% ((iy285 +% 1) *% 14)) +% 13)), 1)
+            let sum288_v = (sum287_v + loadPartial(arena, (ix286 +% ((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% ((iy285 +% 1) *% 14)) +% 12)), 1))
+            let sum289_v = (sum288_v + loadPartial(arena, (ix286 +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% (iy285 *% 14)) +% 13)), 1))
+            let sum290_v = (sum289_v + loadPartial(arena, (ix286 +% ((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% (iy285 *% 14)) +% 12)), 1))
+            storePartial(arena, (ix286 +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% (iy285 *% 14)) +% 13)), sum290_v, 1)
           }
         }
         for iy291 in 0..<12 {
-          do {  // 8 lanes at a time over ix292
-            var ix292 = 0
-            while ix292 < 1 {
-              var sum293: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% 1) *% 14)) +% 1) +% ix292)]
-              var sum294: Float = (sum293 + arena[((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% 1) *% 14)) +% ix292)])
-              var sum295: Float = (sum294 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy291 +% 1) *% 14)) +% 1) +% ix292)])
-              var sum296: Float = (sum295 + arena[((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy291 +% 1) *% 14)) +% ix292)])
-              var sum297: Float = (sum296 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% -1) *% 14)) +% 1) +% ix292)])
-              var sum298: Float = (sum297 + arena[((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% -1) *% 14)) +% ix292)])
-              arena[((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy291 +% 1) *% 14)) +% ix292)] = sum298
-              ix292 &+= 1
-            }
+          for ix292 in 0..<1 {
+            let sum293_v = loadPartial(arena, (ix292 +% ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% 1) *% 14)) +% 1)), 1)
+            let sum294_v = (sum293_v + loadPartial(arena, (ix292 +% (((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% 1) *% 14))), 1))
+            let sum295_v = (sum294_v + loadPartial(arena, (ix292 +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy291 +% 1) *% 14)) +% 1)), 1))
+            let sum296_v = (sum295_v + loadPartial(arena, (ix292 +% (((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy291 +% 1) *% 14))), 1))
+            let sum297_v = (sum296_v + loadPartial(arena, (ix292 +% ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% -1) *% 14)) +% 1)), 1))
+            let sum298_v = (sum297_v + loadPartial(arena, (ix292 +% (((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy291 +% 1) +% -1) *% 14))), 1))
+            storePartial(arena, (ix292 +% (((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy291 +% 1) *% 14))), sum298_v, 1)
           }
         }
         for iy299 in 0..<12 {
-          do {  // 8 lanes at a time over ix300
-            var ix300 = 0
-            while ix300 &+ 8 <= 12 {
-              let sum301_v = loadVector(arena, ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 2) &+ ix300)
-              let sum302_v = (sum301_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 1) &+ ix300))
-              let sum303_v = (sum302_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) &+ ix300))
-              let sum304_v = (sum303_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 2) &+ ix300))
-              let sum305_v = (sum304_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) &+ ix300))
-              let sum306_v = (sum305_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) &+ ix300))
-              let sum307_v = (sum306_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 2) &+ ix300))
-              let sum308_v = (sum307_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 1) &+ ix300))
-              let sum309_v = (sum308_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) &+ ix300))
-              storeVector(arena, ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) &+ ix300, sum309_v)
-              ix300 &+= 8
-            }
-            while ix300 < 12 {
-              var sum301: Float = arena[(((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 2) +% ix300)]
-              var sum302: Float = (sum301 + arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 1) +% ix300)])
-              var sum303: Float = (sum302 + arena[((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% ix300)])
-              var sum304: Float = (sum303 + arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 2) +% ix300)])
-              var sum305: Float = (sum304 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) +% ix300)])
-              var sum306: Float = (sum305 + arena[((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% ix300)])
-              var sum307: Float = (sum306 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 2) +% ix300)])
-              var sum308: Float = (sum307 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 1) +% ix300)])
-              var sum309: Float = (sum308 + arena[((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% ix300)])
-              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1) +% ix300)] = sum309
-              ix300 &+= 1
-            }
+          for ix300 in 0..<1 {
+            let sum301_v = loadVector(arena, ((ix300 *% 8) +% ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 2)))
+            let sum302_v = (sum301_v + loadVector(arena, ((ix300 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 1))))
+            let sum303_v = (sum302_v + loadVector(arena, ((ix300 *% 8) +% (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)))))
+            let sum304_v = (sum303_v + loadVector(arena, ((ix300 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 2))))
+            let sum305_v = (sum304_v + loadVector(arena, ((ix300 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1))))
+            let sum306_v = (sum305_v + loadVector(arena, ((ix300 *% 8) +% (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)))))
+            let sum307_v = (sum306_v + loadVector(arena, ((ix300 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 2))))
+            let sum308_v = (sum307_v + loadVector(arena, ((ix300 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 1))))
+            let sum309_v = (sum308_v + loadVector(arena, ((ix300 *% 8) +% (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)))))
+            storeVector(arena, ((ix300 *% 8) +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1)), sum309_v)
+          }
+          for ix300 in 0..<1 {
+            let sum301_v = loadPartial(arena, ((ix300 +% 8) +% ((((2224784 +% ((c270 *% 9) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 2)), 4)
+            let sum302_v = (sum301_v + loadPartial(arena, ((ix300 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14)) +% 1)), 4))
+            let sum303_v = (sum302_v + loadPartial(arena, ((ix300 +% 8) +% (((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% 1) *% 14))), 4))
+            let sum304_v = (sum303_v + loadPartial(arena, ((ix300 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 2)), 4))
+            let sum305_v = (sum304_v + loadPartial(arena, ((ix300 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1)), 4))
+            let sum306_v = (sum305_v + loadPartial(arena, ((ix300 +% 8) +% (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy299 +% 1) *% 14))), 4))
+            let sum307_v = (sum306_v + loadPartial(arena, ((ix300 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 2)), 4))
+            let sum308_v = (sum307_v + loadPartial(arena, ((ix300 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14)) +% 1)), 4))
+            let sum309_v = (sum308_v + loadPartial(arena, ((ix300 +% 8) +% (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy299 +% 1) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix300 +% 8) +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy299 +% 1) *% 14)) +% 1)), sum309_v, 4)
           }
         }
         for iy310 in 0..<12 {
-          do {  // 8 lanes at a time over ix311
-            var ix311 = 0
-            while ix311 < 1 {
-              var sum312: Float = arena[(((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% 1) *% 14)) +% 13) +% ix311)]
-              var sum313: Float = (sum312 + arena[(((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% 1) *% 14)) +% 12) +% ix311)])
-              var sum314: Float = (sum313 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy310 +% 1) *% 14)) +% 13) +% ix311)])
-              var sum315: Float = (sum314 + arena[(((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy310 +% 1) *% 14)) +% 12) +% ix311)])
-              var sum316: Float = (sum315 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% -1) *% 14)) +% 13) +% ix311)])
-              var sum317: Float = (sum316 + arena[(((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% -1) *% 14)) +% 12) +% ix311)])
-              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy310 +% 1) *% 14)) +% 13) +% ix311)] = sum317
-              ix311 &+= 1
-            }
+          for ix311 in 0..<1 {
+            let sum312_v = loadPartial(arena, (ix311 +% ((((2224784 +% (((c270 *% 9) +% 1) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% 1) *% 14)) +% 13)), 1)
+            let sum313_v = (sum312_v + loadPartial(arena, (ix311 +% ((((2224784 +% (((c270 *% 9) +% 2) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% 1) *% 14)) +% 12)), 1))
+            let sum314_v = (sum313_v + loadPartial(arena, (ix311 +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy310 +% 1) *% 14)) +% 13)), 1))
+            let sum315_v = (sum314_v + loadPartial(arena, (ix311 +% ((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy310 +% 1) *% 14)) +% 12)), 1))
+            let sum316_v = (sum315_v + loadPartial(arena, (ix311 +% ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% -1) *% 14)) +% 13)), 1))
+            let sum317_v = (sum316_v + loadPartial(arena, (ix311 +% ((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy310 +% 1) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix311 +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy310 +% 1) *% 14)) +% 13)), sum317_v, 1)
           }
         }
         for iy318 in 0..<1 {
-          do {  // 8 lanes at a time over ix319
-            var ix319 = 0
-            while ix319 < 1 {
-              var sum320: Float = arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy318 +% 13) *% 14)) +% 1) +% ix319)]
-              var sum321: Float = (sum320 + arena[((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy318 +% 13) *% 14)) +% ix319)])
-              var sum322: Float = (sum321 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy318 +% 13) +% -1) *% 14)) +% 1) +% ix319)])
-              var sum323: Float = (sum322 + arena[((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy318 +% 13) +% -1) *% 14)) +% ix319)])
-              arena[((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy318 +% 13) *% 14)) +% ix319)] = sum323
-              ix319 &+= 1
-            }
+          for ix319 in 0..<1 {
+            let sum320_v = loadPartial(arena, (ix319 +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy318 +% 13) *% 14)) +% 1)), 1)
+            let sum321_v = (sum320_v + loadPartial(arena, (ix319 +% (((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy318 +% 13) *% 14))), 1))
+            let sum322_v = (sum321_v + loadPartial(arena, (ix319 +% ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy318 +% 13) +% -1) *% 14)) +% 1)), 1))
+            let sum323_v = (sum322_v + loadPartial(arena, (ix319 +% (((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy318 +% 13) +% -1) *% 14))), 1))
+            storePartial(arena, (ix319 +% (((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy318 +% 13) *% 14))), sum323_v, 1)
           }
         }
         for iy324 in 0..<1 {
-          do {  // 8 lanes at a time over ix325
-            var ix325 = 0
-            while ix325 &+ 8 <= 12 {
-              let sum326_v = loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 2) &+ ix325)
-              let sum327_v = (sum326_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) &+ ix325))
-              let sum328_v = (sum327_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) &+ ix325))
-              let sum329_v = (sum328_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 2) &+ ix325))
-              let sum330_v = (sum329_v + loadVector(arena, ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 1) &+ ix325))
-              let sum331_v = (sum330_v + loadVector(arena, (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) &+ ix325))
-              storeVector(arena, ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) &+ ix325, sum331_v)
-              ix325 &+= 8
-            }
-            while ix325 < 12 {
-              var sum326: Float = arena[(((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 2) +% ix325)]
-              var sum327: Float = (sum326 + arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) +% ix325)])
-              var sum328: Float = (sum327 + arena[((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% ix325)])
-              var sum329: Float = (sum328 + arena[(((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 2) +% ix325)])
-              var sum330: Float = (sum329 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 1) +% ix325)])
-              var sum331: Float = (sum330 + arena[((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% ix325)])
-              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1) +% ix325)] = sum331
-              ix325 &+= 1
-            }
+          for ix325 in 0..<1 {
+            let sum326_v = loadVector(arena, ((ix325 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 2)))
+            let sum327_v = (sum326_v + loadVector(arena, ((ix325 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1))))
+            let sum328_v = (sum327_v + loadVector(arena, ((ix325 *% 8) +% (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)))))
+            let sum329_v = (sum328_v + loadVector(arena, ((ix325 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 2))))
+            let sum330_v = (sum329_v + loadVector(arena, ((ix325 *% 8) +% ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 1))))
+            let sum331_v = (sum330_v + loadVector(arena, ((ix325 *% 8) +% (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)))))
+            storeVector(arena, ((ix325 *% 8) +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1)), sum331_v)
+          }
+          for ix325 in 0..<1 {
+            let sum326_v = loadPartial(arena, ((ix325 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 3) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 2)), 4)
+            let sum327_v = (sum326_v + loadPartial(arena, ((ix325 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1)), 4))
+            let sum328_v = (sum327_v + loadPartial(arena, ((ix325 +% 8) +% (((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy324 +% 13) *% 14))), 4))
+            let sum329_v = (sum328_v + loadPartial(arena, ((ix325 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 6) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 2)), 4))
+            let sum330_v = (sum329_v + loadPartial(arena, ((ix325 +% 8) +% ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14)) +% 1)), 4))
+            let sum331_v = (sum330_v + loadPartial(arena, ((ix325 +% 8) +% (((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy324 +% 13) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix325 +% 8) +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy324 +% 13) *% 14)) +% 1)), sum331_v, 4)
           }
         }
         for iy332 in 0..<1 {
-          do {  // 8 lanes at a time over ix333
-            var ix333 = 0
-            while ix333 < 1 {
-              var sum334: Float = arena[(((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy332 +% 13) *% 14)) +% 13) +% ix333)]
-              var sum335: Float = (sum334 + arena[(((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy332 +% 13) *% 14)) +% 12) +% ix333)])
-              var sum336: Float = (sum335 + arena[(((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy332 +% 13) +% -1) *% 14)) +% 13) +% ix333)])
-              var sum337: Float = (sum336 + arena[(((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy332 +% 13) +% -1) *% 14)) +% 12) +% ix333)])
-              arena[(((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy332 +% 13) *% 14)) +% 13) +% ix333)] = sum337
-              ix333 &+= 1
-            }
+          for ix333 in 0..<1 {
+            let sum334_v = loadPartial(arena, (ix333 +% ((((2224784 +% (((c270 *% 9) +% 4) *% 3136)) +% (j269 *% 196)) +% ((iy332 +% 13) *% 14)) +% 13)), 1)
+            let sum335_v = (sum334_v + loadPartial(arena, (ix333 +% ((((2224784 +% (((c270 *% 9) +% 5) *% 3136)) +% (j269 *% 196)) +% ((iy332 +% 13) *% 14)) +% 12)), 1))
+            let sum336_v = (sum335_v + loadPartial(arena, (ix333 +% ((((2224784 +% (((c270 *% 9) +% 7) *% 3136)) +% (j269 *% 196)) +% (((iy332 +% 13) +% -1) *% 14)) +% 13)), 1))
+            let sum337_v = (sum336_v + loadPartial(arena, (ix333 +% ((((2224784 +% (((c270 *% 9) +% 8) *% 3136)) +% (j269 *% 196)) +% (((iy332 +% 13) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix333 +% ((((802816 +% (((g257 *% 16) +% j269) *% 6272)) +% (c270 *% 196)) +% ((iy332 +% 13) *% 14)) +% 13)), sum337_v, 1)
           }
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // 8 lanes at a time over i338
-    var i338 = 0
-    while i338 &+ 8 <= 1605632 {
-      storeVector(arena, 1221264 &+ i338, Vector(repeating: Float(0)))
-      i338 &+= 8
-    }
-    while i338 < 1605632 {
-      arena[(1221264 +% i338)] = Float(0)
-      i338 &+= 1
-    }
+  for i338 in 0..<200704 {
+    storeVector(arena, ((i338 *% 8) +% 1221264), Vector(repeating: Float(0)))
   }
   for q339 in 0..<2048 {
     for i340 in 0..<196 {
@@ -1611,16 +1522,8 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i341
-    var i341 = 0
-    while i341 &+ 8 <= 288 {
-      storeVector(arena, 514304 &+ i341, Vector(repeating: Float(0)))
-      i341 &+= 8
-    }
-    while i341 < 288 {
-      arena[(514304 +% i341)] = Float(0)
-      i341 &+= 1
-    }
+  for i341 in 0..<36 {
+    storeVector(arena, ((i341 *% 8) +% 514304), Vector(repeating: Float(0)))
   }
   for g342 in 0..<4 {
     for j343 in 0..<16 {
@@ -1799,26 +1702,21 @@ public func simplecnn_train_b64(
   // adam = update of 421642 parameters
   var step_size381: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt382: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i383
-    var i383 = 0
-    while i383 &+ 8 <= 421642 {
-      let g_v = (loadVector(grads, 0 &+ i383) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i383)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i383)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i383)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i383, m_new_v)
-      storeVector(v, 0 &+ i383, v_new_v)
-      storeVector(params, 0 &+ i383, (loadVector(params, 0 &+ i383) - ((Vector(repeating: step_size381) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt382)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i383 &+= 8
-    }
-    while i383 < 421642 {
-      var g: Float = (grads[i383] + (Float(0) * params[i383]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i383]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i383]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i383] = m_new
-      v[i383] = v_new
-      params[i383] = (params[i383] - ((step_size381 * m_new) / ((sqrtf(v_new) / bc2_sqrt382) + Float(bitPattern: 0x322bcc77))))
-      i383 &+= 1
-    }
+  for i383 in 0..<52705 {
+    let g_v = (loadVector(grads, (i383 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i383 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i383 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i383 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i383 *% 8), m_new_v)
+    storeVector(v, (i383 *% 8), v_new_v)
+    storeVector(params, (i383 *% 8), (loadVector(params, (i383 *% 8)) - ((Vector(repeating: step_size381) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt382)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i383 in 0..<1 {
+    let g_v = (loadPartial(grads, (i383 +% 421640), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i383 +% 421640), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i383 +% 421640), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i383 +% 421640), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i383 +% 421640), m_new_v, 2)
+    storePartial(v, (i383 +% 421640), v_new_v, 2)
+    storePartial(params, (i383 +% 421640), (loadPartial(params, (i383 +% 421640), 2) - ((Vector(repeating: step_size381) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt382)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2505,16 +2403,8 @@ public func simplecnn_infer_b64(
   }
   do {  // gemm147
     for r137 in 0..<128 {
-      do {  // 8 lanes at a time over i138
-        var i138 = 0
-        while i138 &+ 8 <= 64 {
-          storeVector(arena, (208896 +% (r137 *% 64)) &+ i138, Vector(repeating: Float(0)))
-          i138 &+= 8
-        }
-        while i138 < 64 {
-          arena[((208896 +% (r137 *% 64)) +% i138)] = Float(0)
-          i138 &+= 1
-        }
+      for i138 in 0..<8 {
+        storeVector(arena, ((i138 *% 8) +% (208896 +% (r137 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp139 in 0..<4 {
@@ -2612,16 +2502,11 @@ public func simplecnn_infer_b64(
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
   for n150 in 0..<64 {
-    do {  // 8 lanes at a time over u151
-      var u151 = 0
-      while u151 &+ 8 <= 10 {
-        storeVector(arena, (8192 +% (n150 *% 10)) &+ u151, (loadVector(arena, (8192 +% (n150 *% 10)) &+ u151) + loadVector(params, 421632 &+ u151)))
-        u151 &+= 8
-      }
-      while u151 < 10 {
-        arena[((8192 +% (n150 *% 10)) +% u151)] = (arena[((8192 +% (n150 *% 10)) +% u151)] + params[(421632 +% u151)])
-        u151 &+= 1
-      }
+    for u151 in 0..<1 {
+      storeVector(arena, ((u151 *% 8) +% (8192 +% (n150 *% 10))), (loadVector(arena, ((u151 *% 8) +% (8192 +% (n150 *% 10)))) + loadVector(params, ((u151 *% 8) +% 421632))))
+    }
+    for u151 in 0..<1 {
+      storePartial(arena, ((u151 +% 8) +% (8192 +% (n150 *% 10))), (loadPartial(arena, ((u151 +% 8) +% (8192 +% (n150 *% 10))), 2) + loadPartial(params, ((u151 +% 8) +% 421632), 2)), 2)
     }
   }
 }

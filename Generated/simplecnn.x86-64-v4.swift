@@ -824,16 +824,8 @@ public func simplecnn_train_b64(
   }
   do {  // gemm144
     for r135 in 0..<128 {
-      do {  // 16 lanes at a time over i136
-        var i136 = 0
-        while i136 &+ 16 <= 64 {
-          storeVector(arena, (1413120 +% (r135 *% 64)) &+ i136, Vector(repeating: Float(0)))
-          i136 &+= 16
-        }
-        while i136 < 64 {
-          arena[((1413120 +% (r135 *% 64)) +% i136)] = Float(0)
-          i136 &+= 1
-        }
+      for i136 in 0..<4 {
+        storeVector(arena, ((i136 *% 16) +% (1413120 +% (r135 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp137 in 0..<4 {
@@ -983,12 +975,8 @@ public func simplecnn_train_b64(
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
   for n160 in 0..<64 {
-    do {  // 16 lanes at a time over u161
-      var u161 = 0
-      while u161 < 10 {
-        arena[((1220608 +% (n160 *% 10)) +% u161)] = (arena[((1220608 +% (n160 *% 10)) +% u161)] + params[(421632 +% u161)])
-        u161 &+= 1
-      }
+    for u161 in 0..<1 {
+      storePartial(arena, (u161 +% (1220608 +% (n160 *% 10))), (loadPartial(arena, (u161 +% (1220608 +% (n160 *% 10))), 10) + loadPartial(params, (u161 +% 421632), 10)), 10)
     }
   }
   // loss = cross_entropy(fc2, label)
@@ -1048,16 +1036,8 @@ public func simplecnn_train_b64(
     arena[(1230096 +% i185)] = ((z189 >> 40) >= 0x800000 as UInt64 ? (arena[(1221904 +% i185)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 16 lanes at a time over i190
-    var i190 = 0
-    while i190 &+ 16 <= 8192 {
-      storeVector(arena, 1212416 &+ i190, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 1230096 &+ i190), where: loadVector(arena, 1204224 &+ i190) .> Vector(repeating: Float(0))))
-      i190 &+= 16
-    }
-    while i190 < 8192 {
-      arena[(1212416 +% i190)] = (arena[(1204224 +% i190)] > Float(0) ? arena[(1230096 +% i190)] : Float(0))
-      i190 &+= 1
-    }
+  for i190 in 0..<512 {
+    storeVector(arena, ((i190 *% 16) +% 1212416), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i190 *% 16) +% 1230096)), where: loadVector(arena, ((i190 *% 16) +% 1204224)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   do {  // gemm197
@@ -1341,16 +1321,8 @@ public func simplecnn_train_b64(
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // 16 lanes at a time over i208
-    var i208 = 0
-    while i208 &+ 16 <= 802816 {
-      storeVector(arena, 1421968 &+ i208, Vector(repeating: Float(0)))
-      i208 &+= 16
-    }
-    while i208 < 802816 {
-      arena[(1421968 +% i208)] = Float(0)
-      i208 &+= 1
-    }
+  for i208 in 0..<50176 {
+    storeVector(arena, ((i208 *% 16) +% 1421968), Vector(repeating: Float(0)))
   }
   for q209 in 0..<4096 {
     for i210 in 0..<49 {
@@ -1360,16 +1332,8 @@ public func simplecnn_train_b64(
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 16 lanes at a time over i211
-    var i211 = 0
-    while i211 &+ 16 <= 18432 {
-      storeVector(arena, 3328656 &+ i211, Vector(repeating: Float(0)))
-      i211 &+= 16
-    }
-    while i211 < 18432 {
-      arena[(3328656 +% i211)] = Float(0)
-      i211 &+= 1
-    }
+  for i211 in 0..<1152 {
+    storeVector(arena, ((i211 *% 16) +% 3328656), Vector(repeating: Float(0)))
   }
   for g212 in 0..<4 {
     for j213 in 0..<16 {
@@ -1571,16 +1535,11 @@ public func simplecnn_train_b64(
   for g257 in 0..<4 {
     for j258 in 0..<16 {
       for f259 in 0..<64 {
-        do {  // 16 lanes at a time over i260
-          var i260 = 0
-          while i260 &+ 16 <= 196 {
-            storeVector(arena, ((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) &+ i260, loadVector(arena, ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) &+ i260))
-            i260 &+= 16
-          }
-          while i260 < 196 {
-            arena[(((3127952 +% (f259 *% 3136)) +% (j258 *% 196)) +% i260)] = arena[(((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)) +% i260)]
-            i260 &+= 1
-          }
+        for i260 in 0..<12 {
+          storeVector(arena, ((i260 *% 16) +% ((3127952 +% (f259 *% 3136)) +% (j258 *% 196))), loadVector(arena, ((i260 *% 16) +% ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196)))))
+        }
+        for i260 in 0..<1 {
+          storePartial(arena, ((i260 +% 192) +% ((3127952 +% (f259 *% 3136)) +% (j258 *% 196))), loadPartial(arena, ((i260 +% 192) +% ((1421968 +% (((g257 *% 16) +% j258) *% 12544)) +% (f259 *% 196))), 4), 4)
         }
       }
     }
@@ -1677,149 +1636,105 @@ public func simplecnn_train_b64(
     for j266 in 0..<16 {
       for c267 in 0..<32 {
         for iy268 in 0..<1 {
-          do {  // 16 lanes at a time over ix269
-            var ix269 = 0
-            while ix269 < 1 {
-              var sum270: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% ((iy268 +% 1) *% 14)) +% 1) +% ix269)]
-              var sum271: Float = (sum270 + arena[((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy268 +% 1) *% 14)) +% ix269)])
-              var sum272: Float = (sum271 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% (iy268 *% 14)) +% 1) +% ix269)])
-              var sum273: Float = (sum272 + arena[((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy268 *% 14)) +% ix269)])
-              arena[((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy268 *% 14)) +% ix269)] = sum273
-              ix269 &+= 1
-            }
+          for ix269 in 0..<1 {
+            let sum270_v = loadPartial(arena, (ix269 +% ((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% ((iy268 +% 1) *% 14)) +% 1)), 1)
+            let sum271_v = (sum270_v + loadPartial(arena, (ix269 +% (((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy268 +% 1) *% 14))), 1))
+            let sum272_v = (sum271_v + loadPartial(arena, (ix269 +% ((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% (iy268 *% 14)) +% 1)), 1))
+            let sum273_v = (sum272_v + loadPartial(arena, (ix269 +% (((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy268 *% 14))), 1))
+            storePartial(arena, (ix269 +% (((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy268 *% 14))), sum273_v, 1)
           }
         }
         for iy274 in 0..<1 {
-          do {  // 16 lanes at a time over ix275
-            var ix275 = 0
-            while ix275 < 12 {
-              var sum276: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% 2) +% ix275)]
-              var sum277: Float = (sum276 + arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% 1) +% ix275)])
-              var sum278: Float = (sum277 + arena[((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% ix275)])
-              var sum279: Float = (sum278 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% 2) +% ix275)])
-              var sum280: Float = (sum279 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% 1) +% ix275)])
-              var sum281: Float = (sum280 + arena[((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% ix275)])
-              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy274 *% 14)) +% 1) +% ix275)] = sum281
-              ix275 &+= 1
-            }
+          for ix275 in 0..<1 {
+            let sum276_v = loadPartial(arena, (ix275 +% ((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% 2)), 12)
+            let sum277_v = (sum276_v + loadPartial(arena, (ix275 +% ((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14)) +% 1)), 12))
+            let sum278_v = (sum277_v + loadPartial(arena, (ix275 +% (((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% ((iy274 +% 1) *% 14))), 12))
+            let sum279_v = (sum278_v + loadPartial(arena, (ix275 +% ((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% 2)), 12))
+            let sum280_v = (sum279_v + loadPartial(arena, (ix275 +% ((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14)) +% 1)), 12))
+            let sum281_v = (sum280_v + loadPartial(arena, (ix275 +% (((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% (iy274 *% 14))), 12))
+            storePartial(arena, (ix275 +% ((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy274 *% 14)) +% 1)), sum281_v, 12)
           }
         }
         for iy282 in 0..<1 {
-          do {  // 16 lanes at a time over ix283
-            var ix283 = 0
-            while ix283 < 1 {
-              var sum284: Float = arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy282 +% 1) *% 14)) +% 13) +% ix283)]
-              var sum285: Float = (sum284 + arena[(((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12) +% ix283)])
-              var sum286: Float = (sum285 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy282 *% 14)) +% 13) +% ix283)])
-              var sum287: Float = (sum286 + arena[(((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% (iy282 *% 14)) +% 12) +% ix283)])
-              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy282 *% 14)) +% 13) +% ix283)] = sum287
-              ix283 &+= 1
-            }
+          for ix283 in 0..<1 {
+            let sum284_v = loadPartial(arena, (ix283 +% ((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% ((iy282 +% 1) *% 14)) +% 13)), 1)
+            let sum285_v = (sum284_v + loadPartial(arena, (ix283 +% ((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% ((iy282 +% 1) *% 14)) +% 12)), 1))
+            let sum286_v = (sum285_v + loadPartial(arena, (ix283 +% ((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% (iy282 *% 14)) +% 13)), 1))
+            let sum287_v = (sum286_v + loadPartial(arena, (ix283 +% ((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% (iy282 *% 14)) +% 12)), 1))
+            storePartial(arena, (ix283 +% ((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% (iy282 *% 14)) +% 13)), sum287_v, 1)
           }
         }
         for iy288 in 0..<12 {
-          do {  // 16 lanes at a time over ix289
-            var ix289 = 0
-            while ix289 < 1 {
-              var sum290: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% 1) *% 14)) +% 1) +% ix289)]
-              var sum291: Float = (sum290 + arena[((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% 1) *% 14)) +% ix289)])
-              var sum292: Float = (sum291 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy288 +% 1) *% 14)) +% 1) +% ix289)])
-              var sum293: Float = (sum292 + arena[((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy288 +% 1) *% 14)) +% ix289)])
-              var sum294: Float = (sum293 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% -1) *% 14)) +% 1) +% ix289)])
-              var sum295: Float = (sum294 + arena[((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% -1) *% 14)) +% ix289)])
-              arena[((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy288 +% 1) *% 14)) +% ix289)] = sum295
-              ix289 &+= 1
-            }
+          for ix289 in 0..<1 {
+            let sum290_v = loadPartial(arena, (ix289 +% ((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% 1) *% 14)) +% 1)), 1)
+            let sum291_v = (sum290_v + loadPartial(arena, (ix289 +% (((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% 1) *% 14))), 1))
+            let sum292_v = (sum291_v + loadPartial(arena, (ix289 +% ((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy288 +% 1) *% 14)) +% 1)), 1))
+            let sum293_v = (sum292_v + loadPartial(arena, (ix289 +% (((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy288 +% 1) *% 14))), 1))
+            let sum294_v = (sum293_v + loadPartial(arena, (ix289 +% ((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% -1) *% 14)) +% 1)), 1))
+            let sum295_v = (sum294_v + loadPartial(arena, (ix289 +% (((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy288 +% 1) +% -1) *% 14))), 1))
+            storePartial(arena, (ix289 +% (((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy288 +% 1) *% 14))), sum295_v, 1)
           }
         }
         for iy296 in 0..<12 {
-          do {  // 16 lanes at a time over ix297
-            var ix297 = 0
-            while ix297 < 12 {
-              var sum298: Float = arena[(((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% 2) +% ix297)]
-              var sum299: Float = (sum298 + arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% 1) +% ix297)])
-              var sum300: Float = (sum299 + arena[((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% ix297)])
-              var sum301: Float = (sum300 + arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% 2) +% ix297)])
-              var sum302: Float = (sum301 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% 1) +% ix297)])
-              var sum303: Float = (sum302 + arena[((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% ix297)])
-              var sum304: Float = (sum303 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% 2) +% ix297)])
-              var sum305: Float = (sum304 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% 1) +% ix297)])
-              var sum306: Float = (sum305 + arena[((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% ix297)])
-              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy296 +% 1) *% 14)) +% 1) +% ix297)] = sum306
-              ix297 &+= 1
-            }
+          for ix297 in 0..<1 {
+            let sum298_v = loadPartial(arena, (ix297 +% ((((2224784 +% ((c267 *% 9) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% 2)), 12)
+            let sum299_v = (sum298_v + loadPartial(arena, (ix297 +% ((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14)) +% 1)), 12))
+            let sum300_v = (sum299_v + loadPartial(arena, (ix297 +% (((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% 1) *% 14))), 12))
+            let sum301_v = (sum300_v + loadPartial(arena, (ix297 +% ((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% 2)), 12))
+            let sum302_v = (sum301_v + loadPartial(arena, (ix297 +% ((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14)) +% 1)), 12))
+            let sum303_v = (sum302_v + loadPartial(arena, (ix297 +% (((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy296 +% 1) *% 14))), 12))
+            let sum304_v = (sum303_v + loadPartial(arena, (ix297 +% ((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% 2)), 12))
+            let sum305_v = (sum304_v + loadPartial(arena, (ix297 +% ((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14)) +% 1)), 12))
+            let sum306_v = (sum305_v + loadPartial(arena, (ix297 +% (((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy296 +% 1) +% -1) *% 14))), 12))
+            storePartial(arena, (ix297 +% ((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy296 +% 1) *% 14)) +% 1)), sum306_v, 12)
           }
         }
         for iy307 in 0..<12 {
-          do {  // 16 lanes at a time over ix308
-            var ix308 = 0
-            while ix308 < 1 {
-              var sum309: Float = arena[(((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% 1) *% 14)) +% 13) +% ix308)]
-              var sum310: Float = (sum309 + arena[(((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% 1) *% 14)) +% 12) +% ix308)])
-              var sum311: Float = (sum310 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy307 +% 1) *% 14)) +% 13) +% ix308)])
-              var sum312: Float = (sum311 + arena[(((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy307 +% 1) *% 14)) +% 12) +% ix308)])
-              var sum313: Float = (sum312 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% -1) *% 14)) +% 13) +% ix308)])
-              var sum314: Float = (sum313 + arena[(((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% -1) *% 14)) +% 12) +% ix308)])
-              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy307 +% 1) *% 14)) +% 13) +% ix308)] = sum314
-              ix308 &+= 1
-            }
+          for ix308 in 0..<1 {
+            let sum309_v = loadPartial(arena, (ix308 +% ((((2224784 +% (((c267 *% 9) +% 1) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% 1) *% 14)) +% 13)), 1)
+            let sum310_v = (sum309_v + loadPartial(arena, (ix308 +% ((((2224784 +% (((c267 *% 9) +% 2) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% 1) *% 14)) +% 12)), 1))
+            let sum311_v = (sum310_v + loadPartial(arena, (ix308 +% ((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy307 +% 1) *% 14)) +% 13)), 1))
+            let sum312_v = (sum311_v + loadPartial(arena, (ix308 +% ((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy307 +% 1) *% 14)) +% 12)), 1))
+            let sum313_v = (sum312_v + loadPartial(arena, (ix308 +% ((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% -1) *% 14)) +% 13)), 1))
+            let sum314_v = (sum313_v + loadPartial(arena, (ix308 +% ((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy307 +% 1) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix308 +% ((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy307 +% 1) *% 14)) +% 13)), sum314_v, 1)
           }
         }
         for iy315 in 0..<1 {
-          do {  // 16 lanes at a time over ix316
-            var ix316 = 0
-            while ix316 < 1 {
-              var sum317: Float = arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy315 +% 13) *% 14)) +% 1) +% ix316)]
-              var sum318: Float = (sum317 + arena[((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy315 +% 13) *% 14)) +% ix316)])
-              var sum319: Float = (sum318 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy315 +% 13) +% -1) *% 14)) +% 1) +% ix316)])
-              var sum320: Float = (sum319 + arena[((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy315 +% 13) +% -1) *% 14)) +% ix316)])
-              arena[((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy315 +% 13) *% 14)) +% ix316)] = sum320
-              ix316 &+= 1
-            }
+          for ix316 in 0..<1 {
+            let sum317_v = loadPartial(arena, (ix316 +% ((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy315 +% 13) *% 14)) +% 1)), 1)
+            let sum318_v = (sum317_v + loadPartial(arena, (ix316 +% (((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy315 +% 13) *% 14))), 1))
+            let sum319_v = (sum318_v + loadPartial(arena, (ix316 +% ((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy315 +% 13) +% -1) *% 14)) +% 1)), 1))
+            let sum320_v = (sum319_v + loadPartial(arena, (ix316 +% (((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy315 +% 13) +% -1) *% 14))), 1))
+            storePartial(arena, (ix316 +% (((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy315 +% 13) *% 14))), sum320_v, 1)
           }
         }
         for iy321 in 0..<1 {
-          do {  // 16 lanes at a time over ix322
-            var ix322 = 0
-            while ix322 < 12 {
-              var sum323: Float = arena[(((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% 2) +% ix322)]
-              var sum324: Float = (sum323 + arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% 1) +% ix322)])
-              var sum325: Float = (sum324 + arena[((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% ix322)])
-              var sum326: Float = (sum325 + arena[(((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% 2) +% ix322)])
-              var sum327: Float = (sum326 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% 1) +% ix322)])
-              var sum328: Float = (sum327 + arena[((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% ix322)])
-              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy321 +% 13) *% 14)) +% 1) +% ix322)] = sum328
-              ix322 &+= 1
-            }
+          for ix322 in 0..<1 {
+            let sum323_v = loadPartial(arena, (ix322 +% ((((2224784 +% (((c267 *% 9) +% 3) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% 2)), 12)
+            let sum324_v = (sum323_v + loadPartial(arena, (ix322 +% ((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14)) +% 1)), 12))
+            let sum325_v = (sum324_v + loadPartial(arena, (ix322 +% (((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy321 +% 13) *% 14))), 12))
+            let sum326_v = (sum325_v + loadPartial(arena, (ix322 +% ((((2224784 +% (((c267 *% 9) +% 6) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% 2)), 12))
+            let sum327_v = (sum326_v + loadPartial(arena, (ix322 +% ((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14)) +% 1)), 12))
+            let sum328_v = (sum327_v + loadPartial(arena, (ix322 +% (((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy321 +% 13) +% -1) *% 14))), 12))
+            storePartial(arena, (ix322 +% ((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy321 +% 13) *% 14)) +% 1)), sum328_v, 12)
           }
         }
         for iy329 in 0..<1 {
-          do {  // 16 lanes at a time over ix330
-            var ix330 = 0
-            while ix330 < 1 {
-              var sum331: Float = arena[(((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy329 +% 13) *% 14)) +% 13) +% ix330)]
-              var sum332: Float = (sum331 + arena[(((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy329 +% 13) *% 14)) +% 12) +% ix330)])
-              var sum333: Float = (sum332 + arena[(((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy329 +% 13) +% -1) *% 14)) +% 13) +% ix330)])
-              var sum334: Float = (sum333 + arena[(((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy329 +% 13) +% -1) *% 14)) +% 12) +% ix330)])
-              arena[(((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy329 +% 13) *% 14)) +% 13) +% ix330)] = sum334
-              ix330 &+= 1
-            }
+          for ix330 in 0..<1 {
+            let sum331_v = loadPartial(arena, (ix330 +% ((((2224784 +% (((c267 *% 9) +% 4) *% 3136)) +% (j266 *% 196)) +% ((iy329 +% 13) *% 14)) +% 13)), 1)
+            let sum332_v = (sum331_v + loadPartial(arena, (ix330 +% ((((2224784 +% (((c267 *% 9) +% 5) *% 3136)) +% (j266 *% 196)) +% ((iy329 +% 13) *% 14)) +% 12)), 1))
+            let sum333_v = (sum332_v + loadPartial(arena, (ix330 +% ((((2224784 +% (((c267 *% 9) +% 7) *% 3136)) +% (j266 *% 196)) +% (((iy329 +% 13) +% -1) *% 14)) +% 13)), 1))
+            let sum334_v = (sum333_v + loadPartial(arena, (ix330 +% ((((2224784 +% (((c267 *% 9) +% 8) *% 3136)) +% (j266 *% 196)) +% (((iy329 +% 13) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix330 +% ((((802816 +% (((g257 *% 16) +% j266) *% 6272)) +% (c267 *% 196)) +% ((iy329 +% 13) *% 14)) +% 13)), sum334_v, 1)
           }
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // 16 lanes at a time over i335
-    var i335 = 0
-    while i335 &+ 16 <= 1605632 {
-      storeVector(arena, 1221264 &+ i335, Vector(repeating: Float(0)))
-      i335 &+= 16
-    }
-    while i335 < 1605632 {
-      arena[(1221264 +% i335)] = Float(0)
-      i335 &+= 1
-    }
+  for i335 in 0..<100352 {
+    storeVector(arena, ((i335 *% 16) +% 1221264), Vector(repeating: Float(0)))
   }
   for q336 in 0..<2048 {
     for i337 in 0..<196 {
@@ -1829,16 +1744,8 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 16 lanes at a time over i338
-    var i338 = 0
-    while i338 &+ 16 <= 288 {
-      storeVector(arena, 514304 &+ i338, Vector(repeating: Float(0)))
-      i338 &+= 16
-    }
-    while i338 < 288 {
-      arena[(514304 +% i338)] = Float(0)
-      i338 &+= 1
-    }
+  for i338 in 0..<18 {
+    storeVector(arena, ((i338 *% 16) +% 514304), Vector(repeating: Float(0)))
   }
   for g339 in 0..<4 {
     for j340 in 0..<16 {
@@ -2021,26 +1928,21 @@ public func simplecnn_train_b64(
   // adam = update of 421642 parameters
   var step_size384: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt385: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 16 lanes at a time over i386
-    var i386 = 0
-    while i386 &+ 16 <= 421642 {
-      let g_v = (loadVector(grads, 0 &+ i386) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i386)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i386)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i386)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i386, m_new_v)
-      storeVector(v, 0 &+ i386, v_new_v)
-      storeVector(params, 0 &+ i386, (loadVector(params, 0 &+ i386) - ((Vector(repeating: step_size384) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt385)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i386 &+= 16
-    }
-    while i386 < 421642 {
-      var g: Float = (grads[i386] + (Float(0) * params[i386]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i386]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i386]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i386] = m_new
-      v[i386] = v_new
-      params[i386] = (params[i386] - ((step_size384 * m_new) / ((sqrtf(v_new) / bc2_sqrt385) + Float(bitPattern: 0x322bcc77))))
-      i386 &+= 1
-    }
+  for i386 in 0..<26352 {
+    let g_v = (loadVector(grads, (i386 *% 16)) + (Vector(repeating: Float(0)) * loadVector(params, (i386 *% 16))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i386 *% 16))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i386 *% 16))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i386 *% 16), m_new_v)
+    storeVector(v, (i386 *% 16), v_new_v)
+    storeVector(params, (i386 *% 16), (loadVector(params, (i386 *% 16)) - ((Vector(repeating: step_size384) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt385)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i386 in 0..<1 {
+    let g_v = (loadPartial(grads, (i386 +% 421632), 10) + (Vector(repeating: Float(0)) * loadPartial(params, (i386 +% 421632), 10)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i386 +% 421632), 10)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i386 +% 421632), 10)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i386 +% 421632), m_new_v, 10)
+    storePartial(v, (i386 +% 421632), v_new_v, 10)
+    storePartial(params, (i386 +% 421632), (loadPartial(params, (i386 +% 421632), 10) - ((Vector(repeating: step_size384) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt385)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 10)
   }
 }
 
@@ -2827,16 +2729,8 @@ public func simplecnn_infer_b64(
   }
   do {  // gemm144
     for r135 in 0..<128 {
-      do {  // 16 lanes at a time over i136
-        var i136 = 0
-        while i136 &+ 16 <= 64 {
-          storeVector(arena, (208896 +% (r135 *% 64)) &+ i136, Vector(repeating: Float(0)))
-          i136 &+= 16
-        }
-        while i136 < 64 {
-          arena[((208896 +% (r135 *% 64)) +% i136)] = Float(0)
-          i136 &+= 1
-        }
+      for i136 in 0..<4 {
+        storeVector(arena, ((i136 *% 16) +% (208896 +% (r135 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp137 in 0..<4 {
@@ -2971,12 +2865,8 @@ public func simplecnn_infer_b64(
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
   for n147 in 0..<64 {
-    do {  // 16 lanes at a time over u148
-      var u148 = 0
-      while u148 < 10 {
-        arena[((8192 +% (n147 *% 10)) +% u148)] = (arena[((8192 +% (n147 *% 10)) +% u148)] + params[(421632 +% u148)])
-        u148 &+= 1
-      }
+    for u148 in 0..<1 {
+      storePartial(arena, (u148 +% (8192 +% (n147 *% 10))), (loadPartial(arena, (u148 +% (8192 +% (n147 *% 10))), 10) + loadPartial(params, (u148 +% 421632), 10)), 10)
     }
   }
 }

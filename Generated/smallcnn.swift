@@ -724,16 +724,8 @@ public func smallcnn_train_b64(
   }
   do {  // gemm147
     for r137 in 0..<128 {
-      do {  // 8 lanes at a time over i138
-        var i138 = 0
-        while i138 &+ 8 <= 64 {
-          storeVector(arena, (710656 +% (r137 *% 64)) &+ i138, Vector(repeating: Float(0)))
-          i138 &+= 8
-        }
-        while i138 < 64 {
-          arena[((710656 +% (r137 *% 64)) +% i138)] = Float(0)
-          i138 &+= 1
-        }
+      for i138 in 0..<8 {
+        storeVector(arena, ((i138 *% 8) +% (710656 +% (r137 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp139 in 0..<2 {
@@ -830,16 +822,11 @@ public func smallcnn_train_b64(
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
   for n150 in 0..<64 {
-    do {  // 8 lanes at a time over u151
-      var u151 = 0
-      while u151 &+ 8 <= 10 {
-        storeVector(arena, (610304 +% (n150 *% 10)) &+ u151, (loadVector(arena, (610304 +% (n150 *% 10)) &+ u151) + loadVector(params, 206912 &+ u151)))
-        u151 &+= 8
-      }
-      while u151 < 10 {
-        arena[((610304 +% (n150 *% 10)) +% u151)] = (arena[((610304 +% (n150 *% 10)) +% u151)] + params[(206912 +% u151)])
-        u151 &+= 1
-      }
+    for u151 in 0..<1 {
+      storeVector(arena, ((u151 *% 8) +% (610304 +% (n150 *% 10))), (loadVector(arena, ((u151 *% 8) +% (610304 +% (n150 *% 10)))) + loadVector(params, ((u151 *% 8) +% 206912))))
+    }
+    for u151 in 0..<1 {
+      storePartial(arena, ((u151 +% 8) +% (610304 +% (n150 *% 10))), (loadPartial(arena, ((u151 +% 8) +% (610304 +% (n150 *% 10))), 2) + loadPartial(params, ((u151 +% 8) +% 206912), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
@@ -883,16 +870,8 @@ public func smallcnn_train_b64(
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // 8 lanes at a time over i167
-    var i167 = 0
-    while i167 &+ 8 <= 8192 {
-      storeVector(arena, 619792 &+ i167, Vector(repeating: Float(0)).replacing(with: loadVector(arena, 611600 &+ i167), where: loadVector(arena, 602112 &+ i167) .> Vector(repeating: Float(0))))
-      i167 &+= 8
-    }
-    while i167 < 8192 {
-      arena[(619792 +% i167)] = (arena[(602112 +% i167)] > Float(0) ? arena[(611600 +% i167)] : Float(0))
-      i167 &+= 1
-    }
+  for i167 in 0..<1024 {
+    storeVector(arena, ((i167 *% 8) +% 619792), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i167 *% 8) +% 611600)), where: loadVector(arena, ((i167 *% 8) +% 602112)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   do {  // gemm175
@@ -1050,16 +1029,8 @@ public func smallcnn_train_b64(
   }
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // 8 lanes at a time over i187
-    var i187 = 0
-    while i187 &+ 8 <= 401408 {
-      storeVector(arena, 728336 &+ i187, Vector(repeating: Float(0)))
-      i187 &+= 8
-    }
-    while i187 < 401408 {
-      arena[(728336 +% i187)] = Float(0)
-      i187 &+= 1
-    }
+  for i187 in 0..<50176 {
+    storeVector(arena, ((i187 *% 8) +% 728336), Vector(repeating: Float(0)))
   }
   for q188 in 0..<2048 {
     for i189 in 0..<49 {
@@ -1069,16 +1040,8 @@ public func smallcnn_train_b64(
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // 8 lanes at a time over i190
-    var i190 = 0
-    while i190 &+ 8 <= 4608 {
-      storeVector(arena, 1681680 &+ i190, Vector(repeating: Float(0)))
-      i190 &+= 8
-    }
-    while i190 < 4608 {
-      arena[(1681680 +% i190)] = Float(0)
-      i190 &+= 1
-    }
+  for i190 in 0..<576 {
+    storeVector(arena, ((i190 *% 8) +% 1681680), Vector(repeating: Float(0)))
   }
   for g191 in 0..<4 {
     for j192 in 0..<16 {
@@ -1234,16 +1197,11 @@ public func smallcnn_train_b64(
   for g228 in 0..<4 {
     for j229 in 0..<16 {
       for f230 in 0..<32 {
-        do {  // 8 lanes at a time over i231
-          var i231 = 0
-          while i231 &+ 8 <= 196 {
-            storeVector(arena, ((1581328 +% (f230 *% 3136)) +% (j229 *% 196)) &+ i231, loadVector(arena, ((728336 +% (((g228 *% 16) +% j229) *% 6272)) +% (f230 *% 196)) &+ i231))
-            i231 &+= 8
-          }
-          while i231 < 196 {
-            arena[(((1581328 +% (f230 *% 3136)) +% (j229 *% 196)) +% i231)] = arena[(((728336 +% (((g228 *% 16) +% j229) *% 6272)) +% (f230 *% 196)) +% i231)]
-            i231 &+= 1
-          }
+        for i231 in 0..<24 {
+          storeVector(arena, ((i231 *% 8) +% ((1581328 +% (f230 *% 3136)) +% (j229 *% 196))), loadVector(arena, ((i231 *% 8) +% ((728336 +% (((g228 *% 16) +% j229) *% 6272)) +% (f230 *% 196)))))
+        }
+        for i231 in 0..<1 {
+          storePartial(arena, ((i231 +% 192) +% ((1581328 +% (f230 *% 3136)) +% (j229 *% 196))), loadPartial(arena, ((i231 +% 192) +% ((728336 +% (((g228 *% 16) +% j229) *% 6272)) +% (f230 *% 196))), 4), 4)
         }
       }
     }
@@ -1335,182 +1293,135 @@ public func smallcnn_train_b64(
     for j240 in 0..<16 {
       for c241 in 0..<16 {
         for iy242 in 0..<1 {
-          do {  // 8 lanes at a time over ix243
-            var ix243 = 0
-            while ix243 < 1 {
-              var sum244: Float = arena[(((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% ((iy242 +% 1) *% 14)) +% 1) +% ix243)]
-              var sum245: Float = (sum244 + arena[((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy242 +% 1) *% 14)) +% ix243)])
-              var sum246: Float = (sum245 + arena[(((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% (iy242 *% 14)) +% 1) +% ix243)])
-              var sum247: Float = (sum246 + arena[((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy242 *% 14)) +% ix243)])
-              arena[((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy242 *% 14)) +% ix243)] = sum247
-              ix243 &+= 1
-            }
+          for ix243 in 0..<1 {
+            let sum244_v = loadPartial(arena, (ix243 +% ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% ((iy242 +% 1) *% 14)) +% 1)), 1)
+            let sum245_v = (sum244_v + loadPartial(arena, (ix243 +% (((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy242 +% 1) *% 14))), 1))
+            let sum246_v = (sum245_v + loadPartial(arena, (ix243 +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% (iy242 *% 14)) +% 1)), 1))
+            let sum247_v = (sum246_v + loadPartial(arena, (ix243 +% (((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy242 *% 14))), 1))
+            storePartial(arena, (ix243 +% (((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy242 *% 14))), sum247_v, 1)
           }
         }
         for iy248 in 0..<1 {
-          do {  // 8 lanes at a time over ix249
-            var ix249 = 0
-            while ix249 &+ 8 <= 12 {
-              let sum250_v = loadVector(arena, ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 2) &+ ix249)
-              let sum251_v = (sum250_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 1) &+ ix249))
-              let sum252_v = (sum251_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) &+ ix249))
-              let sum253_v = (sum252_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 2) &+ ix249))
-              let sum254_v = (sum253_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 1) &+ ix249))
-              let sum255_v = (sum254_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) &+ ix249))
-              storeVector(arena, ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy248 *% 14)) +% 1) &+ ix249, sum255_v)
-              ix249 &+= 8
-            }
-            while ix249 < 12 {
-              var sum250: Float = arena[(((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 2) +% ix249)]
-              var sum251: Float = (sum250 + arena[(((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 1) +% ix249)])
-              var sum252: Float = (sum251 + arena[((((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% ix249)])
-              var sum253: Float = (sum252 + arena[(((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 2) +% ix249)])
-              var sum254: Float = (sum253 + arena[(((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 1) +% ix249)])
-              var sum255: Float = (sum254 + arena[((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% ix249)])
-              arena[(((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy248 *% 14)) +% 1) +% ix249)] = sum255
-              ix249 &+= 1
-            }
+          for ix249 in 0..<1 {
+            let sum250_v = loadVector(arena, ((ix249 *% 8) +% ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 2)))
+            let sum251_v = (sum250_v + loadVector(arena, ((ix249 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 1))))
+            let sum252_v = (sum251_v + loadVector(arena, ((ix249 *% 8) +% (((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)))))
+            let sum253_v = (sum252_v + loadVector(arena, ((ix249 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 2))))
+            let sum254_v = (sum253_v + loadVector(arena, ((ix249 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 1))))
+            let sum255_v = (sum254_v + loadVector(arena, ((ix249 *% 8) +% (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)))))
+            storeVector(arena, ((ix249 *% 8) +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy248 *% 14)) +% 1)), sum255_v)
+          }
+          for ix249 in 0..<1 {
+            let sum250_v = loadPartial(arena, ((ix249 +% 8) +% ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 2)), 4)
+            let sum251_v = (sum250_v + loadPartial(arena, ((ix249 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14)) +% 1)), 4))
+            let sum252_v = (sum251_v + loadPartial(arena, ((ix249 +% 8) +% (((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% ((iy248 +% 1) *% 14))), 4))
+            let sum253_v = (sum252_v + loadPartial(arena, ((ix249 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 2)), 4))
+            let sum254_v = (sum253_v + loadPartial(arena, ((ix249 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14)) +% 1)), 4))
+            let sum255_v = (sum254_v + loadPartial(arena, ((ix249 +% 8) +% (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% (iy248 *% 14))), 4))
+            storePartial(arena, ((ix249 +% 8) +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy248 *% 14)) +% 1)), sum255_v, 4)
           }
         }
         for iy256 in 0..<1 {
-          do {  // 8 lanes at a time over ix257
-            var ix257 = 0
-            while ix257 < 1 {
-              var sum258: Float = arena[(((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy256 +% 1) *% 14)) +% 13) +% ix257)]
-              var sum259: Float = (sum258 + arena[(((((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% ((iy256 +% 1) *% 14)) +% 12) +% ix257)])
-              var sum260: Float = (sum259 + arena[(((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy256 *% 14)) +% 13) +% ix257)])
-              var sum261: Float = (sum260 + arena[(((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% (iy256 *% 14)) +% 12) +% ix257)])
-              arena[(((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy256 *% 14)) +% 13) +% ix257)] = sum261
-              ix257 &+= 1
-            }
+          for ix257 in 0..<1 {
+            let sum258_v = loadPartial(arena, (ix257 +% ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% ((iy256 +% 1) *% 14)) +% 13)), 1)
+            let sum259_v = (sum258_v + loadPartial(arena, (ix257 +% ((((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% ((iy256 +% 1) *% 14)) +% 12)), 1))
+            let sum260_v = (sum259_v + loadPartial(arena, (ix257 +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% (iy256 *% 14)) +% 13)), 1))
+            let sum261_v = (sum260_v + loadPartial(arena, (ix257 +% ((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% (iy256 *% 14)) +% 12)), 1))
+            storePartial(arena, (ix257 +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% (iy256 *% 14)) +% 13)), sum261_v, 1)
           }
         }
         for iy262 in 0..<12 {
-          do {  // 8 lanes at a time over ix263
-            var ix263 = 0
-            while ix263 < 1 {
-              var sum264: Float = arena[(((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% 1) *% 14)) +% 1) +% ix263)]
-              var sum265: Float = (sum264 + arena[((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% 1) *% 14)) +% ix263)])
-              var sum266: Float = (sum265 + arena[(((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy262 +% 1) *% 14)) +% 1) +% ix263)])
-              var sum267: Float = (sum266 + arena[((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy262 +% 1) *% 14)) +% ix263)])
-              var sum268: Float = (sum267 + arena[(((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% -1) *% 14)) +% 1) +% ix263)])
-              var sum269: Float = (sum268 + arena[((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% -1) *% 14)) +% ix263)])
-              arena[((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy262 +% 1) *% 14)) +% ix263)] = sum269
-              ix263 &+= 1
-            }
+          for ix263 in 0..<1 {
+            let sum264_v = loadPartial(arena, (ix263 +% ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% 1) *% 14)) +% 1)), 1)
+            let sum265_v = (sum264_v + loadPartial(arena, (ix263 +% (((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% 1) *% 14))), 1))
+            let sum266_v = (sum265_v + loadPartial(arena, (ix263 +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy262 +% 1) *% 14)) +% 1)), 1))
+            let sum267_v = (sum266_v + loadPartial(arena, (ix263 +% (((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy262 +% 1) *% 14))), 1))
+            let sum268_v = (sum267_v + loadPartial(arena, (ix263 +% ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% -1) *% 14)) +% 1)), 1))
+            let sum269_v = (sum268_v + loadPartial(arena, (ix263 +% (((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy262 +% 1) +% -1) *% 14))), 1))
+            storePartial(arena, (ix263 +% (((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy262 +% 1) *% 14))), sum269_v, 1)
           }
         }
         for iy270 in 0..<12 {
-          do {  // 8 lanes at a time over ix271
-            var ix271 = 0
-            while ix271 &+ 8 <= 12 {
-              let sum272_v = loadVector(arena, ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 2) &+ ix271)
-              let sum273_v = (sum272_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 1) &+ ix271))
-              let sum274_v = (sum273_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) &+ ix271))
-              let sum275_v = (sum274_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 2) &+ ix271))
-              let sum276_v = (sum275_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1) &+ ix271))
-              let sum277_v = (sum276_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) &+ ix271))
-              let sum278_v = (sum277_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 2) &+ ix271))
-              let sum279_v = (sum278_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 1) &+ ix271))
-              let sum280_v = (sum279_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) &+ ix271))
-              storeVector(arena, ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1) &+ ix271, sum280_v)
-              ix271 &+= 8
-            }
-            while ix271 < 12 {
-              var sum272: Float = arena[(((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 2) +% ix271)]
-              var sum273: Float = (sum272 + arena[(((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 1) +% ix271)])
-              var sum274: Float = (sum273 + arena[((((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% ix271)])
-              var sum275: Float = (sum274 + arena[(((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 2) +% ix271)])
-              var sum276: Float = (sum275 + arena[(((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1) +% ix271)])
-              var sum277: Float = (sum276 + arena[((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% ix271)])
-              var sum278: Float = (sum277 + arena[(((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 2) +% ix271)])
-              var sum279: Float = (sum278 + arena[(((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 1) +% ix271)])
-              var sum280: Float = (sum279 + arena[((((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% ix271)])
-              arena[(((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1) +% ix271)] = sum280
-              ix271 &+= 1
-            }
+          for ix271 in 0..<1 {
+            let sum272_v = loadVector(arena, ((ix271 *% 8) +% ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 2)))
+            let sum273_v = (sum272_v + loadVector(arena, ((ix271 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 1))))
+            let sum274_v = (sum273_v + loadVector(arena, ((ix271 *% 8) +% (((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)))))
+            let sum275_v = (sum274_v + loadVector(arena, ((ix271 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 2))))
+            let sum276_v = (sum275_v + loadVector(arena, ((ix271 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1))))
+            let sum277_v = (sum276_v + loadVector(arena, ((ix271 *% 8) +% (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)))))
+            let sum278_v = (sum277_v + loadVector(arena, ((ix271 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 2))))
+            let sum279_v = (sum278_v + loadVector(arena, ((ix271 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 1))))
+            let sum280_v = (sum279_v + loadVector(arena, ((ix271 *% 8) +% (((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)))))
+            storeVector(arena, ((ix271 *% 8) +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1)), sum280_v)
+          }
+          for ix271 in 0..<1 {
+            let sum272_v = loadPartial(arena, ((ix271 +% 8) +% ((((1129744 +% ((c241 *% 9) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 2)), 4)
+            let sum273_v = (sum272_v + loadPartial(arena, ((ix271 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14)) +% 1)), 4))
+            let sum274_v = (sum273_v + loadPartial(arena, ((ix271 +% 8) +% (((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% 1) *% 14))), 4))
+            let sum275_v = (sum274_v + loadPartial(arena, ((ix271 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 2)), 4))
+            let sum276_v = (sum275_v + loadPartial(arena, ((ix271 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1)), 4))
+            let sum277_v = (sum276_v + loadPartial(arena, ((ix271 +% 8) +% (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy270 +% 1) *% 14))), 4))
+            let sum278_v = (sum277_v + loadPartial(arena, ((ix271 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 2)), 4))
+            let sum279_v = (sum278_v + loadPartial(arena, ((ix271 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14)) +% 1)), 4))
+            let sum280_v = (sum279_v + loadPartial(arena, ((ix271 +% 8) +% (((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy270 +% 1) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix271 +% 8) +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy270 +% 1) *% 14)) +% 1)), sum280_v, 4)
           }
         }
         for iy281 in 0..<12 {
-          do {  // 8 lanes at a time over ix282
-            var ix282 = 0
-            while ix282 < 1 {
-              var sum283: Float = arena[(((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% 1) *% 14)) +% 13) +% ix282)]
-              var sum284: Float = (sum283 + arena[(((((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% 1) *% 14)) +% 12) +% ix282)])
-              var sum285: Float = (sum284 + arena[(((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy281 +% 1) *% 14)) +% 13) +% ix282)])
-              var sum286: Float = (sum285 + arena[(((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy281 +% 1) *% 14)) +% 12) +% ix282)])
-              var sum287: Float = (sum286 + arena[(((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% -1) *% 14)) +% 13) +% ix282)])
-              var sum288: Float = (sum287 + arena[(((((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% -1) *% 14)) +% 12) +% ix282)])
-              arena[(((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy281 +% 1) *% 14)) +% 13) +% ix282)] = sum288
-              ix282 &+= 1
-            }
+          for ix282 in 0..<1 {
+            let sum283_v = loadPartial(arena, (ix282 +% ((((1129744 +% (((c241 *% 9) +% 1) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% 1) *% 14)) +% 13)), 1)
+            let sum284_v = (sum283_v + loadPartial(arena, (ix282 +% ((((1129744 +% (((c241 *% 9) +% 2) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% 1) *% 14)) +% 12)), 1))
+            let sum285_v = (sum284_v + loadPartial(arena, (ix282 +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy281 +% 1) *% 14)) +% 13)), 1))
+            let sum286_v = (sum285_v + loadPartial(arena, (ix282 +% ((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy281 +% 1) *% 14)) +% 12)), 1))
+            let sum287_v = (sum286_v + loadPartial(arena, (ix282 +% ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% -1) *% 14)) +% 13)), 1))
+            let sum288_v = (sum287_v + loadPartial(arena, (ix282 +% ((((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy281 +% 1) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix282 +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy281 +% 1) *% 14)) +% 13)), sum288_v, 1)
           }
         }
         for iy289 in 0..<1 {
-          do {  // 8 lanes at a time over ix290
-            var ix290 = 0
-            while ix290 < 1 {
-              var sum291: Float = arena[(((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy289 +% 13) *% 14)) +% 1) +% ix290)]
-              var sum292: Float = (sum291 + arena[((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy289 +% 13) *% 14)) +% ix290)])
-              var sum293: Float = (sum292 + arena[(((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy289 +% 13) +% -1) *% 14)) +% 1) +% ix290)])
-              var sum294: Float = (sum293 + arena[((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy289 +% 13) +% -1) *% 14)) +% ix290)])
-              arena[((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy289 +% 13) *% 14)) +% ix290)] = sum294
-              ix290 &+= 1
-            }
+          for ix290 in 0..<1 {
+            let sum291_v = loadPartial(arena, (ix290 +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy289 +% 13) *% 14)) +% 1)), 1)
+            let sum292_v = (sum291_v + loadPartial(arena, (ix290 +% (((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy289 +% 13) *% 14))), 1))
+            let sum293_v = (sum292_v + loadPartial(arena, (ix290 +% ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy289 +% 13) +% -1) *% 14)) +% 1)), 1))
+            let sum294_v = (sum293_v + loadPartial(arena, (ix290 +% (((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy289 +% 13) +% -1) *% 14))), 1))
+            storePartial(arena, (ix290 +% (((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy289 +% 13) *% 14))), sum294_v, 1)
           }
         }
         for iy295 in 0..<1 {
-          do {  // 8 lanes at a time over ix296
-            var ix296 = 0
-            while ix296 &+ 8 <= 12 {
-              let sum297_v = loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 2) &+ ix296)
-              let sum298_v = (sum297_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1) &+ ix296))
-              let sum299_v = (sum298_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) &+ ix296))
-              let sum300_v = (sum299_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 2) &+ ix296))
-              let sum301_v = (sum300_v + loadVector(arena, ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 1) &+ ix296))
-              let sum302_v = (sum301_v + loadVector(arena, (((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) &+ ix296))
-              storeVector(arena, ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1) &+ ix296, sum302_v)
-              ix296 &+= 8
-            }
-            while ix296 < 12 {
-              var sum297: Float = arena[(((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 2) +% ix296)]
-              var sum298: Float = (sum297 + arena[(((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1) +% ix296)])
-              var sum299: Float = (sum298 + arena[((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% ix296)])
-              var sum300: Float = (sum299 + arena[(((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 2) +% ix296)])
-              var sum301: Float = (sum300 + arena[(((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 1) +% ix296)])
-              var sum302: Float = (sum301 + arena[((((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% ix296)])
-              arena[(((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1) +% ix296)] = sum302
-              ix296 &+= 1
-            }
+          for ix296 in 0..<1 {
+            let sum297_v = loadVector(arena, ((ix296 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 2)))
+            let sum298_v = (sum297_v + loadVector(arena, ((ix296 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1))))
+            let sum299_v = (sum298_v + loadVector(arena, ((ix296 *% 8) +% (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)))))
+            let sum300_v = (sum299_v + loadVector(arena, ((ix296 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 2))))
+            let sum301_v = (sum300_v + loadVector(arena, ((ix296 *% 8) +% ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 1))))
+            let sum302_v = (sum301_v + loadVector(arena, ((ix296 *% 8) +% (((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)))))
+            storeVector(arena, ((ix296 *% 8) +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1)), sum302_v)
+          }
+          for ix296 in 0..<1 {
+            let sum297_v = loadPartial(arena, ((ix296 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 3) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 2)), 4)
+            let sum298_v = (sum297_v + loadPartial(arena, ((ix296 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1)), 4))
+            let sum299_v = (sum298_v + loadPartial(arena, ((ix296 +% 8) +% (((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy295 +% 13) *% 14))), 4))
+            let sum300_v = (sum299_v + loadPartial(arena, ((ix296 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 6) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 2)), 4))
+            let sum301_v = (sum300_v + loadPartial(arena, ((ix296 +% 8) +% ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14)) +% 1)), 4))
+            let sum302_v = (sum301_v + loadPartial(arena, ((ix296 +% 8) +% (((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy295 +% 13) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix296 +% 8) +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy295 +% 13) *% 14)) +% 1)), sum302_v, 4)
           }
         }
         for iy303 in 0..<1 {
-          do {  // 8 lanes at a time over ix304
-            var ix304 = 0
-            while ix304 < 1 {
-              var sum305: Float = arena[(((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy303 +% 13) *% 14)) +% 13) +% ix304)]
-              var sum306: Float = (sum305 + arena[(((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy303 +% 13) *% 14)) +% 12) +% ix304)])
-              var sum307: Float = (sum306 + arena[(((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy303 +% 13) +% -1) *% 14)) +% 13) +% ix304)])
-              var sum308: Float = (sum307 + arena[(((((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy303 +% 13) +% -1) *% 14)) +% 12) +% ix304)])
-              arena[(((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy303 +% 13) *% 14)) +% 13) +% ix304)] = sum308
-              ix304 &+= 1
-            }
+          for ix304 in 0..<1 {
+            let sum305_v = loadPartial(arena, (ix304 +% ((((1129744 +% (((c241 *% 9) +% 4) *% 3136)) +% (j240 *% 196)) +% ((iy303 +% 13) *% 14)) +% 13)), 1)
+            let sum306_v = (sum305_v + loadPartial(arena, (ix304 +% ((((1129744 +% (((c241 *% 9) +% 5) *% 3136)) +% (j240 *% 196)) +% ((iy303 +% 13) *% 14)) +% 12)), 1))
+            let sum307_v = (sum306_v + loadPartial(arena, (ix304 +% ((((1129744 +% (((c241 *% 9) +% 7) *% 3136)) +% (j240 *% 196)) +% (((iy303 +% 13) +% -1) *% 14)) +% 13)), 1))
+            let sum308_v = (sum307_v + loadPartial(arena, (ix304 +% ((((1129744 +% (((c241 *% 9) +% 8) *% 3136)) +% (j240 *% 196)) +% (((iy303 +% 13) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix304 +% ((((401408 +% (((g228 *% 16) +% j240) *% 3136)) +% (c241 *% 196)) +% ((iy303 +% 13) *% 14)) +% 13)), sum308_v, 1)
           }
         }
       }
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // 8 lanes at a time over i309
-    var i309 = 0
-    while i309 &+ 8 <= 802816 {
-      storeVector(arena, 610960 &+ i309, Vector(repeating: Float(0)))
-      i309 &+= 8
-    }
-    while i309 < 802816 {
-      arena[(610960 +% i309)] = Float(0)
-      i309 &+= 1
-    }
+  for i309 in 0..<100352 {
+    storeVector(arena, ((i309 *% 8) +% 610960), Vector(repeating: Float(0)))
   }
   for q310 in 0..<1024 {
     for i311 in 0..<196 {
@@ -1520,16 +1431,8 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i312
-    var i312 = 0
-    while i312 &+ 8 <= 144 {
-      storeVector(arena, 313600 &+ i312, Vector(repeating: Float(0)))
-      i312 &+= 8
-    }
-    while i312 < 144 {
-      arena[(313600 +% i312)] = Float(0)
-      i312 &+= 1
-    }
+  for i312 in 0..<18 {
+    storeVector(arena, ((i312 *% 8) +% 313600), Vector(repeating: Float(0)))
   }
   for g313 in 0..<4 {
     for j314 in 0..<16 {
@@ -1708,26 +1611,21 @@ public func smallcnn_train_b64(
   // adam = update of 206922 parameters
   var step_size352: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt353: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i354
-    var i354 = 0
-    while i354 &+ 8 <= 206922 {
-      let g_v = (loadVector(grads, 0 &+ i354) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i354)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i354)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i354)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i354, m_new_v)
-      storeVector(v, 0 &+ i354, v_new_v)
-      storeVector(params, 0 &+ i354, (loadVector(params, 0 &+ i354) - ((Vector(repeating: step_size352) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt353)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i354 &+= 8
-    }
-    while i354 < 206922 {
-      var g: Float = (grads[i354] + (Float(0) * params[i354]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i354]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i354]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i354] = m_new
-      v[i354] = v_new
-      params[i354] = (params[i354] - ((step_size352 * m_new) / ((sqrtf(v_new) / bc2_sqrt353) + Float(bitPattern: 0x322bcc77))))
-      i354 &+= 1
-    }
+  for i354 in 0..<25865 {
+    let g_v = (loadVector(grads, (i354 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i354 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i354 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i354 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i354 *% 8), m_new_v)
+    storeVector(v, (i354 *% 8), v_new_v)
+    storeVector(params, (i354 *% 8), (loadVector(params, (i354 *% 8)) - ((Vector(repeating: step_size352) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt353)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i354 in 0..<1 {
+    let g_v = (loadPartial(grads, (i354 +% 206920), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i354 +% 206920), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i354 +% 206920), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i354 +% 206920), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i354 +% 206920), m_new_v, 2)
+    storePartial(v, (i354 +% 206920), v_new_v, 2)
+    storePartial(params, (i354 +% 206920), (loadPartial(params, (i354 +% 206920), 2) - ((Vector(repeating: step_size352) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt353)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2414,16 +2312,8 @@ public func smallcnn_infer_b64(
   }
   do {  // gemm147
     for r137 in 0..<128 {
-      do {  // 8 lanes at a time over i138
-        var i138 = 0
-        while i138 &+ 8 <= 64 {
-          storeVector(arena, (108544 +% (r137 *% 64)) &+ i138, Vector(repeating: Float(0)))
-          i138 &+= 8
-        }
-        while i138 < 64 {
-          arena[((108544 +% (r137 *% 64)) +% i138)] = Float(0)
-          i138 &+= 1
-        }
+      for i138 in 0..<8 {
+        storeVector(arena, ((i138 *% 8) +% (108544 +% (r137 *% 64))), Vector(repeating: Float(0)))
       }
     }
     for kp139 in 0..<2 {
@@ -2520,16 +2410,11 @@ public func smallcnn_infer_b64(
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
   for n150 in 0..<64 {
-    do {  // 8 lanes at a time over u151
-      var u151 = 0
-      while u151 &+ 8 <= 10 {
-        storeVector(arena, (8192 +% (n150 *% 10)) &+ u151, (loadVector(arena, (8192 +% (n150 *% 10)) &+ u151) + loadVector(params, 206912 &+ u151)))
-        u151 &+= 8
-      }
-      while u151 < 10 {
-        arena[((8192 +% (n150 *% 10)) +% u151)] = (arena[((8192 +% (n150 *% 10)) +% u151)] + params[(206912 +% u151)])
-        u151 &+= 1
-      }
+    for u151 in 0..<1 {
+      storeVector(arena, ((u151 *% 8) +% (8192 +% (n150 *% 10))), (loadVector(arena, ((u151 *% 8) +% (8192 +% (n150 *% 10)))) + loadVector(params, ((u151 *% 8) +% 206912))))
+    }
+    for u151 in 0..<1 {
+      storePartial(arena, ((u151 +% 8) +% (8192 +% (n150 *% 10))), (loadPartial(arena, ((u151 +% 8) +% (8192 +% (n150 *% 10))), 2) + loadPartial(params, ((u151 +% 8) +% 206912), 2)), 2)
     }
   }
 }

@@ -100,16 +100,11 @@ public func tiny_train_b64(
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
   for n17 in 0..<64 {
-    do {  // 8 lanes at a time over u18
-      var u18 = 0
-      while u18 &+ 8 <= 10 {
-        storeVector(arena, (18432 +% (n17 *% 10)) &+ u18, (loadVector(arena, (18432 +% (n17 *% 10)) &+ u18) + loadVector(params, 1480 &+ u18)))
-        u18 &+= 8
-      }
-      while u18 < 10 {
-        arena[((18432 +% (n17 *% 10)) +% u18)] = (arena[((18432 +% (n17 *% 10)) +% u18)] + params[(1480 +% u18)])
-        u18 &+= 1
-      }
+    for u18 in 0..<1 {
+      storeVector(arena, ((u18 *% 8) +% (18432 +% (n17 *% 10))), (loadVector(arena, ((u18 *% 8) +% (18432 +% (n17 *% 10)))) + loadVector(params, ((u18 *% 8) +% 1480))))
+    }
+    for u18 in 0..<1 {
+      storePartial(arena, ((u18 +% 8) +% (18432 +% (n17 *% 10))), (loadPartial(arena, ((u18 +% 8) +% (18432 +% (n17 *% 10))), 2) + loadPartial(params, ((u18 +% 8) +% 1480), 2)), 2)
     }
   }
   // loss = cross_entropy(fc1, label)
@@ -154,16 +149,8 @@ public func tiny_train_b64(
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // 8 lanes at a time over i34
-    var i34 = 0
-    while i34 &+ 8 <= 43264 {
-      storeVector(arena, 28944 &+ i34, Vector(repeating: Float(0)))
-      i34 &+= 8
-    }
-    while i34 < 43264 {
-      arena[(28944 +% i34)] = Float(0)
-      i34 &+= 1
-    }
+  for i34 in 0..<5408 {
+    storeVector(arena, ((i34 *% 8) +% 28944), Vector(repeating: Float(0)))
   }
   for q35 in 0..<256 {
     for i36 in 0..<36 {
@@ -173,16 +160,11 @@ public func tiny_train_b64(
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // 8 lanes at a time over i37
-    var i37 = 0
-    while i37 &+ 8 <= 36 {
-      storeVector(arena, 107360 &+ i37, Vector(repeating: Float(0)))
-      i37 &+= 8
-    }
-    while i37 < 36 {
-      arena[(107360 +% i37)] = Float(0)
-      i37 &+= 1
-    }
+  for i37 in 0..<4 {
+    storeVector(arena, ((i37 *% 8) +% 107360), Vector(repeating: Float(0)))
+  }
+  for i37 in 0..<1 {
+    storePartial(arena, ((i37 +% 32) +% 107360), Vector(repeating: Float(0)), 4)
   }
   for g38 in 0..<4 {
     for j39 in 0..<16 {
@@ -242,26 +224,21 @@ public func tiny_train_b64(
   // adam = update of 1490 parameters
   var step_size64: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt65: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // 8 lanes at a time over i66
-    var i66 = 0
-    while i66 &+ 8 <= 1490 {
-      let g_v = (loadVector(grads, 0 &+ i66) + (Vector(repeating: Float(0)) * loadVector(params, 0 &+ i66)))
-      let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, 0 &+ i66)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, 0 &+ i66)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      storeVector(m, 0 &+ i66, m_new_v)
-      storeVector(v, 0 &+ i66, v_new_v)
-      storeVector(params, 0 &+ i66, (loadVector(params, 0 &+ i66) - ((Vector(repeating: step_size64) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt65)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
-      i66 &+= 8
-    }
-    while i66 < 1490 {
-      var g: Float = (grads[i66] + (Float(0) * params[i66]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i66]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i66]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i66] = m_new
-      v[i66] = v_new
-      params[i66] = (params[i66] - ((step_size64 * m_new) / ((sqrtf(v_new) / bc2_sqrt65) + Float(bitPattern: 0x322bcc77))))
-      i66 &+= 1
-    }
+  for i66 in 0..<186 {
+    let g_v = (loadVector(grads, (i66 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i66 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i66 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i66 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i66 *% 8), m_new_v)
+    storeVector(v, (i66 *% 8), v_new_v)
+    storeVector(params, (i66 *% 8), (loadVector(params, (i66 *% 8)) - ((Vector(repeating: step_size64) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt65)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  }
+  for i66 in 0..<1 {
+    let g_v = (loadPartial(grads, (i66 +% 1488), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i66 +% 1488), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i66 +% 1488), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i66 +% 1488), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i66 +% 1488), m_new_v, 2)
+    storePartial(v, (i66 +% 1488), v_new_v, 2)
+    storePartial(params, (i66 +% 1488), (loadPartial(params, (i66 +% 1488), 2) - ((Vector(repeating: step_size64) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt65)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -324,16 +301,11 @@ public func tiny_infer_b64(
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
   for n17 in 0..<64 {
-    do {  // 8 lanes at a time over u18
-      var u18 = 0
-      while u18 &+ 8 <= 10 {
-        storeVector(arena, (9216 +% (n17 *% 10)) &+ u18, (loadVector(arena, (9216 +% (n17 *% 10)) &+ u18) + loadVector(params, 1480 &+ u18)))
-        u18 &+= 8
-      }
-      while u18 < 10 {
-        arena[((9216 +% (n17 *% 10)) +% u18)] = (arena[((9216 +% (n17 *% 10)) +% u18)] + params[(1480 +% u18)])
-        u18 &+= 1
-      }
+    for u18 in 0..<1 {
+      storeVector(arena, ((u18 *% 8) +% (9216 +% (n17 *% 10))), (loadVector(arena, ((u18 *% 8) +% (9216 +% (n17 *% 10)))) + loadVector(params, ((u18 *% 8) +% 1480))))
+    }
+    for u18 in 0..<1 {
+      storePartial(arena, ((u18 +% 8) +% (9216 +% (n17 *% 10))), (loadPartial(arena, ((u18 +% 8) +% (9216 +% (n17 *% 10))), 2) + loadPartial(params, ((u18 +% 8) +% 1480), 2)), 2)
     }
   }
 }

@@ -41,18 +41,7 @@ struct Lexer {
   private func text(_ from: Int, _ to: Int) -> String { String(decoding: bytes[from..<to], as: UTF8.self) }
 
   mutating func next() -> Token {
-    // Skip blanks and comments.
-    while pos < bytes.count {
-      let b = bytes[pos]
-      if b == 32 || b == 9 || b == 13 { pos += 1; continue }
-      // A UTF-8 byte-order mark that some editors write at the start of a file is not text.
-      if pos == 0, bytes.starts(with: [0xEF, 0xBB, 0xBF]) { pos = 3; continue }
-      if b == 35 {  // '#': to end of line
-        while pos < bytes.count && bytes[pos] != 10 { pos += 1 }
-        continue
-      }
-      break
-    }
+    skipBlanksAndComments()
     let start = pos
     let col = column
     guard pos < bytes.count else { return Token(kind: .end, range: SourceRange(line: line, column: col)) }
@@ -68,26 +57,7 @@ struct Lexer {
       while pos < bytes.count && (Self.isIdentStart(bytes[pos]) || Self.isDigit(bytes[pos])) { pos += 1 }
       return Token(kind: .identifier(text(start, pos)), range: SourceRange(line: line, column: col, length: pos - start))
     }
-    if Self.isDigit(b) {
-      while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
-      var isFloat = false
-      if pos < bytes.count && bytes[pos] == 46 {  // '.'
-        isFloat = true
-        pos += 1
-        while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
-      }
-      if isFloat && pos < bytes.count && (bytes[pos] == 101 || bytes[pos] == 69) {  // e/E
-        var p = pos + 1
-        if p < bytes.count && (bytes[p] == 43 || bytes[p] == 45) { p += 1 }
-        if p < bytes.count && Self.isDigit(bytes[p]) {
-          while p < bytes.count && Self.isDigit(bytes[p]) { p += 1 }
-          pos = p
-        }
-      }
-      let s = text(start, pos)
-      let range = SourceRange(line: line, column: col, length: pos - start)
-      return Token(kind: isFloat ? .float(s) : .integer(s), range: range)
-    }
+    if Self.isDigit(b) { return number(start, col) }
     switch b {
     case 61, 40, 41, 44, 58, 91, 93, 46:  // = ( ) , : [ ] .
       pos += 1
@@ -97,20 +67,60 @@ struct Lexer {
       var end = pos + 1
       while end < bytes.count && end - pos < 4 && bytes[end] & 0xC0 == 0x80 { end += 1 }
       pos = end
-      let shown: String
-      if b >= 0x20 && b < 0x7F {
-        shown = "'\(Character(UnicodeScalar(b)))'"
-      } else if let s = String(validating: bytes[start..<end], as: UTF8.self), s.count == 1, b >= 0x80, let u = s.unicodeScalars.first {
-        // Invisible characters (spaces, joiners, marks) are named by code point alone.
-        let code = "U+" + String(u.value, radix: 16, uppercase: true).leftPadded(to: 4)
-        let visible = !u.properties.isWhitespace && ![.format, .control, .spaceSeparator, .nonspacingMark, .enclosingMark, .unassigned, .privateUse]
-          .contains(u.properties.generalCategory)
-        shown = visible ? "'\(s)' (\(code))" : code + (u.value == 0xFEFF ? " (a byte-order mark)" : " (an invisible character)")
-      } else {
-        shown = "byte 0x" + String(b, radix: 16, uppercase: true)
-      }
-      return Token(kind: .invalid(shown), range: SourceRange(line: line, column: col, length: end - start))
+      return Token(kind: .invalid(Self.shown(bytes[start..<end])), range: SourceRange(line: line, column: col, length: end - start))
     }
+  }
+
+  /// Moves past spaces, tabs, carriage returns, a leading byte-order mark and `#` comments.
+  private mutating func skipBlanksAndComments() {
+    while pos < bytes.count {
+      let b = bytes[pos]
+      if b == 32 || b == 9 || b == 13 { pos += 1; continue }
+      // A UTF-8 byte-order mark that some editors write at the start of a file is not text.
+      if pos == 0, bytes.starts(with: [0xEF, 0xBB, 0xBF]) { pos = 3; continue }
+      if b == 35 {  // '#': to end of line
+        while pos < bytes.count && bytes[pos] != 10 { pos += 1 }
+        continue
+      }
+      break
+    }
+  }
+
+  /// An integer, or a float with a fraction and an optional exponent, starting at a digit.
+  private mutating func number(_ start: Int, _ col: Int) -> Token {
+    while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
+    var isFloat = false
+    if pos < bytes.count && bytes[pos] == 46 {  // '.'
+      isFloat = true
+      pos += 1
+      while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
+    }
+    if isFloat && pos < bytes.count && (bytes[pos] == 101 || bytes[pos] == 69) {  // e/E
+      var p = pos + 1
+      if p < bytes.count && (bytes[p] == 43 || bytes[p] == 45) { p += 1 }
+      if p < bytes.count && Self.isDigit(bytes[p]) {
+        while p < bytes.count && Self.isDigit(bytes[p]) { p += 1 }
+        pos = p
+      }
+    }
+    let s = text(start, pos)
+    let range = SourceRange(line: line, column: col, length: pos - start)
+    return Token(kind: isFloat ? .float(s) : .integer(s), range: range)
+  }
+
+  /// How a diagnostic shows an invalid character: itself when printable, with its code point when not
+  /// ASCII, the code point alone when invisible, or the byte when not valid UTF-8.
+  static func shown(_ sequence: ArraySlice<UInt8>) -> String {
+    let b = sequence.first!
+    if b >= 0x20 && b < 0x7F { return "'\(Character(UnicodeScalar(b)))'" }
+    if let s = String(validating: sequence, as: UTF8.self), s.count == 1, b >= 0x80, let u = s.unicodeScalars.first {
+      // Invisible characters (spaces, joiners, marks) are named by code point alone.
+      let code = "U+" + String(u.value, radix: 16, uppercase: true).leftPadded(to: 4)
+      let visible = !u.properties.isWhitespace && ![.format, .control, .spaceSeparator, .nonspacingMark, .enclosingMark, .unassigned, .privateUse]
+        .contains(u.properties.generalCategory)
+      return visible ? "'\(s)' (\(code))" : code + (u.value == 0xFEFF ? " (a byte-order mark)" : " (an invisible character)")
+    }
+    return "byte 0x" + String(b, radix: 16, uppercase: true)
   }
 }
 

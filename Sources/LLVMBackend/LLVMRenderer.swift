@@ -371,6 +371,21 @@ public struct LLVMRenderer {
       let fn = declared(fused ? "llvm.fma.v\(lanes)f32" : "llvm.fmuladd.v\(lanes)f32", fnTy)
       var args: [LLVMValueRef?] = [vexpr(a, s), vexpr(b, s), vexpr(c, s)]
       return LLVMBuildCall2(builder, fnTy, fn, &args, 3, "")
+    case .add(let a, let b): return LLVMBuildFAdd(builder, vexpr(a, s), vexpr(b, s), "")
+    case .sub(let a, let b): return LLVMBuildFSub(builder, vexpr(a, s), vexpr(b, s), "")
+    case .mul(let a, let b): return LLVMBuildFMul(builder, vexpr(a, s), vexpr(b, s), "")
+    case .div(let a, let b): return LLVMBuildFDiv(builder, vexpr(a, s), vexpr(b, s), "")
+    case .max(let a, let b):
+      // Compare and select, as the scalar max.
+      let x = vexpr(a, s), y = vexpr(b, s)
+      return LLVMBuildSelect(builder, LLVMBuildFCmp(builder, LLVMRealOGT, y, x, ""), y, x, "")
+    case .sqrt(let a):
+      var types: [LLVMTypeRef?] = [vec]
+      let fnTy = LLVMFunctionType(vec, &types, 1, 0)!
+      var args: [LLVMValueRef?] = [vexpr(a, s)]
+      return LLVMBuildCall2(builder, fnTy, declared("llvm.sqrt.v\(lanes)f32", fnTy), &args, 1, "")
+    case .selectGreater(let p, let q, let a, let b):
+      return LLVMBuildSelect(builder, LLVMBuildFCmp(builder, LLVMRealOGT, vexpr(p, s), vexpr(q, s), ""), vexpr(a, s), vexpr(b, s), "")
     }
   }
 

@@ -57,10 +57,9 @@ extension VExpr {
   /// The buffers the expression reads.
   public var basesUsed: [Base] {
     switch self {
-    case .zero, .local: []
     case .load(let b, let x, _): [b] + x.basesUsed
     case .broadcast(let f): f.basesUsed
-    case .fma(let a, let b, let c): a.basesUsed + b.basesUsed + c.basesUsed
+    case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater: operands.flatMap(\.basesUsed)
     }
   }
 }
@@ -85,6 +84,63 @@ extension UExpr {
     case .index(let i): i.basesUsed
     case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): a.basesUsed + b.basesUsed
     case .shr(let a, _): a.basesUsed
+    }
+  }
+}
+
+/// The index variables each expression reads, in order of use (repeats kept).
+extension IExpr {
+  public var variables: [String] {
+    switch self {
+    case .c, .step: []
+    case .v(let n): [n]
+    case .add(let a, let b), .mul(let a, let b): a.variables + b.variables
+    case .div(let a, _), .rem(let a, _), .label(let a): a.variables
+    case .ofFloat(let f): f.variables
+    }
+  }
+}
+
+extension FExpr {
+  public var variables: [String] {
+    switch self {
+    case .c, .local, .learningRate: []
+    case .load(_, let i), .ofInt(let i): i.variables
+    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): a.variables + b.variables
+    case .exp(let a), .log(let a), .sqrt(let a): a.variables
+    case .select(let c, let a, let b): c.variables + a.variables + b.variables
+    }
+  }
+}
+
+extension Cond {
+  public var variables: [String] {
+    switch self {
+    case .ilt(let a, let b), .ieq(let a, let b): a.variables + b.variables
+    case .fgt(let a, let b): a.variables + b.variables
+    case .and(let a, let b): a.variables + b.variables
+    case .uge(let a, let b): a.variables + b.variables
+    }
+  }
+}
+
+extension UExpr {
+  public var variables: [String] {
+    switch self {
+    case .c, .seed, .step, .local: []
+    case .index(let i): i.variables
+    case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): a.variables + b.variables
+    case .shr(let a, _): a.variables
+    }
+  }
+}
+
+extension VExpr {
+  public var variables: [String] {
+    switch self {
+    case .load(_, let i, _): i.variables
+    case .broadcast(let f): f.variables
+    case .zero, .local, .fma, .add, .sub, .mul, .div, .max, .sqrt, .selectGreater: operands.flatMap(\.variables)
     }
   }
 }

@@ -96,7 +96,8 @@ public indirect enum UExpr: Equatable, Sendable {
   case shr(UExpr, Int)
 }
 
-/// Vector expressions over the program's `lanes` floats, one register of its target (the GEMM micro-kernels).
+/// Vector expressions over the program's `lanes` floats, one register of its target (the GEMM micro-kernels
+/// and the elementwise loops `vectorizeElementwiseLoops` widens). Every lane rounds as the scalar would.
 public indirect enum VExpr: Equatable, Sendable {
   case zero
   /// `lanes` contiguous floats from buffer[i]; the remaining lanes are 0 (a masked load).
@@ -106,6 +107,26 @@ public indirect enum VExpr: Equatable, Sendable {
   case local(String)
   /// a * b + c, rounded once.
   case fma(VExpr, VExpr, VExpr)
+  case add(VExpr, VExpr)
+  case sub(VExpr, VExpr)
+  case mul(VExpr, VExpr)
+  case div(VExpr, VExpr)
+  /// Per lane b > a ? b : a, the scalar `max`'s compare and select (NaN handled alike).
+  case max(VExpr, VExpr)
+  case sqrt(VExpr)
+  /// Per lane p > q ? a : b.
+  case selectGreater(VExpr, VExpr, VExpr, VExpr)
+
+  /// The operands, in order.
+  public var operands: [VExpr] {
+    switch self {
+    case .zero, .load, .broadcast, .local: []
+    case .fma(let a, let b, let c): [a, b, c]
+    case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): [a, b]
+    case .sqrt(let a): [a]
+    case .selectGreater(let p, let q, let a, let b): [p, q, a, b]
+    }
+  }
 }
 
 /// A GEMM: C[m x n] = A[m x k] * B[k x n] + beta * C, row-major, with optional transposes.
@@ -193,67 +214,25 @@ extension Stmt {
 
   /// The index variables `body` reads that no loop inside it binds, in first-use order.
   public static func freeVariables(_ body: [Stmt]) -> [String] {
-    var seen: [String] = [], bound: [Set<String>] = [[]]
-    func use(_ e: IExpr) {
-      switch e {
-      case .c, .step: break
-      case .v(let n): if !bound.contains(where: { $0.contains(n) }) && !seen.contains(n) { seen.append(n) }
-      case .add(let a, let b), .mul(let a, let b): use(a); use(b)
-      case .div(let a, _), .rem(let a, _), .label(let a): use(a)
-      case .ofFloat(let f): use(f)
+    var seen: [String] = []
+    func visit(_ s: Stmt, _ bound: Set<String>) {
+      func use(_ names: [String]) {
+        for n in names where !bound.contains(n) && !seen.contains(n) { seen.append(n) }
       }
-    }
-    func use(_ e: FExpr) {
-      switch e {
-      case .c, .local, .learningRate: break
-      case .load(_, let i), .ofInt(let i): use(i)
-      case .add(let a, let b), .sub(let a, let b), .mul(let a, let b), .div(let a, let b), .max(let a, let b): use(a); use(b)
-      case .exp(let a), .log(let a), .sqrt(let a): use(a)
-      case .select(let c, let a, let b): use(c); use(a); use(b)
-      }
-    }
-    func use(_ c: Cond) {
-      switch c {
-      case .ilt(let a, let b), .ieq(let a, let b): use(a); use(b)
-      case .fgt(let a, let b): use(a); use(b)
-      case .and(let a, let b): use(a); use(b)
-      case .uge(let a, let b): use(a); use(b)
-      }
-    }
-    func use(_ u: UExpr) {
-      switch u {
-      case .c, .seed, .step, .local: break
-      case .index(let i): use(i)
-      case .xor(let a, let b), .add(let a, let b), .mul(let a, let b): use(a); use(b)
-      case .shr(let a, _): use(a)
-      }
-    }
-    func use(_ v: VExpr) {
-      switch v {
-      case .zero, .local: break
-      case .load(_, let i, _): use(i)
-      case .broadcast(let f): use(f)
-      case .fma(let a, let b, let c): use(a); use(b); use(c)
-      }
-    }
-    func visit(_ s: Stmt) {
       switch s {
-      case .loop(let v, _, let body):
-        bound.append([v])
-        body.forEach(visit)
-        bound.removeLast()
-      case .store(_, let i, let e), .accumulate(_, let i, let e): use(i); use(e)
-      case .local(_, let e), .set(_, let e): use(e)
-      case .ulocal(_, let u): use(u)
-      case .when(let c, let body): use(c); body.forEach(visit)
-      case .gemm(let g): use(g.a.1); use(g.b.1); use(g.c.1)
+      case .loop(let v, _, let body): body.forEach { visit($0, bound.union([v])) }
+      case .store(_, let i, let e), .accumulate(_, let i, let e): use(i.variables + e.variables)
+      case .local(_, let e), .set(_, let e): use(e.variables)
+      case .ulocal(_, let u): use(u.variables)
+      case .when(let c, let body): use(c.variables); body.forEach { visit($0, bound) }
+      case .gemm(let g): use(g.a.1.variables + g.b.1.variables + g.c.1.variables)
       case .comment, .tick: break
-      case .vlocal(_, let v), .vset(_, let v): use(v)
-      case .vstore(_, let i, let v, _): use(i); use(v)
-      case .region(_, let body), .kernel(_, let body): body.forEach(visit)
+      case .vlocal(_, let v), .vset(_, let v): use(v.variables)
+      case .vstore(_, let i, let v, _): use(i.variables + v.variables)
+      case .region(_, let body), .kernel(_, let body): body.forEach { visit($0, bound) }
       }
     }
-    body.forEach(visit)
+    body.forEach { visit($0, []) }
     return seen
   }
 }

@@ -86,6 +86,13 @@ extension VExpr {
     case .broadcast(let f): "broadcast(\(f.text))"
     case .local(let n): n
     case .fma(let a, let b, let c): "fma(\(a.text), \(b.text), \(c.text))"
+    case .add(let a, let b): "(\(a.text) + \(b.text))"
+    case .sub(let a, let b): "(\(a.text) - \(b.text))"
+    case .mul(let a, let b): "(\(a.text) * \(b.text))"
+    case .div(let a, let b): "(\(a.text) / \(b.text))"
+    case .max(let a, let b): "max(\(a.text), \(b.text))"
+    case .sqrt(let a): "sqrt(\(a.text))"
+    case .selectGreater(let p, let q, let a, let b): "select(\(p.text) > \(q.text), \(a.text), \(b.text))"
     }
   }
 }

@@ -11,14 +11,35 @@ public struct GrayImage: Sendable {
 
 /// Decodes non-interlaced 8-bit PNGs (greyscale, grey+alpha, RGB, RGBA) to greyscale.
 public enum PNG {
+  /// The image header's fields this decoder reads.
+  struct Header {
+    var width = 0, height = 0, colorType = -1
+    /// Bytes per pixel of the colour type.
+    var channels: Int { [0: 1, 2: 3, 4: 2, 6: 4][colorType]! }
+  }
+
   public static func decode(_ bytes: [UInt8], path: String) throws -> GrayImage {
     func fail(_ m: String) -> DataError { DataError("\(path): \(m)") }
+    let (header, idat) = try chunks(bytes, fail)
+    let stride = header.width * header.channels
+    var raw = [UInt8](repeating: 0, count: (stride + 1) * header.height)
+    var rawLength = uLongf(raw.count)
+    let status = raw.withUnsafeMutableBufferPointer { out in
+      idat.withUnsafeBufferPointer { inp in uncompress(out.baseAddress, &rawLength, inp.baseAddress, uLong(inp.count)) }
+    }
+    guard status == Z_OK, Int(rawLength) == raw.count else { throw fail("corrupt or truncated image data") }
+    let img = try unfiltered(raw, header, fail)
+    return GrayImage(width: header.width, height: header.height, pixels: gray(img, header))
+  }
+
+  /// The header and the concatenated image data of the file's chunks, each checked against its CRC.
+  static func chunks(_ bytes: [UInt8], _ fail: (String) -> DataError) throws -> (Header, [UInt8]) {
     guard bytes.count > 8, bytes[0..<8].elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) else {
       throw fail("not a PNG file (bad signature)")
     }
     func be32(_ o: Int) -> Int { bytes[o..<o + 4].reduce(0) { $0 << 8 | Int($1) } }
     var pos = 8
-    var width = 0, height = 0, colorType = -1
+    var header: Header?
     var idat: [UInt8] = []
     while pos + 8 <= bytes.count {
       let length = be32(pos)
@@ -32,34 +53,32 @@ public enum PNG {
         throw fail(String(format: "%@ chunk at byte %d fails its CRC check (stored %08x, computed %08x): the file is damaged", type, pos, stored, computed))
       }
       switch type {
-      case "IHDR":
-        guard length == 13 else { throw fail("bad IHDR chunk") }
-        let d = Array(data)
-        width = d[0..<4].reduce(0) { $0 << 8 | Int($1) }
-        height = d[4..<8].reduce(0) { $0 << 8 | Int($1) }
-        colorType = Int(d[9])
-        guard d[8] == 8 else { throw fail("only 8-bit PNGs are supported (bit depth \(d[8]))") }
-        guard d[12] == 0 else { throw fail("interlaced PNGs are not supported") }
-        guard [0, 2, 4, 6].contains(colorType) else { throw fail("unsupported PNG colour type \(colorType) (palette images are not supported)") }
-        guard width > 0, height > 0, width <= 16384, height <= 16384 else { throw fail("absurd size \(width)x\(height)") }
+      case "IHDR": header = try parseHeader(Array(data), fail)
       case "IDAT": idat += data
       case "IEND": pos = bytes.count
       default: break
       }
       pos += 12 + length
     }
-    guard colorType >= 0 else { throw fail("no IHDR chunk") }
-    let channels = [0: 1, 2: 3, 4: 2, 6: 4][colorType]!
-    let stride = width * channels
-    var raw = [UInt8](repeating: 0, count: (stride + 1) * height)
-    var rawLength = uLongf(raw.count)
-    let status = raw.withUnsafeMutableBufferPointer { out in
-      idat.withUnsafeBufferPointer { inp in uncompress(out.baseAddress, &rawLength, inp.baseAddress, uLong(inp.count)) }
-    }
-    guard status == Z_OK, Int(rawLength) == raw.count else { throw fail("corrupt or truncated image data") }
-    // Undo the per-row filters (PNG spec, section 9).
-    var img = [UInt8](repeating: 0, count: stride * height)
-    for y in 0..<height {
+    guard let header else { throw fail("no IHDR chunk") }
+    return (header, idat)
+  }
+
+  static func parseHeader(_ d: [UInt8], _ fail: (String) -> DataError) throws -> Header {
+    guard d.count == 13 else { throw fail("bad IHDR chunk") }
+    let h = Header(width: d[0..<4].reduce(0) { $0 << 8 | Int($1) }, height: d[4..<8].reduce(0) { $0 << 8 | Int($1) }, colorType: Int(d[9]))
+    guard d[8] == 8 else { throw fail("only 8-bit PNGs are supported (bit depth \(d[8]))") }
+    guard d[12] == 0 else { throw fail("interlaced PNGs are not supported") }
+    guard [0, 2, 4, 6].contains(h.colorType) else { throw fail("unsupported PNG colour type \(h.colorType) (palette images are not supported)") }
+    guard h.width > 0, h.height > 0, h.width <= 16384, h.height <= 16384 else { throw fail("absurd size \(h.width)x\(h.height)") }
+    return h
+  }
+
+  /// The pixels with the per-row filters undone (PNG spec, section 9).
+  static func unfiltered(_ raw: [UInt8], _ h: Header, _ fail: (String) -> DataError) throws -> [UInt8] {
+    let channels = h.channels, stride = h.width * channels
+    var img = [UInt8](repeating: 0, count: stride * h.height)
+    for y in 0..<h.height {
       let filter = raw[y * (stride + 1)]
       for x in 0..<stride {
         let v = Int(raw[y * (stride + 1) + 1 + x])
@@ -80,16 +99,17 @@ public enum PNG {
         img[y * stride + x] = UInt8(truncatingIfNeeded: v + predicted)
       }
     }
-    var gray = [UInt8](repeating: 0, count: width * height)
-    for i in 0..<(width * height) {
-      let p = img[(i * channels)...]
-      switch colorType {
-      case 0, 4: gray[i] = p[p.startIndex]
-      default:  // ITU-R BT.601 luma
-        let r = 299 * Int(p[p.startIndex]), g = 587 * Int(p[p.startIndex + 1]), b = 114 * Int(p[p.startIndex + 2])
-        gray[i] = UInt8((r + g + b) / 1000)
-      }
+    return img
+  }
+
+  /// Luminance of each pixel: the grey channel, or ITU-R BT.601 luma of RGB (alpha ignored).
+  static func gray(_ img: [UInt8], _ h: Header) -> [UInt8] {
+    let channels = h.channels
+    return (0..<(h.width * h.height)).map { i in
+      let p = i * channels
+      guard h.colorType == 2 || h.colorType == 6 else { return img[p] }
+      let r: Int = 299 * Int(img[p]), g: Int = 587 * Int(img[p + 1]), b: Int = 114 * Int(img[p + 2])
+      return UInt8((r + g + b) / 1000)
     }
-    return GrayImage(width: width, height: height, pixels: gray)
   }
 }

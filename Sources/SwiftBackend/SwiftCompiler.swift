@@ -64,8 +64,14 @@ public struct SwiftCompiler: ProgramCompiler {
     return String(h, radix: 16)
   }
 
+  /// The Swift source of `programs`, as compiled: elementwise loops in vector form (swiftc does not
+  /// widen them itself), then rendered.
+  public static func source(of programs: [Program], from file: String) -> String {
+    SwiftRenderer.render(programs.map(vectorizeElementwiseLoops), source: file)
+  }
+
   public mutating func compile(_ programs: [Program]) throws -> [EntryPoint] {
-    let text = SwiftRenderer.render(programs, source: source)
+    let text = Self.source(of: programs, from: source)
     let key = Self.hash(text)
     let lib = "\(cacheDirectory)/cnnc-\(key).so"
     if FileManager.default.fileExists(atPath: lib) {

@@ -122,13 +122,9 @@ struct Writer {
       line("do { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)")
       line("  UnsafeMutableRawPointer(arena + \(profileOffset) + \(2 * k)).storeBytes(of: Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec), as: Int64.self) }")
     case .loop(let v, let n, let body):
-      if let plan = vectorPlan(v, body) {
-        vectorLoop(v, n, body, plan)
-      } else {
-        line("for \(v) in 0..<\(n) {")
-        block(body)
-        line("}")
-      }
+      line("for \(v) in 0..<\(n) {")
+      block(body)
+      line("}")
     case .store(let b, let i, let e): line("\(b.rawValue)[\(ix(i))] = \(fx(e))")
     case .accumulate(let b, let i, let e): line("\(b.rawValue)[\(ix(i))] += \(fx(e))")
     case .local(let n, let e): line("var \(n): Float = \(fx(e))")
@@ -201,6 +197,13 @@ struct Writer {
     case .local(let n): n
     case .fma(let a, let b, let c):
       fma ? "\(vector(c)).addingProduct(\(vector(a)), \(vector(b)))" : "(\(vector(c)) + \(vector(a)) * \(vector(b)))"
+    case .add(let a, let b): "(\(vector(a)) + \(vector(b)))"
+    case .sub(let a, let b): "(\(vector(a)) - \(vector(b)))"
+    case .mul(let a, let b): "(\(vector(a)) * \(vector(b)))"
+    case .div(let a, let b): "(\(vector(a)) / \(vector(b)))"
+    case .max(let a, let b): "{ let x = \(vector(a)), y = \(vector(b)); return x.replacing(with: y, where: y .> x) }()"
+    case .sqrt(let a): "\(vector(a)).squareRoot()"
+    case .selectGreater(let p, let q, let a, let b): "\(vector(b)).replacing(with: \(vector(a)), where: \(vector(p)) .> \(vector(q)))"
     }
   }
 

@@ -36,4 +36,25 @@ import Testing
     // flatten of p (8 floats) takes no storage of its own.
     #expect(p.arenaFloats <= 2 * 512 + 64)
   }
+
+  /// An elementwise loop becomes full vectors and one masked block; loops it cannot widen (exp, an index
+  /// that is not unit-stride) keep their scalar form.
+  @Test func elementwiseLoopsBecomeFullAndPartialVectors() {
+    let target = Target.named("x86-64-v3", isa: .avx2)
+    let relu = Stmt.loop("i", 20, [.local("t", .load(.arena, .v("i") + 100)),
+                                  .store(.arena, .v("i"), .max(.local("t"), .c(0)))])
+    let expLoop = Stmt.loop("j", 20, [.store(.arena, .v("j"), .exp(.load(.arena, .v("j"))))])
+    let strided = Stmt.loop("k", 20, [.store(.arena, .v("k") * 2, .c(1))])
+    let out = vectorizeElementwiseLoops([.region("r", [relu, expLoop, strided])], lanes: target.lanes)
+    guard case .region(_, let body) = out.first else { Issue.record("lost the region"); return }
+    #expect(body.count == 4)
+    let lane8 = Stmt.loop("i", 2, [.vlocal("t_v", .load(.arena, .v("i") * 8 + 100, lanes: 8)),
+                                   .vstore(.arena, .v("i") * 8, .max(.local("t_v"), .broadcast(.c(0))), lanes: 8)])
+    let first: IExpr = .v("i") + 16
+    let tail = Stmt.loop("i", 1, [.vlocal("t_v", .load(.arena, first + 100, lanes: 4)),
+                                  .vstore(.arena, first, .max(.local("t_v"), .broadcast(.c(0))), lanes: 4)])
+    #expect(body[0] == lane8)
+    #expect(body[1] == tail)
+    #expect(body[2] == expLoop && body[3] == strided)
+  }
 }

@@ -84,7 +84,7 @@ struct Bench: ParsableCommand {
     options.evalBatch = inferenceBatch
     let start = Date()
     // Every program the bench runs (the batch-1 one included) is compiled before the first step.
-    let b = try make(batch, opt, options.evaluationCalls(testSet.count))
+    let b = try make(batch, opt, options.evaluationCalls(testSet.count) + [1])
     let compileSeconds = Date().timeIntervalSince(start)
     var trainer = try Trainer(backend: b, graph: f.graph, parameters: Parameters(graph: f.graph, shapes: shapes, seed: seed), optimizer: opt, options: options)
 
@@ -198,7 +198,7 @@ struct Bench: ParsableCommand {
              $0.line, $0.name, $0.op, $0.msPerStep, $0.share)
     }
     var fields = ["  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]"]
-    for (count, repeats) in [(1, 2000), (backend.inferenceChunk, 50)] {
+    for (count, repeats) in [(1, 2000), (backend.inferencePlan(inferenceBatch)[0].batch, 50)] {
       var batch = [Float](repeating: 0, count: count * px)
       testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
       let rows = try backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {

@@ -46,7 +46,7 @@ struct DumpIR: ParsableCommand {
       let programs = try f.run { () throws(DiagnosticList) in try lowerForEmission(f.graph, batch: batch, target: target) }
       switch stage {
       case .lowered: print(programs.map(\.listing).joined(separator: "\n"), terminator: "")
-      case .swift: print(SwiftRenderer.render(programs, source: file), terminator: "")
+      case .swift: print(SwiftCompiler.source(of: programs, from: file), terminator: "")
       default:
         let module = LLVMRenderer.render(programs, moduleName: f.graph.name)
         if stage == .llvmOpt {

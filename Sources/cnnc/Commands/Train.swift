@@ -124,16 +124,7 @@ struct Train: ParsableCommand {
       throw ReportedFailure
     }
     let dir = data ?? defaultDataDirectory()
-    // Under mpirun: one rank per process, data-parallel over the shards; rank 0 alone prints and writes.
-    var mpi: MPIRuntime?
-    if MPIRuntime.launched {
-      mpi = try reportingErrors { try MPIRuntime() }
-      guard backend != "interp" else {
-        printError("error: distributed training needs a compiled back end (--jit or --backend swift)\n")
-        throw ReportedFailure
-      }
-      if mpi!.rank != 0 { quiet = true }
-    }
+    let mpi = try distributedRuntime()
     let outDir = out ?? "runs/\(f.graph.name)"
     var lock: RunLock?
     defer { withExtendedLifetime(lock) {} }
@@ -176,6 +167,18 @@ struct Train: ParsableCommand {
     if jit || backend != "interp", !quiet, !noReport {
       try reportingErrors { say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))") }
     }
+  }
+
+  /// Under mpirun: one rank per process, data-parallel over the shards; rank 0 alone prints and writes.
+  mutating func distributedRuntime() throws -> MPIRuntime? {
+    guard MPIRuntime.launched else { return nil }
+    let mpi = try reportingErrors { try MPIRuntime() }
+    guard backend != "interp" else {
+      printError("error: distributed training needs a compiled back end (--jit or --backend swift)\n")
+      throw ReportedFailure
+    }
+    if mpi.rank != 0 { quiet = true }
+    return mpi
   }
 
   /// The training and test sets of `dir`, checked against the graph's image input and the batch size
