@@ -32,25 +32,27 @@ public struct LLVMRenderer {
   /// code so far (a fixed, deterministic assignment), declared where it is called from.
   public static func render(_ programs: [Program], moduleName: String, partitions: Int) -> [Module] {
     let functions = programs.flatMap { p in p.functions.map { (p, $0, pieces($0)) } }
+    let shared = programs.flatMap { p in p.sharedKernels.map { (p, $0) } }
     var load = [Int](repeating: 0, count: max(1, partitions)), owner: [String: Int] = [:]
+    func assign(_ name: String, size: Int) {
+      let m = load.indices.min { load[$0] < load[$1] }!
+      owner[name] = m
+      load[m] += size
+    }
+    for (_, k) in shared { assign(k.name, size: k.body.reduce(0) { $0 + $1.size }) }
     for (_, _, parts) in functions {
-      for case .kernel(let name, let kernel) in parts {
-        let m = load.indices.min { load[$0] < load[$1] }!
-        owner[name] = m
-        load[m] += kernel.size - 1
-      }
+      for case .kernel(let name, let kernel) in parts { assign(name, size: kernel.size - 1) }
     }
     return (0..<load.count).map { (m: Int) -> Module in
       let module = Module(name: load.count == 1 ? moduleName : "\(moduleName).\(m)")
       var r = LLVMRenderer(module: module)
       if let t = programs.first?.target { LLVMSetTarget(module.module, t.triple) }
+      for (p, k) in shared where owner[k.name] == m {
+        r.configure(for: p)
+        r.define(k)
+      }
       for (p, f, parts) in functions {
-        r.cpu = (p.target.cpu, p.target.features)
-        r.profileOffset = p.profileOffset
-        r.monotonicClock = p.target.monotonicClock
-        r.lanes = p.lanes
-        r.fused = p.target.fma
-        r.vec = LLVMVectorType(r.f32, UInt32(p.lanes))
+        r.configure(for: p)
         r.render(f, parts, module: m, owner: owner)
       }
       r.finish()
@@ -101,7 +103,11 @@ public struct LLVMRenderer {
   static func pieces(_ f: Function) -> [Piece] {
     var count = 0
     return f.body.map { st in
-      guard case .kernel(let name, _) = st else { return .inline(st) }
+      guard case .kernel(let name, let body) = st else { return .inline(st) }
+      // A kernel that only calls a shared kernel is that call, made from the entry.
+      if case let calls = body.filter({ if case .comment = $0 { false } else { true } }), calls.count == 1, case .call = calls[0] {
+        return .inline(calls[0])
+      }
       defer { count += 1 }
       return .kernel("\(f.name).k\(count).\(name)", st)
     }
@@ -133,6 +139,33 @@ public struct LLVMRenderer {
     }
   }
 
+  /// Takes the target and layout of the program whose code comes next.
+  mutating func configure(for p: Program) {
+    cpu = (p.target.cpu, p.target.features)
+    profileOffset = p.profileOffset
+    monotonicClock = p.target.monotonicClock
+    lanes = p.lanes
+    fused = p.target.fma
+    vec = LLVMVectorType(f32, UInt32(p.lanes))
+  }
+
+  /// A shared kernel's function (never inlined, so its copies stay one): the entry's arguments, then one
+  /// i64 per parameter.
+  func sharedFunction(_ name: String, parameters: Int) -> LLVMValueRef {
+    LLVMGetNamedFunction(module.module, name) ?? function(name, internal: false, indices: parameters, neverInline: true)
+  }
+
+  /// Defines a shared kernel, its parameters bound as index variables.
+  func define(_ k: SharedKernel) {
+    let fn = sharedFunction(k.name, parameters: k.parameters.count)
+    var s = scope(fn)
+    s.node = k.name
+    let first = EntryABI.arguments.count
+    s.vars = [Dictionary(uniqueKeysWithValues: k.parameters.enumerated().map { ($1, LLVMGetParam(fn, UInt32(first + $0))!) })]
+    for st in k.body { emit(st, &s) }
+    LLVMBuildRetVoid(builder)
+  }
+
   /// Gives a kernel function its body, leaving the builder where it was.
   func define(_ k: LLVMValueRef, _ body: [Stmt]) {
     let caller = LLVMGetInsertBlock(builder)
@@ -144,7 +177,7 @@ public struct LLVMRenderer {
 
   /// A function of the entry-point type (plus `indices` trailing i64 arguments) with `noalias` buffers;
   /// an internal one is never inlined.
-  func function(_ name: String, internal isInternal: Bool, indices: Int = 0) -> LLVMValueRef {
+  func function(_ name: String, internal isInternal: Bool, indices: Int = 0, neverInline: Bool = false) -> LLVMValueRef {
     var type = entryType
     if indices > 0 {
       let count = Int(LLVMCountParamTypes(entryType))
@@ -163,8 +196,8 @@ public struct LLVMRenderer {
     for (key, value) in [("target-cpu", cpu.name), ("target-features", cpu.features)] where !value.isEmpty {
       LLVMAddAttributeAtIndex(fn, functionIndex, LLVMCreateStringAttribute(ctx, key, UInt32(key.utf8.count), value, UInt32(value.utf8.count)))
     }
-    if isInternal {
-      LLVMSetLinkage(fn, LLVMInternalLinkage)
+    if isInternal { LLVMSetLinkage(fn, LLVMInternalLinkage) }
+    if isInternal || neverInline {
       let noinline = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noinline", 8), 0)
       LLVMAddAttributeAtIndex(fn, functionIndex, noinline)
     }
@@ -201,6 +234,10 @@ public struct LLVMRenderer {
       for st in body { emit(st, &s) }
       s.node = outer
     case .region(let name, let body): emitRegion(name, body, &s)
+    case .call(let name, let values):
+      let fn = sharedFunction(name, parameters: values.count)
+      var args = entryArguments(s.function) + values.map { LLVMConstInt(i64, UInt64(bitPattern: Int64($0)), 1) }
+      LLVMBuildCall2(builder, LLVMGlobalGetValueType(fn), fn, &args, UInt32(args.count), "")
     case .tick(let k): emitTick(k, s)
     case .loop(let v, let count, let body): emitLoop(v, count, body, &s)
     case .vstore(let b, let i, let v, let lanes): emitVectorStore(b, i, v, lanes: lanes, s)

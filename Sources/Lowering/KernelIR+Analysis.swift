@@ -5,14 +5,14 @@ extension Stmt {
     switch self {
     case .vset(let n, _): [n]
     case .loop(_, _, let body), .when(_, let body), .region(_, let body), .kernel(_, let body): body.flatMap(\.vectorsSet)
-    case .store, .accumulate, .local, .set, .ulocal, .gemm, .comment, .vlocal, .vstore, .tick: []
+    case .store, .accumulate, .local, .set, .ulocal, .gemm, .comment, .vlocal, .vstore, .tick, .call: []
     }
   }
 
   /// Every buffer this statement reads or writes (a renderer binds only those).
   public var basesUsed: [Base] {
     switch self {
-    case .comment: []
+    case .comment, .call: []  // a shared kernel binds its own buffers
     case .tick: [.arena]
     case .region(_, let body), .kernel(_, let body), .loop(_, _, let body): body.flatMap(\.basesUsed)
     case .when(let c, let body): c.basesUsed + body.flatMap(\.basesUsed)

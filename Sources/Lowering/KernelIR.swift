@@ -14,7 +14,7 @@ public enum Base: String, CaseIterable, Sendable {
 }
 
 /// Integer (index) expressions; 64-bit.
-public indirect enum IExpr: Equatable, Sendable {
+public indirect enum IExpr: Hashable, Sendable {
   case c(Int)
   case v(String)
   case add(IExpr, IExpr)
@@ -45,7 +45,7 @@ public indirect enum IExpr: Equatable, Sendable {
 }
 
 /// Float expressions.
-public indirect enum FExpr: Equatable, Sendable {
+public indirect enum FExpr: Hashable, Sendable {
   case c(Float)
   case load(Base, IExpr)
   case local(String)
@@ -69,7 +69,7 @@ public indirect enum FExpr: Equatable, Sendable {
 }
 
 /// Conditions.
-public indirect enum Cond: Equatable, Sendable {
+public indirect enum Cond: Hashable, Sendable {
   case ilt(IExpr, IExpr)
   case ieq(IExpr, IExpr)
   case fgt(FExpr, FExpr)
@@ -80,7 +80,7 @@ public indirect enum Cond: Equatable, Sendable {
 
 /// Unsigned 64-bit expressions with wrapping arithmetic: the dropout RNG, written in the kernel IR so the
 /// back ends only render integer arithmetic.
-public indirect enum UExpr: Equatable, Sendable {
+public indirect enum UExpr: Hashable, Sendable {
   case c(UInt64)
   /// The entry point's seed and step arguments, as bit patterns.
   case seed
@@ -98,7 +98,7 @@ public indirect enum UExpr: Equatable, Sendable {
 
 /// Vector expressions over the program's `lanes` floats, one register of its target (the GEMM micro-kernels
 /// and the elementwise loops `vectorizeElementwiseLoops` widens). Every lane rounds as the scalar would.
-public indirect enum VExpr: Equatable, Sendable {
+public indirect enum VExpr: Hashable, Sendable {
   case zero
   /// `lanes` contiguous floats from buffer[i]; the remaining lanes are 0 (a masked load).
   case load(Base, IExpr, lanes: Int)
@@ -130,7 +130,7 @@ public indirect enum VExpr: Equatable, Sendable {
 }
 
 /// A GEMM: C[m x n] = A[m x k] * B[k x n] + beta * C, row-major, with optional transposes.
-public struct Gemm: Equatable, Sendable {
+public struct Gemm: Hashable, Sendable {
   public var transA: Bool
   public var transB: Bool
   public var m: Int, n: Int, k: Int
@@ -161,6 +161,12 @@ public struct Gemm: Equatable, Sendable {
     (Self.cblasRowMajor, transA ? Self.cblasTrans : Self.cblasNoTrans, transB ? Self.cblasTrans : Self.cblasNoTrans)
   }
 
+  public func hash(into h: inout Hasher) {
+    h.combine(transA); h.combine(transB); h.combine(m); h.combine(n); h.combine(k)
+    for (base, offset) in [a, b, c] { h.combine(base); h.combine(offset) }
+    h.combine(lda); h.combine(ldb); h.combine(ldc); h.combine(beta)
+  }
+
   public static func == (x: Gemm, y: Gemm) -> Bool {
     x.transA == y.transA && x.transB == y.transB && x.m == y.m && x.n == y.n && x.k == y.k && x.a == y.a
       && x.lda == y.lda && x.b == y.b && x.ldb == y.ldb && x.beta == y.beta && x.c == y.c && x.ldc == y.ldc
@@ -168,7 +174,7 @@ public struct Gemm: Equatable, Sendable {
 }
 
 /// Statements.
-public indirect enum Stmt: Equatable, Sendable {
+public indirect enum Stmt: Hashable, Sendable {
   /// for VAR in 0..<count
   case loop(String, Int, [Stmt])
   case store(Base, IExpr, FExpr)
@@ -201,6 +207,17 @@ public indirect enum Stmt: Equatable, Sendable {
   /// as a function of its own (the LLVM back end does, so the optimiser works on many small functions and
   /// JIT time grows linearly with the graph). It reads no loop variable or local from outside.
   case kernel(String, [Stmt])
+  /// Runs the program's shared kernel NAME (`Program.sharedKernels`) with its parameters bound to these
+  /// values, in order.
+  case call(String, [Int])
+}
+
+/// Code that several kernels run with different constants (`shareIdenticalKernels`): a function of the
+/// entry-point arguments and `parameters`, integer index variables free in `body`.
+public struct SharedKernel: Equatable, Sendable {
+  public var name: String
+  public var parameters: [String]
+  public var body: [Stmt]
 }
 
 extension Stmt {
@@ -230,6 +247,7 @@ extension Stmt {
       case .vlocal(_, let v), .vset(_, let v): use(v.variables)
       case .vstore(_, let i, let v, _): use(i.variables + v.variables)
       case .region(_, let body), .kernel(_, let body): body.forEach { visit($0, bound) }
+      case .call: break
       }
     }
     body.forEach { visit($0, []) }
@@ -310,6 +328,8 @@ public struct Program: Equatable, Sendable {
   public var graphName: String
   public var batch: Int
   public var functions: [Function]
+  /// The kernels the functions' `.call` statements run.
+  public var sharedKernels: [SharedKernel] = []
   /// Floats in the arena (activations, saved values and scratch).
   public var arenaFloats: Int
   /// Parameter layout in `state_dict` order: name, shape, offset (floats) into params/grads/m/v.
@@ -335,7 +355,7 @@ public struct Program: Equatable, Sendable {
   public var lanes: Int { target.lanes }
 
   public static func == (a: Program, b: Program) -> Bool {
-    a.graphName == b.graphName && a.batch == b.batch && a.target == b.target && a.functions == b.functions && a.arenaFloats == b.arenaFloats
+    a.graphName == b.graphName && a.batch == b.batch && a.target == b.target && a.functions == b.functions && a.sharedKernels == b.sharedKernels && a.arenaFloats == b.arenaFloats
       && a.parameters.map(\.name) == b.parameters.map(\.name) && a.parameterFloats == b.parameterFloats
       && a.buffers.map(\.name) == b.buffers.map(\.name) && a.statistics == b.statistics
   }

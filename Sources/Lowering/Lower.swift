@@ -26,8 +26,10 @@ public enum LoweringMode: Equatable, Sendable {
 /// Lowers a graph to the backend-neutral kernel program at a fixed batch size.
 ///
 /// Training: differentiate, fuse, plan memory, then emit each node's kernel in order, then the
-/// optimiser over all parameters. Inference: the forward nodes that feed the output, fused.
-public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target, fuse: Bool = true, profile: Bool = false) throws(DiagnosticList) -> Program {
+/// optimiser over all parameters. Inference: the forward nodes that feed the output, fused. Kernels of
+/// equal code share one function (`shareIdenticalKernels`) unless `share` is false.
+public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target, fuse: Bool = true, profile: Bool = false,
+                  share: Bool = true) throws(DiagnosticList) -> Program {
   try checkEntryInputs(graph)
   let pipeline = Pipeline(batch: batch, purpose: mode == .infer ? .inference : .training, fuse: fuse)
   let (g, shapes) = try { () throws(DiagnosticList) in
@@ -80,7 +82,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms)
   program.layOutBuffers(g, shapes, plan)
   if training { program.statistics = batchStatistics(g, shapes, plan) }
-  return program
+  return share ? shareIdenticalKernels(program) : program
 }
 
 /// Where each stateful op of a training program leaves its batch statistics, and the buffers they update.

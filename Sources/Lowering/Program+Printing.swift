@@ -7,6 +7,12 @@ extension Program {
     for p in parameters { out += "#   param \(p.name) \(p.shape) at \(p.offset)\n" }
     out += "#   output at \(output.base.rawValue)+\(output.offset) (\(output.count) floats)\n"
     if let l = loss { out += "#   loss at \(l.base.rawValue)+\(l.offset)\n" }
+    for k in sharedKernels {
+      let parameters = EntryABI.parameterList.dropLast() + k.parameters.map { ", \($0)" }.joined() + ")"
+      out += "func \(k.name)\(parameters) {\n"
+      for s in k.body { out += Self.list(s, depth: 1) }
+      out += "}\n"
+    }
     for f in functions {
       out += "func \(f.name)\(EntryABI.parameterList) {\n"
       for s in f.body { out += Self.list(s, depth: 1) }
@@ -20,6 +26,7 @@ extension Program {
     switch s {
     case .comment(let c): return "\(pad)# \(c)\n"
     case .tick(let k): return "\(pad)tick(\(k))\n"
+    case .call(let name, let values): return "\(pad)\(name)(\(values.map(String.init).joined(separator: ", ")))\n"
     case .kernel(_, let body): return body.map { list($0, depth: depth) }.joined()  // headed by its comment
     case .region(let name, let body):
       return "\(pad)region \(name)(\(Stmt.freeVariables(body).joined(separator: ", "))) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"

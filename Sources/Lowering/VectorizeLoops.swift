@@ -10,6 +10,9 @@
 public func vectorizeElementwiseLoops(_ program: Program) -> Program {
   var p = program
   p.functions = program.functions.map { Function(name: $0.name, body: vectorizeElementwiseLoops($0.body, lanes: program.lanes)) }
+  p.sharedKernels = program.sharedKernels.map {
+    SharedKernel(name: $0.name, parameters: $0.parameters, body: vectorizeElementwiseLoops($0.body, lanes: program.lanes))
+  }
   return p
 }
 
@@ -23,7 +26,7 @@ public func vectorizeElementwiseLoops(_ body: [Stmt], lanes: Int) -> [Stmt] {
     case .when(let c, let inner): return [.when(c, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .region(let name, let inner): return [.region(name, vectorizeElementwiseLoops(inner, lanes: lanes))]
     case .kernel(let name, let inner): return [.kernel(name, vectorizeElementwiseLoops(inner, lanes: lanes))]
-    case .store, .accumulate, .local, .set, .gemm, .comment, .vlocal, .vset, .vstore, .ulocal, .tick: return [s]
+    case .store, .accumulate, .local, .set, .gemm, .comment, .vlocal, .vset, .vstore, .ulocal, .tick, .call: return [s]
     }
   }
 }

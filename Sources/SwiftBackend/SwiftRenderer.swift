@@ -49,10 +49,15 @@ public enum SwiftRenderer {
 
       """
     for p in programs {
+      for k in p.sharedKernels {
+        var w = Writer(lanes: p.lanes, fma: p.target.fma)
+        w.function(k.name, k.body, exported: false, indices: k.parameters)
+        out += "\n" + w.text
+      }
       for f in p.functions {
         var w = Writer(lanes: p.lanes, fma: p.target.fma)
         w.profileOffset = p.profileOffset
-        w.function(f)
+        w.function(f.name, f.body, exported: true)
         out += "\n" + w.text
       }
     }
@@ -76,11 +81,17 @@ struct Writer {
 
   mutating func line(_ s: String) { text += String(repeating: "  ", count: depth) + s + "\n" }
 
-  mutating func function(_ f: Function) {
-    let used = Set(f.body.flatMap(\.basesUsed))
-    reassigned = Set(f.body.flatMap(\.vectorsSet))
-    line("@_cdecl(\"\(f.name)\")")
-    line("public func \(f.name)(")
+  /// An entry point (`exported`, C-callable) or a shared kernel, which also takes `indices`.
+  mutating func function(_ name: String, _ body: [Stmt], exported: Bool, indices: [String] = []) {
+    let used = Set(body.flatMap(\.basesUsed))
+    reassigned = Set(body.flatMap(\.vectorsSet))
+    if exported {
+      line("@_cdecl(\"\(name)\")")
+      line("public func \(name)(")
+    } else {
+      line("@inline(never)")
+      line("func \(name)(")
+    }
     for l in EntryABI.lines(width: 120, { a in
       let type = switch a.kind {
       case .floats: "UnsafeMutablePointer<Float>?"
@@ -91,6 +102,7 @@ struct Writer {
       }
       return "_ \(a.name): \(type)"
     }) { line("  " + l) }
+    if !indices.isEmpty { text.removeLast(); text += ", " + indices.map { "_ \($0): Int" }.joined(separator: ", ") + "\n" }
     line(") {")
     depth += 1
     // Only the buffers this entry point touches are unwrapped (inference passes null for the others).
@@ -102,7 +114,7 @@ struct Writer {
       }
     }
     line("_ = (lr, step, seed)")
-    for s in f.body { stmt(s) }
+    for s in body { stmt(s) }
     depth -= 1
     line("}")
   }
@@ -118,6 +130,8 @@ struct Writer {
       line("}")
     case .kernel(_, let body):
       for st in body { stmt(st) }  // headed by its comment
+    case .call(let name, let values):
+      line("\(name)(\(EntryABI.arguments.map(\.name).joined(separator: ", "))\(values.map { ", \($0)" }.joined()))")
     case .tick(let k):
       line("do { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)")
       line("  UnsafeMutableRawPointer(arena + \(profileOffset) + \(2 * k)).storeBytes(of: Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec), as: Int64.self) }")

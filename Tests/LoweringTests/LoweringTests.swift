@@ -57,4 +57,37 @@ import Testing
     #expect(body[1] == tail)
     #expect(body[2] == expLoop && body[3] == strided)
   }
+
+  /// Equal layers share one kernel function, called with the offsets that differ; one parameter per
+  /// tensor that moves, not per index expression; a layer of another shape keeps its own code.
+  @Test func equalLayersShareOneKernel() throws {
+    let g = try Parser.parse("""
+      input image: f32[N, 1, 8, 8]
+      input label: i32[N]
+      c0 = conv2d(image, filters: 4, kernel: 3, padding: 1)
+      c1 = conv2d(c0, filters: 4, kernel: 3, padding: 1)
+      c2 = conv2d(c1, filters: 4, kernel: 3, padding: 1)
+      c3 = conv2d(c2, filters: 4, kernel: 3, padding: 1)
+      c4 = conv2d(c3, filters: 6, kernel: 3, padding: 1)
+      f = flatten(c4)
+      fc = dense(f, units: 10)
+      loss = cross_entropy(fc, label)
+      output fc
+      minimize loss
+      """, defaultName: "chain")
+    let p = try lower(g, batch: 2, mode: .train(OptimizerSpec(kind: .adam)), target: Target.named("x86-64-v3", isa: .avx2))
+    var calls: [String: [String]] = [:]
+    for case .kernel(let name, let body) in p.functions[0].body {
+      for case .call(let shared, let values) in body {
+        calls[name] = [shared]
+        #expect(values.count == p.sharedKernels.first { $0.name == shared }!.parameters.count)
+      }
+    }
+    #expect(calls["c2"] != nil && calls["c1"] == calls["c2"] && calls["c2"] == calls["c3"], "\(calls.sorted { $0.key < $1.key })")
+    #expect(calls["c4"] == nil || calls["c4"] != calls["c3"])
+    #expect(p.sharedKernels.allSatisfy { $0.parameters.count <= 6 }, "\(p.sharedKernels.map { ($0.name, $0.parameters.count) })")
+    let plain = try lower(g, batch: 2, mode: .train(OptimizerSpec(kind: .adam)), target: Target.named("x86-64-v3", isa: .avx2), share: false)
+    #expect(plain.sharedKernels.isEmpty)
+    #expect(p.listing.count < plain.listing.count)
+  }
 }
