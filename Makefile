@@ -131,7 +131,11 @@ batchnorm-check: release $(PEERS)/bin/python
 # The training report rendered by a real headless browser (Debian's chromium), as a PNG to look at.
 report-screenshot: release
 	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
-	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 2 --out .build/report-run
-	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1300,2600 \
-	  --screenshot=$(CURDIR)/.build/report-run/report.png file://$(CURDIR)/.build/report-run/report.html 2>/dev/null
-	@echo "screenshot: .build/report-run/report.png"
+	rm -rf .build/report-1 .build/report-early
+	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 1 --out .build/report-1
+	$(CNNC) train Graphs/tiny.graph --jit --epochs 15 --lr 0.01 --val 0.2 --patience 3 --out .build/report-early
+	for r in report-1 report-early; do \
+	  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1300,3400 \
+	    --screenshot=$(CURDIR)/.build/$$r/report.png file://$(CURDIR)/.build/$$r/report.html 2>/dev/null; \
+	  echo "screenshot: .build/$$r/report.png"; \
+	done

@@ -645,861 +645,893 @@ public func convnet_train_b64(
       arena[((3211264 +% (n107 *% 128)) +% u108)] = ((arena[((4022272 +% (u108 *% 64)) +% n107)] + params[(1624448 +% u108)]) > Float(0) ? (arena[((4022272 +% (u108 *% 64)) +% n107)] + params[(1624448 +% u108)]) : Float(0))
     }
   }
-  // fc2 = dense(fc1)
-  sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
-  for n109 in 0..<64 {
-    for u110 in 0..<1 {
-      storeVector(arena, ((u110 *% 8) +% (3219456 +% (n109 *% 10))), (loadVector(arena, ((u110 *% 8) +% (3219456 +% (n109 *% 10)))) + loadVector(params, ((u110 *% 8) +% 1625856))))
+  // drop = dropout(fc1)
+  let z109: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z110: UInt64 = ((z109 ^ (z109 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z111: UInt64 = ((z110 ^ (z110 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z112: UInt64 = (z111 ^ (z111 >> 31))
+  let z113: UInt64 = (z112 &+ UInt64(bitPattern: step))
+  let z114: UInt64 = ((z113 ^ (z113 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z115: UInt64 = ((z114 ^ (z114 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z116: UInt64 = (z115 ^ (z115 >> 31))
+  for i117 in 0..<8192 {
+    let z118: UInt64 = (z116 &+ (UInt64(bitPattern: Int64(i117)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z119: UInt64 = ((z118 ^ (z118 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z120: UInt64 = ((z119 ^ (z119 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z121: UInt64 = (z120 ^ (z120 >> 31))
+    arena[(3219456 +% i117)] = ((z121 >> 40) >= 0x800000 as UInt64 ? (arena[(3211264 +% i117)] * Float(2)) : Float(0))
+  }
+  // fc2 = dense(drop)
+  sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3219456, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3227648, 10)
+  for n122 in 0..<64 {
+    for u123 in 0..<1 {
+      storeVector(arena, ((u123 *% 8) +% (3227648 +% (n122 *% 10))), (loadVector(arena, ((u123 *% 8) +% (3227648 +% (n122 *% 10)))) + loadVector(params, ((u123 *% 8) +% 1625856))))
     }
-    for u110 in 0..<1 {
-      storePartial(arena, ((u110 +% 8) +% (3219456 +% (n109 *% 10))), (loadPartial(arena, ((u110 +% 8) +% (3219456 +% (n109 *% 10))), 2) + loadPartial(params, ((u110 +% 8) +% 1625856), 2)), 2)
+    for u123 in 0..<1 {
+      storePartial(arena, ((u123 +% 8) +% (3227648 +% (n122 *% 10))), (loadPartial(arena, ((u123 +% 8) +% (3227648 +% (n122 *% 10))), 2) + loadPartial(params, ((u123 +% 8) +% 1625856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total111: Float = Float(0)
-  for n112 in 0..<64 {
-    var m113: Float = arena[(3219456 +% (n112 *% 10))]
-    for k115 in 0..<10 {
-      m113 = { let x = m113, y = arena[((3219456 +% (n112 *% 10)) +% k115)]; return y > x ? y : x }()
+  var total124: Float = Float(0)
+  for n125 in 0..<64 {
+    var m126: Float = arena[(3227648 +% (n125 *% 10))]
+    for k128 in 0..<10 {
+      m126 = { let x = m126, y = arena[((3227648 +% (n125 *% 10)) +% k128)]; return y > x ? y : x }()
     }
-    var s114: Float = Float(0)
-    for k116 in 0..<10 {
-      s114 = (s114 + expf((arena[((3219456 +% (n112 *% 10)) +% k116)] - m113)))
+    var s127: Float = Float(0)
+    for k129 in 0..<10 {
+      s127 = (s127 + expf((arena[((3227648 +% (n125 *% 10)) +% k129)] - m126)))
     }
-    total111 = (total111 + ((m113 + logf(s114)) - arena[((3219456 +% (n112 *% 10)) +% Int(labels[n112]))]))
+    total124 = (total124 + ((m126 + logf(s127)) - arena[((3227648 +% (n125 *% 10)) +% Int(labels[n125]))]))
   }
-  arena[3220096] = (total111 / Float(64))
+  arena[3228288] = (total124 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n117 in 0..<64 {
-    var m118: Float = arena[(3219456 +% (n117 *% 10))]
-    for k120 in 0..<10 {
-      m118 = { let x = m118, y = arena[((3219456 +% (n117 *% 10)) +% k120)]; return y > x ? y : x }()
+  for n130 in 0..<64 {
+    var m131: Float = arena[(3227648 +% (n130 *% 10))]
+    for k133 in 0..<10 {
+      m131 = { let x = m131, y = arena[((3227648 +% (n130 *% 10)) +% k133)]; return y > x ? y : x }()
     }
-    var s119: Float = Float(0)
-    for k121 in 0..<10 {
-      s119 = (s119 + expf((arena[((3219456 +% (n117 *% 10)) +% k121)] - m118)))
+    var s132: Float = Float(0)
+    for k134 in 0..<10 {
+      s132 = (s132 + expf((arena[((3227648 +% (n130 *% 10)) +% k134)] - m131)))
     }
-    for k122 in 0..<10 {
-      arena[((3220112 +% (n117 *% 10)) +% k122)] = ((k122 == Int(labels[n117]) ? ((expf((arena[((3219456 +% (n117 *% 10)) +% k122)] - m118)) / s119) - Float(1)) : (expf((arena[((3219456 +% (n117 *% 10)) +% k122)] - m118)) / s119)) / Float(64))
+    for k135 in 0..<10 {
+      arena[((3228304 +% (n130 *% 10)) +% k135)] = ((k135 == Int(labels[n130]) ? ((expf((arena[((3227648 +% (n130 *% 10)) +% k135)] - m131)) / s132) - Float(1)) : (expf((arena[((3227648 +% (n130 *% 10)) +% k135)] - m131)) / s132)) / Float(64))
     }
   }
-  // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
-  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
+  // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
+  sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3228304, 10, arena + 3219456, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u123 in 0..<10 {
-    var acc124: Float = Float(0)
-    for n125 in 0..<64 {
-      acc124 = (acc124 + arena[((3220112 +% (n125 *% 10)) +% u123)])
+  for u136 in 0..<10 {
+    var acc137: Float = Float(0)
+    for n138 in 0..<64 {
+      acc137 = (acc137 + arena[((3228304 +% (n138 *% 10)) +% u136)])
     }
-    grads[(1625856 +% u123)] = acc124
+    grads[(1625856 +% u136)] = acc137
   }
-  // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
-  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
+  // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
+  sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3228304, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3228944, 128)
+  // relu3_grad = dropout_grad(drop_grad, drop)
+  let z139: UInt64 = (UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac as UInt64)
+  let z140: UInt64 = ((z139 ^ (z139 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z141: UInt64 = ((z140 ^ (z140 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z142: UInt64 = (z141 ^ (z141 >> 31))
+  let z143: UInt64 = (z142 &+ UInt64(bitPattern: step))
+  let z144: UInt64 = ((z143 ^ (z143 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z145: UInt64 = ((z144 ^ (z144 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z146: UInt64 = (z145 ^ (z145 >> 31))
+  for i147 in 0..<8192 {
+    let z148: UInt64 = (z146 &+ (UInt64(bitPattern: Int64(i147)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z149: UInt64 = ((z148 ^ (z148 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z150: UInt64 = ((z149 ^ (z149 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z151: UInt64 = (z150 ^ (z150 >> 31))
+    arena[(3237136 +% i147)] = ((z151 >> 40) >= 0x800000 as UInt64 ? (arena[(3228944 +% i147)] * Float(2)) : Float(0))
+  }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i126 in 0..<1024 {
-    storeVector(arena, ((i126 *% 8) +% 3228944), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i126 *% 8) +% 3220752)), where: loadVector(arena, ((i126 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
+  for i152 in 0..<1024 {
+    storeVector(arena, ((i152 *% 8) +% 3219456), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i152 *% 8) +% 3237136)), where: loadVector(arena, ((i152 *% 8) +% 3211264)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm134
-    for nb127 in 0..<522 {
-      for mb128 in 0..<32 {
-        var t129_c0_0 = Vector()
-        var t129_c0_1 = Vector()
-        var t129_c0_2 = Vector()
-        var t129_c1_0 = Vector()
-        var t129_c1_1 = Vector()
-        var t129_c1_2 = Vector()
-        var t129_c2_0 = Vector()
-        var t129_c2_1 = Vector()
-        var t129_c2_2 = Vector()
-        var t129_c3_0 = Vector()
-        var t129_c3_1 = Vector()
-        var t129_c3_2 = Vector()
-        for k130 in 0..<64 {
-          let t129_b0 = loadVector(arena, ((1605632 +% (k130 *% 12544)) +% (nb127 *% 24)))
-          let t129_b1 = loadVector(arena, (((1605632 +% (k130 *% 12544)) +% (nb127 *% 24)) +% 8))
-          let t129_b2 = loadVector(arena, (((1605632 +% (k130 *% 12544)) +% (nb127 *% 24)) +% 16))
-          let t129_a0 = Vector(repeating: arena[((3228944 +% (mb128 *% 4)) +% (k130 *% 128))])
-          t129_c0_0 = t129_c0_0.addingProduct(t129_a0, t129_b0)
-          t129_c0_1 = t129_c0_1.addingProduct(t129_a0, t129_b1)
-          t129_c0_2 = t129_c0_2.addingProduct(t129_a0, t129_b2)
-          let t129_a1 = Vector(repeating: arena[((3228944 +% ((mb128 *% 4) +% 1)) +% (k130 *% 128))])
-          t129_c1_0 = t129_c1_0.addingProduct(t129_a1, t129_b0)
-          t129_c1_1 = t129_c1_1.addingProduct(t129_a1, t129_b1)
-          t129_c1_2 = t129_c1_2.addingProduct(t129_a1, t129_b2)
-          let t129_a2 = Vector(repeating: arena[((3228944 +% ((mb128 *% 4) +% 2)) +% (k130 *% 128))])
-          t129_c2_0 = t129_c2_0.addingProduct(t129_a2, t129_b0)
-          t129_c2_1 = t129_c2_1.addingProduct(t129_a2, t129_b1)
-          t129_c2_2 = t129_c2_2.addingProduct(t129_a2, t129_b2)
-          let t129_a3 = Vector(repeating: arena[((3228944 +% ((mb128 *% 4) +% 3)) +% (k130 *% 128))])
-          t129_c3_0 = t129_c3_0.addingProduct(t129_a3, t129_b0)
-          t129_c3_1 = t129_c3_1.addingProduct(t129_a3, t129_b1)
-          t129_c3_2 = t129_c3_2.addingProduct(t129_a3, t129_b2)
+  do {  // gemm160
+    for nb153 in 0..<522 {
+      for mb154 in 0..<32 {
+        var t155_c0_0 = Vector()
+        var t155_c0_1 = Vector()
+        var t155_c0_2 = Vector()
+        var t155_c1_0 = Vector()
+        var t155_c1_1 = Vector()
+        var t155_c1_2 = Vector()
+        var t155_c2_0 = Vector()
+        var t155_c2_1 = Vector()
+        var t155_c2_2 = Vector()
+        var t155_c3_0 = Vector()
+        var t155_c3_1 = Vector()
+        var t155_c3_2 = Vector()
+        for k156 in 0..<64 {
+          let t155_b0 = loadVector(arena, ((1605632 +% (k156 *% 12544)) +% (nb153 *% 24)))
+          let t155_b1 = loadVector(arena, (((1605632 +% (k156 *% 12544)) +% (nb153 *% 24)) +% 8))
+          let t155_b2 = loadVector(arena, (((1605632 +% (k156 *% 12544)) +% (nb153 *% 24)) +% 16))
+          let t155_a0 = Vector(repeating: arena[((3219456 +% (mb154 *% 4)) +% (k156 *% 128))])
+          t155_c0_0 = t155_c0_0.addingProduct(t155_a0, t155_b0)
+          t155_c0_1 = t155_c0_1.addingProduct(t155_a0, t155_b1)
+          t155_c0_2 = t155_c0_2.addingProduct(t155_a0, t155_b2)
+          let t155_a1 = Vector(repeating: arena[((3219456 +% ((mb154 *% 4) +% 1)) +% (k156 *% 128))])
+          t155_c1_0 = t155_c1_0.addingProduct(t155_a1, t155_b0)
+          t155_c1_1 = t155_c1_1.addingProduct(t155_a1, t155_b1)
+          t155_c1_2 = t155_c1_2.addingProduct(t155_a1, t155_b2)
+          let t155_a2 = Vector(repeating: arena[((3219456 +% ((mb154 *% 4) +% 2)) +% (k156 *% 128))])
+          t155_c2_0 = t155_c2_0.addingProduct(t155_a2, t155_b0)
+          t155_c2_1 = t155_c2_1.addingProduct(t155_a2, t155_b1)
+          t155_c2_2 = t155_c2_2.addingProduct(t155_a2, t155_b2)
+          let t155_a3 = Vector(repeating: arena[((3219456 +% ((mb154 *% 4) +% 3)) +% (k156 *% 128))])
+          t155_c3_0 = t155_c3_0.addingProduct(t155_a3, t155_b0)
+          t155_c3_1 = t155_c3_1.addingProduct(t155_a3, t155_b1)
+          t155_c3_2 = t155_c3_2.addingProduct(t155_a3, t155_b2)
         }
-        storeVector(grads, ((18816 +% ((mb128 *% 4) *% 12544)) +% (nb127 *% 24)), t129_c0_0)
-        storeVector(grads, (((18816 +% ((mb128 *% 4) *% 12544)) +% (nb127 *% 24)) +% 8), t129_c0_1)
-        storeVector(grads, (((18816 +% ((mb128 *% 4) *% 12544)) +% (nb127 *% 24)) +% 16), t129_c0_2)
-        storeVector(grads, ((18816 +% (((mb128 *% 4) +% 1) *% 12544)) +% (nb127 *% 24)), t129_c1_0)
-        storeVector(grads, (((18816 +% (((mb128 *% 4) +% 1) *% 12544)) +% (nb127 *% 24)) +% 8), t129_c1_1)
-        storeVector(grads, (((18816 +% (((mb128 *% 4) +% 1) *% 12544)) +% (nb127 *% 24)) +% 16), t129_c1_2)
-        storeVector(grads, ((18816 +% (((mb128 *% 4) +% 2) *% 12544)) +% (nb127 *% 24)), t129_c2_0)
-        storeVector(grads, (((18816 +% (((mb128 *% 4) +% 2) *% 12544)) +% (nb127 *% 24)) +% 8), t129_c2_1)
-        storeVector(grads, (((18816 +% (((mb128 *% 4) +% 2) *% 12544)) +% (nb127 *% 24)) +% 16), t129_c2_2)
-        storeVector(grads, ((18816 +% (((mb128 *% 4) +% 3) *% 12544)) +% (nb127 *% 24)), t129_c3_0)
-        storeVector(grads, (((18816 +% (((mb128 *% 4) +% 3) *% 12544)) +% (nb127 *% 24)) +% 8), t129_c3_1)
-        storeVector(grads, (((18816 +% (((mb128 *% 4) +% 3) *% 12544)) +% (nb127 *% 24)) +% 16), t129_c3_2)
+        storeVector(grads, ((18816 +% ((mb154 *% 4) *% 12544)) +% (nb153 *% 24)), t155_c0_0)
+        storeVector(grads, (((18816 +% ((mb154 *% 4) *% 12544)) +% (nb153 *% 24)) +% 8), t155_c0_1)
+        storeVector(grads, (((18816 +% ((mb154 *% 4) *% 12544)) +% (nb153 *% 24)) +% 16), t155_c0_2)
+        storeVector(grads, ((18816 +% (((mb154 *% 4) +% 1) *% 12544)) +% (nb153 *% 24)), t155_c1_0)
+        storeVector(grads, (((18816 +% (((mb154 *% 4) +% 1) *% 12544)) +% (nb153 *% 24)) +% 8), t155_c1_1)
+        storeVector(grads, (((18816 +% (((mb154 *% 4) +% 1) *% 12544)) +% (nb153 *% 24)) +% 16), t155_c1_2)
+        storeVector(grads, ((18816 +% (((mb154 *% 4) +% 2) *% 12544)) +% (nb153 *% 24)), t155_c2_0)
+        storeVector(grads, (((18816 +% (((mb154 *% 4) +% 2) *% 12544)) +% (nb153 *% 24)) +% 8), t155_c2_1)
+        storeVector(grads, (((18816 +% (((mb154 *% 4) +% 2) *% 12544)) +% (nb153 *% 24)) +% 16), t155_c2_2)
+        storeVector(grads, ((18816 +% (((mb154 *% 4) +% 3) *% 12544)) +% (nb153 *% 24)), t155_c3_0)
+        storeVector(grads, (((18816 +% (((mb154 *% 4) +% 3) *% 12544)) +% (nb153 *% 24)) +% 8), t155_c3_1)
+        storeVector(grads, (((18816 +% (((mb154 *% 4) +% 3) *% 12544)) +% (nb153 *% 24)) +% 16), t155_c3_2)
       }
     }
-    for mb131 in 0..<32 {
-      var t132_c0_0 = Vector()
-      var t132_c0_1 = Vector()
-      var t132_c1_0 = Vector()
-      var t132_c1_1 = Vector()
-      var t132_c2_0 = Vector()
-      var t132_c2_1 = Vector()
-      var t132_c3_0 = Vector()
-      var t132_c3_1 = Vector()
-      for k133 in 0..<64 {
-        let t132_b0 = loadVector(arena, ((1605632 +% (k133 *% 12544)) +% 12528))
-        let t132_b1 = loadVector(arena, (((1605632 +% (k133 *% 12544)) +% 12528) +% 8))
-        let t132_a0 = Vector(repeating: arena[((3228944 +% (mb131 *% 4)) +% (k133 *% 128))])
-        t132_c0_0 = t132_c0_0.addingProduct(t132_a0, t132_b0)
-        t132_c0_1 = t132_c0_1.addingProduct(t132_a0, t132_b1)
-        let t132_a1 = Vector(repeating: arena[((3228944 +% ((mb131 *% 4) +% 1)) +% (k133 *% 128))])
-        t132_c1_0 = t132_c1_0.addingProduct(t132_a1, t132_b0)
-        t132_c1_1 = t132_c1_1.addingProduct(t132_a1, t132_b1)
-        let t132_a2 = Vector(repeating: arena[((3228944 +% ((mb131 *% 4) +% 2)) +% (k133 *% 128))])
-        t132_c2_0 = t132_c2_0.addingProduct(t132_a2, t132_b0)
-        t132_c2_1 = t132_c2_1.addingProduct(t132_a2, t132_b1)
-        let t132_a3 = Vector(repeating: arena[((3228944 +% ((mb131 *% 4) +% 3)) +% (k133 *% 128))])
-        t132_c3_0 = t132_c3_0.addingProduct(t132_a3, t132_b0)
-        t132_c3_1 = t132_c3_1.addingProduct(t132_a3, t132_b1)
+    for mb157 in 0..<32 {
+      var t158_c0_0 = Vector()
+      var t158_c0_1 = Vector()
+      var t158_c1_0 = Vector()
+      var t158_c1_1 = Vector()
+      var t158_c2_0 = Vector()
+      var t158_c2_1 = Vector()
+      var t158_c3_0 = Vector()
+      var t158_c3_1 = Vector()
+      for k159 in 0..<64 {
+        let t158_b0 = loadVector(arena, ((1605632 +% (k159 *% 12544)) +% 12528))
+        let t158_b1 = loadVector(arena, (((1605632 +% (k159 *% 12544)) +% 12528) +% 8))
+        let t158_a0 = Vector(repeating: arena[((3219456 +% (mb157 *% 4)) +% (k159 *% 128))])
+        t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
+        t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
+        let t158_a1 = Vector(repeating: arena[((3219456 +% ((mb157 *% 4) +% 1)) +% (k159 *% 128))])
+        t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
+        t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
+        let t158_a2 = Vector(repeating: arena[((3219456 +% ((mb157 *% 4) +% 2)) +% (k159 *% 128))])
+        t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
+        t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
+        let t158_a3 = Vector(repeating: arena[((3219456 +% ((mb157 *% 4) +% 3)) +% (k159 *% 128))])
+        t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
+        t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
       }
-      storeVector(grads, ((18816 +% ((mb131 *% 4) *% 12544)) +% 12528), t132_c0_0)
-      storeVector(grads, (((18816 +% ((mb131 *% 4) *% 12544)) +% 12528) +% 8), t132_c0_1)
-      storeVector(grads, ((18816 +% (((mb131 *% 4) +% 1) *% 12544)) +% 12528), t132_c1_0)
-      storeVector(grads, (((18816 +% (((mb131 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t132_c1_1)
-      storeVector(grads, ((18816 +% (((mb131 *% 4) +% 2) *% 12544)) +% 12528), t132_c2_0)
-      storeVector(grads, (((18816 +% (((mb131 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t132_c2_1)
-      storeVector(grads, ((18816 +% (((mb131 *% 4) +% 3) *% 12544)) +% 12528), t132_c3_0)
-      storeVector(grads, (((18816 +% (((mb131 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t132_c3_1)
+      storeVector(grads, ((18816 +% ((mb157 *% 4) *% 12544)) +% 12528), t158_c0_0)
+      storeVector(grads, (((18816 +% ((mb157 *% 4) *% 12544)) +% 12528) +% 8), t158_c0_1)
+      storeVector(grads, ((18816 +% (((mb157 *% 4) +% 1) *% 12544)) +% 12528), t158_c1_0)
+      storeVector(grads, (((18816 +% (((mb157 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t158_c1_1)
+      storeVector(grads, ((18816 +% (((mb157 *% 4) +% 2) *% 12544)) +% 12528), t158_c2_0)
+      storeVector(grads, (((18816 +% (((mb157 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t158_c2_1)
+      storeVector(grads, ((18816 +% (((mb157 *% 4) +% 3) *% 12544)) +% 12528), t158_c3_0)
+      storeVector(grads, (((18816 +% (((mb157 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t158_c3_1)
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u135 in 0..<128 {
-    var acc136: Float = Float(0)
-    for n137 in 0..<64 {
-      acc136 = (acc136 + arena[((3228944 +% (n137 *% 128)) +% u135)])
+  for u161 in 0..<128 {
+    var acc162: Float = Float(0)
+    for n163 in 0..<64 {
+      acc162 = (acc162 + arena[((3219456 +% (n163 *% 128)) +% u161)])
     }
-    grads[(1624448 +% u135)] = acc136
+    grads[(1624448 +% u161)] = acc162
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm145
-    for nb138 in 0..<522 {
-      for mb139 in 0..<16 {
-        var t140_c0_0 = Vector()
-        var t140_c0_1 = Vector()
-        var t140_c0_2 = Vector()
-        var t140_c1_0 = Vector()
-        var t140_c1_1 = Vector()
-        var t140_c1_2 = Vector()
-        var t140_c2_0 = Vector()
-        var t140_c2_1 = Vector()
-        var t140_c2_2 = Vector()
-        var t140_c3_0 = Vector()
-        var t140_c3_1 = Vector()
-        var t140_c3_2 = Vector()
-        for k141 in 0..<128 {
-          let t140_b0 = loadVector(params, ((18816 +% (k141 *% 12544)) +% (nb138 *% 24)))
-          let t140_b1 = loadVector(params, (((18816 +% (k141 *% 12544)) +% (nb138 *% 24)) +% 8))
-          let t140_b2 = loadVector(params, (((18816 +% (k141 *% 12544)) +% (nb138 *% 24)) +% 16))
-          let t140_a0 = Vector(repeating: arena[((3228944 +% ((mb139 *% 4) *% 128)) +% k141)])
-          t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
-          t140_c0_1 = t140_c0_1.addingProduct(t140_a0, t140_b1)
-          t140_c0_2 = t140_c0_2.addingProduct(t140_a0, t140_b2)
-          let t140_a1 = Vector(repeating: arena[((3228944 +% (((mb139 *% 4) +% 1) *% 128)) +% k141)])
-          t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
-          t140_c1_1 = t140_c1_1.addingProduct(t140_a1, t140_b1)
-          t140_c1_2 = t140_c1_2.addingProduct(t140_a1, t140_b2)
-          let t140_a2 = Vector(repeating: arena[((3228944 +% (((mb139 *% 4) +% 2) *% 128)) +% k141)])
-          t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
-          t140_c2_1 = t140_c2_1.addingProduct(t140_a2, t140_b1)
-          t140_c2_2 = t140_c2_2.addingProduct(t140_a2, t140_b2)
-          let t140_a3 = Vector(repeating: arena[((3228944 +% (((mb139 *% 4) +% 3) *% 128)) +% k141)])
-          t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
-          t140_c3_1 = t140_c3_1.addingProduct(t140_a3, t140_b1)
-          t140_c3_2 = t140_c3_2.addingProduct(t140_a3, t140_b2)
+  do {  // gemm171
+    for nb164 in 0..<522 {
+      for mb165 in 0..<16 {
+        var t166_c0_0 = Vector()
+        var t166_c0_1 = Vector()
+        var t166_c0_2 = Vector()
+        var t166_c1_0 = Vector()
+        var t166_c1_1 = Vector()
+        var t166_c1_2 = Vector()
+        var t166_c2_0 = Vector()
+        var t166_c2_1 = Vector()
+        var t166_c2_2 = Vector()
+        var t166_c3_0 = Vector()
+        var t166_c3_1 = Vector()
+        var t166_c3_2 = Vector()
+        for k167 in 0..<128 {
+          let t166_b0 = loadVector(params, ((18816 +% (k167 *% 12544)) +% (nb164 *% 24)))
+          let t166_b1 = loadVector(params, (((18816 +% (k167 *% 12544)) +% (nb164 *% 24)) +% 8))
+          let t166_b2 = loadVector(params, (((18816 +% (k167 *% 12544)) +% (nb164 *% 24)) +% 16))
+          let t166_a0 = Vector(repeating: arena[((3219456 +% ((mb165 *% 4) *% 128)) +% k167)])
+          t166_c0_0 = t166_c0_0.addingProduct(t166_a0, t166_b0)
+          t166_c0_1 = t166_c0_1.addingProduct(t166_a0, t166_b1)
+          t166_c0_2 = t166_c0_2.addingProduct(t166_a0, t166_b2)
+          let t166_a1 = Vector(repeating: arena[((3219456 +% (((mb165 *% 4) +% 1) *% 128)) +% k167)])
+          t166_c1_0 = t166_c1_0.addingProduct(t166_a1, t166_b0)
+          t166_c1_1 = t166_c1_1.addingProduct(t166_a1, t166_b1)
+          t166_c1_2 = t166_c1_2.addingProduct(t166_a1, t166_b2)
+          let t166_a2 = Vector(repeating: arena[((3219456 +% (((mb165 *% 4) +% 2) *% 128)) +% k167)])
+          t166_c2_0 = t166_c2_0.addingProduct(t166_a2, t166_b0)
+          t166_c2_1 = t166_c2_1.addingProduct(t166_a2, t166_b1)
+          t166_c2_2 = t166_c2_2.addingProduct(t166_a2, t166_b2)
+          let t166_a3 = Vector(repeating: arena[((3219456 +% (((mb165 *% 4) +% 3) *% 128)) +% k167)])
+          t166_c3_0 = t166_c3_0.addingProduct(t166_a3, t166_b0)
+          t166_c3_1 = t166_c3_1.addingProduct(t166_a3, t166_b1)
+          t166_c3_2 = t166_c3_2.addingProduct(t166_a3, t166_b2)
         }
-        storeVector(arena, ((3237136 +% ((mb139 *% 4) *% 12544)) +% (nb138 *% 24)), t140_c0_0)
-        storeVector(arena, (((3237136 +% ((mb139 *% 4) *% 12544)) +% (nb138 *% 24)) +% 8), t140_c0_1)
-        storeVector(arena, (((3237136 +% ((mb139 *% 4) *% 12544)) +% (nb138 *% 24)) +% 16), t140_c0_2)
-        storeVector(arena, ((3237136 +% (((mb139 *% 4) +% 1) *% 12544)) +% (nb138 *% 24)), t140_c1_0)
-        storeVector(arena, (((3237136 +% (((mb139 *% 4) +% 1) *% 12544)) +% (nb138 *% 24)) +% 8), t140_c1_1)
-        storeVector(arena, (((3237136 +% (((mb139 *% 4) +% 1) *% 12544)) +% (nb138 *% 24)) +% 16), t140_c1_2)
-        storeVector(arena, ((3237136 +% (((mb139 *% 4) +% 2) *% 12544)) +% (nb138 *% 24)), t140_c2_0)
-        storeVector(arena, (((3237136 +% (((mb139 *% 4) +% 2) *% 12544)) +% (nb138 *% 24)) +% 8), t140_c2_1)
-        storeVector(arena, (((3237136 +% (((mb139 *% 4) +% 2) *% 12544)) +% (nb138 *% 24)) +% 16), t140_c2_2)
-        storeVector(arena, ((3237136 +% (((mb139 *% 4) +% 3) *% 12544)) +% (nb138 *% 24)), t140_c3_0)
-        storeVector(arena, (((3237136 +% (((mb139 *% 4) +% 3) *% 12544)) +% (nb138 *% 24)) +% 8), t140_c3_1)
-        storeVector(arena, (((3237136 +% (((mb139 *% 4) +% 3) *% 12544)) +% (nb138 *% 24)) +% 16), t140_c3_2)
+        storeVector(arena, ((3228304 +% ((mb165 *% 4) *% 12544)) +% (nb164 *% 24)), t166_c0_0)
+        storeVector(arena, (((3228304 +% ((mb165 *% 4) *% 12544)) +% (nb164 *% 24)) +% 8), t166_c0_1)
+        storeVector(arena, (((3228304 +% ((mb165 *% 4) *% 12544)) +% (nb164 *% 24)) +% 16), t166_c0_2)
+        storeVector(arena, ((3228304 +% (((mb165 *% 4) +% 1) *% 12544)) +% (nb164 *% 24)), t166_c1_0)
+        storeVector(arena, (((3228304 +% (((mb165 *% 4) +% 1) *% 12544)) +% (nb164 *% 24)) +% 8), t166_c1_1)
+        storeVector(arena, (((3228304 +% (((mb165 *% 4) +% 1) *% 12544)) +% (nb164 *% 24)) +% 16), t166_c1_2)
+        storeVector(arena, ((3228304 +% (((mb165 *% 4) +% 2) *% 12544)) +% (nb164 *% 24)), t166_c2_0)
+        storeVector(arena, (((3228304 +% (((mb165 *% 4) +% 2) *% 12544)) +% (nb164 *% 24)) +% 8), t166_c2_1)
+        storeVector(arena, (((3228304 +% (((mb165 *% 4) +% 2) *% 12544)) +% (nb164 *% 24)) +% 16), t166_c2_2)
+        storeVector(arena, ((3228304 +% (((mb165 *% 4) +% 3) *% 12544)) +% (nb164 *% 24)), t166_c3_0)
+        storeVector(arena, (((3228304 +% (((mb165 *% 4) +% 3) *% 12544)) +% (nb164 *% 24)) +% 8), t166_c3_1)
+        storeVector(arena, (((3228304 +% (((mb165 *% 4) +% 3) *% 12544)) +% (nb164 *% 24)) +% 16), t166_c3_2)
       }
     }
-    for mb142 in 0..<16 {
-      var t143_c0_0 = Vector()
-      var t143_c0_1 = Vector()
-      var t143_c1_0 = Vector()
-      var t143_c1_1 = Vector()
-      var t143_c2_0 = Vector()
-      var t143_c2_1 = Vector()
-      var t143_c3_0 = Vector()
-      var t143_c3_1 = Vector()
-      for k144 in 0..<128 {
-        let t143_b0 = loadVector(params, ((18816 +% (k144 *% 12544)) +% 12528))
-        let t143_b1 = loadVector(params, (((18816 +% (k144 *% 12544)) +% 12528) +% 8))
-        let t143_a0 = Vector(repeating: arena[((3228944 +% ((mb142 *% 4) *% 128)) +% k144)])
-        t143_c0_0 = t143_c0_0.addingProduct(t143_a0, t143_b0)
-        t143_c0_1 = t143_c0_1.addingProduct(t143_a0, t143_b1)
-        let t143_a1 = Vector(repeating: arena[((3228944 +% (((mb142 *% 4) +% 1) *% 128)) +% k144)])
-        t143_c1_0 = t143_c1_0.addingProduct(t143_a1, t143_b0)
-        t143_c1_1 = t143_c1_1.addingProduct(t143_a1, t143_b1)
-        let t143_a2 = Vector(repeating: arena[((3228944 +% (((mb142 *% 4) +% 2) *% 128)) +% k144)])
-        t143_c2_0 = t143_c2_0.addingProduct(t143_a2, t143_b0)
-        t143_c2_1 = t143_c2_1.addingProduct(t143_a2, t143_b1)
-        let t143_a3 = Vector(repeating: arena[((3228944 +% (((mb142 *% 4) +% 3) *% 128)) +% k144)])
-        t143_c3_0 = t143_c3_0.addingProduct(t143_a3, t143_b0)
-        t143_c3_1 = t143_c3_1.addingProduct(t143_a3, t143_b1)
+    for mb168 in 0..<16 {
+      var t169_c0_0 = Vector()
+      var t169_c0_1 = Vector()
+      var t169_c1_0 = Vector()
+      var t169_c1_1 = Vector()
+      var t169_c2_0 = Vector()
+      var t169_c2_1 = Vector()
+      var t169_c3_0 = Vector()
+      var t169_c3_1 = Vector()
+      for k170 in 0..<128 {
+        let t169_b0 = loadVector(params, ((18816 +% (k170 *% 12544)) +% 12528))
+        let t169_b1 = loadVector(params, (((18816 +% (k170 *% 12544)) +% 12528) +% 8))
+        let t169_a0 = Vector(repeating: arena[((3219456 +% ((mb168 *% 4) *% 128)) +% k170)])
+        t169_c0_0 = t169_c0_0.addingProduct(t169_a0, t169_b0)
+        t169_c0_1 = t169_c0_1.addingProduct(t169_a0, t169_b1)
+        let t169_a1 = Vector(repeating: arena[((3219456 +% (((mb168 *% 4) +% 1) *% 128)) +% k170)])
+        t169_c1_0 = t169_c1_0.addingProduct(t169_a1, t169_b0)
+        t169_c1_1 = t169_c1_1.addingProduct(t169_a1, t169_b1)
+        let t169_a2 = Vector(repeating: arena[((3219456 +% (((mb168 *% 4) +% 2) *% 128)) +% k170)])
+        t169_c2_0 = t169_c2_0.addingProduct(t169_a2, t169_b0)
+        t169_c2_1 = t169_c2_1.addingProduct(t169_a2, t169_b1)
+        let t169_a3 = Vector(repeating: arena[((3219456 +% (((mb168 *% 4) +% 3) *% 128)) +% k170)])
+        t169_c3_0 = t169_c3_0.addingProduct(t169_a3, t169_b0)
+        t169_c3_1 = t169_c3_1.addingProduct(t169_a3, t169_b1)
       }
-      storeVector(arena, ((3237136 +% ((mb142 *% 4) *% 12544)) +% 12528), t143_c0_0)
-      storeVector(arena, (((3237136 +% ((mb142 *% 4) *% 12544)) +% 12528) +% 8), t143_c0_1)
-      storeVector(arena, ((3237136 +% (((mb142 *% 4) +% 1) *% 12544)) +% 12528), t143_c1_0)
-      storeVector(arena, (((3237136 +% (((mb142 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t143_c1_1)
-      storeVector(arena, ((3237136 +% (((mb142 *% 4) +% 2) *% 12544)) +% 12528), t143_c2_0)
-      storeVector(arena, (((3237136 +% (((mb142 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t143_c2_1)
-      storeVector(arena, ((3237136 +% (((mb142 *% 4) +% 3) *% 12544)) +% 12528), t143_c3_0)
-      storeVector(arena, (((3237136 +% (((mb142 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t143_c3_1)
+      storeVector(arena, ((3228304 +% ((mb168 *% 4) *% 12544)) +% 12528), t169_c0_0)
+      storeVector(arena, (((3228304 +% ((mb168 *% 4) *% 12544)) +% 12528) +% 8), t169_c0_1)
+      storeVector(arena, ((3228304 +% (((mb168 *% 4) +% 1) *% 12544)) +% 12528), t169_c1_0)
+      storeVector(arena, (((3228304 +% (((mb168 *% 4) +% 1) *% 12544)) +% 12528) +% 8), t169_c1_1)
+      storeVector(arena, ((3228304 +% (((mb168 *% 4) +% 2) *% 12544)) +% 12528), t169_c2_0)
+      storeVector(arena, (((3228304 +% (((mb168 *% 4) +% 2) *% 12544)) +% 12528) +% 8), t169_c2_1)
+      storeVector(arena, ((3228304 +% (((mb168 *% 4) +% 3) *% 12544)) +% 12528), t169_c3_0)
+      storeVector(arena, (((3228304 +% (((mb168 *% 4) +% 3) *% 12544)) +% 12528) +% 8), t169_c3_1)
     }
   }
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i146 in 0..<401408 {
-    storeVector(arena, ((i146 *% 8) +% 4039952), Vector(repeating: Float(0)))
+  for i172 in 0..<401408 {
+    storeVector(arena, ((i172 *% 8) +% 4031120), Vector(repeating: Float(0)))
   }
-  for q147 in 0..<4096 {
-    for i148 in 0..<196 {
-      if arena[(1605632 +% ((q147 *% 196) +% i148))] > Float(0) {
-        arena[((4039952 +% (q147 *% 784)) +% Int(arena[(2408448 +% ((q147 *% 196) +% i148))]))] += arena[(3237136 +% ((q147 *% 196) +% i148))]
+  for q173 in 0..<4096 {
+    for i174 in 0..<196 {
+      if arena[(1605632 +% ((q173 *% 196) +% i174))] > Float(0) {
+        arena[((4031120 +% (q173 *% 784)) +% Int(arena[(2408448 +% ((q173 *% 196) +% i174))]))] += arena[(3228304 +% ((q173 *% 196) +% i174))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i149 in 0..<2304 {
-    storeVector(arena, ((i149 *% 8) +% 2709504), Vector(repeating: Float(0)))
+  for i175 in 0..<2304 {
+    storeVector(arena, ((i175 *% 8) +% 2709504), Vector(repeating: Float(0)))
   }
-  for g150 in 0..<16 {
-    for j151 in 0..<4 {
-      for c152 in 0..<32 {
-        for ky153 in 0..<3 {
-          for oy154 in 0..<28 {
-            if (-1 < ((oy154 +% ky153) +% -1) && ((oy154 +% ky153) +% -1) < 28) {
-              for ox155 in 0..<27 {
-                arena[(((1605632 +% ((((c152 *% 3) +% ky153) *% 3) *% 3136)) +% (j151 *% 784)) +% ((oy154 *% 28) +% (ox155 +% 1)))] = arena[((((((g150 *% 4) +% j151) *% 25088) +% (c152 *% 784)) +% (((oy154 +% ky153) +% -1) *% 28)) +% ((ox155 +% 1) +% -1))]
+  for g176 in 0..<16 {
+    for j177 in 0..<4 {
+      for c178 in 0..<32 {
+        for ky179 in 0..<3 {
+          for oy180 in 0..<28 {
+            if (-1 < ((oy180 +% ky179) +% -1) && ((oy180 +% ky179) +% -1) < 28) {
+              for ox181 in 0..<27 {
+                arena[(((1605632 +% ((((c178 *% 3) +% ky179) *% 3) *% 3136)) +% (j177 *% 784)) +% ((oy180 *% 28) +% (ox181 +% 1)))] = arena[((((((g176 *% 4) +% j177) *% 25088) +% (c178 *% 784)) +% (((oy180 +% ky179) +% -1) *% 28)) +% ((ox181 +% 1) +% -1))]
               }
-              for ox156 in 0..<1 {
-                arena[(((1605632 +% ((((c152 *% 3) +% ky153) *% 3) *% 3136)) +% (j151 *% 784)) +% ((oy154 *% 28) +% ox156))] = Float(0)
-              }
-            }
-            if ((oy154 +% ky153) +% -1) < 0 {
-              for ox157 in 0..<28 {
-                arena[(((1605632 +% ((((c152 *% 3) +% ky153) *% 3) *% 3136)) +% (j151 *% 784)) +% ((oy154 *% 28) +% ox157))] = Float(0)
+              for ox182 in 0..<1 {
+                arena[(((1605632 +% ((((c178 *% 3) +% ky179) *% 3) *% 3136)) +% (j177 *% 784)) +% ((oy180 *% 28) +% ox182))] = Float(0)
               }
             }
-            if 27 < ((oy154 +% ky153) +% -1) {
-              for ox157 in 0..<28 {
-                arena[(((1605632 +% ((((c152 *% 3) +% ky153) *% 3) *% 3136)) +% (j151 *% 784)) +% ((oy154 *% 28) +% ox157))] = Float(0)
+            if ((oy180 +% ky179) +% -1) < 0 {
+              for ox183 in 0..<28 {
+                arena[(((1605632 +% ((((c178 *% 3) +% ky179) *% 3) *% 3136)) +% (j177 *% 784)) +% ((oy180 *% 28) +% ox183))] = Float(0)
               }
             }
-          }
-          for oy158 in 0..<28 {
-            if (-1 < ((oy158 +% ky153) +% -1) && ((oy158 +% ky153) +% -1) < 28) {
-              for ox159 in 0..<28 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 1) *% 3136)) +% (j151 *% 784)) +% ((oy158 *% 28) +% ox159))] = arena[((((((g150 *% 4) +% j151) *% 25088) +% (c152 *% 784)) +% (((oy158 +% ky153) +% -1) *% 28)) +% ox159)]
-              }
-            }
-            if ((oy158 +% ky153) +% -1) < 0 {
-              for ox160 in 0..<28 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 1) *% 3136)) +% (j151 *% 784)) +% ((oy158 *% 28) +% ox160))] = Float(0)
-              }
-            }
-            if 27 < ((oy158 +% ky153) +% -1) {
-              for ox160 in 0..<28 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 1) *% 3136)) +% (j151 *% 784)) +% ((oy158 *% 28) +% ox160))] = Float(0)
+            if 27 < ((oy180 +% ky179) +% -1) {
+              for ox183 in 0..<28 {
+                arena[(((1605632 +% ((((c178 *% 3) +% ky179) *% 3) *% 3136)) +% (j177 *% 784)) +% ((oy180 *% 28) +% ox183))] = Float(0)
               }
             }
           }
-          for oy161 in 0..<28 {
-            if (-1 < ((oy161 +% ky153) +% -1) && ((oy161 +% ky153) +% -1) < 28) {
-              for ox162 in 0..<27 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 2) *% 3136)) +% (j151 *% 784)) +% ((oy161 *% 28) +% ox162))] = arena[((((((g150 *% 4) +% j151) *% 25088) +% (c152 *% 784)) +% (((oy161 +% ky153) +% -1) *% 28)) +% (ox162 +% 1))]
-              }
-              for ox163 in 0..<1 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 2) *% 3136)) +% (j151 *% 784)) +% ((oy161 *% 28) +% (ox163 +% 27)))] = Float(0)
+          for oy184 in 0..<28 {
+            if (-1 < ((oy184 +% ky179) +% -1) && ((oy184 +% ky179) +% -1) < 28) {
+              for ox185 in 0..<28 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 1) *% 3136)) +% (j177 *% 784)) +% ((oy184 *% 28) +% ox185))] = arena[((((((g176 *% 4) +% j177) *% 25088) +% (c178 *% 784)) +% (((oy184 +% ky179) +% -1) *% 28)) +% ox185)]
               }
             }
-            if ((oy161 +% ky153) +% -1) < 0 {
-              for ox164 in 0..<28 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 2) *% 3136)) +% (j151 *% 784)) +% ((oy161 *% 28) +% ox164))] = Float(0)
+            if ((oy184 +% ky179) +% -1) < 0 {
+              for ox186 in 0..<28 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 1) *% 3136)) +% (j177 *% 784)) +% ((oy184 *% 28) +% ox186))] = Float(0)
               }
             }
-            if 27 < ((oy161 +% ky153) +% -1) {
-              for ox164 in 0..<28 {
-                arena[(((1605632 +% (((((c152 *% 3) +% ky153) *% 3) +% 2) *% 3136)) +% (j151 *% 784)) +% ((oy161 *% 28) +% ox164))] = Float(0)
+            if 27 < ((oy184 +% ky179) +% -1) {
+              for ox186 in 0..<28 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 1) *% 3136)) +% (j177 *% 784)) +% ((oy184 *% 28) +% ox186))] = Float(0)
+              }
+            }
+          }
+          for oy187 in 0..<28 {
+            if (-1 < ((oy187 +% ky179) +% -1) && ((oy187 +% ky179) +% -1) < 28) {
+              for ox188 in 0..<27 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 2) *% 3136)) +% (j177 *% 784)) +% ((oy187 *% 28) +% ox188))] = arena[((((((g176 *% 4) +% j177) *% 25088) +% (c178 *% 784)) +% (((oy187 +% ky179) +% -1) *% 28)) +% (ox188 +% 1))]
+              }
+              for ox189 in 0..<1 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 2) *% 3136)) +% (j177 *% 784)) +% ((oy187 *% 28) +% (ox189 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy187 +% ky179) +% -1) < 0 {
+              for ox190 in 0..<28 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 2) *% 3136)) +% (j177 *% 784)) +% ((oy187 *% 28) +% ox190))] = Float(0)
+              }
+            }
+            if 27 < ((oy187 +% ky179) +% -1) {
+              for ox190 in 0..<28 {
+                arena[(((1605632 +% (((((c178 *% 3) +% ky179) *% 3) +% 2) *% 3136)) +% (j177 *% 784)) +% ((oy187 *% 28) +% ox190))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j165 in 0..<4 {
-      for i166 in 0..<784 {
-        for f167 in 0..<64 {
-          arena[((2508800 +% (((j165 *% 784) +% i166) *% 64)) +% f167)] = arena[(((4039952 +% (((g150 *% 4) +% j165) *% 50176)) +% (f167 *% 784)) +% i166)]
+    for j191 in 0..<4 {
+      for i192 in 0..<784 {
+        for f193 in 0..<64 {
+          arena[((2508800 +% (((j191 *% 784) +% i192) *% 64)) +% f193)] = arena[(((4031120 +% (((g176 *% 4) +% j191) *% 50176)) +% (f193 *% 784)) +% i192)]
         }
       }
     }
-    do {  // gemm176
-      for kp168 in 0..<4 {
-        for nb169 in 0..<2 {
-          for mb170 in 0..<72 {
-            var t171_c0_0 = loadVector(arena, ((2709504 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)))
-            var t171_c0_1 = loadVector(arena, (((2709504 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 8))
-            var t171_c0_2 = loadVector(arena, (((2709504 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 16))
-            var t171_c1_0 = loadVector(arena, ((2709504 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)))
-            var t171_c1_1 = loadVector(arena, (((2709504 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 8))
-            var t171_c1_2 = loadVector(arena, (((2709504 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 16))
-            var t171_c2_0 = loadVector(arena, ((2709504 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)))
-            var t171_c2_1 = loadVector(arena, (((2709504 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 8))
-            var t171_c2_2 = loadVector(arena, (((2709504 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 16))
-            var t171_c3_0 = loadVector(arena, ((2709504 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)))
-            var t171_c3_1 = loadVector(arena, (((2709504 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 8))
-            var t171_c3_2 = loadVector(arena, (((2709504 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 16))
-            for k172 in 0..<784 {
-              let t171_b0 = loadVector(arena, ((2508800 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)))
-              let t171_b1 = loadVector(arena, (((2508800 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)) +% 8))
-              let t171_b2 = loadVector(arena, (((2508800 +% ((k172 +% (kp168 *% 784)) *% 64)) +% (nb169 *% 24)) +% 16))
-              let t171_a0 = Vector(repeating: arena[((1605632 +% ((mb170 *% 4) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-              t171_c0_0 = t171_c0_0.addingProduct(t171_a0, t171_b0)
-              t171_c0_1 = t171_c0_1.addingProduct(t171_a0, t171_b1)
-              t171_c0_2 = t171_c0_2.addingProduct(t171_a0, t171_b2)
-              let t171_a1 = Vector(repeating: arena[((1605632 +% (((mb170 *% 4) +% 1) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-              t171_c1_0 = t171_c1_0.addingProduct(t171_a1, t171_b0)
-              t171_c1_1 = t171_c1_1.addingProduct(t171_a1, t171_b1)
-              t171_c1_2 = t171_c1_2.addingProduct(t171_a1, t171_b2)
-              let t171_a2 = Vector(repeating: arena[((1605632 +% (((mb170 *% 4) +% 2) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-              t171_c2_0 = t171_c2_0.addingProduct(t171_a2, t171_b0)
-              t171_c2_1 = t171_c2_1.addingProduct(t171_a2, t171_b1)
-              t171_c2_2 = t171_c2_2.addingProduct(t171_a2, t171_b2)
-              let t171_a3 = Vector(repeating: arena[((1605632 +% (((mb170 *% 4) +% 3) *% 3136)) +% (k172 +% (kp168 *% 784)))])
-              t171_c3_0 = t171_c3_0.addingProduct(t171_a3, t171_b0)
-              t171_c3_1 = t171_c3_1.addingProduct(t171_a3, t171_b1)
-              t171_c3_2 = t171_c3_2.addingProduct(t171_a3, t171_b2)
+    do {  // gemm202
+      for kp194 in 0..<4 {
+        for nb195 in 0..<2 {
+          for mb196 in 0..<72 {
+            var t197_c0_0 = loadVector(arena, ((2709504 +% ((mb196 *% 4) *% 64)) +% (nb195 *% 24)))
+            var t197_c0_1 = loadVector(arena, (((2709504 +% ((mb196 *% 4) *% 64)) +% (nb195 *% 24)) +% 8))
+            var t197_c0_2 = loadVector(arena, (((2709504 +% ((mb196 *% 4) *% 64)) +% (nb195 *% 24)) +% 16))
+            var t197_c1_0 = loadVector(arena, ((2709504 +% (((mb196 *% 4) +% 1) *% 64)) +% (nb195 *% 24)))
+            var t197_c1_1 = loadVector(arena, (((2709504 +% (((mb196 *% 4) +% 1) *% 64)) +% (nb195 *% 24)) +% 8))
+            var t197_c1_2 = loadVector(arena, (((2709504 +% (((mb196 *% 4) +% 1) *% 64)) +% (nb195 *% 24)) +% 16))
+            var t197_c2_0 = loadVector(arena, ((2709504 +% (((mb196 *% 4) +% 2) *% 64)) +% (nb195 *% 24)))
+            var t197_c2_1 = loadVector(arena, (((2709504 +% (((mb196 *% 4) +% 2) *% 64)) +% (nb195 *% 24)) +% 8))
+            var t197_c2_2 = loadVector(arena, (((2709504 +% (((mb196 *% 4) +% 2) *% 64)) +% (nb195 *% 24)) +% 16))
+            var t197_c3_0 = loadVector(arena, ((2709504 +% (((mb196 *% 4) +% 3) *% 64)) +% (nb195 *% 24)))
+            var t197_c3_1 = loadVector(arena, (((2709504 +% (((mb196 *% 4) +% 3) *% 64)) +% (nb195 *% 24)) +% 8))
+            var t197_c3_2 = loadVector(arena, (((2709504 +% (((mb196 *% 4) +% 3) *% 64)) +% (nb195 *% 24)) +% 16))
+            for k198 in 0..<784 {
+              let t197_b0 = loadVector(arena, ((2508800 +% ((k198 +% (kp194 *% 784)) *% 64)) +% (nb195 *% 24)))
+              let t197_b1 = loadVector(arena, (((2508800 +% ((k198 +% (kp194 *% 784)) *% 64)) +% (nb195 *% 24)) +% 8))
+              let t197_b2 = loadVector(arena, (((2508800 +% ((k198 +% (kp194 *% 784)) *% 64)) +% (nb195 *% 24)) +% 16))
+              let t197_a0 = Vector(repeating: arena[((1605632 +% ((mb196 *% 4) *% 3136)) +% (k198 +% (kp194 *% 784)))])
+              t197_c0_0 = t197_c0_0.addingProduct(t197_a0, t197_b0)
+              t197_c0_1 = t197_c0_1.addingProduct(t197_a0, t197_b1)
+              t197_c0_2 = t197_c0_2.addingProduct(t197_a0, t197_b2)
+              let t197_a1 = Vector(repeating: arena[((1605632 +% (((mb196 *% 4) +% 1) *% 3136)) +% (k198 +% (kp194 *% 784)))])
+              t197_c1_0 = t197_c1_0.addingProduct(t197_a1, t197_b0)
+              t197_c1_1 = t197_c1_1.addingProduct(t197_a1, t197_b1)
+              t197_c1_2 = t197_c1_2.addingProduct(t197_a1, t197_b2)
+              let t197_a2 = Vector(repeating: arena[((1605632 +% (((mb196 *% 4) +% 2) *% 3136)) +% (k198 +% (kp194 *% 784)))])
+              t197_c2_0 = t197_c2_0.addingProduct(t197_a2, t197_b0)
+              t197_c2_1 = t197_c2_1.addingProduct(t197_a2, t197_b1)
+              t197_c2_2 = t197_c2_2.addingProduct(t197_a2, t197_b2)
+              let t197_a3 = Vector(repeating: arena[((1605632 +% (((mb196 *% 4) +% 3) *% 3136)) +% (k198 +% (kp194 *% 784)))])
+              t197_c3_0 = t197_c3_0.addingProduct(t197_a3, t197_b0)
+              t197_c3_1 = t197_c3_1.addingProduct(t197_a3, t197_b1)
+              t197_c3_2 = t197_c3_2.addingProduct(t197_a3, t197_b2)
             }
-            storeVector(arena, ((2709504 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)), t171_c0_0)
-            storeVector(arena, (((2709504 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 8), t171_c0_1)
-            storeVector(arena, (((2709504 +% ((mb170 *% 4) *% 64)) +% (nb169 *% 24)) +% 16), t171_c0_2)
-            storeVector(arena, ((2709504 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)), t171_c1_0)
-            storeVector(arena, (((2709504 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 8), t171_c1_1)
-            storeVector(arena, (((2709504 +% (((mb170 *% 4) +% 1) *% 64)) +% (nb169 *% 24)) +% 16), t171_c1_2)
-            storeVector(arena, ((2709504 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)), t171_c2_0)
-            storeVector(arena, (((2709504 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 8), t171_c2_1)
-            storeVector(arena, (((2709504 +% (((mb170 *% 4) +% 2) *% 64)) +% (nb169 *% 24)) +% 16), t171_c2_2)
-            storeVector(arena, ((2709504 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)), t171_c3_0)
-            storeVector(arena, (((2709504 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 8), t171_c3_1)
-            storeVector(arena, (((2709504 +% (((mb170 *% 4) +% 3) *% 64)) +% (nb169 *% 24)) +% 16), t171_c3_2)
+            storeVector(arena, ((2709504 +% ((mb196 *% 4) *% 64)) +% (nb195 *% 24)), t197_c0_0)
+            storeVector(arena, (((2709504 +% ((mb196 *% 4) *% 64)) +% (nb195 *% 24)) +% 8), t197_c0_1)
+            storeVector(arena, (((2709504 +% ((mb196 *% 4) *% 64)) +% (nb195 *% 24)) +% 16), t197_c0_2)
+            storeVector(arena, ((2709504 +% (((mb196 *% 4) +% 1) *% 64)) +% (nb195 *% 24)), t197_c1_0)
+            storeVector(arena, (((2709504 +% (((mb196 *% 4) +% 1) *% 64)) +% (nb195 *% 24)) +% 8), t197_c1_1)
+            storeVector(arena, (((2709504 +% (((mb196 *% 4) +% 1) *% 64)) +% (nb195 *% 24)) +% 16), t197_c1_2)
+            storeVector(arena, ((2709504 +% (((mb196 *% 4) +% 2) *% 64)) +% (nb195 *% 24)), t197_c2_0)
+            storeVector(arena, (((2709504 +% (((mb196 *% 4) +% 2) *% 64)) +% (nb195 *% 24)) +% 8), t197_c2_1)
+            storeVector(arena, (((2709504 +% (((mb196 *% 4) +% 2) *% 64)) +% (nb195 *% 24)) +% 16), t197_c2_2)
+            storeVector(arena, ((2709504 +% (((mb196 *% 4) +% 3) *% 64)) +% (nb195 *% 24)), t197_c3_0)
+            storeVector(arena, (((2709504 +% (((mb196 *% 4) +% 3) *% 64)) +% (nb195 *% 24)) +% 8), t197_c3_1)
+            storeVector(arena, (((2709504 +% (((mb196 *% 4) +% 3) *% 64)) +% (nb195 *% 24)) +% 16), t197_c3_2)
           }
         }
-        for mb173 in 0..<72 {
-          var t174_c0_0 = loadVector(arena, ((2709504 +% ((mb173 *% 4) *% 64)) +% 48))
-          var t174_c0_1 = loadVector(arena, (((2709504 +% ((mb173 *% 4) *% 64)) +% 48) +% 8))
-          var t174_c1_0 = loadVector(arena, ((2709504 +% (((mb173 *% 4) +% 1) *% 64)) +% 48))
-          var t174_c1_1 = loadVector(arena, (((2709504 +% (((mb173 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t174_c2_0 = loadVector(arena, ((2709504 +% (((mb173 *% 4) +% 2) *% 64)) +% 48))
-          var t174_c2_1 = loadVector(arena, (((2709504 +% (((mb173 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t174_c3_0 = loadVector(arena, ((2709504 +% (((mb173 *% 4) +% 3) *% 64)) +% 48))
-          var t174_c3_1 = loadVector(arena, (((2709504 +% (((mb173 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k175 in 0..<784 {
-            let t174_b0 = loadVector(arena, ((2508800 +% ((k175 +% (kp168 *% 784)) *% 64)) +% 48))
-            let t174_b1 = loadVector(arena, (((2508800 +% ((k175 +% (kp168 *% 784)) *% 64)) +% 48) +% 8))
-            let t174_a0 = Vector(repeating: arena[((1605632 +% ((mb173 *% 4) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-            t174_c0_0 = t174_c0_0.addingProduct(t174_a0, t174_b0)
-            t174_c0_1 = t174_c0_1.addingProduct(t174_a0, t174_b1)
-            let t174_a1 = Vector(repeating: arena[((1605632 +% (((mb173 *% 4) +% 1) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-            t174_c1_0 = t174_c1_0.addingProduct(t174_a1, t174_b0)
-            t174_c1_1 = t174_c1_1.addingProduct(t174_a1, t174_b1)
-            let t174_a2 = Vector(repeating: arena[((1605632 +% (((mb173 *% 4) +% 2) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-            t174_c2_0 = t174_c2_0.addingProduct(t174_a2, t174_b0)
-            t174_c2_1 = t174_c2_1.addingProduct(t174_a2, t174_b1)
-            let t174_a3 = Vector(repeating: arena[((1605632 +% (((mb173 *% 4) +% 3) *% 3136)) +% (k175 +% (kp168 *% 784)))])
-            t174_c3_0 = t174_c3_0.addingProduct(t174_a3, t174_b0)
-            t174_c3_1 = t174_c3_1.addingProduct(t174_a3, t174_b1)
+        for mb199 in 0..<72 {
+          var t200_c0_0 = loadVector(arena, ((2709504 +% ((mb199 *% 4) *% 64)) +% 48))
+          var t200_c0_1 = loadVector(arena, (((2709504 +% ((mb199 *% 4) *% 64)) +% 48) +% 8))
+          var t200_c1_0 = loadVector(arena, ((2709504 +% (((mb199 *% 4) +% 1) *% 64)) +% 48))
+          var t200_c1_1 = loadVector(arena, (((2709504 +% (((mb199 *% 4) +% 1) *% 64)) +% 48) +% 8))
+          var t200_c2_0 = loadVector(arena, ((2709504 +% (((mb199 *% 4) +% 2) *% 64)) +% 48))
+          var t200_c2_1 = loadVector(arena, (((2709504 +% (((mb199 *% 4) +% 2) *% 64)) +% 48) +% 8))
+          var t200_c3_0 = loadVector(arena, ((2709504 +% (((mb199 *% 4) +% 3) *% 64)) +% 48))
+          var t200_c3_1 = loadVector(arena, (((2709504 +% (((mb199 *% 4) +% 3) *% 64)) +% 48) +% 8))
+          for k201 in 0..<784 {
+            let t200_b0 = loadVector(arena, ((2508800 +% ((k201 +% (kp194 *% 784)) *% 64)) +% 48))
+            let t200_b1 = loadVector(arena, (((2508800 +% ((k201 +% (kp194 *% 784)) *% 64)) +% 48) +% 8))
+            let t200_a0 = Vector(repeating: arena[((1605632 +% ((mb199 *% 4) *% 3136)) +% (k201 +% (kp194 *% 784)))])
+            t200_c0_0 = t200_c0_0.addingProduct(t200_a0, t200_b0)
+            t200_c0_1 = t200_c0_1.addingProduct(t200_a0, t200_b1)
+            let t200_a1 = Vector(repeating: arena[((1605632 +% (((mb199 *% 4) +% 1) *% 3136)) +% (k201 +% (kp194 *% 784)))])
+            t200_c1_0 = t200_c1_0.addingProduct(t200_a1, t200_b0)
+            t200_c1_1 = t200_c1_1.addingProduct(t200_a1, t200_b1)
+            let t200_a2 = Vector(repeating: arena[((1605632 +% (((mb199 *% 4) +% 2) *% 3136)) +% (k201 +% (kp194 *% 784)))])
+            t200_c2_0 = t200_c2_0.addingProduct(t200_a2, t200_b0)
+            t200_c2_1 = t200_c2_1.addingProduct(t200_a2, t200_b1)
+            let t200_a3 = Vector(repeating: arena[((1605632 +% (((mb199 *% 4) +% 3) *% 3136)) +% (k201 +% (kp194 *% 784)))])
+            t200_c3_0 = t200_c3_0.addingProduct(t200_a3, t200_b0)
+            t200_c3_1 = t200_c3_1.addingProduct(t200_a3, t200_b1)
           }
-          storeVector(arena, ((2709504 +% ((mb173 *% 4) *% 64)) +% 48), t174_c0_0)
-          storeVector(arena, (((2709504 +% ((mb173 *% 4) *% 64)) +% 48) +% 8), t174_c0_1)
-          storeVector(arena, ((2709504 +% (((mb173 *% 4) +% 1) *% 64)) +% 48), t174_c1_0)
-          storeVector(arena, (((2709504 +% (((mb173 *% 4) +% 1) *% 64)) +% 48) +% 8), t174_c1_1)
-          storeVector(arena, ((2709504 +% (((mb173 *% 4) +% 2) *% 64)) +% 48), t174_c2_0)
-          storeVector(arena, (((2709504 +% (((mb173 *% 4) +% 2) *% 64)) +% 48) +% 8), t174_c2_1)
-          storeVector(arena, ((2709504 +% (((mb173 *% 4) +% 3) *% 64)) +% 48), t174_c3_0)
-          storeVector(arena, (((2709504 +% (((mb173 *% 4) +% 3) *% 64)) +% 48) +% 8), t174_c3_1)
+          storeVector(arena, ((2709504 +% ((mb199 *% 4) *% 64)) +% 48), t200_c0_0)
+          storeVector(arena, (((2709504 +% ((mb199 *% 4) *% 64)) +% 48) +% 8), t200_c0_1)
+          storeVector(arena, ((2709504 +% (((mb199 *% 4) +% 1) *% 64)) +% 48), t200_c1_0)
+          storeVector(arena, (((2709504 +% (((mb199 *% 4) +% 1) *% 64)) +% 48) +% 8), t200_c1_1)
+          storeVector(arena, ((2709504 +% (((mb199 *% 4) +% 2) *% 64)) +% 48), t200_c2_0)
+          storeVector(arena, (((2709504 +% (((mb199 *% 4) +% 2) *% 64)) +% 48) +% 8), t200_c2_1)
+          storeVector(arena, ((2709504 +% (((mb199 *% 4) +% 3) *% 64)) +% 48), t200_c3_0)
+          storeVector(arena, (((2709504 +% (((mb199 *% 4) +% 3) *% 64)) +% 48) +% 8), t200_c3_1)
         }
       }
     }
   }
-  for f177 in 0..<64 {
-    for r178 in 0..<288 {
-      grads[((320 +% (f177 *% 288)) +% r178)] = arena[((2709504 +% (r178 *% 64)) +% f177)]
+  for f203 in 0..<64 {
+    for r204 in 0..<288 {
+      grads[((320 +% (f203 *% 288)) +% r204)] = arena[((2709504 +% (r204 *% 64)) +% f203)]
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f179 in 0..<64 {
-    var acc180 = Vector()
-    for img181 in 0..<64 {
-      for i182 in 0..<98 {
-        acc180 = acc180.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4039952 +% (img181 *% 50176)) +% (f179 *% 784)) +% (i182 *% 8))))
+  for f205 in 0..<64 {
+    var acc206 = Vector()
+    for img207 in 0..<64 {
+      for i208 in 0..<98 {
+        acc206 = acc206.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4031120 +% (img207 *% 50176)) +% (f205 *% 784)) +% (i208 *% 8))))
       }
     }
-    storeVector(arena, 1605632, acc180)
-    var sum183: Float = (arena[1605632] + arena[1605633])
-    var sum184: Float = (sum183 + arena[1605634])
-    var sum185: Float = (sum184 + arena[1605635])
-    var sum186: Float = (sum185 + arena[1605636])
-    var sum187: Float = (sum186 + arena[1605637])
-    var sum188: Float = (sum187 + arena[1605638])
-    var sum189: Float = (sum188 + arena[1605639])
-    grads[(18752 +% f179)] = sum189
+    storeVector(arena, 1605632, acc206)
+    var sum209: Float = (arena[1605632] + arena[1605633])
+    var sum210: Float = (sum209 + arena[1605634])
+    var sum211: Float = (sum210 + arena[1605635])
+    var sum212: Float = (sum211 + arena[1605636])
+    var sum213: Float = (sum212 + arena[1605637])
+    var sum214: Float = (sum213 + arena[1605638])
+    var sum215: Float = (sum214 + arena[1605639])
+    grads[(18752 +% f205)] = sum215
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g190 in 0..<16 {
-    for j191 in 0..<4 {
-      for f192 in 0..<64 {
-        for i193 in 0..<98 {
-          storeVector(arena, ((i193 *% 8) +% ((8154384 +% (f192 *% 3136)) +% (j191 *% 784))), loadVector(arena, ((i193 *% 8) +% ((4039952 +% (((g190 *% 4) +% j191) *% 50176)) +% (f192 *% 784)))))
+  for g216 in 0..<16 {
+    for j217 in 0..<4 {
+      for f218 in 0..<64 {
+        for i219 in 0..<98 {
+          storeVector(arena, ((i219 *% 8) +% ((8145552 +% (f218 *% 3136)) +% (j217 *% 784))), loadVector(arena, ((i219 *% 8) +% ((4031120 +% (((g216 *% 4) +% j217) *% 50176)) +% (f218 *% 784)))))
         }
       }
     }
-    do {  // gemm201
-      for nb194 in 0..<130 {
-        for mb195 in 0..<72 {
-          var t196_c0_0 = Vector()
-          var t196_c0_1 = Vector()
-          var t196_c0_2 = Vector()
-          var t196_c1_0 = Vector()
-          var t196_c1_1 = Vector()
-          var t196_c1_2 = Vector()
-          var t196_c2_0 = Vector()
-          var t196_c2_1 = Vector()
-          var t196_c2_2 = Vector()
-          var t196_c3_0 = Vector()
-          var t196_c3_1 = Vector()
-          var t196_c3_2 = Vector()
-          for k197 in 0..<64 {
-            let t196_b0 = loadVector(arena, ((8154384 +% (k197 *% 3136)) +% (nb194 *% 24)))
-            let t196_b1 = loadVector(arena, (((8154384 +% (k197 *% 3136)) +% (nb194 *% 24)) +% 8))
-            let t196_b2 = loadVector(arena, (((8154384 +% (k197 *% 3136)) +% (nb194 *% 24)) +% 16))
-            let t196_a0 = Vector(repeating: params[((320 +% (mb195 *% 4)) +% (k197 *% 288))])
-            t196_c0_0 = t196_c0_0.addingProduct(t196_a0, t196_b0)
-            t196_c0_1 = t196_c0_1.addingProduct(t196_a0, t196_b1)
-            t196_c0_2 = t196_c0_2.addingProduct(t196_a0, t196_b2)
-            let t196_a1 = Vector(repeating: params[((320 +% ((mb195 *% 4) +% 1)) +% (k197 *% 288))])
-            t196_c1_0 = t196_c1_0.addingProduct(t196_a1, t196_b0)
-            t196_c1_1 = t196_c1_1.addingProduct(t196_a1, t196_b1)
-            t196_c1_2 = t196_c1_2.addingProduct(t196_a1, t196_b2)
-            let t196_a2 = Vector(repeating: params[((320 +% ((mb195 *% 4) +% 2)) +% (k197 *% 288))])
-            t196_c2_0 = t196_c2_0.addingProduct(t196_a2, t196_b0)
-            t196_c2_1 = t196_c2_1.addingProduct(t196_a2, t196_b1)
-            t196_c2_2 = t196_c2_2.addingProduct(t196_a2, t196_b2)
-            let t196_a3 = Vector(repeating: params[((320 +% ((mb195 *% 4) +% 3)) +% (k197 *% 288))])
-            t196_c3_0 = t196_c3_0.addingProduct(t196_a3, t196_b0)
-            t196_c3_1 = t196_c3_1.addingProduct(t196_a3, t196_b1)
-            t196_c3_2 = t196_c3_2.addingProduct(t196_a3, t196_b2)
+    do {  // gemm227
+      for nb220 in 0..<130 {
+        for mb221 in 0..<72 {
+          var t222_c0_0 = Vector()
+          var t222_c0_1 = Vector()
+          var t222_c0_2 = Vector()
+          var t222_c1_0 = Vector()
+          var t222_c1_1 = Vector()
+          var t222_c1_2 = Vector()
+          var t222_c2_0 = Vector()
+          var t222_c2_1 = Vector()
+          var t222_c2_2 = Vector()
+          var t222_c3_0 = Vector()
+          var t222_c3_1 = Vector()
+          var t222_c3_2 = Vector()
+          for k223 in 0..<64 {
+            let t222_b0 = loadVector(arena, ((8145552 +% (k223 *% 3136)) +% (nb220 *% 24)))
+            let t222_b1 = loadVector(arena, (((8145552 +% (k223 *% 3136)) +% (nb220 *% 24)) +% 8))
+            let t222_b2 = loadVector(arena, (((8145552 +% (k223 *% 3136)) +% (nb220 *% 24)) +% 16))
+            let t222_a0 = Vector(repeating: params[((320 +% (mb221 *% 4)) +% (k223 *% 288))])
+            t222_c0_0 = t222_c0_0.addingProduct(t222_a0, t222_b0)
+            t222_c0_1 = t222_c0_1.addingProduct(t222_a0, t222_b1)
+            t222_c0_2 = t222_c0_2.addingProduct(t222_a0, t222_b2)
+            let t222_a1 = Vector(repeating: params[((320 +% ((mb221 *% 4) +% 1)) +% (k223 *% 288))])
+            t222_c1_0 = t222_c1_0.addingProduct(t222_a1, t222_b0)
+            t222_c1_1 = t222_c1_1.addingProduct(t222_a1, t222_b1)
+            t222_c1_2 = t222_c1_2.addingProduct(t222_a1, t222_b2)
+            let t222_a2 = Vector(repeating: params[((320 +% ((mb221 *% 4) +% 2)) +% (k223 *% 288))])
+            t222_c2_0 = t222_c2_0.addingProduct(t222_a2, t222_b0)
+            t222_c2_1 = t222_c2_1.addingProduct(t222_a2, t222_b1)
+            t222_c2_2 = t222_c2_2.addingProduct(t222_a2, t222_b2)
+            let t222_a3 = Vector(repeating: params[((320 +% ((mb221 *% 4) +% 3)) +% (k223 *% 288))])
+            t222_c3_0 = t222_c3_0.addingProduct(t222_a3, t222_b0)
+            t222_c3_1 = t222_c3_1.addingProduct(t222_a3, t222_b1)
+            t222_c3_2 = t222_c3_2.addingProduct(t222_a3, t222_b2)
           }
-          storeVector(arena, ((7251216 +% ((mb195 *% 4) *% 3136)) +% (nb194 *% 24)), t196_c0_0)
-          storeVector(arena, (((7251216 +% ((mb195 *% 4) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c0_1)
-          storeVector(arena, (((7251216 +% ((mb195 *% 4) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c0_2)
-          storeVector(arena, ((7251216 +% (((mb195 *% 4) +% 1) *% 3136)) +% (nb194 *% 24)), t196_c1_0)
-          storeVector(arena, (((7251216 +% (((mb195 *% 4) +% 1) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c1_1)
-          storeVector(arena, (((7251216 +% (((mb195 *% 4) +% 1) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c1_2)
-          storeVector(arena, ((7251216 +% (((mb195 *% 4) +% 2) *% 3136)) +% (nb194 *% 24)), t196_c2_0)
-          storeVector(arena, (((7251216 +% (((mb195 *% 4) +% 2) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c2_1)
-          storeVector(arena, (((7251216 +% (((mb195 *% 4) +% 2) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c2_2)
-          storeVector(arena, ((7251216 +% (((mb195 *% 4) +% 3) *% 3136)) +% (nb194 *% 24)), t196_c3_0)
-          storeVector(arena, (((7251216 +% (((mb195 *% 4) +% 3) *% 3136)) +% (nb194 *% 24)) +% 8), t196_c3_1)
-          storeVector(arena, (((7251216 +% (((mb195 *% 4) +% 3) *% 3136)) +% (nb194 *% 24)) +% 16), t196_c3_2)
+          storeVector(arena, ((7242384 +% ((mb221 *% 4) *% 3136)) +% (nb220 *% 24)), t222_c0_0)
+          storeVector(arena, (((7242384 +% ((mb221 *% 4) *% 3136)) +% (nb220 *% 24)) +% 8), t222_c0_1)
+          storeVector(arena, (((7242384 +% ((mb221 *% 4) *% 3136)) +% (nb220 *% 24)) +% 16), t222_c0_2)
+          storeVector(arena, ((7242384 +% (((mb221 *% 4) +% 1) *% 3136)) +% (nb220 *% 24)), t222_c1_0)
+          storeVector(arena, (((7242384 +% (((mb221 *% 4) +% 1) *% 3136)) +% (nb220 *% 24)) +% 8), t222_c1_1)
+          storeVector(arena, (((7242384 +% (((mb221 *% 4) +% 1) *% 3136)) +% (nb220 *% 24)) +% 16), t222_c1_2)
+          storeVector(arena, ((7242384 +% (((mb221 *% 4) +% 2) *% 3136)) +% (nb220 *% 24)), t222_c2_0)
+          storeVector(arena, (((7242384 +% (((mb221 *% 4) +% 2) *% 3136)) +% (nb220 *% 24)) +% 8), t222_c2_1)
+          storeVector(arena, (((7242384 +% (((mb221 *% 4) +% 2) *% 3136)) +% (nb220 *% 24)) +% 16), t222_c2_2)
+          storeVector(arena, ((7242384 +% (((mb221 *% 4) +% 3) *% 3136)) +% (nb220 *% 24)), t222_c3_0)
+          storeVector(arena, (((7242384 +% (((mb221 *% 4) +% 3) *% 3136)) +% (nb220 *% 24)) +% 8), t222_c3_1)
+          storeVector(arena, (((7242384 +% (((mb221 *% 4) +% 3) *% 3136)) +% (nb220 *% 24)) +% 16), t222_c3_2)
         }
       }
-      for mb198 in 0..<72 {
-        var t199_c0_0 = Vector()
-        var t199_c0_1 = Vector()
-        var t199_c1_0 = Vector()
-        var t199_c1_1 = Vector()
-        var t199_c2_0 = Vector()
-        var t199_c2_1 = Vector()
-        var t199_c3_0 = Vector()
-        var t199_c3_1 = Vector()
-        for k200 in 0..<64 {
-          let t199_b0 = loadVector(arena, ((8154384 +% (k200 *% 3136)) +% 3120))
-          let t199_b1 = loadVector(arena, (((8154384 +% (k200 *% 3136)) +% 3120) +% 8))
-          let t199_a0 = Vector(repeating: params[((320 +% (mb198 *% 4)) +% (k200 *% 288))])
-          t199_c0_0 = t199_c0_0.addingProduct(t199_a0, t199_b0)
-          t199_c0_1 = t199_c0_1.addingProduct(t199_a0, t199_b1)
-          let t199_a1 = Vector(repeating: params[((320 +% ((mb198 *% 4) +% 1)) +% (k200 *% 288))])
-          t199_c1_0 = t199_c1_0.addingProduct(t199_a1, t199_b0)
-          t199_c1_1 = t199_c1_1.addingProduct(t199_a1, t199_b1)
-          let t199_a2 = Vector(repeating: params[((320 +% ((mb198 *% 4) +% 2)) +% (k200 *% 288))])
-          t199_c2_0 = t199_c2_0.addingProduct(t199_a2, t199_b0)
-          t199_c2_1 = t199_c2_1.addingProduct(t199_a2, t199_b1)
-          let t199_a3 = Vector(repeating: params[((320 +% ((mb198 *% 4) +% 3)) +% (k200 *% 288))])
-          t199_c3_0 = t199_c3_0.addingProduct(t199_a3, t199_b0)
-          t199_c3_1 = t199_c3_1.addingProduct(t199_a3, t199_b1)
+      for mb224 in 0..<72 {
+        var t225_c0_0 = Vector()
+        var t225_c0_1 = Vector()
+        var t225_c1_0 = Vector()
+        var t225_c1_1 = Vector()
+        var t225_c2_0 = Vector()
+        var t225_c2_1 = Vector()
+        var t225_c3_0 = Vector()
+        var t225_c3_1 = Vector()
+        for k226 in 0..<64 {
+          let t225_b0 = loadVector(arena, ((8145552 +% (k226 *% 3136)) +% 3120))
+          let t225_b1 = loadVector(arena, (((8145552 +% (k226 *% 3136)) +% 3120) +% 8))
+          let t225_a0 = Vector(repeating: params[((320 +% (mb224 *% 4)) +% (k226 *% 288))])
+          t225_c0_0 = t225_c0_0.addingProduct(t225_a0, t225_b0)
+          t225_c0_1 = t225_c0_1.addingProduct(t225_a0, t225_b1)
+          let t225_a1 = Vector(repeating: params[((320 +% ((mb224 *% 4) +% 1)) +% (k226 *% 288))])
+          t225_c1_0 = t225_c1_0.addingProduct(t225_a1, t225_b0)
+          t225_c1_1 = t225_c1_1.addingProduct(t225_a1, t225_b1)
+          let t225_a2 = Vector(repeating: params[((320 +% ((mb224 *% 4) +% 2)) +% (k226 *% 288))])
+          t225_c2_0 = t225_c2_0.addingProduct(t225_a2, t225_b0)
+          t225_c2_1 = t225_c2_1.addingProduct(t225_a2, t225_b1)
+          let t225_a3 = Vector(repeating: params[((320 +% ((mb224 *% 4) +% 3)) +% (k226 *% 288))])
+          t225_c3_0 = t225_c3_0.addingProduct(t225_a3, t225_b0)
+          t225_c3_1 = t225_c3_1.addingProduct(t225_a3, t225_b1)
         }
-        storeVector(arena, ((7251216 +% ((mb198 *% 4) *% 3136)) +% 3120), t199_c0_0)
-        storeVector(arena, (((7251216 +% ((mb198 *% 4) *% 3136)) +% 3120) +% 8), t199_c0_1)
-        storeVector(arena, ((7251216 +% (((mb198 *% 4) +% 1) *% 3136)) +% 3120), t199_c1_0)
-        storeVector(arena, (((7251216 +% (((mb198 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t199_c1_1)
-        storeVector(arena, ((7251216 +% (((mb198 *% 4) +% 2) *% 3136)) +% 3120), t199_c2_0)
-        storeVector(arena, (((7251216 +% (((mb198 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t199_c2_1)
-        storeVector(arena, ((7251216 +% (((mb198 *% 4) +% 3) *% 3136)) +% 3120), t199_c3_0)
-        storeVector(arena, (((7251216 +% (((mb198 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t199_c3_1)
+        storeVector(arena, ((7242384 +% ((mb224 *% 4) *% 3136)) +% 3120), t225_c0_0)
+        storeVector(arena, (((7242384 +% ((mb224 *% 4) *% 3136)) +% 3120) +% 8), t225_c0_1)
+        storeVector(arena, ((7242384 +% (((mb224 *% 4) +% 1) *% 3136)) +% 3120), t225_c1_0)
+        storeVector(arena, (((7242384 +% (((mb224 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t225_c1_1)
+        storeVector(arena, ((7242384 +% (((mb224 *% 4) +% 2) *% 3136)) +% 3120), t225_c2_0)
+        storeVector(arena, (((7242384 +% (((mb224 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t225_c2_1)
+        storeVector(arena, ((7242384 +% (((mb224 *% 4) +% 3) *% 3136)) +% 3120), t225_c3_0)
+        storeVector(arena, (((7242384 +% (((mb224 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t225_c3_1)
       }
     }
-    for j202 in 0..<4 {
-      for c203 in 0..<32 {
-        for iy204 in 0..<1 {
-          for ix205 in 0..<1 {
-            let sum206_v = loadPartial(arena, (ix205 +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy204 +% 1) *% 28)) +% 1)), 1)
-            let sum207_v = (sum206_v + loadPartial(arena, (ix205 +% (((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy204 +% 1) *% 28))), 1))
-            let sum208_v = (sum207_v + loadPartial(arena, (ix205 +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy204 *% 28)) +% 1)), 1))
-            let sum209_v = (sum208_v + loadPartial(arena, (ix205 +% (((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy204 *% 28))), 1))
-            storePartial(arena, (ix205 +% (((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy204 *% 28))), sum209_v, 1)
+    for j228 in 0..<4 {
+      for c229 in 0..<32 {
+        for iy230 in 0..<1 {
+          for ix231 in 0..<1 {
+            let sum232_v = loadPartial(arena, (ix231 +% ((((7242384 +% ((c229 *% 9) *% 3136)) +% (j228 *% 784)) +% ((iy230 +% 1) *% 28)) +% 1)), 1)
+            let sum233_v = (sum232_v + loadPartial(arena, (ix231 +% (((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% ((iy230 +% 1) *% 28))), 1))
+            let sum234_v = (sum233_v + loadPartial(arena, (ix231 +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% (iy230 *% 28)) +% 1)), 1))
+            let sum235_v = (sum234_v + loadPartial(arena, (ix231 +% (((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% (iy230 *% 28))), 1))
+            storePartial(arena, (ix231 +% (((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% (iy230 *% 28))), sum235_v, 1)
           }
         }
-        for iy210 in 0..<1 {
-          for ix211 in 0..<3 {
-            let sum212_v = loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 2)))
-            let sum213_v = (sum212_v + loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 1))))
-            let sum214_v = (sum213_v + loadVector(arena, ((ix211 *% 8) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)))))
-            let sum215_v = (sum214_v + loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 2))))
-            let sum216_v = (sum215_v + loadVector(arena, ((ix211 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 1))))
-            let sum217_v = (sum216_v + loadVector(arena, ((ix211 *% 8) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)))))
-            storeVector(arena, ((ix211 *% 8) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy210 *% 28)) +% 1)), sum217_v)
+        for iy236 in 0..<1 {
+          for ix237 in 0..<3 {
+            let sum238_v = loadVector(arena, ((ix237 *% 8) +% ((((7242384 +% ((c229 *% 9) *% 3136)) +% (j228 *% 784)) +% ((iy236 +% 1) *% 28)) +% 2)))
+            let sum239_v = (sum238_v + loadVector(arena, ((ix237 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% ((iy236 +% 1) *% 28)) +% 1))))
+            let sum240_v = (sum239_v + loadVector(arena, ((ix237 *% 8) +% (((7242384 +% (((c229 *% 9) +% 2) *% 3136)) +% (j228 *% 784)) +% ((iy236 +% 1) *% 28)))))
+            let sum241_v = (sum240_v + loadVector(arena, ((ix237 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% (iy236 *% 28)) +% 2))))
+            let sum242_v = (sum241_v + loadVector(arena, ((ix237 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% (iy236 *% 28)) +% 1))))
+            let sum243_v = (sum242_v + loadVector(arena, ((ix237 *% 8) +% (((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% (iy236 *% 28)))))
+            storeVector(arena, ((ix237 *% 8) +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% (iy236 *% 28)) +% 1)), sum243_v)
           }
-          for ix211 in 0..<1 {
-            let sum212_v = loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 2)), 2)
-            let sum213_v = (sum212_v + loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28)) +% 1)), 2))
-            let sum214_v = (sum213_v + loadPartial(arena, ((ix211 +% 24) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy210 +% 1) *% 28))), 2))
-            let sum215_v = (sum214_v + loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 2)), 2))
-            let sum216_v = (sum215_v + loadPartial(arena, ((ix211 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28)) +% 1)), 2))
-            let sum217_v = (sum216_v + loadPartial(arena, ((ix211 +% 24) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy210 *% 28))), 2))
-            storePartial(arena, ((ix211 +% 24) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy210 *% 28)) +% 1)), sum217_v, 2)
-          }
-        }
-        for iy218 in 0..<1 {
-          for ix219 in 0..<1 {
-            let sum220_v = loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% ((iy218 +% 1) *% 28)) +% 27)), 1)
-            let sum221_v = (sum220_v + loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% ((iy218 +% 1) *% 28)) +% 26)), 1))
-            let sum222_v = (sum221_v + loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% (iy218 *% 28)) +% 27)), 1))
-            let sum223_v = (sum222_v + loadPartial(arena, (ix219 +% ((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% (iy218 *% 28)) +% 26)), 1))
-            storePartial(arena, (ix219 +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% (iy218 *% 28)) +% 27)), sum223_v, 1)
+          for ix237 in 0..<1 {
+            let sum238_v = loadPartial(arena, ((ix237 +% 24) +% ((((7242384 +% ((c229 *% 9) *% 3136)) +% (j228 *% 784)) +% ((iy236 +% 1) *% 28)) +% 2)), 2)
+            let sum239_v = (sum238_v + loadPartial(arena, ((ix237 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% ((iy236 +% 1) *% 28)) +% 1)), 2))
+            let sum240_v = (sum239_v + loadPartial(arena, ((ix237 +% 24) +% (((7242384 +% (((c229 *% 9) +% 2) *% 3136)) +% (j228 *% 784)) +% ((iy236 +% 1) *% 28))), 2))
+            let sum241_v = (sum240_v + loadPartial(arena, ((ix237 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% (iy236 *% 28)) +% 2)), 2))
+            let sum242_v = (sum241_v + loadPartial(arena, ((ix237 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% (iy236 *% 28)) +% 1)), 2))
+            let sum243_v = (sum242_v + loadPartial(arena, ((ix237 +% 24) +% (((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% (iy236 *% 28))), 2))
+            storePartial(arena, ((ix237 +% 24) +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% (iy236 *% 28)) +% 1)), sum243_v, 2)
           }
         }
-        for iy224 in 0..<26 {
-          for ix225 in 0..<1 {
-            let sum226_v = loadPartial(arena, (ix225 +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% 1) *% 28)) +% 1)), 1)
-            let sum227_v = (sum226_v + loadPartial(arena, (ix225 +% (((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% 1) *% 28))), 1))
-            let sum228_v = (sum227_v + loadPartial(arena, (ix225 +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy224 +% 1) *% 28)) +% 1)), 1))
-            let sum229_v = (sum228_v + loadPartial(arena, (ix225 +% (((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy224 +% 1) *% 28))), 1))
-            let sum230_v = (sum229_v + loadPartial(arena, (ix225 +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% -1) *% 28)) +% 1)), 1))
-            let sum231_v = (sum230_v + loadPartial(arena, (ix225 +% (((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy224 +% 1) +% -1) *% 28))), 1))
-            storePartial(arena, (ix225 +% (((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy224 +% 1) *% 28))), sum231_v, 1)
+        for iy244 in 0..<1 {
+          for ix245 in 0..<1 {
+            let sum246_v = loadPartial(arena, (ix245 +% ((((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% ((iy244 +% 1) *% 28)) +% 27)), 1)
+            let sum247_v = (sum246_v + loadPartial(arena, (ix245 +% ((((7242384 +% (((c229 *% 9) +% 2) *% 3136)) +% (j228 *% 784)) +% ((iy244 +% 1) *% 28)) +% 26)), 1))
+            let sum248_v = (sum247_v + loadPartial(arena, (ix245 +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% (iy244 *% 28)) +% 27)), 1))
+            let sum249_v = (sum248_v + loadPartial(arena, (ix245 +% ((((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% (iy244 *% 28)) +% 26)), 1))
+            storePartial(arena, (ix245 +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% (iy244 *% 28)) +% 27)), sum249_v, 1)
           }
         }
-        for iy232 in 0..<26 {
-          for ix233 in 0..<3 {
-            let sum234_v = loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 2)))
-            let sum235_v = (sum234_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 1))))
-            let sum236_v = (sum235_v + loadVector(arena, ((ix233 *% 8) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)))))
-            let sum237_v = (sum236_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 2))))
-            let sum238_v = (sum237_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1))))
-            let sum239_v = (sum238_v + loadVector(arena, ((ix233 *% 8) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)))))
-            let sum240_v = (sum239_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 2))))
-            let sum241_v = (sum240_v + loadVector(arena, ((ix233 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 1))))
-            let sum242_v = (sum241_v + loadVector(arena, ((ix233 *% 8) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)))))
-            storeVector(arena, ((ix233 *% 8) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1)), sum242_v)
-          }
-          for ix233 in 0..<1 {
-            let sum234_v = loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% ((c203 *% 9) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 2)), 2)
-            let sum235_v = (sum234_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28)) +% 1)), 2))
-            let sum236_v = (sum235_v + loadPartial(arena, ((ix233 +% 24) +% (((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% 1) *% 28))), 2))
-            let sum237_v = (sum236_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 2)), 2))
-            let sum238_v = (sum237_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1)), 2))
-            let sum239_v = (sum238_v + loadPartial(arena, ((ix233 +% 24) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy232 +% 1) *% 28))), 2))
-            let sum240_v = (sum239_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 2)), 2))
-            let sum241_v = (sum240_v + loadPartial(arena, ((ix233 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28)) +% 1)), 2))
-            let sum242_v = (sum241_v + loadPartial(arena, ((ix233 +% 24) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy232 +% 1) +% -1) *% 28))), 2))
-            storePartial(arena, ((ix233 +% 24) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy232 +% 1) *% 28)) +% 1)), sum242_v, 2)
+        for iy250 in 0..<26 {
+          for ix251 in 0..<1 {
+            let sum252_v = loadPartial(arena, (ix251 +% ((((7242384 +% ((c229 *% 9) *% 3136)) +% (j228 *% 784)) +% (((iy250 +% 1) +% 1) *% 28)) +% 1)), 1)
+            let sum253_v = (sum252_v + loadPartial(arena, (ix251 +% (((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% (((iy250 +% 1) +% 1) *% 28))), 1))
+            let sum254_v = (sum253_v + loadPartial(arena, (ix251 +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% ((iy250 +% 1) *% 28)) +% 1)), 1))
+            let sum255_v = (sum254_v + loadPartial(arena, (ix251 +% (((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy250 +% 1) *% 28))), 1))
+            let sum256_v = (sum255_v + loadPartial(arena, (ix251 +% ((((7242384 +% (((c229 *% 9) +% 6) *% 3136)) +% (j228 *% 784)) +% (((iy250 +% 1) +% -1) *% 28)) +% 1)), 1))
+            let sum257_v = (sum256_v + loadPartial(arena, (ix251 +% (((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy250 +% 1) +% -1) *% 28))), 1))
+            storePartial(arena, (ix251 +% (((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy250 +% 1) *% 28))), sum257_v, 1)
           }
         }
-        for iy243 in 0..<26 {
-          for ix244 in 0..<1 {
-            let sum245_v = loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 1) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% 1) *% 28)) +% 27)), 1)
-            let sum246_v = (sum245_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 2) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% 1) *% 28)) +% 26)), 1))
-            let sum247_v = (sum246_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy243 +% 1) *% 28)) +% 27)), 1))
-            let sum248_v = (sum247_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy243 +% 1) *% 28)) +% 26)), 1))
-            let sum249_v = (sum248_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% -1) *% 28)) +% 27)), 1))
-            let sum250_v = (sum249_v + loadPartial(arena, (ix244 +% ((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy243 +% 1) +% -1) *% 28)) +% 26)), 1))
-            storePartial(arena, (ix244 +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy243 +% 1) *% 28)) +% 27)), sum250_v, 1)
+        for iy258 in 0..<26 {
+          for ix259 in 0..<3 {
+            let sum260_v = loadVector(arena, ((ix259 *% 8) +% ((((7242384 +% ((c229 *% 9) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% 1) *% 28)) +% 2)))
+            let sum261_v = (sum260_v + loadVector(arena, ((ix259 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% 1) *% 28)) +% 1))))
+            let sum262_v = (sum261_v + loadVector(arena, ((ix259 *% 8) +% (((7242384 +% (((c229 *% 9) +% 2) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% 1) *% 28)))))
+            let sum263_v = (sum262_v + loadVector(arena, ((ix259 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% ((iy258 +% 1) *% 28)) +% 2))))
+            let sum264_v = (sum263_v + loadVector(arena, ((ix259 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy258 +% 1) *% 28)) +% 1))))
+            let sum265_v = (sum264_v + loadVector(arena, ((ix259 *% 8) +% (((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% ((iy258 +% 1) *% 28)))))
+            let sum266_v = (sum265_v + loadVector(arena, ((ix259 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 6) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% -1) *% 28)) +% 2))))
+            let sum267_v = (sum266_v + loadVector(arena, ((ix259 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% -1) *% 28)) +% 1))))
+            let sum268_v = (sum267_v + loadVector(arena, ((ix259 *% 8) +% (((7242384 +% (((c229 *% 9) +% 8) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% -1) *% 28)))))
+            storeVector(arena, ((ix259 *% 8) +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy258 +% 1) *% 28)) +% 1)), sum268_v)
+          }
+          for ix259 in 0..<1 {
+            let sum260_v = loadPartial(arena, ((ix259 +% 24) +% ((((7242384 +% ((c229 *% 9) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% 1) *% 28)) +% 2)), 2)
+            let sum261_v = (sum260_v + loadPartial(arena, ((ix259 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% 1) *% 28)) +% 1)), 2))
+            let sum262_v = (sum261_v + loadPartial(arena, ((ix259 +% 24) +% (((7242384 +% (((c229 *% 9) +% 2) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% 1) *% 28))), 2))
+            let sum263_v = (sum262_v + loadPartial(arena, ((ix259 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% ((iy258 +% 1) *% 28)) +% 2)), 2))
+            let sum264_v = (sum263_v + loadPartial(arena, ((ix259 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy258 +% 1) *% 28)) +% 1)), 2))
+            let sum265_v = (sum264_v + loadPartial(arena, ((ix259 +% 24) +% (((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% ((iy258 +% 1) *% 28))), 2))
+            let sum266_v = (sum265_v + loadPartial(arena, ((ix259 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 6) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% -1) *% 28)) +% 2)), 2))
+            let sum267_v = (sum266_v + loadPartial(arena, ((ix259 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% -1) *% 28)) +% 1)), 2))
+            let sum268_v = (sum267_v + loadPartial(arena, ((ix259 +% 24) +% (((7242384 +% (((c229 *% 9) +% 8) *% 3136)) +% (j228 *% 784)) +% (((iy258 +% 1) +% -1) *% 28))), 2))
+            storePartial(arena, ((ix259 +% 24) +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy258 +% 1) *% 28)) +% 1)), sum268_v, 2)
           }
         }
-        for iy251 in 0..<1 {
-          for ix252 in 0..<1 {
-            let sum253_v = loadPartial(arena, (ix252 +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy251 +% 27) *% 28)) +% 1)), 1)
-            let sum254_v = (sum253_v + loadPartial(arena, (ix252 +% (((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy251 +% 27) *% 28))), 1))
-            let sum255_v = (sum254_v + loadPartial(arena, (ix252 +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy251 +% 27) +% -1) *% 28)) +% 1)), 1))
-            let sum256_v = (sum255_v + loadPartial(arena, (ix252 +% (((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy251 +% 27) +% -1) *% 28))), 1))
-            storePartial(arena, (ix252 +% (((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy251 +% 27) *% 28))), sum256_v, 1)
+        for iy269 in 0..<26 {
+          for ix270 in 0..<1 {
+            let sum271_v = loadPartial(arena, (ix270 +% ((((7242384 +% (((c229 *% 9) +% 1) *% 3136)) +% (j228 *% 784)) +% (((iy269 +% 1) +% 1) *% 28)) +% 27)), 1)
+            let sum272_v = (sum271_v + loadPartial(arena, (ix270 +% ((((7242384 +% (((c229 *% 9) +% 2) *% 3136)) +% (j228 *% 784)) +% (((iy269 +% 1) +% 1) *% 28)) +% 26)), 1))
+            let sum273_v = (sum272_v + loadPartial(arena, (ix270 +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy269 +% 1) *% 28)) +% 27)), 1))
+            let sum274_v = (sum273_v + loadPartial(arena, (ix270 +% ((((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% ((iy269 +% 1) *% 28)) +% 26)), 1))
+            let sum275_v = (sum274_v + loadPartial(arena, (ix270 +% ((((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy269 +% 1) +% -1) *% 28)) +% 27)), 1))
+            let sum276_v = (sum275_v + loadPartial(arena, (ix270 +% ((((7242384 +% (((c229 *% 9) +% 8) *% 3136)) +% (j228 *% 784)) +% (((iy269 +% 1) +% -1) *% 28)) +% 26)), 1))
+            storePartial(arena, (ix270 +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy269 +% 1) *% 28)) +% 27)), sum276_v, 1)
           }
         }
-        for iy257 in 0..<1 {
-          for ix258 in 0..<3 {
-            let sum259_v = loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 2)))
-            let sum260_v = (sum259_v + loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1))))
-            let sum261_v = (sum260_v + loadVector(arena, ((ix258 *% 8) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)))))
-            let sum262_v = (sum261_v + loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 2))))
-            let sum263_v = (sum262_v + loadVector(arena, ((ix258 *% 8) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 1))))
-            let sum264_v = (sum263_v + loadVector(arena, ((ix258 *% 8) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)))))
-            storeVector(arena, ((ix258 *% 8) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1)), sum264_v)
-          }
-          for ix258 in 0..<1 {
-            let sum259_v = loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 3) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 2)), 2)
-            let sum260_v = (sum259_v + loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1)), 2))
-            let sum261_v = (sum260_v + loadPartial(arena, ((ix258 +% 24) +% (((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy257 +% 27) *% 28))), 2))
-            let sum262_v = (sum261_v + loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 6) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 2)), 2))
-            let sum263_v = (sum262_v + loadPartial(arena, ((ix258 +% 24) +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28)) +% 1)), 2))
-            let sum264_v = (sum263_v + loadPartial(arena, ((ix258 +% 24) +% (((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy257 +% 27) +% -1) *% 28))), 2))
-            storePartial(arena, ((ix258 +% 24) +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy257 +% 27) *% 28)) +% 1)), sum264_v, 2)
+        for iy277 in 0..<1 {
+          for ix278 in 0..<1 {
+            let sum279_v = loadPartial(arena, (ix278 +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% ((iy277 +% 27) *% 28)) +% 1)), 1)
+            let sum280_v = (sum279_v + loadPartial(arena, (ix278 +% (((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy277 +% 27) *% 28))), 1))
+            let sum281_v = (sum280_v + loadPartial(arena, (ix278 +% ((((7242384 +% (((c229 *% 9) +% 6) *% 3136)) +% (j228 *% 784)) +% (((iy277 +% 27) +% -1) *% 28)) +% 1)), 1))
+            let sum282_v = (sum281_v + loadPartial(arena, (ix278 +% (((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy277 +% 27) +% -1) *% 28))), 1))
+            storePartial(arena, (ix278 +% (((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy277 +% 27) *% 28))), sum282_v, 1)
           }
         }
-        for iy265 in 0..<1 {
-          for ix266 in 0..<1 {
-            let sum267_v = loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 4) *% 3136)) +% (j202 *% 784)) +% ((iy265 +% 27) *% 28)) +% 27)), 1)
-            let sum268_v = (sum267_v + loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 5) *% 3136)) +% (j202 *% 784)) +% ((iy265 +% 27) *% 28)) +% 26)), 1))
-            let sum269_v = (sum268_v + loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 7) *% 3136)) +% (j202 *% 784)) +% (((iy265 +% 27) +% -1) *% 28)) +% 27)), 1))
-            let sum270_v = (sum269_v + loadPartial(arena, (ix266 +% ((((7251216 +% (((c203 *% 9) +% 8) *% 3136)) +% (j202 *% 784)) +% (((iy265 +% 27) +% -1) *% 28)) +% 26)), 1))
-            storePartial(arena, (ix266 +% ((((1605632 +% (((g190 *% 4) +% j202) *% 25088)) +% (c203 *% 784)) +% ((iy265 +% 27) *% 28)) +% 27)), sum270_v, 1)
+        for iy283 in 0..<1 {
+          for ix284 in 0..<3 {
+            let sum285_v = loadVector(arena, ((ix284 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% ((iy283 +% 27) *% 28)) +% 2)))
+            let sum286_v = (sum285_v + loadVector(arena, ((ix284 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy283 +% 27) *% 28)) +% 1))))
+            let sum287_v = (sum286_v + loadVector(arena, ((ix284 *% 8) +% (((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% ((iy283 +% 27) *% 28)))))
+            let sum288_v = (sum287_v + loadVector(arena, ((ix284 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 6) *% 3136)) +% (j228 *% 784)) +% (((iy283 +% 27) +% -1) *% 28)) +% 2))))
+            let sum289_v = (sum288_v + loadVector(arena, ((ix284 *% 8) +% ((((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy283 +% 27) +% -1) *% 28)) +% 1))))
+            let sum290_v = (sum289_v + loadVector(arena, ((ix284 *% 8) +% (((7242384 +% (((c229 *% 9) +% 8) *% 3136)) +% (j228 *% 784)) +% (((iy283 +% 27) +% -1) *% 28)))))
+            storeVector(arena, ((ix284 *% 8) +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy283 +% 27) *% 28)) +% 1)), sum290_v)
+          }
+          for ix284 in 0..<1 {
+            let sum285_v = loadPartial(arena, ((ix284 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 3) *% 3136)) +% (j228 *% 784)) +% ((iy283 +% 27) *% 28)) +% 2)), 2)
+            let sum286_v = (sum285_v + loadPartial(arena, ((ix284 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy283 +% 27) *% 28)) +% 1)), 2))
+            let sum287_v = (sum286_v + loadPartial(arena, ((ix284 +% 24) +% (((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% ((iy283 +% 27) *% 28))), 2))
+            let sum288_v = (sum287_v + loadPartial(arena, ((ix284 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 6) *% 3136)) +% (j228 *% 784)) +% (((iy283 +% 27) +% -1) *% 28)) +% 2)), 2))
+            let sum289_v = (sum288_v + loadPartial(arena, ((ix284 +% 24) +% ((((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy283 +% 27) +% -1) *% 28)) +% 1)), 2))
+            let sum290_v = (sum289_v + loadPartial(arena, ((ix284 +% 24) +% (((7242384 +% (((c229 *% 9) +% 8) *% 3136)) +% (j228 *% 784)) +% (((iy283 +% 27) +% -1) *% 28))), 2))
+            storePartial(arena, ((ix284 +% 24) +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy283 +% 27) *% 28)) +% 1)), sum290_v, 2)
+          }
+        }
+        for iy291 in 0..<1 {
+          for ix292 in 0..<1 {
+            let sum293_v = loadPartial(arena, (ix292 +% ((((7242384 +% (((c229 *% 9) +% 4) *% 3136)) +% (j228 *% 784)) +% ((iy291 +% 27) *% 28)) +% 27)), 1)
+            let sum294_v = (sum293_v + loadPartial(arena, (ix292 +% ((((7242384 +% (((c229 *% 9) +% 5) *% 3136)) +% (j228 *% 784)) +% ((iy291 +% 27) *% 28)) +% 26)), 1))
+            let sum295_v = (sum294_v + loadPartial(arena, (ix292 +% ((((7242384 +% (((c229 *% 9) +% 7) *% 3136)) +% (j228 *% 784)) +% (((iy291 +% 27) +% -1) *% 28)) +% 27)), 1))
+            let sum296_v = (sum295_v + loadPartial(arena, (ix292 +% ((((7242384 +% (((c229 *% 9) +% 8) *% 3136)) +% (j228 *% 784)) +% (((iy291 +% 27) +% -1) *% 28)) +% 26)), 1))
+            storePartial(arena, (ix292 +% ((((1605632 +% (((g216 *% 4) +% j228) *% 25088)) +% (c229 *% 784)) +% ((iy291 +% 27) *% 28)) +% 27)), sum296_v, 1)
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i271 in 0..<200704 {
-    storeVector(arena, ((i271 *% 8) +% 3220112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i271 *% 8) +% 1605632)), where: loadVector(arena, (i271 *% 8)) .> Vector(repeating: Float(0))))
+  for i297 in 0..<200704 {
+    storeVector(arena, ((i297 *% 8) +% 3228304), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i297 *% 8) +% 1605632)), where: loadVector(arena, (i297 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i272 in 0..<36 {
-    storeVector(arena, ((i272 *% 8) +% 514304), Vector(repeating: Float(0)))
+  for i298 in 0..<36 {
+    storeVector(arena, ((i298 *% 8) +% 514304), Vector(repeating: Float(0)))
   }
-  for g273 in 0..<4 {
-    for j274 in 0..<16 {
-      for c275 in 0..<1 {
-        for ky276 in 0..<3 {
-          for oy277 in 0..<28 {
-            if (-1 < ((oy277 +% ky276) +% -1) && ((oy277 +% ky276) +% -1) < 28) {
-              for ox278 in 0..<27 {
-                arena[((((((c275 *% 3) +% ky276) *% 3) *% 12544) +% (j274 *% 784)) +% ((oy277 *% 28) +% (ox278 +% 1)))] = images[((((((g273 *% 16) +% j274) *% 784) +% (c275 *% 784)) +% (((oy277 +% ky276) +% -1) *% 28)) +% ((ox278 +% 1) +% -1))]
+  for g299 in 0..<4 {
+    for j300 in 0..<16 {
+      for c301 in 0..<1 {
+        for ky302 in 0..<3 {
+          for oy303 in 0..<28 {
+            if (-1 < ((oy303 +% ky302) +% -1) && ((oy303 +% ky302) +% -1) < 28) {
+              for ox304 in 0..<27 {
+                arena[((((((c301 *% 3) +% ky302) *% 3) *% 12544) +% (j300 *% 784)) +% ((oy303 *% 28) +% (ox304 +% 1)))] = images[((((((g299 *% 16) +% j300) *% 784) +% (c301 *% 784)) +% (((oy303 +% ky302) +% -1) *% 28)) +% ((ox304 +% 1) +% -1))]
               }
-              for ox279 in 0..<1 {
-                arena[((((((c275 *% 3) +% ky276) *% 3) *% 12544) +% (j274 *% 784)) +% ((oy277 *% 28) +% ox279))] = Float(0)
-              }
-            }
-            if ((oy277 +% ky276) +% -1) < 0 {
-              for ox280 in 0..<28 {
-                arena[((((((c275 *% 3) +% ky276) *% 3) *% 12544) +% (j274 *% 784)) +% ((oy277 *% 28) +% ox280))] = Float(0)
+              for ox305 in 0..<1 {
+                arena[((((((c301 *% 3) +% ky302) *% 3) *% 12544) +% (j300 *% 784)) +% ((oy303 *% 28) +% ox305))] = Float(0)
               }
             }
-            if 27 < ((oy277 +% ky276) +% -1) {
-              for ox280 in 0..<28 {
-                arena[((((((c275 *% 3) +% ky276) *% 3) *% 12544) +% (j274 *% 784)) +% ((oy277 *% 28) +% ox280))] = Float(0)
+            if ((oy303 +% ky302) +% -1) < 0 {
+              for ox306 in 0..<28 {
+                arena[((((((c301 *% 3) +% ky302) *% 3) *% 12544) +% (j300 *% 784)) +% ((oy303 *% 28) +% ox306))] = Float(0)
               }
             }
-          }
-          for oy281 in 0..<28 {
-            if (-1 < ((oy281 +% ky276) +% -1) && ((oy281 +% ky276) +% -1) < 28) {
-              for ox282 in 0..<28 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 1) *% 12544) +% (j274 *% 784)) +% ((oy281 *% 28) +% ox282))] = images[((((((g273 *% 16) +% j274) *% 784) +% (c275 *% 784)) +% (((oy281 +% ky276) +% -1) *% 28)) +% ox282)]
-              }
-            }
-            if ((oy281 +% ky276) +% -1) < 0 {
-              for ox283 in 0..<28 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 1) *% 12544) +% (j274 *% 784)) +% ((oy281 *% 28) +% ox283))] = Float(0)
-              }
-            }
-            if 27 < ((oy281 +% ky276) +% -1) {
-              for ox283 in 0..<28 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 1) *% 12544) +% (j274 *% 784)) +% ((oy281 *% 28) +% ox283))] = Float(0)
+            if 27 < ((oy303 +% ky302) +% -1) {
+              for ox306 in 0..<28 {
+                arena[((((((c301 *% 3) +% ky302) *% 3) *% 12544) +% (j300 *% 784)) +% ((oy303 *% 28) +% ox306))] = Float(0)
               }
             }
           }
-          for oy284 in 0..<28 {
-            if (-1 < ((oy284 +% ky276) +% -1) && ((oy284 +% ky276) +% -1) < 28) {
-              for ox285 in 0..<27 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 2) *% 12544) +% (j274 *% 784)) +% ((oy284 *% 28) +% ox285))] = images[((((((g273 *% 16) +% j274) *% 784) +% (c275 *% 784)) +% (((oy284 +% ky276) +% -1) *% 28)) +% (ox285 +% 1))]
-              }
-              for ox286 in 0..<1 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 2) *% 12544) +% (j274 *% 784)) +% ((oy284 *% 28) +% (ox286 +% 27)))] = Float(0)
+          for oy307 in 0..<28 {
+            if (-1 < ((oy307 +% ky302) +% -1) && ((oy307 +% ky302) +% -1) < 28) {
+              for ox308 in 0..<28 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 1) *% 12544) +% (j300 *% 784)) +% ((oy307 *% 28) +% ox308))] = images[((((((g299 *% 16) +% j300) *% 784) +% (c301 *% 784)) +% (((oy307 +% ky302) +% -1) *% 28)) +% ox308)]
               }
             }
-            if ((oy284 +% ky276) +% -1) < 0 {
-              for ox287 in 0..<28 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 2) *% 12544) +% (j274 *% 784)) +% ((oy284 *% 28) +% ox287))] = Float(0)
+            if ((oy307 +% ky302) +% -1) < 0 {
+              for ox309 in 0..<28 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 1) *% 12544) +% (j300 *% 784)) +% ((oy307 *% 28) +% ox309))] = Float(0)
               }
             }
-            if 27 < ((oy284 +% ky276) +% -1) {
-              for ox287 in 0..<28 {
-                arena[(((((((c275 *% 3) +% ky276) *% 3) +% 2) *% 12544) +% (j274 *% 784)) +% ((oy284 *% 28) +% ox287))] = Float(0)
+            if 27 < ((oy307 +% ky302) +% -1) {
+              for ox309 in 0..<28 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 1) *% 12544) +% (j300 *% 784)) +% ((oy307 *% 28) +% ox309))] = Float(0)
+              }
+            }
+          }
+          for oy310 in 0..<28 {
+            if (-1 < ((oy310 +% ky302) +% -1) && ((oy310 +% ky302) +% -1) < 28) {
+              for ox311 in 0..<27 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 2) *% 12544) +% (j300 *% 784)) +% ((oy310 *% 28) +% ox311))] = images[((((((g299 *% 16) +% j300) *% 784) +% (c301 *% 784)) +% (((oy310 +% ky302) +% -1) *% 28)) +% (ox311 +% 1))]
+              }
+              for ox312 in 0..<1 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 2) *% 12544) +% (j300 *% 784)) +% ((oy310 *% 28) +% (ox312 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy310 +% ky302) +% -1) < 0 {
+              for ox313 in 0..<28 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 2) *% 12544) +% (j300 *% 784)) +% ((oy310 *% 28) +% ox313))] = Float(0)
+              }
+            }
+            if 27 < ((oy310 +% ky302) +% -1) {
+              for ox313 in 0..<28 {
+                arena[(((((((c301 *% 3) +% ky302) *% 3) +% 2) *% 12544) +% (j300 *% 784)) +% ((oy310 *% 28) +% ox313))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j288 in 0..<16 {
-      for i289 in 0..<784 {
-        for f290 in 0..<32 {
-          arena[((112896 +% (((j288 *% 784) +% i289) *% 32)) +% f290)] = arena[(((3220112 +% (((g273 *% 16) +% j288) *% 25088)) +% (f290 *% 784)) +% i289)]
+    for j314 in 0..<16 {
+      for i315 in 0..<784 {
+        for f316 in 0..<32 {
+          arena[((112896 +% (((j314 *% 784) +% i315) *% 32)) +% f316)] = arena[(((3228304 +% (((g299 *% 16) +% j314) *% 25088)) +% (f316 *% 784)) +% i315)]
         }
       }
     }
-    do {  // gemm298
-      for kp291 in 0..<7 {
-        for nb292 in 0..<2 {
-          for mb293 in 0..<1 {
-            var t294_c0_0 = loadVector(arena, ((514304 +% ((mb293 *% 5) *% 32)) +% (nb292 *% 16)))
-            var t294_c0_1 = loadVector(arena, (((514304 +% ((mb293 *% 5) *% 32)) +% (nb292 *% 16)) +% 8))
-            var t294_c1_0 = loadVector(arena, ((514304 +% (((mb293 *% 5) +% 1) *% 32)) +% (nb292 *% 16)))
-            var t294_c1_1 = loadVector(arena, (((514304 +% (((mb293 *% 5) +% 1) *% 32)) +% (nb292 *% 16)) +% 8))
-            var t294_c2_0 = loadVector(arena, ((514304 +% (((mb293 *% 5) +% 2) *% 32)) +% (nb292 *% 16)))
-            var t294_c2_1 = loadVector(arena, (((514304 +% (((mb293 *% 5) +% 2) *% 32)) +% (nb292 *% 16)) +% 8))
-            var t294_c3_0 = loadVector(arena, ((514304 +% (((mb293 *% 5) +% 3) *% 32)) +% (nb292 *% 16)))
-            var t294_c3_1 = loadVector(arena, (((514304 +% (((mb293 *% 5) +% 3) *% 32)) +% (nb292 *% 16)) +% 8))
-            var t294_c4_0 = loadVector(arena, ((514304 +% (((mb293 *% 5) +% 4) *% 32)) +% (nb292 *% 16)))
-            var t294_c4_1 = loadVector(arena, (((514304 +% (((mb293 *% 5) +% 4) *% 32)) +% (nb292 *% 16)) +% 8))
-            for k295 in 0..<1792 {
-              let t294_b0 = loadVector(arena, ((112896 +% ((k295 +% (kp291 *% 1792)) *% 32)) +% (nb292 *% 16)))
-              let t294_b1 = loadVector(arena, (((112896 +% ((k295 +% (kp291 *% 1792)) *% 32)) +% (nb292 *% 16)) +% 8))
-              let t294_a0 = Vector(repeating: arena[(((mb293 *% 5) *% 12544) +% (k295 +% (kp291 *% 1792)))])
-              t294_c0_0 = t294_c0_0.addingProduct(t294_a0, t294_b0)
-              t294_c0_1 = t294_c0_1.addingProduct(t294_a0, t294_b1)
-              let t294_a1 = Vector(repeating: arena[((((mb293 *% 5) +% 1) *% 12544) +% (k295 +% (kp291 *% 1792)))])
-              t294_c1_0 = t294_c1_0.addingProduct(t294_a1, t294_b0)
-              t294_c1_1 = t294_c1_1.addingProduct(t294_a1, t294_b1)
-              let t294_a2 = Vector(repeating: arena[((((mb293 *% 5) +% 2) *% 12544) +% (k295 +% (kp291 *% 1792)))])
-              t294_c2_0 = t294_c2_0.addingProduct(t294_a2, t294_b0)
-              t294_c2_1 = t294_c2_1.addingProduct(t294_a2, t294_b1)
-              let t294_a3 = Vector(repeating: arena[((((mb293 *% 5) +% 3) *% 12544) +% (k295 +% (kp291 *% 1792)))])
-              t294_c3_0 = t294_c3_0.addingProduct(t294_a3, t294_b0)
-              t294_c3_1 = t294_c3_1.addingProduct(t294_a3, t294_b1)
-              let t294_a4 = Vector(repeating: arena[((((mb293 *% 5) +% 4) *% 12544) +% (k295 +% (kp291 *% 1792)))])
-              t294_c4_0 = t294_c4_0.addingProduct(t294_a4, t294_b0)
-              t294_c4_1 = t294_c4_1.addingProduct(t294_a4, t294_b1)
+    do {  // gemm324
+      for kp317 in 0..<7 {
+        for nb318 in 0..<2 {
+          for mb319 in 0..<1 {
+            var t320_c0_0 = loadVector(arena, ((514304 +% ((mb319 *% 5) *% 32)) +% (nb318 *% 16)))
+            var t320_c0_1 = loadVector(arena, (((514304 +% ((mb319 *% 5) *% 32)) +% (nb318 *% 16)) +% 8))
+            var t320_c1_0 = loadVector(arena, ((514304 +% (((mb319 *% 5) +% 1) *% 32)) +% (nb318 *% 16)))
+            var t320_c1_1 = loadVector(arena, (((514304 +% (((mb319 *% 5) +% 1) *% 32)) +% (nb318 *% 16)) +% 8))
+            var t320_c2_0 = loadVector(arena, ((514304 +% (((mb319 *% 5) +% 2) *% 32)) +% (nb318 *% 16)))
+            var t320_c2_1 = loadVector(arena, (((514304 +% (((mb319 *% 5) +% 2) *% 32)) +% (nb318 *% 16)) +% 8))
+            var t320_c3_0 = loadVector(arena, ((514304 +% (((mb319 *% 5) +% 3) *% 32)) +% (nb318 *% 16)))
+            var t320_c3_1 = loadVector(arena, (((514304 +% (((mb319 *% 5) +% 3) *% 32)) +% (nb318 *% 16)) +% 8))
+            var t320_c4_0 = loadVector(arena, ((514304 +% (((mb319 *% 5) +% 4) *% 32)) +% (nb318 *% 16)))
+            var t320_c4_1 = loadVector(arena, (((514304 +% (((mb319 *% 5) +% 4) *% 32)) +% (nb318 *% 16)) +% 8))
+            for k321 in 0..<1792 {
+              let t320_b0 = loadVector(arena, ((112896 +% ((k321 +% (kp317 *% 1792)) *% 32)) +% (nb318 *% 16)))
+              let t320_b1 = loadVector(arena, (((112896 +% ((k321 +% (kp317 *% 1792)) *% 32)) +% (nb318 *% 16)) +% 8))
+              let t320_a0 = Vector(repeating: arena[(((mb319 *% 5) *% 12544) +% (k321 +% (kp317 *% 1792)))])
+              t320_c0_0 = t320_c0_0.addingProduct(t320_a0, t320_b0)
+              t320_c0_1 = t320_c0_1.addingProduct(t320_a0, t320_b1)
+              let t320_a1 = Vector(repeating: arena[((((mb319 *% 5) +% 1) *% 12544) +% (k321 +% (kp317 *% 1792)))])
+              t320_c1_0 = t320_c1_0.addingProduct(t320_a1, t320_b0)
+              t320_c1_1 = t320_c1_1.addingProduct(t320_a1, t320_b1)
+              let t320_a2 = Vector(repeating: arena[((((mb319 *% 5) +% 2) *% 12544) +% (k321 +% (kp317 *% 1792)))])
+              t320_c2_0 = t320_c2_0.addingProduct(t320_a2, t320_b0)
+              t320_c2_1 = t320_c2_1.addingProduct(t320_a2, t320_b1)
+              let t320_a3 = Vector(repeating: arena[((((mb319 *% 5) +% 3) *% 12544) +% (k321 +% (kp317 *% 1792)))])
+              t320_c3_0 = t320_c3_0.addingProduct(t320_a3, t320_b0)
+              t320_c3_1 = t320_c3_1.addingProduct(t320_a3, t320_b1)
+              let t320_a4 = Vector(repeating: arena[((((mb319 *% 5) +% 4) *% 12544) +% (k321 +% (kp317 *% 1792)))])
+              t320_c4_0 = t320_c4_0.addingProduct(t320_a4, t320_b0)
+              t320_c4_1 = t320_c4_1.addingProduct(t320_a4, t320_b1)
             }
-            storeVector(arena, ((514304 +% ((mb293 *% 5) *% 32)) +% (nb292 *% 16)), t294_c0_0)
-            storeVector(arena, (((514304 +% ((mb293 *% 5) *% 32)) +% (nb292 *% 16)) +% 8), t294_c0_1)
-            storeVector(arena, ((514304 +% (((mb293 *% 5) +% 1) *% 32)) +% (nb292 *% 16)), t294_c1_0)
-            storeVector(arena, (((514304 +% (((mb293 *% 5) +% 1) *% 32)) +% (nb292 *% 16)) +% 8), t294_c1_1)
-            storeVector(arena, ((514304 +% (((mb293 *% 5) +% 2) *% 32)) +% (nb292 *% 16)), t294_c2_0)
-            storeVector(arena, (((514304 +% (((mb293 *% 5) +% 2) *% 32)) +% (nb292 *% 16)) +% 8), t294_c2_1)
-            storeVector(arena, ((514304 +% (((mb293 *% 5) +% 3) *% 32)) +% (nb292 *% 16)), t294_c3_0)
-            storeVector(arena, (((514304 +% (((mb293 *% 5) +% 3) *% 32)) +% (nb292 *% 16)) +% 8), t294_c3_1)
-            storeVector(arena, ((514304 +% (((mb293 *% 5) +% 4) *% 32)) +% (nb292 *% 16)), t294_c4_0)
-            storeVector(arena, (((514304 +% (((mb293 *% 5) +% 4) *% 32)) +% (nb292 *% 16)) +% 8), t294_c4_1)
+            storeVector(arena, ((514304 +% ((mb319 *% 5) *% 32)) +% (nb318 *% 16)), t320_c0_0)
+            storeVector(arena, (((514304 +% ((mb319 *% 5) *% 32)) +% (nb318 *% 16)) +% 8), t320_c0_1)
+            storeVector(arena, ((514304 +% (((mb319 *% 5) +% 1) *% 32)) +% (nb318 *% 16)), t320_c1_0)
+            storeVector(arena, (((514304 +% (((mb319 *% 5) +% 1) *% 32)) +% (nb318 *% 16)) +% 8), t320_c1_1)
+            storeVector(arena, ((514304 +% (((mb319 *% 5) +% 2) *% 32)) +% (nb318 *% 16)), t320_c2_0)
+            storeVector(arena, (((514304 +% (((mb319 *% 5) +% 2) *% 32)) +% (nb318 *% 16)) +% 8), t320_c2_1)
+            storeVector(arena, ((514304 +% (((mb319 *% 5) +% 3) *% 32)) +% (nb318 *% 16)), t320_c3_0)
+            storeVector(arena, (((514304 +% (((mb319 *% 5) +% 3) *% 32)) +% (nb318 *% 16)) +% 8), t320_c3_1)
+            storeVector(arena, ((514304 +% (((mb319 *% 5) +% 4) *% 32)) +% (nb318 *% 16)), t320_c4_0)
+            storeVector(arena, (((514304 +% (((mb319 *% 5) +% 4) *% 32)) +% (nb318 *% 16)) +% 8), t320_c4_1)
           }
-          var t296_c0_0 = loadVector(arena, (514464 +% (nb292 *% 16)))
-          var t296_c0_1 = loadVector(arena, ((514464 +% (nb292 *% 16)) +% 8))
-          var t296_c1_0 = loadVector(arena, (514496 +% (nb292 *% 16)))
-          var t296_c1_1 = loadVector(arena, ((514496 +% (nb292 *% 16)) +% 8))
-          var t296_c2_0 = loadVector(arena, (514528 +% (nb292 *% 16)))
-          var t296_c2_1 = loadVector(arena, ((514528 +% (nb292 *% 16)) +% 8))
-          var t296_c3_0 = loadVector(arena, (514560 +% (nb292 *% 16)))
-          var t296_c3_1 = loadVector(arena, ((514560 +% (nb292 *% 16)) +% 8))
-          for k297 in 0..<1792 {
-            let t296_b0 = loadVector(arena, ((112896 +% ((k297 +% (kp291 *% 1792)) *% 32)) +% (nb292 *% 16)))
-            let t296_b1 = loadVector(arena, (((112896 +% ((k297 +% (kp291 *% 1792)) *% 32)) +% (nb292 *% 16)) +% 8))
-            let t296_a0 = Vector(repeating: arena[(62720 +% (k297 +% (kp291 *% 1792)))])
-            t296_c0_0 = t296_c0_0.addingProduct(t296_a0, t296_b0)
-            t296_c0_1 = t296_c0_1.addingProduct(t296_a0, t296_b1)
-            let t296_a1 = Vector(repeating: arena[(75264 +% (k297 +% (kp291 *% 1792)))])
-            t296_c1_0 = t296_c1_0.addingProduct(t296_a1, t296_b0)
-            t296_c1_1 = t296_c1_1.addingProduct(t296_a1, t296_b1)
-            let t296_a2 = Vector(repeating: arena[(87808 +% (k297 +% (kp291 *% 1792)))])
-            t296_c2_0 = t296_c2_0.addingProduct(t296_a2, t296_b0)
-            t296_c2_1 = t296_c2_1.addingProduct(t296_a2, t296_b1)
-            let t296_a3 = Vector(repeating: arena[(100352 +% (k297 +% (kp291 *% 1792)))])
-            t296_c3_0 = t296_c3_0.addingProduct(t296_a3, t296_b0)
-            t296_c3_1 = t296_c3_1.addingProduct(t296_a3, t296_b1)
+          var t322_c0_0 = loadVector(arena, (514464 +% (nb318 *% 16)))
+          var t322_c0_1 = loadVector(arena, ((514464 +% (nb318 *% 16)) +% 8))
+          var t322_c1_0 = loadVector(arena, (514496 +% (nb318 *% 16)))
+          var t322_c1_1 = loadVector(arena, ((514496 +% (nb318 *% 16)) +% 8))
+          var t322_c2_0 = loadVector(arena, (514528 +% (nb318 *% 16)))
+          var t322_c2_1 = loadVector(arena, ((514528 +% (nb318 *% 16)) +% 8))
+          var t322_c3_0 = loadVector(arena, (514560 +% (nb318 *% 16)))
+          var t322_c3_1 = loadVector(arena, ((514560 +% (nb318 *% 16)) +% 8))
+          for k323 in 0..<1792 {
+            let t322_b0 = loadVector(arena, ((112896 +% ((k323 +% (kp317 *% 1792)) *% 32)) +% (nb318 *% 16)))
+            let t322_b1 = loadVector(arena, (((112896 +% ((k323 +% (kp317 *% 1792)) *% 32)) +% (nb318 *% 16)) +% 8))
+            let t322_a0 = Vector(repeating: arena[(62720 +% (k323 +% (kp317 *% 1792)))])
+            t322_c0_0 = t322_c0_0.addingProduct(t322_a0, t322_b0)
+            t322_c0_1 = t322_c0_1.addingProduct(t322_a0, t322_b1)
+            let t322_a1 = Vector(repeating: arena[(75264 +% (k323 +% (kp317 *% 1792)))])
+            t322_c1_0 = t322_c1_0.addingProduct(t322_a1, t322_b0)
+            t322_c1_1 = t322_c1_1.addingProduct(t322_a1, t322_b1)
+            let t322_a2 = Vector(repeating: arena[(87808 +% (k323 +% (kp317 *% 1792)))])
+            t322_c2_0 = t322_c2_0.addingProduct(t322_a2, t322_b0)
+            t322_c2_1 = t322_c2_1.addingProduct(t322_a2, t322_b1)
+            let t322_a3 = Vector(repeating: arena[(100352 +% (k323 +% (kp317 *% 1792)))])
+            t322_c3_0 = t322_c3_0.addingProduct(t322_a3, t322_b0)
+            t322_c3_1 = t322_c3_1.addingProduct(t322_a3, t322_b1)
           }
-          storeVector(arena, (514464 +% (nb292 *% 16)), t296_c0_0)
-          storeVector(arena, ((514464 +% (nb292 *% 16)) +% 8), t296_c0_1)
-          storeVector(arena, (514496 +% (nb292 *% 16)), t296_c1_0)
-          storeVector(arena, ((514496 +% (nb292 *% 16)) +% 8), t296_c1_1)
-          storeVector(arena, (514528 +% (nb292 *% 16)), t296_c2_0)
-          storeVector(arena, ((514528 +% (nb292 *% 16)) +% 8), t296_c2_1)
-          storeVector(arena, (514560 +% (nb292 *% 16)), t296_c3_0)
-          storeVector(arena, ((514560 +% (nb292 *% 16)) +% 8), t296_c3_1)
+          storeVector(arena, (514464 +% (nb318 *% 16)), t322_c0_0)
+          storeVector(arena, ((514464 +% (nb318 *% 16)) +% 8), t322_c0_1)
+          storeVector(arena, (514496 +% (nb318 *% 16)), t322_c1_0)
+          storeVector(arena, ((514496 +% (nb318 *% 16)) +% 8), t322_c1_1)
+          storeVector(arena, (514528 +% (nb318 *% 16)), t322_c2_0)
+          storeVector(arena, ((514528 +% (nb318 *% 16)) +% 8), t322_c2_1)
+          storeVector(arena, (514560 +% (nb318 *% 16)), t322_c3_0)
+          storeVector(arena, ((514560 +% (nb318 *% 16)) +% 8), t322_c3_1)
         }
       }
     }
   }
-  for f299 in 0..<32 {
-    for r300 in 0..<9 {
-      grads[((f299 *% 9) +% r300)] = arena[((514304 +% (r300 *% 32)) +% f299)]
+  for f325 in 0..<32 {
+    for r326 in 0..<9 {
+      grads[((f325 *% 9) +% r326)] = arena[((514304 +% (r326 *% 32)) +% f325)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f301 in 0..<32 {
-    var acc302 = Vector()
-    for img303 in 0..<64 {
-      for i304 in 0..<98 {
-        acc302 = acc302.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3220112 +% (img303 *% 25088)) +% (f301 *% 784)) +% (i304 *% 8))))
+  for f327 in 0..<32 {
+    var acc328 = Vector()
+    for img329 in 0..<64 {
+      for i330 in 0..<98 {
+        acc328 = acc328.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3228304 +% (img329 *% 25088)) +% (f327 *% 784)) +% (i330 *% 8))))
       }
     }
-    storeVector(arena, 0, acc302)
-    var sum305: Float = (arena[0] + arena[1])
-    var sum306: Float = (sum305 + arena[2])
-    var sum307: Float = (sum306 + arena[3])
-    var sum308: Float = (sum307 + arena[4])
-    var sum309: Float = (sum308 + arena[5])
-    var sum310: Float = (sum309 + arena[6])
-    var sum311: Float = (sum310 + arena[7])
-    grads[(288 +% f301)] = sum311
+    storeVector(arena, 0, acc328)
+    var sum331: Float = (arena[0] + arena[1])
+    var sum332: Float = (sum331 + arena[2])
+    var sum333: Float = (sum332 + arena[3])
+    var sum334: Float = (sum333 + arena[4])
+    var sum335: Float = (sum334 + arena[5])
+    var sum336: Float = (sum335 + arena[6])
+    var sum337: Float = (sum336 + arena[7])
+    grads[(288 +% f327)] = sum337
   }
   // adam = update of 1625866 parameters
-  var step_size312: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt313: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i314 in 0..<203233 {
-    let g_v = (loadVector(grads, (i314 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i314 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i314 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i314 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i314 *% 8), m_new_v)
-    storeVector(v, (i314 *% 8), v_new_v)
-    storeVector(params, (i314 *% 8), (loadVector(params, (i314 *% 8)) - ((Vector(repeating: step_size312) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt313)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size338: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt339: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i340 in 0..<203233 {
+    let g_v = (loadVector(grads, (i340 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i340 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i340 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i340 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i340 *% 8), m_new_v)
+    storeVector(v, (i340 *% 8), v_new_v)
+    storeVector(params, (i340 *% 8), (loadVector(params, (i340 *% 8)) - ((Vector(repeating: step_size338) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt339)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i314 in 0..<1 {
-    let g_v = (loadPartial(grads, (i314 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i314 +% 1625864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i314 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i314 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i314 +% 1625864), m_new_v, 2)
-    storePartial(v, (i314 +% 1625864), v_new_v, 2)
-    storePartial(params, (i314 +% 1625864), (loadPartial(params, (i314 +% 1625864), 2) - ((Vector(repeating: step_size312) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt313)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i340 in 0..<1 {
+    let g_v = (loadPartial(grads, (i340 +% 1625864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i340 +% 1625864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i340 +% 1625864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i340 +% 1625864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i340 +% 1625864), m_new_v, 2)
+    storePartial(v, (i340 +% 1625864), v_new_v, 2)
+    storePartial(params, (i340 +% 1625864), (loadPartial(params, (i340 +% 1625864), 2) - ((Vector(repeating: step_size338) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt339)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -2107,7 +2139,8 @@ public func convnet_infer_b64(
       arena[((n107 *% 128) +% u108)] = ((arena[((811008 +% (u108 *% 64)) +% n107)] + params[(1624448 +% u108)]) > Float(0) ? (arena[((811008 +% (u108 *% 64)) +% n107)] + params[(1624448 +% u108)]) : Float(0))
     }
   }
-  // fc2 = dense(fc1)
+  // drop = dropout(fc1)
+  // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
   for n109 in 0..<64 {
     for u110 in 0..<1 {

@@ -8,15 +8,15 @@ public struct ReportData: Sendable {
   /// Misclassified test images: pixels (rows x cols bytes), true label, predicted label.
   public var mistakes: [(pixels: [UInt8], label: Int, predicted: Int)]
   public var rows: Int, cols: Int
-  /// The first conv layer's filters ([k][k] each, first input channel) and its feature maps for one digit.
+  /// The first conv layer's filters ([k][k] each, first input channel), and the feature maps of the first
+  /// conv layers for one digit.
   public var filters: [[Float]]
   public var kernel: Int
   public var digit: [UInt8]
-  public var featureMaps: [[Float]]
-  public var mapHeight: Int, mapWidth: Int
+  public var featureMaps: [FeatureMaps]
 
   public init(title: String, history: [EpochReport], confusion: [[Int]], mistakes: [(pixels: [UInt8], label: Int, predicted: Int)],
-              rows: Int, cols: Int, filters: [[Float]], kernel: Int, digit: [UInt8], featureMaps: [[Float]], mapHeight: Int, mapWidth: Int) {
+              rows: Int, cols: Int, filters: [[Float]], kernel: Int, digit: [UInt8], featureMaps: [FeatureMaps]) {
     self.title = title
     self.history = history
     self.confusion = confusion
@@ -27,9 +27,15 @@ public struct ReportData: Sendable {
     self.kernel = kernel
     self.digit = digit
     self.featureMaps = featureMaps
-    self.mapHeight = mapHeight
-    self.mapWidth = mapWidth
   }
+}
+
+/// One conv layer's output channels for one image (after relu), each height x width.
+public struct FeatureMaps: Sendable {
+  public var layer: String
+  public var maps: [[Float]]
+  public var height: Int, width: Int
+  public init(layer: String, maps: [[Float]], height: Int, width: Int) { (self.layer, self.maps, self.height, self.width) = (layer, maps, height, width) }
 }
 
 /// Renders a self-contained HTML page: curves, confusion heat map, misclassified digits, first-layer
@@ -42,8 +48,16 @@ public enum Report {
       body += String(format: "<p>%d epoch%@; final test accuracy <b>%.2f%%</b>, train loss %.4f.</p>\n", h.count, h.count == 1 ? "" : "s",
                      last.testAccuracy * 100, last.trainLoss)
     }
-    // The best epoch by validation accuracy (what best.safetensors keeps by default), when there is a validation split.
-    let best = h.filter { $0.validationAccuracy != nil }.max { $0.validationAccuracy! < $1.validationAccuracy! }?.epoch
+    // The best epoch as the trainer recorded it (by the monitored value); older histories: by validation accuracy.
+    let best = h.last?.bestEpoch ?? h.filter { $0.validationAccuracy != nil }.max { $0.validationAccuracy! < $1.validationAccuracy! }?.epoch
+    if let last = h.last, last.stoppedEarly == true {
+      body += "<p><b>Stopped early</b> after epoch \(last.epoch): the monitored value did not improve for the patience set."
+        + (best.map { " Best epoch: \($0) (its weights are best.safetensors)." } ?? "") + "</p>\n"
+    }
+    let losses = h.flatMap { $0.stepLosses ?? [] }
+    if !losses.isEmpty {
+      body += "<h2>Training loss per step</h2>\n<div class=row>" + stepChart(losses) + "</div>\n"
+    }
     body += "<h2>Loss and accuracy per epoch</h2>\n<div class=row>"
     body += chart("loss (mean cross-entropy)", [("train", "#c0392b", h.map { $0.trainLoss }), ("validation", "#8e44ad", h.map(\.validationLoss)),
                                                ("test", "#2ca25f", h.map(\.testLoss))], percent: false, best: best)
@@ -58,12 +72,16 @@ public enum Report {
     for (i, f) in d.filters.enumerated() {
       body += "<figure>" + image(normalize(f), d.kernel, d.kernel, scale: 12, diverging: true) + "<figcaption>\(i)</figcaption></figure>"
     }
-    body += "</div>\n<h2>First conv layer: feature maps for one digit</h2>\n<div class=row><figure>"
-      + image(d.digit.map { Float($0) / 255 }, d.rows, d.cols, scale: 3) + "<figcaption>input</figcaption></figure>"
-    for (i, m) in d.featureMaps.enumerated() {
-      body += "<figure>" + image(normalize(m), d.mapHeight, d.mapWidth, scale: 3) + "<figcaption>\(i)</figcaption></figure>"
-    }
     body += "</div>\n"
+    for layer in d.featureMaps {
+      body += "<h2>Feature maps of \(escape(layer.layer)) for one digit (after relu)</h2>\n<div class=row><figure>"
+        + image(d.digit.map { Float($0) / 255 }, d.rows, d.cols, scale: 3) + "<figcaption>input</figcaption></figure>"
+      let scale = max(2, 84 / max(layer.height, layer.width))
+      for (i, m) in layer.maps.enumerated() {
+        body += "<figure>" + image(normalize(m), layer.height, layer.width, scale: scale) + "<figcaption>\(i)</figcaption></figure>"
+      }
+      body += "</div>\n"
+    }
     return """
       <!DOCTYPE html>
       <html lang="en"><head><meta charset="utf-8"><title>\(escape(d.title))</title>
@@ -141,6 +159,47 @@ public enum Report {
       s += String(format: "<text x=%.0f y=32 fill=\"%@\">— %@</text>", left + Double(k) * 80, series.color, series.name)
     }
     return s + String(format: "<text x=%.0f y=%.0f text-anchor=middle>epoch</text></svg></figure>", (left + w - pad) / 2, h - 8)
+  }
+
+  /// The weight of the running value in the smoothed loss curve (TensorBoard's slider at 0.9: its default 0.6 barely
+  /// smooths a thousand steps per epoch).
+  static let smoothing = 0.9
+  /// The most points a per-step curve draws (longer runs are drawn every k-th step).
+  static let maxStepPoints = 2000
+
+  /// The exponential moving average TensorBoard draws, debiased so the first steps are not pulled to zero.
+  public static func smoothed(_ v: [Double]) -> [Double] {
+    var last = 0.0, weight = 1.0
+    return v.map { x in
+      last = last * smoothing + (1 - smoothing) * x
+      weight *= smoothing
+      return last / (1 - weight)
+    }
+  }
+
+  /// Per-step training loss: the raw values faint, the smoothed curve over them, the axis from zero.
+  static func stepChart(_ losses: [Double]) -> String {
+    let (w, h, pad, left) = (940.0, 260.0, 40.0, 56.0)
+    let hi = max(losses.max() ?? 1, 1e-9), n = losses.count
+    let every = max(1, (n + maxStepPoints - 1) / maxStepPoints)
+    func x(_ i: Int) -> Double { left + (n > 1 ? Double(i) / Double(n - 1) : 0.5) * (w - left - pad) }
+    func y(_ v: Double) -> Double { h - pad - v / hi * (h - 2 * pad) }
+    var s = "<figure><svg width=\(Int(w)) height=\(Int(h)) font-size=10><rect width=\(Int(w)) height=\(Int(h)) fill=\"#fafafa\" stroke=\"#ddd\"/>"
+    s += String(format: "<text x=%.0f y=18 font-size=13>loss per step (smoothed %.1f, raw faint)</text>", left, smoothing)
+    for g in 0...gridLines {
+      let v = hi * Double(g) / Double(gridLines)
+      s += String(format: "<line x1=%.0f x2=%.0f y1=%.1f y2=%.1f stroke=\"#e3e3e3\"/>", left, w - pad, y(v), y(v))
+      s += String(format: "<text x=%.0f y=%.1f text-anchor=end>%.3f</text>", left - 4, y(v) + 3, v)
+    }
+    for g in 0...gridLines {
+      let i = (n - 1) * g / gridLines
+      s += String(format: "<text x=%.1f y=%.0f text-anchor=middle>%d</text>", x(i), h - pad + 14, i + 1)
+    }
+    for (values, color, width) in [(losses, "#f0b8b0", 1.0), (smoothed(losses), "#c0392b", 2.0)] {
+      let points = stride(from: 0, to: n, by: every).map { String(format: "%.1f,%.1f", x($0), y(values[$0])) }
+      s += "<polyline fill=none stroke=\"\(color)\" stroke-width=\(width) points=\"" + points.joined(separator: " ") + "\"/>"
+    }
+    return s + String(format: "<text x=%.0f y=%.0f text-anchor=middle>step</text></svg></figure>", (left + w - pad) / 2, h - 8)
   }
 
   static func confusion(_ m: [[Int]]) -> String {

@@ -66,6 +66,12 @@ public struct EpochReport: Sendable, Codable {
   /// Steps trained in the epoch and the steps a full epoch has (they differ when --steps cut it short).
   public var steps: Int?
   public var stepsPerEpoch: Int?
+  /// The loss of each step of the epoch, in order (absent in older histories).
+  public var stepLosses: [Double]?
+  /// The best epoch so far by the monitored value (its weights are best.safetensors), and whether early
+  /// stopping ended the run after this epoch.
+  public var bestEpoch: Int?
+  public var stoppedEarly: Bool?
 
   public init(epoch: Int, trainLoss: Double, trainAccuracy: Double, validationAccuracy: Double?, testAccuracy: Double,
               imagesPerSecond: Double, seconds: Double) {
@@ -297,12 +303,16 @@ public struct Trainer<B: Backend> {
       var report = try epochReport(epoch, seconds: Date().timeIntervalSince(start), images: ranHere, validation: validation, test: test)
       report.stepsPerEpoch = stepsPerEpoch
       if options.schedule != .constant { report.learningRate = Double(optimizer.learningRate) }
+      // Early stopping decides before the checkpoint, so the history records the best epoch and the stop.
+      let stop = try watch(report, sinceBest: &sinceBest)
+      report.bestEpoch = best?.epoch
+      if stop { report.stoppedEarly = true }
       reports.append(report)
       history = history.filter { $0.epoch < report.epoch } + [report]
       if finished { partial = EpochSums(epoch: epoch + 1) }
       try saveCheckpoint()
       onEpoch(report)
-      if try watch(report, sinceBest: &sinceBest) { break }
+      if stop { break }
       if !finished { break }  // stopped by maxSteps
     }
     return reports
@@ -324,6 +334,7 @@ public struct Trainer<B: Backend> {
     r.validationLoss = val?.loss
     r.testLoss = tst?.loss
     r.steps = steps
+    r.stepLosses = partial.stepLosses.map(Double.init)
     return r
   }
 
@@ -431,6 +442,7 @@ public struct Trainer<B: Backend> {
     }
     optimizer.step += 1
     partial.lossSum += Double(r.loss)
+    partial.stepLosses.append(r.loss)
     for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { partial.correct += 1 }
     partial.seen += b
   }
@@ -443,6 +455,8 @@ struct EpochSums: Equatable {
   var lossSum = 0.0
   var correct = 0
   var seen = 0
+  /// Each step's loss, in order (Float text round-trips exactly).
+  var stepLosses: [Float] = []
 
   init(epoch: Int = 0) { self.epoch = epoch }
 
@@ -451,12 +465,14 @@ struct EpochSums: Equatable {
     lossSum = m["cnnc.epoch_loss_sum"].flatMap(Double.init) ?? 0
     correct = m["cnnc.epoch_correct"].flatMap(Int.init) ?? 0
     seen = m["cnnc.epoch_seen"].flatMap(Int.init) ?? 0
-    if !(lossSum.isFinite && correct >= 0 && seen >= correct) { self = EpochSums(epoch: -1) }
+    let losses = m["cnnc.epoch_step_losses"].map { $0.isEmpty ? [] : $0.split(separator: ",").map { Float($0) } } ?? []
+    stepLosses = losses.compactMap { $0 }
+    if !(lossSum.isFinite && correct >= 0 && seen >= correct && stepLosses.count == losses.count) { self = EpochSums(epoch: -1) }
   }
 
   var metadata: [String: String] {
     ["cnnc.epoch": "\(epoch)", "cnnc.epoch_loss_sum": "\(lossSum)", "cnnc.epoch_correct": "\(correct)",
-     "cnnc.epoch_seen": "\(seen)"]
+     "cnnc.epoch_seen": "\(seen)", "cnnc.epoch_step_losses": stepLosses.map { "\($0)" }.joined(separator: ",")]
   }
 }
 

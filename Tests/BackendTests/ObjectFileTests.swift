@@ -51,4 +51,28 @@ import Testing
     #expect(nums[1] < nums[0] * 0.3, "the loss falls: \(out)")
     #expect(nums[2] >= 7, "the inference entry point classifies the memorised batch: \(out)")
   }
+
+  /// The README's example (Examples/aot/train.c) trains SimpleCNN from the IDX files with the object alone.
+  @Test func theExampleTrainsSimpleCNNOnMNIST() throws {
+    let cc = try #require(Self.cc(), "a C compiler is needed to link the object")
+    let dir = NSTemporaryDirectory() + "cnnc-aot-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
+    let programs = [try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: .host()),
+                    try lower(g, batch: 64, mode: .infer, target: .host())]
+    let module = LLVMRenderer.render(programs, moduleName: "simplecnn")
+    let tm = try TargetMachine(.host(), objectFile: true)
+    try module.optimize(tm)
+    try module.emitObject(tm, to: dir + "/simplecnn.o")
+    try CHeader.render(programs, source: "Graphs/simplecnn.graph").write(toFile: dir + "/simplecnn.h", atomically: true, encoding: .utf8)
+    let main = Fixtures.root.appendingPathComponent("Examples/aot/train.c").path
+    let (status, log) = try Self.run(cc, ["-O2", "-Wall", "-I", dir, main, dir + "/simplecnn.o", "-lopenblas", "-lz", "-lm", "-o", dir + "/train"])
+    #expect(status == 0 && !log.contains("warning"), "\(log)")
+    let (rc, out) = try Self.run(dir + "/train", [Fixtures.root.appendingPathComponent("data/mnist").path, "60"])
+    #expect(rc == 0, "\(out)")
+    let accuracy = out.split(separator: "\n").last { $0.hasPrefix("test accuracy ") }.flatMap { Double($0.split(separator: " ")[2].dropLast()) }
+    let loss = out.split(separator: "\n").first { $0.hasPrefix("step 60 loss ") }.flatMap { Double($0.split(separator: " ")[3]) }
+    #expect(loss.map { $0 < 1.5 } == true, "the loss falls below ln(10): \(out)")
+    #expect(accuracy.map { $0 > 70 } == true, "60 Adam steps classify most test digits: \(out)")
+  }
 }

@@ -106,17 +106,26 @@ import Testing
                           imagesPerSecond: 1000, seconds: 1)
       r.validationLoss = val.map { 1 - $0 }
       r.testLoss = 0.3
+      r.stepLosses = [2.3, 1.0, 0.5]
       return r
     }
     func page(_ h: [EpochReport]) -> String {
       Report.html(ReportData(title: "t", history: h, confusion: [[1]], mistakes: [], rows: 1, cols: 1, filters: [], kernel: 1, digit: [0],
-                             featureMaps: [], mapHeight: 1, mapWidth: 1))
+                             featureMaps: [FeatureMaps(layer: "conv2", maps: [[0, 1, 0, 1]], height: 2, width: 2)]))
     }
-    let three = page([epoch(1, val: 0.90), epoch(2, val: 0.95), epoch(3, val: 0.93)])
-    #expect(three.contains("3 epochs;") && three.contains("— validation") && three.contains("— test") && three.contains(">best</text>"))
-    #expect(three.contains(">0.000</text>"), "the loss axis starts at zero")
+    var three = [epoch(1, val: 0.90), epoch(2, val: 0.95), epoch(3, val: 0.93)]
+    let plain = page(three)
+    #expect(plain.contains("3 epochs;") && plain.contains("— validation") && plain.contains("— test") && plain.contains(">best</text>"))
+    #expect(plain.contains(">0.000</text>"), "the loss axis starts at zero")
+    #expect(plain.contains("Training loss per step") && plain.contains("Feature maps of conv2") && !plain.contains("Stopped early"))
+    three[2].bestEpoch = 2
+    three[2].stoppedEarly = true
+    #expect(page(three).contains("Stopped early</b> after epoch 3") && page(three).contains("Best epoch: 2"))
     let one = page([epoch(1, val: nil)])
     #expect(one.contains("1 epoch;") && !one.contains("— validation") && !one.contains(">best</text>"))
+    // TensorBoard's debiased moving average: the first value is the first loss, then 0.9 of the running value.
+    let s = Report.smoothed([2, 1])
+    #expect(abs(s[0] - 2) < 1e-12 && abs(s[1] - (0.9 * 0.2 + 0.1) / 0.19) < 1e-12)
   }
 
   /// --val holds out a seeded random choice by default (the same for the same seed, disjoint from the rest),

@@ -54,32 +54,44 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     let pixels = Array(test.images[(i * px)..<((i + 1) * px)])
     mistakes.append((pixels: pixels, label: Int(test.labels[i]), predicted: predictions[i]))
   }
-  // First conv layer: its filters, and its output for the first test digit (reference interpreter).
-  var filters: [[Float]] = [], maps: [[Float]] = [], kernel = 1, mh = 0, mw = 0
-  if let conv = f.graph.nodes.first(where: { if case .conv2d = $0.op { true } else { false } }), case .conv2d(let a) = conv.op {
+  // First conv layer: its filters; the first two conv layers: their outputs for the first test digit.
+  let convs = f.graph.nodes.filter { if case .conv2d = $0.op { true } else { false } }.prefix(reportedConvLayers)
+  var filters: [[Float]] = [], kernel = 1
+  if let conv = convs.first, case .conv2d(let a) = conv.op {
     kernel = a.kernel
     let w = params.values["\(conv.name).weight"]!, cin = params.shapes["\(conv.name).weight"]![1]
     filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + a.kernel * a.kernel)]) }
-    let one = try inferShapes(f.graph, batch: 1)
-    var x = [Float](repeating: 0, count: px)
-    test.normalizedBatch([0][...], into: &x, options.normalization)
-    var g = f.graph
-    g.nodes = Array(g.nodes.prefix { $0.name != conv.name }) + [conv]
-    g.output = conv.name
-    g.minimize = nil
-    let image = f.graph.inputs.first { $0.dtype == .f32 }!
-    let tensors = params.tensors()
-    var inputs: [String: RefValue<Float>] = [image.name: .f32(Tensor(shape: one[image.name]!.dims, data: x))]
-    for i in f.graph.inputs where i.dtype == .i32 { inputs[i.name] = .i32(shape: one[i.name]!.dims, data: [Int32](repeating: 0, count: one[i.name]!.count)) }
-    let env = try Interpreter<Float>(graph: g, shapes: one).run(inputs: inputs, parameters: tensors, context: ReferenceContext(training: false))
-    let y = env[conv.name]!.tensor!
-    (mh, mw) = (y.shape[2], y.shape[3])
-    maps = (0..<y.shape[1]).map { c in Array(y.data[(c * mh * mw)..<((c + 1) * mh * mw)]).map { max(0, $0) } }
   }
+  var x = [Float](repeating: 0, count: px)
+  test.normalizedBatch([0][...], into: &x, options.normalization)
+  let maps = try featureMaps(f.graph, Array(convs), params, image: x)
   let report = ReportData(title: "cnnc report: \(f.graph.name)", history: history, confusion: confusion, mistakes: mistakes,
                           rows: test.rows, cols: test.cols, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),
-                          featureMaps: maps, mapHeight: mh, mapWidth: mw)
+                          featureMaps: maps)
   let out = (dir as NSString).appendingPathComponent("report.html")
   try Report.html(report).write(toFile: out, atomically: true, encoding: .utf8)
   return out
+}
+
+/// How many conv layers the report shows feature maps of (the first ones).
+let reportedConvLayers = 2
+
+/// The outputs (after relu) of `convs` for one normalised image, by the reference interpreter running the
+/// graph up to the last of them.
+func featureMaps(_ graph: Graph, _ convs: [Node], _ params: Parameters, image x: [Float]) throws -> [FeatureMaps] {
+  guard let last = convs.last else { return [] }
+  let one = try inferShapes(graph, batch: 1)
+  var g = graph
+  g.nodes = Array(g.nodes.prefix { $0.name != last.name }) + [last]
+  g.output = last.name
+  g.minimize = nil
+  let image = graph.inputs.first { $0.dtype == .f32 }!
+  var inputs: [String: RefValue<Float>] = [image.name: .f32(Tensor(shape: one[image.name]!.dims, data: x))]
+  for i in graph.inputs where i.dtype == .i32 { inputs[i.name] = .i32(shape: one[i.name]!.dims, data: [Int32](repeating: 0, count: one[i.name]!.count)) }
+  let env = try Interpreter<Float>(graph: g, shapes: one).run(inputs: inputs, parameters: params.tensors(), context: ReferenceContext(training: false))
+  return convs.map { conv in
+    let y = env[conv.name]!.tensor!
+    let (h, w) = (y.shape[2], y.shape[3])
+    return FeatureMaps(layer: conv.name, maps: (0..<y.shape[1]).map { c in y.data[(c * h * w)..<((c + 1) * h * w)].map { max(0, $0) } }, height: h, width: w)
+  }
 }
