@@ -134,7 +134,10 @@ func printTable(_ rows: [[String]], rightAligned: Set<Int>, totals: Bool = true)
       let pad = String(repeating: " ", count: widths[c] - s.count)
       return rightAligned.contains(c) ? pad + s : s + pad
     }
-    print(cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+    // Only trailing padding goes (the cells start with a name or with right-aligned padding that stays).
+    var line = cells.joined(separator: "  ")
+    while line.last == " " { line.removeLast() }
+    print(line)
     if i == 0 || (totals && i == rows.count - 2) { print(widths.map { String(repeating: "-", count: $0) }.joined(separator: "  ")) }
   }
 }

@@ -40,17 +40,21 @@ enum CompileScaling {
     var check: [String] = []
     for n in statementCounts {
       let source = Array(reluChain(n).utf8)
-      var parse = 0.0, pipeline = 0.0
+      var parse = 0.0, verify = 0.0, pipeline = 0.0
       try reportDiagnostics { () throws(DiagnosticList) in
         var g = Graph(name: "")
         parse = try seconds { () throws(DiagnosticList) in g = try Parser.parse(source, defaultName: "chain") }
-        pipeline = try seconds { () throws(DiagnosticList) in
+        // Checking: what a diagnostic can come from (the dialect, shapes, the gradient's shapes).
+        verify = try seconds { () throws(DiagnosticList) in
           try Verifier.requireForwardDialect(g)
+          _ = try Pipeline(batch: 64, purpose: .training).run(g, to: .grad)
+        }
+        pipeline = try seconds { () throws(DiagnosticList) in
           _ = try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: target)
         }
       }
-      check.append(String(format: "{\"statements\": %d, \"parse_s\": %.4f, \"lower_s\": %.4f, \"per_statement_us\": %.3f}",
-                          n, parse, pipeline, (parse + pipeline) / Double(n) * 1e6))
+      check.append(String(format: "{\"statements\": %d, \"parse_s\": %.4f, \"check_s\": %.4f, \"lower_s\": %.4f, \"check_per_statement_us\": %.3f, \"per_statement_us\": %.3f}",
+                          n, parse, verify, pipeline, (parse + verify) / Double(n) * 1e6, (parse + verify + pipeline) / Double(n) * 1e6))
     }
     var jit: [String] = []
     for n in layers {
