@@ -1029,147 +1029,260 @@ entry:
   %bn1.scale30 = alloca float, align 4
   %bn1.var29 = alloca float, align 4
   %bn1.squares32 = alloca float, align 4
+  %bn1.sum54 = alloca float, align 4
+  %bn1.sum53 = alloca float, align 4
+  %bn1.sum52 = alloca float, align 4
+  %bn1.sum51 = alloca float, align 4
+  %bn1.sum50 = alloca float, align 4
+  %bn1.sum49 = alloca float, align 4
+  %bn1.sum48 = alloca float, align 4
+  %bn1.tail45 = alloca float, align 4
+  %bn1.acc44 = alloca <8 x float>, align 32
   %bn1.mean28 = alloca float, align 4
   %bn1.sum31 = alloca float, align 4
+  %bn1.sum43 = alloca float, align 4
+  %bn1.sum42 = alloca float, align 4
+  %bn1.sum41 = alloca float, align 4
+  %bn1.sum40 = alloca float, align 4
+  %bn1.sum39 = alloca float, align 4
+  %bn1.sum38 = alloca float, align 4
+  %bn1.sum37 = alloca float, align 4
+  %bn1.tail34 = alloca float, align 4
+  %bn1.acc33 = alloca <8 x float>, align 32
   br label %bn1.c27
 
-bn1.c27:                                          ; preds = %bn1.n37.end, %entry
-  %bn1.c271 = phi i64 [ 0, %entry ], [ %c27.next, %bn1.n37.end ]
-  store float 0.000000e+00, ptr %bn1.sum31, align 4
-  br label %bn1.n33
-
-bn1.c27.end:                                      ; preds = %bn1.n37.end
-  ret void
-
-bn1.n33:                                          ; preds = %bn1.i34.end, %bn1.c27
-  %bn1.n332 = phi i64 [ 0, %bn1.c27 ], [ %n33.next, %bn1.i34.end ]
-  br label %bn1.i34
-
-bn1.n33.end:                                      ; preds = %bn1.i34.end
-  %sum315 = load float, ptr %bn1.sum31, align 4
-  %0 = fdiv float %sum315, 5.017600e+04
-  store float %0, ptr %bn1.mean28, align 4
-  store float 0.000000e+00, ptr %bn1.squares32, align 4
+bn1.c27:                                          ; preds = %bn1.n55.end, %entry
+  %bn1.c271 = phi i64 [ 0, %entry ], [ %c27.next, %bn1.n55.end ]
+  store <8 x float> zeroinitializer, ptr %bn1.acc33, align 32
+  store float 0.000000e+00, ptr %bn1.tail34, align 4
   br label %bn1.n35
 
-bn1.i34:                                          ; preds = %bn1.i34, %bn1.n33
-  %bn1.i343 = phi i64 [ 0, %bn1.n33 ], [ %i34.next, %bn1.i34 ]
+bn1.c27.end:                                      ; preds = %bn1.n55.end
+  ret void
+
+bn1.n35:                                          ; preds = %bn1.v36.end, %bn1.c27
+  %bn1.n352 = phi i64 [ 0, %bn1.c27 ], [ %n35.next, %bn1.v36.end ]
+  br label %bn1.v36
+
+bn1.n35.end:                                      ; preds = %bn1.v36.end
+  %acc335 = load <8 x float>, ptr %bn1.acc33, align 32
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 3211328
+  store <8 x float> %acc335, ptr %arena6, align 4
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 3211328
+  %0 = load float, ptr %arena7, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 3211329
+  %1 = load float, ptr %arena8, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %bn1.sum37, align 4
+  %sum37 = load float, ptr %bn1.sum37, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3211330
+  %3 = load float, ptr %arena9, align 4
+  %4 = fadd float %sum37, %3
+  store float %4, ptr %bn1.sum38, align 4
+  %sum38 = load float, ptr %bn1.sum38, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3211331
+  %5 = load float, ptr %arena10, align 4
+  %6 = fadd float %sum38, %5
+  store float %6, ptr %bn1.sum39, align 4
+  %sum39 = load float, ptr %bn1.sum39, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3211332
+  %7 = load float, ptr %arena11, align 4
+  %8 = fadd float %sum39, %7
+  store float %8, ptr %bn1.sum40, align 4
+  %sum40 = load float, ptr %bn1.sum40, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3211333
+  %9 = load float, ptr %arena12, align 4
+  %10 = fadd float %sum40, %9
+  store float %10, ptr %bn1.sum41, align 4
+  %sum41 = load float, ptr %bn1.sum41, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3211334
+  %11 = load float, ptr %arena13, align 4
+  %12 = fadd float %sum41, %11
+  store float %12, ptr %bn1.sum42, align 4
+  %sum42 = load float, ptr %bn1.sum42, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 3211335
+  %13 = load float, ptr %arena14, align 4
+  %14 = fadd float %sum42, %13
+  store float %14, ptr %bn1.sum43, align 4
+  %sum43 = load float, ptr %bn1.sum43, align 4
+  %tail34 = load float, ptr %bn1.tail34, align 4
+  %15 = fadd float %sum43, %tail34
+  store float %15, ptr %bn1.sum31, align 4
   %sum31 = load float, ptr %bn1.sum31, align 4
-  %1 = mul nsw i64 %bn1.n332, 32
-  %2 = add nsw i64 %1, %bn1.c271
-  %3 = mul nsw i64 %2, 784
-  %4 = add nsw i64 %3, %bn1.i343
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load float, ptr %arena4, align 4
-  %6 = fadd float %sum31, %5
-  store float %6, ptr %bn1.sum31, align 4
-  %i34.next = add nsw i64 %bn1.i343, 1
-  %7 = icmp slt i64 %i34.next, 784
-  br i1 %7, label %bn1.i34, label %bn1.i34.end
+  %16 = fdiv float %sum31, 5.017600e+04
+  store float %16, ptr %bn1.mean28, align 4
+  store <8 x float> zeroinitializer, ptr %bn1.acc44, align 32
+  store float 0.000000e+00, ptr %bn1.tail45, align 4
+  br label %bn1.n46
 
-bn1.i34.end:                                      ; preds = %bn1.i34
-  %n33.next = add nsw i64 %bn1.n332, 1
-  %8 = icmp slt i64 %n33.next, 64
-  br i1 %8, label %bn1.n33, label %bn1.n33.end
+bn1.v36:                                          ; preds = %bn1.v36, %bn1.n35
+  %bn1.v363 = phi i64 [ 0, %bn1.n35 ], [ %v36.next, %bn1.v36 ]
+  %acc33 = load <8 x float>, ptr %bn1.acc33, align 32
+  %17 = mul nsw i64 %bn1.n352, 32
+  %18 = add nsw i64 %17, %bn1.c271
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %bn1.v363, 8
+  %21 = add nsw i64 %19, %20
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load <8 x float>, ptr %arena4, align 4
+  %23 = fadd <8 x float> %acc33, %22
+  store <8 x float> %23, ptr %bn1.acc33, align 32
+  %v36.next = add nsw i64 %bn1.v363, 1
+  %24 = icmp slt i64 %v36.next, 98
+  br i1 %24, label %bn1.v36, label %bn1.v36.end
 
-bn1.n35:                                          ; preds = %bn1.i36.end, %bn1.n33.end
-  %bn1.n356 = phi i64 [ 0, %bn1.n33.end ], [ %n35.next, %bn1.i36.end ]
-  br label %bn1.i36
+bn1.v36.end:                                      ; preds = %bn1.v36
+  %n35.next = add nsw i64 %bn1.n352, 1
+  %25 = icmp slt i64 %n35.next, 64
+  br i1 %25, label %bn1.n35, label %bn1.n35.end
 
-bn1.n35.end:                                      ; preds = %bn1.i36.end
-  %squares3211 = load float, ptr %bn1.squares32, align 4
-  %9 = fdiv float %squares3211, 5.017600e+04
-  store float %9, ptr %bn1.var29, align 4
-  %mean2812 = load float, ptr %bn1.mean28, align 4
-  %10 = add nsw i64 3211264, %bn1.c271
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %10
-  store float %mean2812, ptr %arena13, align 4
-  %var29 = load float, ptr %bn1.var29, align 4
-  %11 = add nsw i64 3211296, %bn1.c271
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float %var29, ptr %arena14, align 4
-  %12 = add nsw i64 288, %bn1.c271
-  %params15 = getelementptr inbounds float, ptr %params, i64 %12
-  %13 = load float, ptr %params15, align 4
-  %var2916 = load float, ptr %bn1.var29, align 4
-  %14 = fadd float %var2916, 0x3EE4F8B580000000
-  %15 = call float @llvm.sqrt.f32(float %14)
-  %16 = fdiv float 1.000000e+00, %15
-  %17 = fmul float %13, %16
-  store float %17, ptr %bn1.scale30, align 4
-  br label %bn1.n37
+bn1.n46:                                          ; preds = %bn1.v47.end, %bn1.n35.end
+  %bn1.n4615 = phi i64 [ 0, %bn1.n35.end ], [ %n46.next, %bn1.v47.end ]
+  br label %bn1.v47
 
-bn1.i36:                                          ; preds = %bn1.i36, %bn1.n35
-  %bn1.i367 = phi i64 [ 0, %bn1.n35 ], [ %i36.next, %bn1.i36 ]
+bn1.n46.end:                                      ; preds = %bn1.v47.end
+  %acc4420 = load <8 x float>, ptr %bn1.acc44, align 32
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 3211328
+  store <8 x float> %acc4420, ptr %arena21, align 4
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 3211328
+  %26 = load float, ptr %arena22, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 3211329
+  %27 = load float, ptr %arena23, align 4
+  %28 = fadd float %26, %27
+  store float %28, ptr %bn1.sum48, align 4
+  %sum48 = load float, ptr %bn1.sum48, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 3211330
+  %29 = load float, ptr %arena24, align 4
+  %30 = fadd float %sum48, %29
+  store float %30, ptr %bn1.sum49, align 4
+  %sum49 = load float, ptr %bn1.sum49, align 4
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 3211331
+  %31 = load float, ptr %arena25, align 4
+  %32 = fadd float %sum49, %31
+  store float %32, ptr %bn1.sum50, align 4
+  %sum50 = load float, ptr %bn1.sum50, align 4
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 3211332
+  %33 = load float, ptr %arena26, align 4
+  %34 = fadd float %sum50, %33
+  store float %34, ptr %bn1.sum51, align 4
+  %sum51 = load float, ptr %bn1.sum51, align 4
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 3211333
+  %35 = load float, ptr %arena27, align 4
+  %36 = fadd float %sum51, %35
+  store float %36, ptr %bn1.sum52, align 4
+  %sum52 = load float, ptr %bn1.sum52, align 4
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 3211334
+  %37 = load float, ptr %arena28, align 4
+  %38 = fadd float %sum52, %37
+  store float %38, ptr %bn1.sum53, align 4
+  %sum53 = load float, ptr %bn1.sum53, align 4
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 3211335
+  %39 = load float, ptr %arena29, align 4
+  %40 = fadd float %sum53, %39
+  store float %40, ptr %bn1.sum54, align 4
+  %sum54 = load float, ptr %bn1.sum54, align 4
+  %tail45 = load float, ptr %bn1.tail45, align 4
+  %41 = fadd float %sum54, %tail45
+  store float %41, ptr %bn1.squares32, align 4
   %squares32 = load float, ptr %bn1.squares32, align 4
-  %18 = mul nsw i64 %bn1.n356, 32
-  %19 = add nsw i64 %18, %bn1.c271
-  %20 = mul nsw i64 %19, 784
-  %21 = add nsw i64 %20, %bn1.i367
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena8, align 4
+  %42 = fdiv float %squares32, 5.017600e+04
+  store float %42, ptr %bn1.var29, align 4
+  %mean2830 = load float, ptr %bn1.mean28, align 4
+  %43 = add nsw i64 3211264, %bn1.c271
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %43
+  store float %mean2830, ptr %arena31, align 4
+  %var29 = load float, ptr %bn1.var29, align 4
+  %44 = add nsw i64 3211296, %bn1.c271
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %44
+  store float %var29, ptr %arena32, align 4
+  %45 = add nsw i64 288, %bn1.c271
+  %params33 = getelementptr inbounds float, ptr %params, i64 %45
+  %46 = load float, ptr %params33, align 4
+  %var2934 = load float, ptr %bn1.var29, align 4
+  %47 = fadd float %var2934, 0x3EE4F8B580000000
+  %48 = call float @llvm.sqrt.f32(float %47)
+  %49 = fdiv float 1.000000e+00, %48
+  %50 = fmul float %46, %49
+  store float %50, ptr %bn1.scale30, align 4
+  br label %bn1.n55
+
+bn1.v47:                                          ; preds = %bn1.v47, %bn1.n46
+  %bn1.v4716 = phi i64 [ 0, %bn1.n46 ], [ %v47.next, %bn1.v47 ]
+  %acc44 = load <8 x float>, ptr %bn1.acc44, align 32
+  %51 = mul nsw i64 %bn1.n4615, 32
+  %52 = add nsw i64 %51, %bn1.c271
+  %53 = mul nsw i64 %52, 784
+  %54 = mul nsw i64 %bn1.v4716, 8
+  %55 = add nsw i64 %53, %54
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %55
+  %56 = load <8 x float>, ptr %arena17, align 4
   %mean28 = load float, ptr %bn1.mean28, align 4
-  %23 = fsub float %22, %mean28
-  %24 = mul nsw i64 %bn1.n356, 32
-  %25 = add nsw i64 %24, %bn1.c271
-  %26 = mul nsw i64 %25, 784
-  %27 = add nsw i64 %26, %bn1.i367
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load float, ptr %arena9, align 4
-  %mean2810 = load float, ptr %bn1.mean28, align 4
-  %29 = fsub float %28, %mean2810
-  %30 = fmul float %23, %29
-  %31 = fadd float %squares32, %30
-  store float %31, ptr %bn1.squares32, align 4
-  %i36.next = add nsw i64 %bn1.i367, 1
-  %32 = icmp slt i64 %i36.next, 784
-  br i1 %32, label %bn1.i36, label %bn1.i36.end
+  %57 = insertelement <8 x float> undef, float %mean28, i32 0
+  %58 = shufflevector <8 x float> %57, <8 x float> undef, <8 x i32> zeroinitializer
+  %59 = fsub <8 x float> %56, %58
+  %60 = mul nsw i64 %bn1.n4615, 32
+  %61 = add nsw i64 %60, %bn1.c271
+  %62 = mul nsw i64 %61, 784
+  %63 = mul nsw i64 %bn1.v4716, 8
+  %64 = add nsw i64 %62, %63
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %64
+  %65 = load <8 x float>, ptr %arena18, align 4
+  %mean2819 = load float, ptr %bn1.mean28, align 4
+  %66 = insertelement <8 x float> undef, float %mean2819, i32 0
+  %67 = shufflevector <8 x float> %66, <8 x float> undef, <8 x i32> zeroinitializer
+  %68 = fsub <8 x float> %65, %67
+  %69 = fmul <8 x float> %59, %68
+  %70 = fadd <8 x float> %acc44, %69
+  store <8 x float> %70, ptr %bn1.acc44, align 32
+  %v47.next = add nsw i64 %bn1.v4716, 1
+  %71 = icmp slt i64 %v47.next, 98
+  br i1 %71, label %bn1.v47, label %bn1.v47.end
 
-bn1.i36.end:                                      ; preds = %bn1.i36
-  %n35.next = add nsw i64 %bn1.n356, 1
-  %33 = icmp slt i64 %n35.next, 64
-  br i1 %33, label %bn1.n35, label %bn1.n35.end
+bn1.v47.end:                                      ; preds = %bn1.v47
+  %n46.next = add nsw i64 %bn1.n4615, 1
+  %72 = icmp slt i64 %n46.next, 64
+  br i1 %72, label %bn1.n46, label %bn1.n46.end
 
-bn1.n37:                                          ; preds = %bn1.i38.end, %bn1.n35.end
-  %bn1.n3717 = phi i64 [ 0, %bn1.n35.end ], [ %n37.next, %bn1.i38.end ]
-  br label %bn1.i38
+bn1.n55:                                          ; preds = %bn1.i56.end, %bn1.n46.end
+  %bn1.n5535 = phi i64 [ 0, %bn1.n46.end ], [ %n55.next, %bn1.i56.end ]
+  br label %bn1.i56
 
-bn1.n37.end:                                      ; preds = %bn1.i38.end
+bn1.n55.end:                                      ; preds = %bn1.i56.end
   %c27.next = add nsw i64 %bn1.c271, 1
-  %34 = icmp slt i64 %c27.next, 32
-  br i1 %34, label %bn1.c27, label %bn1.c27.end
+  %73 = icmp slt i64 %c27.next, 32
+  br i1 %73, label %bn1.c27, label %bn1.c27.end
 
-bn1.i38:                                          ; preds = %bn1.i38, %bn1.n37
-  %bn1.i3818 = phi i64 [ 0, %bn1.n37 ], [ %i38.next, %bn1.i38 ]
-  %35 = mul nsw i64 %bn1.n3717, 32
-  %36 = add nsw i64 %35, %bn1.c271
-  %37 = mul nsw i64 %36, 784
-  %38 = add nsw i64 %37, %bn1.i3818
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %38
-  %39 = load float, ptr %arena19, align 4
-  %mean2820 = load float, ptr %bn1.mean28, align 4
-  %40 = fsub float %39, %mean2820
+bn1.i56:                                          ; preds = %bn1.i56, %bn1.n55
+  %bn1.i5636 = phi i64 [ 0, %bn1.n55 ], [ %i56.next, %bn1.i56 ]
+  %74 = mul nsw i64 %bn1.n5535, 32
+  %75 = add nsw i64 %74, %bn1.c271
+  %76 = mul nsw i64 %75, 784
+  %77 = add nsw i64 %76, %bn1.i5636
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %77
+  %78 = load float, ptr %arena37, align 4
+  %mean2838 = load float, ptr %bn1.mean28, align 4
+  %79 = fsub float %78, %mean2838
   %scale30 = load float, ptr %bn1.scale30, align 4
-  %41 = fmul float %40, %scale30
-  %42 = add nsw i64 320, %bn1.c271
-  %params21 = getelementptr inbounds float, ptr %params, i64 %42
-  %43 = load float, ptr %params21, align 4
-  %44 = fadd float %41, %43
-  %45 = mul nsw i64 %bn1.n3717, 32
-  %46 = add nsw i64 %45, %bn1.c271
-  %47 = mul nsw i64 %46, 784
-  %48 = add nsw i64 %47, %bn1.i3818
-  %49 = add nsw i64 1605632, %48
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %49
-  store float %44, ptr %arena22, align 4
-  %i38.next = add nsw i64 %bn1.i3818, 1
-  %50 = icmp slt i64 %i38.next, 784
-  br i1 %50, label %bn1.i38, label %bn1.i38.end
+  %80 = fmul float %79, %scale30
+  %81 = add nsw i64 320, %bn1.c271
+  %params39 = getelementptr inbounds float, ptr %params, i64 %81
+  %82 = load float, ptr %params39, align 4
+  %83 = fadd float %80, %82
+  %84 = mul nsw i64 %bn1.n5535, 32
+  %85 = add nsw i64 %84, %bn1.c271
+  %86 = mul nsw i64 %85, 784
+  %87 = add nsw i64 %86, %bn1.i5636
+  %88 = add nsw i64 1605632, %87
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %88
+  store float %83, ptr %arena40, align 4
+  %i56.next = add nsw i64 %bn1.i5636, 1
+  %89 = icmp slt i64 %i56.next, 784
+  br i1 %89, label %bn1.i56, label %bn1.i56.end
 
-bn1.i38.end:                                      ; preds = %bn1.i38
-  %n37.next = add nsw i64 %bn1.n3717, 1
-  %51 = icmp slt i64 %n37.next, 64
-  br i1 %51, label %bn1.n37, label %bn1.n37.end
+bn1.i56.end:                                      ; preds = %bn1.i56
+  %n55.next = add nsw i64 %bn1.n5535, 1
+  %90 = icmp slt i64 %n55.next, 64
+  br i1 %90, label %bn1.n55, label %bn1.n55.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -1178,1397 +1291,1563 @@ declare float @llvm.sqrt.f32(float) #2
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k2.relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu1.i39
+  br label %relu1.i57
 
-relu1.i39:                                        ; preds = %relu1.i39, %entry
-  %relu1.i391 = phi i64 [ 0, %entry ], [ %i39.next, %relu1.i39 ]
-  %0 = add nsw i64 1605632, %relu1.i391
+relu1.i57:                                        ; preds = %relu1.i57, %entry
+  %relu1.i571 = phi i64 [ 0, %entry ], [ %i57.next, %relu1.i57 ]
+  %0 = add nsw i64 1605632, %relu1.i571
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1605632, %relu1.i391
+  %3 = add nsw i64 1605632, %relu1.i571
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3211328, %relu1.i391
+  %6 = add nsw i64 3211328, %relu1.i571
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i39.next = add nsw i64 %relu1.i391, 1
-  %7 = icmp slt i64 %i39.next, 1605632
-  br i1 %7, label %relu1.i39, label %relu1.i39.end
+  %i57.next = add nsw i64 %relu1.i571, 1
+  %7 = icmp slt i64 %i57.next, 1605632
+  br i1 %7, label %relu1.i57, label %relu1.i57.end
 
-relu1.i39.end:                                    ; preds = %relu1.i39
+relu1.i57.end:                                    ; preds = %relu1.i57
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k3.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1.acc43 = alloca float, align 4
-  br label %pool1.q40
+  %pool1.acc61 = alloca float, align 4
+  br label %pool1.q58
 
-pool1.q40:                                        ; preds = %pool1.py41.end, %entry
-  %pool1.q401 = phi i64 [ 0, %entry ], [ %q40.next, %pool1.py41.end ]
-  br label %pool1.py41
+pool1.q58:                                        ; preds = %pool1.py59.end, %entry
+  %pool1.q581 = phi i64 [ 0, %entry ], [ %q58.next, %pool1.py59.end ]
+  br label %pool1.py59
 
-pool1.q40.end:                                    ; preds = %pool1.py41.end
+pool1.q58.end:                                    ; preds = %pool1.py59.end
   ret void
 
-pool1.py41:                                       ; preds = %pool1.px42.end, %pool1.q40
-  %pool1.py412 = phi i64 [ 0, %pool1.q40 ], [ %py41.next, %pool1.px42.end ]
-  br label %pool1.px42
+pool1.py59:                                       ; preds = %pool1.px60.end, %pool1.q58
+  %pool1.py592 = phi i64 [ 0, %pool1.q58 ], [ %py59.next, %pool1.px60.end ]
+  br label %pool1.px60
 
-pool1.py41.end:                                   ; preds = %pool1.px42.end
-  %q40.next = add nsw i64 %pool1.q401, 1
-  %0 = icmp slt i64 %q40.next, 2048
-  br i1 %0, label %pool1.q40, label %pool1.q40.end
+pool1.py59.end:                                   ; preds = %pool1.px60.end
+  %q58.next = add nsw i64 %pool1.q581, 1
+  %0 = icmp slt i64 %q58.next, 2048
+  br i1 %0, label %pool1.q58, label %pool1.q58.end
 
-pool1.px42:                                       ; preds = %pool1.px42, %pool1.py41
-  %pool1.px423 = phi i64 [ 0, %pool1.py41 ], [ %px42.next, %pool1.px42 ]
-  %1 = mul nsw i64 %pool1.q401, 784
-  %2 = mul nsw i64 %pool1.py412, 56
+pool1.px60:                                       ; preds = %pool1.px60, %pool1.py59
+  %pool1.px603 = phi i64 [ 0, %pool1.py59 ], [ %px60.next, %pool1.px60 ]
+  %1 = mul nsw i64 %pool1.q581, 784
+  %2 = mul nsw i64 %pool1.py592, 56
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool1.px423, 2
+  %4 = mul nsw i64 %pool1.px603, 2
   %5 = add nsw i64 %3, %4
   %6 = add nsw i64 3211328, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  store float %7, ptr %pool1.acc43, align 4
-  %acc43 = load float, ptr %pool1.acc43, align 4
-  %8 = mul nsw i64 %pool1.q401, 784
-  %9 = mul nsw i64 %pool1.py412, 56
+  store float %7, ptr %pool1.acc61, align 4
+  %acc61 = load float, ptr %pool1.acc61, align 4
+  %8 = mul nsw i64 %pool1.q581, 784
+  %9 = mul nsw i64 %pool1.py592, 56
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool1.px423, 2
+  %11 = mul nsw i64 %pool1.px603, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 3211328, %12
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena5, align 4
-  %15 = fcmp ogt float %14, %acc43
-  %16 = select i1 %15, float %14, float %acc43
-  store float %16, ptr %pool1.acc43, align 4
-  %acc436 = load float, ptr %pool1.acc43, align 4
-  %17 = mul nsw i64 %pool1.q401, 784
-  %18 = mul nsw i64 %pool1.py412, 56
+  %15 = fcmp ogt float %14, %acc61
+  %16 = select i1 %15, float %14, float %acc61
+  store float %16, ptr %pool1.acc61, align 4
+  %acc616 = load float, ptr %pool1.acc61, align 4
+  %17 = mul nsw i64 %pool1.q581, 784
+  %18 = mul nsw i64 %pool1.py592, 56
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %pool1.px423, 2
+  %20 = mul nsw i64 %pool1.px603, 2
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 3211328, %21
   %23 = add nsw i64 %22, 1
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena7, align 4
-  %25 = fcmp ogt float %24, %acc436
-  %26 = select i1 %25, float %24, float %acc436
-  store float %26, ptr %pool1.acc43, align 4
-  %acc438 = load float, ptr %pool1.acc43, align 4
-  %27 = mul nsw i64 %pool1.q401, 784
-  %28 = mul nsw i64 %pool1.py412, 56
+  %25 = fcmp ogt float %24, %acc616
+  %26 = select i1 %25, float %24, float %acc616
+  store float %26, ptr %pool1.acc61, align 4
+  %acc618 = load float, ptr %pool1.acc61, align 4
+  %27 = mul nsw i64 %pool1.q581, 784
+  %28 = mul nsw i64 %pool1.py592, 56
   %29 = add nsw i64 %27, %28
-  %30 = mul nsw i64 %pool1.px423, 2
+  %30 = mul nsw i64 %pool1.px603, 2
   %31 = add nsw i64 %29, %30
   %32 = add nsw i64 3211328, %31
   %33 = add nsw i64 %32, 28
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena9, align 4
-  %35 = fcmp ogt float %34, %acc438
-  %36 = select i1 %35, float %34, float %acc438
-  store float %36, ptr %pool1.acc43, align 4
-  %acc4310 = load float, ptr %pool1.acc43, align 4
-  %37 = mul nsw i64 %pool1.q401, 784
-  %38 = mul nsw i64 %pool1.py412, 56
+  %35 = fcmp ogt float %34, %acc618
+  %36 = select i1 %35, float %34, float %acc618
+  store float %36, ptr %pool1.acc61, align 4
+  %acc6110 = load float, ptr %pool1.acc61, align 4
+  %37 = mul nsw i64 %pool1.q581, 784
+  %38 = mul nsw i64 %pool1.py592, 56
   %39 = add nsw i64 %37, %38
-  %40 = mul nsw i64 %pool1.px423, 2
+  %40 = mul nsw i64 %pool1.px603, 2
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 3211328, %41
   %43 = add nsw i64 %42, 28
   %44 = add nsw i64 %43, 1
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena11, align 4
-  %46 = fcmp ogt float %45, %acc4310
-  %47 = select i1 %46, float %45, float %acc4310
-  store float %47, ptr %pool1.acc43, align 4
-  %acc4312 = load float, ptr %pool1.acc43, align 4
-  %48 = mul nsw i64 %pool1.q401, 196
+  %46 = fcmp ogt float %45, %acc6110
+  %47 = select i1 %46, float %45, float %acc6110
+  store float %47, ptr %pool1.acc61, align 4
+  %acc6112 = load float, ptr %pool1.acc61, align 4
+  %48 = mul nsw i64 %pool1.q581, 196
   %49 = add nsw i64 1605632, %48
-  %50 = mul nsw i64 %pool1.py412, 14
+  %50 = mul nsw i64 %pool1.py592, 14
   %51 = add nsw i64 %49, %50
-  %52 = add nsw i64 %51, %pool1.px423
+  %52 = add nsw i64 %51, %pool1.px603
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %52
-  store float %acc4312, ptr %arena13, align 4
-  %px42.next = add nsw i64 %pool1.px423, 1
-  %53 = icmp slt i64 %px42.next, 14
-  br i1 %53, label %pool1.px42, label %pool1.px42.end
+  store float %acc6112, ptr %arena13, align 4
+  %px60.next = add nsw i64 %pool1.px603, 1
+  %53 = icmp slt i64 %px60.next, 14
+  br i1 %53, label %pool1.px60, label %pool1.px60.end
 
-pool1.px42.end:                                   ; preds = %pool1.px42
-  %py41.next = add nsw i64 %pool1.py412, 1
-  %54 = icmp slt i64 %py41.next, 14
-  br i1 %54, label %pool1.py41, label %pool1.py41.end
+pool1.px60.end:                                   ; preds = %pool1.px60
+  %py59.next = add nsw i64 %pool1.py592, 1
+  %54 = icmp slt i64 %py59.next, 14
+  br i1 %54, label %pool1.py59, label %pool1.py59.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k4.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2.g44
+  br label %conv2.g62
 
-conv2.g44:                                        ; preds = %conv2.j67.end, %entry
-  %conv2.g441 = phi i64 [ 0, %entry ], [ %g44.next, %conv2.j67.end ]
-  br label %conv2.j45
+conv2.g62:                                        ; preds = %conv2.j85.end, %entry
+  %conv2.g621 = phi i64 [ 0, %entry ], [ %g62.next, %conv2.j85.end ]
+  br label %conv2.j63
 
-conv2.g44.end:                                    ; preds = %conv2.j67.end
+conv2.g62.end:                                    ; preds = %conv2.j85.end
   ret void
 
-conv2.j45:                                        ; preds = %conv2.c46.end, %conv2.g44
-  %conv2.j452 = phi i64 [ 0, %conv2.g44 ], [ %j45.next, %conv2.c46.end ]
-  br label %conv2.c46
+conv2.j63:                                        ; preds = %conv2.c64.end, %conv2.g62
+  %conv2.j632 = phi i64 [ 0, %conv2.g62 ], [ %j63.next, %conv2.c64.end ]
+  br label %conv2.c64
 
-conv2.j45.end:                                    ; preds = %conv2.c46.end
-  call void @bncnn_train_b64.k4.conv2.gemm66(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %conv2.j67
+conv2.j63.end:                                    ; preds = %conv2.c64.end
+  call void @bncnn_train_b64.k4.conv2.gemm84(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %conv2.j85
 
-conv2.c46:                                        ; preds = %conv2.ky47.end, %conv2.j45
-  %conv2.c463 = phi i64 [ 0, %conv2.j45 ], [ %c46.next, %conv2.ky47.end ]
-  br label %conv2.ky47
+conv2.c64:                                        ; preds = %conv2.ky65.end, %conv2.j63
+  %conv2.c643 = phi i64 [ 0, %conv2.j63 ], [ %c64.next, %conv2.ky65.end ]
+  br label %conv2.ky65
 
-conv2.c46.end:                                    ; preds = %conv2.ky47.end
-  %j45.next = add nsw i64 %conv2.j452, 1
-  %0 = icmp slt i64 %j45.next, 16
-  br i1 %0, label %conv2.j45, label %conv2.j45.end
+conv2.c64.end:                                    ; preds = %conv2.ky65.end
+  %j63.next = add nsw i64 %conv2.j632, 1
+  %0 = icmp slt i64 %j63.next, 16
+  br i1 %0, label %conv2.j63, label %conv2.j63.end
 
-conv2.ky47:                                       ; preds = %conv2.oy55.end, %conv2.c46
-  %conv2.ky474 = phi i64 [ 0, %conv2.c46 ], [ %ky47.next, %conv2.oy55.end ]
-  br label %conv2.oy48
+conv2.ky65:                                       ; preds = %conv2.oy73.end, %conv2.c64
+  %conv2.ky654 = phi i64 [ 0, %conv2.c64 ], [ %ky65.next, %conv2.oy73.end ]
+  br label %conv2.oy66
 
-conv2.ky47.end:                                   ; preds = %conv2.oy55.end
-  %c46.next = add nsw i64 %conv2.c463, 1
-  %1 = icmp slt i64 %c46.next, 32
-  br i1 %1, label %conv2.c46, label %conv2.c46.end
+conv2.ky65.end:                                   ; preds = %conv2.oy73.end
+  %c64.next = add nsw i64 %conv2.c643, 1
+  %1 = icmp slt i64 %c64.next, 32
+  br i1 %1, label %conv2.c64, label %conv2.c64.end
 
-conv2.oy48:                                       ; preds = %conv2.endif16, %conv2.ky47
-  %conv2.oy485 = phi i64 [ 0, %conv2.ky47 ], [ %oy48.next, %conv2.endif16 ]
-  %2 = add nsw i64 %conv2.oy485, %conv2.ky474
+conv2.oy66:                                       ; preds = %conv2.endif16, %conv2.ky65
+  %conv2.oy665 = phi i64 [ 0, %conv2.ky65 ], [ %oy66.next, %conv2.endif16 ]
+  %2 = add nsw i64 %conv2.oy665, %conv2.ky654
   %3 = add nsw i64 %2, -1
   %4 = icmp slt i64 -1, %3
-  %5 = add nsw i64 %conv2.oy485, %conv2.ky474
+  %5 = add nsw i64 %conv2.oy665, %conv2.ky654
   %6 = add nsw i64 %5, -1
   %7 = icmp slt i64 %6, 14
   %8 = and i1 %4, %7
   br i1 %8, label %conv2.then, label %conv2.endif
 
-conv2.oy48.end:                                   ; preds = %conv2.endif16
-  br label %conv2.oy52
+conv2.oy66.end:                                   ; preds = %conv2.endif16
+  br label %conv2.oy70
 
-conv2.then:                                       ; preds = %conv2.oy48
-  br label %conv2.ox49
+conv2.then:                                       ; preds = %conv2.oy66
+  br label %conv2.ox67
 
-conv2.endif:                                      ; preds = %conv2.ox50.end, %conv2.oy48
-  %9 = add nsw i64 %conv2.oy485, %conv2.ky474
+conv2.endif:                                      ; preds = %conv2.ox68.end, %conv2.oy66
+  %9 = add nsw i64 %conv2.oy665, %conv2.ky654
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 %10, 0
   br i1 %11, label %conv2.then11, label %conv2.endif12
 
-conv2.ox49:                                       ; preds = %conv2.ox49, %conv2.then
-  %conv2.ox496 = phi i64 [ 0, %conv2.then ], [ %ox49.next, %conv2.ox49 ]
-  %12 = mul nsw i64 %conv2.g441, 16
-  %13 = add nsw i64 %12, %conv2.j452
+conv2.ox67:                                       ; preds = %conv2.ox67, %conv2.then
+  %conv2.ox676 = phi i64 [ 0, %conv2.then ], [ %ox67.next, %conv2.ox67 ]
+  %12 = mul nsw i64 %conv2.g621, 16
+  %13 = add nsw i64 %12, %conv2.j632
   %14 = mul nsw i64 %13, 6272
   %15 = add nsw i64 1605632, %14
-  %16 = mul nsw i64 %conv2.c463, 196
+  %16 = mul nsw i64 %conv2.c643, 196
   %17 = add nsw i64 %15, %16
-  %18 = add nsw i64 %conv2.oy485, %conv2.ky474
+  %18 = add nsw i64 %conv2.oy665, %conv2.ky654
   %19 = add nsw i64 %18, -1
   %20 = mul nsw i64 %19, 14
   %21 = add nsw i64 %17, %20
-  %22 = add nsw i64 %conv2.ox496, 1
+  %22 = add nsw i64 %conv2.ox676, 1
   %23 = add nsw i64 %22, -1
   %24 = add nsw i64 %21, %23
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena7, align 4
-  %26 = mul nsw i64 %conv2.c463, 3
-  %27 = add nsw i64 %26, %conv2.ky474
+  %26 = mul nsw i64 %conv2.c643, 3
+  %27 = add nsw i64 %26, %conv2.ky654
   %28 = mul nsw i64 %27, 3
   %29 = mul nsw i64 %28, 3136
   %30 = add nsw i64 4816960, %29
-  %31 = mul nsw i64 %conv2.j452, 196
+  %31 = mul nsw i64 %conv2.j632, 196
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv2.oy485, 14
-  %34 = add nsw i64 %conv2.ox496, 1
+  %33 = mul nsw i64 %conv2.oy665, 14
+  %34 = add nsw i64 %conv2.ox676, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %25, ptr %arena8, align 4
-  %ox49.next = add nsw i64 %conv2.ox496, 1
-  %37 = icmp slt i64 %ox49.next, 13
-  br i1 %37, label %conv2.ox49, label %conv2.ox49.end
+  %ox67.next = add nsw i64 %conv2.ox676, 1
+  %37 = icmp slt i64 %ox67.next, 13
+  br i1 %37, label %conv2.ox67, label %conv2.ox67.end
 
-conv2.ox49.end:                                   ; preds = %conv2.ox49
-  br label %conv2.ox50
+conv2.ox67.end:                                   ; preds = %conv2.ox67
+  br label %conv2.ox68
 
-conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.ox49.end
-  %conv2.ox509 = phi i64 [ 0, %conv2.ox49.end ], [ %ox50.next, %conv2.ox50 ]
-  %38 = mul nsw i64 %conv2.c463, 3
-  %39 = add nsw i64 %38, %conv2.ky474
+conv2.ox68:                                       ; preds = %conv2.ox68, %conv2.ox67.end
+  %conv2.ox689 = phi i64 [ 0, %conv2.ox67.end ], [ %ox68.next, %conv2.ox68 ]
+  %38 = mul nsw i64 %conv2.c643, 3
+  %39 = add nsw i64 %38, %conv2.ky654
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 3136
   %42 = add nsw i64 4816960, %41
-  %43 = mul nsw i64 %conv2.j452, 196
+  %43 = mul nsw i64 %conv2.j632, 196
   %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv2.oy485, 14
-  %46 = add nsw i64 %45, %conv2.ox509
+  %45 = mul nsw i64 %conv2.oy665, 14
+  %46 = add nsw i64 %45, %conv2.ox689
   %47 = add nsw i64 %44, %46
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %47
   store float 0.000000e+00, ptr %arena10, align 4
-  %ox50.next = add nsw i64 %conv2.ox509, 1
-  %48 = icmp slt i64 %ox50.next, 1
-  br i1 %48, label %conv2.ox50, label %conv2.ox50.end
+  %ox68.next = add nsw i64 %conv2.ox689, 1
+  %48 = icmp slt i64 %ox68.next, 1
+  br i1 %48, label %conv2.ox68, label %conv2.ox68.end
 
-conv2.ox50.end:                                   ; preds = %conv2.ox50
+conv2.ox68.end:                                   ; preds = %conv2.ox68
   br label %conv2.endif
 
 conv2.then11:                                     ; preds = %conv2.endif
-  br label %conv2.ox51
+  br label %conv2.ox69
 
-conv2.endif12:                                    ; preds = %conv2.ox51.end, %conv2.endif
-  %49 = add nsw i64 %conv2.oy485, %conv2.ky474
+conv2.endif12:                                    ; preds = %conv2.ox69.end, %conv2.endif
+  %49 = add nsw i64 %conv2.oy665, %conv2.ky654
   %50 = add nsw i64 %49, -1
   %51 = icmp slt i64 13, %50
   br i1 %51, label %conv2.then15, label %conv2.endif16
 
-conv2.ox51:                                       ; preds = %conv2.ox51, %conv2.then11
-  %conv2.ox5113 = phi i64 [ 0, %conv2.then11 ], [ %ox51.next, %conv2.ox51 ]
-  %52 = mul nsw i64 %conv2.c463, 3
-  %53 = add nsw i64 %52, %conv2.ky474
+conv2.ox69:                                       ; preds = %conv2.ox69, %conv2.then11
+  %conv2.ox6913 = phi i64 [ 0, %conv2.then11 ], [ %ox69.next, %conv2.ox69 ]
+  %52 = mul nsw i64 %conv2.c643, 3
+  %53 = add nsw i64 %52, %conv2.ky654
   %54 = mul nsw i64 %53, 3
   %55 = mul nsw i64 %54, 3136
   %56 = add nsw i64 4816960, %55
-  %57 = mul nsw i64 %conv2.j452, 196
+  %57 = mul nsw i64 %conv2.j632, 196
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %conv2.oy485, 14
-  %60 = add nsw i64 %59, %conv2.ox5113
+  %59 = mul nsw i64 %conv2.oy665, 14
+  %60 = add nsw i64 %59, %conv2.ox6913
   %61 = add nsw i64 %58, %60
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   store float 0.000000e+00, ptr %arena14, align 4
-  %ox51.next = add nsw i64 %conv2.ox5113, 1
-  %62 = icmp slt i64 %ox51.next, 14
-  br i1 %62, label %conv2.ox51, label %conv2.ox51.end
+  %ox69.next = add nsw i64 %conv2.ox6913, 1
+  %62 = icmp slt i64 %ox69.next, 14
+  br i1 %62, label %conv2.ox69, label %conv2.ox69.end
 
-conv2.ox51.end:                                   ; preds = %conv2.ox51
+conv2.ox69.end:                                   ; preds = %conv2.ox69
   br label %conv2.endif12
 
 conv2.then15:                                     ; preds = %conv2.endif12
-  br label %conv2.ox5117
+  br label %conv2.ox6917
 
-conv2.endif16:                                    ; preds = %conv2.ox51.end18, %conv2.endif12
-  %oy48.next = add nsw i64 %conv2.oy485, 1
-  %63 = icmp slt i64 %oy48.next, 14
-  br i1 %63, label %conv2.oy48, label %conv2.oy48.end
+conv2.endif16:                                    ; preds = %conv2.ox69.end18, %conv2.endif12
+  %oy66.next = add nsw i64 %conv2.oy665, 1
+  %63 = icmp slt i64 %oy66.next, 14
+  br i1 %63, label %conv2.oy66, label %conv2.oy66.end
 
-conv2.ox5117:                                     ; preds = %conv2.ox5117, %conv2.then15
-  %conv2.ox5119 = phi i64 [ 0, %conv2.then15 ], [ %ox51.next21, %conv2.ox5117 ]
-  %64 = mul nsw i64 %conv2.c463, 3
-  %65 = add nsw i64 %64, %conv2.ky474
+conv2.ox6917:                                     ; preds = %conv2.ox6917, %conv2.then15
+  %conv2.ox6919 = phi i64 [ 0, %conv2.then15 ], [ %ox69.next21, %conv2.ox6917 ]
+  %64 = mul nsw i64 %conv2.c643, 3
+  %65 = add nsw i64 %64, %conv2.ky654
   %66 = mul nsw i64 %65, 3
   %67 = mul nsw i64 %66, 3136
   %68 = add nsw i64 4816960, %67
-  %69 = mul nsw i64 %conv2.j452, 196
+  %69 = mul nsw i64 %conv2.j632, 196
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %conv2.oy485, 14
-  %72 = add nsw i64 %71, %conv2.ox5119
+  %71 = mul nsw i64 %conv2.oy665, 14
+  %72 = add nsw i64 %71, %conv2.ox6919
   %73 = add nsw i64 %70, %72
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %73
   store float 0.000000e+00, ptr %arena20, align 4
-  %ox51.next21 = add nsw i64 %conv2.ox5119, 1
-  %74 = icmp slt i64 %ox51.next21, 14
-  br i1 %74, label %conv2.ox5117, label %conv2.ox51.end18
+  %ox69.next21 = add nsw i64 %conv2.ox6919, 1
+  %74 = icmp slt i64 %ox69.next21, 14
+  br i1 %74, label %conv2.ox6917, label %conv2.ox69.end18
 
-conv2.ox51.end18:                                 ; preds = %conv2.ox5117
+conv2.ox69.end18:                                 ; preds = %conv2.ox6917
   br label %conv2.endif16
 
-conv2.oy52:                                       ; preds = %conv2.endif33, %conv2.oy48.end
-  %conv2.oy5222 = phi i64 [ 0, %conv2.oy48.end ], [ %oy52.next, %conv2.endif33 ]
-  %75 = add nsw i64 %conv2.oy5222, %conv2.ky474
+conv2.oy70:                                       ; preds = %conv2.endif33, %conv2.oy66.end
+  %conv2.oy7022 = phi i64 [ 0, %conv2.oy66.end ], [ %oy70.next, %conv2.endif33 ]
+  %75 = add nsw i64 %conv2.oy7022, %conv2.ky654
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 -1, %76
-  %78 = add nsw i64 %conv2.oy5222, %conv2.ky474
+  %78 = add nsw i64 %conv2.oy7022, %conv2.ky654
   %79 = add nsw i64 %78, -1
   %80 = icmp slt i64 %79, 14
   %81 = and i1 %77, %80
   br i1 %81, label %conv2.then23, label %conv2.endif24
 
-conv2.oy52.end:                                   ; preds = %conv2.endif33
-  br label %conv2.oy55
+conv2.oy70.end:                                   ; preds = %conv2.endif33
+  br label %conv2.oy73
 
-conv2.then23:                                     ; preds = %conv2.oy52
-  br label %conv2.ox53
+conv2.then23:                                     ; preds = %conv2.oy70
+  br label %conv2.ox71
 
-conv2.endif24:                                    ; preds = %conv2.ox53.end, %conv2.oy52
-  %82 = add nsw i64 %conv2.oy5222, %conv2.ky474
+conv2.endif24:                                    ; preds = %conv2.ox71.end, %conv2.oy70
+  %82 = add nsw i64 %conv2.oy7022, %conv2.ky654
   %83 = add nsw i64 %82, -1
   %84 = icmp slt i64 %83, 0
   br i1 %84, label %conv2.then28, label %conv2.endif29
 
-conv2.ox53:                                       ; preds = %conv2.ox53, %conv2.then23
-  %conv2.ox5325 = phi i64 [ 0, %conv2.then23 ], [ %ox53.next, %conv2.ox53 ]
-  %85 = mul nsw i64 %conv2.g441, 16
-  %86 = add nsw i64 %85, %conv2.j452
+conv2.ox71:                                       ; preds = %conv2.ox71, %conv2.then23
+  %conv2.ox7125 = phi i64 [ 0, %conv2.then23 ], [ %ox71.next, %conv2.ox71 ]
+  %85 = mul nsw i64 %conv2.g621, 16
+  %86 = add nsw i64 %85, %conv2.j632
   %87 = mul nsw i64 %86, 6272
   %88 = add nsw i64 1605632, %87
-  %89 = mul nsw i64 %conv2.c463, 196
+  %89 = mul nsw i64 %conv2.c643, 196
   %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %conv2.oy5222, %conv2.ky474
+  %91 = add nsw i64 %conv2.oy7022, %conv2.ky654
   %92 = add nsw i64 %91, -1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %90, %93
-  %95 = add nsw i64 %94, %conv2.ox5325
+  %95 = add nsw i64 %94, %conv2.ox7125
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load float, ptr %arena26, align 4
-  %97 = mul nsw i64 %conv2.c463, 3
-  %98 = add nsw i64 %97, %conv2.ky474
+  %97 = mul nsw i64 %conv2.c643, 3
+  %98 = add nsw i64 %97, %conv2.ky654
   %99 = mul nsw i64 %98, 3
   %100 = add nsw i64 %99, 1
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 4816960, %101
-  %103 = mul nsw i64 %conv2.j452, 196
+  %103 = mul nsw i64 %conv2.j632, 196
   %104 = add nsw i64 %102, %103
-  %105 = mul nsw i64 %conv2.oy5222, 14
-  %106 = add nsw i64 %105, %conv2.ox5325
+  %105 = mul nsw i64 %conv2.oy7022, 14
+  %106 = add nsw i64 %105, %conv2.ox7125
   %107 = add nsw i64 %104, %106
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %107
   store float %96, ptr %arena27, align 4
-  %ox53.next = add nsw i64 %conv2.ox5325, 1
-  %108 = icmp slt i64 %ox53.next, 14
-  br i1 %108, label %conv2.ox53, label %conv2.ox53.end
+  %ox71.next = add nsw i64 %conv2.ox7125, 1
+  %108 = icmp slt i64 %ox71.next, 14
+  br i1 %108, label %conv2.ox71, label %conv2.ox71.end
 
-conv2.ox53.end:                                   ; preds = %conv2.ox53
+conv2.ox71.end:                                   ; preds = %conv2.ox71
   br label %conv2.endif24
 
 conv2.then28:                                     ; preds = %conv2.endif24
-  br label %conv2.ox54
+  br label %conv2.ox72
 
-conv2.endif29:                                    ; preds = %conv2.ox54.end, %conv2.endif24
-  %109 = add nsw i64 %conv2.oy5222, %conv2.ky474
+conv2.endif29:                                    ; preds = %conv2.ox72.end, %conv2.endif24
+  %109 = add nsw i64 %conv2.oy7022, %conv2.ky654
   %110 = add nsw i64 %109, -1
   %111 = icmp slt i64 13, %110
   br i1 %111, label %conv2.then32, label %conv2.endif33
 
-conv2.ox54:                                       ; preds = %conv2.ox54, %conv2.then28
-  %conv2.ox5430 = phi i64 [ 0, %conv2.then28 ], [ %ox54.next, %conv2.ox54 ]
-  %112 = mul nsw i64 %conv2.c463, 3
-  %113 = add nsw i64 %112, %conv2.ky474
+conv2.ox72:                                       ; preds = %conv2.ox72, %conv2.then28
+  %conv2.ox7230 = phi i64 [ 0, %conv2.then28 ], [ %ox72.next, %conv2.ox72 ]
+  %112 = mul nsw i64 %conv2.c643, 3
+  %113 = add nsw i64 %112, %conv2.ky654
   %114 = mul nsw i64 %113, 3
   %115 = add nsw i64 %114, 1
   %116 = mul nsw i64 %115, 3136
   %117 = add nsw i64 4816960, %116
-  %118 = mul nsw i64 %conv2.j452, 196
+  %118 = mul nsw i64 %conv2.j632, 196
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %conv2.oy5222, 14
-  %121 = add nsw i64 %120, %conv2.ox5430
+  %120 = mul nsw i64 %conv2.oy7022, 14
+  %121 = add nsw i64 %120, %conv2.ox7230
   %122 = add nsw i64 %119, %121
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %122
   store float 0.000000e+00, ptr %arena31, align 4
-  %ox54.next = add nsw i64 %conv2.ox5430, 1
-  %123 = icmp slt i64 %ox54.next, 14
-  br i1 %123, label %conv2.ox54, label %conv2.ox54.end
+  %ox72.next = add nsw i64 %conv2.ox7230, 1
+  %123 = icmp slt i64 %ox72.next, 14
+  br i1 %123, label %conv2.ox72, label %conv2.ox72.end
 
-conv2.ox54.end:                                   ; preds = %conv2.ox54
+conv2.ox72.end:                                   ; preds = %conv2.ox72
   br label %conv2.endif29
 
 conv2.then32:                                     ; preds = %conv2.endif29
-  br label %conv2.ox5434
+  br label %conv2.ox7234
 
-conv2.endif33:                                    ; preds = %conv2.ox54.end35, %conv2.endif29
-  %oy52.next = add nsw i64 %conv2.oy5222, 1
-  %124 = icmp slt i64 %oy52.next, 14
-  br i1 %124, label %conv2.oy52, label %conv2.oy52.end
+conv2.endif33:                                    ; preds = %conv2.ox72.end35, %conv2.endif29
+  %oy70.next = add nsw i64 %conv2.oy7022, 1
+  %124 = icmp slt i64 %oy70.next, 14
+  br i1 %124, label %conv2.oy70, label %conv2.oy70.end
 
-conv2.ox5434:                                     ; preds = %conv2.ox5434, %conv2.then32
-  %conv2.ox5436 = phi i64 [ 0, %conv2.then32 ], [ %ox54.next38, %conv2.ox5434 ]
-  %125 = mul nsw i64 %conv2.c463, 3
-  %126 = add nsw i64 %125, %conv2.ky474
+conv2.ox7234:                                     ; preds = %conv2.ox7234, %conv2.then32
+  %conv2.ox7236 = phi i64 [ 0, %conv2.then32 ], [ %ox72.next38, %conv2.ox7234 ]
+  %125 = mul nsw i64 %conv2.c643, 3
+  %126 = add nsw i64 %125, %conv2.ky654
   %127 = mul nsw i64 %126, 3
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 3136
   %130 = add nsw i64 4816960, %129
-  %131 = mul nsw i64 %conv2.j452, 196
+  %131 = mul nsw i64 %conv2.j632, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv2.oy5222, 14
-  %134 = add nsw i64 %133, %conv2.ox5436
+  %133 = mul nsw i64 %conv2.oy7022, 14
+  %134 = add nsw i64 %133, %conv2.ox7236
   %135 = add nsw i64 %132, %134
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %135
   store float 0.000000e+00, ptr %arena37, align 4
-  %ox54.next38 = add nsw i64 %conv2.ox5436, 1
-  %136 = icmp slt i64 %ox54.next38, 14
-  br i1 %136, label %conv2.ox5434, label %conv2.ox54.end35
+  %ox72.next38 = add nsw i64 %conv2.ox7236, 1
+  %136 = icmp slt i64 %ox72.next38, 14
+  br i1 %136, label %conv2.ox7234, label %conv2.ox72.end35
 
-conv2.ox54.end35:                                 ; preds = %conv2.ox5434
+conv2.ox72.end35:                                 ; preds = %conv2.ox7234
   br label %conv2.endif33
 
-conv2.oy55:                                       ; preds = %conv2.endif52, %conv2.oy52.end
-  %conv2.oy5539 = phi i64 [ 0, %conv2.oy52.end ], [ %oy55.next, %conv2.endif52 ]
-  %137 = add nsw i64 %conv2.oy5539, %conv2.ky474
+conv2.oy73:                                       ; preds = %conv2.endif52, %conv2.oy70.end
+  %conv2.oy7339 = phi i64 [ 0, %conv2.oy70.end ], [ %oy73.next, %conv2.endif52 ]
+  %137 = add nsw i64 %conv2.oy7339, %conv2.ky654
   %138 = add nsw i64 %137, -1
   %139 = icmp slt i64 -1, %138
-  %140 = add nsw i64 %conv2.oy5539, %conv2.ky474
+  %140 = add nsw i64 %conv2.oy7339, %conv2.ky654
   %141 = add nsw i64 %140, -1
   %142 = icmp slt i64 %141, 14
   %143 = and i1 %139, %142
   br i1 %143, label %conv2.then40, label %conv2.endif41
 
-conv2.oy55.end:                                   ; preds = %conv2.endif52
-  %ky47.next = add nsw i64 %conv2.ky474, 1
-  %144 = icmp slt i64 %ky47.next, 3
-  br i1 %144, label %conv2.ky47, label %conv2.ky47.end
+conv2.oy73.end:                                   ; preds = %conv2.endif52
+  %ky65.next = add nsw i64 %conv2.ky654, 1
+  %144 = icmp slt i64 %ky65.next, 3
+  br i1 %144, label %conv2.ky65, label %conv2.ky65.end
 
-conv2.then40:                                     ; preds = %conv2.oy55
-  br label %conv2.ox56
+conv2.then40:                                     ; preds = %conv2.oy73
+  br label %conv2.ox74
 
-conv2.endif41:                                    ; preds = %conv2.ox57.end, %conv2.oy55
-  %145 = add nsw i64 %conv2.oy5539, %conv2.ky474
+conv2.endif41:                                    ; preds = %conv2.ox75.end, %conv2.oy73
+  %145 = add nsw i64 %conv2.oy7339, %conv2.ky654
   %146 = add nsw i64 %145, -1
   %147 = icmp slt i64 %146, 0
   br i1 %147, label %conv2.then47, label %conv2.endif48
 
-conv2.ox56:                                       ; preds = %conv2.ox56, %conv2.then40
-  %conv2.ox5642 = phi i64 [ 0, %conv2.then40 ], [ %ox56.next, %conv2.ox56 ]
-  %148 = mul nsw i64 %conv2.g441, 16
-  %149 = add nsw i64 %148, %conv2.j452
+conv2.ox74:                                       ; preds = %conv2.ox74, %conv2.then40
+  %conv2.ox7442 = phi i64 [ 0, %conv2.then40 ], [ %ox74.next, %conv2.ox74 ]
+  %148 = mul nsw i64 %conv2.g621, 16
+  %149 = add nsw i64 %148, %conv2.j632
   %150 = mul nsw i64 %149, 6272
   %151 = add nsw i64 1605632, %150
-  %152 = mul nsw i64 %conv2.c463, 196
+  %152 = mul nsw i64 %conv2.c643, 196
   %153 = add nsw i64 %151, %152
-  %154 = add nsw i64 %conv2.oy5539, %conv2.ky474
+  %154 = add nsw i64 %conv2.oy7339, %conv2.ky654
   %155 = add nsw i64 %154, -1
   %156 = mul nsw i64 %155, 14
   %157 = add nsw i64 %153, %156
-  %158 = add nsw i64 %conv2.ox5642, 1
+  %158 = add nsw i64 %conv2.ox7442, 1
   %159 = add nsw i64 %157, %158
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %159
   %160 = load float, ptr %arena43, align 4
-  %161 = mul nsw i64 %conv2.c463, 3
-  %162 = add nsw i64 %161, %conv2.ky474
+  %161 = mul nsw i64 %conv2.c643, 3
+  %162 = add nsw i64 %161, %conv2.ky654
   %163 = mul nsw i64 %162, 3
   %164 = add nsw i64 %163, 2
   %165 = mul nsw i64 %164, 3136
   %166 = add nsw i64 4816960, %165
-  %167 = mul nsw i64 %conv2.j452, 196
+  %167 = mul nsw i64 %conv2.j632, 196
   %168 = add nsw i64 %166, %167
-  %169 = mul nsw i64 %conv2.oy5539, 14
-  %170 = add nsw i64 %169, %conv2.ox5642
+  %169 = mul nsw i64 %conv2.oy7339, 14
+  %170 = add nsw i64 %169, %conv2.ox7442
   %171 = add nsw i64 %168, %170
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %171
   store float %160, ptr %arena44, align 4
-  %ox56.next = add nsw i64 %conv2.ox5642, 1
-  %172 = icmp slt i64 %ox56.next, 13
-  br i1 %172, label %conv2.ox56, label %conv2.ox56.end
+  %ox74.next = add nsw i64 %conv2.ox7442, 1
+  %172 = icmp slt i64 %ox74.next, 13
+  br i1 %172, label %conv2.ox74, label %conv2.ox74.end
 
-conv2.ox56.end:                                   ; preds = %conv2.ox56
-  br label %conv2.ox57
+conv2.ox74.end:                                   ; preds = %conv2.ox74
+  br label %conv2.ox75
 
-conv2.ox57:                                       ; preds = %conv2.ox57, %conv2.ox56.end
-  %conv2.ox5745 = phi i64 [ 0, %conv2.ox56.end ], [ %ox57.next, %conv2.ox57 ]
-  %173 = mul nsw i64 %conv2.c463, 3
-  %174 = add nsw i64 %173, %conv2.ky474
+conv2.ox75:                                       ; preds = %conv2.ox75, %conv2.ox74.end
+  %conv2.ox7545 = phi i64 [ 0, %conv2.ox74.end ], [ %ox75.next, %conv2.ox75 ]
+  %173 = mul nsw i64 %conv2.c643, 3
+  %174 = add nsw i64 %173, %conv2.ky654
   %175 = mul nsw i64 %174, 3
   %176 = add nsw i64 %175, 2
   %177 = mul nsw i64 %176, 3136
   %178 = add nsw i64 4816960, %177
-  %179 = mul nsw i64 %conv2.j452, 196
+  %179 = mul nsw i64 %conv2.j632, 196
   %180 = add nsw i64 %178, %179
-  %181 = mul nsw i64 %conv2.oy5539, 14
-  %182 = add nsw i64 %conv2.ox5745, 13
+  %181 = mul nsw i64 %conv2.oy7339, 14
+  %182 = add nsw i64 %conv2.ox7545, 13
   %183 = add nsw i64 %181, %182
   %184 = add nsw i64 %180, %183
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %184
   store float 0.000000e+00, ptr %arena46, align 4
-  %ox57.next = add nsw i64 %conv2.ox5745, 1
-  %185 = icmp slt i64 %ox57.next, 1
-  br i1 %185, label %conv2.ox57, label %conv2.ox57.end
+  %ox75.next = add nsw i64 %conv2.ox7545, 1
+  %185 = icmp slt i64 %ox75.next, 1
+  br i1 %185, label %conv2.ox75, label %conv2.ox75.end
 
-conv2.ox57.end:                                   ; preds = %conv2.ox57
+conv2.ox75.end:                                   ; preds = %conv2.ox75
   br label %conv2.endif41
 
 conv2.then47:                                     ; preds = %conv2.endif41
-  br label %conv2.ox58
+  br label %conv2.ox76
 
-conv2.endif48:                                    ; preds = %conv2.ox58.end, %conv2.endif41
-  %186 = add nsw i64 %conv2.oy5539, %conv2.ky474
+conv2.endif48:                                    ; preds = %conv2.ox76.end, %conv2.endif41
+  %186 = add nsw i64 %conv2.oy7339, %conv2.ky654
   %187 = add nsw i64 %186, -1
   %188 = icmp slt i64 13, %187
   br i1 %188, label %conv2.then51, label %conv2.endif52
 
-conv2.ox58:                                       ; preds = %conv2.ox58, %conv2.then47
-  %conv2.ox5849 = phi i64 [ 0, %conv2.then47 ], [ %ox58.next, %conv2.ox58 ]
-  %189 = mul nsw i64 %conv2.c463, 3
-  %190 = add nsw i64 %189, %conv2.ky474
+conv2.ox76:                                       ; preds = %conv2.ox76, %conv2.then47
+  %conv2.ox7649 = phi i64 [ 0, %conv2.then47 ], [ %ox76.next, %conv2.ox76 ]
+  %189 = mul nsw i64 %conv2.c643, 3
+  %190 = add nsw i64 %189, %conv2.ky654
   %191 = mul nsw i64 %190, 3
   %192 = add nsw i64 %191, 2
   %193 = mul nsw i64 %192, 3136
   %194 = add nsw i64 4816960, %193
-  %195 = mul nsw i64 %conv2.j452, 196
+  %195 = mul nsw i64 %conv2.j632, 196
   %196 = add nsw i64 %194, %195
-  %197 = mul nsw i64 %conv2.oy5539, 14
-  %198 = add nsw i64 %197, %conv2.ox5849
+  %197 = mul nsw i64 %conv2.oy7339, 14
+  %198 = add nsw i64 %197, %conv2.ox7649
   %199 = add nsw i64 %196, %198
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %199
   store float 0.000000e+00, ptr %arena50, align 4
-  %ox58.next = add nsw i64 %conv2.ox5849, 1
-  %200 = icmp slt i64 %ox58.next, 14
-  br i1 %200, label %conv2.ox58, label %conv2.ox58.end
+  %ox76.next = add nsw i64 %conv2.ox7649, 1
+  %200 = icmp slt i64 %ox76.next, 14
+  br i1 %200, label %conv2.ox76, label %conv2.ox76.end
 
-conv2.ox58.end:                                   ; preds = %conv2.ox58
+conv2.ox76.end:                                   ; preds = %conv2.ox76
   br label %conv2.endif48
 
 conv2.then51:                                     ; preds = %conv2.endif48
-  br label %conv2.ox5853
+  br label %conv2.ox7653
 
-conv2.endif52:                                    ; preds = %conv2.ox58.end54, %conv2.endif48
-  %oy55.next = add nsw i64 %conv2.oy5539, 1
-  %201 = icmp slt i64 %oy55.next, 14
-  br i1 %201, label %conv2.oy55, label %conv2.oy55.end
+conv2.endif52:                                    ; preds = %conv2.ox76.end54, %conv2.endif48
+  %oy73.next = add nsw i64 %conv2.oy7339, 1
+  %201 = icmp slt i64 %oy73.next, 14
+  br i1 %201, label %conv2.oy73, label %conv2.oy73.end
 
-conv2.ox5853:                                     ; preds = %conv2.ox5853, %conv2.then51
-  %conv2.ox5855 = phi i64 [ 0, %conv2.then51 ], [ %ox58.next57, %conv2.ox5853 ]
-  %202 = mul nsw i64 %conv2.c463, 3
-  %203 = add nsw i64 %202, %conv2.ky474
+conv2.ox7653:                                     ; preds = %conv2.ox7653, %conv2.then51
+  %conv2.ox7655 = phi i64 [ 0, %conv2.then51 ], [ %ox76.next57, %conv2.ox7653 ]
+  %202 = mul nsw i64 %conv2.c643, 3
+  %203 = add nsw i64 %202, %conv2.ky654
   %204 = mul nsw i64 %203, 3
   %205 = add nsw i64 %204, 2
   %206 = mul nsw i64 %205, 3136
   %207 = add nsw i64 4816960, %206
-  %208 = mul nsw i64 %conv2.j452, 196
+  %208 = mul nsw i64 %conv2.j632, 196
   %209 = add nsw i64 %207, %208
-  %210 = mul nsw i64 %conv2.oy5539, 14
-  %211 = add nsw i64 %210, %conv2.ox5855
+  %210 = mul nsw i64 %conv2.oy7339, 14
+  %211 = add nsw i64 %210, %conv2.ox7655
   %212 = add nsw i64 %209, %211
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
   store float 0.000000e+00, ptr %arena56, align 4
-  %ox58.next57 = add nsw i64 %conv2.ox5855, 1
-  %213 = icmp slt i64 %ox58.next57, 14
-  br i1 %213, label %conv2.ox5853, label %conv2.ox58.end54
+  %ox76.next57 = add nsw i64 %conv2.ox7655, 1
+  %213 = icmp slt i64 %ox76.next57, 14
+  br i1 %213, label %conv2.ox7653, label %conv2.ox76.end54
 
-conv2.ox58.end54:                                 ; preds = %conv2.ox5853
+conv2.ox76.end54:                                 ; preds = %conv2.ox7653
   br label %conv2.endif52
 
-conv2.j67:                                        ; preds = %conv2.f68.end, %conv2.j45.end
-  %conv2.j6758 = phi i64 [ 0, %conv2.j45.end ], [ %j67.next, %conv2.f68.end ]
-  br label %conv2.f68
+conv2.j85:                                        ; preds = %conv2.f86.end, %conv2.j63.end
+  %conv2.j8558 = phi i64 [ 0, %conv2.j63.end ], [ %j85.next, %conv2.f86.end ]
+  br label %conv2.f86
 
-conv2.j67.end:                                    ; preds = %conv2.f68.end
-  %g44.next = add nsw i64 %conv2.g441, 1
-  %214 = icmp slt i64 %g44.next, 4
-  br i1 %214, label %conv2.g44, label %conv2.g44.end
+conv2.j85.end:                                    ; preds = %conv2.f86.end
+  %g62.next = add nsw i64 %conv2.g621, 1
+  %214 = icmp slt i64 %g62.next, 4
+  br i1 %214, label %conv2.g62, label %conv2.g62.end
 
-conv2.f68:                                        ; preds = %conv2.i69.end, %conv2.j67
-  %conv2.f6859 = phi i64 [ 0, %conv2.j67 ], [ %f68.next, %conv2.i69.end ]
-  br label %conv2.i69
+conv2.f86:                                        ; preds = %conv2.i87.end, %conv2.j85
+  %conv2.f8659 = phi i64 [ 0, %conv2.j85 ], [ %f86.next, %conv2.i87.end ]
+  br label %conv2.i87
 
-conv2.f68.end:                                    ; preds = %conv2.i69.end
-  %j67.next = add nsw i64 %conv2.j6758, 1
-  %215 = icmp slt i64 %j67.next, 16
-  br i1 %215, label %conv2.j67, label %conv2.j67.end
+conv2.f86.end:                                    ; preds = %conv2.i87.end
+  %j85.next = add nsw i64 %conv2.j8558, 1
+  %215 = icmp slt i64 %j85.next, 16
+  br i1 %215, label %conv2.j85, label %conv2.j85.end
 
-conv2.i69:                                        ; preds = %conv2.i69, %conv2.f68
-  %conv2.i6960 = phi i64 [ 0, %conv2.f68 ], [ %i69.next, %conv2.i69 ]
-  %216 = mul nsw i64 %conv2.f6859, 3136
+conv2.i87:                                        ; preds = %conv2.i87, %conv2.f86
+  %conv2.i8760 = phi i64 [ 0, %conv2.f86 ], [ %i87.next, %conv2.i87 ]
+  %216 = mul nsw i64 %conv2.f8659, 3136
   %217 = add nsw i64 5720128, %216
-  %218 = mul nsw i64 %conv2.j6758, 196
+  %218 = mul nsw i64 %conv2.j8558, 196
   %219 = add nsw i64 %217, %218
-  %220 = add nsw i64 %219, %conv2.i6960
+  %220 = add nsw i64 %219, %conv2.i8760
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %220
   %221 = load float, ptr %arena61, align 4
-  %222 = mul nsw i64 %conv2.g441, 16
-  %223 = add nsw i64 %222, %conv2.j6758
+  %222 = mul nsw i64 %conv2.g621, 16
+  %223 = add nsw i64 %222, %conv2.j8558
   %224 = mul nsw i64 %223, 12544
   %225 = add nsw i64 2007040, %224
-  %226 = mul nsw i64 %conv2.f6859, 196
+  %226 = mul nsw i64 %conv2.f8659, 196
   %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 %227, %conv2.i6960
+  %228 = add nsw i64 %227, %conv2.i8760
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %228
   store float %221, ptr %arena62, align 4
-  %i69.next = add nsw i64 %conv2.i6960, 1
-  %229 = icmp slt i64 %i69.next, 196
-  br i1 %229, label %conv2.i69, label %conv2.i69.end
+  %i87.next = add nsw i64 %conv2.i8760, 1
+  %229 = icmp slt i64 %i87.next, 196
+  br i1 %229, label %conv2.i87, label %conv2.i87.end
 
-conv2.i69.end:                                    ; preds = %conv2.i69
-  %f68.next = add nsw i64 %conv2.f6859, 1
-  %230 = icmp slt i64 %f68.next, 64
-  br i1 %230, label %conv2.f68, label %conv2.f68.end
+conv2.i87.end:                                    ; preds = %conv2.i87
+  %f86.next = add nsw i64 %conv2.f8659, 1
+  %230 = icmp slt i64 %f86.next, 64
+  br i1 %230, label %conv2.f86, label %conv2.f86.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k4.conv2.gemm66(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k4.conv2.gemm84(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2.t64_a3 = alloca <8 x float>, align 32
-  %conv2.t64_a2 = alloca <8 x float>, align 32
-  %conv2.t64_a1 = alloca <8 x float>, align 32
-  %conv2.t64_a0 = alloca <8 x float>, align 32
-  %conv2.t64_b1 = alloca <8 x float>, align 32
-  %conv2.t64_b0 = alloca <8 x float>, align 32
-  %conv2.t64_c3_1 = alloca <8 x float>, align 32
-  %conv2.t64_c3_0 = alloca <8 x float>, align 32
-  %conv2.t64_c2_1 = alloca <8 x float>, align 32
-  %conv2.t64_c2_0 = alloca <8 x float>, align 32
-  %conv2.t64_c1_1 = alloca <8 x float>, align 32
-  %conv2.t64_c1_0 = alloca <8 x float>, align 32
-  %conv2.t64_c0_1 = alloca <8 x float>, align 32
-  %conv2.t64_c0_0 = alloca <8 x float>, align 32
-  %conv2.t61_a3 = alloca <8 x float>, align 32
-  %conv2.t61_a2 = alloca <8 x float>, align 32
-  %conv2.t61_a1 = alloca <8 x float>, align 32
-  %conv2.t61_a0 = alloca <8 x float>, align 32
-  %conv2.t61_b2 = alloca <8 x float>, align 32
-  %conv2.t61_b1 = alloca <8 x float>, align 32
-  %conv2.t61_b0 = alloca <8 x float>, align 32
-  %conv2.t61_c3_2 = alloca <8 x float>, align 32
-  %conv2.t61_c3_1 = alloca <8 x float>, align 32
-  %conv2.t61_c3_0 = alloca <8 x float>, align 32
-  %conv2.t61_c2_2 = alloca <8 x float>, align 32
-  %conv2.t61_c2_1 = alloca <8 x float>, align 32
-  %conv2.t61_c2_0 = alloca <8 x float>, align 32
-  %conv2.t61_c1_2 = alloca <8 x float>, align 32
-  %conv2.t61_c1_1 = alloca <8 x float>, align 32
-  %conv2.t61_c1_0 = alloca <8 x float>, align 32
-  %conv2.t61_c0_2 = alloca <8 x float>, align 32
-  %conv2.t61_c0_1 = alloca <8 x float>, align 32
-  %conv2.t61_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb59
+  %conv2.t82_a3 = alloca <8 x float>, align 32
+  %conv2.t82_a2 = alloca <8 x float>, align 32
+  %conv2.t82_a1 = alloca <8 x float>, align 32
+  %conv2.t82_a0 = alloca <8 x float>, align 32
+  %conv2.t82_b1 = alloca <8 x float>, align 32
+  %conv2.t82_b0 = alloca <8 x float>, align 32
+  %conv2.t82_c3_1 = alloca <8 x float>, align 32
+  %conv2.t82_c3_0 = alloca <8 x float>, align 32
+  %conv2.t82_c2_1 = alloca <8 x float>, align 32
+  %conv2.t82_c2_0 = alloca <8 x float>, align 32
+  %conv2.t82_c1_1 = alloca <8 x float>, align 32
+  %conv2.t82_c1_0 = alloca <8 x float>, align 32
+  %conv2.t82_c0_1 = alloca <8 x float>, align 32
+  %conv2.t82_c0_0 = alloca <8 x float>, align 32
+  %conv2.t79_a3 = alloca <8 x float>, align 32
+  %conv2.t79_a2 = alloca <8 x float>, align 32
+  %conv2.t79_a1 = alloca <8 x float>, align 32
+  %conv2.t79_a0 = alloca <8 x float>, align 32
+  %conv2.t79_b2 = alloca <8 x float>, align 32
+  %conv2.t79_b1 = alloca <8 x float>, align 32
+  %conv2.t79_b0 = alloca <8 x float>, align 32
+  %conv2.t79_c3_2 = alloca <8 x float>, align 32
+  %conv2.t79_c3_1 = alloca <8 x float>, align 32
+  %conv2.t79_c3_0 = alloca <8 x float>, align 32
+  %conv2.t79_c2_2 = alloca <8 x float>, align 32
+  %conv2.t79_c2_1 = alloca <8 x float>, align 32
+  %conv2.t79_c2_0 = alloca <8 x float>, align 32
+  %conv2.t79_c1_2 = alloca <8 x float>, align 32
+  %conv2.t79_c1_1 = alloca <8 x float>, align 32
+  %conv2.t79_c1_0 = alloca <8 x float>, align 32
+  %conv2.t79_c0_2 = alloca <8 x float>, align 32
+  %conv2.t79_c0_1 = alloca <8 x float>, align 32
+  %conv2.t79_c0_0 = alloca <8 x float>, align 32
+  br label %conv2.nb77
 
-conv2.nb59:                                       ; preds = %conv2.mb60.end, %entry
-  %conv2.nb591 = phi i64 [ 0, %entry ], [ %nb59.next, %conv2.mb60.end ]
-  br label %conv2.mb60
+conv2.nb77:                                       ; preds = %conv2.mb78.end, %entry
+  %conv2.nb771 = phi i64 [ 0, %entry ], [ %nb77.next, %conv2.mb78.end ]
+  br label %conv2.mb78
 
-conv2.nb59.end:                                   ; preds = %conv2.mb60.end
-  br label %conv2.mb63
+conv2.nb77.end:                                   ; preds = %conv2.mb78.end
+  br label %conv2.mb81
 
-conv2.mb60:                                       ; preds = %conv2.k62.end, %conv2.nb59
-  %conv2.mb602 = phi i64 [ 0, %conv2.nb59 ], [ %mb60.next, %conv2.k62.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t61_c3_2, align 32
-  br label %conv2.k62
+conv2.mb78:                                       ; preds = %conv2.k80.end, %conv2.nb77
+  %conv2.mb782 = phi i64 [ 0, %conv2.nb77 ], [ %mb78.next, %conv2.k80.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t79_c3_2, align 32
+  br label %conv2.k80
 
-conv2.mb60.end:                                   ; preds = %conv2.k62.end
-  %nb59.next = add nsw i64 %conv2.nb591, 1
-  %0 = icmp slt i64 %nb59.next, 130
-  br i1 %0, label %conv2.nb59, label %conv2.nb59.end
+conv2.mb78.end:                                   ; preds = %conv2.k80.end
+  %nb77.next = add nsw i64 %conv2.nb771, 1
+  %0 = icmp slt i64 %nb77.next, 130
+  br i1 %0, label %conv2.nb77, label %conv2.nb77.end
 
-conv2.k62:                                        ; preds = %conv2.k62, %conv2.mb60
-  %conv2.k623 = phi i64 [ 0, %conv2.mb60 ], [ %k62.next, %conv2.k62 ]
-  %1 = mul nsw i64 %conv2.k623, 3136
+conv2.k80:                                        ; preds = %conv2.k80, %conv2.mb78
+  %conv2.k803 = phi i64 [ 0, %conv2.mb78 ], [ %k80.next, %conv2.k80 ]
+  %1 = mul nsw i64 %conv2.k803, 3136
   %2 = add nsw i64 4816960, %1
-  %3 = mul nsw i64 %conv2.nb591, 24
+  %3 = mul nsw i64 %conv2.nb771, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2.t61_b0, align 32
-  %6 = mul nsw i64 %conv2.k623, 3136
+  store <8 x float> %5, ptr %conv2.t79_b0, align 32
+  %6 = mul nsw i64 %conv2.k803, 3136
   %7 = add nsw i64 4816960, %6
-  %8 = mul nsw i64 %conv2.nb591, 24
+  %8 = mul nsw i64 %conv2.nb771, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv2.t61_b1, align 32
-  %12 = mul nsw i64 %conv2.k623, 3136
+  store <8 x float> %11, ptr %conv2.t79_b1, align 32
+  %12 = mul nsw i64 %conv2.k803, 3136
   %13 = add nsw i64 4816960, %12
-  %14 = mul nsw i64 %conv2.nb591, 24
+  %14 = mul nsw i64 %conv2.nb771, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv2.t61_b2, align 32
-  %18 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %17, ptr %conv2.t79_b2, align 32
+  %18 = mul nsw i64 %conv2.mb782, 4
   %19 = mul nsw i64 %18, 288
   %20 = add nsw i64 352, %19
-  %21 = add nsw i64 %20, %conv2.k623
+  %21 = add nsw i64 %20, %conv2.k803
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %conv2.t61_a0, align 32
-  %t61_a0 = load <8 x float>, ptr %conv2.t61_a0, align 32
-  %t61_b0 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c0_0 = load <8 x float>, ptr %conv2.t61_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a0, <8 x float> %t61_b0, <8 x float> %t61_c0_0)
-  store <8 x float> %25, ptr %conv2.t61_c0_0, align 32
-  %t61_a08 = load <8 x float>, ptr %conv2.t61_a0, align 32
-  %t61_b1 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c0_1 = load <8 x float>, ptr %conv2.t61_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a08, <8 x float> %t61_b1, <8 x float> %t61_c0_1)
-  store <8 x float> %26, ptr %conv2.t61_c0_1, align 32
-  %t61_a09 = load <8 x float>, ptr %conv2.t61_a0, align 32
-  %t61_b2 = load <8 x float>, ptr %conv2.t61_b2, align 32
-  %t61_c0_2 = load <8 x float>, ptr %conv2.t61_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a09, <8 x float> %t61_b2, <8 x float> %t61_c0_2)
-  store <8 x float> %27, ptr %conv2.t61_c0_2, align 32
-  %28 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %24, ptr %conv2.t79_a0, align 32
+  %t79_a0 = load <8 x float>, ptr %conv2.t79_a0, align 32
+  %t79_b0 = load <8 x float>, ptr %conv2.t79_b0, align 32
+  %t79_c0_0 = load <8 x float>, ptr %conv2.t79_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a0, <8 x float> %t79_b0, <8 x float> %t79_c0_0)
+  store <8 x float> %25, ptr %conv2.t79_c0_0, align 32
+  %t79_a08 = load <8 x float>, ptr %conv2.t79_a0, align 32
+  %t79_b1 = load <8 x float>, ptr %conv2.t79_b1, align 32
+  %t79_c0_1 = load <8 x float>, ptr %conv2.t79_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a08, <8 x float> %t79_b1, <8 x float> %t79_c0_1)
+  store <8 x float> %26, ptr %conv2.t79_c0_1, align 32
+  %t79_a09 = load <8 x float>, ptr %conv2.t79_a0, align 32
+  %t79_b2 = load <8 x float>, ptr %conv2.t79_b2, align 32
+  %t79_c0_2 = load <8 x float>, ptr %conv2.t79_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a09, <8 x float> %t79_b2, <8 x float> %t79_c0_2)
+  store <8 x float> %27, ptr %conv2.t79_c0_2, align 32
+  %28 = mul nsw i64 %conv2.mb782, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 288
   %31 = add nsw i64 352, %30
-  %32 = add nsw i64 %31, %conv2.k623
+  %32 = add nsw i64 %31, %conv2.k803
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %conv2.t61_a1, align 32
-  %t61_a1 = load <8 x float>, ptr %conv2.t61_a1, align 32
-  %t61_b011 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c1_0 = load <8 x float>, ptr %conv2.t61_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a1, <8 x float> %t61_b011, <8 x float> %t61_c1_0)
-  store <8 x float> %36, ptr %conv2.t61_c1_0, align 32
-  %t61_a112 = load <8 x float>, ptr %conv2.t61_a1, align 32
-  %t61_b113 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c1_1 = load <8 x float>, ptr %conv2.t61_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a112, <8 x float> %t61_b113, <8 x float> %t61_c1_1)
-  store <8 x float> %37, ptr %conv2.t61_c1_1, align 32
-  %t61_a114 = load <8 x float>, ptr %conv2.t61_a1, align 32
-  %t61_b215 = load <8 x float>, ptr %conv2.t61_b2, align 32
-  %t61_c1_2 = load <8 x float>, ptr %conv2.t61_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a114, <8 x float> %t61_b215, <8 x float> %t61_c1_2)
-  store <8 x float> %38, ptr %conv2.t61_c1_2, align 32
-  %39 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %35, ptr %conv2.t79_a1, align 32
+  %t79_a1 = load <8 x float>, ptr %conv2.t79_a1, align 32
+  %t79_b011 = load <8 x float>, ptr %conv2.t79_b0, align 32
+  %t79_c1_0 = load <8 x float>, ptr %conv2.t79_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a1, <8 x float> %t79_b011, <8 x float> %t79_c1_0)
+  store <8 x float> %36, ptr %conv2.t79_c1_0, align 32
+  %t79_a112 = load <8 x float>, ptr %conv2.t79_a1, align 32
+  %t79_b113 = load <8 x float>, ptr %conv2.t79_b1, align 32
+  %t79_c1_1 = load <8 x float>, ptr %conv2.t79_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a112, <8 x float> %t79_b113, <8 x float> %t79_c1_1)
+  store <8 x float> %37, ptr %conv2.t79_c1_1, align 32
+  %t79_a114 = load <8 x float>, ptr %conv2.t79_a1, align 32
+  %t79_b215 = load <8 x float>, ptr %conv2.t79_b2, align 32
+  %t79_c1_2 = load <8 x float>, ptr %conv2.t79_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a114, <8 x float> %t79_b215, <8 x float> %t79_c1_2)
+  store <8 x float> %38, ptr %conv2.t79_c1_2, align 32
+  %39 = mul nsw i64 %conv2.mb782, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 288
   %42 = add nsw i64 352, %41
-  %43 = add nsw i64 %42, %conv2.k623
+  %43 = add nsw i64 %42, %conv2.k803
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %conv2.t61_a2, align 32
-  %t61_a2 = load <8 x float>, ptr %conv2.t61_a2, align 32
-  %t61_b017 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c2_0 = load <8 x float>, ptr %conv2.t61_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a2, <8 x float> %t61_b017, <8 x float> %t61_c2_0)
-  store <8 x float> %47, ptr %conv2.t61_c2_0, align 32
-  %t61_a218 = load <8 x float>, ptr %conv2.t61_a2, align 32
-  %t61_b119 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c2_1 = load <8 x float>, ptr %conv2.t61_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a218, <8 x float> %t61_b119, <8 x float> %t61_c2_1)
-  store <8 x float> %48, ptr %conv2.t61_c2_1, align 32
-  %t61_a220 = load <8 x float>, ptr %conv2.t61_a2, align 32
-  %t61_b221 = load <8 x float>, ptr %conv2.t61_b2, align 32
-  %t61_c2_2 = load <8 x float>, ptr %conv2.t61_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a220, <8 x float> %t61_b221, <8 x float> %t61_c2_2)
-  store <8 x float> %49, ptr %conv2.t61_c2_2, align 32
-  %50 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %46, ptr %conv2.t79_a2, align 32
+  %t79_a2 = load <8 x float>, ptr %conv2.t79_a2, align 32
+  %t79_b017 = load <8 x float>, ptr %conv2.t79_b0, align 32
+  %t79_c2_0 = load <8 x float>, ptr %conv2.t79_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a2, <8 x float> %t79_b017, <8 x float> %t79_c2_0)
+  store <8 x float> %47, ptr %conv2.t79_c2_0, align 32
+  %t79_a218 = load <8 x float>, ptr %conv2.t79_a2, align 32
+  %t79_b119 = load <8 x float>, ptr %conv2.t79_b1, align 32
+  %t79_c2_1 = load <8 x float>, ptr %conv2.t79_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a218, <8 x float> %t79_b119, <8 x float> %t79_c2_1)
+  store <8 x float> %48, ptr %conv2.t79_c2_1, align 32
+  %t79_a220 = load <8 x float>, ptr %conv2.t79_a2, align 32
+  %t79_b221 = load <8 x float>, ptr %conv2.t79_b2, align 32
+  %t79_c2_2 = load <8 x float>, ptr %conv2.t79_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a220, <8 x float> %t79_b221, <8 x float> %t79_c2_2)
+  store <8 x float> %49, ptr %conv2.t79_c2_2, align 32
+  %50 = mul nsw i64 %conv2.mb782, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 288
   %53 = add nsw i64 352, %52
-  %54 = add nsw i64 %53, %conv2.k623
+  %54 = add nsw i64 %53, %conv2.k803
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %conv2.t61_a3, align 32
-  %t61_a3 = load <8 x float>, ptr %conv2.t61_a3, align 32
-  %t61_b023 = load <8 x float>, ptr %conv2.t61_b0, align 32
-  %t61_c3_0 = load <8 x float>, ptr %conv2.t61_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a3, <8 x float> %t61_b023, <8 x float> %t61_c3_0)
-  store <8 x float> %58, ptr %conv2.t61_c3_0, align 32
-  %t61_a324 = load <8 x float>, ptr %conv2.t61_a3, align 32
-  %t61_b125 = load <8 x float>, ptr %conv2.t61_b1, align 32
-  %t61_c3_1 = load <8 x float>, ptr %conv2.t61_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a324, <8 x float> %t61_b125, <8 x float> %t61_c3_1)
-  store <8 x float> %59, ptr %conv2.t61_c3_1, align 32
-  %t61_a326 = load <8 x float>, ptr %conv2.t61_a3, align 32
-  %t61_b227 = load <8 x float>, ptr %conv2.t61_b2, align 32
-  %t61_c3_2 = load <8 x float>, ptr %conv2.t61_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t61_a326, <8 x float> %t61_b227, <8 x float> %t61_c3_2)
-  store <8 x float> %60, ptr %conv2.t61_c3_2, align 32
-  %k62.next = add nsw i64 %conv2.k623, 1
-  %61 = icmp slt i64 %k62.next, 288
-  br i1 %61, label %conv2.k62, label %conv2.k62.end
+  store <8 x float> %57, ptr %conv2.t79_a3, align 32
+  %t79_a3 = load <8 x float>, ptr %conv2.t79_a3, align 32
+  %t79_b023 = load <8 x float>, ptr %conv2.t79_b0, align 32
+  %t79_c3_0 = load <8 x float>, ptr %conv2.t79_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a3, <8 x float> %t79_b023, <8 x float> %t79_c3_0)
+  store <8 x float> %58, ptr %conv2.t79_c3_0, align 32
+  %t79_a324 = load <8 x float>, ptr %conv2.t79_a3, align 32
+  %t79_b125 = load <8 x float>, ptr %conv2.t79_b1, align 32
+  %t79_c3_1 = load <8 x float>, ptr %conv2.t79_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a324, <8 x float> %t79_b125, <8 x float> %t79_c3_1)
+  store <8 x float> %59, ptr %conv2.t79_c3_1, align 32
+  %t79_a326 = load <8 x float>, ptr %conv2.t79_a3, align 32
+  %t79_b227 = load <8 x float>, ptr %conv2.t79_b2, align 32
+  %t79_c3_2 = load <8 x float>, ptr %conv2.t79_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t79_a326, <8 x float> %t79_b227, <8 x float> %t79_c3_2)
+  store <8 x float> %60, ptr %conv2.t79_c3_2, align 32
+  %k80.next = add nsw i64 %conv2.k803, 1
+  %61 = icmp slt i64 %k80.next, 288
+  br i1 %61, label %conv2.k80, label %conv2.k80.end
 
-conv2.k62.end:                                    ; preds = %conv2.k62
-  %t61_c0_028 = load <8 x float>, ptr %conv2.t61_c0_0, align 32
-  %62 = mul nsw i64 %conv2.mb602, 4
+conv2.k80.end:                                    ; preds = %conv2.k80
+  %t79_c0_028 = load <8 x float>, ptr %conv2.t79_c0_0, align 32
+  %62 = mul nsw i64 %conv2.mb782, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 5720128, %63
-  %65 = mul nsw i64 %conv2.nb591, 24
+  %65 = mul nsw i64 %conv2.nb771, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t61_c0_028, ptr %arena29, align 4
-  %t61_c0_130 = load <8 x float>, ptr %conv2.t61_c0_1, align 32
-  %67 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c0_028, ptr %arena29, align 4
+  %t79_c0_130 = load <8 x float>, ptr %conv2.t79_c0_1, align 32
+  %67 = mul nsw i64 %conv2.mb782, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 5720128, %68
-  %70 = mul nsw i64 %conv2.nb591, 24
+  %70 = mul nsw i64 %conv2.nb771, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t61_c0_130, ptr %arena31, align 4
-  %t61_c0_232 = load <8 x float>, ptr %conv2.t61_c0_2, align 32
-  %73 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c0_130, ptr %arena31, align 4
+  %t79_c0_232 = load <8 x float>, ptr %conv2.t79_c0_2, align 32
+  %73 = mul nsw i64 %conv2.mb782, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 5720128, %74
-  %76 = mul nsw i64 %conv2.nb591, 24
+  %76 = mul nsw i64 %conv2.nb771, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t61_c0_232, ptr %arena33, align 4
-  %t61_c1_034 = load <8 x float>, ptr %conv2.t61_c1_0, align 32
-  %79 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c0_232, ptr %arena33, align 4
+  %t79_c1_034 = load <8 x float>, ptr %conv2.t79_c1_0, align 32
+  %79 = mul nsw i64 %conv2.mb782, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 5720128, %81
-  %83 = mul nsw i64 %conv2.nb591, 24
+  %83 = mul nsw i64 %conv2.nb771, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t61_c1_034, ptr %arena35, align 4
-  %t61_c1_136 = load <8 x float>, ptr %conv2.t61_c1_1, align 32
-  %85 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c1_034, ptr %arena35, align 4
+  %t79_c1_136 = load <8 x float>, ptr %conv2.t79_c1_1, align 32
+  %85 = mul nsw i64 %conv2.mb782, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 5720128, %87
-  %89 = mul nsw i64 %conv2.nb591, 24
+  %89 = mul nsw i64 %conv2.nb771, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t61_c1_136, ptr %arena37, align 4
-  %t61_c1_238 = load <8 x float>, ptr %conv2.t61_c1_2, align 32
-  %92 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c1_136, ptr %arena37, align 4
+  %t79_c1_238 = load <8 x float>, ptr %conv2.t79_c1_2, align 32
+  %92 = mul nsw i64 %conv2.mb782, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 5720128, %94
-  %96 = mul nsw i64 %conv2.nb591, 24
+  %96 = mul nsw i64 %conv2.nb771, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t61_c1_238, ptr %arena39, align 4
-  %t61_c2_040 = load <8 x float>, ptr %conv2.t61_c2_0, align 32
-  %99 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c1_238, ptr %arena39, align 4
+  %t79_c2_040 = load <8 x float>, ptr %conv2.t79_c2_0, align 32
+  %99 = mul nsw i64 %conv2.mb782, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 5720128, %101
-  %103 = mul nsw i64 %conv2.nb591, 24
+  %103 = mul nsw i64 %conv2.nb771, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t61_c2_040, ptr %arena41, align 4
-  %t61_c2_142 = load <8 x float>, ptr %conv2.t61_c2_1, align 32
-  %105 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c2_040, ptr %arena41, align 4
+  %t79_c2_142 = load <8 x float>, ptr %conv2.t79_c2_1, align 32
+  %105 = mul nsw i64 %conv2.mb782, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 5720128, %107
-  %109 = mul nsw i64 %conv2.nb591, 24
+  %109 = mul nsw i64 %conv2.nb771, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t61_c2_142, ptr %arena43, align 4
-  %t61_c2_244 = load <8 x float>, ptr %conv2.t61_c2_2, align 32
-  %112 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c2_142, ptr %arena43, align 4
+  %t79_c2_244 = load <8 x float>, ptr %conv2.t79_c2_2, align 32
+  %112 = mul nsw i64 %conv2.mb782, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 5720128, %114
-  %116 = mul nsw i64 %conv2.nb591, 24
+  %116 = mul nsw i64 %conv2.nb771, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t61_c2_244, ptr %arena45, align 4
-  %t61_c3_046 = load <8 x float>, ptr %conv2.t61_c3_0, align 32
-  %119 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c2_244, ptr %arena45, align 4
+  %t79_c3_046 = load <8 x float>, ptr %conv2.t79_c3_0, align 32
+  %119 = mul nsw i64 %conv2.mb782, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 5720128, %121
-  %123 = mul nsw i64 %conv2.nb591, 24
+  %123 = mul nsw i64 %conv2.nb771, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t61_c3_046, ptr %arena47, align 4
-  %t61_c3_148 = load <8 x float>, ptr %conv2.t61_c3_1, align 32
-  %125 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c3_046, ptr %arena47, align 4
+  %t79_c3_148 = load <8 x float>, ptr %conv2.t79_c3_1, align 32
+  %125 = mul nsw i64 %conv2.mb782, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 5720128, %127
-  %129 = mul nsw i64 %conv2.nb591, 24
+  %129 = mul nsw i64 %conv2.nb771, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t61_c3_148, ptr %arena49, align 4
-  %t61_c3_250 = load <8 x float>, ptr %conv2.t61_c3_2, align 32
-  %132 = mul nsw i64 %conv2.mb602, 4
+  store <8 x float> %t79_c3_148, ptr %arena49, align 4
+  %t79_c3_250 = load <8 x float>, ptr %conv2.t79_c3_2, align 32
+  %132 = mul nsw i64 %conv2.mb782, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 5720128, %134
-  %136 = mul nsw i64 %conv2.nb591, 24
+  %136 = mul nsw i64 %conv2.nb771, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t61_c3_250, ptr %arena51, align 4
-  %mb60.next = add nsw i64 %conv2.mb602, 1
-  %139 = icmp slt i64 %mb60.next, 16
-  br i1 %139, label %conv2.mb60, label %conv2.mb60.end
+  store <8 x float> %t79_c3_250, ptr %arena51, align 4
+  %mb78.next = add nsw i64 %conv2.mb782, 1
+  %139 = icmp slt i64 %mb78.next, 16
+  br i1 %139, label %conv2.mb78, label %conv2.mb78.end
 
-conv2.mb63:                                       ; preds = %conv2.k65.end, %conv2.nb59.end
-  %conv2.mb6352 = phi i64 [ 0, %conv2.nb59.end ], [ %mb63.next, %conv2.k65.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t64_c3_1, align 32
-  br label %conv2.k65
+conv2.mb81:                                       ; preds = %conv2.k83.end, %conv2.nb77.end
+  %conv2.mb8152 = phi i64 [ 0, %conv2.nb77.end ], [ %mb81.next, %conv2.k83.end ]
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv2.t82_c3_1, align 32
+  br label %conv2.k83
 
-conv2.mb63.end:                                   ; preds = %conv2.k65.end
+conv2.mb81.end:                                   ; preds = %conv2.k83.end
   ret void
 
-conv2.k65:                                        ; preds = %conv2.k65, %conv2.mb63
-  %conv2.k6553 = phi i64 [ 0, %conv2.mb63 ], [ %k65.next, %conv2.k65 ]
-  %140 = mul nsw i64 %conv2.k6553, 3136
+conv2.k83:                                        ; preds = %conv2.k83, %conv2.mb81
+  %conv2.k8353 = phi i64 [ 0, %conv2.mb81 ], [ %k83.next, %conv2.k83 ]
+  %140 = mul nsw i64 %conv2.k8353, 3136
   %141 = add nsw i64 4816960, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %conv2.t64_b0, align 32
-  %144 = mul nsw i64 %conv2.k6553, 3136
+  store <8 x float> %143, ptr %conv2.t82_b0, align 32
+  %144 = mul nsw i64 %conv2.k8353, 3136
   %145 = add nsw i64 4816960, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %conv2.t64_b1, align 32
-  %149 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %148, ptr %conv2.t82_b1, align 32
+  %149 = mul nsw i64 %conv2.mb8152, 4
   %150 = mul nsw i64 %149, 288
   %151 = add nsw i64 352, %150
-  %152 = add nsw i64 %151, %conv2.k6553
+  %152 = add nsw i64 %151, %conv2.k8353
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %conv2.t64_a0, align 32
-  %t64_a0 = load <8 x float>, ptr %conv2.t64_a0, align 32
-  %t64_b0 = load <8 x float>, ptr %conv2.t64_b0, align 32
-  %t64_c0_0 = load <8 x float>, ptr %conv2.t64_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a0, <8 x float> %t64_b0, <8 x float> %t64_c0_0)
-  store <8 x float> %156, ptr %conv2.t64_c0_0, align 32
-  %t64_a057 = load <8 x float>, ptr %conv2.t64_a0, align 32
-  %t64_b1 = load <8 x float>, ptr %conv2.t64_b1, align 32
-  %t64_c0_1 = load <8 x float>, ptr %conv2.t64_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a057, <8 x float> %t64_b1, <8 x float> %t64_c0_1)
-  store <8 x float> %157, ptr %conv2.t64_c0_1, align 32
-  %158 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %155, ptr %conv2.t82_a0, align 32
+  %t82_a0 = load <8 x float>, ptr %conv2.t82_a0, align 32
+  %t82_b0 = load <8 x float>, ptr %conv2.t82_b0, align 32
+  %t82_c0_0 = load <8 x float>, ptr %conv2.t82_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a0, <8 x float> %t82_b0, <8 x float> %t82_c0_0)
+  store <8 x float> %156, ptr %conv2.t82_c0_0, align 32
+  %t82_a057 = load <8 x float>, ptr %conv2.t82_a0, align 32
+  %t82_b1 = load <8 x float>, ptr %conv2.t82_b1, align 32
+  %t82_c0_1 = load <8 x float>, ptr %conv2.t82_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a057, <8 x float> %t82_b1, <8 x float> %t82_c0_1)
+  store <8 x float> %157, ptr %conv2.t82_c0_1, align 32
+  %158 = mul nsw i64 %conv2.mb8152, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 288
   %161 = add nsw i64 352, %160
-  %162 = add nsw i64 %161, %conv2.k6553
+  %162 = add nsw i64 %161, %conv2.k8353
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %conv2.t64_a1, align 32
-  %t64_a1 = load <8 x float>, ptr %conv2.t64_a1, align 32
-  %t64_b059 = load <8 x float>, ptr %conv2.t64_b0, align 32
-  %t64_c1_0 = load <8 x float>, ptr %conv2.t64_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a1, <8 x float> %t64_b059, <8 x float> %t64_c1_0)
-  store <8 x float> %166, ptr %conv2.t64_c1_0, align 32
-  %t64_a160 = load <8 x float>, ptr %conv2.t64_a1, align 32
-  %t64_b161 = load <8 x float>, ptr %conv2.t64_b1, align 32
-  %t64_c1_1 = load <8 x float>, ptr %conv2.t64_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a160, <8 x float> %t64_b161, <8 x float> %t64_c1_1)
-  store <8 x float> %167, ptr %conv2.t64_c1_1, align 32
-  %168 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %165, ptr %conv2.t82_a1, align 32
+  %t82_a1 = load <8 x float>, ptr %conv2.t82_a1, align 32
+  %t82_b059 = load <8 x float>, ptr %conv2.t82_b0, align 32
+  %t82_c1_0 = load <8 x float>, ptr %conv2.t82_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a1, <8 x float> %t82_b059, <8 x float> %t82_c1_0)
+  store <8 x float> %166, ptr %conv2.t82_c1_0, align 32
+  %t82_a160 = load <8 x float>, ptr %conv2.t82_a1, align 32
+  %t82_b161 = load <8 x float>, ptr %conv2.t82_b1, align 32
+  %t82_c1_1 = load <8 x float>, ptr %conv2.t82_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a160, <8 x float> %t82_b161, <8 x float> %t82_c1_1)
+  store <8 x float> %167, ptr %conv2.t82_c1_1, align 32
+  %168 = mul nsw i64 %conv2.mb8152, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 288
   %171 = add nsw i64 352, %170
-  %172 = add nsw i64 %171, %conv2.k6553
+  %172 = add nsw i64 %171, %conv2.k8353
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %conv2.t64_a2, align 32
-  %t64_a2 = load <8 x float>, ptr %conv2.t64_a2, align 32
-  %t64_b063 = load <8 x float>, ptr %conv2.t64_b0, align 32
-  %t64_c2_0 = load <8 x float>, ptr %conv2.t64_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a2, <8 x float> %t64_b063, <8 x float> %t64_c2_0)
-  store <8 x float> %176, ptr %conv2.t64_c2_0, align 32
-  %t64_a264 = load <8 x float>, ptr %conv2.t64_a2, align 32
-  %t64_b165 = load <8 x float>, ptr %conv2.t64_b1, align 32
-  %t64_c2_1 = load <8 x float>, ptr %conv2.t64_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a264, <8 x float> %t64_b165, <8 x float> %t64_c2_1)
-  store <8 x float> %177, ptr %conv2.t64_c2_1, align 32
-  %178 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %175, ptr %conv2.t82_a2, align 32
+  %t82_a2 = load <8 x float>, ptr %conv2.t82_a2, align 32
+  %t82_b063 = load <8 x float>, ptr %conv2.t82_b0, align 32
+  %t82_c2_0 = load <8 x float>, ptr %conv2.t82_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a2, <8 x float> %t82_b063, <8 x float> %t82_c2_0)
+  store <8 x float> %176, ptr %conv2.t82_c2_0, align 32
+  %t82_a264 = load <8 x float>, ptr %conv2.t82_a2, align 32
+  %t82_b165 = load <8 x float>, ptr %conv2.t82_b1, align 32
+  %t82_c2_1 = load <8 x float>, ptr %conv2.t82_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a264, <8 x float> %t82_b165, <8 x float> %t82_c2_1)
+  store <8 x float> %177, ptr %conv2.t82_c2_1, align 32
+  %178 = mul nsw i64 %conv2.mb8152, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 288
   %181 = add nsw i64 352, %180
-  %182 = add nsw i64 %181, %conv2.k6553
+  %182 = add nsw i64 %181, %conv2.k8353
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %conv2.t64_a3, align 32
-  %t64_a3 = load <8 x float>, ptr %conv2.t64_a3, align 32
-  %t64_b067 = load <8 x float>, ptr %conv2.t64_b0, align 32
-  %t64_c3_0 = load <8 x float>, ptr %conv2.t64_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a3, <8 x float> %t64_b067, <8 x float> %t64_c3_0)
-  store <8 x float> %186, ptr %conv2.t64_c3_0, align 32
-  %t64_a368 = load <8 x float>, ptr %conv2.t64_a3, align 32
-  %t64_b169 = load <8 x float>, ptr %conv2.t64_b1, align 32
-  %t64_c3_1 = load <8 x float>, ptr %conv2.t64_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t64_a368, <8 x float> %t64_b169, <8 x float> %t64_c3_1)
-  store <8 x float> %187, ptr %conv2.t64_c3_1, align 32
-  %k65.next = add nsw i64 %conv2.k6553, 1
-  %188 = icmp slt i64 %k65.next, 288
-  br i1 %188, label %conv2.k65, label %conv2.k65.end
+  store <8 x float> %185, ptr %conv2.t82_a3, align 32
+  %t82_a3 = load <8 x float>, ptr %conv2.t82_a3, align 32
+  %t82_b067 = load <8 x float>, ptr %conv2.t82_b0, align 32
+  %t82_c3_0 = load <8 x float>, ptr %conv2.t82_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a3, <8 x float> %t82_b067, <8 x float> %t82_c3_0)
+  store <8 x float> %186, ptr %conv2.t82_c3_0, align 32
+  %t82_a368 = load <8 x float>, ptr %conv2.t82_a3, align 32
+  %t82_b169 = load <8 x float>, ptr %conv2.t82_b1, align 32
+  %t82_c3_1 = load <8 x float>, ptr %conv2.t82_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t82_a368, <8 x float> %t82_b169, <8 x float> %t82_c3_1)
+  store <8 x float> %187, ptr %conv2.t82_c3_1, align 32
+  %k83.next = add nsw i64 %conv2.k8353, 1
+  %188 = icmp slt i64 %k83.next, 288
+  br i1 %188, label %conv2.k83, label %conv2.k83.end
 
-conv2.k65.end:                                    ; preds = %conv2.k65
-  %t64_c0_070 = load <8 x float>, ptr %conv2.t64_c0_0, align 32
-  %189 = mul nsw i64 %conv2.mb6352, 4
+conv2.k83.end:                                    ; preds = %conv2.k83
+  %t82_c0_070 = load <8 x float>, ptr %conv2.t82_c0_0, align 32
+  %189 = mul nsw i64 %conv2.mb8152, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 5720128, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t64_c0_070, ptr %arena71, align 4
-  %t64_c0_172 = load <8 x float>, ptr %conv2.t64_c0_1, align 32
-  %193 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c0_070, ptr %arena71, align 4
+  %t82_c0_172 = load <8 x float>, ptr %conv2.t82_c0_1, align 32
+  %193 = mul nsw i64 %conv2.mb8152, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 5720128, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t64_c0_172, ptr %arena73, align 4
-  %t64_c1_074 = load <8 x float>, ptr %conv2.t64_c1_0, align 32
-  %198 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c0_172, ptr %arena73, align 4
+  %t82_c1_074 = load <8 x float>, ptr %conv2.t82_c1_0, align 32
+  %198 = mul nsw i64 %conv2.mb8152, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 5720128, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t64_c1_074, ptr %arena75, align 4
-  %t64_c1_176 = load <8 x float>, ptr %conv2.t64_c1_1, align 32
-  %203 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c1_074, ptr %arena75, align 4
+  %t82_c1_176 = load <8 x float>, ptr %conv2.t82_c1_1, align 32
+  %203 = mul nsw i64 %conv2.mb8152, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 5720128, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t64_c1_176, ptr %arena77, align 4
-  %t64_c2_078 = load <8 x float>, ptr %conv2.t64_c2_0, align 32
-  %209 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c1_176, ptr %arena77, align 4
+  %t82_c2_078 = load <8 x float>, ptr %conv2.t82_c2_0, align 32
+  %209 = mul nsw i64 %conv2.mb8152, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 5720128, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t64_c2_078, ptr %arena79, align 4
-  %t64_c2_180 = load <8 x float>, ptr %conv2.t64_c2_1, align 32
-  %214 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c2_078, ptr %arena79, align 4
+  %t82_c2_180 = load <8 x float>, ptr %conv2.t82_c2_1, align 32
+  %214 = mul nsw i64 %conv2.mb8152, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 5720128, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t64_c2_180, ptr %arena81, align 4
-  %t64_c3_082 = load <8 x float>, ptr %conv2.t64_c3_0, align 32
-  %220 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c2_180, ptr %arena81, align 4
+  %t82_c3_082 = load <8 x float>, ptr %conv2.t82_c3_0, align 32
+  %220 = mul nsw i64 %conv2.mb8152, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 5720128, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t64_c3_082, ptr %arena83, align 4
-  %t64_c3_184 = load <8 x float>, ptr %conv2.t64_c3_1, align 32
-  %225 = mul nsw i64 %conv2.mb6352, 4
+  store <8 x float> %t82_c3_082, ptr %arena83, align 4
+  %t82_c3_184 = load <8 x float>, ptr %conv2.t82_c3_1, align 32
+  %225 = mul nsw i64 %conv2.mb8152, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 5720128, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t64_c3_184, ptr %arena85, align 4
-  %mb63.next = add nsw i64 %conv2.mb6352, 1
-  %231 = icmp slt i64 %mb63.next, 16
-  br i1 %231, label %conv2.mb63, label %conv2.mb63.end
+  store <8 x float> %t82_c3_184, ptr %arena85, align 4
+  %mb81.next = add nsw i64 %conv2.mb8152, 1
+  %231 = icmp slt i64 %mb81.next, 16
+  br i1 %231, label %conv2.mb81, label %conv2.mb81.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k5.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn2.scale73 = alloca float, align 4
-  %bn2.var72 = alloca float, align 4
-  %bn2.squares75 = alloca float, align 4
-  %bn2.mean71 = alloca float, align 4
-  %bn2.sum74 = alloca float, align 4
-  br label %bn2.c70
+  %bn2.scale91 = alloca float, align 4
+  %bn2.var90 = alloca float, align 4
+  %bn2.squares93 = alloca float, align 4
+  %bn2.sum117 = alloca float, align 4
+  %bn2.sum116 = alloca float, align 4
+  %bn2.sum115 = alloca float, align 4
+  %bn2.sum114 = alloca float, align 4
+  %bn2.sum113 = alloca float, align 4
+  %bn2.sum112 = alloca float, align 4
+  %bn2.sum111 = alloca float, align 4
+  %bn2.tail107 = alloca float, align 4
+  %bn2.acc106 = alloca <8 x float>, align 32
+  %bn2.mean89 = alloca float, align 4
+  %bn2.sum92 = alloca float, align 4
+  %bn2.sum105 = alloca float, align 4
+  %bn2.sum104 = alloca float, align 4
+  %bn2.sum103 = alloca float, align 4
+  %bn2.sum102 = alloca float, align 4
+  %bn2.sum101 = alloca float, align 4
+  %bn2.sum100 = alloca float, align 4
+  %bn2.sum99 = alloca float, align 4
+  %bn2.tail95 = alloca float, align 4
+  %bn2.acc94 = alloca <8 x float>, align 32
+  br label %bn2.c88
 
-bn2.c70:                                          ; preds = %bn2.n80.end, %entry
-  %bn2.c701 = phi i64 [ 0, %entry ], [ %c70.next, %bn2.n80.end ]
-  store float 0.000000e+00, ptr %bn2.sum74, align 4
-  br label %bn2.n76
+bn2.c88:                                          ; preds = %bn2.n118.end, %entry
+  %bn2.c881 = phi i64 [ 0, %entry ], [ %c88.next, %bn2.n118.end ]
+  store <8 x float> zeroinitializer, ptr %bn2.acc94, align 32
+  store float 0.000000e+00, ptr %bn2.tail95, align 4
+  br label %bn2.n96
 
-bn2.c70.end:                                      ; preds = %bn2.n80.end
+bn2.c88.end:                                      ; preds = %bn2.n118.end
   ret void
 
-bn2.n76:                                          ; preds = %bn2.i77.end, %bn2.c70
-  %bn2.n762 = phi i64 [ 0, %bn2.c70 ], [ %n76.next, %bn2.i77.end ]
-  br label %bn2.i77
+bn2.n96:                                          ; preds = %bn2.i98.end, %bn2.c88
+  %bn2.n962 = phi i64 [ 0, %bn2.c88 ], [ %n96.next, %bn2.i98.end ]
+  br label %bn2.v97
 
-bn2.n76.end:                                      ; preds = %bn2.i77.end
-  %sum745 = load float, ptr %bn2.sum74, align 4
-  %0 = fdiv float %sum745, 1.254400e+04
-  store float %0, ptr %bn2.mean71, align 4
-  store float 0.000000e+00, ptr %bn2.squares75, align 4
-  br label %bn2.n78
+bn2.n96.end:                                      ; preds = %bn2.i98.end
+  %acc947 = load <8 x float>, ptr %bn2.acc94, align 32
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc947, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %0 = load float, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %1 = load float, ptr %arena10, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %bn2.sum99, align 4
+  %sum99 = load float, ptr %bn2.sum99, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %3 = load float, ptr %arena11, align 4
+  %4 = fadd float %sum99, %3
+  store float %4, ptr %bn2.sum100, align 4
+  %sum100 = load float, ptr %bn2.sum100, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %5 = load float, ptr %arena12, align 4
+  %6 = fadd float %sum100, %5
+  store float %6, ptr %bn2.sum101, align 4
+  %sum101 = load float, ptr %bn2.sum101, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %7 = load float, ptr %arena13, align 4
+  %8 = fadd float %sum101, %7
+  store float %8, ptr %bn2.sum102, align 4
+  %sum102 = load float, ptr %bn2.sum102, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %9 = load float, ptr %arena14, align 4
+  %10 = fadd float %sum102, %9
+  store float %10, ptr %bn2.sum103, align 4
+  %sum103 = load float, ptr %bn2.sum103, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %11 = load float, ptr %arena15, align 4
+  %12 = fadd float %sum103, %11
+  store float %12, ptr %bn2.sum104, align 4
+  %sum104 = load float, ptr %bn2.sum104, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %13 = load float, ptr %arena16, align 4
+  %14 = fadd float %sum104, %13
+  store float %14, ptr %bn2.sum105, align 4
+  %sum105 = load float, ptr %bn2.sum105, align 4
+  %tail9517 = load float, ptr %bn2.tail95, align 4
+  %15 = fadd float %sum105, %tail9517
+  store float %15, ptr %bn2.sum92, align 4
+  %sum92 = load float, ptr %bn2.sum92, align 4
+  %16 = fdiv float %sum92, 1.254400e+04
+  store float %16, ptr %bn2.mean89, align 4
+  store <8 x float> zeroinitializer, ptr %bn2.acc106, align 32
+  store float 0.000000e+00, ptr %bn2.tail107, align 4
+  br label %bn2.n108
 
-bn2.i77:                                          ; preds = %bn2.i77, %bn2.n76
-  %bn2.i773 = phi i64 [ 0, %bn2.n76 ], [ %i77.next, %bn2.i77 ]
-  %sum74 = load float, ptr %bn2.sum74, align 4
-  %1 = mul nsw i64 %bn2.n762, 64
-  %2 = add nsw i64 %1, %bn2.c701
-  %3 = mul nsw i64 %2, 196
-  %4 = add nsw i64 %3, %bn2.i773
-  %5 = add nsw i64 2007040, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  %7 = fadd float %sum74, %6
-  store float %7, ptr %bn2.sum74, align 4
-  %i77.next = add nsw i64 %bn2.i773, 1
-  %8 = icmp slt i64 %i77.next, 196
-  br i1 %8, label %bn2.i77, label %bn2.i77.end
+bn2.v97:                                          ; preds = %bn2.v97, %bn2.n96
+  %bn2.v973 = phi i64 [ 0, %bn2.n96 ], [ %v97.next, %bn2.v97 ]
+  %acc94 = load <8 x float>, ptr %bn2.acc94, align 32
+  %17 = mul nsw i64 %bn2.n962, 64
+  %18 = add nsw i64 %17, %bn2.c881
+  %19 = mul nsw i64 %18, 196
+  %20 = mul nsw i64 %bn2.v973, 8
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 2007040, %21
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
+  %23 = load <8 x float>, ptr %arena4, align 4
+  %24 = fadd <8 x float> %acc94, %23
+  store <8 x float> %24, ptr %bn2.acc94, align 32
+  %v97.next = add nsw i64 %bn2.v973, 1
+  %25 = icmp slt i64 %v97.next, 24
+  br i1 %25, label %bn2.v97, label %bn2.v97.end
 
-bn2.i77.end:                                      ; preds = %bn2.i77
-  %n76.next = add nsw i64 %bn2.n762, 1
-  %9 = icmp slt i64 %n76.next, 64
-  br i1 %9, label %bn2.n76, label %bn2.n76.end
+bn2.v97.end:                                      ; preds = %bn2.v97
+  br label %bn2.i98
 
-bn2.n78:                                          ; preds = %bn2.i79.end, %bn2.n76.end
-  %bn2.n786 = phi i64 [ 0, %bn2.n76.end ], [ %n78.next, %bn2.i79.end ]
-  br label %bn2.i79
-
-bn2.n78.end:                                      ; preds = %bn2.i79.end
-  %squares7511 = load float, ptr %bn2.squares75, align 4
-  %10 = fdiv float %squares7511, 1.254400e+04
-  store float %10, ptr %bn2.var72, align 4
-  %mean7112 = load float, ptr %bn2.mean71, align 4
-  %11 = add nsw i64 2809856, %bn2.c701
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float %mean7112, ptr %arena13, align 4
-  %var72 = load float, ptr %bn2.var72, align 4
-  %12 = add nsw i64 2809920, %bn2.c701
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float %var72, ptr %arena14, align 4
-  %13 = add nsw i64 18784, %bn2.c701
-  %params15 = getelementptr inbounds float, ptr %params, i64 %13
-  %14 = load float, ptr %params15, align 4
-  %var7216 = load float, ptr %bn2.var72, align 4
-  %15 = fadd float %var7216, 0x3EE4F8B580000000
-  %16 = call float @llvm.sqrt.f32(float %15)
-  %17 = fdiv float 1.000000e+00, %16
-  %18 = fmul float %14, %17
-  store float %18, ptr %bn2.scale73, align 4
-  br label %bn2.n80
-
-bn2.i79:                                          ; preds = %bn2.i79, %bn2.n78
-  %bn2.i797 = phi i64 [ 0, %bn2.n78 ], [ %i79.next, %bn2.i79 ]
-  %squares75 = load float, ptr %bn2.squares75, align 4
-  %19 = mul nsw i64 %bn2.n786, 64
-  %20 = add nsw i64 %19, %bn2.c701
-  %21 = mul nsw i64 %20, 196
-  %22 = add nsw i64 %21, %bn2.i797
-  %23 = add nsw i64 2007040, %22
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena8, align 4
-  %mean71 = load float, ptr %bn2.mean71, align 4
-  %25 = fsub float %24, %mean71
-  %26 = mul nsw i64 %bn2.n786, 64
-  %27 = add nsw i64 %26, %bn2.c701
+bn2.i98:                                          ; preds = %bn2.i98, %bn2.v97.end
+  %bn2.i985 = phi i64 [ 0, %bn2.v97.end ], [ %i98.next, %bn2.i98 ]
+  %tail95 = load float, ptr %bn2.tail95, align 4
+  %26 = mul nsw i64 %bn2.n962, 64
+  %27 = add nsw i64 %26, %bn2.c881
   %28 = mul nsw i64 %27, 196
-  %29 = add nsw i64 %28, %bn2.i797
-  %30 = add nsw i64 2007040, %29
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %30
-  %31 = load float, ptr %arena9, align 4
-  %mean7110 = load float, ptr %bn2.mean71, align 4
-  %32 = fsub float %31, %mean7110
-  %33 = fmul float %25, %32
-  %34 = fadd float %squares75, %33
-  store float %34, ptr %bn2.squares75, align 4
-  %i79.next = add nsw i64 %bn2.i797, 1
-  %35 = icmp slt i64 %i79.next, 196
-  br i1 %35, label %bn2.i79, label %bn2.i79.end
+  %29 = add nsw i64 %28, 192
+  %30 = add nsw i64 %29, %bn2.i985
+  %31 = add nsw i64 2007040, %30
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %31
+  %32 = load float, ptr %arena6, align 4
+  %33 = fadd float %tail95, %32
+  store float %33, ptr %bn2.tail95, align 4
+  %i98.next = add nsw i64 %bn2.i985, 1
+  %34 = icmp slt i64 %i98.next, 4
+  br i1 %34, label %bn2.i98, label %bn2.i98.end
 
-bn2.i79.end:                                      ; preds = %bn2.i79
-  %n78.next = add nsw i64 %bn2.n786, 1
-  %36 = icmp slt i64 %n78.next, 64
-  br i1 %36, label %bn2.n78, label %bn2.n78.end
+bn2.i98.end:                                      ; preds = %bn2.i98
+  %n96.next = add nsw i64 %bn2.n962, 1
+  %35 = icmp slt i64 %n96.next, 64
+  br i1 %35, label %bn2.n96, label %bn2.n96.end
 
-bn2.n80:                                          ; preds = %bn2.i81.end, %bn2.n78.end
-  %bn2.n8017 = phi i64 [ 0, %bn2.n78.end ], [ %n80.next, %bn2.i81.end ]
-  br label %bn2.i81
+bn2.n108:                                         ; preds = %bn2.i110.end, %bn2.n96.end
+  %bn2.n10818 = phi i64 [ 0, %bn2.n96.end ], [ %n108.next, %bn2.i110.end ]
+  br label %bn2.v109
 
-bn2.n80.end:                                      ; preds = %bn2.i81.end
-  %c70.next = add nsw i64 %bn2.c701, 1
-  %37 = icmp slt i64 %c70.next, 64
-  br i1 %37, label %bn2.c70, label %bn2.c70.end
+bn2.n108.end:                                     ; preds = %bn2.i110.end
+  %acc10628 = load <8 x float>, ptr %bn2.acc106, align 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc10628, ptr %arena29, align 4
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %36 = load float, ptr %arena30, align 4
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %37 = load float, ptr %arena31, align 4
+  %38 = fadd float %36, %37
+  store float %38, ptr %bn2.sum111, align 4
+  %sum111 = load float, ptr %bn2.sum111, align 4
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %39 = load float, ptr %arena32, align 4
+  %40 = fadd float %sum111, %39
+  store float %40, ptr %bn2.sum112, align 4
+  %sum112 = load float, ptr %bn2.sum112, align 4
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %41 = load float, ptr %arena33, align 4
+  %42 = fadd float %sum112, %41
+  store float %42, ptr %bn2.sum113, align 4
+  %sum113 = load float, ptr %bn2.sum113, align 4
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %43 = load float, ptr %arena34, align 4
+  %44 = fadd float %sum113, %43
+  store float %44, ptr %bn2.sum114, align 4
+  %sum114 = load float, ptr %bn2.sum114, align 4
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %45 = load float, ptr %arena35, align 4
+  %46 = fadd float %sum114, %45
+  store float %46, ptr %bn2.sum115, align 4
+  %sum115 = load float, ptr %bn2.sum115, align 4
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %47 = load float, ptr %arena36, align 4
+  %48 = fadd float %sum115, %47
+  store float %48, ptr %bn2.sum116, align 4
+  %sum116 = load float, ptr %bn2.sum116, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %49 = load float, ptr %arena37, align 4
+  %50 = fadd float %sum116, %49
+  store float %50, ptr %bn2.sum117, align 4
+  %sum117 = load float, ptr %bn2.sum117, align 4
+  %tail10738 = load float, ptr %bn2.tail107, align 4
+  %51 = fadd float %sum117, %tail10738
+  store float %51, ptr %bn2.squares93, align 4
+  %squares93 = load float, ptr %bn2.squares93, align 4
+  %52 = fdiv float %squares93, 1.254400e+04
+  store float %52, ptr %bn2.var90, align 4
+  %mean8939 = load float, ptr %bn2.mean89, align 4
+  %53 = add nsw i64 2809856, %bn2.c881
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %53
+  store float %mean8939, ptr %arena40, align 4
+  %var90 = load float, ptr %bn2.var90, align 4
+  %54 = add nsw i64 2809920, %bn2.c881
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %54
+  store float %var90, ptr %arena41, align 4
+  %55 = add nsw i64 18784, %bn2.c881
+  %params42 = getelementptr inbounds float, ptr %params, i64 %55
+  %56 = load float, ptr %params42, align 4
+  %var9043 = load float, ptr %bn2.var90, align 4
+  %57 = fadd float %var9043, 0x3EE4F8B580000000
+  %58 = call float @llvm.sqrt.f32(float %57)
+  %59 = fdiv float 1.000000e+00, %58
+  %60 = fmul float %56, %59
+  store float %60, ptr %bn2.scale91, align 4
+  br label %bn2.n118
 
-bn2.i81:                                          ; preds = %bn2.i81, %bn2.n80
-  %bn2.i8118 = phi i64 [ 0, %bn2.n80 ], [ %i81.next, %bn2.i81 ]
-  %38 = mul nsw i64 %bn2.n8017, 64
-  %39 = add nsw i64 %38, %bn2.c701
-  %40 = mul nsw i64 %39, 196
-  %41 = add nsw i64 %40, %bn2.i8118
-  %42 = add nsw i64 2007040, %41
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %42
-  %43 = load float, ptr %arena19, align 4
-  %mean7120 = load float, ptr %bn2.mean71, align 4
-  %44 = fsub float %43, %mean7120
-  %scale73 = load float, ptr %bn2.scale73, align 4
-  %45 = fmul float %44, %scale73
-  %46 = add nsw i64 18848, %bn2.c701
-  %params21 = getelementptr inbounds float, ptr %params, i64 %46
-  %47 = load float, ptr %params21, align 4
-  %48 = fadd float %45, %47
-  %49 = mul nsw i64 %bn2.n8017, 64
-  %50 = add nsw i64 %49, %bn2.c701
-  %51 = mul nsw i64 %50, 196
-  %52 = add nsw i64 %51, %bn2.i8118
-  %53 = add nsw i64 4816960, %52
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %53
-  store float %48, ptr %arena22, align 4
-  %i81.next = add nsw i64 %bn2.i8118, 1
-  %54 = icmp slt i64 %i81.next, 196
-  br i1 %54, label %bn2.i81, label %bn2.i81.end
+bn2.v109:                                         ; preds = %bn2.v109, %bn2.n108
+  %bn2.v10919 = phi i64 [ 0, %bn2.n108 ], [ %v109.next, %bn2.v109 ]
+  %acc106 = load <8 x float>, ptr %bn2.acc106, align 32
+  %61 = mul nsw i64 %bn2.n10818, 64
+  %62 = add nsw i64 %61, %bn2.c881
+  %63 = mul nsw i64 %62, 196
+  %64 = mul nsw i64 %bn2.v10919, 8
+  %65 = add nsw i64 %63, %64
+  %66 = add nsw i64 2007040, %65
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %66
+  %67 = load <8 x float>, ptr %arena20, align 4
+  %mean89 = load float, ptr %bn2.mean89, align 4
+  %68 = insertelement <8 x float> undef, float %mean89, i32 0
+  %69 = shufflevector <8 x float> %68, <8 x float> undef, <8 x i32> zeroinitializer
+  %70 = fsub <8 x float> %67, %69
+  %71 = mul nsw i64 %bn2.n10818, 64
+  %72 = add nsw i64 %71, %bn2.c881
+  %73 = mul nsw i64 %72, 196
+  %74 = mul nsw i64 %bn2.v10919, 8
+  %75 = add nsw i64 %73, %74
+  %76 = add nsw i64 2007040, %75
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %76
+  %77 = load <8 x float>, ptr %arena21, align 4
+  %mean8922 = load float, ptr %bn2.mean89, align 4
+  %78 = insertelement <8 x float> undef, float %mean8922, i32 0
+  %79 = shufflevector <8 x float> %78, <8 x float> undef, <8 x i32> zeroinitializer
+  %80 = fsub <8 x float> %77, %79
+  %81 = fmul <8 x float> %70, %80
+  %82 = fadd <8 x float> %acc106, %81
+  store <8 x float> %82, ptr %bn2.acc106, align 32
+  %v109.next = add nsw i64 %bn2.v10919, 1
+  %83 = icmp slt i64 %v109.next, 24
+  br i1 %83, label %bn2.v109, label %bn2.v109.end
 
-bn2.i81.end:                                      ; preds = %bn2.i81
-  %n80.next = add nsw i64 %bn2.n8017, 1
-  %55 = icmp slt i64 %n80.next, 64
-  br i1 %55, label %bn2.n80, label %bn2.n80.end
+bn2.v109.end:                                     ; preds = %bn2.v109
+  br label %bn2.i110
+
+bn2.i110:                                         ; preds = %bn2.i110, %bn2.v109.end
+  %bn2.i11023 = phi i64 [ 0, %bn2.v109.end ], [ %i110.next, %bn2.i110 ]
+  %tail107 = load float, ptr %bn2.tail107, align 4
+  %84 = mul nsw i64 %bn2.n10818, 64
+  %85 = add nsw i64 %84, %bn2.c881
+  %86 = mul nsw i64 %85, 196
+  %87 = add nsw i64 %86, 192
+  %88 = add nsw i64 %87, %bn2.i11023
+  %89 = add nsw i64 2007040, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %mean8925 = load float, ptr %bn2.mean89, align 4
+  %91 = fsub float %90, %mean8925
+  %92 = mul nsw i64 %bn2.n10818, 64
+  %93 = add nsw i64 %92, %bn2.c881
+  %94 = mul nsw i64 %93, 196
+  %95 = add nsw i64 %94, 192
+  %96 = add nsw i64 %95, %bn2.i11023
+  %97 = add nsw i64 2007040, %96
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %97
+  %98 = load float, ptr %arena26, align 4
+  %mean8927 = load float, ptr %bn2.mean89, align 4
+  %99 = fsub float %98, %mean8927
+  %100 = fmul float %91, %99
+  %101 = fadd float %tail107, %100
+  store float %101, ptr %bn2.tail107, align 4
+  %i110.next = add nsw i64 %bn2.i11023, 1
+  %102 = icmp slt i64 %i110.next, 4
+  br i1 %102, label %bn2.i110, label %bn2.i110.end
+
+bn2.i110.end:                                     ; preds = %bn2.i110
+  %n108.next = add nsw i64 %bn2.n10818, 1
+  %103 = icmp slt i64 %n108.next, 64
+  br i1 %103, label %bn2.n108, label %bn2.n108.end
+
+bn2.n118:                                         ; preds = %bn2.i119.end, %bn2.n108.end
+  %bn2.n11844 = phi i64 [ 0, %bn2.n108.end ], [ %n118.next, %bn2.i119.end ]
+  br label %bn2.i119
+
+bn2.n118.end:                                     ; preds = %bn2.i119.end
+  %c88.next = add nsw i64 %bn2.c881, 1
+  %104 = icmp slt i64 %c88.next, 64
+  br i1 %104, label %bn2.c88, label %bn2.c88.end
+
+bn2.i119:                                         ; preds = %bn2.i119, %bn2.n118
+  %bn2.i11945 = phi i64 [ 0, %bn2.n118 ], [ %i119.next, %bn2.i119 ]
+  %105 = mul nsw i64 %bn2.n11844, 64
+  %106 = add nsw i64 %105, %bn2.c881
+  %107 = mul nsw i64 %106, 196
+  %108 = add nsw i64 %107, %bn2.i11945
+  %109 = add nsw i64 2007040, %108
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load float, ptr %arena46, align 4
+  %mean8947 = load float, ptr %bn2.mean89, align 4
+  %111 = fsub float %110, %mean8947
+  %scale91 = load float, ptr %bn2.scale91, align 4
+  %112 = fmul float %111, %scale91
+  %113 = add nsw i64 18848, %bn2.c881
+  %params48 = getelementptr inbounds float, ptr %params, i64 %113
+  %114 = load float, ptr %params48, align 4
+  %115 = fadd float %112, %114
+  %116 = mul nsw i64 %bn2.n11844, 64
+  %117 = add nsw i64 %116, %bn2.c881
+  %118 = mul nsw i64 %117, 196
+  %119 = add nsw i64 %118, %bn2.i11945
+  %120 = add nsw i64 4816960, %119
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %120
+  store float %115, ptr %arena49, align 4
+  %i119.next = add nsw i64 %bn2.i11945, 1
+  %121 = icmp slt i64 %i119.next, 196
+  br i1 %121, label %bn2.i119, label %bn2.i119.end
+
+bn2.i119.end:                                     ; preds = %bn2.i119
+  %n118.next = add nsw i64 %bn2.n11844, 1
+  %122 = icmp slt i64 %n118.next, 64
+  br i1 %122, label %bn2.n118, label %bn2.n118.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k6.relu2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu2.i82
+  br label %relu2.i120
 
-relu2.i82:                                        ; preds = %relu2.i82, %entry
-  %relu2.i821 = phi i64 [ 0, %entry ], [ %i82.next, %relu2.i82 ]
-  %0 = add nsw i64 4816960, %relu2.i821
+relu2.i120:                                       ; preds = %relu2.i120, %entry
+  %relu2.i1201 = phi i64 [ 0, %entry ], [ %i120.next, %relu2.i120 ]
+  %0 = add nsw i64 4816960, %relu2.i1201
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 4816960, %relu2.i821
+  %3 = add nsw i64 4816960, %relu2.i1201
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 5619776, %relu2.i821
+  %6 = add nsw i64 5619776, %relu2.i1201
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i82.next = add nsw i64 %relu2.i821, 1
-  %7 = icmp slt i64 %i82.next, 802816
-  br i1 %7, label %relu2.i82, label %relu2.i82.end
+  %i120.next = add nsw i64 %relu2.i1201, 1
+  %7 = icmp slt i64 %i120.next, 802816
+  br i1 %7, label %relu2.i120, label %relu2.i120.end
 
-relu2.i82.end:                                    ; preds = %relu2.i82
+relu2.i120.end:                                   ; preds = %relu2.i120
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k7.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool2.acc86 = alloca float, align 4
-  br label %pool2.q83
+  %pool2.acc124 = alloca float, align 4
+  br label %pool2.q121
 
-pool2.q83:                                        ; preds = %pool2.py84.end, %entry
-  %pool2.q831 = phi i64 [ 0, %entry ], [ %q83.next, %pool2.py84.end ]
-  br label %pool2.py84
+pool2.q121:                                       ; preds = %pool2.py122.end, %entry
+  %pool2.q1211 = phi i64 [ 0, %entry ], [ %q121.next, %pool2.py122.end ]
+  br label %pool2.py122
 
-pool2.q83.end:                                    ; preds = %pool2.py84.end
+pool2.q121.end:                                   ; preds = %pool2.py122.end
   ret void
 
-pool2.py84:                                       ; preds = %pool2.px85.end, %pool2.q83
-  %pool2.py842 = phi i64 [ 0, %pool2.q83 ], [ %py84.next, %pool2.px85.end ]
-  br label %pool2.px85
+pool2.py122:                                      ; preds = %pool2.px123.end, %pool2.q121
+  %pool2.py1222 = phi i64 [ 0, %pool2.q121 ], [ %py122.next, %pool2.px123.end ]
+  br label %pool2.px123
 
-pool2.py84.end:                                   ; preds = %pool2.px85.end
-  %q83.next = add nsw i64 %pool2.q831, 1
-  %0 = icmp slt i64 %q83.next, 4096
-  br i1 %0, label %pool2.q83, label %pool2.q83.end
+pool2.py122.end:                                  ; preds = %pool2.px123.end
+  %q121.next = add nsw i64 %pool2.q1211, 1
+  %0 = icmp slt i64 %q121.next, 4096
+  br i1 %0, label %pool2.q121, label %pool2.q121.end
 
-pool2.px85:                                       ; preds = %pool2.px85, %pool2.py84
-  %pool2.px853 = phi i64 [ 0, %pool2.py84 ], [ %px85.next, %pool2.px85 ]
-  %1 = mul nsw i64 %pool2.q831, 196
-  %2 = mul nsw i64 %pool2.py842, 28
+pool2.px123:                                      ; preds = %pool2.px123, %pool2.py122
+  %pool2.px1233 = phi i64 [ 0, %pool2.py122 ], [ %px123.next, %pool2.px123 ]
+  %1 = mul nsw i64 %pool2.q1211, 196
+  %2 = mul nsw i64 %pool2.py1222, 28
   %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool2.px853, 2
+  %4 = mul nsw i64 %pool2.px1233, 2
   %5 = add nsw i64 %3, %4
   %6 = add nsw i64 5619776, %5
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  store float %7, ptr %pool2.acc86, align 4
-  %acc86 = load float, ptr %pool2.acc86, align 4
-  %8 = mul nsw i64 %pool2.q831, 196
-  %9 = mul nsw i64 %pool2.py842, 28
+  store float %7, ptr %pool2.acc124, align 4
+  %acc124 = load float, ptr %pool2.acc124, align 4
+  %8 = mul nsw i64 %pool2.q1211, 196
+  %9 = mul nsw i64 %pool2.py1222, 28
   %10 = add nsw i64 %8, %9
-  %11 = mul nsw i64 %pool2.px853, 2
+  %11 = mul nsw i64 %pool2.px1233, 2
   %12 = add nsw i64 %10, %11
   %13 = add nsw i64 5619776, %12
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena5, align 4
-  %15 = fcmp ogt float %14, %acc86
-  %16 = select i1 %15, float %14, float %acc86
-  store float %16, ptr %pool2.acc86, align 4
-  %acc866 = load float, ptr %pool2.acc86, align 4
-  %17 = mul nsw i64 %pool2.q831, 196
-  %18 = mul nsw i64 %pool2.py842, 28
+  %15 = fcmp ogt float %14, %acc124
+  %16 = select i1 %15, float %14, float %acc124
+  store float %16, ptr %pool2.acc124, align 4
+  %acc1246 = load float, ptr %pool2.acc124, align 4
+  %17 = mul nsw i64 %pool2.q1211, 196
+  %18 = mul nsw i64 %pool2.py1222, 28
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %pool2.px853, 2
+  %20 = mul nsw i64 %pool2.px1233, 2
   %21 = add nsw i64 %19, %20
   %22 = add nsw i64 5619776, %21
   %23 = add nsw i64 %22, 1
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load float, ptr %arena7, align 4
-  %25 = fcmp ogt float %24, %acc866
-  %26 = select i1 %25, float %24, float %acc866
-  store float %26, ptr %pool2.acc86, align 4
-  %acc868 = load float, ptr %pool2.acc86, align 4
-  %27 = mul nsw i64 %pool2.q831, 196
-  %28 = mul nsw i64 %pool2.py842, 28
+  %25 = fcmp ogt float %24, %acc1246
+  %26 = select i1 %25, float %24, float %acc1246
+  store float %26, ptr %pool2.acc124, align 4
+  %acc1248 = load float, ptr %pool2.acc124, align 4
+  %27 = mul nsw i64 %pool2.q1211, 196
+  %28 = mul nsw i64 %pool2.py1222, 28
   %29 = add nsw i64 %27, %28
-  %30 = mul nsw i64 %pool2.px853, 2
+  %30 = mul nsw i64 %pool2.px1233, 2
   %31 = add nsw i64 %29, %30
   %32 = add nsw i64 5619776, %31
   %33 = add nsw i64 %32, 14
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load float, ptr %arena9, align 4
-  %35 = fcmp ogt float %34, %acc868
-  %36 = select i1 %35, float %34, float %acc868
-  store float %36, ptr %pool2.acc86, align 4
-  %acc8610 = load float, ptr %pool2.acc86, align 4
-  %37 = mul nsw i64 %pool2.q831, 196
-  %38 = mul nsw i64 %pool2.py842, 28
+  %35 = fcmp ogt float %34, %acc1248
+  %36 = select i1 %35, float %34, float %acc1248
+  store float %36, ptr %pool2.acc124, align 4
+  %acc12410 = load float, ptr %pool2.acc124, align 4
+  %37 = mul nsw i64 %pool2.q1211, 196
+  %38 = mul nsw i64 %pool2.py1222, 28
   %39 = add nsw i64 %37, %38
-  %40 = mul nsw i64 %pool2.px853, 2
+  %40 = mul nsw i64 %pool2.px1233, 2
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 5619776, %41
   %43 = add nsw i64 %42, 14
   %44 = add nsw i64 %43, 1
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena11, align 4
-  %46 = fcmp ogt float %45, %acc8610
-  %47 = select i1 %46, float %45, float %acc8610
-  store float %47, ptr %pool2.acc86, align 4
-  %acc8612 = load float, ptr %pool2.acc86, align 4
-  %48 = mul nsw i64 %pool2.q831, 49
+  %46 = fcmp ogt float %45, %acc12410
+  %47 = select i1 %46, float %45, float %acc12410
+  store float %47, ptr %pool2.acc124, align 4
+  %acc12412 = load float, ptr %pool2.acc124, align 4
+  %48 = mul nsw i64 %pool2.q1211, 49
   %49 = add nsw i64 2809984, %48
-  %50 = mul nsw i64 %pool2.py842, 7
+  %50 = mul nsw i64 %pool2.py1222, 7
   %51 = add nsw i64 %49, %50
-  %52 = add nsw i64 %51, %pool2.px853
+  %52 = add nsw i64 %51, %pool2.px1233
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %52
-  store float %acc8612, ptr %arena13, align 4
-  %px85.next = add nsw i64 %pool2.px853, 1
-  %53 = icmp slt i64 %px85.next, 7
-  br i1 %53, label %pool2.px85, label %pool2.px85.end
+  store float %acc12412, ptr %arena13, align 4
+  %px123.next = add nsw i64 %pool2.px1233, 1
+  %53 = icmp slt i64 %px123.next, 7
+  br i1 %53, label %pool2.px123, label %pool2.px123.end
 
-pool2.px85.end:                                   ; preds = %pool2.px85
-  %py84.next = add nsw i64 %pool2.py842, 1
-  %54 = icmp slt i64 %py84.next, 7
-  br i1 %54, label %pool2.py84, label %pool2.py84.end
+pool2.px123.end:                                  ; preds = %pool2.px123
+  %py122.next = add nsw i64 %pool2.py1222, 1
+  %54 = icmp slt i64 %py122.next, 7
+  br i1 %54, label %pool2.py122, label %pool2.py122.end
 }
 
 ; Function Attrs: noinline
@@ -2580,549 +2859,549 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k9.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1.n87
+  br label %fc1.n125
 
-fc1.n87:                                          ; preds = %fc1.k88.end, %entry
-  %fc1.n871 = phi i64 [ 0, %entry ], [ %n87.next, %fc1.k88.end ]
-  br label %fc1.k88
+fc1.n125:                                         ; preds = %fc1.k126.end, %entry
+  %fc1.n1251 = phi i64 [ 0, %entry ], [ %n125.next, %fc1.k126.end ]
+  br label %fc1.k126
 
-fc1.n87.end:                                      ; preds = %fc1.k88.end
-  call void @bncnn_train_b64.k9.fc1.gemm99(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n100
+fc1.n125.end:                                     ; preds = %fc1.k126.end
+  call void @bncnn_train_b64.k9.fc1.gemm137(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %fc1.n138
 
-fc1.k88:                                          ; preds = %fc1.k88, %fc1.n87
-  %fc1.k882 = phi i64 [ 0, %fc1.n87 ], [ %k88.next, %fc1.k88 ]
-  %0 = mul nsw i64 %fc1.n871, 3136
+fc1.k126:                                         ; preds = %fc1.k126, %fc1.n125
+  %fc1.k1262 = phi i64 [ 0, %fc1.n125 ], [ %k126.next, %fc1.k126 ]
+  %0 = mul nsw i64 %fc1.n1251, 3136
   %1 = add nsw i64 2809984, %0
-  %2 = add nsw i64 %1, %fc1.k882
+  %2 = add nsw i64 %1, %fc1.k1262
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k882, 64
+  %4 = mul nsw i64 %fc1.k1262, 64
   %5 = add nsw i64 4816960, %4
-  %6 = add nsw i64 %5, %fc1.n871
+  %6 = add nsw i64 %5, %fc1.n1251
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k88.next = add nsw i64 %fc1.k882, 1
-  %7 = icmp slt i64 %k88.next, 3136
-  br i1 %7, label %fc1.k88, label %fc1.k88.end
+  %k126.next = add nsw i64 %fc1.k1262, 1
+  %7 = icmp slt i64 %k126.next, 3136
+  br i1 %7, label %fc1.k126, label %fc1.k126.end
 
-fc1.k88.end:                                      ; preds = %fc1.k88
-  %n87.next = add nsw i64 %fc1.n871, 1
-  %8 = icmp slt i64 %n87.next, 64
-  br i1 %8, label %fc1.n87, label %fc1.n87.end
+fc1.k126.end:                                     ; preds = %fc1.k126
+  %n125.next = add nsw i64 %fc1.n1251, 1
+  %8 = icmp slt i64 %n125.next, 64
+  br i1 %8, label %fc1.n125, label %fc1.n125.end
 
-fc1.n100:                                         ; preds = %fc1.u101.end, %fc1.n87.end
-  %fc1.n1005 = phi i64 [ 0, %fc1.n87.end ], [ %n100.next, %fc1.u101.end ]
-  br label %fc1.u101
+fc1.n138:                                         ; preds = %fc1.u139.end, %fc1.n125.end
+  %fc1.n1385 = phi i64 [ 0, %fc1.n125.end ], [ %n138.next, %fc1.u139.end ]
+  br label %fc1.u139
 
-fc1.n100.end:                                     ; preds = %fc1.u101.end
+fc1.n138.end:                                     ; preds = %fc1.u139.end
   ret void
 
-fc1.u101:                                         ; preds = %fc1.u101, %fc1.n100
-  %fc1.u1016 = phi i64 [ 0, %fc1.n100 ], [ %u101.next, %fc1.u101 ]
-  %9 = mul nsw i64 %fc1.u1016, 64
+fc1.u139:                                         ; preds = %fc1.u139, %fc1.n138
+  %fc1.u1396 = phi i64 [ 0, %fc1.n138 ], [ %u139.next, %fc1.u139 ]
+  %9 = mul nsw i64 %fc1.u1396, 64
   %10 = add nsw i64 5017664, %9
-  %11 = add nsw i64 %10, %fc1.n1005
+  %11 = add nsw i64 %10, %fc1.n1385
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = mul nsw i64 %fc1.n1005, 128
+  %13 = mul nsw i64 %fc1.n1385, 128
   %14 = add nsw i64 3010688, %13
-  %15 = add nsw i64 %14, %fc1.u1016
+  %15 = add nsw i64 %14, %fc1.u1396
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
   store float %12, ptr %arena8, align 4
-  %u101.next = add nsw i64 %fc1.u1016, 1
-  %16 = icmp slt i64 %u101.next, 128
-  br i1 %16, label %fc1.u101, label %fc1.u101.end
+  %u139.next = add nsw i64 %fc1.u1396, 1
+  %16 = icmp slt i64 %u139.next, 128
+  br i1 %16, label %fc1.u139, label %fc1.u139.end
 
-fc1.u101.end:                                     ; preds = %fc1.u101
-  %n100.next = add nsw i64 %fc1.n1005, 1
-  %17 = icmp slt i64 %n100.next, 64
-  br i1 %17, label %fc1.n100, label %fc1.n100.end
+fc1.u139.end:                                     ; preds = %fc1.u139
+  %n138.next = add nsw i64 %fc1.n1385, 1
+  %17 = icmp slt i64 %n138.next, 64
+  br i1 %17, label %fc1.n138, label %fc1.n138.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k9.fc1.gemm99(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k9.fc1.gemm137(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1.t97_a3 = alloca <8 x float>, align 32
-  %fc1.t97_a2 = alloca <8 x float>, align 32
-  %fc1.t97_a1 = alloca <8 x float>, align 32
-  %fc1.t97_a0 = alloca <8 x float>, align 32
-  %fc1.t97_b1 = alloca <8 x float>, align 32
-  %fc1.t97_b0 = alloca <8 x float>, align 32
-  %fc1.t97_c3_1 = alloca <8 x float>, align 32
-  %fc1.t97_c3_0 = alloca <8 x float>, align 32
-  %fc1.t97_c2_1 = alloca <8 x float>, align 32
-  %fc1.t97_c2_0 = alloca <8 x float>, align 32
-  %fc1.t97_c1_1 = alloca <8 x float>, align 32
-  %fc1.t97_c1_0 = alloca <8 x float>, align 32
-  %fc1.t97_c0_1 = alloca <8 x float>, align 32
-  %fc1.t97_c0_0 = alloca <8 x float>, align 32
-  %fc1.t94_a3 = alloca <8 x float>, align 32
-  %fc1.t94_a2 = alloca <8 x float>, align 32
-  %fc1.t94_a1 = alloca <8 x float>, align 32
-  %fc1.t94_a0 = alloca <8 x float>, align 32
-  %fc1.t94_b2 = alloca <8 x float>, align 32
-  %fc1.t94_b1 = alloca <8 x float>, align 32
-  %fc1.t94_b0 = alloca <8 x float>, align 32
-  %fc1.t94_c3_2 = alloca <8 x float>, align 32
-  %fc1.t94_c3_1 = alloca <8 x float>, align 32
-  %fc1.t94_c3_0 = alloca <8 x float>, align 32
-  %fc1.t94_c2_2 = alloca <8 x float>, align 32
-  %fc1.t94_c2_1 = alloca <8 x float>, align 32
-  %fc1.t94_c2_0 = alloca <8 x float>, align 32
-  %fc1.t94_c1_2 = alloca <8 x float>, align 32
-  %fc1.t94_c1_1 = alloca <8 x float>, align 32
-  %fc1.t94_c1_0 = alloca <8 x float>, align 32
-  %fc1.t94_c0_2 = alloca <8 x float>, align 32
-  %fc1.t94_c0_1 = alloca <8 x float>, align 32
-  %fc1.t94_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r89
+  %fc1.t135_a3 = alloca <8 x float>, align 32
+  %fc1.t135_a2 = alloca <8 x float>, align 32
+  %fc1.t135_a1 = alloca <8 x float>, align 32
+  %fc1.t135_a0 = alloca <8 x float>, align 32
+  %fc1.t135_b1 = alloca <8 x float>, align 32
+  %fc1.t135_b0 = alloca <8 x float>, align 32
+  %fc1.t135_c3_1 = alloca <8 x float>, align 32
+  %fc1.t135_c3_0 = alloca <8 x float>, align 32
+  %fc1.t135_c2_1 = alloca <8 x float>, align 32
+  %fc1.t135_c2_0 = alloca <8 x float>, align 32
+  %fc1.t135_c1_1 = alloca <8 x float>, align 32
+  %fc1.t135_c1_0 = alloca <8 x float>, align 32
+  %fc1.t135_c0_1 = alloca <8 x float>, align 32
+  %fc1.t135_c0_0 = alloca <8 x float>, align 32
+  %fc1.t132_a3 = alloca <8 x float>, align 32
+  %fc1.t132_a2 = alloca <8 x float>, align 32
+  %fc1.t132_a1 = alloca <8 x float>, align 32
+  %fc1.t132_a0 = alloca <8 x float>, align 32
+  %fc1.t132_b2 = alloca <8 x float>, align 32
+  %fc1.t132_b1 = alloca <8 x float>, align 32
+  %fc1.t132_b0 = alloca <8 x float>, align 32
+  %fc1.t132_c3_2 = alloca <8 x float>, align 32
+  %fc1.t132_c3_1 = alloca <8 x float>, align 32
+  %fc1.t132_c3_0 = alloca <8 x float>, align 32
+  %fc1.t132_c2_2 = alloca <8 x float>, align 32
+  %fc1.t132_c2_1 = alloca <8 x float>, align 32
+  %fc1.t132_c2_0 = alloca <8 x float>, align 32
+  %fc1.t132_c1_2 = alloca <8 x float>, align 32
+  %fc1.t132_c1_1 = alloca <8 x float>, align 32
+  %fc1.t132_c1_0 = alloca <8 x float>, align 32
+  %fc1.t132_c0_2 = alloca <8 x float>, align 32
+  %fc1.t132_c0_1 = alloca <8 x float>, align 32
+  %fc1.t132_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r127
 
-fc1.r89:                                          ; preds = %fc1.i90.end, %entry
-  %fc1.r891 = phi i64 [ 0, %entry ], [ %r89.next, %fc1.i90.end ]
-  br label %fc1.i90
+fc1.r127:                                         ; preds = %fc1.i128.end, %entry
+  %fc1.r1271 = phi i64 [ 0, %entry ], [ %r127.next, %fc1.i128.end ]
+  br label %fc1.i128
 
-fc1.r89.end:                                      ; preds = %fc1.i90.end
-  br label %fc1.kp91
+fc1.r127.end:                                     ; preds = %fc1.i128.end
+  br label %fc1.kp129
 
-fc1.i90:                                          ; preds = %fc1.i90, %fc1.r89
-  %fc1.i902 = phi i64 [ 0, %fc1.r89 ], [ %i90.next, %fc1.i90 ]
-  %0 = mul nsw i64 %fc1.r891, 64
+fc1.i128:                                         ; preds = %fc1.i128, %fc1.r127
+  %fc1.i1282 = phi i64 [ 0, %fc1.r127 ], [ %i128.next, %fc1.i128 ]
+  %0 = mul nsw i64 %fc1.r1271, 64
   %1 = add nsw i64 5017664, %0
-  %2 = add nsw i64 %1, %fc1.i902
+  %2 = add nsw i64 %1, %fc1.i1282
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i90.next = add nsw i64 %fc1.i902, 1
-  %3 = icmp slt i64 %i90.next, 64
-  br i1 %3, label %fc1.i90, label %fc1.i90.end
+  %i128.next = add nsw i64 %fc1.i1282, 1
+  %3 = icmp slt i64 %i128.next, 64
+  br i1 %3, label %fc1.i128, label %fc1.i128.end
 
-fc1.i90.end:                                      ; preds = %fc1.i90
-  %r89.next = add nsw i64 %fc1.r891, 1
-  %4 = icmp slt i64 %r89.next, 128
-  br i1 %4, label %fc1.r89, label %fc1.r89.end
+fc1.i128.end:                                     ; preds = %fc1.i128
+  %r127.next = add nsw i64 %fc1.r1271, 1
+  %4 = icmp slt i64 %r127.next, 128
+  br i1 %4, label %fc1.r127, label %fc1.r127.end
 
-fc1.kp91:                                         ; preds = %fc1.mb96.end, %fc1.r89.end
-  %fc1.kp914 = phi i64 [ 0, %fc1.r89.end ], [ %kp91.next, %fc1.mb96.end ]
-  br label %fc1.nb92
+fc1.kp129:                                        ; preds = %fc1.mb134.end, %fc1.r127.end
+  %fc1.kp1294 = phi i64 [ 0, %fc1.r127.end ], [ %kp129.next, %fc1.mb134.end ]
+  br label %fc1.nb130
 
-fc1.kp91.end:                                     ; preds = %fc1.mb96.end
+fc1.kp129.end:                                    ; preds = %fc1.mb134.end
   ret void
 
-fc1.nb92:                                         ; preds = %fc1.mb93.end, %fc1.kp91
-  %fc1.nb925 = phi i64 [ 0, %fc1.kp91 ], [ %nb92.next, %fc1.mb93.end ]
-  br label %fc1.mb93
+fc1.nb130:                                        ; preds = %fc1.mb131.end, %fc1.kp129
+  %fc1.nb1305 = phi i64 [ 0, %fc1.kp129 ], [ %nb130.next, %fc1.mb131.end ]
+  br label %fc1.mb131
 
-fc1.nb92.end:                                     ; preds = %fc1.mb93.end
-  br label %fc1.mb96
+fc1.nb130.end:                                    ; preds = %fc1.mb131.end
+  br label %fc1.mb134
 
-fc1.mb93:                                         ; preds = %fc1.k95.end, %fc1.nb92
-  %fc1.mb936 = phi i64 [ 0, %fc1.nb92 ], [ %mb93.next, %fc1.k95.end ]
-  %5 = mul nsw i64 %fc1.mb936, 4
+fc1.mb131:                                        ; preds = %fc1.k133.end, %fc1.nb130
+  %fc1.mb1316 = phi i64 [ 0, %fc1.nb130 ], [ %mb131.next, %fc1.k133.end ]
+  %5 = mul nsw i64 %fc1.mb1316, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 5017664, %6
-  %8 = mul nsw i64 %fc1.nb925, 24
+  %8 = mul nsw i64 %fc1.nb1305, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t94_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %10, ptr %fc1.t132_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1316, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 5017664, %12
-  %14 = mul nsw i64 %fc1.nb925, 24
+  %14 = mul nsw i64 %fc1.nb1305, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t94_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %17, ptr %fc1.t132_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1316, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 5017664, %19
-  %21 = mul nsw i64 %fc1.nb925, 24
+  %21 = mul nsw i64 %fc1.nb1305, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t94_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %24, ptr %fc1.t132_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1316, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 5017664, %27
-  %29 = mul nsw i64 %fc1.nb925, 24
+  %29 = mul nsw i64 %fc1.nb1305, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t94_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %31, ptr %fc1.t132_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1316, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 5017664, %34
-  %36 = mul nsw i64 %fc1.nb925, 24
+  %36 = mul nsw i64 %fc1.nb1305, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t94_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %39, ptr %fc1.t132_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1316, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 5017664, %42
-  %44 = mul nsw i64 %fc1.nb925, 24
+  %44 = mul nsw i64 %fc1.nb1305, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t94_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %47, ptr %fc1.t132_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1316, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 5017664, %50
-  %52 = mul nsw i64 %fc1.nb925, 24
+  %52 = mul nsw i64 %fc1.nb1305, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t94_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %54, ptr %fc1.t132_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1316, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 5017664, %57
-  %59 = mul nsw i64 %fc1.nb925, 24
+  %59 = mul nsw i64 %fc1.nb1305, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t94_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %62, ptr %fc1.t132_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1316, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 5017664, %65
-  %67 = mul nsw i64 %fc1.nb925, 24
+  %67 = mul nsw i64 %fc1.nb1305, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t94_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %70, ptr %fc1.t132_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1316, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 5017664, %73
-  %75 = mul nsw i64 %fc1.nb925, 24
+  %75 = mul nsw i64 %fc1.nb1305, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t94_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %77, ptr %fc1.t132_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1316, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 5017664, %80
-  %82 = mul nsw i64 %fc1.nb925, 24
+  %82 = mul nsw i64 %fc1.nb1305, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t94_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %85, ptr %fc1.t132_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1316, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 5017664, %88
-  %90 = mul nsw i64 %fc1.nb925, 24
+  %90 = mul nsw i64 %fc1.nb1305, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t94_c3_2, align 32
-  br label %fc1.k95
+  store <8 x float> %93, ptr %fc1.t132_c3_2, align 32
+  br label %fc1.k133
 
-fc1.mb93.end:                                     ; preds = %fc1.k95.end
-  %nb92.next = add nsw i64 %fc1.nb925, 1
-  %94 = icmp slt i64 %nb92.next, 2
-  br i1 %94, label %fc1.nb92, label %fc1.nb92.end
+fc1.mb131.end:                                    ; preds = %fc1.k133.end
+  %nb130.next = add nsw i64 %fc1.nb1305, 1
+  %94 = icmp slt i64 %nb130.next, 2
+  br i1 %94, label %fc1.nb130, label %fc1.nb130.end
 
-fc1.k95:                                          ; preds = %fc1.k95, %fc1.mb93
-  %fc1.k9519 = phi i64 [ 0, %fc1.mb93 ], [ %k95.next, %fc1.k95 ]
-  %95 = mul nsw i64 %fc1.kp914, 784
-  %96 = add nsw i64 %fc1.k9519, %95
+fc1.k133:                                         ; preds = %fc1.k133, %fc1.mb131
+  %fc1.k13319 = phi i64 [ 0, %fc1.mb131 ], [ %k133.next, %fc1.k133 ]
+  %95 = mul nsw i64 %fc1.kp1294, 784
+  %96 = add nsw i64 %fc1.k13319, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 4816960, %97
-  %99 = mul nsw i64 %fc1.nb925, 24
+  %99 = mul nsw i64 %fc1.nb1305, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t94_b0, align 32
-  %102 = mul nsw i64 %fc1.kp914, 784
-  %103 = add nsw i64 %fc1.k9519, %102
+  store <8 x float> %101, ptr %fc1.t132_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1294, 784
+  %103 = add nsw i64 %fc1.k13319, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 4816960, %104
-  %106 = mul nsw i64 %fc1.nb925, 24
+  %106 = mul nsw i64 %fc1.nb1305, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t94_b1, align 32
-  %110 = mul nsw i64 %fc1.kp914, 784
-  %111 = add nsw i64 %fc1.k9519, %110
+  store <8 x float> %109, ptr %fc1.t132_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1294, 784
+  %111 = add nsw i64 %fc1.k13319, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 4816960, %112
-  %114 = mul nsw i64 %fc1.nb925, 24
+  %114 = mul nsw i64 %fc1.nb1305, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t94_b2, align 32
-  %118 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %117, ptr %fc1.t132_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1316, 4
   %119 = mul nsw i64 %118, 3136
   %120 = add nsw i64 18912, %119
-  %121 = mul nsw i64 %fc1.kp914, 784
-  %122 = add nsw i64 %fc1.k9519, %121
+  %121 = mul nsw i64 %fc1.kp1294, 784
+  %122 = add nsw i64 %fc1.k13319, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t94_a0, align 32
-  %t94_a0 = load <8 x float>, ptr %fc1.t94_a0, align 32
-  %t94_b0 = load <8 x float>, ptr %fc1.t94_b0, align 32
-  %t94_c0_0 = load <8 x float>, ptr %fc1.t94_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a0, <8 x float> %t94_b0, <8 x float> %t94_c0_0)
-  store <8 x float> %127, ptr %fc1.t94_c0_0, align 32
-  %t94_a024 = load <8 x float>, ptr %fc1.t94_a0, align 32
-  %t94_b1 = load <8 x float>, ptr %fc1.t94_b1, align 32
-  %t94_c0_1 = load <8 x float>, ptr %fc1.t94_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a024, <8 x float> %t94_b1, <8 x float> %t94_c0_1)
-  store <8 x float> %128, ptr %fc1.t94_c0_1, align 32
-  %t94_a025 = load <8 x float>, ptr %fc1.t94_a0, align 32
-  %t94_b2 = load <8 x float>, ptr %fc1.t94_b2, align 32
-  %t94_c0_2 = load <8 x float>, ptr %fc1.t94_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a025, <8 x float> %t94_b2, <8 x float> %t94_c0_2)
-  store <8 x float> %129, ptr %fc1.t94_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %126, ptr %fc1.t132_a0, align 32
+  %t132_a0 = load <8 x float>, ptr %fc1.t132_a0, align 32
+  %t132_b0 = load <8 x float>, ptr %fc1.t132_b0, align 32
+  %t132_c0_0 = load <8 x float>, ptr %fc1.t132_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a0, <8 x float> %t132_b0, <8 x float> %t132_c0_0)
+  store <8 x float> %127, ptr %fc1.t132_c0_0, align 32
+  %t132_a024 = load <8 x float>, ptr %fc1.t132_a0, align 32
+  %t132_b1 = load <8 x float>, ptr %fc1.t132_b1, align 32
+  %t132_c0_1 = load <8 x float>, ptr %fc1.t132_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a024, <8 x float> %t132_b1, <8 x float> %t132_c0_1)
+  store <8 x float> %128, ptr %fc1.t132_c0_1, align 32
+  %t132_a025 = load <8 x float>, ptr %fc1.t132_a0, align 32
+  %t132_b2 = load <8 x float>, ptr %fc1.t132_b2, align 32
+  %t132_c0_2 = load <8 x float>, ptr %fc1.t132_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a025, <8 x float> %t132_b2, <8 x float> %t132_c0_2)
+  store <8 x float> %129, ptr %fc1.t132_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1316, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 3136
   %133 = add nsw i64 18912, %132
-  %134 = mul nsw i64 %fc1.kp914, 784
-  %135 = add nsw i64 %fc1.k9519, %134
+  %134 = mul nsw i64 %fc1.kp1294, 784
+  %135 = add nsw i64 %fc1.k13319, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t94_a1, align 32
-  %t94_a1 = load <8 x float>, ptr %fc1.t94_a1, align 32
-  %t94_b027 = load <8 x float>, ptr %fc1.t94_b0, align 32
-  %t94_c1_0 = load <8 x float>, ptr %fc1.t94_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a1, <8 x float> %t94_b027, <8 x float> %t94_c1_0)
-  store <8 x float> %140, ptr %fc1.t94_c1_0, align 32
-  %t94_a128 = load <8 x float>, ptr %fc1.t94_a1, align 32
-  %t94_b129 = load <8 x float>, ptr %fc1.t94_b1, align 32
-  %t94_c1_1 = load <8 x float>, ptr %fc1.t94_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a128, <8 x float> %t94_b129, <8 x float> %t94_c1_1)
-  store <8 x float> %141, ptr %fc1.t94_c1_1, align 32
-  %t94_a130 = load <8 x float>, ptr %fc1.t94_a1, align 32
-  %t94_b231 = load <8 x float>, ptr %fc1.t94_b2, align 32
-  %t94_c1_2 = load <8 x float>, ptr %fc1.t94_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a130, <8 x float> %t94_b231, <8 x float> %t94_c1_2)
-  store <8 x float> %142, ptr %fc1.t94_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %139, ptr %fc1.t132_a1, align 32
+  %t132_a1 = load <8 x float>, ptr %fc1.t132_a1, align 32
+  %t132_b027 = load <8 x float>, ptr %fc1.t132_b0, align 32
+  %t132_c1_0 = load <8 x float>, ptr %fc1.t132_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a1, <8 x float> %t132_b027, <8 x float> %t132_c1_0)
+  store <8 x float> %140, ptr %fc1.t132_c1_0, align 32
+  %t132_a128 = load <8 x float>, ptr %fc1.t132_a1, align 32
+  %t132_b129 = load <8 x float>, ptr %fc1.t132_b1, align 32
+  %t132_c1_1 = load <8 x float>, ptr %fc1.t132_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a128, <8 x float> %t132_b129, <8 x float> %t132_c1_1)
+  store <8 x float> %141, ptr %fc1.t132_c1_1, align 32
+  %t132_a130 = load <8 x float>, ptr %fc1.t132_a1, align 32
+  %t132_b231 = load <8 x float>, ptr %fc1.t132_b2, align 32
+  %t132_c1_2 = load <8 x float>, ptr %fc1.t132_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a130, <8 x float> %t132_b231, <8 x float> %t132_c1_2)
+  store <8 x float> %142, ptr %fc1.t132_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1316, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 3136
   %146 = add nsw i64 18912, %145
-  %147 = mul nsw i64 %fc1.kp914, 784
-  %148 = add nsw i64 %fc1.k9519, %147
+  %147 = mul nsw i64 %fc1.kp1294, 784
+  %148 = add nsw i64 %fc1.k13319, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t94_a2, align 32
-  %t94_a2 = load <8 x float>, ptr %fc1.t94_a2, align 32
-  %t94_b033 = load <8 x float>, ptr %fc1.t94_b0, align 32
-  %t94_c2_0 = load <8 x float>, ptr %fc1.t94_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a2, <8 x float> %t94_b033, <8 x float> %t94_c2_0)
-  store <8 x float> %153, ptr %fc1.t94_c2_0, align 32
-  %t94_a234 = load <8 x float>, ptr %fc1.t94_a2, align 32
-  %t94_b135 = load <8 x float>, ptr %fc1.t94_b1, align 32
-  %t94_c2_1 = load <8 x float>, ptr %fc1.t94_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a234, <8 x float> %t94_b135, <8 x float> %t94_c2_1)
-  store <8 x float> %154, ptr %fc1.t94_c2_1, align 32
-  %t94_a236 = load <8 x float>, ptr %fc1.t94_a2, align 32
-  %t94_b237 = load <8 x float>, ptr %fc1.t94_b2, align 32
-  %t94_c2_2 = load <8 x float>, ptr %fc1.t94_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a236, <8 x float> %t94_b237, <8 x float> %t94_c2_2)
-  store <8 x float> %155, ptr %fc1.t94_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %152, ptr %fc1.t132_a2, align 32
+  %t132_a2 = load <8 x float>, ptr %fc1.t132_a2, align 32
+  %t132_b033 = load <8 x float>, ptr %fc1.t132_b0, align 32
+  %t132_c2_0 = load <8 x float>, ptr %fc1.t132_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a2, <8 x float> %t132_b033, <8 x float> %t132_c2_0)
+  store <8 x float> %153, ptr %fc1.t132_c2_0, align 32
+  %t132_a234 = load <8 x float>, ptr %fc1.t132_a2, align 32
+  %t132_b135 = load <8 x float>, ptr %fc1.t132_b1, align 32
+  %t132_c2_1 = load <8 x float>, ptr %fc1.t132_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a234, <8 x float> %t132_b135, <8 x float> %t132_c2_1)
+  store <8 x float> %154, ptr %fc1.t132_c2_1, align 32
+  %t132_a236 = load <8 x float>, ptr %fc1.t132_a2, align 32
+  %t132_b237 = load <8 x float>, ptr %fc1.t132_b2, align 32
+  %t132_c2_2 = load <8 x float>, ptr %fc1.t132_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a236, <8 x float> %t132_b237, <8 x float> %t132_c2_2)
+  store <8 x float> %155, ptr %fc1.t132_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1316, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 3136
   %159 = add nsw i64 18912, %158
-  %160 = mul nsw i64 %fc1.kp914, 784
-  %161 = add nsw i64 %fc1.k9519, %160
+  %160 = mul nsw i64 %fc1.kp1294, 784
+  %161 = add nsw i64 %fc1.k13319, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t94_a3, align 32
-  %t94_a3 = load <8 x float>, ptr %fc1.t94_a3, align 32
-  %t94_b039 = load <8 x float>, ptr %fc1.t94_b0, align 32
-  %t94_c3_0 = load <8 x float>, ptr %fc1.t94_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a3, <8 x float> %t94_b039, <8 x float> %t94_c3_0)
-  store <8 x float> %166, ptr %fc1.t94_c3_0, align 32
-  %t94_a340 = load <8 x float>, ptr %fc1.t94_a3, align 32
-  %t94_b141 = load <8 x float>, ptr %fc1.t94_b1, align 32
-  %t94_c3_1 = load <8 x float>, ptr %fc1.t94_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a340, <8 x float> %t94_b141, <8 x float> %t94_c3_1)
-  store <8 x float> %167, ptr %fc1.t94_c3_1, align 32
-  %t94_a342 = load <8 x float>, ptr %fc1.t94_a3, align 32
-  %t94_b243 = load <8 x float>, ptr %fc1.t94_b2, align 32
-  %t94_c3_2 = load <8 x float>, ptr %fc1.t94_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t94_a342, <8 x float> %t94_b243, <8 x float> %t94_c3_2)
-  store <8 x float> %168, ptr %fc1.t94_c3_2, align 32
-  %k95.next = add nsw i64 %fc1.k9519, 1
-  %169 = icmp slt i64 %k95.next, 784
-  br i1 %169, label %fc1.k95, label %fc1.k95.end
+  store <8 x float> %165, ptr %fc1.t132_a3, align 32
+  %t132_a3 = load <8 x float>, ptr %fc1.t132_a3, align 32
+  %t132_b039 = load <8 x float>, ptr %fc1.t132_b0, align 32
+  %t132_c3_0 = load <8 x float>, ptr %fc1.t132_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a3, <8 x float> %t132_b039, <8 x float> %t132_c3_0)
+  store <8 x float> %166, ptr %fc1.t132_c3_0, align 32
+  %t132_a340 = load <8 x float>, ptr %fc1.t132_a3, align 32
+  %t132_b141 = load <8 x float>, ptr %fc1.t132_b1, align 32
+  %t132_c3_1 = load <8 x float>, ptr %fc1.t132_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a340, <8 x float> %t132_b141, <8 x float> %t132_c3_1)
+  store <8 x float> %167, ptr %fc1.t132_c3_1, align 32
+  %t132_a342 = load <8 x float>, ptr %fc1.t132_a3, align 32
+  %t132_b243 = load <8 x float>, ptr %fc1.t132_b2, align 32
+  %t132_c3_2 = load <8 x float>, ptr %fc1.t132_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t132_a342, <8 x float> %t132_b243, <8 x float> %t132_c3_2)
+  store <8 x float> %168, ptr %fc1.t132_c3_2, align 32
+  %k133.next = add nsw i64 %fc1.k13319, 1
+  %169 = icmp slt i64 %k133.next, 784
+  br i1 %169, label %fc1.k133, label %fc1.k133.end
 
-fc1.k95.end:                                      ; preds = %fc1.k95
-  %t94_c0_044 = load <8 x float>, ptr %fc1.t94_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb936, 4
+fc1.k133.end:                                     ; preds = %fc1.k133
+  %t132_c0_044 = load <8 x float>, ptr %fc1.t132_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1316, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 5017664, %171
-  %173 = mul nsw i64 %fc1.nb925, 24
+  %173 = mul nsw i64 %fc1.nb1305, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t94_c0_044, ptr %arena45, align 4
-  %t94_c0_146 = load <8 x float>, ptr %fc1.t94_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c0_044, ptr %arena45, align 4
+  %t132_c0_146 = load <8 x float>, ptr %fc1.t132_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1316, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 5017664, %176
-  %178 = mul nsw i64 %fc1.nb925, 24
+  %178 = mul nsw i64 %fc1.nb1305, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t94_c0_146, ptr %arena47, align 4
-  %t94_c0_248 = load <8 x float>, ptr %fc1.t94_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c0_146, ptr %arena47, align 4
+  %t132_c0_248 = load <8 x float>, ptr %fc1.t132_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1316, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 5017664, %182
-  %184 = mul nsw i64 %fc1.nb925, 24
+  %184 = mul nsw i64 %fc1.nb1305, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t94_c0_248, ptr %arena49, align 4
-  %t94_c1_050 = load <8 x float>, ptr %fc1.t94_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c0_248, ptr %arena49, align 4
+  %t132_c1_050 = load <8 x float>, ptr %fc1.t132_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1316, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 5017664, %189
-  %191 = mul nsw i64 %fc1.nb925, 24
+  %191 = mul nsw i64 %fc1.nb1305, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t94_c1_050, ptr %arena51, align 4
-  %t94_c1_152 = load <8 x float>, ptr %fc1.t94_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c1_050, ptr %arena51, align 4
+  %t132_c1_152 = load <8 x float>, ptr %fc1.t132_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1316, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 5017664, %195
-  %197 = mul nsw i64 %fc1.nb925, 24
+  %197 = mul nsw i64 %fc1.nb1305, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t94_c1_152, ptr %arena53, align 4
-  %t94_c1_254 = load <8 x float>, ptr %fc1.t94_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c1_152, ptr %arena53, align 4
+  %t132_c1_254 = load <8 x float>, ptr %fc1.t132_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1316, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 5017664, %202
-  %204 = mul nsw i64 %fc1.nb925, 24
+  %204 = mul nsw i64 %fc1.nb1305, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t94_c1_254, ptr %arena55, align 4
-  %t94_c2_056 = load <8 x float>, ptr %fc1.t94_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c1_254, ptr %arena55, align 4
+  %t132_c2_056 = load <8 x float>, ptr %fc1.t132_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1316, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 5017664, %209
-  %211 = mul nsw i64 %fc1.nb925, 24
+  %211 = mul nsw i64 %fc1.nb1305, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t94_c2_056, ptr %arena57, align 4
-  %t94_c2_158 = load <8 x float>, ptr %fc1.t94_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c2_056, ptr %arena57, align 4
+  %t132_c2_158 = load <8 x float>, ptr %fc1.t132_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1316, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 5017664, %215
-  %217 = mul nsw i64 %fc1.nb925, 24
+  %217 = mul nsw i64 %fc1.nb1305, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t94_c2_158, ptr %arena59, align 4
-  %t94_c2_260 = load <8 x float>, ptr %fc1.t94_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c2_158, ptr %arena59, align 4
+  %t132_c2_260 = load <8 x float>, ptr %fc1.t132_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1316, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 5017664, %222
-  %224 = mul nsw i64 %fc1.nb925, 24
+  %224 = mul nsw i64 %fc1.nb1305, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t94_c2_260, ptr %arena61, align 4
-  %t94_c3_062 = load <8 x float>, ptr %fc1.t94_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c2_260, ptr %arena61, align 4
+  %t132_c3_062 = load <8 x float>, ptr %fc1.t132_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1316, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 5017664, %229
-  %231 = mul nsw i64 %fc1.nb925, 24
+  %231 = mul nsw i64 %fc1.nb1305, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t94_c3_062, ptr %arena63, align 4
-  %t94_c3_164 = load <8 x float>, ptr %fc1.t94_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c3_062, ptr %arena63, align 4
+  %t132_c3_164 = load <8 x float>, ptr %fc1.t132_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1316, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 5017664, %235
-  %237 = mul nsw i64 %fc1.nb925, 24
+  %237 = mul nsw i64 %fc1.nb1305, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t94_c3_164, ptr %arena65, align 4
-  %t94_c3_266 = load <8 x float>, ptr %fc1.t94_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb936, 4
+  store <8 x float> %t132_c3_164, ptr %arena65, align 4
+  %t132_c3_266 = load <8 x float>, ptr %fc1.t132_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1316, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 5017664, %242
-  %244 = mul nsw i64 %fc1.nb925, 24
+  %244 = mul nsw i64 %fc1.nb1305, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t94_c3_266, ptr %arena67, align 4
-  %mb93.next = add nsw i64 %fc1.mb936, 1
-  %247 = icmp slt i64 %mb93.next, 32
-  br i1 %247, label %fc1.mb93, label %fc1.mb93.end
+  store <8 x float> %t132_c3_266, ptr %arena67, align 4
+  %mb131.next = add nsw i64 %fc1.mb1316, 1
+  %247 = icmp slt i64 %mb131.next, 32
+  br i1 %247, label %fc1.mb131, label %fc1.mb131.end
 
-fc1.mb96:                                         ; preds = %fc1.k98.end, %fc1.nb92.end
-  %fc1.mb9668 = phi i64 [ 0, %fc1.nb92.end ], [ %mb96.next, %fc1.k98.end ]
-  %248 = mul nsw i64 %fc1.mb9668, 4
+fc1.mb134:                                        ; preds = %fc1.k136.end, %fc1.nb130.end
+  %fc1.mb13468 = phi i64 [ 0, %fc1.nb130.end ], [ %mb134.next, %fc1.k136.end ]
+  %248 = mul nsw i64 %fc1.mb13468, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 5017664, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t97_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %252, ptr %fc1.t135_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb13468, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 5017664, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t97_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %258, ptr %fc1.t135_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb13468, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 5017664, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t97_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %264, ptr %fc1.t135_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb13468, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 5017664, %267
@@ -3130,16 +3409,16 @@ fc1.mb96:                                         ; preds = %fc1.k98.end, %fc1.n
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t97_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %271, ptr %fc1.t135_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb13468, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 5017664, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t97_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %277, ptr %fc1.t135_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb13468, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 5017664, %280
@@ -3147,16 +3426,16 @@ fc1.mb96:                                         ; preds = %fc1.k98.end, %fc1.n
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t97_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %284, ptr %fc1.t135_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb13468, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 5017664, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t97_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %290, ptr %fc1.t135_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb13468, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 5017664, %293
@@ -3164,335 +3443,462 @@ fc1.mb96:                                         ; preds = %fc1.k98.end, %fc1.n
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t97_c3_1, align 32
-  br label %fc1.k98
+  store <8 x float> %297, ptr %fc1.t135_c3_1, align 32
+  br label %fc1.k136
 
-fc1.mb96.end:                                     ; preds = %fc1.k98.end
-  %kp91.next = add nsw i64 %fc1.kp914, 1
-  %298 = icmp slt i64 %kp91.next, 4
-  br i1 %298, label %fc1.kp91, label %fc1.kp91.end
+fc1.mb134.end:                                    ; preds = %fc1.k136.end
+  %kp129.next = add nsw i64 %fc1.kp1294, 1
+  %298 = icmp slt i64 %kp129.next, 4
+  br i1 %298, label %fc1.kp129, label %fc1.kp129.end
 
-fc1.k98:                                          ; preds = %fc1.k98, %fc1.mb96
-  %fc1.k9877 = phi i64 [ 0, %fc1.mb96 ], [ %k98.next, %fc1.k98 ]
-  %299 = mul nsw i64 %fc1.kp914, 784
-  %300 = add nsw i64 %fc1.k9877, %299
+fc1.k136:                                         ; preds = %fc1.k136, %fc1.mb134
+  %fc1.k13677 = phi i64 [ 0, %fc1.mb134 ], [ %k136.next, %fc1.k136 ]
+  %299 = mul nsw i64 %fc1.kp1294, 784
+  %300 = add nsw i64 %fc1.k13677, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 4816960, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t97_b0, align 32
-  %305 = mul nsw i64 %fc1.kp914, 784
-  %306 = add nsw i64 %fc1.k9877, %305
+  store <8 x float> %304, ptr %fc1.t135_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1294, 784
+  %306 = add nsw i64 %fc1.k13677, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 4816960, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t97_b1, align 32
-  %312 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %311, ptr %fc1.t135_b1, align 32
+  %312 = mul nsw i64 %fc1.mb13468, 4
   %313 = mul nsw i64 %312, 3136
   %314 = add nsw i64 18912, %313
-  %315 = mul nsw i64 %fc1.kp914, 784
-  %316 = add nsw i64 %fc1.k9877, %315
+  %315 = mul nsw i64 %fc1.kp1294, 784
+  %316 = add nsw i64 %fc1.k13677, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t97_a0, align 32
-  %t97_a0 = load <8 x float>, ptr %fc1.t97_a0, align 32
-  %t97_b0 = load <8 x float>, ptr %fc1.t97_b0, align 32
-  %t97_c0_0 = load <8 x float>, ptr %fc1.t97_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a0, <8 x float> %t97_b0, <8 x float> %t97_c0_0)
-  store <8 x float> %321, ptr %fc1.t97_c0_0, align 32
-  %t97_a081 = load <8 x float>, ptr %fc1.t97_a0, align 32
-  %t97_b1 = load <8 x float>, ptr %fc1.t97_b1, align 32
-  %t97_c0_1 = load <8 x float>, ptr %fc1.t97_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a081, <8 x float> %t97_b1, <8 x float> %t97_c0_1)
-  store <8 x float> %322, ptr %fc1.t97_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %320, ptr %fc1.t135_a0, align 32
+  %t135_a0 = load <8 x float>, ptr %fc1.t135_a0, align 32
+  %t135_b0 = load <8 x float>, ptr %fc1.t135_b0, align 32
+  %t135_c0_0 = load <8 x float>, ptr %fc1.t135_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a0, <8 x float> %t135_b0, <8 x float> %t135_c0_0)
+  store <8 x float> %321, ptr %fc1.t135_c0_0, align 32
+  %t135_a081 = load <8 x float>, ptr %fc1.t135_a0, align 32
+  %t135_b1 = load <8 x float>, ptr %fc1.t135_b1, align 32
+  %t135_c0_1 = load <8 x float>, ptr %fc1.t135_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a081, <8 x float> %t135_b1, <8 x float> %t135_c0_1)
+  store <8 x float> %322, ptr %fc1.t135_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb13468, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 3136
   %326 = add nsw i64 18912, %325
-  %327 = mul nsw i64 %fc1.kp914, 784
-  %328 = add nsw i64 %fc1.k9877, %327
+  %327 = mul nsw i64 %fc1.kp1294, 784
+  %328 = add nsw i64 %fc1.k13677, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t97_a1, align 32
-  %t97_a1 = load <8 x float>, ptr %fc1.t97_a1, align 32
-  %t97_b083 = load <8 x float>, ptr %fc1.t97_b0, align 32
-  %t97_c1_0 = load <8 x float>, ptr %fc1.t97_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a1, <8 x float> %t97_b083, <8 x float> %t97_c1_0)
-  store <8 x float> %333, ptr %fc1.t97_c1_0, align 32
-  %t97_a184 = load <8 x float>, ptr %fc1.t97_a1, align 32
-  %t97_b185 = load <8 x float>, ptr %fc1.t97_b1, align 32
-  %t97_c1_1 = load <8 x float>, ptr %fc1.t97_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a184, <8 x float> %t97_b185, <8 x float> %t97_c1_1)
-  store <8 x float> %334, ptr %fc1.t97_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %332, ptr %fc1.t135_a1, align 32
+  %t135_a1 = load <8 x float>, ptr %fc1.t135_a1, align 32
+  %t135_b083 = load <8 x float>, ptr %fc1.t135_b0, align 32
+  %t135_c1_0 = load <8 x float>, ptr %fc1.t135_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a1, <8 x float> %t135_b083, <8 x float> %t135_c1_0)
+  store <8 x float> %333, ptr %fc1.t135_c1_0, align 32
+  %t135_a184 = load <8 x float>, ptr %fc1.t135_a1, align 32
+  %t135_b185 = load <8 x float>, ptr %fc1.t135_b1, align 32
+  %t135_c1_1 = load <8 x float>, ptr %fc1.t135_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a184, <8 x float> %t135_b185, <8 x float> %t135_c1_1)
+  store <8 x float> %334, ptr %fc1.t135_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb13468, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 3136
   %338 = add nsw i64 18912, %337
-  %339 = mul nsw i64 %fc1.kp914, 784
-  %340 = add nsw i64 %fc1.k9877, %339
+  %339 = mul nsw i64 %fc1.kp1294, 784
+  %340 = add nsw i64 %fc1.k13677, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t97_a2, align 32
-  %t97_a2 = load <8 x float>, ptr %fc1.t97_a2, align 32
-  %t97_b087 = load <8 x float>, ptr %fc1.t97_b0, align 32
-  %t97_c2_0 = load <8 x float>, ptr %fc1.t97_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a2, <8 x float> %t97_b087, <8 x float> %t97_c2_0)
-  store <8 x float> %345, ptr %fc1.t97_c2_0, align 32
-  %t97_a288 = load <8 x float>, ptr %fc1.t97_a2, align 32
-  %t97_b189 = load <8 x float>, ptr %fc1.t97_b1, align 32
-  %t97_c2_1 = load <8 x float>, ptr %fc1.t97_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a288, <8 x float> %t97_b189, <8 x float> %t97_c2_1)
-  store <8 x float> %346, ptr %fc1.t97_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %344, ptr %fc1.t135_a2, align 32
+  %t135_a2 = load <8 x float>, ptr %fc1.t135_a2, align 32
+  %t135_b087 = load <8 x float>, ptr %fc1.t135_b0, align 32
+  %t135_c2_0 = load <8 x float>, ptr %fc1.t135_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a2, <8 x float> %t135_b087, <8 x float> %t135_c2_0)
+  store <8 x float> %345, ptr %fc1.t135_c2_0, align 32
+  %t135_a288 = load <8 x float>, ptr %fc1.t135_a2, align 32
+  %t135_b189 = load <8 x float>, ptr %fc1.t135_b1, align 32
+  %t135_c2_1 = load <8 x float>, ptr %fc1.t135_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a288, <8 x float> %t135_b189, <8 x float> %t135_c2_1)
+  store <8 x float> %346, ptr %fc1.t135_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb13468, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 18912, %349
-  %351 = mul nsw i64 %fc1.kp914, 784
-  %352 = add nsw i64 %fc1.k9877, %351
+  %351 = mul nsw i64 %fc1.kp1294, 784
+  %352 = add nsw i64 %fc1.k13677, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t97_a3, align 32
-  %t97_a3 = load <8 x float>, ptr %fc1.t97_a3, align 32
-  %t97_b091 = load <8 x float>, ptr %fc1.t97_b0, align 32
-  %t97_c3_0 = load <8 x float>, ptr %fc1.t97_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a3, <8 x float> %t97_b091, <8 x float> %t97_c3_0)
-  store <8 x float> %357, ptr %fc1.t97_c3_0, align 32
-  %t97_a392 = load <8 x float>, ptr %fc1.t97_a3, align 32
-  %t97_b193 = load <8 x float>, ptr %fc1.t97_b1, align 32
-  %t97_c3_1 = load <8 x float>, ptr %fc1.t97_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t97_a392, <8 x float> %t97_b193, <8 x float> %t97_c3_1)
-  store <8 x float> %358, ptr %fc1.t97_c3_1, align 32
-  %k98.next = add nsw i64 %fc1.k9877, 1
-  %359 = icmp slt i64 %k98.next, 784
-  br i1 %359, label %fc1.k98, label %fc1.k98.end
+  store <8 x float> %356, ptr %fc1.t135_a3, align 32
+  %t135_a3 = load <8 x float>, ptr %fc1.t135_a3, align 32
+  %t135_b091 = load <8 x float>, ptr %fc1.t135_b0, align 32
+  %t135_c3_0 = load <8 x float>, ptr %fc1.t135_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a3, <8 x float> %t135_b091, <8 x float> %t135_c3_0)
+  store <8 x float> %357, ptr %fc1.t135_c3_0, align 32
+  %t135_a392 = load <8 x float>, ptr %fc1.t135_a3, align 32
+  %t135_b193 = load <8 x float>, ptr %fc1.t135_b1, align 32
+  %t135_c3_1 = load <8 x float>, ptr %fc1.t135_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t135_a392, <8 x float> %t135_b193, <8 x float> %t135_c3_1)
+  store <8 x float> %358, ptr %fc1.t135_c3_1, align 32
+  %k136.next = add nsw i64 %fc1.k13677, 1
+  %359 = icmp slt i64 %k136.next, 784
+  br i1 %359, label %fc1.k136, label %fc1.k136.end
 
-fc1.k98.end:                                      ; preds = %fc1.k98
-  %t97_c0_094 = load <8 x float>, ptr %fc1.t97_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb9668, 4
+fc1.k136.end:                                     ; preds = %fc1.k136
+  %t135_c0_094 = load <8 x float>, ptr %fc1.t135_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb13468, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 5017664, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t97_c0_094, ptr %arena95, align 4
-  %t97_c0_196 = load <8 x float>, ptr %fc1.t97_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c0_094, ptr %arena95, align 4
+  %t135_c0_196 = load <8 x float>, ptr %fc1.t135_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb13468, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 5017664, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t97_c0_196, ptr %arena97, align 4
-  %t97_c1_098 = load <8 x float>, ptr %fc1.t97_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c0_196, ptr %arena97, align 4
+  %t135_c1_098 = load <8 x float>, ptr %fc1.t135_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb13468, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 5017664, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t97_c1_098, ptr %arena99, align 4
-  %t97_c1_1100 = load <8 x float>, ptr %fc1.t97_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c1_098, ptr %arena99, align 4
+  %t135_c1_1100 = load <8 x float>, ptr %fc1.t135_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb13468, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 5017664, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t97_c1_1100, ptr %arena101, align 4
-  %t97_c2_0102 = load <8 x float>, ptr %fc1.t97_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c1_1100, ptr %arena101, align 4
+  %t135_c2_0102 = load <8 x float>, ptr %fc1.t135_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb13468, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 5017664, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t97_c2_0102, ptr %arena103, align 4
-  %t97_c2_1104 = load <8 x float>, ptr %fc1.t97_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c2_0102, ptr %arena103, align 4
+  %t135_c2_1104 = load <8 x float>, ptr %fc1.t135_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb13468, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 5017664, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t97_c2_1104, ptr %arena105, align 4
-  %t97_c3_0106 = load <8 x float>, ptr %fc1.t97_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c2_1104, ptr %arena105, align 4
+  %t135_c3_0106 = load <8 x float>, ptr %fc1.t135_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb13468, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 5017664, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t97_c3_0106, ptr %arena107, align 4
-  %t97_c3_1108 = load <8 x float>, ptr %fc1.t97_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb9668, 4
+  store <8 x float> %t135_c3_0106, ptr %arena107, align 4
+  %t135_c3_1108 = load <8 x float>, ptr %fc1.t135_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb13468, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 5017664, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t97_c3_1108, ptr %arena109, align 4
-  %mb96.next = add nsw i64 %fc1.mb9668, 1
-  %402 = icmp slt i64 %mb96.next, 32
-  br i1 %402, label %fc1.mb96, label %fc1.mb96.end
+  store <8 x float> %t135_c3_1108, ptr %arena109, align 4
+  %mb134.next = add nsw i64 %fc1.mb13468, 1
+  %402 = icmp slt i64 %mb134.next, 32
+  br i1 %402, label %fc1.mb134, label %fc1.mb134.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k10.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn3.scale105 = alloca float, align 4
-  %bn3.var104 = alloca float, align 4
-  %bn3.squares107 = alloca float, align 4
-  %bn3.mean103 = alloca float, align 4
-  %bn3.sum106 = alloca float, align 4
-  br label %bn3.c102
+  %bn3.scale143 = alloca float, align 4
+  %bn3.var142 = alloca float, align 4
+  %bn3.squares145 = alloca float, align 4
+  %bn3.sum167 = alloca float, align 4
+  %bn3.sum166 = alloca float, align 4
+  %bn3.sum165 = alloca float, align 4
+  %bn3.sum164 = alloca float, align 4
+  %bn3.sum163 = alloca float, align 4
+  %bn3.sum162 = alloca float, align 4
+  %bn3.sum161 = alloca float, align 4
+  %bn3.tail158 = alloca float, align 4
+  %bn3.acc157 = alloca <8 x float>, align 32
+  %bn3.mean141 = alloca float, align 4
+  %bn3.sum144 = alloca float, align 4
+  %bn3.sum156 = alloca float, align 4
+  %bn3.sum155 = alloca float, align 4
+  %bn3.sum154 = alloca float, align 4
+  %bn3.sum153 = alloca float, align 4
+  %bn3.sum152 = alloca float, align 4
+  %bn3.sum151 = alloca float, align 4
+  %bn3.sum150 = alloca float, align 4
+  %bn3.tail147 = alloca float, align 4
+  %bn3.acc146 = alloca <8 x float>, align 32
+  br label %bn3.c140
 
-bn3.c102:                                         ; preds = %bn3.n110.end, %entry
-  %bn3.c1021 = phi i64 [ 0, %entry ], [ %c102.next, %bn3.n110.end ]
-  store float 0.000000e+00, ptr %bn3.sum106, align 4
-  br label %bn3.n108
+bn3.c140:                                         ; preds = %bn3.n168.end, %entry
+  %bn3.c1401 = phi i64 [ 0, %entry ], [ %c140.next, %bn3.n168.end ]
+  store <8 x float> zeroinitializer, ptr %bn3.acc146, align 32
+  store float 0.000000e+00, ptr %bn3.tail147, align 4
+  br label %bn3.n148
 
-bn3.c102.end:                                     ; preds = %bn3.n110.end
+bn3.c140.end:                                     ; preds = %bn3.n168.end
   ret void
 
-bn3.n108:                                         ; preds = %bn3.n108, %bn3.c102
-  %bn3.n1082 = phi i64 [ 0, %bn3.c102 ], [ %n108.next, %bn3.n108 ]
-  %sum106 = load float, ptr %bn3.sum106, align 4
-  %0 = mul nsw i64 %bn3.n1082, 128
-  %1 = add nsw i64 %0, %bn3.c1021
-  %2 = add nsw i64 3010688, %1
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %sum106, %3
-  store float %4, ptr %bn3.sum106, align 4
-  %n108.next = add nsw i64 %bn3.n1082, 1
-  %5 = icmp slt i64 %n108.next, 64
-  br i1 %5, label %bn3.n108, label %bn3.n108.end
+bn3.n148:                                         ; preds = %bn3.i149.end, %bn3.c140
+  %bn3.n1482 = phi i64 [ 0, %bn3.c140 ], [ %n148.next, %bn3.i149.end ]
+  br label %bn3.i149
 
-bn3.n108.end:                                     ; preds = %bn3.n108
-  %sum1064 = load float, ptr %bn3.sum106, align 4
-  %6 = fdiv float %sum1064, 6.400000e+01
-  store float %6, ptr %bn3.mean103, align 4
-  store float 0.000000e+00, ptr %bn3.squares107, align 4
-  br label %bn3.n109
+bn3.n148.end:                                     ; preds = %bn3.i149.end
+  %acc146 = load <8 x float>, ptr %bn3.acc146, align 32
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 3027328
+  store <8 x float> %acc146, ptr %arena5, align 4
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 3027328
+  %0 = load float, ptr %arena6, align 4
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 3027329
+  %1 = load float, ptr %arena7, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %bn3.sum150, align 4
+  %sum150 = load float, ptr %bn3.sum150, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 3027330
+  %3 = load float, ptr %arena8, align 4
+  %4 = fadd float %sum150, %3
+  store float %4, ptr %bn3.sum151, align 4
+  %sum151 = load float, ptr %bn3.sum151, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3027331
+  %5 = load float, ptr %arena9, align 4
+  %6 = fadd float %sum151, %5
+  store float %6, ptr %bn3.sum152, align 4
+  %sum152 = load float, ptr %bn3.sum152, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3027332
+  %7 = load float, ptr %arena10, align 4
+  %8 = fadd float %sum152, %7
+  store float %8, ptr %bn3.sum153, align 4
+  %sum153 = load float, ptr %bn3.sum153, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3027333
+  %9 = load float, ptr %arena11, align 4
+  %10 = fadd float %sum153, %9
+  store float %10, ptr %bn3.sum154, align 4
+  %sum154 = load float, ptr %bn3.sum154, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3027334
+  %11 = load float, ptr %arena12, align 4
+  %12 = fadd float %sum154, %11
+  store float %12, ptr %bn3.sum155, align 4
+  %sum155 = load float, ptr %bn3.sum155, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3027335
+  %13 = load float, ptr %arena13, align 4
+  %14 = fadd float %sum155, %13
+  store float %14, ptr %bn3.sum156, align 4
+  %sum156 = load float, ptr %bn3.sum156, align 4
+  %tail14714 = load float, ptr %bn3.tail147, align 4
+  %15 = fadd float %sum156, %tail14714
+  store float %15, ptr %bn3.sum144, align 4
+  %sum144 = load float, ptr %bn3.sum144, align 4
+  %16 = fdiv float %sum144, 6.400000e+01
+  store float %16, ptr %bn3.mean141, align 4
+  store <8 x float> zeroinitializer, ptr %bn3.acc157, align 32
+  store float 0.000000e+00, ptr %bn3.tail158, align 4
+  br label %bn3.n159
 
-bn3.n109:                                         ; preds = %bn3.n109, %bn3.n108.end
-  %bn3.n1095 = phi i64 [ 0, %bn3.n108.end ], [ %n109.next, %bn3.n109 ]
-  %squares107 = load float, ptr %bn3.squares107, align 4
-  %7 = mul nsw i64 %bn3.n1095, 128
-  %8 = add nsw i64 %7, %bn3.c1021
-  %9 = add nsw i64 3010688, %8
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %9
-  %10 = load float, ptr %arena6, align 4
-  %mean103 = load float, ptr %bn3.mean103, align 4
-  %11 = fsub float %10, %mean103
-  %12 = mul nsw i64 %bn3.n1095, 128
-  %13 = add nsw i64 %12, %bn3.c1021
-  %14 = add nsw i64 3010688, %13
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %mean1038 = load float, ptr %bn3.mean103, align 4
-  %16 = fsub float %15, %mean1038
-  %17 = fmul float %11, %16
-  %18 = fadd float %squares107, %17
-  store float %18, ptr %bn3.squares107, align 4
-  %n109.next = add nsw i64 %bn3.n1095, 1
-  %19 = icmp slt i64 %n109.next, 64
-  br i1 %19, label %bn3.n109, label %bn3.n109.end
+bn3.i149:                                         ; preds = %bn3.i149, %bn3.n148
+  %bn3.i1493 = phi i64 [ 0, %bn3.n148 ], [ %i149.next, %bn3.i149 ]
+  %tail147 = load float, ptr %bn3.tail147, align 4
+  %17 = mul nsw i64 %bn3.n1482, 128
+  %18 = add nsw i64 %17, %bn3.c1401
+  %19 = add nsw i64 %18, %bn3.i1493
+  %20 = add nsw i64 3010688, %19
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %20
+  %21 = load float, ptr %arena4, align 4
+  %22 = fadd float %tail147, %21
+  store float %22, ptr %bn3.tail147, align 4
+  %i149.next = add nsw i64 %bn3.i1493, 1
+  %23 = icmp slt i64 %i149.next, 1
+  br i1 %23, label %bn3.i149, label %bn3.i149.end
 
-bn3.n109.end:                                     ; preds = %bn3.n109
-  %squares1079 = load float, ptr %bn3.squares107, align 4
-  %20 = fdiv float %squares1079, 6.400000e+01
-  store float %20, ptr %bn3.var104, align 4
-  %mean10310 = load float, ptr %bn3.mean103, align 4
-  %21 = add nsw i64 3027072, %bn3.c1021
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %21
-  store float %mean10310, ptr %arena11, align 4
-  %var104 = load float, ptr %bn3.var104, align 4
-  %22 = add nsw i64 3027200, %bn3.c1021
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %22
-  store float %var104, ptr %arena12, align 4
-  %23 = add nsw i64 420320, %bn3.c1021
-  %params13 = getelementptr inbounds float, ptr %params, i64 %23
-  %24 = load float, ptr %params13, align 4
-  %var10414 = load float, ptr %bn3.var104, align 4
-  %25 = fadd float %var10414, 0x3EE4F8B580000000
-  %26 = call float @llvm.sqrt.f32(float %25)
-  %27 = fdiv float 1.000000e+00, %26
-  %28 = fmul float %24, %27
-  store float %28, ptr %bn3.scale105, align 4
-  br label %bn3.n110
+bn3.i149.end:                                     ; preds = %bn3.i149
+  %n148.next = add nsw i64 %bn3.n1482, 1
+  %24 = icmp slt i64 %n148.next, 64
+  br i1 %24, label %bn3.n148, label %bn3.n148.end
 
-bn3.n110:                                         ; preds = %bn3.n110, %bn3.n109.end
-  %bn3.n11015 = phi i64 [ 0, %bn3.n109.end ], [ %n110.next, %bn3.n110 ]
-  %29 = mul nsw i64 %bn3.n11015, 128
-  %30 = add nsw i64 %29, %bn3.c1021
-  %31 = add nsw i64 3010688, %30
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %31
-  %32 = load float, ptr %arena16, align 4
-  %mean10317 = load float, ptr %bn3.mean103, align 4
-  %33 = fsub float %32, %mean10317
-  %scale105 = load float, ptr %bn3.scale105, align 4
-  %34 = fmul float %33, %scale105
-  %35 = add nsw i64 420448, %bn3.c1021
-  %params18 = getelementptr inbounds float, ptr %params, i64 %35
-  %36 = load float, ptr %params18, align 4
-  %37 = fadd float %34, %36
-  %38 = mul nsw i64 %bn3.n11015, 128
-  %39 = add nsw i64 %38, %bn3.c1021
-  %40 = add nsw i64 3018880, %39
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %40
-  store float %37, ptr %arena19, align 4
-  %n110.next = add nsw i64 %bn3.n11015, 1
-  %41 = icmp slt i64 %n110.next, 64
-  br i1 %41, label %bn3.n110, label %bn3.n110.end
+bn3.n159:                                         ; preds = %bn3.i160.end, %bn3.n148.end
+  %bn3.n15915 = phi i64 [ 0, %bn3.n148.end ], [ %n159.next, %bn3.i160.end ]
+  br label %bn3.i160
 
-bn3.n110.end:                                     ; preds = %bn3.n110
-  %c102.next = add nsw i64 %bn3.c1021, 1
-  %42 = icmp slt i64 %c102.next, 128
-  br i1 %42, label %bn3.c102, label %bn3.c102.end
+bn3.n159.end:                                     ; preds = %bn3.i160.end
+  %acc157 = load <8 x float>, ptr %bn3.acc157, align 32
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 3027328
+  store <8 x float> %acc157, ptr %arena20, align 4
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 3027328
+  %25 = load float, ptr %arena21, align 4
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 3027329
+  %26 = load float, ptr %arena22, align 4
+  %27 = fadd float %25, %26
+  store float %27, ptr %bn3.sum161, align 4
+  %sum161 = load float, ptr %bn3.sum161, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 3027330
+  %28 = load float, ptr %arena23, align 4
+  %29 = fadd float %sum161, %28
+  store float %29, ptr %bn3.sum162, align 4
+  %sum162 = load float, ptr %bn3.sum162, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 3027331
+  %30 = load float, ptr %arena24, align 4
+  %31 = fadd float %sum162, %30
+  store float %31, ptr %bn3.sum163, align 4
+  %sum163 = load float, ptr %bn3.sum163, align 4
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 3027332
+  %32 = load float, ptr %arena25, align 4
+  %33 = fadd float %sum163, %32
+  store float %33, ptr %bn3.sum164, align 4
+  %sum164 = load float, ptr %bn3.sum164, align 4
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 3027333
+  %34 = load float, ptr %arena26, align 4
+  %35 = fadd float %sum164, %34
+  store float %35, ptr %bn3.sum165, align 4
+  %sum165 = load float, ptr %bn3.sum165, align 4
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 3027334
+  %36 = load float, ptr %arena27, align 4
+  %37 = fadd float %sum165, %36
+  store float %37, ptr %bn3.sum166, align 4
+  %sum166 = load float, ptr %bn3.sum166, align 4
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 3027335
+  %38 = load float, ptr %arena28, align 4
+  %39 = fadd float %sum166, %38
+  store float %39, ptr %bn3.sum167, align 4
+  %sum167 = load float, ptr %bn3.sum167, align 4
+  %tail15829 = load float, ptr %bn3.tail158, align 4
+  %40 = fadd float %sum167, %tail15829
+  store float %40, ptr %bn3.squares145, align 4
+  %squares145 = load float, ptr %bn3.squares145, align 4
+  %41 = fdiv float %squares145, 6.400000e+01
+  store float %41, ptr %bn3.var142, align 4
+  %mean14130 = load float, ptr %bn3.mean141, align 4
+  %42 = add nsw i64 3027072, %bn3.c1401
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %42
+  store float %mean14130, ptr %arena31, align 4
+  %var142 = load float, ptr %bn3.var142, align 4
+  %43 = add nsw i64 3027200, %bn3.c1401
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %43
+  store float %var142, ptr %arena32, align 4
+  %44 = add nsw i64 420320, %bn3.c1401
+  %params33 = getelementptr inbounds float, ptr %params, i64 %44
+  %45 = load float, ptr %params33, align 4
+  %var14234 = load float, ptr %bn3.var142, align 4
+  %46 = fadd float %var14234, 0x3EE4F8B580000000
+  %47 = call float @llvm.sqrt.f32(float %46)
+  %48 = fdiv float 1.000000e+00, %47
+  %49 = fmul float %45, %48
+  store float %49, ptr %bn3.scale143, align 4
+  br label %bn3.n168
+
+bn3.i160:                                         ; preds = %bn3.i160, %bn3.n159
+  %bn3.i16016 = phi i64 [ 0, %bn3.n159 ], [ %i160.next, %bn3.i160 ]
+  %tail158 = load float, ptr %bn3.tail158, align 4
+  %50 = mul nsw i64 %bn3.n15915, 128
+  %51 = add nsw i64 %50, %bn3.c1401
+  %52 = add nsw i64 %51, %bn3.i16016
+  %53 = add nsw i64 3010688, %52
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %53
+  %54 = load float, ptr %arena17, align 4
+  %mean141 = load float, ptr %bn3.mean141, align 4
+  %55 = fsub float %54, %mean141
+  %56 = mul nsw i64 %bn3.n15915, 128
+  %57 = add nsw i64 %56, %bn3.c1401
+  %58 = add nsw i64 %57, %bn3.i16016
+  %59 = add nsw i64 3010688, %58
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load float, ptr %arena18, align 4
+  %mean14119 = load float, ptr %bn3.mean141, align 4
+  %61 = fsub float %60, %mean14119
+  %62 = fmul float %55, %61
+  %63 = fadd float %tail158, %62
+  store float %63, ptr %bn3.tail158, align 4
+  %i160.next = add nsw i64 %bn3.i16016, 1
+  %64 = icmp slt i64 %i160.next, 1
+  br i1 %64, label %bn3.i160, label %bn3.i160.end
+
+bn3.i160.end:                                     ; preds = %bn3.i160
+  %n159.next = add nsw i64 %bn3.n15915, 1
+  %65 = icmp slt i64 %n159.next, 64
+  br i1 %65, label %bn3.n159, label %bn3.n159.end
+
+bn3.n168:                                         ; preds = %bn3.n168, %bn3.n159.end
+  %bn3.n16835 = phi i64 [ 0, %bn3.n159.end ], [ %n168.next, %bn3.n168 ]
+  %66 = mul nsw i64 %bn3.n16835, 128
+  %67 = add nsw i64 %66, %bn3.c1401
+  %68 = add nsw i64 3010688, %67
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %68
+  %69 = load float, ptr %arena36, align 4
+  %mean14137 = load float, ptr %bn3.mean141, align 4
+  %70 = fsub float %69, %mean14137
+  %scale143 = load float, ptr %bn3.scale143, align 4
+  %71 = fmul float %70, %scale143
+  %72 = add nsw i64 420448, %bn3.c1401
+  %params38 = getelementptr inbounds float, ptr %params, i64 %72
+  %73 = load float, ptr %params38, align 4
+  %74 = fadd float %71, %73
+  %75 = mul nsw i64 %bn3.n16835, 128
+  %76 = add nsw i64 %75, %bn3.c1401
+  %77 = add nsw i64 3018880, %76
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %77
+  store float %74, ptr %arena39, align 4
+  %n168.next = add nsw i64 %bn3.n16835, 1
+  %78 = icmp slt i64 %n168.next, 64
+  br i1 %78, label %bn3.n168, label %bn3.n168.end
+
+bn3.n168.end:                                     ; preds = %bn3.n168
+  %c140.next = add nsw i64 %bn3.c1401, 1
+  %79 = icmp slt i64 %c140.next, 128
+  br i1 %79, label %bn3.c140, label %bn3.c140.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k11.relu3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %relu3.i111
+  br label %relu3.i169
 
-relu3.i111:                                       ; preds = %relu3.i111, %entry
-  %relu3.i1111 = phi i64 [ 0, %entry ], [ %i111.next, %relu3.i111 ]
-  %0 = add nsw i64 3018880, %relu3.i1111
+relu3.i169:                                       ; preds = %relu3.i169, %entry
+  %relu3.i1691 = phi i64 [ 0, %entry ], [ %i169.next, %relu3.i169 ]
+  %0 = add nsw i64 3018880, %relu3.i1691
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3018880, %relu3.i1111
+  %3 = add nsw i64 3018880, %relu3.i1691
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3027328, %relu3.i1111
+  %6 = add nsw i64 3027328, %relu3.i1691
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i111.next = add nsw i64 %relu3.i1111, 1
-  %7 = icmp slt i64 %i111.next, 8192
-  br i1 %7, label %relu3.i111, label %relu3.i111.end
+  %i169.next = add nsw i64 %relu3.i1691, 1
+  %7 = icmp slt i64 %i169.next, 8192
+  br i1 %7, label %relu3.i169, label %relu3.i169.end
 
-relu3.i111.end:                                   ; preds = %relu3.i111
+relu3.i169.end:                                   ; preds = %relu3.i169
   ret void
 }
 
@@ -3503,39 +3909,39 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 420576
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3018880
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n112
+  br label %fc2.n170
 
-fc2.n112:                                         ; preds = %fc2.u113.end, %entry
-  %fc2.n1124 = phi i64 [ 0, %entry ], [ %n112.next, %fc2.u113.end ]
-  br label %fc2.u113
+fc2.n170:                                         ; preds = %fc2.u171.end, %entry
+  %fc2.n1704 = phi i64 [ 0, %entry ], [ %n170.next, %fc2.u171.end ]
+  br label %fc2.u171
 
-fc2.n112.end:                                     ; preds = %fc2.u113.end
+fc2.n170.end:                                     ; preds = %fc2.u171.end
   ret void
 
-fc2.u113:                                         ; preds = %fc2.u113, %fc2.n112
-  %fc2.u1135 = phi i64 [ 0, %fc2.n112 ], [ %u113.next, %fc2.u113 ]
-  %0 = mul nsw i64 %fc2.n1124, 10
+fc2.u171:                                         ; preds = %fc2.u171, %fc2.n170
+  %fc2.u1715 = phi i64 [ 0, %fc2.n170 ], [ %u171.next, %fc2.u171 ]
+  %0 = mul nsw i64 %fc2.n1704, 10
   %1 = add nsw i64 3018880, %0
-  %2 = add nsw i64 %1, %fc2.u1135
+  %2 = add nsw i64 %1, %fc2.u1715
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421856, %fc2.u1135
+  %4 = add nsw i64 421856, %fc2.u1715
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1124, 10
+  %7 = mul nsw i64 %fc2.n1704, 10
   %8 = add nsw i64 3018880, %7
-  %9 = add nsw i64 %8, %fc2.u1135
+  %9 = add nsw i64 %8, %fc2.u1715
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u113.next = add nsw i64 %fc2.u1135, 1
-  %10 = icmp slt i64 %u113.next, 10
-  br i1 %10, label %fc2.u113, label %fc2.u113.end
+  %u171.next = add nsw i64 %fc2.u1715, 1
+  %10 = icmp slt i64 %u171.next, 10
+  br i1 %10, label %fc2.u171, label %fc2.u171.end
 
-fc2.u113.end:                                     ; preds = %fc2.u113
-  %n112.next = add nsw i64 %fc2.n1124, 1
-  %11 = icmp slt i64 %n112.next, 64
-  br i1 %11, label %fc2.n112, label %fc2.n112.end
+fc2.u171.end:                                     ; preds = %fc2.u171
+  %n170.next = add nsw i64 %fc2.n1704, 1
+  %11 = icmp slt i64 %n170.next, 64
+  br i1 %11, label %fc2.n170, label %fc2.n170.end
 }
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
@@ -3543,84 +3949,84 @@ declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i3
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k13.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %loss.s117 = alloca float, align 4
-  %loss.m116 = alloca float, align 4
-  %loss.total114 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total114, align 4
-  br label %loss.n115
+  %loss.s175 = alloca float, align 4
+  %loss.m174 = alloca float, align 4
+  %loss.total172 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total172, align 4
+  br label %loss.n173
 
-loss.n115:                                        ; preds = %loss.k119.end, %entry
-  %loss.n1151 = phi i64 [ 0, %entry ], [ %n115.next, %loss.k119.end ]
-  %0 = mul nsw i64 %loss.n1151, 10
+loss.n173:                                        ; preds = %loss.k177.end, %entry
+  %loss.n1731 = phi i64 [ 0, %entry ], [ %n173.next, %loss.k177.end ]
+  %0 = mul nsw i64 %loss.n1731, 10
   %1 = add nsw i64 3018880, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m116, align 4
-  br label %loss.k118
+  store float %2, ptr %loss.m174, align 4
+  br label %loss.k176
 
-loss.n115.end:                                    ; preds = %loss.k119.end
-  %total11412 = load float, ptr %loss.total114, align 4
-  %3 = fdiv float %total11412, 6.400000e+01
+loss.n173.end:                                    ; preds = %loss.k177.end
+  %total17212 = load float, ptr %loss.total172, align 4
+  %3 = fdiv float %total17212, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3019520
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k118:                                        ; preds = %loss.k118, %loss.n115
-  %loss.k1183 = phi i64 [ 0, %loss.n115 ], [ %k118.next, %loss.k118 ]
-  %m116 = load float, ptr %loss.m116, align 4
-  %4 = mul nsw i64 %loss.n1151, 10
+loss.k176:                                        ; preds = %loss.k176, %loss.n173
+  %loss.k1763 = phi i64 [ 0, %loss.n173 ], [ %k176.next, %loss.k176 ]
+  %m174 = load float, ptr %loss.m174, align 4
+  %4 = mul nsw i64 %loss.n1731, 10
   %5 = add nsw i64 3018880, %4
-  %6 = add nsw i64 %5, %loss.k1183
+  %6 = add nsw i64 %5, %loss.k1763
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m116
-  %9 = select i1 %8, float %7, float %m116
-  store float %9, ptr %loss.m116, align 4
-  %k118.next = add nsw i64 %loss.k1183, 1
-  %10 = icmp slt i64 %k118.next, 10
-  br i1 %10, label %loss.k118, label %loss.k118.end
+  %8 = fcmp ogt float %7, %m174
+  %9 = select i1 %8, float %7, float %m174
+  store float %9, ptr %loss.m174, align 4
+  %k176.next = add nsw i64 %loss.k1763, 1
+  %10 = icmp slt i64 %k176.next, 10
+  br i1 %10, label %loss.k176, label %loss.k176.end
 
-loss.k118.end:                                    ; preds = %loss.k118
-  store float 0.000000e+00, ptr %loss.s117, align 4
-  br label %loss.k119
+loss.k176.end:                                    ; preds = %loss.k176
+  store float 0.000000e+00, ptr %loss.s175, align 4
+  br label %loss.k177
 
-loss.k119:                                        ; preds = %loss.k119, %loss.k118.end
-  %loss.k1195 = phi i64 [ 0, %loss.k118.end ], [ %k119.next, %loss.k119 ]
-  %s117 = load float, ptr %loss.s117, align 4
-  %11 = mul nsw i64 %loss.n1151, 10
+loss.k177:                                        ; preds = %loss.k177, %loss.k176.end
+  %loss.k1775 = phi i64 [ 0, %loss.k176.end ], [ %k177.next, %loss.k177 ]
+  %s175 = load float, ptr %loss.s175, align 4
+  %11 = mul nsw i64 %loss.n1731, 10
   %12 = add nsw i64 3018880, %11
-  %13 = add nsw i64 %12, %loss.k1195
+  %13 = add nsw i64 %12, %loss.k1775
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1167 = load float, ptr %loss.m116, align 4
-  %15 = fsub float %14, %m1167
+  %m1747 = load float, ptr %loss.m174, align 4
+  %15 = fsub float %14, %m1747
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s117, %16
-  store float %17, ptr %loss.s117, align 4
-  %k119.next = add nsw i64 %loss.k1195, 1
-  %18 = icmp slt i64 %k119.next, 10
-  br i1 %18, label %loss.k119, label %loss.k119.end
+  %17 = fadd float %s175, %16
+  store float %17, ptr %loss.s175, align 4
+  %k177.next = add nsw i64 %loss.k1775, 1
+  %18 = icmp slt i64 %k177.next, 10
+  br i1 %18, label %loss.k177, label %loss.k177.end
 
-loss.k119.end:                                    ; preds = %loss.k119
-  %total114 = load float, ptr %loss.total114, align 4
-  %m1168 = load float, ptr %loss.m116, align 4
-  %s1179 = load float, ptr %loss.s117, align 4
-  %19 = call float @llvm.log.f32(float %s1179)
-  %20 = fadd float %m1168, %19
-  %21 = mul nsw i64 %loss.n1151, 10
+loss.k177.end:                                    ; preds = %loss.k177
+  %total172 = load float, ptr %loss.total172, align 4
+  %m1748 = load float, ptr %loss.m174, align 4
+  %s1759 = load float, ptr %loss.s175, align 4
+  %19 = call float @llvm.log.f32(float %s1759)
+  %20 = fadd float %m1748, %19
+  %21 = mul nsw i64 %loss.n1731, 10
   %22 = add nsw i64 3018880, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1151
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1731
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total114, %26
-  store float %27, ptr %loss.total114, align 4
-  %n115.next = add nsw i64 %loss.n1151, 1
-  %28 = icmp slt i64 %n115.next, 64
-  br i1 %28, label %loss.n115, label %loss.n115.end
+  %27 = fadd float %total172, %26
+  store float %27, ptr %loss.total172, align 4
+  %n173.next = add nsw i64 %loss.n1731, 1
+  %28 = icmp slt i64 %n173.next, 64
+  br i1 %28, label %loss.n173, label %loss.n173.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -3632,103 +4038,103 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k14.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_grad.s122 = alloca float, align 4
-  %fc2_grad.m121 = alloca float, align 4
-  br label %fc2_grad.n120
+  %fc2_grad.s180 = alloca float, align 4
+  %fc2_grad.m179 = alloca float, align 4
+  br label %fc2_grad.n178
 
-fc2_grad.n120:                                    ; preds = %fc2_grad.k125.end, %entry
-  %fc2_grad.n1201 = phi i64 [ 0, %entry ], [ %n120.next, %fc2_grad.k125.end ]
-  %0 = mul nsw i64 %fc2_grad.n1201, 10
+fc2_grad.n178:                                    ; preds = %fc2_grad.k183.end, %entry
+  %fc2_grad.n1781 = phi i64 [ 0, %entry ], [ %n178.next, %fc2_grad.k183.end ]
+  %0 = mul nsw i64 %fc2_grad.n1781, 10
   %1 = add nsw i64 3018880, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m121, align 4
-  br label %fc2_grad.k123
+  store float %2, ptr %fc2_grad.m179, align 4
+  br label %fc2_grad.k181
 
-fc2_grad.n120.end:                                ; preds = %fc2_grad.k125.end
+fc2_grad.n178.end:                                ; preds = %fc2_grad.k183.end
   ret void
 
-fc2_grad.k123:                                    ; preds = %fc2_grad.k123, %fc2_grad.n120
-  %fc2_grad.k1233 = phi i64 [ 0, %fc2_grad.n120 ], [ %k123.next, %fc2_grad.k123 ]
-  %m121 = load float, ptr %fc2_grad.m121, align 4
-  %3 = mul nsw i64 %fc2_grad.n1201, 10
+fc2_grad.k181:                                    ; preds = %fc2_grad.k181, %fc2_grad.n178
+  %fc2_grad.k1813 = phi i64 [ 0, %fc2_grad.n178 ], [ %k181.next, %fc2_grad.k181 ]
+  %m179 = load float, ptr %fc2_grad.m179, align 4
+  %3 = mul nsw i64 %fc2_grad.n1781, 10
   %4 = add nsw i64 3018880, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1233
+  %5 = add nsw i64 %4, %fc2_grad.k1813
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m121
-  %8 = select i1 %7, float %6, float %m121
-  store float %8, ptr %fc2_grad.m121, align 4
-  %k123.next = add nsw i64 %fc2_grad.k1233, 1
-  %9 = icmp slt i64 %k123.next, 10
-  br i1 %9, label %fc2_grad.k123, label %fc2_grad.k123.end
+  %7 = fcmp ogt float %6, %m179
+  %8 = select i1 %7, float %6, float %m179
+  store float %8, ptr %fc2_grad.m179, align 4
+  %k181.next = add nsw i64 %fc2_grad.k1813, 1
+  %9 = icmp slt i64 %k181.next, 10
+  br i1 %9, label %fc2_grad.k181, label %fc2_grad.k181.end
 
-fc2_grad.k123.end:                                ; preds = %fc2_grad.k123
-  store float 0.000000e+00, ptr %fc2_grad.s122, align 4
-  br label %fc2_grad.k124
+fc2_grad.k181.end:                                ; preds = %fc2_grad.k181
+  store float 0.000000e+00, ptr %fc2_grad.s180, align 4
+  br label %fc2_grad.k182
 
-fc2_grad.k124:                                    ; preds = %fc2_grad.k124, %fc2_grad.k123.end
-  %fc2_grad.k1245 = phi i64 [ 0, %fc2_grad.k123.end ], [ %k124.next, %fc2_grad.k124 ]
-  %s122 = load float, ptr %fc2_grad.s122, align 4
-  %10 = mul nsw i64 %fc2_grad.n1201, 10
+fc2_grad.k182:                                    ; preds = %fc2_grad.k182, %fc2_grad.k181.end
+  %fc2_grad.k1825 = phi i64 [ 0, %fc2_grad.k181.end ], [ %k182.next, %fc2_grad.k182 ]
+  %s180 = load float, ptr %fc2_grad.s180, align 4
+  %10 = mul nsw i64 %fc2_grad.n1781, 10
   %11 = add nsw i64 3018880, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1245
+  %12 = add nsw i64 %11, %fc2_grad.k1825
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1217 = load float, ptr %fc2_grad.m121, align 4
-  %14 = fsub float %13, %m1217
+  %m1797 = load float, ptr %fc2_grad.m179, align 4
+  %14 = fsub float %13, %m1797
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s122, %15
-  store float %16, ptr %fc2_grad.s122, align 4
-  %k124.next = add nsw i64 %fc2_grad.k1245, 1
-  %17 = icmp slt i64 %k124.next, 10
-  br i1 %17, label %fc2_grad.k124, label %fc2_grad.k124.end
+  %16 = fadd float %s180, %15
+  store float %16, ptr %fc2_grad.s180, align 4
+  %k182.next = add nsw i64 %fc2_grad.k1825, 1
+  %17 = icmp slt i64 %k182.next, 10
+  br i1 %17, label %fc2_grad.k182, label %fc2_grad.k182.end
 
-fc2_grad.k124.end:                                ; preds = %fc2_grad.k124
-  br label %fc2_grad.k125
+fc2_grad.k182.end:                                ; preds = %fc2_grad.k182
+  br label %fc2_grad.k183
 
-fc2_grad.k125:                                    ; preds = %fc2_grad.k125, %fc2_grad.k124.end
-  %fc2_grad.k1258 = phi i64 [ 0, %fc2_grad.k124.end ], [ %k125.next, %fc2_grad.k125 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1201
+fc2_grad.k183:                                    ; preds = %fc2_grad.k183, %fc2_grad.k182.end
+  %fc2_grad.k1838 = phi i64 [ 0, %fc2_grad.k182.end ], [ %k183.next, %fc2_grad.k183 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1781
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1258, %18
-  %20 = mul nsw i64 %fc2_grad.n1201, 10
+  %19 = icmp eq i64 %fc2_grad.k1838, %18
+  %20 = mul nsw i64 %fc2_grad.n1781, 10
   %21 = add nsw i64 3018880, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1258
+  %22 = add nsw i64 %21, %fc2_grad.k1838
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m12111 = load float, ptr %fc2_grad.m121, align 4
-  %24 = fsub float %23, %m12111
+  %m17911 = load float, ptr %fc2_grad.m179, align 4
+  %24 = fsub float %23, %m17911
   %25 = call float @llvm.exp.f32(float %24)
-  %s12212 = load float, ptr %fc2_grad.s122, align 4
-  %26 = fdiv float %25, %s12212
+  %s18012 = load float, ptr %fc2_grad.s180, align 4
+  %26 = fdiv float %25, %s18012
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1201, 10
+  %28 = mul nsw i64 %fc2_grad.n1781, 10
   %29 = add nsw i64 3018880, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1258
+  %30 = add nsw i64 %29, %fc2_grad.k1838
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m12114 = load float, ptr %fc2_grad.m121, align 4
-  %32 = fsub float %31, %m12114
+  %m17914 = load float, ptr %fc2_grad.m179, align 4
+  %32 = fsub float %31, %m17914
   %33 = call float @llvm.exp.f32(float %32)
-  %s12215 = load float, ptr %fc2_grad.s122, align 4
-  %34 = fdiv float %33, %s12215
+  %s18015 = load float, ptr %fc2_grad.s180, align 4
+  %34 = fdiv float %33, %s18015
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1201, 10
+  %37 = mul nsw i64 %fc2_grad.n1781, 10
   %38 = add nsw i64 3019536, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1258
+  %39 = add nsw i64 %38, %fc2_grad.k1838
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k125.next = add nsw i64 %fc2_grad.k1258, 1
-  %40 = icmp slt i64 %k125.next, 10
-  br i1 %40, label %fc2_grad.k125, label %fc2_grad.k125.end
+  %k183.next = add nsw i64 %fc2_grad.k1838, 1
+  %40 = icmp slt i64 %k183.next, 10
+  br i1 %40, label %fc2_grad.k183, label %fc2_grad.k183.end
 
-fc2_grad.k125.end:                                ; preds = %fc2_grad.k125
-  %n120.next = add nsw i64 %fc2_grad.n1201, 1
-  %41 = icmp slt i64 %n120.next, 64
-  br i1 %41, label %fc2_grad.n120, label %fc2_grad.n120.end
+fc2_grad.k183.end:                                ; preds = %fc2_grad.k183
+  %n178.next = add nsw i64 %fc2_grad.n1781, 1
+  %41 = icmp slt i64 %n178.next, 64
+  br i1 %41, label %fc2_grad.n178, label %fc2_grad.n178.end
 }
 
 ; Function Attrs: noinline
@@ -3744,39 +4150,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k16.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_bias_grad.acc127 = alloca float, align 4
-  br label %fc2_bias_grad.u126
+  %fc2_bias_grad.acc185 = alloca float, align 4
+  br label %fc2_bias_grad.u184
 
-fc2_bias_grad.u126:                               ; preds = %fc2_bias_grad.n128.end, %entry
-  %fc2_bias_grad.u1261 = phi i64 [ 0, %entry ], [ %u126.next, %fc2_bias_grad.n128.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc127, align 4
-  br label %fc2_bias_grad.n128
+fc2_bias_grad.u184:                               ; preds = %fc2_bias_grad.n186.end, %entry
+  %fc2_bias_grad.u1841 = phi i64 [ 0, %entry ], [ %u184.next, %fc2_bias_grad.n186.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc185, align 4
+  br label %fc2_bias_grad.n186
 
-fc2_bias_grad.u126.end:                           ; preds = %fc2_bias_grad.n128.end
+fc2_bias_grad.u184.end:                           ; preds = %fc2_bias_grad.n186.end
   ret void
 
-fc2_bias_grad.n128:                               ; preds = %fc2_bias_grad.n128, %fc2_bias_grad.u126
-  %fc2_bias_grad.n1282 = phi i64 [ 0, %fc2_bias_grad.u126 ], [ %n128.next, %fc2_bias_grad.n128 ]
-  %acc127 = load float, ptr %fc2_bias_grad.acc127, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1282, 10
+fc2_bias_grad.n186:                               ; preds = %fc2_bias_grad.n186, %fc2_bias_grad.u184
+  %fc2_bias_grad.n1862 = phi i64 [ 0, %fc2_bias_grad.u184 ], [ %n186.next, %fc2_bias_grad.n186 ]
+  %acc185 = load float, ptr %fc2_bias_grad.acc185, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1862, 10
   %1 = add nsw i64 3019536, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1261
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1841
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc127, %3
-  store float %4, ptr %fc2_bias_grad.acc127, align 4
-  %n128.next = add nsw i64 %fc2_bias_grad.n1282, 1
-  %5 = icmp slt i64 %n128.next, 64
-  br i1 %5, label %fc2_bias_grad.n128, label %fc2_bias_grad.n128.end
+  %4 = fadd float %acc185, %3
+  store float %4, ptr %fc2_bias_grad.acc185, align 4
+  %n186.next = add nsw i64 %fc2_bias_grad.n1862, 1
+  %5 = icmp slt i64 %n186.next, 64
+  br i1 %5, label %fc2_bias_grad.n186, label %fc2_bias_grad.n186.end
 
-fc2_bias_grad.n128.end:                           ; preds = %fc2_bias_grad.n128
-  %acc1274 = load float, ptr %fc2_bias_grad.acc127, align 4
-  %6 = add nsw i64 421856, %fc2_bias_grad.u1261
+fc2_bias_grad.n186.end:                           ; preds = %fc2_bias_grad.n186
+  %acc1854 = load float, ptr %fc2_bias_grad.acc185, align 4
+  %6 = add nsw i64 421856, %fc2_bias_grad.u1841
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1274, ptr %grads5, align 4
-  %u126.next = add nsw i64 %fc2_bias_grad.u1261, 1
-  %7 = icmp slt i64 %u126.next, 10
-  br i1 %7, label %fc2_bias_grad.u126, label %fc2_bias_grad.u126.end
+  store float %acc1854, ptr %grads5, align 4
+  %u184.next = add nsw i64 %fc2_bias_grad.u1841, 1
+  %7 = icmp slt i64 %u184.next, 10
+  br i1 %7, label %fc2_bias_grad.u184, label %fc2_bias_grad.u184.end
 }
 
 ; Function Attrs: noinline
@@ -3792,1257 +4198,1598 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k18.bn3_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %bn3_grad.i129
+  br label %bn3_grad.i187
 
-bn3_grad.i129:                                    ; preds = %bn3_grad.i129, %entry
-  %bn3_grad.i1291 = phi i64 [ 0, %entry ], [ %i129.next, %bn3_grad.i129 ]
-  %0 = add nsw i64 3027328, %bn3_grad.i1291
+bn3_grad.i187:                                    ; preds = %bn3_grad.i187, %entry
+  %bn3_grad.i1871 = phi i64 [ 0, %entry ], [ %i187.next, %bn3_grad.i187 ]
+  %0 = add nsw i64 3027328, %bn3_grad.i1871
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3035520, %bn3_grad.i1291
+  %3 = add nsw i64 3035520, %bn3_grad.i1871
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3043712, %bn3_grad.i1291
+  %6 = add nsw i64 3043712, %bn3_grad.i1871
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i129.next = add nsw i64 %bn3_grad.i1291, 1
-  %7 = icmp slt i64 %i129.next, 8192
-  br i1 %7, label %bn3_grad.i129, label %bn3_grad.i129.end
+  %i187.next = add nsw i64 %bn3_grad.i1871, 1
+  %7 = icmp slt i64 %i187.next, 8192
+  br i1 %7, label %bn3_grad.i187, label %bn3_grad.i187.end
 
-bn3_grad.i129.end:                                ; preds = %bn3_grad.i129
+bn3_grad.i187.end:                                ; preds = %bn3_grad.i187
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k19.bn3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn3_weight_grad.sum_x133 = alloca float, align 4
-  %bn3_weight_grad.sum132 = alloca float, align 4
-  %bn3_weight_grad.invstd131 = alloca float, align 4
-  br label %bn3_weight_grad.c130
+  %bn3_weight_grad.sum_x191 = alloca float, align 4
+  %bn3_weight_grad.sum214 = alloca float, align 4
+  %bn3_weight_grad.sum213 = alloca float, align 4
+  %bn3_weight_grad.sum212 = alloca float, align 4
+  %bn3_weight_grad.sum211 = alloca float, align 4
+  %bn3_weight_grad.sum210 = alloca float, align 4
+  %bn3_weight_grad.sum209 = alloca float, align 4
+  %bn3_weight_grad.sum208 = alloca float, align 4
+  %bn3_weight_grad.tail205 = alloca float, align 4
+  %bn3_weight_grad.acc204 = alloca <8 x float>, align 32
+  %bn3_weight_grad.sum190 = alloca float, align 4
+  %bn3_weight_grad.sum203 = alloca float, align 4
+  %bn3_weight_grad.sum202 = alloca float, align 4
+  %bn3_weight_grad.sum201 = alloca float, align 4
+  %bn3_weight_grad.sum200 = alloca float, align 4
+  %bn3_weight_grad.sum199 = alloca float, align 4
+  %bn3_weight_grad.sum198 = alloca float, align 4
+  %bn3_weight_grad.sum197 = alloca float, align 4
+  %bn3_weight_grad.tail194 = alloca float, align 4
+  %bn3_weight_grad.acc193 = alloca <8 x float>, align 32
+  %bn3_weight_grad.mean192 = alloca float, align 4
+  %bn3_weight_grad.invstd189 = alloca float, align 4
+  br label %bn3_weight_grad.c188
 
-bn3_weight_grad.c130:                             ; preds = %bn3_weight_grad.n134.end, %entry
-  %bn3_weight_grad.c1301 = phi i64 [ 0, %entry ], [ %c130.next, %bn3_weight_grad.n134.end ]
-  %0 = add nsw i64 3027200, %bn3_weight_grad.c1301
+bn3_weight_grad.c188:                             ; preds = %bn3_weight_grad.n206.end, %entry
+  %bn3_weight_grad.c1881 = phi i64 [ 0, %entry ], [ %c188.next, %bn3_weight_grad.n206.end ]
+  %0 = add nsw i64 3027200, %bn3_weight_grad.c1881
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn3_weight_grad.invstd131, align 4
-  store float 0.000000e+00, ptr %bn3_weight_grad.sum132, align 4
-  store float 0.000000e+00, ptr %bn3_weight_grad.sum_x133, align 4
-  br label %bn3_weight_grad.n134
+  store float %4, ptr %bn3_weight_grad.invstd189, align 4
+  %5 = add nsw i64 3027072, %bn3_weight_grad.c1881
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  store float %6, ptr %bn3_weight_grad.mean192, align 4
+  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc193, align 32
+  store float 0.000000e+00, ptr %bn3_weight_grad.tail194, align 4
+  br label %bn3_weight_grad.n195
 
-bn3_weight_grad.c130.end:                         ; preds = %bn3_weight_grad.n134.end
+bn3_weight_grad.c188.end:                         ; preds = %bn3_weight_grad.n206.end
   ret void
 
-bn3_weight_grad.n134:                             ; preds = %bn3_weight_grad.n134, %bn3_weight_grad.c130
-  %bn3_weight_grad.n1343 = phi i64 [ 0, %bn3_weight_grad.c130 ], [ %n134.next, %bn3_weight_grad.n134 ]
-  %sum132 = load float, ptr %bn3_weight_grad.sum132, align 4
-  %5 = mul nsw i64 %bn3_weight_grad.n1343, 128
-  %6 = add nsw i64 %5, %bn3_weight_grad.c1301
-  %7 = add nsw i64 3043712, %6
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena4, align 4
-  %9 = fadd float %sum132, %8
-  store float %9, ptr %bn3_weight_grad.sum132, align 4
-  %sum_x133 = load float, ptr %bn3_weight_grad.sum_x133, align 4
-  %10 = mul nsw i64 %bn3_weight_grad.n1343, 128
-  %11 = add nsw i64 %10, %bn3_weight_grad.c1301
-  %12 = add nsw i64 3043712, %11
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load float, ptr %arena5, align 4
-  %14 = mul nsw i64 %bn3_weight_grad.n1343, 128
-  %15 = add nsw i64 %14, %bn3_weight_grad.c1301
-  %16 = add nsw i64 3010688, %15
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load float, ptr %arena6, align 4
-  %18 = add nsw i64 3027072, %bn3_weight_grad.c1301
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena7, align 4
-  %20 = fsub float %17, %19
-  %invstd131 = load float, ptr %bn3_weight_grad.invstd131, align 4
-  %21 = fmul float %20, %invstd131
-  %22 = fmul float %13, %21
-  %23 = fadd float %sum_x133, %22
-  store float %23, ptr %bn3_weight_grad.sum_x133, align 4
-  %n134.next = add nsw i64 %bn3_weight_grad.n1343, 1
-  %24 = icmp slt i64 %n134.next, 64
-  br i1 %24, label %bn3_weight_grad.n134, label %bn3_weight_grad.n134.end
+bn3_weight_grad.n195:                             ; preds = %bn3_weight_grad.i196.end, %bn3_weight_grad.c188
+  %bn3_weight_grad.n1954 = phi i64 [ 0, %bn3_weight_grad.c188 ], [ %n195.next, %bn3_weight_grad.i196.end ]
+  br label %bn3_weight_grad.i196
 
-bn3_weight_grad.n134.end:                         ; preds = %bn3_weight_grad.n134
-  %sum_x1338 = load float, ptr %bn3_weight_grad.sum_x133, align 4
-  %25 = add nsw i64 420320, %bn3_weight_grad.c1301
-  %grads9 = getelementptr inbounds float, ptr %grads, i64 %25
-  store float %sum_x1338, ptr %grads9, align 4
-  %c130.next = add nsw i64 %bn3_weight_grad.c1301, 1
-  %26 = icmp slt i64 %c130.next, 128
-  br i1 %26, label %bn3_weight_grad.c130, label %bn3_weight_grad.c130.end
+bn3_weight_grad.n195.end:                         ; preds = %bn3_weight_grad.i196.end
+  %acc193 = load <8 x float>, ptr %bn3_weight_grad.acc193, align 32
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 3019536
+  store <8 x float> %acc193, ptr %arena7, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 3019536
+  %7 = load float, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3019537
+  %8 = load float, ptr %arena9, align 4
+  %9 = fadd float %7, %8
+  store float %9, ptr %bn3_weight_grad.sum197, align 4
+  %sum197 = load float, ptr %bn3_weight_grad.sum197, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3019538
+  %10 = load float, ptr %arena10, align 4
+  %11 = fadd float %sum197, %10
+  store float %11, ptr %bn3_weight_grad.sum198, align 4
+  %sum198 = load float, ptr %bn3_weight_grad.sum198, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3019539
+  %12 = load float, ptr %arena11, align 4
+  %13 = fadd float %sum198, %12
+  store float %13, ptr %bn3_weight_grad.sum199, align 4
+  %sum199 = load float, ptr %bn3_weight_grad.sum199, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3019540
+  %14 = load float, ptr %arena12, align 4
+  %15 = fadd float %sum199, %14
+  store float %15, ptr %bn3_weight_grad.sum200, align 4
+  %sum200 = load float, ptr %bn3_weight_grad.sum200, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3019541
+  %16 = load float, ptr %arena13, align 4
+  %17 = fadd float %sum200, %16
+  store float %17, ptr %bn3_weight_grad.sum201, align 4
+  %sum201 = load float, ptr %bn3_weight_grad.sum201, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 3019542
+  %18 = load float, ptr %arena14, align 4
+  %19 = fadd float %sum201, %18
+  store float %19, ptr %bn3_weight_grad.sum202, align 4
+  %sum202 = load float, ptr %bn3_weight_grad.sum202, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 3019543
+  %20 = load float, ptr %arena15, align 4
+  %21 = fadd float %sum202, %20
+  store float %21, ptr %bn3_weight_grad.sum203, align 4
+  %sum203 = load float, ptr %bn3_weight_grad.sum203, align 4
+  %tail19416 = load float, ptr %bn3_weight_grad.tail194, align 4
+  %22 = fadd float %sum203, %tail19416
+  store float %22, ptr %bn3_weight_grad.sum190, align 4
+  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc204, align 32
+  store float 0.000000e+00, ptr %bn3_weight_grad.tail205, align 4
+  br label %bn3_weight_grad.n206
+
+bn3_weight_grad.i196:                             ; preds = %bn3_weight_grad.i196, %bn3_weight_grad.n195
+  %bn3_weight_grad.i1965 = phi i64 [ 0, %bn3_weight_grad.n195 ], [ %i196.next, %bn3_weight_grad.i196 ]
+  %tail194 = load float, ptr %bn3_weight_grad.tail194, align 4
+  %23 = mul nsw i64 %bn3_weight_grad.n1954, 128
+  %24 = add nsw i64 %23, %bn3_weight_grad.c1881
+  %25 = add nsw i64 %24, %bn3_weight_grad.i1965
+  %26 = add nsw i64 3043712, %25
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = fadd float %tail194, %27
+  store float %28, ptr %bn3_weight_grad.tail194, align 4
+  %i196.next = add nsw i64 %bn3_weight_grad.i1965, 1
+  %29 = icmp slt i64 %i196.next, 1
+  br i1 %29, label %bn3_weight_grad.i196, label %bn3_weight_grad.i196.end
+
+bn3_weight_grad.i196.end:                         ; preds = %bn3_weight_grad.i196
+  %n195.next = add nsw i64 %bn3_weight_grad.n1954, 1
+  %30 = icmp slt i64 %n195.next, 64
+  br i1 %30, label %bn3_weight_grad.n195, label %bn3_weight_grad.n195.end
+
+bn3_weight_grad.n206:                             ; preds = %bn3_weight_grad.i207.end, %bn3_weight_grad.n195.end
+  %bn3_weight_grad.n20617 = phi i64 [ 0, %bn3_weight_grad.n195.end ], [ %n206.next, %bn3_weight_grad.i207.end ]
+  br label %bn3_weight_grad.i207
+
+bn3_weight_grad.n206.end:                         ; preds = %bn3_weight_grad.i207.end
+  %acc204 = load <8 x float>, ptr %bn3_weight_grad.acc204, align 32
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 3019536
+  store <8 x float> %acc204, ptr %arena21, align 4
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 3019536
+  %31 = load float, ptr %arena22, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 3019537
+  %32 = load float, ptr %arena23, align 4
+  %33 = fadd float %31, %32
+  store float %33, ptr %bn3_weight_grad.sum208, align 4
+  %sum208 = load float, ptr %bn3_weight_grad.sum208, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 3019538
+  %34 = load float, ptr %arena24, align 4
+  %35 = fadd float %sum208, %34
+  store float %35, ptr %bn3_weight_grad.sum209, align 4
+  %sum209 = load float, ptr %bn3_weight_grad.sum209, align 4
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 3019539
+  %36 = load float, ptr %arena25, align 4
+  %37 = fadd float %sum209, %36
+  store float %37, ptr %bn3_weight_grad.sum210, align 4
+  %sum210 = load float, ptr %bn3_weight_grad.sum210, align 4
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 3019540
+  %38 = load float, ptr %arena26, align 4
+  %39 = fadd float %sum210, %38
+  store float %39, ptr %bn3_weight_grad.sum211, align 4
+  %sum211 = load float, ptr %bn3_weight_grad.sum211, align 4
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 3019541
+  %40 = load float, ptr %arena27, align 4
+  %41 = fadd float %sum211, %40
+  store float %41, ptr %bn3_weight_grad.sum212, align 4
+  %sum212 = load float, ptr %bn3_weight_grad.sum212, align 4
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 3019542
+  %42 = load float, ptr %arena28, align 4
+  %43 = fadd float %sum212, %42
+  store float %43, ptr %bn3_weight_grad.sum213, align 4
+  %sum213 = load float, ptr %bn3_weight_grad.sum213, align 4
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 3019543
+  %44 = load float, ptr %arena29, align 4
+  %45 = fadd float %sum213, %44
+  store float %45, ptr %bn3_weight_grad.sum214, align 4
+  %sum214 = load float, ptr %bn3_weight_grad.sum214, align 4
+  %tail20530 = load float, ptr %bn3_weight_grad.tail205, align 4
+  %46 = fadd float %sum214, %tail20530
+  store float %46, ptr %bn3_weight_grad.sum_x191, align 4
+  %sum_x191 = load float, ptr %bn3_weight_grad.sum_x191, align 4
+  %47 = add nsw i64 420320, %bn3_weight_grad.c1881
+  %grads31 = getelementptr inbounds float, ptr %grads, i64 %47
+  store float %sum_x191, ptr %grads31, align 4
+  %c188.next = add nsw i64 %bn3_weight_grad.c1881, 1
+  %48 = icmp slt i64 %c188.next, 128
+  br i1 %48, label %bn3_weight_grad.c188, label %bn3_weight_grad.c188.end
+
+bn3_weight_grad.i207:                             ; preds = %bn3_weight_grad.i207, %bn3_weight_grad.n206
+  %bn3_weight_grad.i20718 = phi i64 [ 0, %bn3_weight_grad.n206 ], [ %i207.next, %bn3_weight_grad.i207 ]
+  %tail205 = load float, ptr %bn3_weight_grad.tail205, align 4
+  %49 = mul nsw i64 %bn3_weight_grad.n20617, 128
+  %50 = add nsw i64 %49, %bn3_weight_grad.c1881
+  %51 = add nsw i64 %50, %bn3_weight_grad.i20718
+  %52 = add nsw i64 3043712, %51
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %52
+  %53 = load float, ptr %arena19, align 4
+  %54 = mul nsw i64 %bn3_weight_grad.n20617, 128
+  %55 = add nsw i64 %54, %bn3_weight_grad.c1881
+  %56 = add nsw i64 %55, %bn3_weight_grad.i20718
+  %57 = add nsw i64 3010688, %56
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %57
+  %58 = load float, ptr %arena20, align 4
+  %mean192 = load float, ptr %bn3_weight_grad.mean192, align 4
+  %59 = fsub float %58, %mean192
+  %invstd189 = load float, ptr %bn3_weight_grad.invstd189, align 4
+  %60 = fmul float %59, %invstd189
+  %61 = fmul float %53, %60
+  %62 = fadd float %tail205, %61
+  store float %62, ptr %bn3_weight_grad.tail205, align 4
+  %i207.next = add nsw i64 %bn3_weight_grad.i20718, 1
+  %63 = icmp slt i64 %i207.next, 1
+  br i1 %63, label %bn3_weight_grad.i207, label %bn3_weight_grad.i207.end
+
+bn3_weight_grad.i207.end:                         ; preds = %bn3_weight_grad.i207
+  %n206.next = add nsw i64 %bn3_weight_grad.n20617, 1
+  %64 = icmp slt i64 %n206.next, 64
+  br i1 %64, label %bn3_weight_grad.n206, label %bn3_weight_grad.n206.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k20.bn3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn3_bias_grad.sum136 = alloca float, align 4
-  br label %bn3_bias_grad.c135
+  %bn3_bias_grad.sum216 = alloca float, align 4
+  %bn3_bias_grad.sum227 = alloca float, align 4
+  %bn3_bias_grad.sum226 = alloca float, align 4
+  %bn3_bias_grad.sum225 = alloca float, align 4
+  %bn3_bias_grad.sum224 = alloca float, align 4
+  %bn3_bias_grad.sum223 = alloca float, align 4
+  %bn3_bias_grad.sum222 = alloca float, align 4
+  %bn3_bias_grad.sum221 = alloca float, align 4
+  %bn3_bias_grad.tail218 = alloca float, align 4
+  %bn3_bias_grad.acc217 = alloca <8 x float>, align 32
+  br label %bn3_bias_grad.c215
 
-bn3_bias_grad.c135:                               ; preds = %bn3_bias_grad.n137.end, %entry
-  %bn3_bias_grad.c1351 = phi i64 [ 0, %entry ], [ %c135.next, %bn3_bias_grad.n137.end ]
-  store float 0.000000e+00, ptr %bn3_bias_grad.sum136, align 4
-  br label %bn3_bias_grad.n137
+bn3_bias_grad.c215:                               ; preds = %bn3_bias_grad.n219.end, %entry
+  %bn3_bias_grad.c2151 = phi i64 [ 0, %entry ], [ %c215.next, %bn3_bias_grad.n219.end ]
+  store <8 x float> zeroinitializer, ptr %bn3_bias_grad.acc217, align 32
+  store float 0.000000e+00, ptr %bn3_bias_grad.tail218, align 4
+  br label %bn3_bias_grad.n219
 
-bn3_bias_grad.c135.end:                           ; preds = %bn3_bias_grad.n137.end
+bn3_bias_grad.c215.end:                           ; preds = %bn3_bias_grad.n219.end
   ret void
 
-bn3_bias_grad.n137:                               ; preds = %bn3_bias_grad.n137, %bn3_bias_grad.c135
-  %bn3_bias_grad.n1372 = phi i64 [ 0, %bn3_bias_grad.c135 ], [ %n137.next, %bn3_bias_grad.n137 ]
-  %sum136 = load float, ptr %bn3_bias_grad.sum136, align 4
-  %0 = mul nsw i64 %bn3_bias_grad.n1372, 128
-  %1 = add nsw i64 %0, %bn3_bias_grad.c1351
-  %2 = add nsw i64 3043712, %1
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
-  %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %sum136, %3
-  store float %4, ptr %bn3_bias_grad.sum136, align 4
-  %n137.next = add nsw i64 %bn3_bias_grad.n1372, 1
-  %5 = icmp slt i64 %n137.next, 64
-  br i1 %5, label %bn3_bias_grad.n137, label %bn3_bias_grad.n137.end
+bn3_bias_grad.n219:                               ; preds = %bn3_bias_grad.i220.end, %bn3_bias_grad.c215
+  %bn3_bias_grad.n2192 = phi i64 [ 0, %bn3_bias_grad.c215 ], [ %n219.next, %bn3_bias_grad.i220.end ]
+  br label %bn3_bias_grad.i220
 
-bn3_bias_grad.n137.end:                           ; preds = %bn3_bias_grad.n137
-  %sum1364 = load float, ptr %bn3_bias_grad.sum136, align 4
-  %6 = add nsw i64 420448, %bn3_bias_grad.c1351
-  %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %sum1364, ptr %grads5, align 4
-  %c135.next = add nsw i64 %bn3_bias_grad.c1351, 1
-  %7 = icmp slt i64 %c135.next, 128
-  br i1 %7, label %bn3_bias_grad.c135, label %bn3_bias_grad.c135.end
+bn3_bias_grad.n219.end:                           ; preds = %bn3_bias_grad.i220.end
+  %acc217 = load <8 x float>, ptr %bn3_bias_grad.acc217, align 32
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 3019536
+  store <8 x float> %acc217, ptr %arena5, align 4
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 3019536
+  %0 = load float, ptr %arena6, align 4
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 3019537
+  %1 = load float, ptr %arena7, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %bn3_bias_grad.sum221, align 4
+  %sum221 = load float, ptr %bn3_bias_grad.sum221, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 3019538
+  %3 = load float, ptr %arena8, align 4
+  %4 = fadd float %sum221, %3
+  store float %4, ptr %bn3_bias_grad.sum222, align 4
+  %sum222 = load float, ptr %bn3_bias_grad.sum222, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3019539
+  %5 = load float, ptr %arena9, align 4
+  %6 = fadd float %sum222, %5
+  store float %6, ptr %bn3_bias_grad.sum223, align 4
+  %sum223 = load float, ptr %bn3_bias_grad.sum223, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3019540
+  %7 = load float, ptr %arena10, align 4
+  %8 = fadd float %sum223, %7
+  store float %8, ptr %bn3_bias_grad.sum224, align 4
+  %sum224 = load float, ptr %bn3_bias_grad.sum224, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3019541
+  %9 = load float, ptr %arena11, align 4
+  %10 = fadd float %sum224, %9
+  store float %10, ptr %bn3_bias_grad.sum225, align 4
+  %sum225 = load float, ptr %bn3_bias_grad.sum225, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3019542
+  %11 = load float, ptr %arena12, align 4
+  %12 = fadd float %sum225, %11
+  store float %12, ptr %bn3_bias_grad.sum226, align 4
+  %sum226 = load float, ptr %bn3_bias_grad.sum226, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3019543
+  %13 = load float, ptr %arena13, align 4
+  %14 = fadd float %sum226, %13
+  store float %14, ptr %bn3_bias_grad.sum227, align 4
+  %sum227 = load float, ptr %bn3_bias_grad.sum227, align 4
+  %tail21814 = load float, ptr %bn3_bias_grad.tail218, align 4
+  %15 = fadd float %sum227, %tail21814
+  store float %15, ptr %bn3_bias_grad.sum216, align 4
+  %sum216 = load float, ptr %bn3_bias_grad.sum216, align 4
+  %16 = add nsw i64 420448, %bn3_bias_grad.c2151
+  %grads15 = getelementptr inbounds float, ptr %grads, i64 %16
+  store float %sum216, ptr %grads15, align 4
+  %c215.next = add nsw i64 %bn3_bias_grad.c2151, 1
+  %17 = icmp slt i64 %c215.next, 128
+  br i1 %17, label %bn3_bias_grad.c215, label %bn3_bias_grad.c215.end
+
+bn3_bias_grad.i220:                               ; preds = %bn3_bias_grad.i220, %bn3_bias_grad.n219
+  %bn3_bias_grad.i2203 = phi i64 [ 0, %bn3_bias_grad.n219 ], [ %i220.next, %bn3_bias_grad.i220 ]
+  %tail218 = load float, ptr %bn3_bias_grad.tail218, align 4
+  %18 = mul nsw i64 %bn3_bias_grad.n2192, 128
+  %19 = add nsw i64 %18, %bn3_bias_grad.c2151
+  %20 = add nsw i64 %19, %bn3_bias_grad.i2203
+  %21 = add nsw i64 3043712, %20
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena4, align 4
+  %23 = fadd float %tail218, %22
+  store float %23, ptr %bn3_bias_grad.tail218, align 4
+  %i220.next = add nsw i64 %bn3_bias_grad.i2203, 1
+  %24 = icmp slt i64 %i220.next, 1
+  br i1 %24, label %bn3_bias_grad.i220, label %bn3_bias_grad.i220.end
+
+bn3_bias_grad.i220.end:                           ; preds = %bn3_bias_grad.i220
+  %n219.next = add nsw i64 %bn3_bias_grad.n2192, 1
+  %25 = icmp slt i64 %n219.next, 64
+  br i1 %25, label %bn3_bias_grad.n219, label %bn3_bias_grad.n219.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k21.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_grad.mean_dy_x145 = alloca float, align 4
-  %fc1_grad.mean_dy144 = alloca float, align 4
-  %fc1_grad.scale143 = alloca float, align 4
-  %fc1_grad.sum_x141 = alloca float, align 4
-  %fc1_grad.sum140 = alloca float, align 4
-  %fc1_grad.invstd139 = alloca float, align 4
-  br label %fc1_grad.c138
+  %fc1_grad.mean_dy_x257 = alloca float, align 4
+  %fc1_grad.mean_dy256 = alloca float, align 4
+  %fc1_grad.scale255 = alloca float, align 4
+  %fc1_grad.sum_x231 = alloca float, align 4
+  %fc1_grad.sum254 = alloca float, align 4
+  %fc1_grad.sum253 = alloca float, align 4
+  %fc1_grad.sum252 = alloca float, align 4
+  %fc1_grad.sum251 = alloca float, align 4
+  %fc1_grad.sum250 = alloca float, align 4
+  %fc1_grad.sum249 = alloca float, align 4
+  %fc1_grad.sum248 = alloca float, align 4
+  %fc1_grad.tail245 = alloca float, align 4
+  %fc1_grad.acc244 = alloca <8 x float>, align 32
+  %fc1_grad.sum230 = alloca float, align 4
+  %fc1_grad.sum243 = alloca float, align 4
+  %fc1_grad.sum242 = alloca float, align 4
+  %fc1_grad.sum241 = alloca float, align 4
+  %fc1_grad.sum240 = alloca float, align 4
+  %fc1_grad.sum239 = alloca float, align 4
+  %fc1_grad.sum238 = alloca float, align 4
+  %fc1_grad.sum237 = alloca float, align 4
+  %fc1_grad.tail234 = alloca float, align 4
+  %fc1_grad.acc233 = alloca <8 x float>, align 32
+  %fc1_grad.mean232 = alloca float, align 4
+  %fc1_grad.invstd229 = alloca float, align 4
+  br label %fc1_grad.c228
 
-fc1_grad.c138:                                    ; preds = %fc1_grad.n146.end, %entry
-  %fc1_grad.c1381 = phi i64 [ 0, %entry ], [ %c138.next, %fc1_grad.n146.end ]
-  %0 = add nsw i64 3027200, %fc1_grad.c1381
+fc1_grad.c228:                                    ; preds = %fc1_grad.n258.end, %entry
+  %fc1_grad.c2281 = phi i64 [ 0, %entry ], [ %c228.next, %fc1_grad.n258.end ]
+  %0 = add nsw i64 3027200, %fc1_grad.c2281
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %fc1_grad.invstd139, align 4
-  store float 0.000000e+00, ptr %fc1_grad.sum140, align 4
-  store float 0.000000e+00, ptr %fc1_grad.sum_x141, align 4
-  br label %fc1_grad.n142
+  store float %4, ptr %fc1_grad.invstd229, align 4
+  %5 = add nsw i64 3027072, %fc1_grad.c2281
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  store float %6, ptr %fc1_grad.mean232, align 4
+  store <8 x float> zeroinitializer, ptr %fc1_grad.acc233, align 32
+  store float 0.000000e+00, ptr %fc1_grad.tail234, align 4
+  br label %fc1_grad.n235
 
-fc1_grad.c138.end:                                ; preds = %fc1_grad.n146.end
+fc1_grad.c228.end:                                ; preds = %fc1_grad.n258.end
   ret void
 
-fc1_grad.n142:                                    ; preds = %fc1_grad.n142, %fc1_grad.c138
-  %fc1_grad.n1423 = phi i64 [ 0, %fc1_grad.c138 ], [ %n142.next, %fc1_grad.n142 ]
-  %sum140 = load float, ptr %fc1_grad.sum140, align 4
-  %5 = mul nsw i64 %fc1_grad.n1423, 128
-  %6 = add nsw i64 %5, %fc1_grad.c1381
-  %7 = add nsw i64 3043712, %6
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena4, align 4
-  %9 = fadd float %sum140, %8
-  store float %9, ptr %fc1_grad.sum140, align 4
-  %sum_x141 = load float, ptr %fc1_grad.sum_x141, align 4
-  %10 = mul nsw i64 %fc1_grad.n1423, 128
-  %11 = add nsw i64 %10, %fc1_grad.c1381
-  %12 = add nsw i64 3043712, %11
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load float, ptr %arena5, align 4
-  %14 = mul nsw i64 %fc1_grad.n1423, 128
-  %15 = add nsw i64 %14, %fc1_grad.c1381
-  %16 = add nsw i64 3010688, %15
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load float, ptr %arena6, align 4
-  %18 = add nsw i64 3027072, %fc1_grad.c1381
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena7, align 4
-  %20 = fsub float %17, %19
-  %invstd139 = load float, ptr %fc1_grad.invstd139, align 4
-  %21 = fmul float %20, %invstd139
-  %22 = fmul float %13, %21
-  %23 = fadd float %sum_x141, %22
-  store float %23, ptr %fc1_grad.sum_x141, align 4
-  %n142.next = add nsw i64 %fc1_grad.n1423, 1
-  %24 = icmp slt i64 %n142.next, 64
-  br i1 %24, label %fc1_grad.n142, label %fc1_grad.n142.end
+fc1_grad.n235:                                    ; preds = %fc1_grad.i236.end, %fc1_grad.c228
+  %fc1_grad.n2354 = phi i64 [ 0, %fc1_grad.c228 ], [ %n235.next, %fc1_grad.i236.end ]
+  br label %fc1_grad.i236
 
-fc1_grad.n142.end:                                ; preds = %fc1_grad.n142
-  %25 = add nsw i64 420320, %fc1_grad.c1381
-  %params8 = getelementptr inbounds float, ptr %params, i64 %25
-  %26 = load float, ptr %params8, align 4
-  %invstd1399 = load float, ptr %fc1_grad.invstd139, align 4
-  %27 = fmul float %26, %invstd1399
-  store float %27, ptr %fc1_grad.scale143, align 4
-  %sum14010 = load float, ptr %fc1_grad.sum140, align 4
-  %28 = fdiv float %sum14010, 6.400000e+01
-  store float %28, ptr %fc1_grad.mean_dy144, align 4
-  %sum_x14111 = load float, ptr %fc1_grad.sum_x141, align 4
-  %29 = fdiv float %sum_x14111, 6.400000e+01
-  store float %29, ptr %fc1_grad.mean_dy_x145, align 4
-  br label %fc1_grad.n146
+fc1_grad.n235.end:                                ; preds = %fc1_grad.i236.end
+  %acc233 = load <8 x float>, ptr %fc1_grad.acc233, align 32
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 3019536
+  store <8 x float> %acc233, ptr %arena7, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 3019536
+  %7 = load float, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3019537
+  %8 = load float, ptr %arena9, align 4
+  %9 = fadd float %7, %8
+  store float %9, ptr %fc1_grad.sum237, align 4
+  %sum237 = load float, ptr %fc1_grad.sum237, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3019538
+  %10 = load float, ptr %arena10, align 4
+  %11 = fadd float %sum237, %10
+  store float %11, ptr %fc1_grad.sum238, align 4
+  %sum238 = load float, ptr %fc1_grad.sum238, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3019539
+  %12 = load float, ptr %arena11, align 4
+  %13 = fadd float %sum238, %12
+  store float %13, ptr %fc1_grad.sum239, align 4
+  %sum239 = load float, ptr %fc1_grad.sum239, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3019540
+  %14 = load float, ptr %arena12, align 4
+  %15 = fadd float %sum239, %14
+  store float %15, ptr %fc1_grad.sum240, align 4
+  %sum240 = load float, ptr %fc1_grad.sum240, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3019541
+  %16 = load float, ptr %arena13, align 4
+  %17 = fadd float %sum240, %16
+  store float %17, ptr %fc1_grad.sum241, align 4
+  %sum241 = load float, ptr %fc1_grad.sum241, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 3019542
+  %18 = load float, ptr %arena14, align 4
+  %19 = fadd float %sum241, %18
+  store float %19, ptr %fc1_grad.sum242, align 4
+  %sum242 = load float, ptr %fc1_grad.sum242, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 3019543
+  %20 = load float, ptr %arena15, align 4
+  %21 = fadd float %sum242, %20
+  store float %21, ptr %fc1_grad.sum243, align 4
+  %sum243 = load float, ptr %fc1_grad.sum243, align 4
+  %tail23416 = load float, ptr %fc1_grad.tail234, align 4
+  %22 = fadd float %sum243, %tail23416
+  store float %22, ptr %fc1_grad.sum230, align 4
+  store <8 x float> zeroinitializer, ptr %fc1_grad.acc244, align 32
+  store float 0.000000e+00, ptr %fc1_grad.tail245, align 4
+  br label %fc1_grad.n246
 
-fc1_grad.n146:                                    ; preds = %fc1_grad.n146, %fc1_grad.n142.end
-  %fc1_grad.n14612 = phi i64 [ 0, %fc1_grad.n142.end ], [ %n146.next, %fc1_grad.n146 ]
-  %scale143 = load float, ptr %fc1_grad.scale143, align 4
-  %30 = mul nsw i64 %fc1_grad.n14612, 128
-  %31 = add nsw i64 %30, %fc1_grad.c1381
-  %32 = add nsw i64 3043712, %31
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load float, ptr %arena13, align 4
-  %mean_dy144 = load float, ptr %fc1_grad.mean_dy144, align 4
-  %34 = fsub float %33, %mean_dy144
-  %35 = mul nsw i64 %fc1_grad.n14612, 128
-  %36 = add nsw i64 %35, %fc1_grad.c1381
-  %37 = add nsw i64 3010688, %36
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %37
-  %38 = load float, ptr %arena14, align 4
-  %39 = add nsw i64 3027072, %fc1_grad.c1381
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %39
-  %40 = load float, ptr %arena15, align 4
-  %41 = fsub float %38, %40
-  %invstd13916 = load float, ptr %fc1_grad.invstd139, align 4
-  %42 = fmul float %41, %invstd13916
-  %mean_dy_x145 = load float, ptr %fc1_grad.mean_dy_x145, align 4
-  %43 = fmul float %42, %mean_dy_x145
-  %44 = fsub float %34, %43
-  %45 = fmul float %scale143, %44
-  %46 = mul nsw i64 %fc1_grad.n14612, 128
-  %47 = add nsw i64 %46, %fc1_grad.c1381
-  %48 = add nsw i64 3027328, %47
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %45, ptr %arena17, align 4
-  %n146.next = add nsw i64 %fc1_grad.n14612, 1
-  %49 = icmp slt i64 %n146.next, 64
-  br i1 %49, label %fc1_grad.n146, label %fc1_grad.n146.end
+fc1_grad.i236:                                    ; preds = %fc1_grad.i236, %fc1_grad.n235
+  %fc1_grad.i2365 = phi i64 [ 0, %fc1_grad.n235 ], [ %i236.next, %fc1_grad.i236 ]
+  %tail234 = load float, ptr %fc1_grad.tail234, align 4
+  %23 = mul nsw i64 %fc1_grad.n2354, 128
+  %24 = add nsw i64 %23, %fc1_grad.c2281
+  %25 = add nsw i64 %24, %fc1_grad.i2365
+  %26 = add nsw i64 3043712, %25
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena6, align 4
+  %28 = fadd float %tail234, %27
+  store float %28, ptr %fc1_grad.tail234, align 4
+  %i236.next = add nsw i64 %fc1_grad.i2365, 1
+  %29 = icmp slt i64 %i236.next, 1
+  br i1 %29, label %fc1_grad.i236, label %fc1_grad.i236.end
 
-fc1_grad.n146.end:                                ; preds = %fc1_grad.n146
-  %c138.next = add nsw i64 %fc1_grad.c1381, 1
-  %50 = icmp slt i64 %c138.next, 128
-  br i1 %50, label %fc1_grad.c138, label %fc1_grad.c138.end
+fc1_grad.i236.end:                                ; preds = %fc1_grad.i236
+  %n235.next = add nsw i64 %fc1_grad.n2354, 1
+  %30 = icmp slt i64 %n235.next, 64
+  br i1 %30, label %fc1_grad.n235, label %fc1_grad.n235.end
+
+fc1_grad.n246:                                    ; preds = %fc1_grad.i247.end, %fc1_grad.n235.end
+  %fc1_grad.n24617 = phi i64 [ 0, %fc1_grad.n235.end ], [ %n246.next, %fc1_grad.i247.end ]
+  br label %fc1_grad.i247
+
+fc1_grad.n246.end:                                ; preds = %fc1_grad.i247.end
+  %acc244 = load <8 x float>, ptr %fc1_grad.acc244, align 32
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 3019536
+  store <8 x float> %acc244, ptr %arena21, align 4
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 3019536
+  %31 = load float, ptr %arena22, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 3019537
+  %32 = load float, ptr %arena23, align 4
+  %33 = fadd float %31, %32
+  store float %33, ptr %fc1_grad.sum248, align 4
+  %sum248 = load float, ptr %fc1_grad.sum248, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 3019538
+  %34 = load float, ptr %arena24, align 4
+  %35 = fadd float %sum248, %34
+  store float %35, ptr %fc1_grad.sum249, align 4
+  %sum249 = load float, ptr %fc1_grad.sum249, align 4
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 3019539
+  %36 = load float, ptr %arena25, align 4
+  %37 = fadd float %sum249, %36
+  store float %37, ptr %fc1_grad.sum250, align 4
+  %sum250 = load float, ptr %fc1_grad.sum250, align 4
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 3019540
+  %38 = load float, ptr %arena26, align 4
+  %39 = fadd float %sum250, %38
+  store float %39, ptr %fc1_grad.sum251, align 4
+  %sum251 = load float, ptr %fc1_grad.sum251, align 4
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 3019541
+  %40 = load float, ptr %arena27, align 4
+  %41 = fadd float %sum251, %40
+  store float %41, ptr %fc1_grad.sum252, align 4
+  %sum252 = load float, ptr %fc1_grad.sum252, align 4
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 3019542
+  %42 = load float, ptr %arena28, align 4
+  %43 = fadd float %sum252, %42
+  store float %43, ptr %fc1_grad.sum253, align 4
+  %sum253 = load float, ptr %fc1_grad.sum253, align 4
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 3019543
+  %44 = load float, ptr %arena29, align 4
+  %45 = fadd float %sum253, %44
+  store float %45, ptr %fc1_grad.sum254, align 4
+  %sum254 = load float, ptr %fc1_grad.sum254, align 4
+  %tail24530 = load float, ptr %fc1_grad.tail245, align 4
+  %46 = fadd float %sum254, %tail24530
+  store float %46, ptr %fc1_grad.sum_x231, align 4
+  %47 = add nsw i64 420320, %fc1_grad.c2281
+  %params31 = getelementptr inbounds float, ptr %params, i64 %47
+  %48 = load float, ptr %params31, align 4
+  %invstd22932 = load float, ptr %fc1_grad.invstd229, align 4
+  %49 = fmul float %48, %invstd22932
+  store float %49, ptr %fc1_grad.scale255, align 4
+  %sum230 = load float, ptr %fc1_grad.sum230, align 4
+  %50 = fdiv float %sum230, 6.400000e+01
+  store float %50, ptr %fc1_grad.mean_dy256, align 4
+  %sum_x231 = load float, ptr %fc1_grad.sum_x231, align 4
+  %51 = fdiv float %sum_x231, 6.400000e+01
+  store float %51, ptr %fc1_grad.mean_dy_x257, align 4
+  br label %fc1_grad.n258
+
+fc1_grad.i247:                                    ; preds = %fc1_grad.i247, %fc1_grad.n246
+  %fc1_grad.i24718 = phi i64 [ 0, %fc1_grad.n246 ], [ %i247.next, %fc1_grad.i247 ]
+  %tail245 = load float, ptr %fc1_grad.tail245, align 4
+  %52 = mul nsw i64 %fc1_grad.n24617, 128
+  %53 = add nsw i64 %52, %fc1_grad.c2281
+  %54 = add nsw i64 %53, %fc1_grad.i24718
+  %55 = add nsw i64 3043712, %54
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %55
+  %56 = load float, ptr %arena19, align 4
+  %57 = mul nsw i64 %fc1_grad.n24617, 128
+  %58 = add nsw i64 %57, %fc1_grad.c2281
+  %59 = add nsw i64 %58, %fc1_grad.i24718
+  %60 = add nsw i64 3010688, %59
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena20, align 4
+  %mean232 = load float, ptr %fc1_grad.mean232, align 4
+  %62 = fsub float %61, %mean232
+  %invstd229 = load float, ptr %fc1_grad.invstd229, align 4
+  %63 = fmul float %62, %invstd229
+  %64 = fmul float %56, %63
+  %65 = fadd float %tail245, %64
+  store float %65, ptr %fc1_grad.tail245, align 4
+  %i247.next = add nsw i64 %fc1_grad.i24718, 1
+  %66 = icmp slt i64 %i247.next, 1
+  br i1 %66, label %fc1_grad.i247, label %fc1_grad.i247.end
+
+fc1_grad.i247.end:                                ; preds = %fc1_grad.i247
+  %n246.next = add nsw i64 %fc1_grad.n24617, 1
+  %67 = icmp slt i64 %n246.next, 64
+  br i1 %67, label %fc1_grad.n246, label %fc1_grad.n246.end
+
+fc1_grad.n258:                                    ; preds = %fc1_grad.n258, %fc1_grad.n246.end
+  %fc1_grad.n25833 = phi i64 [ 0, %fc1_grad.n246.end ], [ %n258.next, %fc1_grad.n258 ]
+  %scale255 = load float, ptr %fc1_grad.scale255, align 4
+  %68 = mul nsw i64 %fc1_grad.n25833, 128
+  %69 = add nsw i64 %68, %fc1_grad.c2281
+  %70 = add nsw i64 3043712, %69
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %70
+  %71 = load float, ptr %arena34, align 4
+  %mean_dy256 = load float, ptr %fc1_grad.mean_dy256, align 4
+  %72 = fsub float %71, %mean_dy256
+  %73 = mul nsw i64 %fc1_grad.n25833, 128
+  %74 = add nsw i64 %73, %fc1_grad.c2281
+  %75 = add nsw i64 3010688, %74
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load float, ptr %arena35, align 4
+  %77 = add nsw i64 3027072, %fc1_grad.c2281
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %77
+  %78 = load float, ptr %arena36, align 4
+  %79 = fsub float %76, %78
+  %invstd22937 = load float, ptr %fc1_grad.invstd229, align 4
+  %80 = fmul float %79, %invstd22937
+  %mean_dy_x257 = load float, ptr %fc1_grad.mean_dy_x257, align 4
+  %81 = fmul float %80, %mean_dy_x257
+  %82 = fsub float %72, %81
+  %83 = fmul float %scale255, %82
+  %84 = mul nsw i64 %fc1_grad.n25833, 128
+  %85 = add nsw i64 %84, %fc1_grad.c2281
+  %86 = add nsw i64 3027328, %85
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %86
+  store float %83, ptr %arena38, align 4
+  %n258.next = add nsw i64 %fc1_grad.n25833, 1
+  %87 = icmp slt i64 %n258.next, 64
+  br i1 %87, label %fc1_grad.n258, label %fc1_grad.n258.end
+
+fc1_grad.n258.end:                                ; preds = %fc1_grad.n258
+  %c228.next = add nsw i64 %fc1_grad.c2281, 1
+  %88 = icmp slt i64 %c228.next, 128
+  br i1 %88, label %fc1_grad.c228, label %fc1_grad.c228.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k22.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm154(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm266(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm154(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm266(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t152_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t152_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t149_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb147
+  %fc1_weight_grad.t264_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t264_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t261_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb259
 
-fc1_weight_grad.nb147:                            ; preds = %fc1_weight_grad.mb148.end, %entry
-  %fc1_weight_grad.nb1471 = phi i64 [ 0, %entry ], [ %nb147.next, %fc1_weight_grad.mb148.end ]
-  br label %fc1_weight_grad.mb148
+fc1_weight_grad.nb259:                            ; preds = %fc1_weight_grad.mb260.end, %entry
+  %fc1_weight_grad.nb2591 = phi i64 [ 0, %entry ], [ %nb259.next, %fc1_weight_grad.mb260.end ]
+  br label %fc1_weight_grad.mb260
 
-fc1_weight_grad.nb147.end:                        ; preds = %fc1_weight_grad.mb148.end
-  br label %fc1_weight_grad.mb151
+fc1_weight_grad.nb259.end:                        ; preds = %fc1_weight_grad.mb260.end
+  br label %fc1_weight_grad.mb263
 
-fc1_weight_grad.mb148:                            ; preds = %fc1_weight_grad.k150.end, %fc1_weight_grad.nb147
-  %fc1_weight_grad.mb1482 = phi i64 [ 0, %fc1_weight_grad.nb147 ], [ %mb148.next, %fc1_weight_grad.k150.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t149_c3_2, align 32
-  br label %fc1_weight_grad.k150
+fc1_weight_grad.mb260:                            ; preds = %fc1_weight_grad.k262.end, %fc1_weight_grad.nb259
+  %fc1_weight_grad.mb2602 = phi i64 [ 0, %fc1_weight_grad.nb259 ], [ %mb260.next, %fc1_weight_grad.k262.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c3_2, align 32
+  br label %fc1_weight_grad.k262
 
-fc1_weight_grad.mb148.end:                        ; preds = %fc1_weight_grad.k150.end
-  %nb147.next = add nsw i64 %fc1_weight_grad.nb1471, 1
-  %0 = icmp slt i64 %nb147.next, 130
-  br i1 %0, label %fc1_weight_grad.nb147, label %fc1_weight_grad.nb147.end
+fc1_weight_grad.mb260.end:                        ; preds = %fc1_weight_grad.k262.end
+  %nb259.next = add nsw i64 %fc1_weight_grad.nb2591, 1
+  %0 = icmp slt i64 %nb259.next, 130
+  br i1 %0, label %fc1_weight_grad.nb259, label %fc1_weight_grad.nb259.end
 
-fc1_weight_grad.k150:                             ; preds = %fc1_weight_grad.k150, %fc1_weight_grad.mb148
-  %fc1_weight_grad.k1503 = phi i64 [ 0, %fc1_weight_grad.mb148 ], [ %k150.next, %fc1_weight_grad.k150 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k1503, 3136
+fc1_weight_grad.k262:                             ; preds = %fc1_weight_grad.k262, %fc1_weight_grad.mb260
+  %fc1_weight_grad.k2623 = phi i64 [ 0, %fc1_weight_grad.mb260 ], [ %k262.next, %fc1_weight_grad.k262 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2623, 3136
   %2 = add nsw i64 2809984, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t149_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k1503, 3136
+  store <8 x float> %5, ptr %fc1_weight_grad.t261_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2623, 3136
   %7 = add nsw i64 2809984, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t149_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k1503, 3136
+  store <8 x float> %11, ptr %fc1_weight_grad.t261_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2623, 3136
   %13 = add nsw i64 2809984, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t149_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t261_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %19 = add nsw i64 3027328, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k1503, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2623, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t149_a0, align 32
-  %t149_a0 = load <8 x float>, ptr %fc1_weight_grad.t149_a0, align 32
-  %t149_b0 = load <8 x float>, ptr %fc1_weight_grad.t149_b0, align 32
-  %t149_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t149_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a0, <8 x float> %t149_b0, <8 x float> %t149_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t149_c0_0, align 32
-  %t149_a08 = load <8 x float>, ptr %fc1_weight_grad.t149_a0, align 32
-  %t149_b1 = load <8 x float>, ptr %fc1_weight_grad.t149_b1, align 32
-  %t149_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t149_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a08, <8 x float> %t149_b1, <8 x float> %t149_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t149_c0_1, align 32
-  %t149_a09 = load <8 x float>, ptr %fc1_weight_grad.t149_a0, align 32
-  %t149_b2 = load <8 x float>, ptr %fc1_weight_grad.t149_b2, align 32
-  %t149_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t149_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a09, <8 x float> %t149_b2, <8 x float> %t149_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t149_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t261_a0, align 32
+  %t261_a0 = load <8 x float>, ptr %fc1_weight_grad.t261_a0, align 32
+  %t261_b0 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
+  %t261_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a0, <8 x float> %t261_b0, <8 x float> %t261_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t261_c0_0, align 32
+  %t261_a08 = load <8 x float>, ptr %fc1_weight_grad.t261_a0, align 32
+  %t261_b1 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
+  %t261_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a08, <8 x float> %t261_b1, <8 x float> %t261_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t261_c0_1, align 32
+  %t261_a09 = load <8 x float>, ptr %fc1_weight_grad.t261_a0, align 32
+  %t261_b2 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
+  %t261_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a09, <8 x float> %t261_b2, <8 x float> %t261_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t261_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3027328, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k1503, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2623, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t149_a1, align 32
-  %t149_a1 = load <8 x float>, ptr %fc1_weight_grad.t149_a1, align 32
-  %t149_b011 = load <8 x float>, ptr %fc1_weight_grad.t149_b0, align 32
-  %t149_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t149_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a1, <8 x float> %t149_b011, <8 x float> %t149_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t149_c1_0, align 32
-  %t149_a112 = load <8 x float>, ptr %fc1_weight_grad.t149_a1, align 32
-  %t149_b113 = load <8 x float>, ptr %fc1_weight_grad.t149_b1, align 32
-  %t149_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t149_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a112, <8 x float> %t149_b113, <8 x float> %t149_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t149_c1_1, align 32
-  %t149_a114 = load <8 x float>, ptr %fc1_weight_grad.t149_a1, align 32
-  %t149_b215 = load <8 x float>, ptr %fc1_weight_grad.t149_b2, align 32
-  %t149_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t149_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a114, <8 x float> %t149_b215, <8 x float> %t149_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t149_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t261_a1, align 32
+  %t261_a1 = load <8 x float>, ptr %fc1_weight_grad.t261_a1, align 32
+  %t261_b011 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
+  %t261_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a1, <8 x float> %t261_b011, <8 x float> %t261_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t261_c1_0, align 32
+  %t261_a112 = load <8 x float>, ptr %fc1_weight_grad.t261_a1, align 32
+  %t261_b113 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
+  %t261_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a112, <8 x float> %t261_b113, <8 x float> %t261_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t261_c1_1, align 32
+  %t261_a114 = load <8 x float>, ptr %fc1_weight_grad.t261_a1, align 32
+  %t261_b215 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
+  %t261_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a114, <8 x float> %t261_b215, <8 x float> %t261_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t261_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3027328, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k1503, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2623, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t149_a2, align 32
-  %t149_a2 = load <8 x float>, ptr %fc1_weight_grad.t149_a2, align 32
-  %t149_b017 = load <8 x float>, ptr %fc1_weight_grad.t149_b0, align 32
-  %t149_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t149_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a2, <8 x float> %t149_b017, <8 x float> %t149_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t149_c2_0, align 32
-  %t149_a218 = load <8 x float>, ptr %fc1_weight_grad.t149_a2, align 32
-  %t149_b119 = load <8 x float>, ptr %fc1_weight_grad.t149_b1, align 32
-  %t149_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t149_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a218, <8 x float> %t149_b119, <8 x float> %t149_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t149_c2_1, align 32
-  %t149_a220 = load <8 x float>, ptr %fc1_weight_grad.t149_a2, align 32
-  %t149_b221 = load <8 x float>, ptr %fc1_weight_grad.t149_b2, align 32
-  %t149_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t149_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a220, <8 x float> %t149_b221, <8 x float> %t149_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t149_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t261_a2, align 32
+  %t261_a2 = load <8 x float>, ptr %fc1_weight_grad.t261_a2, align 32
+  %t261_b017 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
+  %t261_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a2, <8 x float> %t261_b017, <8 x float> %t261_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t261_c2_0, align 32
+  %t261_a218 = load <8 x float>, ptr %fc1_weight_grad.t261_a2, align 32
+  %t261_b119 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
+  %t261_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a218, <8 x float> %t261_b119, <8 x float> %t261_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t261_c2_1, align 32
+  %t261_a220 = load <8 x float>, ptr %fc1_weight_grad.t261_a2, align 32
+  %t261_b221 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
+  %t261_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a220, <8 x float> %t261_b221, <8 x float> %t261_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t261_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3027328, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k1503, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2623, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t149_a3, align 32
-  %t149_a3 = load <8 x float>, ptr %fc1_weight_grad.t149_a3, align 32
-  %t149_b023 = load <8 x float>, ptr %fc1_weight_grad.t149_b0, align 32
-  %t149_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t149_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a3, <8 x float> %t149_b023, <8 x float> %t149_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t149_c3_0, align 32
-  %t149_a324 = load <8 x float>, ptr %fc1_weight_grad.t149_a3, align 32
-  %t149_b125 = load <8 x float>, ptr %fc1_weight_grad.t149_b1, align 32
-  %t149_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t149_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a324, <8 x float> %t149_b125, <8 x float> %t149_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t149_c3_1, align 32
-  %t149_a326 = load <8 x float>, ptr %fc1_weight_grad.t149_a3, align 32
-  %t149_b227 = load <8 x float>, ptr %fc1_weight_grad.t149_b2, align 32
-  %t149_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t149_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a326, <8 x float> %t149_b227, <8 x float> %t149_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t149_c3_2, align 32
-  %k150.next = add nsw i64 %fc1_weight_grad.k1503, 1
-  %61 = icmp slt i64 %k150.next, 64
-  br i1 %61, label %fc1_weight_grad.k150, label %fc1_weight_grad.k150.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t261_a3, align 32
+  %t261_a3 = load <8 x float>, ptr %fc1_weight_grad.t261_a3, align 32
+  %t261_b023 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
+  %t261_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a3, <8 x float> %t261_b023, <8 x float> %t261_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t261_c3_0, align 32
+  %t261_a324 = load <8 x float>, ptr %fc1_weight_grad.t261_a3, align 32
+  %t261_b125 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
+  %t261_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a324, <8 x float> %t261_b125, <8 x float> %t261_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t261_c3_1, align 32
+  %t261_a326 = load <8 x float>, ptr %fc1_weight_grad.t261_a3, align 32
+  %t261_b227 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
+  %t261_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a326, <8 x float> %t261_b227, <8 x float> %t261_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t261_c3_2, align 32
+  %k262.next = add nsw i64 %fc1_weight_grad.k2623, 1
+  %61 = icmp slt i64 %k262.next, 64
+  br i1 %61, label %fc1_weight_grad.k262, label %fc1_weight_grad.k262.end
 
-fc1_weight_grad.k150.end:                         ; preds = %fc1_weight_grad.k150
-  %t149_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t149_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+fc1_weight_grad.k262.end:                         ; preds = %fc1_weight_grad.k262
+  %t261_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 18912, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t149_c0_028, ptr %grads29, align 4
-  %t149_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t149_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c0_028, ptr %grads29, align 4
+  %t261_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 18912, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t149_c0_130, ptr %grads31, align 4
-  %t149_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t149_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c0_130, ptr %grads31, align 4
+  %t261_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 18912, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t149_c0_232, ptr %grads33, align 4
-  %t149_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t149_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c0_232, ptr %grads33, align 4
+  %t261_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 18912, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t149_c1_034, ptr %grads35, align 4
-  %t149_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t149_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c1_034, ptr %grads35, align 4
+  %t261_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 18912, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t149_c1_136, ptr %grads37, align 4
-  %t149_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t149_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c1_136, ptr %grads37, align 4
+  %t261_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 18912, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t149_c1_238, ptr %grads39, align 4
-  %t149_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t149_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c1_238, ptr %grads39, align 4
+  %t261_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18912, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t149_c2_040, ptr %grads41, align 4
-  %t149_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t149_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c2_040, ptr %grads41, align 4
+  %t261_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18912, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t149_c2_142, ptr %grads43, align 4
-  %t149_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t149_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c2_142, ptr %grads43, align 4
+  %t261_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 18912, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t149_c2_244, ptr %grads45, align 4
-  %t149_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t149_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c2_244, ptr %grads45, align 4
+  %t261_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 18912, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t149_c3_046, ptr %grads47, align 4
-  %t149_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t149_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c3_046, ptr %grads47, align 4
+  %t261_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 18912, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t149_c3_148, ptr %grads49, align 4
-  %t149_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t149_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb1482, 4
+  store <8 x float> %t261_c3_148, ptr %grads49, align 4
+  %t261_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2602, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 18912, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb1471, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2591, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t149_c3_250, ptr %grads51, align 4
-  %mb148.next = add nsw i64 %fc1_weight_grad.mb1482, 1
-  %139 = icmp slt i64 %mb148.next, 32
-  br i1 %139, label %fc1_weight_grad.mb148, label %fc1_weight_grad.mb148.end
+  store <8 x float> %t261_c3_250, ptr %grads51, align 4
+  %mb260.next = add nsw i64 %fc1_weight_grad.mb2602, 1
+  %139 = icmp slt i64 %mb260.next, 32
+  br i1 %139, label %fc1_weight_grad.mb260, label %fc1_weight_grad.mb260.end
 
-fc1_weight_grad.mb151:                            ; preds = %fc1_weight_grad.k153.end, %fc1_weight_grad.nb147.end
-  %fc1_weight_grad.mb15152 = phi i64 [ 0, %fc1_weight_grad.nb147.end ], [ %mb151.next, %fc1_weight_grad.k153.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t152_c3_1, align 32
-  br label %fc1_weight_grad.k153
+fc1_weight_grad.mb263:                            ; preds = %fc1_weight_grad.k265.end, %fc1_weight_grad.nb259.end
+  %fc1_weight_grad.mb26352 = phi i64 [ 0, %fc1_weight_grad.nb259.end ], [ %mb263.next, %fc1_weight_grad.k265.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c3_1, align 32
+  br label %fc1_weight_grad.k265
 
-fc1_weight_grad.mb151.end:                        ; preds = %fc1_weight_grad.k153.end
+fc1_weight_grad.mb263.end:                        ; preds = %fc1_weight_grad.k265.end
   ret void
 
-fc1_weight_grad.k153:                             ; preds = %fc1_weight_grad.k153, %fc1_weight_grad.mb151
-  %fc1_weight_grad.k15353 = phi i64 [ 0, %fc1_weight_grad.mb151 ], [ %k153.next, %fc1_weight_grad.k153 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k15353, 3136
+fc1_weight_grad.k265:                             ; preds = %fc1_weight_grad.k265, %fc1_weight_grad.mb263
+  %fc1_weight_grad.k26553 = phi i64 [ 0, %fc1_weight_grad.mb263 ], [ %k265.next, %fc1_weight_grad.k265 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k26553, 3136
   %141 = add nsw i64 2809984, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t152_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k15353, 3136
+  store <8 x float> %143, ptr %fc1_weight_grad.t264_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k26553, 3136
   %145 = add nsw i64 2809984, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t152_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t264_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %150 = add nsw i64 3027328, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k15353, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k26553, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t152_a0, align 32
-  %t152_a0 = load <8 x float>, ptr %fc1_weight_grad.t152_a0, align 32
-  %t152_b0 = load <8 x float>, ptr %fc1_weight_grad.t152_b0, align 32
-  %t152_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t152_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t152_c0_0, align 32
-  %t152_a057 = load <8 x float>, ptr %fc1_weight_grad.t152_a0, align 32
-  %t152_b1 = load <8 x float>, ptr %fc1_weight_grad.t152_b1, align 32
-  %t152_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t152_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a057, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t152_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t264_a0, align 32
+  %t264_a0 = load <8 x float>, ptr %fc1_weight_grad.t264_a0, align 32
+  %t264_b0 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
+  %t264_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a0, <8 x float> %t264_b0, <8 x float> %t264_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t264_c0_0, align 32
+  %t264_a057 = load <8 x float>, ptr %fc1_weight_grad.t264_a0, align 32
+  %t264_b1 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
+  %t264_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a057, <8 x float> %t264_b1, <8 x float> %t264_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t264_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 3027328, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k15353, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k26553, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t152_a1, align 32
-  %t152_a1 = load <8 x float>, ptr %fc1_weight_grad.t152_a1, align 32
-  %t152_b059 = load <8 x float>, ptr %fc1_weight_grad.t152_b0, align 32
-  %t152_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t152_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b059, <8 x float> %t152_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t152_c1_0, align 32
-  %t152_a160 = load <8 x float>, ptr %fc1_weight_grad.t152_a1, align 32
-  %t152_b161 = load <8 x float>, ptr %fc1_weight_grad.t152_b1, align 32
-  %t152_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t152_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a160, <8 x float> %t152_b161, <8 x float> %t152_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t152_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t264_a1, align 32
+  %t264_a1 = load <8 x float>, ptr %fc1_weight_grad.t264_a1, align 32
+  %t264_b059 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
+  %t264_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a1, <8 x float> %t264_b059, <8 x float> %t264_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t264_c1_0, align 32
+  %t264_a160 = load <8 x float>, ptr %fc1_weight_grad.t264_a1, align 32
+  %t264_b161 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
+  %t264_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a160, <8 x float> %t264_b161, <8 x float> %t264_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t264_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 3027328, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k15353, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k26553, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t152_a2, align 32
-  %t152_a2 = load <8 x float>, ptr %fc1_weight_grad.t152_a2, align 32
-  %t152_b063 = load <8 x float>, ptr %fc1_weight_grad.t152_b0, align 32
-  %t152_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t152_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b063, <8 x float> %t152_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t152_c2_0, align 32
-  %t152_a264 = load <8 x float>, ptr %fc1_weight_grad.t152_a2, align 32
-  %t152_b165 = load <8 x float>, ptr %fc1_weight_grad.t152_b1, align 32
-  %t152_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t152_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a264, <8 x float> %t152_b165, <8 x float> %t152_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t152_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t264_a2, align 32
+  %t264_a2 = load <8 x float>, ptr %fc1_weight_grad.t264_a2, align 32
+  %t264_b063 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
+  %t264_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a2, <8 x float> %t264_b063, <8 x float> %t264_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t264_c2_0, align 32
+  %t264_a264 = load <8 x float>, ptr %fc1_weight_grad.t264_a2, align 32
+  %t264_b165 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
+  %t264_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a264, <8 x float> %t264_b165, <8 x float> %t264_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t264_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 3027328, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k15353, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k26553, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t152_a3, align 32
-  %t152_a3 = load <8 x float>, ptr %fc1_weight_grad.t152_a3, align 32
-  %t152_b067 = load <8 x float>, ptr %fc1_weight_grad.t152_b0, align 32
-  %t152_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t152_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b067, <8 x float> %t152_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t152_c3_0, align 32
-  %t152_a368 = load <8 x float>, ptr %fc1_weight_grad.t152_a3, align 32
-  %t152_b169 = load <8 x float>, ptr %fc1_weight_grad.t152_b1, align 32
-  %t152_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t152_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a368, <8 x float> %t152_b169, <8 x float> %t152_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t152_c3_1, align 32
-  %k153.next = add nsw i64 %fc1_weight_grad.k15353, 1
-  %188 = icmp slt i64 %k153.next, 64
-  br i1 %188, label %fc1_weight_grad.k153, label %fc1_weight_grad.k153.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t264_a3, align 32
+  %t264_a3 = load <8 x float>, ptr %fc1_weight_grad.t264_a3, align 32
+  %t264_b067 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
+  %t264_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a3, <8 x float> %t264_b067, <8 x float> %t264_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t264_c3_0, align 32
+  %t264_a368 = load <8 x float>, ptr %fc1_weight_grad.t264_a3, align 32
+  %t264_b169 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
+  %t264_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a368, <8 x float> %t264_b169, <8 x float> %t264_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t264_c3_1, align 32
+  %k265.next = add nsw i64 %fc1_weight_grad.k26553, 1
+  %188 = icmp slt i64 %k265.next, 64
+  br i1 %188, label %fc1_weight_grad.k265, label %fc1_weight_grad.k265.end
 
-fc1_weight_grad.k153.end:                         ; preds = %fc1_weight_grad.k153
-  %t152_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t152_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+fc1_weight_grad.k265.end:                         ; preds = %fc1_weight_grad.k265
+  %t264_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 18912, %190
   %192 = add nsw i64 %191, 3120
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t152_c0_070, ptr %grads71, align 4
-  %t152_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t152_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c0_070, ptr %grads71, align 4
+  %t264_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18912, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t152_c0_172, ptr %grads73, align 4
-  %t152_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t152_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c0_172, ptr %grads73, align 4
+  %t264_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 18912, %200
   %202 = add nsw i64 %201, 3120
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t152_c1_074, ptr %grads75, align 4
-  %t152_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t152_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c1_074, ptr %grads75, align 4
+  %t264_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 18912, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t152_c1_176, ptr %grads77, align 4
-  %t152_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t152_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c1_176, ptr %grads77, align 4
+  %t264_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 18912, %211
   %213 = add nsw i64 %212, 3120
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t152_c2_078, ptr %grads79, align 4
-  %t152_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t152_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c2_078, ptr %grads79, align 4
+  %t264_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 18912, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t152_c2_180, ptr %grads81, align 4
-  %t152_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t152_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c2_180, ptr %grads81, align 4
+  %t264_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 18912, %222
   %224 = add nsw i64 %223, 3120
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t152_c3_082, ptr %grads83, align 4
-  %t152_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t152_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb15152, 4
+  store <8 x float> %t264_c3_082, ptr %grads83, align 4
+  %t264_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb26352, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 18912, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t152_c3_184, ptr %grads85, align 4
-  %mb151.next = add nsw i64 %fc1_weight_grad.mb15152, 1
-  %231 = icmp slt i64 %mb151.next, 32
-  br i1 %231, label %fc1_weight_grad.mb151, label %fc1_weight_grad.mb151.end
+  store <8 x float> %t264_c3_184, ptr %grads85, align 4
+  %mb263.next = add nsw i64 %fc1_weight_grad.mb26352, 1
+  %231 = icmp slt i64 %mb263.next, 32
+  br i1 %231, label %fc1_weight_grad.mb263, label %fc1_weight_grad.mb263.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k23.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @bncnn_train_b64.k23.flat_grad.gemm162(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_train_b64.k23.flat_grad.gemm274(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k23.flat_grad.gemm162(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k23.flat_grad.gemm274(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %flat_grad.t160_a3 = alloca <8 x float>, align 32
-  %flat_grad.t160_a2 = alloca <8 x float>, align 32
-  %flat_grad.t160_a1 = alloca <8 x float>, align 32
-  %flat_grad.t160_a0 = alloca <8 x float>, align 32
-  %flat_grad.t160_b1 = alloca <8 x float>, align 32
-  %flat_grad.t160_b0 = alloca <8 x float>, align 32
-  %flat_grad.t160_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t160_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t160_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t160_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t160_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t160_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t160_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t160_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t157_a3 = alloca <8 x float>, align 32
-  %flat_grad.t157_a2 = alloca <8 x float>, align 32
-  %flat_grad.t157_a1 = alloca <8 x float>, align 32
-  %flat_grad.t157_a0 = alloca <8 x float>, align 32
-  %flat_grad.t157_b2 = alloca <8 x float>, align 32
-  %flat_grad.t157_b1 = alloca <8 x float>, align 32
-  %flat_grad.t157_b0 = alloca <8 x float>, align 32
-  %flat_grad.t157_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t157_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t157_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t157_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t157_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t157_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t157_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t157_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t157_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t157_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t157_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t157_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb155
+  %flat_grad.t272_a3 = alloca <8 x float>, align 32
+  %flat_grad.t272_a2 = alloca <8 x float>, align 32
+  %flat_grad.t272_a1 = alloca <8 x float>, align 32
+  %flat_grad.t272_a0 = alloca <8 x float>, align 32
+  %flat_grad.t272_b1 = alloca <8 x float>, align 32
+  %flat_grad.t272_b0 = alloca <8 x float>, align 32
+  %flat_grad.t272_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t272_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t272_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t272_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t272_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t272_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t272_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t272_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t269_a3 = alloca <8 x float>, align 32
+  %flat_grad.t269_a2 = alloca <8 x float>, align 32
+  %flat_grad.t269_a1 = alloca <8 x float>, align 32
+  %flat_grad.t269_a0 = alloca <8 x float>, align 32
+  %flat_grad.t269_b2 = alloca <8 x float>, align 32
+  %flat_grad.t269_b1 = alloca <8 x float>, align 32
+  %flat_grad.t269_b0 = alloca <8 x float>, align 32
+  %flat_grad.t269_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t269_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t269_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t269_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t269_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t269_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t269_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t269_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t269_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t269_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t269_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t269_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb267
 
-flat_grad.nb155:                                  ; preds = %flat_grad.mb156.end, %entry
-  %flat_grad.nb1551 = phi i64 [ 0, %entry ], [ %nb155.next, %flat_grad.mb156.end ]
-  br label %flat_grad.mb156
+flat_grad.nb267:                                  ; preds = %flat_grad.mb268.end, %entry
+  %flat_grad.nb2671 = phi i64 [ 0, %entry ], [ %nb267.next, %flat_grad.mb268.end ]
+  br label %flat_grad.mb268
 
-flat_grad.nb155.end:                              ; preds = %flat_grad.mb156.end
-  br label %flat_grad.mb159
+flat_grad.nb267.end:                              ; preds = %flat_grad.mb268.end
+  br label %flat_grad.mb271
 
-flat_grad.mb156:                                  ; preds = %flat_grad.k158.end, %flat_grad.nb155
-  %flat_grad.mb1562 = phi i64 [ 0, %flat_grad.nb155 ], [ %mb156.next, %flat_grad.k158.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t157_c3_2, align 32
-  br label %flat_grad.k158
+flat_grad.mb268:                                  ; preds = %flat_grad.k270.end, %flat_grad.nb267
+  %flat_grad.mb2682 = phi i64 [ 0, %flat_grad.nb267 ], [ %mb268.next, %flat_grad.k270.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c3_2, align 32
+  br label %flat_grad.k270
 
-flat_grad.mb156.end:                              ; preds = %flat_grad.k158.end
-  %nb155.next = add nsw i64 %flat_grad.nb1551, 1
-  %0 = icmp slt i64 %nb155.next, 130
-  br i1 %0, label %flat_grad.nb155, label %flat_grad.nb155.end
+flat_grad.mb268.end:                              ; preds = %flat_grad.k270.end
+  %nb267.next = add nsw i64 %flat_grad.nb2671, 1
+  %0 = icmp slt i64 %nb267.next, 130
+  br i1 %0, label %flat_grad.nb267, label %flat_grad.nb267.end
 
-flat_grad.k158:                                   ; preds = %flat_grad.k158, %flat_grad.mb156
-  %flat_grad.k1583 = phi i64 [ 0, %flat_grad.mb156 ], [ %k158.next, %flat_grad.k158 ]
-  %1 = mul nsw i64 %flat_grad.k1583, 3136
+flat_grad.k270:                                   ; preds = %flat_grad.k270, %flat_grad.mb268
+  %flat_grad.k2703 = phi i64 [ 0, %flat_grad.mb268 ], [ %k270.next, %flat_grad.k270 ]
+  %1 = mul nsw i64 %flat_grad.k2703, 3136
   %2 = add nsw i64 18912, %1
-  %3 = mul nsw i64 %flat_grad.nb1551, 24
+  %3 = mul nsw i64 %flat_grad.nb2671, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t157_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k1583, 3136
+  store <8 x float> %5, ptr %flat_grad.t269_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2703, 3136
   %7 = add nsw i64 18912, %6
-  %8 = mul nsw i64 %flat_grad.nb1551, 24
+  %8 = mul nsw i64 %flat_grad.nb2671, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t157_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k1583, 3136
+  store <8 x float> %11, ptr %flat_grad.t269_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2703, 3136
   %13 = add nsw i64 18912, %12
-  %14 = mul nsw i64 %flat_grad.nb1551, 24
+  %14 = mul nsw i64 %flat_grad.nb2671, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t157_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %17, ptr %flat_grad.t269_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2682, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3027328, %19
-  %21 = add nsw i64 %20, %flat_grad.k1583
+  %21 = add nsw i64 %20, %flat_grad.k2703
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t157_a0, align 32
-  %t157_a0 = load <8 x float>, ptr %flat_grad.t157_a0, align 32
-  %t157_b0 = load <8 x float>, ptr %flat_grad.t157_b0, align 32
-  %t157_c0_0 = load <8 x float>, ptr %flat_grad.t157_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a0, <8 x float> %t157_b0, <8 x float> %t157_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t157_c0_0, align 32
-  %t157_a08 = load <8 x float>, ptr %flat_grad.t157_a0, align 32
-  %t157_b1 = load <8 x float>, ptr %flat_grad.t157_b1, align 32
-  %t157_c0_1 = load <8 x float>, ptr %flat_grad.t157_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a08, <8 x float> %t157_b1, <8 x float> %t157_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t157_c0_1, align 32
-  %t157_a09 = load <8 x float>, ptr %flat_grad.t157_a0, align 32
-  %t157_b2 = load <8 x float>, ptr %flat_grad.t157_b2, align 32
-  %t157_c0_2 = load <8 x float>, ptr %flat_grad.t157_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a09, <8 x float> %t157_b2, <8 x float> %t157_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t157_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %24, ptr %flat_grad.t269_a0, align 32
+  %t269_a0 = load <8 x float>, ptr %flat_grad.t269_a0, align 32
+  %t269_b0 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
+  %t269_c0_0 = load <8 x float>, ptr %flat_grad.t269_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a0, <8 x float> %t269_b0, <8 x float> %t269_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t269_c0_0, align 32
+  %t269_a08 = load <8 x float>, ptr %flat_grad.t269_a0, align 32
+  %t269_b1 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
+  %t269_c0_1 = load <8 x float>, ptr %flat_grad.t269_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a08, <8 x float> %t269_b1, <8 x float> %t269_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t269_c0_1, align 32
+  %t269_a09 = load <8 x float>, ptr %flat_grad.t269_a0, align 32
+  %t269_b2 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
+  %t269_c0_2 = load <8 x float>, ptr %flat_grad.t269_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a09, <8 x float> %t269_b2, <8 x float> %t269_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t269_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2682, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3027328, %30
-  %32 = add nsw i64 %31, %flat_grad.k1583
+  %32 = add nsw i64 %31, %flat_grad.k2703
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t157_a1, align 32
-  %t157_a1 = load <8 x float>, ptr %flat_grad.t157_a1, align 32
-  %t157_b011 = load <8 x float>, ptr %flat_grad.t157_b0, align 32
-  %t157_c1_0 = load <8 x float>, ptr %flat_grad.t157_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a1, <8 x float> %t157_b011, <8 x float> %t157_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t157_c1_0, align 32
-  %t157_a112 = load <8 x float>, ptr %flat_grad.t157_a1, align 32
-  %t157_b113 = load <8 x float>, ptr %flat_grad.t157_b1, align 32
-  %t157_c1_1 = load <8 x float>, ptr %flat_grad.t157_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a112, <8 x float> %t157_b113, <8 x float> %t157_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t157_c1_1, align 32
-  %t157_a114 = load <8 x float>, ptr %flat_grad.t157_a1, align 32
-  %t157_b215 = load <8 x float>, ptr %flat_grad.t157_b2, align 32
-  %t157_c1_2 = load <8 x float>, ptr %flat_grad.t157_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a114, <8 x float> %t157_b215, <8 x float> %t157_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t157_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %35, ptr %flat_grad.t269_a1, align 32
+  %t269_a1 = load <8 x float>, ptr %flat_grad.t269_a1, align 32
+  %t269_b011 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
+  %t269_c1_0 = load <8 x float>, ptr %flat_grad.t269_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a1, <8 x float> %t269_b011, <8 x float> %t269_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t269_c1_0, align 32
+  %t269_a112 = load <8 x float>, ptr %flat_grad.t269_a1, align 32
+  %t269_b113 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
+  %t269_c1_1 = load <8 x float>, ptr %flat_grad.t269_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a112, <8 x float> %t269_b113, <8 x float> %t269_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t269_c1_1, align 32
+  %t269_a114 = load <8 x float>, ptr %flat_grad.t269_a1, align 32
+  %t269_b215 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
+  %t269_c1_2 = load <8 x float>, ptr %flat_grad.t269_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a114, <8 x float> %t269_b215, <8 x float> %t269_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t269_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2682, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3027328, %41
-  %43 = add nsw i64 %42, %flat_grad.k1583
+  %43 = add nsw i64 %42, %flat_grad.k2703
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t157_a2, align 32
-  %t157_a2 = load <8 x float>, ptr %flat_grad.t157_a2, align 32
-  %t157_b017 = load <8 x float>, ptr %flat_grad.t157_b0, align 32
-  %t157_c2_0 = load <8 x float>, ptr %flat_grad.t157_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a2, <8 x float> %t157_b017, <8 x float> %t157_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t157_c2_0, align 32
-  %t157_a218 = load <8 x float>, ptr %flat_grad.t157_a2, align 32
-  %t157_b119 = load <8 x float>, ptr %flat_grad.t157_b1, align 32
-  %t157_c2_1 = load <8 x float>, ptr %flat_grad.t157_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a218, <8 x float> %t157_b119, <8 x float> %t157_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t157_c2_1, align 32
-  %t157_a220 = load <8 x float>, ptr %flat_grad.t157_a2, align 32
-  %t157_b221 = load <8 x float>, ptr %flat_grad.t157_b2, align 32
-  %t157_c2_2 = load <8 x float>, ptr %flat_grad.t157_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a220, <8 x float> %t157_b221, <8 x float> %t157_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t157_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %46, ptr %flat_grad.t269_a2, align 32
+  %t269_a2 = load <8 x float>, ptr %flat_grad.t269_a2, align 32
+  %t269_b017 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
+  %t269_c2_0 = load <8 x float>, ptr %flat_grad.t269_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a2, <8 x float> %t269_b017, <8 x float> %t269_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t269_c2_0, align 32
+  %t269_a218 = load <8 x float>, ptr %flat_grad.t269_a2, align 32
+  %t269_b119 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
+  %t269_c2_1 = load <8 x float>, ptr %flat_grad.t269_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a218, <8 x float> %t269_b119, <8 x float> %t269_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t269_c2_1, align 32
+  %t269_a220 = load <8 x float>, ptr %flat_grad.t269_a2, align 32
+  %t269_b221 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
+  %t269_c2_2 = load <8 x float>, ptr %flat_grad.t269_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a220, <8 x float> %t269_b221, <8 x float> %t269_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t269_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2682, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3027328, %52
-  %54 = add nsw i64 %53, %flat_grad.k1583
+  %54 = add nsw i64 %53, %flat_grad.k2703
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t157_a3, align 32
-  %t157_a3 = load <8 x float>, ptr %flat_grad.t157_a3, align 32
-  %t157_b023 = load <8 x float>, ptr %flat_grad.t157_b0, align 32
-  %t157_c3_0 = load <8 x float>, ptr %flat_grad.t157_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a3, <8 x float> %t157_b023, <8 x float> %t157_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t157_c3_0, align 32
-  %t157_a324 = load <8 x float>, ptr %flat_grad.t157_a3, align 32
-  %t157_b125 = load <8 x float>, ptr %flat_grad.t157_b1, align 32
-  %t157_c3_1 = load <8 x float>, ptr %flat_grad.t157_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a324, <8 x float> %t157_b125, <8 x float> %t157_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t157_c3_1, align 32
-  %t157_a326 = load <8 x float>, ptr %flat_grad.t157_a3, align 32
-  %t157_b227 = load <8 x float>, ptr %flat_grad.t157_b2, align 32
-  %t157_c3_2 = load <8 x float>, ptr %flat_grad.t157_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t157_a326, <8 x float> %t157_b227, <8 x float> %t157_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t157_c3_2, align 32
-  %k158.next = add nsw i64 %flat_grad.k1583, 1
-  %61 = icmp slt i64 %k158.next, 128
-  br i1 %61, label %flat_grad.k158, label %flat_grad.k158.end
+  store <8 x float> %57, ptr %flat_grad.t269_a3, align 32
+  %t269_a3 = load <8 x float>, ptr %flat_grad.t269_a3, align 32
+  %t269_b023 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
+  %t269_c3_0 = load <8 x float>, ptr %flat_grad.t269_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a3, <8 x float> %t269_b023, <8 x float> %t269_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t269_c3_0, align 32
+  %t269_a324 = load <8 x float>, ptr %flat_grad.t269_a3, align 32
+  %t269_b125 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
+  %t269_c3_1 = load <8 x float>, ptr %flat_grad.t269_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a324, <8 x float> %t269_b125, <8 x float> %t269_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t269_c3_1, align 32
+  %t269_a326 = load <8 x float>, ptr %flat_grad.t269_a3, align 32
+  %t269_b227 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
+  %t269_c3_2 = load <8 x float>, ptr %flat_grad.t269_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a326, <8 x float> %t269_b227, <8 x float> %t269_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t269_c3_2, align 32
+  %k270.next = add nsw i64 %flat_grad.k2703, 1
+  %61 = icmp slt i64 %k270.next, 128
+  br i1 %61, label %flat_grad.k270, label %flat_grad.k270.end
 
-flat_grad.k158.end:                               ; preds = %flat_grad.k158
-  %t157_c0_028 = load <8 x float>, ptr %flat_grad.t157_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb1562, 4
+flat_grad.k270.end:                               ; preds = %flat_grad.k270
+  %t269_c0_028 = load <8 x float>, ptr %flat_grad.t269_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2682, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 4816960, %63
-  %65 = mul nsw i64 %flat_grad.nb1551, 24
+  %65 = mul nsw i64 %flat_grad.nb2671, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t157_c0_028, ptr %arena29, align 4
-  %t157_c0_130 = load <8 x float>, ptr %flat_grad.t157_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c0_028, ptr %arena29, align 4
+  %t269_c0_130 = load <8 x float>, ptr %flat_grad.t269_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2682, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 4816960, %68
-  %70 = mul nsw i64 %flat_grad.nb1551, 24
+  %70 = mul nsw i64 %flat_grad.nb2671, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t157_c0_130, ptr %arena31, align 4
-  %t157_c0_232 = load <8 x float>, ptr %flat_grad.t157_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c0_130, ptr %arena31, align 4
+  %t269_c0_232 = load <8 x float>, ptr %flat_grad.t269_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2682, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 4816960, %74
-  %76 = mul nsw i64 %flat_grad.nb1551, 24
+  %76 = mul nsw i64 %flat_grad.nb2671, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t157_c0_232, ptr %arena33, align 4
-  %t157_c1_034 = load <8 x float>, ptr %flat_grad.t157_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c0_232, ptr %arena33, align 4
+  %t269_c1_034 = load <8 x float>, ptr %flat_grad.t269_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2682, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 4816960, %81
-  %83 = mul nsw i64 %flat_grad.nb1551, 24
+  %83 = mul nsw i64 %flat_grad.nb2671, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t157_c1_034, ptr %arena35, align 4
-  %t157_c1_136 = load <8 x float>, ptr %flat_grad.t157_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c1_034, ptr %arena35, align 4
+  %t269_c1_136 = load <8 x float>, ptr %flat_grad.t269_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2682, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 4816960, %87
-  %89 = mul nsw i64 %flat_grad.nb1551, 24
+  %89 = mul nsw i64 %flat_grad.nb2671, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t157_c1_136, ptr %arena37, align 4
-  %t157_c1_238 = load <8 x float>, ptr %flat_grad.t157_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c1_136, ptr %arena37, align 4
+  %t269_c1_238 = load <8 x float>, ptr %flat_grad.t269_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2682, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 4816960, %94
-  %96 = mul nsw i64 %flat_grad.nb1551, 24
+  %96 = mul nsw i64 %flat_grad.nb2671, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t157_c1_238, ptr %arena39, align 4
-  %t157_c2_040 = load <8 x float>, ptr %flat_grad.t157_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c1_238, ptr %arena39, align 4
+  %t269_c2_040 = load <8 x float>, ptr %flat_grad.t269_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2682, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 4816960, %101
-  %103 = mul nsw i64 %flat_grad.nb1551, 24
+  %103 = mul nsw i64 %flat_grad.nb2671, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t157_c2_040, ptr %arena41, align 4
-  %t157_c2_142 = load <8 x float>, ptr %flat_grad.t157_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c2_040, ptr %arena41, align 4
+  %t269_c2_142 = load <8 x float>, ptr %flat_grad.t269_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2682, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 4816960, %107
-  %109 = mul nsw i64 %flat_grad.nb1551, 24
+  %109 = mul nsw i64 %flat_grad.nb2671, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t157_c2_142, ptr %arena43, align 4
-  %t157_c2_244 = load <8 x float>, ptr %flat_grad.t157_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c2_142, ptr %arena43, align 4
+  %t269_c2_244 = load <8 x float>, ptr %flat_grad.t269_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2682, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 4816960, %114
-  %116 = mul nsw i64 %flat_grad.nb1551, 24
+  %116 = mul nsw i64 %flat_grad.nb2671, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t157_c2_244, ptr %arena45, align 4
-  %t157_c3_046 = load <8 x float>, ptr %flat_grad.t157_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c2_244, ptr %arena45, align 4
+  %t269_c3_046 = load <8 x float>, ptr %flat_grad.t269_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2682, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 4816960, %121
-  %123 = mul nsw i64 %flat_grad.nb1551, 24
+  %123 = mul nsw i64 %flat_grad.nb2671, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t157_c3_046, ptr %arena47, align 4
-  %t157_c3_148 = load <8 x float>, ptr %flat_grad.t157_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c3_046, ptr %arena47, align 4
+  %t269_c3_148 = load <8 x float>, ptr %flat_grad.t269_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2682, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 4816960, %127
-  %129 = mul nsw i64 %flat_grad.nb1551, 24
+  %129 = mul nsw i64 %flat_grad.nb2671, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t157_c3_148, ptr %arena49, align 4
-  %t157_c3_250 = load <8 x float>, ptr %flat_grad.t157_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb1562, 4
+  store <8 x float> %t269_c3_148, ptr %arena49, align 4
+  %t269_c3_250 = load <8 x float>, ptr %flat_grad.t269_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2682, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 4816960, %134
-  %136 = mul nsw i64 %flat_grad.nb1551, 24
+  %136 = mul nsw i64 %flat_grad.nb2671, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t157_c3_250, ptr %arena51, align 4
-  %mb156.next = add nsw i64 %flat_grad.mb1562, 1
-  %139 = icmp slt i64 %mb156.next, 16
-  br i1 %139, label %flat_grad.mb156, label %flat_grad.mb156.end
+  store <8 x float> %t269_c3_250, ptr %arena51, align 4
+  %mb268.next = add nsw i64 %flat_grad.mb2682, 1
+  %139 = icmp slt i64 %mb268.next, 16
+  br i1 %139, label %flat_grad.mb268, label %flat_grad.mb268.end
 
-flat_grad.mb159:                                  ; preds = %flat_grad.k161.end, %flat_grad.nb155.end
-  %flat_grad.mb15952 = phi i64 [ 0, %flat_grad.nb155.end ], [ %mb159.next, %flat_grad.k161.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t160_c3_1, align 32
-  br label %flat_grad.k161
+flat_grad.mb271:                                  ; preds = %flat_grad.k273.end, %flat_grad.nb267.end
+  %flat_grad.mb27152 = phi i64 [ 0, %flat_grad.nb267.end ], [ %mb271.next, %flat_grad.k273.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c3_1, align 32
+  br label %flat_grad.k273
 
-flat_grad.mb159.end:                              ; preds = %flat_grad.k161.end
+flat_grad.mb271.end:                              ; preds = %flat_grad.k273.end
   ret void
 
-flat_grad.k161:                                   ; preds = %flat_grad.k161, %flat_grad.mb159
-  %flat_grad.k16153 = phi i64 [ 0, %flat_grad.mb159 ], [ %k161.next, %flat_grad.k161 ]
-  %140 = mul nsw i64 %flat_grad.k16153, 3136
+flat_grad.k273:                                   ; preds = %flat_grad.k273, %flat_grad.mb271
+  %flat_grad.k27353 = phi i64 [ 0, %flat_grad.mb271 ], [ %k273.next, %flat_grad.k273 ]
+  %140 = mul nsw i64 %flat_grad.k27353, 3136
   %141 = add nsw i64 18912, %140
   %142 = add nsw i64 %141, 3120
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t160_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k16153, 3136
+  store <8 x float> %143, ptr %flat_grad.t272_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k27353, 3136
   %145 = add nsw i64 18912, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t160_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %148, ptr %flat_grad.t272_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb27152, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 3027328, %150
-  %152 = add nsw i64 %151, %flat_grad.k16153
+  %152 = add nsw i64 %151, %flat_grad.k27353
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t160_a0, align 32
-  %t160_a0 = load <8 x float>, ptr %flat_grad.t160_a0, align 32
-  %t160_b0 = load <8 x float>, ptr %flat_grad.t160_b0, align 32
-  %t160_c0_0 = load <8 x float>, ptr %flat_grad.t160_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a0, <8 x float> %t160_b0, <8 x float> %t160_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t160_c0_0, align 32
-  %t160_a057 = load <8 x float>, ptr %flat_grad.t160_a0, align 32
-  %t160_b1 = load <8 x float>, ptr %flat_grad.t160_b1, align 32
-  %t160_c0_1 = load <8 x float>, ptr %flat_grad.t160_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a057, <8 x float> %t160_b1, <8 x float> %t160_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t160_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %155, ptr %flat_grad.t272_a0, align 32
+  %t272_a0 = load <8 x float>, ptr %flat_grad.t272_a0, align 32
+  %t272_b0 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
+  %t272_c0_0 = load <8 x float>, ptr %flat_grad.t272_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a0, <8 x float> %t272_b0, <8 x float> %t272_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t272_c0_0, align 32
+  %t272_a057 = load <8 x float>, ptr %flat_grad.t272_a0, align 32
+  %t272_b1 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
+  %t272_c0_1 = load <8 x float>, ptr %flat_grad.t272_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a057, <8 x float> %t272_b1, <8 x float> %t272_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t272_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb27152, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 3027328, %160
-  %162 = add nsw i64 %161, %flat_grad.k16153
+  %162 = add nsw i64 %161, %flat_grad.k27353
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t160_a1, align 32
-  %t160_a1 = load <8 x float>, ptr %flat_grad.t160_a1, align 32
-  %t160_b059 = load <8 x float>, ptr %flat_grad.t160_b0, align 32
-  %t160_c1_0 = load <8 x float>, ptr %flat_grad.t160_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a1, <8 x float> %t160_b059, <8 x float> %t160_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t160_c1_0, align 32
-  %t160_a160 = load <8 x float>, ptr %flat_grad.t160_a1, align 32
-  %t160_b161 = load <8 x float>, ptr %flat_grad.t160_b1, align 32
-  %t160_c1_1 = load <8 x float>, ptr %flat_grad.t160_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a160, <8 x float> %t160_b161, <8 x float> %t160_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t160_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %165, ptr %flat_grad.t272_a1, align 32
+  %t272_a1 = load <8 x float>, ptr %flat_grad.t272_a1, align 32
+  %t272_b059 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
+  %t272_c1_0 = load <8 x float>, ptr %flat_grad.t272_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a1, <8 x float> %t272_b059, <8 x float> %t272_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t272_c1_0, align 32
+  %t272_a160 = load <8 x float>, ptr %flat_grad.t272_a1, align 32
+  %t272_b161 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
+  %t272_c1_1 = load <8 x float>, ptr %flat_grad.t272_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a160, <8 x float> %t272_b161, <8 x float> %t272_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t272_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb27152, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 3027328, %170
-  %172 = add nsw i64 %171, %flat_grad.k16153
+  %172 = add nsw i64 %171, %flat_grad.k27353
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t160_a2, align 32
-  %t160_a2 = load <8 x float>, ptr %flat_grad.t160_a2, align 32
-  %t160_b063 = load <8 x float>, ptr %flat_grad.t160_b0, align 32
-  %t160_c2_0 = load <8 x float>, ptr %flat_grad.t160_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a2, <8 x float> %t160_b063, <8 x float> %t160_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t160_c2_0, align 32
-  %t160_a264 = load <8 x float>, ptr %flat_grad.t160_a2, align 32
-  %t160_b165 = load <8 x float>, ptr %flat_grad.t160_b1, align 32
-  %t160_c2_1 = load <8 x float>, ptr %flat_grad.t160_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a264, <8 x float> %t160_b165, <8 x float> %t160_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t160_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %175, ptr %flat_grad.t272_a2, align 32
+  %t272_a2 = load <8 x float>, ptr %flat_grad.t272_a2, align 32
+  %t272_b063 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
+  %t272_c2_0 = load <8 x float>, ptr %flat_grad.t272_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a2, <8 x float> %t272_b063, <8 x float> %t272_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t272_c2_0, align 32
+  %t272_a264 = load <8 x float>, ptr %flat_grad.t272_a2, align 32
+  %t272_b165 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
+  %t272_c2_1 = load <8 x float>, ptr %flat_grad.t272_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a264, <8 x float> %t272_b165, <8 x float> %t272_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t272_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb27152, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 3027328, %180
-  %182 = add nsw i64 %181, %flat_grad.k16153
+  %182 = add nsw i64 %181, %flat_grad.k27353
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t160_a3, align 32
-  %t160_a3 = load <8 x float>, ptr %flat_grad.t160_a3, align 32
-  %t160_b067 = load <8 x float>, ptr %flat_grad.t160_b0, align 32
-  %t160_c3_0 = load <8 x float>, ptr %flat_grad.t160_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a3, <8 x float> %t160_b067, <8 x float> %t160_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t160_c3_0, align 32
-  %t160_a368 = load <8 x float>, ptr %flat_grad.t160_a3, align 32
-  %t160_b169 = load <8 x float>, ptr %flat_grad.t160_b1, align 32
-  %t160_c3_1 = load <8 x float>, ptr %flat_grad.t160_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t160_a368, <8 x float> %t160_b169, <8 x float> %t160_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t160_c3_1, align 32
-  %k161.next = add nsw i64 %flat_grad.k16153, 1
-  %188 = icmp slt i64 %k161.next, 128
-  br i1 %188, label %flat_grad.k161, label %flat_grad.k161.end
+  store <8 x float> %185, ptr %flat_grad.t272_a3, align 32
+  %t272_a3 = load <8 x float>, ptr %flat_grad.t272_a3, align 32
+  %t272_b067 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
+  %t272_c3_0 = load <8 x float>, ptr %flat_grad.t272_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a3, <8 x float> %t272_b067, <8 x float> %t272_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t272_c3_0, align 32
+  %t272_a368 = load <8 x float>, ptr %flat_grad.t272_a3, align 32
+  %t272_b169 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
+  %t272_c3_1 = load <8 x float>, ptr %flat_grad.t272_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a368, <8 x float> %t272_b169, <8 x float> %t272_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t272_c3_1, align 32
+  %k273.next = add nsw i64 %flat_grad.k27353, 1
+  %188 = icmp slt i64 %k273.next, 128
+  br i1 %188, label %flat_grad.k273, label %flat_grad.k273.end
 
-flat_grad.k161.end:                               ; preds = %flat_grad.k161
-  %t160_c0_070 = load <8 x float>, ptr %flat_grad.t160_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb15952, 4
+flat_grad.k273.end:                               ; preds = %flat_grad.k273
+  %t272_c0_070 = load <8 x float>, ptr %flat_grad.t272_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb27152, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 4816960, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t160_c0_070, ptr %arena71, align 4
-  %t160_c0_172 = load <8 x float>, ptr %flat_grad.t160_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c0_070, ptr %arena71, align 4
+  %t272_c0_172 = load <8 x float>, ptr %flat_grad.t272_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb27152, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 4816960, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t160_c0_172, ptr %arena73, align 4
-  %t160_c1_074 = load <8 x float>, ptr %flat_grad.t160_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c0_172, ptr %arena73, align 4
+  %t272_c1_074 = load <8 x float>, ptr %flat_grad.t272_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb27152, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 4816960, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t160_c1_074, ptr %arena75, align 4
-  %t160_c1_176 = load <8 x float>, ptr %flat_grad.t160_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c1_074, ptr %arena75, align 4
+  %t272_c1_176 = load <8 x float>, ptr %flat_grad.t272_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb27152, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 4816960, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t160_c1_176, ptr %arena77, align 4
-  %t160_c2_078 = load <8 x float>, ptr %flat_grad.t160_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c1_176, ptr %arena77, align 4
+  %t272_c2_078 = load <8 x float>, ptr %flat_grad.t272_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb27152, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 4816960, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t160_c2_078, ptr %arena79, align 4
-  %t160_c2_180 = load <8 x float>, ptr %flat_grad.t160_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c2_078, ptr %arena79, align 4
+  %t272_c2_180 = load <8 x float>, ptr %flat_grad.t272_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb27152, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 4816960, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t160_c2_180, ptr %arena81, align 4
-  %t160_c3_082 = load <8 x float>, ptr %flat_grad.t160_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c2_180, ptr %arena81, align 4
+  %t272_c3_082 = load <8 x float>, ptr %flat_grad.t272_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb27152, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 4816960, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t160_c3_082, ptr %arena83, align 4
-  %t160_c3_184 = load <8 x float>, ptr %flat_grad.t160_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb15952, 4
+  store <8 x float> %t272_c3_082, ptr %arena83, align 4
+  %t272_c3_184 = load <8 x float>, ptr %flat_grad.t272_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb27152, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 4816960, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t160_c3_184, ptr %arena85, align 4
-  %mb159.next = add nsw i64 %flat_grad.mb15952, 1
-  %231 = icmp slt i64 %mb159.next, 16
-  br i1 %231, label %flat_grad.mb159, label %flat_grad.mb159.end
+  store <8 x float> %t272_c3_184, ptr %arena85, align 4
+  %mb271.next = add nsw i64 %flat_grad.mb27152, 1
+  %231 = icmp slt i64 %mb271.next, 16
+  br i1 %231, label %flat_grad.mb271, label %flat_grad.mb271.end
 }
 
 ; Function Attrs: noinline
@@ -5054,1548 +5801,1996 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k25.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %relu2_grad.bi168 = alloca float, align 4
-  %relu2_grad.best167 = alloca float, align 4
-  br label %relu2_grad.i163
+  %relu2_grad.bi280 = alloca float, align 4
+  %relu2_grad.best279 = alloca float, align 4
+  br label %relu2_grad.i275
 
-relu2_grad.i163:                                  ; preds = %relu2_grad.i163, %entry
-  %relu2_grad.i1631 = phi i64 [ 0, %entry ], [ %i163.next, %relu2_grad.i163 ]
-  %0 = add nsw i64 6422592, %relu2_grad.i1631
+relu2_grad.i275:                                  ; preds = %relu2_grad.i275, %entry
+  %relu2_grad.i2751 = phi i64 [ 0, %entry ], [ %i275.next, %relu2_grad.i275 ]
+  %0 = add nsw i64 6422592, %relu2_grad.i2751
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i163.next = add nsw i64 %relu2_grad.i1631, 1
-  %1 = icmp slt i64 %i163.next, 802816
-  br i1 %1, label %relu2_grad.i163, label %relu2_grad.i163.end
+  %i275.next = add nsw i64 %relu2_grad.i2751, 1
+  %1 = icmp slt i64 %i275.next, 802816
+  br i1 %1, label %relu2_grad.i275, label %relu2_grad.i275.end
 
-relu2_grad.i163.end:                              ; preds = %relu2_grad.i163
-  br label %relu2_grad.q164
+relu2_grad.i275.end:                              ; preds = %relu2_grad.i275
+  br label %relu2_grad.q276
 
-relu2_grad.q164:                                  ; preds = %relu2_grad.py165.end, %relu2_grad.i163.end
-  %relu2_grad.q1643 = phi i64 [ 0, %relu2_grad.i163.end ], [ %q164.next, %relu2_grad.py165.end ]
-  br label %relu2_grad.py165
+relu2_grad.q276:                                  ; preds = %relu2_grad.py277.end, %relu2_grad.i275.end
+  %relu2_grad.q2763 = phi i64 [ 0, %relu2_grad.i275.end ], [ %q276.next, %relu2_grad.py277.end ]
+  br label %relu2_grad.py277
 
-relu2_grad.q164.end:                              ; preds = %relu2_grad.py165.end
+relu2_grad.q276.end:                              ; preds = %relu2_grad.py277.end
   ret void
 
-relu2_grad.py165:                                 ; preds = %relu2_grad.px166.end, %relu2_grad.q164
-  %relu2_grad.py1654 = phi i64 [ 0, %relu2_grad.q164 ], [ %py165.next, %relu2_grad.px166.end ]
-  br label %relu2_grad.px166
+relu2_grad.py277:                                 ; preds = %relu2_grad.px278.end, %relu2_grad.q276
+  %relu2_grad.py2774 = phi i64 [ 0, %relu2_grad.q276 ], [ %py277.next, %relu2_grad.px278.end ]
+  br label %relu2_grad.px278
 
-relu2_grad.py165.end:                             ; preds = %relu2_grad.px166.end
-  %q164.next = add nsw i64 %relu2_grad.q1643, 1
-  %2 = icmp slt i64 %q164.next, 4096
-  br i1 %2, label %relu2_grad.q164, label %relu2_grad.q164.end
+relu2_grad.py277.end:                             ; preds = %relu2_grad.px278.end
+  %q276.next = add nsw i64 %relu2_grad.q2763, 1
+  %2 = icmp slt i64 %q276.next, 4096
+  br i1 %2, label %relu2_grad.q276, label %relu2_grad.q276.end
 
-relu2_grad.px166:                                 ; preds = %relu2_grad.px166, %relu2_grad.py165
-  %relu2_grad.px1665 = phi i64 [ 0, %relu2_grad.py165 ], [ %px166.next, %relu2_grad.px166 ]
-  %3 = mul nsw i64 %relu2_grad.q1643, 196
-  %4 = mul nsw i64 %relu2_grad.py1654, 28
+relu2_grad.px278:                                 ; preds = %relu2_grad.px278, %relu2_grad.py277
+  %relu2_grad.px2785 = phi i64 [ 0, %relu2_grad.py277 ], [ %px278.next, %relu2_grad.px278 ]
+  %3 = mul nsw i64 %relu2_grad.q2763, 196
+  %4 = mul nsw i64 %relu2_grad.py2774, 28
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %relu2_grad.px1665, 2
+  %6 = mul nsw i64 %relu2_grad.px2785, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 5619776, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %relu2_grad.best167, align 4
-  %10 = mul nsw i64 %relu2_grad.q1643, 196
-  %11 = mul nsw i64 %relu2_grad.py1654, 28
+  store float %9, ptr %relu2_grad.best279, align 4
+  %10 = mul nsw i64 %relu2_grad.q2763, 196
+  %11 = mul nsw i64 %relu2_grad.py2774, 28
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %relu2_grad.px1665, 2
+  %13 = mul nsw i64 %relu2_grad.px2785, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %relu2_grad.bi168, align 4
-  %16 = mul nsw i64 %relu2_grad.q1643, 196
-  %17 = mul nsw i64 %relu2_grad.py1654, 28
+  store float %15, ptr %relu2_grad.bi280, align 4
+  %16 = mul nsw i64 %relu2_grad.q2763, 196
+  %17 = mul nsw i64 %relu2_grad.py2774, 28
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %relu2_grad.px1665, 2
+  %19 = mul nsw i64 %relu2_grad.px2785, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 5619776, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best167 = load float, ptr %relu2_grad.best167, align 4
-  %23 = fcmp ogt float %22, %best167
-  %24 = mul nsw i64 %relu2_grad.q1643, 196
-  %25 = mul nsw i64 %relu2_grad.py1654, 28
+  %best279 = load float, ptr %relu2_grad.best279, align 4
+  %23 = fcmp ogt float %22, %best279
+  %24 = mul nsw i64 %relu2_grad.q2763, 196
+  %25 = mul nsw i64 %relu2_grad.py2774, 28
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %relu2_grad.px1665, 2
+  %27 = mul nsw i64 %relu2_grad.px2785, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi168 = load float, ptr %relu2_grad.bi168, align 4
-  %30 = select i1 %23, float %29, float %bi168
-  store float %30, ptr %relu2_grad.bi168, align 4
-  %31 = mul nsw i64 %relu2_grad.q1643, 196
-  %32 = mul nsw i64 %relu2_grad.py1654, 28
+  %bi280 = load float, ptr %relu2_grad.bi280, align 4
+  %30 = select i1 %23, float %29, float %bi280
+  store float %30, ptr %relu2_grad.bi280, align 4
+  %31 = mul nsw i64 %relu2_grad.q2763, 196
+  %32 = mul nsw i64 %relu2_grad.py2774, 28
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %relu2_grad.px1665, 2
+  %34 = mul nsw i64 %relu2_grad.px2785, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 5619776, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best1679 = load float, ptr %relu2_grad.best167, align 4
-  %38 = fcmp ogt float %37, %best1679
-  %39 = mul nsw i64 %relu2_grad.q1643, 196
-  %40 = mul nsw i64 %relu2_grad.py1654, 28
+  %best2799 = load float, ptr %relu2_grad.best279, align 4
+  %38 = fcmp ogt float %37, %best2799
+  %39 = mul nsw i64 %relu2_grad.q2763, 196
+  %40 = mul nsw i64 %relu2_grad.py2774, 28
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %relu2_grad.px1665, 2
+  %42 = mul nsw i64 %relu2_grad.px2785, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 5619776, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best16711 = load float, ptr %relu2_grad.best167, align 4
-  %46 = select i1 %38, float %45, float %best16711
-  store float %46, ptr %relu2_grad.best167, align 4
-  %47 = mul nsw i64 %relu2_grad.q1643, 196
-  %48 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27911 = load float, ptr %relu2_grad.best279, align 4
+  %46 = select i1 %38, float %45, float %best27911
+  store float %46, ptr %relu2_grad.best279, align 4
+  %47 = mul nsw i64 %relu2_grad.q2763, 196
+  %48 = mul nsw i64 %relu2_grad.py2774, 28
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %relu2_grad.px1665, 2
+  %50 = mul nsw i64 %relu2_grad.px2785, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 5619776, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best16713 = load float, ptr %relu2_grad.best167, align 4
-  %55 = fcmp ogt float %54, %best16713
-  %56 = mul nsw i64 %relu2_grad.q1643, 196
-  %57 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27913 = load float, ptr %relu2_grad.best279, align 4
+  %55 = fcmp ogt float %54, %best27913
+  %56 = mul nsw i64 %relu2_grad.q2763, 196
+  %57 = mul nsw i64 %relu2_grad.py2774, 28
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %relu2_grad.px1665, 2
+  %59 = mul nsw i64 %relu2_grad.px2785, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi16814 = load float, ptr %relu2_grad.bi168, align 4
-  %63 = select i1 %55, float %62, float %bi16814
-  store float %63, ptr %relu2_grad.bi168, align 4
-  %64 = mul nsw i64 %relu2_grad.q1643, 196
-  %65 = mul nsw i64 %relu2_grad.py1654, 28
+  %bi28014 = load float, ptr %relu2_grad.bi280, align 4
+  %63 = select i1 %55, float %62, float %bi28014
+  store float %63, ptr %relu2_grad.bi280, align 4
+  %64 = mul nsw i64 %relu2_grad.q2763, 196
+  %65 = mul nsw i64 %relu2_grad.py2774, 28
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %relu2_grad.px1665, 2
+  %67 = mul nsw i64 %relu2_grad.px2785, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 5619776, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best16716 = load float, ptr %relu2_grad.best167, align 4
-  %72 = fcmp ogt float %71, %best16716
-  %73 = mul nsw i64 %relu2_grad.q1643, 196
-  %74 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27916 = load float, ptr %relu2_grad.best279, align 4
+  %72 = fcmp ogt float %71, %best27916
+  %73 = mul nsw i64 %relu2_grad.q2763, 196
+  %74 = mul nsw i64 %relu2_grad.py2774, 28
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu2_grad.px1665, 2
+  %76 = mul nsw i64 %relu2_grad.px2785, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 5619776, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best16718 = load float, ptr %relu2_grad.best167, align 4
-  %81 = select i1 %72, float %80, float %best16718
-  store float %81, ptr %relu2_grad.best167, align 4
-  %82 = mul nsw i64 %relu2_grad.q1643, 196
-  %83 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27918 = load float, ptr %relu2_grad.best279, align 4
+  %81 = select i1 %72, float %80, float %best27918
+  store float %81, ptr %relu2_grad.best279, align 4
+  %82 = mul nsw i64 %relu2_grad.q2763, 196
+  %83 = mul nsw i64 %relu2_grad.py2774, 28
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %relu2_grad.px1665, 2
+  %85 = mul nsw i64 %relu2_grad.px2785, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 14
   %88 = add nsw i64 5619776, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best16720 = load float, ptr %relu2_grad.best167, align 4
-  %90 = fcmp ogt float %89, %best16720
-  %91 = mul nsw i64 %relu2_grad.q1643, 196
-  %92 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27920 = load float, ptr %relu2_grad.best279, align 4
+  %90 = fcmp ogt float %89, %best27920
+  %91 = mul nsw i64 %relu2_grad.q2763, 196
+  %92 = mul nsw i64 %relu2_grad.py2774, 28
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %relu2_grad.px1665, 2
+  %94 = mul nsw i64 %relu2_grad.px2785, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 14
   %97 = sitofp i64 %96 to float
-  %bi16821 = load float, ptr %relu2_grad.bi168, align 4
-  %98 = select i1 %90, float %97, float %bi16821
-  store float %98, ptr %relu2_grad.bi168, align 4
-  %99 = mul nsw i64 %relu2_grad.q1643, 196
-  %100 = mul nsw i64 %relu2_grad.py1654, 28
+  %bi28021 = load float, ptr %relu2_grad.bi280, align 4
+  %98 = select i1 %90, float %97, float %bi28021
+  store float %98, ptr %relu2_grad.bi280, align 4
+  %99 = mul nsw i64 %relu2_grad.q2763, 196
+  %100 = mul nsw i64 %relu2_grad.py2774, 28
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %relu2_grad.px1665, 2
+  %102 = mul nsw i64 %relu2_grad.px2785, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 14
   %105 = add nsw i64 5619776, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best16723 = load float, ptr %relu2_grad.best167, align 4
-  %107 = fcmp ogt float %106, %best16723
-  %108 = mul nsw i64 %relu2_grad.q1643, 196
-  %109 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27923 = load float, ptr %relu2_grad.best279, align 4
+  %107 = fcmp ogt float %106, %best27923
+  %108 = mul nsw i64 %relu2_grad.q2763, 196
+  %109 = mul nsw i64 %relu2_grad.py2774, 28
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %relu2_grad.px1665, 2
+  %111 = mul nsw i64 %relu2_grad.px2785, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 14
   %114 = add nsw i64 5619776, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best16725 = load float, ptr %relu2_grad.best167, align 4
-  %116 = select i1 %107, float %115, float %best16725
-  store float %116, ptr %relu2_grad.best167, align 4
-  %117 = mul nsw i64 %relu2_grad.q1643, 196
-  %118 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27925 = load float, ptr %relu2_grad.best279, align 4
+  %116 = select i1 %107, float %115, float %best27925
+  store float %116, ptr %relu2_grad.best279, align 4
+  %117 = mul nsw i64 %relu2_grad.q2763, 196
+  %118 = mul nsw i64 %relu2_grad.py2774, 28
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %relu2_grad.px1665, 2
+  %120 = mul nsw i64 %relu2_grad.px2785, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 14
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 5619776, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best16727 = load float, ptr %relu2_grad.best167, align 4
-  %126 = fcmp ogt float %125, %best16727
-  %127 = mul nsw i64 %relu2_grad.q1643, 196
-  %128 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27927 = load float, ptr %relu2_grad.best279, align 4
+  %126 = fcmp ogt float %125, %best27927
+  %127 = mul nsw i64 %relu2_grad.q2763, 196
+  %128 = mul nsw i64 %relu2_grad.py2774, 28
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %relu2_grad.px1665, 2
+  %130 = mul nsw i64 %relu2_grad.px2785, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 14
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi16828 = load float, ptr %relu2_grad.bi168, align 4
-  %135 = select i1 %126, float %134, float %bi16828
-  store float %135, ptr %relu2_grad.bi168, align 4
-  %136 = mul nsw i64 %relu2_grad.q1643, 196
-  %137 = mul nsw i64 %relu2_grad.py1654, 28
+  %bi28028 = load float, ptr %relu2_grad.bi280, align 4
+  %135 = select i1 %126, float %134, float %bi28028
+  store float %135, ptr %relu2_grad.bi280, align 4
+  %136 = mul nsw i64 %relu2_grad.q2763, 196
+  %137 = mul nsw i64 %relu2_grad.py2774, 28
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %relu2_grad.px1665, 2
+  %139 = mul nsw i64 %relu2_grad.px2785, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 14
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 5619776, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best16730 = load float, ptr %relu2_grad.best167, align 4
-  %145 = fcmp ogt float %144, %best16730
-  %146 = mul nsw i64 %relu2_grad.q1643, 196
-  %147 = mul nsw i64 %relu2_grad.py1654, 28
+  %best27930 = load float, ptr %relu2_grad.best279, align 4
+  %145 = fcmp ogt float %144, %best27930
+  %146 = mul nsw i64 %relu2_grad.q2763, 196
+  %147 = mul nsw i64 %relu2_grad.py2774, 28
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %relu2_grad.px1665, 2
+  %149 = mul nsw i64 %relu2_grad.px2785, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 14
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 5619776, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best16732 = load float, ptr %relu2_grad.best167, align 4
-  %155 = select i1 %145, float %154, float %best16732
-  store float %155, ptr %relu2_grad.best167, align 4
-  %bi16833 = load float, ptr %relu2_grad.bi168, align 4
-  %156 = fptosi float %bi16833 to i64
+  %best27932 = load float, ptr %relu2_grad.best279, align 4
+  %155 = select i1 %145, float %154, float %best27932
+  store float %155, ptr %relu2_grad.best279, align 4
+  %bi28033 = load float, ptr %relu2_grad.bi280, align 4
+  %156 = fptosi float %bi28033 to i64
   %157 = add nsw i64 6422592, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %relu2_grad.q1643, 49
+  %159 = mul nsw i64 %relu2_grad.q2763, 49
   %160 = add nsw i64 4816960, %159
-  %161 = mul nsw i64 %relu2_grad.py1654, 7
+  %161 = mul nsw i64 %relu2_grad.py2774, 7
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %relu2_grad.px1665
+  %163 = add nsw i64 %162, %relu2_grad.px2785
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px166.next = add nsw i64 %relu2_grad.px1665, 1
-  %166 = icmp slt i64 %px166.next, 7
-  br i1 %166, label %relu2_grad.px166, label %relu2_grad.px166.end
+  %px278.next = add nsw i64 %relu2_grad.px2785, 1
+  %166 = icmp slt i64 %px278.next, 7
+  br i1 %166, label %relu2_grad.px278, label %relu2_grad.px278.end
 
-relu2_grad.px166.end:                             ; preds = %relu2_grad.px166
-  %py165.next = add nsw i64 %relu2_grad.py1654, 1
-  %167 = icmp slt i64 %py165.next, 7
-  br i1 %167, label %relu2_grad.py165, label %relu2_grad.py165.end
+relu2_grad.px278.end:                             ; preds = %relu2_grad.px278
+  %py277.next = add nsw i64 %relu2_grad.py2774, 1
+  %167 = icmp slt i64 %py277.next, 7
+  br i1 %167, label %relu2_grad.py277, label %relu2_grad.py277.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k26.bn2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %bn2_grad.i169
+  br label %bn2_grad.i281
 
-bn2_grad.i169:                                    ; preds = %bn2_grad.i169, %entry
-  %bn2_grad.i1691 = phi i64 [ 0, %entry ], [ %i169.next, %bn2_grad.i169 ]
-  %0 = add nsw i64 5619776, %bn2_grad.i1691
+bn2_grad.i281:                                    ; preds = %bn2_grad.i281, %entry
+  %bn2_grad.i2811 = phi i64 [ 0, %entry ], [ %i281.next, %bn2_grad.i281 ]
+  %0 = add nsw i64 5619776, %bn2_grad.i2811
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 6422592, %bn2_grad.i1691
+  %3 = add nsw i64 6422592, %bn2_grad.i2811
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 4816960, %bn2_grad.i1691
+  %6 = add nsw i64 4816960, %bn2_grad.i2811
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i169.next = add nsw i64 %bn2_grad.i1691, 1
-  %7 = icmp slt i64 %i169.next, 802816
-  br i1 %7, label %bn2_grad.i169, label %bn2_grad.i169.end
+  %i281.next = add nsw i64 %bn2_grad.i2811, 1
+  %7 = icmp slt i64 %i281.next, 802816
+  br i1 %7, label %bn2_grad.i281, label %bn2_grad.i281.end
 
-bn2_grad.i169.end:                                ; preds = %bn2_grad.i169
+bn2_grad.i281.end:                                ; preds = %bn2_grad.i281
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k27.bn2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn2_weight_grad.sum_x173 = alloca float, align 4
-  %bn2_weight_grad.sum172 = alloca float, align 4
-  %bn2_weight_grad.invstd171 = alloca float, align 4
-  br label %bn2_weight_grad.c170
+  %bn2_weight_grad.sum_x285 = alloca float, align 4
+  %bn2_weight_grad.sum310 = alloca float, align 4
+  %bn2_weight_grad.sum309 = alloca float, align 4
+  %bn2_weight_grad.sum308 = alloca float, align 4
+  %bn2_weight_grad.sum307 = alloca float, align 4
+  %bn2_weight_grad.sum306 = alloca float, align 4
+  %bn2_weight_grad.sum305 = alloca float, align 4
+  %bn2_weight_grad.sum304 = alloca float, align 4
+  %bn2_weight_grad.tail300 = alloca float, align 4
+  %bn2_weight_grad.acc299 = alloca <8 x float>, align 32
+  %bn2_weight_grad.sum284 = alloca float, align 4
+  %bn2_weight_grad.sum298 = alloca float, align 4
+  %bn2_weight_grad.sum297 = alloca float, align 4
+  %bn2_weight_grad.sum296 = alloca float, align 4
+  %bn2_weight_grad.sum295 = alloca float, align 4
+  %bn2_weight_grad.sum294 = alloca float, align 4
+  %bn2_weight_grad.sum293 = alloca float, align 4
+  %bn2_weight_grad.sum292 = alloca float, align 4
+  %bn2_weight_grad.tail288 = alloca float, align 4
+  %bn2_weight_grad.acc287 = alloca <8 x float>, align 32
+  %bn2_weight_grad.mean286 = alloca float, align 4
+  %bn2_weight_grad.invstd283 = alloca float, align 4
+  br label %bn2_weight_grad.c282
 
-bn2_weight_grad.c170:                             ; preds = %bn2_weight_grad.n174.end, %entry
-  %bn2_weight_grad.c1701 = phi i64 [ 0, %entry ], [ %c170.next, %bn2_weight_grad.n174.end ]
-  %0 = add nsw i64 2809920, %bn2_weight_grad.c1701
+bn2_weight_grad.c282:                             ; preds = %bn2_weight_grad.n301.end, %entry
+  %bn2_weight_grad.c2821 = phi i64 [ 0, %entry ], [ %c282.next, %bn2_weight_grad.n301.end ]
+  %0 = add nsw i64 2809920, %bn2_weight_grad.c2821
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn2_weight_grad.invstd171, align 4
-  store float 0.000000e+00, ptr %bn2_weight_grad.sum172, align 4
-  store float 0.000000e+00, ptr %bn2_weight_grad.sum_x173, align 4
-  br label %bn2_weight_grad.n174
+  store float %4, ptr %bn2_weight_grad.invstd283, align 4
+  %5 = add nsw i64 2809856, %bn2_weight_grad.c2821
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  store float %6, ptr %bn2_weight_grad.mean286, align 4
+  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc287, align 32
+  store float 0.000000e+00, ptr %bn2_weight_grad.tail288, align 4
+  br label %bn2_weight_grad.n289
 
-bn2_weight_grad.c170.end:                         ; preds = %bn2_weight_grad.n174.end
+bn2_weight_grad.c282.end:                         ; preds = %bn2_weight_grad.n301.end
   ret void
 
-bn2_weight_grad.n174:                             ; preds = %bn2_weight_grad.i175.end, %bn2_weight_grad.c170
-  %bn2_weight_grad.n1743 = phi i64 [ 0, %bn2_weight_grad.c170 ], [ %n174.next, %bn2_weight_grad.i175.end ]
-  br label %bn2_weight_grad.i175
+bn2_weight_grad.n289:                             ; preds = %bn2_weight_grad.i291.end, %bn2_weight_grad.c282
+  %bn2_weight_grad.n2894 = phi i64 [ 0, %bn2_weight_grad.c282 ], [ %n289.next, %bn2_weight_grad.i291.end ]
+  br label %bn2_weight_grad.v290
 
-bn2_weight_grad.n174.end:                         ; preds = %bn2_weight_grad.i175.end
-  %sum_x1739 = load float, ptr %bn2_weight_grad.sum_x173, align 4
-  %5 = add nsw i64 18784, %bn2_weight_grad.c1701
-  %grads10 = getelementptr inbounds float, ptr %grads, i64 %5
-  store float %sum_x1739, ptr %grads10, align 4
-  %c170.next = add nsw i64 %bn2_weight_grad.c1701, 1
-  %6 = icmp slt i64 %c170.next, 64
-  br i1 %6, label %bn2_weight_grad.c170, label %bn2_weight_grad.c170.end
+bn2_weight_grad.n289.end:                         ; preds = %bn2_weight_grad.i291.end
+  %acc2879 = load <8 x float>, ptr %bn2_weight_grad.acc287, align 32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc2879, ptr %arena10, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %7 = load float, ptr %arena11, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %8 = load float, ptr %arena12, align 4
+  %9 = fadd float %7, %8
+  store float %9, ptr %bn2_weight_grad.sum292, align 4
+  %sum292 = load float, ptr %bn2_weight_grad.sum292, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %10 = load float, ptr %arena13, align 4
+  %11 = fadd float %sum292, %10
+  store float %11, ptr %bn2_weight_grad.sum293, align 4
+  %sum293 = load float, ptr %bn2_weight_grad.sum293, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %12 = load float, ptr %arena14, align 4
+  %13 = fadd float %sum293, %12
+  store float %13, ptr %bn2_weight_grad.sum294, align 4
+  %sum294 = load float, ptr %bn2_weight_grad.sum294, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %14 = load float, ptr %arena15, align 4
+  %15 = fadd float %sum294, %14
+  store float %15, ptr %bn2_weight_grad.sum295, align 4
+  %sum295 = load float, ptr %bn2_weight_grad.sum295, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %16 = load float, ptr %arena16, align 4
+  %17 = fadd float %sum295, %16
+  store float %17, ptr %bn2_weight_grad.sum296, align 4
+  %sum296 = load float, ptr %bn2_weight_grad.sum296, align 4
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %18 = load float, ptr %arena17, align 4
+  %19 = fadd float %sum296, %18
+  store float %19, ptr %bn2_weight_grad.sum297, align 4
+  %sum297 = load float, ptr %bn2_weight_grad.sum297, align 4
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %20 = load float, ptr %arena18, align 4
+  %21 = fadd float %sum297, %20
+  store float %21, ptr %bn2_weight_grad.sum298, align 4
+  %sum298 = load float, ptr %bn2_weight_grad.sum298, align 4
+  %tail28819 = load float, ptr %bn2_weight_grad.tail288, align 4
+  %22 = fadd float %sum298, %tail28819
+  store float %22, ptr %bn2_weight_grad.sum284, align 4
+  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc299, align 32
+  store float 0.000000e+00, ptr %bn2_weight_grad.tail300, align 4
+  br label %bn2_weight_grad.n301
 
-bn2_weight_grad.i175:                             ; preds = %bn2_weight_grad.i175, %bn2_weight_grad.n174
-  %bn2_weight_grad.i1754 = phi i64 [ 0, %bn2_weight_grad.n174 ], [ %i175.next, %bn2_weight_grad.i175 ]
-  %sum172 = load float, ptr %bn2_weight_grad.sum172, align 4
-  %7 = mul nsw i64 %bn2_weight_grad.n1743, 64
-  %8 = add nsw i64 %7, %bn2_weight_grad.c1701
-  %9 = mul nsw i64 %8, 196
-  %10 = add nsw i64 %9, %bn2_weight_grad.i1754
-  %11 = add nsw i64 4816960, %10
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena5, align 4
-  %13 = fadd float %sum172, %12
-  store float %13, ptr %bn2_weight_grad.sum172, align 4
-  %sum_x173 = load float, ptr %bn2_weight_grad.sum_x173, align 4
-  %14 = mul nsw i64 %bn2_weight_grad.n1743, 64
-  %15 = add nsw i64 %14, %bn2_weight_grad.c1701
-  %16 = mul nsw i64 %15, 196
-  %17 = add nsw i64 %16, %bn2_weight_grad.i1754
-  %18 = add nsw i64 4816960, %17
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena6, align 4
-  %20 = mul nsw i64 %bn2_weight_grad.n1743, 64
-  %21 = add nsw i64 %20, %bn2_weight_grad.c1701
-  %22 = mul nsw i64 %21, 196
-  %23 = add nsw i64 %22, %bn2_weight_grad.i1754
-  %24 = add nsw i64 2007040, %23
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %24
-  %25 = load float, ptr %arena7, align 4
-  %26 = add nsw i64 2809856, %bn2_weight_grad.c1701
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena8, align 4
-  %28 = fsub float %25, %27
-  %invstd171 = load float, ptr %bn2_weight_grad.invstd171, align 4
-  %29 = fmul float %28, %invstd171
-  %30 = fmul float %19, %29
-  %31 = fadd float %sum_x173, %30
-  store float %31, ptr %bn2_weight_grad.sum_x173, align 4
-  %i175.next = add nsw i64 %bn2_weight_grad.i1754, 1
-  %32 = icmp slt i64 %i175.next, 196
-  br i1 %32, label %bn2_weight_grad.i175, label %bn2_weight_grad.i175.end
+bn2_weight_grad.v290:                             ; preds = %bn2_weight_grad.v290, %bn2_weight_grad.n289
+  %bn2_weight_grad.v2905 = phi i64 [ 0, %bn2_weight_grad.n289 ], [ %v290.next, %bn2_weight_grad.v290 ]
+  %acc287 = load <8 x float>, ptr %bn2_weight_grad.acc287, align 32
+  %23 = mul nsw i64 %bn2_weight_grad.n2894, 64
+  %24 = add nsw i64 %23, %bn2_weight_grad.c2821
+  %25 = mul nsw i64 %24, 196
+  %26 = mul nsw i64 %bn2_weight_grad.v2905, 8
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 4816960, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load <8 x float>, ptr %arena6, align 4
+  %30 = fadd <8 x float> %acc287, %29
+  store <8 x float> %30, ptr %bn2_weight_grad.acc287, align 32
+  %v290.next = add nsw i64 %bn2_weight_grad.v2905, 1
+  %31 = icmp slt i64 %v290.next, 24
+  br i1 %31, label %bn2_weight_grad.v290, label %bn2_weight_grad.v290.end
 
-bn2_weight_grad.i175.end:                         ; preds = %bn2_weight_grad.i175
-  %n174.next = add nsw i64 %bn2_weight_grad.n1743, 1
-  %33 = icmp slt i64 %n174.next, 64
-  br i1 %33, label %bn2_weight_grad.n174, label %bn2_weight_grad.n174.end
+bn2_weight_grad.v290.end:                         ; preds = %bn2_weight_grad.v290
+  br label %bn2_weight_grad.i291
+
+bn2_weight_grad.i291:                             ; preds = %bn2_weight_grad.i291, %bn2_weight_grad.v290.end
+  %bn2_weight_grad.i2917 = phi i64 [ 0, %bn2_weight_grad.v290.end ], [ %i291.next, %bn2_weight_grad.i291 ]
+  %tail288 = load float, ptr %bn2_weight_grad.tail288, align 4
+  %32 = mul nsw i64 %bn2_weight_grad.n2894, 64
+  %33 = add nsw i64 %32, %bn2_weight_grad.c2821
+  %34 = mul nsw i64 %33, 196
+  %35 = add nsw i64 %34, 192
+  %36 = add nsw i64 %35, %bn2_weight_grad.i2917
+  %37 = add nsw i64 4816960, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load float, ptr %arena8, align 4
+  %39 = fadd float %tail288, %38
+  store float %39, ptr %bn2_weight_grad.tail288, align 4
+  %i291.next = add nsw i64 %bn2_weight_grad.i2917, 1
+  %40 = icmp slt i64 %i291.next, 4
+  br i1 %40, label %bn2_weight_grad.i291, label %bn2_weight_grad.i291.end
+
+bn2_weight_grad.i291.end:                         ; preds = %bn2_weight_grad.i291
+  %n289.next = add nsw i64 %bn2_weight_grad.n2894, 1
+  %41 = icmp slt i64 %n289.next, 64
+  br i1 %41, label %bn2_weight_grad.n289, label %bn2_weight_grad.n289.end
+
+bn2_weight_grad.n301:                             ; preds = %bn2_weight_grad.i303.end, %bn2_weight_grad.n289.end
+  %bn2_weight_grad.n30120 = phi i64 [ 0, %bn2_weight_grad.n289.end ], [ %n301.next, %bn2_weight_grad.i303.end ]
+  br label %bn2_weight_grad.v302
+
+bn2_weight_grad.n301.end:                         ; preds = %bn2_weight_grad.i303.end
+  %acc29929 = load <8 x float>, ptr %bn2_weight_grad.acc299, align 32
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc29929, ptr %arena30, align 4
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %42 = load float, ptr %arena31, align 4
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %43 = load float, ptr %arena32, align 4
+  %44 = fadd float %42, %43
+  store float %44, ptr %bn2_weight_grad.sum304, align 4
+  %sum304 = load float, ptr %bn2_weight_grad.sum304, align 4
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %45 = load float, ptr %arena33, align 4
+  %46 = fadd float %sum304, %45
+  store float %46, ptr %bn2_weight_grad.sum305, align 4
+  %sum305 = load float, ptr %bn2_weight_grad.sum305, align 4
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %47 = load float, ptr %arena34, align 4
+  %48 = fadd float %sum305, %47
+  store float %48, ptr %bn2_weight_grad.sum306, align 4
+  %sum306 = load float, ptr %bn2_weight_grad.sum306, align 4
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %49 = load float, ptr %arena35, align 4
+  %50 = fadd float %sum306, %49
+  store float %50, ptr %bn2_weight_grad.sum307, align 4
+  %sum307 = load float, ptr %bn2_weight_grad.sum307, align 4
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %51 = load float, ptr %arena36, align 4
+  %52 = fadd float %sum307, %51
+  store float %52, ptr %bn2_weight_grad.sum308, align 4
+  %sum308 = load float, ptr %bn2_weight_grad.sum308, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %53 = load float, ptr %arena37, align 4
+  %54 = fadd float %sum308, %53
+  store float %54, ptr %bn2_weight_grad.sum309, align 4
+  %sum309 = load float, ptr %bn2_weight_grad.sum309, align 4
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %55 = load float, ptr %arena38, align 4
+  %56 = fadd float %sum309, %55
+  store float %56, ptr %bn2_weight_grad.sum310, align 4
+  %sum310 = load float, ptr %bn2_weight_grad.sum310, align 4
+  %tail30039 = load float, ptr %bn2_weight_grad.tail300, align 4
+  %57 = fadd float %sum310, %tail30039
+  store float %57, ptr %bn2_weight_grad.sum_x285, align 4
+  %sum_x285 = load float, ptr %bn2_weight_grad.sum_x285, align 4
+  %58 = add nsw i64 18784, %bn2_weight_grad.c2821
+  %grads40 = getelementptr inbounds float, ptr %grads, i64 %58
+  store float %sum_x285, ptr %grads40, align 4
+  %c282.next = add nsw i64 %bn2_weight_grad.c2821, 1
+  %59 = icmp slt i64 %c282.next, 64
+  br i1 %59, label %bn2_weight_grad.c282, label %bn2_weight_grad.c282.end
+
+bn2_weight_grad.v302:                             ; preds = %bn2_weight_grad.v302, %bn2_weight_grad.n301
+  %bn2_weight_grad.v30221 = phi i64 [ 0, %bn2_weight_grad.n301 ], [ %v302.next, %bn2_weight_grad.v302 ]
+  %acc299 = load <8 x float>, ptr %bn2_weight_grad.acc299, align 32
+  %60 = mul nsw i64 %bn2_weight_grad.n30120, 64
+  %61 = add nsw i64 %60, %bn2_weight_grad.c2821
+  %62 = mul nsw i64 %61, 196
+  %63 = mul nsw i64 %bn2_weight_grad.v30221, 8
+  %64 = add nsw i64 %62, %63
+  %65 = add nsw i64 4816960, %64
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %65
+  %66 = load <8 x float>, ptr %arena22, align 4
+  %67 = mul nsw i64 %bn2_weight_grad.n30120, 64
+  %68 = add nsw i64 %67, %bn2_weight_grad.c2821
+  %69 = mul nsw i64 %68, 196
+  %70 = mul nsw i64 %bn2_weight_grad.v30221, 8
+  %71 = add nsw i64 %69, %70
+  %72 = add nsw i64 2007040, %71
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %72
+  %73 = load <8 x float>, ptr %arena23, align 4
+  %mean286 = load float, ptr %bn2_weight_grad.mean286, align 4
+  %74 = insertelement <8 x float> undef, float %mean286, i32 0
+  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
+  %76 = fsub <8 x float> %73, %75
+  %invstd283 = load float, ptr %bn2_weight_grad.invstd283, align 4
+  %77 = insertelement <8 x float> undef, float %invstd283, i32 0
+  %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
+  %79 = fmul <8 x float> %76, %78
+  %80 = fmul <8 x float> %66, %79
+  %81 = fadd <8 x float> %acc299, %80
+  store <8 x float> %81, ptr %bn2_weight_grad.acc299, align 32
+  %v302.next = add nsw i64 %bn2_weight_grad.v30221, 1
+  %82 = icmp slt i64 %v302.next, 24
+  br i1 %82, label %bn2_weight_grad.v302, label %bn2_weight_grad.v302.end
+
+bn2_weight_grad.v302.end:                         ; preds = %bn2_weight_grad.v302
+  br label %bn2_weight_grad.i303
+
+bn2_weight_grad.i303:                             ; preds = %bn2_weight_grad.i303, %bn2_weight_grad.v302.end
+  %bn2_weight_grad.i30324 = phi i64 [ 0, %bn2_weight_grad.v302.end ], [ %i303.next, %bn2_weight_grad.i303 ]
+  %tail300 = load float, ptr %bn2_weight_grad.tail300, align 4
+  %83 = mul nsw i64 %bn2_weight_grad.n30120, 64
+  %84 = add nsw i64 %83, %bn2_weight_grad.c2821
+  %85 = mul nsw i64 %84, 196
+  %86 = add nsw i64 %85, 192
+  %87 = add nsw i64 %86, %bn2_weight_grad.i30324
+  %88 = add nsw i64 4816960, %87
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load float, ptr %arena25, align 4
+  %90 = mul nsw i64 %bn2_weight_grad.n30120, 64
+  %91 = add nsw i64 %90, %bn2_weight_grad.c2821
+  %92 = mul nsw i64 %91, 196
+  %93 = add nsw i64 %92, 192
+  %94 = add nsw i64 %93, %bn2_weight_grad.i30324
+  %95 = add nsw i64 2007040, %94
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load float, ptr %arena26, align 4
+  %mean28627 = load float, ptr %bn2_weight_grad.mean286, align 4
+  %97 = fsub float %96, %mean28627
+  %invstd28328 = load float, ptr %bn2_weight_grad.invstd283, align 4
+  %98 = fmul float %97, %invstd28328
+  %99 = fmul float %89, %98
+  %100 = fadd float %tail300, %99
+  store float %100, ptr %bn2_weight_grad.tail300, align 4
+  %i303.next = add nsw i64 %bn2_weight_grad.i30324, 1
+  %101 = icmp slt i64 %i303.next, 4
+  br i1 %101, label %bn2_weight_grad.i303, label %bn2_weight_grad.i303.end
+
+bn2_weight_grad.i303.end:                         ; preds = %bn2_weight_grad.i303
+  %n301.next = add nsw i64 %bn2_weight_grad.n30120, 1
+  %102 = icmp slt i64 %n301.next, 64
+  br i1 %102, label %bn2_weight_grad.n301, label %bn2_weight_grad.n301.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k28.bn2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn2_bias_grad.sum177 = alloca float, align 4
-  br label %bn2_bias_grad.c176
+  %bn2_bias_grad.sum312 = alloca float, align 4
+  %bn2_bias_grad.sum324 = alloca float, align 4
+  %bn2_bias_grad.sum323 = alloca float, align 4
+  %bn2_bias_grad.sum322 = alloca float, align 4
+  %bn2_bias_grad.sum321 = alloca float, align 4
+  %bn2_bias_grad.sum320 = alloca float, align 4
+  %bn2_bias_grad.sum319 = alloca float, align 4
+  %bn2_bias_grad.sum318 = alloca float, align 4
+  %bn2_bias_grad.tail314 = alloca float, align 4
+  %bn2_bias_grad.acc313 = alloca <8 x float>, align 32
+  br label %bn2_bias_grad.c311
 
-bn2_bias_grad.c176:                               ; preds = %bn2_bias_grad.n178.end, %entry
-  %bn2_bias_grad.c1761 = phi i64 [ 0, %entry ], [ %c176.next, %bn2_bias_grad.n178.end ]
-  store float 0.000000e+00, ptr %bn2_bias_grad.sum177, align 4
-  br label %bn2_bias_grad.n178
+bn2_bias_grad.c311:                               ; preds = %bn2_bias_grad.n315.end, %entry
+  %bn2_bias_grad.c3111 = phi i64 [ 0, %entry ], [ %c311.next, %bn2_bias_grad.n315.end ]
+  store <8 x float> zeroinitializer, ptr %bn2_bias_grad.acc313, align 32
+  store float 0.000000e+00, ptr %bn2_bias_grad.tail314, align 4
+  br label %bn2_bias_grad.n315
 
-bn2_bias_grad.c176.end:                           ; preds = %bn2_bias_grad.n178.end
+bn2_bias_grad.c311.end:                           ; preds = %bn2_bias_grad.n315.end
   ret void
 
-bn2_bias_grad.n178:                               ; preds = %bn2_bias_grad.i179.end, %bn2_bias_grad.c176
-  %bn2_bias_grad.n1782 = phi i64 [ 0, %bn2_bias_grad.c176 ], [ %n178.next, %bn2_bias_grad.i179.end ]
-  br label %bn2_bias_grad.i179
+bn2_bias_grad.n315:                               ; preds = %bn2_bias_grad.i317.end, %bn2_bias_grad.c311
+  %bn2_bias_grad.n3152 = phi i64 [ 0, %bn2_bias_grad.c311 ], [ %n315.next, %bn2_bias_grad.i317.end ]
+  br label %bn2_bias_grad.v316
 
-bn2_bias_grad.n178.end:                           ; preds = %bn2_bias_grad.i179.end
-  %sum1775 = load float, ptr %bn2_bias_grad.sum177, align 4
-  %0 = add nsw i64 18848, %bn2_bias_grad.c1761
-  %grads6 = getelementptr inbounds float, ptr %grads, i64 %0
-  store float %sum1775, ptr %grads6, align 4
-  %c176.next = add nsw i64 %bn2_bias_grad.c1761, 1
-  %1 = icmp slt i64 %c176.next, 64
-  br i1 %1, label %bn2_bias_grad.c176, label %bn2_bias_grad.c176.end
+bn2_bias_grad.n315.end:                           ; preds = %bn2_bias_grad.i317.end
+  %acc3137 = load <8 x float>, ptr %bn2_bias_grad.acc313, align 32
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc3137, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %0 = load float, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %1 = load float, ptr %arena10, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %bn2_bias_grad.sum318, align 4
+  %sum318 = load float, ptr %bn2_bias_grad.sum318, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %3 = load float, ptr %arena11, align 4
+  %4 = fadd float %sum318, %3
+  store float %4, ptr %bn2_bias_grad.sum319, align 4
+  %sum319 = load float, ptr %bn2_bias_grad.sum319, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %5 = load float, ptr %arena12, align 4
+  %6 = fadd float %sum319, %5
+  store float %6, ptr %bn2_bias_grad.sum320, align 4
+  %sum320 = load float, ptr %bn2_bias_grad.sum320, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %7 = load float, ptr %arena13, align 4
+  %8 = fadd float %sum320, %7
+  store float %8, ptr %bn2_bias_grad.sum321, align 4
+  %sum321 = load float, ptr %bn2_bias_grad.sum321, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %9 = load float, ptr %arena14, align 4
+  %10 = fadd float %sum321, %9
+  store float %10, ptr %bn2_bias_grad.sum322, align 4
+  %sum322 = load float, ptr %bn2_bias_grad.sum322, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %11 = load float, ptr %arena15, align 4
+  %12 = fadd float %sum322, %11
+  store float %12, ptr %bn2_bias_grad.sum323, align 4
+  %sum323 = load float, ptr %bn2_bias_grad.sum323, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %13 = load float, ptr %arena16, align 4
+  %14 = fadd float %sum323, %13
+  store float %14, ptr %bn2_bias_grad.sum324, align 4
+  %sum324 = load float, ptr %bn2_bias_grad.sum324, align 4
+  %tail31417 = load float, ptr %bn2_bias_grad.tail314, align 4
+  %15 = fadd float %sum324, %tail31417
+  store float %15, ptr %bn2_bias_grad.sum312, align 4
+  %sum312 = load float, ptr %bn2_bias_grad.sum312, align 4
+  %16 = add nsw i64 18848, %bn2_bias_grad.c3111
+  %grads18 = getelementptr inbounds float, ptr %grads, i64 %16
+  store float %sum312, ptr %grads18, align 4
+  %c311.next = add nsw i64 %bn2_bias_grad.c3111, 1
+  %17 = icmp slt i64 %c311.next, 64
+  br i1 %17, label %bn2_bias_grad.c311, label %bn2_bias_grad.c311.end
 
-bn2_bias_grad.i179:                               ; preds = %bn2_bias_grad.i179, %bn2_bias_grad.n178
-  %bn2_bias_grad.i1793 = phi i64 [ 0, %bn2_bias_grad.n178 ], [ %i179.next, %bn2_bias_grad.i179 ]
-  %sum177 = load float, ptr %bn2_bias_grad.sum177, align 4
-  %2 = mul nsw i64 %bn2_bias_grad.n1782, 64
-  %3 = add nsw i64 %2, %bn2_bias_grad.c1761
-  %4 = mul nsw i64 %3, 196
-  %5 = add nsw i64 %4, %bn2_bias_grad.i1793
-  %6 = add nsw i64 4816960, %5
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load float, ptr %arena4, align 4
-  %8 = fadd float %sum177, %7
-  store float %8, ptr %bn2_bias_grad.sum177, align 4
-  %i179.next = add nsw i64 %bn2_bias_grad.i1793, 1
-  %9 = icmp slt i64 %i179.next, 196
-  br i1 %9, label %bn2_bias_grad.i179, label %bn2_bias_grad.i179.end
+bn2_bias_grad.v316:                               ; preds = %bn2_bias_grad.v316, %bn2_bias_grad.n315
+  %bn2_bias_grad.v3163 = phi i64 [ 0, %bn2_bias_grad.n315 ], [ %v316.next, %bn2_bias_grad.v316 ]
+  %acc313 = load <8 x float>, ptr %bn2_bias_grad.acc313, align 32
+  %18 = mul nsw i64 %bn2_bias_grad.n3152, 64
+  %19 = add nsw i64 %18, %bn2_bias_grad.c3111
+  %20 = mul nsw i64 %19, 196
+  %21 = mul nsw i64 %bn2_bias_grad.v3163, 8
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 4816960, %22
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load <8 x float>, ptr %arena4, align 4
+  %25 = fadd <8 x float> %acc313, %24
+  store <8 x float> %25, ptr %bn2_bias_grad.acc313, align 32
+  %v316.next = add nsw i64 %bn2_bias_grad.v3163, 1
+  %26 = icmp slt i64 %v316.next, 24
+  br i1 %26, label %bn2_bias_grad.v316, label %bn2_bias_grad.v316.end
 
-bn2_bias_grad.i179.end:                           ; preds = %bn2_bias_grad.i179
-  %n178.next = add nsw i64 %bn2_bias_grad.n1782, 1
-  %10 = icmp slt i64 %n178.next, 64
-  br i1 %10, label %bn2_bias_grad.n178, label %bn2_bias_grad.n178.end
+bn2_bias_grad.v316.end:                           ; preds = %bn2_bias_grad.v316
+  br label %bn2_bias_grad.i317
+
+bn2_bias_grad.i317:                               ; preds = %bn2_bias_grad.i317, %bn2_bias_grad.v316.end
+  %bn2_bias_grad.i3175 = phi i64 [ 0, %bn2_bias_grad.v316.end ], [ %i317.next, %bn2_bias_grad.i317 ]
+  %tail314 = load float, ptr %bn2_bias_grad.tail314, align 4
+  %27 = mul nsw i64 %bn2_bias_grad.n3152, 64
+  %28 = add nsw i64 %27, %bn2_bias_grad.c3111
+  %29 = mul nsw i64 %28, 196
+  %30 = add nsw i64 %29, 192
+  %31 = add nsw i64 %30, %bn2_bias_grad.i3175
+  %32 = add nsw i64 4816960, %31
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %32
+  %33 = load float, ptr %arena6, align 4
+  %34 = fadd float %tail314, %33
+  store float %34, ptr %bn2_bias_grad.tail314, align 4
+  %i317.next = add nsw i64 %bn2_bias_grad.i3175, 1
+  %35 = icmp slt i64 %i317.next, 4
+  br i1 %35, label %bn2_bias_grad.i317, label %bn2_bias_grad.i317.end
+
+bn2_bias_grad.i317.end:                           ; preds = %bn2_bias_grad.i317
+  %n315.next = add nsw i64 %bn2_bias_grad.n3152, 1
+  %36 = icmp slt i64 %n315.next, 64
+  br i1 %36, label %bn2_bias_grad.n315, label %bn2_bias_grad.n315.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k29.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_grad.mean_dy_x188 = alloca float, align 4
-  %conv2_grad.mean_dy187 = alloca float, align 4
-  %conv2_grad.scale186 = alloca float, align 4
-  %conv2_grad.sum_x183 = alloca float, align 4
-  %conv2_grad.sum182 = alloca float, align 4
-  %conv2_grad.invstd181 = alloca float, align 4
-  br label %conv2_grad.c180
+  %conv2_grad.mean_dy_x356 = alloca float, align 4
+  %conv2_grad.mean_dy355 = alloca float, align 4
+  %conv2_grad.scale354 = alloca float, align 4
+  %conv2_grad.sum_x328 = alloca float, align 4
+  %conv2_grad.sum353 = alloca float, align 4
+  %conv2_grad.sum352 = alloca float, align 4
+  %conv2_grad.sum351 = alloca float, align 4
+  %conv2_grad.sum350 = alloca float, align 4
+  %conv2_grad.sum349 = alloca float, align 4
+  %conv2_grad.sum348 = alloca float, align 4
+  %conv2_grad.sum347 = alloca float, align 4
+  %conv2_grad.tail343 = alloca float, align 4
+  %conv2_grad.acc342 = alloca <8 x float>, align 32
+  %conv2_grad.sum327 = alloca float, align 4
+  %conv2_grad.sum341 = alloca float, align 4
+  %conv2_grad.sum340 = alloca float, align 4
+  %conv2_grad.sum339 = alloca float, align 4
+  %conv2_grad.sum338 = alloca float, align 4
+  %conv2_grad.sum337 = alloca float, align 4
+  %conv2_grad.sum336 = alloca float, align 4
+  %conv2_grad.sum335 = alloca float, align 4
+  %conv2_grad.tail331 = alloca float, align 4
+  %conv2_grad.acc330 = alloca <8 x float>, align 32
+  %conv2_grad.mean329 = alloca float, align 4
+  %conv2_grad.invstd326 = alloca float, align 4
+  br label %conv2_grad.c325
 
-conv2_grad.c180:                                  ; preds = %conv2_grad.n189.end, %entry
-  %conv2_grad.c1801 = phi i64 [ 0, %entry ], [ %c180.next, %conv2_grad.n189.end ]
-  %0 = add nsw i64 2809920, %conv2_grad.c1801
+conv2_grad.c325:                                  ; preds = %conv2_grad.n357.end, %entry
+  %conv2_grad.c3251 = phi i64 [ 0, %entry ], [ %c325.next, %conv2_grad.n357.end ]
+  %0 = add nsw i64 2809920, %conv2_grad.c3251
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %conv2_grad.invstd181, align 4
-  store float 0.000000e+00, ptr %conv2_grad.sum182, align 4
-  store float 0.000000e+00, ptr %conv2_grad.sum_x183, align 4
-  br label %conv2_grad.n184
+  store float %4, ptr %conv2_grad.invstd326, align 4
+  %5 = add nsw i64 2809856, %conv2_grad.c3251
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  store float %6, ptr %conv2_grad.mean329, align 4
+  store <8 x float> zeroinitializer, ptr %conv2_grad.acc330, align 32
+  store float 0.000000e+00, ptr %conv2_grad.tail331, align 4
+  br label %conv2_grad.n332
 
-conv2_grad.c180.end:                              ; preds = %conv2_grad.n189.end
+conv2_grad.c325.end:                              ; preds = %conv2_grad.n357.end
   ret void
 
-conv2_grad.n184:                                  ; preds = %conv2_grad.i185.end, %conv2_grad.c180
-  %conv2_grad.n1843 = phi i64 [ 0, %conv2_grad.c180 ], [ %n184.next, %conv2_grad.i185.end ]
-  br label %conv2_grad.i185
+conv2_grad.n332:                                  ; preds = %conv2_grad.i334.end, %conv2_grad.c325
+  %conv2_grad.n3324 = phi i64 [ 0, %conv2_grad.c325 ], [ %n332.next, %conv2_grad.i334.end ]
+  br label %conv2_grad.v333
 
-conv2_grad.n184.end:                              ; preds = %conv2_grad.i185.end
-  %5 = add nsw i64 18784, %conv2_grad.c1801
-  %params9 = getelementptr inbounds float, ptr %params, i64 %5
-  %6 = load float, ptr %params9, align 4
-  %invstd18110 = load float, ptr %conv2_grad.invstd181, align 4
-  %7 = fmul float %6, %invstd18110
-  store float %7, ptr %conv2_grad.scale186, align 4
-  %sum18211 = load float, ptr %conv2_grad.sum182, align 4
-  %8 = fdiv float %sum18211, 1.254400e+04
-  store float %8, ptr %conv2_grad.mean_dy187, align 4
-  %sum_x18312 = load float, ptr %conv2_grad.sum_x183, align 4
-  %9 = fdiv float %sum_x18312, 1.254400e+04
-  store float %9, ptr %conv2_grad.mean_dy_x188, align 4
-  br label %conv2_grad.n189
+conv2_grad.n332.end:                              ; preds = %conv2_grad.i334.end
+  %acc3309 = load <8 x float>, ptr %conv2_grad.acc330, align 32
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc3309, ptr %arena10, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %7 = load float, ptr %arena11, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %8 = load float, ptr %arena12, align 4
+  %9 = fadd float %7, %8
+  store float %9, ptr %conv2_grad.sum335, align 4
+  %sum335 = load float, ptr %conv2_grad.sum335, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %10 = load float, ptr %arena13, align 4
+  %11 = fadd float %sum335, %10
+  store float %11, ptr %conv2_grad.sum336, align 4
+  %sum336 = load float, ptr %conv2_grad.sum336, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %12 = load float, ptr %arena14, align 4
+  %13 = fadd float %sum336, %12
+  store float %13, ptr %conv2_grad.sum337, align 4
+  %sum337 = load float, ptr %conv2_grad.sum337, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %14 = load float, ptr %arena15, align 4
+  %15 = fadd float %sum337, %14
+  store float %15, ptr %conv2_grad.sum338, align 4
+  %sum338 = load float, ptr %conv2_grad.sum338, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %16 = load float, ptr %arena16, align 4
+  %17 = fadd float %sum338, %16
+  store float %17, ptr %conv2_grad.sum339, align 4
+  %sum339 = load float, ptr %conv2_grad.sum339, align 4
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %18 = load float, ptr %arena17, align 4
+  %19 = fadd float %sum339, %18
+  store float %19, ptr %conv2_grad.sum340, align 4
+  %sum340 = load float, ptr %conv2_grad.sum340, align 4
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %20 = load float, ptr %arena18, align 4
+  %21 = fadd float %sum340, %20
+  store float %21, ptr %conv2_grad.sum341, align 4
+  %sum341 = load float, ptr %conv2_grad.sum341, align 4
+  %tail33119 = load float, ptr %conv2_grad.tail331, align 4
+  %22 = fadd float %sum341, %tail33119
+  store float %22, ptr %conv2_grad.sum327, align 4
+  store <8 x float> zeroinitializer, ptr %conv2_grad.acc342, align 32
+  store float 0.000000e+00, ptr %conv2_grad.tail343, align 4
+  br label %conv2_grad.n344
 
-conv2_grad.i185:                                  ; preds = %conv2_grad.i185, %conv2_grad.n184
-  %conv2_grad.i1854 = phi i64 [ 0, %conv2_grad.n184 ], [ %i185.next, %conv2_grad.i185 ]
-  %sum182 = load float, ptr %conv2_grad.sum182, align 4
-  %10 = mul nsw i64 %conv2_grad.n1843, 64
-  %11 = add nsw i64 %10, %conv2_grad.c1801
-  %12 = mul nsw i64 %11, 196
-  %13 = add nsw i64 %12, %conv2_grad.i1854
-  %14 = add nsw i64 4816960, %13
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena5, align 4
-  %16 = fadd float %sum182, %15
-  store float %16, ptr %conv2_grad.sum182, align 4
-  %sum_x183 = load float, ptr %conv2_grad.sum_x183, align 4
-  %17 = mul nsw i64 %conv2_grad.n1843, 64
-  %18 = add nsw i64 %17, %conv2_grad.c1801
-  %19 = mul nsw i64 %18, 196
-  %20 = add nsw i64 %19, %conv2_grad.i1854
-  %21 = add nsw i64 4816960, %20
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena6, align 4
-  %23 = mul nsw i64 %conv2_grad.n1843, 64
-  %24 = add nsw i64 %23, %conv2_grad.c1801
+conv2_grad.v333:                                  ; preds = %conv2_grad.v333, %conv2_grad.n332
+  %conv2_grad.v3335 = phi i64 [ 0, %conv2_grad.n332 ], [ %v333.next, %conv2_grad.v333 ]
+  %acc330 = load <8 x float>, ptr %conv2_grad.acc330, align 32
+  %23 = mul nsw i64 %conv2_grad.n3324, 64
+  %24 = add nsw i64 %23, %conv2_grad.c3251
   %25 = mul nsw i64 %24, 196
-  %26 = add nsw i64 %25, %conv2_grad.i1854
-  %27 = add nsw i64 2007040, %26
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
-  %28 = load float, ptr %arena7, align 4
-  %29 = add nsw i64 2809856, %conv2_grad.c1801
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena8, align 4
-  %31 = fsub float %28, %30
-  %invstd181 = load float, ptr %conv2_grad.invstd181, align 4
-  %32 = fmul float %31, %invstd181
-  %33 = fmul float %22, %32
-  %34 = fadd float %sum_x183, %33
-  store float %34, ptr %conv2_grad.sum_x183, align 4
-  %i185.next = add nsw i64 %conv2_grad.i1854, 1
-  %35 = icmp slt i64 %i185.next, 196
-  br i1 %35, label %conv2_grad.i185, label %conv2_grad.i185.end
+  %26 = mul nsw i64 %conv2_grad.v3335, 8
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 4816960, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load <8 x float>, ptr %arena6, align 4
+  %30 = fadd <8 x float> %acc330, %29
+  store <8 x float> %30, ptr %conv2_grad.acc330, align 32
+  %v333.next = add nsw i64 %conv2_grad.v3335, 1
+  %31 = icmp slt i64 %v333.next, 24
+  br i1 %31, label %conv2_grad.v333, label %conv2_grad.v333.end
 
-conv2_grad.i185.end:                              ; preds = %conv2_grad.i185
-  %n184.next = add nsw i64 %conv2_grad.n1843, 1
-  %36 = icmp slt i64 %n184.next, 64
-  br i1 %36, label %conv2_grad.n184, label %conv2_grad.n184.end
+conv2_grad.v333.end:                              ; preds = %conv2_grad.v333
+  br label %conv2_grad.i334
 
-conv2_grad.n189:                                  ; preds = %conv2_grad.i190.end, %conv2_grad.n184.end
-  %conv2_grad.n18913 = phi i64 [ 0, %conv2_grad.n184.end ], [ %n189.next, %conv2_grad.i190.end ]
-  br label %conv2_grad.i190
+conv2_grad.i334:                                  ; preds = %conv2_grad.i334, %conv2_grad.v333.end
+  %conv2_grad.i3347 = phi i64 [ 0, %conv2_grad.v333.end ], [ %i334.next, %conv2_grad.i334 ]
+  %tail331 = load float, ptr %conv2_grad.tail331, align 4
+  %32 = mul nsw i64 %conv2_grad.n3324, 64
+  %33 = add nsw i64 %32, %conv2_grad.c3251
+  %34 = mul nsw i64 %33, 196
+  %35 = add nsw i64 %34, 192
+  %36 = add nsw i64 %35, %conv2_grad.i3347
+  %37 = add nsw i64 4816960, %36
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load float, ptr %arena8, align 4
+  %39 = fadd float %tail331, %38
+  store float %39, ptr %conv2_grad.tail331, align 4
+  %i334.next = add nsw i64 %conv2_grad.i3347, 1
+  %40 = icmp slt i64 %i334.next, 4
+  br i1 %40, label %conv2_grad.i334, label %conv2_grad.i334.end
 
-conv2_grad.n189.end:                              ; preds = %conv2_grad.i190.end
-  %c180.next = add nsw i64 %conv2_grad.c1801, 1
-  %37 = icmp slt i64 %c180.next, 64
-  br i1 %37, label %conv2_grad.c180, label %conv2_grad.c180.end
+conv2_grad.i334.end:                              ; preds = %conv2_grad.i334
+  %n332.next = add nsw i64 %conv2_grad.n3324, 1
+  %41 = icmp slt i64 %n332.next, 64
+  br i1 %41, label %conv2_grad.n332, label %conv2_grad.n332.end
 
-conv2_grad.i190:                                  ; preds = %conv2_grad.i190, %conv2_grad.n189
-  %conv2_grad.i19014 = phi i64 [ 0, %conv2_grad.n189 ], [ %i190.next, %conv2_grad.i190 ]
-  %scale186 = load float, ptr %conv2_grad.scale186, align 4
-  %38 = mul nsw i64 %conv2_grad.n18913, 64
-  %39 = add nsw i64 %38, %conv2_grad.c1801
-  %40 = mul nsw i64 %39, 196
-  %41 = add nsw i64 %40, %conv2_grad.i19014
-  %42 = add nsw i64 4816960, %41
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %42
-  %43 = load float, ptr %arena15, align 4
-  %mean_dy187 = load float, ptr %conv2_grad.mean_dy187, align 4
-  %44 = fsub float %43, %mean_dy187
-  %45 = mul nsw i64 %conv2_grad.n18913, 64
-  %46 = add nsw i64 %45, %conv2_grad.c1801
-  %47 = mul nsw i64 %46, 196
-  %48 = add nsw i64 %47, %conv2_grad.i19014
-  %49 = add nsw i64 2007040, %48
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %49
-  %50 = load float, ptr %arena16, align 4
-  %51 = add nsw i64 2809856, %conv2_grad.c1801
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %51
-  %52 = load float, ptr %arena17, align 4
-  %53 = fsub float %50, %52
-  %invstd18118 = load float, ptr %conv2_grad.invstd181, align 4
-  %54 = fmul float %53, %invstd18118
-  %mean_dy_x188 = load float, ptr %conv2_grad.mean_dy_x188, align 4
-  %55 = fmul float %54, %mean_dy_x188
-  %56 = fsub float %44, %55
-  %57 = fmul float %scale186, %56
-  %58 = mul nsw i64 %conv2_grad.n18913, 64
-  %59 = add nsw i64 %58, %conv2_grad.c1801
-  %60 = mul nsw i64 %59, 196
-  %61 = add nsw i64 %60, %conv2_grad.i19014
-  %62 = add nsw i64 5619776, %61
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %62
-  store float %57, ptr %arena19, align 4
-  %i190.next = add nsw i64 %conv2_grad.i19014, 1
-  %63 = icmp slt i64 %i190.next, 196
-  br i1 %63, label %conv2_grad.i190, label %conv2_grad.i190.end
+conv2_grad.n344:                                  ; preds = %conv2_grad.i346.end, %conv2_grad.n332.end
+  %conv2_grad.n34420 = phi i64 [ 0, %conv2_grad.n332.end ], [ %n344.next, %conv2_grad.i346.end ]
+  br label %conv2_grad.v345
 
-conv2_grad.i190.end:                              ; preds = %conv2_grad.i190
-  %n189.next = add nsw i64 %conv2_grad.n18913, 1
-  %64 = icmp slt i64 %n189.next, 64
-  br i1 %64, label %conv2_grad.n189, label %conv2_grad.n189.end
+conv2_grad.n344.end:                              ; preds = %conv2_grad.i346.end
+  %acc34229 = load <8 x float>, ptr %conv2_grad.acc342, align 32
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc34229, ptr %arena30, align 4
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %42 = load float, ptr %arena31, align 4
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %43 = load float, ptr %arena32, align 4
+  %44 = fadd float %42, %43
+  store float %44, ptr %conv2_grad.sum347, align 4
+  %sum347 = load float, ptr %conv2_grad.sum347, align 4
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %45 = load float, ptr %arena33, align 4
+  %46 = fadd float %sum347, %45
+  store float %46, ptr %conv2_grad.sum348, align 4
+  %sum348 = load float, ptr %conv2_grad.sum348, align 4
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %47 = load float, ptr %arena34, align 4
+  %48 = fadd float %sum348, %47
+  store float %48, ptr %conv2_grad.sum349, align 4
+  %sum349 = load float, ptr %conv2_grad.sum349, align 4
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %49 = load float, ptr %arena35, align 4
+  %50 = fadd float %sum349, %49
+  store float %50, ptr %conv2_grad.sum350, align 4
+  %sum350 = load float, ptr %conv2_grad.sum350, align 4
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %51 = load float, ptr %arena36, align 4
+  %52 = fadd float %sum350, %51
+  store float %52, ptr %conv2_grad.sum351, align 4
+  %sum351 = load float, ptr %conv2_grad.sum351, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %53 = load float, ptr %arena37, align 4
+  %54 = fadd float %sum351, %53
+  store float %54, ptr %conv2_grad.sum352, align 4
+  %sum352 = load float, ptr %conv2_grad.sum352, align 4
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %55 = load float, ptr %arena38, align 4
+  %56 = fadd float %sum352, %55
+  store float %56, ptr %conv2_grad.sum353, align 4
+  %sum353 = load float, ptr %conv2_grad.sum353, align 4
+  %tail34339 = load float, ptr %conv2_grad.tail343, align 4
+  %57 = fadd float %sum353, %tail34339
+  store float %57, ptr %conv2_grad.sum_x328, align 4
+  %58 = add nsw i64 18784, %conv2_grad.c3251
+  %params40 = getelementptr inbounds float, ptr %params, i64 %58
+  %59 = load float, ptr %params40, align 4
+  %invstd32641 = load float, ptr %conv2_grad.invstd326, align 4
+  %60 = fmul float %59, %invstd32641
+  store float %60, ptr %conv2_grad.scale354, align 4
+  %sum327 = load float, ptr %conv2_grad.sum327, align 4
+  %61 = fdiv float %sum327, 1.254400e+04
+  store float %61, ptr %conv2_grad.mean_dy355, align 4
+  %sum_x328 = load float, ptr %conv2_grad.sum_x328, align 4
+  %62 = fdiv float %sum_x328, 1.254400e+04
+  store float %62, ptr %conv2_grad.mean_dy_x356, align 4
+  br label %conv2_grad.n357
+
+conv2_grad.v345:                                  ; preds = %conv2_grad.v345, %conv2_grad.n344
+  %conv2_grad.v34521 = phi i64 [ 0, %conv2_grad.n344 ], [ %v345.next, %conv2_grad.v345 ]
+  %acc342 = load <8 x float>, ptr %conv2_grad.acc342, align 32
+  %63 = mul nsw i64 %conv2_grad.n34420, 64
+  %64 = add nsw i64 %63, %conv2_grad.c3251
+  %65 = mul nsw i64 %64, 196
+  %66 = mul nsw i64 %conv2_grad.v34521, 8
+  %67 = add nsw i64 %65, %66
+  %68 = add nsw i64 4816960, %67
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %68
+  %69 = load <8 x float>, ptr %arena22, align 4
+  %70 = mul nsw i64 %conv2_grad.n34420, 64
+  %71 = add nsw i64 %70, %conv2_grad.c3251
+  %72 = mul nsw i64 %71, 196
+  %73 = mul nsw i64 %conv2_grad.v34521, 8
+  %74 = add nsw i64 %72, %73
+  %75 = add nsw i64 2007040, %74
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %75
+  %76 = load <8 x float>, ptr %arena23, align 4
+  %mean329 = load float, ptr %conv2_grad.mean329, align 4
+  %77 = insertelement <8 x float> undef, float %mean329, i32 0
+  %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
+  %79 = fsub <8 x float> %76, %78
+  %invstd326 = load float, ptr %conv2_grad.invstd326, align 4
+  %80 = insertelement <8 x float> undef, float %invstd326, i32 0
+  %81 = shufflevector <8 x float> %80, <8 x float> undef, <8 x i32> zeroinitializer
+  %82 = fmul <8 x float> %79, %81
+  %83 = fmul <8 x float> %69, %82
+  %84 = fadd <8 x float> %acc342, %83
+  store <8 x float> %84, ptr %conv2_grad.acc342, align 32
+  %v345.next = add nsw i64 %conv2_grad.v34521, 1
+  %85 = icmp slt i64 %v345.next, 24
+  br i1 %85, label %conv2_grad.v345, label %conv2_grad.v345.end
+
+conv2_grad.v345.end:                              ; preds = %conv2_grad.v345
+  br label %conv2_grad.i346
+
+conv2_grad.i346:                                  ; preds = %conv2_grad.i346, %conv2_grad.v345.end
+  %conv2_grad.i34624 = phi i64 [ 0, %conv2_grad.v345.end ], [ %i346.next, %conv2_grad.i346 ]
+  %tail343 = load float, ptr %conv2_grad.tail343, align 4
+  %86 = mul nsw i64 %conv2_grad.n34420, 64
+  %87 = add nsw i64 %86, %conv2_grad.c3251
+  %88 = mul nsw i64 %87, 196
+  %89 = add nsw i64 %88, 192
+  %90 = add nsw i64 %89, %conv2_grad.i34624
+  %91 = add nsw i64 4816960, %90
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %91
+  %92 = load float, ptr %arena25, align 4
+  %93 = mul nsw i64 %conv2_grad.n34420, 64
+  %94 = add nsw i64 %93, %conv2_grad.c3251
+  %95 = mul nsw i64 %94, 196
+  %96 = add nsw i64 %95, 192
+  %97 = add nsw i64 %96, %conv2_grad.i34624
+  %98 = add nsw i64 2007040, %97
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load float, ptr %arena26, align 4
+  %mean32927 = load float, ptr %conv2_grad.mean329, align 4
+  %100 = fsub float %99, %mean32927
+  %invstd32628 = load float, ptr %conv2_grad.invstd326, align 4
+  %101 = fmul float %100, %invstd32628
+  %102 = fmul float %92, %101
+  %103 = fadd float %tail343, %102
+  store float %103, ptr %conv2_grad.tail343, align 4
+  %i346.next = add nsw i64 %conv2_grad.i34624, 1
+  %104 = icmp slt i64 %i346.next, 4
+  br i1 %104, label %conv2_grad.i346, label %conv2_grad.i346.end
+
+conv2_grad.i346.end:                              ; preds = %conv2_grad.i346
+  %n344.next = add nsw i64 %conv2_grad.n34420, 1
+  %105 = icmp slt i64 %n344.next, 64
+  br i1 %105, label %conv2_grad.n344, label %conv2_grad.n344.end
+
+conv2_grad.n357:                                  ; preds = %conv2_grad.i358.end, %conv2_grad.n344.end
+  %conv2_grad.n35742 = phi i64 [ 0, %conv2_grad.n344.end ], [ %n357.next, %conv2_grad.i358.end ]
+  br label %conv2_grad.i358
+
+conv2_grad.n357.end:                              ; preds = %conv2_grad.i358.end
+  %c325.next = add nsw i64 %conv2_grad.c3251, 1
+  %106 = icmp slt i64 %c325.next, 64
+  br i1 %106, label %conv2_grad.c325, label %conv2_grad.c325.end
+
+conv2_grad.i358:                                  ; preds = %conv2_grad.i358, %conv2_grad.n357
+  %conv2_grad.i35843 = phi i64 [ 0, %conv2_grad.n357 ], [ %i358.next, %conv2_grad.i358 ]
+  %scale354 = load float, ptr %conv2_grad.scale354, align 4
+  %107 = mul nsw i64 %conv2_grad.n35742, 64
+  %108 = add nsw i64 %107, %conv2_grad.c3251
+  %109 = mul nsw i64 %108, 196
+  %110 = add nsw i64 %109, %conv2_grad.i35843
+  %111 = add nsw i64 4816960, %110
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %111
+  %112 = load float, ptr %arena44, align 4
+  %mean_dy355 = load float, ptr %conv2_grad.mean_dy355, align 4
+  %113 = fsub float %112, %mean_dy355
+  %114 = mul nsw i64 %conv2_grad.n35742, 64
+  %115 = add nsw i64 %114, %conv2_grad.c3251
+  %116 = mul nsw i64 %115, 196
+  %117 = add nsw i64 %116, %conv2_grad.i35843
+  %118 = add nsw i64 2007040, %117
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
+  %119 = load float, ptr %arena45, align 4
+  %120 = add nsw i64 2809856, %conv2_grad.c3251
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %120
+  %121 = load float, ptr %arena46, align 4
+  %122 = fsub float %119, %121
+  %invstd32647 = load float, ptr %conv2_grad.invstd326, align 4
+  %123 = fmul float %122, %invstd32647
+  %mean_dy_x356 = load float, ptr %conv2_grad.mean_dy_x356, align 4
+  %124 = fmul float %123, %mean_dy_x356
+  %125 = fsub float %113, %124
+  %126 = fmul float %scale354, %125
+  %127 = mul nsw i64 %conv2_grad.n35742, 64
+  %128 = add nsw i64 %127, %conv2_grad.c3251
+  %129 = mul nsw i64 %128, 196
+  %130 = add nsw i64 %129, %conv2_grad.i35843
+  %131 = add nsw i64 5619776, %130
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %131
+  store float %126, ptr %arena48, align 4
+  %i358.next = add nsw i64 %conv2_grad.i35843, 1
+  %132 = icmp slt i64 %i358.next, 196
+  br i1 %132, label %conv2_grad.i358, label %conv2_grad.i358.end
+
+conv2_grad.i358.end:                              ; preds = %conv2_grad.i358
+  %n357.next = add nsw i64 %conv2_grad.n35742, 1
+  %133 = icmp slt i64 %n357.next, 64
+  br i1 %133, label %conv2_grad.n357, label %conv2_grad.n357.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k30.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_weight_grad.i191
+  br label %conv2_weight_grad.i359
 
-conv2_weight_grad.i191:                           ; preds = %conv2_weight_grad.i191, %entry
-  %conv2_weight_grad.i1911 = phi i64 [ 0, %entry ], [ %i191.next, %conv2_weight_grad.i191 ]
-  %0 = add nsw i64 7526464, %conv2_weight_grad.i1911
+conv2_weight_grad.i359:                           ; preds = %conv2_weight_grad.i359, %entry
+  %conv2_weight_grad.i3591 = phi i64 [ 0, %entry ], [ %i359.next, %conv2_weight_grad.i359 ]
+  %0 = add nsw i64 7526464, %conv2_weight_grad.i3591
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i191.next = add nsw i64 %conv2_weight_grad.i1911, 1
-  %1 = icmp slt i64 %i191.next, 18432
-  br i1 %1, label %conv2_weight_grad.i191, label %conv2_weight_grad.i191.end
+  %i359.next = add nsw i64 %conv2_weight_grad.i3591, 1
+  %1 = icmp slt i64 %i359.next, 18432
+  br i1 %1, label %conv2_weight_grad.i359, label %conv2_weight_grad.i359.end
 
-conv2_weight_grad.i191.end:                       ; preds = %conv2_weight_grad.i191
-  br label %conv2_weight_grad.g192
+conv2_weight_grad.i359.end:                       ; preds = %conv2_weight_grad.i359
+  br label %conv2_weight_grad.g360
 
-conv2_weight_grad.g192:                           ; preds = %conv2_weight_grad.j207.end, %conv2_weight_grad.i191.end
-  %conv2_weight_grad.g1923 = phi i64 [ 0, %conv2_weight_grad.i191.end ], [ %g192.next, %conv2_weight_grad.j207.end ]
-  br label %conv2_weight_grad.j193
+conv2_weight_grad.g360:                           ; preds = %conv2_weight_grad.j375.end, %conv2_weight_grad.i359.end
+  %conv2_weight_grad.g3603 = phi i64 [ 0, %conv2_weight_grad.i359.end ], [ %g360.next, %conv2_weight_grad.j375.end ]
+  br label %conv2_weight_grad.j361
 
-conv2_weight_grad.g192.end:                       ; preds = %conv2_weight_grad.j207.end
-  br label %conv2_weight_grad.f219
+conv2_weight_grad.g360.end:                       ; preds = %conv2_weight_grad.j375.end
+  br label %conv2_weight_grad.f387
 
-conv2_weight_grad.j193:                           ; preds = %conv2_weight_grad.c194.end, %conv2_weight_grad.g192
-  %conv2_weight_grad.j1934 = phi i64 [ 0, %conv2_weight_grad.g192 ], [ %j193.next, %conv2_weight_grad.c194.end ]
-  br label %conv2_weight_grad.c194
+conv2_weight_grad.j361:                           ; preds = %conv2_weight_grad.c362.end, %conv2_weight_grad.g360
+  %conv2_weight_grad.j3614 = phi i64 [ 0, %conv2_weight_grad.g360 ], [ %j361.next, %conv2_weight_grad.c362.end ]
+  br label %conv2_weight_grad.c362
 
-conv2_weight_grad.j193.end:                       ; preds = %conv2_weight_grad.c194.end
-  br label %conv2_weight_grad.j207
+conv2_weight_grad.j361.end:                       ; preds = %conv2_weight_grad.c362.end
+  br label %conv2_weight_grad.j375
 
-conv2_weight_grad.c194:                           ; preds = %conv2_weight_grad.ky195.end, %conv2_weight_grad.j193
-  %conv2_weight_grad.c1945 = phi i64 [ 0, %conv2_weight_grad.j193 ], [ %c194.next, %conv2_weight_grad.ky195.end ]
-  br label %conv2_weight_grad.ky195
+conv2_weight_grad.c362:                           ; preds = %conv2_weight_grad.ky363.end, %conv2_weight_grad.j361
+  %conv2_weight_grad.c3625 = phi i64 [ 0, %conv2_weight_grad.j361 ], [ %c362.next, %conv2_weight_grad.ky363.end ]
+  br label %conv2_weight_grad.ky363
 
-conv2_weight_grad.c194.end:                       ; preds = %conv2_weight_grad.ky195.end
-  %j193.next = add nsw i64 %conv2_weight_grad.j1934, 1
-  %2 = icmp slt i64 %j193.next, 16
-  br i1 %2, label %conv2_weight_grad.j193, label %conv2_weight_grad.j193.end
+conv2_weight_grad.c362.end:                       ; preds = %conv2_weight_grad.ky363.end
+  %j361.next = add nsw i64 %conv2_weight_grad.j3614, 1
+  %2 = icmp slt i64 %j361.next, 16
+  br i1 %2, label %conv2_weight_grad.j361, label %conv2_weight_grad.j361.end
 
-conv2_weight_grad.ky195:                          ; preds = %conv2_weight_grad.oy203.end, %conv2_weight_grad.c194
-  %conv2_weight_grad.ky1956 = phi i64 [ 0, %conv2_weight_grad.c194 ], [ %ky195.next, %conv2_weight_grad.oy203.end ]
-  br label %conv2_weight_grad.oy196
+conv2_weight_grad.ky363:                          ; preds = %conv2_weight_grad.oy371.end, %conv2_weight_grad.c362
+  %conv2_weight_grad.ky3636 = phi i64 [ 0, %conv2_weight_grad.c362 ], [ %ky363.next, %conv2_weight_grad.oy371.end ]
+  br label %conv2_weight_grad.oy364
 
-conv2_weight_grad.ky195.end:                      ; preds = %conv2_weight_grad.oy203.end
-  %c194.next = add nsw i64 %conv2_weight_grad.c1945, 1
-  %3 = icmp slt i64 %c194.next, 32
-  br i1 %3, label %conv2_weight_grad.c194, label %conv2_weight_grad.c194.end
+conv2_weight_grad.ky363.end:                      ; preds = %conv2_weight_grad.oy371.end
+  %c362.next = add nsw i64 %conv2_weight_grad.c3625, 1
+  %3 = icmp slt i64 %c362.next, 32
+  br i1 %3, label %conv2_weight_grad.c362, label %conv2_weight_grad.c362.end
 
-conv2_weight_grad.oy196:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky195
-  %conv2_weight_grad.oy1967 = phi i64 [ 0, %conv2_weight_grad.ky195 ], [ %oy196.next, %conv2_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv2_weight_grad.oy1967, %conv2_weight_grad.ky1956
+conv2_weight_grad.oy364:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky363
+  %conv2_weight_grad.oy3647 = phi i64 [ 0, %conv2_weight_grad.ky363 ], [ %oy364.next, %conv2_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv2_weight_grad.oy1967, %conv2_weight_grad.ky1956
+  %7 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 14
   %10 = and i1 %6, %9
   br i1 %10, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy196.end:                      ; preds = %conv2_weight_grad.endif18
-  br label %conv2_weight_grad.oy200
+conv2_weight_grad.oy364.end:                      ; preds = %conv2_weight_grad.endif18
+  br label %conv2_weight_grad.oy368
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy196
-  br label %conv2_weight_grad.ox197
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy364
+  br label %conv2_weight_grad.ox365
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox198.end, %conv2_weight_grad.oy196
-  %11 = add nsw i64 %conv2_weight_grad.oy1967, %conv2_weight_grad.ky1956
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox366.end, %conv2_weight_grad.oy364
+  %11 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv2_weight_grad.then13, label %conv2_weight_grad.endif14
 
-conv2_weight_grad.ox197:                          ; preds = %conv2_weight_grad.ox197, %conv2_weight_grad.then
-  %conv2_weight_grad.ox1978 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox197.next, %conv2_weight_grad.ox197 ]
-  %14 = mul nsw i64 %conv2_weight_grad.g1923, 16
-  %15 = add nsw i64 %14, %conv2_weight_grad.j1934
+conv2_weight_grad.ox365:                          ; preds = %conv2_weight_grad.ox365, %conv2_weight_grad.then
+  %conv2_weight_grad.ox3658 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox365.next, %conv2_weight_grad.ox365 ]
+  %14 = mul nsw i64 %conv2_weight_grad.g3603, 16
+  %15 = add nsw i64 %14, %conv2_weight_grad.j3614
   %16 = mul nsw i64 %15, 6272
   %17 = add nsw i64 1605632, %16
-  %18 = mul nsw i64 %conv2_weight_grad.c1945, 196
+  %18 = mul nsw i64 %conv2_weight_grad.c3625, 196
   %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %conv2_weight_grad.oy1967, %conv2_weight_grad.ky1956
+  %20 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
   %21 = add nsw i64 %20, -1
   %22 = mul nsw i64 %21, 14
   %23 = add nsw i64 %19, %22
-  %24 = add nsw i64 %conv2_weight_grad.ox1978, 1
+  %24 = add nsw i64 %conv2_weight_grad.ox3658, 1
   %25 = add nsw i64 %24, -1
   %26 = add nsw i64 %23, %25
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena9, align 4
-  %28 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %29 = add nsw i64 %28, %conv2_weight_grad.ky1956
+  %28 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %29 = add nsw i64 %28, %conv2_weight_grad.ky3636
   %30 = mul nsw i64 %29, 3
   %31 = mul nsw i64 %30, 3136
   %32 = add nsw i64 6422592, %31
-  %33 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %33 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %34 = add nsw i64 %32, %33
-  %35 = mul nsw i64 %conv2_weight_grad.oy1967, 14
-  %36 = add nsw i64 %conv2_weight_grad.ox1978, 1
+  %35 = mul nsw i64 %conv2_weight_grad.oy3647, 14
+  %36 = add nsw i64 %conv2_weight_grad.ox3658, 1
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %34, %37
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %27, ptr %arena10, align 4
-  %ox197.next = add nsw i64 %conv2_weight_grad.ox1978, 1
-  %39 = icmp slt i64 %ox197.next, 13
-  br i1 %39, label %conv2_weight_grad.ox197, label %conv2_weight_grad.ox197.end
+  %ox365.next = add nsw i64 %conv2_weight_grad.ox3658, 1
+  %39 = icmp slt i64 %ox365.next, 13
+  br i1 %39, label %conv2_weight_grad.ox365, label %conv2_weight_grad.ox365.end
 
-conv2_weight_grad.ox197.end:                      ; preds = %conv2_weight_grad.ox197
-  br label %conv2_weight_grad.ox198
+conv2_weight_grad.ox365.end:                      ; preds = %conv2_weight_grad.ox365
+  br label %conv2_weight_grad.ox366
 
-conv2_weight_grad.ox198:                          ; preds = %conv2_weight_grad.ox198, %conv2_weight_grad.ox197.end
-  %conv2_weight_grad.ox19811 = phi i64 [ 0, %conv2_weight_grad.ox197.end ], [ %ox198.next, %conv2_weight_grad.ox198 ]
-  %40 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %41 = add nsw i64 %40, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox366:                          ; preds = %conv2_weight_grad.ox366, %conv2_weight_grad.ox365.end
+  %conv2_weight_grad.ox36611 = phi i64 [ 0, %conv2_weight_grad.ox365.end ], [ %ox366.next, %conv2_weight_grad.ox366 ]
+  %40 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %41 = add nsw i64 %40, %conv2_weight_grad.ky3636
   %42 = mul nsw i64 %41, 3
   %43 = mul nsw i64 %42, 3136
   %44 = add nsw i64 6422592, %43
-  %45 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %45 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %conv2_weight_grad.oy1967, 14
-  %48 = add nsw i64 %47, %conv2_weight_grad.ox19811
+  %47 = mul nsw i64 %conv2_weight_grad.oy3647, 14
+  %48 = add nsw i64 %47, %conv2_weight_grad.ox36611
   %49 = add nsw i64 %46, %48
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox198.next = add nsw i64 %conv2_weight_grad.ox19811, 1
-  %50 = icmp slt i64 %ox198.next, 1
-  br i1 %50, label %conv2_weight_grad.ox198, label %conv2_weight_grad.ox198.end
+  %ox366.next = add nsw i64 %conv2_weight_grad.ox36611, 1
+  %50 = icmp slt i64 %ox366.next, 1
+  br i1 %50, label %conv2_weight_grad.ox366, label %conv2_weight_grad.ox366.end
 
-conv2_weight_grad.ox198.end:                      ; preds = %conv2_weight_grad.ox198
+conv2_weight_grad.ox366.end:                      ; preds = %conv2_weight_grad.ox366
   br label %conv2_weight_grad.endif
 
 conv2_weight_grad.then13:                         ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox199
+  br label %conv2_weight_grad.ox367
 
-conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox199.end, %conv2_weight_grad.endif
-  %51 = add nsw i64 %conv2_weight_grad.oy1967, %conv2_weight_grad.ky1956
+conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox367.end, %conv2_weight_grad.endif
+  %51 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
   %52 = add nsw i64 %51, -1
   %53 = icmp slt i64 13, %52
   br i1 %53, label %conv2_weight_grad.then17, label %conv2_weight_grad.endif18
 
-conv2_weight_grad.ox199:                          ; preds = %conv2_weight_grad.ox199, %conv2_weight_grad.then13
-  %conv2_weight_grad.ox19915 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox199.next, %conv2_weight_grad.ox199 ]
-  %54 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %55 = add nsw i64 %54, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox367:                          ; preds = %conv2_weight_grad.ox367, %conv2_weight_grad.then13
+  %conv2_weight_grad.ox36715 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox367.next, %conv2_weight_grad.ox367 ]
+  %54 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %55 = add nsw i64 %54, %conv2_weight_grad.ky3636
   %56 = mul nsw i64 %55, 3
   %57 = mul nsw i64 %56, 3136
   %58 = add nsw i64 6422592, %57
-  %59 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %59 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %60 = add nsw i64 %58, %59
-  %61 = mul nsw i64 %conv2_weight_grad.oy1967, 14
-  %62 = add nsw i64 %61, %conv2_weight_grad.ox19915
+  %61 = mul nsw i64 %conv2_weight_grad.oy3647, 14
+  %62 = add nsw i64 %61, %conv2_weight_grad.ox36715
   %63 = add nsw i64 %60, %62
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %63
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox199.next = add nsw i64 %conv2_weight_grad.ox19915, 1
-  %64 = icmp slt i64 %ox199.next, 14
-  br i1 %64, label %conv2_weight_grad.ox199, label %conv2_weight_grad.ox199.end
+  %ox367.next = add nsw i64 %conv2_weight_grad.ox36715, 1
+  %64 = icmp slt i64 %ox367.next, 14
+  br i1 %64, label %conv2_weight_grad.ox367, label %conv2_weight_grad.ox367.end
 
-conv2_weight_grad.ox199.end:                      ; preds = %conv2_weight_grad.ox199
+conv2_weight_grad.ox367.end:                      ; preds = %conv2_weight_grad.ox367
   br label %conv2_weight_grad.endif14
 
 conv2_weight_grad.then17:                         ; preds = %conv2_weight_grad.endif14
-  br label %conv2_weight_grad.ox19919
+  br label %conv2_weight_grad.ox36719
 
-conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox199.end20, %conv2_weight_grad.endif14
-  %oy196.next = add nsw i64 %conv2_weight_grad.oy1967, 1
-  %65 = icmp slt i64 %oy196.next, 14
-  br i1 %65, label %conv2_weight_grad.oy196, label %conv2_weight_grad.oy196.end
+conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox367.end20, %conv2_weight_grad.endif14
+  %oy364.next = add nsw i64 %conv2_weight_grad.oy3647, 1
+  %65 = icmp slt i64 %oy364.next, 14
+  br i1 %65, label %conv2_weight_grad.oy364, label %conv2_weight_grad.oy364.end
 
-conv2_weight_grad.ox19919:                        ; preds = %conv2_weight_grad.ox19919, %conv2_weight_grad.then17
-  %conv2_weight_grad.ox19921 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox199.next23, %conv2_weight_grad.ox19919 ]
-  %66 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %67 = add nsw i64 %66, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox36719:                        ; preds = %conv2_weight_grad.ox36719, %conv2_weight_grad.then17
+  %conv2_weight_grad.ox36721 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox367.next23, %conv2_weight_grad.ox36719 ]
+  %66 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %67 = add nsw i64 %66, %conv2_weight_grad.ky3636
   %68 = mul nsw i64 %67, 3
   %69 = mul nsw i64 %68, 3136
   %70 = add nsw i64 6422592, %69
-  %71 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %71 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %72 = add nsw i64 %70, %71
-  %73 = mul nsw i64 %conv2_weight_grad.oy1967, 14
-  %74 = add nsw i64 %73, %conv2_weight_grad.ox19921
+  %73 = mul nsw i64 %conv2_weight_grad.oy3647, 14
+  %74 = add nsw i64 %73, %conv2_weight_grad.ox36721
   %75 = add nsw i64 %72, %74
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %75
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox199.next23 = add nsw i64 %conv2_weight_grad.ox19921, 1
-  %76 = icmp slt i64 %ox199.next23, 14
-  br i1 %76, label %conv2_weight_grad.ox19919, label %conv2_weight_grad.ox199.end20
+  %ox367.next23 = add nsw i64 %conv2_weight_grad.ox36721, 1
+  %76 = icmp slt i64 %ox367.next23, 14
+  br i1 %76, label %conv2_weight_grad.ox36719, label %conv2_weight_grad.ox367.end20
 
-conv2_weight_grad.ox199.end20:                    ; preds = %conv2_weight_grad.ox19919
+conv2_weight_grad.ox367.end20:                    ; preds = %conv2_weight_grad.ox36719
   br label %conv2_weight_grad.endif18
 
-conv2_weight_grad.oy200:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy196.end
-  %conv2_weight_grad.oy20024 = phi i64 [ 0, %conv2_weight_grad.oy196.end ], [ %oy200.next, %conv2_weight_grad.endif35 ]
-  %77 = add nsw i64 %conv2_weight_grad.oy20024, %conv2_weight_grad.ky1956
+conv2_weight_grad.oy368:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy364.end
+  %conv2_weight_grad.oy36824 = phi i64 [ 0, %conv2_weight_grad.oy364.end ], [ %oy368.next, %conv2_weight_grad.endif35 ]
+  %77 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
   %78 = add nsw i64 %77, -1
   %79 = icmp slt i64 -1, %78
-  %80 = add nsw i64 %conv2_weight_grad.oy20024, %conv2_weight_grad.ky1956
+  %80 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
   %81 = add nsw i64 %80, -1
   %82 = icmp slt i64 %81, 14
   %83 = and i1 %79, %82
   br i1 %83, label %conv2_weight_grad.then25, label %conv2_weight_grad.endif26
 
-conv2_weight_grad.oy200.end:                      ; preds = %conv2_weight_grad.endif35
-  br label %conv2_weight_grad.oy203
+conv2_weight_grad.oy368.end:                      ; preds = %conv2_weight_grad.endif35
+  br label %conv2_weight_grad.oy371
 
-conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy200
-  br label %conv2_weight_grad.ox201
+conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy368
+  br label %conv2_weight_grad.ox369
 
-conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox201.end, %conv2_weight_grad.oy200
-  %84 = add nsw i64 %conv2_weight_grad.oy20024, %conv2_weight_grad.ky1956
+conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox369.end, %conv2_weight_grad.oy368
+  %84 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
   %85 = add nsw i64 %84, -1
   %86 = icmp slt i64 %85, 0
   br i1 %86, label %conv2_weight_grad.then30, label %conv2_weight_grad.endif31
 
-conv2_weight_grad.ox201:                          ; preds = %conv2_weight_grad.ox201, %conv2_weight_grad.then25
-  %conv2_weight_grad.ox20127 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox201.next, %conv2_weight_grad.ox201 ]
-  %87 = mul nsw i64 %conv2_weight_grad.g1923, 16
-  %88 = add nsw i64 %87, %conv2_weight_grad.j1934
+conv2_weight_grad.ox369:                          ; preds = %conv2_weight_grad.ox369, %conv2_weight_grad.then25
+  %conv2_weight_grad.ox36927 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox369.next, %conv2_weight_grad.ox369 ]
+  %87 = mul nsw i64 %conv2_weight_grad.g3603, 16
+  %88 = add nsw i64 %87, %conv2_weight_grad.j3614
   %89 = mul nsw i64 %88, 6272
   %90 = add nsw i64 1605632, %89
-  %91 = mul nsw i64 %conv2_weight_grad.c1945, 196
+  %91 = mul nsw i64 %conv2_weight_grad.c3625, 196
   %92 = add nsw i64 %90, %91
-  %93 = add nsw i64 %conv2_weight_grad.oy20024, %conv2_weight_grad.ky1956
+  %93 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
   %94 = add nsw i64 %93, -1
   %95 = mul nsw i64 %94, 14
   %96 = add nsw i64 %92, %95
-  %97 = add nsw i64 %96, %conv2_weight_grad.ox20127
+  %97 = add nsw i64 %96, %conv2_weight_grad.ox36927
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load float, ptr %arena28, align 4
-  %99 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %100 = add nsw i64 %99, %conv2_weight_grad.ky1956
+  %99 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %100 = add nsw i64 %99, %conv2_weight_grad.ky3636
   %101 = mul nsw i64 %100, 3
   %102 = add nsw i64 %101, 1
   %103 = mul nsw i64 %102, 3136
   %104 = add nsw i64 6422592, %103
-  %105 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %105 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2_weight_grad.oy20024, 14
-  %108 = add nsw i64 %107, %conv2_weight_grad.ox20127
+  %107 = mul nsw i64 %conv2_weight_grad.oy36824, 14
+  %108 = add nsw i64 %107, %conv2_weight_grad.ox36927
   %109 = add nsw i64 %106, %108
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
   store float %98, ptr %arena29, align 4
-  %ox201.next = add nsw i64 %conv2_weight_grad.ox20127, 1
-  %110 = icmp slt i64 %ox201.next, 14
-  br i1 %110, label %conv2_weight_grad.ox201, label %conv2_weight_grad.ox201.end
+  %ox369.next = add nsw i64 %conv2_weight_grad.ox36927, 1
+  %110 = icmp slt i64 %ox369.next, 14
+  br i1 %110, label %conv2_weight_grad.ox369, label %conv2_weight_grad.ox369.end
 
-conv2_weight_grad.ox201.end:                      ; preds = %conv2_weight_grad.ox201
+conv2_weight_grad.ox369.end:                      ; preds = %conv2_weight_grad.ox369
   br label %conv2_weight_grad.endif26
 
 conv2_weight_grad.then30:                         ; preds = %conv2_weight_grad.endif26
-  br label %conv2_weight_grad.ox202
+  br label %conv2_weight_grad.ox370
 
-conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox202.end, %conv2_weight_grad.endif26
-  %111 = add nsw i64 %conv2_weight_grad.oy20024, %conv2_weight_grad.ky1956
+conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox370.end, %conv2_weight_grad.endif26
+  %111 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
   %112 = add nsw i64 %111, -1
   %113 = icmp slt i64 13, %112
   br i1 %113, label %conv2_weight_grad.then34, label %conv2_weight_grad.endif35
 
-conv2_weight_grad.ox202:                          ; preds = %conv2_weight_grad.ox202, %conv2_weight_grad.then30
-  %conv2_weight_grad.ox20232 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox202.next, %conv2_weight_grad.ox202 ]
-  %114 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %115 = add nsw i64 %114, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox370:                          ; preds = %conv2_weight_grad.ox370, %conv2_weight_grad.then30
+  %conv2_weight_grad.ox37032 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox370.next, %conv2_weight_grad.ox370 ]
+  %114 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %115 = add nsw i64 %114, %conv2_weight_grad.ky3636
   %116 = mul nsw i64 %115, 3
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 3136
   %119 = add nsw i64 6422592, %118
-  %120 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %120 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %conv2_weight_grad.oy20024, 14
-  %123 = add nsw i64 %122, %conv2_weight_grad.ox20232
+  %122 = mul nsw i64 %conv2_weight_grad.oy36824, 14
+  %123 = add nsw i64 %122, %conv2_weight_grad.ox37032
   %124 = add nsw i64 %121, %123
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %124
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox202.next = add nsw i64 %conv2_weight_grad.ox20232, 1
-  %125 = icmp slt i64 %ox202.next, 14
-  br i1 %125, label %conv2_weight_grad.ox202, label %conv2_weight_grad.ox202.end
+  %ox370.next = add nsw i64 %conv2_weight_grad.ox37032, 1
+  %125 = icmp slt i64 %ox370.next, 14
+  br i1 %125, label %conv2_weight_grad.ox370, label %conv2_weight_grad.ox370.end
 
-conv2_weight_grad.ox202.end:                      ; preds = %conv2_weight_grad.ox202
+conv2_weight_grad.ox370.end:                      ; preds = %conv2_weight_grad.ox370
   br label %conv2_weight_grad.endif31
 
 conv2_weight_grad.then34:                         ; preds = %conv2_weight_grad.endif31
-  br label %conv2_weight_grad.ox20236
+  br label %conv2_weight_grad.ox37036
 
-conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox202.end37, %conv2_weight_grad.endif31
-  %oy200.next = add nsw i64 %conv2_weight_grad.oy20024, 1
-  %126 = icmp slt i64 %oy200.next, 14
-  br i1 %126, label %conv2_weight_grad.oy200, label %conv2_weight_grad.oy200.end
+conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox370.end37, %conv2_weight_grad.endif31
+  %oy368.next = add nsw i64 %conv2_weight_grad.oy36824, 1
+  %126 = icmp slt i64 %oy368.next, 14
+  br i1 %126, label %conv2_weight_grad.oy368, label %conv2_weight_grad.oy368.end
 
-conv2_weight_grad.ox20236:                        ; preds = %conv2_weight_grad.ox20236, %conv2_weight_grad.then34
-  %conv2_weight_grad.ox20238 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox202.next40, %conv2_weight_grad.ox20236 ]
-  %127 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %128 = add nsw i64 %127, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox37036:                        ; preds = %conv2_weight_grad.ox37036, %conv2_weight_grad.then34
+  %conv2_weight_grad.ox37038 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox370.next40, %conv2_weight_grad.ox37036 ]
+  %127 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %128 = add nsw i64 %127, %conv2_weight_grad.ky3636
   %129 = mul nsw i64 %128, 3
   %130 = add nsw i64 %129, 1
   %131 = mul nsw i64 %130, 3136
   %132 = add nsw i64 6422592, %131
-  %133 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %133 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv2_weight_grad.oy20024, 14
-  %136 = add nsw i64 %135, %conv2_weight_grad.ox20238
+  %135 = mul nsw i64 %conv2_weight_grad.oy36824, 14
+  %136 = add nsw i64 %135, %conv2_weight_grad.ox37038
   %137 = add nsw i64 %134, %136
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %137
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox202.next40 = add nsw i64 %conv2_weight_grad.ox20238, 1
-  %138 = icmp slt i64 %ox202.next40, 14
-  br i1 %138, label %conv2_weight_grad.ox20236, label %conv2_weight_grad.ox202.end37
+  %ox370.next40 = add nsw i64 %conv2_weight_grad.ox37038, 1
+  %138 = icmp slt i64 %ox370.next40, 14
+  br i1 %138, label %conv2_weight_grad.ox37036, label %conv2_weight_grad.ox370.end37
 
-conv2_weight_grad.ox202.end37:                    ; preds = %conv2_weight_grad.ox20236
+conv2_weight_grad.ox370.end37:                    ; preds = %conv2_weight_grad.ox37036
   br label %conv2_weight_grad.endif35
 
-conv2_weight_grad.oy203:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy200.end
-  %conv2_weight_grad.oy20341 = phi i64 [ 0, %conv2_weight_grad.oy200.end ], [ %oy203.next, %conv2_weight_grad.endif54 ]
-  %139 = add nsw i64 %conv2_weight_grad.oy20341, %conv2_weight_grad.ky1956
+conv2_weight_grad.oy371:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy368.end
+  %conv2_weight_grad.oy37141 = phi i64 [ 0, %conv2_weight_grad.oy368.end ], [ %oy371.next, %conv2_weight_grad.endif54 ]
+  %139 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
   %140 = add nsw i64 %139, -1
   %141 = icmp slt i64 -1, %140
-  %142 = add nsw i64 %conv2_weight_grad.oy20341, %conv2_weight_grad.ky1956
+  %142 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
   %143 = add nsw i64 %142, -1
   %144 = icmp slt i64 %143, 14
   %145 = and i1 %141, %144
   br i1 %145, label %conv2_weight_grad.then42, label %conv2_weight_grad.endif43
 
-conv2_weight_grad.oy203.end:                      ; preds = %conv2_weight_grad.endif54
-  %ky195.next = add nsw i64 %conv2_weight_grad.ky1956, 1
-  %146 = icmp slt i64 %ky195.next, 3
-  br i1 %146, label %conv2_weight_grad.ky195, label %conv2_weight_grad.ky195.end
+conv2_weight_grad.oy371.end:                      ; preds = %conv2_weight_grad.endif54
+  %ky363.next = add nsw i64 %conv2_weight_grad.ky3636, 1
+  %146 = icmp slt i64 %ky363.next, 3
+  br i1 %146, label %conv2_weight_grad.ky363, label %conv2_weight_grad.ky363.end
 
-conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy203
-  br label %conv2_weight_grad.ox204
+conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy371
+  br label %conv2_weight_grad.ox372
 
-conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox205.end, %conv2_weight_grad.oy203
-  %147 = add nsw i64 %conv2_weight_grad.oy20341, %conv2_weight_grad.ky1956
+conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox373.end, %conv2_weight_grad.oy371
+  %147 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
   %148 = add nsw i64 %147, -1
   %149 = icmp slt i64 %148, 0
   br i1 %149, label %conv2_weight_grad.then49, label %conv2_weight_grad.endif50
 
-conv2_weight_grad.ox204:                          ; preds = %conv2_weight_grad.ox204, %conv2_weight_grad.then42
-  %conv2_weight_grad.ox20444 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox204.next, %conv2_weight_grad.ox204 ]
-  %150 = mul nsw i64 %conv2_weight_grad.g1923, 16
-  %151 = add nsw i64 %150, %conv2_weight_grad.j1934
+conv2_weight_grad.ox372:                          ; preds = %conv2_weight_grad.ox372, %conv2_weight_grad.then42
+  %conv2_weight_grad.ox37244 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox372.next, %conv2_weight_grad.ox372 ]
+  %150 = mul nsw i64 %conv2_weight_grad.g3603, 16
+  %151 = add nsw i64 %150, %conv2_weight_grad.j3614
   %152 = mul nsw i64 %151, 6272
   %153 = add nsw i64 1605632, %152
-  %154 = mul nsw i64 %conv2_weight_grad.c1945, 196
+  %154 = mul nsw i64 %conv2_weight_grad.c3625, 196
   %155 = add nsw i64 %153, %154
-  %156 = add nsw i64 %conv2_weight_grad.oy20341, %conv2_weight_grad.ky1956
+  %156 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
   %157 = add nsw i64 %156, -1
   %158 = mul nsw i64 %157, 14
   %159 = add nsw i64 %155, %158
-  %160 = add nsw i64 %conv2_weight_grad.ox20444, 1
+  %160 = add nsw i64 %conv2_weight_grad.ox37244, 1
   %161 = add nsw i64 %159, %160
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load float, ptr %arena45, align 4
-  %163 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %164 = add nsw i64 %163, %conv2_weight_grad.ky1956
+  %163 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %164 = add nsw i64 %163, %conv2_weight_grad.ky3636
   %165 = mul nsw i64 %164, 3
   %166 = add nsw i64 %165, 2
   %167 = mul nsw i64 %166, 3136
   %168 = add nsw i64 6422592, %167
-  %169 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %169 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2_weight_grad.oy20341, 14
-  %172 = add nsw i64 %171, %conv2_weight_grad.ox20444
+  %171 = mul nsw i64 %conv2_weight_grad.oy37141, 14
+  %172 = add nsw i64 %171, %conv2_weight_grad.ox37244
   %173 = add nsw i64 %170, %172
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
   store float %162, ptr %arena46, align 4
-  %ox204.next = add nsw i64 %conv2_weight_grad.ox20444, 1
-  %174 = icmp slt i64 %ox204.next, 13
-  br i1 %174, label %conv2_weight_grad.ox204, label %conv2_weight_grad.ox204.end
+  %ox372.next = add nsw i64 %conv2_weight_grad.ox37244, 1
+  %174 = icmp slt i64 %ox372.next, 13
+  br i1 %174, label %conv2_weight_grad.ox372, label %conv2_weight_grad.ox372.end
 
-conv2_weight_grad.ox204.end:                      ; preds = %conv2_weight_grad.ox204
-  br label %conv2_weight_grad.ox205
+conv2_weight_grad.ox372.end:                      ; preds = %conv2_weight_grad.ox372
+  br label %conv2_weight_grad.ox373
 
-conv2_weight_grad.ox205:                          ; preds = %conv2_weight_grad.ox205, %conv2_weight_grad.ox204.end
-  %conv2_weight_grad.ox20547 = phi i64 [ 0, %conv2_weight_grad.ox204.end ], [ %ox205.next, %conv2_weight_grad.ox205 ]
-  %175 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %176 = add nsw i64 %175, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox373:                          ; preds = %conv2_weight_grad.ox373, %conv2_weight_grad.ox372.end
+  %conv2_weight_grad.ox37347 = phi i64 [ 0, %conv2_weight_grad.ox372.end ], [ %ox373.next, %conv2_weight_grad.ox373 ]
+  %175 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %176 = add nsw i64 %175, %conv2_weight_grad.ky3636
   %177 = mul nsw i64 %176, 3
   %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 3136
   %180 = add nsw i64 6422592, %179
-  %181 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %181 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %conv2_weight_grad.oy20341, 14
-  %184 = add nsw i64 %conv2_weight_grad.ox20547, 13
+  %183 = mul nsw i64 %conv2_weight_grad.oy37141, 14
+  %184 = add nsw i64 %conv2_weight_grad.ox37347, 13
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %182, %185
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %186
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox205.next = add nsw i64 %conv2_weight_grad.ox20547, 1
-  %187 = icmp slt i64 %ox205.next, 1
-  br i1 %187, label %conv2_weight_grad.ox205, label %conv2_weight_grad.ox205.end
+  %ox373.next = add nsw i64 %conv2_weight_grad.ox37347, 1
+  %187 = icmp slt i64 %ox373.next, 1
+  br i1 %187, label %conv2_weight_grad.ox373, label %conv2_weight_grad.ox373.end
 
-conv2_weight_grad.ox205.end:                      ; preds = %conv2_weight_grad.ox205
+conv2_weight_grad.ox373.end:                      ; preds = %conv2_weight_grad.ox373
   br label %conv2_weight_grad.endif43
 
 conv2_weight_grad.then49:                         ; preds = %conv2_weight_grad.endif43
-  br label %conv2_weight_grad.ox206
+  br label %conv2_weight_grad.ox374
 
-conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox206.end, %conv2_weight_grad.endif43
-  %188 = add nsw i64 %conv2_weight_grad.oy20341, %conv2_weight_grad.ky1956
+conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox374.end, %conv2_weight_grad.endif43
+  %188 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
   %189 = add nsw i64 %188, -1
   %190 = icmp slt i64 13, %189
   br i1 %190, label %conv2_weight_grad.then53, label %conv2_weight_grad.endif54
 
-conv2_weight_grad.ox206:                          ; preds = %conv2_weight_grad.ox206, %conv2_weight_grad.then49
-  %conv2_weight_grad.ox20651 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox206.next, %conv2_weight_grad.ox206 ]
-  %191 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %192 = add nsw i64 %191, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox374:                          ; preds = %conv2_weight_grad.ox374, %conv2_weight_grad.then49
+  %conv2_weight_grad.ox37451 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox374.next, %conv2_weight_grad.ox374 ]
+  %191 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %192 = add nsw i64 %191, %conv2_weight_grad.ky3636
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 3136
   %196 = add nsw i64 6422592, %195
-  %197 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %197 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %conv2_weight_grad.oy20341, 14
-  %200 = add nsw i64 %199, %conv2_weight_grad.ox20651
+  %199 = mul nsw i64 %conv2_weight_grad.oy37141, 14
+  %200 = add nsw i64 %199, %conv2_weight_grad.ox37451
   %201 = add nsw i64 %198, %200
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox206.next = add nsw i64 %conv2_weight_grad.ox20651, 1
-  %202 = icmp slt i64 %ox206.next, 14
-  br i1 %202, label %conv2_weight_grad.ox206, label %conv2_weight_grad.ox206.end
+  %ox374.next = add nsw i64 %conv2_weight_grad.ox37451, 1
+  %202 = icmp slt i64 %ox374.next, 14
+  br i1 %202, label %conv2_weight_grad.ox374, label %conv2_weight_grad.ox374.end
 
-conv2_weight_grad.ox206.end:                      ; preds = %conv2_weight_grad.ox206
+conv2_weight_grad.ox374.end:                      ; preds = %conv2_weight_grad.ox374
   br label %conv2_weight_grad.endif50
 
 conv2_weight_grad.then53:                         ; preds = %conv2_weight_grad.endif50
-  br label %conv2_weight_grad.ox20655
+  br label %conv2_weight_grad.ox37455
 
-conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox206.end56, %conv2_weight_grad.endif50
-  %oy203.next = add nsw i64 %conv2_weight_grad.oy20341, 1
-  %203 = icmp slt i64 %oy203.next, 14
-  br i1 %203, label %conv2_weight_grad.oy203, label %conv2_weight_grad.oy203.end
+conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox374.end56, %conv2_weight_grad.endif50
+  %oy371.next = add nsw i64 %conv2_weight_grad.oy37141, 1
+  %203 = icmp slt i64 %oy371.next, 14
+  br i1 %203, label %conv2_weight_grad.oy371, label %conv2_weight_grad.oy371.end
 
-conv2_weight_grad.ox20655:                        ; preds = %conv2_weight_grad.ox20655, %conv2_weight_grad.then53
-  %conv2_weight_grad.ox20657 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox206.next59, %conv2_weight_grad.ox20655 ]
-  %204 = mul nsw i64 %conv2_weight_grad.c1945, 3
-  %205 = add nsw i64 %204, %conv2_weight_grad.ky1956
+conv2_weight_grad.ox37455:                        ; preds = %conv2_weight_grad.ox37455, %conv2_weight_grad.then53
+  %conv2_weight_grad.ox37457 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox374.next59, %conv2_weight_grad.ox37455 ]
+  %204 = mul nsw i64 %conv2_weight_grad.c3625, 3
+  %205 = add nsw i64 %204, %conv2_weight_grad.ky3636
   %206 = mul nsw i64 %205, 3
   %207 = add nsw i64 %206, 2
   %208 = mul nsw i64 %207, 3136
   %209 = add nsw i64 6422592, %208
-  %210 = mul nsw i64 %conv2_weight_grad.j1934, 196
+  %210 = mul nsw i64 %conv2_weight_grad.j3614, 196
   %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %conv2_weight_grad.oy20341, 14
-  %213 = add nsw i64 %212, %conv2_weight_grad.ox20657
+  %212 = mul nsw i64 %conv2_weight_grad.oy37141, 14
+  %213 = add nsw i64 %212, %conv2_weight_grad.ox37457
   %214 = add nsw i64 %211, %213
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %214
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox206.next59 = add nsw i64 %conv2_weight_grad.ox20657, 1
-  %215 = icmp slt i64 %ox206.next59, 14
-  br i1 %215, label %conv2_weight_grad.ox20655, label %conv2_weight_grad.ox206.end56
+  %ox374.next59 = add nsw i64 %conv2_weight_grad.ox37457, 1
+  %215 = icmp slt i64 %ox374.next59, 14
+  br i1 %215, label %conv2_weight_grad.ox37455, label %conv2_weight_grad.ox374.end56
 
-conv2_weight_grad.ox206.end56:                    ; preds = %conv2_weight_grad.ox20655
+conv2_weight_grad.ox374.end56:                    ; preds = %conv2_weight_grad.ox37455
   br label %conv2_weight_grad.endif54
 
-conv2_weight_grad.j207:                           ; preds = %conv2_weight_grad.i208.end, %conv2_weight_grad.j193.end
-  %conv2_weight_grad.j20760 = phi i64 [ 0, %conv2_weight_grad.j193.end ], [ %j207.next, %conv2_weight_grad.i208.end ]
-  br label %conv2_weight_grad.i208
+conv2_weight_grad.j375:                           ; preds = %conv2_weight_grad.i376.end, %conv2_weight_grad.j361.end
+  %conv2_weight_grad.j37560 = phi i64 [ 0, %conv2_weight_grad.j361.end ], [ %j375.next, %conv2_weight_grad.i376.end ]
+  br label %conv2_weight_grad.i376
 
-conv2_weight_grad.j207.end:                       ; preds = %conv2_weight_grad.i208.end
-  call void @bncnn_train_b64.k30.conv2_weight_grad.gemm218(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g192.next = add nsw i64 %conv2_weight_grad.g1923, 1
-  %216 = icmp slt i64 %g192.next, 4
-  br i1 %216, label %conv2_weight_grad.g192, label %conv2_weight_grad.g192.end
+conv2_weight_grad.j375.end:                       ; preds = %conv2_weight_grad.i376.end
+  call void @bncnn_train_b64.k30.conv2_weight_grad.gemm386(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g360.next = add nsw i64 %conv2_weight_grad.g3603, 1
+  %216 = icmp slt i64 %g360.next, 4
+  br i1 %216, label %conv2_weight_grad.g360, label %conv2_weight_grad.g360.end
 
-conv2_weight_grad.i208:                           ; preds = %conv2_weight_grad.f209.end, %conv2_weight_grad.j207
-  %conv2_weight_grad.i20861 = phi i64 [ 0, %conv2_weight_grad.j207 ], [ %i208.next, %conv2_weight_grad.f209.end ]
-  br label %conv2_weight_grad.f209
+conv2_weight_grad.i376:                           ; preds = %conv2_weight_grad.f377.end, %conv2_weight_grad.j375
+  %conv2_weight_grad.i37661 = phi i64 [ 0, %conv2_weight_grad.j375 ], [ %i376.next, %conv2_weight_grad.f377.end ]
+  br label %conv2_weight_grad.f377
 
-conv2_weight_grad.i208.end:                       ; preds = %conv2_weight_grad.f209.end
-  %j207.next = add nsw i64 %conv2_weight_grad.j20760, 1
-  %217 = icmp slt i64 %j207.next, 16
-  br i1 %217, label %conv2_weight_grad.j207, label %conv2_weight_grad.j207.end
+conv2_weight_grad.i376.end:                       ; preds = %conv2_weight_grad.f377.end
+  %j375.next = add nsw i64 %conv2_weight_grad.j37560, 1
+  %217 = icmp slt i64 %j375.next, 16
+  br i1 %217, label %conv2_weight_grad.j375, label %conv2_weight_grad.j375.end
 
-conv2_weight_grad.f209:                           ; preds = %conv2_weight_grad.f209, %conv2_weight_grad.i208
-  %conv2_weight_grad.f20962 = phi i64 [ 0, %conv2_weight_grad.i208 ], [ %f209.next, %conv2_weight_grad.f209 ]
-  %218 = mul nsw i64 %conv2_weight_grad.g1923, 16
-  %219 = add nsw i64 %218, %conv2_weight_grad.j20760
+conv2_weight_grad.f377:                           ; preds = %conv2_weight_grad.f377, %conv2_weight_grad.i376
+  %conv2_weight_grad.f37762 = phi i64 [ 0, %conv2_weight_grad.i376 ], [ %f377.next, %conv2_weight_grad.f377 ]
+  %218 = mul nsw i64 %conv2_weight_grad.g3603, 16
+  %219 = add nsw i64 %218, %conv2_weight_grad.j37560
   %220 = mul nsw i64 %219, 12544
   %221 = add nsw i64 5619776, %220
-  %222 = mul nsw i64 %conv2_weight_grad.f20962, 196
+  %222 = mul nsw i64 %conv2_weight_grad.f37762, 196
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %conv2_weight_grad.i20861
+  %224 = add nsw i64 %223, %conv2_weight_grad.i37661
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load float, ptr %arena63, align 4
-  %226 = mul nsw i64 %conv2_weight_grad.j20760, 196
-  %227 = add nsw i64 %226, %conv2_weight_grad.i20861
+  %226 = mul nsw i64 %conv2_weight_grad.j37560, 196
+  %227 = add nsw i64 %226, %conv2_weight_grad.i37661
   %228 = mul nsw i64 %227, 64
   %229 = add nsw i64 7325760, %228
-  %230 = add nsw i64 %229, %conv2_weight_grad.f20962
+  %230 = add nsw i64 %229, %conv2_weight_grad.f37762
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %230
   store float %225, ptr %arena64, align 4
-  %f209.next = add nsw i64 %conv2_weight_grad.f20962, 1
-  %231 = icmp slt i64 %f209.next, 64
-  br i1 %231, label %conv2_weight_grad.f209, label %conv2_weight_grad.f209.end
+  %f377.next = add nsw i64 %conv2_weight_grad.f37762, 1
+  %231 = icmp slt i64 %f377.next, 64
+  br i1 %231, label %conv2_weight_grad.f377, label %conv2_weight_grad.f377.end
 
-conv2_weight_grad.f209.end:                       ; preds = %conv2_weight_grad.f209
-  %i208.next = add nsw i64 %conv2_weight_grad.i20861, 1
-  %232 = icmp slt i64 %i208.next, 196
-  br i1 %232, label %conv2_weight_grad.i208, label %conv2_weight_grad.i208.end
+conv2_weight_grad.f377.end:                       ; preds = %conv2_weight_grad.f377
+  %i376.next = add nsw i64 %conv2_weight_grad.i37661, 1
+  %232 = icmp slt i64 %i376.next, 196
+  br i1 %232, label %conv2_weight_grad.i376, label %conv2_weight_grad.i376.end
 
-conv2_weight_grad.f219:                           ; preds = %conv2_weight_grad.r220.end, %conv2_weight_grad.g192.end
-  %conv2_weight_grad.f21965 = phi i64 [ 0, %conv2_weight_grad.g192.end ], [ %f219.next, %conv2_weight_grad.r220.end ]
-  br label %conv2_weight_grad.r220
+conv2_weight_grad.f387:                           ; preds = %conv2_weight_grad.r388.end, %conv2_weight_grad.g360.end
+  %conv2_weight_grad.f38765 = phi i64 [ 0, %conv2_weight_grad.g360.end ], [ %f387.next, %conv2_weight_grad.r388.end ]
+  br label %conv2_weight_grad.r388
 
-conv2_weight_grad.f219.end:                       ; preds = %conv2_weight_grad.r220.end
+conv2_weight_grad.f387.end:                       ; preds = %conv2_weight_grad.r388.end
   ret void
 
-conv2_weight_grad.r220:                           ; preds = %conv2_weight_grad.r220, %conv2_weight_grad.f219
-  %conv2_weight_grad.r22066 = phi i64 [ 0, %conv2_weight_grad.f219 ], [ %r220.next, %conv2_weight_grad.r220 ]
-  %233 = mul nsw i64 %conv2_weight_grad.r22066, 64
+conv2_weight_grad.r388:                           ; preds = %conv2_weight_grad.r388, %conv2_weight_grad.f387
+  %conv2_weight_grad.r38866 = phi i64 [ 0, %conv2_weight_grad.f387 ], [ %r388.next, %conv2_weight_grad.r388 ]
+  %233 = mul nsw i64 %conv2_weight_grad.r38866, 64
   %234 = add nsw i64 7526464, %233
-  %235 = add nsw i64 %234, %conv2_weight_grad.f21965
+  %235 = add nsw i64 %234, %conv2_weight_grad.f38765
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load float, ptr %arena67, align 4
-  %237 = mul nsw i64 %conv2_weight_grad.f21965, 288
+  %237 = mul nsw i64 %conv2_weight_grad.f38765, 288
   %238 = add nsw i64 352, %237
-  %239 = add nsw i64 %238, %conv2_weight_grad.r22066
+  %239 = add nsw i64 %238, %conv2_weight_grad.r38866
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %239
   store float %236, ptr %grads68, align 4
-  %r220.next = add nsw i64 %conv2_weight_grad.r22066, 1
-  %240 = icmp slt i64 %r220.next, 288
-  br i1 %240, label %conv2_weight_grad.r220, label %conv2_weight_grad.r220.end
+  %r388.next = add nsw i64 %conv2_weight_grad.r38866, 1
+  %240 = icmp slt i64 %r388.next, 288
+  br i1 %240, label %conv2_weight_grad.r388, label %conv2_weight_grad.r388.end
 
-conv2_weight_grad.r220.end:                       ; preds = %conv2_weight_grad.r220
-  %f219.next = add nsw i64 %conv2_weight_grad.f21965, 1
-  %241 = icmp slt i64 %f219.next, 64
-  br i1 %241, label %conv2_weight_grad.f219, label %conv2_weight_grad.f219.end
+conv2_weight_grad.r388.end:                       ; preds = %conv2_weight_grad.r388
+  %f387.next = add nsw i64 %conv2_weight_grad.f38765, 1
+  %241 = icmp slt i64 %f387.next, 64
+  br i1 %241, label %conv2_weight_grad.f387, label %conv2_weight_grad.f387.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k30.conv2_weight_grad.gemm218(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k30.conv2_weight_grad.gemm386(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_weight_grad.t216_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t216_c0_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_b2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c3_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c2_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c1_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c0_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t213_c0_0 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.kp210
+  %conv2_weight_grad.t384_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t384_c0_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_b2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c3_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c2_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c1_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c0_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t381_c0_0 = alloca <8 x float>, align 32
+  br label %conv2_weight_grad.kp378
 
-conv2_weight_grad.kp210:                          ; preds = %conv2_weight_grad.mb215.end, %entry
-  %conv2_weight_grad.kp2101 = phi i64 [ 0, %entry ], [ %kp210.next, %conv2_weight_grad.mb215.end ]
-  br label %conv2_weight_grad.nb211
+conv2_weight_grad.kp378:                          ; preds = %conv2_weight_grad.mb383.end, %entry
+  %conv2_weight_grad.kp3781 = phi i64 [ 0, %entry ], [ %kp378.next, %conv2_weight_grad.mb383.end ]
+  br label %conv2_weight_grad.nb379
 
-conv2_weight_grad.kp210.end:                      ; preds = %conv2_weight_grad.mb215.end
+conv2_weight_grad.kp378.end:                      ; preds = %conv2_weight_grad.mb383.end
   ret void
 
-conv2_weight_grad.nb211:                          ; preds = %conv2_weight_grad.mb212.end, %conv2_weight_grad.kp210
-  %conv2_weight_grad.nb2112 = phi i64 [ 0, %conv2_weight_grad.kp210 ], [ %nb211.next, %conv2_weight_grad.mb212.end ]
-  br label %conv2_weight_grad.mb212
+conv2_weight_grad.nb379:                          ; preds = %conv2_weight_grad.mb380.end, %conv2_weight_grad.kp378
+  %conv2_weight_grad.nb3792 = phi i64 [ 0, %conv2_weight_grad.kp378 ], [ %nb379.next, %conv2_weight_grad.mb380.end ]
+  br label %conv2_weight_grad.mb380
 
-conv2_weight_grad.nb211.end:                      ; preds = %conv2_weight_grad.mb212.end
-  br label %conv2_weight_grad.mb215
+conv2_weight_grad.nb379.end:                      ; preds = %conv2_weight_grad.mb380.end
+  br label %conv2_weight_grad.mb383
 
-conv2_weight_grad.mb212:                          ; preds = %conv2_weight_grad.k214.end, %conv2_weight_grad.nb211
-  %conv2_weight_grad.mb2123 = phi i64 [ 0, %conv2_weight_grad.nb211 ], [ %mb212.next, %conv2_weight_grad.k214.end ]
-  %0 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+conv2_weight_grad.mb380:                          ; preds = %conv2_weight_grad.k382.end, %conv2_weight_grad.nb379
+  %conv2_weight_grad.mb3803 = phi i64 [ 0, %conv2_weight_grad.nb379 ], [ %mb380.next, %conv2_weight_grad.k382.end ]
+  %0 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %1 = mul nsw i64 %0, 64
   %2 = add nsw i64 7526464, %1
-  %3 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %3 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2_weight_grad.t213_c0_0, align 32
-  %6 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %5, ptr %conv2_weight_grad.t381_c0_0, align 32
+  %6 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %7 = mul nsw i64 %6, 64
   %8 = add nsw i64 7526464, %7
-  %9 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %9 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2_weight_grad.t213_c0_1, align 32
-  %13 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %12, ptr %conv2_weight_grad.t381_c0_1, align 32
+  %13 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %14 = mul nsw i64 %13, 64
   %15 = add nsw i64 7526464, %14
-  %16 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %16 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %17 = add nsw i64 %15, %16
   %18 = add nsw i64 %17, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %19, ptr %conv2_weight_grad.t213_c0_2, align 32
-  %20 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %19, ptr %conv2_weight_grad.t381_c0_2, align 32
+  %20 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %21 = add nsw i64 %20, 1
   %22 = mul nsw i64 %21, 64
   %23 = add nsw i64 7526464, %22
-  %24 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %24 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %25 = add nsw i64 %23, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %26, ptr %conv2_weight_grad.t213_c1_0, align 32
-  %27 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %26, ptr %conv2_weight_grad.t381_c1_0, align 32
+  %27 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %28 = add nsw i64 %27, 1
   %29 = mul nsw i64 %28, 64
   %30 = add nsw i64 7526464, %29
-  %31 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %31 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %32 = add nsw i64 %30, %31
   %33 = add nsw i64 %32, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %34, ptr %conv2_weight_grad.t213_c1_1, align 32
-  %35 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %34, ptr %conv2_weight_grad.t381_c1_1, align 32
+  %35 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 64
   %38 = add nsw i64 7526464, %37
-  %39 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %39 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %40 = add nsw i64 %38, %39
   %41 = add nsw i64 %40, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %41
   %42 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %42, ptr %conv2_weight_grad.t213_c1_2, align 32
-  %43 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %42, ptr %conv2_weight_grad.t381_c1_2, align 32
+  %43 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %44 = add nsw i64 %43, 2
   %45 = mul nsw i64 %44, 64
   %46 = add nsw i64 7526464, %45
-  %47 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %47 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %48 = add nsw i64 %46, %47
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %49, ptr %conv2_weight_grad.t213_c2_0, align 32
-  %50 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %49, ptr %conv2_weight_grad.t381_c2_0, align 32
+  %50 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %51 = add nsw i64 %50, 2
   %52 = mul nsw i64 %51, 64
   %53 = add nsw i64 7526464, %52
-  %54 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %54 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %55 = add nsw i64 %53, %54
   %56 = add nsw i64 %55, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %57, ptr %conv2_weight_grad.t213_c2_1, align 32
-  %58 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %57, ptr %conv2_weight_grad.t381_c2_1, align 32
+  %58 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %59 = add nsw i64 %58, 2
   %60 = mul nsw i64 %59, 64
   %61 = add nsw i64 7526464, %60
-  %62 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %62 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 %63, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv2_weight_grad.t213_c2_2, align 32
-  %66 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %65, ptr %conv2_weight_grad.t381_c2_2, align 32
+  %66 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %67 = add nsw i64 %66, 3
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 7526464, %68
-  %70 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %70 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %71 = add nsw i64 %69, %70
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %71
   %72 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %72, ptr %conv2_weight_grad.t213_c3_0, align 32
-  %73 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %72, ptr %conv2_weight_grad.t381_c3_0, align 32
+  %73 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %74 = add nsw i64 %73, 3
   %75 = mul nsw i64 %74, 64
   %76 = add nsw i64 7526464, %75
-  %77 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %77 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %78 = add nsw i64 %76, %77
   %79 = add nsw i64 %78, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %80, ptr %conv2_weight_grad.t213_c3_1, align 32
-  %81 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %80, ptr %conv2_weight_grad.t381_c3_1, align 32
+  %81 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %82 = add nsw i64 %81, 3
   %83 = mul nsw i64 %82, 64
   %84 = add nsw i64 7526464, %83
-  %85 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %85 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %88, ptr %conv2_weight_grad.t213_c3_2, align 32
-  br label %conv2_weight_grad.k214
+  store <8 x float> %88, ptr %conv2_weight_grad.t381_c3_2, align 32
+  br label %conv2_weight_grad.k382
 
-conv2_weight_grad.mb212.end:                      ; preds = %conv2_weight_grad.k214.end
-  %nb211.next = add nsw i64 %conv2_weight_grad.nb2112, 1
-  %89 = icmp slt i64 %nb211.next, 2
-  br i1 %89, label %conv2_weight_grad.nb211, label %conv2_weight_grad.nb211.end
+conv2_weight_grad.mb380.end:                      ; preds = %conv2_weight_grad.k382.end
+  %nb379.next = add nsw i64 %conv2_weight_grad.nb3792, 1
+  %89 = icmp slt i64 %nb379.next, 2
+  br i1 %89, label %conv2_weight_grad.nb379, label %conv2_weight_grad.nb379.end
 
-conv2_weight_grad.k214:                           ; preds = %conv2_weight_grad.k214, %conv2_weight_grad.mb212
-  %conv2_weight_grad.k21416 = phi i64 [ 0, %conv2_weight_grad.mb212 ], [ %k214.next, %conv2_weight_grad.k214 ]
-  %90 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %91 = add nsw i64 %conv2_weight_grad.k21416, %90
+conv2_weight_grad.k382:                           ; preds = %conv2_weight_grad.k382, %conv2_weight_grad.mb380
+  %conv2_weight_grad.k38216 = phi i64 [ 0, %conv2_weight_grad.mb380 ], [ %k382.next, %conv2_weight_grad.k382 ]
+  %90 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %91 = add nsw i64 %conv2_weight_grad.k38216, %90
   %92 = mul nsw i64 %91, 64
   %93 = add nsw i64 7325760, %92
-  %94 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %94 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %95 = add nsw i64 %93, %94
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %96, ptr %conv2_weight_grad.t213_b0, align 32
-  %97 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %98 = add nsw i64 %conv2_weight_grad.k21416, %97
+  store <8 x float> %96, ptr %conv2_weight_grad.t381_b0, align 32
+  %97 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %98 = add nsw i64 %conv2_weight_grad.k38216, %97
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 7325760, %99
-  %101 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %101 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %102 = add nsw i64 %100, %101
   %103 = add nsw i64 %102, 8
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %103
   %104 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %104, ptr %conv2_weight_grad.t213_b1, align 32
-  %105 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %106 = add nsw i64 %conv2_weight_grad.k21416, %105
+  store <8 x float> %104, ptr %conv2_weight_grad.t381_b1, align 32
+  %105 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %106 = add nsw i64 %conv2_weight_grad.k38216, %105
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 7325760, %107
-  %109 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %109 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  store <8 x float> %112, ptr %conv2_weight_grad.t213_b2, align 32
-  %113 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %112, ptr %conv2_weight_grad.t381_b2, align 32
+  %113 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 6422592, %114
-  %116 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %117 = add nsw i64 %conv2_weight_grad.k21416, %116
+  %116 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %117 = add nsw i64 %conv2_weight_grad.k38216, %116
   %118 = add nsw i64 %115, %117
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %118
   %119 = load float, ptr %arena20, align 4
   %120 = insertelement <8 x float> undef, float %119, i32 0
   %121 = shufflevector <8 x float> %120, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %121, ptr %conv2_weight_grad.t213_a0, align 32
-  %t213_a0 = load <8 x float>, ptr %conv2_weight_grad.t213_a0, align 32
-  %t213_b0 = load <8 x float>, ptr %conv2_weight_grad.t213_b0, align 32
-  %t213_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t213_c0_0, align 32
-  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a0, <8 x float> %t213_b0, <8 x float> %t213_c0_0)
-  store <8 x float> %122, ptr %conv2_weight_grad.t213_c0_0, align 32
-  %t213_a021 = load <8 x float>, ptr %conv2_weight_grad.t213_a0, align 32
-  %t213_b1 = load <8 x float>, ptr %conv2_weight_grad.t213_b1, align 32
-  %t213_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t213_c0_1, align 32
-  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a021, <8 x float> %t213_b1, <8 x float> %t213_c0_1)
-  store <8 x float> %123, ptr %conv2_weight_grad.t213_c0_1, align 32
-  %t213_a022 = load <8 x float>, ptr %conv2_weight_grad.t213_a0, align 32
-  %t213_b2 = load <8 x float>, ptr %conv2_weight_grad.t213_b2, align 32
-  %t213_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t213_c0_2, align 32
-  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a022, <8 x float> %t213_b2, <8 x float> %t213_c0_2)
-  store <8 x float> %124, ptr %conv2_weight_grad.t213_c0_2, align 32
-  %125 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %121, ptr %conv2_weight_grad.t381_a0, align 32
+  %t381_a0 = load <8 x float>, ptr %conv2_weight_grad.t381_a0, align 32
+  %t381_b0 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
+  %t381_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_0, align 32
+  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a0, <8 x float> %t381_b0, <8 x float> %t381_c0_0)
+  store <8 x float> %122, ptr %conv2_weight_grad.t381_c0_0, align 32
+  %t381_a021 = load <8 x float>, ptr %conv2_weight_grad.t381_a0, align 32
+  %t381_b1 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
+  %t381_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_1, align 32
+  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a021, <8 x float> %t381_b1, <8 x float> %t381_c0_1)
+  store <8 x float> %123, ptr %conv2_weight_grad.t381_c0_1, align 32
+  %t381_a022 = load <8 x float>, ptr %conv2_weight_grad.t381_a0, align 32
+  %t381_b2 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
+  %t381_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_2, align 32
+  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a022, <8 x float> %t381_b2, <8 x float> %t381_c0_2)
+  store <8 x float> %124, ptr %conv2_weight_grad.t381_c0_2, align 32
+  %125 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %126 = add nsw i64 %125, 1
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 6422592, %127
-  %129 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %130 = add nsw i64 %conv2_weight_grad.k21416, %129
+  %129 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %130 = add nsw i64 %conv2_weight_grad.k38216, %129
   %131 = add nsw i64 %128, %130
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %131
   %132 = load float, ptr %arena23, align 4
   %133 = insertelement <8 x float> undef, float %132, i32 0
   %134 = shufflevector <8 x float> %133, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %134, ptr %conv2_weight_grad.t213_a1, align 32
-  %t213_a1 = load <8 x float>, ptr %conv2_weight_grad.t213_a1, align 32
-  %t213_b024 = load <8 x float>, ptr %conv2_weight_grad.t213_b0, align 32
-  %t213_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t213_c1_0, align 32
-  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a1, <8 x float> %t213_b024, <8 x float> %t213_c1_0)
-  store <8 x float> %135, ptr %conv2_weight_grad.t213_c1_0, align 32
-  %t213_a125 = load <8 x float>, ptr %conv2_weight_grad.t213_a1, align 32
-  %t213_b126 = load <8 x float>, ptr %conv2_weight_grad.t213_b1, align 32
-  %t213_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t213_c1_1, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a125, <8 x float> %t213_b126, <8 x float> %t213_c1_1)
-  store <8 x float> %136, ptr %conv2_weight_grad.t213_c1_1, align 32
-  %t213_a127 = load <8 x float>, ptr %conv2_weight_grad.t213_a1, align 32
-  %t213_b228 = load <8 x float>, ptr %conv2_weight_grad.t213_b2, align 32
-  %t213_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t213_c1_2, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a127, <8 x float> %t213_b228, <8 x float> %t213_c1_2)
-  store <8 x float> %137, ptr %conv2_weight_grad.t213_c1_2, align 32
-  %138 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %134, ptr %conv2_weight_grad.t381_a1, align 32
+  %t381_a1 = load <8 x float>, ptr %conv2_weight_grad.t381_a1, align 32
+  %t381_b024 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
+  %t381_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_0, align 32
+  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a1, <8 x float> %t381_b024, <8 x float> %t381_c1_0)
+  store <8 x float> %135, ptr %conv2_weight_grad.t381_c1_0, align 32
+  %t381_a125 = load <8 x float>, ptr %conv2_weight_grad.t381_a1, align 32
+  %t381_b126 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
+  %t381_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_1, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a125, <8 x float> %t381_b126, <8 x float> %t381_c1_1)
+  store <8 x float> %136, ptr %conv2_weight_grad.t381_c1_1, align 32
+  %t381_a127 = load <8 x float>, ptr %conv2_weight_grad.t381_a1, align 32
+  %t381_b228 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
+  %t381_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_2, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a127, <8 x float> %t381_b228, <8 x float> %t381_c1_2)
+  store <8 x float> %137, ptr %conv2_weight_grad.t381_c1_2, align 32
+  %138 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 3136
   %141 = add nsw i64 6422592, %140
-  %142 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %143 = add nsw i64 %conv2_weight_grad.k21416, %142
+  %142 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %143 = add nsw i64 %conv2_weight_grad.k38216, %142
   %144 = add nsw i64 %141, %143
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load float, ptr %arena29, align 4
   %146 = insertelement <8 x float> undef, float %145, i32 0
   %147 = shufflevector <8 x float> %146, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %147, ptr %conv2_weight_grad.t213_a2, align 32
-  %t213_a2 = load <8 x float>, ptr %conv2_weight_grad.t213_a2, align 32
-  %t213_b030 = load <8 x float>, ptr %conv2_weight_grad.t213_b0, align 32
-  %t213_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t213_c2_0, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a2, <8 x float> %t213_b030, <8 x float> %t213_c2_0)
-  store <8 x float> %148, ptr %conv2_weight_grad.t213_c2_0, align 32
-  %t213_a231 = load <8 x float>, ptr %conv2_weight_grad.t213_a2, align 32
-  %t213_b132 = load <8 x float>, ptr %conv2_weight_grad.t213_b1, align 32
-  %t213_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t213_c2_1, align 32
-  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a231, <8 x float> %t213_b132, <8 x float> %t213_c2_1)
-  store <8 x float> %149, ptr %conv2_weight_grad.t213_c2_1, align 32
-  %t213_a233 = load <8 x float>, ptr %conv2_weight_grad.t213_a2, align 32
-  %t213_b234 = load <8 x float>, ptr %conv2_weight_grad.t213_b2, align 32
-  %t213_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t213_c2_2, align 32
-  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a233, <8 x float> %t213_b234, <8 x float> %t213_c2_2)
-  store <8 x float> %150, ptr %conv2_weight_grad.t213_c2_2, align 32
-  %151 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %147, ptr %conv2_weight_grad.t381_a2, align 32
+  %t381_a2 = load <8 x float>, ptr %conv2_weight_grad.t381_a2, align 32
+  %t381_b030 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
+  %t381_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_0, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a2, <8 x float> %t381_b030, <8 x float> %t381_c2_0)
+  store <8 x float> %148, ptr %conv2_weight_grad.t381_c2_0, align 32
+  %t381_a231 = load <8 x float>, ptr %conv2_weight_grad.t381_a2, align 32
+  %t381_b132 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
+  %t381_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_1, align 32
+  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a231, <8 x float> %t381_b132, <8 x float> %t381_c2_1)
+  store <8 x float> %149, ptr %conv2_weight_grad.t381_c2_1, align 32
+  %t381_a233 = load <8 x float>, ptr %conv2_weight_grad.t381_a2, align 32
+  %t381_b234 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
+  %t381_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_2, align 32
+  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a233, <8 x float> %t381_b234, <8 x float> %t381_c2_2)
+  store <8 x float> %150, ptr %conv2_weight_grad.t381_c2_2, align 32
+  %151 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %152 = add nsw i64 %151, 3
   %153 = mul nsw i64 %152, 3136
   %154 = add nsw i64 6422592, %153
-  %155 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %156 = add nsw i64 %conv2_weight_grad.k21416, %155
+  %155 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %156 = add nsw i64 %conv2_weight_grad.k38216, %155
   %157 = add nsw i64 %154, %156
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena35, align 4
   %159 = insertelement <8 x float> undef, float %158, i32 0
   %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %160, ptr %conv2_weight_grad.t213_a3, align 32
-  %t213_a3 = load <8 x float>, ptr %conv2_weight_grad.t213_a3, align 32
-  %t213_b036 = load <8 x float>, ptr %conv2_weight_grad.t213_b0, align 32
-  %t213_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t213_c3_0, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a3, <8 x float> %t213_b036, <8 x float> %t213_c3_0)
-  store <8 x float> %161, ptr %conv2_weight_grad.t213_c3_0, align 32
-  %t213_a337 = load <8 x float>, ptr %conv2_weight_grad.t213_a3, align 32
-  %t213_b138 = load <8 x float>, ptr %conv2_weight_grad.t213_b1, align 32
-  %t213_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t213_c3_1, align 32
-  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a337, <8 x float> %t213_b138, <8 x float> %t213_c3_1)
-  store <8 x float> %162, ptr %conv2_weight_grad.t213_c3_1, align 32
-  %t213_a339 = load <8 x float>, ptr %conv2_weight_grad.t213_a3, align 32
-  %t213_b240 = load <8 x float>, ptr %conv2_weight_grad.t213_b2, align 32
-  %t213_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t213_c3_2, align 32
-  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t213_a339, <8 x float> %t213_b240, <8 x float> %t213_c3_2)
-  store <8 x float> %163, ptr %conv2_weight_grad.t213_c3_2, align 32
-  %k214.next = add nsw i64 %conv2_weight_grad.k21416, 1
-  %164 = icmp slt i64 %k214.next, 784
-  br i1 %164, label %conv2_weight_grad.k214, label %conv2_weight_grad.k214.end
+  store <8 x float> %160, ptr %conv2_weight_grad.t381_a3, align 32
+  %t381_a3 = load <8 x float>, ptr %conv2_weight_grad.t381_a3, align 32
+  %t381_b036 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
+  %t381_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_0, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a3, <8 x float> %t381_b036, <8 x float> %t381_c3_0)
+  store <8 x float> %161, ptr %conv2_weight_grad.t381_c3_0, align 32
+  %t381_a337 = load <8 x float>, ptr %conv2_weight_grad.t381_a3, align 32
+  %t381_b138 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
+  %t381_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_1, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a337, <8 x float> %t381_b138, <8 x float> %t381_c3_1)
+  store <8 x float> %162, ptr %conv2_weight_grad.t381_c3_1, align 32
+  %t381_a339 = load <8 x float>, ptr %conv2_weight_grad.t381_a3, align 32
+  %t381_b240 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
+  %t381_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_2, align 32
+  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a339, <8 x float> %t381_b240, <8 x float> %t381_c3_2)
+  store <8 x float> %163, ptr %conv2_weight_grad.t381_c3_2, align 32
+  %k382.next = add nsw i64 %conv2_weight_grad.k38216, 1
+  %164 = icmp slt i64 %k382.next, 784
+  br i1 %164, label %conv2_weight_grad.k382, label %conv2_weight_grad.k382.end
 
-conv2_weight_grad.k214.end:                       ; preds = %conv2_weight_grad.k214
-  %t213_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t213_c0_0, align 32
-  %165 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+conv2_weight_grad.k382.end:                       ; preds = %conv2_weight_grad.k382
+  %t381_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_0, align 32
+  %165 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %166 = mul nsw i64 %165, 64
   %167 = add nsw i64 7526464, %166
-  %168 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %168 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %169 = add nsw i64 %167, %168
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <8 x float> %t213_c0_041, ptr %arena42, align 4
-  %t213_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t213_c0_1, align 32
-  %170 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c0_041, ptr %arena42, align 4
+  %t381_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_1, align 32
+  %170 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 7526464, %171
-  %173 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %173 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 %174, 8
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t213_c0_143, ptr %arena44, align 4
-  %t213_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t213_c0_2, align 32
-  %176 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c0_143, ptr %arena44, align 4
+  %t381_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_2, align 32
+  %176 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %177 = mul nsw i64 %176, 64
   %178 = add nsw i64 7526464, %177
-  %179 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %179 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %180 = add nsw i64 %178, %179
   %181 = add nsw i64 %180, 16
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store <8 x float> %t213_c0_245, ptr %arena46, align 4
-  %t213_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t213_c1_0, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c0_245, ptr %arena46, align 4
+  %t381_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_0, align 32
+  %182 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 7526464, %184
-  %186 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %186 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %187 = add nsw i64 %185, %186
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t213_c1_047, ptr %arena48, align 4
-  %t213_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t213_c1_1, align 32
-  %188 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c1_047, ptr %arena48, align 4
+  %t381_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_1, align 32
+  %188 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %189 = add nsw i64 %188, 1
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 7526464, %190
-  %192 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %192 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %193 = add nsw i64 %191, %192
   %194 = add nsw i64 %193, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t213_c1_149, ptr %arena50, align 4
-  %t213_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t213_c1_2, align 32
-  %195 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c1_149, ptr %arena50, align 4
+  %t381_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_2, align 32
+  %195 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 64
   %198 = add nsw i64 7526464, %197
-  %199 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %199 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 %200, 16
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t213_c1_251, ptr %arena52, align 4
-  %t213_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t213_c2_0, align 32
-  %202 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c1_251, ptr %arena52, align 4
+  %t381_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_0, align 32
+  %202 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 64
   %205 = add nsw i64 7526464, %204
-  %206 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %206 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %207 = add nsw i64 %205, %206
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %207
-  store <8 x float> %t213_c2_053, ptr %arena54, align 4
-  %t213_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t213_c2_1, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c2_053, ptr %arena54, align 4
+  %t381_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_1, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %209 = add nsw i64 %208, 2
   %210 = mul nsw i64 %209, 64
   %211 = add nsw i64 7526464, %210
-  %212 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %212 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 %213, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t213_c2_155, ptr %arena56, align 4
-  %t213_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t213_c2_2, align 32
-  %215 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c2_155, ptr %arena56, align 4
+  %t381_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_2, align 32
+  %215 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %216 = add nsw i64 %215, 2
   %217 = mul nsw i64 %216, 64
   %218 = add nsw i64 7526464, %217
-  %219 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %219 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 16
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t213_c2_257, ptr %arena58, align 4
-  %t213_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t213_c3_0, align 32
-  %222 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c2_257, ptr %arena58, align 4
+  %t381_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_0, align 32
+  %222 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 64
   %225 = add nsw i64 7526464, %224
-  %226 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %226 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %227 = add nsw i64 %225, %226
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t213_c3_059, ptr %arena60, align 4
-  %t213_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t213_c3_1, align 32
-  %228 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c3_059, ptr %arena60, align 4
+  %t381_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_1, align 32
+  %228 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %229 = add nsw i64 %228, 3
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 7526464, %230
-  %232 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %232 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t213_c3_161, ptr %arena62, align 4
-  %t213_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t213_c3_2, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.mb2123, 4
+  store <8 x float> %t381_c3_161, ptr %arena62, align 4
+  %t381_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_2, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.mb3803, 4
   %236 = add nsw i64 %235, 3
   %237 = mul nsw i64 %236, 64
   %238 = add nsw i64 7526464, %237
-  %239 = mul nsw i64 %conv2_weight_grad.nb2112, 24
+  %239 = mul nsw i64 %conv2_weight_grad.nb3792, 24
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 %240, 16
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  store <8 x float> %t213_c3_263, ptr %arena64, align 4
-  %mb212.next = add nsw i64 %conv2_weight_grad.mb2123, 1
-  %242 = icmp slt i64 %mb212.next, 72
-  br i1 %242, label %conv2_weight_grad.mb212, label %conv2_weight_grad.mb212.end
+  store <8 x float> %t381_c3_263, ptr %arena64, align 4
+  %mb380.next = add nsw i64 %conv2_weight_grad.mb3803, 1
+  %242 = icmp slt i64 %mb380.next, 72
+  br i1 %242, label %conv2_weight_grad.mb380, label %conv2_weight_grad.mb380.end
 
-conv2_weight_grad.mb215:                          ; preds = %conv2_weight_grad.k217.end, %conv2_weight_grad.nb211.end
-  %conv2_weight_grad.mb21565 = phi i64 [ 0, %conv2_weight_grad.nb211.end ], [ %mb215.next, %conv2_weight_grad.k217.end ]
-  %243 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+conv2_weight_grad.mb383:                          ; preds = %conv2_weight_grad.k385.end, %conv2_weight_grad.nb379.end
+  %conv2_weight_grad.mb38365 = phi i64 [ 0, %conv2_weight_grad.nb379.end ], [ %mb383.next, %conv2_weight_grad.k385.end ]
+  %243 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %244 = mul nsw i64 %243, 64
   %245 = add nsw i64 7526464, %244
   %246 = add nsw i64 %245, 48
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena66, align 4
-  store <8 x float> %247, ptr %conv2_weight_grad.t216_c0_0, align 32
-  %248 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %247, ptr %conv2_weight_grad.t384_c0_0, align 32
+  %248 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 7526464, %249
   %251 = add nsw i64 %250, 48
   %252 = add nsw i64 %251, 8
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
   %253 = load <8 x float>, ptr %arena67, align 4
-  store <8 x float> %253, ptr %conv2_weight_grad.t216_c0_1, align 32
-  %254 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %253, ptr %conv2_weight_grad.t384_c0_1, align 32
+  %254 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %255 = add nsw i64 %254, 1
   %256 = mul nsw i64 %255, 64
   %257 = add nsw i64 7526464, %256
   %258 = add nsw i64 %257, 48
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena68, align 4
-  store <8 x float> %259, ptr %conv2_weight_grad.t216_c1_0, align 32
-  %260 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %259, ptr %conv2_weight_grad.t384_c1_0, align 32
+  %260 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 64
   %263 = add nsw i64 7526464, %262
@@ -6603,16 +7798,16 @@ conv2_weight_grad.mb215:                          ; preds = %conv2_weight_grad.k
   %265 = add nsw i64 %264, 8
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %265
   %266 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %266, ptr %conv2_weight_grad.t216_c1_1, align 32
-  %267 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %266, ptr %conv2_weight_grad.t384_c1_1, align 32
+  %267 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 64
   %270 = add nsw i64 7526464, %269
   %271 = add nsw i64 %270, 48
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %271
   %272 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %272, ptr %conv2_weight_grad.t216_c2_0, align 32
-  %273 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %272, ptr %conv2_weight_grad.t384_c2_0, align 32
+  %273 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 64
   %276 = add nsw i64 7526464, %275
@@ -6620,16 +7815,16 @@ conv2_weight_grad.mb215:                          ; preds = %conv2_weight_grad.k
   %278 = add nsw i64 %277, 8
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %278
   %279 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %279, ptr %conv2_weight_grad.t216_c2_1, align 32
-  %280 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %279, ptr %conv2_weight_grad.t384_c2_1, align 32
+  %280 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %281 = add nsw i64 %280, 3
   %282 = mul nsw i64 %281, 64
   %283 = add nsw i64 7526464, %282
   %284 = add nsw i64 %283, 48
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %284
   %285 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %285, ptr %conv2_weight_grad.t216_c3_0, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %285, ptr %conv2_weight_grad.t384_c3_0, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 64
   %289 = add nsw i64 7526464, %288
@@ -6637,3498 +7832,3820 @@ conv2_weight_grad.mb215:                          ; preds = %conv2_weight_grad.k
   %291 = add nsw i64 %290, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %291
   %292 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %292, ptr %conv2_weight_grad.t216_c3_1, align 32
-  br label %conv2_weight_grad.k217
+  store <8 x float> %292, ptr %conv2_weight_grad.t384_c3_1, align 32
+  br label %conv2_weight_grad.k385
 
-conv2_weight_grad.mb215.end:                      ; preds = %conv2_weight_grad.k217.end
-  %kp210.next = add nsw i64 %conv2_weight_grad.kp2101, 1
-  %293 = icmp slt i64 %kp210.next, 4
-  br i1 %293, label %conv2_weight_grad.kp210, label %conv2_weight_grad.kp210.end
+conv2_weight_grad.mb383.end:                      ; preds = %conv2_weight_grad.k385.end
+  %kp378.next = add nsw i64 %conv2_weight_grad.kp3781, 1
+  %293 = icmp slt i64 %kp378.next, 4
+  br i1 %293, label %conv2_weight_grad.kp378, label %conv2_weight_grad.kp378.end
 
-conv2_weight_grad.k217:                           ; preds = %conv2_weight_grad.k217, %conv2_weight_grad.mb215
-  %conv2_weight_grad.k21774 = phi i64 [ 0, %conv2_weight_grad.mb215 ], [ %k217.next, %conv2_weight_grad.k217 ]
-  %294 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %295 = add nsw i64 %conv2_weight_grad.k21774, %294
+conv2_weight_grad.k385:                           ; preds = %conv2_weight_grad.k385, %conv2_weight_grad.mb383
+  %conv2_weight_grad.k38574 = phi i64 [ 0, %conv2_weight_grad.mb383 ], [ %k385.next, %conv2_weight_grad.k385 ]
+  %294 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %295 = add nsw i64 %conv2_weight_grad.k38574, %294
   %296 = mul nsw i64 %295, 64
   %297 = add nsw i64 7325760, %296
   %298 = add nsw i64 %297, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %298
   %299 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %299, ptr %conv2_weight_grad.t216_b0, align 32
-  %300 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %301 = add nsw i64 %conv2_weight_grad.k21774, %300
+  store <8 x float> %299, ptr %conv2_weight_grad.t384_b0, align 32
+  %300 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %301 = add nsw i64 %conv2_weight_grad.k38574, %300
   %302 = mul nsw i64 %301, 64
   %303 = add nsw i64 7325760, %302
   %304 = add nsw i64 %303, 48
   %305 = add nsw i64 %304, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %306, ptr %conv2_weight_grad.t216_b1, align 32
-  %307 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %306, ptr %conv2_weight_grad.t384_b1, align 32
+  %307 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %308 = mul nsw i64 %307, 3136
   %309 = add nsw i64 6422592, %308
-  %310 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %311 = add nsw i64 %conv2_weight_grad.k21774, %310
+  %310 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %311 = add nsw i64 %conv2_weight_grad.k38574, %310
   %312 = add nsw i64 %309, %311
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load float, ptr %arena77, align 4
   %314 = insertelement <8 x float> undef, float %313, i32 0
   %315 = shufflevector <8 x float> %314, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %315, ptr %conv2_weight_grad.t216_a0, align 32
-  %t216_a0 = load <8 x float>, ptr %conv2_weight_grad.t216_a0, align 32
-  %t216_b0 = load <8 x float>, ptr %conv2_weight_grad.t216_b0, align 32
-  %t216_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t216_c0_0, align 32
-  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a0, <8 x float> %t216_b0, <8 x float> %t216_c0_0)
-  store <8 x float> %316, ptr %conv2_weight_grad.t216_c0_0, align 32
-  %t216_a078 = load <8 x float>, ptr %conv2_weight_grad.t216_a0, align 32
-  %t216_b1 = load <8 x float>, ptr %conv2_weight_grad.t216_b1, align 32
-  %t216_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t216_c0_1, align 32
-  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a078, <8 x float> %t216_b1, <8 x float> %t216_c0_1)
-  store <8 x float> %317, ptr %conv2_weight_grad.t216_c0_1, align 32
-  %318 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %315, ptr %conv2_weight_grad.t384_a0, align 32
+  %t384_a0 = load <8 x float>, ptr %conv2_weight_grad.t384_a0, align 32
+  %t384_b0 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
+  %t384_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_0, align 32
+  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a0, <8 x float> %t384_b0, <8 x float> %t384_c0_0)
+  store <8 x float> %316, ptr %conv2_weight_grad.t384_c0_0, align 32
+  %t384_a078 = load <8 x float>, ptr %conv2_weight_grad.t384_a0, align 32
+  %t384_b1 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
+  %t384_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_1, align 32
+  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a078, <8 x float> %t384_b1, <8 x float> %t384_c0_1)
+  store <8 x float> %317, ptr %conv2_weight_grad.t384_c0_1, align 32
+  %318 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %319 = add nsw i64 %318, 1
   %320 = mul nsw i64 %319, 3136
   %321 = add nsw i64 6422592, %320
-  %322 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %323 = add nsw i64 %conv2_weight_grad.k21774, %322
+  %322 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %323 = add nsw i64 %conv2_weight_grad.k38574, %322
   %324 = add nsw i64 %321, %323
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load float, ptr %arena79, align 4
   %326 = insertelement <8 x float> undef, float %325, i32 0
   %327 = shufflevector <8 x float> %326, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %327, ptr %conv2_weight_grad.t216_a1, align 32
-  %t216_a1 = load <8 x float>, ptr %conv2_weight_grad.t216_a1, align 32
-  %t216_b080 = load <8 x float>, ptr %conv2_weight_grad.t216_b0, align 32
-  %t216_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t216_c1_0, align 32
-  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a1, <8 x float> %t216_b080, <8 x float> %t216_c1_0)
-  store <8 x float> %328, ptr %conv2_weight_grad.t216_c1_0, align 32
-  %t216_a181 = load <8 x float>, ptr %conv2_weight_grad.t216_a1, align 32
-  %t216_b182 = load <8 x float>, ptr %conv2_weight_grad.t216_b1, align 32
-  %t216_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t216_c1_1, align 32
-  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a181, <8 x float> %t216_b182, <8 x float> %t216_c1_1)
-  store <8 x float> %329, ptr %conv2_weight_grad.t216_c1_1, align 32
-  %330 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %327, ptr %conv2_weight_grad.t384_a1, align 32
+  %t384_a1 = load <8 x float>, ptr %conv2_weight_grad.t384_a1, align 32
+  %t384_b080 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
+  %t384_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_0, align 32
+  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a1, <8 x float> %t384_b080, <8 x float> %t384_c1_0)
+  store <8 x float> %328, ptr %conv2_weight_grad.t384_c1_0, align 32
+  %t384_a181 = load <8 x float>, ptr %conv2_weight_grad.t384_a1, align 32
+  %t384_b182 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
+  %t384_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_1, align 32
+  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a181, <8 x float> %t384_b182, <8 x float> %t384_c1_1)
+  store <8 x float> %329, ptr %conv2_weight_grad.t384_c1_1, align 32
+  %330 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %331 = add nsw i64 %330, 2
   %332 = mul nsw i64 %331, 3136
   %333 = add nsw i64 6422592, %332
-  %334 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %335 = add nsw i64 %conv2_weight_grad.k21774, %334
+  %334 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %335 = add nsw i64 %conv2_weight_grad.k38574, %334
   %336 = add nsw i64 %333, %335
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %336
   %337 = load float, ptr %arena83, align 4
   %338 = insertelement <8 x float> undef, float %337, i32 0
   %339 = shufflevector <8 x float> %338, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %339, ptr %conv2_weight_grad.t216_a2, align 32
-  %t216_a2 = load <8 x float>, ptr %conv2_weight_grad.t216_a2, align 32
-  %t216_b084 = load <8 x float>, ptr %conv2_weight_grad.t216_b0, align 32
-  %t216_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t216_c2_0, align 32
-  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a2, <8 x float> %t216_b084, <8 x float> %t216_c2_0)
-  store <8 x float> %340, ptr %conv2_weight_grad.t216_c2_0, align 32
-  %t216_a285 = load <8 x float>, ptr %conv2_weight_grad.t216_a2, align 32
-  %t216_b186 = load <8 x float>, ptr %conv2_weight_grad.t216_b1, align 32
-  %t216_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t216_c2_1, align 32
-  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a285, <8 x float> %t216_b186, <8 x float> %t216_c2_1)
-  store <8 x float> %341, ptr %conv2_weight_grad.t216_c2_1, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %339, ptr %conv2_weight_grad.t384_a2, align 32
+  %t384_a2 = load <8 x float>, ptr %conv2_weight_grad.t384_a2, align 32
+  %t384_b084 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
+  %t384_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_0, align 32
+  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a2, <8 x float> %t384_b084, <8 x float> %t384_c2_0)
+  store <8 x float> %340, ptr %conv2_weight_grad.t384_c2_0, align 32
+  %t384_a285 = load <8 x float>, ptr %conv2_weight_grad.t384_a2, align 32
+  %t384_b186 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
+  %t384_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_1, align 32
+  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a285, <8 x float> %t384_b186, <8 x float> %t384_c2_1)
+  store <8 x float> %341, ptr %conv2_weight_grad.t384_c2_1, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %343 = add nsw i64 %342, 3
   %344 = mul nsw i64 %343, 3136
   %345 = add nsw i64 6422592, %344
-  %346 = mul nsw i64 %conv2_weight_grad.kp2101, 784
-  %347 = add nsw i64 %conv2_weight_grad.k21774, %346
+  %346 = mul nsw i64 %conv2_weight_grad.kp3781, 784
+  %347 = add nsw i64 %conv2_weight_grad.k38574, %346
   %348 = add nsw i64 %345, %347
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load float, ptr %arena87, align 4
   %350 = insertelement <8 x float> undef, float %349, i32 0
   %351 = shufflevector <8 x float> %350, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %351, ptr %conv2_weight_grad.t216_a3, align 32
-  %t216_a3 = load <8 x float>, ptr %conv2_weight_grad.t216_a3, align 32
-  %t216_b088 = load <8 x float>, ptr %conv2_weight_grad.t216_b0, align 32
-  %t216_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t216_c3_0, align 32
-  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a3, <8 x float> %t216_b088, <8 x float> %t216_c3_0)
-  store <8 x float> %352, ptr %conv2_weight_grad.t216_c3_0, align 32
-  %t216_a389 = load <8 x float>, ptr %conv2_weight_grad.t216_a3, align 32
-  %t216_b190 = load <8 x float>, ptr %conv2_weight_grad.t216_b1, align 32
-  %t216_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t216_c3_1, align 32
-  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t216_a389, <8 x float> %t216_b190, <8 x float> %t216_c3_1)
-  store <8 x float> %353, ptr %conv2_weight_grad.t216_c3_1, align 32
-  %k217.next = add nsw i64 %conv2_weight_grad.k21774, 1
-  %354 = icmp slt i64 %k217.next, 784
-  br i1 %354, label %conv2_weight_grad.k217, label %conv2_weight_grad.k217.end
+  store <8 x float> %351, ptr %conv2_weight_grad.t384_a3, align 32
+  %t384_a3 = load <8 x float>, ptr %conv2_weight_grad.t384_a3, align 32
+  %t384_b088 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
+  %t384_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_0, align 32
+  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a3, <8 x float> %t384_b088, <8 x float> %t384_c3_0)
+  store <8 x float> %352, ptr %conv2_weight_grad.t384_c3_0, align 32
+  %t384_a389 = load <8 x float>, ptr %conv2_weight_grad.t384_a3, align 32
+  %t384_b190 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
+  %t384_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_1, align 32
+  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a389, <8 x float> %t384_b190, <8 x float> %t384_c3_1)
+  store <8 x float> %353, ptr %conv2_weight_grad.t384_c3_1, align 32
+  %k385.next = add nsw i64 %conv2_weight_grad.k38574, 1
+  %354 = icmp slt i64 %k385.next, 784
+  br i1 %354, label %conv2_weight_grad.k385, label %conv2_weight_grad.k385.end
 
-conv2_weight_grad.k217.end:                       ; preds = %conv2_weight_grad.k217
-  %t216_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t216_c0_0, align 32
-  %355 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+conv2_weight_grad.k385.end:                       ; preds = %conv2_weight_grad.k385
+  %t384_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_0, align 32
+  %355 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %356 = mul nsw i64 %355, 64
   %357 = add nsw i64 7526464, %356
   %358 = add nsw i64 %357, 48
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %358
-  store <8 x float> %t216_c0_091, ptr %arena92, align 4
-  %t216_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t216_c0_1, align 32
-  %359 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c0_091, ptr %arena92, align 4
+  %t384_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_1, align 32
+  %359 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %360 = mul nsw i64 %359, 64
   %361 = add nsw i64 7526464, %360
   %362 = add nsw i64 %361, 48
   %363 = add nsw i64 %362, 8
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t216_c0_193, ptr %arena94, align 4
-  %t216_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t216_c1_0, align 32
-  %364 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c0_193, ptr %arena94, align 4
+  %t384_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_0, align 32
+  %364 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %365 = add nsw i64 %364, 1
   %366 = mul nsw i64 %365, 64
   %367 = add nsw i64 7526464, %366
   %368 = add nsw i64 %367, 48
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t216_c1_095, ptr %arena96, align 4
-  %t216_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t216_c1_1, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c1_095, ptr %arena96, align 4
+  %t384_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_1, align 32
+  %369 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 7526464, %371
   %373 = add nsw i64 %372, 48
   %374 = add nsw i64 %373, 8
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %374
-  store <8 x float> %t216_c1_197, ptr %arena98, align 4
-  %t216_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t216_c2_0, align 32
-  %375 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c1_197, ptr %arena98, align 4
+  %t384_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_0, align 32
+  %375 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %376 = add nsw i64 %375, 2
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 7526464, %377
   %379 = add nsw i64 %378, 48
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t216_c2_099, ptr %arena100, align 4
-  %t216_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t216_c2_1, align 32
-  %380 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c2_099, ptr %arena100, align 4
+  %t384_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_1, align 32
+  %380 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 7526464, %382
   %384 = add nsw i64 %383, 48
   %385 = add nsw i64 %384, 8
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %385
-  store <8 x float> %t216_c2_1101, ptr %arena102, align 4
-  %t216_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t216_c3_0, align 32
-  %386 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c2_1101, ptr %arena102, align 4
+  %t384_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_0, align 32
+  %386 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 64
   %389 = add nsw i64 7526464, %388
   %390 = add nsw i64 %389, 48
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t216_c3_0103, ptr %arena104, align 4
-  %t216_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t216_c3_1, align 32
-  %391 = mul nsw i64 %conv2_weight_grad.mb21565, 4
+  store <8 x float> %t384_c3_0103, ptr %arena104, align 4
+  %t384_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_1, align 32
+  %391 = mul nsw i64 %conv2_weight_grad.mb38365, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 7526464, %393
   %395 = add nsw i64 %394, 48
   %396 = add nsw i64 %395, 8
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %396
-  store <8 x float> %t216_c3_1105, ptr %arena106, align 4
-  %mb215.next = add nsw i64 %conv2_weight_grad.mb21565, 1
-  %397 = icmp slt i64 %mb215.next, 72
-  br i1 %397, label %conv2_weight_grad.mb215, label %conv2_weight_grad.mb215.end
+  store <8 x float> %t384_c3_1105, ptr %arena106, align 4
+  %mb383.next = add nsw i64 %conv2_weight_grad.mb38365, 1
+  %397 = icmp slt i64 %mb383.next, 72
+  br i1 %397, label %conv2_weight_grad.mb383, label %conv2_weight_grad.mb383.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k31.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1_grad.sum301 = alloca float, align 4
-  %pool1_grad.sum300 = alloca float, align 4
-  %pool1_grad.sum299 = alloca float, align 4
-  %pool1_grad.sum298 = alloca float, align 4
-  %pool1_grad.sum295 = alloca float, align 4
-  %pool1_grad.sum294 = alloca float, align 4
-  %pool1_grad.sum293 = alloca float, align 4
-  %pool1_grad.sum292 = alloca float, align 4
-  %pool1_grad.sum291 = alloca float, align 4
-  %pool1_grad.sum290 = alloca float, align 4
-  %pool1_grad.sum287 = alloca float, align 4
-  %pool1_grad.sum286 = alloca float, align 4
-  %pool1_grad.sum285 = alloca float, align 4
-  %pool1_grad.sum284 = alloca float, align 4
-  %pool1_grad.sum281 = alloca float, align 4
-  %pool1_grad.sum280 = alloca float, align 4
-  %pool1_grad.sum279 = alloca float, align 4
-  %pool1_grad.sum278 = alloca float, align 4
-  %pool1_grad.sum277 = alloca float, align 4
-  %pool1_grad.sum276 = alloca float, align 4
-  %pool1_grad.sum273 = alloca float, align 4
-  %pool1_grad.sum272 = alloca float, align 4
-  %pool1_grad.sum271 = alloca float, align 4
-  %pool1_grad.sum270 = alloca float, align 4
-  %pool1_grad.sum269 = alloca float, align 4
-  %pool1_grad.sum268 = alloca float, align 4
-  %pool1_grad.sum267 = alloca float, align 4
-  %pool1_grad.sum266 = alloca float, align 4
-  %pool1_grad.sum265 = alloca float, align 4
-  %pool1_grad.sum262 = alloca float, align 4
-  %pool1_grad.sum261 = alloca float, align 4
-  %pool1_grad.sum260 = alloca float, align 4
-  %pool1_grad.sum259 = alloca float, align 4
-  %pool1_grad.sum258 = alloca float, align 4
-  %pool1_grad.sum257 = alloca float, align 4
-  %pool1_grad.sum254 = alloca float, align 4
-  %pool1_grad.sum253 = alloca float, align 4
-  %pool1_grad.sum252 = alloca float, align 4
-  %pool1_grad.sum251 = alloca float, align 4
-  %pool1_grad.sum248 = alloca float, align 4
-  %pool1_grad.sum247 = alloca float, align 4
-  %pool1_grad.sum246 = alloca float, align 4
-  %pool1_grad.sum245 = alloca float, align 4
-  %pool1_grad.sum244 = alloca float, align 4
-  %pool1_grad.sum243 = alloca float, align 4
-  %pool1_grad.sum240 = alloca float, align 4
-  %pool1_grad.sum239 = alloca float, align 4
-  %pool1_grad.sum238 = alloca float, align 4
-  %pool1_grad.sum237 = alloca float, align 4
-  br label %pool1_grad.g221
+  %pool1_grad.sum469 = alloca float, align 4
+  %pool1_grad.sum468 = alloca float, align 4
+  %pool1_grad.sum467 = alloca float, align 4
+  %pool1_grad.sum466 = alloca float, align 4
+  %pool1_grad.sum463 = alloca float, align 4
+  %pool1_grad.sum462 = alloca float, align 4
+  %pool1_grad.sum461 = alloca float, align 4
+  %pool1_grad.sum460 = alloca float, align 4
+  %pool1_grad.sum459 = alloca float, align 4
+  %pool1_grad.sum458 = alloca float, align 4
+  %pool1_grad.sum455 = alloca float, align 4
+  %pool1_grad.sum454 = alloca float, align 4
+  %pool1_grad.sum453 = alloca float, align 4
+  %pool1_grad.sum452 = alloca float, align 4
+  %pool1_grad.sum449 = alloca float, align 4
+  %pool1_grad.sum448 = alloca float, align 4
+  %pool1_grad.sum447 = alloca float, align 4
+  %pool1_grad.sum446 = alloca float, align 4
+  %pool1_grad.sum445 = alloca float, align 4
+  %pool1_grad.sum444 = alloca float, align 4
+  %pool1_grad.sum441 = alloca float, align 4
+  %pool1_grad.sum440 = alloca float, align 4
+  %pool1_grad.sum439 = alloca float, align 4
+  %pool1_grad.sum438 = alloca float, align 4
+  %pool1_grad.sum437 = alloca float, align 4
+  %pool1_grad.sum436 = alloca float, align 4
+  %pool1_grad.sum435 = alloca float, align 4
+  %pool1_grad.sum434 = alloca float, align 4
+  %pool1_grad.sum433 = alloca float, align 4
+  %pool1_grad.sum430 = alloca float, align 4
+  %pool1_grad.sum429 = alloca float, align 4
+  %pool1_grad.sum428 = alloca float, align 4
+  %pool1_grad.sum427 = alloca float, align 4
+  %pool1_grad.sum426 = alloca float, align 4
+  %pool1_grad.sum425 = alloca float, align 4
+  %pool1_grad.sum422 = alloca float, align 4
+  %pool1_grad.sum421 = alloca float, align 4
+  %pool1_grad.sum420 = alloca float, align 4
+  %pool1_grad.sum419 = alloca float, align 4
+  %pool1_grad.sum416 = alloca float, align 4
+  %pool1_grad.sum415 = alloca float, align 4
+  %pool1_grad.sum414 = alloca float, align 4
+  %pool1_grad.sum413 = alloca float, align 4
+  %pool1_grad.sum412 = alloca float, align 4
+  %pool1_grad.sum411 = alloca float, align 4
+  %pool1_grad.sum408 = alloca float, align 4
+  %pool1_grad.sum407 = alloca float, align 4
+  %pool1_grad.sum406 = alloca float, align 4
+  %pool1_grad.sum405 = alloca float, align 4
+  br label %pool1_grad.g389
 
-pool1_grad.g221:                                  ; preds = %pool1_grad.j233.end, %entry
-  %pool1_grad.g2211 = phi i64 [ 0, %entry ], [ %g221.next, %pool1_grad.j233.end ]
-  br label %pool1_grad.j222
+pool1_grad.g389:                                  ; preds = %pool1_grad.j401.end, %entry
+  %pool1_grad.g3891 = phi i64 [ 0, %entry ], [ %g389.next, %pool1_grad.j401.end ]
+  br label %pool1_grad.j390
 
-pool1_grad.g221.end:                              ; preds = %pool1_grad.j233.end
+pool1_grad.g389.end:                              ; preds = %pool1_grad.j401.end
   ret void
 
-pool1_grad.j222:                                  ; preds = %pool1_grad.f223.end, %pool1_grad.g221
-  %pool1_grad.j2222 = phi i64 [ 0, %pool1_grad.g221 ], [ %j222.next, %pool1_grad.f223.end ]
-  br label %pool1_grad.f223
+pool1_grad.j390:                                  ; preds = %pool1_grad.f391.end, %pool1_grad.g389
+  %pool1_grad.j3902 = phi i64 [ 0, %pool1_grad.g389 ], [ %j390.next, %pool1_grad.f391.end ]
+  br label %pool1_grad.f391
 
-pool1_grad.j222.end:                              ; preds = %pool1_grad.f223.end
-  call void @bncnn_train_b64.k31.pool1_grad.gemm232(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %pool1_grad.j233
+pool1_grad.j390.end:                              ; preds = %pool1_grad.f391.end
+  call void @bncnn_train_b64.k31.pool1_grad.gemm400(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %pool1_grad.j401
 
-pool1_grad.f223:                                  ; preds = %pool1_grad.i224.end, %pool1_grad.j222
-  %pool1_grad.f2233 = phi i64 [ 0, %pool1_grad.j222 ], [ %f223.next, %pool1_grad.i224.end ]
-  br label %pool1_grad.i224
+pool1_grad.f391:                                  ; preds = %pool1_grad.i392.end, %pool1_grad.j390
+  %pool1_grad.f3913 = phi i64 [ 0, %pool1_grad.j390 ], [ %f391.next, %pool1_grad.i392.end ]
+  br label %pool1_grad.i392
 
-pool1_grad.f223.end:                              ; preds = %pool1_grad.i224.end
-  %j222.next = add nsw i64 %pool1_grad.j2222, 1
-  %0 = icmp slt i64 %j222.next, 16
-  br i1 %0, label %pool1_grad.j222, label %pool1_grad.j222.end
+pool1_grad.f391.end:                              ; preds = %pool1_grad.i392.end
+  %j390.next = add nsw i64 %pool1_grad.j3902, 1
+  %0 = icmp slt i64 %j390.next, 16
+  br i1 %0, label %pool1_grad.j390, label %pool1_grad.j390.end
 
-pool1_grad.i224:                                  ; preds = %pool1_grad.i224, %pool1_grad.f223
-  %pool1_grad.i2244 = phi i64 [ 0, %pool1_grad.f223 ], [ %i224.next, %pool1_grad.i224 ]
-  %1 = mul nsw i64 %pool1_grad.g2211, 16
-  %2 = add nsw i64 %1, %pool1_grad.j2222
+pool1_grad.i392:                                  ; preds = %pool1_grad.i392, %pool1_grad.f391
+  %pool1_grad.i3924 = phi i64 [ 0, %pool1_grad.f391 ], [ %i392.next, %pool1_grad.i392 ]
+  %1 = mul nsw i64 %pool1_grad.g3891, 16
+  %2 = add nsw i64 %1, %pool1_grad.j3902
   %3 = mul nsw i64 %2, 12544
   %4 = add nsw i64 5619776, %3
-  %5 = mul nsw i64 %pool1_grad.f2233, 196
+  %5 = mul nsw i64 %pool1_grad.f3913, 196
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %6, %pool1_grad.i2244
+  %7 = add nsw i64 %6, %pool1_grad.i3924
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
   %8 = load float, ptr %arena5, align 4
-  %9 = mul nsw i64 %pool1_grad.f2233, 3136
+  %9 = mul nsw i64 %pool1_grad.f3913, 3136
   %10 = add nsw i64 7325760, %9
-  %11 = mul nsw i64 %pool1_grad.j2222, 196
+  %11 = mul nsw i64 %pool1_grad.j3902, 196
   %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, %pool1_grad.i2244
+  %13 = add nsw i64 %12, %pool1_grad.i3924
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   store float %8, ptr %arena6, align 4
-  %i224.next = add nsw i64 %pool1_grad.i2244, 1
-  %14 = icmp slt i64 %i224.next, 196
-  br i1 %14, label %pool1_grad.i224, label %pool1_grad.i224.end
+  %i392.next = add nsw i64 %pool1_grad.i3924, 1
+  %14 = icmp slt i64 %i392.next, 196
+  br i1 %14, label %pool1_grad.i392, label %pool1_grad.i392.end
 
-pool1_grad.i224.end:                              ; preds = %pool1_grad.i224
-  %f223.next = add nsw i64 %pool1_grad.f2233, 1
-  %15 = icmp slt i64 %f223.next, 64
-  br i1 %15, label %pool1_grad.f223, label %pool1_grad.f223.end
+pool1_grad.i392.end:                              ; preds = %pool1_grad.i392
+  %f391.next = add nsw i64 %pool1_grad.f3913, 1
+  %15 = icmp slt i64 %f391.next, 64
+  br i1 %15, label %pool1_grad.f391, label %pool1_grad.f391.end
 
-pool1_grad.j233:                                  ; preds = %pool1_grad.c234.end, %pool1_grad.j222.end
-  %pool1_grad.j2337 = phi i64 [ 0, %pool1_grad.j222.end ], [ %j233.next, %pool1_grad.c234.end ]
-  br label %pool1_grad.c234
+pool1_grad.j401:                                  ; preds = %pool1_grad.c402.end, %pool1_grad.j390.end
+  %pool1_grad.j4017 = phi i64 [ 0, %pool1_grad.j390.end ], [ %j401.next, %pool1_grad.c402.end ]
+  br label %pool1_grad.c402
 
-pool1_grad.j233.end:                              ; preds = %pool1_grad.c234.end
-  %g221.next = add nsw i64 %pool1_grad.g2211, 1
-  %16 = icmp slt i64 %g221.next, 4
-  br i1 %16, label %pool1_grad.g221, label %pool1_grad.g221.end
+pool1_grad.j401.end:                              ; preds = %pool1_grad.c402.end
+  %g389.next = add nsw i64 %pool1_grad.g3891, 1
+  %16 = icmp slt i64 %g389.next, 4
+  br i1 %16, label %pool1_grad.g389, label %pool1_grad.g389.end
 
-pool1_grad.c234:                                  ; preds = %pool1_grad.iy296.end, %pool1_grad.j233
-  %pool1_grad.c2348 = phi i64 [ 0, %pool1_grad.j233 ], [ %c234.next, %pool1_grad.iy296.end ]
-  br label %pool1_grad.iy235
+pool1_grad.c402:                                  ; preds = %pool1_grad.iy464.end, %pool1_grad.j401
+  %pool1_grad.c4028 = phi i64 [ 0, %pool1_grad.j401 ], [ %c402.next, %pool1_grad.iy464.end ]
+  br label %pool1_grad.iy403
 
-pool1_grad.c234.end:                              ; preds = %pool1_grad.iy296.end
-  %j233.next = add nsw i64 %pool1_grad.j2337, 1
-  %17 = icmp slt i64 %j233.next, 16
-  br i1 %17, label %pool1_grad.j233, label %pool1_grad.j233.end
+pool1_grad.c402.end:                              ; preds = %pool1_grad.iy464.end
+  %j401.next = add nsw i64 %pool1_grad.j4017, 1
+  %17 = icmp slt i64 %j401.next, 16
+  br i1 %17, label %pool1_grad.j401, label %pool1_grad.j401.end
 
-pool1_grad.iy235:                                 ; preds = %pool1_grad.ix236.end, %pool1_grad.c234
-  %pool1_grad.iy2359 = phi i64 [ 0, %pool1_grad.c234 ], [ %iy235.next, %pool1_grad.ix236.end ]
-  br label %pool1_grad.ix236
+pool1_grad.iy403:                                 ; preds = %pool1_grad.ix404.end, %pool1_grad.c402
+  %pool1_grad.iy4039 = phi i64 [ 0, %pool1_grad.c402 ], [ %iy403.next, %pool1_grad.ix404.end ]
+  br label %pool1_grad.ix404
 
-pool1_grad.iy235.end:                             ; preds = %pool1_grad.ix236.end
-  br label %pool1_grad.iy241
+pool1_grad.iy403.end:                             ; preds = %pool1_grad.ix404.end
+  br label %pool1_grad.iy409
 
-pool1_grad.ix236:                                 ; preds = %pool1_grad.ix236, %pool1_grad.iy235
-  %pool1_grad.ix23610 = phi i64 [ 0, %pool1_grad.iy235 ], [ %ix236.next, %pool1_grad.ix236 ]
-  %18 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix404:                                 ; preds = %pool1_grad.ix404, %pool1_grad.iy403
+  %pool1_grad.ix40410 = phi i64 [ 0, %pool1_grad.iy403 ], [ %ix404.next, %pool1_grad.ix404 ]
+  %18 = mul nsw i64 %pool1_grad.c4028, 9
   %19 = mul nsw i64 %18, 3136
   %20 = add nsw i64 6422592, %19
-  %21 = mul nsw i64 %pool1_grad.j2337, 196
+  %21 = mul nsw i64 %pool1_grad.j4017, 196
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %pool1_grad.iy2359, 1
+  %23 = add nsw i64 %pool1_grad.iy4039, 1
   %24 = mul nsw i64 %23, 14
   %25 = add nsw i64 %22, %24
   %26 = add nsw i64 %25, 1
-  %27 = add nsw i64 %26, %pool1_grad.ix23610
+  %27 = add nsw i64 %26, %pool1_grad.ix40410
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena11, align 4
-  store float %28, ptr %pool1_grad.sum237, align 4
-  %sum237 = load float, ptr %pool1_grad.sum237, align 4
-  %29 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %28, ptr %pool1_grad.sum405, align 4
+  %sum405 = load float, ptr %pool1_grad.sum405, align 4
+  %29 = mul nsw i64 %pool1_grad.c4028, 9
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 3136
   %32 = add nsw i64 6422592, %31
-  %33 = mul nsw i64 %pool1_grad.j2337, 196
+  %33 = mul nsw i64 %pool1_grad.j4017, 196
   %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %pool1_grad.iy2359, 1
+  %35 = add nsw i64 %pool1_grad.iy4039, 1
   %36 = mul nsw i64 %35, 14
   %37 = add nsw i64 %34, %36
-  %38 = add nsw i64 %37, %pool1_grad.ix23610
+  %38 = add nsw i64 %37, %pool1_grad.ix40410
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena12, align 4
-  %40 = fadd float %sum237, %39
-  store float %40, ptr %pool1_grad.sum238, align 4
-  %sum238 = load float, ptr %pool1_grad.sum238, align 4
-  %41 = mul nsw i64 %pool1_grad.c2348, 9
+  %40 = fadd float %sum405, %39
+  store float %40, ptr %pool1_grad.sum406, align 4
+  %sum406 = load float, ptr %pool1_grad.sum406, align 4
+  %41 = mul nsw i64 %pool1_grad.c4028, 9
   %42 = add nsw i64 %41, 3
   %43 = mul nsw i64 %42, 3136
   %44 = add nsw i64 6422592, %43
-  %45 = mul nsw i64 %pool1_grad.j2337, 196
+  %45 = mul nsw i64 %pool1_grad.j4017, 196
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %pool1_grad.iy2359, 14
+  %47 = mul nsw i64 %pool1_grad.iy4039, 14
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %48, 1
-  %50 = add nsw i64 %49, %pool1_grad.ix23610
+  %50 = add nsw i64 %49, %pool1_grad.ix40410
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena13, align 4
-  %52 = fadd float %sum238, %51
-  store float %52, ptr %pool1_grad.sum239, align 4
-  %sum239 = load float, ptr %pool1_grad.sum239, align 4
-  %53 = mul nsw i64 %pool1_grad.c2348, 9
+  %52 = fadd float %sum406, %51
+  store float %52, ptr %pool1_grad.sum407, align 4
+  %sum407 = load float, ptr %pool1_grad.sum407, align 4
+  %53 = mul nsw i64 %pool1_grad.c4028, 9
   %54 = add nsw i64 %53, 4
   %55 = mul nsw i64 %54, 3136
   %56 = add nsw i64 6422592, %55
-  %57 = mul nsw i64 %pool1_grad.j2337, 196
+  %57 = mul nsw i64 %pool1_grad.j4017, 196
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %pool1_grad.iy2359, 14
+  %59 = mul nsw i64 %pool1_grad.iy4039, 14
   %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 %60, %pool1_grad.ix23610
+  %61 = add nsw i64 %60, %pool1_grad.ix40410
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load float, ptr %arena14, align 4
-  %63 = fadd float %sum239, %62
-  store float %63, ptr %pool1_grad.sum240, align 4
-  %sum240 = load float, ptr %pool1_grad.sum240, align 4
-  %64 = mul nsw i64 %pool1_grad.g2211, 16
-  %65 = add nsw i64 %64, %pool1_grad.j2337
+  %63 = fadd float %sum407, %62
+  store float %63, ptr %pool1_grad.sum408, align 4
+  %sum408 = load float, ptr %pool1_grad.sum408, align 4
+  %64 = mul nsw i64 %pool1_grad.g3891, 16
+  %65 = add nsw i64 %64, %pool1_grad.j4017
   %66 = mul nsw i64 %65, 6272
   %67 = add nsw i64 2007040, %66
-  %68 = mul nsw i64 %pool1_grad.c2348, 196
+  %68 = mul nsw i64 %pool1_grad.c4028, 196
   %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %pool1_grad.iy2359, 14
+  %70 = mul nsw i64 %pool1_grad.iy4039, 14
   %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %pool1_grad.ix23610
+  %72 = add nsw i64 %71, %pool1_grad.ix40410
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %sum240, ptr %arena15, align 4
-  %ix236.next = add nsw i64 %pool1_grad.ix23610, 1
-  %73 = icmp slt i64 %ix236.next, 1
-  br i1 %73, label %pool1_grad.ix236, label %pool1_grad.ix236.end
+  store float %sum408, ptr %arena15, align 4
+  %ix404.next = add nsw i64 %pool1_grad.ix40410, 1
+  %73 = icmp slt i64 %ix404.next, 1
+  br i1 %73, label %pool1_grad.ix404, label %pool1_grad.ix404.end
 
-pool1_grad.ix236.end:                             ; preds = %pool1_grad.ix236
-  %iy235.next = add nsw i64 %pool1_grad.iy2359, 1
-  %74 = icmp slt i64 %iy235.next, 1
-  br i1 %74, label %pool1_grad.iy235, label %pool1_grad.iy235.end
+pool1_grad.ix404.end:                             ; preds = %pool1_grad.ix404
+  %iy403.next = add nsw i64 %pool1_grad.iy4039, 1
+  %74 = icmp slt i64 %iy403.next, 1
+  br i1 %74, label %pool1_grad.iy403, label %pool1_grad.iy403.end
 
-pool1_grad.iy241:                                 ; preds = %pool1_grad.ix242.end, %pool1_grad.iy235.end
-  %pool1_grad.iy24116 = phi i64 [ 0, %pool1_grad.iy235.end ], [ %iy241.next, %pool1_grad.ix242.end ]
-  br label %pool1_grad.ix242
+pool1_grad.iy409:                                 ; preds = %pool1_grad.ix410.end, %pool1_grad.iy403.end
+  %pool1_grad.iy40916 = phi i64 [ 0, %pool1_grad.iy403.end ], [ %iy409.next, %pool1_grad.ix410.end ]
+  br label %pool1_grad.ix410
 
-pool1_grad.iy241.end:                             ; preds = %pool1_grad.ix242.end
-  br label %pool1_grad.iy249
+pool1_grad.iy409.end:                             ; preds = %pool1_grad.ix410.end
+  br label %pool1_grad.iy417
 
-pool1_grad.ix242:                                 ; preds = %pool1_grad.ix242, %pool1_grad.iy241
-  %pool1_grad.ix24217 = phi i64 [ 0, %pool1_grad.iy241 ], [ %ix242.next, %pool1_grad.ix242 ]
-  %75 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix410:                                 ; preds = %pool1_grad.ix410, %pool1_grad.iy409
+  %pool1_grad.ix41017 = phi i64 [ 0, %pool1_grad.iy409 ], [ %ix410.next, %pool1_grad.ix410 ]
+  %75 = mul nsw i64 %pool1_grad.c4028, 9
   %76 = mul nsw i64 %75, 3136
   %77 = add nsw i64 6422592, %76
-  %78 = mul nsw i64 %pool1_grad.j2337, 196
+  %78 = mul nsw i64 %pool1_grad.j4017, 196
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %pool1_grad.iy24116, 1
+  %80 = add nsw i64 %pool1_grad.iy40916, 1
   %81 = mul nsw i64 %80, 14
   %82 = add nsw i64 %79, %81
   %83 = add nsw i64 %82, 2
-  %84 = add nsw i64 %83, %pool1_grad.ix24217
+  %84 = add nsw i64 %83, %pool1_grad.ix41017
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load float, ptr %arena18, align 4
-  store float %85, ptr %pool1_grad.sum243, align 4
-  %sum243 = load float, ptr %pool1_grad.sum243, align 4
-  %86 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %85, ptr %pool1_grad.sum411, align 4
+  %sum411 = load float, ptr %pool1_grad.sum411, align 4
+  %86 = mul nsw i64 %pool1_grad.c4028, 9
   %87 = add nsw i64 %86, 1
   %88 = mul nsw i64 %87, 3136
   %89 = add nsw i64 6422592, %88
-  %90 = mul nsw i64 %pool1_grad.j2337, 196
+  %90 = mul nsw i64 %pool1_grad.j4017, 196
   %91 = add nsw i64 %89, %90
-  %92 = add nsw i64 %pool1_grad.iy24116, 1
+  %92 = add nsw i64 %pool1_grad.iy40916, 1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %91, %93
   %95 = add nsw i64 %94, 1
-  %96 = add nsw i64 %95, %pool1_grad.ix24217
+  %96 = add nsw i64 %95, %pool1_grad.ix41017
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load float, ptr %arena19, align 4
-  %98 = fadd float %sum243, %97
-  store float %98, ptr %pool1_grad.sum244, align 4
-  %sum244 = load float, ptr %pool1_grad.sum244, align 4
-  %99 = mul nsw i64 %pool1_grad.c2348, 9
+  %98 = fadd float %sum411, %97
+  store float %98, ptr %pool1_grad.sum412, align 4
+  %sum412 = load float, ptr %pool1_grad.sum412, align 4
+  %99 = mul nsw i64 %pool1_grad.c4028, 9
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 6422592, %101
-  %103 = mul nsw i64 %pool1_grad.j2337, 196
+  %103 = mul nsw i64 %pool1_grad.j4017, 196
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %pool1_grad.iy24116, 1
+  %105 = add nsw i64 %pool1_grad.iy40916, 1
   %106 = mul nsw i64 %105, 14
   %107 = add nsw i64 %104, %106
-  %108 = add nsw i64 %107, %pool1_grad.ix24217
+  %108 = add nsw i64 %107, %pool1_grad.ix41017
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load float, ptr %arena20, align 4
-  %110 = fadd float %sum244, %109
-  store float %110, ptr %pool1_grad.sum245, align 4
-  %sum245 = load float, ptr %pool1_grad.sum245, align 4
-  %111 = mul nsw i64 %pool1_grad.c2348, 9
+  %110 = fadd float %sum412, %109
+  store float %110, ptr %pool1_grad.sum413, align 4
+  %sum413 = load float, ptr %pool1_grad.sum413, align 4
+  %111 = mul nsw i64 %pool1_grad.c4028, 9
   %112 = add nsw i64 %111, 3
   %113 = mul nsw i64 %112, 3136
   %114 = add nsw i64 6422592, %113
-  %115 = mul nsw i64 %pool1_grad.j2337, 196
+  %115 = mul nsw i64 %pool1_grad.j4017, 196
   %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %pool1_grad.iy24116, 14
+  %117 = mul nsw i64 %pool1_grad.iy40916, 14
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 2
-  %120 = add nsw i64 %119, %pool1_grad.ix24217
+  %120 = add nsw i64 %119, %pool1_grad.ix41017
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load float, ptr %arena21, align 4
-  %122 = fadd float %sum245, %121
-  store float %122, ptr %pool1_grad.sum246, align 4
-  %sum246 = load float, ptr %pool1_grad.sum246, align 4
-  %123 = mul nsw i64 %pool1_grad.c2348, 9
+  %122 = fadd float %sum413, %121
+  store float %122, ptr %pool1_grad.sum414, align 4
+  %sum414 = load float, ptr %pool1_grad.sum414, align 4
+  %123 = mul nsw i64 %pool1_grad.c4028, 9
   %124 = add nsw i64 %123, 4
   %125 = mul nsw i64 %124, 3136
   %126 = add nsw i64 6422592, %125
-  %127 = mul nsw i64 %pool1_grad.j2337, 196
+  %127 = mul nsw i64 %pool1_grad.j4017, 196
   %128 = add nsw i64 %126, %127
-  %129 = mul nsw i64 %pool1_grad.iy24116, 14
+  %129 = mul nsw i64 %pool1_grad.iy40916, 14
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 1
-  %132 = add nsw i64 %131, %pool1_grad.ix24217
+  %132 = add nsw i64 %131, %pool1_grad.ix41017
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena22, align 4
-  %134 = fadd float %sum246, %133
-  store float %134, ptr %pool1_grad.sum247, align 4
-  %sum247 = load float, ptr %pool1_grad.sum247, align 4
-  %135 = mul nsw i64 %pool1_grad.c2348, 9
+  %134 = fadd float %sum414, %133
+  store float %134, ptr %pool1_grad.sum415, align 4
+  %sum415 = load float, ptr %pool1_grad.sum415, align 4
+  %135 = mul nsw i64 %pool1_grad.c4028, 9
   %136 = add nsw i64 %135, 5
   %137 = mul nsw i64 %136, 3136
   %138 = add nsw i64 6422592, %137
-  %139 = mul nsw i64 %pool1_grad.j2337, 196
+  %139 = mul nsw i64 %pool1_grad.j4017, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %pool1_grad.iy24116, 14
+  %141 = mul nsw i64 %pool1_grad.iy40916, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %pool1_grad.ix24217
+  %143 = add nsw i64 %142, %pool1_grad.ix41017
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
-  %145 = fadd float %sum247, %144
-  store float %145, ptr %pool1_grad.sum248, align 4
-  %sum248 = load float, ptr %pool1_grad.sum248, align 4
-  %146 = mul nsw i64 %pool1_grad.g2211, 16
-  %147 = add nsw i64 %146, %pool1_grad.j2337
+  %145 = fadd float %sum415, %144
+  store float %145, ptr %pool1_grad.sum416, align 4
+  %sum416 = load float, ptr %pool1_grad.sum416, align 4
+  %146 = mul nsw i64 %pool1_grad.g3891, 16
+  %147 = add nsw i64 %146, %pool1_grad.j4017
   %148 = mul nsw i64 %147, 6272
   %149 = add nsw i64 2007040, %148
-  %150 = mul nsw i64 %pool1_grad.c2348, 196
+  %150 = mul nsw i64 %pool1_grad.c4028, 196
   %151 = add nsw i64 %149, %150
-  %152 = mul nsw i64 %pool1_grad.iy24116, 14
+  %152 = mul nsw i64 %pool1_grad.iy40916, 14
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %153, 1
-  %155 = add nsw i64 %154, %pool1_grad.ix24217
+  %155 = add nsw i64 %154, %pool1_grad.ix41017
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %155
-  store float %sum248, ptr %arena24, align 4
-  %ix242.next = add nsw i64 %pool1_grad.ix24217, 1
-  %156 = icmp slt i64 %ix242.next, 12
-  br i1 %156, label %pool1_grad.ix242, label %pool1_grad.ix242.end
+  store float %sum416, ptr %arena24, align 4
+  %ix410.next = add nsw i64 %pool1_grad.ix41017, 1
+  %156 = icmp slt i64 %ix410.next, 12
+  br i1 %156, label %pool1_grad.ix410, label %pool1_grad.ix410.end
 
-pool1_grad.ix242.end:                             ; preds = %pool1_grad.ix242
-  %iy241.next = add nsw i64 %pool1_grad.iy24116, 1
-  %157 = icmp slt i64 %iy241.next, 1
-  br i1 %157, label %pool1_grad.iy241, label %pool1_grad.iy241.end
+pool1_grad.ix410.end:                             ; preds = %pool1_grad.ix410
+  %iy409.next = add nsw i64 %pool1_grad.iy40916, 1
+  %157 = icmp slt i64 %iy409.next, 1
+  br i1 %157, label %pool1_grad.iy409, label %pool1_grad.iy409.end
 
-pool1_grad.iy249:                                 ; preds = %pool1_grad.ix250.end, %pool1_grad.iy241.end
-  %pool1_grad.iy24925 = phi i64 [ 0, %pool1_grad.iy241.end ], [ %iy249.next, %pool1_grad.ix250.end ]
-  br label %pool1_grad.ix250
+pool1_grad.iy417:                                 ; preds = %pool1_grad.ix418.end, %pool1_grad.iy409.end
+  %pool1_grad.iy41725 = phi i64 [ 0, %pool1_grad.iy409.end ], [ %iy417.next, %pool1_grad.ix418.end ]
+  br label %pool1_grad.ix418
 
-pool1_grad.iy249.end:                             ; preds = %pool1_grad.ix250.end
-  br label %pool1_grad.iy255
+pool1_grad.iy417.end:                             ; preds = %pool1_grad.ix418.end
+  br label %pool1_grad.iy423
 
-pool1_grad.ix250:                                 ; preds = %pool1_grad.ix250, %pool1_grad.iy249
-  %pool1_grad.ix25026 = phi i64 [ 0, %pool1_grad.iy249 ], [ %ix250.next, %pool1_grad.ix250 ]
-  %158 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix418:                                 ; preds = %pool1_grad.ix418, %pool1_grad.iy417
+  %pool1_grad.ix41826 = phi i64 [ 0, %pool1_grad.iy417 ], [ %ix418.next, %pool1_grad.ix418 ]
+  %158 = mul nsw i64 %pool1_grad.c4028, 9
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 3136
   %161 = add nsw i64 6422592, %160
-  %162 = mul nsw i64 %pool1_grad.j2337, 196
+  %162 = mul nsw i64 %pool1_grad.j4017, 196
   %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %pool1_grad.iy24925, 1
+  %164 = add nsw i64 %pool1_grad.iy41725, 1
   %165 = mul nsw i64 %164, 14
   %166 = add nsw i64 %163, %165
   %167 = add nsw i64 %166, 13
-  %168 = add nsw i64 %167, %pool1_grad.ix25026
+  %168 = add nsw i64 %167, %pool1_grad.ix41826
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %168
   %169 = load float, ptr %arena27, align 4
-  store float %169, ptr %pool1_grad.sum251, align 4
-  %sum251 = load float, ptr %pool1_grad.sum251, align 4
-  %170 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %169, ptr %pool1_grad.sum419, align 4
+  %sum419 = load float, ptr %pool1_grad.sum419, align 4
+  %170 = mul nsw i64 %pool1_grad.c4028, 9
   %171 = add nsw i64 %170, 2
   %172 = mul nsw i64 %171, 3136
   %173 = add nsw i64 6422592, %172
-  %174 = mul nsw i64 %pool1_grad.j2337, 196
+  %174 = mul nsw i64 %pool1_grad.j4017, 196
   %175 = add nsw i64 %173, %174
-  %176 = add nsw i64 %pool1_grad.iy24925, 1
+  %176 = add nsw i64 %pool1_grad.iy41725, 1
   %177 = mul nsw i64 %176, 14
   %178 = add nsw i64 %175, %177
   %179 = add nsw i64 %178, 12
-  %180 = add nsw i64 %179, %pool1_grad.ix25026
+  %180 = add nsw i64 %179, %pool1_grad.ix41826
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %180
   %181 = load float, ptr %arena28, align 4
-  %182 = fadd float %sum251, %181
-  store float %182, ptr %pool1_grad.sum252, align 4
-  %sum252 = load float, ptr %pool1_grad.sum252, align 4
-  %183 = mul nsw i64 %pool1_grad.c2348, 9
+  %182 = fadd float %sum419, %181
+  store float %182, ptr %pool1_grad.sum420, align 4
+  %sum420 = load float, ptr %pool1_grad.sum420, align 4
+  %183 = mul nsw i64 %pool1_grad.c4028, 9
   %184 = add nsw i64 %183, 4
   %185 = mul nsw i64 %184, 3136
   %186 = add nsw i64 6422592, %185
-  %187 = mul nsw i64 %pool1_grad.j2337, 196
+  %187 = mul nsw i64 %pool1_grad.j4017, 196
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %pool1_grad.iy24925, 14
+  %189 = mul nsw i64 %pool1_grad.iy41725, 14
   %190 = add nsw i64 %188, %189
   %191 = add nsw i64 %190, 13
-  %192 = add nsw i64 %191, %pool1_grad.ix25026
+  %192 = add nsw i64 %191, %pool1_grad.ix41826
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load float, ptr %arena29, align 4
-  %194 = fadd float %sum252, %193
-  store float %194, ptr %pool1_grad.sum253, align 4
-  %sum253 = load float, ptr %pool1_grad.sum253, align 4
-  %195 = mul nsw i64 %pool1_grad.c2348, 9
+  %194 = fadd float %sum420, %193
+  store float %194, ptr %pool1_grad.sum421, align 4
+  %sum421 = load float, ptr %pool1_grad.sum421, align 4
+  %195 = mul nsw i64 %pool1_grad.c4028, 9
   %196 = add nsw i64 %195, 5
   %197 = mul nsw i64 %196, 3136
   %198 = add nsw i64 6422592, %197
-  %199 = mul nsw i64 %pool1_grad.j2337, 196
+  %199 = mul nsw i64 %pool1_grad.j4017, 196
   %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %pool1_grad.iy24925, 14
+  %201 = mul nsw i64 %pool1_grad.iy41725, 14
   %202 = add nsw i64 %200, %201
   %203 = add nsw i64 %202, 12
-  %204 = add nsw i64 %203, %pool1_grad.ix25026
+  %204 = add nsw i64 %203, %pool1_grad.ix41826
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %204
   %205 = load float, ptr %arena30, align 4
-  %206 = fadd float %sum253, %205
-  store float %206, ptr %pool1_grad.sum254, align 4
-  %sum254 = load float, ptr %pool1_grad.sum254, align 4
-  %207 = mul nsw i64 %pool1_grad.g2211, 16
-  %208 = add nsw i64 %207, %pool1_grad.j2337
+  %206 = fadd float %sum421, %205
+  store float %206, ptr %pool1_grad.sum422, align 4
+  %sum422 = load float, ptr %pool1_grad.sum422, align 4
+  %207 = mul nsw i64 %pool1_grad.g3891, 16
+  %208 = add nsw i64 %207, %pool1_grad.j4017
   %209 = mul nsw i64 %208, 6272
   %210 = add nsw i64 2007040, %209
-  %211 = mul nsw i64 %pool1_grad.c2348, 196
+  %211 = mul nsw i64 %pool1_grad.c4028, 196
   %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %pool1_grad.iy24925, 14
+  %213 = mul nsw i64 %pool1_grad.iy41725, 14
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 %214, 13
-  %216 = add nsw i64 %215, %pool1_grad.ix25026
+  %216 = add nsw i64 %215, %pool1_grad.ix41826
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %sum254, ptr %arena31, align 4
-  %ix250.next = add nsw i64 %pool1_grad.ix25026, 1
-  %217 = icmp slt i64 %ix250.next, 1
-  br i1 %217, label %pool1_grad.ix250, label %pool1_grad.ix250.end
+  store float %sum422, ptr %arena31, align 4
+  %ix418.next = add nsw i64 %pool1_grad.ix41826, 1
+  %217 = icmp slt i64 %ix418.next, 1
+  br i1 %217, label %pool1_grad.ix418, label %pool1_grad.ix418.end
 
-pool1_grad.ix250.end:                             ; preds = %pool1_grad.ix250
-  %iy249.next = add nsw i64 %pool1_grad.iy24925, 1
-  %218 = icmp slt i64 %iy249.next, 1
-  br i1 %218, label %pool1_grad.iy249, label %pool1_grad.iy249.end
+pool1_grad.ix418.end:                             ; preds = %pool1_grad.ix418
+  %iy417.next = add nsw i64 %pool1_grad.iy41725, 1
+  %218 = icmp slt i64 %iy417.next, 1
+  br i1 %218, label %pool1_grad.iy417, label %pool1_grad.iy417.end
 
-pool1_grad.iy255:                                 ; preds = %pool1_grad.ix256.end, %pool1_grad.iy249.end
-  %pool1_grad.iy25532 = phi i64 [ 0, %pool1_grad.iy249.end ], [ %iy255.next, %pool1_grad.ix256.end ]
-  br label %pool1_grad.ix256
+pool1_grad.iy423:                                 ; preds = %pool1_grad.ix424.end, %pool1_grad.iy417.end
+  %pool1_grad.iy42332 = phi i64 [ 0, %pool1_grad.iy417.end ], [ %iy423.next, %pool1_grad.ix424.end ]
+  br label %pool1_grad.ix424
 
-pool1_grad.iy255.end:                             ; preds = %pool1_grad.ix256.end
-  br label %pool1_grad.iy263
+pool1_grad.iy423.end:                             ; preds = %pool1_grad.ix424.end
+  br label %pool1_grad.iy431
 
-pool1_grad.ix256:                                 ; preds = %pool1_grad.ix256, %pool1_grad.iy255
-  %pool1_grad.ix25633 = phi i64 [ 0, %pool1_grad.iy255 ], [ %ix256.next, %pool1_grad.ix256 ]
-  %219 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix424:                                 ; preds = %pool1_grad.ix424, %pool1_grad.iy423
+  %pool1_grad.ix42433 = phi i64 [ 0, %pool1_grad.iy423 ], [ %ix424.next, %pool1_grad.ix424 ]
+  %219 = mul nsw i64 %pool1_grad.c4028, 9
   %220 = mul nsw i64 %219, 3136
   %221 = add nsw i64 6422592, %220
-  %222 = mul nsw i64 %pool1_grad.j2337, 196
+  %222 = mul nsw i64 %pool1_grad.j4017, 196
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %pool1_grad.iy25532, 1
+  %224 = add nsw i64 %pool1_grad.iy42332, 1
   %225 = add nsw i64 %224, 1
   %226 = mul nsw i64 %225, 14
   %227 = add nsw i64 %223, %226
   %228 = add nsw i64 %227, 1
-  %229 = add nsw i64 %228, %pool1_grad.ix25633
+  %229 = add nsw i64 %228, %pool1_grad.ix42433
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %229
   %230 = load float, ptr %arena34, align 4
-  store float %230, ptr %pool1_grad.sum257, align 4
-  %sum257 = load float, ptr %pool1_grad.sum257, align 4
-  %231 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %230, ptr %pool1_grad.sum425, align 4
+  %sum425 = load float, ptr %pool1_grad.sum425, align 4
+  %231 = mul nsw i64 %pool1_grad.c4028, 9
   %232 = add nsw i64 %231, 1
   %233 = mul nsw i64 %232, 3136
   %234 = add nsw i64 6422592, %233
-  %235 = mul nsw i64 %pool1_grad.j2337, 196
+  %235 = mul nsw i64 %pool1_grad.j4017, 196
   %236 = add nsw i64 %234, %235
-  %237 = add nsw i64 %pool1_grad.iy25532, 1
+  %237 = add nsw i64 %pool1_grad.iy42332, 1
   %238 = add nsw i64 %237, 1
   %239 = mul nsw i64 %238, 14
   %240 = add nsw i64 %236, %239
-  %241 = add nsw i64 %240, %pool1_grad.ix25633
+  %241 = add nsw i64 %240, %pool1_grad.ix42433
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load float, ptr %arena35, align 4
-  %243 = fadd float %sum257, %242
-  store float %243, ptr %pool1_grad.sum258, align 4
-  %sum258 = load float, ptr %pool1_grad.sum258, align 4
-  %244 = mul nsw i64 %pool1_grad.c2348, 9
+  %243 = fadd float %sum425, %242
+  store float %243, ptr %pool1_grad.sum426, align 4
+  %sum426 = load float, ptr %pool1_grad.sum426, align 4
+  %244 = mul nsw i64 %pool1_grad.c4028, 9
   %245 = add nsw i64 %244, 3
   %246 = mul nsw i64 %245, 3136
   %247 = add nsw i64 6422592, %246
-  %248 = mul nsw i64 %pool1_grad.j2337, 196
+  %248 = mul nsw i64 %pool1_grad.j4017, 196
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %pool1_grad.iy25532, 1
+  %250 = add nsw i64 %pool1_grad.iy42332, 1
   %251 = mul nsw i64 %250, 14
   %252 = add nsw i64 %249, %251
   %253 = add nsw i64 %252, 1
-  %254 = add nsw i64 %253, %pool1_grad.ix25633
+  %254 = add nsw i64 %253, %pool1_grad.ix42433
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load float, ptr %arena36, align 4
-  %256 = fadd float %sum258, %255
-  store float %256, ptr %pool1_grad.sum259, align 4
-  %sum259 = load float, ptr %pool1_grad.sum259, align 4
-  %257 = mul nsw i64 %pool1_grad.c2348, 9
+  %256 = fadd float %sum426, %255
+  store float %256, ptr %pool1_grad.sum427, align 4
+  %sum427 = load float, ptr %pool1_grad.sum427, align 4
+  %257 = mul nsw i64 %pool1_grad.c4028, 9
   %258 = add nsw i64 %257, 4
   %259 = mul nsw i64 %258, 3136
   %260 = add nsw i64 6422592, %259
-  %261 = mul nsw i64 %pool1_grad.j2337, 196
+  %261 = mul nsw i64 %pool1_grad.j4017, 196
   %262 = add nsw i64 %260, %261
-  %263 = add nsw i64 %pool1_grad.iy25532, 1
+  %263 = add nsw i64 %pool1_grad.iy42332, 1
   %264 = mul nsw i64 %263, 14
   %265 = add nsw i64 %262, %264
-  %266 = add nsw i64 %265, %pool1_grad.ix25633
+  %266 = add nsw i64 %265, %pool1_grad.ix42433
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %266
   %267 = load float, ptr %arena37, align 4
-  %268 = fadd float %sum259, %267
-  store float %268, ptr %pool1_grad.sum260, align 4
-  %sum260 = load float, ptr %pool1_grad.sum260, align 4
-  %269 = mul nsw i64 %pool1_grad.c2348, 9
+  %268 = fadd float %sum427, %267
+  store float %268, ptr %pool1_grad.sum428, align 4
+  %sum428 = load float, ptr %pool1_grad.sum428, align 4
+  %269 = mul nsw i64 %pool1_grad.c4028, 9
   %270 = add nsw i64 %269, 6
   %271 = mul nsw i64 %270, 3136
   %272 = add nsw i64 6422592, %271
-  %273 = mul nsw i64 %pool1_grad.j2337, 196
+  %273 = mul nsw i64 %pool1_grad.j4017, 196
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %pool1_grad.iy25532, 1
+  %275 = add nsw i64 %pool1_grad.iy42332, 1
   %276 = add nsw i64 %275, -1
   %277 = mul nsw i64 %276, 14
   %278 = add nsw i64 %274, %277
   %279 = add nsw i64 %278, 1
-  %280 = add nsw i64 %279, %pool1_grad.ix25633
+  %280 = add nsw i64 %279, %pool1_grad.ix42433
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load float, ptr %arena38, align 4
-  %282 = fadd float %sum260, %281
-  store float %282, ptr %pool1_grad.sum261, align 4
-  %sum261 = load float, ptr %pool1_grad.sum261, align 4
-  %283 = mul nsw i64 %pool1_grad.c2348, 9
+  %282 = fadd float %sum428, %281
+  store float %282, ptr %pool1_grad.sum429, align 4
+  %sum429 = load float, ptr %pool1_grad.sum429, align 4
+  %283 = mul nsw i64 %pool1_grad.c4028, 9
   %284 = add nsw i64 %283, 7
   %285 = mul nsw i64 %284, 3136
   %286 = add nsw i64 6422592, %285
-  %287 = mul nsw i64 %pool1_grad.j2337, 196
+  %287 = mul nsw i64 %pool1_grad.j4017, 196
   %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 %pool1_grad.iy25532, 1
+  %289 = add nsw i64 %pool1_grad.iy42332, 1
   %290 = add nsw i64 %289, -1
   %291 = mul nsw i64 %290, 14
   %292 = add nsw i64 %288, %291
-  %293 = add nsw i64 %292, %pool1_grad.ix25633
+  %293 = add nsw i64 %292, %pool1_grad.ix42433
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load float, ptr %arena39, align 4
-  %295 = fadd float %sum261, %294
-  store float %295, ptr %pool1_grad.sum262, align 4
-  %sum262 = load float, ptr %pool1_grad.sum262, align 4
-  %296 = mul nsw i64 %pool1_grad.g2211, 16
-  %297 = add nsw i64 %296, %pool1_grad.j2337
+  %295 = fadd float %sum429, %294
+  store float %295, ptr %pool1_grad.sum430, align 4
+  %sum430 = load float, ptr %pool1_grad.sum430, align 4
+  %296 = mul nsw i64 %pool1_grad.g3891, 16
+  %297 = add nsw i64 %296, %pool1_grad.j4017
   %298 = mul nsw i64 %297, 6272
   %299 = add nsw i64 2007040, %298
-  %300 = mul nsw i64 %pool1_grad.c2348, 196
+  %300 = mul nsw i64 %pool1_grad.c4028, 196
   %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %pool1_grad.iy25532, 1
+  %302 = add nsw i64 %pool1_grad.iy42332, 1
   %303 = mul nsw i64 %302, 14
   %304 = add nsw i64 %301, %303
-  %305 = add nsw i64 %304, %pool1_grad.ix25633
+  %305 = add nsw i64 %304, %pool1_grad.ix42433
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %305
-  store float %sum262, ptr %arena40, align 4
-  %ix256.next = add nsw i64 %pool1_grad.ix25633, 1
-  %306 = icmp slt i64 %ix256.next, 1
-  br i1 %306, label %pool1_grad.ix256, label %pool1_grad.ix256.end
+  store float %sum430, ptr %arena40, align 4
+  %ix424.next = add nsw i64 %pool1_grad.ix42433, 1
+  %306 = icmp slt i64 %ix424.next, 1
+  br i1 %306, label %pool1_grad.ix424, label %pool1_grad.ix424.end
 
-pool1_grad.ix256.end:                             ; preds = %pool1_grad.ix256
-  %iy255.next = add nsw i64 %pool1_grad.iy25532, 1
-  %307 = icmp slt i64 %iy255.next, 12
-  br i1 %307, label %pool1_grad.iy255, label %pool1_grad.iy255.end
+pool1_grad.ix424.end:                             ; preds = %pool1_grad.ix424
+  %iy423.next = add nsw i64 %pool1_grad.iy42332, 1
+  %307 = icmp slt i64 %iy423.next, 12
+  br i1 %307, label %pool1_grad.iy423, label %pool1_grad.iy423.end
 
-pool1_grad.iy263:                                 ; preds = %pool1_grad.ix264.end, %pool1_grad.iy255.end
-  %pool1_grad.iy26341 = phi i64 [ 0, %pool1_grad.iy255.end ], [ %iy263.next, %pool1_grad.ix264.end ]
-  br label %pool1_grad.ix264
+pool1_grad.iy431:                                 ; preds = %pool1_grad.ix432.end, %pool1_grad.iy423.end
+  %pool1_grad.iy43141 = phi i64 [ 0, %pool1_grad.iy423.end ], [ %iy431.next, %pool1_grad.ix432.end ]
+  br label %pool1_grad.ix432
 
-pool1_grad.iy263.end:                             ; preds = %pool1_grad.ix264.end
-  br label %pool1_grad.iy274
+pool1_grad.iy431.end:                             ; preds = %pool1_grad.ix432.end
+  br label %pool1_grad.iy442
 
-pool1_grad.ix264:                                 ; preds = %pool1_grad.ix264, %pool1_grad.iy263
-  %pool1_grad.ix26442 = phi i64 [ 0, %pool1_grad.iy263 ], [ %ix264.next, %pool1_grad.ix264 ]
-  %308 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix432:                                 ; preds = %pool1_grad.ix432, %pool1_grad.iy431
+  %pool1_grad.ix43242 = phi i64 [ 0, %pool1_grad.iy431 ], [ %ix432.next, %pool1_grad.ix432 ]
+  %308 = mul nsw i64 %pool1_grad.c4028, 9
   %309 = mul nsw i64 %308, 3136
   %310 = add nsw i64 6422592, %309
-  %311 = mul nsw i64 %pool1_grad.j2337, 196
+  %311 = mul nsw i64 %pool1_grad.j4017, 196
   %312 = add nsw i64 %310, %311
-  %313 = add nsw i64 %pool1_grad.iy26341, 1
+  %313 = add nsw i64 %pool1_grad.iy43141, 1
   %314 = add nsw i64 %313, 1
   %315 = mul nsw i64 %314, 14
   %316 = add nsw i64 %312, %315
   %317 = add nsw i64 %316, 2
-  %318 = add nsw i64 %317, %pool1_grad.ix26442
+  %318 = add nsw i64 %317, %pool1_grad.ix43242
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load float, ptr %arena43, align 4
-  store float %319, ptr %pool1_grad.sum265, align 4
-  %sum265 = load float, ptr %pool1_grad.sum265, align 4
-  %320 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %319, ptr %pool1_grad.sum433, align 4
+  %sum433 = load float, ptr %pool1_grad.sum433, align 4
+  %320 = mul nsw i64 %pool1_grad.c4028, 9
   %321 = add nsw i64 %320, 1
   %322 = mul nsw i64 %321, 3136
   %323 = add nsw i64 6422592, %322
-  %324 = mul nsw i64 %pool1_grad.j2337, 196
+  %324 = mul nsw i64 %pool1_grad.j4017, 196
   %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %pool1_grad.iy26341, 1
+  %326 = add nsw i64 %pool1_grad.iy43141, 1
   %327 = add nsw i64 %326, 1
   %328 = mul nsw i64 %327, 14
   %329 = add nsw i64 %325, %328
   %330 = add nsw i64 %329, 1
-  %331 = add nsw i64 %330, %pool1_grad.ix26442
+  %331 = add nsw i64 %330, %pool1_grad.ix43242
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %331
   %332 = load float, ptr %arena44, align 4
-  %333 = fadd float %sum265, %332
-  store float %333, ptr %pool1_grad.sum266, align 4
-  %sum266 = load float, ptr %pool1_grad.sum266, align 4
-  %334 = mul nsw i64 %pool1_grad.c2348, 9
+  %333 = fadd float %sum433, %332
+  store float %333, ptr %pool1_grad.sum434, align 4
+  %sum434 = load float, ptr %pool1_grad.sum434, align 4
+  %334 = mul nsw i64 %pool1_grad.c4028, 9
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 3136
   %337 = add nsw i64 6422592, %336
-  %338 = mul nsw i64 %pool1_grad.j2337, 196
+  %338 = mul nsw i64 %pool1_grad.j4017, 196
   %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %pool1_grad.iy26341, 1
+  %340 = add nsw i64 %pool1_grad.iy43141, 1
   %341 = add nsw i64 %340, 1
   %342 = mul nsw i64 %341, 14
   %343 = add nsw i64 %339, %342
-  %344 = add nsw i64 %343, %pool1_grad.ix26442
+  %344 = add nsw i64 %343, %pool1_grad.ix43242
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %344
   %345 = load float, ptr %arena45, align 4
-  %346 = fadd float %sum266, %345
-  store float %346, ptr %pool1_grad.sum267, align 4
-  %sum267 = load float, ptr %pool1_grad.sum267, align 4
-  %347 = mul nsw i64 %pool1_grad.c2348, 9
+  %346 = fadd float %sum434, %345
+  store float %346, ptr %pool1_grad.sum435, align 4
+  %sum435 = load float, ptr %pool1_grad.sum435, align 4
+  %347 = mul nsw i64 %pool1_grad.c4028, 9
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 6422592, %349
-  %351 = mul nsw i64 %pool1_grad.j2337, 196
+  %351 = mul nsw i64 %pool1_grad.j4017, 196
   %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 %pool1_grad.iy26341, 1
+  %353 = add nsw i64 %pool1_grad.iy43141, 1
   %354 = mul nsw i64 %353, 14
   %355 = add nsw i64 %352, %354
   %356 = add nsw i64 %355, 2
-  %357 = add nsw i64 %356, %pool1_grad.ix26442
+  %357 = add nsw i64 %356, %pool1_grad.ix43242
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %357
   %358 = load float, ptr %arena46, align 4
-  %359 = fadd float %sum267, %358
-  store float %359, ptr %pool1_grad.sum268, align 4
-  %sum268 = load float, ptr %pool1_grad.sum268, align 4
-  %360 = mul nsw i64 %pool1_grad.c2348, 9
+  %359 = fadd float %sum435, %358
+  store float %359, ptr %pool1_grad.sum436, align 4
+  %sum436 = load float, ptr %pool1_grad.sum436, align 4
+  %360 = mul nsw i64 %pool1_grad.c4028, 9
   %361 = add nsw i64 %360, 4
   %362 = mul nsw i64 %361, 3136
   %363 = add nsw i64 6422592, %362
-  %364 = mul nsw i64 %pool1_grad.j2337, 196
+  %364 = mul nsw i64 %pool1_grad.j4017, 196
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %pool1_grad.iy26341, 1
+  %366 = add nsw i64 %pool1_grad.iy43141, 1
   %367 = mul nsw i64 %366, 14
   %368 = add nsw i64 %365, %367
   %369 = add nsw i64 %368, 1
-  %370 = add nsw i64 %369, %pool1_grad.ix26442
+  %370 = add nsw i64 %369, %pool1_grad.ix43242
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %370
   %371 = load float, ptr %arena47, align 4
-  %372 = fadd float %sum268, %371
-  store float %372, ptr %pool1_grad.sum269, align 4
-  %sum269 = load float, ptr %pool1_grad.sum269, align 4
-  %373 = mul nsw i64 %pool1_grad.c2348, 9
+  %372 = fadd float %sum436, %371
+  store float %372, ptr %pool1_grad.sum437, align 4
+  %sum437 = load float, ptr %pool1_grad.sum437, align 4
+  %373 = mul nsw i64 %pool1_grad.c4028, 9
   %374 = add nsw i64 %373, 5
   %375 = mul nsw i64 %374, 3136
   %376 = add nsw i64 6422592, %375
-  %377 = mul nsw i64 %pool1_grad.j2337, 196
+  %377 = mul nsw i64 %pool1_grad.j4017, 196
   %378 = add nsw i64 %376, %377
-  %379 = add nsw i64 %pool1_grad.iy26341, 1
+  %379 = add nsw i64 %pool1_grad.iy43141, 1
   %380 = mul nsw i64 %379, 14
   %381 = add nsw i64 %378, %380
-  %382 = add nsw i64 %381, %pool1_grad.ix26442
+  %382 = add nsw i64 %381, %pool1_grad.ix43242
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %382
   %383 = load float, ptr %arena48, align 4
-  %384 = fadd float %sum269, %383
-  store float %384, ptr %pool1_grad.sum270, align 4
-  %sum270 = load float, ptr %pool1_grad.sum270, align 4
-  %385 = mul nsw i64 %pool1_grad.c2348, 9
+  %384 = fadd float %sum437, %383
+  store float %384, ptr %pool1_grad.sum438, align 4
+  %sum438 = load float, ptr %pool1_grad.sum438, align 4
+  %385 = mul nsw i64 %pool1_grad.c4028, 9
   %386 = add nsw i64 %385, 6
   %387 = mul nsw i64 %386, 3136
   %388 = add nsw i64 6422592, %387
-  %389 = mul nsw i64 %pool1_grad.j2337, 196
+  %389 = mul nsw i64 %pool1_grad.j4017, 196
   %390 = add nsw i64 %388, %389
-  %391 = add nsw i64 %pool1_grad.iy26341, 1
+  %391 = add nsw i64 %pool1_grad.iy43141, 1
   %392 = add nsw i64 %391, -1
   %393 = mul nsw i64 %392, 14
   %394 = add nsw i64 %390, %393
   %395 = add nsw i64 %394, 2
-  %396 = add nsw i64 %395, %pool1_grad.ix26442
+  %396 = add nsw i64 %395, %pool1_grad.ix43242
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %396
   %397 = load float, ptr %arena49, align 4
-  %398 = fadd float %sum270, %397
-  store float %398, ptr %pool1_grad.sum271, align 4
-  %sum271 = load float, ptr %pool1_grad.sum271, align 4
-  %399 = mul nsw i64 %pool1_grad.c2348, 9
+  %398 = fadd float %sum438, %397
+  store float %398, ptr %pool1_grad.sum439, align 4
+  %sum439 = load float, ptr %pool1_grad.sum439, align 4
+  %399 = mul nsw i64 %pool1_grad.c4028, 9
   %400 = add nsw i64 %399, 7
   %401 = mul nsw i64 %400, 3136
   %402 = add nsw i64 6422592, %401
-  %403 = mul nsw i64 %pool1_grad.j2337, 196
+  %403 = mul nsw i64 %pool1_grad.j4017, 196
   %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %pool1_grad.iy26341, 1
+  %405 = add nsw i64 %pool1_grad.iy43141, 1
   %406 = add nsw i64 %405, -1
   %407 = mul nsw i64 %406, 14
   %408 = add nsw i64 %404, %407
   %409 = add nsw i64 %408, 1
-  %410 = add nsw i64 %409, %pool1_grad.ix26442
+  %410 = add nsw i64 %409, %pool1_grad.ix43242
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %410
   %411 = load float, ptr %arena50, align 4
-  %412 = fadd float %sum271, %411
-  store float %412, ptr %pool1_grad.sum272, align 4
-  %sum272 = load float, ptr %pool1_grad.sum272, align 4
-  %413 = mul nsw i64 %pool1_grad.c2348, 9
+  %412 = fadd float %sum439, %411
+  store float %412, ptr %pool1_grad.sum440, align 4
+  %sum440 = load float, ptr %pool1_grad.sum440, align 4
+  %413 = mul nsw i64 %pool1_grad.c4028, 9
   %414 = add nsw i64 %413, 8
   %415 = mul nsw i64 %414, 3136
   %416 = add nsw i64 6422592, %415
-  %417 = mul nsw i64 %pool1_grad.j2337, 196
+  %417 = mul nsw i64 %pool1_grad.j4017, 196
   %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %pool1_grad.iy26341, 1
+  %419 = add nsw i64 %pool1_grad.iy43141, 1
   %420 = add nsw i64 %419, -1
   %421 = mul nsw i64 %420, 14
   %422 = add nsw i64 %418, %421
-  %423 = add nsw i64 %422, %pool1_grad.ix26442
+  %423 = add nsw i64 %422, %pool1_grad.ix43242
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %423
   %424 = load float, ptr %arena51, align 4
-  %425 = fadd float %sum272, %424
-  store float %425, ptr %pool1_grad.sum273, align 4
-  %sum273 = load float, ptr %pool1_grad.sum273, align 4
-  %426 = mul nsw i64 %pool1_grad.g2211, 16
-  %427 = add nsw i64 %426, %pool1_grad.j2337
+  %425 = fadd float %sum440, %424
+  store float %425, ptr %pool1_grad.sum441, align 4
+  %sum441 = load float, ptr %pool1_grad.sum441, align 4
+  %426 = mul nsw i64 %pool1_grad.g3891, 16
+  %427 = add nsw i64 %426, %pool1_grad.j4017
   %428 = mul nsw i64 %427, 6272
   %429 = add nsw i64 2007040, %428
-  %430 = mul nsw i64 %pool1_grad.c2348, 196
+  %430 = mul nsw i64 %pool1_grad.c4028, 196
   %431 = add nsw i64 %429, %430
-  %432 = add nsw i64 %pool1_grad.iy26341, 1
+  %432 = add nsw i64 %pool1_grad.iy43141, 1
   %433 = mul nsw i64 %432, 14
   %434 = add nsw i64 %431, %433
   %435 = add nsw i64 %434, 1
-  %436 = add nsw i64 %435, %pool1_grad.ix26442
+  %436 = add nsw i64 %435, %pool1_grad.ix43242
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %sum273, ptr %arena52, align 4
-  %ix264.next = add nsw i64 %pool1_grad.ix26442, 1
-  %437 = icmp slt i64 %ix264.next, 12
-  br i1 %437, label %pool1_grad.ix264, label %pool1_grad.ix264.end
+  store float %sum441, ptr %arena52, align 4
+  %ix432.next = add nsw i64 %pool1_grad.ix43242, 1
+  %437 = icmp slt i64 %ix432.next, 12
+  br i1 %437, label %pool1_grad.ix432, label %pool1_grad.ix432.end
 
-pool1_grad.ix264.end:                             ; preds = %pool1_grad.ix264
-  %iy263.next = add nsw i64 %pool1_grad.iy26341, 1
-  %438 = icmp slt i64 %iy263.next, 12
-  br i1 %438, label %pool1_grad.iy263, label %pool1_grad.iy263.end
+pool1_grad.ix432.end:                             ; preds = %pool1_grad.ix432
+  %iy431.next = add nsw i64 %pool1_grad.iy43141, 1
+  %438 = icmp slt i64 %iy431.next, 12
+  br i1 %438, label %pool1_grad.iy431, label %pool1_grad.iy431.end
 
-pool1_grad.iy274:                                 ; preds = %pool1_grad.ix275.end, %pool1_grad.iy263.end
-  %pool1_grad.iy27453 = phi i64 [ 0, %pool1_grad.iy263.end ], [ %iy274.next, %pool1_grad.ix275.end ]
-  br label %pool1_grad.ix275
+pool1_grad.iy442:                                 ; preds = %pool1_grad.ix443.end, %pool1_grad.iy431.end
+  %pool1_grad.iy44253 = phi i64 [ 0, %pool1_grad.iy431.end ], [ %iy442.next, %pool1_grad.ix443.end ]
+  br label %pool1_grad.ix443
 
-pool1_grad.iy274.end:                             ; preds = %pool1_grad.ix275.end
-  br label %pool1_grad.iy282
+pool1_grad.iy442.end:                             ; preds = %pool1_grad.ix443.end
+  br label %pool1_grad.iy450
 
-pool1_grad.ix275:                                 ; preds = %pool1_grad.ix275, %pool1_grad.iy274
-  %pool1_grad.ix27554 = phi i64 [ 0, %pool1_grad.iy274 ], [ %ix275.next, %pool1_grad.ix275 ]
-  %439 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix443:                                 ; preds = %pool1_grad.ix443, %pool1_grad.iy442
+  %pool1_grad.ix44354 = phi i64 [ 0, %pool1_grad.iy442 ], [ %ix443.next, %pool1_grad.ix443 ]
+  %439 = mul nsw i64 %pool1_grad.c4028, 9
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 3136
   %442 = add nsw i64 6422592, %441
-  %443 = mul nsw i64 %pool1_grad.j2337, 196
+  %443 = mul nsw i64 %pool1_grad.j4017, 196
   %444 = add nsw i64 %442, %443
-  %445 = add nsw i64 %pool1_grad.iy27453, 1
+  %445 = add nsw i64 %pool1_grad.iy44253, 1
   %446 = add nsw i64 %445, 1
   %447 = mul nsw i64 %446, 14
   %448 = add nsw i64 %444, %447
   %449 = add nsw i64 %448, 13
-  %450 = add nsw i64 %449, %pool1_grad.ix27554
+  %450 = add nsw i64 %449, %pool1_grad.ix44354
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %450
   %451 = load float, ptr %arena55, align 4
-  store float %451, ptr %pool1_grad.sum276, align 4
-  %sum276 = load float, ptr %pool1_grad.sum276, align 4
-  %452 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %451, ptr %pool1_grad.sum444, align 4
+  %sum444 = load float, ptr %pool1_grad.sum444, align 4
+  %452 = mul nsw i64 %pool1_grad.c4028, 9
   %453 = add nsw i64 %452, 2
   %454 = mul nsw i64 %453, 3136
   %455 = add nsw i64 6422592, %454
-  %456 = mul nsw i64 %pool1_grad.j2337, 196
+  %456 = mul nsw i64 %pool1_grad.j4017, 196
   %457 = add nsw i64 %455, %456
-  %458 = add nsw i64 %pool1_grad.iy27453, 1
+  %458 = add nsw i64 %pool1_grad.iy44253, 1
   %459 = add nsw i64 %458, 1
   %460 = mul nsw i64 %459, 14
   %461 = add nsw i64 %457, %460
   %462 = add nsw i64 %461, 12
-  %463 = add nsw i64 %462, %pool1_grad.ix27554
+  %463 = add nsw i64 %462, %pool1_grad.ix44354
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %463
   %464 = load float, ptr %arena56, align 4
-  %465 = fadd float %sum276, %464
-  store float %465, ptr %pool1_grad.sum277, align 4
-  %sum277 = load float, ptr %pool1_grad.sum277, align 4
-  %466 = mul nsw i64 %pool1_grad.c2348, 9
+  %465 = fadd float %sum444, %464
+  store float %465, ptr %pool1_grad.sum445, align 4
+  %sum445 = load float, ptr %pool1_grad.sum445, align 4
+  %466 = mul nsw i64 %pool1_grad.c4028, 9
   %467 = add nsw i64 %466, 4
   %468 = mul nsw i64 %467, 3136
   %469 = add nsw i64 6422592, %468
-  %470 = mul nsw i64 %pool1_grad.j2337, 196
+  %470 = mul nsw i64 %pool1_grad.j4017, 196
   %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %pool1_grad.iy27453, 1
+  %472 = add nsw i64 %pool1_grad.iy44253, 1
   %473 = mul nsw i64 %472, 14
   %474 = add nsw i64 %471, %473
   %475 = add nsw i64 %474, 13
-  %476 = add nsw i64 %475, %pool1_grad.ix27554
+  %476 = add nsw i64 %475, %pool1_grad.ix44354
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %476
   %477 = load float, ptr %arena57, align 4
-  %478 = fadd float %sum277, %477
-  store float %478, ptr %pool1_grad.sum278, align 4
-  %sum278 = load float, ptr %pool1_grad.sum278, align 4
-  %479 = mul nsw i64 %pool1_grad.c2348, 9
+  %478 = fadd float %sum445, %477
+  store float %478, ptr %pool1_grad.sum446, align 4
+  %sum446 = load float, ptr %pool1_grad.sum446, align 4
+  %479 = mul nsw i64 %pool1_grad.c4028, 9
   %480 = add nsw i64 %479, 5
   %481 = mul nsw i64 %480, 3136
   %482 = add nsw i64 6422592, %481
-  %483 = mul nsw i64 %pool1_grad.j2337, 196
+  %483 = mul nsw i64 %pool1_grad.j4017, 196
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %pool1_grad.iy27453, 1
+  %485 = add nsw i64 %pool1_grad.iy44253, 1
   %486 = mul nsw i64 %485, 14
   %487 = add nsw i64 %484, %486
   %488 = add nsw i64 %487, 12
-  %489 = add nsw i64 %488, %pool1_grad.ix27554
+  %489 = add nsw i64 %488, %pool1_grad.ix44354
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %489
   %490 = load float, ptr %arena58, align 4
-  %491 = fadd float %sum278, %490
-  store float %491, ptr %pool1_grad.sum279, align 4
-  %sum279 = load float, ptr %pool1_grad.sum279, align 4
-  %492 = mul nsw i64 %pool1_grad.c2348, 9
+  %491 = fadd float %sum446, %490
+  store float %491, ptr %pool1_grad.sum447, align 4
+  %sum447 = load float, ptr %pool1_grad.sum447, align 4
+  %492 = mul nsw i64 %pool1_grad.c4028, 9
   %493 = add nsw i64 %492, 7
   %494 = mul nsw i64 %493, 3136
   %495 = add nsw i64 6422592, %494
-  %496 = mul nsw i64 %pool1_grad.j2337, 196
+  %496 = mul nsw i64 %pool1_grad.j4017, 196
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %pool1_grad.iy27453, 1
+  %498 = add nsw i64 %pool1_grad.iy44253, 1
   %499 = add nsw i64 %498, -1
   %500 = mul nsw i64 %499, 14
   %501 = add nsw i64 %497, %500
   %502 = add nsw i64 %501, 13
-  %503 = add nsw i64 %502, %pool1_grad.ix27554
+  %503 = add nsw i64 %502, %pool1_grad.ix44354
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %503
   %504 = load float, ptr %arena59, align 4
-  %505 = fadd float %sum279, %504
-  store float %505, ptr %pool1_grad.sum280, align 4
-  %sum280 = load float, ptr %pool1_grad.sum280, align 4
-  %506 = mul nsw i64 %pool1_grad.c2348, 9
+  %505 = fadd float %sum447, %504
+  store float %505, ptr %pool1_grad.sum448, align 4
+  %sum448 = load float, ptr %pool1_grad.sum448, align 4
+  %506 = mul nsw i64 %pool1_grad.c4028, 9
   %507 = add nsw i64 %506, 8
   %508 = mul nsw i64 %507, 3136
   %509 = add nsw i64 6422592, %508
-  %510 = mul nsw i64 %pool1_grad.j2337, 196
+  %510 = mul nsw i64 %pool1_grad.j4017, 196
   %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %pool1_grad.iy27453, 1
+  %512 = add nsw i64 %pool1_grad.iy44253, 1
   %513 = add nsw i64 %512, -1
   %514 = mul nsw i64 %513, 14
   %515 = add nsw i64 %511, %514
   %516 = add nsw i64 %515, 12
-  %517 = add nsw i64 %516, %pool1_grad.ix27554
+  %517 = add nsw i64 %516, %pool1_grad.ix44354
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %517
   %518 = load float, ptr %arena60, align 4
-  %519 = fadd float %sum280, %518
-  store float %519, ptr %pool1_grad.sum281, align 4
-  %sum281 = load float, ptr %pool1_grad.sum281, align 4
-  %520 = mul nsw i64 %pool1_grad.g2211, 16
-  %521 = add nsw i64 %520, %pool1_grad.j2337
+  %519 = fadd float %sum448, %518
+  store float %519, ptr %pool1_grad.sum449, align 4
+  %sum449 = load float, ptr %pool1_grad.sum449, align 4
+  %520 = mul nsw i64 %pool1_grad.g3891, 16
+  %521 = add nsw i64 %520, %pool1_grad.j4017
   %522 = mul nsw i64 %521, 6272
   %523 = add nsw i64 2007040, %522
-  %524 = mul nsw i64 %pool1_grad.c2348, 196
+  %524 = mul nsw i64 %pool1_grad.c4028, 196
   %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %pool1_grad.iy27453, 1
+  %526 = add nsw i64 %pool1_grad.iy44253, 1
   %527 = mul nsw i64 %526, 14
   %528 = add nsw i64 %525, %527
   %529 = add nsw i64 %528, 13
-  %530 = add nsw i64 %529, %pool1_grad.ix27554
+  %530 = add nsw i64 %529, %pool1_grad.ix44354
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %530
-  store float %sum281, ptr %arena61, align 4
-  %ix275.next = add nsw i64 %pool1_grad.ix27554, 1
-  %531 = icmp slt i64 %ix275.next, 1
-  br i1 %531, label %pool1_grad.ix275, label %pool1_grad.ix275.end
+  store float %sum449, ptr %arena61, align 4
+  %ix443.next = add nsw i64 %pool1_grad.ix44354, 1
+  %531 = icmp slt i64 %ix443.next, 1
+  br i1 %531, label %pool1_grad.ix443, label %pool1_grad.ix443.end
 
-pool1_grad.ix275.end:                             ; preds = %pool1_grad.ix275
-  %iy274.next = add nsw i64 %pool1_grad.iy27453, 1
-  %532 = icmp slt i64 %iy274.next, 12
-  br i1 %532, label %pool1_grad.iy274, label %pool1_grad.iy274.end
+pool1_grad.ix443.end:                             ; preds = %pool1_grad.ix443
+  %iy442.next = add nsw i64 %pool1_grad.iy44253, 1
+  %532 = icmp slt i64 %iy442.next, 12
+  br i1 %532, label %pool1_grad.iy442, label %pool1_grad.iy442.end
 
-pool1_grad.iy282:                                 ; preds = %pool1_grad.ix283.end, %pool1_grad.iy274.end
-  %pool1_grad.iy28262 = phi i64 [ 0, %pool1_grad.iy274.end ], [ %iy282.next, %pool1_grad.ix283.end ]
-  br label %pool1_grad.ix283
+pool1_grad.iy450:                                 ; preds = %pool1_grad.ix451.end, %pool1_grad.iy442.end
+  %pool1_grad.iy45062 = phi i64 [ 0, %pool1_grad.iy442.end ], [ %iy450.next, %pool1_grad.ix451.end ]
+  br label %pool1_grad.ix451
 
-pool1_grad.iy282.end:                             ; preds = %pool1_grad.ix283.end
-  br label %pool1_grad.iy288
+pool1_grad.iy450.end:                             ; preds = %pool1_grad.ix451.end
+  br label %pool1_grad.iy456
 
-pool1_grad.ix283:                                 ; preds = %pool1_grad.ix283, %pool1_grad.iy282
-  %pool1_grad.ix28363 = phi i64 [ 0, %pool1_grad.iy282 ], [ %ix283.next, %pool1_grad.ix283 ]
-  %533 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix451:                                 ; preds = %pool1_grad.ix451, %pool1_grad.iy450
+  %pool1_grad.ix45163 = phi i64 [ 0, %pool1_grad.iy450 ], [ %ix451.next, %pool1_grad.ix451 ]
+  %533 = mul nsw i64 %pool1_grad.c4028, 9
   %534 = add nsw i64 %533, 3
   %535 = mul nsw i64 %534, 3136
   %536 = add nsw i64 6422592, %535
-  %537 = mul nsw i64 %pool1_grad.j2337, 196
+  %537 = mul nsw i64 %pool1_grad.j4017, 196
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %pool1_grad.iy28262, 13
+  %539 = add nsw i64 %pool1_grad.iy45062, 13
   %540 = mul nsw i64 %539, 14
   %541 = add nsw i64 %538, %540
   %542 = add nsw i64 %541, 1
-  %543 = add nsw i64 %542, %pool1_grad.ix28363
+  %543 = add nsw i64 %542, %pool1_grad.ix45163
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %543
   %544 = load float, ptr %arena64, align 4
-  store float %544, ptr %pool1_grad.sum284, align 4
-  %sum284 = load float, ptr %pool1_grad.sum284, align 4
-  %545 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %544, ptr %pool1_grad.sum452, align 4
+  %sum452 = load float, ptr %pool1_grad.sum452, align 4
+  %545 = mul nsw i64 %pool1_grad.c4028, 9
   %546 = add nsw i64 %545, 4
   %547 = mul nsw i64 %546, 3136
   %548 = add nsw i64 6422592, %547
-  %549 = mul nsw i64 %pool1_grad.j2337, 196
+  %549 = mul nsw i64 %pool1_grad.j4017, 196
   %550 = add nsw i64 %548, %549
-  %551 = add nsw i64 %pool1_grad.iy28262, 13
+  %551 = add nsw i64 %pool1_grad.iy45062, 13
   %552 = mul nsw i64 %551, 14
   %553 = add nsw i64 %550, %552
-  %554 = add nsw i64 %553, %pool1_grad.ix28363
+  %554 = add nsw i64 %553, %pool1_grad.ix45163
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %554
   %555 = load float, ptr %arena65, align 4
-  %556 = fadd float %sum284, %555
-  store float %556, ptr %pool1_grad.sum285, align 4
-  %sum285 = load float, ptr %pool1_grad.sum285, align 4
-  %557 = mul nsw i64 %pool1_grad.c2348, 9
+  %556 = fadd float %sum452, %555
+  store float %556, ptr %pool1_grad.sum453, align 4
+  %sum453 = load float, ptr %pool1_grad.sum453, align 4
+  %557 = mul nsw i64 %pool1_grad.c4028, 9
   %558 = add nsw i64 %557, 6
   %559 = mul nsw i64 %558, 3136
   %560 = add nsw i64 6422592, %559
-  %561 = mul nsw i64 %pool1_grad.j2337, 196
+  %561 = mul nsw i64 %pool1_grad.j4017, 196
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %pool1_grad.iy28262, 13
+  %563 = add nsw i64 %pool1_grad.iy45062, 13
   %564 = add nsw i64 %563, -1
   %565 = mul nsw i64 %564, 14
   %566 = add nsw i64 %562, %565
   %567 = add nsw i64 %566, 1
-  %568 = add nsw i64 %567, %pool1_grad.ix28363
+  %568 = add nsw i64 %567, %pool1_grad.ix45163
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %568
   %569 = load float, ptr %arena66, align 4
-  %570 = fadd float %sum285, %569
-  store float %570, ptr %pool1_grad.sum286, align 4
-  %sum286 = load float, ptr %pool1_grad.sum286, align 4
-  %571 = mul nsw i64 %pool1_grad.c2348, 9
+  %570 = fadd float %sum453, %569
+  store float %570, ptr %pool1_grad.sum454, align 4
+  %sum454 = load float, ptr %pool1_grad.sum454, align 4
+  %571 = mul nsw i64 %pool1_grad.c4028, 9
   %572 = add nsw i64 %571, 7
   %573 = mul nsw i64 %572, 3136
   %574 = add nsw i64 6422592, %573
-  %575 = mul nsw i64 %pool1_grad.j2337, 196
+  %575 = mul nsw i64 %pool1_grad.j4017, 196
   %576 = add nsw i64 %574, %575
-  %577 = add nsw i64 %pool1_grad.iy28262, 13
+  %577 = add nsw i64 %pool1_grad.iy45062, 13
   %578 = add nsw i64 %577, -1
   %579 = mul nsw i64 %578, 14
   %580 = add nsw i64 %576, %579
-  %581 = add nsw i64 %580, %pool1_grad.ix28363
+  %581 = add nsw i64 %580, %pool1_grad.ix45163
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %581
   %582 = load float, ptr %arena67, align 4
-  %583 = fadd float %sum286, %582
-  store float %583, ptr %pool1_grad.sum287, align 4
-  %sum287 = load float, ptr %pool1_grad.sum287, align 4
-  %584 = mul nsw i64 %pool1_grad.g2211, 16
-  %585 = add nsw i64 %584, %pool1_grad.j2337
+  %583 = fadd float %sum454, %582
+  store float %583, ptr %pool1_grad.sum455, align 4
+  %sum455 = load float, ptr %pool1_grad.sum455, align 4
+  %584 = mul nsw i64 %pool1_grad.g3891, 16
+  %585 = add nsw i64 %584, %pool1_grad.j4017
   %586 = mul nsw i64 %585, 6272
   %587 = add nsw i64 2007040, %586
-  %588 = mul nsw i64 %pool1_grad.c2348, 196
+  %588 = mul nsw i64 %pool1_grad.c4028, 196
   %589 = add nsw i64 %587, %588
-  %590 = add nsw i64 %pool1_grad.iy28262, 13
+  %590 = add nsw i64 %pool1_grad.iy45062, 13
   %591 = mul nsw i64 %590, 14
   %592 = add nsw i64 %589, %591
-  %593 = add nsw i64 %592, %pool1_grad.ix28363
+  %593 = add nsw i64 %592, %pool1_grad.ix45163
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %sum287, ptr %arena68, align 4
-  %ix283.next = add nsw i64 %pool1_grad.ix28363, 1
-  %594 = icmp slt i64 %ix283.next, 1
-  br i1 %594, label %pool1_grad.ix283, label %pool1_grad.ix283.end
+  store float %sum455, ptr %arena68, align 4
+  %ix451.next = add nsw i64 %pool1_grad.ix45163, 1
+  %594 = icmp slt i64 %ix451.next, 1
+  br i1 %594, label %pool1_grad.ix451, label %pool1_grad.ix451.end
 
-pool1_grad.ix283.end:                             ; preds = %pool1_grad.ix283
-  %iy282.next = add nsw i64 %pool1_grad.iy28262, 1
-  %595 = icmp slt i64 %iy282.next, 1
-  br i1 %595, label %pool1_grad.iy282, label %pool1_grad.iy282.end
+pool1_grad.ix451.end:                             ; preds = %pool1_grad.ix451
+  %iy450.next = add nsw i64 %pool1_grad.iy45062, 1
+  %595 = icmp slt i64 %iy450.next, 1
+  br i1 %595, label %pool1_grad.iy450, label %pool1_grad.iy450.end
 
-pool1_grad.iy288:                                 ; preds = %pool1_grad.ix289.end, %pool1_grad.iy282.end
-  %pool1_grad.iy28869 = phi i64 [ 0, %pool1_grad.iy282.end ], [ %iy288.next, %pool1_grad.ix289.end ]
-  br label %pool1_grad.ix289
+pool1_grad.iy456:                                 ; preds = %pool1_grad.ix457.end, %pool1_grad.iy450.end
+  %pool1_grad.iy45669 = phi i64 [ 0, %pool1_grad.iy450.end ], [ %iy456.next, %pool1_grad.ix457.end ]
+  br label %pool1_grad.ix457
 
-pool1_grad.iy288.end:                             ; preds = %pool1_grad.ix289.end
-  br label %pool1_grad.iy296
+pool1_grad.iy456.end:                             ; preds = %pool1_grad.ix457.end
+  br label %pool1_grad.iy464
 
-pool1_grad.ix289:                                 ; preds = %pool1_grad.ix289, %pool1_grad.iy288
-  %pool1_grad.ix28970 = phi i64 [ 0, %pool1_grad.iy288 ], [ %ix289.next, %pool1_grad.ix289 ]
-  %596 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix457:                                 ; preds = %pool1_grad.ix457, %pool1_grad.iy456
+  %pool1_grad.ix45770 = phi i64 [ 0, %pool1_grad.iy456 ], [ %ix457.next, %pool1_grad.ix457 ]
+  %596 = mul nsw i64 %pool1_grad.c4028, 9
   %597 = add nsw i64 %596, 3
   %598 = mul nsw i64 %597, 3136
   %599 = add nsw i64 6422592, %598
-  %600 = mul nsw i64 %pool1_grad.j2337, 196
+  %600 = mul nsw i64 %pool1_grad.j4017, 196
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %pool1_grad.iy28869, 13
+  %602 = add nsw i64 %pool1_grad.iy45669, 13
   %603 = mul nsw i64 %602, 14
   %604 = add nsw i64 %601, %603
   %605 = add nsw i64 %604, 2
-  %606 = add nsw i64 %605, %pool1_grad.ix28970
+  %606 = add nsw i64 %605, %pool1_grad.ix45770
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %606
   %607 = load float, ptr %arena71, align 4
-  store float %607, ptr %pool1_grad.sum290, align 4
-  %sum290 = load float, ptr %pool1_grad.sum290, align 4
-  %608 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %607, ptr %pool1_grad.sum458, align 4
+  %sum458 = load float, ptr %pool1_grad.sum458, align 4
+  %608 = mul nsw i64 %pool1_grad.c4028, 9
   %609 = add nsw i64 %608, 4
   %610 = mul nsw i64 %609, 3136
   %611 = add nsw i64 6422592, %610
-  %612 = mul nsw i64 %pool1_grad.j2337, 196
+  %612 = mul nsw i64 %pool1_grad.j4017, 196
   %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %pool1_grad.iy28869, 13
+  %614 = add nsw i64 %pool1_grad.iy45669, 13
   %615 = mul nsw i64 %614, 14
   %616 = add nsw i64 %613, %615
   %617 = add nsw i64 %616, 1
-  %618 = add nsw i64 %617, %pool1_grad.ix28970
+  %618 = add nsw i64 %617, %pool1_grad.ix45770
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %618
   %619 = load float, ptr %arena72, align 4
-  %620 = fadd float %sum290, %619
-  store float %620, ptr %pool1_grad.sum291, align 4
-  %sum291 = load float, ptr %pool1_grad.sum291, align 4
-  %621 = mul nsw i64 %pool1_grad.c2348, 9
+  %620 = fadd float %sum458, %619
+  store float %620, ptr %pool1_grad.sum459, align 4
+  %sum459 = load float, ptr %pool1_grad.sum459, align 4
+  %621 = mul nsw i64 %pool1_grad.c4028, 9
   %622 = add nsw i64 %621, 5
   %623 = mul nsw i64 %622, 3136
   %624 = add nsw i64 6422592, %623
-  %625 = mul nsw i64 %pool1_grad.j2337, 196
+  %625 = mul nsw i64 %pool1_grad.j4017, 196
   %626 = add nsw i64 %624, %625
-  %627 = add nsw i64 %pool1_grad.iy28869, 13
+  %627 = add nsw i64 %pool1_grad.iy45669, 13
   %628 = mul nsw i64 %627, 14
   %629 = add nsw i64 %626, %628
-  %630 = add nsw i64 %629, %pool1_grad.ix28970
+  %630 = add nsw i64 %629, %pool1_grad.ix45770
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %630
   %631 = load float, ptr %arena73, align 4
-  %632 = fadd float %sum291, %631
-  store float %632, ptr %pool1_grad.sum292, align 4
-  %sum292 = load float, ptr %pool1_grad.sum292, align 4
-  %633 = mul nsw i64 %pool1_grad.c2348, 9
+  %632 = fadd float %sum459, %631
+  store float %632, ptr %pool1_grad.sum460, align 4
+  %sum460 = load float, ptr %pool1_grad.sum460, align 4
+  %633 = mul nsw i64 %pool1_grad.c4028, 9
   %634 = add nsw i64 %633, 6
   %635 = mul nsw i64 %634, 3136
   %636 = add nsw i64 6422592, %635
-  %637 = mul nsw i64 %pool1_grad.j2337, 196
+  %637 = mul nsw i64 %pool1_grad.j4017, 196
   %638 = add nsw i64 %636, %637
-  %639 = add nsw i64 %pool1_grad.iy28869, 13
+  %639 = add nsw i64 %pool1_grad.iy45669, 13
   %640 = add nsw i64 %639, -1
   %641 = mul nsw i64 %640, 14
   %642 = add nsw i64 %638, %641
   %643 = add nsw i64 %642, 2
-  %644 = add nsw i64 %643, %pool1_grad.ix28970
+  %644 = add nsw i64 %643, %pool1_grad.ix45770
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %644
   %645 = load float, ptr %arena74, align 4
-  %646 = fadd float %sum292, %645
-  store float %646, ptr %pool1_grad.sum293, align 4
-  %sum293 = load float, ptr %pool1_grad.sum293, align 4
-  %647 = mul nsw i64 %pool1_grad.c2348, 9
+  %646 = fadd float %sum460, %645
+  store float %646, ptr %pool1_grad.sum461, align 4
+  %sum461 = load float, ptr %pool1_grad.sum461, align 4
+  %647 = mul nsw i64 %pool1_grad.c4028, 9
   %648 = add nsw i64 %647, 7
   %649 = mul nsw i64 %648, 3136
   %650 = add nsw i64 6422592, %649
-  %651 = mul nsw i64 %pool1_grad.j2337, 196
+  %651 = mul nsw i64 %pool1_grad.j4017, 196
   %652 = add nsw i64 %650, %651
-  %653 = add nsw i64 %pool1_grad.iy28869, 13
+  %653 = add nsw i64 %pool1_grad.iy45669, 13
   %654 = add nsw i64 %653, -1
   %655 = mul nsw i64 %654, 14
   %656 = add nsw i64 %652, %655
   %657 = add nsw i64 %656, 1
-  %658 = add nsw i64 %657, %pool1_grad.ix28970
+  %658 = add nsw i64 %657, %pool1_grad.ix45770
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %658
   %659 = load float, ptr %arena75, align 4
-  %660 = fadd float %sum293, %659
-  store float %660, ptr %pool1_grad.sum294, align 4
-  %sum294 = load float, ptr %pool1_grad.sum294, align 4
-  %661 = mul nsw i64 %pool1_grad.c2348, 9
+  %660 = fadd float %sum461, %659
+  store float %660, ptr %pool1_grad.sum462, align 4
+  %sum462 = load float, ptr %pool1_grad.sum462, align 4
+  %661 = mul nsw i64 %pool1_grad.c4028, 9
   %662 = add nsw i64 %661, 8
   %663 = mul nsw i64 %662, 3136
   %664 = add nsw i64 6422592, %663
-  %665 = mul nsw i64 %pool1_grad.j2337, 196
+  %665 = mul nsw i64 %pool1_grad.j4017, 196
   %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %pool1_grad.iy28869, 13
+  %667 = add nsw i64 %pool1_grad.iy45669, 13
   %668 = add nsw i64 %667, -1
   %669 = mul nsw i64 %668, 14
   %670 = add nsw i64 %666, %669
-  %671 = add nsw i64 %670, %pool1_grad.ix28970
+  %671 = add nsw i64 %670, %pool1_grad.ix45770
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %671
   %672 = load float, ptr %arena76, align 4
-  %673 = fadd float %sum294, %672
-  store float %673, ptr %pool1_grad.sum295, align 4
-  %sum295 = load float, ptr %pool1_grad.sum295, align 4
-  %674 = mul nsw i64 %pool1_grad.g2211, 16
-  %675 = add nsw i64 %674, %pool1_grad.j2337
+  %673 = fadd float %sum462, %672
+  store float %673, ptr %pool1_grad.sum463, align 4
+  %sum463 = load float, ptr %pool1_grad.sum463, align 4
+  %674 = mul nsw i64 %pool1_grad.g3891, 16
+  %675 = add nsw i64 %674, %pool1_grad.j4017
   %676 = mul nsw i64 %675, 6272
   %677 = add nsw i64 2007040, %676
-  %678 = mul nsw i64 %pool1_grad.c2348, 196
+  %678 = mul nsw i64 %pool1_grad.c4028, 196
   %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %pool1_grad.iy28869, 13
+  %680 = add nsw i64 %pool1_grad.iy45669, 13
   %681 = mul nsw i64 %680, 14
   %682 = add nsw i64 %679, %681
   %683 = add nsw i64 %682, 1
-  %684 = add nsw i64 %683, %pool1_grad.ix28970
+  %684 = add nsw i64 %683, %pool1_grad.ix45770
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %684
-  store float %sum295, ptr %arena77, align 4
-  %ix289.next = add nsw i64 %pool1_grad.ix28970, 1
-  %685 = icmp slt i64 %ix289.next, 12
-  br i1 %685, label %pool1_grad.ix289, label %pool1_grad.ix289.end
+  store float %sum463, ptr %arena77, align 4
+  %ix457.next = add nsw i64 %pool1_grad.ix45770, 1
+  %685 = icmp slt i64 %ix457.next, 12
+  br i1 %685, label %pool1_grad.ix457, label %pool1_grad.ix457.end
 
-pool1_grad.ix289.end:                             ; preds = %pool1_grad.ix289
-  %iy288.next = add nsw i64 %pool1_grad.iy28869, 1
-  %686 = icmp slt i64 %iy288.next, 1
-  br i1 %686, label %pool1_grad.iy288, label %pool1_grad.iy288.end
+pool1_grad.ix457.end:                             ; preds = %pool1_grad.ix457
+  %iy456.next = add nsw i64 %pool1_grad.iy45669, 1
+  %686 = icmp slt i64 %iy456.next, 1
+  br i1 %686, label %pool1_grad.iy456, label %pool1_grad.iy456.end
 
-pool1_grad.iy296:                                 ; preds = %pool1_grad.ix297.end, %pool1_grad.iy288.end
-  %pool1_grad.iy29678 = phi i64 [ 0, %pool1_grad.iy288.end ], [ %iy296.next, %pool1_grad.ix297.end ]
-  br label %pool1_grad.ix297
+pool1_grad.iy464:                                 ; preds = %pool1_grad.ix465.end, %pool1_grad.iy456.end
+  %pool1_grad.iy46478 = phi i64 [ 0, %pool1_grad.iy456.end ], [ %iy464.next, %pool1_grad.ix465.end ]
+  br label %pool1_grad.ix465
 
-pool1_grad.iy296.end:                             ; preds = %pool1_grad.ix297.end
-  %c234.next = add nsw i64 %pool1_grad.c2348, 1
-  %687 = icmp slt i64 %c234.next, 32
-  br i1 %687, label %pool1_grad.c234, label %pool1_grad.c234.end
+pool1_grad.iy464.end:                             ; preds = %pool1_grad.ix465.end
+  %c402.next = add nsw i64 %pool1_grad.c4028, 1
+  %687 = icmp slt i64 %c402.next, 32
+  br i1 %687, label %pool1_grad.c402, label %pool1_grad.c402.end
 
-pool1_grad.ix297:                                 ; preds = %pool1_grad.ix297, %pool1_grad.iy296
-  %pool1_grad.ix29779 = phi i64 [ 0, %pool1_grad.iy296 ], [ %ix297.next, %pool1_grad.ix297 ]
-  %688 = mul nsw i64 %pool1_grad.c2348, 9
+pool1_grad.ix465:                                 ; preds = %pool1_grad.ix465, %pool1_grad.iy464
+  %pool1_grad.ix46579 = phi i64 [ 0, %pool1_grad.iy464 ], [ %ix465.next, %pool1_grad.ix465 ]
+  %688 = mul nsw i64 %pool1_grad.c4028, 9
   %689 = add nsw i64 %688, 4
   %690 = mul nsw i64 %689, 3136
   %691 = add nsw i64 6422592, %690
-  %692 = mul nsw i64 %pool1_grad.j2337, 196
+  %692 = mul nsw i64 %pool1_grad.j4017, 196
   %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %pool1_grad.iy29678, 13
+  %694 = add nsw i64 %pool1_grad.iy46478, 13
   %695 = mul nsw i64 %694, 14
   %696 = add nsw i64 %693, %695
   %697 = add nsw i64 %696, 13
-  %698 = add nsw i64 %697, %pool1_grad.ix29779
+  %698 = add nsw i64 %697, %pool1_grad.ix46579
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %698
   %699 = load float, ptr %arena80, align 4
-  store float %699, ptr %pool1_grad.sum298, align 4
-  %sum298 = load float, ptr %pool1_grad.sum298, align 4
-  %700 = mul nsw i64 %pool1_grad.c2348, 9
+  store float %699, ptr %pool1_grad.sum466, align 4
+  %sum466 = load float, ptr %pool1_grad.sum466, align 4
+  %700 = mul nsw i64 %pool1_grad.c4028, 9
   %701 = add nsw i64 %700, 5
   %702 = mul nsw i64 %701, 3136
   %703 = add nsw i64 6422592, %702
-  %704 = mul nsw i64 %pool1_grad.j2337, 196
+  %704 = mul nsw i64 %pool1_grad.j4017, 196
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %pool1_grad.iy29678, 13
+  %706 = add nsw i64 %pool1_grad.iy46478, 13
   %707 = mul nsw i64 %706, 14
   %708 = add nsw i64 %705, %707
   %709 = add nsw i64 %708, 12
-  %710 = add nsw i64 %709, %pool1_grad.ix29779
+  %710 = add nsw i64 %709, %pool1_grad.ix46579
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %710
   %711 = load float, ptr %arena81, align 4
-  %712 = fadd float %sum298, %711
-  store float %712, ptr %pool1_grad.sum299, align 4
-  %sum299 = load float, ptr %pool1_grad.sum299, align 4
-  %713 = mul nsw i64 %pool1_grad.c2348, 9
+  %712 = fadd float %sum466, %711
+  store float %712, ptr %pool1_grad.sum467, align 4
+  %sum467 = load float, ptr %pool1_grad.sum467, align 4
+  %713 = mul nsw i64 %pool1_grad.c4028, 9
   %714 = add nsw i64 %713, 7
   %715 = mul nsw i64 %714, 3136
   %716 = add nsw i64 6422592, %715
-  %717 = mul nsw i64 %pool1_grad.j2337, 196
+  %717 = mul nsw i64 %pool1_grad.j4017, 196
   %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %pool1_grad.iy29678, 13
+  %719 = add nsw i64 %pool1_grad.iy46478, 13
   %720 = add nsw i64 %719, -1
   %721 = mul nsw i64 %720, 14
   %722 = add nsw i64 %718, %721
   %723 = add nsw i64 %722, 13
-  %724 = add nsw i64 %723, %pool1_grad.ix29779
+  %724 = add nsw i64 %723, %pool1_grad.ix46579
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load float, ptr %arena82, align 4
-  %726 = fadd float %sum299, %725
-  store float %726, ptr %pool1_grad.sum300, align 4
-  %sum300 = load float, ptr %pool1_grad.sum300, align 4
-  %727 = mul nsw i64 %pool1_grad.c2348, 9
+  %726 = fadd float %sum467, %725
+  store float %726, ptr %pool1_grad.sum468, align 4
+  %sum468 = load float, ptr %pool1_grad.sum468, align 4
+  %727 = mul nsw i64 %pool1_grad.c4028, 9
   %728 = add nsw i64 %727, 8
   %729 = mul nsw i64 %728, 3136
   %730 = add nsw i64 6422592, %729
-  %731 = mul nsw i64 %pool1_grad.j2337, 196
+  %731 = mul nsw i64 %pool1_grad.j4017, 196
   %732 = add nsw i64 %730, %731
-  %733 = add nsw i64 %pool1_grad.iy29678, 13
+  %733 = add nsw i64 %pool1_grad.iy46478, 13
   %734 = add nsw i64 %733, -1
   %735 = mul nsw i64 %734, 14
   %736 = add nsw i64 %732, %735
   %737 = add nsw i64 %736, 12
-  %738 = add nsw i64 %737, %pool1_grad.ix29779
+  %738 = add nsw i64 %737, %pool1_grad.ix46579
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load float, ptr %arena83, align 4
-  %740 = fadd float %sum300, %739
-  store float %740, ptr %pool1_grad.sum301, align 4
-  %sum301 = load float, ptr %pool1_grad.sum301, align 4
-  %741 = mul nsw i64 %pool1_grad.g2211, 16
-  %742 = add nsw i64 %741, %pool1_grad.j2337
+  %740 = fadd float %sum468, %739
+  store float %740, ptr %pool1_grad.sum469, align 4
+  %sum469 = load float, ptr %pool1_grad.sum469, align 4
+  %741 = mul nsw i64 %pool1_grad.g3891, 16
+  %742 = add nsw i64 %741, %pool1_grad.j4017
   %743 = mul nsw i64 %742, 6272
   %744 = add nsw i64 2007040, %743
-  %745 = mul nsw i64 %pool1_grad.c2348, 196
+  %745 = mul nsw i64 %pool1_grad.c4028, 196
   %746 = add nsw i64 %744, %745
-  %747 = add nsw i64 %pool1_grad.iy29678, 13
+  %747 = add nsw i64 %pool1_grad.iy46478, 13
   %748 = mul nsw i64 %747, 14
   %749 = add nsw i64 %746, %748
   %750 = add nsw i64 %749, 13
-  %751 = add nsw i64 %750, %pool1_grad.ix29779
+  %751 = add nsw i64 %750, %pool1_grad.ix46579
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %751
-  store float %sum301, ptr %arena84, align 4
-  %ix297.next = add nsw i64 %pool1_grad.ix29779, 1
-  %752 = icmp slt i64 %ix297.next, 1
-  br i1 %752, label %pool1_grad.ix297, label %pool1_grad.ix297.end
+  store float %sum469, ptr %arena84, align 4
+  %ix465.next = add nsw i64 %pool1_grad.ix46579, 1
+  %752 = icmp slt i64 %ix465.next, 1
+  br i1 %752, label %pool1_grad.ix465, label %pool1_grad.ix465.end
 
-pool1_grad.ix297.end:                             ; preds = %pool1_grad.ix297
-  %iy296.next = add nsw i64 %pool1_grad.iy29678, 1
-  %753 = icmp slt i64 %iy296.next, 1
-  br i1 %753, label %pool1_grad.iy296, label %pool1_grad.iy296.end
+pool1_grad.ix465.end:                             ; preds = %pool1_grad.ix465
+  %iy464.next = add nsw i64 %pool1_grad.iy46478, 1
+  %753 = icmp slt i64 %iy464.next, 1
+  br i1 %753, label %pool1_grad.iy464, label %pool1_grad.iy464.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k31.pool1_grad.gemm232(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k31.pool1_grad.gemm400(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1_grad.t230_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t230_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t230_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t230_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t230_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t230_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t230_c0_0 = alloca <8 x float>, align 32
-  %pool1_grad.t227_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t227_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t227_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t227_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t227_b2 = alloca <8 x float>, align 32
-  %pool1_grad.t227_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t227_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c3_2 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c2_2 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c1_2 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c0_2 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t227_c0_0 = alloca <8 x float>, align 32
-  br label %pool1_grad.nb225
+  %pool1_grad.t398_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t398_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t398_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t398_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t398_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t398_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t398_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t395_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t395_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t395_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t395_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t395_b2 = alloca <8 x float>, align 32
+  %pool1_grad.t395_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t395_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c3_2 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c2_2 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c1_2 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c0_2 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t395_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb393
 
-pool1_grad.nb225:                                 ; preds = %pool1_grad.mb226.end, %entry
-  %pool1_grad.nb2251 = phi i64 [ 0, %entry ], [ %nb225.next, %pool1_grad.mb226.end ]
-  br label %pool1_grad.mb226
+pool1_grad.nb393:                                 ; preds = %pool1_grad.mb394.end, %entry
+  %pool1_grad.nb3931 = phi i64 [ 0, %entry ], [ %nb393.next, %pool1_grad.mb394.end ]
+  br label %pool1_grad.mb394
 
-pool1_grad.nb225.end:                             ; preds = %pool1_grad.mb226.end
-  br label %pool1_grad.mb229
+pool1_grad.nb393.end:                             ; preds = %pool1_grad.mb394.end
+  br label %pool1_grad.mb397
 
-pool1_grad.mb226:                                 ; preds = %pool1_grad.k228.end, %pool1_grad.nb225
-  %pool1_grad.mb2262 = phi i64 [ 0, %pool1_grad.nb225 ], [ %mb226.next, %pool1_grad.k228.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t227_c3_2, align 32
-  br label %pool1_grad.k228
+pool1_grad.mb394:                                 ; preds = %pool1_grad.k396.end, %pool1_grad.nb393
+  %pool1_grad.mb3942 = phi i64 [ 0, %pool1_grad.nb393 ], [ %mb394.next, %pool1_grad.k396.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c3_2, align 32
+  br label %pool1_grad.k396
 
-pool1_grad.mb226.end:                             ; preds = %pool1_grad.k228.end
-  %nb225.next = add nsw i64 %pool1_grad.nb2251, 1
-  %0 = icmp slt i64 %nb225.next, 130
-  br i1 %0, label %pool1_grad.nb225, label %pool1_grad.nb225.end
+pool1_grad.mb394.end:                             ; preds = %pool1_grad.k396.end
+  %nb393.next = add nsw i64 %pool1_grad.nb3931, 1
+  %0 = icmp slt i64 %nb393.next, 130
+  br i1 %0, label %pool1_grad.nb393, label %pool1_grad.nb393.end
 
-pool1_grad.k228:                                  ; preds = %pool1_grad.k228, %pool1_grad.mb226
-  %pool1_grad.k2283 = phi i64 [ 0, %pool1_grad.mb226 ], [ %k228.next, %pool1_grad.k228 ]
-  %1 = mul nsw i64 %pool1_grad.k2283, 3136
+pool1_grad.k396:                                  ; preds = %pool1_grad.k396, %pool1_grad.mb394
+  %pool1_grad.k3963 = phi i64 [ 0, %pool1_grad.mb394 ], [ %k396.next, %pool1_grad.k396 ]
+  %1 = mul nsw i64 %pool1_grad.k3963, 3136
   %2 = add nsw i64 7325760, %1
-  %3 = mul nsw i64 %pool1_grad.nb2251, 24
+  %3 = mul nsw i64 %pool1_grad.nb3931, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %pool1_grad.t227_b0, align 32
-  %6 = mul nsw i64 %pool1_grad.k2283, 3136
+  store <8 x float> %5, ptr %pool1_grad.t395_b0, align 32
+  %6 = mul nsw i64 %pool1_grad.k3963, 3136
   %7 = add nsw i64 7325760, %6
-  %8 = mul nsw i64 %pool1_grad.nb2251, 24
+  %8 = mul nsw i64 %pool1_grad.nb3931, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %pool1_grad.t227_b1, align 32
-  %12 = mul nsw i64 %pool1_grad.k2283, 3136
+  store <8 x float> %11, ptr %pool1_grad.t395_b1, align 32
+  %12 = mul nsw i64 %pool1_grad.k3963, 3136
   %13 = add nsw i64 7325760, %12
-  %14 = mul nsw i64 %pool1_grad.nb2251, 24
+  %14 = mul nsw i64 %pool1_grad.nb3931, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %pool1_grad.t227_b2, align 32
-  %18 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %17, ptr %pool1_grad.t395_b2, align 32
+  %18 = mul nsw i64 %pool1_grad.mb3942, 4
   %19 = add nsw i64 352, %18
-  %20 = mul nsw i64 %pool1_grad.k2283, 288
+  %20 = mul nsw i64 %pool1_grad.k3963, 288
   %21 = add nsw i64 %19, %20
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool1_grad.t227_a0, align 32
-  %t227_a0 = load <8 x float>, ptr %pool1_grad.t227_a0, align 32
-  %t227_b0 = load <8 x float>, ptr %pool1_grad.t227_b0, align 32
-  %t227_c0_0 = load <8 x float>, ptr %pool1_grad.t227_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a0, <8 x float> %t227_b0, <8 x float> %t227_c0_0)
-  store <8 x float> %25, ptr %pool1_grad.t227_c0_0, align 32
-  %t227_a08 = load <8 x float>, ptr %pool1_grad.t227_a0, align 32
-  %t227_b1 = load <8 x float>, ptr %pool1_grad.t227_b1, align 32
-  %t227_c0_1 = load <8 x float>, ptr %pool1_grad.t227_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a08, <8 x float> %t227_b1, <8 x float> %t227_c0_1)
-  store <8 x float> %26, ptr %pool1_grad.t227_c0_1, align 32
-  %t227_a09 = load <8 x float>, ptr %pool1_grad.t227_a0, align 32
-  %t227_b2 = load <8 x float>, ptr %pool1_grad.t227_b2, align 32
-  %t227_c0_2 = load <8 x float>, ptr %pool1_grad.t227_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a09, <8 x float> %t227_b2, <8 x float> %t227_c0_2)
-  store <8 x float> %27, ptr %pool1_grad.t227_c0_2, align 32
-  %28 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %24, ptr %pool1_grad.t395_a0, align 32
+  %t395_a0 = load <8 x float>, ptr %pool1_grad.t395_a0, align 32
+  %t395_b0 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
+  %t395_c0_0 = load <8 x float>, ptr %pool1_grad.t395_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a0, <8 x float> %t395_b0, <8 x float> %t395_c0_0)
+  store <8 x float> %25, ptr %pool1_grad.t395_c0_0, align 32
+  %t395_a08 = load <8 x float>, ptr %pool1_grad.t395_a0, align 32
+  %t395_b1 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
+  %t395_c0_1 = load <8 x float>, ptr %pool1_grad.t395_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a08, <8 x float> %t395_b1, <8 x float> %t395_c0_1)
+  store <8 x float> %26, ptr %pool1_grad.t395_c0_1, align 32
+  %t395_a09 = load <8 x float>, ptr %pool1_grad.t395_a0, align 32
+  %t395_b2 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
+  %t395_c0_2 = load <8 x float>, ptr %pool1_grad.t395_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a09, <8 x float> %t395_b2, <8 x float> %t395_c0_2)
+  store <8 x float> %27, ptr %pool1_grad.t395_c0_2, align 32
+  %28 = mul nsw i64 %pool1_grad.mb3942, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 352, %29
-  %31 = mul nsw i64 %pool1_grad.k2283, 288
+  %31 = mul nsw i64 %pool1_grad.k3963, 288
   %32 = add nsw i64 %30, %31
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %pool1_grad.t227_a1, align 32
-  %t227_a1 = load <8 x float>, ptr %pool1_grad.t227_a1, align 32
-  %t227_b011 = load <8 x float>, ptr %pool1_grad.t227_b0, align 32
-  %t227_c1_0 = load <8 x float>, ptr %pool1_grad.t227_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a1, <8 x float> %t227_b011, <8 x float> %t227_c1_0)
-  store <8 x float> %36, ptr %pool1_grad.t227_c1_0, align 32
-  %t227_a112 = load <8 x float>, ptr %pool1_grad.t227_a1, align 32
-  %t227_b113 = load <8 x float>, ptr %pool1_grad.t227_b1, align 32
-  %t227_c1_1 = load <8 x float>, ptr %pool1_grad.t227_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a112, <8 x float> %t227_b113, <8 x float> %t227_c1_1)
-  store <8 x float> %37, ptr %pool1_grad.t227_c1_1, align 32
-  %t227_a114 = load <8 x float>, ptr %pool1_grad.t227_a1, align 32
-  %t227_b215 = load <8 x float>, ptr %pool1_grad.t227_b2, align 32
-  %t227_c1_2 = load <8 x float>, ptr %pool1_grad.t227_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a114, <8 x float> %t227_b215, <8 x float> %t227_c1_2)
-  store <8 x float> %38, ptr %pool1_grad.t227_c1_2, align 32
-  %39 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %35, ptr %pool1_grad.t395_a1, align 32
+  %t395_a1 = load <8 x float>, ptr %pool1_grad.t395_a1, align 32
+  %t395_b011 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
+  %t395_c1_0 = load <8 x float>, ptr %pool1_grad.t395_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a1, <8 x float> %t395_b011, <8 x float> %t395_c1_0)
+  store <8 x float> %36, ptr %pool1_grad.t395_c1_0, align 32
+  %t395_a112 = load <8 x float>, ptr %pool1_grad.t395_a1, align 32
+  %t395_b113 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
+  %t395_c1_1 = load <8 x float>, ptr %pool1_grad.t395_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a112, <8 x float> %t395_b113, <8 x float> %t395_c1_1)
+  store <8 x float> %37, ptr %pool1_grad.t395_c1_1, align 32
+  %t395_a114 = load <8 x float>, ptr %pool1_grad.t395_a1, align 32
+  %t395_b215 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
+  %t395_c1_2 = load <8 x float>, ptr %pool1_grad.t395_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a114, <8 x float> %t395_b215, <8 x float> %t395_c1_2)
+  store <8 x float> %38, ptr %pool1_grad.t395_c1_2, align 32
+  %39 = mul nsw i64 %pool1_grad.mb3942, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 352, %40
-  %42 = mul nsw i64 %pool1_grad.k2283, 288
+  %42 = mul nsw i64 %pool1_grad.k3963, 288
   %43 = add nsw i64 %41, %42
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %pool1_grad.t227_a2, align 32
-  %t227_a2 = load <8 x float>, ptr %pool1_grad.t227_a2, align 32
-  %t227_b017 = load <8 x float>, ptr %pool1_grad.t227_b0, align 32
-  %t227_c2_0 = load <8 x float>, ptr %pool1_grad.t227_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a2, <8 x float> %t227_b017, <8 x float> %t227_c2_0)
-  store <8 x float> %47, ptr %pool1_grad.t227_c2_0, align 32
-  %t227_a218 = load <8 x float>, ptr %pool1_grad.t227_a2, align 32
-  %t227_b119 = load <8 x float>, ptr %pool1_grad.t227_b1, align 32
-  %t227_c2_1 = load <8 x float>, ptr %pool1_grad.t227_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a218, <8 x float> %t227_b119, <8 x float> %t227_c2_1)
-  store <8 x float> %48, ptr %pool1_grad.t227_c2_1, align 32
-  %t227_a220 = load <8 x float>, ptr %pool1_grad.t227_a2, align 32
-  %t227_b221 = load <8 x float>, ptr %pool1_grad.t227_b2, align 32
-  %t227_c2_2 = load <8 x float>, ptr %pool1_grad.t227_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a220, <8 x float> %t227_b221, <8 x float> %t227_c2_2)
-  store <8 x float> %49, ptr %pool1_grad.t227_c2_2, align 32
-  %50 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %46, ptr %pool1_grad.t395_a2, align 32
+  %t395_a2 = load <8 x float>, ptr %pool1_grad.t395_a2, align 32
+  %t395_b017 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
+  %t395_c2_0 = load <8 x float>, ptr %pool1_grad.t395_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a2, <8 x float> %t395_b017, <8 x float> %t395_c2_0)
+  store <8 x float> %47, ptr %pool1_grad.t395_c2_0, align 32
+  %t395_a218 = load <8 x float>, ptr %pool1_grad.t395_a2, align 32
+  %t395_b119 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
+  %t395_c2_1 = load <8 x float>, ptr %pool1_grad.t395_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a218, <8 x float> %t395_b119, <8 x float> %t395_c2_1)
+  store <8 x float> %48, ptr %pool1_grad.t395_c2_1, align 32
+  %t395_a220 = load <8 x float>, ptr %pool1_grad.t395_a2, align 32
+  %t395_b221 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
+  %t395_c2_2 = load <8 x float>, ptr %pool1_grad.t395_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a220, <8 x float> %t395_b221, <8 x float> %t395_c2_2)
+  store <8 x float> %49, ptr %pool1_grad.t395_c2_2, align 32
+  %50 = mul nsw i64 %pool1_grad.mb3942, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 352, %51
-  %53 = mul nsw i64 %pool1_grad.k2283, 288
+  %53 = mul nsw i64 %pool1_grad.k3963, 288
   %54 = add nsw i64 %52, %53
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %pool1_grad.t227_a3, align 32
-  %t227_a3 = load <8 x float>, ptr %pool1_grad.t227_a3, align 32
-  %t227_b023 = load <8 x float>, ptr %pool1_grad.t227_b0, align 32
-  %t227_c3_0 = load <8 x float>, ptr %pool1_grad.t227_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a3, <8 x float> %t227_b023, <8 x float> %t227_c3_0)
-  store <8 x float> %58, ptr %pool1_grad.t227_c3_0, align 32
-  %t227_a324 = load <8 x float>, ptr %pool1_grad.t227_a3, align 32
-  %t227_b125 = load <8 x float>, ptr %pool1_grad.t227_b1, align 32
-  %t227_c3_1 = load <8 x float>, ptr %pool1_grad.t227_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a324, <8 x float> %t227_b125, <8 x float> %t227_c3_1)
-  store <8 x float> %59, ptr %pool1_grad.t227_c3_1, align 32
-  %t227_a326 = load <8 x float>, ptr %pool1_grad.t227_a3, align 32
-  %t227_b227 = load <8 x float>, ptr %pool1_grad.t227_b2, align 32
-  %t227_c3_2 = load <8 x float>, ptr %pool1_grad.t227_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t227_a326, <8 x float> %t227_b227, <8 x float> %t227_c3_2)
-  store <8 x float> %60, ptr %pool1_grad.t227_c3_2, align 32
-  %k228.next = add nsw i64 %pool1_grad.k2283, 1
-  %61 = icmp slt i64 %k228.next, 64
-  br i1 %61, label %pool1_grad.k228, label %pool1_grad.k228.end
+  store <8 x float> %57, ptr %pool1_grad.t395_a3, align 32
+  %t395_a3 = load <8 x float>, ptr %pool1_grad.t395_a3, align 32
+  %t395_b023 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
+  %t395_c3_0 = load <8 x float>, ptr %pool1_grad.t395_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a3, <8 x float> %t395_b023, <8 x float> %t395_c3_0)
+  store <8 x float> %58, ptr %pool1_grad.t395_c3_0, align 32
+  %t395_a324 = load <8 x float>, ptr %pool1_grad.t395_a3, align 32
+  %t395_b125 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
+  %t395_c3_1 = load <8 x float>, ptr %pool1_grad.t395_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a324, <8 x float> %t395_b125, <8 x float> %t395_c3_1)
+  store <8 x float> %59, ptr %pool1_grad.t395_c3_1, align 32
+  %t395_a326 = load <8 x float>, ptr %pool1_grad.t395_a3, align 32
+  %t395_b227 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
+  %t395_c3_2 = load <8 x float>, ptr %pool1_grad.t395_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a326, <8 x float> %t395_b227, <8 x float> %t395_c3_2)
+  store <8 x float> %60, ptr %pool1_grad.t395_c3_2, align 32
+  %k396.next = add nsw i64 %pool1_grad.k3963, 1
+  %61 = icmp slt i64 %k396.next, 64
+  br i1 %61, label %pool1_grad.k396, label %pool1_grad.k396.end
 
-pool1_grad.k228.end:                              ; preds = %pool1_grad.k228
-  %t227_c0_028 = load <8 x float>, ptr %pool1_grad.t227_c0_0, align 32
-  %62 = mul nsw i64 %pool1_grad.mb2262, 4
+pool1_grad.k396.end:                              ; preds = %pool1_grad.k396
+  %t395_c0_028 = load <8 x float>, ptr %pool1_grad.t395_c0_0, align 32
+  %62 = mul nsw i64 %pool1_grad.mb3942, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 6422592, %63
-  %65 = mul nsw i64 %pool1_grad.nb2251, 24
+  %65 = mul nsw i64 %pool1_grad.nb3931, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t227_c0_028, ptr %arena29, align 4
-  %t227_c0_130 = load <8 x float>, ptr %pool1_grad.t227_c0_1, align 32
-  %67 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c0_028, ptr %arena29, align 4
+  %t395_c0_130 = load <8 x float>, ptr %pool1_grad.t395_c0_1, align 32
+  %67 = mul nsw i64 %pool1_grad.mb3942, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 6422592, %68
-  %70 = mul nsw i64 %pool1_grad.nb2251, 24
+  %70 = mul nsw i64 %pool1_grad.nb3931, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t227_c0_130, ptr %arena31, align 4
-  %t227_c0_232 = load <8 x float>, ptr %pool1_grad.t227_c0_2, align 32
-  %73 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c0_130, ptr %arena31, align 4
+  %t395_c0_232 = load <8 x float>, ptr %pool1_grad.t395_c0_2, align 32
+  %73 = mul nsw i64 %pool1_grad.mb3942, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 6422592, %74
-  %76 = mul nsw i64 %pool1_grad.nb2251, 24
+  %76 = mul nsw i64 %pool1_grad.nb3931, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t227_c0_232, ptr %arena33, align 4
-  %t227_c1_034 = load <8 x float>, ptr %pool1_grad.t227_c1_0, align 32
-  %79 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c0_232, ptr %arena33, align 4
+  %t395_c1_034 = load <8 x float>, ptr %pool1_grad.t395_c1_0, align 32
+  %79 = mul nsw i64 %pool1_grad.mb3942, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 6422592, %81
-  %83 = mul nsw i64 %pool1_grad.nb2251, 24
+  %83 = mul nsw i64 %pool1_grad.nb3931, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t227_c1_034, ptr %arena35, align 4
-  %t227_c1_136 = load <8 x float>, ptr %pool1_grad.t227_c1_1, align 32
-  %85 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c1_034, ptr %arena35, align 4
+  %t395_c1_136 = load <8 x float>, ptr %pool1_grad.t395_c1_1, align 32
+  %85 = mul nsw i64 %pool1_grad.mb3942, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 6422592, %87
-  %89 = mul nsw i64 %pool1_grad.nb2251, 24
+  %89 = mul nsw i64 %pool1_grad.nb3931, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t227_c1_136, ptr %arena37, align 4
-  %t227_c1_238 = load <8 x float>, ptr %pool1_grad.t227_c1_2, align 32
-  %92 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c1_136, ptr %arena37, align 4
+  %t395_c1_238 = load <8 x float>, ptr %pool1_grad.t395_c1_2, align 32
+  %92 = mul nsw i64 %pool1_grad.mb3942, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 6422592, %94
-  %96 = mul nsw i64 %pool1_grad.nb2251, 24
+  %96 = mul nsw i64 %pool1_grad.nb3931, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t227_c1_238, ptr %arena39, align 4
-  %t227_c2_040 = load <8 x float>, ptr %pool1_grad.t227_c2_0, align 32
-  %99 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c1_238, ptr %arena39, align 4
+  %t395_c2_040 = load <8 x float>, ptr %pool1_grad.t395_c2_0, align 32
+  %99 = mul nsw i64 %pool1_grad.mb3942, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 6422592, %101
-  %103 = mul nsw i64 %pool1_grad.nb2251, 24
+  %103 = mul nsw i64 %pool1_grad.nb3931, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t227_c2_040, ptr %arena41, align 4
-  %t227_c2_142 = load <8 x float>, ptr %pool1_grad.t227_c2_1, align 32
-  %105 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c2_040, ptr %arena41, align 4
+  %t395_c2_142 = load <8 x float>, ptr %pool1_grad.t395_c2_1, align 32
+  %105 = mul nsw i64 %pool1_grad.mb3942, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 6422592, %107
-  %109 = mul nsw i64 %pool1_grad.nb2251, 24
+  %109 = mul nsw i64 %pool1_grad.nb3931, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t227_c2_142, ptr %arena43, align 4
-  %t227_c2_244 = load <8 x float>, ptr %pool1_grad.t227_c2_2, align 32
-  %112 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c2_142, ptr %arena43, align 4
+  %t395_c2_244 = load <8 x float>, ptr %pool1_grad.t395_c2_2, align 32
+  %112 = mul nsw i64 %pool1_grad.mb3942, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 6422592, %114
-  %116 = mul nsw i64 %pool1_grad.nb2251, 24
+  %116 = mul nsw i64 %pool1_grad.nb3931, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t227_c2_244, ptr %arena45, align 4
-  %t227_c3_046 = load <8 x float>, ptr %pool1_grad.t227_c3_0, align 32
-  %119 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c2_244, ptr %arena45, align 4
+  %t395_c3_046 = load <8 x float>, ptr %pool1_grad.t395_c3_0, align 32
+  %119 = mul nsw i64 %pool1_grad.mb3942, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 6422592, %121
-  %123 = mul nsw i64 %pool1_grad.nb2251, 24
+  %123 = mul nsw i64 %pool1_grad.nb3931, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t227_c3_046, ptr %arena47, align 4
-  %t227_c3_148 = load <8 x float>, ptr %pool1_grad.t227_c3_1, align 32
-  %125 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c3_046, ptr %arena47, align 4
+  %t395_c3_148 = load <8 x float>, ptr %pool1_grad.t395_c3_1, align 32
+  %125 = mul nsw i64 %pool1_grad.mb3942, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 6422592, %127
-  %129 = mul nsw i64 %pool1_grad.nb2251, 24
+  %129 = mul nsw i64 %pool1_grad.nb3931, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t227_c3_148, ptr %arena49, align 4
-  %t227_c3_250 = load <8 x float>, ptr %pool1_grad.t227_c3_2, align 32
-  %132 = mul nsw i64 %pool1_grad.mb2262, 4
+  store <8 x float> %t395_c3_148, ptr %arena49, align 4
+  %t395_c3_250 = load <8 x float>, ptr %pool1_grad.t395_c3_2, align 32
+  %132 = mul nsw i64 %pool1_grad.mb3942, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 6422592, %134
-  %136 = mul nsw i64 %pool1_grad.nb2251, 24
+  %136 = mul nsw i64 %pool1_grad.nb3931, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t227_c3_250, ptr %arena51, align 4
-  %mb226.next = add nsw i64 %pool1_grad.mb2262, 1
-  %139 = icmp slt i64 %mb226.next, 72
-  br i1 %139, label %pool1_grad.mb226, label %pool1_grad.mb226.end
+  store <8 x float> %t395_c3_250, ptr %arena51, align 4
+  %mb394.next = add nsw i64 %pool1_grad.mb3942, 1
+  %139 = icmp slt i64 %mb394.next, 72
+  br i1 %139, label %pool1_grad.mb394, label %pool1_grad.mb394.end
 
-pool1_grad.mb229:                                 ; preds = %pool1_grad.k231.end, %pool1_grad.nb225.end
-  %pool1_grad.mb22952 = phi i64 [ 0, %pool1_grad.nb225.end ], [ %mb229.next, %pool1_grad.k231.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t230_c3_1, align 32
-  br label %pool1_grad.k231
+pool1_grad.mb397:                                 ; preds = %pool1_grad.k399.end, %pool1_grad.nb393.end
+  %pool1_grad.mb39752 = phi i64 [ 0, %pool1_grad.nb393.end ], [ %mb397.next, %pool1_grad.k399.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c3_1, align 32
+  br label %pool1_grad.k399
 
-pool1_grad.mb229.end:                             ; preds = %pool1_grad.k231.end
+pool1_grad.mb397.end:                             ; preds = %pool1_grad.k399.end
   ret void
 
-pool1_grad.k231:                                  ; preds = %pool1_grad.k231, %pool1_grad.mb229
-  %pool1_grad.k23153 = phi i64 [ 0, %pool1_grad.mb229 ], [ %k231.next, %pool1_grad.k231 ]
-  %140 = mul nsw i64 %pool1_grad.k23153, 3136
+pool1_grad.k399:                                  ; preds = %pool1_grad.k399, %pool1_grad.mb397
+  %pool1_grad.k39953 = phi i64 [ 0, %pool1_grad.mb397 ], [ %k399.next, %pool1_grad.k399 ]
+  %140 = mul nsw i64 %pool1_grad.k39953, 3136
   %141 = add nsw i64 7325760, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %pool1_grad.t230_b0, align 32
-  %144 = mul nsw i64 %pool1_grad.k23153, 3136
+  store <8 x float> %143, ptr %pool1_grad.t398_b0, align 32
+  %144 = mul nsw i64 %pool1_grad.k39953, 3136
   %145 = add nsw i64 7325760, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %pool1_grad.t230_b1, align 32
-  %149 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %148, ptr %pool1_grad.t398_b1, align 32
+  %149 = mul nsw i64 %pool1_grad.mb39752, 4
   %150 = add nsw i64 352, %149
-  %151 = mul nsw i64 %pool1_grad.k23153, 288
+  %151 = mul nsw i64 %pool1_grad.k39953, 288
   %152 = add nsw i64 %150, %151
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %pool1_grad.t230_a0, align 32
-  %t230_a0 = load <8 x float>, ptr %pool1_grad.t230_a0, align 32
-  %t230_b0 = load <8 x float>, ptr %pool1_grad.t230_b0, align 32
-  %t230_c0_0 = load <8 x float>, ptr %pool1_grad.t230_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a0, <8 x float> %t230_b0, <8 x float> %t230_c0_0)
-  store <8 x float> %156, ptr %pool1_grad.t230_c0_0, align 32
-  %t230_a057 = load <8 x float>, ptr %pool1_grad.t230_a0, align 32
-  %t230_b1 = load <8 x float>, ptr %pool1_grad.t230_b1, align 32
-  %t230_c0_1 = load <8 x float>, ptr %pool1_grad.t230_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a057, <8 x float> %t230_b1, <8 x float> %t230_c0_1)
-  store <8 x float> %157, ptr %pool1_grad.t230_c0_1, align 32
-  %158 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %155, ptr %pool1_grad.t398_a0, align 32
+  %t398_a0 = load <8 x float>, ptr %pool1_grad.t398_a0, align 32
+  %t398_b0 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
+  %t398_c0_0 = load <8 x float>, ptr %pool1_grad.t398_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a0, <8 x float> %t398_b0, <8 x float> %t398_c0_0)
+  store <8 x float> %156, ptr %pool1_grad.t398_c0_0, align 32
+  %t398_a057 = load <8 x float>, ptr %pool1_grad.t398_a0, align 32
+  %t398_b1 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
+  %t398_c0_1 = load <8 x float>, ptr %pool1_grad.t398_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a057, <8 x float> %t398_b1, <8 x float> %t398_c0_1)
+  store <8 x float> %157, ptr %pool1_grad.t398_c0_1, align 32
+  %158 = mul nsw i64 %pool1_grad.mb39752, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 352, %159
-  %161 = mul nsw i64 %pool1_grad.k23153, 288
+  %161 = mul nsw i64 %pool1_grad.k39953, 288
   %162 = add nsw i64 %160, %161
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %pool1_grad.t230_a1, align 32
-  %t230_a1 = load <8 x float>, ptr %pool1_grad.t230_a1, align 32
-  %t230_b059 = load <8 x float>, ptr %pool1_grad.t230_b0, align 32
-  %t230_c1_0 = load <8 x float>, ptr %pool1_grad.t230_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a1, <8 x float> %t230_b059, <8 x float> %t230_c1_0)
-  store <8 x float> %166, ptr %pool1_grad.t230_c1_0, align 32
-  %t230_a160 = load <8 x float>, ptr %pool1_grad.t230_a1, align 32
-  %t230_b161 = load <8 x float>, ptr %pool1_grad.t230_b1, align 32
-  %t230_c1_1 = load <8 x float>, ptr %pool1_grad.t230_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a160, <8 x float> %t230_b161, <8 x float> %t230_c1_1)
-  store <8 x float> %167, ptr %pool1_grad.t230_c1_1, align 32
-  %168 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %165, ptr %pool1_grad.t398_a1, align 32
+  %t398_a1 = load <8 x float>, ptr %pool1_grad.t398_a1, align 32
+  %t398_b059 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
+  %t398_c1_0 = load <8 x float>, ptr %pool1_grad.t398_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a1, <8 x float> %t398_b059, <8 x float> %t398_c1_0)
+  store <8 x float> %166, ptr %pool1_grad.t398_c1_0, align 32
+  %t398_a160 = load <8 x float>, ptr %pool1_grad.t398_a1, align 32
+  %t398_b161 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
+  %t398_c1_1 = load <8 x float>, ptr %pool1_grad.t398_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a160, <8 x float> %t398_b161, <8 x float> %t398_c1_1)
+  store <8 x float> %167, ptr %pool1_grad.t398_c1_1, align 32
+  %168 = mul nsw i64 %pool1_grad.mb39752, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 352, %169
-  %171 = mul nsw i64 %pool1_grad.k23153, 288
+  %171 = mul nsw i64 %pool1_grad.k39953, 288
   %172 = add nsw i64 %170, %171
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %pool1_grad.t230_a2, align 32
-  %t230_a2 = load <8 x float>, ptr %pool1_grad.t230_a2, align 32
-  %t230_b063 = load <8 x float>, ptr %pool1_grad.t230_b0, align 32
-  %t230_c2_0 = load <8 x float>, ptr %pool1_grad.t230_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a2, <8 x float> %t230_b063, <8 x float> %t230_c2_0)
-  store <8 x float> %176, ptr %pool1_grad.t230_c2_0, align 32
-  %t230_a264 = load <8 x float>, ptr %pool1_grad.t230_a2, align 32
-  %t230_b165 = load <8 x float>, ptr %pool1_grad.t230_b1, align 32
-  %t230_c2_1 = load <8 x float>, ptr %pool1_grad.t230_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a264, <8 x float> %t230_b165, <8 x float> %t230_c2_1)
-  store <8 x float> %177, ptr %pool1_grad.t230_c2_1, align 32
-  %178 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %175, ptr %pool1_grad.t398_a2, align 32
+  %t398_a2 = load <8 x float>, ptr %pool1_grad.t398_a2, align 32
+  %t398_b063 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
+  %t398_c2_0 = load <8 x float>, ptr %pool1_grad.t398_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a2, <8 x float> %t398_b063, <8 x float> %t398_c2_0)
+  store <8 x float> %176, ptr %pool1_grad.t398_c2_0, align 32
+  %t398_a264 = load <8 x float>, ptr %pool1_grad.t398_a2, align 32
+  %t398_b165 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
+  %t398_c2_1 = load <8 x float>, ptr %pool1_grad.t398_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a264, <8 x float> %t398_b165, <8 x float> %t398_c2_1)
+  store <8 x float> %177, ptr %pool1_grad.t398_c2_1, align 32
+  %178 = mul nsw i64 %pool1_grad.mb39752, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 352, %179
-  %181 = mul nsw i64 %pool1_grad.k23153, 288
+  %181 = mul nsw i64 %pool1_grad.k39953, 288
   %182 = add nsw i64 %180, %181
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %pool1_grad.t230_a3, align 32
-  %t230_a3 = load <8 x float>, ptr %pool1_grad.t230_a3, align 32
-  %t230_b067 = load <8 x float>, ptr %pool1_grad.t230_b0, align 32
-  %t230_c3_0 = load <8 x float>, ptr %pool1_grad.t230_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a3, <8 x float> %t230_b067, <8 x float> %t230_c3_0)
-  store <8 x float> %186, ptr %pool1_grad.t230_c3_0, align 32
-  %t230_a368 = load <8 x float>, ptr %pool1_grad.t230_a3, align 32
-  %t230_b169 = load <8 x float>, ptr %pool1_grad.t230_b1, align 32
-  %t230_c3_1 = load <8 x float>, ptr %pool1_grad.t230_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t230_a368, <8 x float> %t230_b169, <8 x float> %t230_c3_1)
-  store <8 x float> %187, ptr %pool1_grad.t230_c3_1, align 32
-  %k231.next = add nsw i64 %pool1_grad.k23153, 1
-  %188 = icmp slt i64 %k231.next, 64
-  br i1 %188, label %pool1_grad.k231, label %pool1_grad.k231.end
+  store <8 x float> %185, ptr %pool1_grad.t398_a3, align 32
+  %t398_a3 = load <8 x float>, ptr %pool1_grad.t398_a3, align 32
+  %t398_b067 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
+  %t398_c3_0 = load <8 x float>, ptr %pool1_grad.t398_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a3, <8 x float> %t398_b067, <8 x float> %t398_c3_0)
+  store <8 x float> %186, ptr %pool1_grad.t398_c3_0, align 32
+  %t398_a368 = load <8 x float>, ptr %pool1_grad.t398_a3, align 32
+  %t398_b169 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
+  %t398_c3_1 = load <8 x float>, ptr %pool1_grad.t398_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a368, <8 x float> %t398_b169, <8 x float> %t398_c3_1)
+  store <8 x float> %187, ptr %pool1_grad.t398_c3_1, align 32
+  %k399.next = add nsw i64 %pool1_grad.k39953, 1
+  %188 = icmp slt i64 %k399.next, 64
+  br i1 %188, label %pool1_grad.k399, label %pool1_grad.k399.end
 
-pool1_grad.k231.end:                              ; preds = %pool1_grad.k231
-  %t230_c0_070 = load <8 x float>, ptr %pool1_grad.t230_c0_0, align 32
-  %189 = mul nsw i64 %pool1_grad.mb22952, 4
+pool1_grad.k399.end:                              ; preds = %pool1_grad.k399
+  %t398_c0_070 = load <8 x float>, ptr %pool1_grad.t398_c0_0, align 32
+  %189 = mul nsw i64 %pool1_grad.mb39752, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 6422592, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t230_c0_070, ptr %arena71, align 4
-  %t230_c0_172 = load <8 x float>, ptr %pool1_grad.t230_c0_1, align 32
-  %193 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c0_070, ptr %arena71, align 4
+  %t398_c0_172 = load <8 x float>, ptr %pool1_grad.t398_c0_1, align 32
+  %193 = mul nsw i64 %pool1_grad.mb39752, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 6422592, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t230_c0_172, ptr %arena73, align 4
-  %t230_c1_074 = load <8 x float>, ptr %pool1_grad.t230_c1_0, align 32
-  %198 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c0_172, ptr %arena73, align 4
+  %t398_c1_074 = load <8 x float>, ptr %pool1_grad.t398_c1_0, align 32
+  %198 = mul nsw i64 %pool1_grad.mb39752, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 6422592, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t230_c1_074, ptr %arena75, align 4
-  %t230_c1_176 = load <8 x float>, ptr %pool1_grad.t230_c1_1, align 32
-  %203 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c1_074, ptr %arena75, align 4
+  %t398_c1_176 = load <8 x float>, ptr %pool1_grad.t398_c1_1, align 32
+  %203 = mul nsw i64 %pool1_grad.mb39752, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 6422592, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t230_c1_176, ptr %arena77, align 4
-  %t230_c2_078 = load <8 x float>, ptr %pool1_grad.t230_c2_0, align 32
-  %209 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c1_176, ptr %arena77, align 4
+  %t398_c2_078 = load <8 x float>, ptr %pool1_grad.t398_c2_0, align 32
+  %209 = mul nsw i64 %pool1_grad.mb39752, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 6422592, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t230_c2_078, ptr %arena79, align 4
-  %t230_c2_180 = load <8 x float>, ptr %pool1_grad.t230_c2_1, align 32
-  %214 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c2_078, ptr %arena79, align 4
+  %t398_c2_180 = load <8 x float>, ptr %pool1_grad.t398_c2_1, align 32
+  %214 = mul nsw i64 %pool1_grad.mb39752, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 6422592, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t230_c2_180, ptr %arena81, align 4
-  %t230_c3_082 = load <8 x float>, ptr %pool1_grad.t230_c3_0, align 32
-  %220 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c2_180, ptr %arena81, align 4
+  %t398_c3_082 = load <8 x float>, ptr %pool1_grad.t398_c3_0, align 32
+  %220 = mul nsw i64 %pool1_grad.mb39752, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 6422592, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t230_c3_082, ptr %arena83, align 4
-  %t230_c3_184 = load <8 x float>, ptr %pool1_grad.t230_c3_1, align 32
-  %225 = mul nsw i64 %pool1_grad.mb22952, 4
+  store <8 x float> %t398_c3_082, ptr %arena83, align 4
+  %t398_c3_184 = load <8 x float>, ptr %pool1_grad.t398_c3_1, align 32
+  %225 = mul nsw i64 %pool1_grad.mb39752, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 6422592, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t230_c3_184, ptr %arena85, align 4
-  %mb229.next = add nsw i64 %pool1_grad.mb22952, 1
-  %231 = icmp slt i64 %mb229.next, 72
-  br i1 %231, label %pool1_grad.mb229, label %pool1_grad.mb229.end
+  store <8 x float> %t398_c3_184, ptr %arena85, align 4
+  %mb397.next = add nsw i64 %pool1_grad.mb39752, 1
+  %231 = icmp slt i64 %mb397.next, 72
+  br i1 %231, label %pool1_grad.mb397, label %pool1_grad.mb397.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k32.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %relu1_grad.bi307 = alloca float, align 4
-  %relu1_grad.best306 = alloca float, align 4
-  br label %relu1_grad.i302
+  %relu1_grad.bi475 = alloca float, align 4
+  %relu1_grad.best474 = alloca float, align 4
+  br label %relu1_grad.i470
 
-relu1_grad.i302:                                  ; preds = %relu1_grad.i302, %entry
-  %relu1_grad.i3021 = phi i64 [ 0, %entry ], [ %i302.next, %relu1_grad.i302 ]
-  %0 = add nsw i64 4816960, %relu1_grad.i3021
+relu1_grad.i470:                                  ; preds = %relu1_grad.i470, %entry
+  %relu1_grad.i4701 = phi i64 [ 0, %entry ], [ %i470.next, %relu1_grad.i470 ]
+  %0 = add nsw i64 4816960, %relu1_grad.i4701
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i302.next = add nsw i64 %relu1_grad.i3021, 1
-  %1 = icmp slt i64 %i302.next, 1605632
-  br i1 %1, label %relu1_grad.i302, label %relu1_grad.i302.end
+  %i470.next = add nsw i64 %relu1_grad.i4701, 1
+  %1 = icmp slt i64 %i470.next, 1605632
+  br i1 %1, label %relu1_grad.i470, label %relu1_grad.i470.end
 
-relu1_grad.i302.end:                              ; preds = %relu1_grad.i302
-  br label %relu1_grad.q303
+relu1_grad.i470.end:                              ; preds = %relu1_grad.i470
+  br label %relu1_grad.q471
 
-relu1_grad.q303:                                  ; preds = %relu1_grad.py304.end, %relu1_grad.i302.end
-  %relu1_grad.q3033 = phi i64 [ 0, %relu1_grad.i302.end ], [ %q303.next, %relu1_grad.py304.end ]
-  br label %relu1_grad.py304
+relu1_grad.q471:                                  ; preds = %relu1_grad.py472.end, %relu1_grad.i470.end
+  %relu1_grad.q4713 = phi i64 [ 0, %relu1_grad.i470.end ], [ %q471.next, %relu1_grad.py472.end ]
+  br label %relu1_grad.py472
 
-relu1_grad.q303.end:                              ; preds = %relu1_grad.py304.end
+relu1_grad.q471.end:                              ; preds = %relu1_grad.py472.end
   ret void
 
-relu1_grad.py304:                                 ; preds = %relu1_grad.px305.end, %relu1_grad.q303
-  %relu1_grad.py3044 = phi i64 [ 0, %relu1_grad.q303 ], [ %py304.next, %relu1_grad.px305.end ]
-  br label %relu1_grad.px305
+relu1_grad.py472:                                 ; preds = %relu1_grad.px473.end, %relu1_grad.q471
+  %relu1_grad.py4724 = phi i64 [ 0, %relu1_grad.q471 ], [ %py472.next, %relu1_grad.px473.end ]
+  br label %relu1_grad.px473
 
-relu1_grad.py304.end:                             ; preds = %relu1_grad.px305.end
-  %q303.next = add nsw i64 %relu1_grad.q3033, 1
-  %2 = icmp slt i64 %q303.next, 2048
-  br i1 %2, label %relu1_grad.q303, label %relu1_grad.q303.end
+relu1_grad.py472.end:                             ; preds = %relu1_grad.px473.end
+  %q471.next = add nsw i64 %relu1_grad.q4713, 1
+  %2 = icmp slt i64 %q471.next, 2048
+  br i1 %2, label %relu1_grad.q471, label %relu1_grad.q471.end
 
-relu1_grad.px305:                                 ; preds = %relu1_grad.px305, %relu1_grad.py304
-  %relu1_grad.px3055 = phi i64 [ 0, %relu1_grad.py304 ], [ %px305.next, %relu1_grad.px305 ]
-  %3 = mul nsw i64 %relu1_grad.q3033, 784
-  %4 = mul nsw i64 %relu1_grad.py3044, 56
+relu1_grad.px473:                                 ; preds = %relu1_grad.px473, %relu1_grad.py472
+  %relu1_grad.px4735 = phi i64 [ 0, %relu1_grad.py472 ], [ %px473.next, %relu1_grad.px473 ]
+  %3 = mul nsw i64 %relu1_grad.q4713, 784
+  %4 = mul nsw i64 %relu1_grad.py4724, 56
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %relu1_grad.px3055, 2
+  %6 = mul nsw i64 %relu1_grad.px4735, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 3211328, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %relu1_grad.best306, align 4
-  %10 = mul nsw i64 %relu1_grad.q3033, 784
-  %11 = mul nsw i64 %relu1_grad.py3044, 56
+  store float %9, ptr %relu1_grad.best474, align 4
+  %10 = mul nsw i64 %relu1_grad.q4713, 784
+  %11 = mul nsw i64 %relu1_grad.py4724, 56
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %relu1_grad.px3055, 2
+  %13 = mul nsw i64 %relu1_grad.px4735, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %relu1_grad.bi307, align 4
-  %16 = mul nsw i64 %relu1_grad.q3033, 784
-  %17 = mul nsw i64 %relu1_grad.py3044, 56
+  store float %15, ptr %relu1_grad.bi475, align 4
+  %16 = mul nsw i64 %relu1_grad.q4713, 784
+  %17 = mul nsw i64 %relu1_grad.py4724, 56
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %relu1_grad.px3055, 2
+  %19 = mul nsw i64 %relu1_grad.px4735, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 3211328, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best306 = load float, ptr %relu1_grad.best306, align 4
-  %23 = fcmp ogt float %22, %best306
-  %24 = mul nsw i64 %relu1_grad.q3033, 784
-  %25 = mul nsw i64 %relu1_grad.py3044, 56
+  %best474 = load float, ptr %relu1_grad.best474, align 4
+  %23 = fcmp ogt float %22, %best474
+  %24 = mul nsw i64 %relu1_grad.q4713, 784
+  %25 = mul nsw i64 %relu1_grad.py4724, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %relu1_grad.px3055, 2
+  %27 = mul nsw i64 %relu1_grad.px4735, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi307 = load float, ptr %relu1_grad.bi307, align 4
-  %30 = select i1 %23, float %29, float %bi307
-  store float %30, ptr %relu1_grad.bi307, align 4
-  %31 = mul nsw i64 %relu1_grad.q3033, 784
-  %32 = mul nsw i64 %relu1_grad.py3044, 56
+  %bi475 = load float, ptr %relu1_grad.bi475, align 4
+  %30 = select i1 %23, float %29, float %bi475
+  store float %30, ptr %relu1_grad.bi475, align 4
+  %31 = mul nsw i64 %relu1_grad.q4713, 784
+  %32 = mul nsw i64 %relu1_grad.py4724, 56
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %relu1_grad.px3055, 2
+  %34 = mul nsw i64 %relu1_grad.px4735, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 3211328, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best3069 = load float, ptr %relu1_grad.best306, align 4
-  %38 = fcmp ogt float %37, %best3069
-  %39 = mul nsw i64 %relu1_grad.q3033, 784
-  %40 = mul nsw i64 %relu1_grad.py3044, 56
+  %best4749 = load float, ptr %relu1_grad.best474, align 4
+  %38 = fcmp ogt float %37, %best4749
+  %39 = mul nsw i64 %relu1_grad.q4713, 784
+  %40 = mul nsw i64 %relu1_grad.py4724, 56
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %relu1_grad.px3055, 2
+  %42 = mul nsw i64 %relu1_grad.px4735, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 3211328, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best30611 = load float, ptr %relu1_grad.best306, align 4
-  %46 = select i1 %38, float %45, float %best30611
-  store float %46, ptr %relu1_grad.best306, align 4
-  %47 = mul nsw i64 %relu1_grad.q3033, 784
-  %48 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47411 = load float, ptr %relu1_grad.best474, align 4
+  %46 = select i1 %38, float %45, float %best47411
+  store float %46, ptr %relu1_grad.best474, align 4
+  %47 = mul nsw i64 %relu1_grad.q4713, 784
+  %48 = mul nsw i64 %relu1_grad.py4724, 56
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %relu1_grad.px3055, 2
+  %50 = mul nsw i64 %relu1_grad.px4735, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 3211328, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best30613 = load float, ptr %relu1_grad.best306, align 4
-  %55 = fcmp ogt float %54, %best30613
-  %56 = mul nsw i64 %relu1_grad.q3033, 784
-  %57 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47413 = load float, ptr %relu1_grad.best474, align 4
+  %55 = fcmp ogt float %54, %best47413
+  %56 = mul nsw i64 %relu1_grad.q4713, 784
+  %57 = mul nsw i64 %relu1_grad.py4724, 56
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %relu1_grad.px3055, 2
+  %59 = mul nsw i64 %relu1_grad.px4735, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi30714 = load float, ptr %relu1_grad.bi307, align 4
-  %63 = select i1 %55, float %62, float %bi30714
-  store float %63, ptr %relu1_grad.bi307, align 4
-  %64 = mul nsw i64 %relu1_grad.q3033, 784
-  %65 = mul nsw i64 %relu1_grad.py3044, 56
+  %bi47514 = load float, ptr %relu1_grad.bi475, align 4
+  %63 = select i1 %55, float %62, float %bi47514
+  store float %63, ptr %relu1_grad.bi475, align 4
+  %64 = mul nsw i64 %relu1_grad.q4713, 784
+  %65 = mul nsw i64 %relu1_grad.py4724, 56
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %relu1_grad.px3055, 2
+  %67 = mul nsw i64 %relu1_grad.px4735, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 3211328, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best30616 = load float, ptr %relu1_grad.best306, align 4
-  %72 = fcmp ogt float %71, %best30616
-  %73 = mul nsw i64 %relu1_grad.q3033, 784
-  %74 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47416 = load float, ptr %relu1_grad.best474, align 4
+  %72 = fcmp ogt float %71, %best47416
+  %73 = mul nsw i64 %relu1_grad.q4713, 784
+  %74 = mul nsw i64 %relu1_grad.py4724, 56
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu1_grad.px3055, 2
+  %76 = mul nsw i64 %relu1_grad.px4735, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 3211328, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best30618 = load float, ptr %relu1_grad.best306, align 4
-  %81 = select i1 %72, float %80, float %best30618
-  store float %81, ptr %relu1_grad.best306, align 4
-  %82 = mul nsw i64 %relu1_grad.q3033, 784
-  %83 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47418 = load float, ptr %relu1_grad.best474, align 4
+  %81 = select i1 %72, float %80, float %best47418
+  store float %81, ptr %relu1_grad.best474, align 4
+  %82 = mul nsw i64 %relu1_grad.q4713, 784
+  %83 = mul nsw i64 %relu1_grad.py4724, 56
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %relu1_grad.px3055, 2
+  %85 = mul nsw i64 %relu1_grad.px4735, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 28
   %88 = add nsw i64 3211328, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best30620 = load float, ptr %relu1_grad.best306, align 4
-  %90 = fcmp ogt float %89, %best30620
-  %91 = mul nsw i64 %relu1_grad.q3033, 784
-  %92 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47420 = load float, ptr %relu1_grad.best474, align 4
+  %90 = fcmp ogt float %89, %best47420
+  %91 = mul nsw i64 %relu1_grad.q4713, 784
+  %92 = mul nsw i64 %relu1_grad.py4724, 56
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %relu1_grad.px3055, 2
+  %94 = mul nsw i64 %relu1_grad.px4735, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 28
   %97 = sitofp i64 %96 to float
-  %bi30721 = load float, ptr %relu1_grad.bi307, align 4
-  %98 = select i1 %90, float %97, float %bi30721
-  store float %98, ptr %relu1_grad.bi307, align 4
-  %99 = mul nsw i64 %relu1_grad.q3033, 784
-  %100 = mul nsw i64 %relu1_grad.py3044, 56
+  %bi47521 = load float, ptr %relu1_grad.bi475, align 4
+  %98 = select i1 %90, float %97, float %bi47521
+  store float %98, ptr %relu1_grad.bi475, align 4
+  %99 = mul nsw i64 %relu1_grad.q4713, 784
+  %100 = mul nsw i64 %relu1_grad.py4724, 56
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %relu1_grad.px3055, 2
+  %102 = mul nsw i64 %relu1_grad.px4735, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 28
   %105 = add nsw i64 3211328, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best30623 = load float, ptr %relu1_grad.best306, align 4
-  %107 = fcmp ogt float %106, %best30623
-  %108 = mul nsw i64 %relu1_grad.q3033, 784
-  %109 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47423 = load float, ptr %relu1_grad.best474, align 4
+  %107 = fcmp ogt float %106, %best47423
+  %108 = mul nsw i64 %relu1_grad.q4713, 784
+  %109 = mul nsw i64 %relu1_grad.py4724, 56
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %relu1_grad.px3055, 2
+  %111 = mul nsw i64 %relu1_grad.px4735, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 28
   %114 = add nsw i64 3211328, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best30625 = load float, ptr %relu1_grad.best306, align 4
-  %116 = select i1 %107, float %115, float %best30625
-  store float %116, ptr %relu1_grad.best306, align 4
-  %117 = mul nsw i64 %relu1_grad.q3033, 784
-  %118 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47425 = load float, ptr %relu1_grad.best474, align 4
+  %116 = select i1 %107, float %115, float %best47425
+  store float %116, ptr %relu1_grad.best474, align 4
+  %117 = mul nsw i64 %relu1_grad.q4713, 784
+  %118 = mul nsw i64 %relu1_grad.py4724, 56
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %relu1_grad.px3055, 2
+  %120 = mul nsw i64 %relu1_grad.px4735, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 28
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 3211328, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best30627 = load float, ptr %relu1_grad.best306, align 4
-  %126 = fcmp ogt float %125, %best30627
-  %127 = mul nsw i64 %relu1_grad.q3033, 784
-  %128 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47427 = load float, ptr %relu1_grad.best474, align 4
+  %126 = fcmp ogt float %125, %best47427
+  %127 = mul nsw i64 %relu1_grad.q4713, 784
+  %128 = mul nsw i64 %relu1_grad.py4724, 56
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %relu1_grad.px3055, 2
+  %130 = mul nsw i64 %relu1_grad.px4735, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 28
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi30728 = load float, ptr %relu1_grad.bi307, align 4
-  %135 = select i1 %126, float %134, float %bi30728
-  store float %135, ptr %relu1_grad.bi307, align 4
-  %136 = mul nsw i64 %relu1_grad.q3033, 784
-  %137 = mul nsw i64 %relu1_grad.py3044, 56
+  %bi47528 = load float, ptr %relu1_grad.bi475, align 4
+  %135 = select i1 %126, float %134, float %bi47528
+  store float %135, ptr %relu1_grad.bi475, align 4
+  %136 = mul nsw i64 %relu1_grad.q4713, 784
+  %137 = mul nsw i64 %relu1_grad.py4724, 56
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %relu1_grad.px3055, 2
+  %139 = mul nsw i64 %relu1_grad.px4735, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 28
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 3211328, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best30630 = load float, ptr %relu1_grad.best306, align 4
-  %145 = fcmp ogt float %144, %best30630
-  %146 = mul nsw i64 %relu1_grad.q3033, 784
-  %147 = mul nsw i64 %relu1_grad.py3044, 56
+  %best47430 = load float, ptr %relu1_grad.best474, align 4
+  %145 = fcmp ogt float %144, %best47430
+  %146 = mul nsw i64 %relu1_grad.q4713, 784
+  %147 = mul nsw i64 %relu1_grad.py4724, 56
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %relu1_grad.px3055, 2
+  %149 = mul nsw i64 %relu1_grad.px4735, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 28
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 3211328, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best30632 = load float, ptr %relu1_grad.best306, align 4
-  %155 = select i1 %145, float %154, float %best30632
-  store float %155, ptr %relu1_grad.best306, align 4
-  %bi30733 = load float, ptr %relu1_grad.bi307, align 4
-  %156 = fptosi float %bi30733 to i64
+  %best47432 = load float, ptr %relu1_grad.best474, align 4
+  %155 = select i1 %145, float %154, float %best47432
+  store float %155, ptr %relu1_grad.best474, align 4
+  %bi47533 = load float, ptr %relu1_grad.bi475, align 4
+  %156 = fptosi float %bi47533 to i64
   %157 = add nsw i64 4816960, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %relu1_grad.q3033, 196
+  %159 = mul nsw i64 %relu1_grad.q4713, 196
   %160 = add nsw i64 2007040, %159
-  %161 = mul nsw i64 %relu1_grad.py3044, 14
+  %161 = mul nsw i64 %relu1_grad.py4724, 14
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %relu1_grad.px3055
+  %163 = add nsw i64 %162, %relu1_grad.px4735
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px305.next = add nsw i64 %relu1_grad.px3055, 1
-  %166 = icmp slt i64 %px305.next, 14
-  br i1 %166, label %relu1_grad.px305, label %relu1_grad.px305.end
+  %px473.next = add nsw i64 %relu1_grad.px4735, 1
+  %166 = icmp slt i64 %px473.next, 14
+  br i1 %166, label %relu1_grad.px473, label %relu1_grad.px473.end
 
-relu1_grad.px305.end:                             ; preds = %relu1_grad.px305
-  %py304.next = add nsw i64 %relu1_grad.py3044, 1
-  %167 = icmp slt i64 %py304.next, 14
-  br i1 %167, label %relu1_grad.py304, label %relu1_grad.py304.end
+relu1_grad.px473.end:                             ; preds = %relu1_grad.px473
+  %py472.next = add nsw i64 %relu1_grad.py4724, 1
+  %167 = icmp slt i64 %py472.next, 14
+  br i1 %167, label %relu1_grad.py472, label %relu1_grad.py472.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k33.bn1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %bn1_grad.i308
+  br label %bn1_grad.i476
 
-bn1_grad.i308:                                    ; preds = %bn1_grad.i308, %entry
-  %bn1_grad.i3081 = phi i64 [ 0, %entry ], [ %i308.next, %bn1_grad.i308 ]
-  %0 = add nsw i64 3211328, %bn1_grad.i3081
+bn1_grad.i476:                                    ; preds = %bn1_grad.i476, %entry
+  %bn1_grad.i4761 = phi i64 [ 0, %entry ], [ %i476.next, %bn1_grad.i476 ]
+  %0 = add nsw i64 3211328, %bn1_grad.i4761
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 4816960, %bn1_grad.i3081
+  %3 = add nsw i64 4816960, %bn1_grad.i4761
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 6422592, %bn1_grad.i3081
+  %6 = add nsw i64 6422592, %bn1_grad.i4761
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i308.next = add nsw i64 %bn1_grad.i3081, 1
-  %7 = icmp slt i64 %i308.next, 1605632
-  br i1 %7, label %bn1_grad.i308, label %bn1_grad.i308.end
+  %i476.next = add nsw i64 %bn1_grad.i4761, 1
+  %7 = icmp slt i64 %i476.next, 1605632
+  br i1 %7, label %bn1_grad.i476, label %bn1_grad.i476.end
 
-bn1_grad.i308.end:                                ; preds = %bn1_grad.i308
+bn1_grad.i476.end:                                ; preds = %bn1_grad.i476
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k34.bn1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn1_weight_grad.sum_x312 = alloca float, align 4
-  %bn1_weight_grad.sum311 = alloca float, align 4
-  %bn1_weight_grad.invstd310 = alloca float, align 4
-  br label %bn1_weight_grad.c309
+  %bn1_weight_grad.sum_x480 = alloca float, align 4
+  %bn1_weight_grad.sum503 = alloca float, align 4
+  %bn1_weight_grad.sum502 = alloca float, align 4
+  %bn1_weight_grad.sum501 = alloca float, align 4
+  %bn1_weight_grad.sum500 = alloca float, align 4
+  %bn1_weight_grad.sum499 = alloca float, align 4
+  %bn1_weight_grad.sum498 = alloca float, align 4
+  %bn1_weight_grad.sum497 = alloca float, align 4
+  %bn1_weight_grad.tail494 = alloca float, align 4
+  %bn1_weight_grad.acc493 = alloca <8 x float>, align 32
+  %bn1_weight_grad.sum479 = alloca float, align 4
+  %bn1_weight_grad.sum492 = alloca float, align 4
+  %bn1_weight_grad.sum491 = alloca float, align 4
+  %bn1_weight_grad.sum490 = alloca float, align 4
+  %bn1_weight_grad.sum489 = alloca float, align 4
+  %bn1_weight_grad.sum488 = alloca float, align 4
+  %bn1_weight_grad.sum487 = alloca float, align 4
+  %bn1_weight_grad.sum486 = alloca float, align 4
+  %bn1_weight_grad.tail483 = alloca float, align 4
+  %bn1_weight_grad.acc482 = alloca <8 x float>, align 32
+  %bn1_weight_grad.mean481 = alloca float, align 4
+  %bn1_weight_grad.invstd478 = alloca float, align 4
+  br label %bn1_weight_grad.c477
 
-bn1_weight_grad.c309:                             ; preds = %bn1_weight_grad.n313.end, %entry
-  %bn1_weight_grad.c3091 = phi i64 [ 0, %entry ], [ %c309.next, %bn1_weight_grad.n313.end ]
-  %0 = add nsw i64 3211296, %bn1_weight_grad.c3091
+bn1_weight_grad.c477:                             ; preds = %bn1_weight_grad.n495.end, %entry
+  %bn1_weight_grad.c4771 = phi i64 [ 0, %entry ], [ %c477.next, %bn1_weight_grad.n495.end ]
+  %0 = add nsw i64 3211296, %bn1_weight_grad.c4771
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn1_weight_grad.invstd310, align 4
-  store float 0.000000e+00, ptr %bn1_weight_grad.sum311, align 4
-  store float 0.000000e+00, ptr %bn1_weight_grad.sum_x312, align 4
-  br label %bn1_weight_grad.n313
+  store float %4, ptr %bn1_weight_grad.invstd478, align 4
+  %5 = add nsw i64 3211264, %bn1_weight_grad.c4771
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  store float %6, ptr %bn1_weight_grad.mean481, align 4
+  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc482, align 32
+  store float 0.000000e+00, ptr %bn1_weight_grad.tail483, align 4
+  br label %bn1_weight_grad.n484
 
-bn1_weight_grad.c309.end:                         ; preds = %bn1_weight_grad.n313.end
+bn1_weight_grad.c477.end:                         ; preds = %bn1_weight_grad.n495.end
   ret void
 
-bn1_weight_grad.n313:                             ; preds = %bn1_weight_grad.i314.end, %bn1_weight_grad.c309
-  %bn1_weight_grad.n3133 = phi i64 [ 0, %bn1_weight_grad.c309 ], [ %n313.next, %bn1_weight_grad.i314.end ]
-  br label %bn1_weight_grad.i314
+bn1_weight_grad.n484:                             ; preds = %bn1_weight_grad.v485.end, %bn1_weight_grad.c477
+  %bn1_weight_grad.n4844 = phi i64 [ 0, %bn1_weight_grad.c477 ], [ %n484.next, %bn1_weight_grad.v485.end ]
+  br label %bn1_weight_grad.v485
 
-bn1_weight_grad.n313.end:                         ; preds = %bn1_weight_grad.i314.end
-  %sum_x3129 = load float, ptr %bn1_weight_grad.sum_x312, align 4
-  %5 = add nsw i64 288, %bn1_weight_grad.c3091
-  %grads10 = getelementptr inbounds float, ptr %grads, i64 %5
-  store float %sum_x3129, ptr %grads10, align 4
-  %c309.next = add nsw i64 %bn1_weight_grad.c3091, 1
-  %6 = icmp slt i64 %c309.next, 32
-  br i1 %6, label %bn1_weight_grad.c309, label %bn1_weight_grad.c309.end
+bn1_weight_grad.n484.end:                         ; preds = %bn1_weight_grad.v485.end
+  %acc4827 = load <8 x float>, ptr %bn1_weight_grad.acc482, align 32
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <8 x float> %acc4827, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %7 = load float, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %8 = load float, ptr %arena10, align 4
+  %9 = fadd float %7, %8
+  store float %9, ptr %bn1_weight_grad.sum486, align 4
+  %sum486 = load float, ptr %bn1_weight_grad.sum486, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %10 = load float, ptr %arena11, align 4
+  %11 = fadd float %sum486, %10
+  store float %11, ptr %bn1_weight_grad.sum487, align 4
+  %sum487 = load float, ptr %bn1_weight_grad.sum487, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %12 = load float, ptr %arena12, align 4
+  %13 = fadd float %sum487, %12
+  store float %13, ptr %bn1_weight_grad.sum488, align 4
+  %sum488 = load float, ptr %bn1_weight_grad.sum488, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %14 = load float, ptr %arena13, align 4
+  %15 = fadd float %sum488, %14
+  store float %15, ptr %bn1_weight_grad.sum489, align 4
+  %sum489 = load float, ptr %bn1_weight_grad.sum489, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %16 = load float, ptr %arena14, align 4
+  %17 = fadd float %sum489, %16
+  store float %17, ptr %bn1_weight_grad.sum490, align 4
+  %sum490 = load float, ptr %bn1_weight_grad.sum490, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %18 = load float, ptr %arena15, align 4
+  %19 = fadd float %sum490, %18
+  store float %19, ptr %bn1_weight_grad.sum491, align 4
+  %sum491 = load float, ptr %bn1_weight_grad.sum491, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %20 = load float, ptr %arena16, align 4
+  %21 = fadd float %sum491, %20
+  store float %21, ptr %bn1_weight_grad.sum492, align 4
+  %sum492 = load float, ptr %bn1_weight_grad.sum492, align 4
+  %tail483 = load float, ptr %bn1_weight_grad.tail483, align 4
+  %22 = fadd float %sum492, %tail483
+  store float %22, ptr %bn1_weight_grad.sum479, align 4
+  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc493, align 32
+  store float 0.000000e+00, ptr %bn1_weight_grad.tail494, align 4
+  br label %bn1_weight_grad.n495
 
-bn1_weight_grad.i314:                             ; preds = %bn1_weight_grad.i314, %bn1_weight_grad.n313
-  %bn1_weight_grad.i3144 = phi i64 [ 0, %bn1_weight_grad.n313 ], [ %i314.next, %bn1_weight_grad.i314 ]
-  %sum311 = load float, ptr %bn1_weight_grad.sum311, align 4
-  %7 = mul nsw i64 %bn1_weight_grad.n3133, 32
-  %8 = add nsw i64 %7, %bn1_weight_grad.c3091
-  %9 = mul nsw i64 %8, 784
-  %10 = add nsw i64 %9, %bn1_weight_grad.i3144
-  %11 = add nsw i64 6422592, %10
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena5, align 4
-  %13 = fadd float %sum311, %12
-  store float %13, ptr %bn1_weight_grad.sum311, align 4
-  %sum_x312 = load float, ptr %bn1_weight_grad.sum_x312, align 4
-  %14 = mul nsw i64 %bn1_weight_grad.n3133, 32
-  %15 = add nsw i64 %14, %bn1_weight_grad.c3091
-  %16 = mul nsw i64 %15, 784
-  %17 = add nsw i64 %16, %bn1_weight_grad.i3144
-  %18 = add nsw i64 6422592, %17
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load float, ptr %arena6, align 4
-  %20 = mul nsw i64 %bn1_weight_grad.n3133, 32
-  %21 = add nsw i64 %20, %bn1_weight_grad.c3091
-  %22 = mul nsw i64 %21, 784
-  %23 = add nsw i64 %22, %bn1_weight_grad.i3144
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %23
-  %24 = load float, ptr %arena7, align 4
-  %25 = add nsw i64 3211264, %bn1_weight_grad.c3091
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %25
-  %26 = load float, ptr %arena8, align 4
-  %27 = fsub float %24, %26
-  %invstd310 = load float, ptr %bn1_weight_grad.invstd310, align 4
-  %28 = fmul float %27, %invstd310
-  %29 = fmul float %19, %28
-  %30 = fadd float %sum_x312, %29
-  store float %30, ptr %bn1_weight_grad.sum_x312, align 4
-  %i314.next = add nsw i64 %bn1_weight_grad.i3144, 1
-  %31 = icmp slt i64 %i314.next, 784
-  br i1 %31, label %bn1_weight_grad.i314, label %bn1_weight_grad.i314.end
+bn1_weight_grad.v485:                             ; preds = %bn1_weight_grad.v485, %bn1_weight_grad.n484
+  %bn1_weight_grad.v4855 = phi i64 [ 0, %bn1_weight_grad.n484 ], [ %v485.next, %bn1_weight_grad.v485 ]
+  %acc482 = load <8 x float>, ptr %bn1_weight_grad.acc482, align 32
+  %23 = mul nsw i64 %bn1_weight_grad.n4844, 32
+  %24 = add nsw i64 %23, %bn1_weight_grad.c4771
+  %25 = mul nsw i64 %24, 784
+  %26 = mul nsw i64 %bn1_weight_grad.v4855, 8
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 6422592, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load <8 x float>, ptr %arena6, align 4
+  %30 = fadd <8 x float> %acc482, %29
+  store <8 x float> %30, ptr %bn1_weight_grad.acc482, align 32
+  %v485.next = add nsw i64 %bn1_weight_grad.v4855, 1
+  %31 = icmp slt i64 %v485.next, 98
+  br i1 %31, label %bn1_weight_grad.v485, label %bn1_weight_grad.v485.end
 
-bn1_weight_grad.i314.end:                         ; preds = %bn1_weight_grad.i314
-  %n313.next = add nsw i64 %bn1_weight_grad.n3133, 1
-  %32 = icmp slt i64 %n313.next, 64
-  br i1 %32, label %bn1_weight_grad.n313, label %bn1_weight_grad.n313.end
+bn1_weight_grad.v485.end:                         ; preds = %bn1_weight_grad.v485
+  %n484.next = add nsw i64 %bn1_weight_grad.n4844, 1
+  %32 = icmp slt i64 %n484.next, 64
+  br i1 %32, label %bn1_weight_grad.n484, label %bn1_weight_grad.n484.end
+
+bn1_weight_grad.n495:                             ; preds = %bn1_weight_grad.v496.end, %bn1_weight_grad.n484.end
+  %bn1_weight_grad.n49517 = phi i64 [ 0, %bn1_weight_grad.n484.end ], [ %n495.next, %bn1_weight_grad.v496.end ]
+  br label %bn1_weight_grad.v496
+
+bn1_weight_grad.n495.end:                         ; preds = %bn1_weight_grad.v496.end
+  %acc49321 = load <8 x float>, ptr %bn1_weight_grad.acc493, align 32
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <8 x float> %acc49321, ptr %arena22, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %33 = load float, ptr %arena23, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %34 = load float, ptr %arena24, align 4
+  %35 = fadd float %33, %34
+  store float %35, ptr %bn1_weight_grad.sum497, align 4
+  %sum497 = load float, ptr %bn1_weight_grad.sum497, align 4
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %36 = load float, ptr %arena25, align 4
+  %37 = fadd float %sum497, %36
+  store float %37, ptr %bn1_weight_grad.sum498, align 4
+  %sum498 = load float, ptr %bn1_weight_grad.sum498, align 4
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %38 = load float, ptr %arena26, align 4
+  %39 = fadd float %sum498, %38
+  store float %39, ptr %bn1_weight_grad.sum499, align 4
+  %sum499 = load float, ptr %bn1_weight_grad.sum499, align 4
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %40 = load float, ptr %arena27, align 4
+  %41 = fadd float %sum499, %40
+  store float %41, ptr %bn1_weight_grad.sum500, align 4
+  %sum500 = load float, ptr %bn1_weight_grad.sum500, align 4
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %42 = load float, ptr %arena28, align 4
+  %43 = fadd float %sum500, %42
+  store float %43, ptr %bn1_weight_grad.sum501, align 4
+  %sum501 = load float, ptr %bn1_weight_grad.sum501, align 4
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %44 = load float, ptr %arena29, align 4
+  %45 = fadd float %sum501, %44
+  store float %45, ptr %bn1_weight_grad.sum502, align 4
+  %sum502 = load float, ptr %bn1_weight_grad.sum502, align 4
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %46 = load float, ptr %arena30, align 4
+  %47 = fadd float %sum502, %46
+  store float %47, ptr %bn1_weight_grad.sum503, align 4
+  %sum503 = load float, ptr %bn1_weight_grad.sum503, align 4
+  %tail494 = load float, ptr %bn1_weight_grad.tail494, align 4
+  %48 = fadd float %sum503, %tail494
+  store float %48, ptr %bn1_weight_grad.sum_x480, align 4
+  %sum_x480 = load float, ptr %bn1_weight_grad.sum_x480, align 4
+  %49 = add nsw i64 288, %bn1_weight_grad.c4771
+  %grads31 = getelementptr inbounds float, ptr %grads, i64 %49
+  store float %sum_x480, ptr %grads31, align 4
+  %c477.next = add nsw i64 %bn1_weight_grad.c4771, 1
+  %50 = icmp slt i64 %c477.next, 32
+  br i1 %50, label %bn1_weight_grad.c477, label %bn1_weight_grad.c477.end
+
+bn1_weight_grad.v496:                             ; preds = %bn1_weight_grad.v496, %bn1_weight_grad.n495
+  %bn1_weight_grad.v49618 = phi i64 [ 0, %bn1_weight_grad.n495 ], [ %v496.next, %bn1_weight_grad.v496 ]
+  %acc493 = load <8 x float>, ptr %bn1_weight_grad.acc493, align 32
+  %51 = mul nsw i64 %bn1_weight_grad.n49517, 32
+  %52 = add nsw i64 %51, %bn1_weight_grad.c4771
+  %53 = mul nsw i64 %52, 784
+  %54 = mul nsw i64 %bn1_weight_grad.v49618, 8
+  %55 = add nsw i64 %53, %54
+  %56 = add nsw i64 6422592, %55
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %56
+  %57 = load <8 x float>, ptr %arena19, align 4
+  %58 = mul nsw i64 %bn1_weight_grad.n49517, 32
+  %59 = add nsw i64 %58, %bn1_weight_grad.c4771
+  %60 = mul nsw i64 %59, 784
+  %61 = mul nsw i64 %bn1_weight_grad.v49618, 8
+  %62 = add nsw i64 %60, %61
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %62
+  %63 = load <8 x float>, ptr %arena20, align 4
+  %mean481 = load float, ptr %bn1_weight_grad.mean481, align 4
+  %64 = insertelement <8 x float> undef, float %mean481, i32 0
+  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
+  %66 = fsub <8 x float> %63, %65
+  %invstd478 = load float, ptr %bn1_weight_grad.invstd478, align 4
+  %67 = insertelement <8 x float> undef, float %invstd478, i32 0
+  %68 = shufflevector <8 x float> %67, <8 x float> undef, <8 x i32> zeroinitializer
+  %69 = fmul <8 x float> %66, %68
+  %70 = fmul <8 x float> %57, %69
+  %71 = fadd <8 x float> %acc493, %70
+  store <8 x float> %71, ptr %bn1_weight_grad.acc493, align 32
+  %v496.next = add nsw i64 %bn1_weight_grad.v49618, 1
+  %72 = icmp slt i64 %v496.next, 98
+  br i1 %72, label %bn1_weight_grad.v496, label %bn1_weight_grad.v496.end
+
+bn1_weight_grad.v496.end:                         ; preds = %bn1_weight_grad.v496
+  %n495.next = add nsw i64 %bn1_weight_grad.n49517, 1
+  %73 = icmp slt i64 %n495.next, 64
+  br i1 %73, label %bn1_weight_grad.n495, label %bn1_weight_grad.n495.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k35.bn1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn1_bias_grad.sum316 = alloca float, align 4
-  br label %bn1_bias_grad.c315
+  %bn1_bias_grad.sum505 = alloca float, align 4
+  %bn1_bias_grad.sum516 = alloca float, align 4
+  %bn1_bias_grad.sum515 = alloca float, align 4
+  %bn1_bias_grad.sum514 = alloca float, align 4
+  %bn1_bias_grad.sum513 = alloca float, align 4
+  %bn1_bias_grad.sum512 = alloca float, align 4
+  %bn1_bias_grad.sum511 = alloca float, align 4
+  %bn1_bias_grad.sum510 = alloca float, align 4
+  %bn1_bias_grad.tail507 = alloca float, align 4
+  %bn1_bias_grad.acc506 = alloca <8 x float>, align 32
+  br label %bn1_bias_grad.c504
 
-bn1_bias_grad.c315:                               ; preds = %bn1_bias_grad.n317.end, %entry
-  %bn1_bias_grad.c3151 = phi i64 [ 0, %entry ], [ %c315.next, %bn1_bias_grad.n317.end ]
-  store float 0.000000e+00, ptr %bn1_bias_grad.sum316, align 4
-  br label %bn1_bias_grad.n317
+bn1_bias_grad.c504:                               ; preds = %bn1_bias_grad.n508.end, %entry
+  %bn1_bias_grad.c5041 = phi i64 [ 0, %entry ], [ %c504.next, %bn1_bias_grad.n508.end ]
+  store <8 x float> zeroinitializer, ptr %bn1_bias_grad.acc506, align 32
+  store float 0.000000e+00, ptr %bn1_bias_grad.tail507, align 4
+  br label %bn1_bias_grad.n508
 
-bn1_bias_grad.c315.end:                           ; preds = %bn1_bias_grad.n317.end
+bn1_bias_grad.c504.end:                           ; preds = %bn1_bias_grad.n508.end
   ret void
 
-bn1_bias_grad.n317:                               ; preds = %bn1_bias_grad.i318.end, %bn1_bias_grad.c315
-  %bn1_bias_grad.n3172 = phi i64 [ 0, %bn1_bias_grad.c315 ], [ %n317.next, %bn1_bias_grad.i318.end ]
-  br label %bn1_bias_grad.i318
+bn1_bias_grad.n508:                               ; preds = %bn1_bias_grad.v509.end, %bn1_bias_grad.c504
+  %bn1_bias_grad.n5082 = phi i64 [ 0, %bn1_bias_grad.c504 ], [ %n508.next, %bn1_bias_grad.v509.end ]
+  br label %bn1_bias_grad.v509
 
-bn1_bias_grad.n317.end:                           ; preds = %bn1_bias_grad.i318.end
-  %sum3165 = load float, ptr %bn1_bias_grad.sum316, align 4
-  %0 = add nsw i64 320, %bn1_bias_grad.c3151
-  %grads6 = getelementptr inbounds float, ptr %grads, i64 %0
-  store float %sum3165, ptr %grads6, align 4
-  %c315.next = add nsw i64 %bn1_bias_grad.c3151, 1
-  %1 = icmp slt i64 %c315.next, 32
-  br i1 %1, label %bn1_bias_grad.c315, label %bn1_bias_grad.c315.end
+bn1_bias_grad.n508.end:                           ; preds = %bn1_bias_grad.v509.end
+  %acc5065 = load <8 x float>, ptr %bn1_bias_grad.acc506, align 32
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <8 x float> %acc5065, ptr %arena6, align 4
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %0 = load float, ptr %arena7, align 4
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %1 = load float, ptr %arena8, align 4
+  %2 = fadd float %0, %1
+  store float %2, ptr %bn1_bias_grad.sum510, align 4
+  %sum510 = load float, ptr %bn1_bias_grad.sum510, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %3 = load float, ptr %arena9, align 4
+  %4 = fadd float %sum510, %3
+  store float %4, ptr %bn1_bias_grad.sum511, align 4
+  %sum511 = load float, ptr %bn1_bias_grad.sum511, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %5 = load float, ptr %arena10, align 4
+  %6 = fadd float %sum511, %5
+  store float %6, ptr %bn1_bias_grad.sum512, align 4
+  %sum512 = load float, ptr %bn1_bias_grad.sum512, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %7 = load float, ptr %arena11, align 4
+  %8 = fadd float %sum512, %7
+  store float %8, ptr %bn1_bias_grad.sum513, align 4
+  %sum513 = load float, ptr %bn1_bias_grad.sum513, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %9 = load float, ptr %arena12, align 4
+  %10 = fadd float %sum513, %9
+  store float %10, ptr %bn1_bias_grad.sum514, align 4
+  %sum514 = load float, ptr %bn1_bias_grad.sum514, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %11 = load float, ptr %arena13, align 4
+  %12 = fadd float %sum514, %11
+  store float %12, ptr %bn1_bias_grad.sum515, align 4
+  %sum515 = load float, ptr %bn1_bias_grad.sum515, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %13 = load float, ptr %arena14, align 4
+  %14 = fadd float %sum515, %13
+  store float %14, ptr %bn1_bias_grad.sum516, align 4
+  %sum516 = load float, ptr %bn1_bias_grad.sum516, align 4
+  %tail507 = load float, ptr %bn1_bias_grad.tail507, align 4
+  %15 = fadd float %sum516, %tail507
+  store float %15, ptr %bn1_bias_grad.sum505, align 4
+  %sum505 = load float, ptr %bn1_bias_grad.sum505, align 4
+  %16 = add nsw i64 320, %bn1_bias_grad.c5041
+  %grads15 = getelementptr inbounds float, ptr %grads, i64 %16
+  store float %sum505, ptr %grads15, align 4
+  %c504.next = add nsw i64 %bn1_bias_grad.c5041, 1
+  %17 = icmp slt i64 %c504.next, 32
+  br i1 %17, label %bn1_bias_grad.c504, label %bn1_bias_grad.c504.end
 
-bn1_bias_grad.i318:                               ; preds = %bn1_bias_grad.i318, %bn1_bias_grad.n317
-  %bn1_bias_grad.i3183 = phi i64 [ 0, %bn1_bias_grad.n317 ], [ %i318.next, %bn1_bias_grad.i318 ]
-  %sum316 = load float, ptr %bn1_bias_grad.sum316, align 4
-  %2 = mul nsw i64 %bn1_bias_grad.n3172, 32
-  %3 = add nsw i64 %2, %bn1_bias_grad.c3151
-  %4 = mul nsw i64 %3, 784
-  %5 = add nsw i64 %4, %bn1_bias_grad.i3183
-  %6 = add nsw i64 6422592, %5
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  %7 = load float, ptr %arena4, align 4
-  %8 = fadd float %sum316, %7
-  store float %8, ptr %bn1_bias_grad.sum316, align 4
-  %i318.next = add nsw i64 %bn1_bias_grad.i3183, 1
-  %9 = icmp slt i64 %i318.next, 784
-  br i1 %9, label %bn1_bias_grad.i318, label %bn1_bias_grad.i318.end
+bn1_bias_grad.v509:                               ; preds = %bn1_bias_grad.v509, %bn1_bias_grad.n508
+  %bn1_bias_grad.v5093 = phi i64 [ 0, %bn1_bias_grad.n508 ], [ %v509.next, %bn1_bias_grad.v509 ]
+  %acc506 = load <8 x float>, ptr %bn1_bias_grad.acc506, align 32
+  %18 = mul nsw i64 %bn1_bias_grad.n5082, 32
+  %19 = add nsw i64 %18, %bn1_bias_grad.c5041
+  %20 = mul nsw i64 %19, 784
+  %21 = mul nsw i64 %bn1_bias_grad.v5093, 8
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 6422592, %22
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load <8 x float>, ptr %arena4, align 4
+  %25 = fadd <8 x float> %acc506, %24
+  store <8 x float> %25, ptr %bn1_bias_grad.acc506, align 32
+  %v509.next = add nsw i64 %bn1_bias_grad.v5093, 1
+  %26 = icmp slt i64 %v509.next, 98
+  br i1 %26, label %bn1_bias_grad.v509, label %bn1_bias_grad.v509.end
 
-bn1_bias_grad.i318.end:                           ; preds = %bn1_bias_grad.i318
-  %n317.next = add nsw i64 %bn1_bias_grad.n3172, 1
-  %10 = icmp slt i64 %n317.next, 64
-  br i1 %10, label %bn1_bias_grad.n317, label %bn1_bias_grad.n317.end
+bn1_bias_grad.v509.end:                           ; preds = %bn1_bias_grad.v509
+  %n508.next = add nsw i64 %bn1_bias_grad.n5082, 1
+  %27 = icmp slt i64 %n508.next, 64
+  br i1 %27, label %bn1_bias_grad.n508, label %bn1_bias_grad.n508.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k36.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_grad.mean_dy_x327 = alloca float, align 4
-  %conv1_grad.mean_dy326 = alloca float, align 4
-  %conv1_grad.scale325 = alloca float, align 4
-  %conv1_grad.sum_x322 = alloca float, align 4
-  %conv1_grad.sum321 = alloca float, align 4
-  %conv1_grad.invstd320 = alloca float, align 4
-  br label %conv1_grad.c319
+  %conv1_grad.mean_dy_x546 = alloca float, align 4
+  %conv1_grad.mean_dy545 = alloca float, align 4
+  %conv1_grad.scale544 = alloca float, align 4
+  %conv1_grad.sum_x520 = alloca float, align 4
+  %conv1_grad.sum543 = alloca float, align 4
+  %conv1_grad.sum542 = alloca float, align 4
+  %conv1_grad.sum541 = alloca float, align 4
+  %conv1_grad.sum540 = alloca float, align 4
+  %conv1_grad.sum539 = alloca float, align 4
+  %conv1_grad.sum538 = alloca float, align 4
+  %conv1_grad.sum537 = alloca float, align 4
+  %conv1_grad.tail534 = alloca float, align 4
+  %conv1_grad.acc533 = alloca <8 x float>, align 32
+  %conv1_grad.sum519 = alloca float, align 4
+  %conv1_grad.sum532 = alloca float, align 4
+  %conv1_grad.sum531 = alloca float, align 4
+  %conv1_grad.sum530 = alloca float, align 4
+  %conv1_grad.sum529 = alloca float, align 4
+  %conv1_grad.sum528 = alloca float, align 4
+  %conv1_grad.sum527 = alloca float, align 4
+  %conv1_grad.sum526 = alloca float, align 4
+  %conv1_grad.tail523 = alloca float, align 4
+  %conv1_grad.acc522 = alloca <8 x float>, align 32
+  %conv1_grad.mean521 = alloca float, align 4
+  %conv1_grad.invstd518 = alloca float, align 4
+  br label %conv1_grad.c517
 
-conv1_grad.c319:                                  ; preds = %conv1_grad.n328.end, %entry
-  %conv1_grad.c3191 = phi i64 [ 0, %entry ], [ %c319.next, %conv1_grad.n328.end ]
-  %0 = add nsw i64 3211296, %conv1_grad.c3191
+conv1_grad.c517:                                  ; preds = %conv1_grad.n547.end, %entry
+  %conv1_grad.c5171 = phi i64 [ 0, %entry ], [ %c517.next, %conv1_grad.n547.end ]
+  %0 = add nsw i64 3211296, %conv1_grad.c5171
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %conv1_grad.invstd320, align 4
-  store float 0.000000e+00, ptr %conv1_grad.sum321, align 4
-  store float 0.000000e+00, ptr %conv1_grad.sum_x322, align 4
-  br label %conv1_grad.n323
+  store float %4, ptr %conv1_grad.invstd518, align 4
+  %5 = add nsw i64 3211264, %conv1_grad.c5171
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
+  %6 = load float, ptr %arena3, align 4
+  store float %6, ptr %conv1_grad.mean521, align 4
+  store <8 x float> zeroinitializer, ptr %conv1_grad.acc522, align 32
+  store float 0.000000e+00, ptr %conv1_grad.tail523, align 4
+  br label %conv1_grad.n524
 
-conv1_grad.c319.end:                              ; preds = %conv1_grad.n328.end
+conv1_grad.c517.end:                              ; preds = %conv1_grad.n547.end
   ret void
 
-conv1_grad.n323:                                  ; preds = %conv1_grad.i324.end, %conv1_grad.c319
-  %conv1_grad.n3233 = phi i64 [ 0, %conv1_grad.c319 ], [ %n323.next, %conv1_grad.i324.end ]
-  br label %conv1_grad.i324
+conv1_grad.n524:                                  ; preds = %conv1_grad.v525.end, %conv1_grad.c517
+  %conv1_grad.n5244 = phi i64 [ 0, %conv1_grad.c517 ], [ %n524.next, %conv1_grad.v525.end ]
+  br label %conv1_grad.v525
 
-conv1_grad.n323.end:                              ; preds = %conv1_grad.i324.end
-  %5 = add nsw i64 288, %conv1_grad.c3191
-  %params9 = getelementptr inbounds float, ptr %params, i64 %5
-  %6 = load float, ptr %params9, align 4
-  %invstd32010 = load float, ptr %conv1_grad.invstd320, align 4
-  %7 = fmul float %6, %invstd32010
-  store float %7, ptr %conv1_grad.scale325, align 4
-  %sum32111 = load float, ptr %conv1_grad.sum321, align 4
-  %8 = fdiv float %sum32111, 5.017600e+04
-  store float %8, ptr %conv1_grad.mean_dy326, align 4
-  %sum_x32212 = load float, ptr %conv1_grad.sum_x322, align 4
-  %9 = fdiv float %sum_x32212, 5.017600e+04
-  store float %9, ptr %conv1_grad.mean_dy_x327, align 4
-  br label %conv1_grad.n328
+conv1_grad.n524.end:                              ; preds = %conv1_grad.v525.end
+  %acc5227 = load <8 x float>, ptr %conv1_grad.acc522, align 32
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <8 x float> %acc5227, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %7 = load float, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %8 = load float, ptr %arena10, align 4
+  %9 = fadd float %7, %8
+  store float %9, ptr %conv1_grad.sum526, align 4
+  %sum526 = load float, ptr %conv1_grad.sum526, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %10 = load float, ptr %arena11, align 4
+  %11 = fadd float %sum526, %10
+  store float %11, ptr %conv1_grad.sum527, align 4
+  %sum527 = load float, ptr %conv1_grad.sum527, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %12 = load float, ptr %arena12, align 4
+  %13 = fadd float %sum527, %12
+  store float %13, ptr %conv1_grad.sum528, align 4
+  %sum528 = load float, ptr %conv1_grad.sum528, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %14 = load float, ptr %arena13, align 4
+  %15 = fadd float %sum528, %14
+  store float %15, ptr %conv1_grad.sum529, align 4
+  %sum529 = load float, ptr %conv1_grad.sum529, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %16 = load float, ptr %arena14, align 4
+  %17 = fadd float %sum529, %16
+  store float %17, ptr %conv1_grad.sum530, align 4
+  %sum530 = load float, ptr %conv1_grad.sum530, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %18 = load float, ptr %arena15, align 4
+  %19 = fadd float %sum530, %18
+  store float %19, ptr %conv1_grad.sum531, align 4
+  %sum531 = load float, ptr %conv1_grad.sum531, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %20 = load float, ptr %arena16, align 4
+  %21 = fadd float %sum531, %20
+  store float %21, ptr %conv1_grad.sum532, align 4
+  %sum532 = load float, ptr %conv1_grad.sum532, align 4
+  %tail523 = load float, ptr %conv1_grad.tail523, align 4
+  %22 = fadd float %sum532, %tail523
+  store float %22, ptr %conv1_grad.sum519, align 4
+  store <8 x float> zeroinitializer, ptr %conv1_grad.acc533, align 32
+  store float 0.000000e+00, ptr %conv1_grad.tail534, align 4
+  br label %conv1_grad.n535
 
-conv1_grad.i324:                                  ; preds = %conv1_grad.i324, %conv1_grad.n323
-  %conv1_grad.i3244 = phi i64 [ 0, %conv1_grad.n323 ], [ %i324.next, %conv1_grad.i324 ]
-  %sum321 = load float, ptr %conv1_grad.sum321, align 4
-  %10 = mul nsw i64 %conv1_grad.n3233, 32
-  %11 = add nsw i64 %10, %conv1_grad.c3191
-  %12 = mul nsw i64 %11, 784
-  %13 = add nsw i64 %12, %conv1_grad.i3244
-  %14 = add nsw i64 6422592, %13
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena5, align 4
-  %16 = fadd float %sum321, %15
-  store float %16, ptr %conv1_grad.sum321, align 4
-  %sum_x322 = load float, ptr %conv1_grad.sum_x322, align 4
-  %17 = mul nsw i64 %conv1_grad.n3233, 32
-  %18 = add nsw i64 %17, %conv1_grad.c3191
-  %19 = mul nsw i64 %18, 784
-  %20 = add nsw i64 %19, %conv1_grad.i3244
-  %21 = add nsw i64 6422592, %20
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %21
-  %22 = load float, ptr %arena6, align 4
-  %23 = mul nsw i64 %conv1_grad.n3233, 32
-  %24 = add nsw i64 %23, %conv1_grad.c3191
+conv1_grad.v525:                                  ; preds = %conv1_grad.v525, %conv1_grad.n524
+  %conv1_grad.v5255 = phi i64 [ 0, %conv1_grad.n524 ], [ %v525.next, %conv1_grad.v525 ]
+  %acc522 = load <8 x float>, ptr %conv1_grad.acc522, align 32
+  %23 = mul nsw i64 %conv1_grad.n5244, 32
+  %24 = add nsw i64 %23, %conv1_grad.c5171
   %25 = mul nsw i64 %24, 784
-  %26 = add nsw i64 %25, %conv1_grad.i3244
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena7, align 4
-  %28 = add nsw i64 3211264, %conv1_grad.c3191
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load float, ptr %arena8, align 4
-  %30 = fsub float %27, %29
-  %invstd320 = load float, ptr %conv1_grad.invstd320, align 4
-  %31 = fmul float %30, %invstd320
-  %32 = fmul float %22, %31
-  %33 = fadd float %sum_x322, %32
-  store float %33, ptr %conv1_grad.sum_x322, align 4
-  %i324.next = add nsw i64 %conv1_grad.i3244, 1
-  %34 = icmp slt i64 %i324.next, 784
-  br i1 %34, label %conv1_grad.i324, label %conv1_grad.i324.end
+  %26 = mul nsw i64 %conv1_grad.v5255, 8
+  %27 = add nsw i64 %25, %26
+  %28 = add nsw i64 6422592, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load <8 x float>, ptr %arena6, align 4
+  %30 = fadd <8 x float> %acc522, %29
+  store <8 x float> %30, ptr %conv1_grad.acc522, align 32
+  %v525.next = add nsw i64 %conv1_grad.v5255, 1
+  %31 = icmp slt i64 %v525.next, 98
+  br i1 %31, label %conv1_grad.v525, label %conv1_grad.v525.end
 
-conv1_grad.i324.end:                              ; preds = %conv1_grad.i324
-  %n323.next = add nsw i64 %conv1_grad.n3233, 1
-  %35 = icmp slt i64 %n323.next, 64
-  br i1 %35, label %conv1_grad.n323, label %conv1_grad.n323.end
+conv1_grad.v525.end:                              ; preds = %conv1_grad.v525
+  %n524.next = add nsw i64 %conv1_grad.n5244, 1
+  %32 = icmp slt i64 %n524.next, 64
+  br i1 %32, label %conv1_grad.n524, label %conv1_grad.n524.end
 
-conv1_grad.n328:                                  ; preds = %conv1_grad.i329.end, %conv1_grad.n323.end
-  %conv1_grad.n32813 = phi i64 [ 0, %conv1_grad.n323.end ], [ %n328.next, %conv1_grad.i329.end ]
-  br label %conv1_grad.i329
+conv1_grad.n535:                                  ; preds = %conv1_grad.v536.end, %conv1_grad.n524.end
+  %conv1_grad.n53517 = phi i64 [ 0, %conv1_grad.n524.end ], [ %n535.next, %conv1_grad.v536.end ]
+  br label %conv1_grad.v536
 
-conv1_grad.n328.end:                              ; preds = %conv1_grad.i329.end
-  %c319.next = add nsw i64 %conv1_grad.c3191, 1
-  %36 = icmp slt i64 %c319.next, 32
-  br i1 %36, label %conv1_grad.c319, label %conv1_grad.c319.end
+conv1_grad.n535.end:                              ; preds = %conv1_grad.v536.end
+  %acc53321 = load <8 x float>, ptr %conv1_grad.acc533, align 32
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 1605632
+  store <8 x float> %acc53321, ptr %arena22, align 4
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %33 = load float, ptr %arena23, align 4
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %34 = load float, ptr %arena24, align 4
+  %35 = fadd float %33, %34
+  store float %35, ptr %conv1_grad.sum537, align 4
+  %sum537 = load float, ptr %conv1_grad.sum537, align 4
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %36 = load float, ptr %arena25, align 4
+  %37 = fadd float %sum537, %36
+  store float %37, ptr %conv1_grad.sum538, align 4
+  %sum538 = load float, ptr %conv1_grad.sum538, align 4
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %38 = load float, ptr %arena26, align 4
+  %39 = fadd float %sum538, %38
+  store float %39, ptr %conv1_grad.sum539, align 4
+  %sum539 = load float, ptr %conv1_grad.sum539, align 4
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %40 = load float, ptr %arena27, align 4
+  %41 = fadd float %sum539, %40
+  store float %41, ptr %conv1_grad.sum540, align 4
+  %sum540 = load float, ptr %conv1_grad.sum540, align 4
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %42 = load float, ptr %arena28, align 4
+  %43 = fadd float %sum540, %42
+  store float %43, ptr %conv1_grad.sum541, align 4
+  %sum541 = load float, ptr %conv1_grad.sum541, align 4
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %44 = load float, ptr %arena29, align 4
+  %45 = fadd float %sum541, %44
+  store float %45, ptr %conv1_grad.sum542, align 4
+  %sum542 = load float, ptr %conv1_grad.sum542, align 4
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %46 = load float, ptr %arena30, align 4
+  %47 = fadd float %sum542, %46
+  store float %47, ptr %conv1_grad.sum543, align 4
+  %sum543 = load float, ptr %conv1_grad.sum543, align 4
+  %tail534 = load float, ptr %conv1_grad.tail534, align 4
+  %48 = fadd float %sum543, %tail534
+  store float %48, ptr %conv1_grad.sum_x520, align 4
+  %49 = add nsw i64 288, %conv1_grad.c5171
+  %params31 = getelementptr inbounds float, ptr %params, i64 %49
+  %50 = load float, ptr %params31, align 4
+  %invstd51832 = load float, ptr %conv1_grad.invstd518, align 4
+  %51 = fmul float %50, %invstd51832
+  store float %51, ptr %conv1_grad.scale544, align 4
+  %sum519 = load float, ptr %conv1_grad.sum519, align 4
+  %52 = fdiv float %sum519, 5.017600e+04
+  store float %52, ptr %conv1_grad.mean_dy545, align 4
+  %sum_x520 = load float, ptr %conv1_grad.sum_x520, align 4
+  %53 = fdiv float %sum_x520, 5.017600e+04
+  store float %53, ptr %conv1_grad.mean_dy_x546, align 4
+  br label %conv1_grad.n547
 
-conv1_grad.i329:                                  ; preds = %conv1_grad.i329, %conv1_grad.n328
-  %conv1_grad.i32914 = phi i64 [ 0, %conv1_grad.n328 ], [ %i329.next, %conv1_grad.i329 ]
-  %scale325 = load float, ptr %conv1_grad.scale325, align 4
-  %37 = mul nsw i64 %conv1_grad.n32813, 32
-  %38 = add nsw i64 %37, %conv1_grad.c3191
-  %39 = mul nsw i64 %38, 784
-  %40 = add nsw i64 %39, %conv1_grad.i32914
-  %41 = add nsw i64 6422592, %40
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %41
-  %42 = load float, ptr %arena15, align 4
-  %mean_dy326 = load float, ptr %conv1_grad.mean_dy326, align 4
-  %43 = fsub float %42, %mean_dy326
-  %44 = mul nsw i64 %conv1_grad.n32813, 32
-  %45 = add nsw i64 %44, %conv1_grad.c3191
-  %46 = mul nsw i64 %45, 784
-  %47 = add nsw i64 %46, %conv1_grad.i32914
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %47
-  %48 = load float, ptr %arena16, align 4
-  %49 = add nsw i64 3211264, %conv1_grad.c3191
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %49
-  %50 = load float, ptr %arena17, align 4
-  %51 = fsub float %48, %50
-  %invstd32018 = load float, ptr %conv1_grad.invstd320, align 4
-  %52 = fmul float %51, %invstd32018
-  %mean_dy_x327 = load float, ptr %conv1_grad.mean_dy_x327, align 4
-  %53 = fmul float %52, %mean_dy_x327
-  %54 = fsub float %43, %53
-  %55 = fmul float %scale325, %54
-  %56 = mul nsw i64 %conv1_grad.n32813, 32
-  %57 = add nsw i64 %56, %conv1_grad.c3191
-  %58 = mul nsw i64 %57, 784
-  %59 = add nsw i64 %58, %conv1_grad.i32914
-  %60 = add nsw i64 3211328, %59
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %60
-  store float %55, ptr %arena19, align 4
-  %i329.next = add nsw i64 %conv1_grad.i32914, 1
-  %61 = icmp slt i64 %i329.next, 784
-  br i1 %61, label %conv1_grad.i329, label %conv1_grad.i329.end
+conv1_grad.v536:                                  ; preds = %conv1_grad.v536, %conv1_grad.n535
+  %conv1_grad.v53618 = phi i64 [ 0, %conv1_grad.n535 ], [ %v536.next, %conv1_grad.v536 ]
+  %acc533 = load <8 x float>, ptr %conv1_grad.acc533, align 32
+  %54 = mul nsw i64 %conv1_grad.n53517, 32
+  %55 = add nsw i64 %54, %conv1_grad.c5171
+  %56 = mul nsw i64 %55, 784
+  %57 = mul nsw i64 %conv1_grad.v53618, 8
+  %58 = add nsw i64 %56, %57
+  %59 = add nsw i64 6422592, %58
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %59
+  %60 = load <8 x float>, ptr %arena19, align 4
+  %61 = mul nsw i64 %conv1_grad.n53517, 32
+  %62 = add nsw i64 %61, %conv1_grad.c5171
+  %63 = mul nsw i64 %62, 784
+  %64 = mul nsw i64 %conv1_grad.v53618, 8
+  %65 = add nsw i64 %63, %64
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %65
+  %66 = load <8 x float>, ptr %arena20, align 4
+  %mean521 = load float, ptr %conv1_grad.mean521, align 4
+  %67 = insertelement <8 x float> undef, float %mean521, i32 0
+  %68 = shufflevector <8 x float> %67, <8 x float> undef, <8 x i32> zeroinitializer
+  %69 = fsub <8 x float> %66, %68
+  %invstd518 = load float, ptr %conv1_grad.invstd518, align 4
+  %70 = insertelement <8 x float> undef, float %invstd518, i32 0
+  %71 = shufflevector <8 x float> %70, <8 x float> undef, <8 x i32> zeroinitializer
+  %72 = fmul <8 x float> %69, %71
+  %73 = fmul <8 x float> %60, %72
+  %74 = fadd <8 x float> %acc533, %73
+  store <8 x float> %74, ptr %conv1_grad.acc533, align 32
+  %v536.next = add nsw i64 %conv1_grad.v53618, 1
+  %75 = icmp slt i64 %v536.next, 98
+  br i1 %75, label %conv1_grad.v536, label %conv1_grad.v536.end
 
-conv1_grad.i329.end:                              ; preds = %conv1_grad.i329
-  %n328.next = add nsw i64 %conv1_grad.n32813, 1
-  %62 = icmp slt i64 %n328.next, 64
-  br i1 %62, label %conv1_grad.n328, label %conv1_grad.n328.end
+conv1_grad.v536.end:                              ; preds = %conv1_grad.v536
+  %n535.next = add nsw i64 %conv1_grad.n53517, 1
+  %76 = icmp slt i64 %n535.next, 64
+  br i1 %76, label %conv1_grad.n535, label %conv1_grad.n535.end
+
+conv1_grad.n547:                                  ; preds = %conv1_grad.i548.end, %conv1_grad.n535.end
+  %conv1_grad.n54733 = phi i64 [ 0, %conv1_grad.n535.end ], [ %n547.next, %conv1_grad.i548.end ]
+  br label %conv1_grad.i548
+
+conv1_grad.n547.end:                              ; preds = %conv1_grad.i548.end
+  %c517.next = add nsw i64 %conv1_grad.c5171, 1
+  %77 = icmp slt i64 %c517.next, 32
+  br i1 %77, label %conv1_grad.c517, label %conv1_grad.c517.end
+
+conv1_grad.i548:                                  ; preds = %conv1_grad.i548, %conv1_grad.n547
+  %conv1_grad.i54834 = phi i64 [ 0, %conv1_grad.n547 ], [ %i548.next, %conv1_grad.i548 ]
+  %scale544 = load float, ptr %conv1_grad.scale544, align 4
+  %78 = mul nsw i64 %conv1_grad.n54733, 32
+  %79 = add nsw i64 %78, %conv1_grad.c5171
+  %80 = mul nsw i64 %79, 784
+  %81 = add nsw i64 %80, %conv1_grad.i54834
+  %82 = add nsw i64 6422592, %81
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %82
+  %83 = load float, ptr %arena35, align 4
+  %mean_dy545 = load float, ptr %conv1_grad.mean_dy545, align 4
+  %84 = fsub float %83, %mean_dy545
+  %85 = mul nsw i64 %conv1_grad.n54733, 32
+  %86 = add nsw i64 %85, %conv1_grad.c5171
+  %87 = mul nsw i64 %86, 784
+  %88 = add nsw i64 %87, %conv1_grad.i54834
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load float, ptr %arena36, align 4
+  %90 = add nsw i64 3211264, %conv1_grad.c5171
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %90
+  %91 = load float, ptr %arena37, align 4
+  %92 = fsub float %89, %91
+  %invstd51838 = load float, ptr %conv1_grad.invstd518, align 4
+  %93 = fmul float %92, %invstd51838
+  %mean_dy_x546 = load float, ptr %conv1_grad.mean_dy_x546, align 4
+  %94 = fmul float %93, %mean_dy_x546
+  %95 = fsub float %84, %94
+  %96 = fmul float %scale544, %95
+  %97 = mul nsw i64 %conv1_grad.n54733, 32
+  %98 = add nsw i64 %97, %conv1_grad.c5171
+  %99 = mul nsw i64 %98, 784
+  %100 = add nsw i64 %99, %conv1_grad.i54834
+  %101 = add nsw i64 3211328, %100
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %101
+  store float %96, ptr %arena39, align 4
+  %i548.next = add nsw i64 %conv1_grad.i54834, 1
+  %102 = icmp slt i64 %i548.next, 784
+  br i1 %102, label %conv1_grad.i548, label %conv1_grad.i548.end
+
+conv1_grad.i548.end:                              ; preds = %conv1_grad.i548
+  %n547.next = add nsw i64 %conv1_grad.n54733, 1
+  %103 = icmp slt i64 %n547.next, 64
+  br i1 %103, label %conv1_grad.n547, label %conv1_grad.n547.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k37.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_weight_grad.i330
+  br label %conv1_weight_grad.i549
 
-conv1_weight_grad.i330:                           ; preds = %conv1_weight_grad.i330, %entry
-  %conv1_weight_grad.i3301 = phi i64 [ 0, %entry ], [ %i330.next, %conv1_weight_grad.i330 ]
-  %0 = add nsw i64 514304, %conv1_weight_grad.i3301
+conv1_weight_grad.i549:                           ; preds = %conv1_weight_grad.i549, %entry
+  %conv1_weight_grad.i5491 = phi i64 [ 0, %entry ], [ %i549.next, %conv1_weight_grad.i549 ]
+  %0 = add nsw i64 514304, %conv1_weight_grad.i5491
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i330.next = add nsw i64 %conv1_weight_grad.i3301, 1
-  %1 = icmp slt i64 %i330.next, 288
-  br i1 %1, label %conv1_weight_grad.i330, label %conv1_weight_grad.i330.end
+  %i549.next = add nsw i64 %conv1_weight_grad.i5491, 1
+  %1 = icmp slt i64 %i549.next, 288
+  br i1 %1, label %conv1_weight_grad.i549, label %conv1_weight_grad.i549.end
 
-conv1_weight_grad.i330.end:                       ; preds = %conv1_weight_grad.i330
-  br label %conv1_weight_grad.g331
+conv1_weight_grad.i549.end:                       ; preds = %conv1_weight_grad.i549
+  br label %conv1_weight_grad.g550
 
-conv1_weight_grad.g331:                           ; preds = %conv1_weight_grad.j346.end, %conv1_weight_grad.i330.end
-  %conv1_weight_grad.g3313 = phi i64 [ 0, %conv1_weight_grad.i330.end ], [ %g331.next, %conv1_weight_grad.j346.end ]
-  br label %conv1_weight_grad.j332
+conv1_weight_grad.g550:                           ; preds = %conv1_weight_grad.j565.end, %conv1_weight_grad.i549.end
+  %conv1_weight_grad.g5503 = phi i64 [ 0, %conv1_weight_grad.i549.end ], [ %g550.next, %conv1_weight_grad.j565.end ]
+  br label %conv1_weight_grad.j551
 
-conv1_weight_grad.g331.end:                       ; preds = %conv1_weight_grad.j346.end
-  br label %conv1_weight_grad.f357
+conv1_weight_grad.g550.end:                       ; preds = %conv1_weight_grad.j565.end
+  br label %conv1_weight_grad.f576
 
-conv1_weight_grad.j332:                           ; preds = %conv1_weight_grad.c333.end, %conv1_weight_grad.g331
-  %conv1_weight_grad.j3324 = phi i64 [ 0, %conv1_weight_grad.g331 ], [ %j332.next, %conv1_weight_grad.c333.end ]
-  br label %conv1_weight_grad.c333
+conv1_weight_grad.j551:                           ; preds = %conv1_weight_grad.c552.end, %conv1_weight_grad.g550
+  %conv1_weight_grad.j5514 = phi i64 [ 0, %conv1_weight_grad.g550 ], [ %j551.next, %conv1_weight_grad.c552.end ]
+  br label %conv1_weight_grad.c552
 
-conv1_weight_grad.j332.end:                       ; preds = %conv1_weight_grad.c333.end
-  br label %conv1_weight_grad.j346
+conv1_weight_grad.j551.end:                       ; preds = %conv1_weight_grad.c552.end
+  br label %conv1_weight_grad.j565
 
-conv1_weight_grad.c333:                           ; preds = %conv1_weight_grad.ky334.end, %conv1_weight_grad.j332
-  %conv1_weight_grad.c3335 = phi i64 [ 0, %conv1_weight_grad.j332 ], [ %c333.next, %conv1_weight_grad.ky334.end ]
-  br label %conv1_weight_grad.ky334
+conv1_weight_grad.c552:                           ; preds = %conv1_weight_grad.ky553.end, %conv1_weight_grad.j551
+  %conv1_weight_grad.c5525 = phi i64 [ 0, %conv1_weight_grad.j551 ], [ %c552.next, %conv1_weight_grad.ky553.end ]
+  br label %conv1_weight_grad.ky553
 
-conv1_weight_grad.c333.end:                       ; preds = %conv1_weight_grad.ky334.end
-  %j332.next = add nsw i64 %conv1_weight_grad.j3324, 1
-  %2 = icmp slt i64 %j332.next, 16
-  br i1 %2, label %conv1_weight_grad.j332, label %conv1_weight_grad.j332.end
+conv1_weight_grad.c552.end:                       ; preds = %conv1_weight_grad.ky553.end
+  %j551.next = add nsw i64 %conv1_weight_grad.j5514, 1
+  %2 = icmp slt i64 %j551.next, 16
+  br i1 %2, label %conv1_weight_grad.j551, label %conv1_weight_grad.j551.end
 
-conv1_weight_grad.ky334:                          ; preds = %conv1_weight_grad.oy342.end, %conv1_weight_grad.c333
-  %conv1_weight_grad.ky3346 = phi i64 [ 0, %conv1_weight_grad.c333 ], [ %ky334.next, %conv1_weight_grad.oy342.end ]
-  br label %conv1_weight_grad.oy335
+conv1_weight_grad.ky553:                          ; preds = %conv1_weight_grad.oy561.end, %conv1_weight_grad.c552
+  %conv1_weight_grad.ky5536 = phi i64 [ 0, %conv1_weight_grad.c552 ], [ %ky553.next, %conv1_weight_grad.oy561.end ]
+  br label %conv1_weight_grad.oy554
 
-conv1_weight_grad.ky334.end:                      ; preds = %conv1_weight_grad.oy342.end
-  %c333.next = add nsw i64 %conv1_weight_grad.c3335, 1
-  %3 = icmp slt i64 %c333.next, 1
-  br i1 %3, label %conv1_weight_grad.c333, label %conv1_weight_grad.c333.end
+conv1_weight_grad.ky553.end:                      ; preds = %conv1_weight_grad.oy561.end
+  %c552.next = add nsw i64 %conv1_weight_grad.c5525, 1
+  %3 = icmp slt i64 %c552.next, 1
+  br i1 %3, label %conv1_weight_grad.c552, label %conv1_weight_grad.c552.end
 
-conv1_weight_grad.oy335:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky334
-  %conv1_weight_grad.oy3357 = phi i64 [ 0, %conv1_weight_grad.ky334 ], [ %oy335.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy3357, %conv1_weight_grad.ky3346
+conv1_weight_grad.oy554:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky553
+  %conv1_weight_grad.oy5547 = phi i64 [ 0, %conv1_weight_grad.ky553 ], [ %oy554.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy3357, %conv1_weight_grad.ky3346
+  %7 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy335.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy339
+conv1_weight_grad.oy554.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy558
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy335
-  br label %conv1_weight_grad.ox336
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy554
+  br label %conv1_weight_grad.ox555
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox337.end, %conv1_weight_grad.oy335
-  %11 = add nsw i64 %conv1_weight_grad.oy3357, %conv1_weight_grad.ky3346
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox556.end, %conv1_weight_grad.oy554
+  %11 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox336:                          ; preds = %conv1_weight_grad.ox336, %conv1_weight_grad.then
-  %conv1_weight_grad.ox3368 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox336.next, %conv1_weight_grad.ox336 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g3313, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j3324
+conv1_weight_grad.ox555:                          ; preds = %conv1_weight_grad.ox555, %conv1_weight_grad.then
+  %conv1_weight_grad.ox5558 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox555.next, %conv1_weight_grad.ox555 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g5503, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j5514
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c3335, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c5525, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy3357, %conv1_weight_grad.ky3346
+  %19 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox3368, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox5558, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky3346
+  %27 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky5536
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12544
-  %31 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy3357, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox3368, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy5547, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox5558, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox336.next = add nsw i64 %conv1_weight_grad.ox3368, 1
-  %37 = icmp slt i64 %ox336.next, 27
-  br i1 %37, label %conv1_weight_grad.ox336, label %conv1_weight_grad.ox336.end
+  %ox555.next = add nsw i64 %conv1_weight_grad.ox5558, 1
+  %37 = icmp slt i64 %ox555.next, 27
+  br i1 %37, label %conv1_weight_grad.ox555, label %conv1_weight_grad.ox555.end
 
-conv1_weight_grad.ox336.end:                      ; preds = %conv1_weight_grad.ox336
-  br label %conv1_weight_grad.ox337
+conv1_weight_grad.ox555.end:                      ; preds = %conv1_weight_grad.ox555
+  br label %conv1_weight_grad.ox556
 
-conv1_weight_grad.ox337:                          ; preds = %conv1_weight_grad.ox337, %conv1_weight_grad.ox336.end
-  %conv1_weight_grad.ox33711 = phi i64 [ 0, %conv1_weight_grad.ox336.end ], [ %ox337.next, %conv1_weight_grad.ox337 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox556:                          ; preds = %conv1_weight_grad.ox556, %conv1_weight_grad.ox555.end
+  %conv1_weight_grad.ox55611 = phi i64 [ 0, %conv1_weight_grad.ox555.end ], [ %ox556.next, %conv1_weight_grad.ox556 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky5536
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12544
-  %42 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy3357, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox33711
+  %44 = mul nsw i64 %conv1_weight_grad.oy5547, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox55611
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox337.next = add nsw i64 %conv1_weight_grad.ox33711, 1
-  %47 = icmp slt i64 %ox337.next, 1
-  br i1 %47, label %conv1_weight_grad.ox337, label %conv1_weight_grad.ox337.end
+  %ox556.next = add nsw i64 %conv1_weight_grad.ox55611, 1
+  %47 = icmp slt i64 %ox556.next, 1
+  br i1 %47, label %conv1_weight_grad.ox556, label %conv1_weight_grad.ox556.end
 
-conv1_weight_grad.ox337.end:                      ; preds = %conv1_weight_grad.ox337
+conv1_weight_grad.ox556.end:                      ; preds = %conv1_weight_grad.ox556
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox338
+  br label %conv1_weight_grad.ox557
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox338.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy3357, %conv1_weight_grad.ky3346
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox557.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox338:                          ; preds = %conv1_weight_grad.ox338, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox33815 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox338.next, %conv1_weight_grad.ox338 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox557:                          ; preds = %conv1_weight_grad.ox557, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox55715 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox557.next, %conv1_weight_grad.ox557 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky5536
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12544
-  %55 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy3357, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox33815
+  %57 = mul nsw i64 %conv1_weight_grad.oy5547, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox55715
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox338.next = add nsw i64 %conv1_weight_grad.ox33815, 1
-  %60 = icmp slt i64 %ox338.next, 28
-  br i1 %60, label %conv1_weight_grad.ox338, label %conv1_weight_grad.ox338.end
+  %ox557.next = add nsw i64 %conv1_weight_grad.ox55715, 1
+  %60 = icmp slt i64 %ox557.next, 28
+  br i1 %60, label %conv1_weight_grad.ox557, label %conv1_weight_grad.ox557.end
 
-conv1_weight_grad.ox338.end:                      ; preds = %conv1_weight_grad.ox338
+conv1_weight_grad.ox557.end:                      ; preds = %conv1_weight_grad.ox557
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox33819
+  br label %conv1_weight_grad.ox55719
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox338.end20, %conv1_weight_grad.endif14
-  %oy335.next = add nsw i64 %conv1_weight_grad.oy3357, 1
-  %61 = icmp slt i64 %oy335.next, 28
-  br i1 %61, label %conv1_weight_grad.oy335, label %conv1_weight_grad.oy335.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox557.end20, %conv1_weight_grad.endif14
+  %oy554.next = add nsw i64 %conv1_weight_grad.oy5547, 1
+  %61 = icmp slt i64 %oy554.next, 28
+  br i1 %61, label %conv1_weight_grad.oy554, label %conv1_weight_grad.oy554.end
 
-conv1_weight_grad.ox33819:                        ; preds = %conv1_weight_grad.ox33819, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox33821 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox338.next23, %conv1_weight_grad.ox33819 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox55719:                        ; preds = %conv1_weight_grad.ox55719, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox55721 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox557.next23, %conv1_weight_grad.ox55719 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky5536
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12544
-  %66 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy3357, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox33821
+  %68 = mul nsw i64 %conv1_weight_grad.oy5547, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox55721
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox338.next23 = add nsw i64 %conv1_weight_grad.ox33821, 1
-  %71 = icmp slt i64 %ox338.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox33819, label %conv1_weight_grad.ox338.end20
+  %ox557.next23 = add nsw i64 %conv1_weight_grad.ox55721, 1
+  %71 = icmp slt i64 %ox557.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox55719, label %conv1_weight_grad.ox557.end20
 
-conv1_weight_grad.ox338.end20:                    ; preds = %conv1_weight_grad.ox33819
+conv1_weight_grad.ox557.end20:                    ; preds = %conv1_weight_grad.ox55719
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy339:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy335.end
-  %conv1_weight_grad.oy33924 = phi i64 [ 0, %conv1_weight_grad.oy335.end ], [ %oy339.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy33924, %conv1_weight_grad.ky3346
+conv1_weight_grad.oy558:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy554.end
+  %conv1_weight_grad.oy55824 = phi i64 [ 0, %conv1_weight_grad.oy554.end ], [ %oy558.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy33924, %conv1_weight_grad.ky3346
+  %75 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy339.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy342
+conv1_weight_grad.oy558.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy561
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy339
-  br label %conv1_weight_grad.ox340
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy558
+  br label %conv1_weight_grad.ox559
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox340.end, %conv1_weight_grad.oy339
-  %79 = add nsw i64 %conv1_weight_grad.oy33924, %conv1_weight_grad.ky3346
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox559.end, %conv1_weight_grad.oy558
+  %79 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox340:                          ; preds = %conv1_weight_grad.ox340, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox34027 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox340.next, %conv1_weight_grad.ox340 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g3313, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j3324
+conv1_weight_grad.ox559:                          ; preds = %conv1_weight_grad.ox559, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox55927 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox559.next, %conv1_weight_grad.ox559 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g5503, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j5514
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c3335, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c5525, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy33924, %conv1_weight_grad.ky3346
+  %87 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox34027
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox55927
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky3346
+  %93 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky5536
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12544
-  %98 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy33924, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox34027
+  %100 = mul nsw i64 %conv1_weight_grad.oy55824, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox55927
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox340.next = add nsw i64 %conv1_weight_grad.ox34027, 1
-  %103 = icmp slt i64 %ox340.next, 28
-  br i1 %103, label %conv1_weight_grad.ox340, label %conv1_weight_grad.ox340.end
+  %ox559.next = add nsw i64 %conv1_weight_grad.ox55927, 1
+  %103 = icmp slt i64 %ox559.next, 28
+  br i1 %103, label %conv1_weight_grad.ox559, label %conv1_weight_grad.ox559.end
 
-conv1_weight_grad.ox340.end:                      ; preds = %conv1_weight_grad.ox340
+conv1_weight_grad.ox559.end:                      ; preds = %conv1_weight_grad.ox559
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox341
+  br label %conv1_weight_grad.ox560
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox341.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy33924, %conv1_weight_grad.ky3346
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox560.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox341:                          ; preds = %conv1_weight_grad.ox341, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox34132 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox341.next, %conv1_weight_grad.ox341 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox560:                          ; preds = %conv1_weight_grad.ox560, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox56032 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox560.next, %conv1_weight_grad.ox560 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky5536
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12544
-  %112 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy33924, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox34132
+  %114 = mul nsw i64 %conv1_weight_grad.oy55824, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox56032
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox341.next = add nsw i64 %conv1_weight_grad.ox34132, 1
-  %117 = icmp slt i64 %ox341.next, 28
-  br i1 %117, label %conv1_weight_grad.ox341, label %conv1_weight_grad.ox341.end
+  %ox560.next = add nsw i64 %conv1_weight_grad.ox56032, 1
+  %117 = icmp slt i64 %ox560.next, 28
+  br i1 %117, label %conv1_weight_grad.ox560, label %conv1_weight_grad.ox560.end
 
-conv1_weight_grad.ox341.end:                      ; preds = %conv1_weight_grad.ox341
+conv1_weight_grad.ox560.end:                      ; preds = %conv1_weight_grad.ox560
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox34136
+  br label %conv1_weight_grad.ox56036
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox341.end37, %conv1_weight_grad.endif31
-  %oy339.next = add nsw i64 %conv1_weight_grad.oy33924, 1
-  %118 = icmp slt i64 %oy339.next, 28
-  br i1 %118, label %conv1_weight_grad.oy339, label %conv1_weight_grad.oy339.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox560.end37, %conv1_weight_grad.endif31
+  %oy558.next = add nsw i64 %conv1_weight_grad.oy55824, 1
+  %118 = icmp slt i64 %oy558.next, 28
+  br i1 %118, label %conv1_weight_grad.oy558, label %conv1_weight_grad.oy558.end
 
-conv1_weight_grad.ox34136:                        ; preds = %conv1_weight_grad.ox34136, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox34138 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox341.next40, %conv1_weight_grad.ox34136 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox56036:                        ; preds = %conv1_weight_grad.ox56036, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox56038 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox560.next40, %conv1_weight_grad.ox56036 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky5536
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12544
-  %124 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy33924, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox34138
+  %126 = mul nsw i64 %conv1_weight_grad.oy55824, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox56038
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox341.next40 = add nsw i64 %conv1_weight_grad.ox34138, 1
-  %129 = icmp slt i64 %ox341.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox34136, label %conv1_weight_grad.ox341.end37
+  %ox560.next40 = add nsw i64 %conv1_weight_grad.ox56038, 1
+  %129 = icmp slt i64 %ox560.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox56036, label %conv1_weight_grad.ox560.end37
 
-conv1_weight_grad.ox341.end37:                    ; preds = %conv1_weight_grad.ox34136
+conv1_weight_grad.ox560.end37:                    ; preds = %conv1_weight_grad.ox56036
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy342:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy339.end
-  %conv1_weight_grad.oy34241 = phi i64 [ 0, %conv1_weight_grad.oy339.end ], [ %oy342.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy34241, %conv1_weight_grad.ky3346
+conv1_weight_grad.oy561:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy558.end
+  %conv1_weight_grad.oy56141 = phi i64 [ 0, %conv1_weight_grad.oy558.end ], [ %oy561.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy34241, %conv1_weight_grad.ky3346
+  %133 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy342.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky334.next = add nsw i64 %conv1_weight_grad.ky3346, 1
-  %137 = icmp slt i64 %ky334.next, 3
-  br i1 %137, label %conv1_weight_grad.ky334, label %conv1_weight_grad.ky334.end
+conv1_weight_grad.oy561.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky553.next = add nsw i64 %conv1_weight_grad.ky5536, 1
+  %137 = icmp slt i64 %ky553.next, 3
+  br i1 %137, label %conv1_weight_grad.ky553, label %conv1_weight_grad.ky553.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy342
-  br label %conv1_weight_grad.ox343
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy561
+  br label %conv1_weight_grad.ox562
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox344.end, %conv1_weight_grad.oy342
-  %138 = add nsw i64 %conv1_weight_grad.oy34241, %conv1_weight_grad.ky3346
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox563.end, %conv1_weight_grad.oy561
+  %138 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox343:                          ; preds = %conv1_weight_grad.ox343, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox34344 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox343.next, %conv1_weight_grad.ox343 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g3313, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j3324
+conv1_weight_grad.ox562:                          ; preds = %conv1_weight_grad.ox562, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox56244 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox562.next, %conv1_weight_grad.ox562 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g5503, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j5514
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c3335, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c5525, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy34241, %conv1_weight_grad.ky3346
+  %146 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox34344, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox56244, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky3346
+  %153 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky5536
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12544
-  %158 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy34241, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox34344
+  %160 = mul nsw i64 %conv1_weight_grad.oy56141, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox56244
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox343.next = add nsw i64 %conv1_weight_grad.ox34344, 1
-  %163 = icmp slt i64 %ox343.next, 27
-  br i1 %163, label %conv1_weight_grad.ox343, label %conv1_weight_grad.ox343.end
+  %ox562.next = add nsw i64 %conv1_weight_grad.ox56244, 1
+  %163 = icmp slt i64 %ox562.next, 27
+  br i1 %163, label %conv1_weight_grad.ox562, label %conv1_weight_grad.ox562.end
 
-conv1_weight_grad.ox343.end:                      ; preds = %conv1_weight_grad.ox343
-  br label %conv1_weight_grad.ox344
+conv1_weight_grad.ox562.end:                      ; preds = %conv1_weight_grad.ox562
+  br label %conv1_weight_grad.ox563
 
-conv1_weight_grad.ox344:                          ; preds = %conv1_weight_grad.ox344, %conv1_weight_grad.ox343.end
-  %conv1_weight_grad.ox34447 = phi i64 [ 0, %conv1_weight_grad.ox343.end ], [ %ox344.next, %conv1_weight_grad.ox344 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox563:                          ; preds = %conv1_weight_grad.ox563, %conv1_weight_grad.ox562.end
+  %conv1_weight_grad.ox56347 = phi i64 [ 0, %conv1_weight_grad.ox562.end ], [ %ox563.next, %conv1_weight_grad.ox563 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky5536
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12544
-  %169 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy34241, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox34447, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy56141, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox56347, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox344.next = add nsw i64 %conv1_weight_grad.ox34447, 1
-  %175 = icmp slt i64 %ox344.next, 1
-  br i1 %175, label %conv1_weight_grad.ox344, label %conv1_weight_grad.ox344.end
+  %ox563.next = add nsw i64 %conv1_weight_grad.ox56347, 1
+  %175 = icmp slt i64 %ox563.next, 1
+  br i1 %175, label %conv1_weight_grad.ox563, label %conv1_weight_grad.ox563.end
 
-conv1_weight_grad.ox344.end:                      ; preds = %conv1_weight_grad.ox344
+conv1_weight_grad.ox563.end:                      ; preds = %conv1_weight_grad.ox563
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox345
+  br label %conv1_weight_grad.ox564
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox345.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy34241, %conv1_weight_grad.ky3346
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox564.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox345:                          ; preds = %conv1_weight_grad.ox345, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox34551 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox345.next, %conv1_weight_grad.ox345 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox564:                          ; preds = %conv1_weight_grad.ox564, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox56451 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox564.next, %conv1_weight_grad.ox564 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky5536
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12544
-  %184 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy34241, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox34551
+  %186 = mul nsw i64 %conv1_weight_grad.oy56141, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox56451
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox345.next = add nsw i64 %conv1_weight_grad.ox34551, 1
-  %189 = icmp slt i64 %ox345.next, 28
-  br i1 %189, label %conv1_weight_grad.ox345, label %conv1_weight_grad.ox345.end
+  %ox564.next = add nsw i64 %conv1_weight_grad.ox56451, 1
+  %189 = icmp slt i64 %ox564.next, 28
+  br i1 %189, label %conv1_weight_grad.ox564, label %conv1_weight_grad.ox564.end
 
-conv1_weight_grad.ox345.end:                      ; preds = %conv1_weight_grad.ox345
+conv1_weight_grad.ox564.end:                      ; preds = %conv1_weight_grad.ox564
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox34555
+  br label %conv1_weight_grad.ox56455
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox345.end56, %conv1_weight_grad.endif50
-  %oy342.next = add nsw i64 %conv1_weight_grad.oy34241, 1
-  %190 = icmp slt i64 %oy342.next, 28
-  br i1 %190, label %conv1_weight_grad.oy342, label %conv1_weight_grad.oy342.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox564.end56, %conv1_weight_grad.endif50
+  %oy561.next = add nsw i64 %conv1_weight_grad.oy56141, 1
+  %190 = icmp slt i64 %oy561.next, 28
+  br i1 %190, label %conv1_weight_grad.oy561, label %conv1_weight_grad.oy561.end
 
-conv1_weight_grad.ox34555:                        ; preds = %conv1_weight_grad.ox34555, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox34557 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox345.next59, %conv1_weight_grad.ox34555 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c3335, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky3346
+conv1_weight_grad.ox56455:                        ; preds = %conv1_weight_grad.ox56455, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox56457 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox564.next59, %conv1_weight_grad.ox56455 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c5525, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky5536
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12544
-  %196 = mul nsw i64 %conv1_weight_grad.j3324, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j5514, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy34241, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox34557
+  %198 = mul nsw i64 %conv1_weight_grad.oy56141, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox56457
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox345.next59 = add nsw i64 %conv1_weight_grad.ox34557, 1
-  %201 = icmp slt i64 %ox345.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox34555, label %conv1_weight_grad.ox345.end56
+  %ox564.next59 = add nsw i64 %conv1_weight_grad.ox56457, 1
+  %201 = icmp slt i64 %ox564.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox56455, label %conv1_weight_grad.ox564.end56
 
-conv1_weight_grad.ox345.end56:                    ; preds = %conv1_weight_grad.ox34555
+conv1_weight_grad.ox564.end56:                    ; preds = %conv1_weight_grad.ox56455
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j346:                           ; preds = %conv1_weight_grad.i347.end, %conv1_weight_grad.j332.end
-  %conv1_weight_grad.j34660 = phi i64 [ 0, %conv1_weight_grad.j332.end ], [ %j346.next, %conv1_weight_grad.i347.end ]
-  br label %conv1_weight_grad.i347
+conv1_weight_grad.j565:                           ; preds = %conv1_weight_grad.i566.end, %conv1_weight_grad.j551.end
+  %conv1_weight_grad.j56560 = phi i64 [ 0, %conv1_weight_grad.j551.end ], [ %j565.next, %conv1_weight_grad.i566.end ]
+  br label %conv1_weight_grad.i566
 
-conv1_weight_grad.j346.end:                       ; preds = %conv1_weight_grad.i347.end
-  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm356(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g331.next = add nsw i64 %conv1_weight_grad.g3313, 1
-  %202 = icmp slt i64 %g331.next, 4
-  br i1 %202, label %conv1_weight_grad.g331, label %conv1_weight_grad.g331.end
+conv1_weight_grad.j565.end:                       ; preds = %conv1_weight_grad.i566.end
+  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm575(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g550.next = add nsw i64 %conv1_weight_grad.g5503, 1
+  %202 = icmp slt i64 %g550.next, 4
+  br i1 %202, label %conv1_weight_grad.g550, label %conv1_weight_grad.g550.end
 
-conv1_weight_grad.i347:                           ; preds = %conv1_weight_grad.f348.end, %conv1_weight_grad.j346
-  %conv1_weight_grad.i34761 = phi i64 [ 0, %conv1_weight_grad.j346 ], [ %i347.next, %conv1_weight_grad.f348.end ]
-  br label %conv1_weight_grad.f348
+conv1_weight_grad.i566:                           ; preds = %conv1_weight_grad.f567.end, %conv1_weight_grad.j565
+  %conv1_weight_grad.i56661 = phi i64 [ 0, %conv1_weight_grad.j565 ], [ %i566.next, %conv1_weight_grad.f567.end ]
+  br label %conv1_weight_grad.f567
 
-conv1_weight_grad.i347.end:                       ; preds = %conv1_weight_grad.f348.end
-  %j346.next = add nsw i64 %conv1_weight_grad.j34660, 1
-  %203 = icmp slt i64 %j346.next, 16
-  br i1 %203, label %conv1_weight_grad.j346, label %conv1_weight_grad.j346.end
+conv1_weight_grad.i566.end:                       ; preds = %conv1_weight_grad.f567.end
+  %j565.next = add nsw i64 %conv1_weight_grad.j56560, 1
+  %203 = icmp slt i64 %j565.next, 16
+  br i1 %203, label %conv1_weight_grad.j565, label %conv1_weight_grad.j565.end
 
-conv1_weight_grad.f348:                           ; preds = %conv1_weight_grad.f348, %conv1_weight_grad.i347
-  %conv1_weight_grad.f34862 = phi i64 [ 0, %conv1_weight_grad.i347 ], [ %f348.next, %conv1_weight_grad.f348 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g3313, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j34660
+conv1_weight_grad.f567:                           ; preds = %conv1_weight_grad.f567, %conv1_weight_grad.i566
+  %conv1_weight_grad.f56762 = phi i64 [ 0, %conv1_weight_grad.i566 ], [ %f567.next, %conv1_weight_grad.f567 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g5503, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j56560
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 3211328, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f34862, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f56762, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i34761
+  %210 = add nsw i64 %209, %conv1_weight_grad.i56661
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j34660, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i34761
+  %212 = mul nsw i64 %conv1_weight_grad.j56560, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i56661
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 112896, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f34862
+  %216 = add nsw i64 %215, %conv1_weight_grad.f56762
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f348.next = add nsw i64 %conv1_weight_grad.f34862, 1
-  %217 = icmp slt i64 %f348.next, 32
-  br i1 %217, label %conv1_weight_grad.f348, label %conv1_weight_grad.f348.end
+  %f567.next = add nsw i64 %conv1_weight_grad.f56762, 1
+  %217 = icmp slt i64 %f567.next, 32
+  br i1 %217, label %conv1_weight_grad.f567, label %conv1_weight_grad.f567.end
 
-conv1_weight_grad.f348.end:                       ; preds = %conv1_weight_grad.f348
-  %i347.next = add nsw i64 %conv1_weight_grad.i34761, 1
-  %218 = icmp slt i64 %i347.next, 784
-  br i1 %218, label %conv1_weight_grad.i347, label %conv1_weight_grad.i347.end
+conv1_weight_grad.f567.end:                       ; preds = %conv1_weight_grad.f567
+  %i566.next = add nsw i64 %conv1_weight_grad.i56661, 1
+  %218 = icmp slt i64 %i566.next, 784
+  br i1 %218, label %conv1_weight_grad.i566, label %conv1_weight_grad.i566.end
 
-conv1_weight_grad.f357:                           ; preds = %conv1_weight_grad.r358.end, %conv1_weight_grad.g331.end
-  %conv1_weight_grad.f35765 = phi i64 [ 0, %conv1_weight_grad.g331.end ], [ %f357.next, %conv1_weight_grad.r358.end ]
-  br label %conv1_weight_grad.r358
+conv1_weight_grad.f576:                           ; preds = %conv1_weight_grad.r577.end, %conv1_weight_grad.g550.end
+  %conv1_weight_grad.f57665 = phi i64 [ 0, %conv1_weight_grad.g550.end ], [ %f576.next, %conv1_weight_grad.r577.end ]
+  br label %conv1_weight_grad.r577
 
-conv1_weight_grad.f357.end:                       ; preds = %conv1_weight_grad.r358.end
+conv1_weight_grad.f576.end:                       ; preds = %conv1_weight_grad.r577.end
   ret void
 
-conv1_weight_grad.r358:                           ; preds = %conv1_weight_grad.r358, %conv1_weight_grad.f357
-  %conv1_weight_grad.r35866 = phi i64 [ 0, %conv1_weight_grad.f357 ], [ %r358.next, %conv1_weight_grad.r358 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r35866, 32
+conv1_weight_grad.r577:                           ; preds = %conv1_weight_grad.r577, %conv1_weight_grad.f576
+  %conv1_weight_grad.r57766 = phi i64 [ 0, %conv1_weight_grad.f576 ], [ %r577.next, %conv1_weight_grad.r577 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r57766, 32
   %220 = add nsw i64 514304, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f35765
+  %221 = add nsw i64 %220, %conv1_weight_grad.f57665
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f35765, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r35866
+  %223 = mul nsw i64 %conv1_weight_grad.f57665, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r57766
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r358.next = add nsw i64 %conv1_weight_grad.r35866, 1
-  %225 = icmp slt i64 %r358.next, 9
-  br i1 %225, label %conv1_weight_grad.r358, label %conv1_weight_grad.r358.end
+  %r577.next = add nsw i64 %conv1_weight_grad.r57766, 1
+  %225 = icmp slt i64 %r577.next, 9
+  br i1 %225, label %conv1_weight_grad.r577, label %conv1_weight_grad.r577.end
 
-conv1_weight_grad.r358.end:                       ; preds = %conv1_weight_grad.r358
-  %f357.next = add nsw i64 %conv1_weight_grad.f35765, 1
-  %226 = icmp slt i64 %f357.next, 32
-  br i1 %226, label %conv1_weight_grad.f357, label %conv1_weight_grad.f357.end
+conv1_weight_grad.r577.end:                       ; preds = %conv1_weight_grad.r577
+  %f576.next = add nsw i64 %conv1_weight_grad.f57665, 1
+  %226 = icmp slt i64 %f576.next, 32
+  br i1 %226, label %conv1_weight_grad.f576, label %conv1_weight_grad.f576.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm356(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm575(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_weight_grad.t354_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t354_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t352_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp349
+  %conv1_weight_grad.t573_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t573_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t571_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp568
 
-conv1_weight_grad.kp349:                          ; preds = %conv1_weight_grad.nb350.end, %entry
-  %conv1_weight_grad.kp3491 = phi i64 [ 0, %entry ], [ %kp349.next, %conv1_weight_grad.nb350.end ]
-  br label %conv1_weight_grad.nb350
+conv1_weight_grad.kp568:                          ; preds = %conv1_weight_grad.nb569.end, %entry
+  %conv1_weight_grad.kp5681 = phi i64 [ 0, %entry ], [ %kp568.next, %conv1_weight_grad.nb569.end ]
+  br label %conv1_weight_grad.nb569
 
-conv1_weight_grad.kp349.end:                      ; preds = %conv1_weight_grad.nb350.end
+conv1_weight_grad.kp568.end:                      ; preds = %conv1_weight_grad.nb569.end
   ret void
 
-conv1_weight_grad.nb350:                          ; preds = %conv1_weight_grad.k355.end, %conv1_weight_grad.kp349
-  %conv1_weight_grad.nb3502 = phi i64 [ 0, %conv1_weight_grad.kp349 ], [ %nb350.next, %conv1_weight_grad.k355.end ]
-  br label %conv1_weight_grad.mb351
+conv1_weight_grad.nb569:                          ; preds = %conv1_weight_grad.k574.end, %conv1_weight_grad.kp568
+  %conv1_weight_grad.nb5692 = phi i64 [ 0, %conv1_weight_grad.kp568 ], [ %nb569.next, %conv1_weight_grad.k574.end ]
+  br label %conv1_weight_grad.mb570
 
-conv1_weight_grad.nb350.end:                      ; preds = %conv1_weight_grad.k355.end
-  %kp349.next = add nsw i64 %conv1_weight_grad.kp3491, 1
-  %0 = icmp slt i64 %kp349.next, 7
-  br i1 %0, label %conv1_weight_grad.kp349, label %conv1_weight_grad.kp349.end
+conv1_weight_grad.nb569.end:                      ; preds = %conv1_weight_grad.k574.end
+  %kp568.next = add nsw i64 %conv1_weight_grad.kp5681, 1
+  %0 = icmp slt i64 %kp568.next, 7
+  br i1 %0, label %conv1_weight_grad.kp568, label %conv1_weight_grad.kp568.end
 
-conv1_weight_grad.mb351:                          ; preds = %conv1_weight_grad.k353.end, %conv1_weight_grad.nb350
-  %conv1_weight_grad.mb3513 = phi i64 [ 0, %conv1_weight_grad.nb350 ], [ %mb351.next, %conv1_weight_grad.k353.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+conv1_weight_grad.mb570:                          ; preds = %conv1_weight_grad.k572.end, %conv1_weight_grad.nb569
+  %conv1_weight_grad.mb5703 = phi i64 [ 0, %conv1_weight_grad.nb569 ], [ %mb570.next, %conv1_weight_grad.k572.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514304, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t352_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t571_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514304, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t352_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t571_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514304, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t352_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t571_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514304, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t352_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t571_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514304, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t352_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t571_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514304, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t352_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t571_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514304, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t352_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t571_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514304, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t352_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t571_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514304, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t352_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t571_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514304, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t352_c4_1, align 32
-  br label %conv1_weight_grad.k353
+  store <8 x float> %73, ptr %conv1_weight_grad.t571_c4_1, align 32
+  br label %conv1_weight_grad.k572
 
-conv1_weight_grad.mb351.end:                      ; preds = %conv1_weight_grad.k353.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+conv1_weight_grad.mb570.end:                      ; preds = %conv1_weight_grad.k572.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %75 = add nsw i64 514464, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t354_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t573_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %78 = add nsw i64 514464, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t354_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t573_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %82 = add nsw i64 514496, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t354_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t573_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %85 = add nsw i64 514496, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t354_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t573_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %89 = add nsw i64 514528, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t354_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t573_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %92 = add nsw i64 514528, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t354_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t573_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %96 = add nsw i64 514560, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t354_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t573_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %99 = add nsw i64 514560, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t354_c3_1, align 32
-  br label %conv1_weight_grad.k355
+  store <8 x float> %101, ptr %conv1_weight_grad.t573_c3_1, align 32
+  br label %conv1_weight_grad.k574
 
-conv1_weight_grad.k353:                           ; preds = %conv1_weight_grad.k353, %conv1_weight_grad.mb351
-  %conv1_weight_grad.k35314 = phi i64 [ 0, %conv1_weight_grad.mb351 ], [ %k353.next, %conv1_weight_grad.k353 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k35314, %102
+conv1_weight_grad.k572:                           ; preds = %conv1_weight_grad.k572, %conv1_weight_grad.mb570
+  %conv1_weight_grad.k57214 = phi i64 [ 0, %conv1_weight_grad.mb570 ], [ %k572.next, %conv1_weight_grad.k572 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k57214, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 112896, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t352_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k35314, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t571_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k57214, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 112896, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t352_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t571_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %118 = mul nsw i64 %117, 12544
-  %119 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k35314, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k57214, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t352_a0, align 32
-  %t352_a0 = load <8 x float>, ptr %conv1_weight_grad.t352_a0, align 32
-  %t352_b0 = load <8 x float>, ptr %conv1_weight_grad.t352_b0, align 32
-  %t352_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t352_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a0, <8 x float> %t352_b0, <8 x float> %t352_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t352_c0_0, align 32
-  %t352_a018 = load <8 x float>, ptr %conv1_weight_grad.t352_a0, align 32
-  %t352_b1 = load <8 x float>, ptr %conv1_weight_grad.t352_b1, align 32
-  %t352_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t352_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a018, <8 x float> %t352_b1, <8 x float> %t352_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t352_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t571_a0, align 32
+  %t571_a0 = load <8 x float>, ptr %conv1_weight_grad.t571_a0, align 32
+  %t571_b0 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
+  %t571_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a0, <8 x float> %t571_b0, <8 x float> %t571_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t571_c0_0, align 32
+  %t571_a018 = load <8 x float>, ptr %conv1_weight_grad.t571_a0, align 32
+  %t571_b1 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
+  %t571_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a018, <8 x float> %t571_b1, <8 x float> %t571_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t571_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12544
-  %130 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k35314, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k57214, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t352_a1, align 32
-  %t352_a1 = load <8 x float>, ptr %conv1_weight_grad.t352_a1, align 32
-  %t352_b020 = load <8 x float>, ptr %conv1_weight_grad.t352_b0, align 32
-  %t352_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t352_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a1, <8 x float> %t352_b020, <8 x float> %t352_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t352_c1_0, align 32
-  %t352_a121 = load <8 x float>, ptr %conv1_weight_grad.t352_a1, align 32
-  %t352_b122 = load <8 x float>, ptr %conv1_weight_grad.t352_b1, align 32
-  %t352_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t352_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a121, <8 x float> %t352_b122, <8 x float> %t352_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t352_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t571_a1, align 32
+  %t571_a1 = load <8 x float>, ptr %conv1_weight_grad.t571_a1, align 32
+  %t571_b020 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
+  %t571_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a1, <8 x float> %t571_b020, <8 x float> %t571_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t571_c1_0, align 32
+  %t571_a121 = load <8 x float>, ptr %conv1_weight_grad.t571_a1, align 32
+  %t571_b122 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
+  %t571_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a121, <8 x float> %t571_b122, <8 x float> %t571_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t571_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12544
-  %141 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k35314, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k57214, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t352_a2, align 32
-  %t352_a2 = load <8 x float>, ptr %conv1_weight_grad.t352_a2, align 32
-  %t352_b024 = load <8 x float>, ptr %conv1_weight_grad.t352_b0, align 32
-  %t352_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t352_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a2, <8 x float> %t352_b024, <8 x float> %t352_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t352_c2_0, align 32
-  %t352_a225 = load <8 x float>, ptr %conv1_weight_grad.t352_a2, align 32
-  %t352_b126 = load <8 x float>, ptr %conv1_weight_grad.t352_b1, align 32
-  %t352_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t352_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a225, <8 x float> %t352_b126, <8 x float> %t352_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t352_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t571_a2, align 32
+  %t571_a2 = load <8 x float>, ptr %conv1_weight_grad.t571_a2, align 32
+  %t571_b024 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
+  %t571_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a2, <8 x float> %t571_b024, <8 x float> %t571_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t571_c2_0, align 32
+  %t571_a225 = load <8 x float>, ptr %conv1_weight_grad.t571_a2, align 32
+  %t571_b126 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
+  %t571_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a225, <8 x float> %t571_b126, <8 x float> %t571_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t571_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12544
-  %152 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k35314, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k57214, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t352_a3, align 32
-  %t352_a3 = load <8 x float>, ptr %conv1_weight_grad.t352_a3, align 32
-  %t352_b028 = load <8 x float>, ptr %conv1_weight_grad.t352_b0, align 32
-  %t352_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t352_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a3, <8 x float> %t352_b028, <8 x float> %t352_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t352_c3_0, align 32
-  %t352_a329 = load <8 x float>, ptr %conv1_weight_grad.t352_a3, align 32
-  %t352_b130 = load <8 x float>, ptr %conv1_weight_grad.t352_b1, align 32
-  %t352_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t352_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a329, <8 x float> %t352_b130, <8 x float> %t352_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t352_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t571_a3, align 32
+  %t571_a3 = load <8 x float>, ptr %conv1_weight_grad.t571_a3, align 32
+  %t571_b028 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
+  %t571_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a3, <8 x float> %t571_b028, <8 x float> %t571_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t571_c3_0, align 32
+  %t571_a329 = load <8 x float>, ptr %conv1_weight_grad.t571_a3, align 32
+  %t571_b130 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
+  %t571_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a329, <8 x float> %t571_b130, <8 x float> %t571_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t571_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12544
-  %163 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k35314, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k57214, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t352_a4, align 32
-  %t352_a4 = load <8 x float>, ptr %conv1_weight_grad.t352_a4, align 32
-  %t352_b032 = load <8 x float>, ptr %conv1_weight_grad.t352_b0, align 32
-  %t352_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t352_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a4, <8 x float> %t352_b032, <8 x float> %t352_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t352_c4_0, align 32
-  %t352_a433 = load <8 x float>, ptr %conv1_weight_grad.t352_a4, align 32
-  %t352_b134 = load <8 x float>, ptr %conv1_weight_grad.t352_b1, align 32
-  %t352_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t352_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t352_a433, <8 x float> %t352_b134, <8 x float> %t352_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t352_c4_1, align 32
-  %k353.next = add nsw i64 %conv1_weight_grad.k35314, 1
-  %171 = icmp slt i64 %k353.next, 1792
-  br i1 %171, label %conv1_weight_grad.k353, label %conv1_weight_grad.k353.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t571_a4, align 32
+  %t571_a4 = load <8 x float>, ptr %conv1_weight_grad.t571_a4, align 32
+  %t571_b032 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
+  %t571_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a4, <8 x float> %t571_b032, <8 x float> %t571_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t571_c4_0, align 32
+  %t571_a433 = load <8 x float>, ptr %conv1_weight_grad.t571_a4, align 32
+  %t571_b134 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
+  %t571_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a433, <8 x float> %t571_b134, <8 x float> %t571_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t571_c4_1, align 32
+  %k572.next = add nsw i64 %conv1_weight_grad.k57214, 1
+  %171 = icmp slt i64 %k572.next, 1792
+  br i1 %171, label %conv1_weight_grad.k572, label %conv1_weight_grad.k572.end
 
-conv1_weight_grad.k353.end:                       ; preds = %conv1_weight_grad.k353
-  %t352_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t352_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+conv1_weight_grad.k572.end:                       ; preds = %conv1_weight_grad.k572
+  %t571_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514304, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t352_c0_035, ptr %arena36, align 4
-  %t352_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t352_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c0_035, ptr %arena36, align 4
+  %t571_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514304, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t352_c0_137, ptr %arena38, align 4
-  %t352_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t352_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c0_137, ptr %arena38, align 4
+  %t571_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514304, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t352_c1_039, ptr %arena40, align 4
-  %t352_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t352_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c1_039, ptr %arena40, align 4
+  %t571_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514304, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t352_c1_141, ptr %arena42, align 4
-  %t352_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t352_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c1_141, ptr %arena42, align 4
+  %t571_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514304, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t352_c2_043, ptr %arena44, align 4
-  %t352_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t352_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c2_043, ptr %arena44, align 4
+  %t571_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514304, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t352_c2_145, ptr %arena46, align 4
-  %t352_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t352_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c2_145, ptr %arena46, align 4
+  %t571_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514304, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t352_c3_047, ptr %arena48, align 4
-  %t352_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t352_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c3_047, ptr %arena48, align 4
+  %t571_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514304, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t352_c3_149, ptr %arena50, align 4
-  %t352_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t352_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c3_149, ptr %arena50, align 4
+  %t571_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514304, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t352_c4_051, ptr %arena52, align 4
-  %t352_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t352_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb3513, 5
+  store <8 x float> %t571_c4_051, ptr %arena52, align 4
+  %t571_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb5703, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514304, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t352_c4_153, ptr %arena54, align 4
-  %mb351.next = add nsw i64 %conv1_weight_grad.mb3513, 1
-  %235 = icmp slt i64 %mb351.next, 1
-  br i1 %235, label %conv1_weight_grad.mb351, label %conv1_weight_grad.mb351.end
+  store <8 x float> %t571_c4_153, ptr %arena54, align 4
+  %mb570.next = add nsw i64 %conv1_weight_grad.mb5703, 1
+  %235 = icmp slt i64 %mb570.next, 1
+  br i1 %235, label %conv1_weight_grad.mb570, label %conv1_weight_grad.mb570.end
 
-conv1_weight_grad.k355:                           ; preds = %conv1_weight_grad.k355, %conv1_weight_grad.mb351.end
-  %conv1_weight_grad.k35563 = phi i64 [ 0, %conv1_weight_grad.mb351.end ], [ %k355.next, %conv1_weight_grad.k355 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k35563, %236
+conv1_weight_grad.k574:                           ; preds = %conv1_weight_grad.k574, %conv1_weight_grad.mb570.end
+  %conv1_weight_grad.k57463 = phi i64 [ 0, %conv1_weight_grad.mb570.end ], [ %k574.next, %conv1_weight_grad.k574 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k57463, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 112896, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t354_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k35563, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t573_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k57463, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 112896, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t354_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k35563, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t573_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k57463, %251
   %253 = add nsw i64 62720, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t354_a0, align 32
-  %t354_a0 = load <8 x float>, ptr %conv1_weight_grad.t354_a0, align 32
-  %t354_b0 = load <8 x float>, ptr %conv1_weight_grad.t354_b0, align 32
-  %t354_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t354_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a0, <8 x float> %t354_b0, <8 x float> %t354_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t354_c0_0, align 32
-  %t354_a067 = load <8 x float>, ptr %conv1_weight_grad.t354_a0, align 32
-  %t354_b1 = load <8 x float>, ptr %conv1_weight_grad.t354_b1, align 32
-  %t354_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t354_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a067, <8 x float> %t354_b1, <8 x float> %t354_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t354_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k35563, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t573_a0, align 32
+  %t573_a0 = load <8 x float>, ptr %conv1_weight_grad.t573_a0, align 32
+  %t573_b0 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
+  %t573_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a0, <8 x float> %t573_b0, <8 x float> %t573_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t573_c0_0, align 32
+  %t573_a067 = load <8 x float>, ptr %conv1_weight_grad.t573_a0, align 32
+  %t573_b1 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
+  %t573_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a067, <8 x float> %t573_b1, <8 x float> %t573_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t573_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k57463, %259
   %261 = add nsw i64 75264, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t354_a1, align 32
-  %t354_a1 = load <8 x float>, ptr %conv1_weight_grad.t354_a1, align 32
-  %t354_b069 = load <8 x float>, ptr %conv1_weight_grad.t354_b0, align 32
-  %t354_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t354_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a1, <8 x float> %t354_b069, <8 x float> %t354_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t354_c1_0, align 32
-  %t354_a170 = load <8 x float>, ptr %conv1_weight_grad.t354_a1, align 32
-  %t354_b171 = load <8 x float>, ptr %conv1_weight_grad.t354_b1, align 32
-  %t354_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t354_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a170, <8 x float> %t354_b171, <8 x float> %t354_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t354_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k35563, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t573_a1, align 32
+  %t573_a1 = load <8 x float>, ptr %conv1_weight_grad.t573_a1, align 32
+  %t573_b069 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
+  %t573_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a1, <8 x float> %t573_b069, <8 x float> %t573_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t573_c1_0, align 32
+  %t573_a170 = load <8 x float>, ptr %conv1_weight_grad.t573_a1, align 32
+  %t573_b171 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
+  %t573_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a170, <8 x float> %t573_b171, <8 x float> %t573_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t573_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k57463, %267
   %269 = add nsw i64 87808, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t354_a2, align 32
-  %t354_a2 = load <8 x float>, ptr %conv1_weight_grad.t354_a2, align 32
-  %t354_b073 = load <8 x float>, ptr %conv1_weight_grad.t354_b0, align 32
-  %t354_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t354_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a2, <8 x float> %t354_b073, <8 x float> %t354_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t354_c2_0, align 32
-  %t354_a274 = load <8 x float>, ptr %conv1_weight_grad.t354_a2, align 32
-  %t354_b175 = load <8 x float>, ptr %conv1_weight_grad.t354_b1, align 32
-  %t354_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t354_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a274, <8 x float> %t354_b175, <8 x float> %t354_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t354_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp3491, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k35563, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t573_a2, align 32
+  %t573_a2 = load <8 x float>, ptr %conv1_weight_grad.t573_a2, align 32
+  %t573_b073 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
+  %t573_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a2, <8 x float> %t573_b073, <8 x float> %t573_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t573_c2_0, align 32
+  %t573_a274 = load <8 x float>, ptr %conv1_weight_grad.t573_a2, align 32
+  %t573_b175 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
+  %t573_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a274, <8 x float> %t573_b175, <8 x float> %t573_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t573_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k57463, %275
   %277 = add nsw i64 100352, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t354_a3, align 32
-  %t354_a3 = load <8 x float>, ptr %conv1_weight_grad.t354_a3, align 32
-  %t354_b077 = load <8 x float>, ptr %conv1_weight_grad.t354_b0, align 32
-  %t354_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t354_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a3, <8 x float> %t354_b077, <8 x float> %t354_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t354_c3_0, align 32
-  %t354_a378 = load <8 x float>, ptr %conv1_weight_grad.t354_a3, align 32
-  %t354_b179 = load <8 x float>, ptr %conv1_weight_grad.t354_b1, align 32
-  %t354_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t354_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t354_a378, <8 x float> %t354_b179, <8 x float> %t354_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t354_c3_1, align 32
-  %k355.next = add nsw i64 %conv1_weight_grad.k35563, 1
-  %283 = icmp slt i64 %k355.next, 1792
-  br i1 %283, label %conv1_weight_grad.k355, label %conv1_weight_grad.k355.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t573_a3, align 32
+  %t573_a3 = load <8 x float>, ptr %conv1_weight_grad.t573_a3, align 32
+  %t573_b077 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
+  %t573_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a3, <8 x float> %t573_b077, <8 x float> %t573_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t573_c3_0, align 32
+  %t573_a378 = load <8 x float>, ptr %conv1_weight_grad.t573_a3, align 32
+  %t573_b179 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
+  %t573_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a378, <8 x float> %t573_b179, <8 x float> %t573_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t573_c3_1, align 32
+  %k574.next = add nsw i64 %conv1_weight_grad.k57463, 1
+  %283 = icmp slt i64 %k574.next, 1792
+  br i1 %283, label %conv1_weight_grad.k574, label %conv1_weight_grad.k574.end
 
-conv1_weight_grad.k355.end:                       ; preds = %conv1_weight_grad.k355
-  %t354_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t354_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+conv1_weight_grad.k574.end:                       ; preds = %conv1_weight_grad.k574
+  %t573_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %285 = add nsw i64 514464, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t354_c0_080, ptr %arena81, align 4
-  %t354_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t354_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c0_080, ptr %arena81, align 4
+  %t573_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %287 = add nsw i64 514464, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t354_c0_182, ptr %arena83, align 4
-  %t354_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t354_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c0_182, ptr %arena83, align 4
+  %t573_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %290 = add nsw i64 514496, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t354_c1_084, ptr %arena85, align 4
-  %t354_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t354_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c1_084, ptr %arena85, align 4
+  %t573_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %292 = add nsw i64 514496, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t354_c1_186, ptr %arena87, align 4
-  %t354_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t354_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c1_186, ptr %arena87, align 4
+  %t573_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %295 = add nsw i64 514528, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t354_c2_088, ptr %arena89, align 4
-  %t354_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t354_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c2_088, ptr %arena89, align 4
+  %t573_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %297 = add nsw i64 514528, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t354_c2_190, ptr %arena91, align 4
-  %t354_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t354_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c2_190, ptr %arena91, align 4
+  %t573_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %300 = add nsw i64 514560, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t354_c3_092, ptr %arena93, align 4
-  %t354_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t354_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb3502, 16
+  store <8 x float> %t573_c3_092, ptr %arena93, align 4
+  %t573_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb5692, 16
   %302 = add nsw i64 514560, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t354_c3_194, ptr %arena95, align 4
-  %nb350.next = add nsw i64 %conv1_weight_grad.nb3502, 1
-  %304 = icmp slt i64 %nb350.next, 2
-  br i1 %304, label %conv1_weight_grad.nb350, label %conv1_weight_grad.nb350.end
+  store <8 x float> %t573_c3_194, ptr %arena95, align 4
+  %nb569.next = add nsw i64 %conv1_weight_grad.nb5692, 1
+  %304 = icmp slt i64 %nb569.next, 2
+  br i1 %304, label %conv1_weight_grad.nb569, label %conv1_weight_grad.nb569.end
 }
 
 ; Function Attrs: noinline
@@ -10137,39 +11654,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt360 = alloca float, align 4
-  %adam.step_size359 = alloca float, align 4
+  %adam.bc2_sqrt579 = alloca float, align 4
+  %adam.step_size578 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size359, align 4
+  store float %4, ptr %adam.step_size578, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt360, align 4
-  br label %adam.i361
+  store float %9, ptr %adam.bc2_sqrt579, align 4
+  br label %adam.i580
 
-adam.i361:                                        ; preds = %adam.i361, %entry
-  %adam.i3611 = phi i64 [ 0, %entry ], [ %i361.next, %adam.i361 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3611
+adam.i580:                                        ; preds = %adam.i580, %entry
+  %adam.i5801 = phi i64 [ 0, %entry ], [ %i580.next, %adam.i580 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5801
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3611
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5801
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3611
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5801
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3611
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5801
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -10179,30 +11696,30 @@ adam.i361:                                        ; preds = %adam.i361, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3611
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5801
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3611
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5801
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3611
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5801
   %23 = load float, ptr %params10, align 4
-  %step_size359 = load float, ptr %adam.step_size359, align 4
+  %step_size578 = load float, ptr %adam.step_size578, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size359, %m_new11
+  %24 = fmul float %step_size578, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt360 = load float, ptr %adam.bc2_sqrt360, align 4
-  %26 = fdiv float %25, %bc2_sqrt360
+  %bc2_sqrt579 = load float, ptr %adam.bc2_sqrt579, align 4
+  %26 = fdiv float %25, %bc2_sqrt579
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3611
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5801
   store float %29, ptr %params13, align 4
-  %i361.next = add nsw i64 %adam.i3611, 1
-  %30 = icmp slt i64 %i361.next, 421866
-  br i1 %30, label %adam.i361, label %adam.i361.end
+  %i580.next = add nsw i64 %adam.i5801, 1
+  %30 = icmp slt i64 %i580.next, 421866
+  br i1 %30, label %adam.i580, label %adam.i580.end
 
-adam.i361.end:                                    ; preds = %adam.i361
+adam.i580.end:                                    ; preds = %adam.i580
   ret void
 }
 

@@ -211,1346 +211,1617 @@ public func bncnn_train_b64(
   }
   // bn1 = batchnorm(conv1)
   for c27 in 0..<32 {
-    var sum31: Float = Float(0)
-    for n33 in 0..<64 {
-      for i34 in 0..<784 {
-        sum31 = (sum31 + arena[((((n33 *% 32) +% c27) *% 784) +% i34)])
-      }
-    }
-    var mean28: Float = (sum31 / Float(50176))
-    var squares32: Float = Float(0)
+    var acc33 = Vector()
+    var tail34: Float = Float(0)
     for n35 in 0..<64 {
-      for i36 in 0..<784 {
-        squares32 = (squares32 + ((arena[((((n35 *% 32) +% c27) *% 784) +% i36)] - mean28) * (arena[((((n35 *% 32) +% c27) *% 784) +% i36)] - mean28)))
+      for v36 in 0..<98 {
+        acc33 = (acc33 + loadVector(arena, ((((n35 *% 32) +% c27) *% 784) +% (v36 *% 8))))
       }
     }
+    storeVector(arena, 3211328, acc33)
+    var sum37: Float = (arena[3211328] + arena[3211329])
+    var sum38: Float = (sum37 + arena[3211330])
+    var sum39: Float = (sum38 + arena[3211331])
+    var sum40: Float = (sum39 + arena[3211332])
+    var sum41: Float = (sum40 + arena[3211333])
+    var sum42: Float = (sum41 + arena[3211334])
+    var sum43: Float = (sum42 + arena[3211335])
+    var sum31: Float = (sum43 + tail34)
+    var mean28: Float = (sum31 / Float(50176))
+    var acc44 = Vector()
+    var tail45: Float = Float(0)
+    for n46 in 0..<64 {
+      for v47 in 0..<98 {
+        acc44 = (acc44 + ((loadVector(arena, ((((n46 *% 32) +% c27) *% 784) +% (v47 *% 8))) - Vector(repeating: mean28)) * (loadVector(arena, ((((n46 *% 32) +% c27) *% 784) +% (v47 *% 8))) - Vector(repeating: mean28))))
+      }
+    }
+    storeVector(arena, 3211328, acc44)
+    var sum48: Float = (arena[3211328] + arena[3211329])
+    var sum49: Float = (sum48 + arena[3211330])
+    var sum50: Float = (sum49 + arena[3211331])
+    var sum51: Float = (sum50 + arena[3211332])
+    var sum52: Float = (sum51 + arena[3211333])
+    var sum53: Float = (sum52 + arena[3211334])
+    var sum54: Float = (sum53 + arena[3211335])
+    var squares32: Float = (sum54 + tail45)
     var var29: Float = (squares32 / Float(50176))
     arena[(3211264 +% c27)] = mean28
     arena[(3211296 +% c27)] = var29
     var scale30: Float = (params[(288 +% c27)] * (Float(1) / sqrtf((var29 + Float(bitPattern: 0x3727c5ac)))))
-    for n37 in 0..<64 {
-      for i38 in 0..<784 {
-        arena[(1605632 +% ((((n37 *% 32) +% c27) *% 784) +% i38))] = (((arena[((((n37 *% 32) +% c27) *% 784) +% i38)] - mean28) * scale30) + params[(320 +% c27)])
+    for n55 in 0..<64 {
+      for i56 in 0..<784 {
+        arena[(1605632 +% ((((n55 *% 32) +% c27) *% 784) +% i56))] = (((arena[((((n55 *% 32) +% c27) *% 784) +% i56)] - mean28) * scale30) + params[(320 +% c27)])
       }
     }
   }
   // relu1 = relu(bn1)
-  for i39 in 0..<200704 {
-    storeVector(arena, ((i39 *% 8) +% 3211328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i39 *% 8) +% 1605632)), where: loadVector(arena, ((i39 *% 8) +% 1605632)) .> Vector(repeating: Float(0))))
+  for i57 in 0..<200704 {
+    storeVector(arena, ((i57 *% 8) +% 3211328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i57 *% 8) +% 1605632)), where: loadVector(arena, ((i57 *% 8) +% 1605632)) .> Vector(repeating: Float(0))))
   }
   // pool1 = maxpool(relu1)
-  for q40 in 0..<2048 {
-    for py41 in 0..<14 {
-      for px42 in 0..<14 {
-        var acc43: Float = arena[(3211328 +% (((q40 *% 784) +% (py41 *% 56)) +% (px42 *% 2)))]
-        acc43 = { let x = acc43, y = arena[(3211328 +% (((q40 *% 784) +% (py41 *% 56)) +% (px42 *% 2)))]; return y > x ? y : x }()
-        acc43 = { let x = acc43, y = arena[((3211328 +% (((q40 *% 784) +% (py41 *% 56)) +% (px42 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc43 = { let x = acc43, y = arena[((3211328 +% (((q40 *% 784) +% (py41 *% 56)) +% (px42 *% 2))) +% 28)]; return y > x ? y : x }()
-        acc43 = { let x = acc43, y = arena[(((3211328 +% (((q40 *% 784) +% (py41 *% 56)) +% (px42 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
-        arena[(((1605632 +% (q40 *% 196)) +% (py41 *% 14)) +% px42)] = acc43
+  for q58 in 0..<2048 {
+    for py59 in 0..<14 {
+      for px60 in 0..<14 {
+        var acc61: Float = arena[(3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2)))]
+        acc61 = { let x = acc61, y = arena[(3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2)))]; return y > x ? y : x }()
+        acc61 = { let x = acc61, y = arena[((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc61 = { let x = acc61, y = arena[((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 28)]; return y > x ? y : x }()
+        acc61 = { let x = acc61, y = arena[(((3211328 +% (((q58 *% 784) +% (py59 *% 56)) +% (px60 *% 2))) +% 28) +% 1)]; return y > x ? y : x }()
+        arena[(((1605632 +% (q58 *% 196)) +% (py59 *% 14)) +% px60)] = acc61
       }
     }
   }
   // conv2 = conv2d(pool1)
-  for g44 in 0..<4 {
-    for j45 in 0..<16 {
-      for c46 in 0..<32 {
-        for ky47 in 0..<3 {
-          for oy48 in 0..<14 {
-            if (-1 < ((oy48 +% ky47) +% -1) && ((oy48 +% ky47) +% -1) < 14) {
-              for ox49 in 0..<13 {
-                arena[(((4816960 +% ((((c46 *% 3) +% ky47) *% 3) *% 3136)) +% (j45 *% 196)) +% ((oy48 *% 14) +% (ox49 +% 1)))] = arena[((((1605632 +% (((g44 *% 16) +% j45) *% 6272)) +% (c46 *% 196)) +% (((oy48 +% ky47) +% -1) *% 14)) +% ((ox49 +% 1) +% -1))]
+  for g62 in 0..<4 {
+    for j63 in 0..<16 {
+      for c64 in 0..<32 {
+        for ky65 in 0..<3 {
+          for oy66 in 0..<14 {
+            if (-1 < ((oy66 +% ky65) +% -1) && ((oy66 +% ky65) +% -1) < 14) {
+              for ox67 in 0..<13 {
+                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% (ox67 +% 1)))] = arena[((((1605632 +% (((g62 *% 16) +% j63) *% 6272)) +% (c64 *% 196)) +% (((oy66 +% ky65) +% -1) *% 14)) +% ((ox67 +% 1) +% -1))]
               }
-              for ox50 in 0..<1 {
-                arena[(((4816960 +% ((((c46 *% 3) +% ky47) *% 3) *% 3136)) +% (j45 *% 196)) +% ((oy48 *% 14) +% ox50))] = Float(0)
-              }
-            }
-            if ((oy48 +% ky47) +% -1) < 0 {
-              for ox51 in 0..<14 {
-                arena[(((4816960 +% ((((c46 *% 3) +% ky47) *% 3) *% 3136)) +% (j45 *% 196)) +% ((oy48 *% 14) +% ox51))] = Float(0)
+              for ox68 in 0..<1 {
+                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% ox68))] = Float(0)
               }
             }
-            if 13 < ((oy48 +% ky47) +% -1) {
-              for ox51 in 0..<14 {
-                arena[(((4816960 +% ((((c46 *% 3) +% ky47) *% 3) *% 3136)) +% (j45 *% 196)) +% ((oy48 *% 14) +% ox51))] = Float(0)
+            if ((oy66 +% ky65) +% -1) < 0 {
+              for ox69 in 0..<14 {
+                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% ox69))] = Float(0)
               }
             }
-          }
-          for oy52 in 0..<14 {
-            if (-1 < ((oy52 +% ky47) +% -1) && ((oy52 +% ky47) +% -1) < 14) {
-              for ox53 in 0..<14 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 1) *% 3136)) +% (j45 *% 196)) +% ((oy52 *% 14) +% ox53))] = arena[((((1605632 +% (((g44 *% 16) +% j45) *% 6272)) +% (c46 *% 196)) +% (((oy52 +% ky47) +% -1) *% 14)) +% ox53)]
-              }
-            }
-            if ((oy52 +% ky47) +% -1) < 0 {
-              for ox54 in 0..<14 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 1) *% 3136)) +% (j45 *% 196)) +% ((oy52 *% 14) +% ox54))] = Float(0)
-              }
-            }
-            if 13 < ((oy52 +% ky47) +% -1) {
-              for ox54 in 0..<14 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 1) *% 3136)) +% (j45 *% 196)) +% ((oy52 *% 14) +% ox54))] = Float(0)
+            if 13 < ((oy66 +% ky65) +% -1) {
+              for ox69 in 0..<14 {
+                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% ox69))] = Float(0)
               }
             }
           }
-          for oy55 in 0..<14 {
-            if (-1 < ((oy55 +% ky47) +% -1) && ((oy55 +% ky47) +% -1) < 14) {
-              for ox56 in 0..<13 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 2) *% 3136)) +% (j45 *% 196)) +% ((oy55 *% 14) +% ox56))] = arena[((((1605632 +% (((g44 *% 16) +% j45) *% 6272)) +% (c46 *% 196)) +% (((oy55 +% ky47) +% -1) *% 14)) +% (ox56 +% 1))]
-              }
-              for ox57 in 0..<1 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 2) *% 3136)) +% (j45 *% 196)) +% ((oy55 *% 14) +% (ox57 +% 13)))] = Float(0)
+          for oy70 in 0..<14 {
+            if (-1 < ((oy70 +% ky65) +% -1) && ((oy70 +% ky65) +% -1) < 14) {
+              for ox71 in 0..<14 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 1) *% 3136)) +% (j63 *% 196)) +% ((oy70 *% 14) +% ox71))] = arena[((((1605632 +% (((g62 *% 16) +% j63) *% 6272)) +% (c64 *% 196)) +% (((oy70 +% ky65) +% -1) *% 14)) +% ox71)]
               }
             }
-            if ((oy55 +% ky47) +% -1) < 0 {
-              for ox58 in 0..<14 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 2) *% 3136)) +% (j45 *% 196)) +% ((oy55 *% 14) +% ox58))] = Float(0)
+            if ((oy70 +% ky65) +% -1) < 0 {
+              for ox72 in 0..<14 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 1) *% 3136)) +% (j63 *% 196)) +% ((oy70 *% 14) +% ox72))] = Float(0)
               }
             }
-            if 13 < ((oy55 +% ky47) +% -1) {
-              for ox58 in 0..<14 {
-                arena[(((4816960 +% (((((c46 *% 3) +% ky47) *% 3) +% 2) *% 3136)) +% (j45 *% 196)) +% ((oy55 *% 14) +% ox58))] = Float(0)
+            if 13 < ((oy70 +% ky65) +% -1) {
+              for ox72 in 0..<14 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 1) *% 3136)) +% (j63 *% 196)) +% ((oy70 *% 14) +% ox72))] = Float(0)
+              }
+            }
+          }
+          for oy73 in 0..<14 {
+            if (-1 < ((oy73 +% ky65) +% -1) && ((oy73 +% ky65) +% -1) < 14) {
+              for ox74 in 0..<13 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% ox74))] = arena[((((1605632 +% (((g62 *% 16) +% j63) *% 6272)) +% (c64 *% 196)) +% (((oy73 +% ky65) +% -1) *% 14)) +% (ox74 +% 1))]
+              }
+              for ox75 in 0..<1 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% (ox75 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy73 +% ky65) +% -1) < 0 {
+              for ox76 in 0..<14 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% ox76))] = Float(0)
+              }
+            }
+            if 13 < ((oy73 +% ky65) +% -1) {
+              for ox76 in 0..<14 {
+                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% ox76))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm66
-      for nb59 in 0..<130 {
-        for mb60 in 0..<16 {
-          var t61_c0_0 = Vector()
-          var t61_c0_1 = Vector()
-          var t61_c0_2 = Vector()
-          var t61_c1_0 = Vector()
-          var t61_c1_1 = Vector()
-          var t61_c1_2 = Vector()
-          var t61_c2_0 = Vector()
-          var t61_c2_1 = Vector()
-          var t61_c2_2 = Vector()
-          var t61_c3_0 = Vector()
-          var t61_c3_1 = Vector()
-          var t61_c3_2 = Vector()
-          for k62 in 0..<288 {
-            let t61_b0 = loadVector(arena, ((4816960 +% (k62 *% 3136)) +% (nb59 *% 24)))
-            let t61_b1 = loadVector(arena, (((4816960 +% (k62 *% 3136)) +% (nb59 *% 24)) +% 8))
-            let t61_b2 = loadVector(arena, (((4816960 +% (k62 *% 3136)) +% (nb59 *% 24)) +% 16))
-            let t61_a0 = Vector(repeating: params[((352 +% ((mb60 *% 4) *% 288)) +% k62)])
-            t61_c0_0 = t61_c0_0.addingProduct(t61_a0, t61_b0)
-            t61_c0_1 = t61_c0_1.addingProduct(t61_a0, t61_b1)
-            t61_c0_2 = t61_c0_2.addingProduct(t61_a0, t61_b2)
-            let t61_a1 = Vector(repeating: params[((352 +% (((mb60 *% 4) +% 1) *% 288)) +% k62)])
-            t61_c1_0 = t61_c1_0.addingProduct(t61_a1, t61_b0)
-            t61_c1_1 = t61_c1_1.addingProduct(t61_a1, t61_b1)
-            t61_c1_2 = t61_c1_2.addingProduct(t61_a1, t61_b2)
-            let t61_a2 = Vector(repeating: params[((352 +% (((mb60 *% 4) +% 2) *% 288)) +% k62)])
-            t61_c2_0 = t61_c2_0.addingProduct(t61_a2, t61_b0)
-            t61_c2_1 = t61_c2_1.addingProduct(t61_a2, t61_b1)
-            t61_c2_2 = t61_c2_2.addingProduct(t61_a2, t61_b2)
-            let t61_a3 = Vector(repeating: params[((352 +% (((mb60 *% 4) +% 3) *% 288)) +% k62)])
-            t61_c3_0 = t61_c3_0.addingProduct(t61_a3, t61_b0)
-            t61_c3_1 = t61_c3_1.addingProduct(t61_a3, t61_b1)
-            t61_c3_2 = t61_c3_2.addingProduct(t61_a3, t61_b2)
+    do {  // gemm84
+      for nb77 in 0..<130 {
+        for mb78 in 0..<16 {
+          var t79_c0_0 = Vector()
+          var t79_c0_1 = Vector()
+          var t79_c0_2 = Vector()
+          var t79_c1_0 = Vector()
+          var t79_c1_1 = Vector()
+          var t79_c1_2 = Vector()
+          var t79_c2_0 = Vector()
+          var t79_c2_1 = Vector()
+          var t79_c2_2 = Vector()
+          var t79_c3_0 = Vector()
+          var t79_c3_1 = Vector()
+          var t79_c3_2 = Vector()
+          for k80 in 0..<288 {
+            let t79_b0 = loadVector(arena, ((4816960 +% (k80 *% 3136)) +% (nb77 *% 24)))
+            let t79_b1 = loadVector(arena, (((4816960 +% (k80 *% 3136)) +% (nb77 *% 24)) +% 8))
+            let t79_b2 = loadVector(arena, (((4816960 +% (k80 *% 3136)) +% (nb77 *% 24)) +% 16))
+            let t79_a0 = Vector(repeating: params[((352 +% ((mb78 *% 4) *% 288)) +% k80)])
+            t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
+            t79_c0_1 = t79_c0_1.addingProduct(t79_a0, t79_b1)
+            t79_c0_2 = t79_c0_2.addingProduct(t79_a0, t79_b2)
+            let t79_a1 = Vector(repeating: params[((352 +% (((mb78 *% 4) +% 1) *% 288)) +% k80)])
+            t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
+            t79_c1_1 = t79_c1_1.addingProduct(t79_a1, t79_b1)
+            t79_c1_2 = t79_c1_2.addingProduct(t79_a1, t79_b2)
+            let t79_a2 = Vector(repeating: params[((352 +% (((mb78 *% 4) +% 2) *% 288)) +% k80)])
+            t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
+            t79_c2_1 = t79_c2_1.addingProduct(t79_a2, t79_b1)
+            t79_c2_2 = t79_c2_2.addingProduct(t79_a2, t79_b2)
+            let t79_a3 = Vector(repeating: params[((352 +% (((mb78 *% 4) +% 3) *% 288)) +% k80)])
+            t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
+            t79_c3_1 = t79_c3_1.addingProduct(t79_a3, t79_b1)
+            t79_c3_2 = t79_c3_2.addingProduct(t79_a3, t79_b2)
           }
-          storeVector(arena, ((5720128 +% ((mb60 *% 4) *% 3136)) +% (nb59 *% 24)), t61_c0_0)
-          storeVector(arena, (((5720128 +% ((mb60 *% 4) *% 3136)) +% (nb59 *% 24)) +% 8), t61_c0_1)
-          storeVector(arena, (((5720128 +% ((mb60 *% 4) *% 3136)) +% (nb59 *% 24)) +% 16), t61_c0_2)
-          storeVector(arena, ((5720128 +% (((mb60 *% 4) +% 1) *% 3136)) +% (nb59 *% 24)), t61_c1_0)
-          storeVector(arena, (((5720128 +% (((mb60 *% 4) +% 1) *% 3136)) +% (nb59 *% 24)) +% 8), t61_c1_1)
-          storeVector(arena, (((5720128 +% (((mb60 *% 4) +% 1) *% 3136)) +% (nb59 *% 24)) +% 16), t61_c1_2)
-          storeVector(arena, ((5720128 +% (((mb60 *% 4) +% 2) *% 3136)) +% (nb59 *% 24)), t61_c2_0)
-          storeVector(arena, (((5720128 +% (((mb60 *% 4) +% 2) *% 3136)) +% (nb59 *% 24)) +% 8), t61_c2_1)
-          storeVector(arena, (((5720128 +% (((mb60 *% 4) +% 2) *% 3136)) +% (nb59 *% 24)) +% 16), t61_c2_2)
-          storeVector(arena, ((5720128 +% (((mb60 *% 4) +% 3) *% 3136)) +% (nb59 *% 24)), t61_c3_0)
-          storeVector(arena, (((5720128 +% (((mb60 *% 4) +% 3) *% 3136)) +% (nb59 *% 24)) +% 8), t61_c3_1)
-          storeVector(arena, (((5720128 +% (((mb60 *% 4) +% 3) *% 3136)) +% (nb59 *% 24)) +% 16), t61_c3_2)
+          storeVector(arena, ((5720128 +% ((mb78 *% 4) *% 3136)) +% (nb77 *% 24)), t79_c0_0)
+          storeVector(arena, (((5720128 +% ((mb78 *% 4) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c0_1)
+          storeVector(arena, (((5720128 +% ((mb78 *% 4) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c0_2)
+          storeVector(arena, ((5720128 +% (((mb78 *% 4) +% 1) *% 3136)) +% (nb77 *% 24)), t79_c1_0)
+          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 1) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c1_1)
+          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 1) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c1_2)
+          storeVector(arena, ((5720128 +% (((mb78 *% 4) +% 2) *% 3136)) +% (nb77 *% 24)), t79_c2_0)
+          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 2) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c2_1)
+          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 2) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c2_2)
+          storeVector(arena, ((5720128 +% (((mb78 *% 4) +% 3) *% 3136)) +% (nb77 *% 24)), t79_c3_0)
+          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 3) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c3_1)
+          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 3) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c3_2)
         }
       }
-      for mb63 in 0..<16 {
-        var t64_c0_0 = Vector()
-        var t64_c0_1 = Vector()
-        var t64_c1_0 = Vector()
-        var t64_c1_1 = Vector()
-        var t64_c2_0 = Vector()
-        var t64_c2_1 = Vector()
-        var t64_c3_0 = Vector()
-        var t64_c3_1 = Vector()
-        for k65 in 0..<288 {
-          let t64_b0 = loadVector(arena, ((4816960 +% (k65 *% 3136)) +% 3120))
-          let t64_b1 = loadVector(arena, (((4816960 +% (k65 *% 3136)) +% 3120) +% 8))
-          let t64_a0 = Vector(repeating: params[((352 +% ((mb63 *% 4) *% 288)) +% k65)])
-          t64_c0_0 = t64_c0_0.addingProduct(t64_a0, t64_b0)
-          t64_c0_1 = t64_c0_1.addingProduct(t64_a0, t64_b1)
-          let t64_a1 = Vector(repeating: params[((352 +% (((mb63 *% 4) +% 1) *% 288)) +% k65)])
-          t64_c1_0 = t64_c1_0.addingProduct(t64_a1, t64_b0)
-          t64_c1_1 = t64_c1_1.addingProduct(t64_a1, t64_b1)
-          let t64_a2 = Vector(repeating: params[((352 +% (((mb63 *% 4) +% 2) *% 288)) +% k65)])
-          t64_c2_0 = t64_c2_0.addingProduct(t64_a2, t64_b0)
-          t64_c2_1 = t64_c2_1.addingProduct(t64_a2, t64_b1)
-          let t64_a3 = Vector(repeating: params[((352 +% (((mb63 *% 4) +% 3) *% 288)) +% k65)])
-          t64_c3_0 = t64_c3_0.addingProduct(t64_a3, t64_b0)
-          t64_c3_1 = t64_c3_1.addingProduct(t64_a3, t64_b1)
+      for mb81 in 0..<16 {
+        var t82_c0_0 = Vector()
+        var t82_c0_1 = Vector()
+        var t82_c1_0 = Vector()
+        var t82_c1_1 = Vector()
+        var t82_c2_0 = Vector()
+        var t82_c2_1 = Vector()
+        var t82_c3_0 = Vector()
+        var t82_c3_1 = Vector()
+        for k83 in 0..<288 {
+          let t82_b0 = loadVector(arena, ((4816960 +% (k83 *% 3136)) +% 3120))
+          let t82_b1 = loadVector(arena, (((4816960 +% (k83 *% 3136)) +% 3120) +% 8))
+          let t82_a0 = Vector(repeating: params[((352 +% ((mb81 *% 4) *% 288)) +% k83)])
+          t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
+          t82_c0_1 = t82_c0_1.addingProduct(t82_a0, t82_b1)
+          let t82_a1 = Vector(repeating: params[((352 +% (((mb81 *% 4) +% 1) *% 288)) +% k83)])
+          t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
+          t82_c1_1 = t82_c1_1.addingProduct(t82_a1, t82_b1)
+          let t82_a2 = Vector(repeating: params[((352 +% (((mb81 *% 4) +% 2) *% 288)) +% k83)])
+          t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
+          t82_c2_1 = t82_c2_1.addingProduct(t82_a2, t82_b1)
+          let t82_a3 = Vector(repeating: params[((352 +% (((mb81 *% 4) +% 3) *% 288)) +% k83)])
+          t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
+          t82_c3_1 = t82_c3_1.addingProduct(t82_a3, t82_b1)
         }
-        storeVector(arena, ((5720128 +% ((mb63 *% 4) *% 3136)) +% 3120), t64_c0_0)
-        storeVector(arena, (((5720128 +% ((mb63 *% 4) *% 3136)) +% 3120) +% 8), t64_c0_1)
-        storeVector(arena, ((5720128 +% (((mb63 *% 4) +% 1) *% 3136)) +% 3120), t64_c1_0)
-        storeVector(arena, (((5720128 +% (((mb63 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t64_c1_1)
-        storeVector(arena, ((5720128 +% (((mb63 *% 4) +% 2) *% 3136)) +% 3120), t64_c2_0)
-        storeVector(arena, (((5720128 +% (((mb63 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t64_c2_1)
-        storeVector(arena, ((5720128 +% (((mb63 *% 4) +% 3) *% 3136)) +% 3120), t64_c3_0)
-        storeVector(arena, (((5720128 +% (((mb63 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t64_c3_1)
+        storeVector(arena, ((5720128 +% ((mb81 *% 4) *% 3136)) +% 3120), t82_c0_0)
+        storeVector(arena, (((5720128 +% ((mb81 *% 4) *% 3136)) +% 3120) +% 8), t82_c0_1)
+        storeVector(arena, ((5720128 +% (((mb81 *% 4) +% 1) *% 3136)) +% 3120), t82_c1_0)
+        storeVector(arena, (((5720128 +% (((mb81 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t82_c1_1)
+        storeVector(arena, ((5720128 +% (((mb81 *% 4) +% 2) *% 3136)) +% 3120), t82_c2_0)
+        storeVector(arena, (((5720128 +% (((mb81 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t82_c2_1)
+        storeVector(arena, ((5720128 +% (((mb81 *% 4) +% 3) *% 3136)) +% 3120), t82_c3_0)
+        storeVector(arena, (((5720128 +% (((mb81 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t82_c3_1)
       }
     }
-    for j67 in 0..<16 {
-      for f68 in 0..<64 {
-        for i69 in 0..<24 {
-          storeVector(arena, ((i69 *% 8) +% ((2007040 +% (((g44 *% 16) +% j67) *% 12544)) +% (f68 *% 196))), loadVector(arena, ((i69 *% 8) +% ((5720128 +% (f68 *% 3136)) +% (j67 *% 196)))))
+    for j85 in 0..<16 {
+      for f86 in 0..<64 {
+        for i87 in 0..<24 {
+          storeVector(arena, ((i87 *% 8) +% ((2007040 +% (((g62 *% 16) +% j85) *% 12544)) +% (f86 *% 196))), loadVector(arena, ((i87 *% 8) +% ((5720128 +% (f86 *% 3136)) +% (j85 *% 196)))))
         }
-        for i69 in 0..<1 {
-          storePartial(arena, ((i69 +% 192) +% ((2007040 +% (((g44 *% 16) +% j67) *% 12544)) +% (f68 *% 196))), loadPartial(arena, ((i69 +% 192) +% ((5720128 +% (f68 *% 3136)) +% (j67 *% 196))), 4), 4)
+        for i87 in 0..<1 {
+          storePartial(arena, ((i87 +% 192) +% ((2007040 +% (((g62 *% 16) +% j85) *% 12544)) +% (f86 *% 196))), loadPartial(arena, ((i87 +% 192) +% ((5720128 +% (f86 *% 3136)) +% (j85 *% 196))), 4), 4)
         }
       }
     }
   }
   // bn2 = batchnorm(conv2)
-  for c70 in 0..<64 {
-    var sum74: Float = Float(0)
-    for n76 in 0..<64 {
-      for i77 in 0..<196 {
-        sum74 = (sum74 + arena[(2007040 +% ((((n76 *% 64) +% c70) *% 196) +% i77))])
+  for c88 in 0..<64 {
+    var acc94 = Vector()
+    var tail95: Float = Float(0)
+    for n96 in 0..<64 {
+      for v97 in 0..<24 {
+        acc94 = (acc94 + loadVector(arena, (2007040 +% ((((n96 *% 64) +% c88) *% 196) +% (v97 *% 8)))))
+      }
+      for i98 in 0..<4 {
+        tail95 = (tail95 + arena[(2007040 +% (((((n96 *% 64) +% c88) *% 196) +% 192) +% i98))])
       }
     }
-    var mean71: Float = (sum74 / Float(12544))
-    var squares75: Float = Float(0)
-    for n78 in 0..<64 {
-      for i79 in 0..<196 {
-        squares75 = (squares75 + ((arena[(2007040 +% ((((n78 *% 64) +% c70) *% 196) +% i79))] - mean71) * (arena[(2007040 +% ((((n78 *% 64) +% c70) *% 196) +% i79))] - mean71)))
+    storeVector(arena, 2809984, acc94)
+    var sum99: Float = (arena[2809984] + arena[2809985])
+    var sum100: Float = (sum99 + arena[2809986])
+    var sum101: Float = (sum100 + arena[2809987])
+    var sum102: Float = (sum101 + arena[2809988])
+    var sum103: Float = (sum102 + arena[2809989])
+    var sum104: Float = (sum103 + arena[2809990])
+    var sum105: Float = (sum104 + arena[2809991])
+    var sum92: Float = (sum105 + tail95)
+    var mean89: Float = (sum92 / Float(12544))
+    var acc106 = Vector()
+    var tail107: Float = Float(0)
+    for n108 in 0..<64 {
+      for v109 in 0..<24 {
+        acc106 = (acc106 + ((loadVector(arena, (2007040 +% ((((n108 *% 64) +% c88) *% 196) +% (v109 *% 8)))) - Vector(repeating: mean89)) * (loadVector(arena, (2007040 +% ((((n108 *% 64) +% c88) *% 196) +% (v109 *% 8)))) - Vector(repeating: mean89))))
+      }
+      for i110 in 0..<4 {
+        tail107 = (tail107 + ((arena[(2007040 +% (((((n108 *% 64) +% c88) *% 196) +% 192) +% i110))] - mean89) * (arena[(2007040 +% (((((n108 *% 64) +% c88) *% 196) +% 192) +% i110))] - mean89)))
       }
     }
-    var var72: Float = (squares75 / Float(12544))
-    arena[(2809856 +% c70)] = mean71
-    arena[(2809920 +% c70)] = var72
-    var scale73: Float = (params[(18784 +% c70)] * (Float(1) / sqrtf((var72 + Float(bitPattern: 0x3727c5ac)))))
-    for n80 in 0..<64 {
-      for i81 in 0..<196 {
-        arena[(4816960 +% ((((n80 *% 64) +% c70) *% 196) +% i81))] = (((arena[(2007040 +% ((((n80 *% 64) +% c70) *% 196) +% i81))] - mean71) * scale73) + params[(18848 +% c70)])
+    storeVector(arena, 2809984, acc106)
+    var sum111: Float = (arena[2809984] + arena[2809985])
+    var sum112: Float = (sum111 + arena[2809986])
+    var sum113: Float = (sum112 + arena[2809987])
+    var sum114: Float = (sum113 + arena[2809988])
+    var sum115: Float = (sum114 + arena[2809989])
+    var sum116: Float = (sum115 + arena[2809990])
+    var sum117: Float = (sum116 + arena[2809991])
+    var squares93: Float = (sum117 + tail107)
+    var var90: Float = (squares93 / Float(12544))
+    arena[(2809856 +% c88)] = mean89
+    arena[(2809920 +% c88)] = var90
+    var scale91: Float = (params[(18784 +% c88)] * (Float(1) / sqrtf((var90 + Float(bitPattern: 0x3727c5ac)))))
+    for n118 in 0..<64 {
+      for i119 in 0..<196 {
+        arena[(4816960 +% ((((n118 *% 64) +% c88) *% 196) +% i119))] = (((arena[(2007040 +% ((((n118 *% 64) +% c88) *% 196) +% i119))] - mean89) * scale91) + params[(18848 +% c88)])
       }
     }
   }
   // relu2 = relu(bn2)
-  for i82 in 0..<100352 {
-    storeVector(arena, ((i82 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i82 *% 8) +% 4816960)), where: loadVector(arena, ((i82 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
+  for i120 in 0..<100352 {
+    storeVector(arena, ((i120 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i120 *% 8) +% 4816960)), where: loadVector(arena, ((i120 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
   }
   // pool2 = maxpool(relu2)
-  for q83 in 0..<4096 {
-    for py84 in 0..<7 {
-      for px85 in 0..<7 {
-        var acc86: Float = arena[(5619776 +% (((q83 *% 196) +% (py84 *% 28)) +% (px85 *% 2)))]
-        acc86 = { let x = acc86, y = arena[(5619776 +% (((q83 *% 196) +% (py84 *% 28)) +% (px85 *% 2)))]; return y > x ? y : x }()
-        acc86 = { let x = acc86, y = arena[((5619776 +% (((q83 *% 196) +% (py84 *% 28)) +% (px85 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc86 = { let x = acc86, y = arena[((5619776 +% (((q83 *% 196) +% (py84 *% 28)) +% (px85 *% 2))) +% 14)]; return y > x ? y : x }()
-        acc86 = { let x = acc86, y = arena[(((5619776 +% (((q83 *% 196) +% (py84 *% 28)) +% (px85 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
-        arena[(((2809984 +% (q83 *% 49)) +% (py84 *% 7)) +% px85)] = acc86
+  for q121 in 0..<4096 {
+    for py122 in 0..<7 {
+      for px123 in 0..<7 {
+        var acc124: Float = arena[(5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2)))]
+        acc124 = { let x = acc124, y = arena[(5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2)))]; return y > x ? y : x }()
+        acc124 = { let x = acc124, y = arena[((5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc124 = { let x = acc124, y = arena[((5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2))) +% 14)]; return y > x ? y : x }()
+        acc124 = { let x = acc124, y = arena[(((5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
+        arena[(((2809984 +% (q121 *% 49)) +% (py122 *% 7)) +% px123)] = acc124
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense(flat)
-  for n87 in 0..<64 {
-    for k88 in 0..<3136 {
-      arena[((4816960 +% (k88 *% 64)) +% n87)] = arena[((2809984 +% (n87 *% 3136)) +% k88)]
+  for n125 in 0..<64 {
+    for k126 in 0..<3136 {
+      arena[((4816960 +% (k126 *% 64)) +% n125)] = arena[((2809984 +% (n125 *% 3136)) +% k126)]
     }
   }
-  do {  // gemm99
-    for r89 in 0..<128 {
-      for i90 in 0..<8 {
-        storeVector(arena, ((i90 *% 8) +% (5017664 +% (r89 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm137
+    for r127 in 0..<128 {
+      for i128 in 0..<8 {
+        storeVector(arena, ((i128 *% 8) +% (5017664 +% (r127 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp91 in 0..<4 {
-      for nb92 in 0..<2 {
-        for mb93 in 0..<32 {
-          var t94_c0_0 = loadVector(arena, ((5017664 +% ((mb93 *% 4) *% 64)) +% (nb92 *% 24)))
-          var t94_c0_1 = loadVector(arena, (((5017664 +% ((mb93 *% 4) *% 64)) +% (nb92 *% 24)) +% 8))
-          var t94_c0_2 = loadVector(arena, (((5017664 +% ((mb93 *% 4) *% 64)) +% (nb92 *% 24)) +% 16))
-          var t94_c1_0 = loadVector(arena, ((5017664 +% (((mb93 *% 4) +% 1) *% 64)) +% (nb92 *% 24)))
-          var t94_c1_1 = loadVector(arena, (((5017664 +% (((mb93 *% 4) +% 1) *% 64)) +% (nb92 *% 24)) +% 8))
-          var t94_c1_2 = loadVector(arena, (((5017664 +% (((mb93 *% 4) +% 1) *% 64)) +% (nb92 *% 24)) +% 16))
-          var t94_c2_0 = loadVector(arena, ((5017664 +% (((mb93 *% 4) +% 2) *% 64)) +% (nb92 *% 24)))
-          var t94_c2_1 = loadVector(arena, (((5017664 +% (((mb93 *% 4) +% 2) *% 64)) +% (nb92 *% 24)) +% 8))
-          var t94_c2_2 = loadVector(arena, (((5017664 +% (((mb93 *% 4) +% 2) *% 64)) +% (nb92 *% 24)) +% 16))
-          var t94_c3_0 = loadVector(arena, ((5017664 +% (((mb93 *% 4) +% 3) *% 64)) +% (nb92 *% 24)))
-          var t94_c3_1 = loadVector(arena, (((5017664 +% (((mb93 *% 4) +% 3) *% 64)) +% (nb92 *% 24)) +% 8))
-          var t94_c3_2 = loadVector(arena, (((5017664 +% (((mb93 *% 4) +% 3) *% 64)) +% (nb92 *% 24)) +% 16))
-          for k95 in 0..<784 {
-            let t94_b0 = loadVector(arena, ((4816960 +% ((k95 +% (kp91 *% 784)) *% 64)) +% (nb92 *% 24)))
-            let t94_b1 = loadVector(arena, (((4816960 +% ((k95 +% (kp91 *% 784)) *% 64)) +% (nb92 *% 24)) +% 8))
-            let t94_b2 = loadVector(arena, (((4816960 +% ((k95 +% (kp91 *% 784)) *% 64)) +% (nb92 *% 24)) +% 16))
-            let t94_a0 = Vector(repeating: params[((18912 +% ((mb93 *% 4) *% 3136)) +% (k95 +% (kp91 *% 784)))])
-            t94_c0_0 = t94_c0_0.addingProduct(t94_a0, t94_b0)
-            t94_c0_1 = t94_c0_1.addingProduct(t94_a0, t94_b1)
-            t94_c0_2 = t94_c0_2.addingProduct(t94_a0, t94_b2)
-            let t94_a1 = Vector(repeating: params[((18912 +% (((mb93 *% 4) +% 1) *% 3136)) +% (k95 +% (kp91 *% 784)))])
-            t94_c1_0 = t94_c1_0.addingProduct(t94_a1, t94_b0)
-            t94_c1_1 = t94_c1_1.addingProduct(t94_a1, t94_b1)
-            t94_c1_2 = t94_c1_2.addingProduct(t94_a1, t94_b2)
-            let t94_a2 = Vector(repeating: params[((18912 +% (((mb93 *% 4) +% 2) *% 3136)) +% (k95 +% (kp91 *% 784)))])
-            t94_c2_0 = t94_c2_0.addingProduct(t94_a2, t94_b0)
-            t94_c2_1 = t94_c2_1.addingProduct(t94_a2, t94_b1)
-            t94_c2_2 = t94_c2_2.addingProduct(t94_a2, t94_b2)
-            let t94_a3 = Vector(repeating: params[((18912 +% (((mb93 *% 4) +% 3) *% 3136)) +% (k95 +% (kp91 *% 784)))])
-            t94_c3_0 = t94_c3_0.addingProduct(t94_a3, t94_b0)
-            t94_c3_1 = t94_c3_1.addingProduct(t94_a3, t94_b1)
-            t94_c3_2 = t94_c3_2.addingProduct(t94_a3, t94_b2)
+    for kp129 in 0..<4 {
+      for nb130 in 0..<2 {
+        for mb131 in 0..<32 {
+          var t132_c0_0 = loadVector(arena, ((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)))
+          var t132_c0_1 = loadVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 8))
+          var t132_c0_2 = loadVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 16))
+          var t132_c1_0 = loadVector(arena, ((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)))
+          var t132_c1_1 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 8))
+          var t132_c1_2 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 16))
+          var t132_c2_0 = loadVector(arena, ((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)))
+          var t132_c2_1 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 8))
+          var t132_c2_2 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 16))
+          var t132_c3_0 = loadVector(arena, ((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)))
+          var t132_c3_1 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 8))
+          var t132_c3_2 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 16))
+          for k133 in 0..<784 {
+            let t132_b0 = loadVector(arena, ((4816960 +% ((k133 +% (kp129 *% 784)) *% 64)) +% (nb130 *% 24)))
+            let t132_b1 = loadVector(arena, (((4816960 +% ((k133 +% (kp129 *% 784)) *% 64)) +% (nb130 *% 24)) +% 8))
+            let t132_b2 = loadVector(arena, (((4816960 +% ((k133 +% (kp129 *% 784)) *% 64)) +% (nb130 *% 24)) +% 16))
+            let t132_a0 = Vector(repeating: params[((18912 +% ((mb131 *% 4) *% 3136)) +% (k133 +% (kp129 *% 784)))])
+            t132_c0_0 = t132_c0_0.addingProduct(t132_a0, t132_b0)
+            t132_c0_1 = t132_c0_1.addingProduct(t132_a0, t132_b1)
+            t132_c0_2 = t132_c0_2.addingProduct(t132_a0, t132_b2)
+            let t132_a1 = Vector(repeating: params[((18912 +% (((mb131 *% 4) +% 1) *% 3136)) +% (k133 +% (kp129 *% 784)))])
+            t132_c1_0 = t132_c1_0.addingProduct(t132_a1, t132_b0)
+            t132_c1_1 = t132_c1_1.addingProduct(t132_a1, t132_b1)
+            t132_c1_2 = t132_c1_2.addingProduct(t132_a1, t132_b2)
+            let t132_a2 = Vector(repeating: params[((18912 +% (((mb131 *% 4) +% 2) *% 3136)) +% (k133 +% (kp129 *% 784)))])
+            t132_c2_0 = t132_c2_0.addingProduct(t132_a2, t132_b0)
+            t132_c2_1 = t132_c2_1.addingProduct(t132_a2, t132_b1)
+            t132_c2_2 = t132_c2_2.addingProduct(t132_a2, t132_b2)
+            let t132_a3 = Vector(repeating: params[((18912 +% (((mb131 *% 4) +% 3) *% 3136)) +% (k133 +% (kp129 *% 784)))])
+            t132_c3_0 = t132_c3_0.addingProduct(t132_a3, t132_b0)
+            t132_c3_1 = t132_c3_1.addingProduct(t132_a3, t132_b1)
+            t132_c3_2 = t132_c3_2.addingProduct(t132_a3, t132_b2)
           }
-          storeVector(arena, ((5017664 +% ((mb93 *% 4) *% 64)) +% (nb92 *% 24)), t94_c0_0)
-          storeVector(arena, (((5017664 +% ((mb93 *% 4) *% 64)) +% (nb92 *% 24)) +% 8), t94_c0_1)
-          storeVector(arena, (((5017664 +% ((mb93 *% 4) *% 64)) +% (nb92 *% 24)) +% 16), t94_c0_2)
-          storeVector(arena, ((5017664 +% (((mb93 *% 4) +% 1) *% 64)) +% (nb92 *% 24)), t94_c1_0)
-          storeVector(arena, (((5017664 +% (((mb93 *% 4) +% 1) *% 64)) +% (nb92 *% 24)) +% 8), t94_c1_1)
-          storeVector(arena, (((5017664 +% (((mb93 *% 4) +% 1) *% 64)) +% (nb92 *% 24)) +% 16), t94_c1_2)
-          storeVector(arena, ((5017664 +% (((mb93 *% 4) +% 2) *% 64)) +% (nb92 *% 24)), t94_c2_0)
-          storeVector(arena, (((5017664 +% (((mb93 *% 4) +% 2) *% 64)) +% (nb92 *% 24)) +% 8), t94_c2_1)
-          storeVector(arena, (((5017664 +% (((mb93 *% 4) +% 2) *% 64)) +% (nb92 *% 24)) +% 16), t94_c2_2)
-          storeVector(arena, ((5017664 +% (((mb93 *% 4) +% 3) *% 64)) +% (nb92 *% 24)), t94_c3_0)
-          storeVector(arena, (((5017664 +% (((mb93 *% 4) +% 3) *% 64)) +% (nb92 *% 24)) +% 8), t94_c3_1)
-          storeVector(arena, (((5017664 +% (((mb93 *% 4) +% 3) *% 64)) +% (nb92 *% 24)) +% 16), t94_c3_2)
+          storeVector(arena, ((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)), t132_c0_0)
+          storeVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 8), t132_c0_1)
+          storeVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 16), t132_c0_2)
+          storeVector(arena, ((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)), t132_c1_0)
+          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 8), t132_c1_1)
+          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 16), t132_c1_2)
+          storeVector(arena, ((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)), t132_c2_0)
+          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 8), t132_c2_1)
+          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 16), t132_c2_2)
+          storeVector(arena, ((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)), t132_c3_0)
+          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 8), t132_c3_1)
+          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 16), t132_c3_2)
         }
       }
-      for mb96 in 0..<32 {
-        var t97_c0_0 = loadVector(arena, ((5017664 +% ((mb96 *% 4) *% 64)) +% 48))
-        var t97_c0_1 = loadVector(arena, (((5017664 +% ((mb96 *% 4) *% 64)) +% 48) +% 8))
-        var t97_c1_0 = loadVector(arena, ((5017664 +% (((mb96 *% 4) +% 1) *% 64)) +% 48))
-        var t97_c1_1 = loadVector(arena, (((5017664 +% (((mb96 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t97_c2_0 = loadVector(arena, ((5017664 +% (((mb96 *% 4) +% 2) *% 64)) +% 48))
-        var t97_c2_1 = loadVector(arena, (((5017664 +% (((mb96 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t97_c3_0 = loadVector(arena, ((5017664 +% (((mb96 *% 4) +% 3) *% 64)) +% 48))
-        var t97_c3_1 = loadVector(arena, (((5017664 +% (((mb96 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k98 in 0..<784 {
-          let t97_b0 = loadVector(arena, ((4816960 +% ((k98 +% (kp91 *% 784)) *% 64)) +% 48))
-          let t97_b1 = loadVector(arena, (((4816960 +% ((k98 +% (kp91 *% 784)) *% 64)) +% 48) +% 8))
-          let t97_a0 = Vector(repeating: params[((18912 +% ((mb96 *% 4) *% 3136)) +% (k98 +% (kp91 *% 784)))])
-          t97_c0_0 = t97_c0_0.addingProduct(t97_a0, t97_b0)
-          t97_c0_1 = t97_c0_1.addingProduct(t97_a0, t97_b1)
-          let t97_a1 = Vector(repeating: params[((18912 +% (((mb96 *% 4) +% 1) *% 3136)) +% (k98 +% (kp91 *% 784)))])
-          t97_c1_0 = t97_c1_0.addingProduct(t97_a1, t97_b0)
-          t97_c1_1 = t97_c1_1.addingProduct(t97_a1, t97_b1)
-          let t97_a2 = Vector(repeating: params[((18912 +% (((mb96 *% 4) +% 2) *% 3136)) +% (k98 +% (kp91 *% 784)))])
-          t97_c2_0 = t97_c2_0.addingProduct(t97_a2, t97_b0)
-          t97_c2_1 = t97_c2_1.addingProduct(t97_a2, t97_b1)
-          let t97_a3 = Vector(repeating: params[((18912 +% (((mb96 *% 4) +% 3) *% 3136)) +% (k98 +% (kp91 *% 784)))])
-          t97_c3_0 = t97_c3_0.addingProduct(t97_a3, t97_b0)
-          t97_c3_1 = t97_c3_1.addingProduct(t97_a3, t97_b1)
+      for mb134 in 0..<32 {
+        var t135_c0_0 = loadVector(arena, ((5017664 +% ((mb134 *% 4) *% 64)) +% 48))
+        var t135_c0_1 = loadVector(arena, (((5017664 +% ((mb134 *% 4) *% 64)) +% 48) +% 8))
+        var t135_c1_0 = loadVector(arena, ((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48))
+        var t135_c1_1 = loadVector(arena, (((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t135_c2_0 = loadVector(arena, ((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48))
+        var t135_c2_1 = loadVector(arena, (((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t135_c3_0 = loadVector(arena, ((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48))
+        var t135_c3_1 = loadVector(arena, (((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k136 in 0..<784 {
+          let t135_b0 = loadVector(arena, ((4816960 +% ((k136 +% (kp129 *% 784)) *% 64)) +% 48))
+          let t135_b1 = loadVector(arena, (((4816960 +% ((k136 +% (kp129 *% 784)) *% 64)) +% 48) +% 8))
+          let t135_a0 = Vector(repeating: params[((18912 +% ((mb134 *% 4) *% 3136)) +% (k136 +% (kp129 *% 784)))])
+          t135_c0_0 = t135_c0_0.addingProduct(t135_a0, t135_b0)
+          t135_c0_1 = t135_c0_1.addingProduct(t135_a0, t135_b1)
+          let t135_a1 = Vector(repeating: params[((18912 +% (((mb134 *% 4) +% 1) *% 3136)) +% (k136 +% (kp129 *% 784)))])
+          t135_c1_0 = t135_c1_0.addingProduct(t135_a1, t135_b0)
+          t135_c1_1 = t135_c1_1.addingProduct(t135_a1, t135_b1)
+          let t135_a2 = Vector(repeating: params[((18912 +% (((mb134 *% 4) +% 2) *% 3136)) +% (k136 +% (kp129 *% 784)))])
+          t135_c2_0 = t135_c2_0.addingProduct(t135_a2, t135_b0)
+          t135_c2_1 = t135_c2_1.addingProduct(t135_a2, t135_b1)
+          let t135_a3 = Vector(repeating: params[((18912 +% (((mb134 *% 4) +% 3) *% 3136)) +% (k136 +% (kp129 *% 784)))])
+          t135_c3_0 = t135_c3_0.addingProduct(t135_a3, t135_b0)
+          t135_c3_1 = t135_c3_1.addingProduct(t135_a3, t135_b1)
         }
-        storeVector(arena, ((5017664 +% ((mb96 *% 4) *% 64)) +% 48), t97_c0_0)
-        storeVector(arena, (((5017664 +% ((mb96 *% 4) *% 64)) +% 48) +% 8), t97_c0_1)
-        storeVector(arena, ((5017664 +% (((mb96 *% 4) +% 1) *% 64)) +% 48), t97_c1_0)
-        storeVector(arena, (((5017664 +% (((mb96 *% 4) +% 1) *% 64)) +% 48) +% 8), t97_c1_1)
-        storeVector(arena, ((5017664 +% (((mb96 *% 4) +% 2) *% 64)) +% 48), t97_c2_0)
-        storeVector(arena, (((5017664 +% (((mb96 *% 4) +% 2) *% 64)) +% 48) +% 8), t97_c2_1)
-        storeVector(arena, ((5017664 +% (((mb96 *% 4) +% 3) *% 64)) +% 48), t97_c3_0)
-        storeVector(arena, (((5017664 +% (((mb96 *% 4) +% 3) *% 64)) +% 48) +% 8), t97_c3_1)
+        storeVector(arena, ((5017664 +% ((mb134 *% 4) *% 64)) +% 48), t135_c0_0)
+        storeVector(arena, (((5017664 +% ((mb134 *% 4) *% 64)) +% 48) +% 8), t135_c0_1)
+        storeVector(arena, ((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48), t135_c1_0)
+        storeVector(arena, (((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48) +% 8), t135_c1_1)
+        storeVector(arena, ((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48), t135_c2_0)
+        storeVector(arena, (((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48) +% 8), t135_c2_1)
+        storeVector(arena, ((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48), t135_c3_0)
+        storeVector(arena, (((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48) +% 8), t135_c3_1)
       }
     }
   }
-  for n100 in 0..<64 {
-    for u101 in 0..<128 {
-      arena[((3010688 +% (n100 *% 128)) +% u101)] = arena[((5017664 +% (u101 *% 64)) +% n100)]
+  for n138 in 0..<64 {
+    for u139 in 0..<128 {
+      arena[((3010688 +% (n138 *% 128)) +% u139)] = arena[((5017664 +% (u139 *% 64)) +% n138)]
     }
   }
   // bn3 = batchnorm(fc1)
-  for c102 in 0..<128 {
-    var sum106: Float = Float(0)
-    for n108 in 0..<64 {
-      sum106 = (sum106 + arena[(3010688 +% ((n108 *% 128) +% c102))])
+  for c140 in 0..<128 {
+    let acc146 = Vector()
+    var tail147: Float = Float(0)
+    for n148 in 0..<64 {
+      for i149 in 0..<1 {
+        tail147 = (tail147 + arena[(3010688 +% (((n148 *% 128) +% c140) +% i149))])
+      }
     }
-    var mean103: Float = (sum106 / Float(64))
-    var squares107: Float = Float(0)
-    for n109 in 0..<64 {
-      squares107 = (squares107 + ((arena[(3010688 +% ((n109 *% 128) +% c102))] - mean103) * (arena[(3010688 +% ((n109 *% 128) +% c102))] - mean103)))
+    storeVector(arena, 3027328, acc146)
+    var sum150: Float = (arena[3027328] + arena[3027329])
+    var sum151: Float = (sum150 + arena[3027330])
+    var sum152: Float = (sum151 + arena[3027331])
+    var sum153: Float = (sum152 + arena[3027332])
+    var sum154: Float = (sum153 + arena[3027333])
+    var sum155: Float = (sum154 + arena[3027334])
+    var sum156: Float = (sum155 + arena[3027335])
+    var sum144: Float = (sum156 + tail147)
+    var mean141: Float = (sum144 / Float(64))
+    let acc157 = Vector()
+    var tail158: Float = Float(0)
+    for n159 in 0..<64 {
+      for i160 in 0..<1 {
+        tail158 = (tail158 + ((arena[(3010688 +% (((n159 *% 128) +% c140) +% i160))] - mean141) * (arena[(3010688 +% (((n159 *% 128) +% c140) +% i160))] - mean141)))
+      }
     }
-    var var104: Float = (squares107 / Float(64))
-    arena[(3027072 +% c102)] = mean103
-    arena[(3027200 +% c102)] = var104
-    var scale105: Float = (params[(420320 +% c102)] * (Float(1) / sqrtf((var104 + Float(bitPattern: 0x3727c5ac)))))
-    for n110 in 0..<64 {
-      arena[(3018880 +% ((n110 *% 128) +% c102))] = (((arena[(3010688 +% ((n110 *% 128) +% c102))] - mean103) * scale105) + params[(420448 +% c102)])
+    storeVector(arena, 3027328, acc157)
+    var sum161: Float = (arena[3027328] + arena[3027329])
+    var sum162: Float = (sum161 + arena[3027330])
+    var sum163: Float = (sum162 + arena[3027331])
+    var sum164: Float = (sum163 + arena[3027332])
+    var sum165: Float = (sum164 + arena[3027333])
+    var sum166: Float = (sum165 + arena[3027334])
+    var sum167: Float = (sum166 + arena[3027335])
+    var squares145: Float = (sum167 + tail158)
+    var var142: Float = (squares145 / Float(64))
+    arena[(3027072 +% c140)] = mean141
+    arena[(3027200 +% c140)] = var142
+    var scale143: Float = (params[(420320 +% c140)] * (Float(1) / sqrtf((var142 + Float(bitPattern: 0x3727c5ac)))))
+    for n168 in 0..<64 {
+      arena[(3018880 +% ((n168 *% 128) +% c140))] = (((arena[(3010688 +% ((n168 *% 128) +% c140))] - mean141) * scale143) + params[(420448 +% c140)])
     }
   }
   // relu3 = relu(bn3)
-  for i111 in 0..<1024 {
-    storeVector(arena, ((i111 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i111 *% 8) +% 3018880)), where: loadVector(arena, ((i111 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
+  for i169 in 0..<1024 {
+    storeVector(arena, ((i169 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i169 *% 8) +% 3018880)), where: loadVector(arena, ((i169 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
   }
   // fc2 = dense(relu3)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3027328, 128, params + 420576, 128, Float(bitPattern: 0x0), arena + 3018880, 10)
-  for n112 in 0..<64 {
-    for u113 in 0..<1 {
-      storeVector(arena, ((u113 *% 8) +% (3018880 +% (n112 *% 10))), (loadVector(arena, ((u113 *% 8) +% (3018880 +% (n112 *% 10)))) + loadVector(params, ((u113 *% 8) +% 421856))))
+  for n170 in 0..<64 {
+    for u171 in 0..<1 {
+      storeVector(arena, ((u171 *% 8) +% (3018880 +% (n170 *% 10))), (loadVector(arena, ((u171 *% 8) +% (3018880 +% (n170 *% 10)))) + loadVector(params, ((u171 *% 8) +% 421856))))
     }
-    for u113 in 0..<1 {
-      storePartial(arena, ((u113 +% 8) +% (3018880 +% (n112 *% 10))), (loadPartial(arena, ((u113 +% 8) +% (3018880 +% (n112 *% 10))), 2) + loadPartial(params, ((u113 +% 8) +% 421856), 2)), 2)
+    for u171 in 0..<1 {
+      storePartial(arena, ((u171 +% 8) +% (3018880 +% (n170 *% 10))), (loadPartial(arena, ((u171 +% 8) +% (3018880 +% (n170 *% 10))), 2) + loadPartial(params, ((u171 +% 8) +% 421856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total114: Float = Float(0)
-  for n115 in 0..<64 {
-    var m116: Float = arena[(3018880 +% (n115 *% 10))]
-    for k118 in 0..<10 {
-      m116 = { let x = m116, y = arena[((3018880 +% (n115 *% 10)) +% k118)]; return y > x ? y : x }()
+  var total172: Float = Float(0)
+  for n173 in 0..<64 {
+    var m174: Float = arena[(3018880 +% (n173 *% 10))]
+    for k176 in 0..<10 {
+      m174 = { let x = m174, y = arena[((3018880 +% (n173 *% 10)) +% k176)]; return y > x ? y : x }()
     }
-    var s117: Float = Float(0)
-    for k119 in 0..<10 {
-      s117 = (s117 + expf((arena[((3018880 +% (n115 *% 10)) +% k119)] - m116)))
+    var s175: Float = Float(0)
+    for k177 in 0..<10 {
+      s175 = (s175 + expf((arena[((3018880 +% (n173 *% 10)) +% k177)] - m174)))
     }
-    total114 = (total114 + ((m116 + logf(s117)) - arena[((3018880 +% (n115 *% 10)) +% Int(labels[n115]))]))
+    total172 = (total172 + ((m174 + logf(s175)) - arena[((3018880 +% (n173 *% 10)) +% Int(labels[n173]))]))
   }
-  arena[3019520] = (total114 / Float(64))
+  arena[3019520] = (total172 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n120 in 0..<64 {
-    var m121: Float = arena[(3018880 +% (n120 *% 10))]
-    for k123 in 0..<10 {
-      m121 = { let x = m121, y = arena[((3018880 +% (n120 *% 10)) +% k123)]; return y > x ? y : x }()
+  for n178 in 0..<64 {
+    var m179: Float = arena[(3018880 +% (n178 *% 10))]
+    for k181 in 0..<10 {
+      m179 = { let x = m179, y = arena[((3018880 +% (n178 *% 10)) +% k181)]; return y > x ? y : x }()
     }
-    var s122: Float = Float(0)
-    for k124 in 0..<10 {
-      s122 = (s122 + expf((arena[((3018880 +% (n120 *% 10)) +% k124)] - m121)))
+    var s180: Float = Float(0)
+    for k182 in 0..<10 {
+      s180 = (s180 + expf((arena[((3018880 +% (n178 *% 10)) +% k182)] - m179)))
     }
-    for k125 in 0..<10 {
-      arena[((3019536 +% (n120 *% 10)) +% k125)] = ((k125 == Int(labels[n120]) ? ((expf((arena[((3018880 +% (n120 *% 10)) +% k125)] - m121)) / s122) - Float(1)) : (expf((arena[((3018880 +% (n120 *% 10)) +% k125)] - m121)) / s122)) / Float(64))
+    for k183 in 0..<10 {
+      arena[((3019536 +% (n178 *% 10)) +% k183)] = ((k183 == Int(labels[n178]) ? ((expf((arena[((3018880 +% (n178 *% 10)) +% k183)] - m179)) / s180) - Float(1)) : (expf((arena[((3018880 +% (n178 *% 10)) +% k183)] - m179)) / s180)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, relu3)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3019536, 10, arena + 3027328, 128, Float(bitPattern: 0x0), grads + 420576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u126 in 0..<10 {
-    var acc127: Float = Float(0)
-    for n128 in 0..<64 {
-      acc127 = (acc127 + arena[((3019536 +% (n128 *% 10)) +% u126)])
+  for u184 in 0..<10 {
+    var acc185: Float = Float(0)
+    for n186 in 0..<64 {
+      acc185 = (acc185 + arena[((3019536 +% (n186 *% 10)) +% u184)])
     }
-    grads[(421856 +% u126)] = acc127
+    grads[(421856 +% u184)] = acc185
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3019536, 10, params + 420576, 128, Float(bitPattern: 0x0), arena + 3035520, 128)
   // bn3_grad = relu_grad(relu3_grad, relu3)
-  for i129 in 0..<1024 {
-    storeVector(arena, ((i129 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i129 *% 8) +% 3035520)), where: loadVector(arena, ((i129 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
+  for i187 in 0..<1024 {
+    storeVector(arena, ((i187 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i187 *% 8) +% 3035520)), where: loadVector(arena, ((i187 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
   }
   // bn3_weight_grad = batchnorm_grad_weight(bn3_grad, fc1, bn3.mean, bn3.var)
-  for c130 in 0..<128 {
-    var invstd131: Float = (Float(1) / sqrtf((arena[(3027200 +% c130)] + Float(bitPattern: 0x3727c5ac))))
-    var sum132: Float = Float(0)
-    var sum_x133: Float = Float(0)
-    for n134 in 0..<64 {
-      sum132 = (sum132 + arena[(3043712 +% ((n134 *% 128) +% c130))])
-      sum_x133 = (sum_x133 + (arena[(3043712 +% ((n134 *% 128) +% c130))] * ((arena[(3010688 +% ((n134 *% 128) +% c130))] - arena[(3027072 +% c130)]) * invstd131)))
+  for c188 in 0..<128 {
+    var invstd189: Float = (Float(1) / sqrtf((arena[(3027200 +% c188)] + Float(bitPattern: 0x3727c5ac))))
+    var mean192: Float = arena[(3027072 +% c188)]
+    let acc193 = Vector()
+    var tail194: Float = Float(0)
+    for n195 in 0..<64 {
+      for i196 in 0..<1 {
+        tail194 = (tail194 + arena[(3043712 +% (((n195 *% 128) +% c188) +% i196))])
+      }
     }
-    grads[(420320 +% c130)] = sum_x133
+    storeVector(arena, 3019536, acc193)
+    var sum197: Float = (arena[3019536] + arena[3019537])
+    var sum198: Float = (sum197 + arena[3019538])
+    var sum199: Float = (sum198 + arena[3019539])
+    var sum200: Float = (sum199 + arena[3019540])
+    var sum201: Float = (sum200 + arena[3019541])
+    var sum202: Float = (sum201 + arena[3019542])
+    var sum203: Float = (sum202 + arena[3019543])
+    var sum190: Float = (sum203 + tail194)
+    let acc204 = Vector()
+    var tail205: Float = Float(0)
+    for n206 in 0..<64 {
+      for i207 in 0..<1 {
+        tail205 = (tail205 + (arena[(3043712 +% (((n206 *% 128) +% c188) +% i207))] * ((arena[(3010688 +% (((n206 *% 128) +% c188) +% i207))] - mean192) * invstd189)))
+      }
+    }
+    storeVector(arena, 3019536, acc204)
+    var sum208: Float = (arena[3019536] + arena[3019537])
+    var sum209: Float = (sum208 + arena[3019538])
+    var sum210: Float = (sum209 + arena[3019539])
+    var sum211: Float = (sum210 + arena[3019540])
+    var sum212: Float = (sum211 + arena[3019541])
+    var sum213: Float = (sum212 + arena[3019542])
+    var sum214: Float = (sum213 + arena[3019543])
+    var sum_x191: Float = (sum214 + tail205)
+    grads[(420320 +% c188)] = sum_x191
   }
   // bn3_bias_grad = batchnorm_grad_bias(bn3_grad)
-  for c135 in 0..<128 {
-    var sum136: Float = Float(0)
-    for n137 in 0..<64 {
-      sum136 = (sum136 + arena[(3043712 +% ((n137 *% 128) +% c135))])
+  for c215 in 0..<128 {
+    let acc217 = Vector()
+    var tail218: Float = Float(0)
+    for n219 in 0..<64 {
+      for i220 in 0..<1 {
+        tail218 = (tail218 + arena[(3043712 +% (((n219 *% 128) +% c215) +% i220))])
+      }
     }
-    grads[(420448 +% c135)] = sum136
+    storeVector(arena, 3019536, acc217)
+    var sum221: Float = (arena[3019536] + arena[3019537])
+    var sum222: Float = (sum221 + arena[3019538])
+    var sum223: Float = (sum222 + arena[3019539])
+    var sum224: Float = (sum223 + arena[3019540])
+    var sum225: Float = (sum224 + arena[3019541])
+    var sum226: Float = (sum225 + arena[3019542])
+    var sum227: Float = (sum226 + arena[3019543])
+    var sum216: Float = (sum227 + tail218)
+    grads[(420448 +% c215)] = sum216
   }
   // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight)
-  for c138 in 0..<128 {
-    var invstd139: Float = (Float(1) / sqrtf((arena[(3027200 +% c138)] + Float(bitPattern: 0x3727c5ac))))
-    var sum140: Float = Float(0)
-    var sum_x141: Float = Float(0)
-    for n142 in 0..<64 {
-      sum140 = (sum140 + arena[(3043712 +% ((n142 *% 128) +% c138))])
-      sum_x141 = (sum_x141 + (arena[(3043712 +% ((n142 *% 128) +% c138))] * ((arena[(3010688 +% ((n142 *% 128) +% c138))] - arena[(3027072 +% c138)]) * invstd139)))
+  for c228 in 0..<128 {
+    var invstd229: Float = (Float(1) / sqrtf((arena[(3027200 +% c228)] + Float(bitPattern: 0x3727c5ac))))
+    var mean232: Float = arena[(3027072 +% c228)]
+    let acc233 = Vector()
+    var tail234: Float = Float(0)
+    for n235 in 0..<64 {
+      for i236 in 0..<1 {
+        tail234 = (tail234 + arena[(3043712 +% (((n235 *% 128) +% c228) +% i236))])
+      }
     }
-    var scale143: Float = (params[(420320 +% c138)] * invstd139)
-    var mean_dy144: Float = (sum140 / Float(64))
-    var mean_dy_x145: Float = (sum_x141 / Float(64))
-    for n146 in 0..<64 {
-      arena[(3027328 +% ((n146 *% 128) +% c138))] = (scale143 * ((arena[(3043712 +% ((n146 *% 128) +% c138))] - mean_dy144) - (((arena[(3010688 +% ((n146 *% 128) +% c138))] - arena[(3027072 +% c138)]) * invstd139) * mean_dy_x145)))
+    storeVector(arena, 3019536, acc233)
+    var sum237: Float = (arena[3019536] + arena[3019537])
+    var sum238: Float = (sum237 + arena[3019538])
+    var sum239: Float = (sum238 + arena[3019539])
+    var sum240: Float = (sum239 + arena[3019540])
+    var sum241: Float = (sum240 + arena[3019541])
+    var sum242: Float = (sum241 + arena[3019542])
+    var sum243: Float = (sum242 + arena[3019543])
+    var sum230: Float = (sum243 + tail234)
+    let acc244 = Vector()
+    var tail245: Float = Float(0)
+    for n246 in 0..<64 {
+      for i247 in 0..<1 {
+        tail245 = (tail245 + (arena[(3043712 +% (((n246 *% 128) +% c228) +% i247))] * ((arena[(3010688 +% (((n246 *% 128) +% c228) +% i247))] - mean232) * invstd229)))
+      }
+    }
+    storeVector(arena, 3019536, acc244)
+    var sum248: Float = (arena[3019536] + arena[3019537])
+    var sum249: Float = (sum248 + arena[3019538])
+    var sum250: Float = (sum249 + arena[3019539])
+    var sum251: Float = (sum250 + arena[3019540])
+    var sum252: Float = (sum251 + arena[3019541])
+    var sum253: Float = (sum252 + arena[3019542])
+    var sum254: Float = (sum253 + arena[3019543])
+    var sum_x231: Float = (sum254 + tail245)
+    var scale255: Float = (params[(420320 +% c228)] * invstd229)
+    var mean_dy256: Float = (sum230 / Float(64))
+    var mean_dy_x257: Float = (sum_x231 / Float(64))
+    for n258 in 0..<64 {
+      arena[(3027328 +% ((n258 *% 128) +% c228))] = (scale255 * ((arena[(3043712 +% ((n258 *% 128) +% c228))] - mean_dy256) - (((arena[(3010688 +% ((n258 *% 128) +% c228))] - arena[(3027072 +% c228)]) * invstd229) * mean_dy_x257)))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm154
-    for nb147 in 0..<130 {
-      for mb148 in 0..<32 {
-        var t149_c0_0 = Vector()
-        var t149_c0_1 = Vector()
-        var t149_c0_2 = Vector()
-        var t149_c1_0 = Vector()
-        var t149_c1_1 = Vector()
-        var t149_c1_2 = Vector()
-        var t149_c2_0 = Vector()
-        var t149_c2_1 = Vector()
-        var t149_c2_2 = Vector()
-        var t149_c3_0 = Vector()
-        var t149_c3_1 = Vector()
-        var t149_c3_2 = Vector()
-        for k150 in 0..<64 {
-          let t149_b0 = loadVector(arena, ((2809984 +% (k150 *% 3136)) +% (nb147 *% 24)))
-          let t149_b1 = loadVector(arena, (((2809984 +% (k150 *% 3136)) +% (nb147 *% 24)) +% 8))
-          let t149_b2 = loadVector(arena, (((2809984 +% (k150 *% 3136)) +% (nb147 *% 24)) +% 16))
-          let t149_a0 = Vector(repeating: arena[((3027328 +% (mb148 *% 4)) +% (k150 *% 128))])
-          t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
-          t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
-          t149_c0_2 = t149_c0_2.addingProduct(t149_a0, t149_b2)
-          let t149_a1 = Vector(repeating: arena[((3027328 +% ((mb148 *% 4) +% 1)) +% (k150 *% 128))])
-          t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
-          t149_c1_1 = t149_c1_1.addingProduct(t149_a1, t149_b1)
-          t149_c1_2 = t149_c1_2.addingProduct(t149_a1, t149_b2)
-          let t149_a2 = Vector(repeating: arena[((3027328 +% ((mb148 *% 4) +% 2)) +% (k150 *% 128))])
-          t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
-          t149_c2_1 = t149_c2_1.addingProduct(t149_a2, t149_b1)
-          t149_c2_2 = t149_c2_2.addingProduct(t149_a2, t149_b2)
-          let t149_a3 = Vector(repeating: arena[((3027328 +% ((mb148 *% 4) +% 3)) +% (k150 *% 128))])
-          t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
-          t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
-          t149_c3_2 = t149_c3_2.addingProduct(t149_a3, t149_b2)
+  do {  // gemm266
+    for nb259 in 0..<130 {
+      for mb260 in 0..<32 {
+        var t261_c0_0 = Vector()
+        var t261_c0_1 = Vector()
+        var t261_c0_2 = Vector()
+        var t261_c1_0 = Vector()
+        var t261_c1_1 = Vector()
+        var t261_c1_2 = Vector()
+        var t261_c2_0 = Vector()
+        var t261_c2_1 = Vector()
+        var t261_c2_2 = Vector()
+        var t261_c3_0 = Vector()
+        var t261_c3_1 = Vector()
+        var t261_c3_2 = Vector()
+        for k262 in 0..<64 {
+          let t261_b0 = loadVector(arena, ((2809984 +% (k262 *% 3136)) +% (nb259 *% 24)))
+          let t261_b1 = loadVector(arena, (((2809984 +% (k262 *% 3136)) +% (nb259 *% 24)) +% 8))
+          let t261_b2 = loadVector(arena, (((2809984 +% (k262 *% 3136)) +% (nb259 *% 24)) +% 16))
+          let t261_a0 = Vector(repeating: arena[((3027328 +% (mb260 *% 4)) +% (k262 *% 128))])
+          t261_c0_0 = t261_c0_0.addingProduct(t261_a0, t261_b0)
+          t261_c0_1 = t261_c0_1.addingProduct(t261_a0, t261_b1)
+          t261_c0_2 = t261_c0_2.addingProduct(t261_a0, t261_b2)
+          let t261_a1 = Vector(repeating: arena[((3027328 +% ((mb260 *% 4) +% 1)) +% (k262 *% 128))])
+          t261_c1_0 = t261_c1_0.addingProduct(t261_a1, t261_b0)
+          t261_c1_1 = t261_c1_1.addingProduct(t261_a1, t261_b1)
+          t261_c1_2 = t261_c1_2.addingProduct(t261_a1, t261_b2)
+          let t261_a2 = Vector(repeating: arena[((3027328 +% ((mb260 *% 4) +% 2)) +% (k262 *% 128))])
+          t261_c2_0 = t261_c2_0.addingProduct(t261_a2, t261_b0)
+          t261_c2_1 = t261_c2_1.addingProduct(t261_a2, t261_b1)
+          t261_c2_2 = t261_c2_2.addingProduct(t261_a2, t261_b2)
+          let t261_a3 = Vector(repeating: arena[((3027328 +% ((mb260 *% 4) +% 3)) +% (k262 *% 128))])
+          t261_c3_0 = t261_c3_0.addingProduct(t261_a3, t261_b0)
+          t261_c3_1 = t261_c3_1.addingProduct(t261_a3, t261_b1)
+          t261_c3_2 = t261_c3_2.addingProduct(t261_a3, t261_b2)
         }
-        storeVector(grads, ((18912 +% ((mb148 *% 4) *% 3136)) +% (nb147 *% 24)), t149_c0_0)
-        storeVector(grads, (((18912 +% ((mb148 *% 4) *% 3136)) +% (nb147 *% 24)) +% 8), t149_c0_1)
-        storeVector(grads, (((18912 +% ((mb148 *% 4) *% 3136)) +% (nb147 *% 24)) +% 16), t149_c0_2)
-        storeVector(grads, ((18912 +% (((mb148 *% 4) +% 1) *% 3136)) +% (nb147 *% 24)), t149_c1_0)
-        storeVector(grads, (((18912 +% (((mb148 *% 4) +% 1) *% 3136)) +% (nb147 *% 24)) +% 8), t149_c1_1)
-        storeVector(grads, (((18912 +% (((mb148 *% 4) +% 1) *% 3136)) +% (nb147 *% 24)) +% 16), t149_c1_2)
-        storeVector(grads, ((18912 +% (((mb148 *% 4) +% 2) *% 3136)) +% (nb147 *% 24)), t149_c2_0)
-        storeVector(grads, (((18912 +% (((mb148 *% 4) +% 2) *% 3136)) +% (nb147 *% 24)) +% 8), t149_c2_1)
-        storeVector(grads, (((18912 +% (((mb148 *% 4) +% 2) *% 3136)) +% (nb147 *% 24)) +% 16), t149_c2_2)
-        storeVector(grads, ((18912 +% (((mb148 *% 4) +% 3) *% 3136)) +% (nb147 *% 24)), t149_c3_0)
-        storeVector(grads, (((18912 +% (((mb148 *% 4) +% 3) *% 3136)) +% (nb147 *% 24)) +% 8), t149_c3_1)
-        storeVector(grads, (((18912 +% (((mb148 *% 4) +% 3) *% 3136)) +% (nb147 *% 24)) +% 16), t149_c3_2)
+        storeVector(grads, ((18912 +% ((mb260 *% 4) *% 3136)) +% (nb259 *% 24)), t261_c0_0)
+        storeVector(grads, (((18912 +% ((mb260 *% 4) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c0_1)
+        storeVector(grads, (((18912 +% ((mb260 *% 4) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c0_2)
+        storeVector(grads, ((18912 +% (((mb260 *% 4) +% 1) *% 3136)) +% (nb259 *% 24)), t261_c1_0)
+        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 1) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c1_1)
+        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 1) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c1_2)
+        storeVector(grads, ((18912 +% (((mb260 *% 4) +% 2) *% 3136)) +% (nb259 *% 24)), t261_c2_0)
+        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 2) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c2_1)
+        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 2) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c2_2)
+        storeVector(grads, ((18912 +% (((mb260 *% 4) +% 3) *% 3136)) +% (nb259 *% 24)), t261_c3_0)
+        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 3) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c3_1)
+        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 3) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c3_2)
       }
     }
-    for mb151 in 0..<32 {
-      var t152_c0_0 = Vector()
-      var t152_c0_1 = Vector()
-      var t152_c1_0 = Vector()
-      var t152_c1_1 = Vector()
-      var t152_c2_0 = Vector()
-      var t152_c2_1 = Vector()
-      var t152_c3_0 = Vector()
-      var t152_c3_1 = Vector()
-      for k153 in 0..<64 {
-        let t152_b0 = loadVector(arena, ((2809984 +% (k153 *% 3136)) +% 3120))
-        let t152_b1 = loadVector(arena, (((2809984 +% (k153 *% 3136)) +% 3120) +% 8))
-        let t152_a0 = Vector(repeating: arena[((3027328 +% (mb151 *% 4)) +% (k153 *% 128))])
-        t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
-        t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
-        let t152_a1 = Vector(repeating: arena[((3027328 +% ((mb151 *% 4) +% 1)) +% (k153 *% 128))])
-        t152_c1_0 = t152_c1_0.addingProduct(t152_a1, t152_b0)
-        t152_c1_1 = t152_c1_1.addingProduct(t152_a1, t152_b1)
-        let t152_a2 = Vector(repeating: arena[((3027328 +% ((mb151 *% 4) +% 2)) +% (k153 *% 128))])
-        t152_c2_0 = t152_c2_0.addingProduct(t152_a2, t152_b0)
-        t152_c2_1 = t152_c2_1.addingProduct(t152_a2, t152_b1)
-        let t152_a3 = Vector(repeating: arena[((3027328 +% ((mb151 *% 4) +% 3)) +% (k153 *% 128))])
-        t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
-        t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
+    for mb263 in 0..<32 {
+      var t264_c0_0 = Vector()
+      var t264_c0_1 = Vector()
+      var t264_c1_0 = Vector()
+      var t264_c1_1 = Vector()
+      var t264_c2_0 = Vector()
+      var t264_c2_1 = Vector()
+      var t264_c3_0 = Vector()
+      var t264_c3_1 = Vector()
+      for k265 in 0..<64 {
+        let t264_b0 = loadVector(arena, ((2809984 +% (k265 *% 3136)) +% 3120))
+        let t264_b1 = loadVector(arena, (((2809984 +% (k265 *% 3136)) +% 3120) +% 8))
+        let t264_a0 = Vector(repeating: arena[((3027328 +% (mb263 *% 4)) +% (k265 *% 128))])
+        t264_c0_0 = t264_c0_0.addingProduct(t264_a0, t264_b0)
+        t264_c0_1 = t264_c0_1.addingProduct(t264_a0, t264_b1)
+        let t264_a1 = Vector(repeating: arena[((3027328 +% ((mb263 *% 4) +% 1)) +% (k265 *% 128))])
+        t264_c1_0 = t264_c1_0.addingProduct(t264_a1, t264_b0)
+        t264_c1_1 = t264_c1_1.addingProduct(t264_a1, t264_b1)
+        let t264_a2 = Vector(repeating: arena[((3027328 +% ((mb263 *% 4) +% 2)) +% (k265 *% 128))])
+        t264_c2_0 = t264_c2_0.addingProduct(t264_a2, t264_b0)
+        t264_c2_1 = t264_c2_1.addingProduct(t264_a2, t264_b1)
+        let t264_a3 = Vector(repeating: arena[((3027328 +% ((mb263 *% 4) +% 3)) +% (k265 *% 128))])
+        t264_c3_0 = t264_c3_0.addingProduct(t264_a3, t264_b0)
+        t264_c3_1 = t264_c3_1.addingProduct(t264_a3, t264_b1)
       }
-      storeVector(grads, ((18912 +% ((mb151 *% 4) *% 3136)) +% 3120), t152_c0_0)
-      storeVector(grads, (((18912 +% ((mb151 *% 4) *% 3136)) +% 3120) +% 8), t152_c0_1)
-      storeVector(grads, ((18912 +% (((mb151 *% 4) +% 1) *% 3136)) +% 3120), t152_c1_0)
-      storeVector(grads, (((18912 +% (((mb151 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t152_c1_1)
-      storeVector(grads, ((18912 +% (((mb151 *% 4) +% 2) *% 3136)) +% 3120), t152_c2_0)
-      storeVector(grads, (((18912 +% (((mb151 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t152_c2_1)
-      storeVector(grads, ((18912 +% (((mb151 *% 4) +% 3) *% 3136)) +% 3120), t152_c3_0)
-      storeVector(grads, (((18912 +% (((mb151 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t152_c3_1)
+      storeVector(grads, ((18912 +% ((mb263 *% 4) *% 3136)) +% 3120), t264_c0_0)
+      storeVector(grads, (((18912 +% ((mb263 *% 4) *% 3136)) +% 3120) +% 8), t264_c0_1)
+      storeVector(grads, ((18912 +% (((mb263 *% 4) +% 1) *% 3136)) +% 3120), t264_c1_0)
+      storeVector(grads, (((18912 +% (((mb263 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t264_c1_1)
+      storeVector(grads, ((18912 +% (((mb263 *% 4) +% 2) *% 3136)) +% 3120), t264_c2_0)
+      storeVector(grads, (((18912 +% (((mb263 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t264_c2_1)
+      storeVector(grads, ((18912 +% (((mb263 *% 4) +% 3) *% 3136)) +% 3120), t264_c3_0)
+      storeVector(grads, (((18912 +% (((mb263 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t264_c3_1)
     }
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm162
-    for nb155 in 0..<130 {
-      for mb156 in 0..<16 {
-        var t157_c0_0 = Vector()
-        var t157_c0_1 = Vector()
-        var t157_c0_2 = Vector()
-        var t157_c1_0 = Vector()
-        var t157_c1_1 = Vector()
-        var t157_c1_2 = Vector()
-        var t157_c2_0 = Vector()
-        var t157_c2_1 = Vector()
-        var t157_c2_2 = Vector()
-        var t157_c3_0 = Vector()
-        var t157_c3_1 = Vector()
-        var t157_c3_2 = Vector()
-        for k158 in 0..<128 {
-          let t157_b0 = loadVector(params, ((18912 +% (k158 *% 3136)) +% (nb155 *% 24)))
-          let t157_b1 = loadVector(params, (((18912 +% (k158 *% 3136)) +% (nb155 *% 24)) +% 8))
-          let t157_b2 = loadVector(params, (((18912 +% (k158 *% 3136)) +% (nb155 *% 24)) +% 16))
-          let t157_a0 = Vector(repeating: arena[((3027328 +% ((mb156 *% 4) *% 128)) +% k158)])
-          t157_c0_0 = t157_c0_0.addingProduct(t157_a0, t157_b0)
-          t157_c0_1 = t157_c0_1.addingProduct(t157_a0, t157_b1)
-          t157_c0_2 = t157_c0_2.addingProduct(t157_a0, t157_b2)
-          let t157_a1 = Vector(repeating: arena[((3027328 +% (((mb156 *% 4) +% 1) *% 128)) +% k158)])
-          t157_c1_0 = t157_c1_0.addingProduct(t157_a1, t157_b0)
-          t157_c1_1 = t157_c1_1.addingProduct(t157_a1, t157_b1)
-          t157_c1_2 = t157_c1_2.addingProduct(t157_a1, t157_b2)
-          let t157_a2 = Vector(repeating: arena[((3027328 +% (((mb156 *% 4) +% 2) *% 128)) +% k158)])
-          t157_c2_0 = t157_c2_0.addingProduct(t157_a2, t157_b0)
-          t157_c2_1 = t157_c2_1.addingProduct(t157_a2, t157_b1)
-          t157_c2_2 = t157_c2_2.addingProduct(t157_a2, t157_b2)
-          let t157_a3 = Vector(repeating: arena[((3027328 +% (((mb156 *% 4) +% 3) *% 128)) +% k158)])
-          t157_c3_0 = t157_c3_0.addingProduct(t157_a3, t157_b0)
-          t157_c3_1 = t157_c3_1.addingProduct(t157_a3, t157_b1)
-          t157_c3_2 = t157_c3_2.addingProduct(t157_a3, t157_b2)
+  do {  // gemm274
+    for nb267 in 0..<130 {
+      for mb268 in 0..<16 {
+        var t269_c0_0 = Vector()
+        var t269_c0_1 = Vector()
+        var t269_c0_2 = Vector()
+        var t269_c1_0 = Vector()
+        var t269_c1_1 = Vector()
+        var t269_c1_2 = Vector()
+        var t269_c2_0 = Vector()
+        var t269_c2_1 = Vector()
+        var t269_c2_2 = Vector()
+        var t269_c3_0 = Vector()
+        var t269_c3_1 = Vector()
+        var t269_c3_2 = Vector()
+        for k270 in 0..<128 {
+          let t269_b0 = loadVector(params, ((18912 +% (k270 *% 3136)) +% (nb267 *% 24)))
+          let t269_b1 = loadVector(params, (((18912 +% (k270 *% 3136)) +% (nb267 *% 24)) +% 8))
+          let t269_b2 = loadVector(params, (((18912 +% (k270 *% 3136)) +% (nb267 *% 24)) +% 16))
+          let t269_a0 = Vector(repeating: arena[((3027328 +% ((mb268 *% 4) *% 128)) +% k270)])
+          t269_c0_0 = t269_c0_0.addingProduct(t269_a0, t269_b0)
+          t269_c0_1 = t269_c0_1.addingProduct(t269_a0, t269_b1)
+          t269_c0_2 = t269_c0_2.addingProduct(t269_a0, t269_b2)
+          let t269_a1 = Vector(repeating: arena[((3027328 +% (((mb268 *% 4) +% 1) *% 128)) +% k270)])
+          t269_c1_0 = t269_c1_0.addingProduct(t269_a1, t269_b0)
+          t269_c1_1 = t269_c1_1.addingProduct(t269_a1, t269_b1)
+          t269_c1_2 = t269_c1_2.addingProduct(t269_a1, t269_b2)
+          let t269_a2 = Vector(repeating: arena[((3027328 +% (((mb268 *% 4) +% 2) *% 128)) +% k270)])
+          t269_c2_0 = t269_c2_0.addingProduct(t269_a2, t269_b0)
+          t269_c2_1 = t269_c2_1.addingProduct(t269_a2, t269_b1)
+          t269_c2_2 = t269_c2_2.addingProduct(t269_a2, t269_b2)
+          let t269_a3 = Vector(repeating: arena[((3027328 +% (((mb268 *% 4) +% 3) *% 128)) +% k270)])
+          t269_c3_0 = t269_c3_0.addingProduct(t269_a3, t269_b0)
+          t269_c3_1 = t269_c3_1.addingProduct(t269_a3, t269_b1)
+          t269_c3_2 = t269_c3_2.addingProduct(t269_a3, t269_b2)
         }
-        storeVector(arena, ((4816960 +% ((mb156 *% 4) *% 3136)) +% (nb155 *% 24)), t157_c0_0)
-        storeVector(arena, (((4816960 +% ((mb156 *% 4) *% 3136)) +% (nb155 *% 24)) +% 8), t157_c0_1)
-        storeVector(arena, (((4816960 +% ((mb156 *% 4) *% 3136)) +% (nb155 *% 24)) +% 16), t157_c0_2)
-        storeVector(arena, ((4816960 +% (((mb156 *% 4) +% 1) *% 3136)) +% (nb155 *% 24)), t157_c1_0)
-        storeVector(arena, (((4816960 +% (((mb156 *% 4) +% 1) *% 3136)) +% (nb155 *% 24)) +% 8), t157_c1_1)
-        storeVector(arena, (((4816960 +% (((mb156 *% 4) +% 1) *% 3136)) +% (nb155 *% 24)) +% 16), t157_c1_2)
-        storeVector(arena, ((4816960 +% (((mb156 *% 4) +% 2) *% 3136)) +% (nb155 *% 24)), t157_c2_0)
-        storeVector(arena, (((4816960 +% (((mb156 *% 4) +% 2) *% 3136)) +% (nb155 *% 24)) +% 8), t157_c2_1)
-        storeVector(arena, (((4816960 +% (((mb156 *% 4) +% 2) *% 3136)) +% (nb155 *% 24)) +% 16), t157_c2_2)
-        storeVector(arena, ((4816960 +% (((mb156 *% 4) +% 3) *% 3136)) +% (nb155 *% 24)), t157_c3_0)
-        storeVector(arena, (((4816960 +% (((mb156 *% 4) +% 3) *% 3136)) +% (nb155 *% 24)) +% 8), t157_c3_1)
-        storeVector(arena, (((4816960 +% (((mb156 *% 4) +% 3) *% 3136)) +% (nb155 *% 24)) +% 16), t157_c3_2)
+        storeVector(arena, ((4816960 +% ((mb268 *% 4) *% 3136)) +% (nb267 *% 24)), t269_c0_0)
+        storeVector(arena, (((4816960 +% ((mb268 *% 4) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c0_1)
+        storeVector(arena, (((4816960 +% ((mb268 *% 4) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c0_2)
+        storeVector(arena, ((4816960 +% (((mb268 *% 4) +% 1) *% 3136)) +% (nb267 *% 24)), t269_c1_0)
+        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 1) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c1_1)
+        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 1) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c1_2)
+        storeVector(arena, ((4816960 +% (((mb268 *% 4) +% 2) *% 3136)) +% (nb267 *% 24)), t269_c2_0)
+        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 2) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c2_1)
+        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 2) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c2_2)
+        storeVector(arena, ((4816960 +% (((mb268 *% 4) +% 3) *% 3136)) +% (nb267 *% 24)), t269_c3_0)
+        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 3) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c3_1)
+        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 3) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c3_2)
       }
     }
-    for mb159 in 0..<16 {
-      var t160_c0_0 = Vector()
-      var t160_c0_1 = Vector()
-      var t160_c1_0 = Vector()
-      var t160_c1_1 = Vector()
-      var t160_c2_0 = Vector()
-      var t160_c2_1 = Vector()
-      var t160_c3_0 = Vector()
-      var t160_c3_1 = Vector()
-      for k161 in 0..<128 {
-        let t160_b0 = loadVector(params, ((18912 +% (k161 *% 3136)) +% 3120))
-        let t160_b1 = loadVector(params, (((18912 +% (k161 *% 3136)) +% 3120) +% 8))
-        let t160_a0 = Vector(repeating: arena[((3027328 +% ((mb159 *% 4) *% 128)) +% k161)])
-        t160_c0_0 = t160_c0_0.addingProduct(t160_a0, t160_b0)
-        t160_c0_1 = t160_c0_1.addingProduct(t160_a0, t160_b1)
-        let t160_a1 = Vector(repeating: arena[((3027328 +% (((mb159 *% 4) +% 1) *% 128)) +% k161)])
-        t160_c1_0 = t160_c1_0.addingProduct(t160_a1, t160_b0)
-        t160_c1_1 = t160_c1_1.addingProduct(t160_a1, t160_b1)
-        let t160_a2 = Vector(repeating: arena[((3027328 +% (((mb159 *% 4) +% 2) *% 128)) +% k161)])
-        t160_c2_0 = t160_c2_0.addingProduct(t160_a2, t160_b0)
-        t160_c2_1 = t160_c2_1.addingProduct(t160_a2, t160_b1)
-        let t160_a3 = Vector(repeating: arena[((3027328 +% (((mb159 *% 4) +% 3) *% 128)) +% k161)])
-        t160_c3_0 = t160_c3_0.addingProduct(t160_a3, t160_b0)
-        t160_c3_1 = t160_c3_1.addingProduct(t160_a3, t160_b1)
+    for mb271 in 0..<16 {
+      var t272_c0_0 = Vector()
+      var t272_c0_1 = Vector()
+      var t272_c1_0 = Vector()
+      var t272_c1_1 = Vector()
+      var t272_c2_0 = Vector()
+      var t272_c2_1 = Vector()
+      var t272_c3_0 = Vector()
+      var t272_c3_1 = Vector()
+      for k273 in 0..<128 {
+        let t272_b0 = loadVector(params, ((18912 +% (k273 *% 3136)) +% 3120))
+        let t272_b1 = loadVector(params, (((18912 +% (k273 *% 3136)) +% 3120) +% 8))
+        let t272_a0 = Vector(repeating: arena[((3027328 +% ((mb271 *% 4) *% 128)) +% k273)])
+        t272_c0_0 = t272_c0_0.addingProduct(t272_a0, t272_b0)
+        t272_c0_1 = t272_c0_1.addingProduct(t272_a0, t272_b1)
+        let t272_a1 = Vector(repeating: arena[((3027328 +% (((mb271 *% 4) +% 1) *% 128)) +% k273)])
+        t272_c1_0 = t272_c1_0.addingProduct(t272_a1, t272_b0)
+        t272_c1_1 = t272_c1_1.addingProduct(t272_a1, t272_b1)
+        let t272_a2 = Vector(repeating: arena[((3027328 +% (((mb271 *% 4) +% 2) *% 128)) +% k273)])
+        t272_c2_0 = t272_c2_0.addingProduct(t272_a2, t272_b0)
+        t272_c2_1 = t272_c2_1.addingProduct(t272_a2, t272_b1)
+        let t272_a3 = Vector(repeating: arena[((3027328 +% (((mb271 *% 4) +% 3) *% 128)) +% k273)])
+        t272_c3_0 = t272_c3_0.addingProduct(t272_a3, t272_b0)
+        t272_c3_1 = t272_c3_1.addingProduct(t272_a3, t272_b1)
       }
-      storeVector(arena, ((4816960 +% ((mb159 *% 4) *% 3136)) +% 3120), t160_c0_0)
-      storeVector(arena, (((4816960 +% ((mb159 *% 4) *% 3136)) +% 3120) +% 8), t160_c0_1)
-      storeVector(arena, ((4816960 +% (((mb159 *% 4) +% 1) *% 3136)) +% 3120), t160_c1_0)
-      storeVector(arena, (((4816960 +% (((mb159 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t160_c1_1)
-      storeVector(arena, ((4816960 +% (((mb159 *% 4) +% 2) *% 3136)) +% 3120), t160_c2_0)
-      storeVector(arena, (((4816960 +% (((mb159 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t160_c2_1)
-      storeVector(arena, ((4816960 +% (((mb159 *% 4) +% 3) *% 3136)) +% 3120), t160_c3_0)
-      storeVector(arena, (((4816960 +% (((mb159 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t160_c3_1)
+      storeVector(arena, ((4816960 +% ((mb271 *% 4) *% 3136)) +% 3120), t272_c0_0)
+      storeVector(arena, (((4816960 +% ((mb271 *% 4) *% 3136)) +% 3120) +% 8), t272_c0_1)
+      storeVector(arena, ((4816960 +% (((mb271 *% 4) +% 1) *% 3136)) +% 3120), t272_c1_0)
+      storeVector(arena, (((4816960 +% (((mb271 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t272_c1_1)
+      storeVector(arena, ((4816960 +% (((mb271 *% 4) +% 2) *% 3136)) +% 3120), t272_c2_0)
+      storeVector(arena, (((4816960 +% (((mb271 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t272_c2_1)
+      storeVector(arena, ((4816960 +% (((mb271 *% 4) +% 3) *% 3136)) +% 3120), t272_c3_0)
+      storeVector(arena, (((4816960 +% (((mb271 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t272_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = maxpool_grad(pool2_grad, relu2)
-  for i163 in 0..<100352 {
-    storeVector(arena, ((i163 *% 8) +% 6422592), Vector(repeating: Float(0)))
+  for i275 in 0..<100352 {
+    storeVector(arena, ((i275 *% 8) +% 6422592), Vector(repeating: Float(0)))
   }
-  for q164 in 0..<4096 {
-    for py165 in 0..<7 {
-      for px166 in 0..<7 {
-        var best167: Float = arena[(5619776 +% (((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)))]
-        var bi168: Float = Float((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)))
-        bi168 = (arena[(5619776 +% (((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)))] > best167 ? Float((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2))) : bi168)
-        best167 = (arena[(5619776 +% (((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)))] > best167 ? arena[(5619776 +% (((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)))] : best167)
-        bi168 = (arena[(5619776 +% ((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 1))] > best167 ? Float(((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 1)) : bi168)
-        best167 = (arena[(5619776 +% ((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 1))] > best167 ? arena[(5619776 +% ((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 1))] : best167)
-        bi168 = (arena[(5619776 +% ((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14))] > best167 ? Float(((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14)) : bi168)
-        best167 = (arena[(5619776 +% ((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14))] > best167 ? arena[(5619776 +% ((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14))] : best167)
-        bi168 = (arena[(5619776 +% (((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14) +% 1))] > best167 ? Float((((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14) +% 1)) : bi168)
-        best167 = (arena[(5619776 +% (((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14) +% 1))] > best167 ? arena[(5619776 +% (((((q164 *% 196) +% (py165 *% 28)) +% (px166 *% 2)) +% 14) +% 1))] : best167)
-        arena[(6422592 +% Int(bi168))] += arena[(((4816960 +% (q164 *% 49)) +% (py165 *% 7)) +% px166)]
+  for q276 in 0..<4096 {
+    for py277 in 0..<7 {
+      for px278 in 0..<7 {
+        var best279: Float = arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))]
+        var bi280: Float = Float((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))
+        bi280 = (arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))] > best279 ? Float((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2))) : bi280)
+        best279 = (arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))] > best279 ? arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))] : best279)
+        bi280 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1))] > best279 ? Float(((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1)) : bi280)
+        best279 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1))] > best279 ? arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1))] : best279)
+        bi280 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14))] > best279 ? Float(((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14)) : bi280)
+        best279 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14))] > best279 ? arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14))] : best279)
+        bi280 = (arena[(5619776 +% (((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1))] > best279 ? Float((((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1)) : bi280)
+        best279 = (arena[(5619776 +% (((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1))] > best279 ? arena[(5619776 +% (((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1))] : best279)
+        arena[(6422592 +% Int(bi280))] += arena[(((4816960 +% (q276 *% 49)) +% (py277 *% 7)) +% px278)]
       }
     }
   }
   // bn2_grad = relu_grad(relu2_grad, relu2)
-  for i169 in 0..<100352 {
-    storeVector(arena, ((i169 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i169 *% 8) +% 6422592)), where: loadVector(arena, ((i169 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
+  for i281 in 0..<100352 {
+    storeVector(arena, ((i281 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i281 *% 8) +% 6422592)), where: loadVector(arena, ((i281 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
   }
   // bn2_weight_grad = batchnorm_grad_weight(bn2_grad, conv2, bn2.mean, bn2.var)
-  for c170 in 0..<64 {
-    var invstd171: Float = (Float(1) / sqrtf((arena[(2809920 +% c170)] + Float(bitPattern: 0x3727c5ac))))
-    var sum172: Float = Float(0)
-    var sum_x173: Float = Float(0)
-    for n174 in 0..<64 {
-      for i175 in 0..<196 {
-        sum172 = (sum172 + arena[(4816960 +% ((((n174 *% 64) +% c170) *% 196) +% i175))])
-        sum_x173 = (sum_x173 + (arena[(4816960 +% ((((n174 *% 64) +% c170) *% 196) +% i175))] * ((arena[(2007040 +% ((((n174 *% 64) +% c170) *% 196) +% i175))] - arena[(2809856 +% c170)]) * invstd171)))
+  for c282 in 0..<64 {
+    var invstd283: Float = (Float(1) / sqrtf((arena[(2809920 +% c282)] + Float(bitPattern: 0x3727c5ac))))
+    var mean286: Float = arena[(2809856 +% c282)]
+    var acc287 = Vector()
+    var tail288: Float = Float(0)
+    for n289 in 0..<64 {
+      for v290 in 0..<24 {
+        acc287 = (acc287 + loadVector(arena, (4816960 +% ((((n289 *% 64) +% c282) *% 196) +% (v290 *% 8)))))
+      }
+      for i291 in 0..<4 {
+        tail288 = (tail288 + arena[(4816960 +% (((((n289 *% 64) +% c282) *% 196) +% 192) +% i291))])
       }
     }
-    grads[(18784 +% c170)] = sum_x173
+    storeVector(arena, 2809984, acc287)
+    var sum292: Float = (arena[2809984] + arena[2809985])
+    var sum293: Float = (sum292 + arena[2809986])
+    var sum294: Float = (sum293 + arena[2809987])
+    var sum295: Float = (sum294 + arena[2809988])
+    var sum296: Float = (sum295 + arena[2809989])
+    var sum297: Float = (sum296 + arena[2809990])
+    var sum298: Float = (sum297 + arena[2809991])
+    var sum284: Float = (sum298 + tail288)
+    var acc299 = Vector()
+    var tail300: Float = Float(0)
+    for n301 in 0..<64 {
+      for v302 in 0..<24 {
+        acc299 = (acc299 + (loadVector(arena, (4816960 +% ((((n301 *% 64) +% c282) *% 196) +% (v302 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n301 *% 64) +% c282) *% 196) +% (v302 *% 8)))) - Vector(repeating: mean286)) * Vector(repeating: invstd283))))
+      }
+      for i303 in 0..<4 {
+        tail300 = (tail300 + (arena[(4816960 +% (((((n301 *% 64) +% c282) *% 196) +% 192) +% i303))] * ((arena[(2007040 +% (((((n301 *% 64) +% c282) *% 196) +% 192) +% i303))] - mean286) * invstd283)))
+      }
+    }
+    storeVector(arena, 2809984, acc299)
+    var sum304: Float = (arena[2809984] + arena[2809985])
+    var sum305: Float = (sum304 + arena[2809986])
+    var sum306: Float = (sum305 + arena[2809987])
+    var sum307: Float = (sum306 + arena[2809988])
+    var sum308: Float = (sum307 + arena[2809989])
+    var sum309: Float = (sum308 + arena[2809990])
+    var sum310: Float = (sum309 + arena[2809991])
+    var sum_x285: Float = (sum310 + tail300)
+    grads[(18784 +% c282)] = sum_x285
   }
   // bn2_bias_grad = batchnorm_grad_bias(bn2_grad)
-  for c176 in 0..<64 {
-    var sum177: Float = Float(0)
-    for n178 in 0..<64 {
-      for i179 in 0..<196 {
-        sum177 = (sum177 + arena[(4816960 +% ((((n178 *% 64) +% c176) *% 196) +% i179))])
+  for c311 in 0..<64 {
+    var acc313 = Vector()
+    var tail314: Float = Float(0)
+    for n315 in 0..<64 {
+      for v316 in 0..<24 {
+        acc313 = (acc313 + loadVector(arena, (4816960 +% ((((n315 *% 64) +% c311) *% 196) +% (v316 *% 8)))))
+      }
+      for i317 in 0..<4 {
+        tail314 = (tail314 + arena[(4816960 +% (((((n315 *% 64) +% c311) *% 196) +% 192) +% i317))])
       }
     }
-    grads[(18848 +% c176)] = sum177
+    storeVector(arena, 2809984, acc313)
+    var sum318: Float = (arena[2809984] + arena[2809985])
+    var sum319: Float = (sum318 + arena[2809986])
+    var sum320: Float = (sum319 + arena[2809987])
+    var sum321: Float = (sum320 + arena[2809988])
+    var sum322: Float = (sum321 + arena[2809989])
+    var sum323: Float = (sum322 + arena[2809990])
+    var sum324: Float = (sum323 + arena[2809991])
+    var sum312: Float = (sum324 + tail314)
+    grads[(18848 +% c311)] = sum312
   }
   // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight)
-  for c180 in 0..<64 {
-    var invstd181: Float = (Float(1) / sqrtf((arena[(2809920 +% c180)] + Float(bitPattern: 0x3727c5ac))))
-    var sum182: Float = Float(0)
-    var sum_x183: Float = Float(0)
-    for n184 in 0..<64 {
-      for i185 in 0..<196 {
-        sum182 = (sum182 + arena[(4816960 +% ((((n184 *% 64) +% c180) *% 196) +% i185))])
-        sum_x183 = (sum_x183 + (arena[(4816960 +% ((((n184 *% 64) +% c180) *% 196) +% i185))] * ((arena[(2007040 +% ((((n184 *% 64) +% c180) *% 196) +% i185))] - arena[(2809856 +% c180)]) * invstd181)))
+  for c325 in 0..<64 {
+    var invstd326: Float = (Float(1) / sqrtf((arena[(2809920 +% c325)] + Float(bitPattern: 0x3727c5ac))))
+    var mean329: Float = arena[(2809856 +% c325)]
+    var acc330 = Vector()
+    var tail331: Float = Float(0)
+    for n332 in 0..<64 {
+      for v333 in 0..<24 {
+        acc330 = (acc330 + loadVector(arena, (4816960 +% ((((n332 *% 64) +% c325) *% 196) +% (v333 *% 8)))))
+      }
+      for i334 in 0..<4 {
+        tail331 = (tail331 + arena[(4816960 +% (((((n332 *% 64) +% c325) *% 196) +% 192) +% i334))])
       }
     }
-    var scale186: Float = (params[(18784 +% c180)] * invstd181)
-    var mean_dy187: Float = (sum182 / Float(12544))
-    var mean_dy_x188: Float = (sum_x183 / Float(12544))
-    for n189 in 0..<64 {
-      for i190 in 0..<196 {
-        arena[(5619776 +% ((((n189 *% 64) +% c180) *% 196) +% i190))] = (scale186 * ((arena[(4816960 +% ((((n189 *% 64) +% c180) *% 196) +% i190))] - mean_dy187) - (((arena[(2007040 +% ((((n189 *% 64) +% c180) *% 196) +% i190))] - arena[(2809856 +% c180)]) * invstd181) * mean_dy_x188)))
+    storeVector(arena, 2809984, acc330)
+    var sum335: Float = (arena[2809984] + arena[2809985])
+    var sum336: Float = (sum335 + arena[2809986])
+    var sum337: Float = (sum336 + arena[2809987])
+    var sum338: Float = (sum337 + arena[2809988])
+    var sum339: Float = (sum338 + arena[2809989])
+    var sum340: Float = (sum339 + arena[2809990])
+    var sum341: Float = (sum340 + arena[2809991])
+    var sum327: Float = (sum341 + tail331)
+    var acc342 = Vector()
+    var tail343: Float = Float(0)
+    for n344 in 0..<64 {
+      for v345 in 0..<24 {
+        acc342 = (acc342 + (loadVector(arena, (4816960 +% ((((n344 *% 64) +% c325) *% 196) +% (v345 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n344 *% 64) +% c325) *% 196) +% (v345 *% 8)))) - Vector(repeating: mean329)) * Vector(repeating: invstd326))))
+      }
+      for i346 in 0..<4 {
+        tail343 = (tail343 + (arena[(4816960 +% (((((n344 *% 64) +% c325) *% 196) +% 192) +% i346))] * ((arena[(2007040 +% (((((n344 *% 64) +% c325) *% 196) +% 192) +% i346))] - mean329) * invstd326)))
+      }
+    }
+    storeVector(arena, 2809984, acc342)
+    var sum347: Float = (arena[2809984] + arena[2809985])
+    var sum348: Float = (sum347 + arena[2809986])
+    var sum349: Float = (sum348 + arena[2809987])
+    var sum350: Float = (sum349 + arena[2809988])
+    var sum351: Float = (sum350 + arena[2809989])
+    var sum352: Float = (sum351 + arena[2809990])
+    var sum353: Float = (sum352 + arena[2809991])
+    var sum_x328: Float = (sum353 + tail343)
+    var scale354: Float = (params[(18784 +% c325)] * invstd326)
+    var mean_dy355: Float = (sum327 / Float(12544))
+    var mean_dy_x356: Float = (sum_x328 / Float(12544))
+    for n357 in 0..<64 {
+      for i358 in 0..<196 {
+        arena[(5619776 +% ((((n357 *% 64) +% c325) *% 196) +% i358))] = (scale354 * ((arena[(4816960 +% ((((n357 *% 64) +% c325) *% 196) +% i358))] - mean_dy355) - (((arena[(2007040 +% ((((n357 *% 64) +% c325) *% 196) +% i358))] - arena[(2809856 +% c325)]) * invstd326) * mean_dy_x356)))
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i191 in 0..<2304 {
-    storeVector(arena, ((i191 *% 8) +% 7526464), Vector(repeating: Float(0)))
+  for i359 in 0..<2304 {
+    storeVector(arena, ((i359 *% 8) +% 7526464), Vector(repeating: Float(0)))
   }
-  for g192 in 0..<4 {
-    for j193 in 0..<16 {
-      for c194 in 0..<32 {
-        for ky195 in 0..<3 {
-          for oy196 in 0..<14 {
-            if (-1 < ((oy196 +% ky195) +% -1) && ((oy196 +% ky195) +% -1) < 14) {
-              for ox197 in 0..<13 {
-                arena[(((6422592 +% ((((c194 *% 3) +% ky195) *% 3) *% 3136)) +% (j193 *% 196)) +% ((oy196 *% 14) +% (ox197 +% 1)))] = arena[((((1605632 +% (((g192 *% 16) +% j193) *% 6272)) +% (c194 *% 196)) +% (((oy196 +% ky195) +% -1) *% 14)) +% ((ox197 +% 1) +% -1))]
+  for g360 in 0..<4 {
+    for j361 in 0..<16 {
+      for c362 in 0..<32 {
+        for ky363 in 0..<3 {
+          for oy364 in 0..<14 {
+            if (-1 < ((oy364 +% ky363) +% -1) && ((oy364 +% ky363) +% -1) < 14) {
+              for ox365 in 0..<13 {
+                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% (ox365 +% 1)))] = arena[((((1605632 +% (((g360 *% 16) +% j361) *% 6272)) +% (c362 *% 196)) +% (((oy364 +% ky363) +% -1) *% 14)) +% ((ox365 +% 1) +% -1))]
               }
-              for ox198 in 0..<1 {
-                arena[(((6422592 +% ((((c194 *% 3) +% ky195) *% 3) *% 3136)) +% (j193 *% 196)) +% ((oy196 *% 14) +% ox198))] = Float(0)
-              }
-            }
-            if ((oy196 +% ky195) +% -1) < 0 {
-              for ox199 in 0..<14 {
-                arena[(((6422592 +% ((((c194 *% 3) +% ky195) *% 3) *% 3136)) +% (j193 *% 196)) +% ((oy196 *% 14) +% ox199))] = Float(0)
+              for ox366 in 0..<1 {
+                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% ox366))] = Float(0)
               }
             }
-            if 13 < ((oy196 +% ky195) +% -1) {
-              for ox199 in 0..<14 {
-                arena[(((6422592 +% ((((c194 *% 3) +% ky195) *% 3) *% 3136)) +% (j193 *% 196)) +% ((oy196 *% 14) +% ox199))] = Float(0)
+            if ((oy364 +% ky363) +% -1) < 0 {
+              for ox367 in 0..<14 {
+                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% ox367))] = Float(0)
               }
             }
-          }
-          for oy200 in 0..<14 {
-            if (-1 < ((oy200 +% ky195) +% -1) && ((oy200 +% ky195) +% -1) < 14) {
-              for ox201 in 0..<14 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 1) *% 3136)) +% (j193 *% 196)) +% ((oy200 *% 14) +% ox201))] = arena[((((1605632 +% (((g192 *% 16) +% j193) *% 6272)) +% (c194 *% 196)) +% (((oy200 +% ky195) +% -1) *% 14)) +% ox201)]
-              }
-            }
-            if ((oy200 +% ky195) +% -1) < 0 {
-              for ox202 in 0..<14 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 1) *% 3136)) +% (j193 *% 196)) +% ((oy200 *% 14) +% ox202))] = Float(0)
-              }
-            }
-            if 13 < ((oy200 +% ky195) +% -1) {
-              for ox202 in 0..<14 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 1) *% 3136)) +% (j193 *% 196)) +% ((oy200 *% 14) +% ox202))] = Float(0)
+            if 13 < ((oy364 +% ky363) +% -1) {
+              for ox367 in 0..<14 {
+                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% ox367))] = Float(0)
               }
             }
           }
-          for oy203 in 0..<14 {
-            if (-1 < ((oy203 +% ky195) +% -1) && ((oy203 +% ky195) +% -1) < 14) {
-              for ox204 in 0..<13 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 3136)) +% (j193 *% 196)) +% ((oy203 *% 14) +% ox204))] = arena[((((1605632 +% (((g192 *% 16) +% j193) *% 6272)) +% (c194 *% 196)) +% (((oy203 +% ky195) +% -1) *% 14)) +% (ox204 +% 1))]
-              }
-              for ox205 in 0..<1 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 3136)) +% (j193 *% 196)) +% ((oy203 *% 14) +% (ox205 +% 13)))] = Float(0)
+          for oy368 in 0..<14 {
+            if (-1 < ((oy368 +% ky363) +% -1) && ((oy368 +% ky363) +% -1) < 14) {
+              for ox369 in 0..<14 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 1) *% 3136)) +% (j361 *% 196)) +% ((oy368 *% 14) +% ox369))] = arena[((((1605632 +% (((g360 *% 16) +% j361) *% 6272)) +% (c362 *% 196)) +% (((oy368 +% ky363) +% -1) *% 14)) +% ox369)]
               }
             }
-            if ((oy203 +% ky195) +% -1) < 0 {
-              for ox206 in 0..<14 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 3136)) +% (j193 *% 196)) +% ((oy203 *% 14) +% ox206))] = Float(0)
+            if ((oy368 +% ky363) +% -1) < 0 {
+              for ox370 in 0..<14 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 1) *% 3136)) +% (j361 *% 196)) +% ((oy368 *% 14) +% ox370))] = Float(0)
               }
             }
-            if 13 < ((oy203 +% ky195) +% -1) {
-              for ox206 in 0..<14 {
-                arena[(((6422592 +% (((((c194 *% 3) +% ky195) *% 3) +% 2) *% 3136)) +% (j193 *% 196)) +% ((oy203 *% 14) +% ox206))] = Float(0)
+            if 13 < ((oy368 +% ky363) +% -1) {
+              for ox370 in 0..<14 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 1) *% 3136)) +% (j361 *% 196)) +% ((oy368 *% 14) +% ox370))] = Float(0)
+              }
+            }
+          }
+          for oy371 in 0..<14 {
+            if (-1 < ((oy371 +% ky363) +% -1) && ((oy371 +% ky363) +% -1) < 14) {
+              for ox372 in 0..<13 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% ox372))] = arena[((((1605632 +% (((g360 *% 16) +% j361) *% 6272)) +% (c362 *% 196)) +% (((oy371 +% ky363) +% -1) *% 14)) +% (ox372 +% 1))]
+              }
+              for ox373 in 0..<1 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% (ox373 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy371 +% ky363) +% -1) < 0 {
+              for ox374 in 0..<14 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% ox374))] = Float(0)
+              }
+            }
+            if 13 < ((oy371 +% ky363) +% -1) {
+              for ox374 in 0..<14 {
+                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% ox374))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j207 in 0..<16 {
-      for i208 in 0..<196 {
-        for f209 in 0..<64 {
-          arena[((7325760 +% (((j207 *% 196) +% i208) *% 64)) +% f209)] = arena[(((5619776 +% (((g192 *% 16) +% j207) *% 12544)) +% (f209 *% 196)) +% i208)]
+    for j375 in 0..<16 {
+      for i376 in 0..<196 {
+        for f377 in 0..<64 {
+          arena[((7325760 +% (((j375 *% 196) +% i376) *% 64)) +% f377)] = arena[(((5619776 +% (((g360 *% 16) +% j375) *% 12544)) +% (f377 *% 196)) +% i376)]
         }
       }
     }
-    do {  // gemm218
-      for kp210 in 0..<4 {
-        for nb211 in 0..<2 {
-          for mb212 in 0..<72 {
-            var t213_c0_0 = loadVector(arena, ((7526464 +% ((mb212 *% 4) *% 64)) +% (nb211 *% 24)))
-            var t213_c0_1 = loadVector(arena, (((7526464 +% ((mb212 *% 4) *% 64)) +% (nb211 *% 24)) +% 8))
-            var t213_c0_2 = loadVector(arena, (((7526464 +% ((mb212 *% 4) *% 64)) +% (nb211 *% 24)) +% 16))
-            var t213_c1_0 = loadVector(arena, ((7526464 +% (((mb212 *% 4) +% 1) *% 64)) +% (nb211 *% 24)))
-            var t213_c1_1 = loadVector(arena, (((7526464 +% (((mb212 *% 4) +% 1) *% 64)) +% (nb211 *% 24)) +% 8))
-            var t213_c1_2 = loadVector(arena, (((7526464 +% (((mb212 *% 4) +% 1) *% 64)) +% (nb211 *% 24)) +% 16))
-            var t213_c2_0 = loadVector(arena, ((7526464 +% (((mb212 *% 4) +% 2) *% 64)) +% (nb211 *% 24)))
-            var t213_c2_1 = loadVector(arena, (((7526464 +% (((mb212 *% 4) +% 2) *% 64)) +% (nb211 *% 24)) +% 8))
-            var t213_c2_2 = loadVector(arena, (((7526464 +% (((mb212 *% 4) +% 2) *% 64)) +% (nb211 *% 24)) +% 16))
-            var t213_c3_0 = loadVector(arena, ((7526464 +% (((mb212 *% 4) +% 3) *% 64)) +% (nb211 *% 24)))
-            var t213_c3_1 = loadVector(arena, (((7526464 +% (((mb212 *% 4) +% 3) *% 64)) +% (nb211 *% 24)) +% 8))
-            var t213_c3_2 = loadVector(arena, (((7526464 +% (((mb212 *% 4) +% 3) *% 64)) +% (nb211 *% 24)) +% 16))
-            for k214 in 0..<784 {
-              let t213_b0 = loadVector(arena, ((7325760 +% ((k214 +% (kp210 *% 784)) *% 64)) +% (nb211 *% 24)))
-              let t213_b1 = loadVector(arena, (((7325760 +% ((k214 +% (kp210 *% 784)) *% 64)) +% (nb211 *% 24)) +% 8))
-              let t213_b2 = loadVector(arena, (((7325760 +% ((k214 +% (kp210 *% 784)) *% 64)) +% (nb211 *% 24)) +% 16))
-              let t213_a0 = Vector(repeating: arena[((6422592 +% ((mb212 *% 4) *% 3136)) +% (k214 +% (kp210 *% 784)))])
-              t213_c0_0 = t213_c0_0.addingProduct(t213_a0, t213_b0)
-              t213_c0_1 = t213_c0_1.addingProduct(t213_a0, t213_b1)
-              t213_c0_2 = t213_c0_2.addingProduct(t213_a0, t213_b2)
-              let t213_a1 = Vector(repeating: arena[((6422592 +% (((mb212 *% 4) +% 1) *% 3136)) +% (k214 +% (kp210 *% 784)))])
-              t213_c1_0 = t213_c1_0.addingProduct(t213_a1, t213_b0)
-              t213_c1_1 = t213_c1_1.addingProduct(t213_a1, t213_b1)
-              t213_c1_2 = t213_c1_2.addingProduct(t213_a1, t213_b2)
-              let t213_a2 = Vector(repeating: arena[((6422592 +% (((mb212 *% 4) +% 2) *% 3136)) +% (k214 +% (kp210 *% 784)))])
-              t213_c2_0 = t213_c2_0.addingProduct(t213_a2, t213_b0)
-              t213_c2_1 = t213_c2_1.addingProduct(t213_a2, t213_b1)
-              t213_c2_2 = t213_c2_2.addingProduct(t213_a2, t213_b2)
-              let t213_a3 = Vector(repeating: arena[((6422592 +% (((mb212 *% 4) +% 3) *% 3136)) +% (k214 +% (kp210 *% 784)))])
-              t213_c3_0 = t213_c3_0.addingProduct(t213_a3, t213_b0)
-              t213_c3_1 = t213_c3_1.addingProduct(t213_a3, t213_b1)
-              t213_c3_2 = t213_c3_2.addingProduct(t213_a3, t213_b2)
+    do {  // gemm386
+      for kp378 in 0..<4 {
+        for nb379 in 0..<2 {
+          for mb380 in 0..<72 {
+            var t381_c0_0 = loadVector(arena, ((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)))
+            var t381_c0_1 = loadVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 8))
+            var t381_c0_2 = loadVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 16))
+            var t381_c1_0 = loadVector(arena, ((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)))
+            var t381_c1_1 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 8))
+            var t381_c1_2 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 16))
+            var t381_c2_0 = loadVector(arena, ((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)))
+            var t381_c2_1 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 8))
+            var t381_c2_2 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 16))
+            var t381_c3_0 = loadVector(arena, ((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)))
+            var t381_c3_1 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 8))
+            var t381_c3_2 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 16))
+            for k382 in 0..<784 {
+              let t381_b0 = loadVector(arena, ((7325760 +% ((k382 +% (kp378 *% 784)) *% 64)) +% (nb379 *% 24)))
+              let t381_b1 = loadVector(arena, (((7325760 +% ((k382 +% (kp378 *% 784)) *% 64)) +% (nb379 *% 24)) +% 8))
+              let t381_b2 = loadVector(arena, (((7325760 +% ((k382 +% (kp378 *% 784)) *% 64)) +% (nb379 *% 24)) +% 16))
+              let t381_a0 = Vector(repeating: arena[((6422592 +% ((mb380 *% 4) *% 3136)) +% (k382 +% (kp378 *% 784)))])
+              t381_c0_0 = t381_c0_0.addingProduct(t381_a0, t381_b0)
+              t381_c0_1 = t381_c0_1.addingProduct(t381_a0, t381_b1)
+              t381_c0_2 = t381_c0_2.addingProduct(t381_a0, t381_b2)
+              let t381_a1 = Vector(repeating: arena[((6422592 +% (((mb380 *% 4) +% 1) *% 3136)) +% (k382 +% (kp378 *% 784)))])
+              t381_c1_0 = t381_c1_0.addingProduct(t381_a1, t381_b0)
+              t381_c1_1 = t381_c1_1.addingProduct(t381_a1, t381_b1)
+              t381_c1_2 = t381_c1_2.addingProduct(t381_a1, t381_b2)
+              let t381_a2 = Vector(repeating: arena[((6422592 +% (((mb380 *% 4) +% 2) *% 3136)) +% (k382 +% (kp378 *% 784)))])
+              t381_c2_0 = t381_c2_0.addingProduct(t381_a2, t381_b0)
+              t381_c2_1 = t381_c2_1.addingProduct(t381_a2, t381_b1)
+              t381_c2_2 = t381_c2_2.addingProduct(t381_a2, t381_b2)
+              let t381_a3 = Vector(repeating: arena[((6422592 +% (((mb380 *% 4) +% 3) *% 3136)) +% (k382 +% (kp378 *% 784)))])
+              t381_c3_0 = t381_c3_0.addingProduct(t381_a3, t381_b0)
+              t381_c3_1 = t381_c3_1.addingProduct(t381_a3, t381_b1)
+              t381_c3_2 = t381_c3_2.addingProduct(t381_a3, t381_b2)
             }
-            storeVector(arena, ((7526464 +% ((mb212 *% 4) *% 64)) +% (nb211 *% 24)), t213_c0_0)
-            storeVector(arena, (((7526464 +% ((mb212 *% 4) *% 64)) +% (nb211 *% 24)) +% 8), t213_c0_1)
-            storeVector(arena, (((7526464 +% ((mb212 *% 4) *% 64)) +% (nb211 *% 24)) +% 16), t213_c0_2)
-            storeVector(arena, ((7526464 +% (((mb212 *% 4) +% 1) *% 64)) +% (nb211 *% 24)), t213_c1_0)
-            storeVector(arena, (((7526464 +% (((mb212 *% 4) +% 1) *% 64)) +% (nb211 *% 24)) +% 8), t213_c1_1)
-            storeVector(arena, (((7526464 +% (((mb212 *% 4) +% 1) *% 64)) +% (nb211 *% 24)) +% 16), t213_c1_2)
-            storeVector(arena, ((7526464 +% (((mb212 *% 4) +% 2) *% 64)) +% (nb211 *% 24)), t213_c2_0)
-            storeVector(arena, (((7526464 +% (((mb212 *% 4) +% 2) *% 64)) +% (nb211 *% 24)) +% 8), t213_c2_1)
-            storeVector(arena, (((7526464 +% (((mb212 *% 4) +% 2) *% 64)) +% (nb211 *% 24)) +% 16), t213_c2_2)
-            storeVector(arena, ((7526464 +% (((mb212 *% 4) +% 3) *% 64)) +% (nb211 *% 24)), t213_c3_0)
-            storeVector(arena, (((7526464 +% (((mb212 *% 4) +% 3) *% 64)) +% (nb211 *% 24)) +% 8), t213_c3_1)
-            storeVector(arena, (((7526464 +% (((mb212 *% 4) +% 3) *% 64)) +% (nb211 *% 24)) +% 16), t213_c3_2)
+            storeVector(arena, ((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)), t381_c0_0)
+            storeVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 8), t381_c0_1)
+            storeVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 16), t381_c0_2)
+            storeVector(arena, ((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)), t381_c1_0)
+            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 8), t381_c1_1)
+            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 16), t381_c1_2)
+            storeVector(arena, ((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)), t381_c2_0)
+            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 8), t381_c2_1)
+            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 16), t381_c2_2)
+            storeVector(arena, ((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)), t381_c3_0)
+            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 8), t381_c3_1)
+            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 16), t381_c3_2)
           }
         }
-        for mb215 in 0..<72 {
-          var t216_c0_0 = loadVector(arena, ((7526464 +% ((mb215 *% 4) *% 64)) +% 48))
-          var t216_c0_1 = loadVector(arena, (((7526464 +% ((mb215 *% 4) *% 64)) +% 48) +% 8))
-          var t216_c1_0 = loadVector(arena, ((7526464 +% (((mb215 *% 4) +% 1) *% 64)) +% 48))
-          var t216_c1_1 = loadVector(arena, (((7526464 +% (((mb215 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t216_c2_0 = loadVector(arena, ((7526464 +% (((mb215 *% 4) +% 2) *% 64)) +% 48))
-          var t216_c2_1 = loadVector(arena, (((7526464 +% (((mb215 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t216_c3_0 = loadVector(arena, ((7526464 +% (((mb215 *% 4) +% 3) *% 64)) +% 48))
-          var t216_c3_1 = loadVector(arena, (((7526464 +% (((mb215 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k217 in 0..<784 {
-            let t216_b0 = loadVector(arena, ((7325760 +% ((k217 +% (kp210 *% 784)) *% 64)) +% 48))
-            let t216_b1 = loadVector(arena, (((7325760 +% ((k217 +% (kp210 *% 784)) *% 64)) +% 48) +% 8))
-            let t216_a0 = Vector(repeating: arena[((6422592 +% ((mb215 *% 4) *% 3136)) +% (k217 +% (kp210 *% 784)))])
-            t216_c0_0 = t216_c0_0.addingProduct(t216_a0, t216_b0)
-            t216_c0_1 = t216_c0_1.addingProduct(t216_a0, t216_b1)
-            let t216_a1 = Vector(repeating: arena[((6422592 +% (((mb215 *% 4) +% 1) *% 3136)) +% (k217 +% (kp210 *% 784)))])
-            t216_c1_0 = t216_c1_0.addingProduct(t216_a1, t216_b0)
-            t216_c1_1 = t216_c1_1.addingProduct(t216_a1, t216_b1)
-            let t216_a2 = Vector(repeating: arena[((6422592 +% (((mb215 *% 4) +% 2) *% 3136)) +% (k217 +% (kp210 *% 784)))])
-            t216_c2_0 = t216_c2_0.addingProduct(t216_a2, t216_b0)
-            t216_c2_1 = t216_c2_1.addingProduct(t216_a2, t216_b1)
-            let t216_a3 = Vector(repeating: arena[((6422592 +% (((mb215 *% 4) +% 3) *% 3136)) +% (k217 +% (kp210 *% 784)))])
-            t216_c3_0 = t216_c3_0.addingProduct(t216_a3, t216_b0)
-            t216_c3_1 = t216_c3_1.addingProduct(t216_a3, t216_b1)
+        for mb383 in 0..<72 {
+          var t384_c0_0 = loadVector(arena, ((7526464 +% ((mb383 *% 4) *% 64)) +% 48))
+          var t384_c0_1 = loadVector(arena, (((7526464 +% ((mb383 *% 4) *% 64)) +% 48) +% 8))
+          var t384_c1_0 = loadVector(arena, ((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48))
+          var t384_c1_1 = loadVector(arena, (((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48) +% 8))
+          var t384_c2_0 = loadVector(arena, ((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48))
+          var t384_c2_1 = loadVector(arena, (((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48) +% 8))
+          var t384_c3_0 = loadVector(arena, ((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48))
+          var t384_c3_1 = loadVector(arena, (((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48) +% 8))
+          for k385 in 0..<784 {
+            let t384_b0 = loadVector(arena, ((7325760 +% ((k385 +% (kp378 *% 784)) *% 64)) +% 48))
+            let t384_b1 = loadVector(arena, (((7325760 +% ((k385 +% (kp378 *% 784)) *% 64)) +% 48) +% 8))
+            let t384_a0 = Vector(repeating: arena[((6422592 +% ((mb383 *% 4) *% 3136)) +% (k385 +% (kp378 *% 784)))])
+            t384_c0_0 = t384_c0_0.addingProduct(t384_a0, t384_b0)
+            t384_c0_1 = t384_c0_1.addingProduct(t384_a0, t384_b1)
+            let t384_a1 = Vector(repeating: arena[((6422592 +% (((mb383 *% 4) +% 1) *% 3136)) +% (k385 +% (kp378 *% 784)))])
+            t384_c1_0 = t384_c1_0.addingProduct(t384_a1, t384_b0)
+            t384_c1_1 = t384_c1_1.addingProduct(t384_a1, t384_b1)
+            let t384_a2 = Vector(repeating: arena[((6422592 +% (((mb383 *% 4) +% 2) *% 3136)) +% (k385 +% (kp378 *% 784)))])
+            t384_c2_0 = t384_c2_0.addingProduct(t384_a2, t384_b0)
+            t384_c2_1 = t384_c2_1.addingProduct(t384_a2, t384_b1)
+            let t384_a3 = Vector(repeating: arena[((6422592 +% (((mb383 *% 4) +% 3) *% 3136)) +% (k385 +% (kp378 *% 784)))])
+            t384_c3_0 = t384_c3_0.addingProduct(t384_a3, t384_b0)
+            t384_c3_1 = t384_c3_1.addingProduct(t384_a3, t384_b1)
           }
-          storeVector(arena, ((7526464 +% ((mb215 *% 4) *% 64)) +% 48), t216_c0_0)
-          storeVector(arena, (((7526464 +% ((mb215 *% 4) *% 64)) +% 48) +% 8), t216_c0_1)
-          storeVector(arena, ((7526464 +% (((mb215 *% 4) +% 1) *% 64)) +% 48), t216_c1_0)
-          storeVector(arena, (((7526464 +% (((mb215 *% 4) +% 1) *% 64)) +% 48) +% 8), t216_c1_1)
-          storeVector(arena, ((7526464 +% (((mb215 *% 4) +% 2) *% 64)) +% 48), t216_c2_0)
-          storeVector(arena, (((7526464 +% (((mb215 *% 4) +% 2) *% 64)) +% 48) +% 8), t216_c2_1)
-          storeVector(arena, ((7526464 +% (((mb215 *% 4) +% 3) *% 64)) +% 48), t216_c3_0)
-          storeVector(arena, (((7526464 +% (((mb215 *% 4) +% 3) *% 64)) +% 48) +% 8), t216_c3_1)
+          storeVector(arena, ((7526464 +% ((mb383 *% 4) *% 64)) +% 48), t384_c0_0)
+          storeVector(arena, (((7526464 +% ((mb383 *% 4) *% 64)) +% 48) +% 8), t384_c0_1)
+          storeVector(arena, ((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48), t384_c1_0)
+          storeVector(arena, (((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48) +% 8), t384_c1_1)
+          storeVector(arena, ((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48), t384_c2_0)
+          storeVector(arena, (((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48) +% 8), t384_c2_1)
+          storeVector(arena, ((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48), t384_c3_0)
+          storeVector(arena, (((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48) +% 8), t384_c3_1)
         }
       }
     }
   }
-  for f219 in 0..<64 {
-    for r220 in 0..<288 {
-      grads[((352 +% (f219 *% 288)) +% r220)] = arena[((7526464 +% (r220 *% 64)) +% f219)]
+  for f387 in 0..<64 {
+    for r388 in 0..<288 {
+      grads[((352 +% (f387 *% 288)) +% r388)] = arena[((7526464 +% (r388 *% 64)) +% f387)]
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g221 in 0..<4 {
-    for j222 in 0..<16 {
-      for f223 in 0..<64 {
-        for i224 in 0..<24 {
-          storeVector(arena, ((i224 *% 8) +% ((7325760 +% (f223 *% 3136)) +% (j222 *% 196))), loadVector(arena, ((i224 *% 8) +% ((5619776 +% (((g221 *% 16) +% j222) *% 12544)) +% (f223 *% 196)))))
+  for g389 in 0..<4 {
+    for j390 in 0..<16 {
+      for f391 in 0..<64 {
+        for i392 in 0..<24 {
+          storeVector(arena, ((i392 *% 8) +% ((7325760 +% (f391 *% 3136)) +% (j390 *% 196))), loadVector(arena, ((i392 *% 8) +% ((5619776 +% (((g389 *% 16) +% j390) *% 12544)) +% (f391 *% 196)))))
         }
-        for i224 in 0..<1 {
-          storePartial(arena, ((i224 +% 192) +% ((7325760 +% (f223 *% 3136)) +% (j222 *% 196))), loadPartial(arena, ((i224 +% 192) +% ((5619776 +% (((g221 *% 16) +% j222) *% 12544)) +% (f223 *% 196))), 4), 4)
+        for i392 in 0..<1 {
+          storePartial(arena, ((i392 +% 192) +% ((7325760 +% (f391 *% 3136)) +% (j390 *% 196))), loadPartial(arena, ((i392 +% 192) +% ((5619776 +% (((g389 *% 16) +% j390) *% 12544)) +% (f391 *% 196))), 4), 4)
         }
       }
     }
-    do {  // gemm232
-      for nb225 in 0..<130 {
-        for mb226 in 0..<72 {
-          var t227_c0_0 = Vector()
-          var t227_c0_1 = Vector()
-          var t227_c0_2 = Vector()
-          var t227_c1_0 = Vector()
-          var t227_c1_1 = Vector()
-          var t227_c1_2 = Vector()
-          var t227_c2_0 = Vector()
-          var t227_c2_1 = Vector()
-          var t227_c2_2 = Vector()
-          var t227_c3_0 = Vector()
-          var t227_c3_1 = Vector()
-          var t227_c3_2 = Vector()
-          for k228 in 0..<64 {
-            let t227_b0 = loadVector(arena, ((7325760 +% (k228 *% 3136)) +% (nb225 *% 24)))
-            let t227_b1 = loadVector(arena, (((7325760 +% (k228 *% 3136)) +% (nb225 *% 24)) +% 8))
-            let t227_b2 = loadVector(arena, (((7325760 +% (k228 *% 3136)) +% (nb225 *% 24)) +% 16))
-            let t227_a0 = Vector(repeating: params[((352 +% (mb226 *% 4)) +% (k228 *% 288))])
-            t227_c0_0 = t227_c0_0.addingProduct(t227_a0, t227_b0)
-            t227_c0_1 = t227_c0_1.addingProduct(t227_a0, t227_b1)
-            t227_c0_2 = t227_c0_2.addingProduct(t227_a0, t227_b2)
-            let t227_a1 = Vector(repeating: params[((352 +% ((mb226 *% 4) +% 1)) +% (k228 *% 288))])
-            t227_c1_0 = t227_c1_0.addingProduct(t227_a1, t227_b0)
-            t227_c1_1 = t227_c1_1.addingProduct(t227_a1, t227_b1)
-            t227_c1_2 = t227_c1_2.addingProduct(t227_a1, t227_b2)
-            let t227_a2 = Vector(repeating: params[((352 +% ((mb226 *% 4) +% 2)) +% (k228 *% 288))])
-            t227_c2_0 = t227_c2_0.addingProduct(t227_a2, t227_b0)
-            t227_c2_1 = t227_c2_1.addingProduct(t227_a2, t227_b1)
-            t227_c2_2 = t227_c2_2.addingProduct(t227_a2, t227_b2)
-            let t227_a3 = Vector(repeating: params[((352 +% ((mb226 *% 4) +% 3)) +% (k228 *% 288))])
-            t227_c3_0 = t227_c3_0.addingProduct(t227_a3, t227_b0)
-            t227_c3_1 = t227_c3_1.addingProduct(t227_a3, t227_b1)
-            t227_c3_2 = t227_c3_2.addingProduct(t227_a3, t227_b2)
+    do {  // gemm400
+      for nb393 in 0..<130 {
+        for mb394 in 0..<72 {
+          var t395_c0_0 = Vector()
+          var t395_c0_1 = Vector()
+          var t395_c0_2 = Vector()
+          var t395_c1_0 = Vector()
+          var t395_c1_1 = Vector()
+          var t395_c1_2 = Vector()
+          var t395_c2_0 = Vector()
+          var t395_c2_1 = Vector()
+          var t395_c2_2 = Vector()
+          var t395_c3_0 = Vector()
+          var t395_c3_1 = Vector()
+          var t395_c3_2 = Vector()
+          for k396 in 0..<64 {
+            let t395_b0 = loadVector(arena, ((7325760 +% (k396 *% 3136)) +% (nb393 *% 24)))
+            let t395_b1 = loadVector(arena, (((7325760 +% (k396 *% 3136)) +% (nb393 *% 24)) +% 8))
+            let t395_b2 = loadVector(arena, (((7325760 +% (k396 *% 3136)) +% (nb393 *% 24)) +% 16))
+            let t395_a0 = Vector(repeating: params[((352 +% (mb394 *% 4)) +% (k396 *% 288))])
+            t395_c0_0 = t395_c0_0.addingProduct(t395_a0, t395_b0)
+            t395_c0_1 = t395_c0_1.addingProduct(t395_a0, t395_b1)
+            t395_c0_2 = t395_c0_2.addingProduct(t395_a0, t395_b2)
+            let t395_a1 = Vector(repeating: params[((352 +% ((mb394 *% 4) +% 1)) +% (k396 *% 288))])
+            t395_c1_0 = t395_c1_0.addingProduct(t395_a1, t395_b0)
+            t395_c1_1 = t395_c1_1.addingProduct(t395_a1, t395_b1)
+            t395_c1_2 = t395_c1_2.addingProduct(t395_a1, t395_b2)
+            let t395_a2 = Vector(repeating: params[((352 +% ((mb394 *% 4) +% 2)) +% (k396 *% 288))])
+            t395_c2_0 = t395_c2_0.addingProduct(t395_a2, t395_b0)
+            t395_c2_1 = t395_c2_1.addingProduct(t395_a2, t395_b1)
+            t395_c2_2 = t395_c2_2.addingProduct(t395_a2, t395_b2)
+            let t395_a3 = Vector(repeating: params[((352 +% ((mb394 *% 4) +% 3)) +% (k396 *% 288))])
+            t395_c3_0 = t395_c3_0.addingProduct(t395_a3, t395_b0)
+            t395_c3_1 = t395_c3_1.addingProduct(t395_a3, t395_b1)
+            t395_c3_2 = t395_c3_2.addingProduct(t395_a3, t395_b2)
           }
-          storeVector(arena, ((6422592 +% ((mb226 *% 4) *% 3136)) +% (nb225 *% 24)), t227_c0_0)
-          storeVector(arena, (((6422592 +% ((mb226 *% 4) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c0_1)
-          storeVector(arena, (((6422592 +% ((mb226 *% 4) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c0_2)
-          storeVector(arena, ((6422592 +% (((mb226 *% 4) +% 1) *% 3136)) +% (nb225 *% 24)), t227_c1_0)
-          storeVector(arena, (((6422592 +% (((mb226 *% 4) +% 1) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c1_1)
-          storeVector(arena, (((6422592 +% (((mb226 *% 4) +% 1) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c1_2)
-          storeVector(arena, ((6422592 +% (((mb226 *% 4) +% 2) *% 3136)) +% (nb225 *% 24)), t227_c2_0)
-          storeVector(arena, (((6422592 +% (((mb226 *% 4) +% 2) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c2_1)
-          storeVector(arena, (((6422592 +% (((mb226 *% 4) +% 2) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c2_2)
-          storeVector(arena, ((6422592 +% (((mb226 *% 4) +% 3) *% 3136)) +% (nb225 *% 24)), t227_c3_0)
-          storeVector(arena, (((6422592 +% (((mb226 *% 4) +% 3) *% 3136)) +% (nb225 *% 24)) +% 8), t227_c3_1)
-          storeVector(arena, (((6422592 +% (((mb226 *% 4) +% 3) *% 3136)) +% (nb225 *% 24)) +% 16), t227_c3_2)
+          storeVector(arena, ((6422592 +% ((mb394 *% 4) *% 3136)) +% (nb393 *% 24)), t395_c0_0)
+          storeVector(arena, (((6422592 +% ((mb394 *% 4) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c0_1)
+          storeVector(arena, (((6422592 +% ((mb394 *% 4) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c0_2)
+          storeVector(arena, ((6422592 +% (((mb394 *% 4) +% 1) *% 3136)) +% (nb393 *% 24)), t395_c1_0)
+          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 1) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c1_1)
+          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 1) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c1_2)
+          storeVector(arena, ((6422592 +% (((mb394 *% 4) +% 2) *% 3136)) +% (nb393 *% 24)), t395_c2_0)
+          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 2) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c2_1)
+          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 2) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c2_2)
+          storeVector(arena, ((6422592 +% (((mb394 *% 4) +% 3) *% 3136)) +% (nb393 *% 24)), t395_c3_0)
+          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 3) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c3_1)
+          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 3) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c3_2)
         }
       }
-      for mb229 in 0..<72 {
-        var t230_c0_0 = Vector()
-        var t230_c0_1 = Vector()
-        var t230_c1_0 = Vector()
-        var t230_c1_1 = Vector()
-        var t230_c2_0 = Vector()
-        var t230_c2_1 = Vector()
-        var t230_c3_0 = Vector()
-        var t230_c3_1 = Vector()
-        for k231 in 0..<64 {
-          let t230_b0 = loadVector(arena, ((7325760 +% (k231 *% 3136)) +% 3120))
-          let t230_b1 = loadVector(arena, (((7325760 +% (k231 *% 3136)) +% 3120) +% 8))
-          let t230_a0 = Vector(repeating: params[((352 +% (mb229 *% 4)) +% (k231 *% 288))])
-          t230_c0_0 = t230_c0_0.addingProduct(t230_a0, t230_b0)
-          t230_c0_1 = t230_c0_1.addingProduct(t230_a0, t230_b1)
-          let t230_a1 = Vector(repeating: params[((352 +% ((mb229 *% 4) +% 1)) +% (k231 *% 288))])
-          t230_c1_0 = t230_c1_0.addingProduct(t230_a1, t230_b0)
-          t230_c1_1 = t230_c1_1.addingProduct(t230_a1, t230_b1)
-          let t230_a2 = Vector(repeating: params[((352 +% ((mb229 *% 4) +% 2)) +% (k231 *% 288))])
-          t230_c2_0 = t230_c2_0.addingProduct(t230_a2, t230_b0)
-          t230_c2_1 = t230_c2_1.addingProduct(t230_a2, t230_b1)
-          let t230_a3 = Vector(repeating: params[((352 +% ((mb229 *% 4) +% 3)) +% (k231 *% 288))])
-          t230_c3_0 = t230_c3_0.addingProduct(t230_a3, t230_b0)
-          t230_c3_1 = t230_c3_1.addingProduct(t230_a3, t230_b1)
+      for mb397 in 0..<72 {
+        var t398_c0_0 = Vector()
+        var t398_c0_1 = Vector()
+        var t398_c1_0 = Vector()
+        var t398_c1_1 = Vector()
+        var t398_c2_0 = Vector()
+        var t398_c2_1 = Vector()
+        var t398_c3_0 = Vector()
+        var t398_c3_1 = Vector()
+        for k399 in 0..<64 {
+          let t398_b0 = loadVector(arena, ((7325760 +% (k399 *% 3136)) +% 3120))
+          let t398_b1 = loadVector(arena, (((7325760 +% (k399 *% 3136)) +% 3120) +% 8))
+          let t398_a0 = Vector(repeating: params[((352 +% (mb397 *% 4)) +% (k399 *% 288))])
+          t398_c0_0 = t398_c0_0.addingProduct(t398_a0, t398_b0)
+          t398_c0_1 = t398_c0_1.addingProduct(t398_a0, t398_b1)
+          let t398_a1 = Vector(repeating: params[((352 +% ((mb397 *% 4) +% 1)) +% (k399 *% 288))])
+          t398_c1_0 = t398_c1_0.addingProduct(t398_a1, t398_b0)
+          t398_c1_1 = t398_c1_1.addingProduct(t398_a1, t398_b1)
+          let t398_a2 = Vector(repeating: params[((352 +% ((mb397 *% 4) +% 2)) +% (k399 *% 288))])
+          t398_c2_0 = t398_c2_0.addingProduct(t398_a2, t398_b0)
+          t398_c2_1 = t398_c2_1.addingProduct(t398_a2, t398_b1)
+          let t398_a3 = Vector(repeating: params[((352 +% ((mb397 *% 4) +% 3)) +% (k399 *% 288))])
+          t398_c3_0 = t398_c3_0.addingProduct(t398_a3, t398_b0)
+          t398_c3_1 = t398_c3_1.addingProduct(t398_a3, t398_b1)
         }
-        storeVector(arena, ((6422592 +% ((mb229 *% 4) *% 3136)) +% 3120), t230_c0_0)
-        storeVector(arena, (((6422592 +% ((mb229 *% 4) *% 3136)) +% 3120) +% 8), t230_c0_1)
-        storeVector(arena, ((6422592 +% (((mb229 *% 4) +% 1) *% 3136)) +% 3120), t230_c1_0)
-        storeVector(arena, (((6422592 +% (((mb229 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t230_c1_1)
-        storeVector(arena, ((6422592 +% (((mb229 *% 4) +% 2) *% 3136)) +% 3120), t230_c2_0)
-        storeVector(arena, (((6422592 +% (((mb229 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t230_c2_1)
-        storeVector(arena, ((6422592 +% (((mb229 *% 4) +% 3) *% 3136)) +% 3120), t230_c3_0)
-        storeVector(arena, (((6422592 +% (((mb229 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t230_c3_1)
+        storeVector(arena, ((6422592 +% ((mb397 *% 4) *% 3136)) +% 3120), t398_c0_0)
+        storeVector(arena, (((6422592 +% ((mb397 *% 4) *% 3136)) +% 3120) +% 8), t398_c0_1)
+        storeVector(arena, ((6422592 +% (((mb397 *% 4) +% 1) *% 3136)) +% 3120), t398_c1_0)
+        storeVector(arena, (((6422592 +% (((mb397 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t398_c1_1)
+        storeVector(arena, ((6422592 +% (((mb397 *% 4) +% 2) *% 3136)) +% 3120), t398_c2_0)
+        storeVector(arena, (((6422592 +% (((mb397 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t398_c2_1)
+        storeVector(arena, ((6422592 +% (((mb397 *% 4) +% 3) *% 3136)) +% 3120), t398_c3_0)
+        storeVector(arena, (((6422592 +% (((mb397 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t398_c3_1)
       }
     }
-    for j233 in 0..<16 {
-      for c234 in 0..<32 {
-        for iy235 in 0..<1 {
-          for ix236 in 0..<1 {
-            let sum237_v = loadPartial(arena, (ix236 +% ((((6422592 +% ((c234 *% 9) *% 3136)) +% (j233 *% 196)) +% ((iy235 +% 1) *% 14)) +% 1)), 1)
-            let sum238_v = (sum237_v + loadPartial(arena, (ix236 +% (((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% ((iy235 +% 1) *% 14))), 1))
-            let sum239_v = (sum238_v + loadPartial(arena, (ix236 +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% (iy235 *% 14)) +% 1)), 1))
-            let sum240_v = (sum239_v + loadPartial(arena, (ix236 +% (((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% (iy235 *% 14))), 1))
-            storePartial(arena, (ix236 +% (((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% (iy235 *% 14))), sum240_v, 1)
+    for j401 in 0..<16 {
+      for c402 in 0..<32 {
+        for iy403 in 0..<1 {
+          for ix404 in 0..<1 {
+            let sum405_v = loadPartial(arena, (ix404 +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% ((iy403 +% 1) *% 14)) +% 1)), 1)
+            let sum406_v = (sum405_v + loadPartial(arena, (ix404 +% (((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy403 +% 1) *% 14))), 1))
+            let sum407_v = (sum406_v + loadPartial(arena, (ix404 +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% (iy403 *% 14)) +% 1)), 1))
+            let sum408_v = (sum407_v + loadPartial(arena, (ix404 +% (((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy403 *% 14))), 1))
+            storePartial(arena, (ix404 +% (((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy403 *% 14))), sum408_v, 1)
           }
         }
-        for iy241 in 0..<1 {
-          for ix242 in 0..<1 {
-            let sum243_v = loadVector(arena, ((ix242 *% 8) +% ((((6422592 +% ((c234 *% 9) *% 3136)) +% (j233 *% 196)) +% ((iy241 +% 1) *% 14)) +% 2)))
-            let sum244_v = (sum243_v + loadVector(arena, ((ix242 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% ((iy241 +% 1) *% 14)) +% 1))))
-            let sum245_v = (sum244_v + loadVector(arena, ((ix242 *% 8) +% (((6422592 +% (((c234 *% 9) +% 2) *% 3136)) +% (j233 *% 196)) +% ((iy241 +% 1) *% 14)))))
-            let sum246_v = (sum245_v + loadVector(arena, ((ix242 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% (iy241 *% 14)) +% 2))))
-            let sum247_v = (sum246_v + loadVector(arena, ((ix242 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% (iy241 *% 14)) +% 1))))
-            let sum248_v = (sum247_v + loadVector(arena, ((ix242 *% 8) +% (((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% (iy241 *% 14)))))
-            storeVector(arena, ((ix242 *% 8) +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% (iy241 *% 14)) +% 1)), sum248_v)
+        for iy409 in 0..<1 {
+          for ix410 in 0..<1 {
+            let sum411_v = loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 2)))
+            let sum412_v = (sum411_v + loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 1))))
+            let sum413_v = (sum412_v + loadVector(arena, ((ix410 *% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)))))
+            let sum414_v = (sum413_v + loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 2))))
+            let sum415_v = (sum414_v + loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 1))))
+            let sum416_v = (sum415_v + loadVector(arena, ((ix410 *% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)))))
+            storeVector(arena, ((ix410 *% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy409 *% 14)) +% 1)), sum416_v)
           }
-          for ix242 in 0..<1 {
-            let sum243_v = loadPartial(arena, ((ix242 +% 8) +% ((((6422592 +% ((c234 *% 9) *% 3136)) +% (j233 *% 196)) +% ((iy241 +% 1) *% 14)) +% 2)), 4)
-            let sum244_v = (sum243_v + loadPartial(arena, ((ix242 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% ((iy241 +% 1) *% 14)) +% 1)), 4))
-            let sum245_v = (sum244_v + loadPartial(arena, ((ix242 +% 8) +% (((6422592 +% (((c234 *% 9) +% 2) *% 3136)) +% (j233 *% 196)) +% ((iy241 +% 1) *% 14))), 4))
-            let sum246_v = (sum245_v + loadPartial(arena, ((ix242 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% (iy241 *% 14)) +% 2)), 4))
-            let sum247_v = (sum246_v + loadPartial(arena, ((ix242 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% (iy241 *% 14)) +% 1)), 4))
-            let sum248_v = (sum247_v + loadPartial(arena, ((ix242 +% 8) +% (((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% (iy241 *% 14))), 4))
-            storePartial(arena, ((ix242 +% 8) +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% (iy241 *% 14)) +% 1)), sum248_v, 4)
-          }
-        }
-        for iy249 in 0..<1 {
-          for ix250 in 0..<1 {
-            let sum251_v = loadPartial(arena, (ix250 +% ((((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% ((iy249 +% 1) *% 14)) +% 13)), 1)
-            let sum252_v = (sum251_v + loadPartial(arena, (ix250 +% ((((6422592 +% (((c234 *% 9) +% 2) *% 3136)) +% (j233 *% 196)) +% ((iy249 +% 1) *% 14)) +% 12)), 1))
-            let sum253_v = (sum252_v + loadPartial(arena, (ix250 +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% (iy249 *% 14)) +% 13)), 1))
-            let sum254_v = (sum253_v + loadPartial(arena, (ix250 +% ((((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% (iy249 *% 14)) +% 12)), 1))
-            storePartial(arena, (ix250 +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% (iy249 *% 14)) +% 13)), sum254_v, 1)
+          for ix410 in 0..<1 {
+            let sum411_v = loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 2)), 4)
+            let sum412_v = (sum411_v + loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 1)), 4))
+            let sum413_v = (sum412_v + loadPartial(arena, ((ix410 +% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14))), 4))
+            let sum414_v = (sum413_v + loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 2)), 4))
+            let sum415_v = (sum414_v + loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 1)), 4))
+            let sum416_v = (sum415_v + loadPartial(arena, ((ix410 +% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14))), 4))
+            storePartial(arena, ((ix410 +% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy409 *% 14)) +% 1)), sum416_v, 4)
           }
         }
-        for iy255 in 0..<12 {
-          for ix256 in 0..<1 {
-            let sum257_v = loadPartial(arena, (ix256 +% ((((6422592 +% ((c234 *% 9) *% 3136)) +% (j233 *% 196)) +% (((iy255 +% 1) +% 1) *% 14)) +% 1)), 1)
-            let sum258_v = (sum257_v + loadPartial(arena, (ix256 +% (((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% (((iy255 +% 1) +% 1) *% 14))), 1))
-            let sum259_v = (sum258_v + loadPartial(arena, (ix256 +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% ((iy255 +% 1) *% 14)) +% 1)), 1))
-            let sum260_v = (sum259_v + loadPartial(arena, (ix256 +% (((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy255 +% 1) *% 14))), 1))
-            let sum261_v = (sum260_v + loadPartial(arena, (ix256 +% ((((6422592 +% (((c234 *% 9) +% 6) *% 3136)) +% (j233 *% 196)) +% (((iy255 +% 1) +% -1) *% 14)) +% 1)), 1))
-            let sum262_v = (sum261_v + loadPartial(arena, (ix256 +% (((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy255 +% 1) +% -1) *% 14))), 1))
-            storePartial(arena, (ix256 +% (((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy255 +% 1) *% 14))), sum262_v, 1)
+        for iy417 in 0..<1 {
+          for ix418 in 0..<1 {
+            let sum419_v = loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy417 +% 1) *% 14)) +% 13)), 1)
+            let sum420_v = (sum419_v + loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% ((iy417 +% 1) *% 14)) +% 12)), 1))
+            let sum421_v = (sum420_v + loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy417 *% 14)) +% 13)), 1))
+            let sum422_v = (sum421_v + loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% (iy417 *% 14)) +% 12)), 1))
+            storePartial(arena, (ix418 +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy417 *% 14)) +% 13)), sum422_v, 1)
           }
         }
-        for iy263 in 0..<12 {
-          for ix264 in 0..<1 {
-            let sum265_v = loadVector(arena, ((ix264 *% 8) +% ((((6422592 +% ((c234 *% 9) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% 1) *% 14)) +% 2)))
-            let sum266_v = (sum265_v + loadVector(arena, ((ix264 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% 1) *% 14)) +% 1))))
-            let sum267_v = (sum266_v + loadVector(arena, ((ix264 *% 8) +% (((6422592 +% (((c234 *% 9) +% 2) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% 1) *% 14)))))
-            let sum268_v = (sum267_v + loadVector(arena, ((ix264 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% ((iy263 +% 1) *% 14)) +% 2))))
-            let sum269_v = (sum268_v + loadVector(arena, ((ix264 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy263 +% 1) *% 14)) +% 1))))
-            let sum270_v = (sum269_v + loadVector(arena, ((ix264 *% 8) +% (((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% ((iy263 +% 1) *% 14)))))
-            let sum271_v = (sum270_v + loadVector(arena, ((ix264 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 6) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% -1) *% 14)) +% 2))))
-            let sum272_v = (sum271_v + loadVector(arena, ((ix264 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% -1) *% 14)) +% 1))))
-            let sum273_v = (sum272_v + loadVector(arena, ((ix264 *% 8) +% (((6422592 +% (((c234 *% 9) +% 8) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% -1) *% 14)))))
-            storeVector(arena, ((ix264 *% 8) +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy263 +% 1) *% 14)) +% 1)), sum273_v)
-          }
-          for ix264 in 0..<1 {
-            let sum265_v = loadPartial(arena, ((ix264 +% 8) +% ((((6422592 +% ((c234 *% 9) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% 1) *% 14)) +% 2)), 4)
-            let sum266_v = (sum265_v + loadPartial(arena, ((ix264 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% 1) *% 14)) +% 1)), 4))
-            let sum267_v = (sum266_v + loadPartial(arena, ((ix264 +% 8) +% (((6422592 +% (((c234 *% 9) +% 2) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% 1) *% 14))), 4))
-            let sum268_v = (sum267_v + loadPartial(arena, ((ix264 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% ((iy263 +% 1) *% 14)) +% 2)), 4))
-            let sum269_v = (sum268_v + loadPartial(arena, ((ix264 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy263 +% 1) *% 14)) +% 1)), 4))
-            let sum270_v = (sum269_v + loadPartial(arena, ((ix264 +% 8) +% (((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% ((iy263 +% 1) *% 14))), 4))
-            let sum271_v = (sum270_v + loadPartial(arena, ((ix264 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 6) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% -1) *% 14)) +% 2)), 4))
-            let sum272_v = (sum271_v + loadPartial(arena, ((ix264 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% -1) *% 14)) +% 1)), 4))
-            let sum273_v = (sum272_v + loadPartial(arena, ((ix264 +% 8) +% (((6422592 +% (((c234 *% 9) +% 8) *% 3136)) +% (j233 *% 196)) +% (((iy263 +% 1) +% -1) *% 14))), 4))
-            storePartial(arena, ((ix264 +% 8) +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy263 +% 1) *% 14)) +% 1)), sum273_v, 4)
+        for iy423 in 0..<12 {
+          for ix424 in 0..<1 {
+            let sum425_v = loadPartial(arena, (ix424 +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% 1) *% 14)) +% 1)), 1)
+            let sum426_v = (sum425_v + loadPartial(arena, (ix424 +% (((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% 1) *% 14))), 1))
+            let sum427_v = (sum426_v + loadPartial(arena, (ix424 +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy423 +% 1) *% 14)) +% 1)), 1))
+            let sum428_v = (sum427_v + loadPartial(arena, (ix424 +% (((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy423 +% 1) *% 14))), 1))
+            let sum429_v = (sum428_v + loadPartial(arena, (ix424 +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% -1) *% 14)) +% 1)), 1))
+            let sum430_v = (sum429_v + loadPartial(arena, (ix424 +% (((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% -1) *% 14))), 1))
+            storePartial(arena, (ix424 +% (((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy423 +% 1) *% 14))), sum430_v, 1)
           }
         }
-        for iy274 in 0..<12 {
-          for ix275 in 0..<1 {
-            let sum276_v = loadPartial(arena, (ix275 +% ((((6422592 +% (((c234 *% 9) +% 1) *% 3136)) +% (j233 *% 196)) +% (((iy274 +% 1) +% 1) *% 14)) +% 13)), 1)
-            let sum277_v = (sum276_v + loadPartial(arena, (ix275 +% ((((6422592 +% (((c234 *% 9) +% 2) *% 3136)) +% (j233 *% 196)) +% (((iy274 +% 1) +% 1) *% 14)) +% 12)), 1))
-            let sum278_v = (sum277_v + loadPartial(arena, (ix275 +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy274 +% 1) *% 14)) +% 13)), 1))
-            let sum279_v = (sum278_v + loadPartial(arena, (ix275 +% ((((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% ((iy274 +% 1) *% 14)) +% 12)), 1))
-            let sum280_v = (sum279_v + loadPartial(arena, (ix275 +% ((((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy274 +% 1) +% -1) *% 14)) +% 13)), 1))
-            let sum281_v = (sum280_v + loadPartial(arena, (ix275 +% ((((6422592 +% (((c234 *% 9) +% 8) *% 3136)) +% (j233 *% 196)) +% (((iy274 +% 1) +% -1) *% 14)) +% 12)), 1))
-            storePartial(arena, (ix275 +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy274 +% 1) *% 14)) +% 13)), sum281_v, 1)
+        for iy431 in 0..<12 {
+          for ix432 in 0..<1 {
+            let sum433_v = loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 2)))
+            let sum434_v = (sum433_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 1))))
+            let sum435_v = (sum434_v + loadVector(arena, ((ix432 *% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)))))
+            let sum436_v = (sum435_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 2))))
+            let sum437_v = (sum436_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1))))
+            let sum438_v = (sum437_v + loadVector(arena, ((ix432 *% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)))))
+            let sum439_v = (sum438_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 2))))
+            let sum440_v = (sum439_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 1))))
+            let sum441_v = (sum440_v + loadVector(arena, ((ix432 *% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)))))
+            storeVector(arena, ((ix432 *% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1)), sum441_v)
+          }
+          for ix432 in 0..<1 {
+            let sum433_v = loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 2)), 4)
+            let sum434_v = (sum433_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 1)), 4))
+            let sum435_v = (sum434_v + loadPartial(arena, ((ix432 +% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14))), 4))
+            let sum436_v = (sum435_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 2)), 4))
+            let sum437_v = (sum436_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1)), 4))
+            let sum438_v = (sum437_v + loadPartial(arena, ((ix432 +% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14))), 4))
+            let sum439_v = (sum438_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 2)), 4))
+            let sum440_v = (sum439_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 1)), 4))
+            let sum441_v = (sum440_v + loadPartial(arena, ((ix432 +% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix432 +% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1)), sum441_v, 4)
           }
         }
-        for iy282 in 0..<1 {
-          for ix283 in 0..<1 {
-            let sum284_v = loadPartial(arena, (ix283 +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% ((iy282 +% 13) *% 14)) +% 1)), 1)
-            let sum285_v = (sum284_v + loadPartial(arena, (ix283 +% (((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy282 +% 13) *% 14))), 1))
-            let sum286_v = (sum285_v + loadPartial(arena, (ix283 +% ((((6422592 +% (((c234 *% 9) +% 6) *% 3136)) +% (j233 *% 196)) +% (((iy282 +% 13) +% -1) *% 14)) +% 1)), 1))
-            let sum287_v = (sum286_v + loadPartial(arena, (ix283 +% (((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy282 +% 13) +% -1) *% 14))), 1))
-            storePartial(arena, (ix283 +% (((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy282 +% 13) *% 14))), sum287_v, 1)
+        for iy442 in 0..<12 {
+          for ix443 in 0..<1 {
+            let sum444_v = loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% 1) *% 14)) +% 13)), 1)
+            let sum445_v = (sum444_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% 1) *% 14)) +% 12)), 1))
+            let sum446_v = (sum445_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy442 +% 1) *% 14)) +% 13)), 1))
+            let sum447_v = (sum446_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy442 +% 1) *% 14)) +% 12)), 1))
+            let sum448_v = (sum447_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% -1) *% 14)) +% 13)), 1))
+            let sum449_v = (sum448_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix443 +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy442 +% 1) *% 14)) +% 13)), sum449_v, 1)
           }
         }
-        for iy288 in 0..<1 {
-          for ix289 in 0..<1 {
-            let sum290_v = loadVector(arena, ((ix289 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% ((iy288 +% 13) *% 14)) +% 2)))
-            let sum291_v = (sum290_v + loadVector(arena, ((ix289 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy288 +% 13) *% 14)) +% 1))))
-            let sum292_v = (sum291_v + loadVector(arena, ((ix289 *% 8) +% (((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% ((iy288 +% 13) *% 14)))))
-            let sum293_v = (sum292_v + loadVector(arena, ((ix289 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 6) *% 3136)) +% (j233 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)) +% 2))))
-            let sum294_v = (sum293_v + loadVector(arena, ((ix289 *% 8) +% ((((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)) +% 1))))
-            let sum295_v = (sum294_v + loadVector(arena, ((ix289 *% 8) +% (((6422592 +% (((c234 *% 9) +% 8) *% 3136)) +% (j233 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)))))
-            storeVector(arena, ((ix289 *% 8) +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy288 +% 13) *% 14)) +% 1)), sum295_v)
-          }
-          for ix289 in 0..<1 {
-            let sum290_v = loadPartial(arena, ((ix289 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 3) *% 3136)) +% (j233 *% 196)) +% ((iy288 +% 13) *% 14)) +% 2)), 4)
-            let sum291_v = (sum290_v + loadPartial(arena, ((ix289 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy288 +% 13) *% 14)) +% 1)), 4))
-            let sum292_v = (sum291_v + loadPartial(arena, ((ix289 +% 8) +% (((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% ((iy288 +% 13) *% 14))), 4))
-            let sum293_v = (sum292_v + loadPartial(arena, ((ix289 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 6) *% 3136)) +% (j233 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)) +% 2)), 4))
-            let sum294_v = (sum293_v + loadPartial(arena, ((ix289 +% 8) +% ((((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy288 +% 13) +% -1) *% 14)) +% 1)), 4))
-            let sum295_v = (sum294_v + loadPartial(arena, ((ix289 +% 8) +% (((6422592 +% (((c234 *% 9) +% 8) *% 3136)) +% (j233 *% 196)) +% (((iy288 +% 13) +% -1) *% 14))), 4))
-            storePartial(arena, ((ix289 +% 8) +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy288 +% 13) *% 14)) +% 1)), sum295_v, 4)
+        for iy450 in 0..<1 {
+          for ix451 in 0..<1 {
+            let sum452_v = loadPartial(arena, (ix451 +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy450 +% 13) *% 14)) +% 1)), 1)
+            let sum453_v = (sum452_v + loadPartial(arena, (ix451 +% (((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy450 +% 13) *% 14))), 1))
+            let sum454_v = (sum453_v + loadPartial(arena, (ix451 +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy450 +% 13) +% -1) *% 14)) +% 1)), 1))
+            let sum455_v = (sum454_v + loadPartial(arena, (ix451 +% (((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy450 +% 13) +% -1) *% 14))), 1))
+            storePartial(arena, (ix451 +% (((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy450 +% 13) *% 14))), sum455_v, 1)
           }
         }
-        for iy296 in 0..<1 {
-          for ix297 in 0..<1 {
-            let sum298_v = loadPartial(arena, (ix297 +% ((((6422592 +% (((c234 *% 9) +% 4) *% 3136)) +% (j233 *% 196)) +% ((iy296 +% 13) *% 14)) +% 13)), 1)
-            let sum299_v = (sum298_v + loadPartial(arena, (ix297 +% ((((6422592 +% (((c234 *% 9) +% 5) *% 3136)) +% (j233 *% 196)) +% ((iy296 +% 13) *% 14)) +% 12)), 1))
-            let sum300_v = (sum299_v + loadPartial(arena, (ix297 +% ((((6422592 +% (((c234 *% 9) +% 7) *% 3136)) +% (j233 *% 196)) +% (((iy296 +% 13) +% -1) *% 14)) +% 13)), 1))
-            let sum301_v = (sum300_v + loadPartial(arena, (ix297 +% ((((6422592 +% (((c234 *% 9) +% 8) *% 3136)) +% (j233 *% 196)) +% (((iy296 +% 13) +% -1) *% 14)) +% 12)), 1))
-            storePartial(arena, (ix297 +% ((((2007040 +% (((g221 *% 16) +% j233) *% 6272)) +% (c234 *% 196)) +% ((iy296 +% 13) *% 14)) +% 13)), sum301_v, 1)
+        for iy456 in 0..<1 {
+          for ix457 in 0..<1 {
+            let sum458_v = loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 2)))
+            let sum459_v = (sum458_v + loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1))))
+            let sum460_v = (sum459_v + loadVector(arena, ((ix457 *% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)))))
+            let sum461_v = (sum460_v + loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 2))))
+            let sum462_v = (sum461_v + loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 1))))
+            let sum463_v = (sum462_v + loadVector(arena, ((ix457 *% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)))))
+            storeVector(arena, ((ix457 *% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1)), sum463_v)
+          }
+          for ix457 in 0..<1 {
+            let sum458_v = loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 2)), 4)
+            let sum459_v = (sum458_v + loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1)), 4))
+            let sum460_v = (sum459_v + loadPartial(arena, ((ix457 +% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14))), 4))
+            let sum461_v = (sum460_v + loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 2)), 4))
+            let sum462_v = (sum461_v + loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 1)), 4))
+            let sum463_v = (sum462_v + loadPartial(arena, ((ix457 +% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix457 +% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1)), sum463_v, 4)
+          }
+        }
+        for iy464 in 0..<1 {
+          for ix465 in 0..<1 {
+            let sum466_v = loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy464 +% 13) *% 14)) +% 13)), 1)
+            let sum467_v = (sum466_v + loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy464 +% 13) *% 14)) +% 12)), 1))
+            let sum468_v = (sum467_v + loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy464 +% 13) +% -1) *% 14)) +% 13)), 1))
+            let sum469_v = (sum468_v + loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy464 +% 13) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix465 +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy464 +% 13) *% 14)) +% 13)), sum469_v, 1)
           }
         }
       }
     }
   }
   // relu1_grad = maxpool_grad(pool1_grad, relu1)
-  for i302 in 0..<200704 {
-    storeVector(arena, ((i302 *% 8) +% 4816960), Vector(repeating: Float(0)))
+  for i470 in 0..<200704 {
+    storeVector(arena, ((i470 *% 8) +% 4816960), Vector(repeating: Float(0)))
   }
-  for q303 in 0..<2048 {
-    for py304 in 0..<14 {
-      for px305 in 0..<14 {
-        var best306: Float = arena[(3211328 +% (((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)))]
-        var bi307: Float = Float((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)))
-        bi307 = (arena[(3211328 +% (((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)))] > best306 ? Float((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2))) : bi307)
-        best306 = (arena[(3211328 +% (((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)))] > best306 ? arena[(3211328 +% (((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)))] : best306)
-        bi307 = (arena[(3211328 +% ((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 1))] > best306 ? Float(((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 1)) : bi307)
-        best306 = (arena[(3211328 +% ((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 1))] > best306 ? arena[(3211328 +% ((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 1))] : best306)
-        bi307 = (arena[(3211328 +% ((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28))] > best306 ? Float(((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28)) : bi307)
-        best306 = (arena[(3211328 +% ((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28))] > best306 ? arena[(3211328 +% ((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28))] : best306)
-        bi307 = (arena[(3211328 +% (((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28) +% 1))] > best306 ? Float((((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28) +% 1)) : bi307)
-        best306 = (arena[(3211328 +% (((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28) +% 1))] > best306 ? arena[(3211328 +% (((((q303 *% 784) +% (py304 *% 56)) +% (px305 *% 2)) +% 28) +% 1))] : best306)
-        arena[(4816960 +% Int(bi307))] += arena[(((2007040 +% (q303 *% 196)) +% (py304 *% 14)) +% px305)]
+  for q471 in 0..<2048 {
+    for py472 in 0..<14 {
+      for px473 in 0..<14 {
+        var best474: Float = arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))]
+        var bi475: Float = Float((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))
+        bi475 = (arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))] > best474 ? Float((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2))) : bi475)
+        best474 = (arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))] > best474 ? arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))] : best474)
+        bi475 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1))] > best474 ? Float(((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1)) : bi475)
+        best474 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1))] > best474 ? arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1))] : best474)
+        bi475 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28))] > best474 ? Float(((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28)) : bi475)
+        best474 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28))] > best474 ? arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28))] : best474)
+        bi475 = (arena[(3211328 +% (((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1))] > best474 ? Float((((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1)) : bi475)
+        best474 = (arena[(3211328 +% (((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1))] > best474 ? arena[(3211328 +% (((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1))] : best474)
+        arena[(4816960 +% Int(bi475))] += arena[(((2007040 +% (q471 *% 196)) +% (py472 *% 14)) +% px473)]
       }
     }
   }
   // bn1_grad = relu_grad(relu1_grad, relu1)
-  for i308 in 0..<200704 {
-    storeVector(arena, ((i308 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i308 *% 8) +% 4816960)), where: loadVector(arena, ((i308 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
+  for i476 in 0..<200704 {
+    storeVector(arena, ((i476 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i476 *% 8) +% 4816960)), where: loadVector(arena, ((i476 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
   }
   // bn1_weight_grad = batchnorm_grad_weight(bn1_grad, conv1, bn1.mean, bn1.var)
-  for c309 in 0..<32 {
-    var invstd310: Float = (Float(1) / sqrtf((arena[(3211296 +% c309)] + Float(bitPattern: 0x3727c5ac))))
-    var sum311: Float = Float(0)
-    var sum_x312: Float = Float(0)
-    for n313 in 0..<64 {
-      for i314 in 0..<784 {
-        sum311 = (sum311 + arena[(6422592 +% ((((n313 *% 32) +% c309) *% 784) +% i314))])
-        sum_x312 = (sum_x312 + (arena[(6422592 +% ((((n313 *% 32) +% c309) *% 784) +% i314))] * ((arena[((((n313 *% 32) +% c309) *% 784) +% i314)] - arena[(3211264 +% c309)]) * invstd310)))
+  for c477 in 0..<32 {
+    var invstd478: Float = (Float(1) / sqrtf((arena[(3211296 +% c477)] + Float(bitPattern: 0x3727c5ac))))
+    var mean481: Float = arena[(3211264 +% c477)]
+    var acc482 = Vector()
+    var tail483: Float = Float(0)
+    for n484 in 0..<64 {
+      for v485 in 0..<98 {
+        acc482 = (acc482 + loadVector(arena, (6422592 +% ((((n484 *% 32) +% c477) *% 784) +% (v485 *% 8)))))
       }
     }
-    grads[(288 +% c309)] = sum_x312
+    storeVector(arena, 1605632, acc482)
+    var sum486: Float = (arena[1605632] + arena[1605633])
+    var sum487: Float = (sum486 + arena[1605634])
+    var sum488: Float = (sum487 + arena[1605635])
+    var sum489: Float = (sum488 + arena[1605636])
+    var sum490: Float = (sum489 + arena[1605637])
+    var sum491: Float = (sum490 + arena[1605638])
+    var sum492: Float = (sum491 + arena[1605639])
+    var sum479: Float = (sum492 + tail483)
+    var acc493 = Vector()
+    var tail494: Float = Float(0)
+    for n495 in 0..<64 {
+      for v496 in 0..<98 {
+        acc493 = (acc493 + (loadVector(arena, (6422592 +% ((((n495 *% 32) +% c477) *% 784) +% (v496 *% 8)))) * ((loadVector(arena, ((((n495 *% 32) +% c477) *% 784) +% (v496 *% 8))) - Vector(repeating: mean481)) * Vector(repeating: invstd478))))
+      }
+    }
+    storeVector(arena, 1605632, acc493)
+    var sum497: Float = (arena[1605632] + arena[1605633])
+    var sum498: Float = (sum497 + arena[1605634])
+    var sum499: Float = (sum498 + arena[1605635])
+    var sum500: Float = (sum499 + arena[1605636])
+    var sum501: Float = (sum500 + arena[1605637])
+    var sum502: Float = (sum501 + arena[1605638])
+    var sum503: Float = (sum502 + arena[1605639])
+    var sum_x480: Float = (sum503 + tail494)
+    grads[(288 +% c477)] = sum_x480
   }
   // bn1_bias_grad = batchnorm_grad_bias(bn1_grad)
-  for c315 in 0..<32 {
-    var sum316: Float = Float(0)
-    for n317 in 0..<64 {
-      for i318 in 0..<784 {
-        sum316 = (sum316 + arena[(6422592 +% ((((n317 *% 32) +% c315) *% 784) +% i318))])
+  for c504 in 0..<32 {
+    var acc506 = Vector()
+    var tail507: Float = Float(0)
+    for n508 in 0..<64 {
+      for v509 in 0..<98 {
+        acc506 = (acc506 + loadVector(arena, (6422592 +% ((((n508 *% 32) +% c504) *% 784) +% (v509 *% 8)))))
       }
     }
-    grads[(320 +% c315)] = sum316
+    storeVector(arena, 1605632, acc506)
+    var sum510: Float = (arena[1605632] + arena[1605633])
+    var sum511: Float = (sum510 + arena[1605634])
+    var sum512: Float = (sum511 + arena[1605635])
+    var sum513: Float = (sum512 + arena[1605636])
+    var sum514: Float = (sum513 + arena[1605637])
+    var sum515: Float = (sum514 + arena[1605638])
+    var sum516: Float = (sum515 + arena[1605639])
+    var sum505: Float = (sum516 + tail507)
+    grads[(320 +% c504)] = sum505
   }
   // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight)
-  for c319 in 0..<32 {
-    var invstd320: Float = (Float(1) / sqrtf((arena[(3211296 +% c319)] + Float(bitPattern: 0x3727c5ac))))
-    var sum321: Float = Float(0)
-    var sum_x322: Float = Float(0)
-    for n323 in 0..<64 {
-      for i324 in 0..<784 {
-        sum321 = (sum321 + arena[(6422592 +% ((((n323 *% 32) +% c319) *% 784) +% i324))])
-        sum_x322 = (sum_x322 + (arena[(6422592 +% ((((n323 *% 32) +% c319) *% 784) +% i324))] * ((arena[((((n323 *% 32) +% c319) *% 784) +% i324)] - arena[(3211264 +% c319)]) * invstd320)))
+  for c517 in 0..<32 {
+    var invstd518: Float = (Float(1) / sqrtf((arena[(3211296 +% c517)] + Float(bitPattern: 0x3727c5ac))))
+    var mean521: Float = arena[(3211264 +% c517)]
+    var acc522 = Vector()
+    var tail523: Float = Float(0)
+    for n524 in 0..<64 {
+      for v525 in 0..<98 {
+        acc522 = (acc522 + loadVector(arena, (6422592 +% ((((n524 *% 32) +% c517) *% 784) +% (v525 *% 8)))))
       }
     }
-    var scale325: Float = (params[(288 +% c319)] * invstd320)
-    var mean_dy326: Float = (sum321 / Float(50176))
-    var mean_dy_x327: Float = (sum_x322 / Float(50176))
-    for n328 in 0..<64 {
-      for i329 in 0..<784 {
-        arena[(3211328 +% ((((n328 *% 32) +% c319) *% 784) +% i329))] = (scale325 * ((arena[(6422592 +% ((((n328 *% 32) +% c319) *% 784) +% i329))] - mean_dy326) - (((arena[((((n328 *% 32) +% c319) *% 784) +% i329)] - arena[(3211264 +% c319)]) * invstd320) * mean_dy_x327)))
+    storeVector(arena, 1605632, acc522)
+    var sum526: Float = (arena[1605632] + arena[1605633])
+    var sum527: Float = (sum526 + arena[1605634])
+    var sum528: Float = (sum527 + arena[1605635])
+    var sum529: Float = (sum528 + arena[1605636])
+    var sum530: Float = (sum529 + arena[1605637])
+    var sum531: Float = (sum530 + arena[1605638])
+    var sum532: Float = (sum531 + arena[1605639])
+    var sum519: Float = (sum532 + tail523)
+    var acc533 = Vector()
+    var tail534: Float = Float(0)
+    for n535 in 0..<64 {
+      for v536 in 0..<98 {
+        acc533 = (acc533 + (loadVector(arena, (6422592 +% ((((n535 *% 32) +% c517) *% 784) +% (v536 *% 8)))) * ((loadVector(arena, ((((n535 *% 32) +% c517) *% 784) +% (v536 *% 8))) - Vector(repeating: mean521)) * Vector(repeating: invstd518))))
+      }
+    }
+    storeVector(arena, 1605632, acc533)
+    var sum537: Float = (arena[1605632] + arena[1605633])
+    var sum538: Float = (sum537 + arena[1605634])
+    var sum539: Float = (sum538 + arena[1605635])
+    var sum540: Float = (sum539 + arena[1605636])
+    var sum541: Float = (sum540 + arena[1605637])
+    var sum542: Float = (sum541 + arena[1605638])
+    var sum543: Float = (sum542 + arena[1605639])
+    var sum_x520: Float = (sum543 + tail534)
+    var scale544: Float = (params[(288 +% c517)] * invstd518)
+    var mean_dy545: Float = (sum519 / Float(50176))
+    var mean_dy_x546: Float = (sum_x520 / Float(50176))
+    for n547 in 0..<64 {
+      for i548 in 0..<784 {
+        arena[(3211328 +% ((((n547 *% 32) +% c517) *% 784) +% i548))] = (scale544 * ((arena[(6422592 +% ((((n547 *% 32) +% c517) *% 784) +% i548))] - mean_dy545) - (((arena[((((n547 *% 32) +% c517) *% 784) +% i548)] - arena[(3211264 +% c517)]) * invstd518) * mean_dy_x546)))
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i330 in 0..<36 {
-    storeVector(arena, ((i330 *% 8) +% 514304), Vector(repeating: Float(0)))
+  for i549 in 0..<36 {
+    storeVector(arena, ((i549 *% 8) +% 514304), Vector(repeating: Float(0)))
   }
-  for g331 in 0..<4 {
-    for j332 in 0..<16 {
-      for c333 in 0..<1 {
-        for ky334 in 0..<3 {
-          for oy335 in 0..<28 {
-            if (-1 < ((oy335 +% ky334) +% -1) && ((oy335 +% ky334) +% -1) < 28) {
-              for ox336 in 0..<27 {
-                arena[((((((c333 *% 3) +% ky334) *% 3) *% 12544) +% (j332 *% 784)) +% ((oy335 *% 28) +% (ox336 +% 1)))] = images[((((((g331 *% 16) +% j332) *% 784) +% (c333 *% 784)) +% (((oy335 +% ky334) +% -1) *% 28)) +% ((ox336 +% 1) +% -1))]
+  for g550 in 0..<4 {
+    for j551 in 0..<16 {
+      for c552 in 0..<1 {
+        for ky553 in 0..<3 {
+          for oy554 in 0..<28 {
+            if (-1 < ((oy554 +% ky553) +% -1) && ((oy554 +% ky553) +% -1) < 28) {
+              for ox555 in 0..<27 {
+                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% (ox555 +% 1)))] = images[((((((g550 *% 16) +% j551) *% 784) +% (c552 *% 784)) +% (((oy554 +% ky553) +% -1) *% 28)) +% ((ox555 +% 1) +% -1))]
               }
-              for ox337 in 0..<1 {
-                arena[((((((c333 *% 3) +% ky334) *% 3) *% 12544) +% (j332 *% 784)) +% ((oy335 *% 28) +% ox337))] = Float(0)
-              }
-            }
-            if ((oy335 +% ky334) +% -1) < 0 {
-              for ox338 in 0..<28 {
-                arena[((((((c333 *% 3) +% ky334) *% 3) *% 12544) +% (j332 *% 784)) +% ((oy335 *% 28) +% ox338))] = Float(0)
+              for ox556 in 0..<1 {
+                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% ox556))] = Float(0)
               }
             }
-            if 27 < ((oy335 +% ky334) +% -1) {
-              for ox338 in 0..<28 {
-                arena[((((((c333 *% 3) +% ky334) *% 3) *% 12544) +% (j332 *% 784)) +% ((oy335 *% 28) +% ox338))] = Float(0)
+            if ((oy554 +% ky553) +% -1) < 0 {
+              for ox557 in 0..<28 {
+                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% ox557))] = Float(0)
               }
             }
-          }
-          for oy339 in 0..<28 {
-            if (-1 < ((oy339 +% ky334) +% -1) && ((oy339 +% ky334) +% -1) < 28) {
-              for ox340 in 0..<28 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 1) *% 12544) +% (j332 *% 784)) +% ((oy339 *% 28) +% ox340))] = images[((((((g331 *% 16) +% j332) *% 784) +% (c333 *% 784)) +% (((oy339 +% ky334) +% -1) *% 28)) +% ox340)]
-              }
-            }
-            if ((oy339 +% ky334) +% -1) < 0 {
-              for ox341 in 0..<28 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 1) *% 12544) +% (j332 *% 784)) +% ((oy339 *% 28) +% ox341))] = Float(0)
-              }
-            }
-            if 27 < ((oy339 +% ky334) +% -1) {
-              for ox341 in 0..<28 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 1) *% 12544) +% (j332 *% 784)) +% ((oy339 *% 28) +% ox341))] = Float(0)
+            if 27 < ((oy554 +% ky553) +% -1) {
+              for ox557 in 0..<28 {
+                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% ox557))] = Float(0)
               }
             }
           }
-          for oy342 in 0..<28 {
-            if (-1 < ((oy342 +% ky334) +% -1) && ((oy342 +% ky334) +% -1) < 28) {
-              for ox343 in 0..<27 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 2) *% 12544) +% (j332 *% 784)) +% ((oy342 *% 28) +% ox343))] = images[((((((g331 *% 16) +% j332) *% 784) +% (c333 *% 784)) +% (((oy342 +% ky334) +% -1) *% 28)) +% (ox343 +% 1))]
-              }
-              for ox344 in 0..<1 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 2) *% 12544) +% (j332 *% 784)) +% ((oy342 *% 28) +% (ox344 +% 27)))] = Float(0)
+          for oy558 in 0..<28 {
+            if (-1 < ((oy558 +% ky553) +% -1) && ((oy558 +% ky553) +% -1) < 28) {
+              for ox559 in 0..<28 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 1) *% 12544) +% (j551 *% 784)) +% ((oy558 *% 28) +% ox559))] = images[((((((g550 *% 16) +% j551) *% 784) +% (c552 *% 784)) +% (((oy558 +% ky553) +% -1) *% 28)) +% ox559)]
               }
             }
-            if ((oy342 +% ky334) +% -1) < 0 {
-              for ox345 in 0..<28 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 2) *% 12544) +% (j332 *% 784)) +% ((oy342 *% 28) +% ox345))] = Float(0)
+            if ((oy558 +% ky553) +% -1) < 0 {
+              for ox560 in 0..<28 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 1) *% 12544) +% (j551 *% 784)) +% ((oy558 *% 28) +% ox560))] = Float(0)
               }
             }
-            if 27 < ((oy342 +% ky334) +% -1) {
-              for ox345 in 0..<28 {
-                arena[(((((((c333 *% 3) +% ky334) *% 3) +% 2) *% 12544) +% (j332 *% 784)) +% ((oy342 *% 28) +% ox345))] = Float(0)
+            if 27 < ((oy558 +% ky553) +% -1) {
+              for ox560 in 0..<28 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 1) *% 12544) +% (j551 *% 784)) +% ((oy558 *% 28) +% ox560))] = Float(0)
+              }
+            }
+          }
+          for oy561 in 0..<28 {
+            if (-1 < ((oy561 +% ky553) +% -1) && ((oy561 +% ky553) +% -1) < 28) {
+              for ox562 in 0..<27 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% ox562))] = images[((((((g550 *% 16) +% j551) *% 784) +% (c552 *% 784)) +% (((oy561 +% ky553) +% -1) *% 28)) +% (ox562 +% 1))]
+              }
+              for ox563 in 0..<1 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% (ox563 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy561 +% ky553) +% -1) < 0 {
+              for ox564 in 0..<28 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% ox564))] = Float(0)
+              }
+            }
+            if 27 < ((oy561 +% ky553) +% -1) {
+              for ox564 in 0..<28 {
+                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% ox564))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j346 in 0..<16 {
-      for i347 in 0..<784 {
-        for f348 in 0..<32 {
-          arena[((112896 +% (((j346 *% 784) +% i347) *% 32)) +% f348)] = arena[(((3211328 +% (((g331 *% 16) +% j346) *% 25088)) +% (f348 *% 784)) +% i347)]
+    for j565 in 0..<16 {
+      for i566 in 0..<784 {
+        for f567 in 0..<32 {
+          arena[((112896 +% (((j565 *% 784) +% i566) *% 32)) +% f567)] = arena[(((3211328 +% (((g550 *% 16) +% j565) *% 25088)) +% (f567 *% 784)) +% i566)]
         }
       }
     }
-    do {  // gemm356
-      for kp349 in 0..<7 {
-        for nb350 in 0..<2 {
-          for mb351 in 0..<1 {
-            var t352_c0_0 = loadVector(arena, ((514304 +% ((mb351 *% 5) *% 32)) +% (nb350 *% 16)))
-            var t352_c0_1 = loadVector(arena, (((514304 +% ((mb351 *% 5) *% 32)) +% (nb350 *% 16)) +% 8))
-            var t352_c1_0 = loadVector(arena, ((514304 +% (((mb351 *% 5) +% 1) *% 32)) +% (nb350 *% 16)))
-            var t352_c1_1 = loadVector(arena, (((514304 +% (((mb351 *% 5) +% 1) *% 32)) +% (nb350 *% 16)) +% 8))
-            var t352_c2_0 = loadVector(arena, ((514304 +% (((mb351 *% 5) +% 2) *% 32)) +% (nb350 *% 16)))
-            var t352_c2_1 = loadVector(arena, (((514304 +% (((mb351 *% 5) +% 2) *% 32)) +% (nb350 *% 16)) +% 8))
-            var t352_c3_0 = loadVector(arena, ((514304 +% (((mb351 *% 5) +% 3) *% 32)) +% (nb350 *% 16)))
-            var t352_c3_1 = loadVector(arena, (((514304 +% (((mb351 *% 5) +% 3) *% 32)) +% (nb350 *% 16)) +% 8))
-            var t352_c4_0 = loadVector(arena, ((514304 +% (((mb351 *% 5) +% 4) *% 32)) +% (nb350 *% 16)))
-            var t352_c4_1 = loadVector(arena, (((514304 +% (((mb351 *% 5) +% 4) *% 32)) +% (nb350 *% 16)) +% 8))
-            for k353 in 0..<1792 {
-              let t352_b0 = loadVector(arena, ((112896 +% ((k353 +% (kp349 *% 1792)) *% 32)) +% (nb350 *% 16)))
-              let t352_b1 = loadVector(arena, (((112896 +% ((k353 +% (kp349 *% 1792)) *% 32)) +% (nb350 *% 16)) +% 8))
-              let t352_a0 = Vector(repeating: arena[(((mb351 *% 5) *% 12544) +% (k353 +% (kp349 *% 1792)))])
-              t352_c0_0 = t352_c0_0.addingProduct(t352_a0, t352_b0)
-              t352_c0_1 = t352_c0_1.addingProduct(t352_a0, t352_b1)
-              let t352_a1 = Vector(repeating: arena[((((mb351 *% 5) +% 1) *% 12544) +% (k353 +% (kp349 *% 1792)))])
-              t352_c1_0 = t352_c1_0.addingProduct(t352_a1, t352_b0)
-              t352_c1_1 = t352_c1_1.addingProduct(t352_a1, t352_b1)
-              let t352_a2 = Vector(repeating: arena[((((mb351 *% 5) +% 2) *% 12544) +% (k353 +% (kp349 *% 1792)))])
-              t352_c2_0 = t352_c2_0.addingProduct(t352_a2, t352_b0)
-              t352_c2_1 = t352_c2_1.addingProduct(t352_a2, t352_b1)
-              let t352_a3 = Vector(repeating: arena[((((mb351 *% 5) +% 3) *% 12544) +% (k353 +% (kp349 *% 1792)))])
-              t352_c3_0 = t352_c3_0.addingProduct(t352_a3, t352_b0)
-              t352_c3_1 = t352_c3_1.addingProduct(t352_a3, t352_b1)
-              let t352_a4 = Vector(repeating: arena[((((mb351 *% 5) +% 4) *% 12544) +% (k353 +% (kp349 *% 1792)))])
-              t352_c4_0 = t352_c4_0.addingProduct(t352_a4, t352_b0)
-              t352_c4_1 = t352_c4_1.addingProduct(t352_a4, t352_b1)
+    do {  // gemm575
+      for kp568 in 0..<7 {
+        for nb569 in 0..<2 {
+          for mb570 in 0..<1 {
+            var t571_c0_0 = loadVector(arena, ((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)))
+            var t571_c0_1 = loadVector(arena, (((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)) +% 8))
+            var t571_c1_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)))
+            var t571_c1_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)) +% 8))
+            var t571_c2_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)))
+            var t571_c2_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)) +% 8))
+            var t571_c3_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)))
+            var t571_c3_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)) +% 8))
+            var t571_c4_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)))
+            var t571_c4_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)) +% 8))
+            for k572 in 0..<1792 {
+              let t571_b0 = loadVector(arena, ((112896 +% ((k572 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)))
+              let t571_b1 = loadVector(arena, (((112896 +% ((k572 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)) +% 8))
+              let t571_a0 = Vector(repeating: arena[(((mb570 *% 5) *% 12544) +% (k572 +% (kp568 *% 1792)))])
+              t571_c0_0 = t571_c0_0.addingProduct(t571_a0, t571_b0)
+              t571_c0_1 = t571_c0_1.addingProduct(t571_a0, t571_b1)
+              let t571_a1 = Vector(repeating: arena[((((mb570 *% 5) +% 1) *% 12544) +% (k572 +% (kp568 *% 1792)))])
+              t571_c1_0 = t571_c1_0.addingProduct(t571_a1, t571_b0)
+              t571_c1_1 = t571_c1_1.addingProduct(t571_a1, t571_b1)
+              let t571_a2 = Vector(repeating: arena[((((mb570 *% 5) +% 2) *% 12544) +% (k572 +% (kp568 *% 1792)))])
+              t571_c2_0 = t571_c2_0.addingProduct(t571_a2, t571_b0)
+              t571_c2_1 = t571_c2_1.addingProduct(t571_a2, t571_b1)
+              let t571_a3 = Vector(repeating: arena[((((mb570 *% 5) +% 3) *% 12544) +% (k572 +% (kp568 *% 1792)))])
+              t571_c3_0 = t571_c3_0.addingProduct(t571_a3, t571_b0)
+              t571_c3_1 = t571_c3_1.addingProduct(t571_a3, t571_b1)
+              let t571_a4 = Vector(repeating: arena[((((mb570 *% 5) +% 4) *% 12544) +% (k572 +% (kp568 *% 1792)))])
+              t571_c4_0 = t571_c4_0.addingProduct(t571_a4, t571_b0)
+              t571_c4_1 = t571_c4_1.addingProduct(t571_a4, t571_b1)
             }
-            storeVector(arena, ((514304 +% ((mb351 *% 5) *% 32)) +% (nb350 *% 16)), t352_c0_0)
-            storeVector(arena, (((514304 +% ((mb351 *% 5) *% 32)) +% (nb350 *% 16)) +% 8), t352_c0_1)
-            storeVector(arena, ((514304 +% (((mb351 *% 5) +% 1) *% 32)) +% (nb350 *% 16)), t352_c1_0)
-            storeVector(arena, (((514304 +% (((mb351 *% 5) +% 1) *% 32)) +% (nb350 *% 16)) +% 8), t352_c1_1)
-            storeVector(arena, ((514304 +% (((mb351 *% 5) +% 2) *% 32)) +% (nb350 *% 16)), t352_c2_0)
-            storeVector(arena, (((514304 +% (((mb351 *% 5) +% 2) *% 32)) +% (nb350 *% 16)) +% 8), t352_c2_1)
-            storeVector(arena, ((514304 +% (((mb351 *% 5) +% 3) *% 32)) +% (nb350 *% 16)), t352_c3_0)
-            storeVector(arena, (((514304 +% (((mb351 *% 5) +% 3) *% 32)) +% (nb350 *% 16)) +% 8), t352_c3_1)
-            storeVector(arena, ((514304 +% (((mb351 *% 5) +% 4) *% 32)) +% (nb350 *% 16)), t352_c4_0)
-            storeVector(arena, (((514304 +% (((mb351 *% 5) +% 4) *% 32)) +% (nb350 *% 16)) +% 8), t352_c4_1)
+            storeVector(arena, ((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)), t571_c0_0)
+            storeVector(arena, (((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)) +% 8), t571_c0_1)
+            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)), t571_c1_0)
+            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)) +% 8), t571_c1_1)
+            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)), t571_c2_0)
+            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)) +% 8), t571_c2_1)
+            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)), t571_c3_0)
+            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)) +% 8), t571_c3_1)
+            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)), t571_c4_0)
+            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)) +% 8), t571_c4_1)
           }
-          var t354_c0_0 = loadVector(arena, (514464 +% (nb350 *% 16)))
-          var t354_c0_1 = loadVector(arena, ((514464 +% (nb350 *% 16)) +% 8))
-          var t354_c1_0 = loadVector(arena, (514496 +% (nb350 *% 16)))
-          var t354_c1_1 = loadVector(arena, ((514496 +% (nb350 *% 16)) +% 8))
-          var t354_c2_0 = loadVector(arena, (514528 +% (nb350 *% 16)))
-          var t354_c2_1 = loadVector(arena, ((514528 +% (nb350 *% 16)) +% 8))
-          var t354_c3_0 = loadVector(arena, (514560 +% (nb350 *% 16)))
-          var t354_c3_1 = loadVector(arena, ((514560 +% (nb350 *% 16)) +% 8))
-          for k355 in 0..<1792 {
-            let t354_b0 = loadVector(arena, ((112896 +% ((k355 +% (kp349 *% 1792)) *% 32)) +% (nb350 *% 16)))
-            let t354_b1 = loadVector(arena, (((112896 +% ((k355 +% (kp349 *% 1792)) *% 32)) +% (nb350 *% 16)) +% 8))
-            let t354_a0 = Vector(repeating: arena[(62720 +% (k355 +% (kp349 *% 1792)))])
-            t354_c0_0 = t354_c0_0.addingProduct(t354_a0, t354_b0)
-            t354_c0_1 = t354_c0_1.addingProduct(t354_a0, t354_b1)
-            let t354_a1 = Vector(repeating: arena[(75264 +% (k355 +% (kp349 *% 1792)))])
-            t354_c1_0 = t354_c1_0.addingProduct(t354_a1, t354_b0)
-            t354_c1_1 = t354_c1_1.addingProduct(t354_a1, t354_b1)
-            let t354_a2 = Vector(repeating: arena[(87808 +% (k355 +% (kp349 *% 1792)))])
-            t354_c2_0 = t354_c2_0.addingProduct(t354_a2, t354_b0)
-            t354_c2_1 = t354_c2_1.addingProduct(t354_a2, t354_b1)
-            let t354_a3 = Vector(repeating: arena[(100352 +% (k355 +% (kp349 *% 1792)))])
-            t354_c3_0 = t354_c3_0.addingProduct(t354_a3, t354_b0)
-            t354_c3_1 = t354_c3_1.addingProduct(t354_a3, t354_b1)
+          var t573_c0_0 = loadVector(arena, (514464 +% (nb569 *% 16)))
+          var t573_c0_1 = loadVector(arena, ((514464 +% (nb569 *% 16)) +% 8))
+          var t573_c1_0 = loadVector(arena, (514496 +% (nb569 *% 16)))
+          var t573_c1_1 = loadVector(arena, ((514496 +% (nb569 *% 16)) +% 8))
+          var t573_c2_0 = loadVector(arena, (514528 +% (nb569 *% 16)))
+          var t573_c2_1 = loadVector(arena, ((514528 +% (nb569 *% 16)) +% 8))
+          var t573_c3_0 = loadVector(arena, (514560 +% (nb569 *% 16)))
+          var t573_c3_1 = loadVector(arena, ((514560 +% (nb569 *% 16)) +% 8))
+          for k574 in 0..<1792 {
+            let t573_b0 = loadVector(arena, ((112896 +% ((k574 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)))
+            let t573_b1 = loadVector(arena, (((112896 +% ((k574 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)) +% 8))
+            let t573_a0 = Vector(repeating: arena[(62720 +% (k574 +% (kp568 *% 1792)))])
+            t573_c0_0 = t573_c0_0.addingProduct(t573_a0, t573_b0)
+            t573_c0_1 = t573_c0_1.addingProduct(t573_a0, t573_b1)
+            let t573_a1 = Vector(repeating: arena[(75264 +% (k574 +% (kp568 *% 1792)))])
+            t573_c1_0 = t573_c1_0.addingProduct(t573_a1, t573_b0)
+            t573_c1_1 = t573_c1_1.addingProduct(t573_a1, t573_b1)
+            let t573_a2 = Vector(repeating: arena[(87808 +% (k574 +% (kp568 *% 1792)))])
+            t573_c2_0 = t573_c2_0.addingProduct(t573_a2, t573_b0)
+            t573_c2_1 = t573_c2_1.addingProduct(t573_a2, t573_b1)
+            let t573_a3 = Vector(repeating: arena[(100352 +% (k574 +% (kp568 *% 1792)))])
+            t573_c3_0 = t573_c3_0.addingProduct(t573_a3, t573_b0)
+            t573_c3_1 = t573_c3_1.addingProduct(t573_a3, t573_b1)
           }
-          storeVector(arena, (514464 +% (nb350 *% 16)), t354_c0_0)
-          storeVector(arena, ((514464 +% (nb350 *% 16)) +% 8), t354_c0_1)
-          storeVector(arena, (514496 +% (nb350 *% 16)), t354_c1_0)
-          storeVector(arena, ((514496 +% (nb350 *% 16)) +% 8), t354_c1_1)
-          storeVector(arena, (514528 +% (nb350 *% 16)), t354_c2_0)
-          storeVector(arena, ((514528 +% (nb350 *% 16)) +% 8), t354_c2_1)
-          storeVector(arena, (514560 +% (nb350 *% 16)), t354_c3_0)
-          storeVector(arena, ((514560 +% (nb350 *% 16)) +% 8), t354_c3_1)
+          storeVector(arena, (514464 +% (nb569 *% 16)), t573_c0_0)
+          storeVector(arena, ((514464 +% (nb569 *% 16)) +% 8), t573_c0_1)
+          storeVector(arena, (514496 +% (nb569 *% 16)), t573_c1_0)
+          storeVector(arena, ((514496 +% (nb569 *% 16)) +% 8), t573_c1_1)
+          storeVector(arena, (514528 +% (nb569 *% 16)), t573_c2_0)
+          storeVector(arena, ((514528 +% (nb569 *% 16)) +% 8), t573_c2_1)
+          storeVector(arena, (514560 +% (nb569 *% 16)), t573_c3_0)
+          storeVector(arena, ((514560 +% (nb569 *% 16)) +% 8), t573_c3_1)
         }
       }
     }
   }
-  for f357 in 0..<32 {
-    for r358 in 0..<9 {
-      grads[((f357 *% 9) +% r358)] = arena[((514304 +% (r358 *% 32)) +% f357)]
+  for f576 in 0..<32 {
+    for r577 in 0..<9 {
+      grads[((f576 *% 9) +% r577)] = arena[((514304 +% (r577 *% 32)) +% f576)]
     }
   }
   // adam = update of 421866 parameters
-  var step_size359: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt360: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i361 in 0..<52733 {
-    let g_v = (loadVector(grads, (i361 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i361 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i361 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i361 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i361 *% 8), m_new_v)
-    storeVector(v, (i361 *% 8), v_new_v)
-    storeVector(params, (i361 *% 8), (loadVector(params, (i361 *% 8)) - ((Vector(repeating: step_size359) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt360)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size578: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt579: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i580 in 0..<52733 {
+    let g_v = (loadVector(grads, (i580 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i580 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i580 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i580 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i580 *% 8), m_new_v)
+    storeVector(v, (i580 *% 8), v_new_v)
+    storeVector(params, (i580 *% 8), (loadVector(params, (i580 *% 8)) - ((Vector(repeating: step_size578) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt579)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i361 in 0..<1 {
-    let g_v = (loadPartial(grads, (i361 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i361 +% 421864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i361 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i361 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i361 +% 421864), m_new_v, 2)
-    storePartial(v, (i361 +% 421864), v_new_v, 2)
-    storePartial(params, (i361 +% 421864), (loadPartial(params, (i361 +% 421864), 2) - ((Vector(repeating: step_size359) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt360)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i580 in 0..<1 {
+    let g_v = (loadPartial(grads, (i580 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i580 +% 421864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i580 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i580 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i580 +% 421864), m_new_v, 2)
+    storePartial(v, (i580 +% 421864), v_new_v, 2)
+    storePartial(params, (i580 +% 421864), (loadPartial(params, (i580 +% 421864), 2) - ((Vector(repeating: step_size578) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt579)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

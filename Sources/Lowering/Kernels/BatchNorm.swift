@@ -1,7 +1,8 @@
 import GraphIR
 import Passes
 
-/// Batch normalisation and its gradients: one pass per channel over its N x H x W elements, every sum in
+/// Batch normalisation and its gradients: passes per channel over its N x H x W elements. Sums run in
+/// vectors (`channelSum`): a fixed order, the same bits on every run and thread count, within rounding of
 /// the reference kernels' order (n, then h and w).
 extension Emitter {
   /// The operand's element at (n, c, i) of a [N, C, H*W] view, and the loops visiting channel `c` in order.
@@ -13,6 +14,30 @@ extension Emitter {
   private func load(_ value: String, _ i: IExpr) -> FExpr {
     let p = at(value)
     return .load(p.base, .c(p.offset) + i)
+  }
+
+  /// Loads of a placement's element i (scalar) and of `lanes` from it, for the closures `channelSum` takes.
+  private static func element(_ p: Placement) -> (IExpr) -> FExpr { { .load(p.base, .c(p.offset) + $0) } }
+  private static func lanes(_ p: Placement) -> (IExpr, Int) -> VExpr { { .load(p.base, .c(p.offset) + $0, lanes: $1) } }
+
+  /// Declares `total` = the sum over channel `c` of `term`, given as a vector of the lanes from an element
+  /// index and as a scalar at one: each plane's full vectors add into one vector of partial sums (a chain
+  /// `lanes` times shorter than a scalar sum's, which waits on every add), its last plane % lanes elements
+  /// into a scalar; the lanes are then added in order (through the node's `lanes` floats of scratch).
+  private mutating func channelSum(_ d: [Int], _ c: IExpr, _ n: Node, into total: String,
+                                   vector: (IExpr, Int) -> VExpr, scalar: (IExpr) -> FExpr) -> [Stmt] {
+    let (channels, plane, lanes) = (d[1], d.dropFirst(2).reduce(1, *), self.lanes)
+    let acc = fresh("acc"), tail = fresh("tail"), full = plane / lanes * lanes
+    var out: [Stmt] = [.vlocal(acc, .zero), .local(tail, .c(0))]
+    out.append(loop("n", d[0]) { e, b in
+      let base = (b * channels + c) * plane
+      var inner: [Stmt] = []
+      if full > 0 { inner.append(e.loop("v", plane / lanes) { _, v in [.vset(acc, .add(.local(acc), vector(base + v * lanes, lanes)))] }) }
+      if plane > full { inner.append(e.loop("i", plane - full) { _, i in [.set(tail, .local(tail) + scalar(base + full + i))] }) }
+      return inner
+    })
+    let (summing, sum) = sumLanes(acc, scratch: plan.scratch[n.name]!.offset)
+    return out + summing + [.local(total, sum + .local(tail))]
   }
 
   /// 1 / sqrt(variance + eps), as `BatchNorm.inverseStd` computes it.
@@ -28,14 +53,15 @@ extension Emitter {
       var stmts: [Stmt]
       if e.training {
         let s = e.fresh("sum"), q = e.fresh("squares")
-        stmts = [
-          .local(s, .c(0)),
-          e.overChannel(d, c) { e, i in [.set(s, .local(s) + e.load(x, i))] },
-          .local(mu, .local(s) / .c(count)),
-          .local(q, .c(0)),
-          e.overChannel(d, c) { e, i in [.set(q, .local(q) + (e.load(x, i) - .local(mu)) * (e.load(x, i) - .local(mu)))] },
-          .local(variance, .local(q) / .c(count)),
-        ]
+        let (xs, xv) = (Self.element(e.at(x)), Self.lanes(e.at(x)))
+        stmts = e.channelSum(d, c, n, into: s, vector: xv, scalar: xs)
+        stmts.append(.local(mu, .local(s) / .c(count)))
+        // The second pass (squared deviations from the mean): no cancellation, as the reference.
+        stmts += e.channelSum(d, c, n, into: q, vector: { i, l in
+          let deviation = VExpr.sub(xv(i, l), .broadcast(.local(mu)))
+          return .mul(deviation, deviation)
+        }, scalar: { (xs($0) - .local(mu)) * (xs($0) - .local(mu)) })
+        stmts.append(.local(variance, .local(q) / .c(count)))
         for (suffix, v) in [("mean", mu), ("var", variance)] {
           let p = e.at("\(n.name).\(suffix)")
           stmts.append(.store(p.base, .c(p.offset) + c, .local(v)))
@@ -55,15 +81,14 @@ extension Emitter {
   private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr,
                                      then body: (inout Emitter, _ invstd: String, _ sum: String, _ sumX: String) -> [Stmt]) -> [Stmt] {
     let (dy, x, mean, variance) = (n.args[0], n.args[1], n.args[2], n.args[3]), d = dims(x)
-    let invstd = fresh("invstd"), s = fresh("sum"), sx = fresh("sum_x")
-    let mu = load(mean, c)
-    return [
-      .local(invstd, inverseStd(load(variance, c), a.eps)), .local(s, .c(0)), .local(sx, .c(0)),
-      overChannel(d, c) { e, i in [
-        .set(s, .local(s) + e.load(dy, i)),
-        .set(sx, .local(sx) + e.load(dy, i) * ((e.load(x, i) - mu) * .local(invstd))),
-      ] },
-    ] + body(&self, invstd, s, sx)
+    let invstd = fresh("invstd"), s = fresh("sum"), sx = fresh("sum_x"), mu = fresh("mean")
+    var out: [Stmt] = [.local(invstd, inverseStd(load(variance, c), a.eps)), .local(mu, load(mean, c))]
+    let (dys, dyv, xs, xv) = (Self.element(at(dy)), Self.lanes(at(dy)), Self.element(at(x)), Self.lanes(at(x)))
+    out += channelSum(d, c, n, into: s, vector: dyv, scalar: dys)
+    out += channelSum(d, c, n, into: sx, vector: { i, l in
+      .mul(dyv(i, l), .mul(.sub(xv(i, l), .broadcast(.local(mu))), .broadcast(.local(invstd))))
+    }, scalar: { dys($0) * ((xs($0) - .local(mu)) * .local(invstd)) })
+    return out + body(&self, invstd, s, sx)
   }
 
   /// gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)); gamma is operand 4 when `scaled`.
@@ -99,13 +124,17 @@ extension Emitter {
     let dy = n.args[0], d = dims(dy), db = at(n.name)
     body.append(loop("c", d[1]) { e, c in
       let s = e.fresh("sum")
-      return [.local(s, .c(0)), e.overChannel(d, c) { e, i in [.set(s, .local(s) + e.load(dy, i))] }, .store(db.base, .c(db.offset) + c, .local(s))]
+      return e.channelSum(d, c, n, into: s, vector: Self.lanes(e.at(dy)), scalar: Self.element(e.at(dy))) + [.store(db.base, .c(db.offset) + c, .local(s))]
     })
   }
 }
 
+/// The vector of partial sums `channelSum` adds up, in the arena.
+func channelSumScratch(_ target: Target) -> Int { target.lanes }
+
 extension BatchNormOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNorm(n, attrs) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
   func check(_ n: Node, _ shapes: ShapeTable, training: Bool) -> String? {
     guard training, let x = shapes[n.args[0]], BatchNorm.elementsPerChannel(x.dims) <= 1 else { return nil }
     return "batchnorm '\(n.name)' needs more than one value per channel in training, and its input \(x) has one per shard; use a larger batch or fewer shards"
@@ -114,16 +143,20 @@ extension BatchNormOp: Lowerable {
 
 extension BatchNormGradInputOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradInput(n, attrs, scaled: true) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
 }
 
 extension BatchNormGradInputUnscaledOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradInput(n, attrs, scaled: false) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
 }
 
 extension BatchNormGradWeightOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradWeight(n, attrs) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
 }
 
 extension BatchNormGradBiasOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.batchNormGradBias(n) }
+  func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int { channelSumScratch(target) }
 }
