@@ -4224,1572 +4224,1320 @@ bn3_grad.i187.end:                                ; preds = %bn3_grad.i187
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k19.bn3_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn3_weight_grad.sum_x191 = alloca float, align 4
-  %bn3_weight_grad.sum214 = alloca float, align 4
-  %bn3_weight_grad.sum213 = alloca float, align 4
-  %bn3_weight_grad.sum212 = alloca float, align 4
-  %bn3_weight_grad.sum211 = alloca float, align 4
-  %bn3_weight_grad.sum210 = alloca float, align 4
-  %bn3_weight_grad.sum209 = alloca float, align 4
-  %bn3_weight_grad.sum208 = alloca float, align 4
-  %bn3_weight_grad.tail205 = alloca float, align 4
-  %bn3_weight_grad.acc204 = alloca <8 x float>, align 32
-  %bn3_weight_grad.sum190 = alloca float, align 4
-  %bn3_weight_grad.sum203 = alloca float, align 4
+  %bn3_weight_grad.sum_x189 = alloca float, align 4
   %bn3_weight_grad.sum202 = alloca float, align 4
   %bn3_weight_grad.sum201 = alloca float, align 4
   %bn3_weight_grad.sum200 = alloca float, align 4
   %bn3_weight_grad.sum199 = alloca float, align 4
   %bn3_weight_grad.sum198 = alloca float, align 4
   %bn3_weight_grad.sum197 = alloca float, align 4
-  %bn3_weight_grad.tail194 = alloca float, align 4
-  %bn3_weight_grad.acc193 = alloca <8 x float>, align 32
-  %bn3_weight_grad.mean192 = alloca float, align 4
-  %bn3_weight_grad.invstd189 = alloca float, align 4
+  %bn3_weight_grad.sum196 = alloca float, align 4
+  %bn3_weight_grad.tail193 = alloca float, align 4
+  %bn3_weight_grad.acc192 = alloca <8 x float>, align 32
+  %bn3_weight_grad.mean191 = alloca float, align 4
+  %bn3_weight_grad.invstd190 = alloca float, align 4
   br label %bn3_weight_grad.c188
 
-bn3_weight_grad.c188:                             ; preds = %bn3_weight_grad.n206.end, %entry
-  %bn3_weight_grad.c1881 = phi i64 [ 0, %entry ], [ %c188.next, %bn3_weight_grad.n206.end ]
+bn3_weight_grad.c188:                             ; preds = %bn3_weight_grad.n194.end, %entry
+  %bn3_weight_grad.c1881 = phi i64 [ 0, %entry ], [ %c188.next, %bn3_weight_grad.n194.end ]
   %0 = add nsw i64 3027200, %bn3_weight_grad.c1881
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn3_weight_grad.invstd189, align 4
+  store float %4, ptr %bn3_weight_grad.invstd190, align 4
   %5 = add nsw i64 3027072, %bn3_weight_grad.c1881
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %bn3_weight_grad.mean192, align 4
-  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc193, align 32
-  store float 0.000000e+00, ptr %bn3_weight_grad.tail194, align 4
-  br label %bn3_weight_grad.n195
+  store float %6, ptr %bn3_weight_grad.mean191, align 4
+  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc192, align 32
+  store float 0.000000e+00, ptr %bn3_weight_grad.tail193, align 4
+  br label %bn3_weight_grad.n194
 
-bn3_weight_grad.c188.end:                         ; preds = %bn3_weight_grad.n206.end
+bn3_weight_grad.c188.end:                         ; preds = %bn3_weight_grad.n194.end
   ret void
 
-bn3_weight_grad.n195:                             ; preds = %bn3_weight_grad.i196.end, %bn3_weight_grad.c188
-  %bn3_weight_grad.n1954 = phi i64 [ 0, %bn3_weight_grad.c188 ], [ %n195.next, %bn3_weight_grad.i196.end ]
-  br label %bn3_weight_grad.i196
+bn3_weight_grad.n194:                             ; preds = %bn3_weight_grad.i195.end, %bn3_weight_grad.c188
+  %bn3_weight_grad.n1944 = phi i64 [ 0, %bn3_weight_grad.c188 ], [ %n194.next, %bn3_weight_grad.i195.end ]
+  br label %bn3_weight_grad.i195
 
-bn3_weight_grad.n195.end:                         ; preds = %bn3_weight_grad.i196.end
-  %acc193 = load <8 x float>, ptr %bn3_weight_grad.acc193, align 32
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc193, ptr %arena7, align 4
+bn3_weight_grad.n194.end:                         ; preds = %bn3_weight_grad.i195.end
+  %acc192 = load <8 x float>, ptr %bn3_weight_grad.acc192, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 3019536
-  %7 = load float, ptr %arena8, align 4
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 3019537
-  %8 = load float, ptr %arena9, align 4
+  store <8 x float> %acc192, ptr %arena8, align 4
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 3019536
+  %7 = load float, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 3019537
+  %8 = load float, ptr %arena10, align 4
   %9 = fadd float %7, %8
-  store float %9, ptr %bn3_weight_grad.sum197, align 4
+  store float %9, ptr %bn3_weight_grad.sum196, align 4
+  %sum196 = load float, ptr %bn3_weight_grad.sum196, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 3019538
+  %10 = load float, ptr %arena11, align 4
+  %11 = fadd float %sum196, %10
+  store float %11, ptr %bn3_weight_grad.sum197, align 4
   %sum197 = load float, ptr %bn3_weight_grad.sum197, align 4
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 3019538
-  %10 = load float, ptr %arena10, align 4
-  %11 = fadd float %sum197, %10
-  store float %11, ptr %bn3_weight_grad.sum198, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 3019539
+  %12 = load float, ptr %arena12, align 4
+  %13 = fadd float %sum197, %12
+  store float %13, ptr %bn3_weight_grad.sum198, align 4
   %sum198 = load float, ptr %bn3_weight_grad.sum198, align 4
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 3019539
-  %12 = load float, ptr %arena11, align 4
-  %13 = fadd float %sum198, %12
-  store float %13, ptr %bn3_weight_grad.sum199, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 3019540
+  %14 = load float, ptr %arena13, align 4
+  %15 = fadd float %sum198, %14
+  store float %15, ptr %bn3_weight_grad.sum199, align 4
   %sum199 = load float, ptr %bn3_weight_grad.sum199, align 4
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 3019540
-  %14 = load float, ptr %arena12, align 4
-  %15 = fadd float %sum199, %14
-  store float %15, ptr %bn3_weight_grad.sum200, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 3019541
+  %16 = load float, ptr %arena14, align 4
+  %17 = fadd float %sum199, %16
+  store float %17, ptr %bn3_weight_grad.sum200, align 4
   %sum200 = load float, ptr %bn3_weight_grad.sum200, align 4
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 3019541
-  %16 = load float, ptr %arena13, align 4
-  %17 = fadd float %sum200, %16
-  store float %17, ptr %bn3_weight_grad.sum201, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 3019542
+  %18 = load float, ptr %arena15, align 4
+  %19 = fadd float %sum200, %18
+  store float %19, ptr %bn3_weight_grad.sum201, align 4
   %sum201 = load float, ptr %bn3_weight_grad.sum201, align 4
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 3019542
-  %18 = load float, ptr %arena14, align 4
-  %19 = fadd float %sum201, %18
-  store float %19, ptr %bn3_weight_grad.sum202, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 3019543
+  %20 = load float, ptr %arena16, align 4
+  %21 = fadd float %sum201, %20
+  store float %21, ptr %bn3_weight_grad.sum202, align 4
   %sum202 = load float, ptr %bn3_weight_grad.sum202, align 4
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 3019543
-  %20 = load float, ptr %arena15, align 4
-  %21 = fadd float %sum202, %20
-  store float %21, ptr %bn3_weight_grad.sum203, align 4
-  %sum203 = load float, ptr %bn3_weight_grad.sum203, align 4
-  %tail19416 = load float, ptr %bn3_weight_grad.tail194, align 4
-  %22 = fadd float %sum203, %tail19416
-  store float %22, ptr %bn3_weight_grad.sum190, align 4
-  store <8 x float> zeroinitializer, ptr %bn3_weight_grad.acc204, align 32
-  store float 0.000000e+00, ptr %bn3_weight_grad.tail205, align 4
-  br label %bn3_weight_grad.n206
-
-bn3_weight_grad.i196:                             ; preds = %bn3_weight_grad.i196, %bn3_weight_grad.n195
-  %bn3_weight_grad.i1965 = phi i64 [ 0, %bn3_weight_grad.n195 ], [ %i196.next, %bn3_weight_grad.i196 ]
-  %tail194 = load float, ptr %bn3_weight_grad.tail194, align 4
-  %23 = mul nsw i64 %bn3_weight_grad.n1954, 128
-  %24 = add nsw i64 %23, %bn3_weight_grad.c1881
-  %25 = add nsw i64 %24, %bn3_weight_grad.i1965
-  %26 = add nsw i64 3043712, %25
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = fadd float %tail194, %27
-  store float %28, ptr %bn3_weight_grad.tail194, align 4
-  %i196.next = add nsw i64 %bn3_weight_grad.i1965, 1
-  %29 = icmp slt i64 %i196.next, 1
-  br i1 %29, label %bn3_weight_grad.i196, label %bn3_weight_grad.i196.end
-
-bn3_weight_grad.i196.end:                         ; preds = %bn3_weight_grad.i196
-  %n195.next = add nsw i64 %bn3_weight_grad.n1954, 1
-  %30 = icmp slt i64 %n195.next, 64
-  br i1 %30, label %bn3_weight_grad.n195, label %bn3_weight_grad.n195.end
-
-bn3_weight_grad.n206:                             ; preds = %bn3_weight_grad.i207.end, %bn3_weight_grad.n195.end
-  %bn3_weight_grad.n20617 = phi i64 [ 0, %bn3_weight_grad.n195.end ], [ %n206.next, %bn3_weight_grad.i207.end ]
-  br label %bn3_weight_grad.i207
-
-bn3_weight_grad.n206.end:                         ; preds = %bn3_weight_grad.i207.end
-  %acc204 = load <8 x float>, ptr %bn3_weight_grad.acc204, align 32
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc204, ptr %arena21, align 4
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 3019536
-  %31 = load float, ptr %arena22, align 4
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 3019537
-  %32 = load float, ptr %arena23, align 4
-  %33 = fadd float %31, %32
-  store float %33, ptr %bn3_weight_grad.sum208, align 4
-  %sum208 = load float, ptr %bn3_weight_grad.sum208, align 4
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 3019538
-  %34 = load float, ptr %arena24, align 4
-  %35 = fadd float %sum208, %34
-  store float %35, ptr %bn3_weight_grad.sum209, align 4
-  %sum209 = load float, ptr %bn3_weight_grad.sum209, align 4
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 3019539
-  %36 = load float, ptr %arena25, align 4
-  %37 = fadd float %sum209, %36
-  store float %37, ptr %bn3_weight_grad.sum210, align 4
-  %sum210 = load float, ptr %bn3_weight_grad.sum210, align 4
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 3019540
-  %38 = load float, ptr %arena26, align 4
-  %39 = fadd float %sum210, %38
-  store float %39, ptr %bn3_weight_grad.sum211, align 4
-  %sum211 = load float, ptr %bn3_weight_grad.sum211, align 4
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 3019541
-  %40 = load float, ptr %arena27, align 4
-  %41 = fadd float %sum211, %40
-  store float %41, ptr %bn3_weight_grad.sum212, align 4
-  %sum212 = load float, ptr %bn3_weight_grad.sum212, align 4
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 3019542
-  %42 = load float, ptr %arena28, align 4
-  %43 = fadd float %sum212, %42
-  store float %43, ptr %bn3_weight_grad.sum213, align 4
-  %sum213 = load float, ptr %bn3_weight_grad.sum213, align 4
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 3019543
-  %44 = load float, ptr %arena29, align 4
-  %45 = fadd float %sum213, %44
-  store float %45, ptr %bn3_weight_grad.sum214, align 4
-  %sum214 = load float, ptr %bn3_weight_grad.sum214, align 4
-  %tail20530 = load float, ptr %bn3_weight_grad.tail205, align 4
-  %46 = fadd float %sum214, %tail20530
-  store float %46, ptr %bn3_weight_grad.sum_x191, align 4
-  %sum_x191 = load float, ptr %bn3_weight_grad.sum_x191, align 4
-  %47 = add nsw i64 420320, %bn3_weight_grad.c1881
-  %grads31 = getelementptr inbounds float, ptr %grads, i64 %47
-  store float %sum_x191, ptr %grads31, align 4
+  %tail19317 = load float, ptr %bn3_weight_grad.tail193, align 4
+  %22 = fadd float %sum202, %tail19317
+  store float %22, ptr %bn3_weight_grad.sum_x189, align 4
+  %sum_x189 = load float, ptr %bn3_weight_grad.sum_x189, align 4
+  %23 = add nsw i64 420320, %bn3_weight_grad.c1881
+  %grads18 = getelementptr inbounds float, ptr %grads, i64 %23
+  store float %sum_x189, ptr %grads18, align 4
   %c188.next = add nsw i64 %bn3_weight_grad.c1881, 1
-  %48 = icmp slt i64 %c188.next, 128
-  br i1 %48, label %bn3_weight_grad.c188, label %bn3_weight_grad.c188.end
+  %24 = icmp slt i64 %c188.next, 128
+  br i1 %24, label %bn3_weight_grad.c188, label %bn3_weight_grad.c188.end
 
-bn3_weight_grad.i207:                             ; preds = %bn3_weight_grad.i207, %bn3_weight_grad.n206
-  %bn3_weight_grad.i20718 = phi i64 [ 0, %bn3_weight_grad.n206 ], [ %i207.next, %bn3_weight_grad.i207 ]
-  %tail205 = load float, ptr %bn3_weight_grad.tail205, align 4
-  %49 = mul nsw i64 %bn3_weight_grad.n20617, 128
-  %50 = add nsw i64 %49, %bn3_weight_grad.c1881
-  %51 = add nsw i64 %50, %bn3_weight_grad.i20718
-  %52 = add nsw i64 3043712, %51
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %52
-  %53 = load float, ptr %arena19, align 4
-  %54 = mul nsw i64 %bn3_weight_grad.n20617, 128
-  %55 = add nsw i64 %54, %bn3_weight_grad.c1881
-  %56 = add nsw i64 %55, %bn3_weight_grad.i20718
-  %57 = add nsw i64 3010688, %56
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %57
-  %58 = load float, ptr %arena20, align 4
-  %mean192 = load float, ptr %bn3_weight_grad.mean192, align 4
-  %59 = fsub float %58, %mean192
-  %invstd189 = load float, ptr %bn3_weight_grad.invstd189, align 4
-  %60 = fmul float %59, %invstd189
-  %61 = fmul float %53, %60
-  %62 = fadd float %tail205, %61
-  store float %62, ptr %bn3_weight_grad.tail205, align 4
-  %i207.next = add nsw i64 %bn3_weight_grad.i20718, 1
-  %63 = icmp slt i64 %i207.next, 1
-  br i1 %63, label %bn3_weight_grad.i207, label %bn3_weight_grad.i207.end
+bn3_weight_grad.i195:                             ; preds = %bn3_weight_grad.i195, %bn3_weight_grad.n194
+  %bn3_weight_grad.i1955 = phi i64 [ 0, %bn3_weight_grad.n194 ], [ %i195.next, %bn3_weight_grad.i195 ]
+  %tail193 = load float, ptr %bn3_weight_grad.tail193, align 4
+  %25 = mul nsw i64 %bn3_weight_grad.n1944, 128
+  %26 = add nsw i64 %25, %bn3_weight_grad.c1881
+  %27 = add nsw i64 %26, %bn3_weight_grad.i1955
+  %28 = add nsw i64 3043712, %27
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena6, align 4
+  %30 = mul nsw i64 %bn3_weight_grad.n1944, 128
+  %31 = add nsw i64 %30, %bn3_weight_grad.c1881
+  %32 = add nsw i64 %31, %bn3_weight_grad.i1955
+  %33 = add nsw i64 3010688, %32
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena7, align 4
+  %mean191 = load float, ptr %bn3_weight_grad.mean191, align 4
+  %35 = fsub float %34, %mean191
+  %invstd190 = load float, ptr %bn3_weight_grad.invstd190, align 4
+  %36 = fmul float %35, %invstd190
+  %37 = fmul float %29, %36
+  %38 = fadd float %tail193, %37
+  store float %38, ptr %bn3_weight_grad.tail193, align 4
+  %i195.next = add nsw i64 %bn3_weight_grad.i1955, 1
+  %39 = icmp slt i64 %i195.next, 1
+  br i1 %39, label %bn3_weight_grad.i195, label %bn3_weight_grad.i195.end
 
-bn3_weight_grad.i207.end:                         ; preds = %bn3_weight_grad.i207
-  %n206.next = add nsw i64 %bn3_weight_grad.n20617, 1
-  %64 = icmp slt i64 %n206.next, 64
-  br i1 %64, label %bn3_weight_grad.n206, label %bn3_weight_grad.n206.end
+bn3_weight_grad.i195.end:                         ; preds = %bn3_weight_grad.i195
+  %n194.next = add nsw i64 %bn3_weight_grad.n1944, 1
+  %40 = icmp slt i64 %n194.next, 64
+  br i1 %40, label %bn3_weight_grad.n194, label %bn3_weight_grad.n194.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k20.bn3_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn3_bias_grad.sum216 = alloca float, align 4
-  %bn3_bias_grad.sum227 = alloca float, align 4
-  %bn3_bias_grad.sum226 = alloca float, align 4
-  %bn3_bias_grad.sum225 = alloca float, align 4
-  %bn3_bias_grad.sum224 = alloca float, align 4
-  %bn3_bias_grad.sum223 = alloca float, align 4
-  %bn3_bias_grad.sum222 = alloca float, align 4
-  %bn3_bias_grad.sum221 = alloca float, align 4
-  %bn3_bias_grad.tail218 = alloca float, align 4
-  %bn3_bias_grad.acc217 = alloca <8 x float>, align 32
-  br label %bn3_bias_grad.c215
+  %bn3_bias_grad.sum204 = alloca float, align 4
+  %bn3_bias_grad.sum215 = alloca float, align 4
+  %bn3_bias_grad.sum214 = alloca float, align 4
+  %bn3_bias_grad.sum213 = alloca float, align 4
+  %bn3_bias_grad.sum212 = alloca float, align 4
+  %bn3_bias_grad.sum211 = alloca float, align 4
+  %bn3_bias_grad.sum210 = alloca float, align 4
+  %bn3_bias_grad.sum209 = alloca float, align 4
+  %bn3_bias_grad.tail206 = alloca float, align 4
+  %bn3_bias_grad.acc205 = alloca <8 x float>, align 32
+  br label %bn3_bias_grad.c203
 
-bn3_bias_grad.c215:                               ; preds = %bn3_bias_grad.n219.end, %entry
-  %bn3_bias_grad.c2151 = phi i64 [ 0, %entry ], [ %c215.next, %bn3_bias_grad.n219.end ]
-  store <8 x float> zeroinitializer, ptr %bn3_bias_grad.acc217, align 32
-  store float 0.000000e+00, ptr %bn3_bias_grad.tail218, align 4
-  br label %bn3_bias_grad.n219
+bn3_bias_grad.c203:                               ; preds = %bn3_bias_grad.n207.end, %entry
+  %bn3_bias_grad.c2031 = phi i64 [ 0, %entry ], [ %c203.next, %bn3_bias_grad.n207.end ]
+  store <8 x float> zeroinitializer, ptr %bn3_bias_grad.acc205, align 32
+  store float 0.000000e+00, ptr %bn3_bias_grad.tail206, align 4
+  br label %bn3_bias_grad.n207
 
-bn3_bias_grad.c215.end:                           ; preds = %bn3_bias_grad.n219.end
+bn3_bias_grad.c203.end:                           ; preds = %bn3_bias_grad.n207.end
   ret void
 
-bn3_bias_grad.n219:                               ; preds = %bn3_bias_grad.i220.end, %bn3_bias_grad.c215
-  %bn3_bias_grad.n2192 = phi i64 [ 0, %bn3_bias_grad.c215 ], [ %n219.next, %bn3_bias_grad.i220.end ]
-  br label %bn3_bias_grad.i220
+bn3_bias_grad.n207:                               ; preds = %bn3_bias_grad.i208.end, %bn3_bias_grad.c203
+  %bn3_bias_grad.n2072 = phi i64 [ 0, %bn3_bias_grad.c203 ], [ %n207.next, %bn3_bias_grad.i208.end ]
+  br label %bn3_bias_grad.i208
 
-bn3_bias_grad.n219.end:                           ; preds = %bn3_bias_grad.i220.end
-  %acc217 = load <8 x float>, ptr %bn3_bias_grad.acc217, align 32
+bn3_bias_grad.n207.end:                           ; preds = %bn3_bias_grad.i208.end
+  %acc205 = load <8 x float>, ptr %bn3_bias_grad.acc205, align 32
   %arena5 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc217, ptr %arena5, align 4
+  store <8 x float> %acc205, ptr %arena5, align 4
   %arena6 = getelementptr inbounds float, ptr %arena, i64 3019536
   %0 = load float, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 3019537
   %1 = load float, ptr %arena7, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn3_bias_grad.sum221, align 4
-  %sum221 = load float, ptr %bn3_bias_grad.sum221, align 4
+  store float %2, ptr %bn3_bias_grad.sum209, align 4
+  %sum209 = load float, ptr %bn3_bias_grad.sum209, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 3019538
   %3 = load float, ptr %arena8, align 4
-  %4 = fadd float %sum221, %3
-  store float %4, ptr %bn3_bias_grad.sum222, align 4
-  %sum222 = load float, ptr %bn3_bias_grad.sum222, align 4
+  %4 = fadd float %sum209, %3
+  store float %4, ptr %bn3_bias_grad.sum210, align 4
+  %sum210 = load float, ptr %bn3_bias_grad.sum210, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 3019539
   %5 = load float, ptr %arena9, align 4
-  %6 = fadd float %sum222, %5
-  store float %6, ptr %bn3_bias_grad.sum223, align 4
-  %sum223 = load float, ptr %bn3_bias_grad.sum223, align 4
+  %6 = fadd float %sum210, %5
+  store float %6, ptr %bn3_bias_grad.sum211, align 4
+  %sum211 = load float, ptr %bn3_bias_grad.sum211, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 3019540
   %7 = load float, ptr %arena10, align 4
-  %8 = fadd float %sum223, %7
-  store float %8, ptr %bn3_bias_grad.sum224, align 4
-  %sum224 = load float, ptr %bn3_bias_grad.sum224, align 4
+  %8 = fadd float %sum211, %7
+  store float %8, ptr %bn3_bias_grad.sum212, align 4
+  %sum212 = load float, ptr %bn3_bias_grad.sum212, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 3019541
   %9 = load float, ptr %arena11, align 4
-  %10 = fadd float %sum224, %9
-  store float %10, ptr %bn3_bias_grad.sum225, align 4
-  %sum225 = load float, ptr %bn3_bias_grad.sum225, align 4
+  %10 = fadd float %sum212, %9
+  store float %10, ptr %bn3_bias_grad.sum213, align 4
+  %sum213 = load float, ptr %bn3_bias_grad.sum213, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3019542
   %11 = load float, ptr %arena12, align 4
-  %12 = fadd float %sum225, %11
-  store float %12, ptr %bn3_bias_grad.sum226, align 4
-  %sum226 = load float, ptr %bn3_bias_grad.sum226, align 4
+  %12 = fadd float %sum213, %11
+  store float %12, ptr %bn3_bias_grad.sum214, align 4
+  %sum214 = load float, ptr %bn3_bias_grad.sum214, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3019543
   %13 = load float, ptr %arena13, align 4
-  %14 = fadd float %sum226, %13
-  store float %14, ptr %bn3_bias_grad.sum227, align 4
-  %sum227 = load float, ptr %bn3_bias_grad.sum227, align 4
-  %tail21814 = load float, ptr %bn3_bias_grad.tail218, align 4
-  %15 = fadd float %sum227, %tail21814
-  store float %15, ptr %bn3_bias_grad.sum216, align 4
-  %sum216 = load float, ptr %bn3_bias_grad.sum216, align 4
-  %16 = add nsw i64 420448, %bn3_bias_grad.c2151
+  %14 = fadd float %sum214, %13
+  store float %14, ptr %bn3_bias_grad.sum215, align 4
+  %sum215 = load float, ptr %bn3_bias_grad.sum215, align 4
+  %tail20614 = load float, ptr %bn3_bias_grad.tail206, align 4
+  %15 = fadd float %sum215, %tail20614
+  store float %15, ptr %bn3_bias_grad.sum204, align 4
+  %sum204 = load float, ptr %bn3_bias_grad.sum204, align 4
+  %16 = add nsw i64 420448, %bn3_bias_grad.c2031
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %16
-  store float %sum216, ptr %grads15, align 4
-  %c215.next = add nsw i64 %bn3_bias_grad.c2151, 1
-  %17 = icmp slt i64 %c215.next, 128
-  br i1 %17, label %bn3_bias_grad.c215, label %bn3_bias_grad.c215.end
+  store float %sum204, ptr %grads15, align 4
+  %c203.next = add nsw i64 %bn3_bias_grad.c2031, 1
+  %17 = icmp slt i64 %c203.next, 128
+  br i1 %17, label %bn3_bias_grad.c203, label %bn3_bias_grad.c203.end
 
-bn3_bias_grad.i220:                               ; preds = %bn3_bias_grad.i220, %bn3_bias_grad.n219
-  %bn3_bias_grad.i2203 = phi i64 [ 0, %bn3_bias_grad.n219 ], [ %i220.next, %bn3_bias_grad.i220 ]
-  %tail218 = load float, ptr %bn3_bias_grad.tail218, align 4
-  %18 = mul nsw i64 %bn3_bias_grad.n2192, 128
-  %19 = add nsw i64 %18, %bn3_bias_grad.c2151
-  %20 = add nsw i64 %19, %bn3_bias_grad.i2203
+bn3_bias_grad.i208:                               ; preds = %bn3_bias_grad.i208, %bn3_bias_grad.n207
+  %bn3_bias_grad.i2083 = phi i64 [ 0, %bn3_bias_grad.n207 ], [ %i208.next, %bn3_bias_grad.i208 ]
+  %tail206 = load float, ptr %bn3_bias_grad.tail206, align 4
+  %18 = mul nsw i64 %bn3_bias_grad.n2072, 128
+  %19 = add nsw i64 %18, %bn3_bias_grad.c2031
+  %20 = add nsw i64 %19, %bn3_bias_grad.i2083
   %21 = add nsw i64 3043712, %20
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena4, align 4
-  %23 = fadd float %tail218, %22
-  store float %23, ptr %bn3_bias_grad.tail218, align 4
-  %i220.next = add nsw i64 %bn3_bias_grad.i2203, 1
-  %24 = icmp slt i64 %i220.next, 1
-  br i1 %24, label %bn3_bias_grad.i220, label %bn3_bias_grad.i220.end
+  %23 = fadd float %tail206, %22
+  store float %23, ptr %bn3_bias_grad.tail206, align 4
+  %i208.next = add nsw i64 %bn3_bias_grad.i2083, 1
+  %24 = icmp slt i64 %i208.next, 1
+  br i1 %24, label %bn3_bias_grad.i208, label %bn3_bias_grad.i208.end
 
-bn3_bias_grad.i220.end:                           ; preds = %bn3_bias_grad.i220
-  %n219.next = add nsw i64 %bn3_bias_grad.n2192, 1
-  %25 = icmp slt i64 %n219.next, 64
-  br i1 %25, label %bn3_bias_grad.n219, label %bn3_bias_grad.n219.end
+bn3_bias_grad.i208.end:                           ; preds = %bn3_bias_grad.i208
+  %n207.next = add nsw i64 %bn3_bias_grad.n2072, 1
+  %25 = icmp slt i64 %n207.next, 64
+  br i1 %25, label %bn3_bias_grad.n207, label %bn3_bias_grad.n207.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k21.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_grad.mean_dy_x257 = alloca float, align 4
-  %fc1_grad.mean_dy256 = alloca float, align 4
-  %fc1_grad.scale255 = alloca float, align 4
-  %fc1_grad.sum_x231 = alloca float, align 4
-  %fc1_grad.sum254 = alloca float, align 4
-  %fc1_grad.sum253 = alloca float, align 4
-  %fc1_grad.sum252 = alloca float, align 4
-  %fc1_grad.sum251 = alloca float, align 4
-  %fc1_grad.sum250 = alloca float, align 4
-  %fc1_grad.sum249 = alloca float, align 4
-  %fc1_grad.sum248 = alloca float, align 4
-  %fc1_grad.tail245 = alloca float, align 4
-  %fc1_grad.acc244 = alloca <8 x float>, align 32
-  %fc1_grad.sum230 = alloca float, align 4
-  %fc1_grad.sum243 = alloca float, align 4
-  %fc1_grad.sum242 = alloca float, align 4
-  %fc1_grad.sum241 = alloca float, align 4
-  %fc1_grad.sum240 = alloca float, align 4
-  %fc1_grad.sum239 = alloca float, align 4
-  %fc1_grad.sum238 = alloca float, align 4
-  %fc1_grad.sum237 = alloca float, align 4
-  %fc1_grad.tail234 = alloca float, align 4
-  %fc1_grad.acc233 = alloca <8 x float>, align 32
-  %fc1_grad.mean232 = alloca float, align 4
-  %fc1_grad.invstd229 = alloca float, align 4
-  br label %fc1_grad.c228
+  %fc1_grad.mean_dy_x222 = alloca float, align 4
+  %fc1_grad.mean_dy221 = alloca float, align 4
+  %fc1_grad.scale220 = alloca float, align 4
+  %fc1_grad.sum_x218 = alloca float, align 4
+  %fc1_grad.sum217 = alloca float, align 4
+  %fc1_grad.invstd219 = alloca float, align 4
+  br label %fc1_grad.c216
 
-fc1_grad.c228:                                    ; preds = %fc1_grad.n258.end, %entry
-  %fc1_grad.c2281 = phi i64 [ 0, %entry ], [ %c228.next, %fc1_grad.n258.end ]
-  %0 = add nsw i64 3027200, %fc1_grad.c2281
+fc1_grad.c216:                                    ; preds = %fc1_grad.n223.end, %entry
+  %fc1_grad.c2161 = phi i64 [ 0, %entry ], [ %c216.next, %fc1_grad.n223.end ]
+  %0 = add nsw i64 3027200, %fc1_grad.c2161
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %fc1_grad.invstd229, align 4
-  %5 = add nsw i64 3027072, %fc1_grad.c2281
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %fc1_grad.mean232, align 4
-  store <8 x float> zeroinitializer, ptr %fc1_grad.acc233, align 32
-  store float 0.000000e+00, ptr %fc1_grad.tail234, align 4
-  br label %fc1_grad.n235
+  store float %4, ptr %fc1_grad.invstd219, align 4
+  %5 = add nsw i64 420448, %fc1_grad.c2161
+  %grads3 = getelementptr inbounds float, ptr %grads, i64 %5
+  %6 = load float, ptr %grads3, align 4
+  store float %6, ptr %fc1_grad.sum217, align 4
+  %7 = add nsw i64 420320, %fc1_grad.c2161
+  %grads4 = getelementptr inbounds float, ptr %grads, i64 %7
+  %8 = load float, ptr %grads4, align 4
+  store float %8, ptr %fc1_grad.sum_x218, align 4
+  %9 = add nsw i64 420320, %fc1_grad.c2161
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %invstd219 = load float, ptr %fc1_grad.invstd219, align 4
+  %11 = fmul float %10, %invstd219
+  store float %11, ptr %fc1_grad.scale220, align 4
+  %sum217 = load float, ptr %fc1_grad.sum217, align 4
+  %12 = fdiv float %sum217, 6.400000e+01
+  store float %12, ptr %fc1_grad.mean_dy221, align 4
+  %sum_x218 = load float, ptr %fc1_grad.sum_x218, align 4
+  %13 = fdiv float %sum_x218, 6.400000e+01
+  store float %13, ptr %fc1_grad.mean_dy_x222, align 4
+  br label %fc1_grad.n223
 
-fc1_grad.c228.end:                                ; preds = %fc1_grad.n258.end
+fc1_grad.c216.end:                                ; preds = %fc1_grad.n223.end
   ret void
 
-fc1_grad.n235:                                    ; preds = %fc1_grad.i236.end, %fc1_grad.c228
-  %fc1_grad.n2354 = phi i64 [ 0, %fc1_grad.c228 ], [ %n235.next, %fc1_grad.i236.end ]
-  br label %fc1_grad.i236
+fc1_grad.n223:                                    ; preds = %fc1_grad.n223, %fc1_grad.c216
+  %fc1_grad.n2236 = phi i64 [ 0, %fc1_grad.c216 ], [ %n223.next, %fc1_grad.n223 ]
+  %scale220 = load float, ptr %fc1_grad.scale220, align 4
+  %14 = mul nsw i64 %fc1_grad.n2236, 128
+  %15 = add nsw i64 %14, %fc1_grad.c2161
+  %16 = add nsw i64 3043712, %15
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %16
+  %17 = load float, ptr %arena7, align 4
+  %mean_dy221 = load float, ptr %fc1_grad.mean_dy221, align 4
+  %18 = fsub float %17, %mean_dy221
+  %19 = mul nsw i64 %fc1_grad.n2236, 128
+  %20 = add nsw i64 %19, %fc1_grad.c2161
+  %21 = add nsw i64 3010688, %20
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena8, align 4
+  %23 = add nsw i64 3027072, %fc1_grad.c2161
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
+  %24 = load float, ptr %arena9, align 4
+  %25 = fsub float %22, %24
+  %invstd21910 = load float, ptr %fc1_grad.invstd219, align 4
+  %26 = fmul float %25, %invstd21910
+  %mean_dy_x222 = load float, ptr %fc1_grad.mean_dy_x222, align 4
+  %27 = fmul float %26, %mean_dy_x222
+  %28 = fsub float %18, %27
+  %29 = fmul float %scale220, %28
+  %30 = mul nsw i64 %fc1_grad.n2236, 128
+  %31 = add nsw i64 %30, %fc1_grad.c2161
+  %32 = add nsw i64 3027328, %31
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %32
+  store float %29, ptr %arena11, align 4
+  %n223.next = add nsw i64 %fc1_grad.n2236, 1
+  %33 = icmp slt i64 %n223.next, 64
+  br i1 %33, label %fc1_grad.n223, label %fc1_grad.n223.end
 
-fc1_grad.n235.end:                                ; preds = %fc1_grad.i236.end
-  %acc233 = load <8 x float>, ptr %fc1_grad.acc233, align 32
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc233, ptr %arena7, align 4
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 3019536
-  %7 = load float, ptr %arena8, align 4
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 3019537
-  %8 = load float, ptr %arena9, align 4
-  %9 = fadd float %7, %8
-  store float %9, ptr %fc1_grad.sum237, align 4
-  %sum237 = load float, ptr %fc1_grad.sum237, align 4
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 3019538
-  %10 = load float, ptr %arena10, align 4
-  %11 = fadd float %sum237, %10
-  store float %11, ptr %fc1_grad.sum238, align 4
-  %sum238 = load float, ptr %fc1_grad.sum238, align 4
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 3019539
-  %12 = load float, ptr %arena11, align 4
-  %13 = fadd float %sum238, %12
-  store float %13, ptr %fc1_grad.sum239, align 4
-  %sum239 = load float, ptr %fc1_grad.sum239, align 4
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 3019540
-  %14 = load float, ptr %arena12, align 4
-  %15 = fadd float %sum239, %14
-  store float %15, ptr %fc1_grad.sum240, align 4
-  %sum240 = load float, ptr %fc1_grad.sum240, align 4
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 3019541
-  %16 = load float, ptr %arena13, align 4
-  %17 = fadd float %sum240, %16
-  store float %17, ptr %fc1_grad.sum241, align 4
-  %sum241 = load float, ptr %fc1_grad.sum241, align 4
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 3019542
-  %18 = load float, ptr %arena14, align 4
-  %19 = fadd float %sum241, %18
-  store float %19, ptr %fc1_grad.sum242, align 4
-  %sum242 = load float, ptr %fc1_grad.sum242, align 4
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 3019543
-  %20 = load float, ptr %arena15, align 4
-  %21 = fadd float %sum242, %20
-  store float %21, ptr %fc1_grad.sum243, align 4
-  %sum243 = load float, ptr %fc1_grad.sum243, align 4
-  %tail23416 = load float, ptr %fc1_grad.tail234, align 4
-  %22 = fadd float %sum243, %tail23416
-  store float %22, ptr %fc1_grad.sum230, align 4
-  store <8 x float> zeroinitializer, ptr %fc1_grad.acc244, align 32
-  store float 0.000000e+00, ptr %fc1_grad.tail245, align 4
-  br label %fc1_grad.n246
-
-fc1_grad.i236:                                    ; preds = %fc1_grad.i236, %fc1_grad.n235
-  %fc1_grad.i2365 = phi i64 [ 0, %fc1_grad.n235 ], [ %i236.next, %fc1_grad.i236 ]
-  %tail234 = load float, ptr %fc1_grad.tail234, align 4
-  %23 = mul nsw i64 %fc1_grad.n2354, 128
-  %24 = add nsw i64 %23, %fc1_grad.c2281
-  %25 = add nsw i64 %24, %fc1_grad.i2365
-  %26 = add nsw i64 3043712, %25
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %26
-  %27 = load float, ptr %arena6, align 4
-  %28 = fadd float %tail234, %27
-  store float %28, ptr %fc1_grad.tail234, align 4
-  %i236.next = add nsw i64 %fc1_grad.i2365, 1
-  %29 = icmp slt i64 %i236.next, 1
-  br i1 %29, label %fc1_grad.i236, label %fc1_grad.i236.end
-
-fc1_grad.i236.end:                                ; preds = %fc1_grad.i236
-  %n235.next = add nsw i64 %fc1_grad.n2354, 1
-  %30 = icmp slt i64 %n235.next, 64
-  br i1 %30, label %fc1_grad.n235, label %fc1_grad.n235.end
-
-fc1_grad.n246:                                    ; preds = %fc1_grad.i247.end, %fc1_grad.n235.end
-  %fc1_grad.n24617 = phi i64 [ 0, %fc1_grad.n235.end ], [ %n246.next, %fc1_grad.i247.end ]
-  br label %fc1_grad.i247
-
-fc1_grad.n246.end:                                ; preds = %fc1_grad.i247.end
-  %acc244 = load <8 x float>, ptr %fc1_grad.acc244, align 32
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 3019536
-  store <8 x float> %acc244, ptr %arena21, align 4
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 3019536
-  %31 = load float, ptr %arena22, align 4
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 3019537
-  %32 = load float, ptr %arena23, align 4
-  %33 = fadd float %31, %32
-  store float %33, ptr %fc1_grad.sum248, align 4
-  %sum248 = load float, ptr %fc1_grad.sum248, align 4
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 3019538
-  %34 = load float, ptr %arena24, align 4
-  %35 = fadd float %sum248, %34
-  store float %35, ptr %fc1_grad.sum249, align 4
-  %sum249 = load float, ptr %fc1_grad.sum249, align 4
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 3019539
-  %36 = load float, ptr %arena25, align 4
-  %37 = fadd float %sum249, %36
-  store float %37, ptr %fc1_grad.sum250, align 4
-  %sum250 = load float, ptr %fc1_grad.sum250, align 4
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 3019540
-  %38 = load float, ptr %arena26, align 4
-  %39 = fadd float %sum250, %38
-  store float %39, ptr %fc1_grad.sum251, align 4
-  %sum251 = load float, ptr %fc1_grad.sum251, align 4
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 3019541
-  %40 = load float, ptr %arena27, align 4
-  %41 = fadd float %sum251, %40
-  store float %41, ptr %fc1_grad.sum252, align 4
-  %sum252 = load float, ptr %fc1_grad.sum252, align 4
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 3019542
-  %42 = load float, ptr %arena28, align 4
-  %43 = fadd float %sum252, %42
-  store float %43, ptr %fc1_grad.sum253, align 4
-  %sum253 = load float, ptr %fc1_grad.sum253, align 4
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 3019543
-  %44 = load float, ptr %arena29, align 4
-  %45 = fadd float %sum253, %44
-  store float %45, ptr %fc1_grad.sum254, align 4
-  %sum254 = load float, ptr %fc1_grad.sum254, align 4
-  %tail24530 = load float, ptr %fc1_grad.tail245, align 4
-  %46 = fadd float %sum254, %tail24530
-  store float %46, ptr %fc1_grad.sum_x231, align 4
-  %47 = add nsw i64 420320, %fc1_grad.c2281
-  %params31 = getelementptr inbounds float, ptr %params, i64 %47
-  %48 = load float, ptr %params31, align 4
-  %invstd22932 = load float, ptr %fc1_grad.invstd229, align 4
-  %49 = fmul float %48, %invstd22932
-  store float %49, ptr %fc1_grad.scale255, align 4
-  %sum230 = load float, ptr %fc1_grad.sum230, align 4
-  %50 = fdiv float %sum230, 6.400000e+01
-  store float %50, ptr %fc1_grad.mean_dy256, align 4
-  %sum_x231 = load float, ptr %fc1_grad.sum_x231, align 4
-  %51 = fdiv float %sum_x231, 6.400000e+01
-  store float %51, ptr %fc1_grad.mean_dy_x257, align 4
-  br label %fc1_grad.n258
-
-fc1_grad.i247:                                    ; preds = %fc1_grad.i247, %fc1_grad.n246
-  %fc1_grad.i24718 = phi i64 [ 0, %fc1_grad.n246 ], [ %i247.next, %fc1_grad.i247 ]
-  %tail245 = load float, ptr %fc1_grad.tail245, align 4
-  %52 = mul nsw i64 %fc1_grad.n24617, 128
-  %53 = add nsw i64 %52, %fc1_grad.c2281
-  %54 = add nsw i64 %53, %fc1_grad.i24718
-  %55 = add nsw i64 3043712, %54
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %55
-  %56 = load float, ptr %arena19, align 4
-  %57 = mul nsw i64 %fc1_grad.n24617, 128
-  %58 = add nsw i64 %57, %fc1_grad.c2281
-  %59 = add nsw i64 %58, %fc1_grad.i24718
-  %60 = add nsw i64 3010688, %59
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load float, ptr %arena20, align 4
-  %mean232 = load float, ptr %fc1_grad.mean232, align 4
-  %62 = fsub float %61, %mean232
-  %invstd229 = load float, ptr %fc1_grad.invstd229, align 4
-  %63 = fmul float %62, %invstd229
-  %64 = fmul float %56, %63
-  %65 = fadd float %tail245, %64
-  store float %65, ptr %fc1_grad.tail245, align 4
-  %i247.next = add nsw i64 %fc1_grad.i24718, 1
-  %66 = icmp slt i64 %i247.next, 1
-  br i1 %66, label %fc1_grad.i247, label %fc1_grad.i247.end
-
-fc1_grad.i247.end:                                ; preds = %fc1_grad.i247
-  %n246.next = add nsw i64 %fc1_grad.n24617, 1
-  %67 = icmp slt i64 %n246.next, 64
-  br i1 %67, label %fc1_grad.n246, label %fc1_grad.n246.end
-
-fc1_grad.n258:                                    ; preds = %fc1_grad.n258, %fc1_grad.n246.end
-  %fc1_grad.n25833 = phi i64 [ 0, %fc1_grad.n246.end ], [ %n258.next, %fc1_grad.n258 ]
-  %scale255 = load float, ptr %fc1_grad.scale255, align 4
-  %68 = mul nsw i64 %fc1_grad.n25833, 128
-  %69 = add nsw i64 %68, %fc1_grad.c2281
-  %70 = add nsw i64 3043712, %69
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %70
-  %71 = load float, ptr %arena34, align 4
-  %mean_dy256 = load float, ptr %fc1_grad.mean_dy256, align 4
-  %72 = fsub float %71, %mean_dy256
-  %73 = mul nsw i64 %fc1_grad.n25833, 128
-  %74 = add nsw i64 %73, %fc1_grad.c2281
-  %75 = add nsw i64 3010688, %74
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load float, ptr %arena35, align 4
-  %77 = add nsw i64 3027072, %fc1_grad.c2281
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %77
-  %78 = load float, ptr %arena36, align 4
-  %79 = fsub float %76, %78
-  %invstd22937 = load float, ptr %fc1_grad.invstd229, align 4
-  %80 = fmul float %79, %invstd22937
-  %mean_dy_x257 = load float, ptr %fc1_grad.mean_dy_x257, align 4
-  %81 = fmul float %80, %mean_dy_x257
-  %82 = fsub float %72, %81
-  %83 = fmul float %scale255, %82
-  %84 = mul nsw i64 %fc1_grad.n25833, 128
-  %85 = add nsw i64 %84, %fc1_grad.c2281
-  %86 = add nsw i64 3027328, %85
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %86
-  store float %83, ptr %arena38, align 4
-  %n258.next = add nsw i64 %fc1_grad.n25833, 1
-  %87 = icmp slt i64 %n258.next, 64
-  br i1 %87, label %fc1_grad.n258, label %fc1_grad.n258.end
-
-fc1_grad.n258.end:                                ; preds = %fc1_grad.n258
-  %c228.next = add nsw i64 %fc1_grad.c2281, 1
-  %88 = icmp slt i64 %c228.next, 128
-  br i1 %88, label %fc1_grad.c228, label %fc1_grad.c228.end
+fc1_grad.n223.end:                                ; preds = %fc1_grad.n223
+  %c216.next = add nsw i64 %fc1_grad.c2161, 1
+  %34 = icmp slt i64 %c216.next, 128
+  br i1 %34, label %fc1_grad.c216, label %fc1_grad.c216.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k22.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm266(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_train_b64.k22.fc1_weight_grad.gemm231(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm266(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k22.fc1_weight_grad.gemm231(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t264_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t264_c0_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t261_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb259
+  %fc1_weight_grad.t229_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t229_c0_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t226_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb224
 
-fc1_weight_grad.nb259:                            ; preds = %fc1_weight_grad.mb260.end, %entry
-  %fc1_weight_grad.nb2591 = phi i64 [ 0, %entry ], [ %nb259.next, %fc1_weight_grad.mb260.end ]
-  br label %fc1_weight_grad.mb260
+fc1_weight_grad.nb224:                            ; preds = %fc1_weight_grad.mb225.end, %entry
+  %fc1_weight_grad.nb2241 = phi i64 [ 0, %entry ], [ %nb224.next, %fc1_weight_grad.mb225.end ]
+  br label %fc1_weight_grad.mb225
 
-fc1_weight_grad.nb259.end:                        ; preds = %fc1_weight_grad.mb260.end
-  br label %fc1_weight_grad.mb263
+fc1_weight_grad.nb224.end:                        ; preds = %fc1_weight_grad.mb225.end
+  br label %fc1_weight_grad.mb228
 
-fc1_weight_grad.mb260:                            ; preds = %fc1_weight_grad.k262.end, %fc1_weight_grad.nb259
-  %fc1_weight_grad.mb2602 = phi i64 [ 0, %fc1_weight_grad.nb259 ], [ %mb260.next, %fc1_weight_grad.k262.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t261_c3_2, align 32
-  br label %fc1_weight_grad.k262
+fc1_weight_grad.mb225:                            ; preds = %fc1_weight_grad.k227.end, %fc1_weight_grad.nb224
+  %fc1_weight_grad.mb2252 = phi i64 [ 0, %fc1_weight_grad.nb224 ], [ %mb225.next, %fc1_weight_grad.k227.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t226_c3_2, align 32
+  br label %fc1_weight_grad.k227
 
-fc1_weight_grad.mb260.end:                        ; preds = %fc1_weight_grad.k262.end
-  %nb259.next = add nsw i64 %fc1_weight_grad.nb2591, 1
-  %0 = icmp slt i64 %nb259.next, 130
-  br i1 %0, label %fc1_weight_grad.nb259, label %fc1_weight_grad.nb259.end
+fc1_weight_grad.mb225.end:                        ; preds = %fc1_weight_grad.k227.end
+  %nb224.next = add nsw i64 %fc1_weight_grad.nb2241, 1
+  %0 = icmp slt i64 %nb224.next, 130
+  br i1 %0, label %fc1_weight_grad.nb224, label %fc1_weight_grad.nb224.end
 
-fc1_weight_grad.k262:                             ; preds = %fc1_weight_grad.k262, %fc1_weight_grad.mb260
-  %fc1_weight_grad.k2623 = phi i64 [ 0, %fc1_weight_grad.mb260 ], [ %k262.next, %fc1_weight_grad.k262 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k2623, 3136
+fc1_weight_grad.k227:                             ; preds = %fc1_weight_grad.k227, %fc1_weight_grad.mb225
+  %fc1_weight_grad.k2273 = phi i64 [ 0, %fc1_weight_grad.mb225 ], [ %k227.next, %fc1_weight_grad.k227 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2273, 3136
   %2 = add nsw i64 2809984, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t261_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k2623, 3136
+  store <8 x float> %5, ptr %fc1_weight_grad.t226_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2273, 3136
   %7 = add nsw i64 2809984, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t261_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k2623, 3136
+  store <8 x float> %11, ptr %fc1_weight_grad.t226_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2273, 3136
   %13 = add nsw i64 2809984, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t261_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t226_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %19 = add nsw i64 3027328, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k2623, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2273, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t261_a0, align 32
-  %t261_a0 = load <8 x float>, ptr %fc1_weight_grad.t261_a0, align 32
-  %t261_b0 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
-  %t261_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a0, <8 x float> %t261_b0, <8 x float> %t261_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t261_c0_0, align 32
-  %t261_a08 = load <8 x float>, ptr %fc1_weight_grad.t261_a0, align 32
-  %t261_b1 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
-  %t261_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a08, <8 x float> %t261_b1, <8 x float> %t261_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t261_c0_1, align 32
-  %t261_a09 = load <8 x float>, ptr %fc1_weight_grad.t261_a0, align 32
-  %t261_b2 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
-  %t261_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a09, <8 x float> %t261_b2, <8 x float> %t261_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t261_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t226_a0, align 32
+  %t226_a0 = load <8 x float>, ptr %fc1_weight_grad.t226_a0, align 32
+  %t226_b0 = load <8 x float>, ptr %fc1_weight_grad.t226_b0, align 32
+  %t226_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t226_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a0, <8 x float> %t226_b0, <8 x float> %t226_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t226_c0_0, align 32
+  %t226_a08 = load <8 x float>, ptr %fc1_weight_grad.t226_a0, align 32
+  %t226_b1 = load <8 x float>, ptr %fc1_weight_grad.t226_b1, align 32
+  %t226_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t226_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a08, <8 x float> %t226_b1, <8 x float> %t226_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t226_c0_1, align 32
+  %t226_a09 = load <8 x float>, ptr %fc1_weight_grad.t226_a0, align 32
+  %t226_b2 = load <8 x float>, ptr %fc1_weight_grad.t226_b2, align 32
+  %t226_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t226_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a09, <8 x float> %t226_b2, <8 x float> %t226_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t226_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3027328, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k2623, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2273, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t261_a1, align 32
-  %t261_a1 = load <8 x float>, ptr %fc1_weight_grad.t261_a1, align 32
-  %t261_b011 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
-  %t261_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a1, <8 x float> %t261_b011, <8 x float> %t261_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t261_c1_0, align 32
-  %t261_a112 = load <8 x float>, ptr %fc1_weight_grad.t261_a1, align 32
-  %t261_b113 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
-  %t261_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a112, <8 x float> %t261_b113, <8 x float> %t261_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t261_c1_1, align 32
-  %t261_a114 = load <8 x float>, ptr %fc1_weight_grad.t261_a1, align 32
-  %t261_b215 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
-  %t261_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a114, <8 x float> %t261_b215, <8 x float> %t261_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t261_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t226_a1, align 32
+  %t226_a1 = load <8 x float>, ptr %fc1_weight_grad.t226_a1, align 32
+  %t226_b011 = load <8 x float>, ptr %fc1_weight_grad.t226_b0, align 32
+  %t226_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t226_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a1, <8 x float> %t226_b011, <8 x float> %t226_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t226_c1_0, align 32
+  %t226_a112 = load <8 x float>, ptr %fc1_weight_grad.t226_a1, align 32
+  %t226_b113 = load <8 x float>, ptr %fc1_weight_grad.t226_b1, align 32
+  %t226_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t226_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a112, <8 x float> %t226_b113, <8 x float> %t226_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t226_c1_1, align 32
+  %t226_a114 = load <8 x float>, ptr %fc1_weight_grad.t226_a1, align 32
+  %t226_b215 = load <8 x float>, ptr %fc1_weight_grad.t226_b2, align 32
+  %t226_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t226_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a114, <8 x float> %t226_b215, <8 x float> %t226_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t226_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3027328, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k2623, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2273, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t261_a2, align 32
-  %t261_a2 = load <8 x float>, ptr %fc1_weight_grad.t261_a2, align 32
-  %t261_b017 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
-  %t261_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a2, <8 x float> %t261_b017, <8 x float> %t261_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t261_c2_0, align 32
-  %t261_a218 = load <8 x float>, ptr %fc1_weight_grad.t261_a2, align 32
-  %t261_b119 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
-  %t261_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a218, <8 x float> %t261_b119, <8 x float> %t261_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t261_c2_1, align 32
-  %t261_a220 = load <8 x float>, ptr %fc1_weight_grad.t261_a2, align 32
-  %t261_b221 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
-  %t261_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a220, <8 x float> %t261_b221, <8 x float> %t261_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t261_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t226_a2, align 32
+  %t226_a2 = load <8 x float>, ptr %fc1_weight_grad.t226_a2, align 32
+  %t226_b017 = load <8 x float>, ptr %fc1_weight_grad.t226_b0, align 32
+  %t226_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t226_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a2, <8 x float> %t226_b017, <8 x float> %t226_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t226_c2_0, align 32
+  %t226_a218 = load <8 x float>, ptr %fc1_weight_grad.t226_a2, align 32
+  %t226_b119 = load <8 x float>, ptr %fc1_weight_grad.t226_b1, align 32
+  %t226_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t226_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a218, <8 x float> %t226_b119, <8 x float> %t226_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t226_c2_1, align 32
+  %t226_a220 = load <8 x float>, ptr %fc1_weight_grad.t226_a2, align 32
+  %t226_b221 = load <8 x float>, ptr %fc1_weight_grad.t226_b2, align 32
+  %t226_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t226_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a220, <8 x float> %t226_b221, <8 x float> %t226_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t226_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3027328, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k2623, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2273, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t261_a3, align 32
-  %t261_a3 = load <8 x float>, ptr %fc1_weight_grad.t261_a3, align 32
-  %t261_b023 = load <8 x float>, ptr %fc1_weight_grad.t261_b0, align 32
-  %t261_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a3, <8 x float> %t261_b023, <8 x float> %t261_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t261_c3_0, align 32
-  %t261_a324 = load <8 x float>, ptr %fc1_weight_grad.t261_a3, align 32
-  %t261_b125 = load <8 x float>, ptr %fc1_weight_grad.t261_b1, align 32
-  %t261_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a324, <8 x float> %t261_b125, <8 x float> %t261_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t261_c3_1, align 32
-  %t261_a326 = load <8 x float>, ptr %fc1_weight_grad.t261_a3, align 32
-  %t261_b227 = load <8 x float>, ptr %fc1_weight_grad.t261_b2, align 32
-  %t261_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t261_a326, <8 x float> %t261_b227, <8 x float> %t261_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t261_c3_2, align 32
-  %k262.next = add nsw i64 %fc1_weight_grad.k2623, 1
-  %61 = icmp slt i64 %k262.next, 64
-  br i1 %61, label %fc1_weight_grad.k262, label %fc1_weight_grad.k262.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t226_a3, align 32
+  %t226_a3 = load <8 x float>, ptr %fc1_weight_grad.t226_a3, align 32
+  %t226_b023 = load <8 x float>, ptr %fc1_weight_grad.t226_b0, align 32
+  %t226_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t226_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a3, <8 x float> %t226_b023, <8 x float> %t226_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t226_c3_0, align 32
+  %t226_a324 = load <8 x float>, ptr %fc1_weight_grad.t226_a3, align 32
+  %t226_b125 = load <8 x float>, ptr %fc1_weight_grad.t226_b1, align 32
+  %t226_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t226_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a324, <8 x float> %t226_b125, <8 x float> %t226_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t226_c3_1, align 32
+  %t226_a326 = load <8 x float>, ptr %fc1_weight_grad.t226_a3, align 32
+  %t226_b227 = load <8 x float>, ptr %fc1_weight_grad.t226_b2, align 32
+  %t226_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t226_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t226_a326, <8 x float> %t226_b227, <8 x float> %t226_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t226_c3_2, align 32
+  %k227.next = add nsw i64 %fc1_weight_grad.k2273, 1
+  %61 = icmp slt i64 %k227.next, 64
+  br i1 %61, label %fc1_weight_grad.k227, label %fc1_weight_grad.k227.end
 
-fc1_weight_grad.k262.end:                         ; preds = %fc1_weight_grad.k262
-  %t261_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+fc1_weight_grad.k227.end:                         ; preds = %fc1_weight_grad.k227
+  %t226_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t226_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 18912, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t261_c0_028, ptr %grads29, align 4
-  %t261_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c0_028, ptr %grads29, align 4
+  %t226_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t226_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 18912, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t261_c0_130, ptr %grads31, align 4
-  %t261_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t261_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c0_130, ptr %grads31, align 4
+  %t226_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t226_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 18912, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t261_c0_232, ptr %grads33, align 4
-  %t261_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c0_232, ptr %grads33, align 4
+  %t226_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t226_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 18912, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t261_c1_034, ptr %grads35, align 4
-  %t261_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c1_034, ptr %grads35, align 4
+  %t226_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t226_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 18912, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t261_c1_136, ptr %grads37, align 4
-  %t261_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t261_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c1_136, ptr %grads37, align 4
+  %t226_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t226_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 18912, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t261_c1_238, ptr %grads39, align 4
-  %t261_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c1_238, ptr %grads39, align 4
+  %t226_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t226_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 18912, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t261_c2_040, ptr %grads41, align 4
-  %t261_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c2_040, ptr %grads41, align 4
+  %t226_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t226_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 18912, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t261_c2_142, ptr %grads43, align 4
-  %t261_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t261_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c2_142, ptr %grads43, align 4
+  %t226_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t226_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 18912, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t261_c2_244, ptr %grads45, align 4
-  %t261_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c2_244, ptr %grads45, align 4
+  %t226_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t226_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 18912, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t261_c3_046, ptr %grads47, align 4
-  %t261_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c3_046, ptr %grads47, align 4
+  %t226_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t226_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 18912, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t261_c3_148, ptr %grads49, align 4
-  %t261_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t261_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb2602, 4
+  store <8 x float> %t226_c3_148, ptr %grads49, align 4
+  %t226_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t226_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2252, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 18912, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb2591, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2241, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t261_c3_250, ptr %grads51, align 4
-  %mb260.next = add nsw i64 %fc1_weight_grad.mb2602, 1
-  %139 = icmp slt i64 %mb260.next, 32
-  br i1 %139, label %fc1_weight_grad.mb260, label %fc1_weight_grad.mb260.end
+  store <8 x float> %t226_c3_250, ptr %grads51, align 4
+  %mb225.next = add nsw i64 %fc1_weight_grad.mb2252, 1
+  %139 = icmp slt i64 %mb225.next, 32
+  br i1 %139, label %fc1_weight_grad.mb225, label %fc1_weight_grad.mb225.end
 
-fc1_weight_grad.mb263:                            ; preds = %fc1_weight_grad.k265.end, %fc1_weight_grad.nb259.end
-  %fc1_weight_grad.mb26352 = phi i64 [ 0, %fc1_weight_grad.nb259.end ], [ %mb263.next, %fc1_weight_grad.k265.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t264_c3_1, align 32
-  br label %fc1_weight_grad.k265
+fc1_weight_grad.mb228:                            ; preds = %fc1_weight_grad.k230.end, %fc1_weight_grad.nb224.end
+  %fc1_weight_grad.mb22852 = phi i64 [ 0, %fc1_weight_grad.nb224.end ], [ %mb228.next, %fc1_weight_grad.k230.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t229_c3_1, align 32
+  br label %fc1_weight_grad.k230
 
-fc1_weight_grad.mb263.end:                        ; preds = %fc1_weight_grad.k265.end
+fc1_weight_grad.mb228.end:                        ; preds = %fc1_weight_grad.k230.end
   ret void
 
-fc1_weight_grad.k265:                             ; preds = %fc1_weight_grad.k265, %fc1_weight_grad.mb263
-  %fc1_weight_grad.k26553 = phi i64 [ 0, %fc1_weight_grad.mb263 ], [ %k265.next, %fc1_weight_grad.k265 ]
-  %140 = mul nsw i64 %fc1_weight_grad.k26553, 3136
+fc1_weight_grad.k230:                             ; preds = %fc1_weight_grad.k230, %fc1_weight_grad.mb228
+  %fc1_weight_grad.k23053 = phi i64 [ 0, %fc1_weight_grad.mb228 ], [ %k230.next, %fc1_weight_grad.k230 ]
+  %140 = mul nsw i64 %fc1_weight_grad.k23053, 3136
   %141 = add nsw i64 2809984, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %fc1_weight_grad.t264_b0, align 32
-  %144 = mul nsw i64 %fc1_weight_grad.k26553, 3136
+  store <8 x float> %143, ptr %fc1_weight_grad.t229_b0, align 32
+  %144 = mul nsw i64 %fc1_weight_grad.k23053, 3136
   %145 = add nsw i64 2809984, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %fc1_weight_grad.t264_b1, align 32
-  %149 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %148, ptr %fc1_weight_grad.t229_b1, align 32
+  %149 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %150 = add nsw i64 3027328, %149
-  %151 = mul nsw i64 %fc1_weight_grad.k26553, 128
+  %151 = mul nsw i64 %fc1_weight_grad.k23053, 128
   %152 = add nsw i64 %150, %151
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %fc1_weight_grad.t264_a0, align 32
-  %t264_a0 = load <8 x float>, ptr %fc1_weight_grad.t264_a0, align 32
-  %t264_b0 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
-  %t264_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a0, <8 x float> %t264_b0, <8 x float> %t264_c0_0)
-  store <8 x float> %156, ptr %fc1_weight_grad.t264_c0_0, align 32
-  %t264_a057 = load <8 x float>, ptr %fc1_weight_grad.t264_a0, align 32
-  %t264_b1 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
-  %t264_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a057, <8 x float> %t264_b1, <8 x float> %t264_c0_1)
-  store <8 x float> %157, ptr %fc1_weight_grad.t264_c0_1, align 32
-  %158 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %155, ptr %fc1_weight_grad.t229_a0, align 32
+  %t229_a0 = load <8 x float>, ptr %fc1_weight_grad.t229_a0, align 32
+  %t229_b0 = load <8 x float>, ptr %fc1_weight_grad.t229_b0, align 32
+  %t229_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t229_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a0, <8 x float> %t229_b0, <8 x float> %t229_c0_0)
+  store <8 x float> %156, ptr %fc1_weight_grad.t229_c0_0, align 32
+  %t229_a057 = load <8 x float>, ptr %fc1_weight_grad.t229_a0, align 32
+  %t229_b1 = load <8 x float>, ptr %fc1_weight_grad.t229_b1, align 32
+  %t229_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t229_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a057, <8 x float> %t229_b1, <8 x float> %t229_c0_1)
+  store <8 x float> %157, ptr %fc1_weight_grad.t229_c0_1, align 32
+  %158 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 3027328, %159
-  %161 = mul nsw i64 %fc1_weight_grad.k26553, 128
+  %161 = mul nsw i64 %fc1_weight_grad.k23053, 128
   %162 = add nsw i64 %160, %161
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1_weight_grad.t264_a1, align 32
-  %t264_a1 = load <8 x float>, ptr %fc1_weight_grad.t264_a1, align 32
-  %t264_b059 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
-  %t264_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a1, <8 x float> %t264_b059, <8 x float> %t264_c1_0)
-  store <8 x float> %166, ptr %fc1_weight_grad.t264_c1_0, align 32
-  %t264_a160 = load <8 x float>, ptr %fc1_weight_grad.t264_a1, align 32
-  %t264_b161 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
-  %t264_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a160, <8 x float> %t264_b161, <8 x float> %t264_c1_1)
-  store <8 x float> %167, ptr %fc1_weight_grad.t264_c1_1, align 32
-  %168 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %165, ptr %fc1_weight_grad.t229_a1, align 32
+  %t229_a1 = load <8 x float>, ptr %fc1_weight_grad.t229_a1, align 32
+  %t229_b059 = load <8 x float>, ptr %fc1_weight_grad.t229_b0, align 32
+  %t229_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t229_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a1, <8 x float> %t229_b059, <8 x float> %t229_c1_0)
+  store <8 x float> %166, ptr %fc1_weight_grad.t229_c1_0, align 32
+  %t229_a160 = load <8 x float>, ptr %fc1_weight_grad.t229_a1, align 32
+  %t229_b161 = load <8 x float>, ptr %fc1_weight_grad.t229_b1, align 32
+  %t229_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t229_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a160, <8 x float> %t229_b161, <8 x float> %t229_c1_1)
+  store <8 x float> %167, ptr %fc1_weight_grad.t229_c1_1, align 32
+  %168 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 3027328, %169
-  %171 = mul nsw i64 %fc1_weight_grad.k26553, 128
+  %171 = mul nsw i64 %fc1_weight_grad.k23053, 128
   %172 = add nsw i64 %170, %171
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %fc1_weight_grad.t264_a2, align 32
-  %t264_a2 = load <8 x float>, ptr %fc1_weight_grad.t264_a2, align 32
-  %t264_b063 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
-  %t264_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a2, <8 x float> %t264_b063, <8 x float> %t264_c2_0)
-  store <8 x float> %176, ptr %fc1_weight_grad.t264_c2_0, align 32
-  %t264_a264 = load <8 x float>, ptr %fc1_weight_grad.t264_a2, align 32
-  %t264_b165 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
-  %t264_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a264, <8 x float> %t264_b165, <8 x float> %t264_c2_1)
-  store <8 x float> %177, ptr %fc1_weight_grad.t264_c2_1, align 32
-  %178 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %175, ptr %fc1_weight_grad.t229_a2, align 32
+  %t229_a2 = load <8 x float>, ptr %fc1_weight_grad.t229_a2, align 32
+  %t229_b063 = load <8 x float>, ptr %fc1_weight_grad.t229_b0, align 32
+  %t229_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t229_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a2, <8 x float> %t229_b063, <8 x float> %t229_c2_0)
+  store <8 x float> %176, ptr %fc1_weight_grad.t229_c2_0, align 32
+  %t229_a264 = load <8 x float>, ptr %fc1_weight_grad.t229_a2, align 32
+  %t229_b165 = load <8 x float>, ptr %fc1_weight_grad.t229_b1, align 32
+  %t229_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t229_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a264, <8 x float> %t229_b165, <8 x float> %t229_c2_1)
+  store <8 x float> %177, ptr %fc1_weight_grad.t229_c2_1, align 32
+  %178 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 3027328, %179
-  %181 = mul nsw i64 %fc1_weight_grad.k26553, 128
+  %181 = mul nsw i64 %fc1_weight_grad.k23053, 128
   %182 = add nsw i64 %180, %181
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %fc1_weight_grad.t264_a3, align 32
-  %t264_a3 = load <8 x float>, ptr %fc1_weight_grad.t264_a3, align 32
-  %t264_b067 = load <8 x float>, ptr %fc1_weight_grad.t264_b0, align 32
-  %t264_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a3, <8 x float> %t264_b067, <8 x float> %t264_c3_0)
-  store <8 x float> %186, ptr %fc1_weight_grad.t264_c3_0, align 32
-  %t264_a368 = load <8 x float>, ptr %fc1_weight_grad.t264_a3, align 32
-  %t264_b169 = load <8 x float>, ptr %fc1_weight_grad.t264_b1, align 32
-  %t264_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t264_a368, <8 x float> %t264_b169, <8 x float> %t264_c3_1)
-  store <8 x float> %187, ptr %fc1_weight_grad.t264_c3_1, align 32
-  %k265.next = add nsw i64 %fc1_weight_grad.k26553, 1
-  %188 = icmp slt i64 %k265.next, 64
-  br i1 %188, label %fc1_weight_grad.k265, label %fc1_weight_grad.k265.end
+  store <8 x float> %185, ptr %fc1_weight_grad.t229_a3, align 32
+  %t229_a3 = load <8 x float>, ptr %fc1_weight_grad.t229_a3, align 32
+  %t229_b067 = load <8 x float>, ptr %fc1_weight_grad.t229_b0, align 32
+  %t229_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t229_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a3, <8 x float> %t229_b067, <8 x float> %t229_c3_0)
+  store <8 x float> %186, ptr %fc1_weight_grad.t229_c3_0, align 32
+  %t229_a368 = load <8 x float>, ptr %fc1_weight_grad.t229_a3, align 32
+  %t229_b169 = load <8 x float>, ptr %fc1_weight_grad.t229_b1, align 32
+  %t229_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t229_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t229_a368, <8 x float> %t229_b169, <8 x float> %t229_c3_1)
+  store <8 x float> %187, ptr %fc1_weight_grad.t229_c3_1, align 32
+  %k230.next = add nsw i64 %fc1_weight_grad.k23053, 1
+  %188 = icmp slt i64 %k230.next, 64
+  br i1 %188, label %fc1_weight_grad.k230, label %fc1_weight_grad.k230.end
 
-fc1_weight_grad.k265.end:                         ; preds = %fc1_weight_grad.k265
-  %t264_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_0, align 32
-  %189 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+fc1_weight_grad.k230.end:                         ; preds = %fc1_weight_grad.k230
+  %t229_c0_070 = load <8 x float>, ptr %fc1_weight_grad.t229_c0_0, align 32
+  %189 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 18912, %190
   %192 = add nsw i64 %191, 3120
   %grads71 = getelementptr inbounds float, ptr %grads, i64 %192
-  store <8 x float> %t264_c0_070, ptr %grads71, align 4
-  %t264_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t264_c0_1, align 32
-  %193 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c0_070, ptr %grads71, align 4
+  %t229_c0_172 = load <8 x float>, ptr %fc1_weight_grad.t229_c0_1, align 32
+  %193 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 18912, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %grads73 = getelementptr inbounds float, ptr %grads, i64 %197
-  store <8 x float> %t264_c0_172, ptr %grads73, align 4
-  %t264_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_0, align 32
-  %198 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c0_172, ptr %grads73, align 4
+  %t229_c1_074 = load <8 x float>, ptr %fc1_weight_grad.t229_c1_0, align 32
+  %198 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 18912, %200
   %202 = add nsw i64 %201, 3120
   %grads75 = getelementptr inbounds float, ptr %grads, i64 %202
-  store <8 x float> %t264_c1_074, ptr %grads75, align 4
-  %t264_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t264_c1_1, align 32
-  %203 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c1_074, ptr %grads75, align 4
+  %t229_c1_176 = load <8 x float>, ptr %fc1_weight_grad.t229_c1_1, align 32
+  %203 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 18912, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %grads77 = getelementptr inbounds float, ptr %grads, i64 %208
-  store <8 x float> %t264_c1_176, ptr %grads77, align 4
-  %t264_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_0, align 32
-  %209 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c1_176, ptr %grads77, align 4
+  %t229_c2_078 = load <8 x float>, ptr %fc1_weight_grad.t229_c2_0, align 32
+  %209 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 18912, %211
   %213 = add nsw i64 %212, 3120
   %grads79 = getelementptr inbounds float, ptr %grads, i64 %213
-  store <8 x float> %t264_c2_078, ptr %grads79, align 4
-  %t264_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t264_c2_1, align 32
-  %214 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c2_078, ptr %grads79, align 4
+  %t229_c2_180 = load <8 x float>, ptr %fc1_weight_grad.t229_c2_1, align 32
+  %214 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 18912, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %grads81 = getelementptr inbounds float, ptr %grads, i64 %219
-  store <8 x float> %t264_c2_180, ptr %grads81, align 4
-  %t264_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_0, align 32
-  %220 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c2_180, ptr %grads81, align 4
+  %t229_c3_082 = load <8 x float>, ptr %fc1_weight_grad.t229_c3_0, align 32
+  %220 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 18912, %222
   %224 = add nsw i64 %223, 3120
   %grads83 = getelementptr inbounds float, ptr %grads, i64 %224
-  store <8 x float> %t264_c3_082, ptr %grads83, align 4
-  %t264_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t264_c3_1, align 32
-  %225 = mul nsw i64 %fc1_weight_grad.mb26352, 4
+  store <8 x float> %t229_c3_082, ptr %grads83, align 4
+  %t229_c3_184 = load <8 x float>, ptr %fc1_weight_grad.t229_c3_1, align 32
+  %225 = mul nsw i64 %fc1_weight_grad.mb22852, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 18912, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %grads85 = getelementptr inbounds float, ptr %grads, i64 %230
-  store <8 x float> %t264_c3_184, ptr %grads85, align 4
-  %mb263.next = add nsw i64 %fc1_weight_grad.mb26352, 1
-  %231 = icmp slt i64 %mb263.next, 32
-  br i1 %231, label %fc1_weight_grad.mb263, label %fc1_weight_grad.mb263.end
+  store <8 x float> %t229_c3_184, ptr %grads85, align 4
+  %mb228.next = add nsw i64 %fc1_weight_grad.mb22852, 1
+  %231 = icmp slt i64 %mb228.next, 32
+  br i1 %231, label %fc1_weight_grad.mb228, label %fc1_weight_grad.mb228.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k23.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @bncnn_train_b64.k23.flat_grad.gemm274(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_train_b64.k23.flat_grad.gemm239(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k23.flat_grad.gemm274(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k23.flat_grad.gemm239(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %flat_grad.t272_a3 = alloca <8 x float>, align 32
-  %flat_grad.t272_a2 = alloca <8 x float>, align 32
-  %flat_grad.t272_a1 = alloca <8 x float>, align 32
-  %flat_grad.t272_a0 = alloca <8 x float>, align 32
-  %flat_grad.t272_b1 = alloca <8 x float>, align 32
-  %flat_grad.t272_b0 = alloca <8 x float>, align 32
-  %flat_grad.t272_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t272_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t272_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t272_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t272_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t272_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t272_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t272_c0_0 = alloca <8 x float>, align 32
-  %flat_grad.t269_a3 = alloca <8 x float>, align 32
-  %flat_grad.t269_a2 = alloca <8 x float>, align 32
-  %flat_grad.t269_a1 = alloca <8 x float>, align 32
-  %flat_grad.t269_a0 = alloca <8 x float>, align 32
-  %flat_grad.t269_b2 = alloca <8 x float>, align 32
-  %flat_grad.t269_b1 = alloca <8 x float>, align 32
-  %flat_grad.t269_b0 = alloca <8 x float>, align 32
-  %flat_grad.t269_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t269_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t269_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t269_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t269_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t269_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t269_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t269_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t269_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t269_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t269_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t269_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb267
+  %flat_grad.t237_a3 = alloca <8 x float>, align 32
+  %flat_grad.t237_a2 = alloca <8 x float>, align 32
+  %flat_grad.t237_a1 = alloca <8 x float>, align 32
+  %flat_grad.t237_a0 = alloca <8 x float>, align 32
+  %flat_grad.t237_b1 = alloca <8 x float>, align 32
+  %flat_grad.t237_b0 = alloca <8 x float>, align 32
+  %flat_grad.t237_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t237_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t237_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t237_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t237_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t237_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t237_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t237_c0_0 = alloca <8 x float>, align 32
+  %flat_grad.t234_a3 = alloca <8 x float>, align 32
+  %flat_grad.t234_a2 = alloca <8 x float>, align 32
+  %flat_grad.t234_a1 = alloca <8 x float>, align 32
+  %flat_grad.t234_a0 = alloca <8 x float>, align 32
+  %flat_grad.t234_b2 = alloca <8 x float>, align 32
+  %flat_grad.t234_b1 = alloca <8 x float>, align 32
+  %flat_grad.t234_b0 = alloca <8 x float>, align 32
+  %flat_grad.t234_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t234_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t234_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t234_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t234_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t234_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t234_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t234_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t234_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t234_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t234_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t234_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb232
 
-flat_grad.nb267:                                  ; preds = %flat_grad.mb268.end, %entry
-  %flat_grad.nb2671 = phi i64 [ 0, %entry ], [ %nb267.next, %flat_grad.mb268.end ]
-  br label %flat_grad.mb268
+flat_grad.nb232:                                  ; preds = %flat_grad.mb233.end, %entry
+  %flat_grad.nb2321 = phi i64 [ 0, %entry ], [ %nb232.next, %flat_grad.mb233.end ]
+  br label %flat_grad.mb233
 
-flat_grad.nb267.end:                              ; preds = %flat_grad.mb268.end
-  br label %flat_grad.mb271
+flat_grad.nb232.end:                              ; preds = %flat_grad.mb233.end
+  br label %flat_grad.mb236
 
-flat_grad.mb268:                                  ; preds = %flat_grad.k270.end, %flat_grad.nb267
-  %flat_grad.mb2682 = phi i64 [ 0, %flat_grad.nb267 ], [ %mb268.next, %flat_grad.k270.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t269_c3_2, align 32
-  br label %flat_grad.k270
+flat_grad.mb233:                                  ; preds = %flat_grad.k235.end, %flat_grad.nb232
+  %flat_grad.mb2332 = phi i64 [ 0, %flat_grad.nb232 ], [ %mb233.next, %flat_grad.k235.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t234_c3_2, align 32
+  br label %flat_grad.k235
 
-flat_grad.mb268.end:                              ; preds = %flat_grad.k270.end
-  %nb267.next = add nsw i64 %flat_grad.nb2671, 1
-  %0 = icmp slt i64 %nb267.next, 130
-  br i1 %0, label %flat_grad.nb267, label %flat_grad.nb267.end
+flat_grad.mb233.end:                              ; preds = %flat_grad.k235.end
+  %nb232.next = add nsw i64 %flat_grad.nb2321, 1
+  %0 = icmp slt i64 %nb232.next, 130
+  br i1 %0, label %flat_grad.nb232, label %flat_grad.nb232.end
 
-flat_grad.k270:                                   ; preds = %flat_grad.k270, %flat_grad.mb268
-  %flat_grad.k2703 = phi i64 [ 0, %flat_grad.mb268 ], [ %k270.next, %flat_grad.k270 ]
-  %1 = mul nsw i64 %flat_grad.k2703, 3136
+flat_grad.k235:                                   ; preds = %flat_grad.k235, %flat_grad.mb233
+  %flat_grad.k2353 = phi i64 [ 0, %flat_grad.mb233 ], [ %k235.next, %flat_grad.k235 ]
+  %1 = mul nsw i64 %flat_grad.k2353, 3136
   %2 = add nsw i64 18912, %1
-  %3 = mul nsw i64 %flat_grad.nb2671, 24
+  %3 = mul nsw i64 %flat_grad.nb2321, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t269_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k2703, 3136
+  store <8 x float> %5, ptr %flat_grad.t234_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2353, 3136
   %7 = add nsw i64 18912, %6
-  %8 = mul nsw i64 %flat_grad.nb2671, 24
+  %8 = mul nsw i64 %flat_grad.nb2321, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t269_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k2703, 3136
+  store <8 x float> %11, ptr %flat_grad.t234_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2353, 3136
   %13 = add nsw i64 18912, %12
-  %14 = mul nsw i64 %flat_grad.nb2671, 24
+  %14 = mul nsw i64 %flat_grad.nb2321, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t269_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %17, ptr %flat_grad.t234_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2332, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3027328, %19
-  %21 = add nsw i64 %20, %flat_grad.k2703
+  %21 = add nsw i64 %20, %flat_grad.k2353
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t269_a0, align 32
-  %t269_a0 = load <8 x float>, ptr %flat_grad.t269_a0, align 32
-  %t269_b0 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
-  %t269_c0_0 = load <8 x float>, ptr %flat_grad.t269_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a0, <8 x float> %t269_b0, <8 x float> %t269_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t269_c0_0, align 32
-  %t269_a08 = load <8 x float>, ptr %flat_grad.t269_a0, align 32
-  %t269_b1 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
-  %t269_c0_1 = load <8 x float>, ptr %flat_grad.t269_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a08, <8 x float> %t269_b1, <8 x float> %t269_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t269_c0_1, align 32
-  %t269_a09 = load <8 x float>, ptr %flat_grad.t269_a0, align 32
-  %t269_b2 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
-  %t269_c0_2 = load <8 x float>, ptr %flat_grad.t269_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a09, <8 x float> %t269_b2, <8 x float> %t269_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t269_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %24, ptr %flat_grad.t234_a0, align 32
+  %t234_a0 = load <8 x float>, ptr %flat_grad.t234_a0, align 32
+  %t234_b0 = load <8 x float>, ptr %flat_grad.t234_b0, align 32
+  %t234_c0_0 = load <8 x float>, ptr %flat_grad.t234_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a0, <8 x float> %t234_b0, <8 x float> %t234_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t234_c0_0, align 32
+  %t234_a08 = load <8 x float>, ptr %flat_grad.t234_a0, align 32
+  %t234_b1 = load <8 x float>, ptr %flat_grad.t234_b1, align 32
+  %t234_c0_1 = load <8 x float>, ptr %flat_grad.t234_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a08, <8 x float> %t234_b1, <8 x float> %t234_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t234_c0_1, align 32
+  %t234_a09 = load <8 x float>, ptr %flat_grad.t234_a0, align 32
+  %t234_b2 = load <8 x float>, ptr %flat_grad.t234_b2, align 32
+  %t234_c0_2 = load <8 x float>, ptr %flat_grad.t234_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a09, <8 x float> %t234_b2, <8 x float> %t234_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t234_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2332, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3027328, %30
-  %32 = add nsw i64 %31, %flat_grad.k2703
+  %32 = add nsw i64 %31, %flat_grad.k2353
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t269_a1, align 32
-  %t269_a1 = load <8 x float>, ptr %flat_grad.t269_a1, align 32
-  %t269_b011 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
-  %t269_c1_0 = load <8 x float>, ptr %flat_grad.t269_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a1, <8 x float> %t269_b011, <8 x float> %t269_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t269_c1_0, align 32
-  %t269_a112 = load <8 x float>, ptr %flat_grad.t269_a1, align 32
-  %t269_b113 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
-  %t269_c1_1 = load <8 x float>, ptr %flat_grad.t269_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a112, <8 x float> %t269_b113, <8 x float> %t269_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t269_c1_1, align 32
-  %t269_a114 = load <8 x float>, ptr %flat_grad.t269_a1, align 32
-  %t269_b215 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
-  %t269_c1_2 = load <8 x float>, ptr %flat_grad.t269_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a114, <8 x float> %t269_b215, <8 x float> %t269_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t269_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %35, ptr %flat_grad.t234_a1, align 32
+  %t234_a1 = load <8 x float>, ptr %flat_grad.t234_a1, align 32
+  %t234_b011 = load <8 x float>, ptr %flat_grad.t234_b0, align 32
+  %t234_c1_0 = load <8 x float>, ptr %flat_grad.t234_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a1, <8 x float> %t234_b011, <8 x float> %t234_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t234_c1_0, align 32
+  %t234_a112 = load <8 x float>, ptr %flat_grad.t234_a1, align 32
+  %t234_b113 = load <8 x float>, ptr %flat_grad.t234_b1, align 32
+  %t234_c1_1 = load <8 x float>, ptr %flat_grad.t234_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a112, <8 x float> %t234_b113, <8 x float> %t234_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t234_c1_1, align 32
+  %t234_a114 = load <8 x float>, ptr %flat_grad.t234_a1, align 32
+  %t234_b215 = load <8 x float>, ptr %flat_grad.t234_b2, align 32
+  %t234_c1_2 = load <8 x float>, ptr %flat_grad.t234_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a114, <8 x float> %t234_b215, <8 x float> %t234_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t234_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2332, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3027328, %41
-  %43 = add nsw i64 %42, %flat_grad.k2703
+  %43 = add nsw i64 %42, %flat_grad.k2353
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t269_a2, align 32
-  %t269_a2 = load <8 x float>, ptr %flat_grad.t269_a2, align 32
-  %t269_b017 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
-  %t269_c2_0 = load <8 x float>, ptr %flat_grad.t269_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a2, <8 x float> %t269_b017, <8 x float> %t269_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t269_c2_0, align 32
-  %t269_a218 = load <8 x float>, ptr %flat_grad.t269_a2, align 32
-  %t269_b119 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
-  %t269_c2_1 = load <8 x float>, ptr %flat_grad.t269_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a218, <8 x float> %t269_b119, <8 x float> %t269_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t269_c2_1, align 32
-  %t269_a220 = load <8 x float>, ptr %flat_grad.t269_a2, align 32
-  %t269_b221 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
-  %t269_c2_2 = load <8 x float>, ptr %flat_grad.t269_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a220, <8 x float> %t269_b221, <8 x float> %t269_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t269_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %46, ptr %flat_grad.t234_a2, align 32
+  %t234_a2 = load <8 x float>, ptr %flat_grad.t234_a2, align 32
+  %t234_b017 = load <8 x float>, ptr %flat_grad.t234_b0, align 32
+  %t234_c2_0 = load <8 x float>, ptr %flat_grad.t234_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a2, <8 x float> %t234_b017, <8 x float> %t234_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t234_c2_0, align 32
+  %t234_a218 = load <8 x float>, ptr %flat_grad.t234_a2, align 32
+  %t234_b119 = load <8 x float>, ptr %flat_grad.t234_b1, align 32
+  %t234_c2_1 = load <8 x float>, ptr %flat_grad.t234_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a218, <8 x float> %t234_b119, <8 x float> %t234_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t234_c2_1, align 32
+  %t234_a220 = load <8 x float>, ptr %flat_grad.t234_a2, align 32
+  %t234_b221 = load <8 x float>, ptr %flat_grad.t234_b2, align 32
+  %t234_c2_2 = load <8 x float>, ptr %flat_grad.t234_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a220, <8 x float> %t234_b221, <8 x float> %t234_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t234_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2332, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3027328, %52
-  %54 = add nsw i64 %53, %flat_grad.k2703
+  %54 = add nsw i64 %53, %flat_grad.k2353
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t269_a3, align 32
-  %t269_a3 = load <8 x float>, ptr %flat_grad.t269_a3, align 32
-  %t269_b023 = load <8 x float>, ptr %flat_grad.t269_b0, align 32
-  %t269_c3_0 = load <8 x float>, ptr %flat_grad.t269_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a3, <8 x float> %t269_b023, <8 x float> %t269_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t269_c3_0, align 32
-  %t269_a324 = load <8 x float>, ptr %flat_grad.t269_a3, align 32
-  %t269_b125 = load <8 x float>, ptr %flat_grad.t269_b1, align 32
-  %t269_c3_1 = load <8 x float>, ptr %flat_grad.t269_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a324, <8 x float> %t269_b125, <8 x float> %t269_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t269_c3_1, align 32
-  %t269_a326 = load <8 x float>, ptr %flat_grad.t269_a3, align 32
-  %t269_b227 = load <8 x float>, ptr %flat_grad.t269_b2, align 32
-  %t269_c3_2 = load <8 x float>, ptr %flat_grad.t269_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t269_a326, <8 x float> %t269_b227, <8 x float> %t269_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t269_c3_2, align 32
-  %k270.next = add nsw i64 %flat_grad.k2703, 1
-  %61 = icmp slt i64 %k270.next, 128
-  br i1 %61, label %flat_grad.k270, label %flat_grad.k270.end
+  store <8 x float> %57, ptr %flat_grad.t234_a3, align 32
+  %t234_a3 = load <8 x float>, ptr %flat_grad.t234_a3, align 32
+  %t234_b023 = load <8 x float>, ptr %flat_grad.t234_b0, align 32
+  %t234_c3_0 = load <8 x float>, ptr %flat_grad.t234_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a3, <8 x float> %t234_b023, <8 x float> %t234_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t234_c3_0, align 32
+  %t234_a324 = load <8 x float>, ptr %flat_grad.t234_a3, align 32
+  %t234_b125 = load <8 x float>, ptr %flat_grad.t234_b1, align 32
+  %t234_c3_1 = load <8 x float>, ptr %flat_grad.t234_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a324, <8 x float> %t234_b125, <8 x float> %t234_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t234_c3_1, align 32
+  %t234_a326 = load <8 x float>, ptr %flat_grad.t234_a3, align 32
+  %t234_b227 = load <8 x float>, ptr %flat_grad.t234_b2, align 32
+  %t234_c3_2 = load <8 x float>, ptr %flat_grad.t234_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t234_a326, <8 x float> %t234_b227, <8 x float> %t234_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t234_c3_2, align 32
+  %k235.next = add nsw i64 %flat_grad.k2353, 1
+  %61 = icmp slt i64 %k235.next, 128
+  br i1 %61, label %flat_grad.k235, label %flat_grad.k235.end
 
-flat_grad.k270.end:                               ; preds = %flat_grad.k270
-  %t269_c0_028 = load <8 x float>, ptr %flat_grad.t269_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb2682, 4
+flat_grad.k235.end:                               ; preds = %flat_grad.k235
+  %t234_c0_028 = load <8 x float>, ptr %flat_grad.t234_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2332, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 4816960, %63
-  %65 = mul nsw i64 %flat_grad.nb2671, 24
+  %65 = mul nsw i64 %flat_grad.nb2321, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t269_c0_028, ptr %arena29, align 4
-  %t269_c0_130 = load <8 x float>, ptr %flat_grad.t269_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c0_028, ptr %arena29, align 4
+  %t234_c0_130 = load <8 x float>, ptr %flat_grad.t234_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2332, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 4816960, %68
-  %70 = mul nsw i64 %flat_grad.nb2671, 24
+  %70 = mul nsw i64 %flat_grad.nb2321, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t269_c0_130, ptr %arena31, align 4
-  %t269_c0_232 = load <8 x float>, ptr %flat_grad.t269_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c0_130, ptr %arena31, align 4
+  %t234_c0_232 = load <8 x float>, ptr %flat_grad.t234_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2332, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 4816960, %74
-  %76 = mul nsw i64 %flat_grad.nb2671, 24
+  %76 = mul nsw i64 %flat_grad.nb2321, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t269_c0_232, ptr %arena33, align 4
-  %t269_c1_034 = load <8 x float>, ptr %flat_grad.t269_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c0_232, ptr %arena33, align 4
+  %t234_c1_034 = load <8 x float>, ptr %flat_grad.t234_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2332, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 4816960, %81
-  %83 = mul nsw i64 %flat_grad.nb2671, 24
+  %83 = mul nsw i64 %flat_grad.nb2321, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t269_c1_034, ptr %arena35, align 4
-  %t269_c1_136 = load <8 x float>, ptr %flat_grad.t269_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c1_034, ptr %arena35, align 4
+  %t234_c1_136 = load <8 x float>, ptr %flat_grad.t234_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2332, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 4816960, %87
-  %89 = mul nsw i64 %flat_grad.nb2671, 24
+  %89 = mul nsw i64 %flat_grad.nb2321, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t269_c1_136, ptr %arena37, align 4
-  %t269_c1_238 = load <8 x float>, ptr %flat_grad.t269_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c1_136, ptr %arena37, align 4
+  %t234_c1_238 = load <8 x float>, ptr %flat_grad.t234_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2332, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 4816960, %94
-  %96 = mul nsw i64 %flat_grad.nb2671, 24
+  %96 = mul nsw i64 %flat_grad.nb2321, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t269_c1_238, ptr %arena39, align 4
-  %t269_c2_040 = load <8 x float>, ptr %flat_grad.t269_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c1_238, ptr %arena39, align 4
+  %t234_c2_040 = load <8 x float>, ptr %flat_grad.t234_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2332, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 4816960, %101
-  %103 = mul nsw i64 %flat_grad.nb2671, 24
+  %103 = mul nsw i64 %flat_grad.nb2321, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t269_c2_040, ptr %arena41, align 4
-  %t269_c2_142 = load <8 x float>, ptr %flat_grad.t269_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c2_040, ptr %arena41, align 4
+  %t234_c2_142 = load <8 x float>, ptr %flat_grad.t234_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2332, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 4816960, %107
-  %109 = mul nsw i64 %flat_grad.nb2671, 24
+  %109 = mul nsw i64 %flat_grad.nb2321, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t269_c2_142, ptr %arena43, align 4
-  %t269_c2_244 = load <8 x float>, ptr %flat_grad.t269_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c2_142, ptr %arena43, align 4
+  %t234_c2_244 = load <8 x float>, ptr %flat_grad.t234_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2332, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 4816960, %114
-  %116 = mul nsw i64 %flat_grad.nb2671, 24
+  %116 = mul nsw i64 %flat_grad.nb2321, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t269_c2_244, ptr %arena45, align 4
-  %t269_c3_046 = load <8 x float>, ptr %flat_grad.t269_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c2_244, ptr %arena45, align 4
+  %t234_c3_046 = load <8 x float>, ptr %flat_grad.t234_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2332, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 4816960, %121
-  %123 = mul nsw i64 %flat_grad.nb2671, 24
+  %123 = mul nsw i64 %flat_grad.nb2321, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t269_c3_046, ptr %arena47, align 4
-  %t269_c3_148 = load <8 x float>, ptr %flat_grad.t269_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c3_046, ptr %arena47, align 4
+  %t234_c3_148 = load <8 x float>, ptr %flat_grad.t234_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2332, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 4816960, %127
-  %129 = mul nsw i64 %flat_grad.nb2671, 24
+  %129 = mul nsw i64 %flat_grad.nb2321, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t269_c3_148, ptr %arena49, align 4
-  %t269_c3_250 = load <8 x float>, ptr %flat_grad.t269_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb2682, 4
+  store <8 x float> %t234_c3_148, ptr %arena49, align 4
+  %t234_c3_250 = load <8 x float>, ptr %flat_grad.t234_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2332, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 4816960, %134
-  %136 = mul nsw i64 %flat_grad.nb2671, 24
+  %136 = mul nsw i64 %flat_grad.nb2321, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t269_c3_250, ptr %arena51, align 4
-  %mb268.next = add nsw i64 %flat_grad.mb2682, 1
-  %139 = icmp slt i64 %mb268.next, 16
-  br i1 %139, label %flat_grad.mb268, label %flat_grad.mb268.end
+  store <8 x float> %t234_c3_250, ptr %arena51, align 4
+  %mb233.next = add nsw i64 %flat_grad.mb2332, 1
+  %139 = icmp slt i64 %mb233.next, 16
+  br i1 %139, label %flat_grad.mb233, label %flat_grad.mb233.end
 
-flat_grad.mb271:                                  ; preds = %flat_grad.k273.end, %flat_grad.nb267.end
-  %flat_grad.mb27152 = phi i64 [ 0, %flat_grad.nb267.end ], [ %mb271.next, %flat_grad.k273.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t272_c3_1, align 32
-  br label %flat_grad.k273
+flat_grad.mb236:                                  ; preds = %flat_grad.k238.end, %flat_grad.nb232.end
+  %flat_grad.mb23652 = phi i64 [ 0, %flat_grad.nb232.end ], [ %mb236.next, %flat_grad.k238.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t237_c3_1, align 32
+  br label %flat_grad.k238
 
-flat_grad.mb271.end:                              ; preds = %flat_grad.k273.end
+flat_grad.mb236.end:                              ; preds = %flat_grad.k238.end
   ret void
 
-flat_grad.k273:                                   ; preds = %flat_grad.k273, %flat_grad.mb271
-  %flat_grad.k27353 = phi i64 [ 0, %flat_grad.mb271 ], [ %k273.next, %flat_grad.k273 ]
-  %140 = mul nsw i64 %flat_grad.k27353, 3136
+flat_grad.k238:                                   ; preds = %flat_grad.k238, %flat_grad.mb236
+  %flat_grad.k23853 = phi i64 [ 0, %flat_grad.mb236 ], [ %k238.next, %flat_grad.k238 ]
+  %140 = mul nsw i64 %flat_grad.k23853, 3136
   %141 = add nsw i64 18912, %140
   %142 = add nsw i64 %141, 3120
   %params54 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load <8 x float>, ptr %params54, align 4
-  store <8 x float> %143, ptr %flat_grad.t272_b0, align 32
-  %144 = mul nsw i64 %flat_grad.k27353, 3136
+  store <8 x float> %143, ptr %flat_grad.t237_b0, align 32
+  %144 = mul nsw i64 %flat_grad.k23853, 3136
   %145 = add nsw i64 18912, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %params55 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load <8 x float>, ptr %params55, align 4
-  store <8 x float> %148, ptr %flat_grad.t272_b1, align 32
-  %149 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %148, ptr %flat_grad.t237_b1, align 32
+  %149 = mul nsw i64 %flat_grad.mb23652, 4
   %150 = mul nsw i64 %149, 128
   %151 = add nsw i64 3027328, %150
-  %152 = add nsw i64 %151, %flat_grad.k27353
+  %152 = add nsw i64 %151, %flat_grad.k23853
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %152
   %153 = load float, ptr %arena56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %flat_grad.t272_a0, align 32
-  %t272_a0 = load <8 x float>, ptr %flat_grad.t272_a0, align 32
-  %t272_b0 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
-  %t272_c0_0 = load <8 x float>, ptr %flat_grad.t272_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a0, <8 x float> %t272_b0, <8 x float> %t272_c0_0)
-  store <8 x float> %156, ptr %flat_grad.t272_c0_0, align 32
-  %t272_a057 = load <8 x float>, ptr %flat_grad.t272_a0, align 32
-  %t272_b1 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
-  %t272_c0_1 = load <8 x float>, ptr %flat_grad.t272_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a057, <8 x float> %t272_b1, <8 x float> %t272_c0_1)
-  store <8 x float> %157, ptr %flat_grad.t272_c0_1, align 32
-  %158 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %155, ptr %flat_grad.t237_a0, align 32
+  %t237_a0 = load <8 x float>, ptr %flat_grad.t237_a0, align 32
+  %t237_b0 = load <8 x float>, ptr %flat_grad.t237_b0, align 32
+  %t237_c0_0 = load <8 x float>, ptr %flat_grad.t237_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a0, <8 x float> %t237_b0, <8 x float> %t237_c0_0)
+  store <8 x float> %156, ptr %flat_grad.t237_c0_0, align 32
+  %t237_a057 = load <8 x float>, ptr %flat_grad.t237_a0, align 32
+  %t237_b1 = load <8 x float>, ptr %flat_grad.t237_b1, align 32
+  %t237_c0_1 = load <8 x float>, ptr %flat_grad.t237_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a057, <8 x float> %t237_b1, <8 x float> %t237_c0_1)
+  store <8 x float> %157, ptr %flat_grad.t237_c0_1, align 32
+  %158 = mul nsw i64 %flat_grad.mb23652, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 128
   %161 = add nsw i64 3027328, %160
-  %162 = add nsw i64 %161, %flat_grad.k27353
+  %162 = add nsw i64 %161, %flat_grad.k23853
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %162
   %163 = load float, ptr %arena58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %flat_grad.t272_a1, align 32
-  %t272_a1 = load <8 x float>, ptr %flat_grad.t272_a1, align 32
-  %t272_b059 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
-  %t272_c1_0 = load <8 x float>, ptr %flat_grad.t272_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a1, <8 x float> %t272_b059, <8 x float> %t272_c1_0)
-  store <8 x float> %166, ptr %flat_grad.t272_c1_0, align 32
-  %t272_a160 = load <8 x float>, ptr %flat_grad.t272_a1, align 32
-  %t272_b161 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
-  %t272_c1_1 = load <8 x float>, ptr %flat_grad.t272_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a160, <8 x float> %t272_b161, <8 x float> %t272_c1_1)
-  store <8 x float> %167, ptr %flat_grad.t272_c1_1, align 32
-  %168 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %165, ptr %flat_grad.t237_a1, align 32
+  %t237_a1 = load <8 x float>, ptr %flat_grad.t237_a1, align 32
+  %t237_b059 = load <8 x float>, ptr %flat_grad.t237_b0, align 32
+  %t237_c1_0 = load <8 x float>, ptr %flat_grad.t237_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a1, <8 x float> %t237_b059, <8 x float> %t237_c1_0)
+  store <8 x float> %166, ptr %flat_grad.t237_c1_0, align 32
+  %t237_a160 = load <8 x float>, ptr %flat_grad.t237_a1, align 32
+  %t237_b161 = load <8 x float>, ptr %flat_grad.t237_b1, align 32
+  %t237_c1_1 = load <8 x float>, ptr %flat_grad.t237_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a160, <8 x float> %t237_b161, <8 x float> %t237_c1_1)
+  store <8 x float> %167, ptr %flat_grad.t237_c1_1, align 32
+  %168 = mul nsw i64 %flat_grad.mb23652, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 128
   %171 = add nsw i64 3027328, %170
-  %172 = add nsw i64 %171, %flat_grad.k27353
+  %172 = add nsw i64 %171, %flat_grad.k23853
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %172
   %173 = load float, ptr %arena62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %flat_grad.t272_a2, align 32
-  %t272_a2 = load <8 x float>, ptr %flat_grad.t272_a2, align 32
-  %t272_b063 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
-  %t272_c2_0 = load <8 x float>, ptr %flat_grad.t272_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a2, <8 x float> %t272_b063, <8 x float> %t272_c2_0)
-  store <8 x float> %176, ptr %flat_grad.t272_c2_0, align 32
-  %t272_a264 = load <8 x float>, ptr %flat_grad.t272_a2, align 32
-  %t272_b165 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
-  %t272_c2_1 = load <8 x float>, ptr %flat_grad.t272_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a264, <8 x float> %t272_b165, <8 x float> %t272_c2_1)
-  store <8 x float> %177, ptr %flat_grad.t272_c2_1, align 32
-  %178 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %175, ptr %flat_grad.t237_a2, align 32
+  %t237_a2 = load <8 x float>, ptr %flat_grad.t237_a2, align 32
+  %t237_b063 = load <8 x float>, ptr %flat_grad.t237_b0, align 32
+  %t237_c2_0 = load <8 x float>, ptr %flat_grad.t237_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a2, <8 x float> %t237_b063, <8 x float> %t237_c2_0)
+  store <8 x float> %176, ptr %flat_grad.t237_c2_0, align 32
+  %t237_a264 = load <8 x float>, ptr %flat_grad.t237_a2, align 32
+  %t237_b165 = load <8 x float>, ptr %flat_grad.t237_b1, align 32
+  %t237_c2_1 = load <8 x float>, ptr %flat_grad.t237_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a264, <8 x float> %t237_b165, <8 x float> %t237_c2_1)
+  store <8 x float> %177, ptr %flat_grad.t237_c2_1, align 32
+  %178 = mul nsw i64 %flat_grad.mb23652, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 128
   %181 = add nsw i64 3027328, %180
-  %182 = add nsw i64 %181, %flat_grad.k27353
+  %182 = add nsw i64 %181, %flat_grad.k23853
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %182
   %183 = load float, ptr %arena66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %flat_grad.t272_a3, align 32
-  %t272_a3 = load <8 x float>, ptr %flat_grad.t272_a3, align 32
-  %t272_b067 = load <8 x float>, ptr %flat_grad.t272_b0, align 32
-  %t272_c3_0 = load <8 x float>, ptr %flat_grad.t272_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a3, <8 x float> %t272_b067, <8 x float> %t272_c3_0)
-  store <8 x float> %186, ptr %flat_grad.t272_c3_0, align 32
-  %t272_a368 = load <8 x float>, ptr %flat_grad.t272_a3, align 32
-  %t272_b169 = load <8 x float>, ptr %flat_grad.t272_b1, align 32
-  %t272_c3_1 = load <8 x float>, ptr %flat_grad.t272_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t272_a368, <8 x float> %t272_b169, <8 x float> %t272_c3_1)
-  store <8 x float> %187, ptr %flat_grad.t272_c3_1, align 32
-  %k273.next = add nsw i64 %flat_grad.k27353, 1
-  %188 = icmp slt i64 %k273.next, 128
-  br i1 %188, label %flat_grad.k273, label %flat_grad.k273.end
+  store <8 x float> %185, ptr %flat_grad.t237_a3, align 32
+  %t237_a3 = load <8 x float>, ptr %flat_grad.t237_a3, align 32
+  %t237_b067 = load <8 x float>, ptr %flat_grad.t237_b0, align 32
+  %t237_c3_0 = load <8 x float>, ptr %flat_grad.t237_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a3, <8 x float> %t237_b067, <8 x float> %t237_c3_0)
+  store <8 x float> %186, ptr %flat_grad.t237_c3_0, align 32
+  %t237_a368 = load <8 x float>, ptr %flat_grad.t237_a3, align 32
+  %t237_b169 = load <8 x float>, ptr %flat_grad.t237_b1, align 32
+  %t237_c3_1 = load <8 x float>, ptr %flat_grad.t237_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a368, <8 x float> %t237_b169, <8 x float> %t237_c3_1)
+  store <8 x float> %187, ptr %flat_grad.t237_c3_1, align 32
+  %k238.next = add nsw i64 %flat_grad.k23853, 1
+  %188 = icmp slt i64 %k238.next, 128
+  br i1 %188, label %flat_grad.k238, label %flat_grad.k238.end
 
-flat_grad.k273.end:                               ; preds = %flat_grad.k273
-  %t272_c0_070 = load <8 x float>, ptr %flat_grad.t272_c0_0, align 32
-  %189 = mul nsw i64 %flat_grad.mb27152, 4
+flat_grad.k238.end:                               ; preds = %flat_grad.k238
+  %t237_c0_070 = load <8 x float>, ptr %flat_grad.t237_c0_0, align 32
+  %189 = mul nsw i64 %flat_grad.mb23652, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 4816960, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t272_c0_070, ptr %arena71, align 4
-  %t272_c0_172 = load <8 x float>, ptr %flat_grad.t272_c0_1, align 32
-  %193 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c0_070, ptr %arena71, align 4
+  %t237_c0_172 = load <8 x float>, ptr %flat_grad.t237_c0_1, align 32
+  %193 = mul nsw i64 %flat_grad.mb23652, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 4816960, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t272_c0_172, ptr %arena73, align 4
-  %t272_c1_074 = load <8 x float>, ptr %flat_grad.t272_c1_0, align 32
-  %198 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c0_172, ptr %arena73, align 4
+  %t237_c1_074 = load <8 x float>, ptr %flat_grad.t237_c1_0, align 32
+  %198 = mul nsw i64 %flat_grad.mb23652, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 4816960, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t272_c1_074, ptr %arena75, align 4
-  %t272_c1_176 = load <8 x float>, ptr %flat_grad.t272_c1_1, align 32
-  %203 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c1_074, ptr %arena75, align 4
+  %t237_c1_176 = load <8 x float>, ptr %flat_grad.t237_c1_1, align 32
+  %203 = mul nsw i64 %flat_grad.mb23652, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 4816960, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t272_c1_176, ptr %arena77, align 4
-  %t272_c2_078 = load <8 x float>, ptr %flat_grad.t272_c2_0, align 32
-  %209 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c1_176, ptr %arena77, align 4
+  %t237_c2_078 = load <8 x float>, ptr %flat_grad.t237_c2_0, align 32
+  %209 = mul nsw i64 %flat_grad.mb23652, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 4816960, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t272_c2_078, ptr %arena79, align 4
-  %t272_c2_180 = load <8 x float>, ptr %flat_grad.t272_c2_1, align 32
-  %214 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c2_078, ptr %arena79, align 4
+  %t237_c2_180 = load <8 x float>, ptr %flat_grad.t237_c2_1, align 32
+  %214 = mul nsw i64 %flat_grad.mb23652, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 4816960, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t272_c2_180, ptr %arena81, align 4
-  %t272_c3_082 = load <8 x float>, ptr %flat_grad.t272_c3_0, align 32
-  %220 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c2_180, ptr %arena81, align 4
+  %t237_c3_082 = load <8 x float>, ptr %flat_grad.t237_c3_0, align 32
+  %220 = mul nsw i64 %flat_grad.mb23652, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 4816960, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t272_c3_082, ptr %arena83, align 4
-  %t272_c3_184 = load <8 x float>, ptr %flat_grad.t272_c3_1, align 32
-  %225 = mul nsw i64 %flat_grad.mb27152, 4
+  store <8 x float> %t237_c3_082, ptr %arena83, align 4
+  %t237_c3_184 = load <8 x float>, ptr %flat_grad.t237_c3_1, align 32
+  %225 = mul nsw i64 %flat_grad.mb23652, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 4816960, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t272_c3_184, ptr %arena85, align 4
-  %mb271.next = add nsw i64 %flat_grad.mb27152, 1
-  %231 = icmp slt i64 %mb271.next, 16
-  br i1 %231, label %flat_grad.mb271, label %flat_grad.mb271.end
+  store <8 x float> %t237_c3_184, ptr %arena85, align 4
+  %mb236.next = add nsw i64 %flat_grad.mb23652, 1
+  %231 = icmp slt i64 %mb236.next, 16
+  br i1 %231, label %flat_grad.mb236, label %flat_grad.mb236.end
 }
 
 ; Function Attrs: noinline
@@ -5801,1996 +5549,1659 @@ entry:
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k25.relu2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %relu2_grad.bi280 = alloca float, align 4
-  %relu2_grad.best279 = alloca float, align 4
-  br label %relu2_grad.i275
+  %relu2_grad.bi245 = alloca float, align 4
+  %relu2_grad.best244 = alloca float, align 4
+  br label %relu2_grad.i240
 
-relu2_grad.i275:                                  ; preds = %relu2_grad.i275, %entry
-  %relu2_grad.i2751 = phi i64 [ 0, %entry ], [ %i275.next, %relu2_grad.i275 ]
-  %0 = add nsw i64 6422592, %relu2_grad.i2751
+relu2_grad.i240:                                  ; preds = %relu2_grad.i240, %entry
+  %relu2_grad.i2401 = phi i64 [ 0, %entry ], [ %i240.next, %relu2_grad.i240 ]
+  %0 = add nsw i64 6422592, %relu2_grad.i2401
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i275.next = add nsw i64 %relu2_grad.i2751, 1
-  %1 = icmp slt i64 %i275.next, 802816
-  br i1 %1, label %relu2_grad.i275, label %relu2_grad.i275.end
+  %i240.next = add nsw i64 %relu2_grad.i2401, 1
+  %1 = icmp slt i64 %i240.next, 802816
+  br i1 %1, label %relu2_grad.i240, label %relu2_grad.i240.end
 
-relu2_grad.i275.end:                              ; preds = %relu2_grad.i275
-  br label %relu2_grad.q276
+relu2_grad.i240.end:                              ; preds = %relu2_grad.i240
+  br label %relu2_grad.q241
 
-relu2_grad.q276:                                  ; preds = %relu2_grad.py277.end, %relu2_grad.i275.end
-  %relu2_grad.q2763 = phi i64 [ 0, %relu2_grad.i275.end ], [ %q276.next, %relu2_grad.py277.end ]
-  br label %relu2_grad.py277
+relu2_grad.q241:                                  ; preds = %relu2_grad.py242.end, %relu2_grad.i240.end
+  %relu2_grad.q2413 = phi i64 [ 0, %relu2_grad.i240.end ], [ %q241.next, %relu2_grad.py242.end ]
+  br label %relu2_grad.py242
 
-relu2_grad.q276.end:                              ; preds = %relu2_grad.py277.end
+relu2_grad.q241.end:                              ; preds = %relu2_grad.py242.end
   ret void
 
-relu2_grad.py277:                                 ; preds = %relu2_grad.px278.end, %relu2_grad.q276
-  %relu2_grad.py2774 = phi i64 [ 0, %relu2_grad.q276 ], [ %py277.next, %relu2_grad.px278.end ]
-  br label %relu2_grad.px278
+relu2_grad.py242:                                 ; preds = %relu2_grad.px243.end, %relu2_grad.q241
+  %relu2_grad.py2424 = phi i64 [ 0, %relu2_grad.q241 ], [ %py242.next, %relu2_grad.px243.end ]
+  br label %relu2_grad.px243
 
-relu2_grad.py277.end:                             ; preds = %relu2_grad.px278.end
-  %q276.next = add nsw i64 %relu2_grad.q2763, 1
-  %2 = icmp slt i64 %q276.next, 4096
-  br i1 %2, label %relu2_grad.q276, label %relu2_grad.q276.end
+relu2_grad.py242.end:                             ; preds = %relu2_grad.px243.end
+  %q241.next = add nsw i64 %relu2_grad.q2413, 1
+  %2 = icmp slt i64 %q241.next, 4096
+  br i1 %2, label %relu2_grad.q241, label %relu2_grad.q241.end
 
-relu2_grad.px278:                                 ; preds = %relu2_grad.px278, %relu2_grad.py277
-  %relu2_grad.px2785 = phi i64 [ 0, %relu2_grad.py277 ], [ %px278.next, %relu2_grad.px278 ]
-  %3 = mul nsw i64 %relu2_grad.q2763, 196
-  %4 = mul nsw i64 %relu2_grad.py2774, 28
+relu2_grad.px243:                                 ; preds = %relu2_grad.px243, %relu2_grad.py242
+  %relu2_grad.px2435 = phi i64 [ 0, %relu2_grad.py242 ], [ %px243.next, %relu2_grad.px243 ]
+  %3 = mul nsw i64 %relu2_grad.q2413, 196
+  %4 = mul nsw i64 %relu2_grad.py2424, 28
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %relu2_grad.px2785, 2
+  %6 = mul nsw i64 %relu2_grad.px2435, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 5619776, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %relu2_grad.best279, align 4
-  %10 = mul nsw i64 %relu2_grad.q2763, 196
-  %11 = mul nsw i64 %relu2_grad.py2774, 28
+  store float %9, ptr %relu2_grad.best244, align 4
+  %10 = mul nsw i64 %relu2_grad.q2413, 196
+  %11 = mul nsw i64 %relu2_grad.py2424, 28
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %relu2_grad.px2785, 2
+  %13 = mul nsw i64 %relu2_grad.px2435, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %relu2_grad.bi280, align 4
-  %16 = mul nsw i64 %relu2_grad.q2763, 196
-  %17 = mul nsw i64 %relu2_grad.py2774, 28
+  store float %15, ptr %relu2_grad.bi245, align 4
+  %16 = mul nsw i64 %relu2_grad.q2413, 196
+  %17 = mul nsw i64 %relu2_grad.py2424, 28
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %relu2_grad.px2785, 2
+  %19 = mul nsw i64 %relu2_grad.px2435, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 5619776, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best279 = load float, ptr %relu2_grad.best279, align 4
-  %23 = fcmp ogt float %22, %best279
-  %24 = mul nsw i64 %relu2_grad.q2763, 196
-  %25 = mul nsw i64 %relu2_grad.py2774, 28
+  %best244 = load float, ptr %relu2_grad.best244, align 4
+  %23 = fcmp ogt float %22, %best244
+  %24 = mul nsw i64 %relu2_grad.q2413, 196
+  %25 = mul nsw i64 %relu2_grad.py2424, 28
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %relu2_grad.px2785, 2
+  %27 = mul nsw i64 %relu2_grad.px2435, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi280 = load float, ptr %relu2_grad.bi280, align 4
-  %30 = select i1 %23, float %29, float %bi280
-  store float %30, ptr %relu2_grad.bi280, align 4
-  %31 = mul nsw i64 %relu2_grad.q2763, 196
-  %32 = mul nsw i64 %relu2_grad.py2774, 28
+  %bi245 = load float, ptr %relu2_grad.bi245, align 4
+  %30 = select i1 %23, float %29, float %bi245
+  store float %30, ptr %relu2_grad.bi245, align 4
+  %31 = mul nsw i64 %relu2_grad.q2413, 196
+  %32 = mul nsw i64 %relu2_grad.py2424, 28
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %relu2_grad.px2785, 2
+  %34 = mul nsw i64 %relu2_grad.px2435, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 5619776, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best2799 = load float, ptr %relu2_grad.best279, align 4
-  %38 = fcmp ogt float %37, %best2799
-  %39 = mul nsw i64 %relu2_grad.q2763, 196
-  %40 = mul nsw i64 %relu2_grad.py2774, 28
+  %best2449 = load float, ptr %relu2_grad.best244, align 4
+  %38 = fcmp ogt float %37, %best2449
+  %39 = mul nsw i64 %relu2_grad.q2413, 196
+  %40 = mul nsw i64 %relu2_grad.py2424, 28
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %relu2_grad.px2785, 2
+  %42 = mul nsw i64 %relu2_grad.px2435, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 5619776, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best27911 = load float, ptr %relu2_grad.best279, align 4
-  %46 = select i1 %38, float %45, float %best27911
-  store float %46, ptr %relu2_grad.best279, align 4
-  %47 = mul nsw i64 %relu2_grad.q2763, 196
-  %48 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24411 = load float, ptr %relu2_grad.best244, align 4
+  %46 = select i1 %38, float %45, float %best24411
+  store float %46, ptr %relu2_grad.best244, align 4
+  %47 = mul nsw i64 %relu2_grad.q2413, 196
+  %48 = mul nsw i64 %relu2_grad.py2424, 28
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %relu2_grad.px2785, 2
+  %50 = mul nsw i64 %relu2_grad.px2435, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 5619776, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best27913 = load float, ptr %relu2_grad.best279, align 4
-  %55 = fcmp ogt float %54, %best27913
-  %56 = mul nsw i64 %relu2_grad.q2763, 196
-  %57 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24413 = load float, ptr %relu2_grad.best244, align 4
+  %55 = fcmp ogt float %54, %best24413
+  %56 = mul nsw i64 %relu2_grad.q2413, 196
+  %57 = mul nsw i64 %relu2_grad.py2424, 28
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %relu2_grad.px2785, 2
+  %59 = mul nsw i64 %relu2_grad.px2435, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi28014 = load float, ptr %relu2_grad.bi280, align 4
-  %63 = select i1 %55, float %62, float %bi28014
-  store float %63, ptr %relu2_grad.bi280, align 4
-  %64 = mul nsw i64 %relu2_grad.q2763, 196
-  %65 = mul nsw i64 %relu2_grad.py2774, 28
+  %bi24514 = load float, ptr %relu2_grad.bi245, align 4
+  %63 = select i1 %55, float %62, float %bi24514
+  store float %63, ptr %relu2_grad.bi245, align 4
+  %64 = mul nsw i64 %relu2_grad.q2413, 196
+  %65 = mul nsw i64 %relu2_grad.py2424, 28
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %relu2_grad.px2785, 2
+  %67 = mul nsw i64 %relu2_grad.px2435, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 5619776, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best27916 = load float, ptr %relu2_grad.best279, align 4
-  %72 = fcmp ogt float %71, %best27916
-  %73 = mul nsw i64 %relu2_grad.q2763, 196
-  %74 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24416 = load float, ptr %relu2_grad.best244, align 4
+  %72 = fcmp ogt float %71, %best24416
+  %73 = mul nsw i64 %relu2_grad.q2413, 196
+  %74 = mul nsw i64 %relu2_grad.py2424, 28
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu2_grad.px2785, 2
+  %76 = mul nsw i64 %relu2_grad.px2435, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 5619776, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best27918 = load float, ptr %relu2_grad.best279, align 4
-  %81 = select i1 %72, float %80, float %best27918
-  store float %81, ptr %relu2_grad.best279, align 4
-  %82 = mul nsw i64 %relu2_grad.q2763, 196
-  %83 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24418 = load float, ptr %relu2_grad.best244, align 4
+  %81 = select i1 %72, float %80, float %best24418
+  store float %81, ptr %relu2_grad.best244, align 4
+  %82 = mul nsw i64 %relu2_grad.q2413, 196
+  %83 = mul nsw i64 %relu2_grad.py2424, 28
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %relu2_grad.px2785, 2
+  %85 = mul nsw i64 %relu2_grad.px2435, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 14
   %88 = add nsw i64 5619776, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best27920 = load float, ptr %relu2_grad.best279, align 4
-  %90 = fcmp ogt float %89, %best27920
-  %91 = mul nsw i64 %relu2_grad.q2763, 196
-  %92 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24420 = load float, ptr %relu2_grad.best244, align 4
+  %90 = fcmp ogt float %89, %best24420
+  %91 = mul nsw i64 %relu2_grad.q2413, 196
+  %92 = mul nsw i64 %relu2_grad.py2424, 28
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %relu2_grad.px2785, 2
+  %94 = mul nsw i64 %relu2_grad.px2435, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 14
   %97 = sitofp i64 %96 to float
-  %bi28021 = load float, ptr %relu2_grad.bi280, align 4
-  %98 = select i1 %90, float %97, float %bi28021
-  store float %98, ptr %relu2_grad.bi280, align 4
-  %99 = mul nsw i64 %relu2_grad.q2763, 196
-  %100 = mul nsw i64 %relu2_grad.py2774, 28
+  %bi24521 = load float, ptr %relu2_grad.bi245, align 4
+  %98 = select i1 %90, float %97, float %bi24521
+  store float %98, ptr %relu2_grad.bi245, align 4
+  %99 = mul nsw i64 %relu2_grad.q2413, 196
+  %100 = mul nsw i64 %relu2_grad.py2424, 28
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %relu2_grad.px2785, 2
+  %102 = mul nsw i64 %relu2_grad.px2435, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 14
   %105 = add nsw i64 5619776, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best27923 = load float, ptr %relu2_grad.best279, align 4
-  %107 = fcmp ogt float %106, %best27923
-  %108 = mul nsw i64 %relu2_grad.q2763, 196
-  %109 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24423 = load float, ptr %relu2_grad.best244, align 4
+  %107 = fcmp ogt float %106, %best24423
+  %108 = mul nsw i64 %relu2_grad.q2413, 196
+  %109 = mul nsw i64 %relu2_grad.py2424, 28
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %relu2_grad.px2785, 2
+  %111 = mul nsw i64 %relu2_grad.px2435, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 14
   %114 = add nsw i64 5619776, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best27925 = load float, ptr %relu2_grad.best279, align 4
-  %116 = select i1 %107, float %115, float %best27925
-  store float %116, ptr %relu2_grad.best279, align 4
-  %117 = mul nsw i64 %relu2_grad.q2763, 196
-  %118 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24425 = load float, ptr %relu2_grad.best244, align 4
+  %116 = select i1 %107, float %115, float %best24425
+  store float %116, ptr %relu2_grad.best244, align 4
+  %117 = mul nsw i64 %relu2_grad.q2413, 196
+  %118 = mul nsw i64 %relu2_grad.py2424, 28
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %relu2_grad.px2785, 2
+  %120 = mul nsw i64 %relu2_grad.px2435, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 14
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 5619776, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best27927 = load float, ptr %relu2_grad.best279, align 4
-  %126 = fcmp ogt float %125, %best27927
-  %127 = mul nsw i64 %relu2_grad.q2763, 196
-  %128 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24427 = load float, ptr %relu2_grad.best244, align 4
+  %126 = fcmp ogt float %125, %best24427
+  %127 = mul nsw i64 %relu2_grad.q2413, 196
+  %128 = mul nsw i64 %relu2_grad.py2424, 28
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %relu2_grad.px2785, 2
+  %130 = mul nsw i64 %relu2_grad.px2435, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 14
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi28028 = load float, ptr %relu2_grad.bi280, align 4
-  %135 = select i1 %126, float %134, float %bi28028
-  store float %135, ptr %relu2_grad.bi280, align 4
-  %136 = mul nsw i64 %relu2_grad.q2763, 196
-  %137 = mul nsw i64 %relu2_grad.py2774, 28
+  %bi24528 = load float, ptr %relu2_grad.bi245, align 4
+  %135 = select i1 %126, float %134, float %bi24528
+  store float %135, ptr %relu2_grad.bi245, align 4
+  %136 = mul nsw i64 %relu2_grad.q2413, 196
+  %137 = mul nsw i64 %relu2_grad.py2424, 28
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %relu2_grad.px2785, 2
+  %139 = mul nsw i64 %relu2_grad.px2435, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 14
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 5619776, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best27930 = load float, ptr %relu2_grad.best279, align 4
-  %145 = fcmp ogt float %144, %best27930
-  %146 = mul nsw i64 %relu2_grad.q2763, 196
-  %147 = mul nsw i64 %relu2_grad.py2774, 28
+  %best24430 = load float, ptr %relu2_grad.best244, align 4
+  %145 = fcmp ogt float %144, %best24430
+  %146 = mul nsw i64 %relu2_grad.q2413, 196
+  %147 = mul nsw i64 %relu2_grad.py2424, 28
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %relu2_grad.px2785, 2
+  %149 = mul nsw i64 %relu2_grad.px2435, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 14
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 5619776, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best27932 = load float, ptr %relu2_grad.best279, align 4
-  %155 = select i1 %145, float %154, float %best27932
-  store float %155, ptr %relu2_grad.best279, align 4
-  %bi28033 = load float, ptr %relu2_grad.bi280, align 4
-  %156 = fptosi float %bi28033 to i64
+  %best24432 = load float, ptr %relu2_grad.best244, align 4
+  %155 = select i1 %145, float %154, float %best24432
+  store float %155, ptr %relu2_grad.best244, align 4
+  %bi24533 = load float, ptr %relu2_grad.bi245, align 4
+  %156 = fptosi float %bi24533 to i64
   %157 = add nsw i64 6422592, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %relu2_grad.q2763, 49
+  %159 = mul nsw i64 %relu2_grad.q2413, 49
   %160 = add nsw i64 4816960, %159
-  %161 = mul nsw i64 %relu2_grad.py2774, 7
+  %161 = mul nsw i64 %relu2_grad.py2424, 7
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %relu2_grad.px2785
+  %163 = add nsw i64 %162, %relu2_grad.px2435
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px278.next = add nsw i64 %relu2_grad.px2785, 1
-  %166 = icmp slt i64 %px278.next, 7
-  br i1 %166, label %relu2_grad.px278, label %relu2_grad.px278.end
+  %px243.next = add nsw i64 %relu2_grad.px2435, 1
+  %166 = icmp slt i64 %px243.next, 7
+  br i1 %166, label %relu2_grad.px243, label %relu2_grad.px243.end
 
-relu2_grad.px278.end:                             ; preds = %relu2_grad.px278
-  %py277.next = add nsw i64 %relu2_grad.py2774, 1
-  %167 = icmp slt i64 %py277.next, 7
-  br i1 %167, label %relu2_grad.py277, label %relu2_grad.py277.end
+relu2_grad.px243.end:                             ; preds = %relu2_grad.px243
+  %py242.next = add nsw i64 %relu2_grad.py2424, 1
+  %167 = icmp slt i64 %py242.next, 7
+  br i1 %167, label %relu2_grad.py242, label %relu2_grad.py242.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k26.bn2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %bn2_grad.i281
+  br label %bn2_grad.i246
 
-bn2_grad.i281:                                    ; preds = %bn2_grad.i281, %entry
-  %bn2_grad.i2811 = phi i64 [ 0, %entry ], [ %i281.next, %bn2_grad.i281 ]
-  %0 = add nsw i64 5619776, %bn2_grad.i2811
+bn2_grad.i246:                                    ; preds = %bn2_grad.i246, %entry
+  %bn2_grad.i2461 = phi i64 [ 0, %entry ], [ %i246.next, %bn2_grad.i246 ]
+  %0 = add nsw i64 5619776, %bn2_grad.i2461
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 6422592, %bn2_grad.i2811
+  %3 = add nsw i64 6422592, %bn2_grad.i2461
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 4816960, %bn2_grad.i2811
+  %6 = add nsw i64 4816960, %bn2_grad.i2461
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i281.next = add nsw i64 %bn2_grad.i2811, 1
-  %7 = icmp slt i64 %i281.next, 802816
-  br i1 %7, label %bn2_grad.i281, label %bn2_grad.i281.end
+  %i246.next = add nsw i64 %bn2_grad.i2461, 1
+  %7 = icmp slt i64 %i246.next, 802816
+  br i1 %7, label %bn2_grad.i246, label %bn2_grad.i246.end
 
-bn2_grad.i281.end:                                ; preds = %bn2_grad.i281
+bn2_grad.i246.end:                                ; preds = %bn2_grad.i246
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k27.bn2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn2_weight_grad.sum_x285 = alloca float, align 4
-  %bn2_weight_grad.sum310 = alloca float, align 4
-  %bn2_weight_grad.sum309 = alloca float, align 4
-  %bn2_weight_grad.sum308 = alloca float, align 4
-  %bn2_weight_grad.sum307 = alloca float, align 4
-  %bn2_weight_grad.sum306 = alloca float, align 4
-  %bn2_weight_grad.sum305 = alloca float, align 4
-  %bn2_weight_grad.sum304 = alloca float, align 4
-  %bn2_weight_grad.tail300 = alloca float, align 4
-  %bn2_weight_grad.acc299 = alloca <8 x float>, align 32
-  %bn2_weight_grad.sum284 = alloca float, align 4
-  %bn2_weight_grad.sum298 = alloca float, align 4
-  %bn2_weight_grad.sum297 = alloca float, align 4
-  %bn2_weight_grad.sum296 = alloca float, align 4
-  %bn2_weight_grad.sum295 = alloca float, align 4
-  %bn2_weight_grad.sum294 = alloca float, align 4
-  %bn2_weight_grad.sum293 = alloca float, align 4
-  %bn2_weight_grad.sum292 = alloca float, align 4
-  %bn2_weight_grad.tail288 = alloca float, align 4
-  %bn2_weight_grad.acc287 = alloca <8 x float>, align 32
-  %bn2_weight_grad.mean286 = alloca float, align 4
-  %bn2_weight_grad.invstd283 = alloca float, align 4
-  br label %bn2_weight_grad.c282
+  %bn2_weight_grad.sum_x248 = alloca float, align 4
+  %bn2_weight_grad.sum262 = alloca float, align 4
+  %bn2_weight_grad.sum261 = alloca float, align 4
+  %bn2_weight_grad.sum260 = alloca float, align 4
+  %bn2_weight_grad.sum259 = alloca float, align 4
+  %bn2_weight_grad.sum258 = alloca float, align 4
+  %bn2_weight_grad.sum257 = alloca float, align 4
+  %bn2_weight_grad.sum256 = alloca float, align 4
+  %bn2_weight_grad.tail252 = alloca float, align 4
+  %bn2_weight_grad.acc251 = alloca <8 x float>, align 32
+  %bn2_weight_grad.mean250 = alloca float, align 4
+  %bn2_weight_grad.invstd249 = alloca float, align 4
+  br label %bn2_weight_grad.c247
 
-bn2_weight_grad.c282:                             ; preds = %bn2_weight_grad.n301.end, %entry
-  %bn2_weight_grad.c2821 = phi i64 [ 0, %entry ], [ %c282.next, %bn2_weight_grad.n301.end ]
-  %0 = add nsw i64 2809920, %bn2_weight_grad.c2821
+bn2_weight_grad.c247:                             ; preds = %bn2_weight_grad.n253.end, %entry
+  %bn2_weight_grad.c2471 = phi i64 [ 0, %entry ], [ %c247.next, %bn2_weight_grad.n253.end ]
+  %0 = add nsw i64 2809920, %bn2_weight_grad.c2471
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn2_weight_grad.invstd283, align 4
-  %5 = add nsw i64 2809856, %bn2_weight_grad.c2821
+  store float %4, ptr %bn2_weight_grad.invstd249, align 4
+  %5 = add nsw i64 2809856, %bn2_weight_grad.c2471
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %bn2_weight_grad.mean286, align 4
-  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc287, align 32
-  store float 0.000000e+00, ptr %bn2_weight_grad.tail288, align 4
-  br label %bn2_weight_grad.n289
+  store float %6, ptr %bn2_weight_grad.mean250, align 4
+  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc251, align 32
+  store float 0.000000e+00, ptr %bn2_weight_grad.tail252, align 4
+  br label %bn2_weight_grad.n253
 
-bn2_weight_grad.c282.end:                         ; preds = %bn2_weight_grad.n301.end
+bn2_weight_grad.c247.end:                         ; preds = %bn2_weight_grad.n253.end
   ret void
 
-bn2_weight_grad.n289:                             ; preds = %bn2_weight_grad.i291.end, %bn2_weight_grad.c282
-  %bn2_weight_grad.n2894 = phi i64 [ 0, %bn2_weight_grad.c282 ], [ %n289.next, %bn2_weight_grad.i291.end ]
-  br label %bn2_weight_grad.v290
+bn2_weight_grad.n253:                             ; preds = %bn2_weight_grad.i255.end, %bn2_weight_grad.c247
+  %bn2_weight_grad.n2534 = phi i64 [ 0, %bn2_weight_grad.c247 ], [ %n253.next, %bn2_weight_grad.i255.end ]
+  br label %bn2_weight_grad.v254
 
-bn2_weight_grad.n289.end:                         ; preds = %bn2_weight_grad.i291.end
-  %acc2879 = load <8 x float>, ptr %bn2_weight_grad.acc287, align 32
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc2879, ptr %arena10, align 4
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 2809984
-  %7 = load float, ptr %arena11, align 4
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 2809985
-  %8 = load float, ptr %arena12, align 4
+bn2_weight_grad.n253.end:                         ; preds = %bn2_weight_grad.i255.end
+  %acc25113 = load <8 x float>, ptr %bn2_weight_grad.acc251, align 32
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809984
+  store <8 x float> %acc25113, ptr %arena14, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809984
+  %7 = load float, ptr %arena15, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809985
+  %8 = load float, ptr %arena16, align 4
   %9 = fadd float %7, %8
-  store float %9, ptr %bn2_weight_grad.sum292, align 4
-  %sum292 = load float, ptr %bn2_weight_grad.sum292, align 4
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 2809986
-  %10 = load float, ptr %arena13, align 4
-  %11 = fadd float %sum292, %10
-  store float %11, ptr %bn2_weight_grad.sum293, align 4
-  %sum293 = load float, ptr %bn2_weight_grad.sum293, align 4
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809987
-  %12 = load float, ptr %arena14, align 4
-  %13 = fadd float %sum293, %12
-  store float %13, ptr %bn2_weight_grad.sum294, align 4
-  %sum294 = load float, ptr %bn2_weight_grad.sum294, align 4
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809988
-  %14 = load float, ptr %arena15, align 4
-  %15 = fadd float %sum294, %14
-  store float %15, ptr %bn2_weight_grad.sum295, align 4
-  %sum295 = load float, ptr %bn2_weight_grad.sum295, align 4
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809989
-  %16 = load float, ptr %arena16, align 4
-  %17 = fadd float %sum295, %16
-  store float %17, ptr %bn2_weight_grad.sum296, align 4
-  %sum296 = load float, ptr %bn2_weight_grad.sum296, align 4
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 2809990
-  %18 = load float, ptr %arena17, align 4
-  %19 = fadd float %sum296, %18
-  store float %19, ptr %bn2_weight_grad.sum297, align 4
-  %sum297 = load float, ptr %bn2_weight_grad.sum297, align 4
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 2809991
-  %20 = load float, ptr %arena18, align 4
-  %21 = fadd float %sum297, %20
-  store float %21, ptr %bn2_weight_grad.sum298, align 4
-  %sum298 = load float, ptr %bn2_weight_grad.sum298, align 4
-  %tail28819 = load float, ptr %bn2_weight_grad.tail288, align 4
-  %22 = fadd float %sum298, %tail28819
-  store float %22, ptr %bn2_weight_grad.sum284, align 4
-  store <8 x float> zeroinitializer, ptr %bn2_weight_grad.acc299, align 32
-  store float 0.000000e+00, ptr %bn2_weight_grad.tail300, align 4
-  br label %bn2_weight_grad.n301
+  store float %9, ptr %bn2_weight_grad.sum256, align 4
+  %sum256 = load float, ptr %bn2_weight_grad.sum256, align 4
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 2809986
+  %10 = load float, ptr %arena17, align 4
+  %11 = fadd float %sum256, %10
+  store float %11, ptr %bn2_weight_grad.sum257, align 4
+  %sum257 = load float, ptr %bn2_weight_grad.sum257, align 4
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 2809987
+  %12 = load float, ptr %arena18, align 4
+  %13 = fadd float %sum257, %12
+  store float %13, ptr %bn2_weight_grad.sum258, align 4
+  %sum258 = load float, ptr %bn2_weight_grad.sum258, align 4
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 2809988
+  %14 = load float, ptr %arena19, align 4
+  %15 = fadd float %sum258, %14
+  store float %15, ptr %bn2_weight_grad.sum259, align 4
+  %sum259 = load float, ptr %bn2_weight_grad.sum259, align 4
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 2809989
+  %16 = load float, ptr %arena20, align 4
+  %17 = fadd float %sum259, %16
+  store float %17, ptr %bn2_weight_grad.sum260, align 4
+  %sum260 = load float, ptr %bn2_weight_grad.sum260, align 4
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 2809990
+  %18 = load float, ptr %arena21, align 4
+  %19 = fadd float %sum260, %18
+  store float %19, ptr %bn2_weight_grad.sum261, align 4
+  %sum261 = load float, ptr %bn2_weight_grad.sum261, align 4
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 2809991
+  %20 = load float, ptr %arena22, align 4
+  %21 = fadd float %sum261, %20
+  store float %21, ptr %bn2_weight_grad.sum262, align 4
+  %sum262 = load float, ptr %bn2_weight_grad.sum262, align 4
+  %tail25223 = load float, ptr %bn2_weight_grad.tail252, align 4
+  %22 = fadd float %sum262, %tail25223
+  store float %22, ptr %bn2_weight_grad.sum_x248, align 4
+  %sum_x248 = load float, ptr %bn2_weight_grad.sum_x248, align 4
+  %23 = add nsw i64 18784, %bn2_weight_grad.c2471
+  %grads24 = getelementptr inbounds float, ptr %grads, i64 %23
+  store float %sum_x248, ptr %grads24, align 4
+  %c247.next = add nsw i64 %bn2_weight_grad.c2471, 1
+  %24 = icmp slt i64 %c247.next, 64
+  br i1 %24, label %bn2_weight_grad.c247, label %bn2_weight_grad.c247.end
 
-bn2_weight_grad.v290:                             ; preds = %bn2_weight_grad.v290, %bn2_weight_grad.n289
-  %bn2_weight_grad.v2905 = phi i64 [ 0, %bn2_weight_grad.n289 ], [ %v290.next, %bn2_weight_grad.v290 ]
-  %acc287 = load <8 x float>, ptr %bn2_weight_grad.acc287, align 32
-  %23 = mul nsw i64 %bn2_weight_grad.n2894, 64
-  %24 = add nsw i64 %23, %bn2_weight_grad.c2821
-  %25 = mul nsw i64 %24, 196
-  %26 = mul nsw i64 %bn2_weight_grad.v2905, 8
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 4816960, %27
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load <8 x float>, ptr %arena6, align 4
-  %30 = fadd <8 x float> %acc287, %29
-  store <8 x float> %30, ptr %bn2_weight_grad.acc287, align 32
-  %v290.next = add nsw i64 %bn2_weight_grad.v2905, 1
-  %31 = icmp slt i64 %v290.next, 24
-  br i1 %31, label %bn2_weight_grad.v290, label %bn2_weight_grad.v290.end
-
-bn2_weight_grad.v290.end:                         ; preds = %bn2_weight_grad.v290
-  br label %bn2_weight_grad.i291
-
-bn2_weight_grad.i291:                             ; preds = %bn2_weight_grad.i291, %bn2_weight_grad.v290.end
-  %bn2_weight_grad.i2917 = phi i64 [ 0, %bn2_weight_grad.v290.end ], [ %i291.next, %bn2_weight_grad.i291 ]
-  %tail288 = load float, ptr %bn2_weight_grad.tail288, align 4
-  %32 = mul nsw i64 %bn2_weight_grad.n2894, 64
-  %33 = add nsw i64 %32, %bn2_weight_grad.c2821
+bn2_weight_grad.v254:                             ; preds = %bn2_weight_grad.v254, %bn2_weight_grad.n253
+  %bn2_weight_grad.v2545 = phi i64 [ 0, %bn2_weight_grad.n253 ], [ %v254.next, %bn2_weight_grad.v254 ]
+  %acc251 = load <8 x float>, ptr %bn2_weight_grad.acc251, align 32
+  %25 = mul nsw i64 %bn2_weight_grad.n2534, 64
+  %26 = add nsw i64 %25, %bn2_weight_grad.c2471
+  %27 = mul nsw i64 %26, 196
+  %28 = mul nsw i64 %bn2_weight_grad.v2545, 8
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 4816960, %29
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load <8 x float>, ptr %arena6, align 4
+  %32 = mul nsw i64 %bn2_weight_grad.n2534, 64
+  %33 = add nsw i64 %32, %bn2_weight_grad.c2471
   %34 = mul nsw i64 %33, 196
-  %35 = add nsw i64 %34, 192
-  %36 = add nsw i64 %35, %bn2_weight_grad.i2917
-  %37 = add nsw i64 4816960, %36
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
-  %38 = load float, ptr %arena8, align 4
-  %39 = fadd float %tail288, %38
-  store float %39, ptr %bn2_weight_grad.tail288, align 4
-  %i291.next = add nsw i64 %bn2_weight_grad.i2917, 1
-  %40 = icmp slt i64 %i291.next, 4
-  br i1 %40, label %bn2_weight_grad.i291, label %bn2_weight_grad.i291.end
+  %35 = mul nsw i64 %bn2_weight_grad.v2545, 8
+  %36 = add nsw i64 %34, %35
+  %37 = add nsw i64 2007040, %36
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %37
+  %38 = load <8 x float>, ptr %arena7, align 4
+  %mean250 = load float, ptr %bn2_weight_grad.mean250, align 4
+  %39 = insertelement <8 x float> undef, float %mean250, i32 0
+  %40 = shufflevector <8 x float> %39, <8 x float> undef, <8 x i32> zeroinitializer
+  %41 = fsub <8 x float> %38, %40
+  %invstd249 = load float, ptr %bn2_weight_grad.invstd249, align 4
+  %42 = insertelement <8 x float> undef, float %invstd249, i32 0
+  %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
+  %44 = fmul <8 x float> %41, %43
+  %45 = fmul <8 x float> %31, %44
+  %46 = fadd <8 x float> %acc251, %45
+  store <8 x float> %46, ptr %bn2_weight_grad.acc251, align 32
+  %v254.next = add nsw i64 %bn2_weight_grad.v2545, 1
+  %47 = icmp slt i64 %v254.next, 24
+  br i1 %47, label %bn2_weight_grad.v254, label %bn2_weight_grad.v254.end
 
-bn2_weight_grad.i291.end:                         ; preds = %bn2_weight_grad.i291
-  %n289.next = add nsw i64 %bn2_weight_grad.n2894, 1
-  %41 = icmp slt i64 %n289.next, 64
-  br i1 %41, label %bn2_weight_grad.n289, label %bn2_weight_grad.n289.end
+bn2_weight_grad.v254.end:                         ; preds = %bn2_weight_grad.v254
+  br label %bn2_weight_grad.i255
 
-bn2_weight_grad.n301:                             ; preds = %bn2_weight_grad.i303.end, %bn2_weight_grad.n289.end
-  %bn2_weight_grad.n30120 = phi i64 [ 0, %bn2_weight_grad.n289.end ], [ %n301.next, %bn2_weight_grad.i303.end ]
-  br label %bn2_weight_grad.v302
+bn2_weight_grad.i255:                             ; preds = %bn2_weight_grad.i255, %bn2_weight_grad.v254.end
+  %bn2_weight_grad.i2558 = phi i64 [ 0, %bn2_weight_grad.v254.end ], [ %i255.next, %bn2_weight_grad.i255 ]
+  %tail252 = load float, ptr %bn2_weight_grad.tail252, align 4
+  %48 = mul nsw i64 %bn2_weight_grad.n2534, 64
+  %49 = add nsw i64 %48, %bn2_weight_grad.c2471
+  %50 = mul nsw i64 %49, 196
+  %51 = add nsw i64 %50, 192
+  %52 = add nsw i64 %51, %bn2_weight_grad.i2558
+  %53 = add nsw i64 4816960, %52
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %53
+  %54 = load float, ptr %arena9, align 4
+  %55 = mul nsw i64 %bn2_weight_grad.n2534, 64
+  %56 = add nsw i64 %55, %bn2_weight_grad.c2471
+  %57 = mul nsw i64 %56, 196
+  %58 = add nsw i64 %57, 192
+  %59 = add nsw i64 %58, %bn2_weight_grad.i2558
+  %60 = add nsw i64 2007040, %59
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %60
+  %61 = load float, ptr %arena10, align 4
+  %mean25011 = load float, ptr %bn2_weight_grad.mean250, align 4
+  %62 = fsub float %61, %mean25011
+  %invstd24912 = load float, ptr %bn2_weight_grad.invstd249, align 4
+  %63 = fmul float %62, %invstd24912
+  %64 = fmul float %54, %63
+  %65 = fadd float %tail252, %64
+  store float %65, ptr %bn2_weight_grad.tail252, align 4
+  %i255.next = add nsw i64 %bn2_weight_grad.i2558, 1
+  %66 = icmp slt i64 %i255.next, 4
+  br i1 %66, label %bn2_weight_grad.i255, label %bn2_weight_grad.i255.end
 
-bn2_weight_grad.n301.end:                         ; preds = %bn2_weight_grad.i303.end
-  %acc29929 = load <8 x float>, ptr %bn2_weight_grad.acc299, align 32
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc29929, ptr %arena30, align 4
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 2809984
-  %42 = load float, ptr %arena31, align 4
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 2809985
-  %43 = load float, ptr %arena32, align 4
-  %44 = fadd float %42, %43
-  store float %44, ptr %bn2_weight_grad.sum304, align 4
-  %sum304 = load float, ptr %bn2_weight_grad.sum304, align 4
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 2809986
-  %45 = load float, ptr %arena33, align 4
-  %46 = fadd float %sum304, %45
-  store float %46, ptr %bn2_weight_grad.sum305, align 4
-  %sum305 = load float, ptr %bn2_weight_grad.sum305, align 4
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 2809987
-  %47 = load float, ptr %arena34, align 4
-  %48 = fadd float %sum305, %47
-  store float %48, ptr %bn2_weight_grad.sum306, align 4
-  %sum306 = load float, ptr %bn2_weight_grad.sum306, align 4
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 2809988
-  %49 = load float, ptr %arena35, align 4
-  %50 = fadd float %sum306, %49
-  store float %50, ptr %bn2_weight_grad.sum307, align 4
-  %sum307 = load float, ptr %bn2_weight_grad.sum307, align 4
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 2809989
-  %51 = load float, ptr %arena36, align 4
-  %52 = fadd float %sum307, %51
-  store float %52, ptr %bn2_weight_grad.sum308, align 4
-  %sum308 = load float, ptr %bn2_weight_grad.sum308, align 4
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 2809990
-  %53 = load float, ptr %arena37, align 4
-  %54 = fadd float %sum308, %53
-  store float %54, ptr %bn2_weight_grad.sum309, align 4
-  %sum309 = load float, ptr %bn2_weight_grad.sum309, align 4
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 2809991
-  %55 = load float, ptr %arena38, align 4
-  %56 = fadd float %sum309, %55
-  store float %56, ptr %bn2_weight_grad.sum310, align 4
-  %sum310 = load float, ptr %bn2_weight_grad.sum310, align 4
-  %tail30039 = load float, ptr %bn2_weight_grad.tail300, align 4
-  %57 = fadd float %sum310, %tail30039
-  store float %57, ptr %bn2_weight_grad.sum_x285, align 4
-  %sum_x285 = load float, ptr %bn2_weight_grad.sum_x285, align 4
-  %58 = add nsw i64 18784, %bn2_weight_grad.c2821
-  %grads40 = getelementptr inbounds float, ptr %grads, i64 %58
-  store float %sum_x285, ptr %grads40, align 4
-  %c282.next = add nsw i64 %bn2_weight_grad.c2821, 1
-  %59 = icmp slt i64 %c282.next, 64
-  br i1 %59, label %bn2_weight_grad.c282, label %bn2_weight_grad.c282.end
-
-bn2_weight_grad.v302:                             ; preds = %bn2_weight_grad.v302, %bn2_weight_grad.n301
-  %bn2_weight_grad.v30221 = phi i64 [ 0, %bn2_weight_grad.n301 ], [ %v302.next, %bn2_weight_grad.v302 ]
-  %acc299 = load <8 x float>, ptr %bn2_weight_grad.acc299, align 32
-  %60 = mul nsw i64 %bn2_weight_grad.n30120, 64
-  %61 = add nsw i64 %60, %bn2_weight_grad.c2821
-  %62 = mul nsw i64 %61, 196
-  %63 = mul nsw i64 %bn2_weight_grad.v30221, 8
-  %64 = add nsw i64 %62, %63
-  %65 = add nsw i64 4816960, %64
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %65
-  %66 = load <8 x float>, ptr %arena22, align 4
-  %67 = mul nsw i64 %bn2_weight_grad.n30120, 64
-  %68 = add nsw i64 %67, %bn2_weight_grad.c2821
-  %69 = mul nsw i64 %68, 196
-  %70 = mul nsw i64 %bn2_weight_grad.v30221, 8
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 2007040, %71
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %72
-  %73 = load <8 x float>, ptr %arena23, align 4
-  %mean286 = load float, ptr %bn2_weight_grad.mean286, align 4
-  %74 = insertelement <8 x float> undef, float %mean286, i32 0
-  %75 = shufflevector <8 x float> %74, <8 x float> undef, <8 x i32> zeroinitializer
-  %76 = fsub <8 x float> %73, %75
-  %invstd283 = load float, ptr %bn2_weight_grad.invstd283, align 4
-  %77 = insertelement <8 x float> undef, float %invstd283, i32 0
-  %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
-  %79 = fmul <8 x float> %76, %78
-  %80 = fmul <8 x float> %66, %79
-  %81 = fadd <8 x float> %acc299, %80
-  store <8 x float> %81, ptr %bn2_weight_grad.acc299, align 32
-  %v302.next = add nsw i64 %bn2_weight_grad.v30221, 1
-  %82 = icmp slt i64 %v302.next, 24
-  br i1 %82, label %bn2_weight_grad.v302, label %bn2_weight_grad.v302.end
-
-bn2_weight_grad.v302.end:                         ; preds = %bn2_weight_grad.v302
-  br label %bn2_weight_grad.i303
-
-bn2_weight_grad.i303:                             ; preds = %bn2_weight_grad.i303, %bn2_weight_grad.v302.end
-  %bn2_weight_grad.i30324 = phi i64 [ 0, %bn2_weight_grad.v302.end ], [ %i303.next, %bn2_weight_grad.i303 ]
-  %tail300 = load float, ptr %bn2_weight_grad.tail300, align 4
-  %83 = mul nsw i64 %bn2_weight_grad.n30120, 64
-  %84 = add nsw i64 %83, %bn2_weight_grad.c2821
-  %85 = mul nsw i64 %84, 196
-  %86 = add nsw i64 %85, 192
-  %87 = add nsw i64 %86, %bn2_weight_grad.i30324
-  %88 = add nsw i64 4816960, %87
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load float, ptr %arena25, align 4
-  %90 = mul nsw i64 %bn2_weight_grad.n30120, 64
-  %91 = add nsw i64 %90, %bn2_weight_grad.c2821
-  %92 = mul nsw i64 %91, 196
-  %93 = add nsw i64 %92, 192
-  %94 = add nsw i64 %93, %bn2_weight_grad.i30324
-  %95 = add nsw i64 2007040, %94
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %95
-  %96 = load float, ptr %arena26, align 4
-  %mean28627 = load float, ptr %bn2_weight_grad.mean286, align 4
-  %97 = fsub float %96, %mean28627
-  %invstd28328 = load float, ptr %bn2_weight_grad.invstd283, align 4
-  %98 = fmul float %97, %invstd28328
-  %99 = fmul float %89, %98
-  %100 = fadd float %tail300, %99
-  store float %100, ptr %bn2_weight_grad.tail300, align 4
-  %i303.next = add nsw i64 %bn2_weight_grad.i30324, 1
-  %101 = icmp slt i64 %i303.next, 4
-  br i1 %101, label %bn2_weight_grad.i303, label %bn2_weight_grad.i303.end
-
-bn2_weight_grad.i303.end:                         ; preds = %bn2_weight_grad.i303
-  %n301.next = add nsw i64 %bn2_weight_grad.n30120, 1
-  %102 = icmp slt i64 %n301.next, 64
-  br i1 %102, label %bn2_weight_grad.n301, label %bn2_weight_grad.n301.end
+bn2_weight_grad.i255.end:                         ; preds = %bn2_weight_grad.i255
+  %n253.next = add nsw i64 %bn2_weight_grad.n2534, 1
+  %67 = icmp slt i64 %n253.next, 64
+  br i1 %67, label %bn2_weight_grad.n253, label %bn2_weight_grad.n253.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k28.bn2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn2_bias_grad.sum312 = alloca float, align 4
-  %bn2_bias_grad.sum324 = alloca float, align 4
-  %bn2_bias_grad.sum323 = alloca float, align 4
-  %bn2_bias_grad.sum322 = alloca float, align 4
-  %bn2_bias_grad.sum321 = alloca float, align 4
-  %bn2_bias_grad.sum320 = alloca float, align 4
-  %bn2_bias_grad.sum319 = alloca float, align 4
-  %bn2_bias_grad.sum318 = alloca float, align 4
-  %bn2_bias_grad.tail314 = alloca float, align 4
-  %bn2_bias_grad.acc313 = alloca <8 x float>, align 32
-  br label %bn2_bias_grad.c311
+  %bn2_bias_grad.sum264 = alloca float, align 4
+  %bn2_bias_grad.sum276 = alloca float, align 4
+  %bn2_bias_grad.sum275 = alloca float, align 4
+  %bn2_bias_grad.sum274 = alloca float, align 4
+  %bn2_bias_grad.sum273 = alloca float, align 4
+  %bn2_bias_grad.sum272 = alloca float, align 4
+  %bn2_bias_grad.sum271 = alloca float, align 4
+  %bn2_bias_grad.sum270 = alloca float, align 4
+  %bn2_bias_grad.tail266 = alloca float, align 4
+  %bn2_bias_grad.acc265 = alloca <8 x float>, align 32
+  br label %bn2_bias_grad.c263
 
-bn2_bias_grad.c311:                               ; preds = %bn2_bias_grad.n315.end, %entry
-  %bn2_bias_grad.c3111 = phi i64 [ 0, %entry ], [ %c311.next, %bn2_bias_grad.n315.end ]
-  store <8 x float> zeroinitializer, ptr %bn2_bias_grad.acc313, align 32
-  store float 0.000000e+00, ptr %bn2_bias_grad.tail314, align 4
-  br label %bn2_bias_grad.n315
+bn2_bias_grad.c263:                               ; preds = %bn2_bias_grad.n267.end, %entry
+  %bn2_bias_grad.c2631 = phi i64 [ 0, %entry ], [ %c263.next, %bn2_bias_grad.n267.end ]
+  store <8 x float> zeroinitializer, ptr %bn2_bias_grad.acc265, align 32
+  store float 0.000000e+00, ptr %bn2_bias_grad.tail266, align 4
+  br label %bn2_bias_grad.n267
 
-bn2_bias_grad.c311.end:                           ; preds = %bn2_bias_grad.n315.end
+bn2_bias_grad.c263.end:                           ; preds = %bn2_bias_grad.n267.end
   ret void
 
-bn2_bias_grad.n315:                               ; preds = %bn2_bias_grad.i317.end, %bn2_bias_grad.c311
-  %bn2_bias_grad.n3152 = phi i64 [ 0, %bn2_bias_grad.c311 ], [ %n315.next, %bn2_bias_grad.i317.end ]
-  br label %bn2_bias_grad.v316
+bn2_bias_grad.n267:                               ; preds = %bn2_bias_grad.i269.end, %bn2_bias_grad.c263
+  %bn2_bias_grad.n2672 = phi i64 [ 0, %bn2_bias_grad.c263 ], [ %n267.next, %bn2_bias_grad.i269.end ]
+  br label %bn2_bias_grad.v268
 
-bn2_bias_grad.n315.end:                           ; preds = %bn2_bias_grad.i317.end
-  %acc3137 = load <8 x float>, ptr %bn2_bias_grad.acc313, align 32
+bn2_bias_grad.n267.end:                           ; preds = %bn2_bias_grad.i269.end
+  %acc2657 = load <8 x float>, ptr %bn2_bias_grad.acc265, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc3137, ptr %arena8, align 4
+  store <8 x float> %acc2657, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 2809984
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 2809985
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn2_bias_grad.sum318, align 4
-  %sum318 = load float, ptr %bn2_bias_grad.sum318, align 4
+  store float %2, ptr %bn2_bias_grad.sum270, align 4
+  %sum270 = load float, ptr %bn2_bias_grad.sum270, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2809986
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum318, %3
-  store float %4, ptr %bn2_bias_grad.sum319, align 4
-  %sum319 = load float, ptr %bn2_bias_grad.sum319, align 4
+  %4 = fadd float %sum270, %3
+  store float %4, ptr %bn2_bias_grad.sum271, align 4
+  %sum271 = load float, ptr %bn2_bias_grad.sum271, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 2809987
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum319, %5
-  store float %6, ptr %bn2_bias_grad.sum320, align 4
-  %sum320 = load float, ptr %bn2_bias_grad.sum320, align 4
+  %6 = fadd float %sum271, %5
+  store float %6, ptr %bn2_bias_grad.sum272, align 4
+  %sum272 = load float, ptr %bn2_bias_grad.sum272, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 2809988
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum320, %7
-  store float %8, ptr %bn2_bias_grad.sum321, align 4
-  %sum321 = load float, ptr %bn2_bias_grad.sum321, align 4
+  %8 = fadd float %sum272, %7
+  store float %8, ptr %bn2_bias_grad.sum273, align 4
+  %sum273 = load float, ptr %bn2_bias_grad.sum273, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 2809989
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum321, %9
-  store float %10, ptr %bn2_bias_grad.sum322, align 4
-  %sum322 = load float, ptr %bn2_bias_grad.sum322, align 4
+  %10 = fadd float %sum273, %9
+  store float %10, ptr %bn2_bias_grad.sum274, align 4
+  %sum274 = load float, ptr %bn2_bias_grad.sum274, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 2809990
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum322, %11
-  store float %12, ptr %bn2_bias_grad.sum323, align 4
-  %sum323 = load float, ptr %bn2_bias_grad.sum323, align 4
+  %12 = fadd float %sum274, %11
+  store float %12, ptr %bn2_bias_grad.sum275, align 4
+  %sum275 = load float, ptr %bn2_bias_grad.sum275, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 2809991
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum323, %13
-  store float %14, ptr %bn2_bias_grad.sum324, align 4
-  %sum324 = load float, ptr %bn2_bias_grad.sum324, align 4
-  %tail31417 = load float, ptr %bn2_bias_grad.tail314, align 4
-  %15 = fadd float %sum324, %tail31417
-  store float %15, ptr %bn2_bias_grad.sum312, align 4
-  %sum312 = load float, ptr %bn2_bias_grad.sum312, align 4
-  %16 = add nsw i64 18848, %bn2_bias_grad.c3111
+  %14 = fadd float %sum275, %13
+  store float %14, ptr %bn2_bias_grad.sum276, align 4
+  %sum276 = load float, ptr %bn2_bias_grad.sum276, align 4
+  %tail26617 = load float, ptr %bn2_bias_grad.tail266, align 4
+  %15 = fadd float %sum276, %tail26617
+  store float %15, ptr %bn2_bias_grad.sum264, align 4
+  %sum264 = load float, ptr %bn2_bias_grad.sum264, align 4
+  %16 = add nsw i64 18848, %bn2_bias_grad.c2631
   %grads18 = getelementptr inbounds float, ptr %grads, i64 %16
-  store float %sum312, ptr %grads18, align 4
-  %c311.next = add nsw i64 %bn2_bias_grad.c3111, 1
-  %17 = icmp slt i64 %c311.next, 64
-  br i1 %17, label %bn2_bias_grad.c311, label %bn2_bias_grad.c311.end
+  store float %sum264, ptr %grads18, align 4
+  %c263.next = add nsw i64 %bn2_bias_grad.c2631, 1
+  %17 = icmp slt i64 %c263.next, 64
+  br i1 %17, label %bn2_bias_grad.c263, label %bn2_bias_grad.c263.end
 
-bn2_bias_grad.v316:                               ; preds = %bn2_bias_grad.v316, %bn2_bias_grad.n315
-  %bn2_bias_grad.v3163 = phi i64 [ 0, %bn2_bias_grad.n315 ], [ %v316.next, %bn2_bias_grad.v316 ]
-  %acc313 = load <8 x float>, ptr %bn2_bias_grad.acc313, align 32
-  %18 = mul nsw i64 %bn2_bias_grad.n3152, 64
-  %19 = add nsw i64 %18, %bn2_bias_grad.c3111
+bn2_bias_grad.v268:                               ; preds = %bn2_bias_grad.v268, %bn2_bias_grad.n267
+  %bn2_bias_grad.v2683 = phi i64 [ 0, %bn2_bias_grad.n267 ], [ %v268.next, %bn2_bias_grad.v268 ]
+  %acc265 = load <8 x float>, ptr %bn2_bias_grad.acc265, align 32
+  %18 = mul nsw i64 %bn2_bias_grad.n2672, 64
+  %19 = add nsw i64 %18, %bn2_bias_grad.c2631
   %20 = mul nsw i64 %19, 196
-  %21 = mul nsw i64 %bn2_bias_grad.v3163, 8
+  %21 = mul nsw i64 %bn2_bias_grad.v2683, 8
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 4816960, %22
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena4, align 4
-  %25 = fadd <8 x float> %acc313, %24
-  store <8 x float> %25, ptr %bn2_bias_grad.acc313, align 32
-  %v316.next = add nsw i64 %bn2_bias_grad.v3163, 1
-  %26 = icmp slt i64 %v316.next, 24
-  br i1 %26, label %bn2_bias_grad.v316, label %bn2_bias_grad.v316.end
+  %25 = fadd <8 x float> %acc265, %24
+  store <8 x float> %25, ptr %bn2_bias_grad.acc265, align 32
+  %v268.next = add nsw i64 %bn2_bias_grad.v2683, 1
+  %26 = icmp slt i64 %v268.next, 24
+  br i1 %26, label %bn2_bias_grad.v268, label %bn2_bias_grad.v268.end
 
-bn2_bias_grad.v316.end:                           ; preds = %bn2_bias_grad.v316
-  br label %bn2_bias_grad.i317
+bn2_bias_grad.v268.end:                           ; preds = %bn2_bias_grad.v268
+  br label %bn2_bias_grad.i269
 
-bn2_bias_grad.i317:                               ; preds = %bn2_bias_grad.i317, %bn2_bias_grad.v316.end
-  %bn2_bias_grad.i3175 = phi i64 [ 0, %bn2_bias_grad.v316.end ], [ %i317.next, %bn2_bias_grad.i317 ]
-  %tail314 = load float, ptr %bn2_bias_grad.tail314, align 4
-  %27 = mul nsw i64 %bn2_bias_grad.n3152, 64
-  %28 = add nsw i64 %27, %bn2_bias_grad.c3111
+bn2_bias_grad.i269:                               ; preds = %bn2_bias_grad.i269, %bn2_bias_grad.v268.end
+  %bn2_bias_grad.i2695 = phi i64 [ 0, %bn2_bias_grad.v268.end ], [ %i269.next, %bn2_bias_grad.i269 ]
+  %tail266 = load float, ptr %bn2_bias_grad.tail266, align 4
+  %27 = mul nsw i64 %bn2_bias_grad.n2672, 64
+  %28 = add nsw i64 %27, %bn2_bias_grad.c2631
   %29 = mul nsw i64 %28, 196
   %30 = add nsw i64 %29, 192
-  %31 = add nsw i64 %30, %bn2_bias_grad.i3175
+  %31 = add nsw i64 %30, %bn2_bias_grad.i2695
   %32 = add nsw i64 4816960, %31
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena6, align 4
-  %34 = fadd float %tail314, %33
-  store float %34, ptr %bn2_bias_grad.tail314, align 4
-  %i317.next = add nsw i64 %bn2_bias_grad.i3175, 1
-  %35 = icmp slt i64 %i317.next, 4
-  br i1 %35, label %bn2_bias_grad.i317, label %bn2_bias_grad.i317.end
+  %34 = fadd float %tail266, %33
+  store float %34, ptr %bn2_bias_grad.tail266, align 4
+  %i269.next = add nsw i64 %bn2_bias_grad.i2695, 1
+  %35 = icmp slt i64 %i269.next, 4
+  br i1 %35, label %bn2_bias_grad.i269, label %bn2_bias_grad.i269.end
 
-bn2_bias_grad.i317.end:                           ; preds = %bn2_bias_grad.i317
-  %n315.next = add nsw i64 %bn2_bias_grad.n3152, 1
-  %36 = icmp slt i64 %n315.next, 64
-  br i1 %36, label %bn2_bias_grad.n315, label %bn2_bias_grad.n315.end
+bn2_bias_grad.i269.end:                           ; preds = %bn2_bias_grad.i269
+  %n267.next = add nsw i64 %bn2_bias_grad.n2672, 1
+  %36 = icmp slt i64 %n267.next, 64
+  br i1 %36, label %bn2_bias_grad.n267, label %bn2_bias_grad.n267.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k29.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_grad.mean_dy_x356 = alloca float, align 4
-  %conv2_grad.mean_dy355 = alloca float, align 4
-  %conv2_grad.scale354 = alloca float, align 4
-  %conv2_grad.sum_x328 = alloca float, align 4
-  %conv2_grad.sum353 = alloca float, align 4
-  %conv2_grad.sum352 = alloca float, align 4
-  %conv2_grad.sum351 = alloca float, align 4
-  %conv2_grad.sum350 = alloca float, align 4
-  %conv2_grad.sum349 = alloca float, align 4
-  %conv2_grad.sum348 = alloca float, align 4
-  %conv2_grad.sum347 = alloca float, align 4
-  %conv2_grad.tail343 = alloca float, align 4
-  %conv2_grad.acc342 = alloca <8 x float>, align 32
-  %conv2_grad.sum327 = alloca float, align 4
-  %conv2_grad.sum341 = alloca float, align 4
-  %conv2_grad.sum340 = alloca float, align 4
-  %conv2_grad.sum339 = alloca float, align 4
-  %conv2_grad.sum338 = alloca float, align 4
-  %conv2_grad.sum337 = alloca float, align 4
-  %conv2_grad.sum336 = alloca float, align 4
-  %conv2_grad.sum335 = alloca float, align 4
-  %conv2_grad.tail331 = alloca float, align 4
-  %conv2_grad.acc330 = alloca <8 x float>, align 32
-  %conv2_grad.mean329 = alloca float, align 4
-  %conv2_grad.invstd326 = alloca float, align 4
-  br label %conv2_grad.c325
+  %conv2_grad.mean_dy_x283 = alloca float, align 4
+  %conv2_grad.mean_dy282 = alloca float, align 4
+  %conv2_grad.scale281 = alloca float, align 4
+  %conv2_grad.sum_x279 = alloca float, align 4
+  %conv2_grad.sum278 = alloca float, align 4
+  %conv2_grad.invstd280 = alloca float, align 4
+  br label %conv2_grad.c277
 
-conv2_grad.c325:                                  ; preds = %conv2_grad.n357.end, %entry
-  %conv2_grad.c3251 = phi i64 [ 0, %entry ], [ %c325.next, %conv2_grad.n357.end ]
-  %0 = add nsw i64 2809920, %conv2_grad.c3251
+conv2_grad.c277:                                  ; preds = %conv2_grad.n284.end, %entry
+  %conv2_grad.c2771 = phi i64 [ 0, %entry ], [ %c277.next, %conv2_grad.n284.end ]
+  %0 = add nsw i64 2809920, %conv2_grad.c2771
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %conv2_grad.invstd326, align 4
-  %5 = add nsw i64 2809856, %conv2_grad.c3251
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %conv2_grad.mean329, align 4
-  store <8 x float> zeroinitializer, ptr %conv2_grad.acc330, align 32
-  store float 0.000000e+00, ptr %conv2_grad.tail331, align 4
-  br label %conv2_grad.n332
+  store float %4, ptr %conv2_grad.invstd280, align 4
+  %5 = add nsw i64 18848, %conv2_grad.c2771
+  %grads3 = getelementptr inbounds float, ptr %grads, i64 %5
+  %6 = load float, ptr %grads3, align 4
+  store float %6, ptr %conv2_grad.sum278, align 4
+  %7 = add nsw i64 18784, %conv2_grad.c2771
+  %grads4 = getelementptr inbounds float, ptr %grads, i64 %7
+  %8 = load float, ptr %grads4, align 4
+  store float %8, ptr %conv2_grad.sum_x279, align 4
+  %9 = add nsw i64 18784, %conv2_grad.c2771
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %invstd280 = load float, ptr %conv2_grad.invstd280, align 4
+  %11 = fmul float %10, %invstd280
+  store float %11, ptr %conv2_grad.scale281, align 4
+  %sum278 = load float, ptr %conv2_grad.sum278, align 4
+  %12 = fdiv float %sum278, 1.254400e+04
+  store float %12, ptr %conv2_grad.mean_dy282, align 4
+  %sum_x279 = load float, ptr %conv2_grad.sum_x279, align 4
+  %13 = fdiv float %sum_x279, 1.254400e+04
+  store float %13, ptr %conv2_grad.mean_dy_x283, align 4
+  br label %conv2_grad.n284
 
-conv2_grad.c325.end:                              ; preds = %conv2_grad.n357.end
+conv2_grad.c277.end:                              ; preds = %conv2_grad.n284.end
   ret void
 
-conv2_grad.n332:                                  ; preds = %conv2_grad.i334.end, %conv2_grad.c325
-  %conv2_grad.n3324 = phi i64 [ 0, %conv2_grad.c325 ], [ %n332.next, %conv2_grad.i334.end ]
-  br label %conv2_grad.v333
+conv2_grad.n284:                                  ; preds = %conv2_grad.i285.end, %conv2_grad.c277
+  %conv2_grad.n2846 = phi i64 [ 0, %conv2_grad.c277 ], [ %n284.next, %conv2_grad.i285.end ]
+  br label %conv2_grad.i285
 
-conv2_grad.n332.end:                              ; preds = %conv2_grad.i334.end
-  %acc3309 = load <8 x float>, ptr %conv2_grad.acc330, align 32
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc3309, ptr %arena10, align 4
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 2809984
-  %7 = load float, ptr %arena11, align 4
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 2809985
-  %8 = load float, ptr %arena12, align 4
-  %9 = fadd float %7, %8
-  store float %9, ptr %conv2_grad.sum335, align 4
-  %sum335 = load float, ptr %conv2_grad.sum335, align 4
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 2809986
-  %10 = load float, ptr %arena13, align 4
-  %11 = fadd float %sum335, %10
-  store float %11, ptr %conv2_grad.sum336, align 4
-  %sum336 = load float, ptr %conv2_grad.sum336, align 4
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 2809987
-  %12 = load float, ptr %arena14, align 4
-  %13 = fadd float %sum336, %12
-  store float %13, ptr %conv2_grad.sum337, align 4
-  %sum337 = load float, ptr %conv2_grad.sum337, align 4
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 2809988
-  %14 = load float, ptr %arena15, align 4
-  %15 = fadd float %sum337, %14
-  store float %15, ptr %conv2_grad.sum338, align 4
-  %sum338 = load float, ptr %conv2_grad.sum338, align 4
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 2809989
-  %16 = load float, ptr %arena16, align 4
-  %17 = fadd float %sum338, %16
-  store float %17, ptr %conv2_grad.sum339, align 4
-  %sum339 = load float, ptr %conv2_grad.sum339, align 4
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 2809990
-  %18 = load float, ptr %arena17, align 4
-  %19 = fadd float %sum339, %18
-  store float %19, ptr %conv2_grad.sum340, align 4
-  %sum340 = load float, ptr %conv2_grad.sum340, align 4
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 2809991
-  %20 = load float, ptr %arena18, align 4
-  %21 = fadd float %sum340, %20
-  store float %21, ptr %conv2_grad.sum341, align 4
-  %sum341 = load float, ptr %conv2_grad.sum341, align 4
-  %tail33119 = load float, ptr %conv2_grad.tail331, align 4
-  %22 = fadd float %sum341, %tail33119
-  store float %22, ptr %conv2_grad.sum327, align 4
-  store <8 x float> zeroinitializer, ptr %conv2_grad.acc342, align 32
-  store float 0.000000e+00, ptr %conv2_grad.tail343, align 4
-  br label %conv2_grad.n344
+conv2_grad.n284.end:                              ; preds = %conv2_grad.i285.end
+  %c277.next = add nsw i64 %conv2_grad.c2771, 1
+  %14 = icmp slt i64 %c277.next, 64
+  br i1 %14, label %conv2_grad.c277, label %conv2_grad.c277.end
 
-conv2_grad.v333:                                  ; preds = %conv2_grad.v333, %conv2_grad.n332
-  %conv2_grad.v3335 = phi i64 [ 0, %conv2_grad.n332 ], [ %v333.next, %conv2_grad.v333 ]
-  %acc330 = load <8 x float>, ptr %conv2_grad.acc330, align 32
-  %23 = mul nsw i64 %conv2_grad.n3324, 64
-  %24 = add nsw i64 %23, %conv2_grad.c3251
-  %25 = mul nsw i64 %24, 196
-  %26 = mul nsw i64 %conv2_grad.v3335, 8
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 4816960, %27
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load <8 x float>, ptr %arena6, align 4
-  %30 = fadd <8 x float> %acc330, %29
-  store <8 x float> %30, ptr %conv2_grad.acc330, align 32
-  %v333.next = add nsw i64 %conv2_grad.v3335, 1
-  %31 = icmp slt i64 %v333.next, 24
-  br i1 %31, label %conv2_grad.v333, label %conv2_grad.v333.end
+conv2_grad.i285:                                  ; preds = %conv2_grad.i285, %conv2_grad.n284
+  %conv2_grad.i2857 = phi i64 [ 0, %conv2_grad.n284 ], [ %i285.next, %conv2_grad.i285 ]
+  %scale281 = load float, ptr %conv2_grad.scale281, align 4
+  %15 = mul nsw i64 %conv2_grad.n2846, 64
+  %16 = add nsw i64 %15, %conv2_grad.c2771
+  %17 = mul nsw i64 %16, 196
+  %18 = add nsw i64 %17, %conv2_grad.i2857
+  %19 = add nsw i64 4816960, %18
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load float, ptr %arena8, align 4
+  %mean_dy282 = load float, ptr %conv2_grad.mean_dy282, align 4
+  %21 = fsub float %20, %mean_dy282
+  %22 = mul nsw i64 %conv2_grad.n2846, 64
+  %23 = add nsw i64 %22, %conv2_grad.c2771
+  %24 = mul nsw i64 %23, 196
+  %25 = add nsw i64 %24, %conv2_grad.i2857
+  %26 = add nsw i64 2007040, %25
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
+  %27 = load float, ptr %arena9, align 4
+  %28 = add nsw i64 2809856, %conv2_grad.c2771
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %28
+  %29 = load float, ptr %arena10, align 4
+  %30 = fsub float %27, %29
+  %invstd28011 = load float, ptr %conv2_grad.invstd280, align 4
+  %31 = fmul float %30, %invstd28011
+  %mean_dy_x283 = load float, ptr %conv2_grad.mean_dy_x283, align 4
+  %32 = fmul float %31, %mean_dy_x283
+  %33 = fsub float %21, %32
+  %34 = fmul float %scale281, %33
+  %35 = mul nsw i64 %conv2_grad.n2846, 64
+  %36 = add nsw i64 %35, %conv2_grad.c2771
+  %37 = mul nsw i64 %36, 196
+  %38 = add nsw i64 %37, %conv2_grad.i2857
+  %39 = add nsw i64 5619776, %38
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %39
+  store float %34, ptr %arena12, align 4
+  %i285.next = add nsw i64 %conv2_grad.i2857, 1
+  %40 = icmp slt i64 %i285.next, 196
+  br i1 %40, label %conv2_grad.i285, label %conv2_grad.i285.end
 
-conv2_grad.v333.end:                              ; preds = %conv2_grad.v333
-  br label %conv2_grad.i334
-
-conv2_grad.i334:                                  ; preds = %conv2_grad.i334, %conv2_grad.v333.end
-  %conv2_grad.i3347 = phi i64 [ 0, %conv2_grad.v333.end ], [ %i334.next, %conv2_grad.i334 ]
-  %tail331 = load float, ptr %conv2_grad.tail331, align 4
-  %32 = mul nsw i64 %conv2_grad.n3324, 64
-  %33 = add nsw i64 %32, %conv2_grad.c3251
-  %34 = mul nsw i64 %33, 196
-  %35 = add nsw i64 %34, 192
-  %36 = add nsw i64 %35, %conv2_grad.i3347
-  %37 = add nsw i64 4816960, %36
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %37
-  %38 = load float, ptr %arena8, align 4
-  %39 = fadd float %tail331, %38
-  store float %39, ptr %conv2_grad.tail331, align 4
-  %i334.next = add nsw i64 %conv2_grad.i3347, 1
-  %40 = icmp slt i64 %i334.next, 4
-  br i1 %40, label %conv2_grad.i334, label %conv2_grad.i334.end
-
-conv2_grad.i334.end:                              ; preds = %conv2_grad.i334
-  %n332.next = add nsw i64 %conv2_grad.n3324, 1
-  %41 = icmp slt i64 %n332.next, 64
-  br i1 %41, label %conv2_grad.n332, label %conv2_grad.n332.end
-
-conv2_grad.n344:                                  ; preds = %conv2_grad.i346.end, %conv2_grad.n332.end
-  %conv2_grad.n34420 = phi i64 [ 0, %conv2_grad.n332.end ], [ %n344.next, %conv2_grad.i346.end ]
-  br label %conv2_grad.v345
-
-conv2_grad.n344.end:                              ; preds = %conv2_grad.i346.end
-  %acc34229 = load <8 x float>, ptr %conv2_grad.acc342, align 32
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 2809984
-  store <8 x float> %acc34229, ptr %arena30, align 4
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 2809984
-  %42 = load float, ptr %arena31, align 4
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 2809985
-  %43 = load float, ptr %arena32, align 4
-  %44 = fadd float %42, %43
-  store float %44, ptr %conv2_grad.sum347, align 4
-  %sum347 = load float, ptr %conv2_grad.sum347, align 4
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 2809986
-  %45 = load float, ptr %arena33, align 4
-  %46 = fadd float %sum347, %45
-  store float %46, ptr %conv2_grad.sum348, align 4
-  %sum348 = load float, ptr %conv2_grad.sum348, align 4
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 2809987
-  %47 = load float, ptr %arena34, align 4
-  %48 = fadd float %sum348, %47
-  store float %48, ptr %conv2_grad.sum349, align 4
-  %sum349 = load float, ptr %conv2_grad.sum349, align 4
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 2809988
-  %49 = load float, ptr %arena35, align 4
-  %50 = fadd float %sum349, %49
-  store float %50, ptr %conv2_grad.sum350, align 4
-  %sum350 = load float, ptr %conv2_grad.sum350, align 4
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 2809989
-  %51 = load float, ptr %arena36, align 4
-  %52 = fadd float %sum350, %51
-  store float %52, ptr %conv2_grad.sum351, align 4
-  %sum351 = load float, ptr %conv2_grad.sum351, align 4
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 2809990
-  %53 = load float, ptr %arena37, align 4
-  %54 = fadd float %sum351, %53
-  store float %54, ptr %conv2_grad.sum352, align 4
-  %sum352 = load float, ptr %conv2_grad.sum352, align 4
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 2809991
-  %55 = load float, ptr %arena38, align 4
-  %56 = fadd float %sum352, %55
-  store float %56, ptr %conv2_grad.sum353, align 4
-  %sum353 = load float, ptr %conv2_grad.sum353, align 4
-  %tail34339 = load float, ptr %conv2_grad.tail343, align 4
-  %57 = fadd float %sum353, %tail34339
-  store float %57, ptr %conv2_grad.sum_x328, align 4
-  %58 = add nsw i64 18784, %conv2_grad.c3251
-  %params40 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params40, align 4
-  %invstd32641 = load float, ptr %conv2_grad.invstd326, align 4
-  %60 = fmul float %59, %invstd32641
-  store float %60, ptr %conv2_grad.scale354, align 4
-  %sum327 = load float, ptr %conv2_grad.sum327, align 4
-  %61 = fdiv float %sum327, 1.254400e+04
-  store float %61, ptr %conv2_grad.mean_dy355, align 4
-  %sum_x328 = load float, ptr %conv2_grad.sum_x328, align 4
-  %62 = fdiv float %sum_x328, 1.254400e+04
-  store float %62, ptr %conv2_grad.mean_dy_x356, align 4
-  br label %conv2_grad.n357
-
-conv2_grad.v345:                                  ; preds = %conv2_grad.v345, %conv2_grad.n344
-  %conv2_grad.v34521 = phi i64 [ 0, %conv2_grad.n344 ], [ %v345.next, %conv2_grad.v345 ]
-  %acc342 = load <8 x float>, ptr %conv2_grad.acc342, align 32
-  %63 = mul nsw i64 %conv2_grad.n34420, 64
-  %64 = add nsw i64 %63, %conv2_grad.c3251
-  %65 = mul nsw i64 %64, 196
-  %66 = mul nsw i64 %conv2_grad.v34521, 8
-  %67 = add nsw i64 %65, %66
-  %68 = add nsw i64 4816960, %67
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %68
-  %69 = load <8 x float>, ptr %arena22, align 4
-  %70 = mul nsw i64 %conv2_grad.n34420, 64
-  %71 = add nsw i64 %70, %conv2_grad.c3251
-  %72 = mul nsw i64 %71, 196
-  %73 = mul nsw i64 %conv2_grad.v34521, 8
-  %74 = add nsw i64 %72, %73
-  %75 = add nsw i64 2007040, %74
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %75
-  %76 = load <8 x float>, ptr %arena23, align 4
-  %mean329 = load float, ptr %conv2_grad.mean329, align 4
-  %77 = insertelement <8 x float> undef, float %mean329, i32 0
-  %78 = shufflevector <8 x float> %77, <8 x float> undef, <8 x i32> zeroinitializer
-  %79 = fsub <8 x float> %76, %78
-  %invstd326 = load float, ptr %conv2_grad.invstd326, align 4
-  %80 = insertelement <8 x float> undef, float %invstd326, i32 0
-  %81 = shufflevector <8 x float> %80, <8 x float> undef, <8 x i32> zeroinitializer
-  %82 = fmul <8 x float> %79, %81
-  %83 = fmul <8 x float> %69, %82
-  %84 = fadd <8 x float> %acc342, %83
-  store <8 x float> %84, ptr %conv2_grad.acc342, align 32
-  %v345.next = add nsw i64 %conv2_grad.v34521, 1
-  %85 = icmp slt i64 %v345.next, 24
-  br i1 %85, label %conv2_grad.v345, label %conv2_grad.v345.end
-
-conv2_grad.v345.end:                              ; preds = %conv2_grad.v345
-  br label %conv2_grad.i346
-
-conv2_grad.i346:                                  ; preds = %conv2_grad.i346, %conv2_grad.v345.end
-  %conv2_grad.i34624 = phi i64 [ 0, %conv2_grad.v345.end ], [ %i346.next, %conv2_grad.i346 ]
-  %tail343 = load float, ptr %conv2_grad.tail343, align 4
-  %86 = mul nsw i64 %conv2_grad.n34420, 64
-  %87 = add nsw i64 %86, %conv2_grad.c3251
-  %88 = mul nsw i64 %87, 196
-  %89 = add nsw i64 %88, 192
-  %90 = add nsw i64 %89, %conv2_grad.i34624
-  %91 = add nsw i64 4816960, %90
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %91
-  %92 = load float, ptr %arena25, align 4
-  %93 = mul nsw i64 %conv2_grad.n34420, 64
-  %94 = add nsw i64 %93, %conv2_grad.c3251
-  %95 = mul nsw i64 %94, 196
-  %96 = add nsw i64 %95, 192
-  %97 = add nsw i64 %96, %conv2_grad.i34624
-  %98 = add nsw i64 2007040, %97
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load float, ptr %arena26, align 4
-  %mean32927 = load float, ptr %conv2_grad.mean329, align 4
-  %100 = fsub float %99, %mean32927
-  %invstd32628 = load float, ptr %conv2_grad.invstd326, align 4
-  %101 = fmul float %100, %invstd32628
-  %102 = fmul float %92, %101
-  %103 = fadd float %tail343, %102
-  store float %103, ptr %conv2_grad.tail343, align 4
-  %i346.next = add nsw i64 %conv2_grad.i34624, 1
-  %104 = icmp slt i64 %i346.next, 4
-  br i1 %104, label %conv2_grad.i346, label %conv2_grad.i346.end
-
-conv2_grad.i346.end:                              ; preds = %conv2_grad.i346
-  %n344.next = add nsw i64 %conv2_grad.n34420, 1
-  %105 = icmp slt i64 %n344.next, 64
-  br i1 %105, label %conv2_grad.n344, label %conv2_grad.n344.end
-
-conv2_grad.n357:                                  ; preds = %conv2_grad.i358.end, %conv2_grad.n344.end
-  %conv2_grad.n35742 = phi i64 [ 0, %conv2_grad.n344.end ], [ %n357.next, %conv2_grad.i358.end ]
-  br label %conv2_grad.i358
-
-conv2_grad.n357.end:                              ; preds = %conv2_grad.i358.end
-  %c325.next = add nsw i64 %conv2_grad.c3251, 1
-  %106 = icmp slt i64 %c325.next, 64
-  br i1 %106, label %conv2_grad.c325, label %conv2_grad.c325.end
-
-conv2_grad.i358:                                  ; preds = %conv2_grad.i358, %conv2_grad.n357
-  %conv2_grad.i35843 = phi i64 [ 0, %conv2_grad.n357 ], [ %i358.next, %conv2_grad.i358 ]
-  %scale354 = load float, ptr %conv2_grad.scale354, align 4
-  %107 = mul nsw i64 %conv2_grad.n35742, 64
-  %108 = add nsw i64 %107, %conv2_grad.c3251
-  %109 = mul nsw i64 %108, 196
-  %110 = add nsw i64 %109, %conv2_grad.i35843
-  %111 = add nsw i64 4816960, %110
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load float, ptr %arena44, align 4
-  %mean_dy355 = load float, ptr %conv2_grad.mean_dy355, align 4
-  %113 = fsub float %112, %mean_dy355
-  %114 = mul nsw i64 %conv2_grad.n35742, 64
-  %115 = add nsw i64 %114, %conv2_grad.c3251
-  %116 = mul nsw i64 %115, 196
-  %117 = add nsw i64 %116, %conv2_grad.i35843
-  %118 = add nsw i64 2007040, %117
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  %119 = load float, ptr %arena45, align 4
-  %120 = add nsw i64 2809856, %conv2_grad.c3251
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %120
-  %121 = load float, ptr %arena46, align 4
-  %122 = fsub float %119, %121
-  %invstd32647 = load float, ptr %conv2_grad.invstd326, align 4
-  %123 = fmul float %122, %invstd32647
-  %mean_dy_x356 = load float, ptr %conv2_grad.mean_dy_x356, align 4
-  %124 = fmul float %123, %mean_dy_x356
-  %125 = fsub float %113, %124
-  %126 = fmul float %scale354, %125
-  %127 = mul nsw i64 %conv2_grad.n35742, 64
-  %128 = add nsw i64 %127, %conv2_grad.c3251
-  %129 = mul nsw i64 %128, 196
-  %130 = add nsw i64 %129, %conv2_grad.i35843
-  %131 = add nsw i64 5619776, %130
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %131
-  store float %126, ptr %arena48, align 4
-  %i358.next = add nsw i64 %conv2_grad.i35843, 1
-  %132 = icmp slt i64 %i358.next, 196
-  br i1 %132, label %conv2_grad.i358, label %conv2_grad.i358.end
-
-conv2_grad.i358.end:                              ; preds = %conv2_grad.i358
-  %n357.next = add nsw i64 %conv2_grad.n35742, 1
-  %133 = icmp slt i64 %n357.next, 64
-  br i1 %133, label %conv2_grad.n357, label %conv2_grad.n357.end
+conv2_grad.i285.end:                              ; preds = %conv2_grad.i285
+  %n284.next = add nsw i64 %conv2_grad.n2846, 1
+  %41 = icmp slt i64 %n284.next, 64
+  br i1 %41, label %conv2_grad.n284, label %conv2_grad.n284.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k30.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_weight_grad.i359
+  br label %conv2_weight_grad.i286
 
-conv2_weight_grad.i359:                           ; preds = %conv2_weight_grad.i359, %entry
-  %conv2_weight_grad.i3591 = phi i64 [ 0, %entry ], [ %i359.next, %conv2_weight_grad.i359 ]
-  %0 = add nsw i64 7526464, %conv2_weight_grad.i3591
+conv2_weight_grad.i286:                           ; preds = %conv2_weight_grad.i286, %entry
+  %conv2_weight_grad.i2861 = phi i64 [ 0, %entry ], [ %i286.next, %conv2_weight_grad.i286 ]
+  %0 = add nsw i64 7526464, %conv2_weight_grad.i2861
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i359.next = add nsw i64 %conv2_weight_grad.i3591, 1
-  %1 = icmp slt i64 %i359.next, 18432
-  br i1 %1, label %conv2_weight_grad.i359, label %conv2_weight_grad.i359.end
+  %i286.next = add nsw i64 %conv2_weight_grad.i2861, 1
+  %1 = icmp slt i64 %i286.next, 18432
+  br i1 %1, label %conv2_weight_grad.i286, label %conv2_weight_grad.i286.end
 
-conv2_weight_grad.i359.end:                       ; preds = %conv2_weight_grad.i359
-  br label %conv2_weight_grad.g360
+conv2_weight_grad.i286.end:                       ; preds = %conv2_weight_grad.i286
+  br label %conv2_weight_grad.g287
 
-conv2_weight_grad.g360:                           ; preds = %conv2_weight_grad.j375.end, %conv2_weight_grad.i359.end
-  %conv2_weight_grad.g3603 = phi i64 [ 0, %conv2_weight_grad.i359.end ], [ %g360.next, %conv2_weight_grad.j375.end ]
-  br label %conv2_weight_grad.j361
+conv2_weight_grad.g287:                           ; preds = %conv2_weight_grad.j302.end, %conv2_weight_grad.i286.end
+  %conv2_weight_grad.g2873 = phi i64 [ 0, %conv2_weight_grad.i286.end ], [ %g287.next, %conv2_weight_grad.j302.end ]
+  br label %conv2_weight_grad.j288
 
-conv2_weight_grad.g360.end:                       ; preds = %conv2_weight_grad.j375.end
-  br label %conv2_weight_grad.f387
+conv2_weight_grad.g287.end:                       ; preds = %conv2_weight_grad.j302.end
+  br label %conv2_weight_grad.f314
 
-conv2_weight_grad.j361:                           ; preds = %conv2_weight_grad.c362.end, %conv2_weight_grad.g360
-  %conv2_weight_grad.j3614 = phi i64 [ 0, %conv2_weight_grad.g360 ], [ %j361.next, %conv2_weight_grad.c362.end ]
-  br label %conv2_weight_grad.c362
+conv2_weight_grad.j288:                           ; preds = %conv2_weight_grad.c289.end, %conv2_weight_grad.g287
+  %conv2_weight_grad.j2884 = phi i64 [ 0, %conv2_weight_grad.g287 ], [ %j288.next, %conv2_weight_grad.c289.end ]
+  br label %conv2_weight_grad.c289
 
-conv2_weight_grad.j361.end:                       ; preds = %conv2_weight_grad.c362.end
-  br label %conv2_weight_grad.j375
+conv2_weight_grad.j288.end:                       ; preds = %conv2_weight_grad.c289.end
+  br label %conv2_weight_grad.j302
 
-conv2_weight_grad.c362:                           ; preds = %conv2_weight_grad.ky363.end, %conv2_weight_grad.j361
-  %conv2_weight_grad.c3625 = phi i64 [ 0, %conv2_weight_grad.j361 ], [ %c362.next, %conv2_weight_grad.ky363.end ]
-  br label %conv2_weight_grad.ky363
+conv2_weight_grad.c289:                           ; preds = %conv2_weight_grad.ky290.end, %conv2_weight_grad.j288
+  %conv2_weight_grad.c2895 = phi i64 [ 0, %conv2_weight_grad.j288 ], [ %c289.next, %conv2_weight_grad.ky290.end ]
+  br label %conv2_weight_grad.ky290
 
-conv2_weight_grad.c362.end:                       ; preds = %conv2_weight_grad.ky363.end
-  %j361.next = add nsw i64 %conv2_weight_grad.j3614, 1
-  %2 = icmp slt i64 %j361.next, 16
-  br i1 %2, label %conv2_weight_grad.j361, label %conv2_weight_grad.j361.end
+conv2_weight_grad.c289.end:                       ; preds = %conv2_weight_grad.ky290.end
+  %j288.next = add nsw i64 %conv2_weight_grad.j2884, 1
+  %2 = icmp slt i64 %j288.next, 16
+  br i1 %2, label %conv2_weight_grad.j288, label %conv2_weight_grad.j288.end
 
-conv2_weight_grad.ky363:                          ; preds = %conv2_weight_grad.oy371.end, %conv2_weight_grad.c362
-  %conv2_weight_grad.ky3636 = phi i64 [ 0, %conv2_weight_grad.c362 ], [ %ky363.next, %conv2_weight_grad.oy371.end ]
-  br label %conv2_weight_grad.oy364
+conv2_weight_grad.ky290:                          ; preds = %conv2_weight_grad.oy298.end, %conv2_weight_grad.c289
+  %conv2_weight_grad.ky2906 = phi i64 [ 0, %conv2_weight_grad.c289 ], [ %ky290.next, %conv2_weight_grad.oy298.end ]
+  br label %conv2_weight_grad.oy291
 
-conv2_weight_grad.ky363.end:                      ; preds = %conv2_weight_grad.oy371.end
-  %c362.next = add nsw i64 %conv2_weight_grad.c3625, 1
-  %3 = icmp slt i64 %c362.next, 32
-  br i1 %3, label %conv2_weight_grad.c362, label %conv2_weight_grad.c362.end
+conv2_weight_grad.ky290.end:                      ; preds = %conv2_weight_grad.oy298.end
+  %c289.next = add nsw i64 %conv2_weight_grad.c2895, 1
+  %3 = icmp slt i64 %c289.next, 32
+  br i1 %3, label %conv2_weight_grad.c289, label %conv2_weight_grad.c289.end
 
-conv2_weight_grad.oy364:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky363
-  %conv2_weight_grad.oy3647 = phi i64 [ 0, %conv2_weight_grad.ky363 ], [ %oy364.next, %conv2_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
+conv2_weight_grad.oy291:                          ; preds = %conv2_weight_grad.endif18, %conv2_weight_grad.ky290
+  %conv2_weight_grad.oy2917 = phi i64 [ 0, %conv2_weight_grad.ky290 ], [ %oy291.next, %conv2_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv2_weight_grad.oy2917, %conv2_weight_grad.ky2906
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
+  %7 = add nsw i64 %conv2_weight_grad.oy2917, %conv2_weight_grad.ky2906
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 14
   %10 = and i1 %6, %9
   br i1 %10, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy364.end:                      ; preds = %conv2_weight_grad.endif18
-  br label %conv2_weight_grad.oy368
+conv2_weight_grad.oy291.end:                      ; preds = %conv2_weight_grad.endif18
+  br label %conv2_weight_grad.oy295
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy364
-  br label %conv2_weight_grad.ox365
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy291
+  br label %conv2_weight_grad.ox292
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox366.end, %conv2_weight_grad.oy364
-  %11 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox293.end, %conv2_weight_grad.oy291
+  %11 = add nsw i64 %conv2_weight_grad.oy2917, %conv2_weight_grad.ky2906
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv2_weight_grad.then13, label %conv2_weight_grad.endif14
 
-conv2_weight_grad.ox365:                          ; preds = %conv2_weight_grad.ox365, %conv2_weight_grad.then
-  %conv2_weight_grad.ox3658 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox365.next, %conv2_weight_grad.ox365 ]
-  %14 = mul nsw i64 %conv2_weight_grad.g3603, 16
-  %15 = add nsw i64 %14, %conv2_weight_grad.j3614
+conv2_weight_grad.ox292:                          ; preds = %conv2_weight_grad.ox292, %conv2_weight_grad.then
+  %conv2_weight_grad.ox2928 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox292.next, %conv2_weight_grad.ox292 ]
+  %14 = mul nsw i64 %conv2_weight_grad.g2873, 16
+  %15 = add nsw i64 %14, %conv2_weight_grad.j2884
   %16 = mul nsw i64 %15, 6272
   %17 = add nsw i64 1605632, %16
-  %18 = mul nsw i64 %conv2_weight_grad.c3625, 196
+  %18 = mul nsw i64 %conv2_weight_grad.c2895, 196
   %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
+  %20 = add nsw i64 %conv2_weight_grad.oy2917, %conv2_weight_grad.ky2906
   %21 = add nsw i64 %20, -1
   %22 = mul nsw i64 %21, 14
   %23 = add nsw i64 %19, %22
-  %24 = add nsw i64 %conv2_weight_grad.ox3658, 1
+  %24 = add nsw i64 %conv2_weight_grad.ox2928, 1
   %25 = add nsw i64 %24, -1
   %26 = add nsw i64 %23, %25
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
   %27 = load float, ptr %arena9, align 4
-  %28 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %29 = add nsw i64 %28, %conv2_weight_grad.ky3636
+  %28 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %29 = add nsw i64 %28, %conv2_weight_grad.ky2906
   %30 = mul nsw i64 %29, 3
   %31 = mul nsw i64 %30, 3136
   %32 = add nsw i64 6422592, %31
-  %33 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %33 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %34 = add nsw i64 %32, %33
-  %35 = mul nsw i64 %conv2_weight_grad.oy3647, 14
-  %36 = add nsw i64 %conv2_weight_grad.ox3658, 1
+  %35 = mul nsw i64 %conv2_weight_grad.oy2917, 14
+  %36 = add nsw i64 %conv2_weight_grad.ox2928, 1
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %34, %37
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %38
   store float %27, ptr %arena10, align 4
-  %ox365.next = add nsw i64 %conv2_weight_grad.ox3658, 1
-  %39 = icmp slt i64 %ox365.next, 13
-  br i1 %39, label %conv2_weight_grad.ox365, label %conv2_weight_grad.ox365.end
+  %ox292.next = add nsw i64 %conv2_weight_grad.ox2928, 1
+  %39 = icmp slt i64 %ox292.next, 13
+  br i1 %39, label %conv2_weight_grad.ox292, label %conv2_weight_grad.ox292.end
 
-conv2_weight_grad.ox365.end:                      ; preds = %conv2_weight_grad.ox365
-  br label %conv2_weight_grad.ox366
+conv2_weight_grad.ox292.end:                      ; preds = %conv2_weight_grad.ox292
+  br label %conv2_weight_grad.ox293
 
-conv2_weight_grad.ox366:                          ; preds = %conv2_weight_grad.ox366, %conv2_weight_grad.ox365.end
-  %conv2_weight_grad.ox36611 = phi i64 [ 0, %conv2_weight_grad.ox365.end ], [ %ox366.next, %conv2_weight_grad.ox366 ]
-  %40 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %41 = add nsw i64 %40, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox293:                          ; preds = %conv2_weight_grad.ox293, %conv2_weight_grad.ox292.end
+  %conv2_weight_grad.ox29311 = phi i64 [ 0, %conv2_weight_grad.ox292.end ], [ %ox293.next, %conv2_weight_grad.ox293 ]
+  %40 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %41 = add nsw i64 %40, %conv2_weight_grad.ky2906
   %42 = mul nsw i64 %41, 3
   %43 = mul nsw i64 %42, 3136
   %44 = add nsw i64 6422592, %43
-  %45 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %45 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %conv2_weight_grad.oy3647, 14
-  %48 = add nsw i64 %47, %conv2_weight_grad.ox36611
+  %47 = mul nsw i64 %conv2_weight_grad.oy2917, 14
+  %48 = add nsw i64 %47, %conv2_weight_grad.ox29311
   %49 = add nsw i64 %46, %48
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox366.next = add nsw i64 %conv2_weight_grad.ox36611, 1
-  %50 = icmp slt i64 %ox366.next, 1
-  br i1 %50, label %conv2_weight_grad.ox366, label %conv2_weight_grad.ox366.end
+  %ox293.next = add nsw i64 %conv2_weight_grad.ox29311, 1
+  %50 = icmp slt i64 %ox293.next, 1
+  br i1 %50, label %conv2_weight_grad.ox293, label %conv2_weight_grad.ox293.end
 
-conv2_weight_grad.ox366.end:                      ; preds = %conv2_weight_grad.ox366
+conv2_weight_grad.ox293.end:                      ; preds = %conv2_weight_grad.ox293
   br label %conv2_weight_grad.endif
 
 conv2_weight_grad.then13:                         ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.ox367
+  br label %conv2_weight_grad.ox294
 
-conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox367.end, %conv2_weight_grad.endif
-  %51 = add nsw i64 %conv2_weight_grad.oy3647, %conv2_weight_grad.ky3636
+conv2_weight_grad.endif14:                        ; preds = %conv2_weight_grad.ox294.end, %conv2_weight_grad.endif
+  %51 = add nsw i64 %conv2_weight_grad.oy2917, %conv2_weight_grad.ky2906
   %52 = add nsw i64 %51, -1
   %53 = icmp slt i64 13, %52
   br i1 %53, label %conv2_weight_grad.then17, label %conv2_weight_grad.endif18
 
-conv2_weight_grad.ox367:                          ; preds = %conv2_weight_grad.ox367, %conv2_weight_grad.then13
-  %conv2_weight_grad.ox36715 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox367.next, %conv2_weight_grad.ox367 ]
-  %54 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %55 = add nsw i64 %54, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox294:                          ; preds = %conv2_weight_grad.ox294, %conv2_weight_grad.then13
+  %conv2_weight_grad.ox29415 = phi i64 [ 0, %conv2_weight_grad.then13 ], [ %ox294.next, %conv2_weight_grad.ox294 ]
+  %54 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %55 = add nsw i64 %54, %conv2_weight_grad.ky2906
   %56 = mul nsw i64 %55, 3
   %57 = mul nsw i64 %56, 3136
   %58 = add nsw i64 6422592, %57
-  %59 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %59 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %60 = add nsw i64 %58, %59
-  %61 = mul nsw i64 %conv2_weight_grad.oy3647, 14
-  %62 = add nsw i64 %61, %conv2_weight_grad.ox36715
+  %61 = mul nsw i64 %conv2_weight_grad.oy2917, 14
+  %62 = add nsw i64 %61, %conv2_weight_grad.ox29415
   %63 = add nsw i64 %60, %62
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %63
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox367.next = add nsw i64 %conv2_weight_grad.ox36715, 1
-  %64 = icmp slt i64 %ox367.next, 14
-  br i1 %64, label %conv2_weight_grad.ox367, label %conv2_weight_grad.ox367.end
+  %ox294.next = add nsw i64 %conv2_weight_grad.ox29415, 1
+  %64 = icmp slt i64 %ox294.next, 14
+  br i1 %64, label %conv2_weight_grad.ox294, label %conv2_weight_grad.ox294.end
 
-conv2_weight_grad.ox367.end:                      ; preds = %conv2_weight_grad.ox367
+conv2_weight_grad.ox294.end:                      ; preds = %conv2_weight_grad.ox294
   br label %conv2_weight_grad.endif14
 
 conv2_weight_grad.then17:                         ; preds = %conv2_weight_grad.endif14
-  br label %conv2_weight_grad.ox36719
+  br label %conv2_weight_grad.ox29419
 
-conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox367.end20, %conv2_weight_grad.endif14
-  %oy364.next = add nsw i64 %conv2_weight_grad.oy3647, 1
-  %65 = icmp slt i64 %oy364.next, 14
-  br i1 %65, label %conv2_weight_grad.oy364, label %conv2_weight_grad.oy364.end
+conv2_weight_grad.endif18:                        ; preds = %conv2_weight_grad.ox294.end20, %conv2_weight_grad.endif14
+  %oy291.next = add nsw i64 %conv2_weight_grad.oy2917, 1
+  %65 = icmp slt i64 %oy291.next, 14
+  br i1 %65, label %conv2_weight_grad.oy291, label %conv2_weight_grad.oy291.end
 
-conv2_weight_grad.ox36719:                        ; preds = %conv2_weight_grad.ox36719, %conv2_weight_grad.then17
-  %conv2_weight_grad.ox36721 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox367.next23, %conv2_weight_grad.ox36719 ]
-  %66 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %67 = add nsw i64 %66, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox29419:                        ; preds = %conv2_weight_grad.ox29419, %conv2_weight_grad.then17
+  %conv2_weight_grad.ox29421 = phi i64 [ 0, %conv2_weight_grad.then17 ], [ %ox294.next23, %conv2_weight_grad.ox29419 ]
+  %66 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %67 = add nsw i64 %66, %conv2_weight_grad.ky2906
   %68 = mul nsw i64 %67, 3
   %69 = mul nsw i64 %68, 3136
   %70 = add nsw i64 6422592, %69
-  %71 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %71 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %72 = add nsw i64 %70, %71
-  %73 = mul nsw i64 %conv2_weight_grad.oy3647, 14
-  %74 = add nsw i64 %73, %conv2_weight_grad.ox36721
+  %73 = mul nsw i64 %conv2_weight_grad.oy2917, 14
+  %74 = add nsw i64 %73, %conv2_weight_grad.ox29421
   %75 = add nsw i64 %72, %74
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %75
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox367.next23 = add nsw i64 %conv2_weight_grad.ox36721, 1
-  %76 = icmp slt i64 %ox367.next23, 14
-  br i1 %76, label %conv2_weight_grad.ox36719, label %conv2_weight_grad.ox367.end20
+  %ox294.next23 = add nsw i64 %conv2_weight_grad.ox29421, 1
+  %76 = icmp slt i64 %ox294.next23, 14
+  br i1 %76, label %conv2_weight_grad.ox29419, label %conv2_weight_grad.ox294.end20
 
-conv2_weight_grad.ox367.end20:                    ; preds = %conv2_weight_grad.ox36719
+conv2_weight_grad.ox294.end20:                    ; preds = %conv2_weight_grad.ox29419
   br label %conv2_weight_grad.endif18
 
-conv2_weight_grad.oy368:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy364.end
-  %conv2_weight_grad.oy36824 = phi i64 [ 0, %conv2_weight_grad.oy364.end ], [ %oy368.next, %conv2_weight_grad.endif35 ]
-  %77 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
+conv2_weight_grad.oy295:                          ; preds = %conv2_weight_grad.endif35, %conv2_weight_grad.oy291.end
+  %conv2_weight_grad.oy29524 = phi i64 [ 0, %conv2_weight_grad.oy291.end ], [ %oy295.next, %conv2_weight_grad.endif35 ]
+  %77 = add nsw i64 %conv2_weight_grad.oy29524, %conv2_weight_grad.ky2906
   %78 = add nsw i64 %77, -1
   %79 = icmp slt i64 -1, %78
-  %80 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
+  %80 = add nsw i64 %conv2_weight_grad.oy29524, %conv2_weight_grad.ky2906
   %81 = add nsw i64 %80, -1
   %82 = icmp slt i64 %81, 14
   %83 = and i1 %79, %82
   br i1 %83, label %conv2_weight_grad.then25, label %conv2_weight_grad.endif26
 
-conv2_weight_grad.oy368.end:                      ; preds = %conv2_weight_grad.endif35
-  br label %conv2_weight_grad.oy371
+conv2_weight_grad.oy295.end:                      ; preds = %conv2_weight_grad.endif35
+  br label %conv2_weight_grad.oy298
 
-conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy368
-  br label %conv2_weight_grad.ox369
+conv2_weight_grad.then25:                         ; preds = %conv2_weight_grad.oy295
+  br label %conv2_weight_grad.ox296
 
-conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox369.end, %conv2_weight_grad.oy368
-  %84 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
+conv2_weight_grad.endif26:                        ; preds = %conv2_weight_grad.ox296.end, %conv2_weight_grad.oy295
+  %84 = add nsw i64 %conv2_weight_grad.oy29524, %conv2_weight_grad.ky2906
   %85 = add nsw i64 %84, -1
   %86 = icmp slt i64 %85, 0
   br i1 %86, label %conv2_weight_grad.then30, label %conv2_weight_grad.endif31
 
-conv2_weight_grad.ox369:                          ; preds = %conv2_weight_grad.ox369, %conv2_weight_grad.then25
-  %conv2_weight_grad.ox36927 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox369.next, %conv2_weight_grad.ox369 ]
-  %87 = mul nsw i64 %conv2_weight_grad.g3603, 16
-  %88 = add nsw i64 %87, %conv2_weight_grad.j3614
+conv2_weight_grad.ox296:                          ; preds = %conv2_weight_grad.ox296, %conv2_weight_grad.then25
+  %conv2_weight_grad.ox29627 = phi i64 [ 0, %conv2_weight_grad.then25 ], [ %ox296.next, %conv2_weight_grad.ox296 ]
+  %87 = mul nsw i64 %conv2_weight_grad.g2873, 16
+  %88 = add nsw i64 %87, %conv2_weight_grad.j2884
   %89 = mul nsw i64 %88, 6272
   %90 = add nsw i64 1605632, %89
-  %91 = mul nsw i64 %conv2_weight_grad.c3625, 196
+  %91 = mul nsw i64 %conv2_weight_grad.c2895, 196
   %92 = add nsw i64 %90, %91
-  %93 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
+  %93 = add nsw i64 %conv2_weight_grad.oy29524, %conv2_weight_grad.ky2906
   %94 = add nsw i64 %93, -1
   %95 = mul nsw i64 %94, 14
   %96 = add nsw i64 %92, %95
-  %97 = add nsw i64 %96, %conv2_weight_grad.ox36927
+  %97 = add nsw i64 %96, %conv2_weight_grad.ox29627
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %97
   %98 = load float, ptr %arena28, align 4
-  %99 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %100 = add nsw i64 %99, %conv2_weight_grad.ky3636
+  %99 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %100 = add nsw i64 %99, %conv2_weight_grad.ky2906
   %101 = mul nsw i64 %100, 3
   %102 = add nsw i64 %101, 1
   %103 = mul nsw i64 %102, 3136
   %104 = add nsw i64 6422592, %103
-  %105 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %105 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2_weight_grad.oy36824, 14
-  %108 = add nsw i64 %107, %conv2_weight_grad.ox36927
+  %107 = mul nsw i64 %conv2_weight_grad.oy29524, 14
+  %108 = add nsw i64 %107, %conv2_weight_grad.ox29627
   %109 = add nsw i64 %106, %108
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %109
   store float %98, ptr %arena29, align 4
-  %ox369.next = add nsw i64 %conv2_weight_grad.ox36927, 1
-  %110 = icmp slt i64 %ox369.next, 14
-  br i1 %110, label %conv2_weight_grad.ox369, label %conv2_weight_grad.ox369.end
+  %ox296.next = add nsw i64 %conv2_weight_grad.ox29627, 1
+  %110 = icmp slt i64 %ox296.next, 14
+  br i1 %110, label %conv2_weight_grad.ox296, label %conv2_weight_grad.ox296.end
 
-conv2_weight_grad.ox369.end:                      ; preds = %conv2_weight_grad.ox369
+conv2_weight_grad.ox296.end:                      ; preds = %conv2_weight_grad.ox296
   br label %conv2_weight_grad.endif26
 
 conv2_weight_grad.then30:                         ; preds = %conv2_weight_grad.endif26
-  br label %conv2_weight_grad.ox370
+  br label %conv2_weight_grad.ox297
 
-conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox370.end, %conv2_weight_grad.endif26
-  %111 = add nsw i64 %conv2_weight_grad.oy36824, %conv2_weight_grad.ky3636
+conv2_weight_grad.endif31:                        ; preds = %conv2_weight_grad.ox297.end, %conv2_weight_grad.endif26
+  %111 = add nsw i64 %conv2_weight_grad.oy29524, %conv2_weight_grad.ky2906
   %112 = add nsw i64 %111, -1
   %113 = icmp slt i64 13, %112
   br i1 %113, label %conv2_weight_grad.then34, label %conv2_weight_grad.endif35
 
-conv2_weight_grad.ox370:                          ; preds = %conv2_weight_grad.ox370, %conv2_weight_grad.then30
-  %conv2_weight_grad.ox37032 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox370.next, %conv2_weight_grad.ox370 ]
-  %114 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %115 = add nsw i64 %114, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox297:                          ; preds = %conv2_weight_grad.ox297, %conv2_weight_grad.then30
+  %conv2_weight_grad.ox29732 = phi i64 [ 0, %conv2_weight_grad.then30 ], [ %ox297.next, %conv2_weight_grad.ox297 ]
+  %114 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %115 = add nsw i64 %114, %conv2_weight_grad.ky2906
   %116 = mul nsw i64 %115, 3
   %117 = add nsw i64 %116, 1
   %118 = mul nsw i64 %117, 3136
   %119 = add nsw i64 6422592, %118
-  %120 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %120 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %conv2_weight_grad.oy36824, 14
-  %123 = add nsw i64 %122, %conv2_weight_grad.ox37032
+  %122 = mul nsw i64 %conv2_weight_grad.oy29524, 14
+  %123 = add nsw i64 %122, %conv2_weight_grad.ox29732
   %124 = add nsw i64 %121, %123
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %124
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox370.next = add nsw i64 %conv2_weight_grad.ox37032, 1
-  %125 = icmp slt i64 %ox370.next, 14
-  br i1 %125, label %conv2_weight_grad.ox370, label %conv2_weight_grad.ox370.end
+  %ox297.next = add nsw i64 %conv2_weight_grad.ox29732, 1
+  %125 = icmp slt i64 %ox297.next, 14
+  br i1 %125, label %conv2_weight_grad.ox297, label %conv2_weight_grad.ox297.end
 
-conv2_weight_grad.ox370.end:                      ; preds = %conv2_weight_grad.ox370
+conv2_weight_grad.ox297.end:                      ; preds = %conv2_weight_grad.ox297
   br label %conv2_weight_grad.endif31
 
 conv2_weight_grad.then34:                         ; preds = %conv2_weight_grad.endif31
-  br label %conv2_weight_grad.ox37036
+  br label %conv2_weight_grad.ox29736
 
-conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox370.end37, %conv2_weight_grad.endif31
-  %oy368.next = add nsw i64 %conv2_weight_grad.oy36824, 1
-  %126 = icmp slt i64 %oy368.next, 14
-  br i1 %126, label %conv2_weight_grad.oy368, label %conv2_weight_grad.oy368.end
+conv2_weight_grad.endif35:                        ; preds = %conv2_weight_grad.ox297.end37, %conv2_weight_grad.endif31
+  %oy295.next = add nsw i64 %conv2_weight_grad.oy29524, 1
+  %126 = icmp slt i64 %oy295.next, 14
+  br i1 %126, label %conv2_weight_grad.oy295, label %conv2_weight_grad.oy295.end
 
-conv2_weight_grad.ox37036:                        ; preds = %conv2_weight_grad.ox37036, %conv2_weight_grad.then34
-  %conv2_weight_grad.ox37038 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox370.next40, %conv2_weight_grad.ox37036 ]
-  %127 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %128 = add nsw i64 %127, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox29736:                        ; preds = %conv2_weight_grad.ox29736, %conv2_weight_grad.then34
+  %conv2_weight_grad.ox29738 = phi i64 [ 0, %conv2_weight_grad.then34 ], [ %ox297.next40, %conv2_weight_grad.ox29736 ]
+  %127 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %128 = add nsw i64 %127, %conv2_weight_grad.ky2906
   %129 = mul nsw i64 %128, 3
   %130 = add nsw i64 %129, 1
   %131 = mul nsw i64 %130, 3136
   %132 = add nsw i64 6422592, %131
-  %133 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %133 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %conv2_weight_grad.oy36824, 14
-  %136 = add nsw i64 %135, %conv2_weight_grad.ox37038
+  %135 = mul nsw i64 %conv2_weight_grad.oy29524, 14
+  %136 = add nsw i64 %135, %conv2_weight_grad.ox29738
   %137 = add nsw i64 %134, %136
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %137
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox370.next40 = add nsw i64 %conv2_weight_grad.ox37038, 1
-  %138 = icmp slt i64 %ox370.next40, 14
-  br i1 %138, label %conv2_weight_grad.ox37036, label %conv2_weight_grad.ox370.end37
+  %ox297.next40 = add nsw i64 %conv2_weight_grad.ox29738, 1
+  %138 = icmp slt i64 %ox297.next40, 14
+  br i1 %138, label %conv2_weight_grad.ox29736, label %conv2_weight_grad.ox297.end37
 
-conv2_weight_grad.ox370.end37:                    ; preds = %conv2_weight_grad.ox37036
+conv2_weight_grad.ox297.end37:                    ; preds = %conv2_weight_grad.ox29736
   br label %conv2_weight_grad.endif35
 
-conv2_weight_grad.oy371:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy368.end
-  %conv2_weight_grad.oy37141 = phi i64 [ 0, %conv2_weight_grad.oy368.end ], [ %oy371.next, %conv2_weight_grad.endif54 ]
-  %139 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
+conv2_weight_grad.oy298:                          ; preds = %conv2_weight_grad.endif54, %conv2_weight_grad.oy295.end
+  %conv2_weight_grad.oy29841 = phi i64 [ 0, %conv2_weight_grad.oy295.end ], [ %oy298.next, %conv2_weight_grad.endif54 ]
+  %139 = add nsw i64 %conv2_weight_grad.oy29841, %conv2_weight_grad.ky2906
   %140 = add nsw i64 %139, -1
   %141 = icmp slt i64 -1, %140
-  %142 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
+  %142 = add nsw i64 %conv2_weight_grad.oy29841, %conv2_weight_grad.ky2906
   %143 = add nsw i64 %142, -1
   %144 = icmp slt i64 %143, 14
   %145 = and i1 %141, %144
   br i1 %145, label %conv2_weight_grad.then42, label %conv2_weight_grad.endif43
 
-conv2_weight_grad.oy371.end:                      ; preds = %conv2_weight_grad.endif54
-  %ky363.next = add nsw i64 %conv2_weight_grad.ky3636, 1
-  %146 = icmp slt i64 %ky363.next, 3
-  br i1 %146, label %conv2_weight_grad.ky363, label %conv2_weight_grad.ky363.end
+conv2_weight_grad.oy298.end:                      ; preds = %conv2_weight_grad.endif54
+  %ky290.next = add nsw i64 %conv2_weight_grad.ky2906, 1
+  %146 = icmp slt i64 %ky290.next, 3
+  br i1 %146, label %conv2_weight_grad.ky290, label %conv2_weight_grad.ky290.end
 
-conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy371
-  br label %conv2_weight_grad.ox372
+conv2_weight_grad.then42:                         ; preds = %conv2_weight_grad.oy298
+  br label %conv2_weight_grad.ox299
 
-conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox373.end, %conv2_weight_grad.oy371
-  %147 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
+conv2_weight_grad.endif43:                        ; preds = %conv2_weight_grad.ox300.end, %conv2_weight_grad.oy298
+  %147 = add nsw i64 %conv2_weight_grad.oy29841, %conv2_weight_grad.ky2906
   %148 = add nsw i64 %147, -1
   %149 = icmp slt i64 %148, 0
   br i1 %149, label %conv2_weight_grad.then49, label %conv2_weight_grad.endif50
 
-conv2_weight_grad.ox372:                          ; preds = %conv2_weight_grad.ox372, %conv2_weight_grad.then42
-  %conv2_weight_grad.ox37244 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox372.next, %conv2_weight_grad.ox372 ]
-  %150 = mul nsw i64 %conv2_weight_grad.g3603, 16
-  %151 = add nsw i64 %150, %conv2_weight_grad.j3614
+conv2_weight_grad.ox299:                          ; preds = %conv2_weight_grad.ox299, %conv2_weight_grad.then42
+  %conv2_weight_grad.ox29944 = phi i64 [ 0, %conv2_weight_grad.then42 ], [ %ox299.next, %conv2_weight_grad.ox299 ]
+  %150 = mul nsw i64 %conv2_weight_grad.g2873, 16
+  %151 = add nsw i64 %150, %conv2_weight_grad.j2884
   %152 = mul nsw i64 %151, 6272
   %153 = add nsw i64 1605632, %152
-  %154 = mul nsw i64 %conv2_weight_grad.c3625, 196
+  %154 = mul nsw i64 %conv2_weight_grad.c2895, 196
   %155 = add nsw i64 %153, %154
-  %156 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
+  %156 = add nsw i64 %conv2_weight_grad.oy29841, %conv2_weight_grad.ky2906
   %157 = add nsw i64 %156, -1
   %158 = mul nsw i64 %157, 14
   %159 = add nsw i64 %155, %158
-  %160 = add nsw i64 %conv2_weight_grad.ox37244, 1
+  %160 = add nsw i64 %conv2_weight_grad.ox29944, 1
   %161 = add nsw i64 %159, %160
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load float, ptr %arena45, align 4
-  %163 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %164 = add nsw i64 %163, %conv2_weight_grad.ky3636
+  %163 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %164 = add nsw i64 %163, %conv2_weight_grad.ky2906
   %165 = mul nsw i64 %164, 3
   %166 = add nsw i64 %165, 2
   %167 = mul nsw i64 %166, 3136
   %168 = add nsw i64 6422592, %167
-  %169 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %169 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2_weight_grad.oy37141, 14
-  %172 = add nsw i64 %171, %conv2_weight_grad.ox37244
+  %171 = mul nsw i64 %conv2_weight_grad.oy29841, 14
+  %172 = add nsw i64 %171, %conv2_weight_grad.ox29944
   %173 = add nsw i64 %170, %172
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %173
   store float %162, ptr %arena46, align 4
-  %ox372.next = add nsw i64 %conv2_weight_grad.ox37244, 1
-  %174 = icmp slt i64 %ox372.next, 13
-  br i1 %174, label %conv2_weight_grad.ox372, label %conv2_weight_grad.ox372.end
+  %ox299.next = add nsw i64 %conv2_weight_grad.ox29944, 1
+  %174 = icmp slt i64 %ox299.next, 13
+  br i1 %174, label %conv2_weight_grad.ox299, label %conv2_weight_grad.ox299.end
 
-conv2_weight_grad.ox372.end:                      ; preds = %conv2_weight_grad.ox372
-  br label %conv2_weight_grad.ox373
+conv2_weight_grad.ox299.end:                      ; preds = %conv2_weight_grad.ox299
+  br label %conv2_weight_grad.ox300
 
-conv2_weight_grad.ox373:                          ; preds = %conv2_weight_grad.ox373, %conv2_weight_grad.ox372.end
-  %conv2_weight_grad.ox37347 = phi i64 [ 0, %conv2_weight_grad.ox372.end ], [ %ox373.next, %conv2_weight_grad.ox373 ]
-  %175 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %176 = add nsw i64 %175, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox300:                          ; preds = %conv2_weight_grad.ox300, %conv2_weight_grad.ox299.end
+  %conv2_weight_grad.ox30047 = phi i64 [ 0, %conv2_weight_grad.ox299.end ], [ %ox300.next, %conv2_weight_grad.ox300 ]
+  %175 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %176 = add nsw i64 %175, %conv2_weight_grad.ky2906
   %177 = mul nsw i64 %176, 3
   %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 3136
   %180 = add nsw i64 6422592, %179
-  %181 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %181 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %conv2_weight_grad.oy37141, 14
-  %184 = add nsw i64 %conv2_weight_grad.ox37347, 13
+  %183 = mul nsw i64 %conv2_weight_grad.oy29841, 14
+  %184 = add nsw i64 %conv2_weight_grad.ox30047, 13
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %182, %185
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %186
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox373.next = add nsw i64 %conv2_weight_grad.ox37347, 1
-  %187 = icmp slt i64 %ox373.next, 1
-  br i1 %187, label %conv2_weight_grad.ox373, label %conv2_weight_grad.ox373.end
+  %ox300.next = add nsw i64 %conv2_weight_grad.ox30047, 1
+  %187 = icmp slt i64 %ox300.next, 1
+  br i1 %187, label %conv2_weight_grad.ox300, label %conv2_weight_grad.ox300.end
 
-conv2_weight_grad.ox373.end:                      ; preds = %conv2_weight_grad.ox373
+conv2_weight_grad.ox300.end:                      ; preds = %conv2_weight_grad.ox300
   br label %conv2_weight_grad.endif43
 
 conv2_weight_grad.then49:                         ; preds = %conv2_weight_grad.endif43
-  br label %conv2_weight_grad.ox374
+  br label %conv2_weight_grad.ox301
 
-conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox374.end, %conv2_weight_grad.endif43
-  %188 = add nsw i64 %conv2_weight_grad.oy37141, %conv2_weight_grad.ky3636
+conv2_weight_grad.endif50:                        ; preds = %conv2_weight_grad.ox301.end, %conv2_weight_grad.endif43
+  %188 = add nsw i64 %conv2_weight_grad.oy29841, %conv2_weight_grad.ky2906
   %189 = add nsw i64 %188, -1
   %190 = icmp slt i64 13, %189
   br i1 %190, label %conv2_weight_grad.then53, label %conv2_weight_grad.endif54
 
-conv2_weight_grad.ox374:                          ; preds = %conv2_weight_grad.ox374, %conv2_weight_grad.then49
-  %conv2_weight_grad.ox37451 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox374.next, %conv2_weight_grad.ox374 ]
-  %191 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %192 = add nsw i64 %191, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox301:                          ; preds = %conv2_weight_grad.ox301, %conv2_weight_grad.then49
+  %conv2_weight_grad.ox30151 = phi i64 [ 0, %conv2_weight_grad.then49 ], [ %ox301.next, %conv2_weight_grad.ox301 ]
+  %191 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %192 = add nsw i64 %191, %conv2_weight_grad.ky2906
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 3136
   %196 = add nsw i64 6422592, %195
-  %197 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %197 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %conv2_weight_grad.oy37141, 14
-  %200 = add nsw i64 %199, %conv2_weight_grad.ox37451
+  %199 = mul nsw i64 %conv2_weight_grad.oy29841, 14
+  %200 = add nsw i64 %199, %conv2_weight_grad.ox30151
   %201 = add nsw i64 %198, %200
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox374.next = add nsw i64 %conv2_weight_grad.ox37451, 1
-  %202 = icmp slt i64 %ox374.next, 14
-  br i1 %202, label %conv2_weight_grad.ox374, label %conv2_weight_grad.ox374.end
+  %ox301.next = add nsw i64 %conv2_weight_grad.ox30151, 1
+  %202 = icmp slt i64 %ox301.next, 14
+  br i1 %202, label %conv2_weight_grad.ox301, label %conv2_weight_grad.ox301.end
 
-conv2_weight_grad.ox374.end:                      ; preds = %conv2_weight_grad.ox374
+conv2_weight_grad.ox301.end:                      ; preds = %conv2_weight_grad.ox301
   br label %conv2_weight_grad.endif50
 
 conv2_weight_grad.then53:                         ; preds = %conv2_weight_grad.endif50
-  br label %conv2_weight_grad.ox37455
+  br label %conv2_weight_grad.ox30155
 
-conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox374.end56, %conv2_weight_grad.endif50
-  %oy371.next = add nsw i64 %conv2_weight_grad.oy37141, 1
-  %203 = icmp slt i64 %oy371.next, 14
-  br i1 %203, label %conv2_weight_grad.oy371, label %conv2_weight_grad.oy371.end
+conv2_weight_grad.endif54:                        ; preds = %conv2_weight_grad.ox301.end56, %conv2_weight_grad.endif50
+  %oy298.next = add nsw i64 %conv2_weight_grad.oy29841, 1
+  %203 = icmp slt i64 %oy298.next, 14
+  br i1 %203, label %conv2_weight_grad.oy298, label %conv2_weight_grad.oy298.end
 
-conv2_weight_grad.ox37455:                        ; preds = %conv2_weight_grad.ox37455, %conv2_weight_grad.then53
-  %conv2_weight_grad.ox37457 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox374.next59, %conv2_weight_grad.ox37455 ]
-  %204 = mul nsw i64 %conv2_weight_grad.c3625, 3
-  %205 = add nsw i64 %204, %conv2_weight_grad.ky3636
+conv2_weight_grad.ox30155:                        ; preds = %conv2_weight_grad.ox30155, %conv2_weight_grad.then53
+  %conv2_weight_grad.ox30157 = phi i64 [ 0, %conv2_weight_grad.then53 ], [ %ox301.next59, %conv2_weight_grad.ox30155 ]
+  %204 = mul nsw i64 %conv2_weight_grad.c2895, 3
+  %205 = add nsw i64 %204, %conv2_weight_grad.ky2906
   %206 = mul nsw i64 %205, 3
   %207 = add nsw i64 %206, 2
   %208 = mul nsw i64 %207, 3136
   %209 = add nsw i64 6422592, %208
-  %210 = mul nsw i64 %conv2_weight_grad.j3614, 196
+  %210 = mul nsw i64 %conv2_weight_grad.j2884, 196
   %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %conv2_weight_grad.oy37141, 14
-  %213 = add nsw i64 %212, %conv2_weight_grad.ox37457
+  %212 = mul nsw i64 %conv2_weight_grad.oy29841, 14
+  %213 = add nsw i64 %212, %conv2_weight_grad.ox30157
   %214 = add nsw i64 %211, %213
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %214
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox374.next59 = add nsw i64 %conv2_weight_grad.ox37457, 1
-  %215 = icmp slt i64 %ox374.next59, 14
-  br i1 %215, label %conv2_weight_grad.ox37455, label %conv2_weight_grad.ox374.end56
+  %ox301.next59 = add nsw i64 %conv2_weight_grad.ox30157, 1
+  %215 = icmp slt i64 %ox301.next59, 14
+  br i1 %215, label %conv2_weight_grad.ox30155, label %conv2_weight_grad.ox301.end56
 
-conv2_weight_grad.ox374.end56:                    ; preds = %conv2_weight_grad.ox37455
+conv2_weight_grad.ox301.end56:                    ; preds = %conv2_weight_grad.ox30155
   br label %conv2_weight_grad.endif54
 
-conv2_weight_grad.j375:                           ; preds = %conv2_weight_grad.i376.end, %conv2_weight_grad.j361.end
-  %conv2_weight_grad.j37560 = phi i64 [ 0, %conv2_weight_grad.j361.end ], [ %j375.next, %conv2_weight_grad.i376.end ]
-  br label %conv2_weight_grad.i376
+conv2_weight_grad.j302:                           ; preds = %conv2_weight_grad.i303.end, %conv2_weight_grad.j288.end
+  %conv2_weight_grad.j30260 = phi i64 [ 0, %conv2_weight_grad.j288.end ], [ %j302.next, %conv2_weight_grad.i303.end ]
+  br label %conv2_weight_grad.i303
 
-conv2_weight_grad.j375.end:                       ; preds = %conv2_weight_grad.i376.end
-  call void @bncnn_train_b64.k30.conv2_weight_grad.gemm386(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g360.next = add nsw i64 %conv2_weight_grad.g3603, 1
-  %216 = icmp slt i64 %g360.next, 4
-  br i1 %216, label %conv2_weight_grad.g360, label %conv2_weight_grad.g360.end
+conv2_weight_grad.j302.end:                       ; preds = %conv2_weight_grad.i303.end
+  call void @bncnn_train_b64.k30.conv2_weight_grad.gemm313(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g287.next = add nsw i64 %conv2_weight_grad.g2873, 1
+  %216 = icmp slt i64 %g287.next, 4
+  br i1 %216, label %conv2_weight_grad.g287, label %conv2_weight_grad.g287.end
 
-conv2_weight_grad.i376:                           ; preds = %conv2_weight_grad.f377.end, %conv2_weight_grad.j375
-  %conv2_weight_grad.i37661 = phi i64 [ 0, %conv2_weight_grad.j375 ], [ %i376.next, %conv2_weight_grad.f377.end ]
-  br label %conv2_weight_grad.f377
+conv2_weight_grad.i303:                           ; preds = %conv2_weight_grad.f304.end, %conv2_weight_grad.j302
+  %conv2_weight_grad.i30361 = phi i64 [ 0, %conv2_weight_grad.j302 ], [ %i303.next, %conv2_weight_grad.f304.end ]
+  br label %conv2_weight_grad.f304
 
-conv2_weight_grad.i376.end:                       ; preds = %conv2_weight_grad.f377.end
-  %j375.next = add nsw i64 %conv2_weight_grad.j37560, 1
-  %217 = icmp slt i64 %j375.next, 16
-  br i1 %217, label %conv2_weight_grad.j375, label %conv2_weight_grad.j375.end
+conv2_weight_grad.i303.end:                       ; preds = %conv2_weight_grad.f304.end
+  %j302.next = add nsw i64 %conv2_weight_grad.j30260, 1
+  %217 = icmp slt i64 %j302.next, 16
+  br i1 %217, label %conv2_weight_grad.j302, label %conv2_weight_grad.j302.end
 
-conv2_weight_grad.f377:                           ; preds = %conv2_weight_grad.f377, %conv2_weight_grad.i376
-  %conv2_weight_grad.f37762 = phi i64 [ 0, %conv2_weight_grad.i376 ], [ %f377.next, %conv2_weight_grad.f377 ]
-  %218 = mul nsw i64 %conv2_weight_grad.g3603, 16
-  %219 = add nsw i64 %218, %conv2_weight_grad.j37560
+conv2_weight_grad.f304:                           ; preds = %conv2_weight_grad.f304, %conv2_weight_grad.i303
+  %conv2_weight_grad.f30462 = phi i64 [ 0, %conv2_weight_grad.i303 ], [ %f304.next, %conv2_weight_grad.f304 ]
+  %218 = mul nsw i64 %conv2_weight_grad.g2873, 16
+  %219 = add nsw i64 %218, %conv2_weight_grad.j30260
   %220 = mul nsw i64 %219, 12544
   %221 = add nsw i64 5619776, %220
-  %222 = mul nsw i64 %conv2_weight_grad.f37762, 196
+  %222 = mul nsw i64 %conv2_weight_grad.f30462, 196
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %conv2_weight_grad.i37661
+  %224 = add nsw i64 %223, %conv2_weight_grad.i30361
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %224
   %225 = load float, ptr %arena63, align 4
-  %226 = mul nsw i64 %conv2_weight_grad.j37560, 196
-  %227 = add nsw i64 %226, %conv2_weight_grad.i37661
+  %226 = mul nsw i64 %conv2_weight_grad.j30260, 196
+  %227 = add nsw i64 %226, %conv2_weight_grad.i30361
   %228 = mul nsw i64 %227, 64
   %229 = add nsw i64 7325760, %228
-  %230 = add nsw i64 %229, %conv2_weight_grad.f37762
+  %230 = add nsw i64 %229, %conv2_weight_grad.f30462
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %230
   store float %225, ptr %arena64, align 4
-  %f377.next = add nsw i64 %conv2_weight_grad.f37762, 1
-  %231 = icmp slt i64 %f377.next, 64
-  br i1 %231, label %conv2_weight_grad.f377, label %conv2_weight_grad.f377.end
+  %f304.next = add nsw i64 %conv2_weight_grad.f30462, 1
+  %231 = icmp slt i64 %f304.next, 64
+  br i1 %231, label %conv2_weight_grad.f304, label %conv2_weight_grad.f304.end
 
-conv2_weight_grad.f377.end:                       ; preds = %conv2_weight_grad.f377
-  %i376.next = add nsw i64 %conv2_weight_grad.i37661, 1
-  %232 = icmp slt i64 %i376.next, 196
-  br i1 %232, label %conv2_weight_grad.i376, label %conv2_weight_grad.i376.end
+conv2_weight_grad.f304.end:                       ; preds = %conv2_weight_grad.f304
+  %i303.next = add nsw i64 %conv2_weight_grad.i30361, 1
+  %232 = icmp slt i64 %i303.next, 196
+  br i1 %232, label %conv2_weight_grad.i303, label %conv2_weight_grad.i303.end
 
-conv2_weight_grad.f387:                           ; preds = %conv2_weight_grad.r388.end, %conv2_weight_grad.g360.end
-  %conv2_weight_grad.f38765 = phi i64 [ 0, %conv2_weight_grad.g360.end ], [ %f387.next, %conv2_weight_grad.r388.end ]
-  br label %conv2_weight_grad.r388
+conv2_weight_grad.f314:                           ; preds = %conv2_weight_grad.r315.end, %conv2_weight_grad.g287.end
+  %conv2_weight_grad.f31465 = phi i64 [ 0, %conv2_weight_grad.g287.end ], [ %f314.next, %conv2_weight_grad.r315.end ]
+  br label %conv2_weight_grad.r315
 
-conv2_weight_grad.f387.end:                       ; preds = %conv2_weight_grad.r388.end
+conv2_weight_grad.f314.end:                       ; preds = %conv2_weight_grad.r315.end
   ret void
 
-conv2_weight_grad.r388:                           ; preds = %conv2_weight_grad.r388, %conv2_weight_grad.f387
-  %conv2_weight_grad.r38866 = phi i64 [ 0, %conv2_weight_grad.f387 ], [ %r388.next, %conv2_weight_grad.r388 ]
-  %233 = mul nsw i64 %conv2_weight_grad.r38866, 64
+conv2_weight_grad.r315:                           ; preds = %conv2_weight_grad.r315, %conv2_weight_grad.f314
+  %conv2_weight_grad.r31566 = phi i64 [ 0, %conv2_weight_grad.f314 ], [ %r315.next, %conv2_weight_grad.r315 ]
+  %233 = mul nsw i64 %conv2_weight_grad.r31566, 64
   %234 = add nsw i64 7526464, %233
-  %235 = add nsw i64 %234, %conv2_weight_grad.f38765
+  %235 = add nsw i64 %234, %conv2_weight_grad.f31465
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %235
   %236 = load float, ptr %arena67, align 4
-  %237 = mul nsw i64 %conv2_weight_grad.f38765, 288
+  %237 = mul nsw i64 %conv2_weight_grad.f31465, 288
   %238 = add nsw i64 352, %237
-  %239 = add nsw i64 %238, %conv2_weight_grad.r38866
+  %239 = add nsw i64 %238, %conv2_weight_grad.r31566
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %239
   store float %236, ptr %grads68, align 4
-  %r388.next = add nsw i64 %conv2_weight_grad.r38866, 1
-  %240 = icmp slt i64 %r388.next, 288
-  br i1 %240, label %conv2_weight_grad.r388, label %conv2_weight_grad.r388.end
+  %r315.next = add nsw i64 %conv2_weight_grad.r31566, 1
+  %240 = icmp slt i64 %r315.next, 288
+  br i1 %240, label %conv2_weight_grad.r315, label %conv2_weight_grad.r315.end
 
-conv2_weight_grad.r388.end:                       ; preds = %conv2_weight_grad.r388
-  %f387.next = add nsw i64 %conv2_weight_grad.f38765, 1
-  %241 = icmp slt i64 %f387.next, 64
-  br i1 %241, label %conv2_weight_grad.f387, label %conv2_weight_grad.f387.end
+conv2_weight_grad.r315.end:                       ; preds = %conv2_weight_grad.r315
+  %f314.next = add nsw i64 %conv2_weight_grad.f31465, 1
+  %241 = icmp slt i64 %f314.next, 64
+  br i1 %241, label %conv2_weight_grad.f314, label %conv2_weight_grad.f314.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k30.conv2_weight_grad.gemm386(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k30.conv2_weight_grad.gemm313(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_weight_grad.t384_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t384_c0_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_b2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c3_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c2_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c1_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c0_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t381_c0_0 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.kp378
+  %conv2_weight_grad.t311_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t311_c0_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_a3 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_a2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_a1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_a0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_b2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_b1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_b0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c3_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c3_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c3_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c2_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c2_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c2_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c1_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c1_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c1_0 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c0_2 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c0_1 = alloca <8 x float>, align 32
+  %conv2_weight_grad.t308_c0_0 = alloca <8 x float>, align 32
+  br label %conv2_weight_grad.kp305
 
-conv2_weight_grad.kp378:                          ; preds = %conv2_weight_grad.mb383.end, %entry
-  %conv2_weight_grad.kp3781 = phi i64 [ 0, %entry ], [ %kp378.next, %conv2_weight_grad.mb383.end ]
-  br label %conv2_weight_grad.nb379
+conv2_weight_grad.kp305:                          ; preds = %conv2_weight_grad.mb310.end, %entry
+  %conv2_weight_grad.kp3051 = phi i64 [ 0, %entry ], [ %kp305.next, %conv2_weight_grad.mb310.end ]
+  br label %conv2_weight_grad.nb306
 
-conv2_weight_grad.kp378.end:                      ; preds = %conv2_weight_grad.mb383.end
+conv2_weight_grad.kp305.end:                      ; preds = %conv2_weight_grad.mb310.end
   ret void
 
-conv2_weight_grad.nb379:                          ; preds = %conv2_weight_grad.mb380.end, %conv2_weight_grad.kp378
-  %conv2_weight_grad.nb3792 = phi i64 [ 0, %conv2_weight_grad.kp378 ], [ %nb379.next, %conv2_weight_grad.mb380.end ]
-  br label %conv2_weight_grad.mb380
+conv2_weight_grad.nb306:                          ; preds = %conv2_weight_grad.mb307.end, %conv2_weight_grad.kp305
+  %conv2_weight_grad.nb3062 = phi i64 [ 0, %conv2_weight_grad.kp305 ], [ %nb306.next, %conv2_weight_grad.mb307.end ]
+  br label %conv2_weight_grad.mb307
 
-conv2_weight_grad.nb379.end:                      ; preds = %conv2_weight_grad.mb380.end
-  br label %conv2_weight_grad.mb383
+conv2_weight_grad.nb306.end:                      ; preds = %conv2_weight_grad.mb307.end
+  br label %conv2_weight_grad.mb310
 
-conv2_weight_grad.mb380:                          ; preds = %conv2_weight_grad.k382.end, %conv2_weight_grad.nb379
-  %conv2_weight_grad.mb3803 = phi i64 [ 0, %conv2_weight_grad.nb379 ], [ %mb380.next, %conv2_weight_grad.k382.end ]
-  %0 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+conv2_weight_grad.mb307:                          ; preds = %conv2_weight_grad.k309.end, %conv2_weight_grad.nb306
+  %conv2_weight_grad.mb3073 = phi i64 [ 0, %conv2_weight_grad.nb306 ], [ %mb307.next, %conv2_weight_grad.k309.end ]
+  %0 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %1 = mul nsw i64 %0, 64
   %2 = add nsw i64 7526464, %1
-  %3 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %3 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2_weight_grad.t381_c0_0, align 32
-  %6 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %5, ptr %conv2_weight_grad.t308_c0_0, align 32
+  %6 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %7 = mul nsw i64 %6, 64
   %8 = add nsw i64 7526464, %7
-  %9 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %9 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %10 = add nsw i64 %8, %9
   %11 = add nsw i64 %10, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2_weight_grad.t381_c0_1, align 32
-  %13 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %12, ptr %conv2_weight_grad.t308_c0_1, align 32
+  %13 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %14 = mul nsw i64 %13, 64
   %15 = add nsw i64 7526464, %14
-  %16 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %16 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %17 = add nsw i64 %15, %16
   %18 = add nsw i64 %17, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
   %19 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %19, ptr %conv2_weight_grad.t381_c0_2, align 32
-  %20 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %19, ptr %conv2_weight_grad.t308_c0_2, align 32
+  %20 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %21 = add nsw i64 %20, 1
   %22 = mul nsw i64 %21, 64
   %23 = add nsw i64 7526464, %22
-  %24 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %24 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %25 = add nsw i64 %23, %24
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
   %26 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %26, ptr %conv2_weight_grad.t381_c1_0, align 32
-  %27 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %26, ptr %conv2_weight_grad.t308_c1_0, align 32
+  %27 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %28 = add nsw i64 %27, 1
   %29 = mul nsw i64 %28, 64
   %30 = add nsw i64 7526464, %29
-  %31 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %31 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %32 = add nsw i64 %30, %31
   %33 = add nsw i64 %32, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
   %34 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %34, ptr %conv2_weight_grad.t381_c1_1, align 32
-  %35 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %34, ptr %conv2_weight_grad.t308_c1_1, align 32
+  %35 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %36 = add nsw i64 %35, 1
   %37 = mul nsw i64 %36, 64
   %38 = add nsw i64 7526464, %37
-  %39 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %39 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %40 = add nsw i64 %38, %39
   %41 = add nsw i64 %40, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %41
   %42 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %42, ptr %conv2_weight_grad.t381_c1_2, align 32
-  %43 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %42, ptr %conv2_weight_grad.t308_c1_2, align 32
+  %43 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %44 = add nsw i64 %43, 2
   %45 = mul nsw i64 %44, 64
   %46 = add nsw i64 7526464, %45
-  %47 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %47 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %48 = add nsw i64 %46, %47
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
   %49 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %49, ptr %conv2_weight_grad.t381_c2_0, align 32
-  %50 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %49, ptr %conv2_weight_grad.t308_c2_0, align 32
+  %50 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %51 = add nsw i64 %50, 2
   %52 = mul nsw i64 %51, 64
   %53 = add nsw i64 7526464, %52
-  %54 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %54 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %55 = add nsw i64 %53, %54
   %56 = add nsw i64 %55, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %56
   %57 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %57, ptr %conv2_weight_grad.t381_c2_1, align 32
-  %58 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %57, ptr %conv2_weight_grad.t308_c2_1, align 32
+  %58 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %59 = add nsw i64 %58, 2
   %60 = mul nsw i64 %59, 64
   %61 = add nsw i64 7526464, %60
-  %62 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %62 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %63 = add nsw i64 %61, %62
   %64 = add nsw i64 %63, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv2_weight_grad.t381_c2_2, align 32
-  %66 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %65, ptr %conv2_weight_grad.t308_c2_2, align 32
+  %66 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %67 = add nsw i64 %66, 3
   %68 = mul nsw i64 %67, 64
   %69 = add nsw i64 7526464, %68
-  %70 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %70 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %71 = add nsw i64 %69, %70
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %71
   %72 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %72, ptr %conv2_weight_grad.t381_c3_0, align 32
-  %73 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %72, ptr %conv2_weight_grad.t308_c3_0, align 32
+  %73 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %74 = add nsw i64 %73, 3
   %75 = mul nsw i64 %74, 64
   %76 = add nsw i64 7526464, %75
-  %77 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %77 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %78 = add nsw i64 %76, %77
   %79 = add nsw i64 %78, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %80, ptr %conv2_weight_grad.t381_c3_1, align 32
-  %81 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %80, ptr %conv2_weight_grad.t308_c3_1, align 32
+  %81 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %82 = add nsw i64 %81, 3
   %83 = mul nsw i64 %82, 64
   %84 = add nsw i64 7526464, %83
-  %85 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %85 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
   %88 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %88, ptr %conv2_weight_grad.t381_c3_2, align 32
-  br label %conv2_weight_grad.k382
+  store <8 x float> %88, ptr %conv2_weight_grad.t308_c3_2, align 32
+  br label %conv2_weight_grad.k309
 
-conv2_weight_grad.mb380.end:                      ; preds = %conv2_weight_grad.k382.end
-  %nb379.next = add nsw i64 %conv2_weight_grad.nb3792, 1
-  %89 = icmp slt i64 %nb379.next, 2
-  br i1 %89, label %conv2_weight_grad.nb379, label %conv2_weight_grad.nb379.end
+conv2_weight_grad.mb307.end:                      ; preds = %conv2_weight_grad.k309.end
+  %nb306.next = add nsw i64 %conv2_weight_grad.nb3062, 1
+  %89 = icmp slt i64 %nb306.next, 2
+  br i1 %89, label %conv2_weight_grad.nb306, label %conv2_weight_grad.nb306.end
 
-conv2_weight_grad.k382:                           ; preds = %conv2_weight_grad.k382, %conv2_weight_grad.mb380
-  %conv2_weight_grad.k38216 = phi i64 [ 0, %conv2_weight_grad.mb380 ], [ %k382.next, %conv2_weight_grad.k382 ]
-  %90 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %91 = add nsw i64 %conv2_weight_grad.k38216, %90
+conv2_weight_grad.k309:                           ; preds = %conv2_weight_grad.k309, %conv2_weight_grad.mb307
+  %conv2_weight_grad.k30916 = phi i64 [ 0, %conv2_weight_grad.mb307 ], [ %k309.next, %conv2_weight_grad.k309 ]
+  %90 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %91 = add nsw i64 %conv2_weight_grad.k30916, %90
   %92 = mul nsw i64 %91, 64
   %93 = add nsw i64 7325760, %92
-  %94 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %94 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %95 = add nsw i64 %93, %94
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
   %96 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %96, ptr %conv2_weight_grad.t381_b0, align 32
-  %97 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %98 = add nsw i64 %conv2_weight_grad.k38216, %97
+  store <8 x float> %96, ptr %conv2_weight_grad.t308_b0, align 32
+  %97 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %98 = add nsw i64 %conv2_weight_grad.k30916, %97
   %99 = mul nsw i64 %98, 64
   %100 = add nsw i64 7325760, %99
-  %101 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %101 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %102 = add nsw i64 %100, %101
   %103 = add nsw i64 %102, 8
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %103
   %104 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %104, ptr %conv2_weight_grad.t381_b1, align 32
-  %105 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %106 = add nsw i64 %conv2_weight_grad.k38216, %105
+  store <8 x float> %104, ptr %conv2_weight_grad.t308_b1, align 32
+  %105 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %106 = add nsw i64 %conv2_weight_grad.k30916, %105
   %107 = mul nsw i64 %106, 64
   %108 = add nsw i64 7325760, %107
-  %109 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %109 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 16
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
   %112 = load <8 x float>, ptr %arena19, align 4
-  store <8 x float> %112, ptr %conv2_weight_grad.t381_b2, align 32
-  %113 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %112, ptr %conv2_weight_grad.t308_b2, align 32
+  %113 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 6422592, %114
-  %116 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %117 = add nsw i64 %conv2_weight_grad.k38216, %116
+  %116 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %117 = add nsw i64 %conv2_weight_grad.k30916, %116
   %118 = add nsw i64 %115, %117
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %118
   %119 = load float, ptr %arena20, align 4
   %120 = insertelement <8 x float> undef, float %119, i32 0
   %121 = shufflevector <8 x float> %120, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %121, ptr %conv2_weight_grad.t381_a0, align 32
-  %t381_a0 = load <8 x float>, ptr %conv2_weight_grad.t381_a0, align 32
-  %t381_b0 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
-  %t381_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_0, align 32
-  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a0, <8 x float> %t381_b0, <8 x float> %t381_c0_0)
-  store <8 x float> %122, ptr %conv2_weight_grad.t381_c0_0, align 32
-  %t381_a021 = load <8 x float>, ptr %conv2_weight_grad.t381_a0, align 32
-  %t381_b1 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
-  %t381_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_1, align 32
-  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a021, <8 x float> %t381_b1, <8 x float> %t381_c0_1)
-  store <8 x float> %123, ptr %conv2_weight_grad.t381_c0_1, align 32
-  %t381_a022 = load <8 x float>, ptr %conv2_weight_grad.t381_a0, align 32
-  %t381_b2 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
-  %t381_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_2, align 32
-  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a022, <8 x float> %t381_b2, <8 x float> %t381_c0_2)
-  store <8 x float> %124, ptr %conv2_weight_grad.t381_c0_2, align 32
-  %125 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %121, ptr %conv2_weight_grad.t308_a0, align 32
+  %t308_a0 = load <8 x float>, ptr %conv2_weight_grad.t308_a0, align 32
+  %t308_b0 = load <8 x float>, ptr %conv2_weight_grad.t308_b0, align 32
+  %t308_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t308_c0_0, align 32
+  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a0, <8 x float> %t308_b0, <8 x float> %t308_c0_0)
+  store <8 x float> %122, ptr %conv2_weight_grad.t308_c0_0, align 32
+  %t308_a021 = load <8 x float>, ptr %conv2_weight_grad.t308_a0, align 32
+  %t308_b1 = load <8 x float>, ptr %conv2_weight_grad.t308_b1, align 32
+  %t308_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t308_c0_1, align 32
+  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a021, <8 x float> %t308_b1, <8 x float> %t308_c0_1)
+  store <8 x float> %123, ptr %conv2_weight_grad.t308_c0_1, align 32
+  %t308_a022 = load <8 x float>, ptr %conv2_weight_grad.t308_a0, align 32
+  %t308_b2 = load <8 x float>, ptr %conv2_weight_grad.t308_b2, align 32
+  %t308_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t308_c0_2, align 32
+  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a022, <8 x float> %t308_b2, <8 x float> %t308_c0_2)
+  store <8 x float> %124, ptr %conv2_weight_grad.t308_c0_2, align 32
+  %125 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %126 = add nsw i64 %125, 1
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 6422592, %127
-  %129 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %130 = add nsw i64 %conv2_weight_grad.k38216, %129
+  %129 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %130 = add nsw i64 %conv2_weight_grad.k30916, %129
   %131 = add nsw i64 %128, %130
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %131
   %132 = load float, ptr %arena23, align 4
   %133 = insertelement <8 x float> undef, float %132, i32 0
   %134 = shufflevector <8 x float> %133, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %134, ptr %conv2_weight_grad.t381_a1, align 32
-  %t381_a1 = load <8 x float>, ptr %conv2_weight_grad.t381_a1, align 32
-  %t381_b024 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
-  %t381_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_0, align 32
-  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a1, <8 x float> %t381_b024, <8 x float> %t381_c1_0)
-  store <8 x float> %135, ptr %conv2_weight_grad.t381_c1_0, align 32
-  %t381_a125 = load <8 x float>, ptr %conv2_weight_grad.t381_a1, align 32
-  %t381_b126 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
-  %t381_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_1, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a125, <8 x float> %t381_b126, <8 x float> %t381_c1_1)
-  store <8 x float> %136, ptr %conv2_weight_grad.t381_c1_1, align 32
-  %t381_a127 = load <8 x float>, ptr %conv2_weight_grad.t381_a1, align 32
-  %t381_b228 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
-  %t381_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_2, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a127, <8 x float> %t381_b228, <8 x float> %t381_c1_2)
-  store <8 x float> %137, ptr %conv2_weight_grad.t381_c1_2, align 32
-  %138 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %134, ptr %conv2_weight_grad.t308_a1, align 32
+  %t308_a1 = load <8 x float>, ptr %conv2_weight_grad.t308_a1, align 32
+  %t308_b024 = load <8 x float>, ptr %conv2_weight_grad.t308_b0, align 32
+  %t308_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t308_c1_0, align 32
+  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a1, <8 x float> %t308_b024, <8 x float> %t308_c1_0)
+  store <8 x float> %135, ptr %conv2_weight_grad.t308_c1_0, align 32
+  %t308_a125 = load <8 x float>, ptr %conv2_weight_grad.t308_a1, align 32
+  %t308_b126 = load <8 x float>, ptr %conv2_weight_grad.t308_b1, align 32
+  %t308_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t308_c1_1, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a125, <8 x float> %t308_b126, <8 x float> %t308_c1_1)
+  store <8 x float> %136, ptr %conv2_weight_grad.t308_c1_1, align 32
+  %t308_a127 = load <8 x float>, ptr %conv2_weight_grad.t308_a1, align 32
+  %t308_b228 = load <8 x float>, ptr %conv2_weight_grad.t308_b2, align 32
+  %t308_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t308_c1_2, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a127, <8 x float> %t308_b228, <8 x float> %t308_c1_2)
+  store <8 x float> %137, ptr %conv2_weight_grad.t308_c1_2, align 32
+  %138 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 3136
   %141 = add nsw i64 6422592, %140
-  %142 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %143 = add nsw i64 %conv2_weight_grad.k38216, %142
+  %142 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %143 = add nsw i64 %conv2_weight_grad.k30916, %142
   %144 = add nsw i64 %141, %143
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %144
   %145 = load float, ptr %arena29, align 4
   %146 = insertelement <8 x float> undef, float %145, i32 0
   %147 = shufflevector <8 x float> %146, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %147, ptr %conv2_weight_grad.t381_a2, align 32
-  %t381_a2 = load <8 x float>, ptr %conv2_weight_grad.t381_a2, align 32
-  %t381_b030 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
-  %t381_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_0, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a2, <8 x float> %t381_b030, <8 x float> %t381_c2_0)
-  store <8 x float> %148, ptr %conv2_weight_grad.t381_c2_0, align 32
-  %t381_a231 = load <8 x float>, ptr %conv2_weight_grad.t381_a2, align 32
-  %t381_b132 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
-  %t381_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_1, align 32
-  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a231, <8 x float> %t381_b132, <8 x float> %t381_c2_1)
-  store <8 x float> %149, ptr %conv2_weight_grad.t381_c2_1, align 32
-  %t381_a233 = load <8 x float>, ptr %conv2_weight_grad.t381_a2, align 32
-  %t381_b234 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
-  %t381_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_2, align 32
-  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a233, <8 x float> %t381_b234, <8 x float> %t381_c2_2)
-  store <8 x float> %150, ptr %conv2_weight_grad.t381_c2_2, align 32
-  %151 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %147, ptr %conv2_weight_grad.t308_a2, align 32
+  %t308_a2 = load <8 x float>, ptr %conv2_weight_grad.t308_a2, align 32
+  %t308_b030 = load <8 x float>, ptr %conv2_weight_grad.t308_b0, align 32
+  %t308_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t308_c2_0, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a2, <8 x float> %t308_b030, <8 x float> %t308_c2_0)
+  store <8 x float> %148, ptr %conv2_weight_grad.t308_c2_0, align 32
+  %t308_a231 = load <8 x float>, ptr %conv2_weight_grad.t308_a2, align 32
+  %t308_b132 = load <8 x float>, ptr %conv2_weight_grad.t308_b1, align 32
+  %t308_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t308_c2_1, align 32
+  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a231, <8 x float> %t308_b132, <8 x float> %t308_c2_1)
+  store <8 x float> %149, ptr %conv2_weight_grad.t308_c2_1, align 32
+  %t308_a233 = load <8 x float>, ptr %conv2_weight_grad.t308_a2, align 32
+  %t308_b234 = load <8 x float>, ptr %conv2_weight_grad.t308_b2, align 32
+  %t308_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t308_c2_2, align 32
+  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a233, <8 x float> %t308_b234, <8 x float> %t308_c2_2)
+  store <8 x float> %150, ptr %conv2_weight_grad.t308_c2_2, align 32
+  %151 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %152 = add nsw i64 %151, 3
   %153 = mul nsw i64 %152, 3136
   %154 = add nsw i64 6422592, %153
-  %155 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %156 = add nsw i64 %conv2_weight_grad.k38216, %155
+  %155 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %156 = add nsw i64 %conv2_weight_grad.k30916, %155
   %157 = add nsw i64 %154, %156
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena35, align 4
   %159 = insertelement <8 x float> undef, float %158, i32 0
   %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %160, ptr %conv2_weight_grad.t381_a3, align 32
-  %t381_a3 = load <8 x float>, ptr %conv2_weight_grad.t381_a3, align 32
-  %t381_b036 = load <8 x float>, ptr %conv2_weight_grad.t381_b0, align 32
-  %t381_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_0, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a3, <8 x float> %t381_b036, <8 x float> %t381_c3_0)
-  store <8 x float> %161, ptr %conv2_weight_grad.t381_c3_0, align 32
-  %t381_a337 = load <8 x float>, ptr %conv2_weight_grad.t381_a3, align 32
-  %t381_b138 = load <8 x float>, ptr %conv2_weight_grad.t381_b1, align 32
-  %t381_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_1, align 32
-  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a337, <8 x float> %t381_b138, <8 x float> %t381_c3_1)
-  store <8 x float> %162, ptr %conv2_weight_grad.t381_c3_1, align 32
-  %t381_a339 = load <8 x float>, ptr %conv2_weight_grad.t381_a3, align 32
-  %t381_b240 = load <8 x float>, ptr %conv2_weight_grad.t381_b2, align 32
-  %t381_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_2, align 32
-  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t381_a339, <8 x float> %t381_b240, <8 x float> %t381_c3_2)
-  store <8 x float> %163, ptr %conv2_weight_grad.t381_c3_2, align 32
-  %k382.next = add nsw i64 %conv2_weight_grad.k38216, 1
-  %164 = icmp slt i64 %k382.next, 784
-  br i1 %164, label %conv2_weight_grad.k382, label %conv2_weight_grad.k382.end
+  store <8 x float> %160, ptr %conv2_weight_grad.t308_a3, align 32
+  %t308_a3 = load <8 x float>, ptr %conv2_weight_grad.t308_a3, align 32
+  %t308_b036 = load <8 x float>, ptr %conv2_weight_grad.t308_b0, align 32
+  %t308_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t308_c3_0, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a3, <8 x float> %t308_b036, <8 x float> %t308_c3_0)
+  store <8 x float> %161, ptr %conv2_weight_grad.t308_c3_0, align 32
+  %t308_a337 = load <8 x float>, ptr %conv2_weight_grad.t308_a3, align 32
+  %t308_b138 = load <8 x float>, ptr %conv2_weight_grad.t308_b1, align 32
+  %t308_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t308_c3_1, align 32
+  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a337, <8 x float> %t308_b138, <8 x float> %t308_c3_1)
+  store <8 x float> %162, ptr %conv2_weight_grad.t308_c3_1, align 32
+  %t308_a339 = load <8 x float>, ptr %conv2_weight_grad.t308_a3, align 32
+  %t308_b240 = load <8 x float>, ptr %conv2_weight_grad.t308_b2, align 32
+  %t308_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t308_c3_2, align 32
+  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t308_a339, <8 x float> %t308_b240, <8 x float> %t308_c3_2)
+  store <8 x float> %163, ptr %conv2_weight_grad.t308_c3_2, align 32
+  %k309.next = add nsw i64 %conv2_weight_grad.k30916, 1
+  %164 = icmp slt i64 %k309.next, 784
+  br i1 %164, label %conv2_weight_grad.k309, label %conv2_weight_grad.k309.end
 
-conv2_weight_grad.k382.end:                       ; preds = %conv2_weight_grad.k382
-  %t381_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_0, align 32
-  %165 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+conv2_weight_grad.k309.end:                       ; preds = %conv2_weight_grad.k309
+  %t308_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t308_c0_0, align 32
+  %165 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %166 = mul nsw i64 %165, 64
   %167 = add nsw i64 7526464, %166
-  %168 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %168 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %169 = add nsw i64 %167, %168
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <8 x float> %t381_c0_041, ptr %arena42, align 4
-  %t381_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_1, align 32
-  %170 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c0_041, ptr %arena42, align 4
+  %t308_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t308_c0_1, align 32
+  %170 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 7526464, %171
-  %173 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %173 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %174 = add nsw i64 %172, %173
   %175 = add nsw i64 %174, 8
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t381_c0_143, ptr %arena44, align 4
-  %t381_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t381_c0_2, align 32
-  %176 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c0_143, ptr %arena44, align 4
+  %t308_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t308_c0_2, align 32
+  %176 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %177 = mul nsw i64 %176, 64
   %178 = add nsw i64 7526464, %177
-  %179 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %179 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %180 = add nsw i64 %178, %179
   %181 = add nsw i64 %180, 16
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store <8 x float> %t381_c0_245, ptr %arena46, align 4
-  %t381_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_0, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c0_245, ptr %arena46, align 4
+  %t308_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t308_c1_0, align 32
+  %182 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %183 = add nsw i64 %182, 1
   %184 = mul nsw i64 %183, 64
   %185 = add nsw i64 7526464, %184
-  %186 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %186 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %187 = add nsw i64 %185, %186
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t381_c1_047, ptr %arena48, align 4
-  %t381_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_1, align 32
-  %188 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c1_047, ptr %arena48, align 4
+  %t308_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t308_c1_1, align 32
+  %188 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %189 = add nsw i64 %188, 1
   %190 = mul nsw i64 %189, 64
   %191 = add nsw i64 7526464, %190
-  %192 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %192 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %193 = add nsw i64 %191, %192
   %194 = add nsw i64 %193, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t381_c1_149, ptr %arena50, align 4
-  %t381_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t381_c1_2, align 32
-  %195 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c1_149, ptr %arena50, align 4
+  %t308_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t308_c1_2, align 32
+  %195 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 64
   %198 = add nsw i64 7526464, %197
-  %199 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %199 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %200 = add nsw i64 %198, %199
   %201 = add nsw i64 %200, 16
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t381_c1_251, ptr %arena52, align 4
-  %t381_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_0, align 32
-  %202 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c1_251, ptr %arena52, align 4
+  %t308_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t308_c2_0, align 32
+  %202 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 64
   %205 = add nsw i64 7526464, %204
-  %206 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %206 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %207 = add nsw i64 %205, %206
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %207
-  store <8 x float> %t381_c2_053, ptr %arena54, align 4
-  %t381_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_1, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c2_053, ptr %arena54, align 4
+  %t308_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t308_c2_1, align 32
+  %208 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %209 = add nsw i64 %208, 2
   %210 = mul nsw i64 %209, 64
   %211 = add nsw i64 7526464, %210
-  %212 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %212 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %213 = add nsw i64 %211, %212
   %214 = add nsw i64 %213, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t381_c2_155, ptr %arena56, align 4
-  %t381_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t381_c2_2, align 32
-  %215 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c2_155, ptr %arena56, align 4
+  %t308_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t308_c2_2, align 32
+  %215 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %216 = add nsw i64 %215, 2
   %217 = mul nsw i64 %216, 64
   %218 = add nsw i64 7526464, %217
-  %219 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %219 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 16
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t381_c2_257, ptr %arena58, align 4
-  %t381_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_0, align 32
-  %222 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c2_257, ptr %arena58, align 4
+  %t308_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t308_c3_0, align 32
+  %222 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %223 = add nsw i64 %222, 3
   %224 = mul nsw i64 %223, 64
   %225 = add nsw i64 7526464, %224
-  %226 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %226 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %227 = add nsw i64 %225, %226
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t381_c3_059, ptr %arena60, align 4
-  %t381_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_1, align 32
-  %228 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c3_059, ptr %arena60, align 4
+  %t308_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t308_c3_1, align 32
+  %228 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %229 = add nsw i64 %228, 3
   %230 = mul nsw i64 %229, 64
   %231 = add nsw i64 7526464, %230
-  %232 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %232 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t381_c3_161, ptr %arena62, align 4
-  %t381_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t381_c3_2, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.mb3803, 4
+  store <8 x float> %t308_c3_161, ptr %arena62, align 4
+  %t308_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t308_c3_2, align 32
+  %235 = mul nsw i64 %conv2_weight_grad.mb3073, 4
   %236 = add nsw i64 %235, 3
   %237 = mul nsw i64 %236, 64
   %238 = add nsw i64 7526464, %237
-  %239 = mul nsw i64 %conv2_weight_grad.nb3792, 24
+  %239 = mul nsw i64 %conv2_weight_grad.nb3062, 24
   %240 = add nsw i64 %238, %239
   %241 = add nsw i64 %240, 16
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  store <8 x float> %t381_c3_263, ptr %arena64, align 4
-  %mb380.next = add nsw i64 %conv2_weight_grad.mb3803, 1
-  %242 = icmp slt i64 %mb380.next, 72
-  br i1 %242, label %conv2_weight_grad.mb380, label %conv2_weight_grad.mb380.end
+  store <8 x float> %t308_c3_263, ptr %arena64, align 4
+  %mb307.next = add nsw i64 %conv2_weight_grad.mb3073, 1
+  %242 = icmp slt i64 %mb307.next, 72
+  br i1 %242, label %conv2_weight_grad.mb307, label %conv2_weight_grad.mb307.end
 
-conv2_weight_grad.mb383:                          ; preds = %conv2_weight_grad.k385.end, %conv2_weight_grad.nb379.end
-  %conv2_weight_grad.mb38365 = phi i64 [ 0, %conv2_weight_grad.nb379.end ], [ %mb383.next, %conv2_weight_grad.k385.end ]
-  %243 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+conv2_weight_grad.mb310:                          ; preds = %conv2_weight_grad.k312.end, %conv2_weight_grad.nb306.end
+  %conv2_weight_grad.mb31065 = phi i64 [ 0, %conv2_weight_grad.nb306.end ], [ %mb310.next, %conv2_weight_grad.k312.end ]
+  %243 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %244 = mul nsw i64 %243, 64
   %245 = add nsw i64 7526464, %244
   %246 = add nsw i64 %245, 48
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %246
   %247 = load <8 x float>, ptr %arena66, align 4
-  store <8 x float> %247, ptr %conv2_weight_grad.t384_c0_0, align 32
-  %248 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %247, ptr %conv2_weight_grad.t311_c0_0, align 32
+  %248 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 7526464, %249
   %251 = add nsw i64 %250, 48
   %252 = add nsw i64 %251, 8
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
   %253 = load <8 x float>, ptr %arena67, align 4
-  store <8 x float> %253, ptr %conv2_weight_grad.t384_c0_1, align 32
-  %254 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %253, ptr %conv2_weight_grad.t311_c0_1, align 32
+  %254 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %255 = add nsw i64 %254, 1
   %256 = mul nsw i64 %255, 64
   %257 = add nsw i64 7526464, %256
   %258 = add nsw i64 %257, 48
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %258
   %259 = load <8 x float>, ptr %arena68, align 4
-  store <8 x float> %259, ptr %conv2_weight_grad.t384_c1_0, align 32
-  %260 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %259, ptr %conv2_weight_grad.t311_c1_0, align 32
+  %260 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %261 = add nsw i64 %260, 1
   %262 = mul nsw i64 %261, 64
   %263 = add nsw i64 7526464, %262
@@ -7798,16 +7209,16 @@ conv2_weight_grad.mb383:                          ; preds = %conv2_weight_grad.k
   %265 = add nsw i64 %264, 8
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %265
   %266 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %266, ptr %conv2_weight_grad.t384_c1_1, align 32
-  %267 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %266, ptr %conv2_weight_grad.t311_c1_1, align 32
+  %267 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %268 = add nsw i64 %267, 2
   %269 = mul nsw i64 %268, 64
   %270 = add nsw i64 7526464, %269
   %271 = add nsw i64 %270, 48
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %271
   %272 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %272, ptr %conv2_weight_grad.t384_c2_0, align 32
-  %273 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %272, ptr %conv2_weight_grad.t311_c2_0, align 32
+  %273 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %274 = add nsw i64 %273, 2
   %275 = mul nsw i64 %274, 64
   %276 = add nsw i64 7526464, %275
@@ -7815,16 +7226,16 @@ conv2_weight_grad.mb383:                          ; preds = %conv2_weight_grad.k
   %278 = add nsw i64 %277, 8
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %278
   %279 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %279, ptr %conv2_weight_grad.t384_c2_1, align 32
-  %280 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %279, ptr %conv2_weight_grad.t311_c2_1, align 32
+  %280 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %281 = add nsw i64 %280, 3
   %282 = mul nsw i64 %281, 64
   %283 = add nsw i64 7526464, %282
   %284 = add nsw i64 %283, 48
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %284
   %285 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %285, ptr %conv2_weight_grad.t384_c3_0, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %285, ptr %conv2_weight_grad.t311_c3_0, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %287 = add nsw i64 %286, 3
   %288 = mul nsw i64 %287, 64
   %289 = add nsw i64 7526464, %288
@@ -7832,3820 +7243,3557 @@ conv2_weight_grad.mb383:                          ; preds = %conv2_weight_grad.k
   %291 = add nsw i64 %290, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %291
   %292 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %292, ptr %conv2_weight_grad.t384_c3_1, align 32
-  br label %conv2_weight_grad.k385
+  store <8 x float> %292, ptr %conv2_weight_grad.t311_c3_1, align 32
+  br label %conv2_weight_grad.k312
 
-conv2_weight_grad.mb383.end:                      ; preds = %conv2_weight_grad.k385.end
-  %kp378.next = add nsw i64 %conv2_weight_grad.kp3781, 1
-  %293 = icmp slt i64 %kp378.next, 4
-  br i1 %293, label %conv2_weight_grad.kp378, label %conv2_weight_grad.kp378.end
+conv2_weight_grad.mb310.end:                      ; preds = %conv2_weight_grad.k312.end
+  %kp305.next = add nsw i64 %conv2_weight_grad.kp3051, 1
+  %293 = icmp slt i64 %kp305.next, 4
+  br i1 %293, label %conv2_weight_grad.kp305, label %conv2_weight_grad.kp305.end
 
-conv2_weight_grad.k385:                           ; preds = %conv2_weight_grad.k385, %conv2_weight_grad.mb383
-  %conv2_weight_grad.k38574 = phi i64 [ 0, %conv2_weight_grad.mb383 ], [ %k385.next, %conv2_weight_grad.k385 ]
-  %294 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %295 = add nsw i64 %conv2_weight_grad.k38574, %294
+conv2_weight_grad.k312:                           ; preds = %conv2_weight_grad.k312, %conv2_weight_grad.mb310
+  %conv2_weight_grad.k31274 = phi i64 [ 0, %conv2_weight_grad.mb310 ], [ %k312.next, %conv2_weight_grad.k312 ]
+  %294 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %295 = add nsw i64 %conv2_weight_grad.k31274, %294
   %296 = mul nsw i64 %295, 64
   %297 = add nsw i64 7325760, %296
   %298 = add nsw i64 %297, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %298
   %299 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %299, ptr %conv2_weight_grad.t384_b0, align 32
-  %300 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %301 = add nsw i64 %conv2_weight_grad.k38574, %300
+  store <8 x float> %299, ptr %conv2_weight_grad.t311_b0, align 32
+  %300 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %301 = add nsw i64 %conv2_weight_grad.k31274, %300
   %302 = mul nsw i64 %301, 64
   %303 = add nsw i64 7325760, %302
   %304 = add nsw i64 %303, 48
   %305 = add nsw i64 %304, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %306, ptr %conv2_weight_grad.t384_b1, align 32
-  %307 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %306, ptr %conv2_weight_grad.t311_b1, align 32
+  %307 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %308 = mul nsw i64 %307, 3136
   %309 = add nsw i64 6422592, %308
-  %310 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %311 = add nsw i64 %conv2_weight_grad.k38574, %310
+  %310 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %311 = add nsw i64 %conv2_weight_grad.k31274, %310
   %312 = add nsw i64 %309, %311
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %312
   %313 = load float, ptr %arena77, align 4
   %314 = insertelement <8 x float> undef, float %313, i32 0
   %315 = shufflevector <8 x float> %314, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %315, ptr %conv2_weight_grad.t384_a0, align 32
-  %t384_a0 = load <8 x float>, ptr %conv2_weight_grad.t384_a0, align 32
-  %t384_b0 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
-  %t384_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_0, align 32
-  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a0, <8 x float> %t384_b0, <8 x float> %t384_c0_0)
-  store <8 x float> %316, ptr %conv2_weight_grad.t384_c0_0, align 32
-  %t384_a078 = load <8 x float>, ptr %conv2_weight_grad.t384_a0, align 32
-  %t384_b1 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
-  %t384_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_1, align 32
-  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a078, <8 x float> %t384_b1, <8 x float> %t384_c0_1)
-  store <8 x float> %317, ptr %conv2_weight_grad.t384_c0_1, align 32
-  %318 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %315, ptr %conv2_weight_grad.t311_a0, align 32
+  %t311_a0 = load <8 x float>, ptr %conv2_weight_grad.t311_a0, align 32
+  %t311_b0 = load <8 x float>, ptr %conv2_weight_grad.t311_b0, align 32
+  %t311_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t311_c0_0, align 32
+  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a0, <8 x float> %t311_b0, <8 x float> %t311_c0_0)
+  store <8 x float> %316, ptr %conv2_weight_grad.t311_c0_0, align 32
+  %t311_a078 = load <8 x float>, ptr %conv2_weight_grad.t311_a0, align 32
+  %t311_b1 = load <8 x float>, ptr %conv2_weight_grad.t311_b1, align 32
+  %t311_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t311_c0_1, align 32
+  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a078, <8 x float> %t311_b1, <8 x float> %t311_c0_1)
+  store <8 x float> %317, ptr %conv2_weight_grad.t311_c0_1, align 32
+  %318 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %319 = add nsw i64 %318, 1
   %320 = mul nsw i64 %319, 3136
   %321 = add nsw i64 6422592, %320
-  %322 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %323 = add nsw i64 %conv2_weight_grad.k38574, %322
+  %322 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %323 = add nsw i64 %conv2_weight_grad.k31274, %322
   %324 = add nsw i64 %321, %323
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %324
   %325 = load float, ptr %arena79, align 4
   %326 = insertelement <8 x float> undef, float %325, i32 0
   %327 = shufflevector <8 x float> %326, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %327, ptr %conv2_weight_grad.t384_a1, align 32
-  %t384_a1 = load <8 x float>, ptr %conv2_weight_grad.t384_a1, align 32
-  %t384_b080 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
-  %t384_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_0, align 32
-  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a1, <8 x float> %t384_b080, <8 x float> %t384_c1_0)
-  store <8 x float> %328, ptr %conv2_weight_grad.t384_c1_0, align 32
-  %t384_a181 = load <8 x float>, ptr %conv2_weight_grad.t384_a1, align 32
-  %t384_b182 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
-  %t384_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_1, align 32
-  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a181, <8 x float> %t384_b182, <8 x float> %t384_c1_1)
-  store <8 x float> %329, ptr %conv2_weight_grad.t384_c1_1, align 32
-  %330 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %327, ptr %conv2_weight_grad.t311_a1, align 32
+  %t311_a1 = load <8 x float>, ptr %conv2_weight_grad.t311_a1, align 32
+  %t311_b080 = load <8 x float>, ptr %conv2_weight_grad.t311_b0, align 32
+  %t311_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t311_c1_0, align 32
+  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a1, <8 x float> %t311_b080, <8 x float> %t311_c1_0)
+  store <8 x float> %328, ptr %conv2_weight_grad.t311_c1_0, align 32
+  %t311_a181 = load <8 x float>, ptr %conv2_weight_grad.t311_a1, align 32
+  %t311_b182 = load <8 x float>, ptr %conv2_weight_grad.t311_b1, align 32
+  %t311_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t311_c1_1, align 32
+  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a181, <8 x float> %t311_b182, <8 x float> %t311_c1_1)
+  store <8 x float> %329, ptr %conv2_weight_grad.t311_c1_1, align 32
+  %330 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %331 = add nsw i64 %330, 2
   %332 = mul nsw i64 %331, 3136
   %333 = add nsw i64 6422592, %332
-  %334 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %335 = add nsw i64 %conv2_weight_grad.k38574, %334
+  %334 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %335 = add nsw i64 %conv2_weight_grad.k31274, %334
   %336 = add nsw i64 %333, %335
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %336
   %337 = load float, ptr %arena83, align 4
   %338 = insertelement <8 x float> undef, float %337, i32 0
   %339 = shufflevector <8 x float> %338, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %339, ptr %conv2_weight_grad.t384_a2, align 32
-  %t384_a2 = load <8 x float>, ptr %conv2_weight_grad.t384_a2, align 32
-  %t384_b084 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
-  %t384_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_0, align 32
-  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a2, <8 x float> %t384_b084, <8 x float> %t384_c2_0)
-  store <8 x float> %340, ptr %conv2_weight_grad.t384_c2_0, align 32
-  %t384_a285 = load <8 x float>, ptr %conv2_weight_grad.t384_a2, align 32
-  %t384_b186 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
-  %t384_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_1, align 32
-  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a285, <8 x float> %t384_b186, <8 x float> %t384_c2_1)
-  store <8 x float> %341, ptr %conv2_weight_grad.t384_c2_1, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %339, ptr %conv2_weight_grad.t311_a2, align 32
+  %t311_a2 = load <8 x float>, ptr %conv2_weight_grad.t311_a2, align 32
+  %t311_b084 = load <8 x float>, ptr %conv2_weight_grad.t311_b0, align 32
+  %t311_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t311_c2_0, align 32
+  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a2, <8 x float> %t311_b084, <8 x float> %t311_c2_0)
+  store <8 x float> %340, ptr %conv2_weight_grad.t311_c2_0, align 32
+  %t311_a285 = load <8 x float>, ptr %conv2_weight_grad.t311_a2, align 32
+  %t311_b186 = load <8 x float>, ptr %conv2_weight_grad.t311_b1, align 32
+  %t311_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t311_c2_1, align 32
+  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a285, <8 x float> %t311_b186, <8 x float> %t311_c2_1)
+  store <8 x float> %341, ptr %conv2_weight_grad.t311_c2_1, align 32
+  %342 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %343 = add nsw i64 %342, 3
   %344 = mul nsw i64 %343, 3136
   %345 = add nsw i64 6422592, %344
-  %346 = mul nsw i64 %conv2_weight_grad.kp3781, 784
-  %347 = add nsw i64 %conv2_weight_grad.k38574, %346
+  %346 = mul nsw i64 %conv2_weight_grad.kp3051, 784
+  %347 = add nsw i64 %conv2_weight_grad.k31274, %346
   %348 = add nsw i64 %345, %347
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %348
   %349 = load float, ptr %arena87, align 4
   %350 = insertelement <8 x float> undef, float %349, i32 0
   %351 = shufflevector <8 x float> %350, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %351, ptr %conv2_weight_grad.t384_a3, align 32
-  %t384_a3 = load <8 x float>, ptr %conv2_weight_grad.t384_a3, align 32
-  %t384_b088 = load <8 x float>, ptr %conv2_weight_grad.t384_b0, align 32
-  %t384_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_0, align 32
-  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a3, <8 x float> %t384_b088, <8 x float> %t384_c3_0)
-  store <8 x float> %352, ptr %conv2_weight_grad.t384_c3_0, align 32
-  %t384_a389 = load <8 x float>, ptr %conv2_weight_grad.t384_a3, align 32
-  %t384_b190 = load <8 x float>, ptr %conv2_weight_grad.t384_b1, align 32
-  %t384_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_1, align 32
-  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t384_a389, <8 x float> %t384_b190, <8 x float> %t384_c3_1)
-  store <8 x float> %353, ptr %conv2_weight_grad.t384_c3_1, align 32
-  %k385.next = add nsw i64 %conv2_weight_grad.k38574, 1
-  %354 = icmp slt i64 %k385.next, 784
-  br i1 %354, label %conv2_weight_grad.k385, label %conv2_weight_grad.k385.end
+  store <8 x float> %351, ptr %conv2_weight_grad.t311_a3, align 32
+  %t311_a3 = load <8 x float>, ptr %conv2_weight_grad.t311_a3, align 32
+  %t311_b088 = load <8 x float>, ptr %conv2_weight_grad.t311_b0, align 32
+  %t311_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t311_c3_0, align 32
+  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a3, <8 x float> %t311_b088, <8 x float> %t311_c3_0)
+  store <8 x float> %352, ptr %conv2_weight_grad.t311_c3_0, align 32
+  %t311_a389 = load <8 x float>, ptr %conv2_weight_grad.t311_a3, align 32
+  %t311_b190 = load <8 x float>, ptr %conv2_weight_grad.t311_b1, align 32
+  %t311_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t311_c3_1, align 32
+  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t311_a389, <8 x float> %t311_b190, <8 x float> %t311_c3_1)
+  store <8 x float> %353, ptr %conv2_weight_grad.t311_c3_1, align 32
+  %k312.next = add nsw i64 %conv2_weight_grad.k31274, 1
+  %354 = icmp slt i64 %k312.next, 784
+  br i1 %354, label %conv2_weight_grad.k312, label %conv2_weight_grad.k312.end
 
-conv2_weight_grad.k385.end:                       ; preds = %conv2_weight_grad.k385
-  %t384_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_0, align 32
-  %355 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+conv2_weight_grad.k312.end:                       ; preds = %conv2_weight_grad.k312
+  %t311_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t311_c0_0, align 32
+  %355 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %356 = mul nsw i64 %355, 64
   %357 = add nsw i64 7526464, %356
   %358 = add nsw i64 %357, 48
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %358
-  store <8 x float> %t384_c0_091, ptr %arena92, align 4
-  %t384_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t384_c0_1, align 32
-  %359 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c0_091, ptr %arena92, align 4
+  %t311_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t311_c0_1, align 32
+  %359 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %360 = mul nsw i64 %359, 64
   %361 = add nsw i64 7526464, %360
   %362 = add nsw i64 %361, 48
   %363 = add nsw i64 %362, 8
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t384_c0_193, ptr %arena94, align 4
-  %t384_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_0, align 32
-  %364 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c0_193, ptr %arena94, align 4
+  %t311_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t311_c1_0, align 32
+  %364 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %365 = add nsw i64 %364, 1
   %366 = mul nsw i64 %365, 64
   %367 = add nsw i64 7526464, %366
   %368 = add nsw i64 %367, 48
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t384_c1_095, ptr %arena96, align 4
-  %t384_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t384_c1_1, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c1_095, ptr %arena96, align 4
+  %t311_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t311_c1_1, align 32
+  %369 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 7526464, %371
   %373 = add nsw i64 %372, 48
   %374 = add nsw i64 %373, 8
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %374
-  store <8 x float> %t384_c1_197, ptr %arena98, align 4
-  %t384_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_0, align 32
-  %375 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c1_197, ptr %arena98, align 4
+  %t311_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t311_c2_0, align 32
+  %375 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %376 = add nsw i64 %375, 2
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 7526464, %377
   %379 = add nsw i64 %378, 48
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t384_c2_099, ptr %arena100, align 4
-  %t384_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t384_c2_1, align 32
-  %380 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c2_099, ptr %arena100, align 4
+  %t311_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t311_c2_1, align 32
+  %380 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 7526464, %382
   %384 = add nsw i64 %383, 48
   %385 = add nsw i64 %384, 8
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %385
-  store <8 x float> %t384_c2_1101, ptr %arena102, align 4
-  %t384_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_0, align 32
-  %386 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c2_1101, ptr %arena102, align 4
+  %t311_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t311_c3_0, align 32
+  %386 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %387 = add nsw i64 %386, 3
   %388 = mul nsw i64 %387, 64
   %389 = add nsw i64 7526464, %388
   %390 = add nsw i64 %389, 48
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t384_c3_0103, ptr %arena104, align 4
-  %t384_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t384_c3_1, align 32
-  %391 = mul nsw i64 %conv2_weight_grad.mb38365, 4
+  store <8 x float> %t311_c3_0103, ptr %arena104, align 4
+  %t311_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t311_c3_1, align 32
+  %391 = mul nsw i64 %conv2_weight_grad.mb31065, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 7526464, %393
   %395 = add nsw i64 %394, 48
   %396 = add nsw i64 %395, 8
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %396
-  store <8 x float> %t384_c3_1105, ptr %arena106, align 4
-  %mb383.next = add nsw i64 %conv2_weight_grad.mb38365, 1
-  %397 = icmp slt i64 %mb383.next, 72
-  br i1 %397, label %conv2_weight_grad.mb383, label %conv2_weight_grad.mb383.end
+  store <8 x float> %t311_c3_1105, ptr %arena106, align 4
+  %mb310.next = add nsw i64 %conv2_weight_grad.mb31065, 1
+  %397 = icmp slt i64 %mb310.next, 72
+  br i1 %397, label %conv2_weight_grad.mb310, label %conv2_weight_grad.mb310.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k31.pool1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1_grad.sum469 = alloca float, align 4
-  %pool1_grad.sum468 = alloca float, align 4
-  %pool1_grad.sum467 = alloca float, align 4
-  %pool1_grad.sum466 = alloca float, align 4
-  %pool1_grad.sum463 = alloca float, align 4
-  %pool1_grad.sum462 = alloca float, align 4
-  %pool1_grad.sum461 = alloca float, align 4
-  %pool1_grad.sum460 = alloca float, align 4
-  %pool1_grad.sum459 = alloca float, align 4
-  %pool1_grad.sum458 = alloca float, align 4
-  %pool1_grad.sum455 = alloca float, align 4
-  %pool1_grad.sum454 = alloca float, align 4
-  %pool1_grad.sum453 = alloca float, align 4
-  %pool1_grad.sum452 = alloca float, align 4
-  %pool1_grad.sum449 = alloca float, align 4
-  %pool1_grad.sum448 = alloca float, align 4
-  %pool1_grad.sum447 = alloca float, align 4
-  %pool1_grad.sum446 = alloca float, align 4
-  %pool1_grad.sum445 = alloca float, align 4
-  %pool1_grad.sum444 = alloca float, align 4
-  %pool1_grad.sum441 = alloca float, align 4
-  %pool1_grad.sum440 = alloca float, align 4
-  %pool1_grad.sum439 = alloca float, align 4
-  %pool1_grad.sum438 = alloca float, align 4
-  %pool1_grad.sum437 = alloca float, align 4
-  %pool1_grad.sum436 = alloca float, align 4
-  %pool1_grad.sum435 = alloca float, align 4
-  %pool1_grad.sum434 = alloca float, align 4
-  %pool1_grad.sum433 = alloca float, align 4
-  %pool1_grad.sum430 = alloca float, align 4
-  %pool1_grad.sum429 = alloca float, align 4
-  %pool1_grad.sum428 = alloca float, align 4
-  %pool1_grad.sum427 = alloca float, align 4
-  %pool1_grad.sum426 = alloca float, align 4
-  %pool1_grad.sum425 = alloca float, align 4
-  %pool1_grad.sum422 = alloca float, align 4
-  %pool1_grad.sum421 = alloca float, align 4
-  %pool1_grad.sum420 = alloca float, align 4
-  %pool1_grad.sum419 = alloca float, align 4
-  %pool1_grad.sum416 = alloca float, align 4
-  %pool1_grad.sum415 = alloca float, align 4
-  %pool1_grad.sum414 = alloca float, align 4
-  %pool1_grad.sum413 = alloca float, align 4
-  %pool1_grad.sum412 = alloca float, align 4
-  %pool1_grad.sum411 = alloca float, align 4
-  %pool1_grad.sum408 = alloca float, align 4
-  %pool1_grad.sum407 = alloca float, align 4
-  %pool1_grad.sum406 = alloca float, align 4
-  %pool1_grad.sum405 = alloca float, align 4
-  br label %pool1_grad.g389
+  %pool1_grad.sum396 = alloca float, align 4
+  %pool1_grad.sum395 = alloca float, align 4
+  %pool1_grad.sum394 = alloca float, align 4
+  %pool1_grad.sum393 = alloca float, align 4
+  %pool1_grad.sum390 = alloca float, align 4
+  %pool1_grad.sum389 = alloca float, align 4
+  %pool1_grad.sum388 = alloca float, align 4
+  %pool1_grad.sum387 = alloca float, align 4
+  %pool1_grad.sum386 = alloca float, align 4
+  %pool1_grad.sum385 = alloca float, align 4
+  %pool1_grad.sum382 = alloca float, align 4
+  %pool1_grad.sum381 = alloca float, align 4
+  %pool1_grad.sum380 = alloca float, align 4
+  %pool1_grad.sum379 = alloca float, align 4
+  %pool1_grad.sum376 = alloca float, align 4
+  %pool1_grad.sum375 = alloca float, align 4
+  %pool1_grad.sum374 = alloca float, align 4
+  %pool1_grad.sum373 = alloca float, align 4
+  %pool1_grad.sum372 = alloca float, align 4
+  %pool1_grad.sum371 = alloca float, align 4
+  %pool1_grad.sum368 = alloca float, align 4
+  %pool1_grad.sum367 = alloca float, align 4
+  %pool1_grad.sum366 = alloca float, align 4
+  %pool1_grad.sum365 = alloca float, align 4
+  %pool1_grad.sum364 = alloca float, align 4
+  %pool1_grad.sum363 = alloca float, align 4
+  %pool1_grad.sum362 = alloca float, align 4
+  %pool1_grad.sum361 = alloca float, align 4
+  %pool1_grad.sum360 = alloca float, align 4
+  %pool1_grad.sum357 = alloca float, align 4
+  %pool1_grad.sum356 = alloca float, align 4
+  %pool1_grad.sum355 = alloca float, align 4
+  %pool1_grad.sum354 = alloca float, align 4
+  %pool1_grad.sum353 = alloca float, align 4
+  %pool1_grad.sum352 = alloca float, align 4
+  %pool1_grad.sum349 = alloca float, align 4
+  %pool1_grad.sum348 = alloca float, align 4
+  %pool1_grad.sum347 = alloca float, align 4
+  %pool1_grad.sum346 = alloca float, align 4
+  %pool1_grad.sum343 = alloca float, align 4
+  %pool1_grad.sum342 = alloca float, align 4
+  %pool1_grad.sum341 = alloca float, align 4
+  %pool1_grad.sum340 = alloca float, align 4
+  %pool1_grad.sum339 = alloca float, align 4
+  %pool1_grad.sum338 = alloca float, align 4
+  %pool1_grad.sum335 = alloca float, align 4
+  %pool1_grad.sum334 = alloca float, align 4
+  %pool1_grad.sum333 = alloca float, align 4
+  %pool1_grad.sum332 = alloca float, align 4
+  br label %pool1_grad.g316
 
-pool1_grad.g389:                                  ; preds = %pool1_grad.j401.end, %entry
-  %pool1_grad.g3891 = phi i64 [ 0, %entry ], [ %g389.next, %pool1_grad.j401.end ]
-  br label %pool1_grad.j390
+pool1_grad.g316:                                  ; preds = %pool1_grad.j328.end, %entry
+  %pool1_grad.g3161 = phi i64 [ 0, %entry ], [ %g316.next, %pool1_grad.j328.end ]
+  br label %pool1_grad.j317
 
-pool1_grad.g389.end:                              ; preds = %pool1_grad.j401.end
+pool1_grad.g316.end:                              ; preds = %pool1_grad.j328.end
   ret void
 
-pool1_grad.j390:                                  ; preds = %pool1_grad.f391.end, %pool1_grad.g389
-  %pool1_grad.j3902 = phi i64 [ 0, %pool1_grad.g389 ], [ %j390.next, %pool1_grad.f391.end ]
-  br label %pool1_grad.f391
+pool1_grad.j317:                                  ; preds = %pool1_grad.f318.end, %pool1_grad.g316
+  %pool1_grad.j3172 = phi i64 [ 0, %pool1_grad.g316 ], [ %j317.next, %pool1_grad.f318.end ]
+  br label %pool1_grad.f318
 
-pool1_grad.j390.end:                              ; preds = %pool1_grad.f391.end
-  call void @bncnn_train_b64.k31.pool1_grad.gemm400(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %pool1_grad.j401
+pool1_grad.j317.end:                              ; preds = %pool1_grad.f318.end
+  call void @bncnn_train_b64.k31.pool1_grad.gemm327(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %pool1_grad.j328
 
-pool1_grad.f391:                                  ; preds = %pool1_grad.i392.end, %pool1_grad.j390
-  %pool1_grad.f3913 = phi i64 [ 0, %pool1_grad.j390 ], [ %f391.next, %pool1_grad.i392.end ]
-  br label %pool1_grad.i392
+pool1_grad.f318:                                  ; preds = %pool1_grad.i319.end, %pool1_grad.j317
+  %pool1_grad.f3183 = phi i64 [ 0, %pool1_grad.j317 ], [ %f318.next, %pool1_grad.i319.end ]
+  br label %pool1_grad.i319
 
-pool1_grad.f391.end:                              ; preds = %pool1_grad.i392.end
-  %j390.next = add nsw i64 %pool1_grad.j3902, 1
-  %0 = icmp slt i64 %j390.next, 16
-  br i1 %0, label %pool1_grad.j390, label %pool1_grad.j390.end
+pool1_grad.f318.end:                              ; preds = %pool1_grad.i319.end
+  %j317.next = add nsw i64 %pool1_grad.j3172, 1
+  %0 = icmp slt i64 %j317.next, 16
+  br i1 %0, label %pool1_grad.j317, label %pool1_grad.j317.end
 
-pool1_grad.i392:                                  ; preds = %pool1_grad.i392, %pool1_grad.f391
-  %pool1_grad.i3924 = phi i64 [ 0, %pool1_grad.f391 ], [ %i392.next, %pool1_grad.i392 ]
-  %1 = mul nsw i64 %pool1_grad.g3891, 16
-  %2 = add nsw i64 %1, %pool1_grad.j3902
+pool1_grad.i319:                                  ; preds = %pool1_grad.i319, %pool1_grad.f318
+  %pool1_grad.i3194 = phi i64 [ 0, %pool1_grad.f318 ], [ %i319.next, %pool1_grad.i319 ]
+  %1 = mul nsw i64 %pool1_grad.g3161, 16
+  %2 = add nsw i64 %1, %pool1_grad.j3172
   %3 = mul nsw i64 %2, 12544
   %4 = add nsw i64 5619776, %3
-  %5 = mul nsw i64 %pool1_grad.f3913, 196
+  %5 = mul nsw i64 %pool1_grad.f3183, 196
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %6, %pool1_grad.i3924
+  %7 = add nsw i64 %6, %pool1_grad.i3194
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
   %8 = load float, ptr %arena5, align 4
-  %9 = mul nsw i64 %pool1_grad.f3913, 3136
+  %9 = mul nsw i64 %pool1_grad.f3183, 3136
   %10 = add nsw i64 7325760, %9
-  %11 = mul nsw i64 %pool1_grad.j3902, 196
+  %11 = mul nsw i64 %pool1_grad.j3172, 196
   %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, %pool1_grad.i3924
+  %13 = add nsw i64 %12, %pool1_grad.i3194
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   store float %8, ptr %arena6, align 4
-  %i392.next = add nsw i64 %pool1_grad.i3924, 1
-  %14 = icmp slt i64 %i392.next, 196
-  br i1 %14, label %pool1_grad.i392, label %pool1_grad.i392.end
+  %i319.next = add nsw i64 %pool1_grad.i3194, 1
+  %14 = icmp slt i64 %i319.next, 196
+  br i1 %14, label %pool1_grad.i319, label %pool1_grad.i319.end
 
-pool1_grad.i392.end:                              ; preds = %pool1_grad.i392
-  %f391.next = add nsw i64 %pool1_grad.f3913, 1
-  %15 = icmp slt i64 %f391.next, 64
-  br i1 %15, label %pool1_grad.f391, label %pool1_grad.f391.end
+pool1_grad.i319.end:                              ; preds = %pool1_grad.i319
+  %f318.next = add nsw i64 %pool1_grad.f3183, 1
+  %15 = icmp slt i64 %f318.next, 64
+  br i1 %15, label %pool1_grad.f318, label %pool1_grad.f318.end
 
-pool1_grad.j401:                                  ; preds = %pool1_grad.c402.end, %pool1_grad.j390.end
-  %pool1_grad.j4017 = phi i64 [ 0, %pool1_grad.j390.end ], [ %j401.next, %pool1_grad.c402.end ]
-  br label %pool1_grad.c402
+pool1_grad.j328:                                  ; preds = %pool1_grad.c329.end, %pool1_grad.j317.end
+  %pool1_grad.j3287 = phi i64 [ 0, %pool1_grad.j317.end ], [ %j328.next, %pool1_grad.c329.end ]
+  br label %pool1_grad.c329
 
-pool1_grad.j401.end:                              ; preds = %pool1_grad.c402.end
-  %g389.next = add nsw i64 %pool1_grad.g3891, 1
-  %16 = icmp slt i64 %g389.next, 4
-  br i1 %16, label %pool1_grad.g389, label %pool1_grad.g389.end
+pool1_grad.j328.end:                              ; preds = %pool1_grad.c329.end
+  %g316.next = add nsw i64 %pool1_grad.g3161, 1
+  %16 = icmp slt i64 %g316.next, 4
+  br i1 %16, label %pool1_grad.g316, label %pool1_grad.g316.end
 
-pool1_grad.c402:                                  ; preds = %pool1_grad.iy464.end, %pool1_grad.j401
-  %pool1_grad.c4028 = phi i64 [ 0, %pool1_grad.j401 ], [ %c402.next, %pool1_grad.iy464.end ]
-  br label %pool1_grad.iy403
+pool1_grad.c329:                                  ; preds = %pool1_grad.iy391.end, %pool1_grad.j328
+  %pool1_grad.c3298 = phi i64 [ 0, %pool1_grad.j328 ], [ %c329.next, %pool1_grad.iy391.end ]
+  br label %pool1_grad.iy330
 
-pool1_grad.c402.end:                              ; preds = %pool1_grad.iy464.end
-  %j401.next = add nsw i64 %pool1_grad.j4017, 1
-  %17 = icmp slt i64 %j401.next, 16
-  br i1 %17, label %pool1_grad.j401, label %pool1_grad.j401.end
+pool1_grad.c329.end:                              ; preds = %pool1_grad.iy391.end
+  %j328.next = add nsw i64 %pool1_grad.j3287, 1
+  %17 = icmp slt i64 %j328.next, 16
+  br i1 %17, label %pool1_grad.j328, label %pool1_grad.j328.end
 
-pool1_grad.iy403:                                 ; preds = %pool1_grad.ix404.end, %pool1_grad.c402
-  %pool1_grad.iy4039 = phi i64 [ 0, %pool1_grad.c402 ], [ %iy403.next, %pool1_grad.ix404.end ]
-  br label %pool1_grad.ix404
+pool1_grad.iy330:                                 ; preds = %pool1_grad.ix331.end, %pool1_grad.c329
+  %pool1_grad.iy3309 = phi i64 [ 0, %pool1_grad.c329 ], [ %iy330.next, %pool1_grad.ix331.end ]
+  br label %pool1_grad.ix331
 
-pool1_grad.iy403.end:                             ; preds = %pool1_grad.ix404.end
-  br label %pool1_grad.iy409
+pool1_grad.iy330.end:                             ; preds = %pool1_grad.ix331.end
+  br label %pool1_grad.iy336
 
-pool1_grad.ix404:                                 ; preds = %pool1_grad.ix404, %pool1_grad.iy403
-  %pool1_grad.ix40410 = phi i64 [ 0, %pool1_grad.iy403 ], [ %ix404.next, %pool1_grad.ix404 ]
-  %18 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix331:                                 ; preds = %pool1_grad.ix331, %pool1_grad.iy330
+  %pool1_grad.ix33110 = phi i64 [ 0, %pool1_grad.iy330 ], [ %ix331.next, %pool1_grad.ix331 ]
+  %18 = mul nsw i64 %pool1_grad.c3298, 9
   %19 = mul nsw i64 %18, 3136
   %20 = add nsw i64 6422592, %19
-  %21 = mul nsw i64 %pool1_grad.j4017, 196
+  %21 = mul nsw i64 %pool1_grad.j3287, 196
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %pool1_grad.iy4039, 1
+  %23 = add nsw i64 %pool1_grad.iy3309, 1
   %24 = mul nsw i64 %23, 14
   %25 = add nsw i64 %22, %24
   %26 = add nsw i64 %25, 1
-  %27 = add nsw i64 %26, %pool1_grad.ix40410
+  %27 = add nsw i64 %26, %pool1_grad.ix33110
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load float, ptr %arena11, align 4
-  store float %28, ptr %pool1_grad.sum405, align 4
-  %sum405 = load float, ptr %pool1_grad.sum405, align 4
-  %29 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %28, ptr %pool1_grad.sum332, align 4
+  %sum332 = load float, ptr %pool1_grad.sum332, align 4
+  %29 = mul nsw i64 %pool1_grad.c3298, 9
   %30 = add nsw i64 %29, 1
   %31 = mul nsw i64 %30, 3136
   %32 = add nsw i64 6422592, %31
-  %33 = mul nsw i64 %pool1_grad.j4017, 196
+  %33 = mul nsw i64 %pool1_grad.j3287, 196
   %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %pool1_grad.iy4039, 1
+  %35 = add nsw i64 %pool1_grad.iy3309, 1
   %36 = mul nsw i64 %35, 14
   %37 = add nsw i64 %34, %36
-  %38 = add nsw i64 %37, %pool1_grad.ix40410
+  %38 = add nsw i64 %37, %pool1_grad.ix33110
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load float, ptr %arena12, align 4
-  %40 = fadd float %sum405, %39
-  store float %40, ptr %pool1_grad.sum406, align 4
-  %sum406 = load float, ptr %pool1_grad.sum406, align 4
-  %41 = mul nsw i64 %pool1_grad.c4028, 9
+  %40 = fadd float %sum332, %39
+  store float %40, ptr %pool1_grad.sum333, align 4
+  %sum333 = load float, ptr %pool1_grad.sum333, align 4
+  %41 = mul nsw i64 %pool1_grad.c3298, 9
   %42 = add nsw i64 %41, 3
   %43 = mul nsw i64 %42, 3136
   %44 = add nsw i64 6422592, %43
-  %45 = mul nsw i64 %pool1_grad.j4017, 196
+  %45 = mul nsw i64 %pool1_grad.j3287, 196
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %pool1_grad.iy4039, 14
+  %47 = mul nsw i64 %pool1_grad.iy3309, 14
   %48 = add nsw i64 %46, %47
   %49 = add nsw i64 %48, 1
-  %50 = add nsw i64 %49, %pool1_grad.ix40410
+  %50 = add nsw i64 %49, %pool1_grad.ix33110
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %50
   %51 = load float, ptr %arena13, align 4
-  %52 = fadd float %sum406, %51
-  store float %52, ptr %pool1_grad.sum407, align 4
-  %sum407 = load float, ptr %pool1_grad.sum407, align 4
-  %53 = mul nsw i64 %pool1_grad.c4028, 9
+  %52 = fadd float %sum333, %51
+  store float %52, ptr %pool1_grad.sum334, align 4
+  %sum334 = load float, ptr %pool1_grad.sum334, align 4
+  %53 = mul nsw i64 %pool1_grad.c3298, 9
   %54 = add nsw i64 %53, 4
   %55 = mul nsw i64 %54, 3136
   %56 = add nsw i64 6422592, %55
-  %57 = mul nsw i64 %pool1_grad.j4017, 196
+  %57 = mul nsw i64 %pool1_grad.j3287, 196
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %pool1_grad.iy4039, 14
+  %59 = mul nsw i64 %pool1_grad.iy3309, 14
   %60 = add nsw i64 %58, %59
-  %61 = add nsw i64 %60, %pool1_grad.ix40410
+  %61 = add nsw i64 %60, %pool1_grad.ix33110
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load float, ptr %arena14, align 4
-  %63 = fadd float %sum407, %62
-  store float %63, ptr %pool1_grad.sum408, align 4
-  %sum408 = load float, ptr %pool1_grad.sum408, align 4
-  %64 = mul nsw i64 %pool1_grad.g3891, 16
-  %65 = add nsw i64 %64, %pool1_grad.j4017
+  %63 = fadd float %sum334, %62
+  store float %63, ptr %pool1_grad.sum335, align 4
+  %sum335 = load float, ptr %pool1_grad.sum335, align 4
+  %64 = mul nsw i64 %pool1_grad.g3161, 16
+  %65 = add nsw i64 %64, %pool1_grad.j3287
   %66 = mul nsw i64 %65, 6272
   %67 = add nsw i64 2007040, %66
-  %68 = mul nsw i64 %pool1_grad.c4028, 196
+  %68 = mul nsw i64 %pool1_grad.c3298, 196
   %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %pool1_grad.iy4039, 14
+  %70 = mul nsw i64 %pool1_grad.iy3309, 14
   %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %pool1_grad.ix40410
+  %72 = add nsw i64 %71, %pool1_grad.ix33110
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %sum408, ptr %arena15, align 4
-  %ix404.next = add nsw i64 %pool1_grad.ix40410, 1
-  %73 = icmp slt i64 %ix404.next, 1
-  br i1 %73, label %pool1_grad.ix404, label %pool1_grad.ix404.end
+  store float %sum335, ptr %arena15, align 4
+  %ix331.next = add nsw i64 %pool1_grad.ix33110, 1
+  %73 = icmp slt i64 %ix331.next, 1
+  br i1 %73, label %pool1_grad.ix331, label %pool1_grad.ix331.end
 
-pool1_grad.ix404.end:                             ; preds = %pool1_grad.ix404
-  %iy403.next = add nsw i64 %pool1_grad.iy4039, 1
-  %74 = icmp slt i64 %iy403.next, 1
-  br i1 %74, label %pool1_grad.iy403, label %pool1_grad.iy403.end
+pool1_grad.ix331.end:                             ; preds = %pool1_grad.ix331
+  %iy330.next = add nsw i64 %pool1_grad.iy3309, 1
+  %74 = icmp slt i64 %iy330.next, 1
+  br i1 %74, label %pool1_grad.iy330, label %pool1_grad.iy330.end
 
-pool1_grad.iy409:                                 ; preds = %pool1_grad.ix410.end, %pool1_grad.iy403.end
-  %pool1_grad.iy40916 = phi i64 [ 0, %pool1_grad.iy403.end ], [ %iy409.next, %pool1_grad.ix410.end ]
-  br label %pool1_grad.ix410
+pool1_grad.iy336:                                 ; preds = %pool1_grad.ix337.end, %pool1_grad.iy330.end
+  %pool1_grad.iy33616 = phi i64 [ 0, %pool1_grad.iy330.end ], [ %iy336.next, %pool1_grad.ix337.end ]
+  br label %pool1_grad.ix337
 
-pool1_grad.iy409.end:                             ; preds = %pool1_grad.ix410.end
-  br label %pool1_grad.iy417
+pool1_grad.iy336.end:                             ; preds = %pool1_grad.ix337.end
+  br label %pool1_grad.iy344
 
-pool1_grad.ix410:                                 ; preds = %pool1_grad.ix410, %pool1_grad.iy409
-  %pool1_grad.ix41017 = phi i64 [ 0, %pool1_grad.iy409 ], [ %ix410.next, %pool1_grad.ix410 ]
-  %75 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix337:                                 ; preds = %pool1_grad.ix337, %pool1_grad.iy336
+  %pool1_grad.ix33717 = phi i64 [ 0, %pool1_grad.iy336 ], [ %ix337.next, %pool1_grad.ix337 ]
+  %75 = mul nsw i64 %pool1_grad.c3298, 9
   %76 = mul nsw i64 %75, 3136
   %77 = add nsw i64 6422592, %76
-  %78 = mul nsw i64 %pool1_grad.j4017, 196
+  %78 = mul nsw i64 %pool1_grad.j3287, 196
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %pool1_grad.iy40916, 1
+  %80 = add nsw i64 %pool1_grad.iy33616, 1
   %81 = mul nsw i64 %80, 14
   %82 = add nsw i64 %79, %81
   %83 = add nsw i64 %82, 2
-  %84 = add nsw i64 %83, %pool1_grad.ix41017
+  %84 = add nsw i64 %83, %pool1_grad.ix33717
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load float, ptr %arena18, align 4
-  store float %85, ptr %pool1_grad.sum411, align 4
-  %sum411 = load float, ptr %pool1_grad.sum411, align 4
-  %86 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %85, ptr %pool1_grad.sum338, align 4
+  %sum338 = load float, ptr %pool1_grad.sum338, align 4
+  %86 = mul nsw i64 %pool1_grad.c3298, 9
   %87 = add nsw i64 %86, 1
   %88 = mul nsw i64 %87, 3136
   %89 = add nsw i64 6422592, %88
-  %90 = mul nsw i64 %pool1_grad.j4017, 196
+  %90 = mul nsw i64 %pool1_grad.j3287, 196
   %91 = add nsw i64 %89, %90
-  %92 = add nsw i64 %pool1_grad.iy40916, 1
+  %92 = add nsw i64 %pool1_grad.iy33616, 1
   %93 = mul nsw i64 %92, 14
   %94 = add nsw i64 %91, %93
   %95 = add nsw i64 %94, 1
-  %96 = add nsw i64 %95, %pool1_grad.ix41017
+  %96 = add nsw i64 %95, %pool1_grad.ix33717
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load float, ptr %arena19, align 4
-  %98 = fadd float %sum411, %97
-  store float %98, ptr %pool1_grad.sum412, align 4
-  %sum412 = load float, ptr %pool1_grad.sum412, align 4
-  %99 = mul nsw i64 %pool1_grad.c4028, 9
+  %98 = fadd float %sum338, %97
+  store float %98, ptr %pool1_grad.sum339, align 4
+  %sum339 = load float, ptr %pool1_grad.sum339, align 4
+  %99 = mul nsw i64 %pool1_grad.c3298, 9
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 6422592, %101
-  %103 = mul nsw i64 %pool1_grad.j4017, 196
+  %103 = mul nsw i64 %pool1_grad.j3287, 196
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %pool1_grad.iy40916, 1
+  %105 = add nsw i64 %pool1_grad.iy33616, 1
   %106 = mul nsw i64 %105, 14
   %107 = add nsw i64 %104, %106
-  %108 = add nsw i64 %107, %pool1_grad.ix41017
+  %108 = add nsw i64 %107, %pool1_grad.ix33717
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load float, ptr %arena20, align 4
-  %110 = fadd float %sum412, %109
-  store float %110, ptr %pool1_grad.sum413, align 4
-  %sum413 = load float, ptr %pool1_grad.sum413, align 4
-  %111 = mul nsw i64 %pool1_grad.c4028, 9
+  %110 = fadd float %sum339, %109
+  store float %110, ptr %pool1_grad.sum340, align 4
+  %sum340 = load float, ptr %pool1_grad.sum340, align 4
+  %111 = mul nsw i64 %pool1_grad.c3298, 9
   %112 = add nsw i64 %111, 3
   %113 = mul nsw i64 %112, 3136
   %114 = add nsw i64 6422592, %113
-  %115 = mul nsw i64 %pool1_grad.j4017, 196
+  %115 = mul nsw i64 %pool1_grad.j3287, 196
   %116 = add nsw i64 %114, %115
-  %117 = mul nsw i64 %pool1_grad.iy40916, 14
+  %117 = mul nsw i64 %pool1_grad.iy33616, 14
   %118 = add nsw i64 %116, %117
   %119 = add nsw i64 %118, 2
-  %120 = add nsw i64 %119, %pool1_grad.ix41017
+  %120 = add nsw i64 %119, %pool1_grad.ix33717
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %120
   %121 = load float, ptr %arena21, align 4
-  %122 = fadd float %sum413, %121
-  store float %122, ptr %pool1_grad.sum414, align 4
-  %sum414 = load float, ptr %pool1_grad.sum414, align 4
-  %123 = mul nsw i64 %pool1_grad.c4028, 9
+  %122 = fadd float %sum340, %121
+  store float %122, ptr %pool1_grad.sum341, align 4
+  %sum341 = load float, ptr %pool1_grad.sum341, align 4
+  %123 = mul nsw i64 %pool1_grad.c3298, 9
   %124 = add nsw i64 %123, 4
   %125 = mul nsw i64 %124, 3136
   %126 = add nsw i64 6422592, %125
-  %127 = mul nsw i64 %pool1_grad.j4017, 196
+  %127 = mul nsw i64 %pool1_grad.j3287, 196
   %128 = add nsw i64 %126, %127
-  %129 = mul nsw i64 %pool1_grad.iy40916, 14
+  %129 = mul nsw i64 %pool1_grad.iy33616, 14
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 1
-  %132 = add nsw i64 %131, %pool1_grad.ix41017
+  %132 = add nsw i64 %131, %pool1_grad.ix33717
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena22, align 4
-  %134 = fadd float %sum414, %133
-  store float %134, ptr %pool1_grad.sum415, align 4
-  %sum415 = load float, ptr %pool1_grad.sum415, align 4
-  %135 = mul nsw i64 %pool1_grad.c4028, 9
+  %134 = fadd float %sum341, %133
+  store float %134, ptr %pool1_grad.sum342, align 4
+  %sum342 = load float, ptr %pool1_grad.sum342, align 4
+  %135 = mul nsw i64 %pool1_grad.c3298, 9
   %136 = add nsw i64 %135, 5
   %137 = mul nsw i64 %136, 3136
   %138 = add nsw i64 6422592, %137
-  %139 = mul nsw i64 %pool1_grad.j4017, 196
+  %139 = mul nsw i64 %pool1_grad.j3287, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %pool1_grad.iy40916, 14
+  %141 = mul nsw i64 %pool1_grad.iy33616, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %pool1_grad.ix41017
+  %143 = add nsw i64 %142, %pool1_grad.ix33717
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
-  %145 = fadd float %sum415, %144
-  store float %145, ptr %pool1_grad.sum416, align 4
-  %sum416 = load float, ptr %pool1_grad.sum416, align 4
-  %146 = mul nsw i64 %pool1_grad.g3891, 16
-  %147 = add nsw i64 %146, %pool1_grad.j4017
+  %145 = fadd float %sum342, %144
+  store float %145, ptr %pool1_grad.sum343, align 4
+  %sum343 = load float, ptr %pool1_grad.sum343, align 4
+  %146 = mul nsw i64 %pool1_grad.g3161, 16
+  %147 = add nsw i64 %146, %pool1_grad.j3287
   %148 = mul nsw i64 %147, 6272
   %149 = add nsw i64 2007040, %148
-  %150 = mul nsw i64 %pool1_grad.c4028, 196
+  %150 = mul nsw i64 %pool1_grad.c3298, 196
   %151 = add nsw i64 %149, %150
-  %152 = mul nsw i64 %pool1_grad.iy40916, 14
+  %152 = mul nsw i64 %pool1_grad.iy33616, 14
   %153 = add nsw i64 %151, %152
   %154 = add nsw i64 %153, 1
-  %155 = add nsw i64 %154, %pool1_grad.ix41017
+  %155 = add nsw i64 %154, %pool1_grad.ix33717
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %155
-  store float %sum416, ptr %arena24, align 4
-  %ix410.next = add nsw i64 %pool1_grad.ix41017, 1
-  %156 = icmp slt i64 %ix410.next, 12
-  br i1 %156, label %pool1_grad.ix410, label %pool1_grad.ix410.end
+  store float %sum343, ptr %arena24, align 4
+  %ix337.next = add nsw i64 %pool1_grad.ix33717, 1
+  %156 = icmp slt i64 %ix337.next, 12
+  br i1 %156, label %pool1_grad.ix337, label %pool1_grad.ix337.end
 
-pool1_grad.ix410.end:                             ; preds = %pool1_grad.ix410
-  %iy409.next = add nsw i64 %pool1_grad.iy40916, 1
-  %157 = icmp slt i64 %iy409.next, 1
-  br i1 %157, label %pool1_grad.iy409, label %pool1_grad.iy409.end
+pool1_grad.ix337.end:                             ; preds = %pool1_grad.ix337
+  %iy336.next = add nsw i64 %pool1_grad.iy33616, 1
+  %157 = icmp slt i64 %iy336.next, 1
+  br i1 %157, label %pool1_grad.iy336, label %pool1_grad.iy336.end
 
-pool1_grad.iy417:                                 ; preds = %pool1_grad.ix418.end, %pool1_grad.iy409.end
-  %pool1_grad.iy41725 = phi i64 [ 0, %pool1_grad.iy409.end ], [ %iy417.next, %pool1_grad.ix418.end ]
-  br label %pool1_grad.ix418
+pool1_grad.iy344:                                 ; preds = %pool1_grad.ix345.end, %pool1_grad.iy336.end
+  %pool1_grad.iy34425 = phi i64 [ 0, %pool1_grad.iy336.end ], [ %iy344.next, %pool1_grad.ix345.end ]
+  br label %pool1_grad.ix345
 
-pool1_grad.iy417.end:                             ; preds = %pool1_grad.ix418.end
-  br label %pool1_grad.iy423
+pool1_grad.iy344.end:                             ; preds = %pool1_grad.ix345.end
+  br label %pool1_grad.iy350
 
-pool1_grad.ix418:                                 ; preds = %pool1_grad.ix418, %pool1_grad.iy417
-  %pool1_grad.ix41826 = phi i64 [ 0, %pool1_grad.iy417 ], [ %ix418.next, %pool1_grad.ix418 ]
-  %158 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix345:                                 ; preds = %pool1_grad.ix345, %pool1_grad.iy344
+  %pool1_grad.ix34526 = phi i64 [ 0, %pool1_grad.iy344 ], [ %ix345.next, %pool1_grad.ix345 ]
+  %158 = mul nsw i64 %pool1_grad.c3298, 9
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 3136
   %161 = add nsw i64 6422592, %160
-  %162 = mul nsw i64 %pool1_grad.j4017, 196
+  %162 = mul nsw i64 %pool1_grad.j3287, 196
   %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 %pool1_grad.iy41725, 1
+  %164 = add nsw i64 %pool1_grad.iy34425, 1
   %165 = mul nsw i64 %164, 14
   %166 = add nsw i64 %163, %165
   %167 = add nsw i64 %166, 13
-  %168 = add nsw i64 %167, %pool1_grad.ix41826
+  %168 = add nsw i64 %167, %pool1_grad.ix34526
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %168
   %169 = load float, ptr %arena27, align 4
-  store float %169, ptr %pool1_grad.sum419, align 4
-  %sum419 = load float, ptr %pool1_grad.sum419, align 4
-  %170 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %169, ptr %pool1_grad.sum346, align 4
+  %sum346 = load float, ptr %pool1_grad.sum346, align 4
+  %170 = mul nsw i64 %pool1_grad.c3298, 9
   %171 = add nsw i64 %170, 2
   %172 = mul nsw i64 %171, 3136
   %173 = add nsw i64 6422592, %172
-  %174 = mul nsw i64 %pool1_grad.j4017, 196
+  %174 = mul nsw i64 %pool1_grad.j3287, 196
   %175 = add nsw i64 %173, %174
-  %176 = add nsw i64 %pool1_grad.iy41725, 1
+  %176 = add nsw i64 %pool1_grad.iy34425, 1
   %177 = mul nsw i64 %176, 14
   %178 = add nsw i64 %175, %177
   %179 = add nsw i64 %178, 12
-  %180 = add nsw i64 %179, %pool1_grad.ix41826
+  %180 = add nsw i64 %179, %pool1_grad.ix34526
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %180
   %181 = load float, ptr %arena28, align 4
-  %182 = fadd float %sum419, %181
-  store float %182, ptr %pool1_grad.sum420, align 4
-  %sum420 = load float, ptr %pool1_grad.sum420, align 4
-  %183 = mul nsw i64 %pool1_grad.c4028, 9
+  %182 = fadd float %sum346, %181
+  store float %182, ptr %pool1_grad.sum347, align 4
+  %sum347 = load float, ptr %pool1_grad.sum347, align 4
+  %183 = mul nsw i64 %pool1_grad.c3298, 9
   %184 = add nsw i64 %183, 4
   %185 = mul nsw i64 %184, 3136
   %186 = add nsw i64 6422592, %185
-  %187 = mul nsw i64 %pool1_grad.j4017, 196
+  %187 = mul nsw i64 %pool1_grad.j3287, 196
   %188 = add nsw i64 %186, %187
-  %189 = mul nsw i64 %pool1_grad.iy41725, 14
+  %189 = mul nsw i64 %pool1_grad.iy34425, 14
   %190 = add nsw i64 %188, %189
   %191 = add nsw i64 %190, 13
-  %192 = add nsw i64 %191, %pool1_grad.ix41826
+  %192 = add nsw i64 %191, %pool1_grad.ix34526
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %192
   %193 = load float, ptr %arena29, align 4
-  %194 = fadd float %sum420, %193
-  store float %194, ptr %pool1_grad.sum421, align 4
-  %sum421 = load float, ptr %pool1_grad.sum421, align 4
-  %195 = mul nsw i64 %pool1_grad.c4028, 9
+  %194 = fadd float %sum347, %193
+  store float %194, ptr %pool1_grad.sum348, align 4
+  %sum348 = load float, ptr %pool1_grad.sum348, align 4
+  %195 = mul nsw i64 %pool1_grad.c3298, 9
   %196 = add nsw i64 %195, 5
   %197 = mul nsw i64 %196, 3136
   %198 = add nsw i64 6422592, %197
-  %199 = mul nsw i64 %pool1_grad.j4017, 196
+  %199 = mul nsw i64 %pool1_grad.j3287, 196
   %200 = add nsw i64 %198, %199
-  %201 = mul nsw i64 %pool1_grad.iy41725, 14
+  %201 = mul nsw i64 %pool1_grad.iy34425, 14
   %202 = add nsw i64 %200, %201
   %203 = add nsw i64 %202, 12
-  %204 = add nsw i64 %203, %pool1_grad.ix41826
+  %204 = add nsw i64 %203, %pool1_grad.ix34526
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %204
   %205 = load float, ptr %arena30, align 4
-  %206 = fadd float %sum421, %205
-  store float %206, ptr %pool1_grad.sum422, align 4
-  %sum422 = load float, ptr %pool1_grad.sum422, align 4
-  %207 = mul nsw i64 %pool1_grad.g3891, 16
-  %208 = add nsw i64 %207, %pool1_grad.j4017
+  %206 = fadd float %sum348, %205
+  store float %206, ptr %pool1_grad.sum349, align 4
+  %sum349 = load float, ptr %pool1_grad.sum349, align 4
+  %207 = mul nsw i64 %pool1_grad.g3161, 16
+  %208 = add nsw i64 %207, %pool1_grad.j3287
   %209 = mul nsw i64 %208, 6272
   %210 = add nsw i64 2007040, %209
-  %211 = mul nsw i64 %pool1_grad.c4028, 196
+  %211 = mul nsw i64 %pool1_grad.c3298, 196
   %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %pool1_grad.iy41725, 14
+  %213 = mul nsw i64 %pool1_grad.iy34425, 14
   %214 = add nsw i64 %212, %213
   %215 = add nsw i64 %214, 13
-  %216 = add nsw i64 %215, %pool1_grad.ix41826
+  %216 = add nsw i64 %215, %pool1_grad.ix34526
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %216
-  store float %sum422, ptr %arena31, align 4
-  %ix418.next = add nsw i64 %pool1_grad.ix41826, 1
-  %217 = icmp slt i64 %ix418.next, 1
-  br i1 %217, label %pool1_grad.ix418, label %pool1_grad.ix418.end
+  store float %sum349, ptr %arena31, align 4
+  %ix345.next = add nsw i64 %pool1_grad.ix34526, 1
+  %217 = icmp slt i64 %ix345.next, 1
+  br i1 %217, label %pool1_grad.ix345, label %pool1_grad.ix345.end
 
-pool1_grad.ix418.end:                             ; preds = %pool1_grad.ix418
-  %iy417.next = add nsw i64 %pool1_grad.iy41725, 1
-  %218 = icmp slt i64 %iy417.next, 1
-  br i1 %218, label %pool1_grad.iy417, label %pool1_grad.iy417.end
+pool1_grad.ix345.end:                             ; preds = %pool1_grad.ix345
+  %iy344.next = add nsw i64 %pool1_grad.iy34425, 1
+  %218 = icmp slt i64 %iy344.next, 1
+  br i1 %218, label %pool1_grad.iy344, label %pool1_grad.iy344.end
 
-pool1_grad.iy423:                                 ; preds = %pool1_grad.ix424.end, %pool1_grad.iy417.end
-  %pool1_grad.iy42332 = phi i64 [ 0, %pool1_grad.iy417.end ], [ %iy423.next, %pool1_grad.ix424.end ]
-  br label %pool1_grad.ix424
+pool1_grad.iy350:                                 ; preds = %pool1_grad.ix351.end, %pool1_grad.iy344.end
+  %pool1_grad.iy35032 = phi i64 [ 0, %pool1_grad.iy344.end ], [ %iy350.next, %pool1_grad.ix351.end ]
+  br label %pool1_grad.ix351
 
-pool1_grad.iy423.end:                             ; preds = %pool1_grad.ix424.end
-  br label %pool1_grad.iy431
+pool1_grad.iy350.end:                             ; preds = %pool1_grad.ix351.end
+  br label %pool1_grad.iy358
 
-pool1_grad.ix424:                                 ; preds = %pool1_grad.ix424, %pool1_grad.iy423
-  %pool1_grad.ix42433 = phi i64 [ 0, %pool1_grad.iy423 ], [ %ix424.next, %pool1_grad.ix424 ]
-  %219 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix351:                                 ; preds = %pool1_grad.ix351, %pool1_grad.iy350
+  %pool1_grad.ix35133 = phi i64 [ 0, %pool1_grad.iy350 ], [ %ix351.next, %pool1_grad.ix351 ]
+  %219 = mul nsw i64 %pool1_grad.c3298, 9
   %220 = mul nsw i64 %219, 3136
   %221 = add nsw i64 6422592, %220
-  %222 = mul nsw i64 %pool1_grad.j4017, 196
+  %222 = mul nsw i64 %pool1_grad.j3287, 196
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %pool1_grad.iy42332, 1
+  %224 = add nsw i64 %pool1_grad.iy35032, 1
   %225 = add nsw i64 %224, 1
   %226 = mul nsw i64 %225, 14
   %227 = add nsw i64 %223, %226
   %228 = add nsw i64 %227, 1
-  %229 = add nsw i64 %228, %pool1_grad.ix42433
+  %229 = add nsw i64 %228, %pool1_grad.ix35133
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %229
   %230 = load float, ptr %arena34, align 4
-  store float %230, ptr %pool1_grad.sum425, align 4
-  %sum425 = load float, ptr %pool1_grad.sum425, align 4
-  %231 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %230, ptr %pool1_grad.sum352, align 4
+  %sum352 = load float, ptr %pool1_grad.sum352, align 4
+  %231 = mul nsw i64 %pool1_grad.c3298, 9
   %232 = add nsw i64 %231, 1
   %233 = mul nsw i64 %232, 3136
   %234 = add nsw i64 6422592, %233
-  %235 = mul nsw i64 %pool1_grad.j4017, 196
+  %235 = mul nsw i64 %pool1_grad.j3287, 196
   %236 = add nsw i64 %234, %235
-  %237 = add nsw i64 %pool1_grad.iy42332, 1
+  %237 = add nsw i64 %pool1_grad.iy35032, 1
   %238 = add nsw i64 %237, 1
   %239 = mul nsw i64 %238, 14
   %240 = add nsw i64 %236, %239
-  %241 = add nsw i64 %240, %pool1_grad.ix42433
+  %241 = add nsw i64 %240, %pool1_grad.ix35133
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load float, ptr %arena35, align 4
-  %243 = fadd float %sum425, %242
-  store float %243, ptr %pool1_grad.sum426, align 4
-  %sum426 = load float, ptr %pool1_grad.sum426, align 4
-  %244 = mul nsw i64 %pool1_grad.c4028, 9
+  %243 = fadd float %sum352, %242
+  store float %243, ptr %pool1_grad.sum353, align 4
+  %sum353 = load float, ptr %pool1_grad.sum353, align 4
+  %244 = mul nsw i64 %pool1_grad.c3298, 9
   %245 = add nsw i64 %244, 3
   %246 = mul nsw i64 %245, 3136
   %247 = add nsw i64 6422592, %246
-  %248 = mul nsw i64 %pool1_grad.j4017, 196
+  %248 = mul nsw i64 %pool1_grad.j3287, 196
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %pool1_grad.iy42332, 1
+  %250 = add nsw i64 %pool1_grad.iy35032, 1
   %251 = mul nsw i64 %250, 14
   %252 = add nsw i64 %249, %251
   %253 = add nsw i64 %252, 1
-  %254 = add nsw i64 %253, %pool1_grad.ix42433
+  %254 = add nsw i64 %253, %pool1_grad.ix35133
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %254
   %255 = load float, ptr %arena36, align 4
-  %256 = fadd float %sum426, %255
-  store float %256, ptr %pool1_grad.sum427, align 4
-  %sum427 = load float, ptr %pool1_grad.sum427, align 4
-  %257 = mul nsw i64 %pool1_grad.c4028, 9
+  %256 = fadd float %sum353, %255
+  store float %256, ptr %pool1_grad.sum354, align 4
+  %sum354 = load float, ptr %pool1_grad.sum354, align 4
+  %257 = mul nsw i64 %pool1_grad.c3298, 9
   %258 = add nsw i64 %257, 4
   %259 = mul nsw i64 %258, 3136
   %260 = add nsw i64 6422592, %259
-  %261 = mul nsw i64 %pool1_grad.j4017, 196
+  %261 = mul nsw i64 %pool1_grad.j3287, 196
   %262 = add nsw i64 %260, %261
-  %263 = add nsw i64 %pool1_grad.iy42332, 1
+  %263 = add nsw i64 %pool1_grad.iy35032, 1
   %264 = mul nsw i64 %263, 14
   %265 = add nsw i64 %262, %264
-  %266 = add nsw i64 %265, %pool1_grad.ix42433
+  %266 = add nsw i64 %265, %pool1_grad.ix35133
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %266
   %267 = load float, ptr %arena37, align 4
-  %268 = fadd float %sum427, %267
-  store float %268, ptr %pool1_grad.sum428, align 4
-  %sum428 = load float, ptr %pool1_grad.sum428, align 4
-  %269 = mul nsw i64 %pool1_grad.c4028, 9
+  %268 = fadd float %sum354, %267
+  store float %268, ptr %pool1_grad.sum355, align 4
+  %sum355 = load float, ptr %pool1_grad.sum355, align 4
+  %269 = mul nsw i64 %pool1_grad.c3298, 9
   %270 = add nsw i64 %269, 6
   %271 = mul nsw i64 %270, 3136
   %272 = add nsw i64 6422592, %271
-  %273 = mul nsw i64 %pool1_grad.j4017, 196
+  %273 = mul nsw i64 %pool1_grad.j3287, 196
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %pool1_grad.iy42332, 1
+  %275 = add nsw i64 %pool1_grad.iy35032, 1
   %276 = add nsw i64 %275, -1
   %277 = mul nsw i64 %276, 14
   %278 = add nsw i64 %274, %277
   %279 = add nsw i64 %278, 1
-  %280 = add nsw i64 %279, %pool1_grad.ix42433
+  %280 = add nsw i64 %279, %pool1_grad.ix35133
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load float, ptr %arena38, align 4
-  %282 = fadd float %sum428, %281
-  store float %282, ptr %pool1_grad.sum429, align 4
-  %sum429 = load float, ptr %pool1_grad.sum429, align 4
-  %283 = mul nsw i64 %pool1_grad.c4028, 9
+  %282 = fadd float %sum355, %281
+  store float %282, ptr %pool1_grad.sum356, align 4
+  %sum356 = load float, ptr %pool1_grad.sum356, align 4
+  %283 = mul nsw i64 %pool1_grad.c3298, 9
   %284 = add nsw i64 %283, 7
   %285 = mul nsw i64 %284, 3136
   %286 = add nsw i64 6422592, %285
-  %287 = mul nsw i64 %pool1_grad.j4017, 196
+  %287 = mul nsw i64 %pool1_grad.j3287, 196
   %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 %pool1_grad.iy42332, 1
+  %289 = add nsw i64 %pool1_grad.iy35032, 1
   %290 = add nsw i64 %289, -1
   %291 = mul nsw i64 %290, 14
   %292 = add nsw i64 %288, %291
-  %293 = add nsw i64 %292, %pool1_grad.ix42433
+  %293 = add nsw i64 %292, %pool1_grad.ix35133
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load float, ptr %arena39, align 4
-  %295 = fadd float %sum429, %294
-  store float %295, ptr %pool1_grad.sum430, align 4
-  %sum430 = load float, ptr %pool1_grad.sum430, align 4
-  %296 = mul nsw i64 %pool1_grad.g3891, 16
-  %297 = add nsw i64 %296, %pool1_grad.j4017
+  %295 = fadd float %sum356, %294
+  store float %295, ptr %pool1_grad.sum357, align 4
+  %sum357 = load float, ptr %pool1_grad.sum357, align 4
+  %296 = mul nsw i64 %pool1_grad.g3161, 16
+  %297 = add nsw i64 %296, %pool1_grad.j3287
   %298 = mul nsw i64 %297, 6272
   %299 = add nsw i64 2007040, %298
-  %300 = mul nsw i64 %pool1_grad.c4028, 196
+  %300 = mul nsw i64 %pool1_grad.c3298, 196
   %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %pool1_grad.iy42332, 1
+  %302 = add nsw i64 %pool1_grad.iy35032, 1
   %303 = mul nsw i64 %302, 14
   %304 = add nsw i64 %301, %303
-  %305 = add nsw i64 %304, %pool1_grad.ix42433
+  %305 = add nsw i64 %304, %pool1_grad.ix35133
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %305
-  store float %sum430, ptr %arena40, align 4
-  %ix424.next = add nsw i64 %pool1_grad.ix42433, 1
-  %306 = icmp slt i64 %ix424.next, 1
-  br i1 %306, label %pool1_grad.ix424, label %pool1_grad.ix424.end
+  store float %sum357, ptr %arena40, align 4
+  %ix351.next = add nsw i64 %pool1_grad.ix35133, 1
+  %306 = icmp slt i64 %ix351.next, 1
+  br i1 %306, label %pool1_grad.ix351, label %pool1_grad.ix351.end
 
-pool1_grad.ix424.end:                             ; preds = %pool1_grad.ix424
-  %iy423.next = add nsw i64 %pool1_grad.iy42332, 1
-  %307 = icmp slt i64 %iy423.next, 12
-  br i1 %307, label %pool1_grad.iy423, label %pool1_grad.iy423.end
+pool1_grad.ix351.end:                             ; preds = %pool1_grad.ix351
+  %iy350.next = add nsw i64 %pool1_grad.iy35032, 1
+  %307 = icmp slt i64 %iy350.next, 12
+  br i1 %307, label %pool1_grad.iy350, label %pool1_grad.iy350.end
 
-pool1_grad.iy431:                                 ; preds = %pool1_grad.ix432.end, %pool1_grad.iy423.end
-  %pool1_grad.iy43141 = phi i64 [ 0, %pool1_grad.iy423.end ], [ %iy431.next, %pool1_grad.ix432.end ]
-  br label %pool1_grad.ix432
+pool1_grad.iy358:                                 ; preds = %pool1_grad.ix359.end, %pool1_grad.iy350.end
+  %pool1_grad.iy35841 = phi i64 [ 0, %pool1_grad.iy350.end ], [ %iy358.next, %pool1_grad.ix359.end ]
+  br label %pool1_grad.ix359
 
-pool1_grad.iy431.end:                             ; preds = %pool1_grad.ix432.end
-  br label %pool1_grad.iy442
+pool1_grad.iy358.end:                             ; preds = %pool1_grad.ix359.end
+  br label %pool1_grad.iy369
 
-pool1_grad.ix432:                                 ; preds = %pool1_grad.ix432, %pool1_grad.iy431
-  %pool1_grad.ix43242 = phi i64 [ 0, %pool1_grad.iy431 ], [ %ix432.next, %pool1_grad.ix432 ]
-  %308 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix359:                                 ; preds = %pool1_grad.ix359, %pool1_grad.iy358
+  %pool1_grad.ix35942 = phi i64 [ 0, %pool1_grad.iy358 ], [ %ix359.next, %pool1_grad.ix359 ]
+  %308 = mul nsw i64 %pool1_grad.c3298, 9
   %309 = mul nsw i64 %308, 3136
   %310 = add nsw i64 6422592, %309
-  %311 = mul nsw i64 %pool1_grad.j4017, 196
+  %311 = mul nsw i64 %pool1_grad.j3287, 196
   %312 = add nsw i64 %310, %311
-  %313 = add nsw i64 %pool1_grad.iy43141, 1
+  %313 = add nsw i64 %pool1_grad.iy35841, 1
   %314 = add nsw i64 %313, 1
   %315 = mul nsw i64 %314, 14
   %316 = add nsw i64 %312, %315
   %317 = add nsw i64 %316, 2
-  %318 = add nsw i64 %317, %pool1_grad.ix43242
+  %318 = add nsw i64 %317, %pool1_grad.ix35942
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load float, ptr %arena43, align 4
-  store float %319, ptr %pool1_grad.sum433, align 4
-  %sum433 = load float, ptr %pool1_grad.sum433, align 4
-  %320 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %319, ptr %pool1_grad.sum360, align 4
+  %sum360 = load float, ptr %pool1_grad.sum360, align 4
+  %320 = mul nsw i64 %pool1_grad.c3298, 9
   %321 = add nsw i64 %320, 1
   %322 = mul nsw i64 %321, 3136
   %323 = add nsw i64 6422592, %322
-  %324 = mul nsw i64 %pool1_grad.j4017, 196
+  %324 = mul nsw i64 %pool1_grad.j3287, 196
   %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %pool1_grad.iy43141, 1
+  %326 = add nsw i64 %pool1_grad.iy35841, 1
   %327 = add nsw i64 %326, 1
   %328 = mul nsw i64 %327, 14
   %329 = add nsw i64 %325, %328
   %330 = add nsw i64 %329, 1
-  %331 = add nsw i64 %330, %pool1_grad.ix43242
+  %331 = add nsw i64 %330, %pool1_grad.ix35942
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %331
   %332 = load float, ptr %arena44, align 4
-  %333 = fadd float %sum433, %332
-  store float %333, ptr %pool1_grad.sum434, align 4
-  %sum434 = load float, ptr %pool1_grad.sum434, align 4
-  %334 = mul nsw i64 %pool1_grad.c4028, 9
+  %333 = fadd float %sum360, %332
+  store float %333, ptr %pool1_grad.sum361, align 4
+  %sum361 = load float, ptr %pool1_grad.sum361, align 4
+  %334 = mul nsw i64 %pool1_grad.c3298, 9
   %335 = add nsw i64 %334, 2
   %336 = mul nsw i64 %335, 3136
   %337 = add nsw i64 6422592, %336
-  %338 = mul nsw i64 %pool1_grad.j4017, 196
+  %338 = mul nsw i64 %pool1_grad.j3287, 196
   %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %pool1_grad.iy43141, 1
+  %340 = add nsw i64 %pool1_grad.iy35841, 1
   %341 = add nsw i64 %340, 1
   %342 = mul nsw i64 %341, 14
   %343 = add nsw i64 %339, %342
-  %344 = add nsw i64 %343, %pool1_grad.ix43242
+  %344 = add nsw i64 %343, %pool1_grad.ix35942
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %344
   %345 = load float, ptr %arena45, align 4
-  %346 = fadd float %sum434, %345
-  store float %346, ptr %pool1_grad.sum435, align 4
-  %sum435 = load float, ptr %pool1_grad.sum435, align 4
-  %347 = mul nsw i64 %pool1_grad.c4028, 9
+  %346 = fadd float %sum361, %345
+  store float %346, ptr %pool1_grad.sum362, align 4
+  %sum362 = load float, ptr %pool1_grad.sum362, align 4
+  %347 = mul nsw i64 %pool1_grad.c3298, 9
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 6422592, %349
-  %351 = mul nsw i64 %pool1_grad.j4017, 196
+  %351 = mul nsw i64 %pool1_grad.j3287, 196
   %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 %pool1_grad.iy43141, 1
+  %353 = add nsw i64 %pool1_grad.iy35841, 1
   %354 = mul nsw i64 %353, 14
   %355 = add nsw i64 %352, %354
   %356 = add nsw i64 %355, 2
-  %357 = add nsw i64 %356, %pool1_grad.ix43242
+  %357 = add nsw i64 %356, %pool1_grad.ix35942
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %357
   %358 = load float, ptr %arena46, align 4
-  %359 = fadd float %sum435, %358
-  store float %359, ptr %pool1_grad.sum436, align 4
-  %sum436 = load float, ptr %pool1_grad.sum436, align 4
-  %360 = mul nsw i64 %pool1_grad.c4028, 9
+  %359 = fadd float %sum362, %358
+  store float %359, ptr %pool1_grad.sum363, align 4
+  %sum363 = load float, ptr %pool1_grad.sum363, align 4
+  %360 = mul nsw i64 %pool1_grad.c3298, 9
   %361 = add nsw i64 %360, 4
   %362 = mul nsw i64 %361, 3136
   %363 = add nsw i64 6422592, %362
-  %364 = mul nsw i64 %pool1_grad.j4017, 196
+  %364 = mul nsw i64 %pool1_grad.j3287, 196
   %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %pool1_grad.iy43141, 1
+  %366 = add nsw i64 %pool1_grad.iy35841, 1
   %367 = mul nsw i64 %366, 14
   %368 = add nsw i64 %365, %367
   %369 = add nsw i64 %368, 1
-  %370 = add nsw i64 %369, %pool1_grad.ix43242
+  %370 = add nsw i64 %369, %pool1_grad.ix35942
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %370
   %371 = load float, ptr %arena47, align 4
-  %372 = fadd float %sum436, %371
-  store float %372, ptr %pool1_grad.sum437, align 4
-  %sum437 = load float, ptr %pool1_grad.sum437, align 4
-  %373 = mul nsw i64 %pool1_grad.c4028, 9
+  %372 = fadd float %sum363, %371
+  store float %372, ptr %pool1_grad.sum364, align 4
+  %sum364 = load float, ptr %pool1_grad.sum364, align 4
+  %373 = mul nsw i64 %pool1_grad.c3298, 9
   %374 = add nsw i64 %373, 5
   %375 = mul nsw i64 %374, 3136
   %376 = add nsw i64 6422592, %375
-  %377 = mul nsw i64 %pool1_grad.j4017, 196
+  %377 = mul nsw i64 %pool1_grad.j3287, 196
   %378 = add nsw i64 %376, %377
-  %379 = add nsw i64 %pool1_grad.iy43141, 1
+  %379 = add nsw i64 %pool1_grad.iy35841, 1
   %380 = mul nsw i64 %379, 14
   %381 = add nsw i64 %378, %380
-  %382 = add nsw i64 %381, %pool1_grad.ix43242
+  %382 = add nsw i64 %381, %pool1_grad.ix35942
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %382
   %383 = load float, ptr %arena48, align 4
-  %384 = fadd float %sum437, %383
-  store float %384, ptr %pool1_grad.sum438, align 4
-  %sum438 = load float, ptr %pool1_grad.sum438, align 4
-  %385 = mul nsw i64 %pool1_grad.c4028, 9
+  %384 = fadd float %sum364, %383
+  store float %384, ptr %pool1_grad.sum365, align 4
+  %sum365 = load float, ptr %pool1_grad.sum365, align 4
+  %385 = mul nsw i64 %pool1_grad.c3298, 9
   %386 = add nsw i64 %385, 6
   %387 = mul nsw i64 %386, 3136
   %388 = add nsw i64 6422592, %387
-  %389 = mul nsw i64 %pool1_grad.j4017, 196
+  %389 = mul nsw i64 %pool1_grad.j3287, 196
   %390 = add nsw i64 %388, %389
-  %391 = add nsw i64 %pool1_grad.iy43141, 1
+  %391 = add nsw i64 %pool1_grad.iy35841, 1
   %392 = add nsw i64 %391, -1
   %393 = mul nsw i64 %392, 14
   %394 = add nsw i64 %390, %393
   %395 = add nsw i64 %394, 2
-  %396 = add nsw i64 %395, %pool1_grad.ix43242
+  %396 = add nsw i64 %395, %pool1_grad.ix35942
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %396
   %397 = load float, ptr %arena49, align 4
-  %398 = fadd float %sum438, %397
-  store float %398, ptr %pool1_grad.sum439, align 4
-  %sum439 = load float, ptr %pool1_grad.sum439, align 4
-  %399 = mul nsw i64 %pool1_grad.c4028, 9
+  %398 = fadd float %sum365, %397
+  store float %398, ptr %pool1_grad.sum366, align 4
+  %sum366 = load float, ptr %pool1_grad.sum366, align 4
+  %399 = mul nsw i64 %pool1_grad.c3298, 9
   %400 = add nsw i64 %399, 7
   %401 = mul nsw i64 %400, 3136
   %402 = add nsw i64 6422592, %401
-  %403 = mul nsw i64 %pool1_grad.j4017, 196
+  %403 = mul nsw i64 %pool1_grad.j3287, 196
   %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %pool1_grad.iy43141, 1
+  %405 = add nsw i64 %pool1_grad.iy35841, 1
   %406 = add nsw i64 %405, -1
   %407 = mul nsw i64 %406, 14
   %408 = add nsw i64 %404, %407
   %409 = add nsw i64 %408, 1
-  %410 = add nsw i64 %409, %pool1_grad.ix43242
+  %410 = add nsw i64 %409, %pool1_grad.ix35942
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %410
   %411 = load float, ptr %arena50, align 4
-  %412 = fadd float %sum439, %411
-  store float %412, ptr %pool1_grad.sum440, align 4
-  %sum440 = load float, ptr %pool1_grad.sum440, align 4
-  %413 = mul nsw i64 %pool1_grad.c4028, 9
+  %412 = fadd float %sum366, %411
+  store float %412, ptr %pool1_grad.sum367, align 4
+  %sum367 = load float, ptr %pool1_grad.sum367, align 4
+  %413 = mul nsw i64 %pool1_grad.c3298, 9
   %414 = add nsw i64 %413, 8
   %415 = mul nsw i64 %414, 3136
   %416 = add nsw i64 6422592, %415
-  %417 = mul nsw i64 %pool1_grad.j4017, 196
+  %417 = mul nsw i64 %pool1_grad.j3287, 196
   %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %pool1_grad.iy43141, 1
+  %419 = add nsw i64 %pool1_grad.iy35841, 1
   %420 = add nsw i64 %419, -1
   %421 = mul nsw i64 %420, 14
   %422 = add nsw i64 %418, %421
-  %423 = add nsw i64 %422, %pool1_grad.ix43242
+  %423 = add nsw i64 %422, %pool1_grad.ix35942
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %423
   %424 = load float, ptr %arena51, align 4
-  %425 = fadd float %sum440, %424
-  store float %425, ptr %pool1_grad.sum441, align 4
-  %sum441 = load float, ptr %pool1_grad.sum441, align 4
-  %426 = mul nsw i64 %pool1_grad.g3891, 16
-  %427 = add nsw i64 %426, %pool1_grad.j4017
+  %425 = fadd float %sum367, %424
+  store float %425, ptr %pool1_grad.sum368, align 4
+  %sum368 = load float, ptr %pool1_grad.sum368, align 4
+  %426 = mul nsw i64 %pool1_grad.g3161, 16
+  %427 = add nsw i64 %426, %pool1_grad.j3287
   %428 = mul nsw i64 %427, 6272
   %429 = add nsw i64 2007040, %428
-  %430 = mul nsw i64 %pool1_grad.c4028, 196
+  %430 = mul nsw i64 %pool1_grad.c3298, 196
   %431 = add nsw i64 %429, %430
-  %432 = add nsw i64 %pool1_grad.iy43141, 1
+  %432 = add nsw i64 %pool1_grad.iy35841, 1
   %433 = mul nsw i64 %432, 14
   %434 = add nsw i64 %431, %433
   %435 = add nsw i64 %434, 1
-  %436 = add nsw i64 %435, %pool1_grad.ix43242
+  %436 = add nsw i64 %435, %pool1_grad.ix35942
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %sum441, ptr %arena52, align 4
-  %ix432.next = add nsw i64 %pool1_grad.ix43242, 1
-  %437 = icmp slt i64 %ix432.next, 12
-  br i1 %437, label %pool1_grad.ix432, label %pool1_grad.ix432.end
+  store float %sum368, ptr %arena52, align 4
+  %ix359.next = add nsw i64 %pool1_grad.ix35942, 1
+  %437 = icmp slt i64 %ix359.next, 12
+  br i1 %437, label %pool1_grad.ix359, label %pool1_grad.ix359.end
 
-pool1_grad.ix432.end:                             ; preds = %pool1_grad.ix432
-  %iy431.next = add nsw i64 %pool1_grad.iy43141, 1
-  %438 = icmp slt i64 %iy431.next, 12
-  br i1 %438, label %pool1_grad.iy431, label %pool1_grad.iy431.end
+pool1_grad.ix359.end:                             ; preds = %pool1_grad.ix359
+  %iy358.next = add nsw i64 %pool1_grad.iy35841, 1
+  %438 = icmp slt i64 %iy358.next, 12
+  br i1 %438, label %pool1_grad.iy358, label %pool1_grad.iy358.end
 
-pool1_grad.iy442:                                 ; preds = %pool1_grad.ix443.end, %pool1_grad.iy431.end
-  %pool1_grad.iy44253 = phi i64 [ 0, %pool1_grad.iy431.end ], [ %iy442.next, %pool1_grad.ix443.end ]
-  br label %pool1_grad.ix443
+pool1_grad.iy369:                                 ; preds = %pool1_grad.ix370.end, %pool1_grad.iy358.end
+  %pool1_grad.iy36953 = phi i64 [ 0, %pool1_grad.iy358.end ], [ %iy369.next, %pool1_grad.ix370.end ]
+  br label %pool1_grad.ix370
 
-pool1_grad.iy442.end:                             ; preds = %pool1_grad.ix443.end
-  br label %pool1_grad.iy450
+pool1_grad.iy369.end:                             ; preds = %pool1_grad.ix370.end
+  br label %pool1_grad.iy377
 
-pool1_grad.ix443:                                 ; preds = %pool1_grad.ix443, %pool1_grad.iy442
-  %pool1_grad.ix44354 = phi i64 [ 0, %pool1_grad.iy442 ], [ %ix443.next, %pool1_grad.ix443 ]
-  %439 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix370:                                 ; preds = %pool1_grad.ix370, %pool1_grad.iy369
+  %pool1_grad.ix37054 = phi i64 [ 0, %pool1_grad.iy369 ], [ %ix370.next, %pool1_grad.ix370 ]
+  %439 = mul nsw i64 %pool1_grad.c3298, 9
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 3136
   %442 = add nsw i64 6422592, %441
-  %443 = mul nsw i64 %pool1_grad.j4017, 196
+  %443 = mul nsw i64 %pool1_grad.j3287, 196
   %444 = add nsw i64 %442, %443
-  %445 = add nsw i64 %pool1_grad.iy44253, 1
+  %445 = add nsw i64 %pool1_grad.iy36953, 1
   %446 = add nsw i64 %445, 1
   %447 = mul nsw i64 %446, 14
   %448 = add nsw i64 %444, %447
   %449 = add nsw i64 %448, 13
-  %450 = add nsw i64 %449, %pool1_grad.ix44354
+  %450 = add nsw i64 %449, %pool1_grad.ix37054
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %450
   %451 = load float, ptr %arena55, align 4
-  store float %451, ptr %pool1_grad.sum444, align 4
-  %sum444 = load float, ptr %pool1_grad.sum444, align 4
-  %452 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %451, ptr %pool1_grad.sum371, align 4
+  %sum371 = load float, ptr %pool1_grad.sum371, align 4
+  %452 = mul nsw i64 %pool1_grad.c3298, 9
   %453 = add nsw i64 %452, 2
   %454 = mul nsw i64 %453, 3136
   %455 = add nsw i64 6422592, %454
-  %456 = mul nsw i64 %pool1_grad.j4017, 196
+  %456 = mul nsw i64 %pool1_grad.j3287, 196
   %457 = add nsw i64 %455, %456
-  %458 = add nsw i64 %pool1_grad.iy44253, 1
+  %458 = add nsw i64 %pool1_grad.iy36953, 1
   %459 = add nsw i64 %458, 1
   %460 = mul nsw i64 %459, 14
   %461 = add nsw i64 %457, %460
   %462 = add nsw i64 %461, 12
-  %463 = add nsw i64 %462, %pool1_grad.ix44354
+  %463 = add nsw i64 %462, %pool1_grad.ix37054
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %463
   %464 = load float, ptr %arena56, align 4
-  %465 = fadd float %sum444, %464
-  store float %465, ptr %pool1_grad.sum445, align 4
-  %sum445 = load float, ptr %pool1_grad.sum445, align 4
-  %466 = mul nsw i64 %pool1_grad.c4028, 9
+  %465 = fadd float %sum371, %464
+  store float %465, ptr %pool1_grad.sum372, align 4
+  %sum372 = load float, ptr %pool1_grad.sum372, align 4
+  %466 = mul nsw i64 %pool1_grad.c3298, 9
   %467 = add nsw i64 %466, 4
   %468 = mul nsw i64 %467, 3136
   %469 = add nsw i64 6422592, %468
-  %470 = mul nsw i64 %pool1_grad.j4017, 196
+  %470 = mul nsw i64 %pool1_grad.j3287, 196
   %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %pool1_grad.iy44253, 1
+  %472 = add nsw i64 %pool1_grad.iy36953, 1
   %473 = mul nsw i64 %472, 14
   %474 = add nsw i64 %471, %473
   %475 = add nsw i64 %474, 13
-  %476 = add nsw i64 %475, %pool1_grad.ix44354
+  %476 = add nsw i64 %475, %pool1_grad.ix37054
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %476
   %477 = load float, ptr %arena57, align 4
-  %478 = fadd float %sum445, %477
-  store float %478, ptr %pool1_grad.sum446, align 4
-  %sum446 = load float, ptr %pool1_grad.sum446, align 4
-  %479 = mul nsw i64 %pool1_grad.c4028, 9
+  %478 = fadd float %sum372, %477
+  store float %478, ptr %pool1_grad.sum373, align 4
+  %sum373 = load float, ptr %pool1_grad.sum373, align 4
+  %479 = mul nsw i64 %pool1_grad.c3298, 9
   %480 = add nsw i64 %479, 5
   %481 = mul nsw i64 %480, 3136
   %482 = add nsw i64 6422592, %481
-  %483 = mul nsw i64 %pool1_grad.j4017, 196
+  %483 = mul nsw i64 %pool1_grad.j3287, 196
   %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %pool1_grad.iy44253, 1
+  %485 = add nsw i64 %pool1_grad.iy36953, 1
   %486 = mul nsw i64 %485, 14
   %487 = add nsw i64 %484, %486
   %488 = add nsw i64 %487, 12
-  %489 = add nsw i64 %488, %pool1_grad.ix44354
+  %489 = add nsw i64 %488, %pool1_grad.ix37054
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %489
   %490 = load float, ptr %arena58, align 4
-  %491 = fadd float %sum446, %490
-  store float %491, ptr %pool1_grad.sum447, align 4
-  %sum447 = load float, ptr %pool1_grad.sum447, align 4
-  %492 = mul nsw i64 %pool1_grad.c4028, 9
+  %491 = fadd float %sum373, %490
+  store float %491, ptr %pool1_grad.sum374, align 4
+  %sum374 = load float, ptr %pool1_grad.sum374, align 4
+  %492 = mul nsw i64 %pool1_grad.c3298, 9
   %493 = add nsw i64 %492, 7
   %494 = mul nsw i64 %493, 3136
   %495 = add nsw i64 6422592, %494
-  %496 = mul nsw i64 %pool1_grad.j4017, 196
+  %496 = mul nsw i64 %pool1_grad.j3287, 196
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %pool1_grad.iy44253, 1
+  %498 = add nsw i64 %pool1_grad.iy36953, 1
   %499 = add nsw i64 %498, -1
   %500 = mul nsw i64 %499, 14
   %501 = add nsw i64 %497, %500
   %502 = add nsw i64 %501, 13
-  %503 = add nsw i64 %502, %pool1_grad.ix44354
+  %503 = add nsw i64 %502, %pool1_grad.ix37054
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %503
   %504 = load float, ptr %arena59, align 4
-  %505 = fadd float %sum447, %504
-  store float %505, ptr %pool1_grad.sum448, align 4
-  %sum448 = load float, ptr %pool1_grad.sum448, align 4
-  %506 = mul nsw i64 %pool1_grad.c4028, 9
+  %505 = fadd float %sum374, %504
+  store float %505, ptr %pool1_grad.sum375, align 4
+  %sum375 = load float, ptr %pool1_grad.sum375, align 4
+  %506 = mul nsw i64 %pool1_grad.c3298, 9
   %507 = add nsw i64 %506, 8
   %508 = mul nsw i64 %507, 3136
   %509 = add nsw i64 6422592, %508
-  %510 = mul nsw i64 %pool1_grad.j4017, 196
+  %510 = mul nsw i64 %pool1_grad.j3287, 196
   %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %pool1_grad.iy44253, 1
+  %512 = add nsw i64 %pool1_grad.iy36953, 1
   %513 = add nsw i64 %512, -1
   %514 = mul nsw i64 %513, 14
   %515 = add nsw i64 %511, %514
   %516 = add nsw i64 %515, 12
-  %517 = add nsw i64 %516, %pool1_grad.ix44354
+  %517 = add nsw i64 %516, %pool1_grad.ix37054
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %517
   %518 = load float, ptr %arena60, align 4
-  %519 = fadd float %sum448, %518
-  store float %519, ptr %pool1_grad.sum449, align 4
-  %sum449 = load float, ptr %pool1_grad.sum449, align 4
-  %520 = mul nsw i64 %pool1_grad.g3891, 16
-  %521 = add nsw i64 %520, %pool1_grad.j4017
+  %519 = fadd float %sum375, %518
+  store float %519, ptr %pool1_grad.sum376, align 4
+  %sum376 = load float, ptr %pool1_grad.sum376, align 4
+  %520 = mul nsw i64 %pool1_grad.g3161, 16
+  %521 = add nsw i64 %520, %pool1_grad.j3287
   %522 = mul nsw i64 %521, 6272
   %523 = add nsw i64 2007040, %522
-  %524 = mul nsw i64 %pool1_grad.c4028, 196
+  %524 = mul nsw i64 %pool1_grad.c3298, 196
   %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %pool1_grad.iy44253, 1
+  %526 = add nsw i64 %pool1_grad.iy36953, 1
   %527 = mul nsw i64 %526, 14
   %528 = add nsw i64 %525, %527
   %529 = add nsw i64 %528, 13
-  %530 = add nsw i64 %529, %pool1_grad.ix44354
+  %530 = add nsw i64 %529, %pool1_grad.ix37054
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %530
-  store float %sum449, ptr %arena61, align 4
-  %ix443.next = add nsw i64 %pool1_grad.ix44354, 1
-  %531 = icmp slt i64 %ix443.next, 1
-  br i1 %531, label %pool1_grad.ix443, label %pool1_grad.ix443.end
+  store float %sum376, ptr %arena61, align 4
+  %ix370.next = add nsw i64 %pool1_grad.ix37054, 1
+  %531 = icmp slt i64 %ix370.next, 1
+  br i1 %531, label %pool1_grad.ix370, label %pool1_grad.ix370.end
 
-pool1_grad.ix443.end:                             ; preds = %pool1_grad.ix443
-  %iy442.next = add nsw i64 %pool1_grad.iy44253, 1
-  %532 = icmp slt i64 %iy442.next, 12
-  br i1 %532, label %pool1_grad.iy442, label %pool1_grad.iy442.end
+pool1_grad.ix370.end:                             ; preds = %pool1_grad.ix370
+  %iy369.next = add nsw i64 %pool1_grad.iy36953, 1
+  %532 = icmp slt i64 %iy369.next, 12
+  br i1 %532, label %pool1_grad.iy369, label %pool1_grad.iy369.end
 
-pool1_grad.iy450:                                 ; preds = %pool1_grad.ix451.end, %pool1_grad.iy442.end
-  %pool1_grad.iy45062 = phi i64 [ 0, %pool1_grad.iy442.end ], [ %iy450.next, %pool1_grad.ix451.end ]
-  br label %pool1_grad.ix451
+pool1_grad.iy377:                                 ; preds = %pool1_grad.ix378.end, %pool1_grad.iy369.end
+  %pool1_grad.iy37762 = phi i64 [ 0, %pool1_grad.iy369.end ], [ %iy377.next, %pool1_grad.ix378.end ]
+  br label %pool1_grad.ix378
 
-pool1_grad.iy450.end:                             ; preds = %pool1_grad.ix451.end
-  br label %pool1_grad.iy456
+pool1_grad.iy377.end:                             ; preds = %pool1_grad.ix378.end
+  br label %pool1_grad.iy383
 
-pool1_grad.ix451:                                 ; preds = %pool1_grad.ix451, %pool1_grad.iy450
-  %pool1_grad.ix45163 = phi i64 [ 0, %pool1_grad.iy450 ], [ %ix451.next, %pool1_grad.ix451 ]
-  %533 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix378:                                 ; preds = %pool1_grad.ix378, %pool1_grad.iy377
+  %pool1_grad.ix37863 = phi i64 [ 0, %pool1_grad.iy377 ], [ %ix378.next, %pool1_grad.ix378 ]
+  %533 = mul nsw i64 %pool1_grad.c3298, 9
   %534 = add nsw i64 %533, 3
   %535 = mul nsw i64 %534, 3136
   %536 = add nsw i64 6422592, %535
-  %537 = mul nsw i64 %pool1_grad.j4017, 196
+  %537 = mul nsw i64 %pool1_grad.j3287, 196
   %538 = add nsw i64 %536, %537
-  %539 = add nsw i64 %pool1_grad.iy45062, 13
+  %539 = add nsw i64 %pool1_grad.iy37762, 13
   %540 = mul nsw i64 %539, 14
   %541 = add nsw i64 %538, %540
   %542 = add nsw i64 %541, 1
-  %543 = add nsw i64 %542, %pool1_grad.ix45163
+  %543 = add nsw i64 %542, %pool1_grad.ix37863
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %543
   %544 = load float, ptr %arena64, align 4
-  store float %544, ptr %pool1_grad.sum452, align 4
-  %sum452 = load float, ptr %pool1_grad.sum452, align 4
-  %545 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %544, ptr %pool1_grad.sum379, align 4
+  %sum379 = load float, ptr %pool1_grad.sum379, align 4
+  %545 = mul nsw i64 %pool1_grad.c3298, 9
   %546 = add nsw i64 %545, 4
   %547 = mul nsw i64 %546, 3136
   %548 = add nsw i64 6422592, %547
-  %549 = mul nsw i64 %pool1_grad.j4017, 196
+  %549 = mul nsw i64 %pool1_grad.j3287, 196
   %550 = add nsw i64 %548, %549
-  %551 = add nsw i64 %pool1_grad.iy45062, 13
+  %551 = add nsw i64 %pool1_grad.iy37762, 13
   %552 = mul nsw i64 %551, 14
   %553 = add nsw i64 %550, %552
-  %554 = add nsw i64 %553, %pool1_grad.ix45163
+  %554 = add nsw i64 %553, %pool1_grad.ix37863
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %554
   %555 = load float, ptr %arena65, align 4
-  %556 = fadd float %sum452, %555
-  store float %556, ptr %pool1_grad.sum453, align 4
-  %sum453 = load float, ptr %pool1_grad.sum453, align 4
-  %557 = mul nsw i64 %pool1_grad.c4028, 9
+  %556 = fadd float %sum379, %555
+  store float %556, ptr %pool1_grad.sum380, align 4
+  %sum380 = load float, ptr %pool1_grad.sum380, align 4
+  %557 = mul nsw i64 %pool1_grad.c3298, 9
   %558 = add nsw i64 %557, 6
   %559 = mul nsw i64 %558, 3136
   %560 = add nsw i64 6422592, %559
-  %561 = mul nsw i64 %pool1_grad.j4017, 196
+  %561 = mul nsw i64 %pool1_grad.j3287, 196
   %562 = add nsw i64 %560, %561
-  %563 = add nsw i64 %pool1_grad.iy45062, 13
+  %563 = add nsw i64 %pool1_grad.iy37762, 13
   %564 = add nsw i64 %563, -1
   %565 = mul nsw i64 %564, 14
   %566 = add nsw i64 %562, %565
   %567 = add nsw i64 %566, 1
-  %568 = add nsw i64 %567, %pool1_grad.ix45163
+  %568 = add nsw i64 %567, %pool1_grad.ix37863
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %568
   %569 = load float, ptr %arena66, align 4
-  %570 = fadd float %sum453, %569
-  store float %570, ptr %pool1_grad.sum454, align 4
-  %sum454 = load float, ptr %pool1_grad.sum454, align 4
-  %571 = mul nsw i64 %pool1_grad.c4028, 9
+  %570 = fadd float %sum380, %569
+  store float %570, ptr %pool1_grad.sum381, align 4
+  %sum381 = load float, ptr %pool1_grad.sum381, align 4
+  %571 = mul nsw i64 %pool1_grad.c3298, 9
   %572 = add nsw i64 %571, 7
   %573 = mul nsw i64 %572, 3136
   %574 = add nsw i64 6422592, %573
-  %575 = mul nsw i64 %pool1_grad.j4017, 196
+  %575 = mul nsw i64 %pool1_grad.j3287, 196
   %576 = add nsw i64 %574, %575
-  %577 = add nsw i64 %pool1_grad.iy45062, 13
+  %577 = add nsw i64 %pool1_grad.iy37762, 13
   %578 = add nsw i64 %577, -1
   %579 = mul nsw i64 %578, 14
   %580 = add nsw i64 %576, %579
-  %581 = add nsw i64 %580, %pool1_grad.ix45163
+  %581 = add nsw i64 %580, %pool1_grad.ix37863
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %581
   %582 = load float, ptr %arena67, align 4
-  %583 = fadd float %sum454, %582
-  store float %583, ptr %pool1_grad.sum455, align 4
-  %sum455 = load float, ptr %pool1_grad.sum455, align 4
-  %584 = mul nsw i64 %pool1_grad.g3891, 16
-  %585 = add nsw i64 %584, %pool1_grad.j4017
+  %583 = fadd float %sum381, %582
+  store float %583, ptr %pool1_grad.sum382, align 4
+  %sum382 = load float, ptr %pool1_grad.sum382, align 4
+  %584 = mul nsw i64 %pool1_grad.g3161, 16
+  %585 = add nsw i64 %584, %pool1_grad.j3287
   %586 = mul nsw i64 %585, 6272
   %587 = add nsw i64 2007040, %586
-  %588 = mul nsw i64 %pool1_grad.c4028, 196
+  %588 = mul nsw i64 %pool1_grad.c3298, 196
   %589 = add nsw i64 %587, %588
-  %590 = add nsw i64 %pool1_grad.iy45062, 13
+  %590 = add nsw i64 %pool1_grad.iy37762, 13
   %591 = mul nsw i64 %590, 14
   %592 = add nsw i64 %589, %591
-  %593 = add nsw i64 %592, %pool1_grad.ix45163
+  %593 = add nsw i64 %592, %pool1_grad.ix37863
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %sum455, ptr %arena68, align 4
-  %ix451.next = add nsw i64 %pool1_grad.ix45163, 1
-  %594 = icmp slt i64 %ix451.next, 1
-  br i1 %594, label %pool1_grad.ix451, label %pool1_grad.ix451.end
+  store float %sum382, ptr %arena68, align 4
+  %ix378.next = add nsw i64 %pool1_grad.ix37863, 1
+  %594 = icmp slt i64 %ix378.next, 1
+  br i1 %594, label %pool1_grad.ix378, label %pool1_grad.ix378.end
 
-pool1_grad.ix451.end:                             ; preds = %pool1_grad.ix451
-  %iy450.next = add nsw i64 %pool1_grad.iy45062, 1
-  %595 = icmp slt i64 %iy450.next, 1
-  br i1 %595, label %pool1_grad.iy450, label %pool1_grad.iy450.end
+pool1_grad.ix378.end:                             ; preds = %pool1_grad.ix378
+  %iy377.next = add nsw i64 %pool1_grad.iy37762, 1
+  %595 = icmp slt i64 %iy377.next, 1
+  br i1 %595, label %pool1_grad.iy377, label %pool1_grad.iy377.end
 
-pool1_grad.iy456:                                 ; preds = %pool1_grad.ix457.end, %pool1_grad.iy450.end
-  %pool1_grad.iy45669 = phi i64 [ 0, %pool1_grad.iy450.end ], [ %iy456.next, %pool1_grad.ix457.end ]
-  br label %pool1_grad.ix457
+pool1_grad.iy383:                                 ; preds = %pool1_grad.ix384.end, %pool1_grad.iy377.end
+  %pool1_grad.iy38369 = phi i64 [ 0, %pool1_grad.iy377.end ], [ %iy383.next, %pool1_grad.ix384.end ]
+  br label %pool1_grad.ix384
 
-pool1_grad.iy456.end:                             ; preds = %pool1_grad.ix457.end
-  br label %pool1_grad.iy464
+pool1_grad.iy383.end:                             ; preds = %pool1_grad.ix384.end
+  br label %pool1_grad.iy391
 
-pool1_grad.ix457:                                 ; preds = %pool1_grad.ix457, %pool1_grad.iy456
-  %pool1_grad.ix45770 = phi i64 [ 0, %pool1_grad.iy456 ], [ %ix457.next, %pool1_grad.ix457 ]
-  %596 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix384:                                 ; preds = %pool1_grad.ix384, %pool1_grad.iy383
+  %pool1_grad.ix38470 = phi i64 [ 0, %pool1_grad.iy383 ], [ %ix384.next, %pool1_grad.ix384 ]
+  %596 = mul nsw i64 %pool1_grad.c3298, 9
   %597 = add nsw i64 %596, 3
   %598 = mul nsw i64 %597, 3136
   %599 = add nsw i64 6422592, %598
-  %600 = mul nsw i64 %pool1_grad.j4017, 196
+  %600 = mul nsw i64 %pool1_grad.j3287, 196
   %601 = add nsw i64 %599, %600
-  %602 = add nsw i64 %pool1_grad.iy45669, 13
+  %602 = add nsw i64 %pool1_grad.iy38369, 13
   %603 = mul nsw i64 %602, 14
   %604 = add nsw i64 %601, %603
   %605 = add nsw i64 %604, 2
-  %606 = add nsw i64 %605, %pool1_grad.ix45770
+  %606 = add nsw i64 %605, %pool1_grad.ix38470
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %606
   %607 = load float, ptr %arena71, align 4
-  store float %607, ptr %pool1_grad.sum458, align 4
-  %sum458 = load float, ptr %pool1_grad.sum458, align 4
-  %608 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %607, ptr %pool1_grad.sum385, align 4
+  %sum385 = load float, ptr %pool1_grad.sum385, align 4
+  %608 = mul nsw i64 %pool1_grad.c3298, 9
   %609 = add nsw i64 %608, 4
   %610 = mul nsw i64 %609, 3136
   %611 = add nsw i64 6422592, %610
-  %612 = mul nsw i64 %pool1_grad.j4017, 196
+  %612 = mul nsw i64 %pool1_grad.j3287, 196
   %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %pool1_grad.iy45669, 13
+  %614 = add nsw i64 %pool1_grad.iy38369, 13
   %615 = mul nsw i64 %614, 14
   %616 = add nsw i64 %613, %615
   %617 = add nsw i64 %616, 1
-  %618 = add nsw i64 %617, %pool1_grad.ix45770
+  %618 = add nsw i64 %617, %pool1_grad.ix38470
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %618
   %619 = load float, ptr %arena72, align 4
-  %620 = fadd float %sum458, %619
-  store float %620, ptr %pool1_grad.sum459, align 4
-  %sum459 = load float, ptr %pool1_grad.sum459, align 4
-  %621 = mul nsw i64 %pool1_grad.c4028, 9
+  %620 = fadd float %sum385, %619
+  store float %620, ptr %pool1_grad.sum386, align 4
+  %sum386 = load float, ptr %pool1_grad.sum386, align 4
+  %621 = mul nsw i64 %pool1_grad.c3298, 9
   %622 = add nsw i64 %621, 5
   %623 = mul nsw i64 %622, 3136
   %624 = add nsw i64 6422592, %623
-  %625 = mul nsw i64 %pool1_grad.j4017, 196
+  %625 = mul nsw i64 %pool1_grad.j3287, 196
   %626 = add nsw i64 %624, %625
-  %627 = add nsw i64 %pool1_grad.iy45669, 13
+  %627 = add nsw i64 %pool1_grad.iy38369, 13
   %628 = mul nsw i64 %627, 14
   %629 = add nsw i64 %626, %628
-  %630 = add nsw i64 %629, %pool1_grad.ix45770
+  %630 = add nsw i64 %629, %pool1_grad.ix38470
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %630
   %631 = load float, ptr %arena73, align 4
-  %632 = fadd float %sum459, %631
-  store float %632, ptr %pool1_grad.sum460, align 4
-  %sum460 = load float, ptr %pool1_grad.sum460, align 4
-  %633 = mul nsw i64 %pool1_grad.c4028, 9
+  %632 = fadd float %sum386, %631
+  store float %632, ptr %pool1_grad.sum387, align 4
+  %sum387 = load float, ptr %pool1_grad.sum387, align 4
+  %633 = mul nsw i64 %pool1_grad.c3298, 9
   %634 = add nsw i64 %633, 6
   %635 = mul nsw i64 %634, 3136
   %636 = add nsw i64 6422592, %635
-  %637 = mul nsw i64 %pool1_grad.j4017, 196
+  %637 = mul nsw i64 %pool1_grad.j3287, 196
   %638 = add nsw i64 %636, %637
-  %639 = add nsw i64 %pool1_grad.iy45669, 13
+  %639 = add nsw i64 %pool1_grad.iy38369, 13
   %640 = add nsw i64 %639, -1
   %641 = mul nsw i64 %640, 14
   %642 = add nsw i64 %638, %641
   %643 = add nsw i64 %642, 2
-  %644 = add nsw i64 %643, %pool1_grad.ix45770
+  %644 = add nsw i64 %643, %pool1_grad.ix38470
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %644
   %645 = load float, ptr %arena74, align 4
-  %646 = fadd float %sum460, %645
-  store float %646, ptr %pool1_grad.sum461, align 4
-  %sum461 = load float, ptr %pool1_grad.sum461, align 4
-  %647 = mul nsw i64 %pool1_grad.c4028, 9
+  %646 = fadd float %sum387, %645
+  store float %646, ptr %pool1_grad.sum388, align 4
+  %sum388 = load float, ptr %pool1_grad.sum388, align 4
+  %647 = mul nsw i64 %pool1_grad.c3298, 9
   %648 = add nsw i64 %647, 7
   %649 = mul nsw i64 %648, 3136
   %650 = add nsw i64 6422592, %649
-  %651 = mul nsw i64 %pool1_grad.j4017, 196
+  %651 = mul nsw i64 %pool1_grad.j3287, 196
   %652 = add nsw i64 %650, %651
-  %653 = add nsw i64 %pool1_grad.iy45669, 13
+  %653 = add nsw i64 %pool1_grad.iy38369, 13
   %654 = add nsw i64 %653, -1
   %655 = mul nsw i64 %654, 14
   %656 = add nsw i64 %652, %655
   %657 = add nsw i64 %656, 1
-  %658 = add nsw i64 %657, %pool1_grad.ix45770
+  %658 = add nsw i64 %657, %pool1_grad.ix38470
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %658
   %659 = load float, ptr %arena75, align 4
-  %660 = fadd float %sum461, %659
-  store float %660, ptr %pool1_grad.sum462, align 4
-  %sum462 = load float, ptr %pool1_grad.sum462, align 4
-  %661 = mul nsw i64 %pool1_grad.c4028, 9
+  %660 = fadd float %sum388, %659
+  store float %660, ptr %pool1_grad.sum389, align 4
+  %sum389 = load float, ptr %pool1_grad.sum389, align 4
+  %661 = mul nsw i64 %pool1_grad.c3298, 9
   %662 = add nsw i64 %661, 8
   %663 = mul nsw i64 %662, 3136
   %664 = add nsw i64 6422592, %663
-  %665 = mul nsw i64 %pool1_grad.j4017, 196
+  %665 = mul nsw i64 %pool1_grad.j3287, 196
   %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %pool1_grad.iy45669, 13
+  %667 = add nsw i64 %pool1_grad.iy38369, 13
   %668 = add nsw i64 %667, -1
   %669 = mul nsw i64 %668, 14
   %670 = add nsw i64 %666, %669
-  %671 = add nsw i64 %670, %pool1_grad.ix45770
+  %671 = add nsw i64 %670, %pool1_grad.ix38470
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %671
   %672 = load float, ptr %arena76, align 4
-  %673 = fadd float %sum462, %672
-  store float %673, ptr %pool1_grad.sum463, align 4
-  %sum463 = load float, ptr %pool1_grad.sum463, align 4
-  %674 = mul nsw i64 %pool1_grad.g3891, 16
-  %675 = add nsw i64 %674, %pool1_grad.j4017
+  %673 = fadd float %sum389, %672
+  store float %673, ptr %pool1_grad.sum390, align 4
+  %sum390 = load float, ptr %pool1_grad.sum390, align 4
+  %674 = mul nsw i64 %pool1_grad.g3161, 16
+  %675 = add nsw i64 %674, %pool1_grad.j3287
   %676 = mul nsw i64 %675, 6272
   %677 = add nsw i64 2007040, %676
-  %678 = mul nsw i64 %pool1_grad.c4028, 196
+  %678 = mul nsw i64 %pool1_grad.c3298, 196
   %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %pool1_grad.iy45669, 13
+  %680 = add nsw i64 %pool1_grad.iy38369, 13
   %681 = mul nsw i64 %680, 14
   %682 = add nsw i64 %679, %681
   %683 = add nsw i64 %682, 1
-  %684 = add nsw i64 %683, %pool1_grad.ix45770
+  %684 = add nsw i64 %683, %pool1_grad.ix38470
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %684
-  store float %sum463, ptr %arena77, align 4
-  %ix457.next = add nsw i64 %pool1_grad.ix45770, 1
-  %685 = icmp slt i64 %ix457.next, 12
-  br i1 %685, label %pool1_grad.ix457, label %pool1_grad.ix457.end
+  store float %sum390, ptr %arena77, align 4
+  %ix384.next = add nsw i64 %pool1_grad.ix38470, 1
+  %685 = icmp slt i64 %ix384.next, 12
+  br i1 %685, label %pool1_grad.ix384, label %pool1_grad.ix384.end
 
-pool1_grad.ix457.end:                             ; preds = %pool1_grad.ix457
-  %iy456.next = add nsw i64 %pool1_grad.iy45669, 1
-  %686 = icmp slt i64 %iy456.next, 1
-  br i1 %686, label %pool1_grad.iy456, label %pool1_grad.iy456.end
+pool1_grad.ix384.end:                             ; preds = %pool1_grad.ix384
+  %iy383.next = add nsw i64 %pool1_grad.iy38369, 1
+  %686 = icmp slt i64 %iy383.next, 1
+  br i1 %686, label %pool1_grad.iy383, label %pool1_grad.iy383.end
 
-pool1_grad.iy464:                                 ; preds = %pool1_grad.ix465.end, %pool1_grad.iy456.end
-  %pool1_grad.iy46478 = phi i64 [ 0, %pool1_grad.iy456.end ], [ %iy464.next, %pool1_grad.ix465.end ]
-  br label %pool1_grad.ix465
+pool1_grad.iy391:                                 ; preds = %pool1_grad.ix392.end, %pool1_grad.iy383.end
+  %pool1_grad.iy39178 = phi i64 [ 0, %pool1_grad.iy383.end ], [ %iy391.next, %pool1_grad.ix392.end ]
+  br label %pool1_grad.ix392
 
-pool1_grad.iy464.end:                             ; preds = %pool1_grad.ix465.end
-  %c402.next = add nsw i64 %pool1_grad.c4028, 1
-  %687 = icmp slt i64 %c402.next, 32
-  br i1 %687, label %pool1_grad.c402, label %pool1_grad.c402.end
+pool1_grad.iy391.end:                             ; preds = %pool1_grad.ix392.end
+  %c329.next = add nsw i64 %pool1_grad.c3298, 1
+  %687 = icmp slt i64 %c329.next, 32
+  br i1 %687, label %pool1_grad.c329, label %pool1_grad.c329.end
 
-pool1_grad.ix465:                                 ; preds = %pool1_grad.ix465, %pool1_grad.iy464
-  %pool1_grad.ix46579 = phi i64 [ 0, %pool1_grad.iy464 ], [ %ix465.next, %pool1_grad.ix465 ]
-  %688 = mul nsw i64 %pool1_grad.c4028, 9
+pool1_grad.ix392:                                 ; preds = %pool1_grad.ix392, %pool1_grad.iy391
+  %pool1_grad.ix39279 = phi i64 [ 0, %pool1_grad.iy391 ], [ %ix392.next, %pool1_grad.ix392 ]
+  %688 = mul nsw i64 %pool1_grad.c3298, 9
   %689 = add nsw i64 %688, 4
   %690 = mul nsw i64 %689, 3136
   %691 = add nsw i64 6422592, %690
-  %692 = mul nsw i64 %pool1_grad.j4017, 196
+  %692 = mul nsw i64 %pool1_grad.j3287, 196
   %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %pool1_grad.iy46478, 13
+  %694 = add nsw i64 %pool1_grad.iy39178, 13
   %695 = mul nsw i64 %694, 14
   %696 = add nsw i64 %693, %695
   %697 = add nsw i64 %696, 13
-  %698 = add nsw i64 %697, %pool1_grad.ix46579
+  %698 = add nsw i64 %697, %pool1_grad.ix39279
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %698
   %699 = load float, ptr %arena80, align 4
-  store float %699, ptr %pool1_grad.sum466, align 4
-  %sum466 = load float, ptr %pool1_grad.sum466, align 4
-  %700 = mul nsw i64 %pool1_grad.c4028, 9
+  store float %699, ptr %pool1_grad.sum393, align 4
+  %sum393 = load float, ptr %pool1_grad.sum393, align 4
+  %700 = mul nsw i64 %pool1_grad.c3298, 9
   %701 = add nsw i64 %700, 5
   %702 = mul nsw i64 %701, 3136
   %703 = add nsw i64 6422592, %702
-  %704 = mul nsw i64 %pool1_grad.j4017, 196
+  %704 = mul nsw i64 %pool1_grad.j3287, 196
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %pool1_grad.iy46478, 13
+  %706 = add nsw i64 %pool1_grad.iy39178, 13
   %707 = mul nsw i64 %706, 14
   %708 = add nsw i64 %705, %707
   %709 = add nsw i64 %708, 12
-  %710 = add nsw i64 %709, %pool1_grad.ix46579
+  %710 = add nsw i64 %709, %pool1_grad.ix39279
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %710
   %711 = load float, ptr %arena81, align 4
-  %712 = fadd float %sum466, %711
-  store float %712, ptr %pool1_grad.sum467, align 4
-  %sum467 = load float, ptr %pool1_grad.sum467, align 4
-  %713 = mul nsw i64 %pool1_grad.c4028, 9
+  %712 = fadd float %sum393, %711
+  store float %712, ptr %pool1_grad.sum394, align 4
+  %sum394 = load float, ptr %pool1_grad.sum394, align 4
+  %713 = mul nsw i64 %pool1_grad.c3298, 9
   %714 = add nsw i64 %713, 7
   %715 = mul nsw i64 %714, 3136
   %716 = add nsw i64 6422592, %715
-  %717 = mul nsw i64 %pool1_grad.j4017, 196
+  %717 = mul nsw i64 %pool1_grad.j3287, 196
   %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %pool1_grad.iy46478, 13
+  %719 = add nsw i64 %pool1_grad.iy39178, 13
   %720 = add nsw i64 %719, -1
   %721 = mul nsw i64 %720, 14
   %722 = add nsw i64 %718, %721
   %723 = add nsw i64 %722, 13
-  %724 = add nsw i64 %723, %pool1_grad.ix46579
+  %724 = add nsw i64 %723, %pool1_grad.ix39279
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %724
   %725 = load float, ptr %arena82, align 4
-  %726 = fadd float %sum467, %725
-  store float %726, ptr %pool1_grad.sum468, align 4
-  %sum468 = load float, ptr %pool1_grad.sum468, align 4
-  %727 = mul nsw i64 %pool1_grad.c4028, 9
+  %726 = fadd float %sum394, %725
+  store float %726, ptr %pool1_grad.sum395, align 4
+  %sum395 = load float, ptr %pool1_grad.sum395, align 4
+  %727 = mul nsw i64 %pool1_grad.c3298, 9
   %728 = add nsw i64 %727, 8
   %729 = mul nsw i64 %728, 3136
   %730 = add nsw i64 6422592, %729
-  %731 = mul nsw i64 %pool1_grad.j4017, 196
+  %731 = mul nsw i64 %pool1_grad.j3287, 196
   %732 = add nsw i64 %730, %731
-  %733 = add nsw i64 %pool1_grad.iy46478, 13
+  %733 = add nsw i64 %pool1_grad.iy39178, 13
   %734 = add nsw i64 %733, -1
   %735 = mul nsw i64 %734, 14
   %736 = add nsw i64 %732, %735
   %737 = add nsw i64 %736, 12
-  %738 = add nsw i64 %737, %pool1_grad.ix46579
+  %738 = add nsw i64 %737, %pool1_grad.ix39279
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %738
   %739 = load float, ptr %arena83, align 4
-  %740 = fadd float %sum468, %739
-  store float %740, ptr %pool1_grad.sum469, align 4
-  %sum469 = load float, ptr %pool1_grad.sum469, align 4
-  %741 = mul nsw i64 %pool1_grad.g3891, 16
-  %742 = add nsw i64 %741, %pool1_grad.j4017
+  %740 = fadd float %sum395, %739
+  store float %740, ptr %pool1_grad.sum396, align 4
+  %sum396 = load float, ptr %pool1_grad.sum396, align 4
+  %741 = mul nsw i64 %pool1_grad.g3161, 16
+  %742 = add nsw i64 %741, %pool1_grad.j3287
   %743 = mul nsw i64 %742, 6272
   %744 = add nsw i64 2007040, %743
-  %745 = mul nsw i64 %pool1_grad.c4028, 196
+  %745 = mul nsw i64 %pool1_grad.c3298, 196
   %746 = add nsw i64 %744, %745
-  %747 = add nsw i64 %pool1_grad.iy46478, 13
+  %747 = add nsw i64 %pool1_grad.iy39178, 13
   %748 = mul nsw i64 %747, 14
   %749 = add nsw i64 %746, %748
   %750 = add nsw i64 %749, 13
-  %751 = add nsw i64 %750, %pool1_grad.ix46579
+  %751 = add nsw i64 %750, %pool1_grad.ix39279
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %751
-  store float %sum469, ptr %arena84, align 4
-  %ix465.next = add nsw i64 %pool1_grad.ix46579, 1
-  %752 = icmp slt i64 %ix465.next, 1
-  br i1 %752, label %pool1_grad.ix465, label %pool1_grad.ix465.end
+  store float %sum396, ptr %arena84, align 4
+  %ix392.next = add nsw i64 %pool1_grad.ix39279, 1
+  %752 = icmp slt i64 %ix392.next, 1
+  br i1 %752, label %pool1_grad.ix392, label %pool1_grad.ix392.end
 
-pool1_grad.ix465.end:                             ; preds = %pool1_grad.ix465
-  %iy464.next = add nsw i64 %pool1_grad.iy46478, 1
-  %753 = icmp slt i64 %iy464.next, 1
-  br i1 %753, label %pool1_grad.iy464, label %pool1_grad.iy464.end
+pool1_grad.ix392.end:                             ; preds = %pool1_grad.ix392
+  %iy391.next = add nsw i64 %pool1_grad.iy39178, 1
+  %753 = icmp slt i64 %iy391.next, 1
+  br i1 %753, label %pool1_grad.iy391, label %pool1_grad.iy391.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k31.pool1_grad.gemm400(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k31.pool1_grad.gemm327(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1_grad.t398_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t398_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t398_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t398_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t398_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t398_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t398_c0_0 = alloca <8 x float>, align 32
-  %pool1_grad.t395_a3 = alloca <8 x float>, align 32
-  %pool1_grad.t395_a2 = alloca <8 x float>, align 32
-  %pool1_grad.t395_a1 = alloca <8 x float>, align 32
-  %pool1_grad.t395_a0 = alloca <8 x float>, align 32
-  %pool1_grad.t395_b2 = alloca <8 x float>, align 32
-  %pool1_grad.t395_b1 = alloca <8 x float>, align 32
-  %pool1_grad.t395_b0 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c3_2 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c3_1 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c3_0 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c2_2 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c2_1 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c2_0 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c1_2 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c1_1 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c1_0 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c0_2 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c0_1 = alloca <8 x float>, align 32
-  %pool1_grad.t395_c0_0 = alloca <8 x float>, align 32
-  br label %pool1_grad.nb393
+  %pool1_grad.t325_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t325_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t325_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t325_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t325_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t325_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t325_c0_0 = alloca <8 x float>, align 32
+  %pool1_grad.t322_a3 = alloca <8 x float>, align 32
+  %pool1_grad.t322_a2 = alloca <8 x float>, align 32
+  %pool1_grad.t322_a1 = alloca <8 x float>, align 32
+  %pool1_grad.t322_a0 = alloca <8 x float>, align 32
+  %pool1_grad.t322_b2 = alloca <8 x float>, align 32
+  %pool1_grad.t322_b1 = alloca <8 x float>, align 32
+  %pool1_grad.t322_b0 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c3_2 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c3_1 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c3_0 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c2_2 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c2_1 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c2_0 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c1_2 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c1_1 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c1_0 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c0_2 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c0_1 = alloca <8 x float>, align 32
+  %pool1_grad.t322_c0_0 = alloca <8 x float>, align 32
+  br label %pool1_grad.nb320
 
-pool1_grad.nb393:                                 ; preds = %pool1_grad.mb394.end, %entry
-  %pool1_grad.nb3931 = phi i64 [ 0, %entry ], [ %nb393.next, %pool1_grad.mb394.end ]
-  br label %pool1_grad.mb394
+pool1_grad.nb320:                                 ; preds = %pool1_grad.mb321.end, %entry
+  %pool1_grad.nb3201 = phi i64 [ 0, %entry ], [ %nb320.next, %pool1_grad.mb321.end ]
+  br label %pool1_grad.mb321
 
-pool1_grad.nb393.end:                             ; preds = %pool1_grad.mb394.end
-  br label %pool1_grad.mb397
+pool1_grad.nb320.end:                             ; preds = %pool1_grad.mb321.end
+  br label %pool1_grad.mb324
 
-pool1_grad.mb394:                                 ; preds = %pool1_grad.k396.end, %pool1_grad.nb393
-  %pool1_grad.mb3942 = phi i64 [ 0, %pool1_grad.nb393 ], [ %mb394.next, %pool1_grad.k396.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t395_c3_2, align 32
-  br label %pool1_grad.k396
+pool1_grad.mb321:                                 ; preds = %pool1_grad.k323.end, %pool1_grad.nb320
+  %pool1_grad.mb3212 = phi i64 [ 0, %pool1_grad.nb320 ], [ %mb321.next, %pool1_grad.k323.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t322_c3_2, align 32
+  br label %pool1_grad.k323
 
-pool1_grad.mb394.end:                             ; preds = %pool1_grad.k396.end
-  %nb393.next = add nsw i64 %pool1_grad.nb3931, 1
-  %0 = icmp slt i64 %nb393.next, 130
-  br i1 %0, label %pool1_grad.nb393, label %pool1_grad.nb393.end
+pool1_grad.mb321.end:                             ; preds = %pool1_grad.k323.end
+  %nb320.next = add nsw i64 %pool1_grad.nb3201, 1
+  %0 = icmp slt i64 %nb320.next, 130
+  br i1 %0, label %pool1_grad.nb320, label %pool1_grad.nb320.end
 
-pool1_grad.k396:                                  ; preds = %pool1_grad.k396, %pool1_grad.mb394
-  %pool1_grad.k3963 = phi i64 [ 0, %pool1_grad.mb394 ], [ %k396.next, %pool1_grad.k396 ]
-  %1 = mul nsw i64 %pool1_grad.k3963, 3136
+pool1_grad.k323:                                  ; preds = %pool1_grad.k323, %pool1_grad.mb321
+  %pool1_grad.k3233 = phi i64 [ 0, %pool1_grad.mb321 ], [ %k323.next, %pool1_grad.k323 ]
+  %1 = mul nsw i64 %pool1_grad.k3233, 3136
   %2 = add nsw i64 7325760, %1
-  %3 = mul nsw i64 %pool1_grad.nb3931, 24
+  %3 = mul nsw i64 %pool1_grad.nb3201, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %pool1_grad.t395_b0, align 32
-  %6 = mul nsw i64 %pool1_grad.k3963, 3136
+  store <8 x float> %5, ptr %pool1_grad.t322_b0, align 32
+  %6 = mul nsw i64 %pool1_grad.k3233, 3136
   %7 = add nsw i64 7325760, %6
-  %8 = mul nsw i64 %pool1_grad.nb3931, 24
+  %8 = mul nsw i64 %pool1_grad.nb3201, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %pool1_grad.t395_b1, align 32
-  %12 = mul nsw i64 %pool1_grad.k3963, 3136
+  store <8 x float> %11, ptr %pool1_grad.t322_b1, align 32
+  %12 = mul nsw i64 %pool1_grad.k3233, 3136
   %13 = add nsw i64 7325760, %12
-  %14 = mul nsw i64 %pool1_grad.nb3931, 24
+  %14 = mul nsw i64 %pool1_grad.nb3201, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %pool1_grad.t395_b2, align 32
-  %18 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %17, ptr %pool1_grad.t322_b2, align 32
+  %18 = mul nsw i64 %pool1_grad.mb3212, 4
   %19 = add nsw i64 352, %18
-  %20 = mul nsw i64 %pool1_grad.k3963, 288
+  %20 = mul nsw i64 %pool1_grad.k3233, 288
   %21 = add nsw i64 %19, %20
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %pool1_grad.t395_a0, align 32
-  %t395_a0 = load <8 x float>, ptr %pool1_grad.t395_a0, align 32
-  %t395_b0 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
-  %t395_c0_0 = load <8 x float>, ptr %pool1_grad.t395_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a0, <8 x float> %t395_b0, <8 x float> %t395_c0_0)
-  store <8 x float> %25, ptr %pool1_grad.t395_c0_0, align 32
-  %t395_a08 = load <8 x float>, ptr %pool1_grad.t395_a0, align 32
-  %t395_b1 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
-  %t395_c0_1 = load <8 x float>, ptr %pool1_grad.t395_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a08, <8 x float> %t395_b1, <8 x float> %t395_c0_1)
-  store <8 x float> %26, ptr %pool1_grad.t395_c0_1, align 32
-  %t395_a09 = load <8 x float>, ptr %pool1_grad.t395_a0, align 32
-  %t395_b2 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
-  %t395_c0_2 = load <8 x float>, ptr %pool1_grad.t395_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a09, <8 x float> %t395_b2, <8 x float> %t395_c0_2)
-  store <8 x float> %27, ptr %pool1_grad.t395_c0_2, align 32
-  %28 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %24, ptr %pool1_grad.t322_a0, align 32
+  %t322_a0 = load <8 x float>, ptr %pool1_grad.t322_a0, align 32
+  %t322_b0 = load <8 x float>, ptr %pool1_grad.t322_b0, align 32
+  %t322_c0_0 = load <8 x float>, ptr %pool1_grad.t322_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a0, <8 x float> %t322_b0, <8 x float> %t322_c0_0)
+  store <8 x float> %25, ptr %pool1_grad.t322_c0_0, align 32
+  %t322_a08 = load <8 x float>, ptr %pool1_grad.t322_a0, align 32
+  %t322_b1 = load <8 x float>, ptr %pool1_grad.t322_b1, align 32
+  %t322_c0_1 = load <8 x float>, ptr %pool1_grad.t322_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a08, <8 x float> %t322_b1, <8 x float> %t322_c0_1)
+  store <8 x float> %26, ptr %pool1_grad.t322_c0_1, align 32
+  %t322_a09 = load <8 x float>, ptr %pool1_grad.t322_a0, align 32
+  %t322_b2 = load <8 x float>, ptr %pool1_grad.t322_b2, align 32
+  %t322_c0_2 = load <8 x float>, ptr %pool1_grad.t322_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a09, <8 x float> %t322_b2, <8 x float> %t322_c0_2)
+  store <8 x float> %27, ptr %pool1_grad.t322_c0_2, align 32
+  %28 = mul nsw i64 %pool1_grad.mb3212, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 352, %29
-  %31 = mul nsw i64 %pool1_grad.k3963, 288
+  %31 = mul nsw i64 %pool1_grad.k3233, 288
   %32 = add nsw i64 %30, %31
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %pool1_grad.t395_a1, align 32
-  %t395_a1 = load <8 x float>, ptr %pool1_grad.t395_a1, align 32
-  %t395_b011 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
-  %t395_c1_0 = load <8 x float>, ptr %pool1_grad.t395_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a1, <8 x float> %t395_b011, <8 x float> %t395_c1_0)
-  store <8 x float> %36, ptr %pool1_grad.t395_c1_0, align 32
-  %t395_a112 = load <8 x float>, ptr %pool1_grad.t395_a1, align 32
-  %t395_b113 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
-  %t395_c1_1 = load <8 x float>, ptr %pool1_grad.t395_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a112, <8 x float> %t395_b113, <8 x float> %t395_c1_1)
-  store <8 x float> %37, ptr %pool1_grad.t395_c1_1, align 32
-  %t395_a114 = load <8 x float>, ptr %pool1_grad.t395_a1, align 32
-  %t395_b215 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
-  %t395_c1_2 = load <8 x float>, ptr %pool1_grad.t395_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a114, <8 x float> %t395_b215, <8 x float> %t395_c1_2)
-  store <8 x float> %38, ptr %pool1_grad.t395_c1_2, align 32
-  %39 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %35, ptr %pool1_grad.t322_a1, align 32
+  %t322_a1 = load <8 x float>, ptr %pool1_grad.t322_a1, align 32
+  %t322_b011 = load <8 x float>, ptr %pool1_grad.t322_b0, align 32
+  %t322_c1_0 = load <8 x float>, ptr %pool1_grad.t322_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a1, <8 x float> %t322_b011, <8 x float> %t322_c1_0)
+  store <8 x float> %36, ptr %pool1_grad.t322_c1_0, align 32
+  %t322_a112 = load <8 x float>, ptr %pool1_grad.t322_a1, align 32
+  %t322_b113 = load <8 x float>, ptr %pool1_grad.t322_b1, align 32
+  %t322_c1_1 = load <8 x float>, ptr %pool1_grad.t322_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a112, <8 x float> %t322_b113, <8 x float> %t322_c1_1)
+  store <8 x float> %37, ptr %pool1_grad.t322_c1_1, align 32
+  %t322_a114 = load <8 x float>, ptr %pool1_grad.t322_a1, align 32
+  %t322_b215 = load <8 x float>, ptr %pool1_grad.t322_b2, align 32
+  %t322_c1_2 = load <8 x float>, ptr %pool1_grad.t322_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a114, <8 x float> %t322_b215, <8 x float> %t322_c1_2)
+  store <8 x float> %38, ptr %pool1_grad.t322_c1_2, align 32
+  %39 = mul nsw i64 %pool1_grad.mb3212, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 352, %40
-  %42 = mul nsw i64 %pool1_grad.k3963, 288
+  %42 = mul nsw i64 %pool1_grad.k3233, 288
   %43 = add nsw i64 %41, %42
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %pool1_grad.t395_a2, align 32
-  %t395_a2 = load <8 x float>, ptr %pool1_grad.t395_a2, align 32
-  %t395_b017 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
-  %t395_c2_0 = load <8 x float>, ptr %pool1_grad.t395_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a2, <8 x float> %t395_b017, <8 x float> %t395_c2_0)
-  store <8 x float> %47, ptr %pool1_grad.t395_c2_0, align 32
-  %t395_a218 = load <8 x float>, ptr %pool1_grad.t395_a2, align 32
-  %t395_b119 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
-  %t395_c2_1 = load <8 x float>, ptr %pool1_grad.t395_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a218, <8 x float> %t395_b119, <8 x float> %t395_c2_1)
-  store <8 x float> %48, ptr %pool1_grad.t395_c2_1, align 32
-  %t395_a220 = load <8 x float>, ptr %pool1_grad.t395_a2, align 32
-  %t395_b221 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
-  %t395_c2_2 = load <8 x float>, ptr %pool1_grad.t395_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a220, <8 x float> %t395_b221, <8 x float> %t395_c2_2)
-  store <8 x float> %49, ptr %pool1_grad.t395_c2_2, align 32
-  %50 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %46, ptr %pool1_grad.t322_a2, align 32
+  %t322_a2 = load <8 x float>, ptr %pool1_grad.t322_a2, align 32
+  %t322_b017 = load <8 x float>, ptr %pool1_grad.t322_b0, align 32
+  %t322_c2_0 = load <8 x float>, ptr %pool1_grad.t322_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a2, <8 x float> %t322_b017, <8 x float> %t322_c2_0)
+  store <8 x float> %47, ptr %pool1_grad.t322_c2_0, align 32
+  %t322_a218 = load <8 x float>, ptr %pool1_grad.t322_a2, align 32
+  %t322_b119 = load <8 x float>, ptr %pool1_grad.t322_b1, align 32
+  %t322_c2_1 = load <8 x float>, ptr %pool1_grad.t322_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a218, <8 x float> %t322_b119, <8 x float> %t322_c2_1)
+  store <8 x float> %48, ptr %pool1_grad.t322_c2_1, align 32
+  %t322_a220 = load <8 x float>, ptr %pool1_grad.t322_a2, align 32
+  %t322_b221 = load <8 x float>, ptr %pool1_grad.t322_b2, align 32
+  %t322_c2_2 = load <8 x float>, ptr %pool1_grad.t322_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a220, <8 x float> %t322_b221, <8 x float> %t322_c2_2)
+  store <8 x float> %49, ptr %pool1_grad.t322_c2_2, align 32
+  %50 = mul nsw i64 %pool1_grad.mb3212, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 352, %51
-  %53 = mul nsw i64 %pool1_grad.k3963, 288
+  %53 = mul nsw i64 %pool1_grad.k3233, 288
   %54 = add nsw i64 %52, %53
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %pool1_grad.t395_a3, align 32
-  %t395_a3 = load <8 x float>, ptr %pool1_grad.t395_a3, align 32
-  %t395_b023 = load <8 x float>, ptr %pool1_grad.t395_b0, align 32
-  %t395_c3_0 = load <8 x float>, ptr %pool1_grad.t395_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a3, <8 x float> %t395_b023, <8 x float> %t395_c3_0)
-  store <8 x float> %58, ptr %pool1_grad.t395_c3_0, align 32
-  %t395_a324 = load <8 x float>, ptr %pool1_grad.t395_a3, align 32
-  %t395_b125 = load <8 x float>, ptr %pool1_grad.t395_b1, align 32
-  %t395_c3_1 = load <8 x float>, ptr %pool1_grad.t395_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a324, <8 x float> %t395_b125, <8 x float> %t395_c3_1)
-  store <8 x float> %59, ptr %pool1_grad.t395_c3_1, align 32
-  %t395_a326 = load <8 x float>, ptr %pool1_grad.t395_a3, align 32
-  %t395_b227 = load <8 x float>, ptr %pool1_grad.t395_b2, align 32
-  %t395_c3_2 = load <8 x float>, ptr %pool1_grad.t395_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t395_a326, <8 x float> %t395_b227, <8 x float> %t395_c3_2)
-  store <8 x float> %60, ptr %pool1_grad.t395_c3_2, align 32
-  %k396.next = add nsw i64 %pool1_grad.k3963, 1
-  %61 = icmp slt i64 %k396.next, 64
-  br i1 %61, label %pool1_grad.k396, label %pool1_grad.k396.end
+  store <8 x float> %57, ptr %pool1_grad.t322_a3, align 32
+  %t322_a3 = load <8 x float>, ptr %pool1_grad.t322_a3, align 32
+  %t322_b023 = load <8 x float>, ptr %pool1_grad.t322_b0, align 32
+  %t322_c3_0 = load <8 x float>, ptr %pool1_grad.t322_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a3, <8 x float> %t322_b023, <8 x float> %t322_c3_0)
+  store <8 x float> %58, ptr %pool1_grad.t322_c3_0, align 32
+  %t322_a324 = load <8 x float>, ptr %pool1_grad.t322_a3, align 32
+  %t322_b125 = load <8 x float>, ptr %pool1_grad.t322_b1, align 32
+  %t322_c3_1 = load <8 x float>, ptr %pool1_grad.t322_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a324, <8 x float> %t322_b125, <8 x float> %t322_c3_1)
+  store <8 x float> %59, ptr %pool1_grad.t322_c3_1, align 32
+  %t322_a326 = load <8 x float>, ptr %pool1_grad.t322_a3, align 32
+  %t322_b227 = load <8 x float>, ptr %pool1_grad.t322_b2, align 32
+  %t322_c3_2 = load <8 x float>, ptr %pool1_grad.t322_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t322_a326, <8 x float> %t322_b227, <8 x float> %t322_c3_2)
+  store <8 x float> %60, ptr %pool1_grad.t322_c3_2, align 32
+  %k323.next = add nsw i64 %pool1_grad.k3233, 1
+  %61 = icmp slt i64 %k323.next, 64
+  br i1 %61, label %pool1_grad.k323, label %pool1_grad.k323.end
 
-pool1_grad.k396.end:                              ; preds = %pool1_grad.k396
-  %t395_c0_028 = load <8 x float>, ptr %pool1_grad.t395_c0_0, align 32
-  %62 = mul nsw i64 %pool1_grad.mb3942, 4
+pool1_grad.k323.end:                              ; preds = %pool1_grad.k323
+  %t322_c0_028 = load <8 x float>, ptr %pool1_grad.t322_c0_0, align 32
+  %62 = mul nsw i64 %pool1_grad.mb3212, 4
   %63 = mul nsw i64 %62, 3136
   %64 = add nsw i64 6422592, %63
-  %65 = mul nsw i64 %pool1_grad.nb3931, 24
+  %65 = mul nsw i64 %pool1_grad.nb3201, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t395_c0_028, ptr %arena29, align 4
-  %t395_c0_130 = load <8 x float>, ptr %pool1_grad.t395_c0_1, align 32
-  %67 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c0_028, ptr %arena29, align 4
+  %t322_c0_130 = load <8 x float>, ptr %pool1_grad.t322_c0_1, align 32
+  %67 = mul nsw i64 %pool1_grad.mb3212, 4
   %68 = mul nsw i64 %67, 3136
   %69 = add nsw i64 6422592, %68
-  %70 = mul nsw i64 %pool1_grad.nb3931, 24
+  %70 = mul nsw i64 %pool1_grad.nb3201, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t395_c0_130, ptr %arena31, align 4
-  %t395_c0_232 = load <8 x float>, ptr %pool1_grad.t395_c0_2, align 32
-  %73 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c0_130, ptr %arena31, align 4
+  %t322_c0_232 = load <8 x float>, ptr %pool1_grad.t322_c0_2, align 32
+  %73 = mul nsw i64 %pool1_grad.mb3212, 4
   %74 = mul nsw i64 %73, 3136
   %75 = add nsw i64 6422592, %74
-  %76 = mul nsw i64 %pool1_grad.nb3931, 24
+  %76 = mul nsw i64 %pool1_grad.nb3201, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t395_c0_232, ptr %arena33, align 4
-  %t395_c1_034 = load <8 x float>, ptr %pool1_grad.t395_c1_0, align 32
-  %79 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c0_232, ptr %arena33, align 4
+  %t322_c1_034 = load <8 x float>, ptr %pool1_grad.t322_c1_0, align 32
+  %79 = mul nsw i64 %pool1_grad.mb3212, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 3136
   %82 = add nsw i64 6422592, %81
-  %83 = mul nsw i64 %pool1_grad.nb3931, 24
+  %83 = mul nsw i64 %pool1_grad.nb3201, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t395_c1_034, ptr %arena35, align 4
-  %t395_c1_136 = load <8 x float>, ptr %pool1_grad.t395_c1_1, align 32
-  %85 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c1_034, ptr %arena35, align 4
+  %t322_c1_136 = load <8 x float>, ptr %pool1_grad.t322_c1_1, align 32
+  %85 = mul nsw i64 %pool1_grad.mb3212, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 3136
   %88 = add nsw i64 6422592, %87
-  %89 = mul nsw i64 %pool1_grad.nb3931, 24
+  %89 = mul nsw i64 %pool1_grad.nb3201, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t395_c1_136, ptr %arena37, align 4
-  %t395_c1_238 = load <8 x float>, ptr %pool1_grad.t395_c1_2, align 32
-  %92 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c1_136, ptr %arena37, align 4
+  %t322_c1_238 = load <8 x float>, ptr %pool1_grad.t322_c1_2, align 32
+  %92 = mul nsw i64 %pool1_grad.mb3212, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 3136
   %95 = add nsw i64 6422592, %94
-  %96 = mul nsw i64 %pool1_grad.nb3931, 24
+  %96 = mul nsw i64 %pool1_grad.nb3201, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t395_c1_238, ptr %arena39, align 4
-  %t395_c2_040 = load <8 x float>, ptr %pool1_grad.t395_c2_0, align 32
-  %99 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c1_238, ptr %arena39, align 4
+  %t322_c2_040 = load <8 x float>, ptr %pool1_grad.t322_c2_0, align 32
+  %99 = mul nsw i64 %pool1_grad.mb3212, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 3136
   %102 = add nsw i64 6422592, %101
-  %103 = mul nsw i64 %pool1_grad.nb3931, 24
+  %103 = mul nsw i64 %pool1_grad.nb3201, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t395_c2_040, ptr %arena41, align 4
-  %t395_c2_142 = load <8 x float>, ptr %pool1_grad.t395_c2_1, align 32
-  %105 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c2_040, ptr %arena41, align 4
+  %t322_c2_142 = load <8 x float>, ptr %pool1_grad.t322_c2_1, align 32
+  %105 = mul nsw i64 %pool1_grad.mb3212, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 3136
   %108 = add nsw i64 6422592, %107
-  %109 = mul nsw i64 %pool1_grad.nb3931, 24
+  %109 = mul nsw i64 %pool1_grad.nb3201, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t395_c2_142, ptr %arena43, align 4
-  %t395_c2_244 = load <8 x float>, ptr %pool1_grad.t395_c2_2, align 32
-  %112 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c2_142, ptr %arena43, align 4
+  %t322_c2_244 = load <8 x float>, ptr %pool1_grad.t322_c2_2, align 32
+  %112 = mul nsw i64 %pool1_grad.mb3212, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 3136
   %115 = add nsw i64 6422592, %114
-  %116 = mul nsw i64 %pool1_grad.nb3931, 24
+  %116 = mul nsw i64 %pool1_grad.nb3201, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t395_c2_244, ptr %arena45, align 4
-  %t395_c3_046 = load <8 x float>, ptr %pool1_grad.t395_c3_0, align 32
-  %119 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c2_244, ptr %arena45, align 4
+  %t322_c3_046 = load <8 x float>, ptr %pool1_grad.t322_c3_0, align 32
+  %119 = mul nsw i64 %pool1_grad.mb3212, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 3136
   %122 = add nsw i64 6422592, %121
-  %123 = mul nsw i64 %pool1_grad.nb3931, 24
+  %123 = mul nsw i64 %pool1_grad.nb3201, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t395_c3_046, ptr %arena47, align 4
-  %t395_c3_148 = load <8 x float>, ptr %pool1_grad.t395_c3_1, align 32
-  %125 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c3_046, ptr %arena47, align 4
+  %t322_c3_148 = load <8 x float>, ptr %pool1_grad.t322_c3_1, align 32
+  %125 = mul nsw i64 %pool1_grad.mb3212, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 3136
   %128 = add nsw i64 6422592, %127
-  %129 = mul nsw i64 %pool1_grad.nb3931, 24
+  %129 = mul nsw i64 %pool1_grad.nb3201, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t395_c3_148, ptr %arena49, align 4
-  %t395_c3_250 = load <8 x float>, ptr %pool1_grad.t395_c3_2, align 32
-  %132 = mul nsw i64 %pool1_grad.mb3942, 4
+  store <8 x float> %t322_c3_148, ptr %arena49, align 4
+  %t322_c3_250 = load <8 x float>, ptr %pool1_grad.t322_c3_2, align 32
+  %132 = mul nsw i64 %pool1_grad.mb3212, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 3136
   %135 = add nsw i64 6422592, %134
-  %136 = mul nsw i64 %pool1_grad.nb3931, 24
+  %136 = mul nsw i64 %pool1_grad.nb3201, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t395_c3_250, ptr %arena51, align 4
-  %mb394.next = add nsw i64 %pool1_grad.mb3942, 1
-  %139 = icmp slt i64 %mb394.next, 72
-  br i1 %139, label %pool1_grad.mb394, label %pool1_grad.mb394.end
+  store <8 x float> %t322_c3_250, ptr %arena51, align 4
+  %mb321.next = add nsw i64 %pool1_grad.mb3212, 1
+  %139 = icmp slt i64 %mb321.next, 72
+  br i1 %139, label %pool1_grad.mb321, label %pool1_grad.mb321.end
 
-pool1_grad.mb397:                                 ; preds = %pool1_grad.k399.end, %pool1_grad.nb393.end
-  %pool1_grad.mb39752 = phi i64 [ 0, %pool1_grad.nb393.end ], [ %mb397.next, %pool1_grad.k399.end ]
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %pool1_grad.t398_c3_1, align 32
-  br label %pool1_grad.k399
+pool1_grad.mb324:                                 ; preds = %pool1_grad.k326.end, %pool1_grad.nb320.end
+  %pool1_grad.mb32452 = phi i64 [ 0, %pool1_grad.nb320.end ], [ %mb324.next, %pool1_grad.k326.end ]
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %pool1_grad.t325_c3_1, align 32
+  br label %pool1_grad.k326
 
-pool1_grad.mb397.end:                             ; preds = %pool1_grad.k399.end
+pool1_grad.mb324.end:                             ; preds = %pool1_grad.k326.end
   ret void
 
-pool1_grad.k399:                                  ; preds = %pool1_grad.k399, %pool1_grad.mb397
-  %pool1_grad.k39953 = phi i64 [ 0, %pool1_grad.mb397 ], [ %k399.next, %pool1_grad.k399 ]
-  %140 = mul nsw i64 %pool1_grad.k39953, 3136
+pool1_grad.k326:                                  ; preds = %pool1_grad.k326, %pool1_grad.mb324
+  %pool1_grad.k32653 = phi i64 [ 0, %pool1_grad.mb324 ], [ %k326.next, %pool1_grad.k326 ]
+  %140 = mul nsw i64 %pool1_grad.k32653, 3136
   %141 = add nsw i64 7325760, %140
   %142 = add nsw i64 %141, 3120
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %pool1_grad.t398_b0, align 32
-  %144 = mul nsw i64 %pool1_grad.k39953, 3136
+  store <8 x float> %143, ptr %pool1_grad.t325_b0, align 32
+  %144 = mul nsw i64 %pool1_grad.k32653, 3136
   %145 = add nsw i64 7325760, %144
   %146 = add nsw i64 %145, 3120
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %pool1_grad.t398_b1, align 32
-  %149 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %148, ptr %pool1_grad.t325_b1, align 32
+  %149 = mul nsw i64 %pool1_grad.mb32452, 4
   %150 = add nsw i64 352, %149
-  %151 = mul nsw i64 %pool1_grad.k39953, 288
+  %151 = mul nsw i64 %pool1_grad.k32653, 288
   %152 = add nsw i64 %150, %151
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %pool1_grad.t398_a0, align 32
-  %t398_a0 = load <8 x float>, ptr %pool1_grad.t398_a0, align 32
-  %t398_b0 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
-  %t398_c0_0 = load <8 x float>, ptr %pool1_grad.t398_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a0, <8 x float> %t398_b0, <8 x float> %t398_c0_0)
-  store <8 x float> %156, ptr %pool1_grad.t398_c0_0, align 32
-  %t398_a057 = load <8 x float>, ptr %pool1_grad.t398_a0, align 32
-  %t398_b1 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
-  %t398_c0_1 = load <8 x float>, ptr %pool1_grad.t398_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a057, <8 x float> %t398_b1, <8 x float> %t398_c0_1)
-  store <8 x float> %157, ptr %pool1_grad.t398_c0_1, align 32
-  %158 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %155, ptr %pool1_grad.t325_a0, align 32
+  %t325_a0 = load <8 x float>, ptr %pool1_grad.t325_a0, align 32
+  %t325_b0 = load <8 x float>, ptr %pool1_grad.t325_b0, align 32
+  %t325_c0_0 = load <8 x float>, ptr %pool1_grad.t325_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a0, <8 x float> %t325_b0, <8 x float> %t325_c0_0)
+  store <8 x float> %156, ptr %pool1_grad.t325_c0_0, align 32
+  %t325_a057 = load <8 x float>, ptr %pool1_grad.t325_a0, align 32
+  %t325_b1 = load <8 x float>, ptr %pool1_grad.t325_b1, align 32
+  %t325_c0_1 = load <8 x float>, ptr %pool1_grad.t325_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a057, <8 x float> %t325_b1, <8 x float> %t325_c0_1)
+  store <8 x float> %157, ptr %pool1_grad.t325_c0_1, align 32
+  %158 = mul nsw i64 %pool1_grad.mb32452, 4
   %159 = add nsw i64 %158, 1
   %160 = add nsw i64 352, %159
-  %161 = mul nsw i64 %pool1_grad.k39953, 288
+  %161 = mul nsw i64 %pool1_grad.k32653, 288
   %162 = add nsw i64 %160, %161
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %pool1_grad.t398_a1, align 32
-  %t398_a1 = load <8 x float>, ptr %pool1_grad.t398_a1, align 32
-  %t398_b059 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
-  %t398_c1_0 = load <8 x float>, ptr %pool1_grad.t398_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a1, <8 x float> %t398_b059, <8 x float> %t398_c1_0)
-  store <8 x float> %166, ptr %pool1_grad.t398_c1_0, align 32
-  %t398_a160 = load <8 x float>, ptr %pool1_grad.t398_a1, align 32
-  %t398_b161 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
-  %t398_c1_1 = load <8 x float>, ptr %pool1_grad.t398_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a160, <8 x float> %t398_b161, <8 x float> %t398_c1_1)
-  store <8 x float> %167, ptr %pool1_grad.t398_c1_1, align 32
-  %168 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %165, ptr %pool1_grad.t325_a1, align 32
+  %t325_a1 = load <8 x float>, ptr %pool1_grad.t325_a1, align 32
+  %t325_b059 = load <8 x float>, ptr %pool1_grad.t325_b0, align 32
+  %t325_c1_0 = load <8 x float>, ptr %pool1_grad.t325_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a1, <8 x float> %t325_b059, <8 x float> %t325_c1_0)
+  store <8 x float> %166, ptr %pool1_grad.t325_c1_0, align 32
+  %t325_a160 = load <8 x float>, ptr %pool1_grad.t325_a1, align 32
+  %t325_b161 = load <8 x float>, ptr %pool1_grad.t325_b1, align 32
+  %t325_c1_1 = load <8 x float>, ptr %pool1_grad.t325_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a160, <8 x float> %t325_b161, <8 x float> %t325_c1_1)
+  store <8 x float> %167, ptr %pool1_grad.t325_c1_1, align 32
+  %168 = mul nsw i64 %pool1_grad.mb32452, 4
   %169 = add nsw i64 %168, 2
   %170 = add nsw i64 352, %169
-  %171 = mul nsw i64 %pool1_grad.k39953, 288
+  %171 = mul nsw i64 %pool1_grad.k32653, 288
   %172 = add nsw i64 %170, %171
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %pool1_grad.t398_a2, align 32
-  %t398_a2 = load <8 x float>, ptr %pool1_grad.t398_a2, align 32
-  %t398_b063 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
-  %t398_c2_0 = load <8 x float>, ptr %pool1_grad.t398_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a2, <8 x float> %t398_b063, <8 x float> %t398_c2_0)
-  store <8 x float> %176, ptr %pool1_grad.t398_c2_0, align 32
-  %t398_a264 = load <8 x float>, ptr %pool1_grad.t398_a2, align 32
-  %t398_b165 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
-  %t398_c2_1 = load <8 x float>, ptr %pool1_grad.t398_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a264, <8 x float> %t398_b165, <8 x float> %t398_c2_1)
-  store <8 x float> %177, ptr %pool1_grad.t398_c2_1, align 32
-  %178 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %175, ptr %pool1_grad.t325_a2, align 32
+  %t325_a2 = load <8 x float>, ptr %pool1_grad.t325_a2, align 32
+  %t325_b063 = load <8 x float>, ptr %pool1_grad.t325_b0, align 32
+  %t325_c2_0 = load <8 x float>, ptr %pool1_grad.t325_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a2, <8 x float> %t325_b063, <8 x float> %t325_c2_0)
+  store <8 x float> %176, ptr %pool1_grad.t325_c2_0, align 32
+  %t325_a264 = load <8 x float>, ptr %pool1_grad.t325_a2, align 32
+  %t325_b165 = load <8 x float>, ptr %pool1_grad.t325_b1, align 32
+  %t325_c2_1 = load <8 x float>, ptr %pool1_grad.t325_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a264, <8 x float> %t325_b165, <8 x float> %t325_c2_1)
+  store <8 x float> %177, ptr %pool1_grad.t325_c2_1, align 32
+  %178 = mul nsw i64 %pool1_grad.mb32452, 4
   %179 = add nsw i64 %178, 3
   %180 = add nsw i64 352, %179
-  %181 = mul nsw i64 %pool1_grad.k39953, 288
+  %181 = mul nsw i64 %pool1_grad.k32653, 288
   %182 = add nsw i64 %180, %181
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %pool1_grad.t398_a3, align 32
-  %t398_a3 = load <8 x float>, ptr %pool1_grad.t398_a3, align 32
-  %t398_b067 = load <8 x float>, ptr %pool1_grad.t398_b0, align 32
-  %t398_c3_0 = load <8 x float>, ptr %pool1_grad.t398_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a3, <8 x float> %t398_b067, <8 x float> %t398_c3_0)
-  store <8 x float> %186, ptr %pool1_grad.t398_c3_0, align 32
-  %t398_a368 = load <8 x float>, ptr %pool1_grad.t398_a3, align 32
-  %t398_b169 = load <8 x float>, ptr %pool1_grad.t398_b1, align 32
-  %t398_c3_1 = load <8 x float>, ptr %pool1_grad.t398_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t398_a368, <8 x float> %t398_b169, <8 x float> %t398_c3_1)
-  store <8 x float> %187, ptr %pool1_grad.t398_c3_1, align 32
-  %k399.next = add nsw i64 %pool1_grad.k39953, 1
-  %188 = icmp slt i64 %k399.next, 64
-  br i1 %188, label %pool1_grad.k399, label %pool1_grad.k399.end
+  store <8 x float> %185, ptr %pool1_grad.t325_a3, align 32
+  %t325_a3 = load <8 x float>, ptr %pool1_grad.t325_a3, align 32
+  %t325_b067 = load <8 x float>, ptr %pool1_grad.t325_b0, align 32
+  %t325_c3_0 = load <8 x float>, ptr %pool1_grad.t325_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a3, <8 x float> %t325_b067, <8 x float> %t325_c3_0)
+  store <8 x float> %186, ptr %pool1_grad.t325_c3_0, align 32
+  %t325_a368 = load <8 x float>, ptr %pool1_grad.t325_a3, align 32
+  %t325_b169 = load <8 x float>, ptr %pool1_grad.t325_b1, align 32
+  %t325_c3_1 = load <8 x float>, ptr %pool1_grad.t325_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t325_a368, <8 x float> %t325_b169, <8 x float> %t325_c3_1)
+  store <8 x float> %187, ptr %pool1_grad.t325_c3_1, align 32
+  %k326.next = add nsw i64 %pool1_grad.k32653, 1
+  %188 = icmp slt i64 %k326.next, 64
+  br i1 %188, label %pool1_grad.k326, label %pool1_grad.k326.end
 
-pool1_grad.k399.end:                              ; preds = %pool1_grad.k399
-  %t398_c0_070 = load <8 x float>, ptr %pool1_grad.t398_c0_0, align 32
-  %189 = mul nsw i64 %pool1_grad.mb39752, 4
+pool1_grad.k326.end:                              ; preds = %pool1_grad.k326
+  %t325_c0_070 = load <8 x float>, ptr %pool1_grad.t325_c0_0, align 32
+  %189 = mul nsw i64 %pool1_grad.mb32452, 4
   %190 = mul nsw i64 %189, 3136
   %191 = add nsw i64 6422592, %190
   %192 = add nsw i64 %191, 3120
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t398_c0_070, ptr %arena71, align 4
-  %t398_c0_172 = load <8 x float>, ptr %pool1_grad.t398_c0_1, align 32
-  %193 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c0_070, ptr %arena71, align 4
+  %t325_c0_172 = load <8 x float>, ptr %pool1_grad.t325_c0_1, align 32
+  %193 = mul nsw i64 %pool1_grad.mb32452, 4
   %194 = mul nsw i64 %193, 3136
   %195 = add nsw i64 6422592, %194
   %196 = add nsw i64 %195, 3120
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t398_c0_172, ptr %arena73, align 4
-  %t398_c1_074 = load <8 x float>, ptr %pool1_grad.t398_c1_0, align 32
-  %198 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c0_172, ptr %arena73, align 4
+  %t325_c1_074 = load <8 x float>, ptr %pool1_grad.t325_c1_0, align 32
+  %198 = mul nsw i64 %pool1_grad.mb32452, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 3136
   %201 = add nsw i64 6422592, %200
   %202 = add nsw i64 %201, 3120
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t398_c1_074, ptr %arena75, align 4
-  %t398_c1_176 = load <8 x float>, ptr %pool1_grad.t398_c1_1, align 32
-  %203 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c1_074, ptr %arena75, align 4
+  %t325_c1_176 = load <8 x float>, ptr %pool1_grad.t325_c1_1, align 32
+  %203 = mul nsw i64 %pool1_grad.mb32452, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 3136
   %206 = add nsw i64 6422592, %205
   %207 = add nsw i64 %206, 3120
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t398_c1_176, ptr %arena77, align 4
-  %t398_c2_078 = load <8 x float>, ptr %pool1_grad.t398_c2_0, align 32
-  %209 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c1_176, ptr %arena77, align 4
+  %t325_c2_078 = load <8 x float>, ptr %pool1_grad.t325_c2_0, align 32
+  %209 = mul nsw i64 %pool1_grad.mb32452, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 3136
   %212 = add nsw i64 6422592, %211
   %213 = add nsw i64 %212, 3120
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t398_c2_078, ptr %arena79, align 4
-  %t398_c2_180 = load <8 x float>, ptr %pool1_grad.t398_c2_1, align 32
-  %214 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c2_078, ptr %arena79, align 4
+  %t325_c2_180 = load <8 x float>, ptr %pool1_grad.t325_c2_1, align 32
+  %214 = mul nsw i64 %pool1_grad.mb32452, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 3136
   %217 = add nsw i64 6422592, %216
   %218 = add nsw i64 %217, 3120
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t398_c2_180, ptr %arena81, align 4
-  %t398_c3_082 = load <8 x float>, ptr %pool1_grad.t398_c3_0, align 32
-  %220 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c2_180, ptr %arena81, align 4
+  %t325_c3_082 = load <8 x float>, ptr %pool1_grad.t325_c3_0, align 32
+  %220 = mul nsw i64 %pool1_grad.mb32452, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 3136
   %223 = add nsw i64 6422592, %222
   %224 = add nsw i64 %223, 3120
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t398_c3_082, ptr %arena83, align 4
-  %t398_c3_184 = load <8 x float>, ptr %pool1_grad.t398_c3_1, align 32
-  %225 = mul nsw i64 %pool1_grad.mb39752, 4
+  store <8 x float> %t325_c3_082, ptr %arena83, align 4
+  %t325_c3_184 = load <8 x float>, ptr %pool1_grad.t325_c3_1, align 32
+  %225 = mul nsw i64 %pool1_grad.mb32452, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 3136
   %228 = add nsw i64 6422592, %227
   %229 = add nsw i64 %228, 3120
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t398_c3_184, ptr %arena85, align 4
-  %mb397.next = add nsw i64 %pool1_grad.mb39752, 1
-  %231 = icmp slt i64 %mb397.next, 72
-  br i1 %231, label %pool1_grad.mb397, label %pool1_grad.mb397.end
+  store <8 x float> %t325_c3_184, ptr %arena85, align 4
+  %mb324.next = add nsw i64 %pool1_grad.mb32452, 1
+  %231 = icmp slt i64 %mb324.next, 72
+  br i1 %231, label %pool1_grad.mb324, label %pool1_grad.mb324.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k32.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %relu1_grad.bi475 = alloca float, align 4
-  %relu1_grad.best474 = alloca float, align 4
-  br label %relu1_grad.i470
+  %relu1_grad.bi402 = alloca float, align 4
+  %relu1_grad.best401 = alloca float, align 4
+  br label %relu1_grad.i397
 
-relu1_grad.i470:                                  ; preds = %relu1_grad.i470, %entry
-  %relu1_grad.i4701 = phi i64 [ 0, %entry ], [ %i470.next, %relu1_grad.i470 ]
-  %0 = add nsw i64 4816960, %relu1_grad.i4701
+relu1_grad.i397:                                  ; preds = %relu1_grad.i397, %entry
+  %relu1_grad.i3971 = phi i64 [ 0, %entry ], [ %i397.next, %relu1_grad.i397 ]
+  %0 = add nsw i64 4816960, %relu1_grad.i3971
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i470.next = add nsw i64 %relu1_grad.i4701, 1
-  %1 = icmp slt i64 %i470.next, 1605632
-  br i1 %1, label %relu1_grad.i470, label %relu1_grad.i470.end
+  %i397.next = add nsw i64 %relu1_grad.i3971, 1
+  %1 = icmp slt i64 %i397.next, 1605632
+  br i1 %1, label %relu1_grad.i397, label %relu1_grad.i397.end
 
-relu1_grad.i470.end:                              ; preds = %relu1_grad.i470
-  br label %relu1_grad.q471
+relu1_grad.i397.end:                              ; preds = %relu1_grad.i397
+  br label %relu1_grad.q398
 
-relu1_grad.q471:                                  ; preds = %relu1_grad.py472.end, %relu1_grad.i470.end
-  %relu1_grad.q4713 = phi i64 [ 0, %relu1_grad.i470.end ], [ %q471.next, %relu1_grad.py472.end ]
-  br label %relu1_grad.py472
+relu1_grad.q398:                                  ; preds = %relu1_grad.py399.end, %relu1_grad.i397.end
+  %relu1_grad.q3983 = phi i64 [ 0, %relu1_grad.i397.end ], [ %q398.next, %relu1_grad.py399.end ]
+  br label %relu1_grad.py399
 
-relu1_grad.q471.end:                              ; preds = %relu1_grad.py472.end
+relu1_grad.q398.end:                              ; preds = %relu1_grad.py399.end
   ret void
 
-relu1_grad.py472:                                 ; preds = %relu1_grad.px473.end, %relu1_grad.q471
-  %relu1_grad.py4724 = phi i64 [ 0, %relu1_grad.q471 ], [ %py472.next, %relu1_grad.px473.end ]
-  br label %relu1_grad.px473
+relu1_grad.py399:                                 ; preds = %relu1_grad.px400.end, %relu1_grad.q398
+  %relu1_grad.py3994 = phi i64 [ 0, %relu1_grad.q398 ], [ %py399.next, %relu1_grad.px400.end ]
+  br label %relu1_grad.px400
 
-relu1_grad.py472.end:                             ; preds = %relu1_grad.px473.end
-  %q471.next = add nsw i64 %relu1_grad.q4713, 1
-  %2 = icmp slt i64 %q471.next, 2048
-  br i1 %2, label %relu1_grad.q471, label %relu1_grad.q471.end
+relu1_grad.py399.end:                             ; preds = %relu1_grad.px400.end
+  %q398.next = add nsw i64 %relu1_grad.q3983, 1
+  %2 = icmp slt i64 %q398.next, 2048
+  br i1 %2, label %relu1_grad.q398, label %relu1_grad.q398.end
 
-relu1_grad.px473:                                 ; preds = %relu1_grad.px473, %relu1_grad.py472
-  %relu1_grad.px4735 = phi i64 [ 0, %relu1_grad.py472 ], [ %px473.next, %relu1_grad.px473 ]
-  %3 = mul nsw i64 %relu1_grad.q4713, 784
-  %4 = mul nsw i64 %relu1_grad.py4724, 56
+relu1_grad.px400:                                 ; preds = %relu1_grad.px400, %relu1_grad.py399
+  %relu1_grad.px4005 = phi i64 [ 0, %relu1_grad.py399 ], [ %px400.next, %relu1_grad.px400 ]
+  %3 = mul nsw i64 %relu1_grad.q3983, 784
+  %4 = mul nsw i64 %relu1_grad.py3994, 56
   %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %relu1_grad.px4735, 2
+  %6 = mul nsw i64 %relu1_grad.px4005, 2
   %7 = add nsw i64 %5, %6
   %8 = add nsw i64 3211328, %7
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena6, align 4
-  store float %9, ptr %relu1_grad.best474, align 4
-  %10 = mul nsw i64 %relu1_grad.q4713, 784
-  %11 = mul nsw i64 %relu1_grad.py4724, 56
+  store float %9, ptr %relu1_grad.best401, align 4
+  %10 = mul nsw i64 %relu1_grad.q3983, 784
+  %11 = mul nsw i64 %relu1_grad.py3994, 56
   %12 = add nsw i64 %10, %11
-  %13 = mul nsw i64 %relu1_grad.px4735, 2
+  %13 = mul nsw i64 %relu1_grad.px4005, 2
   %14 = add nsw i64 %12, %13
   %15 = sitofp i64 %14 to float
-  store float %15, ptr %relu1_grad.bi475, align 4
-  %16 = mul nsw i64 %relu1_grad.q4713, 784
-  %17 = mul nsw i64 %relu1_grad.py4724, 56
+  store float %15, ptr %relu1_grad.bi402, align 4
+  %16 = mul nsw i64 %relu1_grad.q3983, 784
+  %17 = mul nsw i64 %relu1_grad.py3994, 56
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %relu1_grad.px4735, 2
+  %19 = mul nsw i64 %relu1_grad.px4005, 2
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 3211328, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
-  %best474 = load float, ptr %relu1_grad.best474, align 4
-  %23 = fcmp ogt float %22, %best474
-  %24 = mul nsw i64 %relu1_grad.q4713, 784
-  %25 = mul nsw i64 %relu1_grad.py4724, 56
+  %best401 = load float, ptr %relu1_grad.best401, align 4
+  %23 = fcmp ogt float %22, %best401
+  %24 = mul nsw i64 %relu1_grad.q3983, 784
+  %25 = mul nsw i64 %relu1_grad.py3994, 56
   %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %relu1_grad.px4735, 2
+  %27 = mul nsw i64 %relu1_grad.px4005, 2
   %28 = add nsw i64 %26, %27
   %29 = sitofp i64 %28 to float
-  %bi475 = load float, ptr %relu1_grad.bi475, align 4
-  %30 = select i1 %23, float %29, float %bi475
-  store float %30, ptr %relu1_grad.bi475, align 4
-  %31 = mul nsw i64 %relu1_grad.q4713, 784
-  %32 = mul nsw i64 %relu1_grad.py4724, 56
+  %bi402 = load float, ptr %relu1_grad.bi402, align 4
+  %30 = select i1 %23, float %29, float %bi402
+  store float %30, ptr %relu1_grad.bi402, align 4
+  %31 = mul nsw i64 %relu1_grad.q3983, 784
+  %32 = mul nsw i64 %relu1_grad.py3994, 56
   %33 = add nsw i64 %31, %32
-  %34 = mul nsw i64 %relu1_grad.px4735, 2
+  %34 = mul nsw i64 %relu1_grad.px4005, 2
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 3211328, %35
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %36
   %37 = load float, ptr %arena8, align 4
-  %best4749 = load float, ptr %relu1_grad.best474, align 4
-  %38 = fcmp ogt float %37, %best4749
-  %39 = mul nsw i64 %relu1_grad.q4713, 784
-  %40 = mul nsw i64 %relu1_grad.py4724, 56
+  %best4019 = load float, ptr %relu1_grad.best401, align 4
+  %38 = fcmp ogt float %37, %best4019
+  %39 = mul nsw i64 %relu1_grad.q3983, 784
+  %40 = mul nsw i64 %relu1_grad.py3994, 56
   %41 = add nsw i64 %39, %40
-  %42 = mul nsw i64 %relu1_grad.px4735, 2
+  %42 = mul nsw i64 %relu1_grad.px4005, 2
   %43 = add nsw i64 %41, %42
   %44 = add nsw i64 3211328, %43
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %44
   %45 = load float, ptr %arena10, align 4
-  %best47411 = load float, ptr %relu1_grad.best474, align 4
-  %46 = select i1 %38, float %45, float %best47411
-  store float %46, ptr %relu1_grad.best474, align 4
-  %47 = mul nsw i64 %relu1_grad.q4713, 784
-  %48 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40111 = load float, ptr %relu1_grad.best401, align 4
+  %46 = select i1 %38, float %45, float %best40111
+  store float %46, ptr %relu1_grad.best401, align 4
+  %47 = mul nsw i64 %relu1_grad.q3983, 784
+  %48 = mul nsw i64 %relu1_grad.py3994, 56
   %49 = add nsw i64 %47, %48
-  %50 = mul nsw i64 %relu1_grad.px4735, 2
+  %50 = mul nsw i64 %relu1_grad.px4005, 2
   %51 = add nsw i64 %49, %50
   %52 = add nsw i64 %51, 1
   %53 = add nsw i64 3211328, %52
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load float, ptr %arena12, align 4
-  %best47413 = load float, ptr %relu1_grad.best474, align 4
-  %55 = fcmp ogt float %54, %best47413
-  %56 = mul nsw i64 %relu1_grad.q4713, 784
-  %57 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40113 = load float, ptr %relu1_grad.best401, align 4
+  %55 = fcmp ogt float %54, %best40113
+  %56 = mul nsw i64 %relu1_grad.q3983, 784
+  %57 = mul nsw i64 %relu1_grad.py3994, 56
   %58 = add nsw i64 %56, %57
-  %59 = mul nsw i64 %relu1_grad.px4735, 2
+  %59 = mul nsw i64 %relu1_grad.px4005, 2
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 1
   %62 = sitofp i64 %61 to float
-  %bi47514 = load float, ptr %relu1_grad.bi475, align 4
-  %63 = select i1 %55, float %62, float %bi47514
-  store float %63, ptr %relu1_grad.bi475, align 4
-  %64 = mul nsw i64 %relu1_grad.q4713, 784
-  %65 = mul nsw i64 %relu1_grad.py4724, 56
+  %bi40214 = load float, ptr %relu1_grad.bi402, align 4
+  %63 = select i1 %55, float %62, float %bi40214
+  store float %63, ptr %relu1_grad.bi402, align 4
+  %64 = mul nsw i64 %relu1_grad.q3983, 784
+  %65 = mul nsw i64 %relu1_grad.py3994, 56
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %relu1_grad.px4735, 2
+  %67 = mul nsw i64 %relu1_grad.px4005, 2
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 1
   %70 = add nsw i64 3211328, %69
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %70
   %71 = load float, ptr %arena15, align 4
-  %best47416 = load float, ptr %relu1_grad.best474, align 4
-  %72 = fcmp ogt float %71, %best47416
-  %73 = mul nsw i64 %relu1_grad.q4713, 784
-  %74 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40116 = load float, ptr %relu1_grad.best401, align 4
+  %72 = fcmp ogt float %71, %best40116
+  %73 = mul nsw i64 %relu1_grad.q3983, 784
+  %74 = mul nsw i64 %relu1_grad.py3994, 56
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu1_grad.px4735, 2
+  %76 = mul nsw i64 %relu1_grad.px4005, 2
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 1
   %79 = add nsw i64 3211328, %78
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena17, align 4
-  %best47418 = load float, ptr %relu1_grad.best474, align 4
-  %81 = select i1 %72, float %80, float %best47418
-  store float %81, ptr %relu1_grad.best474, align 4
-  %82 = mul nsw i64 %relu1_grad.q4713, 784
-  %83 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40118 = load float, ptr %relu1_grad.best401, align 4
+  %81 = select i1 %72, float %80, float %best40118
+  store float %81, ptr %relu1_grad.best401, align 4
+  %82 = mul nsw i64 %relu1_grad.q3983, 784
+  %83 = mul nsw i64 %relu1_grad.py3994, 56
   %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %relu1_grad.px4735, 2
+  %85 = mul nsw i64 %relu1_grad.px4005, 2
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 28
   %88 = add nsw i64 3211328, %87
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %88
   %89 = load float, ptr %arena19, align 4
-  %best47420 = load float, ptr %relu1_grad.best474, align 4
-  %90 = fcmp ogt float %89, %best47420
-  %91 = mul nsw i64 %relu1_grad.q4713, 784
-  %92 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40120 = load float, ptr %relu1_grad.best401, align 4
+  %90 = fcmp ogt float %89, %best40120
+  %91 = mul nsw i64 %relu1_grad.q3983, 784
+  %92 = mul nsw i64 %relu1_grad.py3994, 56
   %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %relu1_grad.px4735, 2
+  %94 = mul nsw i64 %relu1_grad.px4005, 2
   %95 = add nsw i64 %93, %94
   %96 = add nsw i64 %95, 28
   %97 = sitofp i64 %96 to float
-  %bi47521 = load float, ptr %relu1_grad.bi475, align 4
-  %98 = select i1 %90, float %97, float %bi47521
-  store float %98, ptr %relu1_grad.bi475, align 4
-  %99 = mul nsw i64 %relu1_grad.q4713, 784
-  %100 = mul nsw i64 %relu1_grad.py4724, 56
+  %bi40221 = load float, ptr %relu1_grad.bi402, align 4
+  %98 = select i1 %90, float %97, float %bi40221
+  store float %98, ptr %relu1_grad.bi402, align 4
+  %99 = mul nsw i64 %relu1_grad.q3983, 784
+  %100 = mul nsw i64 %relu1_grad.py3994, 56
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %relu1_grad.px4735, 2
+  %102 = mul nsw i64 %relu1_grad.px4005, 2
   %103 = add nsw i64 %101, %102
   %104 = add nsw i64 %103, 28
   %105 = add nsw i64 3211328, %104
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %105
   %106 = load float, ptr %arena22, align 4
-  %best47423 = load float, ptr %relu1_grad.best474, align 4
-  %107 = fcmp ogt float %106, %best47423
-  %108 = mul nsw i64 %relu1_grad.q4713, 784
-  %109 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40123 = load float, ptr %relu1_grad.best401, align 4
+  %107 = fcmp ogt float %106, %best40123
+  %108 = mul nsw i64 %relu1_grad.q3983, 784
+  %109 = mul nsw i64 %relu1_grad.py3994, 56
   %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %relu1_grad.px4735, 2
+  %111 = mul nsw i64 %relu1_grad.px4005, 2
   %112 = add nsw i64 %110, %111
   %113 = add nsw i64 %112, 28
   %114 = add nsw i64 3211328, %113
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %114
   %115 = load float, ptr %arena24, align 4
-  %best47425 = load float, ptr %relu1_grad.best474, align 4
-  %116 = select i1 %107, float %115, float %best47425
-  store float %116, ptr %relu1_grad.best474, align 4
-  %117 = mul nsw i64 %relu1_grad.q4713, 784
-  %118 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40125 = load float, ptr %relu1_grad.best401, align 4
+  %116 = select i1 %107, float %115, float %best40125
+  store float %116, ptr %relu1_grad.best401, align 4
+  %117 = mul nsw i64 %relu1_grad.q3983, 784
+  %118 = mul nsw i64 %relu1_grad.py3994, 56
   %119 = add nsw i64 %117, %118
-  %120 = mul nsw i64 %relu1_grad.px4735, 2
+  %120 = mul nsw i64 %relu1_grad.px4005, 2
   %121 = add nsw i64 %119, %120
   %122 = add nsw i64 %121, 28
   %123 = add nsw i64 %122, 1
   %124 = add nsw i64 3211328, %123
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %124
   %125 = load float, ptr %arena26, align 4
-  %best47427 = load float, ptr %relu1_grad.best474, align 4
-  %126 = fcmp ogt float %125, %best47427
-  %127 = mul nsw i64 %relu1_grad.q4713, 784
-  %128 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40127 = load float, ptr %relu1_grad.best401, align 4
+  %126 = fcmp ogt float %125, %best40127
+  %127 = mul nsw i64 %relu1_grad.q3983, 784
+  %128 = mul nsw i64 %relu1_grad.py3994, 56
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %relu1_grad.px4735, 2
+  %130 = mul nsw i64 %relu1_grad.px4005, 2
   %131 = add nsw i64 %129, %130
   %132 = add nsw i64 %131, 28
   %133 = add nsw i64 %132, 1
   %134 = sitofp i64 %133 to float
-  %bi47528 = load float, ptr %relu1_grad.bi475, align 4
-  %135 = select i1 %126, float %134, float %bi47528
-  store float %135, ptr %relu1_grad.bi475, align 4
-  %136 = mul nsw i64 %relu1_grad.q4713, 784
-  %137 = mul nsw i64 %relu1_grad.py4724, 56
+  %bi40228 = load float, ptr %relu1_grad.bi402, align 4
+  %135 = select i1 %126, float %134, float %bi40228
+  store float %135, ptr %relu1_grad.bi402, align 4
+  %136 = mul nsw i64 %relu1_grad.q3983, 784
+  %137 = mul nsw i64 %relu1_grad.py3994, 56
   %138 = add nsw i64 %136, %137
-  %139 = mul nsw i64 %relu1_grad.px4735, 2
+  %139 = mul nsw i64 %relu1_grad.px4005, 2
   %140 = add nsw i64 %138, %139
   %141 = add nsw i64 %140, 28
   %142 = add nsw i64 %141, 1
   %143 = add nsw i64 3211328, %142
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena29, align 4
-  %best47430 = load float, ptr %relu1_grad.best474, align 4
-  %145 = fcmp ogt float %144, %best47430
-  %146 = mul nsw i64 %relu1_grad.q4713, 784
-  %147 = mul nsw i64 %relu1_grad.py4724, 56
+  %best40130 = load float, ptr %relu1_grad.best401, align 4
+  %145 = fcmp ogt float %144, %best40130
+  %146 = mul nsw i64 %relu1_grad.q3983, 784
+  %147 = mul nsw i64 %relu1_grad.py3994, 56
   %148 = add nsw i64 %146, %147
-  %149 = mul nsw i64 %relu1_grad.px4735, 2
+  %149 = mul nsw i64 %relu1_grad.px4005, 2
   %150 = add nsw i64 %148, %149
   %151 = add nsw i64 %150, 28
   %152 = add nsw i64 %151, 1
   %153 = add nsw i64 3211328, %152
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %153
   %154 = load float, ptr %arena31, align 4
-  %best47432 = load float, ptr %relu1_grad.best474, align 4
-  %155 = select i1 %145, float %154, float %best47432
-  store float %155, ptr %relu1_grad.best474, align 4
-  %bi47533 = load float, ptr %relu1_grad.bi475, align 4
-  %156 = fptosi float %bi47533 to i64
+  %best40132 = load float, ptr %relu1_grad.best401, align 4
+  %155 = select i1 %145, float %154, float %best40132
+  store float %155, ptr %relu1_grad.best401, align 4
+  %bi40233 = load float, ptr %relu1_grad.bi402, align 4
+  %156 = fptosi float %bi40233 to i64
   %157 = add nsw i64 4816960, %156
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %157
   %158 = load float, ptr %arena34, align 4
-  %159 = mul nsw i64 %relu1_grad.q4713, 196
+  %159 = mul nsw i64 %relu1_grad.q3983, 196
   %160 = add nsw i64 2007040, %159
-  %161 = mul nsw i64 %relu1_grad.py4724, 14
+  %161 = mul nsw i64 %relu1_grad.py3994, 14
   %162 = add nsw i64 %160, %161
-  %163 = add nsw i64 %162, %relu1_grad.px4735
+  %163 = add nsw i64 %162, %relu1_grad.px4005
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %163
   %164 = load float, ptr %arena35, align 4
   %165 = fadd float %158, %164
   store float %165, ptr %arena34, align 4
-  %px473.next = add nsw i64 %relu1_grad.px4735, 1
-  %166 = icmp slt i64 %px473.next, 14
-  br i1 %166, label %relu1_grad.px473, label %relu1_grad.px473.end
+  %px400.next = add nsw i64 %relu1_grad.px4005, 1
+  %166 = icmp slt i64 %px400.next, 14
+  br i1 %166, label %relu1_grad.px400, label %relu1_grad.px400.end
 
-relu1_grad.px473.end:                             ; preds = %relu1_grad.px473
-  %py472.next = add nsw i64 %relu1_grad.py4724, 1
-  %167 = icmp slt i64 %py472.next, 14
-  br i1 %167, label %relu1_grad.py472, label %relu1_grad.py472.end
+relu1_grad.px400.end:                             ; preds = %relu1_grad.px400
+  %py399.next = add nsw i64 %relu1_grad.py3994, 1
+  %167 = icmp slt i64 %py399.next, 14
+  br i1 %167, label %relu1_grad.py399, label %relu1_grad.py399.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k33.bn1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %bn1_grad.i476
+  br label %bn1_grad.i403
 
-bn1_grad.i476:                                    ; preds = %bn1_grad.i476, %entry
-  %bn1_grad.i4761 = phi i64 [ 0, %entry ], [ %i476.next, %bn1_grad.i476 ]
-  %0 = add nsw i64 3211328, %bn1_grad.i4761
+bn1_grad.i403:                                    ; preds = %bn1_grad.i403, %entry
+  %bn1_grad.i4031 = phi i64 [ 0, %entry ], [ %i403.next, %bn1_grad.i403 ]
+  %0 = add nsw i64 3211328, %bn1_grad.i4031
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 4816960, %bn1_grad.i4761
+  %3 = add nsw i64 4816960, %bn1_grad.i4031
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 6422592, %bn1_grad.i4761
+  %6 = add nsw i64 6422592, %bn1_grad.i4031
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i476.next = add nsw i64 %bn1_grad.i4761, 1
-  %7 = icmp slt i64 %i476.next, 1605632
-  br i1 %7, label %bn1_grad.i476, label %bn1_grad.i476.end
+  %i403.next = add nsw i64 %bn1_grad.i4031, 1
+  %7 = icmp slt i64 %i403.next, 1605632
+  br i1 %7, label %bn1_grad.i403, label %bn1_grad.i403.end
 
-bn1_grad.i476.end:                                ; preds = %bn1_grad.i476
+bn1_grad.i403.end:                                ; preds = %bn1_grad.i403
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k34.bn1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn1_weight_grad.sum_x480 = alloca float, align 4
-  %bn1_weight_grad.sum503 = alloca float, align 4
-  %bn1_weight_grad.sum502 = alloca float, align 4
-  %bn1_weight_grad.sum501 = alloca float, align 4
-  %bn1_weight_grad.sum500 = alloca float, align 4
-  %bn1_weight_grad.sum499 = alloca float, align 4
-  %bn1_weight_grad.sum498 = alloca float, align 4
-  %bn1_weight_grad.sum497 = alloca float, align 4
-  %bn1_weight_grad.tail494 = alloca float, align 4
-  %bn1_weight_grad.acc493 = alloca <8 x float>, align 32
-  %bn1_weight_grad.sum479 = alloca float, align 4
-  %bn1_weight_grad.sum492 = alloca float, align 4
-  %bn1_weight_grad.sum491 = alloca float, align 4
-  %bn1_weight_grad.sum490 = alloca float, align 4
-  %bn1_weight_grad.sum489 = alloca float, align 4
-  %bn1_weight_grad.sum488 = alloca float, align 4
-  %bn1_weight_grad.sum487 = alloca float, align 4
-  %bn1_weight_grad.sum486 = alloca float, align 4
-  %bn1_weight_grad.tail483 = alloca float, align 4
-  %bn1_weight_grad.acc482 = alloca <8 x float>, align 32
-  %bn1_weight_grad.mean481 = alloca float, align 4
-  %bn1_weight_grad.invstd478 = alloca float, align 4
-  br label %bn1_weight_grad.c477
+  %bn1_weight_grad.sum_x405 = alloca float, align 4
+  %bn1_weight_grad.sum418 = alloca float, align 4
+  %bn1_weight_grad.sum417 = alloca float, align 4
+  %bn1_weight_grad.sum416 = alloca float, align 4
+  %bn1_weight_grad.sum415 = alloca float, align 4
+  %bn1_weight_grad.sum414 = alloca float, align 4
+  %bn1_weight_grad.sum413 = alloca float, align 4
+  %bn1_weight_grad.sum412 = alloca float, align 4
+  %bn1_weight_grad.tail409 = alloca float, align 4
+  %bn1_weight_grad.acc408 = alloca <8 x float>, align 32
+  %bn1_weight_grad.mean407 = alloca float, align 4
+  %bn1_weight_grad.invstd406 = alloca float, align 4
+  br label %bn1_weight_grad.c404
 
-bn1_weight_grad.c477:                             ; preds = %bn1_weight_grad.n495.end, %entry
-  %bn1_weight_grad.c4771 = phi i64 [ 0, %entry ], [ %c477.next, %bn1_weight_grad.n495.end ]
-  %0 = add nsw i64 3211296, %bn1_weight_grad.c4771
+bn1_weight_grad.c404:                             ; preds = %bn1_weight_grad.n410.end, %entry
+  %bn1_weight_grad.c4041 = phi i64 [ 0, %entry ], [ %c404.next, %bn1_weight_grad.n410.end ]
+  %0 = add nsw i64 3211296, %bn1_weight_grad.c4041
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %bn1_weight_grad.invstd478, align 4
-  %5 = add nsw i64 3211264, %bn1_weight_grad.c4771
+  store float %4, ptr %bn1_weight_grad.invstd406, align 4
+  %5 = add nsw i64 3211264, %bn1_weight_grad.c4041
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %bn1_weight_grad.mean481, align 4
-  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc482, align 32
-  store float 0.000000e+00, ptr %bn1_weight_grad.tail483, align 4
-  br label %bn1_weight_grad.n484
+  store float %6, ptr %bn1_weight_grad.mean407, align 4
+  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc408, align 32
+  store float 0.000000e+00, ptr %bn1_weight_grad.tail409, align 4
+  br label %bn1_weight_grad.n410
 
-bn1_weight_grad.c477.end:                         ; preds = %bn1_weight_grad.n495.end
+bn1_weight_grad.c404.end:                         ; preds = %bn1_weight_grad.n410.end
   ret void
 
-bn1_weight_grad.n484:                             ; preds = %bn1_weight_grad.v485.end, %bn1_weight_grad.c477
-  %bn1_weight_grad.n4844 = phi i64 [ 0, %bn1_weight_grad.c477 ], [ %n484.next, %bn1_weight_grad.v485.end ]
-  br label %bn1_weight_grad.v485
+bn1_weight_grad.n410:                             ; preds = %bn1_weight_grad.v411.end, %bn1_weight_grad.c404
+  %bn1_weight_grad.n4104 = phi i64 [ 0, %bn1_weight_grad.c404 ], [ %n410.next, %bn1_weight_grad.v411.end ]
+  br label %bn1_weight_grad.v411
 
-bn1_weight_grad.n484.end:                         ; preds = %bn1_weight_grad.v485.end
-  %acc4827 = load <8 x float>, ptr %bn1_weight_grad.acc482, align 32
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc4827, ptr %arena8, align 4
+bn1_weight_grad.n410.end:                         ; preds = %bn1_weight_grad.v411.end
+  %acc4088 = load <8 x float>, ptr %bn1_weight_grad.acc408, align 32
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %7 = load float, ptr %arena9, align 4
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 1605633
-  %8 = load float, ptr %arena10, align 4
+  store <8 x float> %acc4088, ptr %arena9, align 4
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %7 = load float, ptr %arena10, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605633
+  %8 = load float, ptr %arena11, align 4
   %9 = fadd float %7, %8
-  store float %9, ptr %bn1_weight_grad.sum486, align 4
-  %sum486 = load float, ptr %bn1_weight_grad.sum486, align 4
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605634
-  %10 = load float, ptr %arena11, align 4
-  %11 = fadd float %sum486, %10
-  store float %11, ptr %bn1_weight_grad.sum487, align 4
-  %sum487 = load float, ptr %bn1_weight_grad.sum487, align 4
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 1605635
-  %12 = load float, ptr %arena12, align 4
-  %13 = fadd float %sum487, %12
-  store float %13, ptr %bn1_weight_grad.sum488, align 4
-  %sum488 = load float, ptr %bn1_weight_grad.sum488, align 4
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 1605636
-  %14 = load float, ptr %arena13, align 4
-  %15 = fadd float %sum488, %14
-  store float %15, ptr %bn1_weight_grad.sum489, align 4
-  %sum489 = load float, ptr %bn1_weight_grad.sum489, align 4
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 1605637
-  %16 = load float, ptr %arena14, align 4
-  %17 = fadd float %sum489, %16
-  store float %17, ptr %bn1_weight_grad.sum490, align 4
-  %sum490 = load float, ptr %bn1_weight_grad.sum490, align 4
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 1605638
-  %18 = load float, ptr %arena15, align 4
-  %19 = fadd float %sum490, %18
-  store float %19, ptr %bn1_weight_grad.sum491, align 4
-  %sum491 = load float, ptr %bn1_weight_grad.sum491, align 4
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 1605639
-  %20 = load float, ptr %arena16, align 4
-  %21 = fadd float %sum491, %20
-  store float %21, ptr %bn1_weight_grad.sum492, align 4
-  %sum492 = load float, ptr %bn1_weight_grad.sum492, align 4
-  %tail483 = load float, ptr %bn1_weight_grad.tail483, align 4
-  %22 = fadd float %sum492, %tail483
-  store float %22, ptr %bn1_weight_grad.sum479, align 4
-  store <8 x float> zeroinitializer, ptr %bn1_weight_grad.acc493, align 32
-  store float 0.000000e+00, ptr %bn1_weight_grad.tail494, align 4
-  br label %bn1_weight_grad.n495
+  store float %9, ptr %bn1_weight_grad.sum412, align 4
+  %sum412 = load float, ptr %bn1_weight_grad.sum412, align 4
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 1605634
+  %10 = load float, ptr %arena12, align 4
+  %11 = fadd float %sum412, %10
+  store float %11, ptr %bn1_weight_grad.sum413, align 4
+  %sum413 = load float, ptr %bn1_weight_grad.sum413, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 1605635
+  %12 = load float, ptr %arena13, align 4
+  %13 = fadd float %sum413, %12
+  store float %13, ptr %bn1_weight_grad.sum414, align 4
+  %sum414 = load float, ptr %bn1_weight_grad.sum414, align 4
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 1605636
+  %14 = load float, ptr %arena14, align 4
+  %15 = fadd float %sum414, %14
+  store float %15, ptr %bn1_weight_grad.sum415, align 4
+  %sum415 = load float, ptr %bn1_weight_grad.sum415, align 4
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 1605637
+  %16 = load float, ptr %arena15, align 4
+  %17 = fadd float %sum415, %16
+  store float %17, ptr %bn1_weight_grad.sum416, align 4
+  %sum416 = load float, ptr %bn1_weight_grad.sum416, align 4
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 1605638
+  %18 = load float, ptr %arena16, align 4
+  %19 = fadd float %sum416, %18
+  store float %19, ptr %bn1_weight_grad.sum417, align 4
+  %sum417 = load float, ptr %bn1_weight_grad.sum417, align 4
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 1605639
+  %20 = load float, ptr %arena17, align 4
+  %21 = fadd float %sum417, %20
+  store float %21, ptr %bn1_weight_grad.sum418, align 4
+  %sum418 = load float, ptr %bn1_weight_grad.sum418, align 4
+  %tail409 = load float, ptr %bn1_weight_grad.tail409, align 4
+  %22 = fadd float %sum418, %tail409
+  store float %22, ptr %bn1_weight_grad.sum_x405, align 4
+  %sum_x405 = load float, ptr %bn1_weight_grad.sum_x405, align 4
+  %23 = add nsw i64 288, %bn1_weight_grad.c4041
+  %grads18 = getelementptr inbounds float, ptr %grads, i64 %23
+  store float %sum_x405, ptr %grads18, align 4
+  %c404.next = add nsw i64 %bn1_weight_grad.c4041, 1
+  %24 = icmp slt i64 %c404.next, 32
+  br i1 %24, label %bn1_weight_grad.c404, label %bn1_weight_grad.c404.end
 
-bn1_weight_grad.v485:                             ; preds = %bn1_weight_grad.v485, %bn1_weight_grad.n484
-  %bn1_weight_grad.v4855 = phi i64 [ 0, %bn1_weight_grad.n484 ], [ %v485.next, %bn1_weight_grad.v485 ]
-  %acc482 = load <8 x float>, ptr %bn1_weight_grad.acc482, align 32
-  %23 = mul nsw i64 %bn1_weight_grad.n4844, 32
-  %24 = add nsw i64 %23, %bn1_weight_grad.c4771
-  %25 = mul nsw i64 %24, 784
-  %26 = mul nsw i64 %bn1_weight_grad.v4855, 8
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 6422592, %27
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load <8 x float>, ptr %arena6, align 4
-  %30 = fadd <8 x float> %acc482, %29
-  store <8 x float> %30, ptr %bn1_weight_grad.acc482, align 32
-  %v485.next = add nsw i64 %bn1_weight_grad.v4855, 1
-  %31 = icmp slt i64 %v485.next, 98
-  br i1 %31, label %bn1_weight_grad.v485, label %bn1_weight_grad.v485.end
+bn1_weight_grad.v411:                             ; preds = %bn1_weight_grad.v411, %bn1_weight_grad.n410
+  %bn1_weight_grad.v4115 = phi i64 [ 0, %bn1_weight_grad.n410 ], [ %v411.next, %bn1_weight_grad.v411 ]
+  %acc408 = load <8 x float>, ptr %bn1_weight_grad.acc408, align 32
+  %25 = mul nsw i64 %bn1_weight_grad.n4104, 32
+  %26 = add nsw i64 %25, %bn1_weight_grad.c4041
+  %27 = mul nsw i64 %26, 784
+  %28 = mul nsw i64 %bn1_weight_grad.v4115, 8
+  %29 = add nsw i64 %27, %28
+  %30 = add nsw i64 6422592, %29
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %30
+  %31 = load <8 x float>, ptr %arena6, align 4
+  %32 = mul nsw i64 %bn1_weight_grad.n4104, 32
+  %33 = add nsw i64 %32, %bn1_weight_grad.c4041
+  %34 = mul nsw i64 %33, 784
+  %35 = mul nsw i64 %bn1_weight_grad.v4115, 8
+  %36 = add nsw i64 %34, %35
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load <8 x float>, ptr %arena7, align 4
+  %mean407 = load float, ptr %bn1_weight_grad.mean407, align 4
+  %38 = insertelement <8 x float> undef, float %mean407, i32 0
+  %39 = shufflevector <8 x float> %38, <8 x float> undef, <8 x i32> zeroinitializer
+  %40 = fsub <8 x float> %37, %39
+  %invstd406 = load float, ptr %bn1_weight_grad.invstd406, align 4
+  %41 = insertelement <8 x float> undef, float %invstd406, i32 0
+  %42 = shufflevector <8 x float> %41, <8 x float> undef, <8 x i32> zeroinitializer
+  %43 = fmul <8 x float> %40, %42
+  %44 = fmul <8 x float> %31, %43
+  %45 = fadd <8 x float> %acc408, %44
+  store <8 x float> %45, ptr %bn1_weight_grad.acc408, align 32
+  %v411.next = add nsw i64 %bn1_weight_grad.v4115, 1
+  %46 = icmp slt i64 %v411.next, 98
+  br i1 %46, label %bn1_weight_grad.v411, label %bn1_weight_grad.v411.end
 
-bn1_weight_grad.v485.end:                         ; preds = %bn1_weight_grad.v485
-  %n484.next = add nsw i64 %bn1_weight_grad.n4844, 1
-  %32 = icmp slt i64 %n484.next, 64
-  br i1 %32, label %bn1_weight_grad.n484, label %bn1_weight_grad.n484.end
-
-bn1_weight_grad.n495:                             ; preds = %bn1_weight_grad.v496.end, %bn1_weight_grad.n484.end
-  %bn1_weight_grad.n49517 = phi i64 [ 0, %bn1_weight_grad.n484.end ], [ %n495.next, %bn1_weight_grad.v496.end ]
-  br label %bn1_weight_grad.v496
-
-bn1_weight_grad.n495.end:                         ; preds = %bn1_weight_grad.v496.end
-  %acc49321 = load <8 x float>, ptr %bn1_weight_grad.acc493, align 32
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc49321, ptr %arena22, align 4
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %33 = load float, ptr %arena23, align 4
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 1605633
-  %34 = load float, ptr %arena24, align 4
-  %35 = fadd float %33, %34
-  store float %35, ptr %bn1_weight_grad.sum497, align 4
-  %sum497 = load float, ptr %bn1_weight_grad.sum497, align 4
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 1605634
-  %36 = load float, ptr %arena25, align 4
-  %37 = fadd float %sum497, %36
-  store float %37, ptr %bn1_weight_grad.sum498, align 4
-  %sum498 = load float, ptr %bn1_weight_grad.sum498, align 4
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 1605635
-  %38 = load float, ptr %arena26, align 4
-  %39 = fadd float %sum498, %38
-  store float %39, ptr %bn1_weight_grad.sum499, align 4
-  %sum499 = load float, ptr %bn1_weight_grad.sum499, align 4
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 1605636
-  %40 = load float, ptr %arena27, align 4
-  %41 = fadd float %sum499, %40
-  store float %41, ptr %bn1_weight_grad.sum500, align 4
-  %sum500 = load float, ptr %bn1_weight_grad.sum500, align 4
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 1605637
-  %42 = load float, ptr %arena28, align 4
-  %43 = fadd float %sum500, %42
-  store float %43, ptr %bn1_weight_grad.sum501, align 4
-  %sum501 = load float, ptr %bn1_weight_grad.sum501, align 4
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 1605638
-  %44 = load float, ptr %arena29, align 4
-  %45 = fadd float %sum501, %44
-  store float %45, ptr %bn1_weight_grad.sum502, align 4
-  %sum502 = load float, ptr %bn1_weight_grad.sum502, align 4
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 1605639
-  %46 = load float, ptr %arena30, align 4
-  %47 = fadd float %sum502, %46
-  store float %47, ptr %bn1_weight_grad.sum503, align 4
-  %sum503 = load float, ptr %bn1_weight_grad.sum503, align 4
-  %tail494 = load float, ptr %bn1_weight_grad.tail494, align 4
-  %48 = fadd float %sum503, %tail494
-  store float %48, ptr %bn1_weight_grad.sum_x480, align 4
-  %sum_x480 = load float, ptr %bn1_weight_grad.sum_x480, align 4
-  %49 = add nsw i64 288, %bn1_weight_grad.c4771
-  %grads31 = getelementptr inbounds float, ptr %grads, i64 %49
-  store float %sum_x480, ptr %grads31, align 4
-  %c477.next = add nsw i64 %bn1_weight_grad.c4771, 1
-  %50 = icmp slt i64 %c477.next, 32
-  br i1 %50, label %bn1_weight_grad.c477, label %bn1_weight_grad.c477.end
-
-bn1_weight_grad.v496:                             ; preds = %bn1_weight_grad.v496, %bn1_weight_grad.n495
-  %bn1_weight_grad.v49618 = phi i64 [ 0, %bn1_weight_grad.n495 ], [ %v496.next, %bn1_weight_grad.v496 ]
-  %acc493 = load <8 x float>, ptr %bn1_weight_grad.acc493, align 32
-  %51 = mul nsw i64 %bn1_weight_grad.n49517, 32
-  %52 = add nsw i64 %51, %bn1_weight_grad.c4771
-  %53 = mul nsw i64 %52, 784
-  %54 = mul nsw i64 %bn1_weight_grad.v49618, 8
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 6422592, %55
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load <8 x float>, ptr %arena19, align 4
-  %58 = mul nsw i64 %bn1_weight_grad.n49517, 32
-  %59 = add nsw i64 %58, %bn1_weight_grad.c4771
-  %60 = mul nsw i64 %59, 784
-  %61 = mul nsw i64 %bn1_weight_grad.v49618, 8
-  %62 = add nsw i64 %60, %61
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %62
-  %63 = load <8 x float>, ptr %arena20, align 4
-  %mean481 = load float, ptr %bn1_weight_grad.mean481, align 4
-  %64 = insertelement <8 x float> undef, float %mean481, i32 0
-  %65 = shufflevector <8 x float> %64, <8 x float> undef, <8 x i32> zeroinitializer
-  %66 = fsub <8 x float> %63, %65
-  %invstd478 = load float, ptr %bn1_weight_grad.invstd478, align 4
-  %67 = insertelement <8 x float> undef, float %invstd478, i32 0
-  %68 = shufflevector <8 x float> %67, <8 x float> undef, <8 x i32> zeroinitializer
-  %69 = fmul <8 x float> %66, %68
-  %70 = fmul <8 x float> %57, %69
-  %71 = fadd <8 x float> %acc493, %70
-  store <8 x float> %71, ptr %bn1_weight_grad.acc493, align 32
-  %v496.next = add nsw i64 %bn1_weight_grad.v49618, 1
-  %72 = icmp slt i64 %v496.next, 98
-  br i1 %72, label %bn1_weight_grad.v496, label %bn1_weight_grad.v496.end
-
-bn1_weight_grad.v496.end:                         ; preds = %bn1_weight_grad.v496
-  %n495.next = add nsw i64 %bn1_weight_grad.n49517, 1
-  %73 = icmp slt i64 %n495.next, 64
-  br i1 %73, label %bn1_weight_grad.n495, label %bn1_weight_grad.n495.end
+bn1_weight_grad.v411.end:                         ; preds = %bn1_weight_grad.v411
+  %n410.next = add nsw i64 %bn1_weight_grad.n4104, 1
+  %47 = icmp slt i64 %n410.next, 64
+  br i1 %47, label %bn1_weight_grad.n410, label %bn1_weight_grad.n410.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k35.bn1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn1_bias_grad.sum505 = alloca float, align 4
-  %bn1_bias_grad.sum516 = alloca float, align 4
-  %bn1_bias_grad.sum515 = alloca float, align 4
-  %bn1_bias_grad.sum514 = alloca float, align 4
-  %bn1_bias_grad.sum513 = alloca float, align 4
-  %bn1_bias_grad.sum512 = alloca float, align 4
-  %bn1_bias_grad.sum511 = alloca float, align 4
-  %bn1_bias_grad.sum510 = alloca float, align 4
-  %bn1_bias_grad.tail507 = alloca float, align 4
-  %bn1_bias_grad.acc506 = alloca <8 x float>, align 32
-  br label %bn1_bias_grad.c504
+  %bn1_bias_grad.sum420 = alloca float, align 4
+  %bn1_bias_grad.sum431 = alloca float, align 4
+  %bn1_bias_grad.sum430 = alloca float, align 4
+  %bn1_bias_grad.sum429 = alloca float, align 4
+  %bn1_bias_grad.sum428 = alloca float, align 4
+  %bn1_bias_grad.sum427 = alloca float, align 4
+  %bn1_bias_grad.sum426 = alloca float, align 4
+  %bn1_bias_grad.sum425 = alloca float, align 4
+  %bn1_bias_grad.tail422 = alloca float, align 4
+  %bn1_bias_grad.acc421 = alloca <8 x float>, align 32
+  br label %bn1_bias_grad.c419
 
-bn1_bias_grad.c504:                               ; preds = %bn1_bias_grad.n508.end, %entry
-  %bn1_bias_grad.c5041 = phi i64 [ 0, %entry ], [ %c504.next, %bn1_bias_grad.n508.end ]
-  store <8 x float> zeroinitializer, ptr %bn1_bias_grad.acc506, align 32
-  store float 0.000000e+00, ptr %bn1_bias_grad.tail507, align 4
-  br label %bn1_bias_grad.n508
+bn1_bias_grad.c419:                               ; preds = %bn1_bias_grad.n423.end, %entry
+  %bn1_bias_grad.c4191 = phi i64 [ 0, %entry ], [ %c419.next, %bn1_bias_grad.n423.end ]
+  store <8 x float> zeroinitializer, ptr %bn1_bias_grad.acc421, align 32
+  store float 0.000000e+00, ptr %bn1_bias_grad.tail422, align 4
+  br label %bn1_bias_grad.n423
 
-bn1_bias_grad.c504.end:                           ; preds = %bn1_bias_grad.n508.end
+bn1_bias_grad.c419.end:                           ; preds = %bn1_bias_grad.n423.end
   ret void
 
-bn1_bias_grad.n508:                               ; preds = %bn1_bias_grad.v509.end, %bn1_bias_grad.c504
-  %bn1_bias_grad.n5082 = phi i64 [ 0, %bn1_bias_grad.c504 ], [ %n508.next, %bn1_bias_grad.v509.end ]
-  br label %bn1_bias_grad.v509
+bn1_bias_grad.n423:                               ; preds = %bn1_bias_grad.v424.end, %bn1_bias_grad.c419
+  %bn1_bias_grad.n4232 = phi i64 [ 0, %bn1_bias_grad.c419 ], [ %n423.next, %bn1_bias_grad.v424.end ]
+  br label %bn1_bias_grad.v424
 
-bn1_bias_grad.n508.end:                           ; preds = %bn1_bias_grad.v509.end
-  %acc5065 = load <8 x float>, ptr %bn1_bias_grad.acc506, align 32
+bn1_bias_grad.n423.end:                           ; preds = %bn1_bias_grad.v424.end
+  %acc4215 = load <8 x float>, ptr %bn1_bias_grad.acc421, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc5065, ptr %arena6, align 4
+  store <8 x float> %acc4215, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1605632
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1605633
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %bn1_bias_grad.sum510, align 4
-  %sum510 = load float, ptr %bn1_bias_grad.sum510, align 4
+  store float %2, ptr %bn1_bias_grad.sum425, align 4
+  %sum425 = load float, ptr %bn1_bias_grad.sum425, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1605634
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum510, %3
-  store float %4, ptr %bn1_bias_grad.sum511, align 4
-  %sum511 = load float, ptr %bn1_bias_grad.sum511, align 4
+  %4 = fadd float %sum425, %3
+  store float %4, ptr %bn1_bias_grad.sum426, align 4
+  %sum426 = load float, ptr %bn1_bias_grad.sum426, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1605635
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum511, %5
-  store float %6, ptr %bn1_bias_grad.sum512, align 4
-  %sum512 = load float, ptr %bn1_bias_grad.sum512, align 4
+  %6 = fadd float %sum426, %5
+  store float %6, ptr %bn1_bias_grad.sum427, align 4
+  %sum427 = load float, ptr %bn1_bias_grad.sum427, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1605636
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum512, %7
-  store float %8, ptr %bn1_bias_grad.sum513, align 4
-  %sum513 = load float, ptr %bn1_bias_grad.sum513, align 4
+  %8 = fadd float %sum427, %7
+  store float %8, ptr %bn1_bias_grad.sum428, align 4
+  %sum428 = load float, ptr %bn1_bias_grad.sum428, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1605637
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum513, %9
-  store float %10, ptr %bn1_bias_grad.sum514, align 4
-  %sum514 = load float, ptr %bn1_bias_grad.sum514, align 4
+  %10 = fadd float %sum428, %9
+  store float %10, ptr %bn1_bias_grad.sum429, align 4
+  %sum429 = load float, ptr %bn1_bias_grad.sum429, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1605638
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum514, %11
-  store float %12, ptr %bn1_bias_grad.sum515, align 4
-  %sum515 = load float, ptr %bn1_bias_grad.sum515, align 4
+  %12 = fadd float %sum429, %11
+  store float %12, ptr %bn1_bias_grad.sum430, align 4
+  %sum430 = load float, ptr %bn1_bias_grad.sum430, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1605639
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum515, %13
-  store float %14, ptr %bn1_bias_grad.sum516, align 4
-  %sum516 = load float, ptr %bn1_bias_grad.sum516, align 4
-  %tail507 = load float, ptr %bn1_bias_grad.tail507, align 4
-  %15 = fadd float %sum516, %tail507
-  store float %15, ptr %bn1_bias_grad.sum505, align 4
-  %sum505 = load float, ptr %bn1_bias_grad.sum505, align 4
-  %16 = add nsw i64 320, %bn1_bias_grad.c5041
+  %14 = fadd float %sum430, %13
+  store float %14, ptr %bn1_bias_grad.sum431, align 4
+  %sum431 = load float, ptr %bn1_bias_grad.sum431, align 4
+  %tail422 = load float, ptr %bn1_bias_grad.tail422, align 4
+  %15 = fadd float %sum431, %tail422
+  store float %15, ptr %bn1_bias_grad.sum420, align 4
+  %sum420 = load float, ptr %bn1_bias_grad.sum420, align 4
+  %16 = add nsw i64 320, %bn1_bias_grad.c4191
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %16
-  store float %sum505, ptr %grads15, align 4
-  %c504.next = add nsw i64 %bn1_bias_grad.c5041, 1
-  %17 = icmp slt i64 %c504.next, 32
-  br i1 %17, label %bn1_bias_grad.c504, label %bn1_bias_grad.c504.end
+  store float %sum420, ptr %grads15, align 4
+  %c419.next = add nsw i64 %bn1_bias_grad.c4191, 1
+  %17 = icmp slt i64 %c419.next, 32
+  br i1 %17, label %bn1_bias_grad.c419, label %bn1_bias_grad.c419.end
 
-bn1_bias_grad.v509:                               ; preds = %bn1_bias_grad.v509, %bn1_bias_grad.n508
-  %bn1_bias_grad.v5093 = phi i64 [ 0, %bn1_bias_grad.n508 ], [ %v509.next, %bn1_bias_grad.v509 ]
-  %acc506 = load <8 x float>, ptr %bn1_bias_grad.acc506, align 32
-  %18 = mul nsw i64 %bn1_bias_grad.n5082, 32
-  %19 = add nsw i64 %18, %bn1_bias_grad.c5041
+bn1_bias_grad.v424:                               ; preds = %bn1_bias_grad.v424, %bn1_bias_grad.n423
+  %bn1_bias_grad.v4243 = phi i64 [ 0, %bn1_bias_grad.n423 ], [ %v424.next, %bn1_bias_grad.v424 ]
+  %acc421 = load <8 x float>, ptr %bn1_bias_grad.acc421, align 32
+  %18 = mul nsw i64 %bn1_bias_grad.n4232, 32
+  %19 = add nsw i64 %18, %bn1_bias_grad.c4191
   %20 = mul nsw i64 %19, 784
-  %21 = mul nsw i64 %bn1_bias_grad.v5093, 8
+  %21 = mul nsw i64 %bn1_bias_grad.v4243, 8
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 6422592, %22
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena4, align 4
-  %25 = fadd <8 x float> %acc506, %24
-  store <8 x float> %25, ptr %bn1_bias_grad.acc506, align 32
-  %v509.next = add nsw i64 %bn1_bias_grad.v5093, 1
-  %26 = icmp slt i64 %v509.next, 98
-  br i1 %26, label %bn1_bias_grad.v509, label %bn1_bias_grad.v509.end
+  %25 = fadd <8 x float> %acc421, %24
+  store <8 x float> %25, ptr %bn1_bias_grad.acc421, align 32
+  %v424.next = add nsw i64 %bn1_bias_grad.v4243, 1
+  %26 = icmp slt i64 %v424.next, 98
+  br i1 %26, label %bn1_bias_grad.v424, label %bn1_bias_grad.v424.end
 
-bn1_bias_grad.v509.end:                           ; preds = %bn1_bias_grad.v509
-  %n508.next = add nsw i64 %bn1_bias_grad.n5082, 1
-  %27 = icmp slt i64 %n508.next, 64
-  br i1 %27, label %bn1_bias_grad.n508, label %bn1_bias_grad.n508.end
+bn1_bias_grad.v424.end:                           ; preds = %bn1_bias_grad.v424
+  %n423.next = add nsw i64 %bn1_bias_grad.n4232, 1
+  %27 = icmp slt i64 %n423.next, 64
+  br i1 %27, label %bn1_bias_grad.n423, label %bn1_bias_grad.n423.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k36.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_grad.mean_dy_x546 = alloca float, align 4
-  %conv1_grad.mean_dy545 = alloca float, align 4
-  %conv1_grad.scale544 = alloca float, align 4
-  %conv1_grad.sum_x520 = alloca float, align 4
-  %conv1_grad.sum543 = alloca float, align 4
-  %conv1_grad.sum542 = alloca float, align 4
-  %conv1_grad.sum541 = alloca float, align 4
-  %conv1_grad.sum540 = alloca float, align 4
-  %conv1_grad.sum539 = alloca float, align 4
-  %conv1_grad.sum538 = alloca float, align 4
-  %conv1_grad.sum537 = alloca float, align 4
-  %conv1_grad.tail534 = alloca float, align 4
-  %conv1_grad.acc533 = alloca <8 x float>, align 32
-  %conv1_grad.sum519 = alloca float, align 4
-  %conv1_grad.sum532 = alloca float, align 4
-  %conv1_grad.sum531 = alloca float, align 4
-  %conv1_grad.sum530 = alloca float, align 4
-  %conv1_grad.sum529 = alloca float, align 4
-  %conv1_grad.sum528 = alloca float, align 4
-  %conv1_grad.sum527 = alloca float, align 4
-  %conv1_grad.sum526 = alloca float, align 4
-  %conv1_grad.tail523 = alloca float, align 4
-  %conv1_grad.acc522 = alloca <8 x float>, align 32
-  %conv1_grad.mean521 = alloca float, align 4
-  %conv1_grad.invstd518 = alloca float, align 4
-  br label %conv1_grad.c517
+  %conv1_grad.mean_dy_x438 = alloca float, align 4
+  %conv1_grad.mean_dy437 = alloca float, align 4
+  %conv1_grad.scale436 = alloca float, align 4
+  %conv1_grad.sum_x434 = alloca float, align 4
+  %conv1_grad.sum433 = alloca float, align 4
+  %conv1_grad.invstd435 = alloca float, align 4
+  br label %conv1_grad.c432
 
-conv1_grad.c517:                                  ; preds = %conv1_grad.n547.end, %entry
-  %conv1_grad.c5171 = phi i64 [ 0, %entry ], [ %c517.next, %conv1_grad.n547.end ]
-  %0 = add nsw i64 3211296, %conv1_grad.c5171
+conv1_grad.c432:                                  ; preds = %conv1_grad.n439.end, %entry
+  %conv1_grad.c4321 = phi i64 [ 0, %entry ], [ %c432.next, %conv1_grad.n439.end ]
+  %0 = add nsw i64 3211296, %conv1_grad.c4321
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fadd float %1, 0x3EE4F8B580000000
   %3 = call float @llvm.sqrt.f32(float %2)
   %4 = fdiv float 1.000000e+00, %3
-  store float %4, ptr %conv1_grad.invstd518, align 4
-  %5 = add nsw i64 3211264, %conv1_grad.c5171
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena3, align 4
-  store float %6, ptr %conv1_grad.mean521, align 4
-  store <8 x float> zeroinitializer, ptr %conv1_grad.acc522, align 32
-  store float 0.000000e+00, ptr %conv1_grad.tail523, align 4
-  br label %conv1_grad.n524
+  store float %4, ptr %conv1_grad.invstd435, align 4
+  %5 = add nsw i64 320, %conv1_grad.c4321
+  %grads3 = getelementptr inbounds float, ptr %grads, i64 %5
+  %6 = load float, ptr %grads3, align 4
+  store float %6, ptr %conv1_grad.sum433, align 4
+  %7 = add nsw i64 288, %conv1_grad.c4321
+  %grads4 = getelementptr inbounds float, ptr %grads, i64 %7
+  %8 = load float, ptr %grads4, align 4
+  store float %8, ptr %conv1_grad.sum_x434, align 4
+  %9 = add nsw i64 288, %conv1_grad.c4321
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %invstd435 = load float, ptr %conv1_grad.invstd435, align 4
+  %11 = fmul float %10, %invstd435
+  store float %11, ptr %conv1_grad.scale436, align 4
+  %sum433 = load float, ptr %conv1_grad.sum433, align 4
+  %12 = fdiv float %sum433, 5.017600e+04
+  store float %12, ptr %conv1_grad.mean_dy437, align 4
+  %sum_x434 = load float, ptr %conv1_grad.sum_x434, align 4
+  %13 = fdiv float %sum_x434, 5.017600e+04
+  store float %13, ptr %conv1_grad.mean_dy_x438, align 4
+  br label %conv1_grad.n439
 
-conv1_grad.c517.end:                              ; preds = %conv1_grad.n547.end
+conv1_grad.c432.end:                              ; preds = %conv1_grad.n439.end
   ret void
 
-conv1_grad.n524:                                  ; preds = %conv1_grad.v525.end, %conv1_grad.c517
-  %conv1_grad.n5244 = phi i64 [ 0, %conv1_grad.c517 ], [ %n524.next, %conv1_grad.v525.end ]
-  br label %conv1_grad.v525
+conv1_grad.n439:                                  ; preds = %conv1_grad.i440.end, %conv1_grad.c432
+  %conv1_grad.n4396 = phi i64 [ 0, %conv1_grad.c432 ], [ %n439.next, %conv1_grad.i440.end ]
+  br label %conv1_grad.i440
 
-conv1_grad.n524.end:                              ; preds = %conv1_grad.v525.end
-  %acc5227 = load <8 x float>, ptr %conv1_grad.acc522, align 32
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc5227, ptr %arena8, align 4
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %7 = load float, ptr %arena9, align 4
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 1605633
-  %8 = load float, ptr %arena10, align 4
-  %9 = fadd float %7, %8
-  store float %9, ptr %conv1_grad.sum526, align 4
-  %sum526 = load float, ptr %conv1_grad.sum526, align 4
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605634
-  %10 = load float, ptr %arena11, align 4
-  %11 = fadd float %sum526, %10
-  store float %11, ptr %conv1_grad.sum527, align 4
-  %sum527 = load float, ptr %conv1_grad.sum527, align 4
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 1605635
-  %12 = load float, ptr %arena12, align 4
-  %13 = fadd float %sum527, %12
-  store float %13, ptr %conv1_grad.sum528, align 4
-  %sum528 = load float, ptr %conv1_grad.sum528, align 4
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 1605636
-  %14 = load float, ptr %arena13, align 4
-  %15 = fadd float %sum528, %14
-  store float %15, ptr %conv1_grad.sum529, align 4
-  %sum529 = load float, ptr %conv1_grad.sum529, align 4
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 1605637
-  %16 = load float, ptr %arena14, align 4
-  %17 = fadd float %sum529, %16
-  store float %17, ptr %conv1_grad.sum530, align 4
-  %sum530 = load float, ptr %conv1_grad.sum530, align 4
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 1605638
-  %18 = load float, ptr %arena15, align 4
-  %19 = fadd float %sum530, %18
-  store float %19, ptr %conv1_grad.sum531, align 4
-  %sum531 = load float, ptr %conv1_grad.sum531, align 4
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 1605639
-  %20 = load float, ptr %arena16, align 4
-  %21 = fadd float %sum531, %20
-  store float %21, ptr %conv1_grad.sum532, align 4
-  %sum532 = load float, ptr %conv1_grad.sum532, align 4
-  %tail523 = load float, ptr %conv1_grad.tail523, align 4
-  %22 = fadd float %sum532, %tail523
-  store float %22, ptr %conv1_grad.sum519, align 4
-  store <8 x float> zeroinitializer, ptr %conv1_grad.acc533, align 32
-  store float 0.000000e+00, ptr %conv1_grad.tail534, align 4
-  br label %conv1_grad.n535
+conv1_grad.n439.end:                              ; preds = %conv1_grad.i440.end
+  %c432.next = add nsw i64 %conv1_grad.c4321, 1
+  %14 = icmp slt i64 %c432.next, 32
+  br i1 %14, label %conv1_grad.c432, label %conv1_grad.c432.end
 
-conv1_grad.v525:                                  ; preds = %conv1_grad.v525, %conv1_grad.n524
-  %conv1_grad.v5255 = phi i64 [ 0, %conv1_grad.n524 ], [ %v525.next, %conv1_grad.v525 ]
-  %acc522 = load <8 x float>, ptr %conv1_grad.acc522, align 32
-  %23 = mul nsw i64 %conv1_grad.n5244, 32
-  %24 = add nsw i64 %23, %conv1_grad.c5171
-  %25 = mul nsw i64 %24, 784
-  %26 = mul nsw i64 %conv1_grad.v5255, 8
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 6422592, %27
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load <8 x float>, ptr %arena6, align 4
-  %30 = fadd <8 x float> %acc522, %29
-  store <8 x float> %30, ptr %conv1_grad.acc522, align 32
-  %v525.next = add nsw i64 %conv1_grad.v5255, 1
-  %31 = icmp slt i64 %v525.next, 98
-  br i1 %31, label %conv1_grad.v525, label %conv1_grad.v525.end
+conv1_grad.i440:                                  ; preds = %conv1_grad.i440, %conv1_grad.n439
+  %conv1_grad.i4407 = phi i64 [ 0, %conv1_grad.n439 ], [ %i440.next, %conv1_grad.i440 ]
+  %scale436 = load float, ptr %conv1_grad.scale436, align 4
+  %15 = mul nsw i64 %conv1_grad.n4396, 32
+  %16 = add nsw i64 %15, %conv1_grad.c4321
+  %17 = mul nsw i64 %16, 784
+  %18 = add nsw i64 %17, %conv1_grad.i4407
+  %19 = add nsw i64 6422592, %18
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
+  %20 = load float, ptr %arena8, align 4
+  %mean_dy437 = load float, ptr %conv1_grad.mean_dy437, align 4
+  %21 = fsub float %20, %mean_dy437
+  %22 = mul nsw i64 %conv1_grad.n4396, 32
+  %23 = add nsw i64 %22, %conv1_grad.c4321
+  %24 = mul nsw i64 %23, 784
+  %25 = add nsw i64 %24, %conv1_grad.i4407
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena9, align 4
+  %27 = add nsw i64 3211264, %conv1_grad.c4321
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %27
+  %28 = load float, ptr %arena10, align 4
+  %29 = fsub float %26, %28
+  %invstd43511 = load float, ptr %conv1_grad.invstd435, align 4
+  %30 = fmul float %29, %invstd43511
+  %mean_dy_x438 = load float, ptr %conv1_grad.mean_dy_x438, align 4
+  %31 = fmul float %30, %mean_dy_x438
+  %32 = fsub float %21, %31
+  %33 = fmul float %scale436, %32
+  %34 = mul nsw i64 %conv1_grad.n4396, 32
+  %35 = add nsw i64 %34, %conv1_grad.c4321
+  %36 = mul nsw i64 %35, 784
+  %37 = add nsw i64 %36, %conv1_grad.i4407
+  %38 = add nsw i64 3211328, %37
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %38
+  store float %33, ptr %arena12, align 4
+  %i440.next = add nsw i64 %conv1_grad.i4407, 1
+  %39 = icmp slt i64 %i440.next, 784
+  br i1 %39, label %conv1_grad.i440, label %conv1_grad.i440.end
 
-conv1_grad.v525.end:                              ; preds = %conv1_grad.v525
-  %n524.next = add nsw i64 %conv1_grad.n5244, 1
-  %32 = icmp slt i64 %n524.next, 64
-  br i1 %32, label %conv1_grad.n524, label %conv1_grad.n524.end
-
-conv1_grad.n535:                                  ; preds = %conv1_grad.v536.end, %conv1_grad.n524.end
-  %conv1_grad.n53517 = phi i64 [ 0, %conv1_grad.n524.end ], [ %n535.next, %conv1_grad.v536.end ]
-  br label %conv1_grad.v536
-
-conv1_grad.n535.end:                              ; preds = %conv1_grad.v536.end
-  %acc53321 = load <8 x float>, ptr %conv1_grad.acc533, align 32
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 1605632
-  store <8 x float> %acc53321, ptr %arena22, align 4
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %33 = load float, ptr %arena23, align 4
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 1605633
-  %34 = load float, ptr %arena24, align 4
-  %35 = fadd float %33, %34
-  store float %35, ptr %conv1_grad.sum537, align 4
-  %sum537 = load float, ptr %conv1_grad.sum537, align 4
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 1605634
-  %36 = load float, ptr %arena25, align 4
-  %37 = fadd float %sum537, %36
-  store float %37, ptr %conv1_grad.sum538, align 4
-  %sum538 = load float, ptr %conv1_grad.sum538, align 4
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 1605635
-  %38 = load float, ptr %arena26, align 4
-  %39 = fadd float %sum538, %38
-  store float %39, ptr %conv1_grad.sum539, align 4
-  %sum539 = load float, ptr %conv1_grad.sum539, align 4
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 1605636
-  %40 = load float, ptr %arena27, align 4
-  %41 = fadd float %sum539, %40
-  store float %41, ptr %conv1_grad.sum540, align 4
-  %sum540 = load float, ptr %conv1_grad.sum540, align 4
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 1605637
-  %42 = load float, ptr %arena28, align 4
-  %43 = fadd float %sum540, %42
-  store float %43, ptr %conv1_grad.sum541, align 4
-  %sum541 = load float, ptr %conv1_grad.sum541, align 4
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 1605638
-  %44 = load float, ptr %arena29, align 4
-  %45 = fadd float %sum541, %44
-  store float %45, ptr %conv1_grad.sum542, align 4
-  %sum542 = load float, ptr %conv1_grad.sum542, align 4
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 1605639
-  %46 = load float, ptr %arena30, align 4
-  %47 = fadd float %sum542, %46
-  store float %47, ptr %conv1_grad.sum543, align 4
-  %sum543 = load float, ptr %conv1_grad.sum543, align 4
-  %tail534 = load float, ptr %conv1_grad.tail534, align 4
-  %48 = fadd float %sum543, %tail534
-  store float %48, ptr %conv1_grad.sum_x520, align 4
-  %49 = add nsw i64 288, %conv1_grad.c5171
-  %params31 = getelementptr inbounds float, ptr %params, i64 %49
-  %50 = load float, ptr %params31, align 4
-  %invstd51832 = load float, ptr %conv1_grad.invstd518, align 4
-  %51 = fmul float %50, %invstd51832
-  store float %51, ptr %conv1_grad.scale544, align 4
-  %sum519 = load float, ptr %conv1_grad.sum519, align 4
-  %52 = fdiv float %sum519, 5.017600e+04
-  store float %52, ptr %conv1_grad.mean_dy545, align 4
-  %sum_x520 = load float, ptr %conv1_grad.sum_x520, align 4
-  %53 = fdiv float %sum_x520, 5.017600e+04
-  store float %53, ptr %conv1_grad.mean_dy_x546, align 4
-  br label %conv1_grad.n547
-
-conv1_grad.v536:                                  ; preds = %conv1_grad.v536, %conv1_grad.n535
-  %conv1_grad.v53618 = phi i64 [ 0, %conv1_grad.n535 ], [ %v536.next, %conv1_grad.v536 ]
-  %acc533 = load <8 x float>, ptr %conv1_grad.acc533, align 32
-  %54 = mul nsw i64 %conv1_grad.n53517, 32
-  %55 = add nsw i64 %54, %conv1_grad.c5171
-  %56 = mul nsw i64 %55, 784
-  %57 = mul nsw i64 %conv1_grad.v53618, 8
-  %58 = add nsw i64 %56, %57
-  %59 = add nsw i64 6422592, %58
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %59
-  %60 = load <8 x float>, ptr %arena19, align 4
-  %61 = mul nsw i64 %conv1_grad.n53517, 32
-  %62 = add nsw i64 %61, %conv1_grad.c5171
-  %63 = mul nsw i64 %62, 784
-  %64 = mul nsw i64 %conv1_grad.v53618, 8
-  %65 = add nsw i64 %63, %64
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %65
-  %66 = load <8 x float>, ptr %arena20, align 4
-  %mean521 = load float, ptr %conv1_grad.mean521, align 4
-  %67 = insertelement <8 x float> undef, float %mean521, i32 0
-  %68 = shufflevector <8 x float> %67, <8 x float> undef, <8 x i32> zeroinitializer
-  %69 = fsub <8 x float> %66, %68
-  %invstd518 = load float, ptr %conv1_grad.invstd518, align 4
-  %70 = insertelement <8 x float> undef, float %invstd518, i32 0
-  %71 = shufflevector <8 x float> %70, <8 x float> undef, <8 x i32> zeroinitializer
-  %72 = fmul <8 x float> %69, %71
-  %73 = fmul <8 x float> %60, %72
-  %74 = fadd <8 x float> %acc533, %73
-  store <8 x float> %74, ptr %conv1_grad.acc533, align 32
-  %v536.next = add nsw i64 %conv1_grad.v53618, 1
-  %75 = icmp slt i64 %v536.next, 98
-  br i1 %75, label %conv1_grad.v536, label %conv1_grad.v536.end
-
-conv1_grad.v536.end:                              ; preds = %conv1_grad.v536
-  %n535.next = add nsw i64 %conv1_grad.n53517, 1
-  %76 = icmp slt i64 %n535.next, 64
-  br i1 %76, label %conv1_grad.n535, label %conv1_grad.n535.end
-
-conv1_grad.n547:                                  ; preds = %conv1_grad.i548.end, %conv1_grad.n535.end
-  %conv1_grad.n54733 = phi i64 [ 0, %conv1_grad.n535.end ], [ %n547.next, %conv1_grad.i548.end ]
-  br label %conv1_grad.i548
-
-conv1_grad.n547.end:                              ; preds = %conv1_grad.i548.end
-  %c517.next = add nsw i64 %conv1_grad.c5171, 1
-  %77 = icmp slt i64 %c517.next, 32
-  br i1 %77, label %conv1_grad.c517, label %conv1_grad.c517.end
-
-conv1_grad.i548:                                  ; preds = %conv1_grad.i548, %conv1_grad.n547
-  %conv1_grad.i54834 = phi i64 [ 0, %conv1_grad.n547 ], [ %i548.next, %conv1_grad.i548 ]
-  %scale544 = load float, ptr %conv1_grad.scale544, align 4
-  %78 = mul nsw i64 %conv1_grad.n54733, 32
-  %79 = add nsw i64 %78, %conv1_grad.c5171
-  %80 = mul nsw i64 %79, 784
-  %81 = add nsw i64 %80, %conv1_grad.i54834
-  %82 = add nsw i64 6422592, %81
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %82
-  %83 = load float, ptr %arena35, align 4
-  %mean_dy545 = load float, ptr %conv1_grad.mean_dy545, align 4
-  %84 = fsub float %83, %mean_dy545
-  %85 = mul nsw i64 %conv1_grad.n54733, 32
-  %86 = add nsw i64 %85, %conv1_grad.c5171
-  %87 = mul nsw i64 %86, 784
-  %88 = add nsw i64 %87, %conv1_grad.i54834
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load float, ptr %arena36, align 4
-  %90 = add nsw i64 3211264, %conv1_grad.c5171
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %90
-  %91 = load float, ptr %arena37, align 4
-  %92 = fsub float %89, %91
-  %invstd51838 = load float, ptr %conv1_grad.invstd518, align 4
-  %93 = fmul float %92, %invstd51838
-  %mean_dy_x546 = load float, ptr %conv1_grad.mean_dy_x546, align 4
-  %94 = fmul float %93, %mean_dy_x546
-  %95 = fsub float %84, %94
-  %96 = fmul float %scale544, %95
-  %97 = mul nsw i64 %conv1_grad.n54733, 32
-  %98 = add nsw i64 %97, %conv1_grad.c5171
-  %99 = mul nsw i64 %98, 784
-  %100 = add nsw i64 %99, %conv1_grad.i54834
-  %101 = add nsw i64 3211328, %100
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %101
-  store float %96, ptr %arena39, align 4
-  %i548.next = add nsw i64 %conv1_grad.i54834, 1
-  %102 = icmp slt i64 %i548.next, 784
-  br i1 %102, label %conv1_grad.i548, label %conv1_grad.i548.end
-
-conv1_grad.i548.end:                              ; preds = %conv1_grad.i548
-  %n547.next = add nsw i64 %conv1_grad.n54733, 1
-  %103 = icmp slt i64 %n547.next, 64
-  br i1 %103, label %conv1_grad.n547, label %conv1_grad.n547.end
+conv1_grad.i440.end:                              ; preds = %conv1_grad.i440
+  %n439.next = add nsw i64 %conv1_grad.n4396, 1
+  %40 = icmp slt i64 %n439.next, 64
+  br i1 %40, label %conv1_grad.n439, label %conv1_grad.n439.end
 }
 
 ; Function Attrs: noinline
 define internal void @bncnn_train_b64.k37.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_weight_grad.i549
+  br label %conv1_weight_grad.i441
 
-conv1_weight_grad.i549:                           ; preds = %conv1_weight_grad.i549, %entry
-  %conv1_weight_grad.i5491 = phi i64 [ 0, %entry ], [ %i549.next, %conv1_weight_grad.i549 ]
-  %0 = add nsw i64 514304, %conv1_weight_grad.i5491
+conv1_weight_grad.i441:                           ; preds = %conv1_weight_grad.i441, %entry
+  %conv1_weight_grad.i4411 = phi i64 [ 0, %entry ], [ %i441.next, %conv1_weight_grad.i441 ]
+  %0 = add nsw i64 514304, %conv1_weight_grad.i4411
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i549.next = add nsw i64 %conv1_weight_grad.i5491, 1
-  %1 = icmp slt i64 %i549.next, 288
-  br i1 %1, label %conv1_weight_grad.i549, label %conv1_weight_grad.i549.end
+  %i441.next = add nsw i64 %conv1_weight_grad.i4411, 1
+  %1 = icmp slt i64 %i441.next, 288
+  br i1 %1, label %conv1_weight_grad.i441, label %conv1_weight_grad.i441.end
 
-conv1_weight_grad.i549.end:                       ; preds = %conv1_weight_grad.i549
-  br label %conv1_weight_grad.g550
+conv1_weight_grad.i441.end:                       ; preds = %conv1_weight_grad.i441
+  br label %conv1_weight_grad.g442
 
-conv1_weight_grad.g550:                           ; preds = %conv1_weight_grad.j565.end, %conv1_weight_grad.i549.end
-  %conv1_weight_grad.g5503 = phi i64 [ 0, %conv1_weight_grad.i549.end ], [ %g550.next, %conv1_weight_grad.j565.end ]
-  br label %conv1_weight_grad.j551
+conv1_weight_grad.g442:                           ; preds = %conv1_weight_grad.j457.end, %conv1_weight_grad.i441.end
+  %conv1_weight_grad.g4423 = phi i64 [ 0, %conv1_weight_grad.i441.end ], [ %g442.next, %conv1_weight_grad.j457.end ]
+  br label %conv1_weight_grad.j443
 
-conv1_weight_grad.g550.end:                       ; preds = %conv1_weight_grad.j565.end
-  br label %conv1_weight_grad.f576
+conv1_weight_grad.g442.end:                       ; preds = %conv1_weight_grad.j457.end
+  br label %conv1_weight_grad.f468
 
-conv1_weight_grad.j551:                           ; preds = %conv1_weight_grad.c552.end, %conv1_weight_grad.g550
-  %conv1_weight_grad.j5514 = phi i64 [ 0, %conv1_weight_grad.g550 ], [ %j551.next, %conv1_weight_grad.c552.end ]
-  br label %conv1_weight_grad.c552
+conv1_weight_grad.j443:                           ; preds = %conv1_weight_grad.c444.end, %conv1_weight_grad.g442
+  %conv1_weight_grad.j4434 = phi i64 [ 0, %conv1_weight_grad.g442 ], [ %j443.next, %conv1_weight_grad.c444.end ]
+  br label %conv1_weight_grad.c444
 
-conv1_weight_grad.j551.end:                       ; preds = %conv1_weight_grad.c552.end
-  br label %conv1_weight_grad.j565
+conv1_weight_grad.j443.end:                       ; preds = %conv1_weight_grad.c444.end
+  br label %conv1_weight_grad.j457
 
-conv1_weight_grad.c552:                           ; preds = %conv1_weight_grad.ky553.end, %conv1_weight_grad.j551
-  %conv1_weight_grad.c5525 = phi i64 [ 0, %conv1_weight_grad.j551 ], [ %c552.next, %conv1_weight_grad.ky553.end ]
-  br label %conv1_weight_grad.ky553
+conv1_weight_grad.c444:                           ; preds = %conv1_weight_grad.ky445.end, %conv1_weight_grad.j443
+  %conv1_weight_grad.c4445 = phi i64 [ 0, %conv1_weight_grad.j443 ], [ %c444.next, %conv1_weight_grad.ky445.end ]
+  br label %conv1_weight_grad.ky445
 
-conv1_weight_grad.c552.end:                       ; preds = %conv1_weight_grad.ky553.end
-  %j551.next = add nsw i64 %conv1_weight_grad.j5514, 1
-  %2 = icmp slt i64 %j551.next, 16
-  br i1 %2, label %conv1_weight_grad.j551, label %conv1_weight_grad.j551.end
+conv1_weight_grad.c444.end:                       ; preds = %conv1_weight_grad.ky445.end
+  %j443.next = add nsw i64 %conv1_weight_grad.j4434, 1
+  %2 = icmp slt i64 %j443.next, 16
+  br i1 %2, label %conv1_weight_grad.j443, label %conv1_weight_grad.j443.end
 
-conv1_weight_grad.ky553:                          ; preds = %conv1_weight_grad.oy561.end, %conv1_weight_grad.c552
-  %conv1_weight_grad.ky5536 = phi i64 [ 0, %conv1_weight_grad.c552 ], [ %ky553.next, %conv1_weight_grad.oy561.end ]
-  br label %conv1_weight_grad.oy554
+conv1_weight_grad.ky445:                          ; preds = %conv1_weight_grad.oy453.end, %conv1_weight_grad.c444
+  %conv1_weight_grad.ky4456 = phi i64 [ 0, %conv1_weight_grad.c444 ], [ %ky445.next, %conv1_weight_grad.oy453.end ]
+  br label %conv1_weight_grad.oy446
 
-conv1_weight_grad.ky553.end:                      ; preds = %conv1_weight_grad.oy561.end
-  %c552.next = add nsw i64 %conv1_weight_grad.c5525, 1
-  %3 = icmp slt i64 %c552.next, 1
-  br i1 %3, label %conv1_weight_grad.c552, label %conv1_weight_grad.c552.end
+conv1_weight_grad.ky445.end:                      ; preds = %conv1_weight_grad.oy453.end
+  %c444.next = add nsw i64 %conv1_weight_grad.c4445, 1
+  %3 = icmp slt i64 %c444.next, 1
+  br i1 %3, label %conv1_weight_grad.c444, label %conv1_weight_grad.c444.end
 
-conv1_weight_grad.oy554:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky553
-  %conv1_weight_grad.oy5547 = phi i64 [ 0, %conv1_weight_grad.ky553 ], [ %oy554.next, %conv1_weight_grad.endif18 ]
-  %4 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
+conv1_weight_grad.oy446:                          ; preds = %conv1_weight_grad.endif18, %conv1_weight_grad.ky445
+  %conv1_weight_grad.oy4467 = phi i64 [ 0, %conv1_weight_grad.ky445 ], [ %oy446.next, %conv1_weight_grad.endif18 ]
+  %4 = add nsw i64 %conv1_weight_grad.oy4467, %conv1_weight_grad.ky4456
   %5 = add nsw i64 %4, -1
   %6 = icmp slt i64 -1, %5
-  %7 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
+  %7 = add nsw i64 %conv1_weight_grad.oy4467, %conv1_weight_grad.ky4456
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 28
   %10 = and i1 %6, %9
   br i1 %10, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy554.end:                      ; preds = %conv1_weight_grad.endif18
-  br label %conv1_weight_grad.oy558
+conv1_weight_grad.oy446.end:                      ; preds = %conv1_weight_grad.endif18
+  br label %conv1_weight_grad.oy450
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy554
-  br label %conv1_weight_grad.ox555
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy446
+  br label %conv1_weight_grad.ox447
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox556.end, %conv1_weight_grad.oy554
-  %11 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox448.end, %conv1_weight_grad.oy446
+  %11 = add nsw i64 %conv1_weight_grad.oy4467, %conv1_weight_grad.ky4456
   %12 = add nsw i64 %11, -1
   %13 = icmp slt i64 %12, 0
   br i1 %13, label %conv1_weight_grad.then13, label %conv1_weight_grad.endif14
 
-conv1_weight_grad.ox555:                          ; preds = %conv1_weight_grad.ox555, %conv1_weight_grad.then
-  %conv1_weight_grad.ox5558 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox555.next, %conv1_weight_grad.ox555 ]
-  %14 = mul nsw i64 %conv1_weight_grad.g5503, 16
-  %15 = add nsw i64 %14, %conv1_weight_grad.j5514
+conv1_weight_grad.ox447:                          ; preds = %conv1_weight_grad.ox447, %conv1_weight_grad.then
+  %conv1_weight_grad.ox4478 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox447.next, %conv1_weight_grad.ox447 ]
+  %14 = mul nsw i64 %conv1_weight_grad.g4423, 16
+  %15 = add nsw i64 %14, %conv1_weight_grad.j4434
   %16 = mul nsw i64 %15, 784
-  %17 = mul nsw i64 %conv1_weight_grad.c5525, 784
+  %17 = mul nsw i64 %conv1_weight_grad.c4445, 784
   %18 = add nsw i64 %16, %17
-  %19 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
+  %19 = add nsw i64 %conv1_weight_grad.oy4467, %conv1_weight_grad.ky4456
   %20 = add nsw i64 %19, -1
   %21 = mul nsw i64 %20, 28
   %22 = add nsw i64 %18, %21
-  %23 = add nsw i64 %conv1_weight_grad.ox5558, 1
+  %23 = add nsw i64 %conv1_weight_grad.ox4478, 1
   %24 = add nsw i64 %23, -1
   %25 = add nsw i64 %22, %24
   %images9 = getelementptr inbounds float, ptr %images, i64 %25
   %26 = load float, ptr %images9, align 4
-  %27 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %28 = add nsw i64 %27, %conv1_weight_grad.ky5536
+  %27 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %28 = add nsw i64 %27, %conv1_weight_grad.ky4456
   %29 = mul nsw i64 %28, 3
   %30 = mul nsw i64 %29, 12544
-  %31 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %31 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %conv1_weight_grad.oy5547, 28
-  %34 = add nsw i64 %conv1_weight_grad.ox5558, 1
+  %33 = mul nsw i64 %conv1_weight_grad.oy4467, 28
+  %34 = add nsw i64 %conv1_weight_grad.ox4478, 1
   %35 = add nsw i64 %33, %34
   %36 = add nsw i64 %32, %35
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %26, ptr %arena10, align 4
-  %ox555.next = add nsw i64 %conv1_weight_grad.ox5558, 1
-  %37 = icmp slt i64 %ox555.next, 27
-  br i1 %37, label %conv1_weight_grad.ox555, label %conv1_weight_grad.ox555.end
+  %ox447.next = add nsw i64 %conv1_weight_grad.ox4478, 1
+  %37 = icmp slt i64 %ox447.next, 27
+  br i1 %37, label %conv1_weight_grad.ox447, label %conv1_weight_grad.ox447.end
 
-conv1_weight_grad.ox555.end:                      ; preds = %conv1_weight_grad.ox555
-  br label %conv1_weight_grad.ox556
+conv1_weight_grad.ox447.end:                      ; preds = %conv1_weight_grad.ox447
+  br label %conv1_weight_grad.ox448
 
-conv1_weight_grad.ox556:                          ; preds = %conv1_weight_grad.ox556, %conv1_weight_grad.ox555.end
-  %conv1_weight_grad.ox55611 = phi i64 [ 0, %conv1_weight_grad.ox555.end ], [ %ox556.next, %conv1_weight_grad.ox556 ]
-  %38 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %39 = add nsw i64 %38, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.ox447.end
+  %conv1_weight_grad.ox44811 = phi i64 [ 0, %conv1_weight_grad.ox447.end ], [ %ox448.next, %conv1_weight_grad.ox448 ]
+  %38 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %39 = add nsw i64 %38, %conv1_weight_grad.ky4456
   %40 = mul nsw i64 %39, 3
   %41 = mul nsw i64 %40, 12544
-  %42 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %42 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1_weight_grad.oy5547, 28
-  %45 = add nsw i64 %44, %conv1_weight_grad.ox55611
+  %44 = mul nsw i64 %conv1_weight_grad.oy4467, 28
+  %45 = add nsw i64 %44, %conv1_weight_grad.ox44811
   %46 = add nsw i64 %43, %45
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena12, align 4
-  %ox556.next = add nsw i64 %conv1_weight_grad.ox55611, 1
-  %47 = icmp slt i64 %ox556.next, 1
-  br i1 %47, label %conv1_weight_grad.ox556, label %conv1_weight_grad.ox556.end
+  %ox448.next = add nsw i64 %conv1_weight_grad.ox44811, 1
+  %47 = icmp slt i64 %ox448.next, 1
+  br i1 %47, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
 
-conv1_weight_grad.ox556.end:                      ; preds = %conv1_weight_grad.ox556
+conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
   br label %conv1_weight_grad.endif
 
 conv1_weight_grad.then13:                         ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.ox557
+  br label %conv1_weight_grad.ox449
 
-conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox557.end, %conv1_weight_grad.endif
-  %48 = add nsw i64 %conv1_weight_grad.oy5547, %conv1_weight_grad.ky5536
+conv1_weight_grad.endif14:                        ; preds = %conv1_weight_grad.ox449.end, %conv1_weight_grad.endif
+  %48 = add nsw i64 %conv1_weight_grad.oy4467, %conv1_weight_grad.ky4456
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 27, %49
   br i1 %50, label %conv1_weight_grad.then17, label %conv1_weight_grad.endif18
 
-conv1_weight_grad.ox557:                          ; preds = %conv1_weight_grad.ox557, %conv1_weight_grad.then13
-  %conv1_weight_grad.ox55715 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox557.next, %conv1_weight_grad.ox557 ]
-  %51 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %52 = add nsw i64 %51, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox449:                          ; preds = %conv1_weight_grad.ox449, %conv1_weight_grad.then13
+  %conv1_weight_grad.ox44915 = phi i64 [ 0, %conv1_weight_grad.then13 ], [ %ox449.next, %conv1_weight_grad.ox449 ]
+  %51 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %52 = add nsw i64 %51, %conv1_weight_grad.ky4456
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 12544
-  %55 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %55 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %56 = add nsw i64 %54, %55
-  %57 = mul nsw i64 %conv1_weight_grad.oy5547, 28
-  %58 = add nsw i64 %57, %conv1_weight_grad.ox55715
+  %57 = mul nsw i64 %conv1_weight_grad.oy4467, 28
+  %58 = add nsw i64 %57, %conv1_weight_grad.ox44915
   %59 = add nsw i64 %56, %58
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %59
   store float 0.000000e+00, ptr %arena16, align 4
-  %ox557.next = add nsw i64 %conv1_weight_grad.ox55715, 1
-  %60 = icmp slt i64 %ox557.next, 28
-  br i1 %60, label %conv1_weight_grad.ox557, label %conv1_weight_grad.ox557.end
+  %ox449.next = add nsw i64 %conv1_weight_grad.ox44915, 1
+  %60 = icmp slt i64 %ox449.next, 28
+  br i1 %60, label %conv1_weight_grad.ox449, label %conv1_weight_grad.ox449.end
 
-conv1_weight_grad.ox557.end:                      ; preds = %conv1_weight_grad.ox557
+conv1_weight_grad.ox449.end:                      ; preds = %conv1_weight_grad.ox449
   br label %conv1_weight_grad.endif14
 
 conv1_weight_grad.then17:                         ; preds = %conv1_weight_grad.endif14
-  br label %conv1_weight_grad.ox55719
+  br label %conv1_weight_grad.ox44919
 
-conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox557.end20, %conv1_weight_grad.endif14
-  %oy554.next = add nsw i64 %conv1_weight_grad.oy5547, 1
-  %61 = icmp slt i64 %oy554.next, 28
-  br i1 %61, label %conv1_weight_grad.oy554, label %conv1_weight_grad.oy554.end
+conv1_weight_grad.endif18:                        ; preds = %conv1_weight_grad.ox449.end20, %conv1_weight_grad.endif14
+  %oy446.next = add nsw i64 %conv1_weight_grad.oy4467, 1
+  %61 = icmp slt i64 %oy446.next, 28
+  br i1 %61, label %conv1_weight_grad.oy446, label %conv1_weight_grad.oy446.end
 
-conv1_weight_grad.ox55719:                        ; preds = %conv1_weight_grad.ox55719, %conv1_weight_grad.then17
-  %conv1_weight_grad.ox55721 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox557.next23, %conv1_weight_grad.ox55719 ]
-  %62 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %63 = add nsw i64 %62, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox44919:                        ; preds = %conv1_weight_grad.ox44919, %conv1_weight_grad.then17
+  %conv1_weight_grad.ox44921 = phi i64 [ 0, %conv1_weight_grad.then17 ], [ %ox449.next23, %conv1_weight_grad.ox44919 ]
+  %62 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %63 = add nsw i64 %62, %conv1_weight_grad.ky4456
   %64 = mul nsw i64 %63, 3
   %65 = mul nsw i64 %64, 12544
-  %66 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %66 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1_weight_grad.oy5547, 28
-  %69 = add nsw i64 %68, %conv1_weight_grad.ox55721
+  %68 = mul nsw i64 %conv1_weight_grad.oy4467, 28
+  %69 = add nsw i64 %68, %conv1_weight_grad.ox44921
   %70 = add nsw i64 %67, %69
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %70
   store float 0.000000e+00, ptr %arena22, align 4
-  %ox557.next23 = add nsw i64 %conv1_weight_grad.ox55721, 1
-  %71 = icmp slt i64 %ox557.next23, 28
-  br i1 %71, label %conv1_weight_grad.ox55719, label %conv1_weight_grad.ox557.end20
+  %ox449.next23 = add nsw i64 %conv1_weight_grad.ox44921, 1
+  %71 = icmp slt i64 %ox449.next23, 28
+  br i1 %71, label %conv1_weight_grad.ox44919, label %conv1_weight_grad.ox449.end20
 
-conv1_weight_grad.ox557.end20:                    ; preds = %conv1_weight_grad.ox55719
+conv1_weight_grad.ox449.end20:                    ; preds = %conv1_weight_grad.ox44919
   br label %conv1_weight_grad.endif18
 
-conv1_weight_grad.oy558:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy554.end
-  %conv1_weight_grad.oy55824 = phi i64 [ 0, %conv1_weight_grad.oy554.end ], [ %oy558.next, %conv1_weight_grad.endif35 ]
-  %72 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
+conv1_weight_grad.oy450:                          ; preds = %conv1_weight_grad.endif35, %conv1_weight_grad.oy446.end
+  %conv1_weight_grad.oy45024 = phi i64 [ 0, %conv1_weight_grad.oy446.end ], [ %oy450.next, %conv1_weight_grad.endif35 ]
+  %72 = add nsw i64 %conv1_weight_grad.oy45024, %conv1_weight_grad.ky4456
   %73 = add nsw i64 %72, -1
   %74 = icmp slt i64 -1, %73
-  %75 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
+  %75 = add nsw i64 %conv1_weight_grad.oy45024, %conv1_weight_grad.ky4456
   %76 = add nsw i64 %75, -1
   %77 = icmp slt i64 %76, 28
   %78 = and i1 %74, %77
   br i1 %78, label %conv1_weight_grad.then25, label %conv1_weight_grad.endif26
 
-conv1_weight_grad.oy558.end:                      ; preds = %conv1_weight_grad.endif35
-  br label %conv1_weight_grad.oy561
+conv1_weight_grad.oy450.end:                      ; preds = %conv1_weight_grad.endif35
+  br label %conv1_weight_grad.oy453
 
-conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy558
-  br label %conv1_weight_grad.ox559
+conv1_weight_grad.then25:                         ; preds = %conv1_weight_grad.oy450
+  br label %conv1_weight_grad.ox451
 
-conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox559.end, %conv1_weight_grad.oy558
-  %79 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
+conv1_weight_grad.endif26:                        ; preds = %conv1_weight_grad.ox451.end, %conv1_weight_grad.oy450
+  %79 = add nsw i64 %conv1_weight_grad.oy45024, %conv1_weight_grad.ky4456
   %80 = add nsw i64 %79, -1
   %81 = icmp slt i64 %80, 0
   br i1 %81, label %conv1_weight_grad.then30, label %conv1_weight_grad.endif31
 
-conv1_weight_grad.ox559:                          ; preds = %conv1_weight_grad.ox559, %conv1_weight_grad.then25
-  %conv1_weight_grad.ox55927 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox559.next, %conv1_weight_grad.ox559 ]
-  %82 = mul nsw i64 %conv1_weight_grad.g5503, 16
-  %83 = add nsw i64 %82, %conv1_weight_grad.j5514
+conv1_weight_grad.ox451:                          ; preds = %conv1_weight_grad.ox451, %conv1_weight_grad.then25
+  %conv1_weight_grad.ox45127 = phi i64 [ 0, %conv1_weight_grad.then25 ], [ %ox451.next, %conv1_weight_grad.ox451 ]
+  %82 = mul nsw i64 %conv1_weight_grad.g4423, 16
+  %83 = add nsw i64 %82, %conv1_weight_grad.j4434
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %conv1_weight_grad.c5525, 784
+  %85 = mul nsw i64 %conv1_weight_grad.c4445, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
+  %87 = add nsw i64 %conv1_weight_grad.oy45024, %conv1_weight_grad.ky4456
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.ox55927
+  %91 = add nsw i64 %90, %conv1_weight_grad.ox45127
   %images28 = getelementptr inbounds float, ptr %images, i64 %91
   %92 = load float, ptr %images28, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %94 = add nsw i64 %93, %conv1_weight_grad.ky5536
+  %93 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %94 = add nsw i64 %93, %conv1_weight_grad.ky4456
   %95 = mul nsw i64 %94, 3
   %96 = add nsw i64 %95, 1
   %97 = mul nsw i64 %96, 12544
-  %98 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %98 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %99 = add nsw i64 %97, %98
-  %100 = mul nsw i64 %conv1_weight_grad.oy55824, 28
-  %101 = add nsw i64 %100, %conv1_weight_grad.ox55927
+  %100 = mul nsw i64 %conv1_weight_grad.oy45024, 28
+  %101 = add nsw i64 %100, %conv1_weight_grad.ox45127
   %102 = add nsw i64 %99, %101
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %102
   store float %92, ptr %arena29, align 4
-  %ox559.next = add nsw i64 %conv1_weight_grad.ox55927, 1
-  %103 = icmp slt i64 %ox559.next, 28
-  br i1 %103, label %conv1_weight_grad.ox559, label %conv1_weight_grad.ox559.end
+  %ox451.next = add nsw i64 %conv1_weight_grad.ox45127, 1
+  %103 = icmp slt i64 %ox451.next, 28
+  br i1 %103, label %conv1_weight_grad.ox451, label %conv1_weight_grad.ox451.end
 
-conv1_weight_grad.ox559.end:                      ; preds = %conv1_weight_grad.ox559
+conv1_weight_grad.ox451.end:                      ; preds = %conv1_weight_grad.ox451
   br label %conv1_weight_grad.endif26
 
 conv1_weight_grad.then30:                         ; preds = %conv1_weight_grad.endif26
-  br label %conv1_weight_grad.ox560
+  br label %conv1_weight_grad.ox452
 
-conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox560.end, %conv1_weight_grad.endif26
-  %104 = add nsw i64 %conv1_weight_grad.oy55824, %conv1_weight_grad.ky5536
+conv1_weight_grad.endif31:                        ; preds = %conv1_weight_grad.ox452.end, %conv1_weight_grad.endif26
+  %104 = add nsw i64 %conv1_weight_grad.oy45024, %conv1_weight_grad.ky4456
   %105 = add nsw i64 %104, -1
   %106 = icmp slt i64 27, %105
   br i1 %106, label %conv1_weight_grad.then34, label %conv1_weight_grad.endif35
 
-conv1_weight_grad.ox560:                          ; preds = %conv1_weight_grad.ox560, %conv1_weight_grad.then30
-  %conv1_weight_grad.ox56032 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox560.next, %conv1_weight_grad.ox560 ]
-  %107 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %108 = add nsw i64 %107, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox452:                          ; preds = %conv1_weight_grad.ox452, %conv1_weight_grad.then30
+  %conv1_weight_grad.ox45232 = phi i64 [ 0, %conv1_weight_grad.then30 ], [ %ox452.next, %conv1_weight_grad.ox452 ]
+  %107 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %108 = add nsw i64 %107, %conv1_weight_grad.ky4456
   %109 = mul nsw i64 %108, 3
   %110 = add nsw i64 %109, 1
   %111 = mul nsw i64 %110, 12544
-  %112 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %112 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1_weight_grad.oy55824, 28
-  %115 = add nsw i64 %114, %conv1_weight_grad.ox56032
+  %114 = mul nsw i64 %conv1_weight_grad.oy45024, 28
+  %115 = add nsw i64 %114, %conv1_weight_grad.ox45232
   %116 = add nsw i64 %113, %115
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %116
   store float 0.000000e+00, ptr %arena33, align 4
-  %ox560.next = add nsw i64 %conv1_weight_grad.ox56032, 1
-  %117 = icmp slt i64 %ox560.next, 28
-  br i1 %117, label %conv1_weight_grad.ox560, label %conv1_weight_grad.ox560.end
+  %ox452.next = add nsw i64 %conv1_weight_grad.ox45232, 1
+  %117 = icmp slt i64 %ox452.next, 28
+  br i1 %117, label %conv1_weight_grad.ox452, label %conv1_weight_grad.ox452.end
 
-conv1_weight_grad.ox560.end:                      ; preds = %conv1_weight_grad.ox560
+conv1_weight_grad.ox452.end:                      ; preds = %conv1_weight_grad.ox452
   br label %conv1_weight_grad.endif31
 
 conv1_weight_grad.then34:                         ; preds = %conv1_weight_grad.endif31
-  br label %conv1_weight_grad.ox56036
+  br label %conv1_weight_grad.ox45236
 
-conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox560.end37, %conv1_weight_grad.endif31
-  %oy558.next = add nsw i64 %conv1_weight_grad.oy55824, 1
-  %118 = icmp slt i64 %oy558.next, 28
-  br i1 %118, label %conv1_weight_grad.oy558, label %conv1_weight_grad.oy558.end
+conv1_weight_grad.endif35:                        ; preds = %conv1_weight_grad.ox452.end37, %conv1_weight_grad.endif31
+  %oy450.next = add nsw i64 %conv1_weight_grad.oy45024, 1
+  %118 = icmp slt i64 %oy450.next, 28
+  br i1 %118, label %conv1_weight_grad.oy450, label %conv1_weight_grad.oy450.end
 
-conv1_weight_grad.ox56036:                        ; preds = %conv1_weight_grad.ox56036, %conv1_weight_grad.then34
-  %conv1_weight_grad.ox56038 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox560.next40, %conv1_weight_grad.ox56036 ]
-  %119 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %120 = add nsw i64 %119, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox45236:                        ; preds = %conv1_weight_grad.ox45236, %conv1_weight_grad.then34
+  %conv1_weight_grad.ox45238 = phi i64 [ 0, %conv1_weight_grad.then34 ], [ %ox452.next40, %conv1_weight_grad.ox45236 ]
+  %119 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %120 = add nsw i64 %119, %conv1_weight_grad.ky4456
   %121 = mul nsw i64 %120, 3
   %122 = add nsw i64 %121, 1
   %123 = mul nsw i64 %122, 12544
-  %124 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %124 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1_weight_grad.oy55824, 28
-  %127 = add nsw i64 %126, %conv1_weight_grad.ox56038
+  %126 = mul nsw i64 %conv1_weight_grad.oy45024, 28
+  %127 = add nsw i64 %126, %conv1_weight_grad.ox45238
   %128 = add nsw i64 %125, %127
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %128
   store float 0.000000e+00, ptr %arena39, align 4
-  %ox560.next40 = add nsw i64 %conv1_weight_grad.ox56038, 1
-  %129 = icmp slt i64 %ox560.next40, 28
-  br i1 %129, label %conv1_weight_grad.ox56036, label %conv1_weight_grad.ox560.end37
+  %ox452.next40 = add nsw i64 %conv1_weight_grad.ox45238, 1
+  %129 = icmp slt i64 %ox452.next40, 28
+  br i1 %129, label %conv1_weight_grad.ox45236, label %conv1_weight_grad.ox452.end37
 
-conv1_weight_grad.ox560.end37:                    ; preds = %conv1_weight_grad.ox56036
+conv1_weight_grad.ox452.end37:                    ; preds = %conv1_weight_grad.ox45236
   br label %conv1_weight_grad.endif35
 
-conv1_weight_grad.oy561:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy558.end
-  %conv1_weight_grad.oy56141 = phi i64 [ 0, %conv1_weight_grad.oy558.end ], [ %oy561.next, %conv1_weight_grad.endif54 ]
-  %130 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
+conv1_weight_grad.oy453:                          ; preds = %conv1_weight_grad.endif54, %conv1_weight_grad.oy450.end
+  %conv1_weight_grad.oy45341 = phi i64 [ 0, %conv1_weight_grad.oy450.end ], [ %oy453.next, %conv1_weight_grad.endif54 ]
+  %130 = add nsw i64 %conv1_weight_grad.oy45341, %conv1_weight_grad.ky4456
   %131 = add nsw i64 %130, -1
   %132 = icmp slt i64 -1, %131
-  %133 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
+  %133 = add nsw i64 %conv1_weight_grad.oy45341, %conv1_weight_grad.ky4456
   %134 = add nsw i64 %133, -1
   %135 = icmp slt i64 %134, 28
   %136 = and i1 %132, %135
   br i1 %136, label %conv1_weight_grad.then42, label %conv1_weight_grad.endif43
 
-conv1_weight_grad.oy561.end:                      ; preds = %conv1_weight_grad.endif54
-  %ky553.next = add nsw i64 %conv1_weight_grad.ky5536, 1
-  %137 = icmp slt i64 %ky553.next, 3
-  br i1 %137, label %conv1_weight_grad.ky553, label %conv1_weight_grad.ky553.end
+conv1_weight_grad.oy453.end:                      ; preds = %conv1_weight_grad.endif54
+  %ky445.next = add nsw i64 %conv1_weight_grad.ky4456, 1
+  %137 = icmp slt i64 %ky445.next, 3
+  br i1 %137, label %conv1_weight_grad.ky445, label %conv1_weight_grad.ky445.end
 
-conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy561
-  br label %conv1_weight_grad.ox562
+conv1_weight_grad.then42:                         ; preds = %conv1_weight_grad.oy453
+  br label %conv1_weight_grad.ox454
 
-conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox563.end, %conv1_weight_grad.oy561
-  %138 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
+conv1_weight_grad.endif43:                        ; preds = %conv1_weight_grad.ox455.end, %conv1_weight_grad.oy453
+  %138 = add nsw i64 %conv1_weight_grad.oy45341, %conv1_weight_grad.ky4456
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 0
   br i1 %140, label %conv1_weight_grad.then49, label %conv1_weight_grad.endif50
 
-conv1_weight_grad.ox562:                          ; preds = %conv1_weight_grad.ox562, %conv1_weight_grad.then42
-  %conv1_weight_grad.ox56244 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox562.next, %conv1_weight_grad.ox562 ]
-  %141 = mul nsw i64 %conv1_weight_grad.g5503, 16
-  %142 = add nsw i64 %141, %conv1_weight_grad.j5514
+conv1_weight_grad.ox454:                          ; preds = %conv1_weight_grad.ox454, %conv1_weight_grad.then42
+  %conv1_weight_grad.ox45444 = phi i64 [ 0, %conv1_weight_grad.then42 ], [ %ox454.next, %conv1_weight_grad.ox454 ]
+  %141 = mul nsw i64 %conv1_weight_grad.g4423, 16
+  %142 = add nsw i64 %141, %conv1_weight_grad.j4434
   %143 = mul nsw i64 %142, 784
-  %144 = mul nsw i64 %conv1_weight_grad.c5525, 784
+  %144 = mul nsw i64 %conv1_weight_grad.c4445, 784
   %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
+  %146 = add nsw i64 %conv1_weight_grad.oy45341, %conv1_weight_grad.ky4456
   %147 = add nsw i64 %146, -1
   %148 = mul nsw i64 %147, 28
   %149 = add nsw i64 %145, %148
-  %150 = add nsw i64 %conv1_weight_grad.ox56244, 1
+  %150 = add nsw i64 %conv1_weight_grad.ox45444, 1
   %151 = add nsw i64 %149, %150
   %images45 = getelementptr inbounds float, ptr %images, i64 %151
   %152 = load float, ptr %images45, align 4
-  %153 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %154 = add nsw i64 %153, %conv1_weight_grad.ky5536
+  %153 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %154 = add nsw i64 %153, %conv1_weight_grad.ky4456
   %155 = mul nsw i64 %154, 3
   %156 = add nsw i64 %155, 2
   %157 = mul nsw i64 %156, 12544
-  %158 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %158 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv1_weight_grad.oy56141, 28
-  %161 = add nsw i64 %160, %conv1_weight_grad.ox56244
+  %160 = mul nsw i64 %conv1_weight_grad.oy45341, 28
+  %161 = add nsw i64 %160, %conv1_weight_grad.ox45444
   %162 = add nsw i64 %159, %161
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %162
   store float %152, ptr %arena46, align 4
-  %ox562.next = add nsw i64 %conv1_weight_grad.ox56244, 1
-  %163 = icmp slt i64 %ox562.next, 27
-  br i1 %163, label %conv1_weight_grad.ox562, label %conv1_weight_grad.ox562.end
+  %ox454.next = add nsw i64 %conv1_weight_grad.ox45444, 1
+  %163 = icmp slt i64 %ox454.next, 27
+  br i1 %163, label %conv1_weight_grad.ox454, label %conv1_weight_grad.ox454.end
 
-conv1_weight_grad.ox562.end:                      ; preds = %conv1_weight_grad.ox562
-  br label %conv1_weight_grad.ox563
+conv1_weight_grad.ox454.end:                      ; preds = %conv1_weight_grad.ox454
+  br label %conv1_weight_grad.ox455
 
-conv1_weight_grad.ox563:                          ; preds = %conv1_weight_grad.ox563, %conv1_weight_grad.ox562.end
-  %conv1_weight_grad.ox56347 = phi i64 [ 0, %conv1_weight_grad.ox562.end ], [ %ox563.next, %conv1_weight_grad.ox563 ]
-  %164 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %165 = add nsw i64 %164, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox455:                          ; preds = %conv1_weight_grad.ox455, %conv1_weight_grad.ox454.end
+  %conv1_weight_grad.ox45547 = phi i64 [ 0, %conv1_weight_grad.ox454.end ], [ %ox455.next, %conv1_weight_grad.ox455 ]
+  %164 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %165 = add nsw i64 %164, %conv1_weight_grad.ky4456
   %166 = mul nsw i64 %165, 3
   %167 = add nsw i64 %166, 2
   %168 = mul nsw i64 %167, 12544
-  %169 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %169 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv1_weight_grad.oy56141, 28
-  %172 = add nsw i64 %conv1_weight_grad.ox56347, 27
+  %171 = mul nsw i64 %conv1_weight_grad.oy45341, 28
+  %172 = add nsw i64 %conv1_weight_grad.ox45547, 27
   %173 = add nsw i64 %171, %172
   %174 = add nsw i64 %170, %173
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %174
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox563.next = add nsw i64 %conv1_weight_grad.ox56347, 1
-  %175 = icmp slt i64 %ox563.next, 1
-  br i1 %175, label %conv1_weight_grad.ox563, label %conv1_weight_grad.ox563.end
+  %ox455.next = add nsw i64 %conv1_weight_grad.ox45547, 1
+  %175 = icmp slt i64 %ox455.next, 1
+  br i1 %175, label %conv1_weight_grad.ox455, label %conv1_weight_grad.ox455.end
 
-conv1_weight_grad.ox563.end:                      ; preds = %conv1_weight_grad.ox563
+conv1_weight_grad.ox455.end:                      ; preds = %conv1_weight_grad.ox455
   br label %conv1_weight_grad.endif43
 
 conv1_weight_grad.then49:                         ; preds = %conv1_weight_grad.endif43
-  br label %conv1_weight_grad.ox564
+  br label %conv1_weight_grad.ox456
 
-conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox564.end, %conv1_weight_grad.endif43
-  %176 = add nsw i64 %conv1_weight_grad.oy56141, %conv1_weight_grad.ky5536
+conv1_weight_grad.endif50:                        ; preds = %conv1_weight_grad.ox456.end, %conv1_weight_grad.endif43
+  %176 = add nsw i64 %conv1_weight_grad.oy45341, %conv1_weight_grad.ky4456
   %177 = add nsw i64 %176, -1
   %178 = icmp slt i64 27, %177
   br i1 %178, label %conv1_weight_grad.then53, label %conv1_weight_grad.endif54
 
-conv1_weight_grad.ox564:                          ; preds = %conv1_weight_grad.ox564, %conv1_weight_grad.then49
-  %conv1_weight_grad.ox56451 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox564.next, %conv1_weight_grad.ox564 ]
-  %179 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %180 = add nsw i64 %179, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox456:                          ; preds = %conv1_weight_grad.ox456, %conv1_weight_grad.then49
+  %conv1_weight_grad.ox45651 = phi i64 [ 0, %conv1_weight_grad.then49 ], [ %ox456.next, %conv1_weight_grad.ox456 ]
+  %179 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %180 = add nsw i64 %179, %conv1_weight_grad.ky4456
   %181 = mul nsw i64 %180, 3
   %182 = add nsw i64 %181, 2
   %183 = mul nsw i64 %182, 12544
-  %184 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %184 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %185 = add nsw i64 %183, %184
-  %186 = mul nsw i64 %conv1_weight_grad.oy56141, 28
-  %187 = add nsw i64 %186, %conv1_weight_grad.ox56451
+  %186 = mul nsw i64 %conv1_weight_grad.oy45341, 28
+  %187 = add nsw i64 %186, %conv1_weight_grad.ox45651
   %188 = add nsw i64 %185, %187
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %188
   store float 0.000000e+00, ptr %arena52, align 4
-  %ox564.next = add nsw i64 %conv1_weight_grad.ox56451, 1
-  %189 = icmp slt i64 %ox564.next, 28
-  br i1 %189, label %conv1_weight_grad.ox564, label %conv1_weight_grad.ox564.end
+  %ox456.next = add nsw i64 %conv1_weight_grad.ox45651, 1
+  %189 = icmp slt i64 %ox456.next, 28
+  br i1 %189, label %conv1_weight_grad.ox456, label %conv1_weight_grad.ox456.end
 
-conv1_weight_grad.ox564.end:                      ; preds = %conv1_weight_grad.ox564
+conv1_weight_grad.ox456.end:                      ; preds = %conv1_weight_grad.ox456
   br label %conv1_weight_grad.endif50
 
 conv1_weight_grad.then53:                         ; preds = %conv1_weight_grad.endif50
-  br label %conv1_weight_grad.ox56455
+  br label %conv1_weight_grad.ox45655
 
-conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox564.end56, %conv1_weight_grad.endif50
-  %oy561.next = add nsw i64 %conv1_weight_grad.oy56141, 1
-  %190 = icmp slt i64 %oy561.next, 28
-  br i1 %190, label %conv1_weight_grad.oy561, label %conv1_weight_grad.oy561.end
+conv1_weight_grad.endif54:                        ; preds = %conv1_weight_grad.ox456.end56, %conv1_weight_grad.endif50
+  %oy453.next = add nsw i64 %conv1_weight_grad.oy45341, 1
+  %190 = icmp slt i64 %oy453.next, 28
+  br i1 %190, label %conv1_weight_grad.oy453, label %conv1_weight_grad.oy453.end
 
-conv1_weight_grad.ox56455:                        ; preds = %conv1_weight_grad.ox56455, %conv1_weight_grad.then53
-  %conv1_weight_grad.ox56457 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox564.next59, %conv1_weight_grad.ox56455 ]
-  %191 = mul nsw i64 %conv1_weight_grad.c5525, 3
-  %192 = add nsw i64 %191, %conv1_weight_grad.ky5536
+conv1_weight_grad.ox45655:                        ; preds = %conv1_weight_grad.ox45655, %conv1_weight_grad.then53
+  %conv1_weight_grad.ox45657 = phi i64 [ 0, %conv1_weight_grad.then53 ], [ %ox456.next59, %conv1_weight_grad.ox45655 ]
+  %191 = mul nsw i64 %conv1_weight_grad.c4445, 3
+  %192 = add nsw i64 %191, %conv1_weight_grad.ky4456
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 12544
-  %196 = mul nsw i64 %conv1_weight_grad.j5514, 784
+  %196 = mul nsw i64 %conv1_weight_grad.j4434, 784
   %197 = add nsw i64 %195, %196
-  %198 = mul nsw i64 %conv1_weight_grad.oy56141, 28
-  %199 = add nsw i64 %198, %conv1_weight_grad.ox56457
+  %198 = mul nsw i64 %conv1_weight_grad.oy45341, 28
+  %199 = add nsw i64 %198, %conv1_weight_grad.ox45657
   %200 = add nsw i64 %197, %199
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %200
   store float 0.000000e+00, ptr %arena58, align 4
-  %ox564.next59 = add nsw i64 %conv1_weight_grad.ox56457, 1
-  %201 = icmp slt i64 %ox564.next59, 28
-  br i1 %201, label %conv1_weight_grad.ox56455, label %conv1_weight_grad.ox564.end56
+  %ox456.next59 = add nsw i64 %conv1_weight_grad.ox45657, 1
+  %201 = icmp slt i64 %ox456.next59, 28
+  br i1 %201, label %conv1_weight_grad.ox45655, label %conv1_weight_grad.ox456.end56
 
-conv1_weight_grad.ox564.end56:                    ; preds = %conv1_weight_grad.ox56455
+conv1_weight_grad.ox456.end56:                    ; preds = %conv1_weight_grad.ox45655
   br label %conv1_weight_grad.endif54
 
-conv1_weight_grad.j565:                           ; preds = %conv1_weight_grad.i566.end, %conv1_weight_grad.j551.end
-  %conv1_weight_grad.j56560 = phi i64 [ 0, %conv1_weight_grad.j551.end ], [ %j565.next, %conv1_weight_grad.i566.end ]
-  br label %conv1_weight_grad.i566
+conv1_weight_grad.j457:                           ; preds = %conv1_weight_grad.i458.end, %conv1_weight_grad.j443.end
+  %conv1_weight_grad.j45760 = phi i64 [ 0, %conv1_weight_grad.j443.end ], [ %j457.next, %conv1_weight_grad.i458.end ]
+  br label %conv1_weight_grad.i458
 
-conv1_weight_grad.j565.end:                       ; preds = %conv1_weight_grad.i566.end
-  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm575(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g550.next = add nsw i64 %conv1_weight_grad.g5503, 1
-  %202 = icmp slt i64 %g550.next, 4
-  br i1 %202, label %conv1_weight_grad.g550, label %conv1_weight_grad.g550.end
+conv1_weight_grad.j457.end:                       ; preds = %conv1_weight_grad.i458.end
+  call void @bncnn_train_b64.k37.conv1_weight_grad.gemm467(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g442.next = add nsw i64 %conv1_weight_grad.g4423, 1
+  %202 = icmp slt i64 %g442.next, 4
+  br i1 %202, label %conv1_weight_grad.g442, label %conv1_weight_grad.g442.end
 
-conv1_weight_grad.i566:                           ; preds = %conv1_weight_grad.f567.end, %conv1_weight_grad.j565
-  %conv1_weight_grad.i56661 = phi i64 [ 0, %conv1_weight_grad.j565 ], [ %i566.next, %conv1_weight_grad.f567.end ]
-  br label %conv1_weight_grad.f567
+conv1_weight_grad.i458:                           ; preds = %conv1_weight_grad.f459.end, %conv1_weight_grad.j457
+  %conv1_weight_grad.i45861 = phi i64 [ 0, %conv1_weight_grad.j457 ], [ %i458.next, %conv1_weight_grad.f459.end ]
+  br label %conv1_weight_grad.f459
 
-conv1_weight_grad.i566.end:                       ; preds = %conv1_weight_grad.f567.end
-  %j565.next = add nsw i64 %conv1_weight_grad.j56560, 1
-  %203 = icmp slt i64 %j565.next, 16
-  br i1 %203, label %conv1_weight_grad.j565, label %conv1_weight_grad.j565.end
+conv1_weight_grad.i458.end:                       ; preds = %conv1_weight_grad.f459.end
+  %j457.next = add nsw i64 %conv1_weight_grad.j45760, 1
+  %203 = icmp slt i64 %j457.next, 16
+  br i1 %203, label %conv1_weight_grad.j457, label %conv1_weight_grad.j457.end
 
-conv1_weight_grad.f567:                           ; preds = %conv1_weight_grad.f567, %conv1_weight_grad.i566
-  %conv1_weight_grad.f56762 = phi i64 [ 0, %conv1_weight_grad.i566 ], [ %f567.next, %conv1_weight_grad.f567 ]
-  %204 = mul nsw i64 %conv1_weight_grad.g5503, 16
-  %205 = add nsw i64 %204, %conv1_weight_grad.j56560
+conv1_weight_grad.f459:                           ; preds = %conv1_weight_grad.f459, %conv1_weight_grad.i458
+  %conv1_weight_grad.f45962 = phi i64 [ 0, %conv1_weight_grad.i458 ], [ %f459.next, %conv1_weight_grad.f459 ]
+  %204 = mul nsw i64 %conv1_weight_grad.g4423, 16
+  %205 = add nsw i64 %204, %conv1_weight_grad.j45760
   %206 = mul nsw i64 %205, 25088
   %207 = add nsw i64 3211328, %206
-  %208 = mul nsw i64 %conv1_weight_grad.f56762, 784
+  %208 = mul nsw i64 %conv1_weight_grad.f45962, 784
   %209 = add nsw i64 %207, %208
-  %210 = add nsw i64 %209, %conv1_weight_grad.i56661
+  %210 = add nsw i64 %209, %conv1_weight_grad.i45861
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %210
   %211 = load float, ptr %arena63, align 4
-  %212 = mul nsw i64 %conv1_weight_grad.j56560, 784
-  %213 = add nsw i64 %212, %conv1_weight_grad.i56661
+  %212 = mul nsw i64 %conv1_weight_grad.j45760, 784
+  %213 = add nsw i64 %212, %conv1_weight_grad.i45861
   %214 = mul nsw i64 %213, 32
   %215 = add nsw i64 112896, %214
-  %216 = add nsw i64 %215, %conv1_weight_grad.f56762
+  %216 = add nsw i64 %215, %conv1_weight_grad.f45962
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %216
   store float %211, ptr %arena64, align 4
-  %f567.next = add nsw i64 %conv1_weight_grad.f56762, 1
-  %217 = icmp slt i64 %f567.next, 32
-  br i1 %217, label %conv1_weight_grad.f567, label %conv1_weight_grad.f567.end
+  %f459.next = add nsw i64 %conv1_weight_grad.f45962, 1
+  %217 = icmp slt i64 %f459.next, 32
+  br i1 %217, label %conv1_weight_grad.f459, label %conv1_weight_grad.f459.end
 
-conv1_weight_grad.f567.end:                       ; preds = %conv1_weight_grad.f567
-  %i566.next = add nsw i64 %conv1_weight_grad.i56661, 1
-  %218 = icmp slt i64 %i566.next, 784
-  br i1 %218, label %conv1_weight_grad.i566, label %conv1_weight_grad.i566.end
+conv1_weight_grad.f459.end:                       ; preds = %conv1_weight_grad.f459
+  %i458.next = add nsw i64 %conv1_weight_grad.i45861, 1
+  %218 = icmp slt i64 %i458.next, 784
+  br i1 %218, label %conv1_weight_grad.i458, label %conv1_weight_grad.i458.end
 
-conv1_weight_grad.f576:                           ; preds = %conv1_weight_grad.r577.end, %conv1_weight_grad.g550.end
-  %conv1_weight_grad.f57665 = phi i64 [ 0, %conv1_weight_grad.g550.end ], [ %f576.next, %conv1_weight_grad.r577.end ]
-  br label %conv1_weight_grad.r577
+conv1_weight_grad.f468:                           ; preds = %conv1_weight_grad.r469.end, %conv1_weight_grad.g442.end
+  %conv1_weight_grad.f46865 = phi i64 [ 0, %conv1_weight_grad.g442.end ], [ %f468.next, %conv1_weight_grad.r469.end ]
+  br label %conv1_weight_grad.r469
 
-conv1_weight_grad.f576.end:                       ; preds = %conv1_weight_grad.r577.end
+conv1_weight_grad.f468.end:                       ; preds = %conv1_weight_grad.r469.end
   ret void
 
-conv1_weight_grad.r577:                           ; preds = %conv1_weight_grad.r577, %conv1_weight_grad.f576
-  %conv1_weight_grad.r57766 = phi i64 [ 0, %conv1_weight_grad.f576 ], [ %r577.next, %conv1_weight_grad.r577 ]
-  %219 = mul nsw i64 %conv1_weight_grad.r57766, 32
+conv1_weight_grad.r469:                           ; preds = %conv1_weight_grad.r469, %conv1_weight_grad.f468
+  %conv1_weight_grad.r46966 = phi i64 [ 0, %conv1_weight_grad.f468 ], [ %r469.next, %conv1_weight_grad.r469 ]
+  %219 = mul nsw i64 %conv1_weight_grad.r46966, 32
   %220 = add nsw i64 514304, %219
-  %221 = add nsw i64 %220, %conv1_weight_grad.f57665
+  %221 = add nsw i64 %220, %conv1_weight_grad.f46865
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %221
   %222 = load float, ptr %arena67, align 4
-  %223 = mul nsw i64 %conv1_weight_grad.f57665, 9
-  %224 = add nsw i64 %223, %conv1_weight_grad.r57766
+  %223 = mul nsw i64 %conv1_weight_grad.f46865, 9
+  %224 = add nsw i64 %223, %conv1_weight_grad.r46966
   %grads68 = getelementptr inbounds float, ptr %grads, i64 %224
   store float %222, ptr %grads68, align 4
-  %r577.next = add nsw i64 %conv1_weight_grad.r57766, 1
-  %225 = icmp slt i64 %r577.next, 9
-  br i1 %225, label %conv1_weight_grad.r577, label %conv1_weight_grad.r577.end
+  %r469.next = add nsw i64 %conv1_weight_grad.r46966, 1
+  %225 = icmp slt i64 %r469.next, 9
+  br i1 %225, label %conv1_weight_grad.r469, label %conv1_weight_grad.r469.end
 
-conv1_weight_grad.r577.end:                       ; preds = %conv1_weight_grad.r577
-  %f576.next = add nsw i64 %conv1_weight_grad.f57665, 1
-  %226 = icmp slt i64 %f576.next, 32
-  br i1 %226, label %conv1_weight_grad.f576, label %conv1_weight_grad.f576.end
+conv1_weight_grad.r469.end:                       ; preds = %conv1_weight_grad.r469
+  %f468.next = add nsw i64 %conv1_weight_grad.f46865, 1
+  %226 = icmp slt i64 %f468.next, 32
+  br i1 %226, label %conv1_weight_grad.f468, label %conv1_weight_grad.f468.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm575(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_train_b64.k37.conv1_weight_grad.gemm467(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_weight_grad.t573_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t573_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t571_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp568
+  %conv1_weight_grad.t465_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t465_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t463_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp460
 
-conv1_weight_grad.kp568:                          ; preds = %conv1_weight_grad.nb569.end, %entry
-  %conv1_weight_grad.kp5681 = phi i64 [ 0, %entry ], [ %kp568.next, %conv1_weight_grad.nb569.end ]
-  br label %conv1_weight_grad.nb569
+conv1_weight_grad.kp460:                          ; preds = %conv1_weight_grad.nb461.end, %entry
+  %conv1_weight_grad.kp4601 = phi i64 [ 0, %entry ], [ %kp460.next, %conv1_weight_grad.nb461.end ]
+  br label %conv1_weight_grad.nb461
 
-conv1_weight_grad.kp568.end:                      ; preds = %conv1_weight_grad.nb569.end
+conv1_weight_grad.kp460.end:                      ; preds = %conv1_weight_grad.nb461.end
   ret void
 
-conv1_weight_grad.nb569:                          ; preds = %conv1_weight_grad.k574.end, %conv1_weight_grad.kp568
-  %conv1_weight_grad.nb5692 = phi i64 [ 0, %conv1_weight_grad.kp568 ], [ %nb569.next, %conv1_weight_grad.k574.end ]
-  br label %conv1_weight_grad.mb570
+conv1_weight_grad.nb461:                          ; preds = %conv1_weight_grad.k466.end, %conv1_weight_grad.kp460
+  %conv1_weight_grad.nb4612 = phi i64 [ 0, %conv1_weight_grad.kp460 ], [ %nb461.next, %conv1_weight_grad.k466.end ]
+  br label %conv1_weight_grad.mb462
 
-conv1_weight_grad.nb569.end:                      ; preds = %conv1_weight_grad.k574.end
-  %kp568.next = add nsw i64 %conv1_weight_grad.kp5681, 1
-  %0 = icmp slt i64 %kp568.next, 7
-  br i1 %0, label %conv1_weight_grad.kp568, label %conv1_weight_grad.kp568.end
+conv1_weight_grad.nb461.end:                      ; preds = %conv1_weight_grad.k466.end
+  %kp460.next = add nsw i64 %conv1_weight_grad.kp4601, 1
+  %0 = icmp slt i64 %kp460.next, 7
+  br i1 %0, label %conv1_weight_grad.kp460, label %conv1_weight_grad.kp460.end
 
-conv1_weight_grad.mb570:                          ; preds = %conv1_weight_grad.k572.end, %conv1_weight_grad.nb569
-  %conv1_weight_grad.mb5703 = phi i64 [ 0, %conv1_weight_grad.nb569 ], [ %mb570.next, %conv1_weight_grad.k572.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+conv1_weight_grad.mb462:                          ; preds = %conv1_weight_grad.k464.end, %conv1_weight_grad.nb461
+  %conv1_weight_grad.mb4623 = phi i64 [ 0, %conv1_weight_grad.nb461 ], [ %mb462.next, %conv1_weight_grad.k464.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 514304, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t571_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t463_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 514304, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t571_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t463_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 514304, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t571_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t463_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 514304, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t571_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t463_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 514304, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t571_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t463_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 514304, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t571_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t463_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 514304, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t571_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t463_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 514304, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t571_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t463_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 514304, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t571_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t463_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 514304, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t571_c4_1, align 32
-  br label %conv1_weight_grad.k572
+  store <8 x float> %73, ptr %conv1_weight_grad.t463_c4_1, align 32
+  br label %conv1_weight_grad.k464
 
-conv1_weight_grad.mb570.end:                      ; preds = %conv1_weight_grad.k572.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+conv1_weight_grad.mb462.end:                      ; preds = %conv1_weight_grad.k464.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %75 = add nsw i64 514464, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t573_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %78 = add nsw i64 514464, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t573_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %82 = add nsw i64 514496, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t573_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %85 = add nsw i64 514496, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t573_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %89 = add nsw i64 514528, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t573_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %92 = add nsw i64 514528, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t573_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %96 = add nsw i64 514560, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t573_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %99 = add nsw i64 514560, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t573_c3_1, align 32
-  br label %conv1_weight_grad.k574
+  store <8 x float> %101, ptr %conv1_weight_grad.t465_c3_1, align 32
+  br label %conv1_weight_grad.k466
 
-conv1_weight_grad.k572:                           ; preds = %conv1_weight_grad.k572, %conv1_weight_grad.mb570
-  %conv1_weight_grad.k57214 = phi i64 [ 0, %conv1_weight_grad.mb570 ], [ %k572.next, %conv1_weight_grad.k572 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %103 = add nsw i64 %conv1_weight_grad.k57214, %102
+conv1_weight_grad.k464:                           ; preds = %conv1_weight_grad.k464, %conv1_weight_grad.mb462
+  %conv1_weight_grad.k46414 = phi i64 [ 0, %conv1_weight_grad.mb462 ], [ %k464.next, %conv1_weight_grad.k464 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %103 = add nsw i64 %conv1_weight_grad.k46414, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 112896, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t571_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %110 = add nsw i64 %conv1_weight_grad.k57214, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t463_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %110 = add nsw i64 %conv1_weight_grad.k46414, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 112896, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t571_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t463_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %118 = mul nsw i64 %117, 12544
-  %119 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %120 = add nsw i64 %conv1_weight_grad.k57214, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %120 = add nsw i64 %conv1_weight_grad.k46414, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t571_a0, align 32
-  %t571_a0 = load <8 x float>, ptr %conv1_weight_grad.t571_a0, align 32
-  %t571_b0 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
-  %t571_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a0, <8 x float> %t571_b0, <8 x float> %t571_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t571_c0_0, align 32
-  %t571_a018 = load <8 x float>, ptr %conv1_weight_grad.t571_a0, align 32
-  %t571_b1 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
-  %t571_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a018, <8 x float> %t571_b1, <8 x float> %t571_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t571_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t463_a0, align 32
+  %t463_a0 = load <8 x float>, ptr %conv1_weight_grad.t463_a0, align 32
+  %t463_b0 = load <8 x float>, ptr %conv1_weight_grad.t463_b0, align 32
+  %t463_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t463_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a0, <8 x float> %t463_b0, <8 x float> %t463_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t463_c0_0, align 32
+  %t463_a018 = load <8 x float>, ptr %conv1_weight_grad.t463_a0, align 32
+  %t463_b1 = load <8 x float>, ptr %conv1_weight_grad.t463_b1, align 32
+  %t463_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t463_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a018, <8 x float> %t463_b1, <8 x float> %t463_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t463_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 12544
-  %130 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %131 = add nsw i64 %conv1_weight_grad.k57214, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %131 = add nsw i64 %conv1_weight_grad.k46414, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t571_a1, align 32
-  %t571_a1 = load <8 x float>, ptr %conv1_weight_grad.t571_a1, align 32
-  %t571_b020 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
-  %t571_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a1, <8 x float> %t571_b020, <8 x float> %t571_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t571_c1_0, align 32
-  %t571_a121 = load <8 x float>, ptr %conv1_weight_grad.t571_a1, align 32
-  %t571_b122 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
-  %t571_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a121, <8 x float> %t571_b122, <8 x float> %t571_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t571_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t463_a1, align 32
+  %t463_a1 = load <8 x float>, ptr %conv1_weight_grad.t463_a1, align 32
+  %t463_b020 = load <8 x float>, ptr %conv1_weight_grad.t463_b0, align 32
+  %t463_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t463_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a1, <8 x float> %t463_b020, <8 x float> %t463_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t463_c1_0, align 32
+  %t463_a121 = load <8 x float>, ptr %conv1_weight_grad.t463_a1, align 32
+  %t463_b122 = load <8 x float>, ptr %conv1_weight_grad.t463_b1, align 32
+  %t463_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t463_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a121, <8 x float> %t463_b122, <8 x float> %t463_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t463_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 12544
-  %141 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %142 = add nsw i64 %conv1_weight_grad.k57214, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %142 = add nsw i64 %conv1_weight_grad.k46414, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t571_a2, align 32
-  %t571_a2 = load <8 x float>, ptr %conv1_weight_grad.t571_a2, align 32
-  %t571_b024 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
-  %t571_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a2, <8 x float> %t571_b024, <8 x float> %t571_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t571_c2_0, align 32
-  %t571_a225 = load <8 x float>, ptr %conv1_weight_grad.t571_a2, align 32
-  %t571_b126 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
-  %t571_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a225, <8 x float> %t571_b126, <8 x float> %t571_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t571_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t463_a2, align 32
+  %t463_a2 = load <8 x float>, ptr %conv1_weight_grad.t463_a2, align 32
+  %t463_b024 = load <8 x float>, ptr %conv1_weight_grad.t463_b0, align 32
+  %t463_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t463_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a2, <8 x float> %t463_b024, <8 x float> %t463_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t463_c2_0, align 32
+  %t463_a225 = load <8 x float>, ptr %conv1_weight_grad.t463_a2, align 32
+  %t463_b126 = load <8 x float>, ptr %conv1_weight_grad.t463_b1, align 32
+  %t463_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t463_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a225, <8 x float> %t463_b126, <8 x float> %t463_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t463_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 12544
-  %152 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %153 = add nsw i64 %conv1_weight_grad.k57214, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %153 = add nsw i64 %conv1_weight_grad.k46414, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t571_a3, align 32
-  %t571_a3 = load <8 x float>, ptr %conv1_weight_grad.t571_a3, align 32
-  %t571_b028 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
-  %t571_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a3, <8 x float> %t571_b028, <8 x float> %t571_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t571_c3_0, align 32
-  %t571_a329 = load <8 x float>, ptr %conv1_weight_grad.t571_a3, align 32
-  %t571_b130 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
-  %t571_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a329, <8 x float> %t571_b130, <8 x float> %t571_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t571_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t463_a3, align 32
+  %t463_a3 = load <8 x float>, ptr %conv1_weight_grad.t463_a3, align 32
+  %t463_b028 = load <8 x float>, ptr %conv1_weight_grad.t463_b0, align 32
+  %t463_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t463_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a3, <8 x float> %t463_b028, <8 x float> %t463_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t463_c3_0, align 32
+  %t463_a329 = load <8 x float>, ptr %conv1_weight_grad.t463_a3, align 32
+  %t463_b130 = load <8 x float>, ptr %conv1_weight_grad.t463_b1, align 32
+  %t463_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t463_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a329, <8 x float> %t463_b130, <8 x float> %t463_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t463_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 12544
-  %163 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %164 = add nsw i64 %conv1_weight_grad.k57214, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %164 = add nsw i64 %conv1_weight_grad.k46414, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t571_a4, align 32
-  %t571_a4 = load <8 x float>, ptr %conv1_weight_grad.t571_a4, align 32
-  %t571_b032 = load <8 x float>, ptr %conv1_weight_grad.t571_b0, align 32
-  %t571_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a4, <8 x float> %t571_b032, <8 x float> %t571_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t571_c4_0, align 32
-  %t571_a433 = load <8 x float>, ptr %conv1_weight_grad.t571_a4, align 32
-  %t571_b134 = load <8 x float>, ptr %conv1_weight_grad.t571_b1, align 32
-  %t571_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t571_a433, <8 x float> %t571_b134, <8 x float> %t571_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t571_c4_1, align 32
-  %k572.next = add nsw i64 %conv1_weight_grad.k57214, 1
-  %171 = icmp slt i64 %k572.next, 1792
-  br i1 %171, label %conv1_weight_grad.k572, label %conv1_weight_grad.k572.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t463_a4, align 32
+  %t463_a4 = load <8 x float>, ptr %conv1_weight_grad.t463_a4, align 32
+  %t463_b032 = load <8 x float>, ptr %conv1_weight_grad.t463_b0, align 32
+  %t463_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t463_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a4, <8 x float> %t463_b032, <8 x float> %t463_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t463_c4_0, align 32
+  %t463_a433 = load <8 x float>, ptr %conv1_weight_grad.t463_a4, align 32
+  %t463_b134 = load <8 x float>, ptr %conv1_weight_grad.t463_b1, align 32
+  %t463_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t463_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t463_a433, <8 x float> %t463_b134, <8 x float> %t463_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t463_c4_1, align 32
+  %k464.next = add nsw i64 %conv1_weight_grad.k46414, 1
+  %171 = icmp slt i64 %k464.next, 1792
+  br i1 %171, label %conv1_weight_grad.k464, label %conv1_weight_grad.k464.end
 
-conv1_weight_grad.k572.end:                       ; preds = %conv1_weight_grad.k572
-  %t571_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+conv1_weight_grad.k464.end:                       ; preds = %conv1_weight_grad.k464
+  %t463_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t463_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 514304, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t571_c0_035, ptr %arena36, align 4
-  %t571_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t571_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c0_035, ptr %arena36, align 4
+  %t463_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t463_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 514304, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t571_c0_137, ptr %arena38, align 4
-  %t571_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c0_137, ptr %arena38, align 4
+  %t463_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t463_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 514304, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t571_c1_039, ptr %arena40, align 4
-  %t571_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t571_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c1_039, ptr %arena40, align 4
+  %t463_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t463_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 514304, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t571_c1_141, ptr %arena42, align 4
-  %t571_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c1_141, ptr %arena42, align 4
+  %t463_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t463_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 514304, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t571_c2_043, ptr %arena44, align 4
-  %t571_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t571_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c2_043, ptr %arena44, align 4
+  %t463_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t463_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 514304, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t571_c2_145, ptr %arena46, align 4
-  %t571_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c2_145, ptr %arena46, align 4
+  %t463_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t463_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 514304, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t571_c3_047, ptr %arena48, align 4
-  %t571_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t571_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c3_047, ptr %arena48, align 4
+  %t463_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t463_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 514304, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t571_c3_149, ptr %arena50, align 4
-  %t571_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c3_149, ptr %arena50, align 4
+  %t463_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t463_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 514304, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t571_c4_051, ptr %arena52, align 4
-  %t571_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t571_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb5703, 5
+  store <8 x float> %t463_c4_051, ptr %arena52, align 4
+  %t463_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t463_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4623, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 514304, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t571_c4_153, ptr %arena54, align 4
-  %mb570.next = add nsw i64 %conv1_weight_grad.mb5703, 1
-  %235 = icmp slt i64 %mb570.next, 1
-  br i1 %235, label %conv1_weight_grad.mb570, label %conv1_weight_grad.mb570.end
+  store <8 x float> %t463_c4_153, ptr %arena54, align 4
+  %mb462.next = add nsw i64 %conv1_weight_grad.mb4623, 1
+  %235 = icmp slt i64 %mb462.next, 1
+  br i1 %235, label %conv1_weight_grad.mb462, label %conv1_weight_grad.mb462.end
 
-conv1_weight_grad.k574:                           ; preds = %conv1_weight_grad.k574, %conv1_weight_grad.mb570.end
-  %conv1_weight_grad.k57463 = phi i64 [ 0, %conv1_weight_grad.mb570.end ], [ %k574.next, %conv1_weight_grad.k574 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %237 = add nsw i64 %conv1_weight_grad.k57463, %236
+conv1_weight_grad.k466:                           ; preds = %conv1_weight_grad.k466, %conv1_weight_grad.mb462.end
+  %conv1_weight_grad.k46663 = phi i64 [ 0, %conv1_weight_grad.mb462.end ], [ %k466.next, %conv1_weight_grad.k466 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %237 = add nsw i64 %conv1_weight_grad.k46663, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 112896, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t573_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %244 = add nsw i64 %conv1_weight_grad.k57463, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t465_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %244 = add nsw i64 %conv1_weight_grad.k46663, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 112896, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t573_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %252 = add nsw i64 %conv1_weight_grad.k57463, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t465_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %252 = add nsw i64 %conv1_weight_grad.k46663, %251
   %253 = add nsw i64 62720, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t573_a0, align 32
-  %t573_a0 = load <8 x float>, ptr %conv1_weight_grad.t573_a0, align 32
-  %t573_b0 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
-  %t573_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a0, <8 x float> %t573_b0, <8 x float> %t573_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t573_c0_0, align 32
-  %t573_a067 = load <8 x float>, ptr %conv1_weight_grad.t573_a0, align 32
-  %t573_b1 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
-  %t573_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a067, <8 x float> %t573_b1, <8 x float> %t573_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t573_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %260 = add nsw i64 %conv1_weight_grad.k57463, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t465_a0, align 32
+  %t465_a0 = load <8 x float>, ptr %conv1_weight_grad.t465_a0, align 32
+  %t465_b0 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a0, <8 x float> %t465_b0, <8 x float> %t465_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %t465_a067 = load <8 x float>, ptr %conv1_weight_grad.t465_a0, align 32
+  %t465_b1 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a067, <8 x float> %t465_b1, <8 x float> %t465_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %260 = add nsw i64 %conv1_weight_grad.k46663, %259
   %261 = add nsw i64 75264, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t573_a1, align 32
-  %t573_a1 = load <8 x float>, ptr %conv1_weight_grad.t573_a1, align 32
-  %t573_b069 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
-  %t573_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a1, <8 x float> %t573_b069, <8 x float> %t573_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t573_c1_0, align 32
-  %t573_a170 = load <8 x float>, ptr %conv1_weight_grad.t573_a1, align 32
-  %t573_b171 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
-  %t573_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a170, <8 x float> %t573_b171, <8 x float> %t573_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t573_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %268 = add nsw i64 %conv1_weight_grad.k57463, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t465_a1, align 32
+  %t465_a1 = load <8 x float>, ptr %conv1_weight_grad.t465_a1, align 32
+  %t465_b069 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a1, <8 x float> %t465_b069, <8 x float> %t465_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %t465_a170 = load <8 x float>, ptr %conv1_weight_grad.t465_a1, align 32
+  %t465_b171 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a170, <8 x float> %t465_b171, <8 x float> %t465_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %268 = add nsw i64 %conv1_weight_grad.k46663, %267
   %269 = add nsw i64 87808, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t573_a2, align 32
-  %t573_a2 = load <8 x float>, ptr %conv1_weight_grad.t573_a2, align 32
-  %t573_b073 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
-  %t573_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a2, <8 x float> %t573_b073, <8 x float> %t573_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t573_c2_0, align 32
-  %t573_a274 = load <8 x float>, ptr %conv1_weight_grad.t573_a2, align 32
-  %t573_b175 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
-  %t573_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a274, <8 x float> %t573_b175, <8 x float> %t573_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t573_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp5681, 1792
-  %276 = add nsw i64 %conv1_weight_grad.k57463, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t465_a2, align 32
+  %t465_a2 = load <8 x float>, ptr %conv1_weight_grad.t465_a2, align 32
+  %t465_b073 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a2, <8 x float> %t465_b073, <8 x float> %t465_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %t465_a274 = load <8 x float>, ptr %conv1_weight_grad.t465_a2, align 32
+  %t465_b175 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a274, <8 x float> %t465_b175, <8 x float> %t465_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4601, 1792
+  %276 = add nsw i64 %conv1_weight_grad.k46663, %275
   %277 = add nsw i64 100352, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t573_a3, align 32
-  %t573_a3 = load <8 x float>, ptr %conv1_weight_grad.t573_a3, align 32
-  %t573_b077 = load <8 x float>, ptr %conv1_weight_grad.t573_b0, align 32
-  %t573_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a3, <8 x float> %t573_b077, <8 x float> %t573_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t573_c3_0, align 32
-  %t573_a378 = load <8 x float>, ptr %conv1_weight_grad.t573_a3, align 32
-  %t573_b179 = load <8 x float>, ptr %conv1_weight_grad.t573_b1, align 32
-  %t573_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t573_a378, <8 x float> %t573_b179, <8 x float> %t573_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t573_c3_1, align 32
-  %k574.next = add nsw i64 %conv1_weight_grad.k57463, 1
-  %283 = icmp slt i64 %k574.next, 1792
-  br i1 %283, label %conv1_weight_grad.k574, label %conv1_weight_grad.k574.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t465_a3, align 32
+  %t465_a3 = load <8 x float>, ptr %conv1_weight_grad.t465_a3, align 32
+  %t465_b077 = load <8 x float>, ptr %conv1_weight_grad.t465_b0, align 32
+  %t465_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a3, <8 x float> %t465_b077, <8 x float> %t465_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %t465_a378 = load <8 x float>, ptr %conv1_weight_grad.t465_a3, align 32
+  %t465_b179 = load <8 x float>, ptr %conv1_weight_grad.t465_b1, align 32
+  %t465_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t465_a378, <8 x float> %t465_b179, <8 x float> %t465_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %k466.next = add nsw i64 %conv1_weight_grad.k46663, 1
+  %283 = icmp slt i64 %k466.next, 1792
+  br i1 %283, label %conv1_weight_grad.k466, label %conv1_weight_grad.k466.end
 
-conv1_weight_grad.k574.end:                       ; preds = %conv1_weight_grad.k574
-  %t573_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+conv1_weight_grad.k466.end:                       ; preds = %conv1_weight_grad.k466
+  %t465_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %285 = add nsw i64 514464, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t573_c0_080, ptr %arena81, align 4
-  %t573_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t573_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c0_080, ptr %arena81, align 4
+  %t465_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t465_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %287 = add nsw i64 514464, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t573_c0_182, ptr %arena83, align 4
-  %t573_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c0_182, ptr %arena83, align 4
+  %t465_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %290 = add nsw i64 514496, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t573_c1_084, ptr %arena85, align 4
-  %t573_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t573_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c1_084, ptr %arena85, align 4
+  %t465_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t465_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %292 = add nsw i64 514496, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t573_c1_186, ptr %arena87, align 4
-  %t573_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c1_186, ptr %arena87, align 4
+  %t465_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %295 = add nsw i64 514528, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t573_c2_088, ptr %arena89, align 4
-  %t573_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t573_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c2_088, ptr %arena89, align 4
+  %t465_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t465_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %297 = add nsw i64 514528, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t573_c2_190, ptr %arena91, align 4
-  %t573_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c2_190, ptr %arena91, align 4
+  %t465_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %300 = add nsw i64 514560, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t573_c3_092, ptr %arena93, align 4
-  %t573_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t573_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb5692, 16
+  store <8 x float> %t465_c3_092, ptr %arena93, align 4
+  %t465_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t465_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4612, 16
   %302 = add nsw i64 514560, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t573_c3_194, ptr %arena95, align 4
-  %nb569.next = add nsw i64 %conv1_weight_grad.nb5692, 1
-  %304 = icmp slt i64 %nb569.next, 2
-  br i1 %304, label %conv1_weight_grad.nb569, label %conv1_weight_grad.nb569.end
+  store <8 x float> %t465_c3_194, ptr %arena95, align 4
+  %nb461.next = add nsw i64 %conv1_weight_grad.nb4612, 1
+  %304 = icmp slt i64 %nb461.next, 2
+  br i1 %304, label %conv1_weight_grad.nb461, label %conv1_weight_grad.nb461.end
 }
 
 ; Function Attrs: noinline
@@ -11654,39 +10802,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt579 = alloca float, align 4
-  %adam.step_size578 = alloca float, align 4
+  %adam.bc2_sqrt471 = alloca float, align 4
+  %adam.step_size470 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size578, align 4
+  store float %4, ptr %adam.step_size470, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt579, align 4
-  br label %adam.i580
+  store float %9, ptr %adam.bc2_sqrt471, align 4
+  br label %adam.i472
 
-adam.i580:                                        ; preds = %adam.i580, %entry
-  %adam.i5801 = phi i64 [ 0, %entry ], [ %i580.next, %adam.i580 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i5801
+adam.i472:                                        ; preds = %adam.i472, %entry
+  %adam.i4721 = phi i64 [ 0, %entry ], [ %i472.next, %adam.i472 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4721
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i5801
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4721
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i5801
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4721
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i5801
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4721
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -11696,30 +10844,30 @@ adam.i580:                                        ; preds = %adam.i580, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i5801
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4721
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i5801
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4721
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i5801
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4721
   %23 = load float, ptr %params10, align 4
-  %step_size578 = load float, ptr %adam.step_size578, align 4
+  %step_size470 = load float, ptr %adam.step_size470, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size578, %m_new11
+  %24 = fmul float %step_size470, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt579 = load float, ptr %adam.bc2_sqrt579, align 4
-  %26 = fdiv float %25, %bc2_sqrt579
+  %bc2_sqrt471 = load float, ptr %adam.bc2_sqrt471, align 4
+  %26 = fdiv float %25, %bc2_sqrt471
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i5801
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4721
   store float %29, ptr %params13, align 4
-  %i580.next = add nsw i64 %adam.i5801, 1
-  %30 = icmp slt i64 %i580.next, 421866
-  br i1 %30, label %adam.i580, label %adam.i580.end
+  %i472.next = add nsw i64 %adam.i4721, 1
+  %30 = icmp slt i64 %i472.next, 421866
+  br i1 %30, label %adam.i472, label %adam.i472.end
 
-adam.i580.end:                                    ; preds = %adam.i580
+adam.i472.end:                                    ; preds = %adam.i472
   ret void
 }
 

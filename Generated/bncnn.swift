@@ -707,1121 +707,971 @@ public func bncnn_train_b64(
   }
   // bn3_weight_grad = batchnorm_grad_weight(bn3_grad, fc1, bn3.mean, bn3.var)
   for c188 in 0..<128 {
-    var invstd189: Float = (Float(1) / sqrtf((arena[(3027200 +% c188)] + Float(bitPattern: 0x3727c5ac))))
-    var mean192: Float = arena[(3027072 +% c188)]
-    let acc193 = Vector()
-    var tail194: Float = Float(0)
-    for n195 in 0..<64 {
-      for i196 in 0..<1 {
-        tail194 = (tail194 + arena[(3043712 +% (((n195 *% 128) +% c188) +% i196))])
+    var invstd190: Float = (Float(1) / sqrtf((arena[(3027200 +% c188)] + Float(bitPattern: 0x3727c5ac))))
+    var mean191: Float = arena[(3027072 +% c188)]
+    let acc192 = Vector()
+    var tail193: Float = Float(0)
+    for n194 in 0..<64 {
+      for i195 in 0..<1 {
+        tail193 = (tail193 + (arena[(3043712 +% (((n194 *% 128) +% c188) +% i195))] * ((arena[(3010688 +% (((n194 *% 128) +% c188) +% i195))] - mean191) * invstd190)))
       }
     }
-    storeVector(arena, 3019536, acc193)
-    var sum197: Float = (arena[3019536] + arena[3019537])
-    var sum198: Float = (sum197 + arena[3019538])
-    var sum199: Float = (sum198 + arena[3019539])
-    var sum200: Float = (sum199 + arena[3019540])
-    var sum201: Float = (sum200 + arena[3019541])
-    var sum202: Float = (sum201 + arena[3019542])
-    var sum203: Float = (sum202 + arena[3019543])
-    var sum190: Float = (sum203 + tail194)
-    let acc204 = Vector()
-    var tail205: Float = Float(0)
-    for n206 in 0..<64 {
-      for i207 in 0..<1 {
-        tail205 = (tail205 + (arena[(3043712 +% (((n206 *% 128) +% c188) +% i207))] * ((arena[(3010688 +% (((n206 *% 128) +% c188) +% i207))] - mean192) * invstd189)))
-      }
-    }
-    storeVector(arena, 3019536, acc204)
-    var sum208: Float = (arena[3019536] + arena[3019537])
-    var sum209: Float = (sum208 + arena[3019538])
-    var sum210: Float = (sum209 + arena[3019539])
-    var sum211: Float = (sum210 + arena[3019540])
-    var sum212: Float = (sum211 + arena[3019541])
-    var sum213: Float = (sum212 + arena[3019542])
-    var sum214: Float = (sum213 + arena[3019543])
-    var sum_x191: Float = (sum214 + tail205)
-    grads[(420320 +% c188)] = sum_x191
+    storeVector(arena, 3019536, acc192)
+    var sum196: Float = (arena[3019536] + arena[3019537])
+    var sum197: Float = (sum196 + arena[3019538])
+    var sum198: Float = (sum197 + arena[3019539])
+    var sum199: Float = (sum198 + arena[3019540])
+    var sum200: Float = (sum199 + arena[3019541])
+    var sum201: Float = (sum200 + arena[3019542])
+    var sum202: Float = (sum201 + arena[3019543])
+    var sum_x189: Float = (sum202 + tail193)
+    grads[(420320 +% c188)] = sum_x189
   }
   // bn3_bias_grad = batchnorm_grad_bias(bn3_grad)
-  for c215 in 0..<128 {
-    let acc217 = Vector()
-    var tail218: Float = Float(0)
-    for n219 in 0..<64 {
-      for i220 in 0..<1 {
-        tail218 = (tail218 + arena[(3043712 +% (((n219 *% 128) +% c215) +% i220))])
+  for c203 in 0..<128 {
+    let acc205 = Vector()
+    var tail206: Float = Float(0)
+    for n207 in 0..<64 {
+      for i208 in 0..<1 {
+        tail206 = (tail206 + arena[(3043712 +% (((n207 *% 128) +% c203) +% i208))])
       }
     }
-    storeVector(arena, 3019536, acc217)
-    var sum221: Float = (arena[3019536] + arena[3019537])
-    var sum222: Float = (sum221 + arena[3019538])
-    var sum223: Float = (sum222 + arena[3019539])
-    var sum224: Float = (sum223 + arena[3019540])
-    var sum225: Float = (sum224 + arena[3019541])
-    var sum226: Float = (sum225 + arena[3019542])
-    var sum227: Float = (sum226 + arena[3019543])
-    var sum216: Float = (sum227 + tail218)
-    grads[(420448 +% c215)] = sum216
+    storeVector(arena, 3019536, acc205)
+    var sum209: Float = (arena[3019536] + arena[3019537])
+    var sum210: Float = (sum209 + arena[3019538])
+    var sum211: Float = (sum210 + arena[3019539])
+    var sum212: Float = (sum211 + arena[3019540])
+    var sum213: Float = (sum212 + arena[3019541])
+    var sum214: Float = (sum213 + arena[3019542])
+    var sum215: Float = (sum214 + arena[3019543])
+    var sum204: Float = (sum215 + tail206)
+    grads[(420448 +% c203)] = sum204
   }
-  // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight)
-  for c228 in 0..<128 {
-    var invstd229: Float = (Float(1) / sqrtf((arena[(3027200 +% c228)] + Float(bitPattern: 0x3727c5ac))))
-    var mean232: Float = arena[(3027072 +% c228)]
-    let acc233 = Vector()
-    var tail234: Float = Float(0)
-    for n235 in 0..<64 {
-      for i236 in 0..<1 {
-        tail234 = (tail234 + arena[(3043712 +% (((n235 *% 128) +% c228) +% i236))])
-      }
-    }
-    storeVector(arena, 3019536, acc233)
-    var sum237: Float = (arena[3019536] + arena[3019537])
-    var sum238: Float = (sum237 + arena[3019538])
-    var sum239: Float = (sum238 + arena[3019539])
-    var sum240: Float = (sum239 + arena[3019540])
-    var sum241: Float = (sum240 + arena[3019541])
-    var sum242: Float = (sum241 + arena[3019542])
-    var sum243: Float = (sum242 + arena[3019543])
-    var sum230: Float = (sum243 + tail234)
-    let acc244 = Vector()
-    var tail245: Float = Float(0)
-    for n246 in 0..<64 {
-      for i247 in 0..<1 {
-        tail245 = (tail245 + (arena[(3043712 +% (((n246 *% 128) +% c228) +% i247))] * ((arena[(3010688 +% (((n246 *% 128) +% c228) +% i247))] - mean232) * invstd229)))
-      }
-    }
-    storeVector(arena, 3019536, acc244)
-    var sum248: Float = (arena[3019536] + arena[3019537])
-    var sum249: Float = (sum248 + arena[3019538])
-    var sum250: Float = (sum249 + arena[3019539])
-    var sum251: Float = (sum250 + arena[3019540])
-    var sum252: Float = (sum251 + arena[3019541])
-    var sum253: Float = (sum252 + arena[3019542])
-    var sum254: Float = (sum253 + arena[3019543])
-    var sum_x231: Float = (sum254 + tail245)
-    var scale255: Float = (params[(420320 +% c228)] * invstd229)
-    var mean_dy256: Float = (sum230 / Float(64))
-    var mean_dy_x257: Float = (sum_x231 / Float(64))
-    for n258 in 0..<64 {
-      arena[(3027328 +% ((n258 *% 128) +% c228))] = (scale255 * ((arena[(3043712 +% ((n258 *% 128) +% c228))] - mean_dy256) - (((arena[(3010688 +% ((n258 *% 128) +% c228))] - arena[(3027072 +% c228)]) * invstd229) * mean_dy_x257)))
+  // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight, bn3_bias_grad, bn3_weight_grad)
+  for c216 in 0..<128 {
+    var invstd219: Float = (Float(1) / sqrtf((arena[(3027200 +% c216)] + Float(bitPattern: 0x3727c5ac))))
+    var sum217: Float = grads[(420448 +% c216)]
+    var sum_x218: Float = grads[(420320 +% c216)]
+    var scale220: Float = (params[(420320 +% c216)] * invstd219)
+    var mean_dy221: Float = (sum217 / Float(64))
+    var mean_dy_x222: Float = (sum_x218 / Float(64))
+    for n223 in 0..<64 {
+      arena[(3027328 +% ((n223 *% 128) +% c216))] = (scale220 * ((arena[(3043712 +% ((n223 *% 128) +% c216))] - mean_dy221) - (((arena[(3010688 +% ((n223 *% 128) +% c216))] - arena[(3027072 +% c216)]) * invstd219) * mean_dy_x222)))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm266
-    for nb259 in 0..<130 {
-      for mb260 in 0..<32 {
-        var t261_c0_0 = Vector()
-        var t261_c0_1 = Vector()
-        var t261_c0_2 = Vector()
-        var t261_c1_0 = Vector()
-        var t261_c1_1 = Vector()
-        var t261_c1_2 = Vector()
-        var t261_c2_0 = Vector()
-        var t261_c2_1 = Vector()
-        var t261_c2_2 = Vector()
-        var t261_c3_0 = Vector()
-        var t261_c3_1 = Vector()
-        var t261_c3_2 = Vector()
-        for k262 in 0..<64 {
-          let t261_b0 = loadVector(arena, ((2809984 +% (k262 *% 3136)) +% (nb259 *% 24)))
-          let t261_b1 = loadVector(arena, (((2809984 +% (k262 *% 3136)) +% (nb259 *% 24)) +% 8))
-          let t261_b2 = loadVector(arena, (((2809984 +% (k262 *% 3136)) +% (nb259 *% 24)) +% 16))
-          let t261_a0 = Vector(repeating: arena[((3027328 +% (mb260 *% 4)) +% (k262 *% 128))])
-          t261_c0_0 = t261_c0_0.addingProduct(t261_a0, t261_b0)
-          t261_c0_1 = t261_c0_1.addingProduct(t261_a0, t261_b1)
-          t261_c0_2 = t261_c0_2.addingProduct(t261_a0, t261_b2)
-          let t261_a1 = Vector(repeating: arena[((3027328 +% ((mb260 *% 4) +% 1)) +% (k262 *% 128))])
-          t261_c1_0 = t261_c1_0.addingProduct(t261_a1, t261_b0)
-          t261_c1_1 = t261_c1_1.addingProduct(t261_a1, t261_b1)
-          t261_c1_2 = t261_c1_2.addingProduct(t261_a1, t261_b2)
-          let t261_a2 = Vector(repeating: arena[((3027328 +% ((mb260 *% 4) +% 2)) +% (k262 *% 128))])
-          t261_c2_0 = t261_c2_0.addingProduct(t261_a2, t261_b0)
-          t261_c2_1 = t261_c2_1.addingProduct(t261_a2, t261_b1)
-          t261_c2_2 = t261_c2_2.addingProduct(t261_a2, t261_b2)
-          let t261_a3 = Vector(repeating: arena[((3027328 +% ((mb260 *% 4) +% 3)) +% (k262 *% 128))])
-          t261_c3_0 = t261_c3_0.addingProduct(t261_a3, t261_b0)
-          t261_c3_1 = t261_c3_1.addingProduct(t261_a3, t261_b1)
-          t261_c3_2 = t261_c3_2.addingProduct(t261_a3, t261_b2)
+  do {  // gemm231
+    for nb224 in 0..<130 {
+      for mb225 in 0..<32 {
+        var t226_c0_0 = Vector()
+        var t226_c0_1 = Vector()
+        var t226_c0_2 = Vector()
+        var t226_c1_0 = Vector()
+        var t226_c1_1 = Vector()
+        var t226_c1_2 = Vector()
+        var t226_c2_0 = Vector()
+        var t226_c2_1 = Vector()
+        var t226_c2_2 = Vector()
+        var t226_c3_0 = Vector()
+        var t226_c3_1 = Vector()
+        var t226_c3_2 = Vector()
+        for k227 in 0..<64 {
+          let t226_b0 = loadVector(arena, ((2809984 +% (k227 *% 3136)) +% (nb224 *% 24)))
+          let t226_b1 = loadVector(arena, (((2809984 +% (k227 *% 3136)) +% (nb224 *% 24)) +% 8))
+          let t226_b2 = loadVector(arena, (((2809984 +% (k227 *% 3136)) +% (nb224 *% 24)) +% 16))
+          let t226_a0 = Vector(repeating: arena[((3027328 +% (mb225 *% 4)) +% (k227 *% 128))])
+          t226_c0_0 = t226_c0_0.addingProduct(t226_a0, t226_b0)
+          t226_c0_1 = t226_c0_1.addingProduct(t226_a0, t226_b1)
+          t226_c0_2 = t226_c0_2.addingProduct(t226_a0, t226_b2)
+          let t226_a1 = Vector(repeating: arena[((3027328 +% ((mb225 *% 4) +% 1)) +% (k227 *% 128))])
+          t226_c1_0 = t226_c1_0.addingProduct(t226_a1, t226_b0)
+          t226_c1_1 = t226_c1_1.addingProduct(t226_a1, t226_b1)
+          t226_c1_2 = t226_c1_2.addingProduct(t226_a1, t226_b2)
+          let t226_a2 = Vector(repeating: arena[((3027328 +% ((mb225 *% 4) +% 2)) +% (k227 *% 128))])
+          t226_c2_0 = t226_c2_0.addingProduct(t226_a2, t226_b0)
+          t226_c2_1 = t226_c2_1.addingProduct(t226_a2, t226_b1)
+          t226_c2_2 = t226_c2_2.addingProduct(t226_a2, t226_b2)
+          let t226_a3 = Vector(repeating: arena[((3027328 +% ((mb225 *% 4) +% 3)) +% (k227 *% 128))])
+          t226_c3_0 = t226_c3_0.addingProduct(t226_a3, t226_b0)
+          t226_c3_1 = t226_c3_1.addingProduct(t226_a3, t226_b1)
+          t226_c3_2 = t226_c3_2.addingProduct(t226_a3, t226_b2)
         }
-        storeVector(grads, ((18912 +% ((mb260 *% 4) *% 3136)) +% (nb259 *% 24)), t261_c0_0)
-        storeVector(grads, (((18912 +% ((mb260 *% 4) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c0_1)
-        storeVector(grads, (((18912 +% ((mb260 *% 4) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c0_2)
-        storeVector(grads, ((18912 +% (((mb260 *% 4) +% 1) *% 3136)) +% (nb259 *% 24)), t261_c1_0)
-        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 1) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c1_1)
-        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 1) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c1_2)
-        storeVector(grads, ((18912 +% (((mb260 *% 4) +% 2) *% 3136)) +% (nb259 *% 24)), t261_c2_0)
-        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 2) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c2_1)
-        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 2) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c2_2)
-        storeVector(grads, ((18912 +% (((mb260 *% 4) +% 3) *% 3136)) +% (nb259 *% 24)), t261_c3_0)
-        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 3) *% 3136)) +% (nb259 *% 24)) +% 8), t261_c3_1)
-        storeVector(grads, (((18912 +% (((mb260 *% 4) +% 3) *% 3136)) +% (nb259 *% 24)) +% 16), t261_c3_2)
+        storeVector(grads, ((18912 +% ((mb225 *% 4) *% 3136)) +% (nb224 *% 24)), t226_c0_0)
+        storeVector(grads, (((18912 +% ((mb225 *% 4) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c0_1)
+        storeVector(grads, (((18912 +% ((mb225 *% 4) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c0_2)
+        storeVector(grads, ((18912 +% (((mb225 *% 4) +% 1) *% 3136)) +% (nb224 *% 24)), t226_c1_0)
+        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 1) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c1_1)
+        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 1) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c1_2)
+        storeVector(grads, ((18912 +% (((mb225 *% 4) +% 2) *% 3136)) +% (nb224 *% 24)), t226_c2_0)
+        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 2) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c2_1)
+        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 2) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c2_2)
+        storeVector(grads, ((18912 +% (((mb225 *% 4) +% 3) *% 3136)) +% (nb224 *% 24)), t226_c3_0)
+        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 3) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c3_1)
+        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 3) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c3_2)
       }
     }
-    for mb263 in 0..<32 {
-      var t264_c0_0 = Vector()
-      var t264_c0_1 = Vector()
-      var t264_c1_0 = Vector()
-      var t264_c1_1 = Vector()
-      var t264_c2_0 = Vector()
-      var t264_c2_1 = Vector()
-      var t264_c3_0 = Vector()
-      var t264_c3_1 = Vector()
-      for k265 in 0..<64 {
-        let t264_b0 = loadVector(arena, ((2809984 +% (k265 *% 3136)) +% 3120))
-        let t264_b1 = loadVector(arena, (((2809984 +% (k265 *% 3136)) +% 3120) +% 8))
-        let t264_a0 = Vector(repeating: arena[((3027328 +% (mb263 *% 4)) +% (k265 *% 128))])
-        t264_c0_0 = t264_c0_0.addingProduct(t264_a0, t264_b0)
-        t264_c0_1 = t264_c0_1.addingProduct(t264_a0, t264_b1)
-        let t264_a1 = Vector(repeating: arena[((3027328 +% ((mb263 *% 4) +% 1)) +% (k265 *% 128))])
-        t264_c1_0 = t264_c1_0.addingProduct(t264_a1, t264_b0)
-        t264_c1_1 = t264_c1_1.addingProduct(t264_a1, t264_b1)
-        let t264_a2 = Vector(repeating: arena[((3027328 +% ((mb263 *% 4) +% 2)) +% (k265 *% 128))])
-        t264_c2_0 = t264_c2_0.addingProduct(t264_a2, t264_b0)
-        t264_c2_1 = t264_c2_1.addingProduct(t264_a2, t264_b1)
-        let t264_a3 = Vector(repeating: arena[((3027328 +% ((mb263 *% 4) +% 3)) +% (k265 *% 128))])
-        t264_c3_0 = t264_c3_0.addingProduct(t264_a3, t264_b0)
-        t264_c3_1 = t264_c3_1.addingProduct(t264_a3, t264_b1)
+    for mb228 in 0..<32 {
+      var t229_c0_0 = Vector()
+      var t229_c0_1 = Vector()
+      var t229_c1_0 = Vector()
+      var t229_c1_1 = Vector()
+      var t229_c2_0 = Vector()
+      var t229_c2_1 = Vector()
+      var t229_c3_0 = Vector()
+      var t229_c3_1 = Vector()
+      for k230 in 0..<64 {
+        let t229_b0 = loadVector(arena, ((2809984 +% (k230 *% 3136)) +% 3120))
+        let t229_b1 = loadVector(arena, (((2809984 +% (k230 *% 3136)) +% 3120) +% 8))
+        let t229_a0 = Vector(repeating: arena[((3027328 +% (mb228 *% 4)) +% (k230 *% 128))])
+        t229_c0_0 = t229_c0_0.addingProduct(t229_a0, t229_b0)
+        t229_c0_1 = t229_c0_1.addingProduct(t229_a0, t229_b1)
+        let t229_a1 = Vector(repeating: arena[((3027328 +% ((mb228 *% 4) +% 1)) +% (k230 *% 128))])
+        t229_c1_0 = t229_c1_0.addingProduct(t229_a1, t229_b0)
+        t229_c1_1 = t229_c1_1.addingProduct(t229_a1, t229_b1)
+        let t229_a2 = Vector(repeating: arena[((3027328 +% ((mb228 *% 4) +% 2)) +% (k230 *% 128))])
+        t229_c2_0 = t229_c2_0.addingProduct(t229_a2, t229_b0)
+        t229_c2_1 = t229_c2_1.addingProduct(t229_a2, t229_b1)
+        let t229_a3 = Vector(repeating: arena[((3027328 +% ((mb228 *% 4) +% 3)) +% (k230 *% 128))])
+        t229_c3_0 = t229_c3_0.addingProduct(t229_a3, t229_b0)
+        t229_c3_1 = t229_c3_1.addingProduct(t229_a3, t229_b1)
       }
-      storeVector(grads, ((18912 +% ((mb263 *% 4) *% 3136)) +% 3120), t264_c0_0)
-      storeVector(grads, (((18912 +% ((mb263 *% 4) *% 3136)) +% 3120) +% 8), t264_c0_1)
-      storeVector(grads, ((18912 +% (((mb263 *% 4) +% 1) *% 3136)) +% 3120), t264_c1_0)
-      storeVector(grads, (((18912 +% (((mb263 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t264_c1_1)
-      storeVector(grads, ((18912 +% (((mb263 *% 4) +% 2) *% 3136)) +% 3120), t264_c2_0)
-      storeVector(grads, (((18912 +% (((mb263 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t264_c2_1)
-      storeVector(grads, ((18912 +% (((mb263 *% 4) +% 3) *% 3136)) +% 3120), t264_c3_0)
-      storeVector(grads, (((18912 +% (((mb263 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t264_c3_1)
+      storeVector(grads, ((18912 +% ((mb228 *% 4) *% 3136)) +% 3120), t229_c0_0)
+      storeVector(grads, (((18912 +% ((mb228 *% 4) *% 3136)) +% 3120) +% 8), t229_c0_1)
+      storeVector(grads, ((18912 +% (((mb228 *% 4) +% 1) *% 3136)) +% 3120), t229_c1_0)
+      storeVector(grads, (((18912 +% (((mb228 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t229_c1_1)
+      storeVector(grads, ((18912 +% (((mb228 *% 4) +% 2) *% 3136)) +% 3120), t229_c2_0)
+      storeVector(grads, (((18912 +% (((mb228 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t229_c2_1)
+      storeVector(grads, ((18912 +% (((mb228 *% 4) +% 3) *% 3136)) +% 3120), t229_c3_0)
+      storeVector(grads, (((18912 +% (((mb228 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t229_c3_1)
     }
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm274
-    for nb267 in 0..<130 {
-      for mb268 in 0..<16 {
-        var t269_c0_0 = Vector()
-        var t269_c0_1 = Vector()
-        var t269_c0_2 = Vector()
-        var t269_c1_0 = Vector()
-        var t269_c1_1 = Vector()
-        var t269_c1_2 = Vector()
-        var t269_c2_0 = Vector()
-        var t269_c2_1 = Vector()
-        var t269_c2_2 = Vector()
-        var t269_c3_0 = Vector()
-        var t269_c3_1 = Vector()
-        var t269_c3_2 = Vector()
-        for k270 in 0..<128 {
-          let t269_b0 = loadVector(params, ((18912 +% (k270 *% 3136)) +% (nb267 *% 24)))
-          let t269_b1 = loadVector(params, (((18912 +% (k270 *% 3136)) +% (nb267 *% 24)) +% 8))
-          let t269_b2 = loadVector(params, (((18912 +% (k270 *% 3136)) +% (nb267 *% 24)) +% 16))
-          let t269_a0 = Vector(repeating: arena[((3027328 +% ((mb268 *% 4) *% 128)) +% k270)])
-          t269_c0_0 = t269_c0_0.addingProduct(t269_a0, t269_b0)
-          t269_c0_1 = t269_c0_1.addingProduct(t269_a0, t269_b1)
-          t269_c0_2 = t269_c0_2.addingProduct(t269_a0, t269_b2)
-          let t269_a1 = Vector(repeating: arena[((3027328 +% (((mb268 *% 4) +% 1) *% 128)) +% k270)])
-          t269_c1_0 = t269_c1_0.addingProduct(t269_a1, t269_b0)
-          t269_c1_1 = t269_c1_1.addingProduct(t269_a1, t269_b1)
-          t269_c1_2 = t269_c1_2.addingProduct(t269_a1, t269_b2)
-          let t269_a2 = Vector(repeating: arena[((3027328 +% (((mb268 *% 4) +% 2) *% 128)) +% k270)])
-          t269_c2_0 = t269_c2_0.addingProduct(t269_a2, t269_b0)
-          t269_c2_1 = t269_c2_1.addingProduct(t269_a2, t269_b1)
-          t269_c2_2 = t269_c2_2.addingProduct(t269_a2, t269_b2)
-          let t269_a3 = Vector(repeating: arena[((3027328 +% (((mb268 *% 4) +% 3) *% 128)) +% k270)])
-          t269_c3_0 = t269_c3_0.addingProduct(t269_a3, t269_b0)
-          t269_c3_1 = t269_c3_1.addingProduct(t269_a3, t269_b1)
-          t269_c3_2 = t269_c3_2.addingProduct(t269_a3, t269_b2)
+  do {  // gemm239
+    for nb232 in 0..<130 {
+      for mb233 in 0..<16 {
+        var t234_c0_0 = Vector()
+        var t234_c0_1 = Vector()
+        var t234_c0_2 = Vector()
+        var t234_c1_0 = Vector()
+        var t234_c1_1 = Vector()
+        var t234_c1_2 = Vector()
+        var t234_c2_0 = Vector()
+        var t234_c2_1 = Vector()
+        var t234_c2_2 = Vector()
+        var t234_c3_0 = Vector()
+        var t234_c3_1 = Vector()
+        var t234_c3_2 = Vector()
+        for k235 in 0..<128 {
+          let t234_b0 = loadVector(params, ((18912 +% (k235 *% 3136)) +% (nb232 *% 24)))
+          let t234_b1 = loadVector(params, (((18912 +% (k235 *% 3136)) +% (nb232 *% 24)) +% 8))
+          let t234_b2 = loadVector(params, (((18912 +% (k235 *% 3136)) +% (nb232 *% 24)) +% 16))
+          let t234_a0 = Vector(repeating: arena[((3027328 +% ((mb233 *% 4) *% 128)) +% k235)])
+          t234_c0_0 = t234_c0_0.addingProduct(t234_a0, t234_b0)
+          t234_c0_1 = t234_c0_1.addingProduct(t234_a0, t234_b1)
+          t234_c0_2 = t234_c0_2.addingProduct(t234_a0, t234_b2)
+          let t234_a1 = Vector(repeating: arena[((3027328 +% (((mb233 *% 4) +% 1) *% 128)) +% k235)])
+          t234_c1_0 = t234_c1_0.addingProduct(t234_a1, t234_b0)
+          t234_c1_1 = t234_c1_1.addingProduct(t234_a1, t234_b1)
+          t234_c1_2 = t234_c1_2.addingProduct(t234_a1, t234_b2)
+          let t234_a2 = Vector(repeating: arena[((3027328 +% (((mb233 *% 4) +% 2) *% 128)) +% k235)])
+          t234_c2_0 = t234_c2_0.addingProduct(t234_a2, t234_b0)
+          t234_c2_1 = t234_c2_1.addingProduct(t234_a2, t234_b1)
+          t234_c2_2 = t234_c2_2.addingProduct(t234_a2, t234_b2)
+          let t234_a3 = Vector(repeating: arena[((3027328 +% (((mb233 *% 4) +% 3) *% 128)) +% k235)])
+          t234_c3_0 = t234_c3_0.addingProduct(t234_a3, t234_b0)
+          t234_c3_1 = t234_c3_1.addingProduct(t234_a3, t234_b1)
+          t234_c3_2 = t234_c3_2.addingProduct(t234_a3, t234_b2)
         }
-        storeVector(arena, ((4816960 +% ((mb268 *% 4) *% 3136)) +% (nb267 *% 24)), t269_c0_0)
-        storeVector(arena, (((4816960 +% ((mb268 *% 4) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c0_1)
-        storeVector(arena, (((4816960 +% ((mb268 *% 4) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c0_2)
-        storeVector(arena, ((4816960 +% (((mb268 *% 4) +% 1) *% 3136)) +% (nb267 *% 24)), t269_c1_0)
-        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 1) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c1_1)
-        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 1) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c1_2)
-        storeVector(arena, ((4816960 +% (((mb268 *% 4) +% 2) *% 3136)) +% (nb267 *% 24)), t269_c2_0)
-        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 2) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c2_1)
-        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 2) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c2_2)
-        storeVector(arena, ((4816960 +% (((mb268 *% 4) +% 3) *% 3136)) +% (nb267 *% 24)), t269_c3_0)
-        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 3) *% 3136)) +% (nb267 *% 24)) +% 8), t269_c3_1)
-        storeVector(arena, (((4816960 +% (((mb268 *% 4) +% 3) *% 3136)) +% (nb267 *% 24)) +% 16), t269_c3_2)
+        storeVector(arena, ((4816960 +% ((mb233 *% 4) *% 3136)) +% (nb232 *% 24)), t234_c0_0)
+        storeVector(arena, (((4816960 +% ((mb233 *% 4) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c0_1)
+        storeVector(arena, (((4816960 +% ((mb233 *% 4) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c0_2)
+        storeVector(arena, ((4816960 +% (((mb233 *% 4) +% 1) *% 3136)) +% (nb232 *% 24)), t234_c1_0)
+        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 1) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c1_1)
+        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 1) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c1_2)
+        storeVector(arena, ((4816960 +% (((mb233 *% 4) +% 2) *% 3136)) +% (nb232 *% 24)), t234_c2_0)
+        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 2) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c2_1)
+        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 2) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c2_2)
+        storeVector(arena, ((4816960 +% (((mb233 *% 4) +% 3) *% 3136)) +% (nb232 *% 24)), t234_c3_0)
+        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 3) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c3_1)
+        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 3) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c3_2)
       }
     }
-    for mb271 in 0..<16 {
-      var t272_c0_0 = Vector()
-      var t272_c0_1 = Vector()
-      var t272_c1_0 = Vector()
-      var t272_c1_1 = Vector()
-      var t272_c2_0 = Vector()
-      var t272_c2_1 = Vector()
-      var t272_c3_0 = Vector()
-      var t272_c3_1 = Vector()
-      for k273 in 0..<128 {
-        let t272_b0 = loadVector(params, ((18912 +% (k273 *% 3136)) +% 3120))
-        let t272_b1 = loadVector(params, (((18912 +% (k273 *% 3136)) +% 3120) +% 8))
-        let t272_a0 = Vector(repeating: arena[((3027328 +% ((mb271 *% 4) *% 128)) +% k273)])
-        t272_c0_0 = t272_c0_0.addingProduct(t272_a0, t272_b0)
-        t272_c0_1 = t272_c0_1.addingProduct(t272_a0, t272_b1)
-        let t272_a1 = Vector(repeating: arena[((3027328 +% (((mb271 *% 4) +% 1) *% 128)) +% k273)])
-        t272_c1_0 = t272_c1_0.addingProduct(t272_a1, t272_b0)
-        t272_c1_1 = t272_c1_1.addingProduct(t272_a1, t272_b1)
-        let t272_a2 = Vector(repeating: arena[((3027328 +% (((mb271 *% 4) +% 2) *% 128)) +% k273)])
-        t272_c2_0 = t272_c2_0.addingProduct(t272_a2, t272_b0)
-        t272_c2_1 = t272_c2_1.addingProduct(t272_a2, t272_b1)
-        let t272_a3 = Vector(repeating: arena[((3027328 +% (((mb271 *% 4) +% 3) *% 128)) +% k273)])
-        t272_c3_0 = t272_c3_0.addingProduct(t272_a3, t272_b0)
-        t272_c3_1 = t272_c3_1.addingProduct(t272_a3, t272_b1)
+    for mb236 in 0..<16 {
+      var t237_c0_0 = Vector()
+      var t237_c0_1 = Vector()
+      var t237_c1_0 = Vector()
+      var t237_c1_1 = Vector()
+      var t237_c2_0 = Vector()
+      var t237_c2_1 = Vector()
+      var t237_c3_0 = Vector()
+      var t237_c3_1 = Vector()
+      for k238 in 0..<128 {
+        let t237_b0 = loadVector(params, ((18912 +% (k238 *% 3136)) +% 3120))
+        let t237_b1 = loadVector(params, (((18912 +% (k238 *% 3136)) +% 3120) +% 8))
+        let t237_a0 = Vector(repeating: arena[((3027328 +% ((mb236 *% 4) *% 128)) +% k238)])
+        t237_c0_0 = t237_c0_0.addingProduct(t237_a0, t237_b0)
+        t237_c0_1 = t237_c0_1.addingProduct(t237_a0, t237_b1)
+        let t237_a1 = Vector(repeating: arena[((3027328 +% (((mb236 *% 4) +% 1) *% 128)) +% k238)])
+        t237_c1_0 = t237_c1_0.addingProduct(t237_a1, t237_b0)
+        t237_c1_1 = t237_c1_1.addingProduct(t237_a1, t237_b1)
+        let t237_a2 = Vector(repeating: arena[((3027328 +% (((mb236 *% 4) +% 2) *% 128)) +% k238)])
+        t237_c2_0 = t237_c2_0.addingProduct(t237_a2, t237_b0)
+        t237_c2_1 = t237_c2_1.addingProduct(t237_a2, t237_b1)
+        let t237_a3 = Vector(repeating: arena[((3027328 +% (((mb236 *% 4) +% 3) *% 128)) +% k238)])
+        t237_c3_0 = t237_c3_0.addingProduct(t237_a3, t237_b0)
+        t237_c3_1 = t237_c3_1.addingProduct(t237_a3, t237_b1)
       }
-      storeVector(arena, ((4816960 +% ((mb271 *% 4) *% 3136)) +% 3120), t272_c0_0)
-      storeVector(arena, (((4816960 +% ((mb271 *% 4) *% 3136)) +% 3120) +% 8), t272_c0_1)
-      storeVector(arena, ((4816960 +% (((mb271 *% 4) +% 1) *% 3136)) +% 3120), t272_c1_0)
-      storeVector(arena, (((4816960 +% (((mb271 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t272_c1_1)
-      storeVector(arena, ((4816960 +% (((mb271 *% 4) +% 2) *% 3136)) +% 3120), t272_c2_0)
-      storeVector(arena, (((4816960 +% (((mb271 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t272_c2_1)
-      storeVector(arena, ((4816960 +% (((mb271 *% 4) +% 3) *% 3136)) +% 3120), t272_c3_0)
-      storeVector(arena, (((4816960 +% (((mb271 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t272_c3_1)
+      storeVector(arena, ((4816960 +% ((mb236 *% 4) *% 3136)) +% 3120), t237_c0_0)
+      storeVector(arena, (((4816960 +% ((mb236 *% 4) *% 3136)) +% 3120) +% 8), t237_c0_1)
+      storeVector(arena, ((4816960 +% (((mb236 *% 4) +% 1) *% 3136)) +% 3120), t237_c1_0)
+      storeVector(arena, (((4816960 +% (((mb236 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t237_c1_1)
+      storeVector(arena, ((4816960 +% (((mb236 *% 4) +% 2) *% 3136)) +% 3120), t237_c2_0)
+      storeVector(arena, (((4816960 +% (((mb236 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t237_c2_1)
+      storeVector(arena, ((4816960 +% (((mb236 *% 4) +% 3) *% 3136)) +% 3120), t237_c3_0)
+      storeVector(arena, (((4816960 +% (((mb236 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t237_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = maxpool_grad(pool2_grad, relu2)
-  for i275 in 0..<100352 {
-    storeVector(arena, ((i275 *% 8) +% 6422592), Vector(repeating: Float(0)))
+  for i240 in 0..<100352 {
+    storeVector(arena, ((i240 *% 8) +% 6422592), Vector(repeating: Float(0)))
   }
-  for q276 in 0..<4096 {
-    for py277 in 0..<7 {
-      for px278 in 0..<7 {
-        var best279: Float = arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))]
-        var bi280: Float = Float((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))
-        bi280 = (arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))] > best279 ? Float((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2))) : bi280)
-        best279 = (arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))] > best279 ? arena[(5619776 +% (((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)))] : best279)
-        bi280 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1))] > best279 ? Float(((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1)) : bi280)
-        best279 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1))] > best279 ? arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 1))] : best279)
-        bi280 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14))] > best279 ? Float(((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14)) : bi280)
-        best279 = (arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14))] > best279 ? arena[(5619776 +% ((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14))] : best279)
-        bi280 = (arena[(5619776 +% (((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1))] > best279 ? Float((((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1)) : bi280)
-        best279 = (arena[(5619776 +% (((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1))] > best279 ? arena[(5619776 +% (((((q276 *% 196) +% (py277 *% 28)) +% (px278 *% 2)) +% 14) +% 1))] : best279)
-        arena[(6422592 +% Int(bi280))] += arena[(((4816960 +% (q276 *% 49)) +% (py277 *% 7)) +% px278)]
+  for q241 in 0..<4096 {
+    for py242 in 0..<7 {
+      for px243 in 0..<7 {
+        var best244: Float = arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))]
+        var bi245: Float = Float((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))
+        bi245 = (arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))] > best244 ? Float((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2))) : bi245)
+        best244 = (arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))] > best244 ? arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))] : best244)
+        bi245 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1))] > best244 ? Float(((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1)) : bi245)
+        best244 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1))] > best244 ? arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1))] : best244)
+        bi245 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14))] > best244 ? Float(((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14)) : bi245)
+        best244 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14))] > best244 ? arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14))] : best244)
+        bi245 = (arena[(5619776 +% (((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1))] > best244 ? Float((((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1)) : bi245)
+        best244 = (arena[(5619776 +% (((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1))] > best244 ? arena[(5619776 +% (((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1))] : best244)
+        arena[(6422592 +% Int(bi245))] += arena[(((4816960 +% (q241 *% 49)) +% (py242 *% 7)) +% px243)]
       }
     }
   }
   // bn2_grad = relu_grad(relu2_grad, relu2)
-  for i281 in 0..<100352 {
-    storeVector(arena, ((i281 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i281 *% 8) +% 6422592)), where: loadVector(arena, ((i281 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
+  for i246 in 0..<100352 {
+    storeVector(arena, ((i246 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i246 *% 8) +% 6422592)), where: loadVector(arena, ((i246 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
   }
   // bn2_weight_grad = batchnorm_grad_weight(bn2_grad, conv2, bn2.mean, bn2.var)
-  for c282 in 0..<64 {
-    var invstd283: Float = (Float(1) / sqrtf((arena[(2809920 +% c282)] + Float(bitPattern: 0x3727c5ac))))
-    var mean286: Float = arena[(2809856 +% c282)]
-    var acc287 = Vector()
-    var tail288: Float = Float(0)
-    for n289 in 0..<64 {
-      for v290 in 0..<24 {
-        acc287 = (acc287 + loadVector(arena, (4816960 +% ((((n289 *% 64) +% c282) *% 196) +% (v290 *% 8)))))
+  for c247 in 0..<64 {
+    var invstd249: Float = (Float(1) / sqrtf((arena[(2809920 +% c247)] + Float(bitPattern: 0x3727c5ac))))
+    var mean250: Float = arena[(2809856 +% c247)]
+    var acc251 = Vector()
+    var tail252: Float = Float(0)
+    for n253 in 0..<64 {
+      for v254 in 0..<24 {
+        acc251 = (acc251 + (loadVector(arena, (4816960 +% ((((n253 *% 64) +% c247) *% 196) +% (v254 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n253 *% 64) +% c247) *% 196) +% (v254 *% 8)))) - Vector(repeating: mean250)) * Vector(repeating: invstd249))))
       }
-      for i291 in 0..<4 {
-        tail288 = (tail288 + arena[(4816960 +% (((((n289 *% 64) +% c282) *% 196) +% 192) +% i291))])
-      }
-    }
-    storeVector(arena, 2809984, acc287)
-    var sum292: Float = (arena[2809984] + arena[2809985])
-    var sum293: Float = (sum292 + arena[2809986])
-    var sum294: Float = (sum293 + arena[2809987])
-    var sum295: Float = (sum294 + arena[2809988])
-    var sum296: Float = (sum295 + arena[2809989])
-    var sum297: Float = (sum296 + arena[2809990])
-    var sum298: Float = (sum297 + arena[2809991])
-    var sum284: Float = (sum298 + tail288)
-    var acc299 = Vector()
-    var tail300: Float = Float(0)
-    for n301 in 0..<64 {
-      for v302 in 0..<24 {
-        acc299 = (acc299 + (loadVector(arena, (4816960 +% ((((n301 *% 64) +% c282) *% 196) +% (v302 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n301 *% 64) +% c282) *% 196) +% (v302 *% 8)))) - Vector(repeating: mean286)) * Vector(repeating: invstd283))))
-      }
-      for i303 in 0..<4 {
-        tail300 = (tail300 + (arena[(4816960 +% (((((n301 *% 64) +% c282) *% 196) +% 192) +% i303))] * ((arena[(2007040 +% (((((n301 *% 64) +% c282) *% 196) +% 192) +% i303))] - mean286) * invstd283)))
+      for i255 in 0..<4 {
+        tail252 = (tail252 + (arena[(4816960 +% (((((n253 *% 64) +% c247) *% 196) +% 192) +% i255))] * ((arena[(2007040 +% (((((n253 *% 64) +% c247) *% 196) +% 192) +% i255))] - mean250) * invstd249)))
       }
     }
-    storeVector(arena, 2809984, acc299)
-    var sum304: Float = (arena[2809984] + arena[2809985])
-    var sum305: Float = (sum304 + arena[2809986])
-    var sum306: Float = (sum305 + arena[2809987])
-    var sum307: Float = (sum306 + arena[2809988])
-    var sum308: Float = (sum307 + arena[2809989])
-    var sum309: Float = (sum308 + arena[2809990])
-    var sum310: Float = (sum309 + arena[2809991])
-    var sum_x285: Float = (sum310 + tail300)
-    grads[(18784 +% c282)] = sum_x285
+    storeVector(arena, 2809984, acc251)
+    var sum256: Float = (arena[2809984] + arena[2809985])
+    var sum257: Float = (sum256 + arena[2809986])
+    var sum258: Float = (sum257 + arena[2809987])
+    var sum259: Float = (sum258 + arena[2809988])
+    var sum260: Float = (sum259 + arena[2809989])
+    var sum261: Float = (sum260 + arena[2809990])
+    var sum262: Float = (sum261 + arena[2809991])
+    var sum_x248: Float = (sum262 + tail252)
+    grads[(18784 +% c247)] = sum_x248
   }
   // bn2_bias_grad = batchnorm_grad_bias(bn2_grad)
-  for c311 in 0..<64 {
-    var acc313 = Vector()
-    var tail314: Float = Float(0)
-    for n315 in 0..<64 {
-      for v316 in 0..<24 {
-        acc313 = (acc313 + loadVector(arena, (4816960 +% ((((n315 *% 64) +% c311) *% 196) +% (v316 *% 8)))))
+  for c263 in 0..<64 {
+    var acc265 = Vector()
+    var tail266: Float = Float(0)
+    for n267 in 0..<64 {
+      for v268 in 0..<24 {
+        acc265 = (acc265 + loadVector(arena, (4816960 +% ((((n267 *% 64) +% c263) *% 196) +% (v268 *% 8)))))
       }
-      for i317 in 0..<4 {
-        tail314 = (tail314 + arena[(4816960 +% (((((n315 *% 64) +% c311) *% 196) +% 192) +% i317))])
+      for i269 in 0..<4 {
+        tail266 = (tail266 + arena[(4816960 +% (((((n267 *% 64) +% c263) *% 196) +% 192) +% i269))])
       }
     }
-    storeVector(arena, 2809984, acc313)
-    var sum318: Float = (arena[2809984] + arena[2809985])
-    var sum319: Float = (sum318 + arena[2809986])
-    var sum320: Float = (sum319 + arena[2809987])
-    var sum321: Float = (sum320 + arena[2809988])
-    var sum322: Float = (sum321 + arena[2809989])
-    var sum323: Float = (sum322 + arena[2809990])
-    var sum324: Float = (sum323 + arena[2809991])
-    var sum312: Float = (sum324 + tail314)
-    grads[(18848 +% c311)] = sum312
+    storeVector(arena, 2809984, acc265)
+    var sum270: Float = (arena[2809984] + arena[2809985])
+    var sum271: Float = (sum270 + arena[2809986])
+    var sum272: Float = (sum271 + arena[2809987])
+    var sum273: Float = (sum272 + arena[2809988])
+    var sum274: Float = (sum273 + arena[2809989])
+    var sum275: Float = (sum274 + arena[2809990])
+    var sum276: Float = (sum275 + arena[2809991])
+    var sum264: Float = (sum276 + tail266)
+    grads[(18848 +% c263)] = sum264
   }
-  // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight)
-  for c325 in 0..<64 {
-    var invstd326: Float = (Float(1) / sqrtf((arena[(2809920 +% c325)] + Float(bitPattern: 0x3727c5ac))))
-    var mean329: Float = arena[(2809856 +% c325)]
-    var acc330 = Vector()
-    var tail331: Float = Float(0)
-    for n332 in 0..<64 {
-      for v333 in 0..<24 {
-        acc330 = (acc330 + loadVector(arena, (4816960 +% ((((n332 *% 64) +% c325) *% 196) +% (v333 *% 8)))))
-      }
-      for i334 in 0..<4 {
-        tail331 = (tail331 + arena[(4816960 +% (((((n332 *% 64) +% c325) *% 196) +% 192) +% i334))])
-      }
-    }
-    storeVector(arena, 2809984, acc330)
-    var sum335: Float = (arena[2809984] + arena[2809985])
-    var sum336: Float = (sum335 + arena[2809986])
-    var sum337: Float = (sum336 + arena[2809987])
-    var sum338: Float = (sum337 + arena[2809988])
-    var sum339: Float = (sum338 + arena[2809989])
-    var sum340: Float = (sum339 + arena[2809990])
-    var sum341: Float = (sum340 + arena[2809991])
-    var sum327: Float = (sum341 + tail331)
-    var acc342 = Vector()
-    var tail343: Float = Float(0)
-    for n344 in 0..<64 {
-      for v345 in 0..<24 {
-        acc342 = (acc342 + (loadVector(arena, (4816960 +% ((((n344 *% 64) +% c325) *% 196) +% (v345 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n344 *% 64) +% c325) *% 196) +% (v345 *% 8)))) - Vector(repeating: mean329)) * Vector(repeating: invstd326))))
-      }
-      for i346 in 0..<4 {
-        tail343 = (tail343 + (arena[(4816960 +% (((((n344 *% 64) +% c325) *% 196) +% 192) +% i346))] * ((arena[(2007040 +% (((((n344 *% 64) +% c325) *% 196) +% 192) +% i346))] - mean329) * invstd326)))
-      }
-    }
-    storeVector(arena, 2809984, acc342)
-    var sum347: Float = (arena[2809984] + arena[2809985])
-    var sum348: Float = (sum347 + arena[2809986])
-    var sum349: Float = (sum348 + arena[2809987])
-    var sum350: Float = (sum349 + arena[2809988])
-    var sum351: Float = (sum350 + arena[2809989])
-    var sum352: Float = (sum351 + arena[2809990])
-    var sum353: Float = (sum352 + arena[2809991])
-    var sum_x328: Float = (sum353 + tail343)
-    var scale354: Float = (params[(18784 +% c325)] * invstd326)
-    var mean_dy355: Float = (sum327 / Float(12544))
-    var mean_dy_x356: Float = (sum_x328 / Float(12544))
-    for n357 in 0..<64 {
-      for i358 in 0..<196 {
-        arena[(5619776 +% ((((n357 *% 64) +% c325) *% 196) +% i358))] = (scale354 * ((arena[(4816960 +% ((((n357 *% 64) +% c325) *% 196) +% i358))] - mean_dy355) - (((arena[(2007040 +% ((((n357 *% 64) +% c325) *% 196) +% i358))] - arena[(2809856 +% c325)]) * invstd326) * mean_dy_x356)))
+  // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight, bn2_bias_grad, bn2_weight_grad)
+  for c277 in 0..<64 {
+    var invstd280: Float = (Float(1) / sqrtf((arena[(2809920 +% c277)] + Float(bitPattern: 0x3727c5ac))))
+    var sum278: Float = grads[(18848 +% c277)]
+    var sum_x279: Float = grads[(18784 +% c277)]
+    var scale281: Float = (params[(18784 +% c277)] * invstd280)
+    var mean_dy282: Float = (sum278 / Float(12544))
+    var mean_dy_x283: Float = (sum_x279 / Float(12544))
+    for n284 in 0..<64 {
+      for i285 in 0..<196 {
+        arena[(5619776 +% ((((n284 *% 64) +% c277) *% 196) +% i285))] = (scale281 * ((arena[(4816960 +% ((((n284 *% 64) +% c277) *% 196) +% i285))] - mean_dy282) - (((arena[(2007040 +% ((((n284 *% 64) +% c277) *% 196) +% i285))] - arena[(2809856 +% c277)]) * invstd280) * mean_dy_x283)))
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i359 in 0..<2304 {
-    storeVector(arena, ((i359 *% 8) +% 7526464), Vector(repeating: Float(0)))
+  for i286 in 0..<2304 {
+    storeVector(arena, ((i286 *% 8) +% 7526464), Vector(repeating: Float(0)))
   }
-  for g360 in 0..<4 {
-    for j361 in 0..<16 {
-      for c362 in 0..<32 {
-        for ky363 in 0..<3 {
-          for oy364 in 0..<14 {
-            if (-1 < ((oy364 +% ky363) +% -1) && ((oy364 +% ky363) +% -1) < 14) {
-              for ox365 in 0..<13 {
-                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% (ox365 +% 1)))] = arena[((((1605632 +% (((g360 *% 16) +% j361) *% 6272)) +% (c362 *% 196)) +% (((oy364 +% ky363) +% -1) *% 14)) +% ((ox365 +% 1) +% -1))]
+  for g287 in 0..<4 {
+    for j288 in 0..<16 {
+      for c289 in 0..<32 {
+        for ky290 in 0..<3 {
+          for oy291 in 0..<14 {
+            if (-1 < ((oy291 +% ky290) +% -1) && ((oy291 +% ky290) +% -1) < 14) {
+              for ox292 in 0..<13 {
+                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% (ox292 +% 1)))] = arena[((((1605632 +% (((g287 *% 16) +% j288) *% 6272)) +% (c289 *% 196)) +% (((oy291 +% ky290) +% -1) *% 14)) +% ((ox292 +% 1) +% -1))]
               }
-              for ox366 in 0..<1 {
-                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% ox366))] = Float(0)
-              }
-            }
-            if ((oy364 +% ky363) +% -1) < 0 {
-              for ox367 in 0..<14 {
-                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% ox367))] = Float(0)
+              for ox293 in 0..<1 {
+                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% ox293))] = Float(0)
               }
             }
-            if 13 < ((oy364 +% ky363) +% -1) {
-              for ox367 in 0..<14 {
-                arena[(((6422592 +% ((((c362 *% 3) +% ky363) *% 3) *% 3136)) +% (j361 *% 196)) +% ((oy364 *% 14) +% ox367))] = Float(0)
+            if ((oy291 +% ky290) +% -1) < 0 {
+              for ox294 in 0..<14 {
+                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% ox294))] = Float(0)
               }
             }
-          }
-          for oy368 in 0..<14 {
-            if (-1 < ((oy368 +% ky363) +% -1) && ((oy368 +% ky363) +% -1) < 14) {
-              for ox369 in 0..<14 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 1) *% 3136)) +% (j361 *% 196)) +% ((oy368 *% 14) +% ox369))] = arena[((((1605632 +% (((g360 *% 16) +% j361) *% 6272)) +% (c362 *% 196)) +% (((oy368 +% ky363) +% -1) *% 14)) +% ox369)]
-              }
-            }
-            if ((oy368 +% ky363) +% -1) < 0 {
-              for ox370 in 0..<14 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 1) *% 3136)) +% (j361 *% 196)) +% ((oy368 *% 14) +% ox370))] = Float(0)
-              }
-            }
-            if 13 < ((oy368 +% ky363) +% -1) {
-              for ox370 in 0..<14 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 1) *% 3136)) +% (j361 *% 196)) +% ((oy368 *% 14) +% ox370))] = Float(0)
+            if 13 < ((oy291 +% ky290) +% -1) {
+              for ox294 in 0..<14 {
+                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% ox294))] = Float(0)
               }
             }
           }
-          for oy371 in 0..<14 {
-            if (-1 < ((oy371 +% ky363) +% -1) && ((oy371 +% ky363) +% -1) < 14) {
-              for ox372 in 0..<13 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% ox372))] = arena[((((1605632 +% (((g360 *% 16) +% j361) *% 6272)) +% (c362 *% 196)) +% (((oy371 +% ky363) +% -1) *% 14)) +% (ox372 +% 1))]
-              }
-              for ox373 in 0..<1 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% (ox373 +% 13)))] = Float(0)
+          for oy295 in 0..<14 {
+            if (-1 < ((oy295 +% ky290) +% -1) && ((oy295 +% ky290) +% -1) < 14) {
+              for ox296 in 0..<14 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 1) *% 3136)) +% (j288 *% 196)) +% ((oy295 *% 14) +% ox296))] = arena[((((1605632 +% (((g287 *% 16) +% j288) *% 6272)) +% (c289 *% 196)) +% (((oy295 +% ky290) +% -1) *% 14)) +% ox296)]
               }
             }
-            if ((oy371 +% ky363) +% -1) < 0 {
-              for ox374 in 0..<14 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% ox374))] = Float(0)
+            if ((oy295 +% ky290) +% -1) < 0 {
+              for ox297 in 0..<14 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 1) *% 3136)) +% (j288 *% 196)) +% ((oy295 *% 14) +% ox297))] = Float(0)
               }
             }
-            if 13 < ((oy371 +% ky363) +% -1) {
-              for ox374 in 0..<14 {
-                arena[(((6422592 +% (((((c362 *% 3) +% ky363) *% 3) +% 2) *% 3136)) +% (j361 *% 196)) +% ((oy371 *% 14) +% ox374))] = Float(0)
+            if 13 < ((oy295 +% ky290) +% -1) {
+              for ox297 in 0..<14 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 1) *% 3136)) +% (j288 *% 196)) +% ((oy295 *% 14) +% ox297))] = Float(0)
+              }
+            }
+          }
+          for oy298 in 0..<14 {
+            if (-1 < ((oy298 +% ky290) +% -1) && ((oy298 +% ky290) +% -1) < 14) {
+              for ox299 in 0..<13 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% ox299))] = arena[((((1605632 +% (((g287 *% 16) +% j288) *% 6272)) +% (c289 *% 196)) +% (((oy298 +% ky290) +% -1) *% 14)) +% (ox299 +% 1))]
+              }
+              for ox300 in 0..<1 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% (ox300 +% 13)))] = Float(0)
+              }
+            }
+            if ((oy298 +% ky290) +% -1) < 0 {
+              for ox301 in 0..<14 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% ox301))] = Float(0)
+              }
+            }
+            if 13 < ((oy298 +% ky290) +% -1) {
+              for ox301 in 0..<14 {
+                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% ox301))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j375 in 0..<16 {
-      for i376 in 0..<196 {
-        for f377 in 0..<64 {
-          arena[((7325760 +% (((j375 *% 196) +% i376) *% 64)) +% f377)] = arena[(((5619776 +% (((g360 *% 16) +% j375) *% 12544)) +% (f377 *% 196)) +% i376)]
+    for j302 in 0..<16 {
+      for i303 in 0..<196 {
+        for f304 in 0..<64 {
+          arena[((7325760 +% (((j302 *% 196) +% i303) *% 64)) +% f304)] = arena[(((5619776 +% (((g287 *% 16) +% j302) *% 12544)) +% (f304 *% 196)) +% i303)]
         }
       }
     }
-    do {  // gemm386
-      for kp378 in 0..<4 {
-        for nb379 in 0..<2 {
-          for mb380 in 0..<72 {
-            var t381_c0_0 = loadVector(arena, ((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)))
-            var t381_c0_1 = loadVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 8))
-            var t381_c0_2 = loadVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 16))
-            var t381_c1_0 = loadVector(arena, ((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)))
-            var t381_c1_1 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 8))
-            var t381_c1_2 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 16))
-            var t381_c2_0 = loadVector(arena, ((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)))
-            var t381_c2_1 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 8))
-            var t381_c2_2 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 16))
-            var t381_c3_0 = loadVector(arena, ((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)))
-            var t381_c3_1 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 8))
-            var t381_c3_2 = loadVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 16))
-            for k382 in 0..<784 {
-              let t381_b0 = loadVector(arena, ((7325760 +% ((k382 +% (kp378 *% 784)) *% 64)) +% (nb379 *% 24)))
-              let t381_b1 = loadVector(arena, (((7325760 +% ((k382 +% (kp378 *% 784)) *% 64)) +% (nb379 *% 24)) +% 8))
-              let t381_b2 = loadVector(arena, (((7325760 +% ((k382 +% (kp378 *% 784)) *% 64)) +% (nb379 *% 24)) +% 16))
-              let t381_a0 = Vector(repeating: arena[((6422592 +% ((mb380 *% 4) *% 3136)) +% (k382 +% (kp378 *% 784)))])
-              t381_c0_0 = t381_c0_0.addingProduct(t381_a0, t381_b0)
-              t381_c0_1 = t381_c0_1.addingProduct(t381_a0, t381_b1)
-              t381_c0_2 = t381_c0_2.addingProduct(t381_a0, t381_b2)
-              let t381_a1 = Vector(repeating: arena[((6422592 +% (((mb380 *% 4) +% 1) *% 3136)) +% (k382 +% (kp378 *% 784)))])
-              t381_c1_0 = t381_c1_0.addingProduct(t381_a1, t381_b0)
-              t381_c1_1 = t381_c1_1.addingProduct(t381_a1, t381_b1)
-              t381_c1_2 = t381_c1_2.addingProduct(t381_a1, t381_b2)
-              let t381_a2 = Vector(repeating: arena[((6422592 +% (((mb380 *% 4) +% 2) *% 3136)) +% (k382 +% (kp378 *% 784)))])
-              t381_c2_0 = t381_c2_0.addingProduct(t381_a2, t381_b0)
-              t381_c2_1 = t381_c2_1.addingProduct(t381_a2, t381_b1)
-              t381_c2_2 = t381_c2_2.addingProduct(t381_a2, t381_b2)
-              let t381_a3 = Vector(repeating: arena[((6422592 +% (((mb380 *% 4) +% 3) *% 3136)) +% (k382 +% (kp378 *% 784)))])
-              t381_c3_0 = t381_c3_0.addingProduct(t381_a3, t381_b0)
-              t381_c3_1 = t381_c3_1.addingProduct(t381_a3, t381_b1)
-              t381_c3_2 = t381_c3_2.addingProduct(t381_a3, t381_b2)
+    do {  // gemm313
+      for kp305 in 0..<4 {
+        for nb306 in 0..<2 {
+          for mb307 in 0..<72 {
+            var t308_c0_0 = loadVector(arena, ((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)))
+            var t308_c0_1 = loadVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 8))
+            var t308_c0_2 = loadVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 16))
+            var t308_c1_0 = loadVector(arena, ((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)))
+            var t308_c1_1 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 8))
+            var t308_c1_2 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 16))
+            var t308_c2_0 = loadVector(arena, ((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)))
+            var t308_c2_1 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 8))
+            var t308_c2_2 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 16))
+            var t308_c3_0 = loadVector(arena, ((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)))
+            var t308_c3_1 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 8))
+            var t308_c3_2 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 16))
+            for k309 in 0..<784 {
+              let t308_b0 = loadVector(arena, ((7325760 +% ((k309 +% (kp305 *% 784)) *% 64)) +% (nb306 *% 24)))
+              let t308_b1 = loadVector(arena, (((7325760 +% ((k309 +% (kp305 *% 784)) *% 64)) +% (nb306 *% 24)) +% 8))
+              let t308_b2 = loadVector(arena, (((7325760 +% ((k309 +% (kp305 *% 784)) *% 64)) +% (nb306 *% 24)) +% 16))
+              let t308_a0 = Vector(repeating: arena[((6422592 +% ((mb307 *% 4) *% 3136)) +% (k309 +% (kp305 *% 784)))])
+              t308_c0_0 = t308_c0_0.addingProduct(t308_a0, t308_b0)
+              t308_c0_1 = t308_c0_1.addingProduct(t308_a0, t308_b1)
+              t308_c0_2 = t308_c0_2.addingProduct(t308_a0, t308_b2)
+              let t308_a1 = Vector(repeating: arena[((6422592 +% (((mb307 *% 4) +% 1) *% 3136)) +% (k309 +% (kp305 *% 784)))])
+              t308_c1_0 = t308_c1_0.addingProduct(t308_a1, t308_b0)
+              t308_c1_1 = t308_c1_1.addingProduct(t308_a1, t308_b1)
+              t308_c1_2 = t308_c1_2.addingProduct(t308_a1, t308_b2)
+              let t308_a2 = Vector(repeating: arena[((6422592 +% (((mb307 *% 4) +% 2) *% 3136)) +% (k309 +% (kp305 *% 784)))])
+              t308_c2_0 = t308_c2_0.addingProduct(t308_a2, t308_b0)
+              t308_c2_1 = t308_c2_1.addingProduct(t308_a2, t308_b1)
+              t308_c2_2 = t308_c2_2.addingProduct(t308_a2, t308_b2)
+              let t308_a3 = Vector(repeating: arena[((6422592 +% (((mb307 *% 4) +% 3) *% 3136)) +% (k309 +% (kp305 *% 784)))])
+              t308_c3_0 = t308_c3_0.addingProduct(t308_a3, t308_b0)
+              t308_c3_1 = t308_c3_1.addingProduct(t308_a3, t308_b1)
+              t308_c3_2 = t308_c3_2.addingProduct(t308_a3, t308_b2)
             }
-            storeVector(arena, ((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)), t381_c0_0)
-            storeVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 8), t381_c0_1)
-            storeVector(arena, (((7526464 +% ((mb380 *% 4) *% 64)) +% (nb379 *% 24)) +% 16), t381_c0_2)
-            storeVector(arena, ((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)), t381_c1_0)
-            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 8), t381_c1_1)
-            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 1) *% 64)) +% (nb379 *% 24)) +% 16), t381_c1_2)
-            storeVector(arena, ((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)), t381_c2_0)
-            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 8), t381_c2_1)
-            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 2) *% 64)) +% (nb379 *% 24)) +% 16), t381_c2_2)
-            storeVector(arena, ((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)), t381_c3_0)
-            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 8), t381_c3_1)
-            storeVector(arena, (((7526464 +% (((mb380 *% 4) +% 3) *% 64)) +% (nb379 *% 24)) +% 16), t381_c3_2)
+            storeVector(arena, ((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)), t308_c0_0)
+            storeVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 8), t308_c0_1)
+            storeVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 16), t308_c0_2)
+            storeVector(arena, ((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)), t308_c1_0)
+            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 8), t308_c1_1)
+            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 16), t308_c1_2)
+            storeVector(arena, ((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)), t308_c2_0)
+            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 8), t308_c2_1)
+            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 16), t308_c2_2)
+            storeVector(arena, ((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)), t308_c3_0)
+            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 8), t308_c3_1)
+            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 16), t308_c3_2)
           }
         }
-        for mb383 in 0..<72 {
-          var t384_c0_0 = loadVector(arena, ((7526464 +% ((mb383 *% 4) *% 64)) +% 48))
-          var t384_c0_1 = loadVector(arena, (((7526464 +% ((mb383 *% 4) *% 64)) +% 48) +% 8))
-          var t384_c1_0 = loadVector(arena, ((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48))
-          var t384_c1_1 = loadVector(arena, (((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t384_c2_0 = loadVector(arena, ((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48))
-          var t384_c2_1 = loadVector(arena, (((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t384_c3_0 = loadVector(arena, ((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48))
-          var t384_c3_1 = loadVector(arena, (((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k385 in 0..<784 {
-            let t384_b0 = loadVector(arena, ((7325760 +% ((k385 +% (kp378 *% 784)) *% 64)) +% 48))
-            let t384_b1 = loadVector(arena, (((7325760 +% ((k385 +% (kp378 *% 784)) *% 64)) +% 48) +% 8))
-            let t384_a0 = Vector(repeating: arena[((6422592 +% ((mb383 *% 4) *% 3136)) +% (k385 +% (kp378 *% 784)))])
-            t384_c0_0 = t384_c0_0.addingProduct(t384_a0, t384_b0)
-            t384_c0_1 = t384_c0_1.addingProduct(t384_a0, t384_b1)
-            let t384_a1 = Vector(repeating: arena[((6422592 +% (((mb383 *% 4) +% 1) *% 3136)) +% (k385 +% (kp378 *% 784)))])
-            t384_c1_0 = t384_c1_0.addingProduct(t384_a1, t384_b0)
-            t384_c1_1 = t384_c1_1.addingProduct(t384_a1, t384_b1)
-            let t384_a2 = Vector(repeating: arena[((6422592 +% (((mb383 *% 4) +% 2) *% 3136)) +% (k385 +% (kp378 *% 784)))])
-            t384_c2_0 = t384_c2_0.addingProduct(t384_a2, t384_b0)
-            t384_c2_1 = t384_c2_1.addingProduct(t384_a2, t384_b1)
-            let t384_a3 = Vector(repeating: arena[((6422592 +% (((mb383 *% 4) +% 3) *% 3136)) +% (k385 +% (kp378 *% 784)))])
-            t384_c3_0 = t384_c3_0.addingProduct(t384_a3, t384_b0)
-            t384_c3_1 = t384_c3_1.addingProduct(t384_a3, t384_b1)
+        for mb310 in 0..<72 {
+          var t311_c0_0 = loadVector(arena, ((7526464 +% ((mb310 *% 4) *% 64)) +% 48))
+          var t311_c0_1 = loadVector(arena, (((7526464 +% ((mb310 *% 4) *% 64)) +% 48) +% 8))
+          var t311_c1_0 = loadVector(arena, ((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48))
+          var t311_c1_1 = loadVector(arena, (((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48) +% 8))
+          var t311_c2_0 = loadVector(arena, ((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48))
+          var t311_c2_1 = loadVector(arena, (((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48) +% 8))
+          var t311_c3_0 = loadVector(arena, ((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48))
+          var t311_c3_1 = loadVector(arena, (((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48) +% 8))
+          for k312 in 0..<784 {
+            let t311_b0 = loadVector(arena, ((7325760 +% ((k312 +% (kp305 *% 784)) *% 64)) +% 48))
+            let t311_b1 = loadVector(arena, (((7325760 +% ((k312 +% (kp305 *% 784)) *% 64)) +% 48) +% 8))
+            let t311_a0 = Vector(repeating: arena[((6422592 +% ((mb310 *% 4) *% 3136)) +% (k312 +% (kp305 *% 784)))])
+            t311_c0_0 = t311_c0_0.addingProduct(t311_a0, t311_b0)
+            t311_c0_1 = t311_c0_1.addingProduct(t311_a0, t311_b1)
+            let t311_a1 = Vector(repeating: arena[((6422592 +% (((mb310 *% 4) +% 1) *% 3136)) +% (k312 +% (kp305 *% 784)))])
+            t311_c1_0 = t311_c1_0.addingProduct(t311_a1, t311_b0)
+            t311_c1_1 = t311_c1_1.addingProduct(t311_a1, t311_b1)
+            let t311_a2 = Vector(repeating: arena[((6422592 +% (((mb310 *% 4) +% 2) *% 3136)) +% (k312 +% (kp305 *% 784)))])
+            t311_c2_0 = t311_c2_0.addingProduct(t311_a2, t311_b0)
+            t311_c2_1 = t311_c2_1.addingProduct(t311_a2, t311_b1)
+            let t311_a3 = Vector(repeating: arena[((6422592 +% (((mb310 *% 4) +% 3) *% 3136)) +% (k312 +% (kp305 *% 784)))])
+            t311_c3_0 = t311_c3_0.addingProduct(t311_a3, t311_b0)
+            t311_c3_1 = t311_c3_1.addingProduct(t311_a3, t311_b1)
           }
-          storeVector(arena, ((7526464 +% ((mb383 *% 4) *% 64)) +% 48), t384_c0_0)
-          storeVector(arena, (((7526464 +% ((mb383 *% 4) *% 64)) +% 48) +% 8), t384_c0_1)
-          storeVector(arena, ((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48), t384_c1_0)
-          storeVector(arena, (((7526464 +% (((mb383 *% 4) +% 1) *% 64)) +% 48) +% 8), t384_c1_1)
-          storeVector(arena, ((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48), t384_c2_0)
-          storeVector(arena, (((7526464 +% (((mb383 *% 4) +% 2) *% 64)) +% 48) +% 8), t384_c2_1)
-          storeVector(arena, ((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48), t384_c3_0)
-          storeVector(arena, (((7526464 +% (((mb383 *% 4) +% 3) *% 64)) +% 48) +% 8), t384_c3_1)
+          storeVector(arena, ((7526464 +% ((mb310 *% 4) *% 64)) +% 48), t311_c0_0)
+          storeVector(arena, (((7526464 +% ((mb310 *% 4) *% 64)) +% 48) +% 8), t311_c0_1)
+          storeVector(arena, ((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48), t311_c1_0)
+          storeVector(arena, (((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48) +% 8), t311_c1_1)
+          storeVector(arena, ((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48), t311_c2_0)
+          storeVector(arena, (((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48) +% 8), t311_c2_1)
+          storeVector(arena, ((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48), t311_c3_0)
+          storeVector(arena, (((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48) +% 8), t311_c3_1)
         }
       }
     }
   }
-  for f387 in 0..<64 {
-    for r388 in 0..<288 {
-      grads[((352 +% (f387 *% 288)) +% r388)] = arena[((7526464 +% (r388 *% 64)) +% f387)]
+  for f314 in 0..<64 {
+    for r315 in 0..<288 {
+      grads[((352 +% (f314 *% 288)) +% r315)] = arena[((7526464 +% (r315 *% 64)) +% f314)]
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g389 in 0..<4 {
-    for j390 in 0..<16 {
-      for f391 in 0..<64 {
-        for i392 in 0..<24 {
-          storeVector(arena, ((i392 *% 8) +% ((7325760 +% (f391 *% 3136)) +% (j390 *% 196))), loadVector(arena, ((i392 *% 8) +% ((5619776 +% (((g389 *% 16) +% j390) *% 12544)) +% (f391 *% 196)))))
+  for g316 in 0..<4 {
+    for j317 in 0..<16 {
+      for f318 in 0..<64 {
+        for i319 in 0..<24 {
+          storeVector(arena, ((i319 *% 8) +% ((7325760 +% (f318 *% 3136)) +% (j317 *% 196))), loadVector(arena, ((i319 *% 8) +% ((5619776 +% (((g316 *% 16) +% j317) *% 12544)) +% (f318 *% 196)))))
         }
-        for i392 in 0..<1 {
-          storePartial(arena, ((i392 +% 192) +% ((7325760 +% (f391 *% 3136)) +% (j390 *% 196))), loadPartial(arena, ((i392 +% 192) +% ((5619776 +% (((g389 *% 16) +% j390) *% 12544)) +% (f391 *% 196))), 4), 4)
+        for i319 in 0..<1 {
+          storePartial(arena, ((i319 +% 192) +% ((7325760 +% (f318 *% 3136)) +% (j317 *% 196))), loadPartial(arena, ((i319 +% 192) +% ((5619776 +% (((g316 *% 16) +% j317) *% 12544)) +% (f318 *% 196))), 4), 4)
         }
       }
     }
-    do {  // gemm400
-      for nb393 in 0..<130 {
-        for mb394 in 0..<72 {
-          var t395_c0_0 = Vector()
-          var t395_c0_1 = Vector()
-          var t395_c0_2 = Vector()
-          var t395_c1_0 = Vector()
-          var t395_c1_1 = Vector()
-          var t395_c1_2 = Vector()
-          var t395_c2_0 = Vector()
-          var t395_c2_1 = Vector()
-          var t395_c2_2 = Vector()
-          var t395_c3_0 = Vector()
-          var t395_c3_1 = Vector()
-          var t395_c3_2 = Vector()
-          for k396 in 0..<64 {
-            let t395_b0 = loadVector(arena, ((7325760 +% (k396 *% 3136)) +% (nb393 *% 24)))
-            let t395_b1 = loadVector(arena, (((7325760 +% (k396 *% 3136)) +% (nb393 *% 24)) +% 8))
-            let t395_b2 = loadVector(arena, (((7325760 +% (k396 *% 3136)) +% (nb393 *% 24)) +% 16))
-            let t395_a0 = Vector(repeating: params[((352 +% (mb394 *% 4)) +% (k396 *% 288))])
-            t395_c0_0 = t395_c0_0.addingProduct(t395_a0, t395_b0)
-            t395_c0_1 = t395_c0_1.addingProduct(t395_a0, t395_b1)
-            t395_c0_2 = t395_c0_2.addingProduct(t395_a0, t395_b2)
-            let t395_a1 = Vector(repeating: params[((352 +% ((mb394 *% 4) +% 1)) +% (k396 *% 288))])
-            t395_c1_0 = t395_c1_0.addingProduct(t395_a1, t395_b0)
-            t395_c1_1 = t395_c1_1.addingProduct(t395_a1, t395_b1)
-            t395_c1_2 = t395_c1_2.addingProduct(t395_a1, t395_b2)
-            let t395_a2 = Vector(repeating: params[((352 +% ((mb394 *% 4) +% 2)) +% (k396 *% 288))])
-            t395_c2_0 = t395_c2_0.addingProduct(t395_a2, t395_b0)
-            t395_c2_1 = t395_c2_1.addingProduct(t395_a2, t395_b1)
-            t395_c2_2 = t395_c2_2.addingProduct(t395_a2, t395_b2)
-            let t395_a3 = Vector(repeating: params[((352 +% ((mb394 *% 4) +% 3)) +% (k396 *% 288))])
-            t395_c3_0 = t395_c3_0.addingProduct(t395_a3, t395_b0)
-            t395_c3_1 = t395_c3_1.addingProduct(t395_a3, t395_b1)
-            t395_c3_2 = t395_c3_2.addingProduct(t395_a3, t395_b2)
+    do {  // gemm327
+      for nb320 in 0..<130 {
+        for mb321 in 0..<72 {
+          var t322_c0_0 = Vector()
+          var t322_c0_1 = Vector()
+          var t322_c0_2 = Vector()
+          var t322_c1_0 = Vector()
+          var t322_c1_1 = Vector()
+          var t322_c1_2 = Vector()
+          var t322_c2_0 = Vector()
+          var t322_c2_1 = Vector()
+          var t322_c2_2 = Vector()
+          var t322_c3_0 = Vector()
+          var t322_c3_1 = Vector()
+          var t322_c3_2 = Vector()
+          for k323 in 0..<64 {
+            let t322_b0 = loadVector(arena, ((7325760 +% (k323 *% 3136)) +% (nb320 *% 24)))
+            let t322_b1 = loadVector(arena, (((7325760 +% (k323 *% 3136)) +% (nb320 *% 24)) +% 8))
+            let t322_b2 = loadVector(arena, (((7325760 +% (k323 *% 3136)) +% (nb320 *% 24)) +% 16))
+            let t322_a0 = Vector(repeating: params[((352 +% (mb321 *% 4)) +% (k323 *% 288))])
+            t322_c0_0 = t322_c0_0.addingProduct(t322_a0, t322_b0)
+            t322_c0_1 = t322_c0_1.addingProduct(t322_a0, t322_b1)
+            t322_c0_2 = t322_c0_2.addingProduct(t322_a0, t322_b2)
+            let t322_a1 = Vector(repeating: params[((352 +% ((mb321 *% 4) +% 1)) +% (k323 *% 288))])
+            t322_c1_0 = t322_c1_0.addingProduct(t322_a1, t322_b0)
+            t322_c1_1 = t322_c1_1.addingProduct(t322_a1, t322_b1)
+            t322_c1_2 = t322_c1_2.addingProduct(t322_a1, t322_b2)
+            let t322_a2 = Vector(repeating: params[((352 +% ((mb321 *% 4) +% 2)) +% (k323 *% 288))])
+            t322_c2_0 = t322_c2_0.addingProduct(t322_a2, t322_b0)
+            t322_c2_1 = t322_c2_1.addingProduct(t322_a2, t322_b1)
+            t322_c2_2 = t322_c2_2.addingProduct(t322_a2, t322_b2)
+            let t322_a3 = Vector(repeating: params[((352 +% ((mb321 *% 4) +% 3)) +% (k323 *% 288))])
+            t322_c3_0 = t322_c3_0.addingProduct(t322_a3, t322_b0)
+            t322_c3_1 = t322_c3_1.addingProduct(t322_a3, t322_b1)
+            t322_c3_2 = t322_c3_2.addingProduct(t322_a3, t322_b2)
           }
-          storeVector(arena, ((6422592 +% ((mb394 *% 4) *% 3136)) +% (nb393 *% 24)), t395_c0_0)
-          storeVector(arena, (((6422592 +% ((mb394 *% 4) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c0_1)
-          storeVector(arena, (((6422592 +% ((mb394 *% 4) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c0_2)
-          storeVector(arena, ((6422592 +% (((mb394 *% 4) +% 1) *% 3136)) +% (nb393 *% 24)), t395_c1_0)
-          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 1) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c1_1)
-          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 1) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c1_2)
-          storeVector(arena, ((6422592 +% (((mb394 *% 4) +% 2) *% 3136)) +% (nb393 *% 24)), t395_c2_0)
-          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 2) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c2_1)
-          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 2) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c2_2)
-          storeVector(arena, ((6422592 +% (((mb394 *% 4) +% 3) *% 3136)) +% (nb393 *% 24)), t395_c3_0)
-          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 3) *% 3136)) +% (nb393 *% 24)) +% 8), t395_c3_1)
-          storeVector(arena, (((6422592 +% (((mb394 *% 4) +% 3) *% 3136)) +% (nb393 *% 24)) +% 16), t395_c3_2)
+          storeVector(arena, ((6422592 +% ((mb321 *% 4) *% 3136)) +% (nb320 *% 24)), t322_c0_0)
+          storeVector(arena, (((6422592 +% ((mb321 *% 4) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c0_1)
+          storeVector(arena, (((6422592 +% ((mb321 *% 4) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c0_2)
+          storeVector(arena, ((6422592 +% (((mb321 *% 4) +% 1) *% 3136)) +% (nb320 *% 24)), t322_c1_0)
+          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 1) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c1_1)
+          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 1) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c1_2)
+          storeVector(arena, ((6422592 +% (((mb321 *% 4) +% 2) *% 3136)) +% (nb320 *% 24)), t322_c2_0)
+          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 2) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c2_1)
+          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 2) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c2_2)
+          storeVector(arena, ((6422592 +% (((mb321 *% 4) +% 3) *% 3136)) +% (nb320 *% 24)), t322_c3_0)
+          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 3) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c3_1)
+          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 3) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c3_2)
         }
       }
-      for mb397 in 0..<72 {
-        var t398_c0_0 = Vector()
-        var t398_c0_1 = Vector()
-        var t398_c1_0 = Vector()
-        var t398_c1_1 = Vector()
-        var t398_c2_0 = Vector()
-        var t398_c2_1 = Vector()
-        var t398_c3_0 = Vector()
-        var t398_c3_1 = Vector()
-        for k399 in 0..<64 {
-          let t398_b0 = loadVector(arena, ((7325760 +% (k399 *% 3136)) +% 3120))
-          let t398_b1 = loadVector(arena, (((7325760 +% (k399 *% 3136)) +% 3120) +% 8))
-          let t398_a0 = Vector(repeating: params[((352 +% (mb397 *% 4)) +% (k399 *% 288))])
-          t398_c0_0 = t398_c0_0.addingProduct(t398_a0, t398_b0)
-          t398_c0_1 = t398_c0_1.addingProduct(t398_a0, t398_b1)
-          let t398_a1 = Vector(repeating: params[((352 +% ((mb397 *% 4) +% 1)) +% (k399 *% 288))])
-          t398_c1_0 = t398_c1_0.addingProduct(t398_a1, t398_b0)
-          t398_c1_1 = t398_c1_1.addingProduct(t398_a1, t398_b1)
-          let t398_a2 = Vector(repeating: params[((352 +% ((mb397 *% 4) +% 2)) +% (k399 *% 288))])
-          t398_c2_0 = t398_c2_0.addingProduct(t398_a2, t398_b0)
-          t398_c2_1 = t398_c2_1.addingProduct(t398_a2, t398_b1)
-          let t398_a3 = Vector(repeating: params[((352 +% ((mb397 *% 4) +% 3)) +% (k399 *% 288))])
-          t398_c3_0 = t398_c3_0.addingProduct(t398_a3, t398_b0)
-          t398_c3_1 = t398_c3_1.addingProduct(t398_a3, t398_b1)
+      for mb324 in 0..<72 {
+        var t325_c0_0 = Vector()
+        var t325_c0_1 = Vector()
+        var t325_c1_0 = Vector()
+        var t325_c1_1 = Vector()
+        var t325_c2_0 = Vector()
+        var t325_c2_1 = Vector()
+        var t325_c3_0 = Vector()
+        var t325_c3_1 = Vector()
+        for k326 in 0..<64 {
+          let t325_b0 = loadVector(arena, ((7325760 +% (k326 *% 3136)) +% 3120))
+          let t325_b1 = loadVector(arena, (((7325760 +% (k326 *% 3136)) +% 3120) +% 8))
+          let t325_a0 = Vector(repeating: params[((352 +% (mb324 *% 4)) +% (k326 *% 288))])
+          t325_c0_0 = t325_c0_0.addingProduct(t325_a0, t325_b0)
+          t325_c0_1 = t325_c0_1.addingProduct(t325_a0, t325_b1)
+          let t325_a1 = Vector(repeating: params[((352 +% ((mb324 *% 4) +% 1)) +% (k326 *% 288))])
+          t325_c1_0 = t325_c1_0.addingProduct(t325_a1, t325_b0)
+          t325_c1_1 = t325_c1_1.addingProduct(t325_a1, t325_b1)
+          let t325_a2 = Vector(repeating: params[((352 +% ((mb324 *% 4) +% 2)) +% (k326 *% 288))])
+          t325_c2_0 = t325_c2_0.addingProduct(t325_a2, t325_b0)
+          t325_c2_1 = t325_c2_1.addingProduct(t325_a2, t325_b1)
+          let t325_a3 = Vector(repeating: params[((352 +% ((mb324 *% 4) +% 3)) +% (k326 *% 288))])
+          t325_c3_0 = t325_c3_0.addingProduct(t325_a3, t325_b0)
+          t325_c3_1 = t325_c3_1.addingProduct(t325_a3, t325_b1)
         }
-        storeVector(arena, ((6422592 +% ((mb397 *% 4) *% 3136)) +% 3120), t398_c0_0)
-        storeVector(arena, (((6422592 +% ((mb397 *% 4) *% 3136)) +% 3120) +% 8), t398_c0_1)
-        storeVector(arena, ((6422592 +% (((mb397 *% 4) +% 1) *% 3136)) +% 3120), t398_c1_0)
-        storeVector(arena, (((6422592 +% (((mb397 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t398_c1_1)
-        storeVector(arena, ((6422592 +% (((mb397 *% 4) +% 2) *% 3136)) +% 3120), t398_c2_0)
-        storeVector(arena, (((6422592 +% (((mb397 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t398_c2_1)
-        storeVector(arena, ((6422592 +% (((mb397 *% 4) +% 3) *% 3136)) +% 3120), t398_c3_0)
-        storeVector(arena, (((6422592 +% (((mb397 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t398_c3_1)
+        storeVector(arena, ((6422592 +% ((mb324 *% 4) *% 3136)) +% 3120), t325_c0_0)
+        storeVector(arena, (((6422592 +% ((mb324 *% 4) *% 3136)) +% 3120) +% 8), t325_c0_1)
+        storeVector(arena, ((6422592 +% (((mb324 *% 4) +% 1) *% 3136)) +% 3120), t325_c1_0)
+        storeVector(arena, (((6422592 +% (((mb324 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t325_c1_1)
+        storeVector(arena, ((6422592 +% (((mb324 *% 4) +% 2) *% 3136)) +% 3120), t325_c2_0)
+        storeVector(arena, (((6422592 +% (((mb324 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t325_c2_1)
+        storeVector(arena, ((6422592 +% (((mb324 *% 4) +% 3) *% 3136)) +% 3120), t325_c3_0)
+        storeVector(arena, (((6422592 +% (((mb324 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t325_c3_1)
       }
     }
-    for j401 in 0..<16 {
-      for c402 in 0..<32 {
-        for iy403 in 0..<1 {
-          for ix404 in 0..<1 {
-            let sum405_v = loadPartial(arena, (ix404 +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% ((iy403 +% 1) *% 14)) +% 1)), 1)
-            let sum406_v = (sum405_v + loadPartial(arena, (ix404 +% (((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy403 +% 1) *% 14))), 1))
-            let sum407_v = (sum406_v + loadPartial(arena, (ix404 +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% (iy403 *% 14)) +% 1)), 1))
-            let sum408_v = (sum407_v + loadPartial(arena, (ix404 +% (((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy403 *% 14))), 1))
-            storePartial(arena, (ix404 +% (((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy403 *% 14))), sum408_v, 1)
+    for j328 in 0..<16 {
+      for c329 in 0..<32 {
+        for iy330 in 0..<1 {
+          for ix331 in 0..<1 {
+            let sum332_v = loadPartial(arena, (ix331 +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% ((iy330 +% 1) *% 14)) +% 1)), 1)
+            let sum333_v = (sum332_v + loadPartial(arena, (ix331 +% (((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy330 +% 1) *% 14))), 1))
+            let sum334_v = (sum333_v + loadPartial(arena, (ix331 +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% (iy330 *% 14)) +% 1)), 1))
+            let sum335_v = (sum334_v + loadPartial(arena, (ix331 +% (((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy330 *% 14))), 1))
+            storePartial(arena, (ix331 +% (((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy330 *% 14))), sum335_v, 1)
           }
         }
-        for iy409 in 0..<1 {
-          for ix410 in 0..<1 {
-            let sum411_v = loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 2)))
-            let sum412_v = (sum411_v + loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 1))))
-            let sum413_v = (sum412_v + loadVector(arena, ((ix410 *% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)))))
-            let sum414_v = (sum413_v + loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 2))))
-            let sum415_v = (sum414_v + loadVector(arena, ((ix410 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 1))))
-            let sum416_v = (sum415_v + loadVector(arena, ((ix410 *% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)))))
-            storeVector(arena, ((ix410 *% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy409 *% 14)) +% 1)), sum416_v)
+        for iy336 in 0..<1 {
+          for ix337 in 0..<1 {
+            let sum338_v = loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 2)))
+            let sum339_v = (sum338_v + loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 1))))
+            let sum340_v = (sum339_v + loadVector(arena, ((ix337 *% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)))))
+            let sum341_v = (sum340_v + loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 2))))
+            let sum342_v = (sum341_v + loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 1))))
+            let sum343_v = (sum342_v + loadVector(arena, ((ix337 *% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)))))
+            storeVector(arena, ((ix337 *% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy336 *% 14)) +% 1)), sum343_v)
           }
-          for ix410 in 0..<1 {
-            let sum411_v = loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 2)), 4)
-            let sum412_v = (sum411_v + loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14)) +% 1)), 4))
-            let sum413_v = (sum412_v + loadPartial(arena, ((ix410 +% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% ((iy409 +% 1) *% 14))), 4))
-            let sum414_v = (sum413_v + loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 2)), 4))
-            let sum415_v = (sum414_v + loadPartial(arena, ((ix410 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14)) +% 1)), 4))
-            let sum416_v = (sum415_v + loadPartial(arena, ((ix410 +% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% (iy409 *% 14))), 4))
-            storePartial(arena, ((ix410 +% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy409 *% 14)) +% 1)), sum416_v, 4)
-          }
-        }
-        for iy417 in 0..<1 {
-          for ix418 in 0..<1 {
-            let sum419_v = loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% ((iy417 +% 1) *% 14)) +% 13)), 1)
-            let sum420_v = (sum419_v + loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% ((iy417 +% 1) *% 14)) +% 12)), 1))
-            let sum421_v = (sum420_v + loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% (iy417 *% 14)) +% 13)), 1))
-            let sum422_v = (sum421_v + loadPartial(arena, (ix418 +% ((((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% (iy417 *% 14)) +% 12)), 1))
-            storePartial(arena, (ix418 +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% (iy417 *% 14)) +% 13)), sum422_v, 1)
+          for ix337 in 0..<1 {
+            let sum338_v = loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 2)), 4)
+            let sum339_v = (sum338_v + loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 1)), 4))
+            let sum340_v = (sum339_v + loadPartial(arena, ((ix337 +% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14))), 4))
+            let sum341_v = (sum340_v + loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 2)), 4))
+            let sum342_v = (sum341_v + loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 1)), 4))
+            let sum343_v = (sum342_v + loadPartial(arena, ((ix337 +% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14))), 4))
+            storePartial(arena, ((ix337 +% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy336 *% 14)) +% 1)), sum343_v, 4)
           }
         }
-        for iy423 in 0..<12 {
-          for ix424 in 0..<1 {
-            let sum425_v = loadPartial(arena, (ix424 +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% 1) *% 14)) +% 1)), 1)
-            let sum426_v = (sum425_v + loadPartial(arena, (ix424 +% (((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% 1) *% 14))), 1))
-            let sum427_v = (sum426_v + loadPartial(arena, (ix424 +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy423 +% 1) *% 14)) +% 1)), 1))
-            let sum428_v = (sum427_v + loadPartial(arena, (ix424 +% (((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy423 +% 1) *% 14))), 1))
-            let sum429_v = (sum428_v + loadPartial(arena, (ix424 +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% -1) *% 14)) +% 1)), 1))
-            let sum430_v = (sum429_v + loadPartial(arena, (ix424 +% (((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy423 +% 1) +% -1) *% 14))), 1))
-            storePartial(arena, (ix424 +% (((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy423 +% 1) *% 14))), sum430_v, 1)
+        for iy344 in 0..<1 {
+          for ix345 in 0..<1 {
+            let sum346_v = loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy344 +% 1) *% 14)) +% 13)), 1)
+            let sum347_v = (sum346_v + loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% ((iy344 +% 1) *% 14)) +% 12)), 1))
+            let sum348_v = (sum347_v + loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy344 *% 14)) +% 13)), 1))
+            let sum349_v = (sum348_v + loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% (iy344 *% 14)) +% 12)), 1))
+            storePartial(arena, (ix345 +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy344 *% 14)) +% 13)), sum349_v, 1)
           }
         }
-        for iy431 in 0..<12 {
-          for ix432 in 0..<1 {
-            let sum433_v = loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 2)))
-            let sum434_v = (sum433_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 1))))
-            let sum435_v = (sum434_v + loadVector(arena, ((ix432 *% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)))))
-            let sum436_v = (sum435_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 2))))
-            let sum437_v = (sum436_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1))))
-            let sum438_v = (sum437_v + loadVector(arena, ((ix432 *% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)))))
-            let sum439_v = (sum438_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 2))))
-            let sum440_v = (sum439_v + loadVector(arena, ((ix432 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 1))))
-            let sum441_v = (sum440_v + loadVector(arena, ((ix432 *% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)))))
-            storeVector(arena, ((ix432 *% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1)), sum441_v)
-          }
-          for ix432 in 0..<1 {
-            let sum433_v = loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% ((c402 *% 9) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 2)), 4)
-            let sum434_v = (sum433_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14)) +% 1)), 4))
-            let sum435_v = (sum434_v + loadPartial(arena, ((ix432 +% 8) +% (((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% 1) *% 14))), 4))
-            let sum436_v = (sum435_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 2)), 4))
-            let sum437_v = (sum436_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1)), 4))
-            let sum438_v = (sum437_v + loadPartial(arena, ((ix432 +% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy431 +% 1) *% 14))), 4))
-            let sum439_v = (sum438_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 2)), 4))
-            let sum440_v = (sum439_v + loadPartial(arena, ((ix432 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14)) +% 1)), 4))
-            let sum441_v = (sum440_v + loadPartial(arena, ((ix432 +% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy431 +% 1) +% -1) *% 14))), 4))
-            storePartial(arena, ((ix432 +% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy431 +% 1) *% 14)) +% 1)), sum441_v, 4)
+        for iy350 in 0..<12 {
+          for ix351 in 0..<1 {
+            let sum352_v = loadPartial(arena, (ix351 +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% 1) *% 14)) +% 1)), 1)
+            let sum353_v = (sum352_v + loadPartial(arena, (ix351 +% (((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% 1) *% 14))), 1))
+            let sum354_v = (sum353_v + loadPartial(arena, (ix351 +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy350 +% 1) *% 14)) +% 1)), 1))
+            let sum355_v = (sum354_v + loadPartial(arena, (ix351 +% (((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy350 +% 1) *% 14))), 1))
+            let sum356_v = (sum355_v + loadPartial(arena, (ix351 +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% -1) *% 14)) +% 1)), 1))
+            let sum357_v = (sum356_v + loadPartial(arena, (ix351 +% (((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% -1) *% 14))), 1))
+            storePartial(arena, (ix351 +% (((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy350 +% 1) *% 14))), sum357_v, 1)
           }
         }
-        for iy442 in 0..<12 {
-          for ix443 in 0..<1 {
-            let sum444_v = loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 1) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% 1) *% 14)) +% 13)), 1)
-            let sum445_v = (sum444_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 2) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% 1) *% 14)) +% 12)), 1))
-            let sum446_v = (sum445_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy442 +% 1) *% 14)) +% 13)), 1))
-            let sum447_v = (sum446_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy442 +% 1) *% 14)) +% 12)), 1))
-            let sum448_v = (sum447_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% -1) *% 14)) +% 13)), 1))
-            let sum449_v = (sum448_v + loadPartial(arena, (ix443 +% ((((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy442 +% 1) +% -1) *% 14)) +% 12)), 1))
-            storePartial(arena, (ix443 +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy442 +% 1) *% 14)) +% 13)), sum449_v, 1)
+        for iy358 in 0..<12 {
+          for ix359 in 0..<1 {
+            let sum360_v = loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 2)))
+            let sum361_v = (sum360_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 1))))
+            let sum362_v = (sum361_v + loadVector(arena, ((ix359 *% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)))))
+            let sum363_v = (sum362_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 2))))
+            let sum364_v = (sum363_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1))))
+            let sum365_v = (sum364_v + loadVector(arena, ((ix359 *% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)))))
+            let sum366_v = (sum365_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 2))))
+            let sum367_v = (sum366_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 1))))
+            let sum368_v = (sum367_v + loadVector(arena, ((ix359 *% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)))))
+            storeVector(arena, ((ix359 *% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1)), sum368_v)
+          }
+          for ix359 in 0..<1 {
+            let sum360_v = loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 2)), 4)
+            let sum361_v = (sum360_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 1)), 4))
+            let sum362_v = (sum361_v + loadPartial(arena, ((ix359 +% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14))), 4))
+            let sum363_v = (sum362_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 2)), 4))
+            let sum364_v = (sum363_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1)), 4))
+            let sum365_v = (sum364_v + loadPartial(arena, ((ix359 +% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14))), 4))
+            let sum366_v = (sum365_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 2)), 4))
+            let sum367_v = (sum366_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 1)), 4))
+            let sum368_v = (sum367_v + loadPartial(arena, ((ix359 +% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix359 +% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1)), sum368_v, 4)
           }
         }
-        for iy450 in 0..<1 {
-          for ix451 in 0..<1 {
-            let sum452_v = loadPartial(arena, (ix451 +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy450 +% 13) *% 14)) +% 1)), 1)
-            let sum453_v = (sum452_v + loadPartial(arena, (ix451 +% (((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy450 +% 13) *% 14))), 1))
-            let sum454_v = (sum453_v + loadPartial(arena, (ix451 +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy450 +% 13) +% -1) *% 14)) +% 1)), 1))
-            let sum455_v = (sum454_v + loadPartial(arena, (ix451 +% (((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy450 +% 13) +% -1) *% 14))), 1))
-            storePartial(arena, (ix451 +% (((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy450 +% 13) *% 14))), sum455_v, 1)
+        for iy369 in 0..<12 {
+          for ix370 in 0..<1 {
+            let sum371_v = loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% 1) *% 14)) +% 13)), 1)
+            let sum372_v = (sum371_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% 1) *% 14)) +% 12)), 1))
+            let sum373_v = (sum372_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy369 +% 1) *% 14)) +% 13)), 1))
+            let sum374_v = (sum373_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy369 +% 1) *% 14)) +% 12)), 1))
+            let sum375_v = (sum374_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% -1) *% 14)) +% 13)), 1))
+            let sum376_v = (sum375_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix370 +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy369 +% 1) *% 14)) +% 13)), sum376_v, 1)
           }
         }
-        for iy456 in 0..<1 {
-          for ix457 in 0..<1 {
-            let sum458_v = loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 2)))
-            let sum459_v = (sum458_v + loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1))))
-            let sum460_v = (sum459_v + loadVector(arena, ((ix457 *% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)))))
-            let sum461_v = (sum460_v + loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 2))))
-            let sum462_v = (sum461_v + loadVector(arena, ((ix457 *% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 1))))
-            let sum463_v = (sum462_v + loadVector(arena, ((ix457 *% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)))))
-            storeVector(arena, ((ix457 *% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1)), sum463_v)
-          }
-          for ix457 in 0..<1 {
-            let sum458_v = loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 3) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 2)), 4)
-            let sum459_v = (sum458_v + loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1)), 4))
-            let sum460_v = (sum459_v + loadPartial(arena, ((ix457 +% 8) +% (((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy456 +% 13) *% 14))), 4))
-            let sum461_v = (sum460_v + loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 6) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 2)), 4))
-            let sum462_v = (sum461_v + loadPartial(arena, ((ix457 +% 8) +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14)) +% 1)), 4))
-            let sum463_v = (sum462_v + loadPartial(arena, ((ix457 +% 8) +% (((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy456 +% 13) +% -1) *% 14))), 4))
-            storePartial(arena, ((ix457 +% 8) +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy456 +% 13) *% 14)) +% 1)), sum463_v, 4)
+        for iy377 in 0..<1 {
+          for ix378 in 0..<1 {
+            let sum379_v = loadPartial(arena, (ix378 +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy377 +% 13) *% 14)) +% 1)), 1)
+            let sum380_v = (sum379_v + loadPartial(arena, (ix378 +% (((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy377 +% 13) *% 14))), 1))
+            let sum381_v = (sum380_v + loadPartial(arena, (ix378 +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy377 +% 13) +% -1) *% 14)) +% 1)), 1))
+            let sum382_v = (sum381_v + loadPartial(arena, (ix378 +% (((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy377 +% 13) +% -1) *% 14))), 1))
+            storePartial(arena, (ix378 +% (((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy377 +% 13) *% 14))), sum382_v, 1)
           }
         }
-        for iy464 in 0..<1 {
-          for ix465 in 0..<1 {
-            let sum466_v = loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 4) *% 3136)) +% (j401 *% 196)) +% ((iy464 +% 13) *% 14)) +% 13)), 1)
-            let sum467_v = (sum466_v + loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 5) *% 3136)) +% (j401 *% 196)) +% ((iy464 +% 13) *% 14)) +% 12)), 1))
-            let sum468_v = (sum467_v + loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 7) *% 3136)) +% (j401 *% 196)) +% (((iy464 +% 13) +% -1) *% 14)) +% 13)), 1))
-            let sum469_v = (sum468_v + loadPartial(arena, (ix465 +% ((((6422592 +% (((c402 *% 9) +% 8) *% 3136)) +% (j401 *% 196)) +% (((iy464 +% 13) +% -1) *% 14)) +% 12)), 1))
-            storePartial(arena, (ix465 +% ((((2007040 +% (((g389 *% 16) +% j401) *% 6272)) +% (c402 *% 196)) +% ((iy464 +% 13) *% 14)) +% 13)), sum469_v, 1)
+        for iy383 in 0..<1 {
+          for ix384 in 0..<1 {
+            let sum385_v = loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 2)))
+            let sum386_v = (sum385_v + loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1))))
+            let sum387_v = (sum386_v + loadVector(arena, ((ix384 *% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)))))
+            let sum388_v = (sum387_v + loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 2))))
+            let sum389_v = (sum388_v + loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 1))))
+            let sum390_v = (sum389_v + loadVector(arena, ((ix384 *% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)))))
+            storeVector(arena, ((ix384 *% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1)), sum390_v)
+          }
+          for ix384 in 0..<1 {
+            let sum385_v = loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 2)), 4)
+            let sum386_v = (sum385_v + loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1)), 4))
+            let sum387_v = (sum386_v + loadPartial(arena, ((ix384 +% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14))), 4))
+            let sum388_v = (sum387_v + loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 2)), 4))
+            let sum389_v = (sum388_v + loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 1)), 4))
+            let sum390_v = (sum389_v + loadPartial(arena, ((ix384 +% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14))), 4))
+            storePartial(arena, ((ix384 +% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1)), sum390_v, 4)
+          }
+        }
+        for iy391 in 0..<1 {
+          for ix392 in 0..<1 {
+            let sum393_v = loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy391 +% 13) *% 14)) +% 13)), 1)
+            let sum394_v = (sum393_v + loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy391 +% 13) *% 14)) +% 12)), 1))
+            let sum395_v = (sum394_v + loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy391 +% 13) +% -1) *% 14)) +% 13)), 1))
+            let sum396_v = (sum395_v + loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy391 +% 13) +% -1) *% 14)) +% 12)), 1))
+            storePartial(arena, (ix392 +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy391 +% 13) *% 14)) +% 13)), sum396_v, 1)
           }
         }
       }
     }
   }
   // relu1_grad = maxpool_grad(pool1_grad, relu1)
-  for i470 in 0..<200704 {
-    storeVector(arena, ((i470 *% 8) +% 4816960), Vector(repeating: Float(0)))
+  for i397 in 0..<200704 {
+    storeVector(arena, ((i397 *% 8) +% 4816960), Vector(repeating: Float(0)))
   }
-  for q471 in 0..<2048 {
-    for py472 in 0..<14 {
-      for px473 in 0..<14 {
-        var best474: Float = arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))]
-        var bi475: Float = Float((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))
-        bi475 = (arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))] > best474 ? Float((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2))) : bi475)
-        best474 = (arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))] > best474 ? arena[(3211328 +% (((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)))] : best474)
-        bi475 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1))] > best474 ? Float(((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1)) : bi475)
-        best474 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1))] > best474 ? arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 1))] : best474)
-        bi475 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28))] > best474 ? Float(((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28)) : bi475)
-        best474 = (arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28))] > best474 ? arena[(3211328 +% ((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28))] : best474)
-        bi475 = (arena[(3211328 +% (((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1))] > best474 ? Float((((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1)) : bi475)
-        best474 = (arena[(3211328 +% (((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1))] > best474 ? arena[(3211328 +% (((((q471 *% 784) +% (py472 *% 56)) +% (px473 *% 2)) +% 28) +% 1))] : best474)
-        arena[(4816960 +% Int(bi475))] += arena[(((2007040 +% (q471 *% 196)) +% (py472 *% 14)) +% px473)]
+  for q398 in 0..<2048 {
+    for py399 in 0..<14 {
+      for px400 in 0..<14 {
+        var best401: Float = arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))]
+        var bi402: Float = Float((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))
+        bi402 = (arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))] > best401 ? Float((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2))) : bi402)
+        best401 = (arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))] > best401 ? arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))] : best401)
+        bi402 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1))] > best401 ? Float(((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1)) : bi402)
+        best401 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1))] > best401 ? arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1))] : best401)
+        bi402 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28))] > best401 ? Float(((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28)) : bi402)
+        best401 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28))] > best401 ? arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28))] : best401)
+        bi402 = (arena[(3211328 +% (((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1))] > best401 ? Float((((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1)) : bi402)
+        best401 = (arena[(3211328 +% (((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1))] > best401 ? arena[(3211328 +% (((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1))] : best401)
+        arena[(4816960 +% Int(bi402))] += arena[(((2007040 +% (q398 *% 196)) +% (py399 *% 14)) +% px400)]
       }
     }
   }
   // bn1_grad = relu_grad(relu1_grad, relu1)
-  for i476 in 0..<200704 {
-    storeVector(arena, ((i476 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i476 *% 8) +% 4816960)), where: loadVector(arena, ((i476 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
+  for i403 in 0..<200704 {
+    storeVector(arena, ((i403 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i403 *% 8) +% 4816960)), where: loadVector(arena, ((i403 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
   }
   // bn1_weight_grad = batchnorm_grad_weight(bn1_grad, conv1, bn1.mean, bn1.var)
-  for c477 in 0..<32 {
-    var invstd478: Float = (Float(1) / sqrtf((arena[(3211296 +% c477)] + Float(bitPattern: 0x3727c5ac))))
-    var mean481: Float = arena[(3211264 +% c477)]
-    var acc482 = Vector()
-    var tail483: Float = Float(0)
-    for n484 in 0..<64 {
-      for v485 in 0..<98 {
-        acc482 = (acc482 + loadVector(arena, (6422592 +% ((((n484 *% 32) +% c477) *% 784) +% (v485 *% 8)))))
+  for c404 in 0..<32 {
+    var invstd406: Float = (Float(1) / sqrtf((arena[(3211296 +% c404)] + Float(bitPattern: 0x3727c5ac))))
+    var mean407: Float = arena[(3211264 +% c404)]
+    var acc408 = Vector()
+    var tail409: Float = Float(0)
+    for n410 in 0..<64 {
+      for v411 in 0..<98 {
+        acc408 = (acc408 + (loadVector(arena, (6422592 +% ((((n410 *% 32) +% c404) *% 784) +% (v411 *% 8)))) * ((loadVector(arena, ((((n410 *% 32) +% c404) *% 784) +% (v411 *% 8))) - Vector(repeating: mean407)) * Vector(repeating: invstd406))))
       }
     }
-    storeVector(arena, 1605632, acc482)
-    var sum486: Float = (arena[1605632] + arena[1605633])
-    var sum487: Float = (sum486 + arena[1605634])
-    var sum488: Float = (sum487 + arena[1605635])
-    var sum489: Float = (sum488 + arena[1605636])
-    var sum490: Float = (sum489 + arena[1605637])
-    var sum491: Float = (sum490 + arena[1605638])
-    var sum492: Float = (sum491 + arena[1605639])
-    var sum479: Float = (sum492 + tail483)
-    var acc493 = Vector()
-    var tail494: Float = Float(0)
-    for n495 in 0..<64 {
-      for v496 in 0..<98 {
-        acc493 = (acc493 + (loadVector(arena, (6422592 +% ((((n495 *% 32) +% c477) *% 784) +% (v496 *% 8)))) * ((loadVector(arena, ((((n495 *% 32) +% c477) *% 784) +% (v496 *% 8))) - Vector(repeating: mean481)) * Vector(repeating: invstd478))))
-      }
-    }
-    storeVector(arena, 1605632, acc493)
-    var sum497: Float = (arena[1605632] + arena[1605633])
-    var sum498: Float = (sum497 + arena[1605634])
-    var sum499: Float = (sum498 + arena[1605635])
-    var sum500: Float = (sum499 + arena[1605636])
-    var sum501: Float = (sum500 + arena[1605637])
-    var sum502: Float = (sum501 + arena[1605638])
-    var sum503: Float = (sum502 + arena[1605639])
-    var sum_x480: Float = (sum503 + tail494)
-    grads[(288 +% c477)] = sum_x480
+    storeVector(arena, 1605632, acc408)
+    var sum412: Float = (arena[1605632] + arena[1605633])
+    var sum413: Float = (sum412 + arena[1605634])
+    var sum414: Float = (sum413 + arena[1605635])
+    var sum415: Float = (sum414 + arena[1605636])
+    var sum416: Float = (sum415 + arena[1605637])
+    var sum417: Float = (sum416 + arena[1605638])
+    var sum418: Float = (sum417 + arena[1605639])
+    var sum_x405: Float = (sum418 + tail409)
+    grads[(288 +% c404)] = sum_x405
   }
   // bn1_bias_grad = batchnorm_grad_bias(bn1_grad)
-  for c504 in 0..<32 {
-    var acc506 = Vector()
-    var tail507: Float = Float(0)
-    for n508 in 0..<64 {
-      for v509 in 0..<98 {
-        acc506 = (acc506 + loadVector(arena, (6422592 +% ((((n508 *% 32) +% c504) *% 784) +% (v509 *% 8)))))
+  for c419 in 0..<32 {
+    var acc421 = Vector()
+    var tail422: Float = Float(0)
+    for n423 in 0..<64 {
+      for v424 in 0..<98 {
+        acc421 = (acc421 + loadVector(arena, (6422592 +% ((((n423 *% 32) +% c419) *% 784) +% (v424 *% 8)))))
       }
     }
-    storeVector(arena, 1605632, acc506)
-    var sum510: Float = (arena[1605632] + arena[1605633])
-    var sum511: Float = (sum510 + arena[1605634])
-    var sum512: Float = (sum511 + arena[1605635])
-    var sum513: Float = (sum512 + arena[1605636])
-    var sum514: Float = (sum513 + arena[1605637])
-    var sum515: Float = (sum514 + arena[1605638])
-    var sum516: Float = (sum515 + arena[1605639])
-    var sum505: Float = (sum516 + tail507)
-    grads[(320 +% c504)] = sum505
+    storeVector(arena, 1605632, acc421)
+    var sum425: Float = (arena[1605632] + arena[1605633])
+    var sum426: Float = (sum425 + arena[1605634])
+    var sum427: Float = (sum426 + arena[1605635])
+    var sum428: Float = (sum427 + arena[1605636])
+    var sum429: Float = (sum428 + arena[1605637])
+    var sum430: Float = (sum429 + arena[1605638])
+    var sum431: Float = (sum430 + arena[1605639])
+    var sum420: Float = (sum431 + tail422)
+    grads[(320 +% c419)] = sum420
   }
-  // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight)
-  for c517 in 0..<32 {
-    var invstd518: Float = (Float(1) / sqrtf((arena[(3211296 +% c517)] + Float(bitPattern: 0x3727c5ac))))
-    var mean521: Float = arena[(3211264 +% c517)]
-    var acc522 = Vector()
-    var tail523: Float = Float(0)
-    for n524 in 0..<64 {
-      for v525 in 0..<98 {
-        acc522 = (acc522 + loadVector(arena, (6422592 +% ((((n524 *% 32) +% c517) *% 784) +% (v525 *% 8)))))
-      }
-    }
-    storeVector(arena, 1605632, acc522)
-    var sum526: Float = (arena[1605632] + arena[1605633])
-    var sum527: Float = (sum526 + arena[1605634])
-    var sum528: Float = (sum527 + arena[1605635])
-    var sum529: Float = (sum528 + arena[1605636])
-    var sum530: Float = (sum529 + arena[1605637])
-    var sum531: Float = (sum530 + arena[1605638])
-    var sum532: Float = (sum531 + arena[1605639])
-    var sum519: Float = (sum532 + tail523)
-    var acc533 = Vector()
-    var tail534: Float = Float(0)
-    for n535 in 0..<64 {
-      for v536 in 0..<98 {
-        acc533 = (acc533 + (loadVector(arena, (6422592 +% ((((n535 *% 32) +% c517) *% 784) +% (v536 *% 8)))) * ((loadVector(arena, ((((n535 *% 32) +% c517) *% 784) +% (v536 *% 8))) - Vector(repeating: mean521)) * Vector(repeating: invstd518))))
-      }
-    }
-    storeVector(arena, 1605632, acc533)
-    var sum537: Float = (arena[1605632] + arena[1605633])
-    var sum538: Float = (sum537 + arena[1605634])
-    var sum539: Float = (sum538 + arena[1605635])
-    var sum540: Float = (sum539 + arena[1605636])
-    var sum541: Float = (sum540 + arena[1605637])
-    var sum542: Float = (sum541 + arena[1605638])
-    var sum543: Float = (sum542 + arena[1605639])
-    var sum_x520: Float = (sum543 + tail534)
-    var scale544: Float = (params[(288 +% c517)] * invstd518)
-    var mean_dy545: Float = (sum519 / Float(50176))
-    var mean_dy_x546: Float = (sum_x520 / Float(50176))
-    for n547 in 0..<64 {
-      for i548 in 0..<784 {
-        arena[(3211328 +% ((((n547 *% 32) +% c517) *% 784) +% i548))] = (scale544 * ((arena[(6422592 +% ((((n547 *% 32) +% c517) *% 784) +% i548))] - mean_dy545) - (((arena[((((n547 *% 32) +% c517) *% 784) +% i548)] - arena[(3211264 +% c517)]) * invstd518) * mean_dy_x546)))
+  // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight, bn1_bias_grad, bn1_weight_grad)
+  for c432 in 0..<32 {
+    var invstd435: Float = (Float(1) / sqrtf((arena[(3211296 +% c432)] + Float(bitPattern: 0x3727c5ac))))
+    var sum433: Float = grads[(320 +% c432)]
+    var sum_x434: Float = grads[(288 +% c432)]
+    var scale436: Float = (params[(288 +% c432)] * invstd435)
+    var mean_dy437: Float = (sum433 / Float(50176))
+    var mean_dy_x438: Float = (sum_x434 / Float(50176))
+    for n439 in 0..<64 {
+      for i440 in 0..<784 {
+        arena[(3211328 +% ((((n439 *% 32) +% c432) *% 784) +% i440))] = (scale436 * ((arena[(6422592 +% ((((n439 *% 32) +% c432) *% 784) +% i440))] - mean_dy437) - (((arena[((((n439 *% 32) +% c432) *% 784) +% i440)] - arena[(3211264 +% c432)]) * invstd435) * mean_dy_x438)))
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i549 in 0..<36 {
-    storeVector(arena, ((i549 *% 8) +% 514304), Vector(repeating: Float(0)))
+  for i441 in 0..<36 {
+    storeVector(arena, ((i441 *% 8) +% 514304), Vector(repeating: Float(0)))
   }
-  for g550 in 0..<4 {
-    for j551 in 0..<16 {
-      for c552 in 0..<1 {
-        for ky553 in 0..<3 {
-          for oy554 in 0..<28 {
-            if (-1 < ((oy554 +% ky553) +% -1) && ((oy554 +% ky553) +% -1) < 28) {
-              for ox555 in 0..<27 {
-                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% (ox555 +% 1)))] = images[((((((g550 *% 16) +% j551) *% 784) +% (c552 *% 784)) +% (((oy554 +% ky553) +% -1) *% 28)) +% ((ox555 +% 1) +% -1))]
+  for g442 in 0..<4 {
+    for j443 in 0..<16 {
+      for c444 in 0..<1 {
+        for ky445 in 0..<3 {
+          for oy446 in 0..<28 {
+            if (-1 < ((oy446 +% ky445) +% -1) && ((oy446 +% ky445) +% -1) < 28) {
+              for ox447 in 0..<27 {
+                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% (ox447 +% 1)))] = images[((((((g442 *% 16) +% j443) *% 784) +% (c444 *% 784)) +% (((oy446 +% ky445) +% -1) *% 28)) +% ((ox447 +% 1) +% -1))]
               }
-              for ox556 in 0..<1 {
-                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% ox556))] = Float(0)
-              }
-            }
-            if ((oy554 +% ky553) +% -1) < 0 {
-              for ox557 in 0..<28 {
-                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% ox557))] = Float(0)
+              for ox448 in 0..<1 {
+                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% ox448))] = Float(0)
               }
             }
-            if 27 < ((oy554 +% ky553) +% -1) {
-              for ox557 in 0..<28 {
-                arena[((((((c552 *% 3) +% ky553) *% 3) *% 12544) +% (j551 *% 784)) +% ((oy554 *% 28) +% ox557))] = Float(0)
+            if ((oy446 +% ky445) +% -1) < 0 {
+              for ox449 in 0..<28 {
+                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
               }
             }
-          }
-          for oy558 in 0..<28 {
-            if (-1 < ((oy558 +% ky553) +% -1) && ((oy558 +% ky553) +% -1) < 28) {
-              for ox559 in 0..<28 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 1) *% 12544) +% (j551 *% 784)) +% ((oy558 *% 28) +% ox559))] = images[((((((g550 *% 16) +% j551) *% 784) +% (c552 *% 784)) +% (((oy558 +% ky553) +% -1) *% 28)) +% ox559)]
-              }
-            }
-            if ((oy558 +% ky553) +% -1) < 0 {
-              for ox560 in 0..<28 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 1) *% 12544) +% (j551 *% 784)) +% ((oy558 *% 28) +% ox560))] = Float(0)
-              }
-            }
-            if 27 < ((oy558 +% ky553) +% -1) {
-              for ox560 in 0..<28 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 1) *% 12544) +% (j551 *% 784)) +% ((oy558 *% 28) +% ox560))] = Float(0)
+            if 27 < ((oy446 +% ky445) +% -1) {
+              for ox449 in 0..<28 {
+                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
               }
             }
           }
-          for oy561 in 0..<28 {
-            if (-1 < ((oy561 +% ky553) +% -1) && ((oy561 +% ky553) +% -1) < 28) {
-              for ox562 in 0..<27 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% ox562))] = images[((((((g550 *% 16) +% j551) *% 784) +% (c552 *% 784)) +% (((oy561 +% ky553) +% -1) *% 28)) +% (ox562 +% 1))]
-              }
-              for ox563 in 0..<1 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% (ox563 +% 27)))] = Float(0)
+          for oy450 in 0..<28 {
+            if (-1 < ((oy450 +% ky445) +% -1) && ((oy450 +% ky445) +% -1) < 28) {
+              for ox451 in 0..<28 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 1) *% 12544) +% (j443 *% 784)) +% ((oy450 *% 28) +% ox451))] = images[((((((g442 *% 16) +% j443) *% 784) +% (c444 *% 784)) +% (((oy450 +% ky445) +% -1) *% 28)) +% ox451)]
               }
             }
-            if ((oy561 +% ky553) +% -1) < 0 {
-              for ox564 in 0..<28 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% ox564))] = Float(0)
+            if ((oy450 +% ky445) +% -1) < 0 {
+              for ox452 in 0..<28 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 1) *% 12544) +% (j443 *% 784)) +% ((oy450 *% 28) +% ox452))] = Float(0)
               }
             }
-            if 27 < ((oy561 +% ky553) +% -1) {
-              for ox564 in 0..<28 {
-                arena[(((((((c552 *% 3) +% ky553) *% 3) +% 2) *% 12544) +% (j551 *% 784)) +% ((oy561 *% 28) +% ox564))] = Float(0)
+            if 27 < ((oy450 +% ky445) +% -1) {
+              for ox452 in 0..<28 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 1) *% 12544) +% (j443 *% 784)) +% ((oy450 *% 28) +% ox452))] = Float(0)
+              }
+            }
+          }
+          for oy453 in 0..<28 {
+            if (-1 < ((oy453 +% ky445) +% -1) && ((oy453 +% ky445) +% -1) < 28) {
+              for ox454 in 0..<27 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% ox454))] = images[((((((g442 *% 16) +% j443) *% 784) +% (c444 *% 784)) +% (((oy453 +% ky445) +% -1) *% 28)) +% (ox454 +% 1))]
+              }
+              for ox455 in 0..<1 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% (ox455 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy453 +% ky445) +% -1) < 0 {
+              for ox456 in 0..<28 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% ox456))] = Float(0)
+              }
+            }
+            if 27 < ((oy453 +% ky445) +% -1) {
+              for ox456 in 0..<28 {
+                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% ox456))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j565 in 0..<16 {
-      for i566 in 0..<784 {
-        for f567 in 0..<32 {
-          arena[((112896 +% (((j565 *% 784) +% i566) *% 32)) +% f567)] = arena[(((3211328 +% (((g550 *% 16) +% j565) *% 25088)) +% (f567 *% 784)) +% i566)]
+    for j457 in 0..<16 {
+      for i458 in 0..<784 {
+        for f459 in 0..<32 {
+          arena[((112896 +% (((j457 *% 784) +% i458) *% 32)) +% f459)] = arena[(((3211328 +% (((g442 *% 16) +% j457) *% 25088)) +% (f459 *% 784)) +% i458)]
         }
       }
     }
-    do {  // gemm575
-      for kp568 in 0..<7 {
-        for nb569 in 0..<2 {
-          for mb570 in 0..<1 {
-            var t571_c0_0 = loadVector(arena, ((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)))
-            var t571_c0_1 = loadVector(arena, (((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)) +% 8))
-            var t571_c1_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)))
-            var t571_c1_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)) +% 8))
-            var t571_c2_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)))
-            var t571_c2_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)) +% 8))
-            var t571_c3_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)))
-            var t571_c3_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)) +% 8))
-            var t571_c4_0 = loadVector(arena, ((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)))
-            var t571_c4_1 = loadVector(arena, (((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)) +% 8))
-            for k572 in 0..<1792 {
-              let t571_b0 = loadVector(arena, ((112896 +% ((k572 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)))
-              let t571_b1 = loadVector(arena, (((112896 +% ((k572 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)) +% 8))
-              let t571_a0 = Vector(repeating: arena[(((mb570 *% 5) *% 12544) +% (k572 +% (kp568 *% 1792)))])
-              t571_c0_0 = t571_c0_0.addingProduct(t571_a0, t571_b0)
-              t571_c0_1 = t571_c0_1.addingProduct(t571_a0, t571_b1)
-              let t571_a1 = Vector(repeating: arena[((((mb570 *% 5) +% 1) *% 12544) +% (k572 +% (kp568 *% 1792)))])
-              t571_c1_0 = t571_c1_0.addingProduct(t571_a1, t571_b0)
-              t571_c1_1 = t571_c1_1.addingProduct(t571_a1, t571_b1)
-              let t571_a2 = Vector(repeating: arena[((((mb570 *% 5) +% 2) *% 12544) +% (k572 +% (kp568 *% 1792)))])
-              t571_c2_0 = t571_c2_0.addingProduct(t571_a2, t571_b0)
-              t571_c2_1 = t571_c2_1.addingProduct(t571_a2, t571_b1)
-              let t571_a3 = Vector(repeating: arena[((((mb570 *% 5) +% 3) *% 12544) +% (k572 +% (kp568 *% 1792)))])
-              t571_c3_0 = t571_c3_0.addingProduct(t571_a3, t571_b0)
-              t571_c3_1 = t571_c3_1.addingProduct(t571_a3, t571_b1)
-              let t571_a4 = Vector(repeating: arena[((((mb570 *% 5) +% 4) *% 12544) +% (k572 +% (kp568 *% 1792)))])
-              t571_c4_0 = t571_c4_0.addingProduct(t571_a4, t571_b0)
-              t571_c4_1 = t571_c4_1.addingProduct(t571_a4, t571_b1)
+    do {  // gemm467
+      for kp460 in 0..<7 {
+        for nb461 in 0..<2 {
+          for mb462 in 0..<1 {
+            var t463_c0_0 = loadVector(arena, ((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)))
+            var t463_c0_1 = loadVector(arena, (((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)) +% 8))
+            var t463_c1_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)))
+            var t463_c1_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)) +% 8))
+            var t463_c2_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)))
+            var t463_c2_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)) +% 8))
+            var t463_c3_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)))
+            var t463_c3_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)) +% 8))
+            var t463_c4_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)))
+            var t463_c4_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)) +% 8))
+            for k464 in 0..<1792 {
+              let t463_b0 = loadVector(arena, ((112896 +% ((k464 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)))
+              let t463_b1 = loadVector(arena, (((112896 +% ((k464 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)) +% 8))
+              let t463_a0 = Vector(repeating: arena[(((mb462 *% 5) *% 12544) +% (k464 +% (kp460 *% 1792)))])
+              t463_c0_0 = t463_c0_0.addingProduct(t463_a0, t463_b0)
+              t463_c0_1 = t463_c0_1.addingProduct(t463_a0, t463_b1)
+              let t463_a1 = Vector(repeating: arena[((((mb462 *% 5) +% 1) *% 12544) +% (k464 +% (kp460 *% 1792)))])
+              t463_c1_0 = t463_c1_0.addingProduct(t463_a1, t463_b0)
+              t463_c1_1 = t463_c1_1.addingProduct(t463_a1, t463_b1)
+              let t463_a2 = Vector(repeating: arena[((((mb462 *% 5) +% 2) *% 12544) +% (k464 +% (kp460 *% 1792)))])
+              t463_c2_0 = t463_c2_0.addingProduct(t463_a2, t463_b0)
+              t463_c2_1 = t463_c2_1.addingProduct(t463_a2, t463_b1)
+              let t463_a3 = Vector(repeating: arena[((((mb462 *% 5) +% 3) *% 12544) +% (k464 +% (kp460 *% 1792)))])
+              t463_c3_0 = t463_c3_0.addingProduct(t463_a3, t463_b0)
+              t463_c3_1 = t463_c3_1.addingProduct(t463_a3, t463_b1)
+              let t463_a4 = Vector(repeating: arena[((((mb462 *% 5) +% 4) *% 12544) +% (k464 +% (kp460 *% 1792)))])
+              t463_c4_0 = t463_c4_0.addingProduct(t463_a4, t463_b0)
+              t463_c4_1 = t463_c4_1.addingProduct(t463_a4, t463_b1)
             }
-            storeVector(arena, ((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)), t571_c0_0)
-            storeVector(arena, (((514304 +% ((mb570 *% 5) *% 32)) +% (nb569 *% 16)) +% 8), t571_c0_1)
-            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)), t571_c1_0)
-            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 1) *% 32)) +% (nb569 *% 16)) +% 8), t571_c1_1)
-            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)), t571_c2_0)
-            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 2) *% 32)) +% (nb569 *% 16)) +% 8), t571_c2_1)
-            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)), t571_c3_0)
-            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 3) *% 32)) +% (nb569 *% 16)) +% 8), t571_c3_1)
-            storeVector(arena, ((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)), t571_c4_0)
-            storeVector(arena, (((514304 +% (((mb570 *% 5) +% 4) *% 32)) +% (nb569 *% 16)) +% 8), t571_c4_1)
+            storeVector(arena, ((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)), t463_c0_0)
+            storeVector(arena, (((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)) +% 8), t463_c0_1)
+            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)), t463_c1_0)
+            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)) +% 8), t463_c1_1)
+            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)), t463_c2_0)
+            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)) +% 8), t463_c2_1)
+            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)), t463_c3_0)
+            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)) +% 8), t463_c3_1)
+            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)), t463_c4_0)
+            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)) +% 8), t463_c4_1)
           }
-          var t573_c0_0 = loadVector(arena, (514464 +% (nb569 *% 16)))
-          var t573_c0_1 = loadVector(arena, ((514464 +% (nb569 *% 16)) +% 8))
-          var t573_c1_0 = loadVector(arena, (514496 +% (nb569 *% 16)))
-          var t573_c1_1 = loadVector(arena, ((514496 +% (nb569 *% 16)) +% 8))
-          var t573_c2_0 = loadVector(arena, (514528 +% (nb569 *% 16)))
-          var t573_c2_1 = loadVector(arena, ((514528 +% (nb569 *% 16)) +% 8))
-          var t573_c3_0 = loadVector(arena, (514560 +% (nb569 *% 16)))
-          var t573_c3_1 = loadVector(arena, ((514560 +% (nb569 *% 16)) +% 8))
-          for k574 in 0..<1792 {
-            let t573_b0 = loadVector(arena, ((112896 +% ((k574 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)))
-            let t573_b1 = loadVector(arena, (((112896 +% ((k574 +% (kp568 *% 1792)) *% 32)) +% (nb569 *% 16)) +% 8))
-            let t573_a0 = Vector(repeating: arena[(62720 +% (k574 +% (kp568 *% 1792)))])
-            t573_c0_0 = t573_c0_0.addingProduct(t573_a0, t573_b0)
-            t573_c0_1 = t573_c0_1.addingProduct(t573_a0, t573_b1)
-            let t573_a1 = Vector(repeating: arena[(75264 +% (k574 +% (kp568 *% 1792)))])
-            t573_c1_0 = t573_c1_0.addingProduct(t573_a1, t573_b0)
-            t573_c1_1 = t573_c1_1.addingProduct(t573_a1, t573_b1)
-            let t573_a2 = Vector(repeating: arena[(87808 +% (k574 +% (kp568 *% 1792)))])
-            t573_c2_0 = t573_c2_0.addingProduct(t573_a2, t573_b0)
-            t573_c2_1 = t573_c2_1.addingProduct(t573_a2, t573_b1)
-            let t573_a3 = Vector(repeating: arena[(100352 +% (k574 +% (kp568 *% 1792)))])
-            t573_c3_0 = t573_c3_0.addingProduct(t573_a3, t573_b0)
-            t573_c3_1 = t573_c3_1.addingProduct(t573_a3, t573_b1)
+          var t465_c0_0 = loadVector(arena, (514464 +% (nb461 *% 16)))
+          var t465_c0_1 = loadVector(arena, ((514464 +% (nb461 *% 16)) +% 8))
+          var t465_c1_0 = loadVector(arena, (514496 +% (nb461 *% 16)))
+          var t465_c1_1 = loadVector(arena, ((514496 +% (nb461 *% 16)) +% 8))
+          var t465_c2_0 = loadVector(arena, (514528 +% (nb461 *% 16)))
+          var t465_c2_1 = loadVector(arena, ((514528 +% (nb461 *% 16)) +% 8))
+          var t465_c3_0 = loadVector(arena, (514560 +% (nb461 *% 16)))
+          var t465_c3_1 = loadVector(arena, ((514560 +% (nb461 *% 16)) +% 8))
+          for k466 in 0..<1792 {
+            let t465_b0 = loadVector(arena, ((112896 +% ((k466 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)))
+            let t465_b1 = loadVector(arena, (((112896 +% ((k466 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)) +% 8))
+            let t465_a0 = Vector(repeating: arena[(62720 +% (k466 +% (kp460 *% 1792)))])
+            t465_c0_0 = t465_c0_0.addingProduct(t465_a0, t465_b0)
+            t465_c0_1 = t465_c0_1.addingProduct(t465_a0, t465_b1)
+            let t465_a1 = Vector(repeating: arena[(75264 +% (k466 +% (kp460 *% 1792)))])
+            t465_c1_0 = t465_c1_0.addingProduct(t465_a1, t465_b0)
+            t465_c1_1 = t465_c1_1.addingProduct(t465_a1, t465_b1)
+            let t465_a2 = Vector(repeating: arena[(87808 +% (k466 +% (kp460 *% 1792)))])
+            t465_c2_0 = t465_c2_0.addingProduct(t465_a2, t465_b0)
+            t465_c2_1 = t465_c2_1.addingProduct(t465_a2, t465_b1)
+            let t465_a3 = Vector(repeating: arena[(100352 +% (k466 +% (kp460 *% 1792)))])
+            t465_c3_0 = t465_c3_0.addingProduct(t465_a3, t465_b0)
+            t465_c3_1 = t465_c3_1.addingProduct(t465_a3, t465_b1)
           }
-          storeVector(arena, (514464 +% (nb569 *% 16)), t573_c0_0)
-          storeVector(arena, ((514464 +% (nb569 *% 16)) +% 8), t573_c0_1)
-          storeVector(arena, (514496 +% (nb569 *% 16)), t573_c1_0)
-          storeVector(arena, ((514496 +% (nb569 *% 16)) +% 8), t573_c1_1)
-          storeVector(arena, (514528 +% (nb569 *% 16)), t573_c2_0)
-          storeVector(arena, ((514528 +% (nb569 *% 16)) +% 8), t573_c2_1)
-          storeVector(arena, (514560 +% (nb569 *% 16)), t573_c3_0)
-          storeVector(arena, ((514560 +% (nb569 *% 16)) +% 8), t573_c3_1)
+          storeVector(arena, (514464 +% (nb461 *% 16)), t465_c0_0)
+          storeVector(arena, ((514464 +% (nb461 *% 16)) +% 8), t465_c0_1)
+          storeVector(arena, (514496 +% (nb461 *% 16)), t465_c1_0)
+          storeVector(arena, ((514496 +% (nb461 *% 16)) +% 8), t465_c1_1)
+          storeVector(arena, (514528 +% (nb461 *% 16)), t465_c2_0)
+          storeVector(arena, ((514528 +% (nb461 *% 16)) +% 8), t465_c2_1)
+          storeVector(arena, (514560 +% (nb461 *% 16)), t465_c3_0)
+          storeVector(arena, ((514560 +% (nb461 *% 16)) +% 8), t465_c3_1)
         }
       }
     }
   }
-  for f576 in 0..<32 {
-    for r577 in 0..<9 {
-      grads[((f576 *% 9) +% r577)] = arena[((514304 +% (r577 *% 32)) +% f576)]
+  for f468 in 0..<32 {
+    for r469 in 0..<9 {
+      grads[((f468 *% 9) +% r469)] = arena[((514304 +% (r469 *% 32)) +% f468)]
     }
   }
   // adam = update of 421866 parameters
-  var step_size578: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt579: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i580 in 0..<52733 {
-    let g_v = (loadVector(grads, (i580 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i580 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i580 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i580 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i580 *% 8), m_new_v)
-    storeVector(v, (i580 *% 8), v_new_v)
-    storeVector(params, (i580 *% 8), (loadVector(params, (i580 *% 8)) - ((Vector(repeating: step_size578) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt579)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size470: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt471: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i472 in 0..<52733 {
+    let g_v = (loadVector(grads, (i472 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i472 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i472 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i472 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i472 *% 8), m_new_v)
+    storeVector(v, (i472 *% 8), v_new_v)
+    storeVector(params, (i472 *% 8), (loadVector(params, (i472 *% 8)) - ((Vector(repeating: step_size470) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt471)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i580 in 0..<1 {
-    let g_v = (loadPartial(grads, (i580 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i580 +% 421864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i580 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i580 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i580 +% 421864), m_new_v, 2)
-    storePartial(v, (i580 +% 421864), v_new_v, 2)
-    storePartial(params, (i580 +% 421864), (loadPartial(params, (i580 +% 421864), 2) - ((Vector(repeating: step_size578) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt579)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i472 in 0..<1 {
+    let g_v = (loadPartial(grads, (i472 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i472 +% 421864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i472 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i472 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i472 +% 421864), m_new_v, 2)
+    storePartial(v, (i472 +% 421864), v_new_v, 2)
+    storePartial(params, (i472 +% 421864), (loadPartial(params, (i472 +% 421864), 2) - ((Vector(repeating: step_size470) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt471)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 

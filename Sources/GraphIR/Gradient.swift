@@ -19,10 +19,12 @@ public struct GradientBuilder {
     return name
   }
 
-  /// Emits the gradient of the parameter `param` (e.g. `conv1.weight`) and records it.
-  public mutating func parameterGradient(_ param: String, _ op: Op, _ args: [String]) {
+  /// Emits the gradient of the parameter `param` (e.g. `conv1.weight`) and records it; returns its value.
+  @discardableResult
+  public mutating func parameterGradient(_ param: String, _ op: Op, _ args: [String]) -> String {
     let value = emit(param.replacingDots() + "_grad", op, args)
     parameterGradients.append(GradientDecl(parameter: param, value: value))
+    return value
   }
 }
 

@@ -59,13 +59,14 @@ public struct BatchNormOp: StatefulOp {
 
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
     let x = node.args[0], stats = ["\(node.name).mean", "\(node.name).var"]
-    if attrs.affine {
-      b.parameterGradient("\(node.name).weight", .batchNormGradWeight(attrs), [dy, x] + stats)
-      b.parameterGradient("\(node.name).bias", .batchNormGradBias, [dy])
+    guard attrs.affine else {
+      return [wants[0] ? b.emit("\(x)_grad", .batchNormGradInputUnscaled(attrs), [dy, x] + stats) : nil]
     }
+    // The bias and weight gradients are sum(dy) and sum(dy * xhat), which the input gradient reads too.
+    let dw = b.parameterGradient("\(node.name).weight", .batchNormGradWeight(attrs), [dy, x] + stats)
+    let db = b.parameterGradient("\(node.name).bias", .batchNormGradBias, [dy])
     guard wants[0] else { return [nil] }
-    return [attrs.affine ? b.emit("\(x)_grad", .batchNormGradInput(attrs), [dy, x] + stats + ["\(node.name).weight"])
-                         : b.emit("\(x)_grad", .batchNormGradInputUnscaled(attrs), [dy, x] + stats)]
+    return [b.emit("\(x)_grad", .batchNormGradInput(attrs), [dy, x] + stats + ["\(node.name).weight", db, dw])]
   }
 
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
@@ -104,18 +105,21 @@ public struct BatchNormOp: StatefulOp {
   }
 }
 
-/// `batchnorm_grad_input(dy, x, mean, var, weight)`: the gradient w.r.t. the input of an affine batchnorm in
-/// training, through the batch statistics: gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)).
+/// `batchnorm_grad_input(dy, x, mean, var, weight, sum_dy, sum_dy_xhat)`: the gradient w.r.t. the input of an
+/// affine batchnorm in training, through the batch statistics: gamma * invstd * (dy - mean(dy) - xhat *
+/// mean(dy * xhat)), the sums per channel given (they are the bias and weight gradients).
 public struct BatchNormGradInputOp: BackwardOp {
   public var attrs: BatchNormAttrs
   public init(_ attrs: BatchNormAttrs) { self.attrs = attrs }
-  public static let syntax = OpSyntax("batchnorm_grad_input", operands: ["dy", "x", "mean", "var", "weight"], attrs: BatchNormAttrs.syntax) {
+  public static let syntax = OpSyntax("batchnorm_grad_input", operands: ["dy", "x", "mean", "var", "weight", "sum_dy", "sum_dy_xhat"],
+                                      attrs: BatchNormAttrs.syntax) {
     a throws(AttrError) in .batchNormGradInput(try BatchNormAttrs(a))
   }
   public var printedAttributes: [(String, String)] { attrs.printed }
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try BatchNorm.gradType(spelling, x, channelOperands: 2...4) }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try BatchNorm.gradType(spelling, x, channelOperands: 2...6) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [BatchNorm.backwardInput(dy: try x.f32(0), x: try x.f32(1), mean: try x.f32(2), variance: try x.f32(3), eps: attrs.eps, gamma: try x.f32(4))]
+    [BatchNorm.backwardInput(dy: try x.f32(0), x: try x.f32(1), mean: try x.f32(2), variance: try x.f32(3), eps: attrs.eps, gamma: try x.f32(4),
+                             sums: (try x.f32(5), try x.f32(6)))]
   }
 }
 
@@ -246,12 +250,14 @@ public enum BatchNorm {
     return (s, sx)
   }
 
-  static func backwardInput<T: Real>(dy: Tensor<T>, x: Tensor<T>, mean: Tensor<T>, variance: Tensor<T>, eps: Double, gamma: Tensor<T>?) -> Tensor<T> {
+  /// `sums`: sum(dy) and sum(dy * xhat) per channel when already computed (computed here when nil).
+  static func backwardInput<T: Real>(dy: Tensor<T>, x: Tensor<T>, mean: Tensor<T>, variance: Tensor<T>, eps: Double, gamma: Tensor<T>?,
+                                     sums: (Tensor<T>, Tensor<T>)? = nil) -> Tensor<T> {
     var dx = x
     let m = T(elementsPerChannel(x.shape))
     forEachChannel(x.shape) { c, indices in
       let invstd = inverseStd(variance.data[c], eps: eps)
-      let (s, sx) = gradientSums(dy: dy, x: x, indices: indices, mean: mean.data[c], invstd: invstd)
+      let (s, sx) = sums.map { ($0.0.data[c], $0.1.data[c]) } ?? gradientSums(dy: dy, x: x, indices: indices, mean: mean.data[c], invstd: invstd)
       let scale = (gamma?.data[c] ?? 1) * invstd, meanDy = s / m, meanDyX = sx / m
       for i in indices { dx.data[i] = scale * (dy.data[i] - meanDy - (x.data[i] - mean.data[c]) * invstd * meanDyX) }
     }

@@ -77,37 +77,44 @@ extension Emitter {
     })
   }
 
-  /// Per channel: invstd, then sum(dy) and sum(dy * xhat) declared as locals; `body` gets their names.
-  private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr,
-                                     then body: (inout Emitter, _ invstd: String, _ sum: String, _ sumX: String) -> [Stmt]) -> [Stmt] {
+  /// Per channel: invstd and the mean as locals, and sum(dy * xhat) (and sum(dy) with `withSum`) into
+  /// the locals named; returns the statements and invstd's name.
+  private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr, sumX sx: String, sum s: String?) -> ([Stmt], String) {
     let (dy, x, mean, variance) = (n.args[0], n.args[1], n.args[2], n.args[3]), d = dims(x)
-    let invstd = fresh("invstd"), s = fresh("sum"), sx = fresh("sum_x"), mu = fresh("mean")
+    let invstd = fresh("invstd"), mu = fresh("mean")
     var out: [Stmt] = [.local(invstd, inverseStd(load(variance, c), a.eps)), .local(mu, load(mean, c))]
     let (dys, dyv, xs, xv) = (Self.element(at(dy)), Self.lanes(at(dy)), Self.element(at(x)), Self.lanes(at(x)))
-    out += channelSum(d, c, n, into: s, vector: dyv, scalar: dys)
+    if let s { out += channelSum(d, c, n, into: s, vector: dyv, scalar: dys) }
     out += channelSum(d, c, n, into: sx, vector: { i, l in
       .mul(dyv(i, l), .mul(.sub(xv(i, l), .broadcast(.local(mu))), .broadcast(.local(invstd))))
     }, scalar: { dys($0) * ((xs($0) - .local(mu)) * .local(invstd)) })
-    return out + body(&self, invstd, s, sx)
+    return (out, invstd)
   }
 
-  /// gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)); gamma is operand 4 when `scaled`.
+  /// gamma * invstd * (dy - mean(dy) - xhat * mean(dy * xhat)). Scaled (affine): gamma is operand 4 and the
+  /// two sums, the bias and weight gradients, operands 5 and 6; unscaled, the sums are taken here.
   mutating func batchNormGradInput(_ n: Node, _ a: BatchNormAttrs, scaled: Bool) {
     let (dy, x, mean) = (n.args[0], n.args[1], n.args[2]), d = dims(x), dx = at(n.name)
     let count = Float(BatchNorm.elementsPerChannel(d))
     body.append(loop("c", d[1]) { e, c in
-      e.gradientSums(n, a, c) { e, invstd, s, sx in
-        let scale = e.fresh("scale"), meanDy = e.fresh("mean_dy"), meanDyX = e.fresh("mean_dy_x")
-        let mu = e.load(mean, c)
-        return [
-          .local(scale, (scaled ? e.load(n.args[4], c) : .c(1)) * .local(invstd)),
-          .local(meanDy, .local(s) / .c(count)), .local(meanDyX, .local(sx) / .c(count)),
-          e.overChannel(d, c) { e, i in [
-            .store(dx.base, .c(dx.offset) + i,
-                   .local(scale) * (e.load(dy, i) - .local(meanDy) - (e.load(x, i) - mu) * .local(invstd) * .local(meanDyX))),
-          ] },
-        ]
+      let s = e.fresh("sum"), sx = e.fresh("sum_x")
+      var stmts: [Stmt], invstd: String
+      if scaled {
+        invstd = e.fresh("invstd")
+        stmts = [.local(invstd, e.inverseStd(e.load(n.args[3], c), a.eps)), .local(s, e.load(n.args[5], c)), .local(sx, e.load(n.args[6], c))]
+      } else {
+        (stmts, invstd) = e.gradientSums(n, a, c, sumX: sx, sum: s)
       }
+      let scale = e.fresh("scale"), meanDy = e.fresh("mean_dy"), meanDyX = e.fresh("mean_dy_x")
+      let mu = e.load(mean, c)
+      return stmts + [
+        .local(scale, (scaled ? e.load(n.args[4], c) : .c(1)) * .local(invstd)),
+        .local(meanDy, .local(s) / .c(count)), .local(meanDyX, .local(sx) / .c(count)),
+        e.overChannel(d, c) { e, i in [
+          .store(dx.base, .c(dx.offset) + i,
+                 .local(scale) * (e.load(dy, i) - .local(meanDy) - (e.load(x, i) - mu) * .local(invstd) * .local(meanDyX))),
+        ] },
+      ]
     })
   }
 
@@ -115,7 +122,8 @@ extension Emitter {
   mutating func batchNormGradWeight(_ n: Node, _ a: BatchNormAttrs) {
     let dw = at(n.name)
     body.append(loop("c", dims(n.args[1])[1]) { e, c in
-      e.gradientSums(n, a, c) { _, _, _, sx in [.store(dw.base, .c(dw.offset) + c, .local(sx))] }
+      let sx = e.fresh("sum_x")
+      return e.gradientSums(n, a, c, sumX: sx, sum: nil).0 + [.store(dw.base, .c(dw.offset) + c, .local(sx))]
     })
   }
 
