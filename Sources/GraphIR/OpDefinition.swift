@@ -24,6 +24,8 @@ public protocol OpDefinition: Sendable {
   /// Buffer types, in `bufferSuffixes` order, from the operand types.
   func bufferTypes(_ x: [TensorType]) -> [TensorType]
   /// The constant a parameter or buffer starts at, or nil for the default: uniform in +-1/sqrt(fan_in).
+  /// What buffer `suffix` may hold, checked when a checkpoint is loaded.
+  func bufferDomain(_ suffix: String) -> BufferDomain
   func initialValue(_ suffix: String) -> Float?
   /// Forward FLOPs per image (a multiply-add counts 2; bias, activations, pooling and softmax are not counted).
   func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int
@@ -63,6 +65,13 @@ extension StatefulOp {
   }
 }
 
+/// The values a buffer may hold (every value of a checkpoint must be finite too).
+public enum BufferDomain: Sendable, Equatable {
+  case finite
+  /// A variance, say: never below zero.
+  case nonNegative
+}
+
 /// Which dialect of the `.graph` language an op belongs to.
 public enum OpRole: Sendable {
   /// The spec's ops: what model files are written in.
@@ -82,6 +91,7 @@ extension OpDefinition {
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { [] }
   public func bufferTypes(_ x: [TensorType]) -> [TensorType] { [] }
   public func initialValue(_ suffix: String) -> Float? { nil }
+  public func bufferDomain(_ suffix: String) -> BufferDomain { .finite }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { 0 }
   public func operandInvariant(_ node: Node, producer: (String) -> Op?) -> (message: String, operand: Int)? { nil }
   /// The op's name as written in `.graph` files.

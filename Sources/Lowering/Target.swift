@@ -42,12 +42,23 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   /// Data cache bytes per core (L3: the core's share of the shared cache) and physical cores.
   public var l1: Int, l2: Int, l3: Int, cores: Int
   public var origin: Origin
+  /// Every GEMM a generated kernel, none a BLAS library call: the code needs only libc and libm (objects
+  /// for other machines, `cnnc compile --self-contained`).
+  public var selfContained = false
 
   public init(triple: String, cpu: String, features: String, isa: ISA, l1: Int, l2: Int, l3: Int, cores: Int, origin: Origin) {
     (self.triple, self.cpu, self.features, self.isa) = (triple, cpu, features, isa)
     fma = isa != .sse
     maskedMemory = isa == .avx512
     (self.l1, self.l2, self.l3, self.cores, self.origin) = (max(l1, 4096), max(l2, l1, 65536), max(l3, 0), max(cores, 1), origin)
+  }
+
+  /// Whether code for this target runs on `other`'s machines: the same architecture and operating system
+  /// (the vendor field of the triple does not matter: x86_64-unknown-linux-gnu runs where x86_64-pc-linux-gnu does).
+  public func sameMachineKind(as other: Target) -> Bool {
+    func arch(_ t: String) -> String { let a = String(t.split(separator: "-").first ?? ""); return a == "arm64" ? "aarch64" : a }
+    func os(_ t: String) -> String { t.contains("linux") ? "linux" : t.contains("apple") || t.contains("darwin") ? "darwin" : t }
+    return arch(triple) == arch(other.triple) && os(triple) == os(other.triple)
   }
 
   /// f32 lanes of one vector register: the width of every vector in the kernel IR.
@@ -60,7 +71,7 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   public var minimumAccumulators: Int { 4 * 2 }
 
   public var description: String {
-    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : ""))"
+    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : "")\(selfContained ? ", self-contained" : ""))"
   }
 
   /// Nominal caches for a named CPU that is not the host: a typical core of that class (L3 as one core's
@@ -85,7 +96,8 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
 
   /// Below this many multiply-adds a GEMM is a library call: its kernel's share of the JIT time (about a
   /// millisecond per micro-kernel copy) is more than it could save over the library at run time.
-  public var libraryGemmBelow: Int { 1 << 20 }
+  /// Self-contained code has no library to call.
+  public var libraryGemmBelow: Int { selfContained ? 0 : 1 << 20 }
 
   /// The most images one conv GEMM covers: enough columns that the column loop of the micro-kernel runs
   /// long, while the column matrix of a group stays within the core's L2 plus its share of L3 (it is

@@ -194,9 +194,9 @@ extension Parameters {
         throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); weights must be finite")
       }
     }
-    for n in buffers where n.hasSuffix("running_var") {
+    for n in buffers where bufferDomains[n] == .nonNegative {
       if let i = st.tensors[n]!.data.firstIndex(where: { $0 < 0 }) {
-        throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); a variance is never negative")
+        throw CheckpointError("\(path): '\(n)' holds \(st.tensors[n]!.data[i]) at element \(i); its op defines it as never negative (a variance)")
       }
     }
     for n in floats { values[n] = st.tensors[n]!.data }

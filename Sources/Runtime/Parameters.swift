@@ -14,6 +14,8 @@ public struct Parameters: Equatable, Sendable {
   public var values: [String: [Float]]
   /// Step counters (`NAME.num_batches_tracked`): training steps the owning op has taken part in.
   public var counters: [String: Int64] = [:]
+  /// What each buffer may hold, from its op (checked by `load`).
+  public var bufferDomains: [String: BufferDomain] = [:]
 
   /// PyTorch's default initialisation: weight and bias uniform in ±1/sqrt(fan_in), fan_in = C*k*k or F,
   /// unless the op gives a constant (batch norm's 1 and 0); buffers start at their op's constants.
@@ -28,6 +30,7 @@ public struct Parameters: Equatable, Sendable {
       let shape = table[name]!.dims
       let owner = String(name.split(separator: ".")[0]), suffix = String(name.split(separator: ".")[1])
       shapes[name] = shape
+      if buffers.contains(name) { bufferDomains[name] = owners[owner]?.definition.bufferDomain(suffix) ?? .finite }
       if let constant = owners[owner]?.definition.initialValue(suffix) {
         values[name] = [Float](repeating: constant, count: shape.reduce(1, *))
         continue

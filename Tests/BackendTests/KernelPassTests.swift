@@ -73,6 +73,33 @@ import Testing
     expectClose(floats(a.arena), floats(b.arena), rtol: 1e-3, atol: 1e-5, "activations and gradients")
   }
 
+  /// Self-contained programs (objects for other machines) call no library: every GEMM is a generated
+  /// kernel, and a training step matches the library-calling program's to rounding.
+  @Test(arguments: ["simplecnn.graph", "mlp.graph"])
+  func selfContainedProgramsCallNoLibrary(_ graph: String) throws {
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent(graph))
+    var t = Target.host()
+    t.selfContained = true
+    func gemms(_ body: [Stmt]) -> Int {
+      body.reduce(0) { n, s in
+        switch s {
+        case .gemm: n + 1
+        case .loop(_, _, let b), .when(_, let b), .region(_, let b), .kernel(_, let b): n + gemms(b)
+        default: n
+        }
+      }
+    }
+    let library = try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam)), target: .host())
+    let programs = try [lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam)), target: t), lower(g, batch: 1, mode: .infer, target: t),
+                        lower(g, batch: 8, mode: .infer, target: t)]
+    for p in programs { #expect(gemms(p.functions.flatMap(\.body) + p.sharedKernels.flatMap(\.body)) == 0, "\(p.functions[0].name)") }
+    #expect(gemms(library.functions.flatMap(\.body)) > 0, "the host program calls the library (else this test checks nothing)")
+    var jit = try JITCompiler(target: .host())
+    let a = Self.step(try jit.compile([library])[0], library), b = Self.step(try jit.compile([programs[0]])[0], library)
+    func floats(_ bits: [UInt32]) -> [Float] { bits.map(Float.init(bitPattern:)) }
+    expectClose(floats(a.params), floats(b.params), rtol: 1e-4, atol: 1e-6, "weights after a step")
+  }
+
   /// One training step from fixed inputs: the buffers afterwards, bit patterns.
   static func step(_ entry: EntryPoint, _ p: Program) -> (params: [UInt32], m: [UInt32], v: [UInt32], arena: [UInt32]) {
     var params = (0..<(p.parameterFloats + p.bufferFloats)).map { Float(sin(Double($0) * 0.7)) * 0.1 }

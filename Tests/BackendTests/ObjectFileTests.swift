@@ -52,22 +52,30 @@ import Testing
     #expect(nums[2] >= 7, "the inference entry point classifies the memorised batch: \(out)")
   }
 
-  /// The README's example (Examples/aot/train.c) trains SimpleCNN from the IDX files with the object alone.
+  /// The README's example (Examples/aot/train.c) trains SimpleCNN from the IDX files with the object alone,
+  /// built self-contained: linked without any BLAS library, the object needs only libc and libm.
   @Test func theExampleTrainsSimpleCNNOnMNIST() throws {
     let cc = try #require(Self.cc(), "a C compiler is needed to link the object")
     let dir = NSTemporaryDirectory() + "cnnc-aot-\(UUID().uuidString)"
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
-    let programs = [try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: .host()),
-                    try lower(g, batch: 64, mode: .infer, target: .host())]
+    var target = Target.host()
+    target.selfContained = true
+    let programs = [try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: target),
+                    try lower(g, batch: 64, mode: .infer, target: target)]
     let module = LLVMRenderer.render(programs, moduleName: "simplecnn")
     let tm = try TargetMachine(.host(), objectFile: true)
     try module.optimize(tm)
     try module.emitObject(tm, to: dir + "/simplecnn.o")
     try CHeader.render(programs, source: "Graphs/simplecnn.graph").write(toFile: dir + "/simplecnn.h", atomically: true, encoding: .utf8)
     let main = Fixtures.root.appendingPathComponent("Examples/aot/train.c").path
-    let (status, log) = try Self.run(cc, ["-O2", "-Wall", "-I", dir, main, dir + "/simplecnn.o", "-lopenblas", "-lz", "-lm", "-o", dir + "/train"])
+    let (status, log) = try Self.run(cc, ["-O2", "-Wall", "-I", dir, main, dir + "/simplecnn.o", "-lz", "-lm", "-o", dir + "/train"])
     #expect(status == 0 && !log.contains("warning"), "\(log)")
+    if FileManager.default.isExecutableFile(atPath: "/usr/bin/nm") {
+      let (_, undefined) = try Self.run("/usr/bin/nm", ["-u", dir + "/simplecnn.o"])
+      let symbols = Set(undefined.split(whereSeparator: \.isWhitespace).filter { $0 != "U" }.map(String.init))
+      #expect(symbols.isSubset(of: ["memset", "memcpy", "expf", "logf"]), "undefined symbols beyond libc and libm: \(symbols.sorted())")
+    }
     let (rc, out) = try Self.run(dir + "/train", [Fixtures.root.appendingPathComponent("data/mnist").path, "60"])
     #expect(rc == 0, "\(out)")
     let accuracy = out.split(separator: "\n").last { $0.hasPrefix("test accuracy ") }.flatMap { Double($0.split(separator: " ")[2].dropLast()) }

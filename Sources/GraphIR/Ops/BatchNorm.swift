@@ -42,6 +42,7 @@ public struct BatchNormOp: StatefulOp {
   public var printedAttributes: [(String, String)] { attrs.printed }
   public var parameterSuffixes: [String] { attrs.affine ? ["weight", "bias"] : [] }
   public var bufferSuffixes: [String] { ["running_mean", "running_var"] }
+  public func bufferDomain(_ suffix: String) -> BufferDomain { suffix == "running_var" ? .nonNegative : .finite }
   public var counterSuffixes: [String] { ["num_batches_tracked"] }
   public var secondaryOutputs: [String] { ["mean", "var"] }
   public func elementsPerStatistic(_ x: [TensorType]) -> Int { BatchNorm.elementsPerChannel(x[0].dims) }

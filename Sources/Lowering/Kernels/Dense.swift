@@ -7,7 +7,9 @@ extension Emitter {
   /// Forward layers big enough for the register-blocked kernel compute Y^T = W X^T (B = X^T, contiguous
   /// along the batch) from a transposed copy of X, and the epilogue writes Y with the bias and relu.
   static func transposedForward(batch: Int, features: Int, units: Int, target: Target) -> Bool {
-    batch >= target.lanes && batch * features * units >= target.libraryGemmBelow
+    if batch >= target.lanes && batch * features * units >= target.libraryGemmBelow { return true }
+    // Self-contained code has no library call for the rest but the dot products.
+    return target.selfContained && !dotProductForward(batch: batch, features: features, lanes: target.lanes)
   }
 
   /// A few rows with long K (batch-1 inference) are vector dot products instead; the rest of the forward

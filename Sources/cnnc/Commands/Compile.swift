@@ -32,12 +32,16 @@ struct Compile: ParsableCommand {
 
   @OptionGroup(title: "Target") var targetOptions: TargetOptions
 
+  @Flag(inversion: .prefixedNo, help: "Every GEMM a generated kernel, so the object needs no BLAS library (default: on when --target is another architecture or system).")
+  var selfContained: Bool?
+
   func run() throws {
     let f = try GraphFile(path: file)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     printPlan(f.graph, shapes)
 
-    let target = try reportingErrors { try targetOptions.resolve(runsHere: false) }
+    var target = try reportingErrors { try targetOptions.resolve(runsHere: false) }
+    target.selfContained = selfContained ?? !target.sameMachineKind(as: Target.host())
     let programs = try f.run { () throws(DiagnosticList) in try lowerForEmission(f.graph, batch: batch, target: target) }
     let paramBytes = programs[0].parameterFloats * 4
     for p in programs {
