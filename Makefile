@@ -2,7 +2,7 @@
 SWIFT   ?= swift
 CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
-APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev
+APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
 .PHONY: deps build release test train generate check-generated bench bench-compare batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
 

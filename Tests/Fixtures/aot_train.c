@@ -29,6 +29,6 @@ int main(void) {
     for (int k = 1; k < TINY_CLASSES; k++) if (row[k] > row[best]) best = k;
     correct += best == labels[i];
   }
-  printf("first %f last %f correct %d of %d\n", first, last, correct, B);
+  printf("first %.9g last %.9g correct %d of %d\n", first, last, correct, B);
   return 0;
 }
