@@ -3,7 +3,10 @@
  *
  *   cnnc compile Graphs/simplecnn.graph --emit obj -o simplecnn.o
  *   cc -O2 -I. Examples/aot/train.c simplecnn.o -lopenblas -lz -lm -o train
- *   ./train data/mnist [steps]        # default: one epoch (937 steps of 64)
+ *   ./train data/mnist [steps [test]]  # default: one epoch (937 steps of 64), all 10,000 test images
+ *
+ * Built with -DCNNC_NO_ZLIB it reads uncompressed IDX files (the same names without .gz) and needs no zlib:
+ * for boards and cross builds that have none.
  *
  * Everything the caller must do is in simplecnn.h: parameters initialised as PyTorch does, m and v zeroed,
  * images normalised as in training, exactly BATCH images per step (a short last batch is dropped). */
@@ -12,8 +15,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <zlib.h>
 #include "simplecnn.h"
+#ifdef CNNC_NO_ZLIB
+typedef FILE *gzFile;
+#define gzopen fopen
+#define gzread(f, buf, n) ((int)fread(buf, 1, n, f))
+#define gzclose fclose
+#define IDX_SUFFIX ""
+#else
+#include <zlib.h>
+#define IDX_SUFFIX ".gz"
+#endif
 
 enum { B = SIMPLECNN_TRAIN_B64_BATCH, PIXELS = 28 * 28, CLASSES = SIMPLECNN_CLASSES };
 
@@ -55,12 +67,17 @@ static void normalise(const uint8_t *pixels, float *out, int n) {
 int main(int argc, char **argv) {
   const char *dir = argc > 1 ? argv[1] : "data/mnist";
   int trainCount, testCount, labelCount;
-  uint8_t *trainImages = read_idx(dir, "train-images-idx3-ubyte.gz", 3, &trainCount);
-  uint8_t *trainLabels = read_idx(dir, "train-labels-idx1-ubyte.gz", 1, &labelCount);
-  uint8_t *testImages = read_idx(dir, "t10k-images-idx3-ubyte.gz", 3, &testCount);
-  uint8_t *testLabels = read_idx(dir, "t10k-labels-idx1-ubyte.gz", 1, &labelCount);
+  uint8_t *trainImages = read_idx(dir, "train-images-idx3-ubyte" IDX_SUFFIX, 3, &trainCount);
+  uint8_t *trainLabels = read_idx(dir, "train-labels-idx1-ubyte" IDX_SUFFIX, 1, &labelCount);
+  uint8_t *testImages = read_idx(dir, "t10k-images-idx3-ubyte" IDX_SUFFIX, 3, &testCount);
+  uint8_t *testLabels = read_idx(dir, "t10k-labels-idx1-ubyte" IDX_SUFFIX, 1, &labelCount);
   int steps = argc > 2 ? atoi(argv[2]) : trainCount / B;
   if (steps < 1 || steps > trainCount / B) { fprintf(stderr, "steps must be 1 to %d\n", trainCount / B); return 1; }
+  if (argc > 3) {
+    int n = atoi(argv[3]);
+    if (n < 1 || n > testCount) { fprintf(stderr, "test images must be 1 to %d\n", testCount); return 1; }
+    testCount = n;
+  }
 
   float *params = calloc(SIMPLECNN_PARAM_FLOATS, sizeof(float)), *grads = calloc(SIMPLECNN_PARAM_FLOATS, sizeof(float));
   float *m = calloc(SIMPLECNN_PARAM_FLOATS, sizeof(float)), *v = calloc(SIMPLECNN_PARAM_FLOATS, sizeof(float));
@@ -86,7 +103,7 @@ int main(int argc, char **argv) {
     simplecnn_train_b64(params, grads, m, v, arena, images, labels, 1e-3f, step, 1);
     sum += arena[SIMPLECNN_TRAIN_B64_LOSS_OFFSET];
     if (step % 100 == 0 || step == steps) {
-      printf("step %d loss %.4f\n", step, sum / (step % 100 ? step % 100 : 100));
+      printf("step %d loss %.6f\n", step, sum / (step % 100 ? step % 100 : 100));
       sum = 0;
     }
   }

@@ -18,6 +18,24 @@ func initializeAllTargets() {
   LLVMInitializeAllAsmPrinters()
 }
 
+/// The architectures the linked LLVM can generate code for (its target registry, e.g. `aarch64 (AArch64
+/// (little endian))`), and the ones cnnc shapes kernels for.
+public enum LLVMTargets {
+  public static var registered: [String] {
+    initializeAllTargets()
+    var names: [String] = []
+    var t = LLVMGetFirstTarget()
+    while let target = t {
+      names.append("\(String(cString: LLVMGetTargetName(target))) (\(String(cString: LLVMGetTargetDescription(target))))")
+      t = LLVMGetNextTarget(target)
+    }
+    return names.sorted()
+  }
+
+  /// The architectures with kernel shapes (target descriptions) in cnnc.
+  public static let supported = ["x86-64 (x86_64-unknown-linux-gnu and other x86_64 triples)", "aarch64 (aarch64-unknown-linux-gnu, arm64-apple-darwin)"]
+}
+
 /// A failure to describe or use a target: an unknown CPU, or one this machine cannot run.
 public struct TargetError: UserFacingError {
   public var description: String

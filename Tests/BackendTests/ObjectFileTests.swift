@@ -2,6 +2,7 @@ import CNNCTestSupport
 import Foundation
 import LLVMBackend
 import Lowering
+import Runtime
 import Testing
 
 /// The AOT path: an object file plus C header, linked into a plain C program that trains.
@@ -88,16 +89,24 @@ import Testing
   static let crossTools = ["/usr/bin/aarch64-linux-gnu-gcc", "/usr/bin/qemu-aarch64", "/usr/bin/aarch64-linux-gnu-nm"]
     .allSatisfy { FileManager.default.isExecutableFile(atPath: $0) }
 
-  /// Compiles the tiny graph's training step and inference for `target` (self-contained) into DIR/tiny.o and tiny.h.
-  static func tinyObject(_ target: Target, in dir: String) throws {
+  /// Compiles Graphs/NAME.graph's training step and inference at `batch` for `target` into DIR/NAME.o and NAME.h.
+  static func object(_ name: String, batch: Int, _ target: Target, in dir: String) throws {
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
-    let programs = [try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam)), target: target), try lower(g, batch: 8, mode: .infer, target: target)]
-    let module = LLVMRenderer.render(programs, moduleName: "tiny")
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("\(name).graph"))
+    let programs = [try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target), try lower(g, batch: batch, mode: .infer, target: target)]
+    let module = LLVMRenderer.render(programs, moduleName: name)
     let tm = try TargetMachine(target, objectFile: true)
     try module.optimize(tm)
-    try module.emitObject(tm, to: dir + "/tiny.o")
-    try CHeader.render(programs, source: "Graphs/tiny.graph").write(toFile: dir + "/tiny.h", atomically: true, encoding: .utf8)
+    try module.emitObject(tm, to: "\(dir)/\(name).o")
+    try CHeader.render(programs, source: "Graphs/\(name).graph").write(toFile: "\(dir)/\(name).h", atomically: true, encoding: .utf8)
+  }
+
+  /// The self-contained AArch64 target of the cross tests, and the host's.
+  static func crossTargets() throws -> (arm: Target, host: Target) {
+    var arm = try Target.resolve(cpu: "neoverse-n1", triple: "aarch64-unknown-linux-gnu", features: nil, runsHere: false)
+    var host = Target.host()
+    (arm.selfContained, host.selfContained) = (true, true)
+    return (arm, host)
   }
 
   /// The first loss, the last loss and the correct count aot_train.c prints.
@@ -112,12 +121,9 @@ import Testing
   /// widths sum in a different order, so within a stated tolerance), and needs nothing beyond libc and libm.
   @Test(.enabled(if: crossTools)) func anAArch64ObjectTrainsUnderEmulation() throws {
     let dir = NSTemporaryDirectory() + "cnnc-cross-\(UUID().uuidString)"
-    var arm = try Target.resolve(cpu: "neoverse-n1", triple: "aarch64-unknown-linux-gnu", features: nil, runsHere: false)
-    arm.selfContained = true
-    var host = Target.host()
-    host.selfContained = true
-    try Self.tinyObject(arm, in: dir + "/arm")
-    try Self.tinyObject(host, in: dir + "/host")
+    let (arm, host) = try Self.crossTargets()
+    try Self.object("tiny", batch: 8, arm, in: dir + "/arm")
+    try Self.object("tiny", batch: 8, host, in: dir + "/host")
     let main = Fixtures.root.appendingPathComponent("Tests/Fixtures/aot_train.c").path
     let (built, log) = try Self.run("/usr/bin/aarch64-linux-gnu-gcc", ["-O2", "-static", "-I", dir + "/arm", main, dir + "/arm/tiny.o", "-lm", "-o", dir + "/arm/train"])
     #expect(built == 0, "\(log)")
@@ -137,5 +143,47 @@ import Testing
     #expect(abs(a.first - b.first) <= 1e-5 * b.first, "first loss: aarch64 \(a.first), host \(b.first)")
     #expect(abs(a.last - b.last) <= 1e-2 * max(b.last, 1e-3), "last loss: aarch64 \(a.last), host \(b.last)")
     #expect(a.correct == b.correct, "aarch64: \(out) host: \(hostOut)")
+  }
+
+  /// Writes the first `count` images and labels of `data` as uncompressed IDX files of `split`.
+  static func writeRawIDX(_ data: IDXDataset, count: Int, split: String, to dir: String) throws {
+    func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
+    let px = data.rows * data.cols
+    let images = [0, 0, 8, 3] + be32(count) + be32(data.rows) + be32(data.cols) + Array(data.images.prefix(count * px))
+    let labels = [0, 0, 8, 1] + be32(count) + Array(data.labels.prefix(count))
+    try Data(images).write(to: URL(fileURLWithPath: "\(dir)/\(split)-images-idx\(3)-ubyte"))
+    try Data(labels).write(to: URL(fileURLWithPath: "\(dir)/\(split)-labels-idx1-ubyte"))
+  }
+
+  /// SimpleCNN built for AArch64 trains from a slice of MNIST under emulation (Examples/aot/train.c without
+  /// zlib) to the host build's loss and test predictions.
+  @Test(.enabled(if: crossTools)) func simpleCNNTrainsOnAnMNISTSliceUnderEmulation() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-cross-\(UUID().uuidString)"
+    let (arm, host) = try Self.crossTargets()
+    try Self.object("simplecnn", batch: 64, arm, in: dir + "/arm")
+    try Self.object("simplecnn", batch: 64, host, in: dir + "/host")
+    let mnist = Fixtures.root.appendingPathComponent("data/mnist").path
+    try Self.writeRawIDX(try IDXDataset.load(directory: mnist, split: "train"), count: 192, split: "train", to: dir)
+    try Self.writeRawIDX(try IDXDataset.load(directory: mnist, split: "t10k"), count: 64, split: "t10k", to: dir)
+    let main = Fixtures.root.appendingPathComponent("Examples/aot/train.c").path
+    let (built, log) = try Self.run("/usr/bin/aarch64-linux-gnu-gcc", ["-O2", "-static", "-DCNNC_NO_ZLIB", "-I", dir + "/arm", main, dir + "/arm/simplecnn.o", "-lm", "-o", dir + "/arm/train"])
+    #expect(built == 0, "\(log)")
+    let (hostBuilt, hostLog) = try Self.run(try #require(Self.cc()), ["-O2", "-DCNNC_NO_ZLIB", "-I", dir + "/host", main, dir + "/host/simplecnn.o", "-lm", "-o", dir + "/host/train"])
+    #expect(hostBuilt == 0, "\(hostLog)")
+    // Three steps and 64 test images: about 20 s under emulation.
+    let (rc, out) = try Self.run("/usr/bin/qemu-aarch64", [dir + "/arm/train", dir, "3", "64"])
+    let (hostRC, hostOut) = try Self.run(dir + "/host/train", [dir, "3", "64"])
+    #expect(rc == 0 && hostRC == 0, "aarch64: \(out) host: \(hostOut)")
+    func figures(_ s: String) -> (loss: Double?, correct: Int?) {
+      let lines = s.split(separator: "\n")
+      let loss = lines.first { $0.hasPrefix("step 3 loss ") }.flatMap { Double($0.split(separator: " ")[3]) }
+      let correct = lines.first { $0.hasPrefix("test accuracy") }.flatMap { Int($0.split(separator: "(")[1].split(separator: " ")[0]) }
+      return (loss, correct)
+    }
+    let (a, b) = (figures(out), figures(hostOut))
+    let (la, lb) = (try #require(a.loss, "\(out)"), try #require(b.loss, "\(hostOut)"))
+    #expect(abs(la - lb) <= 1e-4 * lb, "loss after 3 steps: aarch64 \(la), host \(lb)")
+    // A prediction may flip on a near-tie between the two summation orders.
+    #expect(abs((a.correct ?? -9) - (b.correct ?? 9)) <= 1, "aarch64: \(out) host: \(hostOut)")
   }
 }

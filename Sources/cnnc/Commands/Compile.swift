@@ -8,13 +8,18 @@ import Passes
 
 /// `cnnc compile`: checks a graph, infers shapes, prints the plan and emits code.
 struct Compile: ParsableCommand {
-  static let configuration = CommandConfiguration(
-    abstract: "Check a .graph file, print the plan (parameters, FLOPs, memory) and emit code.",
-    discussion: """
-      --emit swift writes the Swift back end's source (the default, into Generated/); --emit llvm writes \
-      the LLVM IR before optimisation; --emit asm the optimised assembly for the target; --emit obj writes a native object and a C header exporting the \
-      training step and inference; --emit none only checks and prints the plan.
-      """)
+  static var configuration: CommandConfiguration {
+    CommandConfiguration(
+      abstract: "Check a .graph file, print the plan (parameters, FLOPs, memory) and emit code.",
+      discussion: """
+        --emit swift writes the Swift back end's source (the default, into Generated/); --emit llvm writes \
+        the LLVM IR before optimisation; --emit asm the optimised assembly for the target; --emit obj writes a native object and a C header exporting the \
+        training step and inference; --emit none only checks and prints the plan.
+
+        --target takes a triple of an architecture cnnc has kernel shapes for: \(LLVMTargets.supported.joined(separator: "; ")). \
+        The linked LLVM can generate code for: \(LLVMTargets.registered.joined(separator: ", ")).
+        """)
+  }
 
   enum Emit: String, ExpressibleByArgument, CaseIterable { case swift, llvm, asm, obj, none }
 
