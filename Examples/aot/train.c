@@ -115,6 +115,11 @@ int main(int argc, char **argv) {
     memset(images, 0, B * PIXELS * sizeof(float));
     normalise(testImages + (size_t)first * PIXELS, images, n * PIXELS);
     simplecnn_infer_b64(params, NULL, NULL, NULL, arena, images, NULL, 0, 0, 0);
+    if (first == 0) {
+      printf("logits of test image 0:");
+      for (int c = 0; c < CLASSES; c++) printf(" %.6g", arena[SIMPLECNN_INFER_B64_OUTPUT_OFFSET + c]);
+      printf("\n");
+    }
     for (int i = 0; i < n; i++) {
       const float *row = arena + SIMPLECNN_INFER_B64_OUTPUT_OFFSET + i * CLASSES;
       int best = 0;

@@ -174,15 +174,18 @@ import Testing
     let (rc, out) = try Self.run("/usr/bin/qemu-aarch64", [dir + "/arm/train", dir, "3", "64"])
     let (hostRC, hostOut) = try Self.run(dir + "/host/train", [dir, "3", "64"])
     #expect(rc == 0 && hostRC == 0, "aarch64: \(out) host: \(hostOut)")
-    func figures(_ s: String) -> (loss: Double?, correct: Int?) {
+    func figures(_ s: String) -> (loss: Double?, correct: Int?, logits: [Float]) {
       let lines = s.split(separator: "\n")
       let loss = lines.first { $0.hasPrefix("step 3 loss ") }.flatMap { Double($0.split(separator: " ")[3]) }
       let correct = lines.first { $0.hasPrefix("test accuracy") }.flatMap { Int($0.split(separator: "(")[1].split(separator: " ")[0]) }
-      return (loss, correct)
+      let logits = lines.first { $0.hasPrefix("logits of test image 0:") }.map { $0.split(separator: " ").dropFirst(5).compactMap { Float($0) } } ?? []
+      return (loss, correct, logits)
     }
     let (a, b) = (figures(out), figures(hostOut))
     let (la, lb) = (try #require(a.loss, "\(out)"), try #require(b.loss, "\(hostOut)"))
     #expect(abs(la - lb) <= 1e-4 * lb, "loss after 3 steps: aarch64 \(la), host \(lb)")
+    #expect(a.logits.count == 10 && b.logits.count == 10, "aarch64: \(out) host: \(hostOut)")
+    expectClose(a.logits, b.logits, rtol: 1e-3, atol: 1e-4, "logits of test image 0, aarch64 against host")
     // A prediction may flip on a near-tie between the two summation orders.
     #expect(abs((a.correct ?? -9) - (b.correct ?? 9)) <= 1, "aarch64: \(out) host: \(hostOut)")
   }
