@@ -30,15 +30,7 @@ import Testing
   @Test func aCProgramTrainsWithTheObjectFile() throws {
     let cc = try #require(Self.cc(), "a C compiler is needed to link the object")
     let dir = NSTemporaryDirectory() + "cnnc-aot-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
-    let programs = [try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam)), target: .host()), try lower(g, batch: 8, mode: .infer, target: .host())]
-    let module = LLVMRenderer.render(programs, moduleName: "tiny")
-    try module.verify()
-    let tm = try TargetMachine(.host(), objectFile: true)
-    try module.optimize(tm)
-    try module.emitObject(tm, to: dir + "/tiny.o")
-    try CHeader.render(programs, source: "Graphs/tiny.graph").write(toFile: dir + "/tiny.h", atomically: true, encoding: .utf8)
+    try Self.object("tiny", batch: 8, .host(), in: dir)
     let main = Fixtures.root.appendingPathComponent("Tests/Fixtures/aot_train.c").path
     // A position-independent executable (gcc's default on Debian): the object must link without text relocations.
     let (status, log) = try Self.run(cc, ["-O2", "-fPIE", "-pie", "-I", dir, main, dir + "/tiny.o", "-lopenblas", "-lm", "-o", dir + "/aot_train"])
@@ -58,17 +50,7 @@ import Testing
   @Test func theExampleTrainsSimpleCNNOnMNIST() throws {
     let cc = try #require(Self.cc(), "a C compiler is needed to link the object")
     let dir = NSTemporaryDirectory() + "cnnc-aot-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("simplecnn.graph"))
-    var target = Target.host()
-    target.selfContained = true
-    let programs = [try lower(g, batch: 64, mode: .train(OptimizerSpec(kind: .adam)), target: target),
-                    try lower(g, batch: 64, mode: .infer, target: target)]
-    let module = LLVMRenderer.render(programs, moduleName: "simplecnn")
-    let tm = try TargetMachine(.host(), objectFile: true)
-    try module.optimize(tm)
-    try module.emitObject(tm, to: dir + "/simplecnn.o")
-    try CHeader.render(programs, source: "Graphs/simplecnn.graph").write(toFile: dir + "/simplecnn.h", atomically: true, encoding: .utf8)
+    try Self.object("simplecnn", batch: 64, try Self.crossTargets().host, in: dir)
     let main = Fixtures.root.appendingPathComponent("Examples/aot/train.c").path
     let (status, log) = try Self.run(cc, ["-O2", "-Wall", "-I", dir, main, dir + "/simplecnn.o", "-lz", "-lm", "-o", dir + "/train"])
     #expect(status == 0 && !log.contains("warning"), "\(log)")
@@ -95,6 +77,7 @@ import Testing
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("\(name).graph"))
     let programs = [try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)), target: target), try lower(g, batch: batch, mode: .infer, target: target)]
     let module = LLVMRenderer.render(programs, moduleName: name)
+    try module.verify()
     let tm = try TargetMachine(target, objectFile: true)
     try module.optimize(tm)
     try module.emitObject(tm, to: "\(dir)/\(name).o")
