@@ -352,6 +352,8 @@ public struct Program: Equatable, Sendable {
   public var target: Target
   /// Every register-blocked GEMM, by `.graph` statement, with the blocking the target chose.
   public var gemms: [GemmChoice] = []
+  /// The algorithm of every conv pass, by `.graph` statement, and why.
+  public var convs: [ConvChoice] = []
   public var lanes: Int { target.lanes }
 
   public static func == (a: Program, b: Program) -> Bool {

@@ -79,7 +79,7 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
     parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
-    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms)
+    profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms, convs: e.convs)
   program.layOutBuffers(g, shapes, plan)
   if training { program.statistics = batchStatistics(g, shapes, plan) }
   return share ? shareIdenticalKernels(program) : program
@@ -153,6 +153,7 @@ struct Emitter {
   /// The `.graph` statement being emitted, and the GEMM blockings chosen so far.
   var node = ""
   var gemms: [GemmChoice] = []
+  var convs: [ConvChoice] = []
   private var counter = 0
 
   init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool, target: Target) {

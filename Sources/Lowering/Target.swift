@@ -45,6 +45,8 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   /// Every GEMM a generated kernel, none a BLAS library call: the code needs only libc and libm (objects
   /// for other machines, `cnnc compile --self-contained`).
   public var selfContained = false
+  /// How 3x3 stride-1 convolutions are lowered (`--conv`): by the cost rule of `ConvCost`, or one algorithm for every conv that has it.
+  public var convAlgorithm = ConvAlgorithm.auto
 
   public init(triple: String, cpu: String, features: String, isa: ISA, l1: Int, l2: Int, l3: Int, cores: Int, origin: Origin) {
     (self.triple, self.cpu, self.features, self.isa) = (triple, cpu, features, isa)
@@ -71,7 +73,7 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   public var minimumAccumulators: Int { 4 * 2 }
 
   public var description: String {
-    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : "")\(selfContained ? ", self-contained" : ""))"
+    "\(cpu) (\(triple), \(isa.rawValue), \(lanes) f32 lanes, \(vectorRegisters) vector registers\(origin == .host ? ", host" : "")\(selfContained ? ", self-contained" : "")\(convAlgorithm == .auto ? "" : ", conv \(convAlgorithm.rawValue)"))"
   }
 
   /// Nominal caches for a named CPU that is not the host: a typical core of that class (L3 as one core's
@@ -113,6 +115,11 @@ public struct Target: Equatable, Hashable, Sendable, CustomStringConvertible {
   public func inferenceChunk(activationBytesPerImage: Int) -> Int {
     max(16, min(64, (l2 + l3) / max(1, activationBytesPerImage)))
   }
+}
+
+/// The lowering of a convolution (`--conv`): `auto` takes each pass's cheaper algorithm by `ConvCost`.
+public enum ConvAlgorithm: String, Sendable, CaseIterable {
+  case auto, im2col, winograd
 }
 
 extension Target {

@@ -13,8 +13,15 @@ struct TargetOptions: ParsableArguments {
   @Option(help: "LLVM features added to the CPU's, comma-separated (+avx2,-avx512f).")
   var features: String?
 
+  @Option(help: "Convolution algorithm: auto (the cheaper per conv pass by a cost model; `cnnc compile` prints which and why), im2col, or winograd (F(2x2, 3x3), for every 3x3 stride-1 conv).")
+  var conv: ConvAlgorithm = .auto
+
   /// The target; with `runsHere` one this machine can execute (else a clear error).
   func resolve(runsHere: Bool) throws -> Target {
-    try Target.resolve(cpu: cpu, triple: triple, features: features, runsHere: runsHere)
+    var t = try Target.resolve(cpu: cpu, triple: triple, features: features, runsHere: runsHere)
+    t.convAlgorithm = conv
+    return t
   }
 }
+
+extension ConvAlgorithm: ExpressibleByArgument {}

@@ -128,7 +128,14 @@ extension Emitter {
     func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
   }
 
+  /// Records the algorithm `ConvCost` picks for a pass of node `n`; true when it is Winograd.
+  mutating func choosesWinograd(_ n: Node, _ choice: (ConvAlgorithm, String)) -> Bool {
+    convs.append(ConvChoice(node: n.name, algorithm: choice.0, reason: choice.1))
+    return choice.0 == .winograd
+  }
+
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
+    if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[0]), target: target)) { return winogradForward(n, a, relu: relu, pool: pool) }
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let scratch = plan.scratch[n.name]!
@@ -224,6 +231,7 @@ extension Emitter {
   /// dW^T[ckk x F] = col[ckk x cols] * dy^T[cols x F], accumulated over groups in scratch, then
   /// transposed into dW: the GEMM's vectors run along the filters, and the columns are the forward's layout.
   mutating func convGradWeight(_ n: Node, _ a: Conv2DAttrs) {
+    if choosesWinograd(n, ConvCost.forward(a, x: dims(n.args[1]), target: target)) { return winogradGradWeight(n, a) }
     let dy = at(n.args[0]), x = at(n.args[1]), s = convShape(a, x: dims(n.args[1]))
     let dw = at(n.name)
     let scratch = plan.scratch[n.name]!
@@ -240,6 +248,7 @@ extension Emitter {
   }
 
   mutating func convGradInput(_ n: Node, _ a: Conv2DAttrs) {
+    if choosesWinograd(n, ConvCost.inputGradient(a, x: dims(n.args[2]), target: target)) { return winogradGradInput(n, a) }
     let dy = at(n.args[0]), w = at(n.args[1]), s = convShape(a, x: dims(n.args[2]))
     let dx = at(n.name)
     let scratch = plan.scratch[n.name]!
@@ -335,6 +344,11 @@ private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ ta
 extension Conv2DOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.convForward(n, attrs.clamped(input: e.dims(n.args[0])), relu: false, pool: nil) }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let x = shapes[n.args[0]]!.dims, a = attrs.clamped(input: x)
+    if ConvCost.forward(a, x: x, target: target).0 == .winograd {
+      let s = WinogradShape.forward(a, x: x, target: target)
+      return s.forwardFloats + s.planeFloats
+    }
     let g = convScratch(attrs, x: n.args[0], shapes, target)
     return (g.ckk + g.f) * g.cols + g.cols  // + the pooling epilogue's table of window positions
   }
@@ -357,6 +371,8 @@ extension Conv2DReLUMaxPoolOp: Lowerable {
 extension Conv2DGradInputOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.convGradInput(n, attrs.clamped(input: e.dims(n.args[2]))) }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let x = shapes[n.args[2]]!.dims, a = attrs.clamped(input: x)
+    if ConvCost.inputGradient(a, x: x, target: target).0 == .winograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
     let g = convScratch(attrs, x: n.args[2], shapes, target)
     return (g.ckk + g.f) * g.cols
   }
@@ -365,6 +381,8 @@ extension Conv2DGradInputOp: Lowerable {
 extension Conv2DGradWeightOp: Lowerable {
   func lower(_ n: Node, _ e: inout Emitter) { e.convGradWeight(n, attrs.clamped(input: e.dims(n.args[1]))) }
   func scratchFloats(_ n: Node, _ shapes: ShapeTable, _ target: Target) -> Int {
+    let x = shapes[n.args[1]]!.dims, a = attrs.clamped(input: x)
+    if ConvCost.forward(a, x: x, target: target).0 == .winograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
     let g = convScratch(attrs, x: n.args[1], shapes, target)
     return (g.ckk + g.f) * g.cols + g.ckk * g.f
   }

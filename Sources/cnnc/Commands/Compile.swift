@@ -156,6 +156,14 @@ func printTargetAndBlocking(_ programs: [Program]) {
   guard let t = programs.first?.target else { return }
   print("target:            \(t)")
   print(String(format: "caches per core:   L1 %@, L2 %@, L3 share %@; %d physical cores", formatBytes(t.l1), formatBytes(t.l2), formatBytes(t.l3), t.cores))
+  var algorithms = [["program", "conv pass", "algorithm", "why"]]
+  for p in programs {
+    for c in p.convs { algorithms.append([p.functions[0].name, c.node, c.algorithm.rawValue, c.reason]) }
+  }
+  if algorithms.count > 1 {
+    print("")
+    printTable(algorithms, rightAligned: [], totals: false)
+  }
   var rows = [["program", "statement", "GEMM m x n x k", "block (rows x vectors)", "accumulators", "K panel"]]
   for p in programs {
     for g in p.gemms {

@@ -1,0 +1,121 @@
+import CNNCTestSupport
+import GraphIR
+import LLVMBackend
+import Lowering
+import Passes
+import Runtime
+import Testing
+
+/// Winograd F(2x2, 3x3) in all three conv passes against the reference interpreter in Double: every pass's
+/// error is within a stated bound, and within a small factor of im2col's on the same data.
+@Suite struct WinogradTests {
+  /// Graphs whose every 3x3 conv pass has Winograd: even planes with the fused 2x2 pool, odd planes (tiles
+  /// that cover one row or column), padding 0, 1 and 2 (input gradients with padding 2, 1 and 0), a pool
+  /// that is not 2x2 (the plane epilogue), a conv with no bias, and one feeding another (the input gradient).
+  static let cases: [(String, String)] = [
+    ("pool-2x2", """
+      input x: f32[N, 3, 10, 8]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 8, kernel: 3, padding: 1)
+      r1 = relu(c1)
+      p1 = maxpool(r1, size: 2)
+      c2 = conv2d(p1, filters: 6, kernel: 3, padding: 1)
+      r2 = relu(c2)
+      p2 = maxpool(r2, size: 2)
+      f = flatten(p2)
+      o = dense(f, units: 5)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
+    ("odd-padding-0-and-2", """
+      input x: f32[N, 2, 9, 7]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 5, kernel: 3)
+      r1 = relu(c1)
+      c2 = conv2d(r1, filters: 4, kernel: 3, padding: 2, bias: false)
+      f = flatten(c2)
+      o = dense(f, units: 3)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
+    ("pool-3-stride-2", """
+      input x: f32[N, 4, 11, 9]
+      input y: i32[N]
+      c1 = conv2d(x, filters: 6, kernel: 3, padding: 1)
+      r1 = relu(c1)
+      p1 = maxpool(r1, size: 3, stride: 2)
+      c2 = conv2d(p1, filters: 3, kernel: 3, padding: 1)
+      p2 = maxpool(c2, size: 2)
+      f = flatten(p2)
+      o = dense(f, units: 4)
+      loss = cross_entropy(o, y)
+      output o
+      minimize loss
+      """),
+  ]
+
+  /// The relative error bound of every Winograd pass here (error over the tensor's largest magnitude); im2col's
+  /// is 1e-7 to 1e-6 on these graphs.
+  static let tolerance = 1e-5
+  /// Winograd's error over im2col's, at most (both floored at 1e-7, below which both are rounding noise).
+  static let mostErrorRatio = 8.0
+
+  struct Results {
+    var logits: [Float], loss: Float, gradients: [String: [Float]]
+  }
+
+  static func run(_ d: Differential, _ algorithm: ConvAlgorithm, target: String = "host") throws -> (Results, Program) {
+    var t = try TestTargets.resolve(target)
+    t.convAlgorithm = algorithm
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                compiler: try JITCompiler(target: t), inferenceCalls: [d.batch])
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
+    let program = try lower(d.graph, batch: d.batch, mode: .train(OptimizerSpec(kind: .adam)), target: t)
+    return (Results(logits: r.logits, loss: r.loss, gradients: b.gradients()), program)
+  }
+
+  /// The interpreter in Double on `d`'s data: logits, loss and gradients.
+  static func reference(_ d: Differential) throws -> Results {
+    let backward = try differentiate(d.graph)
+    let table = try inferShapes(backward, batch: d.batch)
+    var inputs: [String: RefValue<Double>] = [:]
+    for i in d.graph.inputs {
+      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: d.images.map(Double.init)))
+                                       : .i32(shape: [d.batch], data: d.labels)
+    }
+    let params = d.parameters.tensors().mapValues { Tensor(shape: $0.shape, data: $0.data.map(Double.init)) }
+    let env = try Interpreter<Double>(graph: backward, shapes: table)
+      .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: 1))
+    var grads: [String: [Float]] = [:]
+    for g in backward.gradients { grads[g.parameter] = env[g.value]!.tensor!.data.map(Float.init) }
+    return Results(logits: env[d.graph.output!]!.tensor!.data.map(Float.init), loss: Float(env[d.graph.minimize!]!.tensor!.data[0]),
+                   gradients: grads)
+  }
+
+  /// max |a - b| over max |reference|.
+  static func relativeError(_ reference: [Float], _ b: [Float]) -> Double {
+    let scale = Double(reference.map(abs).max() ?? 0)
+    let worst = zip(reference, b).map { Double(abs($0 - $1)) }.max() ?? 0
+    return scale == 0 ? worst : worst / scale
+  }
+
+  @Test(arguments: cases.map(\.0), TestTargets.names) func everyPassMatchesTheDoubleReference(_ name: String, _ target: String) throws {
+    let d = try Differential(source: Self.cases.first { $0.0 == name }!.1, batch: 3)
+    let ref = try Self.reference(d)
+    let (w, program) = try Self.run(d, .winograd, target: target)
+    let (i, _) = try Self.run(d, .im2col, target: target)
+    let passes = program.convs.filter { $0.algorithm == .winograd }.map(\.node)
+    // Both convs' forward and weight gradient, and the second conv's input gradient.
+    #expect(passes.count == 5, "\(name): Winograd passes \(passes)")
+    var compared = [("logits", ref.logits, w.logits, i.logits)]
+    for (p, g) in ref.gradients { compared.append(("\(p) gradient", g, w.gradients[p]!, i.gradients[p]!)) }
+    for (what, r, wv, iv) in compared {
+      let we = Self.relativeError(r, wv), ie = Self.relativeError(r, iv)
+      #expect(we <= Self.tolerance, "\(name) \(what) on \(target): Winograd error \(we)")
+      #expect(max(we, 1e-7) <= Self.mostErrorRatio * max(ie, 1e-7), "\(name) \(what) on \(target): Winograd \(we) vs im2col \(ie)")
+    }
+  }
+}
