@@ -57,8 +57,8 @@ import Testing
   ]
 
   /// The relative error bound of every Winograd pass here (error over the tensor's largest magnitude); im2col's
-  /// is 1e-7 to 1e-6 on these graphs.
-  static let tolerance = 1e-5
+  /// is 1e-7 to 2e-6 on these graphs, Winograd's measured 2e-7 to 1.1e-6.
+  static let tolerance = 4e-6
   /// Winograd's error over im2col's, at most (both floored at 1e-7, below which both are rounding noise).
   static let mostErrorRatio = 8.0
 

@@ -5,9 +5,12 @@ import Passes
 ///
 /// A 2x2 output tile is A^T [(G g G^T) . (B^T d B)] A for the 4x4 input tile d over it and the 3x3 kernel g:
 /// 16 multiplies per tile and channel pair where direct convolution does 36. Over a group of images the
-/// products become 16 GEMMs (one per position xi of the 4x4 transformed tile) of [filters x channels] by
-/// [channels x tiles], register-blocked like every other GEMM, between an input transform and an output
-/// transform that keeps the bias, relu and max-pool epilogue fused. The gradients reuse the same three
+/// products become 16 GEMMs (one per position xi of the 4x4 transformed tile) of [tiles x channels] by
+/// [channels x filters], register-blocked like every other GEMM, between an input transform and an output
+/// transform that keeps the bias, relu and max-pool epilogue fused. The transforms run on vectors of
+/// channels: each group is first copied channels-last into a zero-padded buffer, so every pixel of a tile
+/// is a contiguous vector of channels, and outputs go channels-last to a staging buffer that one pass turns
+/// back to NCHW (a transform along the tiles of a row would read every other float). The gradients reuse the same three
 /// matrices: the input gradient is the forward algorithm on dy with the flipped, transposed kernel, and the
 /// weight gradient is the exact derivative of the forward formula, G^T [sum over tiles (A dy A^T) . (B^T d B)] G,
 /// with the sum over tiles one GEMM per xi. Every sum is in a fixed order, so results are the same run after
@@ -34,20 +37,96 @@ struct WinogradShape {
   var tilesY: Int { (oh + 1) / 2 }
   var tilesX: Int { (ow + 1) / 2 }
   var tilesPerImage: Int { tilesY * tilesX }
-  /// Columns of the GEMMs: every tile of the group.
+  /// Rows of the forward GEMMs: every tile of the group.
   var tiles: Int { images * tilesPerImage }
-  /// The zero-padded input plane every 4x4 tile reads without bounds checks.
-  var paddedH: Int { 2 * tilesY + 2 }
-  var paddedW: Int { 2 * tilesX + 2 }
-  /// Whether the input needs a padded copy (it does unless it already is that plane).
-  var copiesInput: Bool { padding > 0 || paddedH != h || paddedW != w }
+  /// The zero-padded channels-last input every 4x4 tile reads without bounds checks.
+  var input: ChannelsLast { ChannelsLast(channels: cin, h: h, w: w, paddedH: 2 * tilesY + 2, paddedW: 2 * tilesX + 2, padding: padding) }
 
   var kernelFloats: Int { Winograd.positions * cout * cin }
-  var paddedFloats: Int { copiesInput ? images * cin * paddedH * paddedW : 0 }
-  var transformedFloats: Int { Winograd.positions * cin * tiles }
-  var productFloats: Int { Winograd.positions * cout * tiles }
-  /// Scratch of a forward pass (or an input gradient): transformed kernel, padded input, transformed input, products.
-  var forwardFloats: Int { kernelFloats + paddedFloats + transformedFloats + productFloats }
+  var paddedFloats: Int { images * input.floats }
+  var transformedFloats: Int { Winograd.positions * tiles * cin }
+  var productFloats: Int { Winograd.positions * tiles * cout }
+  /// The outputs channels-last, before they go to NCHW.
+  var stagingFloats: Int { images * oh * ow * cout }
+  /// Scratch of a forward pass (or an input gradient): transformed kernel, padded input, transformed input,
+  /// products, staging.
+  var forwardFloats: Int { kernelFloats + paddedFloats + transformedFloats + productFloats + stagingFloats }
+  /// The conv plane of a group in the im2col result's layout [cout x images * oh * ow] (pools other than 2x2 read it).
+  var planeFloats: Int { cout * images * oh * ow }
+}
+
+/// One image channels-last, [paddedH][paddedW][channels], with the h x w pixels at (padding, padding).
+struct ChannelsLast {
+  var channels: Int, h: Int, w: Int, paddedH: Int, paddedW: Int, padding: Int
+  var floats: Int { paddedH * paddedW * channels }
+  /// Offset of (row, column, channel) in image j.
+  func at(_ j: IExpr, _ row: IExpr, _ col: IExpr, _ c: IExpr) -> IExpr { j * floats + row * (paddedW * channels) + col * channels + c }
+}
+
+extension WinogradShape {
+  /// The images per group of a Winograd pass: the largest divisor of the batch whose scratch per image
+  /// fits the same cache budget as an im2col group (`Target.convImageGroup`).
+  static func group(batch: Int, bytesPerImage: Int, target: Target) -> Int {
+    let most = target.convImageGroup(columnBytesPerImage: bytesPerImage)
+    return (1...max(1, min(batch, most))).last { batch % $0 == 0 }!
+  }
+
+  /// A forward pass's geometry for a conv on input dims `xd`.
+  static func forward(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WinogradShape {
+    var s = WinogradShape(images: 1, cin: xd[1], cout: a.filters, h: xd[2], w: xd[3], padding: a.padding)
+    s.images = group(batch: xd[0], bytesPerImage: (s.forwardFloats - s.kernelFloats + s.planeFloats) * 4, target: target)
+    return s
+  }
+
+  /// The input gradient's geometry: a conv of dy (the forward's cout channels) to dx with padding 2 - padding.
+  static func inputGradient(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WinogradShape {
+    let o = a.output(xd)
+    var s = WinogradShape(images: 1, cin: a.filters, cout: xd[1], h: o.h, w: o.w, padding: 2 - a.padding)
+    s.images = group(batch: xd[0], bytesPerImage: (s.forwardFloats - s.kernelFloats) * 4, target: target)
+    return s
+  }
+}
+
+/// The weight gradient's geometry: the forward's input tiles, and dy channels-last over the same tiles
+/// (zero where an odd output size leaves the last tiles one row or column short).
+struct WeightGradientLayout {
+  var s: WinogradShape
+  var dy: ChannelsLast { ChannelsLast(channels: s.cout, h: s.oh, w: s.ow, paddedH: 2 * s.tilesY, paddedW: 2 * s.tilesX, padding: 0) }
+  var dyFloats: Int { s.images * dy.floats }
+  var dyTransformFloats: Int { Winograd.positions * s.tiles * s.cout }
+  var sumFloats: Int { Winograd.positions * s.cin * s.cout }
+  /// Scratch: padded input, transformed input, dy channels-last, transformed dy, and the per-position sums.
+  var floats: Int { s.paddedFloats + s.transformedFloats + dyFloats + dyTransformFloats + sumFloats }
+
+  static func make(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WeightGradientLayout {
+    var l = Self(s: WinogradShape(images: 1, cin: xd[1], cout: a.filters, h: xd[2], w: xd[3], padding: a.padding))
+    l.s.images = WinogradShape.group(batch: xd[0], bytesPerImage: (l.floats - l.sumFloats) * 4, target: target)
+    return l
+  }
+}
+
+/// A value the transforms combine: a float (the kernel transforms) or a vector of channels (the tiles).
+protocol TileValue {
+  static func + (a: Self, b: Self) -> Self
+  static func - (a: Self, b: Self) -> Self
+  static func scaled(_ a: Self, _ c: Float) -> Self
+  static func negated(_ a: Self) -> Self
+  /// The statement declaring local `name` with this value, and the local's value.
+  func declared(as name: String) -> (Stmt, Self)
+}
+
+extension FExpr: TileValue {
+  static func scaled(_ a: FExpr, _ c: Float) -> FExpr { a * .c(c) }
+  static func negated(_ a: FExpr) -> FExpr { .c(-1) * a }
+  func declared(as name: String) -> (Stmt, FExpr) { (.local(name, self), .local(name)) }
+}
+
+extension VExpr: TileValue {
+  static func + (a: VExpr, b: VExpr) -> VExpr { .add(a, b) }
+  static func - (a: VExpr, b: VExpr) -> VExpr { .sub(a, b) }
+  static func scaled(_ a: VExpr, _ c: Float) -> VExpr { .mul(a, .broadcast(.c(c))) }
+  static func negated(_ a: VExpr) -> VExpr { .mul(a, .broadcast(.c(-1))) }
+  func declared(as name: String) -> (Stmt, VExpr) { (.vlocal(name, self), .local(name)) }
 }
 
 // MARK: Choosing the algorithm
@@ -113,85 +192,41 @@ enum ConvCost {
 }
 
 
-extension WinogradShape {
-  /// The images per group of a Winograd pass: the largest divisor of the batch whose scratch per image
-  /// fits the same cache budget as an im2col group (`Target.convImageGroup`).
-  static func group(batch: Int, bytesPerImage: Int, target: Target) -> Int {
-    let most = target.convImageGroup(columnBytesPerImage: bytesPerImage)
-    return (1...max(1, min(batch, most))).last { batch % $0 == 0 }!
-  }
-
-  /// A forward pass's geometry for a conv on input dims `xd` (its scratch includes the conv plane a
-  /// pooling epilogue other than 2x2 reads).
-  static func forward(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WinogradShape {
-    var s = WinogradShape(images: 1, cin: xd[1], cout: a.filters, h: xd[2], w: xd[3], padding: a.padding)
-    s.images = group(batch: xd[0], bytesPerImage: (s.forwardFloats - s.kernelFloats + s.planeFloats) * 4, target: target)
-    return s
-  }
-
-  /// The input gradient's geometry: a conv of dy (the forward's cout channels) to dx with padding 2 - padding.
-  static func inputGradient(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WinogradShape {
-    let o = a.output(xd)
-    var s = WinogradShape(images: 1, cin: a.filters, cout: xd[1], h: o.h, w: o.w, padding: 2 - a.padding)
-    s.images = group(batch: xd[0], bytesPerImage: (s.forwardFloats - s.kernelFloats) * 4, target: target)
-    return s
-  }
-
-  /// The conv plane of a group in the im2col result's layout [cout x images * oh * ow].
-  var planeFloats: Int { cout * images * oh * ow }
-}
-
-/// The weight gradient's geometry: the forward's input tiles, plus a padded copy of dy where the output
-/// size is odd (its last tiles cover one row or column).
-struct WeightGradientLayout {
-  var s: WinogradShape
-  var paddedDy: Int { s.oh % 2 == 0 && s.ow % 2 == 0 ? 0 : s.images * s.cout * (2 * s.tilesY) * (2 * s.tilesX) }
-  var dyTransformFloats: Int { Winograd.positions * s.tiles * s.cout }
-  var sumFloats: Int { Winograd.positions * s.cin * s.cout }
-  /// Scratch: padded input, transformed input, padded dy, transformed dy, and the per-position sums.
-  var floats: Int { s.paddedFloats + s.transformedFloats + paddedDy + dyTransformFloats + sumFloats }
-
-  static func make(_ a: Conv2DAttrs, x xd: [Int], target: Target) -> WeightGradientLayout {
-    var l = Self(s: WinogradShape(images: 1, cin: xd[1], cout: a.filters, h: xd[2], w: xd[3], padding: a.padding))
-    l.s.images = WinogradShape.group(batch: xd[0], bytesPerImage: (l.floats - l.sumFloats) * 4, target: target)
-    return l
-  }
-}
-
 // MARK: Emitting
 
 extension Emitter {
-  /// m * xs for a constant matrix of 0, +-c entries: one local per row, the nonzero terms added in order and
-  /// scaled once when they share a factor other than 1.
-  mutating func combine(_ m: [[Float]], _ xs: [FExpr]) -> ([Stmt], [FExpr]) {
-    var out: [Stmt] = [], ys: [FExpr] = []
+  /// m * xs for a constant matrix of 0, +-c entries: one local per row, the positive terms first, then
+  /// the negative ones subtracted, scaled once when every term shares a factor other than 1.
+  mutating func combine<T: TileValue>(_ m: [[Float]], _ xs: [T]) -> ([Stmt], [T]) {
+    var out: [Stmt] = [], ys: [T] = []
     for row in m {
-      let terms = zip(row, xs).filter { $0.0 != 0 }
+      let terms = zip(row, xs).filter { $0.0 != 0 }.sorted { ($0.0 > 0 ? 0 : 1) < ($1.0 > 0 ? 0 : 1) }
       let scale = terms.first.map { abs($0.0) } ?? 1
       let common = terms.allSatisfy { abs($0.0) == scale }
-      var sum: FExpr?
+      var sum: T?
       for (c, x) in terms {
-        let term = common ? x : .c(abs(c)) * x
-        sum = sum.map { c > 0 ? $0 + term : $0 - term } ?? (c > 0 ? term : .c(-1) * term)
+        let term = common ? x : T.scaled(x, abs(c))
+        sum = sum.map { c > 0 ? $0 + term : $0 - term } ?? (c > 0 ? term : T.negated(term))
       }
-      let value = common && scale != 1 ? (sum ?? .c(0)) * .c(scale) : (sum ?? .c(0))
-      let name = fresh("w")
-      out.append(.local(name, value))
-      ys.append(.local(name))
+      guard var value = sum else { preconditionFailure("a transform row of zeros") }
+      if common, scale != 1 { value = T.scaled(value, scale) }
+      let (declaration, local) = value.declared(as: fresh("w"))
+      out.append(declaration)
+      ys.append(local)
     }
     return (out, ys)
   }
 
-  /// L x R^T for a grid x of expressions: L applied down every column, then R along every row.
-  mutating func transform(_ l: [[Float]], _ x: [[FExpr]], _ r: [[Float]]) -> ([Stmt], [[FExpr]]) {
+  /// L x R^T for a grid x of values: L applied down every column, then R along every row.
+  mutating func transform<T: TileValue>(_ l: [[Float]], _ x: [[T]], _ r: [[Float]]) -> ([Stmt], [[T]]) {
     var out: [Stmt] = []
-    var columns: [[FExpr]] = []
+    var columns: [[T]] = []
     for j in x[0].indices {
       let (s, c) = combine(l, x.map { $0[j] })
       out += s
       columns.append(c)
     }
-    var y: [[FExpr]] = []
+    var y: [[T]] = []
     for i in l.indices {
       let (s, row) = combine(r, columns.map { $0[i] })
       out += s
@@ -200,99 +235,124 @@ extension Emitter {
     return (out, y)
   }
 
-  /// U[xi][co][ci] = (G g G^T)[xi] for every kernel g = `weight(co, ci, ky, kx)`.
-  mutating func transformKernels(_ s: WinogradShape, into u: Int, weight: @escaping (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
-    loop("co", s.cout) { e, co in [e.loop("ci", s.cin) { e, ci in
+  /// `body(first, lanes)` over `count` channels in vectors: the full vectors in a loop, then the masked rest.
+  mutating func channelVectors(_ count: Int, _ body: (inout Emitter, IExpr, Int) -> [Stmt]) -> [Stmt] {
+    let lanes = self.lanes, full = count / lanes, rest = count % lanes
+    var out: [Stmt] = []
+    if full > 0 { out.append(loop("cv", full) { e, v in body(&e, v * lanes, lanes) }) }
+    if rest > 0 { out += body(&self, .c(full * lanes), rest) }
+    return out
+  }
+
+  /// Ut[xi][ci][co] = (G g G^T)[xi] for every kernel g = `weight(co, ci, ky, kx)` (rows of the GEMMs' B).
+  mutating func transformKernels(_ s: WinogradShape, into u: Int, weight: (IExpr, IExpr, Int, Int) -> FExpr) -> Stmt {
+    loop("ci", s.cin) { e, ci in [e.loop("co", s.cout) { e, co in
       let g = (0..<3).map { ky in (0..<3).map { kx in weight(co, ci, ky, kx) } }
       var (out, t) = e.transform(Winograd.kernelTransform, g, Winograd.kernelTransform)
       for xi in 0..<Winograd.positions {
-        out.append(.store(.arena, .c(u + xi * s.cout * s.cin) + co * s.cin + ci, t[xi / 4][xi % 4]))
+        out.append(.store(.arena, .c(u + xi * s.cin * s.cout) + ci * s.cout + co, t[xi / 4][xi % 4]))
       }
       return out
     }] }
   }
 
-  /// Copies the group's images into the zero-padded planes (whose borders `zeroPadding` cleared once).
-  mutating func copyPadded(_ s: WinogradShape, from x: Placement, g: IExpr, into padded: Int) -> Stmt {
-    loop("j", s.images) { e, j in [e.loop("c", s.cin) { e, ci in [e.loop("iy", s.h) { e, iy in [e.loop("ix", s.w) { _, ix in
-      let dst = IExpr.c(padded) + (j * s.cin + ci) * (s.paddedH * s.paddedW) + (iy + s.padding) * s.paddedW + ix + s.padding
-      return [.store(.arena, dst, .load(x.base, .c(x.offset) + (g * s.images + j) * (s.cin * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
+  /// Copies images g * images ..< (g + 1) * images of NCHW `x` channels-last into `padded` (whose border
+  /// `zero` cleared once: the copies write only the interior).
+  mutating func copyChannelsLast(_ c: ChannelsLast, images: Int, from x: Placement, g: IExpr, into padded: Int) -> Stmt {
+    loop("j", images) { e, j in [e.loop("c", c.channels) { e, ch in [e.loop("iy", c.h) { e, iy in [e.loop("ix", c.w) { _, ix in
+      [.store(.arena, .c(padded) + c.at(j, iy + c.padding, ix + c.padding, ch),
+              .load(x.base, .c(x.offset) + (g * images + j) * (c.channels * c.h * c.w) + ch * (c.h * c.w) + iy * c.w + ix))]
     }] }] }] }
   }
 
-  /// V[xi][ci][tile] = (B^T d B)[xi] for every 4x4 input tile d of the group (tile = j * tilesPerImage + ty * tilesX + tx).
-  mutating func transformInput(_ s: WinogradShape, from x: Placement, g: IExpr, padded: Int, into v: Int) -> Stmt {
-    loop("j", s.images) { e, j in [e.loop("c", s.cin) { e, ci in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
-      func pixel(_ r: Int, _ c: Int) -> FExpr {
-        if s.copiesInput {
-          return .load(.arena, .c(padded) + (j * s.cin + ci) * (s.paddedH * s.paddedW) + (ty * 2 + r) * s.paddedW + tx * 2 + c)
+  /// V[xi][tile][ci] = (B^T d B)[xi] for every 4x4 input tile d of the group (tile = j * tilesPerImage + ty * tilesX + tx).
+  mutating func transformInput(_ s: WinogradShape, padded: Int, into v: Int) -> Stmt {
+    let c = s.input
+    return loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
+      e.channelVectors(s.cin) { e, c0, lanes in
+        let d = (0..<4).map { r in (0..<4).map { col in VExpr.load(.arena, .c(padded) + c.at(j, ty * 2 + r, tx * 2 + col, c0), lanes: lanes) } }
+        var (out, t) = e.transform(Winograd.inputTransform, d, Winograd.inputTransform)
+        let tile = j * s.tilesPerImage + ty * s.tilesX + tx
+        for xi in 0..<Winograd.positions {
+          out.append(.vstore(.arena, .c(v + xi * s.tiles * s.cin) + tile * s.cin + c0, t[xi / 4][xi % 4], lanes: lanes))
         }
-        return .load(x.base, .c(x.offset) + (g * s.images + j) * (s.cin * s.h * s.w) + ci * (s.h * s.w) + (ty * 2 + r) * s.w + tx * 2 + c)
+        return out
       }
-      let d = (0..<4).map { r in (0..<4).map { c in pixel(r, c) } }
-      var (out, t) = e.transform(Winograd.inputTransform, d, Winograd.inputTransform)
-      let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-      for xi in 0..<Winograd.positions {
-        out.append(.store(.arena, .c(v + xi * s.cin * s.tiles) + ci * s.tiles + tile, t[xi / 4][xi % 4]))
-      }
-      return out
-    }] }] }] }
+    }] }] }
   }
 
-  /// The output transform of every tile: `output(j, co, oy, ox, value)` for each output the tile covers
-  /// (the last row and column of tiles cover one when oh or ow is odd; those tiles are loops of their own,
-  /// so no statement tests a bound).
+  /// The 16 GEMMs of a group: Mt[xi] = V[xi] [tiles x cin] * Ut[xi] [cin x cout].
+  mutating func tileProducts(_ s: WinogradShape, u: Int, v: Int, m: Int) -> Stmt {
+    loop("xi", Winograd.positions) { e, xi in
+      e.tiledGemm(TiledGemm(m: s.tiles, n: s.cout, k: s.cin, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: s.cin, aCol: 1,
+                            b: (.arena, .c(u) + xi * (s.cin * s.cout)), ldb: s.cout,
+                            c: (.arena, .c(m) + xi * (s.tiles * s.cout)), ldc: s.cout, accumulate: false))
+    }
+  }
+
+  /// The output transform of every tile, on vectors of output channels: `output(j, outputs, ty, tx, first, lanes)`
+  /// stores the tile's outputs (2x2, or fewer where an odd oh or ow leaves the last row or column of tiles
+  /// one short: those tiles are loops of their own, so no statement tests a bound).
   mutating func transformOutput(_ s: WinogradShape, products m: Int,
-                                _ output: (inout Emitter, IExpr, IExpr, [[FExpr]], IExpr, IExpr) -> [Stmt]) -> [Stmt] {
+                                _ output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int) -> [Stmt]) -> [Stmt] {
     let rowRuns = [(0, s.oh / 2, 2), (s.oh / 2, s.oh % 2, 1)].filter { $0.1 > 0 }
     let colRuns = [(0, s.ow / 2, 2), (s.ow / 2, s.ow % 2, 1)].filter { $0.1 > 0 }
     var out: [Stmt] = []
     for (y0, ny, rows) in rowRuns {
       for (x0, nx, cols) in colRuns {
-        out.append(loop("j", s.images) { e, j in [e.loop("co", s.cout) { e, co in [e.loop("ty", ny) { e, vy in [e.loop("tx", nx) { e, vx in
+        out.append(loop("j", s.images) { e, j in [e.loop("ty", ny) { e, vy in [e.loop("tx", nx) { e, vx in
           let (ty, tx) = (vy + y0, vx + x0)
           let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-          let p = (0..<4).map { r in (0..<4).map { c in
-            FExpr.load(.arena, .c(m + (r * 4 + c) * s.cout * s.tiles) + co * s.tiles + tile)
-          } }
-          let (stmts, y) = e.transform(Array(Winograd.outputTransform.prefix(rows)), p, Array(Winograd.outputTransform.prefix(cols)))
-          return stmts + output(&e, j, co, y, ty, tx)
-        }] }] }] })
+          return e.channelVectors(s.cout) { e, c0, lanes in
+            let p = (0..<4).map { r in (0..<4).map { c in
+              VExpr.load(.arena, .c(m + (r * 4 + c) * s.tiles * s.cout) + tile * s.cout + c0, lanes: lanes)
+            } }
+            let (stmts, y) = e.transform(Array(Winograd.outputTransform.prefix(rows)), p, Array(Winograd.outputTransform.prefix(cols)))
+            return stmts + output(&e, j, y, ty, tx, c0, lanes)
+          }
+        }] }] })
       }
     }
     return out
   }
 
-  /// The 16 GEMMs of a group: M[xi] = U[xi] [cout x cin] * V[xi] [cin x tiles].
-  mutating func tileProducts(_ s: WinogradShape, u: Int, v: Int, m: Int) -> Stmt {
-    loop("xi", Winograd.positions) { e, xi in
-      e.tiledGemm(TiledGemm(m: s.cout, n: s.tiles, k: s.cin, a: (.arena, .c(u) + xi * (s.cout * s.cin)), aRow: s.cin, aCol: 1,
-                            b: (.arena, .c(v) + xi * (s.cin * s.tiles)), ldb: s.tiles,
-                            c: (.arena, .c(m) + xi * (s.cout * s.tiles)), ldc: s.tiles, accumulate: false))
-    }
+  /// Moves a group's channels-last staging [images][positions][channels] to `to(j, c, position)` (NCHW or
+  /// the im2col layout): the loads stride, the stores run along the positions.
+  mutating func fromChannelsLast(_ staging: Int, images: Int, positions: Int, channels: Int, _ to: (IExpr, IExpr, IExpr, FExpr) -> Stmt) -> Stmt {
+    loop("j", images) { e, j in [e.loop("c", channels) { e, c in [e.loop("q", positions) { _, q in
+      [to(j, c, q, .load(.arena, .c(staging) + (j * positions + q) * channels + c))]
+    }] }] }
   }
 
-  /// Zeroes the padded planes once: each group's copy writes only their interiors.
-  mutating func zeroPadding(_ s: WinogradShape, at padded: Int) -> [Stmt] {
-    s.copiesInput ? [elementwise(s.paddedFloats) { i in .store(.arena, .c(padded) + i, .c(0)) }] : []
-  }
+  /// Zeroes `count` floats of the arena at `offset` (a padded buffer's border, once per kernel).
+  mutating func zeroArena(_ offset: Int, _ count: Int) -> Stmt { elementwise(count) { i in .store(.arena, .c(offset) + i, .c(0)) } }
 
-  /// A Winograd convolution of `x` over `groups` groups, scratch at `scratch` (`WinogradShape.forwardFloats`),
-  /// with `output(j, co, tile outputs, ty, tx, g)` storing each group's results.
+  /// A Winograd convolution of `x` over `groups` groups, scratch at `scratch` (`WinogradShape.forwardFloats`):
+  /// `output(j, outputs, ty, tx, first channel, lanes, staging)` stores each tile's outputs to the staging buffer,
+  /// `after(g, staging)` moves them out.
   mutating func winogradConv(_ s: WinogradShape, x: Placement, groups: Int, scratch: Int,
-                             weight: @escaping (IExpr, IExpr, Int, Int) -> FExpr,
-                             output: @escaping (inout Emitter, IExpr, IExpr, [[FExpr]], IExpr, IExpr, IExpr) -> [Stmt],
-                             after: (inout Emitter, IExpr) -> [Stmt] = { _, _ in [] }) {
+                             weight: (IExpr, IExpr, Int, Int) -> FExpr,
+                             output: (inout Emitter, IExpr, [[VExpr]], IExpr, IExpr, IExpr, Int, Int) -> [Stmt],
+                             after: (inout Emitter, IExpr, Int) -> [Stmt]) {
     let u = scratch, padded = u + s.kernelFloats, v = padded + s.paddedFloats, m = v + s.transformedFloats
+    let staging = m + s.productFloats
     body.append(transformKernels(s, into: u, weight: weight))
-    body += zeroPadding(s, at: padded)
+    body.append(zeroArena(padded, s.paddedFloats))
     body.append(loop("g", groups) { e, g in
-      var out: [Stmt] = s.copiesInput ? [e.copyPadded(s, from: x, g: g, into: padded)] : []
-      out.append(e.transformInput(s, from: x, g: g, padded: padded, into: v))
+      var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded)]
+      out.append(e.transformInput(s, padded: padded, into: v))
       out.append(e.tileProducts(s, u: u, v: v, m: m))
-      out += e.transformOutput(s, products: m) { e, j, co, y, ty, tx in output(&e, j, co, y, ty, tx, g) }
-      return out + after(&e, g)
+      out += e.transformOutput(s, products: m) { e, j, y, ty, tx, c0, lanes in output(&e, j, y, ty, tx, c0, lanes, staging) }
+      return out + after(&e, g, staging)
     })
+  }
+
+  /// Stores a tile's outputs channels-last at staging[j][oy][ox][c].
+  static func stageTile(_ s: WinogradShape, _ j: IExpr, _ t: [[VExpr]], _ ty: IExpr, _ tx: IExpr, _ c0: IExpr, _ lanes: Int, _ staging: Int,
+                        _ value: (VExpr) -> VExpr = { $0 }) -> [Stmt] {
+    t.enumerated().flatMap { r, row in row.enumerated().map { c, v in
+      Stmt.vstore(.arena, .c(staging) + ((j * s.oh + ty * 2 + r) * s.ow + tx * 2 + c) * s.cout + c0, value(v), lanes: lanes)
+    } }
   }
 
   /// conv2d (with relu, max-pool) by Winograd; the epilogue as in `convForward`.
@@ -301,54 +361,54 @@ extension Emitter {
     let s = WinogradShape.forward(a, x: xd, target: target)
     let scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
     let bias = a.bias ? at("\(n.name).bias") : nil
-    func biased(_ v: FExpr, _ co: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + co) } ?? v }
-    func relued(_ v: FExpr) -> FExpr { relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v }
+    func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr { bias.map { .add(v, .load(.params, .c($0.offset) + c0, lanes: lanes)) } ?? v }
+    func relued(_ v: VExpr) -> VExpr { relu ? .selectGreater(v, .zero, v, .zero) : v }
     let plane = s.oh * s.ow, cs = ConvShape(n: xd[0], c: s.cin, h: s.h, w: s.w, f: s.cout, k: 3, oh: s.oh, ow: s.ow, group: s.images)
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(.params, .c(w.offset) + (co * s.cin + ci) * 9 + (ky * 3 + kx)) }
     let groups = xd[0] / s.images
     if let pool, Self.poolWindow(pool, cs) == 2 {
       // Each 2x2 tile is one pooling window: its max (the first maximum wins, in row order as in the
       // reference), relu and argmax (the position in the conv plane) straight from the output transform.
-      let argmax = at("\(n.name).argmax")
-      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight) { e, j, co, t, ty, tx, g in
-        var out: [Stmt] = [], best = "", where_ = ""
+      let argmax = at("\(n.name).argmax"), positions = s.tilesPerImage
+      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { e, j, t, ty, tx, c0, lanes, staging in
+        var out: [Stmt] = [], best = VExpr.zero, where_ = VExpr.zero
         for (k, (r, c)) in [(0, 0), (0, 1), (1, 0), (1, 1)].enumerated() {
-          let v = e.fresh("v"), position = FExpr.ofInt((ty * 2 + r) * s.ow + tx * 2 + c)
-          out.append(.local(v, biased(t[r][c], co)))
-          if k == 0 {
-            (best, where_) = (v, e.fresh("at"))
-            out.append(.local(where_, position))
-          } else {
-            let (b2, a2) = (e.fresh("best"), e.fresh("at"))
-            let better = Cond.fgt(.local(v), .local(best))
-            out.append(.local(a2, .select(better, position, .local(where_))))
-            out.append(.local(b2, .select(better, .local(v), .local(best))))
-            (best, where_) = (b2, a2)
-          }
+          let position = VExpr.broadcast(.ofInt((ty * 2 + r) * s.ow + tx * 2 + c))
+          let (declared, v) = biased(t[r][c], c0, lanes).declared(as: e.fresh("v"))
+          out.append(declared)
+          let (b, p) = k == 0 ? (v, position) : (.selectGreater(v, best, v, best), .selectGreater(v, best, position, where_))
+          let (bs, bl) = b.declared(as: e.fresh("best")), (ps, pl) = p.declared(as: e.fresh("at"))
+          out += [bs, ps]
+          (best, where_) = (bl, pl)
         }
-        let o = (g * s.images + j) * (s.cout * s.tilesPerImage) + co * s.tilesPerImage + ty * s.tilesX + tx
-        return out + [.store(y.base, .c(y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))),
-                      .store(argmax.base, .c(argmax.offset) + o, .local(where_))]
-      }
+        let at = IExpr.c(staging) + (j * positions + ty * s.tilesX + tx) * s.cout + c0
+        return out + [.vstore(.arena, at, .selectGreater(best, .zero, best, .zero), lanes: lanes),
+                      .vstore(.arena, at + s.images * positions * s.cout, where_, lanes: lanes)]
+      }, after: { e, g, staging in
+        let o = { (j: IExpr, c: IExpr, q: IExpr) in (g * s.images + j) * (s.cout * positions) + c * positions + q }
+        return [e.fromChannelsLast(staging, images: s.images, positions: positions, channels: s.cout) { j, c, q, v in .store(y.base, .c(y.offset) + o(j, c, q), v) },
+                e.fromChannelsLast(staging + s.images * positions * s.cout, images: s.images, positions: positions, channels: s.cout) { j, c, q, v in
+                  .store(argmax.base, .c(argmax.offset) + o(j, c, q), v)
+                }]
+      })
     } else if let pool {
       // Other pools read the conv plane: the tiles fill it in the im2col result's layout, then the same epilogue.
       let epilogue = ConvEpilogue(n: n, s: cs, tmp: tmp, table: tmp, window: 1, pooled: 0, y: y, bias: bias)
-      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { _, j, co, t, ty, tx, _ in
-        t.enumerated().flatMap { r, row in row.enumerated().map { c, v in
-          Stmt.store(.arena, .c(tmp) + co * (s.images * plane) + j * plane + (ty * 2 + r) * s.ow + tx * 2 + c, v)
-        } }
-      }, after: { e, g in [e.poolPlane(epilogue, pool, g: g)] })
+      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
+        Self.stageTile(s, j, t, ty, tx, c0, lanes, staging)
+      }, after: { e, g, staging in
+        [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
+          .store(.arena, .c(tmp) + c * (s.images * plane) + j * plane + q, v)
+        }, e.poolPlane(epilogue, pool, g: g)]
+      })
     } else {
-      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight) { e, j, co, t, ty, tx, g in
-        var out: [Stmt] = []
-        for (r, row) in t.enumerated() {
-          for (c, v) in row.enumerated() {
-            out.append(.store(y.base, .c(y.offset) + (g * s.images + j) * (s.cout * plane) + co * plane + (ty * 2 + r) * s.ow + tx * 2 + c,
-                              relued(biased(v, co))))
-          }
-        }
-        return out
-      }
+      winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
+        Self.stageTile(s, j, t, ty, tx, c0, lanes, staging) { relued(biased($0, c0, lanes)) }
+      }, after: { e, g, staging in
+        [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
+          .store(y.base, .c(y.offset) + (g * s.images + j) * (s.cout * plane) + c * plane + q, v)
+        }]
+      })
     }
   }
 
@@ -356,59 +416,45 @@ extension Emitter {
   mutating func winogradGradInput(_ n: Node, _ a: Conv2DAttrs) {
     let xd = dims(n.args[2]), dy = at(n.args[0]), w = at(n.args[1]), dx = at(n.name)
     let s = WinogradShape.inputGradient(a, x: xd, target: target)
-    let scratch = plan.scratch[n.name]!.offset
+    let plane = s.oh * s.ow
     // W'[c][f][ky][kx] = W[f][c][2 - ky][2 - kx].
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(w.base, .c(w.offset) + (ci * s.cout + co) * 9 + (8 - ky * 3 - kx)) }
-    let plane = s.oh * s.ow
-    winogradConv(s, x: dy, groups: xd[0] / s.images, scratch: scratch, weight: weight) { _, j, co, t, ty, tx, g in
-      var out: [Stmt] = []
-      for (r, row) in t.enumerated() {
-        for (cc, v) in row.enumerated() {
-          out.append(.store(dx.base, .c(dx.offset) + (g * s.images + j) * (s.cout * plane) + co * plane + (ty * 2 + r) * s.ow + tx * 2 + cc, v))
-        }
-      }
-      return out
-    }
+    winogradConv(s, x: dy, groups: xd[0] / s.images, scratch: plan.scratch[n.name]!.offset, weight: weight, output: {
+      _, j, t, ty, tx, c0, lanes, staging in Self.stageTile(s, j, t, ty, tx, c0, lanes, staging)
+    }, after: { e, g, staging in
+      [e.fromChannelsLast(staging, images: s.images, positions: plane, channels: s.cout) { j, c, q, v in
+        .store(dx.base, .c(dx.offset) + (g * s.images + j) * (s.cout * plane) + c * plane + q, v)
+      }]
+    })
   }
 
-  /// dW = G^T [sum over tiles (A dy A^T) . (B^T x B)] G: per group, the input tiles' transform V[xi][c][tile]
-  /// and dy's Z[xi][tile][f], then sum[xi][c][f] += V[xi] * Z[xi] (K = the group's tiles), and after every
+  /// dW = G^T [sum over tiles (A dy A^T) . (B^T x B)] G: per group, the input tiles' transform V[xi][tile][c]
+  /// and dy's Z[xi][tile][f], then sum[xi][c][f] += V[xi]^T Z[xi] (K = the group's tiles), and after every
   /// group the kernel transform's transpose to dW[f][c][ky][kx].
   mutating func winogradGradWeight(_ n: Node, _ a: Conv2DAttrs) {
     let xd = dims(n.args[1]), dy = at(n.args[0]), x = at(n.args[1]), dw = at(n.name)
-    let l = WeightGradientLayout.make(a, x: xd, target: target), s = l.s
-    let padded = plan.scratch[n.name]!.offset, v = padded + s.paddedFloats, pdy = v + s.transformedFloats
-    let z = pdy + l.paddedDy, sum = z + l.dyTransformFloats
-    let plane = s.oh * s.ow, py = 2 * s.tilesY, px = 2 * s.tilesX
-    body.append(elementwise(l.sumFloats) { i in .store(.arena, .c(sum) + i, .c(0)) })
-    body += zeroPadding(s, at: padded)
-    if l.paddedDy > 0 { body.append(elementwise(l.paddedDy) { i in .store(.arena, .c(pdy) + i, .c(0)) }) }
+    let l = WeightGradientLayout.make(a, x: xd, target: target), s = l.s, q = l.dy
+    let padded = plan.scratch[n.name]!.offset, v = padded + s.paddedFloats, dyLast = v + s.transformedFloats
+    let z = dyLast + l.dyFloats, sum = z + l.dyTransformFloats
+    body += [zeroArena(sum, l.sumFloats), zeroArena(padded, s.paddedFloats), zeroArena(dyLast, l.dyFloats)]
     body.append(loop("g", xd[0] / s.images) { e, g in
-      var out: [Stmt] = s.copiesInput ? [e.copyPadded(s, from: x, g: g, into: padded)] : []
-      out.append(e.transformInput(s, from: x, g: g, padded: padded, into: v))
-      func dyAt(_ j: IExpr, _ f: IExpr, _ oy: IExpr, _ ox: IExpr) -> IExpr {
-        .c(dy.offset) + (g * s.images + j) * (s.cout * plane) + f * plane + oy * s.ow + ox
-      }
-      if l.paddedDy > 0 {
-        out.append(e.loop("j", s.images) { e, j in [e.loop("f", s.cout) { e, f in [e.loop("oy", s.oh) { e, oy in [e.loop("ox", s.ow) { _, ox in
-          [.store(.arena, .c(pdy) + (j * s.cout + f) * (py * px) + oy * px + ox, .load(dy.base, dyAt(j, f, oy, ox)))]
-        }] }] }] })
-      }
-      out.append(e.loop("j", s.images) { e, j in [e.loop("f", s.cout) { e, f in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
-        let d = (0..<2).map { r in (0..<2).map { c in
-          l.paddedDy > 0 ? FExpr.load(.arena, .c(pdy) + (j * s.cout + f) * (py * px) + (ty * 2 + r) * px + tx * 2 + c)
-                         : FExpr.load(dy.base, dyAt(j, f, ty * 2 + r, tx * 2 + c))
-        } }
-        let a = Winograd.transposed(Winograd.outputTransform)
-        var (out, t) = e.transform(a, d, a)
-        let tile = j * s.tilesPerImage + ty * s.tilesX + tx
-        for xi in 0..<Winograd.positions {
-          out.append(.store(.arena, .c(z + xi * s.tiles * s.cout) + tile * s.cout + f, t[xi / 4][xi % 4]))
+      var out: [Stmt] = [e.copyChannelsLast(s.input, images: s.images, from: x, g: g, into: padded),
+                         e.transformInput(s, padded: padded, into: v),
+                         e.copyChannelsLast(q, images: s.images, from: dy, g: g, into: dyLast)]
+      out.append(e.loop("j", s.images) { e, j in [e.loop("ty", s.tilesY) { e, ty in [e.loop("tx", s.tilesX) { e, tx in
+        e.channelVectors(s.cout) { e, f0, lanes in
+          let d = (0..<2).map { r in (0..<2).map { c in VExpr.load(.arena, .c(dyLast) + q.at(j, ty * 2 + r, tx * 2 + c, f0), lanes: lanes) } }
+          let a = Winograd.transposed(Winograd.outputTransform)
+          var (out, t) = e.transform(a, d, a)
+          let tile = j * s.tilesPerImage + ty * s.tilesX + tx
+          for xi in 0..<Winograd.positions {
+            out.append(.vstore(.arena, .c(z + xi * s.tiles * s.cout) + tile * s.cout + f0, t[xi / 4][xi % 4], lanes: lanes))
+          }
+          return out
         }
-        return out
-      }] }] }] })
+      }] }] })
       out.append(e.loop("xi", Winograd.positions) { e, xi in
-        e.tiledGemm(TiledGemm(m: s.cin, n: s.cout, k: s.tiles, a: (.arena, .c(v) + xi * (s.cin * s.tiles)), aRow: s.tiles, aCol: 1,
+        e.tiledGemm(TiledGemm(m: s.cin, n: s.cout, k: s.tiles, a: (.arena, .c(v) + xi * (s.tiles * s.cin)), aRow: 1, aCol: s.cin,
                               b: (.arena, .c(z) + xi * (s.tiles * s.cout)), ldb: s.cout,
                               c: (.arena, .c(sum) + xi * (s.cin * s.cout)), ldc: s.cout, accumulate: true))
       })
