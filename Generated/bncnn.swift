@@ -272,1406 +272,1328 @@ public func bncnn_train_b64(
     }
   }
   // conv2 = conv2d(pool1)
-  for g62 in 0..<4 {
-    for j63 in 0..<16 {
-      for c64 in 0..<32 {
-        for ky65 in 0..<3 {
-          for oy66 in 0..<14 {
-            if (-1 < ((oy66 +% ky65) +% -1) && ((oy66 +% ky65) +% -1) < 14) {
-              for ox67 in 0..<13 {
-                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% (ox67 +% 1)))] = arena[((((1605632 +% (((g62 *% 16) +% j63) *% 6272)) +% (c64 *% 196)) +% (((oy66 +% ky65) +% -1) *% 14)) +% ((ox67 +% 1) +% -1))]
-              }
-              for ox68 in 0..<1 {
-                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% ox68))] = Float(0)
-              }
-            }
-            if ((oy66 +% ky65) +% -1) < 0 {
-              for ox69 in 0..<14 {
-                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% ox69))] = Float(0)
-              }
-            }
-            if 13 < ((oy66 +% ky65) +% -1) {
-              for ox69 in 0..<14 {
-                arena[(((4816960 +% ((((c64 *% 3) +% ky65) *% 3) *% 3136)) +% (j63 *% 196)) +% ((oy66 *% 14) +% ox69))] = Float(0)
-              }
-            }
-          }
-          for oy70 in 0..<14 {
-            if (-1 < ((oy70 +% ky65) +% -1) && ((oy70 +% ky65) +% -1) < 14) {
-              for ox71 in 0..<14 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 1) *% 3136)) +% (j63 *% 196)) +% ((oy70 *% 14) +% ox71))] = arena[((((1605632 +% (((g62 *% 16) +% j63) *% 6272)) +% (c64 *% 196)) +% (((oy70 +% ky65) +% -1) *% 14)) +% ox71)]
-              }
-            }
-            if ((oy70 +% ky65) +% -1) < 0 {
-              for ox72 in 0..<14 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 1) *% 3136)) +% (j63 *% 196)) +% ((oy70 *% 14) +% ox72))] = Float(0)
-              }
-            }
-            if 13 < ((oy70 +% ky65) +% -1) {
-              for ox72 in 0..<14 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 1) *% 3136)) +% (j63 *% 196)) +% ((oy70 *% 14) +% ox72))] = Float(0)
-              }
-            }
-          }
-          for oy73 in 0..<14 {
-            if (-1 < ((oy73 +% ky65) +% -1) && ((oy73 +% ky65) +% -1) < 14) {
-              for ox74 in 0..<13 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% ox74))] = arena[((((1605632 +% (((g62 *% 16) +% j63) *% 6272)) +% (c64 *% 196)) +% (((oy73 +% ky65) +% -1) *% 14)) +% (ox74 +% 1))]
-              }
-              for ox75 in 0..<1 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% (ox75 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy73 +% ky65) +% -1) < 0 {
-              for ox76 in 0..<14 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% ox76))] = Float(0)
-              }
-            }
-            if 13 < ((oy73 +% ky65) +% -1) {
-              for ox76 in 0..<14 {
-                arena[(((4816960 +% (((((c64 *% 3) +% ky65) *% 3) +% 2) *% 3136)) +% (j63 *% 196)) +% ((oy73 *% 14) +% ox76))] = Float(0)
-              }
-            }
+  for ci62 in 0..<32 {
+    for co63 in 0..<64 {
+      var w64: Float = params[(352 +% (((co63 *% 32) +% ci62) *% 9))]
+      var w65: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w66: Float = (((params[(352 +% (((co63 *% 32) +% ci62) *% 9))] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w67: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 6)]
+      var w68: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)]
+      var w69: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w70: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 1)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w71: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 7)]
+      var w72: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)]
+      var w73: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w74: Float = (((params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 2)] + params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]) - params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w75: Float = params[((352 +% (((co63 *% 32) +% ci62) *% 9)) +% 8)]
+      var w76: Float = w64
+      var w77: Float = (((w64 + w68) + w72) * Float(bitPattern: 0x3f000000))
+      var w78: Float = (((w64 + w72) - w68) * Float(bitPattern: 0x3f000000))
+      var w79: Float = w72
+      var w80: Float = w65
+      var w81: Float = (((w65 + w69) + w73) * Float(bitPattern: 0x3f000000))
+      var w82: Float = (((w65 + w73) - w69) * Float(bitPattern: 0x3f000000))
+      var w83: Float = w73
+      var w84: Float = w66
+      var w85: Float = (((w66 + w70) + w74) * Float(bitPattern: 0x3f000000))
+      var w86: Float = (((w66 + w74) - w70) * Float(bitPattern: 0x3f000000))
+      var w87: Float = w74
+      var w88: Float = w67
+      var w89: Float = (((w67 + w71) + w75) * Float(bitPattern: 0x3f000000))
+      var w90: Float = (((w67 + w75) - w71) * Float(bitPattern: 0x3f000000))
+      var w91: Float = w75
+      arena[((2809856 +% (ci62 *% 64)) +% co63)] = w76
+      arena[((2811904 +% (ci62 *% 64)) +% co63)] = w77
+      arena[((2813952 +% (ci62 *% 64)) +% co63)] = w78
+      arena[((2816000 +% (ci62 *% 64)) +% co63)] = w79
+      arena[((2818048 +% (ci62 *% 64)) +% co63)] = w80
+      arena[((2820096 +% (ci62 *% 64)) +% co63)] = w81
+      arena[((2822144 +% (ci62 *% 64)) +% co63)] = w82
+      arena[((2824192 +% (ci62 *% 64)) +% co63)] = w83
+      arena[((2826240 +% (ci62 *% 64)) +% co63)] = w84
+      arena[((2828288 +% (ci62 *% 64)) +% co63)] = w85
+      arena[((2830336 +% (ci62 *% 64)) +% co63)] = w86
+      arena[((2832384 +% (ci62 *% 64)) +% co63)] = w87
+      arena[((2834432 +% (ci62 *% 64)) +% co63)] = w88
+      arena[((2836480 +% (ci62 *% 64)) +% co63)] = w89
+      arena[((2838528 +% (ci62 *% 64)) +% co63)] = w90
+      arena[((2840576 +% (ci62 *% 64)) +% co63)] = w91
+    }
+  }
+  for i92 in 0..<1024 {
+    storeVector(arena, ((i92 *% 8) +% 2842624), Vector(repeating: Float(0)))
+  }
+  for g93 in 0..<64 {
+    for j94 in 0..<1 {
+      for c95 in 0..<32 {
+        for iy96 in 0..<14 {
+          for ix97 in 0..<14 {
+            arena[(2842624 +% ((((j94 *% 8192) +% ((iy96 +% 1) *% 512)) +% ((ix97 +% 1) *% 32)) +% c95))] = arena[((((1605632 +% ((g93 +% j94) *% 6272)) +% (c95 *% 196)) +% (iy96 *% 14)) +% ix97)]
           }
         }
       }
     }
-    do {  // gemm84
-      for nb77 in 0..<130 {
-        for mb78 in 0..<16 {
-          var t79_c0_0 = Vector()
-          var t79_c0_1 = Vector()
-          var t79_c0_2 = Vector()
-          var t79_c1_0 = Vector()
-          var t79_c1_1 = Vector()
-          var t79_c1_2 = Vector()
-          var t79_c2_0 = Vector()
-          var t79_c2_1 = Vector()
-          var t79_c2_2 = Vector()
-          var t79_c3_0 = Vector()
-          var t79_c3_1 = Vector()
-          var t79_c3_2 = Vector()
-          for k80 in 0..<288 {
-            let t79_b0 = loadVector(arena, ((4816960 +% (k80 *% 3136)) +% (nb77 *% 24)))
-            let t79_b1 = loadVector(arena, (((4816960 +% (k80 *% 3136)) +% (nb77 *% 24)) +% 8))
-            let t79_b2 = loadVector(arena, (((4816960 +% (k80 *% 3136)) +% (nb77 *% 24)) +% 16))
-            let t79_a0 = Vector(repeating: params[((352 +% ((mb78 *% 4) *% 288)) +% k80)])
-            t79_c0_0 = t79_c0_0.addingProduct(t79_a0, t79_b0)
-            t79_c0_1 = t79_c0_1.addingProduct(t79_a0, t79_b1)
-            t79_c0_2 = t79_c0_2.addingProduct(t79_a0, t79_b2)
-            let t79_a1 = Vector(repeating: params[((352 +% (((mb78 *% 4) +% 1) *% 288)) +% k80)])
-            t79_c1_0 = t79_c1_0.addingProduct(t79_a1, t79_b0)
-            t79_c1_1 = t79_c1_1.addingProduct(t79_a1, t79_b1)
-            t79_c1_2 = t79_c1_2.addingProduct(t79_a1, t79_b2)
-            let t79_a2 = Vector(repeating: params[((352 +% (((mb78 *% 4) +% 2) *% 288)) +% k80)])
-            t79_c2_0 = t79_c2_0.addingProduct(t79_a2, t79_b0)
-            t79_c2_1 = t79_c2_1.addingProduct(t79_a2, t79_b1)
-            t79_c2_2 = t79_c2_2.addingProduct(t79_a2, t79_b2)
-            let t79_a3 = Vector(repeating: params[((352 +% (((mb78 *% 4) +% 3) *% 288)) +% k80)])
-            t79_c3_0 = t79_c3_0.addingProduct(t79_a3, t79_b0)
-            t79_c3_1 = t79_c3_1.addingProduct(t79_a3, t79_b1)
-            t79_c3_2 = t79_c3_2.addingProduct(t79_a3, t79_b2)
+    for j98 in 0..<1 {
+      for ty99 in 0..<7 {
+        for tx100 in 0..<7 {
+          for cv101 in 0..<4 {
+            let w102 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w103 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w104 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w105 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% ((tx100 *% 2) *% 32)) +% (cv101 *% 8)))))
+            let w106 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w107 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w108 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w109 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 1) *% 32)) +% (cv101 *% 8)))))
+            let w110 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w111 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w112 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w113 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 2) *% 32)) +% (cv101 *% 8)))))
+            let w114 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% ((ty99 *% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w115 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) + loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w116 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 2) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w117 = (loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 1) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))) - loadVector(arena, (2842624 +% ((((j98 *% 8192) +% (((ty99 *% 2) +% 3) *% 512)) +% (((tx100 *% 2) +% 3) *% 32)) +% (cv101 *% 8)))))
+            let w118 = (w102 - w110)
+            let w119 = (w106 + w110)
+            let w120 = (w110 - w106)
+            let w121 = (w106 - w114)
+            let w122 = (w103 - w111)
+            let w123 = (w107 + w111)
+            let w124 = (w111 - w107)
+            let w125 = (w107 - w115)
+            let w126 = (w104 - w112)
+            let w127 = (w108 + w112)
+            let w128 = (w112 - w108)
+            let w129 = (w108 - w116)
+            let w130 = (w105 - w113)
+            let w131 = (w109 + w113)
+            let w132 = (w113 - w109)
+            let w133 = (w109 - w117)
+            storeVector(arena, ((2850816 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w118)
+            storeVector(arena, ((2852384 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w119)
+            storeVector(arena, ((2853952 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w120)
+            storeVector(arena, ((2855520 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w121)
+            storeVector(arena, ((2857088 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w122)
+            storeVector(arena, ((2858656 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w123)
+            storeVector(arena, ((2860224 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w124)
+            storeVector(arena, ((2861792 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w125)
+            storeVector(arena, ((2863360 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w126)
+            storeVector(arena, ((2864928 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w127)
+            storeVector(arena, ((2866496 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w128)
+            storeVector(arena, ((2868064 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w129)
+            storeVector(arena, ((2869632 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w130)
+            storeVector(arena, ((2871200 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w131)
+            storeVector(arena, ((2872768 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w132)
+            storeVector(arena, ((2874336 +% ((((j98 *% 49) +% (ty99 *% 7)) +% tx100) *% 32)) +% (cv101 *% 8)), w133)
           }
-          storeVector(arena, ((5720128 +% ((mb78 *% 4) *% 3136)) +% (nb77 *% 24)), t79_c0_0)
-          storeVector(arena, (((5720128 +% ((mb78 *% 4) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c0_1)
-          storeVector(arena, (((5720128 +% ((mb78 *% 4) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c0_2)
-          storeVector(arena, ((5720128 +% (((mb78 *% 4) +% 1) *% 3136)) +% (nb77 *% 24)), t79_c1_0)
-          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 1) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c1_1)
-          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 1) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c1_2)
-          storeVector(arena, ((5720128 +% (((mb78 *% 4) +% 2) *% 3136)) +% (nb77 *% 24)), t79_c2_0)
-          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 2) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c2_1)
-          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 2) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c2_2)
-          storeVector(arena, ((5720128 +% (((mb78 *% 4) +% 3) *% 3136)) +% (nb77 *% 24)), t79_c3_0)
-          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 3) *% 3136)) +% (nb77 *% 24)) +% 8), t79_c3_1)
-          storeVector(arena, (((5720128 +% (((mb78 *% 4) +% 3) *% 3136)) +% (nb77 *% 24)) +% 16), t79_c3_2)
         }
-      }
-      for mb81 in 0..<16 {
-        var t82_c0_0 = Vector()
-        var t82_c0_1 = Vector()
-        var t82_c1_0 = Vector()
-        var t82_c1_1 = Vector()
-        var t82_c2_0 = Vector()
-        var t82_c2_1 = Vector()
-        var t82_c3_0 = Vector()
-        var t82_c3_1 = Vector()
-        for k83 in 0..<288 {
-          let t82_b0 = loadVector(arena, ((4816960 +% (k83 *% 3136)) +% 3120))
-          let t82_b1 = loadVector(arena, (((4816960 +% (k83 *% 3136)) +% 3120) +% 8))
-          let t82_a0 = Vector(repeating: params[((352 +% ((mb81 *% 4) *% 288)) +% k83)])
-          t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
-          t82_c0_1 = t82_c0_1.addingProduct(t82_a0, t82_b1)
-          let t82_a1 = Vector(repeating: params[((352 +% (((mb81 *% 4) +% 1) *% 288)) +% k83)])
-          t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
-          t82_c1_1 = t82_c1_1.addingProduct(t82_a1, t82_b1)
-          let t82_a2 = Vector(repeating: params[((352 +% (((mb81 *% 4) +% 2) *% 288)) +% k83)])
-          t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
-          t82_c2_1 = t82_c2_1.addingProduct(t82_a2, t82_b1)
-          let t82_a3 = Vector(repeating: params[((352 +% (((mb81 *% 4) +% 3) *% 288)) +% k83)])
-          t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
-          t82_c3_1 = t82_c3_1.addingProduct(t82_a3, t82_b1)
-        }
-        storeVector(arena, ((5720128 +% ((mb81 *% 4) *% 3136)) +% 3120), t82_c0_0)
-        storeVector(arena, (((5720128 +% ((mb81 *% 4) *% 3136)) +% 3120) +% 8), t82_c0_1)
-        storeVector(arena, ((5720128 +% (((mb81 *% 4) +% 1) *% 3136)) +% 3120), t82_c1_0)
-        storeVector(arena, (((5720128 +% (((mb81 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t82_c1_1)
-        storeVector(arena, ((5720128 +% (((mb81 *% 4) +% 2) *% 3136)) +% 3120), t82_c2_0)
-        storeVector(arena, (((5720128 +% (((mb81 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t82_c2_1)
-        storeVector(arena, ((5720128 +% (((mb81 *% 4) +% 3) *% 3136)) +% 3120), t82_c3_0)
-        storeVector(arena, (((5720128 +% (((mb81 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t82_c3_1)
       }
     }
-    for j85 in 0..<16 {
-      for f86 in 0..<64 {
-        for i87 in 0..<24 {
-          storeVector(arena, ((i87 *% 8) +% ((2007040 +% (((g62 *% 16) +% j85) *% 12544)) +% (f86 *% 196))), loadVector(arena, ((i87 *% 8) +% ((5720128 +% (f86 *% 3136)) +% (j85 *% 196)))))
+    for xi134 in 0..<16 {
+      sgemm(101, 111, 111, 49, 64, 32, 1, arena + (2850816 +% (xi134 *% 1568)), 32, arena + (2809856 +% (xi134 *% 2048)), 64, Float(bitPattern: 0x0), arena + (2875904 +% (xi134 *% 3136)), 64)
+    }
+    for j135 in 0..<1 {
+      for ty136 in 0..<7 {
+        for tx137 in 0..<7 {
+          for cv138 in 0..<8 {
+            let w139 = ((loadVector(arena, ((2875904 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) + loadVector(arena, ((2888448 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) + loadVector(arena, ((2900992 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w140 = ((loadVector(arena, ((2888448 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) - loadVector(arena, ((2900992 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) - loadVector(arena, ((2913536 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w141 = ((loadVector(arena, ((2879040 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) + loadVector(arena, ((2891584 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) + loadVector(arena, ((2904128 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w142 = ((loadVector(arena, ((2891584 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) - loadVector(arena, ((2904128 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) - loadVector(arena, ((2916672 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w143 = ((loadVector(arena, ((2882176 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) + loadVector(arena, ((2894720 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) + loadVector(arena, ((2907264 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w144 = ((loadVector(arena, ((2894720 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) - loadVector(arena, ((2907264 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) - loadVector(arena, ((2919808 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w145 = ((loadVector(arena, ((2885312 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) + loadVector(arena, ((2897856 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) + loadVector(arena, ((2910400 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w146 = ((loadVector(arena, ((2897856 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))) - loadVector(arena, ((2910400 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8)))) - loadVector(arena, ((2922944 +% ((((j135 *% 49) +% (ty136 *% 7)) +% tx137) *% 64)) +% (cv138 *% 8))))
+            let w147 = ((w139 + w141) + w143)
+            let w148 = ((w141 - w143) - w145)
+            let w149 = ((w140 + w142) + w144)
+            let w150 = ((w142 - w144) - w146)
+            storeVector(arena, ((2926080 +% (((((j135 *% 14) +% (ty136 *% 2)) *% 14) +% (tx137 *% 2)) *% 64)) +% (cv138 *% 8)), w147)
+            storeVector(arena, ((2926080 +% ((((((j135 *% 14) +% (ty136 *% 2)) *% 14) +% (tx137 *% 2)) +% 1) *% 64)) +% (cv138 *% 8)), w148)
+            storeVector(arena, ((2926080 +% ((((((j135 *% 14) +% (ty136 *% 2)) +% 1) *% 14) +% (tx137 *% 2)) *% 64)) +% (cv138 *% 8)), w149)
+            storeVector(arena, ((2926080 +% (((((((j135 *% 14) +% (ty136 *% 2)) +% 1) *% 14) +% (tx137 *% 2)) +% 1) *% 64)) +% (cv138 *% 8)), w150)
+          }
         }
-        for i87 in 0..<1 {
-          storePartial(arena, ((i87 +% 192) +% ((2007040 +% (((g62 *% 16) +% j85) *% 12544)) +% (f86 *% 196))), loadPartial(arena, ((i87 +% 192) +% ((5720128 +% (f86 *% 3136)) +% (j85 *% 196))), 4), 4)
+      }
+    }
+    for j151 in 0..<1 {
+      for c152 in 0..<64 {
+        for q153 in 0..<196 {
+          arena[(((2007040 +% ((g93 +% j151) *% 12544)) +% (c152 *% 196)) +% q153)] = arena[((2926080 +% (((j151 *% 196) +% q153) *% 64)) +% c152)]
         }
       }
     }
   }
   // bn2 = batchnorm(conv2)
-  for c88 in 0..<64 {
-    var acc94 = Vector()
-    var tail95: Float = Float(0)
-    for n96 in 0..<64 {
-      for v97 in 0..<24 {
-        acc94 = (acc94 + loadVector(arena, (2007040 +% ((((n96 *% 64) +% c88) *% 196) +% (v97 *% 8)))))
+  for c154 in 0..<64 {
+    var acc160 = Vector()
+    var tail161: Float = Float(0)
+    for n162 in 0..<64 {
+      for v163 in 0..<24 {
+        acc160 = (acc160 + loadVector(arena, (2007040 +% ((((n162 *% 64) +% c154) *% 196) +% (v163 *% 8)))))
       }
-      for i98 in 0..<4 {
-        tail95 = (tail95 + arena[(2007040 +% (((((n96 *% 64) +% c88) *% 196) +% 192) +% i98))])
-      }
-    }
-    storeVector(arena, 2809984, acc94)
-    var sum99: Float = (arena[2809984] + arena[2809985])
-    var sum100: Float = (sum99 + arena[2809986])
-    var sum101: Float = (sum100 + arena[2809987])
-    var sum102: Float = (sum101 + arena[2809988])
-    var sum103: Float = (sum102 + arena[2809989])
-    var sum104: Float = (sum103 + arena[2809990])
-    var sum105: Float = (sum104 + arena[2809991])
-    var sum92: Float = (sum105 + tail95)
-    var mean89: Float = (sum92 / Float(12544))
-    var acc106 = Vector()
-    var tail107: Float = Float(0)
-    for n108 in 0..<64 {
-      for v109 in 0..<24 {
-        acc106 = (acc106 + ((loadVector(arena, (2007040 +% ((((n108 *% 64) +% c88) *% 196) +% (v109 *% 8)))) - Vector(repeating: mean89)) * (loadVector(arena, (2007040 +% ((((n108 *% 64) +% c88) *% 196) +% (v109 *% 8)))) - Vector(repeating: mean89))))
-      }
-      for i110 in 0..<4 {
-        tail107 = (tail107 + ((arena[(2007040 +% (((((n108 *% 64) +% c88) *% 196) +% 192) +% i110))] - mean89) * (arena[(2007040 +% (((((n108 *% 64) +% c88) *% 196) +% 192) +% i110))] - mean89)))
+      for i164 in 0..<4 {
+        tail161 = (tail161 + arena[(2007040 +% (((((n162 *% 64) +% c154) *% 196) +% 192) +% i164))])
       }
     }
-    storeVector(arena, 2809984, acc106)
-    var sum111: Float = (arena[2809984] + arena[2809985])
-    var sum112: Float = (sum111 + arena[2809986])
-    var sum113: Float = (sum112 + arena[2809987])
-    var sum114: Float = (sum113 + arena[2809988])
-    var sum115: Float = (sum114 + arena[2809989])
-    var sum116: Float = (sum115 + arena[2809990])
-    var sum117: Float = (sum116 + arena[2809991])
-    var squares93: Float = (sum117 + tail107)
-    var var90: Float = (squares93 / Float(12544))
-    arena[(2809856 +% c88)] = mean89
-    arena[(2809920 +% c88)] = var90
-    var scale91: Float = (params[(18784 +% c88)] * (Float(1) / sqrtf((var90 + Float(bitPattern: 0x3727c5ac)))))
-    for n118 in 0..<64 {
-      for i119 in 0..<196 {
-        arena[(4816960 +% ((((n118 *% 64) +% c88) *% 196) +% i119))] = (((arena[(2007040 +% ((((n118 *% 64) +% c88) *% 196) +% i119))] - mean89) * scale91) + params[(18848 +% c88)])
+    storeVector(arena, 2809984, acc160)
+    var sum165: Float = (arena[2809984] + arena[2809985])
+    var sum166: Float = (sum165 + arena[2809986])
+    var sum167: Float = (sum166 + arena[2809987])
+    var sum168: Float = (sum167 + arena[2809988])
+    var sum169: Float = (sum168 + arena[2809989])
+    var sum170: Float = (sum169 + arena[2809990])
+    var sum171: Float = (sum170 + arena[2809991])
+    var sum158: Float = (sum171 + tail161)
+    var mean155: Float = (sum158 / Float(12544))
+    var acc172 = Vector()
+    var tail173: Float = Float(0)
+    for n174 in 0..<64 {
+      for v175 in 0..<24 {
+        acc172 = (acc172 + ((loadVector(arena, (2007040 +% ((((n174 *% 64) +% c154) *% 196) +% (v175 *% 8)))) - Vector(repeating: mean155)) * (loadVector(arena, (2007040 +% ((((n174 *% 64) +% c154) *% 196) +% (v175 *% 8)))) - Vector(repeating: mean155))))
+      }
+      for i176 in 0..<4 {
+        tail173 = (tail173 + ((arena[(2007040 +% (((((n174 *% 64) +% c154) *% 196) +% 192) +% i176))] - mean155) * (arena[(2007040 +% (((((n174 *% 64) +% c154) *% 196) +% 192) +% i176))] - mean155)))
+      }
+    }
+    storeVector(arena, 2809984, acc172)
+    var sum177: Float = (arena[2809984] + arena[2809985])
+    var sum178: Float = (sum177 + arena[2809986])
+    var sum179: Float = (sum178 + arena[2809987])
+    var sum180: Float = (sum179 + arena[2809988])
+    var sum181: Float = (sum180 + arena[2809989])
+    var sum182: Float = (sum181 + arena[2809990])
+    var sum183: Float = (sum182 + arena[2809991])
+    var squares159: Float = (sum183 + tail173)
+    var var156: Float = (squares159 / Float(12544))
+    arena[(2809856 +% c154)] = mean155
+    arena[(2809920 +% c154)] = var156
+    var scale157: Float = (params[(18784 +% c154)] * (Float(1) / sqrtf((var156 + Float(bitPattern: 0x3727c5ac)))))
+    for n184 in 0..<64 {
+      for i185 in 0..<196 {
+        arena[(4816960 +% ((((n184 *% 64) +% c154) *% 196) +% i185))] = (((arena[(2007040 +% ((((n184 *% 64) +% c154) *% 196) +% i185))] - mean155) * scale157) + params[(18848 +% c154)])
       }
     }
   }
   // relu2 = relu(bn2)
-  for i120 in 0..<100352 {
-    storeVector(arena, ((i120 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i120 *% 8) +% 4816960)), where: loadVector(arena, ((i120 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
+  for i186 in 0..<100352 {
+    storeVector(arena, ((i186 *% 8) +% 5619776), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i186 *% 8) +% 4816960)), where: loadVector(arena, ((i186 *% 8) +% 4816960)) .> Vector(repeating: Float(0))))
   }
   // pool2 = maxpool(relu2)
-  for q121 in 0..<4096 {
-    for py122 in 0..<7 {
-      for px123 in 0..<7 {
-        var acc124: Float = arena[(5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2)))]
-        acc124 = { let x = acc124, y = arena[(5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2)))]; return y > x ? y : x }()
-        acc124 = { let x = acc124, y = arena[((5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2))) +% 1)]; return y > x ? y : x }()
-        acc124 = { let x = acc124, y = arena[((5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2))) +% 14)]; return y > x ? y : x }()
-        acc124 = { let x = acc124, y = arena[(((5619776 +% (((q121 *% 196) +% (py122 *% 28)) +% (px123 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
-        arena[(((2809984 +% (q121 *% 49)) +% (py122 *% 7)) +% px123)] = acc124
+  for q187 in 0..<4096 {
+    for py188 in 0..<7 {
+      for px189 in 0..<7 {
+        var acc190: Float = arena[(5619776 +% (((q187 *% 196) +% (py188 *% 28)) +% (px189 *% 2)))]
+        acc190 = { let x = acc190, y = arena[(5619776 +% (((q187 *% 196) +% (py188 *% 28)) +% (px189 *% 2)))]; return y > x ? y : x }()
+        acc190 = { let x = acc190, y = arena[((5619776 +% (((q187 *% 196) +% (py188 *% 28)) +% (px189 *% 2))) +% 1)]; return y > x ? y : x }()
+        acc190 = { let x = acc190, y = arena[((5619776 +% (((q187 *% 196) +% (py188 *% 28)) +% (px189 *% 2))) +% 14)]; return y > x ? y : x }()
+        acc190 = { let x = acc190, y = arena[(((5619776 +% (((q187 *% 196) +% (py188 *% 28)) +% (px189 *% 2))) +% 14) +% 1)]; return y > x ? y : x }()
+        arena[(((2809984 +% (q187 *% 49)) +% (py188 *% 7)) +% px189)] = acc190
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense(flat)
-  for n125 in 0..<64 {
-    for k126 in 0..<3136 {
-      arena[((4816960 +% (k126 *% 64)) +% n125)] = arena[((2809984 +% (n125 *% 3136)) +% k126)]
+  for n191 in 0..<64 {
+    for k192 in 0..<3136 {
+      arena[((4816960 +% (k192 *% 64)) +% n191)] = arena[((2809984 +% (n191 *% 3136)) +% k192)]
     }
   }
-  do {  // gemm137
-    for r127 in 0..<128 {
-      for i128 in 0..<8 {
-        storeVector(arena, ((i128 *% 8) +% (5017664 +% (r127 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm203
+    for r193 in 0..<128 {
+      for i194 in 0..<8 {
+        storeVector(arena, ((i194 *% 8) +% (5017664 +% (r193 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp129 in 0..<4 {
-      for nb130 in 0..<2 {
-        for mb131 in 0..<32 {
-          var t132_c0_0 = loadVector(arena, ((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)))
-          var t132_c0_1 = loadVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 8))
-          var t132_c0_2 = loadVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 16))
-          var t132_c1_0 = loadVector(arena, ((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)))
-          var t132_c1_1 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 8))
-          var t132_c1_2 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 16))
-          var t132_c2_0 = loadVector(arena, ((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)))
-          var t132_c2_1 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 8))
-          var t132_c2_2 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 16))
-          var t132_c3_0 = loadVector(arena, ((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)))
-          var t132_c3_1 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 8))
-          var t132_c3_2 = loadVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 16))
-          for k133 in 0..<784 {
-            let t132_b0 = loadVector(arena, ((4816960 +% ((k133 +% (kp129 *% 784)) *% 64)) +% (nb130 *% 24)))
-            let t132_b1 = loadVector(arena, (((4816960 +% ((k133 +% (kp129 *% 784)) *% 64)) +% (nb130 *% 24)) +% 8))
-            let t132_b2 = loadVector(arena, (((4816960 +% ((k133 +% (kp129 *% 784)) *% 64)) +% (nb130 *% 24)) +% 16))
-            let t132_a0 = Vector(repeating: params[((18912 +% ((mb131 *% 4) *% 3136)) +% (k133 +% (kp129 *% 784)))])
-            t132_c0_0 = t132_c0_0.addingProduct(t132_a0, t132_b0)
-            t132_c0_1 = t132_c0_1.addingProduct(t132_a0, t132_b1)
-            t132_c0_2 = t132_c0_2.addingProduct(t132_a0, t132_b2)
-            let t132_a1 = Vector(repeating: params[((18912 +% (((mb131 *% 4) +% 1) *% 3136)) +% (k133 +% (kp129 *% 784)))])
-            t132_c1_0 = t132_c1_0.addingProduct(t132_a1, t132_b0)
-            t132_c1_1 = t132_c1_1.addingProduct(t132_a1, t132_b1)
-            t132_c1_2 = t132_c1_2.addingProduct(t132_a1, t132_b2)
-            let t132_a2 = Vector(repeating: params[((18912 +% (((mb131 *% 4) +% 2) *% 3136)) +% (k133 +% (kp129 *% 784)))])
-            t132_c2_0 = t132_c2_0.addingProduct(t132_a2, t132_b0)
-            t132_c2_1 = t132_c2_1.addingProduct(t132_a2, t132_b1)
-            t132_c2_2 = t132_c2_2.addingProduct(t132_a2, t132_b2)
-            let t132_a3 = Vector(repeating: params[((18912 +% (((mb131 *% 4) +% 3) *% 3136)) +% (k133 +% (kp129 *% 784)))])
-            t132_c3_0 = t132_c3_0.addingProduct(t132_a3, t132_b0)
-            t132_c3_1 = t132_c3_1.addingProduct(t132_a3, t132_b1)
-            t132_c3_2 = t132_c3_2.addingProduct(t132_a3, t132_b2)
+    for kp195 in 0..<4 {
+      for nb196 in 0..<2 {
+        for mb197 in 0..<32 {
+          var t198_c0_0 = loadVector(arena, ((5017664 +% ((mb197 *% 4) *% 64)) +% (nb196 *% 24)))
+          var t198_c0_1 = loadVector(arena, (((5017664 +% ((mb197 *% 4) *% 64)) +% (nb196 *% 24)) +% 8))
+          var t198_c0_2 = loadVector(arena, (((5017664 +% ((mb197 *% 4) *% 64)) +% (nb196 *% 24)) +% 16))
+          var t198_c1_0 = loadVector(arena, ((5017664 +% (((mb197 *% 4) +% 1) *% 64)) +% (nb196 *% 24)))
+          var t198_c1_1 = loadVector(arena, (((5017664 +% (((mb197 *% 4) +% 1) *% 64)) +% (nb196 *% 24)) +% 8))
+          var t198_c1_2 = loadVector(arena, (((5017664 +% (((mb197 *% 4) +% 1) *% 64)) +% (nb196 *% 24)) +% 16))
+          var t198_c2_0 = loadVector(arena, ((5017664 +% (((mb197 *% 4) +% 2) *% 64)) +% (nb196 *% 24)))
+          var t198_c2_1 = loadVector(arena, (((5017664 +% (((mb197 *% 4) +% 2) *% 64)) +% (nb196 *% 24)) +% 8))
+          var t198_c2_2 = loadVector(arena, (((5017664 +% (((mb197 *% 4) +% 2) *% 64)) +% (nb196 *% 24)) +% 16))
+          var t198_c3_0 = loadVector(arena, ((5017664 +% (((mb197 *% 4) +% 3) *% 64)) +% (nb196 *% 24)))
+          var t198_c3_1 = loadVector(arena, (((5017664 +% (((mb197 *% 4) +% 3) *% 64)) +% (nb196 *% 24)) +% 8))
+          var t198_c3_2 = loadVector(arena, (((5017664 +% (((mb197 *% 4) +% 3) *% 64)) +% (nb196 *% 24)) +% 16))
+          for k199 in 0..<784 {
+            let t198_b0 = loadVector(arena, ((4816960 +% ((k199 +% (kp195 *% 784)) *% 64)) +% (nb196 *% 24)))
+            let t198_b1 = loadVector(arena, (((4816960 +% ((k199 +% (kp195 *% 784)) *% 64)) +% (nb196 *% 24)) +% 8))
+            let t198_b2 = loadVector(arena, (((4816960 +% ((k199 +% (kp195 *% 784)) *% 64)) +% (nb196 *% 24)) +% 16))
+            let t198_a0 = Vector(repeating: params[((18912 +% ((mb197 *% 4) *% 3136)) +% (k199 +% (kp195 *% 784)))])
+            t198_c0_0 = t198_c0_0.addingProduct(t198_a0, t198_b0)
+            t198_c0_1 = t198_c0_1.addingProduct(t198_a0, t198_b1)
+            t198_c0_2 = t198_c0_2.addingProduct(t198_a0, t198_b2)
+            let t198_a1 = Vector(repeating: params[((18912 +% (((mb197 *% 4) +% 1) *% 3136)) +% (k199 +% (kp195 *% 784)))])
+            t198_c1_0 = t198_c1_0.addingProduct(t198_a1, t198_b0)
+            t198_c1_1 = t198_c1_1.addingProduct(t198_a1, t198_b1)
+            t198_c1_2 = t198_c1_2.addingProduct(t198_a1, t198_b2)
+            let t198_a2 = Vector(repeating: params[((18912 +% (((mb197 *% 4) +% 2) *% 3136)) +% (k199 +% (kp195 *% 784)))])
+            t198_c2_0 = t198_c2_0.addingProduct(t198_a2, t198_b0)
+            t198_c2_1 = t198_c2_1.addingProduct(t198_a2, t198_b1)
+            t198_c2_2 = t198_c2_2.addingProduct(t198_a2, t198_b2)
+            let t198_a3 = Vector(repeating: params[((18912 +% (((mb197 *% 4) +% 3) *% 3136)) +% (k199 +% (kp195 *% 784)))])
+            t198_c3_0 = t198_c3_0.addingProduct(t198_a3, t198_b0)
+            t198_c3_1 = t198_c3_1.addingProduct(t198_a3, t198_b1)
+            t198_c3_2 = t198_c3_2.addingProduct(t198_a3, t198_b2)
           }
-          storeVector(arena, ((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)), t132_c0_0)
-          storeVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 8), t132_c0_1)
-          storeVector(arena, (((5017664 +% ((mb131 *% 4) *% 64)) +% (nb130 *% 24)) +% 16), t132_c0_2)
-          storeVector(arena, ((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)), t132_c1_0)
-          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 8), t132_c1_1)
-          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 1) *% 64)) +% (nb130 *% 24)) +% 16), t132_c1_2)
-          storeVector(arena, ((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)), t132_c2_0)
-          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 8), t132_c2_1)
-          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 2) *% 64)) +% (nb130 *% 24)) +% 16), t132_c2_2)
-          storeVector(arena, ((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)), t132_c3_0)
-          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 8), t132_c3_1)
-          storeVector(arena, (((5017664 +% (((mb131 *% 4) +% 3) *% 64)) +% (nb130 *% 24)) +% 16), t132_c3_2)
+          storeVector(arena, ((5017664 +% ((mb197 *% 4) *% 64)) +% (nb196 *% 24)), t198_c0_0)
+          storeVector(arena, (((5017664 +% ((mb197 *% 4) *% 64)) +% (nb196 *% 24)) +% 8), t198_c0_1)
+          storeVector(arena, (((5017664 +% ((mb197 *% 4) *% 64)) +% (nb196 *% 24)) +% 16), t198_c0_2)
+          storeVector(arena, ((5017664 +% (((mb197 *% 4) +% 1) *% 64)) +% (nb196 *% 24)), t198_c1_0)
+          storeVector(arena, (((5017664 +% (((mb197 *% 4) +% 1) *% 64)) +% (nb196 *% 24)) +% 8), t198_c1_1)
+          storeVector(arena, (((5017664 +% (((mb197 *% 4) +% 1) *% 64)) +% (nb196 *% 24)) +% 16), t198_c1_2)
+          storeVector(arena, ((5017664 +% (((mb197 *% 4) +% 2) *% 64)) +% (nb196 *% 24)), t198_c2_0)
+          storeVector(arena, (((5017664 +% (((mb197 *% 4) +% 2) *% 64)) +% (nb196 *% 24)) +% 8), t198_c2_1)
+          storeVector(arena, (((5017664 +% (((mb197 *% 4) +% 2) *% 64)) +% (nb196 *% 24)) +% 16), t198_c2_2)
+          storeVector(arena, ((5017664 +% (((mb197 *% 4) +% 3) *% 64)) +% (nb196 *% 24)), t198_c3_0)
+          storeVector(arena, (((5017664 +% (((mb197 *% 4) +% 3) *% 64)) +% (nb196 *% 24)) +% 8), t198_c3_1)
+          storeVector(arena, (((5017664 +% (((mb197 *% 4) +% 3) *% 64)) +% (nb196 *% 24)) +% 16), t198_c3_2)
         }
       }
-      for mb134 in 0..<32 {
-        var t135_c0_0 = loadVector(arena, ((5017664 +% ((mb134 *% 4) *% 64)) +% 48))
-        var t135_c0_1 = loadVector(arena, (((5017664 +% ((mb134 *% 4) *% 64)) +% 48) +% 8))
-        var t135_c1_0 = loadVector(arena, ((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48))
-        var t135_c1_1 = loadVector(arena, (((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t135_c2_0 = loadVector(arena, ((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48))
-        var t135_c2_1 = loadVector(arena, (((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t135_c3_0 = loadVector(arena, ((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48))
-        var t135_c3_1 = loadVector(arena, (((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k136 in 0..<784 {
-          let t135_b0 = loadVector(arena, ((4816960 +% ((k136 +% (kp129 *% 784)) *% 64)) +% 48))
-          let t135_b1 = loadVector(arena, (((4816960 +% ((k136 +% (kp129 *% 784)) *% 64)) +% 48) +% 8))
-          let t135_a0 = Vector(repeating: params[((18912 +% ((mb134 *% 4) *% 3136)) +% (k136 +% (kp129 *% 784)))])
-          t135_c0_0 = t135_c0_0.addingProduct(t135_a0, t135_b0)
-          t135_c0_1 = t135_c0_1.addingProduct(t135_a0, t135_b1)
-          let t135_a1 = Vector(repeating: params[((18912 +% (((mb134 *% 4) +% 1) *% 3136)) +% (k136 +% (kp129 *% 784)))])
-          t135_c1_0 = t135_c1_0.addingProduct(t135_a1, t135_b0)
-          t135_c1_1 = t135_c1_1.addingProduct(t135_a1, t135_b1)
-          let t135_a2 = Vector(repeating: params[((18912 +% (((mb134 *% 4) +% 2) *% 3136)) +% (k136 +% (kp129 *% 784)))])
-          t135_c2_0 = t135_c2_0.addingProduct(t135_a2, t135_b0)
-          t135_c2_1 = t135_c2_1.addingProduct(t135_a2, t135_b1)
-          let t135_a3 = Vector(repeating: params[((18912 +% (((mb134 *% 4) +% 3) *% 3136)) +% (k136 +% (kp129 *% 784)))])
-          t135_c3_0 = t135_c3_0.addingProduct(t135_a3, t135_b0)
-          t135_c3_1 = t135_c3_1.addingProduct(t135_a3, t135_b1)
+      for mb200 in 0..<32 {
+        var t201_c0_0 = loadVector(arena, ((5017664 +% ((mb200 *% 4) *% 64)) +% 48))
+        var t201_c0_1 = loadVector(arena, (((5017664 +% ((mb200 *% 4) *% 64)) +% 48) +% 8))
+        var t201_c1_0 = loadVector(arena, ((5017664 +% (((mb200 *% 4) +% 1) *% 64)) +% 48))
+        var t201_c1_1 = loadVector(arena, (((5017664 +% (((mb200 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t201_c2_0 = loadVector(arena, ((5017664 +% (((mb200 *% 4) +% 2) *% 64)) +% 48))
+        var t201_c2_1 = loadVector(arena, (((5017664 +% (((mb200 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t201_c3_0 = loadVector(arena, ((5017664 +% (((mb200 *% 4) +% 3) *% 64)) +% 48))
+        var t201_c3_1 = loadVector(arena, (((5017664 +% (((mb200 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k202 in 0..<784 {
+          let t201_b0 = loadVector(arena, ((4816960 +% ((k202 +% (kp195 *% 784)) *% 64)) +% 48))
+          let t201_b1 = loadVector(arena, (((4816960 +% ((k202 +% (kp195 *% 784)) *% 64)) +% 48) +% 8))
+          let t201_a0 = Vector(repeating: params[((18912 +% ((mb200 *% 4) *% 3136)) +% (k202 +% (kp195 *% 784)))])
+          t201_c0_0 = t201_c0_0.addingProduct(t201_a0, t201_b0)
+          t201_c0_1 = t201_c0_1.addingProduct(t201_a0, t201_b1)
+          let t201_a1 = Vector(repeating: params[((18912 +% (((mb200 *% 4) +% 1) *% 3136)) +% (k202 +% (kp195 *% 784)))])
+          t201_c1_0 = t201_c1_0.addingProduct(t201_a1, t201_b0)
+          t201_c1_1 = t201_c1_1.addingProduct(t201_a1, t201_b1)
+          let t201_a2 = Vector(repeating: params[((18912 +% (((mb200 *% 4) +% 2) *% 3136)) +% (k202 +% (kp195 *% 784)))])
+          t201_c2_0 = t201_c2_0.addingProduct(t201_a2, t201_b0)
+          t201_c2_1 = t201_c2_1.addingProduct(t201_a2, t201_b1)
+          let t201_a3 = Vector(repeating: params[((18912 +% (((mb200 *% 4) +% 3) *% 3136)) +% (k202 +% (kp195 *% 784)))])
+          t201_c3_0 = t201_c3_0.addingProduct(t201_a3, t201_b0)
+          t201_c3_1 = t201_c3_1.addingProduct(t201_a3, t201_b1)
         }
-        storeVector(arena, ((5017664 +% ((mb134 *% 4) *% 64)) +% 48), t135_c0_0)
-        storeVector(arena, (((5017664 +% ((mb134 *% 4) *% 64)) +% 48) +% 8), t135_c0_1)
-        storeVector(arena, ((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48), t135_c1_0)
-        storeVector(arena, (((5017664 +% (((mb134 *% 4) +% 1) *% 64)) +% 48) +% 8), t135_c1_1)
-        storeVector(arena, ((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48), t135_c2_0)
-        storeVector(arena, (((5017664 +% (((mb134 *% 4) +% 2) *% 64)) +% 48) +% 8), t135_c2_1)
-        storeVector(arena, ((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48), t135_c3_0)
-        storeVector(arena, (((5017664 +% (((mb134 *% 4) +% 3) *% 64)) +% 48) +% 8), t135_c3_1)
+        storeVector(arena, ((5017664 +% ((mb200 *% 4) *% 64)) +% 48), t201_c0_0)
+        storeVector(arena, (((5017664 +% ((mb200 *% 4) *% 64)) +% 48) +% 8), t201_c0_1)
+        storeVector(arena, ((5017664 +% (((mb200 *% 4) +% 1) *% 64)) +% 48), t201_c1_0)
+        storeVector(arena, (((5017664 +% (((mb200 *% 4) +% 1) *% 64)) +% 48) +% 8), t201_c1_1)
+        storeVector(arena, ((5017664 +% (((mb200 *% 4) +% 2) *% 64)) +% 48), t201_c2_0)
+        storeVector(arena, (((5017664 +% (((mb200 *% 4) +% 2) *% 64)) +% 48) +% 8), t201_c2_1)
+        storeVector(arena, ((5017664 +% (((mb200 *% 4) +% 3) *% 64)) +% 48), t201_c3_0)
+        storeVector(arena, (((5017664 +% (((mb200 *% 4) +% 3) *% 64)) +% 48) +% 8), t201_c3_1)
       }
     }
   }
-  for n138 in 0..<64 {
-    for u139 in 0..<128 {
-      arena[((3010688 +% (n138 *% 128)) +% u139)] = arena[((5017664 +% (u139 *% 64)) +% n138)]
+  for n204 in 0..<64 {
+    for u205 in 0..<128 {
+      arena[((3010688 +% (n204 *% 128)) +% u205)] = arena[((5017664 +% (u205 *% 64)) +% n204)]
     }
   }
   // bn3 = batchnorm(fc1)
-  for c140 in 0..<128 {
-    let acc146 = Vector()
-    var tail147: Float = Float(0)
-    for n148 in 0..<64 {
-      for i149 in 0..<1 {
-        tail147 = (tail147 + arena[(3010688 +% (((n148 *% 128) +% c140) +% i149))])
+  for c206 in 0..<128 {
+    let acc212 = Vector()
+    var tail213: Float = Float(0)
+    for n214 in 0..<64 {
+      for i215 in 0..<1 {
+        tail213 = (tail213 + arena[(3010688 +% (((n214 *% 128) +% c206) +% i215))])
       }
     }
-    storeVector(arena, 3027328, acc146)
-    var sum150: Float = (arena[3027328] + arena[3027329])
-    var sum151: Float = (sum150 + arena[3027330])
-    var sum152: Float = (sum151 + arena[3027331])
-    var sum153: Float = (sum152 + arena[3027332])
-    var sum154: Float = (sum153 + arena[3027333])
-    var sum155: Float = (sum154 + arena[3027334])
-    var sum156: Float = (sum155 + arena[3027335])
-    var sum144: Float = (sum156 + tail147)
-    var mean141: Float = (sum144 / Float(64))
-    let acc157 = Vector()
-    var tail158: Float = Float(0)
-    for n159 in 0..<64 {
-      for i160 in 0..<1 {
-        tail158 = (tail158 + ((arena[(3010688 +% (((n159 *% 128) +% c140) +% i160))] - mean141) * (arena[(3010688 +% (((n159 *% 128) +% c140) +% i160))] - mean141)))
+    storeVector(arena, 3027328, acc212)
+    var sum216: Float = (arena[3027328] + arena[3027329])
+    var sum217: Float = (sum216 + arena[3027330])
+    var sum218: Float = (sum217 + arena[3027331])
+    var sum219: Float = (sum218 + arena[3027332])
+    var sum220: Float = (sum219 + arena[3027333])
+    var sum221: Float = (sum220 + arena[3027334])
+    var sum222: Float = (sum221 + arena[3027335])
+    var sum210: Float = (sum222 + tail213)
+    var mean207: Float = (sum210 / Float(64))
+    let acc223 = Vector()
+    var tail224: Float = Float(0)
+    for n225 in 0..<64 {
+      for i226 in 0..<1 {
+        tail224 = (tail224 + ((arena[(3010688 +% (((n225 *% 128) +% c206) +% i226))] - mean207) * (arena[(3010688 +% (((n225 *% 128) +% c206) +% i226))] - mean207)))
       }
     }
-    storeVector(arena, 3027328, acc157)
-    var sum161: Float = (arena[3027328] + arena[3027329])
-    var sum162: Float = (sum161 + arena[3027330])
-    var sum163: Float = (sum162 + arena[3027331])
-    var sum164: Float = (sum163 + arena[3027332])
-    var sum165: Float = (sum164 + arena[3027333])
-    var sum166: Float = (sum165 + arena[3027334])
-    var sum167: Float = (sum166 + arena[3027335])
-    var squares145: Float = (sum167 + tail158)
-    var var142: Float = (squares145 / Float(64))
-    arena[(3027072 +% c140)] = mean141
-    arena[(3027200 +% c140)] = var142
-    var scale143: Float = (params[(420320 +% c140)] * (Float(1) / sqrtf((var142 + Float(bitPattern: 0x3727c5ac)))))
-    for n168 in 0..<64 {
-      arena[(3018880 +% ((n168 *% 128) +% c140))] = (((arena[(3010688 +% ((n168 *% 128) +% c140))] - mean141) * scale143) + params[(420448 +% c140)])
+    storeVector(arena, 3027328, acc223)
+    var sum227: Float = (arena[3027328] + arena[3027329])
+    var sum228: Float = (sum227 + arena[3027330])
+    var sum229: Float = (sum228 + arena[3027331])
+    var sum230: Float = (sum229 + arena[3027332])
+    var sum231: Float = (sum230 + arena[3027333])
+    var sum232: Float = (sum231 + arena[3027334])
+    var sum233: Float = (sum232 + arena[3027335])
+    var squares211: Float = (sum233 + tail224)
+    var var208: Float = (squares211 / Float(64))
+    arena[(3027072 +% c206)] = mean207
+    arena[(3027200 +% c206)] = var208
+    var scale209: Float = (params[(420320 +% c206)] * (Float(1) / sqrtf((var208 + Float(bitPattern: 0x3727c5ac)))))
+    for n234 in 0..<64 {
+      arena[(3018880 +% ((n234 *% 128) +% c206))] = (((arena[(3010688 +% ((n234 *% 128) +% c206))] - mean207) * scale209) + params[(420448 +% c206)])
     }
   }
   // relu3 = relu(bn3)
-  for i169 in 0..<1024 {
-    storeVector(arena, ((i169 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i169 *% 8) +% 3018880)), where: loadVector(arena, ((i169 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
+  for i235 in 0..<1024 {
+    storeVector(arena, ((i235 *% 8) +% 3027328), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i235 *% 8) +% 3018880)), where: loadVector(arena, ((i235 *% 8) +% 3018880)) .> Vector(repeating: Float(0))))
   }
   // fc2 = dense(relu3)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3027328, 128, params + 420576, 128, Float(bitPattern: 0x0), arena + 3018880, 10)
-  for n170 in 0..<64 {
-    for u171 in 0..<1 {
-      storeVector(arena, ((u171 *% 8) +% (3018880 +% (n170 *% 10))), (loadVector(arena, ((u171 *% 8) +% (3018880 +% (n170 *% 10)))) + loadVector(params, ((u171 *% 8) +% 421856))))
+  for n236 in 0..<64 {
+    for u237 in 0..<1 {
+      storeVector(arena, ((u237 *% 8) +% (3018880 +% (n236 *% 10))), (loadVector(arena, ((u237 *% 8) +% (3018880 +% (n236 *% 10)))) + loadVector(params, ((u237 *% 8) +% 421856))))
     }
-    for u171 in 0..<1 {
-      storePartial(arena, ((u171 +% 8) +% (3018880 +% (n170 *% 10))), (loadPartial(arena, ((u171 +% 8) +% (3018880 +% (n170 *% 10))), 2) + loadPartial(params, ((u171 +% 8) +% 421856), 2)), 2)
+    for u237 in 0..<1 {
+      storePartial(arena, ((u237 +% 8) +% (3018880 +% (n236 *% 10))), (loadPartial(arena, ((u237 +% 8) +% (3018880 +% (n236 *% 10))), 2) + loadPartial(params, ((u237 +% 8) +% 421856), 2)), 2)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total172: Float = Float(0)
-  for n173 in 0..<64 {
-    var m174: Float = arena[(3018880 +% (n173 *% 10))]
-    for k176 in 0..<10 {
-      m174 = { let x = m174, y = arena[((3018880 +% (n173 *% 10)) +% k176)]; return y > x ? y : x }()
+  var total238: Float = Float(0)
+  for n239 in 0..<64 {
+    var m240: Float = arena[(3018880 +% (n239 *% 10))]
+    for k242 in 0..<10 {
+      m240 = { let x = m240, y = arena[((3018880 +% (n239 *% 10)) +% k242)]; return y > x ? y : x }()
     }
-    var s175: Float = Float(0)
-    for k177 in 0..<10 {
-      s175 = (s175 + expf((arena[((3018880 +% (n173 *% 10)) +% k177)] - m174)))
+    var s241: Float = Float(0)
+    for k243 in 0..<10 {
+      s241 = (s241 + expf((arena[((3018880 +% (n239 *% 10)) +% k243)] - m240)))
     }
-    total172 = (total172 + ((m174 + logf(s175)) - arena[((3018880 +% (n173 *% 10)) +% Int(labels[n173]))]))
+    total238 = (total238 + ((m240 + logf(s241)) - arena[((3018880 +% (n239 *% 10)) +% Int(labels[n239]))]))
   }
-  arena[3019520] = (total172 / Float(64))
+  arena[3019520] = (total238 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n178 in 0..<64 {
-    var m179: Float = arena[(3018880 +% (n178 *% 10))]
-    for k181 in 0..<10 {
-      m179 = { let x = m179, y = arena[((3018880 +% (n178 *% 10)) +% k181)]; return y > x ? y : x }()
+  for n244 in 0..<64 {
+    var m245: Float = arena[(3018880 +% (n244 *% 10))]
+    for k247 in 0..<10 {
+      m245 = { let x = m245, y = arena[((3018880 +% (n244 *% 10)) +% k247)]; return y > x ? y : x }()
     }
-    var s180: Float = Float(0)
-    for k182 in 0..<10 {
-      s180 = (s180 + expf((arena[((3018880 +% (n178 *% 10)) +% k182)] - m179)))
+    var s246: Float = Float(0)
+    for k248 in 0..<10 {
+      s246 = (s246 + expf((arena[((3018880 +% (n244 *% 10)) +% k248)] - m245)))
     }
-    for k183 in 0..<10 {
-      arena[((3019536 +% (n178 *% 10)) +% k183)] = ((k183 == Int(labels[n178]) ? ((expf((arena[((3018880 +% (n178 *% 10)) +% k183)] - m179)) / s180) - Float(1)) : (expf((arena[((3018880 +% (n178 *% 10)) +% k183)] - m179)) / s180)) / Float(64))
+    for k249 in 0..<10 {
+      arena[((3019536 +% (n244 *% 10)) +% k249)] = ((k249 == Int(labels[n244]) ? ((expf((arena[((3018880 +% (n244 *% 10)) +% k249)] - m245)) / s246) - Float(1)) : (expf((arena[((3018880 +% (n244 *% 10)) +% k249)] - m245)) / s246)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, relu3)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3019536, 10, arena + 3027328, 128, Float(bitPattern: 0x0), grads + 420576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u184 in 0..<10 {
-    var acc185: Float = Float(0)
-    for n186 in 0..<64 {
-      acc185 = (acc185 + arena[((3019536 +% (n186 *% 10)) +% u184)])
+  for u250 in 0..<10 {
+    var acc251: Float = Float(0)
+    for n252 in 0..<64 {
+      acc251 = (acc251 + arena[((3019536 +% (n252 *% 10)) +% u250)])
     }
-    grads[(421856 +% u184)] = acc185
+    grads[(421856 +% u250)] = acc251
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3019536, 10, params + 420576, 128, Float(bitPattern: 0x0), arena + 3035520, 128)
   // bn3_grad = relu_grad(relu3_grad, relu3)
-  for i187 in 0..<1024 {
-    storeVector(arena, ((i187 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i187 *% 8) +% 3035520)), where: loadVector(arena, ((i187 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
+  for i253 in 0..<1024 {
+    storeVector(arena, ((i253 *% 8) +% 3043712), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i253 *% 8) +% 3035520)), where: loadVector(arena, ((i253 *% 8) +% 3027328)) .> Vector(repeating: Float(0))))
   }
   // bn3_weight_grad = batchnorm_grad_weight(bn3_grad, fc1, bn3.mean, bn3.var)
-  for c188 in 0..<128 {
-    var invstd190: Float = (Float(1) / sqrtf((arena[(3027200 +% c188)] + Float(bitPattern: 0x3727c5ac))))
-    var mean191: Float = arena[(3027072 +% c188)]
-    let acc192 = Vector()
-    var tail193: Float = Float(0)
-    for n194 in 0..<64 {
-      for i195 in 0..<1 {
-        tail193 = (tail193 + (arena[(3043712 +% (((n194 *% 128) +% c188) +% i195))] * ((arena[(3010688 +% (((n194 *% 128) +% c188) +% i195))] - mean191) * invstd190)))
+  for c254 in 0..<128 {
+    var invstd256: Float = (Float(1) / sqrtf((arena[(3027200 +% c254)] + Float(bitPattern: 0x3727c5ac))))
+    var mean257: Float = arena[(3027072 +% c254)]
+    let acc258 = Vector()
+    var tail259: Float = Float(0)
+    for n260 in 0..<64 {
+      for i261 in 0..<1 {
+        tail259 = (tail259 + (arena[(3043712 +% (((n260 *% 128) +% c254) +% i261))] * ((arena[(3010688 +% (((n260 *% 128) +% c254) +% i261))] - mean257) * invstd256)))
       }
     }
-    storeVector(arena, 3019536, acc192)
-    var sum196: Float = (arena[3019536] + arena[3019537])
-    var sum197: Float = (sum196 + arena[3019538])
-    var sum198: Float = (sum197 + arena[3019539])
-    var sum199: Float = (sum198 + arena[3019540])
-    var sum200: Float = (sum199 + arena[3019541])
-    var sum201: Float = (sum200 + arena[3019542])
-    var sum202: Float = (sum201 + arena[3019543])
-    var sum_x189: Float = (sum202 + tail193)
-    grads[(420320 +% c188)] = sum_x189
+    storeVector(arena, 3019536, acc258)
+    var sum262: Float = (arena[3019536] + arena[3019537])
+    var sum263: Float = (sum262 + arena[3019538])
+    var sum264: Float = (sum263 + arena[3019539])
+    var sum265: Float = (sum264 + arena[3019540])
+    var sum266: Float = (sum265 + arena[3019541])
+    var sum267: Float = (sum266 + arena[3019542])
+    var sum268: Float = (sum267 + arena[3019543])
+    var sum_x255: Float = (sum268 + tail259)
+    grads[(420320 +% c254)] = sum_x255
   }
   // bn3_bias_grad = batchnorm_grad_bias(bn3_grad)
-  for c203 in 0..<128 {
-    let acc205 = Vector()
-    var tail206: Float = Float(0)
-    for n207 in 0..<64 {
-      for i208 in 0..<1 {
-        tail206 = (tail206 + arena[(3043712 +% (((n207 *% 128) +% c203) +% i208))])
+  for c269 in 0..<128 {
+    let acc271 = Vector()
+    var tail272: Float = Float(0)
+    for n273 in 0..<64 {
+      for i274 in 0..<1 {
+        tail272 = (tail272 + arena[(3043712 +% (((n273 *% 128) +% c269) +% i274))])
       }
     }
-    storeVector(arena, 3019536, acc205)
-    var sum209: Float = (arena[3019536] + arena[3019537])
-    var sum210: Float = (sum209 + arena[3019538])
-    var sum211: Float = (sum210 + arena[3019539])
-    var sum212: Float = (sum211 + arena[3019540])
-    var sum213: Float = (sum212 + arena[3019541])
-    var sum214: Float = (sum213 + arena[3019542])
-    var sum215: Float = (sum214 + arena[3019543])
-    var sum204: Float = (sum215 + tail206)
-    grads[(420448 +% c203)] = sum204
+    storeVector(arena, 3019536, acc271)
+    var sum275: Float = (arena[3019536] + arena[3019537])
+    var sum276: Float = (sum275 + arena[3019538])
+    var sum277: Float = (sum276 + arena[3019539])
+    var sum278: Float = (sum277 + arena[3019540])
+    var sum279: Float = (sum278 + arena[3019541])
+    var sum280: Float = (sum279 + arena[3019542])
+    var sum281: Float = (sum280 + arena[3019543])
+    var sum270: Float = (sum281 + tail272)
+    grads[(420448 +% c269)] = sum270
   }
   // fc1_grad = batchnorm_grad_input(bn3_grad, fc1, bn3.mean, bn3.var, bn3.weight, bn3_bias_grad, bn3_weight_grad)
-  for c216 in 0..<128 {
-    var invstd219: Float = (Float(1) / sqrtf((arena[(3027200 +% c216)] + Float(bitPattern: 0x3727c5ac))))
-    var sum217: Float = grads[(420448 +% c216)]
-    var sum_x218: Float = grads[(420320 +% c216)]
-    var scale220: Float = (params[(420320 +% c216)] * invstd219)
-    var mean_dy221: Float = (sum217 / Float(64))
-    var mean_dy_x222: Float = (sum_x218 / Float(64))
-    for n223 in 0..<64 {
-      arena[(3027328 +% ((n223 *% 128) +% c216))] = (scale220 * ((arena[(3043712 +% ((n223 *% 128) +% c216))] - mean_dy221) - (((arena[(3010688 +% ((n223 *% 128) +% c216))] - arena[(3027072 +% c216)]) * invstd219) * mean_dy_x222)))
+  for c282 in 0..<128 {
+    var invstd285: Float = (Float(1) / sqrtf((arena[(3027200 +% c282)] + Float(bitPattern: 0x3727c5ac))))
+    var sum283: Float = grads[(420448 +% c282)]
+    var sum_x284: Float = grads[(420320 +% c282)]
+    var scale286: Float = (params[(420320 +% c282)] * invstd285)
+    var mean_dy287: Float = (sum283 / Float(64))
+    var mean_dy_x288: Float = (sum_x284 / Float(64))
+    for n289 in 0..<64 {
+      arena[(3027328 +% ((n289 *% 128) +% c282))] = (scale286 * ((arena[(3043712 +% ((n289 *% 128) +% c282))] - mean_dy287) - (((arena[(3010688 +% ((n289 *% 128) +% c282))] - arena[(3027072 +% c282)]) * invstd285) * mean_dy_x288)))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm231
-    for nb224 in 0..<130 {
-      for mb225 in 0..<32 {
-        var t226_c0_0 = Vector()
-        var t226_c0_1 = Vector()
-        var t226_c0_2 = Vector()
-        var t226_c1_0 = Vector()
-        var t226_c1_1 = Vector()
-        var t226_c1_2 = Vector()
-        var t226_c2_0 = Vector()
-        var t226_c2_1 = Vector()
-        var t226_c2_2 = Vector()
-        var t226_c3_0 = Vector()
-        var t226_c3_1 = Vector()
-        var t226_c3_2 = Vector()
-        for k227 in 0..<64 {
-          let t226_b0 = loadVector(arena, ((2809984 +% (k227 *% 3136)) +% (nb224 *% 24)))
-          let t226_b1 = loadVector(arena, (((2809984 +% (k227 *% 3136)) +% (nb224 *% 24)) +% 8))
-          let t226_b2 = loadVector(arena, (((2809984 +% (k227 *% 3136)) +% (nb224 *% 24)) +% 16))
-          let t226_a0 = Vector(repeating: arena[((3027328 +% (mb225 *% 4)) +% (k227 *% 128))])
-          t226_c0_0 = t226_c0_0.addingProduct(t226_a0, t226_b0)
-          t226_c0_1 = t226_c0_1.addingProduct(t226_a0, t226_b1)
-          t226_c0_2 = t226_c0_2.addingProduct(t226_a0, t226_b2)
-          let t226_a1 = Vector(repeating: arena[((3027328 +% ((mb225 *% 4) +% 1)) +% (k227 *% 128))])
-          t226_c1_0 = t226_c1_0.addingProduct(t226_a1, t226_b0)
-          t226_c1_1 = t226_c1_1.addingProduct(t226_a1, t226_b1)
-          t226_c1_2 = t226_c1_2.addingProduct(t226_a1, t226_b2)
-          let t226_a2 = Vector(repeating: arena[((3027328 +% ((mb225 *% 4) +% 2)) +% (k227 *% 128))])
-          t226_c2_0 = t226_c2_0.addingProduct(t226_a2, t226_b0)
-          t226_c2_1 = t226_c2_1.addingProduct(t226_a2, t226_b1)
-          t226_c2_2 = t226_c2_2.addingProduct(t226_a2, t226_b2)
-          let t226_a3 = Vector(repeating: arena[((3027328 +% ((mb225 *% 4) +% 3)) +% (k227 *% 128))])
-          t226_c3_0 = t226_c3_0.addingProduct(t226_a3, t226_b0)
-          t226_c3_1 = t226_c3_1.addingProduct(t226_a3, t226_b1)
-          t226_c3_2 = t226_c3_2.addingProduct(t226_a3, t226_b2)
+  do {  // gemm297
+    for nb290 in 0..<130 {
+      for mb291 in 0..<32 {
+        var t292_c0_0 = Vector()
+        var t292_c0_1 = Vector()
+        var t292_c0_2 = Vector()
+        var t292_c1_0 = Vector()
+        var t292_c1_1 = Vector()
+        var t292_c1_2 = Vector()
+        var t292_c2_0 = Vector()
+        var t292_c2_1 = Vector()
+        var t292_c2_2 = Vector()
+        var t292_c3_0 = Vector()
+        var t292_c3_1 = Vector()
+        var t292_c3_2 = Vector()
+        for k293 in 0..<64 {
+          let t292_b0 = loadVector(arena, ((2809984 +% (k293 *% 3136)) +% (nb290 *% 24)))
+          let t292_b1 = loadVector(arena, (((2809984 +% (k293 *% 3136)) +% (nb290 *% 24)) +% 8))
+          let t292_b2 = loadVector(arena, (((2809984 +% (k293 *% 3136)) +% (nb290 *% 24)) +% 16))
+          let t292_a0 = Vector(repeating: arena[((3027328 +% (mb291 *% 4)) +% (k293 *% 128))])
+          t292_c0_0 = t292_c0_0.addingProduct(t292_a0, t292_b0)
+          t292_c0_1 = t292_c0_1.addingProduct(t292_a0, t292_b1)
+          t292_c0_2 = t292_c0_2.addingProduct(t292_a0, t292_b2)
+          let t292_a1 = Vector(repeating: arena[((3027328 +% ((mb291 *% 4) +% 1)) +% (k293 *% 128))])
+          t292_c1_0 = t292_c1_0.addingProduct(t292_a1, t292_b0)
+          t292_c1_1 = t292_c1_1.addingProduct(t292_a1, t292_b1)
+          t292_c1_2 = t292_c1_2.addingProduct(t292_a1, t292_b2)
+          let t292_a2 = Vector(repeating: arena[((3027328 +% ((mb291 *% 4) +% 2)) +% (k293 *% 128))])
+          t292_c2_0 = t292_c2_0.addingProduct(t292_a2, t292_b0)
+          t292_c2_1 = t292_c2_1.addingProduct(t292_a2, t292_b1)
+          t292_c2_2 = t292_c2_2.addingProduct(t292_a2, t292_b2)
+          let t292_a3 = Vector(repeating: arena[((3027328 +% ((mb291 *% 4) +% 3)) +% (k293 *% 128))])
+          t292_c3_0 = t292_c3_0.addingProduct(t292_a3, t292_b0)
+          t292_c3_1 = t292_c3_1.addingProduct(t292_a3, t292_b1)
+          t292_c3_2 = t292_c3_2.addingProduct(t292_a3, t292_b2)
         }
-        storeVector(grads, ((18912 +% ((mb225 *% 4) *% 3136)) +% (nb224 *% 24)), t226_c0_0)
-        storeVector(grads, (((18912 +% ((mb225 *% 4) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c0_1)
-        storeVector(grads, (((18912 +% ((mb225 *% 4) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c0_2)
-        storeVector(grads, ((18912 +% (((mb225 *% 4) +% 1) *% 3136)) +% (nb224 *% 24)), t226_c1_0)
-        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 1) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c1_1)
-        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 1) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c1_2)
-        storeVector(grads, ((18912 +% (((mb225 *% 4) +% 2) *% 3136)) +% (nb224 *% 24)), t226_c2_0)
-        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 2) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c2_1)
-        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 2) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c2_2)
-        storeVector(grads, ((18912 +% (((mb225 *% 4) +% 3) *% 3136)) +% (nb224 *% 24)), t226_c3_0)
-        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 3) *% 3136)) +% (nb224 *% 24)) +% 8), t226_c3_1)
-        storeVector(grads, (((18912 +% (((mb225 *% 4) +% 3) *% 3136)) +% (nb224 *% 24)) +% 16), t226_c3_2)
+        storeVector(grads, ((18912 +% ((mb291 *% 4) *% 3136)) +% (nb290 *% 24)), t292_c0_0)
+        storeVector(grads, (((18912 +% ((mb291 *% 4) *% 3136)) +% (nb290 *% 24)) +% 8), t292_c0_1)
+        storeVector(grads, (((18912 +% ((mb291 *% 4) *% 3136)) +% (nb290 *% 24)) +% 16), t292_c0_2)
+        storeVector(grads, ((18912 +% (((mb291 *% 4) +% 1) *% 3136)) +% (nb290 *% 24)), t292_c1_0)
+        storeVector(grads, (((18912 +% (((mb291 *% 4) +% 1) *% 3136)) +% (nb290 *% 24)) +% 8), t292_c1_1)
+        storeVector(grads, (((18912 +% (((mb291 *% 4) +% 1) *% 3136)) +% (nb290 *% 24)) +% 16), t292_c1_2)
+        storeVector(grads, ((18912 +% (((mb291 *% 4) +% 2) *% 3136)) +% (nb290 *% 24)), t292_c2_0)
+        storeVector(grads, (((18912 +% (((mb291 *% 4) +% 2) *% 3136)) +% (nb290 *% 24)) +% 8), t292_c2_1)
+        storeVector(grads, (((18912 +% (((mb291 *% 4) +% 2) *% 3136)) +% (nb290 *% 24)) +% 16), t292_c2_2)
+        storeVector(grads, ((18912 +% (((mb291 *% 4) +% 3) *% 3136)) +% (nb290 *% 24)), t292_c3_0)
+        storeVector(grads, (((18912 +% (((mb291 *% 4) +% 3) *% 3136)) +% (nb290 *% 24)) +% 8), t292_c3_1)
+        storeVector(grads, (((18912 +% (((mb291 *% 4) +% 3) *% 3136)) +% (nb290 *% 24)) +% 16), t292_c3_2)
       }
     }
-    for mb228 in 0..<32 {
-      var t229_c0_0 = Vector()
-      var t229_c0_1 = Vector()
-      var t229_c1_0 = Vector()
-      var t229_c1_1 = Vector()
-      var t229_c2_0 = Vector()
-      var t229_c2_1 = Vector()
-      var t229_c3_0 = Vector()
-      var t229_c3_1 = Vector()
-      for k230 in 0..<64 {
-        let t229_b0 = loadVector(arena, ((2809984 +% (k230 *% 3136)) +% 3120))
-        let t229_b1 = loadVector(arena, (((2809984 +% (k230 *% 3136)) +% 3120) +% 8))
-        let t229_a0 = Vector(repeating: arena[((3027328 +% (mb228 *% 4)) +% (k230 *% 128))])
-        t229_c0_0 = t229_c0_0.addingProduct(t229_a0, t229_b0)
-        t229_c0_1 = t229_c0_1.addingProduct(t229_a0, t229_b1)
-        let t229_a1 = Vector(repeating: arena[((3027328 +% ((mb228 *% 4) +% 1)) +% (k230 *% 128))])
-        t229_c1_0 = t229_c1_0.addingProduct(t229_a1, t229_b0)
-        t229_c1_1 = t229_c1_1.addingProduct(t229_a1, t229_b1)
-        let t229_a2 = Vector(repeating: arena[((3027328 +% ((mb228 *% 4) +% 2)) +% (k230 *% 128))])
-        t229_c2_0 = t229_c2_0.addingProduct(t229_a2, t229_b0)
-        t229_c2_1 = t229_c2_1.addingProduct(t229_a2, t229_b1)
-        let t229_a3 = Vector(repeating: arena[((3027328 +% ((mb228 *% 4) +% 3)) +% (k230 *% 128))])
-        t229_c3_0 = t229_c3_0.addingProduct(t229_a3, t229_b0)
-        t229_c3_1 = t229_c3_1.addingProduct(t229_a3, t229_b1)
+    for mb294 in 0..<32 {
+      var t295_c0_0 = Vector()
+      var t295_c0_1 = Vector()
+      var t295_c1_0 = Vector()
+      var t295_c1_1 = Vector()
+      var t295_c2_0 = Vector()
+      var t295_c2_1 = Vector()
+      var t295_c3_0 = Vector()
+      var t295_c3_1 = Vector()
+      for k296 in 0..<64 {
+        let t295_b0 = loadVector(arena, ((2809984 +% (k296 *% 3136)) +% 3120))
+        let t295_b1 = loadVector(arena, (((2809984 +% (k296 *% 3136)) +% 3120) +% 8))
+        let t295_a0 = Vector(repeating: arena[((3027328 +% (mb294 *% 4)) +% (k296 *% 128))])
+        t295_c0_0 = t295_c0_0.addingProduct(t295_a0, t295_b0)
+        t295_c0_1 = t295_c0_1.addingProduct(t295_a0, t295_b1)
+        let t295_a1 = Vector(repeating: arena[((3027328 +% ((mb294 *% 4) +% 1)) +% (k296 *% 128))])
+        t295_c1_0 = t295_c1_0.addingProduct(t295_a1, t295_b0)
+        t295_c1_1 = t295_c1_1.addingProduct(t295_a1, t295_b1)
+        let t295_a2 = Vector(repeating: arena[((3027328 +% ((mb294 *% 4) +% 2)) +% (k296 *% 128))])
+        t295_c2_0 = t295_c2_0.addingProduct(t295_a2, t295_b0)
+        t295_c2_1 = t295_c2_1.addingProduct(t295_a2, t295_b1)
+        let t295_a3 = Vector(repeating: arena[((3027328 +% ((mb294 *% 4) +% 3)) +% (k296 *% 128))])
+        t295_c3_0 = t295_c3_0.addingProduct(t295_a3, t295_b0)
+        t295_c3_1 = t295_c3_1.addingProduct(t295_a3, t295_b1)
       }
-      storeVector(grads, ((18912 +% ((mb228 *% 4) *% 3136)) +% 3120), t229_c0_0)
-      storeVector(grads, (((18912 +% ((mb228 *% 4) *% 3136)) +% 3120) +% 8), t229_c0_1)
-      storeVector(grads, ((18912 +% (((mb228 *% 4) +% 1) *% 3136)) +% 3120), t229_c1_0)
-      storeVector(grads, (((18912 +% (((mb228 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t229_c1_1)
-      storeVector(grads, ((18912 +% (((mb228 *% 4) +% 2) *% 3136)) +% 3120), t229_c2_0)
-      storeVector(grads, (((18912 +% (((mb228 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t229_c2_1)
-      storeVector(grads, ((18912 +% (((mb228 *% 4) +% 3) *% 3136)) +% 3120), t229_c3_0)
-      storeVector(grads, (((18912 +% (((mb228 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t229_c3_1)
+      storeVector(grads, ((18912 +% ((mb294 *% 4) *% 3136)) +% 3120), t295_c0_0)
+      storeVector(grads, (((18912 +% ((mb294 *% 4) *% 3136)) +% 3120) +% 8), t295_c0_1)
+      storeVector(grads, ((18912 +% (((mb294 *% 4) +% 1) *% 3136)) +% 3120), t295_c1_0)
+      storeVector(grads, (((18912 +% (((mb294 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t295_c1_1)
+      storeVector(grads, ((18912 +% (((mb294 *% 4) +% 2) *% 3136)) +% 3120), t295_c2_0)
+      storeVector(grads, (((18912 +% (((mb294 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t295_c2_1)
+      storeVector(grads, ((18912 +% (((mb294 *% 4) +% 3) *% 3136)) +% 3120), t295_c3_0)
+      storeVector(grads, (((18912 +% (((mb294 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t295_c3_1)
     }
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm239
-    for nb232 in 0..<130 {
-      for mb233 in 0..<16 {
-        var t234_c0_0 = Vector()
-        var t234_c0_1 = Vector()
-        var t234_c0_2 = Vector()
-        var t234_c1_0 = Vector()
-        var t234_c1_1 = Vector()
-        var t234_c1_2 = Vector()
-        var t234_c2_0 = Vector()
-        var t234_c2_1 = Vector()
-        var t234_c2_2 = Vector()
-        var t234_c3_0 = Vector()
-        var t234_c3_1 = Vector()
-        var t234_c3_2 = Vector()
-        for k235 in 0..<128 {
-          let t234_b0 = loadVector(params, ((18912 +% (k235 *% 3136)) +% (nb232 *% 24)))
-          let t234_b1 = loadVector(params, (((18912 +% (k235 *% 3136)) +% (nb232 *% 24)) +% 8))
-          let t234_b2 = loadVector(params, (((18912 +% (k235 *% 3136)) +% (nb232 *% 24)) +% 16))
-          let t234_a0 = Vector(repeating: arena[((3027328 +% ((mb233 *% 4) *% 128)) +% k235)])
-          t234_c0_0 = t234_c0_0.addingProduct(t234_a0, t234_b0)
-          t234_c0_1 = t234_c0_1.addingProduct(t234_a0, t234_b1)
-          t234_c0_2 = t234_c0_2.addingProduct(t234_a0, t234_b2)
-          let t234_a1 = Vector(repeating: arena[((3027328 +% (((mb233 *% 4) +% 1) *% 128)) +% k235)])
-          t234_c1_0 = t234_c1_0.addingProduct(t234_a1, t234_b0)
-          t234_c1_1 = t234_c1_1.addingProduct(t234_a1, t234_b1)
-          t234_c1_2 = t234_c1_2.addingProduct(t234_a1, t234_b2)
-          let t234_a2 = Vector(repeating: arena[((3027328 +% (((mb233 *% 4) +% 2) *% 128)) +% k235)])
-          t234_c2_0 = t234_c2_0.addingProduct(t234_a2, t234_b0)
-          t234_c2_1 = t234_c2_1.addingProduct(t234_a2, t234_b1)
-          t234_c2_2 = t234_c2_2.addingProduct(t234_a2, t234_b2)
-          let t234_a3 = Vector(repeating: arena[((3027328 +% (((mb233 *% 4) +% 3) *% 128)) +% k235)])
-          t234_c3_0 = t234_c3_0.addingProduct(t234_a3, t234_b0)
-          t234_c3_1 = t234_c3_1.addingProduct(t234_a3, t234_b1)
-          t234_c3_2 = t234_c3_2.addingProduct(t234_a3, t234_b2)
+  do {  // gemm305
+    for nb298 in 0..<130 {
+      for mb299 in 0..<16 {
+        var t300_c0_0 = Vector()
+        var t300_c0_1 = Vector()
+        var t300_c0_2 = Vector()
+        var t300_c1_0 = Vector()
+        var t300_c1_1 = Vector()
+        var t300_c1_2 = Vector()
+        var t300_c2_0 = Vector()
+        var t300_c2_1 = Vector()
+        var t300_c2_2 = Vector()
+        var t300_c3_0 = Vector()
+        var t300_c3_1 = Vector()
+        var t300_c3_2 = Vector()
+        for k301 in 0..<128 {
+          let t300_b0 = loadVector(params, ((18912 +% (k301 *% 3136)) +% (nb298 *% 24)))
+          let t300_b1 = loadVector(params, (((18912 +% (k301 *% 3136)) +% (nb298 *% 24)) +% 8))
+          let t300_b2 = loadVector(params, (((18912 +% (k301 *% 3136)) +% (nb298 *% 24)) +% 16))
+          let t300_a0 = Vector(repeating: arena[((3027328 +% ((mb299 *% 4) *% 128)) +% k301)])
+          t300_c0_0 = t300_c0_0.addingProduct(t300_a0, t300_b0)
+          t300_c0_1 = t300_c0_1.addingProduct(t300_a0, t300_b1)
+          t300_c0_2 = t300_c0_2.addingProduct(t300_a0, t300_b2)
+          let t300_a1 = Vector(repeating: arena[((3027328 +% (((mb299 *% 4) +% 1) *% 128)) +% k301)])
+          t300_c1_0 = t300_c1_0.addingProduct(t300_a1, t300_b0)
+          t300_c1_1 = t300_c1_1.addingProduct(t300_a1, t300_b1)
+          t300_c1_2 = t300_c1_2.addingProduct(t300_a1, t300_b2)
+          let t300_a2 = Vector(repeating: arena[((3027328 +% (((mb299 *% 4) +% 2) *% 128)) +% k301)])
+          t300_c2_0 = t300_c2_0.addingProduct(t300_a2, t300_b0)
+          t300_c2_1 = t300_c2_1.addingProduct(t300_a2, t300_b1)
+          t300_c2_2 = t300_c2_2.addingProduct(t300_a2, t300_b2)
+          let t300_a3 = Vector(repeating: arena[((3027328 +% (((mb299 *% 4) +% 3) *% 128)) +% k301)])
+          t300_c3_0 = t300_c3_0.addingProduct(t300_a3, t300_b0)
+          t300_c3_1 = t300_c3_1.addingProduct(t300_a3, t300_b1)
+          t300_c3_2 = t300_c3_2.addingProduct(t300_a3, t300_b2)
         }
-        storeVector(arena, ((4816960 +% ((mb233 *% 4) *% 3136)) +% (nb232 *% 24)), t234_c0_0)
-        storeVector(arena, (((4816960 +% ((mb233 *% 4) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c0_1)
-        storeVector(arena, (((4816960 +% ((mb233 *% 4) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c0_2)
-        storeVector(arena, ((4816960 +% (((mb233 *% 4) +% 1) *% 3136)) +% (nb232 *% 24)), t234_c1_0)
-        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 1) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c1_1)
-        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 1) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c1_2)
-        storeVector(arena, ((4816960 +% (((mb233 *% 4) +% 2) *% 3136)) +% (nb232 *% 24)), t234_c2_0)
-        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 2) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c2_1)
-        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 2) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c2_2)
-        storeVector(arena, ((4816960 +% (((mb233 *% 4) +% 3) *% 3136)) +% (nb232 *% 24)), t234_c3_0)
-        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 3) *% 3136)) +% (nb232 *% 24)) +% 8), t234_c3_1)
-        storeVector(arena, (((4816960 +% (((mb233 *% 4) +% 3) *% 3136)) +% (nb232 *% 24)) +% 16), t234_c3_2)
+        storeVector(arena, ((4816960 +% ((mb299 *% 4) *% 3136)) +% (nb298 *% 24)), t300_c0_0)
+        storeVector(arena, (((4816960 +% ((mb299 *% 4) *% 3136)) +% (nb298 *% 24)) +% 8), t300_c0_1)
+        storeVector(arena, (((4816960 +% ((mb299 *% 4) *% 3136)) +% (nb298 *% 24)) +% 16), t300_c0_2)
+        storeVector(arena, ((4816960 +% (((mb299 *% 4) +% 1) *% 3136)) +% (nb298 *% 24)), t300_c1_0)
+        storeVector(arena, (((4816960 +% (((mb299 *% 4) +% 1) *% 3136)) +% (nb298 *% 24)) +% 8), t300_c1_1)
+        storeVector(arena, (((4816960 +% (((mb299 *% 4) +% 1) *% 3136)) +% (nb298 *% 24)) +% 16), t300_c1_2)
+        storeVector(arena, ((4816960 +% (((mb299 *% 4) +% 2) *% 3136)) +% (nb298 *% 24)), t300_c2_0)
+        storeVector(arena, (((4816960 +% (((mb299 *% 4) +% 2) *% 3136)) +% (nb298 *% 24)) +% 8), t300_c2_1)
+        storeVector(arena, (((4816960 +% (((mb299 *% 4) +% 2) *% 3136)) +% (nb298 *% 24)) +% 16), t300_c2_2)
+        storeVector(arena, ((4816960 +% (((mb299 *% 4) +% 3) *% 3136)) +% (nb298 *% 24)), t300_c3_0)
+        storeVector(arena, (((4816960 +% (((mb299 *% 4) +% 3) *% 3136)) +% (nb298 *% 24)) +% 8), t300_c3_1)
+        storeVector(arena, (((4816960 +% (((mb299 *% 4) +% 3) *% 3136)) +% (nb298 *% 24)) +% 16), t300_c3_2)
       }
     }
-    for mb236 in 0..<16 {
-      var t237_c0_0 = Vector()
-      var t237_c0_1 = Vector()
-      var t237_c1_0 = Vector()
-      var t237_c1_1 = Vector()
-      var t237_c2_0 = Vector()
-      var t237_c2_1 = Vector()
-      var t237_c3_0 = Vector()
-      var t237_c3_1 = Vector()
-      for k238 in 0..<128 {
-        let t237_b0 = loadVector(params, ((18912 +% (k238 *% 3136)) +% 3120))
-        let t237_b1 = loadVector(params, (((18912 +% (k238 *% 3136)) +% 3120) +% 8))
-        let t237_a0 = Vector(repeating: arena[((3027328 +% ((mb236 *% 4) *% 128)) +% k238)])
-        t237_c0_0 = t237_c0_0.addingProduct(t237_a0, t237_b0)
-        t237_c0_1 = t237_c0_1.addingProduct(t237_a0, t237_b1)
-        let t237_a1 = Vector(repeating: arena[((3027328 +% (((mb236 *% 4) +% 1) *% 128)) +% k238)])
-        t237_c1_0 = t237_c1_0.addingProduct(t237_a1, t237_b0)
-        t237_c1_1 = t237_c1_1.addingProduct(t237_a1, t237_b1)
-        let t237_a2 = Vector(repeating: arena[((3027328 +% (((mb236 *% 4) +% 2) *% 128)) +% k238)])
-        t237_c2_0 = t237_c2_0.addingProduct(t237_a2, t237_b0)
-        t237_c2_1 = t237_c2_1.addingProduct(t237_a2, t237_b1)
-        let t237_a3 = Vector(repeating: arena[((3027328 +% (((mb236 *% 4) +% 3) *% 128)) +% k238)])
-        t237_c3_0 = t237_c3_0.addingProduct(t237_a3, t237_b0)
-        t237_c3_1 = t237_c3_1.addingProduct(t237_a3, t237_b1)
+    for mb302 in 0..<16 {
+      var t303_c0_0 = Vector()
+      var t303_c0_1 = Vector()
+      var t303_c1_0 = Vector()
+      var t303_c1_1 = Vector()
+      var t303_c2_0 = Vector()
+      var t303_c2_1 = Vector()
+      var t303_c3_0 = Vector()
+      var t303_c3_1 = Vector()
+      for k304 in 0..<128 {
+        let t303_b0 = loadVector(params, ((18912 +% (k304 *% 3136)) +% 3120))
+        let t303_b1 = loadVector(params, (((18912 +% (k304 *% 3136)) +% 3120) +% 8))
+        let t303_a0 = Vector(repeating: arena[((3027328 +% ((mb302 *% 4) *% 128)) +% k304)])
+        t303_c0_0 = t303_c0_0.addingProduct(t303_a0, t303_b0)
+        t303_c0_1 = t303_c0_1.addingProduct(t303_a0, t303_b1)
+        let t303_a1 = Vector(repeating: arena[((3027328 +% (((mb302 *% 4) +% 1) *% 128)) +% k304)])
+        t303_c1_0 = t303_c1_0.addingProduct(t303_a1, t303_b0)
+        t303_c1_1 = t303_c1_1.addingProduct(t303_a1, t303_b1)
+        let t303_a2 = Vector(repeating: arena[((3027328 +% (((mb302 *% 4) +% 2) *% 128)) +% k304)])
+        t303_c2_0 = t303_c2_0.addingProduct(t303_a2, t303_b0)
+        t303_c2_1 = t303_c2_1.addingProduct(t303_a2, t303_b1)
+        let t303_a3 = Vector(repeating: arena[((3027328 +% (((mb302 *% 4) +% 3) *% 128)) +% k304)])
+        t303_c3_0 = t303_c3_0.addingProduct(t303_a3, t303_b0)
+        t303_c3_1 = t303_c3_1.addingProduct(t303_a3, t303_b1)
       }
-      storeVector(arena, ((4816960 +% ((mb236 *% 4) *% 3136)) +% 3120), t237_c0_0)
-      storeVector(arena, (((4816960 +% ((mb236 *% 4) *% 3136)) +% 3120) +% 8), t237_c0_1)
-      storeVector(arena, ((4816960 +% (((mb236 *% 4) +% 1) *% 3136)) +% 3120), t237_c1_0)
-      storeVector(arena, (((4816960 +% (((mb236 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t237_c1_1)
-      storeVector(arena, ((4816960 +% (((mb236 *% 4) +% 2) *% 3136)) +% 3120), t237_c2_0)
-      storeVector(arena, (((4816960 +% (((mb236 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t237_c2_1)
-      storeVector(arena, ((4816960 +% (((mb236 *% 4) +% 3) *% 3136)) +% 3120), t237_c3_0)
-      storeVector(arena, (((4816960 +% (((mb236 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t237_c3_1)
+      storeVector(arena, ((4816960 +% ((mb302 *% 4) *% 3136)) +% 3120), t303_c0_0)
+      storeVector(arena, (((4816960 +% ((mb302 *% 4) *% 3136)) +% 3120) +% 8), t303_c0_1)
+      storeVector(arena, ((4816960 +% (((mb302 *% 4) +% 1) *% 3136)) +% 3120), t303_c1_0)
+      storeVector(arena, (((4816960 +% (((mb302 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t303_c1_1)
+      storeVector(arena, ((4816960 +% (((mb302 *% 4) +% 2) *% 3136)) +% 3120), t303_c2_0)
+      storeVector(arena, (((4816960 +% (((mb302 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t303_c2_1)
+      storeVector(arena, ((4816960 +% (((mb302 *% 4) +% 3) *% 3136)) +% 3120), t303_c3_0)
+      storeVector(arena, (((4816960 +% (((mb302 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t303_c3_1)
     }
   }
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = maxpool_grad(pool2_grad, relu2)
-  for i240 in 0..<100352 {
-    storeVector(arena, ((i240 *% 8) +% 6422592), Vector(repeating: Float(0)))
+  for i306 in 0..<100352 {
+    storeVector(arena, ((i306 *% 8) +% 6422592), Vector(repeating: Float(0)))
   }
-  for q241 in 0..<4096 {
-    for py242 in 0..<7 {
-      for px243 in 0..<7 {
-        var best244: Float = arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))]
-        var bi245: Float = Float((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))
-        bi245 = (arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))] > best244 ? Float((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2))) : bi245)
-        best244 = (arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))] > best244 ? arena[(5619776 +% (((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)))] : best244)
-        bi245 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1))] > best244 ? Float(((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1)) : bi245)
-        best244 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1))] > best244 ? arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 1))] : best244)
-        bi245 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14))] > best244 ? Float(((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14)) : bi245)
-        best244 = (arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14))] > best244 ? arena[(5619776 +% ((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14))] : best244)
-        bi245 = (arena[(5619776 +% (((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1))] > best244 ? Float((((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1)) : bi245)
-        best244 = (arena[(5619776 +% (((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1))] > best244 ? arena[(5619776 +% (((((q241 *% 196) +% (py242 *% 28)) +% (px243 *% 2)) +% 14) +% 1))] : best244)
-        arena[(6422592 +% Int(bi245))] += arena[(((4816960 +% (q241 *% 49)) +% (py242 *% 7)) +% px243)]
+  for q307 in 0..<4096 {
+    for py308 in 0..<7 {
+      for px309 in 0..<7 {
+        var best310: Float = arena[(5619776 +% (((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)))]
+        var bi311: Float = Float((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)))
+        bi311 = (arena[(5619776 +% (((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)))] > best310 ? Float((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2))) : bi311)
+        best310 = (arena[(5619776 +% (((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)))] > best310 ? arena[(5619776 +% (((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)))] : best310)
+        bi311 = (arena[(5619776 +% ((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 1))] > best310 ? Float(((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 1)) : bi311)
+        best310 = (arena[(5619776 +% ((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 1))] > best310 ? arena[(5619776 +% ((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 1))] : best310)
+        bi311 = (arena[(5619776 +% ((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14))] > best310 ? Float(((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14)) : bi311)
+        best310 = (arena[(5619776 +% ((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14))] > best310 ? arena[(5619776 +% ((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14))] : best310)
+        bi311 = (arena[(5619776 +% (((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14) +% 1))] > best310 ? Float((((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14) +% 1)) : bi311)
+        best310 = (arena[(5619776 +% (((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14) +% 1))] > best310 ? arena[(5619776 +% (((((q307 *% 196) +% (py308 *% 28)) +% (px309 *% 2)) +% 14) +% 1))] : best310)
+        arena[(6422592 +% Int(bi311))] += arena[(((4816960 +% (q307 *% 49)) +% (py308 *% 7)) +% px309)]
       }
     }
   }
   // bn2_grad = relu_grad(relu2_grad, relu2)
-  for i246 in 0..<100352 {
-    storeVector(arena, ((i246 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i246 *% 8) +% 6422592)), where: loadVector(arena, ((i246 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
+  for i312 in 0..<100352 {
+    storeVector(arena, ((i312 *% 8) +% 4816960), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i312 *% 8) +% 6422592)), where: loadVector(arena, ((i312 *% 8) +% 5619776)) .> Vector(repeating: Float(0))))
   }
   // bn2_weight_grad = batchnorm_grad_weight(bn2_grad, conv2, bn2.mean, bn2.var)
-  for c247 in 0..<64 {
-    var invstd249: Float = (Float(1) / sqrtf((arena[(2809920 +% c247)] + Float(bitPattern: 0x3727c5ac))))
-    var mean250: Float = arena[(2809856 +% c247)]
-    var acc251 = Vector()
-    var tail252: Float = Float(0)
-    for n253 in 0..<64 {
-      for v254 in 0..<24 {
-        acc251 = (acc251 + (loadVector(arena, (4816960 +% ((((n253 *% 64) +% c247) *% 196) +% (v254 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n253 *% 64) +% c247) *% 196) +% (v254 *% 8)))) - Vector(repeating: mean250)) * Vector(repeating: invstd249))))
+  for c313 in 0..<64 {
+    var invstd315: Float = (Float(1) / sqrtf((arena[(2809920 +% c313)] + Float(bitPattern: 0x3727c5ac))))
+    var mean316: Float = arena[(2809856 +% c313)]
+    var acc317 = Vector()
+    var tail318: Float = Float(0)
+    for n319 in 0..<64 {
+      for v320 in 0..<24 {
+        acc317 = (acc317 + (loadVector(arena, (4816960 +% ((((n319 *% 64) +% c313) *% 196) +% (v320 *% 8)))) * ((loadVector(arena, (2007040 +% ((((n319 *% 64) +% c313) *% 196) +% (v320 *% 8)))) - Vector(repeating: mean316)) * Vector(repeating: invstd315))))
       }
-      for i255 in 0..<4 {
-        tail252 = (tail252 + (arena[(4816960 +% (((((n253 *% 64) +% c247) *% 196) +% 192) +% i255))] * ((arena[(2007040 +% (((((n253 *% 64) +% c247) *% 196) +% 192) +% i255))] - mean250) * invstd249)))
+      for i321 in 0..<4 {
+        tail318 = (tail318 + (arena[(4816960 +% (((((n319 *% 64) +% c313) *% 196) +% 192) +% i321))] * ((arena[(2007040 +% (((((n319 *% 64) +% c313) *% 196) +% 192) +% i321))] - mean316) * invstd315)))
       }
     }
-    storeVector(arena, 2809984, acc251)
-    var sum256: Float = (arena[2809984] + arena[2809985])
-    var sum257: Float = (sum256 + arena[2809986])
-    var sum258: Float = (sum257 + arena[2809987])
-    var sum259: Float = (sum258 + arena[2809988])
-    var sum260: Float = (sum259 + arena[2809989])
-    var sum261: Float = (sum260 + arena[2809990])
-    var sum262: Float = (sum261 + arena[2809991])
-    var sum_x248: Float = (sum262 + tail252)
-    grads[(18784 +% c247)] = sum_x248
+    storeVector(arena, 2809984, acc317)
+    var sum322: Float = (arena[2809984] + arena[2809985])
+    var sum323: Float = (sum322 + arena[2809986])
+    var sum324: Float = (sum323 + arena[2809987])
+    var sum325: Float = (sum324 + arena[2809988])
+    var sum326: Float = (sum325 + arena[2809989])
+    var sum327: Float = (sum326 + arena[2809990])
+    var sum328: Float = (sum327 + arena[2809991])
+    var sum_x314: Float = (sum328 + tail318)
+    grads[(18784 +% c313)] = sum_x314
   }
   // bn2_bias_grad = batchnorm_grad_bias(bn2_grad)
-  for c263 in 0..<64 {
-    var acc265 = Vector()
-    var tail266: Float = Float(0)
-    for n267 in 0..<64 {
-      for v268 in 0..<24 {
-        acc265 = (acc265 + loadVector(arena, (4816960 +% ((((n267 *% 64) +% c263) *% 196) +% (v268 *% 8)))))
+  for c329 in 0..<64 {
+    var acc331 = Vector()
+    var tail332: Float = Float(0)
+    for n333 in 0..<64 {
+      for v334 in 0..<24 {
+        acc331 = (acc331 + loadVector(arena, (4816960 +% ((((n333 *% 64) +% c329) *% 196) +% (v334 *% 8)))))
       }
-      for i269 in 0..<4 {
-        tail266 = (tail266 + arena[(4816960 +% (((((n267 *% 64) +% c263) *% 196) +% 192) +% i269))])
+      for i335 in 0..<4 {
+        tail332 = (tail332 + arena[(4816960 +% (((((n333 *% 64) +% c329) *% 196) +% 192) +% i335))])
       }
     }
-    storeVector(arena, 2809984, acc265)
-    var sum270: Float = (arena[2809984] + arena[2809985])
-    var sum271: Float = (sum270 + arena[2809986])
-    var sum272: Float = (sum271 + arena[2809987])
-    var sum273: Float = (sum272 + arena[2809988])
-    var sum274: Float = (sum273 + arena[2809989])
-    var sum275: Float = (sum274 + arena[2809990])
-    var sum276: Float = (sum275 + arena[2809991])
-    var sum264: Float = (sum276 + tail266)
-    grads[(18848 +% c263)] = sum264
+    storeVector(arena, 2809984, acc331)
+    var sum336: Float = (arena[2809984] + arena[2809985])
+    var sum337: Float = (sum336 + arena[2809986])
+    var sum338: Float = (sum337 + arena[2809987])
+    var sum339: Float = (sum338 + arena[2809988])
+    var sum340: Float = (sum339 + arena[2809989])
+    var sum341: Float = (sum340 + arena[2809990])
+    var sum342: Float = (sum341 + arena[2809991])
+    var sum330: Float = (sum342 + tail332)
+    grads[(18848 +% c329)] = sum330
   }
   // conv2_grad = batchnorm_grad_input(bn2_grad, conv2, bn2.mean, bn2.var, bn2.weight, bn2_bias_grad, bn2_weight_grad)
-  for c277 in 0..<64 {
-    var invstd280: Float = (Float(1) / sqrtf((arena[(2809920 +% c277)] + Float(bitPattern: 0x3727c5ac))))
-    var sum278: Float = grads[(18848 +% c277)]
-    var sum_x279: Float = grads[(18784 +% c277)]
-    var scale281: Float = (params[(18784 +% c277)] * invstd280)
-    var mean_dy282: Float = (sum278 / Float(12544))
-    var mean_dy_x283: Float = (sum_x279 / Float(12544))
-    for n284 in 0..<64 {
-      for i285 in 0..<196 {
-        arena[(5619776 +% ((((n284 *% 64) +% c277) *% 196) +% i285))] = (scale281 * ((arena[(4816960 +% ((((n284 *% 64) +% c277) *% 196) +% i285))] - mean_dy282) - (((arena[(2007040 +% ((((n284 *% 64) +% c277) *% 196) +% i285))] - arena[(2809856 +% c277)]) * invstd280) * mean_dy_x283)))
+  for c343 in 0..<64 {
+    var invstd346: Float = (Float(1) / sqrtf((arena[(2809920 +% c343)] + Float(bitPattern: 0x3727c5ac))))
+    var sum344: Float = grads[(18848 +% c343)]
+    var sum_x345: Float = grads[(18784 +% c343)]
+    var scale347: Float = (params[(18784 +% c343)] * invstd346)
+    var mean_dy348: Float = (sum344 / Float(12544))
+    var mean_dy_x349: Float = (sum_x345 / Float(12544))
+    for n350 in 0..<64 {
+      for i351 in 0..<196 {
+        arena[(5619776 +% ((((n350 *% 64) +% c343) *% 196) +% i351))] = (scale347 * ((arena[(4816960 +% ((((n350 *% 64) +% c343) *% 196) +% i351))] - mean_dy348) - (((arena[(2007040 +% ((((n350 *% 64) +% c343) *% 196) +% i351))] - arena[(2809856 +% c343)]) * invstd346) * mean_dy_x349)))
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  for i286 in 0..<2304 {
-    storeVector(arena, ((i286 *% 8) +% 7526464), Vector(repeating: Float(0)))
+  for i352 in 0..<4096 {
+    storeVector(arena, ((i352 *% 8) +% 2103040), Vector(repeating: Float(0)))
   }
-  for g287 in 0..<4 {
-    for j288 in 0..<16 {
-      for c289 in 0..<32 {
-        for ky290 in 0..<3 {
-          for oy291 in 0..<14 {
-            if (-1 < ((oy291 +% ky290) +% -1) && ((oy291 +% ky290) +% -1) < 14) {
-              for ox292 in 0..<13 {
-                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% (ox292 +% 1)))] = arena[((((1605632 +% (((g287 *% 16) +% j288) *% 6272)) +% (c289 *% 196)) +% (((oy291 +% ky290) +% -1) *% 14)) +% ((ox292 +% 1) +% -1))]
-              }
-              for ox293 in 0..<1 {
-                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% ox293))] = Float(0)
-              }
-            }
-            if ((oy291 +% ky290) +% -1) < 0 {
-              for ox294 in 0..<14 {
-                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% ox294))] = Float(0)
-              }
-            }
-            if 13 < ((oy291 +% ky290) +% -1) {
-              for ox294 in 0..<14 {
-                arena[(((6422592 +% ((((c289 *% 3) +% ky290) *% 3) *% 3136)) +% (j288 *% 196)) +% ((oy291 *% 14) +% ox294))] = Float(0)
-              }
-            }
-          }
-          for oy295 in 0..<14 {
-            if (-1 < ((oy295 +% ky290) +% -1) && ((oy295 +% ky290) +% -1) < 14) {
-              for ox296 in 0..<14 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 1) *% 3136)) +% (j288 *% 196)) +% ((oy295 *% 14) +% ox296))] = arena[((((1605632 +% (((g287 *% 16) +% j288) *% 6272)) +% (c289 *% 196)) +% (((oy295 +% ky290) +% -1) *% 14)) +% ox296)]
-              }
-            }
-            if ((oy295 +% ky290) +% -1) < 0 {
-              for ox297 in 0..<14 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 1) *% 3136)) +% (j288 *% 196)) +% ((oy295 *% 14) +% ox297))] = Float(0)
-              }
-            }
-            if 13 < ((oy295 +% ky290) +% -1) {
-              for ox297 in 0..<14 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 1) *% 3136)) +% (j288 *% 196)) +% ((oy295 *% 14) +% ox297))] = Float(0)
-              }
-            }
-          }
-          for oy298 in 0..<14 {
-            if (-1 < ((oy298 +% ky290) +% -1) && ((oy298 +% ky290) +% -1) < 14) {
-              for ox299 in 0..<13 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% ox299))] = arena[((((1605632 +% (((g287 *% 16) +% j288) *% 6272)) +% (c289 *% 196)) +% (((oy298 +% ky290) +% -1) *% 14)) +% (ox299 +% 1))]
-              }
-              for ox300 in 0..<1 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% (ox300 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy298 +% ky290) +% -1) < 0 {
-              for ox301 in 0..<14 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% ox301))] = Float(0)
-              }
-            }
-            if 13 < ((oy298 +% ky290) +% -1) {
-              for ox301 in 0..<14 {
-                arena[(((6422592 +% (((((c289 *% 3) +% ky290) *% 3) +% 2) *% 3136)) +% (j288 *% 196)) +% ((oy298 *% 14) +% ox301))] = Float(0)
-              }
-            }
+  for i353 in 0..<1024 {
+    storeVector(arena, ((i353 *% 8) +% 2007040), Vector(repeating: Float(0)))
+  }
+  for i354 in 0..<1568 {
+    storeVector(arena, ((i354 *% 8) +% 2040320), Vector(repeating: Float(0)))
+  }
+  for g355 in 0..<64 {
+    for j356 in 0..<1 {
+      for c357 in 0..<32 {
+        for iy358 in 0..<14 {
+          for ix359 in 0..<14 {
+            arena[(2007040 +% ((((j356 *% 8192) +% ((iy358 +% 1) *% 512)) +% ((ix359 +% 1) *% 32)) +% c357))] = arena[((((1605632 +% ((g355 +% j356) *% 6272)) +% (c357 *% 196)) +% (iy358 *% 14)) +% ix359)]
           }
         }
       }
     }
-    for j302 in 0..<16 {
-      for i303 in 0..<196 {
-        for f304 in 0..<64 {
-          arena[((7325760 +% (((j302 *% 196) +% i303) *% 64)) +% f304)] = arena[(((5619776 +% (((g287 *% 16) +% j302) *% 12544)) +% (f304 *% 196)) +% i303)]
+    for j360 in 0..<1 {
+      for ty361 in 0..<7 {
+        for tx362 in 0..<7 {
+          for cv363 in 0..<4 {
+            let w364 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% ((ty361 *% 2) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))))
+            let w365 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))) + loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))))
+            let w366 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))))
+            let w367 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 3) *% 512)) +% ((tx362 *% 2) *% 32)) +% (cv363 *% 8)))))
+            let w368 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% ((ty361 *% 2) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))))
+            let w369 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))) + loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))))
+            let w370 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))))
+            let w371 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 3) *% 512)) +% (((tx362 *% 2) +% 1) *% 32)) +% (cv363 *% 8)))))
+            let w372 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% ((ty361 *% 2) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))))
+            let w373 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))) + loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))))
+            let w374 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))))
+            let w375 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 3) *% 512)) +% (((tx362 *% 2) +% 2) *% 32)) +% (cv363 *% 8)))))
+            let w376 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% ((ty361 *% 2) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))))
+            let w377 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))) + loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))))
+            let w378 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 2) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))))
+            let w379 = (loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 1) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))) - loadVector(arena, (2007040 +% ((((j360 *% 8192) +% (((ty361 *% 2) +% 3) *% 512)) +% (((tx362 *% 2) +% 3) *% 32)) +% (cv363 *% 8)))))
+            let w380 = (w364 - w372)
+            let w381 = (w368 + w372)
+            let w382 = (w372 - w368)
+            let w383 = (w368 - w376)
+            let w384 = (w365 - w373)
+            let w385 = (w369 + w373)
+            let w386 = (w373 - w369)
+            let w387 = (w369 - w377)
+            let w388 = (w366 - w374)
+            let w389 = (w370 + w374)
+            let w390 = (w374 - w370)
+            let w391 = (w370 - w378)
+            let w392 = (w367 - w375)
+            let w393 = (w371 + w375)
+            let w394 = (w375 - w371)
+            let w395 = (w371 - w379)
+            storeVector(arena, ((2015232 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w380)
+            storeVector(arena, ((2016800 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w381)
+            storeVector(arena, ((2018368 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w382)
+            storeVector(arena, ((2019936 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w383)
+            storeVector(arena, ((2021504 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w384)
+            storeVector(arena, ((2023072 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w385)
+            storeVector(arena, ((2024640 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w386)
+            storeVector(arena, ((2026208 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w387)
+            storeVector(arena, ((2027776 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w388)
+            storeVector(arena, ((2029344 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w389)
+            storeVector(arena, ((2030912 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w390)
+            storeVector(arena, ((2032480 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w391)
+            storeVector(arena, ((2034048 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w392)
+            storeVector(arena, ((2035616 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w393)
+            storeVector(arena, ((2037184 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w394)
+            storeVector(arena, ((2038752 +% ((((j360 *% 49) +% (ty361 *% 7)) +% tx362) *% 32)) +% (cv363 *% 8)), w395)
+          }
         }
       }
     }
-    do {  // gemm313
-      for kp305 in 0..<4 {
-        for nb306 in 0..<2 {
-          for mb307 in 0..<72 {
-            var t308_c0_0 = loadVector(arena, ((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)))
-            var t308_c0_1 = loadVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 8))
-            var t308_c0_2 = loadVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 16))
-            var t308_c1_0 = loadVector(arena, ((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)))
-            var t308_c1_1 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 8))
-            var t308_c1_2 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 16))
-            var t308_c2_0 = loadVector(arena, ((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)))
-            var t308_c2_1 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 8))
-            var t308_c2_2 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 16))
-            var t308_c3_0 = loadVector(arena, ((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)))
-            var t308_c3_1 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 8))
-            var t308_c3_2 = loadVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 16))
-            for k309 in 0..<784 {
-              let t308_b0 = loadVector(arena, ((7325760 +% ((k309 +% (kp305 *% 784)) *% 64)) +% (nb306 *% 24)))
-              let t308_b1 = loadVector(arena, (((7325760 +% ((k309 +% (kp305 *% 784)) *% 64)) +% (nb306 *% 24)) +% 8))
-              let t308_b2 = loadVector(arena, (((7325760 +% ((k309 +% (kp305 *% 784)) *% 64)) +% (nb306 *% 24)) +% 16))
-              let t308_a0 = Vector(repeating: arena[((6422592 +% ((mb307 *% 4) *% 3136)) +% (k309 +% (kp305 *% 784)))])
-              t308_c0_0 = t308_c0_0.addingProduct(t308_a0, t308_b0)
-              t308_c0_1 = t308_c0_1.addingProduct(t308_a0, t308_b1)
-              t308_c0_2 = t308_c0_2.addingProduct(t308_a0, t308_b2)
-              let t308_a1 = Vector(repeating: arena[((6422592 +% (((mb307 *% 4) +% 1) *% 3136)) +% (k309 +% (kp305 *% 784)))])
-              t308_c1_0 = t308_c1_0.addingProduct(t308_a1, t308_b0)
-              t308_c1_1 = t308_c1_1.addingProduct(t308_a1, t308_b1)
-              t308_c1_2 = t308_c1_2.addingProduct(t308_a1, t308_b2)
-              let t308_a2 = Vector(repeating: arena[((6422592 +% (((mb307 *% 4) +% 2) *% 3136)) +% (k309 +% (kp305 *% 784)))])
-              t308_c2_0 = t308_c2_0.addingProduct(t308_a2, t308_b0)
-              t308_c2_1 = t308_c2_1.addingProduct(t308_a2, t308_b1)
-              t308_c2_2 = t308_c2_2.addingProduct(t308_a2, t308_b2)
-              let t308_a3 = Vector(repeating: arena[((6422592 +% (((mb307 *% 4) +% 3) *% 3136)) +% (k309 +% (kp305 *% 784)))])
-              t308_c3_0 = t308_c3_0.addingProduct(t308_a3, t308_b0)
-              t308_c3_1 = t308_c3_1.addingProduct(t308_a3, t308_b1)
-              t308_c3_2 = t308_c3_2.addingProduct(t308_a3, t308_b2)
-            }
-            storeVector(arena, ((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)), t308_c0_0)
-            storeVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 8), t308_c0_1)
-            storeVector(arena, (((7526464 +% ((mb307 *% 4) *% 64)) +% (nb306 *% 24)) +% 16), t308_c0_2)
-            storeVector(arena, ((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)), t308_c1_0)
-            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 8), t308_c1_1)
-            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 1) *% 64)) +% (nb306 *% 24)) +% 16), t308_c1_2)
-            storeVector(arena, ((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)), t308_c2_0)
-            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 8), t308_c2_1)
-            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 2) *% 64)) +% (nb306 *% 24)) +% 16), t308_c2_2)
-            storeVector(arena, ((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)), t308_c3_0)
-            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 8), t308_c3_1)
-            storeVector(arena, (((7526464 +% (((mb307 *% 4) +% 3) *% 64)) +% (nb306 *% 24)) +% 16), t308_c3_2)
+    for j396 in 0..<1 {
+      for c397 in 0..<64 {
+        for iy398 in 0..<14 {
+          for ix399 in 0..<14 {
+            arena[(2040320 +% ((((j396 *% 12544) +% (iy398 *% 896)) +% (ix399 *% 64)) +% c397))] = arena[((((5619776 +% ((g355 +% j396) *% 12544)) +% (c397 *% 196)) +% (iy398 *% 14)) +% ix399)]
           }
-        }
-        for mb310 in 0..<72 {
-          var t311_c0_0 = loadVector(arena, ((7526464 +% ((mb310 *% 4) *% 64)) +% 48))
-          var t311_c0_1 = loadVector(arena, (((7526464 +% ((mb310 *% 4) *% 64)) +% 48) +% 8))
-          var t311_c1_0 = loadVector(arena, ((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48))
-          var t311_c1_1 = loadVector(arena, (((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t311_c2_0 = loadVector(arena, ((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48))
-          var t311_c2_1 = loadVector(arena, (((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t311_c3_0 = loadVector(arena, ((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48))
-          var t311_c3_1 = loadVector(arena, (((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k312 in 0..<784 {
-            let t311_b0 = loadVector(arena, ((7325760 +% ((k312 +% (kp305 *% 784)) *% 64)) +% 48))
-            let t311_b1 = loadVector(arena, (((7325760 +% ((k312 +% (kp305 *% 784)) *% 64)) +% 48) +% 8))
-            let t311_a0 = Vector(repeating: arena[((6422592 +% ((mb310 *% 4) *% 3136)) +% (k312 +% (kp305 *% 784)))])
-            t311_c0_0 = t311_c0_0.addingProduct(t311_a0, t311_b0)
-            t311_c0_1 = t311_c0_1.addingProduct(t311_a0, t311_b1)
-            let t311_a1 = Vector(repeating: arena[((6422592 +% (((mb310 *% 4) +% 1) *% 3136)) +% (k312 +% (kp305 *% 784)))])
-            t311_c1_0 = t311_c1_0.addingProduct(t311_a1, t311_b0)
-            t311_c1_1 = t311_c1_1.addingProduct(t311_a1, t311_b1)
-            let t311_a2 = Vector(repeating: arena[((6422592 +% (((mb310 *% 4) +% 2) *% 3136)) +% (k312 +% (kp305 *% 784)))])
-            t311_c2_0 = t311_c2_0.addingProduct(t311_a2, t311_b0)
-            t311_c2_1 = t311_c2_1.addingProduct(t311_a2, t311_b1)
-            let t311_a3 = Vector(repeating: arena[((6422592 +% (((mb310 *% 4) +% 3) *% 3136)) +% (k312 +% (kp305 *% 784)))])
-            t311_c3_0 = t311_c3_0.addingProduct(t311_a3, t311_b0)
-            t311_c3_1 = t311_c3_1.addingProduct(t311_a3, t311_b1)
-          }
-          storeVector(arena, ((7526464 +% ((mb310 *% 4) *% 64)) +% 48), t311_c0_0)
-          storeVector(arena, (((7526464 +% ((mb310 *% 4) *% 64)) +% 48) +% 8), t311_c0_1)
-          storeVector(arena, ((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48), t311_c1_0)
-          storeVector(arena, (((7526464 +% (((mb310 *% 4) +% 1) *% 64)) +% 48) +% 8), t311_c1_1)
-          storeVector(arena, ((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48), t311_c2_0)
-          storeVector(arena, (((7526464 +% (((mb310 *% 4) +% 2) *% 64)) +% 48) +% 8), t311_c2_1)
-          storeVector(arena, ((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48), t311_c3_0)
-          storeVector(arena, (((7526464 +% (((mb310 *% 4) +% 3) *% 64)) +% 48) +% 8), t311_c3_1)
         }
       }
+    }
+    for j400 in 0..<1 {
+      for ty401 in 0..<7 {
+        for tx402 in 0..<7 {
+          for cv403 in 0..<8 {
+            let w404 = loadVector(arena, (2040320 +% ((((j400 *% 12544) +% ((ty401 *% 2) *% 896)) +% ((tx402 *% 2) *% 64)) +% (cv403 *% 8))))
+            let w405 = (loadVector(arena, (2040320 +% ((((j400 *% 12544) +% ((ty401 *% 2) *% 896)) +% ((tx402 *% 2) *% 64)) +% (cv403 *% 8)))) + loadVector(arena, (2040320 +% ((((j400 *% 12544) +% (((ty401 *% 2) +% 1) *% 896)) +% ((tx402 *% 2) *% 64)) +% (cv403 *% 8)))))
+            let w406 = (loadVector(arena, (2040320 +% ((((j400 *% 12544) +% ((ty401 *% 2) *% 896)) +% ((tx402 *% 2) *% 64)) +% (cv403 *% 8)))) - loadVector(arena, (2040320 +% ((((j400 *% 12544) +% (((ty401 *% 2) +% 1) *% 896)) +% ((tx402 *% 2) *% 64)) +% (cv403 *% 8)))))
+            let w407 = (loadVector(arena, (2040320 +% ((((j400 *% 12544) +% (((ty401 *% 2) +% 1) *% 896)) +% ((tx402 *% 2) *% 64)) +% (cv403 *% 8)))) * Vector(repeating: Float(-1)))
+            let w408 = loadVector(arena, (2040320 +% ((((j400 *% 12544) +% ((ty401 *% 2) *% 896)) +% (((tx402 *% 2) +% 1) *% 64)) +% (cv403 *% 8))))
+            let w409 = (loadVector(arena, (2040320 +% ((((j400 *% 12544) +% ((ty401 *% 2) *% 896)) +% (((tx402 *% 2) +% 1) *% 64)) +% (cv403 *% 8)))) + loadVector(arena, (2040320 +% ((((j400 *% 12544) +% (((ty401 *% 2) +% 1) *% 896)) +% (((tx402 *% 2) +% 1) *% 64)) +% (cv403 *% 8)))))
+            let w410 = (loadVector(arena, (2040320 +% ((((j400 *% 12544) +% ((ty401 *% 2) *% 896)) +% (((tx402 *% 2) +% 1) *% 64)) +% (cv403 *% 8)))) - loadVector(arena, (2040320 +% ((((j400 *% 12544) +% (((ty401 *% 2) +% 1) *% 896)) +% (((tx402 *% 2) +% 1) *% 64)) +% (cv403 *% 8)))))
+            let w411 = (loadVector(arena, (2040320 +% ((((j400 *% 12544) +% (((ty401 *% 2) +% 1) *% 896)) +% (((tx402 *% 2) +% 1) *% 64)) +% (cv403 *% 8)))) * Vector(repeating: Float(-1)))
+            let w412 = w404
+            let w413 = (w404 + w408)
+            let w414 = (w404 - w408)
+            let w415 = (w408 * Vector(repeating: Float(-1)))
+            let w416 = w405
+            let w417 = (w405 + w409)
+            let w418 = (w405 - w409)
+            let w419 = (w409 * Vector(repeating: Float(-1)))
+            let w420 = w406
+            let w421 = (w406 + w410)
+            let w422 = (w406 - w410)
+            let w423 = (w410 * Vector(repeating: Float(-1)))
+            let w424 = w407
+            let w425 = (w407 + w411)
+            let w426 = (w407 - w411)
+            let w427 = (w411 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((2052864 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w412)
+            storeVector(arena, ((2056000 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w413)
+            storeVector(arena, ((2059136 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w414)
+            storeVector(arena, ((2062272 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w415)
+            storeVector(arena, ((2065408 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w416)
+            storeVector(arena, ((2068544 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w417)
+            storeVector(arena, ((2071680 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w418)
+            storeVector(arena, ((2074816 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w419)
+            storeVector(arena, ((2077952 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w420)
+            storeVector(arena, ((2081088 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w421)
+            storeVector(arena, ((2084224 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w422)
+            storeVector(arena, ((2087360 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w423)
+            storeVector(arena, ((2090496 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w424)
+            storeVector(arena, ((2093632 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w425)
+            storeVector(arena, ((2096768 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w426)
+            storeVector(arena, ((2099904 +% ((((j400 *% 49) +% (ty401 *% 7)) +% tx402) *% 64)) +% (cv403 *% 8)), w427)
+          }
+        }
+      }
+    }
+    for xi428 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 49, 1, arena + (2015232 +% (xi428 *% 1568)), 32, arena + (2052864 +% (xi428 *% 3136)), 64, Float(bitPattern: 0x3f800000), arena + (2103040 +% (xi428 *% 2048)), 64)
     }
   }
-  for f314 in 0..<64 {
-    for r315 in 0..<288 {
-      grads[((352 +% (f314 *% 288)) +% r315)] = arena[((7526464 +% (r315 *% 64)) +% f314)]
+  for f429 in 0..<64 {
+    for c430 in 0..<32 {
+      var w431: Float = (((arena[((2103040 +% (c430 *% 64)) +% f429)] * Float(1)) + (arena[((2111232 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2119424 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)))
+      var w432: Float = ((arena[((2111232 +% (c430 *% 64)) +% f429)] - arena[((2119424 +% (c430 *% 64)) +% f429)]) * Float(bitPattern: 0x3f000000))
+      var w433: Float = (((arena[((2111232 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)) + (arena[((2119424 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2127616 +% (c430 *% 64)) +% f429)] * Float(1)))
+      var w434: Float = (((arena[((2105088 +% (c430 *% 64)) +% f429)] * Float(1)) + (arena[((2113280 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2121472 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)))
+      var w435: Float = ((arena[((2113280 +% (c430 *% 64)) +% f429)] - arena[((2121472 +% (c430 *% 64)) +% f429)]) * Float(bitPattern: 0x3f000000))
+      var w436: Float = (((arena[((2113280 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)) + (arena[((2121472 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2129664 +% (c430 *% 64)) +% f429)] * Float(1)))
+      var w437: Float = (((arena[((2107136 +% (c430 *% 64)) +% f429)] * Float(1)) + (arena[((2115328 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2123520 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)))
+      var w438: Float = ((arena[((2115328 +% (c430 *% 64)) +% f429)] - arena[((2123520 +% (c430 *% 64)) +% f429)]) * Float(bitPattern: 0x3f000000))
+      var w439: Float = (((arena[((2115328 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)) + (arena[((2123520 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2131712 +% (c430 *% 64)) +% f429)] * Float(1)))
+      var w440: Float = (((arena[((2109184 +% (c430 *% 64)) +% f429)] * Float(1)) + (arena[((2117376 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2125568 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)))
+      var w441: Float = ((arena[((2117376 +% (c430 *% 64)) +% f429)] - arena[((2125568 +% (c430 *% 64)) +% f429)]) * Float(bitPattern: 0x3f000000))
+      var w442: Float = (((arena[((2117376 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000)) + (arena[((2125568 +% (c430 *% 64)) +% f429)] * Float(bitPattern: 0x3f000000))) + (arena[((2133760 +% (c430 *% 64)) +% f429)] * Float(1)))
+      var w443: Float = (((w431 * Float(1)) + (w434 * Float(bitPattern: 0x3f000000))) + (w437 * Float(bitPattern: 0x3f000000)))
+      var w444: Float = ((w434 - w437) * Float(bitPattern: 0x3f000000))
+      var w445: Float = (((w434 * Float(bitPattern: 0x3f000000)) + (w437 * Float(bitPattern: 0x3f000000))) + (w440 * Float(1)))
+      var w446: Float = (((w432 * Float(1)) + (w435 * Float(bitPattern: 0x3f000000))) + (w438 * Float(bitPattern: 0x3f000000)))
+      var w447: Float = ((w435 - w438) * Float(bitPattern: 0x3f000000))
+      var w448: Float = (((w435 * Float(bitPattern: 0x3f000000)) + (w438 * Float(bitPattern: 0x3f000000))) + (w441 * Float(1)))
+      var w449: Float = (((w433 * Float(1)) + (w436 * Float(bitPattern: 0x3f000000))) + (w439 * Float(bitPattern: 0x3f000000)))
+      var w450: Float = ((w436 - w439) * Float(bitPattern: 0x3f000000))
+      var w451: Float = (((w436 * Float(bitPattern: 0x3f000000)) + (w439 * Float(bitPattern: 0x3f000000))) + (w442 * Float(1)))
+      grads[(352 +% (((f429 *% 32) +% c430) *% 9))] = w443
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 1)] = w444
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 2)] = w445
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 3)] = w446
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 4)] = w447
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 5)] = w448
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 6)] = w449
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 7)] = w450
+      grads[((352 +% (((f429 *% 32) +% c430) *% 9)) +% 8)] = w451
     }
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  for g316 in 0..<4 {
-    for j317 in 0..<16 {
-      for f318 in 0..<64 {
-        for i319 in 0..<24 {
-          storeVector(arena, ((i319 *% 8) +% ((7325760 +% (f318 *% 3136)) +% (j317 *% 196))), loadVector(arena, ((i319 *% 8) +% ((5619776 +% (((g316 *% 16) +% j317) *% 12544)) +% (f318 *% 196)))))
-        }
-        for i319 in 0..<1 {
-          storePartial(arena, ((i319 +% 192) +% ((7325760 +% (f318 *% 3136)) +% (j317 *% 196))), loadPartial(arena, ((i319 +% 192) +% ((5619776 +% (((g316 *% 16) +% j317) *% 12544)) +% (f318 *% 196))), 4), 4)
+  for ci452 in 0..<64 {
+    for co453 in 0..<32 {
+      var w454: Float = params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 8)]
+      var w455: Float = (((params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 8)] + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 5)]) + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+      var w456: Float = (((params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 8)] + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 2)]) - params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w457: Float = params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 2)]
+      var w458: Float = params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 7)]
+      var w459: Float = (((params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 7)] + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 4)]) + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+      var w460: Float = (((params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 7)] + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 1)]) - params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w461: Float = params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 1)]
+      var w462: Float = params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 6)]
+      var w463: Float = (((params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 6)] + params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 3)]) + params[(352 +% (((ci452 *% 32) +% co453) *% 9))]) * Float(bitPattern: 0x3f000000))
+      var w464: Float = (((params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 6)] + params[(352 +% (((ci452 *% 32) +% co453) *% 9))]) - params[((352 +% (((ci452 *% 32) +% co453) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w465: Float = params[(352 +% (((ci452 *% 32) +% co453) *% 9))]
+      var w466: Float = w454
+      var w467: Float = (((w454 + w458) + w462) * Float(bitPattern: 0x3f000000))
+      var w468: Float = (((w454 + w462) - w458) * Float(bitPattern: 0x3f000000))
+      var w469: Float = w462
+      var w470: Float = w455
+      var w471: Float = (((w455 + w459) + w463) * Float(bitPattern: 0x3f000000))
+      var w472: Float = (((w455 + w463) - w459) * Float(bitPattern: 0x3f000000))
+      var w473: Float = w463
+      var w474: Float = w456
+      var w475: Float = (((w456 + w460) + w464) * Float(bitPattern: 0x3f000000))
+      var w476: Float = (((w456 + w464) - w460) * Float(bitPattern: 0x3f000000))
+      var w477: Float = w464
+      var w478: Float = w457
+      var w479: Float = (((w457 + w461) + w465) * Float(bitPattern: 0x3f000000))
+      var w480: Float = (((w457 + w465) - w461) * Float(bitPattern: 0x3f000000))
+      var w481: Float = w465
+      arena[((2408448 +% (ci452 *% 32)) +% co453)] = w466
+      arena[((2410496 +% (ci452 *% 32)) +% co453)] = w467
+      arena[((2412544 +% (ci452 *% 32)) +% co453)] = w468
+      arena[((2414592 +% (ci452 *% 32)) +% co453)] = w469
+      arena[((2416640 +% (ci452 *% 32)) +% co453)] = w470
+      arena[((2418688 +% (ci452 *% 32)) +% co453)] = w471
+      arena[((2420736 +% (ci452 *% 32)) +% co453)] = w472
+      arena[((2422784 +% (ci452 *% 32)) +% co453)] = w473
+      arena[((2424832 +% (ci452 *% 32)) +% co453)] = w474
+      arena[((2426880 +% (ci452 *% 32)) +% co453)] = w475
+      arena[((2428928 +% (ci452 *% 32)) +% co453)] = w476
+      arena[((2430976 +% (ci452 *% 32)) +% co453)] = w477
+      arena[((2433024 +% (ci452 *% 32)) +% co453)] = w478
+      arena[((2435072 +% (ci452 *% 32)) +% co453)] = w479
+      arena[((2437120 +% (ci452 *% 32)) +% co453)] = w480
+      arena[((2439168 +% (ci452 *% 32)) +% co453)] = w481
+    }
+  }
+  for i482 in 0..<2048 {
+    storeVector(arena, ((i482 *% 8) +% 2441216), Vector(repeating: Float(0)))
+  }
+  for g483 in 0..<64 {
+    for j484 in 0..<1 {
+      for c485 in 0..<64 {
+        for iy486 in 0..<14 {
+          for ix487 in 0..<14 {
+            arena[(2441216 +% ((((j484 *% 16384) +% ((iy486 +% 1) *% 1024)) +% ((ix487 +% 1) *% 64)) +% c485))] = arena[((((5619776 +% ((g483 +% j484) *% 12544)) +% (c485 *% 196)) +% (iy486 *% 14)) +% ix487)]
+          }
         }
       }
     }
-    do {  // gemm327
-      for nb320 in 0..<130 {
-        for mb321 in 0..<72 {
-          var t322_c0_0 = Vector()
-          var t322_c0_1 = Vector()
-          var t322_c0_2 = Vector()
-          var t322_c1_0 = Vector()
-          var t322_c1_1 = Vector()
-          var t322_c1_2 = Vector()
-          var t322_c2_0 = Vector()
-          var t322_c2_1 = Vector()
-          var t322_c2_2 = Vector()
-          var t322_c3_0 = Vector()
-          var t322_c3_1 = Vector()
-          var t322_c3_2 = Vector()
-          for k323 in 0..<64 {
-            let t322_b0 = loadVector(arena, ((7325760 +% (k323 *% 3136)) +% (nb320 *% 24)))
-            let t322_b1 = loadVector(arena, (((7325760 +% (k323 *% 3136)) +% (nb320 *% 24)) +% 8))
-            let t322_b2 = loadVector(arena, (((7325760 +% (k323 *% 3136)) +% (nb320 *% 24)) +% 16))
-            let t322_a0 = Vector(repeating: params[((352 +% (mb321 *% 4)) +% (k323 *% 288))])
-            t322_c0_0 = t322_c0_0.addingProduct(t322_a0, t322_b0)
-            t322_c0_1 = t322_c0_1.addingProduct(t322_a0, t322_b1)
-            t322_c0_2 = t322_c0_2.addingProduct(t322_a0, t322_b2)
-            let t322_a1 = Vector(repeating: params[((352 +% ((mb321 *% 4) +% 1)) +% (k323 *% 288))])
-            t322_c1_0 = t322_c1_0.addingProduct(t322_a1, t322_b0)
-            t322_c1_1 = t322_c1_1.addingProduct(t322_a1, t322_b1)
-            t322_c1_2 = t322_c1_2.addingProduct(t322_a1, t322_b2)
-            let t322_a2 = Vector(repeating: params[((352 +% ((mb321 *% 4) +% 2)) +% (k323 *% 288))])
-            t322_c2_0 = t322_c2_0.addingProduct(t322_a2, t322_b0)
-            t322_c2_1 = t322_c2_1.addingProduct(t322_a2, t322_b1)
-            t322_c2_2 = t322_c2_2.addingProduct(t322_a2, t322_b2)
-            let t322_a3 = Vector(repeating: params[((352 +% ((mb321 *% 4) +% 3)) +% (k323 *% 288))])
-            t322_c3_0 = t322_c3_0.addingProduct(t322_a3, t322_b0)
-            t322_c3_1 = t322_c3_1.addingProduct(t322_a3, t322_b1)
-            t322_c3_2 = t322_c3_2.addingProduct(t322_a3, t322_b2)
+    for j488 in 0..<1 {
+      for ty489 in 0..<7 {
+        for tx490 in 0..<7 {
+          for cv491 in 0..<8 {
+            let w492 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% ((ty489 *% 2) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))))
+            let w493 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))) + loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))))
+            let w494 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))))
+            let w495 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 3) *% 1024)) +% ((tx490 *% 2) *% 64)) +% (cv491 *% 8)))))
+            let w496 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% ((ty489 *% 2) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))))
+            let w497 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))) + loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))))
+            let w498 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))))
+            let w499 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 3) *% 1024)) +% (((tx490 *% 2) +% 1) *% 64)) +% (cv491 *% 8)))))
+            let w500 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% ((ty489 *% 2) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))))
+            let w501 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))) + loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))))
+            let w502 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))))
+            let w503 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 3) *% 1024)) +% (((tx490 *% 2) +% 2) *% 64)) +% (cv491 *% 8)))))
+            let w504 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% ((ty489 *% 2) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))))
+            let w505 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))) + loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))))
+            let w506 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 2) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))))
+            let w507 = (loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 1) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))) - loadVector(arena, (2441216 +% ((((j488 *% 16384) +% (((ty489 *% 2) +% 3) *% 1024)) +% (((tx490 *% 2) +% 3) *% 64)) +% (cv491 *% 8)))))
+            let w508 = (w492 - w500)
+            let w509 = (w496 + w500)
+            let w510 = (w500 - w496)
+            let w511 = (w496 - w504)
+            let w512 = (w493 - w501)
+            let w513 = (w497 + w501)
+            let w514 = (w501 - w497)
+            let w515 = (w497 - w505)
+            let w516 = (w494 - w502)
+            let w517 = (w498 + w502)
+            let w518 = (w502 - w498)
+            let w519 = (w498 - w506)
+            let w520 = (w495 - w503)
+            let w521 = (w499 + w503)
+            let w522 = (w503 - w499)
+            let w523 = (w499 - w507)
+            storeVector(arena, ((2457600 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w508)
+            storeVector(arena, ((2460736 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w509)
+            storeVector(arena, ((2463872 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w510)
+            storeVector(arena, ((2467008 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w511)
+            storeVector(arena, ((2470144 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w512)
+            storeVector(arena, ((2473280 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w513)
+            storeVector(arena, ((2476416 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w514)
+            storeVector(arena, ((2479552 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w515)
+            storeVector(arena, ((2482688 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w516)
+            storeVector(arena, ((2485824 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w517)
+            storeVector(arena, ((2488960 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w518)
+            storeVector(arena, ((2492096 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w519)
+            storeVector(arena, ((2495232 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w520)
+            storeVector(arena, ((2498368 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w521)
+            storeVector(arena, ((2501504 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w522)
+            storeVector(arena, ((2504640 +% ((((j488 *% 49) +% (ty489 *% 7)) +% tx490) *% 64)) +% (cv491 *% 8)), w523)
           }
-          storeVector(arena, ((6422592 +% ((mb321 *% 4) *% 3136)) +% (nb320 *% 24)), t322_c0_0)
-          storeVector(arena, (((6422592 +% ((mb321 *% 4) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c0_1)
-          storeVector(arena, (((6422592 +% ((mb321 *% 4) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c0_2)
-          storeVector(arena, ((6422592 +% (((mb321 *% 4) +% 1) *% 3136)) +% (nb320 *% 24)), t322_c1_0)
-          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 1) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c1_1)
-          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 1) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c1_2)
-          storeVector(arena, ((6422592 +% (((mb321 *% 4) +% 2) *% 3136)) +% (nb320 *% 24)), t322_c2_0)
-          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 2) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c2_1)
-          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 2) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c2_2)
-          storeVector(arena, ((6422592 +% (((mb321 *% 4) +% 3) *% 3136)) +% (nb320 *% 24)), t322_c3_0)
-          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 3) *% 3136)) +% (nb320 *% 24)) +% 8), t322_c3_1)
-          storeVector(arena, (((6422592 +% (((mb321 *% 4) +% 3) *% 3136)) +% (nb320 *% 24)) +% 16), t322_c3_2)
         }
-      }
-      for mb324 in 0..<72 {
-        var t325_c0_0 = Vector()
-        var t325_c0_1 = Vector()
-        var t325_c1_0 = Vector()
-        var t325_c1_1 = Vector()
-        var t325_c2_0 = Vector()
-        var t325_c2_1 = Vector()
-        var t325_c3_0 = Vector()
-        var t325_c3_1 = Vector()
-        for k326 in 0..<64 {
-          let t325_b0 = loadVector(arena, ((7325760 +% (k326 *% 3136)) +% 3120))
-          let t325_b1 = loadVector(arena, (((7325760 +% (k326 *% 3136)) +% 3120) +% 8))
-          let t325_a0 = Vector(repeating: params[((352 +% (mb324 *% 4)) +% (k326 *% 288))])
-          t325_c0_0 = t325_c0_0.addingProduct(t325_a0, t325_b0)
-          t325_c0_1 = t325_c0_1.addingProduct(t325_a0, t325_b1)
-          let t325_a1 = Vector(repeating: params[((352 +% ((mb324 *% 4) +% 1)) +% (k326 *% 288))])
-          t325_c1_0 = t325_c1_0.addingProduct(t325_a1, t325_b0)
-          t325_c1_1 = t325_c1_1.addingProduct(t325_a1, t325_b1)
-          let t325_a2 = Vector(repeating: params[((352 +% ((mb324 *% 4) +% 2)) +% (k326 *% 288))])
-          t325_c2_0 = t325_c2_0.addingProduct(t325_a2, t325_b0)
-          t325_c2_1 = t325_c2_1.addingProduct(t325_a2, t325_b1)
-          let t325_a3 = Vector(repeating: params[((352 +% ((mb324 *% 4) +% 3)) +% (k326 *% 288))])
-          t325_c3_0 = t325_c3_0.addingProduct(t325_a3, t325_b0)
-          t325_c3_1 = t325_c3_1.addingProduct(t325_a3, t325_b1)
-        }
-        storeVector(arena, ((6422592 +% ((mb324 *% 4) *% 3136)) +% 3120), t325_c0_0)
-        storeVector(arena, (((6422592 +% ((mb324 *% 4) *% 3136)) +% 3120) +% 8), t325_c0_1)
-        storeVector(arena, ((6422592 +% (((mb324 *% 4) +% 1) *% 3136)) +% 3120), t325_c1_0)
-        storeVector(arena, (((6422592 +% (((mb324 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t325_c1_1)
-        storeVector(arena, ((6422592 +% (((mb324 *% 4) +% 2) *% 3136)) +% 3120), t325_c2_0)
-        storeVector(arena, (((6422592 +% (((mb324 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t325_c2_1)
-        storeVector(arena, ((6422592 +% (((mb324 *% 4) +% 3) *% 3136)) +% 3120), t325_c3_0)
-        storeVector(arena, (((6422592 +% (((mb324 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t325_c3_1)
       }
     }
-    for j328 in 0..<16 {
-      for c329 in 0..<32 {
-        for iy330 in 0..<1 {
-          for ix331 in 0..<1 {
-            let sum332_v = loadPartial(arena, (ix331 +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% ((iy330 +% 1) *% 14)) +% 1)), 1)
-            let sum333_v = (sum332_v + loadPartial(arena, (ix331 +% (((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy330 +% 1) *% 14))), 1))
-            let sum334_v = (sum333_v + loadPartial(arena, (ix331 +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% (iy330 *% 14)) +% 1)), 1))
-            let sum335_v = (sum334_v + loadPartial(arena, (ix331 +% (((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy330 *% 14))), 1))
-            storePartial(arena, (ix331 +% (((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy330 *% 14))), sum335_v, 1)
+    for xi524 in 0..<16 {
+      sgemm(101, 111, 111, 49, 32, 64, 1, arena + (2457600 +% (xi524 *% 3136)), 64, arena + (2408448 +% (xi524 *% 2048)), 32, Float(bitPattern: 0x0), arena + (2507776 +% (xi524 *% 1568)), 32)
+    }
+    for j525 in 0..<1 {
+      for ty526 in 0..<7 {
+        for tx527 in 0..<7 {
+          for cv528 in 0..<4 {
+            let w529 = ((loadVector(arena, ((2507776 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) + loadVector(arena, ((2514048 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) + loadVector(arena, ((2520320 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w530 = ((loadVector(arena, ((2514048 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) - loadVector(arena, ((2520320 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) - loadVector(arena, ((2526592 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w531 = ((loadVector(arena, ((2509344 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) + loadVector(arena, ((2515616 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) + loadVector(arena, ((2521888 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w532 = ((loadVector(arena, ((2515616 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) - loadVector(arena, ((2521888 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) - loadVector(arena, ((2528160 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w533 = ((loadVector(arena, ((2510912 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) + loadVector(arena, ((2517184 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) + loadVector(arena, ((2523456 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w534 = ((loadVector(arena, ((2517184 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) - loadVector(arena, ((2523456 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) - loadVector(arena, ((2529728 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w535 = ((loadVector(arena, ((2512480 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) + loadVector(arena, ((2518752 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) + loadVector(arena, ((2525024 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w536 = ((loadVector(arena, ((2518752 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))) - loadVector(arena, ((2525024 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8)))) - loadVector(arena, ((2531296 +% ((((j525 *% 49) +% (ty526 *% 7)) +% tx527) *% 32)) +% (cv528 *% 8))))
+            let w537 = ((w529 + w531) + w533)
+            let w538 = ((w531 - w533) - w535)
+            let w539 = ((w530 + w532) + w534)
+            let w540 = ((w532 - w534) - w536)
+            storeVector(arena, ((2532864 +% (((((j525 *% 14) +% (ty526 *% 2)) *% 14) +% (tx527 *% 2)) *% 32)) +% (cv528 *% 8)), w537)
+            storeVector(arena, ((2532864 +% ((((((j525 *% 14) +% (ty526 *% 2)) *% 14) +% (tx527 *% 2)) +% 1) *% 32)) +% (cv528 *% 8)), w538)
+            storeVector(arena, ((2532864 +% ((((((j525 *% 14) +% (ty526 *% 2)) +% 1) *% 14) +% (tx527 *% 2)) *% 32)) +% (cv528 *% 8)), w539)
+            storeVector(arena, ((2532864 +% (((((((j525 *% 14) +% (ty526 *% 2)) +% 1) *% 14) +% (tx527 *% 2)) +% 1) *% 32)) +% (cv528 *% 8)), w540)
           }
         }
-        for iy336 in 0..<1 {
-          for ix337 in 0..<1 {
-            let sum338_v = loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 2)))
-            let sum339_v = (sum338_v + loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 1))))
-            let sum340_v = (sum339_v + loadVector(arena, ((ix337 *% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)))))
-            let sum341_v = (sum340_v + loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 2))))
-            let sum342_v = (sum341_v + loadVector(arena, ((ix337 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 1))))
-            let sum343_v = (sum342_v + loadVector(arena, ((ix337 *% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)))))
-            storeVector(arena, ((ix337 *% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy336 *% 14)) +% 1)), sum343_v)
-          }
-          for ix337 in 0..<1 {
-            let sum338_v = loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 2)), 4)
-            let sum339_v = (sum338_v + loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14)) +% 1)), 4))
-            let sum340_v = (sum339_v + loadPartial(arena, ((ix337 +% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% ((iy336 +% 1) *% 14))), 4))
-            let sum341_v = (sum340_v + loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 2)), 4))
-            let sum342_v = (sum341_v + loadPartial(arena, ((ix337 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14)) +% 1)), 4))
-            let sum343_v = (sum342_v + loadPartial(arena, ((ix337 +% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% (iy336 *% 14))), 4))
-            storePartial(arena, ((ix337 +% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy336 *% 14)) +% 1)), sum343_v, 4)
-          }
-        }
-        for iy344 in 0..<1 {
-          for ix345 in 0..<1 {
-            let sum346_v = loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% ((iy344 +% 1) *% 14)) +% 13)), 1)
-            let sum347_v = (sum346_v + loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% ((iy344 +% 1) *% 14)) +% 12)), 1))
-            let sum348_v = (sum347_v + loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% (iy344 *% 14)) +% 13)), 1))
-            let sum349_v = (sum348_v + loadPartial(arena, (ix345 +% ((((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% (iy344 *% 14)) +% 12)), 1))
-            storePartial(arena, (ix345 +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% (iy344 *% 14)) +% 13)), sum349_v, 1)
-          }
-        }
-        for iy350 in 0..<12 {
-          for ix351 in 0..<1 {
-            let sum352_v = loadPartial(arena, (ix351 +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% 1) *% 14)) +% 1)), 1)
-            let sum353_v = (sum352_v + loadPartial(arena, (ix351 +% (((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% 1) *% 14))), 1))
-            let sum354_v = (sum353_v + loadPartial(arena, (ix351 +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy350 +% 1) *% 14)) +% 1)), 1))
-            let sum355_v = (sum354_v + loadPartial(arena, (ix351 +% (((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy350 +% 1) *% 14))), 1))
-            let sum356_v = (sum355_v + loadPartial(arena, (ix351 +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% -1) *% 14)) +% 1)), 1))
-            let sum357_v = (sum356_v + loadPartial(arena, (ix351 +% (((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy350 +% 1) +% -1) *% 14))), 1))
-            storePartial(arena, (ix351 +% (((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy350 +% 1) *% 14))), sum357_v, 1)
-          }
-        }
-        for iy358 in 0..<12 {
-          for ix359 in 0..<1 {
-            let sum360_v = loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 2)))
-            let sum361_v = (sum360_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 1))))
-            let sum362_v = (sum361_v + loadVector(arena, ((ix359 *% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)))))
-            let sum363_v = (sum362_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 2))))
-            let sum364_v = (sum363_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1))))
-            let sum365_v = (sum364_v + loadVector(arena, ((ix359 *% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)))))
-            let sum366_v = (sum365_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 2))))
-            let sum367_v = (sum366_v + loadVector(arena, ((ix359 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 1))))
-            let sum368_v = (sum367_v + loadVector(arena, ((ix359 *% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)))))
-            storeVector(arena, ((ix359 *% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1)), sum368_v)
-          }
-          for ix359 in 0..<1 {
-            let sum360_v = loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% ((c329 *% 9) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 2)), 4)
-            let sum361_v = (sum360_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14)) +% 1)), 4))
-            let sum362_v = (sum361_v + loadPartial(arena, ((ix359 +% 8) +% (((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% 1) *% 14))), 4))
-            let sum363_v = (sum362_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 2)), 4))
-            let sum364_v = (sum363_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1)), 4))
-            let sum365_v = (sum364_v + loadPartial(arena, ((ix359 +% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy358 +% 1) *% 14))), 4))
-            let sum366_v = (sum365_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 2)), 4))
-            let sum367_v = (sum366_v + loadPartial(arena, ((ix359 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14)) +% 1)), 4))
-            let sum368_v = (sum367_v + loadPartial(arena, ((ix359 +% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy358 +% 1) +% -1) *% 14))), 4))
-            storePartial(arena, ((ix359 +% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy358 +% 1) *% 14)) +% 1)), sum368_v, 4)
-          }
-        }
-        for iy369 in 0..<12 {
-          for ix370 in 0..<1 {
-            let sum371_v = loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 1) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% 1) *% 14)) +% 13)), 1)
-            let sum372_v = (sum371_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 2) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% 1) *% 14)) +% 12)), 1))
-            let sum373_v = (sum372_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy369 +% 1) *% 14)) +% 13)), 1))
-            let sum374_v = (sum373_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy369 +% 1) *% 14)) +% 12)), 1))
-            let sum375_v = (sum374_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% -1) *% 14)) +% 13)), 1))
-            let sum376_v = (sum375_v + loadPartial(arena, (ix370 +% ((((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy369 +% 1) +% -1) *% 14)) +% 12)), 1))
-            storePartial(arena, (ix370 +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy369 +% 1) *% 14)) +% 13)), sum376_v, 1)
-          }
-        }
-        for iy377 in 0..<1 {
-          for ix378 in 0..<1 {
-            let sum379_v = loadPartial(arena, (ix378 +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy377 +% 13) *% 14)) +% 1)), 1)
-            let sum380_v = (sum379_v + loadPartial(arena, (ix378 +% (((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy377 +% 13) *% 14))), 1))
-            let sum381_v = (sum380_v + loadPartial(arena, (ix378 +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy377 +% 13) +% -1) *% 14)) +% 1)), 1))
-            let sum382_v = (sum381_v + loadPartial(arena, (ix378 +% (((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy377 +% 13) +% -1) *% 14))), 1))
-            storePartial(arena, (ix378 +% (((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy377 +% 13) *% 14))), sum382_v, 1)
-          }
-        }
-        for iy383 in 0..<1 {
-          for ix384 in 0..<1 {
-            let sum385_v = loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 2)))
-            let sum386_v = (sum385_v + loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1))))
-            let sum387_v = (sum386_v + loadVector(arena, ((ix384 *% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)))))
-            let sum388_v = (sum387_v + loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 2))))
-            let sum389_v = (sum388_v + loadVector(arena, ((ix384 *% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 1))))
-            let sum390_v = (sum389_v + loadVector(arena, ((ix384 *% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)))))
-            storeVector(arena, ((ix384 *% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1)), sum390_v)
-          }
-          for ix384 in 0..<1 {
-            let sum385_v = loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 3) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 2)), 4)
-            let sum386_v = (sum385_v + loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1)), 4))
-            let sum387_v = (sum386_v + loadPartial(arena, ((ix384 +% 8) +% (((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy383 +% 13) *% 14))), 4))
-            let sum388_v = (sum387_v + loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 6) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 2)), 4))
-            let sum389_v = (sum388_v + loadPartial(arena, ((ix384 +% 8) +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14)) +% 1)), 4))
-            let sum390_v = (sum389_v + loadPartial(arena, ((ix384 +% 8) +% (((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy383 +% 13) +% -1) *% 14))), 4))
-            storePartial(arena, ((ix384 +% 8) +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy383 +% 13) *% 14)) +% 1)), sum390_v, 4)
-          }
-        }
-        for iy391 in 0..<1 {
-          for ix392 in 0..<1 {
-            let sum393_v = loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 4) *% 3136)) +% (j328 *% 196)) +% ((iy391 +% 13) *% 14)) +% 13)), 1)
-            let sum394_v = (sum393_v + loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 5) *% 3136)) +% (j328 *% 196)) +% ((iy391 +% 13) *% 14)) +% 12)), 1))
-            let sum395_v = (sum394_v + loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 7) *% 3136)) +% (j328 *% 196)) +% (((iy391 +% 13) +% -1) *% 14)) +% 13)), 1))
-            let sum396_v = (sum395_v + loadPartial(arena, (ix392 +% ((((6422592 +% (((c329 *% 9) +% 8) *% 3136)) +% (j328 *% 196)) +% (((iy391 +% 13) +% -1) *% 14)) +% 12)), 1))
-            storePartial(arena, (ix392 +% ((((2007040 +% (((g316 *% 16) +% j328) *% 6272)) +% (c329 *% 196)) +% ((iy391 +% 13) *% 14)) +% 13)), sum396_v, 1)
-          }
+      }
+    }
+    for j541 in 0..<1 {
+      for c542 in 0..<32 {
+        for q543 in 0..<196 {
+          arena[(((2007040 +% ((g483 +% j541) *% 6272)) +% (c542 *% 196)) +% q543)] = arena[((2532864 +% (((j541 *% 196) +% q543) *% 32)) +% c542)]
         }
       }
     }
   }
   // relu1_grad = maxpool_grad(pool1_grad, relu1)
-  for i397 in 0..<200704 {
-    storeVector(arena, ((i397 *% 8) +% 4816960), Vector(repeating: Float(0)))
+  for i544 in 0..<200704 {
+    storeVector(arena, ((i544 *% 8) +% 4816960), Vector(repeating: Float(0)))
   }
-  for q398 in 0..<2048 {
-    for py399 in 0..<14 {
-      for px400 in 0..<14 {
-        var best401: Float = arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))]
-        var bi402: Float = Float((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))
-        bi402 = (arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))] > best401 ? Float((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2))) : bi402)
-        best401 = (arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))] > best401 ? arena[(3211328 +% (((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)))] : best401)
-        bi402 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1))] > best401 ? Float(((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1)) : bi402)
-        best401 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1))] > best401 ? arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 1))] : best401)
-        bi402 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28))] > best401 ? Float(((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28)) : bi402)
-        best401 = (arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28))] > best401 ? arena[(3211328 +% ((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28))] : best401)
-        bi402 = (arena[(3211328 +% (((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1))] > best401 ? Float((((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1)) : bi402)
-        best401 = (arena[(3211328 +% (((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1))] > best401 ? arena[(3211328 +% (((((q398 *% 784) +% (py399 *% 56)) +% (px400 *% 2)) +% 28) +% 1))] : best401)
-        arena[(4816960 +% Int(bi402))] += arena[(((2007040 +% (q398 *% 196)) +% (py399 *% 14)) +% px400)]
+  for q545 in 0..<2048 {
+    for py546 in 0..<14 {
+      for px547 in 0..<14 {
+        var best548: Float = arena[(3211328 +% (((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)))]
+        var bi549: Float = Float((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)))
+        bi549 = (arena[(3211328 +% (((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)))] > best548 ? Float((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2))) : bi549)
+        best548 = (arena[(3211328 +% (((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)))] > best548 ? arena[(3211328 +% (((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)))] : best548)
+        bi549 = (arena[(3211328 +% ((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 1))] > best548 ? Float(((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 1)) : bi549)
+        best548 = (arena[(3211328 +% ((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 1))] > best548 ? arena[(3211328 +% ((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 1))] : best548)
+        bi549 = (arena[(3211328 +% ((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28))] > best548 ? Float(((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28)) : bi549)
+        best548 = (arena[(3211328 +% ((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28))] > best548 ? arena[(3211328 +% ((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28))] : best548)
+        bi549 = (arena[(3211328 +% (((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28) +% 1))] > best548 ? Float((((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28) +% 1)) : bi549)
+        best548 = (arena[(3211328 +% (((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28) +% 1))] > best548 ? arena[(3211328 +% (((((q545 *% 784) +% (py546 *% 56)) +% (px547 *% 2)) +% 28) +% 1))] : best548)
+        arena[(4816960 +% Int(bi549))] += arena[(((2007040 +% (q545 *% 196)) +% (py546 *% 14)) +% px547)]
       }
     }
   }
   // bn1_grad = relu_grad(relu1_grad, relu1)
-  for i403 in 0..<200704 {
-    storeVector(arena, ((i403 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i403 *% 8) +% 4816960)), where: loadVector(arena, ((i403 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
+  for i550 in 0..<200704 {
+    storeVector(arena, ((i550 *% 8) +% 6422592), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i550 *% 8) +% 4816960)), where: loadVector(arena, ((i550 *% 8) +% 3211328)) .> Vector(repeating: Float(0))))
   }
   // bn1_weight_grad = batchnorm_grad_weight(bn1_grad, conv1, bn1.mean, bn1.var)
-  for c404 in 0..<32 {
-    var invstd406: Float = (Float(1) / sqrtf((arena[(3211296 +% c404)] + Float(bitPattern: 0x3727c5ac))))
-    var mean407: Float = arena[(3211264 +% c404)]
-    var acc408 = Vector()
-    var tail409: Float = Float(0)
-    for n410 in 0..<64 {
-      for v411 in 0..<98 {
-        acc408 = (acc408 + (loadVector(arena, (6422592 +% ((((n410 *% 32) +% c404) *% 784) +% (v411 *% 8)))) * ((loadVector(arena, ((((n410 *% 32) +% c404) *% 784) +% (v411 *% 8))) - Vector(repeating: mean407)) * Vector(repeating: invstd406))))
+  for c551 in 0..<32 {
+    var invstd553: Float = (Float(1) / sqrtf((arena[(3211296 +% c551)] + Float(bitPattern: 0x3727c5ac))))
+    var mean554: Float = arena[(3211264 +% c551)]
+    var acc555 = Vector()
+    var tail556: Float = Float(0)
+    for n557 in 0..<64 {
+      for v558 in 0..<98 {
+        acc555 = (acc555 + (loadVector(arena, (6422592 +% ((((n557 *% 32) +% c551) *% 784) +% (v558 *% 8)))) * ((loadVector(arena, ((((n557 *% 32) +% c551) *% 784) +% (v558 *% 8))) - Vector(repeating: mean554)) * Vector(repeating: invstd553))))
       }
     }
-    storeVector(arena, 1605632, acc408)
-    var sum412: Float = (arena[1605632] + arena[1605633])
-    var sum413: Float = (sum412 + arena[1605634])
-    var sum414: Float = (sum413 + arena[1605635])
-    var sum415: Float = (sum414 + arena[1605636])
-    var sum416: Float = (sum415 + arena[1605637])
-    var sum417: Float = (sum416 + arena[1605638])
-    var sum418: Float = (sum417 + arena[1605639])
-    var sum_x405: Float = (sum418 + tail409)
-    grads[(288 +% c404)] = sum_x405
+    storeVector(arena, 1605632, acc555)
+    var sum559: Float = (arena[1605632] + arena[1605633])
+    var sum560: Float = (sum559 + arena[1605634])
+    var sum561: Float = (sum560 + arena[1605635])
+    var sum562: Float = (sum561 + arena[1605636])
+    var sum563: Float = (sum562 + arena[1605637])
+    var sum564: Float = (sum563 + arena[1605638])
+    var sum565: Float = (sum564 + arena[1605639])
+    var sum_x552: Float = (sum565 + tail556)
+    grads[(288 +% c551)] = sum_x552
   }
   // bn1_bias_grad = batchnorm_grad_bias(bn1_grad)
-  for c419 in 0..<32 {
-    var acc421 = Vector()
-    var tail422: Float = Float(0)
-    for n423 in 0..<64 {
-      for v424 in 0..<98 {
-        acc421 = (acc421 + loadVector(arena, (6422592 +% ((((n423 *% 32) +% c419) *% 784) +% (v424 *% 8)))))
+  for c566 in 0..<32 {
+    var acc568 = Vector()
+    var tail569: Float = Float(0)
+    for n570 in 0..<64 {
+      for v571 in 0..<98 {
+        acc568 = (acc568 + loadVector(arena, (6422592 +% ((((n570 *% 32) +% c566) *% 784) +% (v571 *% 8)))))
       }
     }
-    storeVector(arena, 1605632, acc421)
-    var sum425: Float = (arena[1605632] + arena[1605633])
-    var sum426: Float = (sum425 + arena[1605634])
-    var sum427: Float = (sum426 + arena[1605635])
-    var sum428: Float = (sum427 + arena[1605636])
-    var sum429: Float = (sum428 + arena[1605637])
-    var sum430: Float = (sum429 + arena[1605638])
-    var sum431: Float = (sum430 + arena[1605639])
-    var sum420: Float = (sum431 + tail422)
-    grads[(320 +% c419)] = sum420
+    storeVector(arena, 1605632, acc568)
+    var sum572: Float = (arena[1605632] + arena[1605633])
+    var sum573: Float = (sum572 + arena[1605634])
+    var sum574: Float = (sum573 + arena[1605635])
+    var sum575: Float = (sum574 + arena[1605636])
+    var sum576: Float = (sum575 + arena[1605637])
+    var sum577: Float = (sum576 + arena[1605638])
+    var sum578: Float = (sum577 + arena[1605639])
+    var sum567: Float = (sum578 + tail569)
+    grads[(320 +% c566)] = sum567
   }
   // conv1_grad = batchnorm_grad_input(bn1_grad, conv1, bn1.mean, bn1.var, bn1.weight, bn1_bias_grad, bn1_weight_grad)
-  for c432 in 0..<32 {
-    var invstd435: Float = (Float(1) / sqrtf((arena[(3211296 +% c432)] + Float(bitPattern: 0x3727c5ac))))
-    var sum433: Float = grads[(320 +% c432)]
-    var sum_x434: Float = grads[(288 +% c432)]
-    var scale436: Float = (params[(288 +% c432)] * invstd435)
-    var mean_dy437: Float = (sum433 / Float(50176))
-    var mean_dy_x438: Float = (sum_x434 / Float(50176))
-    for n439 in 0..<64 {
-      for i440 in 0..<784 {
-        arena[(3211328 +% ((((n439 *% 32) +% c432) *% 784) +% i440))] = (scale436 * ((arena[(6422592 +% ((((n439 *% 32) +% c432) *% 784) +% i440))] - mean_dy437) - (((arena[((((n439 *% 32) +% c432) *% 784) +% i440)] - arena[(3211264 +% c432)]) * invstd435) * mean_dy_x438)))
+  for c579 in 0..<32 {
+    var invstd582: Float = (Float(1) / sqrtf((arena[(3211296 +% c579)] + Float(bitPattern: 0x3727c5ac))))
+    var sum580: Float = grads[(320 +% c579)]
+    var sum_x581: Float = grads[(288 +% c579)]
+    var scale583: Float = (params[(288 +% c579)] * invstd582)
+    var mean_dy584: Float = (sum580 / Float(50176))
+    var mean_dy_x585: Float = (sum_x581 / Float(50176))
+    for n586 in 0..<64 {
+      for i587 in 0..<784 {
+        arena[(3211328 +% ((((n586 *% 32) +% c579) *% 784) +% i587))] = (scale583 * ((arena[(6422592 +% ((((n586 *% 32) +% c579) *% 784) +% i587))] - mean_dy584) - (((arena[((((n586 *% 32) +% c579) *% 784) +% i587)] - arena[(3211264 +% c579)]) * invstd582) * mean_dy_x585)))
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i441 in 0..<36 {
-    storeVector(arena, ((i441 *% 8) +% 514304), Vector(repeating: Float(0)))
+  for i588 in 0..<36 {
+    storeVector(arena, ((i588 *% 8) +% 514304), Vector(repeating: Float(0)))
   }
-  for g442 in 0..<4 {
-    for j443 in 0..<16 {
-      for c444 in 0..<1 {
-        for ky445 in 0..<3 {
-          for oy446 in 0..<28 {
-            if (-1 < ((oy446 +% ky445) +% -1) && ((oy446 +% ky445) +% -1) < 28) {
-              for ox447 in 0..<27 {
-                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% (ox447 +% 1)))] = images[((((((g442 *% 16) +% j443) *% 784) +% (c444 *% 784)) +% (((oy446 +% ky445) +% -1) *% 28)) +% ((ox447 +% 1) +% -1))]
+  for g589 in 0..<4 {
+    for j590 in 0..<16 {
+      for c591 in 0..<1 {
+        for ky592 in 0..<3 {
+          for oy593 in 0..<28 {
+            if (-1 < ((oy593 +% ky592) +% -1) && ((oy593 +% ky592) +% -1) < 28) {
+              for ox594 in 0..<27 {
+                arena[((((((c591 *% 3) +% ky592) *% 3) *% 12544) +% (j590 *% 784)) +% ((oy593 *% 28) +% (ox594 +% 1)))] = images[((((((g589 *% 16) +% j590) *% 784) +% (c591 *% 784)) +% (((oy593 +% ky592) +% -1) *% 28)) +% ((ox594 +% 1) +% -1))]
               }
-              for ox448 in 0..<1 {
-                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% ox448))] = Float(0)
-              }
-            }
-            if ((oy446 +% ky445) +% -1) < 0 {
-              for ox449 in 0..<28 {
-                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
+              for ox595 in 0..<1 {
+                arena[((((((c591 *% 3) +% ky592) *% 3) *% 12544) +% (j590 *% 784)) +% ((oy593 *% 28) +% ox595))] = Float(0)
               }
             }
-            if 27 < ((oy446 +% ky445) +% -1) {
-              for ox449 in 0..<28 {
-                arena[((((((c444 *% 3) +% ky445) *% 3) *% 12544) +% (j443 *% 784)) +% ((oy446 *% 28) +% ox449))] = Float(0)
+            if ((oy593 +% ky592) +% -1) < 0 {
+              for ox596 in 0..<28 {
+                arena[((((((c591 *% 3) +% ky592) *% 3) *% 12544) +% (j590 *% 784)) +% ((oy593 *% 28) +% ox596))] = Float(0)
               }
             }
-          }
-          for oy450 in 0..<28 {
-            if (-1 < ((oy450 +% ky445) +% -1) && ((oy450 +% ky445) +% -1) < 28) {
-              for ox451 in 0..<28 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 1) *% 12544) +% (j443 *% 784)) +% ((oy450 *% 28) +% ox451))] = images[((((((g442 *% 16) +% j443) *% 784) +% (c444 *% 784)) +% (((oy450 +% ky445) +% -1) *% 28)) +% ox451)]
-              }
-            }
-            if ((oy450 +% ky445) +% -1) < 0 {
-              for ox452 in 0..<28 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 1) *% 12544) +% (j443 *% 784)) +% ((oy450 *% 28) +% ox452))] = Float(0)
-              }
-            }
-            if 27 < ((oy450 +% ky445) +% -1) {
-              for ox452 in 0..<28 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 1) *% 12544) +% (j443 *% 784)) +% ((oy450 *% 28) +% ox452))] = Float(0)
+            if 27 < ((oy593 +% ky592) +% -1) {
+              for ox596 in 0..<28 {
+                arena[((((((c591 *% 3) +% ky592) *% 3) *% 12544) +% (j590 *% 784)) +% ((oy593 *% 28) +% ox596))] = Float(0)
               }
             }
           }
-          for oy453 in 0..<28 {
-            if (-1 < ((oy453 +% ky445) +% -1) && ((oy453 +% ky445) +% -1) < 28) {
-              for ox454 in 0..<27 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% ox454))] = images[((((((g442 *% 16) +% j443) *% 784) +% (c444 *% 784)) +% (((oy453 +% ky445) +% -1) *% 28)) +% (ox454 +% 1))]
-              }
-              for ox455 in 0..<1 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% (ox455 +% 27)))] = Float(0)
+          for oy597 in 0..<28 {
+            if (-1 < ((oy597 +% ky592) +% -1) && ((oy597 +% ky592) +% -1) < 28) {
+              for ox598 in 0..<28 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 1) *% 12544) +% (j590 *% 784)) +% ((oy597 *% 28) +% ox598))] = images[((((((g589 *% 16) +% j590) *% 784) +% (c591 *% 784)) +% (((oy597 +% ky592) +% -1) *% 28)) +% ox598)]
               }
             }
-            if ((oy453 +% ky445) +% -1) < 0 {
-              for ox456 in 0..<28 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% ox456))] = Float(0)
+            if ((oy597 +% ky592) +% -1) < 0 {
+              for ox599 in 0..<28 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 1) *% 12544) +% (j590 *% 784)) +% ((oy597 *% 28) +% ox599))] = Float(0)
               }
             }
-            if 27 < ((oy453 +% ky445) +% -1) {
-              for ox456 in 0..<28 {
-                arena[(((((((c444 *% 3) +% ky445) *% 3) +% 2) *% 12544) +% (j443 *% 784)) +% ((oy453 *% 28) +% ox456))] = Float(0)
+            if 27 < ((oy597 +% ky592) +% -1) {
+              for ox599 in 0..<28 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 1) *% 12544) +% (j590 *% 784)) +% ((oy597 *% 28) +% ox599))] = Float(0)
+              }
+            }
+          }
+          for oy600 in 0..<28 {
+            if (-1 < ((oy600 +% ky592) +% -1) && ((oy600 +% ky592) +% -1) < 28) {
+              for ox601 in 0..<27 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 2) *% 12544) +% (j590 *% 784)) +% ((oy600 *% 28) +% ox601))] = images[((((((g589 *% 16) +% j590) *% 784) +% (c591 *% 784)) +% (((oy600 +% ky592) +% -1) *% 28)) +% (ox601 +% 1))]
+              }
+              for ox602 in 0..<1 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 2) *% 12544) +% (j590 *% 784)) +% ((oy600 *% 28) +% (ox602 +% 27)))] = Float(0)
+              }
+            }
+            if ((oy600 +% ky592) +% -1) < 0 {
+              for ox603 in 0..<28 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 2) *% 12544) +% (j590 *% 784)) +% ((oy600 *% 28) +% ox603))] = Float(0)
+              }
+            }
+            if 27 < ((oy600 +% ky592) +% -1) {
+              for ox603 in 0..<28 {
+                arena[(((((((c591 *% 3) +% ky592) *% 3) +% 2) *% 12544) +% (j590 *% 784)) +% ((oy600 *% 28) +% ox603))] = Float(0)
               }
             }
           }
         }
       }
     }
-    for j457 in 0..<16 {
-      for i458 in 0..<784 {
-        for f459 in 0..<32 {
-          arena[((112896 +% (((j457 *% 784) +% i458) *% 32)) +% f459)] = arena[(((3211328 +% (((g442 *% 16) +% j457) *% 25088)) +% (f459 *% 784)) +% i458)]
+    for j604 in 0..<16 {
+      for i605 in 0..<784 {
+        for f606 in 0..<32 {
+          arena[((112896 +% (((j604 *% 784) +% i605) *% 32)) +% f606)] = arena[(((3211328 +% (((g589 *% 16) +% j604) *% 25088)) +% (f606 *% 784)) +% i605)]
         }
       }
     }
-    do {  // gemm467
-      for kp460 in 0..<7 {
-        for nb461 in 0..<2 {
-          for mb462 in 0..<1 {
-            var t463_c0_0 = loadVector(arena, ((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)))
-            var t463_c0_1 = loadVector(arena, (((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)) +% 8))
-            var t463_c1_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)))
-            var t463_c1_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)) +% 8))
-            var t463_c2_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)))
-            var t463_c2_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)) +% 8))
-            var t463_c3_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)))
-            var t463_c3_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)) +% 8))
-            var t463_c4_0 = loadVector(arena, ((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)))
-            var t463_c4_1 = loadVector(arena, (((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)) +% 8))
-            for k464 in 0..<1792 {
-              let t463_b0 = loadVector(arena, ((112896 +% ((k464 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)))
-              let t463_b1 = loadVector(arena, (((112896 +% ((k464 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)) +% 8))
-              let t463_a0 = Vector(repeating: arena[(((mb462 *% 5) *% 12544) +% (k464 +% (kp460 *% 1792)))])
-              t463_c0_0 = t463_c0_0.addingProduct(t463_a0, t463_b0)
-              t463_c0_1 = t463_c0_1.addingProduct(t463_a0, t463_b1)
-              let t463_a1 = Vector(repeating: arena[((((mb462 *% 5) +% 1) *% 12544) +% (k464 +% (kp460 *% 1792)))])
-              t463_c1_0 = t463_c1_0.addingProduct(t463_a1, t463_b0)
-              t463_c1_1 = t463_c1_1.addingProduct(t463_a1, t463_b1)
-              let t463_a2 = Vector(repeating: arena[((((mb462 *% 5) +% 2) *% 12544) +% (k464 +% (kp460 *% 1792)))])
-              t463_c2_0 = t463_c2_0.addingProduct(t463_a2, t463_b0)
-              t463_c2_1 = t463_c2_1.addingProduct(t463_a2, t463_b1)
-              let t463_a3 = Vector(repeating: arena[((((mb462 *% 5) +% 3) *% 12544) +% (k464 +% (kp460 *% 1792)))])
-              t463_c3_0 = t463_c3_0.addingProduct(t463_a3, t463_b0)
-              t463_c3_1 = t463_c3_1.addingProduct(t463_a3, t463_b1)
-              let t463_a4 = Vector(repeating: arena[((((mb462 *% 5) +% 4) *% 12544) +% (k464 +% (kp460 *% 1792)))])
-              t463_c4_0 = t463_c4_0.addingProduct(t463_a4, t463_b0)
-              t463_c4_1 = t463_c4_1.addingProduct(t463_a4, t463_b1)
+    do {  // gemm614
+      for kp607 in 0..<7 {
+        for nb608 in 0..<2 {
+          for mb609 in 0..<1 {
+            var t610_c0_0 = loadVector(arena, ((514304 +% ((mb609 *% 5) *% 32)) +% (nb608 *% 16)))
+            var t610_c0_1 = loadVector(arena, (((514304 +% ((mb609 *% 5) *% 32)) +% (nb608 *% 16)) +% 8))
+            var t610_c1_0 = loadVector(arena, ((514304 +% (((mb609 *% 5) +% 1) *% 32)) +% (nb608 *% 16)))
+            var t610_c1_1 = loadVector(arena, (((514304 +% (((mb609 *% 5) +% 1) *% 32)) +% (nb608 *% 16)) +% 8))
+            var t610_c2_0 = loadVector(arena, ((514304 +% (((mb609 *% 5) +% 2) *% 32)) +% (nb608 *% 16)))
+            var t610_c2_1 = loadVector(arena, (((514304 +% (((mb609 *% 5) +% 2) *% 32)) +% (nb608 *% 16)) +% 8))
+            var t610_c3_0 = loadVector(arena, ((514304 +% (((mb609 *% 5) +% 3) *% 32)) +% (nb608 *% 16)))
+            var t610_c3_1 = loadVector(arena, (((514304 +% (((mb609 *% 5) +% 3) *% 32)) +% (nb608 *% 16)) +% 8))
+            var t610_c4_0 = loadVector(arena, ((514304 +% (((mb609 *% 5) +% 4) *% 32)) +% (nb608 *% 16)))
+            var t610_c4_1 = loadVector(arena, (((514304 +% (((mb609 *% 5) +% 4) *% 32)) +% (nb608 *% 16)) +% 8))
+            for k611 in 0..<1792 {
+              let t610_b0 = loadVector(arena, ((112896 +% ((k611 +% (kp607 *% 1792)) *% 32)) +% (nb608 *% 16)))
+              let t610_b1 = loadVector(arena, (((112896 +% ((k611 +% (kp607 *% 1792)) *% 32)) +% (nb608 *% 16)) +% 8))
+              let t610_a0 = Vector(repeating: arena[(((mb609 *% 5) *% 12544) +% (k611 +% (kp607 *% 1792)))])
+              t610_c0_0 = t610_c0_0.addingProduct(t610_a0, t610_b0)
+              t610_c0_1 = t610_c0_1.addingProduct(t610_a0, t610_b1)
+              let t610_a1 = Vector(repeating: arena[((((mb609 *% 5) +% 1) *% 12544) +% (k611 +% (kp607 *% 1792)))])
+              t610_c1_0 = t610_c1_0.addingProduct(t610_a1, t610_b0)
+              t610_c1_1 = t610_c1_1.addingProduct(t610_a1, t610_b1)
+              let t610_a2 = Vector(repeating: arena[((((mb609 *% 5) +% 2) *% 12544) +% (k611 +% (kp607 *% 1792)))])
+              t610_c2_0 = t610_c2_0.addingProduct(t610_a2, t610_b0)
+              t610_c2_1 = t610_c2_1.addingProduct(t610_a2, t610_b1)
+              let t610_a3 = Vector(repeating: arena[((((mb609 *% 5) +% 3) *% 12544) +% (k611 +% (kp607 *% 1792)))])
+              t610_c3_0 = t610_c3_0.addingProduct(t610_a3, t610_b0)
+              t610_c3_1 = t610_c3_1.addingProduct(t610_a3, t610_b1)
+              let t610_a4 = Vector(repeating: arena[((((mb609 *% 5) +% 4) *% 12544) +% (k611 +% (kp607 *% 1792)))])
+              t610_c4_0 = t610_c4_0.addingProduct(t610_a4, t610_b0)
+              t610_c4_1 = t610_c4_1.addingProduct(t610_a4, t610_b1)
             }
-            storeVector(arena, ((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)), t463_c0_0)
-            storeVector(arena, (((514304 +% ((mb462 *% 5) *% 32)) +% (nb461 *% 16)) +% 8), t463_c0_1)
-            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)), t463_c1_0)
-            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 1) *% 32)) +% (nb461 *% 16)) +% 8), t463_c1_1)
-            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)), t463_c2_0)
-            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 2) *% 32)) +% (nb461 *% 16)) +% 8), t463_c2_1)
-            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)), t463_c3_0)
-            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 3) *% 32)) +% (nb461 *% 16)) +% 8), t463_c3_1)
-            storeVector(arena, ((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)), t463_c4_0)
-            storeVector(arena, (((514304 +% (((mb462 *% 5) +% 4) *% 32)) +% (nb461 *% 16)) +% 8), t463_c4_1)
+            storeVector(arena, ((514304 +% ((mb609 *% 5) *% 32)) +% (nb608 *% 16)), t610_c0_0)
+            storeVector(arena, (((514304 +% ((mb609 *% 5) *% 32)) +% (nb608 *% 16)) +% 8), t610_c0_1)
+            storeVector(arena, ((514304 +% (((mb609 *% 5) +% 1) *% 32)) +% (nb608 *% 16)), t610_c1_0)
+            storeVector(arena, (((514304 +% (((mb609 *% 5) +% 1) *% 32)) +% (nb608 *% 16)) +% 8), t610_c1_1)
+            storeVector(arena, ((514304 +% (((mb609 *% 5) +% 2) *% 32)) +% (nb608 *% 16)), t610_c2_0)
+            storeVector(arena, (((514304 +% (((mb609 *% 5) +% 2) *% 32)) +% (nb608 *% 16)) +% 8), t610_c2_1)
+            storeVector(arena, ((514304 +% (((mb609 *% 5) +% 3) *% 32)) +% (nb608 *% 16)), t610_c3_0)
+            storeVector(arena, (((514304 +% (((mb609 *% 5) +% 3) *% 32)) +% (nb608 *% 16)) +% 8), t610_c3_1)
+            storeVector(arena, ((514304 +% (((mb609 *% 5) +% 4) *% 32)) +% (nb608 *% 16)), t610_c4_0)
+            storeVector(arena, (((514304 +% (((mb609 *% 5) +% 4) *% 32)) +% (nb608 *% 16)) +% 8), t610_c4_1)
           }
-          var t465_c0_0 = loadVector(arena, (514464 +% (nb461 *% 16)))
-          var t465_c0_1 = loadVector(arena, ((514464 +% (nb461 *% 16)) +% 8))
-          var t465_c1_0 = loadVector(arena, (514496 +% (nb461 *% 16)))
-          var t465_c1_1 = loadVector(arena, ((514496 +% (nb461 *% 16)) +% 8))
-          var t465_c2_0 = loadVector(arena, (514528 +% (nb461 *% 16)))
-          var t465_c2_1 = loadVector(arena, ((514528 +% (nb461 *% 16)) +% 8))
-          var t465_c3_0 = loadVector(arena, (514560 +% (nb461 *% 16)))
-          var t465_c3_1 = loadVector(arena, ((514560 +% (nb461 *% 16)) +% 8))
-          for k466 in 0..<1792 {
-            let t465_b0 = loadVector(arena, ((112896 +% ((k466 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)))
-            let t465_b1 = loadVector(arena, (((112896 +% ((k466 +% (kp460 *% 1792)) *% 32)) +% (nb461 *% 16)) +% 8))
-            let t465_a0 = Vector(repeating: arena[(62720 +% (k466 +% (kp460 *% 1792)))])
-            t465_c0_0 = t465_c0_0.addingProduct(t465_a0, t465_b0)
-            t465_c0_1 = t465_c0_1.addingProduct(t465_a0, t465_b1)
-            let t465_a1 = Vector(repeating: arena[(75264 +% (k466 +% (kp460 *% 1792)))])
-            t465_c1_0 = t465_c1_0.addingProduct(t465_a1, t465_b0)
-            t465_c1_1 = t465_c1_1.addingProduct(t465_a1, t465_b1)
-            let t465_a2 = Vector(repeating: arena[(87808 +% (k466 +% (kp460 *% 1792)))])
-            t465_c2_0 = t465_c2_0.addingProduct(t465_a2, t465_b0)
-            t465_c2_1 = t465_c2_1.addingProduct(t465_a2, t465_b1)
-            let t465_a3 = Vector(repeating: arena[(100352 +% (k466 +% (kp460 *% 1792)))])
-            t465_c3_0 = t465_c3_0.addingProduct(t465_a3, t465_b0)
-            t465_c3_1 = t465_c3_1.addingProduct(t465_a3, t465_b1)
+          var t612_c0_0 = loadVector(arena, (514464 +% (nb608 *% 16)))
+          var t612_c0_1 = loadVector(arena, ((514464 +% (nb608 *% 16)) +% 8))
+          var t612_c1_0 = loadVector(arena, (514496 +% (nb608 *% 16)))
+          var t612_c1_1 = loadVector(arena, ((514496 +% (nb608 *% 16)) +% 8))
+          var t612_c2_0 = loadVector(arena, (514528 +% (nb608 *% 16)))
+          var t612_c2_1 = loadVector(arena, ((514528 +% (nb608 *% 16)) +% 8))
+          var t612_c3_0 = loadVector(arena, (514560 +% (nb608 *% 16)))
+          var t612_c3_1 = loadVector(arena, ((514560 +% (nb608 *% 16)) +% 8))
+          for k613 in 0..<1792 {
+            let t612_b0 = loadVector(arena, ((112896 +% ((k613 +% (kp607 *% 1792)) *% 32)) +% (nb608 *% 16)))
+            let t612_b1 = loadVector(arena, (((112896 +% ((k613 +% (kp607 *% 1792)) *% 32)) +% (nb608 *% 16)) +% 8))
+            let t612_a0 = Vector(repeating: arena[(62720 +% (k613 +% (kp607 *% 1792)))])
+            t612_c0_0 = t612_c0_0.addingProduct(t612_a0, t612_b0)
+            t612_c0_1 = t612_c0_1.addingProduct(t612_a0, t612_b1)
+            let t612_a1 = Vector(repeating: arena[(75264 +% (k613 +% (kp607 *% 1792)))])
+            t612_c1_0 = t612_c1_0.addingProduct(t612_a1, t612_b0)
+            t612_c1_1 = t612_c1_1.addingProduct(t612_a1, t612_b1)
+            let t612_a2 = Vector(repeating: arena[(87808 +% (k613 +% (kp607 *% 1792)))])
+            t612_c2_0 = t612_c2_0.addingProduct(t612_a2, t612_b0)
+            t612_c2_1 = t612_c2_1.addingProduct(t612_a2, t612_b1)
+            let t612_a3 = Vector(repeating: arena[(100352 +% (k613 +% (kp607 *% 1792)))])
+            t612_c3_0 = t612_c3_0.addingProduct(t612_a3, t612_b0)
+            t612_c3_1 = t612_c3_1.addingProduct(t612_a3, t612_b1)
           }
-          storeVector(arena, (514464 +% (nb461 *% 16)), t465_c0_0)
-          storeVector(arena, ((514464 +% (nb461 *% 16)) +% 8), t465_c0_1)
-          storeVector(arena, (514496 +% (nb461 *% 16)), t465_c1_0)
-          storeVector(arena, ((514496 +% (nb461 *% 16)) +% 8), t465_c1_1)
-          storeVector(arena, (514528 +% (nb461 *% 16)), t465_c2_0)
-          storeVector(arena, ((514528 +% (nb461 *% 16)) +% 8), t465_c2_1)
-          storeVector(arena, (514560 +% (nb461 *% 16)), t465_c3_0)
-          storeVector(arena, ((514560 +% (nb461 *% 16)) +% 8), t465_c3_1)
+          storeVector(arena, (514464 +% (nb608 *% 16)), t612_c0_0)
+          storeVector(arena, ((514464 +% (nb608 *% 16)) +% 8), t612_c0_1)
+          storeVector(arena, (514496 +% (nb608 *% 16)), t612_c1_0)
+          storeVector(arena, ((514496 +% (nb608 *% 16)) +% 8), t612_c1_1)
+          storeVector(arena, (514528 +% (nb608 *% 16)), t612_c2_0)
+          storeVector(arena, ((514528 +% (nb608 *% 16)) +% 8), t612_c2_1)
+          storeVector(arena, (514560 +% (nb608 *% 16)), t612_c3_0)
+          storeVector(arena, ((514560 +% (nb608 *% 16)) +% 8), t612_c3_1)
         }
       }
     }
   }
-  for f468 in 0..<32 {
-    for r469 in 0..<9 {
-      grads[((f468 *% 9) +% r469)] = arena[((514304 +% (r469 *% 32)) +% f468)]
+  for f615 in 0..<32 {
+    for r616 in 0..<9 {
+      grads[((f615 *% 9) +% r616)] = arena[((514304 +% (r616 *% 32)) +% f615)]
     }
   }
   // adam = update of 421866 parameters
-  var step_size470: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt471: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i472 in 0..<52733 {
-    let g_v = (loadVector(grads, (i472 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i472 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i472 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i472 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i472 *% 8), m_new_v)
-    storeVector(v, (i472 *% 8), v_new_v)
-    storeVector(params, (i472 *% 8), (loadVector(params, (i472 *% 8)) - ((Vector(repeating: step_size470) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt471)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size617: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt618: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i619 in 0..<52733 {
+    let g_v = (loadVector(grads, (i619 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i619 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i619 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i619 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i619 *% 8), m_new_v)
+    storeVector(v, (i619 *% 8), v_new_v)
+    storeVector(params, (i619 *% 8), (loadVector(params, (i619 *% 8)) - ((Vector(repeating: step_size617) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt618)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i472 in 0..<1 {
-    let g_v = (loadPartial(grads, (i472 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i472 +% 421864), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i472 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i472 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i472 +% 421864), m_new_v, 2)
-    storePartial(v, (i472 +% 421864), v_new_v, 2)
-    storePartial(params, (i472 +% 421864), (loadPartial(params, (i472 +% 421864), 2) - ((Vector(repeating: step_size470) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt471)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i619 in 0..<1 {
+    let g_v = (loadPartial(grads, (i619 +% 421864), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i619 +% 421864), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i619 +% 421864), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i619 +% 421864), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i619 +% 421864), m_new_v, 2)
+    storePartial(v, (i619 +% 421864), v_new_v, 2)
+    storePartial(params, (i619 +% 421864), (loadPartial(params, (i619 +% 421864), 2) - ((Vector(repeating: step_size617) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt618)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1872,319 +1794,311 @@ public func bncnn_infer_b64(
     }
   }
   // conv2 = conv2d(pool1)
-  for g38 in 0..<4 {
-    for j39 in 0..<16 {
-      for c40 in 0..<32 {
-        for ky41 in 0..<3 {
-          for oy42 in 0..<14 {
-            if (-1 < ((oy42 +% ky41) +% -1) && ((oy42 +% ky41) +% -1) < 14) {
-              for ox43 in 0..<13 {
-                arena[(((2007040 +% ((((c40 *% 3) +% ky41) *% 3) *% 3136)) +% (j39 *% 196)) +% ((oy42 *% 14) +% (ox43 +% 1)))] = arena[((((1605632 +% (((g38 *% 16) +% j39) *% 6272)) +% (c40 *% 196)) +% (((oy42 +% ky41) +% -1) *% 14)) +% ((ox43 +% 1) +% -1))]
-              }
-              for ox44 in 0..<1 {
-                arena[(((2007040 +% ((((c40 *% 3) +% ky41) *% 3) *% 3136)) +% (j39 *% 196)) +% ((oy42 *% 14) +% ox44))] = Float(0)
-              }
-            }
-            if ((oy42 +% ky41) +% -1) < 0 {
-              for ox45 in 0..<14 {
-                arena[(((2007040 +% ((((c40 *% 3) +% ky41) *% 3) *% 3136)) +% (j39 *% 196)) +% ((oy42 *% 14) +% ox45))] = Float(0)
-              }
-            }
-            if 13 < ((oy42 +% ky41) +% -1) {
-              for ox45 in 0..<14 {
-                arena[(((2007040 +% ((((c40 *% 3) +% ky41) *% 3) *% 3136)) +% (j39 *% 196)) +% ((oy42 *% 14) +% ox45))] = Float(0)
-              }
-            }
-          }
-          for oy46 in 0..<14 {
-            if (-1 < ((oy46 +% ky41) +% -1) && ((oy46 +% ky41) +% -1) < 14) {
-              for ox47 in 0..<14 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 1) *% 3136)) +% (j39 *% 196)) +% ((oy46 *% 14) +% ox47))] = arena[((((1605632 +% (((g38 *% 16) +% j39) *% 6272)) +% (c40 *% 196)) +% (((oy46 +% ky41) +% -1) *% 14)) +% ox47)]
-              }
-            }
-            if ((oy46 +% ky41) +% -1) < 0 {
-              for ox48 in 0..<14 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 1) *% 3136)) +% (j39 *% 196)) +% ((oy46 *% 14) +% ox48))] = Float(0)
-              }
-            }
-            if 13 < ((oy46 +% ky41) +% -1) {
-              for ox48 in 0..<14 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 1) *% 3136)) +% (j39 *% 196)) +% ((oy46 *% 14) +% ox48))] = Float(0)
-              }
-            }
-          }
-          for oy49 in 0..<14 {
-            if (-1 < ((oy49 +% ky41) +% -1) && ((oy49 +% ky41) +% -1) < 14) {
-              for ox50 in 0..<13 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 2) *% 3136)) +% (j39 *% 196)) +% ((oy49 *% 14) +% ox50))] = arena[((((1605632 +% (((g38 *% 16) +% j39) *% 6272)) +% (c40 *% 196)) +% (((oy49 +% ky41) +% -1) *% 14)) +% (ox50 +% 1))]
-              }
-              for ox51 in 0..<1 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 2) *% 3136)) +% (j39 *% 196)) +% ((oy49 *% 14) +% (ox51 +% 13)))] = Float(0)
-              }
-            }
-            if ((oy49 +% ky41) +% -1) < 0 {
-              for ox52 in 0..<14 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 2) *% 3136)) +% (j39 *% 196)) +% ((oy49 *% 14) +% ox52))] = Float(0)
-              }
-            }
-            if 13 < ((oy49 +% ky41) +% -1) {
-              for ox52 in 0..<14 {
-                arena[(((2007040 +% (((((c40 *% 3) +% ky41) *% 3) +% 2) *% 3136)) +% (j39 *% 196)) +% ((oy49 *% 14) +% ox52))] = Float(0)
-              }
-            }
+  for ci38 in 0..<32 {
+    for co39 in 0..<64 {
+      var w40: Float = params[(352 +% (((co39 *% 32) +% ci38) *% 9))]
+      var w41: Float = (((params[(352 +% (((co39 *% 32) +% ci38) *% 9))] + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 3)]) + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w42: Float = (((params[(352 +% (((co39 *% 32) +% ci38) *% 9))] + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 6)]) - params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w43: Float = params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 6)]
+      var w44: Float = params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 1)]
+      var w45: Float = (((params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 1)] + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 4)]) + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w46: Float = (((params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 1)] + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 7)]) - params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w47: Float = params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 7)]
+      var w48: Float = params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 2)]
+      var w49: Float = (((params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 2)] + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 5)]) + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w50: Float = (((params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 2)] + params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 8)]) - params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w51: Float = params[((352 +% (((co39 *% 32) +% ci38) *% 9)) +% 8)]
+      var w52: Float = w40
+      var w53: Float = (((w40 + w44) + w48) * Float(bitPattern: 0x3f000000))
+      var w54: Float = (((w40 + w48) - w44) * Float(bitPattern: 0x3f000000))
+      var w55: Float = w48
+      var w56: Float = w41
+      var w57: Float = (((w41 + w45) + w49) * Float(bitPattern: 0x3f000000))
+      var w58: Float = (((w41 + w49) - w45) * Float(bitPattern: 0x3f000000))
+      var w59: Float = w49
+      var w60: Float = w42
+      var w61: Float = (((w42 + w46) + w50) * Float(bitPattern: 0x3f000000))
+      var w62: Float = (((w42 + w50) - w46) * Float(bitPattern: 0x3f000000))
+      var w63: Float = w50
+      var w64: Float = w43
+      var w65: Float = (((w43 + w47) + w51) * Float(bitPattern: 0x3f000000))
+      var w66: Float = (((w43 + w51) - w47) * Float(bitPattern: 0x3f000000))
+      var w67: Float = w51
+      arena[((802816 +% (ci38 *% 64)) +% co39)] = w52
+      arena[((804864 +% (ci38 *% 64)) +% co39)] = w53
+      arena[((806912 +% (ci38 *% 64)) +% co39)] = w54
+      arena[((808960 +% (ci38 *% 64)) +% co39)] = w55
+      arena[((811008 +% (ci38 *% 64)) +% co39)] = w56
+      arena[((813056 +% (ci38 *% 64)) +% co39)] = w57
+      arena[((815104 +% (ci38 *% 64)) +% co39)] = w58
+      arena[((817152 +% (ci38 *% 64)) +% co39)] = w59
+      arena[((819200 +% (ci38 *% 64)) +% co39)] = w60
+      arena[((821248 +% (ci38 *% 64)) +% co39)] = w61
+      arena[((823296 +% (ci38 *% 64)) +% co39)] = w62
+      arena[((825344 +% (ci38 *% 64)) +% co39)] = w63
+      arena[((827392 +% (ci38 *% 64)) +% co39)] = w64
+      arena[((829440 +% (ci38 *% 64)) +% co39)] = w65
+      arena[((831488 +% (ci38 *% 64)) +% co39)] = w66
+      arena[((833536 +% (ci38 *% 64)) +% co39)] = w67
+    }
+  }
+  for i68 in 0..<1024 {
+    storeVector(arena, ((i68 *% 8) +% 835584), Vector(repeating: Float(0)))
+  }
+  for g69 in 0..<64 {
+    for j70 in 0..<1 {
+      for c71 in 0..<32 {
+        for iy72 in 0..<14 {
+          for ix73 in 0..<14 {
+            arena[(835584 +% ((((j70 *% 8192) +% ((iy72 +% 1) *% 512)) +% ((ix73 +% 1) *% 32)) +% c71))] = arena[((((1605632 +% ((g69 +% j70) *% 6272)) +% (c71 *% 196)) +% (iy72 *% 14)) +% ix73)]
           }
         }
       }
     }
-    do {  // gemm60
-      for nb53 in 0..<130 {
-        for mb54 in 0..<16 {
-          var t55_c0_0 = Vector()
-          var t55_c0_1 = Vector()
-          var t55_c0_2 = Vector()
-          var t55_c1_0 = Vector()
-          var t55_c1_1 = Vector()
-          var t55_c1_2 = Vector()
-          var t55_c2_0 = Vector()
-          var t55_c2_1 = Vector()
-          var t55_c2_2 = Vector()
-          var t55_c3_0 = Vector()
-          var t55_c3_1 = Vector()
-          var t55_c3_2 = Vector()
-          for k56 in 0..<288 {
-            let t55_b0 = loadVector(arena, ((2007040 +% (k56 *% 3136)) +% (nb53 *% 24)))
-            let t55_b1 = loadVector(arena, (((2007040 +% (k56 *% 3136)) +% (nb53 *% 24)) +% 8))
-            let t55_b2 = loadVector(arena, (((2007040 +% (k56 *% 3136)) +% (nb53 *% 24)) +% 16))
-            let t55_a0 = Vector(repeating: params[((352 +% ((mb54 *% 4) *% 288)) +% k56)])
-            t55_c0_0 = t55_c0_0.addingProduct(t55_a0, t55_b0)
-            t55_c0_1 = t55_c0_1.addingProduct(t55_a0, t55_b1)
-            t55_c0_2 = t55_c0_2.addingProduct(t55_a0, t55_b2)
-            let t55_a1 = Vector(repeating: params[((352 +% (((mb54 *% 4) +% 1) *% 288)) +% k56)])
-            t55_c1_0 = t55_c1_0.addingProduct(t55_a1, t55_b0)
-            t55_c1_1 = t55_c1_1.addingProduct(t55_a1, t55_b1)
-            t55_c1_2 = t55_c1_2.addingProduct(t55_a1, t55_b2)
-            let t55_a2 = Vector(repeating: params[((352 +% (((mb54 *% 4) +% 2) *% 288)) +% k56)])
-            t55_c2_0 = t55_c2_0.addingProduct(t55_a2, t55_b0)
-            t55_c2_1 = t55_c2_1.addingProduct(t55_a2, t55_b1)
-            t55_c2_2 = t55_c2_2.addingProduct(t55_a2, t55_b2)
-            let t55_a3 = Vector(repeating: params[((352 +% (((mb54 *% 4) +% 3) *% 288)) +% k56)])
-            t55_c3_0 = t55_c3_0.addingProduct(t55_a3, t55_b0)
-            t55_c3_1 = t55_c3_1.addingProduct(t55_a3, t55_b1)
-            t55_c3_2 = t55_c3_2.addingProduct(t55_a3, t55_b2)
+    for j74 in 0..<1 {
+      for ty75 in 0..<7 {
+        for tx76 in 0..<7 {
+          for cv77 in 0..<4 {
+            let w78 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% ((ty75 *% 2) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))))
+            let w79 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))) + loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))))
+            let w80 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))))
+            let w81 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 3) *% 512)) +% ((tx76 *% 2) *% 32)) +% (cv77 *% 8)))))
+            let w82 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% ((ty75 *% 2) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))))
+            let w83 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))) + loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))))
+            let w84 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))))
+            let w85 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 3) *% 512)) +% (((tx76 *% 2) +% 1) *% 32)) +% (cv77 *% 8)))))
+            let w86 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% ((ty75 *% 2) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))))
+            let w87 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))) + loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))))
+            let w88 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))))
+            let w89 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 3) *% 512)) +% (((tx76 *% 2) +% 2) *% 32)) +% (cv77 *% 8)))))
+            let w90 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% ((ty75 *% 2) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))))
+            let w91 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))) + loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))))
+            let w92 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 2) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))))
+            let w93 = (loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 1) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))) - loadVector(arena, (835584 +% ((((j74 *% 8192) +% (((ty75 *% 2) +% 3) *% 512)) +% (((tx76 *% 2) +% 3) *% 32)) +% (cv77 *% 8)))))
+            let w94 = (w78 - w86)
+            let w95 = (w82 + w86)
+            let w96 = (w86 - w82)
+            let w97 = (w82 - w90)
+            let w98 = (w79 - w87)
+            let w99 = (w83 + w87)
+            let w100 = (w87 - w83)
+            let w101 = (w83 - w91)
+            let w102 = (w80 - w88)
+            let w103 = (w84 + w88)
+            let w104 = (w88 - w84)
+            let w105 = (w84 - w92)
+            let w106 = (w81 - w89)
+            let w107 = (w85 + w89)
+            let w108 = (w89 - w85)
+            let w109 = (w85 - w93)
+            storeVector(arena, ((843776 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w94)
+            storeVector(arena, ((845344 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w95)
+            storeVector(arena, ((846912 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w96)
+            storeVector(arena, ((848480 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w97)
+            storeVector(arena, ((850048 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w98)
+            storeVector(arena, ((851616 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w99)
+            storeVector(arena, ((853184 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w100)
+            storeVector(arena, ((854752 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w101)
+            storeVector(arena, ((856320 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w102)
+            storeVector(arena, ((857888 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w103)
+            storeVector(arena, ((859456 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w104)
+            storeVector(arena, ((861024 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w105)
+            storeVector(arena, ((862592 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w106)
+            storeVector(arena, ((864160 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w107)
+            storeVector(arena, ((865728 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w108)
+            storeVector(arena, ((867296 +% ((((j74 *% 49) +% (ty75 *% 7)) +% tx76) *% 32)) +% (cv77 *% 8)), w109)
           }
-          storeVector(arena, ((2910208 +% ((mb54 *% 4) *% 3136)) +% (nb53 *% 24)), t55_c0_0)
-          storeVector(arena, (((2910208 +% ((mb54 *% 4) *% 3136)) +% (nb53 *% 24)) +% 8), t55_c0_1)
-          storeVector(arena, (((2910208 +% ((mb54 *% 4) *% 3136)) +% (nb53 *% 24)) +% 16), t55_c0_2)
-          storeVector(arena, ((2910208 +% (((mb54 *% 4) +% 1) *% 3136)) +% (nb53 *% 24)), t55_c1_0)
-          storeVector(arena, (((2910208 +% (((mb54 *% 4) +% 1) *% 3136)) +% (nb53 *% 24)) +% 8), t55_c1_1)
-          storeVector(arena, (((2910208 +% (((mb54 *% 4) +% 1) *% 3136)) +% (nb53 *% 24)) +% 16), t55_c1_2)
-          storeVector(arena, ((2910208 +% (((mb54 *% 4) +% 2) *% 3136)) +% (nb53 *% 24)), t55_c2_0)
-          storeVector(arena, (((2910208 +% (((mb54 *% 4) +% 2) *% 3136)) +% (nb53 *% 24)) +% 8), t55_c2_1)
-          storeVector(arena, (((2910208 +% (((mb54 *% 4) +% 2) *% 3136)) +% (nb53 *% 24)) +% 16), t55_c2_2)
-          storeVector(arena, ((2910208 +% (((mb54 *% 4) +% 3) *% 3136)) +% (nb53 *% 24)), t55_c3_0)
-          storeVector(arena, (((2910208 +% (((mb54 *% 4) +% 3) *% 3136)) +% (nb53 *% 24)) +% 8), t55_c3_1)
-          storeVector(arena, (((2910208 +% (((mb54 *% 4) +% 3) *% 3136)) +% (nb53 *% 24)) +% 16), t55_c3_2)
         }
-      }
-      for mb57 in 0..<16 {
-        var t58_c0_0 = Vector()
-        var t58_c0_1 = Vector()
-        var t58_c1_0 = Vector()
-        var t58_c1_1 = Vector()
-        var t58_c2_0 = Vector()
-        var t58_c2_1 = Vector()
-        var t58_c3_0 = Vector()
-        var t58_c3_1 = Vector()
-        for k59 in 0..<288 {
-          let t58_b0 = loadVector(arena, ((2007040 +% (k59 *% 3136)) +% 3120))
-          let t58_b1 = loadVector(arena, (((2007040 +% (k59 *% 3136)) +% 3120) +% 8))
-          let t58_a0 = Vector(repeating: params[((352 +% ((mb57 *% 4) *% 288)) +% k59)])
-          t58_c0_0 = t58_c0_0.addingProduct(t58_a0, t58_b0)
-          t58_c0_1 = t58_c0_1.addingProduct(t58_a0, t58_b1)
-          let t58_a1 = Vector(repeating: params[((352 +% (((mb57 *% 4) +% 1) *% 288)) +% k59)])
-          t58_c1_0 = t58_c1_0.addingProduct(t58_a1, t58_b0)
-          t58_c1_1 = t58_c1_1.addingProduct(t58_a1, t58_b1)
-          let t58_a2 = Vector(repeating: params[((352 +% (((mb57 *% 4) +% 2) *% 288)) +% k59)])
-          t58_c2_0 = t58_c2_0.addingProduct(t58_a2, t58_b0)
-          t58_c2_1 = t58_c2_1.addingProduct(t58_a2, t58_b1)
-          let t58_a3 = Vector(repeating: params[((352 +% (((mb57 *% 4) +% 3) *% 288)) +% k59)])
-          t58_c3_0 = t58_c3_0.addingProduct(t58_a3, t58_b0)
-          t58_c3_1 = t58_c3_1.addingProduct(t58_a3, t58_b1)
-        }
-        storeVector(arena, ((2910208 +% ((mb57 *% 4) *% 3136)) +% 3120), t58_c0_0)
-        storeVector(arena, (((2910208 +% ((mb57 *% 4) *% 3136)) +% 3120) +% 8), t58_c0_1)
-        storeVector(arena, ((2910208 +% (((mb57 *% 4) +% 1) *% 3136)) +% 3120), t58_c1_0)
-        storeVector(arena, (((2910208 +% (((mb57 *% 4) +% 1) *% 3136)) +% 3120) +% 8), t58_c1_1)
-        storeVector(arena, ((2910208 +% (((mb57 *% 4) +% 2) *% 3136)) +% 3120), t58_c2_0)
-        storeVector(arena, (((2910208 +% (((mb57 *% 4) +% 2) *% 3136)) +% 3120) +% 8), t58_c2_1)
-        storeVector(arena, ((2910208 +% (((mb57 *% 4) +% 3) *% 3136)) +% 3120), t58_c3_0)
-        storeVector(arena, (((2910208 +% (((mb57 *% 4) +% 3) *% 3136)) +% 3120) +% 8), t58_c3_1)
       }
     }
-    for j61 in 0..<16 {
-      for f62 in 0..<64 {
-        for i63 in 0..<24 {
-          storeVector(arena, ((i63 *% 8) +% ((((g38 *% 16) +% j61) *% 12544) +% (f62 *% 196))), loadVector(arena, ((i63 *% 8) +% ((2910208 +% (f62 *% 3136)) +% (j61 *% 196)))))
+    for xi110 in 0..<16 {
+      sgemm(101, 111, 111, 49, 64, 32, 1, arena + (843776 +% (xi110 *% 1568)), 32, arena + (802816 +% (xi110 *% 2048)), 64, Float(bitPattern: 0x0), arena + (868864 +% (xi110 *% 3136)), 64)
+    }
+    for j111 in 0..<1 {
+      for ty112 in 0..<7 {
+        for tx113 in 0..<7 {
+          for cv114 in 0..<8 {
+            let w115 = ((loadVector(arena, ((868864 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) + loadVector(arena, ((881408 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) + loadVector(arena, ((893952 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w116 = ((loadVector(arena, ((881408 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) - loadVector(arena, ((893952 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) - loadVector(arena, ((906496 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w117 = ((loadVector(arena, ((872000 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) + loadVector(arena, ((884544 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) + loadVector(arena, ((897088 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w118 = ((loadVector(arena, ((884544 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) - loadVector(arena, ((897088 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) - loadVector(arena, ((909632 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w119 = ((loadVector(arena, ((875136 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) + loadVector(arena, ((887680 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) + loadVector(arena, ((900224 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w120 = ((loadVector(arena, ((887680 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) - loadVector(arena, ((900224 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) - loadVector(arena, ((912768 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w121 = ((loadVector(arena, ((878272 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) + loadVector(arena, ((890816 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) + loadVector(arena, ((903360 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w122 = ((loadVector(arena, ((890816 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))) - loadVector(arena, ((903360 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8)))) - loadVector(arena, ((915904 +% ((((j111 *% 49) +% (ty112 *% 7)) +% tx113) *% 64)) +% (cv114 *% 8))))
+            let w123 = ((w115 + w117) + w119)
+            let w124 = ((w117 - w119) - w121)
+            let w125 = ((w116 + w118) + w120)
+            let w126 = ((w118 - w120) - w122)
+            storeVector(arena, ((919040 +% (((((j111 *% 14) +% (ty112 *% 2)) *% 14) +% (tx113 *% 2)) *% 64)) +% (cv114 *% 8)), w123)
+            storeVector(arena, ((919040 +% ((((((j111 *% 14) +% (ty112 *% 2)) *% 14) +% (tx113 *% 2)) +% 1) *% 64)) +% (cv114 *% 8)), w124)
+            storeVector(arena, ((919040 +% ((((((j111 *% 14) +% (ty112 *% 2)) +% 1) *% 14) +% (tx113 *% 2)) *% 64)) +% (cv114 *% 8)), w125)
+            storeVector(arena, ((919040 +% (((((((j111 *% 14) +% (ty112 *% 2)) +% 1) *% 14) +% (tx113 *% 2)) +% 1) *% 64)) +% (cv114 *% 8)), w126)
+          }
         }
-        for i63 in 0..<1 {
-          storePartial(arena, ((i63 +% 192) +% ((((g38 *% 16) +% j61) *% 12544) +% (f62 *% 196))), loadPartial(arena, ((i63 +% 192) +% ((2910208 +% (f62 *% 3136)) +% (j61 *% 196))), 4), 4)
+      }
+    }
+    for j127 in 0..<1 {
+      for c128 in 0..<64 {
+        for q129 in 0..<196 {
+          arena[((((g69 +% j127) *% 12544) +% (c128 *% 196)) +% q129)] = arena[((919040 +% (((j127 *% 196) +% q129) *% 64)) +% c128)]
         }
       }
     }
   }
   // bn2 = batchnorm(conv2)
-  for c64 in 0..<64 {
-    var mean65: Float = params[(421930 +% c64)]
-    var var66: Float = params[(421994 +% c64)]
-    var scale67: Float = (params[(18784 +% c64)] * (Float(1) / sqrtf((var66 + Float(bitPattern: 0x3727c5ac)))))
-    for n68 in 0..<64 {
-      for i69 in 0..<196 {
-        arena[(802816 +% ((((n68 *% 64) +% c64) *% 196) +% i69))] = (((arena[((((n68 *% 64) +% c64) *% 196) +% i69)] - mean65) * scale67) + params[(18848 +% c64)])
+  for c130 in 0..<64 {
+    var mean131: Float = params[(421930 +% c130)]
+    var var132: Float = params[(421994 +% c130)]
+    var scale133: Float = (params[(18784 +% c130)] * (Float(1) / sqrtf((var132 + Float(bitPattern: 0x3727c5ac)))))
+    for n134 in 0..<64 {
+      for i135 in 0..<196 {
+        arena[(802816 +% ((((n134 *% 64) +% c130) *% 196) +% i135))] = (((arena[((((n134 *% 64) +% c130) *% 196) +% i135)] - mean131) * scale133) + params[(18848 +% c130)])
       }
     }
   }
   // relu2 = relu(bn2)
-  for i70 in 0..<100352 {
-    storeVector(arena, (i70 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i70 *% 8) +% 802816)), where: loadVector(arena, ((i70 *% 8) +% 802816)) .> Vector(repeating: Float(0))))
+  for i136 in 0..<100352 {
+    storeVector(arena, (i136 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i136 *% 8) +% 802816)), where: loadVector(arena, ((i136 *% 8) +% 802816)) .> Vector(repeating: Float(0))))
   }
   // pool2 = maxpool(relu2)
-  for q71 in 0..<4096 {
-    for py72 in 0..<7 {
-      for px73 in 0..<7 {
-        var acc74: Float = arena[(((q71 *% 196) +% (py72 *% 28)) +% (px73 *% 2))]
-        acc74 = { let x = acc74, y = arena[(((q71 *% 196) +% (py72 *% 28)) +% (px73 *% 2))]; return y > x ? y : x }()
-        acc74 = { let x = acc74, y = arena[((((q71 *% 196) +% (py72 *% 28)) +% (px73 *% 2)) +% 1)]; return y > x ? y : x }()
-        acc74 = { let x = acc74, y = arena[((((q71 *% 196) +% (py72 *% 28)) +% (px73 *% 2)) +% 14)]; return y > x ? y : x }()
-        acc74 = { let x = acc74, y = arena[(((((q71 *% 196) +% (py72 *% 28)) +% (px73 *% 2)) +% 14) +% 1)]; return y > x ? y : x }()
-        arena[(((802816 +% (q71 *% 49)) +% (py72 *% 7)) +% px73)] = acc74
+  for q137 in 0..<4096 {
+    for py138 in 0..<7 {
+      for px139 in 0..<7 {
+        var acc140: Float = arena[(((q137 *% 196) +% (py138 *% 28)) +% (px139 *% 2))]
+        acc140 = { let x = acc140, y = arena[(((q137 *% 196) +% (py138 *% 28)) +% (px139 *% 2))]; return y > x ? y : x }()
+        acc140 = { let x = acc140, y = arena[((((q137 *% 196) +% (py138 *% 28)) +% (px139 *% 2)) +% 1)]; return y > x ? y : x }()
+        acc140 = { let x = acc140, y = arena[((((q137 *% 196) +% (py138 *% 28)) +% (px139 *% 2)) +% 14)]; return y > x ? y : x }()
+        acc140 = { let x = acc140, y = arena[(((((q137 *% 196) +% (py138 *% 28)) +% (px139 *% 2)) +% 14) +% 1)]; return y > x ? y : x }()
+        arena[(((802816 +% (q137 *% 49)) +% (py138 *% 7)) +% px139)] = acc140
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense(flat)
-  for n75 in 0..<64 {
-    for k76 in 0..<3136 {
-      arena[((8192 +% (k76 *% 64)) +% n75)] = arena[((802816 +% (n75 *% 3136)) +% k76)]
+  for n141 in 0..<64 {
+    for k142 in 0..<3136 {
+      arena[((8192 +% (k142 *% 64)) +% n141)] = arena[((802816 +% (n141 *% 3136)) +% k142)]
     }
   }
-  do {  // gemm87
-    for r77 in 0..<128 {
-      for i78 in 0..<8 {
-        storeVector(arena, ((i78 *% 8) +% (208896 +% (r77 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm153
+    for r143 in 0..<128 {
+      for i144 in 0..<8 {
+        storeVector(arena, ((i144 *% 8) +% (208896 +% (r143 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp79 in 0..<4 {
-      for nb80 in 0..<2 {
-        for mb81 in 0..<32 {
-          var t82_c0_0 = loadVector(arena, ((208896 +% ((mb81 *% 4) *% 64)) +% (nb80 *% 24)))
-          var t82_c0_1 = loadVector(arena, (((208896 +% ((mb81 *% 4) *% 64)) +% (nb80 *% 24)) +% 8))
-          var t82_c0_2 = loadVector(arena, (((208896 +% ((mb81 *% 4) *% 64)) +% (nb80 *% 24)) +% 16))
-          var t82_c1_0 = loadVector(arena, ((208896 +% (((mb81 *% 4) +% 1) *% 64)) +% (nb80 *% 24)))
-          var t82_c1_1 = loadVector(arena, (((208896 +% (((mb81 *% 4) +% 1) *% 64)) +% (nb80 *% 24)) +% 8))
-          var t82_c1_2 = loadVector(arena, (((208896 +% (((mb81 *% 4) +% 1) *% 64)) +% (nb80 *% 24)) +% 16))
-          var t82_c2_0 = loadVector(arena, ((208896 +% (((mb81 *% 4) +% 2) *% 64)) +% (nb80 *% 24)))
-          var t82_c2_1 = loadVector(arena, (((208896 +% (((mb81 *% 4) +% 2) *% 64)) +% (nb80 *% 24)) +% 8))
-          var t82_c2_2 = loadVector(arena, (((208896 +% (((mb81 *% 4) +% 2) *% 64)) +% (nb80 *% 24)) +% 16))
-          var t82_c3_0 = loadVector(arena, ((208896 +% (((mb81 *% 4) +% 3) *% 64)) +% (nb80 *% 24)))
-          var t82_c3_1 = loadVector(arena, (((208896 +% (((mb81 *% 4) +% 3) *% 64)) +% (nb80 *% 24)) +% 8))
-          var t82_c3_2 = loadVector(arena, (((208896 +% (((mb81 *% 4) +% 3) *% 64)) +% (nb80 *% 24)) +% 16))
-          for k83 in 0..<784 {
-            let t82_b0 = loadVector(arena, ((8192 +% ((k83 +% (kp79 *% 784)) *% 64)) +% (nb80 *% 24)))
-            let t82_b1 = loadVector(arena, (((8192 +% ((k83 +% (kp79 *% 784)) *% 64)) +% (nb80 *% 24)) +% 8))
-            let t82_b2 = loadVector(arena, (((8192 +% ((k83 +% (kp79 *% 784)) *% 64)) +% (nb80 *% 24)) +% 16))
-            let t82_a0 = Vector(repeating: params[((18912 +% ((mb81 *% 4) *% 3136)) +% (k83 +% (kp79 *% 784)))])
-            t82_c0_0 = t82_c0_0.addingProduct(t82_a0, t82_b0)
-            t82_c0_1 = t82_c0_1.addingProduct(t82_a0, t82_b1)
-            t82_c0_2 = t82_c0_2.addingProduct(t82_a0, t82_b2)
-            let t82_a1 = Vector(repeating: params[((18912 +% (((mb81 *% 4) +% 1) *% 3136)) +% (k83 +% (kp79 *% 784)))])
-            t82_c1_0 = t82_c1_0.addingProduct(t82_a1, t82_b0)
-            t82_c1_1 = t82_c1_1.addingProduct(t82_a1, t82_b1)
-            t82_c1_2 = t82_c1_2.addingProduct(t82_a1, t82_b2)
-            let t82_a2 = Vector(repeating: params[((18912 +% (((mb81 *% 4) +% 2) *% 3136)) +% (k83 +% (kp79 *% 784)))])
-            t82_c2_0 = t82_c2_0.addingProduct(t82_a2, t82_b0)
-            t82_c2_1 = t82_c2_1.addingProduct(t82_a2, t82_b1)
-            t82_c2_2 = t82_c2_2.addingProduct(t82_a2, t82_b2)
-            let t82_a3 = Vector(repeating: params[((18912 +% (((mb81 *% 4) +% 3) *% 3136)) +% (k83 +% (kp79 *% 784)))])
-            t82_c3_0 = t82_c3_0.addingProduct(t82_a3, t82_b0)
-            t82_c3_1 = t82_c3_1.addingProduct(t82_a3, t82_b1)
-            t82_c3_2 = t82_c3_2.addingProduct(t82_a3, t82_b2)
+    for kp145 in 0..<4 {
+      for nb146 in 0..<2 {
+        for mb147 in 0..<32 {
+          var t148_c0_0 = loadVector(arena, ((208896 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)))
+          var t148_c0_1 = loadVector(arena, (((208896 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 8))
+          var t148_c0_2 = loadVector(arena, (((208896 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 16))
+          var t148_c1_0 = loadVector(arena, ((208896 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)))
+          var t148_c1_1 = loadVector(arena, (((208896 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 8))
+          var t148_c1_2 = loadVector(arena, (((208896 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 16))
+          var t148_c2_0 = loadVector(arena, ((208896 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)))
+          var t148_c2_1 = loadVector(arena, (((208896 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 8))
+          var t148_c2_2 = loadVector(arena, (((208896 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 16))
+          var t148_c3_0 = loadVector(arena, ((208896 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)))
+          var t148_c3_1 = loadVector(arena, (((208896 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 8))
+          var t148_c3_2 = loadVector(arena, (((208896 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 16))
+          for k149 in 0..<784 {
+            let t148_b0 = loadVector(arena, ((8192 +% ((k149 +% (kp145 *% 784)) *% 64)) +% (nb146 *% 24)))
+            let t148_b1 = loadVector(arena, (((8192 +% ((k149 +% (kp145 *% 784)) *% 64)) +% (nb146 *% 24)) +% 8))
+            let t148_b2 = loadVector(arena, (((8192 +% ((k149 +% (kp145 *% 784)) *% 64)) +% (nb146 *% 24)) +% 16))
+            let t148_a0 = Vector(repeating: params[((18912 +% ((mb147 *% 4) *% 3136)) +% (k149 +% (kp145 *% 784)))])
+            t148_c0_0 = t148_c0_0.addingProduct(t148_a0, t148_b0)
+            t148_c0_1 = t148_c0_1.addingProduct(t148_a0, t148_b1)
+            t148_c0_2 = t148_c0_2.addingProduct(t148_a0, t148_b2)
+            let t148_a1 = Vector(repeating: params[((18912 +% (((mb147 *% 4) +% 1) *% 3136)) +% (k149 +% (kp145 *% 784)))])
+            t148_c1_0 = t148_c1_0.addingProduct(t148_a1, t148_b0)
+            t148_c1_1 = t148_c1_1.addingProduct(t148_a1, t148_b1)
+            t148_c1_2 = t148_c1_2.addingProduct(t148_a1, t148_b2)
+            let t148_a2 = Vector(repeating: params[((18912 +% (((mb147 *% 4) +% 2) *% 3136)) +% (k149 +% (kp145 *% 784)))])
+            t148_c2_0 = t148_c2_0.addingProduct(t148_a2, t148_b0)
+            t148_c2_1 = t148_c2_1.addingProduct(t148_a2, t148_b1)
+            t148_c2_2 = t148_c2_2.addingProduct(t148_a2, t148_b2)
+            let t148_a3 = Vector(repeating: params[((18912 +% (((mb147 *% 4) +% 3) *% 3136)) +% (k149 +% (kp145 *% 784)))])
+            t148_c3_0 = t148_c3_0.addingProduct(t148_a3, t148_b0)
+            t148_c3_1 = t148_c3_1.addingProduct(t148_a3, t148_b1)
+            t148_c3_2 = t148_c3_2.addingProduct(t148_a3, t148_b2)
           }
-          storeVector(arena, ((208896 +% ((mb81 *% 4) *% 64)) +% (nb80 *% 24)), t82_c0_0)
-          storeVector(arena, (((208896 +% ((mb81 *% 4) *% 64)) +% (nb80 *% 24)) +% 8), t82_c0_1)
-          storeVector(arena, (((208896 +% ((mb81 *% 4) *% 64)) +% (nb80 *% 24)) +% 16), t82_c0_2)
-          storeVector(arena, ((208896 +% (((mb81 *% 4) +% 1) *% 64)) +% (nb80 *% 24)), t82_c1_0)
-          storeVector(arena, (((208896 +% (((mb81 *% 4) +% 1) *% 64)) +% (nb80 *% 24)) +% 8), t82_c1_1)
-          storeVector(arena, (((208896 +% (((mb81 *% 4) +% 1) *% 64)) +% (nb80 *% 24)) +% 16), t82_c1_2)
-          storeVector(arena, ((208896 +% (((mb81 *% 4) +% 2) *% 64)) +% (nb80 *% 24)), t82_c2_0)
-          storeVector(arena, (((208896 +% (((mb81 *% 4) +% 2) *% 64)) +% (nb80 *% 24)) +% 8), t82_c2_1)
-          storeVector(arena, (((208896 +% (((mb81 *% 4) +% 2) *% 64)) +% (nb80 *% 24)) +% 16), t82_c2_2)
-          storeVector(arena, ((208896 +% (((mb81 *% 4) +% 3) *% 64)) +% (nb80 *% 24)), t82_c3_0)
-          storeVector(arena, (((208896 +% (((mb81 *% 4) +% 3) *% 64)) +% (nb80 *% 24)) +% 8), t82_c3_1)
-          storeVector(arena, (((208896 +% (((mb81 *% 4) +% 3) *% 64)) +% (nb80 *% 24)) +% 16), t82_c3_2)
+          storeVector(arena, ((208896 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)), t148_c0_0)
+          storeVector(arena, (((208896 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 8), t148_c0_1)
+          storeVector(arena, (((208896 +% ((mb147 *% 4) *% 64)) +% (nb146 *% 24)) +% 16), t148_c0_2)
+          storeVector(arena, ((208896 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)), t148_c1_0)
+          storeVector(arena, (((208896 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 8), t148_c1_1)
+          storeVector(arena, (((208896 +% (((mb147 *% 4) +% 1) *% 64)) +% (nb146 *% 24)) +% 16), t148_c1_2)
+          storeVector(arena, ((208896 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)), t148_c2_0)
+          storeVector(arena, (((208896 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 8), t148_c2_1)
+          storeVector(arena, (((208896 +% (((mb147 *% 4) +% 2) *% 64)) +% (nb146 *% 24)) +% 16), t148_c2_2)
+          storeVector(arena, ((208896 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)), t148_c3_0)
+          storeVector(arena, (((208896 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 8), t148_c3_1)
+          storeVector(arena, (((208896 +% (((mb147 *% 4) +% 3) *% 64)) +% (nb146 *% 24)) +% 16), t148_c3_2)
         }
       }
-      for mb84 in 0..<32 {
-        var t85_c0_0 = loadVector(arena, ((208896 +% ((mb84 *% 4) *% 64)) +% 48))
-        var t85_c0_1 = loadVector(arena, (((208896 +% ((mb84 *% 4) *% 64)) +% 48) +% 8))
-        var t85_c1_0 = loadVector(arena, ((208896 +% (((mb84 *% 4) +% 1) *% 64)) +% 48))
-        var t85_c1_1 = loadVector(arena, (((208896 +% (((mb84 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t85_c2_0 = loadVector(arena, ((208896 +% (((mb84 *% 4) +% 2) *% 64)) +% 48))
-        var t85_c2_1 = loadVector(arena, (((208896 +% (((mb84 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t85_c3_0 = loadVector(arena, ((208896 +% (((mb84 *% 4) +% 3) *% 64)) +% 48))
-        var t85_c3_1 = loadVector(arena, (((208896 +% (((mb84 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k86 in 0..<784 {
-          let t85_b0 = loadVector(arena, ((8192 +% ((k86 +% (kp79 *% 784)) *% 64)) +% 48))
-          let t85_b1 = loadVector(arena, (((8192 +% ((k86 +% (kp79 *% 784)) *% 64)) +% 48) +% 8))
-          let t85_a0 = Vector(repeating: params[((18912 +% ((mb84 *% 4) *% 3136)) +% (k86 +% (kp79 *% 784)))])
-          t85_c0_0 = t85_c0_0.addingProduct(t85_a0, t85_b0)
-          t85_c0_1 = t85_c0_1.addingProduct(t85_a0, t85_b1)
-          let t85_a1 = Vector(repeating: params[((18912 +% (((mb84 *% 4) +% 1) *% 3136)) +% (k86 +% (kp79 *% 784)))])
-          t85_c1_0 = t85_c1_0.addingProduct(t85_a1, t85_b0)
-          t85_c1_1 = t85_c1_1.addingProduct(t85_a1, t85_b1)
-          let t85_a2 = Vector(repeating: params[((18912 +% (((mb84 *% 4) +% 2) *% 3136)) +% (k86 +% (kp79 *% 784)))])
-          t85_c2_0 = t85_c2_0.addingProduct(t85_a2, t85_b0)
-          t85_c2_1 = t85_c2_1.addingProduct(t85_a2, t85_b1)
-          let t85_a3 = Vector(repeating: params[((18912 +% (((mb84 *% 4) +% 3) *% 3136)) +% (k86 +% (kp79 *% 784)))])
-          t85_c3_0 = t85_c3_0.addingProduct(t85_a3, t85_b0)
-          t85_c3_1 = t85_c3_1.addingProduct(t85_a3, t85_b1)
+      for mb150 in 0..<32 {
+        var t151_c0_0 = loadVector(arena, ((208896 +% ((mb150 *% 4) *% 64)) +% 48))
+        var t151_c0_1 = loadVector(arena, (((208896 +% ((mb150 *% 4) *% 64)) +% 48) +% 8))
+        var t151_c1_0 = loadVector(arena, ((208896 +% (((mb150 *% 4) +% 1) *% 64)) +% 48))
+        var t151_c1_1 = loadVector(arena, (((208896 +% (((mb150 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t151_c2_0 = loadVector(arena, ((208896 +% (((mb150 *% 4) +% 2) *% 64)) +% 48))
+        var t151_c2_1 = loadVector(arena, (((208896 +% (((mb150 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t151_c3_0 = loadVector(arena, ((208896 +% (((mb150 *% 4) +% 3) *% 64)) +% 48))
+        var t151_c3_1 = loadVector(arena, (((208896 +% (((mb150 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k152 in 0..<784 {
+          let t151_b0 = loadVector(arena, ((8192 +% ((k152 +% (kp145 *% 784)) *% 64)) +% 48))
+          let t151_b1 = loadVector(arena, (((8192 +% ((k152 +% (kp145 *% 784)) *% 64)) +% 48) +% 8))
+          let t151_a0 = Vector(repeating: params[((18912 +% ((mb150 *% 4) *% 3136)) +% (k152 +% (kp145 *% 784)))])
+          t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
+          t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
+          let t151_a1 = Vector(repeating: params[((18912 +% (((mb150 *% 4) +% 1) *% 3136)) +% (k152 +% (kp145 *% 784)))])
+          t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
+          t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
+          let t151_a2 = Vector(repeating: params[((18912 +% (((mb150 *% 4) +% 2) *% 3136)) +% (k152 +% (kp145 *% 784)))])
+          t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
+          t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
+          let t151_a3 = Vector(repeating: params[((18912 +% (((mb150 *% 4) +% 3) *% 3136)) +% (k152 +% (kp145 *% 784)))])
+          t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
+          t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
         }
-        storeVector(arena, ((208896 +% ((mb84 *% 4) *% 64)) +% 48), t85_c0_0)
-        storeVector(arena, (((208896 +% ((mb84 *% 4) *% 64)) +% 48) +% 8), t85_c0_1)
-        storeVector(arena, ((208896 +% (((mb84 *% 4) +% 1) *% 64)) +% 48), t85_c1_0)
-        storeVector(arena, (((208896 +% (((mb84 *% 4) +% 1) *% 64)) +% 48) +% 8), t85_c1_1)
-        storeVector(arena, ((208896 +% (((mb84 *% 4) +% 2) *% 64)) +% 48), t85_c2_0)
-        storeVector(arena, (((208896 +% (((mb84 *% 4) +% 2) *% 64)) +% 48) +% 8), t85_c2_1)
-        storeVector(arena, ((208896 +% (((mb84 *% 4) +% 3) *% 64)) +% 48), t85_c3_0)
-        storeVector(arena, (((208896 +% (((mb84 *% 4) +% 3) *% 64)) +% 48) +% 8), t85_c3_1)
+        storeVector(arena, ((208896 +% ((mb150 *% 4) *% 64)) +% 48), t151_c0_0)
+        storeVector(arena, (((208896 +% ((mb150 *% 4) *% 64)) +% 48) +% 8), t151_c0_1)
+        storeVector(arena, ((208896 +% (((mb150 *% 4) +% 1) *% 64)) +% 48), t151_c1_0)
+        storeVector(arena, (((208896 +% (((mb150 *% 4) +% 1) *% 64)) +% 48) +% 8), t151_c1_1)
+        storeVector(arena, ((208896 +% (((mb150 *% 4) +% 2) *% 64)) +% 48), t151_c2_0)
+        storeVector(arena, (((208896 +% (((mb150 *% 4) +% 2) *% 64)) +% 48) +% 8), t151_c2_1)
+        storeVector(arena, ((208896 +% (((mb150 *% 4) +% 3) *% 64)) +% 48), t151_c3_0)
+        storeVector(arena, (((208896 +% (((mb150 *% 4) +% 3) *% 64)) +% 48) +% 8), t151_c3_1)
       }
     }
   }
-  for n88 in 0..<64 {
-    for u89 in 0..<128 {
-      arena[((n88 *% 128) +% u89)] = arena[((208896 +% (u89 *% 64)) +% n88)]
+  for n154 in 0..<64 {
+    for u155 in 0..<128 {
+      arena[((n154 *% 128) +% u155)] = arena[((208896 +% (u155 *% 64)) +% n154)]
     }
   }
   // bn3 = batchnorm(fc1)
-  for c90 in 0..<128 {
-    var mean91: Float = params[(422058 +% c90)]
-    var var92: Float = params[(422186 +% c90)]
-    var scale93: Float = (params[(420320 +% c90)] * (Float(1) / sqrtf((var92 + Float(bitPattern: 0x3727c5ac)))))
-    for n94 in 0..<64 {
-      arena[(8192 +% ((n94 *% 128) +% c90))] = (((arena[((n94 *% 128) +% c90)] - mean91) * scale93) + params[(420448 +% c90)])
+  for c156 in 0..<128 {
+    var mean157: Float = params[(422058 +% c156)]
+    var var158: Float = params[(422186 +% c156)]
+    var scale159: Float = (params[(420320 +% c156)] * (Float(1) / sqrtf((var158 + Float(bitPattern: 0x3727c5ac)))))
+    for n160 in 0..<64 {
+      arena[(8192 +% ((n160 *% 128) +% c156))] = (((arena[((n160 *% 128) +% c156)] - mean157) * scale159) + params[(420448 +% c156)])
     }
   }
   // relu3 = relu(bn3)
-  for i95 in 0..<1024 {
-    storeVector(arena, (i95 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i95 *% 8) +% 8192)), where: loadVector(arena, ((i95 *% 8) +% 8192)) .> Vector(repeating: Float(0))))
+  for i161 in 0..<1024 {
+    storeVector(arena, (i161 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i161 *% 8) +% 8192)), where: loadVector(arena, ((i161 *% 8) +% 8192)) .> Vector(repeating: Float(0))))
   }
   // fc2 = dense(relu3)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n96 in 0..<64 {
-    for u97 in 0..<1 {
-      storeVector(arena, ((u97 *% 8) +% (8192 +% (n96 *% 10))), (loadVector(arena, ((u97 *% 8) +% (8192 +% (n96 *% 10)))) + loadVector(params, ((u97 *% 8) +% 421856))))
+  for n162 in 0..<64 {
+    for u163 in 0..<1 {
+      storeVector(arena, ((u163 *% 8) +% (8192 +% (n162 *% 10))), (loadVector(arena, ((u163 *% 8) +% (8192 +% (n162 *% 10)))) + loadVector(params, ((u163 *% 8) +% 421856))))
     }
-    for u97 in 0..<1 {
-      storePartial(arena, ((u97 +% 8) +% (8192 +% (n96 *% 10))), (loadPartial(arena, ((u97 +% 8) +% (8192 +% (n96 *% 10))), 2) + loadPartial(params, ((u97 +% 8) +% 421856), 2)), 2)
+    for u163 in 0..<1 {
+      storePartial(arena, ((u163 +% 8) +% (8192 +% (n162 *% 10))), (loadPartial(arena, ((u163 +% 8) +% (8192 +% (n162 *% 10))), 2) + loadPartial(params, ((u163 +% 8) +% 421856), 2)), 2)
     }
   }
 }

@@ -760,1067 +760,1849 @@ declare <8 x float> @llvm.fma.v8f32(<8 x float>, <8 x float>, <8 x float>) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2.best68 = alloca float, align 4
-  %conv2.at69 = alloca float, align 4
-  %conv2.v67 = alloca float, align 4
-  %conv2.best65 = alloca float, align 4
-  %conv2.at66 = alloca float, align 4
-  %conv2.v64 = alloca float, align 4
-  %conv2.best62 = alloca float, align 4
-  %conv2.at63 = alloca float, align 4
-  %conv2.v61 = alloca float, align 4
-  %conv2.at60 = alloca float, align 4
-  %conv2.v59 = alloca float, align 4
-  br label %conv2.i22
-
-conv2.i22:                                        ; preds = %conv2.i22, %entry
-  %conv2.i221 = phi i64 [ 0, %entry ], [ %i22.next, %conv2.i22 ]
-  %0 = sdiv i64 %conv2.i221, 12
-  %1 = mul nsw i64 %0, 48
-  %2 = srem i64 %conv2.i221, 12
-  %3 = mul nsw i64 %2, 2
-  %4 = add nsw i64 %1, %3
-  %5 = sitofp i64 %4 to float
-  %6 = add nsw i64 3375104, %conv2.i221
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena2, align 4
-  %i22.next = add nsw i64 %conv2.i221, 1
-  %7 = icmp slt i64 %i22.next, 144
-  br i1 %7, label %conv2.i22, label %conv2.i22.end
-
-conv2.i22.end:                                    ; preds = %conv2.i22
-  br label %conv2.g23
-
-conv2.g23:                                        ; preds = %conv2.j56.end, %conv2.i22.end
-  %conv2.g233 = phi i64 [ 0, %conv2.i22.end ], [ %g23.next, %conv2.j56.end ]
-  br label %conv2.j24
-
-conv2.g23.end:                                    ; preds = %conv2.j56.end
-  ret void
-
-conv2.j24:                                        ; preds = %conv2.c25.end, %conv2.g23
-  %conv2.j244 = phi i64 [ 0, %conv2.g23 ], [ %j24.next, %conv2.c25.end ]
-  br label %conv2.c25
-
-conv2.j24.end:                                    ; preds = %conv2.c25.end
-  call void @mnistnet_train_b64.k1.conv2.gemm55(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %conv2.j56
-
-conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.j24
-  %conv2.c255 = phi i64 [ 0, %conv2.j24 ], [ %c25.next, %conv2.ky26.end ]
-  br label %conv2.ky26
-
-conv2.c25.end:                                    ; preds = %conv2.ky26.end
-  %j24.next = add nsw i64 %conv2.j244, 1
-  %8 = icmp slt i64 %j24.next, 4
-  br i1 %8, label %conv2.j24, label %conv2.j24.end
-
-conv2.ky26:                                       ; preds = %conv2.oy49.end, %conv2.c25
-  %conv2.ky266 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy49.end ]
-  br label %conv2.oy27
-
-conv2.ky26.end:                                   ; preds = %conv2.oy49.end
-  %c25.next = add nsw i64 %conv2.c255, 1
-  %9 = icmp slt i64 %c25.next, 32
-  br i1 %9, label %conv2.c25, label %conv2.c25.end
-
-conv2.oy27:                                       ; preds = %conv2.ox28.end, %conv2.ky26
-  %conv2.oy277 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.ox28.end ]
-  br label %conv2.ox28
-
-conv2.oy27.end:                                   ; preds = %conv2.ox28.end
-  br label %conv2.oy29
-
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.oy27
-  %conv2.ox288 = phi i64 [ 0, %conv2.oy27 ], [ %ox28.next, %conv2.ox28 ]
-  %10 = mul nsw i64 %conv2.g233, 4
-  %11 = add nsw i64 %10, %conv2.j244
-  %12 = mul nsw i64 %11, 21632
-  %13 = mul nsw i64 %conv2.c255, 676
-  %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.oy277, 2
-  %16 = add nsw i64 %15, %conv2.ky266
-  %17 = mul nsw i64 %16, 26
-  %18 = add nsw i64 %14, %17
-  %19 = mul nsw i64 %conv2.ox288, 2
-  %20 = add nsw i64 %18, %19
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
-  %21 = load float, ptr %arena9, align 4
-  %22 = mul nsw i64 %conv2.c255, 3
-  %23 = add nsw i64 %22, %conv2.ky266
-  %24 = mul nsw i64 %23, 3
-  %25 = mul nsw i64 %24, 2304
-  %26 = add nsw i64 2564096, %25
-  %27 = mul nsw i64 %conv2.j244, 576
-  %28 = add nsw i64 %26, %27
-  %29 = mul nsw i64 %conv2.oy277, 12
-  %30 = add nsw i64 %29, %conv2.ox288
-  %31 = add nsw i64 %28, %30
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %31
-  store float %21, ptr %arena10, align 4
-  %ox28.next = add nsw i64 %conv2.ox288, 1
-  %32 = icmp slt i64 %ox28.next, 12
-  br i1 %32, label %conv2.ox28, label %conv2.ox28.end
-
-conv2.ox28.end:                                   ; preds = %conv2.ox28
-  %oy27.next = add nsw i64 %conv2.oy277, 1
-  %33 = icmp slt i64 %oy27.next, 12
-  br i1 %33, label %conv2.oy27, label %conv2.oy27.end
-
-conv2.oy29:                                       ; preds = %conv2.ox30.end, %conv2.oy27.end
-  %conv2.oy2911 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.ox30.end ]
-  br label %conv2.ox30
-
-conv2.oy29.end:                                   ; preds = %conv2.ox30.end
-  br label %conv2.oy31
-
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.oy29
-  %conv2.ox3012 = phi i64 [ 0, %conv2.oy29 ], [ %ox30.next, %conv2.ox30 ]
-  %34 = mul nsw i64 %conv2.g233, 4
-  %35 = add nsw i64 %34, %conv2.j244
-  %36 = mul nsw i64 %35, 21632
-  %37 = mul nsw i64 %conv2.c255, 676
-  %38 = add nsw i64 %36, %37
-  %39 = mul nsw i64 %conv2.oy2911, 2
-  %40 = add nsw i64 %39, %conv2.ky266
-  %41 = mul nsw i64 %40, 26
-  %42 = add nsw i64 %38, %41
-  %43 = mul nsw i64 %conv2.ox3012, 2
-  %44 = add nsw i64 %43, 1
-  %45 = add nsw i64 %42, %44
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena13, align 4
-  %47 = mul nsw i64 %conv2.c255, 3
-  %48 = add nsw i64 %47, %conv2.ky266
-  %49 = mul nsw i64 %48, 3
-  %50 = mul nsw i64 %49, 2304
-  %51 = add nsw i64 2564096, %50
-  %52 = mul nsw i64 %conv2.j244, 576
-  %53 = add nsw i64 %51, %52
-  %54 = mul nsw i64 %conv2.oy2911, 12
-  %55 = add nsw i64 144, %54
-  %56 = add nsw i64 %55, %conv2.ox3012
-  %57 = add nsw i64 %53, %56
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %57
-  store float %46, ptr %arena14, align 4
-  %ox30.next = add nsw i64 %conv2.ox3012, 1
-  %58 = icmp slt i64 %ox30.next, 12
-  br i1 %58, label %conv2.ox30, label %conv2.ox30.end
-
-conv2.ox30.end:                                   ; preds = %conv2.ox30
-  %oy29.next = add nsw i64 %conv2.oy2911, 1
-  %59 = icmp slt i64 %oy29.next, 12
-  br i1 %59, label %conv2.oy29, label %conv2.oy29.end
-
-conv2.oy31:                                       ; preds = %conv2.ox32.end, %conv2.oy29.end
-  %conv2.oy3115 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.ox32.end ]
-  br label %conv2.ox32
-
-conv2.oy31.end:                                   ; preds = %conv2.ox32.end
-  br label %conv2.oy33
-
-conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.oy31
-  %conv2.ox3216 = phi i64 [ 0, %conv2.oy31 ], [ %ox32.next, %conv2.ox32 ]
-  %60 = mul nsw i64 %conv2.g233, 4
-  %61 = add nsw i64 %60, %conv2.j244
-  %62 = mul nsw i64 %61, 21632
-  %63 = mul nsw i64 %conv2.c255, 676
-  %64 = add nsw i64 %62, %63
-  %65 = mul nsw i64 %conv2.oy3115, 2
-  %66 = add nsw i64 %65, 1
-  %67 = add nsw i64 %66, %conv2.ky266
-  %68 = mul nsw i64 %67, 26
-  %69 = add nsw i64 %64, %68
-  %70 = mul nsw i64 %conv2.ox3216, 2
-  %71 = add nsw i64 %69, %70
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
-  %72 = load float, ptr %arena17, align 4
-  %73 = mul nsw i64 %conv2.c255, 3
-  %74 = add nsw i64 %73, %conv2.ky266
-  %75 = mul nsw i64 %74, 3
-  %76 = mul nsw i64 %75, 2304
-  %77 = add nsw i64 2564096, %76
-  %78 = mul nsw i64 %conv2.j244, 576
-  %79 = add nsw i64 %77, %78
-  %80 = mul nsw i64 %conv2.oy3115, 12
-  %81 = add nsw i64 288, %80
-  %82 = add nsw i64 %81, %conv2.ox3216
-  %83 = add nsw i64 %79, %82
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %83
-  store float %72, ptr %arena18, align 4
-  %ox32.next = add nsw i64 %conv2.ox3216, 1
-  %84 = icmp slt i64 %ox32.next, 12
-  br i1 %84, label %conv2.ox32, label %conv2.ox32.end
-
-conv2.ox32.end:                                   ; preds = %conv2.ox32
-  %oy31.next = add nsw i64 %conv2.oy3115, 1
-  %85 = icmp slt i64 %oy31.next, 12
-  br i1 %85, label %conv2.oy31, label %conv2.oy31.end
-
-conv2.oy33:                                       ; preds = %conv2.ox34.end, %conv2.oy31.end
-  %conv2.oy3319 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.ox34.end ]
-  br label %conv2.ox34
-
-conv2.oy33.end:                                   ; preds = %conv2.ox34.end
-  br label %conv2.oy35
-
-conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.oy33
-  %conv2.ox3420 = phi i64 [ 0, %conv2.oy33 ], [ %ox34.next, %conv2.ox34 ]
-  %86 = mul nsw i64 %conv2.g233, 4
-  %87 = add nsw i64 %86, %conv2.j244
-  %88 = mul nsw i64 %87, 21632
-  %89 = mul nsw i64 %conv2.c255, 676
-  %90 = add nsw i64 %88, %89
-  %91 = mul nsw i64 %conv2.oy3319, 2
-  %92 = add nsw i64 %91, 1
-  %93 = add nsw i64 %92, %conv2.ky266
-  %94 = mul nsw i64 %93, 26
-  %95 = add nsw i64 %90, %94
-  %96 = mul nsw i64 %conv2.ox3420, 2
-  %97 = add nsw i64 %96, 1
-  %98 = add nsw i64 %95, %97
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load float, ptr %arena21, align 4
-  %100 = mul nsw i64 %conv2.c255, 3
-  %101 = add nsw i64 %100, %conv2.ky266
-  %102 = mul nsw i64 %101, 3
-  %103 = mul nsw i64 %102, 2304
-  %104 = add nsw i64 2564096, %103
-  %105 = mul nsw i64 %conv2.j244, 576
-  %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2.oy3319, 12
-  %108 = add nsw i64 432, %107
-  %109 = add nsw i64 %108, %conv2.ox3420
-  %110 = add nsw i64 %106, %109
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %110
-  store float %99, ptr %arena22, align 4
-  %ox34.next = add nsw i64 %conv2.ox3420, 1
-  %111 = icmp slt i64 %ox34.next, 12
-  br i1 %111, label %conv2.ox34, label %conv2.ox34.end
-
-conv2.ox34.end:                                   ; preds = %conv2.ox34
-  %oy33.next = add nsw i64 %conv2.oy3319, 1
-  %112 = icmp slt i64 %oy33.next, 12
-  br i1 %112, label %conv2.oy33, label %conv2.oy33.end
-
-conv2.oy35:                                       ; preds = %conv2.ox36.end, %conv2.oy33.end
-  %conv2.oy3523 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.ox36.end ]
-  br label %conv2.ox36
-
-conv2.oy35.end:                                   ; preds = %conv2.ox36.end
-  br label %conv2.oy37
-
-conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.oy35
-  %conv2.ox3624 = phi i64 [ 0, %conv2.oy35 ], [ %ox36.next, %conv2.ox36 ]
-  %113 = mul nsw i64 %conv2.g233, 4
-  %114 = add nsw i64 %113, %conv2.j244
-  %115 = mul nsw i64 %114, 21632
-  %116 = mul nsw i64 %conv2.c255, 676
-  %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %conv2.oy3523, 2
-  %119 = add nsw i64 %118, %conv2.ky266
-  %120 = mul nsw i64 %119, 26
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %conv2.ox3624, 2
-  %123 = add nsw i64 %122, 1
-  %124 = add nsw i64 %121, %123
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %124
-  %125 = load float, ptr %arena25, align 4
-  %126 = mul nsw i64 %conv2.c255, 3
-  %127 = add nsw i64 %126, %conv2.ky266
-  %128 = mul nsw i64 %127, 3
-  %129 = add nsw i64 %128, 1
-  %130 = mul nsw i64 %129, 2304
-  %131 = add nsw i64 2564096, %130
-  %132 = mul nsw i64 %conv2.j244, 576
-  %133 = add nsw i64 %131, %132
-  %134 = mul nsw i64 %conv2.oy3523, 12
-  %135 = add nsw i64 %134, %conv2.ox3624
-  %136 = add nsw i64 %133, %135
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %136
-  store float %125, ptr %arena26, align 4
-  %ox36.next = add nsw i64 %conv2.ox3624, 1
-  %137 = icmp slt i64 %ox36.next, 12
-  br i1 %137, label %conv2.ox36, label %conv2.ox36.end
-
-conv2.ox36.end:                                   ; preds = %conv2.ox36
-  %oy35.next = add nsw i64 %conv2.oy3523, 1
-  %138 = icmp slt i64 %oy35.next, 12
-  br i1 %138, label %conv2.oy35, label %conv2.oy35.end
-
-conv2.oy37:                                       ; preds = %conv2.ox38.end, %conv2.oy35.end
-  %conv2.oy3727 = phi i64 [ 0, %conv2.oy35.end ], [ %oy37.next, %conv2.ox38.end ]
-  br label %conv2.ox38
-
-conv2.oy37.end:                                   ; preds = %conv2.ox38.end
-  br label %conv2.oy39
-
-conv2.ox38:                                       ; preds = %conv2.ox38, %conv2.oy37
-  %conv2.ox3828 = phi i64 [ 0, %conv2.oy37 ], [ %ox38.next, %conv2.ox38 ]
-  %139 = mul nsw i64 %conv2.g233, 4
-  %140 = add nsw i64 %139, %conv2.j244
-  %141 = mul nsw i64 %140, 21632
-  %142 = mul nsw i64 %conv2.c255, 676
-  %143 = add nsw i64 %141, %142
-  %144 = mul nsw i64 %conv2.oy3727, 2
-  %145 = add nsw i64 %144, %conv2.ky266
-  %146 = mul nsw i64 %145, 26
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %conv2.ox3828, 2
-  %149 = add nsw i64 %148, 2
-  %150 = add nsw i64 %147, %149
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena29, align 4
-  %152 = mul nsw i64 %conv2.c255, 3
-  %153 = add nsw i64 %152, %conv2.ky266
-  %154 = mul nsw i64 %153, 3
-  %155 = add nsw i64 %154, 1
-  %156 = mul nsw i64 %155, 2304
-  %157 = add nsw i64 2564096, %156
-  %158 = mul nsw i64 %conv2.j244, 576
-  %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv2.oy3727, 12
-  %161 = add nsw i64 144, %160
-  %162 = add nsw i64 %161, %conv2.ox3828
-  %163 = add nsw i64 %159, %162
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %163
-  store float %151, ptr %arena30, align 4
-  %ox38.next = add nsw i64 %conv2.ox3828, 1
-  %164 = icmp slt i64 %ox38.next, 12
-  br i1 %164, label %conv2.ox38, label %conv2.ox38.end
-
-conv2.ox38.end:                                   ; preds = %conv2.ox38
-  %oy37.next = add nsw i64 %conv2.oy3727, 1
-  %165 = icmp slt i64 %oy37.next, 12
-  br i1 %165, label %conv2.oy37, label %conv2.oy37.end
-
-conv2.oy39:                                       ; preds = %conv2.ox40.end, %conv2.oy37.end
-  %conv2.oy3931 = phi i64 [ 0, %conv2.oy37.end ], [ %oy39.next, %conv2.ox40.end ]
-  br label %conv2.ox40
-
-conv2.oy39.end:                                   ; preds = %conv2.ox40.end
-  br label %conv2.oy41
-
-conv2.ox40:                                       ; preds = %conv2.ox40, %conv2.oy39
-  %conv2.ox4032 = phi i64 [ 0, %conv2.oy39 ], [ %ox40.next, %conv2.ox40 ]
-  %166 = mul nsw i64 %conv2.g233, 4
-  %167 = add nsw i64 %166, %conv2.j244
-  %168 = mul nsw i64 %167, 21632
-  %169 = mul nsw i64 %conv2.c255, 676
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.oy3931, 2
-  %172 = add nsw i64 %171, 1
-  %173 = add nsw i64 %172, %conv2.ky266
-  %174 = mul nsw i64 %173, 26
-  %175 = add nsw i64 %170, %174
-  %176 = mul nsw i64 %conv2.ox4032, 2
-  %177 = add nsw i64 %176, 1
-  %178 = add nsw i64 %175, %177
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena33, align 4
-  %180 = mul nsw i64 %conv2.c255, 3
-  %181 = add nsw i64 %180, %conv2.ky266
-  %182 = mul nsw i64 %181, 3
-  %183 = add nsw i64 %182, 1
-  %184 = mul nsw i64 %183, 2304
-  %185 = add nsw i64 2564096, %184
-  %186 = mul nsw i64 %conv2.j244, 576
-  %187 = add nsw i64 %185, %186
-  %188 = mul nsw i64 %conv2.oy3931, 12
-  %189 = add nsw i64 288, %188
-  %190 = add nsw i64 %189, %conv2.ox4032
-  %191 = add nsw i64 %187, %190
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %179, ptr %arena34, align 4
-  %ox40.next = add nsw i64 %conv2.ox4032, 1
-  %192 = icmp slt i64 %ox40.next, 12
-  br i1 %192, label %conv2.ox40, label %conv2.ox40.end
-
-conv2.ox40.end:                                   ; preds = %conv2.ox40
-  %oy39.next = add nsw i64 %conv2.oy3931, 1
-  %193 = icmp slt i64 %oy39.next, 12
-  br i1 %193, label %conv2.oy39, label %conv2.oy39.end
-
-conv2.oy41:                                       ; preds = %conv2.ox42.end, %conv2.oy39.end
-  %conv2.oy4135 = phi i64 [ 0, %conv2.oy39.end ], [ %oy41.next, %conv2.ox42.end ]
-  br label %conv2.ox42
-
-conv2.oy41.end:                                   ; preds = %conv2.ox42.end
-  br label %conv2.oy43
-
-conv2.ox42:                                       ; preds = %conv2.ox42, %conv2.oy41
-  %conv2.ox4236 = phi i64 [ 0, %conv2.oy41 ], [ %ox42.next, %conv2.ox42 ]
-  %194 = mul nsw i64 %conv2.g233, 4
-  %195 = add nsw i64 %194, %conv2.j244
-  %196 = mul nsw i64 %195, 21632
-  %197 = mul nsw i64 %conv2.c255, 676
-  %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %conv2.oy4135, 2
-  %200 = add nsw i64 %199, 1
-  %201 = add nsw i64 %200, %conv2.ky266
-  %202 = mul nsw i64 %201, 26
-  %203 = add nsw i64 %198, %202
-  %204 = mul nsw i64 %conv2.ox4236, 2
-  %205 = add nsw i64 %204, 2
-  %206 = add nsw i64 %203, %205
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %206
-  %207 = load float, ptr %arena37, align 4
-  %208 = mul nsw i64 %conv2.c255, 3
-  %209 = add nsw i64 %208, %conv2.ky266
-  %210 = mul nsw i64 %209, 3
-  %211 = add nsw i64 %210, 1
-  %212 = mul nsw i64 %211, 2304
-  %213 = add nsw i64 2564096, %212
-  %214 = mul nsw i64 %conv2.j244, 576
-  %215 = add nsw i64 %213, %214
-  %216 = mul nsw i64 %conv2.oy4135, 12
-  %217 = add nsw i64 432, %216
-  %218 = add nsw i64 %217, %conv2.ox4236
-  %219 = add nsw i64 %215, %218
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %219
-  store float %207, ptr %arena38, align 4
-  %ox42.next = add nsw i64 %conv2.ox4236, 1
-  %220 = icmp slt i64 %ox42.next, 12
-  br i1 %220, label %conv2.ox42, label %conv2.ox42.end
-
-conv2.ox42.end:                                   ; preds = %conv2.ox42
-  %oy41.next = add nsw i64 %conv2.oy4135, 1
-  %221 = icmp slt i64 %oy41.next, 12
-  br i1 %221, label %conv2.oy41, label %conv2.oy41.end
-
-conv2.oy43:                                       ; preds = %conv2.ox44.end, %conv2.oy41.end
-  %conv2.oy4339 = phi i64 [ 0, %conv2.oy41.end ], [ %oy43.next, %conv2.ox44.end ]
-  br label %conv2.ox44
-
-conv2.oy43.end:                                   ; preds = %conv2.ox44.end
-  br label %conv2.oy45
-
-conv2.ox44:                                       ; preds = %conv2.ox44, %conv2.oy43
-  %conv2.ox4440 = phi i64 [ 0, %conv2.oy43 ], [ %ox44.next, %conv2.ox44 ]
-  %222 = mul nsw i64 %conv2.g233, 4
-  %223 = add nsw i64 %222, %conv2.j244
-  %224 = mul nsw i64 %223, 21632
-  %225 = mul nsw i64 %conv2.c255, 676
-  %226 = add nsw i64 %224, %225
-  %227 = mul nsw i64 %conv2.oy4339, 2
-  %228 = add nsw i64 %227, %conv2.ky266
-  %229 = mul nsw i64 %228, 26
-  %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %conv2.ox4440, 2
-  %232 = add nsw i64 %231, 2
-  %233 = add nsw i64 %230, %232
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %233
-  %234 = load float, ptr %arena41, align 4
-  %235 = mul nsw i64 %conv2.c255, 3
-  %236 = add nsw i64 %235, %conv2.ky266
-  %237 = mul nsw i64 %236, 3
-  %238 = add nsw i64 %237, 2
-  %239 = mul nsw i64 %238, 2304
-  %240 = add nsw i64 2564096, %239
-  %241 = mul nsw i64 %conv2.j244, 576
-  %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %conv2.oy4339, 12
-  %244 = add nsw i64 %243, %conv2.ox4440
-  %245 = add nsw i64 %242, %244
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %245
-  store float %234, ptr %arena42, align 4
-  %ox44.next = add nsw i64 %conv2.ox4440, 1
-  %246 = icmp slt i64 %ox44.next, 12
-  br i1 %246, label %conv2.ox44, label %conv2.ox44.end
-
-conv2.ox44.end:                                   ; preds = %conv2.ox44
-  %oy43.next = add nsw i64 %conv2.oy4339, 1
-  %247 = icmp slt i64 %oy43.next, 12
-  br i1 %247, label %conv2.oy43, label %conv2.oy43.end
-
-conv2.oy45:                                       ; preds = %conv2.ox46.end, %conv2.oy43.end
-  %conv2.oy4543 = phi i64 [ 0, %conv2.oy43.end ], [ %oy45.next, %conv2.ox46.end ]
-  br label %conv2.ox46
-
-conv2.oy45.end:                                   ; preds = %conv2.ox46.end
-  br label %conv2.oy47
-
-conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.oy45
-  %conv2.ox4644 = phi i64 [ 0, %conv2.oy45 ], [ %ox46.next, %conv2.ox46 ]
-  %248 = mul nsw i64 %conv2.g233, 4
-  %249 = add nsw i64 %248, %conv2.j244
-  %250 = mul nsw i64 %249, 21632
-  %251 = mul nsw i64 %conv2.c255, 676
-  %252 = add nsw i64 %250, %251
-  %253 = mul nsw i64 %conv2.oy4543, 2
-  %254 = add nsw i64 %253, %conv2.ky266
-  %255 = mul nsw i64 %254, 26
-  %256 = add nsw i64 %252, %255
-  %257 = mul nsw i64 %conv2.ox4644, 2
-  %258 = add nsw i64 %257, 3
-  %259 = add nsw i64 %256, %258
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %259
-  %260 = load float, ptr %arena45, align 4
-  %261 = mul nsw i64 %conv2.c255, 3
-  %262 = add nsw i64 %261, %conv2.ky266
-  %263 = mul nsw i64 %262, 3
-  %264 = add nsw i64 %263, 2
-  %265 = mul nsw i64 %264, 2304
-  %266 = add nsw i64 2564096, %265
-  %267 = mul nsw i64 %conv2.j244, 576
-  %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv2.oy4543, 12
-  %270 = add nsw i64 144, %269
-  %271 = add nsw i64 %270, %conv2.ox4644
-  %272 = add nsw i64 %268, %271
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %272
-  store float %260, ptr %arena46, align 4
-  %ox46.next = add nsw i64 %conv2.ox4644, 1
-  %273 = icmp slt i64 %ox46.next, 12
-  br i1 %273, label %conv2.ox46, label %conv2.ox46.end
-
-conv2.ox46.end:                                   ; preds = %conv2.ox46
-  %oy45.next = add nsw i64 %conv2.oy4543, 1
-  %274 = icmp slt i64 %oy45.next, 12
-  br i1 %274, label %conv2.oy45, label %conv2.oy45.end
-
-conv2.oy47:                                       ; preds = %conv2.ox48.end, %conv2.oy45.end
-  %conv2.oy4747 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.ox48.end ]
-  br label %conv2.ox48
-
-conv2.oy47.end:                                   ; preds = %conv2.ox48.end
-  br label %conv2.oy49
-
-conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.oy47
-  %conv2.ox4848 = phi i64 [ 0, %conv2.oy47 ], [ %ox48.next, %conv2.ox48 ]
-  %275 = mul nsw i64 %conv2.g233, 4
-  %276 = add nsw i64 %275, %conv2.j244
-  %277 = mul nsw i64 %276, 21632
-  %278 = mul nsw i64 %conv2.c255, 676
-  %279 = add nsw i64 %277, %278
-  %280 = mul nsw i64 %conv2.oy4747, 2
-  %281 = add nsw i64 %280, 1
-  %282 = add nsw i64 %281, %conv2.ky266
-  %283 = mul nsw i64 %282, 26
-  %284 = add nsw i64 %279, %283
-  %285 = mul nsw i64 %conv2.ox4848, 2
-  %286 = add nsw i64 %285, 2
-  %287 = add nsw i64 %284, %286
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %287
-  %288 = load float, ptr %arena49, align 4
-  %289 = mul nsw i64 %conv2.c255, 3
-  %290 = add nsw i64 %289, %conv2.ky266
-  %291 = mul nsw i64 %290, 3
-  %292 = add nsw i64 %291, 2
-  %293 = mul nsw i64 %292, 2304
-  %294 = add nsw i64 2564096, %293
-  %295 = mul nsw i64 %conv2.j244, 576
-  %296 = add nsw i64 %294, %295
-  %297 = mul nsw i64 %conv2.oy4747, 12
-  %298 = add nsw i64 288, %297
-  %299 = add nsw i64 %298, %conv2.ox4848
-  %300 = add nsw i64 %296, %299
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %300
-  store float %288, ptr %arena50, align 4
-  %ox48.next = add nsw i64 %conv2.ox4848, 1
-  %301 = icmp slt i64 %ox48.next, 12
-  br i1 %301, label %conv2.ox48, label %conv2.ox48.end
-
-conv2.ox48.end:                                   ; preds = %conv2.ox48
-  %oy47.next = add nsw i64 %conv2.oy4747, 1
-  %302 = icmp slt i64 %oy47.next, 12
-  br i1 %302, label %conv2.oy47, label %conv2.oy47.end
-
-conv2.oy49:                                       ; preds = %conv2.ox50.end, %conv2.oy47.end
-  %conv2.oy4951 = phi i64 [ 0, %conv2.oy47.end ], [ %oy49.next, %conv2.ox50.end ]
-  br label %conv2.ox50
-
-conv2.oy49.end:                                   ; preds = %conv2.ox50.end
-  %ky26.next = add nsw i64 %conv2.ky266, 1
-  %303 = icmp slt i64 %ky26.next, 3
-  br i1 %303, label %conv2.ky26, label %conv2.ky26.end
-
-conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.oy49
-  %conv2.ox5052 = phi i64 [ 0, %conv2.oy49 ], [ %ox50.next, %conv2.ox50 ]
-  %304 = mul nsw i64 %conv2.g233, 4
-  %305 = add nsw i64 %304, %conv2.j244
-  %306 = mul nsw i64 %305, 21632
-  %307 = mul nsw i64 %conv2.c255, 676
-  %308 = add nsw i64 %306, %307
-  %309 = mul nsw i64 %conv2.oy4951, 2
-  %310 = add nsw i64 %309, 1
-  %311 = add nsw i64 %310, %conv2.ky266
-  %312 = mul nsw i64 %311, 26
-  %313 = add nsw i64 %308, %312
-  %314 = mul nsw i64 %conv2.ox5052, 2
-  %315 = add nsw i64 %314, 3
-  %316 = add nsw i64 %313, %315
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %316
-  %317 = load float, ptr %arena53, align 4
-  %318 = mul nsw i64 %conv2.c255, 3
-  %319 = add nsw i64 %318, %conv2.ky266
-  %320 = mul nsw i64 %319, 3
-  %321 = add nsw i64 %320, 2
-  %322 = mul nsw i64 %321, 2304
-  %323 = add nsw i64 2564096, %322
-  %324 = mul nsw i64 %conv2.j244, 576
-  %325 = add nsw i64 %323, %324
-  %326 = mul nsw i64 %conv2.oy4951, 12
-  %327 = add nsw i64 432, %326
-  %328 = add nsw i64 %327, %conv2.ox5052
-  %329 = add nsw i64 %325, %328
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %329
-  store float %317, ptr %arena54, align 4
-  %ox50.next = add nsw i64 %conv2.ox5052, 1
-  %330 = icmp slt i64 %ox50.next, 12
-  br i1 %330, label %conv2.ox50, label %conv2.ox50.end
-
-conv2.ox50.end:                                   ; preds = %conv2.ox50
-  %oy49.next = add nsw i64 %conv2.oy4951, 1
-  %331 = icmp slt i64 %oy49.next, 12
-  br i1 %331, label %conv2.oy49, label %conv2.oy49.end
-
-conv2.j56:                                        ; preds = %conv2.f57.end, %conv2.j24.end
-  %conv2.j5655 = phi i64 [ 0, %conv2.j24.end ], [ %j56.next, %conv2.f57.end ]
-  br label %conv2.f57
-
-conv2.j56.end:                                    ; preds = %conv2.f57.end
-  %g23.next = add nsw i64 %conv2.g233, 1
-  %332 = icmp slt i64 %g23.next, 16
-  br i1 %332, label %conv2.g23, label %conv2.g23.end
-
-conv2.f57:                                        ; preds = %conv2.q58.end, %conv2.j56
-  %conv2.f5756 = phi i64 [ 0, %conv2.j56 ], [ %f57.next, %conv2.q58.end ]
-  br label %conv2.q58
-
-conv2.f57.end:                                    ; preds = %conv2.q58.end
-  %j56.next = add nsw i64 %conv2.j5655, 1
-  %333 = icmp slt i64 %j56.next, 4
-  br i1 %333, label %conv2.j56, label %conv2.j56.end
-
-conv2.q58:                                        ; preds = %conv2.q58, %conv2.f57
-  %conv2.q5857 = phi i64 [ 0, %conv2.f57 ], [ %q58.next, %conv2.q58 ]
-  %334 = mul nsw i64 %conv2.f5756, 2304
-  %335 = add nsw i64 3227648, %334
-  %336 = mul nsw i64 %conv2.j5655, 576
-  %337 = add nsw i64 %335, %336
-  %338 = add nsw i64 %337, %conv2.q5857
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %338
-  %339 = load float, ptr %arena58, align 4
-  %340 = add nsw i64 18752, %conv2.f5756
-  %params59 = getelementptr inbounds float, ptr %params, i64 %340
-  %341 = load float, ptr %params59, align 4
-  %342 = fadd float %339, %341
-  store float %342, ptr %conv2.v59, align 4
-  store float 0.000000e+00, ptr %conv2.at60, align 4
-  %343 = mul nsw i64 %conv2.f5756, 2304
-  %344 = add nsw i64 3227648, %343
-  %345 = mul nsw i64 %conv2.j5655, 576
-  %346 = add nsw i64 %344, %345
-  %347 = add nsw i64 %346, 144
-  %348 = add nsw i64 %347, %conv2.q5857
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load float, ptr %arena60, align 4
-  %350 = add nsw i64 18752, %conv2.f5756
-  %params61 = getelementptr inbounds float, ptr %params, i64 %350
-  %351 = load float, ptr %params61, align 4
-  %352 = fadd float %349, %351
-  store float %352, ptr %conv2.v61, align 4
-  %v61 = load float, ptr %conv2.v61, align 4
-  %v59 = load float, ptr %conv2.v59, align 4
-  %353 = fcmp ogt float %v61, %v59
-  %at60 = load float, ptr %conv2.at60, align 4
-  %354 = select i1 %353, float 1.000000e+00, float %at60
-  store float %354, ptr %conv2.at63, align 4
-  %v6162 = load float, ptr %conv2.v61, align 4
-  %v5963 = load float, ptr %conv2.v59, align 4
-  %355 = fcmp ogt float %v6162, %v5963
-  %v6164 = load float, ptr %conv2.v61, align 4
-  %v5965 = load float, ptr %conv2.v59, align 4
-  %356 = select i1 %355, float %v6164, float %v5965
-  store float %356, ptr %conv2.best62, align 4
-  %357 = mul nsw i64 %conv2.f5756, 2304
-  %358 = add nsw i64 3227648, %357
-  %359 = mul nsw i64 %conv2.j5655, 576
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 %360, 288
-  %362 = add nsw i64 %361, %conv2.q5857
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %362
-  %363 = load float, ptr %arena66, align 4
-  %364 = add nsw i64 18752, %conv2.f5756
-  %params67 = getelementptr inbounds float, ptr %params, i64 %364
-  %365 = load float, ptr %params67, align 4
-  %366 = fadd float %363, %365
-  store float %366, ptr %conv2.v64, align 4
-  %v64 = load float, ptr %conv2.v64, align 4
-  %best62 = load float, ptr %conv2.best62, align 4
-  %367 = fcmp ogt float %v64, %best62
-  %at63 = load float, ptr %conv2.at63, align 4
-  %368 = select i1 %367, float 2.400000e+01, float %at63
-  store float %368, ptr %conv2.at66, align 4
-  %v6468 = load float, ptr %conv2.v64, align 4
-  %best6269 = load float, ptr %conv2.best62, align 4
-  %369 = fcmp ogt float %v6468, %best6269
-  %v6470 = load float, ptr %conv2.v64, align 4
-  %best6271 = load float, ptr %conv2.best62, align 4
-  %370 = select i1 %369, float %v6470, float %best6271
-  store float %370, ptr %conv2.best65, align 4
-  %371 = mul nsw i64 %conv2.f5756, 2304
-  %372 = add nsw i64 3227648, %371
-  %373 = mul nsw i64 %conv2.j5655, 576
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 %374, 432
-  %376 = add nsw i64 %375, %conv2.q5857
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %376
-  %377 = load float, ptr %arena72, align 4
-  %378 = add nsw i64 18752, %conv2.f5756
-  %params73 = getelementptr inbounds float, ptr %params, i64 %378
-  %379 = load float, ptr %params73, align 4
-  %380 = fadd float %377, %379
-  store float %380, ptr %conv2.v67, align 4
-  %v67 = load float, ptr %conv2.v67, align 4
-  %best65 = load float, ptr %conv2.best65, align 4
-  %381 = fcmp ogt float %v67, %best65
-  %at66 = load float, ptr %conv2.at66, align 4
-  %382 = select i1 %381, float 2.500000e+01, float %at66
-  store float %382, ptr %conv2.at69, align 4
-  %v6774 = load float, ptr %conv2.v67, align 4
-  %best6575 = load float, ptr %conv2.best65, align 4
-  %383 = fcmp ogt float %v6774, %best6575
-  %v6776 = load float, ptr %conv2.v67, align 4
-  %best6577 = load float, ptr %conv2.best65, align 4
-  %384 = select i1 %383, float %v6776, float %best6577
-  store float %384, ptr %conv2.best68, align 4
-  %best68 = load float, ptr %conv2.best68, align 4
-  %385 = fcmp ogt float %best68, 0.000000e+00
-  %best6878 = load float, ptr %conv2.best68, align 4
-  %386 = select i1 %385, float %best6878, float 0.000000e+00
-  %387 = mul nsw i64 %conv2.g233, 4
-  %388 = add nsw i64 %387, %conv2.j5655
-  %389 = mul nsw i64 %388, 9216
-  %390 = mul nsw i64 %conv2.f5756, 144
-  %391 = add nsw i64 %389, %390
-  %392 = add nsw i64 %391, %conv2.q5857
-  %393 = add nsw i64 1384448, %392
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %393
-  store float %386, ptr %arena79, align 4
-  %394 = add nsw i64 3375104, %conv2.q5857
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load float, ptr %arena80, align 4
-  %at69 = load float, ptr %conv2.at69, align 4
-  %396 = fadd float %395, %at69
-  %397 = mul nsw i64 %conv2.g233, 4
-  %398 = add nsw i64 %397, %conv2.j5655
-  %399 = mul nsw i64 %398, 9216
-  %400 = mul nsw i64 %conv2.f5756, 144
-  %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 %401, %conv2.q5857
-  %403 = add nsw i64 1974272, %402
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %403
-  store float %396, ptr %arena81, align 4
-  %q58.next = add nsw i64 %conv2.q5857, 1
-  %404 = icmp slt i64 %q58.next, 144
-  br i1 %404, label %conv2.q58, label %conv2.q58.end
-
-conv2.q58.end:                                    ; preds = %conv2.q58
-  %f57.next = add nsw i64 %conv2.f5756, 1
-  %405 = icmp slt i64 %f57.next, 64
-  br i1 %405, label %conv2.f57, label %conv2.f57.end
-}
-
-; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k1.conv2.gemm55(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %conv2.t53_a3 = alloca <8 x float>, align 32
-  %conv2.t53_a2 = alloca <8 x float>, align 32
-  %conv2.t53_a1 = alloca <8 x float>, align 32
-  %conv2.t53_a0 = alloca <8 x float>, align 32
-  %conv2.t53_b2 = alloca <8 x float>, align 32
-  %conv2.t53_b1 = alloca <8 x float>, align 32
-  %conv2.t53_b0 = alloca <8 x float>, align 32
-  %conv2.t53_c3_2 = alloca <8 x float>, align 32
-  %conv2.t53_c3_1 = alloca <8 x float>, align 32
-  %conv2.t53_c3_0 = alloca <8 x float>, align 32
-  %conv2.t53_c2_2 = alloca <8 x float>, align 32
-  %conv2.t53_c2_1 = alloca <8 x float>, align 32
-  %conv2.t53_c2_0 = alloca <8 x float>, align 32
-  %conv2.t53_c1_2 = alloca <8 x float>, align 32
-  %conv2.t53_c1_1 = alloca <8 x float>, align 32
-  %conv2.t53_c1_0 = alloca <8 x float>, align 32
-  %conv2.t53_c0_2 = alloca <8 x float>, align 32
-  %conv2.t53_c0_1 = alloca <8 x float>, align 32
-  %conv2.t53_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb51
-
-conv2.nb51:                                       ; preds = %conv2.mb52.end, %entry
-  %conv2.nb511 = phi i64 [ 0, %entry ], [ %nb51.next, %conv2.mb52.end ]
-  br label %conv2.mb52
-
-conv2.nb51.end:                                   ; preds = %conv2.mb52.end
-  ret void
-
-conv2.mb52:                                       ; preds = %conv2.k54.end, %conv2.nb51
-  %conv2.mb522 = phi i64 [ 0, %conv2.nb51 ], [ %mb52.next, %conv2.k54.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c3_2, align 32
-  br label %conv2.k54
-
-conv2.mb52.end:                                   ; preds = %conv2.k54.end
-  %nb51.next = add nsw i64 %conv2.nb511, 1
-  %0 = icmp slt i64 %nb51.next, 96
-  br i1 %0, label %conv2.nb51, label %conv2.nb51.end
-
-conv2.k54:                                        ; preds = %conv2.k54, %conv2.mb52
-  %conv2.k543 = phi i64 [ 0, %conv2.mb52 ], [ %k54.next, %conv2.k54 ]
-  %1 = mul nsw i64 %conv2.k543, 2304
-  %2 = add nsw i64 2564096, %1
-  %3 = mul nsw i64 %conv2.nb511, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2.t53_b0, align 32
-  %6 = mul nsw i64 %conv2.k543, 2304
-  %7 = add nsw i64 2564096, %6
-  %8 = mul nsw i64 %conv2.nb511, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv2.t53_b1, align 32
-  %12 = mul nsw i64 %conv2.k543, 2304
-  %13 = add nsw i64 2564096, %12
-  %14 = mul nsw i64 %conv2.nb511, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv2.t53_b2, align 32
-  %18 = mul nsw i64 %conv2.mb522, 4
-  %19 = mul nsw i64 %18, 288
+  %conv2.at122 = alloca <8 x float>, align 32
+  %conv2.best121 = alloca <8 x float>, align 32
+  %conv2.v120 = alloca <8 x float>, align 32
+  %conv2.at119 = alloca <8 x float>, align 32
+  %conv2.best118 = alloca <8 x float>, align 32
+  %conv2.v117 = alloca <8 x float>, align 32
+  %conv2.at116 = alloca <8 x float>, align 32
+  %conv2.best115 = alloca <8 x float>, align 32
+  %conv2.v114 = alloca <8 x float>, align 32
+  %conv2.at113 = alloca <8 x float>, align 32
+  %conv2.best112 = alloca <8 x float>, align 32
+  %conv2.v111 = alloca <8 x float>, align 32
+  %conv2.w110 = alloca <8 x float>, align 32
+  %conv2.w109 = alloca <8 x float>, align 32
+  %conv2.w108 = alloca <8 x float>, align 32
+  %conv2.w107 = alloca <8 x float>, align 32
+  %conv2.w106 = alloca <8 x float>, align 32
+  %conv2.w105 = alloca <8 x float>, align 32
+  %conv2.w104 = alloca <8 x float>, align 32
+  %conv2.w103 = alloca <8 x float>, align 32
+  %conv2.w102 = alloca <8 x float>, align 32
+  %conv2.w101 = alloca <8 x float>, align 32
+  %conv2.w100 = alloca <8 x float>, align 32
+  %conv2.w99 = alloca <8 x float>, align 32
+  %conv2.w93 = alloca <8 x float>, align 32
+  %conv2.w92 = alloca <8 x float>, align 32
+  %conv2.w91 = alloca <8 x float>, align 32
+  %conv2.w90 = alloca <8 x float>, align 32
+  %conv2.w89 = alloca <8 x float>, align 32
+  %conv2.w88 = alloca <8 x float>, align 32
+  %conv2.w87 = alloca <8 x float>, align 32
+  %conv2.w86 = alloca <8 x float>, align 32
+  %conv2.w85 = alloca <8 x float>, align 32
+  %conv2.w84 = alloca <8 x float>, align 32
+  %conv2.w83 = alloca <8 x float>, align 32
+  %conv2.w82 = alloca <8 x float>, align 32
+  %conv2.w81 = alloca <8 x float>, align 32
+  %conv2.w80 = alloca <8 x float>, align 32
+  %conv2.w79 = alloca <8 x float>, align 32
+  %conv2.w78 = alloca <8 x float>, align 32
+  %conv2.w77 = alloca <8 x float>, align 32
+  %conv2.w76 = alloca <8 x float>, align 32
+  %conv2.w75 = alloca <8 x float>, align 32
+  %conv2.w74 = alloca <8 x float>, align 32
+  %conv2.w73 = alloca <8 x float>, align 32
+  %conv2.w72 = alloca <8 x float>, align 32
+  %conv2.w71 = alloca <8 x float>, align 32
+  %conv2.w70 = alloca <8 x float>, align 32
+  %conv2.w69 = alloca <8 x float>, align 32
+  %conv2.w68 = alloca <8 x float>, align 32
+  %conv2.w67 = alloca <8 x float>, align 32
+  %conv2.w66 = alloca <8 x float>, align 32
+  %conv2.w65 = alloca <8 x float>, align 32
+  %conv2.w64 = alloca <8 x float>, align 32
+  %conv2.w63 = alloca <8 x float>, align 32
+  %conv2.w62 = alloca <8 x float>, align 32
+  %conv2.w51 = alloca float, align 4
+  %conv2.w50 = alloca float, align 4
+  %conv2.w49 = alloca float, align 4
+  %conv2.w48 = alloca float, align 4
+  %conv2.w47 = alloca float, align 4
+  %conv2.w46 = alloca float, align 4
+  %conv2.w45 = alloca float, align 4
+  %conv2.w44 = alloca float, align 4
+  %conv2.w43 = alloca float, align 4
+  %conv2.w42 = alloca float, align 4
+  %conv2.w41 = alloca float, align 4
+  %conv2.w40 = alloca float, align 4
+  %conv2.w39 = alloca float, align 4
+  %conv2.w38 = alloca float, align 4
+  %conv2.w37 = alloca float, align 4
+  %conv2.w36 = alloca float, align 4
+  %conv2.w35 = alloca float, align 4
+  %conv2.w34 = alloca float, align 4
+  %conv2.w33 = alloca float, align 4
+  %conv2.w32 = alloca float, align 4
+  %conv2.w31 = alloca float, align 4
+  %conv2.w30 = alloca float, align 4
+  %conv2.w29 = alloca float, align 4
+  %conv2.w28 = alloca float, align 4
+  %conv2.w27 = alloca float, align 4
+  %conv2.w26 = alloca float, align 4
+  %conv2.w25 = alloca float, align 4
+  %conv2.w24 = alloca float, align 4
+  br label %conv2.ci22
+
+conv2.ci22:                                       ; preds = %conv2.co23.end, %entry
+  %conv2.ci221 = phi i64 [ 0, %entry ], [ %ci22.next, %conv2.co23.end ]
+  br label %conv2.co23
+
+conv2.ci22.end:                                   ; preds = %conv2.co23.end
+  br label %conv2.i52
+
+conv2.co23:                                       ; preds = %conv2.co23, %conv2.ci22
+  %conv2.co232 = phi i64 [ 0, %conv2.ci22 ], [ %co23.next, %conv2.co23 ]
+  %0 = mul nsw i64 %conv2.co232, 32
+  %1 = add nsw i64 %0, %conv2.ci221
+  %2 = mul nsw i64 %1, 9
+  %3 = add nsw i64 320, %2
+  %params3 = getelementptr inbounds float, ptr %params, i64 %3
+  %4 = load float, ptr %params3, align 4
+  store float %4, ptr %conv2.w24, align 4
+  %5 = mul nsw i64 %conv2.co232, 32
+  %6 = add nsw i64 %5, %conv2.ci221
+  %7 = mul nsw i64 %6, 9
+  %8 = add nsw i64 320, %7
+  %params4 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params4, align 4
+  %10 = mul nsw i64 %conv2.co232, 32
+  %11 = add nsw i64 %10, %conv2.ci221
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 320, %12
+  %14 = add nsw i64 %13, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %14
+  %15 = load float, ptr %params5, align 4
+  %16 = fadd float %9, %15
+  %17 = mul nsw i64 %conv2.co232, 32
+  %18 = add nsw i64 %17, %conv2.ci221
+  %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, %conv2.k543
-  %params7 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params7, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %conv2.t53_a0, align 32
-  %t53_a0 = load <8 x float>, ptr %conv2.t53_a0, align 32
-  %t53_b0 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c0_0 = load <8 x float>, ptr %conv2.t53_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a0, <8 x float> %t53_b0, <8 x float> %t53_c0_0)
-  store <8 x float> %25, ptr %conv2.t53_c0_0, align 32
-  %t53_a08 = load <8 x float>, ptr %conv2.t53_a0, align 32
-  %t53_b1 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c0_1 = load <8 x float>, ptr %conv2.t53_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a08, <8 x float> %t53_b1, <8 x float> %t53_c0_1)
-  store <8 x float> %26, ptr %conv2.t53_c0_1, align 32
-  %t53_a09 = load <8 x float>, ptr %conv2.t53_a0, align 32
-  %t53_b2 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c0_2 = load <8 x float>, ptr %conv2.t53_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a09, <8 x float> %t53_b2, <8 x float> %t53_c0_2)
-  store <8 x float> %27, ptr %conv2.t53_c0_2, align 32
-  %28 = mul nsw i64 %conv2.mb522, 4
-  %29 = add nsw i64 %28, 1
-  %30 = mul nsw i64 %29, 288
-  %31 = add nsw i64 320, %30
-  %32 = add nsw i64 %31, %conv2.k543
-  %params10 = getelementptr inbounds float, ptr %params, i64 %32
-  %33 = load float, ptr %params10, align 4
-  %34 = insertelement <8 x float> undef, float %33, i32 0
-  %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %conv2.t53_a1, align 32
-  %t53_a1 = load <8 x float>, ptr %conv2.t53_a1, align 32
-  %t53_b011 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c1_0 = load <8 x float>, ptr %conv2.t53_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a1, <8 x float> %t53_b011, <8 x float> %t53_c1_0)
-  store <8 x float> %36, ptr %conv2.t53_c1_0, align 32
-  %t53_a112 = load <8 x float>, ptr %conv2.t53_a1, align 32
-  %t53_b113 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c1_1 = load <8 x float>, ptr %conv2.t53_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a112, <8 x float> %t53_b113, <8 x float> %t53_c1_1)
-  store <8 x float> %37, ptr %conv2.t53_c1_1, align 32
-  %t53_a114 = load <8 x float>, ptr %conv2.t53_a1, align 32
-  %t53_b215 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c1_2 = load <8 x float>, ptr %conv2.t53_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a114, <8 x float> %t53_b215, <8 x float> %t53_c1_2)
-  store <8 x float> %38, ptr %conv2.t53_c1_2, align 32
-  %39 = mul nsw i64 %conv2.mb522, 4
-  %40 = add nsw i64 %39, 2
-  %41 = mul nsw i64 %40, 288
-  %42 = add nsw i64 320, %41
-  %43 = add nsw i64 %42, %conv2.k543
-  %params16 = getelementptr inbounds float, ptr %params, i64 %43
-  %44 = load float, ptr %params16, align 4
-  %45 = insertelement <8 x float> undef, float %44, i32 0
-  %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %conv2.t53_a2, align 32
-  %t53_a2 = load <8 x float>, ptr %conv2.t53_a2, align 32
-  %t53_b017 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c2_0 = load <8 x float>, ptr %conv2.t53_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a2, <8 x float> %t53_b017, <8 x float> %t53_c2_0)
-  store <8 x float> %47, ptr %conv2.t53_c2_0, align 32
-  %t53_a218 = load <8 x float>, ptr %conv2.t53_a2, align 32
-  %t53_b119 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c2_1 = load <8 x float>, ptr %conv2.t53_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a218, <8 x float> %t53_b119, <8 x float> %t53_c2_1)
-  store <8 x float> %48, ptr %conv2.t53_c2_1, align 32
-  %t53_a220 = load <8 x float>, ptr %conv2.t53_a2, align 32
-  %t53_b221 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c2_2 = load <8 x float>, ptr %conv2.t53_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a220, <8 x float> %t53_b221, <8 x float> %t53_c2_2)
-  store <8 x float> %49, ptr %conv2.t53_c2_2, align 32
-  %50 = mul nsw i64 %conv2.mb522, 4
-  %51 = add nsw i64 %50, 3
-  %52 = mul nsw i64 %51, 288
-  %53 = add nsw i64 320, %52
-  %54 = add nsw i64 %53, %conv2.k543
-  %params22 = getelementptr inbounds float, ptr %params, i64 %54
-  %55 = load float, ptr %params22, align 4
-  %56 = insertelement <8 x float> undef, float %55, i32 0
-  %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %conv2.t53_a3, align 32
-  %t53_a3 = load <8 x float>, ptr %conv2.t53_a3, align 32
-  %t53_b023 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c3_0 = load <8 x float>, ptr %conv2.t53_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a3, <8 x float> %t53_b023, <8 x float> %t53_c3_0)
-  store <8 x float> %58, ptr %conv2.t53_c3_0, align 32
-  %t53_a324 = load <8 x float>, ptr %conv2.t53_a3, align 32
-  %t53_b125 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c3_1 = load <8 x float>, ptr %conv2.t53_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a324, <8 x float> %t53_b125, <8 x float> %t53_c3_1)
-  store <8 x float> %59, ptr %conv2.t53_c3_1, align 32
-  %t53_a326 = load <8 x float>, ptr %conv2.t53_a3, align 32
-  %t53_b227 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c3_2 = load <8 x float>, ptr %conv2.t53_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a326, <8 x float> %t53_b227, <8 x float> %t53_c3_2)
-  store <8 x float> %60, ptr %conv2.t53_c3_2, align 32
-  %k54.next = add nsw i64 %conv2.k543, 1
-  %61 = icmp slt i64 %k54.next, 288
-  br i1 %61, label %conv2.k54, label %conv2.k54.end
+  %21 = add nsw i64 %20, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params6, align 4
+  %23 = fadd float %16, %22
+  %24 = fmul float %23, 5.000000e-01
+  store float %24, ptr %conv2.w25, align 4
+  %25 = mul nsw i64 %conv2.co232, 32
+  %26 = add nsw i64 %25, %conv2.ci221
+  %27 = mul nsw i64 %26, 9
+  %28 = add nsw i64 320, %27
+  %params7 = getelementptr inbounds float, ptr %params, i64 %28
+  %29 = load float, ptr %params7, align 4
+  %30 = mul nsw i64 %conv2.co232, 32
+  %31 = add nsw i64 %30, %conv2.ci221
+  %32 = mul nsw i64 %31, 9
+  %33 = add nsw i64 320, %32
+  %34 = add nsw i64 %33, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %34
+  %35 = load float, ptr %params8, align 4
+  %36 = fadd float %29, %35
+  %37 = mul nsw i64 %conv2.co232, 32
+  %38 = add nsw i64 %37, %conv2.ci221
+  %39 = mul nsw i64 %38, 9
+  %40 = add nsw i64 320, %39
+  %41 = add nsw i64 %40, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %41
+  %42 = load float, ptr %params9, align 4
+  %43 = fsub float %36, %42
+  %44 = fmul float %43, 5.000000e-01
+  store float %44, ptr %conv2.w26, align 4
+  %45 = mul nsw i64 %conv2.co232, 32
+  %46 = add nsw i64 %45, %conv2.ci221
+  %47 = mul nsw i64 %46, 9
+  %48 = add nsw i64 320, %47
+  %49 = add nsw i64 %48, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %49
+  %50 = load float, ptr %params10, align 4
+  store float %50, ptr %conv2.w27, align 4
+  %51 = mul nsw i64 %conv2.co232, 32
+  %52 = add nsw i64 %51, %conv2.ci221
+  %53 = mul nsw i64 %52, 9
+  %54 = add nsw i64 320, %53
+  %55 = add nsw i64 %54, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %55
+  %56 = load float, ptr %params11, align 4
+  store float %56, ptr %conv2.w28, align 4
+  %57 = mul nsw i64 %conv2.co232, 32
+  %58 = add nsw i64 %57, %conv2.ci221
+  %59 = mul nsw i64 %58, 9
+  %60 = add nsw i64 320, %59
+  %61 = add nsw i64 %60, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %61
+  %62 = load float, ptr %params12, align 4
+  %63 = mul nsw i64 %conv2.co232, 32
+  %64 = add nsw i64 %63, %conv2.ci221
+  %65 = mul nsw i64 %64, 9
+  %66 = add nsw i64 320, %65
+  %67 = add nsw i64 %66, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params13, align 4
+  %69 = fadd float %62, %68
+  %70 = mul nsw i64 %conv2.co232, 32
+  %71 = add nsw i64 %70, %conv2.ci221
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 320, %72
+  %74 = add nsw i64 %73, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params14, align 4
+  %76 = fadd float %69, %75
+  %77 = fmul float %76, 5.000000e-01
+  store float %77, ptr %conv2.w29, align 4
+  %78 = mul nsw i64 %conv2.co232, 32
+  %79 = add nsw i64 %78, %conv2.ci221
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 320, %80
+  %82 = add nsw i64 %81, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params15, align 4
+  %84 = mul nsw i64 %conv2.co232, 32
+  %85 = add nsw i64 %84, %conv2.ci221
+  %86 = mul nsw i64 %85, 9
+  %87 = add nsw i64 320, %86
+  %88 = add nsw i64 %87, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %88
+  %89 = load float, ptr %params16, align 4
+  %90 = fadd float %83, %89
+  %91 = mul nsw i64 %conv2.co232, 32
+  %92 = add nsw i64 %91, %conv2.ci221
+  %93 = mul nsw i64 %92, 9
+  %94 = add nsw i64 320, %93
+  %95 = add nsw i64 %94, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %95
+  %96 = load float, ptr %params17, align 4
+  %97 = fsub float %90, %96
+  %98 = fmul float %97, 5.000000e-01
+  store float %98, ptr %conv2.w30, align 4
+  %99 = mul nsw i64 %conv2.co232, 32
+  %100 = add nsw i64 %99, %conv2.ci221
+  %101 = mul nsw i64 %100, 9
+  %102 = add nsw i64 320, %101
+  %103 = add nsw i64 %102, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %103
+  %104 = load float, ptr %params18, align 4
+  store float %104, ptr %conv2.w31, align 4
+  %105 = mul nsw i64 %conv2.co232, 32
+  %106 = add nsw i64 %105, %conv2.ci221
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 320, %107
+  %109 = add nsw i64 %108, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params19, align 4
+  store float %110, ptr %conv2.w32, align 4
+  %111 = mul nsw i64 %conv2.co232, 32
+  %112 = add nsw i64 %111, %conv2.ci221
+  %113 = mul nsw i64 %112, 9
+  %114 = add nsw i64 320, %113
+  %115 = add nsw i64 %114, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %115
+  %116 = load float, ptr %params20, align 4
+  %117 = mul nsw i64 %conv2.co232, 32
+  %118 = add nsw i64 %117, %conv2.ci221
+  %119 = mul nsw i64 %118, 9
+  %120 = add nsw i64 320, %119
+  %121 = add nsw i64 %120, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %121
+  %122 = load float, ptr %params21, align 4
+  %123 = fadd float %116, %122
+  %124 = mul nsw i64 %conv2.co232, 32
+  %125 = add nsw i64 %124, %conv2.ci221
+  %126 = mul nsw i64 %125, 9
+  %127 = add nsw i64 320, %126
+  %128 = add nsw i64 %127, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %128
+  %129 = load float, ptr %params22, align 4
+  %130 = fadd float %123, %129
+  %131 = fmul float %130, 5.000000e-01
+  store float %131, ptr %conv2.w33, align 4
+  %132 = mul nsw i64 %conv2.co232, 32
+  %133 = add nsw i64 %132, %conv2.ci221
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 320, %134
+  %136 = add nsw i64 %135, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params23, align 4
+  %138 = mul nsw i64 %conv2.co232, 32
+  %139 = add nsw i64 %138, %conv2.ci221
+  %140 = mul nsw i64 %139, 9
+  %141 = add nsw i64 320, %140
+  %142 = add nsw i64 %141, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params24, align 4
+  %144 = fadd float %137, %143
+  %145 = mul nsw i64 %conv2.co232, 32
+  %146 = add nsw i64 %145, %conv2.ci221
+  %147 = mul nsw i64 %146, 9
+  %148 = add nsw i64 320, %147
+  %149 = add nsw i64 %148, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %149
+  %150 = load float, ptr %params25, align 4
+  %151 = fsub float %144, %150
+  %152 = fmul float %151, 5.000000e-01
+  store float %152, ptr %conv2.w34, align 4
+  %153 = mul nsw i64 %conv2.co232, 32
+  %154 = add nsw i64 %153, %conv2.ci221
+  %155 = mul nsw i64 %154, 9
+  %156 = add nsw i64 320, %155
+  %157 = add nsw i64 %156, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %157
+  %158 = load float, ptr %params26, align 4
+  store float %158, ptr %conv2.w35, align 4
+  %w24 = load float, ptr %conv2.w24, align 4
+  store float %w24, ptr %conv2.w36, align 4
+  %w2427 = load float, ptr %conv2.w24, align 4
+  %w28 = load float, ptr %conv2.w28, align 4
+  %159 = fadd float %w2427, %w28
+  %w32 = load float, ptr %conv2.w32, align 4
+  %160 = fadd float %159, %w32
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %conv2.w37, align 4
+  %w2428 = load float, ptr %conv2.w24, align 4
+  %w3229 = load float, ptr %conv2.w32, align 4
+  %162 = fadd float %w2428, %w3229
+  %w2830 = load float, ptr %conv2.w28, align 4
+  %163 = fsub float %162, %w2830
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %conv2.w38, align 4
+  %w3231 = load float, ptr %conv2.w32, align 4
+  store float %w3231, ptr %conv2.w39, align 4
+  %w25 = load float, ptr %conv2.w25, align 4
+  store float %w25, ptr %conv2.w40, align 4
+  %w2532 = load float, ptr %conv2.w25, align 4
+  %w29 = load float, ptr %conv2.w29, align 4
+  %165 = fadd float %w2532, %w29
+  %w33 = load float, ptr %conv2.w33, align 4
+  %166 = fadd float %165, %w33
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %conv2.w41, align 4
+  %w2533 = load float, ptr %conv2.w25, align 4
+  %w3334 = load float, ptr %conv2.w33, align 4
+  %168 = fadd float %w2533, %w3334
+  %w2935 = load float, ptr %conv2.w29, align 4
+  %169 = fsub float %168, %w2935
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %conv2.w42, align 4
+  %w3336 = load float, ptr %conv2.w33, align 4
+  store float %w3336, ptr %conv2.w43, align 4
+  %w26 = load float, ptr %conv2.w26, align 4
+  store float %w26, ptr %conv2.w44, align 4
+  %w2637 = load float, ptr %conv2.w26, align 4
+  %w30 = load float, ptr %conv2.w30, align 4
+  %171 = fadd float %w2637, %w30
+  %w34 = load float, ptr %conv2.w34, align 4
+  %172 = fadd float %171, %w34
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %conv2.w45, align 4
+  %w2638 = load float, ptr %conv2.w26, align 4
+  %w3439 = load float, ptr %conv2.w34, align 4
+  %174 = fadd float %w2638, %w3439
+  %w3040 = load float, ptr %conv2.w30, align 4
+  %175 = fsub float %174, %w3040
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %conv2.w46, align 4
+  %w3441 = load float, ptr %conv2.w34, align 4
+  store float %w3441, ptr %conv2.w47, align 4
+  %w27 = load float, ptr %conv2.w27, align 4
+  store float %w27, ptr %conv2.w48, align 4
+  %w2742 = load float, ptr %conv2.w27, align 4
+  %w31 = load float, ptr %conv2.w31, align 4
+  %177 = fadd float %w2742, %w31
+  %w35 = load float, ptr %conv2.w35, align 4
+  %178 = fadd float %177, %w35
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %conv2.w49, align 4
+  %w2743 = load float, ptr %conv2.w27, align 4
+  %w3544 = load float, ptr %conv2.w35, align 4
+  %180 = fadd float %w2743, %w3544
+  %w3145 = load float, ptr %conv2.w31, align 4
+  %181 = fsub float %180, %w3145
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %conv2.w50, align 4
+  %w3546 = load float, ptr %conv2.w35, align 4
+  store float %w3546, ptr %conv2.w51, align 4
+  %w36 = load float, ptr %conv2.w36, align 4
+  %183 = mul nsw i64 %conv2.ci221, 64
+  %184 = add nsw i64 2564096, %183
+  %185 = add nsw i64 %184, %conv2.co232
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w36, ptr %arena47, align 4
+  %w37 = load float, ptr %conv2.w37, align 4
+  %186 = mul nsw i64 %conv2.ci221, 64
+  %187 = add nsw i64 2566144, %186
+  %188 = add nsw i64 %187, %conv2.co232
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w37, ptr %arena48, align 4
+  %w38 = load float, ptr %conv2.w38, align 4
+  %189 = mul nsw i64 %conv2.ci221, 64
+  %190 = add nsw i64 2568192, %189
+  %191 = add nsw i64 %190, %conv2.co232
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w38, ptr %arena49, align 4
+  %w39 = load float, ptr %conv2.w39, align 4
+  %192 = mul nsw i64 %conv2.ci221, 64
+  %193 = add nsw i64 2570240, %192
+  %194 = add nsw i64 %193, %conv2.co232
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w39, ptr %arena50, align 4
+  %w40 = load float, ptr %conv2.w40, align 4
+  %195 = mul nsw i64 %conv2.ci221, 64
+  %196 = add nsw i64 2572288, %195
+  %197 = add nsw i64 %196, %conv2.co232
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w40, ptr %arena51, align 4
+  %w41 = load float, ptr %conv2.w41, align 4
+  %198 = mul nsw i64 %conv2.ci221, 64
+  %199 = add nsw i64 2574336, %198
+  %200 = add nsw i64 %199, %conv2.co232
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w41, ptr %arena52, align 4
+  %w42 = load float, ptr %conv2.w42, align 4
+  %201 = mul nsw i64 %conv2.ci221, 64
+  %202 = add nsw i64 2576384, %201
+  %203 = add nsw i64 %202, %conv2.co232
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w42, ptr %arena53, align 4
+  %w43 = load float, ptr %conv2.w43, align 4
+  %204 = mul nsw i64 %conv2.ci221, 64
+  %205 = add nsw i64 2578432, %204
+  %206 = add nsw i64 %205, %conv2.co232
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w43, ptr %arena54, align 4
+  %w44 = load float, ptr %conv2.w44, align 4
+  %207 = mul nsw i64 %conv2.ci221, 64
+  %208 = add nsw i64 2580480, %207
+  %209 = add nsw i64 %208, %conv2.co232
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w44, ptr %arena55, align 4
+  %w45 = load float, ptr %conv2.w45, align 4
+  %210 = mul nsw i64 %conv2.ci221, 64
+  %211 = add nsw i64 2582528, %210
+  %212 = add nsw i64 %211, %conv2.co232
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w45, ptr %arena56, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %213 = mul nsw i64 %conv2.ci221, 64
+  %214 = add nsw i64 2584576, %213
+  %215 = add nsw i64 %214, %conv2.co232
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w46, ptr %arena57, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %216 = mul nsw i64 %conv2.ci221, 64
+  %217 = add nsw i64 2586624, %216
+  %218 = add nsw i64 %217, %conv2.co232
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w47, ptr %arena58, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %219 = mul nsw i64 %conv2.ci221, 64
+  %220 = add nsw i64 2588672, %219
+  %221 = add nsw i64 %220, %conv2.co232
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w48, ptr %arena59, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %222 = mul nsw i64 %conv2.ci221, 64
+  %223 = add nsw i64 2590720, %222
+  %224 = add nsw i64 %223, %conv2.co232
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w49, ptr %arena60, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %225 = mul nsw i64 %conv2.ci221, 64
+  %226 = add nsw i64 2592768, %225
+  %227 = add nsw i64 %226, %conv2.co232
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w50, ptr %arena61, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %228 = mul nsw i64 %conv2.ci221, 64
+  %229 = add nsw i64 2594816, %228
+  %230 = add nsw i64 %229, %conv2.co232
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
+  store float %w51, ptr %arena62, align 4
+  %co23.next = add nsw i64 %conv2.co232, 1
+  %231 = icmp slt i64 %co23.next, 64
+  br i1 %231, label %conv2.co23, label %conv2.co23.end
 
-conv2.k54.end:                                    ; preds = %conv2.k54
-  %t53_c0_028 = load <8 x float>, ptr %conv2.t53_c0_0, align 32
-  %62 = mul nsw i64 %conv2.mb522, 4
-  %63 = mul nsw i64 %62, 2304
-  %64 = add nsw i64 3227648, %63
-  %65 = mul nsw i64 %conv2.nb511, 24
-  %66 = add nsw i64 %64, %65
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t53_c0_028, ptr %arena29, align 4
-  %t53_c0_130 = load <8 x float>, ptr %conv2.t53_c0_1, align 32
-  %67 = mul nsw i64 %conv2.mb522, 4
-  %68 = mul nsw i64 %67, 2304
-  %69 = add nsw i64 3227648, %68
-  %70 = mul nsw i64 %conv2.nb511, 24
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t53_c0_130, ptr %arena31, align 4
-  %t53_c0_232 = load <8 x float>, ptr %conv2.t53_c0_2, align 32
-  %73 = mul nsw i64 %conv2.mb522, 4
-  %74 = mul nsw i64 %73, 2304
-  %75 = add nsw i64 3227648, %74
-  %76 = mul nsw i64 %conv2.nb511, 24
-  %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t53_c0_232, ptr %arena33, align 4
-  %t53_c1_034 = load <8 x float>, ptr %conv2.t53_c1_0, align 32
-  %79 = mul nsw i64 %conv2.mb522, 4
-  %80 = add nsw i64 %79, 1
-  %81 = mul nsw i64 %80, 2304
-  %82 = add nsw i64 3227648, %81
-  %83 = mul nsw i64 %conv2.nb511, 24
-  %84 = add nsw i64 %82, %83
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t53_c1_034, ptr %arena35, align 4
-  %t53_c1_136 = load <8 x float>, ptr %conv2.t53_c1_1, align 32
-  %85 = mul nsw i64 %conv2.mb522, 4
-  %86 = add nsw i64 %85, 1
-  %87 = mul nsw i64 %86, 2304
-  %88 = add nsw i64 3227648, %87
-  %89 = mul nsw i64 %conv2.nb511, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t53_c1_136, ptr %arena37, align 4
-  %t53_c1_238 = load <8 x float>, ptr %conv2.t53_c1_2, align 32
-  %92 = mul nsw i64 %conv2.mb522, 4
-  %93 = add nsw i64 %92, 1
-  %94 = mul nsw i64 %93, 2304
-  %95 = add nsw i64 3227648, %94
-  %96 = mul nsw i64 %conv2.nb511, 24
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 %97, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t53_c1_238, ptr %arena39, align 4
-  %t53_c2_040 = load <8 x float>, ptr %conv2.t53_c2_0, align 32
-  %99 = mul nsw i64 %conv2.mb522, 4
-  %100 = add nsw i64 %99, 2
-  %101 = mul nsw i64 %100, 2304
-  %102 = add nsw i64 3227648, %101
-  %103 = mul nsw i64 %conv2.nb511, 24
-  %104 = add nsw i64 %102, %103
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t53_c2_040, ptr %arena41, align 4
-  %t53_c2_142 = load <8 x float>, ptr %conv2.t53_c2_1, align 32
-  %105 = mul nsw i64 %conv2.mb522, 4
-  %106 = add nsw i64 %105, 2
-  %107 = mul nsw i64 %106, 2304
-  %108 = add nsw i64 3227648, %107
-  %109 = mul nsw i64 %conv2.nb511, 24
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t53_c2_142, ptr %arena43, align 4
-  %t53_c2_244 = load <8 x float>, ptr %conv2.t53_c2_2, align 32
-  %112 = mul nsw i64 %conv2.mb522, 4
-  %113 = add nsw i64 %112, 2
-  %114 = mul nsw i64 %113, 2304
-  %115 = add nsw i64 3227648, %114
-  %116 = mul nsw i64 %conv2.nb511, 24
-  %117 = add nsw i64 %115, %116
-  %118 = add nsw i64 %117, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t53_c2_244, ptr %arena45, align 4
-  %t53_c3_046 = load <8 x float>, ptr %conv2.t53_c3_0, align 32
-  %119 = mul nsw i64 %conv2.mb522, 4
-  %120 = add nsw i64 %119, 3
-  %121 = mul nsw i64 %120, 2304
-  %122 = add nsw i64 3227648, %121
-  %123 = mul nsw i64 %conv2.nb511, 24
-  %124 = add nsw i64 %122, %123
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t53_c3_046, ptr %arena47, align 4
-  %t53_c3_148 = load <8 x float>, ptr %conv2.t53_c3_1, align 32
-  %125 = mul nsw i64 %conv2.mb522, 4
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 2304
-  %128 = add nsw i64 3227648, %127
-  %129 = mul nsw i64 %conv2.nb511, 24
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %130, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t53_c3_148, ptr %arena49, align 4
-  %t53_c3_250 = load <8 x float>, ptr %conv2.t53_c3_2, align 32
-  %132 = mul nsw i64 %conv2.mb522, 4
-  %133 = add nsw i64 %132, 3
-  %134 = mul nsw i64 %133, 2304
-  %135 = add nsw i64 3227648, %134
-  %136 = mul nsw i64 %conv2.nb511, 24
-  %137 = add nsw i64 %135, %136
-  %138 = add nsw i64 %137, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t53_c3_250, ptr %arena51, align 4
-  %mb52.next = add nsw i64 %conv2.mb522, 1
-  %139 = icmp slt i64 %mb52.next, 16
-  br i1 %139, label %conv2.mb52, label %conv2.mb52.end
+conv2.co23.end:                                   ; preds = %conv2.co23
+  %ci22.next = add nsw i64 %conv2.ci221, 1
+  %232 = icmp slt i64 %ci22.next, 32
+  br i1 %232, label %conv2.ci22, label %conv2.ci22.end
+
+conv2.i52:                                        ; preds = %conv2.i52, %conv2.ci22.end
+  %conv2.i5263 = phi i64 [ 0, %conv2.ci22.end ], [ %i52.next, %conv2.i52 ]
+  %233 = add nsw i64 2596864, %conv2.i5263
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
+  store float 0.000000e+00, ptr %arena64, align 4
+  %i52.next = add nsw i64 %conv2.i5263, 1
+  %234 = icmp slt i64 %i52.next, 21632
+  br i1 %234, label %conv2.i52, label %conv2.i52.end
+
+conv2.i52.end:                                    ; preds = %conv2.i52
+  br label %conv2.g53
+
+conv2.g53:                                        ; preds = %conv2.j126.end, %conv2.i52.end
+  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j126.end ]
+  br label %conv2.j54
+
+conv2.g53.end:                                    ; preds = %conv2.j126.end
+  ret void
+
+conv2.j54:                                        ; preds = %conv2.c55.end, %conv2.g53
+  %conv2.j5466 = phi i64 [ 0, %conv2.g53 ], [ %j54.next, %conv2.c55.end ]
+  br label %conv2.c55
+
+conv2.j54.end:                                    ; preds = %conv2.c55.end
+  br label %conv2.j58
+
+conv2.c55:                                        ; preds = %conv2.iy56.end, %conv2.j54
+  %conv2.c5567 = phi i64 [ 0, %conv2.j54 ], [ %c55.next, %conv2.iy56.end ]
+  br label %conv2.iy56
+
+conv2.c55.end:                                    ; preds = %conv2.iy56.end
+  %j54.next = add nsw i64 %conv2.j5466, 1
+  %235 = icmp slt i64 %j54.next, 1
+  br i1 %235, label %conv2.j54, label %conv2.j54.end
+
+conv2.iy56:                                       ; preds = %conv2.ix57.end, %conv2.c55
+  %conv2.iy5668 = phi i64 [ 0, %conv2.c55 ], [ %iy56.next, %conv2.ix57.end ]
+  br label %conv2.ix57
+
+conv2.iy56.end:                                   ; preds = %conv2.ix57.end
+  %c55.next = add nsw i64 %conv2.c5567, 1
+  %236 = icmp slt i64 %c55.next, 32
+  br i1 %236, label %conv2.c55, label %conv2.c55.end
+
+conv2.ix57:                                       ; preds = %conv2.ix57, %conv2.iy56
+  %conv2.ix5769 = phi i64 [ 0, %conv2.iy56 ], [ %ix57.next, %conv2.ix57 ]
+  %237 = add nsw i64 %conv2.g5365, %conv2.j5466
+  %238 = mul nsw i64 %237, 21632
+  %239 = mul nsw i64 %conv2.c5567, 676
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv2.iy5668, 26
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %242, %conv2.ix5769
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
+  %244 = load float, ptr %arena70, align 4
+  %245 = mul nsw i64 %conv2.j5466, 21632
+  %246 = mul nsw i64 %conv2.iy5668, 832
+  %247 = add nsw i64 %245, %246
+  %248 = mul nsw i64 %conv2.ix5769, 32
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, %conv2.c5567
+  %251 = add nsw i64 2596864, %250
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %244, ptr %arena71, align 4
+  %ix57.next = add nsw i64 %conv2.ix5769, 1
+  %252 = icmp slt i64 %ix57.next, 26
+  br i1 %252, label %conv2.ix57, label %conv2.ix57.end
+
+conv2.ix57.end:                                   ; preds = %conv2.ix57
+  %iy56.next = add nsw i64 %conv2.iy5668, 1
+  %253 = icmp slt i64 %iy56.next, 26
+  br i1 %253, label %conv2.iy56, label %conv2.iy56.end
+
+conv2.j58:                                        ; preds = %conv2.ty59.end, %conv2.j54.end
+  %conv2.j5872 = phi i64 [ 0, %conv2.j54.end ], [ %j58.next, %conv2.ty59.end ]
+  br label %conv2.ty59
+
+conv2.j58.end:                                    ; preds = %conv2.ty59.end
+  br label %conv2.xi94
+
+conv2.ty59:                                       ; preds = %conv2.tx60.end, %conv2.j58
+  %conv2.ty5973 = phi i64 [ 0, %conv2.j58 ], [ %ty59.next, %conv2.tx60.end ]
+  br label %conv2.tx60
+
+conv2.ty59.end:                                   ; preds = %conv2.tx60.end
+  %j58.next = add nsw i64 %conv2.j5872, 1
+  %254 = icmp slt i64 %j58.next, 1
+  br i1 %254, label %conv2.j58, label %conv2.j58.end
+
+conv2.tx60:                                       ; preds = %conv2.cv61.end, %conv2.ty59
+  %conv2.tx6074 = phi i64 [ 0, %conv2.ty59 ], [ %tx60.next, %conv2.cv61.end ]
+  br label %conv2.cv61
+
+conv2.tx60.end:                                   ; preds = %conv2.cv61.end
+  %ty59.next = add nsw i64 %conv2.ty5973, 1
+  %255 = icmp slt i64 %ty59.next, 12
+  br i1 %255, label %conv2.ty59, label %conv2.ty59.end
+
+conv2.cv61:                                       ; preds = %conv2.cv61, %conv2.tx60
+  %conv2.cv6175 = phi i64 [ 0, %conv2.tx60 ], [ %cv61.next, %conv2.cv61 ]
+  %256 = mul nsw i64 %conv2.j5872, 21632
+  %257 = mul nsw i64 %conv2.ty5973, 2
+  %258 = mul nsw i64 %257, 832
+  %259 = add nsw i64 %256, %258
+  %260 = mul nsw i64 %conv2.tx6074, 2
+  %261 = mul nsw i64 %260, 32
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %conv2.cv6175, 8
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 2596864, %264
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %265
+  %266 = load <8 x float>, ptr %arena76, align 4
+  %267 = mul nsw i64 %conv2.j5872, 21632
+  %268 = mul nsw i64 %conv2.ty5973, 2
+  %269 = add nsw i64 %268, 2
+  %270 = mul nsw i64 %269, 832
+  %271 = add nsw i64 %267, %270
+  %272 = mul nsw i64 %conv2.tx6074, 2
+  %273 = mul nsw i64 %272, 32
+  %274 = add nsw i64 %271, %273
+  %275 = mul nsw i64 %conv2.cv6175, 8
+  %276 = add nsw i64 %274, %275
+  %277 = add nsw i64 2596864, %276
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %277
+  %278 = load <8 x float>, ptr %arena77, align 4
+  %279 = fsub <8 x float> %266, %278
+  store <8 x float> %279, ptr %conv2.w62, align 32
+  %280 = mul nsw i64 %conv2.j5872, 21632
+  %281 = mul nsw i64 %conv2.ty5973, 2
+  %282 = add nsw i64 %281, 1
+  %283 = mul nsw i64 %282, 832
+  %284 = add nsw i64 %280, %283
+  %285 = mul nsw i64 %conv2.tx6074, 2
+  %286 = mul nsw i64 %285, 32
+  %287 = add nsw i64 %284, %286
+  %288 = mul nsw i64 %conv2.cv6175, 8
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 2596864, %289
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %290
+  %291 = load <8 x float>, ptr %arena78, align 4
+  %292 = mul nsw i64 %conv2.j5872, 21632
+  %293 = mul nsw i64 %conv2.ty5973, 2
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 832
+  %296 = add nsw i64 %292, %295
+  %297 = mul nsw i64 %conv2.tx6074, 2
+  %298 = mul nsw i64 %297, 32
+  %299 = add nsw i64 %296, %298
+  %300 = mul nsw i64 %conv2.cv6175, 8
+  %301 = add nsw i64 %299, %300
+  %302 = add nsw i64 2596864, %301
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %302
+  %303 = load <8 x float>, ptr %arena79, align 4
+  %304 = fadd <8 x float> %291, %303
+  store <8 x float> %304, ptr %conv2.w63, align 32
+  %305 = mul nsw i64 %conv2.j5872, 21632
+  %306 = mul nsw i64 %conv2.ty5973, 2
+  %307 = add nsw i64 %306, 2
+  %308 = mul nsw i64 %307, 832
+  %309 = add nsw i64 %305, %308
+  %310 = mul nsw i64 %conv2.tx6074, 2
+  %311 = mul nsw i64 %310, 32
+  %312 = add nsw i64 %309, %311
+  %313 = mul nsw i64 %conv2.cv6175, 8
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 2596864, %314
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load <8 x float>, ptr %arena80, align 4
+  %317 = mul nsw i64 %conv2.j5872, 21632
+  %318 = mul nsw i64 %conv2.ty5973, 2
+  %319 = add nsw i64 %318, 1
+  %320 = mul nsw i64 %319, 832
+  %321 = add nsw i64 %317, %320
+  %322 = mul nsw i64 %conv2.tx6074, 2
+  %323 = mul nsw i64 %322, 32
+  %324 = add nsw i64 %321, %323
+  %325 = mul nsw i64 %conv2.cv6175, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 2596864, %326
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %327
+  %328 = load <8 x float>, ptr %arena81, align 4
+  %329 = fsub <8 x float> %316, %328
+  store <8 x float> %329, ptr %conv2.w64, align 32
+  %330 = mul nsw i64 %conv2.j5872, 21632
+  %331 = mul nsw i64 %conv2.ty5973, 2
+  %332 = add nsw i64 %331, 1
+  %333 = mul nsw i64 %332, 832
+  %334 = add nsw i64 %330, %333
+  %335 = mul nsw i64 %conv2.tx6074, 2
+  %336 = mul nsw i64 %335, 32
+  %337 = add nsw i64 %334, %336
+  %338 = mul nsw i64 %conv2.cv6175, 8
+  %339 = add nsw i64 %337, %338
+  %340 = add nsw i64 2596864, %339
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %340
+  %341 = load <8 x float>, ptr %arena82, align 4
+  %342 = mul nsw i64 %conv2.j5872, 21632
+  %343 = mul nsw i64 %conv2.ty5973, 2
+  %344 = add nsw i64 %343, 3
+  %345 = mul nsw i64 %344, 832
+  %346 = add nsw i64 %342, %345
+  %347 = mul nsw i64 %conv2.tx6074, 2
+  %348 = mul nsw i64 %347, 32
+  %349 = add nsw i64 %346, %348
+  %350 = mul nsw i64 %conv2.cv6175, 8
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 2596864, %351
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %352
+  %353 = load <8 x float>, ptr %arena83, align 4
+  %354 = fsub <8 x float> %341, %353
+  store <8 x float> %354, ptr %conv2.w65, align 32
+  %355 = mul nsw i64 %conv2.j5872, 21632
+  %356 = mul nsw i64 %conv2.ty5973, 2
+  %357 = mul nsw i64 %356, 832
+  %358 = add nsw i64 %355, %357
+  %359 = mul nsw i64 %conv2.tx6074, 2
+  %360 = add nsw i64 %359, 1
+  %361 = mul nsw i64 %360, 32
+  %362 = add nsw i64 %358, %361
+  %363 = mul nsw i64 %conv2.cv6175, 8
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 2596864, %364
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load <8 x float>, ptr %arena84, align 4
+  %367 = mul nsw i64 %conv2.j5872, 21632
+  %368 = mul nsw i64 %conv2.ty5973, 2
+  %369 = add nsw i64 %368, 2
+  %370 = mul nsw i64 %369, 832
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.tx6074, 2
+  %373 = add nsw i64 %372, 1
+  %374 = mul nsw i64 %373, 32
+  %375 = add nsw i64 %371, %374
+  %376 = mul nsw i64 %conv2.cv6175, 8
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 2596864, %377
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load <8 x float>, ptr %arena85, align 4
+  %380 = fsub <8 x float> %366, %379
+  store <8 x float> %380, ptr %conv2.w66, align 32
+  %381 = mul nsw i64 %conv2.j5872, 21632
+  %382 = mul nsw i64 %conv2.ty5973, 2
+  %383 = add nsw i64 %382, 1
+  %384 = mul nsw i64 %383, 832
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv2.tx6074, 2
+  %387 = add nsw i64 %386, 1
+  %388 = mul nsw i64 %387, 32
+  %389 = add nsw i64 %385, %388
+  %390 = mul nsw i64 %conv2.cv6175, 8
+  %391 = add nsw i64 %389, %390
+  %392 = add nsw i64 2596864, %391
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %392
+  %393 = load <8 x float>, ptr %arena86, align 4
+  %394 = mul nsw i64 %conv2.j5872, 21632
+  %395 = mul nsw i64 %conv2.ty5973, 2
+  %396 = add nsw i64 %395, 2
+  %397 = mul nsw i64 %396, 832
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.tx6074, 2
+  %400 = add nsw i64 %399, 1
+  %401 = mul nsw i64 %400, 32
+  %402 = add nsw i64 %398, %401
+  %403 = mul nsw i64 %conv2.cv6175, 8
+  %404 = add nsw i64 %402, %403
+  %405 = add nsw i64 2596864, %404
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %405
+  %406 = load <8 x float>, ptr %arena87, align 4
+  %407 = fadd <8 x float> %393, %406
+  store <8 x float> %407, ptr %conv2.w67, align 32
+  %408 = mul nsw i64 %conv2.j5872, 21632
+  %409 = mul nsw i64 %conv2.ty5973, 2
+  %410 = add nsw i64 %409, 2
+  %411 = mul nsw i64 %410, 832
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv2.tx6074, 2
+  %414 = add nsw i64 %413, 1
+  %415 = mul nsw i64 %414, 32
+  %416 = add nsw i64 %412, %415
+  %417 = mul nsw i64 %conv2.cv6175, 8
+  %418 = add nsw i64 %416, %417
+  %419 = add nsw i64 2596864, %418
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %419
+  %420 = load <8 x float>, ptr %arena88, align 4
+  %421 = mul nsw i64 %conv2.j5872, 21632
+  %422 = mul nsw i64 %conv2.ty5973, 2
+  %423 = add nsw i64 %422, 1
+  %424 = mul nsw i64 %423, 832
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv2.tx6074, 2
+  %427 = add nsw i64 %426, 1
+  %428 = mul nsw i64 %427, 32
+  %429 = add nsw i64 %425, %428
+  %430 = mul nsw i64 %conv2.cv6175, 8
+  %431 = add nsw i64 %429, %430
+  %432 = add nsw i64 2596864, %431
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load <8 x float>, ptr %arena89, align 4
+  %434 = fsub <8 x float> %420, %433
+  store <8 x float> %434, ptr %conv2.w68, align 32
+  %435 = mul nsw i64 %conv2.j5872, 21632
+  %436 = mul nsw i64 %conv2.ty5973, 2
+  %437 = add nsw i64 %436, 1
+  %438 = mul nsw i64 %437, 832
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv2.tx6074, 2
+  %441 = add nsw i64 %440, 1
+  %442 = mul nsw i64 %441, 32
+  %443 = add nsw i64 %439, %442
+  %444 = mul nsw i64 %conv2.cv6175, 8
+  %445 = add nsw i64 %443, %444
+  %446 = add nsw i64 2596864, %445
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %446
+  %447 = load <8 x float>, ptr %arena90, align 4
+  %448 = mul nsw i64 %conv2.j5872, 21632
+  %449 = mul nsw i64 %conv2.ty5973, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 832
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.tx6074, 2
+  %454 = add nsw i64 %453, 1
+  %455 = mul nsw i64 %454, 32
+  %456 = add nsw i64 %452, %455
+  %457 = mul nsw i64 %conv2.cv6175, 8
+  %458 = add nsw i64 %456, %457
+  %459 = add nsw i64 2596864, %458
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load <8 x float>, ptr %arena91, align 4
+  %461 = fsub <8 x float> %447, %460
+  store <8 x float> %461, ptr %conv2.w69, align 32
+  %462 = mul nsw i64 %conv2.j5872, 21632
+  %463 = mul nsw i64 %conv2.ty5973, 2
+  %464 = mul nsw i64 %463, 832
+  %465 = add nsw i64 %462, %464
+  %466 = mul nsw i64 %conv2.tx6074, 2
+  %467 = add nsw i64 %466, 2
+  %468 = mul nsw i64 %467, 32
+  %469 = add nsw i64 %465, %468
+  %470 = mul nsw i64 %conv2.cv6175, 8
+  %471 = add nsw i64 %469, %470
+  %472 = add nsw i64 2596864, %471
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load <8 x float>, ptr %arena92, align 4
+  %474 = mul nsw i64 %conv2.j5872, 21632
+  %475 = mul nsw i64 %conv2.ty5973, 2
+  %476 = add nsw i64 %475, 2
+  %477 = mul nsw i64 %476, 832
+  %478 = add nsw i64 %474, %477
+  %479 = mul nsw i64 %conv2.tx6074, 2
+  %480 = add nsw i64 %479, 2
+  %481 = mul nsw i64 %480, 32
+  %482 = add nsw i64 %478, %481
+  %483 = mul nsw i64 %conv2.cv6175, 8
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 2596864, %484
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %485
+  %486 = load <8 x float>, ptr %arena93, align 4
+  %487 = fsub <8 x float> %473, %486
+  store <8 x float> %487, ptr %conv2.w70, align 32
+  %488 = mul nsw i64 %conv2.j5872, 21632
+  %489 = mul nsw i64 %conv2.ty5973, 2
+  %490 = add nsw i64 %489, 1
+  %491 = mul nsw i64 %490, 832
+  %492 = add nsw i64 %488, %491
+  %493 = mul nsw i64 %conv2.tx6074, 2
+  %494 = add nsw i64 %493, 2
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 %492, %495
+  %497 = mul nsw i64 %conv2.cv6175, 8
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 2596864, %498
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %499
+  %500 = load <8 x float>, ptr %arena94, align 4
+  %501 = mul nsw i64 %conv2.j5872, 21632
+  %502 = mul nsw i64 %conv2.ty5973, 2
+  %503 = add nsw i64 %502, 2
+  %504 = mul nsw i64 %503, 832
+  %505 = add nsw i64 %501, %504
+  %506 = mul nsw i64 %conv2.tx6074, 2
+  %507 = add nsw i64 %506, 2
+  %508 = mul nsw i64 %507, 32
+  %509 = add nsw i64 %505, %508
+  %510 = mul nsw i64 %conv2.cv6175, 8
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 2596864, %511
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load <8 x float>, ptr %arena95, align 4
+  %514 = fadd <8 x float> %500, %513
+  store <8 x float> %514, ptr %conv2.w71, align 32
+  %515 = mul nsw i64 %conv2.j5872, 21632
+  %516 = mul nsw i64 %conv2.ty5973, 2
+  %517 = add nsw i64 %516, 2
+  %518 = mul nsw i64 %517, 832
+  %519 = add nsw i64 %515, %518
+  %520 = mul nsw i64 %conv2.tx6074, 2
+  %521 = add nsw i64 %520, 2
+  %522 = mul nsw i64 %521, 32
+  %523 = add nsw i64 %519, %522
+  %524 = mul nsw i64 %conv2.cv6175, 8
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 2596864, %525
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load <8 x float>, ptr %arena96, align 4
+  %528 = mul nsw i64 %conv2.j5872, 21632
+  %529 = mul nsw i64 %conv2.ty5973, 2
+  %530 = add nsw i64 %529, 1
+  %531 = mul nsw i64 %530, 832
+  %532 = add nsw i64 %528, %531
+  %533 = mul nsw i64 %conv2.tx6074, 2
+  %534 = add nsw i64 %533, 2
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 %532, %535
+  %537 = mul nsw i64 %conv2.cv6175, 8
+  %538 = add nsw i64 %536, %537
+  %539 = add nsw i64 2596864, %538
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %539
+  %540 = load <8 x float>, ptr %arena97, align 4
+  %541 = fsub <8 x float> %527, %540
+  store <8 x float> %541, ptr %conv2.w72, align 32
+  %542 = mul nsw i64 %conv2.j5872, 21632
+  %543 = mul nsw i64 %conv2.ty5973, 2
+  %544 = add nsw i64 %543, 1
+  %545 = mul nsw i64 %544, 832
+  %546 = add nsw i64 %542, %545
+  %547 = mul nsw i64 %conv2.tx6074, 2
+  %548 = add nsw i64 %547, 2
+  %549 = mul nsw i64 %548, 32
+  %550 = add nsw i64 %546, %549
+  %551 = mul nsw i64 %conv2.cv6175, 8
+  %552 = add nsw i64 %550, %551
+  %553 = add nsw i64 2596864, %552
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %553
+  %554 = load <8 x float>, ptr %arena98, align 4
+  %555 = mul nsw i64 %conv2.j5872, 21632
+  %556 = mul nsw i64 %conv2.ty5973, 2
+  %557 = add nsw i64 %556, 3
+  %558 = mul nsw i64 %557, 832
+  %559 = add nsw i64 %555, %558
+  %560 = mul nsw i64 %conv2.tx6074, 2
+  %561 = add nsw i64 %560, 2
+  %562 = mul nsw i64 %561, 32
+  %563 = add nsw i64 %559, %562
+  %564 = mul nsw i64 %conv2.cv6175, 8
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 2596864, %565
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %566
+  %567 = load <8 x float>, ptr %arena99, align 4
+  %568 = fsub <8 x float> %554, %567
+  store <8 x float> %568, ptr %conv2.w73, align 32
+  %569 = mul nsw i64 %conv2.j5872, 21632
+  %570 = mul nsw i64 %conv2.ty5973, 2
+  %571 = mul nsw i64 %570, 832
+  %572 = add nsw i64 %569, %571
+  %573 = mul nsw i64 %conv2.tx6074, 2
+  %574 = add nsw i64 %573, 3
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 %572, %575
+  %577 = mul nsw i64 %conv2.cv6175, 8
+  %578 = add nsw i64 %576, %577
+  %579 = add nsw i64 2596864, %578
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %579
+  %580 = load <8 x float>, ptr %arena100, align 4
+  %581 = mul nsw i64 %conv2.j5872, 21632
+  %582 = mul nsw i64 %conv2.ty5973, 2
+  %583 = add nsw i64 %582, 2
+  %584 = mul nsw i64 %583, 832
+  %585 = add nsw i64 %581, %584
+  %586 = mul nsw i64 %conv2.tx6074, 2
+  %587 = add nsw i64 %586, 3
+  %588 = mul nsw i64 %587, 32
+  %589 = add nsw i64 %585, %588
+  %590 = mul nsw i64 %conv2.cv6175, 8
+  %591 = add nsw i64 %589, %590
+  %592 = add nsw i64 2596864, %591
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load <8 x float>, ptr %arena101, align 4
+  %594 = fsub <8 x float> %580, %593
+  store <8 x float> %594, ptr %conv2.w74, align 32
+  %595 = mul nsw i64 %conv2.j5872, 21632
+  %596 = mul nsw i64 %conv2.ty5973, 2
+  %597 = add nsw i64 %596, 1
+  %598 = mul nsw i64 %597, 832
+  %599 = add nsw i64 %595, %598
+  %600 = mul nsw i64 %conv2.tx6074, 2
+  %601 = add nsw i64 %600, 3
+  %602 = mul nsw i64 %601, 32
+  %603 = add nsw i64 %599, %602
+  %604 = mul nsw i64 %conv2.cv6175, 8
+  %605 = add nsw i64 %603, %604
+  %606 = add nsw i64 2596864, %605
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %606
+  %607 = load <8 x float>, ptr %arena102, align 4
+  %608 = mul nsw i64 %conv2.j5872, 21632
+  %609 = mul nsw i64 %conv2.ty5973, 2
+  %610 = add nsw i64 %609, 2
+  %611 = mul nsw i64 %610, 832
+  %612 = add nsw i64 %608, %611
+  %613 = mul nsw i64 %conv2.tx6074, 2
+  %614 = add nsw i64 %613, 3
+  %615 = mul nsw i64 %614, 32
+  %616 = add nsw i64 %612, %615
+  %617 = mul nsw i64 %conv2.cv6175, 8
+  %618 = add nsw i64 %616, %617
+  %619 = add nsw i64 2596864, %618
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %619
+  %620 = load <8 x float>, ptr %arena103, align 4
+  %621 = fadd <8 x float> %607, %620
+  store <8 x float> %621, ptr %conv2.w75, align 32
+  %622 = mul nsw i64 %conv2.j5872, 21632
+  %623 = mul nsw i64 %conv2.ty5973, 2
+  %624 = add nsw i64 %623, 2
+  %625 = mul nsw i64 %624, 832
+  %626 = add nsw i64 %622, %625
+  %627 = mul nsw i64 %conv2.tx6074, 2
+  %628 = add nsw i64 %627, 3
+  %629 = mul nsw i64 %628, 32
+  %630 = add nsw i64 %626, %629
+  %631 = mul nsw i64 %conv2.cv6175, 8
+  %632 = add nsw i64 %630, %631
+  %633 = add nsw i64 2596864, %632
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %633
+  %634 = load <8 x float>, ptr %arena104, align 4
+  %635 = mul nsw i64 %conv2.j5872, 21632
+  %636 = mul nsw i64 %conv2.ty5973, 2
+  %637 = add nsw i64 %636, 1
+  %638 = mul nsw i64 %637, 832
+  %639 = add nsw i64 %635, %638
+  %640 = mul nsw i64 %conv2.tx6074, 2
+  %641 = add nsw i64 %640, 3
+  %642 = mul nsw i64 %641, 32
+  %643 = add nsw i64 %639, %642
+  %644 = mul nsw i64 %conv2.cv6175, 8
+  %645 = add nsw i64 %643, %644
+  %646 = add nsw i64 2596864, %645
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %646
+  %647 = load <8 x float>, ptr %arena105, align 4
+  %648 = fsub <8 x float> %634, %647
+  store <8 x float> %648, ptr %conv2.w76, align 32
+  %649 = mul nsw i64 %conv2.j5872, 21632
+  %650 = mul nsw i64 %conv2.ty5973, 2
+  %651 = add nsw i64 %650, 1
+  %652 = mul nsw i64 %651, 832
+  %653 = add nsw i64 %649, %652
+  %654 = mul nsw i64 %conv2.tx6074, 2
+  %655 = add nsw i64 %654, 3
+  %656 = mul nsw i64 %655, 32
+  %657 = add nsw i64 %653, %656
+  %658 = mul nsw i64 %conv2.cv6175, 8
+  %659 = add nsw i64 %657, %658
+  %660 = add nsw i64 2596864, %659
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %660
+  %661 = load <8 x float>, ptr %arena106, align 4
+  %662 = mul nsw i64 %conv2.j5872, 21632
+  %663 = mul nsw i64 %conv2.ty5973, 2
+  %664 = add nsw i64 %663, 3
+  %665 = mul nsw i64 %664, 832
+  %666 = add nsw i64 %662, %665
+  %667 = mul nsw i64 %conv2.tx6074, 2
+  %668 = add nsw i64 %667, 3
+  %669 = mul nsw i64 %668, 32
+  %670 = add nsw i64 %666, %669
+  %671 = mul nsw i64 %conv2.cv6175, 8
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 2596864, %672
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load <8 x float>, ptr %arena107, align 4
+  %675 = fsub <8 x float> %661, %674
+  store <8 x float> %675, ptr %conv2.w77, align 32
+  %w62 = load <8 x float>, ptr %conv2.w62, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %676 = fsub <8 x float> %w62, %w70
+  store <8 x float> %676, ptr %conv2.w78, align 32
+  %w66 = load <8 x float>, ptr %conv2.w66, align 32
+  %w70108 = load <8 x float>, ptr %conv2.w70, align 32
+  %677 = fadd <8 x float> %w66, %w70108
+  store <8 x float> %677, ptr %conv2.w79, align 32
+  %w70109 = load <8 x float>, ptr %conv2.w70, align 32
+  %w66110 = load <8 x float>, ptr %conv2.w66, align 32
+  %678 = fsub <8 x float> %w70109, %w66110
+  store <8 x float> %678, ptr %conv2.w80, align 32
+  %w66111 = load <8 x float>, ptr %conv2.w66, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %679 = fsub <8 x float> %w66111, %w74
+  store <8 x float> %679, ptr %conv2.w81, align 32
+  %w63 = load <8 x float>, ptr %conv2.w63, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %680 = fsub <8 x float> %w63, %w71
+  store <8 x float> %680, ptr %conv2.w82, align 32
+  %w67 = load <8 x float>, ptr %conv2.w67, align 32
+  %w71112 = load <8 x float>, ptr %conv2.w71, align 32
+  %681 = fadd <8 x float> %w67, %w71112
+  store <8 x float> %681, ptr %conv2.w83, align 32
+  %w71113 = load <8 x float>, ptr %conv2.w71, align 32
+  %w67114 = load <8 x float>, ptr %conv2.w67, align 32
+  %682 = fsub <8 x float> %w71113, %w67114
+  store <8 x float> %682, ptr %conv2.w84, align 32
+  %w67115 = load <8 x float>, ptr %conv2.w67, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %683 = fsub <8 x float> %w67115, %w75
+  store <8 x float> %683, ptr %conv2.w85, align 32
+  %w64 = load <8 x float>, ptr %conv2.w64, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %684 = fsub <8 x float> %w64, %w72
+  store <8 x float> %684, ptr %conv2.w86, align 32
+  %w68 = load <8 x float>, ptr %conv2.w68, align 32
+  %w72116 = load <8 x float>, ptr %conv2.w72, align 32
+  %685 = fadd <8 x float> %w68, %w72116
+  store <8 x float> %685, ptr %conv2.w87, align 32
+  %w72117 = load <8 x float>, ptr %conv2.w72, align 32
+  %w68118 = load <8 x float>, ptr %conv2.w68, align 32
+  %686 = fsub <8 x float> %w72117, %w68118
+  store <8 x float> %686, ptr %conv2.w88, align 32
+  %w68119 = load <8 x float>, ptr %conv2.w68, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %687 = fsub <8 x float> %w68119, %w76
+  store <8 x float> %687, ptr %conv2.w89, align 32
+  %w65 = load <8 x float>, ptr %conv2.w65, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %688 = fsub <8 x float> %w65, %w73
+  store <8 x float> %688, ptr %conv2.w90, align 32
+  %w69 = load <8 x float>, ptr %conv2.w69, align 32
+  %w73120 = load <8 x float>, ptr %conv2.w73, align 32
+  %689 = fadd <8 x float> %w69, %w73120
+  store <8 x float> %689, ptr %conv2.w91, align 32
+  %w73121 = load <8 x float>, ptr %conv2.w73, align 32
+  %w69122 = load <8 x float>, ptr %conv2.w69, align 32
+  %690 = fsub <8 x float> %w73121, %w69122
+  store <8 x float> %690, ptr %conv2.w92, align 32
+  %w69123 = load <8 x float>, ptr %conv2.w69, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %691 = fsub <8 x float> %w69123, %w77
+  store <8 x float> %691, ptr %conv2.w93, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %692 = mul nsw i64 %conv2.j5872, 144
+  %693 = mul nsw i64 %conv2.ty5973, 12
+  %694 = add nsw i64 %692, %693
+  %695 = add nsw i64 %694, %conv2.tx6074
+  %696 = mul nsw i64 %695, 32
+  %697 = add nsw i64 2618496, %696
+  %698 = mul nsw i64 %conv2.cv6175, 8
+  %699 = add nsw i64 %697, %698
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %699
+  store <8 x float> %w78, ptr %arena124, align 4
+  %w79 = load <8 x float>, ptr %conv2.w79, align 32
+  %700 = mul nsw i64 %conv2.j5872, 144
+  %701 = mul nsw i64 %conv2.ty5973, 12
+  %702 = add nsw i64 %700, %701
+  %703 = add nsw i64 %702, %conv2.tx6074
+  %704 = mul nsw i64 %703, 32
+  %705 = add nsw i64 2623104, %704
+  %706 = mul nsw i64 %conv2.cv6175, 8
+  %707 = add nsw i64 %705, %706
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %707
+  store <8 x float> %w79, ptr %arena125, align 4
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %708 = mul nsw i64 %conv2.j5872, 144
+  %709 = mul nsw i64 %conv2.ty5973, 12
+  %710 = add nsw i64 %708, %709
+  %711 = add nsw i64 %710, %conv2.tx6074
+  %712 = mul nsw i64 %711, 32
+  %713 = add nsw i64 2627712, %712
+  %714 = mul nsw i64 %conv2.cv6175, 8
+  %715 = add nsw i64 %713, %714
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %715
+  store <8 x float> %w80, ptr %arena126, align 4
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %716 = mul nsw i64 %conv2.j5872, 144
+  %717 = mul nsw i64 %conv2.ty5973, 12
+  %718 = add nsw i64 %716, %717
+  %719 = add nsw i64 %718, %conv2.tx6074
+  %720 = mul nsw i64 %719, 32
+  %721 = add nsw i64 2632320, %720
+  %722 = mul nsw i64 %conv2.cv6175, 8
+  %723 = add nsw i64 %721, %722
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %723
+  store <8 x float> %w81, ptr %arena127, align 4
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %724 = mul nsw i64 %conv2.j5872, 144
+  %725 = mul nsw i64 %conv2.ty5973, 12
+  %726 = add nsw i64 %724, %725
+  %727 = add nsw i64 %726, %conv2.tx6074
+  %728 = mul nsw i64 %727, 32
+  %729 = add nsw i64 2636928, %728
+  %730 = mul nsw i64 %conv2.cv6175, 8
+  %731 = add nsw i64 %729, %730
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %731
+  store <8 x float> %w82, ptr %arena128, align 4
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %732 = mul nsw i64 %conv2.j5872, 144
+  %733 = mul nsw i64 %conv2.ty5973, 12
+  %734 = add nsw i64 %732, %733
+  %735 = add nsw i64 %734, %conv2.tx6074
+  %736 = mul nsw i64 %735, 32
+  %737 = add nsw i64 2641536, %736
+  %738 = mul nsw i64 %conv2.cv6175, 8
+  %739 = add nsw i64 %737, %738
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %739
+  store <8 x float> %w83, ptr %arena129, align 4
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %740 = mul nsw i64 %conv2.j5872, 144
+  %741 = mul nsw i64 %conv2.ty5973, 12
+  %742 = add nsw i64 %740, %741
+  %743 = add nsw i64 %742, %conv2.tx6074
+  %744 = mul nsw i64 %743, 32
+  %745 = add nsw i64 2646144, %744
+  %746 = mul nsw i64 %conv2.cv6175, 8
+  %747 = add nsw i64 %745, %746
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %747
+  store <8 x float> %w84, ptr %arena130, align 4
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %748 = mul nsw i64 %conv2.j5872, 144
+  %749 = mul nsw i64 %conv2.ty5973, 12
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %750, %conv2.tx6074
+  %752 = mul nsw i64 %751, 32
+  %753 = add nsw i64 2650752, %752
+  %754 = mul nsw i64 %conv2.cv6175, 8
+  %755 = add nsw i64 %753, %754
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %755
+  store <8 x float> %w85, ptr %arena131, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %756 = mul nsw i64 %conv2.j5872, 144
+  %757 = mul nsw i64 %conv2.ty5973, 12
+  %758 = add nsw i64 %756, %757
+  %759 = add nsw i64 %758, %conv2.tx6074
+  %760 = mul nsw i64 %759, 32
+  %761 = add nsw i64 2655360, %760
+  %762 = mul nsw i64 %conv2.cv6175, 8
+  %763 = add nsw i64 %761, %762
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %763
+  store <8 x float> %w86, ptr %arena132, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %764 = mul nsw i64 %conv2.j5872, 144
+  %765 = mul nsw i64 %conv2.ty5973, 12
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %766, %conv2.tx6074
+  %768 = mul nsw i64 %767, 32
+  %769 = add nsw i64 2659968, %768
+  %770 = mul nsw i64 %conv2.cv6175, 8
+  %771 = add nsw i64 %769, %770
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %771
+  store <8 x float> %w87, ptr %arena133, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %772 = mul nsw i64 %conv2.j5872, 144
+  %773 = mul nsw i64 %conv2.ty5973, 12
+  %774 = add nsw i64 %772, %773
+  %775 = add nsw i64 %774, %conv2.tx6074
+  %776 = mul nsw i64 %775, 32
+  %777 = add nsw i64 2664576, %776
+  %778 = mul nsw i64 %conv2.cv6175, 8
+  %779 = add nsw i64 %777, %778
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %779
+  store <8 x float> %w88, ptr %arena134, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %780 = mul nsw i64 %conv2.j5872, 144
+  %781 = mul nsw i64 %conv2.ty5973, 12
+  %782 = add nsw i64 %780, %781
+  %783 = add nsw i64 %782, %conv2.tx6074
+  %784 = mul nsw i64 %783, 32
+  %785 = add nsw i64 2669184, %784
+  %786 = mul nsw i64 %conv2.cv6175, 8
+  %787 = add nsw i64 %785, %786
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %787
+  store <8 x float> %w89, ptr %arena135, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %788 = mul nsw i64 %conv2.j5872, 144
+  %789 = mul nsw i64 %conv2.ty5973, 12
+  %790 = add nsw i64 %788, %789
+  %791 = add nsw i64 %790, %conv2.tx6074
+  %792 = mul nsw i64 %791, 32
+  %793 = add nsw i64 2673792, %792
+  %794 = mul nsw i64 %conv2.cv6175, 8
+  %795 = add nsw i64 %793, %794
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %795
+  store <8 x float> %w90, ptr %arena136, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %796 = mul nsw i64 %conv2.j5872, 144
+  %797 = mul nsw i64 %conv2.ty5973, 12
+  %798 = add nsw i64 %796, %797
+  %799 = add nsw i64 %798, %conv2.tx6074
+  %800 = mul nsw i64 %799, 32
+  %801 = add nsw i64 2678400, %800
+  %802 = mul nsw i64 %conv2.cv6175, 8
+  %803 = add nsw i64 %801, %802
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %803
+  store <8 x float> %w91, ptr %arena137, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %804 = mul nsw i64 %conv2.j5872, 144
+  %805 = mul nsw i64 %conv2.ty5973, 12
+  %806 = add nsw i64 %804, %805
+  %807 = add nsw i64 %806, %conv2.tx6074
+  %808 = mul nsw i64 %807, 32
+  %809 = add nsw i64 2683008, %808
+  %810 = mul nsw i64 %conv2.cv6175, 8
+  %811 = add nsw i64 %809, %810
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %811
+  store <8 x float> %w92, ptr %arena138, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %812 = mul nsw i64 %conv2.j5872, 144
+  %813 = mul nsw i64 %conv2.ty5973, 12
+  %814 = add nsw i64 %812, %813
+  %815 = add nsw i64 %814, %conv2.tx6074
+  %816 = mul nsw i64 %815, 32
+  %817 = add nsw i64 2687616, %816
+  %818 = mul nsw i64 %conv2.cv6175, 8
+  %819 = add nsw i64 %817, %818
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %819
+  store <8 x float> %w93, ptr %arena139, align 4
+  %cv61.next = add nsw i64 %conv2.cv6175, 1
+  %820 = icmp slt i64 %cv61.next, 4
+  br i1 %820, label %conv2.cv61, label %conv2.cv61.end
+
+conv2.cv61.end:                                   ; preds = %conv2.cv61
+  %tx60.next = add nsw i64 %conv2.tx6074, 1
+  %821 = icmp slt i64 %tx60.next, 12
+  br i1 %821, label %conv2.tx60, label %conv2.tx60.end
+
+conv2.xi94:                                       ; preds = %conv2.xi94, %conv2.j58.end
+  %conv2.xi94140 = phi i64 [ 0, %conv2.j58.end ], [ %xi94.next, %conv2.xi94 ]
+  %822 = mul nsw i64 %conv2.xi94140, 4608
+  %823 = add nsw i64 2618496, %822
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %823
+  %824 = mul nsw i64 %conv2.xi94140, 2048
+  %825 = add nsw i64 2564096, %824
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %825
+  %826 = mul nsw i64 %conv2.xi94140, 9216
+  %827 = add nsw i64 2692224, %826
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %827
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 144, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
+  %xi94.next = add nsw i64 %conv2.xi94140, 1
+  %828 = icmp slt i64 %xi94.next, 16
+  br i1 %828, label %conv2.xi94, label %conv2.xi94.end
+
+conv2.xi94.end:                                   ; preds = %conv2.xi94
+  br label %conv2.j95
+
+conv2.j95:                                        ; preds = %conv2.ty96.end, %conv2.xi94.end
+  %conv2.j95144 = phi i64 [ 0, %conv2.xi94.end ], [ %j95.next, %conv2.ty96.end ]
+  br label %conv2.ty96
+
+conv2.j95.end:                                    ; preds = %conv2.ty96.end
+  br label %conv2.j123
+
+conv2.ty96:                                       ; preds = %conv2.tx97.end, %conv2.j95
+  %conv2.ty96145 = phi i64 [ 0, %conv2.j95 ], [ %ty96.next, %conv2.tx97.end ]
+  br label %conv2.tx97
+
+conv2.ty96.end:                                   ; preds = %conv2.tx97.end
+  %j95.next = add nsw i64 %conv2.j95144, 1
+  %829 = icmp slt i64 %j95.next, 1
+  br i1 %829, label %conv2.j95, label %conv2.j95.end
+
+conv2.tx97:                                       ; preds = %conv2.cv98.end, %conv2.ty96
+  %conv2.tx97146 = phi i64 [ 0, %conv2.ty96 ], [ %tx97.next, %conv2.cv98.end ]
+  br label %conv2.cv98
+
+conv2.tx97.end:                                   ; preds = %conv2.cv98.end
+  %ty96.next = add nsw i64 %conv2.ty96145, 1
+  %830 = icmp slt i64 %ty96.next, 12
+  br i1 %830, label %conv2.ty96, label %conv2.ty96.end
+
+conv2.cv98:                                       ; preds = %conv2.cv98, %conv2.tx97
+  %conv2.cv98147 = phi i64 [ 0, %conv2.tx97 ], [ %cv98.next, %conv2.cv98 ]
+  %831 = mul nsw i64 %conv2.j95144, 144
+  %832 = mul nsw i64 %conv2.ty96145, 12
+  %833 = add nsw i64 %831, %832
+  %834 = add nsw i64 %833, %conv2.tx97146
+  %835 = mul nsw i64 %834, 64
+  %836 = add nsw i64 2692224, %835
+  %837 = mul nsw i64 %conv2.cv98147, 8
+  %838 = add nsw i64 %836, %837
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %838
+  %839 = load <8 x float>, ptr %arena148, align 4
+  %840 = mul nsw i64 %conv2.j95144, 144
+  %841 = mul nsw i64 %conv2.ty96145, 12
+  %842 = add nsw i64 %840, %841
+  %843 = add nsw i64 %842, %conv2.tx97146
+  %844 = mul nsw i64 %843, 64
+  %845 = add nsw i64 2729088, %844
+  %846 = mul nsw i64 %conv2.cv98147, 8
+  %847 = add nsw i64 %845, %846
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %847
+  %848 = load <8 x float>, ptr %arena149, align 4
+  %849 = fadd <8 x float> %839, %848
+  %850 = mul nsw i64 %conv2.j95144, 144
+  %851 = mul nsw i64 %conv2.ty96145, 12
+  %852 = add nsw i64 %850, %851
+  %853 = add nsw i64 %852, %conv2.tx97146
+  %854 = mul nsw i64 %853, 64
+  %855 = add nsw i64 2765952, %854
+  %856 = mul nsw i64 %conv2.cv98147, 8
+  %857 = add nsw i64 %855, %856
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %857
+  %858 = load <8 x float>, ptr %arena150, align 4
+  %859 = fadd <8 x float> %849, %858
+  store <8 x float> %859, ptr %conv2.w99, align 32
+  %860 = mul nsw i64 %conv2.j95144, 144
+  %861 = mul nsw i64 %conv2.ty96145, 12
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, %conv2.tx97146
+  %864 = mul nsw i64 %863, 64
+  %865 = add nsw i64 2729088, %864
+  %866 = mul nsw i64 %conv2.cv98147, 8
+  %867 = add nsw i64 %865, %866
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %867
+  %868 = load <8 x float>, ptr %arena151, align 4
+  %869 = mul nsw i64 %conv2.j95144, 144
+  %870 = mul nsw i64 %conv2.ty96145, 12
+  %871 = add nsw i64 %869, %870
+  %872 = add nsw i64 %871, %conv2.tx97146
+  %873 = mul nsw i64 %872, 64
+  %874 = add nsw i64 2765952, %873
+  %875 = mul nsw i64 %conv2.cv98147, 8
+  %876 = add nsw i64 %874, %875
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %876
+  %877 = load <8 x float>, ptr %arena152, align 4
+  %878 = fsub <8 x float> %868, %877
+  %879 = mul nsw i64 %conv2.j95144, 144
+  %880 = mul nsw i64 %conv2.ty96145, 12
+  %881 = add nsw i64 %879, %880
+  %882 = add nsw i64 %881, %conv2.tx97146
+  %883 = mul nsw i64 %882, 64
+  %884 = add nsw i64 2802816, %883
+  %885 = mul nsw i64 %conv2.cv98147, 8
+  %886 = add nsw i64 %884, %885
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = load <8 x float>, ptr %arena153, align 4
+  %888 = fsub <8 x float> %878, %887
+  store <8 x float> %888, ptr %conv2.w100, align 32
+  %889 = mul nsw i64 %conv2.j95144, 144
+  %890 = mul nsw i64 %conv2.ty96145, 12
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, %conv2.tx97146
+  %893 = mul nsw i64 %892, 64
+  %894 = add nsw i64 2701440, %893
+  %895 = mul nsw i64 %conv2.cv98147, 8
+  %896 = add nsw i64 %894, %895
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %896
+  %897 = load <8 x float>, ptr %arena154, align 4
+  %898 = mul nsw i64 %conv2.j95144, 144
+  %899 = mul nsw i64 %conv2.ty96145, 12
+  %900 = add nsw i64 %898, %899
+  %901 = add nsw i64 %900, %conv2.tx97146
+  %902 = mul nsw i64 %901, 64
+  %903 = add nsw i64 2738304, %902
+  %904 = mul nsw i64 %conv2.cv98147, 8
+  %905 = add nsw i64 %903, %904
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %905
+  %906 = load <8 x float>, ptr %arena155, align 4
+  %907 = fadd <8 x float> %897, %906
+  %908 = mul nsw i64 %conv2.j95144, 144
+  %909 = mul nsw i64 %conv2.ty96145, 12
+  %910 = add nsw i64 %908, %909
+  %911 = add nsw i64 %910, %conv2.tx97146
+  %912 = mul nsw i64 %911, 64
+  %913 = add nsw i64 2775168, %912
+  %914 = mul nsw i64 %conv2.cv98147, 8
+  %915 = add nsw i64 %913, %914
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %915
+  %916 = load <8 x float>, ptr %arena156, align 4
+  %917 = fadd <8 x float> %907, %916
+  store <8 x float> %917, ptr %conv2.w101, align 32
+  %918 = mul nsw i64 %conv2.j95144, 144
+  %919 = mul nsw i64 %conv2.ty96145, 12
+  %920 = add nsw i64 %918, %919
+  %921 = add nsw i64 %920, %conv2.tx97146
+  %922 = mul nsw i64 %921, 64
+  %923 = add nsw i64 2738304, %922
+  %924 = mul nsw i64 %conv2.cv98147, 8
+  %925 = add nsw i64 %923, %924
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %925
+  %926 = load <8 x float>, ptr %arena157, align 4
+  %927 = mul nsw i64 %conv2.j95144, 144
+  %928 = mul nsw i64 %conv2.ty96145, 12
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, %conv2.tx97146
+  %931 = mul nsw i64 %930, 64
+  %932 = add nsw i64 2775168, %931
+  %933 = mul nsw i64 %conv2.cv98147, 8
+  %934 = add nsw i64 %932, %933
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %934
+  %935 = load <8 x float>, ptr %arena158, align 4
+  %936 = fsub <8 x float> %926, %935
+  %937 = mul nsw i64 %conv2.j95144, 144
+  %938 = mul nsw i64 %conv2.ty96145, 12
+  %939 = add nsw i64 %937, %938
+  %940 = add nsw i64 %939, %conv2.tx97146
+  %941 = mul nsw i64 %940, 64
+  %942 = add nsw i64 2812032, %941
+  %943 = mul nsw i64 %conv2.cv98147, 8
+  %944 = add nsw i64 %942, %943
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %944
+  %945 = load <8 x float>, ptr %arena159, align 4
+  %946 = fsub <8 x float> %936, %945
+  store <8 x float> %946, ptr %conv2.w102, align 32
+  %947 = mul nsw i64 %conv2.j95144, 144
+  %948 = mul nsw i64 %conv2.ty96145, 12
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %949, %conv2.tx97146
+  %951 = mul nsw i64 %950, 64
+  %952 = add nsw i64 2710656, %951
+  %953 = mul nsw i64 %conv2.cv98147, 8
+  %954 = add nsw i64 %952, %953
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %954
+  %955 = load <8 x float>, ptr %arena160, align 4
+  %956 = mul nsw i64 %conv2.j95144, 144
+  %957 = mul nsw i64 %conv2.ty96145, 12
+  %958 = add nsw i64 %956, %957
+  %959 = add nsw i64 %958, %conv2.tx97146
+  %960 = mul nsw i64 %959, 64
+  %961 = add nsw i64 2747520, %960
+  %962 = mul nsw i64 %conv2.cv98147, 8
+  %963 = add nsw i64 %961, %962
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %963
+  %964 = load <8 x float>, ptr %arena161, align 4
+  %965 = fadd <8 x float> %955, %964
+  %966 = mul nsw i64 %conv2.j95144, 144
+  %967 = mul nsw i64 %conv2.ty96145, 12
+  %968 = add nsw i64 %966, %967
+  %969 = add nsw i64 %968, %conv2.tx97146
+  %970 = mul nsw i64 %969, 64
+  %971 = add nsw i64 2784384, %970
+  %972 = mul nsw i64 %conv2.cv98147, 8
+  %973 = add nsw i64 %971, %972
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %973
+  %974 = load <8 x float>, ptr %arena162, align 4
+  %975 = fadd <8 x float> %965, %974
+  store <8 x float> %975, ptr %conv2.w103, align 32
+  %976 = mul nsw i64 %conv2.j95144, 144
+  %977 = mul nsw i64 %conv2.ty96145, 12
+  %978 = add nsw i64 %976, %977
+  %979 = add nsw i64 %978, %conv2.tx97146
+  %980 = mul nsw i64 %979, 64
+  %981 = add nsw i64 2747520, %980
+  %982 = mul nsw i64 %conv2.cv98147, 8
+  %983 = add nsw i64 %981, %982
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %983
+  %984 = load <8 x float>, ptr %arena163, align 4
+  %985 = mul nsw i64 %conv2.j95144, 144
+  %986 = mul nsw i64 %conv2.ty96145, 12
+  %987 = add nsw i64 %985, %986
+  %988 = add nsw i64 %987, %conv2.tx97146
+  %989 = mul nsw i64 %988, 64
+  %990 = add nsw i64 2784384, %989
+  %991 = mul nsw i64 %conv2.cv98147, 8
+  %992 = add nsw i64 %990, %991
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %992
+  %993 = load <8 x float>, ptr %arena164, align 4
+  %994 = fsub <8 x float> %984, %993
+  %995 = mul nsw i64 %conv2.j95144, 144
+  %996 = mul nsw i64 %conv2.ty96145, 12
+  %997 = add nsw i64 %995, %996
+  %998 = add nsw i64 %997, %conv2.tx97146
+  %999 = mul nsw i64 %998, 64
+  %1000 = add nsw i64 2821248, %999
+  %1001 = mul nsw i64 %conv2.cv98147, 8
+  %1002 = add nsw i64 %1000, %1001
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1002
+  %1003 = load <8 x float>, ptr %arena165, align 4
+  %1004 = fsub <8 x float> %994, %1003
+  store <8 x float> %1004, ptr %conv2.w104, align 32
+  %1005 = mul nsw i64 %conv2.j95144, 144
+  %1006 = mul nsw i64 %conv2.ty96145, 12
+  %1007 = add nsw i64 %1005, %1006
+  %1008 = add nsw i64 %1007, %conv2.tx97146
+  %1009 = mul nsw i64 %1008, 64
+  %1010 = add nsw i64 2719872, %1009
+  %1011 = mul nsw i64 %conv2.cv98147, 8
+  %1012 = add nsw i64 %1010, %1011
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1012
+  %1013 = load <8 x float>, ptr %arena166, align 4
+  %1014 = mul nsw i64 %conv2.j95144, 144
+  %1015 = mul nsw i64 %conv2.ty96145, 12
+  %1016 = add nsw i64 %1014, %1015
+  %1017 = add nsw i64 %1016, %conv2.tx97146
+  %1018 = mul nsw i64 %1017, 64
+  %1019 = add nsw i64 2756736, %1018
+  %1020 = mul nsw i64 %conv2.cv98147, 8
+  %1021 = add nsw i64 %1019, %1020
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1021
+  %1022 = load <8 x float>, ptr %arena167, align 4
+  %1023 = fadd <8 x float> %1013, %1022
+  %1024 = mul nsw i64 %conv2.j95144, 144
+  %1025 = mul nsw i64 %conv2.ty96145, 12
+  %1026 = add nsw i64 %1024, %1025
+  %1027 = add nsw i64 %1026, %conv2.tx97146
+  %1028 = mul nsw i64 %1027, 64
+  %1029 = add nsw i64 2793600, %1028
+  %1030 = mul nsw i64 %conv2.cv98147, 8
+  %1031 = add nsw i64 %1029, %1030
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1031
+  %1032 = load <8 x float>, ptr %arena168, align 4
+  %1033 = fadd <8 x float> %1023, %1032
+  store <8 x float> %1033, ptr %conv2.w105, align 32
+  %1034 = mul nsw i64 %conv2.j95144, 144
+  %1035 = mul nsw i64 %conv2.ty96145, 12
+  %1036 = add nsw i64 %1034, %1035
+  %1037 = add nsw i64 %1036, %conv2.tx97146
+  %1038 = mul nsw i64 %1037, 64
+  %1039 = add nsw i64 2756736, %1038
+  %1040 = mul nsw i64 %conv2.cv98147, 8
+  %1041 = add nsw i64 %1039, %1040
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1041
+  %1042 = load <8 x float>, ptr %arena169, align 4
+  %1043 = mul nsw i64 %conv2.j95144, 144
+  %1044 = mul nsw i64 %conv2.ty96145, 12
+  %1045 = add nsw i64 %1043, %1044
+  %1046 = add nsw i64 %1045, %conv2.tx97146
+  %1047 = mul nsw i64 %1046, 64
+  %1048 = add nsw i64 2793600, %1047
+  %1049 = mul nsw i64 %conv2.cv98147, 8
+  %1050 = add nsw i64 %1048, %1049
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1050
+  %1051 = load <8 x float>, ptr %arena170, align 4
+  %1052 = fsub <8 x float> %1042, %1051
+  %1053 = mul nsw i64 %conv2.j95144, 144
+  %1054 = mul nsw i64 %conv2.ty96145, 12
+  %1055 = add nsw i64 %1053, %1054
+  %1056 = add nsw i64 %1055, %conv2.tx97146
+  %1057 = mul nsw i64 %1056, 64
+  %1058 = add nsw i64 2830464, %1057
+  %1059 = mul nsw i64 %conv2.cv98147, 8
+  %1060 = add nsw i64 %1058, %1059
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1060
+  %1061 = load <8 x float>, ptr %arena171, align 4
+  %1062 = fsub <8 x float> %1052, %1061
+  store <8 x float> %1062, ptr %conv2.w106, align 32
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %1063 = fadd <8 x float> %w99, %w101
+  %w103 = load <8 x float>, ptr %conv2.w103, align 32
+  %1064 = fadd <8 x float> %1063, %w103
+  store <8 x float> %1064, ptr %conv2.w107, align 32
+  %w101172 = load <8 x float>, ptr %conv2.w101, align 32
+  %w103173 = load <8 x float>, ptr %conv2.w103, align 32
+  %1065 = fsub <8 x float> %w101172, %w103173
+  %w105 = load <8 x float>, ptr %conv2.w105, align 32
+  %1066 = fsub <8 x float> %1065, %w105
+  store <8 x float> %1066, ptr %conv2.w108, align 32
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %1067 = fadd <8 x float> %w100, %w102
+  %w104 = load <8 x float>, ptr %conv2.w104, align 32
+  %1068 = fadd <8 x float> %1067, %w104
+  store <8 x float> %1068, ptr %conv2.w109, align 32
+  %w102174 = load <8 x float>, ptr %conv2.w102, align 32
+  %w104175 = load <8 x float>, ptr %conv2.w104, align 32
+  %1069 = fsub <8 x float> %w102174, %w104175
+  %w106 = load <8 x float>, ptr %conv2.w106, align 32
+  %1070 = fsub <8 x float> %1069, %w106
+  store <8 x float> %1070, ptr %conv2.w110, align 32
+  %w107 = load <8 x float>, ptr %conv2.w107, align 32
+  %1071 = mul nsw i64 %conv2.cv98147, 8
+  %1072 = add nsw i64 18752, %1071
+  %params176 = getelementptr inbounds float, ptr %params, i64 %1072
+  %1073 = load <8 x float>, ptr %params176, align 4
+  %1074 = fadd <8 x float> %w107, %1073
+  store <8 x float> %1074, ptr %conv2.v111, align 32
+  %v111 = load <8 x float>, ptr %conv2.v111, align 32
+  store <8 x float> %v111, ptr %conv2.best112, align 32
+  %1075 = mul nsw i64 %conv2.ty96145, 2
+  %1076 = mul nsw i64 %1075, 24
+  %1077 = mul nsw i64 %conv2.tx97146, 2
+  %1078 = add nsw i64 %1076, %1077
+  %1079 = sitofp i64 %1078 to float
+  %1080 = insertelement <8 x float> undef, float %1079, i32 0
+  %1081 = shufflevector <8 x float> %1080, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1081, ptr %conv2.at113, align 32
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
+  %1082 = mul nsw i64 %conv2.cv98147, 8
+  %1083 = add nsw i64 18752, %1082
+  %params177 = getelementptr inbounds float, ptr %params, i64 %1083
+  %1084 = load <8 x float>, ptr %params177, align 4
+  %1085 = fadd <8 x float> %w108, %1084
+  store <8 x float> %1085, ptr %conv2.v114, align 32
+  %v114 = load <8 x float>, ptr %conv2.v114, align 32
+  %best112 = load <8 x float>, ptr %conv2.best112, align 32
+  %1086 = fcmp ogt <8 x float> %v114, %best112
+  %v114178 = load <8 x float>, ptr %conv2.v114, align 32
+  %best112179 = load <8 x float>, ptr %conv2.best112, align 32
+  %1087 = select <8 x i1> %1086, <8 x float> %v114178, <8 x float> %best112179
+  store <8 x float> %1087, ptr %conv2.best115, align 32
+  %v114180 = load <8 x float>, ptr %conv2.v114, align 32
+  %best112181 = load <8 x float>, ptr %conv2.best112, align 32
+  %1088 = fcmp ogt <8 x float> %v114180, %best112181
+  %1089 = mul nsw i64 %conv2.ty96145, 2
+  %1090 = mul nsw i64 %1089, 24
+  %1091 = mul nsw i64 %conv2.tx97146, 2
+  %1092 = add nsw i64 %1090, %1091
+  %1093 = add nsw i64 %1092, 1
+  %1094 = sitofp i64 %1093 to float
+  %1095 = insertelement <8 x float> undef, float %1094, i32 0
+  %1096 = shufflevector <8 x float> %1095, <8 x float> undef, <8 x i32> zeroinitializer
+  %at113 = load <8 x float>, ptr %conv2.at113, align 32
+  %1097 = select <8 x i1> %1088, <8 x float> %1096, <8 x float> %at113
+  store <8 x float> %1097, ptr %conv2.at116, align 32
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %1098 = mul nsw i64 %conv2.cv98147, 8
+  %1099 = add nsw i64 18752, %1098
+  %params182 = getelementptr inbounds float, ptr %params, i64 %1099
+  %1100 = load <8 x float>, ptr %params182, align 4
+  %1101 = fadd <8 x float> %w109, %1100
+  store <8 x float> %1101, ptr %conv2.v117, align 32
+  %v117 = load <8 x float>, ptr %conv2.v117, align 32
+  %best115 = load <8 x float>, ptr %conv2.best115, align 32
+  %1102 = fcmp ogt <8 x float> %v117, %best115
+  %v117183 = load <8 x float>, ptr %conv2.v117, align 32
+  %best115184 = load <8 x float>, ptr %conv2.best115, align 32
+  %1103 = select <8 x i1> %1102, <8 x float> %v117183, <8 x float> %best115184
+  store <8 x float> %1103, ptr %conv2.best118, align 32
+  %v117185 = load <8 x float>, ptr %conv2.v117, align 32
+  %best115186 = load <8 x float>, ptr %conv2.best115, align 32
+  %1104 = fcmp ogt <8 x float> %v117185, %best115186
+  %1105 = mul nsw i64 %conv2.ty96145, 2
+  %1106 = add nsw i64 %1105, 1
+  %1107 = mul nsw i64 %1106, 24
+  %1108 = mul nsw i64 %conv2.tx97146, 2
+  %1109 = add nsw i64 %1107, %1108
+  %1110 = sitofp i64 %1109 to float
+  %1111 = insertelement <8 x float> undef, float %1110, i32 0
+  %1112 = shufflevector <8 x float> %1111, <8 x float> undef, <8 x i32> zeroinitializer
+  %at116 = load <8 x float>, ptr %conv2.at116, align 32
+  %1113 = select <8 x i1> %1104, <8 x float> %1112, <8 x float> %at116
+  store <8 x float> %1113, ptr %conv2.at119, align 32
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %1114 = mul nsw i64 %conv2.cv98147, 8
+  %1115 = add nsw i64 18752, %1114
+  %params187 = getelementptr inbounds float, ptr %params, i64 %1115
+  %1116 = load <8 x float>, ptr %params187, align 4
+  %1117 = fadd <8 x float> %w110, %1116
+  store <8 x float> %1117, ptr %conv2.v120, align 32
+  %v120 = load <8 x float>, ptr %conv2.v120, align 32
+  %best118 = load <8 x float>, ptr %conv2.best118, align 32
+  %1118 = fcmp ogt <8 x float> %v120, %best118
+  %v120188 = load <8 x float>, ptr %conv2.v120, align 32
+  %best118189 = load <8 x float>, ptr %conv2.best118, align 32
+  %1119 = select <8 x i1> %1118, <8 x float> %v120188, <8 x float> %best118189
+  store <8 x float> %1119, ptr %conv2.best121, align 32
+  %v120190 = load <8 x float>, ptr %conv2.v120, align 32
+  %best118191 = load <8 x float>, ptr %conv2.best118, align 32
+  %1120 = fcmp ogt <8 x float> %v120190, %best118191
+  %1121 = mul nsw i64 %conv2.ty96145, 2
+  %1122 = add nsw i64 %1121, 1
+  %1123 = mul nsw i64 %1122, 24
+  %1124 = mul nsw i64 %conv2.tx97146, 2
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = add nsw i64 %1125, 1
+  %1127 = sitofp i64 %1126 to float
+  %1128 = insertelement <8 x float> undef, float %1127, i32 0
+  %1129 = shufflevector <8 x float> %1128, <8 x float> undef, <8 x i32> zeroinitializer
+  %at119 = load <8 x float>, ptr %conv2.at119, align 32
+  %1130 = select <8 x i1> %1120, <8 x float> %1129, <8 x float> %at119
+  store <8 x float> %1130, ptr %conv2.at122, align 32
+  %best121 = load <8 x float>, ptr %conv2.best121, align 32
+  %1131 = fcmp ogt <8 x float> %best121, zeroinitializer
+  %best121192 = load <8 x float>, ptr %conv2.best121, align 32
+  %1132 = select <8 x i1> %1131, <8 x float> %best121192, <8 x float> zeroinitializer
+  %1133 = mul nsw i64 %conv2.j95144, 144
+  %1134 = mul nsw i64 %conv2.ty96145, 12
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %1135, %conv2.tx97146
+  %1137 = mul nsw i64 %1136, 64
+  %1138 = add nsw i64 2839680, %1137
+  %1139 = mul nsw i64 %conv2.cv98147, 8
+  %1140 = add nsw i64 %1138, %1139
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1140
+  store <8 x float> %1132, ptr %arena193, align 4
+  %at122 = load <8 x float>, ptr %conv2.at122, align 32
+  %1141 = mul nsw i64 %conv2.j95144, 144
+  %1142 = mul nsw i64 %conv2.ty96145, 12
+  %1143 = add nsw i64 %1141, %1142
+  %1144 = add nsw i64 %1143, %conv2.tx97146
+  %1145 = mul nsw i64 %1144, 64
+  %1146 = add nsw i64 2839680, %1145
+  %1147 = mul nsw i64 %conv2.cv98147, 8
+  %1148 = add nsw i64 %1146, %1147
+  %1149 = add nsw i64 %1148, 9216
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1149
+  store <8 x float> %at122, ptr %arena194, align 4
+  %cv98.next = add nsw i64 %conv2.cv98147, 1
+  %1150 = icmp slt i64 %cv98.next, 8
+  br i1 %1150, label %conv2.cv98, label %conv2.cv98.end
+
+conv2.cv98.end:                                   ; preds = %conv2.cv98
+  %tx97.next = add nsw i64 %conv2.tx97146, 1
+  %1151 = icmp slt i64 %tx97.next, 12
+  br i1 %1151, label %conv2.tx97, label %conv2.tx97.end
+
+conv2.j123:                                       ; preds = %conv2.c124.end, %conv2.j95.end
+  %conv2.j123195 = phi i64 [ 0, %conv2.j95.end ], [ %j123.next, %conv2.c124.end ]
+  br label %conv2.c124
+
+conv2.j123.end:                                   ; preds = %conv2.c124.end
+  br label %conv2.j126
+
+conv2.c124:                                       ; preds = %conv2.q125.end, %conv2.j123
+  %conv2.c124196 = phi i64 [ 0, %conv2.j123 ], [ %c124.next, %conv2.q125.end ]
+  br label %conv2.q125
+
+conv2.c124.end:                                   ; preds = %conv2.q125.end
+  %j123.next = add nsw i64 %conv2.j123195, 1
+  %1152 = icmp slt i64 %j123.next, 1
+  br i1 %1152, label %conv2.j123, label %conv2.j123.end
+
+conv2.q125:                                       ; preds = %conv2.q125, %conv2.c124
+  %conv2.q125197 = phi i64 [ 0, %conv2.c124 ], [ %q125.next, %conv2.q125 ]
+  %1153 = mul nsw i64 %conv2.j123195, 144
+  %1154 = add nsw i64 %1153, %conv2.q125197
+  %1155 = mul nsw i64 %1154, 64
+  %1156 = add nsw i64 2839680, %1155
+  %1157 = add nsw i64 %1156, %conv2.c124196
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1157
+  %1158 = load float, ptr %arena198, align 4
+  %1159 = add nsw i64 %conv2.g5365, %conv2.j123195
+  %1160 = mul nsw i64 %1159, 9216
+  %1161 = mul nsw i64 %conv2.c124196, 144
+  %1162 = add nsw i64 %1160, %1161
+  %1163 = add nsw i64 %1162, %conv2.q125197
+  %1164 = add nsw i64 1384448, %1163
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1164
+  store float %1158, ptr %arena199, align 4
+  %q125.next = add nsw i64 %conv2.q125197, 1
+  %1165 = icmp slt i64 %q125.next, 144
+  br i1 %1165, label %conv2.q125, label %conv2.q125.end
+
+conv2.q125.end:                                   ; preds = %conv2.q125
+  %c124.next = add nsw i64 %conv2.c124196, 1
+  %1166 = icmp slt i64 %c124.next, 64
+  br i1 %1166, label %conv2.c124, label %conv2.c124.end
+
+conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.j123.end
+  %conv2.j126200 = phi i64 [ 0, %conv2.j123.end ], [ %j126.next, %conv2.c127.end ]
+  br label %conv2.c127
+
+conv2.j126.end:                                   ; preds = %conv2.c127.end
+  %g53.next = add nsw i64 %conv2.g5365, 1
+  %1167 = icmp slt i64 %g53.next, 64
+  br i1 %1167, label %conv2.g53, label %conv2.g53.end
+
+conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
+  %conv2.c127201 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
+  br label %conv2.q128
+
+conv2.c127.end:                                   ; preds = %conv2.q128.end
+  %j126.next = add nsw i64 %conv2.j126200, 1
+  %1168 = icmp slt i64 %j126.next, 1
+  br i1 %1168, label %conv2.j126, label %conv2.j126.end
+
+conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
+  %conv2.q128202 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
+  %1169 = mul nsw i64 %conv2.j126200, 144
+  %1170 = add nsw i64 %1169, %conv2.q128202
+  %1171 = mul nsw i64 %1170, 64
+  %1172 = add nsw i64 2848896, %1171
+  %1173 = add nsw i64 %1172, %conv2.c127201
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1173
+  %1174 = load float, ptr %arena203, align 4
+  %1175 = add nsw i64 %conv2.g5365, %conv2.j126200
+  %1176 = mul nsw i64 %1175, 9216
+  %1177 = mul nsw i64 %conv2.c127201, 144
+  %1178 = add nsw i64 %1176, %1177
+  %1179 = add nsw i64 %1178, %conv2.q128202
+  %1180 = add nsw i64 1974272, %1179
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1180
+  store float %1174, ptr %arena204, align 4
+  %q128.next = add nsw i64 %conv2.q128202, 1
+  %1181 = icmp slt i64 %q128.next, 144
+  br i1 %1181, label %conv2.q128, label %conv2.q128.end
+
+conv2.q128.end:                                   ; preds = %conv2.q128
+  %c127.next = add nsw i64 %conv2.c127201, 1
+  %1182 = icmp slt i64 %c127.next, 64
+  br i1 %1182, label %conv2.c127, label %conv2.c127.end
 }
+
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k2.drop1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
@@ -1843,11 +2625,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop1.i78
+  br label %drop1.i137
 
-drop1.i78:                                        ; preds = %drop1.i78, %entry
-  %drop1.i781 = phi i64 [ 0, %entry ], [ %i78.next, %drop1.i78 ]
-  %18 = mul i64 %drop1.i781, -7046029254386353131
+drop1.i137:                                       ; preds = %drop1.i137, %entry
+  %drop1.i1371 = phi i64 [ 0, %entry ], [ %i137.next, %drop1.i137 ]
+  %18 = mul i64 %drop1.i1371, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -1859,19 +2641,19 @@ drop1.i78:                                        ; preds = %drop1.i78, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 4194304
-  %30 = add nsw i64 1384448, %drop1.i781
+  %30 = add nsw i64 1384448, %drop1.i1371
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 0x3FF5555560000000
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 2564096, %drop1.i781
+  %34 = add nsw i64 2564096, %drop1.i1371
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i78.next = add nsw i64 %drop1.i781, 1
-  %35 = icmp slt i64 %i78.next, 589824
-  br i1 %35, label %drop1.i78, label %drop1.i78.end
+  %i137.next = add nsw i64 %drop1.i1371, 1
+  %35 = icmp slt i64 %i137.next, 589824
+  br i1 %35, label %drop1.i137, label %drop1.i137.end
 
-drop1.i78.end:                                    ; preds = %drop1.i78
+drop1.i137.end:                                   ; preds = %drop1.i137
   ret void
 }
 
@@ -1884,564 +2666,564 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1.n83
+  br label %fc1.n142
 
-fc1.n83:                                          ; preds = %fc1.k84.end, %entry
-  %fc1.n831 = phi i64 [ 0, %entry ], [ %n83.next, %fc1.k84.end ]
-  br label %fc1.k84
+fc1.n142:                                         ; preds = %fc1.k143.end, %entry
+  %fc1.n1421 = phi i64 [ 0, %entry ], [ %n142.next, %fc1.k143.end ]
+  br label %fc1.k143
 
-fc1.n83.end:                                      ; preds = %fc1.k84.end
-  call void @mnistnet_train_b64.k4.fc1.gemm95(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n96
+fc1.n142.end:                                     ; preds = %fc1.k143.end
+  call void @mnistnet_train_b64.k4.fc1.gemm154(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %fc1.n155
 
-fc1.k84:                                          ; preds = %fc1.k84, %fc1.n83
-  %fc1.k842 = phi i64 [ 0, %fc1.n83 ], [ %k84.next, %fc1.k84 ]
-  %0 = mul nsw i64 %fc1.n831, 9216
+fc1.k143:                                         ; preds = %fc1.k143, %fc1.n142
+  %fc1.k1432 = phi i64 [ 0, %fc1.n142 ], [ %k143.next, %fc1.k143 ]
+  %0 = mul nsw i64 %fc1.n1421, 9216
   %1 = add nsw i64 2564096, %0
-  %2 = add nsw i64 %1, %fc1.k842
+  %2 = add nsw i64 %1, %fc1.k1432
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k842, 64
+  %4 = mul nsw i64 %fc1.k1432, 64
   %5 = add nsw i64 3162112, %4
-  %6 = add nsw i64 %5, %fc1.n831
+  %6 = add nsw i64 %5, %fc1.n1421
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k84.next = add nsw i64 %fc1.k842, 1
-  %7 = icmp slt i64 %k84.next, 9216
-  br i1 %7, label %fc1.k84, label %fc1.k84.end
+  %k143.next = add nsw i64 %fc1.k1432, 1
+  %7 = icmp slt i64 %k143.next, 9216
+  br i1 %7, label %fc1.k143, label %fc1.k143.end
 
-fc1.k84.end:                                      ; preds = %fc1.k84
-  %n83.next = add nsw i64 %fc1.n831, 1
-  %8 = icmp slt i64 %n83.next, 64
-  br i1 %8, label %fc1.n83, label %fc1.n83.end
+fc1.k143.end:                                     ; preds = %fc1.k143
+  %n142.next = add nsw i64 %fc1.n1421, 1
+  %8 = icmp slt i64 %n142.next, 64
+  br i1 %8, label %fc1.n142, label %fc1.n142.end
 
-fc1.n96:                                          ; preds = %fc1.u97.end, %fc1.n83.end
-  %fc1.n965 = phi i64 [ 0, %fc1.n83.end ], [ %n96.next, %fc1.u97.end ]
-  br label %fc1.u97
+fc1.n155:                                         ; preds = %fc1.u156.end, %fc1.n142.end
+  %fc1.n1555 = phi i64 [ 0, %fc1.n142.end ], [ %n155.next, %fc1.u156.end ]
+  br label %fc1.u156
 
-fc1.n96.end:                                      ; preds = %fc1.u97.end
+fc1.n155.end:                                     ; preds = %fc1.u156.end
   ret void
 
-fc1.u97:                                          ; preds = %fc1.u97, %fc1.n96
-  %fc1.u976 = phi i64 [ 0, %fc1.n96 ], [ %u97.next, %fc1.u97 ]
-  %9 = mul nsw i64 %fc1.u976, 64
+fc1.u156:                                         ; preds = %fc1.u156, %fc1.n155
+  %fc1.u1566 = phi i64 [ 0, %fc1.n155 ], [ %u156.next, %fc1.u156 ]
+  %9 = mul nsw i64 %fc1.u1566, 64
   %10 = add nsw i64 3751936, %9
-  %11 = add nsw i64 %10, %fc1.n965
+  %11 = add nsw i64 %10, %fc1.n1555
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u976
+  %13 = add nsw i64 1198464, %fc1.u1566
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u976, 64
+  %17 = mul nsw i64 %fc1.u1566, 64
   %18 = add nsw i64 3751936, %17
-  %19 = add nsw i64 %18, %fc1.n965
+  %19 = add nsw i64 %18, %fc1.n1555
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u976
+  %21 = add nsw i64 1198464, %fc1.u1566
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n965, 128
+  %25 = mul nsw i64 %fc1.n1555, 128
   %26 = add nsw i64 3153920, %25
-  %27 = add nsw i64 %26, %fc1.u976
+  %27 = add nsw i64 %26, %fc1.u1566
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena11, align 4
-  %u97.next = add nsw i64 %fc1.u976, 1
-  %28 = icmp slt i64 %u97.next, 128
-  br i1 %28, label %fc1.u97, label %fc1.u97.end
+  %u156.next = add nsw i64 %fc1.u1566, 1
+  %28 = icmp slt i64 %u156.next, 128
+  br i1 %28, label %fc1.u156, label %fc1.u156.end
 
-fc1.u97.end:                                      ; preds = %fc1.u97
-  %n96.next = add nsw i64 %fc1.n965, 1
-  %29 = icmp slt i64 %n96.next, 64
-  br i1 %29, label %fc1.n96, label %fc1.n96.end
+fc1.u156.end:                                     ; preds = %fc1.u156
+  %n155.next = add nsw i64 %fc1.n1555, 1
+  %29 = icmp slt i64 %n155.next, 64
+  br i1 %29, label %fc1.n155, label %fc1.n155.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k4.fc1.gemm95(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k4.fc1.gemm154(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1.t93_a3 = alloca <8 x float>, align 32
-  %fc1.t93_a2 = alloca <8 x float>, align 32
-  %fc1.t93_a1 = alloca <8 x float>, align 32
-  %fc1.t93_a0 = alloca <8 x float>, align 32
-  %fc1.t93_b1 = alloca <8 x float>, align 32
-  %fc1.t93_b0 = alloca <8 x float>, align 32
-  %fc1.t93_c3_1 = alloca <8 x float>, align 32
-  %fc1.t93_c3_0 = alloca <8 x float>, align 32
-  %fc1.t93_c2_1 = alloca <8 x float>, align 32
-  %fc1.t93_c2_0 = alloca <8 x float>, align 32
-  %fc1.t93_c1_1 = alloca <8 x float>, align 32
-  %fc1.t93_c1_0 = alloca <8 x float>, align 32
-  %fc1.t93_c0_1 = alloca <8 x float>, align 32
-  %fc1.t93_c0_0 = alloca <8 x float>, align 32
-  %fc1.t90_a3 = alloca <8 x float>, align 32
-  %fc1.t90_a2 = alloca <8 x float>, align 32
-  %fc1.t90_a1 = alloca <8 x float>, align 32
-  %fc1.t90_a0 = alloca <8 x float>, align 32
-  %fc1.t90_b2 = alloca <8 x float>, align 32
-  %fc1.t90_b1 = alloca <8 x float>, align 32
-  %fc1.t90_b0 = alloca <8 x float>, align 32
-  %fc1.t90_c3_2 = alloca <8 x float>, align 32
-  %fc1.t90_c3_1 = alloca <8 x float>, align 32
-  %fc1.t90_c3_0 = alloca <8 x float>, align 32
-  %fc1.t90_c2_2 = alloca <8 x float>, align 32
-  %fc1.t90_c2_1 = alloca <8 x float>, align 32
-  %fc1.t90_c2_0 = alloca <8 x float>, align 32
-  %fc1.t90_c1_2 = alloca <8 x float>, align 32
-  %fc1.t90_c1_1 = alloca <8 x float>, align 32
-  %fc1.t90_c1_0 = alloca <8 x float>, align 32
-  %fc1.t90_c0_2 = alloca <8 x float>, align 32
-  %fc1.t90_c0_1 = alloca <8 x float>, align 32
-  %fc1.t90_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r85
+  %fc1.t152_a3 = alloca <8 x float>, align 32
+  %fc1.t152_a2 = alloca <8 x float>, align 32
+  %fc1.t152_a1 = alloca <8 x float>, align 32
+  %fc1.t152_a0 = alloca <8 x float>, align 32
+  %fc1.t152_b1 = alloca <8 x float>, align 32
+  %fc1.t152_b0 = alloca <8 x float>, align 32
+  %fc1.t152_c3_1 = alloca <8 x float>, align 32
+  %fc1.t152_c3_0 = alloca <8 x float>, align 32
+  %fc1.t152_c2_1 = alloca <8 x float>, align 32
+  %fc1.t152_c2_0 = alloca <8 x float>, align 32
+  %fc1.t152_c1_1 = alloca <8 x float>, align 32
+  %fc1.t152_c1_0 = alloca <8 x float>, align 32
+  %fc1.t152_c0_1 = alloca <8 x float>, align 32
+  %fc1.t152_c0_0 = alloca <8 x float>, align 32
+  %fc1.t149_a3 = alloca <8 x float>, align 32
+  %fc1.t149_a2 = alloca <8 x float>, align 32
+  %fc1.t149_a1 = alloca <8 x float>, align 32
+  %fc1.t149_a0 = alloca <8 x float>, align 32
+  %fc1.t149_b2 = alloca <8 x float>, align 32
+  %fc1.t149_b1 = alloca <8 x float>, align 32
+  %fc1.t149_b0 = alloca <8 x float>, align 32
+  %fc1.t149_c3_2 = alloca <8 x float>, align 32
+  %fc1.t149_c3_1 = alloca <8 x float>, align 32
+  %fc1.t149_c3_0 = alloca <8 x float>, align 32
+  %fc1.t149_c2_2 = alloca <8 x float>, align 32
+  %fc1.t149_c2_1 = alloca <8 x float>, align 32
+  %fc1.t149_c2_0 = alloca <8 x float>, align 32
+  %fc1.t149_c1_2 = alloca <8 x float>, align 32
+  %fc1.t149_c1_1 = alloca <8 x float>, align 32
+  %fc1.t149_c1_0 = alloca <8 x float>, align 32
+  %fc1.t149_c0_2 = alloca <8 x float>, align 32
+  %fc1.t149_c0_1 = alloca <8 x float>, align 32
+  %fc1.t149_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r144
 
-fc1.r85:                                          ; preds = %fc1.i86.end, %entry
-  %fc1.r851 = phi i64 [ 0, %entry ], [ %r85.next, %fc1.i86.end ]
-  br label %fc1.i86
+fc1.r144:                                         ; preds = %fc1.i145.end, %entry
+  %fc1.r1441 = phi i64 [ 0, %entry ], [ %r144.next, %fc1.i145.end ]
+  br label %fc1.i145
 
-fc1.r85.end:                                      ; preds = %fc1.i86.end
-  br label %fc1.kp87
+fc1.r144.end:                                     ; preds = %fc1.i145.end
+  br label %fc1.kp146
 
-fc1.i86:                                          ; preds = %fc1.i86, %fc1.r85
-  %fc1.i862 = phi i64 [ 0, %fc1.r85 ], [ %i86.next, %fc1.i86 ]
-  %0 = mul nsw i64 %fc1.r851, 64
+fc1.i145:                                         ; preds = %fc1.i145, %fc1.r144
+  %fc1.i1452 = phi i64 [ 0, %fc1.r144 ], [ %i145.next, %fc1.i145 ]
+  %0 = mul nsw i64 %fc1.r1441, 64
   %1 = add nsw i64 3751936, %0
-  %2 = add nsw i64 %1, %fc1.i862
+  %2 = add nsw i64 %1, %fc1.i1452
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i86.next = add nsw i64 %fc1.i862, 1
-  %3 = icmp slt i64 %i86.next, 64
-  br i1 %3, label %fc1.i86, label %fc1.i86.end
+  %i145.next = add nsw i64 %fc1.i1452, 1
+  %3 = icmp slt i64 %i145.next, 64
+  br i1 %3, label %fc1.i145, label %fc1.i145.end
 
-fc1.i86.end:                                      ; preds = %fc1.i86
-  %r85.next = add nsw i64 %fc1.r851, 1
-  %4 = icmp slt i64 %r85.next, 128
-  br i1 %4, label %fc1.r85, label %fc1.r85.end
+fc1.i145.end:                                     ; preds = %fc1.i145
+  %r144.next = add nsw i64 %fc1.r1441, 1
+  %4 = icmp slt i64 %r144.next, 128
+  br i1 %4, label %fc1.r144, label %fc1.r144.end
 
-fc1.kp87:                                         ; preds = %fc1.mb92.end, %fc1.r85.end
-  %fc1.kp874 = phi i64 [ 0, %fc1.r85.end ], [ %kp87.next, %fc1.mb92.end ]
-  br label %fc1.nb88
+fc1.kp146:                                        ; preds = %fc1.mb151.end, %fc1.r144.end
+  %fc1.kp1464 = phi i64 [ 0, %fc1.r144.end ], [ %kp146.next, %fc1.mb151.end ]
+  br label %fc1.nb147
 
-fc1.kp87.end:                                     ; preds = %fc1.mb92.end
+fc1.kp146.end:                                    ; preds = %fc1.mb151.end
   ret void
 
-fc1.nb88:                                         ; preds = %fc1.mb89.end, %fc1.kp87
-  %fc1.nb885 = phi i64 [ 0, %fc1.kp87 ], [ %nb88.next, %fc1.mb89.end ]
-  br label %fc1.mb89
+fc1.nb147:                                        ; preds = %fc1.mb148.end, %fc1.kp146
+  %fc1.nb1475 = phi i64 [ 0, %fc1.kp146 ], [ %nb147.next, %fc1.mb148.end ]
+  br label %fc1.mb148
 
-fc1.nb88.end:                                     ; preds = %fc1.mb89.end
-  br label %fc1.mb92
+fc1.nb147.end:                                    ; preds = %fc1.mb148.end
+  br label %fc1.mb151
 
-fc1.mb89:                                         ; preds = %fc1.k91.end, %fc1.nb88
-  %fc1.mb896 = phi i64 [ 0, %fc1.nb88 ], [ %mb89.next, %fc1.k91.end ]
-  %5 = mul nsw i64 %fc1.mb896, 4
+fc1.mb148:                                        ; preds = %fc1.k150.end, %fc1.nb147
+  %fc1.mb1486 = phi i64 [ 0, %fc1.nb147 ], [ %mb148.next, %fc1.k150.end ]
+  %5 = mul nsw i64 %fc1.mb1486, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 3751936, %6
-  %8 = mul nsw i64 %fc1.nb885, 24
+  %8 = mul nsw i64 %fc1.nb1475, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t90_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %10, ptr %fc1.t149_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1486, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 3751936, %12
-  %14 = mul nsw i64 %fc1.nb885, 24
+  %14 = mul nsw i64 %fc1.nb1475, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t90_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %17, ptr %fc1.t149_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1486, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 3751936, %19
-  %21 = mul nsw i64 %fc1.nb885, 24
+  %21 = mul nsw i64 %fc1.nb1475, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t90_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %24, ptr %fc1.t149_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1486, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 3751936, %27
-  %29 = mul nsw i64 %fc1.nb885, 24
+  %29 = mul nsw i64 %fc1.nb1475, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t90_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %31, ptr %fc1.t149_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1486, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 3751936, %34
-  %36 = mul nsw i64 %fc1.nb885, 24
+  %36 = mul nsw i64 %fc1.nb1475, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t90_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %39, ptr %fc1.t149_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1486, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 3751936, %42
-  %44 = mul nsw i64 %fc1.nb885, 24
+  %44 = mul nsw i64 %fc1.nb1475, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t90_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %47, ptr %fc1.t149_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1486, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 3751936, %50
-  %52 = mul nsw i64 %fc1.nb885, 24
+  %52 = mul nsw i64 %fc1.nb1475, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t90_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %54, ptr %fc1.t149_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1486, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 3751936, %57
-  %59 = mul nsw i64 %fc1.nb885, 24
+  %59 = mul nsw i64 %fc1.nb1475, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t90_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %62, ptr %fc1.t149_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1486, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 3751936, %65
-  %67 = mul nsw i64 %fc1.nb885, 24
+  %67 = mul nsw i64 %fc1.nb1475, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t90_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %70, ptr %fc1.t149_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1486, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 3751936, %73
-  %75 = mul nsw i64 %fc1.nb885, 24
+  %75 = mul nsw i64 %fc1.nb1475, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t90_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %77, ptr %fc1.t149_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1486, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 3751936, %80
-  %82 = mul nsw i64 %fc1.nb885, 24
+  %82 = mul nsw i64 %fc1.nb1475, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t90_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %85, ptr %fc1.t149_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1486, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 3751936, %88
-  %90 = mul nsw i64 %fc1.nb885, 24
+  %90 = mul nsw i64 %fc1.nb1475, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t90_c3_2, align 32
-  br label %fc1.k91
+  store <8 x float> %93, ptr %fc1.t149_c3_2, align 32
+  br label %fc1.k150
 
-fc1.mb89.end:                                     ; preds = %fc1.k91.end
-  %nb88.next = add nsw i64 %fc1.nb885, 1
-  %94 = icmp slt i64 %nb88.next, 2
-  br i1 %94, label %fc1.nb88, label %fc1.nb88.end
+fc1.mb148.end:                                    ; preds = %fc1.k150.end
+  %nb147.next = add nsw i64 %fc1.nb1475, 1
+  %94 = icmp slt i64 %nb147.next, 2
+  br i1 %94, label %fc1.nb147, label %fc1.nb147.end
 
-fc1.k91:                                          ; preds = %fc1.k91, %fc1.mb89
-  %fc1.k9119 = phi i64 [ 0, %fc1.mb89 ], [ %k91.next, %fc1.k91 ]
-  %95 = mul nsw i64 %fc1.kp874, 1152
-  %96 = add nsw i64 %fc1.k9119, %95
+fc1.k150:                                         ; preds = %fc1.k150, %fc1.mb148
+  %fc1.k15019 = phi i64 [ 0, %fc1.mb148 ], [ %k150.next, %fc1.k150 ]
+  %95 = mul nsw i64 %fc1.kp1464, 1152
+  %96 = add nsw i64 %fc1.k15019, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 3162112, %97
-  %99 = mul nsw i64 %fc1.nb885, 24
+  %99 = mul nsw i64 %fc1.nb1475, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t90_b0, align 32
-  %102 = mul nsw i64 %fc1.kp874, 1152
-  %103 = add nsw i64 %fc1.k9119, %102
+  store <8 x float> %101, ptr %fc1.t149_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1464, 1152
+  %103 = add nsw i64 %fc1.k15019, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 3162112, %104
-  %106 = mul nsw i64 %fc1.nb885, 24
+  %106 = mul nsw i64 %fc1.nb1475, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t90_b1, align 32
-  %110 = mul nsw i64 %fc1.kp874, 1152
-  %111 = add nsw i64 %fc1.k9119, %110
+  store <8 x float> %109, ptr %fc1.t149_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1464, 1152
+  %111 = add nsw i64 %fc1.k15019, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 3162112, %112
-  %114 = mul nsw i64 %fc1.nb885, 24
+  %114 = mul nsw i64 %fc1.nb1475, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t90_b2, align 32
-  %118 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %117, ptr %fc1.t149_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1486, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp874, 1152
-  %122 = add nsw i64 %fc1.k9119, %121
+  %121 = mul nsw i64 %fc1.kp1464, 1152
+  %122 = add nsw i64 %fc1.k15019, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t90_a0, align 32
-  %t90_a0 = load <8 x float>, ptr %fc1.t90_a0, align 32
-  %t90_b0 = load <8 x float>, ptr %fc1.t90_b0, align 32
-  %t90_c0_0 = load <8 x float>, ptr %fc1.t90_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a0, <8 x float> %t90_b0, <8 x float> %t90_c0_0)
-  store <8 x float> %127, ptr %fc1.t90_c0_0, align 32
-  %t90_a024 = load <8 x float>, ptr %fc1.t90_a0, align 32
-  %t90_b1 = load <8 x float>, ptr %fc1.t90_b1, align 32
-  %t90_c0_1 = load <8 x float>, ptr %fc1.t90_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a024, <8 x float> %t90_b1, <8 x float> %t90_c0_1)
-  store <8 x float> %128, ptr %fc1.t90_c0_1, align 32
-  %t90_a025 = load <8 x float>, ptr %fc1.t90_a0, align 32
-  %t90_b2 = load <8 x float>, ptr %fc1.t90_b2, align 32
-  %t90_c0_2 = load <8 x float>, ptr %fc1.t90_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a025, <8 x float> %t90_b2, <8 x float> %t90_c0_2)
-  store <8 x float> %129, ptr %fc1.t90_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %126, ptr %fc1.t149_a0, align 32
+  %t149_a0 = load <8 x float>, ptr %fc1.t149_a0, align 32
+  %t149_b0 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c0_0 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a0, <8 x float> %t149_b0, <8 x float> %t149_c0_0)
+  store <8 x float> %127, ptr %fc1.t149_c0_0, align 32
+  %t149_a024 = load <8 x float>, ptr %fc1.t149_a0, align 32
+  %t149_b1 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c0_1 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a024, <8 x float> %t149_b1, <8 x float> %t149_c0_1)
+  store <8 x float> %128, ptr %fc1.t149_c0_1, align 32
+  %t149_a025 = load <8 x float>, ptr %fc1.t149_a0, align 32
+  %t149_b2 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c0_2 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a025, <8 x float> %t149_b2, <8 x float> %t149_c0_2)
+  store <8 x float> %129, ptr %fc1.t149_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1486, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp874, 1152
-  %135 = add nsw i64 %fc1.k9119, %134
+  %134 = mul nsw i64 %fc1.kp1464, 1152
+  %135 = add nsw i64 %fc1.k15019, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t90_a1, align 32
-  %t90_a1 = load <8 x float>, ptr %fc1.t90_a1, align 32
-  %t90_b027 = load <8 x float>, ptr %fc1.t90_b0, align 32
-  %t90_c1_0 = load <8 x float>, ptr %fc1.t90_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a1, <8 x float> %t90_b027, <8 x float> %t90_c1_0)
-  store <8 x float> %140, ptr %fc1.t90_c1_0, align 32
-  %t90_a128 = load <8 x float>, ptr %fc1.t90_a1, align 32
-  %t90_b129 = load <8 x float>, ptr %fc1.t90_b1, align 32
-  %t90_c1_1 = load <8 x float>, ptr %fc1.t90_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a128, <8 x float> %t90_b129, <8 x float> %t90_c1_1)
-  store <8 x float> %141, ptr %fc1.t90_c1_1, align 32
-  %t90_a130 = load <8 x float>, ptr %fc1.t90_a1, align 32
-  %t90_b231 = load <8 x float>, ptr %fc1.t90_b2, align 32
-  %t90_c1_2 = load <8 x float>, ptr %fc1.t90_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a130, <8 x float> %t90_b231, <8 x float> %t90_c1_2)
-  store <8 x float> %142, ptr %fc1.t90_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %139, ptr %fc1.t149_a1, align 32
+  %t149_a1 = load <8 x float>, ptr %fc1.t149_a1, align 32
+  %t149_b027 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c1_0 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a1, <8 x float> %t149_b027, <8 x float> %t149_c1_0)
+  store <8 x float> %140, ptr %fc1.t149_c1_0, align 32
+  %t149_a128 = load <8 x float>, ptr %fc1.t149_a1, align 32
+  %t149_b129 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c1_1 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a128, <8 x float> %t149_b129, <8 x float> %t149_c1_1)
+  store <8 x float> %141, ptr %fc1.t149_c1_1, align 32
+  %t149_a130 = load <8 x float>, ptr %fc1.t149_a1, align 32
+  %t149_b231 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c1_2 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a130, <8 x float> %t149_b231, <8 x float> %t149_c1_2)
+  store <8 x float> %142, ptr %fc1.t149_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1486, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp874, 1152
-  %148 = add nsw i64 %fc1.k9119, %147
+  %147 = mul nsw i64 %fc1.kp1464, 1152
+  %148 = add nsw i64 %fc1.k15019, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t90_a2, align 32
-  %t90_a2 = load <8 x float>, ptr %fc1.t90_a2, align 32
-  %t90_b033 = load <8 x float>, ptr %fc1.t90_b0, align 32
-  %t90_c2_0 = load <8 x float>, ptr %fc1.t90_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a2, <8 x float> %t90_b033, <8 x float> %t90_c2_0)
-  store <8 x float> %153, ptr %fc1.t90_c2_0, align 32
-  %t90_a234 = load <8 x float>, ptr %fc1.t90_a2, align 32
-  %t90_b135 = load <8 x float>, ptr %fc1.t90_b1, align 32
-  %t90_c2_1 = load <8 x float>, ptr %fc1.t90_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a234, <8 x float> %t90_b135, <8 x float> %t90_c2_1)
-  store <8 x float> %154, ptr %fc1.t90_c2_1, align 32
-  %t90_a236 = load <8 x float>, ptr %fc1.t90_a2, align 32
-  %t90_b237 = load <8 x float>, ptr %fc1.t90_b2, align 32
-  %t90_c2_2 = load <8 x float>, ptr %fc1.t90_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a236, <8 x float> %t90_b237, <8 x float> %t90_c2_2)
-  store <8 x float> %155, ptr %fc1.t90_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %152, ptr %fc1.t149_a2, align 32
+  %t149_a2 = load <8 x float>, ptr %fc1.t149_a2, align 32
+  %t149_b033 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c2_0 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a2, <8 x float> %t149_b033, <8 x float> %t149_c2_0)
+  store <8 x float> %153, ptr %fc1.t149_c2_0, align 32
+  %t149_a234 = load <8 x float>, ptr %fc1.t149_a2, align 32
+  %t149_b135 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c2_1 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a234, <8 x float> %t149_b135, <8 x float> %t149_c2_1)
+  store <8 x float> %154, ptr %fc1.t149_c2_1, align 32
+  %t149_a236 = load <8 x float>, ptr %fc1.t149_a2, align 32
+  %t149_b237 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c2_2 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a236, <8 x float> %t149_b237, <8 x float> %t149_c2_2)
+  store <8 x float> %155, ptr %fc1.t149_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1486, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp874, 1152
-  %161 = add nsw i64 %fc1.k9119, %160
+  %160 = mul nsw i64 %fc1.kp1464, 1152
+  %161 = add nsw i64 %fc1.k15019, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t90_a3, align 32
-  %t90_a3 = load <8 x float>, ptr %fc1.t90_a3, align 32
-  %t90_b039 = load <8 x float>, ptr %fc1.t90_b0, align 32
-  %t90_c3_0 = load <8 x float>, ptr %fc1.t90_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a3, <8 x float> %t90_b039, <8 x float> %t90_c3_0)
-  store <8 x float> %166, ptr %fc1.t90_c3_0, align 32
-  %t90_a340 = load <8 x float>, ptr %fc1.t90_a3, align 32
-  %t90_b141 = load <8 x float>, ptr %fc1.t90_b1, align 32
-  %t90_c3_1 = load <8 x float>, ptr %fc1.t90_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a340, <8 x float> %t90_b141, <8 x float> %t90_c3_1)
-  store <8 x float> %167, ptr %fc1.t90_c3_1, align 32
-  %t90_a342 = load <8 x float>, ptr %fc1.t90_a3, align 32
-  %t90_b243 = load <8 x float>, ptr %fc1.t90_b2, align 32
-  %t90_c3_2 = load <8 x float>, ptr %fc1.t90_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t90_a342, <8 x float> %t90_b243, <8 x float> %t90_c3_2)
-  store <8 x float> %168, ptr %fc1.t90_c3_2, align 32
-  %k91.next = add nsw i64 %fc1.k9119, 1
-  %169 = icmp slt i64 %k91.next, 1152
-  br i1 %169, label %fc1.k91, label %fc1.k91.end
+  store <8 x float> %165, ptr %fc1.t149_a3, align 32
+  %t149_a3 = load <8 x float>, ptr %fc1.t149_a3, align 32
+  %t149_b039 = load <8 x float>, ptr %fc1.t149_b0, align 32
+  %t149_c3_0 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a3, <8 x float> %t149_b039, <8 x float> %t149_c3_0)
+  store <8 x float> %166, ptr %fc1.t149_c3_0, align 32
+  %t149_a340 = load <8 x float>, ptr %fc1.t149_a3, align 32
+  %t149_b141 = load <8 x float>, ptr %fc1.t149_b1, align 32
+  %t149_c3_1 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a340, <8 x float> %t149_b141, <8 x float> %t149_c3_1)
+  store <8 x float> %167, ptr %fc1.t149_c3_1, align 32
+  %t149_a342 = load <8 x float>, ptr %fc1.t149_a3, align 32
+  %t149_b243 = load <8 x float>, ptr %fc1.t149_b2, align 32
+  %t149_c3_2 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t149_a342, <8 x float> %t149_b243, <8 x float> %t149_c3_2)
+  store <8 x float> %168, ptr %fc1.t149_c3_2, align 32
+  %k150.next = add nsw i64 %fc1.k15019, 1
+  %169 = icmp slt i64 %k150.next, 1152
+  br i1 %169, label %fc1.k150, label %fc1.k150.end
 
-fc1.k91.end:                                      ; preds = %fc1.k91
-  %t90_c0_044 = load <8 x float>, ptr %fc1.t90_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb896, 4
+fc1.k150.end:                                     ; preds = %fc1.k150
+  %t149_c0_044 = load <8 x float>, ptr %fc1.t149_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1486, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 3751936, %171
-  %173 = mul nsw i64 %fc1.nb885, 24
+  %173 = mul nsw i64 %fc1.nb1475, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t90_c0_044, ptr %arena45, align 4
-  %t90_c0_146 = load <8 x float>, ptr %fc1.t90_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c0_044, ptr %arena45, align 4
+  %t149_c0_146 = load <8 x float>, ptr %fc1.t149_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1486, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 3751936, %176
-  %178 = mul nsw i64 %fc1.nb885, 24
+  %178 = mul nsw i64 %fc1.nb1475, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t90_c0_146, ptr %arena47, align 4
-  %t90_c0_248 = load <8 x float>, ptr %fc1.t90_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c0_146, ptr %arena47, align 4
+  %t149_c0_248 = load <8 x float>, ptr %fc1.t149_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1486, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 3751936, %182
-  %184 = mul nsw i64 %fc1.nb885, 24
+  %184 = mul nsw i64 %fc1.nb1475, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t90_c0_248, ptr %arena49, align 4
-  %t90_c1_050 = load <8 x float>, ptr %fc1.t90_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c0_248, ptr %arena49, align 4
+  %t149_c1_050 = load <8 x float>, ptr %fc1.t149_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1486, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 3751936, %189
-  %191 = mul nsw i64 %fc1.nb885, 24
+  %191 = mul nsw i64 %fc1.nb1475, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t90_c1_050, ptr %arena51, align 4
-  %t90_c1_152 = load <8 x float>, ptr %fc1.t90_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c1_050, ptr %arena51, align 4
+  %t149_c1_152 = load <8 x float>, ptr %fc1.t149_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1486, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 3751936, %195
-  %197 = mul nsw i64 %fc1.nb885, 24
+  %197 = mul nsw i64 %fc1.nb1475, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t90_c1_152, ptr %arena53, align 4
-  %t90_c1_254 = load <8 x float>, ptr %fc1.t90_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c1_152, ptr %arena53, align 4
+  %t149_c1_254 = load <8 x float>, ptr %fc1.t149_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1486, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 3751936, %202
-  %204 = mul nsw i64 %fc1.nb885, 24
+  %204 = mul nsw i64 %fc1.nb1475, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t90_c1_254, ptr %arena55, align 4
-  %t90_c2_056 = load <8 x float>, ptr %fc1.t90_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c1_254, ptr %arena55, align 4
+  %t149_c2_056 = load <8 x float>, ptr %fc1.t149_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1486, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 3751936, %209
-  %211 = mul nsw i64 %fc1.nb885, 24
+  %211 = mul nsw i64 %fc1.nb1475, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t90_c2_056, ptr %arena57, align 4
-  %t90_c2_158 = load <8 x float>, ptr %fc1.t90_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c2_056, ptr %arena57, align 4
+  %t149_c2_158 = load <8 x float>, ptr %fc1.t149_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1486, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 3751936, %215
-  %217 = mul nsw i64 %fc1.nb885, 24
+  %217 = mul nsw i64 %fc1.nb1475, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t90_c2_158, ptr %arena59, align 4
-  %t90_c2_260 = load <8 x float>, ptr %fc1.t90_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c2_158, ptr %arena59, align 4
+  %t149_c2_260 = load <8 x float>, ptr %fc1.t149_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1486, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 3751936, %222
-  %224 = mul nsw i64 %fc1.nb885, 24
+  %224 = mul nsw i64 %fc1.nb1475, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t90_c2_260, ptr %arena61, align 4
-  %t90_c3_062 = load <8 x float>, ptr %fc1.t90_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c2_260, ptr %arena61, align 4
+  %t149_c3_062 = load <8 x float>, ptr %fc1.t149_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1486, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 3751936, %229
-  %231 = mul nsw i64 %fc1.nb885, 24
+  %231 = mul nsw i64 %fc1.nb1475, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t90_c3_062, ptr %arena63, align 4
-  %t90_c3_164 = load <8 x float>, ptr %fc1.t90_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c3_062, ptr %arena63, align 4
+  %t149_c3_164 = load <8 x float>, ptr %fc1.t149_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1486, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 3751936, %235
-  %237 = mul nsw i64 %fc1.nb885, 24
+  %237 = mul nsw i64 %fc1.nb1475, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t90_c3_164, ptr %arena65, align 4
-  %t90_c3_266 = load <8 x float>, ptr %fc1.t90_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb896, 4
+  store <8 x float> %t149_c3_164, ptr %arena65, align 4
+  %t149_c3_266 = load <8 x float>, ptr %fc1.t149_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1486, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 3751936, %242
-  %244 = mul nsw i64 %fc1.nb885, 24
+  %244 = mul nsw i64 %fc1.nb1475, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t90_c3_266, ptr %arena67, align 4
-  %mb89.next = add nsw i64 %fc1.mb896, 1
-  %247 = icmp slt i64 %mb89.next, 32
-  br i1 %247, label %fc1.mb89, label %fc1.mb89.end
+  store <8 x float> %t149_c3_266, ptr %arena67, align 4
+  %mb148.next = add nsw i64 %fc1.mb1486, 1
+  %247 = icmp slt i64 %mb148.next, 32
+  br i1 %247, label %fc1.mb148, label %fc1.mb148.end
 
-fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.nb88.end
-  %fc1.mb9268 = phi i64 [ 0, %fc1.nb88.end ], [ %mb92.next, %fc1.k94.end ]
-  %248 = mul nsw i64 %fc1.mb9268, 4
+fc1.mb151:                                        ; preds = %fc1.k153.end, %fc1.nb147.end
+  %fc1.mb15168 = phi i64 [ 0, %fc1.nb147.end ], [ %mb151.next, %fc1.k153.end ]
+  %248 = mul nsw i64 %fc1.mb15168, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 3751936, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t93_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %252, ptr %fc1.t152_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb15168, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 3751936, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t93_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %258, ptr %fc1.t152_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb15168, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 3751936, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t93_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %264, ptr %fc1.t152_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb15168, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 3751936, %267
@@ -2449,16 +3231,16 @@ fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.n
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t93_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %271, ptr %fc1.t152_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb15168, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 3751936, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t93_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %277, ptr %fc1.t152_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb15168, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 3751936, %280
@@ -2466,16 +3248,16 @@ fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.n
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t93_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %284, ptr %fc1.t152_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb15168, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 3751936, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t93_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %290, ptr %fc1.t152_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb15168, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 3751936, %293
@@ -2483,194 +3265,194 @@ fc1.mb92:                                         ; preds = %fc1.k94.end, %fc1.n
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t93_c3_1, align 32
-  br label %fc1.k94
+  store <8 x float> %297, ptr %fc1.t152_c3_1, align 32
+  br label %fc1.k153
 
-fc1.mb92.end:                                     ; preds = %fc1.k94.end
-  %kp87.next = add nsw i64 %fc1.kp874, 1
-  %298 = icmp slt i64 %kp87.next, 8
-  br i1 %298, label %fc1.kp87, label %fc1.kp87.end
+fc1.mb151.end:                                    ; preds = %fc1.k153.end
+  %kp146.next = add nsw i64 %fc1.kp1464, 1
+  %298 = icmp slt i64 %kp146.next, 8
+  br i1 %298, label %fc1.kp146, label %fc1.kp146.end
 
-fc1.k94:                                          ; preds = %fc1.k94, %fc1.mb92
-  %fc1.k9477 = phi i64 [ 0, %fc1.mb92 ], [ %k94.next, %fc1.k94 ]
-  %299 = mul nsw i64 %fc1.kp874, 1152
-  %300 = add nsw i64 %fc1.k9477, %299
+fc1.k153:                                         ; preds = %fc1.k153, %fc1.mb151
+  %fc1.k15377 = phi i64 [ 0, %fc1.mb151 ], [ %k153.next, %fc1.k153 ]
+  %299 = mul nsw i64 %fc1.kp1464, 1152
+  %300 = add nsw i64 %fc1.k15377, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 3162112, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t93_b0, align 32
-  %305 = mul nsw i64 %fc1.kp874, 1152
-  %306 = add nsw i64 %fc1.k9477, %305
+  store <8 x float> %304, ptr %fc1.t152_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1464, 1152
+  %306 = add nsw i64 %fc1.k15377, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 3162112, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t93_b1, align 32
-  %312 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %311, ptr %fc1.t152_b1, align 32
+  %312 = mul nsw i64 %fc1.mb15168, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp874, 1152
-  %316 = add nsw i64 %fc1.k9477, %315
+  %315 = mul nsw i64 %fc1.kp1464, 1152
+  %316 = add nsw i64 %fc1.k15377, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t93_a0, align 32
-  %t93_a0 = load <8 x float>, ptr %fc1.t93_a0, align 32
-  %t93_b0 = load <8 x float>, ptr %fc1.t93_b0, align 32
-  %t93_c0_0 = load <8 x float>, ptr %fc1.t93_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a0, <8 x float> %t93_b0, <8 x float> %t93_c0_0)
-  store <8 x float> %321, ptr %fc1.t93_c0_0, align 32
-  %t93_a081 = load <8 x float>, ptr %fc1.t93_a0, align 32
-  %t93_b1 = load <8 x float>, ptr %fc1.t93_b1, align 32
-  %t93_c0_1 = load <8 x float>, ptr %fc1.t93_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a081, <8 x float> %t93_b1, <8 x float> %t93_c0_1)
-  store <8 x float> %322, ptr %fc1.t93_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %320, ptr %fc1.t152_a0, align 32
+  %t152_a0 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b0 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c0_0 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a0, <8 x float> %t152_b0, <8 x float> %t152_c0_0)
+  store <8 x float> %321, ptr %fc1.t152_c0_0, align 32
+  %t152_a081 = load <8 x float>, ptr %fc1.t152_a0, align 32
+  %t152_b1 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c0_1 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a081, <8 x float> %t152_b1, <8 x float> %t152_c0_1)
+  store <8 x float> %322, ptr %fc1.t152_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb15168, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp874, 1152
-  %328 = add nsw i64 %fc1.k9477, %327
+  %327 = mul nsw i64 %fc1.kp1464, 1152
+  %328 = add nsw i64 %fc1.k15377, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t93_a1, align 32
-  %t93_a1 = load <8 x float>, ptr %fc1.t93_a1, align 32
-  %t93_b083 = load <8 x float>, ptr %fc1.t93_b0, align 32
-  %t93_c1_0 = load <8 x float>, ptr %fc1.t93_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a1, <8 x float> %t93_b083, <8 x float> %t93_c1_0)
-  store <8 x float> %333, ptr %fc1.t93_c1_0, align 32
-  %t93_a184 = load <8 x float>, ptr %fc1.t93_a1, align 32
-  %t93_b185 = load <8 x float>, ptr %fc1.t93_b1, align 32
-  %t93_c1_1 = load <8 x float>, ptr %fc1.t93_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a184, <8 x float> %t93_b185, <8 x float> %t93_c1_1)
-  store <8 x float> %334, ptr %fc1.t93_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %332, ptr %fc1.t152_a1, align 32
+  %t152_a1 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b083 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c1_0 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a1, <8 x float> %t152_b083, <8 x float> %t152_c1_0)
+  store <8 x float> %333, ptr %fc1.t152_c1_0, align 32
+  %t152_a184 = load <8 x float>, ptr %fc1.t152_a1, align 32
+  %t152_b185 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c1_1 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a184, <8 x float> %t152_b185, <8 x float> %t152_c1_1)
+  store <8 x float> %334, ptr %fc1.t152_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb15168, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp874, 1152
-  %340 = add nsw i64 %fc1.k9477, %339
+  %339 = mul nsw i64 %fc1.kp1464, 1152
+  %340 = add nsw i64 %fc1.k15377, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t93_a2, align 32
-  %t93_a2 = load <8 x float>, ptr %fc1.t93_a2, align 32
-  %t93_b087 = load <8 x float>, ptr %fc1.t93_b0, align 32
-  %t93_c2_0 = load <8 x float>, ptr %fc1.t93_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a2, <8 x float> %t93_b087, <8 x float> %t93_c2_0)
-  store <8 x float> %345, ptr %fc1.t93_c2_0, align 32
-  %t93_a288 = load <8 x float>, ptr %fc1.t93_a2, align 32
-  %t93_b189 = load <8 x float>, ptr %fc1.t93_b1, align 32
-  %t93_c2_1 = load <8 x float>, ptr %fc1.t93_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a288, <8 x float> %t93_b189, <8 x float> %t93_c2_1)
-  store <8 x float> %346, ptr %fc1.t93_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %344, ptr %fc1.t152_a2, align 32
+  %t152_a2 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b087 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c2_0 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a2, <8 x float> %t152_b087, <8 x float> %t152_c2_0)
+  store <8 x float> %345, ptr %fc1.t152_c2_0, align 32
+  %t152_a288 = load <8 x float>, ptr %fc1.t152_a2, align 32
+  %t152_b189 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c2_1 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a288, <8 x float> %t152_b189, <8 x float> %t152_c2_1)
+  store <8 x float> %346, ptr %fc1.t152_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb15168, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp874, 1152
-  %352 = add nsw i64 %fc1.k9477, %351
+  %351 = mul nsw i64 %fc1.kp1464, 1152
+  %352 = add nsw i64 %fc1.k15377, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t93_a3, align 32
-  %t93_a3 = load <8 x float>, ptr %fc1.t93_a3, align 32
-  %t93_b091 = load <8 x float>, ptr %fc1.t93_b0, align 32
-  %t93_c3_0 = load <8 x float>, ptr %fc1.t93_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a3, <8 x float> %t93_b091, <8 x float> %t93_c3_0)
-  store <8 x float> %357, ptr %fc1.t93_c3_0, align 32
-  %t93_a392 = load <8 x float>, ptr %fc1.t93_a3, align 32
-  %t93_b193 = load <8 x float>, ptr %fc1.t93_b1, align 32
-  %t93_c3_1 = load <8 x float>, ptr %fc1.t93_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t93_a392, <8 x float> %t93_b193, <8 x float> %t93_c3_1)
-  store <8 x float> %358, ptr %fc1.t93_c3_1, align 32
-  %k94.next = add nsw i64 %fc1.k9477, 1
-  %359 = icmp slt i64 %k94.next, 1152
-  br i1 %359, label %fc1.k94, label %fc1.k94.end
+  store <8 x float> %356, ptr %fc1.t152_a3, align 32
+  %t152_a3 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b091 = load <8 x float>, ptr %fc1.t152_b0, align 32
+  %t152_c3_0 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a3, <8 x float> %t152_b091, <8 x float> %t152_c3_0)
+  store <8 x float> %357, ptr %fc1.t152_c3_0, align 32
+  %t152_a392 = load <8 x float>, ptr %fc1.t152_a3, align 32
+  %t152_b193 = load <8 x float>, ptr %fc1.t152_b1, align 32
+  %t152_c3_1 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t152_a392, <8 x float> %t152_b193, <8 x float> %t152_c3_1)
+  store <8 x float> %358, ptr %fc1.t152_c3_1, align 32
+  %k153.next = add nsw i64 %fc1.k15377, 1
+  %359 = icmp slt i64 %k153.next, 1152
+  br i1 %359, label %fc1.k153, label %fc1.k153.end
 
-fc1.k94.end:                                      ; preds = %fc1.k94
-  %t93_c0_094 = load <8 x float>, ptr %fc1.t93_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb9268, 4
+fc1.k153.end:                                     ; preds = %fc1.k153
+  %t152_c0_094 = load <8 x float>, ptr %fc1.t152_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb15168, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 3751936, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t93_c0_094, ptr %arena95, align 4
-  %t93_c0_196 = load <8 x float>, ptr %fc1.t93_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c0_094, ptr %arena95, align 4
+  %t152_c0_196 = load <8 x float>, ptr %fc1.t152_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb15168, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 3751936, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t93_c0_196, ptr %arena97, align 4
-  %t93_c1_098 = load <8 x float>, ptr %fc1.t93_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c0_196, ptr %arena97, align 4
+  %t152_c1_098 = load <8 x float>, ptr %fc1.t152_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb15168, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 3751936, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t93_c1_098, ptr %arena99, align 4
-  %t93_c1_1100 = load <8 x float>, ptr %fc1.t93_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c1_098, ptr %arena99, align 4
+  %t152_c1_1100 = load <8 x float>, ptr %fc1.t152_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb15168, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 3751936, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t93_c1_1100, ptr %arena101, align 4
-  %t93_c2_0102 = load <8 x float>, ptr %fc1.t93_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c1_1100, ptr %arena101, align 4
+  %t152_c2_0102 = load <8 x float>, ptr %fc1.t152_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb15168, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 3751936, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t93_c2_0102, ptr %arena103, align 4
-  %t93_c2_1104 = load <8 x float>, ptr %fc1.t93_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c2_0102, ptr %arena103, align 4
+  %t152_c2_1104 = load <8 x float>, ptr %fc1.t152_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb15168, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 3751936, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t93_c2_1104, ptr %arena105, align 4
-  %t93_c3_0106 = load <8 x float>, ptr %fc1.t93_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c2_1104, ptr %arena105, align 4
+  %t152_c3_0106 = load <8 x float>, ptr %fc1.t152_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb15168, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 3751936, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t93_c3_0106, ptr %arena107, align 4
-  %t93_c3_1108 = load <8 x float>, ptr %fc1.t93_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb9268, 4
+  store <8 x float> %t152_c3_0106, ptr %arena107, align 4
+  %t152_c3_1108 = load <8 x float>, ptr %fc1.t152_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb15168, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 3751936, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t93_c3_1108, ptr %arena109, align 4
-  %mb92.next = add nsw i64 %fc1.mb9268, 1
-  %402 = icmp slt i64 %mb92.next, 32
-  br i1 %402, label %fc1.mb92, label %fc1.mb92.end
+  store <8 x float> %t152_c3_1108, ptr %arena109, align 4
+  %mb151.next = add nsw i64 %fc1.mb15168, 1
+  %402 = icmp slt i64 %mb151.next, 32
+  br i1 %402, label %fc1.mb151, label %fc1.mb151.end
 }
 
 ; Function Attrs: noinline
@@ -2694,11 +3476,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %drop2.i106
+  br label %drop2.i165
 
-drop2.i106:                                       ; preds = %drop2.i106, %entry
-  %drop2.i1061 = phi i64 [ 0, %entry ], [ %i106.next, %drop2.i106 ]
-  %18 = mul i64 %drop2.i1061, -7046029254386353131
+drop2.i165:                                       ; preds = %drop2.i165, %entry
+  %drop2.i1651 = phi i64 [ 0, %entry ], [ %i165.next, %drop2.i165 ]
+  %18 = mul i64 %drop2.i1651, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -2710,19 +3492,19 @@ drop2.i106:                                       ; preds = %drop2.i106, %entry
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3153920, %drop2.i1061
+  %30 = add nsw i64 3153920, %drop2.i1651
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3162112, %drop2.i1061
+  %34 = add nsw i64 3162112, %drop2.i1651
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i106.next = add nsw i64 %drop2.i1061, 1
-  %35 = icmp slt i64 %i106.next, 8192
-  br i1 %35, label %drop2.i106, label %drop2.i106.end
+  %i165.next = add nsw i64 %drop2.i1651, 1
+  %35 = icmp slt i64 %i165.next, 8192
+  br i1 %35, label %drop2.i165, label %drop2.i165.end
 
-drop2.i106.end:                                   ; preds = %drop2.i106
+drop2.i165.end:                                   ; preds = %drop2.i165
   ret void
 }
 
@@ -2733,126 +3515,124 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 3170304
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n111
+  br label %fc2.n170
 
-fc2.n111:                                         ; preds = %fc2.u112.end, %entry
-  %fc2.n1114 = phi i64 [ 0, %entry ], [ %n111.next, %fc2.u112.end ]
-  br label %fc2.u112
+fc2.n170:                                         ; preds = %fc2.u171.end, %entry
+  %fc2.n1704 = phi i64 [ 0, %entry ], [ %n170.next, %fc2.u171.end ]
+  br label %fc2.u171
 
-fc2.n111.end:                                     ; preds = %fc2.u112.end
+fc2.n170.end:                                     ; preds = %fc2.u171.end
   ret void
 
-fc2.u112:                                         ; preds = %fc2.u112, %fc2.n111
-  %fc2.u1125 = phi i64 [ 0, %fc2.n111 ], [ %u112.next, %fc2.u112 ]
-  %0 = mul nsw i64 %fc2.n1114, 10
+fc2.u171:                                         ; preds = %fc2.u171, %fc2.n170
+  %fc2.u1715 = phi i64 [ 0, %fc2.n170 ], [ %u171.next, %fc2.u171 ]
+  %0 = mul nsw i64 %fc2.n1704, 10
   %1 = add nsw i64 3170304, %0
-  %2 = add nsw i64 %1, %fc2.u1125
+  %2 = add nsw i64 %1, %fc2.u1715
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u1125
+  %4 = add nsw i64 1199872, %fc2.u1715
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1114, 10
+  %7 = mul nsw i64 %fc2.n1704, 10
   %8 = add nsw i64 3170304, %7
-  %9 = add nsw i64 %8, %fc2.u1125
+  %9 = add nsw i64 %8, %fc2.u1715
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u112.next = add nsw i64 %fc2.u1125, 1
-  %10 = icmp slt i64 %u112.next, 10
-  br i1 %10, label %fc2.u112, label %fc2.u112.end
+  %u171.next = add nsw i64 %fc2.u1715, 1
+  %10 = icmp slt i64 %u171.next, 10
+  br i1 %10, label %fc2.u171, label %fc2.u171.end
 
-fc2.u112.end:                                     ; preds = %fc2.u112
-  %n111.next = add nsw i64 %fc2.n1114, 1
-  %11 = icmp slt i64 %n111.next, 64
-  br i1 %11, label %fc2.n111, label %fc2.n111.end
+fc2.u171.end:                                     ; preds = %fc2.u171
+  %n170.next = add nsw i64 %fc2.n1704, 1
+  %11 = icmp slt i64 %n170.next, 64
+  br i1 %11, label %fc2.n170, label %fc2.n170.end
 }
-
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %probs.s115 = alloca float, align 4
-  %probs.m114 = alloca float, align 4
-  br label %probs.n113
+  %probs.s174 = alloca float, align 4
+  %probs.m173 = alloca float, align 4
+  br label %probs.n172
 
-probs.n113:                                       ; preds = %probs.k118.end, %entry
-  %probs.n1131 = phi i64 [ 0, %entry ], [ %n113.next, %probs.k118.end ]
-  %0 = mul nsw i64 %probs.n1131, 10
+probs.n172:                                       ; preds = %probs.k177.end, %entry
+  %probs.n1721 = phi i64 [ 0, %entry ], [ %n172.next, %probs.k177.end ]
+  %0 = mul nsw i64 %probs.n1721, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m114, align 4
-  br label %probs.k116
+  store float %2, ptr %probs.m173, align 4
+  br label %probs.k175
 
-probs.n113.end:                                   ; preds = %probs.k118.end
+probs.n172.end:                                   ; preds = %probs.k177.end
   ret void
 
-probs.k116:                                       ; preds = %probs.k116, %probs.n113
-  %probs.k1163 = phi i64 [ 0, %probs.n113 ], [ %k116.next, %probs.k116 ]
-  %m114 = load float, ptr %probs.m114, align 4
-  %3 = mul nsw i64 %probs.n1131, 10
+probs.k175:                                       ; preds = %probs.k175, %probs.n172
+  %probs.k1753 = phi i64 [ 0, %probs.n172 ], [ %k175.next, %probs.k175 ]
+  %m173 = load float, ptr %probs.m173, align 4
+  %3 = mul nsw i64 %probs.n1721, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %probs.k1163
+  %5 = add nsw i64 %4, %probs.k1753
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m114
-  %8 = select i1 %7, float %6, float %m114
-  store float %8, ptr %probs.m114, align 4
-  %k116.next = add nsw i64 %probs.k1163, 1
-  %9 = icmp slt i64 %k116.next, 10
-  br i1 %9, label %probs.k116, label %probs.k116.end
+  %7 = fcmp ogt float %6, %m173
+  %8 = select i1 %7, float %6, float %m173
+  store float %8, ptr %probs.m173, align 4
+  %k175.next = add nsw i64 %probs.k1753, 1
+  %9 = icmp slt i64 %k175.next, 10
+  br i1 %9, label %probs.k175, label %probs.k175.end
 
-probs.k116.end:                                   ; preds = %probs.k116
-  store float 0.000000e+00, ptr %probs.s115, align 4
-  br label %probs.k117
+probs.k175.end:                                   ; preds = %probs.k175
+  store float 0.000000e+00, ptr %probs.s174, align 4
+  br label %probs.k176
 
-probs.k117:                                       ; preds = %probs.k117, %probs.k116.end
-  %probs.k1175 = phi i64 [ 0, %probs.k116.end ], [ %k117.next, %probs.k117 ]
-  %s115 = load float, ptr %probs.s115, align 4
-  %10 = mul nsw i64 %probs.n1131, 10
+probs.k176:                                       ; preds = %probs.k176, %probs.k175.end
+  %probs.k1765 = phi i64 [ 0, %probs.k175.end ], [ %k176.next, %probs.k176 ]
+  %s174 = load float, ptr %probs.s174, align 4
+  %10 = mul nsw i64 %probs.n1721, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %probs.k1175
+  %12 = add nsw i64 %11, %probs.k1765
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1147 = load float, ptr %probs.m114, align 4
-  %14 = fsub float %13, %m1147
+  %m1737 = load float, ptr %probs.m173, align 4
+  %14 = fsub float %13, %m1737
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s115, %15
-  store float %16, ptr %probs.s115, align 4
-  %k117.next = add nsw i64 %probs.k1175, 1
-  %17 = icmp slt i64 %k117.next, 10
-  br i1 %17, label %probs.k117, label %probs.k117.end
+  %16 = fadd float %s174, %15
+  store float %16, ptr %probs.s174, align 4
+  %k176.next = add nsw i64 %probs.k1765, 1
+  %17 = icmp slt i64 %k176.next, 10
+  br i1 %17, label %probs.k176, label %probs.k176.end
 
-probs.k117.end:                                   ; preds = %probs.k117
-  br label %probs.k118
+probs.k176.end:                                   ; preds = %probs.k176
+  br label %probs.k177
 
-probs.k118:                                       ; preds = %probs.k118, %probs.k117.end
-  %probs.k1188 = phi i64 [ 0, %probs.k117.end ], [ %k118.next, %probs.k118 ]
-  %18 = mul nsw i64 %probs.n1131, 10
+probs.k177:                                       ; preds = %probs.k177, %probs.k176.end
+  %probs.k1778 = phi i64 [ 0, %probs.k176.end ], [ %k177.next, %probs.k177 ]
+  %18 = mul nsw i64 %probs.n1721, 10
   %19 = add nsw i64 3170304, %18
-  %20 = add nsw i64 %19, %probs.k1188
+  %20 = add nsw i64 %19, %probs.k1778
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena9, align 4
-  %m11410 = load float, ptr %probs.m114, align 4
-  %22 = fsub float %21, %m11410
+  %m17310 = load float, ptr %probs.m173, align 4
+  %22 = fsub float %21, %m17310
   %23 = call float @llvm.exp.f32(float %22)
-  %s11511 = load float, ptr %probs.s115, align 4
-  %24 = fdiv float %23, %s11511
-  %25 = mul nsw i64 %probs.n1131, 10
+  %s17411 = load float, ptr %probs.s174, align 4
+  %24 = fdiv float %23, %s17411
+  %25 = mul nsw i64 %probs.n1721, 10
   %26 = add nsw i64 3170944, %25
-  %27 = add nsw i64 %26, %probs.k1188
+  %27 = add nsw i64 %26, %probs.k1778
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %27
   store float %24, ptr %arena12, align 4
-  %k118.next = add nsw i64 %probs.k1188, 1
-  %28 = icmp slt i64 %k118.next, 10
-  br i1 %28, label %probs.k118, label %probs.k118.end
+  %k177.next = add nsw i64 %probs.k1778, 1
+  %28 = icmp slt i64 %k177.next, 10
+  br i1 %28, label %probs.k177, label %probs.k177.end
 
-probs.k118.end:                                   ; preds = %probs.k118
-  %n113.next = add nsw i64 %probs.n1131, 1
-  %29 = icmp slt i64 %n113.next, 64
-  br i1 %29, label %probs.n113, label %probs.n113.end
+probs.k177.end:                                   ; preds = %probs.k177
+  %n172.next = add nsw i64 %probs.n1721, 1
+  %29 = icmp slt i64 %n172.next, 64
+  br i1 %29, label %probs.n172, label %probs.n172.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -2861,84 +3641,84 @@ declare float @llvm.exp.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k8.loss(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %loss.s122 = alloca float, align 4
-  %loss.m121 = alloca float, align 4
-  %loss.total119 = alloca float, align 4
-  store float 0.000000e+00, ptr %loss.total119, align 4
-  br label %loss.n120
+  %loss.s181 = alloca float, align 4
+  %loss.m180 = alloca float, align 4
+  %loss.total178 = alloca float, align 4
+  store float 0.000000e+00, ptr %loss.total178, align 4
+  br label %loss.n179
 
-loss.n120:                                        ; preds = %loss.k124.end, %entry
-  %loss.n1201 = phi i64 [ 0, %entry ], [ %n120.next, %loss.k124.end ]
-  %0 = mul nsw i64 %loss.n1201, 10
+loss.n179:                                        ; preds = %loss.k183.end, %entry
+  %loss.n1791 = phi i64 [ 0, %entry ], [ %n179.next, %loss.k183.end ]
+  %0 = mul nsw i64 %loss.n1791, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %loss.m121, align 4
-  br label %loss.k123
+  store float %2, ptr %loss.m180, align 4
+  br label %loss.k182
 
-loss.n120.end:                                    ; preds = %loss.k124.end
-  %total11912 = load float, ptr %loss.total119, align 4
-  %3 = fdiv float %total11912, 6.400000e+01
+loss.n179.end:                                    ; preds = %loss.k183.end
+  %total17812 = load float, ptr %loss.total178, align 4
+  %3 = fdiv float %total17812, 6.400000e+01
   %arena13 = getelementptr inbounds float, ptr %arena, i64 3171584
   store float %3, ptr %arena13, align 4
   ret void
 
-loss.k123:                                        ; preds = %loss.k123, %loss.n120
-  %loss.k1233 = phi i64 [ 0, %loss.n120 ], [ %k123.next, %loss.k123 ]
-  %m121 = load float, ptr %loss.m121, align 4
-  %4 = mul nsw i64 %loss.n1201, 10
+loss.k182:                                        ; preds = %loss.k182, %loss.n179
+  %loss.k1823 = phi i64 [ 0, %loss.n179 ], [ %k182.next, %loss.k182 ]
+  %m180 = load float, ptr %loss.m180, align 4
+  %4 = mul nsw i64 %loss.n1791, 10
   %5 = add nsw i64 3170304, %4
-  %6 = add nsw i64 %5, %loss.k1233
+  %6 = add nsw i64 %5, %loss.k1823
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   %7 = load float, ptr %arena4, align 4
-  %8 = fcmp ogt float %7, %m121
-  %9 = select i1 %8, float %7, float %m121
-  store float %9, ptr %loss.m121, align 4
-  %k123.next = add nsw i64 %loss.k1233, 1
-  %10 = icmp slt i64 %k123.next, 10
-  br i1 %10, label %loss.k123, label %loss.k123.end
+  %8 = fcmp ogt float %7, %m180
+  %9 = select i1 %8, float %7, float %m180
+  store float %9, ptr %loss.m180, align 4
+  %k182.next = add nsw i64 %loss.k1823, 1
+  %10 = icmp slt i64 %k182.next, 10
+  br i1 %10, label %loss.k182, label %loss.k182.end
 
-loss.k123.end:                                    ; preds = %loss.k123
-  store float 0.000000e+00, ptr %loss.s122, align 4
-  br label %loss.k124
+loss.k182.end:                                    ; preds = %loss.k182
+  store float 0.000000e+00, ptr %loss.s181, align 4
+  br label %loss.k183
 
-loss.k124:                                        ; preds = %loss.k124, %loss.k123.end
-  %loss.k1245 = phi i64 [ 0, %loss.k123.end ], [ %k124.next, %loss.k124 ]
-  %s122 = load float, ptr %loss.s122, align 4
-  %11 = mul nsw i64 %loss.n1201, 10
+loss.k183:                                        ; preds = %loss.k183, %loss.k182.end
+  %loss.k1835 = phi i64 [ 0, %loss.k182.end ], [ %k183.next, %loss.k183 ]
+  %s181 = load float, ptr %loss.s181, align 4
+  %11 = mul nsw i64 %loss.n1791, 10
   %12 = add nsw i64 3170304, %11
-  %13 = add nsw i64 %12, %loss.k1245
+  %13 = add nsw i64 %12, %loss.k1835
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena6, align 4
-  %m1217 = load float, ptr %loss.m121, align 4
-  %15 = fsub float %14, %m1217
+  %m1807 = load float, ptr %loss.m180, align 4
+  %15 = fsub float %14, %m1807
   %16 = call float @llvm.exp.f32(float %15)
-  %17 = fadd float %s122, %16
-  store float %17, ptr %loss.s122, align 4
-  %k124.next = add nsw i64 %loss.k1245, 1
-  %18 = icmp slt i64 %k124.next, 10
-  br i1 %18, label %loss.k124, label %loss.k124.end
+  %17 = fadd float %s181, %16
+  store float %17, ptr %loss.s181, align 4
+  %k183.next = add nsw i64 %loss.k1835, 1
+  %18 = icmp slt i64 %k183.next, 10
+  br i1 %18, label %loss.k183, label %loss.k183.end
 
-loss.k124.end:                                    ; preds = %loss.k124
-  %total119 = load float, ptr %loss.total119, align 4
-  %m1218 = load float, ptr %loss.m121, align 4
-  %s1229 = load float, ptr %loss.s122, align 4
-  %19 = call float @llvm.log.f32(float %s1229)
-  %20 = fadd float %m1218, %19
-  %21 = mul nsw i64 %loss.n1201, 10
+loss.k183.end:                                    ; preds = %loss.k183
+  %total178 = load float, ptr %loss.total178, align 4
+  %m1808 = load float, ptr %loss.m180, align 4
+  %s1819 = load float, ptr %loss.s181, align 4
+  %19 = call float @llvm.log.f32(float %s1819)
+  %20 = fadd float %m1808, %19
+  %21 = mul nsw i64 %loss.n1791, 10
   %22 = add nsw i64 3170304, %21
-  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1201
+  %labels10 = getelementptr inbounds i32, ptr %labels, i64 %loss.n1791
   %label = load i32, ptr %labels10, align 4
   %23 = sext i32 %label to i64
   %24 = add nsw i64 %22, %23
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %24
   %25 = load float, ptr %arena11, align 4
   %26 = fsub float %20, %25
-  %27 = fadd float %total119, %26
-  store float %27, ptr %loss.total119, align 4
-  %n120.next = add nsw i64 %loss.n1201, 1
-  %28 = icmp slt i64 %n120.next, 64
-  br i1 %28, label %loss.n120, label %loss.n120.end
+  %27 = fadd float %total178, %26
+  store float %27, ptr %loss.total178, align 4
+  %n179.next = add nsw i64 %loss.n1791, 1
+  %28 = icmp slt i64 %n179.next, 64
+  br i1 %28, label %loss.n179, label %loss.n179.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
@@ -2947,103 +3727,103 @@ declare float @llvm.log.f32(float) #2
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k9.fc2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_grad.s127 = alloca float, align 4
-  %fc2_grad.m126 = alloca float, align 4
-  br label %fc2_grad.n125
+  %fc2_grad.s186 = alloca float, align 4
+  %fc2_grad.m185 = alloca float, align 4
+  br label %fc2_grad.n184
 
-fc2_grad.n125:                                    ; preds = %fc2_grad.k130.end, %entry
-  %fc2_grad.n1251 = phi i64 [ 0, %entry ], [ %n125.next, %fc2_grad.k130.end ]
-  %0 = mul nsw i64 %fc2_grad.n1251, 10
+fc2_grad.n184:                                    ; preds = %fc2_grad.k189.end, %entry
+  %fc2_grad.n1841 = phi i64 [ 0, %entry ], [ %n184.next, %fc2_grad.k189.end ]
+  %0 = mul nsw i64 %fc2_grad.n1841, 10
   %1 = add nsw i64 3170304, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %fc2_grad.m126, align 4
-  br label %fc2_grad.k128
+  store float %2, ptr %fc2_grad.m185, align 4
+  br label %fc2_grad.k187
 
-fc2_grad.n125.end:                                ; preds = %fc2_grad.k130.end
+fc2_grad.n184.end:                                ; preds = %fc2_grad.k189.end
   ret void
 
-fc2_grad.k128:                                    ; preds = %fc2_grad.k128, %fc2_grad.n125
-  %fc2_grad.k1283 = phi i64 [ 0, %fc2_grad.n125 ], [ %k128.next, %fc2_grad.k128 ]
-  %m126 = load float, ptr %fc2_grad.m126, align 4
-  %3 = mul nsw i64 %fc2_grad.n1251, 10
+fc2_grad.k187:                                    ; preds = %fc2_grad.k187, %fc2_grad.n184
+  %fc2_grad.k1873 = phi i64 [ 0, %fc2_grad.n184 ], [ %k187.next, %fc2_grad.k187 ]
+  %m185 = load float, ptr %fc2_grad.m185, align 4
+  %3 = mul nsw i64 %fc2_grad.n1841, 10
   %4 = add nsw i64 3170304, %3
-  %5 = add nsw i64 %4, %fc2_grad.k1283
+  %5 = add nsw i64 %4, %fc2_grad.k1873
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m126
-  %8 = select i1 %7, float %6, float %m126
-  store float %8, ptr %fc2_grad.m126, align 4
-  %k128.next = add nsw i64 %fc2_grad.k1283, 1
-  %9 = icmp slt i64 %k128.next, 10
-  br i1 %9, label %fc2_grad.k128, label %fc2_grad.k128.end
+  %7 = fcmp ogt float %6, %m185
+  %8 = select i1 %7, float %6, float %m185
+  store float %8, ptr %fc2_grad.m185, align 4
+  %k187.next = add nsw i64 %fc2_grad.k1873, 1
+  %9 = icmp slt i64 %k187.next, 10
+  br i1 %9, label %fc2_grad.k187, label %fc2_grad.k187.end
 
-fc2_grad.k128.end:                                ; preds = %fc2_grad.k128
-  store float 0.000000e+00, ptr %fc2_grad.s127, align 4
-  br label %fc2_grad.k129
+fc2_grad.k187.end:                                ; preds = %fc2_grad.k187
+  store float 0.000000e+00, ptr %fc2_grad.s186, align 4
+  br label %fc2_grad.k188
 
-fc2_grad.k129:                                    ; preds = %fc2_grad.k129, %fc2_grad.k128.end
-  %fc2_grad.k1295 = phi i64 [ 0, %fc2_grad.k128.end ], [ %k129.next, %fc2_grad.k129 ]
-  %s127 = load float, ptr %fc2_grad.s127, align 4
-  %10 = mul nsw i64 %fc2_grad.n1251, 10
+fc2_grad.k188:                                    ; preds = %fc2_grad.k188, %fc2_grad.k187.end
+  %fc2_grad.k1885 = phi i64 [ 0, %fc2_grad.k187.end ], [ %k188.next, %fc2_grad.k188 ]
+  %s186 = load float, ptr %fc2_grad.s186, align 4
+  %10 = mul nsw i64 %fc2_grad.n1841, 10
   %11 = add nsw i64 3170304, %10
-  %12 = add nsw i64 %11, %fc2_grad.k1295
+  %12 = add nsw i64 %11, %fc2_grad.k1885
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m1267 = load float, ptr %fc2_grad.m126, align 4
-  %14 = fsub float %13, %m1267
+  %m1857 = load float, ptr %fc2_grad.m185, align 4
+  %14 = fsub float %13, %m1857
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s127, %15
-  store float %16, ptr %fc2_grad.s127, align 4
-  %k129.next = add nsw i64 %fc2_grad.k1295, 1
-  %17 = icmp slt i64 %k129.next, 10
-  br i1 %17, label %fc2_grad.k129, label %fc2_grad.k129.end
+  %16 = fadd float %s186, %15
+  store float %16, ptr %fc2_grad.s186, align 4
+  %k188.next = add nsw i64 %fc2_grad.k1885, 1
+  %17 = icmp slt i64 %k188.next, 10
+  br i1 %17, label %fc2_grad.k188, label %fc2_grad.k188.end
 
-fc2_grad.k129.end:                                ; preds = %fc2_grad.k129
-  br label %fc2_grad.k130
+fc2_grad.k188.end:                                ; preds = %fc2_grad.k188
+  br label %fc2_grad.k189
 
-fc2_grad.k130:                                    ; preds = %fc2_grad.k130, %fc2_grad.k129.end
-  %fc2_grad.k1308 = phi i64 [ 0, %fc2_grad.k129.end ], [ %k130.next, %fc2_grad.k130 ]
-  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1251
+fc2_grad.k189:                                    ; preds = %fc2_grad.k189, %fc2_grad.k188.end
+  %fc2_grad.k1898 = phi i64 [ 0, %fc2_grad.k188.end ], [ %k189.next, %fc2_grad.k189 ]
+  %labels9 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n1841
   %label = load i32, ptr %labels9, align 4
   %18 = sext i32 %label to i64
-  %19 = icmp eq i64 %fc2_grad.k1308, %18
-  %20 = mul nsw i64 %fc2_grad.n1251, 10
+  %19 = icmp eq i64 %fc2_grad.k1898, %18
+  %20 = mul nsw i64 %fc2_grad.n1841, 10
   %21 = add nsw i64 3170304, %20
-  %22 = add nsw i64 %21, %fc2_grad.k1308
+  %22 = add nsw i64 %21, %fc2_grad.k1898
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load float, ptr %arena10, align 4
-  %m12611 = load float, ptr %fc2_grad.m126, align 4
-  %24 = fsub float %23, %m12611
+  %m18511 = load float, ptr %fc2_grad.m185, align 4
+  %24 = fsub float %23, %m18511
   %25 = call float @llvm.exp.f32(float %24)
-  %s12712 = load float, ptr %fc2_grad.s127, align 4
-  %26 = fdiv float %25, %s12712
+  %s18612 = load float, ptr %fc2_grad.s186, align 4
+  %26 = fdiv float %25, %s18612
   %27 = fsub float %26, 1.000000e+00
-  %28 = mul nsw i64 %fc2_grad.n1251, 10
+  %28 = mul nsw i64 %fc2_grad.n1841, 10
   %29 = add nsw i64 3170304, %28
-  %30 = add nsw i64 %29, %fc2_grad.k1308
+  %30 = add nsw i64 %29, %fc2_grad.k1898
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena13, align 4
-  %m12614 = load float, ptr %fc2_grad.m126, align 4
-  %32 = fsub float %31, %m12614
+  %m18514 = load float, ptr %fc2_grad.m185, align 4
+  %32 = fsub float %31, %m18514
   %33 = call float @llvm.exp.f32(float %32)
-  %s12715 = load float, ptr %fc2_grad.s127, align 4
-  %34 = fdiv float %33, %s12715
+  %s18615 = load float, ptr %fc2_grad.s186, align 4
+  %34 = fdiv float %33, %s18615
   %35 = select i1 %19, float %27, float %34
   %36 = fdiv float %35, 6.400000e+01
-  %37 = mul nsw i64 %fc2_grad.n1251, 10
+  %37 = mul nsw i64 %fc2_grad.n1841, 10
   %38 = add nsw i64 3171600, %37
-  %39 = add nsw i64 %38, %fc2_grad.k1308
+  %39 = add nsw i64 %38, %fc2_grad.k1898
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %39
   store float %36, ptr %arena16, align 4
-  %k130.next = add nsw i64 %fc2_grad.k1308, 1
-  %40 = icmp slt i64 %k130.next, 10
-  br i1 %40, label %fc2_grad.k130, label %fc2_grad.k130.end
+  %k189.next = add nsw i64 %fc2_grad.k1898, 1
+  %40 = icmp slt i64 %k189.next, 10
+  br i1 %40, label %fc2_grad.k189, label %fc2_grad.k189.end
 
-fc2_grad.k130.end:                                ; preds = %fc2_grad.k130
-  %n125.next = add nsw i64 %fc2_grad.n1251, 1
-  %41 = icmp slt i64 %n125.next, 64
-  br i1 %41, label %fc2_grad.n125, label %fc2_grad.n125.end
+fc2_grad.k189.end:                                ; preds = %fc2_grad.k189
+  %n184.next = add nsw i64 %fc2_grad.n1841, 1
+  %41 = icmp slt i64 %n184.next, 64
+  br i1 %41, label %fc2_grad.n184, label %fc2_grad.n184.end
 }
 
 ; Function Attrs: noinline
@@ -3059,39 +3839,39 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k11.fc2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc2_bias_grad.acc132 = alloca float, align 4
-  br label %fc2_bias_grad.u131
+  %fc2_bias_grad.acc191 = alloca float, align 4
+  br label %fc2_bias_grad.u190
 
-fc2_bias_grad.u131:                               ; preds = %fc2_bias_grad.n133.end, %entry
-  %fc2_bias_grad.u1311 = phi i64 [ 0, %entry ], [ %u131.next, %fc2_bias_grad.n133.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc132, align 4
-  br label %fc2_bias_grad.n133
+fc2_bias_grad.u190:                               ; preds = %fc2_bias_grad.n192.end, %entry
+  %fc2_bias_grad.u1901 = phi i64 [ 0, %entry ], [ %u190.next, %fc2_bias_grad.n192.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc191, align 4
+  br label %fc2_bias_grad.n192
 
-fc2_bias_grad.u131.end:                           ; preds = %fc2_bias_grad.n133.end
+fc2_bias_grad.u190.end:                           ; preds = %fc2_bias_grad.n192.end
   ret void
 
-fc2_bias_grad.n133:                               ; preds = %fc2_bias_grad.n133, %fc2_bias_grad.u131
-  %fc2_bias_grad.n1332 = phi i64 [ 0, %fc2_bias_grad.u131 ], [ %n133.next, %fc2_bias_grad.n133 ]
-  %acc132 = load float, ptr %fc2_bias_grad.acc132, align 4
-  %0 = mul nsw i64 %fc2_bias_grad.n1332, 10
+fc2_bias_grad.n192:                               ; preds = %fc2_bias_grad.n192, %fc2_bias_grad.u190
+  %fc2_bias_grad.n1922 = phi i64 [ 0, %fc2_bias_grad.u190 ], [ %n192.next, %fc2_bias_grad.n192 ]
+  %acc191 = load float, ptr %fc2_bias_grad.acc191, align 4
+  %0 = mul nsw i64 %fc2_bias_grad.n1922, 10
   %1 = add nsw i64 3171600, %0
-  %2 = add nsw i64 %1, %fc2_bias_grad.u1311
+  %2 = add nsw i64 %1, %fc2_bias_grad.u1901
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc132, %3
-  store float %4, ptr %fc2_bias_grad.acc132, align 4
-  %n133.next = add nsw i64 %fc2_bias_grad.n1332, 1
-  %5 = icmp slt i64 %n133.next, 64
-  br i1 %5, label %fc2_bias_grad.n133, label %fc2_bias_grad.n133.end
+  %4 = fadd float %acc191, %3
+  store float %4, ptr %fc2_bias_grad.acc191, align 4
+  %n192.next = add nsw i64 %fc2_bias_grad.n1922, 1
+  %5 = icmp slt i64 %n192.next, 64
+  br i1 %5, label %fc2_bias_grad.n192, label %fc2_bias_grad.n192.end
 
-fc2_bias_grad.n133.end:                           ; preds = %fc2_bias_grad.n133
-  %acc1324 = load float, ptr %fc2_bias_grad.acc132, align 4
-  %6 = add nsw i64 1199872, %fc2_bias_grad.u1311
+fc2_bias_grad.n192.end:                           ; preds = %fc2_bias_grad.n192
+  %acc1914 = load float, ptr %fc2_bias_grad.acc191, align 4
+  %6 = add nsw i64 1199872, %fc2_bias_grad.u1901
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1324, ptr %grads5, align 4
-  %u131.next = add nsw i64 %fc2_bias_grad.u1311, 1
-  %7 = icmp slt i64 %u131.next, 10
-  br i1 %7, label %fc2_bias_grad.u131, label %fc2_bias_grad.u131.end
+  store float %acc1914, ptr %grads5, align 4
+  %u190.next = add nsw i64 %fc2_bias_grad.u1901, 1
+  %7 = icmp slt i64 %u190.next, 10
+  br i1 %7, label %fc2_bias_grad.u190, label %fc2_bias_grad.u190.end
 }
 
 ; Function Attrs: noinline
@@ -3125,11 +3905,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %relu3_grad.i142
+  br label %relu3_grad.i201
 
-relu3_grad.i142:                                  ; preds = %relu3_grad.i142, %entry
-  %relu3_grad.i1421 = phi i64 [ 0, %entry ], [ %i142.next, %relu3_grad.i142 ]
-  %18 = mul i64 %relu3_grad.i1421, -7046029254386353131
+relu3_grad.i201:                                  ; preds = %relu3_grad.i201, %entry
+  %relu3_grad.i2011 = phi i64 [ 0, %entry ], [ %i201.next, %relu3_grad.i201 ]
+  %18 = mul i64 %relu3_grad.i2011, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3141,696 +3921,696 @@ relu3_grad.i142:                                  ; preds = %relu3_grad.i142, %e
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 8388608
-  %30 = add nsw i64 3172240, %relu3_grad.i1421
+  %30 = add nsw i64 3172240, %relu3_grad.i2011
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 2.000000e+00
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3180432, %relu3_grad.i1421
+  %34 = add nsw i64 3180432, %relu3_grad.i2011
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i142.next = add nsw i64 %relu3_grad.i1421, 1
-  %35 = icmp slt i64 %i142.next, 8192
-  br i1 %35, label %relu3_grad.i142, label %relu3_grad.i142.end
+  %i201.next = add nsw i64 %relu3_grad.i2011, 1
+  %35 = icmp slt i64 %i201.next, 8192
+  br i1 %35, label %relu3_grad.i201, label %relu3_grad.i201.end
 
-relu3_grad.i142.end:                              ; preds = %relu3_grad.i142
+relu3_grad.i201.end:                              ; preds = %relu3_grad.i201
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k14.fc1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1_grad.i147
+  br label %fc1_grad.i206
 
-fc1_grad.i147:                                    ; preds = %fc1_grad.i147, %entry
-  %fc1_grad.i1471 = phi i64 [ 0, %entry ], [ %i147.next, %fc1_grad.i147 ]
-  %0 = add nsw i64 3153920, %fc1_grad.i1471
+fc1_grad.i206:                                    ; preds = %fc1_grad.i206, %entry
+  %fc1_grad.i2061 = phi i64 [ 0, %entry ], [ %i206.next, %fc1_grad.i206 ]
+  %0 = add nsw i64 3153920, %fc1_grad.i2061
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 3180432, %fc1_grad.i1471
+  %3 = add nsw i64 3180432, %fc1_grad.i2061
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 3162112, %fc1_grad.i1471
+  %6 = add nsw i64 3162112, %fc1_grad.i2061
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena4, align 4
-  %i147.next = add nsw i64 %fc1_grad.i1471, 1
-  %7 = icmp slt i64 %i147.next, 8192
-  br i1 %7, label %fc1_grad.i147, label %fc1_grad.i147.end
+  %i206.next = add nsw i64 %fc1_grad.i2061, 1
+  %7 = icmp slt i64 %i206.next, 8192
+  br i1 %7, label %fc1_grad.i206, label %fc1_grad.i206.end
 
-fc1_grad.i147.end:                                ; preds = %fc1_grad.i147
+fc1_grad.i206.end:                                ; preds = %fc1_grad.i206
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k15.fc1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm152(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k15.fc1_weight_grad.gemm211(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm152(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k15.fc1_weight_grad.gemm211(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_weight_grad.t150_a3 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_a2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_a1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_a0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_b2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_b1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_b0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c3_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c3_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c3_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c2_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c2_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c2_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c1_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c1_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c1_0 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c0_2 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c0_1 = alloca <8 x float>, align 32
-  %fc1_weight_grad.t150_c0_0 = alloca <8 x float>, align 32
-  br label %fc1_weight_grad.nb148
+  %fc1_weight_grad.t209_a3 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_a0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_b2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_b1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_b0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c3_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c3_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c3_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c2_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c2_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c2_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c1_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c1_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c1_0 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c0_2 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c0_1 = alloca <8 x float>, align 32
+  %fc1_weight_grad.t209_c0_0 = alloca <8 x float>, align 32
+  br label %fc1_weight_grad.nb207
 
-fc1_weight_grad.nb148:                            ; preds = %fc1_weight_grad.mb149.end, %entry
-  %fc1_weight_grad.nb1481 = phi i64 [ 0, %entry ], [ %nb148.next, %fc1_weight_grad.mb149.end ]
-  br label %fc1_weight_grad.mb149
+fc1_weight_grad.nb207:                            ; preds = %fc1_weight_grad.mb208.end, %entry
+  %fc1_weight_grad.nb2071 = phi i64 [ 0, %entry ], [ %nb207.next, %fc1_weight_grad.mb208.end ]
+  br label %fc1_weight_grad.mb208
 
-fc1_weight_grad.nb148.end:                        ; preds = %fc1_weight_grad.mb149.end
+fc1_weight_grad.nb207.end:                        ; preds = %fc1_weight_grad.mb208.end
   ret void
 
-fc1_weight_grad.mb149:                            ; preds = %fc1_weight_grad.k151.end, %fc1_weight_grad.nb148
-  %fc1_weight_grad.mb1492 = phi i64 [ 0, %fc1_weight_grad.nb148 ], [ %mb149.next, %fc1_weight_grad.k151.end ]
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t150_c3_2, align 32
-  br label %fc1_weight_grad.k151
+fc1_weight_grad.mb208:                            ; preds = %fc1_weight_grad.k210.end, %fc1_weight_grad.nb207
+  %fc1_weight_grad.mb2082 = phi i64 [ 0, %fc1_weight_grad.nb207 ], [ %mb208.next, %fc1_weight_grad.k210.end ]
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %fc1_weight_grad.t209_c3_2, align 32
+  br label %fc1_weight_grad.k210
 
-fc1_weight_grad.mb149.end:                        ; preds = %fc1_weight_grad.k151.end
-  %nb148.next = add nsw i64 %fc1_weight_grad.nb1481, 1
-  %0 = icmp slt i64 %nb148.next, 384
-  br i1 %0, label %fc1_weight_grad.nb148, label %fc1_weight_grad.nb148.end
+fc1_weight_grad.mb208.end:                        ; preds = %fc1_weight_grad.k210.end
+  %nb207.next = add nsw i64 %fc1_weight_grad.nb2071, 1
+  %0 = icmp slt i64 %nb207.next, 384
+  br i1 %0, label %fc1_weight_grad.nb207, label %fc1_weight_grad.nb207.end
 
-fc1_weight_grad.k151:                             ; preds = %fc1_weight_grad.k151, %fc1_weight_grad.mb149
-  %fc1_weight_grad.k1513 = phi i64 [ 0, %fc1_weight_grad.mb149 ], [ %k151.next, %fc1_weight_grad.k151 ]
-  %1 = mul nsw i64 %fc1_weight_grad.k1513, 9216
+fc1_weight_grad.k210:                             ; preds = %fc1_weight_grad.k210, %fc1_weight_grad.mb208
+  %fc1_weight_grad.k2103 = phi i64 [ 0, %fc1_weight_grad.mb208 ], [ %k210.next, %fc1_weight_grad.k210 ]
+  %1 = mul nsw i64 %fc1_weight_grad.k2103, 9216
   %2 = add nsw i64 2564096, %1
-  %3 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %3 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %fc1_weight_grad.t150_b0, align 32
-  %6 = mul nsw i64 %fc1_weight_grad.k1513, 9216
+  store <8 x float> %5, ptr %fc1_weight_grad.t209_b0, align 32
+  %6 = mul nsw i64 %fc1_weight_grad.k2103, 9216
   %7 = add nsw i64 2564096, %6
-  %8 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %8 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %fc1_weight_grad.t150_b1, align 32
-  %12 = mul nsw i64 %fc1_weight_grad.k1513, 9216
+  store <8 x float> %11, ptr %fc1_weight_grad.t209_b1, align 32
+  %12 = mul nsw i64 %fc1_weight_grad.k2103, 9216
   %13 = add nsw i64 2564096, %12
-  %14 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %14 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %fc1_weight_grad.t150_b2, align 32
-  %18 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %17, ptr %fc1_weight_grad.t209_b2, align 32
+  %18 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %19 = add nsw i64 3162112, %18
-  %20 = mul nsw i64 %fc1_weight_grad.k1513, 128
+  %20 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %21 = add nsw i64 %19, %20
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %fc1_weight_grad.t150_a0, align 32
-  %t150_a0 = load <8 x float>, ptr %fc1_weight_grad.t150_a0, align 32
-  %t150_b0 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
-  %t150_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a0, <8 x float> %t150_b0, <8 x float> %t150_c0_0)
-  store <8 x float> %25, ptr %fc1_weight_grad.t150_c0_0, align 32
-  %t150_a08 = load <8 x float>, ptr %fc1_weight_grad.t150_a0, align 32
-  %t150_b1 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
-  %t150_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a08, <8 x float> %t150_b1, <8 x float> %t150_c0_1)
-  store <8 x float> %26, ptr %fc1_weight_grad.t150_c0_1, align 32
-  %t150_a09 = load <8 x float>, ptr %fc1_weight_grad.t150_a0, align 32
-  %t150_b2 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
-  %t150_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a09, <8 x float> %t150_b2, <8 x float> %t150_c0_2)
-  store <8 x float> %27, ptr %fc1_weight_grad.t150_c0_2, align 32
-  %28 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %24, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_a0 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_b0 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c0_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a0, <8 x float> %t209_b0, <8 x float> %t209_c0_0)
+  store <8 x float> %25, ptr %fc1_weight_grad.t209_c0_0, align 32
+  %t209_a08 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_b1 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c0_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a08, <8 x float> %t209_b1, <8 x float> %t209_c0_1)
+  store <8 x float> %26, ptr %fc1_weight_grad.t209_c0_1, align 32
+  %t209_a09 = load <8 x float>, ptr %fc1_weight_grad.t209_a0, align 32
+  %t209_b2 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c0_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a09, <8 x float> %t209_b2, <8 x float> %t209_c0_2)
+  store <8 x float> %27, ptr %fc1_weight_grad.t209_c0_2, align 32
+  %28 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %29 = add nsw i64 %28, 1
   %30 = add nsw i64 3162112, %29
-  %31 = mul nsw i64 %fc1_weight_grad.k1513, 128
+  %31 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %32 = add nsw i64 %30, %31
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %fc1_weight_grad.t150_a1, align 32
-  %t150_a1 = load <8 x float>, ptr %fc1_weight_grad.t150_a1, align 32
-  %t150_b011 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
-  %t150_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a1, <8 x float> %t150_b011, <8 x float> %t150_c1_0)
-  store <8 x float> %36, ptr %fc1_weight_grad.t150_c1_0, align 32
-  %t150_a112 = load <8 x float>, ptr %fc1_weight_grad.t150_a1, align 32
-  %t150_b113 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
-  %t150_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a112, <8 x float> %t150_b113, <8 x float> %t150_c1_1)
-  store <8 x float> %37, ptr %fc1_weight_grad.t150_c1_1, align 32
-  %t150_a114 = load <8 x float>, ptr %fc1_weight_grad.t150_a1, align 32
-  %t150_b215 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
-  %t150_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a114, <8 x float> %t150_b215, <8 x float> %t150_c1_2)
-  store <8 x float> %38, ptr %fc1_weight_grad.t150_c1_2, align 32
-  %39 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %35, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_a1 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_b011 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c1_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a1, <8 x float> %t209_b011, <8 x float> %t209_c1_0)
+  store <8 x float> %36, ptr %fc1_weight_grad.t209_c1_0, align 32
+  %t209_a112 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_b113 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c1_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a112, <8 x float> %t209_b113, <8 x float> %t209_c1_1)
+  store <8 x float> %37, ptr %fc1_weight_grad.t209_c1_1, align 32
+  %t209_a114 = load <8 x float>, ptr %fc1_weight_grad.t209_a1, align 32
+  %t209_b215 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c1_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a114, <8 x float> %t209_b215, <8 x float> %t209_c1_2)
+  store <8 x float> %38, ptr %fc1_weight_grad.t209_c1_2, align 32
+  %39 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %40 = add nsw i64 %39, 2
   %41 = add nsw i64 3162112, %40
-  %42 = mul nsw i64 %fc1_weight_grad.k1513, 128
+  %42 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %43 = add nsw i64 %41, %42
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %fc1_weight_grad.t150_a2, align 32
-  %t150_a2 = load <8 x float>, ptr %fc1_weight_grad.t150_a2, align 32
-  %t150_b017 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
-  %t150_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a2, <8 x float> %t150_b017, <8 x float> %t150_c2_0)
-  store <8 x float> %47, ptr %fc1_weight_grad.t150_c2_0, align 32
-  %t150_a218 = load <8 x float>, ptr %fc1_weight_grad.t150_a2, align 32
-  %t150_b119 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
-  %t150_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a218, <8 x float> %t150_b119, <8 x float> %t150_c2_1)
-  store <8 x float> %48, ptr %fc1_weight_grad.t150_c2_1, align 32
-  %t150_a220 = load <8 x float>, ptr %fc1_weight_grad.t150_a2, align 32
-  %t150_b221 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
-  %t150_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a220, <8 x float> %t150_b221, <8 x float> %t150_c2_2)
-  store <8 x float> %49, ptr %fc1_weight_grad.t150_c2_2, align 32
-  %50 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %46, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_a2 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_b017 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c2_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a2, <8 x float> %t209_b017, <8 x float> %t209_c2_0)
+  store <8 x float> %47, ptr %fc1_weight_grad.t209_c2_0, align 32
+  %t209_a218 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_b119 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c2_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a218, <8 x float> %t209_b119, <8 x float> %t209_c2_1)
+  store <8 x float> %48, ptr %fc1_weight_grad.t209_c2_1, align 32
+  %t209_a220 = load <8 x float>, ptr %fc1_weight_grad.t209_a2, align 32
+  %t209_b221 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c2_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a220, <8 x float> %t209_b221, <8 x float> %t209_c2_2)
+  store <8 x float> %49, ptr %fc1_weight_grad.t209_c2_2, align 32
+  %50 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %51 = add nsw i64 %50, 3
   %52 = add nsw i64 3162112, %51
-  %53 = mul nsw i64 %fc1_weight_grad.k1513, 128
+  %53 = mul nsw i64 %fc1_weight_grad.k2103, 128
   %54 = add nsw i64 %52, %53
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %fc1_weight_grad.t150_a3, align 32
-  %t150_a3 = load <8 x float>, ptr %fc1_weight_grad.t150_a3, align 32
-  %t150_b023 = load <8 x float>, ptr %fc1_weight_grad.t150_b0, align 32
-  %t150_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a3, <8 x float> %t150_b023, <8 x float> %t150_c3_0)
-  store <8 x float> %58, ptr %fc1_weight_grad.t150_c3_0, align 32
-  %t150_a324 = load <8 x float>, ptr %fc1_weight_grad.t150_a3, align 32
-  %t150_b125 = load <8 x float>, ptr %fc1_weight_grad.t150_b1, align 32
-  %t150_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a324, <8 x float> %t150_b125, <8 x float> %t150_c3_1)
-  store <8 x float> %59, ptr %fc1_weight_grad.t150_c3_1, align 32
-  %t150_a326 = load <8 x float>, ptr %fc1_weight_grad.t150_a3, align 32
-  %t150_b227 = load <8 x float>, ptr %fc1_weight_grad.t150_b2, align 32
-  %t150_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t150_a326, <8 x float> %t150_b227, <8 x float> %t150_c3_2)
-  store <8 x float> %60, ptr %fc1_weight_grad.t150_c3_2, align 32
-  %k151.next = add nsw i64 %fc1_weight_grad.k1513, 1
-  %61 = icmp slt i64 %k151.next, 64
-  br i1 %61, label %fc1_weight_grad.k151, label %fc1_weight_grad.k151.end
+  store <8 x float> %57, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_a3 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_b023 = load <8 x float>, ptr %fc1_weight_grad.t209_b0, align 32
+  %t209_c3_0 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a3, <8 x float> %t209_b023, <8 x float> %t209_c3_0)
+  store <8 x float> %58, ptr %fc1_weight_grad.t209_c3_0, align 32
+  %t209_a324 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_b125 = load <8 x float>, ptr %fc1_weight_grad.t209_b1, align 32
+  %t209_c3_1 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a324, <8 x float> %t209_b125, <8 x float> %t209_c3_1)
+  store <8 x float> %59, ptr %fc1_weight_grad.t209_c3_1, align 32
+  %t209_a326 = load <8 x float>, ptr %fc1_weight_grad.t209_a3, align 32
+  %t209_b227 = load <8 x float>, ptr %fc1_weight_grad.t209_b2, align 32
+  %t209_c3_2 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t209_a326, <8 x float> %t209_b227, <8 x float> %t209_c3_2)
+  store <8 x float> %60, ptr %fc1_weight_grad.t209_c3_2, align 32
+  %k210.next = add nsw i64 %fc1_weight_grad.k2103, 1
+  %61 = icmp slt i64 %k210.next, 64
+  br i1 %61, label %fc1_weight_grad.k210, label %fc1_weight_grad.k210.end
 
-fc1_weight_grad.k151.end:                         ; preds = %fc1_weight_grad.k151
-  %t150_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_0, align 32
-  %62 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+fc1_weight_grad.k210.end:                         ; preds = %fc1_weight_grad.k210
+  %t209_c0_028 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_0, align 32
+  %62 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 18816, %63
-  %65 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %65 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %66 = add nsw i64 %64, %65
   %grads29 = getelementptr inbounds float, ptr %grads, i64 %66
-  store <8 x float> %t150_c0_028, ptr %grads29, align 4
-  %t150_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_1, align 32
-  %67 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c0_028, ptr %grads29, align 4
+  %t209_c0_130 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_1, align 32
+  %67 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 18816, %68
-  %70 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %70 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %grads31 = getelementptr inbounds float, ptr %grads, i64 %72
-  store <8 x float> %t150_c0_130, ptr %grads31, align 4
-  %t150_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t150_c0_2, align 32
-  %73 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c0_130, ptr %grads31, align 4
+  %t209_c0_232 = load <8 x float>, ptr %fc1_weight_grad.t209_c0_2, align 32
+  %73 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 18816, %74
-  %76 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %76 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %grads33 = getelementptr inbounds float, ptr %grads, i64 %78
-  store <8 x float> %t150_c0_232, ptr %grads33, align 4
-  %t150_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_0, align 32
-  %79 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c0_232, ptr %grads33, align 4
+  %t209_c1_034 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_0, align 32
+  %79 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 18816, %81
-  %83 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %83 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %84 = add nsw i64 %82, %83
   %grads35 = getelementptr inbounds float, ptr %grads, i64 %84
-  store <8 x float> %t150_c1_034, ptr %grads35, align 4
-  %t150_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_1, align 32
-  %85 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c1_034, ptr %grads35, align 4
+  %t209_c1_136 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_1, align 32
+  %85 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 18816, %87
-  %89 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %89 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %grads37 = getelementptr inbounds float, ptr %grads, i64 %91
-  store <8 x float> %t150_c1_136, ptr %grads37, align 4
-  %t150_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t150_c1_2, align 32
-  %92 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c1_136, ptr %grads37, align 4
+  %t209_c1_238 = load <8 x float>, ptr %fc1_weight_grad.t209_c1_2, align 32
+  %92 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 18816, %94
-  %96 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %96 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %grads39 = getelementptr inbounds float, ptr %grads, i64 %98
-  store <8 x float> %t150_c1_238, ptr %grads39, align 4
-  %t150_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_0, align 32
-  %99 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c1_238, ptr %grads39, align 4
+  %t209_c2_040 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_0, align 32
+  %99 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 18816, %101
-  %103 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %103 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %104 = add nsw i64 %102, %103
   %grads41 = getelementptr inbounds float, ptr %grads, i64 %104
-  store <8 x float> %t150_c2_040, ptr %grads41, align 4
-  %t150_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_1, align 32
-  %105 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c2_040, ptr %grads41, align 4
+  %t209_c2_142 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_1, align 32
+  %105 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 18816, %107
-  %109 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %109 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %grads43 = getelementptr inbounds float, ptr %grads, i64 %111
-  store <8 x float> %t150_c2_142, ptr %grads43, align 4
-  %t150_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t150_c2_2, align 32
-  %112 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c2_142, ptr %grads43, align 4
+  %t209_c2_244 = load <8 x float>, ptr %fc1_weight_grad.t209_c2_2, align 32
+  %112 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 18816, %114
-  %116 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %116 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %grads45 = getelementptr inbounds float, ptr %grads, i64 %118
-  store <8 x float> %t150_c2_244, ptr %grads45, align 4
-  %t150_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_0, align 32
-  %119 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c2_244, ptr %grads45, align 4
+  %t209_c3_046 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_0, align 32
+  %119 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 18816, %121
-  %123 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %123 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %124 = add nsw i64 %122, %123
   %grads47 = getelementptr inbounds float, ptr %grads, i64 %124
-  store <8 x float> %t150_c3_046, ptr %grads47, align 4
-  %t150_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_1, align 32
-  %125 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c3_046, ptr %grads47, align 4
+  %t209_c3_148 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_1, align 32
+  %125 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 18816, %127
-  %129 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %129 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %grads49 = getelementptr inbounds float, ptr %grads, i64 %131
-  store <8 x float> %t150_c3_148, ptr %grads49, align 4
-  %t150_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t150_c3_2, align 32
-  %132 = mul nsw i64 %fc1_weight_grad.mb1492, 4
+  store <8 x float> %t209_c3_148, ptr %grads49, align 4
+  %t209_c3_250 = load <8 x float>, ptr %fc1_weight_grad.t209_c3_2, align 32
+  %132 = mul nsw i64 %fc1_weight_grad.mb2082, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 18816, %134
-  %136 = mul nsw i64 %fc1_weight_grad.nb1481, 24
+  %136 = mul nsw i64 %fc1_weight_grad.nb2071, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %grads51 = getelementptr inbounds float, ptr %grads, i64 %138
-  store <8 x float> %t150_c3_250, ptr %grads51, align 4
-  %mb149.next = add nsw i64 %fc1_weight_grad.mb1492, 1
-  %139 = icmp slt i64 %mb149.next, 32
-  br i1 %139, label %fc1_weight_grad.mb149, label %fc1_weight_grad.mb149.end
+  store <8 x float> %t209_c3_250, ptr %grads51, align 4
+  %mb208.next = add nsw i64 %fc1_weight_grad.mb2082, 1
+  %139 = icmp slt i64 %mb208.next, 32
+  br i1 %139, label %fc1_weight_grad.mb208, label %fc1_weight_grad.mb208.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k16.fc1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1_bias_grad.acc154 = alloca float, align 4
-  br label %fc1_bias_grad.u153
+  %fc1_bias_grad.acc213 = alloca float, align 4
+  br label %fc1_bias_grad.u212
 
-fc1_bias_grad.u153:                               ; preds = %fc1_bias_grad.n155.end, %entry
-  %fc1_bias_grad.u1531 = phi i64 [ 0, %entry ], [ %u153.next, %fc1_bias_grad.n155.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc154, align 4
-  br label %fc1_bias_grad.n155
+fc1_bias_grad.u212:                               ; preds = %fc1_bias_grad.n214.end, %entry
+  %fc1_bias_grad.u2121 = phi i64 [ 0, %entry ], [ %u212.next, %fc1_bias_grad.n214.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc213, align 4
+  br label %fc1_bias_grad.n214
 
-fc1_bias_grad.u153.end:                           ; preds = %fc1_bias_grad.n155.end
+fc1_bias_grad.u212.end:                           ; preds = %fc1_bias_grad.n214.end
   ret void
 
-fc1_bias_grad.n155:                               ; preds = %fc1_bias_grad.n155, %fc1_bias_grad.u153
-  %fc1_bias_grad.n1552 = phi i64 [ 0, %fc1_bias_grad.u153 ], [ %n155.next, %fc1_bias_grad.n155 ]
-  %acc154 = load float, ptr %fc1_bias_grad.acc154, align 4
-  %0 = mul nsw i64 %fc1_bias_grad.n1552, 128
+fc1_bias_grad.n214:                               ; preds = %fc1_bias_grad.n214, %fc1_bias_grad.u212
+  %fc1_bias_grad.n2142 = phi i64 [ 0, %fc1_bias_grad.u212 ], [ %n214.next, %fc1_bias_grad.n214 ]
+  %acc213 = load float, ptr %fc1_bias_grad.acc213, align 4
+  %0 = mul nsw i64 %fc1_bias_grad.n2142, 128
   %1 = add nsw i64 3162112, %0
-  %2 = add nsw i64 %1, %fc1_bias_grad.u1531
+  %2 = add nsw i64 %1, %fc1_bias_grad.u2121
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = fadd float %acc154, %3
-  store float %4, ptr %fc1_bias_grad.acc154, align 4
-  %n155.next = add nsw i64 %fc1_bias_grad.n1552, 1
-  %5 = icmp slt i64 %n155.next, 64
-  br i1 %5, label %fc1_bias_grad.n155, label %fc1_bias_grad.n155.end
+  %4 = fadd float %acc213, %3
+  store float %4, ptr %fc1_bias_grad.acc213, align 4
+  %n214.next = add nsw i64 %fc1_bias_grad.n2142, 1
+  %5 = icmp slt i64 %n214.next, 64
+  br i1 %5, label %fc1_bias_grad.n214, label %fc1_bias_grad.n214.end
 
-fc1_bias_grad.n155.end:                           ; preds = %fc1_bias_grad.n155
-  %acc1544 = load float, ptr %fc1_bias_grad.acc154, align 4
-  %6 = add nsw i64 1198464, %fc1_bias_grad.u1531
+fc1_bias_grad.n214.end:                           ; preds = %fc1_bias_grad.n214
+  %acc2134 = load float, ptr %fc1_bias_grad.acc213, align 4
+  %6 = add nsw i64 1198464, %fc1_bias_grad.u2121
   %grads5 = getelementptr inbounds float, ptr %grads, i64 %6
-  store float %acc1544, ptr %grads5, align 4
-  %u153.next = add nsw i64 %fc1_bias_grad.u1531, 1
-  %7 = icmp slt i64 %u153.next, 128
-  br i1 %7, label %fc1_bias_grad.u153, label %fc1_bias_grad.u153.end
+  store float %acc2134, ptr %grads5, align 4
+  %u212.next = add nsw i64 %fc1_bias_grad.u2121, 1
+  %7 = icmp slt i64 %u212.next, 128
+  br i1 %7, label %fc1_bias_grad.u212, label %fc1_bias_grad.u212.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k17.flat_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  call void @mnistnet_train_b64.k17.flat_grad.gemm160(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @mnistnet_train_b64.k17.flat_grad.gemm219(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k17.flat_grad.gemm160(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k17.flat_grad.gemm219(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %flat_grad.t158_a3 = alloca <8 x float>, align 32
-  %flat_grad.t158_a2 = alloca <8 x float>, align 32
-  %flat_grad.t158_a1 = alloca <8 x float>, align 32
-  %flat_grad.t158_a0 = alloca <8 x float>, align 32
-  %flat_grad.t158_b2 = alloca <8 x float>, align 32
-  %flat_grad.t158_b1 = alloca <8 x float>, align 32
-  %flat_grad.t158_b0 = alloca <8 x float>, align 32
-  %flat_grad.t158_c3_2 = alloca <8 x float>, align 32
-  %flat_grad.t158_c3_1 = alloca <8 x float>, align 32
-  %flat_grad.t158_c3_0 = alloca <8 x float>, align 32
-  %flat_grad.t158_c2_2 = alloca <8 x float>, align 32
-  %flat_grad.t158_c2_1 = alloca <8 x float>, align 32
-  %flat_grad.t158_c2_0 = alloca <8 x float>, align 32
-  %flat_grad.t158_c1_2 = alloca <8 x float>, align 32
-  %flat_grad.t158_c1_1 = alloca <8 x float>, align 32
-  %flat_grad.t158_c1_0 = alloca <8 x float>, align 32
-  %flat_grad.t158_c0_2 = alloca <8 x float>, align 32
-  %flat_grad.t158_c0_1 = alloca <8 x float>, align 32
-  %flat_grad.t158_c0_0 = alloca <8 x float>, align 32
-  br label %flat_grad.nb156
+  %flat_grad.t217_a3 = alloca <8 x float>, align 32
+  %flat_grad.t217_a2 = alloca <8 x float>, align 32
+  %flat_grad.t217_a1 = alloca <8 x float>, align 32
+  %flat_grad.t217_a0 = alloca <8 x float>, align 32
+  %flat_grad.t217_b2 = alloca <8 x float>, align 32
+  %flat_grad.t217_b1 = alloca <8 x float>, align 32
+  %flat_grad.t217_b0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c3_2 = alloca <8 x float>, align 32
+  %flat_grad.t217_c3_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c3_0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c2_2 = alloca <8 x float>, align 32
+  %flat_grad.t217_c2_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c2_0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c1_2 = alloca <8 x float>, align 32
+  %flat_grad.t217_c1_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c1_0 = alloca <8 x float>, align 32
+  %flat_grad.t217_c0_2 = alloca <8 x float>, align 32
+  %flat_grad.t217_c0_1 = alloca <8 x float>, align 32
+  %flat_grad.t217_c0_0 = alloca <8 x float>, align 32
+  br label %flat_grad.nb215
 
-flat_grad.nb156:                                  ; preds = %flat_grad.mb157.end, %entry
-  %flat_grad.nb1561 = phi i64 [ 0, %entry ], [ %nb156.next, %flat_grad.mb157.end ]
-  br label %flat_grad.mb157
+flat_grad.nb215:                                  ; preds = %flat_grad.mb216.end, %entry
+  %flat_grad.nb2151 = phi i64 [ 0, %entry ], [ %nb215.next, %flat_grad.mb216.end ]
+  br label %flat_grad.mb216
 
-flat_grad.nb156.end:                              ; preds = %flat_grad.mb157.end
+flat_grad.nb215.end:                              ; preds = %flat_grad.mb216.end
   ret void
 
-flat_grad.mb157:                                  ; preds = %flat_grad.k159.end, %flat_grad.nb156
-  %flat_grad.mb1572 = phi i64 [ 0, %flat_grad.nb156 ], [ %mb157.next, %flat_grad.k159.end ]
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %flat_grad.t158_c3_2, align 32
-  br label %flat_grad.k159
+flat_grad.mb216:                                  ; preds = %flat_grad.k218.end, %flat_grad.nb215
+  %flat_grad.mb2162 = phi i64 [ 0, %flat_grad.nb215 ], [ %mb216.next, %flat_grad.k218.end ]
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %flat_grad.t217_c3_2, align 32
+  br label %flat_grad.k218
 
-flat_grad.mb157.end:                              ; preds = %flat_grad.k159.end
-  %nb156.next = add nsw i64 %flat_grad.nb1561, 1
-  %0 = icmp slt i64 %nb156.next, 384
-  br i1 %0, label %flat_grad.nb156, label %flat_grad.nb156.end
+flat_grad.mb216.end:                              ; preds = %flat_grad.k218.end
+  %nb215.next = add nsw i64 %flat_grad.nb2151, 1
+  %0 = icmp slt i64 %nb215.next, 384
+  br i1 %0, label %flat_grad.nb215, label %flat_grad.nb215.end
 
-flat_grad.k159:                                   ; preds = %flat_grad.k159, %flat_grad.mb157
-  %flat_grad.k1593 = phi i64 [ 0, %flat_grad.mb157 ], [ %k159.next, %flat_grad.k159 ]
-  %1 = mul nsw i64 %flat_grad.k1593, 9216
+flat_grad.k218:                                   ; preds = %flat_grad.k218, %flat_grad.mb216
+  %flat_grad.k2183 = phi i64 [ 0, %flat_grad.mb216 ], [ %k218.next, %flat_grad.k218 ]
+  %1 = mul nsw i64 %flat_grad.k2183, 9216
   %2 = add nsw i64 18816, %1
-  %3 = mul nsw i64 %flat_grad.nb1561, 24
+  %3 = mul nsw i64 %flat_grad.nb2151, 24
   %4 = add nsw i64 %2, %3
   %params4 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load <8 x float>, ptr %params4, align 4
-  store <8 x float> %5, ptr %flat_grad.t158_b0, align 32
-  %6 = mul nsw i64 %flat_grad.k1593, 9216
+  store <8 x float> %5, ptr %flat_grad.t217_b0, align 32
+  %6 = mul nsw i64 %flat_grad.k2183, 9216
   %7 = add nsw i64 18816, %6
-  %8 = mul nsw i64 %flat_grad.nb1561, 24
+  %8 = mul nsw i64 %flat_grad.nb2151, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %params5 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load <8 x float>, ptr %params5, align 4
-  store <8 x float> %11, ptr %flat_grad.t158_b1, align 32
-  %12 = mul nsw i64 %flat_grad.k1593, 9216
+  store <8 x float> %11, ptr %flat_grad.t217_b1, align 32
+  %12 = mul nsw i64 %flat_grad.k2183, 9216
   %13 = add nsw i64 18816, %12
-  %14 = mul nsw i64 %flat_grad.nb1561, 24
+  %14 = mul nsw i64 %flat_grad.nb2151, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %params6 = getelementptr inbounds float, ptr %params, i64 %16
   %17 = load <8 x float>, ptr %params6, align 4
-  store <8 x float> %17, ptr %flat_grad.t158_b2, align 32
-  %18 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %17, ptr %flat_grad.t217_b2, align 32
+  %18 = mul nsw i64 %flat_grad.mb2162, 4
   %19 = mul nsw i64 %18, 128
   %20 = add nsw i64 3162112, %19
-  %21 = add nsw i64 %20, %flat_grad.k1593
+  %21 = add nsw i64 %20, %flat_grad.k2183
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %21
   %22 = load float, ptr %arena7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %flat_grad.t158_a0, align 32
-  %t158_a0 = load <8 x float>, ptr %flat_grad.t158_a0, align 32
-  %t158_b0 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
-  %t158_c0_0 = load <8 x float>, ptr %flat_grad.t158_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a0, <8 x float> %t158_b0, <8 x float> %t158_c0_0)
-  store <8 x float> %25, ptr %flat_grad.t158_c0_0, align 32
-  %t158_a08 = load <8 x float>, ptr %flat_grad.t158_a0, align 32
-  %t158_b1 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
-  %t158_c0_1 = load <8 x float>, ptr %flat_grad.t158_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a08, <8 x float> %t158_b1, <8 x float> %t158_c0_1)
-  store <8 x float> %26, ptr %flat_grad.t158_c0_1, align 32
-  %t158_a09 = load <8 x float>, ptr %flat_grad.t158_a0, align 32
-  %t158_b2 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
-  %t158_c0_2 = load <8 x float>, ptr %flat_grad.t158_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a09, <8 x float> %t158_b2, <8 x float> %t158_c0_2)
-  store <8 x float> %27, ptr %flat_grad.t158_c0_2, align 32
-  %28 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %24, ptr %flat_grad.t217_a0, align 32
+  %t217_a0 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
+  %t217_b0 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c0_0 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a0, <8 x float> %t217_b0, <8 x float> %t217_c0_0)
+  store <8 x float> %25, ptr %flat_grad.t217_c0_0, align 32
+  %t217_a08 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
+  %t217_b1 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c0_1 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a08, <8 x float> %t217_b1, <8 x float> %t217_c0_1)
+  store <8 x float> %26, ptr %flat_grad.t217_c0_1, align 32
+  %t217_a09 = load <8 x float>, ptr %flat_grad.t217_a0, align 32
+  %t217_b2 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
+  %t217_c0_2 = load <8 x float>, ptr %flat_grad.t217_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a09, <8 x float> %t217_b2, <8 x float> %t217_c0_2)
+  store <8 x float> %27, ptr %flat_grad.t217_c0_2, align 32
+  %28 = mul nsw i64 %flat_grad.mb2162, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 128
   %31 = add nsw i64 3162112, %30
-  %32 = add nsw i64 %31, %flat_grad.k1593
+  %32 = add nsw i64 %31, %flat_grad.k2183
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %32
   %33 = load float, ptr %arena10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %flat_grad.t158_a1, align 32
-  %t158_a1 = load <8 x float>, ptr %flat_grad.t158_a1, align 32
-  %t158_b011 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
-  %t158_c1_0 = load <8 x float>, ptr %flat_grad.t158_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a1, <8 x float> %t158_b011, <8 x float> %t158_c1_0)
-  store <8 x float> %36, ptr %flat_grad.t158_c1_0, align 32
-  %t158_a112 = load <8 x float>, ptr %flat_grad.t158_a1, align 32
-  %t158_b113 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
-  %t158_c1_1 = load <8 x float>, ptr %flat_grad.t158_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a112, <8 x float> %t158_b113, <8 x float> %t158_c1_1)
-  store <8 x float> %37, ptr %flat_grad.t158_c1_1, align 32
-  %t158_a114 = load <8 x float>, ptr %flat_grad.t158_a1, align 32
-  %t158_b215 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
-  %t158_c1_2 = load <8 x float>, ptr %flat_grad.t158_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a114, <8 x float> %t158_b215, <8 x float> %t158_c1_2)
-  store <8 x float> %38, ptr %flat_grad.t158_c1_2, align 32
-  %39 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %35, ptr %flat_grad.t217_a1, align 32
+  %t217_a1 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
+  %t217_b011 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c1_0 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a1, <8 x float> %t217_b011, <8 x float> %t217_c1_0)
+  store <8 x float> %36, ptr %flat_grad.t217_c1_0, align 32
+  %t217_a112 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
+  %t217_b113 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c1_1 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a112, <8 x float> %t217_b113, <8 x float> %t217_c1_1)
+  store <8 x float> %37, ptr %flat_grad.t217_c1_1, align 32
+  %t217_a114 = load <8 x float>, ptr %flat_grad.t217_a1, align 32
+  %t217_b215 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
+  %t217_c1_2 = load <8 x float>, ptr %flat_grad.t217_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a114, <8 x float> %t217_b215, <8 x float> %t217_c1_2)
+  store <8 x float> %38, ptr %flat_grad.t217_c1_2, align 32
+  %39 = mul nsw i64 %flat_grad.mb2162, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 128
   %42 = add nsw i64 3162112, %41
-  %43 = add nsw i64 %42, %flat_grad.k1593
+  %43 = add nsw i64 %42, %flat_grad.k2183
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %43
   %44 = load float, ptr %arena16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %flat_grad.t158_a2, align 32
-  %t158_a2 = load <8 x float>, ptr %flat_grad.t158_a2, align 32
-  %t158_b017 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
-  %t158_c2_0 = load <8 x float>, ptr %flat_grad.t158_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a2, <8 x float> %t158_b017, <8 x float> %t158_c2_0)
-  store <8 x float> %47, ptr %flat_grad.t158_c2_0, align 32
-  %t158_a218 = load <8 x float>, ptr %flat_grad.t158_a2, align 32
-  %t158_b119 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
-  %t158_c2_1 = load <8 x float>, ptr %flat_grad.t158_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a218, <8 x float> %t158_b119, <8 x float> %t158_c2_1)
-  store <8 x float> %48, ptr %flat_grad.t158_c2_1, align 32
-  %t158_a220 = load <8 x float>, ptr %flat_grad.t158_a2, align 32
-  %t158_b221 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
-  %t158_c2_2 = load <8 x float>, ptr %flat_grad.t158_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a220, <8 x float> %t158_b221, <8 x float> %t158_c2_2)
-  store <8 x float> %49, ptr %flat_grad.t158_c2_2, align 32
-  %50 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %46, ptr %flat_grad.t217_a2, align 32
+  %t217_a2 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
+  %t217_b017 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c2_0 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a2, <8 x float> %t217_b017, <8 x float> %t217_c2_0)
+  store <8 x float> %47, ptr %flat_grad.t217_c2_0, align 32
+  %t217_a218 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
+  %t217_b119 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c2_1 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a218, <8 x float> %t217_b119, <8 x float> %t217_c2_1)
+  store <8 x float> %48, ptr %flat_grad.t217_c2_1, align 32
+  %t217_a220 = load <8 x float>, ptr %flat_grad.t217_a2, align 32
+  %t217_b221 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
+  %t217_c2_2 = load <8 x float>, ptr %flat_grad.t217_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a220, <8 x float> %t217_b221, <8 x float> %t217_c2_2)
+  store <8 x float> %49, ptr %flat_grad.t217_c2_2, align 32
+  %50 = mul nsw i64 %flat_grad.mb2162, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 128
   %53 = add nsw i64 3162112, %52
-  %54 = add nsw i64 %53, %flat_grad.k1593
+  %54 = add nsw i64 %53, %flat_grad.k2183
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %flat_grad.t158_a3, align 32
-  %t158_a3 = load <8 x float>, ptr %flat_grad.t158_a3, align 32
-  %t158_b023 = load <8 x float>, ptr %flat_grad.t158_b0, align 32
-  %t158_c3_0 = load <8 x float>, ptr %flat_grad.t158_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a3, <8 x float> %t158_b023, <8 x float> %t158_c3_0)
-  store <8 x float> %58, ptr %flat_grad.t158_c3_0, align 32
-  %t158_a324 = load <8 x float>, ptr %flat_grad.t158_a3, align 32
-  %t158_b125 = load <8 x float>, ptr %flat_grad.t158_b1, align 32
-  %t158_c3_1 = load <8 x float>, ptr %flat_grad.t158_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a324, <8 x float> %t158_b125, <8 x float> %t158_c3_1)
-  store <8 x float> %59, ptr %flat_grad.t158_c3_1, align 32
-  %t158_a326 = load <8 x float>, ptr %flat_grad.t158_a3, align 32
-  %t158_b227 = load <8 x float>, ptr %flat_grad.t158_b2, align 32
-  %t158_c3_2 = load <8 x float>, ptr %flat_grad.t158_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t158_a326, <8 x float> %t158_b227, <8 x float> %t158_c3_2)
-  store <8 x float> %60, ptr %flat_grad.t158_c3_2, align 32
-  %k159.next = add nsw i64 %flat_grad.k1593, 1
-  %61 = icmp slt i64 %k159.next, 128
-  br i1 %61, label %flat_grad.k159, label %flat_grad.k159.end
+  store <8 x float> %57, ptr %flat_grad.t217_a3, align 32
+  %t217_a3 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
+  %t217_b023 = load <8 x float>, ptr %flat_grad.t217_b0, align 32
+  %t217_c3_0 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a3, <8 x float> %t217_b023, <8 x float> %t217_c3_0)
+  store <8 x float> %58, ptr %flat_grad.t217_c3_0, align 32
+  %t217_a324 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
+  %t217_b125 = load <8 x float>, ptr %flat_grad.t217_b1, align 32
+  %t217_c3_1 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a324, <8 x float> %t217_b125, <8 x float> %t217_c3_1)
+  store <8 x float> %59, ptr %flat_grad.t217_c3_1, align 32
+  %t217_a326 = load <8 x float>, ptr %flat_grad.t217_a3, align 32
+  %t217_b227 = load <8 x float>, ptr %flat_grad.t217_b2, align 32
+  %t217_c3_2 = load <8 x float>, ptr %flat_grad.t217_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t217_a326, <8 x float> %t217_b227, <8 x float> %t217_c3_2)
+  store <8 x float> %60, ptr %flat_grad.t217_c3_2, align 32
+  %k218.next = add nsw i64 %flat_grad.k2183, 1
+  %61 = icmp slt i64 %k218.next, 128
+  br i1 %61, label %flat_grad.k218, label %flat_grad.k218.end
 
-flat_grad.k159.end:                               ; preds = %flat_grad.k159
-  %t158_c0_028 = load <8 x float>, ptr %flat_grad.t158_c0_0, align 32
-  %62 = mul nsw i64 %flat_grad.mb1572, 4
+flat_grad.k218.end:                               ; preds = %flat_grad.k218
+  %t217_c0_028 = load <8 x float>, ptr %flat_grad.t217_c0_0, align 32
+  %62 = mul nsw i64 %flat_grad.mb2162, 4
   %63 = mul nsw i64 %62, 9216
   %64 = add nsw i64 3171600, %63
-  %65 = mul nsw i64 %flat_grad.nb1561, 24
+  %65 = mul nsw i64 %flat_grad.nb2151, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t158_c0_028, ptr %arena29, align 4
-  %t158_c0_130 = load <8 x float>, ptr %flat_grad.t158_c0_1, align 32
-  %67 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c0_028, ptr %arena29, align 4
+  %t217_c0_130 = load <8 x float>, ptr %flat_grad.t217_c0_1, align 32
+  %67 = mul nsw i64 %flat_grad.mb2162, 4
   %68 = mul nsw i64 %67, 9216
   %69 = add nsw i64 3171600, %68
-  %70 = mul nsw i64 %flat_grad.nb1561, 24
+  %70 = mul nsw i64 %flat_grad.nb2151, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t158_c0_130, ptr %arena31, align 4
-  %t158_c0_232 = load <8 x float>, ptr %flat_grad.t158_c0_2, align 32
-  %73 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c0_130, ptr %arena31, align 4
+  %t217_c0_232 = load <8 x float>, ptr %flat_grad.t217_c0_2, align 32
+  %73 = mul nsw i64 %flat_grad.mb2162, 4
   %74 = mul nsw i64 %73, 9216
   %75 = add nsw i64 3171600, %74
-  %76 = mul nsw i64 %flat_grad.nb1561, 24
+  %76 = mul nsw i64 %flat_grad.nb2151, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t158_c0_232, ptr %arena33, align 4
-  %t158_c1_034 = load <8 x float>, ptr %flat_grad.t158_c1_0, align 32
-  %79 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c0_232, ptr %arena33, align 4
+  %t217_c1_034 = load <8 x float>, ptr %flat_grad.t217_c1_0, align 32
+  %79 = mul nsw i64 %flat_grad.mb2162, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 9216
   %82 = add nsw i64 3171600, %81
-  %83 = mul nsw i64 %flat_grad.nb1561, 24
+  %83 = mul nsw i64 %flat_grad.nb2151, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t158_c1_034, ptr %arena35, align 4
-  %t158_c1_136 = load <8 x float>, ptr %flat_grad.t158_c1_1, align 32
-  %85 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c1_034, ptr %arena35, align 4
+  %t217_c1_136 = load <8 x float>, ptr %flat_grad.t217_c1_1, align 32
+  %85 = mul nsw i64 %flat_grad.mb2162, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 9216
   %88 = add nsw i64 3171600, %87
-  %89 = mul nsw i64 %flat_grad.nb1561, 24
+  %89 = mul nsw i64 %flat_grad.nb2151, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t158_c1_136, ptr %arena37, align 4
-  %t158_c1_238 = load <8 x float>, ptr %flat_grad.t158_c1_2, align 32
-  %92 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c1_136, ptr %arena37, align 4
+  %t217_c1_238 = load <8 x float>, ptr %flat_grad.t217_c1_2, align 32
+  %92 = mul nsw i64 %flat_grad.mb2162, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 9216
   %95 = add nsw i64 3171600, %94
-  %96 = mul nsw i64 %flat_grad.nb1561, 24
+  %96 = mul nsw i64 %flat_grad.nb2151, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t158_c1_238, ptr %arena39, align 4
-  %t158_c2_040 = load <8 x float>, ptr %flat_grad.t158_c2_0, align 32
-  %99 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c1_238, ptr %arena39, align 4
+  %t217_c2_040 = load <8 x float>, ptr %flat_grad.t217_c2_0, align 32
+  %99 = mul nsw i64 %flat_grad.mb2162, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 9216
   %102 = add nsw i64 3171600, %101
-  %103 = mul nsw i64 %flat_grad.nb1561, 24
+  %103 = mul nsw i64 %flat_grad.nb2151, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t158_c2_040, ptr %arena41, align 4
-  %t158_c2_142 = load <8 x float>, ptr %flat_grad.t158_c2_1, align 32
-  %105 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c2_040, ptr %arena41, align 4
+  %t217_c2_142 = load <8 x float>, ptr %flat_grad.t217_c2_1, align 32
+  %105 = mul nsw i64 %flat_grad.mb2162, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 9216
   %108 = add nsw i64 3171600, %107
-  %109 = mul nsw i64 %flat_grad.nb1561, 24
+  %109 = mul nsw i64 %flat_grad.nb2151, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t158_c2_142, ptr %arena43, align 4
-  %t158_c2_244 = load <8 x float>, ptr %flat_grad.t158_c2_2, align 32
-  %112 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c2_142, ptr %arena43, align 4
+  %t217_c2_244 = load <8 x float>, ptr %flat_grad.t217_c2_2, align 32
+  %112 = mul nsw i64 %flat_grad.mb2162, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 9216
   %115 = add nsw i64 3171600, %114
-  %116 = mul nsw i64 %flat_grad.nb1561, 24
+  %116 = mul nsw i64 %flat_grad.nb2151, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t158_c2_244, ptr %arena45, align 4
-  %t158_c3_046 = load <8 x float>, ptr %flat_grad.t158_c3_0, align 32
-  %119 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c2_244, ptr %arena45, align 4
+  %t217_c3_046 = load <8 x float>, ptr %flat_grad.t217_c3_0, align 32
+  %119 = mul nsw i64 %flat_grad.mb2162, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 9216
   %122 = add nsw i64 3171600, %121
-  %123 = mul nsw i64 %flat_grad.nb1561, 24
+  %123 = mul nsw i64 %flat_grad.nb2151, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t158_c3_046, ptr %arena47, align 4
-  %t158_c3_148 = load <8 x float>, ptr %flat_grad.t158_c3_1, align 32
-  %125 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c3_046, ptr %arena47, align 4
+  %t217_c3_148 = load <8 x float>, ptr %flat_grad.t217_c3_1, align 32
+  %125 = mul nsw i64 %flat_grad.mb2162, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 9216
   %128 = add nsw i64 3171600, %127
-  %129 = mul nsw i64 %flat_grad.nb1561, 24
+  %129 = mul nsw i64 %flat_grad.nb2151, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t158_c3_148, ptr %arena49, align 4
-  %t158_c3_250 = load <8 x float>, ptr %flat_grad.t158_c3_2, align 32
-  %132 = mul nsw i64 %flat_grad.mb1572, 4
+  store <8 x float> %t217_c3_148, ptr %arena49, align 4
+  %t217_c3_250 = load <8 x float>, ptr %flat_grad.t217_c3_2, align 32
+  %132 = mul nsw i64 %flat_grad.mb2162, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 9216
   %135 = add nsw i64 3171600, %134
-  %136 = mul nsw i64 %flat_grad.nb1561, 24
+  %136 = mul nsw i64 %flat_grad.nb2151, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t158_c3_250, ptr %arena51, align 4
-  %mb157.next = add nsw i64 %flat_grad.mb1572, 1
-  %139 = icmp slt i64 %mb157.next, 16
-  br i1 %139, label %flat_grad.mb157, label %flat_grad.mb157.end
+  store <8 x float> %t217_c3_250, ptr %arena51, align 4
+  %mb216.next = add nsw i64 %flat_grad.mb2162, 1
+  %139 = icmp slt i64 %mb216.next, 16
+  br i1 %139, label %flat_grad.mb216, label %flat_grad.mb216.end
 }
 
 ; Function Attrs: noinline
@@ -3860,11 +4640,11 @@ entry:
   %15 = mul i64 %14, -7723592293110705685
   %16 = lshr i64 %15, 31
   %17 = xor i64 %15, %16
-  br label %pool_grad.i169
+  br label %pool_grad.i228
 
-pool_grad.i169:                                   ; preds = %pool_grad.i169, %entry
-  %pool_grad.i1691 = phi i64 [ 0, %entry ], [ %i169.next, %pool_grad.i169 ]
-  %18 = mul i64 %pool_grad.i1691, -7046029254386353131
+pool_grad.i228:                                   ; preds = %pool_grad.i228, %entry
+  %pool_grad.i2281 = phi i64 [ 0, %entry ], [ %i228.next, %pool_grad.i228 ]
+  %18 = mul i64 %pool_grad.i2281, -7046029254386353131
   %19 = add i64 %17, %18
   %20 = lshr i64 %19, 30
   %21 = xor i64 %19, %20
@@ -3876,66 +4656,66 @@ pool_grad.i169:                                   ; preds = %pool_grad.i169, %en
   %27 = xor i64 %25, %26
   %28 = lshr i64 %27, 40
   %29 = icmp uge i64 %28, 4194304
-  %30 = add nsw i64 3171600, %pool_grad.i1691
+  %30 = add nsw i64 3171600, %pool_grad.i2281
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load float, ptr %arena2, align 4
   %32 = fmul float %31, 0x3FF5555560000000
   %33 = select i1 %29, float %32, float 0.000000e+00
-  %34 = add nsw i64 3761424, %pool_grad.i1691
+  %34 = add nsw i64 3761424, %pool_grad.i2281
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %34
   store float %33, ptr %arena3, align 4
-  %i169.next = add nsw i64 %pool_grad.i1691, 1
-  %35 = icmp slt i64 %i169.next, 589824
-  br i1 %35, label %pool_grad.i169, label %pool_grad.i169.end
+  %i228.next = add nsw i64 %pool_grad.i2281, 1
+  %35 = icmp slt i64 %i228.next, 589824
+  br i1 %35, label %pool_grad.i228, label %pool_grad.i228.end
 
-pool_grad.i169.end:                               ; preds = %pool_grad.i169
+pool_grad.i228.end:                               ; preds = %pool_grad.i228
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k20.conv2_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_grad.i174
+  br label %conv2_grad.i233
 
-conv2_grad.i174:                                  ; preds = %conv2_grad.i174, %entry
-  %conv2_grad.i1741 = phi i64 [ 0, %entry ], [ %i174.next, %conv2_grad.i174 ]
-  %0 = add nsw i64 4351248, %conv2_grad.i1741
+conv2_grad.i233:                                  ; preds = %conv2_grad.i233, %entry
+  %conv2_grad.i2331 = phi i64 [ 0, %entry ], [ %i233.next, %conv2_grad.i233 ]
+  %0 = add nsw i64 4351248, %conv2_grad.i2331
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i174.next = add nsw i64 %conv2_grad.i1741, 1
-  %1 = icmp slt i64 %i174.next, 2359296
-  br i1 %1, label %conv2_grad.i174, label %conv2_grad.i174.end
+  %i233.next = add nsw i64 %conv2_grad.i2331, 1
+  %1 = icmp slt i64 %i233.next, 2359296
+  br i1 %1, label %conv2_grad.i233, label %conv2_grad.i233.end
 
-conv2_grad.i174.end:                              ; preds = %conv2_grad.i174
-  br label %conv2_grad.q175
+conv2_grad.i233.end:                              ; preds = %conv2_grad.i233
+  br label %conv2_grad.q234
 
-conv2_grad.q175:                                  ; preds = %conv2_grad.i176.end, %conv2_grad.i174.end
-  %conv2_grad.q1753 = phi i64 [ 0, %conv2_grad.i174.end ], [ %q175.next, %conv2_grad.i176.end ]
-  br label %conv2_grad.i176
+conv2_grad.q234:                                  ; preds = %conv2_grad.i235.end, %conv2_grad.i233.end
+  %conv2_grad.q2343 = phi i64 [ 0, %conv2_grad.i233.end ], [ %q234.next, %conv2_grad.i235.end ]
+  br label %conv2_grad.i235
 
-conv2_grad.q175.end:                              ; preds = %conv2_grad.i176.end
+conv2_grad.q234.end:                              ; preds = %conv2_grad.i235.end
   ret void
 
-conv2_grad.i176:                                  ; preds = %conv2_grad.endif, %conv2_grad.q175
-  %conv2_grad.i1764 = phi i64 [ 0, %conv2_grad.q175 ], [ %i176.next, %conv2_grad.endif ]
-  %2 = mul nsw i64 %conv2_grad.q1753, 144
-  %3 = add nsw i64 %2, %conv2_grad.i1764
+conv2_grad.i235:                                  ; preds = %conv2_grad.endif, %conv2_grad.q234
+  %conv2_grad.i2354 = phi i64 [ 0, %conv2_grad.q234 ], [ %i235.next, %conv2_grad.endif ]
+  %2 = mul nsw i64 %conv2_grad.q2343, 144
+  %3 = add nsw i64 %2, %conv2_grad.i2354
   %4 = add nsw i64 1384448, %3
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load float, ptr %arena5, align 4
   %6 = fcmp ogt float %5, 0.000000e+00
   br i1 %6, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i176.end:                              ; preds = %conv2_grad.endif
-  %q175.next = add nsw i64 %conv2_grad.q1753, 1
-  %7 = icmp slt i64 %q175.next, 4096
-  br i1 %7, label %conv2_grad.q175, label %conv2_grad.q175.end
+conv2_grad.i235.end:                              ; preds = %conv2_grad.endif
+  %q234.next = add nsw i64 %conv2_grad.q2343, 1
+  %7 = icmp slt i64 %q234.next, 4096
+  br i1 %7, label %conv2_grad.q234, label %conv2_grad.q234.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i176
-  %8 = mul nsw i64 %conv2_grad.q1753, 576
+conv2_grad.then:                                  ; preds = %conv2_grad.i235
+  %8 = mul nsw i64 %conv2_grad.q2343, 576
   %9 = add nsw i64 4351248, %8
-  %10 = mul nsw i64 %conv2_grad.q1753, 144
-  %11 = add nsw i64 %10, %conv2_grad.i1764
+  %10 = mul nsw i64 %conv2_grad.q2343, 144
+  %11 = add nsw i64 %10, %conv2_grad.i2354
   %12 = add nsw i64 1974272, %11
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
@@ -3943,8 +4723,8 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i176
   %15 = add nsw i64 %9, %14
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
   %16 = load float, ptr %arena7, align 4
-  %17 = mul nsw i64 %conv2_grad.q1753, 144
-  %18 = add nsw i64 %17, %conv2_grad.i1764
+  %17 = mul nsw i64 %conv2_grad.q2343, 144
+  %18 = add nsw i64 %17, %conv2_grad.i2354
   %19 = add nsw i64 3761424, %18
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena8, align 4
@@ -3952,4502 +4732,4590 @@ conv2_grad.then:                                  ; preds = %conv2_grad.i176
   store float %21, ptr %arena7, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i176
-  %i176.next = add nsw i64 %conv2_grad.i1764, 1
-  %22 = icmp slt i64 %i176.next, 144
-  br i1 %22, label %conv2_grad.i176, label %conv2_grad.i176.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i235
+  %i235.next = add nsw i64 %conv2_grad.i2354, 1
+  %22 = icmp slt i64 %i235.next, 144
+  br i1 %22, label %conv2_grad.i235, label %conv2_grad.i235.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k21.conv2_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv2_weight_grad.i177
+  %conv2_weight_grad.w335 = alloca float, align 4
+  %conv2_weight_grad.w334 = alloca float, align 4
+  %conv2_weight_grad.w333 = alloca float, align 4
+  %conv2_weight_grad.w332 = alloca float, align 4
+  %conv2_weight_grad.w331 = alloca float, align 4
+  %conv2_weight_grad.w330 = alloca float, align 4
+  %conv2_weight_grad.w329 = alloca float, align 4
+  %conv2_weight_grad.w328 = alloca float, align 4
+  %conv2_weight_grad.w327 = alloca float, align 4
+  %conv2_weight_grad.w326 = alloca float, align 4
+  %conv2_weight_grad.w325 = alloca float, align 4
+  %conv2_weight_grad.w324 = alloca float, align 4
+  %conv2_weight_grad.w323 = alloca float, align 4
+  %conv2_weight_grad.w322 = alloca float, align 4
+  %conv2_weight_grad.w321 = alloca float, align 4
+  %conv2_weight_grad.w320 = alloca float, align 4
+  %conv2_weight_grad.w319 = alloca float, align 4
+  %conv2_weight_grad.w318 = alloca float, align 4
+  %conv2_weight_grad.w317 = alloca float, align 4
+  %conv2_weight_grad.w316 = alloca float, align 4
+  %conv2_weight_grad.w315 = alloca float, align 4
+  %conv2_weight_grad.w311 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w310 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w309 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w308 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w307 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w306 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w305 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w304 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w303 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w302 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w301 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w300 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w299 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w298 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w297 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w296 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w295 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w294 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w293 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w292 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w291 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w290 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w289 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w288 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w279 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w278 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w277 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w276 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w275 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w274 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w273 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w272 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w271 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w270 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w269 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w268 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w267 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w266 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w265 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w264 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w263 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w262 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w261 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w260 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w259 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w258 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w257 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w256 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w255 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w254 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w253 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w252 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w251 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w250 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w249 = alloca <8 x float>, align 32
+  %conv2_weight_grad.w248 = alloca <8 x float>, align 32
+  br label %conv2_weight_grad.i236
 
-conv2_weight_grad.i177:                           ; preds = %conv2_weight_grad.i177, %entry
-  %conv2_weight_grad.i1771 = phi i64 [ 0, %entry ], [ %i177.next, %conv2_weight_grad.i177 ]
-  %0 = add nsw i64 2195456, %conv2_weight_grad.i1771
+conv2_weight_grad.i236:                           ; preds = %conv2_weight_grad.i236, %entry
+  %conv2_weight_grad.i2361 = phi i64 [ 0, %entry ], [ %i236.next, %conv2_weight_grad.i236 ]
+  %0 = add nsw i64 1664128, %conv2_weight_grad.i2361
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i177.next = add nsw i64 %conv2_weight_grad.i1771, 1
-  %1 = icmp slt i64 %i177.next, 18432
-  br i1 %1, label %conv2_weight_grad.i177, label %conv2_weight_grad.i177.end
+  %i236.next = add nsw i64 %conv2_weight_grad.i2361, 1
+  %1 = icmp slt i64 %i236.next, 32768
+  br i1 %1, label %conv2_weight_grad.i236, label %conv2_weight_grad.i236.end
 
-conv2_weight_grad.i177.end:                       ; preds = %conv2_weight_grad.i177
-  br label %conv2_weight_grad.g178
+conv2_weight_grad.i236.end:                       ; preds = %conv2_weight_grad.i236
+  br label %conv2_weight_grad.i237
 
-conv2_weight_grad.g178:                           ; preds = %conv2_weight_grad.j188.end, %conv2_weight_grad.i177.end
-  %conv2_weight_grad.g1783 = phi i64 [ 0, %conv2_weight_grad.i177.end ], [ %g178.next, %conv2_weight_grad.j188.end ]
-  br label %conv2_weight_grad.j179
+conv2_weight_grad.i237:                           ; preds = %conv2_weight_grad.i237, %conv2_weight_grad.i236.end
+  %conv2_weight_grad.i2373 = phi i64 [ 0, %conv2_weight_grad.i236.end ], [ %i237.next, %conv2_weight_grad.i237 ]
+  %2 = add nsw i64 1384448, %conv2_weight_grad.i2373
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %2
+  store float 0.000000e+00, ptr %arena4, align 4
+  %i237.next = add nsw i64 %conv2_weight_grad.i2373, 1
+  %3 = icmp slt i64 %i237.next, 21632
+  br i1 %3, label %conv2_weight_grad.i237, label %conv2_weight_grad.i237.end
 
-conv2_weight_grad.g178.end:                       ; preds = %conv2_weight_grad.j188.end
-  br label %conv2_weight_grad.f200
+conv2_weight_grad.i237.end:                       ; preds = %conv2_weight_grad.i237
+  br label %conv2_weight_grad.i238
 
-conv2_weight_grad.j179:                           ; preds = %conv2_weight_grad.c180.end, %conv2_weight_grad.g178
-  %conv2_weight_grad.j1794 = phi i64 [ 0, %conv2_weight_grad.g178 ], [ %j179.next, %conv2_weight_grad.c180.end ]
-  br label %conv2_weight_grad.c180
+conv2_weight_grad.i238:                           ; preds = %conv2_weight_grad.i238, %conv2_weight_grad.i237.end
+  %conv2_weight_grad.i2385 = phi i64 [ 0, %conv2_weight_grad.i237.end ], [ %i238.next, %conv2_weight_grad.i238 ]
+  %4 = add nsw i64 1479808, %conv2_weight_grad.i2385
+  %arena6 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena6, align 4
+  %i238.next = add nsw i64 %conv2_weight_grad.i2385, 1
+  %5 = icmp slt i64 %i238.next, 36864
+  br i1 %5, label %conv2_weight_grad.i238, label %conv2_weight_grad.i238.end
 
-conv2_weight_grad.j179.end:                       ; preds = %conv2_weight_grad.c180.end
-  br label %conv2_weight_grad.j188
+conv2_weight_grad.i238.end:                       ; preds = %conv2_weight_grad.i238
+  br label %conv2_weight_grad.g239
 
-conv2_weight_grad.c180:                           ; preds = %conv2_weight_grad.ky181.end, %conv2_weight_grad.j179
-  %conv2_weight_grad.c1805 = phi i64 [ 0, %conv2_weight_grad.j179 ], [ %c180.next, %conv2_weight_grad.ky181.end ]
-  br label %conv2_weight_grad.ky181
+conv2_weight_grad.g239:                           ; preds = %conv2_weight_grad.xi312.end, %conv2_weight_grad.i238.end
+  %conv2_weight_grad.g2397 = phi i64 [ 0, %conv2_weight_grad.i238.end ], [ %g239.next, %conv2_weight_grad.xi312.end ]
+  br label %conv2_weight_grad.j240
 
-conv2_weight_grad.c180.end:                       ; preds = %conv2_weight_grad.ky181.end
-  %j179.next = add nsw i64 %conv2_weight_grad.j1794, 1
-  %2 = icmp slt i64 %j179.next, 4
-  br i1 %2, label %conv2_weight_grad.j179, label %conv2_weight_grad.j179.end
+conv2_weight_grad.g239.end:                       ; preds = %conv2_weight_grad.xi312.end
+  br label %conv2_weight_grad.f313
 
-conv2_weight_grad.ky181:                          ; preds = %conv2_weight_grad.oy186.end, %conv2_weight_grad.c180
-  %conv2_weight_grad.ky1816 = phi i64 [ 0, %conv2_weight_grad.c180 ], [ %ky181.next, %conv2_weight_grad.oy186.end ]
-  br label %conv2_weight_grad.oy182
+conv2_weight_grad.j240:                           ; preds = %conv2_weight_grad.c241.end, %conv2_weight_grad.g239
+  %conv2_weight_grad.j2408 = phi i64 [ 0, %conv2_weight_grad.g239 ], [ %j240.next, %conv2_weight_grad.c241.end ]
+  br label %conv2_weight_grad.c241
 
-conv2_weight_grad.ky181.end:                      ; preds = %conv2_weight_grad.oy186.end
-  %c180.next = add nsw i64 %conv2_weight_grad.c1805, 1
-  %3 = icmp slt i64 %c180.next, 32
-  br i1 %3, label %conv2_weight_grad.c180, label %conv2_weight_grad.c180.end
+conv2_weight_grad.j240.end:                       ; preds = %conv2_weight_grad.c241.end
+  br label %conv2_weight_grad.j244
 
-conv2_weight_grad.oy182:                          ; preds = %conv2_weight_grad.ox183.end, %conv2_weight_grad.ky181
-  %conv2_weight_grad.oy1827 = phi i64 [ 0, %conv2_weight_grad.ky181 ], [ %oy182.next, %conv2_weight_grad.ox183.end ]
-  br label %conv2_weight_grad.ox183
+conv2_weight_grad.c241:                           ; preds = %conv2_weight_grad.iy242.end, %conv2_weight_grad.j240
+  %conv2_weight_grad.c2419 = phi i64 [ 0, %conv2_weight_grad.j240 ], [ %c241.next, %conv2_weight_grad.iy242.end ]
+  br label %conv2_weight_grad.iy242
 
-conv2_weight_grad.oy182.end:                      ; preds = %conv2_weight_grad.ox183.end
-  br label %conv2_weight_grad.oy184
+conv2_weight_grad.c241.end:                       ; preds = %conv2_weight_grad.iy242.end
+  %j240.next = add nsw i64 %conv2_weight_grad.j2408, 1
+  %6 = icmp slt i64 %j240.next, 1
+  br i1 %6, label %conv2_weight_grad.j240, label %conv2_weight_grad.j240.end
 
-conv2_weight_grad.ox183:                          ; preds = %conv2_weight_grad.ox183, %conv2_weight_grad.oy182
-  %conv2_weight_grad.ox1838 = phi i64 [ 0, %conv2_weight_grad.oy182 ], [ %ox183.next, %conv2_weight_grad.ox183 ]
-  %4 = mul nsw i64 %conv2_weight_grad.g1783, 4
-  %5 = add nsw i64 %4, %conv2_weight_grad.j1794
-  %6 = mul nsw i64 %5, 21632
-  %7 = mul nsw i64 %conv2_weight_grad.c1805, 676
-  %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %conv2_weight_grad.oy1827, %conv2_weight_grad.ky1816
-  %10 = mul nsw i64 %9, 26
-  %11 = add nsw i64 %8, %10
-  %12 = add nsw i64 %11, %conv2_weight_grad.ox1838
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %12
-  %13 = load float, ptr %arena9, align 4
-  %14 = mul nsw i64 %conv2_weight_grad.c1805, 3
-  %15 = add nsw i64 %14, %conv2_weight_grad.ky1816
-  %16 = mul nsw i64 %15, 3
-  %17 = mul nsw i64 %16, 2304
-  %18 = add nsw i64 1384448, %17
-  %19 = mul nsw i64 %conv2_weight_grad.j1794, 576
+conv2_weight_grad.iy242:                          ; preds = %conv2_weight_grad.ix243.end, %conv2_weight_grad.c241
+  %conv2_weight_grad.iy24210 = phi i64 [ 0, %conv2_weight_grad.c241 ], [ %iy242.next, %conv2_weight_grad.ix243.end ]
+  br label %conv2_weight_grad.ix243
+
+conv2_weight_grad.iy242.end:                      ; preds = %conv2_weight_grad.ix243.end
+  %c241.next = add nsw i64 %conv2_weight_grad.c2419, 1
+  %7 = icmp slt i64 %c241.next, 32
+  br i1 %7, label %conv2_weight_grad.c241, label %conv2_weight_grad.c241.end
+
+conv2_weight_grad.ix243:                          ; preds = %conv2_weight_grad.ix243, %conv2_weight_grad.iy242
+  %conv2_weight_grad.ix24311 = phi i64 [ 0, %conv2_weight_grad.iy242 ], [ %ix243.next, %conv2_weight_grad.ix243 ]
+  %8 = add nsw i64 %conv2_weight_grad.g2397, %conv2_weight_grad.j2408
+  %9 = mul nsw i64 %8, 21632
+  %10 = mul nsw i64 %conv2_weight_grad.c2419, 676
+  %11 = add nsw i64 %9, %10
+  %12 = mul nsw i64 %conv2_weight_grad.iy24210, 26
+  %13 = add nsw i64 %11, %12
+  %14 = add nsw i64 %13, %conv2_weight_grad.ix24311
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load float, ptr %arena12, align 4
+  %16 = mul nsw i64 %conv2_weight_grad.j2408, 21632
+  %17 = mul nsw i64 %conv2_weight_grad.iy24210, 832
+  %18 = add nsw i64 %16, %17
+  %19 = mul nsw i64 %conv2_weight_grad.ix24311, 32
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_weight_grad.oy1827, 24
-  %22 = add nsw i64 %21, %conv2_weight_grad.ox1838
-  %23 = add nsw i64 %20, %22
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %23
-  store float %13, ptr %arena10, align 4
-  %ox183.next = add nsw i64 %conv2_weight_grad.ox1838, 1
-  %24 = icmp slt i64 %ox183.next, 24
-  br i1 %24, label %conv2_weight_grad.ox183, label %conv2_weight_grad.ox183.end
+  %21 = add nsw i64 %20, %conv2_weight_grad.c2419
+  %22 = add nsw i64 1384448, %21
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %22
+  store float %15, ptr %arena13, align 4
+  %ix243.next = add nsw i64 %conv2_weight_grad.ix24311, 1
+  %23 = icmp slt i64 %ix243.next, 26
+  br i1 %23, label %conv2_weight_grad.ix243, label %conv2_weight_grad.ix243.end
 
-conv2_weight_grad.ox183.end:                      ; preds = %conv2_weight_grad.ox183
-  %oy182.next = add nsw i64 %conv2_weight_grad.oy1827, 1
-  %25 = icmp slt i64 %oy182.next, 24
-  br i1 %25, label %conv2_weight_grad.oy182, label %conv2_weight_grad.oy182.end
+conv2_weight_grad.ix243.end:                      ; preds = %conv2_weight_grad.ix243
+  %iy242.next = add nsw i64 %conv2_weight_grad.iy24210, 1
+  %24 = icmp slt i64 %iy242.next, 26
+  br i1 %24, label %conv2_weight_grad.iy242, label %conv2_weight_grad.iy242.end
 
-conv2_weight_grad.oy184:                          ; preds = %conv2_weight_grad.ox185.end, %conv2_weight_grad.oy182.end
-  %conv2_weight_grad.oy18411 = phi i64 [ 0, %conv2_weight_grad.oy182.end ], [ %oy184.next, %conv2_weight_grad.ox185.end ]
-  br label %conv2_weight_grad.ox185
+conv2_weight_grad.j244:                           ; preds = %conv2_weight_grad.ty245.end, %conv2_weight_grad.j240.end
+  %conv2_weight_grad.j24414 = phi i64 [ 0, %conv2_weight_grad.j240.end ], [ %j244.next, %conv2_weight_grad.ty245.end ]
+  br label %conv2_weight_grad.ty245
 
-conv2_weight_grad.oy184.end:                      ; preds = %conv2_weight_grad.ox185.end
-  br label %conv2_weight_grad.oy186
+conv2_weight_grad.j244.end:                       ; preds = %conv2_weight_grad.ty245.end
+  br label %conv2_weight_grad.j280
 
-conv2_weight_grad.ox185:                          ; preds = %conv2_weight_grad.ox185, %conv2_weight_grad.oy184
-  %conv2_weight_grad.ox18512 = phi i64 [ 0, %conv2_weight_grad.oy184 ], [ %ox185.next, %conv2_weight_grad.ox185 ]
-  %26 = mul nsw i64 %conv2_weight_grad.g1783, 4
-  %27 = add nsw i64 %26, %conv2_weight_grad.j1794
-  %28 = mul nsw i64 %27, 21632
-  %29 = mul nsw i64 %conv2_weight_grad.c1805, 676
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %conv2_weight_grad.oy18411, %conv2_weight_grad.ky1816
-  %32 = mul nsw i64 %31, 26
+conv2_weight_grad.ty245:                          ; preds = %conv2_weight_grad.tx246.end, %conv2_weight_grad.j244
+  %conv2_weight_grad.ty24515 = phi i64 [ 0, %conv2_weight_grad.j244 ], [ %ty245.next, %conv2_weight_grad.tx246.end ]
+  br label %conv2_weight_grad.tx246
+
+conv2_weight_grad.ty245.end:                      ; preds = %conv2_weight_grad.tx246.end
+  %j244.next = add nsw i64 %conv2_weight_grad.j24414, 1
+  %25 = icmp slt i64 %j244.next, 1
+  br i1 %25, label %conv2_weight_grad.j244, label %conv2_weight_grad.j244.end
+
+conv2_weight_grad.tx246:                          ; preds = %conv2_weight_grad.cv247.end, %conv2_weight_grad.ty245
+  %conv2_weight_grad.tx24616 = phi i64 [ 0, %conv2_weight_grad.ty245 ], [ %tx246.next, %conv2_weight_grad.cv247.end ]
+  br label %conv2_weight_grad.cv247
+
+conv2_weight_grad.tx246.end:                      ; preds = %conv2_weight_grad.cv247.end
+  %ty245.next = add nsw i64 %conv2_weight_grad.ty24515, 1
+  %26 = icmp slt i64 %ty245.next, 12
+  br i1 %26, label %conv2_weight_grad.ty245, label %conv2_weight_grad.ty245.end
+
+conv2_weight_grad.cv247:                          ; preds = %conv2_weight_grad.cv247, %conv2_weight_grad.tx246
+  %conv2_weight_grad.cv24717 = phi i64 [ 0, %conv2_weight_grad.tx246 ], [ %cv247.next, %conv2_weight_grad.cv247 ]
+  %27 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %28 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %29 = mul nsw i64 %28, 832
+  %30 = add nsw i64 %27, %29
+  %31 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %32 = mul nsw i64 %31, 32
   %33 = add nsw i64 %30, %32
-  %34 = add nsw i64 %conv2_weight_grad.ox18512, 1
+  %34 = mul nsw i64 %conv2_weight_grad.cv24717, 8
   %35 = add nsw i64 %33, %34
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %35
-  %36 = load float, ptr %arena13, align 4
-  %37 = mul nsw i64 %conv2_weight_grad.c1805, 3
-  %38 = add nsw i64 %37, %conv2_weight_grad.ky1816
-  %39 = mul nsw i64 %38, 3
-  %40 = add nsw i64 %39, 1
-  %41 = mul nsw i64 %40, 2304
-  %42 = add nsw i64 1384448, %41
-  %43 = mul nsw i64 %conv2_weight_grad.j1794, 576
-  %44 = add nsw i64 %42, %43
-  %45 = mul nsw i64 %conv2_weight_grad.oy18411, 24
-  %46 = add nsw i64 %45, %conv2_weight_grad.ox18512
-  %47 = add nsw i64 %44, %46
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %36, ptr %arena14, align 4
-  %ox185.next = add nsw i64 %conv2_weight_grad.ox18512, 1
-  %48 = icmp slt i64 %ox185.next, 24
-  br i1 %48, label %conv2_weight_grad.ox185, label %conv2_weight_grad.ox185.end
-
-conv2_weight_grad.ox185.end:                      ; preds = %conv2_weight_grad.ox185
-  %oy184.next = add nsw i64 %conv2_weight_grad.oy18411, 1
-  %49 = icmp slt i64 %oy184.next, 24
-  br i1 %49, label %conv2_weight_grad.oy184, label %conv2_weight_grad.oy184.end
-
-conv2_weight_grad.oy186:                          ; preds = %conv2_weight_grad.ox187.end, %conv2_weight_grad.oy184.end
-  %conv2_weight_grad.oy18615 = phi i64 [ 0, %conv2_weight_grad.oy184.end ], [ %oy186.next, %conv2_weight_grad.ox187.end ]
-  br label %conv2_weight_grad.ox187
-
-conv2_weight_grad.oy186.end:                      ; preds = %conv2_weight_grad.ox187.end
-  %ky181.next = add nsw i64 %conv2_weight_grad.ky1816, 1
-  %50 = icmp slt i64 %ky181.next, 3
-  br i1 %50, label %conv2_weight_grad.ky181, label %conv2_weight_grad.ky181.end
-
-conv2_weight_grad.ox187:                          ; preds = %conv2_weight_grad.ox187, %conv2_weight_grad.oy186
-  %conv2_weight_grad.ox18716 = phi i64 [ 0, %conv2_weight_grad.oy186 ], [ %ox187.next, %conv2_weight_grad.ox187 ]
-  %51 = mul nsw i64 %conv2_weight_grad.g1783, 4
-  %52 = add nsw i64 %51, %conv2_weight_grad.j1794
-  %53 = mul nsw i64 %52, 21632
-  %54 = mul nsw i64 %conv2_weight_grad.c1805, 676
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %conv2_weight_grad.oy18615, %conv2_weight_grad.ky1816
-  %57 = mul nsw i64 %56, 26
+  %36 = add nsw i64 1384448, %35
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load <8 x float>, ptr %arena18, align 4
+  %38 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %39 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %40 = add nsw i64 %39, 2
+  %41 = mul nsw i64 %40, 832
+  %42 = add nsw i64 %38, %41
+  %43 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %44 = mul nsw i64 %43, 32
+  %45 = add nsw i64 %42, %44
+  %46 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 1384448, %47
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 %48
+  %49 = load <8 x float>, ptr %arena19, align 4
+  %50 = fsub <8 x float> %37, %49
+  store <8 x float> %50, ptr %conv2_weight_grad.w248, align 32
+  %51 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %52 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %53 = add nsw i64 %52, 1
+  %54 = mul nsw i64 %53, 832
+  %55 = add nsw i64 %51, %54
+  %56 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %57 = mul nsw i64 %56, 32
   %58 = add nsw i64 %55, %57
-  %59 = add nsw i64 %conv2_weight_grad.ox18716, 2
+  %59 = mul nsw i64 %conv2_weight_grad.cv24717, 8
   %60 = add nsw i64 %58, %59
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %60
-  %61 = load float, ptr %arena17, align 4
-  %62 = mul nsw i64 %conv2_weight_grad.c1805, 3
-  %63 = add nsw i64 %62, %conv2_weight_grad.ky1816
-  %64 = mul nsw i64 %63, 3
+  %61 = add nsw i64 1384448, %60
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %61
+  %62 = load <8 x float>, ptr %arena20, align 4
+  %63 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %64 = mul nsw i64 %conv2_weight_grad.ty24515, 2
   %65 = add nsw i64 %64, 2
-  %66 = mul nsw i64 %65, 2304
-  %67 = add nsw i64 1384448, %66
-  %68 = mul nsw i64 %conv2_weight_grad.j1794, 576
-  %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv2_weight_grad.oy18615, 24
-  %71 = add nsw i64 %70, %conv2_weight_grad.ox18716
-  %72 = add nsw i64 %69, %71
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %61, ptr %arena18, align 4
-  %ox187.next = add nsw i64 %conv2_weight_grad.ox18716, 1
-  %73 = icmp slt i64 %ox187.next, 24
-  br i1 %73, label %conv2_weight_grad.ox187, label %conv2_weight_grad.ox187.end
-
-conv2_weight_grad.ox187.end:                      ; preds = %conv2_weight_grad.ox187
-  %oy186.next = add nsw i64 %conv2_weight_grad.oy18615, 1
-  %74 = icmp slt i64 %oy186.next, 24
-  br i1 %74, label %conv2_weight_grad.oy186, label %conv2_weight_grad.oy186.end
-
-conv2_weight_grad.j188:                           ; preds = %conv2_weight_grad.i189.end, %conv2_weight_grad.j179.end
-  %conv2_weight_grad.j18819 = phi i64 [ 0, %conv2_weight_grad.j179.end ], [ %j188.next, %conv2_weight_grad.i189.end ]
-  br label %conv2_weight_grad.i189
-
-conv2_weight_grad.j188.end:                       ; preds = %conv2_weight_grad.i189.end
-  call void @mnistnet_train_b64.k21.conv2_weight_grad.gemm199(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g178.next = add nsw i64 %conv2_weight_grad.g1783, 1
-  %75 = icmp slt i64 %g178.next, 16
-  br i1 %75, label %conv2_weight_grad.g178, label %conv2_weight_grad.g178.end
-
-conv2_weight_grad.i189:                           ; preds = %conv2_weight_grad.f190.end, %conv2_weight_grad.j188
-  %conv2_weight_grad.i18920 = phi i64 [ 0, %conv2_weight_grad.j188 ], [ %i189.next, %conv2_weight_grad.f190.end ]
-  br label %conv2_weight_grad.f190
-
-conv2_weight_grad.i189.end:                       ; preds = %conv2_weight_grad.f190.end
-  %j188.next = add nsw i64 %conv2_weight_grad.j18819, 1
-  %76 = icmp slt i64 %j188.next, 4
-  br i1 %76, label %conv2_weight_grad.j188, label %conv2_weight_grad.j188.end
-
-conv2_weight_grad.f190:                           ; preds = %conv2_weight_grad.f190, %conv2_weight_grad.i189
-  %conv2_weight_grad.f19021 = phi i64 [ 0, %conv2_weight_grad.i189 ], [ %f190.next, %conv2_weight_grad.f190 ]
-  %77 = mul nsw i64 %conv2_weight_grad.g1783, 4
-  %78 = add nsw i64 %77, %conv2_weight_grad.j18819
-  %79 = mul nsw i64 %78, 36864
-  %80 = add nsw i64 4351248, %79
-  %81 = mul nsw i64 %conv2_weight_grad.f19021, 576
-  %82 = add nsw i64 %80, %81
-  %83 = add nsw i64 %82, %conv2_weight_grad.i18920
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %83
-  %84 = load float, ptr %arena22, align 4
-  %85 = mul nsw i64 %conv2_weight_grad.j18819, 576
-  %86 = add nsw i64 %85, %conv2_weight_grad.i18920
-  %87 = mul nsw i64 %86, 64
-  %88 = add nsw i64 2048000, %87
-  %89 = add nsw i64 %88, %conv2_weight_grad.f19021
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %89
-  store float %84, ptr %arena23, align 4
-  %f190.next = add nsw i64 %conv2_weight_grad.f19021, 1
-  %90 = icmp slt i64 %f190.next, 64
-  br i1 %90, label %conv2_weight_grad.f190, label %conv2_weight_grad.f190.end
-
-conv2_weight_grad.f190.end:                       ; preds = %conv2_weight_grad.f190
-  %i189.next = add nsw i64 %conv2_weight_grad.i18920, 1
-  %91 = icmp slt i64 %i189.next, 576
-  br i1 %91, label %conv2_weight_grad.i189, label %conv2_weight_grad.i189.end
-
-conv2_weight_grad.f200:                           ; preds = %conv2_weight_grad.r201.end, %conv2_weight_grad.g178.end
-  %conv2_weight_grad.f20024 = phi i64 [ 0, %conv2_weight_grad.g178.end ], [ %f200.next, %conv2_weight_grad.r201.end ]
-  br label %conv2_weight_grad.r201
-
-conv2_weight_grad.f200.end:                       ; preds = %conv2_weight_grad.r201.end
-  ret void
-
-conv2_weight_grad.r201:                           ; preds = %conv2_weight_grad.r201, %conv2_weight_grad.f200
-  %conv2_weight_grad.r20125 = phi i64 [ 0, %conv2_weight_grad.f200 ], [ %r201.next, %conv2_weight_grad.r201 ]
-  %92 = mul nsw i64 %conv2_weight_grad.r20125, 64
-  %93 = add nsw i64 2195456, %92
-  %94 = add nsw i64 %93, %conv2_weight_grad.f20024
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %94
-  %95 = load float, ptr %arena26, align 4
-  %96 = mul nsw i64 %conv2_weight_grad.f20024, 288
-  %97 = add nsw i64 320, %96
-  %98 = add nsw i64 %97, %conv2_weight_grad.r20125
-  %grads27 = getelementptr inbounds float, ptr %grads, i64 %98
-  store float %95, ptr %grads27, align 4
-  %r201.next = add nsw i64 %conv2_weight_grad.r20125, 1
-  %99 = icmp slt i64 %r201.next, 288
-  br i1 %99, label %conv2_weight_grad.r201, label %conv2_weight_grad.r201.end
-
-conv2_weight_grad.r201.end:                       ; preds = %conv2_weight_grad.r201
-  %f200.next = add nsw i64 %conv2_weight_grad.f20024, 1
-  %100 = icmp slt i64 %f200.next, 64
-  br i1 %100, label %conv2_weight_grad.f200, label %conv2_weight_grad.f200.end
-}
-
-; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k21.conv2_weight_grad.gemm199(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %conv2_weight_grad.t197_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t197_c0_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_a3 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_a2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_a1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_a0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_b2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_b1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_b0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c3_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c3_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c3_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c2_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c2_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c2_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c1_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c1_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c1_0 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c0_2 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c0_1 = alloca <8 x float>, align 32
-  %conv2_weight_grad.t194_c0_0 = alloca <8 x float>, align 32
-  br label %conv2_weight_grad.kp191
-
-conv2_weight_grad.kp191:                          ; preds = %conv2_weight_grad.mb196.end, %entry
-  %conv2_weight_grad.kp1911 = phi i64 [ 0, %entry ], [ %kp191.next, %conv2_weight_grad.mb196.end ]
-  br label %conv2_weight_grad.nb192
-
-conv2_weight_grad.kp191.end:                      ; preds = %conv2_weight_grad.mb196.end
-  ret void
-
-conv2_weight_grad.nb192:                          ; preds = %conv2_weight_grad.mb193.end, %conv2_weight_grad.kp191
-  %conv2_weight_grad.nb1922 = phi i64 [ 0, %conv2_weight_grad.kp191 ], [ %nb192.next, %conv2_weight_grad.mb193.end ]
-  br label %conv2_weight_grad.mb193
-
-conv2_weight_grad.nb192.end:                      ; preds = %conv2_weight_grad.mb193.end
-  br label %conv2_weight_grad.mb196
-
-conv2_weight_grad.mb193:                          ; preds = %conv2_weight_grad.k195.end, %conv2_weight_grad.nb192
-  %conv2_weight_grad.mb1933 = phi i64 [ 0, %conv2_weight_grad.nb192 ], [ %mb193.next, %conv2_weight_grad.k195.end ]
-  %0 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %1 = mul nsw i64 %0, 64
-  %2 = add nsw i64 2195456, %1
-  %3 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2_weight_grad.t194_c0_0, align 32
-  %6 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %7 = mul nsw i64 %6, 64
-  %8 = add nsw i64 2195456, %7
-  %9 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %12, ptr %conv2_weight_grad.t194_c0_1, align 32
-  %13 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %14 = mul nsw i64 %13, 64
-  %15 = add nsw i64 2195456, %14
-  %16 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %17 = add nsw i64 %15, %16
-  %18 = add nsw i64 %17, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %18
-  %19 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %19, ptr %conv2_weight_grad.t194_c0_2, align 32
-  %20 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %21 = add nsw i64 %20, 1
-  %22 = mul nsw i64 %21, 64
-  %23 = add nsw i64 2195456, %22
-  %24 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %25 = add nsw i64 %23, %24
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %25
-  %26 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %26, ptr %conv2_weight_grad.t194_c1_0, align 32
-  %27 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %28 = add nsw i64 %27, 1
-  %29 = mul nsw i64 %28, 64
-  %30 = add nsw i64 2195456, %29
-  %31 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %32 = add nsw i64 %30, %31
-  %33 = add nsw i64 %32, 8
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %33
-  %34 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %34, ptr %conv2_weight_grad.t194_c1_1, align 32
-  %35 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %36 = add nsw i64 %35, 1
-  %37 = mul nsw i64 %36, 64
-  %38 = add nsw i64 2195456, %37
-  %39 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %40 = add nsw i64 %38, %39
-  %41 = add nsw i64 %40, 16
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %41
-  %42 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %42, ptr %conv2_weight_grad.t194_c1_2, align 32
-  %43 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %44 = add nsw i64 %43, 2
-  %45 = mul nsw i64 %44, 64
-  %46 = add nsw i64 2195456, %45
-  %47 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %48 = add nsw i64 %46, %47
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
-  %49 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %49, ptr %conv2_weight_grad.t194_c2_0, align 32
-  %50 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %51 = add nsw i64 %50, 2
-  %52 = mul nsw i64 %51, 64
-  %53 = add nsw i64 2195456, %52
-  %54 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %55, 8
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %57, ptr %conv2_weight_grad.t194_c2_1, align 32
-  %58 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %59 = add nsw i64 %58, 2
-  %60 = mul nsw i64 %59, 64
-  %61 = add nsw i64 2195456, %60
-  %62 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %63 = add nsw i64 %61, %62
-  %64 = add nsw i64 %63, 16
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
-  %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv2_weight_grad.t194_c2_2, align 32
-  %66 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %67 = add nsw i64 %66, 3
-  %68 = mul nsw i64 %67, 64
-  %69 = add nsw i64 2195456, %68
-  %70 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %71 = add nsw i64 %69, %70
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %71
-  %72 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %72, ptr %conv2_weight_grad.t194_c3_0, align 32
-  %73 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %74 = add nsw i64 %73, 3
-  %75 = mul nsw i64 %74, 64
-  %76 = add nsw i64 2195456, %75
-  %77 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, 8
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %80, ptr %conv2_weight_grad.t194_c3_1, align 32
-  %81 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %82 = add nsw i64 %81, 3
-  %83 = mul nsw i64 %82, 64
-  %84 = add nsw i64 2195456, %83
-  %85 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, 16
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %87
-  %88 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %88, ptr %conv2_weight_grad.t194_c3_2, align 32
-  br label %conv2_weight_grad.k195
-
-conv2_weight_grad.mb193.end:                      ; preds = %conv2_weight_grad.k195.end
-  %nb192.next = add nsw i64 %conv2_weight_grad.nb1922, 1
-  %89 = icmp slt i64 %nb192.next, 2
-  br i1 %89, label %conv2_weight_grad.nb192, label %conv2_weight_grad.nb192.end
-
-conv2_weight_grad.k195:                           ; preds = %conv2_weight_grad.k195, %conv2_weight_grad.mb193
-  %conv2_weight_grad.k19516 = phi i64 [ 0, %conv2_weight_grad.mb193 ], [ %k195.next, %conv2_weight_grad.k195 ]
-  %90 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %91 = add nsw i64 %conv2_weight_grad.k19516, %90
-  %92 = mul nsw i64 %91, 64
-  %93 = add nsw i64 2048000, %92
-  %94 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %95 = add nsw i64 %93, %94
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %95
-  %96 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %96, ptr %conv2_weight_grad.t194_b0, align 32
-  %97 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %98 = add nsw i64 %conv2_weight_grad.k19516, %97
-  %99 = mul nsw i64 %98, 64
-  %100 = add nsw i64 2048000, %99
-  %101 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %102 = add nsw i64 %100, %101
-  %103 = add nsw i64 %102, 8
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %103
-  %104 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %104, ptr %conv2_weight_grad.t194_b1, align 32
-  %105 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %106 = add nsw i64 %conv2_weight_grad.k19516, %105
-  %107 = mul nsw i64 %106, 64
-  %108 = add nsw i64 2048000, %107
-  %109 = mul nsw i64 %conv2_weight_grad.nb1922, 24
+  %66 = mul nsw i64 %65, 832
+  %67 = add nsw i64 %63, %66
+  %68 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %69 = mul nsw i64 %68, 32
+  %70 = add nsw i64 %67, %69
+  %71 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 1384448, %72
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %73
+  %74 = load <8 x float>, ptr %arena21, align 4
+  %75 = fadd <8 x float> %62, %74
+  store <8 x float> %75, ptr %conv2_weight_grad.w249, align 32
+  %76 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %77 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %78 = add nsw i64 %77, 2
+  %79 = mul nsw i64 %78, 832
+  %80 = add nsw i64 %76, %79
+  %81 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %82 = mul nsw i64 %81, 32
+  %83 = add nsw i64 %80, %82
+  %84 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %85 = add nsw i64 %83, %84
+  %86 = add nsw i64 1384448, %85
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %86
+  %87 = load <8 x float>, ptr %arena22, align 4
+  %88 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %89 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %90 = add nsw i64 %89, 1
+  %91 = mul nsw i64 %90, 832
+  %92 = add nsw i64 %88, %91
+  %93 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %94 = mul nsw i64 %93, 32
+  %95 = add nsw i64 %92, %94
+  %96 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %97 = add nsw i64 %95, %96
+  %98 = add nsw i64 1384448, %97
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load <8 x float>, ptr %arena23, align 4
+  %100 = fsub <8 x float> %87, %99
+  store <8 x float> %100, ptr %conv2_weight_grad.w250, align 32
+  %101 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %102 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %103 = add nsw i64 %102, 1
+  %104 = mul nsw i64 %103, 832
+  %105 = add nsw i64 %101, %104
+  %106 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %107 = mul nsw i64 %106, 32
+  %108 = add nsw i64 %105, %107
+  %109 = mul nsw i64 %conv2_weight_grad.cv24717, 8
   %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, 16
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %111
-  %112 = load <8 x float>, ptr %arena19, align 4
-  store <8 x float> %112, ptr %conv2_weight_grad.t194_b2, align 32
-  %113 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %114 = mul nsw i64 %113, 2304
-  %115 = add nsw i64 1384448, %114
-  %116 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %117 = add nsw i64 %conv2_weight_grad.k19516, %116
-  %118 = add nsw i64 %115, %117
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %118
-  %119 = load float, ptr %arena20, align 4
-  %120 = insertelement <8 x float> undef, float %119, i32 0
-  %121 = shufflevector <8 x float> %120, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %121, ptr %conv2_weight_grad.t194_a0, align 32
-  %t194_a0 = load <8 x float>, ptr %conv2_weight_grad.t194_a0, align 32
-  %t194_b0 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
-  %t194_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_0, align 32
-  %122 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a0, <8 x float> %t194_b0, <8 x float> %t194_c0_0)
-  store <8 x float> %122, ptr %conv2_weight_grad.t194_c0_0, align 32
-  %t194_a021 = load <8 x float>, ptr %conv2_weight_grad.t194_a0, align 32
-  %t194_b1 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
-  %t194_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_1, align 32
-  %123 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a021, <8 x float> %t194_b1, <8 x float> %t194_c0_1)
-  store <8 x float> %123, ptr %conv2_weight_grad.t194_c0_1, align 32
-  %t194_a022 = load <8 x float>, ptr %conv2_weight_grad.t194_a0, align 32
-  %t194_b2 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
-  %t194_c0_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_2, align 32
-  %124 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a022, <8 x float> %t194_b2, <8 x float> %t194_c0_2)
-  store <8 x float> %124, ptr %conv2_weight_grad.t194_c0_2, align 32
-  %125 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 2304
-  %128 = add nsw i64 1384448, %127
-  %129 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %130 = add nsw i64 %conv2_weight_grad.k19516, %129
-  %131 = add nsw i64 %128, %130
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %131
-  %132 = load float, ptr %arena23, align 4
-  %133 = insertelement <8 x float> undef, float %132, i32 0
-  %134 = shufflevector <8 x float> %133, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %134, ptr %conv2_weight_grad.t194_a1, align 32
-  %t194_a1 = load <8 x float>, ptr %conv2_weight_grad.t194_a1, align 32
-  %t194_b024 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
-  %t194_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_0, align 32
-  %135 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a1, <8 x float> %t194_b024, <8 x float> %t194_c1_0)
-  store <8 x float> %135, ptr %conv2_weight_grad.t194_c1_0, align 32
-  %t194_a125 = load <8 x float>, ptr %conv2_weight_grad.t194_a1, align 32
-  %t194_b126 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
-  %t194_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_1, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a125, <8 x float> %t194_b126, <8 x float> %t194_c1_1)
-  store <8 x float> %136, ptr %conv2_weight_grad.t194_c1_1, align 32
-  %t194_a127 = load <8 x float>, ptr %conv2_weight_grad.t194_a1, align 32
-  %t194_b228 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
-  %t194_c1_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_2, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a127, <8 x float> %t194_b228, <8 x float> %t194_c1_2)
-  store <8 x float> %137, ptr %conv2_weight_grad.t194_c1_2, align 32
-  %138 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %139 = add nsw i64 %138, 2
-  %140 = mul nsw i64 %139, 2304
-  %141 = add nsw i64 1384448, %140
-  %142 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %143 = add nsw i64 %conv2_weight_grad.k19516, %142
-  %144 = add nsw i64 %141, %143
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %144
-  %145 = load float, ptr %arena29, align 4
-  %146 = insertelement <8 x float> undef, float %145, i32 0
-  %147 = shufflevector <8 x float> %146, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %147, ptr %conv2_weight_grad.t194_a2, align 32
-  %t194_a2 = load <8 x float>, ptr %conv2_weight_grad.t194_a2, align 32
-  %t194_b030 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
-  %t194_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_0, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a2, <8 x float> %t194_b030, <8 x float> %t194_c2_0)
-  store <8 x float> %148, ptr %conv2_weight_grad.t194_c2_0, align 32
-  %t194_a231 = load <8 x float>, ptr %conv2_weight_grad.t194_a2, align 32
-  %t194_b132 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
-  %t194_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_1, align 32
-  %149 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a231, <8 x float> %t194_b132, <8 x float> %t194_c2_1)
-  store <8 x float> %149, ptr %conv2_weight_grad.t194_c2_1, align 32
-  %t194_a233 = load <8 x float>, ptr %conv2_weight_grad.t194_a2, align 32
-  %t194_b234 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
-  %t194_c2_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_2, align 32
-  %150 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a233, <8 x float> %t194_b234, <8 x float> %t194_c2_2)
-  store <8 x float> %150, ptr %conv2_weight_grad.t194_c2_2, align 32
-  %151 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %152 = add nsw i64 %151, 3
-  %153 = mul nsw i64 %152, 2304
-  %154 = add nsw i64 1384448, %153
-  %155 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %156 = add nsw i64 %conv2_weight_grad.k19516, %155
-  %157 = add nsw i64 %154, %156
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %157
-  %158 = load float, ptr %arena35, align 4
-  %159 = insertelement <8 x float> undef, float %158, i32 0
-  %160 = shufflevector <8 x float> %159, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %160, ptr %conv2_weight_grad.t194_a3, align 32
-  %t194_a3 = load <8 x float>, ptr %conv2_weight_grad.t194_a3, align 32
-  %t194_b036 = load <8 x float>, ptr %conv2_weight_grad.t194_b0, align 32
-  %t194_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_0, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a3, <8 x float> %t194_b036, <8 x float> %t194_c3_0)
-  store <8 x float> %161, ptr %conv2_weight_grad.t194_c3_0, align 32
-  %t194_a337 = load <8 x float>, ptr %conv2_weight_grad.t194_a3, align 32
-  %t194_b138 = load <8 x float>, ptr %conv2_weight_grad.t194_b1, align 32
-  %t194_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_1, align 32
-  %162 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a337, <8 x float> %t194_b138, <8 x float> %t194_c3_1)
-  store <8 x float> %162, ptr %conv2_weight_grad.t194_c3_1, align 32
-  %t194_a339 = load <8 x float>, ptr %conv2_weight_grad.t194_a3, align 32
-  %t194_b240 = load <8 x float>, ptr %conv2_weight_grad.t194_b2, align 32
-  %t194_c3_2 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_2, align 32
-  %163 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t194_a339, <8 x float> %t194_b240, <8 x float> %t194_c3_2)
-  store <8 x float> %163, ptr %conv2_weight_grad.t194_c3_2, align 32
-  %k195.next = add nsw i64 %conv2_weight_grad.k19516, 1
-  %164 = icmp slt i64 %k195.next, 1152
-  br i1 %164, label %conv2_weight_grad.k195, label %conv2_weight_grad.k195.end
-
-conv2_weight_grad.k195.end:                       ; preds = %conv2_weight_grad.k195
-  %t194_c0_041 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_0, align 32
-  %165 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %166 = mul nsw i64 %165, 64
-  %167 = add nsw i64 2195456, %166
-  %168 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %169 = add nsw i64 %167, %168
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %169
-  store <8 x float> %t194_c0_041, ptr %arena42, align 4
-  %t194_c0_143 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_1, align 32
-  %170 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %171 = mul nsw i64 %170, 64
-  %172 = add nsw i64 2195456, %171
-  %173 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 %174, 8
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %175
-  store <8 x float> %t194_c0_143, ptr %arena44, align 4
-  %t194_c0_245 = load <8 x float>, ptr %conv2_weight_grad.t194_c0_2, align 32
-  %176 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %177 = mul nsw i64 %176, 64
-  %178 = add nsw i64 2195456, %177
-  %179 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, 16
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store <8 x float> %t194_c0_245, ptr %arena46, align 4
-  %t194_c1_047 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_0, align 32
-  %182 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %183 = add nsw i64 %182, 1
-  %184 = mul nsw i64 %183, 64
-  %185 = add nsw i64 2195456, %184
-  %186 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %187 = add nsw i64 %185, %186
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %187
-  store <8 x float> %t194_c1_047, ptr %arena48, align 4
-  %t194_c1_149 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_1, align 32
-  %188 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %189 = add nsw i64 %188, 1
-  %190 = mul nsw i64 %189, 64
-  %191 = add nsw i64 2195456, %190
-  %192 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, 8
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t194_c1_149, ptr %arena50, align 4
-  %t194_c1_251 = load <8 x float>, ptr %conv2_weight_grad.t194_c1_2, align 32
-  %195 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %196 = add nsw i64 %195, 1
-  %197 = mul nsw i64 %196, 64
-  %198 = add nsw i64 2195456, %197
-  %199 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 %200, 16
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t194_c1_251, ptr %arena52, align 4
-  %t194_c2_053 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_0, align 32
-  %202 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %203 = add nsw i64 %202, 2
-  %204 = mul nsw i64 %203, 64
-  %205 = add nsw i64 2195456, %204
-  %206 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %207 = add nsw i64 %205, %206
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %207
-  store <8 x float> %t194_c2_053, ptr %arena54, align 4
-  %t194_c2_155 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_1, align 32
-  %208 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %209 = add nsw i64 %208, 2
-  %210 = mul nsw i64 %209, 64
-  %211 = add nsw i64 2195456, %210
-  %212 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, 8
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t194_c2_155, ptr %arena56, align 4
-  %t194_c2_257 = load <8 x float>, ptr %conv2_weight_grad.t194_c2_2, align 32
-  %215 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %216 = add nsw i64 %215, 2
-  %217 = mul nsw i64 %216, 64
-  %218 = add nsw i64 2195456, %217
-  %219 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 16
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t194_c2_257, ptr %arena58, align 4
-  %t194_c3_059 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_0, align 32
-  %222 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %223 = add nsw i64 %222, 3
-  %224 = mul nsw i64 %223, 64
-  %225 = add nsw i64 2195456, %224
-  %226 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %227 = add nsw i64 %225, %226
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t194_c3_059, ptr %arena60, align 4
-  %t194_c3_161 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_1, align 32
-  %228 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %229 = add nsw i64 %228, 3
-  %230 = mul nsw i64 %229, 64
-  %231 = add nsw i64 2195456, %230
-  %232 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 8
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t194_c3_161, ptr %arena62, align 4
-  %t194_c3_263 = load <8 x float>, ptr %conv2_weight_grad.t194_c3_2, align 32
-  %235 = mul nsw i64 %conv2_weight_grad.mb1933, 4
-  %236 = add nsw i64 %235, 3
-  %237 = mul nsw i64 %236, 64
-  %238 = add nsw i64 2195456, %237
-  %239 = mul nsw i64 %conv2_weight_grad.nb1922, 24
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, 16
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
-  store <8 x float> %t194_c3_263, ptr %arena64, align 4
-  %mb193.next = add nsw i64 %conv2_weight_grad.mb1933, 1
-  %242 = icmp slt i64 %mb193.next, 72
-  br i1 %242, label %conv2_weight_grad.mb193, label %conv2_weight_grad.mb193.end
-
-conv2_weight_grad.mb196:                          ; preds = %conv2_weight_grad.k198.end, %conv2_weight_grad.nb192.end
-  %conv2_weight_grad.mb19665 = phi i64 [ 0, %conv2_weight_grad.nb192.end ], [ %mb196.next, %conv2_weight_grad.k198.end ]
-  %243 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %244 = mul nsw i64 %243, 64
-  %245 = add nsw i64 2195456, %244
-  %246 = add nsw i64 %245, 48
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %246
-  %247 = load <8 x float>, ptr %arena66, align 4
-  store <8 x float> %247, ptr %conv2_weight_grad.t197_c0_0, align 32
-  %248 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %249 = mul nsw i64 %248, 64
-  %250 = add nsw i64 2195456, %249
-  %251 = add nsw i64 %250, 48
-  %252 = add nsw i64 %251, 8
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
-  %253 = load <8 x float>, ptr %arena67, align 4
-  store <8 x float> %253, ptr %conv2_weight_grad.t197_c0_1, align 32
-  %254 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %255 = add nsw i64 %254, 1
-  %256 = mul nsw i64 %255, 64
-  %257 = add nsw i64 2195456, %256
-  %258 = add nsw i64 %257, 48
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load <8 x float>, ptr %arena68, align 4
-  store <8 x float> %259, ptr %conv2_weight_grad.t197_c1_0, align 32
-  %260 = mul nsw i64 %conv2_weight_grad.mb19665, 4
+  %111 = add nsw i64 1384448, %110
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %111
+  %112 = load <8 x float>, ptr %arena24, align 4
+  %113 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %114 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %115 = add nsw i64 %114, 3
+  %116 = mul nsw i64 %115, 832
+  %117 = add nsw i64 %113, %116
+  %118 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %119 = mul nsw i64 %118, 32
+  %120 = add nsw i64 %117, %119
+  %121 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 1384448, %122
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load <8 x float>, ptr %arena25, align 4
+  %125 = fsub <8 x float> %112, %124
+  store <8 x float> %125, ptr %conv2_weight_grad.w251, align 32
+  %126 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %127 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %128 = mul nsw i64 %127, 832
+  %129 = add nsw i64 %126, %128
+  %130 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %131 = add nsw i64 %130, 1
+  %132 = mul nsw i64 %131, 32
+  %133 = add nsw i64 %129, %132
+  %134 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 1384448, %135
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load <8 x float>, ptr %arena26, align 4
+  %138 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %139 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %140 = add nsw i64 %139, 2
+  %141 = mul nsw i64 %140, 832
+  %142 = add nsw i64 %138, %141
+  %143 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %144 = add nsw i64 %143, 1
+  %145 = mul nsw i64 %144, 32
+  %146 = add nsw i64 %142, %145
+  %147 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 1384448, %148
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %149
+  %150 = load <8 x float>, ptr %arena27, align 4
+  %151 = fsub <8 x float> %137, %150
+  store <8 x float> %151, ptr %conv2_weight_grad.w252, align 32
+  %152 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %153 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %154 = add nsw i64 %153, 1
+  %155 = mul nsw i64 %154, 832
+  %156 = add nsw i64 %152, %155
+  %157 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %158 = add nsw i64 %157, 1
+  %159 = mul nsw i64 %158, 32
+  %160 = add nsw i64 %156, %159
+  %161 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 1384448, %162
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load <8 x float>, ptr %arena28, align 4
+  %165 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %166 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %167 = add nsw i64 %166, 2
+  %168 = mul nsw i64 %167, 832
+  %169 = add nsw i64 %165, %168
+  %170 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 32
+  %173 = add nsw i64 %169, %172
+  %174 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 1384448, %175
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <8 x float>, ptr %arena29, align 4
+  %178 = fadd <8 x float> %164, %177
+  store <8 x float> %178, ptr %conv2_weight_grad.w253, align 32
+  %179 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %180 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %181 = add nsw i64 %180, 2
+  %182 = mul nsw i64 %181, 832
+  %183 = add nsw i64 %179, %182
+  %184 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %185 = add nsw i64 %184, 1
+  %186 = mul nsw i64 %185, 32
+  %187 = add nsw i64 %183, %186
+  %188 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %189 = add nsw i64 %187, %188
+  %190 = add nsw i64 1384448, %189
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load <8 x float>, ptr %arena30, align 4
+  %192 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %193 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %194 = add nsw i64 %193, 1
+  %195 = mul nsw i64 %194, 832
+  %196 = add nsw i64 %192, %195
+  %197 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %198 = add nsw i64 %197, 1
+  %199 = mul nsw i64 %198, 32
+  %200 = add nsw i64 %196, %199
+  %201 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %202 = add nsw i64 %200, %201
+  %203 = add nsw i64 1384448, %202
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %203
+  %204 = load <8 x float>, ptr %arena31, align 4
+  %205 = fsub <8 x float> %191, %204
+  store <8 x float> %205, ptr %conv2_weight_grad.w254, align 32
+  %206 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %207 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %208 = add nsw i64 %207, 1
+  %209 = mul nsw i64 %208, 832
+  %210 = add nsw i64 %206, %209
+  %211 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %212 = add nsw i64 %211, 1
+  %213 = mul nsw i64 %212, 32
+  %214 = add nsw i64 %210, %213
+  %215 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 1384448, %216
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %217
+  %218 = load <8 x float>, ptr %arena32, align 4
+  %219 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %220 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %221 = add nsw i64 %220, 3
+  %222 = mul nsw i64 %221, 832
+  %223 = add nsw i64 %219, %222
+  %224 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 32
+  %227 = add nsw i64 %223, %226
+  %228 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 1384448, %229
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load <8 x float>, ptr %arena33, align 4
+  %232 = fsub <8 x float> %218, %231
+  store <8 x float> %232, ptr %conv2_weight_grad.w255, align 32
+  %233 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %234 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %235 = mul nsw i64 %234, 832
+  %236 = add nsw i64 %233, %235
+  %237 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %238 = add nsw i64 %237, 2
+  %239 = mul nsw i64 %238, 32
+  %240 = add nsw i64 %236, %239
+  %241 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 1384448, %242
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %243
+  %244 = load <8 x float>, ptr %arena34, align 4
+  %245 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %246 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %247 = add nsw i64 %246, 2
+  %248 = mul nsw i64 %247, 832
+  %249 = add nsw i64 %245, %248
+  %250 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %251 = add nsw i64 %250, 2
+  %252 = mul nsw i64 %251, 32
+  %253 = add nsw i64 %249, %252
+  %254 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 1384448, %255
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %256
+  %257 = load <8 x float>, ptr %arena35, align 4
+  %258 = fsub <8 x float> %244, %257
+  store <8 x float> %258, ptr %conv2_weight_grad.w256, align 32
+  %259 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %260 = mul nsw i64 %conv2_weight_grad.ty24515, 2
   %261 = add nsw i64 %260, 1
-  %262 = mul nsw i64 %261, 64
-  %263 = add nsw i64 2195456, %262
-  %264 = add nsw i64 %263, 48
-  %265 = add nsw i64 %264, 8
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %265
-  %266 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %266, ptr %conv2_weight_grad.t197_c1_1, align 32
-  %267 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %268 = add nsw i64 %267, 2
-  %269 = mul nsw i64 %268, 64
-  %270 = add nsw i64 2195456, %269
-  %271 = add nsw i64 %270, 48
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %271
-  %272 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %272, ptr %conv2_weight_grad.t197_c2_0, align 32
-  %273 = mul nsw i64 %conv2_weight_grad.mb19665, 4
+  %262 = mul nsw i64 %261, 832
+  %263 = add nsw i64 %259, %262
+  %264 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %265 = add nsw i64 %264, 2
+  %266 = mul nsw i64 %265, 32
+  %267 = add nsw i64 %263, %266
+  %268 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 1384448, %269
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 %270
+  %271 = load <8 x float>, ptr %arena36, align 4
+  %272 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %273 = mul nsw i64 %conv2_weight_grad.ty24515, 2
   %274 = add nsw i64 %273, 2
-  %275 = mul nsw i64 %274, 64
-  %276 = add nsw i64 2195456, %275
-  %277 = add nsw i64 %276, 48
-  %278 = add nsw i64 %277, 8
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %278
-  %279 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %279, ptr %conv2_weight_grad.t197_c2_1, align 32
-  %280 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %281 = add nsw i64 %280, 3
-  %282 = mul nsw i64 %281, 64
-  %283 = add nsw i64 2195456, %282
-  %284 = add nsw i64 %283, 48
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %284
-  %285 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %285, ptr %conv2_weight_grad.t197_c3_0, align 32
-  %286 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %287 = add nsw i64 %286, 3
-  %288 = mul nsw i64 %287, 64
-  %289 = add nsw i64 2195456, %288
-  %290 = add nsw i64 %289, 48
-  %291 = add nsw i64 %290, 8
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %291
-  %292 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %292, ptr %conv2_weight_grad.t197_c3_1, align 32
-  br label %conv2_weight_grad.k198
-
-conv2_weight_grad.mb196.end:                      ; preds = %conv2_weight_grad.k198.end
-  %kp191.next = add nsw i64 %conv2_weight_grad.kp1911, 1
-  %293 = icmp slt i64 %kp191.next, 2
-  br i1 %293, label %conv2_weight_grad.kp191, label %conv2_weight_grad.kp191.end
-
-conv2_weight_grad.k198:                           ; preds = %conv2_weight_grad.k198, %conv2_weight_grad.mb196
-  %conv2_weight_grad.k19874 = phi i64 [ 0, %conv2_weight_grad.mb196 ], [ %k198.next, %conv2_weight_grad.k198 ]
-  %294 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %295 = add nsw i64 %conv2_weight_grad.k19874, %294
-  %296 = mul nsw i64 %295, 64
-  %297 = add nsw i64 2048000, %296
-  %298 = add nsw i64 %297, 48
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %298
-  %299 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %299, ptr %conv2_weight_grad.t197_b0, align 32
-  %300 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %301 = add nsw i64 %conv2_weight_grad.k19874, %300
-  %302 = mul nsw i64 %301, 64
-  %303 = add nsw i64 2048000, %302
-  %304 = add nsw i64 %303, 48
-  %305 = add nsw i64 %304, 8
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %306, ptr %conv2_weight_grad.t197_b1, align 32
-  %307 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %308 = mul nsw i64 %307, 2304
-  %309 = add nsw i64 1384448, %308
-  %310 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %311 = add nsw i64 %conv2_weight_grad.k19874, %310
-  %312 = add nsw i64 %309, %311
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load float, ptr %arena77, align 4
-  %314 = insertelement <8 x float> undef, float %313, i32 0
-  %315 = shufflevector <8 x float> %314, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %315, ptr %conv2_weight_grad.t197_a0, align 32
-  %t197_a0 = load <8 x float>, ptr %conv2_weight_grad.t197_a0, align 32
-  %t197_b0 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
-  %t197_c0_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_0, align 32
-  %316 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a0, <8 x float> %t197_b0, <8 x float> %t197_c0_0)
-  store <8 x float> %316, ptr %conv2_weight_grad.t197_c0_0, align 32
-  %t197_a078 = load <8 x float>, ptr %conv2_weight_grad.t197_a0, align 32
-  %t197_b1 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
-  %t197_c0_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_1, align 32
-  %317 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a078, <8 x float> %t197_b1, <8 x float> %t197_c0_1)
-  store <8 x float> %317, ptr %conv2_weight_grad.t197_c0_1, align 32
-  %318 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %319 = add nsw i64 %318, 1
-  %320 = mul nsw i64 %319, 2304
-  %321 = add nsw i64 1384448, %320
-  %322 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %323 = add nsw i64 %conv2_weight_grad.k19874, %322
-  %324 = add nsw i64 %321, %323
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %324
-  %325 = load float, ptr %arena79, align 4
-  %326 = insertelement <8 x float> undef, float %325, i32 0
-  %327 = shufflevector <8 x float> %326, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %327, ptr %conv2_weight_grad.t197_a1, align 32
-  %t197_a1 = load <8 x float>, ptr %conv2_weight_grad.t197_a1, align 32
-  %t197_b080 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
-  %t197_c1_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_0, align 32
-  %328 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a1, <8 x float> %t197_b080, <8 x float> %t197_c1_0)
-  store <8 x float> %328, ptr %conv2_weight_grad.t197_c1_0, align 32
-  %t197_a181 = load <8 x float>, ptr %conv2_weight_grad.t197_a1, align 32
-  %t197_b182 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
-  %t197_c1_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_1, align 32
-  %329 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a181, <8 x float> %t197_b182, <8 x float> %t197_c1_1)
-  store <8 x float> %329, ptr %conv2_weight_grad.t197_c1_1, align 32
-  %330 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %331 = add nsw i64 %330, 2
-  %332 = mul nsw i64 %331, 2304
-  %333 = add nsw i64 1384448, %332
-  %334 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %335 = add nsw i64 %conv2_weight_grad.k19874, %334
-  %336 = add nsw i64 %333, %335
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %336
-  %337 = load float, ptr %arena83, align 4
-  %338 = insertelement <8 x float> undef, float %337, i32 0
-  %339 = shufflevector <8 x float> %338, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %339, ptr %conv2_weight_grad.t197_a2, align 32
-  %t197_a2 = load <8 x float>, ptr %conv2_weight_grad.t197_a2, align 32
-  %t197_b084 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
-  %t197_c2_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_0, align 32
-  %340 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a2, <8 x float> %t197_b084, <8 x float> %t197_c2_0)
-  store <8 x float> %340, ptr %conv2_weight_grad.t197_c2_0, align 32
-  %t197_a285 = load <8 x float>, ptr %conv2_weight_grad.t197_a2, align 32
-  %t197_b186 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
-  %t197_c2_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_1, align 32
-  %341 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a285, <8 x float> %t197_b186, <8 x float> %t197_c2_1)
-  store <8 x float> %341, ptr %conv2_weight_grad.t197_c2_1, align 32
-  %342 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %343 = add nsw i64 %342, 3
-  %344 = mul nsw i64 %343, 2304
-  %345 = add nsw i64 1384448, %344
-  %346 = mul nsw i64 %conv2_weight_grad.kp1911, 1152
-  %347 = add nsw i64 %conv2_weight_grad.k19874, %346
-  %348 = add nsw i64 %345, %347
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load float, ptr %arena87, align 4
-  %350 = insertelement <8 x float> undef, float %349, i32 0
-  %351 = shufflevector <8 x float> %350, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %351, ptr %conv2_weight_grad.t197_a3, align 32
-  %t197_a3 = load <8 x float>, ptr %conv2_weight_grad.t197_a3, align 32
-  %t197_b088 = load <8 x float>, ptr %conv2_weight_grad.t197_b0, align 32
-  %t197_c3_0 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_0, align 32
-  %352 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a3, <8 x float> %t197_b088, <8 x float> %t197_c3_0)
-  store <8 x float> %352, ptr %conv2_weight_grad.t197_c3_0, align 32
-  %t197_a389 = load <8 x float>, ptr %conv2_weight_grad.t197_a3, align 32
-  %t197_b190 = load <8 x float>, ptr %conv2_weight_grad.t197_b1, align 32
-  %t197_c3_1 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_1, align 32
-  %353 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t197_a389, <8 x float> %t197_b190, <8 x float> %t197_c3_1)
-  store <8 x float> %353, ptr %conv2_weight_grad.t197_c3_1, align 32
-  %k198.next = add nsw i64 %conv2_weight_grad.k19874, 1
-  %354 = icmp slt i64 %k198.next, 1152
-  br i1 %354, label %conv2_weight_grad.k198, label %conv2_weight_grad.k198.end
-
-conv2_weight_grad.k198.end:                       ; preds = %conv2_weight_grad.k198
-  %t197_c0_091 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_0, align 32
-  %355 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %356 = mul nsw i64 %355, 64
-  %357 = add nsw i64 2195456, %356
-  %358 = add nsw i64 %357, 48
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %358
-  store <8 x float> %t197_c0_091, ptr %arena92, align 4
-  %t197_c0_193 = load <8 x float>, ptr %conv2_weight_grad.t197_c0_1, align 32
-  %359 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %360 = mul nsw i64 %359, 64
-  %361 = add nsw i64 2195456, %360
-  %362 = add nsw i64 %361, 48
-  %363 = add nsw i64 %362, 8
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t197_c0_193, ptr %arena94, align 4
-  %t197_c1_095 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_0, align 32
-  %364 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %365 = add nsw i64 %364, 1
-  %366 = mul nsw i64 %365, 64
-  %367 = add nsw i64 2195456, %366
-  %368 = add nsw i64 %367, 48
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t197_c1_095, ptr %arena96, align 4
-  %t197_c1_197 = load <8 x float>, ptr %conv2_weight_grad.t197_c1_1, align 32
-  %369 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %370 = add nsw i64 %369, 1
-  %371 = mul nsw i64 %370, 64
-  %372 = add nsw i64 2195456, %371
-  %373 = add nsw i64 %372, 48
-  %374 = add nsw i64 %373, 8
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %374
-  store <8 x float> %t197_c1_197, ptr %arena98, align 4
-  %t197_c2_099 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_0, align 32
-  %375 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %376 = add nsw i64 %375, 2
-  %377 = mul nsw i64 %376, 64
-  %378 = add nsw i64 2195456, %377
-  %379 = add nsw i64 %378, 48
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t197_c2_099, ptr %arena100, align 4
-  %t197_c2_1101 = load <8 x float>, ptr %conv2_weight_grad.t197_c2_1, align 32
-  %380 = mul nsw i64 %conv2_weight_grad.mb19665, 4
+  %275 = mul nsw i64 %274, 832
+  %276 = add nsw i64 %272, %275
+  %277 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %278 = add nsw i64 %277, 2
+  %279 = mul nsw i64 %278, 32
+  %280 = add nsw i64 %276, %279
+  %281 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 1384448, %282
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load <8 x float>, ptr %arena37, align 4
+  %285 = fadd <8 x float> %271, %284
+  store <8 x float> %285, ptr %conv2_weight_grad.w257, align 32
+  %286 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %287 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %288 = add nsw i64 %287, 2
+  %289 = mul nsw i64 %288, 832
+  %290 = add nsw i64 %286, %289
+  %291 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %292 = add nsw i64 %291, 2
+  %293 = mul nsw i64 %292, 32
+  %294 = add nsw i64 %290, %293
+  %295 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 1384448, %296
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %297
+  %298 = load <8 x float>, ptr %arena38, align 4
+  %299 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %300 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %301 = add nsw i64 %300, 1
+  %302 = mul nsw i64 %301, 832
+  %303 = add nsw i64 %299, %302
+  %304 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %305 = add nsw i64 %304, 2
+  %306 = mul nsw i64 %305, 32
+  %307 = add nsw i64 %303, %306
+  %308 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %309 = add nsw i64 %307, %308
+  %310 = add nsw i64 1384448, %309
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %310
+  %311 = load <8 x float>, ptr %arena39, align 4
+  %312 = fsub <8 x float> %298, %311
+  store <8 x float> %312, ptr %conv2_weight_grad.w258, align 32
+  %313 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %314 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %315 = add nsw i64 %314, 1
+  %316 = mul nsw i64 %315, 832
+  %317 = add nsw i64 %313, %316
+  %318 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %319 = add nsw i64 %318, 2
+  %320 = mul nsw i64 %319, 32
+  %321 = add nsw i64 %317, %320
+  %322 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 1384448, %323
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <8 x float>, ptr %arena40, align 4
+  %326 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %327 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %328 = add nsw i64 %327, 3
+  %329 = mul nsw i64 %328, 832
+  %330 = add nsw i64 %326, %329
+  %331 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %332 = add nsw i64 %331, 2
+  %333 = mul nsw i64 %332, 32
+  %334 = add nsw i64 %330, %333
+  %335 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %336 = add nsw i64 %334, %335
+  %337 = add nsw i64 1384448, %336
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %337
+  %338 = load <8 x float>, ptr %arena41, align 4
+  %339 = fsub <8 x float> %325, %338
+  store <8 x float> %339, ptr %conv2_weight_grad.w259, align 32
+  %340 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %341 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %342 = mul nsw i64 %341, 832
+  %343 = add nsw i64 %340, %342
+  %344 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %345 = add nsw i64 %344, 3
+  %346 = mul nsw i64 %345, 32
+  %347 = add nsw i64 %343, %346
+  %348 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 1384448, %349
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %350
+  %351 = load <8 x float>, ptr %arena42, align 4
+  %352 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %353 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %354 = add nsw i64 %353, 2
+  %355 = mul nsw i64 %354, 832
+  %356 = add nsw i64 %352, %355
+  %357 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %358 = add nsw i64 %357, 3
+  %359 = mul nsw i64 %358, 32
+  %360 = add nsw i64 %356, %359
+  %361 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 1384448, %362
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <8 x float>, ptr %arena43, align 4
+  %365 = fsub <8 x float> %351, %364
+  store <8 x float> %365, ptr %conv2_weight_grad.w260, align 32
+  %366 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %367 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %368 = add nsw i64 %367, 1
+  %369 = mul nsw i64 %368, 832
+  %370 = add nsw i64 %366, %369
+  %371 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %372 = add nsw i64 %371, 3
+  %373 = mul nsw i64 %372, 32
+  %374 = add nsw i64 %370, %373
+  %375 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 1384448, %376
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %377
+  %378 = load <8 x float>, ptr %arena44, align 4
+  %379 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %380 = mul nsw i64 %conv2_weight_grad.ty24515, 2
   %381 = add nsw i64 %380, 2
-  %382 = mul nsw i64 %381, 64
-  %383 = add nsw i64 2195456, %382
-  %384 = add nsw i64 %383, 48
-  %385 = add nsw i64 %384, 8
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %385
-  store <8 x float> %t197_c2_1101, ptr %arena102, align 4
-  %t197_c3_0103 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_0, align 32
-  %386 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %387 = add nsw i64 %386, 3
-  %388 = mul nsw i64 %387, 64
-  %389 = add nsw i64 2195456, %388
-  %390 = add nsw i64 %389, 48
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t197_c3_0103, ptr %arena104, align 4
-  %t197_c3_1105 = load <8 x float>, ptr %conv2_weight_grad.t197_c3_1, align 32
-  %391 = mul nsw i64 %conv2_weight_grad.mb19665, 4
-  %392 = add nsw i64 %391, 3
-  %393 = mul nsw i64 %392, 64
-  %394 = add nsw i64 2195456, %393
-  %395 = add nsw i64 %394, 48
-  %396 = add nsw i64 %395, 8
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %396
-  store <8 x float> %t197_c3_1105, ptr %arena106, align 4
-  %mb196.next = add nsw i64 %conv2_weight_grad.mb19665, 1
-  %397 = icmp slt i64 %mb196.next, 72
-  br i1 %397, label %conv2_weight_grad.mb196, label %conv2_weight_grad.mb196.end
+  %382 = mul nsw i64 %381, 832
+  %383 = add nsw i64 %379, %382
+  %384 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %385 = add nsw i64 %384, 3
+  %386 = mul nsw i64 %385, 32
+  %387 = add nsw i64 %383, %386
+  %388 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 1384448, %389
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load <8 x float>, ptr %arena45, align 4
+  %392 = fadd <8 x float> %378, %391
+  store <8 x float> %392, ptr %conv2_weight_grad.w261, align 32
+  %393 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %394 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %395 = add nsw i64 %394, 2
+  %396 = mul nsw i64 %395, 832
+  %397 = add nsw i64 %393, %396
+  %398 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %399 = add nsw i64 %398, 3
+  %400 = mul nsw i64 %399, 32
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %403 = add nsw i64 %401, %402
+  %404 = add nsw i64 1384448, %403
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load <8 x float>, ptr %arena46, align 4
+  %406 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %407 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %408 = add nsw i64 %407, 1
+  %409 = mul nsw i64 %408, 832
+  %410 = add nsw i64 %406, %409
+  %411 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %412 = add nsw i64 %411, 3
+  %413 = mul nsw i64 %412, 32
+  %414 = add nsw i64 %410, %413
+  %415 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %416 = add nsw i64 %414, %415
+  %417 = add nsw i64 1384448, %416
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load <8 x float>, ptr %arena47, align 4
+  %419 = fsub <8 x float> %405, %418
+  store <8 x float> %419, ptr %conv2_weight_grad.w262, align 32
+  %420 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %421 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %422 = add nsw i64 %421, 1
+  %423 = mul nsw i64 %422, 832
+  %424 = add nsw i64 %420, %423
+  %425 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %426 = add nsw i64 %425, 3
+  %427 = mul nsw i64 %426, 32
+  %428 = add nsw i64 %424, %427
+  %429 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %430 = add nsw i64 %428, %429
+  %431 = add nsw i64 1384448, %430
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %431
+  %432 = load <8 x float>, ptr %arena48, align 4
+  %433 = mul nsw i64 %conv2_weight_grad.j24414, 21632
+  %434 = mul nsw i64 %conv2_weight_grad.ty24515, 2
+  %435 = add nsw i64 %434, 3
+  %436 = mul nsw i64 %435, 832
+  %437 = add nsw i64 %433, %436
+  %438 = mul nsw i64 %conv2_weight_grad.tx24616, 2
+  %439 = add nsw i64 %438, 3
+  %440 = mul nsw i64 %439, 32
+  %441 = add nsw i64 %437, %440
+  %442 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %443 = add nsw i64 %441, %442
+  %444 = add nsw i64 1384448, %443
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %444
+  %445 = load <8 x float>, ptr %arena49, align 4
+  %446 = fsub <8 x float> %432, %445
+  store <8 x float> %446, ptr %conv2_weight_grad.w263, align 32
+  %w248 = load <8 x float>, ptr %conv2_weight_grad.w248, align 32
+  %w256 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %447 = fsub <8 x float> %w248, %w256
+  store <8 x float> %447, ptr %conv2_weight_grad.w264, align 32
+  %w252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %w25650 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %448 = fadd <8 x float> %w252, %w25650
+  store <8 x float> %448, ptr %conv2_weight_grad.w265, align 32
+  %w25651 = load <8 x float>, ptr %conv2_weight_grad.w256, align 32
+  %w25252 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %449 = fsub <8 x float> %w25651, %w25252
+  store <8 x float> %449, ptr %conv2_weight_grad.w266, align 32
+  %w25253 = load <8 x float>, ptr %conv2_weight_grad.w252, align 32
+  %w260 = load <8 x float>, ptr %conv2_weight_grad.w260, align 32
+  %450 = fsub <8 x float> %w25253, %w260
+  store <8 x float> %450, ptr %conv2_weight_grad.w267, align 32
+  %w249 = load <8 x float>, ptr %conv2_weight_grad.w249, align 32
+  %w257 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %451 = fsub <8 x float> %w249, %w257
+  store <8 x float> %451, ptr %conv2_weight_grad.w268, align 32
+  %w253 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %w25754 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %452 = fadd <8 x float> %w253, %w25754
+  store <8 x float> %452, ptr %conv2_weight_grad.w269, align 32
+  %w25755 = load <8 x float>, ptr %conv2_weight_grad.w257, align 32
+  %w25356 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %453 = fsub <8 x float> %w25755, %w25356
+  store <8 x float> %453, ptr %conv2_weight_grad.w270, align 32
+  %w25357 = load <8 x float>, ptr %conv2_weight_grad.w253, align 32
+  %w261 = load <8 x float>, ptr %conv2_weight_grad.w261, align 32
+  %454 = fsub <8 x float> %w25357, %w261
+  store <8 x float> %454, ptr %conv2_weight_grad.w271, align 32
+  %w250 = load <8 x float>, ptr %conv2_weight_grad.w250, align 32
+  %w258 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %455 = fsub <8 x float> %w250, %w258
+  store <8 x float> %455, ptr %conv2_weight_grad.w272, align 32
+  %w254 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %w25858 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %456 = fadd <8 x float> %w254, %w25858
+  store <8 x float> %456, ptr %conv2_weight_grad.w273, align 32
+  %w25859 = load <8 x float>, ptr %conv2_weight_grad.w258, align 32
+  %w25460 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %457 = fsub <8 x float> %w25859, %w25460
+  store <8 x float> %457, ptr %conv2_weight_grad.w274, align 32
+  %w25461 = load <8 x float>, ptr %conv2_weight_grad.w254, align 32
+  %w262 = load <8 x float>, ptr %conv2_weight_grad.w262, align 32
+  %458 = fsub <8 x float> %w25461, %w262
+  store <8 x float> %458, ptr %conv2_weight_grad.w275, align 32
+  %w251 = load <8 x float>, ptr %conv2_weight_grad.w251, align 32
+  %w259 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %459 = fsub <8 x float> %w251, %w259
+  store <8 x float> %459, ptr %conv2_weight_grad.w276, align 32
+  %w255 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %w25962 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %460 = fadd <8 x float> %w255, %w25962
+  store <8 x float> %460, ptr %conv2_weight_grad.w277, align 32
+  %w25963 = load <8 x float>, ptr %conv2_weight_grad.w259, align 32
+  %w25564 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %461 = fsub <8 x float> %w25963, %w25564
+  store <8 x float> %461, ptr %conv2_weight_grad.w278, align 32
+  %w25565 = load <8 x float>, ptr %conv2_weight_grad.w255, align 32
+  %w263 = load <8 x float>, ptr %conv2_weight_grad.w263, align 32
+  %462 = fsub <8 x float> %w25565, %w263
+  store <8 x float> %462, ptr %conv2_weight_grad.w279, align 32
+  %w264 = load <8 x float>, ptr %conv2_weight_grad.w264, align 32
+  %463 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %464 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %465 = add nsw i64 %463, %464
+  %466 = add nsw i64 %465, %conv2_weight_grad.tx24616
+  %467 = mul nsw i64 %466, 32
+  %468 = add nsw i64 1406080, %467
+  %469 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %470 = add nsw i64 %468, %469
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %470
+  store <8 x float> %w264, ptr %arena66, align 4
+  %w265 = load <8 x float>, ptr %conv2_weight_grad.w265, align 32
+  %471 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %472 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %473 = add nsw i64 %471, %472
+  %474 = add nsw i64 %473, %conv2_weight_grad.tx24616
+  %475 = mul nsw i64 %474, 32
+  %476 = add nsw i64 1410688, %475
+  %477 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %478 = add nsw i64 %476, %477
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %478
+  store <8 x float> %w265, ptr %arena67, align 4
+  %w266 = load <8 x float>, ptr %conv2_weight_grad.w266, align 32
+  %479 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %480 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %481 = add nsw i64 %479, %480
+  %482 = add nsw i64 %481, %conv2_weight_grad.tx24616
+  %483 = mul nsw i64 %482, 32
+  %484 = add nsw i64 1415296, %483
+  %485 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %486 = add nsw i64 %484, %485
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %486
+  store <8 x float> %w266, ptr %arena68, align 4
+  %w267 = load <8 x float>, ptr %conv2_weight_grad.w267, align 32
+  %487 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %488 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %489 = add nsw i64 %487, %488
+  %490 = add nsw i64 %489, %conv2_weight_grad.tx24616
+  %491 = mul nsw i64 %490, 32
+  %492 = add nsw i64 1419904, %491
+  %493 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %494 = add nsw i64 %492, %493
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %494
+  store <8 x float> %w267, ptr %arena69, align 4
+  %w268 = load <8 x float>, ptr %conv2_weight_grad.w268, align 32
+  %495 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %496 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %conv2_weight_grad.tx24616
+  %499 = mul nsw i64 %498, 32
+  %500 = add nsw i64 1424512, %499
+  %501 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %502 = add nsw i64 %500, %501
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %502
+  store <8 x float> %w268, ptr %arena70, align 4
+  %w269 = load <8 x float>, ptr %conv2_weight_grad.w269, align 32
+  %503 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %504 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %505 = add nsw i64 %503, %504
+  %506 = add nsw i64 %505, %conv2_weight_grad.tx24616
+  %507 = mul nsw i64 %506, 32
+  %508 = add nsw i64 1429120, %507
+  %509 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %510 = add nsw i64 %508, %509
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %510
+  store <8 x float> %w269, ptr %arena71, align 4
+  %w270 = load <8 x float>, ptr %conv2_weight_grad.w270, align 32
+  %511 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %512 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2_weight_grad.tx24616
+  %515 = mul nsw i64 %514, 32
+  %516 = add nsw i64 1433728, %515
+  %517 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %518 = add nsw i64 %516, %517
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %518
+  store <8 x float> %w270, ptr %arena72, align 4
+  %w271 = load <8 x float>, ptr %conv2_weight_grad.w271, align 32
+  %519 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %520 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %521 = add nsw i64 %519, %520
+  %522 = add nsw i64 %521, %conv2_weight_grad.tx24616
+  %523 = mul nsw i64 %522, 32
+  %524 = add nsw i64 1438336, %523
+  %525 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %526 = add nsw i64 %524, %525
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %526
+  store <8 x float> %w271, ptr %arena73, align 4
+  %w272 = load <8 x float>, ptr %conv2_weight_grad.w272, align 32
+  %527 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %528 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %529 = add nsw i64 %527, %528
+  %530 = add nsw i64 %529, %conv2_weight_grad.tx24616
+  %531 = mul nsw i64 %530, 32
+  %532 = add nsw i64 1442944, %531
+  %533 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %534 = add nsw i64 %532, %533
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %534
+  store <8 x float> %w272, ptr %arena74, align 4
+  %w273 = load <8 x float>, ptr %conv2_weight_grad.w273, align 32
+  %535 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %536 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %537 = add nsw i64 %535, %536
+  %538 = add nsw i64 %537, %conv2_weight_grad.tx24616
+  %539 = mul nsw i64 %538, 32
+  %540 = add nsw i64 1447552, %539
+  %541 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %542 = add nsw i64 %540, %541
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %542
+  store <8 x float> %w273, ptr %arena75, align 4
+  %w274 = load <8 x float>, ptr %conv2_weight_grad.w274, align 32
+  %543 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %544 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %545 = add nsw i64 %543, %544
+  %546 = add nsw i64 %545, %conv2_weight_grad.tx24616
+  %547 = mul nsw i64 %546, 32
+  %548 = add nsw i64 1452160, %547
+  %549 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %550 = add nsw i64 %548, %549
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %550
+  store <8 x float> %w274, ptr %arena76, align 4
+  %w275 = load <8 x float>, ptr %conv2_weight_grad.w275, align 32
+  %551 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %552 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %553 = add nsw i64 %551, %552
+  %554 = add nsw i64 %553, %conv2_weight_grad.tx24616
+  %555 = mul nsw i64 %554, 32
+  %556 = add nsw i64 1456768, %555
+  %557 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %558 = add nsw i64 %556, %557
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %558
+  store <8 x float> %w275, ptr %arena77, align 4
+  %w276 = load <8 x float>, ptr %conv2_weight_grad.w276, align 32
+  %559 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %560 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, %conv2_weight_grad.tx24616
+  %563 = mul nsw i64 %562, 32
+  %564 = add nsw i64 1461376, %563
+  %565 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %566 = add nsw i64 %564, %565
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %566
+  store <8 x float> %w276, ptr %arena78, align 4
+  %w277 = load <8 x float>, ptr %conv2_weight_grad.w277, align 32
+  %567 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %568 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %569 = add nsw i64 %567, %568
+  %570 = add nsw i64 %569, %conv2_weight_grad.tx24616
+  %571 = mul nsw i64 %570, 32
+  %572 = add nsw i64 1465984, %571
+  %573 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %574 = add nsw i64 %572, %573
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %574
+  store <8 x float> %w277, ptr %arena79, align 4
+  %w278 = load <8 x float>, ptr %conv2_weight_grad.w278, align 32
+  %575 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %576 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %577 = add nsw i64 %575, %576
+  %578 = add nsw i64 %577, %conv2_weight_grad.tx24616
+  %579 = mul nsw i64 %578, 32
+  %580 = add nsw i64 1470592, %579
+  %581 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %582 = add nsw i64 %580, %581
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %582
+  store <8 x float> %w278, ptr %arena80, align 4
+  %w279 = load <8 x float>, ptr %conv2_weight_grad.w279, align 32
+  %583 = mul nsw i64 %conv2_weight_grad.j24414, 144
+  %584 = mul nsw i64 %conv2_weight_grad.ty24515, 12
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %conv2_weight_grad.tx24616
+  %587 = mul nsw i64 %586, 32
+  %588 = add nsw i64 1475200, %587
+  %589 = mul nsw i64 %conv2_weight_grad.cv24717, 8
+  %590 = add nsw i64 %588, %589
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %590
+  store <8 x float> %w279, ptr %arena81, align 4
+  %cv247.next = add nsw i64 %conv2_weight_grad.cv24717, 1
+  %591 = icmp slt i64 %cv247.next, 4
+  br i1 %591, label %conv2_weight_grad.cv247, label %conv2_weight_grad.cv247.end
+
+conv2_weight_grad.cv247.end:                      ; preds = %conv2_weight_grad.cv247
+  %tx246.next = add nsw i64 %conv2_weight_grad.tx24616, 1
+  %592 = icmp slt i64 %tx246.next, 12
+  br i1 %592, label %conv2_weight_grad.tx246, label %conv2_weight_grad.tx246.end
+
+conv2_weight_grad.j280:                           ; preds = %conv2_weight_grad.c281.end, %conv2_weight_grad.j244.end
+  %conv2_weight_grad.j28082 = phi i64 [ 0, %conv2_weight_grad.j244.end ], [ %j280.next, %conv2_weight_grad.c281.end ]
+  br label %conv2_weight_grad.c281
+
+conv2_weight_grad.j280.end:                       ; preds = %conv2_weight_grad.c281.end
+  br label %conv2_weight_grad.j284
+
+conv2_weight_grad.c281:                           ; preds = %conv2_weight_grad.iy282.end, %conv2_weight_grad.j280
+  %conv2_weight_grad.c28183 = phi i64 [ 0, %conv2_weight_grad.j280 ], [ %c281.next, %conv2_weight_grad.iy282.end ]
+  br label %conv2_weight_grad.iy282
+
+conv2_weight_grad.c281.end:                       ; preds = %conv2_weight_grad.iy282.end
+  %j280.next = add nsw i64 %conv2_weight_grad.j28082, 1
+  %593 = icmp slt i64 %j280.next, 1
+  br i1 %593, label %conv2_weight_grad.j280, label %conv2_weight_grad.j280.end
+
+conv2_weight_grad.iy282:                          ; preds = %conv2_weight_grad.ix283.end, %conv2_weight_grad.c281
+  %conv2_weight_grad.iy28284 = phi i64 [ 0, %conv2_weight_grad.c281 ], [ %iy282.next, %conv2_weight_grad.ix283.end ]
+  br label %conv2_weight_grad.ix283
+
+conv2_weight_grad.iy282.end:                      ; preds = %conv2_weight_grad.ix283.end
+  %c281.next = add nsw i64 %conv2_weight_grad.c28183, 1
+  %594 = icmp slt i64 %c281.next, 64
+  br i1 %594, label %conv2_weight_grad.c281, label %conv2_weight_grad.c281.end
+
+conv2_weight_grad.ix283:                          ; preds = %conv2_weight_grad.ix283, %conv2_weight_grad.iy282
+  %conv2_weight_grad.ix28385 = phi i64 [ 0, %conv2_weight_grad.iy282 ], [ %ix283.next, %conv2_weight_grad.ix283 ]
+  %595 = add nsw i64 %conv2_weight_grad.g2397, %conv2_weight_grad.j28082
+  %596 = mul nsw i64 %595, 36864
+  %597 = add nsw i64 4351248, %596
+  %598 = mul nsw i64 %conv2_weight_grad.c28183, 576
+  %599 = add nsw i64 %597, %598
+  %600 = mul nsw i64 %conv2_weight_grad.iy28284, 24
+  %601 = add nsw i64 %599, %600
+  %602 = add nsw i64 %601, %conv2_weight_grad.ix28385
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %602
+  %603 = load float, ptr %arena86, align 4
+  %604 = mul nsw i64 %conv2_weight_grad.j28082, 36864
+  %605 = mul nsw i64 %conv2_weight_grad.iy28284, 1536
+  %606 = add nsw i64 %604, %605
+  %607 = mul nsw i64 %conv2_weight_grad.ix28385, 64
+  %608 = add nsw i64 %606, %607
+  %609 = add nsw i64 %608, %conv2_weight_grad.c28183
+  %610 = add nsw i64 1479808, %609
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %610
+  store float %603, ptr %arena87, align 4
+  %ix283.next = add nsw i64 %conv2_weight_grad.ix28385, 1
+  %611 = icmp slt i64 %ix283.next, 24
+  br i1 %611, label %conv2_weight_grad.ix283, label %conv2_weight_grad.ix283.end
+
+conv2_weight_grad.ix283.end:                      ; preds = %conv2_weight_grad.ix283
+  %iy282.next = add nsw i64 %conv2_weight_grad.iy28284, 1
+  %612 = icmp slt i64 %iy282.next, 24
+  br i1 %612, label %conv2_weight_grad.iy282, label %conv2_weight_grad.iy282.end
+
+conv2_weight_grad.j284:                           ; preds = %conv2_weight_grad.ty285.end, %conv2_weight_grad.j280.end
+  %conv2_weight_grad.j28488 = phi i64 [ 0, %conv2_weight_grad.j280.end ], [ %j284.next, %conv2_weight_grad.ty285.end ]
+  br label %conv2_weight_grad.ty285
+
+conv2_weight_grad.j284.end:                       ; preds = %conv2_weight_grad.ty285.end
+  br label %conv2_weight_grad.xi312
+
+conv2_weight_grad.ty285:                          ; preds = %conv2_weight_grad.tx286.end, %conv2_weight_grad.j284
+  %conv2_weight_grad.ty28589 = phi i64 [ 0, %conv2_weight_grad.j284 ], [ %ty285.next, %conv2_weight_grad.tx286.end ]
+  br label %conv2_weight_grad.tx286
+
+conv2_weight_grad.ty285.end:                      ; preds = %conv2_weight_grad.tx286.end
+  %j284.next = add nsw i64 %conv2_weight_grad.j28488, 1
+  %613 = icmp slt i64 %j284.next, 1
+  br i1 %613, label %conv2_weight_grad.j284, label %conv2_weight_grad.j284.end
+
+conv2_weight_grad.tx286:                          ; preds = %conv2_weight_grad.cv287.end, %conv2_weight_grad.ty285
+  %conv2_weight_grad.tx28690 = phi i64 [ 0, %conv2_weight_grad.ty285 ], [ %tx286.next, %conv2_weight_grad.cv287.end ]
+  br label %conv2_weight_grad.cv287
+
+conv2_weight_grad.tx286.end:                      ; preds = %conv2_weight_grad.cv287.end
+  %ty285.next = add nsw i64 %conv2_weight_grad.ty28589, 1
+  %614 = icmp slt i64 %ty285.next, 12
+  br i1 %614, label %conv2_weight_grad.ty285, label %conv2_weight_grad.ty285.end
+
+conv2_weight_grad.cv287:                          ; preds = %conv2_weight_grad.cv287, %conv2_weight_grad.tx286
+  %conv2_weight_grad.cv28791 = phi i64 [ 0, %conv2_weight_grad.tx286 ], [ %cv287.next, %conv2_weight_grad.cv287 ]
+  %615 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %616 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %617 = mul nsw i64 %616, 1536
+  %618 = add nsw i64 %615, %617
+  %619 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %620 = mul nsw i64 %619, 64
+  %621 = add nsw i64 %618, %620
+  %622 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %623 = add nsw i64 %621, %622
+  %624 = add nsw i64 1479808, %623
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %624
+  %625 = load <8 x float>, ptr %arena92, align 4
+  store <8 x float> %625, ptr %conv2_weight_grad.w288, align 32
+  %626 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %627 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %628 = mul nsw i64 %627, 1536
+  %629 = add nsw i64 %626, %628
+  %630 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %631 = mul nsw i64 %630, 64
+  %632 = add nsw i64 %629, %631
+  %633 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %634 = add nsw i64 %632, %633
+  %635 = add nsw i64 1479808, %634
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %635
+  %636 = load <8 x float>, ptr %arena93, align 4
+  %637 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %638 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %639 = add nsw i64 %638, 1
+  %640 = mul nsw i64 %639, 1536
+  %641 = add nsw i64 %637, %640
+  %642 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %643 = mul nsw i64 %642, 64
+  %644 = add nsw i64 %641, %643
+  %645 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %646 = add nsw i64 %644, %645
+  %647 = add nsw i64 1479808, %646
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %647
+  %648 = load <8 x float>, ptr %arena94, align 4
+  %649 = fadd <8 x float> %636, %648
+  store <8 x float> %649, ptr %conv2_weight_grad.w289, align 32
+  %650 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %651 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %652 = mul nsw i64 %651, 1536
+  %653 = add nsw i64 %650, %652
+  %654 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %655 = mul nsw i64 %654, 64
+  %656 = add nsw i64 %653, %655
+  %657 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %658 = add nsw i64 %656, %657
+  %659 = add nsw i64 1479808, %658
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %659
+  %660 = load <8 x float>, ptr %arena95, align 4
+  %661 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %662 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %663 = add nsw i64 %662, 1
+  %664 = mul nsw i64 %663, 1536
+  %665 = add nsw i64 %661, %664
+  %666 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %667 = mul nsw i64 %666, 64
+  %668 = add nsw i64 %665, %667
+  %669 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %670 = add nsw i64 %668, %669
+  %671 = add nsw i64 1479808, %670
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %671
+  %672 = load <8 x float>, ptr %arena96, align 4
+  %673 = fsub <8 x float> %660, %672
+  store <8 x float> %673, ptr %conv2_weight_grad.w290, align 32
+  %674 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %675 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %676 = add nsw i64 %675, 1
+  %677 = mul nsw i64 %676, 1536
+  %678 = add nsw i64 %674, %677
+  %679 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %680 = mul nsw i64 %679, 64
+  %681 = add nsw i64 %678, %680
+  %682 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %683 = add nsw i64 %681, %682
+  %684 = add nsw i64 1479808, %683
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %684
+  %685 = load <8 x float>, ptr %arena97, align 4
+  %686 = fmul <8 x float> %685, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %686, ptr %conv2_weight_grad.w291, align 32
+  %687 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %688 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %689 = mul nsw i64 %688, 1536
+  %690 = add nsw i64 %687, %689
+  %691 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %692 = add nsw i64 %691, 1
+  %693 = mul nsw i64 %692, 64
+  %694 = add nsw i64 %690, %693
+  %695 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %696 = add nsw i64 %694, %695
+  %697 = add nsw i64 1479808, %696
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %697
+  %698 = load <8 x float>, ptr %arena98, align 4
+  store <8 x float> %698, ptr %conv2_weight_grad.w292, align 32
+  %699 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %700 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %701 = mul nsw i64 %700, 1536
+  %702 = add nsw i64 %699, %701
+  %703 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %704 = add nsw i64 %703, 1
+  %705 = mul nsw i64 %704, 64
+  %706 = add nsw i64 %702, %705
+  %707 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %708 = add nsw i64 %706, %707
+  %709 = add nsw i64 1479808, %708
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %709
+  %710 = load <8 x float>, ptr %arena99, align 4
+  %711 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %712 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %713 = add nsw i64 %712, 1
+  %714 = mul nsw i64 %713, 1536
+  %715 = add nsw i64 %711, %714
+  %716 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %717 = add nsw i64 %716, 1
+  %718 = mul nsw i64 %717, 64
+  %719 = add nsw i64 %715, %718
+  %720 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %721 = add nsw i64 %719, %720
+  %722 = add nsw i64 1479808, %721
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %722
+  %723 = load <8 x float>, ptr %arena100, align 4
+  %724 = fadd <8 x float> %710, %723
+  store <8 x float> %724, ptr %conv2_weight_grad.w293, align 32
+  %725 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %726 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %727 = mul nsw i64 %726, 1536
+  %728 = add nsw i64 %725, %727
+  %729 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %730 = add nsw i64 %729, 1
+  %731 = mul nsw i64 %730, 64
+  %732 = add nsw i64 %728, %731
+  %733 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %734 = add nsw i64 %732, %733
+  %735 = add nsw i64 1479808, %734
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %735
+  %736 = load <8 x float>, ptr %arena101, align 4
+  %737 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %738 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %739 = add nsw i64 %738, 1
+  %740 = mul nsw i64 %739, 1536
+  %741 = add nsw i64 %737, %740
+  %742 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %743 = add nsw i64 %742, 1
+  %744 = mul nsw i64 %743, 64
+  %745 = add nsw i64 %741, %744
+  %746 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %747 = add nsw i64 %745, %746
+  %748 = add nsw i64 1479808, %747
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %748
+  %749 = load <8 x float>, ptr %arena102, align 4
+  %750 = fsub <8 x float> %736, %749
+  store <8 x float> %750, ptr %conv2_weight_grad.w294, align 32
+  %751 = mul nsw i64 %conv2_weight_grad.j28488, 36864
+  %752 = mul nsw i64 %conv2_weight_grad.ty28589, 2
+  %753 = add nsw i64 %752, 1
+  %754 = mul nsw i64 %753, 1536
+  %755 = add nsw i64 %751, %754
+  %756 = mul nsw i64 %conv2_weight_grad.tx28690, 2
+  %757 = add nsw i64 %756, 1
+  %758 = mul nsw i64 %757, 64
+  %759 = add nsw i64 %755, %758
+  %760 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 1479808, %761
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %762
+  %763 = load <8 x float>, ptr %arena103, align 4
+  %764 = fmul <8 x float> %763, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %764, ptr %conv2_weight_grad.w295, align 32
+  %w288 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  store <8 x float> %w288, ptr %conv2_weight_grad.w296, align 32
+  %w288104 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %w292 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %765 = fadd <8 x float> %w288104, %w292
+  store <8 x float> %765, ptr %conv2_weight_grad.w297, align 32
+  %w288105 = load <8 x float>, ptr %conv2_weight_grad.w288, align 32
+  %w292106 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %766 = fsub <8 x float> %w288105, %w292106
+  store <8 x float> %766, ptr %conv2_weight_grad.w298, align 32
+  %w292107 = load <8 x float>, ptr %conv2_weight_grad.w292, align 32
+  %767 = fmul <8 x float> %w292107, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %767, ptr %conv2_weight_grad.w299, align 32
+  %w289 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  store <8 x float> %w289, ptr %conv2_weight_grad.w300, align 32
+  %w289108 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %w293 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %768 = fadd <8 x float> %w289108, %w293
+  store <8 x float> %768, ptr %conv2_weight_grad.w301, align 32
+  %w289109 = load <8 x float>, ptr %conv2_weight_grad.w289, align 32
+  %w293110 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %769 = fsub <8 x float> %w289109, %w293110
+  store <8 x float> %769, ptr %conv2_weight_grad.w302, align 32
+  %w293111 = load <8 x float>, ptr %conv2_weight_grad.w293, align 32
+  %770 = fmul <8 x float> %w293111, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %770, ptr %conv2_weight_grad.w303, align 32
+  %w290 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  store <8 x float> %w290, ptr %conv2_weight_grad.w304, align 32
+  %w290112 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %w294 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %771 = fadd <8 x float> %w290112, %w294
+  store <8 x float> %771, ptr %conv2_weight_grad.w305, align 32
+  %w290113 = load <8 x float>, ptr %conv2_weight_grad.w290, align 32
+  %w294114 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %772 = fsub <8 x float> %w290113, %w294114
+  store <8 x float> %772, ptr %conv2_weight_grad.w306, align 32
+  %w294115 = load <8 x float>, ptr %conv2_weight_grad.w294, align 32
+  %773 = fmul <8 x float> %w294115, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %773, ptr %conv2_weight_grad.w307, align 32
+  %w291 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  store <8 x float> %w291, ptr %conv2_weight_grad.w308, align 32
+  %w291116 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %w295 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %774 = fadd <8 x float> %w291116, %w295
+  store <8 x float> %774, ptr %conv2_weight_grad.w309, align 32
+  %w291117 = load <8 x float>, ptr %conv2_weight_grad.w291, align 32
+  %w295118 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %775 = fsub <8 x float> %w291117, %w295118
+  store <8 x float> %775, ptr %conv2_weight_grad.w310, align 32
+  %w295119 = load <8 x float>, ptr %conv2_weight_grad.w295, align 32
+  %776 = fmul <8 x float> %w295119, <float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00, float -1.000000e+00>
+  store <8 x float> %776, ptr %conv2_weight_grad.w311, align 32
+  %w296 = load <8 x float>, ptr %conv2_weight_grad.w296, align 32
+  %777 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %778 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %779 = add nsw i64 %777, %778
+  %780 = add nsw i64 %779, %conv2_weight_grad.tx28690
+  %781 = mul nsw i64 %780, 64
+  %782 = add nsw i64 1516672, %781
+  %783 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %784 = add nsw i64 %782, %783
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %784
+  store <8 x float> %w296, ptr %arena120, align 4
+  %w297 = load <8 x float>, ptr %conv2_weight_grad.w297, align 32
+  %785 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %786 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %787 = add nsw i64 %785, %786
+  %788 = add nsw i64 %787, %conv2_weight_grad.tx28690
+  %789 = mul nsw i64 %788, 64
+  %790 = add nsw i64 1525888, %789
+  %791 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %792 = add nsw i64 %790, %791
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %792
+  store <8 x float> %w297, ptr %arena121, align 4
+  %w298 = load <8 x float>, ptr %conv2_weight_grad.w298, align 32
+  %793 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %794 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %795 = add nsw i64 %793, %794
+  %796 = add nsw i64 %795, %conv2_weight_grad.tx28690
+  %797 = mul nsw i64 %796, 64
+  %798 = add nsw i64 1535104, %797
+  %799 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %800 = add nsw i64 %798, %799
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %800
+  store <8 x float> %w298, ptr %arena122, align 4
+  %w299 = load <8 x float>, ptr %conv2_weight_grad.w299, align 32
+  %801 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %802 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %803 = add nsw i64 %801, %802
+  %804 = add nsw i64 %803, %conv2_weight_grad.tx28690
+  %805 = mul nsw i64 %804, 64
+  %806 = add nsw i64 1544320, %805
+  %807 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %808 = add nsw i64 %806, %807
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %808
+  store <8 x float> %w299, ptr %arena123, align 4
+  %w300 = load <8 x float>, ptr %conv2_weight_grad.w300, align 32
+  %809 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %810 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %811 = add nsw i64 %809, %810
+  %812 = add nsw i64 %811, %conv2_weight_grad.tx28690
+  %813 = mul nsw i64 %812, 64
+  %814 = add nsw i64 1553536, %813
+  %815 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %816 = add nsw i64 %814, %815
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %816
+  store <8 x float> %w300, ptr %arena124, align 4
+  %w301 = load <8 x float>, ptr %conv2_weight_grad.w301, align 32
+  %817 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %818 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %819 = add nsw i64 %817, %818
+  %820 = add nsw i64 %819, %conv2_weight_grad.tx28690
+  %821 = mul nsw i64 %820, 64
+  %822 = add nsw i64 1562752, %821
+  %823 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %824 = add nsw i64 %822, %823
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %824
+  store <8 x float> %w301, ptr %arena125, align 4
+  %w302 = load <8 x float>, ptr %conv2_weight_grad.w302, align 32
+  %825 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %826 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %827 = add nsw i64 %825, %826
+  %828 = add nsw i64 %827, %conv2_weight_grad.tx28690
+  %829 = mul nsw i64 %828, 64
+  %830 = add nsw i64 1571968, %829
+  %831 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %832 = add nsw i64 %830, %831
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %832
+  store <8 x float> %w302, ptr %arena126, align 4
+  %w303 = load <8 x float>, ptr %conv2_weight_grad.w303, align 32
+  %833 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %834 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %835 = add nsw i64 %833, %834
+  %836 = add nsw i64 %835, %conv2_weight_grad.tx28690
+  %837 = mul nsw i64 %836, 64
+  %838 = add nsw i64 1581184, %837
+  %839 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %840 = add nsw i64 %838, %839
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %840
+  store <8 x float> %w303, ptr %arena127, align 4
+  %w304 = load <8 x float>, ptr %conv2_weight_grad.w304, align 32
+  %841 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %842 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %843 = add nsw i64 %841, %842
+  %844 = add nsw i64 %843, %conv2_weight_grad.tx28690
+  %845 = mul nsw i64 %844, 64
+  %846 = add nsw i64 1590400, %845
+  %847 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %848 = add nsw i64 %846, %847
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %848
+  store <8 x float> %w304, ptr %arena128, align 4
+  %w305 = load <8 x float>, ptr %conv2_weight_grad.w305, align 32
+  %849 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %850 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %851 = add nsw i64 %849, %850
+  %852 = add nsw i64 %851, %conv2_weight_grad.tx28690
+  %853 = mul nsw i64 %852, 64
+  %854 = add nsw i64 1599616, %853
+  %855 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %856 = add nsw i64 %854, %855
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %856
+  store <8 x float> %w305, ptr %arena129, align 4
+  %w306 = load <8 x float>, ptr %conv2_weight_grad.w306, align 32
+  %857 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %858 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, %conv2_weight_grad.tx28690
+  %861 = mul nsw i64 %860, 64
+  %862 = add nsw i64 1608832, %861
+  %863 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %864 = add nsw i64 %862, %863
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %864
+  store <8 x float> %w306, ptr %arena130, align 4
+  %w307 = load <8 x float>, ptr %conv2_weight_grad.w307, align 32
+  %865 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %866 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %867, %conv2_weight_grad.tx28690
+  %869 = mul nsw i64 %868, 64
+  %870 = add nsw i64 1618048, %869
+  %871 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %872 = add nsw i64 %870, %871
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %872
+  store <8 x float> %w307, ptr %arena131, align 4
+  %w308 = load <8 x float>, ptr %conv2_weight_grad.w308, align 32
+  %873 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %874 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %875 = add nsw i64 %873, %874
+  %876 = add nsw i64 %875, %conv2_weight_grad.tx28690
+  %877 = mul nsw i64 %876, 64
+  %878 = add nsw i64 1627264, %877
+  %879 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %880 = add nsw i64 %878, %879
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %880
+  store <8 x float> %w308, ptr %arena132, align 4
+  %w309 = load <8 x float>, ptr %conv2_weight_grad.w309, align 32
+  %881 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %882 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %883 = add nsw i64 %881, %882
+  %884 = add nsw i64 %883, %conv2_weight_grad.tx28690
+  %885 = mul nsw i64 %884, 64
+  %886 = add nsw i64 1636480, %885
+  %887 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %888 = add nsw i64 %886, %887
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %888
+  store <8 x float> %w309, ptr %arena133, align 4
+  %w310 = load <8 x float>, ptr %conv2_weight_grad.w310, align 32
+  %889 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %890 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, %conv2_weight_grad.tx28690
+  %893 = mul nsw i64 %892, 64
+  %894 = add nsw i64 1645696, %893
+  %895 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %896 = add nsw i64 %894, %895
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %896
+  store <8 x float> %w310, ptr %arena134, align 4
+  %w311 = load <8 x float>, ptr %conv2_weight_grad.w311, align 32
+  %897 = mul nsw i64 %conv2_weight_grad.j28488, 144
+  %898 = mul nsw i64 %conv2_weight_grad.ty28589, 12
+  %899 = add nsw i64 %897, %898
+  %900 = add nsw i64 %899, %conv2_weight_grad.tx28690
+  %901 = mul nsw i64 %900, 64
+  %902 = add nsw i64 1654912, %901
+  %903 = mul nsw i64 %conv2_weight_grad.cv28791, 8
+  %904 = add nsw i64 %902, %903
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %904
+  store <8 x float> %w311, ptr %arena135, align 4
+  %cv287.next = add nsw i64 %conv2_weight_grad.cv28791, 1
+  %905 = icmp slt i64 %cv287.next, 8
+  br i1 %905, label %conv2_weight_grad.cv287, label %conv2_weight_grad.cv287.end
+
+conv2_weight_grad.cv287.end:                      ; preds = %conv2_weight_grad.cv287
+  %tx286.next = add nsw i64 %conv2_weight_grad.tx28690, 1
+  %906 = icmp slt i64 %tx286.next, 12
+  br i1 %906, label %conv2_weight_grad.tx286, label %conv2_weight_grad.tx286.end
+
+conv2_weight_grad.xi312:                          ; preds = %conv2_weight_grad.xi312, %conv2_weight_grad.j284.end
+  %conv2_weight_grad.xi312136 = phi i64 [ 0, %conv2_weight_grad.j284.end ], [ %xi312.next, %conv2_weight_grad.xi312 ]
+  %907 = mul nsw i64 %conv2_weight_grad.xi312136, 4608
+  %908 = add nsw i64 1406080, %907
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %908
+  %909 = mul nsw i64 %conv2_weight_grad.xi312136, 9216
+  %910 = add nsw i64 1516672, %909
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %910
+  %911 = mul nsw i64 %conv2_weight_grad.xi312136, 2048
+  %912 = add nsw i64 1664128, %911
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %912
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 32, i32 64, i32 144, float 1.000000e+00, ptr %arena137, i32 32, ptr %arena138, i32 64, float 1.000000e+00, ptr %arena139, i32 64)
+  %xi312.next = add nsw i64 %conv2_weight_grad.xi312136, 1
+  %913 = icmp slt i64 %xi312.next, 16
+  br i1 %913, label %conv2_weight_grad.xi312, label %conv2_weight_grad.xi312.end
+
+conv2_weight_grad.xi312.end:                      ; preds = %conv2_weight_grad.xi312
+  %g239.next = add nsw i64 %conv2_weight_grad.g2397, 1
+  %914 = icmp slt i64 %g239.next, 64
+  br i1 %914, label %conv2_weight_grad.g239, label %conv2_weight_grad.g239.end
+
+conv2_weight_grad.f313:                           ; preds = %conv2_weight_grad.c314.end, %conv2_weight_grad.g239.end
+  %conv2_weight_grad.f313140 = phi i64 [ 0, %conv2_weight_grad.g239.end ], [ %f313.next, %conv2_weight_grad.c314.end ]
+  br label %conv2_weight_grad.c314
+
+conv2_weight_grad.f313.end:                       ; preds = %conv2_weight_grad.c314.end
+  ret void
+
+conv2_weight_grad.c314:                           ; preds = %conv2_weight_grad.c314, %conv2_weight_grad.f313
+  %conv2_weight_grad.c314141 = phi i64 [ 0, %conv2_weight_grad.f313 ], [ %c314.next, %conv2_weight_grad.c314 ]
+  %915 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %916 = add nsw i64 1664128, %915
+  %917 = add nsw i64 %916, %conv2_weight_grad.f313140
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %917
+  %918 = load float, ptr %arena142, align 4
+  %919 = fmul float %918, 1.000000e+00
+  %920 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %921 = add nsw i64 1672320, %920
+  %922 = add nsw i64 %921, %conv2_weight_grad.f313140
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load float, ptr %arena143, align 4
+  %924 = fmul float %923, 5.000000e-01
+  %925 = fadd float %919, %924
+  %926 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %927 = add nsw i64 1680512, %926
+  %928 = add nsw i64 %927, %conv2_weight_grad.f313140
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %928
+  %929 = load float, ptr %arena144, align 4
+  %930 = fmul float %929, 5.000000e-01
+  %931 = fadd float %925, %930
+  store float %931, ptr %conv2_weight_grad.w315, align 4
+  %932 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %933 = add nsw i64 1672320, %932
+  %934 = add nsw i64 %933, %conv2_weight_grad.f313140
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %934
+  %935 = load float, ptr %arena145, align 4
+  %936 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %937 = add nsw i64 1680512, %936
+  %938 = add nsw i64 %937, %conv2_weight_grad.f313140
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %938
+  %939 = load float, ptr %arena146, align 4
+  %940 = fsub float %935, %939
+  %941 = fmul float %940, 5.000000e-01
+  store float %941, ptr %conv2_weight_grad.w316, align 4
+  %942 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %943 = add nsw i64 1672320, %942
+  %944 = add nsw i64 %943, %conv2_weight_grad.f313140
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %944
+  %945 = load float, ptr %arena147, align 4
+  %946 = fmul float %945, 5.000000e-01
+  %947 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %948 = add nsw i64 1680512, %947
+  %949 = add nsw i64 %948, %conv2_weight_grad.f313140
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %949
+  %950 = load float, ptr %arena148, align 4
+  %951 = fmul float %950, 5.000000e-01
+  %952 = fadd float %946, %951
+  %953 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %954 = add nsw i64 1688704, %953
+  %955 = add nsw i64 %954, %conv2_weight_grad.f313140
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %955
+  %956 = load float, ptr %arena149, align 4
+  %957 = fmul float %956, 1.000000e+00
+  %958 = fadd float %952, %957
+  store float %958, ptr %conv2_weight_grad.w317, align 4
+  %959 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %960 = add nsw i64 1666176, %959
+  %961 = add nsw i64 %960, %conv2_weight_grad.f313140
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %961
+  %962 = load float, ptr %arena150, align 4
+  %963 = fmul float %962, 1.000000e+00
+  %964 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %965 = add nsw i64 1674368, %964
+  %966 = add nsw i64 %965, %conv2_weight_grad.f313140
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %966
+  %967 = load float, ptr %arena151, align 4
+  %968 = fmul float %967, 5.000000e-01
+  %969 = fadd float %963, %968
+  %970 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %971 = add nsw i64 1682560, %970
+  %972 = add nsw i64 %971, %conv2_weight_grad.f313140
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %972
+  %973 = load float, ptr %arena152, align 4
+  %974 = fmul float %973, 5.000000e-01
+  %975 = fadd float %969, %974
+  store float %975, ptr %conv2_weight_grad.w318, align 4
+  %976 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %977 = add nsw i64 1674368, %976
+  %978 = add nsw i64 %977, %conv2_weight_grad.f313140
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %978
+  %979 = load float, ptr %arena153, align 4
+  %980 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %981 = add nsw i64 1682560, %980
+  %982 = add nsw i64 %981, %conv2_weight_grad.f313140
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %982
+  %983 = load float, ptr %arena154, align 4
+  %984 = fsub float %979, %983
+  %985 = fmul float %984, 5.000000e-01
+  store float %985, ptr %conv2_weight_grad.w319, align 4
+  %986 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %987 = add nsw i64 1674368, %986
+  %988 = add nsw i64 %987, %conv2_weight_grad.f313140
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %988
+  %989 = load float, ptr %arena155, align 4
+  %990 = fmul float %989, 5.000000e-01
+  %991 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %992 = add nsw i64 1682560, %991
+  %993 = add nsw i64 %992, %conv2_weight_grad.f313140
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %993
+  %994 = load float, ptr %arena156, align 4
+  %995 = fmul float %994, 5.000000e-01
+  %996 = fadd float %990, %995
+  %997 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %998 = add nsw i64 1690752, %997
+  %999 = add nsw i64 %998, %conv2_weight_grad.f313140
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load float, ptr %arena157, align 4
+  %1001 = fmul float %1000, 1.000000e+00
+  %1002 = fadd float %996, %1001
+  store float %1002, ptr %conv2_weight_grad.w320, align 4
+  %1003 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1004 = add nsw i64 1668224, %1003
+  %1005 = add nsw i64 %1004, %conv2_weight_grad.f313140
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %1005
+  %1006 = load float, ptr %arena158, align 4
+  %1007 = fmul float %1006, 1.000000e+00
+  %1008 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1009 = add nsw i64 1676416, %1008
+  %1010 = add nsw i64 %1009, %conv2_weight_grad.f313140
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %1010
+  %1011 = load float, ptr %arena159, align 4
+  %1012 = fmul float %1011, 5.000000e-01
+  %1013 = fadd float %1007, %1012
+  %1014 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1015 = add nsw i64 1684608, %1014
+  %1016 = add nsw i64 %1015, %conv2_weight_grad.f313140
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %1016
+  %1017 = load float, ptr %arena160, align 4
+  %1018 = fmul float %1017, 5.000000e-01
+  %1019 = fadd float %1013, %1018
+  store float %1019, ptr %conv2_weight_grad.w321, align 4
+  %1020 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1021 = add nsw i64 1676416, %1020
+  %1022 = add nsw i64 %1021, %conv2_weight_grad.f313140
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %1022
+  %1023 = load float, ptr %arena161, align 4
+  %1024 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1025 = add nsw i64 1684608, %1024
+  %1026 = add nsw i64 %1025, %conv2_weight_grad.f313140
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %1026
+  %1027 = load float, ptr %arena162, align 4
+  %1028 = fsub float %1023, %1027
+  %1029 = fmul float %1028, 5.000000e-01
+  store float %1029, ptr %conv2_weight_grad.w322, align 4
+  %1030 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1031 = add nsw i64 1676416, %1030
+  %1032 = add nsw i64 %1031, %conv2_weight_grad.f313140
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1032
+  %1033 = load float, ptr %arena163, align 4
+  %1034 = fmul float %1033, 5.000000e-01
+  %1035 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1036 = add nsw i64 1684608, %1035
+  %1037 = add nsw i64 %1036, %conv2_weight_grad.f313140
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1037
+  %1038 = load float, ptr %arena164, align 4
+  %1039 = fmul float %1038, 5.000000e-01
+  %1040 = fadd float %1034, %1039
+  %1041 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1042 = add nsw i64 1692800, %1041
+  %1043 = add nsw i64 %1042, %conv2_weight_grad.f313140
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1043
+  %1044 = load float, ptr %arena165, align 4
+  %1045 = fmul float %1044, 1.000000e+00
+  %1046 = fadd float %1040, %1045
+  store float %1046, ptr %conv2_weight_grad.w323, align 4
+  %1047 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1048 = add nsw i64 1670272, %1047
+  %1049 = add nsw i64 %1048, %conv2_weight_grad.f313140
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1049
+  %1050 = load float, ptr %arena166, align 4
+  %1051 = fmul float %1050, 1.000000e+00
+  %1052 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1053 = add nsw i64 1678464, %1052
+  %1054 = add nsw i64 %1053, %conv2_weight_grad.f313140
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1054
+  %1055 = load float, ptr %arena167, align 4
+  %1056 = fmul float %1055, 5.000000e-01
+  %1057 = fadd float %1051, %1056
+  %1058 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1059 = add nsw i64 1686656, %1058
+  %1060 = add nsw i64 %1059, %conv2_weight_grad.f313140
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1060
+  %1061 = load float, ptr %arena168, align 4
+  %1062 = fmul float %1061, 5.000000e-01
+  %1063 = fadd float %1057, %1062
+  store float %1063, ptr %conv2_weight_grad.w324, align 4
+  %1064 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1065 = add nsw i64 1678464, %1064
+  %1066 = add nsw i64 %1065, %conv2_weight_grad.f313140
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1066
+  %1067 = load float, ptr %arena169, align 4
+  %1068 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1069 = add nsw i64 1686656, %1068
+  %1070 = add nsw i64 %1069, %conv2_weight_grad.f313140
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1070
+  %1071 = load float, ptr %arena170, align 4
+  %1072 = fsub float %1067, %1071
+  %1073 = fmul float %1072, 5.000000e-01
+  store float %1073, ptr %conv2_weight_grad.w325, align 4
+  %1074 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1075 = add nsw i64 1678464, %1074
+  %1076 = add nsw i64 %1075, %conv2_weight_grad.f313140
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1076
+  %1077 = load float, ptr %arena171, align 4
+  %1078 = fmul float %1077, 5.000000e-01
+  %1079 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1080 = add nsw i64 1686656, %1079
+  %1081 = add nsw i64 %1080, %conv2_weight_grad.f313140
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %1081
+  %1082 = load float, ptr %arena172, align 4
+  %1083 = fmul float %1082, 5.000000e-01
+  %1084 = fadd float %1078, %1083
+  %1085 = mul nsw i64 %conv2_weight_grad.c314141, 64
+  %1086 = add nsw i64 1694848, %1085
+  %1087 = add nsw i64 %1086, %conv2_weight_grad.f313140
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %1087
+  %1088 = load float, ptr %arena173, align 4
+  %1089 = fmul float %1088, 1.000000e+00
+  %1090 = fadd float %1084, %1089
+  store float %1090, ptr %conv2_weight_grad.w326, align 4
+  %w315 = load float, ptr %conv2_weight_grad.w315, align 4
+  %1091 = fmul float %w315, 1.000000e+00
+  %w318 = load float, ptr %conv2_weight_grad.w318, align 4
+  %1092 = fmul float %w318, 5.000000e-01
+  %1093 = fadd float %1091, %1092
+  %w321 = load float, ptr %conv2_weight_grad.w321, align 4
+  %1094 = fmul float %w321, 5.000000e-01
+  %1095 = fadd float %1093, %1094
+  store float %1095, ptr %conv2_weight_grad.w327, align 4
+  %w318174 = load float, ptr %conv2_weight_grad.w318, align 4
+  %w321175 = load float, ptr %conv2_weight_grad.w321, align 4
+  %1096 = fsub float %w318174, %w321175
+  %1097 = fmul float %1096, 5.000000e-01
+  store float %1097, ptr %conv2_weight_grad.w328, align 4
+  %w318176 = load float, ptr %conv2_weight_grad.w318, align 4
+  %1098 = fmul float %w318176, 5.000000e-01
+  %w321177 = load float, ptr %conv2_weight_grad.w321, align 4
+  %1099 = fmul float %w321177, 5.000000e-01
+  %1100 = fadd float %1098, %1099
+  %w324 = load float, ptr %conv2_weight_grad.w324, align 4
+  %1101 = fmul float %w324, 1.000000e+00
+  %1102 = fadd float %1100, %1101
+  store float %1102, ptr %conv2_weight_grad.w329, align 4
+  %w316 = load float, ptr %conv2_weight_grad.w316, align 4
+  %1103 = fmul float %w316, 1.000000e+00
+  %w319 = load float, ptr %conv2_weight_grad.w319, align 4
+  %1104 = fmul float %w319, 5.000000e-01
+  %1105 = fadd float %1103, %1104
+  %w322 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1106 = fmul float %w322, 5.000000e-01
+  %1107 = fadd float %1105, %1106
+  store float %1107, ptr %conv2_weight_grad.w330, align 4
+  %w319178 = load float, ptr %conv2_weight_grad.w319, align 4
+  %w322179 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1108 = fsub float %w319178, %w322179
+  %1109 = fmul float %1108, 5.000000e-01
+  store float %1109, ptr %conv2_weight_grad.w331, align 4
+  %w319180 = load float, ptr %conv2_weight_grad.w319, align 4
+  %1110 = fmul float %w319180, 5.000000e-01
+  %w322181 = load float, ptr %conv2_weight_grad.w322, align 4
+  %1111 = fmul float %w322181, 5.000000e-01
+  %1112 = fadd float %1110, %1111
+  %w325 = load float, ptr %conv2_weight_grad.w325, align 4
+  %1113 = fmul float %w325, 1.000000e+00
+  %1114 = fadd float %1112, %1113
+  store float %1114, ptr %conv2_weight_grad.w332, align 4
+  %w317 = load float, ptr %conv2_weight_grad.w317, align 4
+  %1115 = fmul float %w317, 1.000000e+00
+  %w320 = load float, ptr %conv2_weight_grad.w320, align 4
+  %1116 = fmul float %w320, 5.000000e-01
+  %1117 = fadd float %1115, %1116
+  %w323 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1118 = fmul float %w323, 5.000000e-01
+  %1119 = fadd float %1117, %1118
+  store float %1119, ptr %conv2_weight_grad.w333, align 4
+  %w320182 = load float, ptr %conv2_weight_grad.w320, align 4
+  %w323183 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1120 = fsub float %w320182, %w323183
+  %1121 = fmul float %1120, 5.000000e-01
+  store float %1121, ptr %conv2_weight_grad.w334, align 4
+  %w320184 = load float, ptr %conv2_weight_grad.w320, align 4
+  %1122 = fmul float %w320184, 5.000000e-01
+  %w323185 = load float, ptr %conv2_weight_grad.w323, align 4
+  %1123 = fmul float %w323185, 5.000000e-01
+  %1124 = fadd float %1122, %1123
+  %w326 = load float, ptr %conv2_weight_grad.w326, align 4
+  %1125 = fmul float %w326, 1.000000e+00
+  %1126 = fadd float %1124, %1125
+  store float %1126, ptr %conv2_weight_grad.w335, align 4
+  %w327 = load float, ptr %conv2_weight_grad.w327, align 4
+  %1127 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1128 = add nsw i64 %1127, %conv2_weight_grad.c314141
+  %1129 = mul nsw i64 %1128, 9
+  %1130 = add nsw i64 320, %1129
+  %grads186 = getelementptr inbounds float, ptr %grads, i64 %1130
+  store float %w327, ptr %grads186, align 4
+  %w328 = load float, ptr %conv2_weight_grad.w328, align 4
+  %1131 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1132 = add nsw i64 %1131, %conv2_weight_grad.c314141
+  %1133 = mul nsw i64 %1132, 9
+  %1134 = add nsw i64 320, %1133
+  %1135 = add nsw i64 %1134, 1
+  %grads187 = getelementptr inbounds float, ptr %grads, i64 %1135
+  store float %w328, ptr %grads187, align 4
+  %w329 = load float, ptr %conv2_weight_grad.w329, align 4
+  %1136 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1137 = add nsw i64 %1136, %conv2_weight_grad.c314141
+  %1138 = mul nsw i64 %1137, 9
+  %1139 = add nsw i64 320, %1138
+  %1140 = add nsw i64 %1139, 2
+  %grads188 = getelementptr inbounds float, ptr %grads, i64 %1140
+  store float %w329, ptr %grads188, align 4
+  %w330 = load float, ptr %conv2_weight_grad.w330, align 4
+  %1141 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1142 = add nsw i64 %1141, %conv2_weight_grad.c314141
+  %1143 = mul nsw i64 %1142, 9
+  %1144 = add nsw i64 320, %1143
+  %1145 = add nsw i64 %1144, 3
+  %grads189 = getelementptr inbounds float, ptr %grads, i64 %1145
+  store float %w330, ptr %grads189, align 4
+  %w331 = load float, ptr %conv2_weight_grad.w331, align 4
+  %1146 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1147 = add nsw i64 %1146, %conv2_weight_grad.c314141
+  %1148 = mul nsw i64 %1147, 9
+  %1149 = add nsw i64 320, %1148
+  %1150 = add nsw i64 %1149, 4
+  %grads190 = getelementptr inbounds float, ptr %grads, i64 %1150
+  store float %w331, ptr %grads190, align 4
+  %w332 = load float, ptr %conv2_weight_grad.w332, align 4
+  %1151 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1152 = add nsw i64 %1151, %conv2_weight_grad.c314141
+  %1153 = mul nsw i64 %1152, 9
+  %1154 = add nsw i64 320, %1153
+  %1155 = add nsw i64 %1154, 5
+  %grads191 = getelementptr inbounds float, ptr %grads, i64 %1155
+  store float %w332, ptr %grads191, align 4
+  %w333 = load float, ptr %conv2_weight_grad.w333, align 4
+  %1156 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1157 = add nsw i64 %1156, %conv2_weight_grad.c314141
+  %1158 = mul nsw i64 %1157, 9
+  %1159 = add nsw i64 320, %1158
+  %1160 = add nsw i64 %1159, 6
+  %grads192 = getelementptr inbounds float, ptr %grads, i64 %1160
+  store float %w333, ptr %grads192, align 4
+  %w334 = load float, ptr %conv2_weight_grad.w334, align 4
+  %1161 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1162 = add nsw i64 %1161, %conv2_weight_grad.c314141
+  %1163 = mul nsw i64 %1162, 9
+  %1164 = add nsw i64 320, %1163
+  %1165 = add nsw i64 %1164, 7
+  %grads193 = getelementptr inbounds float, ptr %grads, i64 %1165
+  store float %w334, ptr %grads193, align 4
+  %w335 = load float, ptr %conv2_weight_grad.w335, align 4
+  %1166 = mul nsw i64 %conv2_weight_grad.f313140, 32
+  %1167 = add nsw i64 %1166, %conv2_weight_grad.c314141
+  %1168 = mul nsw i64 %1167, 9
+  %1169 = add nsw i64 320, %1168
+  %1170 = add nsw i64 %1169, 8
+  %grads194 = getelementptr inbounds float, ptr %grads, i64 %1170
+  store float %w335, ptr %grads194, align 4
+  %c314.next = add nsw i64 %conv2_weight_grad.c314141, 1
+  %1171 = icmp slt i64 %c314.next, 32
+  br i1 %1171, label %conv2_weight_grad.c314, label %conv2_weight_grad.c314.end
+
+conv2_weight_grad.c314.end:                       ; preds = %conv2_weight_grad.c314
+  %f313.next = add nsw i64 %conv2_weight_grad.f313140, 1
+  %1172 = icmp slt i64 %f313.next, 64
+  br i1 %1172, label %conv2_weight_grad.f313, label %conv2_weight_grad.f313.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k22.conv2_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2_bias_grad.sum212 = alloca float, align 4
-  %conv2_bias_grad.sum211 = alloca float, align 4
-  %conv2_bias_grad.sum210 = alloca float, align 4
-  %conv2_bias_grad.sum209 = alloca float, align 4
-  %conv2_bias_grad.sum208 = alloca float, align 4
-  %conv2_bias_grad.sum207 = alloca float, align 4
-  %conv2_bias_grad.sum206 = alloca float, align 4
-  %conv2_bias_grad.acc203 = alloca <8 x float>, align 32
-  br label %conv2_bias_grad.f202
+  %conv2_bias_grad.sum346 = alloca float, align 4
+  %conv2_bias_grad.sum345 = alloca float, align 4
+  %conv2_bias_grad.sum344 = alloca float, align 4
+  %conv2_bias_grad.sum343 = alloca float, align 4
+  %conv2_bias_grad.sum342 = alloca float, align 4
+  %conv2_bias_grad.sum341 = alloca float, align 4
+  %conv2_bias_grad.sum340 = alloca float, align 4
+  %conv2_bias_grad.acc337 = alloca <8 x float>, align 32
+  br label %conv2_bias_grad.f336
 
-conv2_bias_grad.f202:                             ; preds = %conv2_bias_grad.img204.end, %entry
-  %conv2_bias_grad.f2021 = phi i64 [ 0, %entry ], [ %f202.next, %conv2_bias_grad.img204.end ]
-  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc203, align 32
-  br label %conv2_bias_grad.img204
+conv2_bias_grad.f336:                             ; preds = %conv2_bias_grad.img338.end, %entry
+  %conv2_bias_grad.f3361 = phi i64 [ 0, %entry ], [ %f336.next, %conv2_bias_grad.img338.end ]
+  store <8 x float> zeroinitializer, ptr %conv2_bias_grad.acc337, align 32
+  br label %conv2_bias_grad.img338
 
-conv2_bias_grad.f202.end:                         ; preds = %conv2_bias_grad.img204.end
+conv2_bias_grad.f336.end:                         ; preds = %conv2_bias_grad.img338.end
   ret void
 
-conv2_bias_grad.img204:                           ; preds = %conv2_bias_grad.i205.end, %conv2_bias_grad.f202
-  %conv2_bias_grad.img2042 = phi i64 [ 0, %conv2_bias_grad.f202 ], [ %img204.next, %conv2_bias_grad.i205.end ]
-  br label %conv2_bias_grad.i205
+conv2_bias_grad.img338:                           ; preds = %conv2_bias_grad.i339.end, %conv2_bias_grad.f336
+  %conv2_bias_grad.img3382 = phi i64 [ 0, %conv2_bias_grad.f336 ], [ %img338.next, %conv2_bias_grad.i339.end ]
+  br label %conv2_bias_grad.i339
 
-conv2_bias_grad.img204.end:                       ; preds = %conv2_bias_grad.i205.end
-  %acc2035 = load <8 x float>, ptr %conv2_bias_grad.acc203, align 32
+conv2_bias_grad.img338.end:                       ; preds = %conv2_bias_grad.i339.end
+  %acc3375 = load <8 x float>, ptr %conv2_bias_grad.acc337, align 32
   %arena6 = getelementptr inbounds float, ptr %arena, i64 1384448
-  store <8 x float> %acc2035, ptr %arena6, align 4
+  store <8 x float> %acc3375, ptr %arena6, align 4
   %arena7 = getelementptr inbounds float, ptr %arena, i64 1384448
   %0 = load float, ptr %arena7, align 4
   %arena8 = getelementptr inbounds float, ptr %arena, i64 1384449
   %1 = load float, ptr %arena8, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv2_bias_grad.sum206, align 4
-  %sum206 = load float, ptr %conv2_bias_grad.sum206, align 4
+  store float %2, ptr %conv2_bias_grad.sum340, align 4
+  %sum340 = load float, ptr %conv2_bias_grad.sum340, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 1384450
   %3 = load float, ptr %arena9, align 4
-  %4 = fadd float %sum206, %3
-  store float %4, ptr %conv2_bias_grad.sum207, align 4
-  %sum207 = load float, ptr %conv2_bias_grad.sum207, align 4
+  %4 = fadd float %sum340, %3
+  store float %4, ptr %conv2_bias_grad.sum341, align 4
+  %sum341 = load float, ptr %conv2_bias_grad.sum341, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1384451
   %5 = load float, ptr %arena10, align 4
-  %6 = fadd float %sum207, %5
-  store float %6, ptr %conv2_bias_grad.sum208, align 4
-  %sum208 = load float, ptr %conv2_bias_grad.sum208, align 4
+  %6 = fadd float %sum341, %5
+  store float %6, ptr %conv2_bias_grad.sum342, align 4
+  %sum342 = load float, ptr %conv2_bias_grad.sum342, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 1384452
   %7 = load float, ptr %arena11, align 4
-  %8 = fadd float %sum208, %7
-  store float %8, ptr %conv2_bias_grad.sum209, align 4
-  %sum209 = load float, ptr %conv2_bias_grad.sum209, align 4
+  %8 = fadd float %sum342, %7
+  store float %8, ptr %conv2_bias_grad.sum343, align 4
+  %sum343 = load float, ptr %conv2_bias_grad.sum343, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 1384453
   %9 = load float, ptr %arena12, align 4
-  %10 = fadd float %sum209, %9
-  store float %10, ptr %conv2_bias_grad.sum210, align 4
-  %sum210 = load float, ptr %conv2_bias_grad.sum210, align 4
+  %10 = fadd float %sum343, %9
+  store float %10, ptr %conv2_bias_grad.sum344, align 4
+  %sum344 = load float, ptr %conv2_bias_grad.sum344, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 1384454
   %11 = load float, ptr %arena13, align 4
-  %12 = fadd float %sum210, %11
-  store float %12, ptr %conv2_bias_grad.sum211, align 4
-  %sum211 = load float, ptr %conv2_bias_grad.sum211, align 4
+  %12 = fadd float %sum344, %11
+  store float %12, ptr %conv2_bias_grad.sum345, align 4
+  %sum345 = load float, ptr %conv2_bias_grad.sum345, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 1384455
   %13 = load float, ptr %arena14, align 4
-  %14 = fadd float %sum211, %13
-  store float %14, ptr %conv2_bias_grad.sum212, align 4
-  %sum212 = load float, ptr %conv2_bias_grad.sum212, align 4
-  %15 = add nsw i64 18752, %conv2_bias_grad.f2021
+  %14 = fadd float %sum345, %13
+  store float %14, ptr %conv2_bias_grad.sum346, align 4
+  %sum346 = load float, ptr %conv2_bias_grad.sum346, align 4
+  %15 = add nsw i64 18752, %conv2_bias_grad.f3361
   %grads15 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum212, ptr %grads15, align 4
-  %f202.next = add nsw i64 %conv2_bias_grad.f2021, 1
-  %16 = icmp slt i64 %f202.next, 64
-  br i1 %16, label %conv2_bias_grad.f202, label %conv2_bias_grad.f202.end
+  store float %sum346, ptr %grads15, align 4
+  %f336.next = add nsw i64 %conv2_bias_grad.f3361, 1
+  %16 = icmp slt i64 %f336.next, 64
+  br i1 %16, label %conv2_bias_grad.f336, label %conv2_bias_grad.f336.end
 
-conv2_bias_grad.i205:                             ; preds = %conv2_bias_grad.i205, %conv2_bias_grad.img204
-  %conv2_bias_grad.i2053 = phi i64 [ 0, %conv2_bias_grad.img204 ], [ %i205.next, %conv2_bias_grad.i205 ]
-  %17 = mul nsw i64 %conv2_bias_grad.img2042, 36864
+conv2_bias_grad.i339:                             ; preds = %conv2_bias_grad.i339, %conv2_bias_grad.img338
+  %conv2_bias_grad.i3393 = phi i64 [ 0, %conv2_bias_grad.img338 ], [ %i339.next, %conv2_bias_grad.i339 ]
+  %17 = mul nsw i64 %conv2_bias_grad.img3382, 36864
   %18 = add nsw i64 4351248, %17
-  %19 = mul nsw i64 %conv2_bias_grad.f2021, 576
+  %19 = mul nsw i64 %conv2_bias_grad.f3361, 576
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv2_bias_grad.i2053, 8
+  %21 = mul nsw i64 %conv2_bias_grad.i3393, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc203 = load <8 x float>, ptr %conv2_bias_grad.acc203, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc203)
-  store <8 x float> %24, ptr %conv2_bias_grad.acc203, align 32
-  %i205.next = add nsw i64 %conv2_bias_grad.i2053, 1
-  %25 = icmp slt i64 %i205.next, 72
-  br i1 %25, label %conv2_bias_grad.i205, label %conv2_bias_grad.i205.end
+  %acc337 = load <8 x float>, ptr %conv2_bias_grad.acc337, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc337)
+  store <8 x float> %24, ptr %conv2_bias_grad.acc337, align 32
+  %i339.next = add nsw i64 %conv2_bias_grad.i3393, 1
+  %25 = icmp slt i64 %i339.next, 72
+  br i1 %25, label %conv2_bias_grad.i339, label %conv2_bias_grad.i339.end
 
-conv2_bias_grad.i205.end:                         ; preds = %conv2_bias_grad.i205
-  %img204.next = add nsw i64 %conv2_bias_grad.img2042, 1
-  %26 = icmp slt i64 %img204.next, 64
-  br i1 %26, label %conv2_bias_grad.img204, label %conv2_bias_grad.img204.end
+conv2_bias_grad.i339.end:                         ; preds = %conv2_bias_grad.i339
+  %img338.next = add nsw i64 %conv2_bias_grad.img3382, 1
+  %26 = icmp slt i64 %img338.next, 64
+  br i1 %26, label %conv2_bias_grad.img338, label %conv2_bias_grad.img338.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k23.relu1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %relu1_grad.sum354 = alloca float, align 4
-  %relu1_grad.sum351 = alloca float, align 4
-  %relu1_grad.sum350 = alloca float, align 4
-  %relu1_grad.sum347 = alloca float, align 4
-  %relu1_grad.sum346 = alloca float, align 4
-  %relu1_grad.sum345 = alloca float, align 4
-  %relu1_grad.sum342 = alloca float, align 4
-  %relu1_grad.sum341 = alloca float, align 4
-  %relu1_grad.sum338 = alloca float, align 4
-  %relu1_grad.sum335 = alloca float, align 4
-  %relu1_grad.sum334 = alloca float, align 4
-  %relu1_grad.sum331 = alloca float, align 4
-  %relu1_grad.sum330 = alloca float, align 4
-  %relu1_grad.sum329 = alloca float, align 4
-  %relu1_grad.sum328 = alloca float, align 4
-  %relu1_grad.sum325 = alloca float, align 4
-  %relu1_grad.sum324 = alloca float, align 4
-  %relu1_grad.sum323 = alloca float, align 4
-  %relu1_grad.sum322 = alloca float, align 4
-  %relu1_grad.sum321 = alloca float, align 4
-  %relu1_grad.sum320 = alloca float, align 4
-  %relu1_grad.sum317 = alloca float, align 4
-  %relu1_grad.sum316 = alloca float, align 4
-  %relu1_grad.sum315 = alloca float, align 4
-  %relu1_grad.sum314 = alloca float, align 4
-  %relu1_grad.sum311 = alloca float, align 4
-  %relu1_grad.sum310 = alloca float, align 4
-  %relu1_grad.sum307 = alloca float, align 4
-  %relu1_grad.sum306 = alloca float, align 4
-  %relu1_grad.sum305 = alloca float, align 4
-  %relu1_grad.sum302 = alloca float, align 4
-  %relu1_grad.sum301 = alloca float, align 4
-  %relu1_grad.sum300 = alloca float, align 4
-  %relu1_grad.sum299 = alloca float, align 4
-  %relu1_grad.sum298 = alloca float, align 4
-  %relu1_grad.sum297 = alloca float, align 4
-  %relu1_grad.sum294 = alloca float, align 4
-  %relu1_grad.sum293 = alloca float, align 4
-  %relu1_grad.sum292 = alloca float, align 4
-  %relu1_grad.sum291 = alloca float, align 4
-  %relu1_grad.sum290 = alloca float, align 4
-  %relu1_grad.sum289 = alloca float, align 4
-  %relu1_grad.sum288 = alloca float, align 4
-  %relu1_grad.sum287 = alloca float, align 4
-  %relu1_grad.sum286 = alloca float, align 4
-  %relu1_grad.sum283 = alloca float, align 4
-  %relu1_grad.sum282 = alloca float, align 4
-  %relu1_grad.sum281 = alloca float, align 4
-  %relu1_grad.sum280 = alloca float, align 4
-  %relu1_grad.sum279 = alloca float, align 4
-  %relu1_grad.sum278 = alloca float, align 4
-  %relu1_grad.sum275 = alloca float, align 4
-  %relu1_grad.sum274 = alloca float, align 4
-  %relu1_grad.sum273 = alloca float, align 4
-  %relu1_grad.sum270 = alloca float, align 4
-  %relu1_grad.sum269 = alloca float, align 4
-  %relu1_grad.sum266 = alloca float, align 4
-  %relu1_grad.sum265 = alloca float, align 4
-  %relu1_grad.sum264 = alloca float, align 4
-  %relu1_grad.sum263 = alloca float, align 4
-  %relu1_grad.sum260 = alloca float, align 4
-  %relu1_grad.sum259 = alloca float, align 4
-  %relu1_grad.sum258 = alloca float, align 4
-  %relu1_grad.sum257 = alloca float, align 4
-  %relu1_grad.sum256 = alloca float, align 4
-  %relu1_grad.sum255 = alloca float, align 4
-  %relu1_grad.sum252 = alloca float, align 4
-  %relu1_grad.sum251 = alloca float, align 4
-  %relu1_grad.sum250 = alloca float, align 4
-  %relu1_grad.sum249 = alloca float, align 4
-  %relu1_grad.sum246 = alloca float, align 4
-  %relu1_grad.sum245 = alloca float, align 4
-  %relu1_grad.sum242 = alloca float, align 4
-  %relu1_grad.sum239 = alloca float, align 4
-  %relu1_grad.sum238 = alloca float, align 4
-  %relu1_grad.sum235 = alloca float, align 4
-  %relu1_grad.sum234 = alloca float, align 4
-  %relu1_grad.sum233 = alloca float, align 4
-  %relu1_grad.sum230 = alloca float, align 4
-  %relu1_grad.sum229 = alloca float, align 4
-  %relu1_grad.sum226 = alloca float, align 4
-  br label %relu1_grad.g213
-
-relu1_grad.g213:                                  ; preds = %relu1_grad.j222.end, %entry
-  %relu1_grad.g2131 = phi i64 [ 0, %entry ], [ %g213.next, %relu1_grad.j222.end ]
-  br label %relu1_grad.j214
-
-relu1_grad.g213.end:                              ; preds = %relu1_grad.j222.end
-  ret void
-
-relu1_grad.j214:                                  ; preds = %relu1_grad.f215.end, %relu1_grad.g213
-  %relu1_grad.j2142 = phi i64 [ 0, %relu1_grad.g213 ], [ %j214.next, %relu1_grad.f215.end ]
-  br label %relu1_grad.f215
-
-relu1_grad.j214.end:                              ; preds = %relu1_grad.f215.end
-  call void @mnistnet_train_b64.k23.relu1_grad.gemm221(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %relu1_grad.j222
-
-relu1_grad.f215:                                  ; preds = %relu1_grad.i216.end, %relu1_grad.j214
-  %relu1_grad.f2153 = phi i64 [ 0, %relu1_grad.j214 ], [ %f215.next, %relu1_grad.i216.end ]
-  br label %relu1_grad.i216
-
-relu1_grad.f215.end:                              ; preds = %relu1_grad.i216.end
-  %j214.next = add nsw i64 %relu1_grad.j2142, 1
-  %0 = icmp slt i64 %j214.next, 4
-  br i1 %0, label %relu1_grad.j214, label %relu1_grad.j214.end
-
-relu1_grad.i216:                                  ; preds = %relu1_grad.i216, %relu1_grad.f215
-  %relu1_grad.i2164 = phi i64 [ 0, %relu1_grad.f215 ], [ %i216.next, %relu1_grad.i216 ]
-  %1 = mul nsw i64 %relu1_grad.g2131, 4
-  %2 = add nsw i64 %1, %relu1_grad.j2142
-  %3 = mul nsw i64 %2, 36864
-  %4 = add nsw i64 4351248, %3
-  %5 = mul nsw i64 %relu1_grad.f2153, 576
-  %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %6, %relu1_grad.i2164
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %7
-  %8 = load float, ptr %arena5, align 4
-  %9 = mul nsw i64 %relu1_grad.f2153, 2304
-  %10 = add nsw i64 3835152, %9
-  %11 = mul nsw i64 %relu1_grad.j2142, 576
-  %12 = add nsw i64 %10, %11
-  %13 = add nsw i64 %12, %relu1_grad.i2164
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %13
-  store float %8, ptr %arena6, align 4
-  %i216.next = add nsw i64 %relu1_grad.i2164, 1
-  %14 = icmp slt i64 %i216.next, 576
-  br i1 %14, label %relu1_grad.i216, label %relu1_grad.i216.end
-
-relu1_grad.i216.end:                              ; preds = %relu1_grad.i216
-  %f215.next = add nsw i64 %relu1_grad.f2153, 1
-  %15 = icmp slt i64 %f215.next, 64
-  br i1 %15, label %relu1_grad.f215, label %relu1_grad.f215.end
-
-relu1_grad.j222:                                  ; preds = %relu1_grad.c223.end, %relu1_grad.j214.end
-  %relu1_grad.j2227 = phi i64 [ 0, %relu1_grad.j214.end ], [ %j222.next, %relu1_grad.c223.end ]
-  br label %relu1_grad.c223
-
-relu1_grad.j222.end:                              ; preds = %relu1_grad.c223.end
-  %g213.next = add nsw i64 %relu1_grad.g2131, 1
-  %16 = icmp slt i64 %g213.next, 16
-  br i1 %16, label %relu1_grad.g213, label %relu1_grad.g213.end
-
-relu1_grad.c223:                                  ; preds = %relu1_grad.iy352.end, %relu1_grad.j222
-  %relu1_grad.c2238 = phi i64 [ 0, %relu1_grad.j222 ], [ %c223.next, %relu1_grad.iy352.end ]
-  br label %relu1_grad.iy224
-
-relu1_grad.c223.end:                              ; preds = %relu1_grad.iy352.end
-  %j222.next = add nsw i64 %relu1_grad.j2227, 1
-  %17 = icmp slt i64 %j222.next, 4
-  br i1 %17, label %relu1_grad.j222, label %relu1_grad.j222.end
-
-relu1_grad.iy224:                                 ; preds = %relu1_grad.ix225.end, %relu1_grad.c223
-  %relu1_grad.iy2249 = phi i64 [ 0, %relu1_grad.c223 ], [ %iy224.next, %relu1_grad.ix225.end ]
-  br label %relu1_grad.ix225
-
-relu1_grad.iy224.end:                             ; preds = %relu1_grad.ix225.end
-  br label %relu1_grad.iy227
-
-relu1_grad.ix225:                                 ; preds = %relu1_grad.ix225, %relu1_grad.iy224
-  %relu1_grad.ix22510 = phi i64 [ 0, %relu1_grad.iy224 ], [ %ix225.next, %relu1_grad.ix225 ]
-  %18 = mul nsw i64 %relu1_grad.c2238, 9
-  %19 = mul nsw i64 %18, 2304
-  %20 = add nsw i64 3171600, %19
-  %21 = mul nsw i64 %relu1_grad.j2227, 576
-  %22 = add nsw i64 %20, %21
-  %23 = mul nsw i64 %relu1_grad.iy2249, 24
-  %24 = add nsw i64 %22, %23
-  %25 = add nsw i64 %24, %relu1_grad.ix22510
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %25
-  %26 = load float, ptr %arena11, align 4
-  store float %26, ptr %relu1_grad.sum226, align 4
-  %sum226 = load float, ptr %relu1_grad.sum226, align 4
-  %27 = mul nsw i64 %relu1_grad.g2131, 4
-  %28 = add nsw i64 %27, %relu1_grad.j2227
-  %29 = mul nsw i64 %28, 21632
-  %30 = add nsw i64 1384448, %29
-  %31 = mul nsw i64 %relu1_grad.c2238, 676
-  %32 = add nsw i64 %30, %31
-  %33 = mul nsw i64 %relu1_grad.iy2249, 26
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %34, %relu1_grad.ix22510
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %35
-  store float %sum226, ptr %arena12, align 4
-  %ix225.next = add nsw i64 %relu1_grad.ix22510, 1
-  %36 = icmp slt i64 %ix225.next, 1
-  br i1 %36, label %relu1_grad.ix225, label %relu1_grad.ix225.end
-
-relu1_grad.ix225.end:                             ; preds = %relu1_grad.ix225
-  %iy224.next = add nsw i64 %relu1_grad.iy2249, 1
-  %37 = icmp slt i64 %iy224.next, 1
-  br i1 %37, label %relu1_grad.iy224, label %relu1_grad.iy224.end
-
-relu1_grad.iy227:                                 ; preds = %relu1_grad.ix228.end, %relu1_grad.iy224.end
-  %relu1_grad.iy22713 = phi i64 [ 0, %relu1_grad.iy224.end ], [ %iy227.next, %relu1_grad.ix228.end ]
-  br label %relu1_grad.ix228
-
-relu1_grad.iy227.end:                             ; preds = %relu1_grad.ix228.end
-  br label %relu1_grad.iy231
-
-relu1_grad.ix228:                                 ; preds = %relu1_grad.ix228, %relu1_grad.iy227
-  %relu1_grad.ix22814 = phi i64 [ 0, %relu1_grad.iy227 ], [ %ix228.next, %relu1_grad.ix228 ]
-  %38 = mul nsw i64 %relu1_grad.c2238, 9
-  %39 = mul nsw i64 %38, 2304
-  %40 = add nsw i64 3171600, %39
-  %41 = mul nsw i64 %relu1_grad.j2227, 576
-  %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %relu1_grad.iy22713, 24
-  %44 = add nsw i64 %42, %43
-  %45 = add nsw i64 %44, 1
-  %46 = add nsw i64 %45, %relu1_grad.ix22814
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %46
-  %47 = load float, ptr %arena15, align 4
-  store float %47, ptr %relu1_grad.sum229, align 4
-  %sum229 = load float, ptr %relu1_grad.sum229, align 4
-  %48 = mul nsw i64 %relu1_grad.c2238, 9
-  %49 = add nsw i64 %48, 1
-  %50 = mul nsw i64 %49, 2304
-  %51 = add nsw i64 3171600, %50
-  %52 = mul nsw i64 %relu1_grad.j2227, 576
-  %53 = add nsw i64 %51, %52
-  %54 = mul nsw i64 %relu1_grad.iy22713, 24
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %55, %relu1_grad.ix22814
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load float, ptr %arena16, align 4
-  %58 = fadd float %sum229, %57
-  store float %58, ptr %relu1_grad.sum230, align 4
-  %sum230 = load float, ptr %relu1_grad.sum230, align 4
-  %59 = mul nsw i64 %relu1_grad.g2131, 4
-  %60 = add nsw i64 %59, %relu1_grad.j2227
-  %61 = mul nsw i64 %60, 21632
-  %62 = add nsw i64 1384448, %61
-  %63 = mul nsw i64 %relu1_grad.c2238, 676
-  %64 = add nsw i64 %62, %63
-  %65 = mul nsw i64 %relu1_grad.iy22713, 26
-  %66 = add nsw i64 %64, %65
-  %67 = add nsw i64 %66, 1
-  %68 = add nsw i64 %67, %relu1_grad.ix22814
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %68
-  store float %sum230, ptr %arena17, align 4
-  %ix228.next = add nsw i64 %relu1_grad.ix22814, 1
-  %69 = icmp slt i64 %ix228.next, 1
-  br i1 %69, label %relu1_grad.ix228, label %relu1_grad.ix228.end
-
-relu1_grad.ix228.end:                             ; preds = %relu1_grad.ix228
-  %iy227.next = add nsw i64 %relu1_grad.iy22713, 1
-  %70 = icmp slt i64 %iy227.next, 1
-  br i1 %70, label %relu1_grad.iy227, label %relu1_grad.iy227.end
-
-relu1_grad.iy231:                                 ; preds = %relu1_grad.ix232.end, %relu1_grad.iy227.end
-  %relu1_grad.iy23118 = phi i64 [ 0, %relu1_grad.iy227.end ], [ %iy231.next, %relu1_grad.ix232.end ]
-  br label %relu1_grad.ix232
-
-relu1_grad.iy231.end:                             ; preds = %relu1_grad.ix232.end
-  br label %relu1_grad.iy236
-
-relu1_grad.ix232:                                 ; preds = %relu1_grad.ix232, %relu1_grad.iy231
-  %relu1_grad.ix23219 = phi i64 [ 0, %relu1_grad.iy231 ], [ %ix232.next, %relu1_grad.ix232 ]
-  %71 = mul nsw i64 %relu1_grad.c2238, 9
-  %72 = mul nsw i64 %71, 2304
-  %73 = add nsw i64 3171600, %72
-  %74 = mul nsw i64 %relu1_grad.j2227, 576
-  %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %relu1_grad.iy23118, 24
-  %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, 2
-  %79 = add nsw i64 %78, %relu1_grad.ix23219
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena20, align 4
-  store float %80, ptr %relu1_grad.sum233, align 4
-  %sum233 = load float, ptr %relu1_grad.sum233, align 4
-  %81 = mul nsw i64 %relu1_grad.c2238, 9
-  %82 = add nsw i64 %81, 1
-  %83 = mul nsw i64 %82, 2304
-  %84 = add nsw i64 3171600, %83
-  %85 = mul nsw i64 %relu1_grad.j2227, 576
-  %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %relu1_grad.iy23118, 24
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, 1
-  %90 = add nsw i64 %89, %relu1_grad.ix23219
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %90
-  %91 = load float, ptr %arena21, align 4
-  %92 = fadd float %sum233, %91
-  store float %92, ptr %relu1_grad.sum234, align 4
-  %sum234 = load float, ptr %relu1_grad.sum234, align 4
-  %93 = mul nsw i64 %relu1_grad.c2238, 9
-  %94 = add nsw i64 %93, 2
-  %95 = mul nsw i64 %94, 2304
-  %96 = add nsw i64 3171600, %95
-  %97 = mul nsw i64 %relu1_grad.j2227, 576
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %relu1_grad.iy23118, 24
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %relu1_grad.ix23219
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %101
-  %102 = load float, ptr %arena22, align 4
-  %103 = fadd float %sum234, %102
-  store float %103, ptr %relu1_grad.sum235, align 4
-  %sum235 = load float, ptr %relu1_grad.sum235, align 4
-  %104 = mul nsw i64 %relu1_grad.g2131, 4
-  %105 = add nsw i64 %104, %relu1_grad.j2227
-  %106 = mul nsw i64 %105, 21632
-  %107 = add nsw i64 1384448, %106
-  %108 = mul nsw i64 %relu1_grad.c2238, 676
-  %109 = add nsw i64 %107, %108
-  %110 = mul nsw i64 %relu1_grad.iy23118, 26
-  %111 = add nsw i64 %109, %110
-  %112 = add nsw i64 %111, 2
-  %113 = add nsw i64 %112, %relu1_grad.ix23219
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %113
-  store float %sum235, ptr %arena23, align 4
-  %ix232.next = add nsw i64 %relu1_grad.ix23219, 1
-  %114 = icmp slt i64 %ix232.next, 22
-  br i1 %114, label %relu1_grad.ix232, label %relu1_grad.ix232.end
-
-relu1_grad.ix232.end:                             ; preds = %relu1_grad.ix232
-  %iy231.next = add nsw i64 %relu1_grad.iy23118, 1
-  %115 = icmp slt i64 %iy231.next, 1
-  br i1 %115, label %relu1_grad.iy231, label %relu1_grad.iy231.end
-
-relu1_grad.iy236:                                 ; preds = %relu1_grad.ix237.end, %relu1_grad.iy231.end
-  %relu1_grad.iy23624 = phi i64 [ 0, %relu1_grad.iy231.end ], [ %iy236.next, %relu1_grad.ix237.end ]
-  br label %relu1_grad.ix237
-
-relu1_grad.iy236.end:                             ; preds = %relu1_grad.ix237.end
-  br label %relu1_grad.iy240
-
-relu1_grad.ix237:                                 ; preds = %relu1_grad.ix237, %relu1_grad.iy236
-  %relu1_grad.ix23725 = phi i64 [ 0, %relu1_grad.iy236 ], [ %ix237.next, %relu1_grad.ix237 ]
-  %116 = mul nsw i64 %relu1_grad.c2238, 9
-  %117 = add nsw i64 %116, 1
-  %118 = mul nsw i64 %117, 2304
-  %119 = add nsw i64 3171600, %118
-  %120 = mul nsw i64 %relu1_grad.j2227, 576
-  %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %relu1_grad.iy23624, 24
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, 23
-  %125 = add nsw i64 %124, %relu1_grad.ix23725
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %125
-  %126 = load float, ptr %arena26, align 4
-  store float %126, ptr %relu1_grad.sum238, align 4
-  %sum238 = load float, ptr %relu1_grad.sum238, align 4
-  %127 = mul nsw i64 %relu1_grad.c2238, 9
-  %128 = add nsw i64 %127, 2
-  %129 = mul nsw i64 %128, 2304
-  %130 = add nsw i64 3171600, %129
-  %131 = mul nsw i64 %relu1_grad.j2227, 576
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %relu1_grad.iy23624, 24
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, 22
-  %136 = add nsw i64 %135, %relu1_grad.ix23725
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena27, align 4
-  %138 = fadd float %sum238, %137
-  store float %138, ptr %relu1_grad.sum239, align 4
-  %sum239 = load float, ptr %relu1_grad.sum239, align 4
-  %139 = mul nsw i64 %relu1_grad.g2131, 4
-  %140 = add nsw i64 %139, %relu1_grad.j2227
-  %141 = mul nsw i64 %140, 21632
-  %142 = add nsw i64 1384448, %141
-  %143 = mul nsw i64 %relu1_grad.c2238, 676
-  %144 = add nsw i64 %142, %143
-  %145 = mul nsw i64 %relu1_grad.iy23624, 26
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 %146, 24
-  %148 = add nsw i64 %147, %relu1_grad.ix23725
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %148
-  store float %sum239, ptr %arena28, align 4
-  %ix237.next = add nsw i64 %relu1_grad.ix23725, 1
-  %149 = icmp slt i64 %ix237.next, 1
-  br i1 %149, label %relu1_grad.ix237, label %relu1_grad.ix237.end
-
-relu1_grad.ix237.end:                             ; preds = %relu1_grad.ix237
-  %iy236.next = add nsw i64 %relu1_grad.iy23624, 1
-  %150 = icmp slt i64 %iy236.next, 1
-  br i1 %150, label %relu1_grad.iy236, label %relu1_grad.iy236.end
-
-relu1_grad.iy240:                                 ; preds = %relu1_grad.ix241.end, %relu1_grad.iy236.end
-  %relu1_grad.iy24029 = phi i64 [ 0, %relu1_grad.iy236.end ], [ %iy240.next, %relu1_grad.ix241.end ]
-  br label %relu1_grad.ix241
-
-relu1_grad.iy240.end:                             ; preds = %relu1_grad.ix241.end
-  br label %relu1_grad.iy243
-
-relu1_grad.ix241:                                 ; preds = %relu1_grad.ix241, %relu1_grad.iy240
-  %relu1_grad.ix24130 = phi i64 [ 0, %relu1_grad.iy240 ], [ %ix241.next, %relu1_grad.ix241 ]
-  %151 = mul nsw i64 %relu1_grad.c2238, 9
-  %152 = add nsw i64 %151, 2
-  %153 = mul nsw i64 %152, 2304
-  %154 = add nsw i64 3171600, %153
-  %155 = mul nsw i64 %relu1_grad.j2227, 576
-  %156 = add nsw i64 %154, %155
-  %157 = mul nsw i64 %relu1_grad.iy24029, 24
-  %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, 23
-  %160 = add nsw i64 %159, %relu1_grad.ix24130
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %160
-  %161 = load float, ptr %arena31, align 4
-  store float %161, ptr %relu1_grad.sum242, align 4
-  %sum242 = load float, ptr %relu1_grad.sum242, align 4
-  %162 = mul nsw i64 %relu1_grad.g2131, 4
-  %163 = add nsw i64 %162, %relu1_grad.j2227
-  %164 = mul nsw i64 %163, 21632
-  %165 = add nsw i64 1384448, %164
-  %166 = mul nsw i64 %relu1_grad.c2238, 676
-  %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %relu1_grad.iy24029, 26
-  %169 = add nsw i64 %167, %168
-  %170 = add nsw i64 %169, 25
-  %171 = add nsw i64 %170, %relu1_grad.ix24130
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %171
-  store float %sum242, ptr %arena32, align 4
-  %ix241.next = add nsw i64 %relu1_grad.ix24130, 1
-  %172 = icmp slt i64 %ix241.next, 1
-  br i1 %172, label %relu1_grad.ix241, label %relu1_grad.ix241.end
-
-relu1_grad.ix241.end:                             ; preds = %relu1_grad.ix241
-  %iy240.next = add nsw i64 %relu1_grad.iy24029, 1
-  %173 = icmp slt i64 %iy240.next, 1
-  br i1 %173, label %relu1_grad.iy240, label %relu1_grad.iy240.end
-
-relu1_grad.iy243:                                 ; preds = %relu1_grad.ix244.end, %relu1_grad.iy240.end
-  %relu1_grad.iy24333 = phi i64 [ 0, %relu1_grad.iy240.end ], [ %iy243.next, %relu1_grad.ix244.end ]
-  br label %relu1_grad.ix244
-
-relu1_grad.iy243.end:                             ; preds = %relu1_grad.ix244.end
-  br label %relu1_grad.iy247
-
-relu1_grad.ix244:                                 ; preds = %relu1_grad.ix244, %relu1_grad.iy243
-  %relu1_grad.ix24434 = phi i64 [ 0, %relu1_grad.iy243 ], [ %ix244.next, %relu1_grad.ix244 ]
-  %174 = mul nsw i64 %relu1_grad.c2238, 9
-  %175 = mul nsw i64 %174, 2304
-  %176 = add nsw i64 3171600, %175
-  %177 = mul nsw i64 %relu1_grad.j2227, 576
-  %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %relu1_grad.iy24333, 1
-  %180 = mul nsw i64 %179, 24
-  %181 = add nsw i64 %178, %180
-  %182 = add nsw i64 %181, %relu1_grad.ix24434
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %182
-  %183 = load float, ptr %arena35, align 4
-  store float %183, ptr %relu1_grad.sum245, align 4
-  %sum245 = load float, ptr %relu1_grad.sum245, align 4
-  %184 = mul nsw i64 %relu1_grad.c2238, 9
-  %185 = add nsw i64 %184, 3
-  %186 = mul nsw i64 %185, 2304
-  %187 = add nsw i64 3171600, %186
-  %188 = mul nsw i64 %relu1_grad.j2227, 576
-  %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %relu1_grad.iy24333, 1
-  %191 = add nsw i64 %190, -1
-  %192 = mul nsw i64 %191, 24
-  %193 = add nsw i64 %189, %192
-  %194 = add nsw i64 %193, %relu1_grad.ix24434
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %194
-  %195 = load float, ptr %arena36, align 4
-  %196 = fadd float %sum245, %195
-  store float %196, ptr %relu1_grad.sum246, align 4
-  %sum246 = load float, ptr %relu1_grad.sum246, align 4
-  %197 = mul nsw i64 %relu1_grad.g2131, 4
-  %198 = add nsw i64 %197, %relu1_grad.j2227
-  %199 = mul nsw i64 %198, 21632
-  %200 = add nsw i64 1384448, %199
-  %201 = mul nsw i64 %relu1_grad.c2238, 676
-  %202 = add nsw i64 %200, %201
-  %203 = add nsw i64 %relu1_grad.iy24333, 1
-  %204 = mul nsw i64 %203, 26
-  %205 = add nsw i64 %202, %204
-  %206 = add nsw i64 %205, %relu1_grad.ix24434
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %sum246, ptr %arena37, align 4
-  %ix244.next = add nsw i64 %relu1_grad.ix24434, 1
-  %207 = icmp slt i64 %ix244.next, 1
-  br i1 %207, label %relu1_grad.ix244, label %relu1_grad.ix244.end
-
-relu1_grad.ix244.end:                             ; preds = %relu1_grad.ix244
-  %iy243.next = add nsw i64 %relu1_grad.iy24333, 1
-  %208 = icmp slt i64 %iy243.next, 1
-  br i1 %208, label %relu1_grad.iy243, label %relu1_grad.iy243.end
-
-relu1_grad.iy247:                                 ; preds = %relu1_grad.ix248.end, %relu1_grad.iy243.end
-  %relu1_grad.iy24738 = phi i64 [ 0, %relu1_grad.iy243.end ], [ %iy247.next, %relu1_grad.ix248.end ]
-  br label %relu1_grad.ix248
-
-relu1_grad.iy247.end:                             ; preds = %relu1_grad.ix248.end
-  br label %relu1_grad.iy253
-
-relu1_grad.ix248:                                 ; preds = %relu1_grad.ix248, %relu1_grad.iy247
-  %relu1_grad.ix24839 = phi i64 [ 0, %relu1_grad.iy247 ], [ %ix248.next, %relu1_grad.ix248 ]
-  %209 = mul nsw i64 %relu1_grad.c2238, 9
-  %210 = mul nsw i64 %209, 2304
-  %211 = add nsw i64 3171600, %210
-  %212 = mul nsw i64 %relu1_grad.j2227, 576
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %relu1_grad.iy24738, 1
-  %215 = mul nsw i64 %214, 24
-  %216 = add nsw i64 %213, %215
-  %217 = add nsw i64 %216, 1
-  %218 = add nsw i64 %217, %relu1_grad.ix24839
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena40, align 4
-  store float %219, ptr %relu1_grad.sum249, align 4
-  %sum249 = load float, ptr %relu1_grad.sum249, align 4
-  %220 = mul nsw i64 %relu1_grad.c2238, 9
-  %221 = add nsw i64 %220, 1
-  %222 = mul nsw i64 %221, 2304
-  %223 = add nsw i64 3171600, %222
-  %224 = mul nsw i64 %relu1_grad.j2227, 576
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %relu1_grad.iy24738, 1
-  %227 = mul nsw i64 %226, 24
-  %228 = add nsw i64 %225, %227
-  %229 = add nsw i64 %228, %relu1_grad.ix24839
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %229
-  %230 = load float, ptr %arena41, align 4
-  %231 = fadd float %sum249, %230
-  store float %231, ptr %relu1_grad.sum250, align 4
-  %sum250 = load float, ptr %relu1_grad.sum250, align 4
-  %232 = mul nsw i64 %relu1_grad.c2238, 9
-  %233 = add nsw i64 %232, 3
-  %234 = mul nsw i64 %233, 2304
-  %235 = add nsw i64 3171600, %234
-  %236 = mul nsw i64 %relu1_grad.j2227, 576
-  %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %relu1_grad.iy24738, 1
-  %239 = add nsw i64 %238, -1
-  %240 = mul nsw i64 %239, 24
-  %241 = add nsw i64 %237, %240
-  %242 = add nsw i64 %241, 1
-  %243 = add nsw i64 %242, %relu1_grad.ix24839
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena42, align 4
-  %245 = fadd float %sum250, %244
-  store float %245, ptr %relu1_grad.sum251, align 4
-  %sum251 = load float, ptr %relu1_grad.sum251, align 4
-  %246 = mul nsw i64 %relu1_grad.c2238, 9
-  %247 = add nsw i64 %246, 4
-  %248 = mul nsw i64 %247, 2304
-  %249 = add nsw i64 3171600, %248
-  %250 = mul nsw i64 %relu1_grad.j2227, 576
-  %251 = add nsw i64 %249, %250
-  %252 = add nsw i64 %relu1_grad.iy24738, 1
-  %253 = add nsw i64 %252, -1
-  %254 = mul nsw i64 %253, 24
-  %255 = add nsw i64 %251, %254
-  %256 = add nsw i64 %255, %relu1_grad.ix24839
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %256
-  %257 = load float, ptr %arena43, align 4
-  %258 = fadd float %sum251, %257
-  store float %258, ptr %relu1_grad.sum252, align 4
-  %sum252 = load float, ptr %relu1_grad.sum252, align 4
-  %259 = mul nsw i64 %relu1_grad.g2131, 4
-  %260 = add nsw i64 %259, %relu1_grad.j2227
-  %261 = mul nsw i64 %260, 21632
-  %262 = add nsw i64 1384448, %261
-  %263 = mul nsw i64 %relu1_grad.c2238, 676
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 %relu1_grad.iy24738, 1
-  %266 = mul nsw i64 %265, 26
-  %267 = add nsw i64 %264, %266
-  %268 = add nsw i64 %267, 1
-  %269 = add nsw i64 %268, %relu1_grad.ix24839
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %269
-  store float %sum252, ptr %arena44, align 4
-  %ix248.next = add nsw i64 %relu1_grad.ix24839, 1
-  %270 = icmp slt i64 %ix248.next, 1
-  br i1 %270, label %relu1_grad.ix248, label %relu1_grad.ix248.end
-
-relu1_grad.ix248.end:                             ; preds = %relu1_grad.ix248
-  %iy247.next = add nsw i64 %relu1_grad.iy24738, 1
-  %271 = icmp slt i64 %iy247.next, 1
-  br i1 %271, label %relu1_grad.iy247, label %relu1_grad.iy247.end
-
-relu1_grad.iy253:                                 ; preds = %relu1_grad.ix254.end, %relu1_grad.iy247.end
-  %relu1_grad.iy25345 = phi i64 [ 0, %relu1_grad.iy247.end ], [ %iy253.next, %relu1_grad.ix254.end ]
-  br label %relu1_grad.ix254
-
-relu1_grad.iy253.end:                             ; preds = %relu1_grad.ix254.end
-  br label %relu1_grad.iy261
-
-relu1_grad.ix254:                                 ; preds = %relu1_grad.ix254, %relu1_grad.iy253
-  %relu1_grad.ix25446 = phi i64 [ 0, %relu1_grad.iy253 ], [ %ix254.next, %relu1_grad.ix254 ]
-  %272 = mul nsw i64 %relu1_grad.c2238, 9
-  %273 = mul nsw i64 %272, 2304
-  %274 = add nsw i64 3171600, %273
-  %275 = mul nsw i64 %relu1_grad.j2227, 576
-  %276 = add nsw i64 %274, %275
-  %277 = add nsw i64 %relu1_grad.iy25345, 1
-  %278 = mul nsw i64 %277, 24
-  %279 = add nsw i64 %276, %278
-  %280 = add nsw i64 %279, 2
-  %281 = add nsw i64 %280, %relu1_grad.ix25446
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load float, ptr %arena47, align 4
-  store float %282, ptr %relu1_grad.sum255, align 4
-  %sum255 = load float, ptr %relu1_grad.sum255, align 4
-  %283 = mul nsw i64 %relu1_grad.c2238, 9
-  %284 = add nsw i64 %283, 1
-  %285 = mul nsw i64 %284, 2304
-  %286 = add nsw i64 3171600, %285
-  %287 = mul nsw i64 %relu1_grad.j2227, 576
-  %288 = add nsw i64 %286, %287
-  %289 = add nsw i64 %relu1_grad.iy25345, 1
-  %290 = mul nsw i64 %289, 24
-  %291 = add nsw i64 %288, %290
-  %292 = add nsw i64 %291, 1
-  %293 = add nsw i64 %292, %relu1_grad.ix25446
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load float, ptr %arena48, align 4
-  %295 = fadd float %sum255, %294
-  store float %295, ptr %relu1_grad.sum256, align 4
-  %sum256 = load float, ptr %relu1_grad.sum256, align 4
-  %296 = mul nsw i64 %relu1_grad.c2238, 9
-  %297 = add nsw i64 %296, 2
-  %298 = mul nsw i64 %297, 2304
-  %299 = add nsw i64 3171600, %298
-  %300 = mul nsw i64 %relu1_grad.j2227, 576
-  %301 = add nsw i64 %299, %300
-  %302 = add nsw i64 %relu1_grad.iy25345, 1
-  %303 = mul nsw i64 %302, 24
-  %304 = add nsw i64 %301, %303
-  %305 = add nsw i64 %304, %relu1_grad.ix25446
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load float, ptr %arena49, align 4
-  %307 = fadd float %sum256, %306
-  store float %307, ptr %relu1_grad.sum257, align 4
-  %sum257 = load float, ptr %relu1_grad.sum257, align 4
-  %308 = mul nsw i64 %relu1_grad.c2238, 9
-  %309 = add nsw i64 %308, 3
-  %310 = mul nsw i64 %309, 2304
-  %311 = add nsw i64 3171600, %310
-  %312 = mul nsw i64 %relu1_grad.j2227, 576
-  %313 = add nsw i64 %311, %312
-  %314 = add nsw i64 %relu1_grad.iy25345, 1
-  %315 = add nsw i64 %314, -1
-  %316 = mul nsw i64 %315, 24
-  %317 = add nsw i64 %313, %316
-  %318 = add nsw i64 %317, 2
-  %319 = add nsw i64 %318, %relu1_grad.ix25446
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %319
-  %320 = load float, ptr %arena50, align 4
-  %321 = fadd float %sum257, %320
-  store float %321, ptr %relu1_grad.sum258, align 4
-  %sum258 = load float, ptr %relu1_grad.sum258, align 4
-  %322 = mul nsw i64 %relu1_grad.c2238, 9
-  %323 = add nsw i64 %322, 4
-  %324 = mul nsw i64 %323, 2304
-  %325 = add nsw i64 3171600, %324
-  %326 = mul nsw i64 %relu1_grad.j2227, 576
-  %327 = add nsw i64 %325, %326
-  %328 = add nsw i64 %relu1_grad.iy25345, 1
-  %329 = add nsw i64 %328, -1
-  %330 = mul nsw i64 %329, 24
-  %331 = add nsw i64 %327, %330
-  %332 = add nsw i64 %331, 1
-  %333 = add nsw i64 %332, %relu1_grad.ix25446
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena51, align 4
-  %335 = fadd float %sum258, %334
-  store float %335, ptr %relu1_grad.sum259, align 4
-  %sum259 = load float, ptr %relu1_grad.sum259, align 4
-  %336 = mul nsw i64 %relu1_grad.c2238, 9
-  %337 = add nsw i64 %336, 5
-  %338 = mul nsw i64 %337, 2304
-  %339 = add nsw i64 3171600, %338
-  %340 = mul nsw i64 %relu1_grad.j2227, 576
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %relu1_grad.iy25345, 1
-  %343 = add nsw i64 %342, -1
-  %344 = mul nsw i64 %343, 24
-  %345 = add nsw i64 %341, %344
-  %346 = add nsw i64 %345, %relu1_grad.ix25446
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %346
-  %347 = load float, ptr %arena52, align 4
-  %348 = fadd float %sum259, %347
-  store float %348, ptr %relu1_grad.sum260, align 4
-  %sum260 = load float, ptr %relu1_grad.sum260, align 4
-  %349 = mul nsw i64 %relu1_grad.g2131, 4
-  %350 = add nsw i64 %349, %relu1_grad.j2227
-  %351 = mul nsw i64 %350, 21632
-  %352 = add nsw i64 1384448, %351
-  %353 = mul nsw i64 %relu1_grad.c2238, 676
-  %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %relu1_grad.iy25345, 1
-  %356 = mul nsw i64 %355, 26
-  %357 = add nsw i64 %354, %356
-  %358 = add nsw i64 %357, 2
-  %359 = add nsw i64 %358, %relu1_grad.ix25446
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %359
-  store float %sum260, ptr %arena53, align 4
-  %ix254.next = add nsw i64 %relu1_grad.ix25446, 1
-  %360 = icmp slt i64 %ix254.next, 22
-  br i1 %360, label %relu1_grad.ix254, label %relu1_grad.ix254.end
-
-relu1_grad.ix254.end:                             ; preds = %relu1_grad.ix254
-  %iy253.next = add nsw i64 %relu1_grad.iy25345, 1
-  %361 = icmp slt i64 %iy253.next, 1
-  br i1 %361, label %relu1_grad.iy253, label %relu1_grad.iy253.end
-
-relu1_grad.iy261:                                 ; preds = %relu1_grad.ix262.end, %relu1_grad.iy253.end
-  %relu1_grad.iy26154 = phi i64 [ 0, %relu1_grad.iy253.end ], [ %iy261.next, %relu1_grad.ix262.end ]
-  br label %relu1_grad.ix262
-
-relu1_grad.iy261.end:                             ; preds = %relu1_grad.ix262.end
-  br label %relu1_grad.iy267
-
-relu1_grad.ix262:                                 ; preds = %relu1_grad.ix262, %relu1_grad.iy261
-  %relu1_grad.ix26255 = phi i64 [ 0, %relu1_grad.iy261 ], [ %ix262.next, %relu1_grad.ix262 ]
-  %362 = mul nsw i64 %relu1_grad.c2238, 9
-  %363 = add nsw i64 %362, 1
-  %364 = mul nsw i64 %363, 2304
-  %365 = add nsw i64 3171600, %364
-  %366 = mul nsw i64 %relu1_grad.j2227, 576
-  %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 %relu1_grad.iy26154, 1
-  %369 = mul nsw i64 %368, 24
-  %370 = add nsw i64 %367, %369
-  %371 = add nsw i64 %370, 23
-  %372 = add nsw i64 %371, %relu1_grad.ix26255
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %372
-  %373 = load float, ptr %arena56, align 4
-  store float %373, ptr %relu1_grad.sum263, align 4
-  %sum263 = load float, ptr %relu1_grad.sum263, align 4
-  %374 = mul nsw i64 %relu1_grad.c2238, 9
-  %375 = add nsw i64 %374, 2
-  %376 = mul nsw i64 %375, 2304
-  %377 = add nsw i64 3171600, %376
-  %378 = mul nsw i64 %relu1_grad.j2227, 576
-  %379 = add nsw i64 %377, %378
-  %380 = add nsw i64 %relu1_grad.iy26154, 1
-  %381 = mul nsw i64 %380, 24
-  %382 = add nsw i64 %379, %381
-  %383 = add nsw i64 %382, 22
-  %384 = add nsw i64 %383, %relu1_grad.ix26255
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %384
-  %385 = load float, ptr %arena57, align 4
-  %386 = fadd float %sum263, %385
-  store float %386, ptr %relu1_grad.sum264, align 4
-  %sum264 = load float, ptr %relu1_grad.sum264, align 4
-  %387 = mul nsw i64 %relu1_grad.c2238, 9
-  %388 = add nsw i64 %387, 4
-  %389 = mul nsw i64 %388, 2304
-  %390 = add nsw i64 3171600, %389
-  %391 = mul nsw i64 %relu1_grad.j2227, 576
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %relu1_grad.iy26154, 1
-  %394 = add nsw i64 %393, -1
-  %395 = mul nsw i64 %394, 24
-  %396 = add nsw i64 %392, %395
-  %397 = add nsw i64 %396, 23
-  %398 = add nsw i64 %397, %relu1_grad.ix26255
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %398
-  %399 = load float, ptr %arena58, align 4
-  %400 = fadd float %sum264, %399
-  store float %400, ptr %relu1_grad.sum265, align 4
-  %sum265 = load float, ptr %relu1_grad.sum265, align 4
-  %401 = mul nsw i64 %relu1_grad.c2238, 9
-  %402 = add nsw i64 %401, 5
-  %403 = mul nsw i64 %402, 2304
-  %404 = add nsw i64 3171600, %403
-  %405 = mul nsw i64 %relu1_grad.j2227, 576
-  %406 = add nsw i64 %404, %405
-  %407 = add nsw i64 %relu1_grad.iy26154, 1
-  %408 = add nsw i64 %407, -1
-  %409 = mul nsw i64 %408, 24
-  %410 = add nsw i64 %406, %409
-  %411 = add nsw i64 %410, 22
-  %412 = add nsw i64 %411, %relu1_grad.ix26255
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena59, align 4
-  %414 = fadd float %sum265, %413
-  store float %414, ptr %relu1_grad.sum266, align 4
-  %sum266 = load float, ptr %relu1_grad.sum266, align 4
-  %415 = mul nsw i64 %relu1_grad.g2131, 4
-  %416 = add nsw i64 %415, %relu1_grad.j2227
-  %417 = mul nsw i64 %416, 21632
-  %418 = add nsw i64 1384448, %417
-  %419 = mul nsw i64 %relu1_grad.c2238, 676
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 %relu1_grad.iy26154, 1
-  %422 = mul nsw i64 %421, 26
-  %423 = add nsw i64 %420, %422
-  %424 = add nsw i64 %423, 24
-  %425 = add nsw i64 %424, %relu1_grad.ix26255
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %425
-  store float %sum266, ptr %arena60, align 4
-  %ix262.next = add nsw i64 %relu1_grad.ix26255, 1
-  %426 = icmp slt i64 %ix262.next, 1
-  br i1 %426, label %relu1_grad.ix262, label %relu1_grad.ix262.end
-
-relu1_grad.ix262.end:                             ; preds = %relu1_grad.ix262
-  %iy261.next = add nsw i64 %relu1_grad.iy26154, 1
-  %427 = icmp slt i64 %iy261.next, 1
-  br i1 %427, label %relu1_grad.iy261, label %relu1_grad.iy261.end
-
-relu1_grad.iy267:                                 ; preds = %relu1_grad.ix268.end, %relu1_grad.iy261.end
-  %relu1_grad.iy26761 = phi i64 [ 0, %relu1_grad.iy261.end ], [ %iy267.next, %relu1_grad.ix268.end ]
-  br label %relu1_grad.ix268
-
-relu1_grad.iy267.end:                             ; preds = %relu1_grad.ix268.end
-  br label %relu1_grad.iy271
-
-relu1_grad.ix268:                                 ; preds = %relu1_grad.ix268, %relu1_grad.iy267
-  %relu1_grad.ix26862 = phi i64 [ 0, %relu1_grad.iy267 ], [ %ix268.next, %relu1_grad.ix268 ]
-  %428 = mul nsw i64 %relu1_grad.c2238, 9
-  %429 = add nsw i64 %428, 2
-  %430 = mul nsw i64 %429, 2304
-  %431 = add nsw i64 3171600, %430
-  %432 = mul nsw i64 %relu1_grad.j2227, 576
-  %433 = add nsw i64 %431, %432
-  %434 = add nsw i64 %relu1_grad.iy26761, 1
-  %435 = mul nsw i64 %434, 24
-  %436 = add nsw i64 %433, %435
-  %437 = add nsw i64 %436, 23
-  %438 = add nsw i64 %437, %relu1_grad.ix26862
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %438
-  %439 = load float, ptr %arena63, align 4
-  store float %439, ptr %relu1_grad.sum269, align 4
-  %sum269 = load float, ptr %relu1_grad.sum269, align 4
-  %440 = mul nsw i64 %relu1_grad.c2238, 9
-  %441 = add nsw i64 %440, 5
-  %442 = mul nsw i64 %441, 2304
-  %443 = add nsw i64 3171600, %442
-  %444 = mul nsw i64 %relu1_grad.j2227, 576
-  %445 = add nsw i64 %443, %444
-  %446 = add nsw i64 %relu1_grad.iy26761, 1
-  %447 = add nsw i64 %446, -1
-  %448 = mul nsw i64 %447, 24
-  %449 = add nsw i64 %445, %448
-  %450 = add nsw i64 %449, 23
-  %451 = add nsw i64 %450, %relu1_grad.ix26862
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %451
-  %452 = load float, ptr %arena64, align 4
-  %453 = fadd float %sum269, %452
-  store float %453, ptr %relu1_grad.sum270, align 4
-  %sum270 = load float, ptr %relu1_grad.sum270, align 4
-  %454 = mul nsw i64 %relu1_grad.g2131, 4
-  %455 = add nsw i64 %454, %relu1_grad.j2227
-  %456 = mul nsw i64 %455, 21632
-  %457 = add nsw i64 1384448, %456
-  %458 = mul nsw i64 %relu1_grad.c2238, 676
-  %459 = add nsw i64 %457, %458
-  %460 = add nsw i64 %relu1_grad.iy26761, 1
-  %461 = mul nsw i64 %460, 26
-  %462 = add nsw i64 %459, %461
-  %463 = add nsw i64 %462, 25
-  %464 = add nsw i64 %463, %relu1_grad.ix26862
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %464
-  store float %sum270, ptr %arena65, align 4
-  %ix268.next = add nsw i64 %relu1_grad.ix26862, 1
-  %465 = icmp slt i64 %ix268.next, 1
-  br i1 %465, label %relu1_grad.ix268, label %relu1_grad.ix268.end
-
-relu1_grad.ix268.end:                             ; preds = %relu1_grad.ix268
-  %iy267.next = add nsw i64 %relu1_grad.iy26761, 1
-  %466 = icmp slt i64 %iy267.next, 1
-  br i1 %466, label %relu1_grad.iy267, label %relu1_grad.iy267.end
-
-relu1_grad.iy271:                                 ; preds = %relu1_grad.ix272.end, %relu1_grad.iy267.end
-  %relu1_grad.iy27166 = phi i64 [ 0, %relu1_grad.iy267.end ], [ %iy271.next, %relu1_grad.ix272.end ]
-  br label %relu1_grad.ix272
-
-relu1_grad.iy271.end:                             ; preds = %relu1_grad.ix272.end
-  br label %relu1_grad.iy276
-
-relu1_grad.ix272:                                 ; preds = %relu1_grad.ix272, %relu1_grad.iy271
-  %relu1_grad.ix27267 = phi i64 [ 0, %relu1_grad.iy271 ], [ %ix272.next, %relu1_grad.ix272 ]
-  %467 = mul nsw i64 %relu1_grad.c2238, 9
-  %468 = mul nsw i64 %467, 2304
-  %469 = add nsw i64 3171600, %468
-  %470 = mul nsw i64 %relu1_grad.j2227, 576
-  %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %relu1_grad.iy27166, 2
-  %473 = mul nsw i64 %472, 24
-  %474 = add nsw i64 %471, %473
-  %475 = add nsw i64 %474, %relu1_grad.ix27267
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %475
-  %476 = load float, ptr %arena68, align 4
-  store float %476, ptr %relu1_grad.sum273, align 4
-  %sum273 = load float, ptr %relu1_grad.sum273, align 4
-  %477 = mul nsw i64 %relu1_grad.c2238, 9
-  %478 = add nsw i64 %477, 3
-  %479 = mul nsw i64 %478, 2304
-  %480 = add nsw i64 3171600, %479
-  %481 = mul nsw i64 %relu1_grad.j2227, 576
-  %482 = add nsw i64 %480, %481
-  %483 = add nsw i64 %relu1_grad.iy27166, 2
-  %484 = add nsw i64 %483, -1
-  %485 = mul nsw i64 %484, 24
-  %486 = add nsw i64 %482, %485
-  %487 = add nsw i64 %486, %relu1_grad.ix27267
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %487
-  %488 = load float, ptr %arena69, align 4
-  %489 = fadd float %sum273, %488
-  store float %489, ptr %relu1_grad.sum274, align 4
-  %sum274 = load float, ptr %relu1_grad.sum274, align 4
-  %490 = mul nsw i64 %relu1_grad.c2238, 9
-  %491 = add nsw i64 %490, 6
-  %492 = mul nsw i64 %491, 2304
-  %493 = add nsw i64 3171600, %492
-  %494 = mul nsw i64 %relu1_grad.j2227, 576
-  %495 = add nsw i64 %493, %494
-  %496 = add nsw i64 %relu1_grad.iy27166, 2
-  %497 = add nsw i64 %496, -2
-  %498 = mul nsw i64 %497, 24
-  %499 = add nsw i64 %495, %498
-  %500 = add nsw i64 %499, %relu1_grad.ix27267
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %500
-  %501 = load float, ptr %arena70, align 4
-  %502 = fadd float %sum274, %501
-  store float %502, ptr %relu1_grad.sum275, align 4
-  %sum275 = load float, ptr %relu1_grad.sum275, align 4
-  %503 = mul nsw i64 %relu1_grad.g2131, 4
-  %504 = add nsw i64 %503, %relu1_grad.j2227
-  %505 = mul nsw i64 %504, 21632
-  %506 = add nsw i64 1384448, %505
-  %507 = mul nsw i64 %relu1_grad.c2238, 676
-  %508 = add nsw i64 %506, %507
-  %509 = add nsw i64 %relu1_grad.iy27166, 2
-  %510 = mul nsw i64 %509, 26
-  %511 = add nsw i64 %508, %510
-  %512 = add nsw i64 %511, %relu1_grad.ix27267
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %512
-  store float %sum275, ptr %arena71, align 4
-  %ix272.next = add nsw i64 %relu1_grad.ix27267, 1
-  %513 = icmp slt i64 %ix272.next, 1
-  br i1 %513, label %relu1_grad.ix272, label %relu1_grad.ix272.end
-
-relu1_grad.ix272.end:                             ; preds = %relu1_grad.ix272
-  %iy271.next = add nsw i64 %relu1_grad.iy27166, 1
-  %514 = icmp slt i64 %iy271.next, 22
-  br i1 %514, label %relu1_grad.iy271, label %relu1_grad.iy271.end
-
-relu1_grad.iy276:                                 ; preds = %relu1_grad.ix277.end, %relu1_grad.iy271.end
-  %relu1_grad.iy27672 = phi i64 [ 0, %relu1_grad.iy271.end ], [ %iy276.next, %relu1_grad.ix277.end ]
-  br label %relu1_grad.ix277
-
-relu1_grad.iy276.end:                             ; preds = %relu1_grad.ix277.end
-  br label %relu1_grad.iy284
-
-relu1_grad.ix277:                                 ; preds = %relu1_grad.ix277, %relu1_grad.iy276
-  %relu1_grad.ix27773 = phi i64 [ 0, %relu1_grad.iy276 ], [ %ix277.next, %relu1_grad.ix277 ]
-  %515 = mul nsw i64 %relu1_grad.c2238, 9
-  %516 = mul nsw i64 %515, 2304
-  %517 = add nsw i64 3171600, %516
-  %518 = mul nsw i64 %relu1_grad.j2227, 576
-  %519 = add nsw i64 %517, %518
-  %520 = add nsw i64 %relu1_grad.iy27672, 2
-  %521 = mul nsw i64 %520, 24
-  %522 = add nsw i64 %519, %521
-  %523 = add nsw i64 %522, 1
-  %524 = add nsw i64 %523, %relu1_grad.ix27773
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %524
-  %525 = load float, ptr %arena74, align 4
-  store float %525, ptr %relu1_grad.sum278, align 4
-  %sum278 = load float, ptr %relu1_grad.sum278, align 4
-  %526 = mul nsw i64 %relu1_grad.c2238, 9
-  %527 = add nsw i64 %526, 1
-  %528 = mul nsw i64 %527, 2304
-  %529 = add nsw i64 3171600, %528
-  %530 = mul nsw i64 %relu1_grad.j2227, 576
-  %531 = add nsw i64 %529, %530
-  %532 = add nsw i64 %relu1_grad.iy27672, 2
-  %533 = mul nsw i64 %532, 24
-  %534 = add nsw i64 %531, %533
-  %535 = add nsw i64 %534, %relu1_grad.ix27773
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena75, align 4
-  %537 = fadd float %sum278, %536
-  store float %537, ptr %relu1_grad.sum279, align 4
-  %sum279 = load float, ptr %relu1_grad.sum279, align 4
-  %538 = mul nsw i64 %relu1_grad.c2238, 9
-  %539 = add nsw i64 %538, 3
-  %540 = mul nsw i64 %539, 2304
-  %541 = add nsw i64 3171600, %540
-  %542 = mul nsw i64 %relu1_grad.j2227, 576
-  %543 = add nsw i64 %541, %542
-  %544 = add nsw i64 %relu1_grad.iy27672, 2
-  %545 = add nsw i64 %544, -1
-  %546 = mul nsw i64 %545, 24
-  %547 = add nsw i64 %543, %546
-  %548 = add nsw i64 %547, 1
-  %549 = add nsw i64 %548, %relu1_grad.ix27773
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena76, align 4
-  %551 = fadd float %sum279, %550
-  store float %551, ptr %relu1_grad.sum280, align 4
-  %sum280 = load float, ptr %relu1_grad.sum280, align 4
-  %552 = mul nsw i64 %relu1_grad.c2238, 9
-  %553 = add nsw i64 %552, 4
-  %554 = mul nsw i64 %553, 2304
-  %555 = add nsw i64 3171600, %554
-  %556 = mul nsw i64 %relu1_grad.j2227, 576
-  %557 = add nsw i64 %555, %556
-  %558 = add nsw i64 %relu1_grad.iy27672, 2
-  %559 = add nsw i64 %558, -1
-  %560 = mul nsw i64 %559, 24
-  %561 = add nsw i64 %557, %560
-  %562 = add nsw i64 %561, %relu1_grad.ix27773
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %562
-  %563 = load float, ptr %arena77, align 4
-  %564 = fadd float %sum280, %563
-  store float %564, ptr %relu1_grad.sum281, align 4
-  %sum281 = load float, ptr %relu1_grad.sum281, align 4
-  %565 = mul nsw i64 %relu1_grad.c2238, 9
-  %566 = add nsw i64 %565, 6
-  %567 = mul nsw i64 %566, 2304
-  %568 = add nsw i64 3171600, %567
-  %569 = mul nsw i64 %relu1_grad.j2227, 576
-  %570 = add nsw i64 %568, %569
-  %571 = add nsw i64 %relu1_grad.iy27672, 2
-  %572 = add nsw i64 %571, -2
-  %573 = mul nsw i64 %572, 24
-  %574 = add nsw i64 %570, %573
-  %575 = add nsw i64 %574, 1
-  %576 = add nsw i64 %575, %relu1_grad.ix27773
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %576
-  %577 = load float, ptr %arena78, align 4
-  %578 = fadd float %sum281, %577
-  store float %578, ptr %relu1_grad.sum282, align 4
-  %sum282 = load float, ptr %relu1_grad.sum282, align 4
-  %579 = mul nsw i64 %relu1_grad.c2238, 9
-  %580 = add nsw i64 %579, 7
-  %581 = mul nsw i64 %580, 2304
-  %582 = add nsw i64 3171600, %581
-  %583 = mul nsw i64 %relu1_grad.j2227, 576
-  %584 = add nsw i64 %582, %583
-  %585 = add nsw i64 %relu1_grad.iy27672, 2
-  %586 = add nsw i64 %585, -2
-  %587 = mul nsw i64 %586, 24
-  %588 = add nsw i64 %584, %587
-  %589 = add nsw i64 %588, %relu1_grad.ix27773
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %589
-  %590 = load float, ptr %arena79, align 4
-  %591 = fadd float %sum282, %590
-  store float %591, ptr %relu1_grad.sum283, align 4
-  %sum283 = load float, ptr %relu1_grad.sum283, align 4
-  %592 = mul nsw i64 %relu1_grad.g2131, 4
-  %593 = add nsw i64 %592, %relu1_grad.j2227
-  %594 = mul nsw i64 %593, 21632
-  %595 = add nsw i64 1384448, %594
-  %596 = mul nsw i64 %relu1_grad.c2238, 676
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %relu1_grad.iy27672, 2
-  %599 = mul nsw i64 %598, 26
-  %600 = add nsw i64 %597, %599
-  %601 = add nsw i64 %600, 1
-  %602 = add nsw i64 %601, %relu1_grad.ix27773
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %602
-  store float %sum283, ptr %arena80, align 4
-  %ix277.next = add nsw i64 %relu1_grad.ix27773, 1
-  %603 = icmp slt i64 %ix277.next, 1
-  br i1 %603, label %relu1_grad.ix277, label %relu1_grad.ix277.end
-
-relu1_grad.ix277.end:                             ; preds = %relu1_grad.ix277
-  %iy276.next = add nsw i64 %relu1_grad.iy27672, 1
-  %604 = icmp slt i64 %iy276.next, 22
-  br i1 %604, label %relu1_grad.iy276, label %relu1_grad.iy276.end
-
-relu1_grad.iy284:                                 ; preds = %relu1_grad.ix285.end, %relu1_grad.iy276.end
-  %relu1_grad.iy28481 = phi i64 [ 0, %relu1_grad.iy276.end ], [ %iy284.next, %relu1_grad.ix285.end ]
-  br label %relu1_grad.ix285
-
-relu1_grad.iy284.end:                             ; preds = %relu1_grad.ix285.end
-  br label %relu1_grad.iy295
-
-relu1_grad.ix285:                                 ; preds = %relu1_grad.ix285, %relu1_grad.iy284
-  %relu1_grad.ix28582 = phi i64 [ 0, %relu1_grad.iy284 ], [ %ix285.next, %relu1_grad.ix285 ]
-  %605 = mul nsw i64 %relu1_grad.c2238, 9
-  %606 = mul nsw i64 %605, 2304
-  %607 = add nsw i64 3171600, %606
-  %608 = mul nsw i64 %relu1_grad.j2227, 576
-  %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %relu1_grad.iy28481, 2
-  %611 = mul nsw i64 %610, 24
-  %612 = add nsw i64 %609, %611
-  %613 = add nsw i64 %612, 2
-  %614 = add nsw i64 %613, %relu1_grad.ix28582
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %614
-  %615 = load float, ptr %arena83, align 4
-  store float %615, ptr %relu1_grad.sum286, align 4
-  %sum286 = load float, ptr %relu1_grad.sum286, align 4
-  %616 = mul nsw i64 %relu1_grad.c2238, 9
-  %617 = add nsw i64 %616, 1
-  %618 = mul nsw i64 %617, 2304
-  %619 = add nsw i64 3171600, %618
-  %620 = mul nsw i64 %relu1_grad.j2227, 576
-  %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 %relu1_grad.iy28481, 2
-  %623 = mul nsw i64 %622, 24
-  %624 = add nsw i64 %621, %623
-  %625 = add nsw i64 %624, 1
-  %626 = add nsw i64 %625, %relu1_grad.ix28582
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %626
-  %627 = load float, ptr %arena84, align 4
-  %628 = fadd float %sum286, %627
-  store float %628, ptr %relu1_grad.sum287, align 4
-  %sum287 = load float, ptr %relu1_grad.sum287, align 4
-  %629 = mul nsw i64 %relu1_grad.c2238, 9
-  %630 = add nsw i64 %629, 2
-  %631 = mul nsw i64 %630, 2304
-  %632 = add nsw i64 3171600, %631
-  %633 = mul nsw i64 %relu1_grad.j2227, 576
-  %634 = add nsw i64 %632, %633
-  %635 = add nsw i64 %relu1_grad.iy28481, 2
-  %636 = mul nsw i64 %635, 24
-  %637 = add nsw i64 %634, %636
-  %638 = add nsw i64 %637, %relu1_grad.ix28582
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %638
-  %639 = load float, ptr %arena85, align 4
-  %640 = fadd float %sum287, %639
-  store float %640, ptr %relu1_grad.sum288, align 4
-  %sum288 = load float, ptr %relu1_grad.sum288, align 4
-  %641 = mul nsw i64 %relu1_grad.c2238, 9
-  %642 = add nsw i64 %641, 3
-  %643 = mul nsw i64 %642, 2304
-  %644 = add nsw i64 3171600, %643
-  %645 = mul nsw i64 %relu1_grad.j2227, 576
-  %646 = add nsw i64 %644, %645
-  %647 = add nsw i64 %relu1_grad.iy28481, 2
-  %648 = add nsw i64 %647, -1
-  %649 = mul nsw i64 %648, 24
-  %650 = add nsw i64 %646, %649
-  %651 = add nsw i64 %650, 2
-  %652 = add nsw i64 %651, %relu1_grad.ix28582
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %652
-  %653 = load float, ptr %arena86, align 4
-  %654 = fadd float %sum288, %653
-  store float %654, ptr %relu1_grad.sum289, align 4
-  %sum289 = load float, ptr %relu1_grad.sum289, align 4
-  %655 = mul nsw i64 %relu1_grad.c2238, 9
-  %656 = add nsw i64 %655, 4
-  %657 = mul nsw i64 %656, 2304
-  %658 = add nsw i64 3171600, %657
-  %659 = mul nsw i64 %relu1_grad.j2227, 576
-  %660 = add nsw i64 %658, %659
-  %661 = add nsw i64 %relu1_grad.iy28481, 2
-  %662 = add nsw i64 %661, -1
-  %663 = mul nsw i64 %662, 24
-  %664 = add nsw i64 %660, %663
-  %665 = add nsw i64 %664, 1
-  %666 = add nsw i64 %665, %relu1_grad.ix28582
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %666
-  %667 = load float, ptr %arena87, align 4
-  %668 = fadd float %sum289, %667
-  store float %668, ptr %relu1_grad.sum290, align 4
-  %sum290 = load float, ptr %relu1_grad.sum290, align 4
-  %669 = mul nsw i64 %relu1_grad.c2238, 9
-  %670 = add nsw i64 %669, 5
-  %671 = mul nsw i64 %670, 2304
-  %672 = add nsw i64 3171600, %671
-  %673 = mul nsw i64 %relu1_grad.j2227, 576
-  %674 = add nsw i64 %672, %673
-  %675 = add nsw i64 %relu1_grad.iy28481, 2
-  %676 = add nsw i64 %675, -1
-  %677 = mul nsw i64 %676, 24
-  %678 = add nsw i64 %674, %677
-  %679 = add nsw i64 %678, %relu1_grad.ix28582
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %679
-  %680 = load float, ptr %arena88, align 4
-  %681 = fadd float %sum290, %680
-  store float %681, ptr %relu1_grad.sum291, align 4
-  %sum291 = load float, ptr %relu1_grad.sum291, align 4
-  %682 = mul nsw i64 %relu1_grad.c2238, 9
-  %683 = add nsw i64 %682, 6
-  %684 = mul nsw i64 %683, 2304
-  %685 = add nsw i64 3171600, %684
-  %686 = mul nsw i64 %relu1_grad.j2227, 576
-  %687 = add nsw i64 %685, %686
-  %688 = add nsw i64 %relu1_grad.iy28481, 2
-  %689 = add nsw i64 %688, -2
-  %690 = mul nsw i64 %689, 24
-  %691 = add nsw i64 %687, %690
-  %692 = add nsw i64 %691, 2
-  %693 = add nsw i64 %692, %relu1_grad.ix28582
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %693
-  %694 = load float, ptr %arena89, align 4
-  %695 = fadd float %sum291, %694
-  store float %695, ptr %relu1_grad.sum292, align 4
-  %sum292 = load float, ptr %relu1_grad.sum292, align 4
-  %696 = mul nsw i64 %relu1_grad.c2238, 9
-  %697 = add nsw i64 %696, 7
-  %698 = mul nsw i64 %697, 2304
-  %699 = add nsw i64 3171600, %698
-  %700 = mul nsw i64 %relu1_grad.j2227, 576
-  %701 = add nsw i64 %699, %700
-  %702 = add nsw i64 %relu1_grad.iy28481, 2
-  %703 = add nsw i64 %702, -2
-  %704 = mul nsw i64 %703, 24
-  %705 = add nsw i64 %701, %704
-  %706 = add nsw i64 %705, 1
-  %707 = add nsw i64 %706, %relu1_grad.ix28582
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %707
-  %708 = load float, ptr %arena90, align 4
-  %709 = fadd float %sum292, %708
-  store float %709, ptr %relu1_grad.sum293, align 4
-  %sum293 = load float, ptr %relu1_grad.sum293, align 4
-  %710 = mul nsw i64 %relu1_grad.c2238, 9
-  %711 = add nsw i64 %710, 8
-  %712 = mul nsw i64 %711, 2304
-  %713 = add nsw i64 3171600, %712
-  %714 = mul nsw i64 %relu1_grad.j2227, 576
-  %715 = add nsw i64 %713, %714
-  %716 = add nsw i64 %relu1_grad.iy28481, 2
-  %717 = add nsw i64 %716, -2
-  %718 = mul nsw i64 %717, 24
-  %719 = add nsw i64 %715, %718
-  %720 = add nsw i64 %719, %relu1_grad.ix28582
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %720
-  %721 = load float, ptr %arena91, align 4
-  %722 = fadd float %sum293, %721
-  store float %722, ptr %relu1_grad.sum294, align 4
-  %sum294 = load float, ptr %relu1_grad.sum294, align 4
-  %723 = mul nsw i64 %relu1_grad.g2131, 4
-  %724 = add nsw i64 %723, %relu1_grad.j2227
-  %725 = mul nsw i64 %724, 21632
-  %726 = add nsw i64 1384448, %725
-  %727 = mul nsw i64 %relu1_grad.c2238, 676
-  %728 = add nsw i64 %726, %727
-  %729 = add nsw i64 %relu1_grad.iy28481, 2
-  %730 = mul nsw i64 %729, 26
-  %731 = add nsw i64 %728, %730
-  %732 = add nsw i64 %731, 2
-  %733 = add nsw i64 %732, %relu1_grad.ix28582
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %733
-  store float %sum294, ptr %arena92, align 4
-  %ix285.next = add nsw i64 %relu1_grad.ix28582, 1
-  %734 = icmp slt i64 %ix285.next, 22
-  br i1 %734, label %relu1_grad.ix285, label %relu1_grad.ix285.end
-
-relu1_grad.ix285.end:                             ; preds = %relu1_grad.ix285
-  %iy284.next = add nsw i64 %relu1_grad.iy28481, 1
-  %735 = icmp slt i64 %iy284.next, 22
-  br i1 %735, label %relu1_grad.iy284, label %relu1_grad.iy284.end
-
-relu1_grad.iy295:                                 ; preds = %relu1_grad.ix296.end, %relu1_grad.iy284.end
-  %relu1_grad.iy29593 = phi i64 [ 0, %relu1_grad.iy284.end ], [ %iy295.next, %relu1_grad.ix296.end ]
-  br label %relu1_grad.ix296
-
-relu1_grad.iy295.end:                             ; preds = %relu1_grad.ix296.end
-  br label %relu1_grad.iy303
-
-relu1_grad.ix296:                                 ; preds = %relu1_grad.ix296, %relu1_grad.iy295
-  %relu1_grad.ix29694 = phi i64 [ 0, %relu1_grad.iy295 ], [ %ix296.next, %relu1_grad.ix296 ]
-  %736 = mul nsw i64 %relu1_grad.c2238, 9
-  %737 = add nsw i64 %736, 1
-  %738 = mul nsw i64 %737, 2304
-  %739 = add nsw i64 3171600, %738
-  %740 = mul nsw i64 %relu1_grad.j2227, 576
-  %741 = add nsw i64 %739, %740
-  %742 = add nsw i64 %relu1_grad.iy29593, 2
-  %743 = mul nsw i64 %742, 24
-  %744 = add nsw i64 %741, %743
-  %745 = add nsw i64 %744, 23
-  %746 = add nsw i64 %745, %relu1_grad.ix29694
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %746
-  %747 = load float, ptr %arena95, align 4
-  store float %747, ptr %relu1_grad.sum297, align 4
-  %sum297 = load float, ptr %relu1_grad.sum297, align 4
-  %748 = mul nsw i64 %relu1_grad.c2238, 9
-  %749 = add nsw i64 %748, 2
-  %750 = mul nsw i64 %749, 2304
-  %751 = add nsw i64 3171600, %750
-  %752 = mul nsw i64 %relu1_grad.j2227, 576
-  %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %relu1_grad.iy29593, 2
-  %755 = mul nsw i64 %754, 24
-  %756 = add nsw i64 %753, %755
-  %757 = add nsw i64 %756, 22
-  %758 = add nsw i64 %757, %relu1_grad.ix29694
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %758
-  %759 = load float, ptr %arena96, align 4
-  %760 = fadd float %sum297, %759
-  store float %760, ptr %relu1_grad.sum298, align 4
-  %sum298 = load float, ptr %relu1_grad.sum298, align 4
-  %761 = mul nsw i64 %relu1_grad.c2238, 9
-  %762 = add nsw i64 %761, 4
-  %763 = mul nsw i64 %762, 2304
-  %764 = add nsw i64 3171600, %763
-  %765 = mul nsw i64 %relu1_grad.j2227, 576
-  %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %relu1_grad.iy29593, 2
-  %768 = add nsw i64 %767, -1
-  %769 = mul nsw i64 %768, 24
-  %770 = add nsw i64 %766, %769
-  %771 = add nsw i64 %770, 23
-  %772 = add nsw i64 %771, %relu1_grad.ix29694
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %772
-  %773 = load float, ptr %arena97, align 4
-  %774 = fadd float %sum298, %773
-  store float %774, ptr %relu1_grad.sum299, align 4
-  %sum299 = load float, ptr %relu1_grad.sum299, align 4
-  %775 = mul nsw i64 %relu1_grad.c2238, 9
-  %776 = add nsw i64 %775, 5
-  %777 = mul nsw i64 %776, 2304
-  %778 = add nsw i64 3171600, %777
-  %779 = mul nsw i64 %relu1_grad.j2227, 576
-  %780 = add nsw i64 %778, %779
-  %781 = add nsw i64 %relu1_grad.iy29593, 2
-  %782 = add nsw i64 %781, -1
-  %783 = mul nsw i64 %782, 24
-  %784 = add nsw i64 %780, %783
-  %785 = add nsw i64 %784, 22
-  %786 = add nsw i64 %785, %relu1_grad.ix29694
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %786
-  %787 = load float, ptr %arena98, align 4
-  %788 = fadd float %sum299, %787
-  store float %788, ptr %relu1_grad.sum300, align 4
-  %sum300 = load float, ptr %relu1_grad.sum300, align 4
-  %789 = mul nsw i64 %relu1_grad.c2238, 9
-  %790 = add nsw i64 %789, 7
-  %791 = mul nsw i64 %790, 2304
-  %792 = add nsw i64 3171600, %791
-  %793 = mul nsw i64 %relu1_grad.j2227, 576
-  %794 = add nsw i64 %792, %793
-  %795 = add nsw i64 %relu1_grad.iy29593, 2
-  %796 = add nsw i64 %795, -2
-  %797 = mul nsw i64 %796, 24
-  %798 = add nsw i64 %794, %797
-  %799 = add nsw i64 %798, 23
-  %800 = add nsw i64 %799, %relu1_grad.ix29694
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %800
-  %801 = load float, ptr %arena99, align 4
-  %802 = fadd float %sum300, %801
-  store float %802, ptr %relu1_grad.sum301, align 4
-  %sum301 = load float, ptr %relu1_grad.sum301, align 4
-  %803 = mul nsw i64 %relu1_grad.c2238, 9
-  %804 = add nsw i64 %803, 8
-  %805 = mul nsw i64 %804, 2304
-  %806 = add nsw i64 3171600, %805
-  %807 = mul nsw i64 %relu1_grad.j2227, 576
-  %808 = add nsw i64 %806, %807
-  %809 = add nsw i64 %relu1_grad.iy29593, 2
-  %810 = add nsw i64 %809, -2
-  %811 = mul nsw i64 %810, 24
-  %812 = add nsw i64 %808, %811
-  %813 = add nsw i64 %812, 22
-  %814 = add nsw i64 %813, %relu1_grad.ix29694
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %814
-  %815 = load float, ptr %arena100, align 4
-  %816 = fadd float %sum301, %815
-  store float %816, ptr %relu1_grad.sum302, align 4
-  %sum302 = load float, ptr %relu1_grad.sum302, align 4
-  %817 = mul nsw i64 %relu1_grad.g2131, 4
-  %818 = add nsw i64 %817, %relu1_grad.j2227
-  %819 = mul nsw i64 %818, 21632
-  %820 = add nsw i64 1384448, %819
-  %821 = mul nsw i64 %relu1_grad.c2238, 676
-  %822 = add nsw i64 %820, %821
-  %823 = add nsw i64 %relu1_grad.iy29593, 2
-  %824 = mul nsw i64 %823, 26
-  %825 = add nsw i64 %822, %824
-  %826 = add nsw i64 %825, 24
-  %827 = add nsw i64 %826, %relu1_grad.ix29694
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %827
-  store float %sum302, ptr %arena101, align 4
-  %ix296.next = add nsw i64 %relu1_grad.ix29694, 1
-  %828 = icmp slt i64 %ix296.next, 1
-  br i1 %828, label %relu1_grad.ix296, label %relu1_grad.ix296.end
-
-relu1_grad.ix296.end:                             ; preds = %relu1_grad.ix296
-  %iy295.next = add nsw i64 %relu1_grad.iy29593, 1
-  %829 = icmp slt i64 %iy295.next, 22
-  br i1 %829, label %relu1_grad.iy295, label %relu1_grad.iy295.end
-
-relu1_grad.iy303:                                 ; preds = %relu1_grad.ix304.end, %relu1_grad.iy295.end
-  %relu1_grad.iy303102 = phi i64 [ 0, %relu1_grad.iy295.end ], [ %iy303.next, %relu1_grad.ix304.end ]
-  br label %relu1_grad.ix304
-
-relu1_grad.iy303.end:                             ; preds = %relu1_grad.ix304.end
-  br label %relu1_grad.iy308
-
-relu1_grad.ix304:                                 ; preds = %relu1_grad.ix304, %relu1_grad.iy303
-  %relu1_grad.ix304103 = phi i64 [ 0, %relu1_grad.iy303 ], [ %ix304.next, %relu1_grad.ix304 ]
-  %830 = mul nsw i64 %relu1_grad.c2238, 9
-  %831 = add nsw i64 %830, 2
-  %832 = mul nsw i64 %831, 2304
-  %833 = add nsw i64 3171600, %832
-  %834 = mul nsw i64 %relu1_grad.j2227, 576
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %relu1_grad.iy303102, 2
-  %837 = mul nsw i64 %836, 24
-  %838 = add nsw i64 %835, %837
-  %839 = add nsw i64 %838, 23
-  %840 = add nsw i64 %839, %relu1_grad.ix304103
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load float, ptr %arena104, align 4
-  store float %841, ptr %relu1_grad.sum305, align 4
-  %sum305 = load float, ptr %relu1_grad.sum305, align 4
-  %842 = mul nsw i64 %relu1_grad.c2238, 9
-  %843 = add nsw i64 %842, 5
-  %844 = mul nsw i64 %843, 2304
-  %845 = add nsw i64 3171600, %844
-  %846 = mul nsw i64 %relu1_grad.j2227, 576
-  %847 = add nsw i64 %845, %846
-  %848 = add nsw i64 %relu1_grad.iy303102, 2
-  %849 = add nsw i64 %848, -1
-  %850 = mul nsw i64 %849, 24
-  %851 = add nsw i64 %847, %850
-  %852 = add nsw i64 %851, 23
-  %853 = add nsw i64 %852, %relu1_grad.ix304103
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load float, ptr %arena105, align 4
-  %855 = fadd float %sum305, %854
-  store float %855, ptr %relu1_grad.sum306, align 4
-  %sum306 = load float, ptr %relu1_grad.sum306, align 4
-  %856 = mul nsw i64 %relu1_grad.c2238, 9
-  %857 = add nsw i64 %856, 8
-  %858 = mul nsw i64 %857, 2304
-  %859 = add nsw i64 3171600, %858
-  %860 = mul nsw i64 %relu1_grad.j2227, 576
-  %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %relu1_grad.iy303102, 2
-  %863 = add nsw i64 %862, -2
-  %864 = mul nsw i64 %863, 24
-  %865 = add nsw i64 %861, %864
-  %866 = add nsw i64 %865, 23
-  %867 = add nsw i64 %866, %relu1_grad.ix304103
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %867
-  %868 = load float, ptr %arena106, align 4
-  %869 = fadd float %sum306, %868
-  store float %869, ptr %relu1_grad.sum307, align 4
-  %sum307 = load float, ptr %relu1_grad.sum307, align 4
-  %870 = mul nsw i64 %relu1_grad.g2131, 4
-  %871 = add nsw i64 %870, %relu1_grad.j2227
-  %872 = mul nsw i64 %871, 21632
-  %873 = add nsw i64 1384448, %872
-  %874 = mul nsw i64 %relu1_grad.c2238, 676
-  %875 = add nsw i64 %873, %874
-  %876 = add nsw i64 %relu1_grad.iy303102, 2
-  %877 = mul nsw i64 %876, 26
-  %878 = add nsw i64 %875, %877
-  %879 = add nsw i64 %878, 25
-  %880 = add nsw i64 %879, %relu1_grad.ix304103
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %880
-  store float %sum307, ptr %arena107, align 4
-  %ix304.next = add nsw i64 %relu1_grad.ix304103, 1
-  %881 = icmp slt i64 %ix304.next, 1
-  br i1 %881, label %relu1_grad.ix304, label %relu1_grad.ix304.end
-
-relu1_grad.ix304.end:                             ; preds = %relu1_grad.ix304
-  %iy303.next = add nsw i64 %relu1_grad.iy303102, 1
-  %882 = icmp slt i64 %iy303.next, 22
-  br i1 %882, label %relu1_grad.iy303, label %relu1_grad.iy303.end
-
-relu1_grad.iy308:                                 ; preds = %relu1_grad.ix309.end, %relu1_grad.iy303.end
-  %relu1_grad.iy308108 = phi i64 [ 0, %relu1_grad.iy303.end ], [ %iy308.next, %relu1_grad.ix309.end ]
-  br label %relu1_grad.ix309
-
-relu1_grad.iy308.end:                             ; preds = %relu1_grad.ix309.end
-  br label %relu1_grad.iy312
-
-relu1_grad.ix309:                                 ; preds = %relu1_grad.ix309, %relu1_grad.iy308
-  %relu1_grad.ix309109 = phi i64 [ 0, %relu1_grad.iy308 ], [ %ix309.next, %relu1_grad.ix309 ]
-  %883 = mul nsw i64 %relu1_grad.c2238, 9
-  %884 = add nsw i64 %883, 3
-  %885 = mul nsw i64 %884, 2304
-  %886 = add nsw i64 3171600, %885
-  %887 = mul nsw i64 %relu1_grad.j2227, 576
-  %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %relu1_grad.iy308108, 24
-  %890 = add nsw i64 %889, -1
-  %891 = mul nsw i64 %890, 24
-  %892 = add nsw i64 %888, %891
-  %893 = add nsw i64 %892, %relu1_grad.ix309109
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %893
-  %894 = load float, ptr %arena110, align 4
-  store float %894, ptr %relu1_grad.sum310, align 4
-  %sum310 = load float, ptr %relu1_grad.sum310, align 4
-  %895 = mul nsw i64 %relu1_grad.c2238, 9
-  %896 = add nsw i64 %895, 6
-  %897 = mul nsw i64 %896, 2304
-  %898 = add nsw i64 3171600, %897
-  %899 = mul nsw i64 %relu1_grad.j2227, 576
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %relu1_grad.iy308108, 24
-  %902 = add nsw i64 %901, -2
-  %903 = mul nsw i64 %902, 24
-  %904 = add nsw i64 %900, %903
-  %905 = add nsw i64 %904, %relu1_grad.ix309109
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %905
-  %906 = load float, ptr %arena111, align 4
-  %907 = fadd float %sum310, %906
-  store float %907, ptr %relu1_grad.sum311, align 4
-  %sum311 = load float, ptr %relu1_grad.sum311, align 4
-  %908 = mul nsw i64 %relu1_grad.g2131, 4
-  %909 = add nsw i64 %908, %relu1_grad.j2227
-  %910 = mul nsw i64 %909, 21632
-  %911 = add nsw i64 1384448, %910
-  %912 = mul nsw i64 %relu1_grad.c2238, 676
-  %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %relu1_grad.iy308108, 24
-  %915 = mul nsw i64 %914, 26
-  %916 = add nsw i64 %913, %915
-  %917 = add nsw i64 %916, %relu1_grad.ix309109
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %917
-  store float %sum311, ptr %arena112, align 4
-  %ix309.next = add nsw i64 %relu1_grad.ix309109, 1
-  %918 = icmp slt i64 %ix309.next, 1
-  br i1 %918, label %relu1_grad.ix309, label %relu1_grad.ix309.end
-
-relu1_grad.ix309.end:                             ; preds = %relu1_grad.ix309
-  %iy308.next = add nsw i64 %relu1_grad.iy308108, 1
-  %919 = icmp slt i64 %iy308.next, 1
-  br i1 %919, label %relu1_grad.iy308, label %relu1_grad.iy308.end
-
-relu1_grad.iy312:                                 ; preds = %relu1_grad.ix313.end, %relu1_grad.iy308.end
-  %relu1_grad.iy312113 = phi i64 [ 0, %relu1_grad.iy308.end ], [ %iy312.next, %relu1_grad.ix313.end ]
-  br label %relu1_grad.ix313
-
-relu1_grad.iy312.end:                             ; preds = %relu1_grad.ix313.end
-  br label %relu1_grad.iy318
-
-relu1_grad.ix313:                                 ; preds = %relu1_grad.ix313, %relu1_grad.iy312
-  %relu1_grad.ix313114 = phi i64 [ 0, %relu1_grad.iy312 ], [ %ix313.next, %relu1_grad.ix313 ]
-  %920 = mul nsw i64 %relu1_grad.c2238, 9
-  %921 = add nsw i64 %920, 3
-  %922 = mul nsw i64 %921, 2304
-  %923 = add nsw i64 3171600, %922
-  %924 = mul nsw i64 %relu1_grad.j2227, 576
-  %925 = add nsw i64 %923, %924
-  %926 = add nsw i64 %relu1_grad.iy312113, 24
-  %927 = add nsw i64 %926, -1
-  %928 = mul nsw i64 %927, 24
-  %929 = add nsw i64 %925, %928
-  %930 = add nsw i64 %929, 1
-  %931 = add nsw i64 %930, %relu1_grad.ix313114
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %931
-  %932 = load float, ptr %arena115, align 4
-  store float %932, ptr %relu1_grad.sum314, align 4
-  %sum314 = load float, ptr %relu1_grad.sum314, align 4
-  %933 = mul nsw i64 %relu1_grad.c2238, 9
-  %934 = add nsw i64 %933, 4
-  %935 = mul nsw i64 %934, 2304
-  %936 = add nsw i64 3171600, %935
-  %937 = mul nsw i64 %relu1_grad.j2227, 576
-  %938 = add nsw i64 %936, %937
-  %939 = add nsw i64 %relu1_grad.iy312113, 24
-  %940 = add nsw i64 %939, -1
-  %941 = mul nsw i64 %940, 24
-  %942 = add nsw i64 %938, %941
-  %943 = add nsw i64 %942, %relu1_grad.ix313114
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %943
-  %944 = load float, ptr %arena116, align 4
-  %945 = fadd float %sum314, %944
-  store float %945, ptr %relu1_grad.sum315, align 4
-  %sum315 = load float, ptr %relu1_grad.sum315, align 4
-  %946 = mul nsw i64 %relu1_grad.c2238, 9
-  %947 = add nsw i64 %946, 6
-  %948 = mul nsw i64 %947, 2304
-  %949 = add nsw i64 3171600, %948
-  %950 = mul nsw i64 %relu1_grad.j2227, 576
-  %951 = add nsw i64 %949, %950
-  %952 = add nsw i64 %relu1_grad.iy312113, 24
-  %953 = add nsw i64 %952, -2
-  %954 = mul nsw i64 %953, 24
-  %955 = add nsw i64 %951, %954
-  %956 = add nsw i64 %955, 1
-  %957 = add nsw i64 %956, %relu1_grad.ix313114
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %957
-  %958 = load float, ptr %arena117, align 4
-  %959 = fadd float %sum315, %958
-  store float %959, ptr %relu1_grad.sum316, align 4
-  %sum316 = load float, ptr %relu1_grad.sum316, align 4
-  %960 = mul nsw i64 %relu1_grad.c2238, 9
-  %961 = add nsw i64 %960, 7
-  %962 = mul nsw i64 %961, 2304
-  %963 = add nsw i64 3171600, %962
-  %964 = mul nsw i64 %relu1_grad.j2227, 576
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %relu1_grad.iy312113, 24
-  %967 = add nsw i64 %966, -2
-  %968 = mul nsw i64 %967, 24
-  %969 = add nsw i64 %965, %968
-  %970 = add nsw i64 %969, %relu1_grad.ix313114
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %970
-  %971 = load float, ptr %arena118, align 4
-  %972 = fadd float %sum316, %971
-  store float %972, ptr %relu1_grad.sum317, align 4
-  %sum317 = load float, ptr %relu1_grad.sum317, align 4
-  %973 = mul nsw i64 %relu1_grad.g2131, 4
-  %974 = add nsw i64 %973, %relu1_grad.j2227
-  %975 = mul nsw i64 %974, 21632
-  %976 = add nsw i64 1384448, %975
-  %977 = mul nsw i64 %relu1_grad.c2238, 676
-  %978 = add nsw i64 %976, %977
-  %979 = add nsw i64 %relu1_grad.iy312113, 24
-  %980 = mul nsw i64 %979, 26
-  %981 = add nsw i64 %978, %980
-  %982 = add nsw i64 %981, 1
-  %983 = add nsw i64 %982, %relu1_grad.ix313114
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %983
-  store float %sum317, ptr %arena119, align 4
-  %ix313.next = add nsw i64 %relu1_grad.ix313114, 1
-  %984 = icmp slt i64 %ix313.next, 1
-  br i1 %984, label %relu1_grad.ix313, label %relu1_grad.ix313.end
-
-relu1_grad.ix313.end:                             ; preds = %relu1_grad.ix313
-  %iy312.next = add nsw i64 %relu1_grad.iy312113, 1
-  %985 = icmp slt i64 %iy312.next, 1
-  br i1 %985, label %relu1_grad.iy312, label %relu1_grad.iy312.end
-
-relu1_grad.iy318:                                 ; preds = %relu1_grad.ix319.end, %relu1_grad.iy312.end
-  %relu1_grad.iy318120 = phi i64 [ 0, %relu1_grad.iy312.end ], [ %iy318.next, %relu1_grad.ix319.end ]
-  br label %relu1_grad.ix319
-
-relu1_grad.iy318.end:                             ; preds = %relu1_grad.ix319.end
-  br label %relu1_grad.iy326
-
-relu1_grad.ix319:                                 ; preds = %relu1_grad.ix319, %relu1_grad.iy318
-  %relu1_grad.ix319121 = phi i64 [ 0, %relu1_grad.iy318 ], [ %ix319.next, %relu1_grad.ix319 ]
-  %986 = mul nsw i64 %relu1_grad.c2238, 9
-  %987 = add nsw i64 %986, 3
-  %988 = mul nsw i64 %987, 2304
-  %989 = add nsw i64 3171600, %988
-  %990 = mul nsw i64 %relu1_grad.j2227, 576
-  %991 = add nsw i64 %989, %990
-  %992 = add nsw i64 %relu1_grad.iy318120, 24
-  %993 = add nsw i64 %992, -1
-  %994 = mul nsw i64 %993, 24
-  %995 = add nsw i64 %991, %994
-  %996 = add nsw i64 %995, 2
-  %997 = add nsw i64 %996, %relu1_grad.ix319121
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %997
-  %998 = load float, ptr %arena122, align 4
-  store float %998, ptr %relu1_grad.sum320, align 4
-  %sum320 = load float, ptr %relu1_grad.sum320, align 4
-  %999 = mul nsw i64 %relu1_grad.c2238, 9
-  %1000 = add nsw i64 %999, 4
-  %1001 = mul nsw i64 %1000, 2304
-  %1002 = add nsw i64 3171600, %1001
-  %1003 = mul nsw i64 %relu1_grad.j2227, 576
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %relu1_grad.iy318120, 24
-  %1006 = add nsw i64 %1005, -1
-  %1007 = mul nsw i64 %1006, 24
-  %1008 = add nsw i64 %1004, %1007
-  %1009 = add nsw i64 %1008, 1
-  %1010 = add nsw i64 %1009, %relu1_grad.ix319121
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %1010
-  %1011 = load float, ptr %arena123, align 4
-  %1012 = fadd float %sum320, %1011
-  store float %1012, ptr %relu1_grad.sum321, align 4
-  %sum321 = load float, ptr %relu1_grad.sum321, align 4
-  %1013 = mul nsw i64 %relu1_grad.c2238, 9
-  %1014 = add nsw i64 %1013, 5
-  %1015 = mul nsw i64 %1014, 2304
-  %1016 = add nsw i64 3171600, %1015
-  %1017 = mul nsw i64 %relu1_grad.j2227, 576
-  %1018 = add nsw i64 %1016, %1017
-  %1019 = add nsw i64 %relu1_grad.iy318120, 24
-  %1020 = add nsw i64 %1019, -1
-  %1021 = mul nsw i64 %1020, 24
-  %1022 = add nsw i64 %1018, %1021
-  %1023 = add nsw i64 %1022, %relu1_grad.ix319121
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %1023
-  %1024 = load float, ptr %arena124, align 4
-  %1025 = fadd float %sum321, %1024
-  store float %1025, ptr %relu1_grad.sum322, align 4
-  %sum322 = load float, ptr %relu1_grad.sum322, align 4
-  %1026 = mul nsw i64 %relu1_grad.c2238, 9
-  %1027 = add nsw i64 %1026, 6
-  %1028 = mul nsw i64 %1027, 2304
-  %1029 = add nsw i64 3171600, %1028
-  %1030 = mul nsw i64 %relu1_grad.j2227, 576
-  %1031 = add nsw i64 %1029, %1030
-  %1032 = add nsw i64 %relu1_grad.iy318120, 24
-  %1033 = add nsw i64 %1032, -2
-  %1034 = mul nsw i64 %1033, 24
-  %1035 = add nsw i64 %1031, %1034
-  %1036 = add nsw i64 %1035, 2
-  %1037 = add nsw i64 %1036, %relu1_grad.ix319121
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %1037
-  %1038 = load float, ptr %arena125, align 4
-  %1039 = fadd float %sum322, %1038
-  store float %1039, ptr %relu1_grad.sum323, align 4
-  %sum323 = load float, ptr %relu1_grad.sum323, align 4
-  %1040 = mul nsw i64 %relu1_grad.c2238, 9
-  %1041 = add nsw i64 %1040, 7
-  %1042 = mul nsw i64 %1041, 2304
-  %1043 = add nsw i64 3171600, %1042
-  %1044 = mul nsw i64 %relu1_grad.j2227, 576
-  %1045 = add nsw i64 %1043, %1044
-  %1046 = add nsw i64 %relu1_grad.iy318120, 24
-  %1047 = add nsw i64 %1046, -2
-  %1048 = mul nsw i64 %1047, 24
-  %1049 = add nsw i64 %1045, %1048
-  %1050 = add nsw i64 %1049, 1
-  %1051 = add nsw i64 %1050, %relu1_grad.ix319121
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %1051
-  %1052 = load float, ptr %arena126, align 4
-  %1053 = fadd float %sum323, %1052
-  store float %1053, ptr %relu1_grad.sum324, align 4
-  %sum324 = load float, ptr %relu1_grad.sum324, align 4
-  %1054 = mul nsw i64 %relu1_grad.c2238, 9
-  %1055 = add nsw i64 %1054, 8
-  %1056 = mul nsw i64 %1055, 2304
-  %1057 = add nsw i64 3171600, %1056
-  %1058 = mul nsw i64 %relu1_grad.j2227, 576
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = add nsw i64 %relu1_grad.iy318120, 24
-  %1061 = add nsw i64 %1060, -2
-  %1062 = mul nsw i64 %1061, 24
-  %1063 = add nsw i64 %1059, %1062
-  %1064 = add nsw i64 %1063, %relu1_grad.ix319121
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %1064
-  %1065 = load float, ptr %arena127, align 4
-  %1066 = fadd float %sum324, %1065
-  store float %1066, ptr %relu1_grad.sum325, align 4
-  %sum325 = load float, ptr %relu1_grad.sum325, align 4
-  %1067 = mul nsw i64 %relu1_grad.g2131, 4
-  %1068 = add nsw i64 %1067, %relu1_grad.j2227
-  %1069 = mul nsw i64 %1068, 21632
-  %1070 = add nsw i64 1384448, %1069
-  %1071 = mul nsw i64 %relu1_grad.c2238, 676
-  %1072 = add nsw i64 %1070, %1071
-  %1073 = add nsw i64 %relu1_grad.iy318120, 24
-  %1074 = mul nsw i64 %1073, 26
-  %1075 = add nsw i64 %1072, %1074
-  %1076 = add nsw i64 %1075, 2
-  %1077 = add nsw i64 %1076, %relu1_grad.ix319121
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %1077
-  store float %sum325, ptr %arena128, align 4
-  %ix319.next = add nsw i64 %relu1_grad.ix319121, 1
-  %1078 = icmp slt i64 %ix319.next, 22
-  br i1 %1078, label %relu1_grad.ix319, label %relu1_grad.ix319.end
-
-relu1_grad.ix319.end:                             ; preds = %relu1_grad.ix319
-  %iy318.next = add nsw i64 %relu1_grad.iy318120, 1
-  %1079 = icmp slt i64 %iy318.next, 1
-  br i1 %1079, label %relu1_grad.iy318, label %relu1_grad.iy318.end
-
-relu1_grad.iy326:                                 ; preds = %relu1_grad.ix327.end, %relu1_grad.iy318.end
-  %relu1_grad.iy326129 = phi i64 [ 0, %relu1_grad.iy318.end ], [ %iy326.next, %relu1_grad.ix327.end ]
-  br label %relu1_grad.ix327
-
-relu1_grad.iy326.end:                             ; preds = %relu1_grad.ix327.end
-  br label %relu1_grad.iy332
-
-relu1_grad.ix327:                                 ; preds = %relu1_grad.ix327, %relu1_grad.iy326
-  %relu1_grad.ix327130 = phi i64 [ 0, %relu1_grad.iy326 ], [ %ix327.next, %relu1_grad.ix327 ]
-  %1080 = mul nsw i64 %relu1_grad.c2238, 9
-  %1081 = add nsw i64 %1080, 4
-  %1082 = mul nsw i64 %1081, 2304
-  %1083 = add nsw i64 3171600, %1082
-  %1084 = mul nsw i64 %relu1_grad.j2227, 576
-  %1085 = add nsw i64 %1083, %1084
-  %1086 = add nsw i64 %relu1_grad.iy326129, 24
-  %1087 = add nsw i64 %1086, -1
-  %1088 = mul nsw i64 %1087, 24
-  %1089 = add nsw i64 %1085, %1088
-  %1090 = add nsw i64 %1089, 23
-  %1091 = add nsw i64 %1090, %relu1_grad.ix327130
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %1091
-  %1092 = load float, ptr %arena131, align 4
-  store float %1092, ptr %relu1_grad.sum328, align 4
-  %sum328 = load float, ptr %relu1_grad.sum328, align 4
-  %1093 = mul nsw i64 %relu1_grad.c2238, 9
-  %1094 = add nsw i64 %1093, 5
-  %1095 = mul nsw i64 %1094, 2304
-  %1096 = add nsw i64 3171600, %1095
-  %1097 = mul nsw i64 %relu1_grad.j2227, 576
-  %1098 = add nsw i64 %1096, %1097
-  %1099 = add nsw i64 %relu1_grad.iy326129, 24
-  %1100 = add nsw i64 %1099, -1
-  %1101 = mul nsw i64 %1100, 24
-  %1102 = add nsw i64 %1098, %1101
-  %1103 = add nsw i64 %1102, 22
-  %1104 = add nsw i64 %1103, %relu1_grad.ix327130
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %1104
-  %1105 = load float, ptr %arena132, align 4
-  %1106 = fadd float %sum328, %1105
-  store float %1106, ptr %relu1_grad.sum329, align 4
-  %sum329 = load float, ptr %relu1_grad.sum329, align 4
-  %1107 = mul nsw i64 %relu1_grad.c2238, 9
-  %1108 = add nsw i64 %1107, 7
-  %1109 = mul nsw i64 %1108, 2304
-  %1110 = add nsw i64 3171600, %1109
-  %1111 = mul nsw i64 %relu1_grad.j2227, 576
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %relu1_grad.iy326129, 24
-  %1114 = add nsw i64 %1113, -2
-  %1115 = mul nsw i64 %1114, 24
-  %1116 = add nsw i64 %1112, %1115
-  %1117 = add nsw i64 %1116, 23
-  %1118 = add nsw i64 %1117, %relu1_grad.ix327130
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %1118
-  %1119 = load float, ptr %arena133, align 4
-  %1120 = fadd float %sum329, %1119
-  store float %1120, ptr %relu1_grad.sum330, align 4
-  %sum330 = load float, ptr %relu1_grad.sum330, align 4
-  %1121 = mul nsw i64 %relu1_grad.c2238, 9
-  %1122 = add nsw i64 %1121, 8
-  %1123 = mul nsw i64 %1122, 2304
-  %1124 = add nsw i64 3171600, %1123
-  %1125 = mul nsw i64 %relu1_grad.j2227, 576
-  %1126 = add nsw i64 %1124, %1125
-  %1127 = add nsw i64 %relu1_grad.iy326129, 24
-  %1128 = add nsw i64 %1127, -2
-  %1129 = mul nsw i64 %1128, 24
-  %1130 = add nsw i64 %1126, %1129
-  %1131 = add nsw i64 %1130, 22
-  %1132 = add nsw i64 %1131, %relu1_grad.ix327130
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %1132
-  %1133 = load float, ptr %arena134, align 4
-  %1134 = fadd float %sum330, %1133
-  store float %1134, ptr %relu1_grad.sum331, align 4
-  %sum331 = load float, ptr %relu1_grad.sum331, align 4
-  %1135 = mul nsw i64 %relu1_grad.g2131, 4
-  %1136 = add nsw i64 %1135, %relu1_grad.j2227
-  %1137 = mul nsw i64 %1136, 21632
-  %1138 = add nsw i64 1384448, %1137
-  %1139 = mul nsw i64 %relu1_grad.c2238, 676
-  %1140 = add nsw i64 %1138, %1139
-  %1141 = add nsw i64 %relu1_grad.iy326129, 24
-  %1142 = mul nsw i64 %1141, 26
-  %1143 = add nsw i64 %1140, %1142
-  %1144 = add nsw i64 %1143, 24
-  %1145 = add nsw i64 %1144, %relu1_grad.ix327130
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %1145
-  store float %sum331, ptr %arena135, align 4
-  %ix327.next = add nsw i64 %relu1_grad.ix327130, 1
-  %1146 = icmp slt i64 %ix327.next, 1
-  br i1 %1146, label %relu1_grad.ix327, label %relu1_grad.ix327.end
-
-relu1_grad.ix327.end:                             ; preds = %relu1_grad.ix327
-  %iy326.next = add nsw i64 %relu1_grad.iy326129, 1
-  %1147 = icmp slt i64 %iy326.next, 1
-  br i1 %1147, label %relu1_grad.iy326, label %relu1_grad.iy326.end
-
-relu1_grad.iy332:                                 ; preds = %relu1_grad.ix333.end, %relu1_grad.iy326.end
-  %relu1_grad.iy332136 = phi i64 [ 0, %relu1_grad.iy326.end ], [ %iy332.next, %relu1_grad.ix333.end ]
-  br label %relu1_grad.ix333
-
-relu1_grad.iy332.end:                             ; preds = %relu1_grad.ix333.end
-  br label %relu1_grad.iy336
-
-relu1_grad.ix333:                                 ; preds = %relu1_grad.ix333, %relu1_grad.iy332
-  %relu1_grad.ix333137 = phi i64 [ 0, %relu1_grad.iy332 ], [ %ix333.next, %relu1_grad.ix333 ]
-  %1148 = mul nsw i64 %relu1_grad.c2238, 9
-  %1149 = add nsw i64 %1148, 5
-  %1150 = mul nsw i64 %1149, 2304
-  %1151 = add nsw i64 3171600, %1150
-  %1152 = mul nsw i64 %relu1_grad.j2227, 576
-  %1153 = add nsw i64 %1151, %1152
-  %1154 = add nsw i64 %relu1_grad.iy332136, 24
-  %1155 = add nsw i64 %1154, -1
-  %1156 = mul nsw i64 %1155, 24
-  %1157 = add nsw i64 %1153, %1156
-  %1158 = add nsw i64 %1157, 23
-  %1159 = add nsw i64 %1158, %relu1_grad.ix333137
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %1159
-  %1160 = load float, ptr %arena138, align 4
-  store float %1160, ptr %relu1_grad.sum334, align 4
-  %sum334 = load float, ptr %relu1_grad.sum334, align 4
-  %1161 = mul nsw i64 %relu1_grad.c2238, 9
-  %1162 = add nsw i64 %1161, 8
-  %1163 = mul nsw i64 %1162, 2304
-  %1164 = add nsw i64 3171600, %1163
-  %1165 = mul nsw i64 %relu1_grad.j2227, 576
-  %1166 = add nsw i64 %1164, %1165
-  %1167 = add nsw i64 %relu1_grad.iy332136, 24
-  %1168 = add nsw i64 %1167, -2
-  %1169 = mul nsw i64 %1168, 24
-  %1170 = add nsw i64 %1166, %1169
-  %1171 = add nsw i64 %1170, 23
-  %1172 = add nsw i64 %1171, %relu1_grad.ix333137
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %1172
-  %1173 = load float, ptr %arena139, align 4
-  %1174 = fadd float %sum334, %1173
-  store float %1174, ptr %relu1_grad.sum335, align 4
-  %sum335 = load float, ptr %relu1_grad.sum335, align 4
-  %1175 = mul nsw i64 %relu1_grad.g2131, 4
-  %1176 = add nsw i64 %1175, %relu1_grad.j2227
-  %1177 = mul nsw i64 %1176, 21632
-  %1178 = add nsw i64 1384448, %1177
-  %1179 = mul nsw i64 %relu1_grad.c2238, 676
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %relu1_grad.iy332136, 24
-  %1182 = mul nsw i64 %1181, 26
-  %1183 = add nsw i64 %1180, %1182
-  %1184 = add nsw i64 %1183, 25
-  %1185 = add nsw i64 %1184, %relu1_grad.ix333137
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %1185
-  store float %sum335, ptr %arena140, align 4
-  %ix333.next = add nsw i64 %relu1_grad.ix333137, 1
-  %1186 = icmp slt i64 %ix333.next, 1
-  br i1 %1186, label %relu1_grad.ix333, label %relu1_grad.ix333.end
-
-relu1_grad.ix333.end:                             ; preds = %relu1_grad.ix333
-  %iy332.next = add nsw i64 %relu1_grad.iy332136, 1
-  %1187 = icmp slt i64 %iy332.next, 1
-  br i1 %1187, label %relu1_grad.iy332, label %relu1_grad.iy332.end
-
-relu1_grad.iy336:                                 ; preds = %relu1_grad.ix337.end, %relu1_grad.iy332.end
-  %relu1_grad.iy336141 = phi i64 [ 0, %relu1_grad.iy332.end ], [ %iy336.next, %relu1_grad.ix337.end ]
-  br label %relu1_grad.ix337
-
-relu1_grad.iy336.end:                             ; preds = %relu1_grad.ix337.end
-  br label %relu1_grad.iy339
-
-relu1_grad.ix337:                                 ; preds = %relu1_grad.ix337, %relu1_grad.iy336
-  %relu1_grad.ix337142 = phi i64 [ 0, %relu1_grad.iy336 ], [ %ix337.next, %relu1_grad.ix337 ]
-  %1188 = mul nsw i64 %relu1_grad.c2238, 9
-  %1189 = add nsw i64 %1188, 6
-  %1190 = mul nsw i64 %1189, 2304
-  %1191 = add nsw i64 3171600, %1190
-  %1192 = mul nsw i64 %relu1_grad.j2227, 576
-  %1193 = add nsw i64 %1191, %1192
-  %1194 = add nsw i64 %relu1_grad.iy336141, 25
-  %1195 = add nsw i64 %1194, -2
-  %1196 = mul nsw i64 %1195, 24
-  %1197 = add nsw i64 %1193, %1196
-  %1198 = add nsw i64 %1197, %relu1_grad.ix337142
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %1198
-  %1199 = load float, ptr %arena143, align 4
-  store float %1199, ptr %relu1_grad.sum338, align 4
-  %sum338 = load float, ptr %relu1_grad.sum338, align 4
-  %1200 = mul nsw i64 %relu1_grad.g2131, 4
-  %1201 = add nsw i64 %1200, %relu1_grad.j2227
-  %1202 = mul nsw i64 %1201, 21632
-  %1203 = add nsw i64 1384448, %1202
-  %1204 = mul nsw i64 %relu1_grad.c2238, 676
-  %1205 = add nsw i64 %1203, %1204
-  %1206 = add nsw i64 %relu1_grad.iy336141, 25
-  %1207 = mul nsw i64 %1206, 26
-  %1208 = add nsw i64 %1205, %1207
-  %1209 = add nsw i64 %1208, %relu1_grad.ix337142
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %1209
-  store float %sum338, ptr %arena144, align 4
-  %ix337.next = add nsw i64 %relu1_grad.ix337142, 1
-  %1210 = icmp slt i64 %ix337.next, 1
-  br i1 %1210, label %relu1_grad.ix337, label %relu1_grad.ix337.end
-
-relu1_grad.ix337.end:                             ; preds = %relu1_grad.ix337
-  %iy336.next = add nsw i64 %relu1_grad.iy336141, 1
-  %1211 = icmp slt i64 %iy336.next, 1
-  br i1 %1211, label %relu1_grad.iy336, label %relu1_grad.iy336.end
-
-relu1_grad.iy339:                                 ; preds = %relu1_grad.ix340.end, %relu1_grad.iy336.end
-  %relu1_grad.iy339145 = phi i64 [ 0, %relu1_grad.iy336.end ], [ %iy339.next, %relu1_grad.ix340.end ]
-  br label %relu1_grad.ix340
-
-relu1_grad.iy339.end:                             ; preds = %relu1_grad.ix340.end
-  br label %relu1_grad.iy343
-
-relu1_grad.ix340:                                 ; preds = %relu1_grad.ix340, %relu1_grad.iy339
-  %relu1_grad.ix340146 = phi i64 [ 0, %relu1_grad.iy339 ], [ %ix340.next, %relu1_grad.ix340 ]
-  %1212 = mul nsw i64 %relu1_grad.c2238, 9
-  %1213 = add nsw i64 %1212, 6
-  %1214 = mul nsw i64 %1213, 2304
-  %1215 = add nsw i64 3171600, %1214
-  %1216 = mul nsw i64 %relu1_grad.j2227, 576
-  %1217 = add nsw i64 %1215, %1216
-  %1218 = add nsw i64 %relu1_grad.iy339145, 25
-  %1219 = add nsw i64 %1218, -2
-  %1220 = mul nsw i64 %1219, 24
-  %1221 = add nsw i64 %1217, %1220
-  %1222 = add nsw i64 %1221, 1
-  %1223 = add nsw i64 %1222, %relu1_grad.ix340146
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %1223
-  %1224 = load float, ptr %arena147, align 4
-  store float %1224, ptr %relu1_grad.sum341, align 4
-  %sum341 = load float, ptr %relu1_grad.sum341, align 4
-  %1225 = mul nsw i64 %relu1_grad.c2238, 9
-  %1226 = add nsw i64 %1225, 7
-  %1227 = mul nsw i64 %1226, 2304
-  %1228 = add nsw i64 3171600, %1227
-  %1229 = mul nsw i64 %relu1_grad.j2227, 576
-  %1230 = add nsw i64 %1228, %1229
-  %1231 = add nsw i64 %relu1_grad.iy339145, 25
-  %1232 = add nsw i64 %1231, -2
-  %1233 = mul nsw i64 %1232, 24
-  %1234 = add nsw i64 %1230, %1233
-  %1235 = add nsw i64 %1234, %relu1_grad.ix340146
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %1235
-  %1236 = load float, ptr %arena148, align 4
-  %1237 = fadd float %sum341, %1236
-  store float %1237, ptr %relu1_grad.sum342, align 4
-  %sum342 = load float, ptr %relu1_grad.sum342, align 4
-  %1238 = mul nsw i64 %relu1_grad.g2131, 4
-  %1239 = add nsw i64 %1238, %relu1_grad.j2227
-  %1240 = mul nsw i64 %1239, 21632
-  %1241 = add nsw i64 1384448, %1240
-  %1242 = mul nsw i64 %relu1_grad.c2238, 676
-  %1243 = add nsw i64 %1241, %1242
-  %1244 = add nsw i64 %relu1_grad.iy339145, 25
-  %1245 = mul nsw i64 %1244, 26
-  %1246 = add nsw i64 %1243, %1245
-  %1247 = add nsw i64 %1246, 1
-  %1248 = add nsw i64 %1247, %relu1_grad.ix340146
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %1248
-  store float %sum342, ptr %arena149, align 4
-  %ix340.next = add nsw i64 %relu1_grad.ix340146, 1
-  %1249 = icmp slt i64 %ix340.next, 1
-  br i1 %1249, label %relu1_grad.ix340, label %relu1_grad.ix340.end
-
-relu1_grad.ix340.end:                             ; preds = %relu1_grad.ix340
-  %iy339.next = add nsw i64 %relu1_grad.iy339145, 1
-  %1250 = icmp slt i64 %iy339.next, 1
-  br i1 %1250, label %relu1_grad.iy339, label %relu1_grad.iy339.end
-
-relu1_grad.iy343:                                 ; preds = %relu1_grad.ix344.end, %relu1_grad.iy339.end
-  %relu1_grad.iy343150 = phi i64 [ 0, %relu1_grad.iy339.end ], [ %iy343.next, %relu1_grad.ix344.end ]
-  br label %relu1_grad.ix344
-
-relu1_grad.iy343.end:                             ; preds = %relu1_grad.ix344.end
-  br label %relu1_grad.iy348
-
-relu1_grad.ix344:                                 ; preds = %relu1_grad.ix344, %relu1_grad.iy343
-  %relu1_grad.ix344151 = phi i64 [ 0, %relu1_grad.iy343 ], [ %ix344.next, %relu1_grad.ix344 ]
-  %1251 = mul nsw i64 %relu1_grad.c2238, 9
-  %1252 = add nsw i64 %1251, 6
-  %1253 = mul nsw i64 %1252, 2304
-  %1254 = add nsw i64 3171600, %1253
-  %1255 = mul nsw i64 %relu1_grad.j2227, 576
-  %1256 = add nsw i64 %1254, %1255
-  %1257 = add nsw i64 %relu1_grad.iy343150, 25
-  %1258 = add nsw i64 %1257, -2
-  %1259 = mul nsw i64 %1258, 24
-  %1260 = add nsw i64 %1256, %1259
-  %1261 = add nsw i64 %1260, 2
-  %1262 = add nsw i64 %1261, %relu1_grad.ix344151
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %1262
-  %1263 = load float, ptr %arena152, align 4
-  store float %1263, ptr %relu1_grad.sum345, align 4
-  %sum345 = load float, ptr %relu1_grad.sum345, align 4
-  %1264 = mul nsw i64 %relu1_grad.c2238, 9
-  %1265 = add nsw i64 %1264, 7
-  %1266 = mul nsw i64 %1265, 2304
-  %1267 = add nsw i64 3171600, %1266
-  %1268 = mul nsw i64 %relu1_grad.j2227, 576
-  %1269 = add nsw i64 %1267, %1268
-  %1270 = add nsw i64 %relu1_grad.iy343150, 25
-  %1271 = add nsw i64 %1270, -2
-  %1272 = mul nsw i64 %1271, 24
-  %1273 = add nsw i64 %1269, %1272
-  %1274 = add nsw i64 %1273, 1
-  %1275 = add nsw i64 %1274, %relu1_grad.ix344151
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %1275
-  %1276 = load float, ptr %arena153, align 4
-  %1277 = fadd float %sum345, %1276
-  store float %1277, ptr %relu1_grad.sum346, align 4
-  %sum346 = load float, ptr %relu1_grad.sum346, align 4
-  %1278 = mul nsw i64 %relu1_grad.c2238, 9
-  %1279 = add nsw i64 %1278, 8
-  %1280 = mul nsw i64 %1279, 2304
-  %1281 = add nsw i64 3171600, %1280
-  %1282 = mul nsw i64 %relu1_grad.j2227, 576
-  %1283 = add nsw i64 %1281, %1282
-  %1284 = add nsw i64 %relu1_grad.iy343150, 25
-  %1285 = add nsw i64 %1284, -2
-  %1286 = mul nsw i64 %1285, 24
-  %1287 = add nsw i64 %1283, %1286
-  %1288 = add nsw i64 %1287, %relu1_grad.ix344151
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %1288
-  %1289 = load float, ptr %arena154, align 4
-  %1290 = fadd float %sum346, %1289
-  store float %1290, ptr %relu1_grad.sum347, align 4
-  %sum347 = load float, ptr %relu1_grad.sum347, align 4
-  %1291 = mul nsw i64 %relu1_grad.g2131, 4
-  %1292 = add nsw i64 %1291, %relu1_grad.j2227
-  %1293 = mul nsw i64 %1292, 21632
-  %1294 = add nsw i64 1384448, %1293
-  %1295 = mul nsw i64 %relu1_grad.c2238, 676
-  %1296 = add nsw i64 %1294, %1295
-  %1297 = add nsw i64 %relu1_grad.iy343150, 25
-  %1298 = mul nsw i64 %1297, 26
-  %1299 = add nsw i64 %1296, %1298
-  %1300 = add nsw i64 %1299, 2
-  %1301 = add nsw i64 %1300, %relu1_grad.ix344151
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %1301
-  store float %sum347, ptr %arena155, align 4
-  %ix344.next = add nsw i64 %relu1_grad.ix344151, 1
-  %1302 = icmp slt i64 %ix344.next, 22
-  br i1 %1302, label %relu1_grad.ix344, label %relu1_grad.ix344.end
-
-relu1_grad.ix344.end:                             ; preds = %relu1_grad.ix344
-  %iy343.next = add nsw i64 %relu1_grad.iy343150, 1
-  %1303 = icmp slt i64 %iy343.next, 1
-  br i1 %1303, label %relu1_grad.iy343, label %relu1_grad.iy343.end
-
-relu1_grad.iy348:                                 ; preds = %relu1_grad.ix349.end, %relu1_grad.iy343.end
-  %relu1_grad.iy348156 = phi i64 [ 0, %relu1_grad.iy343.end ], [ %iy348.next, %relu1_grad.ix349.end ]
-  br label %relu1_grad.ix349
-
-relu1_grad.iy348.end:                             ; preds = %relu1_grad.ix349.end
-  br label %relu1_grad.iy352
-
-relu1_grad.ix349:                                 ; preds = %relu1_grad.ix349, %relu1_grad.iy348
-  %relu1_grad.ix349157 = phi i64 [ 0, %relu1_grad.iy348 ], [ %ix349.next, %relu1_grad.ix349 ]
-  %1304 = mul nsw i64 %relu1_grad.c2238, 9
-  %1305 = add nsw i64 %1304, 7
-  %1306 = mul nsw i64 %1305, 2304
-  %1307 = add nsw i64 3171600, %1306
-  %1308 = mul nsw i64 %relu1_grad.j2227, 576
-  %1309 = add nsw i64 %1307, %1308
-  %1310 = add nsw i64 %relu1_grad.iy348156, 25
-  %1311 = add nsw i64 %1310, -2
-  %1312 = mul nsw i64 %1311, 24
-  %1313 = add nsw i64 %1309, %1312
-  %1314 = add nsw i64 %1313, 23
-  %1315 = add nsw i64 %1314, %relu1_grad.ix349157
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %1315
-  %1316 = load float, ptr %arena158, align 4
-  store float %1316, ptr %relu1_grad.sum350, align 4
-  %sum350 = load float, ptr %relu1_grad.sum350, align 4
-  %1317 = mul nsw i64 %relu1_grad.c2238, 9
-  %1318 = add nsw i64 %1317, 8
-  %1319 = mul nsw i64 %1318, 2304
-  %1320 = add nsw i64 3171600, %1319
-  %1321 = mul nsw i64 %relu1_grad.j2227, 576
-  %1322 = add nsw i64 %1320, %1321
-  %1323 = add nsw i64 %relu1_grad.iy348156, 25
-  %1324 = add nsw i64 %1323, -2
-  %1325 = mul nsw i64 %1324, 24
-  %1326 = add nsw i64 %1322, %1325
-  %1327 = add nsw i64 %1326, 22
-  %1328 = add nsw i64 %1327, %relu1_grad.ix349157
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %1328
-  %1329 = load float, ptr %arena159, align 4
-  %1330 = fadd float %sum350, %1329
-  store float %1330, ptr %relu1_grad.sum351, align 4
-  %sum351 = load float, ptr %relu1_grad.sum351, align 4
-  %1331 = mul nsw i64 %relu1_grad.g2131, 4
-  %1332 = add nsw i64 %1331, %relu1_grad.j2227
-  %1333 = mul nsw i64 %1332, 21632
-  %1334 = add nsw i64 1384448, %1333
-  %1335 = mul nsw i64 %relu1_grad.c2238, 676
-  %1336 = add nsw i64 %1334, %1335
-  %1337 = add nsw i64 %relu1_grad.iy348156, 25
-  %1338 = mul nsw i64 %1337, 26
-  %1339 = add nsw i64 %1336, %1338
-  %1340 = add nsw i64 %1339, 24
-  %1341 = add nsw i64 %1340, %relu1_grad.ix349157
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %1341
-  store float %sum351, ptr %arena160, align 4
-  %ix349.next = add nsw i64 %relu1_grad.ix349157, 1
-  %1342 = icmp slt i64 %ix349.next, 1
-  br i1 %1342, label %relu1_grad.ix349, label %relu1_grad.ix349.end
-
-relu1_grad.ix349.end:                             ; preds = %relu1_grad.ix349
-  %iy348.next = add nsw i64 %relu1_grad.iy348156, 1
-  %1343 = icmp slt i64 %iy348.next, 1
-  br i1 %1343, label %relu1_grad.iy348, label %relu1_grad.iy348.end
-
-relu1_grad.iy352:                                 ; preds = %relu1_grad.ix353.end, %relu1_grad.iy348.end
-  %relu1_grad.iy352161 = phi i64 [ 0, %relu1_grad.iy348.end ], [ %iy352.next, %relu1_grad.ix353.end ]
-  br label %relu1_grad.ix353
-
-relu1_grad.iy352.end:                             ; preds = %relu1_grad.ix353.end
-  %c223.next = add nsw i64 %relu1_grad.c2238, 1
-  %1344 = icmp slt i64 %c223.next, 32
-  br i1 %1344, label %relu1_grad.c223, label %relu1_grad.c223.end
-
-relu1_grad.ix353:                                 ; preds = %relu1_grad.ix353, %relu1_grad.iy352
-  %relu1_grad.ix353162 = phi i64 [ 0, %relu1_grad.iy352 ], [ %ix353.next, %relu1_grad.ix353 ]
-  %1345 = mul nsw i64 %relu1_grad.c2238, 9
-  %1346 = add nsw i64 %1345, 8
-  %1347 = mul nsw i64 %1346, 2304
-  %1348 = add nsw i64 3171600, %1347
-  %1349 = mul nsw i64 %relu1_grad.j2227, 576
-  %1350 = add nsw i64 %1348, %1349
-  %1351 = add nsw i64 %relu1_grad.iy352161, 25
-  %1352 = add nsw i64 %1351, -2
-  %1353 = mul nsw i64 %1352, 24
-  %1354 = add nsw i64 %1350, %1353
-  %1355 = add nsw i64 %1354, 23
-  %1356 = add nsw i64 %1355, %relu1_grad.ix353162
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1356
-  %1357 = load float, ptr %arena163, align 4
-  store float %1357, ptr %relu1_grad.sum354, align 4
-  %sum354 = load float, ptr %relu1_grad.sum354, align 4
-  %1358 = mul nsw i64 %relu1_grad.g2131, 4
-  %1359 = add nsw i64 %1358, %relu1_grad.j2227
-  %1360 = mul nsw i64 %1359, 21632
-  %1361 = add nsw i64 1384448, %1360
-  %1362 = mul nsw i64 %relu1_grad.c2238, 676
-  %1363 = add nsw i64 %1361, %1362
-  %1364 = add nsw i64 %relu1_grad.iy352161, 25
-  %1365 = mul nsw i64 %1364, 26
-  %1366 = add nsw i64 %1363, %1365
-  %1367 = add nsw i64 %1366, 25
-  %1368 = add nsw i64 %1367, %relu1_grad.ix353162
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1368
-  store float %sum354, ptr %arena164, align 4
-  %ix353.next = add nsw i64 %relu1_grad.ix353162, 1
-  %1369 = icmp slt i64 %ix353.next, 1
-  br i1 %1369, label %relu1_grad.ix353, label %relu1_grad.ix353.end
-
-relu1_grad.ix353.end:                             ; preds = %relu1_grad.ix353
-  %iy352.next = add nsw i64 %relu1_grad.iy352161, 1
-  %1370 = icmp slt i64 %iy352.next, 1
-  br i1 %1370, label %relu1_grad.iy352, label %relu1_grad.iy352.end
-}
-
-; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k23.relu1_grad.gemm221(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %relu1_grad.t219_a3 = alloca <8 x float>, align 32
-  %relu1_grad.t219_a2 = alloca <8 x float>, align 32
-  %relu1_grad.t219_a1 = alloca <8 x float>, align 32
-  %relu1_grad.t219_a0 = alloca <8 x float>, align 32
-  %relu1_grad.t219_b2 = alloca <8 x float>, align 32
-  %relu1_grad.t219_b1 = alloca <8 x float>, align 32
-  %relu1_grad.t219_b0 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c3_2 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c3_1 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c3_0 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c2_2 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c2_1 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c2_0 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c1_2 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c1_1 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c1_0 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c0_2 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c0_1 = alloca <8 x float>, align 32
-  %relu1_grad.t219_c0_0 = alloca <8 x float>, align 32
-  br label %relu1_grad.nb217
-
-relu1_grad.nb217:                                 ; preds = %relu1_grad.mb218.end, %entry
-  %relu1_grad.nb2171 = phi i64 [ 0, %entry ], [ %nb217.next, %relu1_grad.mb218.end ]
-  br label %relu1_grad.mb218
-
-relu1_grad.nb217.end:                             ; preds = %relu1_grad.mb218.end
-  ret void
-
-relu1_grad.mb218:                                 ; preds = %relu1_grad.k220.end, %relu1_grad.nb217
-  %relu1_grad.mb2182 = phi i64 [ 0, %relu1_grad.nb217 ], [ %mb218.next, %relu1_grad.k220.end ]
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %relu1_grad.t219_c3_2, align 32
-  br label %relu1_grad.k220
-
-relu1_grad.mb218.end:                             ; preds = %relu1_grad.k220.end
-  %nb217.next = add nsw i64 %relu1_grad.nb2171, 1
-  %0 = icmp slt i64 %nb217.next, 96
-  br i1 %0, label %relu1_grad.nb217, label %relu1_grad.nb217.end
-
-relu1_grad.k220:                                  ; preds = %relu1_grad.k220, %relu1_grad.mb218
-  %relu1_grad.k2203 = phi i64 [ 0, %relu1_grad.mb218 ], [ %k220.next, %relu1_grad.k220 ]
-  %1 = mul nsw i64 %relu1_grad.k2203, 2304
-  %2 = add nsw i64 3835152, %1
-  %3 = mul nsw i64 %relu1_grad.nb2171, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %relu1_grad.t219_b0, align 32
-  %6 = mul nsw i64 %relu1_grad.k2203, 2304
-  %7 = add nsw i64 3835152, %6
-  %8 = mul nsw i64 %relu1_grad.nb2171, 24
-  %9 = add nsw i64 %7, %8
+  %relu1_grad.w435 = alloca <8 x float>, align 32
+  %relu1_grad.w434 = alloca <8 x float>, align 32
+  %relu1_grad.w433 = alloca <8 x float>, align 32
+  %relu1_grad.w432 = alloca <8 x float>, align 32
+  %relu1_grad.w431 = alloca <8 x float>, align 32
+  %relu1_grad.w430 = alloca <8 x float>, align 32
+  %relu1_grad.w429 = alloca <8 x float>, align 32
+  %relu1_grad.w428 = alloca <8 x float>, align 32
+  %relu1_grad.w427 = alloca <8 x float>, align 32
+  %relu1_grad.w426 = alloca <8 x float>, align 32
+  %relu1_grad.w425 = alloca <8 x float>, align 32
+  %relu1_grad.w424 = alloca <8 x float>, align 32
+  %relu1_grad.w418 = alloca <8 x float>, align 32
+  %relu1_grad.w417 = alloca <8 x float>, align 32
+  %relu1_grad.w416 = alloca <8 x float>, align 32
+  %relu1_grad.w415 = alloca <8 x float>, align 32
+  %relu1_grad.w414 = alloca <8 x float>, align 32
+  %relu1_grad.w413 = alloca <8 x float>, align 32
+  %relu1_grad.w412 = alloca <8 x float>, align 32
+  %relu1_grad.w411 = alloca <8 x float>, align 32
+  %relu1_grad.w410 = alloca <8 x float>, align 32
+  %relu1_grad.w409 = alloca <8 x float>, align 32
+  %relu1_grad.w408 = alloca <8 x float>, align 32
+  %relu1_grad.w407 = alloca <8 x float>, align 32
+  %relu1_grad.w406 = alloca <8 x float>, align 32
+  %relu1_grad.w405 = alloca <8 x float>, align 32
+  %relu1_grad.w404 = alloca <8 x float>, align 32
+  %relu1_grad.w403 = alloca <8 x float>, align 32
+  %relu1_grad.w402 = alloca <8 x float>, align 32
+  %relu1_grad.w401 = alloca <8 x float>, align 32
+  %relu1_grad.w400 = alloca <8 x float>, align 32
+  %relu1_grad.w399 = alloca <8 x float>, align 32
+  %relu1_grad.w398 = alloca <8 x float>, align 32
+  %relu1_grad.w397 = alloca <8 x float>, align 32
+  %relu1_grad.w396 = alloca <8 x float>, align 32
+  %relu1_grad.w395 = alloca <8 x float>, align 32
+  %relu1_grad.w394 = alloca <8 x float>, align 32
+  %relu1_grad.w393 = alloca <8 x float>, align 32
+  %relu1_grad.w392 = alloca <8 x float>, align 32
+  %relu1_grad.w391 = alloca <8 x float>, align 32
+  %relu1_grad.w390 = alloca <8 x float>, align 32
+  %relu1_grad.w389 = alloca <8 x float>, align 32
+  %relu1_grad.w388 = alloca <8 x float>, align 32
+  %relu1_grad.w387 = alloca <8 x float>, align 32
+  %relu1_grad.w376 = alloca float, align 4
+  %relu1_grad.w375 = alloca float, align 4
+  %relu1_grad.w374 = alloca float, align 4
+  %relu1_grad.w373 = alloca float, align 4
+  %relu1_grad.w372 = alloca float, align 4
+  %relu1_grad.w371 = alloca float, align 4
+  %relu1_grad.w370 = alloca float, align 4
+  %relu1_grad.w369 = alloca float, align 4
+  %relu1_grad.w368 = alloca float, align 4
+  %relu1_grad.w367 = alloca float, align 4
+  %relu1_grad.w366 = alloca float, align 4
+  %relu1_grad.w365 = alloca float, align 4
+  %relu1_grad.w364 = alloca float, align 4
+  %relu1_grad.w363 = alloca float, align 4
+  %relu1_grad.w362 = alloca float, align 4
+  %relu1_grad.w361 = alloca float, align 4
+  %relu1_grad.w360 = alloca float, align 4
+  %relu1_grad.w359 = alloca float, align 4
+  %relu1_grad.w358 = alloca float, align 4
+  %relu1_grad.w357 = alloca float, align 4
+  %relu1_grad.w356 = alloca float, align 4
+  %relu1_grad.w355 = alloca float, align 4
+  %relu1_grad.w354 = alloca float, align 4
+  %relu1_grad.w353 = alloca float, align 4
+  %relu1_grad.w352 = alloca float, align 4
+  %relu1_grad.w351 = alloca float, align 4
+  %relu1_grad.w350 = alloca float, align 4
+  %relu1_grad.w349 = alloca float, align 4
+  br label %relu1_grad.ci347
+
+relu1_grad.ci347:                                 ; preds = %relu1_grad.co348.end, %entry
+  %relu1_grad.ci3471 = phi i64 [ 0, %entry ], [ %ci347.next, %relu1_grad.co348.end ]
+  br label %relu1_grad.co348
+
+relu1_grad.ci347.end:                             ; preds = %relu1_grad.co348.end
+  br label %relu1_grad.i377
+
+relu1_grad.co348:                                 ; preds = %relu1_grad.co348, %relu1_grad.ci347
+  %relu1_grad.co3482 = phi i64 [ 0, %relu1_grad.ci347 ], [ %co348.next, %relu1_grad.co348 ]
+  %0 = mul nsw i64 %relu1_grad.ci3471, 32
+  %1 = add nsw i64 %0, %relu1_grad.co3482
+  %2 = mul nsw i64 %1, 9
+  %3 = add nsw i64 320, %2
+  %4 = add nsw i64 %3, 8
+  %params3 = getelementptr inbounds float, ptr %params, i64 %4
+  %5 = load float, ptr %params3, align 4
+  store float %5, ptr %relu1_grad.w349, align 4
+  %6 = mul nsw i64 %relu1_grad.ci3471, 32
+  %7 = add nsw i64 %6, %relu1_grad.co3482
+  %8 = mul nsw i64 %7, 9
+  %9 = add nsw i64 320, %8
   %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %relu1_grad.t219_b1, align 32
-  %12 = mul nsw i64 %relu1_grad.k2203, 2304
-  %13 = add nsw i64 3835152, %12
-  %14 = mul nsw i64 %relu1_grad.nb2171, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %relu1_grad.t219_b2, align 32
-  %18 = mul nsw i64 %relu1_grad.mb2182, 4
-  %19 = add nsw i64 320, %18
-  %20 = mul nsw i64 %relu1_grad.k2203, 288
-  %21 = add nsw i64 %19, %20
-  %params7 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params7, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %relu1_grad.t219_a0, align 32
-  %t219_a0 = load <8 x float>, ptr %relu1_grad.t219_a0, align 32
-  %t219_b0 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
-  %t219_c0_0 = load <8 x float>, ptr %relu1_grad.t219_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a0, <8 x float> %t219_b0, <8 x float> %t219_c0_0)
-  store <8 x float> %25, ptr %relu1_grad.t219_c0_0, align 32
-  %t219_a08 = load <8 x float>, ptr %relu1_grad.t219_a0, align 32
-  %t219_b1 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
-  %t219_c0_1 = load <8 x float>, ptr %relu1_grad.t219_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a08, <8 x float> %t219_b1, <8 x float> %t219_c0_1)
-  store <8 x float> %26, ptr %relu1_grad.t219_c0_1, align 32
-  %t219_a09 = load <8 x float>, ptr %relu1_grad.t219_a0, align 32
-  %t219_b2 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
-  %t219_c0_2 = load <8 x float>, ptr %relu1_grad.t219_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a09, <8 x float> %t219_b2, <8 x float> %t219_c0_2)
-  store <8 x float> %27, ptr %relu1_grad.t219_c0_2, align 32
-  %28 = mul nsw i64 %relu1_grad.mb2182, 4
-  %29 = add nsw i64 %28, 1
+  %params4 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params4, align 4
+  %12 = mul nsw i64 %relu1_grad.ci3471, 32
+  %13 = add nsw i64 %12, %relu1_grad.co3482
+  %14 = mul nsw i64 %13, 9
+  %15 = add nsw i64 320, %14
+  %16 = add nsw i64 %15, 5
+  %params5 = getelementptr inbounds float, ptr %params, i64 %16
+  %17 = load float, ptr %params5, align 4
+  %18 = fadd float %11, %17
+  %19 = mul nsw i64 %relu1_grad.ci3471, 32
+  %20 = add nsw i64 %19, %relu1_grad.co3482
+  %21 = mul nsw i64 %20, 9
+  %22 = add nsw i64 320, %21
+  %23 = add nsw i64 %22, 2
+  %params6 = getelementptr inbounds float, ptr %params, i64 %23
+  %24 = load float, ptr %params6, align 4
+  %25 = fadd float %18, %24
+  %26 = fmul float %25, 5.000000e-01
+  store float %26, ptr %relu1_grad.w350, align 4
+  %27 = mul nsw i64 %relu1_grad.ci3471, 32
+  %28 = add nsw i64 %27, %relu1_grad.co3482
+  %29 = mul nsw i64 %28, 9
   %30 = add nsw i64 320, %29
-  %31 = mul nsw i64 %relu1_grad.k2203, 288
-  %32 = add nsw i64 %30, %31
-  %params10 = getelementptr inbounds float, ptr %params, i64 %32
-  %33 = load float, ptr %params10, align 4
-  %34 = insertelement <8 x float> undef, float %33, i32 0
-  %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %relu1_grad.t219_a1, align 32
-  %t219_a1 = load <8 x float>, ptr %relu1_grad.t219_a1, align 32
-  %t219_b011 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
-  %t219_c1_0 = load <8 x float>, ptr %relu1_grad.t219_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a1, <8 x float> %t219_b011, <8 x float> %t219_c1_0)
-  store <8 x float> %36, ptr %relu1_grad.t219_c1_0, align 32
-  %t219_a112 = load <8 x float>, ptr %relu1_grad.t219_a1, align 32
-  %t219_b113 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
-  %t219_c1_1 = load <8 x float>, ptr %relu1_grad.t219_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a112, <8 x float> %t219_b113, <8 x float> %t219_c1_1)
-  store <8 x float> %37, ptr %relu1_grad.t219_c1_1, align 32
-  %t219_a114 = load <8 x float>, ptr %relu1_grad.t219_a1, align 32
-  %t219_b215 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
-  %t219_c1_2 = load <8 x float>, ptr %relu1_grad.t219_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a114, <8 x float> %t219_b215, <8 x float> %t219_c1_2)
-  store <8 x float> %38, ptr %relu1_grad.t219_c1_2, align 32
-  %39 = mul nsw i64 %relu1_grad.mb2182, 4
-  %40 = add nsw i64 %39, 2
-  %41 = add nsw i64 320, %40
-  %42 = mul nsw i64 %relu1_grad.k2203, 288
-  %43 = add nsw i64 %41, %42
-  %params16 = getelementptr inbounds float, ptr %params, i64 %43
-  %44 = load float, ptr %params16, align 4
-  %45 = insertelement <8 x float> undef, float %44, i32 0
-  %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %relu1_grad.t219_a2, align 32
-  %t219_a2 = load <8 x float>, ptr %relu1_grad.t219_a2, align 32
-  %t219_b017 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
-  %t219_c2_0 = load <8 x float>, ptr %relu1_grad.t219_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a2, <8 x float> %t219_b017, <8 x float> %t219_c2_0)
-  store <8 x float> %47, ptr %relu1_grad.t219_c2_0, align 32
-  %t219_a218 = load <8 x float>, ptr %relu1_grad.t219_a2, align 32
-  %t219_b119 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
-  %t219_c2_1 = load <8 x float>, ptr %relu1_grad.t219_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a218, <8 x float> %t219_b119, <8 x float> %t219_c2_1)
-  store <8 x float> %48, ptr %relu1_grad.t219_c2_1, align 32
-  %t219_a220 = load <8 x float>, ptr %relu1_grad.t219_a2, align 32
-  %t219_b221 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
-  %t219_c2_2 = load <8 x float>, ptr %relu1_grad.t219_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a220, <8 x float> %t219_b221, <8 x float> %t219_c2_2)
-  store <8 x float> %49, ptr %relu1_grad.t219_c2_2, align 32
-  %50 = mul nsw i64 %relu1_grad.mb2182, 4
-  %51 = add nsw i64 %50, 3
-  %52 = add nsw i64 320, %51
-  %53 = mul nsw i64 %relu1_grad.k2203, 288
-  %54 = add nsw i64 %52, %53
-  %params22 = getelementptr inbounds float, ptr %params, i64 %54
-  %55 = load float, ptr %params22, align 4
-  %56 = insertelement <8 x float> undef, float %55, i32 0
-  %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %relu1_grad.t219_a3, align 32
-  %t219_a3 = load <8 x float>, ptr %relu1_grad.t219_a3, align 32
-  %t219_b023 = load <8 x float>, ptr %relu1_grad.t219_b0, align 32
-  %t219_c3_0 = load <8 x float>, ptr %relu1_grad.t219_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a3, <8 x float> %t219_b023, <8 x float> %t219_c3_0)
-  store <8 x float> %58, ptr %relu1_grad.t219_c3_0, align 32
-  %t219_a324 = load <8 x float>, ptr %relu1_grad.t219_a3, align 32
-  %t219_b125 = load <8 x float>, ptr %relu1_grad.t219_b1, align 32
-  %t219_c3_1 = load <8 x float>, ptr %relu1_grad.t219_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a324, <8 x float> %t219_b125, <8 x float> %t219_c3_1)
-  store <8 x float> %59, ptr %relu1_grad.t219_c3_1, align 32
-  %t219_a326 = load <8 x float>, ptr %relu1_grad.t219_a3, align 32
-  %t219_b227 = load <8 x float>, ptr %relu1_grad.t219_b2, align 32
-  %t219_c3_2 = load <8 x float>, ptr %relu1_grad.t219_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t219_a326, <8 x float> %t219_b227, <8 x float> %t219_c3_2)
-  store <8 x float> %60, ptr %relu1_grad.t219_c3_2, align 32
-  %k220.next = add nsw i64 %relu1_grad.k2203, 1
-  %61 = icmp slt i64 %k220.next, 64
-  br i1 %61, label %relu1_grad.k220, label %relu1_grad.k220.end
+  %31 = add nsw i64 %30, 8
+  %params7 = getelementptr inbounds float, ptr %params, i64 %31
+  %32 = load float, ptr %params7, align 4
+  %33 = mul nsw i64 %relu1_grad.ci3471, 32
+  %34 = add nsw i64 %33, %relu1_grad.co3482
+  %35 = mul nsw i64 %34, 9
+  %36 = add nsw i64 320, %35
+  %37 = add nsw i64 %36, 2
+  %params8 = getelementptr inbounds float, ptr %params, i64 %37
+  %38 = load float, ptr %params8, align 4
+  %39 = fadd float %32, %38
+  %40 = mul nsw i64 %relu1_grad.ci3471, 32
+  %41 = add nsw i64 %40, %relu1_grad.co3482
+  %42 = mul nsw i64 %41, 9
+  %43 = add nsw i64 320, %42
+  %44 = add nsw i64 %43, 5
+  %params9 = getelementptr inbounds float, ptr %params, i64 %44
+  %45 = load float, ptr %params9, align 4
+  %46 = fsub float %39, %45
+  %47 = fmul float %46, 5.000000e-01
+  store float %47, ptr %relu1_grad.w351, align 4
+  %48 = mul nsw i64 %relu1_grad.ci3471, 32
+  %49 = add nsw i64 %48, %relu1_grad.co3482
+  %50 = mul nsw i64 %49, 9
+  %51 = add nsw i64 320, %50
+  %52 = add nsw i64 %51, 2
+  %params10 = getelementptr inbounds float, ptr %params, i64 %52
+  %53 = load float, ptr %params10, align 4
+  store float %53, ptr %relu1_grad.w352, align 4
+  %54 = mul nsw i64 %relu1_grad.ci3471, 32
+  %55 = add nsw i64 %54, %relu1_grad.co3482
+  %56 = mul nsw i64 %55, 9
+  %57 = add nsw i64 320, %56
+  %58 = add nsw i64 %57, 7
+  %params11 = getelementptr inbounds float, ptr %params, i64 %58
+  %59 = load float, ptr %params11, align 4
+  store float %59, ptr %relu1_grad.w353, align 4
+  %60 = mul nsw i64 %relu1_grad.ci3471, 32
+  %61 = add nsw i64 %60, %relu1_grad.co3482
+  %62 = mul nsw i64 %61, 9
+  %63 = add nsw i64 320, %62
+  %64 = add nsw i64 %63, 7
+  %params12 = getelementptr inbounds float, ptr %params, i64 %64
+  %65 = load float, ptr %params12, align 4
+  %66 = mul nsw i64 %relu1_grad.ci3471, 32
+  %67 = add nsw i64 %66, %relu1_grad.co3482
+  %68 = mul nsw i64 %67, 9
+  %69 = add nsw i64 320, %68
+  %70 = add nsw i64 %69, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %70
+  %71 = load float, ptr %params13, align 4
+  %72 = fadd float %65, %71
+  %73 = mul nsw i64 %relu1_grad.ci3471, 32
+  %74 = add nsw i64 %73, %relu1_grad.co3482
+  %75 = mul nsw i64 %74, 9
+  %76 = add nsw i64 320, %75
+  %77 = add nsw i64 %76, 1
+  %params14 = getelementptr inbounds float, ptr %params, i64 %77
+  %78 = load float, ptr %params14, align 4
+  %79 = fadd float %72, %78
+  %80 = fmul float %79, 5.000000e-01
+  store float %80, ptr %relu1_grad.w354, align 4
+  %81 = mul nsw i64 %relu1_grad.ci3471, 32
+  %82 = add nsw i64 %81, %relu1_grad.co3482
+  %83 = mul nsw i64 %82, 9
+  %84 = add nsw i64 320, %83
+  %85 = add nsw i64 %84, 7
+  %params15 = getelementptr inbounds float, ptr %params, i64 %85
+  %86 = load float, ptr %params15, align 4
+  %87 = mul nsw i64 %relu1_grad.ci3471, 32
+  %88 = add nsw i64 %87, %relu1_grad.co3482
+  %89 = mul nsw i64 %88, 9
+  %90 = add nsw i64 320, %89
+  %91 = add nsw i64 %90, 1
+  %params16 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params16, align 4
+  %93 = fadd float %86, %92
+  %94 = mul nsw i64 %relu1_grad.ci3471, 32
+  %95 = add nsw i64 %94, %relu1_grad.co3482
+  %96 = mul nsw i64 %95, 9
+  %97 = add nsw i64 320, %96
+  %98 = add nsw i64 %97, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %98
+  %99 = load float, ptr %params17, align 4
+  %100 = fsub float %93, %99
+  %101 = fmul float %100, 5.000000e-01
+  store float %101, ptr %relu1_grad.w355, align 4
+  %102 = mul nsw i64 %relu1_grad.ci3471, 32
+  %103 = add nsw i64 %102, %relu1_grad.co3482
+  %104 = mul nsw i64 %103, 9
+  %105 = add nsw i64 320, %104
+  %106 = add nsw i64 %105, 1
+  %params18 = getelementptr inbounds float, ptr %params, i64 %106
+  %107 = load float, ptr %params18, align 4
+  store float %107, ptr %relu1_grad.w356, align 4
+  %108 = mul nsw i64 %relu1_grad.ci3471, 32
+  %109 = add nsw i64 %108, %relu1_grad.co3482
+  %110 = mul nsw i64 %109, 9
+  %111 = add nsw i64 320, %110
+  %112 = add nsw i64 %111, 6
+  %params19 = getelementptr inbounds float, ptr %params, i64 %112
+  %113 = load float, ptr %params19, align 4
+  store float %113, ptr %relu1_grad.w357, align 4
+  %114 = mul nsw i64 %relu1_grad.ci3471, 32
+  %115 = add nsw i64 %114, %relu1_grad.co3482
+  %116 = mul nsw i64 %115, 9
+  %117 = add nsw i64 320, %116
+  %118 = add nsw i64 %117, 6
+  %params20 = getelementptr inbounds float, ptr %params, i64 %118
+  %119 = load float, ptr %params20, align 4
+  %120 = mul nsw i64 %relu1_grad.ci3471, 32
+  %121 = add nsw i64 %120, %relu1_grad.co3482
+  %122 = mul nsw i64 %121, 9
+  %123 = add nsw i64 320, %122
+  %124 = add nsw i64 %123, 3
+  %params21 = getelementptr inbounds float, ptr %params, i64 %124
+  %125 = load float, ptr %params21, align 4
+  %126 = fadd float %119, %125
+  %127 = mul nsw i64 %relu1_grad.ci3471, 32
+  %128 = add nsw i64 %127, %relu1_grad.co3482
+  %129 = mul nsw i64 %128, 9
+  %130 = add nsw i64 320, %129
+  %params22 = getelementptr inbounds float, ptr %params, i64 %130
+  %131 = load float, ptr %params22, align 4
+  %132 = fadd float %126, %131
+  %133 = fmul float %132, 5.000000e-01
+  store float %133, ptr %relu1_grad.w358, align 4
+  %134 = mul nsw i64 %relu1_grad.ci3471, 32
+  %135 = add nsw i64 %134, %relu1_grad.co3482
+  %136 = mul nsw i64 %135, 9
+  %137 = add nsw i64 320, %136
+  %138 = add nsw i64 %137, 6
+  %params23 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params23, align 4
+  %140 = mul nsw i64 %relu1_grad.ci3471, 32
+  %141 = add nsw i64 %140, %relu1_grad.co3482
+  %142 = mul nsw i64 %141, 9
+  %143 = add nsw i64 320, %142
+  %params24 = getelementptr inbounds float, ptr %params, i64 %143
+  %144 = load float, ptr %params24, align 4
+  %145 = fadd float %139, %144
+  %146 = mul nsw i64 %relu1_grad.ci3471, 32
+  %147 = add nsw i64 %146, %relu1_grad.co3482
+  %148 = mul nsw i64 %147, 9
+  %149 = add nsw i64 320, %148
+  %150 = add nsw i64 %149, 3
+  %params25 = getelementptr inbounds float, ptr %params, i64 %150
+  %151 = load float, ptr %params25, align 4
+  %152 = fsub float %145, %151
+  %153 = fmul float %152, 5.000000e-01
+  store float %153, ptr %relu1_grad.w359, align 4
+  %154 = mul nsw i64 %relu1_grad.ci3471, 32
+  %155 = add nsw i64 %154, %relu1_grad.co3482
+  %156 = mul nsw i64 %155, 9
+  %157 = add nsw i64 320, %156
+  %params26 = getelementptr inbounds float, ptr %params, i64 %157
+  %158 = load float, ptr %params26, align 4
+  store float %158, ptr %relu1_grad.w360, align 4
+  %w349 = load float, ptr %relu1_grad.w349, align 4
+  store float %w349, ptr %relu1_grad.w361, align 4
+  %w34927 = load float, ptr %relu1_grad.w349, align 4
+  %w353 = load float, ptr %relu1_grad.w353, align 4
+  %159 = fadd float %w34927, %w353
+  %w357 = load float, ptr %relu1_grad.w357, align 4
+  %160 = fadd float %159, %w357
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %relu1_grad.w362, align 4
+  %w34928 = load float, ptr %relu1_grad.w349, align 4
+  %w35729 = load float, ptr %relu1_grad.w357, align 4
+  %162 = fadd float %w34928, %w35729
+  %w35330 = load float, ptr %relu1_grad.w353, align 4
+  %163 = fsub float %162, %w35330
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %relu1_grad.w363, align 4
+  %w35731 = load float, ptr %relu1_grad.w357, align 4
+  store float %w35731, ptr %relu1_grad.w364, align 4
+  %w350 = load float, ptr %relu1_grad.w350, align 4
+  store float %w350, ptr %relu1_grad.w365, align 4
+  %w35032 = load float, ptr %relu1_grad.w350, align 4
+  %w354 = load float, ptr %relu1_grad.w354, align 4
+  %165 = fadd float %w35032, %w354
+  %w358 = load float, ptr %relu1_grad.w358, align 4
+  %166 = fadd float %165, %w358
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %relu1_grad.w366, align 4
+  %w35033 = load float, ptr %relu1_grad.w350, align 4
+  %w35834 = load float, ptr %relu1_grad.w358, align 4
+  %168 = fadd float %w35033, %w35834
+  %w35435 = load float, ptr %relu1_grad.w354, align 4
+  %169 = fsub float %168, %w35435
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %relu1_grad.w367, align 4
+  %w35836 = load float, ptr %relu1_grad.w358, align 4
+  store float %w35836, ptr %relu1_grad.w368, align 4
+  %w351 = load float, ptr %relu1_grad.w351, align 4
+  store float %w351, ptr %relu1_grad.w369, align 4
+  %w35137 = load float, ptr %relu1_grad.w351, align 4
+  %w355 = load float, ptr %relu1_grad.w355, align 4
+  %171 = fadd float %w35137, %w355
+  %w359 = load float, ptr %relu1_grad.w359, align 4
+  %172 = fadd float %171, %w359
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %relu1_grad.w370, align 4
+  %w35138 = load float, ptr %relu1_grad.w351, align 4
+  %w35939 = load float, ptr %relu1_grad.w359, align 4
+  %174 = fadd float %w35138, %w35939
+  %w35540 = load float, ptr %relu1_grad.w355, align 4
+  %175 = fsub float %174, %w35540
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %relu1_grad.w371, align 4
+  %w35941 = load float, ptr %relu1_grad.w359, align 4
+  store float %w35941, ptr %relu1_grad.w372, align 4
+  %w352 = load float, ptr %relu1_grad.w352, align 4
+  store float %w352, ptr %relu1_grad.w373, align 4
+  %w35242 = load float, ptr %relu1_grad.w352, align 4
+  %w356 = load float, ptr %relu1_grad.w356, align 4
+  %177 = fadd float %w35242, %w356
+  %w360 = load float, ptr %relu1_grad.w360, align 4
+  %178 = fadd float %177, %w360
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %relu1_grad.w374, align 4
+  %w35243 = load float, ptr %relu1_grad.w352, align 4
+  %w36044 = load float, ptr %relu1_grad.w360, align 4
+  %180 = fadd float %w35243, %w36044
+  %w35645 = load float, ptr %relu1_grad.w356, align 4
+  %181 = fsub float %180, %w35645
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %relu1_grad.w375, align 4
+  %w36046 = load float, ptr %relu1_grad.w360, align 4
+  store float %w36046, ptr %relu1_grad.w376, align 4
+  %w361 = load float, ptr %relu1_grad.w361, align 4
+  %183 = mul nsw i64 %relu1_grad.ci3471, 32
+  %184 = add nsw i64 2768896, %183
+  %185 = add nsw i64 %184, %relu1_grad.co3482
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w361, ptr %arena47, align 4
+  %w362 = load float, ptr %relu1_grad.w362, align 4
+  %186 = mul nsw i64 %relu1_grad.ci3471, 32
+  %187 = add nsw i64 2770944, %186
+  %188 = add nsw i64 %187, %relu1_grad.co3482
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w362, ptr %arena48, align 4
+  %w363 = load float, ptr %relu1_grad.w363, align 4
+  %189 = mul nsw i64 %relu1_grad.ci3471, 32
+  %190 = add nsw i64 2772992, %189
+  %191 = add nsw i64 %190, %relu1_grad.co3482
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w363, ptr %arena49, align 4
+  %w364 = load float, ptr %relu1_grad.w364, align 4
+  %192 = mul nsw i64 %relu1_grad.ci3471, 32
+  %193 = add nsw i64 2775040, %192
+  %194 = add nsw i64 %193, %relu1_grad.co3482
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w364, ptr %arena50, align 4
+  %w365 = load float, ptr %relu1_grad.w365, align 4
+  %195 = mul nsw i64 %relu1_grad.ci3471, 32
+  %196 = add nsw i64 2777088, %195
+  %197 = add nsw i64 %196, %relu1_grad.co3482
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w365, ptr %arena51, align 4
+  %w366 = load float, ptr %relu1_grad.w366, align 4
+  %198 = mul nsw i64 %relu1_grad.ci3471, 32
+  %199 = add nsw i64 2779136, %198
+  %200 = add nsw i64 %199, %relu1_grad.co3482
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w366, ptr %arena52, align 4
+  %w367 = load float, ptr %relu1_grad.w367, align 4
+  %201 = mul nsw i64 %relu1_grad.ci3471, 32
+  %202 = add nsw i64 2781184, %201
+  %203 = add nsw i64 %202, %relu1_grad.co3482
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w367, ptr %arena53, align 4
+  %w368 = load float, ptr %relu1_grad.w368, align 4
+  %204 = mul nsw i64 %relu1_grad.ci3471, 32
+  %205 = add nsw i64 2783232, %204
+  %206 = add nsw i64 %205, %relu1_grad.co3482
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w368, ptr %arena54, align 4
+  %w369 = load float, ptr %relu1_grad.w369, align 4
+  %207 = mul nsw i64 %relu1_grad.ci3471, 32
+  %208 = add nsw i64 2785280, %207
+  %209 = add nsw i64 %208, %relu1_grad.co3482
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w369, ptr %arena55, align 4
+  %w370 = load float, ptr %relu1_grad.w370, align 4
+  %210 = mul nsw i64 %relu1_grad.ci3471, 32
+  %211 = add nsw i64 2787328, %210
+  %212 = add nsw i64 %211, %relu1_grad.co3482
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w370, ptr %arena56, align 4
+  %w371 = load float, ptr %relu1_grad.w371, align 4
+  %213 = mul nsw i64 %relu1_grad.ci3471, 32
+  %214 = add nsw i64 2789376, %213
+  %215 = add nsw i64 %214, %relu1_grad.co3482
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w371, ptr %arena57, align 4
+  %w372 = load float, ptr %relu1_grad.w372, align 4
+  %216 = mul nsw i64 %relu1_grad.ci3471, 32
+  %217 = add nsw i64 2791424, %216
+  %218 = add nsw i64 %217, %relu1_grad.co3482
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w372, ptr %arena58, align 4
+  %w373 = load float, ptr %relu1_grad.w373, align 4
+  %219 = mul nsw i64 %relu1_grad.ci3471, 32
+  %220 = add nsw i64 2793472, %219
+  %221 = add nsw i64 %220, %relu1_grad.co3482
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w373, ptr %arena59, align 4
+  %w374 = load float, ptr %relu1_grad.w374, align 4
+  %222 = mul nsw i64 %relu1_grad.ci3471, 32
+  %223 = add nsw i64 2795520, %222
+  %224 = add nsw i64 %223, %relu1_grad.co3482
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w374, ptr %arena60, align 4
+  %w375 = load float, ptr %relu1_grad.w375, align 4
+  %225 = mul nsw i64 %relu1_grad.ci3471, 32
+  %226 = add nsw i64 2797568, %225
+  %227 = add nsw i64 %226, %relu1_grad.co3482
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w375, ptr %arena61, align 4
+  %w376 = load float, ptr %relu1_grad.w376, align 4
+  %228 = mul nsw i64 %relu1_grad.ci3471, 32
+  %229 = add nsw i64 2799616, %228
+  %230 = add nsw i64 %229, %relu1_grad.co3482
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
+  store float %w376, ptr %arena62, align 4
+  %co348.next = add nsw i64 %relu1_grad.co3482, 1
+  %231 = icmp slt i64 %co348.next, 32
+  br i1 %231, label %relu1_grad.co348, label %relu1_grad.co348.end
 
-relu1_grad.k220.end:                              ; preds = %relu1_grad.k220
-  %t219_c0_028 = load <8 x float>, ptr %relu1_grad.t219_c0_0, align 32
-  %62 = mul nsw i64 %relu1_grad.mb2182, 4
-  %63 = mul nsw i64 %62, 2304
-  %64 = add nsw i64 3171600, %63
-  %65 = mul nsw i64 %relu1_grad.nb2171, 24
-  %66 = add nsw i64 %64, %65
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t219_c0_028, ptr %arena29, align 4
-  %t219_c0_130 = load <8 x float>, ptr %relu1_grad.t219_c0_1, align 32
-  %67 = mul nsw i64 %relu1_grad.mb2182, 4
-  %68 = mul nsw i64 %67, 2304
-  %69 = add nsw i64 3171600, %68
-  %70 = mul nsw i64 %relu1_grad.nb2171, 24
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t219_c0_130, ptr %arena31, align 4
-  %t219_c0_232 = load <8 x float>, ptr %relu1_grad.t219_c0_2, align 32
-  %73 = mul nsw i64 %relu1_grad.mb2182, 4
-  %74 = mul nsw i64 %73, 2304
-  %75 = add nsw i64 3171600, %74
-  %76 = mul nsw i64 %relu1_grad.nb2171, 24
-  %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t219_c0_232, ptr %arena33, align 4
-  %t219_c1_034 = load <8 x float>, ptr %relu1_grad.t219_c1_0, align 32
-  %79 = mul nsw i64 %relu1_grad.mb2182, 4
-  %80 = add nsw i64 %79, 1
-  %81 = mul nsw i64 %80, 2304
-  %82 = add nsw i64 3171600, %81
-  %83 = mul nsw i64 %relu1_grad.nb2171, 24
-  %84 = add nsw i64 %82, %83
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t219_c1_034, ptr %arena35, align 4
-  %t219_c1_136 = load <8 x float>, ptr %relu1_grad.t219_c1_1, align 32
-  %85 = mul nsw i64 %relu1_grad.mb2182, 4
-  %86 = add nsw i64 %85, 1
-  %87 = mul nsw i64 %86, 2304
-  %88 = add nsw i64 3171600, %87
-  %89 = mul nsw i64 %relu1_grad.nb2171, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t219_c1_136, ptr %arena37, align 4
-  %t219_c1_238 = load <8 x float>, ptr %relu1_grad.t219_c1_2, align 32
-  %92 = mul nsw i64 %relu1_grad.mb2182, 4
-  %93 = add nsw i64 %92, 1
-  %94 = mul nsw i64 %93, 2304
-  %95 = add nsw i64 3171600, %94
-  %96 = mul nsw i64 %relu1_grad.nb2171, 24
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 %97, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t219_c1_238, ptr %arena39, align 4
-  %t219_c2_040 = load <8 x float>, ptr %relu1_grad.t219_c2_0, align 32
-  %99 = mul nsw i64 %relu1_grad.mb2182, 4
-  %100 = add nsw i64 %99, 2
-  %101 = mul nsw i64 %100, 2304
-  %102 = add nsw i64 3171600, %101
-  %103 = mul nsw i64 %relu1_grad.nb2171, 24
-  %104 = add nsw i64 %102, %103
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t219_c2_040, ptr %arena41, align 4
-  %t219_c2_142 = load <8 x float>, ptr %relu1_grad.t219_c2_1, align 32
-  %105 = mul nsw i64 %relu1_grad.mb2182, 4
-  %106 = add nsw i64 %105, 2
-  %107 = mul nsw i64 %106, 2304
-  %108 = add nsw i64 3171600, %107
-  %109 = mul nsw i64 %relu1_grad.nb2171, 24
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t219_c2_142, ptr %arena43, align 4
-  %t219_c2_244 = load <8 x float>, ptr %relu1_grad.t219_c2_2, align 32
-  %112 = mul nsw i64 %relu1_grad.mb2182, 4
-  %113 = add nsw i64 %112, 2
-  %114 = mul nsw i64 %113, 2304
-  %115 = add nsw i64 3171600, %114
-  %116 = mul nsw i64 %relu1_grad.nb2171, 24
-  %117 = add nsw i64 %115, %116
-  %118 = add nsw i64 %117, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t219_c2_244, ptr %arena45, align 4
-  %t219_c3_046 = load <8 x float>, ptr %relu1_grad.t219_c3_0, align 32
-  %119 = mul nsw i64 %relu1_grad.mb2182, 4
-  %120 = add nsw i64 %119, 3
-  %121 = mul nsw i64 %120, 2304
-  %122 = add nsw i64 3171600, %121
-  %123 = mul nsw i64 %relu1_grad.nb2171, 24
-  %124 = add nsw i64 %122, %123
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t219_c3_046, ptr %arena47, align 4
-  %t219_c3_148 = load <8 x float>, ptr %relu1_grad.t219_c3_1, align 32
-  %125 = mul nsw i64 %relu1_grad.mb2182, 4
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 2304
-  %128 = add nsw i64 3171600, %127
-  %129 = mul nsw i64 %relu1_grad.nb2171, 24
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %130, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t219_c3_148, ptr %arena49, align 4
-  %t219_c3_250 = load <8 x float>, ptr %relu1_grad.t219_c3_2, align 32
-  %132 = mul nsw i64 %relu1_grad.mb2182, 4
-  %133 = add nsw i64 %132, 3
-  %134 = mul nsw i64 %133, 2304
-  %135 = add nsw i64 3171600, %134
-  %136 = mul nsw i64 %relu1_grad.nb2171, 24
-  %137 = add nsw i64 %135, %136
-  %138 = add nsw i64 %137, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t219_c3_250, ptr %arena51, align 4
-  %mb218.next = add nsw i64 %relu1_grad.mb2182, 1
-  %139 = icmp slt i64 %mb218.next, 72
-  br i1 %139, label %relu1_grad.mb218, label %relu1_grad.mb218.end
+relu1_grad.co348.end:                             ; preds = %relu1_grad.co348
+  %ci347.next = add nsw i64 %relu1_grad.ci3471, 1
+  %232 = icmp slt i64 %ci347.next, 64
+  br i1 %232, label %relu1_grad.ci347, label %relu1_grad.ci347.end
+
+relu1_grad.i377:                                  ; preds = %relu1_grad.i377, %relu1_grad.ci347.end
+  %relu1_grad.i37763 = phi i64 [ 0, %relu1_grad.ci347.end ], [ %i377.next, %relu1_grad.i377 ]
+  %233 = add nsw i64 2801664, %relu1_grad.i37763
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
+  store float 0.000000e+00, ptr %arena64, align 4
+  %i377.next = add nsw i64 %relu1_grad.i37763, 1
+  %234 = icmp slt i64 %i377.next, 50176
+  br i1 %234, label %relu1_grad.i377, label %relu1_grad.i377.end
+
+relu1_grad.i377.end:                              ; preds = %relu1_grad.i377
+  br label %relu1_grad.g378
+
+relu1_grad.g378:                                  ; preds = %relu1_grad.j436.end, %relu1_grad.i377.end
+  %relu1_grad.g37865 = phi i64 [ 0, %relu1_grad.i377.end ], [ %g378.next, %relu1_grad.j436.end ]
+  br label %relu1_grad.j379
+
+relu1_grad.g378.end:                              ; preds = %relu1_grad.j436.end
+  ret void
+
+relu1_grad.j379:                                  ; preds = %relu1_grad.c380.end, %relu1_grad.g378
+  %relu1_grad.j37966 = phi i64 [ 0, %relu1_grad.g378 ], [ %j379.next, %relu1_grad.c380.end ]
+  br label %relu1_grad.c380
+
+relu1_grad.j379.end:                              ; preds = %relu1_grad.c380.end
+  br label %relu1_grad.j383
+
+relu1_grad.c380:                                  ; preds = %relu1_grad.iy381.end, %relu1_grad.j379
+  %relu1_grad.c38067 = phi i64 [ 0, %relu1_grad.j379 ], [ %c380.next, %relu1_grad.iy381.end ]
+  br label %relu1_grad.iy381
+
+relu1_grad.c380.end:                              ; preds = %relu1_grad.iy381.end
+  %j379.next = add nsw i64 %relu1_grad.j37966, 1
+  %235 = icmp slt i64 %j379.next, 1
+  br i1 %235, label %relu1_grad.j379, label %relu1_grad.j379.end
+
+relu1_grad.iy381:                                 ; preds = %relu1_grad.ix382.end, %relu1_grad.c380
+  %relu1_grad.iy38168 = phi i64 [ 0, %relu1_grad.c380 ], [ %iy381.next, %relu1_grad.ix382.end ]
+  br label %relu1_grad.ix382
+
+relu1_grad.iy381.end:                             ; preds = %relu1_grad.ix382.end
+  %c380.next = add nsw i64 %relu1_grad.c38067, 1
+  %236 = icmp slt i64 %c380.next, 64
+  br i1 %236, label %relu1_grad.c380, label %relu1_grad.c380.end
+
+relu1_grad.ix382:                                 ; preds = %relu1_grad.ix382, %relu1_grad.iy381
+  %relu1_grad.ix38269 = phi i64 [ 0, %relu1_grad.iy381 ], [ %ix382.next, %relu1_grad.ix382 ]
+  %237 = add nsw i64 %relu1_grad.g37865, %relu1_grad.j37966
+  %238 = mul nsw i64 %237, 36864
+  %239 = add nsw i64 4351248, %238
+  %240 = mul nsw i64 %relu1_grad.c38067, 576
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %relu1_grad.iy38168, 24
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, %relu1_grad.ix38269
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
+  %245 = load float, ptr %arena70, align 4
+  %246 = mul nsw i64 %relu1_grad.j37966, 50176
+  %247 = add nsw i64 %relu1_grad.iy38168, 2
+  %248 = mul nsw i64 %247, 1792
+  %249 = add nsw i64 %246, %248
+  %250 = add nsw i64 %relu1_grad.ix38269, 2
+  %251 = mul nsw i64 %250, 64
+  %252 = add nsw i64 %249, %251
+  %253 = add nsw i64 %252, %relu1_grad.c38067
+  %254 = add nsw i64 2801664, %253
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
+  store float %245, ptr %arena71, align 4
+  %ix382.next = add nsw i64 %relu1_grad.ix38269, 1
+  %255 = icmp slt i64 %ix382.next, 24
+  br i1 %255, label %relu1_grad.ix382, label %relu1_grad.ix382.end
+
+relu1_grad.ix382.end:                             ; preds = %relu1_grad.ix382
+  %iy381.next = add nsw i64 %relu1_grad.iy38168, 1
+  %256 = icmp slt i64 %iy381.next, 24
+  br i1 %256, label %relu1_grad.iy381, label %relu1_grad.iy381.end
+
+relu1_grad.j383:                                  ; preds = %relu1_grad.ty384.end, %relu1_grad.j379.end
+  %relu1_grad.j38372 = phi i64 [ 0, %relu1_grad.j379.end ], [ %j383.next, %relu1_grad.ty384.end ]
+  br label %relu1_grad.ty384
+
+relu1_grad.j383.end:                              ; preds = %relu1_grad.ty384.end
+  br label %relu1_grad.xi419
+
+relu1_grad.ty384:                                 ; preds = %relu1_grad.tx385.end, %relu1_grad.j383
+  %relu1_grad.ty38473 = phi i64 [ 0, %relu1_grad.j383 ], [ %ty384.next, %relu1_grad.tx385.end ]
+  br label %relu1_grad.tx385
+
+relu1_grad.ty384.end:                             ; preds = %relu1_grad.tx385.end
+  %j383.next = add nsw i64 %relu1_grad.j38372, 1
+  %257 = icmp slt i64 %j383.next, 1
+  br i1 %257, label %relu1_grad.j383, label %relu1_grad.j383.end
+
+relu1_grad.tx385:                                 ; preds = %relu1_grad.cv386.end, %relu1_grad.ty384
+  %relu1_grad.tx38574 = phi i64 [ 0, %relu1_grad.ty384 ], [ %tx385.next, %relu1_grad.cv386.end ]
+  br label %relu1_grad.cv386
+
+relu1_grad.tx385.end:                             ; preds = %relu1_grad.cv386.end
+  %ty384.next = add nsw i64 %relu1_grad.ty38473, 1
+  %258 = icmp slt i64 %ty384.next, 13
+  br i1 %258, label %relu1_grad.ty384, label %relu1_grad.ty384.end
+
+relu1_grad.cv386:                                 ; preds = %relu1_grad.cv386, %relu1_grad.tx385
+  %relu1_grad.cv38675 = phi i64 [ 0, %relu1_grad.tx385 ], [ %cv386.next, %relu1_grad.cv386 ]
+  %259 = mul nsw i64 %relu1_grad.j38372, 50176
+  %260 = mul nsw i64 %relu1_grad.ty38473, 2
+  %261 = mul nsw i64 %260, 1792
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %relu1_grad.tx38574, 2
+  %264 = mul nsw i64 %263, 64
+  %265 = add nsw i64 %262, %264
+  %266 = mul nsw i64 %relu1_grad.cv38675, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 2801664, %267
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena76, align 4
+  %270 = mul nsw i64 %relu1_grad.j38372, 50176
+  %271 = mul nsw i64 %relu1_grad.ty38473, 2
+  %272 = add nsw i64 %271, 2
+  %273 = mul nsw i64 %272, 1792
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %relu1_grad.tx38574, 2
+  %276 = mul nsw i64 %275, 64
+  %277 = add nsw i64 %274, %276
+  %278 = mul nsw i64 %relu1_grad.cv38675, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 2801664, %279
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena77, align 4
+  %282 = fsub <8 x float> %269, %281
+  store <8 x float> %282, ptr %relu1_grad.w387, align 32
+  %283 = mul nsw i64 %relu1_grad.j38372, 50176
+  %284 = mul nsw i64 %relu1_grad.ty38473, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 1792
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %relu1_grad.tx38574, 2
+  %289 = mul nsw i64 %288, 64
+  %290 = add nsw i64 %287, %289
+  %291 = mul nsw i64 %relu1_grad.cv38675, 8
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 2801664, %292
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load <8 x float>, ptr %arena78, align 4
+  %295 = mul nsw i64 %relu1_grad.j38372, 50176
+  %296 = mul nsw i64 %relu1_grad.ty38473, 2
+  %297 = add nsw i64 %296, 2
+  %298 = mul nsw i64 %297, 1792
+  %299 = add nsw i64 %295, %298
+  %300 = mul nsw i64 %relu1_grad.tx38574, 2
+  %301 = mul nsw i64 %300, 64
+  %302 = add nsw i64 %299, %301
+  %303 = mul nsw i64 %relu1_grad.cv38675, 8
+  %304 = add nsw i64 %302, %303
+  %305 = add nsw i64 2801664, %304
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
+  %306 = load <8 x float>, ptr %arena79, align 4
+  %307 = fadd <8 x float> %294, %306
+  store <8 x float> %307, ptr %relu1_grad.w388, align 32
+  %308 = mul nsw i64 %relu1_grad.j38372, 50176
+  %309 = mul nsw i64 %relu1_grad.ty38473, 2
+  %310 = add nsw i64 %309, 2
+  %311 = mul nsw i64 %310, 1792
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %relu1_grad.tx38574, 2
+  %314 = mul nsw i64 %313, 64
+  %315 = add nsw i64 %312, %314
+  %316 = mul nsw i64 %relu1_grad.cv38675, 8
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 2801664, %317
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load <8 x float>, ptr %arena80, align 4
+  %320 = mul nsw i64 %relu1_grad.j38372, 50176
+  %321 = mul nsw i64 %relu1_grad.ty38473, 2
+  %322 = add nsw i64 %321, 1
+  %323 = mul nsw i64 %322, 1792
+  %324 = add nsw i64 %320, %323
+  %325 = mul nsw i64 %relu1_grad.tx38574, 2
+  %326 = mul nsw i64 %325, 64
+  %327 = add nsw i64 %324, %326
+  %328 = mul nsw i64 %relu1_grad.cv38675, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 2801664, %329
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <8 x float>, ptr %arena81, align 4
+  %332 = fsub <8 x float> %319, %331
+  store <8 x float> %332, ptr %relu1_grad.w389, align 32
+  %333 = mul nsw i64 %relu1_grad.j38372, 50176
+  %334 = mul nsw i64 %relu1_grad.ty38473, 2
+  %335 = add nsw i64 %334, 1
+  %336 = mul nsw i64 %335, 1792
+  %337 = add nsw i64 %333, %336
+  %338 = mul nsw i64 %relu1_grad.tx38574, 2
+  %339 = mul nsw i64 %338, 64
+  %340 = add nsw i64 %337, %339
+  %341 = mul nsw i64 %relu1_grad.cv38675, 8
+  %342 = add nsw i64 %340, %341
+  %343 = add nsw i64 2801664, %342
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load <8 x float>, ptr %arena82, align 4
+  %345 = mul nsw i64 %relu1_grad.j38372, 50176
+  %346 = mul nsw i64 %relu1_grad.ty38473, 2
+  %347 = add nsw i64 %346, 3
+  %348 = mul nsw i64 %347, 1792
+  %349 = add nsw i64 %345, %348
+  %350 = mul nsw i64 %relu1_grad.tx38574, 2
+  %351 = mul nsw i64 %350, 64
+  %352 = add nsw i64 %349, %351
+  %353 = mul nsw i64 %relu1_grad.cv38675, 8
+  %354 = add nsw i64 %352, %353
+  %355 = add nsw i64 2801664, %354
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load <8 x float>, ptr %arena83, align 4
+  %357 = fsub <8 x float> %344, %356
+  store <8 x float> %357, ptr %relu1_grad.w390, align 32
+  %358 = mul nsw i64 %relu1_grad.j38372, 50176
+  %359 = mul nsw i64 %relu1_grad.ty38473, 2
+  %360 = mul nsw i64 %359, 1792
+  %361 = add nsw i64 %358, %360
+  %362 = mul nsw i64 %relu1_grad.tx38574, 2
+  %363 = add nsw i64 %362, 1
+  %364 = mul nsw i64 %363, 64
+  %365 = add nsw i64 %361, %364
+  %366 = mul nsw i64 %relu1_grad.cv38675, 8
+  %367 = add nsw i64 %365, %366
+  %368 = add nsw i64 2801664, %367
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
+  %369 = load <8 x float>, ptr %arena84, align 4
+  %370 = mul nsw i64 %relu1_grad.j38372, 50176
+  %371 = mul nsw i64 %relu1_grad.ty38473, 2
+  %372 = add nsw i64 %371, 2
+  %373 = mul nsw i64 %372, 1792
+  %374 = add nsw i64 %370, %373
+  %375 = mul nsw i64 %relu1_grad.tx38574, 2
+  %376 = add nsw i64 %375, 1
+  %377 = mul nsw i64 %376, 64
+  %378 = add nsw i64 %374, %377
+  %379 = mul nsw i64 %relu1_grad.cv38675, 8
+  %380 = add nsw i64 %378, %379
+  %381 = add nsw i64 2801664, %380
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load <8 x float>, ptr %arena85, align 4
+  %383 = fsub <8 x float> %369, %382
+  store <8 x float> %383, ptr %relu1_grad.w391, align 32
+  %384 = mul nsw i64 %relu1_grad.j38372, 50176
+  %385 = mul nsw i64 %relu1_grad.ty38473, 2
+  %386 = add nsw i64 %385, 1
+  %387 = mul nsw i64 %386, 1792
+  %388 = add nsw i64 %384, %387
+  %389 = mul nsw i64 %relu1_grad.tx38574, 2
+  %390 = add nsw i64 %389, 1
+  %391 = mul nsw i64 %390, 64
+  %392 = add nsw i64 %388, %391
+  %393 = mul nsw i64 %relu1_grad.cv38675, 8
+  %394 = add nsw i64 %392, %393
+  %395 = add nsw i64 2801664, %394
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load <8 x float>, ptr %arena86, align 4
+  %397 = mul nsw i64 %relu1_grad.j38372, 50176
+  %398 = mul nsw i64 %relu1_grad.ty38473, 2
+  %399 = add nsw i64 %398, 2
+  %400 = mul nsw i64 %399, 1792
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %relu1_grad.tx38574, 2
+  %403 = add nsw i64 %402, 1
+  %404 = mul nsw i64 %403, 64
+  %405 = add nsw i64 %401, %404
+  %406 = mul nsw i64 %relu1_grad.cv38675, 8
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 2801664, %407
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load <8 x float>, ptr %arena87, align 4
+  %410 = fadd <8 x float> %396, %409
+  store <8 x float> %410, ptr %relu1_grad.w392, align 32
+  %411 = mul nsw i64 %relu1_grad.j38372, 50176
+  %412 = mul nsw i64 %relu1_grad.ty38473, 2
+  %413 = add nsw i64 %412, 2
+  %414 = mul nsw i64 %413, 1792
+  %415 = add nsw i64 %411, %414
+  %416 = mul nsw i64 %relu1_grad.tx38574, 2
+  %417 = add nsw i64 %416, 1
+  %418 = mul nsw i64 %417, 64
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %relu1_grad.cv38675, 8
+  %421 = add nsw i64 %419, %420
+  %422 = add nsw i64 2801664, %421
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
+  %423 = load <8 x float>, ptr %arena88, align 4
+  %424 = mul nsw i64 %relu1_grad.j38372, 50176
+  %425 = mul nsw i64 %relu1_grad.ty38473, 2
+  %426 = add nsw i64 %425, 1
+  %427 = mul nsw i64 %426, 1792
+  %428 = add nsw i64 %424, %427
+  %429 = mul nsw i64 %relu1_grad.tx38574, 2
+  %430 = add nsw i64 %429, 1
+  %431 = mul nsw i64 %430, 64
+  %432 = add nsw i64 %428, %431
+  %433 = mul nsw i64 %relu1_grad.cv38675, 8
+  %434 = add nsw i64 %432, %433
+  %435 = add nsw i64 2801664, %434
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
+  %436 = load <8 x float>, ptr %arena89, align 4
+  %437 = fsub <8 x float> %423, %436
+  store <8 x float> %437, ptr %relu1_grad.w393, align 32
+  %438 = mul nsw i64 %relu1_grad.j38372, 50176
+  %439 = mul nsw i64 %relu1_grad.ty38473, 2
+  %440 = add nsw i64 %439, 1
+  %441 = mul nsw i64 %440, 1792
+  %442 = add nsw i64 %438, %441
+  %443 = mul nsw i64 %relu1_grad.tx38574, 2
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 64
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %relu1_grad.cv38675, 8
+  %448 = add nsw i64 %446, %447
+  %449 = add nsw i64 2801664, %448
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
+  %450 = load <8 x float>, ptr %arena90, align 4
+  %451 = mul nsw i64 %relu1_grad.j38372, 50176
+  %452 = mul nsw i64 %relu1_grad.ty38473, 2
+  %453 = add nsw i64 %452, 3
+  %454 = mul nsw i64 %453, 1792
+  %455 = add nsw i64 %451, %454
+  %456 = mul nsw i64 %relu1_grad.tx38574, 2
+  %457 = add nsw i64 %456, 1
+  %458 = mul nsw i64 %457, 64
+  %459 = add nsw i64 %455, %458
+  %460 = mul nsw i64 %relu1_grad.cv38675, 8
+  %461 = add nsw i64 %459, %460
+  %462 = add nsw i64 2801664, %461
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
+  %463 = load <8 x float>, ptr %arena91, align 4
+  %464 = fsub <8 x float> %450, %463
+  store <8 x float> %464, ptr %relu1_grad.w394, align 32
+  %465 = mul nsw i64 %relu1_grad.j38372, 50176
+  %466 = mul nsw i64 %relu1_grad.ty38473, 2
+  %467 = mul nsw i64 %466, 1792
+  %468 = add nsw i64 %465, %467
+  %469 = mul nsw i64 %relu1_grad.tx38574, 2
+  %470 = add nsw i64 %469, 2
+  %471 = mul nsw i64 %470, 64
+  %472 = add nsw i64 %468, %471
+  %473 = mul nsw i64 %relu1_grad.cv38675, 8
+  %474 = add nsw i64 %472, %473
+  %475 = add nsw i64 2801664, %474
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
+  %476 = load <8 x float>, ptr %arena92, align 4
+  %477 = mul nsw i64 %relu1_grad.j38372, 50176
+  %478 = mul nsw i64 %relu1_grad.ty38473, 2
+  %479 = add nsw i64 %478, 2
+  %480 = mul nsw i64 %479, 1792
+  %481 = add nsw i64 %477, %480
+  %482 = mul nsw i64 %relu1_grad.tx38574, 2
+  %483 = add nsw i64 %482, 2
+  %484 = mul nsw i64 %483, 64
+  %485 = add nsw i64 %481, %484
+  %486 = mul nsw i64 %relu1_grad.cv38675, 8
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 2801664, %487
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load <8 x float>, ptr %arena93, align 4
+  %490 = fsub <8 x float> %476, %489
+  store <8 x float> %490, ptr %relu1_grad.w395, align 32
+  %491 = mul nsw i64 %relu1_grad.j38372, 50176
+  %492 = mul nsw i64 %relu1_grad.ty38473, 2
+  %493 = add nsw i64 %492, 1
+  %494 = mul nsw i64 %493, 1792
+  %495 = add nsw i64 %491, %494
+  %496 = mul nsw i64 %relu1_grad.tx38574, 2
+  %497 = add nsw i64 %496, 2
+  %498 = mul nsw i64 %497, 64
+  %499 = add nsw i64 %495, %498
+  %500 = mul nsw i64 %relu1_grad.cv38675, 8
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 2801664, %501
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load <8 x float>, ptr %arena94, align 4
+  %504 = mul nsw i64 %relu1_grad.j38372, 50176
+  %505 = mul nsw i64 %relu1_grad.ty38473, 2
+  %506 = add nsw i64 %505, 2
+  %507 = mul nsw i64 %506, 1792
+  %508 = add nsw i64 %504, %507
+  %509 = mul nsw i64 %relu1_grad.tx38574, 2
+  %510 = add nsw i64 %509, 2
+  %511 = mul nsw i64 %510, 64
+  %512 = add nsw i64 %508, %511
+  %513 = mul nsw i64 %relu1_grad.cv38675, 8
+  %514 = add nsw i64 %512, %513
+  %515 = add nsw i64 2801664, %514
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load <8 x float>, ptr %arena95, align 4
+  %517 = fadd <8 x float> %503, %516
+  store <8 x float> %517, ptr %relu1_grad.w396, align 32
+  %518 = mul nsw i64 %relu1_grad.j38372, 50176
+  %519 = mul nsw i64 %relu1_grad.ty38473, 2
+  %520 = add nsw i64 %519, 2
+  %521 = mul nsw i64 %520, 1792
+  %522 = add nsw i64 %518, %521
+  %523 = mul nsw i64 %relu1_grad.tx38574, 2
+  %524 = add nsw i64 %523, 2
+  %525 = mul nsw i64 %524, 64
+  %526 = add nsw i64 %522, %525
+  %527 = mul nsw i64 %relu1_grad.cv38675, 8
+  %528 = add nsw i64 %526, %527
+  %529 = add nsw i64 2801664, %528
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
+  %530 = load <8 x float>, ptr %arena96, align 4
+  %531 = mul nsw i64 %relu1_grad.j38372, 50176
+  %532 = mul nsw i64 %relu1_grad.ty38473, 2
+  %533 = add nsw i64 %532, 1
+  %534 = mul nsw i64 %533, 1792
+  %535 = add nsw i64 %531, %534
+  %536 = mul nsw i64 %relu1_grad.tx38574, 2
+  %537 = add nsw i64 %536, 2
+  %538 = mul nsw i64 %537, 64
+  %539 = add nsw i64 %535, %538
+  %540 = mul nsw i64 %relu1_grad.cv38675, 8
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 2801664, %541
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
+  %543 = load <8 x float>, ptr %arena97, align 4
+  %544 = fsub <8 x float> %530, %543
+  store <8 x float> %544, ptr %relu1_grad.w397, align 32
+  %545 = mul nsw i64 %relu1_grad.j38372, 50176
+  %546 = mul nsw i64 %relu1_grad.ty38473, 2
+  %547 = add nsw i64 %546, 1
+  %548 = mul nsw i64 %547, 1792
+  %549 = add nsw i64 %545, %548
+  %550 = mul nsw i64 %relu1_grad.tx38574, 2
+  %551 = add nsw i64 %550, 2
+  %552 = mul nsw i64 %551, 64
+  %553 = add nsw i64 %549, %552
+  %554 = mul nsw i64 %relu1_grad.cv38675, 8
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 2801664, %555
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <8 x float>, ptr %arena98, align 4
+  %558 = mul nsw i64 %relu1_grad.j38372, 50176
+  %559 = mul nsw i64 %relu1_grad.ty38473, 2
+  %560 = add nsw i64 %559, 3
+  %561 = mul nsw i64 %560, 1792
+  %562 = add nsw i64 %558, %561
+  %563 = mul nsw i64 %relu1_grad.tx38574, 2
+  %564 = add nsw i64 %563, 2
+  %565 = mul nsw i64 %564, 64
+  %566 = add nsw i64 %562, %565
+  %567 = mul nsw i64 %relu1_grad.cv38675, 8
+  %568 = add nsw i64 %566, %567
+  %569 = add nsw i64 2801664, %568
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
+  %570 = load <8 x float>, ptr %arena99, align 4
+  %571 = fsub <8 x float> %557, %570
+  store <8 x float> %571, ptr %relu1_grad.w398, align 32
+  %572 = mul nsw i64 %relu1_grad.j38372, 50176
+  %573 = mul nsw i64 %relu1_grad.ty38473, 2
+  %574 = mul nsw i64 %573, 1792
+  %575 = add nsw i64 %572, %574
+  %576 = mul nsw i64 %relu1_grad.tx38574, 2
+  %577 = add nsw i64 %576, 3
+  %578 = mul nsw i64 %577, 64
+  %579 = add nsw i64 %575, %578
+  %580 = mul nsw i64 %relu1_grad.cv38675, 8
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 2801664, %581
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
+  %583 = load <8 x float>, ptr %arena100, align 4
+  %584 = mul nsw i64 %relu1_grad.j38372, 50176
+  %585 = mul nsw i64 %relu1_grad.ty38473, 2
+  %586 = add nsw i64 %585, 2
+  %587 = mul nsw i64 %586, 1792
+  %588 = add nsw i64 %584, %587
+  %589 = mul nsw i64 %relu1_grad.tx38574, 2
+  %590 = add nsw i64 %589, 3
+  %591 = mul nsw i64 %590, 64
+  %592 = add nsw i64 %588, %591
+  %593 = mul nsw i64 %relu1_grad.cv38675, 8
+  %594 = add nsw i64 %592, %593
+  %595 = add nsw i64 2801664, %594
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
+  %596 = load <8 x float>, ptr %arena101, align 4
+  %597 = fsub <8 x float> %583, %596
+  store <8 x float> %597, ptr %relu1_grad.w399, align 32
+  %598 = mul nsw i64 %relu1_grad.j38372, 50176
+  %599 = mul nsw i64 %relu1_grad.ty38473, 2
+  %600 = add nsw i64 %599, 1
+  %601 = mul nsw i64 %600, 1792
+  %602 = add nsw i64 %598, %601
+  %603 = mul nsw i64 %relu1_grad.tx38574, 2
+  %604 = add nsw i64 %603, 3
+  %605 = mul nsw i64 %604, 64
+  %606 = add nsw i64 %602, %605
+  %607 = mul nsw i64 %relu1_grad.cv38675, 8
+  %608 = add nsw i64 %606, %607
+  %609 = add nsw i64 2801664, %608
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
+  %610 = load <8 x float>, ptr %arena102, align 4
+  %611 = mul nsw i64 %relu1_grad.j38372, 50176
+  %612 = mul nsw i64 %relu1_grad.ty38473, 2
+  %613 = add nsw i64 %612, 2
+  %614 = mul nsw i64 %613, 1792
+  %615 = add nsw i64 %611, %614
+  %616 = mul nsw i64 %relu1_grad.tx38574, 2
+  %617 = add nsw i64 %616, 3
+  %618 = mul nsw i64 %617, 64
+  %619 = add nsw i64 %615, %618
+  %620 = mul nsw i64 %relu1_grad.cv38675, 8
+  %621 = add nsw i64 %619, %620
+  %622 = add nsw i64 2801664, %621
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load <8 x float>, ptr %arena103, align 4
+  %624 = fadd <8 x float> %610, %623
+  store <8 x float> %624, ptr %relu1_grad.w400, align 32
+  %625 = mul nsw i64 %relu1_grad.j38372, 50176
+  %626 = mul nsw i64 %relu1_grad.ty38473, 2
+  %627 = add nsw i64 %626, 2
+  %628 = mul nsw i64 %627, 1792
+  %629 = add nsw i64 %625, %628
+  %630 = mul nsw i64 %relu1_grad.tx38574, 2
+  %631 = add nsw i64 %630, 3
+  %632 = mul nsw i64 %631, 64
+  %633 = add nsw i64 %629, %632
+  %634 = mul nsw i64 %relu1_grad.cv38675, 8
+  %635 = add nsw i64 %633, %634
+  %636 = add nsw i64 2801664, %635
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
+  %637 = load <8 x float>, ptr %arena104, align 4
+  %638 = mul nsw i64 %relu1_grad.j38372, 50176
+  %639 = mul nsw i64 %relu1_grad.ty38473, 2
+  %640 = add nsw i64 %639, 1
+  %641 = mul nsw i64 %640, 1792
+  %642 = add nsw i64 %638, %641
+  %643 = mul nsw i64 %relu1_grad.tx38574, 2
+  %644 = add nsw i64 %643, 3
+  %645 = mul nsw i64 %644, 64
+  %646 = add nsw i64 %642, %645
+  %647 = mul nsw i64 %relu1_grad.cv38675, 8
+  %648 = add nsw i64 %646, %647
+  %649 = add nsw i64 2801664, %648
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load <8 x float>, ptr %arena105, align 4
+  %651 = fsub <8 x float> %637, %650
+  store <8 x float> %651, ptr %relu1_grad.w401, align 32
+  %652 = mul nsw i64 %relu1_grad.j38372, 50176
+  %653 = mul nsw i64 %relu1_grad.ty38473, 2
+  %654 = add nsw i64 %653, 1
+  %655 = mul nsw i64 %654, 1792
+  %656 = add nsw i64 %652, %655
+  %657 = mul nsw i64 %relu1_grad.tx38574, 2
+  %658 = add nsw i64 %657, 3
+  %659 = mul nsw i64 %658, 64
+  %660 = add nsw i64 %656, %659
+  %661 = mul nsw i64 %relu1_grad.cv38675, 8
+  %662 = add nsw i64 %660, %661
+  %663 = add nsw i64 2801664, %662
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
+  %664 = load <8 x float>, ptr %arena106, align 4
+  %665 = mul nsw i64 %relu1_grad.j38372, 50176
+  %666 = mul nsw i64 %relu1_grad.ty38473, 2
+  %667 = add nsw i64 %666, 3
+  %668 = mul nsw i64 %667, 1792
+  %669 = add nsw i64 %665, %668
+  %670 = mul nsw i64 %relu1_grad.tx38574, 2
+  %671 = add nsw i64 %670, 3
+  %672 = mul nsw i64 %671, 64
+  %673 = add nsw i64 %669, %672
+  %674 = mul nsw i64 %relu1_grad.cv38675, 8
+  %675 = add nsw i64 %673, %674
+  %676 = add nsw i64 2801664, %675
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
+  %677 = load <8 x float>, ptr %arena107, align 4
+  %678 = fsub <8 x float> %664, %677
+  store <8 x float> %678, ptr %relu1_grad.w402, align 32
+  %w387 = load <8 x float>, ptr %relu1_grad.w387, align 32
+  %w395 = load <8 x float>, ptr %relu1_grad.w395, align 32
+  %679 = fsub <8 x float> %w387, %w395
+  store <8 x float> %679, ptr %relu1_grad.w403, align 32
+  %w391 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %w395108 = load <8 x float>, ptr %relu1_grad.w395, align 32
+  %680 = fadd <8 x float> %w391, %w395108
+  store <8 x float> %680, ptr %relu1_grad.w404, align 32
+  %w395109 = load <8 x float>, ptr %relu1_grad.w395, align 32
+  %w391110 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %681 = fsub <8 x float> %w395109, %w391110
+  store <8 x float> %681, ptr %relu1_grad.w405, align 32
+  %w391111 = load <8 x float>, ptr %relu1_grad.w391, align 32
+  %w399 = load <8 x float>, ptr %relu1_grad.w399, align 32
+  %682 = fsub <8 x float> %w391111, %w399
+  store <8 x float> %682, ptr %relu1_grad.w406, align 32
+  %w388 = load <8 x float>, ptr %relu1_grad.w388, align 32
+  %w396 = load <8 x float>, ptr %relu1_grad.w396, align 32
+  %683 = fsub <8 x float> %w388, %w396
+  store <8 x float> %683, ptr %relu1_grad.w407, align 32
+  %w392 = load <8 x float>, ptr %relu1_grad.w392, align 32
+  %w396112 = load <8 x float>, ptr %relu1_grad.w396, align 32
+  %684 = fadd <8 x float> %w392, %w396112
+  store <8 x float> %684, ptr %relu1_grad.w408, align 32
+  %w396113 = load <8 x float>, ptr %relu1_grad.w396, align 32
+  %w392114 = load <8 x float>, ptr %relu1_grad.w392, align 32
+  %685 = fsub <8 x float> %w396113, %w392114
+  store <8 x float> %685, ptr %relu1_grad.w409, align 32
+  %w392115 = load <8 x float>, ptr %relu1_grad.w392, align 32
+  %w400 = load <8 x float>, ptr %relu1_grad.w400, align 32
+  %686 = fsub <8 x float> %w392115, %w400
+  store <8 x float> %686, ptr %relu1_grad.w410, align 32
+  %w389 = load <8 x float>, ptr %relu1_grad.w389, align 32
+  %w397 = load <8 x float>, ptr %relu1_grad.w397, align 32
+  %687 = fsub <8 x float> %w389, %w397
+  store <8 x float> %687, ptr %relu1_grad.w411, align 32
+  %w393 = load <8 x float>, ptr %relu1_grad.w393, align 32
+  %w397116 = load <8 x float>, ptr %relu1_grad.w397, align 32
+  %688 = fadd <8 x float> %w393, %w397116
+  store <8 x float> %688, ptr %relu1_grad.w412, align 32
+  %w397117 = load <8 x float>, ptr %relu1_grad.w397, align 32
+  %w393118 = load <8 x float>, ptr %relu1_grad.w393, align 32
+  %689 = fsub <8 x float> %w397117, %w393118
+  store <8 x float> %689, ptr %relu1_grad.w413, align 32
+  %w393119 = load <8 x float>, ptr %relu1_grad.w393, align 32
+  %w401 = load <8 x float>, ptr %relu1_grad.w401, align 32
+  %690 = fsub <8 x float> %w393119, %w401
+  store <8 x float> %690, ptr %relu1_grad.w414, align 32
+  %w390 = load <8 x float>, ptr %relu1_grad.w390, align 32
+  %w398 = load <8 x float>, ptr %relu1_grad.w398, align 32
+  %691 = fsub <8 x float> %w390, %w398
+  store <8 x float> %691, ptr %relu1_grad.w415, align 32
+  %w394 = load <8 x float>, ptr %relu1_grad.w394, align 32
+  %w398120 = load <8 x float>, ptr %relu1_grad.w398, align 32
+  %692 = fadd <8 x float> %w394, %w398120
+  store <8 x float> %692, ptr %relu1_grad.w416, align 32
+  %w398121 = load <8 x float>, ptr %relu1_grad.w398, align 32
+  %w394122 = load <8 x float>, ptr %relu1_grad.w394, align 32
+  %693 = fsub <8 x float> %w398121, %w394122
+  store <8 x float> %693, ptr %relu1_grad.w417, align 32
+  %w394123 = load <8 x float>, ptr %relu1_grad.w394, align 32
+  %w402 = load <8 x float>, ptr %relu1_grad.w402, align 32
+  %694 = fsub <8 x float> %w394123, %w402
+  store <8 x float> %694, ptr %relu1_grad.w418, align 32
+  %w403 = load <8 x float>, ptr %relu1_grad.w403, align 32
+  %695 = mul nsw i64 %relu1_grad.j38372, 169
+  %696 = mul nsw i64 %relu1_grad.ty38473, 13
+  %697 = add nsw i64 %695, %696
+  %698 = add nsw i64 %697, %relu1_grad.tx38574
+  %699 = mul nsw i64 %698, 64
+  %700 = add nsw i64 2851840, %699
+  %701 = mul nsw i64 %relu1_grad.cv38675, 8
+  %702 = add nsw i64 %700, %701
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
+  store <8 x float> %w403, ptr %arena124, align 4
+  %w404 = load <8 x float>, ptr %relu1_grad.w404, align 32
+  %703 = mul nsw i64 %relu1_grad.j38372, 169
+  %704 = mul nsw i64 %relu1_grad.ty38473, 13
+  %705 = add nsw i64 %703, %704
+  %706 = add nsw i64 %705, %relu1_grad.tx38574
+  %707 = mul nsw i64 %706, 64
+  %708 = add nsw i64 2862656, %707
+  %709 = mul nsw i64 %relu1_grad.cv38675, 8
+  %710 = add nsw i64 %708, %709
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
+  store <8 x float> %w404, ptr %arena125, align 4
+  %w405 = load <8 x float>, ptr %relu1_grad.w405, align 32
+  %711 = mul nsw i64 %relu1_grad.j38372, 169
+  %712 = mul nsw i64 %relu1_grad.ty38473, 13
+  %713 = add nsw i64 %711, %712
+  %714 = add nsw i64 %713, %relu1_grad.tx38574
+  %715 = mul nsw i64 %714, 64
+  %716 = add nsw i64 2873472, %715
+  %717 = mul nsw i64 %relu1_grad.cv38675, 8
+  %718 = add nsw i64 %716, %717
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
+  store <8 x float> %w405, ptr %arena126, align 4
+  %w406 = load <8 x float>, ptr %relu1_grad.w406, align 32
+  %719 = mul nsw i64 %relu1_grad.j38372, 169
+  %720 = mul nsw i64 %relu1_grad.ty38473, 13
+  %721 = add nsw i64 %719, %720
+  %722 = add nsw i64 %721, %relu1_grad.tx38574
+  %723 = mul nsw i64 %722, 64
+  %724 = add nsw i64 2884288, %723
+  %725 = mul nsw i64 %relu1_grad.cv38675, 8
+  %726 = add nsw i64 %724, %725
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
+  store <8 x float> %w406, ptr %arena127, align 4
+  %w407 = load <8 x float>, ptr %relu1_grad.w407, align 32
+  %727 = mul nsw i64 %relu1_grad.j38372, 169
+  %728 = mul nsw i64 %relu1_grad.ty38473, 13
+  %729 = add nsw i64 %727, %728
+  %730 = add nsw i64 %729, %relu1_grad.tx38574
+  %731 = mul nsw i64 %730, 64
+  %732 = add nsw i64 2895104, %731
+  %733 = mul nsw i64 %relu1_grad.cv38675, 8
+  %734 = add nsw i64 %732, %733
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
+  store <8 x float> %w407, ptr %arena128, align 4
+  %w408 = load <8 x float>, ptr %relu1_grad.w408, align 32
+  %735 = mul nsw i64 %relu1_grad.j38372, 169
+  %736 = mul nsw i64 %relu1_grad.ty38473, 13
+  %737 = add nsw i64 %735, %736
+  %738 = add nsw i64 %737, %relu1_grad.tx38574
+  %739 = mul nsw i64 %738, 64
+  %740 = add nsw i64 2905920, %739
+  %741 = mul nsw i64 %relu1_grad.cv38675, 8
+  %742 = add nsw i64 %740, %741
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
+  store <8 x float> %w408, ptr %arena129, align 4
+  %w409 = load <8 x float>, ptr %relu1_grad.w409, align 32
+  %743 = mul nsw i64 %relu1_grad.j38372, 169
+  %744 = mul nsw i64 %relu1_grad.ty38473, 13
+  %745 = add nsw i64 %743, %744
+  %746 = add nsw i64 %745, %relu1_grad.tx38574
+  %747 = mul nsw i64 %746, 64
+  %748 = add nsw i64 2916736, %747
+  %749 = mul nsw i64 %relu1_grad.cv38675, 8
+  %750 = add nsw i64 %748, %749
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
+  store <8 x float> %w409, ptr %arena130, align 4
+  %w410 = load <8 x float>, ptr %relu1_grad.w410, align 32
+  %751 = mul nsw i64 %relu1_grad.j38372, 169
+  %752 = mul nsw i64 %relu1_grad.ty38473, 13
+  %753 = add nsw i64 %751, %752
+  %754 = add nsw i64 %753, %relu1_grad.tx38574
+  %755 = mul nsw i64 %754, 64
+  %756 = add nsw i64 2927552, %755
+  %757 = mul nsw i64 %relu1_grad.cv38675, 8
+  %758 = add nsw i64 %756, %757
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
+  store <8 x float> %w410, ptr %arena131, align 4
+  %w411 = load <8 x float>, ptr %relu1_grad.w411, align 32
+  %759 = mul nsw i64 %relu1_grad.j38372, 169
+  %760 = mul nsw i64 %relu1_grad.ty38473, 13
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, %relu1_grad.tx38574
+  %763 = mul nsw i64 %762, 64
+  %764 = add nsw i64 2938368, %763
+  %765 = mul nsw i64 %relu1_grad.cv38675, 8
+  %766 = add nsw i64 %764, %765
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
+  store <8 x float> %w411, ptr %arena132, align 4
+  %w412 = load <8 x float>, ptr %relu1_grad.w412, align 32
+  %767 = mul nsw i64 %relu1_grad.j38372, 169
+  %768 = mul nsw i64 %relu1_grad.ty38473, 13
+  %769 = add nsw i64 %767, %768
+  %770 = add nsw i64 %769, %relu1_grad.tx38574
+  %771 = mul nsw i64 %770, 64
+  %772 = add nsw i64 2949184, %771
+  %773 = mul nsw i64 %relu1_grad.cv38675, 8
+  %774 = add nsw i64 %772, %773
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
+  store <8 x float> %w412, ptr %arena133, align 4
+  %w413 = load <8 x float>, ptr %relu1_grad.w413, align 32
+  %775 = mul nsw i64 %relu1_grad.j38372, 169
+  %776 = mul nsw i64 %relu1_grad.ty38473, 13
+  %777 = add nsw i64 %775, %776
+  %778 = add nsw i64 %777, %relu1_grad.tx38574
+  %779 = mul nsw i64 %778, 64
+  %780 = add nsw i64 2960000, %779
+  %781 = mul nsw i64 %relu1_grad.cv38675, 8
+  %782 = add nsw i64 %780, %781
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
+  store <8 x float> %w413, ptr %arena134, align 4
+  %w414 = load <8 x float>, ptr %relu1_grad.w414, align 32
+  %783 = mul nsw i64 %relu1_grad.j38372, 169
+  %784 = mul nsw i64 %relu1_grad.ty38473, 13
+  %785 = add nsw i64 %783, %784
+  %786 = add nsw i64 %785, %relu1_grad.tx38574
+  %787 = mul nsw i64 %786, 64
+  %788 = add nsw i64 2970816, %787
+  %789 = mul nsw i64 %relu1_grad.cv38675, 8
+  %790 = add nsw i64 %788, %789
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
+  store <8 x float> %w414, ptr %arena135, align 4
+  %w415 = load <8 x float>, ptr %relu1_grad.w415, align 32
+  %791 = mul nsw i64 %relu1_grad.j38372, 169
+  %792 = mul nsw i64 %relu1_grad.ty38473, 13
+  %793 = add nsw i64 %791, %792
+  %794 = add nsw i64 %793, %relu1_grad.tx38574
+  %795 = mul nsw i64 %794, 64
+  %796 = add nsw i64 2981632, %795
+  %797 = mul nsw i64 %relu1_grad.cv38675, 8
+  %798 = add nsw i64 %796, %797
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <8 x float> %w415, ptr %arena136, align 4
+  %w416 = load <8 x float>, ptr %relu1_grad.w416, align 32
+  %799 = mul nsw i64 %relu1_grad.j38372, 169
+  %800 = mul nsw i64 %relu1_grad.ty38473, 13
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, %relu1_grad.tx38574
+  %803 = mul nsw i64 %802, 64
+  %804 = add nsw i64 2992448, %803
+  %805 = mul nsw i64 %relu1_grad.cv38675, 8
+  %806 = add nsw i64 %804, %805
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
+  store <8 x float> %w416, ptr %arena137, align 4
+  %w417 = load <8 x float>, ptr %relu1_grad.w417, align 32
+  %807 = mul nsw i64 %relu1_grad.j38372, 169
+  %808 = mul nsw i64 %relu1_grad.ty38473, 13
+  %809 = add nsw i64 %807, %808
+  %810 = add nsw i64 %809, %relu1_grad.tx38574
+  %811 = mul nsw i64 %810, 64
+  %812 = add nsw i64 3003264, %811
+  %813 = mul nsw i64 %relu1_grad.cv38675, 8
+  %814 = add nsw i64 %812, %813
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
+  store <8 x float> %w417, ptr %arena138, align 4
+  %w418 = load <8 x float>, ptr %relu1_grad.w418, align 32
+  %815 = mul nsw i64 %relu1_grad.j38372, 169
+  %816 = mul nsw i64 %relu1_grad.ty38473, 13
+  %817 = add nsw i64 %815, %816
+  %818 = add nsw i64 %817, %relu1_grad.tx38574
+  %819 = mul nsw i64 %818, 64
+  %820 = add nsw i64 3014080, %819
+  %821 = mul nsw i64 %relu1_grad.cv38675, 8
+  %822 = add nsw i64 %820, %821
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
+  store <8 x float> %w418, ptr %arena139, align 4
+  %cv386.next = add nsw i64 %relu1_grad.cv38675, 1
+  %823 = icmp slt i64 %cv386.next, 8
+  br i1 %823, label %relu1_grad.cv386, label %relu1_grad.cv386.end
+
+relu1_grad.cv386.end:                             ; preds = %relu1_grad.cv386
+  %tx385.next = add nsw i64 %relu1_grad.tx38574, 1
+  %824 = icmp slt i64 %tx385.next, 13
+  br i1 %824, label %relu1_grad.tx385, label %relu1_grad.tx385.end
+
+relu1_grad.xi419:                                 ; preds = %relu1_grad.xi419, %relu1_grad.j383.end
+  %relu1_grad.xi419140 = phi i64 [ 0, %relu1_grad.j383.end ], [ %xi419.next, %relu1_grad.xi419 ]
+  %825 = mul nsw i64 %relu1_grad.xi419140, 10816
+  %826 = add nsw i64 2851840, %825
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
+  %827 = mul nsw i64 %relu1_grad.xi419140, 2048
+  %828 = add nsw i64 2768896, %827
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
+  %829 = mul nsw i64 %relu1_grad.xi419140, 5408
+  %830 = add nsw i64 3024896, %829
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 169, i32 32, i32 64, float 1.000000e+00, ptr %arena141, i32 64, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
+  %xi419.next = add nsw i64 %relu1_grad.xi419140, 1
+  %831 = icmp slt i64 %xi419.next, 16
+  br i1 %831, label %relu1_grad.xi419, label %relu1_grad.xi419.end
+
+relu1_grad.xi419.end:                             ; preds = %relu1_grad.xi419
+  br label %relu1_grad.j420
+
+relu1_grad.j420:                                  ; preds = %relu1_grad.ty421.end, %relu1_grad.xi419.end
+  %relu1_grad.j420144 = phi i64 [ 0, %relu1_grad.xi419.end ], [ %j420.next, %relu1_grad.ty421.end ]
+  br label %relu1_grad.ty421
+
+relu1_grad.j420.end:                              ; preds = %relu1_grad.ty421.end
+  br label %relu1_grad.j436
+
+relu1_grad.ty421:                                 ; preds = %relu1_grad.tx422.end, %relu1_grad.j420
+  %relu1_grad.ty421145 = phi i64 [ 0, %relu1_grad.j420 ], [ %ty421.next, %relu1_grad.tx422.end ]
+  br label %relu1_grad.tx422
+
+relu1_grad.ty421.end:                             ; preds = %relu1_grad.tx422.end
+  %j420.next = add nsw i64 %relu1_grad.j420144, 1
+  %832 = icmp slt i64 %j420.next, 1
+  br i1 %832, label %relu1_grad.j420, label %relu1_grad.j420.end
+
+relu1_grad.tx422:                                 ; preds = %relu1_grad.cv423.end, %relu1_grad.ty421
+  %relu1_grad.tx422146 = phi i64 [ 0, %relu1_grad.ty421 ], [ %tx422.next, %relu1_grad.cv423.end ]
+  br label %relu1_grad.cv423
+
+relu1_grad.tx422.end:                             ; preds = %relu1_grad.cv423.end
+  %ty421.next = add nsw i64 %relu1_grad.ty421145, 1
+  %833 = icmp slt i64 %ty421.next, 13
+  br i1 %833, label %relu1_grad.ty421, label %relu1_grad.ty421.end
+
+relu1_grad.cv423:                                 ; preds = %relu1_grad.cv423, %relu1_grad.tx422
+  %relu1_grad.cv423147 = phi i64 [ 0, %relu1_grad.tx422 ], [ %cv423.next, %relu1_grad.cv423 ]
+  %834 = mul nsw i64 %relu1_grad.j420144, 169
+  %835 = mul nsw i64 %relu1_grad.ty421145, 13
+  %836 = add nsw i64 %834, %835
+  %837 = add nsw i64 %836, %relu1_grad.tx422146
+  %838 = mul nsw i64 %837, 32
+  %839 = add nsw i64 3024896, %838
+  %840 = mul nsw i64 %relu1_grad.cv423147, 8
+  %841 = add nsw i64 %839, %840
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load <8 x float>, ptr %arena148, align 4
+  %843 = mul nsw i64 %relu1_grad.j420144, 169
+  %844 = mul nsw i64 %relu1_grad.ty421145, 13
+  %845 = add nsw i64 %843, %844
+  %846 = add nsw i64 %845, %relu1_grad.tx422146
+  %847 = mul nsw i64 %846, 32
+  %848 = add nsw i64 3046528, %847
+  %849 = mul nsw i64 %relu1_grad.cv423147, 8
+  %850 = add nsw i64 %848, %849
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
+  %851 = load <8 x float>, ptr %arena149, align 4
+  %852 = fadd <8 x float> %842, %851
+  %853 = mul nsw i64 %relu1_grad.j420144, 169
+  %854 = mul nsw i64 %relu1_grad.ty421145, 13
+  %855 = add nsw i64 %853, %854
+  %856 = add nsw i64 %855, %relu1_grad.tx422146
+  %857 = mul nsw i64 %856, 32
+  %858 = add nsw i64 3068160, %857
+  %859 = mul nsw i64 %relu1_grad.cv423147, 8
+  %860 = add nsw i64 %858, %859
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
+  %861 = load <8 x float>, ptr %arena150, align 4
+  %862 = fadd <8 x float> %852, %861
+  store <8 x float> %862, ptr %relu1_grad.w424, align 32
+  %863 = mul nsw i64 %relu1_grad.j420144, 169
+  %864 = mul nsw i64 %relu1_grad.ty421145, 13
+  %865 = add nsw i64 %863, %864
+  %866 = add nsw i64 %865, %relu1_grad.tx422146
+  %867 = mul nsw i64 %866, 32
+  %868 = add nsw i64 3046528, %867
+  %869 = mul nsw i64 %relu1_grad.cv423147, 8
+  %870 = add nsw i64 %868, %869
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
+  %871 = load <8 x float>, ptr %arena151, align 4
+  %872 = mul nsw i64 %relu1_grad.j420144, 169
+  %873 = mul nsw i64 %relu1_grad.ty421145, 13
+  %874 = add nsw i64 %872, %873
+  %875 = add nsw i64 %874, %relu1_grad.tx422146
+  %876 = mul nsw i64 %875, 32
+  %877 = add nsw i64 3068160, %876
+  %878 = mul nsw i64 %relu1_grad.cv423147, 8
+  %879 = add nsw i64 %877, %878
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
+  %880 = load <8 x float>, ptr %arena152, align 4
+  %881 = fsub <8 x float> %871, %880
+  %882 = mul nsw i64 %relu1_grad.j420144, 169
+  %883 = mul nsw i64 %relu1_grad.ty421145, 13
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, %relu1_grad.tx422146
+  %886 = mul nsw i64 %885, 32
+  %887 = add nsw i64 3089792, %886
+  %888 = mul nsw i64 %relu1_grad.cv423147, 8
+  %889 = add nsw i64 %887, %888
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load <8 x float>, ptr %arena153, align 4
+  %891 = fsub <8 x float> %881, %890
+  store <8 x float> %891, ptr %relu1_grad.w425, align 32
+  %892 = mul nsw i64 %relu1_grad.j420144, 169
+  %893 = mul nsw i64 %relu1_grad.ty421145, 13
+  %894 = add nsw i64 %892, %893
+  %895 = add nsw i64 %894, %relu1_grad.tx422146
+  %896 = mul nsw i64 %895, 32
+  %897 = add nsw i64 3030304, %896
+  %898 = mul nsw i64 %relu1_grad.cv423147, 8
+  %899 = add nsw i64 %897, %898
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load <8 x float>, ptr %arena154, align 4
+  %901 = mul nsw i64 %relu1_grad.j420144, 169
+  %902 = mul nsw i64 %relu1_grad.ty421145, 13
+  %903 = add nsw i64 %901, %902
+  %904 = add nsw i64 %903, %relu1_grad.tx422146
+  %905 = mul nsw i64 %904, 32
+  %906 = add nsw i64 3051936, %905
+  %907 = mul nsw i64 %relu1_grad.cv423147, 8
+  %908 = add nsw i64 %906, %907
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
+  %909 = load <8 x float>, ptr %arena155, align 4
+  %910 = fadd <8 x float> %900, %909
+  %911 = mul nsw i64 %relu1_grad.j420144, 169
+  %912 = mul nsw i64 %relu1_grad.ty421145, 13
+  %913 = add nsw i64 %911, %912
+  %914 = add nsw i64 %913, %relu1_grad.tx422146
+  %915 = mul nsw i64 %914, 32
+  %916 = add nsw i64 3073568, %915
+  %917 = mul nsw i64 %relu1_grad.cv423147, 8
+  %918 = add nsw i64 %916, %917
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
+  %919 = load <8 x float>, ptr %arena156, align 4
+  %920 = fadd <8 x float> %910, %919
+  store <8 x float> %920, ptr %relu1_grad.w426, align 32
+  %921 = mul nsw i64 %relu1_grad.j420144, 169
+  %922 = mul nsw i64 %relu1_grad.ty421145, 13
+  %923 = add nsw i64 %921, %922
+  %924 = add nsw i64 %923, %relu1_grad.tx422146
+  %925 = mul nsw i64 %924, 32
+  %926 = add nsw i64 3051936, %925
+  %927 = mul nsw i64 %relu1_grad.cv423147, 8
+  %928 = add nsw i64 %926, %927
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
+  %929 = load <8 x float>, ptr %arena157, align 4
+  %930 = mul nsw i64 %relu1_grad.j420144, 169
+  %931 = mul nsw i64 %relu1_grad.ty421145, 13
+  %932 = add nsw i64 %930, %931
+  %933 = add nsw i64 %932, %relu1_grad.tx422146
+  %934 = mul nsw i64 %933, 32
+  %935 = add nsw i64 3073568, %934
+  %936 = mul nsw i64 %relu1_grad.cv423147, 8
+  %937 = add nsw i64 %935, %936
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
+  %938 = load <8 x float>, ptr %arena158, align 4
+  %939 = fsub <8 x float> %929, %938
+  %940 = mul nsw i64 %relu1_grad.j420144, 169
+  %941 = mul nsw i64 %relu1_grad.ty421145, 13
+  %942 = add nsw i64 %940, %941
+  %943 = add nsw i64 %942, %relu1_grad.tx422146
+  %944 = mul nsw i64 %943, 32
+  %945 = add nsw i64 3095200, %944
+  %946 = mul nsw i64 %relu1_grad.cv423147, 8
+  %947 = add nsw i64 %945, %946
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
+  %948 = load <8 x float>, ptr %arena159, align 4
+  %949 = fsub <8 x float> %939, %948
+  store <8 x float> %949, ptr %relu1_grad.w427, align 32
+  %950 = mul nsw i64 %relu1_grad.j420144, 169
+  %951 = mul nsw i64 %relu1_grad.ty421145, 13
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, %relu1_grad.tx422146
+  %954 = mul nsw i64 %953, 32
+  %955 = add nsw i64 3035712, %954
+  %956 = mul nsw i64 %relu1_grad.cv423147, 8
+  %957 = add nsw i64 %955, %956
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
+  %958 = load <8 x float>, ptr %arena160, align 4
+  %959 = mul nsw i64 %relu1_grad.j420144, 169
+  %960 = mul nsw i64 %relu1_grad.ty421145, 13
+  %961 = add nsw i64 %959, %960
+  %962 = add nsw i64 %961, %relu1_grad.tx422146
+  %963 = mul nsw i64 %962, 32
+  %964 = add nsw i64 3057344, %963
+  %965 = mul nsw i64 %relu1_grad.cv423147, 8
+  %966 = add nsw i64 %964, %965
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
+  %967 = load <8 x float>, ptr %arena161, align 4
+  %968 = fadd <8 x float> %958, %967
+  %969 = mul nsw i64 %relu1_grad.j420144, 169
+  %970 = mul nsw i64 %relu1_grad.ty421145, 13
+  %971 = add nsw i64 %969, %970
+  %972 = add nsw i64 %971, %relu1_grad.tx422146
+  %973 = mul nsw i64 %972, 32
+  %974 = add nsw i64 3078976, %973
+  %975 = mul nsw i64 %relu1_grad.cv423147, 8
+  %976 = add nsw i64 %974, %975
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
+  %977 = load <8 x float>, ptr %arena162, align 4
+  %978 = fadd <8 x float> %968, %977
+  store <8 x float> %978, ptr %relu1_grad.w428, align 32
+  %979 = mul nsw i64 %relu1_grad.j420144, 169
+  %980 = mul nsw i64 %relu1_grad.ty421145, 13
+  %981 = add nsw i64 %979, %980
+  %982 = add nsw i64 %981, %relu1_grad.tx422146
+  %983 = mul nsw i64 %982, 32
+  %984 = add nsw i64 3057344, %983
+  %985 = mul nsw i64 %relu1_grad.cv423147, 8
+  %986 = add nsw i64 %984, %985
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
+  %987 = load <8 x float>, ptr %arena163, align 4
+  %988 = mul nsw i64 %relu1_grad.j420144, 169
+  %989 = mul nsw i64 %relu1_grad.ty421145, 13
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, %relu1_grad.tx422146
+  %992 = mul nsw i64 %991, 32
+  %993 = add nsw i64 3078976, %992
+  %994 = mul nsw i64 %relu1_grad.cv423147, 8
+  %995 = add nsw i64 %993, %994
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
+  %996 = load <8 x float>, ptr %arena164, align 4
+  %997 = fsub <8 x float> %987, %996
+  %998 = mul nsw i64 %relu1_grad.j420144, 169
+  %999 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1000 = add nsw i64 %998, %999
+  %1001 = add nsw i64 %1000, %relu1_grad.tx422146
+  %1002 = mul nsw i64 %1001, 32
+  %1003 = add nsw i64 3100608, %1002
+  %1004 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1005 = add nsw i64 %1003, %1004
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
+  %1006 = load <8 x float>, ptr %arena165, align 4
+  %1007 = fsub <8 x float> %997, %1006
+  store <8 x float> %1007, ptr %relu1_grad.w429, align 32
+  %1008 = mul nsw i64 %relu1_grad.j420144, 169
+  %1009 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, %relu1_grad.tx422146
+  %1012 = mul nsw i64 %1011, 32
+  %1013 = add nsw i64 3041120, %1012
+  %1014 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1015 = add nsw i64 %1013, %1014
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load <8 x float>, ptr %arena166, align 4
+  %1017 = mul nsw i64 %relu1_grad.j420144, 169
+  %1018 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = add nsw i64 %1019, %relu1_grad.tx422146
+  %1021 = mul nsw i64 %1020, 32
+  %1022 = add nsw i64 3062752, %1021
+  %1023 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1024 = add nsw i64 %1022, %1023
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load <8 x float>, ptr %arena167, align 4
+  %1026 = fadd <8 x float> %1016, %1025
+  %1027 = mul nsw i64 %relu1_grad.j420144, 169
+  %1028 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, %relu1_grad.tx422146
+  %1031 = mul nsw i64 %1030, 32
+  %1032 = add nsw i64 3084384, %1031
+  %1033 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1034 = add nsw i64 %1032, %1033
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
+  %1035 = load <8 x float>, ptr %arena168, align 4
+  %1036 = fadd <8 x float> %1026, %1035
+  store <8 x float> %1036, ptr %relu1_grad.w430, align 32
+  %1037 = mul nsw i64 %relu1_grad.j420144, 169
+  %1038 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1039 = add nsw i64 %1037, %1038
+  %1040 = add nsw i64 %1039, %relu1_grad.tx422146
+  %1041 = mul nsw i64 %1040, 32
+  %1042 = add nsw i64 3062752, %1041
+  %1043 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1044 = add nsw i64 %1042, %1043
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
+  %1045 = load <8 x float>, ptr %arena169, align 4
+  %1046 = mul nsw i64 %relu1_grad.j420144, 169
+  %1047 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1048 = add nsw i64 %1046, %1047
+  %1049 = add nsw i64 %1048, %relu1_grad.tx422146
+  %1050 = mul nsw i64 %1049, 32
+  %1051 = add nsw i64 3084384, %1050
+  %1052 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1053 = add nsw i64 %1051, %1052
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
+  %1054 = load <8 x float>, ptr %arena170, align 4
+  %1055 = fsub <8 x float> %1045, %1054
+  %1056 = mul nsw i64 %relu1_grad.j420144, 169
+  %1057 = mul nsw i64 %relu1_grad.ty421145, 13
+  %1058 = add nsw i64 %1056, %1057
+  %1059 = add nsw i64 %1058, %relu1_grad.tx422146
+  %1060 = mul nsw i64 %1059, 32
+  %1061 = add nsw i64 3106016, %1060
+  %1062 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1063 = add nsw i64 %1061, %1062
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
+  %1064 = load <8 x float>, ptr %arena171, align 4
+  %1065 = fsub <8 x float> %1055, %1064
+  store <8 x float> %1065, ptr %relu1_grad.w431, align 32
+  %w424 = load <8 x float>, ptr %relu1_grad.w424, align 32
+  %w426 = load <8 x float>, ptr %relu1_grad.w426, align 32
+  %1066 = fadd <8 x float> %w424, %w426
+  %w428 = load <8 x float>, ptr %relu1_grad.w428, align 32
+  %1067 = fadd <8 x float> %1066, %w428
+  store <8 x float> %1067, ptr %relu1_grad.w432, align 32
+  %w426172 = load <8 x float>, ptr %relu1_grad.w426, align 32
+  %w428173 = load <8 x float>, ptr %relu1_grad.w428, align 32
+  %1068 = fsub <8 x float> %w426172, %w428173
+  %w430 = load <8 x float>, ptr %relu1_grad.w430, align 32
+  %1069 = fsub <8 x float> %1068, %w430
+  store <8 x float> %1069, ptr %relu1_grad.w433, align 32
+  %w425 = load <8 x float>, ptr %relu1_grad.w425, align 32
+  %w427 = load <8 x float>, ptr %relu1_grad.w427, align 32
+  %1070 = fadd <8 x float> %w425, %w427
+  %w429 = load <8 x float>, ptr %relu1_grad.w429, align 32
+  %1071 = fadd <8 x float> %1070, %w429
+  store <8 x float> %1071, ptr %relu1_grad.w434, align 32
+  %w427174 = load <8 x float>, ptr %relu1_grad.w427, align 32
+  %w429175 = load <8 x float>, ptr %relu1_grad.w429, align 32
+  %1072 = fsub <8 x float> %w427174, %w429175
+  %w431 = load <8 x float>, ptr %relu1_grad.w431, align 32
+  %1073 = fsub <8 x float> %1072, %w431
+  store <8 x float> %1073, ptr %relu1_grad.w435, align 32
+  %w432 = load <8 x float>, ptr %relu1_grad.w432, align 32
+  %1074 = mul nsw i64 %relu1_grad.j420144, 26
+  %1075 = mul nsw i64 %relu1_grad.ty421145, 2
+  %1076 = add nsw i64 %1074, %1075
+  %1077 = mul nsw i64 %1076, 26
+  %1078 = mul nsw i64 %relu1_grad.tx422146, 2
+  %1079 = add nsw i64 %1077, %1078
+  %1080 = mul nsw i64 %1079, 32
+  %1081 = add nsw i64 3111424, %1080
+  %1082 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1083 = add nsw i64 %1081, %1082
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
+  store <8 x float> %w432, ptr %arena176, align 4
+  %w433 = load <8 x float>, ptr %relu1_grad.w433, align 32
+  %1084 = mul nsw i64 %relu1_grad.j420144, 26
+  %1085 = mul nsw i64 %relu1_grad.ty421145, 2
+  %1086 = add nsw i64 %1084, %1085
+  %1087 = mul nsw i64 %1086, 26
+  %1088 = mul nsw i64 %relu1_grad.tx422146, 2
+  %1089 = add nsw i64 %1087, %1088
+  %1090 = add nsw i64 %1089, 1
+  %1091 = mul nsw i64 %1090, 32
+  %1092 = add nsw i64 3111424, %1091
+  %1093 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1094 = add nsw i64 %1092, %1093
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
+  store <8 x float> %w433, ptr %arena177, align 4
+  %w434 = load <8 x float>, ptr %relu1_grad.w434, align 32
+  %1095 = mul nsw i64 %relu1_grad.j420144, 26
+  %1096 = mul nsw i64 %relu1_grad.ty421145, 2
+  %1097 = add nsw i64 %1095, %1096
+  %1098 = add nsw i64 %1097, 1
+  %1099 = mul nsw i64 %1098, 26
+  %1100 = mul nsw i64 %relu1_grad.tx422146, 2
+  %1101 = add nsw i64 %1099, %1100
+  %1102 = mul nsw i64 %1101, 32
+  %1103 = add nsw i64 3111424, %1102
+  %1104 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1105 = add nsw i64 %1103, %1104
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
+  store <8 x float> %w434, ptr %arena178, align 4
+  %w435 = load <8 x float>, ptr %relu1_grad.w435, align 32
+  %1106 = mul nsw i64 %relu1_grad.j420144, 26
+  %1107 = mul nsw i64 %relu1_grad.ty421145, 2
+  %1108 = add nsw i64 %1106, %1107
+  %1109 = add nsw i64 %1108, 1
+  %1110 = mul nsw i64 %1109, 26
+  %1111 = mul nsw i64 %relu1_grad.tx422146, 2
+  %1112 = add nsw i64 %1110, %1111
+  %1113 = add nsw i64 %1112, 1
+  %1114 = mul nsw i64 %1113, 32
+  %1115 = add nsw i64 3111424, %1114
+  %1116 = mul nsw i64 %relu1_grad.cv423147, 8
+  %1117 = add nsw i64 %1115, %1116
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
+  store <8 x float> %w435, ptr %arena179, align 4
+  %cv423.next = add nsw i64 %relu1_grad.cv423147, 1
+  %1118 = icmp slt i64 %cv423.next, 4
+  br i1 %1118, label %relu1_grad.cv423, label %relu1_grad.cv423.end
+
+relu1_grad.cv423.end:                             ; preds = %relu1_grad.cv423
+  %tx422.next = add nsw i64 %relu1_grad.tx422146, 1
+  %1119 = icmp slt i64 %tx422.next, 13
+  br i1 %1119, label %relu1_grad.tx422, label %relu1_grad.tx422.end
+
+relu1_grad.j436:                                  ; preds = %relu1_grad.c437.end, %relu1_grad.j420.end
+  %relu1_grad.j436180 = phi i64 [ 0, %relu1_grad.j420.end ], [ %j436.next, %relu1_grad.c437.end ]
+  br label %relu1_grad.c437
+
+relu1_grad.j436.end:                              ; preds = %relu1_grad.c437.end
+  %g378.next = add nsw i64 %relu1_grad.g37865, 1
+  %1120 = icmp slt i64 %g378.next, 64
+  br i1 %1120, label %relu1_grad.g378, label %relu1_grad.g378.end
+
+relu1_grad.c437:                                  ; preds = %relu1_grad.q438.end, %relu1_grad.j436
+  %relu1_grad.c437181 = phi i64 [ 0, %relu1_grad.j436 ], [ %c437.next, %relu1_grad.q438.end ]
+  br label %relu1_grad.q438
+
+relu1_grad.c437.end:                              ; preds = %relu1_grad.q438.end
+  %j436.next = add nsw i64 %relu1_grad.j436180, 1
+  %1121 = icmp slt i64 %j436.next, 1
+  br i1 %1121, label %relu1_grad.j436, label %relu1_grad.j436.end
+
+relu1_grad.q438:                                  ; preds = %relu1_grad.q438, %relu1_grad.c437
+  %relu1_grad.q438182 = phi i64 [ 0, %relu1_grad.c437 ], [ %q438.next, %relu1_grad.q438 ]
+  %1122 = mul nsw i64 %relu1_grad.j436180, 676
+  %1123 = add nsw i64 %1122, %relu1_grad.q438182
+  %1124 = mul nsw i64 %1123, 32
+  %1125 = add nsw i64 3111424, %1124
+  %1126 = add nsw i64 %1125, %relu1_grad.c437181
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
+  %1127 = load float, ptr %arena183, align 4
+  %1128 = add nsw i64 %relu1_grad.g37865, %relu1_grad.j436180
+  %1129 = mul nsw i64 %1128, 21632
+  %1130 = add nsw i64 1384448, %1129
+  %1131 = mul nsw i64 %relu1_grad.c437181, 676
+  %1132 = add nsw i64 %1130, %1131
+  %1133 = add nsw i64 %1132, %relu1_grad.q438182
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
+  store float %1127, ptr %arena184, align 4
+  %q438.next = add nsw i64 %relu1_grad.q438182, 1
+  %1134 = icmp slt i64 %q438.next, 676
+  br i1 %1134, label %relu1_grad.q438, label %relu1_grad.q438.end
+
+relu1_grad.q438.end:                              ; preds = %relu1_grad.q438
+  %c437.next = add nsw i64 %relu1_grad.c437181, 1
+  %1135 = icmp slt i64 %c437.next, 32
+  br i1 %1135, label %relu1_grad.c437, label %relu1_grad.c437.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k24.conv1_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_grad.i355
+  br label %conv1_grad.i439
 
-conv1_grad.i355:                                  ; preds = %conv1_grad.i355, %entry
-  %conv1_grad.i3551 = phi i64 [ 0, %entry ], [ %i355.next, %conv1_grad.i355 ]
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i3551
+conv1_grad.i439:                                  ; preds = %conv1_grad.i439, %entry
+  %conv1_grad.i4391 = phi i64 [ 0, %entry ], [ %i439.next, %conv1_grad.i439 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i4391
   %0 = load float, ptr %arena2, align 4
   %1 = fcmp ogt float %0, 0.000000e+00
-  %2 = add nsw i64 1384448, %conv1_grad.i3551
+  %2 = add nsw i64 1384448, %conv1_grad.i4391
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
   %4 = select i1 %1, float %3, float 0.000000e+00
-  %5 = add nsw i64 3171600, %conv1_grad.i3551
+  %5 = add nsw i64 3171600, %conv1_grad.i4391
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   store float %4, ptr %arena4, align 4
-  %i355.next = add nsw i64 %conv1_grad.i3551, 1
-  %6 = icmp slt i64 %i355.next, 1384448
-  br i1 %6, label %conv1_grad.i355, label %conv1_grad.i355.end
+  %i439.next = add nsw i64 %conv1_grad.i4391, 1
+  %6 = icmp slt i64 %i439.next, 1384448
+  br i1 %6, label %conv1_grad.i439, label %conv1_grad.i439.end
 
-conv1_grad.i355.end:                              ; preds = %conv1_grad.i355
+conv1_grad.i439.end:                              ; preds = %conv1_grad.i439
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k25.conv1_weight_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1_weight_grad.i356
+  br label %conv1_weight_grad.i440
 
-conv1_weight_grad.i356:                           ; preds = %conv1_weight_grad.i356, %entry
-  %conv1_weight_grad.i3561 = phi i64 [ 0, %entry ], [ %i356.next, %conv1_weight_grad.i356 ]
-  %0 = add nsw i64 443456, %conv1_weight_grad.i3561
+conv1_weight_grad.i440:                           ; preds = %conv1_weight_grad.i440, %entry
+  %conv1_weight_grad.i4401 = phi i64 [ 0, %entry ], [ %i440.next, %conv1_weight_grad.i440 ]
+  %0 = add nsw i64 443456, %conv1_weight_grad.i4401
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   store float 0.000000e+00, ptr %arena2, align 4
-  %i356.next = add nsw i64 %conv1_weight_grad.i3561, 1
-  %1 = icmp slt i64 %i356.next, 288
-  br i1 %1, label %conv1_weight_grad.i356, label %conv1_weight_grad.i356.end
+  %i440.next = add nsw i64 %conv1_weight_grad.i4401, 1
+  %1 = icmp slt i64 %i440.next, 288
+  br i1 %1, label %conv1_weight_grad.i440, label %conv1_weight_grad.i440.end
 
-conv1_weight_grad.i356.end:                       ; preds = %conv1_weight_grad.i356
-  br label %conv1_weight_grad.g357
+conv1_weight_grad.i440.end:                       ; preds = %conv1_weight_grad.i440
+  br label %conv1_weight_grad.g441
 
-conv1_weight_grad.g357:                           ; preds = %conv1_weight_grad.j367.end, %conv1_weight_grad.i356.end
-  %conv1_weight_grad.g3573 = phi i64 [ 0, %conv1_weight_grad.i356.end ], [ %g357.next, %conv1_weight_grad.j367.end ]
-  br label %conv1_weight_grad.j358
+conv1_weight_grad.g441:                           ; preds = %conv1_weight_grad.j451.end, %conv1_weight_grad.i440.end
+  %conv1_weight_grad.g4413 = phi i64 [ 0, %conv1_weight_grad.i440.end ], [ %g441.next, %conv1_weight_grad.j451.end ]
+  br label %conv1_weight_grad.j442
 
-conv1_weight_grad.g357.end:                       ; preds = %conv1_weight_grad.j367.end
-  br label %conv1_weight_grad.f378
+conv1_weight_grad.g441.end:                       ; preds = %conv1_weight_grad.j451.end
+  br label %conv1_weight_grad.f462
 
-conv1_weight_grad.j358:                           ; preds = %conv1_weight_grad.c359.end, %conv1_weight_grad.g357
-  %conv1_weight_grad.j3584 = phi i64 [ 0, %conv1_weight_grad.g357 ], [ %j358.next, %conv1_weight_grad.c359.end ]
-  br label %conv1_weight_grad.c359
+conv1_weight_grad.j442:                           ; preds = %conv1_weight_grad.c443.end, %conv1_weight_grad.g441
+  %conv1_weight_grad.j4424 = phi i64 [ 0, %conv1_weight_grad.g441 ], [ %j442.next, %conv1_weight_grad.c443.end ]
+  br label %conv1_weight_grad.c443
 
-conv1_weight_grad.j358.end:                       ; preds = %conv1_weight_grad.c359.end
-  br label %conv1_weight_grad.j367
+conv1_weight_grad.j442.end:                       ; preds = %conv1_weight_grad.c443.end
+  br label %conv1_weight_grad.j451
 
-conv1_weight_grad.c359:                           ; preds = %conv1_weight_grad.ky360.end, %conv1_weight_grad.j358
-  %conv1_weight_grad.c3595 = phi i64 [ 0, %conv1_weight_grad.j358 ], [ %c359.next, %conv1_weight_grad.ky360.end ]
-  br label %conv1_weight_grad.ky360
+conv1_weight_grad.c443:                           ; preds = %conv1_weight_grad.ky444.end, %conv1_weight_grad.j442
+  %conv1_weight_grad.c4435 = phi i64 [ 0, %conv1_weight_grad.j442 ], [ %c443.next, %conv1_weight_grad.ky444.end ]
+  br label %conv1_weight_grad.ky444
 
-conv1_weight_grad.c359.end:                       ; preds = %conv1_weight_grad.ky360.end
-  %j358.next = add nsw i64 %conv1_weight_grad.j3584, 1
-  %2 = icmp slt i64 %j358.next, 16
-  br i1 %2, label %conv1_weight_grad.j358, label %conv1_weight_grad.j358.end
+conv1_weight_grad.c443.end:                       ; preds = %conv1_weight_grad.ky444.end
+  %j442.next = add nsw i64 %conv1_weight_grad.j4424, 1
+  %2 = icmp slt i64 %j442.next, 16
+  br i1 %2, label %conv1_weight_grad.j442, label %conv1_weight_grad.j442.end
 
-conv1_weight_grad.ky360:                          ; preds = %conv1_weight_grad.oy365.end, %conv1_weight_grad.c359
-  %conv1_weight_grad.ky3606 = phi i64 [ 0, %conv1_weight_grad.c359 ], [ %ky360.next, %conv1_weight_grad.oy365.end ]
-  br label %conv1_weight_grad.oy361
+conv1_weight_grad.ky444:                          ; preds = %conv1_weight_grad.oy449.end, %conv1_weight_grad.c443
+  %conv1_weight_grad.ky4446 = phi i64 [ 0, %conv1_weight_grad.c443 ], [ %ky444.next, %conv1_weight_grad.oy449.end ]
+  br label %conv1_weight_grad.oy445
 
-conv1_weight_grad.ky360.end:                      ; preds = %conv1_weight_grad.oy365.end
-  %c359.next = add nsw i64 %conv1_weight_grad.c3595, 1
-  %3 = icmp slt i64 %c359.next, 1
-  br i1 %3, label %conv1_weight_grad.c359, label %conv1_weight_grad.c359.end
+conv1_weight_grad.ky444.end:                      ; preds = %conv1_weight_grad.oy449.end
+  %c443.next = add nsw i64 %conv1_weight_grad.c4435, 1
+  %3 = icmp slt i64 %c443.next, 1
+  br i1 %3, label %conv1_weight_grad.c443, label %conv1_weight_grad.c443.end
 
-conv1_weight_grad.oy361:                          ; preds = %conv1_weight_grad.ox362.end, %conv1_weight_grad.ky360
-  %conv1_weight_grad.oy3617 = phi i64 [ 0, %conv1_weight_grad.ky360 ], [ %oy361.next, %conv1_weight_grad.ox362.end ]
-  br label %conv1_weight_grad.ox362
+conv1_weight_grad.oy445:                          ; preds = %conv1_weight_grad.ox446.end, %conv1_weight_grad.ky444
+  %conv1_weight_grad.oy4457 = phi i64 [ 0, %conv1_weight_grad.ky444 ], [ %oy445.next, %conv1_weight_grad.ox446.end ]
+  br label %conv1_weight_grad.ox446
 
-conv1_weight_grad.oy361.end:                      ; preds = %conv1_weight_grad.ox362.end
-  br label %conv1_weight_grad.oy363
+conv1_weight_grad.oy445.end:                      ; preds = %conv1_weight_grad.ox446.end
+  br label %conv1_weight_grad.oy447
 
-conv1_weight_grad.ox362:                          ; preds = %conv1_weight_grad.ox362, %conv1_weight_grad.oy361
-  %conv1_weight_grad.ox3628 = phi i64 [ 0, %conv1_weight_grad.oy361 ], [ %ox362.next, %conv1_weight_grad.ox362 ]
-  %4 = mul nsw i64 %conv1_weight_grad.g3573, 16
-  %5 = add nsw i64 %4, %conv1_weight_grad.j3584
+conv1_weight_grad.ox446:                          ; preds = %conv1_weight_grad.ox446, %conv1_weight_grad.oy445
+  %conv1_weight_grad.ox4468 = phi i64 [ 0, %conv1_weight_grad.oy445 ], [ %ox446.next, %conv1_weight_grad.ox446 ]
+  %4 = mul nsw i64 %conv1_weight_grad.g4413, 16
+  %5 = add nsw i64 %4, %conv1_weight_grad.j4424
   %6 = mul nsw i64 %5, 784
-  %7 = mul nsw i64 %conv1_weight_grad.c3595, 784
+  %7 = mul nsw i64 %conv1_weight_grad.c4435, 784
   %8 = add nsw i64 %6, %7
-  %9 = add nsw i64 %conv1_weight_grad.oy3617, %conv1_weight_grad.ky3606
+  %9 = add nsw i64 %conv1_weight_grad.oy4457, %conv1_weight_grad.ky4446
   %10 = mul nsw i64 %9, 28
   %11 = add nsw i64 %8, %10
-  %12 = add nsw i64 %11, %conv1_weight_grad.ox3628
+  %12 = add nsw i64 %11, %conv1_weight_grad.ox4468
   %images9 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images9, align 4
-  %14 = mul nsw i64 %conv1_weight_grad.c3595, 3
-  %15 = add nsw i64 %14, %conv1_weight_grad.ky3606
+  %14 = mul nsw i64 %conv1_weight_grad.c4435, 3
+  %15 = add nsw i64 %14, %conv1_weight_grad.ky4446
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 10816
-  %18 = mul nsw i64 %conv1_weight_grad.j3584, 676
+  %18 = mul nsw i64 %conv1_weight_grad.j4424, 676
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %conv1_weight_grad.oy3617, 26
-  %21 = add nsw i64 %20, %conv1_weight_grad.ox3628
+  %20 = mul nsw i64 %conv1_weight_grad.oy4457, 26
+  %21 = add nsw i64 %20, %conv1_weight_grad.ox4468
   %22 = add nsw i64 %19, %21
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %13, ptr %arena10, align 4
-  %ox362.next = add nsw i64 %conv1_weight_grad.ox3628, 1
-  %23 = icmp slt i64 %ox362.next, 26
-  br i1 %23, label %conv1_weight_grad.ox362, label %conv1_weight_grad.ox362.end
+  %ox446.next = add nsw i64 %conv1_weight_grad.ox4468, 1
+  %23 = icmp slt i64 %ox446.next, 26
+  br i1 %23, label %conv1_weight_grad.ox446, label %conv1_weight_grad.ox446.end
 
-conv1_weight_grad.ox362.end:                      ; preds = %conv1_weight_grad.ox362
-  %oy361.next = add nsw i64 %conv1_weight_grad.oy3617, 1
-  %24 = icmp slt i64 %oy361.next, 26
-  br i1 %24, label %conv1_weight_grad.oy361, label %conv1_weight_grad.oy361.end
+conv1_weight_grad.ox446.end:                      ; preds = %conv1_weight_grad.ox446
+  %oy445.next = add nsw i64 %conv1_weight_grad.oy4457, 1
+  %24 = icmp slt i64 %oy445.next, 26
+  br i1 %24, label %conv1_weight_grad.oy445, label %conv1_weight_grad.oy445.end
 
-conv1_weight_grad.oy363:                          ; preds = %conv1_weight_grad.ox364.end, %conv1_weight_grad.oy361.end
-  %conv1_weight_grad.oy36311 = phi i64 [ 0, %conv1_weight_grad.oy361.end ], [ %oy363.next, %conv1_weight_grad.ox364.end ]
-  br label %conv1_weight_grad.ox364
+conv1_weight_grad.oy447:                          ; preds = %conv1_weight_grad.ox448.end, %conv1_weight_grad.oy445.end
+  %conv1_weight_grad.oy44711 = phi i64 [ 0, %conv1_weight_grad.oy445.end ], [ %oy447.next, %conv1_weight_grad.ox448.end ]
+  br label %conv1_weight_grad.ox448
 
-conv1_weight_grad.oy363.end:                      ; preds = %conv1_weight_grad.ox364.end
-  br label %conv1_weight_grad.oy365
+conv1_weight_grad.oy447.end:                      ; preds = %conv1_weight_grad.ox448.end
+  br label %conv1_weight_grad.oy449
 
-conv1_weight_grad.ox364:                          ; preds = %conv1_weight_grad.ox364, %conv1_weight_grad.oy363
-  %conv1_weight_grad.ox36412 = phi i64 [ 0, %conv1_weight_grad.oy363 ], [ %ox364.next, %conv1_weight_grad.ox364 ]
-  %25 = mul nsw i64 %conv1_weight_grad.g3573, 16
-  %26 = add nsw i64 %25, %conv1_weight_grad.j3584
+conv1_weight_grad.ox448:                          ; preds = %conv1_weight_grad.ox448, %conv1_weight_grad.oy447
+  %conv1_weight_grad.ox44812 = phi i64 [ 0, %conv1_weight_grad.oy447 ], [ %ox448.next, %conv1_weight_grad.ox448 ]
+  %25 = mul nsw i64 %conv1_weight_grad.g4413, 16
+  %26 = add nsw i64 %25, %conv1_weight_grad.j4424
   %27 = mul nsw i64 %26, 784
-  %28 = mul nsw i64 %conv1_weight_grad.c3595, 784
+  %28 = mul nsw i64 %conv1_weight_grad.c4435, 784
   %29 = add nsw i64 %27, %28
-  %30 = add nsw i64 %conv1_weight_grad.oy36311, %conv1_weight_grad.ky3606
+  %30 = add nsw i64 %conv1_weight_grad.oy44711, %conv1_weight_grad.ky4446
   %31 = mul nsw i64 %30, 28
   %32 = add nsw i64 %29, %31
-  %33 = add nsw i64 %conv1_weight_grad.ox36412, 1
+  %33 = add nsw i64 %conv1_weight_grad.ox44812, 1
   %34 = add nsw i64 %32, %33
   %images13 = getelementptr inbounds float, ptr %images, i64 %34
   %35 = load float, ptr %images13, align 4
-  %36 = mul nsw i64 %conv1_weight_grad.c3595, 3
-  %37 = add nsw i64 %36, %conv1_weight_grad.ky3606
+  %36 = mul nsw i64 %conv1_weight_grad.c4435, 3
+  %37 = add nsw i64 %36, %conv1_weight_grad.ky4446
   %38 = mul nsw i64 %37, 3
   %39 = add nsw i64 %38, 1
   %40 = mul nsw i64 %39, 10816
-  %41 = mul nsw i64 %conv1_weight_grad.j3584, 676
+  %41 = mul nsw i64 %conv1_weight_grad.j4424, 676
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %conv1_weight_grad.oy36311, 26
-  %44 = add nsw i64 %43, %conv1_weight_grad.ox36412
+  %43 = mul nsw i64 %conv1_weight_grad.oy44711, 26
+  %44 = add nsw i64 %43, %conv1_weight_grad.ox44812
   %45 = add nsw i64 %42, %44
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %35, ptr %arena14, align 4
-  %ox364.next = add nsw i64 %conv1_weight_grad.ox36412, 1
-  %46 = icmp slt i64 %ox364.next, 26
-  br i1 %46, label %conv1_weight_grad.ox364, label %conv1_weight_grad.ox364.end
+  %ox448.next = add nsw i64 %conv1_weight_grad.ox44812, 1
+  %46 = icmp slt i64 %ox448.next, 26
+  br i1 %46, label %conv1_weight_grad.ox448, label %conv1_weight_grad.ox448.end
 
-conv1_weight_grad.ox364.end:                      ; preds = %conv1_weight_grad.ox364
-  %oy363.next = add nsw i64 %conv1_weight_grad.oy36311, 1
-  %47 = icmp slt i64 %oy363.next, 26
-  br i1 %47, label %conv1_weight_grad.oy363, label %conv1_weight_grad.oy363.end
+conv1_weight_grad.ox448.end:                      ; preds = %conv1_weight_grad.ox448
+  %oy447.next = add nsw i64 %conv1_weight_grad.oy44711, 1
+  %47 = icmp slt i64 %oy447.next, 26
+  br i1 %47, label %conv1_weight_grad.oy447, label %conv1_weight_grad.oy447.end
 
-conv1_weight_grad.oy365:                          ; preds = %conv1_weight_grad.ox366.end, %conv1_weight_grad.oy363.end
-  %conv1_weight_grad.oy36515 = phi i64 [ 0, %conv1_weight_grad.oy363.end ], [ %oy365.next, %conv1_weight_grad.ox366.end ]
-  br label %conv1_weight_grad.ox366
+conv1_weight_grad.oy449:                          ; preds = %conv1_weight_grad.ox450.end, %conv1_weight_grad.oy447.end
+  %conv1_weight_grad.oy44915 = phi i64 [ 0, %conv1_weight_grad.oy447.end ], [ %oy449.next, %conv1_weight_grad.ox450.end ]
+  br label %conv1_weight_grad.ox450
 
-conv1_weight_grad.oy365.end:                      ; preds = %conv1_weight_grad.ox366.end
-  %ky360.next = add nsw i64 %conv1_weight_grad.ky3606, 1
-  %48 = icmp slt i64 %ky360.next, 3
-  br i1 %48, label %conv1_weight_grad.ky360, label %conv1_weight_grad.ky360.end
+conv1_weight_grad.oy449.end:                      ; preds = %conv1_weight_grad.ox450.end
+  %ky444.next = add nsw i64 %conv1_weight_grad.ky4446, 1
+  %48 = icmp slt i64 %ky444.next, 3
+  br i1 %48, label %conv1_weight_grad.ky444, label %conv1_weight_grad.ky444.end
 
-conv1_weight_grad.ox366:                          ; preds = %conv1_weight_grad.ox366, %conv1_weight_grad.oy365
-  %conv1_weight_grad.ox36616 = phi i64 [ 0, %conv1_weight_grad.oy365 ], [ %ox366.next, %conv1_weight_grad.ox366 ]
-  %49 = mul nsw i64 %conv1_weight_grad.g3573, 16
-  %50 = add nsw i64 %49, %conv1_weight_grad.j3584
+conv1_weight_grad.ox450:                          ; preds = %conv1_weight_grad.ox450, %conv1_weight_grad.oy449
+  %conv1_weight_grad.ox45016 = phi i64 [ 0, %conv1_weight_grad.oy449 ], [ %ox450.next, %conv1_weight_grad.ox450 ]
+  %49 = mul nsw i64 %conv1_weight_grad.g4413, 16
+  %50 = add nsw i64 %49, %conv1_weight_grad.j4424
   %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %conv1_weight_grad.c3595, 784
+  %52 = mul nsw i64 %conv1_weight_grad.c4435, 784
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %conv1_weight_grad.oy36515, %conv1_weight_grad.ky3606
+  %54 = add nsw i64 %conv1_weight_grad.oy44915, %conv1_weight_grad.ky4446
   %55 = mul nsw i64 %54, 28
   %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %conv1_weight_grad.ox36616, 2
+  %57 = add nsw i64 %conv1_weight_grad.ox45016, 2
   %58 = add nsw i64 %56, %57
   %images17 = getelementptr inbounds float, ptr %images, i64 %58
   %59 = load float, ptr %images17, align 4
-  %60 = mul nsw i64 %conv1_weight_grad.c3595, 3
-  %61 = add nsw i64 %60, %conv1_weight_grad.ky3606
+  %60 = mul nsw i64 %conv1_weight_grad.c4435, 3
+  %61 = add nsw i64 %60, %conv1_weight_grad.ky4446
   %62 = mul nsw i64 %61, 3
   %63 = add nsw i64 %62, 2
   %64 = mul nsw i64 %63, 10816
-  %65 = mul nsw i64 %conv1_weight_grad.j3584, 676
+  %65 = mul nsw i64 %conv1_weight_grad.j4424, 676
   %66 = add nsw i64 %64, %65
-  %67 = mul nsw i64 %conv1_weight_grad.oy36515, 26
-  %68 = add nsw i64 %67, %conv1_weight_grad.ox36616
+  %67 = mul nsw i64 %conv1_weight_grad.oy44915, 26
+  %68 = add nsw i64 %67, %conv1_weight_grad.ox45016
   %69 = add nsw i64 %66, %68
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %69
   store float %59, ptr %arena18, align 4
-  %ox366.next = add nsw i64 %conv1_weight_grad.ox36616, 1
-  %70 = icmp slt i64 %ox366.next, 26
-  br i1 %70, label %conv1_weight_grad.ox366, label %conv1_weight_grad.ox366.end
+  %ox450.next = add nsw i64 %conv1_weight_grad.ox45016, 1
+  %70 = icmp slt i64 %ox450.next, 26
+  br i1 %70, label %conv1_weight_grad.ox450, label %conv1_weight_grad.ox450.end
 
-conv1_weight_grad.ox366.end:                      ; preds = %conv1_weight_grad.ox366
-  %oy365.next = add nsw i64 %conv1_weight_grad.oy36515, 1
-  %71 = icmp slt i64 %oy365.next, 26
-  br i1 %71, label %conv1_weight_grad.oy365, label %conv1_weight_grad.oy365.end
+conv1_weight_grad.ox450.end:                      ; preds = %conv1_weight_grad.ox450
+  %oy449.next = add nsw i64 %conv1_weight_grad.oy44915, 1
+  %71 = icmp slt i64 %oy449.next, 26
+  br i1 %71, label %conv1_weight_grad.oy449, label %conv1_weight_grad.oy449.end
 
-conv1_weight_grad.j367:                           ; preds = %conv1_weight_grad.i368.end, %conv1_weight_grad.j358.end
-  %conv1_weight_grad.j36719 = phi i64 [ 0, %conv1_weight_grad.j358.end ], [ %j367.next, %conv1_weight_grad.i368.end ]
-  br label %conv1_weight_grad.i368
+conv1_weight_grad.j451:                           ; preds = %conv1_weight_grad.i452.end, %conv1_weight_grad.j442.end
+  %conv1_weight_grad.j45119 = phi i64 [ 0, %conv1_weight_grad.j442.end ], [ %j451.next, %conv1_weight_grad.i452.end ]
+  br label %conv1_weight_grad.i452
 
-conv1_weight_grad.j367.end:                       ; preds = %conv1_weight_grad.i368.end
-  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm377(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  %g357.next = add nsw i64 %conv1_weight_grad.g3573, 1
-  %72 = icmp slt i64 %g357.next, 4
-  br i1 %72, label %conv1_weight_grad.g357, label %conv1_weight_grad.g357.end
+conv1_weight_grad.j451.end:                       ; preds = %conv1_weight_grad.i452.end
+  call void @mnistnet_train_b64.k25.conv1_weight_grad.gemm461(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  %g441.next = add nsw i64 %conv1_weight_grad.g4413, 1
+  %72 = icmp slt i64 %g441.next, 4
+  br i1 %72, label %conv1_weight_grad.g441, label %conv1_weight_grad.g441.end
 
-conv1_weight_grad.i368:                           ; preds = %conv1_weight_grad.f369.end, %conv1_weight_grad.j367
-  %conv1_weight_grad.i36820 = phi i64 [ 0, %conv1_weight_grad.j367 ], [ %i368.next, %conv1_weight_grad.f369.end ]
-  br label %conv1_weight_grad.f369
+conv1_weight_grad.i452:                           ; preds = %conv1_weight_grad.f453.end, %conv1_weight_grad.j451
+  %conv1_weight_grad.i45220 = phi i64 [ 0, %conv1_weight_grad.j451 ], [ %i452.next, %conv1_weight_grad.f453.end ]
+  br label %conv1_weight_grad.f453
 
-conv1_weight_grad.i368.end:                       ; preds = %conv1_weight_grad.f369.end
-  %j367.next = add nsw i64 %conv1_weight_grad.j36719, 1
-  %73 = icmp slt i64 %j367.next, 16
-  br i1 %73, label %conv1_weight_grad.j367, label %conv1_weight_grad.j367.end
+conv1_weight_grad.i452.end:                       ; preds = %conv1_weight_grad.f453.end
+  %j451.next = add nsw i64 %conv1_weight_grad.j45119, 1
+  %73 = icmp slt i64 %j451.next, 16
+  br i1 %73, label %conv1_weight_grad.j451, label %conv1_weight_grad.j451.end
 
-conv1_weight_grad.f369:                           ; preds = %conv1_weight_grad.f369, %conv1_weight_grad.i368
-  %conv1_weight_grad.f36921 = phi i64 [ 0, %conv1_weight_grad.i368 ], [ %f369.next, %conv1_weight_grad.f369 ]
-  %74 = mul nsw i64 %conv1_weight_grad.g3573, 16
-  %75 = add nsw i64 %74, %conv1_weight_grad.j36719
+conv1_weight_grad.f453:                           ; preds = %conv1_weight_grad.f453, %conv1_weight_grad.i452
+  %conv1_weight_grad.f45321 = phi i64 [ 0, %conv1_weight_grad.i452 ], [ %f453.next, %conv1_weight_grad.f453 ]
+  %74 = mul nsw i64 %conv1_weight_grad.g4413, 16
+  %75 = add nsw i64 %74, %conv1_weight_grad.j45119
   %76 = mul nsw i64 %75, 21632
   %77 = add nsw i64 3171600, %76
-  %78 = mul nsw i64 %conv1_weight_grad.f36921, 676
+  %78 = mul nsw i64 %conv1_weight_grad.f45321, 676
   %79 = add nsw i64 %77, %78
-  %80 = add nsw i64 %79, %conv1_weight_grad.i36820
+  %80 = add nsw i64 %79, %conv1_weight_grad.i45220
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %80
   %81 = load float, ptr %arena22, align 4
-  %82 = mul nsw i64 %conv1_weight_grad.j36719, 676
-  %83 = add nsw i64 %82, %conv1_weight_grad.i36820
+  %82 = mul nsw i64 %conv1_weight_grad.j45119, 676
+  %83 = add nsw i64 %82, %conv1_weight_grad.i45220
   %84 = mul nsw i64 %83, 32
   %85 = add nsw i64 97344, %84
-  %86 = add nsw i64 %85, %conv1_weight_grad.f36921
+  %86 = add nsw i64 %85, %conv1_weight_grad.f45321
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %86
   store float %81, ptr %arena23, align 4
-  %f369.next = add nsw i64 %conv1_weight_grad.f36921, 1
-  %87 = icmp slt i64 %f369.next, 32
-  br i1 %87, label %conv1_weight_grad.f369, label %conv1_weight_grad.f369.end
+  %f453.next = add nsw i64 %conv1_weight_grad.f45321, 1
+  %87 = icmp slt i64 %f453.next, 32
+  br i1 %87, label %conv1_weight_grad.f453, label %conv1_weight_grad.f453.end
 
-conv1_weight_grad.f369.end:                       ; preds = %conv1_weight_grad.f369
-  %i368.next = add nsw i64 %conv1_weight_grad.i36820, 1
-  %88 = icmp slt i64 %i368.next, 676
-  br i1 %88, label %conv1_weight_grad.i368, label %conv1_weight_grad.i368.end
+conv1_weight_grad.f453.end:                       ; preds = %conv1_weight_grad.f453
+  %i452.next = add nsw i64 %conv1_weight_grad.i45220, 1
+  %88 = icmp slt i64 %i452.next, 676
+  br i1 %88, label %conv1_weight_grad.i452, label %conv1_weight_grad.i452.end
 
-conv1_weight_grad.f378:                           ; preds = %conv1_weight_grad.r379.end, %conv1_weight_grad.g357.end
-  %conv1_weight_grad.f37824 = phi i64 [ 0, %conv1_weight_grad.g357.end ], [ %f378.next, %conv1_weight_grad.r379.end ]
-  br label %conv1_weight_grad.r379
+conv1_weight_grad.f462:                           ; preds = %conv1_weight_grad.r463.end, %conv1_weight_grad.g441.end
+  %conv1_weight_grad.f46224 = phi i64 [ 0, %conv1_weight_grad.g441.end ], [ %f462.next, %conv1_weight_grad.r463.end ]
+  br label %conv1_weight_grad.r463
 
-conv1_weight_grad.f378.end:                       ; preds = %conv1_weight_grad.r379.end
+conv1_weight_grad.f462.end:                       ; preds = %conv1_weight_grad.r463.end
   ret void
 
-conv1_weight_grad.r379:                           ; preds = %conv1_weight_grad.r379, %conv1_weight_grad.f378
-  %conv1_weight_grad.r37925 = phi i64 [ 0, %conv1_weight_grad.f378 ], [ %r379.next, %conv1_weight_grad.r379 ]
-  %89 = mul nsw i64 %conv1_weight_grad.r37925, 32
+conv1_weight_grad.r463:                           ; preds = %conv1_weight_grad.r463, %conv1_weight_grad.f462
+  %conv1_weight_grad.r46325 = phi i64 [ 0, %conv1_weight_grad.f462 ], [ %r463.next, %conv1_weight_grad.r463 ]
+  %89 = mul nsw i64 %conv1_weight_grad.r46325, 32
   %90 = add nsw i64 443456, %89
-  %91 = add nsw i64 %90, %conv1_weight_grad.f37824
+  %91 = add nsw i64 %90, %conv1_weight_grad.f46224
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %91
   %92 = load float, ptr %arena26, align 4
-  %93 = mul nsw i64 %conv1_weight_grad.f37824, 9
-  %94 = add nsw i64 %93, %conv1_weight_grad.r37925
+  %93 = mul nsw i64 %conv1_weight_grad.f46224, 9
+  %94 = add nsw i64 %93, %conv1_weight_grad.r46325
   %grads27 = getelementptr inbounds float, ptr %grads, i64 %94
   store float %92, ptr %grads27, align 4
-  %r379.next = add nsw i64 %conv1_weight_grad.r37925, 1
-  %95 = icmp slt i64 %r379.next, 9
-  br i1 %95, label %conv1_weight_grad.r379, label %conv1_weight_grad.r379.end
+  %r463.next = add nsw i64 %conv1_weight_grad.r46325, 1
+  %95 = icmp slt i64 %r463.next, 9
+  br i1 %95, label %conv1_weight_grad.r463, label %conv1_weight_grad.r463.end
 
-conv1_weight_grad.r379.end:                       ; preds = %conv1_weight_grad.r379
-  %f378.next = add nsw i64 %conv1_weight_grad.f37824, 1
-  %96 = icmp slt i64 %f378.next, 32
-  br i1 %96, label %conv1_weight_grad.f378, label %conv1_weight_grad.f378.end
+conv1_weight_grad.r463.end:                       ; preds = %conv1_weight_grad.r463
+  %f462.next = add nsw i64 %conv1_weight_grad.f46224, 1
+  %96 = icmp slt i64 %f462.next, 32
+  br i1 %96, label %conv1_weight_grad.f462, label %conv1_weight_grad.f462.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm377(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_train_b64.k25.conv1_weight_grad.gemm461(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_weight_grad.t375_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t375_c0_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_a4 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_a3 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_a2 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_a1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_a0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_b1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_b0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c4_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c4_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c3_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c3_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c2_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c2_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c1_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c1_0 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c0_1 = alloca <8 x float>, align 32
-  %conv1_weight_grad.t373_c0_0 = alloca <8 x float>, align 32
-  br label %conv1_weight_grad.kp370
+  %conv1_weight_grad.t459_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t459_c0_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a4 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a3 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a2 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_a0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_b1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_b0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c4_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c4_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c3_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c3_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c2_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c2_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c1_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c1_0 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c0_1 = alloca <8 x float>, align 32
+  %conv1_weight_grad.t457_c0_0 = alloca <8 x float>, align 32
+  br label %conv1_weight_grad.kp454
 
-conv1_weight_grad.kp370:                          ; preds = %conv1_weight_grad.nb371.end, %entry
-  %conv1_weight_grad.kp3701 = phi i64 [ 0, %entry ], [ %kp370.next, %conv1_weight_grad.nb371.end ]
-  br label %conv1_weight_grad.nb371
+conv1_weight_grad.kp454:                          ; preds = %conv1_weight_grad.nb455.end, %entry
+  %conv1_weight_grad.kp4541 = phi i64 [ 0, %entry ], [ %kp454.next, %conv1_weight_grad.nb455.end ]
+  br label %conv1_weight_grad.nb455
 
-conv1_weight_grad.kp370.end:                      ; preds = %conv1_weight_grad.nb371.end
+conv1_weight_grad.kp454.end:                      ; preds = %conv1_weight_grad.nb455.end
   ret void
 
-conv1_weight_grad.nb371:                          ; preds = %conv1_weight_grad.k376.end, %conv1_weight_grad.kp370
-  %conv1_weight_grad.nb3712 = phi i64 [ 0, %conv1_weight_grad.kp370 ], [ %nb371.next, %conv1_weight_grad.k376.end ]
-  br label %conv1_weight_grad.mb372
+conv1_weight_grad.nb455:                          ; preds = %conv1_weight_grad.k460.end, %conv1_weight_grad.kp454
+  %conv1_weight_grad.nb4552 = phi i64 [ 0, %conv1_weight_grad.kp454 ], [ %nb455.next, %conv1_weight_grad.k460.end ]
+  br label %conv1_weight_grad.mb456
 
-conv1_weight_grad.nb371.end:                      ; preds = %conv1_weight_grad.k376.end
-  %kp370.next = add nsw i64 %conv1_weight_grad.kp3701, 1
-  %0 = icmp slt i64 %kp370.next, 8
-  br i1 %0, label %conv1_weight_grad.kp370, label %conv1_weight_grad.kp370.end
+conv1_weight_grad.nb455.end:                      ; preds = %conv1_weight_grad.k460.end
+  %kp454.next = add nsw i64 %conv1_weight_grad.kp4541, 1
+  %0 = icmp slt i64 %kp454.next, 8
+  br i1 %0, label %conv1_weight_grad.kp454, label %conv1_weight_grad.kp454.end
 
-conv1_weight_grad.mb372:                          ; preds = %conv1_weight_grad.k374.end, %conv1_weight_grad.nb371
-  %conv1_weight_grad.mb3723 = phi i64 [ 0, %conv1_weight_grad.nb371 ], [ %mb372.next, %conv1_weight_grad.k374.end ]
-  %1 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+conv1_weight_grad.mb456:                          ; preds = %conv1_weight_grad.k458.end, %conv1_weight_grad.nb455
+  %conv1_weight_grad.mb4563 = phi i64 [ 0, %conv1_weight_grad.nb455 ], [ %mb456.next, %conv1_weight_grad.k458.end ]
+  %1 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %2 = mul nsw i64 %1, 32
   %3 = add nsw i64 443456, %2
-  %4 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %4 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %5 = add nsw i64 %3, %4
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %6, ptr %conv1_weight_grad.t373_c0_0, align 32
-  %7 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %6, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %7 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %8 = mul nsw i64 %7, 32
   %9 = add nsw i64 443456, %8
-  %10 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %10 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %11 = add nsw i64 %9, %10
   %12 = add nsw i64 %11, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %13, ptr %conv1_weight_grad.t373_c0_1, align 32
-  %14 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %13, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %14 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %15 = add nsw i64 %14, 1
   %16 = mul nsw i64 %15, 32
   %17 = add nsw i64 443456, %16
-  %18 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %18 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %19 = add nsw i64 %17, %18
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %20, ptr %conv1_weight_grad.t373_c1_0, align 32
-  %21 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %20, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %21 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %22 = add nsw i64 %21, 1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 443456, %23
-  %25 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %25 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %26 = add nsw i64 %24, %25
   %27 = add nsw i64 %26, 8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %27
   %28 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %28, ptr %conv1_weight_grad.t373_c1_1, align 32
-  %29 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %28, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %29 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %30 = add nsw i64 %29, 2
   %31 = mul nsw i64 %30, 32
   %32 = add nsw i64 443456, %31
-  %33 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %33 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %34 = add nsw i64 %32, %33
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %34
   %35 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %35, ptr %conv1_weight_grad.t373_c2_0, align 32
-  %36 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %35, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %36 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %37 = add nsw i64 %36, 2
   %38 = mul nsw i64 %37, 32
   %39 = add nsw i64 443456, %38
-  %40 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %40 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %41 = add nsw i64 %39, %40
   %42 = add nsw i64 %41, 8
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %42
   %43 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %43, ptr %conv1_weight_grad.t373_c2_1, align 32
-  %44 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %43, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %44 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %45 = add nsw i64 %44, 3
   %46 = mul nsw i64 %45, 32
   %47 = add nsw i64 443456, %46
-  %48 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %48 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %49 = add nsw i64 %47, %48
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %49
   %50 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %50, ptr %conv1_weight_grad.t373_c3_0, align 32
-  %51 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %50, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %51 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %52 = add nsw i64 %51, 3
   %53 = mul nsw i64 %52, 32
   %54 = add nsw i64 443456, %53
-  %55 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %55 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %56 = add nsw i64 %54, %55
   %57 = add nsw i64 %56, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %57
   %58 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %58, ptr %conv1_weight_grad.t373_c3_1, align 32
-  %59 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %58, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %59 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %60 = add nsw i64 %59, 4
   %61 = mul nsw i64 %60, 32
   %62 = add nsw i64 443456, %61
-  %63 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %63 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %64 = add nsw i64 %62, %63
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %64
   %65 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %65, ptr %conv1_weight_grad.t373_c4_0, align 32
-  %66 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %65, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %66 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %67 = add nsw i64 %66, 4
   %68 = mul nsw i64 %67, 32
   %69 = add nsw i64 443456, %68
-  %70 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %70 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %72
   %73 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %73, ptr %conv1_weight_grad.t373_c4_1, align 32
-  br label %conv1_weight_grad.k374
+  store <8 x float> %73, ptr %conv1_weight_grad.t457_c4_1, align 32
+  br label %conv1_weight_grad.k458
 
-conv1_weight_grad.mb372.end:                      ; preds = %conv1_weight_grad.k374.end
-  %74 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+conv1_weight_grad.mb456.end:                      ; preds = %conv1_weight_grad.k458.end
+  %74 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %75 = add nsw i64 443616, %74
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %76, ptr %conv1_weight_grad.t375_c0_0, align 32
-  %77 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %76, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %77 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %78 = add nsw i64 443616, %77
   %79 = add nsw i64 %78, 8
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load <8 x float>, ptr %arena56, align 4
-  store <8 x float> %80, ptr %conv1_weight_grad.t375_c0_1, align 32
-  %81 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %80, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %81 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %82 = add nsw i64 443648, %81
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %82
   %83 = load <8 x float>, ptr %arena57, align 4
-  store <8 x float> %83, ptr %conv1_weight_grad.t375_c1_0, align 32
-  %84 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %83, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %84 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %85 = add nsw i64 443648, %84
   %86 = add nsw i64 %85, 8
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load <8 x float>, ptr %arena58, align 4
-  store <8 x float> %87, ptr %conv1_weight_grad.t375_c1_1, align 32
-  %88 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %87, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %88 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %89 = add nsw i64 443680, %88
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load <8 x float>, ptr %arena59, align 4
-  store <8 x float> %90, ptr %conv1_weight_grad.t375_c2_0, align 32
-  %91 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %90, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %91 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %92 = add nsw i64 443680, %91
   %93 = add nsw i64 %92, 8
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %93
   %94 = load <8 x float>, ptr %arena60, align 4
-  store <8 x float> %94, ptr %conv1_weight_grad.t375_c2_1, align 32
-  %95 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %94, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %95 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %96 = add nsw i64 443712, %95
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %96
   %97 = load <8 x float>, ptr %arena61, align 4
-  store <8 x float> %97, ptr %conv1_weight_grad.t375_c3_0, align 32
-  %98 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %97, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %98 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %99 = add nsw i64 443712, %98
   %100 = add nsw i64 %99, 8
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena62, align 4
-  store <8 x float> %101, ptr %conv1_weight_grad.t375_c3_1, align 32
-  br label %conv1_weight_grad.k376
+  store <8 x float> %101, ptr %conv1_weight_grad.t459_c3_1, align 32
+  br label %conv1_weight_grad.k460
 
-conv1_weight_grad.k374:                           ; preds = %conv1_weight_grad.k374, %conv1_weight_grad.mb372
-  %conv1_weight_grad.k37414 = phi i64 [ 0, %conv1_weight_grad.mb372 ], [ %k374.next, %conv1_weight_grad.k374 ]
-  %102 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %103 = add nsw i64 %conv1_weight_grad.k37414, %102
+conv1_weight_grad.k458:                           ; preds = %conv1_weight_grad.k458, %conv1_weight_grad.mb456
+  %conv1_weight_grad.k45814 = phi i64 [ 0, %conv1_weight_grad.mb456 ], [ %k458.next, %conv1_weight_grad.k458 ]
+  %102 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %103 = add nsw i64 %conv1_weight_grad.k45814, %102
   %104 = mul nsw i64 %103, 32
   %105 = add nsw i64 97344, %104
-  %106 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %106 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %107 = add nsw i64 %105, %106
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %107
   %108 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %108, ptr %conv1_weight_grad.t373_b0, align 32
-  %109 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %110 = add nsw i64 %conv1_weight_grad.k37414, %109
+  store <8 x float> %108, ptr %conv1_weight_grad.t457_b0, align 32
+  %109 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %110 = add nsw i64 %conv1_weight_grad.k45814, %109
   %111 = mul nsw i64 %110, 32
   %112 = add nsw i64 97344, %111
-  %113 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %113 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %114 = add nsw i64 %112, %113
   %115 = add nsw i64 %114, 8
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %115
   %116 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %116, ptr %conv1_weight_grad.t373_b1, align 32
-  %117 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %116, ptr %conv1_weight_grad.t457_b1, align 32
+  %117 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %118 = mul nsw i64 %117, 10816
-  %119 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %120 = add nsw i64 %conv1_weight_grad.k37414, %119
+  %119 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %120 = add nsw i64 %conv1_weight_grad.k45814, %119
   %121 = add nsw i64 %118, %120
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %121
   %122 = load float, ptr %arena17, align 4
   %123 = insertelement <8 x float> undef, float %122, i32 0
   %124 = shufflevector <8 x float> %123, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %124, ptr %conv1_weight_grad.t373_a0, align 32
-  %t373_a0 = load <8 x float>, ptr %conv1_weight_grad.t373_a0, align 32
-  %t373_b0 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
-  %t373_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_0, align 32
-  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a0, <8 x float> %t373_b0, <8 x float> %t373_c0_0)
-  store <8 x float> %125, ptr %conv1_weight_grad.t373_c0_0, align 32
-  %t373_a018 = load <8 x float>, ptr %conv1_weight_grad.t373_a0, align 32
-  %t373_b1 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
-  %t373_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_1, align 32
-  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a018, <8 x float> %t373_b1, <8 x float> %t373_c0_1)
-  store <8 x float> %126, ptr %conv1_weight_grad.t373_c0_1, align 32
-  %127 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %124, ptr %conv1_weight_grad.t457_a0, align 32
+  %t457_a0 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
+  %t457_b0 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %125 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a0, <8 x float> %t457_b0, <8 x float> %t457_c0_0)
+  store <8 x float> %125, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %t457_a018 = load <8 x float>, ptr %conv1_weight_grad.t457_a0, align 32
+  %t457_b1 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %126 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a018, <8 x float> %t457_b1, <8 x float> %t457_c0_1)
+  store <8 x float> %126, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %127 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %128 = add nsw i64 %127, 1
   %129 = mul nsw i64 %128, 10816
-  %130 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %131 = add nsw i64 %conv1_weight_grad.k37414, %130
+  %130 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %131 = add nsw i64 %conv1_weight_grad.k45814, %130
   %132 = add nsw i64 %129, %131
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %132
   %133 = load float, ptr %arena19, align 4
   %134 = insertelement <8 x float> undef, float %133, i32 0
   %135 = shufflevector <8 x float> %134, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %135, ptr %conv1_weight_grad.t373_a1, align 32
-  %t373_a1 = load <8 x float>, ptr %conv1_weight_grad.t373_a1, align 32
-  %t373_b020 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
-  %t373_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_0, align 32
-  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a1, <8 x float> %t373_b020, <8 x float> %t373_c1_0)
-  store <8 x float> %136, ptr %conv1_weight_grad.t373_c1_0, align 32
-  %t373_a121 = load <8 x float>, ptr %conv1_weight_grad.t373_a1, align 32
-  %t373_b122 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
-  %t373_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_1, align 32
-  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a121, <8 x float> %t373_b122, <8 x float> %t373_c1_1)
-  store <8 x float> %137, ptr %conv1_weight_grad.t373_c1_1, align 32
-  %138 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %135, ptr %conv1_weight_grad.t457_a1, align 32
+  %t457_a1 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
+  %t457_b020 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %136 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a1, <8 x float> %t457_b020, <8 x float> %t457_c1_0)
+  store <8 x float> %136, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %t457_a121 = load <8 x float>, ptr %conv1_weight_grad.t457_a1, align 32
+  %t457_b122 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %137 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a121, <8 x float> %t457_b122, <8 x float> %t457_c1_1)
+  store <8 x float> %137, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %138 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %139 = add nsw i64 %138, 2
   %140 = mul nsw i64 %139, 10816
-  %141 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %142 = add nsw i64 %conv1_weight_grad.k37414, %141
+  %141 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %142 = add nsw i64 %conv1_weight_grad.k45814, %141
   %143 = add nsw i64 %140, %142
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load float, ptr %arena23, align 4
   %145 = insertelement <8 x float> undef, float %144, i32 0
   %146 = shufflevector <8 x float> %145, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %146, ptr %conv1_weight_grad.t373_a2, align 32
-  %t373_a2 = load <8 x float>, ptr %conv1_weight_grad.t373_a2, align 32
-  %t373_b024 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
-  %t373_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_0, align 32
-  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a2, <8 x float> %t373_b024, <8 x float> %t373_c2_0)
-  store <8 x float> %147, ptr %conv1_weight_grad.t373_c2_0, align 32
-  %t373_a225 = load <8 x float>, ptr %conv1_weight_grad.t373_a2, align 32
-  %t373_b126 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
-  %t373_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_1, align 32
-  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a225, <8 x float> %t373_b126, <8 x float> %t373_c2_1)
-  store <8 x float> %148, ptr %conv1_weight_grad.t373_c2_1, align 32
-  %149 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %146, ptr %conv1_weight_grad.t457_a2, align 32
+  %t457_a2 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
+  %t457_b024 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %147 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a2, <8 x float> %t457_b024, <8 x float> %t457_c2_0)
+  store <8 x float> %147, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %t457_a225 = load <8 x float>, ptr %conv1_weight_grad.t457_a2, align 32
+  %t457_b126 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %148 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a225, <8 x float> %t457_b126, <8 x float> %t457_c2_1)
+  store <8 x float> %148, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %149 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %150 = add nsw i64 %149, 3
   %151 = mul nsw i64 %150, 10816
-  %152 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %153 = add nsw i64 %conv1_weight_grad.k37414, %152
+  %152 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %153 = add nsw i64 %conv1_weight_grad.k45814, %152
   %154 = add nsw i64 %151, %153
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %154
   %155 = load float, ptr %arena27, align 4
   %156 = insertelement <8 x float> undef, float %155, i32 0
   %157 = shufflevector <8 x float> %156, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %157, ptr %conv1_weight_grad.t373_a3, align 32
-  %t373_a3 = load <8 x float>, ptr %conv1_weight_grad.t373_a3, align 32
-  %t373_b028 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
-  %t373_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_0, align 32
-  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a3, <8 x float> %t373_b028, <8 x float> %t373_c3_0)
-  store <8 x float> %158, ptr %conv1_weight_grad.t373_c3_0, align 32
-  %t373_a329 = load <8 x float>, ptr %conv1_weight_grad.t373_a3, align 32
-  %t373_b130 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
-  %t373_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_1, align 32
-  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a329, <8 x float> %t373_b130, <8 x float> %t373_c3_1)
-  store <8 x float> %159, ptr %conv1_weight_grad.t373_c3_1, align 32
-  %160 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %157, ptr %conv1_weight_grad.t457_a3, align 32
+  %t457_a3 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
+  %t457_b028 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %158 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a3, <8 x float> %t457_b028, <8 x float> %t457_c3_0)
+  store <8 x float> %158, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %t457_a329 = load <8 x float>, ptr %conv1_weight_grad.t457_a3, align 32
+  %t457_b130 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %159 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a329, <8 x float> %t457_b130, <8 x float> %t457_c3_1)
+  store <8 x float> %159, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %160 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %161 = add nsw i64 %160, 4
   %162 = mul nsw i64 %161, 10816
-  %163 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %164 = add nsw i64 %conv1_weight_grad.k37414, %163
+  %163 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %164 = add nsw i64 %conv1_weight_grad.k45814, %163
   %165 = add nsw i64 %162, %164
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %165
   %166 = load float, ptr %arena31, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1_weight_grad.t373_a4, align 32
-  %t373_a4 = load <8 x float>, ptr %conv1_weight_grad.t373_a4, align 32
-  %t373_b032 = load <8 x float>, ptr %conv1_weight_grad.t373_b0, align 32
-  %t373_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a4, <8 x float> %t373_b032, <8 x float> %t373_c4_0)
-  store <8 x float> %169, ptr %conv1_weight_grad.t373_c4_0, align 32
-  %t373_a433 = load <8 x float>, ptr %conv1_weight_grad.t373_a4, align 32
-  %t373_b134 = load <8 x float>, ptr %conv1_weight_grad.t373_b1, align 32
-  %t373_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t373_a433, <8 x float> %t373_b134, <8 x float> %t373_c4_1)
-  store <8 x float> %170, ptr %conv1_weight_grad.t373_c4_1, align 32
-  %k374.next = add nsw i64 %conv1_weight_grad.k37414, 1
-  %171 = icmp slt i64 %k374.next, 1352
-  br i1 %171, label %conv1_weight_grad.k374, label %conv1_weight_grad.k374.end
+  store <8 x float> %168, ptr %conv1_weight_grad.t457_a4, align 32
+  %t457_a4 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
+  %t457_b032 = load <8 x float>, ptr %conv1_weight_grad.t457_b0, align 32
+  %t457_c4_0 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a4, <8 x float> %t457_b032, <8 x float> %t457_c4_0)
+  store <8 x float> %169, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %t457_a433 = load <8 x float>, ptr %conv1_weight_grad.t457_a4, align 32
+  %t457_b134 = load <8 x float>, ptr %conv1_weight_grad.t457_b1, align 32
+  %t457_c4_1 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t457_a433, <8 x float> %t457_b134, <8 x float> %t457_c4_1)
+  store <8 x float> %170, ptr %conv1_weight_grad.t457_c4_1, align 32
+  %k458.next = add nsw i64 %conv1_weight_grad.k45814, 1
+  %171 = icmp slt i64 %k458.next, 1352
+  br i1 %171, label %conv1_weight_grad.k458, label %conv1_weight_grad.k458.end
 
-conv1_weight_grad.k374.end:                       ; preds = %conv1_weight_grad.k374
-  %t373_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_0, align 32
-  %172 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+conv1_weight_grad.k458.end:                       ; preds = %conv1_weight_grad.k458
+  %t457_c0_035 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_0, align 32
+  %172 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %173 = mul nsw i64 %172, 32
   %174 = add nsw i64 443456, %173
-  %175 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %175 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %176 = add nsw i64 %174, %175
   %arena36 = getelementptr inbounds float, ptr %arena, i64 %176
-  store <8 x float> %t373_c0_035, ptr %arena36, align 4
-  %t373_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t373_c0_1, align 32
-  %177 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c0_035, ptr %arena36, align 4
+  %t457_c0_137 = load <8 x float>, ptr %conv1_weight_grad.t457_c0_1, align 32
+  %177 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %178 = mul nsw i64 %177, 32
   %179 = add nsw i64 443456, %178
-  %180 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %180 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %181 = add nsw i64 %179, %180
   %182 = add nsw i64 %181, 8
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %182
-  store <8 x float> %t373_c0_137, ptr %arena38, align 4
-  %t373_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_0, align 32
-  %183 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c0_137, ptr %arena38, align 4
+  %t457_c1_039 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_0, align 32
+  %183 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %184 = add nsw i64 %183, 1
   %185 = mul nsw i64 %184, 32
   %186 = add nsw i64 443456, %185
-  %187 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %187 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %188 = add nsw i64 %186, %187
   %arena40 = getelementptr inbounds float, ptr %arena, i64 %188
-  store <8 x float> %t373_c1_039, ptr %arena40, align 4
-  %t373_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t373_c1_1, align 32
-  %189 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c1_039, ptr %arena40, align 4
+  %t457_c1_141 = load <8 x float>, ptr %conv1_weight_grad.t457_c1_1, align 32
+  %189 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %190 = add nsw i64 %189, 1
   %191 = mul nsw i64 %190, 32
   %192 = add nsw i64 443456, %191
-  %193 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %193 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %194 = add nsw i64 %192, %193
   %195 = add nsw i64 %194, 8
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %195
-  store <8 x float> %t373_c1_141, ptr %arena42, align 4
-  %t373_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_0, align 32
-  %196 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c1_141, ptr %arena42, align 4
+  %t457_c2_043 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_0, align 32
+  %196 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %197 = add nsw i64 %196, 2
   %198 = mul nsw i64 %197, 32
   %199 = add nsw i64 443456, %198
-  %200 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %200 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %201 = add nsw i64 %199, %200
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %201
-  store <8 x float> %t373_c2_043, ptr %arena44, align 4
-  %t373_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t373_c2_1, align 32
-  %202 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c2_043, ptr %arena44, align 4
+  %t457_c2_145 = load <8 x float>, ptr %conv1_weight_grad.t457_c2_1, align 32
+  %202 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %203 = add nsw i64 %202, 2
   %204 = mul nsw i64 %203, 32
   %205 = add nsw i64 443456, %204
-  %206 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %206 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %207 = add nsw i64 %205, %206
   %208 = add nsw i64 %207, 8
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t373_c2_145, ptr %arena46, align 4
-  %t373_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_0, align 32
-  %209 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c2_145, ptr %arena46, align 4
+  %t457_c3_047 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_0, align 32
+  %209 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %210 = add nsw i64 %209, 3
   %211 = mul nsw i64 %210, 32
   %212 = add nsw i64 443456, %211
-  %213 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %213 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %214 = add nsw i64 %212, %213
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %214
-  store <8 x float> %t373_c3_047, ptr %arena48, align 4
-  %t373_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t373_c3_1, align 32
-  %215 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c3_047, ptr %arena48, align 4
+  %t457_c3_149 = load <8 x float>, ptr %conv1_weight_grad.t457_c3_1, align 32
+  %215 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %216 = add nsw i64 %215, 3
   %217 = mul nsw i64 %216, 32
   %218 = add nsw i64 443456, %217
-  %219 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %219 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %220 = add nsw i64 %218, %219
   %221 = add nsw i64 %220, 8
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %221
-  store <8 x float> %t373_c3_149, ptr %arena50, align 4
-  %t373_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_0, align 32
-  %222 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c3_149, ptr %arena50, align 4
+  %t457_c4_051 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_0, align 32
+  %222 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %223 = add nsw i64 %222, 4
   %224 = mul nsw i64 %223, 32
   %225 = add nsw i64 443456, %224
-  %226 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %226 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %227 = add nsw i64 %225, %226
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
-  store <8 x float> %t373_c4_051, ptr %arena52, align 4
-  %t373_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t373_c4_1, align 32
-  %228 = mul nsw i64 %conv1_weight_grad.mb3723, 5
+  store <8 x float> %t457_c4_051, ptr %arena52, align 4
+  %t457_c4_153 = load <8 x float>, ptr %conv1_weight_grad.t457_c4_1, align 32
+  %228 = mul nsw i64 %conv1_weight_grad.mb4563, 5
   %229 = add nsw i64 %228, 4
   %230 = mul nsw i64 %229, 32
   %231 = add nsw i64 443456, %230
-  %232 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %232 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %233 = add nsw i64 %231, %232
   %234 = add nsw i64 %233, 8
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %234
-  store <8 x float> %t373_c4_153, ptr %arena54, align 4
-  %mb372.next = add nsw i64 %conv1_weight_grad.mb3723, 1
-  %235 = icmp slt i64 %mb372.next, 1
-  br i1 %235, label %conv1_weight_grad.mb372, label %conv1_weight_grad.mb372.end
+  store <8 x float> %t457_c4_153, ptr %arena54, align 4
+  %mb456.next = add nsw i64 %conv1_weight_grad.mb4563, 1
+  %235 = icmp slt i64 %mb456.next, 1
+  br i1 %235, label %conv1_weight_grad.mb456, label %conv1_weight_grad.mb456.end
 
-conv1_weight_grad.k376:                           ; preds = %conv1_weight_grad.k376, %conv1_weight_grad.mb372.end
-  %conv1_weight_grad.k37663 = phi i64 [ 0, %conv1_weight_grad.mb372.end ], [ %k376.next, %conv1_weight_grad.k376 ]
-  %236 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %237 = add nsw i64 %conv1_weight_grad.k37663, %236
+conv1_weight_grad.k460:                           ; preds = %conv1_weight_grad.k460, %conv1_weight_grad.mb456.end
+  %conv1_weight_grad.k46063 = phi i64 [ 0, %conv1_weight_grad.mb456.end ], [ %k460.next, %conv1_weight_grad.k460 ]
+  %236 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %237 = add nsw i64 %conv1_weight_grad.k46063, %236
   %238 = mul nsw i64 %237, 32
   %239 = add nsw i64 97344, %238
-  %240 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %240 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %241 = add nsw i64 %239, %240
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
   %242 = load <8 x float>, ptr %arena64, align 4
-  store <8 x float> %242, ptr %conv1_weight_grad.t375_b0, align 32
-  %243 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %244 = add nsw i64 %conv1_weight_grad.k37663, %243
+  store <8 x float> %242, ptr %conv1_weight_grad.t459_b0, align 32
+  %243 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %244 = add nsw i64 %conv1_weight_grad.k46063, %243
   %245 = mul nsw i64 %244, 32
   %246 = add nsw i64 97344, %245
-  %247 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  %247 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %248 = add nsw i64 %246, %247
   %249 = add nsw i64 %248, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %249
   %250 = load <8 x float>, ptr %arena65, align 4
-  store <8 x float> %250, ptr %conv1_weight_grad.t375_b1, align 32
-  %251 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %252 = add nsw i64 %conv1_weight_grad.k37663, %251
+  store <8 x float> %250, ptr %conv1_weight_grad.t459_b1, align 32
+  %251 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %252 = add nsw i64 %conv1_weight_grad.k46063, %251
   %253 = add nsw i64 54080, %252
   %arena66 = getelementptr inbounds float, ptr %arena, i64 %253
   %254 = load float, ptr %arena66, align 4
   %255 = insertelement <8 x float> undef, float %254, i32 0
   %256 = shufflevector <8 x float> %255, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %256, ptr %conv1_weight_grad.t375_a0, align 32
-  %t375_a0 = load <8 x float>, ptr %conv1_weight_grad.t375_a0, align 32
-  %t375_b0 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
-  %t375_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_0, align 32
-  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a0, <8 x float> %t375_b0, <8 x float> %t375_c0_0)
-  store <8 x float> %257, ptr %conv1_weight_grad.t375_c0_0, align 32
-  %t375_a067 = load <8 x float>, ptr %conv1_weight_grad.t375_a0, align 32
-  %t375_b1 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
-  %t375_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_1, align 32
-  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a067, <8 x float> %t375_b1, <8 x float> %t375_c0_1)
-  store <8 x float> %258, ptr %conv1_weight_grad.t375_c0_1, align 32
-  %259 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %260 = add nsw i64 %conv1_weight_grad.k37663, %259
+  store <8 x float> %256, ptr %conv1_weight_grad.t459_a0, align 32
+  %t459_a0 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
+  %t459_b0 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c0_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %257 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a0, <8 x float> %t459_b0, <8 x float> %t459_c0_0)
+  store <8 x float> %257, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %t459_a067 = load <8 x float>, ptr %conv1_weight_grad.t459_a0, align 32
+  %t459_b1 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c0_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %258 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a067, <8 x float> %t459_b1, <8 x float> %t459_c0_1)
+  store <8 x float> %258, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %259 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %260 = add nsw i64 %conv1_weight_grad.k46063, %259
   %261 = add nsw i64 64896, %260
   %arena68 = getelementptr inbounds float, ptr %arena, i64 %261
   %262 = load float, ptr %arena68, align 4
   %263 = insertelement <8 x float> undef, float %262, i32 0
   %264 = shufflevector <8 x float> %263, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %264, ptr %conv1_weight_grad.t375_a1, align 32
-  %t375_a1 = load <8 x float>, ptr %conv1_weight_grad.t375_a1, align 32
-  %t375_b069 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
-  %t375_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_0, align 32
-  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a1, <8 x float> %t375_b069, <8 x float> %t375_c1_0)
-  store <8 x float> %265, ptr %conv1_weight_grad.t375_c1_0, align 32
-  %t375_a170 = load <8 x float>, ptr %conv1_weight_grad.t375_a1, align 32
-  %t375_b171 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
-  %t375_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_1, align 32
-  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a170, <8 x float> %t375_b171, <8 x float> %t375_c1_1)
-  store <8 x float> %266, ptr %conv1_weight_grad.t375_c1_1, align 32
-  %267 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %268 = add nsw i64 %conv1_weight_grad.k37663, %267
+  store <8 x float> %264, ptr %conv1_weight_grad.t459_a1, align 32
+  %t459_a1 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
+  %t459_b069 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c1_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %265 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a1, <8 x float> %t459_b069, <8 x float> %t459_c1_0)
+  store <8 x float> %265, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %t459_a170 = load <8 x float>, ptr %conv1_weight_grad.t459_a1, align 32
+  %t459_b171 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c1_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %266 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a170, <8 x float> %t459_b171, <8 x float> %t459_c1_1)
+  store <8 x float> %266, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %267 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %268 = add nsw i64 %conv1_weight_grad.k46063, %267
   %269 = add nsw i64 75712, %268
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %269
   %270 = load float, ptr %arena72, align 4
   %271 = insertelement <8 x float> undef, float %270, i32 0
   %272 = shufflevector <8 x float> %271, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %272, ptr %conv1_weight_grad.t375_a2, align 32
-  %t375_a2 = load <8 x float>, ptr %conv1_weight_grad.t375_a2, align 32
-  %t375_b073 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
-  %t375_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_0, align 32
-  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a2, <8 x float> %t375_b073, <8 x float> %t375_c2_0)
-  store <8 x float> %273, ptr %conv1_weight_grad.t375_c2_0, align 32
-  %t375_a274 = load <8 x float>, ptr %conv1_weight_grad.t375_a2, align 32
-  %t375_b175 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
-  %t375_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_1, align 32
-  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a274, <8 x float> %t375_b175, <8 x float> %t375_c2_1)
-  store <8 x float> %274, ptr %conv1_weight_grad.t375_c2_1, align 32
-  %275 = mul nsw i64 %conv1_weight_grad.kp3701, 1352
-  %276 = add nsw i64 %conv1_weight_grad.k37663, %275
+  store <8 x float> %272, ptr %conv1_weight_grad.t459_a2, align 32
+  %t459_a2 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
+  %t459_b073 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c2_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %273 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a2, <8 x float> %t459_b073, <8 x float> %t459_c2_0)
+  store <8 x float> %273, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %t459_a274 = load <8 x float>, ptr %conv1_weight_grad.t459_a2, align 32
+  %t459_b175 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c2_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %274 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a274, <8 x float> %t459_b175, <8 x float> %t459_c2_1)
+  store <8 x float> %274, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %275 = mul nsw i64 %conv1_weight_grad.kp4541, 1352
+  %276 = add nsw i64 %conv1_weight_grad.k46063, %275
   %277 = add nsw i64 86528, %276
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %277
   %278 = load float, ptr %arena76, align 4
   %279 = insertelement <8 x float> undef, float %278, i32 0
   %280 = shufflevector <8 x float> %279, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %280, ptr %conv1_weight_grad.t375_a3, align 32
-  %t375_a3 = load <8 x float>, ptr %conv1_weight_grad.t375_a3, align 32
-  %t375_b077 = load <8 x float>, ptr %conv1_weight_grad.t375_b0, align 32
-  %t375_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_0, align 32
-  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a3, <8 x float> %t375_b077, <8 x float> %t375_c3_0)
-  store <8 x float> %281, ptr %conv1_weight_grad.t375_c3_0, align 32
-  %t375_a378 = load <8 x float>, ptr %conv1_weight_grad.t375_a3, align 32
-  %t375_b179 = load <8 x float>, ptr %conv1_weight_grad.t375_b1, align 32
-  %t375_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_1, align 32
-  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t375_a378, <8 x float> %t375_b179, <8 x float> %t375_c3_1)
-  store <8 x float> %282, ptr %conv1_weight_grad.t375_c3_1, align 32
-  %k376.next = add nsw i64 %conv1_weight_grad.k37663, 1
-  %283 = icmp slt i64 %k376.next, 1352
-  br i1 %283, label %conv1_weight_grad.k376, label %conv1_weight_grad.k376.end
+  store <8 x float> %280, ptr %conv1_weight_grad.t459_a3, align 32
+  %t459_a3 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
+  %t459_b077 = load <8 x float>, ptr %conv1_weight_grad.t459_b0, align 32
+  %t459_c3_0 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %281 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a3, <8 x float> %t459_b077, <8 x float> %t459_c3_0)
+  store <8 x float> %281, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %t459_a378 = load <8 x float>, ptr %conv1_weight_grad.t459_a3, align 32
+  %t459_b179 = load <8 x float>, ptr %conv1_weight_grad.t459_b1, align 32
+  %t459_c3_1 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
+  %282 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t459_a378, <8 x float> %t459_b179, <8 x float> %t459_c3_1)
+  store <8 x float> %282, ptr %conv1_weight_grad.t459_c3_1, align 32
+  %k460.next = add nsw i64 %conv1_weight_grad.k46063, 1
+  %283 = icmp slt i64 %k460.next, 1352
+  br i1 %283, label %conv1_weight_grad.k460, label %conv1_weight_grad.k460.end
 
-conv1_weight_grad.k376.end:                       ; preds = %conv1_weight_grad.k376
-  %t375_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_0, align 32
-  %284 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+conv1_weight_grad.k460.end:                       ; preds = %conv1_weight_grad.k460
+  %t459_c0_080 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_0, align 32
+  %284 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %285 = add nsw i64 443616, %284
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %285
-  store <8 x float> %t375_c0_080, ptr %arena81, align 4
-  %t375_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t375_c0_1, align 32
-  %286 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c0_080, ptr %arena81, align 4
+  %t459_c0_182 = load <8 x float>, ptr %conv1_weight_grad.t459_c0_1, align 32
+  %286 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %287 = add nsw i64 443616, %286
   %288 = add nsw i64 %287, 8
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %288
-  store <8 x float> %t375_c0_182, ptr %arena83, align 4
-  %t375_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_0, align 32
-  %289 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c0_182, ptr %arena83, align 4
+  %t459_c1_084 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_0, align 32
+  %289 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %290 = add nsw i64 443648, %289
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %290
-  store <8 x float> %t375_c1_084, ptr %arena85, align 4
-  %t375_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t375_c1_1, align 32
-  %291 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c1_084, ptr %arena85, align 4
+  %t459_c1_186 = load <8 x float>, ptr %conv1_weight_grad.t459_c1_1, align 32
+  %291 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %292 = add nsw i64 443648, %291
   %293 = add nsw i64 %292, 8
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %293
-  store <8 x float> %t375_c1_186, ptr %arena87, align 4
-  %t375_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_0, align 32
-  %294 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c1_186, ptr %arena87, align 4
+  %t459_c2_088 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_0, align 32
+  %294 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %295 = add nsw i64 443680, %294
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %295
-  store <8 x float> %t375_c2_088, ptr %arena89, align 4
-  %t375_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t375_c2_1, align 32
-  %296 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c2_088, ptr %arena89, align 4
+  %t459_c2_190 = load <8 x float>, ptr %conv1_weight_grad.t459_c2_1, align 32
+  %296 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %297 = add nsw i64 443680, %296
   %298 = add nsw i64 %297, 8
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %298
-  store <8 x float> %t375_c2_190, ptr %arena91, align 4
-  %t375_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_0, align 32
-  %299 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c2_190, ptr %arena91, align 4
+  %t459_c3_092 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_0, align 32
+  %299 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %300 = add nsw i64 443712, %299
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %300
-  store <8 x float> %t375_c3_092, ptr %arena93, align 4
-  %t375_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t375_c3_1, align 32
-  %301 = mul nsw i64 %conv1_weight_grad.nb3712, 16
+  store <8 x float> %t459_c3_092, ptr %arena93, align 4
+  %t459_c3_194 = load <8 x float>, ptr %conv1_weight_grad.t459_c3_1, align 32
+  %301 = mul nsw i64 %conv1_weight_grad.nb4552, 16
   %302 = add nsw i64 443712, %301
   %303 = add nsw i64 %302, 8
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %303
-  store <8 x float> %t375_c3_194, ptr %arena95, align 4
-  %nb371.next = add nsw i64 %conv1_weight_grad.nb3712, 1
-  %304 = icmp slt i64 %nb371.next, 2
-  br i1 %304, label %conv1_weight_grad.nb371, label %conv1_weight_grad.nb371.end
+  store <8 x float> %t459_c3_194, ptr %arena95, align 4
+  %nb455.next = add nsw i64 %conv1_weight_grad.nb4552, 1
+  %304 = icmp slt i64 %nb455.next, 2
+  br i1 %304, label %conv1_weight_grad.nb455, label %conv1_weight_grad.nb455.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_train_b64.k26.conv1_bias_grad(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1_bias_grad.sum390 = alloca float, align 4
-  %conv1_bias_grad.sum389 = alloca float, align 4
-  %conv1_bias_grad.sum388 = alloca float, align 4
-  %conv1_bias_grad.sum387 = alloca float, align 4
-  %conv1_bias_grad.sum386 = alloca float, align 4
-  %conv1_bias_grad.sum385 = alloca float, align 4
-  %conv1_bias_grad.sum384 = alloca float, align 4
-  %conv1_bias_grad.acc381 = alloca <8 x float>, align 32
-  br label %conv1_bias_grad.f380
+  %conv1_bias_grad.sum474 = alloca float, align 4
+  %conv1_bias_grad.sum473 = alloca float, align 4
+  %conv1_bias_grad.sum472 = alloca float, align 4
+  %conv1_bias_grad.sum471 = alloca float, align 4
+  %conv1_bias_grad.sum470 = alloca float, align 4
+  %conv1_bias_grad.sum469 = alloca float, align 4
+  %conv1_bias_grad.sum468 = alloca float, align 4
+  %conv1_bias_grad.acc465 = alloca <8 x float>, align 32
+  br label %conv1_bias_grad.f464
 
-conv1_bias_grad.f380:                             ; preds = %conv1_bias_grad.img382.end, %entry
-  %conv1_bias_grad.f3801 = phi i64 [ 0, %entry ], [ %f380.next, %conv1_bias_grad.img382.end ]
-  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc381, align 32
-  br label %conv1_bias_grad.img382
+conv1_bias_grad.f464:                             ; preds = %conv1_bias_grad.img466.end, %entry
+  %conv1_bias_grad.f4641 = phi i64 [ 0, %entry ], [ %f464.next, %conv1_bias_grad.img466.end ]
+  store <8 x float> zeroinitializer, ptr %conv1_bias_grad.acc465, align 32
+  br label %conv1_bias_grad.img466
 
-conv1_bias_grad.f380.end:                         ; preds = %conv1_bias_grad.img382.end
+conv1_bias_grad.f464.end:                         ; preds = %conv1_bias_grad.img466.end
   ret void
 
-conv1_bias_grad.img382:                           ; preds = %conv1_bias_grad.i383.end, %conv1_bias_grad.f380
-  %conv1_bias_grad.img3822 = phi i64 [ 0, %conv1_bias_grad.f380 ], [ %img382.next, %conv1_bias_grad.i383.end ]
-  br label %conv1_bias_grad.i383
+conv1_bias_grad.img466:                           ; preds = %conv1_bias_grad.i467.end, %conv1_bias_grad.f464
+  %conv1_bias_grad.img4662 = phi i64 [ 0, %conv1_bias_grad.f464 ], [ %img466.next, %conv1_bias_grad.i467.end ]
+  br label %conv1_bias_grad.i467
 
-conv1_bias_grad.img382.end:                       ; preds = %conv1_bias_grad.i383.end
-  %acc3817 = load <8 x float>, ptr %conv1_bias_grad.acc381, align 32
+conv1_bias_grad.img466.end:                       ; preds = %conv1_bias_grad.i467.end
+  %acc4657 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
   %arena8 = getelementptr inbounds float, ptr %arena, i64 0
-  store <8 x float> %acc3817, ptr %arena8, align 4
+  store <8 x float> %acc4657, ptr %arena8, align 4
   %arena9 = getelementptr inbounds float, ptr %arena, i64 0
   %0 = load float, ptr %arena9, align 4
   %arena10 = getelementptr inbounds float, ptr %arena, i64 1
   %1 = load float, ptr %arena10, align 4
   %2 = fadd float %0, %1
-  store float %2, ptr %conv1_bias_grad.sum384, align 4
-  %sum384 = load float, ptr %conv1_bias_grad.sum384, align 4
+  store float %2, ptr %conv1_bias_grad.sum468, align 4
+  %sum468 = load float, ptr %conv1_bias_grad.sum468, align 4
   %arena11 = getelementptr inbounds float, ptr %arena, i64 2
   %3 = load float, ptr %arena11, align 4
-  %4 = fadd float %sum384, %3
-  store float %4, ptr %conv1_bias_grad.sum385, align 4
-  %sum385 = load float, ptr %conv1_bias_grad.sum385, align 4
+  %4 = fadd float %sum468, %3
+  store float %4, ptr %conv1_bias_grad.sum469, align 4
+  %sum469 = load float, ptr %conv1_bias_grad.sum469, align 4
   %arena12 = getelementptr inbounds float, ptr %arena, i64 3
   %5 = load float, ptr %arena12, align 4
-  %6 = fadd float %sum385, %5
-  store float %6, ptr %conv1_bias_grad.sum386, align 4
-  %sum386 = load float, ptr %conv1_bias_grad.sum386, align 4
+  %6 = fadd float %sum469, %5
+  store float %6, ptr %conv1_bias_grad.sum470, align 4
+  %sum470 = load float, ptr %conv1_bias_grad.sum470, align 4
   %arena13 = getelementptr inbounds float, ptr %arena, i64 4
   %7 = load float, ptr %arena13, align 4
-  %8 = fadd float %sum386, %7
-  store float %8, ptr %conv1_bias_grad.sum387, align 4
-  %sum387 = load float, ptr %conv1_bias_grad.sum387, align 4
+  %8 = fadd float %sum470, %7
+  store float %8, ptr %conv1_bias_grad.sum471, align 4
+  %sum471 = load float, ptr %conv1_bias_grad.sum471, align 4
   %arena14 = getelementptr inbounds float, ptr %arena, i64 5
   %9 = load float, ptr %arena14, align 4
-  %10 = fadd float %sum387, %9
-  store float %10, ptr %conv1_bias_grad.sum388, align 4
-  %sum388 = load float, ptr %conv1_bias_grad.sum388, align 4
+  %10 = fadd float %sum471, %9
+  store float %10, ptr %conv1_bias_grad.sum472, align 4
+  %sum472 = load float, ptr %conv1_bias_grad.sum472, align 4
   %arena15 = getelementptr inbounds float, ptr %arena, i64 6
   %11 = load float, ptr %arena15, align 4
-  %12 = fadd float %sum388, %11
-  store float %12, ptr %conv1_bias_grad.sum389, align 4
-  %sum389 = load float, ptr %conv1_bias_grad.sum389, align 4
+  %12 = fadd float %sum472, %11
+  store float %12, ptr %conv1_bias_grad.sum473, align 4
+  %sum473 = load float, ptr %conv1_bias_grad.sum473, align 4
   %arena16 = getelementptr inbounds float, ptr %arena, i64 7
   %13 = load float, ptr %arena16, align 4
-  %14 = fadd float %sum389, %13
-  store float %14, ptr %conv1_bias_grad.sum390, align 4
-  %sum390 = load float, ptr %conv1_bias_grad.sum390, align 4
-  %15 = add nsw i64 288, %conv1_bias_grad.f3801
+  %14 = fadd float %sum473, %13
+  store float %14, ptr %conv1_bias_grad.sum474, align 4
+  %sum474 = load float, ptr %conv1_bias_grad.sum474, align 4
+  %15 = add nsw i64 288, %conv1_bias_grad.f4641
   %grads17 = getelementptr inbounds float, ptr %grads, i64 %15
-  store float %sum390, ptr %grads17, align 4
-  %f380.next = add nsw i64 %conv1_bias_grad.f3801, 1
-  %16 = icmp slt i64 %f380.next, 32
-  br i1 %16, label %conv1_bias_grad.f380, label %conv1_bias_grad.f380.end
+  store float %sum474, ptr %grads17, align 4
+  %f464.next = add nsw i64 %conv1_bias_grad.f4641, 1
+  %16 = icmp slt i64 %f464.next, 32
+  br i1 %16, label %conv1_bias_grad.f464, label %conv1_bias_grad.f464.end
 
-conv1_bias_grad.i383:                             ; preds = %conv1_bias_grad.i383, %conv1_bias_grad.img382
-  %conv1_bias_grad.i3833 = phi i64 [ 0, %conv1_bias_grad.img382 ], [ %i383.next, %conv1_bias_grad.i383 ]
-  %17 = mul nsw i64 %conv1_bias_grad.img3822, 21632
+conv1_bias_grad.i467:                             ; preds = %conv1_bias_grad.i467, %conv1_bias_grad.img466
+  %conv1_bias_grad.i4673 = phi i64 [ 0, %conv1_bias_grad.img466 ], [ %i467.next, %conv1_bias_grad.i467 ]
+  %17 = mul nsw i64 %conv1_bias_grad.img4662, 21632
   %18 = add nsw i64 3171600, %17
-  %19 = mul nsw i64 %conv1_bias_grad.f3801, 676
+  %19 = mul nsw i64 %conv1_bias_grad.f4641, 676
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %conv1_bias_grad.i3833, 8
+  %21 = mul nsw i64 %conv1_bias_grad.i4673, 8
   %22 = add nsw i64 %20, %21
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %22
   %23 = load <8 x float>, ptr %arena4, align 4
-  %acc381 = load <8 x float>, ptr %conv1_bias_grad.acc381, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc381)
-  store <8 x float> %24, ptr %conv1_bias_grad.acc381, align 32
-  %i383.next = add nsw i64 %conv1_bias_grad.i3833, 1
-  %25 = icmp slt i64 %i383.next, 84
-  br i1 %25, label %conv1_bias_grad.i383, label %conv1_bias_grad.i383.end
+  %acc465 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %23, <8 x float> %acc465)
+  store <8 x float> %24, ptr %conv1_bias_grad.acc465, align 32
+  %i467.next = add nsw i64 %conv1_bias_grad.i4673, 1
+  %25 = icmp slt i64 %i467.next, 84
+  br i1 %25, label %conv1_bias_grad.i467, label %conv1_bias_grad.i467.end
 
-conv1_bias_grad.i383.end:                         ; preds = %conv1_bias_grad.i383
-  %26 = mul nsw i64 %conv1_bias_grad.img3822, 21632
+conv1_bias_grad.i467.end:                         ; preds = %conv1_bias_grad.i467
+  %26 = mul nsw i64 %conv1_bias_grad.img4662, 21632
   %27 = add nsw i64 3171600, %26
-  %28 = mul nsw i64 %conv1_bias_grad.f3801, 676
+  %28 = mul nsw i64 %conv1_bias_grad.f4641, 676
   %29 = add nsw i64 %27, %28
   %30 = add nsw i64 %29, 672
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = call <8 x float> @llvm.masked.load.v8f32.p0(ptr %arena5, i32 4, <8 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false>, <8 x float> zeroinitializer)
-  %acc3816 = load <8 x float>, ptr %conv1_bias_grad.acc381, align 32
-  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc3816)
-  store <8 x float> %32, ptr %conv1_bias_grad.acc381, align 32
-  %img382.next = add nsw i64 %conv1_bias_grad.img3822, 1
-  %33 = icmp slt i64 %img382.next, 64
-  br i1 %33, label %conv1_bias_grad.img382, label %conv1_bias_grad.img382.end
+  %acc4656 = load <8 x float>, ptr %conv1_bias_grad.acc465, align 32
+  %32 = call <8 x float> @llvm.fma.v8f32(<8 x float> <float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00, float 1.000000e+00>, <8 x float> %31, <8 x float> %acc4656)
+  store <8 x float> %32, ptr %conv1_bias_grad.acc465, align 32
+  %img466.next = add nsw i64 %conv1_bias_grad.img4662, 1
+  %33 = icmp slt i64 %img466.next, 64
+  br i1 %33, label %conv1_bias_grad.img466, label %conv1_bias_grad.img466.end
 }
 
 ; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
@@ -8459,39 +9327,39 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt392 = alloca float, align 4
-  %adam.step_size391 = alloca float, align 4
+  %adam.bc2_sqrt476 = alloca float, align 4
+  %adam.step_size475 = alloca float, align 4
   %0 = sitofp i64 %step to float
   %1 = fmul float %0, 0xBFBAF8E8A0000000
   %2 = call float @llvm.exp.f32(float %1)
   %3 = fsub float 1.000000e+00, %2
   %4 = fdiv float %lr, %3
-  store float %4, ptr %adam.step_size391, align 4
+  store float %4, ptr %adam.step_size475, align 4
   %5 = sitofp i64 %step to float
   %6 = fmul float %5, 0xBF50645940000000
   %7 = call float @llvm.exp.f32(float %6)
   %8 = fsub float 1.000000e+00, %7
   %9 = call float @llvm.sqrt.f32(float %8)
-  store float %9, ptr %adam.bc2_sqrt392, align 4
-  br label %adam.i393
+  store float %9, ptr %adam.bc2_sqrt476, align 4
+  br label %adam.i477
 
-adam.i393:                                        ; preds = %adam.i393, %entry
-  %adam.i3931 = phi i64 [ 0, %entry ], [ %i393.next, %adam.i393 ]
-  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i3931
+adam.i477:                                        ; preds = %adam.i477, %entry
+  %adam.i4771 = phi i64 [ 0, %entry ], [ %i477.next, %adam.i477 ]
+  %grads2 = getelementptr inbounds float, ptr %grads, i64 %adam.i4771
   %10 = load float, ptr %grads2, align 4
-  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i3931
+  %params3 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
   %11 = load float, ptr %params3, align 4
   %12 = fmul float 0.000000e+00, %11
   %13 = fadd float %10, %12
   store float %13, ptr %adam.g, align 4
-  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i3931
+  %m4 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
   %14 = load float, ptr %m4, align 4
   %15 = fmul float 0x3FECCCCCC0000000, %14
   %g = load float, ptr %adam.g, align 4
   %16 = fmul float 0x3FB9999A00000000, %g
   %17 = fadd float %15, %16
   store float %17, ptr %adam.m_new, align 4
-  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i3931
+  %v5 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
   %18 = load float, ptr %v5, align 4
   %19 = fmul float 0x3FEFF7CEE0000000, %18
   %g6 = load float, ptr %adam.g, align 4
@@ -8501,30 +9369,30 @@ adam.i393:                                        ; preds = %adam.i393, %entry
   %22 = fadd float %19, %21
   store float %22, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i3931
+  %m8 = getelementptr inbounds float, ptr %m, i64 %adam.i4771
   store float %m_new, ptr %m8, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i3931
+  %v9 = getelementptr inbounds float, ptr %v, i64 %adam.i4771
   store float %v_new, ptr %v9, align 4
-  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i3931
+  %params10 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
   %23 = load float, ptr %params10, align 4
-  %step_size391 = load float, ptr %adam.step_size391, align 4
+  %step_size475 = load float, ptr %adam.step_size475, align 4
   %m_new11 = load float, ptr %adam.m_new, align 4
-  %24 = fmul float %step_size391, %m_new11
+  %24 = fmul float %step_size475, %m_new11
   %v_new12 = load float, ptr %adam.v_new, align 4
   %25 = call float @llvm.sqrt.f32(float %v_new12)
-  %bc2_sqrt392 = load float, ptr %adam.bc2_sqrt392, align 4
-  %26 = fdiv float %25, %bc2_sqrt392
+  %bc2_sqrt476 = load float, ptr %adam.bc2_sqrt476, align 4
+  %26 = fdiv float %25, %bc2_sqrt476
   %27 = fadd float %26, 0x3E45798EE0000000
   %28 = fdiv float %24, %27
   %29 = fsub float %23, %28
-  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i3931
+  %params13 = getelementptr inbounds float, ptr %params, i64 %adam.i4771
   store float %29, ptr %params13, align 4
-  %i393.next = add nsw i64 %adam.i3931, 1
-  %30 = icmp slt i64 %i393.next, 1199882
-  br i1 %30, label %adam.i393, label %adam.i393.end
+  %i477.next = add nsw i64 %adam.i4771, 1
+  %30 = icmp slt i64 %i477.next, 1199882
+  br i1 %30, label %adam.i477, label %adam.i477.end
 
-adam.i393.end:                                    ; preds = %adam.i393
+adam.i477.end:                                    ; preds = %adam.i477
   ret void
 }
 
@@ -9265,1066 +10133,1846 @@ conv1.k17.end:                                    ; preds = %conv1.k17
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k1.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv2.best68 = alloca float, align 4
-  %conv2.at69 = alloca float, align 4
-  %conv2.v67 = alloca float, align 4
-  %conv2.best65 = alloca float, align 4
-  %conv2.at66 = alloca float, align 4
-  %conv2.v64 = alloca float, align 4
-  %conv2.best62 = alloca float, align 4
-  %conv2.at63 = alloca float, align 4
-  %conv2.v61 = alloca float, align 4
-  %conv2.at60 = alloca float, align 4
-  %conv2.v59 = alloca float, align 4
-  br label %conv2.i22
-
-conv2.i22:                                        ; preds = %conv2.i22, %entry
-  %conv2.i221 = phi i64 [ 0, %entry ], [ %i22.next, %conv2.i22 ]
-  %0 = sdiv i64 %conv2.i221, 12
-  %1 = mul nsw i64 %0, 48
-  %2 = srem i64 %conv2.i221, 12
-  %3 = mul nsw i64 %2, 2
-  %4 = add nsw i64 %1, %3
-  %5 = sitofp i64 %4 to float
-  %6 = add nsw i64 3375104, %conv2.i221
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena2, align 4
-  %i22.next = add nsw i64 %conv2.i221, 1
-  %7 = icmp slt i64 %i22.next, 144
-  br i1 %7, label %conv2.i22, label %conv2.i22.end
-
-conv2.i22.end:                                    ; preds = %conv2.i22
-  br label %conv2.g23
-
-conv2.g23:                                        ; preds = %conv2.j56.end, %conv2.i22.end
-  %conv2.g233 = phi i64 [ 0, %conv2.i22.end ], [ %g23.next, %conv2.j56.end ]
-  br label %conv2.j24
-
-conv2.g23.end:                                    ; preds = %conv2.j56.end
-  ret void
-
-conv2.j24:                                        ; preds = %conv2.c25.end, %conv2.g23
-  %conv2.j244 = phi i64 [ 0, %conv2.g23 ], [ %j24.next, %conv2.c25.end ]
-  br label %conv2.c25
-
-conv2.j24.end:                                    ; preds = %conv2.c25.end
-  call void @mnistnet_infer_b64.k1.conv2.gemm55(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %conv2.j56
-
-conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.j24
-  %conv2.c255 = phi i64 [ 0, %conv2.j24 ], [ %c25.next, %conv2.ky26.end ]
-  br label %conv2.ky26
-
-conv2.c25.end:                                    ; preds = %conv2.ky26.end
-  %j24.next = add nsw i64 %conv2.j244, 1
-  %8 = icmp slt i64 %j24.next, 4
-  br i1 %8, label %conv2.j24, label %conv2.j24.end
-
-conv2.ky26:                                       ; preds = %conv2.oy49.end, %conv2.c25
-  %conv2.ky266 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy49.end ]
-  br label %conv2.oy27
-
-conv2.ky26.end:                                   ; preds = %conv2.oy49.end
-  %c25.next = add nsw i64 %conv2.c255, 1
-  %9 = icmp slt i64 %c25.next, 32
-  br i1 %9, label %conv2.c25, label %conv2.c25.end
-
-conv2.oy27:                                       ; preds = %conv2.ox28.end, %conv2.ky26
-  %conv2.oy277 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.ox28.end ]
-  br label %conv2.ox28
-
-conv2.oy27.end:                                   ; preds = %conv2.ox28.end
-  br label %conv2.oy29
-
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.oy27
-  %conv2.ox288 = phi i64 [ 0, %conv2.oy27 ], [ %ox28.next, %conv2.ox28 ]
-  %10 = mul nsw i64 %conv2.g233, 4
-  %11 = add nsw i64 %10, %conv2.j244
-  %12 = mul nsw i64 %11, 21632
-  %13 = mul nsw i64 %conv2.c255, 676
-  %14 = add nsw i64 %12, %13
-  %15 = mul nsw i64 %conv2.oy277, 2
-  %16 = add nsw i64 %15, %conv2.ky266
-  %17 = mul nsw i64 %16, 26
-  %18 = add nsw i64 %14, %17
-  %19 = mul nsw i64 %conv2.ox288, 2
-  %20 = add nsw i64 %18, %19
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
-  %21 = load float, ptr %arena9, align 4
-  %22 = mul nsw i64 %conv2.c255, 3
-  %23 = add nsw i64 %22, %conv2.ky266
-  %24 = mul nsw i64 %23, 3
-  %25 = mul nsw i64 %24, 2304
-  %26 = add nsw i64 2564096, %25
-  %27 = mul nsw i64 %conv2.j244, 576
-  %28 = add nsw i64 %26, %27
-  %29 = mul nsw i64 %conv2.oy277, 12
-  %30 = add nsw i64 %29, %conv2.ox288
-  %31 = add nsw i64 %28, %30
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %31
-  store float %21, ptr %arena10, align 4
-  %ox28.next = add nsw i64 %conv2.ox288, 1
-  %32 = icmp slt i64 %ox28.next, 12
-  br i1 %32, label %conv2.ox28, label %conv2.ox28.end
-
-conv2.ox28.end:                                   ; preds = %conv2.ox28
-  %oy27.next = add nsw i64 %conv2.oy277, 1
-  %33 = icmp slt i64 %oy27.next, 12
-  br i1 %33, label %conv2.oy27, label %conv2.oy27.end
-
-conv2.oy29:                                       ; preds = %conv2.ox30.end, %conv2.oy27.end
-  %conv2.oy2911 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.ox30.end ]
-  br label %conv2.ox30
-
-conv2.oy29.end:                                   ; preds = %conv2.ox30.end
-  br label %conv2.oy31
-
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.oy29
-  %conv2.ox3012 = phi i64 [ 0, %conv2.oy29 ], [ %ox30.next, %conv2.ox30 ]
-  %34 = mul nsw i64 %conv2.g233, 4
-  %35 = add nsw i64 %34, %conv2.j244
-  %36 = mul nsw i64 %35, 21632
-  %37 = mul nsw i64 %conv2.c255, 676
-  %38 = add nsw i64 %36, %37
-  %39 = mul nsw i64 %conv2.oy2911, 2
-  %40 = add nsw i64 %39, %conv2.ky266
-  %41 = mul nsw i64 %40, 26
-  %42 = add nsw i64 %38, %41
-  %43 = mul nsw i64 %conv2.ox3012, 2
-  %44 = add nsw i64 %43, 1
-  %45 = add nsw i64 %42, %44
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %45
-  %46 = load float, ptr %arena13, align 4
-  %47 = mul nsw i64 %conv2.c255, 3
-  %48 = add nsw i64 %47, %conv2.ky266
-  %49 = mul nsw i64 %48, 3
-  %50 = mul nsw i64 %49, 2304
-  %51 = add nsw i64 2564096, %50
-  %52 = mul nsw i64 %conv2.j244, 576
-  %53 = add nsw i64 %51, %52
-  %54 = mul nsw i64 %conv2.oy2911, 12
-  %55 = add nsw i64 144, %54
-  %56 = add nsw i64 %55, %conv2.ox3012
-  %57 = add nsw i64 %53, %56
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %57
-  store float %46, ptr %arena14, align 4
-  %ox30.next = add nsw i64 %conv2.ox3012, 1
-  %58 = icmp slt i64 %ox30.next, 12
-  br i1 %58, label %conv2.ox30, label %conv2.ox30.end
-
-conv2.ox30.end:                                   ; preds = %conv2.ox30
-  %oy29.next = add nsw i64 %conv2.oy2911, 1
-  %59 = icmp slt i64 %oy29.next, 12
-  br i1 %59, label %conv2.oy29, label %conv2.oy29.end
-
-conv2.oy31:                                       ; preds = %conv2.ox32.end, %conv2.oy29.end
-  %conv2.oy3115 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.ox32.end ]
-  br label %conv2.ox32
-
-conv2.oy31.end:                                   ; preds = %conv2.ox32.end
-  br label %conv2.oy33
-
-conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.oy31
-  %conv2.ox3216 = phi i64 [ 0, %conv2.oy31 ], [ %ox32.next, %conv2.ox32 ]
-  %60 = mul nsw i64 %conv2.g233, 4
-  %61 = add nsw i64 %60, %conv2.j244
-  %62 = mul nsw i64 %61, 21632
-  %63 = mul nsw i64 %conv2.c255, 676
-  %64 = add nsw i64 %62, %63
-  %65 = mul nsw i64 %conv2.oy3115, 2
-  %66 = add nsw i64 %65, 1
-  %67 = add nsw i64 %66, %conv2.ky266
-  %68 = mul nsw i64 %67, 26
-  %69 = add nsw i64 %64, %68
-  %70 = mul nsw i64 %conv2.ox3216, 2
-  %71 = add nsw i64 %69, %70
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
-  %72 = load float, ptr %arena17, align 4
-  %73 = mul nsw i64 %conv2.c255, 3
-  %74 = add nsw i64 %73, %conv2.ky266
-  %75 = mul nsw i64 %74, 3
-  %76 = mul nsw i64 %75, 2304
-  %77 = add nsw i64 2564096, %76
-  %78 = mul nsw i64 %conv2.j244, 576
-  %79 = add nsw i64 %77, %78
-  %80 = mul nsw i64 %conv2.oy3115, 12
-  %81 = add nsw i64 288, %80
-  %82 = add nsw i64 %81, %conv2.ox3216
-  %83 = add nsw i64 %79, %82
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %83
-  store float %72, ptr %arena18, align 4
-  %ox32.next = add nsw i64 %conv2.ox3216, 1
-  %84 = icmp slt i64 %ox32.next, 12
-  br i1 %84, label %conv2.ox32, label %conv2.ox32.end
-
-conv2.ox32.end:                                   ; preds = %conv2.ox32
-  %oy31.next = add nsw i64 %conv2.oy3115, 1
-  %85 = icmp slt i64 %oy31.next, 12
-  br i1 %85, label %conv2.oy31, label %conv2.oy31.end
-
-conv2.oy33:                                       ; preds = %conv2.ox34.end, %conv2.oy31.end
-  %conv2.oy3319 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.ox34.end ]
-  br label %conv2.ox34
-
-conv2.oy33.end:                                   ; preds = %conv2.ox34.end
-  br label %conv2.oy35
-
-conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.oy33
-  %conv2.ox3420 = phi i64 [ 0, %conv2.oy33 ], [ %ox34.next, %conv2.ox34 ]
-  %86 = mul nsw i64 %conv2.g233, 4
-  %87 = add nsw i64 %86, %conv2.j244
-  %88 = mul nsw i64 %87, 21632
-  %89 = mul nsw i64 %conv2.c255, 676
-  %90 = add nsw i64 %88, %89
-  %91 = mul nsw i64 %conv2.oy3319, 2
-  %92 = add nsw i64 %91, 1
-  %93 = add nsw i64 %92, %conv2.ky266
-  %94 = mul nsw i64 %93, 26
-  %95 = add nsw i64 %90, %94
-  %96 = mul nsw i64 %conv2.ox3420, 2
-  %97 = add nsw i64 %96, 1
-  %98 = add nsw i64 %95, %97
-  %arena21 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load float, ptr %arena21, align 4
-  %100 = mul nsw i64 %conv2.c255, 3
-  %101 = add nsw i64 %100, %conv2.ky266
-  %102 = mul nsw i64 %101, 3
-  %103 = mul nsw i64 %102, 2304
-  %104 = add nsw i64 2564096, %103
-  %105 = mul nsw i64 %conv2.j244, 576
-  %106 = add nsw i64 %104, %105
-  %107 = mul nsw i64 %conv2.oy3319, 12
-  %108 = add nsw i64 432, %107
-  %109 = add nsw i64 %108, %conv2.ox3420
-  %110 = add nsw i64 %106, %109
-  %arena22 = getelementptr inbounds float, ptr %arena, i64 %110
-  store float %99, ptr %arena22, align 4
-  %ox34.next = add nsw i64 %conv2.ox3420, 1
-  %111 = icmp slt i64 %ox34.next, 12
-  br i1 %111, label %conv2.ox34, label %conv2.ox34.end
-
-conv2.ox34.end:                                   ; preds = %conv2.ox34
-  %oy33.next = add nsw i64 %conv2.oy3319, 1
-  %112 = icmp slt i64 %oy33.next, 12
-  br i1 %112, label %conv2.oy33, label %conv2.oy33.end
-
-conv2.oy35:                                       ; preds = %conv2.ox36.end, %conv2.oy33.end
-  %conv2.oy3523 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.ox36.end ]
-  br label %conv2.ox36
-
-conv2.oy35.end:                                   ; preds = %conv2.ox36.end
-  br label %conv2.oy37
-
-conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.oy35
-  %conv2.ox3624 = phi i64 [ 0, %conv2.oy35 ], [ %ox36.next, %conv2.ox36 ]
-  %113 = mul nsw i64 %conv2.g233, 4
-  %114 = add nsw i64 %113, %conv2.j244
-  %115 = mul nsw i64 %114, 21632
-  %116 = mul nsw i64 %conv2.c255, 676
-  %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %conv2.oy3523, 2
-  %119 = add nsw i64 %118, %conv2.ky266
-  %120 = mul nsw i64 %119, 26
-  %121 = add nsw i64 %117, %120
-  %122 = mul nsw i64 %conv2.ox3624, 2
-  %123 = add nsw i64 %122, 1
-  %124 = add nsw i64 %121, %123
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %124
-  %125 = load float, ptr %arena25, align 4
-  %126 = mul nsw i64 %conv2.c255, 3
-  %127 = add nsw i64 %126, %conv2.ky266
-  %128 = mul nsw i64 %127, 3
-  %129 = add nsw i64 %128, 1
-  %130 = mul nsw i64 %129, 2304
-  %131 = add nsw i64 2564096, %130
-  %132 = mul nsw i64 %conv2.j244, 576
-  %133 = add nsw i64 %131, %132
-  %134 = mul nsw i64 %conv2.oy3523, 12
-  %135 = add nsw i64 %134, %conv2.ox3624
-  %136 = add nsw i64 %133, %135
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %136
-  store float %125, ptr %arena26, align 4
-  %ox36.next = add nsw i64 %conv2.ox3624, 1
-  %137 = icmp slt i64 %ox36.next, 12
-  br i1 %137, label %conv2.ox36, label %conv2.ox36.end
-
-conv2.ox36.end:                                   ; preds = %conv2.ox36
-  %oy35.next = add nsw i64 %conv2.oy3523, 1
-  %138 = icmp slt i64 %oy35.next, 12
-  br i1 %138, label %conv2.oy35, label %conv2.oy35.end
-
-conv2.oy37:                                       ; preds = %conv2.ox38.end, %conv2.oy35.end
-  %conv2.oy3727 = phi i64 [ 0, %conv2.oy35.end ], [ %oy37.next, %conv2.ox38.end ]
-  br label %conv2.ox38
-
-conv2.oy37.end:                                   ; preds = %conv2.ox38.end
-  br label %conv2.oy39
-
-conv2.ox38:                                       ; preds = %conv2.ox38, %conv2.oy37
-  %conv2.ox3828 = phi i64 [ 0, %conv2.oy37 ], [ %ox38.next, %conv2.ox38 ]
-  %139 = mul nsw i64 %conv2.g233, 4
-  %140 = add nsw i64 %139, %conv2.j244
-  %141 = mul nsw i64 %140, 21632
-  %142 = mul nsw i64 %conv2.c255, 676
-  %143 = add nsw i64 %141, %142
-  %144 = mul nsw i64 %conv2.oy3727, 2
-  %145 = add nsw i64 %144, %conv2.ky266
-  %146 = mul nsw i64 %145, 26
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %conv2.ox3828, 2
-  %149 = add nsw i64 %148, 2
-  %150 = add nsw i64 %147, %149
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena29, align 4
-  %152 = mul nsw i64 %conv2.c255, 3
-  %153 = add nsw i64 %152, %conv2.ky266
-  %154 = mul nsw i64 %153, 3
-  %155 = add nsw i64 %154, 1
-  %156 = mul nsw i64 %155, 2304
-  %157 = add nsw i64 2564096, %156
-  %158 = mul nsw i64 %conv2.j244, 576
-  %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %conv2.oy3727, 12
-  %161 = add nsw i64 144, %160
-  %162 = add nsw i64 %161, %conv2.ox3828
-  %163 = add nsw i64 %159, %162
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %163
-  store float %151, ptr %arena30, align 4
-  %ox38.next = add nsw i64 %conv2.ox3828, 1
-  %164 = icmp slt i64 %ox38.next, 12
-  br i1 %164, label %conv2.ox38, label %conv2.ox38.end
-
-conv2.ox38.end:                                   ; preds = %conv2.ox38
-  %oy37.next = add nsw i64 %conv2.oy3727, 1
-  %165 = icmp slt i64 %oy37.next, 12
-  br i1 %165, label %conv2.oy37, label %conv2.oy37.end
-
-conv2.oy39:                                       ; preds = %conv2.ox40.end, %conv2.oy37.end
-  %conv2.oy3931 = phi i64 [ 0, %conv2.oy37.end ], [ %oy39.next, %conv2.ox40.end ]
-  br label %conv2.ox40
-
-conv2.oy39.end:                                   ; preds = %conv2.ox40.end
-  br label %conv2.oy41
-
-conv2.ox40:                                       ; preds = %conv2.ox40, %conv2.oy39
-  %conv2.ox4032 = phi i64 [ 0, %conv2.oy39 ], [ %ox40.next, %conv2.ox40 ]
-  %166 = mul nsw i64 %conv2.g233, 4
-  %167 = add nsw i64 %166, %conv2.j244
-  %168 = mul nsw i64 %167, 21632
-  %169 = mul nsw i64 %conv2.c255, 676
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.oy3931, 2
-  %172 = add nsw i64 %171, 1
-  %173 = add nsw i64 %172, %conv2.ky266
-  %174 = mul nsw i64 %173, 26
-  %175 = add nsw i64 %170, %174
-  %176 = mul nsw i64 %conv2.ox4032, 2
-  %177 = add nsw i64 %176, 1
-  %178 = add nsw i64 %175, %177
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena33, align 4
-  %180 = mul nsw i64 %conv2.c255, 3
-  %181 = add nsw i64 %180, %conv2.ky266
-  %182 = mul nsw i64 %181, 3
-  %183 = add nsw i64 %182, 1
-  %184 = mul nsw i64 %183, 2304
-  %185 = add nsw i64 2564096, %184
-  %186 = mul nsw i64 %conv2.j244, 576
-  %187 = add nsw i64 %185, %186
-  %188 = mul nsw i64 %conv2.oy3931, 12
-  %189 = add nsw i64 288, %188
-  %190 = add nsw i64 %189, %conv2.ox4032
-  %191 = add nsw i64 %187, %190
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %179, ptr %arena34, align 4
-  %ox40.next = add nsw i64 %conv2.ox4032, 1
-  %192 = icmp slt i64 %ox40.next, 12
-  br i1 %192, label %conv2.ox40, label %conv2.ox40.end
-
-conv2.ox40.end:                                   ; preds = %conv2.ox40
-  %oy39.next = add nsw i64 %conv2.oy3931, 1
-  %193 = icmp slt i64 %oy39.next, 12
-  br i1 %193, label %conv2.oy39, label %conv2.oy39.end
-
-conv2.oy41:                                       ; preds = %conv2.ox42.end, %conv2.oy39.end
-  %conv2.oy4135 = phi i64 [ 0, %conv2.oy39.end ], [ %oy41.next, %conv2.ox42.end ]
-  br label %conv2.ox42
-
-conv2.oy41.end:                                   ; preds = %conv2.ox42.end
-  br label %conv2.oy43
-
-conv2.ox42:                                       ; preds = %conv2.ox42, %conv2.oy41
-  %conv2.ox4236 = phi i64 [ 0, %conv2.oy41 ], [ %ox42.next, %conv2.ox42 ]
-  %194 = mul nsw i64 %conv2.g233, 4
-  %195 = add nsw i64 %194, %conv2.j244
-  %196 = mul nsw i64 %195, 21632
-  %197 = mul nsw i64 %conv2.c255, 676
-  %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %conv2.oy4135, 2
-  %200 = add nsw i64 %199, 1
-  %201 = add nsw i64 %200, %conv2.ky266
-  %202 = mul nsw i64 %201, 26
-  %203 = add nsw i64 %198, %202
-  %204 = mul nsw i64 %conv2.ox4236, 2
-  %205 = add nsw i64 %204, 2
-  %206 = add nsw i64 %203, %205
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %206
-  %207 = load float, ptr %arena37, align 4
-  %208 = mul nsw i64 %conv2.c255, 3
-  %209 = add nsw i64 %208, %conv2.ky266
-  %210 = mul nsw i64 %209, 3
-  %211 = add nsw i64 %210, 1
-  %212 = mul nsw i64 %211, 2304
-  %213 = add nsw i64 2564096, %212
-  %214 = mul nsw i64 %conv2.j244, 576
-  %215 = add nsw i64 %213, %214
-  %216 = mul nsw i64 %conv2.oy4135, 12
-  %217 = add nsw i64 432, %216
-  %218 = add nsw i64 %217, %conv2.ox4236
-  %219 = add nsw i64 %215, %218
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %219
-  store float %207, ptr %arena38, align 4
-  %ox42.next = add nsw i64 %conv2.ox4236, 1
-  %220 = icmp slt i64 %ox42.next, 12
-  br i1 %220, label %conv2.ox42, label %conv2.ox42.end
-
-conv2.ox42.end:                                   ; preds = %conv2.ox42
-  %oy41.next = add nsw i64 %conv2.oy4135, 1
-  %221 = icmp slt i64 %oy41.next, 12
-  br i1 %221, label %conv2.oy41, label %conv2.oy41.end
-
-conv2.oy43:                                       ; preds = %conv2.ox44.end, %conv2.oy41.end
-  %conv2.oy4339 = phi i64 [ 0, %conv2.oy41.end ], [ %oy43.next, %conv2.ox44.end ]
-  br label %conv2.ox44
-
-conv2.oy43.end:                                   ; preds = %conv2.ox44.end
-  br label %conv2.oy45
-
-conv2.ox44:                                       ; preds = %conv2.ox44, %conv2.oy43
-  %conv2.ox4440 = phi i64 [ 0, %conv2.oy43 ], [ %ox44.next, %conv2.ox44 ]
-  %222 = mul nsw i64 %conv2.g233, 4
-  %223 = add nsw i64 %222, %conv2.j244
-  %224 = mul nsw i64 %223, 21632
-  %225 = mul nsw i64 %conv2.c255, 676
-  %226 = add nsw i64 %224, %225
-  %227 = mul nsw i64 %conv2.oy4339, 2
-  %228 = add nsw i64 %227, %conv2.ky266
-  %229 = mul nsw i64 %228, 26
-  %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %conv2.ox4440, 2
-  %232 = add nsw i64 %231, 2
-  %233 = add nsw i64 %230, %232
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %233
-  %234 = load float, ptr %arena41, align 4
-  %235 = mul nsw i64 %conv2.c255, 3
-  %236 = add nsw i64 %235, %conv2.ky266
-  %237 = mul nsw i64 %236, 3
-  %238 = add nsw i64 %237, 2
-  %239 = mul nsw i64 %238, 2304
-  %240 = add nsw i64 2564096, %239
-  %241 = mul nsw i64 %conv2.j244, 576
-  %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %conv2.oy4339, 12
-  %244 = add nsw i64 %243, %conv2.ox4440
-  %245 = add nsw i64 %242, %244
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %245
-  store float %234, ptr %arena42, align 4
-  %ox44.next = add nsw i64 %conv2.ox4440, 1
-  %246 = icmp slt i64 %ox44.next, 12
-  br i1 %246, label %conv2.ox44, label %conv2.ox44.end
-
-conv2.ox44.end:                                   ; preds = %conv2.ox44
-  %oy43.next = add nsw i64 %conv2.oy4339, 1
-  %247 = icmp slt i64 %oy43.next, 12
-  br i1 %247, label %conv2.oy43, label %conv2.oy43.end
-
-conv2.oy45:                                       ; preds = %conv2.ox46.end, %conv2.oy43.end
-  %conv2.oy4543 = phi i64 [ 0, %conv2.oy43.end ], [ %oy45.next, %conv2.ox46.end ]
-  br label %conv2.ox46
-
-conv2.oy45.end:                                   ; preds = %conv2.ox46.end
-  br label %conv2.oy47
-
-conv2.ox46:                                       ; preds = %conv2.ox46, %conv2.oy45
-  %conv2.ox4644 = phi i64 [ 0, %conv2.oy45 ], [ %ox46.next, %conv2.ox46 ]
-  %248 = mul nsw i64 %conv2.g233, 4
-  %249 = add nsw i64 %248, %conv2.j244
-  %250 = mul nsw i64 %249, 21632
-  %251 = mul nsw i64 %conv2.c255, 676
-  %252 = add nsw i64 %250, %251
-  %253 = mul nsw i64 %conv2.oy4543, 2
-  %254 = add nsw i64 %253, %conv2.ky266
-  %255 = mul nsw i64 %254, 26
-  %256 = add nsw i64 %252, %255
-  %257 = mul nsw i64 %conv2.ox4644, 2
-  %258 = add nsw i64 %257, 3
-  %259 = add nsw i64 %256, %258
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %259
-  %260 = load float, ptr %arena45, align 4
-  %261 = mul nsw i64 %conv2.c255, 3
-  %262 = add nsw i64 %261, %conv2.ky266
-  %263 = mul nsw i64 %262, 3
-  %264 = add nsw i64 %263, 2
-  %265 = mul nsw i64 %264, 2304
-  %266 = add nsw i64 2564096, %265
-  %267 = mul nsw i64 %conv2.j244, 576
-  %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv2.oy4543, 12
-  %270 = add nsw i64 144, %269
-  %271 = add nsw i64 %270, %conv2.ox4644
-  %272 = add nsw i64 %268, %271
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %272
-  store float %260, ptr %arena46, align 4
-  %ox46.next = add nsw i64 %conv2.ox4644, 1
-  %273 = icmp slt i64 %ox46.next, 12
-  br i1 %273, label %conv2.ox46, label %conv2.ox46.end
-
-conv2.ox46.end:                                   ; preds = %conv2.ox46
-  %oy45.next = add nsw i64 %conv2.oy4543, 1
-  %274 = icmp slt i64 %oy45.next, 12
-  br i1 %274, label %conv2.oy45, label %conv2.oy45.end
-
-conv2.oy47:                                       ; preds = %conv2.ox48.end, %conv2.oy45.end
-  %conv2.oy4747 = phi i64 [ 0, %conv2.oy45.end ], [ %oy47.next, %conv2.ox48.end ]
-  br label %conv2.ox48
-
-conv2.oy47.end:                                   ; preds = %conv2.ox48.end
-  br label %conv2.oy49
-
-conv2.ox48:                                       ; preds = %conv2.ox48, %conv2.oy47
-  %conv2.ox4848 = phi i64 [ 0, %conv2.oy47 ], [ %ox48.next, %conv2.ox48 ]
-  %275 = mul nsw i64 %conv2.g233, 4
-  %276 = add nsw i64 %275, %conv2.j244
-  %277 = mul nsw i64 %276, 21632
-  %278 = mul nsw i64 %conv2.c255, 676
-  %279 = add nsw i64 %277, %278
-  %280 = mul nsw i64 %conv2.oy4747, 2
-  %281 = add nsw i64 %280, 1
-  %282 = add nsw i64 %281, %conv2.ky266
-  %283 = mul nsw i64 %282, 26
-  %284 = add nsw i64 %279, %283
-  %285 = mul nsw i64 %conv2.ox4848, 2
-  %286 = add nsw i64 %285, 2
-  %287 = add nsw i64 %284, %286
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %287
-  %288 = load float, ptr %arena49, align 4
-  %289 = mul nsw i64 %conv2.c255, 3
-  %290 = add nsw i64 %289, %conv2.ky266
-  %291 = mul nsw i64 %290, 3
-  %292 = add nsw i64 %291, 2
-  %293 = mul nsw i64 %292, 2304
-  %294 = add nsw i64 2564096, %293
-  %295 = mul nsw i64 %conv2.j244, 576
-  %296 = add nsw i64 %294, %295
-  %297 = mul nsw i64 %conv2.oy4747, 12
-  %298 = add nsw i64 288, %297
-  %299 = add nsw i64 %298, %conv2.ox4848
-  %300 = add nsw i64 %296, %299
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %300
-  store float %288, ptr %arena50, align 4
-  %ox48.next = add nsw i64 %conv2.ox4848, 1
-  %301 = icmp slt i64 %ox48.next, 12
-  br i1 %301, label %conv2.ox48, label %conv2.ox48.end
-
-conv2.ox48.end:                                   ; preds = %conv2.ox48
-  %oy47.next = add nsw i64 %conv2.oy4747, 1
-  %302 = icmp slt i64 %oy47.next, 12
-  br i1 %302, label %conv2.oy47, label %conv2.oy47.end
-
-conv2.oy49:                                       ; preds = %conv2.ox50.end, %conv2.oy47.end
-  %conv2.oy4951 = phi i64 [ 0, %conv2.oy47.end ], [ %oy49.next, %conv2.ox50.end ]
-  br label %conv2.ox50
-
-conv2.oy49.end:                                   ; preds = %conv2.ox50.end
-  %ky26.next = add nsw i64 %conv2.ky266, 1
-  %303 = icmp slt i64 %ky26.next, 3
-  br i1 %303, label %conv2.ky26, label %conv2.ky26.end
-
-conv2.ox50:                                       ; preds = %conv2.ox50, %conv2.oy49
-  %conv2.ox5052 = phi i64 [ 0, %conv2.oy49 ], [ %ox50.next, %conv2.ox50 ]
-  %304 = mul nsw i64 %conv2.g233, 4
-  %305 = add nsw i64 %304, %conv2.j244
-  %306 = mul nsw i64 %305, 21632
-  %307 = mul nsw i64 %conv2.c255, 676
-  %308 = add nsw i64 %306, %307
-  %309 = mul nsw i64 %conv2.oy4951, 2
-  %310 = add nsw i64 %309, 1
-  %311 = add nsw i64 %310, %conv2.ky266
-  %312 = mul nsw i64 %311, 26
-  %313 = add nsw i64 %308, %312
-  %314 = mul nsw i64 %conv2.ox5052, 2
-  %315 = add nsw i64 %314, 3
-  %316 = add nsw i64 %313, %315
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %316
-  %317 = load float, ptr %arena53, align 4
-  %318 = mul nsw i64 %conv2.c255, 3
-  %319 = add nsw i64 %318, %conv2.ky266
-  %320 = mul nsw i64 %319, 3
-  %321 = add nsw i64 %320, 2
-  %322 = mul nsw i64 %321, 2304
-  %323 = add nsw i64 2564096, %322
-  %324 = mul nsw i64 %conv2.j244, 576
-  %325 = add nsw i64 %323, %324
-  %326 = mul nsw i64 %conv2.oy4951, 12
-  %327 = add nsw i64 432, %326
-  %328 = add nsw i64 %327, %conv2.ox5052
-  %329 = add nsw i64 %325, %328
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %329
-  store float %317, ptr %arena54, align 4
-  %ox50.next = add nsw i64 %conv2.ox5052, 1
-  %330 = icmp slt i64 %ox50.next, 12
-  br i1 %330, label %conv2.ox50, label %conv2.ox50.end
-
-conv2.ox50.end:                                   ; preds = %conv2.ox50
-  %oy49.next = add nsw i64 %conv2.oy4951, 1
-  %331 = icmp slt i64 %oy49.next, 12
-  br i1 %331, label %conv2.oy49, label %conv2.oy49.end
-
-conv2.j56:                                        ; preds = %conv2.f57.end, %conv2.j24.end
-  %conv2.j5655 = phi i64 [ 0, %conv2.j24.end ], [ %j56.next, %conv2.f57.end ]
-  br label %conv2.f57
-
-conv2.j56.end:                                    ; preds = %conv2.f57.end
-  %g23.next = add nsw i64 %conv2.g233, 1
-  %332 = icmp slt i64 %g23.next, 16
-  br i1 %332, label %conv2.g23, label %conv2.g23.end
-
-conv2.f57:                                        ; preds = %conv2.q58.end, %conv2.j56
-  %conv2.f5756 = phi i64 [ 0, %conv2.j56 ], [ %f57.next, %conv2.q58.end ]
-  br label %conv2.q58
-
-conv2.f57.end:                                    ; preds = %conv2.q58.end
-  %j56.next = add nsw i64 %conv2.j5655, 1
-  %333 = icmp slt i64 %j56.next, 4
-  br i1 %333, label %conv2.j56, label %conv2.j56.end
-
-conv2.q58:                                        ; preds = %conv2.q58, %conv2.f57
-  %conv2.q5857 = phi i64 [ 0, %conv2.f57 ], [ %q58.next, %conv2.q58 ]
-  %334 = mul nsw i64 %conv2.f5756, 2304
-  %335 = add nsw i64 3227648, %334
-  %336 = mul nsw i64 %conv2.j5655, 576
-  %337 = add nsw i64 %335, %336
-  %338 = add nsw i64 %337, %conv2.q5857
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %338
-  %339 = load float, ptr %arena58, align 4
-  %340 = add nsw i64 18752, %conv2.f5756
-  %params59 = getelementptr inbounds float, ptr %params, i64 %340
-  %341 = load float, ptr %params59, align 4
-  %342 = fadd float %339, %341
-  store float %342, ptr %conv2.v59, align 4
-  store float 0.000000e+00, ptr %conv2.at60, align 4
-  %343 = mul nsw i64 %conv2.f5756, 2304
-  %344 = add nsw i64 3227648, %343
-  %345 = mul nsw i64 %conv2.j5655, 576
-  %346 = add nsw i64 %344, %345
-  %347 = add nsw i64 %346, 144
-  %348 = add nsw i64 %347, %conv2.q5857
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %348
-  %349 = load float, ptr %arena60, align 4
-  %350 = add nsw i64 18752, %conv2.f5756
-  %params61 = getelementptr inbounds float, ptr %params, i64 %350
-  %351 = load float, ptr %params61, align 4
-  %352 = fadd float %349, %351
-  store float %352, ptr %conv2.v61, align 4
-  %v61 = load float, ptr %conv2.v61, align 4
-  %v59 = load float, ptr %conv2.v59, align 4
-  %353 = fcmp ogt float %v61, %v59
-  %at60 = load float, ptr %conv2.at60, align 4
-  %354 = select i1 %353, float 1.000000e+00, float %at60
-  store float %354, ptr %conv2.at63, align 4
-  %v6162 = load float, ptr %conv2.v61, align 4
-  %v5963 = load float, ptr %conv2.v59, align 4
-  %355 = fcmp ogt float %v6162, %v5963
-  %v6164 = load float, ptr %conv2.v61, align 4
-  %v5965 = load float, ptr %conv2.v59, align 4
-  %356 = select i1 %355, float %v6164, float %v5965
-  store float %356, ptr %conv2.best62, align 4
-  %357 = mul nsw i64 %conv2.f5756, 2304
-  %358 = add nsw i64 3227648, %357
-  %359 = mul nsw i64 %conv2.j5655, 576
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 %360, 288
-  %362 = add nsw i64 %361, %conv2.q5857
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %362
-  %363 = load float, ptr %arena66, align 4
-  %364 = add nsw i64 18752, %conv2.f5756
-  %params67 = getelementptr inbounds float, ptr %params, i64 %364
-  %365 = load float, ptr %params67, align 4
-  %366 = fadd float %363, %365
-  store float %366, ptr %conv2.v64, align 4
-  %v64 = load float, ptr %conv2.v64, align 4
-  %best62 = load float, ptr %conv2.best62, align 4
-  %367 = fcmp ogt float %v64, %best62
-  %at63 = load float, ptr %conv2.at63, align 4
-  %368 = select i1 %367, float 2.400000e+01, float %at63
-  store float %368, ptr %conv2.at66, align 4
-  %v6468 = load float, ptr %conv2.v64, align 4
-  %best6269 = load float, ptr %conv2.best62, align 4
-  %369 = fcmp ogt float %v6468, %best6269
-  %v6470 = load float, ptr %conv2.v64, align 4
-  %best6271 = load float, ptr %conv2.best62, align 4
-  %370 = select i1 %369, float %v6470, float %best6271
-  store float %370, ptr %conv2.best65, align 4
-  %371 = mul nsw i64 %conv2.f5756, 2304
-  %372 = add nsw i64 3227648, %371
-  %373 = mul nsw i64 %conv2.j5655, 576
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 %374, 432
-  %376 = add nsw i64 %375, %conv2.q5857
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %376
-  %377 = load float, ptr %arena72, align 4
-  %378 = add nsw i64 18752, %conv2.f5756
-  %params73 = getelementptr inbounds float, ptr %params, i64 %378
-  %379 = load float, ptr %params73, align 4
-  %380 = fadd float %377, %379
-  store float %380, ptr %conv2.v67, align 4
-  %v67 = load float, ptr %conv2.v67, align 4
-  %best65 = load float, ptr %conv2.best65, align 4
-  %381 = fcmp ogt float %v67, %best65
-  %at66 = load float, ptr %conv2.at66, align 4
-  %382 = select i1 %381, float 2.500000e+01, float %at66
-  store float %382, ptr %conv2.at69, align 4
-  %v6774 = load float, ptr %conv2.v67, align 4
-  %best6575 = load float, ptr %conv2.best65, align 4
-  %383 = fcmp ogt float %v6774, %best6575
-  %v6776 = load float, ptr %conv2.v67, align 4
-  %best6577 = load float, ptr %conv2.best65, align 4
-  %384 = select i1 %383, float %v6776, float %best6577
-  store float %384, ptr %conv2.best68, align 4
-  %best68 = load float, ptr %conv2.best68, align 4
-  %385 = fcmp ogt float %best68, 0.000000e+00
-  %best6878 = load float, ptr %conv2.best68, align 4
-  %386 = select i1 %385, float %best6878, float 0.000000e+00
-  %387 = mul nsw i64 %conv2.g233, 4
-  %388 = add nsw i64 %387, %conv2.j5655
-  %389 = mul nsw i64 %388, 9216
-  %390 = mul nsw i64 %conv2.f5756, 144
-  %391 = add nsw i64 %389, %390
-  %392 = add nsw i64 %391, %conv2.q5857
-  %393 = add nsw i64 1384448, %392
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %393
-  store float %386, ptr %arena79, align 4
-  %394 = add nsw i64 3375104, %conv2.q5857
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %394
-  %395 = load float, ptr %arena80, align 4
-  %at69 = load float, ptr %conv2.at69, align 4
-  %396 = fadd float %395, %at69
-  %397 = mul nsw i64 %conv2.g233, 4
-  %398 = add nsw i64 %397, %conv2.j5655
-  %399 = mul nsw i64 %398, 9216
-  %400 = mul nsw i64 %conv2.f5756, 144
-  %401 = add nsw i64 %399, %400
-  %402 = add nsw i64 %401, %conv2.q5857
-  %403 = add nsw i64 1974272, %402
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %403
-  store float %396, ptr %arena81, align 4
-  %q58.next = add nsw i64 %conv2.q5857, 1
-  %404 = icmp slt i64 %q58.next, 144
-  br i1 %404, label %conv2.q58, label %conv2.q58.end
-
-conv2.q58.end:                                    ; preds = %conv2.q58
-  %f57.next = add nsw i64 %conv2.f5756, 1
-  %405 = icmp slt i64 %f57.next, 64
-  br i1 %405, label %conv2.f57, label %conv2.f57.end
-}
-
-; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k1.conv2.gemm55(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %conv2.t53_a3 = alloca <8 x float>, align 32
-  %conv2.t53_a2 = alloca <8 x float>, align 32
-  %conv2.t53_a1 = alloca <8 x float>, align 32
-  %conv2.t53_a0 = alloca <8 x float>, align 32
-  %conv2.t53_b2 = alloca <8 x float>, align 32
-  %conv2.t53_b1 = alloca <8 x float>, align 32
-  %conv2.t53_b0 = alloca <8 x float>, align 32
-  %conv2.t53_c3_2 = alloca <8 x float>, align 32
-  %conv2.t53_c3_1 = alloca <8 x float>, align 32
-  %conv2.t53_c3_0 = alloca <8 x float>, align 32
-  %conv2.t53_c2_2 = alloca <8 x float>, align 32
-  %conv2.t53_c2_1 = alloca <8 x float>, align 32
-  %conv2.t53_c2_0 = alloca <8 x float>, align 32
-  %conv2.t53_c1_2 = alloca <8 x float>, align 32
-  %conv2.t53_c1_1 = alloca <8 x float>, align 32
-  %conv2.t53_c1_0 = alloca <8 x float>, align 32
-  %conv2.t53_c0_2 = alloca <8 x float>, align 32
-  %conv2.t53_c0_1 = alloca <8 x float>, align 32
-  %conv2.t53_c0_0 = alloca <8 x float>, align 32
-  br label %conv2.nb51
-
-conv2.nb51:                                       ; preds = %conv2.mb52.end, %entry
-  %conv2.nb511 = phi i64 [ 0, %entry ], [ %nb51.next, %conv2.mb52.end ]
-  br label %conv2.mb52
-
-conv2.nb51.end:                                   ; preds = %conv2.mb52.end
-  ret void
-
-conv2.mb52:                                       ; preds = %conv2.k54.end, %conv2.nb51
-  %conv2.mb522 = phi i64 [ 0, %conv2.nb51 ], [ %mb52.next, %conv2.k54.end ]
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv2.t53_c3_2, align 32
-  br label %conv2.k54
-
-conv2.mb52.end:                                   ; preds = %conv2.k54.end
-  %nb51.next = add nsw i64 %conv2.nb511, 1
-  %0 = icmp slt i64 %nb51.next, 96
-  br i1 %0, label %conv2.nb51, label %conv2.nb51.end
-
-conv2.k54:                                        ; preds = %conv2.k54, %conv2.mb52
-  %conv2.k543 = phi i64 [ 0, %conv2.mb52 ], [ %k54.next, %conv2.k54 ]
-  %1 = mul nsw i64 %conv2.k543, 2304
-  %2 = add nsw i64 2564096, %1
-  %3 = mul nsw i64 %conv2.nb511, 24
-  %4 = add nsw i64 %2, %3
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv2.t53_b0, align 32
-  %6 = mul nsw i64 %conv2.k543, 2304
-  %7 = add nsw i64 2564096, %6
-  %8 = mul nsw i64 %conv2.nb511, 24
-  %9 = add nsw i64 %7, %8
-  %10 = add nsw i64 %9, 8
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
-  %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv2.t53_b1, align 32
-  %12 = mul nsw i64 %conv2.k543, 2304
-  %13 = add nsw i64 2564096, %12
-  %14 = mul nsw i64 %conv2.nb511, 24
-  %15 = add nsw i64 %13, %14
-  %16 = add nsw i64 %15, 16
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
-  %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv2.t53_b2, align 32
-  %18 = mul nsw i64 %conv2.mb522, 4
-  %19 = mul nsw i64 %18, 288
+  %conv2.at122 = alloca <8 x float>, align 32
+  %conv2.best121 = alloca <8 x float>, align 32
+  %conv2.v120 = alloca <8 x float>, align 32
+  %conv2.at119 = alloca <8 x float>, align 32
+  %conv2.best118 = alloca <8 x float>, align 32
+  %conv2.v117 = alloca <8 x float>, align 32
+  %conv2.at116 = alloca <8 x float>, align 32
+  %conv2.best115 = alloca <8 x float>, align 32
+  %conv2.v114 = alloca <8 x float>, align 32
+  %conv2.at113 = alloca <8 x float>, align 32
+  %conv2.best112 = alloca <8 x float>, align 32
+  %conv2.v111 = alloca <8 x float>, align 32
+  %conv2.w110 = alloca <8 x float>, align 32
+  %conv2.w109 = alloca <8 x float>, align 32
+  %conv2.w108 = alloca <8 x float>, align 32
+  %conv2.w107 = alloca <8 x float>, align 32
+  %conv2.w106 = alloca <8 x float>, align 32
+  %conv2.w105 = alloca <8 x float>, align 32
+  %conv2.w104 = alloca <8 x float>, align 32
+  %conv2.w103 = alloca <8 x float>, align 32
+  %conv2.w102 = alloca <8 x float>, align 32
+  %conv2.w101 = alloca <8 x float>, align 32
+  %conv2.w100 = alloca <8 x float>, align 32
+  %conv2.w99 = alloca <8 x float>, align 32
+  %conv2.w93 = alloca <8 x float>, align 32
+  %conv2.w92 = alloca <8 x float>, align 32
+  %conv2.w91 = alloca <8 x float>, align 32
+  %conv2.w90 = alloca <8 x float>, align 32
+  %conv2.w89 = alloca <8 x float>, align 32
+  %conv2.w88 = alloca <8 x float>, align 32
+  %conv2.w87 = alloca <8 x float>, align 32
+  %conv2.w86 = alloca <8 x float>, align 32
+  %conv2.w85 = alloca <8 x float>, align 32
+  %conv2.w84 = alloca <8 x float>, align 32
+  %conv2.w83 = alloca <8 x float>, align 32
+  %conv2.w82 = alloca <8 x float>, align 32
+  %conv2.w81 = alloca <8 x float>, align 32
+  %conv2.w80 = alloca <8 x float>, align 32
+  %conv2.w79 = alloca <8 x float>, align 32
+  %conv2.w78 = alloca <8 x float>, align 32
+  %conv2.w77 = alloca <8 x float>, align 32
+  %conv2.w76 = alloca <8 x float>, align 32
+  %conv2.w75 = alloca <8 x float>, align 32
+  %conv2.w74 = alloca <8 x float>, align 32
+  %conv2.w73 = alloca <8 x float>, align 32
+  %conv2.w72 = alloca <8 x float>, align 32
+  %conv2.w71 = alloca <8 x float>, align 32
+  %conv2.w70 = alloca <8 x float>, align 32
+  %conv2.w69 = alloca <8 x float>, align 32
+  %conv2.w68 = alloca <8 x float>, align 32
+  %conv2.w67 = alloca <8 x float>, align 32
+  %conv2.w66 = alloca <8 x float>, align 32
+  %conv2.w65 = alloca <8 x float>, align 32
+  %conv2.w64 = alloca <8 x float>, align 32
+  %conv2.w63 = alloca <8 x float>, align 32
+  %conv2.w62 = alloca <8 x float>, align 32
+  %conv2.w51 = alloca float, align 4
+  %conv2.w50 = alloca float, align 4
+  %conv2.w49 = alloca float, align 4
+  %conv2.w48 = alloca float, align 4
+  %conv2.w47 = alloca float, align 4
+  %conv2.w46 = alloca float, align 4
+  %conv2.w45 = alloca float, align 4
+  %conv2.w44 = alloca float, align 4
+  %conv2.w43 = alloca float, align 4
+  %conv2.w42 = alloca float, align 4
+  %conv2.w41 = alloca float, align 4
+  %conv2.w40 = alloca float, align 4
+  %conv2.w39 = alloca float, align 4
+  %conv2.w38 = alloca float, align 4
+  %conv2.w37 = alloca float, align 4
+  %conv2.w36 = alloca float, align 4
+  %conv2.w35 = alloca float, align 4
+  %conv2.w34 = alloca float, align 4
+  %conv2.w33 = alloca float, align 4
+  %conv2.w32 = alloca float, align 4
+  %conv2.w31 = alloca float, align 4
+  %conv2.w30 = alloca float, align 4
+  %conv2.w29 = alloca float, align 4
+  %conv2.w28 = alloca float, align 4
+  %conv2.w27 = alloca float, align 4
+  %conv2.w26 = alloca float, align 4
+  %conv2.w25 = alloca float, align 4
+  %conv2.w24 = alloca float, align 4
+  br label %conv2.ci22
+
+conv2.ci22:                                       ; preds = %conv2.co23.end, %entry
+  %conv2.ci221 = phi i64 [ 0, %entry ], [ %ci22.next, %conv2.co23.end ]
+  br label %conv2.co23
+
+conv2.ci22.end:                                   ; preds = %conv2.co23.end
+  br label %conv2.i52
+
+conv2.co23:                                       ; preds = %conv2.co23, %conv2.ci22
+  %conv2.co232 = phi i64 [ 0, %conv2.ci22 ], [ %co23.next, %conv2.co23 ]
+  %0 = mul nsw i64 %conv2.co232, 32
+  %1 = add nsw i64 %0, %conv2.ci221
+  %2 = mul nsw i64 %1, 9
+  %3 = add nsw i64 320, %2
+  %params3 = getelementptr inbounds float, ptr %params, i64 %3
+  %4 = load float, ptr %params3, align 4
+  store float %4, ptr %conv2.w24, align 4
+  %5 = mul nsw i64 %conv2.co232, 32
+  %6 = add nsw i64 %5, %conv2.ci221
+  %7 = mul nsw i64 %6, 9
+  %8 = add nsw i64 320, %7
+  %params4 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params4, align 4
+  %10 = mul nsw i64 %conv2.co232, 32
+  %11 = add nsw i64 %10, %conv2.ci221
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 320, %12
+  %14 = add nsw i64 %13, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %14
+  %15 = load float, ptr %params5, align 4
+  %16 = fadd float %9, %15
+  %17 = mul nsw i64 %conv2.co232, 32
+  %18 = add nsw i64 %17, %conv2.ci221
+  %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 320, %19
-  %21 = add nsw i64 %20, %conv2.k543
-  %params7 = getelementptr inbounds float, ptr %params, i64 %21
-  %22 = load float, ptr %params7, align 4
-  %23 = insertelement <8 x float> undef, float %22, i32 0
-  %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %conv2.t53_a0, align 32
-  %t53_a0 = load <8 x float>, ptr %conv2.t53_a0, align 32
-  %t53_b0 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c0_0 = load <8 x float>, ptr %conv2.t53_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a0, <8 x float> %t53_b0, <8 x float> %t53_c0_0)
-  store <8 x float> %25, ptr %conv2.t53_c0_0, align 32
-  %t53_a08 = load <8 x float>, ptr %conv2.t53_a0, align 32
-  %t53_b1 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c0_1 = load <8 x float>, ptr %conv2.t53_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a08, <8 x float> %t53_b1, <8 x float> %t53_c0_1)
-  store <8 x float> %26, ptr %conv2.t53_c0_1, align 32
-  %t53_a09 = load <8 x float>, ptr %conv2.t53_a0, align 32
-  %t53_b2 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c0_2 = load <8 x float>, ptr %conv2.t53_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a09, <8 x float> %t53_b2, <8 x float> %t53_c0_2)
-  store <8 x float> %27, ptr %conv2.t53_c0_2, align 32
-  %28 = mul nsw i64 %conv2.mb522, 4
-  %29 = add nsw i64 %28, 1
-  %30 = mul nsw i64 %29, 288
-  %31 = add nsw i64 320, %30
-  %32 = add nsw i64 %31, %conv2.k543
-  %params10 = getelementptr inbounds float, ptr %params, i64 %32
-  %33 = load float, ptr %params10, align 4
-  %34 = insertelement <8 x float> undef, float %33, i32 0
-  %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %conv2.t53_a1, align 32
-  %t53_a1 = load <8 x float>, ptr %conv2.t53_a1, align 32
-  %t53_b011 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c1_0 = load <8 x float>, ptr %conv2.t53_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a1, <8 x float> %t53_b011, <8 x float> %t53_c1_0)
-  store <8 x float> %36, ptr %conv2.t53_c1_0, align 32
-  %t53_a112 = load <8 x float>, ptr %conv2.t53_a1, align 32
-  %t53_b113 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c1_1 = load <8 x float>, ptr %conv2.t53_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a112, <8 x float> %t53_b113, <8 x float> %t53_c1_1)
-  store <8 x float> %37, ptr %conv2.t53_c1_1, align 32
-  %t53_a114 = load <8 x float>, ptr %conv2.t53_a1, align 32
-  %t53_b215 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c1_2 = load <8 x float>, ptr %conv2.t53_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a114, <8 x float> %t53_b215, <8 x float> %t53_c1_2)
-  store <8 x float> %38, ptr %conv2.t53_c1_2, align 32
-  %39 = mul nsw i64 %conv2.mb522, 4
-  %40 = add nsw i64 %39, 2
-  %41 = mul nsw i64 %40, 288
-  %42 = add nsw i64 320, %41
-  %43 = add nsw i64 %42, %conv2.k543
-  %params16 = getelementptr inbounds float, ptr %params, i64 %43
-  %44 = load float, ptr %params16, align 4
-  %45 = insertelement <8 x float> undef, float %44, i32 0
-  %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %conv2.t53_a2, align 32
-  %t53_a2 = load <8 x float>, ptr %conv2.t53_a2, align 32
-  %t53_b017 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c2_0 = load <8 x float>, ptr %conv2.t53_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a2, <8 x float> %t53_b017, <8 x float> %t53_c2_0)
-  store <8 x float> %47, ptr %conv2.t53_c2_0, align 32
-  %t53_a218 = load <8 x float>, ptr %conv2.t53_a2, align 32
-  %t53_b119 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c2_1 = load <8 x float>, ptr %conv2.t53_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a218, <8 x float> %t53_b119, <8 x float> %t53_c2_1)
-  store <8 x float> %48, ptr %conv2.t53_c2_1, align 32
-  %t53_a220 = load <8 x float>, ptr %conv2.t53_a2, align 32
-  %t53_b221 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c2_2 = load <8 x float>, ptr %conv2.t53_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a220, <8 x float> %t53_b221, <8 x float> %t53_c2_2)
-  store <8 x float> %49, ptr %conv2.t53_c2_2, align 32
-  %50 = mul nsw i64 %conv2.mb522, 4
-  %51 = add nsw i64 %50, 3
-  %52 = mul nsw i64 %51, 288
-  %53 = add nsw i64 320, %52
-  %54 = add nsw i64 %53, %conv2.k543
-  %params22 = getelementptr inbounds float, ptr %params, i64 %54
-  %55 = load float, ptr %params22, align 4
-  %56 = insertelement <8 x float> undef, float %55, i32 0
-  %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %conv2.t53_a3, align 32
-  %t53_a3 = load <8 x float>, ptr %conv2.t53_a3, align 32
-  %t53_b023 = load <8 x float>, ptr %conv2.t53_b0, align 32
-  %t53_c3_0 = load <8 x float>, ptr %conv2.t53_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a3, <8 x float> %t53_b023, <8 x float> %t53_c3_0)
-  store <8 x float> %58, ptr %conv2.t53_c3_0, align 32
-  %t53_a324 = load <8 x float>, ptr %conv2.t53_a3, align 32
-  %t53_b125 = load <8 x float>, ptr %conv2.t53_b1, align 32
-  %t53_c3_1 = load <8 x float>, ptr %conv2.t53_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a324, <8 x float> %t53_b125, <8 x float> %t53_c3_1)
-  store <8 x float> %59, ptr %conv2.t53_c3_1, align 32
-  %t53_a326 = load <8 x float>, ptr %conv2.t53_a3, align 32
-  %t53_b227 = load <8 x float>, ptr %conv2.t53_b2, align 32
-  %t53_c3_2 = load <8 x float>, ptr %conv2.t53_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a326, <8 x float> %t53_b227, <8 x float> %t53_c3_2)
-  store <8 x float> %60, ptr %conv2.t53_c3_2, align 32
-  %k54.next = add nsw i64 %conv2.k543, 1
-  %61 = icmp slt i64 %k54.next, 288
-  br i1 %61, label %conv2.k54, label %conv2.k54.end
+  %21 = add nsw i64 %20, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params6, align 4
+  %23 = fadd float %16, %22
+  %24 = fmul float %23, 5.000000e-01
+  store float %24, ptr %conv2.w25, align 4
+  %25 = mul nsw i64 %conv2.co232, 32
+  %26 = add nsw i64 %25, %conv2.ci221
+  %27 = mul nsw i64 %26, 9
+  %28 = add nsw i64 320, %27
+  %params7 = getelementptr inbounds float, ptr %params, i64 %28
+  %29 = load float, ptr %params7, align 4
+  %30 = mul nsw i64 %conv2.co232, 32
+  %31 = add nsw i64 %30, %conv2.ci221
+  %32 = mul nsw i64 %31, 9
+  %33 = add nsw i64 320, %32
+  %34 = add nsw i64 %33, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %34
+  %35 = load float, ptr %params8, align 4
+  %36 = fadd float %29, %35
+  %37 = mul nsw i64 %conv2.co232, 32
+  %38 = add nsw i64 %37, %conv2.ci221
+  %39 = mul nsw i64 %38, 9
+  %40 = add nsw i64 320, %39
+  %41 = add nsw i64 %40, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %41
+  %42 = load float, ptr %params9, align 4
+  %43 = fsub float %36, %42
+  %44 = fmul float %43, 5.000000e-01
+  store float %44, ptr %conv2.w26, align 4
+  %45 = mul nsw i64 %conv2.co232, 32
+  %46 = add nsw i64 %45, %conv2.ci221
+  %47 = mul nsw i64 %46, 9
+  %48 = add nsw i64 320, %47
+  %49 = add nsw i64 %48, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %49
+  %50 = load float, ptr %params10, align 4
+  store float %50, ptr %conv2.w27, align 4
+  %51 = mul nsw i64 %conv2.co232, 32
+  %52 = add nsw i64 %51, %conv2.ci221
+  %53 = mul nsw i64 %52, 9
+  %54 = add nsw i64 320, %53
+  %55 = add nsw i64 %54, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %55
+  %56 = load float, ptr %params11, align 4
+  store float %56, ptr %conv2.w28, align 4
+  %57 = mul nsw i64 %conv2.co232, 32
+  %58 = add nsw i64 %57, %conv2.ci221
+  %59 = mul nsw i64 %58, 9
+  %60 = add nsw i64 320, %59
+  %61 = add nsw i64 %60, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %61
+  %62 = load float, ptr %params12, align 4
+  %63 = mul nsw i64 %conv2.co232, 32
+  %64 = add nsw i64 %63, %conv2.ci221
+  %65 = mul nsw i64 %64, 9
+  %66 = add nsw i64 320, %65
+  %67 = add nsw i64 %66, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params13, align 4
+  %69 = fadd float %62, %68
+  %70 = mul nsw i64 %conv2.co232, 32
+  %71 = add nsw i64 %70, %conv2.ci221
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 320, %72
+  %74 = add nsw i64 %73, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params14, align 4
+  %76 = fadd float %69, %75
+  %77 = fmul float %76, 5.000000e-01
+  store float %77, ptr %conv2.w29, align 4
+  %78 = mul nsw i64 %conv2.co232, 32
+  %79 = add nsw i64 %78, %conv2.ci221
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 320, %80
+  %82 = add nsw i64 %81, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params15, align 4
+  %84 = mul nsw i64 %conv2.co232, 32
+  %85 = add nsw i64 %84, %conv2.ci221
+  %86 = mul nsw i64 %85, 9
+  %87 = add nsw i64 320, %86
+  %88 = add nsw i64 %87, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %88
+  %89 = load float, ptr %params16, align 4
+  %90 = fadd float %83, %89
+  %91 = mul nsw i64 %conv2.co232, 32
+  %92 = add nsw i64 %91, %conv2.ci221
+  %93 = mul nsw i64 %92, 9
+  %94 = add nsw i64 320, %93
+  %95 = add nsw i64 %94, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %95
+  %96 = load float, ptr %params17, align 4
+  %97 = fsub float %90, %96
+  %98 = fmul float %97, 5.000000e-01
+  store float %98, ptr %conv2.w30, align 4
+  %99 = mul nsw i64 %conv2.co232, 32
+  %100 = add nsw i64 %99, %conv2.ci221
+  %101 = mul nsw i64 %100, 9
+  %102 = add nsw i64 320, %101
+  %103 = add nsw i64 %102, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %103
+  %104 = load float, ptr %params18, align 4
+  store float %104, ptr %conv2.w31, align 4
+  %105 = mul nsw i64 %conv2.co232, 32
+  %106 = add nsw i64 %105, %conv2.ci221
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 320, %107
+  %109 = add nsw i64 %108, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params19, align 4
+  store float %110, ptr %conv2.w32, align 4
+  %111 = mul nsw i64 %conv2.co232, 32
+  %112 = add nsw i64 %111, %conv2.ci221
+  %113 = mul nsw i64 %112, 9
+  %114 = add nsw i64 320, %113
+  %115 = add nsw i64 %114, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %115
+  %116 = load float, ptr %params20, align 4
+  %117 = mul nsw i64 %conv2.co232, 32
+  %118 = add nsw i64 %117, %conv2.ci221
+  %119 = mul nsw i64 %118, 9
+  %120 = add nsw i64 320, %119
+  %121 = add nsw i64 %120, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %121
+  %122 = load float, ptr %params21, align 4
+  %123 = fadd float %116, %122
+  %124 = mul nsw i64 %conv2.co232, 32
+  %125 = add nsw i64 %124, %conv2.ci221
+  %126 = mul nsw i64 %125, 9
+  %127 = add nsw i64 320, %126
+  %128 = add nsw i64 %127, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %128
+  %129 = load float, ptr %params22, align 4
+  %130 = fadd float %123, %129
+  %131 = fmul float %130, 5.000000e-01
+  store float %131, ptr %conv2.w33, align 4
+  %132 = mul nsw i64 %conv2.co232, 32
+  %133 = add nsw i64 %132, %conv2.ci221
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 320, %134
+  %136 = add nsw i64 %135, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params23, align 4
+  %138 = mul nsw i64 %conv2.co232, 32
+  %139 = add nsw i64 %138, %conv2.ci221
+  %140 = mul nsw i64 %139, 9
+  %141 = add nsw i64 320, %140
+  %142 = add nsw i64 %141, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params24, align 4
+  %144 = fadd float %137, %143
+  %145 = mul nsw i64 %conv2.co232, 32
+  %146 = add nsw i64 %145, %conv2.ci221
+  %147 = mul nsw i64 %146, 9
+  %148 = add nsw i64 320, %147
+  %149 = add nsw i64 %148, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %149
+  %150 = load float, ptr %params25, align 4
+  %151 = fsub float %144, %150
+  %152 = fmul float %151, 5.000000e-01
+  store float %152, ptr %conv2.w34, align 4
+  %153 = mul nsw i64 %conv2.co232, 32
+  %154 = add nsw i64 %153, %conv2.ci221
+  %155 = mul nsw i64 %154, 9
+  %156 = add nsw i64 320, %155
+  %157 = add nsw i64 %156, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %157
+  %158 = load float, ptr %params26, align 4
+  store float %158, ptr %conv2.w35, align 4
+  %w24 = load float, ptr %conv2.w24, align 4
+  store float %w24, ptr %conv2.w36, align 4
+  %w2427 = load float, ptr %conv2.w24, align 4
+  %w28 = load float, ptr %conv2.w28, align 4
+  %159 = fadd float %w2427, %w28
+  %w32 = load float, ptr %conv2.w32, align 4
+  %160 = fadd float %159, %w32
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %conv2.w37, align 4
+  %w2428 = load float, ptr %conv2.w24, align 4
+  %w3229 = load float, ptr %conv2.w32, align 4
+  %162 = fadd float %w2428, %w3229
+  %w2830 = load float, ptr %conv2.w28, align 4
+  %163 = fsub float %162, %w2830
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %conv2.w38, align 4
+  %w3231 = load float, ptr %conv2.w32, align 4
+  store float %w3231, ptr %conv2.w39, align 4
+  %w25 = load float, ptr %conv2.w25, align 4
+  store float %w25, ptr %conv2.w40, align 4
+  %w2532 = load float, ptr %conv2.w25, align 4
+  %w29 = load float, ptr %conv2.w29, align 4
+  %165 = fadd float %w2532, %w29
+  %w33 = load float, ptr %conv2.w33, align 4
+  %166 = fadd float %165, %w33
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %conv2.w41, align 4
+  %w2533 = load float, ptr %conv2.w25, align 4
+  %w3334 = load float, ptr %conv2.w33, align 4
+  %168 = fadd float %w2533, %w3334
+  %w2935 = load float, ptr %conv2.w29, align 4
+  %169 = fsub float %168, %w2935
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %conv2.w42, align 4
+  %w3336 = load float, ptr %conv2.w33, align 4
+  store float %w3336, ptr %conv2.w43, align 4
+  %w26 = load float, ptr %conv2.w26, align 4
+  store float %w26, ptr %conv2.w44, align 4
+  %w2637 = load float, ptr %conv2.w26, align 4
+  %w30 = load float, ptr %conv2.w30, align 4
+  %171 = fadd float %w2637, %w30
+  %w34 = load float, ptr %conv2.w34, align 4
+  %172 = fadd float %171, %w34
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %conv2.w45, align 4
+  %w2638 = load float, ptr %conv2.w26, align 4
+  %w3439 = load float, ptr %conv2.w34, align 4
+  %174 = fadd float %w2638, %w3439
+  %w3040 = load float, ptr %conv2.w30, align 4
+  %175 = fsub float %174, %w3040
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %conv2.w46, align 4
+  %w3441 = load float, ptr %conv2.w34, align 4
+  store float %w3441, ptr %conv2.w47, align 4
+  %w27 = load float, ptr %conv2.w27, align 4
+  store float %w27, ptr %conv2.w48, align 4
+  %w2742 = load float, ptr %conv2.w27, align 4
+  %w31 = load float, ptr %conv2.w31, align 4
+  %177 = fadd float %w2742, %w31
+  %w35 = load float, ptr %conv2.w35, align 4
+  %178 = fadd float %177, %w35
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %conv2.w49, align 4
+  %w2743 = load float, ptr %conv2.w27, align 4
+  %w3544 = load float, ptr %conv2.w35, align 4
+  %180 = fadd float %w2743, %w3544
+  %w3145 = load float, ptr %conv2.w31, align 4
+  %181 = fsub float %180, %w3145
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %conv2.w50, align 4
+  %w3546 = load float, ptr %conv2.w35, align 4
+  store float %w3546, ptr %conv2.w51, align 4
+  %w36 = load float, ptr %conv2.w36, align 4
+  %183 = mul nsw i64 %conv2.ci221, 64
+  %184 = add nsw i64 2564096, %183
+  %185 = add nsw i64 %184, %conv2.co232
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w36, ptr %arena47, align 4
+  %w37 = load float, ptr %conv2.w37, align 4
+  %186 = mul nsw i64 %conv2.ci221, 64
+  %187 = add nsw i64 2566144, %186
+  %188 = add nsw i64 %187, %conv2.co232
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w37, ptr %arena48, align 4
+  %w38 = load float, ptr %conv2.w38, align 4
+  %189 = mul nsw i64 %conv2.ci221, 64
+  %190 = add nsw i64 2568192, %189
+  %191 = add nsw i64 %190, %conv2.co232
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w38, ptr %arena49, align 4
+  %w39 = load float, ptr %conv2.w39, align 4
+  %192 = mul nsw i64 %conv2.ci221, 64
+  %193 = add nsw i64 2570240, %192
+  %194 = add nsw i64 %193, %conv2.co232
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w39, ptr %arena50, align 4
+  %w40 = load float, ptr %conv2.w40, align 4
+  %195 = mul nsw i64 %conv2.ci221, 64
+  %196 = add nsw i64 2572288, %195
+  %197 = add nsw i64 %196, %conv2.co232
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w40, ptr %arena51, align 4
+  %w41 = load float, ptr %conv2.w41, align 4
+  %198 = mul nsw i64 %conv2.ci221, 64
+  %199 = add nsw i64 2574336, %198
+  %200 = add nsw i64 %199, %conv2.co232
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w41, ptr %arena52, align 4
+  %w42 = load float, ptr %conv2.w42, align 4
+  %201 = mul nsw i64 %conv2.ci221, 64
+  %202 = add nsw i64 2576384, %201
+  %203 = add nsw i64 %202, %conv2.co232
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w42, ptr %arena53, align 4
+  %w43 = load float, ptr %conv2.w43, align 4
+  %204 = mul nsw i64 %conv2.ci221, 64
+  %205 = add nsw i64 2578432, %204
+  %206 = add nsw i64 %205, %conv2.co232
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w43, ptr %arena54, align 4
+  %w44 = load float, ptr %conv2.w44, align 4
+  %207 = mul nsw i64 %conv2.ci221, 64
+  %208 = add nsw i64 2580480, %207
+  %209 = add nsw i64 %208, %conv2.co232
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w44, ptr %arena55, align 4
+  %w45 = load float, ptr %conv2.w45, align 4
+  %210 = mul nsw i64 %conv2.ci221, 64
+  %211 = add nsw i64 2582528, %210
+  %212 = add nsw i64 %211, %conv2.co232
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w45, ptr %arena56, align 4
+  %w46 = load float, ptr %conv2.w46, align 4
+  %213 = mul nsw i64 %conv2.ci221, 64
+  %214 = add nsw i64 2584576, %213
+  %215 = add nsw i64 %214, %conv2.co232
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w46, ptr %arena57, align 4
+  %w47 = load float, ptr %conv2.w47, align 4
+  %216 = mul nsw i64 %conv2.ci221, 64
+  %217 = add nsw i64 2586624, %216
+  %218 = add nsw i64 %217, %conv2.co232
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w47, ptr %arena58, align 4
+  %w48 = load float, ptr %conv2.w48, align 4
+  %219 = mul nsw i64 %conv2.ci221, 64
+  %220 = add nsw i64 2588672, %219
+  %221 = add nsw i64 %220, %conv2.co232
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w48, ptr %arena59, align 4
+  %w49 = load float, ptr %conv2.w49, align 4
+  %222 = mul nsw i64 %conv2.ci221, 64
+  %223 = add nsw i64 2590720, %222
+  %224 = add nsw i64 %223, %conv2.co232
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w49, ptr %arena60, align 4
+  %w50 = load float, ptr %conv2.w50, align 4
+  %225 = mul nsw i64 %conv2.ci221, 64
+  %226 = add nsw i64 2592768, %225
+  %227 = add nsw i64 %226, %conv2.co232
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w50, ptr %arena61, align 4
+  %w51 = load float, ptr %conv2.w51, align 4
+  %228 = mul nsw i64 %conv2.ci221, 64
+  %229 = add nsw i64 2594816, %228
+  %230 = add nsw i64 %229, %conv2.co232
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
+  store float %w51, ptr %arena62, align 4
+  %co23.next = add nsw i64 %conv2.co232, 1
+  %231 = icmp slt i64 %co23.next, 64
+  br i1 %231, label %conv2.co23, label %conv2.co23.end
 
-conv2.k54.end:                                    ; preds = %conv2.k54
-  %t53_c0_028 = load <8 x float>, ptr %conv2.t53_c0_0, align 32
-  %62 = mul nsw i64 %conv2.mb522, 4
-  %63 = mul nsw i64 %62, 2304
-  %64 = add nsw i64 3227648, %63
-  %65 = mul nsw i64 %conv2.nb511, 24
-  %66 = add nsw i64 %64, %65
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t53_c0_028, ptr %arena29, align 4
-  %t53_c0_130 = load <8 x float>, ptr %conv2.t53_c0_1, align 32
-  %67 = mul nsw i64 %conv2.mb522, 4
-  %68 = mul nsw i64 %67, 2304
-  %69 = add nsw i64 3227648, %68
-  %70 = mul nsw i64 %conv2.nb511, 24
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, 8
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t53_c0_130, ptr %arena31, align 4
-  %t53_c0_232 = load <8 x float>, ptr %conv2.t53_c0_2, align 32
-  %73 = mul nsw i64 %conv2.mb522, 4
-  %74 = mul nsw i64 %73, 2304
-  %75 = add nsw i64 3227648, %74
-  %76 = mul nsw i64 %conv2.nb511, 24
-  %77 = add nsw i64 %75, %76
-  %78 = add nsw i64 %77, 16
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t53_c0_232, ptr %arena33, align 4
-  %t53_c1_034 = load <8 x float>, ptr %conv2.t53_c1_0, align 32
-  %79 = mul nsw i64 %conv2.mb522, 4
-  %80 = add nsw i64 %79, 1
-  %81 = mul nsw i64 %80, 2304
-  %82 = add nsw i64 3227648, %81
-  %83 = mul nsw i64 %conv2.nb511, 24
-  %84 = add nsw i64 %82, %83
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t53_c1_034, ptr %arena35, align 4
-  %t53_c1_136 = load <8 x float>, ptr %conv2.t53_c1_1, align 32
-  %85 = mul nsw i64 %conv2.mb522, 4
-  %86 = add nsw i64 %85, 1
-  %87 = mul nsw i64 %86, 2304
-  %88 = add nsw i64 3227648, %87
-  %89 = mul nsw i64 %conv2.nb511, 24
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, 8
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t53_c1_136, ptr %arena37, align 4
-  %t53_c1_238 = load <8 x float>, ptr %conv2.t53_c1_2, align 32
-  %92 = mul nsw i64 %conv2.mb522, 4
-  %93 = add nsw i64 %92, 1
-  %94 = mul nsw i64 %93, 2304
-  %95 = add nsw i64 3227648, %94
-  %96 = mul nsw i64 %conv2.nb511, 24
-  %97 = add nsw i64 %95, %96
-  %98 = add nsw i64 %97, 16
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t53_c1_238, ptr %arena39, align 4
-  %t53_c2_040 = load <8 x float>, ptr %conv2.t53_c2_0, align 32
-  %99 = mul nsw i64 %conv2.mb522, 4
-  %100 = add nsw i64 %99, 2
-  %101 = mul nsw i64 %100, 2304
-  %102 = add nsw i64 3227648, %101
-  %103 = mul nsw i64 %conv2.nb511, 24
-  %104 = add nsw i64 %102, %103
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t53_c2_040, ptr %arena41, align 4
-  %t53_c2_142 = load <8 x float>, ptr %conv2.t53_c2_1, align 32
-  %105 = mul nsw i64 %conv2.mb522, 4
-  %106 = add nsw i64 %105, 2
-  %107 = mul nsw i64 %106, 2304
-  %108 = add nsw i64 3227648, %107
-  %109 = mul nsw i64 %conv2.nb511, 24
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, 8
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t53_c2_142, ptr %arena43, align 4
-  %t53_c2_244 = load <8 x float>, ptr %conv2.t53_c2_2, align 32
-  %112 = mul nsw i64 %conv2.mb522, 4
-  %113 = add nsw i64 %112, 2
-  %114 = mul nsw i64 %113, 2304
-  %115 = add nsw i64 3227648, %114
-  %116 = mul nsw i64 %conv2.nb511, 24
-  %117 = add nsw i64 %115, %116
-  %118 = add nsw i64 %117, 16
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t53_c2_244, ptr %arena45, align 4
-  %t53_c3_046 = load <8 x float>, ptr %conv2.t53_c3_0, align 32
-  %119 = mul nsw i64 %conv2.mb522, 4
-  %120 = add nsw i64 %119, 3
-  %121 = mul nsw i64 %120, 2304
-  %122 = add nsw i64 3227648, %121
-  %123 = mul nsw i64 %conv2.nb511, 24
-  %124 = add nsw i64 %122, %123
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t53_c3_046, ptr %arena47, align 4
-  %t53_c3_148 = load <8 x float>, ptr %conv2.t53_c3_1, align 32
-  %125 = mul nsw i64 %conv2.mb522, 4
-  %126 = add nsw i64 %125, 3
-  %127 = mul nsw i64 %126, 2304
-  %128 = add nsw i64 3227648, %127
-  %129 = mul nsw i64 %conv2.nb511, 24
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %130, 8
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t53_c3_148, ptr %arena49, align 4
-  %t53_c3_250 = load <8 x float>, ptr %conv2.t53_c3_2, align 32
-  %132 = mul nsw i64 %conv2.mb522, 4
-  %133 = add nsw i64 %132, 3
-  %134 = mul nsw i64 %133, 2304
-  %135 = add nsw i64 3227648, %134
-  %136 = mul nsw i64 %conv2.nb511, 24
-  %137 = add nsw i64 %135, %136
-  %138 = add nsw i64 %137, 16
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t53_c3_250, ptr %arena51, align 4
-  %mb52.next = add nsw i64 %conv2.mb522, 1
-  %139 = icmp slt i64 %mb52.next, 16
-  br i1 %139, label %conv2.mb52, label %conv2.mb52.end
+conv2.co23.end:                                   ; preds = %conv2.co23
+  %ci22.next = add nsw i64 %conv2.ci221, 1
+  %232 = icmp slt i64 %ci22.next, 32
+  br i1 %232, label %conv2.ci22, label %conv2.ci22.end
+
+conv2.i52:                                        ; preds = %conv2.i52, %conv2.ci22.end
+  %conv2.i5263 = phi i64 [ 0, %conv2.ci22.end ], [ %i52.next, %conv2.i52 ]
+  %233 = add nsw i64 2596864, %conv2.i5263
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
+  store float 0.000000e+00, ptr %arena64, align 4
+  %i52.next = add nsw i64 %conv2.i5263, 1
+  %234 = icmp slt i64 %i52.next, 21632
+  br i1 %234, label %conv2.i52, label %conv2.i52.end
+
+conv2.i52.end:                                    ; preds = %conv2.i52
+  br label %conv2.g53
+
+conv2.g53:                                        ; preds = %conv2.j126.end, %conv2.i52.end
+  %conv2.g5365 = phi i64 [ 0, %conv2.i52.end ], [ %g53.next, %conv2.j126.end ]
+  br label %conv2.j54
+
+conv2.g53.end:                                    ; preds = %conv2.j126.end
+  ret void
+
+conv2.j54:                                        ; preds = %conv2.c55.end, %conv2.g53
+  %conv2.j5466 = phi i64 [ 0, %conv2.g53 ], [ %j54.next, %conv2.c55.end ]
+  br label %conv2.c55
+
+conv2.j54.end:                                    ; preds = %conv2.c55.end
+  br label %conv2.j58
+
+conv2.c55:                                        ; preds = %conv2.iy56.end, %conv2.j54
+  %conv2.c5567 = phi i64 [ 0, %conv2.j54 ], [ %c55.next, %conv2.iy56.end ]
+  br label %conv2.iy56
+
+conv2.c55.end:                                    ; preds = %conv2.iy56.end
+  %j54.next = add nsw i64 %conv2.j5466, 1
+  %235 = icmp slt i64 %j54.next, 1
+  br i1 %235, label %conv2.j54, label %conv2.j54.end
+
+conv2.iy56:                                       ; preds = %conv2.ix57.end, %conv2.c55
+  %conv2.iy5668 = phi i64 [ 0, %conv2.c55 ], [ %iy56.next, %conv2.ix57.end ]
+  br label %conv2.ix57
+
+conv2.iy56.end:                                   ; preds = %conv2.ix57.end
+  %c55.next = add nsw i64 %conv2.c5567, 1
+  %236 = icmp slt i64 %c55.next, 32
+  br i1 %236, label %conv2.c55, label %conv2.c55.end
+
+conv2.ix57:                                       ; preds = %conv2.ix57, %conv2.iy56
+  %conv2.ix5769 = phi i64 [ 0, %conv2.iy56 ], [ %ix57.next, %conv2.ix57 ]
+  %237 = add nsw i64 %conv2.g5365, %conv2.j5466
+  %238 = mul nsw i64 %237, 21632
+  %239 = mul nsw i64 %conv2.c5567, 676
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv2.iy5668, 26
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %242, %conv2.ix5769
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %243
+  %244 = load float, ptr %arena70, align 4
+  %245 = mul nsw i64 %conv2.j5466, 21632
+  %246 = mul nsw i64 %conv2.iy5668, 832
+  %247 = add nsw i64 %245, %246
+  %248 = mul nsw i64 %conv2.ix5769, 32
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, %conv2.c5567
+  %251 = add nsw i64 2596864, %250
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %244, ptr %arena71, align 4
+  %ix57.next = add nsw i64 %conv2.ix5769, 1
+  %252 = icmp slt i64 %ix57.next, 26
+  br i1 %252, label %conv2.ix57, label %conv2.ix57.end
+
+conv2.ix57.end:                                   ; preds = %conv2.ix57
+  %iy56.next = add nsw i64 %conv2.iy5668, 1
+  %253 = icmp slt i64 %iy56.next, 26
+  br i1 %253, label %conv2.iy56, label %conv2.iy56.end
+
+conv2.j58:                                        ; preds = %conv2.ty59.end, %conv2.j54.end
+  %conv2.j5872 = phi i64 [ 0, %conv2.j54.end ], [ %j58.next, %conv2.ty59.end ]
+  br label %conv2.ty59
+
+conv2.j58.end:                                    ; preds = %conv2.ty59.end
+  br label %conv2.xi94
+
+conv2.ty59:                                       ; preds = %conv2.tx60.end, %conv2.j58
+  %conv2.ty5973 = phi i64 [ 0, %conv2.j58 ], [ %ty59.next, %conv2.tx60.end ]
+  br label %conv2.tx60
+
+conv2.ty59.end:                                   ; preds = %conv2.tx60.end
+  %j58.next = add nsw i64 %conv2.j5872, 1
+  %254 = icmp slt i64 %j58.next, 1
+  br i1 %254, label %conv2.j58, label %conv2.j58.end
+
+conv2.tx60:                                       ; preds = %conv2.cv61.end, %conv2.ty59
+  %conv2.tx6074 = phi i64 [ 0, %conv2.ty59 ], [ %tx60.next, %conv2.cv61.end ]
+  br label %conv2.cv61
+
+conv2.tx60.end:                                   ; preds = %conv2.cv61.end
+  %ty59.next = add nsw i64 %conv2.ty5973, 1
+  %255 = icmp slt i64 %ty59.next, 12
+  br i1 %255, label %conv2.ty59, label %conv2.ty59.end
+
+conv2.cv61:                                       ; preds = %conv2.cv61, %conv2.tx60
+  %conv2.cv6175 = phi i64 [ 0, %conv2.tx60 ], [ %cv61.next, %conv2.cv61 ]
+  %256 = mul nsw i64 %conv2.j5872, 21632
+  %257 = mul nsw i64 %conv2.ty5973, 2
+  %258 = mul nsw i64 %257, 832
+  %259 = add nsw i64 %256, %258
+  %260 = mul nsw i64 %conv2.tx6074, 2
+  %261 = mul nsw i64 %260, 32
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %conv2.cv6175, 8
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 2596864, %264
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %265
+  %266 = load <8 x float>, ptr %arena76, align 4
+  %267 = mul nsw i64 %conv2.j5872, 21632
+  %268 = mul nsw i64 %conv2.ty5973, 2
+  %269 = add nsw i64 %268, 2
+  %270 = mul nsw i64 %269, 832
+  %271 = add nsw i64 %267, %270
+  %272 = mul nsw i64 %conv2.tx6074, 2
+  %273 = mul nsw i64 %272, 32
+  %274 = add nsw i64 %271, %273
+  %275 = mul nsw i64 %conv2.cv6175, 8
+  %276 = add nsw i64 %274, %275
+  %277 = add nsw i64 2596864, %276
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %277
+  %278 = load <8 x float>, ptr %arena77, align 4
+  %279 = fsub <8 x float> %266, %278
+  store <8 x float> %279, ptr %conv2.w62, align 32
+  %280 = mul nsw i64 %conv2.j5872, 21632
+  %281 = mul nsw i64 %conv2.ty5973, 2
+  %282 = add nsw i64 %281, 1
+  %283 = mul nsw i64 %282, 832
+  %284 = add nsw i64 %280, %283
+  %285 = mul nsw i64 %conv2.tx6074, 2
+  %286 = mul nsw i64 %285, 32
+  %287 = add nsw i64 %284, %286
+  %288 = mul nsw i64 %conv2.cv6175, 8
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 2596864, %289
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %290
+  %291 = load <8 x float>, ptr %arena78, align 4
+  %292 = mul nsw i64 %conv2.j5872, 21632
+  %293 = mul nsw i64 %conv2.ty5973, 2
+  %294 = add nsw i64 %293, 2
+  %295 = mul nsw i64 %294, 832
+  %296 = add nsw i64 %292, %295
+  %297 = mul nsw i64 %conv2.tx6074, 2
+  %298 = mul nsw i64 %297, 32
+  %299 = add nsw i64 %296, %298
+  %300 = mul nsw i64 %conv2.cv6175, 8
+  %301 = add nsw i64 %299, %300
+  %302 = add nsw i64 2596864, %301
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %302
+  %303 = load <8 x float>, ptr %arena79, align 4
+  %304 = fadd <8 x float> %291, %303
+  store <8 x float> %304, ptr %conv2.w63, align 32
+  %305 = mul nsw i64 %conv2.j5872, 21632
+  %306 = mul nsw i64 %conv2.ty5973, 2
+  %307 = add nsw i64 %306, 2
+  %308 = mul nsw i64 %307, 832
+  %309 = add nsw i64 %305, %308
+  %310 = mul nsw i64 %conv2.tx6074, 2
+  %311 = mul nsw i64 %310, 32
+  %312 = add nsw i64 %309, %311
+  %313 = mul nsw i64 %conv2.cv6175, 8
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 2596864, %314
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load <8 x float>, ptr %arena80, align 4
+  %317 = mul nsw i64 %conv2.j5872, 21632
+  %318 = mul nsw i64 %conv2.ty5973, 2
+  %319 = add nsw i64 %318, 1
+  %320 = mul nsw i64 %319, 832
+  %321 = add nsw i64 %317, %320
+  %322 = mul nsw i64 %conv2.tx6074, 2
+  %323 = mul nsw i64 %322, 32
+  %324 = add nsw i64 %321, %323
+  %325 = mul nsw i64 %conv2.cv6175, 8
+  %326 = add nsw i64 %324, %325
+  %327 = add nsw i64 2596864, %326
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %327
+  %328 = load <8 x float>, ptr %arena81, align 4
+  %329 = fsub <8 x float> %316, %328
+  store <8 x float> %329, ptr %conv2.w64, align 32
+  %330 = mul nsw i64 %conv2.j5872, 21632
+  %331 = mul nsw i64 %conv2.ty5973, 2
+  %332 = add nsw i64 %331, 1
+  %333 = mul nsw i64 %332, 832
+  %334 = add nsw i64 %330, %333
+  %335 = mul nsw i64 %conv2.tx6074, 2
+  %336 = mul nsw i64 %335, 32
+  %337 = add nsw i64 %334, %336
+  %338 = mul nsw i64 %conv2.cv6175, 8
+  %339 = add nsw i64 %337, %338
+  %340 = add nsw i64 2596864, %339
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %340
+  %341 = load <8 x float>, ptr %arena82, align 4
+  %342 = mul nsw i64 %conv2.j5872, 21632
+  %343 = mul nsw i64 %conv2.ty5973, 2
+  %344 = add nsw i64 %343, 3
+  %345 = mul nsw i64 %344, 832
+  %346 = add nsw i64 %342, %345
+  %347 = mul nsw i64 %conv2.tx6074, 2
+  %348 = mul nsw i64 %347, 32
+  %349 = add nsw i64 %346, %348
+  %350 = mul nsw i64 %conv2.cv6175, 8
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 2596864, %351
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %352
+  %353 = load <8 x float>, ptr %arena83, align 4
+  %354 = fsub <8 x float> %341, %353
+  store <8 x float> %354, ptr %conv2.w65, align 32
+  %355 = mul nsw i64 %conv2.j5872, 21632
+  %356 = mul nsw i64 %conv2.ty5973, 2
+  %357 = mul nsw i64 %356, 832
+  %358 = add nsw i64 %355, %357
+  %359 = mul nsw i64 %conv2.tx6074, 2
+  %360 = add nsw i64 %359, 1
+  %361 = mul nsw i64 %360, 32
+  %362 = add nsw i64 %358, %361
+  %363 = mul nsw i64 %conv2.cv6175, 8
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 2596864, %364
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load <8 x float>, ptr %arena84, align 4
+  %367 = mul nsw i64 %conv2.j5872, 21632
+  %368 = mul nsw i64 %conv2.ty5973, 2
+  %369 = add nsw i64 %368, 2
+  %370 = mul nsw i64 %369, 832
+  %371 = add nsw i64 %367, %370
+  %372 = mul nsw i64 %conv2.tx6074, 2
+  %373 = add nsw i64 %372, 1
+  %374 = mul nsw i64 %373, 32
+  %375 = add nsw i64 %371, %374
+  %376 = mul nsw i64 %conv2.cv6175, 8
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 2596864, %377
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load <8 x float>, ptr %arena85, align 4
+  %380 = fsub <8 x float> %366, %379
+  store <8 x float> %380, ptr %conv2.w66, align 32
+  %381 = mul nsw i64 %conv2.j5872, 21632
+  %382 = mul nsw i64 %conv2.ty5973, 2
+  %383 = add nsw i64 %382, 1
+  %384 = mul nsw i64 %383, 832
+  %385 = add nsw i64 %381, %384
+  %386 = mul nsw i64 %conv2.tx6074, 2
+  %387 = add nsw i64 %386, 1
+  %388 = mul nsw i64 %387, 32
+  %389 = add nsw i64 %385, %388
+  %390 = mul nsw i64 %conv2.cv6175, 8
+  %391 = add nsw i64 %389, %390
+  %392 = add nsw i64 2596864, %391
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %392
+  %393 = load <8 x float>, ptr %arena86, align 4
+  %394 = mul nsw i64 %conv2.j5872, 21632
+  %395 = mul nsw i64 %conv2.ty5973, 2
+  %396 = add nsw i64 %395, 2
+  %397 = mul nsw i64 %396, 832
+  %398 = add nsw i64 %394, %397
+  %399 = mul nsw i64 %conv2.tx6074, 2
+  %400 = add nsw i64 %399, 1
+  %401 = mul nsw i64 %400, 32
+  %402 = add nsw i64 %398, %401
+  %403 = mul nsw i64 %conv2.cv6175, 8
+  %404 = add nsw i64 %402, %403
+  %405 = add nsw i64 2596864, %404
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %405
+  %406 = load <8 x float>, ptr %arena87, align 4
+  %407 = fadd <8 x float> %393, %406
+  store <8 x float> %407, ptr %conv2.w67, align 32
+  %408 = mul nsw i64 %conv2.j5872, 21632
+  %409 = mul nsw i64 %conv2.ty5973, 2
+  %410 = add nsw i64 %409, 2
+  %411 = mul nsw i64 %410, 832
+  %412 = add nsw i64 %408, %411
+  %413 = mul nsw i64 %conv2.tx6074, 2
+  %414 = add nsw i64 %413, 1
+  %415 = mul nsw i64 %414, 32
+  %416 = add nsw i64 %412, %415
+  %417 = mul nsw i64 %conv2.cv6175, 8
+  %418 = add nsw i64 %416, %417
+  %419 = add nsw i64 2596864, %418
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %419
+  %420 = load <8 x float>, ptr %arena88, align 4
+  %421 = mul nsw i64 %conv2.j5872, 21632
+  %422 = mul nsw i64 %conv2.ty5973, 2
+  %423 = add nsw i64 %422, 1
+  %424 = mul nsw i64 %423, 832
+  %425 = add nsw i64 %421, %424
+  %426 = mul nsw i64 %conv2.tx6074, 2
+  %427 = add nsw i64 %426, 1
+  %428 = mul nsw i64 %427, 32
+  %429 = add nsw i64 %425, %428
+  %430 = mul nsw i64 %conv2.cv6175, 8
+  %431 = add nsw i64 %429, %430
+  %432 = add nsw i64 2596864, %431
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load <8 x float>, ptr %arena89, align 4
+  %434 = fsub <8 x float> %420, %433
+  store <8 x float> %434, ptr %conv2.w68, align 32
+  %435 = mul nsw i64 %conv2.j5872, 21632
+  %436 = mul nsw i64 %conv2.ty5973, 2
+  %437 = add nsw i64 %436, 1
+  %438 = mul nsw i64 %437, 832
+  %439 = add nsw i64 %435, %438
+  %440 = mul nsw i64 %conv2.tx6074, 2
+  %441 = add nsw i64 %440, 1
+  %442 = mul nsw i64 %441, 32
+  %443 = add nsw i64 %439, %442
+  %444 = mul nsw i64 %conv2.cv6175, 8
+  %445 = add nsw i64 %443, %444
+  %446 = add nsw i64 2596864, %445
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %446
+  %447 = load <8 x float>, ptr %arena90, align 4
+  %448 = mul nsw i64 %conv2.j5872, 21632
+  %449 = mul nsw i64 %conv2.ty5973, 2
+  %450 = add nsw i64 %449, 3
+  %451 = mul nsw i64 %450, 832
+  %452 = add nsw i64 %448, %451
+  %453 = mul nsw i64 %conv2.tx6074, 2
+  %454 = add nsw i64 %453, 1
+  %455 = mul nsw i64 %454, 32
+  %456 = add nsw i64 %452, %455
+  %457 = mul nsw i64 %conv2.cv6175, 8
+  %458 = add nsw i64 %456, %457
+  %459 = add nsw i64 2596864, %458
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load <8 x float>, ptr %arena91, align 4
+  %461 = fsub <8 x float> %447, %460
+  store <8 x float> %461, ptr %conv2.w69, align 32
+  %462 = mul nsw i64 %conv2.j5872, 21632
+  %463 = mul nsw i64 %conv2.ty5973, 2
+  %464 = mul nsw i64 %463, 832
+  %465 = add nsw i64 %462, %464
+  %466 = mul nsw i64 %conv2.tx6074, 2
+  %467 = add nsw i64 %466, 2
+  %468 = mul nsw i64 %467, 32
+  %469 = add nsw i64 %465, %468
+  %470 = mul nsw i64 %conv2.cv6175, 8
+  %471 = add nsw i64 %469, %470
+  %472 = add nsw i64 2596864, %471
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load <8 x float>, ptr %arena92, align 4
+  %474 = mul nsw i64 %conv2.j5872, 21632
+  %475 = mul nsw i64 %conv2.ty5973, 2
+  %476 = add nsw i64 %475, 2
+  %477 = mul nsw i64 %476, 832
+  %478 = add nsw i64 %474, %477
+  %479 = mul nsw i64 %conv2.tx6074, 2
+  %480 = add nsw i64 %479, 2
+  %481 = mul nsw i64 %480, 32
+  %482 = add nsw i64 %478, %481
+  %483 = mul nsw i64 %conv2.cv6175, 8
+  %484 = add nsw i64 %482, %483
+  %485 = add nsw i64 2596864, %484
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %485
+  %486 = load <8 x float>, ptr %arena93, align 4
+  %487 = fsub <8 x float> %473, %486
+  store <8 x float> %487, ptr %conv2.w70, align 32
+  %488 = mul nsw i64 %conv2.j5872, 21632
+  %489 = mul nsw i64 %conv2.ty5973, 2
+  %490 = add nsw i64 %489, 1
+  %491 = mul nsw i64 %490, 832
+  %492 = add nsw i64 %488, %491
+  %493 = mul nsw i64 %conv2.tx6074, 2
+  %494 = add nsw i64 %493, 2
+  %495 = mul nsw i64 %494, 32
+  %496 = add nsw i64 %492, %495
+  %497 = mul nsw i64 %conv2.cv6175, 8
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 2596864, %498
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %499
+  %500 = load <8 x float>, ptr %arena94, align 4
+  %501 = mul nsw i64 %conv2.j5872, 21632
+  %502 = mul nsw i64 %conv2.ty5973, 2
+  %503 = add nsw i64 %502, 2
+  %504 = mul nsw i64 %503, 832
+  %505 = add nsw i64 %501, %504
+  %506 = mul nsw i64 %conv2.tx6074, 2
+  %507 = add nsw i64 %506, 2
+  %508 = mul nsw i64 %507, 32
+  %509 = add nsw i64 %505, %508
+  %510 = mul nsw i64 %conv2.cv6175, 8
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 2596864, %511
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load <8 x float>, ptr %arena95, align 4
+  %514 = fadd <8 x float> %500, %513
+  store <8 x float> %514, ptr %conv2.w71, align 32
+  %515 = mul nsw i64 %conv2.j5872, 21632
+  %516 = mul nsw i64 %conv2.ty5973, 2
+  %517 = add nsw i64 %516, 2
+  %518 = mul nsw i64 %517, 832
+  %519 = add nsw i64 %515, %518
+  %520 = mul nsw i64 %conv2.tx6074, 2
+  %521 = add nsw i64 %520, 2
+  %522 = mul nsw i64 %521, 32
+  %523 = add nsw i64 %519, %522
+  %524 = mul nsw i64 %conv2.cv6175, 8
+  %525 = add nsw i64 %523, %524
+  %526 = add nsw i64 2596864, %525
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load <8 x float>, ptr %arena96, align 4
+  %528 = mul nsw i64 %conv2.j5872, 21632
+  %529 = mul nsw i64 %conv2.ty5973, 2
+  %530 = add nsw i64 %529, 1
+  %531 = mul nsw i64 %530, 832
+  %532 = add nsw i64 %528, %531
+  %533 = mul nsw i64 %conv2.tx6074, 2
+  %534 = add nsw i64 %533, 2
+  %535 = mul nsw i64 %534, 32
+  %536 = add nsw i64 %532, %535
+  %537 = mul nsw i64 %conv2.cv6175, 8
+  %538 = add nsw i64 %536, %537
+  %539 = add nsw i64 2596864, %538
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %539
+  %540 = load <8 x float>, ptr %arena97, align 4
+  %541 = fsub <8 x float> %527, %540
+  store <8 x float> %541, ptr %conv2.w72, align 32
+  %542 = mul nsw i64 %conv2.j5872, 21632
+  %543 = mul nsw i64 %conv2.ty5973, 2
+  %544 = add nsw i64 %543, 1
+  %545 = mul nsw i64 %544, 832
+  %546 = add nsw i64 %542, %545
+  %547 = mul nsw i64 %conv2.tx6074, 2
+  %548 = add nsw i64 %547, 2
+  %549 = mul nsw i64 %548, 32
+  %550 = add nsw i64 %546, %549
+  %551 = mul nsw i64 %conv2.cv6175, 8
+  %552 = add nsw i64 %550, %551
+  %553 = add nsw i64 2596864, %552
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %553
+  %554 = load <8 x float>, ptr %arena98, align 4
+  %555 = mul nsw i64 %conv2.j5872, 21632
+  %556 = mul nsw i64 %conv2.ty5973, 2
+  %557 = add nsw i64 %556, 3
+  %558 = mul nsw i64 %557, 832
+  %559 = add nsw i64 %555, %558
+  %560 = mul nsw i64 %conv2.tx6074, 2
+  %561 = add nsw i64 %560, 2
+  %562 = mul nsw i64 %561, 32
+  %563 = add nsw i64 %559, %562
+  %564 = mul nsw i64 %conv2.cv6175, 8
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 2596864, %565
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %566
+  %567 = load <8 x float>, ptr %arena99, align 4
+  %568 = fsub <8 x float> %554, %567
+  store <8 x float> %568, ptr %conv2.w73, align 32
+  %569 = mul nsw i64 %conv2.j5872, 21632
+  %570 = mul nsw i64 %conv2.ty5973, 2
+  %571 = mul nsw i64 %570, 832
+  %572 = add nsw i64 %569, %571
+  %573 = mul nsw i64 %conv2.tx6074, 2
+  %574 = add nsw i64 %573, 3
+  %575 = mul nsw i64 %574, 32
+  %576 = add nsw i64 %572, %575
+  %577 = mul nsw i64 %conv2.cv6175, 8
+  %578 = add nsw i64 %576, %577
+  %579 = add nsw i64 2596864, %578
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %579
+  %580 = load <8 x float>, ptr %arena100, align 4
+  %581 = mul nsw i64 %conv2.j5872, 21632
+  %582 = mul nsw i64 %conv2.ty5973, 2
+  %583 = add nsw i64 %582, 2
+  %584 = mul nsw i64 %583, 832
+  %585 = add nsw i64 %581, %584
+  %586 = mul nsw i64 %conv2.tx6074, 2
+  %587 = add nsw i64 %586, 3
+  %588 = mul nsw i64 %587, 32
+  %589 = add nsw i64 %585, %588
+  %590 = mul nsw i64 %conv2.cv6175, 8
+  %591 = add nsw i64 %589, %590
+  %592 = add nsw i64 2596864, %591
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load <8 x float>, ptr %arena101, align 4
+  %594 = fsub <8 x float> %580, %593
+  store <8 x float> %594, ptr %conv2.w74, align 32
+  %595 = mul nsw i64 %conv2.j5872, 21632
+  %596 = mul nsw i64 %conv2.ty5973, 2
+  %597 = add nsw i64 %596, 1
+  %598 = mul nsw i64 %597, 832
+  %599 = add nsw i64 %595, %598
+  %600 = mul nsw i64 %conv2.tx6074, 2
+  %601 = add nsw i64 %600, 3
+  %602 = mul nsw i64 %601, 32
+  %603 = add nsw i64 %599, %602
+  %604 = mul nsw i64 %conv2.cv6175, 8
+  %605 = add nsw i64 %603, %604
+  %606 = add nsw i64 2596864, %605
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %606
+  %607 = load <8 x float>, ptr %arena102, align 4
+  %608 = mul nsw i64 %conv2.j5872, 21632
+  %609 = mul nsw i64 %conv2.ty5973, 2
+  %610 = add nsw i64 %609, 2
+  %611 = mul nsw i64 %610, 832
+  %612 = add nsw i64 %608, %611
+  %613 = mul nsw i64 %conv2.tx6074, 2
+  %614 = add nsw i64 %613, 3
+  %615 = mul nsw i64 %614, 32
+  %616 = add nsw i64 %612, %615
+  %617 = mul nsw i64 %conv2.cv6175, 8
+  %618 = add nsw i64 %616, %617
+  %619 = add nsw i64 2596864, %618
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %619
+  %620 = load <8 x float>, ptr %arena103, align 4
+  %621 = fadd <8 x float> %607, %620
+  store <8 x float> %621, ptr %conv2.w75, align 32
+  %622 = mul nsw i64 %conv2.j5872, 21632
+  %623 = mul nsw i64 %conv2.ty5973, 2
+  %624 = add nsw i64 %623, 2
+  %625 = mul nsw i64 %624, 832
+  %626 = add nsw i64 %622, %625
+  %627 = mul nsw i64 %conv2.tx6074, 2
+  %628 = add nsw i64 %627, 3
+  %629 = mul nsw i64 %628, 32
+  %630 = add nsw i64 %626, %629
+  %631 = mul nsw i64 %conv2.cv6175, 8
+  %632 = add nsw i64 %630, %631
+  %633 = add nsw i64 2596864, %632
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %633
+  %634 = load <8 x float>, ptr %arena104, align 4
+  %635 = mul nsw i64 %conv2.j5872, 21632
+  %636 = mul nsw i64 %conv2.ty5973, 2
+  %637 = add nsw i64 %636, 1
+  %638 = mul nsw i64 %637, 832
+  %639 = add nsw i64 %635, %638
+  %640 = mul nsw i64 %conv2.tx6074, 2
+  %641 = add nsw i64 %640, 3
+  %642 = mul nsw i64 %641, 32
+  %643 = add nsw i64 %639, %642
+  %644 = mul nsw i64 %conv2.cv6175, 8
+  %645 = add nsw i64 %643, %644
+  %646 = add nsw i64 2596864, %645
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %646
+  %647 = load <8 x float>, ptr %arena105, align 4
+  %648 = fsub <8 x float> %634, %647
+  store <8 x float> %648, ptr %conv2.w76, align 32
+  %649 = mul nsw i64 %conv2.j5872, 21632
+  %650 = mul nsw i64 %conv2.ty5973, 2
+  %651 = add nsw i64 %650, 1
+  %652 = mul nsw i64 %651, 832
+  %653 = add nsw i64 %649, %652
+  %654 = mul nsw i64 %conv2.tx6074, 2
+  %655 = add nsw i64 %654, 3
+  %656 = mul nsw i64 %655, 32
+  %657 = add nsw i64 %653, %656
+  %658 = mul nsw i64 %conv2.cv6175, 8
+  %659 = add nsw i64 %657, %658
+  %660 = add nsw i64 2596864, %659
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %660
+  %661 = load <8 x float>, ptr %arena106, align 4
+  %662 = mul nsw i64 %conv2.j5872, 21632
+  %663 = mul nsw i64 %conv2.ty5973, 2
+  %664 = add nsw i64 %663, 3
+  %665 = mul nsw i64 %664, 832
+  %666 = add nsw i64 %662, %665
+  %667 = mul nsw i64 %conv2.tx6074, 2
+  %668 = add nsw i64 %667, 3
+  %669 = mul nsw i64 %668, 32
+  %670 = add nsw i64 %666, %669
+  %671 = mul nsw i64 %conv2.cv6175, 8
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 2596864, %672
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %673
+  %674 = load <8 x float>, ptr %arena107, align 4
+  %675 = fsub <8 x float> %661, %674
+  store <8 x float> %675, ptr %conv2.w77, align 32
+  %w62 = load <8 x float>, ptr %conv2.w62, align 32
+  %w70 = load <8 x float>, ptr %conv2.w70, align 32
+  %676 = fsub <8 x float> %w62, %w70
+  store <8 x float> %676, ptr %conv2.w78, align 32
+  %w66 = load <8 x float>, ptr %conv2.w66, align 32
+  %w70108 = load <8 x float>, ptr %conv2.w70, align 32
+  %677 = fadd <8 x float> %w66, %w70108
+  store <8 x float> %677, ptr %conv2.w79, align 32
+  %w70109 = load <8 x float>, ptr %conv2.w70, align 32
+  %w66110 = load <8 x float>, ptr %conv2.w66, align 32
+  %678 = fsub <8 x float> %w70109, %w66110
+  store <8 x float> %678, ptr %conv2.w80, align 32
+  %w66111 = load <8 x float>, ptr %conv2.w66, align 32
+  %w74 = load <8 x float>, ptr %conv2.w74, align 32
+  %679 = fsub <8 x float> %w66111, %w74
+  store <8 x float> %679, ptr %conv2.w81, align 32
+  %w63 = load <8 x float>, ptr %conv2.w63, align 32
+  %w71 = load <8 x float>, ptr %conv2.w71, align 32
+  %680 = fsub <8 x float> %w63, %w71
+  store <8 x float> %680, ptr %conv2.w82, align 32
+  %w67 = load <8 x float>, ptr %conv2.w67, align 32
+  %w71112 = load <8 x float>, ptr %conv2.w71, align 32
+  %681 = fadd <8 x float> %w67, %w71112
+  store <8 x float> %681, ptr %conv2.w83, align 32
+  %w71113 = load <8 x float>, ptr %conv2.w71, align 32
+  %w67114 = load <8 x float>, ptr %conv2.w67, align 32
+  %682 = fsub <8 x float> %w71113, %w67114
+  store <8 x float> %682, ptr %conv2.w84, align 32
+  %w67115 = load <8 x float>, ptr %conv2.w67, align 32
+  %w75 = load <8 x float>, ptr %conv2.w75, align 32
+  %683 = fsub <8 x float> %w67115, %w75
+  store <8 x float> %683, ptr %conv2.w85, align 32
+  %w64 = load <8 x float>, ptr %conv2.w64, align 32
+  %w72 = load <8 x float>, ptr %conv2.w72, align 32
+  %684 = fsub <8 x float> %w64, %w72
+  store <8 x float> %684, ptr %conv2.w86, align 32
+  %w68 = load <8 x float>, ptr %conv2.w68, align 32
+  %w72116 = load <8 x float>, ptr %conv2.w72, align 32
+  %685 = fadd <8 x float> %w68, %w72116
+  store <8 x float> %685, ptr %conv2.w87, align 32
+  %w72117 = load <8 x float>, ptr %conv2.w72, align 32
+  %w68118 = load <8 x float>, ptr %conv2.w68, align 32
+  %686 = fsub <8 x float> %w72117, %w68118
+  store <8 x float> %686, ptr %conv2.w88, align 32
+  %w68119 = load <8 x float>, ptr %conv2.w68, align 32
+  %w76 = load <8 x float>, ptr %conv2.w76, align 32
+  %687 = fsub <8 x float> %w68119, %w76
+  store <8 x float> %687, ptr %conv2.w89, align 32
+  %w65 = load <8 x float>, ptr %conv2.w65, align 32
+  %w73 = load <8 x float>, ptr %conv2.w73, align 32
+  %688 = fsub <8 x float> %w65, %w73
+  store <8 x float> %688, ptr %conv2.w90, align 32
+  %w69 = load <8 x float>, ptr %conv2.w69, align 32
+  %w73120 = load <8 x float>, ptr %conv2.w73, align 32
+  %689 = fadd <8 x float> %w69, %w73120
+  store <8 x float> %689, ptr %conv2.w91, align 32
+  %w73121 = load <8 x float>, ptr %conv2.w73, align 32
+  %w69122 = load <8 x float>, ptr %conv2.w69, align 32
+  %690 = fsub <8 x float> %w73121, %w69122
+  store <8 x float> %690, ptr %conv2.w92, align 32
+  %w69123 = load <8 x float>, ptr %conv2.w69, align 32
+  %w77 = load <8 x float>, ptr %conv2.w77, align 32
+  %691 = fsub <8 x float> %w69123, %w77
+  store <8 x float> %691, ptr %conv2.w93, align 32
+  %w78 = load <8 x float>, ptr %conv2.w78, align 32
+  %692 = mul nsw i64 %conv2.j5872, 144
+  %693 = mul nsw i64 %conv2.ty5973, 12
+  %694 = add nsw i64 %692, %693
+  %695 = add nsw i64 %694, %conv2.tx6074
+  %696 = mul nsw i64 %695, 32
+  %697 = add nsw i64 2618496, %696
+  %698 = mul nsw i64 %conv2.cv6175, 8
+  %699 = add nsw i64 %697, %698
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %699
+  store <8 x float> %w78, ptr %arena124, align 4
+  %w79 = load <8 x float>, ptr %conv2.w79, align 32
+  %700 = mul nsw i64 %conv2.j5872, 144
+  %701 = mul nsw i64 %conv2.ty5973, 12
+  %702 = add nsw i64 %700, %701
+  %703 = add nsw i64 %702, %conv2.tx6074
+  %704 = mul nsw i64 %703, 32
+  %705 = add nsw i64 2623104, %704
+  %706 = mul nsw i64 %conv2.cv6175, 8
+  %707 = add nsw i64 %705, %706
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %707
+  store <8 x float> %w79, ptr %arena125, align 4
+  %w80 = load <8 x float>, ptr %conv2.w80, align 32
+  %708 = mul nsw i64 %conv2.j5872, 144
+  %709 = mul nsw i64 %conv2.ty5973, 12
+  %710 = add nsw i64 %708, %709
+  %711 = add nsw i64 %710, %conv2.tx6074
+  %712 = mul nsw i64 %711, 32
+  %713 = add nsw i64 2627712, %712
+  %714 = mul nsw i64 %conv2.cv6175, 8
+  %715 = add nsw i64 %713, %714
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %715
+  store <8 x float> %w80, ptr %arena126, align 4
+  %w81 = load <8 x float>, ptr %conv2.w81, align 32
+  %716 = mul nsw i64 %conv2.j5872, 144
+  %717 = mul nsw i64 %conv2.ty5973, 12
+  %718 = add nsw i64 %716, %717
+  %719 = add nsw i64 %718, %conv2.tx6074
+  %720 = mul nsw i64 %719, 32
+  %721 = add nsw i64 2632320, %720
+  %722 = mul nsw i64 %conv2.cv6175, 8
+  %723 = add nsw i64 %721, %722
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %723
+  store <8 x float> %w81, ptr %arena127, align 4
+  %w82 = load <8 x float>, ptr %conv2.w82, align 32
+  %724 = mul nsw i64 %conv2.j5872, 144
+  %725 = mul nsw i64 %conv2.ty5973, 12
+  %726 = add nsw i64 %724, %725
+  %727 = add nsw i64 %726, %conv2.tx6074
+  %728 = mul nsw i64 %727, 32
+  %729 = add nsw i64 2636928, %728
+  %730 = mul nsw i64 %conv2.cv6175, 8
+  %731 = add nsw i64 %729, %730
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %731
+  store <8 x float> %w82, ptr %arena128, align 4
+  %w83 = load <8 x float>, ptr %conv2.w83, align 32
+  %732 = mul nsw i64 %conv2.j5872, 144
+  %733 = mul nsw i64 %conv2.ty5973, 12
+  %734 = add nsw i64 %732, %733
+  %735 = add nsw i64 %734, %conv2.tx6074
+  %736 = mul nsw i64 %735, 32
+  %737 = add nsw i64 2641536, %736
+  %738 = mul nsw i64 %conv2.cv6175, 8
+  %739 = add nsw i64 %737, %738
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %739
+  store <8 x float> %w83, ptr %arena129, align 4
+  %w84 = load <8 x float>, ptr %conv2.w84, align 32
+  %740 = mul nsw i64 %conv2.j5872, 144
+  %741 = mul nsw i64 %conv2.ty5973, 12
+  %742 = add nsw i64 %740, %741
+  %743 = add nsw i64 %742, %conv2.tx6074
+  %744 = mul nsw i64 %743, 32
+  %745 = add nsw i64 2646144, %744
+  %746 = mul nsw i64 %conv2.cv6175, 8
+  %747 = add nsw i64 %745, %746
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %747
+  store <8 x float> %w84, ptr %arena130, align 4
+  %w85 = load <8 x float>, ptr %conv2.w85, align 32
+  %748 = mul nsw i64 %conv2.j5872, 144
+  %749 = mul nsw i64 %conv2.ty5973, 12
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %750, %conv2.tx6074
+  %752 = mul nsw i64 %751, 32
+  %753 = add nsw i64 2650752, %752
+  %754 = mul nsw i64 %conv2.cv6175, 8
+  %755 = add nsw i64 %753, %754
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %755
+  store <8 x float> %w85, ptr %arena131, align 4
+  %w86 = load <8 x float>, ptr %conv2.w86, align 32
+  %756 = mul nsw i64 %conv2.j5872, 144
+  %757 = mul nsw i64 %conv2.ty5973, 12
+  %758 = add nsw i64 %756, %757
+  %759 = add nsw i64 %758, %conv2.tx6074
+  %760 = mul nsw i64 %759, 32
+  %761 = add nsw i64 2655360, %760
+  %762 = mul nsw i64 %conv2.cv6175, 8
+  %763 = add nsw i64 %761, %762
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %763
+  store <8 x float> %w86, ptr %arena132, align 4
+  %w87 = load <8 x float>, ptr %conv2.w87, align 32
+  %764 = mul nsw i64 %conv2.j5872, 144
+  %765 = mul nsw i64 %conv2.ty5973, 12
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %766, %conv2.tx6074
+  %768 = mul nsw i64 %767, 32
+  %769 = add nsw i64 2659968, %768
+  %770 = mul nsw i64 %conv2.cv6175, 8
+  %771 = add nsw i64 %769, %770
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %771
+  store <8 x float> %w87, ptr %arena133, align 4
+  %w88 = load <8 x float>, ptr %conv2.w88, align 32
+  %772 = mul nsw i64 %conv2.j5872, 144
+  %773 = mul nsw i64 %conv2.ty5973, 12
+  %774 = add nsw i64 %772, %773
+  %775 = add nsw i64 %774, %conv2.tx6074
+  %776 = mul nsw i64 %775, 32
+  %777 = add nsw i64 2664576, %776
+  %778 = mul nsw i64 %conv2.cv6175, 8
+  %779 = add nsw i64 %777, %778
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %779
+  store <8 x float> %w88, ptr %arena134, align 4
+  %w89 = load <8 x float>, ptr %conv2.w89, align 32
+  %780 = mul nsw i64 %conv2.j5872, 144
+  %781 = mul nsw i64 %conv2.ty5973, 12
+  %782 = add nsw i64 %780, %781
+  %783 = add nsw i64 %782, %conv2.tx6074
+  %784 = mul nsw i64 %783, 32
+  %785 = add nsw i64 2669184, %784
+  %786 = mul nsw i64 %conv2.cv6175, 8
+  %787 = add nsw i64 %785, %786
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %787
+  store <8 x float> %w89, ptr %arena135, align 4
+  %w90 = load <8 x float>, ptr %conv2.w90, align 32
+  %788 = mul nsw i64 %conv2.j5872, 144
+  %789 = mul nsw i64 %conv2.ty5973, 12
+  %790 = add nsw i64 %788, %789
+  %791 = add nsw i64 %790, %conv2.tx6074
+  %792 = mul nsw i64 %791, 32
+  %793 = add nsw i64 2673792, %792
+  %794 = mul nsw i64 %conv2.cv6175, 8
+  %795 = add nsw i64 %793, %794
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %795
+  store <8 x float> %w90, ptr %arena136, align 4
+  %w91 = load <8 x float>, ptr %conv2.w91, align 32
+  %796 = mul nsw i64 %conv2.j5872, 144
+  %797 = mul nsw i64 %conv2.ty5973, 12
+  %798 = add nsw i64 %796, %797
+  %799 = add nsw i64 %798, %conv2.tx6074
+  %800 = mul nsw i64 %799, 32
+  %801 = add nsw i64 2678400, %800
+  %802 = mul nsw i64 %conv2.cv6175, 8
+  %803 = add nsw i64 %801, %802
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %803
+  store <8 x float> %w91, ptr %arena137, align 4
+  %w92 = load <8 x float>, ptr %conv2.w92, align 32
+  %804 = mul nsw i64 %conv2.j5872, 144
+  %805 = mul nsw i64 %conv2.ty5973, 12
+  %806 = add nsw i64 %804, %805
+  %807 = add nsw i64 %806, %conv2.tx6074
+  %808 = mul nsw i64 %807, 32
+  %809 = add nsw i64 2683008, %808
+  %810 = mul nsw i64 %conv2.cv6175, 8
+  %811 = add nsw i64 %809, %810
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %811
+  store <8 x float> %w92, ptr %arena138, align 4
+  %w93 = load <8 x float>, ptr %conv2.w93, align 32
+  %812 = mul nsw i64 %conv2.j5872, 144
+  %813 = mul nsw i64 %conv2.ty5973, 12
+  %814 = add nsw i64 %812, %813
+  %815 = add nsw i64 %814, %conv2.tx6074
+  %816 = mul nsw i64 %815, 32
+  %817 = add nsw i64 2687616, %816
+  %818 = mul nsw i64 %conv2.cv6175, 8
+  %819 = add nsw i64 %817, %818
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %819
+  store <8 x float> %w93, ptr %arena139, align 4
+  %cv61.next = add nsw i64 %conv2.cv6175, 1
+  %820 = icmp slt i64 %cv61.next, 4
+  br i1 %820, label %conv2.cv61, label %conv2.cv61.end
+
+conv2.cv61.end:                                   ; preds = %conv2.cv61
+  %tx60.next = add nsw i64 %conv2.tx6074, 1
+  %821 = icmp slt i64 %tx60.next, 12
+  br i1 %821, label %conv2.tx60, label %conv2.tx60.end
+
+conv2.xi94:                                       ; preds = %conv2.xi94, %conv2.j58.end
+  %conv2.xi94140 = phi i64 [ 0, %conv2.j58.end ], [ %xi94.next, %conv2.xi94 ]
+  %822 = mul nsw i64 %conv2.xi94140, 4608
+  %823 = add nsw i64 2618496, %822
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %823
+  %824 = mul nsw i64 %conv2.xi94140, 2048
+  %825 = add nsw i64 2564096, %824
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %825
+  %826 = mul nsw i64 %conv2.xi94140, 9216
+  %827 = add nsw i64 2692224, %826
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %827
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 144, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
+  %xi94.next = add nsw i64 %conv2.xi94140, 1
+  %828 = icmp slt i64 %xi94.next, 16
+  br i1 %828, label %conv2.xi94, label %conv2.xi94.end
+
+conv2.xi94.end:                                   ; preds = %conv2.xi94
+  br label %conv2.j95
+
+conv2.j95:                                        ; preds = %conv2.ty96.end, %conv2.xi94.end
+  %conv2.j95144 = phi i64 [ 0, %conv2.xi94.end ], [ %j95.next, %conv2.ty96.end ]
+  br label %conv2.ty96
+
+conv2.j95.end:                                    ; preds = %conv2.ty96.end
+  br label %conv2.j123
+
+conv2.ty96:                                       ; preds = %conv2.tx97.end, %conv2.j95
+  %conv2.ty96145 = phi i64 [ 0, %conv2.j95 ], [ %ty96.next, %conv2.tx97.end ]
+  br label %conv2.tx97
+
+conv2.ty96.end:                                   ; preds = %conv2.tx97.end
+  %j95.next = add nsw i64 %conv2.j95144, 1
+  %829 = icmp slt i64 %j95.next, 1
+  br i1 %829, label %conv2.j95, label %conv2.j95.end
+
+conv2.tx97:                                       ; preds = %conv2.cv98.end, %conv2.ty96
+  %conv2.tx97146 = phi i64 [ 0, %conv2.ty96 ], [ %tx97.next, %conv2.cv98.end ]
+  br label %conv2.cv98
+
+conv2.tx97.end:                                   ; preds = %conv2.cv98.end
+  %ty96.next = add nsw i64 %conv2.ty96145, 1
+  %830 = icmp slt i64 %ty96.next, 12
+  br i1 %830, label %conv2.ty96, label %conv2.ty96.end
+
+conv2.cv98:                                       ; preds = %conv2.cv98, %conv2.tx97
+  %conv2.cv98147 = phi i64 [ 0, %conv2.tx97 ], [ %cv98.next, %conv2.cv98 ]
+  %831 = mul nsw i64 %conv2.j95144, 144
+  %832 = mul nsw i64 %conv2.ty96145, 12
+  %833 = add nsw i64 %831, %832
+  %834 = add nsw i64 %833, %conv2.tx97146
+  %835 = mul nsw i64 %834, 64
+  %836 = add nsw i64 2692224, %835
+  %837 = mul nsw i64 %conv2.cv98147, 8
+  %838 = add nsw i64 %836, %837
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %838
+  %839 = load <8 x float>, ptr %arena148, align 4
+  %840 = mul nsw i64 %conv2.j95144, 144
+  %841 = mul nsw i64 %conv2.ty96145, 12
+  %842 = add nsw i64 %840, %841
+  %843 = add nsw i64 %842, %conv2.tx97146
+  %844 = mul nsw i64 %843, 64
+  %845 = add nsw i64 2729088, %844
+  %846 = mul nsw i64 %conv2.cv98147, 8
+  %847 = add nsw i64 %845, %846
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %847
+  %848 = load <8 x float>, ptr %arena149, align 4
+  %849 = fadd <8 x float> %839, %848
+  %850 = mul nsw i64 %conv2.j95144, 144
+  %851 = mul nsw i64 %conv2.ty96145, 12
+  %852 = add nsw i64 %850, %851
+  %853 = add nsw i64 %852, %conv2.tx97146
+  %854 = mul nsw i64 %853, 64
+  %855 = add nsw i64 2765952, %854
+  %856 = mul nsw i64 %conv2.cv98147, 8
+  %857 = add nsw i64 %855, %856
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %857
+  %858 = load <8 x float>, ptr %arena150, align 4
+  %859 = fadd <8 x float> %849, %858
+  store <8 x float> %859, ptr %conv2.w99, align 32
+  %860 = mul nsw i64 %conv2.j95144, 144
+  %861 = mul nsw i64 %conv2.ty96145, 12
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, %conv2.tx97146
+  %864 = mul nsw i64 %863, 64
+  %865 = add nsw i64 2729088, %864
+  %866 = mul nsw i64 %conv2.cv98147, 8
+  %867 = add nsw i64 %865, %866
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %867
+  %868 = load <8 x float>, ptr %arena151, align 4
+  %869 = mul nsw i64 %conv2.j95144, 144
+  %870 = mul nsw i64 %conv2.ty96145, 12
+  %871 = add nsw i64 %869, %870
+  %872 = add nsw i64 %871, %conv2.tx97146
+  %873 = mul nsw i64 %872, 64
+  %874 = add nsw i64 2765952, %873
+  %875 = mul nsw i64 %conv2.cv98147, 8
+  %876 = add nsw i64 %874, %875
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %876
+  %877 = load <8 x float>, ptr %arena152, align 4
+  %878 = fsub <8 x float> %868, %877
+  %879 = mul nsw i64 %conv2.j95144, 144
+  %880 = mul nsw i64 %conv2.ty96145, 12
+  %881 = add nsw i64 %879, %880
+  %882 = add nsw i64 %881, %conv2.tx97146
+  %883 = mul nsw i64 %882, 64
+  %884 = add nsw i64 2802816, %883
+  %885 = mul nsw i64 %conv2.cv98147, 8
+  %886 = add nsw i64 %884, %885
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = load <8 x float>, ptr %arena153, align 4
+  %888 = fsub <8 x float> %878, %887
+  store <8 x float> %888, ptr %conv2.w100, align 32
+  %889 = mul nsw i64 %conv2.j95144, 144
+  %890 = mul nsw i64 %conv2.ty96145, 12
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, %conv2.tx97146
+  %893 = mul nsw i64 %892, 64
+  %894 = add nsw i64 2701440, %893
+  %895 = mul nsw i64 %conv2.cv98147, 8
+  %896 = add nsw i64 %894, %895
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %896
+  %897 = load <8 x float>, ptr %arena154, align 4
+  %898 = mul nsw i64 %conv2.j95144, 144
+  %899 = mul nsw i64 %conv2.ty96145, 12
+  %900 = add nsw i64 %898, %899
+  %901 = add nsw i64 %900, %conv2.tx97146
+  %902 = mul nsw i64 %901, 64
+  %903 = add nsw i64 2738304, %902
+  %904 = mul nsw i64 %conv2.cv98147, 8
+  %905 = add nsw i64 %903, %904
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %905
+  %906 = load <8 x float>, ptr %arena155, align 4
+  %907 = fadd <8 x float> %897, %906
+  %908 = mul nsw i64 %conv2.j95144, 144
+  %909 = mul nsw i64 %conv2.ty96145, 12
+  %910 = add nsw i64 %908, %909
+  %911 = add nsw i64 %910, %conv2.tx97146
+  %912 = mul nsw i64 %911, 64
+  %913 = add nsw i64 2775168, %912
+  %914 = mul nsw i64 %conv2.cv98147, 8
+  %915 = add nsw i64 %913, %914
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %915
+  %916 = load <8 x float>, ptr %arena156, align 4
+  %917 = fadd <8 x float> %907, %916
+  store <8 x float> %917, ptr %conv2.w101, align 32
+  %918 = mul nsw i64 %conv2.j95144, 144
+  %919 = mul nsw i64 %conv2.ty96145, 12
+  %920 = add nsw i64 %918, %919
+  %921 = add nsw i64 %920, %conv2.tx97146
+  %922 = mul nsw i64 %921, 64
+  %923 = add nsw i64 2738304, %922
+  %924 = mul nsw i64 %conv2.cv98147, 8
+  %925 = add nsw i64 %923, %924
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %925
+  %926 = load <8 x float>, ptr %arena157, align 4
+  %927 = mul nsw i64 %conv2.j95144, 144
+  %928 = mul nsw i64 %conv2.ty96145, 12
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, %conv2.tx97146
+  %931 = mul nsw i64 %930, 64
+  %932 = add nsw i64 2775168, %931
+  %933 = mul nsw i64 %conv2.cv98147, 8
+  %934 = add nsw i64 %932, %933
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %934
+  %935 = load <8 x float>, ptr %arena158, align 4
+  %936 = fsub <8 x float> %926, %935
+  %937 = mul nsw i64 %conv2.j95144, 144
+  %938 = mul nsw i64 %conv2.ty96145, 12
+  %939 = add nsw i64 %937, %938
+  %940 = add nsw i64 %939, %conv2.tx97146
+  %941 = mul nsw i64 %940, 64
+  %942 = add nsw i64 2812032, %941
+  %943 = mul nsw i64 %conv2.cv98147, 8
+  %944 = add nsw i64 %942, %943
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %944
+  %945 = load <8 x float>, ptr %arena159, align 4
+  %946 = fsub <8 x float> %936, %945
+  store <8 x float> %946, ptr %conv2.w102, align 32
+  %947 = mul nsw i64 %conv2.j95144, 144
+  %948 = mul nsw i64 %conv2.ty96145, 12
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %949, %conv2.tx97146
+  %951 = mul nsw i64 %950, 64
+  %952 = add nsw i64 2710656, %951
+  %953 = mul nsw i64 %conv2.cv98147, 8
+  %954 = add nsw i64 %952, %953
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %954
+  %955 = load <8 x float>, ptr %arena160, align 4
+  %956 = mul nsw i64 %conv2.j95144, 144
+  %957 = mul nsw i64 %conv2.ty96145, 12
+  %958 = add nsw i64 %956, %957
+  %959 = add nsw i64 %958, %conv2.tx97146
+  %960 = mul nsw i64 %959, 64
+  %961 = add nsw i64 2747520, %960
+  %962 = mul nsw i64 %conv2.cv98147, 8
+  %963 = add nsw i64 %961, %962
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %963
+  %964 = load <8 x float>, ptr %arena161, align 4
+  %965 = fadd <8 x float> %955, %964
+  %966 = mul nsw i64 %conv2.j95144, 144
+  %967 = mul nsw i64 %conv2.ty96145, 12
+  %968 = add nsw i64 %966, %967
+  %969 = add nsw i64 %968, %conv2.tx97146
+  %970 = mul nsw i64 %969, 64
+  %971 = add nsw i64 2784384, %970
+  %972 = mul nsw i64 %conv2.cv98147, 8
+  %973 = add nsw i64 %971, %972
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %973
+  %974 = load <8 x float>, ptr %arena162, align 4
+  %975 = fadd <8 x float> %965, %974
+  store <8 x float> %975, ptr %conv2.w103, align 32
+  %976 = mul nsw i64 %conv2.j95144, 144
+  %977 = mul nsw i64 %conv2.ty96145, 12
+  %978 = add nsw i64 %976, %977
+  %979 = add nsw i64 %978, %conv2.tx97146
+  %980 = mul nsw i64 %979, 64
+  %981 = add nsw i64 2747520, %980
+  %982 = mul nsw i64 %conv2.cv98147, 8
+  %983 = add nsw i64 %981, %982
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %983
+  %984 = load <8 x float>, ptr %arena163, align 4
+  %985 = mul nsw i64 %conv2.j95144, 144
+  %986 = mul nsw i64 %conv2.ty96145, 12
+  %987 = add nsw i64 %985, %986
+  %988 = add nsw i64 %987, %conv2.tx97146
+  %989 = mul nsw i64 %988, 64
+  %990 = add nsw i64 2784384, %989
+  %991 = mul nsw i64 %conv2.cv98147, 8
+  %992 = add nsw i64 %990, %991
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %992
+  %993 = load <8 x float>, ptr %arena164, align 4
+  %994 = fsub <8 x float> %984, %993
+  %995 = mul nsw i64 %conv2.j95144, 144
+  %996 = mul nsw i64 %conv2.ty96145, 12
+  %997 = add nsw i64 %995, %996
+  %998 = add nsw i64 %997, %conv2.tx97146
+  %999 = mul nsw i64 %998, 64
+  %1000 = add nsw i64 2821248, %999
+  %1001 = mul nsw i64 %conv2.cv98147, 8
+  %1002 = add nsw i64 %1000, %1001
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1002
+  %1003 = load <8 x float>, ptr %arena165, align 4
+  %1004 = fsub <8 x float> %994, %1003
+  store <8 x float> %1004, ptr %conv2.w104, align 32
+  %1005 = mul nsw i64 %conv2.j95144, 144
+  %1006 = mul nsw i64 %conv2.ty96145, 12
+  %1007 = add nsw i64 %1005, %1006
+  %1008 = add nsw i64 %1007, %conv2.tx97146
+  %1009 = mul nsw i64 %1008, 64
+  %1010 = add nsw i64 2719872, %1009
+  %1011 = mul nsw i64 %conv2.cv98147, 8
+  %1012 = add nsw i64 %1010, %1011
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1012
+  %1013 = load <8 x float>, ptr %arena166, align 4
+  %1014 = mul nsw i64 %conv2.j95144, 144
+  %1015 = mul nsw i64 %conv2.ty96145, 12
+  %1016 = add nsw i64 %1014, %1015
+  %1017 = add nsw i64 %1016, %conv2.tx97146
+  %1018 = mul nsw i64 %1017, 64
+  %1019 = add nsw i64 2756736, %1018
+  %1020 = mul nsw i64 %conv2.cv98147, 8
+  %1021 = add nsw i64 %1019, %1020
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1021
+  %1022 = load <8 x float>, ptr %arena167, align 4
+  %1023 = fadd <8 x float> %1013, %1022
+  %1024 = mul nsw i64 %conv2.j95144, 144
+  %1025 = mul nsw i64 %conv2.ty96145, 12
+  %1026 = add nsw i64 %1024, %1025
+  %1027 = add nsw i64 %1026, %conv2.tx97146
+  %1028 = mul nsw i64 %1027, 64
+  %1029 = add nsw i64 2793600, %1028
+  %1030 = mul nsw i64 %conv2.cv98147, 8
+  %1031 = add nsw i64 %1029, %1030
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1031
+  %1032 = load <8 x float>, ptr %arena168, align 4
+  %1033 = fadd <8 x float> %1023, %1032
+  store <8 x float> %1033, ptr %conv2.w105, align 32
+  %1034 = mul nsw i64 %conv2.j95144, 144
+  %1035 = mul nsw i64 %conv2.ty96145, 12
+  %1036 = add nsw i64 %1034, %1035
+  %1037 = add nsw i64 %1036, %conv2.tx97146
+  %1038 = mul nsw i64 %1037, 64
+  %1039 = add nsw i64 2756736, %1038
+  %1040 = mul nsw i64 %conv2.cv98147, 8
+  %1041 = add nsw i64 %1039, %1040
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1041
+  %1042 = load <8 x float>, ptr %arena169, align 4
+  %1043 = mul nsw i64 %conv2.j95144, 144
+  %1044 = mul nsw i64 %conv2.ty96145, 12
+  %1045 = add nsw i64 %1043, %1044
+  %1046 = add nsw i64 %1045, %conv2.tx97146
+  %1047 = mul nsw i64 %1046, 64
+  %1048 = add nsw i64 2793600, %1047
+  %1049 = mul nsw i64 %conv2.cv98147, 8
+  %1050 = add nsw i64 %1048, %1049
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1050
+  %1051 = load <8 x float>, ptr %arena170, align 4
+  %1052 = fsub <8 x float> %1042, %1051
+  %1053 = mul nsw i64 %conv2.j95144, 144
+  %1054 = mul nsw i64 %conv2.ty96145, 12
+  %1055 = add nsw i64 %1053, %1054
+  %1056 = add nsw i64 %1055, %conv2.tx97146
+  %1057 = mul nsw i64 %1056, 64
+  %1058 = add nsw i64 2830464, %1057
+  %1059 = mul nsw i64 %conv2.cv98147, 8
+  %1060 = add nsw i64 %1058, %1059
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1060
+  %1061 = load <8 x float>, ptr %arena171, align 4
+  %1062 = fsub <8 x float> %1052, %1061
+  store <8 x float> %1062, ptr %conv2.w106, align 32
+  %w99 = load <8 x float>, ptr %conv2.w99, align 32
+  %w101 = load <8 x float>, ptr %conv2.w101, align 32
+  %1063 = fadd <8 x float> %w99, %w101
+  %w103 = load <8 x float>, ptr %conv2.w103, align 32
+  %1064 = fadd <8 x float> %1063, %w103
+  store <8 x float> %1064, ptr %conv2.w107, align 32
+  %w101172 = load <8 x float>, ptr %conv2.w101, align 32
+  %w103173 = load <8 x float>, ptr %conv2.w103, align 32
+  %1065 = fsub <8 x float> %w101172, %w103173
+  %w105 = load <8 x float>, ptr %conv2.w105, align 32
+  %1066 = fsub <8 x float> %1065, %w105
+  store <8 x float> %1066, ptr %conv2.w108, align 32
+  %w100 = load <8 x float>, ptr %conv2.w100, align 32
+  %w102 = load <8 x float>, ptr %conv2.w102, align 32
+  %1067 = fadd <8 x float> %w100, %w102
+  %w104 = load <8 x float>, ptr %conv2.w104, align 32
+  %1068 = fadd <8 x float> %1067, %w104
+  store <8 x float> %1068, ptr %conv2.w109, align 32
+  %w102174 = load <8 x float>, ptr %conv2.w102, align 32
+  %w104175 = load <8 x float>, ptr %conv2.w104, align 32
+  %1069 = fsub <8 x float> %w102174, %w104175
+  %w106 = load <8 x float>, ptr %conv2.w106, align 32
+  %1070 = fsub <8 x float> %1069, %w106
+  store <8 x float> %1070, ptr %conv2.w110, align 32
+  %w107 = load <8 x float>, ptr %conv2.w107, align 32
+  %1071 = mul nsw i64 %conv2.cv98147, 8
+  %1072 = add nsw i64 18752, %1071
+  %params176 = getelementptr inbounds float, ptr %params, i64 %1072
+  %1073 = load <8 x float>, ptr %params176, align 4
+  %1074 = fadd <8 x float> %w107, %1073
+  store <8 x float> %1074, ptr %conv2.v111, align 32
+  %v111 = load <8 x float>, ptr %conv2.v111, align 32
+  store <8 x float> %v111, ptr %conv2.best112, align 32
+  %1075 = mul nsw i64 %conv2.ty96145, 2
+  %1076 = mul nsw i64 %1075, 24
+  %1077 = mul nsw i64 %conv2.tx97146, 2
+  %1078 = add nsw i64 %1076, %1077
+  %1079 = sitofp i64 %1078 to float
+  %1080 = insertelement <8 x float> undef, float %1079, i32 0
+  %1081 = shufflevector <8 x float> %1080, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1081, ptr %conv2.at113, align 32
+  %w108 = load <8 x float>, ptr %conv2.w108, align 32
+  %1082 = mul nsw i64 %conv2.cv98147, 8
+  %1083 = add nsw i64 18752, %1082
+  %params177 = getelementptr inbounds float, ptr %params, i64 %1083
+  %1084 = load <8 x float>, ptr %params177, align 4
+  %1085 = fadd <8 x float> %w108, %1084
+  store <8 x float> %1085, ptr %conv2.v114, align 32
+  %v114 = load <8 x float>, ptr %conv2.v114, align 32
+  %best112 = load <8 x float>, ptr %conv2.best112, align 32
+  %1086 = fcmp ogt <8 x float> %v114, %best112
+  %v114178 = load <8 x float>, ptr %conv2.v114, align 32
+  %best112179 = load <8 x float>, ptr %conv2.best112, align 32
+  %1087 = select <8 x i1> %1086, <8 x float> %v114178, <8 x float> %best112179
+  store <8 x float> %1087, ptr %conv2.best115, align 32
+  %v114180 = load <8 x float>, ptr %conv2.v114, align 32
+  %best112181 = load <8 x float>, ptr %conv2.best112, align 32
+  %1088 = fcmp ogt <8 x float> %v114180, %best112181
+  %1089 = mul nsw i64 %conv2.ty96145, 2
+  %1090 = mul nsw i64 %1089, 24
+  %1091 = mul nsw i64 %conv2.tx97146, 2
+  %1092 = add nsw i64 %1090, %1091
+  %1093 = add nsw i64 %1092, 1
+  %1094 = sitofp i64 %1093 to float
+  %1095 = insertelement <8 x float> undef, float %1094, i32 0
+  %1096 = shufflevector <8 x float> %1095, <8 x float> undef, <8 x i32> zeroinitializer
+  %at113 = load <8 x float>, ptr %conv2.at113, align 32
+  %1097 = select <8 x i1> %1088, <8 x float> %1096, <8 x float> %at113
+  store <8 x float> %1097, ptr %conv2.at116, align 32
+  %w109 = load <8 x float>, ptr %conv2.w109, align 32
+  %1098 = mul nsw i64 %conv2.cv98147, 8
+  %1099 = add nsw i64 18752, %1098
+  %params182 = getelementptr inbounds float, ptr %params, i64 %1099
+  %1100 = load <8 x float>, ptr %params182, align 4
+  %1101 = fadd <8 x float> %w109, %1100
+  store <8 x float> %1101, ptr %conv2.v117, align 32
+  %v117 = load <8 x float>, ptr %conv2.v117, align 32
+  %best115 = load <8 x float>, ptr %conv2.best115, align 32
+  %1102 = fcmp ogt <8 x float> %v117, %best115
+  %v117183 = load <8 x float>, ptr %conv2.v117, align 32
+  %best115184 = load <8 x float>, ptr %conv2.best115, align 32
+  %1103 = select <8 x i1> %1102, <8 x float> %v117183, <8 x float> %best115184
+  store <8 x float> %1103, ptr %conv2.best118, align 32
+  %v117185 = load <8 x float>, ptr %conv2.v117, align 32
+  %best115186 = load <8 x float>, ptr %conv2.best115, align 32
+  %1104 = fcmp ogt <8 x float> %v117185, %best115186
+  %1105 = mul nsw i64 %conv2.ty96145, 2
+  %1106 = add nsw i64 %1105, 1
+  %1107 = mul nsw i64 %1106, 24
+  %1108 = mul nsw i64 %conv2.tx97146, 2
+  %1109 = add nsw i64 %1107, %1108
+  %1110 = sitofp i64 %1109 to float
+  %1111 = insertelement <8 x float> undef, float %1110, i32 0
+  %1112 = shufflevector <8 x float> %1111, <8 x float> undef, <8 x i32> zeroinitializer
+  %at116 = load <8 x float>, ptr %conv2.at116, align 32
+  %1113 = select <8 x i1> %1104, <8 x float> %1112, <8 x float> %at116
+  store <8 x float> %1113, ptr %conv2.at119, align 32
+  %w110 = load <8 x float>, ptr %conv2.w110, align 32
+  %1114 = mul nsw i64 %conv2.cv98147, 8
+  %1115 = add nsw i64 18752, %1114
+  %params187 = getelementptr inbounds float, ptr %params, i64 %1115
+  %1116 = load <8 x float>, ptr %params187, align 4
+  %1117 = fadd <8 x float> %w110, %1116
+  store <8 x float> %1117, ptr %conv2.v120, align 32
+  %v120 = load <8 x float>, ptr %conv2.v120, align 32
+  %best118 = load <8 x float>, ptr %conv2.best118, align 32
+  %1118 = fcmp ogt <8 x float> %v120, %best118
+  %v120188 = load <8 x float>, ptr %conv2.v120, align 32
+  %best118189 = load <8 x float>, ptr %conv2.best118, align 32
+  %1119 = select <8 x i1> %1118, <8 x float> %v120188, <8 x float> %best118189
+  store <8 x float> %1119, ptr %conv2.best121, align 32
+  %v120190 = load <8 x float>, ptr %conv2.v120, align 32
+  %best118191 = load <8 x float>, ptr %conv2.best118, align 32
+  %1120 = fcmp ogt <8 x float> %v120190, %best118191
+  %1121 = mul nsw i64 %conv2.ty96145, 2
+  %1122 = add nsw i64 %1121, 1
+  %1123 = mul nsw i64 %1122, 24
+  %1124 = mul nsw i64 %conv2.tx97146, 2
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = add nsw i64 %1125, 1
+  %1127 = sitofp i64 %1126 to float
+  %1128 = insertelement <8 x float> undef, float %1127, i32 0
+  %1129 = shufflevector <8 x float> %1128, <8 x float> undef, <8 x i32> zeroinitializer
+  %at119 = load <8 x float>, ptr %conv2.at119, align 32
+  %1130 = select <8 x i1> %1120, <8 x float> %1129, <8 x float> %at119
+  store <8 x float> %1130, ptr %conv2.at122, align 32
+  %best121 = load <8 x float>, ptr %conv2.best121, align 32
+  %1131 = fcmp ogt <8 x float> %best121, zeroinitializer
+  %best121192 = load <8 x float>, ptr %conv2.best121, align 32
+  %1132 = select <8 x i1> %1131, <8 x float> %best121192, <8 x float> zeroinitializer
+  %1133 = mul nsw i64 %conv2.j95144, 144
+  %1134 = mul nsw i64 %conv2.ty96145, 12
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %1135, %conv2.tx97146
+  %1137 = mul nsw i64 %1136, 64
+  %1138 = add nsw i64 2839680, %1137
+  %1139 = mul nsw i64 %conv2.cv98147, 8
+  %1140 = add nsw i64 %1138, %1139
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1140
+  store <8 x float> %1132, ptr %arena193, align 4
+  %at122 = load <8 x float>, ptr %conv2.at122, align 32
+  %1141 = mul nsw i64 %conv2.j95144, 144
+  %1142 = mul nsw i64 %conv2.ty96145, 12
+  %1143 = add nsw i64 %1141, %1142
+  %1144 = add nsw i64 %1143, %conv2.tx97146
+  %1145 = mul nsw i64 %1144, 64
+  %1146 = add nsw i64 2839680, %1145
+  %1147 = mul nsw i64 %conv2.cv98147, 8
+  %1148 = add nsw i64 %1146, %1147
+  %1149 = add nsw i64 %1148, 9216
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1149
+  store <8 x float> %at122, ptr %arena194, align 4
+  %cv98.next = add nsw i64 %conv2.cv98147, 1
+  %1150 = icmp slt i64 %cv98.next, 8
+  br i1 %1150, label %conv2.cv98, label %conv2.cv98.end
+
+conv2.cv98.end:                                   ; preds = %conv2.cv98
+  %tx97.next = add nsw i64 %conv2.tx97146, 1
+  %1151 = icmp slt i64 %tx97.next, 12
+  br i1 %1151, label %conv2.tx97, label %conv2.tx97.end
+
+conv2.j123:                                       ; preds = %conv2.c124.end, %conv2.j95.end
+  %conv2.j123195 = phi i64 [ 0, %conv2.j95.end ], [ %j123.next, %conv2.c124.end ]
+  br label %conv2.c124
+
+conv2.j123.end:                                   ; preds = %conv2.c124.end
+  br label %conv2.j126
+
+conv2.c124:                                       ; preds = %conv2.q125.end, %conv2.j123
+  %conv2.c124196 = phi i64 [ 0, %conv2.j123 ], [ %c124.next, %conv2.q125.end ]
+  br label %conv2.q125
+
+conv2.c124.end:                                   ; preds = %conv2.q125.end
+  %j123.next = add nsw i64 %conv2.j123195, 1
+  %1152 = icmp slt i64 %j123.next, 1
+  br i1 %1152, label %conv2.j123, label %conv2.j123.end
+
+conv2.q125:                                       ; preds = %conv2.q125, %conv2.c124
+  %conv2.q125197 = phi i64 [ 0, %conv2.c124 ], [ %q125.next, %conv2.q125 ]
+  %1153 = mul nsw i64 %conv2.j123195, 144
+  %1154 = add nsw i64 %1153, %conv2.q125197
+  %1155 = mul nsw i64 %1154, 64
+  %1156 = add nsw i64 2839680, %1155
+  %1157 = add nsw i64 %1156, %conv2.c124196
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1157
+  %1158 = load float, ptr %arena198, align 4
+  %1159 = add nsw i64 %conv2.g5365, %conv2.j123195
+  %1160 = mul nsw i64 %1159, 9216
+  %1161 = mul nsw i64 %conv2.c124196, 144
+  %1162 = add nsw i64 %1160, %1161
+  %1163 = add nsw i64 %1162, %conv2.q125197
+  %1164 = add nsw i64 1384448, %1163
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1164
+  store float %1158, ptr %arena199, align 4
+  %q125.next = add nsw i64 %conv2.q125197, 1
+  %1165 = icmp slt i64 %q125.next, 144
+  br i1 %1165, label %conv2.q125, label %conv2.q125.end
+
+conv2.q125.end:                                   ; preds = %conv2.q125
+  %c124.next = add nsw i64 %conv2.c124196, 1
+  %1166 = icmp slt i64 %c124.next, 64
+  br i1 %1166, label %conv2.c124, label %conv2.c124.end
+
+conv2.j126:                                       ; preds = %conv2.c127.end, %conv2.j123.end
+  %conv2.j126200 = phi i64 [ 0, %conv2.j123.end ], [ %j126.next, %conv2.c127.end ]
+  br label %conv2.c127
+
+conv2.j126.end:                                   ; preds = %conv2.c127.end
+  %g53.next = add nsw i64 %conv2.g5365, 1
+  %1167 = icmp slt i64 %g53.next, 64
+  br i1 %1167, label %conv2.g53, label %conv2.g53.end
+
+conv2.c127:                                       ; preds = %conv2.q128.end, %conv2.j126
+  %conv2.c127201 = phi i64 [ 0, %conv2.j126 ], [ %c127.next, %conv2.q128.end ]
+  br label %conv2.q128
+
+conv2.c127.end:                                   ; preds = %conv2.q128.end
+  %j126.next = add nsw i64 %conv2.j126200, 1
+  %1168 = icmp slt i64 %j126.next, 1
+  br i1 %1168, label %conv2.j126, label %conv2.j126.end
+
+conv2.q128:                                       ; preds = %conv2.q128, %conv2.c127
+  %conv2.q128202 = phi i64 [ 0, %conv2.c127 ], [ %q128.next, %conv2.q128 ]
+  %1169 = mul nsw i64 %conv2.j126200, 144
+  %1170 = add nsw i64 %1169, %conv2.q128202
+  %1171 = mul nsw i64 %1170, 64
+  %1172 = add nsw i64 2848896, %1171
+  %1173 = add nsw i64 %1172, %conv2.c127201
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1173
+  %1174 = load float, ptr %arena203, align 4
+  %1175 = add nsw i64 %conv2.g5365, %conv2.j126200
+  %1176 = mul nsw i64 %1175, 9216
+  %1177 = mul nsw i64 %conv2.c127201, 144
+  %1178 = add nsw i64 %1176, %1177
+  %1179 = add nsw i64 %1178, %conv2.q128202
+  %1180 = add nsw i64 1974272, %1179
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1180
+  store float %1174, ptr %arena204, align 4
+  %q128.next = add nsw i64 %conv2.q128202, 1
+  %1181 = icmp slt i64 %q128.next, 144
+  br i1 %1181, label %conv2.q128, label %conv2.q128.end
+
+conv2.q128.end:                                   ; preds = %conv2.q128
+  %c127.next = add nsw i64 %conv2.c127201, 1
+  %1182 = icmp slt i64 %c127.next, 64
+  br i1 %1182, label %conv2.c127, label %conv2.c127.end
 }
 
 ; Function Attrs: noinline
@@ -10342,563 +11990,563 @@ entry:
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k4.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %fc1.n70
+  br label %fc1.n129
 
-fc1.n70:                                          ; preds = %fc1.k71.end, %entry
-  %fc1.n701 = phi i64 [ 0, %entry ], [ %n70.next, %fc1.k71.end ]
-  br label %fc1.k71
+fc1.n129:                                         ; preds = %fc1.k130.end, %entry
+  %fc1.n1291 = phi i64 [ 0, %entry ], [ %n129.next, %fc1.k130.end ]
+  br label %fc1.k130
 
-fc1.n70.end:                                      ; preds = %fc1.k71.end
-  call void @mnistnet_infer_b64.k4.fc1.gemm82(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n83
+fc1.n129.end:                                     ; preds = %fc1.k130.end
+  call void @mnistnet_infer_b64.k4.fc1.gemm141(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %fc1.n142
 
-fc1.k71:                                          ; preds = %fc1.k71, %fc1.n70
-  %fc1.k712 = phi i64 [ 0, %fc1.n70 ], [ %k71.next, %fc1.k71 ]
-  %0 = mul nsw i64 %fc1.n701, 9216
+fc1.k130:                                         ; preds = %fc1.k130, %fc1.n129
+  %fc1.k1302 = phi i64 [ 0, %fc1.n129 ], [ %k130.next, %fc1.k130 ]
+  %0 = mul nsw i64 %fc1.n1291, 9216
   %1 = add nsw i64 1384448, %0
-  %2 = add nsw i64 %1, %fc1.k712
+  %2 = add nsw i64 %1, %fc1.k1302
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k712, 64
+  %4 = mul nsw i64 %fc1.k1302, 64
   %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n701
+  %6 = add nsw i64 %5, %fc1.n1291
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k71.next = add nsw i64 %fc1.k712, 1
-  %7 = icmp slt i64 %k71.next, 9216
-  br i1 %7, label %fc1.k71, label %fc1.k71.end
+  %k130.next = add nsw i64 %fc1.k1302, 1
+  %7 = icmp slt i64 %k130.next, 9216
+  br i1 %7, label %fc1.k130, label %fc1.k130.end
 
-fc1.k71.end:                                      ; preds = %fc1.k71
-  %n70.next = add nsw i64 %fc1.n701, 1
-  %8 = icmp slt i64 %n70.next, 64
-  br i1 %8, label %fc1.n70, label %fc1.n70.end
+fc1.k130.end:                                     ; preds = %fc1.k130
+  %n129.next = add nsw i64 %fc1.n1291, 1
+  %8 = icmp slt i64 %n129.next, 64
+  br i1 %8, label %fc1.n129, label %fc1.n129.end
 
-fc1.n83:                                          ; preds = %fc1.u84.end, %fc1.n70.end
-  %fc1.n835 = phi i64 [ 0, %fc1.n70.end ], [ %n83.next, %fc1.u84.end ]
-  br label %fc1.u84
+fc1.n142:                                         ; preds = %fc1.u143.end, %fc1.n129.end
+  %fc1.n1425 = phi i64 [ 0, %fc1.n129.end ], [ %n142.next, %fc1.u143.end ]
+  br label %fc1.u143
 
-fc1.n83.end:                                      ; preds = %fc1.u84.end
+fc1.n142.end:                                     ; preds = %fc1.u143.end
   ret void
 
-fc1.u84:                                          ; preds = %fc1.u84, %fc1.n83
-  %fc1.u846 = phi i64 [ 0, %fc1.n83 ], [ %u84.next, %fc1.u84 ]
-  %9 = mul nsw i64 %fc1.u846, 64
+fc1.u143:                                         ; preds = %fc1.u143, %fc1.n142
+  %fc1.u1436 = phi i64 [ 0, %fc1.n142 ], [ %u143.next, %fc1.u143 ]
+  %9 = mul nsw i64 %fc1.u1436, 64
   %10 = add nsw i64 598016, %9
-  %11 = add nsw i64 %10, %fc1.n835
+  %11 = add nsw i64 %10, %fc1.n1425
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = add nsw i64 1198464, %fc1.u846
+  %13 = add nsw i64 1198464, %fc1.u1436
   %params8 = getelementptr inbounds float, ptr %params, i64 %13
   %14 = load float, ptr %params8, align 4
   %15 = fadd float %12, %14
   %16 = fcmp ogt float %15, 0.000000e+00
-  %17 = mul nsw i64 %fc1.u846, 64
+  %17 = mul nsw i64 %fc1.u1436, 64
   %18 = add nsw i64 598016, %17
-  %19 = add nsw i64 %18, %fc1.n835
+  %19 = add nsw i64 %18, %fc1.n1425
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %19
   %20 = load float, ptr %arena9, align 4
-  %21 = add nsw i64 1198464, %fc1.u846
+  %21 = add nsw i64 1198464, %fc1.u1436
   %params10 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params10, align 4
   %23 = fadd float %20, %22
   %24 = select i1 %16, float %23, float 0.000000e+00
-  %25 = mul nsw i64 %fc1.n835, 128
-  %26 = add nsw i64 %25, %fc1.u846
+  %25 = mul nsw i64 %fc1.n1425, 128
+  %26 = add nsw i64 %25, %fc1.u1436
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena11, align 4
-  %u84.next = add nsw i64 %fc1.u846, 1
-  %27 = icmp slt i64 %u84.next, 128
-  br i1 %27, label %fc1.u84, label %fc1.u84.end
+  %u143.next = add nsw i64 %fc1.u1436, 1
+  %27 = icmp slt i64 %u143.next, 128
+  br i1 %27, label %fc1.u143, label %fc1.u143.end
 
-fc1.u84.end:                                      ; preds = %fc1.u84
-  %n83.next = add nsw i64 %fc1.n835, 1
-  %28 = icmp slt i64 %n83.next, 64
-  br i1 %28, label %fc1.n83, label %fc1.n83.end
+fc1.u143.end:                                     ; preds = %fc1.u143
+  %n142.next = add nsw i64 %fc1.n1425, 1
+  %28 = icmp slt i64 %n142.next, 64
+  br i1 %28, label %fc1.n142, label %fc1.n142.end
 }
 
 ; Function Attrs: noinline
-define internal void @mnistnet_infer_b64.k4.fc1.gemm82(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @mnistnet_infer_b64.k4.fc1.gemm141(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1.t80_a3 = alloca <8 x float>, align 32
-  %fc1.t80_a2 = alloca <8 x float>, align 32
-  %fc1.t80_a1 = alloca <8 x float>, align 32
-  %fc1.t80_a0 = alloca <8 x float>, align 32
-  %fc1.t80_b1 = alloca <8 x float>, align 32
-  %fc1.t80_b0 = alloca <8 x float>, align 32
-  %fc1.t80_c3_1 = alloca <8 x float>, align 32
-  %fc1.t80_c3_0 = alloca <8 x float>, align 32
-  %fc1.t80_c2_1 = alloca <8 x float>, align 32
-  %fc1.t80_c2_0 = alloca <8 x float>, align 32
-  %fc1.t80_c1_1 = alloca <8 x float>, align 32
-  %fc1.t80_c1_0 = alloca <8 x float>, align 32
-  %fc1.t80_c0_1 = alloca <8 x float>, align 32
-  %fc1.t80_c0_0 = alloca <8 x float>, align 32
-  %fc1.t77_a3 = alloca <8 x float>, align 32
-  %fc1.t77_a2 = alloca <8 x float>, align 32
-  %fc1.t77_a1 = alloca <8 x float>, align 32
-  %fc1.t77_a0 = alloca <8 x float>, align 32
-  %fc1.t77_b2 = alloca <8 x float>, align 32
-  %fc1.t77_b1 = alloca <8 x float>, align 32
-  %fc1.t77_b0 = alloca <8 x float>, align 32
-  %fc1.t77_c3_2 = alloca <8 x float>, align 32
-  %fc1.t77_c3_1 = alloca <8 x float>, align 32
-  %fc1.t77_c3_0 = alloca <8 x float>, align 32
-  %fc1.t77_c2_2 = alloca <8 x float>, align 32
-  %fc1.t77_c2_1 = alloca <8 x float>, align 32
-  %fc1.t77_c2_0 = alloca <8 x float>, align 32
-  %fc1.t77_c1_2 = alloca <8 x float>, align 32
-  %fc1.t77_c1_1 = alloca <8 x float>, align 32
-  %fc1.t77_c1_0 = alloca <8 x float>, align 32
-  %fc1.t77_c0_2 = alloca <8 x float>, align 32
-  %fc1.t77_c0_1 = alloca <8 x float>, align 32
-  %fc1.t77_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r72
+  %fc1.t139_a3 = alloca <8 x float>, align 32
+  %fc1.t139_a2 = alloca <8 x float>, align 32
+  %fc1.t139_a1 = alloca <8 x float>, align 32
+  %fc1.t139_a0 = alloca <8 x float>, align 32
+  %fc1.t139_b1 = alloca <8 x float>, align 32
+  %fc1.t139_b0 = alloca <8 x float>, align 32
+  %fc1.t139_c3_1 = alloca <8 x float>, align 32
+  %fc1.t139_c3_0 = alloca <8 x float>, align 32
+  %fc1.t139_c2_1 = alloca <8 x float>, align 32
+  %fc1.t139_c2_0 = alloca <8 x float>, align 32
+  %fc1.t139_c1_1 = alloca <8 x float>, align 32
+  %fc1.t139_c1_0 = alloca <8 x float>, align 32
+  %fc1.t139_c0_1 = alloca <8 x float>, align 32
+  %fc1.t139_c0_0 = alloca <8 x float>, align 32
+  %fc1.t136_a3 = alloca <8 x float>, align 32
+  %fc1.t136_a2 = alloca <8 x float>, align 32
+  %fc1.t136_a1 = alloca <8 x float>, align 32
+  %fc1.t136_a0 = alloca <8 x float>, align 32
+  %fc1.t136_b2 = alloca <8 x float>, align 32
+  %fc1.t136_b1 = alloca <8 x float>, align 32
+  %fc1.t136_b0 = alloca <8 x float>, align 32
+  %fc1.t136_c3_2 = alloca <8 x float>, align 32
+  %fc1.t136_c3_1 = alloca <8 x float>, align 32
+  %fc1.t136_c3_0 = alloca <8 x float>, align 32
+  %fc1.t136_c2_2 = alloca <8 x float>, align 32
+  %fc1.t136_c2_1 = alloca <8 x float>, align 32
+  %fc1.t136_c2_0 = alloca <8 x float>, align 32
+  %fc1.t136_c1_2 = alloca <8 x float>, align 32
+  %fc1.t136_c1_1 = alloca <8 x float>, align 32
+  %fc1.t136_c1_0 = alloca <8 x float>, align 32
+  %fc1.t136_c0_2 = alloca <8 x float>, align 32
+  %fc1.t136_c0_1 = alloca <8 x float>, align 32
+  %fc1.t136_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r131
 
-fc1.r72:                                          ; preds = %fc1.i73.end, %entry
-  %fc1.r721 = phi i64 [ 0, %entry ], [ %r72.next, %fc1.i73.end ]
-  br label %fc1.i73
+fc1.r131:                                         ; preds = %fc1.i132.end, %entry
+  %fc1.r1311 = phi i64 [ 0, %entry ], [ %r131.next, %fc1.i132.end ]
+  br label %fc1.i132
 
-fc1.r72.end:                                      ; preds = %fc1.i73.end
-  br label %fc1.kp74
+fc1.r131.end:                                     ; preds = %fc1.i132.end
+  br label %fc1.kp133
 
-fc1.i73:                                          ; preds = %fc1.i73, %fc1.r72
-  %fc1.i732 = phi i64 [ 0, %fc1.r72 ], [ %i73.next, %fc1.i73 ]
-  %0 = mul nsw i64 %fc1.r721, 64
+fc1.i132:                                         ; preds = %fc1.i132, %fc1.r131
+  %fc1.i1322 = phi i64 [ 0, %fc1.r131 ], [ %i132.next, %fc1.i132 ]
+  %0 = mul nsw i64 %fc1.r1311, 64
   %1 = add nsw i64 598016, %0
-  %2 = add nsw i64 %1, %fc1.i732
+  %2 = add nsw i64 %1, %fc1.i1322
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i73.next = add nsw i64 %fc1.i732, 1
-  %3 = icmp slt i64 %i73.next, 64
-  br i1 %3, label %fc1.i73, label %fc1.i73.end
+  %i132.next = add nsw i64 %fc1.i1322, 1
+  %3 = icmp slt i64 %i132.next, 64
+  br i1 %3, label %fc1.i132, label %fc1.i132.end
 
-fc1.i73.end:                                      ; preds = %fc1.i73
-  %r72.next = add nsw i64 %fc1.r721, 1
-  %4 = icmp slt i64 %r72.next, 128
-  br i1 %4, label %fc1.r72, label %fc1.r72.end
+fc1.i132.end:                                     ; preds = %fc1.i132
+  %r131.next = add nsw i64 %fc1.r1311, 1
+  %4 = icmp slt i64 %r131.next, 128
+  br i1 %4, label %fc1.r131, label %fc1.r131.end
 
-fc1.kp74:                                         ; preds = %fc1.mb79.end, %fc1.r72.end
-  %fc1.kp744 = phi i64 [ 0, %fc1.r72.end ], [ %kp74.next, %fc1.mb79.end ]
-  br label %fc1.nb75
+fc1.kp133:                                        ; preds = %fc1.mb138.end, %fc1.r131.end
+  %fc1.kp1334 = phi i64 [ 0, %fc1.r131.end ], [ %kp133.next, %fc1.mb138.end ]
+  br label %fc1.nb134
 
-fc1.kp74.end:                                     ; preds = %fc1.mb79.end
+fc1.kp133.end:                                    ; preds = %fc1.mb138.end
   ret void
 
-fc1.nb75:                                         ; preds = %fc1.mb76.end, %fc1.kp74
-  %fc1.nb755 = phi i64 [ 0, %fc1.kp74 ], [ %nb75.next, %fc1.mb76.end ]
-  br label %fc1.mb76
+fc1.nb134:                                        ; preds = %fc1.mb135.end, %fc1.kp133
+  %fc1.nb1345 = phi i64 [ 0, %fc1.kp133 ], [ %nb134.next, %fc1.mb135.end ]
+  br label %fc1.mb135
 
-fc1.nb75.end:                                     ; preds = %fc1.mb76.end
-  br label %fc1.mb79
+fc1.nb134.end:                                    ; preds = %fc1.mb135.end
+  br label %fc1.mb138
 
-fc1.mb76:                                         ; preds = %fc1.k78.end, %fc1.nb75
-  %fc1.mb766 = phi i64 [ 0, %fc1.nb75 ], [ %mb76.next, %fc1.k78.end ]
-  %5 = mul nsw i64 %fc1.mb766, 4
+fc1.mb135:                                        ; preds = %fc1.k137.end, %fc1.nb134
+  %fc1.mb1356 = phi i64 [ 0, %fc1.nb134 ], [ %mb135.next, %fc1.k137.end ]
+  %5 = mul nsw i64 %fc1.mb1356, 4
   %6 = mul nsw i64 %5, 64
   %7 = add nsw i64 598016, %6
-  %8 = mul nsw i64 %fc1.nb755, 24
+  %8 = mul nsw i64 %fc1.nb1345, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t77_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %10, ptr %fc1.t136_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1356, 4
   %12 = mul nsw i64 %11, 64
   %13 = add nsw i64 598016, %12
-  %14 = mul nsw i64 %fc1.nb755, 24
+  %14 = mul nsw i64 %fc1.nb1345, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t77_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %17, ptr %fc1.t136_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1356, 4
   %19 = mul nsw i64 %18, 64
   %20 = add nsw i64 598016, %19
-  %21 = mul nsw i64 %fc1.nb755, 24
+  %21 = mul nsw i64 %fc1.nb1345, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t77_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %24, ptr %fc1.t136_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1356, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
   %28 = add nsw i64 598016, %27
-  %29 = mul nsw i64 %fc1.nb755, 24
+  %29 = mul nsw i64 %fc1.nb1345, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t77_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %31, ptr %fc1.t136_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1356, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
   %35 = add nsw i64 598016, %34
-  %36 = mul nsw i64 %fc1.nb755, 24
+  %36 = mul nsw i64 %fc1.nb1345, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t77_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %39, ptr %fc1.t136_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1356, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
   %43 = add nsw i64 598016, %42
-  %44 = mul nsw i64 %fc1.nb755, 24
+  %44 = mul nsw i64 %fc1.nb1345, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t77_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %47, ptr %fc1.t136_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1356, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
   %51 = add nsw i64 598016, %50
-  %52 = mul nsw i64 %fc1.nb755, 24
+  %52 = mul nsw i64 %fc1.nb1345, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t77_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %54, ptr %fc1.t136_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1356, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
   %58 = add nsw i64 598016, %57
-  %59 = mul nsw i64 %fc1.nb755, 24
+  %59 = mul nsw i64 %fc1.nb1345, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t77_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %62, ptr %fc1.t136_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1356, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
   %66 = add nsw i64 598016, %65
-  %67 = mul nsw i64 %fc1.nb755, 24
+  %67 = mul nsw i64 %fc1.nb1345, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t77_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %70, ptr %fc1.t136_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1356, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
   %74 = add nsw i64 598016, %73
-  %75 = mul nsw i64 %fc1.nb755, 24
+  %75 = mul nsw i64 %fc1.nb1345, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t77_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %77, ptr %fc1.t136_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1356, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
   %81 = add nsw i64 598016, %80
-  %82 = mul nsw i64 %fc1.nb755, 24
+  %82 = mul nsw i64 %fc1.nb1345, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t77_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %85, ptr %fc1.t136_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1356, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
   %89 = add nsw i64 598016, %88
-  %90 = mul nsw i64 %fc1.nb755, 24
+  %90 = mul nsw i64 %fc1.nb1345, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t77_c3_2, align 32
-  br label %fc1.k78
+  store <8 x float> %93, ptr %fc1.t136_c3_2, align 32
+  br label %fc1.k137
 
-fc1.mb76.end:                                     ; preds = %fc1.k78.end
-  %nb75.next = add nsw i64 %fc1.nb755, 1
-  %94 = icmp slt i64 %nb75.next, 2
-  br i1 %94, label %fc1.nb75, label %fc1.nb75.end
+fc1.mb135.end:                                    ; preds = %fc1.k137.end
+  %nb134.next = add nsw i64 %fc1.nb1345, 1
+  %94 = icmp slt i64 %nb134.next, 2
+  br i1 %94, label %fc1.nb134, label %fc1.nb134.end
 
-fc1.k78:                                          ; preds = %fc1.k78, %fc1.mb76
-  %fc1.k7819 = phi i64 [ 0, %fc1.mb76 ], [ %k78.next, %fc1.k78 ]
-  %95 = mul nsw i64 %fc1.kp744, 1152
-  %96 = add nsw i64 %fc1.k7819, %95
+fc1.k137:                                         ; preds = %fc1.k137, %fc1.mb135
+  %fc1.k13719 = phi i64 [ 0, %fc1.mb135 ], [ %k137.next, %fc1.k137 ]
+  %95 = mul nsw i64 %fc1.kp1334, 1152
+  %96 = add nsw i64 %fc1.k13719, %95
   %97 = mul nsw i64 %96, 64
   %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb755, 24
+  %99 = mul nsw i64 %fc1.nb1345, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t77_b0, align 32
-  %102 = mul nsw i64 %fc1.kp744, 1152
-  %103 = add nsw i64 %fc1.k7819, %102
+  store <8 x float> %101, ptr %fc1.t136_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1334, 1152
+  %103 = add nsw i64 %fc1.k13719, %102
   %104 = mul nsw i64 %103, 64
   %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb755, 24
+  %106 = mul nsw i64 %fc1.nb1345, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t77_b1, align 32
-  %110 = mul nsw i64 %fc1.kp744, 1152
-  %111 = add nsw i64 %fc1.k7819, %110
+  store <8 x float> %109, ptr %fc1.t136_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1334, 1152
+  %111 = add nsw i64 %fc1.k13719, %110
   %112 = mul nsw i64 %111, 64
   %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb755, 24
+  %114 = mul nsw i64 %fc1.nb1345, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t77_b2, align 32
-  %118 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %117, ptr %fc1.t136_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1356, 4
   %119 = mul nsw i64 %118, 9216
   %120 = add nsw i64 18816, %119
-  %121 = mul nsw i64 %fc1.kp744, 1152
-  %122 = add nsw i64 %fc1.k7819, %121
+  %121 = mul nsw i64 %fc1.kp1334, 1152
+  %122 = add nsw i64 %fc1.k13719, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t77_a0, align 32
-  %t77_a0 = load <8 x float>, ptr %fc1.t77_a0, align 32
-  %t77_b0 = load <8 x float>, ptr %fc1.t77_b0, align 32
-  %t77_c0_0 = load <8 x float>, ptr %fc1.t77_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a0, <8 x float> %t77_b0, <8 x float> %t77_c0_0)
-  store <8 x float> %127, ptr %fc1.t77_c0_0, align 32
-  %t77_a024 = load <8 x float>, ptr %fc1.t77_a0, align 32
-  %t77_b1 = load <8 x float>, ptr %fc1.t77_b1, align 32
-  %t77_c0_1 = load <8 x float>, ptr %fc1.t77_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a024, <8 x float> %t77_b1, <8 x float> %t77_c0_1)
-  store <8 x float> %128, ptr %fc1.t77_c0_1, align 32
-  %t77_a025 = load <8 x float>, ptr %fc1.t77_a0, align 32
-  %t77_b2 = load <8 x float>, ptr %fc1.t77_b2, align 32
-  %t77_c0_2 = load <8 x float>, ptr %fc1.t77_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a025, <8 x float> %t77_b2, <8 x float> %t77_c0_2)
-  store <8 x float> %129, ptr %fc1.t77_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %126, ptr %fc1.t136_a0, align 32
+  %t136_a0 = load <8 x float>, ptr %fc1.t136_a0, align 32
+  %t136_b0 = load <8 x float>, ptr %fc1.t136_b0, align 32
+  %t136_c0_0 = load <8 x float>, ptr %fc1.t136_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a0, <8 x float> %t136_b0, <8 x float> %t136_c0_0)
+  store <8 x float> %127, ptr %fc1.t136_c0_0, align 32
+  %t136_a024 = load <8 x float>, ptr %fc1.t136_a0, align 32
+  %t136_b1 = load <8 x float>, ptr %fc1.t136_b1, align 32
+  %t136_c0_1 = load <8 x float>, ptr %fc1.t136_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a024, <8 x float> %t136_b1, <8 x float> %t136_c0_1)
+  store <8 x float> %128, ptr %fc1.t136_c0_1, align 32
+  %t136_a025 = load <8 x float>, ptr %fc1.t136_a0, align 32
+  %t136_b2 = load <8 x float>, ptr %fc1.t136_b2, align 32
+  %t136_c0_2 = load <8 x float>, ptr %fc1.t136_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a025, <8 x float> %t136_b2, <8 x float> %t136_c0_2)
+  store <8 x float> %129, ptr %fc1.t136_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1356, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 9216
   %133 = add nsw i64 18816, %132
-  %134 = mul nsw i64 %fc1.kp744, 1152
-  %135 = add nsw i64 %fc1.k7819, %134
+  %134 = mul nsw i64 %fc1.kp1334, 1152
+  %135 = add nsw i64 %fc1.k13719, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t77_a1, align 32
-  %t77_a1 = load <8 x float>, ptr %fc1.t77_a1, align 32
-  %t77_b027 = load <8 x float>, ptr %fc1.t77_b0, align 32
-  %t77_c1_0 = load <8 x float>, ptr %fc1.t77_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a1, <8 x float> %t77_b027, <8 x float> %t77_c1_0)
-  store <8 x float> %140, ptr %fc1.t77_c1_0, align 32
-  %t77_a128 = load <8 x float>, ptr %fc1.t77_a1, align 32
-  %t77_b129 = load <8 x float>, ptr %fc1.t77_b1, align 32
-  %t77_c1_1 = load <8 x float>, ptr %fc1.t77_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a128, <8 x float> %t77_b129, <8 x float> %t77_c1_1)
-  store <8 x float> %141, ptr %fc1.t77_c1_1, align 32
-  %t77_a130 = load <8 x float>, ptr %fc1.t77_a1, align 32
-  %t77_b231 = load <8 x float>, ptr %fc1.t77_b2, align 32
-  %t77_c1_2 = load <8 x float>, ptr %fc1.t77_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a130, <8 x float> %t77_b231, <8 x float> %t77_c1_2)
-  store <8 x float> %142, ptr %fc1.t77_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %139, ptr %fc1.t136_a1, align 32
+  %t136_a1 = load <8 x float>, ptr %fc1.t136_a1, align 32
+  %t136_b027 = load <8 x float>, ptr %fc1.t136_b0, align 32
+  %t136_c1_0 = load <8 x float>, ptr %fc1.t136_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a1, <8 x float> %t136_b027, <8 x float> %t136_c1_0)
+  store <8 x float> %140, ptr %fc1.t136_c1_0, align 32
+  %t136_a128 = load <8 x float>, ptr %fc1.t136_a1, align 32
+  %t136_b129 = load <8 x float>, ptr %fc1.t136_b1, align 32
+  %t136_c1_1 = load <8 x float>, ptr %fc1.t136_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a128, <8 x float> %t136_b129, <8 x float> %t136_c1_1)
+  store <8 x float> %141, ptr %fc1.t136_c1_1, align 32
+  %t136_a130 = load <8 x float>, ptr %fc1.t136_a1, align 32
+  %t136_b231 = load <8 x float>, ptr %fc1.t136_b2, align 32
+  %t136_c1_2 = load <8 x float>, ptr %fc1.t136_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a130, <8 x float> %t136_b231, <8 x float> %t136_c1_2)
+  store <8 x float> %142, ptr %fc1.t136_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1356, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 9216
   %146 = add nsw i64 18816, %145
-  %147 = mul nsw i64 %fc1.kp744, 1152
-  %148 = add nsw i64 %fc1.k7819, %147
+  %147 = mul nsw i64 %fc1.kp1334, 1152
+  %148 = add nsw i64 %fc1.k13719, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t77_a2, align 32
-  %t77_a2 = load <8 x float>, ptr %fc1.t77_a2, align 32
-  %t77_b033 = load <8 x float>, ptr %fc1.t77_b0, align 32
-  %t77_c2_0 = load <8 x float>, ptr %fc1.t77_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a2, <8 x float> %t77_b033, <8 x float> %t77_c2_0)
-  store <8 x float> %153, ptr %fc1.t77_c2_0, align 32
-  %t77_a234 = load <8 x float>, ptr %fc1.t77_a2, align 32
-  %t77_b135 = load <8 x float>, ptr %fc1.t77_b1, align 32
-  %t77_c2_1 = load <8 x float>, ptr %fc1.t77_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a234, <8 x float> %t77_b135, <8 x float> %t77_c2_1)
-  store <8 x float> %154, ptr %fc1.t77_c2_1, align 32
-  %t77_a236 = load <8 x float>, ptr %fc1.t77_a2, align 32
-  %t77_b237 = load <8 x float>, ptr %fc1.t77_b2, align 32
-  %t77_c2_2 = load <8 x float>, ptr %fc1.t77_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a236, <8 x float> %t77_b237, <8 x float> %t77_c2_2)
-  store <8 x float> %155, ptr %fc1.t77_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %152, ptr %fc1.t136_a2, align 32
+  %t136_a2 = load <8 x float>, ptr %fc1.t136_a2, align 32
+  %t136_b033 = load <8 x float>, ptr %fc1.t136_b0, align 32
+  %t136_c2_0 = load <8 x float>, ptr %fc1.t136_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a2, <8 x float> %t136_b033, <8 x float> %t136_c2_0)
+  store <8 x float> %153, ptr %fc1.t136_c2_0, align 32
+  %t136_a234 = load <8 x float>, ptr %fc1.t136_a2, align 32
+  %t136_b135 = load <8 x float>, ptr %fc1.t136_b1, align 32
+  %t136_c2_1 = load <8 x float>, ptr %fc1.t136_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a234, <8 x float> %t136_b135, <8 x float> %t136_c2_1)
+  store <8 x float> %154, ptr %fc1.t136_c2_1, align 32
+  %t136_a236 = load <8 x float>, ptr %fc1.t136_a2, align 32
+  %t136_b237 = load <8 x float>, ptr %fc1.t136_b2, align 32
+  %t136_c2_2 = load <8 x float>, ptr %fc1.t136_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a236, <8 x float> %t136_b237, <8 x float> %t136_c2_2)
+  store <8 x float> %155, ptr %fc1.t136_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1356, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 9216
   %159 = add nsw i64 18816, %158
-  %160 = mul nsw i64 %fc1.kp744, 1152
-  %161 = add nsw i64 %fc1.k7819, %160
+  %160 = mul nsw i64 %fc1.kp1334, 1152
+  %161 = add nsw i64 %fc1.k13719, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t77_a3, align 32
-  %t77_a3 = load <8 x float>, ptr %fc1.t77_a3, align 32
-  %t77_b039 = load <8 x float>, ptr %fc1.t77_b0, align 32
-  %t77_c3_0 = load <8 x float>, ptr %fc1.t77_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a3, <8 x float> %t77_b039, <8 x float> %t77_c3_0)
-  store <8 x float> %166, ptr %fc1.t77_c3_0, align 32
-  %t77_a340 = load <8 x float>, ptr %fc1.t77_a3, align 32
-  %t77_b141 = load <8 x float>, ptr %fc1.t77_b1, align 32
-  %t77_c3_1 = load <8 x float>, ptr %fc1.t77_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a340, <8 x float> %t77_b141, <8 x float> %t77_c3_1)
-  store <8 x float> %167, ptr %fc1.t77_c3_1, align 32
-  %t77_a342 = load <8 x float>, ptr %fc1.t77_a3, align 32
-  %t77_b243 = load <8 x float>, ptr %fc1.t77_b2, align 32
-  %t77_c3_2 = load <8 x float>, ptr %fc1.t77_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t77_a342, <8 x float> %t77_b243, <8 x float> %t77_c3_2)
-  store <8 x float> %168, ptr %fc1.t77_c3_2, align 32
-  %k78.next = add nsw i64 %fc1.k7819, 1
-  %169 = icmp slt i64 %k78.next, 1152
-  br i1 %169, label %fc1.k78, label %fc1.k78.end
+  store <8 x float> %165, ptr %fc1.t136_a3, align 32
+  %t136_a3 = load <8 x float>, ptr %fc1.t136_a3, align 32
+  %t136_b039 = load <8 x float>, ptr %fc1.t136_b0, align 32
+  %t136_c3_0 = load <8 x float>, ptr %fc1.t136_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a3, <8 x float> %t136_b039, <8 x float> %t136_c3_0)
+  store <8 x float> %166, ptr %fc1.t136_c3_0, align 32
+  %t136_a340 = load <8 x float>, ptr %fc1.t136_a3, align 32
+  %t136_b141 = load <8 x float>, ptr %fc1.t136_b1, align 32
+  %t136_c3_1 = load <8 x float>, ptr %fc1.t136_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a340, <8 x float> %t136_b141, <8 x float> %t136_c3_1)
+  store <8 x float> %167, ptr %fc1.t136_c3_1, align 32
+  %t136_a342 = load <8 x float>, ptr %fc1.t136_a3, align 32
+  %t136_b243 = load <8 x float>, ptr %fc1.t136_b2, align 32
+  %t136_c3_2 = load <8 x float>, ptr %fc1.t136_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t136_a342, <8 x float> %t136_b243, <8 x float> %t136_c3_2)
+  store <8 x float> %168, ptr %fc1.t136_c3_2, align 32
+  %k137.next = add nsw i64 %fc1.k13719, 1
+  %169 = icmp slt i64 %k137.next, 1152
+  br i1 %169, label %fc1.k137, label %fc1.k137.end
 
-fc1.k78.end:                                      ; preds = %fc1.k78
-  %t77_c0_044 = load <8 x float>, ptr %fc1.t77_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb766, 4
+fc1.k137.end:                                     ; preds = %fc1.k137
+  %t136_c0_044 = load <8 x float>, ptr %fc1.t136_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1356, 4
   %171 = mul nsw i64 %170, 64
   %172 = add nsw i64 598016, %171
-  %173 = mul nsw i64 %fc1.nb755, 24
+  %173 = mul nsw i64 %fc1.nb1345, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t77_c0_044, ptr %arena45, align 4
-  %t77_c0_146 = load <8 x float>, ptr %fc1.t77_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c0_044, ptr %arena45, align 4
+  %t136_c0_146 = load <8 x float>, ptr %fc1.t136_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1356, 4
   %176 = mul nsw i64 %175, 64
   %177 = add nsw i64 598016, %176
-  %178 = mul nsw i64 %fc1.nb755, 24
+  %178 = mul nsw i64 %fc1.nb1345, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t77_c0_146, ptr %arena47, align 4
-  %t77_c0_248 = load <8 x float>, ptr %fc1.t77_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c0_146, ptr %arena47, align 4
+  %t136_c0_248 = load <8 x float>, ptr %fc1.t136_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1356, 4
   %182 = mul nsw i64 %181, 64
   %183 = add nsw i64 598016, %182
-  %184 = mul nsw i64 %fc1.nb755, 24
+  %184 = mul nsw i64 %fc1.nb1345, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t77_c0_248, ptr %arena49, align 4
-  %t77_c1_050 = load <8 x float>, ptr %fc1.t77_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c0_248, ptr %arena49, align 4
+  %t136_c1_050 = load <8 x float>, ptr %fc1.t136_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1356, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
   %190 = add nsw i64 598016, %189
-  %191 = mul nsw i64 %fc1.nb755, 24
+  %191 = mul nsw i64 %fc1.nb1345, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t77_c1_050, ptr %arena51, align 4
-  %t77_c1_152 = load <8 x float>, ptr %fc1.t77_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c1_050, ptr %arena51, align 4
+  %t136_c1_152 = load <8 x float>, ptr %fc1.t136_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1356, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
   %196 = add nsw i64 598016, %195
-  %197 = mul nsw i64 %fc1.nb755, 24
+  %197 = mul nsw i64 %fc1.nb1345, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t77_c1_152, ptr %arena53, align 4
-  %t77_c1_254 = load <8 x float>, ptr %fc1.t77_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c1_152, ptr %arena53, align 4
+  %t136_c1_254 = load <8 x float>, ptr %fc1.t136_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1356, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
   %203 = add nsw i64 598016, %202
-  %204 = mul nsw i64 %fc1.nb755, 24
+  %204 = mul nsw i64 %fc1.nb1345, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t77_c1_254, ptr %arena55, align 4
-  %t77_c2_056 = load <8 x float>, ptr %fc1.t77_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c1_254, ptr %arena55, align 4
+  %t136_c2_056 = load <8 x float>, ptr %fc1.t136_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1356, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
   %210 = add nsw i64 598016, %209
-  %211 = mul nsw i64 %fc1.nb755, 24
+  %211 = mul nsw i64 %fc1.nb1345, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t77_c2_056, ptr %arena57, align 4
-  %t77_c2_158 = load <8 x float>, ptr %fc1.t77_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c2_056, ptr %arena57, align 4
+  %t136_c2_158 = load <8 x float>, ptr %fc1.t136_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1356, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
   %216 = add nsw i64 598016, %215
-  %217 = mul nsw i64 %fc1.nb755, 24
+  %217 = mul nsw i64 %fc1.nb1345, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t77_c2_158, ptr %arena59, align 4
-  %t77_c2_260 = load <8 x float>, ptr %fc1.t77_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c2_158, ptr %arena59, align 4
+  %t136_c2_260 = load <8 x float>, ptr %fc1.t136_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1356, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
   %223 = add nsw i64 598016, %222
-  %224 = mul nsw i64 %fc1.nb755, 24
+  %224 = mul nsw i64 %fc1.nb1345, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t77_c2_260, ptr %arena61, align 4
-  %t77_c3_062 = load <8 x float>, ptr %fc1.t77_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c2_260, ptr %arena61, align 4
+  %t136_c3_062 = load <8 x float>, ptr %fc1.t136_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1356, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
   %230 = add nsw i64 598016, %229
-  %231 = mul nsw i64 %fc1.nb755, 24
+  %231 = mul nsw i64 %fc1.nb1345, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t77_c3_062, ptr %arena63, align 4
-  %t77_c3_164 = load <8 x float>, ptr %fc1.t77_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c3_062, ptr %arena63, align 4
+  %t136_c3_164 = load <8 x float>, ptr %fc1.t136_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1356, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
   %236 = add nsw i64 598016, %235
-  %237 = mul nsw i64 %fc1.nb755, 24
+  %237 = mul nsw i64 %fc1.nb1345, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t77_c3_164, ptr %arena65, align 4
-  %t77_c3_266 = load <8 x float>, ptr %fc1.t77_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb766, 4
+  store <8 x float> %t136_c3_164, ptr %arena65, align 4
+  %t136_c3_266 = load <8 x float>, ptr %fc1.t136_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1356, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
   %243 = add nsw i64 598016, %242
-  %244 = mul nsw i64 %fc1.nb755, 24
+  %244 = mul nsw i64 %fc1.nb1345, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t77_c3_266, ptr %arena67, align 4
-  %mb76.next = add nsw i64 %fc1.mb766, 1
-  %247 = icmp slt i64 %mb76.next, 32
-  br i1 %247, label %fc1.mb76, label %fc1.mb76.end
+  store <8 x float> %t136_c3_266, ptr %arena67, align 4
+  %mb135.next = add nsw i64 %fc1.mb1356, 1
+  %247 = icmp slt i64 %mb135.next, 32
+  br i1 %247, label %fc1.mb135, label %fc1.mb135.end
 
-fc1.mb79:                                         ; preds = %fc1.k81.end, %fc1.nb75.end
-  %fc1.mb7968 = phi i64 [ 0, %fc1.nb75.end ], [ %mb79.next, %fc1.k81.end ]
-  %248 = mul nsw i64 %fc1.mb7968, 4
+fc1.mb138:                                        ; preds = %fc1.k140.end, %fc1.nb134.end
+  %fc1.mb13868 = phi i64 [ 0, %fc1.nb134.end ], [ %mb138.next, %fc1.k140.end ]
+  %248 = mul nsw i64 %fc1.mb13868, 4
   %249 = mul nsw i64 %248, 64
   %250 = add nsw i64 598016, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t80_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %252, ptr %fc1.t139_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb13868, 4
   %254 = mul nsw i64 %253, 64
   %255 = add nsw i64 598016, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t80_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %258, ptr %fc1.t139_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb13868, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
   %262 = add nsw i64 598016, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t80_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %264, ptr %fc1.t139_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb13868, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
   %268 = add nsw i64 598016, %267
@@ -10906,16 +12554,16 @@ fc1.mb79:                                         ; preds = %fc1.k81.end, %fc1.n
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t80_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %271, ptr %fc1.t139_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb13868, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
   %275 = add nsw i64 598016, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t80_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %277, ptr %fc1.t139_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb13868, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
   %281 = add nsw i64 598016, %280
@@ -10923,16 +12571,16 @@ fc1.mb79:                                         ; preds = %fc1.k81.end, %fc1.n
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t80_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %284, ptr %fc1.t139_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb13868, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
   %288 = add nsw i64 598016, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t80_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %290, ptr %fc1.t139_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb13868, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
   %294 = add nsw i64 598016, %293
@@ -10940,194 +12588,194 @@ fc1.mb79:                                         ; preds = %fc1.k81.end, %fc1.n
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t80_c3_1, align 32
-  br label %fc1.k81
+  store <8 x float> %297, ptr %fc1.t139_c3_1, align 32
+  br label %fc1.k140
 
-fc1.mb79.end:                                     ; preds = %fc1.k81.end
-  %kp74.next = add nsw i64 %fc1.kp744, 1
-  %298 = icmp slt i64 %kp74.next, 8
-  br i1 %298, label %fc1.kp74, label %fc1.kp74.end
+fc1.mb138.end:                                    ; preds = %fc1.k140.end
+  %kp133.next = add nsw i64 %fc1.kp1334, 1
+  %298 = icmp slt i64 %kp133.next, 8
+  br i1 %298, label %fc1.kp133, label %fc1.kp133.end
 
-fc1.k81:                                          ; preds = %fc1.k81, %fc1.mb79
-  %fc1.k8177 = phi i64 [ 0, %fc1.mb79 ], [ %k81.next, %fc1.k81 ]
-  %299 = mul nsw i64 %fc1.kp744, 1152
-  %300 = add nsw i64 %fc1.k8177, %299
+fc1.k140:                                         ; preds = %fc1.k140, %fc1.mb138
+  %fc1.k14077 = phi i64 [ 0, %fc1.mb138 ], [ %k140.next, %fc1.k140 ]
+  %299 = mul nsw i64 %fc1.kp1334, 1152
+  %300 = add nsw i64 %fc1.k14077, %299
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 8192, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t80_b0, align 32
-  %305 = mul nsw i64 %fc1.kp744, 1152
-  %306 = add nsw i64 %fc1.k8177, %305
+  store <8 x float> %304, ptr %fc1.t139_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1334, 1152
+  %306 = add nsw i64 %fc1.k14077, %305
   %307 = mul nsw i64 %306, 64
   %308 = add nsw i64 8192, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t80_b1, align 32
-  %312 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %311, ptr %fc1.t139_b1, align 32
+  %312 = mul nsw i64 %fc1.mb13868, 4
   %313 = mul nsw i64 %312, 9216
   %314 = add nsw i64 18816, %313
-  %315 = mul nsw i64 %fc1.kp744, 1152
-  %316 = add nsw i64 %fc1.k8177, %315
+  %315 = mul nsw i64 %fc1.kp1334, 1152
+  %316 = add nsw i64 %fc1.k14077, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t80_a0, align 32
-  %t80_a0 = load <8 x float>, ptr %fc1.t80_a0, align 32
-  %t80_b0 = load <8 x float>, ptr %fc1.t80_b0, align 32
-  %t80_c0_0 = load <8 x float>, ptr %fc1.t80_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a0, <8 x float> %t80_b0, <8 x float> %t80_c0_0)
-  store <8 x float> %321, ptr %fc1.t80_c0_0, align 32
-  %t80_a081 = load <8 x float>, ptr %fc1.t80_a0, align 32
-  %t80_b1 = load <8 x float>, ptr %fc1.t80_b1, align 32
-  %t80_c0_1 = load <8 x float>, ptr %fc1.t80_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a081, <8 x float> %t80_b1, <8 x float> %t80_c0_1)
-  store <8 x float> %322, ptr %fc1.t80_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %320, ptr %fc1.t139_a0, align 32
+  %t139_a0 = load <8 x float>, ptr %fc1.t139_a0, align 32
+  %t139_b0 = load <8 x float>, ptr %fc1.t139_b0, align 32
+  %t139_c0_0 = load <8 x float>, ptr %fc1.t139_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a0, <8 x float> %t139_b0, <8 x float> %t139_c0_0)
+  store <8 x float> %321, ptr %fc1.t139_c0_0, align 32
+  %t139_a081 = load <8 x float>, ptr %fc1.t139_a0, align 32
+  %t139_b1 = load <8 x float>, ptr %fc1.t139_b1, align 32
+  %t139_c0_1 = load <8 x float>, ptr %fc1.t139_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a081, <8 x float> %t139_b1, <8 x float> %t139_c0_1)
+  store <8 x float> %322, ptr %fc1.t139_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb13868, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 9216
   %326 = add nsw i64 18816, %325
-  %327 = mul nsw i64 %fc1.kp744, 1152
-  %328 = add nsw i64 %fc1.k8177, %327
+  %327 = mul nsw i64 %fc1.kp1334, 1152
+  %328 = add nsw i64 %fc1.k14077, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t80_a1, align 32
-  %t80_a1 = load <8 x float>, ptr %fc1.t80_a1, align 32
-  %t80_b083 = load <8 x float>, ptr %fc1.t80_b0, align 32
-  %t80_c1_0 = load <8 x float>, ptr %fc1.t80_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a1, <8 x float> %t80_b083, <8 x float> %t80_c1_0)
-  store <8 x float> %333, ptr %fc1.t80_c1_0, align 32
-  %t80_a184 = load <8 x float>, ptr %fc1.t80_a1, align 32
-  %t80_b185 = load <8 x float>, ptr %fc1.t80_b1, align 32
-  %t80_c1_1 = load <8 x float>, ptr %fc1.t80_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a184, <8 x float> %t80_b185, <8 x float> %t80_c1_1)
-  store <8 x float> %334, ptr %fc1.t80_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %332, ptr %fc1.t139_a1, align 32
+  %t139_a1 = load <8 x float>, ptr %fc1.t139_a1, align 32
+  %t139_b083 = load <8 x float>, ptr %fc1.t139_b0, align 32
+  %t139_c1_0 = load <8 x float>, ptr %fc1.t139_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a1, <8 x float> %t139_b083, <8 x float> %t139_c1_0)
+  store <8 x float> %333, ptr %fc1.t139_c1_0, align 32
+  %t139_a184 = load <8 x float>, ptr %fc1.t139_a1, align 32
+  %t139_b185 = load <8 x float>, ptr %fc1.t139_b1, align 32
+  %t139_c1_1 = load <8 x float>, ptr %fc1.t139_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a184, <8 x float> %t139_b185, <8 x float> %t139_c1_1)
+  store <8 x float> %334, ptr %fc1.t139_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb13868, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 9216
   %338 = add nsw i64 18816, %337
-  %339 = mul nsw i64 %fc1.kp744, 1152
-  %340 = add nsw i64 %fc1.k8177, %339
+  %339 = mul nsw i64 %fc1.kp1334, 1152
+  %340 = add nsw i64 %fc1.k14077, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t80_a2, align 32
-  %t80_a2 = load <8 x float>, ptr %fc1.t80_a2, align 32
-  %t80_b087 = load <8 x float>, ptr %fc1.t80_b0, align 32
-  %t80_c2_0 = load <8 x float>, ptr %fc1.t80_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a2, <8 x float> %t80_b087, <8 x float> %t80_c2_0)
-  store <8 x float> %345, ptr %fc1.t80_c2_0, align 32
-  %t80_a288 = load <8 x float>, ptr %fc1.t80_a2, align 32
-  %t80_b189 = load <8 x float>, ptr %fc1.t80_b1, align 32
-  %t80_c2_1 = load <8 x float>, ptr %fc1.t80_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a288, <8 x float> %t80_b189, <8 x float> %t80_c2_1)
-  store <8 x float> %346, ptr %fc1.t80_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %344, ptr %fc1.t139_a2, align 32
+  %t139_a2 = load <8 x float>, ptr %fc1.t139_a2, align 32
+  %t139_b087 = load <8 x float>, ptr %fc1.t139_b0, align 32
+  %t139_c2_0 = load <8 x float>, ptr %fc1.t139_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a2, <8 x float> %t139_b087, <8 x float> %t139_c2_0)
+  store <8 x float> %345, ptr %fc1.t139_c2_0, align 32
+  %t139_a288 = load <8 x float>, ptr %fc1.t139_a2, align 32
+  %t139_b189 = load <8 x float>, ptr %fc1.t139_b1, align 32
+  %t139_c2_1 = load <8 x float>, ptr %fc1.t139_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a288, <8 x float> %t139_b189, <8 x float> %t139_c2_1)
+  store <8 x float> %346, ptr %fc1.t139_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb13868, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 9216
   %350 = add nsw i64 18816, %349
-  %351 = mul nsw i64 %fc1.kp744, 1152
-  %352 = add nsw i64 %fc1.k8177, %351
+  %351 = mul nsw i64 %fc1.kp1334, 1152
+  %352 = add nsw i64 %fc1.k14077, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t80_a3, align 32
-  %t80_a3 = load <8 x float>, ptr %fc1.t80_a3, align 32
-  %t80_b091 = load <8 x float>, ptr %fc1.t80_b0, align 32
-  %t80_c3_0 = load <8 x float>, ptr %fc1.t80_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a3, <8 x float> %t80_b091, <8 x float> %t80_c3_0)
-  store <8 x float> %357, ptr %fc1.t80_c3_0, align 32
-  %t80_a392 = load <8 x float>, ptr %fc1.t80_a3, align 32
-  %t80_b193 = load <8 x float>, ptr %fc1.t80_b1, align 32
-  %t80_c3_1 = load <8 x float>, ptr %fc1.t80_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t80_a392, <8 x float> %t80_b193, <8 x float> %t80_c3_1)
-  store <8 x float> %358, ptr %fc1.t80_c3_1, align 32
-  %k81.next = add nsw i64 %fc1.k8177, 1
-  %359 = icmp slt i64 %k81.next, 1152
-  br i1 %359, label %fc1.k81, label %fc1.k81.end
+  store <8 x float> %356, ptr %fc1.t139_a3, align 32
+  %t139_a3 = load <8 x float>, ptr %fc1.t139_a3, align 32
+  %t139_b091 = load <8 x float>, ptr %fc1.t139_b0, align 32
+  %t139_c3_0 = load <8 x float>, ptr %fc1.t139_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a3, <8 x float> %t139_b091, <8 x float> %t139_c3_0)
+  store <8 x float> %357, ptr %fc1.t139_c3_0, align 32
+  %t139_a392 = load <8 x float>, ptr %fc1.t139_a3, align 32
+  %t139_b193 = load <8 x float>, ptr %fc1.t139_b1, align 32
+  %t139_c3_1 = load <8 x float>, ptr %fc1.t139_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t139_a392, <8 x float> %t139_b193, <8 x float> %t139_c3_1)
+  store <8 x float> %358, ptr %fc1.t139_c3_1, align 32
+  %k140.next = add nsw i64 %fc1.k14077, 1
+  %359 = icmp slt i64 %k140.next, 1152
+  br i1 %359, label %fc1.k140, label %fc1.k140.end
 
-fc1.k81.end:                                      ; preds = %fc1.k81
-  %t80_c0_094 = load <8 x float>, ptr %fc1.t80_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb7968, 4
+fc1.k140.end:                                     ; preds = %fc1.k140
+  %t139_c0_094 = load <8 x float>, ptr %fc1.t139_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb13868, 4
   %361 = mul nsw i64 %360, 64
   %362 = add nsw i64 598016, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t80_c0_094, ptr %arena95, align 4
-  %t80_c0_196 = load <8 x float>, ptr %fc1.t80_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c0_094, ptr %arena95, align 4
+  %t139_c0_196 = load <8 x float>, ptr %fc1.t139_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb13868, 4
   %365 = mul nsw i64 %364, 64
   %366 = add nsw i64 598016, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t80_c0_196, ptr %arena97, align 4
-  %t80_c1_098 = load <8 x float>, ptr %fc1.t80_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c0_196, ptr %arena97, align 4
+  %t139_c1_098 = load <8 x float>, ptr %fc1.t139_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb13868, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
   %372 = add nsw i64 598016, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t80_c1_098, ptr %arena99, align 4
-  %t80_c1_1100 = load <8 x float>, ptr %fc1.t80_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c1_098, ptr %arena99, align 4
+  %t139_c1_1100 = load <8 x float>, ptr %fc1.t139_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb13868, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
   %377 = add nsw i64 598016, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t80_c1_1100, ptr %arena101, align 4
-  %t80_c2_0102 = load <8 x float>, ptr %fc1.t80_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c1_1100, ptr %arena101, align 4
+  %t139_c2_0102 = load <8 x float>, ptr %fc1.t139_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb13868, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
   %383 = add nsw i64 598016, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t80_c2_0102, ptr %arena103, align 4
-  %t80_c2_1104 = load <8 x float>, ptr %fc1.t80_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c2_0102, ptr %arena103, align 4
+  %t139_c2_1104 = load <8 x float>, ptr %fc1.t139_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb13868, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
   %388 = add nsw i64 598016, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t80_c2_1104, ptr %arena105, align 4
-  %t80_c3_0106 = load <8 x float>, ptr %fc1.t80_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c2_1104, ptr %arena105, align 4
+  %t139_c3_0106 = load <8 x float>, ptr %fc1.t139_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb13868, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
   %394 = add nsw i64 598016, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t80_c3_0106, ptr %arena107, align 4
-  %t80_c3_1108 = load <8 x float>, ptr %fc1.t80_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb7968, 4
+  store <8 x float> %t139_c3_0106, ptr %arena107, align 4
+  %t139_c3_1108 = load <8 x float>, ptr %fc1.t139_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb13868, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
   %399 = add nsw i64 598016, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t80_c3_1108, ptr %arena109, align 4
-  %mb79.next = add nsw i64 %fc1.mb7968, 1
-  %402 = icmp slt i64 %mb79.next, 32
-  br i1 %402, label %fc1.mb79, label %fc1.mb79.end
+  store <8 x float> %t139_c3_1108, ptr %arena109, align 4
+  %mb138.next = add nsw i64 %fc1.mb13868, 1
+  %402 = icmp slt i64 %mb138.next, 32
+  br i1 %402, label %fc1.mb138, label %fc1.mb138.end
 }
 
 ; Function Attrs: noinline
@@ -11143,123 +12791,123 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 1198592
   %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n85
+  br label %fc2.n144
 
-fc2.n85:                                          ; preds = %fc2.u86.end, %entry
-  %fc2.n854 = phi i64 [ 0, %entry ], [ %n85.next, %fc2.u86.end ]
-  br label %fc2.u86
+fc2.n144:                                         ; preds = %fc2.u145.end, %entry
+  %fc2.n1444 = phi i64 [ 0, %entry ], [ %n144.next, %fc2.u145.end ]
+  br label %fc2.u145
 
-fc2.n85.end:                                      ; preds = %fc2.u86.end
+fc2.n144.end:                                     ; preds = %fc2.u145.end
   ret void
 
-fc2.u86:                                          ; preds = %fc2.u86, %fc2.n85
-  %fc2.u865 = phi i64 [ 0, %fc2.n85 ], [ %u86.next, %fc2.u86 ]
-  %0 = mul nsw i64 %fc2.n854, 10
+fc2.u145:                                         ; preds = %fc2.u145, %fc2.n144
+  %fc2.u1455 = phi i64 [ 0, %fc2.n144 ], [ %u145.next, %fc2.u145 ]
+  %0 = mul nsw i64 %fc2.n1444, 10
   %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u865
+  %2 = add nsw i64 %1, %fc2.u1455
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 1199872, %fc2.u865
+  %4 = add nsw i64 1199872, %fc2.u1455
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n854, 10
+  %7 = mul nsw i64 %fc2.n1444, 10
   %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u865
+  %9 = add nsw i64 %8, %fc2.u1455
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u86.next = add nsw i64 %fc2.u865, 1
-  %10 = icmp slt i64 %u86.next, 10
-  br i1 %10, label %fc2.u86, label %fc2.u86.end
+  %u145.next = add nsw i64 %fc2.u1455, 1
+  %10 = icmp slt i64 %u145.next, 10
+  br i1 %10, label %fc2.u145, label %fc2.u145.end
 
-fc2.u86.end:                                      ; preds = %fc2.u86
-  %n85.next = add nsw i64 %fc2.n854, 1
-  %11 = icmp slt i64 %n85.next, 64
-  br i1 %11, label %fc2.n85, label %fc2.n85.end
+fc2.u145.end:                                     ; preds = %fc2.u145
+  %n144.next = add nsw i64 %fc2.n1444, 1
+  %11 = icmp slt i64 %n144.next, 64
+  br i1 %11, label %fc2.n144, label %fc2.n144.end
 }
 
 ; Function Attrs: noinline
 define internal void @mnistnet_infer_b64.k7.probs(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %probs.s89 = alloca float, align 4
-  %probs.m88 = alloca float, align 4
-  br label %probs.n87
+  %probs.s148 = alloca float, align 4
+  %probs.m147 = alloca float, align 4
+  br label %probs.n146
 
-probs.n87:                                        ; preds = %probs.k92.end, %entry
-  %probs.n871 = phi i64 [ 0, %entry ], [ %n87.next, %probs.k92.end ]
-  %0 = mul nsw i64 %probs.n871, 10
+probs.n146:                                       ; preds = %probs.k151.end, %entry
+  %probs.n1461 = phi i64 [ 0, %entry ], [ %n146.next, %probs.k151.end ]
+  %0 = mul nsw i64 %probs.n1461, 10
   %1 = add nsw i64 8192, %0
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena2, align 4
-  store float %2, ptr %probs.m88, align 4
-  br label %probs.k90
+  store float %2, ptr %probs.m147, align 4
+  br label %probs.k149
 
-probs.n87.end:                                    ; preds = %probs.k92.end
+probs.n146.end:                                   ; preds = %probs.k151.end
   ret void
 
-probs.k90:                                        ; preds = %probs.k90, %probs.n87
-  %probs.k903 = phi i64 [ 0, %probs.n87 ], [ %k90.next, %probs.k90 ]
-  %m88 = load float, ptr %probs.m88, align 4
-  %3 = mul nsw i64 %probs.n871, 10
+probs.k149:                                       ; preds = %probs.k149, %probs.n146
+  %probs.k1493 = phi i64 [ 0, %probs.n146 ], [ %k149.next, %probs.k149 ]
+  %m147 = load float, ptr %probs.m147, align 4
+  %3 = mul nsw i64 %probs.n1461, 10
   %4 = add nsw i64 8192, %3
-  %5 = add nsw i64 %4, %probs.k903
+  %5 = add nsw i64 %4, %probs.k1493
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
   %6 = load float, ptr %arena4, align 4
-  %7 = fcmp ogt float %6, %m88
-  %8 = select i1 %7, float %6, float %m88
-  store float %8, ptr %probs.m88, align 4
-  %k90.next = add nsw i64 %probs.k903, 1
-  %9 = icmp slt i64 %k90.next, 10
-  br i1 %9, label %probs.k90, label %probs.k90.end
+  %7 = fcmp ogt float %6, %m147
+  %8 = select i1 %7, float %6, float %m147
+  store float %8, ptr %probs.m147, align 4
+  %k149.next = add nsw i64 %probs.k1493, 1
+  %9 = icmp slt i64 %k149.next, 10
+  br i1 %9, label %probs.k149, label %probs.k149.end
 
-probs.k90.end:                                    ; preds = %probs.k90
-  store float 0.000000e+00, ptr %probs.s89, align 4
-  br label %probs.k91
+probs.k149.end:                                   ; preds = %probs.k149
+  store float 0.000000e+00, ptr %probs.s148, align 4
+  br label %probs.k150
 
-probs.k91:                                        ; preds = %probs.k91, %probs.k90.end
-  %probs.k915 = phi i64 [ 0, %probs.k90.end ], [ %k91.next, %probs.k91 ]
-  %s89 = load float, ptr %probs.s89, align 4
-  %10 = mul nsw i64 %probs.n871, 10
+probs.k150:                                       ; preds = %probs.k150, %probs.k149.end
+  %probs.k1505 = phi i64 [ 0, %probs.k149.end ], [ %k150.next, %probs.k150 ]
+  %s148 = load float, ptr %probs.s148, align 4
+  %10 = mul nsw i64 %probs.n1461, 10
   %11 = add nsw i64 8192, %10
-  %12 = add nsw i64 %11, %probs.k915
+  %12 = add nsw i64 %11, %probs.k1505
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %12
   %13 = load float, ptr %arena6, align 4
-  %m887 = load float, ptr %probs.m88, align 4
-  %14 = fsub float %13, %m887
+  %m1477 = load float, ptr %probs.m147, align 4
+  %14 = fsub float %13, %m1477
   %15 = call float @llvm.exp.f32(float %14)
-  %16 = fadd float %s89, %15
-  store float %16, ptr %probs.s89, align 4
-  %k91.next = add nsw i64 %probs.k915, 1
-  %17 = icmp slt i64 %k91.next, 10
-  br i1 %17, label %probs.k91, label %probs.k91.end
+  %16 = fadd float %s148, %15
+  store float %16, ptr %probs.s148, align 4
+  %k150.next = add nsw i64 %probs.k1505, 1
+  %17 = icmp slt i64 %k150.next, 10
+  br i1 %17, label %probs.k150, label %probs.k150.end
 
-probs.k91.end:                                    ; preds = %probs.k91
-  br label %probs.k92
+probs.k150.end:                                   ; preds = %probs.k150
+  br label %probs.k151
 
-probs.k92:                                        ; preds = %probs.k92, %probs.k91.end
-  %probs.k928 = phi i64 [ 0, %probs.k91.end ], [ %k92.next, %probs.k92 ]
-  %18 = mul nsw i64 %probs.n871, 10
+probs.k151:                                       ; preds = %probs.k151, %probs.k150.end
+  %probs.k1518 = phi i64 [ 0, %probs.k150.end ], [ %k151.next, %probs.k151 ]
+  %18 = mul nsw i64 %probs.n1461, 10
   %19 = add nsw i64 8192, %18
-  %20 = add nsw i64 %19, %probs.k928
+  %20 = add nsw i64 %19, %probs.k1518
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena9, align 4
-  %m8810 = load float, ptr %probs.m88, align 4
-  %22 = fsub float %21, %m8810
+  %m14710 = load float, ptr %probs.m147, align 4
+  %22 = fsub float %21, %m14710
   %23 = call float @llvm.exp.f32(float %22)
-  %s8911 = load float, ptr %probs.s89, align 4
-  %24 = fdiv float %23, %s8911
-  %25 = mul nsw i64 %probs.n871, 10
-  %26 = add nsw i64 %25, %probs.k928
+  %s14811 = load float, ptr %probs.s148, align 4
+  %24 = fdiv float %23, %s14811
+  %25 = mul nsw i64 %probs.n1461, 10
+  %26 = add nsw i64 %25, %probs.k1518
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %26
   store float %24, ptr %arena12, align 4
-  %k92.next = add nsw i64 %probs.k928, 1
-  %27 = icmp slt i64 %k92.next, 10
-  br i1 %27, label %probs.k92, label %probs.k92.end
+  %k151.next = add nsw i64 %probs.k1518, 1
+  %27 = icmp slt i64 %k151.next, 10
+  br i1 %27, label %probs.k151, label %probs.k151.end
 
-probs.k92.end:                                    ; preds = %probs.k92
-  %n87.next = add nsw i64 %probs.n871, 1
-  %28 = icmp slt i64 %n87.next, 64
-  br i1 %28, label %probs.n87, label %probs.n87.end
+probs.k151.end:                                   ; preds = %probs.k151
+  %n146.next = add nsw i64 %probs.n1461, 1
+  %28 = icmp slt i64 %n146.next, 64
+  br i1 %28, label %probs.n146, label %probs.n146.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

@@ -171,1123 +171,1036 @@ public func mnistnet_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for i22 in 0..<144 {
-    arena[(3375104 +% i22)] = Float((((i22 / 12) *% 48) +% ((i22 % 12) *% 2)))
+  for ci22 in 0..<32 {
+    for co23 in 0..<64 {
+      var w24: Float = params[(320 +% (((co23 *% 32) +% ci22) *% 9))]
+      var w25: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w26: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w27: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]
+      var w28: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)]
+      var w29: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w30: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w31: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]
+      var w32: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)]
+      var w33: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w34: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w35: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]
+      var w36: Float = w24
+      var w37: Float = (((w24 + w28) + w32) * Float(bitPattern: 0x3f000000))
+      var w38: Float = (((w24 + w32) - w28) * Float(bitPattern: 0x3f000000))
+      var w39: Float = w32
+      var w40: Float = w25
+      var w41: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+      var w42: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+      var w43: Float = w33
+      var w44: Float = w26
+      var w45: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+      var w46: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+      var w47: Float = w34
+      var w48: Float = w27
+      var w49: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+      var w50: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+      var w51: Float = w35
+      arena[((2564096 +% (ci22 *% 64)) +% co23)] = w36
+      arena[((2566144 +% (ci22 *% 64)) +% co23)] = w37
+      arena[((2568192 +% (ci22 *% 64)) +% co23)] = w38
+      arena[((2570240 +% (ci22 *% 64)) +% co23)] = w39
+      arena[((2572288 +% (ci22 *% 64)) +% co23)] = w40
+      arena[((2574336 +% (ci22 *% 64)) +% co23)] = w41
+      arena[((2576384 +% (ci22 *% 64)) +% co23)] = w42
+      arena[((2578432 +% (ci22 *% 64)) +% co23)] = w43
+      arena[((2580480 +% (ci22 *% 64)) +% co23)] = w44
+      arena[((2582528 +% (ci22 *% 64)) +% co23)] = w45
+      arena[((2584576 +% (ci22 *% 64)) +% co23)] = w46
+      arena[((2586624 +% (ci22 *% 64)) +% co23)] = w47
+      arena[((2588672 +% (ci22 *% 64)) +% co23)] = w48
+      arena[((2590720 +% (ci22 *% 64)) +% co23)] = w49
+      arena[((2592768 +% (ci22 *% 64)) +% co23)] = w50
+      arena[((2594816 +% (ci22 *% 64)) +% co23)] = w51
+    }
   }
-  for g23 in 0..<16 {
-    for j24 in 0..<4 {
-      for c25 in 0..<32 {
-        for ky26 in 0..<3 {
-          for oy27 in 0..<12 {
-            for ox28 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((oy27 *% 12) +% ox28))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy27 *% 2) +% ky26) *% 26)) +% (ox28 *% 2))]
-            }
-          }
-          for oy29 in 0..<12 {
-            for ox30 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((144 +% (oy29 *% 12)) +% ox30))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy29 *% 2) +% ky26) *% 26)) +% ((ox30 *% 2) +% 1))]
-            }
-          }
-          for oy31 in 0..<12 {
-            for ox32 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((288 +% (oy31 *% 12)) +% ox32))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy31 *% 2) +% 1) +% ky26) *% 26)) +% (ox32 *% 2))]
-            }
-          }
-          for oy33 in 0..<12 {
-            for ox34 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((432 +% (oy33 *% 12)) +% ox34))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy33 *% 2) +% 1) +% ky26) *% 26)) +% ((ox34 *% 2) +% 1))]
-            }
-          }
-          for oy35 in 0..<12 {
-            for ox36 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((oy35 *% 12) +% ox36))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy35 *% 2) +% ky26) *% 26)) +% ((ox36 *% 2) +% 1))]
-            }
-          }
-          for oy37 in 0..<12 {
-            for ox38 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((144 +% (oy37 *% 12)) +% ox38))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy37 *% 2) +% ky26) *% 26)) +% ((ox38 *% 2) +% 2))]
-            }
-          }
-          for oy39 in 0..<12 {
-            for ox40 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((288 +% (oy39 *% 12)) +% ox40))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy39 *% 2) +% 1) +% ky26) *% 26)) +% ((ox40 *% 2) +% 1))]
-            }
-          }
-          for oy41 in 0..<12 {
-            for ox42 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((432 +% (oy41 *% 12)) +% ox42))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy41 *% 2) +% 1) +% ky26) *% 26)) +% ((ox42 *% 2) +% 2))]
-            }
-          }
-          for oy43 in 0..<12 {
-            for ox44 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((oy43 *% 12) +% ox44))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy43 *% 2) +% ky26) *% 26)) +% ((ox44 *% 2) +% 2))]
-            }
-          }
-          for oy45 in 0..<12 {
-            for ox46 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((144 +% (oy45 *% 12)) +% ox46))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy45 *% 2) +% ky26) *% 26)) +% ((ox46 *% 2) +% 3))]
-            }
-          }
-          for oy47 in 0..<12 {
-            for ox48 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((288 +% (oy47 *% 12)) +% ox48))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy47 *% 2) +% 1) +% ky26) *% 26)) +% ((ox48 *% 2) +% 2))]
-            }
-          }
-          for oy49 in 0..<12 {
-            for ox50 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((432 +% (oy49 *% 12)) +% ox50))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy49 *% 2) +% 1) +% ky26) *% 26)) +% ((ox50 *% 2) +% 3))]
-            }
+  for i52 in 0..<2704 {
+    storeVector(arena, ((i52 *% 8) +% 2596864), Vector(repeating: Float(0)))
+  }
+  for g53 in 0..<64 {
+    for j54 in 0..<1 {
+      for c55 in 0..<32 {
+        for iy56 in 0..<26 {
+          for ix57 in 0..<26 {
+            arena[(2596864 +% ((((j54 *% 21632) +% (iy56 *% 832)) +% (ix57 *% 32)) +% c55))] = arena[(((((g53 +% j54) *% 21632) +% (c55 *% 676)) +% (iy56 *% 26)) +% ix57)]
           }
         }
       }
     }
-    do {  // gemm55
-      for nb51 in 0..<96 {
-        for mb52 in 0..<16 {
-          var t53_c0_0 = Vector()
-          var t53_c0_1 = Vector()
-          var t53_c0_2 = Vector()
-          var t53_c1_0 = Vector()
-          var t53_c1_1 = Vector()
-          var t53_c1_2 = Vector()
-          var t53_c2_0 = Vector()
-          var t53_c2_1 = Vector()
-          var t53_c2_2 = Vector()
-          var t53_c3_0 = Vector()
-          var t53_c3_1 = Vector()
-          var t53_c3_2 = Vector()
-          for k54 in 0..<288 {
-            let t53_b0 = loadVector(arena, ((2564096 +% (k54 *% 2304)) +% (nb51 *% 24)))
-            let t53_b1 = loadVector(arena, (((2564096 +% (k54 *% 2304)) +% (nb51 *% 24)) +% 8))
-            let t53_b2 = loadVector(arena, (((2564096 +% (k54 *% 2304)) +% (nb51 *% 24)) +% 16))
-            let t53_a0 = Vector(repeating: params[((320 +% ((mb52 *% 4) *% 288)) +% k54)])
-            t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-            t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-            t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-            let t53_a1 = Vector(repeating: params[((320 +% (((mb52 *% 4) +% 1) *% 288)) +% k54)])
-            t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-            t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-            t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-            let t53_a2 = Vector(repeating: params[((320 +% (((mb52 *% 4) +% 2) *% 288)) +% k54)])
-            t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-            t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-            t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-            let t53_a3 = Vector(repeating: params[((320 +% (((mb52 *% 4) +% 3) *% 288)) +% k54)])
-            t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-            t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-            t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+    for j58 in 0..<1 {
+      for ty59 in 0..<12 {
+        for tx60 in 0..<12 {
+          for cv61 in 0..<4 {
+            let w62 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w63 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w64 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w65 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w66 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w67 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w68 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w69 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w70 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w71 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w72 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w73 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w74 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w75 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w76 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w77 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w78 = (w62 - w70)
+            let w79 = (w66 + w70)
+            let w80 = (w70 - w66)
+            let w81 = (w66 - w74)
+            let w82 = (w63 - w71)
+            let w83 = (w67 + w71)
+            let w84 = (w71 - w67)
+            let w85 = (w67 - w75)
+            let w86 = (w64 - w72)
+            let w87 = (w68 + w72)
+            let w88 = (w72 - w68)
+            let w89 = (w68 - w76)
+            let w90 = (w65 - w73)
+            let w91 = (w69 + w73)
+            let w92 = (w73 - w69)
+            let w93 = (w69 - w77)
+            storeVector(arena, ((2618496 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w78)
+            storeVector(arena, ((2623104 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w79)
+            storeVector(arena, ((2627712 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w80)
+            storeVector(arena, ((2632320 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w81)
+            storeVector(arena, ((2636928 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w82)
+            storeVector(arena, ((2641536 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w83)
+            storeVector(arena, ((2646144 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w84)
+            storeVector(arena, ((2650752 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w85)
+            storeVector(arena, ((2655360 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w86)
+            storeVector(arena, ((2659968 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w87)
+            storeVector(arena, ((2664576 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w88)
+            storeVector(arena, ((2669184 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w89)
+            storeVector(arena, ((2673792 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w90)
+            storeVector(arena, ((2678400 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w91)
+            storeVector(arena, ((2683008 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w92)
+            storeVector(arena, ((2687616 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w93)
           }
-          storeVector(arena, ((3227648 +% ((mb52 *% 4) *% 2304)) +% (nb51 *% 24)), t53_c0_0)
-          storeVector(arena, (((3227648 +% ((mb52 *% 4) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c0_1)
-          storeVector(arena, (((3227648 +% ((mb52 *% 4) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c0_2)
-          storeVector(arena, ((3227648 +% (((mb52 *% 4) +% 1) *% 2304)) +% (nb51 *% 24)), t53_c1_0)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 1) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c1_1)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 1) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c1_2)
-          storeVector(arena, ((3227648 +% (((mb52 *% 4) +% 2) *% 2304)) +% (nb51 *% 24)), t53_c2_0)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 2) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c2_1)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 2) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c2_2)
-          storeVector(arena, ((3227648 +% (((mb52 *% 4) +% 3) *% 2304)) +% (nb51 *% 24)), t53_c3_0)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 3) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c3_1)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 3) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c3_2)
         }
       }
     }
-    for j56 in 0..<4 {
-      for f57 in 0..<64 {
-        for q58 in 0..<144 {
-          var v59: Float = (arena[(((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% q58)] + params[(18752 +% f57)])
-          var at60: Float = Float(0)
-          var v61: Float = (arena[((((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% 144) +% q58)] + params[(18752 +% f57)])
-          var at63: Float = (v61 > v59 ? Float(1) : at60)
-          var best62: Float = (v61 > v59 ? v61 : v59)
-          var v64: Float = (arena[((((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% 288) +% q58)] + params[(18752 +% f57)])
-          var at66: Float = (v64 > best62 ? Float(24) : at63)
-          var best65: Float = (v64 > best62 ? v64 : best62)
-          var v67: Float = (arena[((((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% 432) +% q58)] + params[(18752 +% f57)])
-          var at69: Float = (v67 > best65 ? Float(25) : at66)
-          var best68: Float = (v67 > best65 ? v67 : best65)
-          arena[(1384448 +% (((((g23 *% 4) +% j56) *% 9216) +% (f57 *% 144)) +% q58))] = (best68 > Float(0) ? best68 : Float(0))
-          arena[(1974272 +% (((((g23 *% 4) +% j56) *% 9216) +% (f57 *% 144)) +% q58))] = (arena[(3375104 +% q58)] + at69)
+    for xi94 in 0..<16 {
+      sgemm(101, 111, 111, 144, 64, 32, 1, arena + (2618496 +% (xi94 *% 4608)), 32, arena + (2564096 +% (xi94 *% 2048)), 64, Float(bitPattern: 0x0), arena + (2692224 +% (xi94 *% 9216)), 64)
+    }
+    for j95 in 0..<1 {
+      for ty96 in 0..<12 {
+        for tx97 in 0..<12 {
+          for cv98 in 0..<8 {
+            let w99 = ((loadVector(arena, ((2692224 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2729088 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2765952 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w100 = ((loadVector(arena, ((2729088 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2765952 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2802816 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w101 = ((loadVector(arena, ((2701440 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2738304 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2775168 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w102 = ((loadVector(arena, ((2738304 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2775168 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2812032 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w103 = ((loadVector(arena, ((2710656 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2747520 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2784384 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w104 = ((loadVector(arena, ((2747520 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2784384 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2821248 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w105 = ((loadVector(arena, ((2719872 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2756736 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2793600 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w106 = ((loadVector(arena, ((2756736 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2793600 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2830464 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w107 = ((w99 + w101) + w103)
+            let w108 = ((w101 - w103) - w105)
+            let w109 = ((w100 + w102) + w104)
+            let w110 = ((w102 - w104) - w106)
+            let v111 = (w107 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best112 = v111
+            let at113 = Vector(repeating: Float((((ty96 *% 2) *% 24) +% (tx97 *% 2))))
+            let v114 = (w108 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best115 = best112.replacing(with: v114, where: v114 .> best112)
+            let at116 = at113.replacing(with: Vector(repeating: Float(((((ty96 *% 2) *% 24) +% (tx97 *% 2)) +% 1))), where: v114 .> best112)
+            let v117 = (w109 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best118 = best115.replacing(with: v117, where: v117 .> best115)
+            let at119 = at116.replacing(with: Vector(repeating: Float(((((ty96 *% 2) +% 1) *% 24) +% (tx97 *% 2)))), where: v117 .> best115)
+            let v120 = (w110 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best121 = best118.replacing(with: v120, where: v120 .> best118)
+            let at122 = at119.replacing(with: Vector(repeating: Float((((((ty96 *% 2) +% 1) *% 24) +% (tx97 *% 2)) +% 1))), where: v120 .> best118)
+            storeVector(arena, ((2839680 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)), Vector().replacing(with: best121, where: best121 .> Vector()))
+            storeVector(arena, (((2839680 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)) +% 9216), at122)
+          }
+        }
+      }
+    }
+    for j123 in 0..<1 {
+      for c124 in 0..<64 {
+        for q125 in 0..<144 {
+          arena[(1384448 +% ((((g53 +% j123) *% 9216) +% (c124 *% 144)) +% q125))] = arena[((2839680 +% (((j123 *% 144) +% q125) *% 64)) +% c124)]
+        }
+      }
+    }
+    for j126 in 0..<1 {
+      for c127 in 0..<64 {
+        for q128 in 0..<144 {
+          arena[(1974272 +% ((((g53 +% j126) *% 9216) +% (c127 *% 144)) +% q128))] = arena[((2848896 +% (((j126 *% 144) +% q128) *% 64)) +% c127)]
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  let z70: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
-  let z71: UInt64 = ((z70 ^ (z70 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z72: UInt64 = ((z71 ^ (z71 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z73: UInt64 = (z72 ^ (z72 >> 31))
-  let z74: UInt64 = (z73 &+ UInt64(bitPattern: step))
-  let z75: UInt64 = ((z74 ^ (z74 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z76: UInt64 = ((z75 ^ (z75 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z77: UInt64 = (z76 ^ (z76 >> 31))
-  for i78 in 0..<589824 {
-    let z79: UInt64 = (z77 &+ (UInt64(bitPattern: Int64(i78)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z80: UInt64 = ((z79 ^ (z79 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z81: UInt64 = ((z80 ^ (z80 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z82: UInt64 = (z81 ^ (z81 >> 31))
-    arena[(2564096 +% i78)] = ((z82 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i78)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z129: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z130: UInt64 = ((z129 ^ (z129 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z131: UInt64 = ((z130 ^ (z130 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z132: UInt64 = (z131 ^ (z131 >> 31))
+  let z133: UInt64 = (z132 &+ UInt64(bitPattern: step))
+  let z134: UInt64 = ((z133 ^ (z133 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z135: UInt64 = ((z134 ^ (z134 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z136: UInt64 = (z135 ^ (z135 >> 31))
+  for i137 in 0..<589824 {
+    let z138: UInt64 = (z136 &+ (UInt64(bitPattern: Int64(i137)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z139: UInt64 = ((z138 ^ (z138 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z140: UInt64 = ((z139 ^ (z139 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z141: UInt64 = (z140 ^ (z140 >> 31))
+    arena[(2564096 +% i137)] = ((z141 >> 40) >= 0x400000 as UInt64 ? (arena[(1384448 +% i137)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n83 in 0..<64 {
-    for k84 in 0..<9216 {
-      arena[((3162112 +% (k84 *% 64)) +% n83)] = arena[((2564096 +% (n83 *% 9216)) +% k84)]
+  for n142 in 0..<64 {
+    for k143 in 0..<9216 {
+      arena[((3162112 +% (k143 *% 64)) +% n142)] = arena[((2564096 +% (n142 *% 9216)) +% k143)]
     }
   }
-  do {  // gemm95
-    for r85 in 0..<128 {
-      for i86 in 0..<8 {
-        storeVector(arena, ((i86 *% 8) +% (3751936 +% (r85 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm154
+    for r144 in 0..<128 {
+      for i145 in 0..<8 {
+        storeVector(arena, ((i145 *% 8) +% (3751936 +% (r144 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp87 in 0..<8 {
-      for nb88 in 0..<2 {
-        for mb89 in 0..<32 {
-          var t90_c0_0 = loadVector(arena, ((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)))
-          var t90_c0_1 = loadVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 8))
-          var t90_c0_2 = loadVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 16))
-          var t90_c1_0 = loadVector(arena, ((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)))
-          var t90_c1_1 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 8))
-          var t90_c1_2 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 16))
-          var t90_c2_0 = loadVector(arena, ((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)))
-          var t90_c2_1 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 8))
-          var t90_c2_2 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 16))
-          var t90_c3_0 = loadVector(arena, ((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)))
-          var t90_c3_1 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 8))
-          var t90_c3_2 = loadVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 16))
-          for k91 in 0..<1152 {
-            let t90_b0 = loadVector(arena, ((3162112 +% ((k91 +% (kp87 *% 1152)) *% 64)) +% (nb88 *% 24)))
-            let t90_b1 = loadVector(arena, (((3162112 +% ((k91 +% (kp87 *% 1152)) *% 64)) +% (nb88 *% 24)) +% 8))
-            let t90_b2 = loadVector(arena, (((3162112 +% ((k91 +% (kp87 *% 1152)) *% 64)) +% (nb88 *% 24)) +% 16))
-            let t90_a0 = Vector(repeating: params[((18816 +% ((mb89 *% 4) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
-            t90_c0_0 = t90_c0_0.addingProduct(t90_a0, t90_b0)
-            t90_c0_1 = t90_c0_1.addingProduct(t90_a0, t90_b1)
-            t90_c0_2 = t90_c0_2.addingProduct(t90_a0, t90_b2)
-            let t90_a1 = Vector(repeating: params[((18816 +% (((mb89 *% 4) +% 1) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
-            t90_c1_0 = t90_c1_0.addingProduct(t90_a1, t90_b0)
-            t90_c1_1 = t90_c1_1.addingProduct(t90_a1, t90_b1)
-            t90_c1_2 = t90_c1_2.addingProduct(t90_a1, t90_b2)
-            let t90_a2 = Vector(repeating: params[((18816 +% (((mb89 *% 4) +% 2) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
-            t90_c2_0 = t90_c2_0.addingProduct(t90_a2, t90_b0)
-            t90_c2_1 = t90_c2_1.addingProduct(t90_a2, t90_b1)
-            t90_c2_2 = t90_c2_2.addingProduct(t90_a2, t90_b2)
-            let t90_a3 = Vector(repeating: params[((18816 +% (((mb89 *% 4) +% 3) *% 9216)) +% (k91 +% (kp87 *% 1152)))])
-            t90_c3_0 = t90_c3_0.addingProduct(t90_a3, t90_b0)
-            t90_c3_1 = t90_c3_1.addingProduct(t90_a3, t90_b1)
-            t90_c3_2 = t90_c3_2.addingProduct(t90_a3, t90_b2)
+    for kp146 in 0..<8 {
+      for nb147 in 0..<2 {
+        for mb148 in 0..<32 {
+          var t149_c0_0 = loadVector(arena, ((3751936 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)))
+          var t149_c0_1 = loadVector(arena, (((3751936 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c0_2 = loadVector(arena, (((3751936 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c1_0 = loadVector(arena, ((3751936 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)))
+          var t149_c1_1 = loadVector(arena, (((3751936 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c1_2 = loadVector(arena, (((3751936 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c2_0 = loadVector(arena, ((3751936 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)))
+          var t149_c2_1 = loadVector(arena, (((3751936 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c2_2 = loadVector(arena, (((3751936 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16))
+          var t149_c3_0 = loadVector(arena, ((3751936 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)))
+          var t149_c3_1 = loadVector(arena, (((3751936 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8))
+          var t149_c3_2 = loadVector(arena, (((3751936 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16))
+          for k150 in 0..<1152 {
+            let t149_b0 = loadVector(arena, ((3162112 +% ((k150 +% (kp146 *% 1152)) *% 64)) +% (nb147 *% 24)))
+            let t149_b1 = loadVector(arena, (((3162112 +% ((k150 +% (kp146 *% 1152)) *% 64)) +% (nb147 *% 24)) +% 8))
+            let t149_b2 = loadVector(arena, (((3162112 +% ((k150 +% (kp146 *% 1152)) *% 64)) +% (nb147 *% 24)) +% 16))
+            let t149_a0 = Vector(repeating: params[((18816 +% ((mb148 *% 4) *% 9216)) +% (k150 +% (kp146 *% 1152)))])
+            t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
+            t149_c0_1 = t149_c0_1.addingProduct(t149_a0, t149_b1)
+            t149_c0_2 = t149_c0_2.addingProduct(t149_a0, t149_b2)
+            let t149_a1 = Vector(repeating: params[((18816 +% (((mb148 *% 4) +% 1) *% 9216)) +% (k150 +% (kp146 *% 1152)))])
+            t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
+            t149_c1_1 = t149_c1_1.addingProduct(t149_a1, t149_b1)
+            t149_c1_2 = t149_c1_2.addingProduct(t149_a1, t149_b2)
+            let t149_a2 = Vector(repeating: params[((18816 +% (((mb148 *% 4) +% 2) *% 9216)) +% (k150 +% (kp146 *% 1152)))])
+            t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
+            t149_c2_1 = t149_c2_1.addingProduct(t149_a2, t149_b1)
+            t149_c2_2 = t149_c2_2.addingProduct(t149_a2, t149_b2)
+            let t149_a3 = Vector(repeating: params[((18816 +% (((mb148 *% 4) +% 3) *% 9216)) +% (k150 +% (kp146 *% 1152)))])
+            t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
+            t149_c3_1 = t149_c3_1.addingProduct(t149_a3, t149_b1)
+            t149_c3_2 = t149_c3_2.addingProduct(t149_a3, t149_b2)
           }
-          storeVector(arena, ((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)), t90_c0_0)
-          storeVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 8), t90_c0_1)
-          storeVector(arena, (((3751936 +% ((mb89 *% 4) *% 64)) +% (nb88 *% 24)) +% 16), t90_c0_2)
-          storeVector(arena, ((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)), t90_c1_0)
-          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 8), t90_c1_1)
-          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 1) *% 64)) +% (nb88 *% 24)) +% 16), t90_c1_2)
-          storeVector(arena, ((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)), t90_c2_0)
-          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 8), t90_c2_1)
-          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 2) *% 64)) +% (nb88 *% 24)) +% 16), t90_c2_2)
-          storeVector(arena, ((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)), t90_c3_0)
-          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 8), t90_c3_1)
-          storeVector(arena, (((3751936 +% (((mb89 *% 4) +% 3) *% 64)) +% (nb88 *% 24)) +% 16), t90_c3_2)
+          storeVector(arena, ((3751936 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)), t149_c0_0)
+          storeVector(arena, (((3751936 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 8), t149_c0_1)
+          storeVector(arena, (((3751936 +% ((mb148 *% 4) *% 64)) +% (nb147 *% 24)) +% 16), t149_c0_2)
+          storeVector(arena, ((3751936 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)), t149_c1_0)
+          storeVector(arena, (((3751936 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 8), t149_c1_1)
+          storeVector(arena, (((3751936 +% (((mb148 *% 4) +% 1) *% 64)) +% (nb147 *% 24)) +% 16), t149_c1_2)
+          storeVector(arena, ((3751936 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)), t149_c2_0)
+          storeVector(arena, (((3751936 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 8), t149_c2_1)
+          storeVector(arena, (((3751936 +% (((mb148 *% 4) +% 2) *% 64)) +% (nb147 *% 24)) +% 16), t149_c2_2)
+          storeVector(arena, ((3751936 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)), t149_c3_0)
+          storeVector(arena, (((3751936 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 8), t149_c3_1)
+          storeVector(arena, (((3751936 +% (((mb148 *% 4) +% 3) *% 64)) +% (nb147 *% 24)) +% 16), t149_c3_2)
         }
       }
-      for mb92 in 0..<32 {
-        var t93_c0_0 = loadVector(arena, ((3751936 +% ((mb92 *% 4) *% 64)) +% 48))
-        var t93_c0_1 = loadVector(arena, (((3751936 +% ((mb92 *% 4) *% 64)) +% 48) +% 8))
-        var t93_c1_0 = loadVector(arena, ((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48))
-        var t93_c1_1 = loadVector(arena, (((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t93_c2_0 = loadVector(arena, ((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48))
-        var t93_c2_1 = loadVector(arena, (((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t93_c3_0 = loadVector(arena, ((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48))
-        var t93_c3_1 = loadVector(arena, (((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k94 in 0..<1152 {
-          let t93_b0 = loadVector(arena, ((3162112 +% ((k94 +% (kp87 *% 1152)) *% 64)) +% 48))
-          let t93_b1 = loadVector(arena, (((3162112 +% ((k94 +% (kp87 *% 1152)) *% 64)) +% 48) +% 8))
-          let t93_a0 = Vector(repeating: params[((18816 +% ((mb92 *% 4) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
-          t93_c0_0 = t93_c0_0.addingProduct(t93_a0, t93_b0)
-          t93_c0_1 = t93_c0_1.addingProduct(t93_a0, t93_b1)
-          let t93_a1 = Vector(repeating: params[((18816 +% (((mb92 *% 4) +% 1) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
-          t93_c1_0 = t93_c1_0.addingProduct(t93_a1, t93_b0)
-          t93_c1_1 = t93_c1_1.addingProduct(t93_a1, t93_b1)
-          let t93_a2 = Vector(repeating: params[((18816 +% (((mb92 *% 4) +% 2) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
-          t93_c2_0 = t93_c2_0.addingProduct(t93_a2, t93_b0)
-          t93_c2_1 = t93_c2_1.addingProduct(t93_a2, t93_b1)
-          let t93_a3 = Vector(repeating: params[((18816 +% (((mb92 *% 4) +% 3) *% 9216)) +% (k94 +% (kp87 *% 1152)))])
-          t93_c3_0 = t93_c3_0.addingProduct(t93_a3, t93_b0)
-          t93_c3_1 = t93_c3_1.addingProduct(t93_a3, t93_b1)
+      for mb151 in 0..<32 {
+        var t152_c0_0 = loadVector(arena, ((3751936 +% ((mb151 *% 4) *% 64)) +% 48))
+        var t152_c0_1 = loadVector(arena, (((3751936 +% ((mb151 *% 4) *% 64)) +% 48) +% 8))
+        var t152_c1_0 = loadVector(arena, ((3751936 +% (((mb151 *% 4) +% 1) *% 64)) +% 48))
+        var t152_c1_1 = loadVector(arena, (((3751936 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t152_c2_0 = loadVector(arena, ((3751936 +% (((mb151 *% 4) +% 2) *% 64)) +% 48))
+        var t152_c2_1 = loadVector(arena, (((3751936 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t152_c3_0 = loadVector(arena, ((3751936 +% (((mb151 *% 4) +% 3) *% 64)) +% 48))
+        var t152_c3_1 = loadVector(arena, (((3751936 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k153 in 0..<1152 {
+          let t152_b0 = loadVector(arena, ((3162112 +% ((k153 +% (kp146 *% 1152)) *% 64)) +% 48))
+          let t152_b1 = loadVector(arena, (((3162112 +% ((k153 +% (kp146 *% 1152)) *% 64)) +% 48) +% 8))
+          let t152_a0 = Vector(repeating: params[((18816 +% ((mb151 *% 4) *% 9216)) +% (k153 +% (kp146 *% 1152)))])
+          t152_c0_0 = t152_c0_0.addingProduct(t152_a0, t152_b0)
+          t152_c0_1 = t152_c0_1.addingProduct(t152_a0, t152_b1)
+          let t152_a1 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 1) *% 9216)) +% (k153 +% (kp146 *% 1152)))])
+          t152_c1_0 = t152_c1_0.addingProduct(t152_a1, t152_b0)
+          t152_c1_1 = t152_c1_1.addingProduct(t152_a1, t152_b1)
+          let t152_a2 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 2) *% 9216)) +% (k153 +% (kp146 *% 1152)))])
+          t152_c2_0 = t152_c2_0.addingProduct(t152_a2, t152_b0)
+          t152_c2_1 = t152_c2_1.addingProduct(t152_a2, t152_b1)
+          let t152_a3 = Vector(repeating: params[((18816 +% (((mb151 *% 4) +% 3) *% 9216)) +% (k153 +% (kp146 *% 1152)))])
+          t152_c3_0 = t152_c3_0.addingProduct(t152_a3, t152_b0)
+          t152_c3_1 = t152_c3_1.addingProduct(t152_a3, t152_b1)
         }
-        storeVector(arena, ((3751936 +% ((mb92 *% 4) *% 64)) +% 48), t93_c0_0)
-        storeVector(arena, (((3751936 +% ((mb92 *% 4) *% 64)) +% 48) +% 8), t93_c0_1)
-        storeVector(arena, ((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48), t93_c1_0)
-        storeVector(arena, (((3751936 +% (((mb92 *% 4) +% 1) *% 64)) +% 48) +% 8), t93_c1_1)
-        storeVector(arena, ((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48), t93_c2_0)
-        storeVector(arena, (((3751936 +% (((mb92 *% 4) +% 2) *% 64)) +% 48) +% 8), t93_c2_1)
-        storeVector(arena, ((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48), t93_c3_0)
-        storeVector(arena, (((3751936 +% (((mb92 *% 4) +% 3) *% 64)) +% 48) +% 8), t93_c3_1)
+        storeVector(arena, ((3751936 +% ((mb151 *% 4) *% 64)) +% 48), t152_c0_0)
+        storeVector(arena, (((3751936 +% ((mb151 *% 4) *% 64)) +% 48) +% 8), t152_c0_1)
+        storeVector(arena, ((3751936 +% (((mb151 *% 4) +% 1) *% 64)) +% 48), t152_c1_0)
+        storeVector(arena, (((3751936 +% (((mb151 *% 4) +% 1) *% 64)) +% 48) +% 8), t152_c1_1)
+        storeVector(arena, ((3751936 +% (((mb151 *% 4) +% 2) *% 64)) +% 48), t152_c2_0)
+        storeVector(arena, (((3751936 +% (((mb151 *% 4) +% 2) *% 64)) +% 48) +% 8), t152_c2_1)
+        storeVector(arena, ((3751936 +% (((mb151 *% 4) +% 3) *% 64)) +% 48), t152_c3_0)
+        storeVector(arena, (((3751936 +% (((mb151 *% 4) +% 3) *% 64)) +% 48) +% 8), t152_c3_1)
       }
     }
   }
-  for n96 in 0..<64 {
-    for u97 in 0..<128 {
-      arena[((3153920 +% (n96 *% 128)) +% u97)] = ((arena[((3751936 +% (u97 *% 64)) +% n96)] + params[(1198464 +% u97)]) > Float(0) ? (arena[((3751936 +% (u97 *% 64)) +% n96)] + params[(1198464 +% u97)]) : Float(0))
+  for n155 in 0..<64 {
+    for u156 in 0..<128 {
+      arena[((3153920 +% (n155 *% 128)) +% u156)] = ((arena[((3751936 +% (u156 *% 64)) +% n155)] + params[(1198464 +% u156)]) > Float(0) ? (arena[((3751936 +% (u156 *% 64)) +% n155)] + params[(1198464 +% u156)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
-  let z98: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
-  let z99: UInt64 = ((z98 ^ (z98 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z100: UInt64 = ((z99 ^ (z99 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z101: UInt64 = (z100 ^ (z100 >> 31))
-  let z102: UInt64 = (z101 &+ UInt64(bitPattern: step))
-  let z103: UInt64 = ((z102 ^ (z102 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z104: UInt64 = ((z103 ^ (z103 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z105: UInt64 = (z104 ^ (z104 >> 31))
-  for i106 in 0..<8192 {
-    let z107: UInt64 = (z105 &+ (UInt64(bitPattern: Int64(i106)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z108: UInt64 = ((z107 ^ (z107 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z109: UInt64 = ((z108 ^ (z108 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z110: UInt64 = (z109 ^ (z109 >> 31))
-    arena[(3162112 +% i106)] = ((z110 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i106)] * Float(2)) : Float(0))
+  let z157: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z158: UInt64 = ((z157 ^ (z157 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z159: UInt64 = ((z158 ^ (z158 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z160: UInt64 = (z159 ^ (z159 >> 31))
+  let z161: UInt64 = (z160 &+ UInt64(bitPattern: step))
+  let z162: UInt64 = ((z161 ^ (z161 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z163: UInt64 = ((z162 ^ (z162 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z164: UInt64 = (z163 ^ (z163 >> 31))
+  for i165 in 0..<8192 {
+    let z166: UInt64 = (z164 &+ (UInt64(bitPattern: Int64(i165)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z167: UInt64 = ((z166 ^ (z166 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z168: UInt64 = ((z167 ^ (z167 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z169: UInt64 = (z168 ^ (z168 >> 31))
+    arena[(3162112 +% i165)] = ((z169 >> 40) >= 0x800000 as UInt64 ? (arena[(3153920 +% i165)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n111 in 0..<64 {
-    for u112 in 0..<1 {
-      storeVector(arena, ((u112 *% 8) +% (3170304 +% (n111 *% 10))), (loadVector(arena, ((u112 *% 8) +% (3170304 +% (n111 *% 10)))) + loadVector(params, ((u112 *% 8) +% 1199872))))
+  for n170 in 0..<64 {
+    for u171 in 0..<1 {
+      storeVector(arena, ((u171 *% 8) +% (3170304 +% (n170 *% 10))), (loadVector(arena, ((u171 *% 8) +% (3170304 +% (n170 *% 10)))) + loadVector(params, ((u171 *% 8) +% 1199872))))
     }
-    for u112 in 0..<1 {
-      storePartial(arena, ((u112 +% 8) +% (3170304 +% (n111 *% 10))), (loadPartial(arena, ((u112 +% 8) +% (3170304 +% (n111 *% 10))), 2) + loadPartial(params, ((u112 +% 8) +% 1199872), 2)), 2)
+    for u171 in 0..<1 {
+      storePartial(arena, ((u171 +% 8) +% (3170304 +% (n170 *% 10))), (loadPartial(arena, ((u171 +% 8) +% (3170304 +% (n170 *% 10))), 2) + loadPartial(params, ((u171 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n113 in 0..<64 {
-    var m114: Float = arena[(3170304 +% (n113 *% 10))]
-    for k116 in 0..<10 {
-      m114 = { let x = m114, y = arena[((3170304 +% (n113 *% 10)) +% k116)]; return y > x ? y : x }()
+  for n172 in 0..<64 {
+    var m173: Float = arena[(3170304 +% (n172 *% 10))]
+    for k175 in 0..<10 {
+      m173 = { let x = m173, y = arena[((3170304 +% (n172 *% 10)) +% k175)]; return y > x ? y : x }()
     }
-    var s115: Float = Float(0)
-    for k117 in 0..<10 {
-      s115 = (s115 + expf((arena[((3170304 +% (n113 *% 10)) +% k117)] - m114)))
+    var s174: Float = Float(0)
+    for k176 in 0..<10 {
+      s174 = (s174 + expf((arena[((3170304 +% (n172 *% 10)) +% k176)] - m173)))
     }
-    for k118 in 0..<10 {
-      arena[((3170944 +% (n113 *% 10)) +% k118)] = (expf((arena[((3170304 +% (n113 *% 10)) +% k118)] - m114)) / s115)
+    for k177 in 0..<10 {
+      arena[((3170944 +% (n172 *% 10)) +% k177)] = (expf((arena[((3170304 +% (n172 *% 10)) +% k177)] - m173)) / s174)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total119: Float = Float(0)
-  for n120 in 0..<64 {
-    var m121: Float = arena[(3170304 +% (n120 *% 10))]
-    for k123 in 0..<10 {
-      m121 = { let x = m121, y = arena[((3170304 +% (n120 *% 10)) +% k123)]; return y > x ? y : x }()
+  var total178: Float = Float(0)
+  for n179 in 0..<64 {
+    var m180: Float = arena[(3170304 +% (n179 *% 10))]
+    for k182 in 0..<10 {
+      m180 = { let x = m180, y = arena[((3170304 +% (n179 *% 10)) +% k182)]; return y > x ? y : x }()
     }
-    var s122: Float = Float(0)
-    for k124 in 0..<10 {
-      s122 = (s122 + expf((arena[((3170304 +% (n120 *% 10)) +% k124)] - m121)))
+    var s181: Float = Float(0)
+    for k183 in 0..<10 {
+      s181 = (s181 + expf((arena[((3170304 +% (n179 *% 10)) +% k183)] - m180)))
     }
-    total119 = (total119 + ((m121 + logf(s122)) - arena[((3170304 +% (n120 *% 10)) +% Int(labels[n120]))]))
+    total178 = (total178 + ((m180 + logf(s181)) - arena[((3170304 +% (n179 *% 10)) +% Int(labels[n179]))]))
   }
-  arena[3171584] = (total119 / Float(64))
+  arena[3171584] = (total178 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n125 in 0..<64 {
-    var m126: Float = arena[(3170304 +% (n125 *% 10))]
-    for k128 in 0..<10 {
-      m126 = { let x = m126, y = arena[((3170304 +% (n125 *% 10)) +% k128)]; return y > x ? y : x }()
+  for n184 in 0..<64 {
+    var m185: Float = arena[(3170304 +% (n184 *% 10))]
+    for k187 in 0..<10 {
+      m185 = { let x = m185, y = arena[((3170304 +% (n184 *% 10)) +% k187)]; return y > x ? y : x }()
     }
-    var s127: Float = Float(0)
-    for k129 in 0..<10 {
-      s127 = (s127 + expf((arena[((3170304 +% (n125 *% 10)) +% k129)] - m126)))
+    var s186: Float = Float(0)
+    for k188 in 0..<10 {
+      s186 = (s186 + expf((arena[((3170304 +% (n184 *% 10)) +% k188)] - m185)))
     }
-    for k130 in 0..<10 {
-      arena[((3171600 +% (n125 *% 10)) +% k130)] = ((k130 == Int(labels[n125]) ? ((expf((arena[((3170304 +% (n125 *% 10)) +% k130)] - m126)) / s127) - Float(1)) : (expf((arena[((3170304 +% (n125 *% 10)) +% k130)] - m126)) / s127)) / Float(64))
+    for k189 in 0..<10 {
+      arena[((3171600 +% (n184 *% 10)) +% k189)] = ((k189 == Int(labels[n184]) ? ((expf((arena[((3170304 +% (n184 *% 10)) +% k189)] - m185)) / s186) - Float(1)) : (expf((arena[((3170304 +% (n184 *% 10)) +% k189)] - m185)) / s186)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u131 in 0..<10 {
-    var acc132: Float = Float(0)
-    for n133 in 0..<64 {
-      acc132 = (acc132 + arena[((3171600 +% (n133 *% 10)) +% u131)])
+  for u190 in 0..<10 {
+    var acc191: Float = Float(0)
+    for n192 in 0..<64 {
+      acc191 = (acc191 + arena[((3171600 +% (n192 *% 10)) +% u190)])
     }
-    grads[(1199872 +% u131)] = acc132
+    grads[(1199872 +% u190)] = acc191
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  let z134: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
-  let z135: UInt64 = ((z134 ^ (z134 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z136: UInt64 = ((z135 ^ (z135 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z137: UInt64 = (z136 ^ (z136 >> 31))
-  let z138: UInt64 = (z137 &+ UInt64(bitPattern: step))
-  let z139: UInt64 = ((z138 ^ (z138 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z140: UInt64 = ((z139 ^ (z139 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z141: UInt64 = (z140 ^ (z140 >> 31))
-  for i142 in 0..<8192 {
-    let z143: UInt64 = (z141 &+ (UInt64(bitPattern: Int64(i142)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z144: UInt64 = ((z143 ^ (z143 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z145: UInt64 = ((z144 ^ (z144 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z146: UInt64 = (z145 ^ (z145 >> 31))
-    arena[(3180432 +% i142)] = ((z146 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i142)] * Float(2)) : Float(0))
+  let z193: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a as UInt64)
+  let z194: UInt64 = ((z193 ^ (z193 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z195: UInt64 = ((z194 ^ (z194 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z196: UInt64 = (z195 ^ (z195 >> 31))
+  let z197: UInt64 = (z196 &+ UInt64(bitPattern: step))
+  let z198: UInt64 = ((z197 ^ (z197 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z199: UInt64 = ((z198 ^ (z198 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z200: UInt64 = (z199 ^ (z199 >> 31))
+  for i201 in 0..<8192 {
+    let z202: UInt64 = (z200 &+ (UInt64(bitPattern: Int64(i201)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z203: UInt64 = ((z202 ^ (z202 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z204: UInt64 = ((z203 ^ (z203 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z205: UInt64 = (z204 ^ (z204 >> 31))
+    arena[(3180432 +% i201)] = ((z205 >> 40) >= 0x800000 as UInt64 ? (arena[(3172240 +% i201)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  for i147 in 0..<1024 {
-    storeVector(arena, ((i147 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i147 *% 8) +% 3180432)), where: loadVector(arena, ((i147 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
+  for i206 in 0..<1024 {
+    storeVector(arena, ((i206 *% 8) +% 3162112), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i206 *% 8) +% 3180432)), where: loadVector(arena, ((i206 *% 8) +% 3153920)) .> Vector(repeating: Float(0))))
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
-  do {  // gemm152
-    for nb148 in 0..<384 {
-      for mb149 in 0..<32 {
-        var t150_c0_0 = Vector()
-        var t150_c0_1 = Vector()
-        var t150_c0_2 = Vector()
-        var t150_c1_0 = Vector()
-        var t150_c1_1 = Vector()
-        var t150_c1_2 = Vector()
-        var t150_c2_0 = Vector()
-        var t150_c2_1 = Vector()
-        var t150_c2_2 = Vector()
-        var t150_c3_0 = Vector()
-        var t150_c3_1 = Vector()
-        var t150_c3_2 = Vector()
-        for k151 in 0..<64 {
-          let t150_b0 = loadVector(arena, ((2564096 +% (k151 *% 9216)) +% (nb148 *% 24)))
-          let t150_b1 = loadVector(arena, (((2564096 +% (k151 *% 9216)) +% (nb148 *% 24)) +% 8))
-          let t150_b2 = loadVector(arena, (((2564096 +% (k151 *% 9216)) +% (nb148 *% 24)) +% 16))
-          let t150_a0 = Vector(repeating: arena[((3162112 +% (mb149 *% 4)) +% (k151 *% 128))])
-          t150_c0_0 = t150_c0_0.addingProduct(t150_a0, t150_b0)
-          t150_c0_1 = t150_c0_1.addingProduct(t150_a0, t150_b1)
-          t150_c0_2 = t150_c0_2.addingProduct(t150_a0, t150_b2)
-          let t150_a1 = Vector(repeating: arena[((3162112 +% ((mb149 *% 4) +% 1)) +% (k151 *% 128))])
-          t150_c1_0 = t150_c1_0.addingProduct(t150_a1, t150_b0)
-          t150_c1_1 = t150_c1_1.addingProduct(t150_a1, t150_b1)
-          t150_c1_2 = t150_c1_2.addingProduct(t150_a1, t150_b2)
-          let t150_a2 = Vector(repeating: arena[((3162112 +% ((mb149 *% 4) +% 2)) +% (k151 *% 128))])
-          t150_c2_0 = t150_c2_0.addingProduct(t150_a2, t150_b0)
-          t150_c2_1 = t150_c2_1.addingProduct(t150_a2, t150_b1)
-          t150_c2_2 = t150_c2_2.addingProduct(t150_a2, t150_b2)
-          let t150_a3 = Vector(repeating: arena[((3162112 +% ((mb149 *% 4) +% 3)) +% (k151 *% 128))])
-          t150_c3_0 = t150_c3_0.addingProduct(t150_a3, t150_b0)
-          t150_c3_1 = t150_c3_1.addingProduct(t150_a3, t150_b1)
-          t150_c3_2 = t150_c3_2.addingProduct(t150_a3, t150_b2)
+  do {  // gemm211
+    for nb207 in 0..<384 {
+      for mb208 in 0..<32 {
+        var t209_c0_0 = Vector()
+        var t209_c0_1 = Vector()
+        var t209_c0_2 = Vector()
+        var t209_c1_0 = Vector()
+        var t209_c1_1 = Vector()
+        var t209_c1_2 = Vector()
+        var t209_c2_0 = Vector()
+        var t209_c2_1 = Vector()
+        var t209_c2_2 = Vector()
+        var t209_c3_0 = Vector()
+        var t209_c3_1 = Vector()
+        var t209_c3_2 = Vector()
+        for k210 in 0..<64 {
+          let t209_b0 = loadVector(arena, ((2564096 +% (k210 *% 9216)) +% (nb207 *% 24)))
+          let t209_b1 = loadVector(arena, (((2564096 +% (k210 *% 9216)) +% (nb207 *% 24)) +% 8))
+          let t209_b2 = loadVector(arena, (((2564096 +% (k210 *% 9216)) +% (nb207 *% 24)) +% 16))
+          let t209_a0 = Vector(repeating: arena[((3162112 +% (mb208 *% 4)) +% (k210 *% 128))])
+          t209_c0_0 = t209_c0_0.addingProduct(t209_a0, t209_b0)
+          t209_c0_1 = t209_c0_1.addingProduct(t209_a0, t209_b1)
+          t209_c0_2 = t209_c0_2.addingProduct(t209_a0, t209_b2)
+          let t209_a1 = Vector(repeating: arena[((3162112 +% ((mb208 *% 4) +% 1)) +% (k210 *% 128))])
+          t209_c1_0 = t209_c1_0.addingProduct(t209_a1, t209_b0)
+          t209_c1_1 = t209_c1_1.addingProduct(t209_a1, t209_b1)
+          t209_c1_2 = t209_c1_2.addingProduct(t209_a1, t209_b2)
+          let t209_a2 = Vector(repeating: arena[((3162112 +% ((mb208 *% 4) +% 2)) +% (k210 *% 128))])
+          t209_c2_0 = t209_c2_0.addingProduct(t209_a2, t209_b0)
+          t209_c2_1 = t209_c2_1.addingProduct(t209_a2, t209_b1)
+          t209_c2_2 = t209_c2_2.addingProduct(t209_a2, t209_b2)
+          let t209_a3 = Vector(repeating: arena[((3162112 +% ((mb208 *% 4) +% 3)) +% (k210 *% 128))])
+          t209_c3_0 = t209_c3_0.addingProduct(t209_a3, t209_b0)
+          t209_c3_1 = t209_c3_1.addingProduct(t209_a3, t209_b1)
+          t209_c3_2 = t209_c3_2.addingProduct(t209_a3, t209_b2)
         }
-        storeVector(grads, ((18816 +% ((mb149 *% 4) *% 9216)) +% (nb148 *% 24)), t150_c0_0)
-        storeVector(grads, (((18816 +% ((mb149 *% 4) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c0_1)
-        storeVector(grads, (((18816 +% ((mb149 *% 4) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c0_2)
-        storeVector(grads, ((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (nb148 *% 24)), t150_c1_0)
-        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c1_1)
-        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 1) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c1_2)
-        storeVector(grads, ((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (nb148 *% 24)), t150_c2_0)
-        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c2_1)
-        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 2) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c2_2)
-        storeVector(grads, ((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (nb148 *% 24)), t150_c3_0)
-        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (nb148 *% 24)) +% 8), t150_c3_1)
-        storeVector(grads, (((18816 +% (((mb149 *% 4) +% 3) *% 9216)) +% (nb148 *% 24)) +% 16), t150_c3_2)
+        storeVector(grads, ((18816 +% ((mb208 *% 4) *% 9216)) +% (nb207 *% 24)), t209_c0_0)
+        storeVector(grads, (((18816 +% ((mb208 *% 4) *% 9216)) +% (nb207 *% 24)) +% 8), t209_c0_1)
+        storeVector(grads, (((18816 +% ((mb208 *% 4) *% 9216)) +% (nb207 *% 24)) +% 16), t209_c0_2)
+        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 1) *% 9216)) +% (nb207 *% 24)), t209_c1_0)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 1) *% 9216)) +% (nb207 *% 24)) +% 8), t209_c1_1)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 1) *% 9216)) +% (nb207 *% 24)) +% 16), t209_c1_2)
+        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 2) *% 9216)) +% (nb207 *% 24)), t209_c2_0)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 2) *% 9216)) +% (nb207 *% 24)) +% 8), t209_c2_1)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 2) *% 9216)) +% (nb207 *% 24)) +% 16), t209_c2_2)
+        storeVector(grads, ((18816 +% (((mb208 *% 4) +% 3) *% 9216)) +% (nb207 *% 24)), t209_c3_0)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 3) *% 9216)) +% (nb207 *% 24)) +% 8), t209_c3_1)
+        storeVector(grads, (((18816 +% (((mb208 *% 4) +% 3) *% 9216)) +% (nb207 *% 24)) +% 16), t209_c3_2)
       }
     }
   }
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u153 in 0..<128 {
-    var acc154: Float = Float(0)
-    for n155 in 0..<64 {
-      acc154 = (acc154 + arena[((3162112 +% (n155 *% 128)) +% u153)])
+  for u212 in 0..<128 {
+    var acc213: Float = Float(0)
+    for n214 in 0..<64 {
+      acc213 = (acc213 + arena[((3162112 +% (n214 *% 128)) +% u212)])
     }
-    grads[(1198464 +% u153)] = acc154
+    grads[(1198464 +% u212)] = acc213
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
-  do {  // gemm160
-    for nb156 in 0..<384 {
-      for mb157 in 0..<16 {
-        var t158_c0_0 = Vector()
-        var t158_c0_1 = Vector()
-        var t158_c0_2 = Vector()
-        var t158_c1_0 = Vector()
-        var t158_c1_1 = Vector()
-        var t158_c1_2 = Vector()
-        var t158_c2_0 = Vector()
-        var t158_c2_1 = Vector()
-        var t158_c2_2 = Vector()
-        var t158_c3_0 = Vector()
-        var t158_c3_1 = Vector()
-        var t158_c3_2 = Vector()
-        for k159 in 0..<128 {
-          let t158_b0 = loadVector(params, ((18816 +% (k159 *% 9216)) +% (nb156 *% 24)))
-          let t158_b1 = loadVector(params, (((18816 +% (k159 *% 9216)) +% (nb156 *% 24)) +% 8))
-          let t158_b2 = loadVector(params, (((18816 +% (k159 *% 9216)) +% (nb156 *% 24)) +% 16))
-          let t158_a0 = Vector(repeating: arena[((3162112 +% ((mb157 *% 4) *% 128)) +% k159)])
-          t158_c0_0 = t158_c0_0.addingProduct(t158_a0, t158_b0)
-          t158_c0_1 = t158_c0_1.addingProduct(t158_a0, t158_b1)
-          t158_c0_2 = t158_c0_2.addingProduct(t158_a0, t158_b2)
-          let t158_a1 = Vector(repeating: arena[((3162112 +% (((mb157 *% 4) +% 1) *% 128)) +% k159)])
-          t158_c1_0 = t158_c1_0.addingProduct(t158_a1, t158_b0)
-          t158_c1_1 = t158_c1_1.addingProduct(t158_a1, t158_b1)
-          t158_c1_2 = t158_c1_2.addingProduct(t158_a1, t158_b2)
-          let t158_a2 = Vector(repeating: arena[((3162112 +% (((mb157 *% 4) +% 2) *% 128)) +% k159)])
-          t158_c2_0 = t158_c2_0.addingProduct(t158_a2, t158_b0)
-          t158_c2_1 = t158_c2_1.addingProduct(t158_a2, t158_b1)
-          t158_c2_2 = t158_c2_2.addingProduct(t158_a2, t158_b2)
-          let t158_a3 = Vector(repeating: arena[((3162112 +% (((mb157 *% 4) +% 3) *% 128)) +% k159)])
-          t158_c3_0 = t158_c3_0.addingProduct(t158_a3, t158_b0)
-          t158_c3_1 = t158_c3_1.addingProduct(t158_a3, t158_b1)
-          t158_c3_2 = t158_c3_2.addingProduct(t158_a3, t158_b2)
+  do {  // gemm219
+    for nb215 in 0..<384 {
+      for mb216 in 0..<16 {
+        var t217_c0_0 = Vector()
+        var t217_c0_1 = Vector()
+        var t217_c0_2 = Vector()
+        var t217_c1_0 = Vector()
+        var t217_c1_1 = Vector()
+        var t217_c1_2 = Vector()
+        var t217_c2_0 = Vector()
+        var t217_c2_1 = Vector()
+        var t217_c2_2 = Vector()
+        var t217_c3_0 = Vector()
+        var t217_c3_1 = Vector()
+        var t217_c3_2 = Vector()
+        for k218 in 0..<128 {
+          let t217_b0 = loadVector(params, ((18816 +% (k218 *% 9216)) +% (nb215 *% 24)))
+          let t217_b1 = loadVector(params, (((18816 +% (k218 *% 9216)) +% (nb215 *% 24)) +% 8))
+          let t217_b2 = loadVector(params, (((18816 +% (k218 *% 9216)) +% (nb215 *% 24)) +% 16))
+          let t217_a0 = Vector(repeating: arena[((3162112 +% ((mb216 *% 4) *% 128)) +% k218)])
+          t217_c0_0 = t217_c0_0.addingProduct(t217_a0, t217_b0)
+          t217_c0_1 = t217_c0_1.addingProduct(t217_a0, t217_b1)
+          t217_c0_2 = t217_c0_2.addingProduct(t217_a0, t217_b2)
+          let t217_a1 = Vector(repeating: arena[((3162112 +% (((mb216 *% 4) +% 1) *% 128)) +% k218)])
+          t217_c1_0 = t217_c1_0.addingProduct(t217_a1, t217_b0)
+          t217_c1_1 = t217_c1_1.addingProduct(t217_a1, t217_b1)
+          t217_c1_2 = t217_c1_2.addingProduct(t217_a1, t217_b2)
+          let t217_a2 = Vector(repeating: arena[((3162112 +% (((mb216 *% 4) +% 2) *% 128)) +% k218)])
+          t217_c2_0 = t217_c2_0.addingProduct(t217_a2, t217_b0)
+          t217_c2_1 = t217_c2_1.addingProduct(t217_a2, t217_b1)
+          t217_c2_2 = t217_c2_2.addingProduct(t217_a2, t217_b2)
+          let t217_a3 = Vector(repeating: arena[((3162112 +% (((mb216 *% 4) +% 3) *% 128)) +% k218)])
+          t217_c3_0 = t217_c3_0.addingProduct(t217_a3, t217_b0)
+          t217_c3_1 = t217_c3_1.addingProduct(t217_a3, t217_b1)
+          t217_c3_2 = t217_c3_2.addingProduct(t217_a3, t217_b2)
         }
-        storeVector(arena, ((3171600 +% ((mb157 *% 4) *% 9216)) +% (nb156 *% 24)), t158_c0_0)
-        storeVector(arena, (((3171600 +% ((mb157 *% 4) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c0_1)
-        storeVector(arena, (((3171600 +% ((mb157 *% 4) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c0_2)
-        storeVector(arena, ((3171600 +% (((mb157 *% 4) +% 1) *% 9216)) +% (nb156 *% 24)), t158_c1_0)
-        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 1) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c1_1)
-        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 1) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c1_2)
-        storeVector(arena, ((3171600 +% (((mb157 *% 4) +% 2) *% 9216)) +% (nb156 *% 24)), t158_c2_0)
-        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 2) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c2_1)
-        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 2) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c2_2)
-        storeVector(arena, ((3171600 +% (((mb157 *% 4) +% 3) *% 9216)) +% (nb156 *% 24)), t158_c3_0)
-        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 3) *% 9216)) +% (nb156 *% 24)) +% 8), t158_c3_1)
-        storeVector(arena, (((3171600 +% (((mb157 *% 4) +% 3) *% 9216)) +% (nb156 *% 24)) +% 16), t158_c3_2)
+        storeVector(arena, ((3171600 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)), t217_c0_0)
+        storeVector(arena, (((3171600 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c0_1)
+        storeVector(arena, (((3171600 +% ((mb216 *% 4) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c0_2)
+        storeVector(arena, ((3171600 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)), t217_c1_0)
+        storeVector(arena, (((3171600 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c1_1)
+        storeVector(arena, (((3171600 +% (((mb216 *% 4) +% 1) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c1_2)
+        storeVector(arena, ((3171600 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)), t217_c2_0)
+        storeVector(arena, (((3171600 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c2_1)
+        storeVector(arena, (((3171600 +% (((mb216 *% 4) +% 2) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c2_2)
+        storeVector(arena, ((3171600 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)), t217_c3_0)
+        storeVector(arena, (((3171600 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)) +% 8), t217_c3_1)
+        storeVector(arena, (((3171600 +% (((mb216 *% 4) +% 3) *% 9216)) +% (nb215 *% 24)) +% 16), t217_c3_2)
       }
     }
   }
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  let z161: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
-  let z162: UInt64 = ((z161 ^ (z161 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z163: UInt64 = ((z162 ^ (z162 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z164: UInt64 = (z163 ^ (z163 >> 31))
-  let z165: UInt64 = (z164 &+ UInt64(bitPattern: step))
-  let z166: UInt64 = ((z165 ^ (z165 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-  let z167: UInt64 = ((z166 ^ (z166 >> 27)) &* 0x94d049bb133111eb as UInt64)
-  let z168: UInt64 = (z167 ^ (z167 >> 31))
-  for i169 in 0..<589824 {
-    let z170: UInt64 = (z168 &+ (UInt64(bitPattern: Int64(i169)) &* 0x9e3779b97f4a7c15 as UInt64))
-    let z171: UInt64 = ((z170 ^ (z170 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
-    let z172: UInt64 = ((z171 ^ (z171 >> 27)) &* 0x94d049bb133111eb as UInt64)
-    let z173: UInt64 = (z172 ^ (z172 >> 31))
-    arena[(3761424 +% i169)] = ((z173 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i169)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  let z220: UInt64 = (UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7 as UInt64)
+  let z221: UInt64 = ((z220 ^ (z220 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z222: UInt64 = ((z221 ^ (z221 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z223: UInt64 = (z222 ^ (z222 >> 31))
+  let z224: UInt64 = (z223 &+ UInt64(bitPattern: step))
+  let z225: UInt64 = ((z224 ^ (z224 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+  let z226: UInt64 = ((z225 ^ (z225 >> 27)) &* 0x94d049bb133111eb as UInt64)
+  let z227: UInt64 = (z226 ^ (z226 >> 31))
+  for i228 in 0..<589824 {
+    let z229: UInt64 = (z227 &+ (UInt64(bitPattern: Int64(i228)) &* 0x9e3779b97f4a7c15 as UInt64))
+    let z230: UInt64 = ((z229 ^ (z229 >> 30)) &* 0xbf58476d1ce4e5b9 as UInt64)
+    let z231: UInt64 = ((z230 ^ (z230 >> 27)) &* 0x94d049bb133111eb as UInt64)
+    let z232: UInt64 = (z231 ^ (z231 >> 31))
+    arena[(3761424 +% i228)] = ((z232 >> 40) >= 0x400000 as UInt64 ? (arena[(3171600 +% i228)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  for i174 in 0..<294912 {
-    storeVector(arena, ((i174 *% 8) +% 4351248), Vector(repeating: Float(0)))
+  for i233 in 0..<294912 {
+    storeVector(arena, ((i233 *% 8) +% 4351248), Vector(repeating: Float(0)))
   }
-  for q175 in 0..<4096 {
-    for i176 in 0..<144 {
-      if arena[(1384448 +% ((q175 *% 144) +% i176))] > Float(0) {
-        arena[((4351248 +% (q175 *% 576)) +% Int(arena[(1974272 +% ((q175 *% 144) +% i176))]))] += arena[(3761424 +% ((q175 *% 144) +% i176))]
+  for q234 in 0..<4096 {
+    for i235 in 0..<144 {
+      if arena[(1384448 +% ((q234 *% 144) +% i235))] > Float(0) {
+        arena[((4351248 +% (q234 *% 576)) +% Int(arena[(1974272 +% ((q234 *% 144) +% i235))]))] += arena[(3761424 +% ((q234 *% 144) +% i235))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  for i177 in 0..<2304 {
-    storeVector(arena, ((i177 *% 8) +% 2195456), Vector(repeating: Float(0)))
+  for i236 in 0..<4096 {
+    storeVector(arena, ((i236 *% 8) +% 1664128), Vector(repeating: Float(0)))
   }
-  for g178 in 0..<16 {
-    for j179 in 0..<4 {
-      for c180 in 0..<32 {
-        for ky181 in 0..<3 {
-          for oy182 in 0..<24 {
-            for ox183 in 0..<24 {
-              arena[(((1384448 +% ((((c180 *% 3) +% ky181) *% 3) *% 2304)) +% (j179 *% 576)) +% ((oy182 *% 24) +% ox183))] = arena[((((((g178 *% 4) +% j179) *% 21632) +% (c180 *% 676)) +% ((oy182 +% ky181) *% 26)) +% ox183)]
-            }
-          }
-          for oy184 in 0..<24 {
-            for ox185 in 0..<24 {
-              arena[(((1384448 +% (((((c180 *% 3) +% ky181) *% 3) +% 1) *% 2304)) +% (j179 *% 576)) +% ((oy184 *% 24) +% ox185))] = arena[((((((g178 *% 4) +% j179) *% 21632) +% (c180 *% 676)) +% ((oy184 +% ky181) *% 26)) +% (ox185 +% 1))]
-            }
-          }
-          for oy186 in 0..<24 {
-            for ox187 in 0..<24 {
-              arena[(((1384448 +% (((((c180 *% 3) +% ky181) *% 3) +% 2) *% 2304)) +% (j179 *% 576)) +% ((oy186 *% 24) +% ox187))] = arena[((((((g178 *% 4) +% j179) *% 21632) +% (c180 *% 676)) +% ((oy186 +% ky181) *% 26)) +% (ox187 +% 2))]
-            }
+  for i237 in 0..<2704 {
+    storeVector(arena, ((i237 *% 8) +% 1384448), Vector(repeating: Float(0)))
+  }
+  for i238 in 0..<4608 {
+    storeVector(arena, ((i238 *% 8) +% 1479808), Vector(repeating: Float(0)))
+  }
+  for g239 in 0..<64 {
+    for j240 in 0..<1 {
+      for c241 in 0..<32 {
+        for iy242 in 0..<26 {
+          for ix243 in 0..<26 {
+            arena[(1384448 +% ((((j240 *% 21632) +% (iy242 *% 832)) +% (ix243 *% 32)) +% c241))] = arena[(((((g239 +% j240) *% 21632) +% (c241 *% 676)) +% (iy242 *% 26)) +% ix243)]
           }
         }
       }
     }
-    for j188 in 0..<4 {
-      for i189 in 0..<576 {
-        for f190 in 0..<64 {
-          arena[((2048000 +% (((j188 *% 576) +% i189) *% 64)) +% f190)] = arena[(((4351248 +% (((g178 *% 4) +% j188) *% 36864)) +% (f190 *% 576)) +% i189)]
+    for j244 in 0..<1 {
+      for ty245 in 0..<12 {
+        for tx246 in 0..<12 {
+          for cv247 in 0..<4 {
+            let w248 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% ((ty245 *% 2) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))))
+            let w249 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))) + loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))))
+            let w250 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))))
+            let w251 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 3) *% 832)) +% ((tx246 *% 2) *% 32)) +% (cv247 *% 8)))))
+            let w252 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% ((ty245 *% 2) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))))
+            let w253 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))) + loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))))
+            let w254 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))))
+            let w255 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 3) *% 832)) +% (((tx246 *% 2) +% 1) *% 32)) +% (cv247 *% 8)))))
+            let w256 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% ((ty245 *% 2) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))))
+            let w257 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))) + loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))))
+            let w258 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))))
+            let w259 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 3) *% 832)) +% (((tx246 *% 2) +% 2) *% 32)) +% (cv247 *% 8)))))
+            let w260 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% ((ty245 *% 2) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))))
+            let w261 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))) + loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))))
+            let w262 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 2) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))))
+            let w263 = (loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 1) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))) - loadVector(arena, (1384448 +% ((((j244 *% 21632) +% (((ty245 *% 2) +% 3) *% 832)) +% (((tx246 *% 2) +% 3) *% 32)) +% (cv247 *% 8)))))
+            let w264 = (w248 - w256)
+            let w265 = (w252 + w256)
+            let w266 = (w256 - w252)
+            let w267 = (w252 - w260)
+            let w268 = (w249 - w257)
+            let w269 = (w253 + w257)
+            let w270 = (w257 - w253)
+            let w271 = (w253 - w261)
+            let w272 = (w250 - w258)
+            let w273 = (w254 + w258)
+            let w274 = (w258 - w254)
+            let w275 = (w254 - w262)
+            let w276 = (w251 - w259)
+            let w277 = (w255 + w259)
+            let w278 = (w259 - w255)
+            let w279 = (w255 - w263)
+            storeVector(arena, ((1406080 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w264)
+            storeVector(arena, ((1410688 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w265)
+            storeVector(arena, ((1415296 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w266)
+            storeVector(arena, ((1419904 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w267)
+            storeVector(arena, ((1424512 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w268)
+            storeVector(arena, ((1429120 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w269)
+            storeVector(arena, ((1433728 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w270)
+            storeVector(arena, ((1438336 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w271)
+            storeVector(arena, ((1442944 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w272)
+            storeVector(arena, ((1447552 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w273)
+            storeVector(arena, ((1452160 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w274)
+            storeVector(arena, ((1456768 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w275)
+            storeVector(arena, ((1461376 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w276)
+            storeVector(arena, ((1465984 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w277)
+            storeVector(arena, ((1470592 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w278)
+            storeVector(arena, ((1475200 +% ((((j244 *% 144) +% (ty245 *% 12)) +% tx246) *% 32)) +% (cv247 *% 8)), w279)
+          }
         }
       }
     }
-    do {  // gemm199
-      for kp191 in 0..<2 {
-        for nb192 in 0..<2 {
-          for mb193 in 0..<72 {
-            var t194_c0_0 = loadVector(arena, ((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)))
-            var t194_c0_1 = loadVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 8))
-            var t194_c0_2 = loadVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 16))
-            var t194_c1_0 = loadVector(arena, ((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)))
-            var t194_c1_1 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 8))
-            var t194_c1_2 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 16))
-            var t194_c2_0 = loadVector(arena, ((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)))
-            var t194_c2_1 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 8))
-            var t194_c2_2 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 16))
-            var t194_c3_0 = loadVector(arena, ((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)))
-            var t194_c3_1 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 8))
-            var t194_c3_2 = loadVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 16))
-            for k195 in 0..<1152 {
-              let t194_b0 = loadVector(arena, ((2048000 +% ((k195 +% (kp191 *% 1152)) *% 64)) +% (nb192 *% 24)))
-              let t194_b1 = loadVector(arena, (((2048000 +% ((k195 +% (kp191 *% 1152)) *% 64)) +% (nb192 *% 24)) +% 8))
-              let t194_b2 = loadVector(arena, (((2048000 +% ((k195 +% (kp191 *% 1152)) *% 64)) +% (nb192 *% 24)) +% 16))
-              let t194_a0 = Vector(repeating: arena[((1384448 +% ((mb193 *% 4) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
-              t194_c0_0 = t194_c0_0.addingProduct(t194_a0, t194_b0)
-              t194_c0_1 = t194_c0_1.addingProduct(t194_a0, t194_b1)
-              t194_c0_2 = t194_c0_2.addingProduct(t194_a0, t194_b2)
-              let t194_a1 = Vector(repeating: arena[((1384448 +% (((mb193 *% 4) +% 1) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
-              t194_c1_0 = t194_c1_0.addingProduct(t194_a1, t194_b0)
-              t194_c1_1 = t194_c1_1.addingProduct(t194_a1, t194_b1)
-              t194_c1_2 = t194_c1_2.addingProduct(t194_a1, t194_b2)
-              let t194_a2 = Vector(repeating: arena[((1384448 +% (((mb193 *% 4) +% 2) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
-              t194_c2_0 = t194_c2_0.addingProduct(t194_a2, t194_b0)
-              t194_c2_1 = t194_c2_1.addingProduct(t194_a2, t194_b1)
-              t194_c2_2 = t194_c2_2.addingProduct(t194_a2, t194_b2)
-              let t194_a3 = Vector(repeating: arena[((1384448 +% (((mb193 *% 4) +% 3) *% 2304)) +% (k195 +% (kp191 *% 1152)))])
-              t194_c3_0 = t194_c3_0.addingProduct(t194_a3, t194_b0)
-              t194_c3_1 = t194_c3_1.addingProduct(t194_a3, t194_b1)
-              t194_c3_2 = t194_c3_2.addingProduct(t194_a3, t194_b2)
-            }
-            storeVector(arena, ((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)), t194_c0_0)
-            storeVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 8), t194_c0_1)
-            storeVector(arena, (((2195456 +% ((mb193 *% 4) *% 64)) +% (nb192 *% 24)) +% 16), t194_c0_2)
-            storeVector(arena, ((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)), t194_c1_0)
-            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 8), t194_c1_1)
-            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 1) *% 64)) +% (nb192 *% 24)) +% 16), t194_c1_2)
-            storeVector(arena, ((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)), t194_c2_0)
-            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 8), t194_c2_1)
-            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 2) *% 64)) +% (nb192 *% 24)) +% 16), t194_c2_2)
-            storeVector(arena, ((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)), t194_c3_0)
-            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 8), t194_c3_1)
-            storeVector(arena, (((2195456 +% (((mb193 *% 4) +% 3) *% 64)) +% (nb192 *% 24)) +% 16), t194_c3_2)
+    for j280 in 0..<1 {
+      for c281 in 0..<64 {
+        for iy282 in 0..<24 {
+          for ix283 in 0..<24 {
+            arena[(1479808 +% ((((j280 *% 36864) +% (iy282 *% 1536)) +% (ix283 *% 64)) +% c281))] = arena[((((4351248 +% ((g239 +% j280) *% 36864)) +% (c281 *% 576)) +% (iy282 *% 24)) +% ix283)]
           }
-        }
-        for mb196 in 0..<72 {
-          var t197_c0_0 = loadVector(arena, ((2195456 +% ((mb196 *% 4) *% 64)) +% 48))
-          var t197_c0_1 = loadVector(arena, (((2195456 +% ((mb196 *% 4) *% 64)) +% 48) +% 8))
-          var t197_c1_0 = loadVector(arena, ((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48))
-          var t197_c1_1 = loadVector(arena, (((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48) +% 8))
-          var t197_c2_0 = loadVector(arena, ((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48))
-          var t197_c2_1 = loadVector(arena, (((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48) +% 8))
-          var t197_c3_0 = loadVector(arena, ((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48))
-          var t197_c3_1 = loadVector(arena, (((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48) +% 8))
-          for k198 in 0..<1152 {
-            let t197_b0 = loadVector(arena, ((2048000 +% ((k198 +% (kp191 *% 1152)) *% 64)) +% 48))
-            let t197_b1 = loadVector(arena, (((2048000 +% ((k198 +% (kp191 *% 1152)) *% 64)) +% 48) +% 8))
-            let t197_a0 = Vector(repeating: arena[((1384448 +% ((mb196 *% 4) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
-            t197_c0_0 = t197_c0_0.addingProduct(t197_a0, t197_b0)
-            t197_c0_1 = t197_c0_1.addingProduct(t197_a0, t197_b1)
-            let t197_a1 = Vector(repeating: arena[((1384448 +% (((mb196 *% 4) +% 1) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
-            t197_c1_0 = t197_c1_0.addingProduct(t197_a1, t197_b0)
-            t197_c1_1 = t197_c1_1.addingProduct(t197_a1, t197_b1)
-            let t197_a2 = Vector(repeating: arena[((1384448 +% (((mb196 *% 4) +% 2) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
-            t197_c2_0 = t197_c2_0.addingProduct(t197_a2, t197_b0)
-            t197_c2_1 = t197_c2_1.addingProduct(t197_a2, t197_b1)
-            let t197_a3 = Vector(repeating: arena[((1384448 +% (((mb196 *% 4) +% 3) *% 2304)) +% (k198 +% (kp191 *% 1152)))])
-            t197_c3_0 = t197_c3_0.addingProduct(t197_a3, t197_b0)
-            t197_c3_1 = t197_c3_1.addingProduct(t197_a3, t197_b1)
-          }
-          storeVector(arena, ((2195456 +% ((mb196 *% 4) *% 64)) +% 48), t197_c0_0)
-          storeVector(arena, (((2195456 +% ((mb196 *% 4) *% 64)) +% 48) +% 8), t197_c0_1)
-          storeVector(arena, ((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48), t197_c1_0)
-          storeVector(arena, (((2195456 +% (((mb196 *% 4) +% 1) *% 64)) +% 48) +% 8), t197_c1_1)
-          storeVector(arena, ((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48), t197_c2_0)
-          storeVector(arena, (((2195456 +% (((mb196 *% 4) +% 2) *% 64)) +% 48) +% 8), t197_c2_1)
-          storeVector(arena, ((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48), t197_c3_0)
-          storeVector(arena, (((2195456 +% (((mb196 *% 4) +% 3) *% 64)) +% 48) +% 8), t197_c3_1)
         }
       }
+    }
+    for j284 in 0..<1 {
+      for ty285 in 0..<12 {
+        for tx286 in 0..<12 {
+          for cv287 in 0..<8 {
+            let w288 = loadVector(arena, (1479808 +% ((((j284 *% 36864) +% ((ty285 *% 2) *% 1536)) +% ((tx286 *% 2) *% 64)) +% (cv287 *% 8))))
+            let w289 = (loadVector(arena, (1479808 +% ((((j284 *% 36864) +% ((ty285 *% 2) *% 1536)) +% ((tx286 *% 2) *% 64)) +% (cv287 *% 8)))) + loadVector(arena, (1479808 +% ((((j284 *% 36864) +% (((ty285 *% 2) +% 1) *% 1536)) +% ((tx286 *% 2) *% 64)) +% (cv287 *% 8)))))
+            let w290 = (loadVector(arena, (1479808 +% ((((j284 *% 36864) +% ((ty285 *% 2) *% 1536)) +% ((tx286 *% 2) *% 64)) +% (cv287 *% 8)))) - loadVector(arena, (1479808 +% ((((j284 *% 36864) +% (((ty285 *% 2) +% 1) *% 1536)) +% ((tx286 *% 2) *% 64)) +% (cv287 *% 8)))))
+            let w291 = (loadVector(arena, (1479808 +% ((((j284 *% 36864) +% (((ty285 *% 2) +% 1) *% 1536)) +% ((tx286 *% 2) *% 64)) +% (cv287 *% 8)))) * Vector(repeating: Float(-1)))
+            let w292 = loadVector(arena, (1479808 +% ((((j284 *% 36864) +% ((ty285 *% 2) *% 1536)) +% (((tx286 *% 2) +% 1) *% 64)) +% (cv287 *% 8))))
+            let w293 = (loadVector(arena, (1479808 +% ((((j284 *% 36864) +% ((ty285 *% 2) *% 1536)) +% (((tx286 *% 2) +% 1) *% 64)) +% (cv287 *% 8)))) + loadVector(arena, (1479808 +% ((((j284 *% 36864) +% (((ty285 *% 2) +% 1) *% 1536)) +% (((tx286 *% 2) +% 1) *% 64)) +% (cv287 *% 8)))))
+            let w294 = (loadVector(arena, (1479808 +% ((((j284 *% 36864) +% ((ty285 *% 2) *% 1536)) +% (((tx286 *% 2) +% 1) *% 64)) +% (cv287 *% 8)))) - loadVector(arena, (1479808 +% ((((j284 *% 36864) +% (((ty285 *% 2) +% 1) *% 1536)) +% (((tx286 *% 2) +% 1) *% 64)) +% (cv287 *% 8)))))
+            let w295 = (loadVector(arena, (1479808 +% ((((j284 *% 36864) +% (((ty285 *% 2) +% 1) *% 1536)) +% (((tx286 *% 2) +% 1) *% 64)) +% (cv287 *% 8)))) * Vector(repeating: Float(-1)))
+            let w296 = w288
+            let w297 = (w288 + w292)
+            let w298 = (w288 - w292)
+            let w299 = (w292 * Vector(repeating: Float(-1)))
+            let w300 = w289
+            let w301 = (w289 + w293)
+            let w302 = (w289 - w293)
+            let w303 = (w293 * Vector(repeating: Float(-1)))
+            let w304 = w290
+            let w305 = (w290 + w294)
+            let w306 = (w290 - w294)
+            let w307 = (w294 * Vector(repeating: Float(-1)))
+            let w308 = w291
+            let w309 = (w291 + w295)
+            let w310 = (w291 - w295)
+            let w311 = (w295 * Vector(repeating: Float(-1)))
+            storeVector(arena, ((1516672 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w296)
+            storeVector(arena, ((1525888 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w297)
+            storeVector(arena, ((1535104 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w298)
+            storeVector(arena, ((1544320 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w299)
+            storeVector(arena, ((1553536 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w300)
+            storeVector(arena, ((1562752 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w301)
+            storeVector(arena, ((1571968 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w302)
+            storeVector(arena, ((1581184 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w303)
+            storeVector(arena, ((1590400 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w304)
+            storeVector(arena, ((1599616 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w305)
+            storeVector(arena, ((1608832 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w306)
+            storeVector(arena, ((1618048 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w307)
+            storeVector(arena, ((1627264 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w308)
+            storeVector(arena, ((1636480 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w309)
+            storeVector(arena, ((1645696 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w310)
+            storeVector(arena, ((1654912 +% ((((j284 *% 144) +% (ty285 *% 12)) +% tx286) *% 64)) +% (cv287 *% 8)), w311)
+          }
+        }
+      }
+    }
+    for xi312 in 0..<16 {
+      sgemm(101, 112, 111, 32, 64, 144, 1, arena + (1406080 +% (xi312 *% 4608)), 32, arena + (1516672 +% (xi312 *% 9216)), 64, Float(bitPattern: 0x3f800000), arena + (1664128 +% (xi312 *% 2048)), 64)
     }
   }
-  for f200 in 0..<64 {
-    for r201 in 0..<288 {
-      grads[((320 +% (f200 *% 288)) +% r201)] = arena[((2195456 +% (r201 *% 64)) +% f200)]
+  for f313 in 0..<64 {
+    for c314 in 0..<32 {
+      var w315: Float = (((arena[((1664128 +% (c314 *% 64)) +% f313)] * Float(1)) + (arena[((1672320 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1680512 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)))
+      var w316: Float = ((arena[((1672320 +% (c314 *% 64)) +% f313)] - arena[((1680512 +% (c314 *% 64)) +% f313)]) * Float(bitPattern: 0x3f000000))
+      var w317: Float = (((arena[((1672320 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)) + (arena[((1680512 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1688704 +% (c314 *% 64)) +% f313)] * Float(1)))
+      var w318: Float = (((arena[((1666176 +% (c314 *% 64)) +% f313)] * Float(1)) + (arena[((1674368 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1682560 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)))
+      var w319: Float = ((arena[((1674368 +% (c314 *% 64)) +% f313)] - arena[((1682560 +% (c314 *% 64)) +% f313)]) * Float(bitPattern: 0x3f000000))
+      var w320: Float = (((arena[((1674368 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)) + (arena[((1682560 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1690752 +% (c314 *% 64)) +% f313)] * Float(1)))
+      var w321: Float = (((arena[((1668224 +% (c314 *% 64)) +% f313)] * Float(1)) + (arena[((1676416 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1684608 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)))
+      var w322: Float = ((arena[((1676416 +% (c314 *% 64)) +% f313)] - arena[((1684608 +% (c314 *% 64)) +% f313)]) * Float(bitPattern: 0x3f000000))
+      var w323: Float = (((arena[((1676416 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)) + (arena[((1684608 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1692800 +% (c314 *% 64)) +% f313)] * Float(1)))
+      var w324: Float = (((arena[((1670272 +% (c314 *% 64)) +% f313)] * Float(1)) + (arena[((1678464 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1686656 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)))
+      var w325: Float = ((arena[((1678464 +% (c314 *% 64)) +% f313)] - arena[((1686656 +% (c314 *% 64)) +% f313)]) * Float(bitPattern: 0x3f000000))
+      var w326: Float = (((arena[((1678464 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000)) + (arena[((1686656 +% (c314 *% 64)) +% f313)] * Float(bitPattern: 0x3f000000))) + (arena[((1694848 +% (c314 *% 64)) +% f313)] * Float(1)))
+      var w327: Float = (((w315 * Float(1)) + (w318 * Float(bitPattern: 0x3f000000))) + (w321 * Float(bitPattern: 0x3f000000)))
+      var w328: Float = ((w318 - w321) * Float(bitPattern: 0x3f000000))
+      var w329: Float = (((w318 * Float(bitPattern: 0x3f000000)) + (w321 * Float(bitPattern: 0x3f000000))) + (w324 * Float(1)))
+      var w330: Float = (((w316 * Float(1)) + (w319 * Float(bitPattern: 0x3f000000))) + (w322 * Float(bitPattern: 0x3f000000)))
+      var w331: Float = ((w319 - w322) * Float(bitPattern: 0x3f000000))
+      var w332: Float = (((w319 * Float(bitPattern: 0x3f000000)) + (w322 * Float(bitPattern: 0x3f000000))) + (w325 * Float(1)))
+      var w333: Float = (((w317 * Float(1)) + (w320 * Float(bitPattern: 0x3f000000))) + (w323 * Float(bitPattern: 0x3f000000)))
+      var w334: Float = ((w320 - w323) * Float(bitPattern: 0x3f000000))
+      var w335: Float = (((w320 * Float(bitPattern: 0x3f000000)) + (w323 * Float(bitPattern: 0x3f000000))) + (w326 * Float(1)))
+      grads[(320 +% (((f313 *% 32) +% c314) *% 9))] = w327
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 1)] = w328
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 2)] = w329
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 3)] = w330
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 4)] = w331
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 5)] = w332
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 6)] = w333
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 7)] = w334
+      grads[((320 +% (((f313 *% 32) +% c314) *% 9)) +% 8)] = w335
     }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f202 in 0..<64 {
-    var acc203 = Vector()
-    for img204 in 0..<64 {
-      for i205 in 0..<72 {
-        acc203 = acc203.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img204 *% 36864)) +% (f202 *% 576)) +% (i205 *% 8))))
+  for f336 in 0..<64 {
+    var acc337 = Vector()
+    for img338 in 0..<64 {
+      for i339 in 0..<72 {
+        acc337 = acc337.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((4351248 +% (img338 *% 36864)) +% (f336 *% 576)) +% (i339 *% 8))))
       }
     }
-    storeVector(arena, 1384448, acc203)
-    var sum206: Float = (arena[1384448] + arena[1384449])
-    var sum207: Float = (sum206 + arena[1384450])
-    var sum208: Float = (sum207 + arena[1384451])
-    var sum209: Float = (sum208 + arena[1384452])
-    var sum210: Float = (sum209 + arena[1384453])
-    var sum211: Float = (sum210 + arena[1384454])
-    var sum212: Float = (sum211 + arena[1384455])
-    grads[(18752 +% f202)] = sum212
+    storeVector(arena, 1384448, acc337)
+    var sum340: Float = (arena[1384448] + arena[1384449])
+    var sum341: Float = (sum340 + arena[1384450])
+    var sum342: Float = (sum341 + arena[1384451])
+    var sum343: Float = (sum342 + arena[1384452])
+    var sum344: Float = (sum343 + arena[1384453])
+    var sum345: Float = (sum344 + arena[1384454])
+    var sum346: Float = (sum345 + arena[1384455])
+    grads[(18752 +% f336)] = sum346
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  for g213 in 0..<16 {
-    for j214 in 0..<4 {
-      for f215 in 0..<64 {
-        for i216 in 0..<72 {
-          storeVector(arena, ((i216 *% 8) +% ((3835152 +% (f215 *% 2304)) +% (j214 *% 576))), loadVector(arena, ((i216 *% 8) +% ((4351248 +% (((g213 *% 4) +% j214) *% 36864)) +% (f215 *% 576)))))
+  for ci347 in 0..<64 {
+    for co348 in 0..<32 {
+      var w349: Float = params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 8)]
+      var w350: Float = (((params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 8)] + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 5)]) + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 2)]) * Float(bitPattern: 0x3f000000))
+      var w351: Float = (((params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 8)] + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 2)]) - params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w352: Float = params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 2)]
+      var w353: Float = params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 7)]
+      var w354: Float = (((params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 7)] + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 4)]) + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 1)]) * Float(bitPattern: 0x3f000000))
+      var w355: Float = (((params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 7)] + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 1)]) - params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w356: Float = params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 1)]
+      var w357: Float = params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 6)]
+      var w358: Float = (((params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 6)] + params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 3)]) + params[(320 +% (((ci347 *% 32) +% co348) *% 9))]) * Float(bitPattern: 0x3f000000))
+      var w359: Float = (((params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 6)] + params[(320 +% (((ci347 *% 32) +% co348) *% 9))]) - params[((320 +% (((ci347 *% 32) +% co348) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w360: Float = params[(320 +% (((ci347 *% 32) +% co348) *% 9))]
+      var w361: Float = w349
+      var w362: Float = (((w349 + w353) + w357) * Float(bitPattern: 0x3f000000))
+      var w363: Float = (((w349 + w357) - w353) * Float(bitPattern: 0x3f000000))
+      var w364: Float = w357
+      var w365: Float = w350
+      var w366: Float = (((w350 + w354) + w358) * Float(bitPattern: 0x3f000000))
+      var w367: Float = (((w350 + w358) - w354) * Float(bitPattern: 0x3f000000))
+      var w368: Float = w358
+      var w369: Float = w351
+      var w370: Float = (((w351 + w355) + w359) * Float(bitPattern: 0x3f000000))
+      var w371: Float = (((w351 + w359) - w355) * Float(bitPattern: 0x3f000000))
+      var w372: Float = w359
+      var w373: Float = w352
+      var w374: Float = (((w352 + w356) + w360) * Float(bitPattern: 0x3f000000))
+      var w375: Float = (((w352 + w360) - w356) * Float(bitPattern: 0x3f000000))
+      var w376: Float = w360
+      arena[((2768896 +% (ci347 *% 32)) +% co348)] = w361
+      arena[((2770944 +% (ci347 *% 32)) +% co348)] = w362
+      arena[((2772992 +% (ci347 *% 32)) +% co348)] = w363
+      arena[((2775040 +% (ci347 *% 32)) +% co348)] = w364
+      arena[((2777088 +% (ci347 *% 32)) +% co348)] = w365
+      arena[((2779136 +% (ci347 *% 32)) +% co348)] = w366
+      arena[((2781184 +% (ci347 *% 32)) +% co348)] = w367
+      arena[((2783232 +% (ci347 *% 32)) +% co348)] = w368
+      arena[((2785280 +% (ci347 *% 32)) +% co348)] = w369
+      arena[((2787328 +% (ci347 *% 32)) +% co348)] = w370
+      arena[((2789376 +% (ci347 *% 32)) +% co348)] = w371
+      arena[((2791424 +% (ci347 *% 32)) +% co348)] = w372
+      arena[((2793472 +% (ci347 *% 32)) +% co348)] = w373
+      arena[((2795520 +% (ci347 *% 32)) +% co348)] = w374
+      arena[((2797568 +% (ci347 *% 32)) +% co348)] = w375
+      arena[((2799616 +% (ci347 *% 32)) +% co348)] = w376
+    }
+  }
+  for i377 in 0..<6272 {
+    storeVector(arena, ((i377 *% 8) +% 2801664), Vector(repeating: Float(0)))
+  }
+  for g378 in 0..<64 {
+    for j379 in 0..<1 {
+      for c380 in 0..<64 {
+        for iy381 in 0..<24 {
+          for ix382 in 0..<24 {
+            arena[(2801664 +% ((((j379 *% 50176) +% ((iy381 +% 2) *% 1792)) +% ((ix382 +% 2) *% 64)) +% c380))] = arena[((((4351248 +% ((g378 +% j379) *% 36864)) +% (c380 *% 576)) +% (iy381 *% 24)) +% ix382)]
+          }
         }
       }
     }
-    do {  // gemm221
-      for nb217 in 0..<96 {
-        for mb218 in 0..<72 {
-          var t219_c0_0 = Vector()
-          var t219_c0_1 = Vector()
-          var t219_c0_2 = Vector()
-          var t219_c1_0 = Vector()
-          var t219_c1_1 = Vector()
-          var t219_c1_2 = Vector()
-          var t219_c2_0 = Vector()
-          var t219_c2_1 = Vector()
-          var t219_c2_2 = Vector()
-          var t219_c3_0 = Vector()
-          var t219_c3_1 = Vector()
-          var t219_c3_2 = Vector()
-          for k220 in 0..<64 {
-            let t219_b0 = loadVector(arena, ((3835152 +% (k220 *% 2304)) +% (nb217 *% 24)))
-            let t219_b1 = loadVector(arena, (((3835152 +% (k220 *% 2304)) +% (nb217 *% 24)) +% 8))
-            let t219_b2 = loadVector(arena, (((3835152 +% (k220 *% 2304)) +% (nb217 *% 24)) +% 16))
-            let t219_a0 = Vector(repeating: params[((320 +% (mb218 *% 4)) +% (k220 *% 288))])
-            t219_c0_0 = t219_c0_0.addingProduct(t219_a0, t219_b0)
-            t219_c0_1 = t219_c0_1.addingProduct(t219_a0, t219_b1)
-            t219_c0_2 = t219_c0_2.addingProduct(t219_a0, t219_b2)
-            let t219_a1 = Vector(repeating: params[((320 +% ((mb218 *% 4) +% 1)) +% (k220 *% 288))])
-            t219_c1_0 = t219_c1_0.addingProduct(t219_a1, t219_b0)
-            t219_c1_1 = t219_c1_1.addingProduct(t219_a1, t219_b1)
-            t219_c1_2 = t219_c1_2.addingProduct(t219_a1, t219_b2)
-            let t219_a2 = Vector(repeating: params[((320 +% ((mb218 *% 4) +% 2)) +% (k220 *% 288))])
-            t219_c2_0 = t219_c2_0.addingProduct(t219_a2, t219_b0)
-            t219_c2_1 = t219_c2_1.addingProduct(t219_a2, t219_b1)
-            t219_c2_2 = t219_c2_2.addingProduct(t219_a2, t219_b2)
-            let t219_a3 = Vector(repeating: params[((320 +% ((mb218 *% 4) +% 3)) +% (k220 *% 288))])
-            t219_c3_0 = t219_c3_0.addingProduct(t219_a3, t219_b0)
-            t219_c3_1 = t219_c3_1.addingProduct(t219_a3, t219_b1)
-            t219_c3_2 = t219_c3_2.addingProduct(t219_a3, t219_b2)
+    for j383 in 0..<1 {
+      for ty384 in 0..<13 {
+        for tx385 in 0..<13 {
+          for cv386 in 0..<8 {
+            let w387 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% ((ty384 *% 2) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))))
+            let w388 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))) + loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))))
+            let w389 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))))
+            let w390 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 3) *% 1792)) +% ((tx385 *% 2) *% 64)) +% (cv386 *% 8)))))
+            let w391 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% ((ty384 *% 2) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))))
+            let w392 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))) + loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))))
+            let w393 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))))
+            let w394 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 3) *% 1792)) +% (((tx385 *% 2) +% 1) *% 64)) +% (cv386 *% 8)))))
+            let w395 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% ((ty384 *% 2) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))))
+            let w396 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))) + loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))))
+            let w397 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))))
+            let w398 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 3) *% 1792)) +% (((tx385 *% 2) +% 2) *% 64)) +% (cv386 *% 8)))))
+            let w399 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% ((ty384 *% 2) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))))
+            let w400 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))) + loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))))
+            let w401 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 2) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))))
+            let w402 = (loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 1) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))) - loadVector(arena, (2801664 +% ((((j383 *% 50176) +% (((ty384 *% 2) +% 3) *% 1792)) +% (((tx385 *% 2) +% 3) *% 64)) +% (cv386 *% 8)))))
+            let w403 = (w387 - w395)
+            let w404 = (w391 + w395)
+            let w405 = (w395 - w391)
+            let w406 = (w391 - w399)
+            let w407 = (w388 - w396)
+            let w408 = (w392 + w396)
+            let w409 = (w396 - w392)
+            let w410 = (w392 - w400)
+            let w411 = (w389 - w397)
+            let w412 = (w393 + w397)
+            let w413 = (w397 - w393)
+            let w414 = (w393 - w401)
+            let w415 = (w390 - w398)
+            let w416 = (w394 + w398)
+            let w417 = (w398 - w394)
+            let w418 = (w394 - w402)
+            storeVector(arena, ((2851840 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w403)
+            storeVector(arena, ((2862656 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w404)
+            storeVector(arena, ((2873472 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w405)
+            storeVector(arena, ((2884288 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w406)
+            storeVector(arena, ((2895104 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w407)
+            storeVector(arena, ((2905920 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w408)
+            storeVector(arena, ((2916736 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w409)
+            storeVector(arena, ((2927552 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w410)
+            storeVector(arena, ((2938368 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w411)
+            storeVector(arena, ((2949184 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w412)
+            storeVector(arena, ((2960000 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w413)
+            storeVector(arena, ((2970816 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w414)
+            storeVector(arena, ((2981632 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w415)
+            storeVector(arena, ((2992448 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w416)
+            storeVector(arena, ((3003264 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w417)
+            storeVector(arena, ((3014080 +% ((((j383 *% 169) +% (ty384 *% 13)) +% tx385) *% 64)) +% (cv386 *% 8)), w418)
           }
-          storeVector(arena, ((3171600 +% ((mb218 *% 4) *% 2304)) +% (nb217 *% 24)), t219_c0_0)
-          storeVector(arena, (((3171600 +% ((mb218 *% 4) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c0_1)
-          storeVector(arena, (((3171600 +% ((mb218 *% 4) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c0_2)
-          storeVector(arena, ((3171600 +% (((mb218 *% 4) +% 1) *% 2304)) +% (nb217 *% 24)), t219_c1_0)
-          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 1) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c1_1)
-          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 1) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c1_2)
-          storeVector(arena, ((3171600 +% (((mb218 *% 4) +% 2) *% 2304)) +% (nb217 *% 24)), t219_c2_0)
-          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 2) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c2_1)
-          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 2) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c2_2)
-          storeVector(arena, ((3171600 +% (((mb218 *% 4) +% 3) *% 2304)) +% (nb217 *% 24)), t219_c3_0)
-          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 3) *% 2304)) +% (nb217 *% 24)) +% 8), t219_c3_1)
-          storeVector(arena, (((3171600 +% (((mb218 *% 4) +% 3) *% 2304)) +% (nb217 *% 24)) +% 16), t219_c3_2)
         }
       }
     }
-    for j222 in 0..<4 {
-      for c223 in 0..<32 {
-        for iy224 in 0..<1 {
-          for ix225 in 0..<1 {
-            let sum226_v = loadPartial(arena, (ix225 +% (((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy224 *% 24))), 1)
-            storePartial(arena, (ix225 +% (((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy224 *% 26))), sum226_v, 1)
+    for xi419 in 0..<16 {
+      sgemm(101, 111, 111, 169, 32, 64, 1, arena + (2851840 +% (xi419 *% 10816)), 64, arena + (2768896 +% (xi419 *% 2048)), 32, Float(bitPattern: 0x0), arena + (3024896 +% (xi419 *% 5408)), 32)
+    }
+    for j420 in 0..<1 {
+      for ty421 in 0..<13 {
+        for tx422 in 0..<13 {
+          for cv423 in 0..<4 {
+            let w424 = ((loadVector(arena, ((3024896 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3046528 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3068160 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w425 = ((loadVector(arena, ((3046528 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3068160 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3089792 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w426 = ((loadVector(arena, ((3030304 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3051936 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3073568 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w427 = ((loadVector(arena, ((3051936 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3073568 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3095200 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w428 = ((loadVector(arena, ((3035712 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3057344 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3078976 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w429 = ((loadVector(arena, ((3057344 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3078976 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3100608 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w430 = ((loadVector(arena, ((3041120 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) + loadVector(arena, ((3062752 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) + loadVector(arena, ((3084384 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w431 = ((loadVector(arena, ((3062752 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))) - loadVector(arena, ((3084384 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8)))) - loadVector(arena, ((3106016 +% ((((j420 *% 169) +% (ty421 *% 13)) +% tx422) *% 32)) +% (cv423 *% 8))))
+            let w432 = ((w424 + w426) + w428)
+            let w433 = ((w426 - w428) - w430)
+            let w434 = ((w425 + w427) + w429)
+            let w435 = ((w427 - w429) - w431)
+            storeVector(arena, ((3111424 +% (((((j420 *% 26) +% (ty421 *% 2)) *% 26) +% (tx422 *% 2)) *% 32)) +% (cv423 *% 8)), w432)
+            storeVector(arena, ((3111424 +% ((((((j420 *% 26) +% (ty421 *% 2)) *% 26) +% (tx422 *% 2)) +% 1) *% 32)) +% (cv423 *% 8)), w433)
+            storeVector(arena, ((3111424 +% ((((((j420 *% 26) +% (ty421 *% 2)) +% 1) *% 26) +% (tx422 *% 2)) *% 32)) +% (cv423 *% 8)), w434)
+            storeVector(arena, ((3111424 +% (((((((j420 *% 26) +% (ty421 *% 2)) +% 1) *% 26) +% (tx422 *% 2)) +% 1) *% 32)) +% (cv423 *% 8)), w435)
           }
         }
-        for iy227 in 0..<1 {
-          for ix228 in 0..<1 {
-            let sum229_v = loadPartial(arena, (ix228 +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy227 *% 24)) +% 1)), 1)
-            let sum230_v = (sum229_v + loadPartial(arena, (ix228 +% (((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy227 *% 24))), 1))
-            storePartial(arena, (ix228 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy227 *% 26)) +% 1)), sum230_v, 1)
-          }
-        }
-        for iy231 in 0..<1 {
-          for ix232 in 0..<2 {
-            let sum233_v = loadVector(arena, ((ix232 *% 8) +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 2)))
-            let sum234_v = (sum233_v + loadVector(arena, ((ix232 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 1))))
-            let sum235_v = (sum234_v + loadVector(arena, ((ix232 *% 8) +% (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)))))
-            storeVector(arena, ((ix232 *% 8) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy231 *% 26)) +% 2)), sum235_v)
-          }
-          for ix232 in 0..<1 {
-            let sum233_v = loadPartial(arena, ((ix232 +% 16) +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 2)), 6)
-            let sum234_v = (sum233_v + loadPartial(arena, ((ix232 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24)) +% 1)), 6))
-            let sum235_v = (sum234_v + loadPartial(arena, ((ix232 +% 16) +% (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy231 *% 24))), 6))
-            storePartial(arena, ((ix232 +% 16) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy231 *% 26)) +% 2)), sum235_v, 6)
-          }
-        }
-        for iy236 in 0..<1 {
-          for ix237 in 0..<1 {
-            let sum238_v = loadPartial(arena, (ix237 +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% (iy236 *% 24)) +% 23)), 1)
-            let sum239_v = (sum238_v + loadPartial(arena, (ix237 +% ((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy236 *% 24)) +% 22)), 1))
-            storePartial(arena, (ix237 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy236 *% 26)) +% 24)), sum239_v, 1)
-          }
-        }
-        for iy240 in 0..<1 {
-          for ix241 in 0..<1 {
-            let sum242_v = loadPartial(arena, (ix241 +% ((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% (iy240 *% 24)) +% 23)), 1)
-            storePartial(arena, (ix241 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% (iy240 *% 26)) +% 25)), sum242_v, 1)
-          }
-        }
-        for iy243 in 0..<1 {
-          for ix244 in 0..<1 {
-            let sum245_v = loadPartial(arena, (ix244 +% (((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy243 +% 1) *% 24))), 1)
-            let sum246_v = (sum245_v + loadPartial(arena, (ix244 +% (((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy243 +% 1) +% -1) *% 24))), 1))
-            storePartial(arena, (ix244 +% (((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy243 +% 1) *% 26))), sum246_v, 1)
-          }
-        }
-        for iy247 in 0..<1 {
-          for ix248 in 0..<1 {
-            let sum249_v = loadPartial(arena, (ix248 +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy247 +% 1) *% 24)) +% 1)), 1)
-            let sum250_v = (sum249_v + loadPartial(arena, (ix248 +% (((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy247 +% 1) *% 24))), 1))
-            let sum251_v = (sum250_v + loadPartial(arena, (ix248 +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy247 +% 1) +% -1) *% 24)) +% 1)), 1))
-            let sum252_v = (sum251_v + loadPartial(arena, (ix248 +% (((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy247 +% 1) +% -1) *% 24))), 1))
-            storePartial(arena, (ix248 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy247 +% 1) *% 26)) +% 1)), sum252_v, 1)
-          }
-        }
-        for iy253 in 0..<1 {
-          for ix254 in 0..<2 {
-            let sum255_v = loadVector(arena, ((ix254 *% 8) +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 2)))
-            let sum256_v = (sum255_v + loadVector(arena, ((ix254 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 1))))
-            let sum257_v = (sum256_v + loadVector(arena, ((ix254 *% 8) +% (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)))))
-            let sum258_v = (sum257_v + loadVector(arena, ((ix254 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 2))))
-            let sum259_v = (sum258_v + loadVector(arena, ((ix254 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 1))))
-            let sum260_v = (sum259_v + loadVector(arena, ((ix254 *% 8) +% (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)))))
-            storeVector(arena, ((ix254 *% 8) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy253 +% 1) *% 26)) +% 2)), sum260_v)
-          }
-          for ix254 in 0..<1 {
-            let sum255_v = loadPartial(arena, ((ix254 +% 16) +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 2)), 6)
-            let sum256_v = (sum255_v + loadPartial(arena, ((ix254 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24)) +% 1)), 6))
-            let sum257_v = (sum256_v + loadPartial(arena, ((ix254 +% 16) +% (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy253 +% 1) *% 24))), 6))
-            let sum258_v = (sum257_v + loadPartial(arena, ((ix254 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 2)), 6))
-            let sum259_v = (sum258_v + loadPartial(arena, ((ix254 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24)) +% 1)), 6))
-            let sum260_v = (sum259_v + loadPartial(arena, ((ix254 +% 16) +% (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy253 +% 1) +% -1) *% 24))), 6))
-            storePartial(arena, ((ix254 +% 16) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy253 +% 1) *% 26)) +% 2)), sum260_v, 6)
-          }
-        }
-        for iy261 in 0..<1 {
-          for ix262 in 0..<1 {
-            let sum263_v = loadPartial(arena, (ix262 +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy261 +% 1) *% 24)) +% 23)), 1)
-            let sum264_v = (sum263_v + loadPartial(arena, (ix262 +% ((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy261 +% 1) *% 24)) +% 22)), 1))
-            let sum265_v = (sum264_v + loadPartial(arena, (ix262 +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy261 +% 1) +% -1) *% 24)) +% 23)), 1))
-            let sum266_v = (sum265_v + loadPartial(arena, (ix262 +% ((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy261 +% 1) +% -1) *% 24)) +% 22)), 1))
-            storePartial(arena, (ix262 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy261 +% 1) *% 26)) +% 24)), sum266_v, 1)
-          }
-        }
-        for iy267 in 0..<1 {
-          for ix268 in 0..<1 {
-            let sum269_v = loadPartial(arena, (ix268 +% ((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy267 +% 1) *% 24)) +% 23)), 1)
-            let sum270_v = (sum269_v + loadPartial(arena, (ix268 +% ((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy267 +% 1) +% -1) *% 24)) +% 23)), 1))
-            storePartial(arena, (ix268 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy267 +% 1) *% 26)) +% 25)), sum270_v, 1)
-          }
-        }
-        for iy271 in 0..<22 {
-          for ix272 in 0..<1 {
-            let sum273_v = loadPartial(arena, (ix272 +% (((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy271 +% 2) *% 24))), 1)
-            let sum274_v = (sum273_v + loadPartial(arena, (ix272 +% (((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy271 +% 2) +% -1) *% 24))), 1))
-            let sum275_v = (sum274_v + loadPartial(arena, (ix272 +% (((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy271 +% 2) +% -2) *% 24))), 1))
-            storePartial(arena, (ix272 +% (((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy271 +% 2) *% 26))), sum275_v, 1)
-          }
-        }
-        for iy276 in 0..<22 {
-          for ix277 in 0..<1 {
-            let sum278_v = loadPartial(arena, (ix277 +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy276 +% 2) *% 24)) +% 1)), 1)
-            let sum279_v = (sum278_v + loadPartial(arena, (ix277 +% (((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy276 +% 2) *% 24))), 1))
-            let sum280_v = (sum279_v + loadPartial(arena, (ix277 +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -1) *% 24)) +% 1)), 1))
-            let sum281_v = (sum280_v + loadPartial(arena, (ix277 +% (((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -1) *% 24))), 1))
-            let sum282_v = (sum281_v + loadPartial(arena, (ix277 +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -2) *% 24)) +% 1)), 1))
-            let sum283_v = (sum282_v + loadPartial(arena, (ix277 +% (((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy276 +% 2) +% -2) *% 24))), 1))
-            storePartial(arena, (ix277 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy276 +% 2) *% 26)) +% 1)), sum283_v, 1)
-          }
-        }
-        for iy284 in 0..<22 {
-          for ix285 in 0..<2 {
-            let sum286_v = loadVector(arena, ((ix285 *% 8) +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 2)))
-            let sum287_v = (sum286_v + loadVector(arena, ((ix285 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 1))))
-            let sum288_v = (sum287_v + loadVector(arena, ((ix285 *% 8) +% (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)))))
-            let sum289_v = (sum288_v + loadVector(arena, ((ix285 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 2))))
-            let sum290_v = (sum289_v + loadVector(arena, ((ix285 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 1))))
-            let sum291_v = (sum290_v + loadVector(arena, ((ix285 *% 8) +% (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)))))
-            let sum292_v = (sum291_v + loadVector(arena, ((ix285 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 2))))
-            let sum293_v = (sum292_v + loadVector(arena, ((ix285 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 1))))
-            let sum294_v = (sum293_v + loadVector(arena, ((ix285 *% 8) +% (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)))))
-            storeVector(arena, ((ix285 *% 8) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy284 +% 2) *% 26)) +% 2)), sum294_v)
-          }
-          for ix285 in 0..<1 {
-            let sum286_v = loadPartial(arena, ((ix285 +% 16) +% ((((3171600 +% ((c223 *% 9) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 2)), 6)
-            let sum287_v = (sum286_v + loadPartial(arena, ((ix285 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24)) +% 1)), 6))
-            let sum288_v = (sum287_v + loadPartial(arena, ((ix285 +% 16) +% (((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy284 +% 2) *% 24))), 6))
-            let sum289_v = (sum288_v + loadPartial(arena, ((ix285 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 2)), 6))
-            let sum290_v = (sum289_v + loadPartial(arena, ((ix285 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24)) +% 1)), 6))
-            let sum291_v = (sum290_v + loadPartial(arena, ((ix285 +% 16) +% (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -1) *% 24))), 6))
-            let sum292_v = (sum291_v + loadPartial(arena, ((ix285 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 2)), 6))
-            let sum293_v = (sum292_v + loadPartial(arena, ((ix285 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24)) +% 1)), 6))
-            let sum294_v = (sum293_v + loadPartial(arena, ((ix285 +% 16) +% (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy284 +% 2) +% -2) *% 24))), 6))
-            storePartial(arena, ((ix285 +% 16) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy284 +% 2) *% 26)) +% 2)), sum294_v, 6)
-          }
-        }
-        for iy295 in 0..<22 {
-          for ix296 in 0..<1 {
-            let sum297_v = loadPartial(arena, (ix296 +% ((((3171600 +% (((c223 *% 9) +% 1) *% 2304)) +% (j222 *% 576)) +% ((iy295 +% 2) *% 24)) +% 23)), 1)
-            let sum298_v = (sum297_v + loadPartial(arena, (ix296 +% ((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy295 +% 2) *% 24)) +% 22)), 1))
-            let sum299_v = (sum298_v + loadPartial(arena, (ix296 +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -1) *% 24)) +% 23)), 1))
-            let sum300_v = (sum299_v + loadPartial(arena, (ix296 +% ((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -1) *% 24)) +% 22)), 1))
-            let sum301_v = (sum300_v + loadPartial(arena, (ix296 +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -2) *% 24)) +% 23)), 1))
-            let sum302_v = (sum301_v + loadPartial(arena, (ix296 +% ((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy295 +% 2) +% -2) *% 24)) +% 22)), 1))
-            storePartial(arena, (ix296 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy295 +% 2) *% 26)) +% 24)), sum302_v, 1)
-          }
-        }
-        for iy303 in 0..<22 {
-          for ix304 in 0..<1 {
-            let sum305_v = loadPartial(arena, (ix304 +% ((((3171600 +% (((c223 *% 9) +% 2) *% 2304)) +% (j222 *% 576)) +% ((iy303 +% 2) *% 24)) +% 23)), 1)
-            let sum306_v = (sum305_v + loadPartial(arena, (ix304 +% ((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy303 +% 2) +% -1) *% 24)) +% 23)), 1))
-            let sum307_v = (sum306_v + loadPartial(arena, (ix304 +% ((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy303 +% 2) +% -2) *% 24)) +% 23)), 1))
-            storePartial(arena, (ix304 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy303 +% 2) *% 26)) +% 25)), sum307_v, 1)
-          }
-        }
-        for iy308 in 0..<1 {
-          for ix309 in 0..<1 {
-            let sum310_v = loadPartial(arena, (ix309 +% (((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy308 +% 24) +% -1) *% 24))), 1)
-            let sum311_v = (sum310_v + loadPartial(arena, (ix309 +% (((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy308 +% 24) +% -2) *% 24))), 1))
-            storePartial(arena, (ix309 +% (((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy308 +% 24) *% 26))), sum311_v, 1)
-          }
-        }
-        for iy312 in 0..<1 {
-          for ix313 in 0..<1 {
-            let sum314_v = loadPartial(arena, (ix313 +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -1) *% 24)) +% 1)), 1)
-            let sum315_v = (sum314_v + loadPartial(arena, (ix313 +% (((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -1) *% 24))), 1))
-            let sum316_v = (sum315_v + loadPartial(arena, (ix313 +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -2) *% 24)) +% 1)), 1))
-            let sum317_v = (sum316_v + loadPartial(arena, (ix313 +% (((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy312 +% 24) +% -2) *% 24))), 1))
-            storePartial(arena, (ix313 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy312 +% 24) *% 26)) +% 1)), sum317_v, 1)
-          }
-        }
-        for iy318 in 0..<1 {
-          for ix319 in 0..<2 {
-            let sum320_v = loadVector(arena, ((ix319 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 2)))
-            let sum321_v = (sum320_v + loadVector(arena, ((ix319 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 1))))
-            let sum322_v = (sum321_v + loadVector(arena, ((ix319 *% 8) +% (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)))))
-            let sum323_v = (sum322_v + loadVector(arena, ((ix319 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 2))))
-            let sum324_v = (sum323_v + loadVector(arena, ((ix319 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 1))))
-            let sum325_v = (sum324_v + loadVector(arena, ((ix319 *% 8) +% (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)))))
-            storeVector(arena, ((ix319 *% 8) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy318 +% 24) *% 26)) +% 2)), sum325_v)
-          }
-          for ix319 in 0..<1 {
-            let sum320_v = loadPartial(arena, ((ix319 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 3) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 2)), 6)
-            let sum321_v = (sum320_v + loadPartial(arena, ((ix319 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24)) +% 1)), 6))
-            let sum322_v = (sum321_v + loadPartial(arena, ((ix319 +% 16) +% (((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -1) *% 24))), 6))
-            let sum323_v = (sum322_v + loadPartial(arena, ((ix319 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 2)), 6))
-            let sum324_v = (sum323_v + loadPartial(arena, ((ix319 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24)) +% 1)), 6))
-            let sum325_v = (sum324_v + loadPartial(arena, ((ix319 +% 16) +% (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy318 +% 24) +% -2) *% 24))), 6))
-            storePartial(arena, ((ix319 +% 16) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy318 +% 24) *% 26)) +% 2)), sum325_v, 6)
-          }
-        }
-        for iy326 in 0..<1 {
-          for ix327 in 0..<1 {
-            let sum328_v = loadPartial(arena, (ix327 +% ((((3171600 +% (((c223 *% 9) +% 4) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -1) *% 24)) +% 23)), 1)
-            let sum329_v = (sum328_v + loadPartial(arena, (ix327 +% ((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -1) *% 24)) +% 22)), 1))
-            let sum330_v = (sum329_v + loadPartial(arena, (ix327 +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -2) *% 24)) +% 23)), 1))
-            let sum331_v = (sum330_v + loadPartial(arena, (ix327 +% ((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy326 +% 24) +% -2) *% 24)) +% 22)), 1))
-            storePartial(arena, (ix327 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy326 +% 24) *% 26)) +% 24)), sum331_v, 1)
-          }
-        }
-        for iy332 in 0..<1 {
-          for ix333 in 0..<1 {
-            let sum334_v = loadPartial(arena, (ix333 +% ((((3171600 +% (((c223 *% 9) +% 5) *% 2304)) +% (j222 *% 576)) +% (((iy332 +% 24) +% -1) *% 24)) +% 23)), 1)
-            let sum335_v = (sum334_v + loadPartial(arena, (ix333 +% ((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy332 +% 24) +% -2) *% 24)) +% 23)), 1))
-            storePartial(arena, (ix333 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy332 +% 24) *% 26)) +% 25)), sum335_v, 1)
-          }
-        }
-        for iy336 in 0..<1 {
-          for ix337 in 0..<1 {
-            let sum338_v = loadPartial(arena, (ix337 +% (((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy336 +% 25) +% -2) *% 24))), 1)
-            storePartial(arena, (ix337 +% (((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy336 +% 25) *% 26))), sum338_v, 1)
-          }
-        }
-        for iy339 in 0..<1 {
-          for ix340 in 0..<1 {
-            let sum341_v = loadPartial(arena, (ix340 +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy339 +% 25) +% -2) *% 24)) +% 1)), 1)
-            let sum342_v = (sum341_v + loadPartial(arena, (ix340 +% (((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy339 +% 25) +% -2) *% 24))), 1))
-            storePartial(arena, (ix340 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy339 +% 25) *% 26)) +% 1)), sum342_v, 1)
-          }
-        }
-        for iy343 in 0..<1 {
-          for ix344 in 0..<2 {
-            let sum345_v = loadVector(arena, ((ix344 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 2)))
-            let sum346_v = (sum345_v + loadVector(arena, ((ix344 *% 8) +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 1))))
-            let sum347_v = (sum346_v + loadVector(arena, ((ix344 *% 8) +% (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)))))
-            storeVector(arena, ((ix344 *% 8) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy343 +% 25) *% 26)) +% 2)), sum347_v)
-          }
-          for ix344 in 0..<1 {
-            let sum345_v = loadPartial(arena, ((ix344 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 6) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 2)), 6)
-            let sum346_v = (sum345_v + loadPartial(arena, ((ix344 +% 16) +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24)) +% 1)), 6))
-            let sum347_v = (sum346_v + loadPartial(arena, ((ix344 +% 16) +% (((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy343 +% 25) +% -2) *% 24))), 6))
-            storePartial(arena, ((ix344 +% 16) +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy343 +% 25) *% 26)) +% 2)), sum347_v, 6)
-          }
-        }
-        for iy348 in 0..<1 {
-          for ix349 in 0..<1 {
-            let sum350_v = loadPartial(arena, (ix349 +% ((((3171600 +% (((c223 *% 9) +% 7) *% 2304)) +% (j222 *% 576)) +% (((iy348 +% 25) +% -2) *% 24)) +% 23)), 1)
-            let sum351_v = (sum350_v + loadPartial(arena, (ix349 +% ((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy348 +% 25) +% -2) *% 24)) +% 22)), 1))
-            storePartial(arena, (ix349 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy348 +% 25) *% 26)) +% 24)), sum351_v, 1)
-          }
-        }
-        for iy352 in 0..<1 {
-          for ix353 in 0..<1 {
-            let sum354_v = loadPartial(arena, (ix353 +% ((((3171600 +% (((c223 *% 9) +% 8) *% 2304)) +% (j222 *% 576)) +% (((iy352 +% 25) +% -2) *% 24)) +% 23)), 1)
-            storePartial(arena, (ix353 +% ((((1384448 +% (((g213 *% 4) +% j222) *% 21632)) +% (c223 *% 676)) +% ((iy352 +% 25) *% 26)) +% 25)), sum354_v, 1)
-          }
+      }
+    }
+    for j436 in 0..<1 {
+      for c437 in 0..<32 {
+        for q438 in 0..<676 {
+          arena[(((1384448 +% ((g378 +% j436) *% 21632)) +% (c437 *% 676)) +% q438)] = arena[((3111424 +% (((j436 *% 676) +% q438) *% 32)) +% c437)]
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  for i355 in 0..<173056 {
-    storeVector(arena, ((i355 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i355 *% 8) +% 1384448)), where: loadVector(arena, (i355 *% 8)) .> Vector(repeating: Float(0))))
+  for i439 in 0..<173056 {
+    storeVector(arena, ((i439 *% 8) +% 3171600), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i439 *% 8) +% 1384448)), where: loadVector(arena, (i439 *% 8)) .> Vector(repeating: Float(0))))
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  for i356 in 0..<36 {
-    storeVector(arena, ((i356 *% 8) +% 443456), Vector(repeating: Float(0)))
+  for i440 in 0..<36 {
+    storeVector(arena, ((i440 *% 8) +% 443456), Vector(repeating: Float(0)))
   }
-  for g357 in 0..<4 {
-    for j358 in 0..<16 {
-      for c359 in 0..<1 {
-        for ky360 in 0..<3 {
-          for oy361 in 0..<26 {
-            for ox362 in 0..<26 {
-              arena[((((((c359 *% 3) +% ky360) *% 3) *% 10816) +% (j358 *% 676)) +% ((oy361 *% 26) +% ox362))] = images[((((((g357 *% 16) +% j358) *% 784) +% (c359 *% 784)) +% ((oy361 +% ky360) *% 28)) +% ox362)]
+  for g441 in 0..<4 {
+    for j442 in 0..<16 {
+      for c443 in 0..<1 {
+        for ky444 in 0..<3 {
+          for oy445 in 0..<26 {
+            for ox446 in 0..<26 {
+              arena[((((((c443 *% 3) +% ky444) *% 3) *% 10816) +% (j442 *% 676)) +% ((oy445 *% 26) +% ox446))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy445 +% ky444) *% 28)) +% ox446)]
             }
           }
-          for oy363 in 0..<26 {
-            for ox364 in 0..<26 {
-              arena[(((((((c359 *% 3) +% ky360) *% 3) +% 1) *% 10816) +% (j358 *% 676)) +% ((oy363 *% 26) +% ox364))] = images[((((((g357 *% 16) +% j358) *% 784) +% (c359 *% 784)) +% ((oy363 +% ky360) *% 28)) +% (ox364 +% 1))]
+          for oy447 in 0..<26 {
+            for ox448 in 0..<26 {
+              arena[(((((((c443 *% 3) +% ky444) *% 3) +% 1) *% 10816) +% (j442 *% 676)) +% ((oy447 *% 26) +% ox448))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy447 +% ky444) *% 28)) +% (ox448 +% 1))]
             }
           }
-          for oy365 in 0..<26 {
-            for ox366 in 0..<26 {
-              arena[(((((((c359 *% 3) +% ky360) *% 3) +% 2) *% 10816) +% (j358 *% 676)) +% ((oy365 *% 26) +% ox366))] = images[((((((g357 *% 16) +% j358) *% 784) +% (c359 *% 784)) +% ((oy365 +% ky360) *% 28)) +% (ox366 +% 2))]
+          for oy449 in 0..<26 {
+            for ox450 in 0..<26 {
+              arena[(((((((c443 *% 3) +% ky444) *% 3) +% 2) *% 10816) +% (j442 *% 676)) +% ((oy449 *% 26) +% ox450))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy449 +% ky444) *% 28)) +% (ox450 +% 2))]
             }
           }
         }
       }
     }
-    for j367 in 0..<16 {
-      for i368 in 0..<676 {
-        for f369 in 0..<32 {
-          arena[((97344 +% (((j367 *% 676) +% i368) *% 32)) +% f369)] = arena[(((3171600 +% (((g357 *% 16) +% j367) *% 21632)) +% (f369 *% 676)) +% i368)]
+    for j451 in 0..<16 {
+      for i452 in 0..<676 {
+        for f453 in 0..<32 {
+          arena[((97344 +% (((j451 *% 676) +% i452) *% 32)) +% f453)] = arena[(((3171600 +% (((g441 *% 16) +% j451) *% 21632)) +% (f453 *% 676)) +% i452)]
         }
       }
     }
-    do {  // gemm377
-      for kp370 in 0..<8 {
-        for nb371 in 0..<2 {
-          for mb372 in 0..<1 {
-            var t373_c0_0 = loadVector(arena, ((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)))
-            var t373_c0_1 = loadVector(arena, (((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)) +% 8))
-            var t373_c1_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)))
-            var t373_c1_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)) +% 8))
-            var t373_c2_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)))
-            var t373_c2_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)) +% 8))
-            var t373_c3_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)))
-            var t373_c3_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)) +% 8))
-            var t373_c4_0 = loadVector(arena, ((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)))
-            var t373_c4_1 = loadVector(arena, (((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)) +% 8))
-            for k374 in 0..<1352 {
-              let t373_b0 = loadVector(arena, ((97344 +% ((k374 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)))
-              let t373_b1 = loadVector(arena, (((97344 +% ((k374 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)) +% 8))
-              let t373_a0 = Vector(repeating: arena[(((mb372 *% 5) *% 10816) +% (k374 +% (kp370 *% 1352)))])
-              t373_c0_0 = t373_c0_0.addingProduct(t373_a0, t373_b0)
-              t373_c0_1 = t373_c0_1.addingProduct(t373_a0, t373_b1)
-              let t373_a1 = Vector(repeating: arena[((((mb372 *% 5) +% 1) *% 10816) +% (k374 +% (kp370 *% 1352)))])
-              t373_c1_0 = t373_c1_0.addingProduct(t373_a1, t373_b0)
-              t373_c1_1 = t373_c1_1.addingProduct(t373_a1, t373_b1)
-              let t373_a2 = Vector(repeating: arena[((((mb372 *% 5) +% 2) *% 10816) +% (k374 +% (kp370 *% 1352)))])
-              t373_c2_0 = t373_c2_0.addingProduct(t373_a2, t373_b0)
-              t373_c2_1 = t373_c2_1.addingProduct(t373_a2, t373_b1)
-              let t373_a3 = Vector(repeating: arena[((((mb372 *% 5) +% 3) *% 10816) +% (k374 +% (kp370 *% 1352)))])
-              t373_c3_0 = t373_c3_0.addingProduct(t373_a3, t373_b0)
-              t373_c3_1 = t373_c3_1.addingProduct(t373_a3, t373_b1)
-              let t373_a4 = Vector(repeating: arena[((((mb372 *% 5) +% 4) *% 10816) +% (k374 +% (kp370 *% 1352)))])
-              t373_c4_0 = t373_c4_0.addingProduct(t373_a4, t373_b0)
-              t373_c4_1 = t373_c4_1.addingProduct(t373_a4, t373_b1)
+    do {  // gemm461
+      for kp454 in 0..<8 {
+        for nb455 in 0..<2 {
+          for mb456 in 0..<1 {
+            var t457_c0_0 = loadVector(arena, ((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)))
+            var t457_c0_1 = loadVector(arena, (((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c1_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)))
+            var t457_c1_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c2_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)))
+            var t457_c2_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c3_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)))
+            var t457_c3_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c4_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)))
+            var t457_c4_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)) +% 8))
+            for k458 in 0..<1352 {
+              let t457_b0 = loadVector(arena, ((97344 +% ((k458 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)))
+              let t457_b1 = loadVector(arena, (((97344 +% ((k458 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)) +% 8))
+              let t457_a0 = Vector(repeating: arena[(((mb456 *% 5) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              t457_c0_0 = t457_c0_0.addingProduct(t457_a0, t457_b0)
+              t457_c0_1 = t457_c0_1.addingProduct(t457_a0, t457_b1)
+              let t457_a1 = Vector(repeating: arena[((((mb456 *% 5) +% 1) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              t457_c1_0 = t457_c1_0.addingProduct(t457_a1, t457_b0)
+              t457_c1_1 = t457_c1_1.addingProduct(t457_a1, t457_b1)
+              let t457_a2 = Vector(repeating: arena[((((mb456 *% 5) +% 2) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              t457_c2_0 = t457_c2_0.addingProduct(t457_a2, t457_b0)
+              t457_c2_1 = t457_c2_1.addingProduct(t457_a2, t457_b1)
+              let t457_a3 = Vector(repeating: arena[((((mb456 *% 5) +% 3) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              t457_c3_0 = t457_c3_0.addingProduct(t457_a3, t457_b0)
+              t457_c3_1 = t457_c3_1.addingProduct(t457_a3, t457_b1)
+              let t457_a4 = Vector(repeating: arena[((((mb456 *% 5) +% 4) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              t457_c4_0 = t457_c4_0.addingProduct(t457_a4, t457_b0)
+              t457_c4_1 = t457_c4_1.addingProduct(t457_a4, t457_b1)
             }
-            storeVector(arena, ((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)), t373_c0_0)
-            storeVector(arena, (((443456 +% ((mb372 *% 5) *% 32)) +% (nb371 *% 16)) +% 8), t373_c0_1)
-            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)), t373_c1_0)
-            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 1) *% 32)) +% (nb371 *% 16)) +% 8), t373_c1_1)
-            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)), t373_c2_0)
-            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 2) *% 32)) +% (nb371 *% 16)) +% 8), t373_c2_1)
-            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)), t373_c3_0)
-            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 3) *% 32)) +% (nb371 *% 16)) +% 8), t373_c3_1)
-            storeVector(arena, ((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)), t373_c4_0)
-            storeVector(arena, (((443456 +% (((mb372 *% 5) +% 4) *% 32)) +% (nb371 *% 16)) +% 8), t373_c4_1)
+            storeVector(arena, ((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)), t457_c0_0)
+            storeVector(arena, (((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)) +% 8), t457_c0_1)
+            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)), t457_c1_0)
+            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)) +% 8), t457_c1_1)
+            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)), t457_c2_0)
+            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)) +% 8), t457_c2_1)
+            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)), t457_c3_0)
+            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)) +% 8), t457_c3_1)
+            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)), t457_c4_0)
+            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)) +% 8), t457_c4_1)
           }
-          var t375_c0_0 = loadVector(arena, (443616 +% (nb371 *% 16)))
-          var t375_c0_1 = loadVector(arena, ((443616 +% (nb371 *% 16)) +% 8))
-          var t375_c1_0 = loadVector(arena, (443648 +% (nb371 *% 16)))
-          var t375_c1_1 = loadVector(arena, ((443648 +% (nb371 *% 16)) +% 8))
-          var t375_c2_0 = loadVector(arena, (443680 +% (nb371 *% 16)))
-          var t375_c2_1 = loadVector(arena, ((443680 +% (nb371 *% 16)) +% 8))
-          var t375_c3_0 = loadVector(arena, (443712 +% (nb371 *% 16)))
-          var t375_c3_1 = loadVector(arena, ((443712 +% (nb371 *% 16)) +% 8))
-          for k376 in 0..<1352 {
-            let t375_b0 = loadVector(arena, ((97344 +% ((k376 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)))
-            let t375_b1 = loadVector(arena, (((97344 +% ((k376 +% (kp370 *% 1352)) *% 32)) +% (nb371 *% 16)) +% 8))
-            let t375_a0 = Vector(repeating: arena[(54080 +% (k376 +% (kp370 *% 1352)))])
-            t375_c0_0 = t375_c0_0.addingProduct(t375_a0, t375_b0)
-            t375_c0_1 = t375_c0_1.addingProduct(t375_a0, t375_b1)
-            let t375_a1 = Vector(repeating: arena[(64896 +% (k376 +% (kp370 *% 1352)))])
-            t375_c1_0 = t375_c1_0.addingProduct(t375_a1, t375_b0)
-            t375_c1_1 = t375_c1_1.addingProduct(t375_a1, t375_b1)
-            let t375_a2 = Vector(repeating: arena[(75712 +% (k376 +% (kp370 *% 1352)))])
-            t375_c2_0 = t375_c2_0.addingProduct(t375_a2, t375_b0)
-            t375_c2_1 = t375_c2_1.addingProduct(t375_a2, t375_b1)
-            let t375_a3 = Vector(repeating: arena[(86528 +% (k376 +% (kp370 *% 1352)))])
-            t375_c3_0 = t375_c3_0.addingProduct(t375_a3, t375_b0)
-            t375_c3_1 = t375_c3_1.addingProduct(t375_a3, t375_b1)
+          var t459_c0_0 = loadVector(arena, (443616 +% (nb455 *% 16)))
+          var t459_c0_1 = loadVector(arena, ((443616 +% (nb455 *% 16)) +% 8))
+          var t459_c1_0 = loadVector(arena, (443648 +% (nb455 *% 16)))
+          var t459_c1_1 = loadVector(arena, ((443648 +% (nb455 *% 16)) +% 8))
+          var t459_c2_0 = loadVector(arena, (443680 +% (nb455 *% 16)))
+          var t459_c2_1 = loadVector(arena, ((443680 +% (nb455 *% 16)) +% 8))
+          var t459_c3_0 = loadVector(arena, (443712 +% (nb455 *% 16)))
+          var t459_c3_1 = loadVector(arena, ((443712 +% (nb455 *% 16)) +% 8))
+          for k460 in 0..<1352 {
+            let t459_b0 = loadVector(arena, ((97344 +% ((k460 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)))
+            let t459_b1 = loadVector(arena, (((97344 +% ((k460 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)) +% 8))
+            let t459_a0 = Vector(repeating: arena[(54080 +% (k460 +% (kp454 *% 1352)))])
+            t459_c0_0 = t459_c0_0.addingProduct(t459_a0, t459_b0)
+            t459_c0_1 = t459_c0_1.addingProduct(t459_a0, t459_b1)
+            let t459_a1 = Vector(repeating: arena[(64896 +% (k460 +% (kp454 *% 1352)))])
+            t459_c1_0 = t459_c1_0.addingProduct(t459_a1, t459_b0)
+            t459_c1_1 = t459_c1_1.addingProduct(t459_a1, t459_b1)
+            let t459_a2 = Vector(repeating: arena[(75712 +% (k460 +% (kp454 *% 1352)))])
+            t459_c2_0 = t459_c2_0.addingProduct(t459_a2, t459_b0)
+            t459_c2_1 = t459_c2_1.addingProduct(t459_a2, t459_b1)
+            let t459_a3 = Vector(repeating: arena[(86528 +% (k460 +% (kp454 *% 1352)))])
+            t459_c3_0 = t459_c3_0.addingProduct(t459_a3, t459_b0)
+            t459_c3_1 = t459_c3_1.addingProduct(t459_a3, t459_b1)
           }
-          storeVector(arena, (443616 +% (nb371 *% 16)), t375_c0_0)
-          storeVector(arena, ((443616 +% (nb371 *% 16)) +% 8), t375_c0_1)
-          storeVector(arena, (443648 +% (nb371 *% 16)), t375_c1_0)
-          storeVector(arena, ((443648 +% (nb371 *% 16)) +% 8), t375_c1_1)
-          storeVector(arena, (443680 +% (nb371 *% 16)), t375_c2_0)
-          storeVector(arena, ((443680 +% (nb371 *% 16)) +% 8), t375_c2_1)
-          storeVector(arena, (443712 +% (nb371 *% 16)), t375_c3_0)
-          storeVector(arena, ((443712 +% (nb371 *% 16)) +% 8), t375_c3_1)
+          storeVector(arena, (443616 +% (nb455 *% 16)), t459_c0_0)
+          storeVector(arena, ((443616 +% (nb455 *% 16)) +% 8), t459_c0_1)
+          storeVector(arena, (443648 +% (nb455 *% 16)), t459_c1_0)
+          storeVector(arena, ((443648 +% (nb455 *% 16)) +% 8), t459_c1_1)
+          storeVector(arena, (443680 +% (nb455 *% 16)), t459_c2_0)
+          storeVector(arena, ((443680 +% (nb455 *% 16)) +% 8), t459_c2_1)
+          storeVector(arena, (443712 +% (nb455 *% 16)), t459_c3_0)
+          storeVector(arena, ((443712 +% (nb455 *% 16)) +% 8), t459_c3_1)
         }
       }
     }
   }
-  for f378 in 0..<32 {
-    for r379 in 0..<9 {
-      grads[((f378 *% 9) +% r379)] = arena[((443456 +% (r379 *% 32)) +% f378)]
+  for f462 in 0..<32 {
+    for r463 in 0..<9 {
+      grads[((f462 *% 9) +% r463)] = arena[((443456 +% (r463 *% 32)) +% f462)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f380 in 0..<32 {
-    var acc381 = Vector()
-    for img382 in 0..<64 {
-      for i383 in 0..<84 {
-        acc381 = acc381.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img382 *% 21632)) +% (f380 *% 676)) +% (i383 *% 8))))
+  for f464 in 0..<32 {
+    var acc465 = Vector()
+    for img466 in 0..<64 {
+      for i467 in 0..<84 {
+        acc465 = acc465.addingProduct(Vector(repeating: Float(1)), loadVector(arena, (((3171600 +% (img466 *% 21632)) +% (f464 *% 676)) +% (i467 *% 8))))
       }
-      acc381 = acc381.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img382 *% 21632)) +% (f380 *% 676)) +% 672), 4))
+      acc465 = acc465.addingProduct(Vector(repeating: Float(1)), loadPartial(arena, (((3171600 +% (img466 *% 21632)) +% (f464 *% 676)) +% 672), 4))
     }
-    storeVector(arena, 0, acc381)
-    var sum384: Float = (arena[0] + arena[1])
-    var sum385: Float = (sum384 + arena[2])
-    var sum386: Float = (sum385 + arena[3])
-    var sum387: Float = (sum386 + arena[4])
-    var sum388: Float = (sum387 + arena[5])
-    var sum389: Float = (sum388 + arena[6])
-    var sum390: Float = (sum389 + arena[7])
-    grads[(288 +% f380)] = sum390
+    storeVector(arena, 0, acc465)
+    var sum468: Float = (arena[0] + arena[1])
+    var sum469: Float = (sum468 + arena[2])
+    var sum470: Float = (sum469 + arena[3])
+    var sum471: Float = (sum470 + arena[4])
+    var sum472: Float = (sum471 + arena[5])
+    var sum473: Float = (sum472 + arena[6])
+    var sum474: Float = (sum473 + arena[7])
+    grads[(288 +% f464)] = sum474
   }
   // adam = update of 1199882 parameters
-  var step_size391: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt392: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  for i393 in 0..<149985 {
-    let g_v = (loadVector(grads, (i393 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i393 *% 8))))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i393 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i393 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storeVector(m, (i393 *% 8), m_new_v)
-    storeVector(v, (i393 *% 8), v_new_v)
-    storeVector(params, (i393 *% 8), (loadVector(params, (i393 *% 8)) - ((Vector(repeating: step_size391) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt392)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
+  var step_size475: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt476: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  for i477 in 0..<149985 {
+    let g_v = (loadVector(grads, (i477 *% 8)) + (Vector(repeating: Float(0)) * loadVector(params, (i477 *% 8))))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadVector(m, (i477 *% 8))) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadVector(v, (i477 *% 8))) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storeVector(m, (i477 *% 8), m_new_v)
+    storeVector(v, (i477 *% 8), v_new_v)
+    storeVector(params, (i477 *% 8), (loadVector(params, (i477 *% 8)) - ((Vector(repeating: step_size475) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt476)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))))
   }
-  for i393 in 0..<1 {
-    let g_v = (loadPartial(grads, (i393 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i393 +% 1199880), 2)))
-    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i393 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i393 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-    storePartial(m, (i393 +% 1199880), m_new_v, 2)
-    storePartial(v, (i393 +% 1199880), v_new_v, 2)
-    storePartial(params, (i393 +% 1199880), (loadPartial(params, (i393 +% 1199880), 2) - ((Vector(repeating: step_size391) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt392)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
+  for i477 in 0..<1 {
+    let g_v = (loadPartial(grads, (i477 +% 1199880), 2) + (Vector(repeating: Float(0)) * loadPartial(params, (i477 +% 1199880), 2)))
+    let m_new_v = ((Vector(repeating: Float(bitPattern: 0x3f666666)) * loadPartial(m, (i477 +% 1199880), 2)) + (Vector(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+    let v_new_v = ((Vector(repeating: Float(bitPattern: 0x3f7fbe77)) * loadPartial(v, (i477 +% 1199880), 2)) + ((Vector(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+    storePartial(m, (i477 +% 1199880), m_new_v, 2)
+    storePartial(v, (i477 +% 1199880), v_new_v, 2)
+    storePartial(params, (i477 +% 1199880), (loadPartial(params, (i477 +% 1199880), 2) - ((Vector(repeating: step_size475) * m_new_v) / ((v_new_v.squareRoot() / Vector(repeating: bc2_sqrt476)) + Vector(repeating: Float(bitPattern: 0x322bcc77))))), 2)
   }
 }
 
@@ -1421,143 +1334,171 @@ public func mnistnet_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for i22 in 0..<144 {
-    arena[(3375104 +% i22)] = Float((((i22 / 12) *% 48) +% ((i22 % 12) *% 2)))
+  for ci22 in 0..<32 {
+    for co23 in 0..<64 {
+      var w24: Float = params[(320 +% (((co23 *% 32) +% ci22) *% 9))]
+      var w25: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w26: Float = (((params[(320 +% (((co23 *% 32) +% ci22) *% 9))] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w27: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 6)]
+      var w28: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)]
+      var w29: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w30: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 1)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w31: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 7)]
+      var w32: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)]
+      var w33: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w34: Float = (((params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 2)] + params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]) - params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w35: Float = params[((320 +% (((co23 *% 32) +% ci22) *% 9)) +% 8)]
+      var w36: Float = w24
+      var w37: Float = (((w24 + w28) + w32) * Float(bitPattern: 0x3f000000))
+      var w38: Float = (((w24 + w32) - w28) * Float(bitPattern: 0x3f000000))
+      var w39: Float = w32
+      var w40: Float = w25
+      var w41: Float = (((w25 + w29) + w33) * Float(bitPattern: 0x3f000000))
+      var w42: Float = (((w25 + w33) - w29) * Float(bitPattern: 0x3f000000))
+      var w43: Float = w33
+      var w44: Float = w26
+      var w45: Float = (((w26 + w30) + w34) * Float(bitPattern: 0x3f000000))
+      var w46: Float = (((w26 + w34) - w30) * Float(bitPattern: 0x3f000000))
+      var w47: Float = w34
+      var w48: Float = w27
+      var w49: Float = (((w27 + w31) + w35) * Float(bitPattern: 0x3f000000))
+      var w50: Float = (((w27 + w35) - w31) * Float(bitPattern: 0x3f000000))
+      var w51: Float = w35
+      arena[((2564096 +% (ci22 *% 64)) +% co23)] = w36
+      arena[((2566144 +% (ci22 *% 64)) +% co23)] = w37
+      arena[((2568192 +% (ci22 *% 64)) +% co23)] = w38
+      arena[((2570240 +% (ci22 *% 64)) +% co23)] = w39
+      arena[((2572288 +% (ci22 *% 64)) +% co23)] = w40
+      arena[((2574336 +% (ci22 *% 64)) +% co23)] = w41
+      arena[((2576384 +% (ci22 *% 64)) +% co23)] = w42
+      arena[((2578432 +% (ci22 *% 64)) +% co23)] = w43
+      arena[((2580480 +% (ci22 *% 64)) +% co23)] = w44
+      arena[((2582528 +% (ci22 *% 64)) +% co23)] = w45
+      arena[((2584576 +% (ci22 *% 64)) +% co23)] = w46
+      arena[((2586624 +% (ci22 *% 64)) +% co23)] = w47
+      arena[((2588672 +% (ci22 *% 64)) +% co23)] = w48
+      arena[((2590720 +% (ci22 *% 64)) +% co23)] = w49
+      arena[((2592768 +% (ci22 *% 64)) +% co23)] = w50
+      arena[((2594816 +% (ci22 *% 64)) +% co23)] = w51
+    }
   }
-  for g23 in 0..<16 {
-    for j24 in 0..<4 {
-      for c25 in 0..<32 {
-        for ky26 in 0..<3 {
-          for oy27 in 0..<12 {
-            for ox28 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((oy27 *% 12) +% ox28))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy27 *% 2) +% ky26) *% 26)) +% (ox28 *% 2))]
-            }
-          }
-          for oy29 in 0..<12 {
-            for ox30 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((144 +% (oy29 *% 12)) +% ox30))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy29 *% 2) +% ky26) *% 26)) +% ((ox30 *% 2) +% 1))]
-            }
-          }
-          for oy31 in 0..<12 {
-            for ox32 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((288 +% (oy31 *% 12)) +% ox32))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy31 *% 2) +% 1) +% ky26) *% 26)) +% (ox32 *% 2))]
-            }
-          }
-          for oy33 in 0..<12 {
-            for ox34 in 0..<12 {
-              arena[(((2564096 +% ((((c25 *% 3) +% ky26) *% 3) *% 2304)) +% (j24 *% 576)) +% ((432 +% (oy33 *% 12)) +% ox34))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy33 *% 2) +% 1) +% ky26) *% 26)) +% ((ox34 *% 2) +% 1))]
-            }
-          }
-          for oy35 in 0..<12 {
-            for ox36 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((oy35 *% 12) +% ox36))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy35 *% 2) +% ky26) *% 26)) +% ((ox36 *% 2) +% 1))]
-            }
-          }
-          for oy37 in 0..<12 {
-            for ox38 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((144 +% (oy37 *% 12)) +% ox38))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy37 *% 2) +% ky26) *% 26)) +% ((ox38 *% 2) +% 2))]
-            }
-          }
-          for oy39 in 0..<12 {
-            for ox40 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((288 +% (oy39 *% 12)) +% ox40))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy39 *% 2) +% 1) +% ky26) *% 26)) +% ((ox40 *% 2) +% 1))]
-            }
-          }
-          for oy41 in 0..<12 {
-            for ox42 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 1) *% 2304)) +% (j24 *% 576)) +% ((432 +% (oy41 *% 12)) +% ox42))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy41 *% 2) +% 1) +% ky26) *% 26)) +% ((ox42 *% 2) +% 2))]
-            }
-          }
-          for oy43 in 0..<12 {
-            for ox44 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((oy43 *% 12) +% ox44))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy43 *% 2) +% ky26) *% 26)) +% ((ox44 *% 2) +% 2))]
-            }
-          }
-          for oy45 in 0..<12 {
-            for ox46 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((144 +% (oy45 *% 12)) +% ox46))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% (((oy45 *% 2) +% ky26) *% 26)) +% ((ox46 *% 2) +% 3))]
-            }
-          }
-          for oy47 in 0..<12 {
-            for ox48 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((288 +% (oy47 *% 12)) +% ox48))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy47 *% 2) +% 1) +% ky26) *% 26)) +% ((ox48 *% 2) +% 2))]
-            }
-          }
-          for oy49 in 0..<12 {
-            for ox50 in 0..<12 {
-              arena[(((2564096 +% (((((c25 *% 3) +% ky26) *% 3) +% 2) *% 2304)) +% (j24 *% 576)) +% ((432 +% (oy49 *% 12)) +% ox50))] = arena[((((((g23 *% 4) +% j24) *% 21632) +% (c25 *% 676)) +% ((((oy49 *% 2) +% 1) +% ky26) *% 26)) +% ((ox50 *% 2) +% 3))]
-            }
+  for i52 in 0..<2704 {
+    storeVector(arena, ((i52 *% 8) +% 2596864), Vector(repeating: Float(0)))
+  }
+  for g53 in 0..<64 {
+    for j54 in 0..<1 {
+      for c55 in 0..<32 {
+        for iy56 in 0..<26 {
+          for ix57 in 0..<26 {
+            arena[(2596864 +% ((((j54 *% 21632) +% (iy56 *% 832)) +% (ix57 *% 32)) +% c55))] = arena[(((((g53 +% j54) *% 21632) +% (c55 *% 676)) +% (iy56 *% 26)) +% ix57)]
           }
         }
       }
     }
-    do {  // gemm55
-      for nb51 in 0..<96 {
-        for mb52 in 0..<16 {
-          var t53_c0_0 = Vector()
-          var t53_c0_1 = Vector()
-          var t53_c0_2 = Vector()
-          var t53_c1_0 = Vector()
-          var t53_c1_1 = Vector()
-          var t53_c1_2 = Vector()
-          var t53_c2_0 = Vector()
-          var t53_c2_1 = Vector()
-          var t53_c2_2 = Vector()
-          var t53_c3_0 = Vector()
-          var t53_c3_1 = Vector()
-          var t53_c3_2 = Vector()
-          for k54 in 0..<288 {
-            let t53_b0 = loadVector(arena, ((2564096 +% (k54 *% 2304)) +% (nb51 *% 24)))
-            let t53_b1 = loadVector(arena, (((2564096 +% (k54 *% 2304)) +% (nb51 *% 24)) +% 8))
-            let t53_b2 = loadVector(arena, (((2564096 +% (k54 *% 2304)) +% (nb51 *% 24)) +% 16))
-            let t53_a0 = Vector(repeating: params[((320 +% ((mb52 *% 4) *% 288)) +% k54)])
-            t53_c0_0 = t53_c0_0.addingProduct(t53_a0, t53_b0)
-            t53_c0_1 = t53_c0_1.addingProduct(t53_a0, t53_b1)
-            t53_c0_2 = t53_c0_2.addingProduct(t53_a0, t53_b2)
-            let t53_a1 = Vector(repeating: params[((320 +% (((mb52 *% 4) +% 1) *% 288)) +% k54)])
-            t53_c1_0 = t53_c1_0.addingProduct(t53_a1, t53_b0)
-            t53_c1_1 = t53_c1_1.addingProduct(t53_a1, t53_b1)
-            t53_c1_2 = t53_c1_2.addingProduct(t53_a1, t53_b2)
-            let t53_a2 = Vector(repeating: params[((320 +% (((mb52 *% 4) +% 2) *% 288)) +% k54)])
-            t53_c2_0 = t53_c2_0.addingProduct(t53_a2, t53_b0)
-            t53_c2_1 = t53_c2_1.addingProduct(t53_a2, t53_b1)
-            t53_c2_2 = t53_c2_2.addingProduct(t53_a2, t53_b2)
-            let t53_a3 = Vector(repeating: params[((320 +% (((mb52 *% 4) +% 3) *% 288)) +% k54)])
-            t53_c3_0 = t53_c3_0.addingProduct(t53_a3, t53_b0)
-            t53_c3_1 = t53_c3_1.addingProduct(t53_a3, t53_b1)
-            t53_c3_2 = t53_c3_2.addingProduct(t53_a3, t53_b2)
+    for j58 in 0..<1 {
+      for ty59 in 0..<12 {
+        for tx60 in 0..<12 {
+          for cv61 in 0..<4 {
+            let w62 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w63 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w64 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w65 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% ((tx60 *% 2) *% 32)) +% (cv61 *% 8)))))
+            let w66 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w67 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w68 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w69 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 1) *% 32)) +% (cv61 *% 8)))))
+            let w70 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w71 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w72 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w73 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 2) *% 32)) +% (cv61 *% 8)))))
+            let w74 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% ((ty59 *% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w75 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) + loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w76 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 2) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w77 = (loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 1) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))) - loadVector(arena, (2596864 +% ((((j58 *% 21632) +% (((ty59 *% 2) +% 3) *% 832)) +% (((tx60 *% 2) +% 3) *% 32)) +% (cv61 *% 8)))))
+            let w78 = (w62 - w70)
+            let w79 = (w66 + w70)
+            let w80 = (w70 - w66)
+            let w81 = (w66 - w74)
+            let w82 = (w63 - w71)
+            let w83 = (w67 + w71)
+            let w84 = (w71 - w67)
+            let w85 = (w67 - w75)
+            let w86 = (w64 - w72)
+            let w87 = (w68 + w72)
+            let w88 = (w72 - w68)
+            let w89 = (w68 - w76)
+            let w90 = (w65 - w73)
+            let w91 = (w69 + w73)
+            let w92 = (w73 - w69)
+            let w93 = (w69 - w77)
+            storeVector(arena, ((2618496 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w78)
+            storeVector(arena, ((2623104 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w79)
+            storeVector(arena, ((2627712 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w80)
+            storeVector(arena, ((2632320 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w81)
+            storeVector(arena, ((2636928 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w82)
+            storeVector(arena, ((2641536 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w83)
+            storeVector(arena, ((2646144 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w84)
+            storeVector(arena, ((2650752 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w85)
+            storeVector(arena, ((2655360 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w86)
+            storeVector(arena, ((2659968 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w87)
+            storeVector(arena, ((2664576 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w88)
+            storeVector(arena, ((2669184 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w89)
+            storeVector(arena, ((2673792 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w90)
+            storeVector(arena, ((2678400 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w91)
+            storeVector(arena, ((2683008 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w92)
+            storeVector(arena, ((2687616 +% ((((j58 *% 144) +% (ty59 *% 12)) +% tx60) *% 32)) +% (cv61 *% 8)), w93)
           }
-          storeVector(arena, ((3227648 +% ((mb52 *% 4) *% 2304)) +% (nb51 *% 24)), t53_c0_0)
-          storeVector(arena, (((3227648 +% ((mb52 *% 4) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c0_1)
-          storeVector(arena, (((3227648 +% ((mb52 *% 4) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c0_2)
-          storeVector(arena, ((3227648 +% (((mb52 *% 4) +% 1) *% 2304)) +% (nb51 *% 24)), t53_c1_0)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 1) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c1_1)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 1) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c1_2)
-          storeVector(arena, ((3227648 +% (((mb52 *% 4) +% 2) *% 2304)) +% (nb51 *% 24)), t53_c2_0)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 2) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c2_1)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 2) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c2_2)
-          storeVector(arena, ((3227648 +% (((mb52 *% 4) +% 3) *% 2304)) +% (nb51 *% 24)), t53_c3_0)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 3) *% 2304)) +% (nb51 *% 24)) +% 8), t53_c3_1)
-          storeVector(arena, (((3227648 +% (((mb52 *% 4) +% 3) *% 2304)) +% (nb51 *% 24)) +% 16), t53_c3_2)
         }
       }
     }
-    for j56 in 0..<4 {
-      for f57 in 0..<64 {
-        for q58 in 0..<144 {
-          var v59: Float = (arena[(((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% q58)] + params[(18752 +% f57)])
-          var at60: Float = Float(0)
-          var v61: Float = (arena[((((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% 144) +% q58)] + params[(18752 +% f57)])
-          var at63: Float = (v61 > v59 ? Float(1) : at60)
-          var best62: Float = (v61 > v59 ? v61 : v59)
-          var v64: Float = (arena[((((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% 288) +% q58)] + params[(18752 +% f57)])
-          var at66: Float = (v64 > best62 ? Float(24) : at63)
-          var best65: Float = (v64 > best62 ? v64 : best62)
-          var v67: Float = (arena[((((3227648 +% (f57 *% 2304)) +% (j56 *% 576)) +% 432) +% q58)] + params[(18752 +% f57)])
-          var at69: Float = (v67 > best65 ? Float(25) : at66)
-          var best68: Float = (v67 > best65 ? v67 : best65)
-          arena[(1384448 +% (((((g23 *% 4) +% j56) *% 9216) +% (f57 *% 144)) +% q58))] = (best68 > Float(0) ? best68 : Float(0))
-          arena[(1974272 +% (((((g23 *% 4) +% j56) *% 9216) +% (f57 *% 144)) +% q58))] = (arena[(3375104 +% q58)] + at69)
+    for xi94 in 0..<16 {
+      sgemm(101, 111, 111, 144, 64, 32, 1, arena + (2618496 +% (xi94 *% 4608)), 32, arena + (2564096 +% (xi94 *% 2048)), 64, Float(bitPattern: 0x0), arena + (2692224 +% (xi94 *% 9216)), 64)
+    }
+    for j95 in 0..<1 {
+      for ty96 in 0..<12 {
+        for tx97 in 0..<12 {
+          for cv98 in 0..<8 {
+            let w99 = ((loadVector(arena, ((2692224 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2729088 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2765952 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w100 = ((loadVector(arena, ((2729088 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2765952 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2802816 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w101 = ((loadVector(arena, ((2701440 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2738304 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2775168 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w102 = ((loadVector(arena, ((2738304 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2775168 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2812032 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w103 = ((loadVector(arena, ((2710656 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2747520 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2784384 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w104 = ((loadVector(arena, ((2747520 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2784384 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2821248 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w105 = ((loadVector(arena, ((2719872 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) + loadVector(arena, ((2756736 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) + loadVector(arena, ((2793600 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w106 = ((loadVector(arena, ((2756736 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))) - loadVector(arena, ((2793600 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)))) - loadVector(arena, ((2830464 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8))))
+            let w107 = ((w99 + w101) + w103)
+            let w108 = ((w101 - w103) - w105)
+            let w109 = ((w100 + w102) + w104)
+            let w110 = ((w102 - w104) - w106)
+            let v111 = (w107 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best112 = v111
+            let at113 = Vector(repeating: Float((((ty96 *% 2) *% 24) +% (tx97 *% 2))))
+            let v114 = (w108 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best115 = best112.replacing(with: v114, where: v114 .> best112)
+            let at116 = at113.replacing(with: Vector(repeating: Float(((((ty96 *% 2) *% 24) +% (tx97 *% 2)) +% 1))), where: v114 .> best112)
+            let v117 = (w109 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best118 = best115.replacing(with: v117, where: v117 .> best115)
+            let at119 = at116.replacing(with: Vector(repeating: Float(((((ty96 *% 2) +% 1) *% 24) +% (tx97 *% 2)))), where: v117 .> best115)
+            let v120 = (w110 + loadVector(params, (18752 +% (cv98 *% 8))))
+            let best121 = best118.replacing(with: v120, where: v120 .> best118)
+            let at122 = at119.replacing(with: Vector(repeating: Float((((((ty96 *% 2) +% 1) *% 24) +% (tx97 *% 2)) +% 1))), where: v120 .> best118)
+            storeVector(arena, ((2839680 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)), Vector().replacing(with: best121, where: best121 .> Vector()))
+            storeVector(arena, (((2839680 +% ((((j95 *% 144) +% (ty96 *% 12)) +% tx97) *% 64)) +% (cv98 *% 8)) +% 9216), at122)
+          }
+        }
+      }
+    }
+    for j123 in 0..<1 {
+      for c124 in 0..<64 {
+        for q125 in 0..<144 {
+          arena[(1384448 +% ((((g53 +% j123) *% 9216) +% (c124 *% 144)) +% q125))] = arena[((2839680 +% (((j123 *% 144) +% q125) *% 64)) +% c124)]
+        }
+      }
+    }
+    for j126 in 0..<1 {
+      for c127 in 0..<64 {
+        for q128 in 0..<144 {
+          arena[(1974272 +% ((((g53 +% j126) *% 9216) +% (c127 *% 144)) +% q128))] = arena[((2848896 +% (((j126 *% 144) +% q128) *% 64)) +% c127)]
         }
       }
     }
@@ -1565,131 +1506,131 @@ public func mnistnet_infer_b64(
   // drop1 = dropout(conv2)
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
-  for n70 in 0..<64 {
-    for k71 in 0..<9216 {
-      arena[((8192 +% (k71 *% 64)) +% n70)] = arena[((1384448 +% (n70 *% 9216)) +% k71)]
+  for n129 in 0..<64 {
+    for k130 in 0..<9216 {
+      arena[((8192 +% (k130 *% 64)) +% n129)] = arena[((1384448 +% (n129 *% 9216)) +% k130)]
     }
   }
-  do {  // gemm82
-    for r72 in 0..<128 {
-      for i73 in 0..<8 {
-        storeVector(arena, ((i73 *% 8) +% (598016 +% (r72 *% 64))), Vector(repeating: Float(0)))
+  do {  // gemm141
+    for r131 in 0..<128 {
+      for i132 in 0..<8 {
+        storeVector(arena, ((i132 *% 8) +% (598016 +% (r131 *% 64))), Vector(repeating: Float(0)))
       }
     }
-    for kp74 in 0..<8 {
-      for nb75 in 0..<2 {
-        for mb76 in 0..<32 {
-          var t77_c0_0 = loadVector(arena, ((598016 +% ((mb76 *% 4) *% 64)) +% (nb75 *% 24)))
-          var t77_c0_1 = loadVector(arena, (((598016 +% ((mb76 *% 4) *% 64)) +% (nb75 *% 24)) +% 8))
-          var t77_c0_2 = loadVector(arena, (((598016 +% ((mb76 *% 4) *% 64)) +% (nb75 *% 24)) +% 16))
-          var t77_c1_0 = loadVector(arena, ((598016 +% (((mb76 *% 4) +% 1) *% 64)) +% (nb75 *% 24)))
-          var t77_c1_1 = loadVector(arena, (((598016 +% (((mb76 *% 4) +% 1) *% 64)) +% (nb75 *% 24)) +% 8))
-          var t77_c1_2 = loadVector(arena, (((598016 +% (((mb76 *% 4) +% 1) *% 64)) +% (nb75 *% 24)) +% 16))
-          var t77_c2_0 = loadVector(arena, ((598016 +% (((mb76 *% 4) +% 2) *% 64)) +% (nb75 *% 24)))
-          var t77_c2_1 = loadVector(arena, (((598016 +% (((mb76 *% 4) +% 2) *% 64)) +% (nb75 *% 24)) +% 8))
-          var t77_c2_2 = loadVector(arena, (((598016 +% (((mb76 *% 4) +% 2) *% 64)) +% (nb75 *% 24)) +% 16))
-          var t77_c3_0 = loadVector(arena, ((598016 +% (((mb76 *% 4) +% 3) *% 64)) +% (nb75 *% 24)))
-          var t77_c3_1 = loadVector(arena, (((598016 +% (((mb76 *% 4) +% 3) *% 64)) +% (nb75 *% 24)) +% 8))
-          var t77_c3_2 = loadVector(arena, (((598016 +% (((mb76 *% 4) +% 3) *% 64)) +% (nb75 *% 24)) +% 16))
-          for k78 in 0..<1152 {
-            let t77_b0 = loadVector(arena, ((8192 +% ((k78 +% (kp74 *% 1152)) *% 64)) +% (nb75 *% 24)))
-            let t77_b1 = loadVector(arena, (((8192 +% ((k78 +% (kp74 *% 1152)) *% 64)) +% (nb75 *% 24)) +% 8))
-            let t77_b2 = loadVector(arena, (((8192 +% ((k78 +% (kp74 *% 1152)) *% 64)) +% (nb75 *% 24)) +% 16))
-            let t77_a0 = Vector(repeating: params[((18816 +% ((mb76 *% 4) *% 9216)) +% (k78 +% (kp74 *% 1152)))])
-            t77_c0_0 = t77_c0_0.addingProduct(t77_a0, t77_b0)
-            t77_c0_1 = t77_c0_1.addingProduct(t77_a0, t77_b1)
-            t77_c0_2 = t77_c0_2.addingProduct(t77_a0, t77_b2)
-            let t77_a1 = Vector(repeating: params[((18816 +% (((mb76 *% 4) +% 1) *% 9216)) +% (k78 +% (kp74 *% 1152)))])
-            t77_c1_0 = t77_c1_0.addingProduct(t77_a1, t77_b0)
-            t77_c1_1 = t77_c1_1.addingProduct(t77_a1, t77_b1)
-            t77_c1_2 = t77_c1_2.addingProduct(t77_a1, t77_b2)
-            let t77_a2 = Vector(repeating: params[((18816 +% (((mb76 *% 4) +% 2) *% 9216)) +% (k78 +% (kp74 *% 1152)))])
-            t77_c2_0 = t77_c2_0.addingProduct(t77_a2, t77_b0)
-            t77_c2_1 = t77_c2_1.addingProduct(t77_a2, t77_b1)
-            t77_c2_2 = t77_c2_2.addingProduct(t77_a2, t77_b2)
-            let t77_a3 = Vector(repeating: params[((18816 +% (((mb76 *% 4) +% 3) *% 9216)) +% (k78 +% (kp74 *% 1152)))])
-            t77_c3_0 = t77_c3_0.addingProduct(t77_a3, t77_b0)
-            t77_c3_1 = t77_c3_1.addingProduct(t77_a3, t77_b1)
-            t77_c3_2 = t77_c3_2.addingProduct(t77_a3, t77_b2)
+    for kp133 in 0..<8 {
+      for nb134 in 0..<2 {
+        for mb135 in 0..<32 {
+          var t136_c0_0 = loadVector(arena, ((598016 +% ((mb135 *% 4) *% 64)) +% (nb134 *% 24)))
+          var t136_c0_1 = loadVector(arena, (((598016 +% ((mb135 *% 4) *% 64)) +% (nb134 *% 24)) +% 8))
+          var t136_c0_2 = loadVector(arena, (((598016 +% ((mb135 *% 4) *% 64)) +% (nb134 *% 24)) +% 16))
+          var t136_c1_0 = loadVector(arena, ((598016 +% (((mb135 *% 4) +% 1) *% 64)) +% (nb134 *% 24)))
+          var t136_c1_1 = loadVector(arena, (((598016 +% (((mb135 *% 4) +% 1) *% 64)) +% (nb134 *% 24)) +% 8))
+          var t136_c1_2 = loadVector(arena, (((598016 +% (((mb135 *% 4) +% 1) *% 64)) +% (nb134 *% 24)) +% 16))
+          var t136_c2_0 = loadVector(arena, ((598016 +% (((mb135 *% 4) +% 2) *% 64)) +% (nb134 *% 24)))
+          var t136_c2_1 = loadVector(arena, (((598016 +% (((mb135 *% 4) +% 2) *% 64)) +% (nb134 *% 24)) +% 8))
+          var t136_c2_2 = loadVector(arena, (((598016 +% (((mb135 *% 4) +% 2) *% 64)) +% (nb134 *% 24)) +% 16))
+          var t136_c3_0 = loadVector(arena, ((598016 +% (((mb135 *% 4) +% 3) *% 64)) +% (nb134 *% 24)))
+          var t136_c3_1 = loadVector(arena, (((598016 +% (((mb135 *% 4) +% 3) *% 64)) +% (nb134 *% 24)) +% 8))
+          var t136_c3_2 = loadVector(arena, (((598016 +% (((mb135 *% 4) +% 3) *% 64)) +% (nb134 *% 24)) +% 16))
+          for k137 in 0..<1152 {
+            let t136_b0 = loadVector(arena, ((8192 +% ((k137 +% (kp133 *% 1152)) *% 64)) +% (nb134 *% 24)))
+            let t136_b1 = loadVector(arena, (((8192 +% ((k137 +% (kp133 *% 1152)) *% 64)) +% (nb134 *% 24)) +% 8))
+            let t136_b2 = loadVector(arena, (((8192 +% ((k137 +% (kp133 *% 1152)) *% 64)) +% (nb134 *% 24)) +% 16))
+            let t136_a0 = Vector(repeating: params[((18816 +% ((mb135 *% 4) *% 9216)) +% (k137 +% (kp133 *% 1152)))])
+            t136_c0_0 = t136_c0_0.addingProduct(t136_a0, t136_b0)
+            t136_c0_1 = t136_c0_1.addingProduct(t136_a0, t136_b1)
+            t136_c0_2 = t136_c0_2.addingProduct(t136_a0, t136_b2)
+            let t136_a1 = Vector(repeating: params[((18816 +% (((mb135 *% 4) +% 1) *% 9216)) +% (k137 +% (kp133 *% 1152)))])
+            t136_c1_0 = t136_c1_0.addingProduct(t136_a1, t136_b0)
+            t136_c1_1 = t136_c1_1.addingProduct(t136_a1, t136_b1)
+            t136_c1_2 = t136_c1_2.addingProduct(t136_a1, t136_b2)
+            let t136_a2 = Vector(repeating: params[((18816 +% (((mb135 *% 4) +% 2) *% 9216)) +% (k137 +% (kp133 *% 1152)))])
+            t136_c2_0 = t136_c2_0.addingProduct(t136_a2, t136_b0)
+            t136_c2_1 = t136_c2_1.addingProduct(t136_a2, t136_b1)
+            t136_c2_2 = t136_c2_2.addingProduct(t136_a2, t136_b2)
+            let t136_a3 = Vector(repeating: params[((18816 +% (((mb135 *% 4) +% 3) *% 9216)) +% (k137 +% (kp133 *% 1152)))])
+            t136_c3_0 = t136_c3_0.addingProduct(t136_a3, t136_b0)
+            t136_c3_1 = t136_c3_1.addingProduct(t136_a3, t136_b1)
+            t136_c3_2 = t136_c3_2.addingProduct(t136_a3, t136_b2)
           }
-          storeVector(arena, ((598016 +% ((mb76 *% 4) *% 64)) +% (nb75 *% 24)), t77_c0_0)
-          storeVector(arena, (((598016 +% ((mb76 *% 4) *% 64)) +% (nb75 *% 24)) +% 8), t77_c0_1)
-          storeVector(arena, (((598016 +% ((mb76 *% 4) *% 64)) +% (nb75 *% 24)) +% 16), t77_c0_2)
-          storeVector(arena, ((598016 +% (((mb76 *% 4) +% 1) *% 64)) +% (nb75 *% 24)), t77_c1_0)
-          storeVector(arena, (((598016 +% (((mb76 *% 4) +% 1) *% 64)) +% (nb75 *% 24)) +% 8), t77_c1_1)
-          storeVector(arena, (((598016 +% (((mb76 *% 4) +% 1) *% 64)) +% (nb75 *% 24)) +% 16), t77_c1_2)
-          storeVector(arena, ((598016 +% (((mb76 *% 4) +% 2) *% 64)) +% (nb75 *% 24)), t77_c2_0)
-          storeVector(arena, (((598016 +% (((mb76 *% 4) +% 2) *% 64)) +% (nb75 *% 24)) +% 8), t77_c2_1)
-          storeVector(arena, (((598016 +% (((mb76 *% 4) +% 2) *% 64)) +% (nb75 *% 24)) +% 16), t77_c2_2)
-          storeVector(arena, ((598016 +% (((mb76 *% 4) +% 3) *% 64)) +% (nb75 *% 24)), t77_c3_0)
-          storeVector(arena, (((598016 +% (((mb76 *% 4) +% 3) *% 64)) +% (nb75 *% 24)) +% 8), t77_c3_1)
-          storeVector(arena, (((598016 +% (((mb76 *% 4) +% 3) *% 64)) +% (nb75 *% 24)) +% 16), t77_c3_2)
+          storeVector(arena, ((598016 +% ((mb135 *% 4) *% 64)) +% (nb134 *% 24)), t136_c0_0)
+          storeVector(arena, (((598016 +% ((mb135 *% 4) *% 64)) +% (nb134 *% 24)) +% 8), t136_c0_1)
+          storeVector(arena, (((598016 +% ((mb135 *% 4) *% 64)) +% (nb134 *% 24)) +% 16), t136_c0_2)
+          storeVector(arena, ((598016 +% (((mb135 *% 4) +% 1) *% 64)) +% (nb134 *% 24)), t136_c1_0)
+          storeVector(arena, (((598016 +% (((mb135 *% 4) +% 1) *% 64)) +% (nb134 *% 24)) +% 8), t136_c1_1)
+          storeVector(arena, (((598016 +% (((mb135 *% 4) +% 1) *% 64)) +% (nb134 *% 24)) +% 16), t136_c1_2)
+          storeVector(arena, ((598016 +% (((mb135 *% 4) +% 2) *% 64)) +% (nb134 *% 24)), t136_c2_0)
+          storeVector(arena, (((598016 +% (((mb135 *% 4) +% 2) *% 64)) +% (nb134 *% 24)) +% 8), t136_c2_1)
+          storeVector(arena, (((598016 +% (((mb135 *% 4) +% 2) *% 64)) +% (nb134 *% 24)) +% 16), t136_c2_2)
+          storeVector(arena, ((598016 +% (((mb135 *% 4) +% 3) *% 64)) +% (nb134 *% 24)), t136_c3_0)
+          storeVector(arena, (((598016 +% (((mb135 *% 4) +% 3) *% 64)) +% (nb134 *% 24)) +% 8), t136_c3_1)
+          storeVector(arena, (((598016 +% (((mb135 *% 4) +% 3) *% 64)) +% (nb134 *% 24)) +% 16), t136_c3_2)
         }
       }
-      for mb79 in 0..<32 {
-        var t80_c0_0 = loadVector(arena, ((598016 +% ((mb79 *% 4) *% 64)) +% 48))
-        var t80_c0_1 = loadVector(arena, (((598016 +% ((mb79 *% 4) *% 64)) +% 48) +% 8))
-        var t80_c1_0 = loadVector(arena, ((598016 +% (((mb79 *% 4) +% 1) *% 64)) +% 48))
-        var t80_c1_1 = loadVector(arena, (((598016 +% (((mb79 *% 4) +% 1) *% 64)) +% 48) +% 8))
-        var t80_c2_0 = loadVector(arena, ((598016 +% (((mb79 *% 4) +% 2) *% 64)) +% 48))
-        var t80_c2_1 = loadVector(arena, (((598016 +% (((mb79 *% 4) +% 2) *% 64)) +% 48) +% 8))
-        var t80_c3_0 = loadVector(arena, ((598016 +% (((mb79 *% 4) +% 3) *% 64)) +% 48))
-        var t80_c3_1 = loadVector(arena, (((598016 +% (((mb79 *% 4) +% 3) *% 64)) +% 48) +% 8))
-        for k81 in 0..<1152 {
-          let t80_b0 = loadVector(arena, ((8192 +% ((k81 +% (kp74 *% 1152)) *% 64)) +% 48))
-          let t80_b1 = loadVector(arena, (((8192 +% ((k81 +% (kp74 *% 1152)) *% 64)) +% 48) +% 8))
-          let t80_a0 = Vector(repeating: params[((18816 +% ((mb79 *% 4) *% 9216)) +% (k81 +% (kp74 *% 1152)))])
-          t80_c0_0 = t80_c0_0.addingProduct(t80_a0, t80_b0)
-          t80_c0_1 = t80_c0_1.addingProduct(t80_a0, t80_b1)
-          let t80_a1 = Vector(repeating: params[((18816 +% (((mb79 *% 4) +% 1) *% 9216)) +% (k81 +% (kp74 *% 1152)))])
-          t80_c1_0 = t80_c1_0.addingProduct(t80_a1, t80_b0)
-          t80_c1_1 = t80_c1_1.addingProduct(t80_a1, t80_b1)
-          let t80_a2 = Vector(repeating: params[((18816 +% (((mb79 *% 4) +% 2) *% 9216)) +% (k81 +% (kp74 *% 1152)))])
-          t80_c2_0 = t80_c2_0.addingProduct(t80_a2, t80_b0)
-          t80_c2_1 = t80_c2_1.addingProduct(t80_a2, t80_b1)
-          let t80_a3 = Vector(repeating: params[((18816 +% (((mb79 *% 4) +% 3) *% 9216)) +% (k81 +% (kp74 *% 1152)))])
-          t80_c3_0 = t80_c3_0.addingProduct(t80_a3, t80_b0)
-          t80_c3_1 = t80_c3_1.addingProduct(t80_a3, t80_b1)
+      for mb138 in 0..<32 {
+        var t139_c0_0 = loadVector(arena, ((598016 +% ((mb138 *% 4) *% 64)) +% 48))
+        var t139_c0_1 = loadVector(arena, (((598016 +% ((mb138 *% 4) *% 64)) +% 48) +% 8))
+        var t139_c1_0 = loadVector(arena, ((598016 +% (((mb138 *% 4) +% 1) *% 64)) +% 48))
+        var t139_c1_1 = loadVector(arena, (((598016 +% (((mb138 *% 4) +% 1) *% 64)) +% 48) +% 8))
+        var t139_c2_0 = loadVector(arena, ((598016 +% (((mb138 *% 4) +% 2) *% 64)) +% 48))
+        var t139_c2_1 = loadVector(arena, (((598016 +% (((mb138 *% 4) +% 2) *% 64)) +% 48) +% 8))
+        var t139_c3_0 = loadVector(arena, ((598016 +% (((mb138 *% 4) +% 3) *% 64)) +% 48))
+        var t139_c3_1 = loadVector(arena, (((598016 +% (((mb138 *% 4) +% 3) *% 64)) +% 48) +% 8))
+        for k140 in 0..<1152 {
+          let t139_b0 = loadVector(arena, ((8192 +% ((k140 +% (kp133 *% 1152)) *% 64)) +% 48))
+          let t139_b1 = loadVector(arena, (((8192 +% ((k140 +% (kp133 *% 1152)) *% 64)) +% 48) +% 8))
+          let t139_a0 = Vector(repeating: params[((18816 +% ((mb138 *% 4) *% 9216)) +% (k140 +% (kp133 *% 1152)))])
+          t139_c0_0 = t139_c0_0.addingProduct(t139_a0, t139_b0)
+          t139_c0_1 = t139_c0_1.addingProduct(t139_a0, t139_b1)
+          let t139_a1 = Vector(repeating: params[((18816 +% (((mb138 *% 4) +% 1) *% 9216)) +% (k140 +% (kp133 *% 1152)))])
+          t139_c1_0 = t139_c1_0.addingProduct(t139_a1, t139_b0)
+          t139_c1_1 = t139_c1_1.addingProduct(t139_a1, t139_b1)
+          let t139_a2 = Vector(repeating: params[((18816 +% (((mb138 *% 4) +% 2) *% 9216)) +% (k140 +% (kp133 *% 1152)))])
+          t139_c2_0 = t139_c2_0.addingProduct(t139_a2, t139_b0)
+          t139_c2_1 = t139_c2_1.addingProduct(t139_a2, t139_b1)
+          let t139_a3 = Vector(repeating: params[((18816 +% (((mb138 *% 4) +% 3) *% 9216)) +% (k140 +% (kp133 *% 1152)))])
+          t139_c3_0 = t139_c3_0.addingProduct(t139_a3, t139_b0)
+          t139_c3_1 = t139_c3_1.addingProduct(t139_a3, t139_b1)
         }
-        storeVector(arena, ((598016 +% ((mb79 *% 4) *% 64)) +% 48), t80_c0_0)
-        storeVector(arena, (((598016 +% ((mb79 *% 4) *% 64)) +% 48) +% 8), t80_c0_1)
-        storeVector(arena, ((598016 +% (((mb79 *% 4) +% 1) *% 64)) +% 48), t80_c1_0)
-        storeVector(arena, (((598016 +% (((mb79 *% 4) +% 1) *% 64)) +% 48) +% 8), t80_c1_1)
-        storeVector(arena, ((598016 +% (((mb79 *% 4) +% 2) *% 64)) +% 48), t80_c2_0)
-        storeVector(arena, (((598016 +% (((mb79 *% 4) +% 2) *% 64)) +% 48) +% 8), t80_c2_1)
-        storeVector(arena, ((598016 +% (((mb79 *% 4) +% 3) *% 64)) +% 48), t80_c3_0)
-        storeVector(arena, (((598016 +% (((mb79 *% 4) +% 3) *% 64)) +% 48) +% 8), t80_c3_1)
+        storeVector(arena, ((598016 +% ((mb138 *% 4) *% 64)) +% 48), t139_c0_0)
+        storeVector(arena, (((598016 +% ((mb138 *% 4) *% 64)) +% 48) +% 8), t139_c0_1)
+        storeVector(arena, ((598016 +% (((mb138 *% 4) +% 1) *% 64)) +% 48), t139_c1_0)
+        storeVector(arena, (((598016 +% (((mb138 *% 4) +% 1) *% 64)) +% 48) +% 8), t139_c1_1)
+        storeVector(arena, ((598016 +% (((mb138 *% 4) +% 2) *% 64)) +% 48), t139_c2_0)
+        storeVector(arena, (((598016 +% (((mb138 *% 4) +% 2) *% 64)) +% 48) +% 8), t139_c2_1)
+        storeVector(arena, ((598016 +% (((mb138 *% 4) +% 3) *% 64)) +% 48), t139_c3_0)
+        storeVector(arena, (((598016 +% (((mb138 *% 4) +% 3) *% 64)) +% 48) +% 8), t139_c3_1)
       }
     }
   }
-  for n83 in 0..<64 {
-    for u84 in 0..<128 {
-      arena[((n83 *% 128) +% u84)] = ((arena[((598016 +% (u84 *% 64)) +% n83)] + params[(1198464 +% u84)]) > Float(0) ? (arena[((598016 +% (u84 *% 64)) +% n83)] + params[(1198464 +% u84)]) : Float(0))
+  for n142 in 0..<64 {
+    for u143 in 0..<128 {
+      arena[((n142 *% 128) +% u143)] = ((arena[((598016 +% (u143 *% 64)) +% n142)] + params[(1198464 +% u143)]) > Float(0) ? (arena[((598016 +% (u143 *% 64)) +% n142)] + params[(1198464 +% u143)]) : Float(0))
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n85 in 0..<64 {
-    for u86 in 0..<1 {
-      storeVector(arena, ((u86 *% 8) +% (8192 +% (n85 *% 10))), (loadVector(arena, ((u86 *% 8) +% (8192 +% (n85 *% 10)))) + loadVector(params, ((u86 *% 8) +% 1199872))))
+  for n144 in 0..<64 {
+    for u145 in 0..<1 {
+      storeVector(arena, ((u145 *% 8) +% (8192 +% (n144 *% 10))), (loadVector(arena, ((u145 *% 8) +% (8192 +% (n144 *% 10)))) + loadVector(params, ((u145 *% 8) +% 1199872))))
     }
-    for u86 in 0..<1 {
-      storePartial(arena, ((u86 +% 8) +% (8192 +% (n85 *% 10))), (loadPartial(arena, ((u86 +% 8) +% (8192 +% (n85 *% 10))), 2) + loadPartial(params, ((u86 +% 8) +% 1199872), 2)), 2)
+    for u145 in 0..<1 {
+      storePartial(arena, ((u145 +% 8) +% (8192 +% (n144 *% 10))), (loadPartial(arena, ((u145 +% 8) +% (8192 +% (n144 *% 10))), 2) + loadPartial(params, ((u145 +% 8) +% 1199872), 2)), 2)
     }
   }
   // probs = softmax(fc2)
-  for n87 in 0..<64 {
-    var m88: Float = arena[(8192 +% (n87 *% 10))]
-    for k90 in 0..<10 {
-      m88 = { let x = m88, y = arena[((8192 +% (n87 *% 10)) +% k90)]; return y > x ? y : x }()
+  for n146 in 0..<64 {
+    var m147: Float = arena[(8192 +% (n146 *% 10))]
+    for k149 in 0..<10 {
+      m147 = { let x = m147, y = arena[((8192 +% (n146 *% 10)) +% k149)]; return y > x ? y : x }()
     }
-    var s89: Float = Float(0)
-    for k91 in 0..<10 {
-      s89 = (s89 + expf((arena[((8192 +% (n87 *% 10)) +% k91)] - m88)))
+    var s148: Float = Float(0)
+    for k150 in 0..<10 {
+      s148 = (s148 + expf((arena[((8192 +% (n146 *% 10)) +% k150)] - m147)))
     }
-    for k92 in 0..<10 {
-      arena[((n87 *% 10) +% k92)] = (expf((arena[((8192 +% (n87 *% 10)) +% k92)] - m88)) / s89)
+    for k151 in 0..<10 {
+      arena[((n146 *% 10) +% k151)] = (expf((arena[((8192 +% (n146 *% 10)) +% k151)] - m147)) / s148)
     }
   }
 }

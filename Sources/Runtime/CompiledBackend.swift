@@ -345,6 +345,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
 
   /// Per-kernel time of the gradient (or train) program: (statement, op, `.graph` line, ms per step, share),
   /// with timestamp units converted to seconds by the steps' wall time. Empty unless built with `profile`.
+  /// The algorithm each conv pass of the training step got (or of the inference programs, for an
+  /// inference-only back end), by `.graph` statement.
+  public var convAlgorithms: [String: ConvChoice] {
+    let programs = [train] + inference.values.map(\.0)
+    return Dictionary(programs.flatMap(\.convs).map { ($0.node, $0) }, uniquingKeysWith: { a, _ in a })
+  }
+
   public func profileReport() -> [(name: String, op: String, line: Int, msPerStep: Double, share: Double)] {
     let total = profileTicks.reduce(0, +)
     guard profileSteps > 0, total > 0 else { return [] }

@@ -118,4 +118,22 @@ import Testing
       #expect(max(we, 1e-7) <= Self.mostErrorRatio * max(ie, 1e-7), "\(name) \(what) on \(target): Winograd \(we) vs im2col \(ie)")
     }
   }
+
+  /// The gradient check with Winograd on: the compiled gradients (fp32) against central differences of the
+  /// Double interpreter's loss on the same data, within fp32's reach.
+  @Test(arguments: cases.map(\.0)) func compiledGradientsPassTheGradientCheck(_ name: String) throws {
+    let source = Self.cases.first { $0.0 == name }!.1
+    let d = try Differential(source: source, batch: 3)
+    var check = try GradCheck(source: source, batch: 3)
+    for i in d.graph.inputs {
+      check.inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: check.shapes[i.name]!.dims, data: d.images.map(Double.init)))
+                                             : .i32(shape: [d.batch], data: d.labels)
+    }
+    check.parameters = d.parameters.tensors().mapValues { Tensor(shape: $0.shape, data: $0.data.map(Double.init)) }
+    let (w, _) = try Self.run(d, .winograd)
+    let compiled = Dictionary(uniqueKeysWithValues: w.gradients.map { ($0.key, Tensor(shape: check.parameters[$0.key]!.shape, data: $0.value.map(Double.init))) })
+    let (error, checked) = try check.maxError(gradients: compiled)
+    #expect(checked >= 12)
+    #expect(error < 1e-4, "\(name): worst combined error \(error) of the Winograd gradients")
+  }
 }

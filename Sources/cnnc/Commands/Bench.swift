@@ -193,17 +193,20 @@ struct Bench: ParsableCommand {
   /// The per-kernel tables: one shard's training step (the shards run side by side), then inference of one
   /// image (the batch-1 latency) and of one chunk of the batch-1000 pass; slowest kernels first.
   func profileFields<C>(_ backend: CompiledBackend<C>, _ testSet: IDXDataset, px: Int) throws -> [String] {
+    let convs = backend.convAlgorithms
+    /// The conv algorithm of a row's statement, as a JSON field.
+    func algorithm(_ name: String) -> String { convs[name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "" }
     let rows = backend.profileReport().sorted { $0.msPerStep > $1.msPerStep }.map {
-      String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"ms_per_step\": %.3f, \"share\": %.3f}",
-             $0.line, $0.name, $0.op, $0.msPerStep, $0.share)
+      String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"ms_per_step\": %.3f, \"share\": %.3f}",
+             $0.line, $0.name, $0.op, algorithm($0.name), $0.msPerStep, $0.share)
     }
     var fields = ["  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]"]
     for (count, repeats) in [(1, 2000), (backend.inferencePlan(inferenceBatch)[0].batch, 50)] {
       var batch = [Float](repeating: 0, count: count * px)
       testSet.normalizedBatch(Array(0..<count)[...], into: &batch)
       let rows = try backend.profileInference(images: batch, count: count, repeats: repeats).sorted { $0.msPerCall > $1.msPerCall }.map {
-        String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"us_per_call\": %.1f, \"share\": %.3f}",
-               $0.line, $0.name, $0.op, $0.msPerCall * 1000, $0.share)
+        String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\"%@, \"us_per_call\": %.1f, \"share\": %.3f}",
+               $0.line, $0.name, $0.op, algorithm($0.name), $0.msPerCall * 1000, $0.share)
       }
       fields.append("  \"profile_infer_b\(count)\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
     }
