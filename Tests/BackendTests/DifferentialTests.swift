@@ -62,7 +62,7 @@ import Testing
     minimize loss
     """
 
-  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "odd", "narrow", "batchnorm"]
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "residual.graph", "bncnn.graph", "resnet8.graph", "odd", "narrow", "batchnorm"]
 
   static func source(_ name: String) throws -> String {
     switch name {
