@@ -79,13 +79,13 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     defer { unlink(path) }
     var accepted = false
     for magic: UInt32 in [0x0000_0803, 0x0000_0801] {
-      guard let raw = try? IDXDataset.readMaybeGzipped(path, limit: 1 << 24), let parsed = try? IDXDataset.parse(raw, path: path, magic: magic) else { continue }
+      guard let raw = try? ImageDataset.readMaybeGzipped(path, limit: 1 << 24), let parsed = try? ImageDataset.parse(raw, path: path, magic: magic) else { continue }
       if magic == 0x803 {
-        let set = IDXDataset(images: parsed.data, labels: [UInt8](repeating: 0, count: parsed.dims[0]), count: parsed.dims[0],
+        let set = ImageDataset(images: parsed.data, labels: [UInt8](repeating: 0, count: parsed.dims[0]), count: parsed.dims[0],
                              rows: parsed.dims[1], cols: parsed.dims[2], path: path)
         _ = try? set.validateImages(forInput: [1, 1, 28, 28])
         if set.count > 0 {
-          var out = [Float](repeating: 0, count: set.rows * set.cols)
+          var out = [Float](repeating: 0, count: set.imageBytes)
           set.normalizedBatch([0][...], into: &out)
         }
       }

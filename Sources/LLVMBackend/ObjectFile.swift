@@ -113,7 +113,7 @@ public enum CHeader {
        * weight and bias (fan_in = C*k*k for a conv, F for a dense layer); batchnorm weights start at 1,
        * biases at 0. A state_dict saved by cnnc or PyTorch can be copied in at the offsets below.
        *
-       * Images: NCHW floats, normalised as in training; cnnc train's default is (x/255 - \(mnist.mean)) / \(mnist.std)
+       * Images: NCHW floats, normalised as in training; cnnc train's default is (x/255 - \(mnist.mean[0])) / \(mnist.std[0])
        * (MNIST's statistics; a checkpoint records its own in the cnnc.normalize.* metadata).
        *
        * The train step runs forward, backward and one Adam update with PyTorch's constants (beta1 \(adam.beta1),

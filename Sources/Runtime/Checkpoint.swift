@@ -103,7 +103,7 @@ public struct SafeTensors: Equatable {
       guard dtype == "F32" || dtype == "I64" else {
         throw CheckpointError("\(path): tensor '\(name)' has dtype \(dtype); cnnc reads F32 tensors (and I64 step counters) only")
       }
-      guard shape.allSatisfy({ $0 >= 0 && $0 <= 1 << 32 }), let count = IDXDataset.checkedSize(shape) else { throw bad("tensor '\(name)' has an absurd shape \(shape)") }
+      guard shape.allSatisfy({ $0 >= 0 && $0 <= 1 << 32 }), let count = ImageDataset.checkedSize(shape) else { throw bad("tensor '\(name)' has an absurd shape \(shape)") }
       let width = dtype == "F32" ? 4 : 8
       guard offs[0] >= 0, offs[1] >= offs[0], offs[1] - offs[0] == count * width else {
         throw bad("tensor '\(name)' of shape \(shape) needs \(count * width) bytes but its offsets \(offs) give \(offs[1] - offs[0])")

@@ -229,18 +229,19 @@ public struct Trainer<B: Backend> {
   }
 
   /// Accuracy of the graph's output over a dataset, in batches.
-  public mutating func accuracy(_ data: IDXDataset) throws -> (accuracy: Double, predictions: [Int]) {
+  public mutating func accuracy(_ data: ImageDataset) throws -> (accuracy: Double, predictions: [Int]) {
     let r = try evaluate(data)
     return (r.accuracy, r.predictions)
   }
 
   /// Accuracy and mean cross-entropy (softmax of the output against the labels, in Double) over a dataset.
-  public mutating func evaluate(_ data: IDXDataset) throws -> (accuracy: Double, loss: Double, predictions: [Int]) {
+  public mutating func evaluate(_ data: ImageDataset) throws -> (accuracy: Double, loss: Double, predictions: [Int]) {
     try data.validateImages(forInput: imageInputDims)
+    try options.normalization.check(channels: data.channels)
     var predictions: [Int] = []
     predictions.reserveCapacity(data.count)
     var start = 0
-    let px = data.rows * data.cols
+    let px = data.imageBytes
     var buffer = [Float](repeating: 0, count: options.evalBatch * px)
     var lossSum = 0.0
     while start < data.count {
@@ -260,10 +261,11 @@ public struct Trainer<B: Backend> {
   }
 
   /// Trains; returns one report per epoch finished.
-  public mutating func train(train fullTrain: IDXDataset, test: IDXDataset) throws -> [EpochReport] {
+  public mutating func train(train fullTrain: ImageDataset, test: ImageDataset) throws -> [EpochReport] {
     let (train, validation, stepsPerEpoch) = try plan(fullTrain, test)
+    try options.normalization.check(channels: train.channels)
     let b = options.batchSize
-    let px = train.rows * train.cols
+    let px = train.imageBytes
     var images = [Float](repeating: 0, count: b * px)
     var labels = [Int32](repeating: 0, count: b)
     var reports: [EpochReport] = []
@@ -320,7 +322,7 @@ public struct Trainer<B: Backend> {
 
   /// The report of an epoch just trained: its sums, and the validation and test accuracy and loss (evaluated
   /// by the primary process only) after `images` images in `seconds`.
-  mutating func epochReport(_ epoch: Int, seconds: Double, images: Int, validation: IDXDataset?, test: IDXDataset) throws -> EpochReport {
+  mutating func epochReport(_ epoch: Int, seconds: Double, images: Int, validation: ImageDataset?, test: ImageDataset) throws -> EpochReport {
     var val: (accuracy: Double, loss: Double, predictions: [Int])?
     var tst: (accuracy: Double, loss: Double, predictions: [Int])?
     if options.primary {
@@ -398,13 +400,13 @@ public struct Trainer<B: Backend> {
 
   /// The training and validation sets and the steps per epoch, after checking both data sets against the
   /// graph and the resumed checkpoint against this run's plan.
-  func plan(_ fullTrain: IDXDataset, _ test: IDXDataset) throws -> (train: IDXDataset, validation: IDXDataset?, stepsPerEpoch: Int) {
+  func plan(_ fullTrain: ImageDataset, _ test: ImageDataset) throws -> (train: ImageDataset, validation: ImageDataset?, stepsPerEpoch: Int) {
     try fullTrain.validateLabels(classes: classes)
     try test.validateLabels(classes: classes)
     try fullTrain.validateImages(forInput: imageInputDims)
     try test.validateImages(forInput: imageInputDims)
     var train = fullTrain
-    var validation: IDXDataset?
+    var validation: ImageDataset?
     if options.validationFraction > 0 {
       let held = options.validationCount(fullTrain.count)
       guard held > 0, held < fullTrain.count else { throw DataError("--val \(options.validationFraction) leaves no training or validation data") }
@@ -424,7 +426,7 @@ public struct Trainer<B: Backend> {
 
   /// One training step on the examples `idx`: runs the back end, stops on a non-finite loss (naming the op
   /// that produced it under --check-numerics), and adds the step to the epoch's sums.
-  mutating func step(_ idx: ArraySlice<Int>, of train: IDXDataset, epoch: Int, images: inout [Float], labels: inout [Int32]) throws {
+  mutating func step(_ idx: ArraySlice<Int>, of train: ImageDataset, epoch: Int, images: inout [Float], labels: inout [Int32]) throws {
     let b = idx.count
     let before = checkNumerics ? parameters : nil
     train.normalizedBatch(idx, into: &images, options.normalization)

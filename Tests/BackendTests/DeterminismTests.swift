@@ -31,8 +31,8 @@ import Testing
   /// On this machine's target and on the lower one the differential tests use.
   @Test(arguments: ["simplecnn.graph", "mnistnet.graph", "bncnn.graph"], TestTargets.names)
   func oneAndTwoThreadsGiveByteIdenticalCheckpoints(_ graph: String, _ target: String) throws {
-    let train = try IDXDataset.load(directory: Self.data, split: "train")
-    let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
+    let train = try ImageDataset.load(directory: Self.data, split: "train")
+    let test = ImageDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
     var runs: [Data] = []
     for threads in [1, 2, 2] {
       var t = try Self.trainer(graph, steps: 25, threads: threads, dir: Self.dir(), target: target)
@@ -46,8 +46,8 @@ import Testing
 
   /// bncnn: the running statistics and `num_batches_tracked` come back from the checkpoint too.
   @Test(arguments: ["simplecnn.graph", "bncnn.graph"]) func interruptedAndResumedRunEqualsAStraightRun(_ graph: String) throws {
-    let train = try IDXDataset.load(directory: Self.data, split: "train")
-    let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
+    let train = try ImageDataset.load(directory: Self.data, split: "train")
+    let test = ImageDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
     var straight = try Self.trainer(graph, steps: 30, threads: 2, dir: Self.dir())
     _ = try straight.train(train: train, test: test)
 
@@ -88,8 +88,8 @@ import Testing
 /// A validation split with early stopping keeps the best weights.
 @Suite struct ValidationTests {
   @Test func validationSplitAndEarlyStoppingKeepTheBestCheckpoint() throws {
-    let train = try IDXDataset.load(directory: DeterminismTests.data, split: "train")
-    let test = try IDXDataset.load(directory: DeterminismTests.data, split: "t10k")
+    let train = try ImageDataset.load(directory: DeterminismTests.data, split: "train")
+    let test = try ImageDataset.load(directory: DeterminismTests.data, split: "t10k")
     let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
     let opt = Optimizer(kind: .adam, learningRate: 1e-2)
     let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(target: .host()), shards: 2)

@@ -129,7 +129,7 @@ import Testing
   }
 
   /// Writes the first `count` images and labels of `data` as uncompressed IDX files of `split`.
-  static func writeRawIDX(_ data: IDXDataset, count: Int, split: String, to dir: String) throws {
+  static func writeRawIDX(_ data: ImageDataset, count: Int, split: String, to dir: String) throws {
     func be32(_ v: Int) -> [UInt8] { [UInt8(v >> 24 & 255), UInt8(v >> 16 & 255), UInt8(v >> 8 & 255), UInt8(v & 255)] }
     let px = data.rows * data.cols
     let images = [0, 0, 8, 3] + be32(count) + be32(data.rows) + be32(data.cols) + Array(data.images.prefix(count * px))
@@ -146,8 +146,8 @@ import Testing
     try Self.object("simplecnn", batch: 64, arm, in: dir + "/arm")
     try Self.object("simplecnn", batch: 64, host, in: dir + "/host")
     let mnist = Fixtures.root.appendingPathComponent("data/mnist").path
-    try Self.writeRawIDX(try IDXDataset.load(directory: mnist, split: "train"), count: 192, split: "train", to: dir)
-    try Self.writeRawIDX(try IDXDataset.load(directory: mnist, split: "t10k"), count: 64, split: "t10k", to: dir)
+    try Self.writeRawIDX(try ImageDataset.load(directory: mnist, split: "train"), count: 192, split: "train", to: dir)
+    try Self.writeRawIDX(try ImageDataset.load(directory: mnist, split: "t10k"), count: 64, split: "t10k", to: dir)
     let main = Fixtures.root.appendingPathComponent("Examples/aot/train.c").path
     let (built, log) = try Self.run("/usr/bin/aarch64-linux-gnu-gcc", ["-O2", "-static", "-DCNNC_NO_ZLIB", "-I", dir + "/arm", main, dir + "/arm/simplecnn.o", "-lm", "-o", dir + "/arm/train"])
     #expect(built == 0, "\(log)")

@@ -195,6 +195,38 @@ import Testing
     #expect(r.stderr.contains("holds 14x14 images; the graph takes [N, 1, 28, 28]"), "\(r.stderr)")
   }
 
+  /// ResNet-8 trains on CIFAR-10 binary files (generated: each class a colour pattern under noise) with
+  /// per-channel normalisation measured on them, and eval reads that normalisation back from the checkpoint.
+  @Test func resnet8TrainsOnCIFARFilesAndEvalAgrees() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-cifar-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    var seeded = UInt64(7)
+    func next() -> Int { seeded = seeded &* 6364136223846793005 &+ 1442695040888963407; return Int(seeded >> 33) }
+    let templates = (0..<10).map { _ in (0..<3072).map { _ in next() % 256 } }
+    func write(_ name: String, _ count: Int) throws {
+      var d = Data()
+      for _ in 0..<count {
+        let k = next() % 10
+        d.append(UInt8(k))
+        d.append(contentsOf: templates[k].map { UInt8(max(0, min(255, $0 + next() % 81 - 40))) })
+      }
+      try d.write(to: URL(fileURLWithPath: "\(dir)/\(name)"))
+    }
+    for b in 1...5 { try write("data_batch_\(b).bin", 128) }
+    try write("test_batch.bin", 128)
+    let out = NSTemporaryDirectory() + "cnnc-r8-\(UUID().uuidString)"
+    let r = try Self.run(["train", "Graphs/resnet8.graph", "--jit", "--data", dir, "--epochs", "3", "--normalize", "data", "--out", out, "--no-report"])
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(r.stdout.contains("640 train, 128 test images") && r.stdout.contains("per channel"), "\(r.stdout)")
+    let accuracy = try #require(r.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 3:") }?.split(separator: " ").last { $0.hasSuffix("%") })
+    #expect(Double(accuracy.dropLast())! > 90, "\(r.stdout)")
+    let e = try Self.run(["eval", "Graphs/resnet8.graph", "--weights", out + "/weights.safetensors", "--data", dir])
+    #expect(e.status == 0, "\(e.stderr)")
+    #expect(e.stdout.contains(String(accuracy)), "eval: \(e.stdout) train: \(accuracy)")
+    let bad = try Self.run(["train", "Graphs/resnet8.graph", "--jit", "--data", dir, "--steps", "1", "--mean", "0.5,0.5", "--std", "0.2,0.2", "--out", out + "-bad"])
+    #expect(Self.failedCleanly(bad) && bad.stderr.contains("2 means and stds; the images have 3 channels"), "\(bad.stderr)")
+  }
+
   /// A finished run resumed with the same plan has nothing to do, says so, and leaves its history alone.
   @Test func resumingPastThePlanIsRefusedAndKeepsTheHistory() throws {
     let out = NSTemporaryDirectory() + "cnnc-done-\(UUID().uuidString)"

@@ -35,7 +35,7 @@ import Testing
   }
 
   @Test func bundledMNISTLoads() throws {
-    let test = try IDXDataset.load(directory: Fixtures.root.appendingPathComponent("data/mnist").path, split: "t10k")
+    let test = try ImageDataset.load(directory: Fixtures.root.appendingPathComponent("data/mnist").path, split: "t10k")
     #expect(test.count == 10_000 && test.rows == 28 && test.cols == 28)
     #expect(test.labels.prefix(5) == [7, 2, 1, 0, 4])
   }
@@ -43,21 +43,21 @@ import Testing
   @Test func rawIDXFilesLoadAndBadOnesAreRejected() {
     let dir = Self.tempDir()
     Self.write(dir, images: Self.idx(magic: 0x803, dims: [2, 2, 2], payload: 8), labels: Self.idx(magic: 0x801, dims: [2], payload: 2))
-    #expect(Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") } == "")
+    #expect(Self.error { _ = try ImageDataset.load(directory: dir, split: "t10k") } == "")
 
     Self.write(dir, images: Self.idx(magic: 0x803, dims: [2, 2, 2], payload: 7), labels: Self.idx(magic: 0x801, dims: [2], payload: 2))
-    #expect(Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") }.contains("(truncated)"))
+    #expect(Self.error { _ = try ImageDataset.load(directory: dir, split: "t10k") }.contains("(truncated)"))
 
     Self.write(dir, images: Self.idx(magic: 0x801, dims: [2, 2, 2], payload: 8), labels: Self.idx(magic: 0x801, dims: [2], payload: 2))
-    #expect(Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") }.contains("wrong magic number 0x00000801"))
+    #expect(Self.error { _ = try ImageDataset.load(directory: dir, split: "t10k") }.contains("wrong magic number 0x00000801"))
 
     Self.write(dir, images: Self.idx(magic: 0x803, dims: [2, 2, 2], payload: 8), labels: Self.idx(magic: 0x801, dims: [3], payload: 3))
-    #expect(Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") }.contains("holds 2 images but"))
+    #expect(Self.error { _ = try ImageDataset.load(directory: dir, split: "t10k") }.contains("holds 2 images but"))
 
     Self.write(dir, images: Self.idx(magic: 0x803, dims: [0xFFFF_FFFF, 0xFFFF_FFFF, 0xFFFF_FFFF], payload: 0), labels: Data([0, 0]))
-    #expect(Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") }.contains("absurd dimensions"))
+    #expect(Self.error { _ = try ImageDataset.load(directory: dir, split: "t10k") }.contains("absurd dimensions"))
 
-    #expect(Self.error { _ = try IDXDataset.load(directory: dir, split: "train") }.contains("missing data file"))
+    #expect(Self.error { _ = try ImageDataset.load(directory: dir, split: "train") }.contains("missing data file"))
   }
 
   @Test func truncatedGzipIsAnError() throws {
@@ -66,12 +66,12 @@ import Testing
     let gz = try Data(contentsOf: src)
     _ = FileManager.default.createFile(atPath: dir + "/t10k-labels-idx1-ubyte.gz", contents: gz.prefix(gz.count / 2))
     _ = FileManager.default.createFile(atPath: dir + "/t10k-images-idx3-ubyte", contents: Self.idx(magic: 0x803, dims: [10000, 1, 1], payload: 10000))
-    let e = Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") }
+    let e = Self.error { _ = try ImageDataset.load(directory: dir, split: "t10k") }
     #expect(e.contains("truncated"), "got: \(e)")
   }
 
   @Test func labelsOutOfRange() {
-    let d = IDXDataset(images: [0, 0], labels: [3, 12], count: 2, rows: 1, cols: 1)
+    let d = ImageDataset(images: [0, 0], labels: [3, 12], count: 2, rows: 1, cols: 1)
     #expect(Self.error { try d.validateLabels(classes: 10) }.contains("label 12 of example 1 is out of range"))
   }
 

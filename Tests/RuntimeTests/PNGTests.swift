@@ -8,7 +8,7 @@ import Testing
   @Test func decodesTheFixtureToTheIDXPixels() throws {
     let png = try [UInt8](Data(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/seven.png")))
     let img = try PNG.decode(png, path: "seven.png")
-    let test = try IDXDataset.load(directory: Fixtures.root.appendingPathComponent("data/mnist").path, split: "t10k")
+    let test = try ImageDataset.load(directory: Fixtures.root.appendingPathComponent("data/mnist").path, split: "t10k")
     #expect(img.width == 28 && img.height == 28)
     #expect(img.pixels == Array(test.images.prefix(784)), "the first test image, a 7, written with the Sub filter")
   }

@@ -79,12 +79,12 @@ import Testing
     try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
     let fifo = dir + "/train-images-idx3-ubyte"
     #expect(mkfifo(fifo, 0o644) == 0)
-    do { _ = try IDXDataset.readMaybeGzipped(fifo); Issue.record("a FIFO must be refused") } catch { #expect("\(error)".contains("is a FIFO")) }
+    do { _ = try ImageDataset.readMaybeGzipped(fifo); Issue.record("a FIFO must be refused") } catch { #expect("\(error)".contains("is a FIFO")) }
     do { _ = try SafeTensors.read(from: dir); Issue.record("a directory must be refused") } catch { #expect("\(error)".contains("is a directory")) }
   }
 
   @Test func imagesOfTheWrongSizeAreRefused() {
-    let set = IDXDataset(images: [UInt8](repeating: 0, count: 2 * 196), labels: [0, 1], count: 2, rows: 14, cols: 14, path: "small")
+    let set = ImageDataset(images: [UInt8](repeating: 0, count: 2 * 196), labels: [0, 1], count: 2, rows: 14, cols: 14, path: "small")
     #expect(throws: DataError.self) { try set.validateImages(forInput: [1, 1, 28, 28]) }
     #expect(throws: DataError.self) { try set.validateImages(forInput: [1, 3, 14, 14]) }
     #expect(throws: Never.self) { try set.validateImages(forInput: [1, 1, 14, 14]) }

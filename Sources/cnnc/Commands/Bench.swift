@@ -62,8 +62,8 @@ struct Bench: ParsableCommand {
     try reportingErrors {
       let core = try loadBLAS()
       let target = try targetOptions.resolve(runsHere: true)
-      let trainSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "train")
-      let testSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
+      let trainSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: true)
+      let testSet = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
       if backend == "jit" {
         try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(target: target), inferenceCalls: $2, shards: shards, threads: threads, profile: profile) },
                     trainSet, testSet, core, target)
@@ -74,7 +74,7 @@ struct Bench: ParsableCommand {
     }
   }
 
-  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer, [Int]) throws -> CompiledBackend<C>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ core: String, _ target: Target) throws {
+  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer, [Int]) throws -> CompiledBackend<C>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ core: String, _ target: Target) throws {
     let batch = 64
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     let flopsForward = summarize(f.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
@@ -88,7 +88,7 @@ struct Bench: ParsableCommand {
     let compileSeconds = Date().timeIntervalSince(start)
     var trainer = try Trainer(backend: b, graph: f.graph, parameters: Parameters(graph: f.graph, shapes: shapes, seed: seed), optimizer: opt, options: options)
 
-    let px = trainSet.rows * trainSet.cols
+    let px = trainSet.imageBytes
     let (firstStep, trainRate) = try timeTraining(&trainer, trainSet, batch: batch)
     let (inferRate, accuracy) = try timeInference(&trainer, testSet)
     let latency = try singleImageLatency(trainer.backend, testSet)
@@ -120,8 +120,8 @@ struct Bench: ParsableCommand {
   }
 
   /// The first training step alone, then images/s over timed steps or whole epochs after the first.
-  func timeTraining<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ trainSet: IDXDataset, batch: Int) throws -> (firstStep: Double, imagesPerSecond: Double) {
-    let px = trainSet.rows * trainSet.cols
+  func timeTraining<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ trainSet: ImageDataset, batch: Int) throws -> (firstStep: Double, imagesPerSecond: Double) {
+    let px = trainSet.imageBytes
     var images = [Float](repeating: 0, count: batch * px)
     var labels = [Int32](repeating: 0, count: batch)
     var step = 0
@@ -161,7 +161,7 @@ struct Bench: ParsableCommand {
   }
 
   /// Inference at `inferenceBatch` over the test set: images/s of the median of 3 passes, and the accuracy.
-  func timeInference<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ testSet: IDXDataset) throws -> (imagesPerSecond: Double, accuracy: Double) {
+  func timeInference<C>(_ trainer: inout Trainer<CompiledBackend<C>>, _ testSet: ImageDataset) throws -> (imagesPerSecond: Double, accuracy: Double) {
     _ = try trainer.accuracy(testSet)  // warm-up (first touches of the arenas and code pages)
     var passes: [Double] = []
     var accuracy = 0.0
@@ -174,8 +174,8 @@ struct Bench: ParsableCommand {
   }
 
   /// Batch 1: the median over 5 chunks of single-image calls of the seconds per image.
-  func singleImageLatency<C>(_ backend: CompiledBackend<C>, _ testSet: IDXDataset) throws -> Double {
-    var one = [Float](repeating: 0, count: testSet.rows * testSet.cols)
+  func singleImageLatency<C>(_ backend: CompiledBackend<C>, _ testSet: ImageDataset) throws -> Double {
+    var one = [Float](repeating: 0, count: testSet.imageBytes)
     _ = try backend.infer(images: one, count: 1)
     var chunks: [Double] = []
     let per = singles / 5
@@ -192,7 +192,7 @@ struct Bench: ParsableCommand {
 
   /// The per-kernel tables: one shard's training step (the shards run side by side), then inference of one
   /// image (the batch-1 latency) and of one chunk of the batch-1000 pass; slowest kernels first.
-  func profileFields<C>(_ backend: CompiledBackend<C>, _ testSet: IDXDataset, px: Int) throws -> [String] {
+  func profileFields<C>(_ backend: CompiledBackend<C>, _ testSet: ImageDataset, px: Int) throws -> [String] {
     let convs = backend.convAlgorithms
     /// The conv algorithm of a row's statement, as a JSON field.
     func algorithm(_ name: String) -> String { convs[name].map { ", \"algorithm\": \"\($0.algorithm.rawValue)\"" } ?? "" }

@@ -25,7 +25,7 @@ struct Eval: ParsableCommand {
     let f = try GraphFile(path: file)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
     try reportingErrors {
-      let test = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
+      let test = try ImageDataset.loadSet(directory: data ?? defaultDataDirectory(), training: false)
       // A batch beyond the test set would only allocate images that do not exist.
       let batch = max(1, min(self.batch, test.count))
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)

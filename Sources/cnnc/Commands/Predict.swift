@@ -48,7 +48,7 @@ struct Predict: ParsableCommand {
       backend.load(params, Optimizer(kind: .adam, learningRate: 0))
       for item in items {
         let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
-        let set = IDXDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3])
+        let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3])
         var x = [Float](repeating: 0, count: pixels.count)
         set.normalizedBatch([0][...], into: &x, normalization)
         report(item, logits: try backend.infer(images: x, count: 1), alone: items.count == 1)
@@ -65,8 +65,8 @@ struct Predict: ParsableCommand {
       return try names.map { try png((image as NSString).appendingPathComponent($0), height: height, width: width) }
     }
     if image.lowercased().hasSuffix(".png") { return [try png(image, height: height, width: width)] }
-    let bytes = try IDXDataset.readMaybeGzipped(image)
-    let idx = try IDXDataset.parse(bytes, path: image, magic: 0x0000_0803)
+    let bytes = try ImageDataset.readMaybeGzipped(image)
+    let idx = try ImageDataset.parse(bytes, path: image, magic: 0x0000_0803)
     guard index < idx.dims[0] else { throw DataError("--index \(index) is out of range: \(image) holds \(idx.dims[0]) images") }
     guard idx.dims[1] == height, idx.dims[2] == width else { throw DataError("\(image) holds \(idx.dims[1])x\(idx.dims[2]) images; the graph takes \(height)x\(width)") }
     let px = height * width
@@ -88,7 +88,7 @@ struct Predict: ParsableCommand {
   func label(ofIDX path: String, count: Int) throws -> Int? {
     let labels = path.replacingOccurrences(of: "-images-idx3-ubyte", with: "-labels-idx1-ubyte")
     guard labels != path, FileManager.default.fileExists(atPath: labels) else { return nil }
-    let l = try IDXDataset.parse(try IDXDataset.readMaybeGzipped(labels), path: labels, magic: 0x0000_0801)
+    let l = try ImageDataset.parse(try ImageDataset.readMaybeGzipped(labels), path: labels, magic: 0x0000_0801)
     guard l.dims[0] == count else { throw DataError("\(labels) holds \(l.dims[0]) labels for the \(count) images of \(path)") }
     return Int(l.data[index])
   }

@@ -28,7 +28,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let f = try GraphFile(path: (dir as NSString).appendingPathComponent("model.graph"))
   let historyData = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent("history.json")) ?? Data("[]".utf8)
   let history = (try? JSONDecoder().decode([EpochReport].self, from: historyData)) ?? []
-  let test = try IDXDataset.load(directory: data, split: "t10k")
+  let test = try ImageDataset.loadSet(directory: data, training: false)
   // Small batches keep the inference arena (and so peak memory) small; the test set takes a moment either way.
   let batch = 100
   let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
@@ -48,7 +48,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   let k = trainer.classes
   var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
   for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
-  let px = test.rows * test.cols
+  let px = test.imageBytes
   var mistakes: [(pixels: [UInt8], label: Int, predicted: Int)] = []
   for i in predictions.indices where predictions[i] != Int(test.labels[i]) && mistakes.count < 40 {
     let pixels = Array(test.images[(i * px)..<((i + 1) * px)])

@@ -55,10 +55,10 @@ struct Train: ParsableCommand {
   var logEvery: Int?
   @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
   @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
-  @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, e.g. for Fashion-MNIST). Saved in the checkpoint; eval and predict use it.")
+  @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
   var normalize: String = "mnist"
-  @Option(parsing: .unconditional, help: "Normalisation mean (instead of --normalize).") var mean: Float?
-  @Option(parsing: .unconditional, help: "Normalisation standard deviation, > 0 (instead of --normalize).") var std: Float?
+  @Option(parsing: .unconditional, help: "Normalisation mean, or one per channel comma-separated (0.4914,0.4822,0.4465), instead of --normalize.") var mean: String?
+  @Option(parsing: .unconditional, help: "Normalisation standard deviation (> 0), or one per channel, as many as --mean.") var std: String?
   @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
   @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
   @Option(parsing: .unconditional, help: "Split every batch into this many shards, computed in parallel; every back end (the interpreter too) averages the shard gradients in shard order. Results depend on the shard count, never on --threads.")
@@ -95,14 +95,14 @@ struct Train: ParsableCommand {
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
     guard ["mnist", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist or data, got '\(normalize)'") }
     guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
-    if let mean, let std {
-      guard mean.isFinite, std.isFinite, std > 0 else { throw ValidationError("--mean must be a number and --std a positive number, got \(mean) and \(std)") }
+    if let mean, let std, Normalization.parse(mean, std) == nil {
+      throw ValidationError("--mean must be numbers and --std positive numbers, as many of each (one, or one per channel); got '\(mean)' and '\(std)'")
     }
   }
 
   /// The normalisation this run asks for: --mean/--std, else measured on the training set, else MNIST's.
-  func normalization(_ train: IDXDataset) -> Normalization {
-    if let mean, let std { return Normalization(mean: mean, std: std) }
+  func normalization(_ train: ImageDataset) -> Normalization {
+    if let mean, let std, let (means, stds) = Normalization.parse(mean, std) { return Normalization(means: means, stds: stds) }
     return normalize == "data" ? train.measuredNormalization() : .mnist
   }
 
@@ -183,10 +183,10 @@ struct Train: ParsableCommand {
 
   /// The training and test sets of `dir`, checked against the graph's image input and the batch size
   /// before anything is compiled or allocated for a batch that could never be filled.
-  func loadData(_ dir: String, _ graph: Graph, _ shapes: ShapeTable) throws -> (train: IDXDataset, test: IDXDataset) {
+  func loadData(_ dir: String, _ graph: Graph, _ shapes: ShapeTable) throws -> (train: ImageDataset, test: ImageDataset) {
     let start = Date()
-    let trainSet = try IDXDataset.load(directory: dir, split: "train")
-    let testSet = try IDXDataset.load(directory: dir, split: "t10k")
+    let trainSet = try ImageDataset.loadSet(directory: dir, training: true)
+    let testSet = try ImageDataset.loadSet(directory: dir, training: false)
     guard let img = graph.inputs.first(where: { $0.dtype == .f32 }) else { throw DataError("the graph has no f32 image input") }
     try trainSet.validateImages(forInput: shapes[img.name]!.dims)
     guard batch <= trainSet.count else { throw DataError("--batch \(batch) exceeds the \(trainSet.count) training examples in \(dir)") }
@@ -214,7 +214,7 @@ struct Train: ParsableCommand {
   }
 
   /// Trains with a compiled back end; under MPI, then checks that every rank ends with the same weights.
-  func runCompiled<C>(_ b: CompiledBackend<C>, _ t: Trainer<CompiledBackend<C>>, _ trainSet: IDXDataset, _ testSet: IDXDataset,
+  func runCompiled<C>(_ b: CompiledBackend<C>, _ t: Trainer<CompiledBackend<C>>, _ trainSet: ImageDataset, _ testSet: ImageDataset,
                       _ outDir: String, _ mpi: MPIRuntime?) throws {
     try run(t, trainSet, testSet, outDir)
     if let mpi, let h = try b.checkRanksAgree() {
@@ -222,7 +222,7 @@ struct Train: ParsableCommand {
     }
   }
 
-  func run<B: Backend>(_ t: Trainer<B>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ outDir: String) throws {
+  func run<B: Backend>(_ t: Trainer<B>, _ trainSet: ImageDataset, _ testSet: ImageDataset, _ outDir: String) throws {
       var trainer = t
       trainer.checkNumerics = checkNumerics
       // SIGINT: finish the current step, save a resumable checkpoint, exit 130. A second one exits at once;
