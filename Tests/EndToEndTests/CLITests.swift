@@ -138,7 +138,8 @@ import Testing
       (["train", "Graphs/tiny.graph", "--restore-best"], "--restore-best needs a validation split"),
       (["train", "Graphs/tiny.graph", "--lr-schedule", "step:0:2"], "--lr-schedule 'step:0:2': expected constant, step:EPOCHS:GAMMA"),
       (["train", "Graphs/tiny.graph", "--mean", "0.5"], "--mean and --std go together"),
-      (["train", "Graphs/tiny.graph", "--mean", "0.5", "--std", "0"], "--std a positive number"),
+      (["train", "Graphs/tiny.graph", "--mean", "0.5", "--std", "0"], "--std positive numbers"),
+      (["train", "Graphs/tiny.graph", "--mean", "0.5,0.4", "--std", "0.2"], "as many of each"),
       (["compile", "Tests/Fixtures/two_images.graph", "--emit", "none"], "second f32 input 'b': a compiled graph reads exactly one image input ('a')"),
     ]
     for (args, expected) in cases {
