@@ -30,6 +30,8 @@ public struct TrainingOptions: Sendable {
   public var schedule = LRSchedule.constant
   /// How images are normalised (saved in checkpoints; eval and predict read it back).
   public var normalization = Normalization.mnist
+  /// How training images are augmented (none by default); evaluation images never are.
+  public var augmentation = Augmentation.none
   /// Evaluation batch: big enough to keep the GEMMs efficient, small enough to keep the arenas small.
   public var evalBatch = 250
   /// False on the other ranks of a distributed run: only the primary evaluates and writes files.
@@ -429,7 +431,11 @@ public struct Trainer<B: Backend> {
   mutating func step(_ idx: ArraySlice<Int>, of train: ImageDataset, epoch: Int, images: inout [Float], labels: inout [Int32]) throws {
     let b = idx.count
     let before = checkNumerics ? parameters : nil
-    train.normalizedBatch(idx, into: &images, options.normalization)
+    if options.augmentation.transforms.isEmpty {
+      train.normalizedBatch(idx, into: &images, options.normalization)
+    } else {
+      train.augmentedBatch(idx, into: &images, options.normalization, options.augmentation, seed: options.seed, step: optimizer.step + 1)
+    }
     for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
     let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
                                   learningRate: optimizer.learningRate)

@@ -57,6 +57,9 @@ struct Train: ParsableCommand {
   @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
   @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
   var normalize: String = "mnist"
+  @Option(help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
+  var augment: String?
+
   @Option(parsing: .unconditional, help: "Normalisation mean, or one per channel comma-separated (0.4914,0.4822,0.4465), instead of --normalize.") var mean: String?
   @Option(parsing: .unconditional, help: "Normalisation standard deviation (> 0), or one per channel, as many as --mean.") var std: String?
   @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
@@ -95,6 +98,9 @@ struct Train: ParsableCommand {
     if let logEvery, logEvery < 0 { throw ValidationError("--log-every must be at least 0, got \(logEvery)") }
     guard ["mnist", "data"].contains(normalize) else { throw ValidationError("--normalize must be mnist or data, got '\(normalize)'") }
     guard (mean == nil) == (std == nil) else { throw ValidationError("--mean and --std go together") }
+    if let augment {
+      do { _ = try Augmentation(parsing: augment) } catch { throw ValidationError("\(error)") }
+    }
     if let mean, let std, Normalization.parse(mean, std) == nil {
       throw ValidationError("--mean must be numbers and --std positive numbers, as many of each (one, or one per channel); got '\(mean)' and '\(std)'")
     }
@@ -143,6 +149,7 @@ struct Train: ParsableCommand {
       let opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       var options = trainingOptions(outDir, primary: mpi.map { $0.rank == 0 } ?? true)
       options.normalization = normalization(trainSet)
+      options.augmentation = try augment.map { try Augmentation(parsing: $0) } ?? .none
       // Only the primary evaluates; the evaluation programs are compiled with the training step.
       let calls = options.primary ? options.trainingEvaluationCalls(trainCount: trainSet.count, testCount: testSet.count) : []
       if jit || backend != "interp" { say("target: \(target)") }
@@ -243,7 +250,7 @@ struct Train: ParsableCommand {
         try trainer.resume(from: outDir)
         say("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
-      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)\(trainer.options.schedule == .constant ? "" : ", lr schedule \(trainer.options.schedule)")")
+      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(trainer.optimizer.settings), seed \(seed), inputs \(trainer.options.normalization)\(trainer.options.augmentation.transforms.isEmpty ? "" : ", augment \(trainer.options.augmentation)")\(trainer.options.schedule == .constant ? "" : ", lr schedule \(trainer.options.schedule)")")
       attachProgress(&trainer)
       _ = try trainer.train(train: trainSet, test: testSet)
       // From here on (the last message, the report) Ctrl-C ends the process at once; one that came after
