@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
-.PHONY: deps build release test train generate check-generated bench bench-compare batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -119,6 +119,17 @@ bench-compare: release $(PEERS)/bin/python
 	  cd Scripts/peers && env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
 	  env $(ISA_ENV_$(ISA)) ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare-$(ISA).json
 	python3 Scripts/compare.py < .build/bench-compare-$(ISA).json
+
+# Fashion-MNIST's batch-norm CNN trained by cnnc and by PyTorch under one protocol, in one run: test accuracy
+# per epoch and training images/s of each (FASHION_EPOCHS epochs; Debian's dataset-fashion-mnist).
+FASHION = /usr/share/datasets/fashion-mnist
+FASHION_EPOCHS ?= 10
+fashion-compare: release $(PEERS)/bin/python
+	@[ -f $(FASHION)/train-images-idx3-ubyte.gz ] || $(MAKE) deps APT_PKGS=dataset-fashion-mnist
+	$(CNNC) train Graphs/bncnn.graph --jit --data $(FASHION) --epochs $(FASHION_EPOCHS) --normalize data --out .build/fashion-cnnc --no-report \
+	  | grep 'test acc' | tee .build/fashion-cnnc.txt
+	$(PEERS)/bin/python Scripts/fashion_compare.py $(FASHION) $(FASHION_EPOCHS) | tee .build/fashion-pytorch.json
+	python3 Scripts/fashion_report.py .build/fashion-cnnc.txt .build/fashion-pytorch.json
 
 # Batch norm against PyTorch: a cnnc-trained bncnn loaded into nn.BatchNorm2d / nn.BatchNorm1d (strict state_dict,
 # buffers and num_batches_tracked included) must predict the MNIST test set exactly as `cnnc eval` does.

@@ -29,7 +29,7 @@ struct Bench: ParsableCommand {
   @Option(help: "Time whole epochs after the first (at least 2).") var epochs: Int?
   @Option(help: "Time this many training steps after the first.") var steps: Int = 300
   @Option(help: "Images for the batch-1 latency figure.") var singles: Int = 2000
-  @Option(help: "Directory of IDX files.") var data: String?
+  @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(help: "Random seed.") var seed: UInt64 = 1
   @Option(help: "Shards per batch (see cnnc train --help).") var shards: Int = 2
   @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?

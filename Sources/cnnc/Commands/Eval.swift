@@ -11,7 +11,7 @@ struct Eval: ParsableCommand {
 
   @Argument(help: "The .graph file.") var file: String
   @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
-  @Option(help: "Directory of IDX files.") var data: String?
+  @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(help: "Back end: jit or interp.") var backend: String = "jit"
   @OptionGroup(title: "Target") var targetOptions: TargetOptions

@@ -13,7 +13,7 @@ struct ReportCommand: ParsableCommand {
     abstract: "Write RUN_DIR/report.html: loss and accuracy curves, confusion matrix, misclassified digits, first-layer filters and feature maps.")
 
   @Argument(help: "A run directory written by cnnc train (history.json, weights.safetensors, model.graph).") var directory: String
-  @Option(help: "Directory of IDX files.") var data: String?
+  @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
 
   func run() throws {
     try reportingErrors {

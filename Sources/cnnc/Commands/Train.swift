@@ -54,7 +54,7 @@ struct Train: ParsableCommand {
   @Option(name: .customLong("log-every"), parsing: .unconditional, help: "Print a line with the step, loss and img/s every N steps (default: 100 when standard error is not a terminal, which shows a live line instead; 0: never).")
   var logEvery: Int?
   @Option(parsing: .unconditional, help: "Stop after this many steps in all.") var steps: Int?
-  @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
+  @Option(help: "Data directory: IDX files (train-/t10k-images-idx3-ubyte[.gz], ...), CIFAR-10 binary (data_batch_1.bin ... test_batch.bin) or CIFAR-100 binary (train.bin, test.bin).") var data: String?
   @Option(help: "Input normalisation (x/255 - mean) / std: mnist (MNIST's 0.1307 and 0.3081, the default) or data (measured on the training images, per channel for colour data, e.g. Fashion-MNIST or CIFAR-10). Saved in the checkpoint; eval and predict use it.")
   var normalize: String = "mnist"
   @Option(help: "Augment the training images, seeded and deterministic: crop:PAD (pad with zeros, cut a random window), flip (left-right, p = 1/2), shift:PX (random shift up to PX pixels), rotate:DEG (random angle up to DEG), comma-separated in the order they apply (crop:4,flip for CIFAR; shift:2,rotate:10 for MNIST).")
