@@ -1,10 +1,12 @@
 """Graphs/bncnn.graph written with PyTorch, trained on Fashion-MNIST under the protocol `cnnc train
 Graphs/bncnn.graph --jit --normalize data` follows: inputs (x/255 - mean)/std with the training set's mean
 and std, batch 64 with drop_last, a fresh permutation per epoch, Adam lr 1e-3 (0.9, 0.999, eps 1e-8),
-PyTorch's default initialisation. Prints one JSON line: test accuracy after each epoch and images/s over
-the epochs after the first.
+PyTorch's default initialisation. Prints one JSON line: test accuracy after each epoch, images/s over
+the epochs after the first, and the count of correct test images; with WEIGHTS, also saves the trained
+state_dict there as safetensors (running statistics and num_batches_tracked included, the normalisation in
+cnnc's metadata keys) for `cnnc eval` to load.
 
-usage: fashion_compare.py DATA_DIR EPOCHS
+usage: fashion_compare.py DATA_DIR EPOCHS [WEIGHTS.safetensors]
 """
 import gzip
 import json
@@ -72,5 +74,9 @@ for epoch in range(epochs):
         predictions = torch.cat([model(xte[j:j + 1000]).argmax(1) for j in range(0, len(xte), 1000)])
     accuracies.append(float((predictions == yte).float().mean()))
 timed = seconds[1:] or seconds
+if len(sys.argv) > 3:
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, sys.argv[3],
+              metadata={"cnnc.normalize.mean": repr(mean), "cnnc.normalize.std": repr(std)})
 print(json.dumps({"framework": "pytorch " + torch.__version__, "normalize": [mean, std], "test_accuracy": accuracies,
-                  "train_images_per_s": steps * batch * len(timed) / sum(timed)}))
+                  "correct": int((predictions == yte).sum()), "train_images_per_s": steps * batch * len(timed) / sum(timed)}))
