@@ -148,8 +148,10 @@ public struct ConvChoice: Equatable, Sendable {
 /// im2col + GEMM does 9 multiply-adds per output and channel pair plus one copied float per column entry;
 /// Winograd does 16 per tile (4 outputs) and channel pair plus the transforms: 16 floats per tile of each
 /// input channel and of each output channel, written and read once more. The GEMMs run at
-/// `gemmShareOfPeak` of the FMA peak (2 pipes x lanes multiply-adds a cycle; measured 55-70% on Zen 3 and
-/// Zen 4), a transformed float costs `cyclesPerTransformedFloat` (its loads, adds and store, scalar).
+/// `gemmShareOfPeak` of the FMA peak (2 pipes x lanes multiply-adds a cycle; an assumed share: the micro-kernels
+/// alone measure 64-99% of it on Zen 1-4 with `cnnc bench --kernels`), a transformed float costs
+/// `cyclesPerTransformedFloat` (its loads, adds and store). On SimpleCNN the rule picks im2col for conv1 and
+/// Winograd for conv2, the faster of the two for each, as measured (README, "Convolutions").
 enum ConvCost {
   static let gemmShareOfPeak = 0.6
   static let cyclesPerTransformedFloat = 1.0
