@@ -79,20 +79,8 @@ import Testing
 
   /// The interpreter in Double on `d`'s data: logits, loss and gradients.
   static func reference(_ d: Differential) throws -> Results {
-    let backward = try differentiate(d.graph)
-    let table = try inferShapes(backward, batch: d.batch)
-    var inputs: [String: RefValue<Double>] = [:]
-    for i in d.graph.inputs {
-      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: d.images.map(Double.init)))
-                                       : .i32(shape: [d.batch], data: d.labels)
-    }
-    let params = d.parameters.tensors().mapValues { Tensor(shape: $0.shape, data: $0.data.map(Double.init)) }
-    let env = try Interpreter<Double>(graph: backward, shapes: table)
-      .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: 1))
-    var grads: [String: [Float]] = [:]
-    for g in backward.gradients { grads[g.parameter] = env[g.value]!.tensor!.data.map(Float.init) }
-    return Results(logits: env[d.graph.output!]!.tensor!.data.map(Float.init), loss: Float(env[d.graph.minimize!]!.tensor!.data[0]),
-                   gradients: grads)
+    let r = try d.reference(Double.self) { Double($0) }
+    return Results(logits: r.logits, loss: r.loss, gradients: r.gradients)
   }
 
   /// max |a - b| over max |reference|.

@@ -27,18 +27,24 @@ public struct Differential {
 
   /// The interpreter's loss, logits and gradients at `step` (dropout keyed by seed 11).
   public func reference(step: Int = 1) throws -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
+    try reference(Float.self, step: step) { $0 }
+  }
+
+  /// The same, computed in `T` from this data (the Double reference) and returned as Float.
+  public func reference<T: Real>(_ type: T.Type, step: Int = 1, _ convert: (Float) -> T) throws
+    -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
     let backward = try differentiate(graph)
     let table = try inferShapes(backward, batch: batch)
-    var inputs: [String: RefValue<Float>] = [:]
+    var inputs: [String: RefValue<T>] = [:]
     for i in graph.inputs {
-      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images)) : .i32(shape: [batch], data: labels)
+      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images.map(convert))) : .i32(shape: [batch], data: labels)
     }
-    let params = parameters.tensors()
-    let env = try Interpreter<Float>(graph: backward, shapes: table)
+    let params = parameters.tensors().mapValues { Tensor(shape: $0.shape, data: $0.data.map(convert)) }
+    let env = try Interpreter<T>(graph: backward, shapes: table)
       .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: UInt64(step)))
     var grads: [String: [Float]] = [:]
-    for d in backward.gradients { grads[d.parameter] = env[d.value]!.tensor!.data }
-    return (env[graph.minimize!]!.tensor!.data[0], env[graph.output!]!.tensor!.data, grads)
+    for d in backward.gradients { grads[d.parameter] = env[d.value]!.tensor!.data.map { Float($0) } }
+    return (Float(env[graph.minimize!]!.tensor!.data[0]), env[graph.output!]!.tensor!.data.map { Float($0) }, grads)
   }
 }
 

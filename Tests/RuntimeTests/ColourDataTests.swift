@@ -6,11 +6,7 @@ import Testing
 /// CIFAR-10 and CIFAR-100 binary files: loaded planar per channel with their labels, normalised per
 /// channel, and refused with one clear error when truncated, missing or of another format.
 @Suite struct ColourDataTests {
-  static func tempDir() -> String {
-    let d = NSTemporaryDirectory() + "cnnc-cifar-\(UUID().uuidString)"
-    try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-    return d
-  }
+  static func tempDir() -> String { DataAndCheckpointTests.tempDir() }
 
   /// `count` records: label bytes (CIFAR-100: coarse = label / 5, fine = label), then the red plane all
   /// `label`, the green plane all 100, the blue plane all 200 + index % 50.
@@ -27,9 +23,7 @@ import Testing
     return d
   }
 
-  static func error(_ body: () throws -> Void) -> String {
-    do { try body(); return "" } catch { return "\(error)" }
-  }
+  static func error(_ body: () throws -> Void) -> String { DataAndCheckpointTests.error(body) }
 
   @Test func cifar10LoadsEveryBatchInOrderPlanarPerChannel() throws {
     let dir = Self.tempDir()
