@@ -41,7 +41,7 @@ let package = Package(
     .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),
     .testTarget(name: "OpsTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "PassesTests", dependencies: ["GraphIR", "Passes"]),
-    .testTarget(name: "LoweringTests", dependencies: ["GraphIR", "Passes", "Lowering"]),
+    .testTarget(name: "LoweringTests", dependencies: ["GraphIR", "Passes", "Lowering", "CNNCTestSupport"]),
     .testTarget(name: "RuntimeTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),

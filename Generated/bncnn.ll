@@ -12261,1195 +12261,2500 @@ adam.i619.end:                                    ; preds = %adam.i619
 
 define void @bncnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  call void @bncnn_infer_b64.k0.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k1.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k2.relu1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k3.pool1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k4.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k5.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k6.relu2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k7.pool2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k8.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k9.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k10.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k11.relu3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @bncnn_infer_b64.k12.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k0.bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k1.conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k2.bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k3.conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k4.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k5.bn3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k6.fc1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @bncnn_infer_b64.k7.fc2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k0.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k0.bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  br label %conv1.g1
+  %bn1.scale2 = alloca float, align 4
+  br label %bn1.c1
 
-conv1.g1:                                         ; preds = %conv1.j24.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j24.end ]
-  br label %conv1.j2
+bn1.c1:                                           ; preds = %bn1.c1, %entry
+  %bn1.c11 = phi i64 [ 0, %entry ], [ %c1.next, %bn1.c1 ]
+  %0 = add nsw i64 288, %bn1.c11
+  %params2 = getelementptr inbounds float, ptr %params, i64 %0
+  %1 = load float, ptr %params2, align 4
+  %2 = add nsw i64 421898, %bn1.c11
+  %params3 = getelementptr inbounds float, ptr %params, i64 %2
+  %3 = load float, ptr %params3, align 4
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %bn1.scale2, align 4
+  %scale2 = load float, ptr %bn1.scale2, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %bn1.c11
+  store float %scale2, ptr %arena4, align 4
+  %8 = add nsw i64 320, %bn1.c11
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 421866, %bn1.c11
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale27 = load float, ptr %bn1.scale2, align 4
+  %12 = fmul float %11, %scale27
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 32, %bn1.c11
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c1.next = add nsw i64 %bn1.c11, 1
+  %15 = icmp slt i64 %c1.next, 32
+  br i1 %15, label %bn1.c1, label %bn1.c1.end
 
-conv1.g1.end:                                     ; preds = %conv1.j24.end
+bn1.c1.end:                                       ; preds = %bn1.c1
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @bncnn_infer_b64.k1.conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+entry:
+  %conv1.best68 = alloca float, align 4
+  %conv1.at69 = alloca float, align 4
+  %conv1.v67 = alloca float, align 4
+  %conv1.best65 = alloca float, align 4
+  %conv1.at66 = alloca float, align 4
+  %conv1.v64 = alloca float, align 4
+  %conv1.best62 = alloca float, align 4
+  %conv1.at63 = alloca float, align 4
+  %conv1.v61 = alloca float, align 4
+  %conv1.at60 = alloca float, align 4
+  %conv1.v59 = alloca float, align 4
+  br label %conv1.i3
+
+conv1.i3:                                         ; preds = %conv1.i3, %entry
+  %conv1.i31 = phi i64 [ 0, %entry ], [ %i3.next, %conv1.i3 ]
+  %0 = sdiv i64 %conv1.i31, 14
+  %1 = mul nsw i64 %0, 56
+  %2 = srem i64 %conv1.i31, 14
+  %3 = mul nsw i64 %2, 2
+  %4 = add nsw i64 %1, %3
+  %5 = sitofp i64 %4 to float
+  %6 = add nsw i64 1317184, %conv1.i31
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %6
+  store float %5, ptr %arena2, align 4
+  %i3.next = add nsw i64 %conv1.i31, 1
+  %7 = icmp slt i64 %i3.next, 196
+  br i1 %7, label %conv1.i3, label %conv1.i3.end
+
+conv1.i3.end:                                     ; preds = %conv1.i3
+  br label %conv1.g4
+
+conv1.g4:                                         ; preds = %conv1.j56.end, %conv1.i3.end
+  %conv1.g43 = phi i64 [ 0, %conv1.i3.end ], [ %g4.next, %conv1.j56.end ]
+  br label %conv1.j5
+
+conv1.g4.end:                                     ; preds = %conv1.j56.end
   ret void
 
-conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
-  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
-  br label %conv1.c3
+conv1.j5:                                         ; preds = %conv1.c6.end, %conv1.g4
+  %conv1.j54 = phi i64 [ 0, %conv1.g4 ], [ %j5.next, %conv1.c6.end ]
+  br label %conv1.c6
 
-conv1.j2.end:                                     ; preds = %conv1.c3.end
-  call void @bncnn_infer_b64.k0.conv1.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %conv1.j24
+conv1.j5.end:                                     ; preds = %conv1.c6.end
+  call void @bncnn_infer_b64.k1.conv1.gemm55(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %conv1.j56
 
-conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
-  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
-  br label %conv1.ky4
+conv1.c6:                                         ; preds = %conv1.ky7.end, %conv1.j5
+  %conv1.c65 = phi i64 [ 0, %conv1.j5 ], [ %c6.next, %conv1.ky7.end ]
+  br label %conv1.ky7
 
-conv1.c3.end:                                     ; preds = %conv1.ky4.end
-  %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
+conv1.c6.end:                                     ; preds = %conv1.ky7.end
+  %j5.next = add nsw i64 %conv1.j54, 1
+  %8 = icmp slt i64 %j5.next, 16
+  br i1 %8, label %conv1.j5, label %conv1.j5.end
 
-conv1.ky4:                                        ; preds = %conv1.oy12.end, %conv1.c3
-  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy12.end ]
-  br label %conv1.oy5
+conv1.ky7:                                        ; preds = %conv1.oy44.end, %conv1.c6
+  %conv1.ky76 = phi i64 [ 0, %conv1.c6 ], [ %ky7.next, %conv1.oy44.end ]
+  br label %conv1.oy8
 
-conv1.ky4.end:                                    ; preds = %conv1.oy12.end
-  %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
+conv1.ky7.end:                                    ; preds = %conv1.oy44.end
+  %c6.next = add nsw i64 %conv1.c65, 1
+  %9 = icmp slt i64 %c6.next, 1
+  br i1 %9, label %conv1.c6, label %conv1.c6.end
 
-conv1.oy5:                                        ; preds = %conv1.endif16, %conv1.ky4
-  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.endif16 ]
-  %2 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %3 = add nsw i64 %2, -1
-  %4 = icmp slt i64 -1, %3
-  %5 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %6 = add nsw i64 %5, -1
-  %7 = icmp slt i64 %6, 28
-  %8 = and i1 %4, %7
-  br i1 %8, label %conv1.then, label %conv1.endif
+conv1.oy8:                                        ; preds = %conv1.endif18, %conv1.ky7
+  %conv1.oy87 = phi i64 [ 0, %conv1.ky7 ], [ %oy8.next, %conv1.endif18 ]
+  %10 = mul nsw i64 %conv1.oy87, 2
+  %11 = add nsw i64 %10, %conv1.ky76
+  %12 = add nsw i64 %11, -1
+  %13 = icmp slt i64 -1, %12
+  %14 = mul nsw i64 %conv1.oy87, 2
+  %15 = add nsw i64 %14, %conv1.ky76
+  %16 = add nsw i64 %15, -1
+  %17 = icmp slt i64 %16, 28
+  %18 = and i1 %13, %17
+  br i1 %18, label %conv1.then, label %conv1.endif
 
-conv1.oy5.end:                                    ; preds = %conv1.endif16
-  br label %conv1.oy9
-
-conv1.then:                                       ; preds = %conv1.oy5
-  br label %conv1.ox6
-
-conv1.endif:                                      ; preds = %conv1.ox7.end, %conv1.oy5
-  %9 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %10 = add nsw i64 %9, -1
-  %11 = icmp slt i64 %10, 0
-  br i1 %11, label %conv1.then11, label %conv1.endif12
-
-conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.then
-  %conv1.ox66 = phi i64 [ 0, %conv1.then ], [ %ox6.next, %conv1.ox6 ]
-  %12 = mul nsw i64 %conv1.g11, 16
-  %13 = add nsw i64 %12, %conv1.j22
-  %14 = mul nsw i64 %13, 784
-  %15 = mul nsw i64 %conv1.c33, 784
-  %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %18 = add nsw i64 %17, -1
-  %19 = mul nsw i64 %18, 28
-  %20 = add nsw i64 %16, %19
-  %21 = add nsw i64 %conv1.ox66, 1
-  %22 = add nsw i64 %21, -1
-  %23 = add nsw i64 %20, %22
-  %images7 = getelementptr inbounds float, ptr %images, i64 %23
-  %24 = load float, ptr %images7, align 4
-  %25 = mul nsw i64 %conv1.c33, 3
-  %26 = add nsw i64 %25, %conv1.ky44
-  %27 = mul nsw i64 %26, 3
-  %28 = mul nsw i64 %27, 12544
-  %29 = add nsw i64 1605632, %28
-  %30 = mul nsw i64 %conv1.j22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %conv1.oy55, 28
-  %33 = add nsw i64 %conv1.ox66, 1
-  %34 = add nsw i64 %32, %33
-  %35 = add nsw i64 %31, %34
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %35
-  store float %24, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %conv1.ox66, 1
-  %36 = icmp slt i64 %ox6.next, 27
-  br i1 %36, label %conv1.ox6, label %conv1.ox6.end
-
-conv1.ox6.end:                                    ; preds = %conv1.ox6
-  br label %conv1.ox7
-
-conv1.ox7:                                        ; preds = %conv1.ox7, %conv1.ox6.end
-  %conv1.ox79 = phi i64 [ 0, %conv1.ox6.end ], [ %ox7.next, %conv1.ox7 ]
-  %37 = mul nsw i64 %conv1.c33, 3
-  %38 = add nsw i64 %37, %conv1.ky44
-  %39 = mul nsw i64 %38, 3
-  %40 = mul nsw i64 %39, 12544
-  %41 = add nsw i64 1605632, %40
-  %42 = mul nsw i64 %conv1.j22, 784
-  %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %conv1.oy55, 28
-  %45 = add nsw i64 %44, %conv1.ox79
-  %46 = add nsw i64 %43, %45
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float 0.000000e+00, ptr %arena10, align 4
-  %ox7.next = add nsw i64 %conv1.ox79, 1
-  %47 = icmp slt i64 %ox7.next, 1
-  br i1 %47, label %conv1.ox7, label %conv1.ox7.end
-
-conv1.ox7.end:                                    ; preds = %conv1.ox7
-  br label %conv1.endif
-
-conv1.then11:                                     ; preds = %conv1.endif
-  br label %conv1.ox8
-
-conv1.endif12:                                    ; preds = %conv1.ox8.end, %conv1.endif
-  %48 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %49 = add nsw i64 %48, -1
-  %50 = icmp slt i64 27, %49
-  br i1 %50, label %conv1.then15, label %conv1.endif16
-
-conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then11
-  %conv1.ox813 = phi i64 [ 0, %conv1.then11 ], [ %ox8.next, %conv1.ox8 ]
-  %51 = mul nsw i64 %conv1.c33, 3
-  %52 = add nsw i64 %51, %conv1.ky44
-  %53 = mul nsw i64 %52, 3
-  %54 = mul nsw i64 %53, 12544
-  %55 = add nsw i64 1605632, %54
-  %56 = mul nsw i64 %conv1.j22, 784
-  %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %conv1.oy55, 28
-  %59 = add nsw i64 %58, %conv1.ox813
-  %60 = add nsw i64 %57, %59
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %60
-  store float 0.000000e+00, ptr %arena14, align 4
-  %ox8.next = add nsw i64 %conv1.ox813, 1
-  %61 = icmp slt i64 %ox8.next, 28
-  br i1 %61, label %conv1.ox8, label %conv1.ox8.end
-
-conv1.ox8.end:                                    ; preds = %conv1.ox8
-  br label %conv1.endif12
-
-conv1.then15:                                     ; preds = %conv1.endif12
-  br label %conv1.ox817
-
-conv1.endif16:                                    ; preds = %conv1.ox8.end18, %conv1.endif12
-  %oy5.next = add nsw i64 %conv1.oy55, 1
-  %62 = icmp slt i64 %oy5.next, 28
-  br i1 %62, label %conv1.oy5, label %conv1.oy5.end
-
-conv1.ox817:                                      ; preds = %conv1.ox817, %conv1.then15
-  %conv1.ox819 = phi i64 [ 0, %conv1.then15 ], [ %ox8.next21, %conv1.ox817 ]
-  %63 = mul nsw i64 %conv1.c33, 3
-  %64 = add nsw i64 %63, %conv1.ky44
-  %65 = mul nsw i64 %64, 3
-  %66 = mul nsw i64 %65, 12544
-  %67 = add nsw i64 1605632, %66
-  %68 = mul nsw i64 %conv1.j22, 784
-  %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %conv1.oy55, 28
-  %71 = add nsw i64 %70, %conv1.ox819
-  %72 = add nsw i64 %69, %71
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float 0.000000e+00, ptr %arena20, align 4
-  %ox8.next21 = add nsw i64 %conv1.ox819, 1
-  %73 = icmp slt i64 %ox8.next21, 28
-  br i1 %73, label %conv1.ox817, label %conv1.ox8.end18
-
-conv1.ox8.end18:                                  ; preds = %conv1.ox817
-  br label %conv1.endif16
-
-conv1.oy9:                                        ; preds = %conv1.endif33, %conv1.oy5.end
-  %conv1.oy922 = phi i64 [ 0, %conv1.oy5.end ], [ %oy9.next, %conv1.endif33 ]
-  %74 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %75 = add nsw i64 %74, -1
-  %76 = icmp slt i64 -1, %75
-  %77 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %78 = add nsw i64 %77, -1
-  %79 = icmp slt i64 %78, 28
-  %80 = and i1 %76, %79
-  br i1 %80, label %conv1.then23, label %conv1.endif24
-
-conv1.oy9.end:                                    ; preds = %conv1.endif33
+conv1.oy8.end:                                    ; preds = %conv1.endif18
   br label %conv1.oy12
 
-conv1.then23:                                     ; preds = %conv1.oy9
+conv1.then:                                       ; preds = %conv1.oy8
+  br label %conv1.ox9
+
+conv1.endif:                                      ; preds = %conv1.ox10.end, %conv1.oy8
+  %19 = mul nsw i64 %conv1.oy87, 2
+  %20 = add nsw i64 %19, %conv1.ky76
+  %21 = add nsw i64 %20, -1
+  %22 = icmp slt i64 %21, 0
+  br i1 %22, label %conv1.then13, label %conv1.endif14
+
+conv1.ox9:                                        ; preds = %conv1.ox9, %conv1.then
+  %conv1.ox98 = phi i64 [ 0, %conv1.then ], [ %ox9.next, %conv1.ox9 ]
+  %23 = mul nsw i64 %conv1.g43, 16
+  %24 = add nsw i64 %23, %conv1.j54
+  %25 = mul nsw i64 %24, 784
+  %26 = mul nsw i64 %conv1.c65, 784
+  %27 = add nsw i64 %25, %26
+  %28 = mul nsw i64 %conv1.oy87, 2
+  %29 = add nsw i64 %28, %conv1.ky76
+  %30 = add nsw i64 %29, -1
+  %31 = mul nsw i64 %30, 28
+  %32 = add nsw i64 %27, %31
+  %33 = add nsw i64 %conv1.ox98, 1
+  %34 = mul nsw i64 %33, 2
+  %35 = add nsw i64 %34, -1
+  %36 = add nsw i64 %32, %35
+  %images9 = getelementptr inbounds float, ptr %images, i64 %36
+  %37 = load float, ptr %images9, align 4
+  %38 = mul nsw i64 %conv1.c65, 3
+  %39 = add nsw i64 %38, %conv1.ky76
+  %40 = mul nsw i64 %39, 3
+  %41 = mul nsw i64 %40, 12544
+  %42 = add nsw i64 802880, %41
+  %43 = mul nsw i64 %conv1.j54, 784
+  %44 = add nsw i64 %42, %43
+  %45 = mul nsw i64 %conv1.oy87, 14
+  %46 = add nsw i64 %conv1.ox98, 1
+  %47 = add nsw i64 %45, %46
+  %48 = add nsw i64 %44, %47
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %48
+  store float %37, ptr %arena10, align 4
+  %ox9.next = add nsw i64 %conv1.ox98, 1
+  %49 = icmp slt i64 %ox9.next, 13
+  br i1 %49, label %conv1.ox9, label %conv1.ox9.end
+
+conv1.ox9.end:                                    ; preds = %conv1.ox9
   br label %conv1.ox10
 
-conv1.endif24:                                    ; preds = %conv1.ox10.end, %conv1.oy9
-  %81 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %82 = add nsw i64 %81, -1
-  %83 = icmp slt i64 %82, 0
-  br i1 %83, label %conv1.then28, label %conv1.endif29
-
-conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then23
-  %conv1.ox1025 = phi i64 [ 0, %conv1.then23 ], [ %ox10.next, %conv1.ox10 ]
-  %84 = mul nsw i64 %conv1.g11, 16
-  %85 = add nsw i64 %84, %conv1.j22
-  %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %conv1.c33, 784
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %90 = add nsw i64 %89, -1
-  %91 = mul nsw i64 %90, 28
-  %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %conv1.ox1025
-  %images26 = getelementptr inbounds float, ptr %images, i64 %93
-  %94 = load float, ptr %images26, align 4
-  %95 = mul nsw i64 %conv1.c33, 3
-  %96 = add nsw i64 %95, %conv1.ky44
-  %97 = mul nsw i64 %96, 3
-  %98 = add nsw i64 %97, 1
-  %99 = mul nsw i64 %98, 12544
-  %100 = add nsw i64 1605632, %99
-  %101 = mul nsw i64 %conv1.j22, 784
-  %102 = add nsw i64 %100, %101
-  %103 = mul nsw i64 %conv1.oy922, 28
-  %104 = add nsw i64 %103, %conv1.ox1025
-  %105 = add nsw i64 %102, %104
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %105
-  store float %94, ptr %arena27, align 4
-  %ox10.next = add nsw i64 %conv1.ox1025, 1
-  %106 = icmp slt i64 %ox10.next, 28
-  br i1 %106, label %conv1.ox10, label %conv1.ox10.end
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.ox9.end
+  %conv1.ox1011 = phi i64 [ 0, %conv1.ox9.end ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.c65, 3
+  %51 = add nsw i64 %50, %conv1.ky76
+  %52 = mul nsw i64 %51, 3
+  %53 = mul nsw i64 %52, 12544
+  %54 = add nsw i64 802880, %53
+  %55 = mul nsw i64 %conv1.j54, 784
+  %56 = add nsw i64 %54, %55
+  %57 = mul nsw i64 %conv1.oy87, 14
+  %58 = add nsw i64 %57, %conv1.ox1011
+  %59 = add nsw i64 %56, %58
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %59
+  store float 0.000000e+00, ptr %arena12, align 4
+  %ox10.next = add nsw i64 %conv1.ox1011, 1
+  %60 = icmp slt i64 %ox10.next, 1
+  br i1 %60, label %conv1.ox10, label %conv1.ox10.end
 
 conv1.ox10.end:                                   ; preds = %conv1.ox10
-  br label %conv1.endif24
+  br label %conv1.endif
 
-conv1.then28:                                     ; preds = %conv1.endif24
+conv1.then13:                                     ; preds = %conv1.endif
   br label %conv1.ox11
 
-conv1.endif29:                                    ; preds = %conv1.ox11.end, %conv1.endif24
-  %107 = add nsw i64 %conv1.oy922, %conv1.ky44
-  %108 = add nsw i64 %107, -1
-  %109 = icmp slt i64 27, %108
-  br i1 %109, label %conv1.then32, label %conv1.endif33
+conv1.endif14:                                    ; preds = %conv1.ox11.end, %conv1.endif
+  %61 = mul nsw i64 %conv1.oy87, 2
+  %62 = add nsw i64 %61, %conv1.ky76
+  %63 = add nsw i64 %62, -1
+  %64 = icmp slt i64 27, %63
+  br i1 %64, label %conv1.then17, label %conv1.endif18
 
-conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.then28
-  %conv1.ox1130 = phi i64 [ 0, %conv1.then28 ], [ %ox11.next, %conv1.ox11 ]
-  %110 = mul nsw i64 %conv1.c33, 3
-  %111 = add nsw i64 %110, %conv1.ky44
-  %112 = mul nsw i64 %111, 3
-  %113 = add nsw i64 %112, 1
-  %114 = mul nsw i64 %113, 12544
-  %115 = add nsw i64 1605632, %114
-  %116 = mul nsw i64 %conv1.j22, 784
-  %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %conv1.oy922, 28
-  %119 = add nsw i64 %118, %conv1.ox1130
-  %120 = add nsw i64 %117, %119
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
-  store float 0.000000e+00, ptr %arena31, align 4
-  %ox11.next = add nsw i64 %conv1.ox1130, 1
-  %121 = icmp slt i64 %ox11.next, 28
-  br i1 %121, label %conv1.ox11, label %conv1.ox11.end
+conv1.ox11:                                       ; preds = %conv1.ox11, %conv1.then13
+  %conv1.ox1115 = phi i64 [ 0, %conv1.then13 ], [ %ox11.next, %conv1.ox11 ]
+  %65 = mul nsw i64 %conv1.c65, 3
+  %66 = add nsw i64 %65, %conv1.ky76
+  %67 = mul nsw i64 %66, 3
+  %68 = mul nsw i64 %67, 12544
+  %69 = add nsw i64 802880, %68
+  %70 = mul nsw i64 %conv1.j54, 784
+  %71 = add nsw i64 %69, %70
+  %72 = mul nsw i64 %conv1.oy87, 14
+  %73 = add nsw i64 %72, %conv1.ox1115
+  %74 = add nsw i64 %71, %73
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %74
+  store float 0.000000e+00, ptr %arena16, align 4
+  %ox11.next = add nsw i64 %conv1.ox1115, 1
+  %75 = icmp slt i64 %ox11.next, 14
+  br i1 %75, label %conv1.ox11, label %conv1.ox11.end
 
 conv1.ox11.end:                                   ; preds = %conv1.ox11
-  br label %conv1.endif29
+  br label %conv1.endif14
 
-conv1.then32:                                     ; preds = %conv1.endif29
-  br label %conv1.ox1134
+conv1.then17:                                     ; preds = %conv1.endif14
+  br label %conv1.ox1119
 
-conv1.endif33:                                    ; preds = %conv1.ox11.end35, %conv1.endif29
-  %oy9.next = add nsw i64 %conv1.oy922, 1
-  %122 = icmp slt i64 %oy9.next, 28
-  br i1 %122, label %conv1.oy9, label %conv1.oy9.end
+conv1.endif18:                                    ; preds = %conv1.ox11.end20, %conv1.endif14
+  %oy8.next = add nsw i64 %conv1.oy87, 1
+  %76 = icmp slt i64 %oy8.next, 14
+  br i1 %76, label %conv1.oy8, label %conv1.oy8.end
 
-conv1.ox1134:                                     ; preds = %conv1.ox1134, %conv1.then32
-  %conv1.ox1136 = phi i64 [ 0, %conv1.then32 ], [ %ox11.next38, %conv1.ox1134 ]
-  %123 = mul nsw i64 %conv1.c33, 3
-  %124 = add nsw i64 %123, %conv1.ky44
-  %125 = mul nsw i64 %124, 3
-  %126 = add nsw i64 %125, 1
-  %127 = mul nsw i64 %126, 12544
-  %128 = add nsw i64 1605632, %127
-  %129 = mul nsw i64 %conv1.j22, 784
-  %130 = add nsw i64 %128, %129
-  %131 = mul nsw i64 %conv1.oy922, 28
-  %132 = add nsw i64 %131, %conv1.ox1136
-  %133 = add nsw i64 %130, %132
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %133
-  store float 0.000000e+00, ptr %arena37, align 4
-  %ox11.next38 = add nsw i64 %conv1.ox1136, 1
-  %134 = icmp slt i64 %ox11.next38, 28
-  br i1 %134, label %conv1.ox1134, label %conv1.ox11.end35
+conv1.ox1119:                                     ; preds = %conv1.ox1119, %conv1.then17
+  %conv1.ox1121 = phi i64 [ 0, %conv1.then17 ], [ %ox11.next23, %conv1.ox1119 ]
+  %77 = mul nsw i64 %conv1.c65, 3
+  %78 = add nsw i64 %77, %conv1.ky76
+  %79 = mul nsw i64 %78, 3
+  %80 = mul nsw i64 %79, 12544
+  %81 = add nsw i64 802880, %80
+  %82 = mul nsw i64 %conv1.j54, 784
+  %83 = add nsw i64 %81, %82
+  %84 = mul nsw i64 %conv1.oy87, 14
+  %85 = add nsw i64 %84, %conv1.ox1121
+  %86 = add nsw i64 %83, %85
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %86
+  store float 0.000000e+00, ptr %arena22, align 4
+  %ox11.next23 = add nsw i64 %conv1.ox1121, 1
+  %87 = icmp slt i64 %ox11.next23, 14
+  br i1 %87, label %conv1.ox1119, label %conv1.ox11.end20
 
-conv1.ox11.end35:                                 ; preds = %conv1.ox1134
-  br label %conv1.endif33
+conv1.ox11.end20:                                 ; preds = %conv1.ox1119
+  br label %conv1.endif18
 
-conv1.oy12:                                       ; preds = %conv1.endif52, %conv1.oy9.end
-  %conv1.oy1239 = phi i64 [ 0, %conv1.oy9.end ], [ %oy12.next, %conv1.endif52 ]
-  %135 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %136 = add nsw i64 %135, -1
-  %137 = icmp slt i64 -1, %136
-  %138 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %139 = add nsw i64 %138, -1
-  %140 = icmp slt i64 %139, 28
-  %141 = and i1 %137, %140
-  br i1 %141, label %conv1.then40, label %conv1.endif41
+conv1.oy12:                                       ; preds = %conv1.endif35, %conv1.oy8.end
+  %conv1.oy1224 = phi i64 [ 0, %conv1.oy8.end ], [ %oy12.next, %conv1.endif35 ]
+  %88 = mul nsw i64 %conv1.oy1224, 2
+  %89 = add nsw i64 %88, %conv1.ky76
+  %90 = add nsw i64 %89, -1
+  %91 = icmp slt i64 -1, %90
+  %92 = mul nsw i64 %conv1.oy1224, 2
+  %93 = add nsw i64 %92, %conv1.ky76
+  %94 = add nsw i64 %93, -1
+  %95 = icmp slt i64 %94, 28
+  %96 = and i1 %91, %95
+  br i1 %96, label %conv1.then25, label %conv1.endif26
 
-conv1.oy12.end:                                   ; preds = %conv1.endif52
-  %ky4.next = add nsw i64 %conv1.ky44, 1
-  %142 = icmp slt i64 %ky4.next, 3
-  br i1 %142, label %conv1.ky4, label %conv1.ky4.end
+conv1.oy12.end:                                   ; preds = %conv1.endif35
+  br label %conv1.oy15
 
-conv1.then40:                                     ; preds = %conv1.oy12
+conv1.then25:                                     ; preds = %conv1.oy12
   br label %conv1.ox13
 
-conv1.endif41:                                    ; preds = %conv1.ox14.end, %conv1.oy12
-  %143 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %144 = add nsw i64 %143, -1
-  %145 = icmp slt i64 %144, 0
-  br i1 %145, label %conv1.then47, label %conv1.endif48
+conv1.endif26:                                    ; preds = %conv1.ox13.end, %conv1.oy12
+  %97 = mul nsw i64 %conv1.oy1224, 2
+  %98 = add nsw i64 %97, %conv1.ky76
+  %99 = add nsw i64 %98, -1
+  %100 = icmp slt i64 %99, 0
+  br i1 %100, label %conv1.then30, label %conv1.endif31
 
-conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then40
-  %conv1.ox1342 = phi i64 [ 0, %conv1.then40 ], [ %ox13.next, %conv1.ox13 ]
-  %146 = mul nsw i64 %conv1.g11, 16
-  %147 = add nsw i64 %146, %conv1.j22
-  %148 = mul nsw i64 %147, 784
-  %149 = mul nsw i64 %conv1.c33, 784
-  %150 = add nsw i64 %148, %149
-  %151 = add nsw i64 %conv1.oy1239, %conv1.ky44
-  %152 = add nsw i64 %151, -1
-  %153 = mul nsw i64 %152, 28
-  %154 = add nsw i64 %150, %153
-  %155 = add nsw i64 %conv1.ox1342, 1
-  %156 = add nsw i64 %154, %155
-  %images43 = getelementptr inbounds float, ptr %images, i64 %156
-  %157 = load float, ptr %images43, align 4
-  %158 = mul nsw i64 %conv1.c33, 3
-  %159 = add nsw i64 %158, %conv1.ky44
-  %160 = mul nsw i64 %159, 3
-  %161 = add nsw i64 %160, 2
-  %162 = mul nsw i64 %161, 12544
-  %163 = add nsw i64 1605632, %162
-  %164 = mul nsw i64 %conv1.j22, 784
-  %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %conv1.oy1239, 28
-  %167 = add nsw i64 %166, %conv1.ox1342
-  %168 = add nsw i64 %165, %167
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %168
-  store float %157, ptr %arena44, align 4
-  %ox13.next = add nsw i64 %conv1.ox1342, 1
-  %169 = icmp slt i64 %ox13.next, 27
-  br i1 %169, label %conv1.ox13, label %conv1.ox13.end
+conv1.ox13:                                       ; preds = %conv1.ox13, %conv1.then25
+  %conv1.ox1327 = phi i64 [ 0, %conv1.then25 ], [ %ox13.next, %conv1.ox13 ]
+  %101 = mul nsw i64 %conv1.g43, 16
+  %102 = add nsw i64 %101, %conv1.j54
+  %103 = mul nsw i64 %102, 784
+  %104 = mul nsw i64 %conv1.c65, 784
+  %105 = add nsw i64 %103, %104
+  %106 = mul nsw i64 %conv1.oy1224, 2
+  %107 = add nsw i64 %106, %conv1.ky76
+  %108 = add nsw i64 %107, -1
+  %109 = mul nsw i64 %108, 28
+  %110 = add nsw i64 %105, %109
+  %111 = mul nsw i64 %conv1.ox1327, 2
+  %112 = add nsw i64 %110, %111
+  %images28 = getelementptr inbounds float, ptr %images, i64 %112
+  %113 = load float, ptr %images28, align 4
+  %114 = mul nsw i64 %conv1.c65, 3
+  %115 = add nsw i64 %114, %conv1.ky76
+  %116 = mul nsw i64 %115, 3
+  %117 = mul nsw i64 %116, 12544
+  %118 = add nsw i64 802880, %117
+  %119 = mul nsw i64 %conv1.j54, 784
+  %120 = add nsw i64 %118, %119
+  %121 = mul nsw i64 %conv1.oy1224, 14
+  %122 = add nsw i64 196, %121
+  %123 = add nsw i64 %122, %conv1.ox1327
+  %124 = add nsw i64 %120, %123
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %124
+  store float %113, ptr %arena29, align 4
+  %ox13.next = add nsw i64 %conv1.ox1327, 1
+  %125 = icmp slt i64 %ox13.next, 14
+  br i1 %125, label %conv1.ox13, label %conv1.ox13.end
 
 conv1.ox13.end:                                   ; preds = %conv1.ox13
+  br label %conv1.endif26
+
+conv1.then30:                                     ; preds = %conv1.endif26
   br label %conv1.ox14
 
-conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.ox13.end
-  %conv1.ox1445 = phi i64 [ 0, %conv1.ox13.end ], [ %ox14.next, %conv1.ox14 ]
-  %170 = mul nsw i64 %conv1.c33, 3
-  %171 = add nsw i64 %170, %conv1.ky44
-  %172 = mul nsw i64 %171, 3
-  %173 = add nsw i64 %172, 2
-  %174 = mul nsw i64 %173, 12544
-  %175 = add nsw i64 1605632, %174
-  %176 = mul nsw i64 %conv1.j22, 784
-  %177 = add nsw i64 %175, %176
-  %178 = mul nsw i64 %conv1.oy1239, 28
-  %179 = add nsw i64 %conv1.ox1445, 27
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %177, %180
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float 0.000000e+00, ptr %arena46, align 4
-  %ox14.next = add nsw i64 %conv1.ox1445, 1
-  %182 = icmp slt i64 %ox14.next, 1
-  br i1 %182, label %conv1.ox14, label %conv1.ox14.end
+conv1.endif31:                                    ; preds = %conv1.ox14.end, %conv1.endif26
+  %126 = mul nsw i64 %conv1.oy1224, 2
+  %127 = add nsw i64 %126, %conv1.ky76
+  %128 = add nsw i64 %127, -1
+  %129 = icmp slt i64 27, %128
+  br i1 %129, label %conv1.then34, label %conv1.endif35
+
+conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.then30
+  %conv1.ox1432 = phi i64 [ 0, %conv1.then30 ], [ %ox14.next, %conv1.ox14 ]
+  %130 = mul nsw i64 %conv1.c65, 3
+  %131 = add nsw i64 %130, %conv1.ky76
+  %132 = mul nsw i64 %131, 3
+  %133 = mul nsw i64 %132, 12544
+  %134 = add nsw i64 802880, %133
+  %135 = mul nsw i64 %conv1.j54, 784
+  %136 = add nsw i64 %134, %135
+  %137 = mul nsw i64 %conv1.oy1224, 14
+  %138 = add nsw i64 196, %137
+  %139 = add nsw i64 %138, %conv1.ox1432
+  %140 = add nsw i64 %136, %139
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %140
+  store float 0.000000e+00, ptr %arena33, align 4
+  %ox14.next = add nsw i64 %conv1.ox1432, 1
+  %141 = icmp slt i64 %ox14.next, 14
+  br i1 %141, label %conv1.ox14, label %conv1.ox14.end
 
 conv1.ox14.end:                                   ; preds = %conv1.ox14
-  br label %conv1.endif41
+  br label %conv1.endif31
 
-conv1.then47:                                     ; preds = %conv1.endif41
-  br label %conv1.ox15
+conv1.then34:                                     ; preds = %conv1.endif31
+  br label %conv1.ox1436
 
-conv1.endif48:                                    ; preds = %conv1.ox15.end, %conv1.endif41
-  %183 = add nsw i64 %conv1.oy1239, %conv1.ky44
+conv1.endif35:                                    ; preds = %conv1.ox14.end37, %conv1.endif31
+  %oy12.next = add nsw i64 %conv1.oy1224, 1
+  %142 = icmp slt i64 %oy12.next, 14
+  br i1 %142, label %conv1.oy12, label %conv1.oy12.end
+
+conv1.ox1436:                                     ; preds = %conv1.ox1436, %conv1.then34
+  %conv1.ox1438 = phi i64 [ 0, %conv1.then34 ], [ %ox14.next40, %conv1.ox1436 ]
+  %143 = mul nsw i64 %conv1.c65, 3
+  %144 = add nsw i64 %143, %conv1.ky76
+  %145 = mul nsw i64 %144, 3
+  %146 = mul nsw i64 %145, 12544
+  %147 = add nsw i64 802880, %146
+  %148 = mul nsw i64 %conv1.j54, 784
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %conv1.oy1224, 14
+  %151 = add nsw i64 196, %150
+  %152 = add nsw i64 %151, %conv1.ox1438
+  %153 = add nsw i64 %149, %152
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %153
+  store float 0.000000e+00, ptr %arena39, align 4
+  %ox14.next40 = add nsw i64 %conv1.ox1438, 1
+  %154 = icmp slt i64 %ox14.next40, 14
+  br i1 %154, label %conv1.ox1436, label %conv1.ox14.end37
+
+conv1.ox14.end37:                                 ; preds = %conv1.ox1436
+  br label %conv1.endif35
+
+conv1.oy15:                                       ; preds = %conv1.endif54, %conv1.oy12.end
+  %conv1.oy1541 = phi i64 [ 0, %conv1.oy12.end ], [ %oy15.next, %conv1.endif54 ]
+  %155 = mul nsw i64 %conv1.oy1541, 2
+  %156 = add nsw i64 %155, 1
+  %157 = add nsw i64 %156, %conv1.ky76
+  %158 = add nsw i64 %157, -1
+  %159 = icmp slt i64 -1, %158
+  %160 = mul nsw i64 %conv1.oy1541, 2
+  %161 = add nsw i64 %160, 1
+  %162 = add nsw i64 %161, %conv1.ky76
+  %163 = add nsw i64 %162, -1
+  %164 = icmp slt i64 %163, 28
+  %165 = and i1 %159, %164
+  br i1 %165, label %conv1.then42, label %conv1.endif43
+
+conv1.oy15.end:                                   ; preds = %conv1.endif54
+  br label %conv1.oy19
+
+conv1.then42:                                     ; preds = %conv1.oy15
+  br label %conv1.ox16
+
+conv1.endif43:                                    ; preds = %conv1.ox17.end, %conv1.oy15
+  %166 = mul nsw i64 %conv1.oy1541, 2
+  %167 = add nsw i64 %166, 1
+  %168 = add nsw i64 %167, %conv1.ky76
+  %169 = add nsw i64 %168, -1
+  %170 = icmp slt i64 %169, 0
+  br i1 %170, label %conv1.then49, label %conv1.endif50
+
+conv1.ox16:                                       ; preds = %conv1.ox16, %conv1.then42
+  %conv1.ox1644 = phi i64 [ 0, %conv1.then42 ], [ %ox16.next, %conv1.ox16 ]
+  %171 = mul nsw i64 %conv1.g43, 16
+  %172 = add nsw i64 %171, %conv1.j54
+  %173 = mul nsw i64 %172, 784
+  %174 = mul nsw i64 %conv1.c65, 784
+  %175 = add nsw i64 %173, %174
+  %176 = mul nsw i64 %conv1.oy1541, 2
+  %177 = add nsw i64 %176, 1
+  %178 = add nsw i64 %177, %conv1.ky76
+  %179 = add nsw i64 %178, -1
+  %180 = mul nsw i64 %179, 28
+  %181 = add nsw i64 %175, %180
+  %182 = add nsw i64 %conv1.ox1644, 1
+  %183 = mul nsw i64 %182, 2
   %184 = add nsw i64 %183, -1
-  %185 = icmp slt i64 27, %184
-  br i1 %185, label %conv1.then51, label %conv1.endif52
-
-conv1.ox15:                                       ; preds = %conv1.ox15, %conv1.then47
-  %conv1.ox1549 = phi i64 [ 0, %conv1.then47 ], [ %ox15.next, %conv1.ox15 ]
-  %186 = mul nsw i64 %conv1.c33, 3
-  %187 = add nsw i64 %186, %conv1.ky44
-  %188 = mul nsw i64 %187, 3
-  %189 = add nsw i64 %188, 2
+  %185 = add nsw i64 %181, %184
+  %images45 = getelementptr inbounds float, ptr %images, i64 %185
+  %186 = load float, ptr %images45, align 4
+  %187 = mul nsw i64 %conv1.c65, 3
+  %188 = add nsw i64 %187, %conv1.ky76
+  %189 = mul nsw i64 %188, 3
   %190 = mul nsw i64 %189, 12544
-  %191 = add nsw i64 1605632, %190
-  %192 = mul nsw i64 %conv1.j22, 784
+  %191 = add nsw i64 802880, %190
+  %192 = mul nsw i64 %conv1.j54, 784
   %193 = add nsw i64 %191, %192
-  %194 = mul nsw i64 %conv1.oy1239, 28
-  %195 = add nsw i64 %194, %conv1.ox1549
-  %196 = add nsw i64 %193, %195
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %196
-  store float 0.000000e+00, ptr %arena50, align 4
-  %ox15.next = add nsw i64 %conv1.ox1549, 1
-  %197 = icmp slt i64 %ox15.next, 28
-  br i1 %197, label %conv1.ox15, label %conv1.ox15.end
+  %194 = mul nsw i64 %conv1.oy1541, 14
+  %195 = add nsw i64 392, %194
+  %196 = add nsw i64 %conv1.ox1644, 1
+  %197 = add nsw i64 %195, %196
+  %198 = add nsw i64 %193, %197
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %198
+  store float %186, ptr %arena46, align 4
+  %ox16.next = add nsw i64 %conv1.ox1644, 1
+  %199 = icmp slt i64 %ox16.next, 13
+  br i1 %199, label %conv1.ox16, label %conv1.ox16.end
 
-conv1.ox15.end:                                   ; preds = %conv1.ox15
-  br label %conv1.endif48
+conv1.ox16.end:                                   ; preds = %conv1.ox16
+  br label %conv1.ox17
 
-conv1.then51:                                     ; preds = %conv1.endif48
-  br label %conv1.ox1553
-
-conv1.endif52:                                    ; preds = %conv1.ox15.end54, %conv1.endif48
-  %oy12.next = add nsw i64 %conv1.oy1239, 1
-  %198 = icmp slt i64 %oy12.next, 28
-  br i1 %198, label %conv1.oy12, label %conv1.oy12.end
-
-conv1.ox1553:                                     ; preds = %conv1.ox1553, %conv1.then51
-  %conv1.ox1555 = phi i64 [ 0, %conv1.then51 ], [ %ox15.next57, %conv1.ox1553 ]
-  %199 = mul nsw i64 %conv1.c33, 3
-  %200 = add nsw i64 %199, %conv1.ky44
-  %201 = mul nsw i64 %200, 3
-  %202 = add nsw i64 %201, 2
+conv1.ox17:                                       ; preds = %conv1.ox17, %conv1.ox16.end
+  %conv1.ox1747 = phi i64 [ 0, %conv1.ox16.end ], [ %ox17.next, %conv1.ox17 ]
+  %200 = mul nsw i64 %conv1.c65, 3
+  %201 = add nsw i64 %200, %conv1.ky76
+  %202 = mul nsw i64 %201, 3
   %203 = mul nsw i64 %202, 12544
-  %204 = add nsw i64 1605632, %203
-  %205 = mul nsw i64 %conv1.j22, 784
+  %204 = add nsw i64 802880, %203
+  %205 = mul nsw i64 %conv1.j54, 784
   %206 = add nsw i64 %204, %205
-  %207 = mul nsw i64 %conv1.oy1239, 28
-  %208 = add nsw i64 %207, %conv1.ox1555
-  %209 = add nsw i64 %206, %208
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float 0.000000e+00, ptr %arena56, align 4
-  %ox15.next57 = add nsw i64 %conv1.ox1555, 1
-  %210 = icmp slt i64 %ox15.next57, 28
-  br i1 %210, label %conv1.ox1553, label %conv1.ox15.end54
+  %207 = mul nsw i64 %conv1.oy1541, 14
+  %208 = add nsw i64 392, %207
+  %209 = add nsw i64 %208, %conv1.ox1747
+  %210 = add nsw i64 %206, %209
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %210
+  store float 0.000000e+00, ptr %arena48, align 4
+  %ox17.next = add nsw i64 %conv1.ox1747, 1
+  %211 = icmp slt i64 %ox17.next, 1
+  br i1 %211, label %conv1.ox17, label %conv1.ox17.end
 
-conv1.ox15.end54:                                 ; preds = %conv1.ox1553
-  br label %conv1.endif52
+conv1.ox17.end:                                   ; preds = %conv1.ox17
+  br label %conv1.endif43
 
-conv1.j24:                                        ; preds = %conv1.f25.end, %conv1.j2.end
-  %conv1.j2458 = phi i64 [ 0, %conv1.j2.end ], [ %j24.next, %conv1.f25.end ]
-  br label %conv1.f25
+conv1.then49:                                     ; preds = %conv1.endif43
+  br label %conv1.ox18
 
-conv1.j24.end:                                    ; preds = %conv1.f25.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %211 = icmp slt i64 %g1.next, 4
-  br i1 %211, label %conv1.g1, label %conv1.g1.end
+conv1.endif50:                                    ; preds = %conv1.ox18.end, %conv1.endif43
+  %212 = mul nsw i64 %conv1.oy1541, 2
+  %213 = add nsw i64 %212, 1
+  %214 = add nsw i64 %213, %conv1.ky76
+  %215 = add nsw i64 %214, -1
+  %216 = icmp slt i64 27, %215
+  br i1 %216, label %conv1.then53, label %conv1.endif54
 
-conv1.f25:                                        ; preds = %conv1.i26.end, %conv1.j24
-  %conv1.f2559 = phi i64 [ 0, %conv1.j24 ], [ %f25.next, %conv1.i26.end ]
-  br label %conv1.i26
-
-conv1.f25.end:                                    ; preds = %conv1.i26.end
-  %j24.next = add nsw i64 %conv1.j2458, 1
-  %212 = icmp slt i64 %j24.next, 16
-  br i1 %212, label %conv1.j24, label %conv1.j24.end
-
-conv1.i26:                                        ; preds = %conv1.i26, %conv1.f25
-  %conv1.i2660 = phi i64 [ 0, %conv1.f25 ], [ %i26.next, %conv1.i26 ]
-  %213 = mul nsw i64 %conv1.f2559, 12544
-  %214 = add nsw i64 1718528, %213
-  %215 = mul nsw i64 %conv1.j2458, 784
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %216, %conv1.i2660
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %217
-  %218 = load float, ptr %arena61, align 4
-  %219 = mul nsw i64 %conv1.g11, 16
-  %220 = add nsw i64 %219, %conv1.j2458
-  %221 = mul nsw i64 %220, 25088
-  %222 = mul nsw i64 %conv1.f2559, 784
+conv1.ox18:                                       ; preds = %conv1.ox18, %conv1.then49
+  %conv1.ox1851 = phi i64 [ 0, %conv1.then49 ], [ %ox18.next, %conv1.ox18 ]
+  %217 = mul nsw i64 %conv1.c65, 3
+  %218 = add nsw i64 %217, %conv1.ky76
+  %219 = mul nsw i64 %218, 3
+  %220 = mul nsw i64 %219, 12544
+  %221 = add nsw i64 802880, %220
+  %222 = mul nsw i64 %conv1.j54, 784
   %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %conv1.i2660
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %218, ptr %arena62, align 4
-  %i26.next = add nsw i64 %conv1.i2660, 1
-  %225 = icmp slt i64 %i26.next, 784
-  br i1 %225, label %conv1.i26, label %conv1.i26.end
+  %224 = mul nsw i64 %conv1.oy1541, 14
+  %225 = add nsw i64 392, %224
+  %226 = add nsw i64 %225, %conv1.ox1851
+  %227 = add nsw i64 %223, %226
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float 0.000000e+00, ptr %arena52, align 4
+  %ox18.next = add nsw i64 %conv1.ox1851, 1
+  %228 = icmp slt i64 %ox18.next, 14
+  br i1 %228, label %conv1.ox18, label %conv1.ox18.end
 
-conv1.i26.end:                                    ; preds = %conv1.i26
-  %f25.next = add nsw i64 %conv1.f2559, 1
-  %226 = icmp slt i64 %f25.next, 32
-  br i1 %226, label %conv1.f25, label %conv1.f25.end
+conv1.ox18.end:                                   ; preds = %conv1.ox18
+  br label %conv1.endif50
+
+conv1.then53:                                     ; preds = %conv1.endif50
+  br label %conv1.ox1855
+
+conv1.endif54:                                    ; preds = %conv1.ox18.end56, %conv1.endif50
+  %oy15.next = add nsw i64 %conv1.oy1541, 1
+  %229 = icmp slt i64 %oy15.next, 14
+  br i1 %229, label %conv1.oy15, label %conv1.oy15.end
+
+conv1.ox1855:                                     ; preds = %conv1.ox1855, %conv1.then53
+  %conv1.ox1857 = phi i64 [ 0, %conv1.then53 ], [ %ox18.next59, %conv1.ox1855 ]
+  %230 = mul nsw i64 %conv1.c65, 3
+  %231 = add nsw i64 %230, %conv1.ky76
+  %232 = mul nsw i64 %231, 3
+  %233 = mul nsw i64 %232, 12544
+  %234 = add nsw i64 802880, %233
+  %235 = mul nsw i64 %conv1.j54, 784
+  %236 = add nsw i64 %234, %235
+  %237 = mul nsw i64 %conv1.oy1541, 14
+  %238 = add nsw i64 392, %237
+  %239 = add nsw i64 %238, %conv1.ox1857
+  %240 = add nsw i64 %236, %239
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float 0.000000e+00, ptr %arena58, align 4
+  %ox18.next59 = add nsw i64 %conv1.ox1857, 1
+  %241 = icmp slt i64 %ox18.next59, 14
+  br i1 %241, label %conv1.ox1855, label %conv1.ox18.end56
+
+conv1.ox18.end56:                                 ; preds = %conv1.ox1855
+  br label %conv1.endif54
+
+conv1.oy19:                                       ; preds = %conv1.endif71, %conv1.oy15.end
+  %conv1.oy1960 = phi i64 [ 0, %conv1.oy15.end ], [ %oy19.next, %conv1.endif71 ]
+  %242 = mul nsw i64 %conv1.oy1960, 2
+  %243 = add nsw i64 %242, 1
+  %244 = add nsw i64 %243, %conv1.ky76
+  %245 = add nsw i64 %244, -1
+  %246 = icmp slt i64 -1, %245
+  %247 = mul nsw i64 %conv1.oy1960, 2
+  %248 = add nsw i64 %247, 1
+  %249 = add nsw i64 %248, %conv1.ky76
+  %250 = add nsw i64 %249, -1
+  %251 = icmp slt i64 %250, 28
+  %252 = and i1 %246, %251
+  br i1 %252, label %conv1.then61, label %conv1.endif62
+
+conv1.oy19.end:                                   ; preds = %conv1.endif71
+  br label %conv1.oy22
+
+conv1.then61:                                     ; preds = %conv1.oy19
+  br label %conv1.ox20
+
+conv1.endif62:                                    ; preds = %conv1.ox20.end, %conv1.oy19
+  %253 = mul nsw i64 %conv1.oy1960, 2
+  %254 = add nsw i64 %253, 1
+  %255 = add nsw i64 %254, %conv1.ky76
+  %256 = add nsw i64 %255, -1
+  %257 = icmp slt i64 %256, 0
+  br i1 %257, label %conv1.then66, label %conv1.endif67
+
+conv1.ox20:                                       ; preds = %conv1.ox20, %conv1.then61
+  %conv1.ox2063 = phi i64 [ 0, %conv1.then61 ], [ %ox20.next, %conv1.ox20 ]
+  %258 = mul nsw i64 %conv1.g43, 16
+  %259 = add nsw i64 %258, %conv1.j54
+  %260 = mul nsw i64 %259, 784
+  %261 = mul nsw i64 %conv1.c65, 784
+  %262 = add nsw i64 %260, %261
+  %263 = mul nsw i64 %conv1.oy1960, 2
+  %264 = add nsw i64 %263, 1
+  %265 = add nsw i64 %264, %conv1.ky76
+  %266 = add nsw i64 %265, -1
+  %267 = mul nsw i64 %266, 28
+  %268 = add nsw i64 %262, %267
+  %269 = mul nsw i64 %conv1.ox2063, 2
+  %270 = add nsw i64 %268, %269
+  %images64 = getelementptr inbounds float, ptr %images, i64 %270
+  %271 = load float, ptr %images64, align 4
+  %272 = mul nsw i64 %conv1.c65, 3
+  %273 = add nsw i64 %272, %conv1.ky76
+  %274 = mul nsw i64 %273, 3
+  %275 = mul nsw i64 %274, 12544
+  %276 = add nsw i64 802880, %275
+  %277 = mul nsw i64 %conv1.j54, 784
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.oy1960, 14
+  %280 = add nsw i64 588, %279
+  %281 = add nsw i64 %280, %conv1.ox2063
+  %282 = add nsw i64 %278, %281
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %282
+  store float %271, ptr %arena65, align 4
+  %ox20.next = add nsw i64 %conv1.ox2063, 1
+  %283 = icmp slt i64 %ox20.next, 14
+  br i1 %283, label %conv1.ox20, label %conv1.ox20.end
+
+conv1.ox20.end:                                   ; preds = %conv1.ox20
+  br label %conv1.endif62
+
+conv1.then66:                                     ; preds = %conv1.endif62
+  br label %conv1.ox21
+
+conv1.endif67:                                    ; preds = %conv1.ox21.end, %conv1.endif62
+  %284 = mul nsw i64 %conv1.oy1960, 2
+  %285 = add nsw i64 %284, 1
+  %286 = add nsw i64 %285, %conv1.ky76
+  %287 = add nsw i64 %286, -1
+  %288 = icmp slt i64 27, %287
+  br i1 %288, label %conv1.then70, label %conv1.endif71
+
+conv1.ox21:                                       ; preds = %conv1.ox21, %conv1.then66
+  %conv1.ox2168 = phi i64 [ 0, %conv1.then66 ], [ %ox21.next, %conv1.ox21 ]
+  %289 = mul nsw i64 %conv1.c65, 3
+  %290 = add nsw i64 %289, %conv1.ky76
+  %291 = mul nsw i64 %290, 3
+  %292 = mul nsw i64 %291, 12544
+  %293 = add nsw i64 802880, %292
+  %294 = mul nsw i64 %conv1.j54, 784
+  %295 = add nsw i64 %293, %294
+  %296 = mul nsw i64 %conv1.oy1960, 14
+  %297 = add nsw i64 588, %296
+  %298 = add nsw i64 %297, %conv1.ox2168
+  %299 = add nsw i64 %295, %298
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float 0.000000e+00, ptr %arena69, align 4
+  %ox21.next = add nsw i64 %conv1.ox2168, 1
+  %300 = icmp slt i64 %ox21.next, 14
+  br i1 %300, label %conv1.ox21, label %conv1.ox21.end
+
+conv1.ox21.end:                                   ; preds = %conv1.ox21
+  br label %conv1.endif67
+
+conv1.then70:                                     ; preds = %conv1.endif67
+  br label %conv1.ox2172
+
+conv1.endif71:                                    ; preds = %conv1.ox21.end73, %conv1.endif67
+  %oy19.next = add nsw i64 %conv1.oy1960, 1
+  %301 = icmp slt i64 %oy19.next, 14
+  br i1 %301, label %conv1.oy19, label %conv1.oy19.end
+
+conv1.ox2172:                                     ; preds = %conv1.ox2172, %conv1.then70
+  %conv1.ox2174 = phi i64 [ 0, %conv1.then70 ], [ %ox21.next76, %conv1.ox2172 ]
+  %302 = mul nsw i64 %conv1.c65, 3
+  %303 = add nsw i64 %302, %conv1.ky76
+  %304 = mul nsw i64 %303, 3
+  %305 = mul nsw i64 %304, 12544
+  %306 = add nsw i64 802880, %305
+  %307 = mul nsw i64 %conv1.j54, 784
+  %308 = add nsw i64 %306, %307
+  %309 = mul nsw i64 %conv1.oy1960, 14
+  %310 = add nsw i64 588, %309
+  %311 = add nsw i64 %310, %conv1.ox2174
+  %312 = add nsw i64 %308, %311
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %312
+  store float 0.000000e+00, ptr %arena75, align 4
+  %ox21.next76 = add nsw i64 %conv1.ox2174, 1
+  %313 = icmp slt i64 %ox21.next76, 14
+  br i1 %313, label %conv1.ox2172, label %conv1.ox21.end73
+
+conv1.ox21.end73:                                 ; preds = %conv1.ox2172
+  br label %conv1.endif71
+
+conv1.oy22:                                       ; preds = %conv1.endif88, %conv1.oy19.end
+  %conv1.oy2277 = phi i64 [ 0, %conv1.oy19.end ], [ %oy22.next, %conv1.endif88 ]
+  %314 = mul nsw i64 %conv1.oy2277, 2
+  %315 = add nsw i64 %314, %conv1.ky76
+  %316 = add nsw i64 %315, -1
+  %317 = icmp slt i64 -1, %316
+  %318 = mul nsw i64 %conv1.oy2277, 2
+  %319 = add nsw i64 %318, %conv1.ky76
+  %320 = add nsw i64 %319, -1
+  %321 = icmp slt i64 %320, 28
+  %322 = and i1 %317, %321
+  br i1 %322, label %conv1.then78, label %conv1.endif79
+
+conv1.oy22.end:                                   ; preds = %conv1.endif88
+  br label %conv1.oy25
+
+conv1.then78:                                     ; preds = %conv1.oy22
+  br label %conv1.ox23
+
+conv1.endif79:                                    ; preds = %conv1.ox23.end, %conv1.oy22
+  %323 = mul nsw i64 %conv1.oy2277, 2
+  %324 = add nsw i64 %323, %conv1.ky76
+  %325 = add nsw i64 %324, -1
+  %326 = icmp slt i64 %325, 0
+  br i1 %326, label %conv1.then83, label %conv1.endif84
+
+conv1.ox23:                                       ; preds = %conv1.ox23, %conv1.then78
+  %conv1.ox2380 = phi i64 [ 0, %conv1.then78 ], [ %ox23.next, %conv1.ox23 ]
+  %327 = mul nsw i64 %conv1.g43, 16
+  %328 = add nsw i64 %327, %conv1.j54
+  %329 = mul nsw i64 %328, 784
+  %330 = mul nsw i64 %conv1.c65, 784
+  %331 = add nsw i64 %329, %330
+  %332 = mul nsw i64 %conv1.oy2277, 2
+  %333 = add nsw i64 %332, %conv1.ky76
+  %334 = add nsw i64 %333, -1
+  %335 = mul nsw i64 %334, 28
+  %336 = add nsw i64 %331, %335
+  %337 = mul nsw i64 %conv1.ox2380, 2
+  %338 = add nsw i64 %336, %337
+  %images81 = getelementptr inbounds float, ptr %images, i64 %338
+  %339 = load float, ptr %images81, align 4
+  %340 = mul nsw i64 %conv1.c65, 3
+  %341 = add nsw i64 %340, %conv1.ky76
+  %342 = mul nsw i64 %341, 3
+  %343 = add nsw i64 %342, 1
+  %344 = mul nsw i64 %343, 12544
+  %345 = add nsw i64 802880, %344
+  %346 = mul nsw i64 %conv1.j54, 784
+  %347 = add nsw i64 %345, %346
+  %348 = mul nsw i64 %conv1.oy2277, 14
+  %349 = add nsw i64 %348, %conv1.ox2380
+  %350 = add nsw i64 %347, %349
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %350
+  store float %339, ptr %arena82, align 4
+  %ox23.next = add nsw i64 %conv1.ox2380, 1
+  %351 = icmp slt i64 %ox23.next, 14
+  br i1 %351, label %conv1.ox23, label %conv1.ox23.end
+
+conv1.ox23.end:                                   ; preds = %conv1.ox23
+  br label %conv1.endif79
+
+conv1.then83:                                     ; preds = %conv1.endif79
+  br label %conv1.ox24
+
+conv1.endif84:                                    ; preds = %conv1.ox24.end, %conv1.endif79
+  %352 = mul nsw i64 %conv1.oy2277, 2
+  %353 = add nsw i64 %352, %conv1.ky76
+  %354 = add nsw i64 %353, -1
+  %355 = icmp slt i64 27, %354
+  br i1 %355, label %conv1.then87, label %conv1.endif88
+
+conv1.ox24:                                       ; preds = %conv1.ox24, %conv1.then83
+  %conv1.ox2485 = phi i64 [ 0, %conv1.then83 ], [ %ox24.next, %conv1.ox24 ]
+  %356 = mul nsw i64 %conv1.c65, 3
+  %357 = add nsw i64 %356, %conv1.ky76
+  %358 = mul nsw i64 %357, 3
+  %359 = add nsw i64 %358, 1
+  %360 = mul nsw i64 %359, 12544
+  %361 = add nsw i64 802880, %360
+  %362 = mul nsw i64 %conv1.j54, 784
+  %363 = add nsw i64 %361, %362
+  %364 = mul nsw i64 %conv1.oy2277, 14
+  %365 = add nsw i64 %364, %conv1.ox2485
+  %366 = add nsw i64 %363, %365
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %366
+  store float 0.000000e+00, ptr %arena86, align 4
+  %ox24.next = add nsw i64 %conv1.ox2485, 1
+  %367 = icmp slt i64 %ox24.next, 14
+  br i1 %367, label %conv1.ox24, label %conv1.ox24.end
+
+conv1.ox24.end:                                   ; preds = %conv1.ox24
+  br label %conv1.endif84
+
+conv1.then87:                                     ; preds = %conv1.endif84
+  br label %conv1.ox2489
+
+conv1.endif88:                                    ; preds = %conv1.ox24.end90, %conv1.endif84
+  %oy22.next = add nsw i64 %conv1.oy2277, 1
+  %368 = icmp slt i64 %oy22.next, 14
+  br i1 %368, label %conv1.oy22, label %conv1.oy22.end
+
+conv1.ox2489:                                     ; preds = %conv1.ox2489, %conv1.then87
+  %conv1.ox2491 = phi i64 [ 0, %conv1.then87 ], [ %ox24.next93, %conv1.ox2489 ]
+  %369 = mul nsw i64 %conv1.c65, 3
+  %370 = add nsw i64 %369, %conv1.ky76
+  %371 = mul nsw i64 %370, 3
+  %372 = add nsw i64 %371, 1
+  %373 = mul nsw i64 %372, 12544
+  %374 = add nsw i64 802880, %373
+  %375 = mul nsw i64 %conv1.j54, 784
+  %376 = add nsw i64 %374, %375
+  %377 = mul nsw i64 %conv1.oy2277, 14
+  %378 = add nsw i64 %377, %conv1.ox2491
+  %379 = add nsw i64 %376, %378
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %379
+  store float 0.000000e+00, ptr %arena92, align 4
+  %ox24.next93 = add nsw i64 %conv1.ox2491, 1
+  %380 = icmp slt i64 %ox24.next93, 14
+  br i1 %380, label %conv1.ox2489, label %conv1.ox24.end90
+
+conv1.ox24.end90:                                 ; preds = %conv1.ox2489
+  br label %conv1.endif88
+
+conv1.oy25:                                       ; preds = %conv1.endif105, %conv1.oy22.end
+  %conv1.oy2594 = phi i64 [ 0, %conv1.oy22.end ], [ %oy25.next, %conv1.endif105 ]
+  %381 = mul nsw i64 %conv1.oy2594, 2
+  %382 = add nsw i64 %381, %conv1.ky76
+  %383 = add nsw i64 %382, -1
+  %384 = icmp slt i64 -1, %383
+  %385 = mul nsw i64 %conv1.oy2594, 2
+  %386 = add nsw i64 %385, %conv1.ky76
+  %387 = add nsw i64 %386, -1
+  %388 = icmp slt i64 %387, 28
+  %389 = and i1 %384, %388
+  br i1 %389, label %conv1.then95, label %conv1.endif96
+
+conv1.oy25.end:                                   ; preds = %conv1.endif105
+  br label %conv1.oy28
+
+conv1.then95:                                     ; preds = %conv1.oy25
+  br label %conv1.ox26
+
+conv1.endif96:                                    ; preds = %conv1.ox26.end, %conv1.oy25
+  %390 = mul nsw i64 %conv1.oy2594, 2
+  %391 = add nsw i64 %390, %conv1.ky76
+  %392 = add nsw i64 %391, -1
+  %393 = icmp slt i64 %392, 0
+  br i1 %393, label %conv1.then100, label %conv1.endif101
+
+conv1.ox26:                                       ; preds = %conv1.ox26, %conv1.then95
+  %conv1.ox2697 = phi i64 [ 0, %conv1.then95 ], [ %ox26.next, %conv1.ox26 ]
+  %394 = mul nsw i64 %conv1.g43, 16
+  %395 = add nsw i64 %394, %conv1.j54
+  %396 = mul nsw i64 %395, 784
+  %397 = mul nsw i64 %conv1.c65, 784
+  %398 = add nsw i64 %396, %397
+  %399 = mul nsw i64 %conv1.oy2594, 2
+  %400 = add nsw i64 %399, %conv1.ky76
+  %401 = add nsw i64 %400, -1
+  %402 = mul nsw i64 %401, 28
+  %403 = add nsw i64 %398, %402
+  %404 = mul nsw i64 %conv1.ox2697, 2
+  %405 = add nsw i64 %404, 1
+  %406 = add nsw i64 %403, %405
+  %images98 = getelementptr inbounds float, ptr %images, i64 %406
+  %407 = load float, ptr %images98, align 4
+  %408 = mul nsw i64 %conv1.c65, 3
+  %409 = add nsw i64 %408, %conv1.ky76
+  %410 = mul nsw i64 %409, 3
+  %411 = add nsw i64 %410, 1
+  %412 = mul nsw i64 %411, 12544
+  %413 = add nsw i64 802880, %412
+  %414 = mul nsw i64 %conv1.j54, 784
+  %415 = add nsw i64 %413, %414
+  %416 = mul nsw i64 %conv1.oy2594, 14
+  %417 = add nsw i64 196, %416
+  %418 = add nsw i64 %417, %conv1.ox2697
+  %419 = add nsw i64 %415, %418
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %419
+  store float %407, ptr %arena99, align 4
+  %ox26.next = add nsw i64 %conv1.ox2697, 1
+  %420 = icmp slt i64 %ox26.next, 14
+  br i1 %420, label %conv1.ox26, label %conv1.ox26.end
+
+conv1.ox26.end:                                   ; preds = %conv1.ox26
+  br label %conv1.endif96
+
+conv1.then100:                                    ; preds = %conv1.endif96
+  br label %conv1.ox27
+
+conv1.endif101:                                   ; preds = %conv1.ox27.end, %conv1.endif96
+  %421 = mul nsw i64 %conv1.oy2594, 2
+  %422 = add nsw i64 %421, %conv1.ky76
+  %423 = add nsw i64 %422, -1
+  %424 = icmp slt i64 27, %423
+  br i1 %424, label %conv1.then104, label %conv1.endif105
+
+conv1.ox27:                                       ; preds = %conv1.ox27, %conv1.then100
+  %conv1.ox27102 = phi i64 [ 0, %conv1.then100 ], [ %ox27.next, %conv1.ox27 ]
+  %425 = mul nsw i64 %conv1.c65, 3
+  %426 = add nsw i64 %425, %conv1.ky76
+  %427 = mul nsw i64 %426, 3
+  %428 = add nsw i64 %427, 1
+  %429 = mul nsw i64 %428, 12544
+  %430 = add nsw i64 802880, %429
+  %431 = mul nsw i64 %conv1.j54, 784
+  %432 = add nsw i64 %430, %431
+  %433 = mul nsw i64 %conv1.oy2594, 14
+  %434 = add nsw i64 196, %433
+  %435 = add nsw i64 %434, %conv1.ox27102
+  %436 = add nsw i64 %432, %435
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float 0.000000e+00, ptr %arena103, align 4
+  %ox27.next = add nsw i64 %conv1.ox27102, 1
+  %437 = icmp slt i64 %ox27.next, 14
+  br i1 %437, label %conv1.ox27, label %conv1.ox27.end
+
+conv1.ox27.end:                                   ; preds = %conv1.ox27
+  br label %conv1.endif101
+
+conv1.then104:                                    ; preds = %conv1.endif101
+  br label %conv1.ox27106
+
+conv1.endif105:                                   ; preds = %conv1.ox27.end107, %conv1.endif101
+  %oy25.next = add nsw i64 %conv1.oy2594, 1
+  %438 = icmp slt i64 %oy25.next, 14
+  br i1 %438, label %conv1.oy25, label %conv1.oy25.end
+
+conv1.ox27106:                                    ; preds = %conv1.ox27106, %conv1.then104
+  %conv1.ox27108 = phi i64 [ 0, %conv1.then104 ], [ %ox27.next110, %conv1.ox27106 ]
+  %439 = mul nsw i64 %conv1.c65, 3
+  %440 = add nsw i64 %439, %conv1.ky76
+  %441 = mul nsw i64 %440, 3
+  %442 = add nsw i64 %441, 1
+  %443 = mul nsw i64 %442, 12544
+  %444 = add nsw i64 802880, %443
+  %445 = mul nsw i64 %conv1.j54, 784
+  %446 = add nsw i64 %444, %445
+  %447 = mul nsw i64 %conv1.oy2594, 14
+  %448 = add nsw i64 196, %447
+  %449 = add nsw i64 %448, %conv1.ox27108
+  %450 = add nsw i64 %446, %449
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %450
+  store float 0.000000e+00, ptr %arena109, align 4
+  %ox27.next110 = add nsw i64 %conv1.ox27108, 1
+  %451 = icmp slt i64 %ox27.next110, 14
+  br i1 %451, label %conv1.ox27106, label %conv1.ox27.end107
+
+conv1.ox27.end107:                                ; preds = %conv1.ox27106
+  br label %conv1.endif105
+
+conv1.oy28:                                       ; preds = %conv1.endif122, %conv1.oy25.end
+  %conv1.oy28111 = phi i64 [ 0, %conv1.oy25.end ], [ %oy28.next, %conv1.endif122 ]
+  %452 = mul nsw i64 %conv1.oy28111, 2
+  %453 = add nsw i64 %452, 1
+  %454 = add nsw i64 %453, %conv1.ky76
+  %455 = add nsw i64 %454, -1
+  %456 = icmp slt i64 -1, %455
+  %457 = mul nsw i64 %conv1.oy28111, 2
+  %458 = add nsw i64 %457, 1
+  %459 = add nsw i64 %458, %conv1.ky76
+  %460 = add nsw i64 %459, -1
+  %461 = icmp slt i64 %460, 28
+  %462 = and i1 %456, %461
+  br i1 %462, label %conv1.then112, label %conv1.endif113
+
+conv1.oy28.end:                                   ; preds = %conv1.endif122
+  br label %conv1.oy31
+
+conv1.then112:                                    ; preds = %conv1.oy28
+  br label %conv1.ox29
+
+conv1.endif113:                                   ; preds = %conv1.ox29.end, %conv1.oy28
+  %463 = mul nsw i64 %conv1.oy28111, 2
+  %464 = add nsw i64 %463, 1
+  %465 = add nsw i64 %464, %conv1.ky76
+  %466 = add nsw i64 %465, -1
+  %467 = icmp slt i64 %466, 0
+  br i1 %467, label %conv1.then117, label %conv1.endif118
+
+conv1.ox29:                                       ; preds = %conv1.ox29, %conv1.then112
+  %conv1.ox29114 = phi i64 [ 0, %conv1.then112 ], [ %ox29.next, %conv1.ox29 ]
+  %468 = mul nsw i64 %conv1.g43, 16
+  %469 = add nsw i64 %468, %conv1.j54
+  %470 = mul nsw i64 %469, 784
+  %471 = mul nsw i64 %conv1.c65, 784
+  %472 = add nsw i64 %470, %471
+  %473 = mul nsw i64 %conv1.oy28111, 2
+  %474 = add nsw i64 %473, 1
+  %475 = add nsw i64 %474, %conv1.ky76
+  %476 = add nsw i64 %475, -1
+  %477 = mul nsw i64 %476, 28
+  %478 = add nsw i64 %472, %477
+  %479 = mul nsw i64 %conv1.ox29114, 2
+  %480 = add nsw i64 %478, %479
+  %images115 = getelementptr inbounds float, ptr %images, i64 %480
+  %481 = load float, ptr %images115, align 4
+  %482 = mul nsw i64 %conv1.c65, 3
+  %483 = add nsw i64 %482, %conv1.ky76
+  %484 = mul nsw i64 %483, 3
+  %485 = add nsw i64 %484, 1
+  %486 = mul nsw i64 %485, 12544
+  %487 = add nsw i64 802880, %486
+  %488 = mul nsw i64 %conv1.j54, 784
+  %489 = add nsw i64 %487, %488
+  %490 = mul nsw i64 %conv1.oy28111, 14
+  %491 = add nsw i64 392, %490
+  %492 = add nsw i64 %491, %conv1.ox29114
+  %493 = add nsw i64 %489, %492
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %493
+  store float %481, ptr %arena116, align 4
+  %ox29.next = add nsw i64 %conv1.ox29114, 1
+  %494 = icmp slt i64 %ox29.next, 14
+  br i1 %494, label %conv1.ox29, label %conv1.ox29.end
+
+conv1.ox29.end:                                   ; preds = %conv1.ox29
+  br label %conv1.endif113
+
+conv1.then117:                                    ; preds = %conv1.endif113
+  br label %conv1.ox30
+
+conv1.endif118:                                   ; preds = %conv1.ox30.end, %conv1.endif113
+  %495 = mul nsw i64 %conv1.oy28111, 2
+  %496 = add nsw i64 %495, 1
+  %497 = add nsw i64 %496, %conv1.ky76
+  %498 = add nsw i64 %497, -1
+  %499 = icmp slt i64 27, %498
+  br i1 %499, label %conv1.then121, label %conv1.endif122
+
+conv1.ox30:                                       ; preds = %conv1.ox30, %conv1.then117
+  %conv1.ox30119 = phi i64 [ 0, %conv1.then117 ], [ %ox30.next, %conv1.ox30 ]
+  %500 = mul nsw i64 %conv1.c65, 3
+  %501 = add nsw i64 %500, %conv1.ky76
+  %502 = mul nsw i64 %501, 3
+  %503 = add nsw i64 %502, 1
+  %504 = mul nsw i64 %503, 12544
+  %505 = add nsw i64 802880, %504
+  %506 = mul nsw i64 %conv1.j54, 784
+  %507 = add nsw i64 %505, %506
+  %508 = mul nsw i64 %conv1.oy28111, 14
+  %509 = add nsw i64 392, %508
+  %510 = add nsw i64 %509, %conv1.ox30119
+  %511 = add nsw i64 %507, %510
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %511
+  store float 0.000000e+00, ptr %arena120, align 4
+  %ox30.next = add nsw i64 %conv1.ox30119, 1
+  %512 = icmp slt i64 %ox30.next, 14
+  br i1 %512, label %conv1.ox30, label %conv1.ox30.end
+
+conv1.ox30.end:                                   ; preds = %conv1.ox30
+  br label %conv1.endif118
+
+conv1.then121:                                    ; preds = %conv1.endif118
+  br label %conv1.ox30123
+
+conv1.endif122:                                   ; preds = %conv1.ox30.end124, %conv1.endif118
+  %oy28.next = add nsw i64 %conv1.oy28111, 1
+  %513 = icmp slt i64 %oy28.next, 14
+  br i1 %513, label %conv1.oy28, label %conv1.oy28.end
+
+conv1.ox30123:                                    ; preds = %conv1.ox30123, %conv1.then121
+  %conv1.ox30125 = phi i64 [ 0, %conv1.then121 ], [ %ox30.next127, %conv1.ox30123 ]
+  %514 = mul nsw i64 %conv1.c65, 3
+  %515 = add nsw i64 %514, %conv1.ky76
+  %516 = mul nsw i64 %515, 3
+  %517 = add nsw i64 %516, 1
+  %518 = mul nsw i64 %517, 12544
+  %519 = add nsw i64 802880, %518
+  %520 = mul nsw i64 %conv1.j54, 784
+  %521 = add nsw i64 %519, %520
+  %522 = mul nsw i64 %conv1.oy28111, 14
+  %523 = add nsw i64 392, %522
+  %524 = add nsw i64 %523, %conv1.ox30125
+  %525 = add nsw i64 %521, %524
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %525
+  store float 0.000000e+00, ptr %arena126, align 4
+  %ox30.next127 = add nsw i64 %conv1.ox30125, 1
+  %526 = icmp slt i64 %ox30.next127, 14
+  br i1 %526, label %conv1.ox30123, label %conv1.ox30.end124
+
+conv1.ox30.end124:                                ; preds = %conv1.ox30123
+  br label %conv1.endif122
+
+conv1.oy31:                                       ; preds = %conv1.endif139, %conv1.oy28.end
+  %conv1.oy31128 = phi i64 [ 0, %conv1.oy28.end ], [ %oy31.next, %conv1.endif139 ]
+  %527 = mul nsw i64 %conv1.oy31128, 2
+  %528 = add nsw i64 %527, 1
+  %529 = add nsw i64 %528, %conv1.ky76
+  %530 = add nsw i64 %529, -1
+  %531 = icmp slt i64 -1, %530
+  %532 = mul nsw i64 %conv1.oy31128, 2
+  %533 = add nsw i64 %532, 1
+  %534 = add nsw i64 %533, %conv1.ky76
+  %535 = add nsw i64 %534, -1
+  %536 = icmp slt i64 %535, 28
+  %537 = and i1 %531, %536
+  br i1 %537, label %conv1.then129, label %conv1.endif130
+
+conv1.oy31.end:                                   ; preds = %conv1.endif139
+  br label %conv1.oy34
+
+conv1.then129:                                    ; preds = %conv1.oy31
+  br label %conv1.ox32
+
+conv1.endif130:                                   ; preds = %conv1.ox32.end, %conv1.oy31
+  %538 = mul nsw i64 %conv1.oy31128, 2
+  %539 = add nsw i64 %538, 1
+  %540 = add nsw i64 %539, %conv1.ky76
+  %541 = add nsw i64 %540, -1
+  %542 = icmp slt i64 %541, 0
+  br i1 %542, label %conv1.then134, label %conv1.endif135
+
+conv1.ox32:                                       ; preds = %conv1.ox32, %conv1.then129
+  %conv1.ox32131 = phi i64 [ 0, %conv1.then129 ], [ %ox32.next, %conv1.ox32 ]
+  %543 = mul nsw i64 %conv1.g43, 16
+  %544 = add nsw i64 %543, %conv1.j54
+  %545 = mul nsw i64 %544, 784
+  %546 = mul nsw i64 %conv1.c65, 784
+  %547 = add nsw i64 %545, %546
+  %548 = mul nsw i64 %conv1.oy31128, 2
+  %549 = add nsw i64 %548, 1
+  %550 = add nsw i64 %549, %conv1.ky76
+  %551 = add nsw i64 %550, -1
+  %552 = mul nsw i64 %551, 28
+  %553 = add nsw i64 %547, %552
+  %554 = mul nsw i64 %conv1.ox32131, 2
+  %555 = add nsw i64 %554, 1
+  %556 = add nsw i64 %553, %555
+  %images132 = getelementptr inbounds float, ptr %images, i64 %556
+  %557 = load float, ptr %images132, align 4
+  %558 = mul nsw i64 %conv1.c65, 3
+  %559 = add nsw i64 %558, %conv1.ky76
+  %560 = mul nsw i64 %559, 3
+  %561 = add nsw i64 %560, 1
+  %562 = mul nsw i64 %561, 12544
+  %563 = add nsw i64 802880, %562
+  %564 = mul nsw i64 %conv1.j54, 784
+  %565 = add nsw i64 %563, %564
+  %566 = mul nsw i64 %conv1.oy31128, 14
+  %567 = add nsw i64 588, %566
+  %568 = add nsw i64 %567, %conv1.ox32131
+  %569 = add nsw i64 %565, %568
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %569
+  store float %557, ptr %arena133, align 4
+  %ox32.next = add nsw i64 %conv1.ox32131, 1
+  %570 = icmp slt i64 %ox32.next, 14
+  br i1 %570, label %conv1.ox32, label %conv1.ox32.end
+
+conv1.ox32.end:                                   ; preds = %conv1.ox32
+  br label %conv1.endif130
+
+conv1.then134:                                    ; preds = %conv1.endif130
+  br label %conv1.ox33
+
+conv1.endif135:                                   ; preds = %conv1.ox33.end, %conv1.endif130
+  %571 = mul nsw i64 %conv1.oy31128, 2
+  %572 = add nsw i64 %571, 1
+  %573 = add nsw i64 %572, %conv1.ky76
+  %574 = add nsw i64 %573, -1
+  %575 = icmp slt i64 27, %574
+  br i1 %575, label %conv1.then138, label %conv1.endif139
+
+conv1.ox33:                                       ; preds = %conv1.ox33, %conv1.then134
+  %conv1.ox33136 = phi i64 [ 0, %conv1.then134 ], [ %ox33.next, %conv1.ox33 ]
+  %576 = mul nsw i64 %conv1.c65, 3
+  %577 = add nsw i64 %576, %conv1.ky76
+  %578 = mul nsw i64 %577, 3
+  %579 = add nsw i64 %578, 1
+  %580 = mul nsw i64 %579, 12544
+  %581 = add nsw i64 802880, %580
+  %582 = mul nsw i64 %conv1.j54, 784
+  %583 = add nsw i64 %581, %582
+  %584 = mul nsw i64 %conv1.oy31128, 14
+  %585 = add nsw i64 588, %584
+  %586 = add nsw i64 %585, %conv1.ox33136
+  %587 = add nsw i64 %583, %586
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %587
+  store float 0.000000e+00, ptr %arena137, align 4
+  %ox33.next = add nsw i64 %conv1.ox33136, 1
+  %588 = icmp slt i64 %ox33.next, 14
+  br i1 %588, label %conv1.ox33, label %conv1.ox33.end
+
+conv1.ox33.end:                                   ; preds = %conv1.ox33
+  br label %conv1.endif135
+
+conv1.then138:                                    ; preds = %conv1.endif135
+  br label %conv1.ox33140
+
+conv1.endif139:                                   ; preds = %conv1.ox33.end141, %conv1.endif135
+  %oy31.next = add nsw i64 %conv1.oy31128, 1
+  %589 = icmp slt i64 %oy31.next, 14
+  br i1 %589, label %conv1.oy31, label %conv1.oy31.end
+
+conv1.ox33140:                                    ; preds = %conv1.ox33140, %conv1.then138
+  %conv1.ox33142 = phi i64 [ 0, %conv1.then138 ], [ %ox33.next144, %conv1.ox33140 ]
+  %590 = mul nsw i64 %conv1.c65, 3
+  %591 = add nsw i64 %590, %conv1.ky76
+  %592 = mul nsw i64 %591, 3
+  %593 = add nsw i64 %592, 1
+  %594 = mul nsw i64 %593, 12544
+  %595 = add nsw i64 802880, %594
+  %596 = mul nsw i64 %conv1.j54, 784
+  %597 = add nsw i64 %595, %596
+  %598 = mul nsw i64 %conv1.oy31128, 14
+  %599 = add nsw i64 588, %598
+  %600 = add nsw i64 %599, %conv1.ox33142
+  %601 = add nsw i64 %597, %600
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %601
+  store float 0.000000e+00, ptr %arena143, align 4
+  %ox33.next144 = add nsw i64 %conv1.ox33142, 1
+  %602 = icmp slt i64 %ox33.next144, 14
+  br i1 %602, label %conv1.ox33140, label %conv1.ox33.end141
+
+conv1.ox33.end141:                                ; preds = %conv1.ox33140
+  br label %conv1.endif139
+
+conv1.oy34:                                       ; preds = %conv1.endif156, %conv1.oy31.end
+  %conv1.oy34145 = phi i64 [ 0, %conv1.oy31.end ], [ %oy34.next, %conv1.endif156 ]
+  %603 = mul nsw i64 %conv1.oy34145, 2
+  %604 = add nsw i64 %603, %conv1.ky76
+  %605 = add nsw i64 %604, -1
+  %606 = icmp slt i64 -1, %605
+  %607 = mul nsw i64 %conv1.oy34145, 2
+  %608 = add nsw i64 %607, %conv1.ky76
+  %609 = add nsw i64 %608, -1
+  %610 = icmp slt i64 %609, 28
+  %611 = and i1 %606, %610
+  br i1 %611, label %conv1.then146, label %conv1.endif147
+
+conv1.oy34.end:                                   ; preds = %conv1.endif156
+  br label %conv1.oy37
+
+conv1.then146:                                    ; preds = %conv1.oy34
+  br label %conv1.ox35
+
+conv1.endif147:                                   ; preds = %conv1.ox35.end, %conv1.oy34
+  %612 = mul nsw i64 %conv1.oy34145, 2
+  %613 = add nsw i64 %612, %conv1.ky76
+  %614 = add nsw i64 %613, -1
+  %615 = icmp slt i64 %614, 0
+  br i1 %615, label %conv1.then151, label %conv1.endif152
+
+conv1.ox35:                                       ; preds = %conv1.ox35, %conv1.then146
+  %conv1.ox35148 = phi i64 [ 0, %conv1.then146 ], [ %ox35.next, %conv1.ox35 ]
+  %616 = mul nsw i64 %conv1.g43, 16
+  %617 = add nsw i64 %616, %conv1.j54
+  %618 = mul nsw i64 %617, 784
+  %619 = mul nsw i64 %conv1.c65, 784
+  %620 = add nsw i64 %618, %619
+  %621 = mul nsw i64 %conv1.oy34145, 2
+  %622 = add nsw i64 %621, %conv1.ky76
+  %623 = add nsw i64 %622, -1
+  %624 = mul nsw i64 %623, 28
+  %625 = add nsw i64 %620, %624
+  %626 = mul nsw i64 %conv1.ox35148, 2
+  %627 = add nsw i64 %626, 1
+  %628 = add nsw i64 %625, %627
+  %images149 = getelementptr inbounds float, ptr %images, i64 %628
+  %629 = load float, ptr %images149, align 4
+  %630 = mul nsw i64 %conv1.c65, 3
+  %631 = add nsw i64 %630, %conv1.ky76
+  %632 = mul nsw i64 %631, 3
+  %633 = add nsw i64 %632, 2
+  %634 = mul nsw i64 %633, 12544
+  %635 = add nsw i64 802880, %634
+  %636 = mul nsw i64 %conv1.j54, 784
+  %637 = add nsw i64 %635, %636
+  %638 = mul nsw i64 %conv1.oy34145, 14
+  %639 = add nsw i64 %638, %conv1.ox35148
+  %640 = add nsw i64 %637, %639
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %640
+  store float %629, ptr %arena150, align 4
+  %ox35.next = add nsw i64 %conv1.ox35148, 1
+  %641 = icmp slt i64 %ox35.next, 14
+  br i1 %641, label %conv1.ox35, label %conv1.ox35.end
+
+conv1.ox35.end:                                   ; preds = %conv1.ox35
+  br label %conv1.endif147
+
+conv1.then151:                                    ; preds = %conv1.endif147
+  br label %conv1.ox36
+
+conv1.endif152:                                   ; preds = %conv1.ox36.end, %conv1.endif147
+  %642 = mul nsw i64 %conv1.oy34145, 2
+  %643 = add nsw i64 %642, %conv1.ky76
+  %644 = add nsw i64 %643, -1
+  %645 = icmp slt i64 27, %644
+  br i1 %645, label %conv1.then155, label %conv1.endif156
+
+conv1.ox36:                                       ; preds = %conv1.ox36, %conv1.then151
+  %conv1.ox36153 = phi i64 [ 0, %conv1.then151 ], [ %ox36.next, %conv1.ox36 ]
+  %646 = mul nsw i64 %conv1.c65, 3
+  %647 = add nsw i64 %646, %conv1.ky76
+  %648 = mul nsw i64 %647, 3
+  %649 = add nsw i64 %648, 2
+  %650 = mul nsw i64 %649, 12544
+  %651 = add nsw i64 802880, %650
+  %652 = mul nsw i64 %conv1.j54, 784
+  %653 = add nsw i64 %651, %652
+  %654 = mul nsw i64 %conv1.oy34145, 14
+  %655 = add nsw i64 %654, %conv1.ox36153
+  %656 = add nsw i64 %653, %655
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %656
+  store float 0.000000e+00, ptr %arena154, align 4
+  %ox36.next = add nsw i64 %conv1.ox36153, 1
+  %657 = icmp slt i64 %ox36.next, 14
+  br i1 %657, label %conv1.ox36, label %conv1.ox36.end
+
+conv1.ox36.end:                                   ; preds = %conv1.ox36
+  br label %conv1.endif152
+
+conv1.then155:                                    ; preds = %conv1.endif152
+  br label %conv1.ox36157
+
+conv1.endif156:                                   ; preds = %conv1.ox36.end158, %conv1.endif152
+  %oy34.next = add nsw i64 %conv1.oy34145, 1
+  %658 = icmp slt i64 %oy34.next, 14
+  br i1 %658, label %conv1.oy34, label %conv1.oy34.end
+
+conv1.ox36157:                                    ; preds = %conv1.ox36157, %conv1.then155
+  %conv1.ox36159 = phi i64 [ 0, %conv1.then155 ], [ %ox36.next161, %conv1.ox36157 ]
+  %659 = mul nsw i64 %conv1.c65, 3
+  %660 = add nsw i64 %659, %conv1.ky76
+  %661 = mul nsw i64 %660, 3
+  %662 = add nsw i64 %661, 2
+  %663 = mul nsw i64 %662, 12544
+  %664 = add nsw i64 802880, %663
+  %665 = mul nsw i64 %conv1.j54, 784
+  %666 = add nsw i64 %664, %665
+  %667 = mul nsw i64 %conv1.oy34145, 14
+  %668 = add nsw i64 %667, %conv1.ox36159
+  %669 = add nsw i64 %666, %668
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %669
+  store float 0.000000e+00, ptr %arena160, align 4
+  %ox36.next161 = add nsw i64 %conv1.ox36159, 1
+  %670 = icmp slt i64 %ox36.next161, 14
+  br i1 %670, label %conv1.ox36157, label %conv1.ox36.end158
+
+conv1.ox36.end158:                                ; preds = %conv1.ox36157
+  br label %conv1.endif156
+
+conv1.oy37:                                       ; preds = %conv1.endif175, %conv1.oy34.end
+  %conv1.oy37162 = phi i64 [ 0, %conv1.oy34.end ], [ %oy37.next, %conv1.endif175 ]
+  %671 = mul nsw i64 %conv1.oy37162, 2
+  %672 = add nsw i64 %671, %conv1.ky76
+  %673 = add nsw i64 %672, -1
+  %674 = icmp slt i64 -1, %673
+  %675 = mul nsw i64 %conv1.oy37162, 2
+  %676 = add nsw i64 %675, %conv1.ky76
+  %677 = add nsw i64 %676, -1
+  %678 = icmp slt i64 %677, 28
+  %679 = and i1 %674, %678
+  br i1 %679, label %conv1.then163, label %conv1.endif164
+
+conv1.oy37.end:                                   ; preds = %conv1.endif175
+  br label %conv1.oy41
+
+conv1.then163:                                    ; preds = %conv1.oy37
+  br label %conv1.ox38
+
+conv1.endif164:                                   ; preds = %conv1.ox39.end, %conv1.oy37
+  %680 = mul nsw i64 %conv1.oy37162, 2
+  %681 = add nsw i64 %680, %conv1.ky76
+  %682 = add nsw i64 %681, -1
+  %683 = icmp slt i64 %682, 0
+  br i1 %683, label %conv1.then170, label %conv1.endif171
+
+conv1.ox38:                                       ; preds = %conv1.ox38, %conv1.then163
+  %conv1.ox38165 = phi i64 [ 0, %conv1.then163 ], [ %ox38.next, %conv1.ox38 ]
+  %684 = mul nsw i64 %conv1.g43, 16
+  %685 = add nsw i64 %684, %conv1.j54
+  %686 = mul nsw i64 %685, 784
+  %687 = mul nsw i64 %conv1.c65, 784
+  %688 = add nsw i64 %686, %687
+  %689 = mul nsw i64 %conv1.oy37162, 2
+  %690 = add nsw i64 %689, %conv1.ky76
+  %691 = add nsw i64 %690, -1
+  %692 = mul nsw i64 %691, 28
+  %693 = add nsw i64 %688, %692
+  %694 = mul nsw i64 %conv1.ox38165, 2
+  %695 = add nsw i64 %694, 2
+  %696 = add nsw i64 %693, %695
+  %images166 = getelementptr inbounds float, ptr %images, i64 %696
+  %697 = load float, ptr %images166, align 4
+  %698 = mul nsw i64 %conv1.c65, 3
+  %699 = add nsw i64 %698, %conv1.ky76
+  %700 = mul nsw i64 %699, 3
+  %701 = add nsw i64 %700, 2
+  %702 = mul nsw i64 %701, 12544
+  %703 = add nsw i64 802880, %702
+  %704 = mul nsw i64 %conv1.j54, 784
+  %705 = add nsw i64 %703, %704
+  %706 = mul nsw i64 %conv1.oy37162, 14
+  %707 = add nsw i64 196, %706
+  %708 = add nsw i64 %707, %conv1.ox38165
+  %709 = add nsw i64 %705, %708
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %709
+  store float %697, ptr %arena167, align 4
+  %ox38.next = add nsw i64 %conv1.ox38165, 1
+  %710 = icmp slt i64 %ox38.next, 13
+  br i1 %710, label %conv1.ox38, label %conv1.ox38.end
+
+conv1.ox38.end:                                   ; preds = %conv1.ox38
+  br label %conv1.ox39
+
+conv1.ox39:                                       ; preds = %conv1.ox39, %conv1.ox38.end
+  %conv1.ox39168 = phi i64 [ 0, %conv1.ox38.end ], [ %ox39.next, %conv1.ox39 ]
+  %711 = mul nsw i64 %conv1.c65, 3
+  %712 = add nsw i64 %711, %conv1.ky76
+  %713 = mul nsw i64 %712, 3
+  %714 = add nsw i64 %713, 2
+  %715 = mul nsw i64 %714, 12544
+  %716 = add nsw i64 802880, %715
+  %717 = mul nsw i64 %conv1.j54, 784
+  %718 = add nsw i64 %716, %717
+  %719 = mul nsw i64 %conv1.oy37162, 14
+  %720 = add nsw i64 196, %719
+  %721 = add nsw i64 %conv1.ox39168, 13
+  %722 = add nsw i64 %720, %721
+  %723 = add nsw i64 %718, %722
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %723
+  store float 0.000000e+00, ptr %arena169, align 4
+  %ox39.next = add nsw i64 %conv1.ox39168, 1
+  %724 = icmp slt i64 %ox39.next, 1
+  br i1 %724, label %conv1.ox39, label %conv1.ox39.end
+
+conv1.ox39.end:                                   ; preds = %conv1.ox39
+  br label %conv1.endif164
+
+conv1.then170:                                    ; preds = %conv1.endif164
+  br label %conv1.ox40
+
+conv1.endif171:                                   ; preds = %conv1.ox40.end, %conv1.endif164
+  %725 = mul nsw i64 %conv1.oy37162, 2
+  %726 = add nsw i64 %725, %conv1.ky76
+  %727 = add nsw i64 %726, -1
+  %728 = icmp slt i64 27, %727
+  br i1 %728, label %conv1.then174, label %conv1.endif175
+
+conv1.ox40:                                       ; preds = %conv1.ox40, %conv1.then170
+  %conv1.ox40172 = phi i64 [ 0, %conv1.then170 ], [ %ox40.next, %conv1.ox40 ]
+  %729 = mul nsw i64 %conv1.c65, 3
+  %730 = add nsw i64 %729, %conv1.ky76
+  %731 = mul nsw i64 %730, 3
+  %732 = add nsw i64 %731, 2
+  %733 = mul nsw i64 %732, 12544
+  %734 = add nsw i64 802880, %733
+  %735 = mul nsw i64 %conv1.j54, 784
+  %736 = add nsw i64 %734, %735
+  %737 = mul nsw i64 %conv1.oy37162, 14
+  %738 = add nsw i64 196, %737
+  %739 = add nsw i64 %738, %conv1.ox40172
+  %740 = add nsw i64 %736, %739
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %740
+  store float 0.000000e+00, ptr %arena173, align 4
+  %ox40.next = add nsw i64 %conv1.ox40172, 1
+  %741 = icmp slt i64 %ox40.next, 14
+  br i1 %741, label %conv1.ox40, label %conv1.ox40.end
+
+conv1.ox40.end:                                   ; preds = %conv1.ox40
+  br label %conv1.endif171
+
+conv1.then174:                                    ; preds = %conv1.endif171
+  br label %conv1.ox40176
+
+conv1.endif175:                                   ; preds = %conv1.ox40.end177, %conv1.endif171
+  %oy37.next = add nsw i64 %conv1.oy37162, 1
+  %742 = icmp slt i64 %oy37.next, 14
+  br i1 %742, label %conv1.oy37, label %conv1.oy37.end
+
+conv1.ox40176:                                    ; preds = %conv1.ox40176, %conv1.then174
+  %conv1.ox40178 = phi i64 [ 0, %conv1.then174 ], [ %ox40.next180, %conv1.ox40176 ]
+  %743 = mul nsw i64 %conv1.c65, 3
+  %744 = add nsw i64 %743, %conv1.ky76
+  %745 = mul nsw i64 %744, 3
+  %746 = add nsw i64 %745, 2
+  %747 = mul nsw i64 %746, 12544
+  %748 = add nsw i64 802880, %747
+  %749 = mul nsw i64 %conv1.j54, 784
+  %750 = add nsw i64 %748, %749
+  %751 = mul nsw i64 %conv1.oy37162, 14
+  %752 = add nsw i64 196, %751
+  %753 = add nsw i64 %752, %conv1.ox40178
+  %754 = add nsw i64 %750, %753
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %754
+  store float 0.000000e+00, ptr %arena179, align 4
+  %ox40.next180 = add nsw i64 %conv1.ox40178, 1
+  %755 = icmp slt i64 %ox40.next180, 14
+  br i1 %755, label %conv1.ox40176, label %conv1.ox40.end177
+
+conv1.ox40.end177:                                ; preds = %conv1.ox40176
+  br label %conv1.endif175
+
+conv1.oy41:                                       ; preds = %conv1.endif192, %conv1.oy37.end
+  %conv1.oy41181 = phi i64 [ 0, %conv1.oy37.end ], [ %oy41.next, %conv1.endif192 ]
+  %756 = mul nsw i64 %conv1.oy41181, 2
+  %757 = add nsw i64 %756, 1
+  %758 = add nsw i64 %757, %conv1.ky76
+  %759 = add nsw i64 %758, -1
+  %760 = icmp slt i64 -1, %759
+  %761 = mul nsw i64 %conv1.oy41181, 2
+  %762 = add nsw i64 %761, 1
+  %763 = add nsw i64 %762, %conv1.ky76
+  %764 = add nsw i64 %763, -1
+  %765 = icmp slt i64 %764, 28
+  %766 = and i1 %760, %765
+  br i1 %766, label %conv1.then182, label %conv1.endif183
+
+conv1.oy41.end:                                   ; preds = %conv1.endif192
+  br label %conv1.oy44
+
+conv1.then182:                                    ; preds = %conv1.oy41
+  br label %conv1.ox42
+
+conv1.endif183:                                   ; preds = %conv1.ox42.end, %conv1.oy41
+  %767 = mul nsw i64 %conv1.oy41181, 2
+  %768 = add nsw i64 %767, 1
+  %769 = add nsw i64 %768, %conv1.ky76
+  %770 = add nsw i64 %769, -1
+  %771 = icmp slt i64 %770, 0
+  br i1 %771, label %conv1.then187, label %conv1.endif188
+
+conv1.ox42:                                       ; preds = %conv1.ox42, %conv1.then182
+  %conv1.ox42184 = phi i64 [ 0, %conv1.then182 ], [ %ox42.next, %conv1.ox42 ]
+  %772 = mul nsw i64 %conv1.g43, 16
+  %773 = add nsw i64 %772, %conv1.j54
+  %774 = mul nsw i64 %773, 784
+  %775 = mul nsw i64 %conv1.c65, 784
+  %776 = add nsw i64 %774, %775
+  %777 = mul nsw i64 %conv1.oy41181, 2
+  %778 = add nsw i64 %777, 1
+  %779 = add nsw i64 %778, %conv1.ky76
+  %780 = add nsw i64 %779, -1
+  %781 = mul nsw i64 %780, 28
+  %782 = add nsw i64 %776, %781
+  %783 = mul nsw i64 %conv1.ox42184, 2
+  %784 = add nsw i64 %783, 1
+  %785 = add nsw i64 %782, %784
+  %images185 = getelementptr inbounds float, ptr %images, i64 %785
+  %786 = load float, ptr %images185, align 4
+  %787 = mul nsw i64 %conv1.c65, 3
+  %788 = add nsw i64 %787, %conv1.ky76
+  %789 = mul nsw i64 %788, 3
+  %790 = add nsw i64 %789, 2
+  %791 = mul nsw i64 %790, 12544
+  %792 = add nsw i64 802880, %791
+  %793 = mul nsw i64 %conv1.j54, 784
+  %794 = add nsw i64 %792, %793
+  %795 = mul nsw i64 %conv1.oy41181, 14
+  %796 = add nsw i64 392, %795
+  %797 = add nsw i64 %796, %conv1.ox42184
+  %798 = add nsw i64 %794, %797
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %798
+  store float %786, ptr %arena186, align 4
+  %ox42.next = add nsw i64 %conv1.ox42184, 1
+  %799 = icmp slt i64 %ox42.next, 14
+  br i1 %799, label %conv1.ox42, label %conv1.ox42.end
+
+conv1.ox42.end:                                   ; preds = %conv1.ox42
+  br label %conv1.endif183
+
+conv1.then187:                                    ; preds = %conv1.endif183
+  br label %conv1.ox43
+
+conv1.endif188:                                   ; preds = %conv1.ox43.end, %conv1.endif183
+  %800 = mul nsw i64 %conv1.oy41181, 2
+  %801 = add nsw i64 %800, 1
+  %802 = add nsw i64 %801, %conv1.ky76
+  %803 = add nsw i64 %802, -1
+  %804 = icmp slt i64 27, %803
+  br i1 %804, label %conv1.then191, label %conv1.endif192
+
+conv1.ox43:                                       ; preds = %conv1.ox43, %conv1.then187
+  %conv1.ox43189 = phi i64 [ 0, %conv1.then187 ], [ %ox43.next, %conv1.ox43 ]
+  %805 = mul nsw i64 %conv1.c65, 3
+  %806 = add nsw i64 %805, %conv1.ky76
+  %807 = mul nsw i64 %806, 3
+  %808 = add nsw i64 %807, 2
+  %809 = mul nsw i64 %808, 12544
+  %810 = add nsw i64 802880, %809
+  %811 = mul nsw i64 %conv1.j54, 784
+  %812 = add nsw i64 %810, %811
+  %813 = mul nsw i64 %conv1.oy41181, 14
+  %814 = add nsw i64 392, %813
+  %815 = add nsw i64 %814, %conv1.ox43189
+  %816 = add nsw i64 %812, %815
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %816
+  store float 0.000000e+00, ptr %arena190, align 4
+  %ox43.next = add nsw i64 %conv1.ox43189, 1
+  %817 = icmp slt i64 %ox43.next, 14
+  br i1 %817, label %conv1.ox43, label %conv1.ox43.end
+
+conv1.ox43.end:                                   ; preds = %conv1.ox43
+  br label %conv1.endif188
+
+conv1.then191:                                    ; preds = %conv1.endif188
+  br label %conv1.ox43193
+
+conv1.endif192:                                   ; preds = %conv1.ox43.end194, %conv1.endif188
+  %oy41.next = add nsw i64 %conv1.oy41181, 1
+  %818 = icmp slt i64 %oy41.next, 14
+  br i1 %818, label %conv1.oy41, label %conv1.oy41.end
+
+conv1.ox43193:                                    ; preds = %conv1.ox43193, %conv1.then191
+  %conv1.ox43195 = phi i64 [ 0, %conv1.then191 ], [ %ox43.next197, %conv1.ox43193 ]
+  %819 = mul nsw i64 %conv1.c65, 3
+  %820 = add nsw i64 %819, %conv1.ky76
+  %821 = mul nsw i64 %820, 3
+  %822 = add nsw i64 %821, 2
+  %823 = mul nsw i64 %822, 12544
+  %824 = add nsw i64 802880, %823
+  %825 = mul nsw i64 %conv1.j54, 784
+  %826 = add nsw i64 %824, %825
+  %827 = mul nsw i64 %conv1.oy41181, 14
+  %828 = add nsw i64 392, %827
+  %829 = add nsw i64 %828, %conv1.ox43195
+  %830 = add nsw i64 %826, %829
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %830
+  store float 0.000000e+00, ptr %arena196, align 4
+  %ox43.next197 = add nsw i64 %conv1.ox43195, 1
+  %831 = icmp slt i64 %ox43.next197, 14
+  br i1 %831, label %conv1.ox43193, label %conv1.ox43.end194
+
+conv1.ox43.end194:                                ; preds = %conv1.ox43193
+  br label %conv1.endif192
+
+conv1.oy44:                                       ; preds = %conv1.endif211, %conv1.oy41.end
+  %conv1.oy44198 = phi i64 [ 0, %conv1.oy41.end ], [ %oy44.next, %conv1.endif211 ]
+  %832 = mul nsw i64 %conv1.oy44198, 2
+  %833 = add nsw i64 %832, 1
+  %834 = add nsw i64 %833, %conv1.ky76
+  %835 = add nsw i64 %834, -1
+  %836 = icmp slt i64 -1, %835
+  %837 = mul nsw i64 %conv1.oy44198, 2
+  %838 = add nsw i64 %837, 1
+  %839 = add nsw i64 %838, %conv1.ky76
+  %840 = add nsw i64 %839, -1
+  %841 = icmp slt i64 %840, 28
+  %842 = and i1 %836, %841
+  br i1 %842, label %conv1.then199, label %conv1.endif200
+
+conv1.oy44.end:                                   ; preds = %conv1.endif211
+  %ky7.next = add nsw i64 %conv1.ky76, 1
+  %843 = icmp slt i64 %ky7.next, 3
+  br i1 %843, label %conv1.ky7, label %conv1.ky7.end
+
+conv1.then199:                                    ; preds = %conv1.oy44
+  br label %conv1.ox45
+
+conv1.endif200:                                   ; preds = %conv1.ox46.end, %conv1.oy44
+  %844 = mul nsw i64 %conv1.oy44198, 2
+  %845 = add nsw i64 %844, 1
+  %846 = add nsw i64 %845, %conv1.ky76
+  %847 = add nsw i64 %846, -1
+  %848 = icmp slt i64 %847, 0
+  br i1 %848, label %conv1.then206, label %conv1.endif207
+
+conv1.ox45:                                       ; preds = %conv1.ox45, %conv1.then199
+  %conv1.ox45201 = phi i64 [ 0, %conv1.then199 ], [ %ox45.next, %conv1.ox45 ]
+  %849 = mul nsw i64 %conv1.g43, 16
+  %850 = add nsw i64 %849, %conv1.j54
+  %851 = mul nsw i64 %850, 784
+  %852 = mul nsw i64 %conv1.c65, 784
+  %853 = add nsw i64 %851, %852
+  %854 = mul nsw i64 %conv1.oy44198, 2
+  %855 = add nsw i64 %854, 1
+  %856 = add nsw i64 %855, %conv1.ky76
+  %857 = add nsw i64 %856, -1
+  %858 = mul nsw i64 %857, 28
+  %859 = add nsw i64 %853, %858
+  %860 = mul nsw i64 %conv1.ox45201, 2
+  %861 = add nsw i64 %860, 2
+  %862 = add nsw i64 %859, %861
+  %images202 = getelementptr inbounds float, ptr %images, i64 %862
+  %863 = load float, ptr %images202, align 4
+  %864 = mul nsw i64 %conv1.c65, 3
+  %865 = add nsw i64 %864, %conv1.ky76
+  %866 = mul nsw i64 %865, 3
+  %867 = add nsw i64 %866, 2
+  %868 = mul nsw i64 %867, 12544
+  %869 = add nsw i64 802880, %868
+  %870 = mul nsw i64 %conv1.j54, 784
+  %871 = add nsw i64 %869, %870
+  %872 = mul nsw i64 %conv1.oy44198, 14
+  %873 = add nsw i64 588, %872
+  %874 = add nsw i64 %873, %conv1.ox45201
+  %875 = add nsw i64 %871, %874
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %875
+  store float %863, ptr %arena203, align 4
+  %ox45.next = add nsw i64 %conv1.ox45201, 1
+  %876 = icmp slt i64 %ox45.next, 13
+  br i1 %876, label %conv1.ox45, label %conv1.ox45.end
+
+conv1.ox45.end:                                   ; preds = %conv1.ox45
+  br label %conv1.ox46
+
+conv1.ox46:                                       ; preds = %conv1.ox46, %conv1.ox45.end
+  %conv1.ox46204 = phi i64 [ 0, %conv1.ox45.end ], [ %ox46.next, %conv1.ox46 ]
+  %877 = mul nsw i64 %conv1.c65, 3
+  %878 = add nsw i64 %877, %conv1.ky76
+  %879 = mul nsw i64 %878, 3
+  %880 = add nsw i64 %879, 2
+  %881 = mul nsw i64 %880, 12544
+  %882 = add nsw i64 802880, %881
+  %883 = mul nsw i64 %conv1.j54, 784
+  %884 = add nsw i64 %882, %883
+  %885 = mul nsw i64 %conv1.oy44198, 14
+  %886 = add nsw i64 588, %885
+  %887 = add nsw i64 %conv1.ox46204, 13
+  %888 = add nsw i64 %886, %887
+  %889 = add nsw i64 %884, %888
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %889
+  store float 0.000000e+00, ptr %arena205, align 4
+  %ox46.next = add nsw i64 %conv1.ox46204, 1
+  %890 = icmp slt i64 %ox46.next, 1
+  br i1 %890, label %conv1.ox46, label %conv1.ox46.end
+
+conv1.ox46.end:                                   ; preds = %conv1.ox46
+  br label %conv1.endif200
+
+conv1.then206:                                    ; preds = %conv1.endif200
+  br label %conv1.ox47
+
+conv1.endif207:                                   ; preds = %conv1.ox47.end, %conv1.endif200
+  %891 = mul nsw i64 %conv1.oy44198, 2
+  %892 = add nsw i64 %891, 1
+  %893 = add nsw i64 %892, %conv1.ky76
+  %894 = add nsw i64 %893, -1
+  %895 = icmp slt i64 27, %894
+  br i1 %895, label %conv1.then210, label %conv1.endif211
+
+conv1.ox47:                                       ; preds = %conv1.ox47, %conv1.then206
+  %conv1.ox47208 = phi i64 [ 0, %conv1.then206 ], [ %ox47.next, %conv1.ox47 ]
+  %896 = mul nsw i64 %conv1.c65, 3
+  %897 = add nsw i64 %896, %conv1.ky76
+  %898 = mul nsw i64 %897, 3
+  %899 = add nsw i64 %898, 2
+  %900 = mul nsw i64 %899, 12544
+  %901 = add nsw i64 802880, %900
+  %902 = mul nsw i64 %conv1.j54, 784
+  %903 = add nsw i64 %901, %902
+  %904 = mul nsw i64 %conv1.oy44198, 14
+  %905 = add nsw i64 588, %904
+  %906 = add nsw i64 %905, %conv1.ox47208
+  %907 = add nsw i64 %903, %906
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %907
+  store float 0.000000e+00, ptr %arena209, align 4
+  %ox47.next = add nsw i64 %conv1.ox47208, 1
+  %908 = icmp slt i64 %ox47.next, 14
+  br i1 %908, label %conv1.ox47, label %conv1.ox47.end
+
+conv1.ox47.end:                                   ; preds = %conv1.ox47
+  br label %conv1.endif207
+
+conv1.then210:                                    ; preds = %conv1.endif207
+  br label %conv1.ox47212
+
+conv1.endif211:                                   ; preds = %conv1.ox47.end213, %conv1.endif207
+  %oy44.next = add nsw i64 %conv1.oy44198, 1
+  %909 = icmp slt i64 %oy44.next, 14
+  br i1 %909, label %conv1.oy44, label %conv1.oy44.end
+
+conv1.ox47212:                                    ; preds = %conv1.ox47212, %conv1.then210
+  %conv1.ox47214 = phi i64 [ 0, %conv1.then210 ], [ %ox47.next216, %conv1.ox47212 ]
+  %910 = mul nsw i64 %conv1.c65, 3
+  %911 = add nsw i64 %910, %conv1.ky76
+  %912 = mul nsw i64 %911, 3
+  %913 = add nsw i64 %912, 2
+  %914 = mul nsw i64 %913, 12544
+  %915 = add nsw i64 802880, %914
+  %916 = mul nsw i64 %conv1.j54, 784
+  %917 = add nsw i64 %915, %916
+  %918 = mul nsw i64 %conv1.oy44198, 14
+  %919 = add nsw i64 588, %918
+  %920 = add nsw i64 %919, %conv1.ox47214
+  %921 = add nsw i64 %917, %920
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %921
+  store float 0.000000e+00, ptr %arena215, align 4
+  %ox47.next216 = add nsw i64 %conv1.ox47214, 1
+  %922 = icmp slt i64 %ox47.next216, 14
+  br i1 %922, label %conv1.ox47212, label %conv1.ox47.end213
+
+conv1.ox47.end213:                                ; preds = %conv1.ox47212
+  br label %conv1.endif211
+
+conv1.j56:                                        ; preds = %conv1.f57.end, %conv1.j5.end
+  %conv1.j56217 = phi i64 [ 0, %conv1.j5.end ], [ %j56.next, %conv1.f57.end ]
+  br label %conv1.f57
+
+conv1.j56.end:                                    ; preds = %conv1.f57.end
+  %g4.next = add nsw i64 %conv1.g43, 1
+  %923 = icmp slt i64 %g4.next, 4
+  br i1 %923, label %conv1.g4, label %conv1.g4.end
+
+conv1.f57:                                        ; preds = %conv1.q58.end, %conv1.j56
+  %conv1.f57218 = phi i64 [ 0, %conv1.j56 ], [ %f57.next, %conv1.q58.end ]
+  br label %conv1.q58
+
+conv1.f57.end:                                    ; preds = %conv1.q58.end
+  %j56.next = add nsw i64 %conv1.j56217, 1
+  %924 = icmp slt i64 %j56.next, 16
+  br i1 %924, label %conv1.j56, label %conv1.j56.end
+
+conv1.q58:                                        ; preds = %conv1.q58, %conv1.f57
+  %conv1.q58219 = phi i64 [ 0, %conv1.f57 ], [ %q58.next, %conv1.q58 ]
+  %925 = mul nsw i64 %conv1.f57218, 12544
+  %926 = add nsw i64 915776, %925
+  %927 = mul nsw i64 %conv1.j56217, 784
+  %928 = add nsw i64 %926, %927
+  %929 = add nsw i64 %928, %conv1.q58219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %929
+  %930 = load float, ptr %arena220, align 4
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %conv1.f57218
+  %931 = load float, ptr %arena221, align 4
+  %932 = fmul float %930, %931
+  %933 = add nsw i64 32, %conv1.f57218
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %933
+  %934 = load float, ptr %arena222, align 4
+  %935 = fadd float %932, %934
+  store float %935, ptr %conv1.v59, align 4
+  store float 0.000000e+00, ptr %conv1.at60, align 4
+  %936 = mul nsw i64 %conv1.f57218, 12544
+  %937 = add nsw i64 915776, %936
+  %938 = mul nsw i64 %conv1.j56217, 784
+  %939 = add nsw i64 %937, %938
+  %940 = add nsw i64 %939, 196
+  %941 = add nsw i64 %940, %conv1.q58219
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %941
+  %942 = load float, ptr %arena223, align 4
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 %conv1.f57218
+  %943 = load float, ptr %arena224, align 4
+  %944 = fmul float %942, %943
+  %945 = add nsw i64 32, %conv1.f57218
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %945
+  %946 = load float, ptr %arena225, align 4
+  %947 = fadd float %944, %946
+  store float %947, ptr %conv1.v61, align 4
+  %v61 = load float, ptr %conv1.v61, align 4
+  %v59 = load float, ptr %conv1.v59, align 4
+  %948 = fcmp ogt float %v61, %v59
+  %at60 = load float, ptr %conv1.at60, align 4
+  %949 = select i1 %948, float 1.000000e+00, float %at60
+  store float %949, ptr %conv1.at63, align 4
+  %v61226 = load float, ptr %conv1.v61, align 4
+  %v59227 = load float, ptr %conv1.v59, align 4
+  %950 = fcmp ogt float %v61226, %v59227
+  %v61228 = load float, ptr %conv1.v61, align 4
+  %v59229 = load float, ptr %conv1.v59, align 4
+  %951 = select i1 %950, float %v61228, float %v59229
+  store float %951, ptr %conv1.best62, align 4
+  %952 = mul nsw i64 %conv1.f57218, 12544
+  %953 = add nsw i64 915776, %952
+  %954 = mul nsw i64 %conv1.j56217, 784
+  %955 = add nsw i64 %953, %954
+  %956 = add nsw i64 %955, 392
+  %957 = add nsw i64 %956, %conv1.q58219
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %957
+  %958 = load float, ptr %arena230, align 4
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %conv1.f57218
+  %959 = load float, ptr %arena231, align 4
+  %960 = fmul float %958, %959
+  %961 = add nsw i64 32, %conv1.f57218
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %961
+  %962 = load float, ptr %arena232, align 4
+  %963 = fadd float %960, %962
+  store float %963, ptr %conv1.v64, align 4
+  %v64 = load float, ptr %conv1.v64, align 4
+  %best62 = load float, ptr %conv1.best62, align 4
+  %964 = fcmp ogt float %v64, %best62
+  %at63 = load float, ptr %conv1.at63, align 4
+  %965 = select i1 %964, float 2.800000e+01, float %at63
+  store float %965, ptr %conv1.at66, align 4
+  %v64233 = load float, ptr %conv1.v64, align 4
+  %best62234 = load float, ptr %conv1.best62, align 4
+  %966 = fcmp ogt float %v64233, %best62234
+  %v64235 = load float, ptr %conv1.v64, align 4
+  %best62236 = load float, ptr %conv1.best62, align 4
+  %967 = select i1 %966, float %v64235, float %best62236
+  store float %967, ptr %conv1.best65, align 4
+  %968 = mul nsw i64 %conv1.f57218, 12544
+  %969 = add nsw i64 915776, %968
+  %970 = mul nsw i64 %conv1.j56217, 784
+  %971 = add nsw i64 %969, %970
+  %972 = add nsw i64 %971, 588
+  %973 = add nsw i64 %972, %conv1.q58219
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %973
+  %974 = load float, ptr %arena237, align 4
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %conv1.f57218
+  %975 = load float, ptr %arena238, align 4
+  %976 = fmul float %974, %975
+  %977 = add nsw i64 32, %conv1.f57218
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %977
+  %978 = load float, ptr %arena239, align 4
+  %979 = fadd float %976, %978
+  store float %979, ptr %conv1.v67, align 4
+  %v67 = load float, ptr %conv1.v67, align 4
+  %best65 = load float, ptr %conv1.best65, align 4
+  %980 = fcmp ogt float %v67, %best65
+  %at66 = load float, ptr %conv1.at66, align 4
+  %981 = select i1 %980, float 2.900000e+01, float %at66
+  store float %981, ptr %conv1.at69, align 4
+  %v67240 = load float, ptr %conv1.v67, align 4
+  %best65241 = load float, ptr %conv1.best65, align 4
+  %982 = fcmp ogt float %v67240, %best65241
+  %v67242 = load float, ptr %conv1.v67, align 4
+  %best65243 = load float, ptr %conv1.best65, align 4
+  %983 = select i1 %982, float %v67242, float %best65243
+  store float %983, ptr %conv1.best68, align 4
+  %best68 = load float, ptr %conv1.best68, align 4
+  %984 = fcmp ogt float %best68, 0.000000e+00
+  %best68244 = load float, ptr %conv1.best68, align 4
+  %985 = select i1 %984, float %best68244, float 0.000000e+00
+  %986 = mul nsw i64 %conv1.g43, 16
+  %987 = add nsw i64 %986, %conv1.j56217
+  %988 = mul nsw i64 %987, 6272
+  %989 = mul nsw i64 %conv1.f57218, 196
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, %conv1.q58219
+  %992 = add nsw i64 64, %991
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %992
+  store float %985, ptr %arena245, align 4
+  %993 = add nsw i64 1317184, %conv1.q58219
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %993
+  %994 = load float, ptr %arena246, align 4
+  %at69 = load float, ptr %conv1.at69, align 4
+  %995 = fadd float %994, %at69
+  %996 = mul nsw i64 %conv1.g43, 16
+  %997 = add nsw i64 %996, %conv1.j56217
+  %998 = mul nsw i64 %997, 6272
+  %999 = mul nsw i64 %conv1.f57218, 196
+  %1000 = add nsw i64 %998, %999
+  %1001 = add nsw i64 %1000, %conv1.q58219
+  %1002 = add nsw i64 401472, %1001
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %1002
+  store float %995, ptr %arena247, align 4
+  %q58.next = add nsw i64 %conv1.q58219, 1
+  %1003 = icmp slt i64 %q58.next, 196
+  br i1 %1003, label %conv1.q58, label %conv1.q58.end
+
+conv1.q58.end:                                    ; preds = %conv1.q58
+  %f57.next = add nsw i64 %conv1.f57218, 1
+  %1004 = icmp slt i64 %f57.next, 32
+  br i1 %1004, label %conv1.f57, label %conv1.f57.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k0.conv1.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k1.conv1.gemm55(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %conv1.t21_a3 = alloca <8 x float>, align 32
-  %conv1.t21_a2 = alloca <8 x float>, align 32
-  %conv1.t21_a1 = alloca <8 x float>, align 32
-  %conv1.t21_a0 = alloca <8 x float>, align 32
-  %conv1.t21_b1 = alloca <8 x float>, align 32
-  %conv1.t21_b0 = alloca <8 x float>, align 32
-  %conv1.t21_c3_1 = alloca <8 x float>, align 32
-  %conv1.t21_c3_0 = alloca <8 x float>, align 32
-  %conv1.t21_c2_1 = alloca <8 x float>, align 32
-  %conv1.t21_c2_0 = alloca <8 x float>, align 32
-  %conv1.t21_c1_1 = alloca <8 x float>, align 32
-  %conv1.t21_c1_0 = alloca <8 x float>, align 32
-  %conv1.t21_c0_1 = alloca <8 x float>, align 32
-  %conv1.t21_c0_0 = alloca <8 x float>, align 32
-  %conv1.t18_a3 = alloca <8 x float>, align 32
-  %conv1.t18_a2 = alloca <8 x float>, align 32
-  %conv1.t18_a1 = alloca <8 x float>, align 32
-  %conv1.t18_a0 = alloca <8 x float>, align 32
-  %conv1.t18_b2 = alloca <8 x float>, align 32
-  %conv1.t18_b1 = alloca <8 x float>, align 32
-  %conv1.t18_b0 = alloca <8 x float>, align 32
-  %conv1.t18_c3_2 = alloca <8 x float>, align 32
-  %conv1.t18_c3_1 = alloca <8 x float>, align 32
-  %conv1.t18_c3_0 = alloca <8 x float>, align 32
-  %conv1.t18_c2_2 = alloca <8 x float>, align 32
-  %conv1.t18_c2_1 = alloca <8 x float>, align 32
-  %conv1.t18_c2_0 = alloca <8 x float>, align 32
-  %conv1.t18_c1_2 = alloca <8 x float>, align 32
-  %conv1.t18_c1_1 = alloca <8 x float>, align 32
-  %conv1.t18_c1_0 = alloca <8 x float>, align 32
-  %conv1.t18_c0_2 = alloca <8 x float>, align 32
-  %conv1.t18_c0_1 = alloca <8 x float>, align 32
-  %conv1.t18_c0_0 = alloca <8 x float>, align 32
-  br label %conv1.nb16
+  %conv1.t53_a3 = alloca <8 x float>, align 32
+  %conv1.t53_a2 = alloca <8 x float>, align 32
+  %conv1.t53_a1 = alloca <8 x float>, align 32
+  %conv1.t53_a0 = alloca <8 x float>, align 32
+  %conv1.t53_b1 = alloca <8 x float>, align 32
+  %conv1.t53_b0 = alloca <8 x float>, align 32
+  %conv1.t53_c3_1 = alloca <8 x float>, align 32
+  %conv1.t53_c3_0 = alloca <8 x float>, align 32
+  %conv1.t53_c2_1 = alloca <8 x float>, align 32
+  %conv1.t53_c2_0 = alloca <8 x float>, align 32
+  %conv1.t53_c1_1 = alloca <8 x float>, align 32
+  %conv1.t53_c1_0 = alloca <8 x float>, align 32
+  %conv1.t53_c0_1 = alloca <8 x float>, align 32
+  %conv1.t53_c0_0 = alloca <8 x float>, align 32
+  %conv1.t50_a3 = alloca <8 x float>, align 32
+  %conv1.t50_a2 = alloca <8 x float>, align 32
+  %conv1.t50_a1 = alloca <8 x float>, align 32
+  %conv1.t50_a0 = alloca <8 x float>, align 32
+  %conv1.t50_b2 = alloca <8 x float>, align 32
+  %conv1.t50_b1 = alloca <8 x float>, align 32
+  %conv1.t50_b0 = alloca <8 x float>, align 32
+  %conv1.t50_c3_2 = alloca <8 x float>, align 32
+  %conv1.t50_c3_1 = alloca <8 x float>, align 32
+  %conv1.t50_c3_0 = alloca <8 x float>, align 32
+  %conv1.t50_c2_2 = alloca <8 x float>, align 32
+  %conv1.t50_c2_1 = alloca <8 x float>, align 32
+  %conv1.t50_c2_0 = alloca <8 x float>, align 32
+  %conv1.t50_c1_2 = alloca <8 x float>, align 32
+  %conv1.t50_c1_1 = alloca <8 x float>, align 32
+  %conv1.t50_c1_0 = alloca <8 x float>, align 32
+  %conv1.t50_c0_2 = alloca <8 x float>, align 32
+  %conv1.t50_c0_1 = alloca <8 x float>, align 32
+  %conv1.t50_c0_0 = alloca <8 x float>, align 32
+  br label %conv1.nb48
 
-conv1.nb16:                                       ; preds = %conv1.mb17.end, %entry
-  %conv1.nb161 = phi i64 [ 0, %entry ], [ %nb16.next, %conv1.mb17.end ]
-  br label %conv1.mb17
+conv1.nb48:                                       ; preds = %conv1.mb49.end, %entry
+  %conv1.nb481 = phi i64 [ 0, %entry ], [ %nb48.next, %conv1.mb49.end ]
+  br label %conv1.mb49
 
-conv1.nb16.end:                                   ; preds = %conv1.mb17.end
-  br label %conv1.mb20
+conv1.nb48.end:                                   ; preds = %conv1.mb49.end
+  br label %conv1.mb52
 
-conv1.mb17:                                       ; preds = %conv1.k19.end, %conv1.nb16
-  %conv1.mb172 = phi i64 [ 0, %conv1.nb16 ], [ %mb17.next, %conv1.k19.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t18_c3_2, align 32
-  br label %conv1.k19
+conv1.mb49:                                       ; preds = %conv1.k51.end, %conv1.nb48
+  %conv1.mb492 = phi i64 [ 0, %conv1.nb48 ], [ %mb49.next, %conv1.k51.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t50_c3_2, align 32
+  br label %conv1.k51
 
-conv1.mb17.end:                                   ; preds = %conv1.k19.end
-  %nb16.next = add nsw i64 %conv1.nb161, 1
-  %0 = icmp slt i64 %nb16.next, 522
-  br i1 %0, label %conv1.nb16, label %conv1.nb16.end
+conv1.mb49.end:                                   ; preds = %conv1.k51.end
+  %nb48.next = add nsw i64 %conv1.nb481, 1
+  %0 = icmp slt i64 %nb48.next, 522
+  br i1 %0, label %conv1.nb48, label %conv1.nb48.end
 
-conv1.k19:                                        ; preds = %conv1.k19, %conv1.mb17
-  %conv1.k193 = phi i64 [ 0, %conv1.mb17 ], [ %k19.next, %conv1.k19 ]
-  %1 = mul nsw i64 %conv1.k193, 12544
-  %2 = add nsw i64 1605632, %1
-  %3 = mul nsw i64 %conv1.nb161, 24
+conv1.k51:                                        ; preds = %conv1.k51, %conv1.mb49
+  %conv1.k513 = phi i64 [ 0, %conv1.mb49 ], [ %k51.next, %conv1.k51 ]
+  %1 = mul nsw i64 %conv1.k513, 12544
+  %2 = add nsw i64 802880, %1
+  %3 = mul nsw i64 %conv1.nb481, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %conv1.t18_b0, align 32
-  %6 = mul nsw i64 %conv1.k193, 12544
-  %7 = add nsw i64 1605632, %6
-  %8 = mul nsw i64 %conv1.nb161, 24
+  store <8 x float> %5, ptr %conv1.t50_b0, align 32
+  %6 = mul nsw i64 %conv1.k513, 12544
+  %7 = add nsw i64 802880, %6
+  %8 = mul nsw i64 %conv1.nb481, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %conv1.t18_b1, align 32
-  %12 = mul nsw i64 %conv1.k193, 12544
-  %13 = add nsw i64 1605632, %12
-  %14 = mul nsw i64 %conv1.nb161, 24
+  store <8 x float> %11, ptr %conv1.t50_b1, align 32
+  %12 = mul nsw i64 %conv1.k513, 12544
+  %13 = add nsw i64 802880, %12
+  %14 = mul nsw i64 %conv1.nb481, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %conv1.t18_b2, align 32
-  %18 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %17, ptr %conv1.t50_b2, align 32
+  %18 = mul nsw i64 %conv1.mb492, 4
   %19 = mul nsw i64 %18, 9
-  %20 = add nsw i64 %19, %conv1.k193
+  %20 = add nsw i64 %19, %conv1.k513
   %params7 = getelementptr inbounds float, ptr %params, i64 %20
   %21 = load float, ptr %params7, align 4
   %22 = insertelement <8 x float> undef, float %21, i32 0
   %23 = shufflevector <8 x float> %22, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %23, ptr %conv1.t18_a0, align 32
-  %t18_a0 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b0 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c0_0 = load <8 x float>, ptr %conv1.t18_c0_0, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a0, <8 x float> %t18_b0, <8 x float> %t18_c0_0)
-  store <8 x float> %24, ptr %conv1.t18_c0_0, align 32
-  %t18_a08 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b1 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c0_1 = load <8 x float>, ptr %conv1.t18_c0_1, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a08, <8 x float> %t18_b1, <8 x float> %t18_c0_1)
-  store <8 x float> %25, ptr %conv1.t18_c0_1, align 32
-  %t18_a09 = load <8 x float>, ptr %conv1.t18_a0, align 32
-  %t18_b2 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c0_2 = load <8 x float>, ptr %conv1.t18_c0_2, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a09, <8 x float> %t18_b2, <8 x float> %t18_c0_2)
-  store <8 x float> %26, ptr %conv1.t18_c0_2, align 32
-  %27 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %23, ptr %conv1.t50_a0, align 32
+  %t50_a0 = load <8 x float>, ptr %conv1.t50_a0, align 32
+  %t50_b0 = load <8 x float>, ptr %conv1.t50_b0, align 32
+  %t50_c0_0 = load <8 x float>, ptr %conv1.t50_c0_0, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a0, <8 x float> %t50_b0, <8 x float> %t50_c0_0)
+  store <8 x float> %24, ptr %conv1.t50_c0_0, align 32
+  %t50_a08 = load <8 x float>, ptr %conv1.t50_a0, align 32
+  %t50_b1 = load <8 x float>, ptr %conv1.t50_b1, align 32
+  %t50_c0_1 = load <8 x float>, ptr %conv1.t50_c0_1, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a08, <8 x float> %t50_b1, <8 x float> %t50_c0_1)
+  store <8 x float> %25, ptr %conv1.t50_c0_1, align 32
+  %t50_a09 = load <8 x float>, ptr %conv1.t50_a0, align 32
+  %t50_b2 = load <8 x float>, ptr %conv1.t50_b2, align 32
+  %t50_c0_2 = load <8 x float>, ptr %conv1.t50_c0_2, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a09, <8 x float> %t50_b2, <8 x float> %t50_c0_2)
+  store <8 x float> %26, ptr %conv1.t50_c0_2, align 32
+  %27 = mul nsw i64 %conv1.mb492, 4
   %28 = add nsw i64 %27, 1
   %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 %29, %conv1.k193
+  %30 = add nsw i64 %29, %conv1.k513
   %params10 = getelementptr inbounds float, ptr %params, i64 %30
   %31 = load float, ptr %params10, align 4
   %32 = insertelement <8 x float> undef, float %31, i32 0
   %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %33, ptr %conv1.t18_a1, align 32
-  %t18_a1 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b011 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c1_0 = load <8 x float>, ptr %conv1.t18_c1_0, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a1, <8 x float> %t18_b011, <8 x float> %t18_c1_0)
-  store <8 x float> %34, ptr %conv1.t18_c1_0, align 32
-  %t18_a112 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b113 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c1_1 = load <8 x float>, ptr %conv1.t18_c1_1, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a112, <8 x float> %t18_b113, <8 x float> %t18_c1_1)
-  store <8 x float> %35, ptr %conv1.t18_c1_1, align 32
-  %t18_a114 = load <8 x float>, ptr %conv1.t18_a1, align 32
-  %t18_b215 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c1_2 = load <8 x float>, ptr %conv1.t18_c1_2, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a114, <8 x float> %t18_b215, <8 x float> %t18_c1_2)
-  store <8 x float> %36, ptr %conv1.t18_c1_2, align 32
-  %37 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %33, ptr %conv1.t50_a1, align 32
+  %t50_a1 = load <8 x float>, ptr %conv1.t50_a1, align 32
+  %t50_b011 = load <8 x float>, ptr %conv1.t50_b0, align 32
+  %t50_c1_0 = load <8 x float>, ptr %conv1.t50_c1_0, align 32
+  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a1, <8 x float> %t50_b011, <8 x float> %t50_c1_0)
+  store <8 x float> %34, ptr %conv1.t50_c1_0, align 32
+  %t50_a112 = load <8 x float>, ptr %conv1.t50_a1, align 32
+  %t50_b113 = load <8 x float>, ptr %conv1.t50_b1, align 32
+  %t50_c1_1 = load <8 x float>, ptr %conv1.t50_c1_1, align 32
+  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a112, <8 x float> %t50_b113, <8 x float> %t50_c1_1)
+  store <8 x float> %35, ptr %conv1.t50_c1_1, align 32
+  %t50_a114 = load <8 x float>, ptr %conv1.t50_a1, align 32
+  %t50_b215 = load <8 x float>, ptr %conv1.t50_b2, align 32
+  %t50_c1_2 = load <8 x float>, ptr %conv1.t50_c1_2, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a114, <8 x float> %t50_b215, <8 x float> %t50_c1_2)
+  store <8 x float> %36, ptr %conv1.t50_c1_2, align 32
+  %37 = mul nsw i64 %conv1.mb492, 4
   %38 = add nsw i64 %37, 2
   %39 = mul nsw i64 %38, 9
-  %40 = add nsw i64 %39, %conv1.k193
+  %40 = add nsw i64 %39, %conv1.k513
   %params16 = getelementptr inbounds float, ptr %params, i64 %40
   %41 = load float, ptr %params16, align 4
   %42 = insertelement <8 x float> undef, float %41, i32 0
   %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %conv1.t18_a2, align 32
-  %t18_a2 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b017 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c2_0 = load <8 x float>, ptr %conv1.t18_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a2, <8 x float> %t18_b017, <8 x float> %t18_c2_0)
-  store <8 x float> %44, ptr %conv1.t18_c2_0, align 32
-  %t18_a218 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b119 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c2_1 = load <8 x float>, ptr %conv1.t18_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a218, <8 x float> %t18_b119, <8 x float> %t18_c2_1)
-  store <8 x float> %45, ptr %conv1.t18_c2_1, align 32
-  %t18_a220 = load <8 x float>, ptr %conv1.t18_a2, align 32
-  %t18_b221 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c2_2 = load <8 x float>, ptr %conv1.t18_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a220, <8 x float> %t18_b221, <8 x float> %t18_c2_2)
-  store <8 x float> %46, ptr %conv1.t18_c2_2, align 32
-  %47 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %43, ptr %conv1.t50_a2, align 32
+  %t50_a2 = load <8 x float>, ptr %conv1.t50_a2, align 32
+  %t50_b017 = load <8 x float>, ptr %conv1.t50_b0, align 32
+  %t50_c2_0 = load <8 x float>, ptr %conv1.t50_c2_0, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a2, <8 x float> %t50_b017, <8 x float> %t50_c2_0)
+  store <8 x float> %44, ptr %conv1.t50_c2_0, align 32
+  %t50_a218 = load <8 x float>, ptr %conv1.t50_a2, align 32
+  %t50_b119 = load <8 x float>, ptr %conv1.t50_b1, align 32
+  %t50_c2_1 = load <8 x float>, ptr %conv1.t50_c2_1, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a218, <8 x float> %t50_b119, <8 x float> %t50_c2_1)
+  store <8 x float> %45, ptr %conv1.t50_c2_1, align 32
+  %t50_a220 = load <8 x float>, ptr %conv1.t50_a2, align 32
+  %t50_b221 = load <8 x float>, ptr %conv1.t50_b2, align 32
+  %t50_c2_2 = load <8 x float>, ptr %conv1.t50_c2_2, align 32
+  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a220, <8 x float> %t50_b221, <8 x float> %t50_c2_2)
+  store <8 x float> %46, ptr %conv1.t50_c2_2, align 32
+  %47 = mul nsw i64 %conv1.mb492, 4
   %48 = add nsw i64 %47, 3
   %49 = mul nsw i64 %48, 9
-  %50 = add nsw i64 %49, %conv1.k193
+  %50 = add nsw i64 %49, %conv1.k513
   %params22 = getelementptr inbounds float, ptr %params, i64 %50
   %51 = load float, ptr %params22, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %conv1.t18_a3, align 32
-  %t18_a3 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b023 = load <8 x float>, ptr %conv1.t18_b0, align 32
-  %t18_c3_0 = load <8 x float>, ptr %conv1.t18_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a3, <8 x float> %t18_b023, <8 x float> %t18_c3_0)
-  store <8 x float> %54, ptr %conv1.t18_c3_0, align 32
-  %t18_a324 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b125 = load <8 x float>, ptr %conv1.t18_b1, align 32
-  %t18_c3_1 = load <8 x float>, ptr %conv1.t18_c3_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a324, <8 x float> %t18_b125, <8 x float> %t18_c3_1)
-  store <8 x float> %55, ptr %conv1.t18_c3_1, align 32
-  %t18_a326 = load <8 x float>, ptr %conv1.t18_a3, align 32
-  %t18_b227 = load <8 x float>, ptr %conv1.t18_b2, align 32
-  %t18_c3_2 = load <8 x float>, ptr %conv1.t18_c3_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a326, <8 x float> %t18_b227, <8 x float> %t18_c3_2)
-  store <8 x float> %56, ptr %conv1.t18_c3_2, align 32
-  %k19.next = add nsw i64 %conv1.k193, 1
-  %57 = icmp slt i64 %k19.next, 9
-  br i1 %57, label %conv1.k19, label %conv1.k19.end
+  store <8 x float> %53, ptr %conv1.t50_a3, align 32
+  %t50_a3 = load <8 x float>, ptr %conv1.t50_a3, align 32
+  %t50_b023 = load <8 x float>, ptr %conv1.t50_b0, align 32
+  %t50_c3_0 = load <8 x float>, ptr %conv1.t50_c3_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a3, <8 x float> %t50_b023, <8 x float> %t50_c3_0)
+  store <8 x float> %54, ptr %conv1.t50_c3_0, align 32
+  %t50_a324 = load <8 x float>, ptr %conv1.t50_a3, align 32
+  %t50_b125 = load <8 x float>, ptr %conv1.t50_b1, align 32
+  %t50_c3_1 = load <8 x float>, ptr %conv1.t50_c3_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a324, <8 x float> %t50_b125, <8 x float> %t50_c3_1)
+  store <8 x float> %55, ptr %conv1.t50_c3_1, align 32
+  %t50_a326 = load <8 x float>, ptr %conv1.t50_a3, align 32
+  %t50_b227 = load <8 x float>, ptr %conv1.t50_b2, align 32
+  %t50_c3_2 = load <8 x float>, ptr %conv1.t50_c3_2, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t50_a326, <8 x float> %t50_b227, <8 x float> %t50_c3_2)
+  store <8 x float> %56, ptr %conv1.t50_c3_2, align 32
+  %k51.next = add nsw i64 %conv1.k513, 1
+  %57 = icmp slt i64 %k51.next, 9
+  br i1 %57, label %conv1.k51, label %conv1.k51.end
 
-conv1.k19.end:                                    ; preds = %conv1.k19
-  %t18_c0_028 = load <8 x float>, ptr %conv1.t18_c0_0, align 32
-  %58 = mul nsw i64 %conv1.mb172, 4
+conv1.k51.end:                                    ; preds = %conv1.k51
+  %t50_c0_028 = load <8 x float>, ptr %conv1.t50_c0_0, align 32
+  %58 = mul nsw i64 %conv1.mb492, 4
   %59 = mul nsw i64 %58, 12544
-  %60 = add nsw i64 1718528, %59
-  %61 = mul nsw i64 %conv1.nb161, 24
+  %60 = add nsw i64 915776, %59
+  %61 = mul nsw i64 %conv1.nb481, 24
   %62 = add nsw i64 %60, %61
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
-  store <8 x float> %t18_c0_028, ptr %arena29, align 4
-  %t18_c0_130 = load <8 x float>, ptr %conv1.t18_c0_1, align 32
-  %63 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c0_028, ptr %arena29, align 4
+  %t50_c0_130 = load <8 x float>, ptr %conv1.t50_c0_1, align 32
+  %63 = mul nsw i64 %conv1.mb492, 4
   %64 = mul nsw i64 %63, 12544
-  %65 = add nsw i64 1718528, %64
-  %66 = mul nsw i64 %conv1.nb161, 24
+  %65 = add nsw i64 915776, %64
+  %66 = mul nsw i64 %conv1.nb481, 24
   %67 = add nsw i64 %65, %66
   %68 = add nsw i64 %67, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %68
-  store <8 x float> %t18_c0_130, ptr %arena31, align 4
-  %t18_c0_232 = load <8 x float>, ptr %conv1.t18_c0_2, align 32
-  %69 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c0_130, ptr %arena31, align 4
+  %t50_c0_232 = load <8 x float>, ptr %conv1.t50_c0_2, align 32
+  %69 = mul nsw i64 %conv1.mb492, 4
   %70 = mul nsw i64 %69, 12544
-  %71 = add nsw i64 1718528, %70
-  %72 = mul nsw i64 %conv1.nb161, 24
+  %71 = add nsw i64 915776, %70
+  %72 = mul nsw i64 %conv1.nb481, 24
   %73 = add nsw i64 %71, %72
   %74 = add nsw i64 %73, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t18_c0_232, ptr %arena33, align 4
-  %t18_c1_034 = load <8 x float>, ptr %conv1.t18_c1_0, align 32
-  %75 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c0_232, ptr %arena33, align 4
+  %t50_c1_034 = load <8 x float>, ptr %conv1.t50_c1_0, align 32
+  %75 = mul nsw i64 %conv1.mb492, 4
   %76 = add nsw i64 %75, 1
   %77 = mul nsw i64 %76, 12544
-  %78 = add nsw i64 1718528, %77
-  %79 = mul nsw i64 %conv1.nb161, 24
+  %78 = add nsw i64 915776, %77
+  %79 = mul nsw i64 %conv1.nb481, 24
   %80 = add nsw i64 %78, %79
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
-  store <8 x float> %t18_c1_034, ptr %arena35, align 4
-  %t18_c1_136 = load <8 x float>, ptr %conv1.t18_c1_1, align 32
-  %81 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c1_034, ptr %arena35, align 4
+  %t50_c1_136 = load <8 x float>, ptr %conv1.t50_c1_1, align 32
+  %81 = mul nsw i64 %conv1.mb492, 4
   %82 = add nsw i64 %81, 1
   %83 = mul nsw i64 %82, 12544
-  %84 = add nsw i64 1718528, %83
-  %85 = mul nsw i64 %conv1.nb161, 24
+  %84 = add nsw i64 915776, %83
+  %85 = mul nsw i64 %conv1.nb481, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %87
-  store <8 x float> %t18_c1_136, ptr %arena37, align 4
-  %t18_c1_238 = load <8 x float>, ptr %conv1.t18_c1_2, align 32
-  %88 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c1_136, ptr %arena37, align 4
+  %t50_c1_238 = load <8 x float>, ptr %conv1.t50_c1_2, align 32
+  %88 = mul nsw i64 %conv1.mb492, 4
   %89 = add nsw i64 %88, 1
   %90 = mul nsw i64 %89, 12544
-  %91 = add nsw i64 1718528, %90
-  %92 = mul nsw i64 %conv1.nb161, 24
+  %91 = add nsw i64 915776, %90
+  %92 = mul nsw i64 %conv1.nb481, 24
   %93 = add nsw i64 %91, %92
   %94 = add nsw i64 %93, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t18_c1_238, ptr %arena39, align 4
-  %t18_c2_040 = load <8 x float>, ptr %conv1.t18_c2_0, align 32
-  %95 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c1_238, ptr %arena39, align 4
+  %t50_c2_040 = load <8 x float>, ptr %conv1.t50_c2_0, align 32
+  %95 = mul nsw i64 %conv1.mb492, 4
   %96 = add nsw i64 %95, 2
   %97 = mul nsw i64 %96, 12544
-  %98 = add nsw i64 1718528, %97
-  %99 = mul nsw i64 %conv1.nb161, 24
+  %98 = add nsw i64 915776, %97
+  %99 = mul nsw i64 %conv1.nb481, 24
   %100 = add nsw i64 %98, %99
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t18_c2_040, ptr %arena41, align 4
-  %t18_c2_142 = load <8 x float>, ptr %conv1.t18_c2_1, align 32
-  %101 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c2_040, ptr %arena41, align 4
+  %t50_c2_142 = load <8 x float>, ptr %conv1.t50_c2_1, align 32
+  %101 = mul nsw i64 %conv1.mb492, 4
   %102 = add nsw i64 %101, 2
   %103 = mul nsw i64 %102, 12544
-  %104 = add nsw i64 1718528, %103
-  %105 = mul nsw i64 %conv1.nb161, 24
+  %104 = add nsw i64 915776, %103
+  %105 = mul nsw i64 %conv1.nb481, 24
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %106, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t18_c2_142, ptr %arena43, align 4
-  %t18_c2_244 = load <8 x float>, ptr %conv1.t18_c2_2, align 32
-  %108 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c2_142, ptr %arena43, align 4
+  %t50_c2_244 = load <8 x float>, ptr %conv1.t50_c2_2, align 32
+  %108 = mul nsw i64 %conv1.mb492, 4
   %109 = add nsw i64 %108, 2
   %110 = mul nsw i64 %109, 12544
-  %111 = add nsw i64 1718528, %110
-  %112 = mul nsw i64 %conv1.nb161, 24
+  %111 = add nsw i64 915776, %110
+  %112 = mul nsw i64 %conv1.nb481, 24
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %114
-  store <8 x float> %t18_c2_244, ptr %arena45, align 4
-  %t18_c3_046 = load <8 x float>, ptr %conv1.t18_c3_0, align 32
-  %115 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c2_244, ptr %arena45, align 4
+  %t50_c3_046 = load <8 x float>, ptr %conv1.t50_c3_0, align 32
+  %115 = mul nsw i64 %conv1.mb492, 4
   %116 = add nsw i64 %115, 3
   %117 = mul nsw i64 %116, 12544
-  %118 = add nsw i64 1718528, %117
-  %119 = mul nsw i64 %conv1.nb161, 24
+  %118 = add nsw i64 915776, %117
+  %119 = mul nsw i64 %conv1.nb481, 24
   %120 = add nsw i64 %118, %119
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t18_c3_046, ptr %arena47, align 4
-  %t18_c3_148 = load <8 x float>, ptr %conv1.t18_c3_1, align 32
-  %121 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c3_046, ptr %arena47, align 4
+  %t50_c3_148 = load <8 x float>, ptr %conv1.t50_c3_1, align 32
+  %121 = mul nsw i64 %conv1.mb492, 4
   %122 = add nsw i64 %121, 3
   %123 = mul nsw i64 %122, 12544
-  %124 = add nsw i64 1718528, %123
-  %125 = mul nsw i64 %conv1.nb161, 24
+  %124 = add nsw i64 915776, %123
+  %125 = mul nsw i64 %conv1.nb481, 24
   %126 = add nsw i64 %124, %125
   %127 = add nsw i64 %126, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t18_c3_148, ptr %arena49, align 4
-  %t18_c3_250 = load <8 x float>, ptr %conv1.t18_c3_2, align 32
-  %128 = mul nsw i64 %conv1.mb172, 4
+  store <8 x float> %t50_c3_148, ptr %arena49, align 4
+  %t50_c3_250 = load <8 x float>, ptr %conv1.t50_c3_2, align 32
+  %128 = mul nsw i64 %conv1.mb492, 4
   %129 = add nsw i64 %128, 3
   %130 = mul nsw i64 %129, 12544
-  %131 = add nsw i64 1718528, %130
-  %132 = mul nsw i64 %conv1.nb161, 24
+  %131 = add nsw i64 915776, %130
+  %132 = mul nsw i64 %conv1.nb481, 24
   %133 = add nsw i64 %131, %132
   %134 = add nsw i64 %133, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t18_c3_250, ptr %arena51, align 4
-  %mb17.next = add nsw i64 %conv1.mb172, 1
-  %135 = icmp slt i64 %mb17.next, 8
-  br i1 %135, label %conv1.mb17, label %conv1.mb17.end
+  store <8 x float> %t50_c3_250, ptr %arena51, align 4
+  %mb49.next = add nsw i64 %conv1.mb492, 1
+  %135 = icmp slt i64 %mb49.next, 8
+  br i1 %135, label %conv1.mb49, label %conv1.mb49.end
 
-conv1.mb20:                                       ; preds = %conv1.k22.end, %conv1.nb16.end
-  %conv1.mb2052 = phi i64 [ 0, %conv1.nb16.end ], [ %mb20.next, %conv1.k22.end ]
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %conv1.t21_c3_1, align 32
-  br label %conv1.k22
+conv1.mb52:                                       ; preds = %conv1.k54.end, %conv1.nb48.end
+  %conv1.mb5252 = phi i64 [ 0, %conv1.nb48.end ], [ %mb52.next, %conv1.k54.end ]
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %conv1.t53_c3_1, align 32
+  br label %conv1.k54
 
-conv1.mb20.end:                                   ; preds = %conv1.k22.end
+conv1.mb52.end:                                   ; preds = %conv1.k54.end
   ret void
 
-conv1.k22:                                        ; preds = %conv1.k22, %conv1.mb20
-  %conv1.k2253 = phi i64 [ 0, %conv1.mb20 ], [ %k22.next, %conv1.k22 ]
-  %136 = mul nsw i64 %conv1.k2253, 12544
-  %137 = add nsw i64 1605632, %136
+conv1.k54:                                        ; preds = %conv1.k54, %conv1.mb52
+  %conv1.k5453 = phi i64 [ 0, %conv1.mb52 ], [ %k54.next, %conv1.k54 ]
+  %136 = mul nsw i64 %conv1.k5453, 12544
+  %137 = add nsw i64 802880, %136
   %138 = add nsw i64 %137, 12528
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %139, ptr %conv1.t21_b0, align 32
-  %140 = mul nsw i64 %conv1.k2253, 12544
-  %141 = add nsw i64 1605632, %140
+  store <8 x float> %139, ptr %conv1.t53_b0, align 32
+  %140 = mul nsw i64 %conv1.k5453, 12544
+  %141 = add nsw i64 802880, %140
   %142 = add nsw i64 %141, 12528
   %143 = add nsw i64 %142, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %conv1.t21_b1, align 32
-  %145 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %144, ptr %conv1.t53_b1, align 32
+  %145 = mul nsw i64 %conv1.mb5252, 4
   %146 = mul nsw i64 %145, 9
-  %147 = add nsw i64 %146, %conv1.k2253
+  %147 = add nsw i64 %146, %conv1.k5453
   %params56 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load float, ptr %params56, align 4
   %149 = insertelement <8 x float> undef, float %148, i32 0
   %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %conv1.t21_a0, align 32
-  %t21_a0 = load <8 x float>, ptr %conv1.t21_a0, align 32
-  %t21_b0 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c0_0 = load <8 x float>, ptr %conv1.t21_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a0, <8 x float> %t21_b0, <8 x float> %t21_c0_0)
-  store <8 x float> %151, ptr %conv1.t21_c0_0, align 32
-  %t21_a057 = load <8 x float>, ptr %conv1.t21_a0, align 32
-  %t21_b1 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c0_1 = load <8 x float>, ptr %conv1.t21_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a057, <8 x float> %t21_b1, <8 x float> %t21_c0_1)
-  store <8 x float> %152, ptr %conv1.t21_c0_1, align 32
-  %153 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %150, ptr %conv1.t53_a0, align 32
+  %t53_a0 = load <8 x float>, ptr %conv1.t53_a0, align 32
+  %t53_b0 = load <8 x float>, ptr %conv1.t53_b0, align 32
+  %t53_c0_0 = load <8 x float>, ptr %conv1.t53_c0_0, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a0, <8 x float> %t53_b0, <8 x float> %t53_c0_0)
+  store <8 x float> %151, ptr %conv1.t53_c0_0, align 32
+  %t53_a057 = load <8 x float>, ptr %conv1.t53_a0, align 32
+  %t53_b1 = load <8 x float>, ptr %conv1.t53_b1, align 32
+  %t53_c0_1 = load <8 x float>, ptr %conv1.t53_c0_1, align 32
+  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a057, <8 x float> %t53_b1, <8 x float> %t53_c0_1)
+  store <8 x float> %152, ptr %conv1.t53_c0_1, align 32
+  %153 = mul nsw i64 %conv1.mb5252, 4
   %154 = add nsw i64 %153, 1
   %155 = mul nsw i64 %154, 9
-  %156 = add nsw i64 %155, %conv1.k2253
+  %156 = add nsw i64 %155, %conv1.k5453
   %params58 = getelementptr inbounds float, ptr %params, i64 %156
   %157 = load float, ptr %params58, align 4
   %158 = insertelement <8 x float> undef, float %157, i32 0
   %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %conv1.t21_a1, align 32
-  %t21_a1 = load <8 x float>, ptr %conv1.t21_a1, align 32
-  %t21_b059 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c1_0 = load <8 x float>, ptr %conv1.t21_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a1, <8 x float> %t21_b059, <8 x float> %t21_c1_0)
-  store <8 x float> %160, ptr %conv1.t21_c1_0, align 32
-  %t21_a160 = load <8 x float>, ptr %conv1.t21_a1, align 32
-  %t21_b161 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c1_1 = load <8 x float>, ptr %conv1.t21_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a160, <8 x float> %t21_b161, <8 x float> %t21_c1_1)
-  store <8 x float> %161, ptr %conv1.t21_c1_1, align 32
-  %162 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %159, ptr %conv1.t53_a1, align 32
+  %t53_a1 = load <8 x float>, ptr %conv1.t53_a1, align 32
+  %t53_b059 = load <8 x float>, ptr %conv1.t53_b0, align 32
+  %t53_c1_0 = load <8 x float>, ptr %conv1.t53_c1_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a1, <8 x float> %t53_b059, <8 x float> %t53_c1_0)
+  store <8 x float> %160, ptr %conv1.t53_c1_0, align 32
+  %t53_a160 = load <8 x float>, ptr %conv1.t53_a1, align 32
+  %t53_b161 = load <8 x float>, ptr %conv1.t53_b1, align 32
+  %t53_c1_1 = load <8 x float>, ptr %conv1.t53_c1_1, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a160, <8 x float> %t53_b161, <8 x float> %t53_c1_1)
+  store <8 x float> %161, ptr %conv1.t53_c1_1, align 32
+  %162 = mul nsw i64 %conv1.mb5252, 4
   %163 = add nsw i64 %162, 2
   %164 = mul nsw i64 %163, 9
-  %165 = add nsw i64 %164, %conv1.k2253
+  %165 = add nsw i64 %164, %conv1.k5453
   %params62 = getelementptr inbounds float, ptr %params, i64 %165
   %166 = load float, ptr %params62, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %conv1.t21_a2, align 32
-  %t21_a2 = load <8 x float>, ptr %conv1.t21_a2, align 32
-  %t21_b063 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c2_0 = load <8 x float>, ptr %conv1.t21_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a2, <8 x float> %t21_b063, <8 x float> %t21_c2_0)
-  store <8 x float> %169, ptr %conv1.t21_c2_0, align 32
-  %t21_a264 = load <8 x float>, ptr %conv1.t21_a2, align 32
-  %t21_b165 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c2_1 = load <8 x float>, ptr %conv1.t21_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a264, <8 x float> %t21_b165, <8 x float> %t21_c2_1)
-  store <8 x float> %170, ptr %conv1.t21_c2_1, align 32
-  %171 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %168, ptr %conv1.t53_a2, align 32
+  %t53_a2 = load <8 x float>, ptr %conv1.t53_a2, align 32
+  %t53_b063 = load <8 x float>, ptr %conv1.t53_b0, align 32
+  %t53_c2_0 = load <8 x float>, ptr %conv1.t53_c2_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a2, <8 x float> %t53_b063, <8 x float> %t53_c2_0)
+  store <8 x float> %169, ptr %conv1.t53_c2_0, align 32
+  %t53_a264 = load <8 x float>, ptr %conv1.t53_a2, align 32
+  %t53_b165 = load <8 x float>, ptr %conv1.t53_b1, align 32
+  %t53_c2_1 = load <8 x float>, ptr %conv1.t53_c2_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a264, <8 x float> %t53_b165, <8 x float> %t53_c2_1)
+  store <8 x float> %170, ptr %conv1.t53_c2_1, align 32
+  %171 = mul nsw i64 %conv1.mb5252, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 9
-  %174 = add nsw i64 %173, %conv1.k2253
+  %174 = add nsw i64 %173, %conv1.k5453
   %params66 = getelementptr inbounds float, ptr %params, i64 %174
   %175 = load float, ptr %params66, align 4
   %176 = insertelement <8 x float> undef, float %175, i32 0
   %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %conv1.t21_a3, align 32
-  %t21_a3 = load <8 x float>, ptr %conv1.t21_a3, align 32
-  %t21_b067 = load <8 x float>, ptr %conv1.t21_b0, align 32
-  %t21_c3_0 = load <8 x float>, ptr %conv1.t21_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a3, <8 x float> %t21_b067, <8 x float> %t21_c3_0)
-  store <8 x float> %178, ptr %conv1.t21_c3_0, align 32
-  %t21_a368 = load <8 x float>, ptr %conv1.t21_a3, align 32
-  %t21_b169 = load <8 x float>, ptr %conv1.t21_b1, align 32
-  %t21_c3_1 = load <8 x float>, ptr %conv1.t21_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a368, <8 x float> %t21_b169, <8 x float> %t21_c3_1)
-  store <8 x float> %179, ptr %conv1.t21_c3_1, align 32
-  %k22.next = add nsw i64 %conv1.k2253, 1
-  %180 = icmp slt i64 %k22.next, 9
-  br i1 %180, label %conv1.k22, label %conv1.k22.end
+  store <8 x float> %177, ptr %conv1.t53_a3, align 32
+  %t53_a3 = load <8 x float>, ptr %conv1.t53_a3, align 32
+  %t53_b067 = load <8 x float>, ptr %conv1.t53_b0, align 32
+  %t53_c3_0 = load <8 x float>, ptr %conv1.t53_c3_0, align 32
+  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a3, <8 x float> %t53_b067, <8 x float> %t53_c3_0)
+  store <8 x float> %178, ptr %conv1.t53_c3_0, align 32
+  %t53_a368 = load <8 x float>, ptr %conv1.t53_a3, align 32
+  %t53_b169 = load <8 x float>, ptr %conv1.t53_b1, align 32
+  %t53_c3_1 = load <8 x float>, ptr %conv1.t53_c3_1, align 32
+  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t53_a368, <8 x float> %t53_b169, <8 x float> %t53_c3_1)
+  store <8 x float> %179, ptr %conv1.t53_c3_1, align 32
+  %k54.next = add nsw i64 %conv1.k5453, 1
+  %180 = icmp slt i64 %k54.next, 9
+  br i1 %180, label %conv1.k54, label %conv1.k54.end
 
-conv1.k22.end:                                    ; preds = %conv1.k22
-  %t21_c0_070 = load <8 x float>, ptr %conv1.t21_c0_0, align 32
-  %181 = mul nsw i64 %conv1.mb2052, 4
+conv1.k54.end:                                    ; preds = %conv1.k54
+  %t53_c0_070 = load <8 x float>, ptr %conv1.t53_c0_0, align 32
+  %181 = mul nsw i64 %conv1.mb5252, 4
   %182 = mul nsw i64 %181, 12544
-  %183 = add nsw i64 1718528, %182
+  %183 = add nsw i64 915776, %182
   %184 = add nsw i64 %183, 12528
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t21_c0_070, ptr %arena71, align 4
-  %t21_c0_172 = load <8 x float>, ptr %conv1.t21_c0_1, align 32
-  %185 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c0_070, ptr %arena71, align 4
+  %t53_c0_172 = load <8 x float>, ptr %conv1.t53_c0_1, align 32
+  %185 = mul nsw i64 %conv1.mb5252, 4
   %186 = mul nsw i64 %185, 12544
-  %187 = add nsw i64 1718528, %186
+  %187 = add nsw i64 915776, %186
   %188 = add nsw i64 %187, 12528
   %189 = add nsw i64 %188, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t21_c0_172, ptr %arena73, align 4
-  %t21_c1_074 = load <8 x float>, ptr %conv1.t21_c1_0, align 32
-  %190 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c0_172, ptr %arena73, align 4
+  %t53_c1_074 = load <8 x float>, ptr %conv1.t53_c1_0, align 32
+  %190 = mul nsw i64 %conv1.mb5252, 4
   %191 = add nsw i64 %190, 1
   %192 = mul nsw i64 %191, 12544
-  %193 = add nsw i64 1718528, %192
+  %193 = add nsw i64 915776, %192
   %194 = add nsw i64 %193, 12528
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t21_c1_074, ptr %arena75, align 4
-  %t21_c1_176 = load <8 x float>, ptr %conv1.t21_c1_1, align 32
-  %195 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c1_074, ptr %arena75, align 4
+  %t53_c1_176 = load <8 x float>, ptr %conv1.t53_c1_1, align 32
+  %195 = mul nsw i64 %conv1.mb5252, 4
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 12544
-  %198 = add nsw i64 1718528, %197
+  %198 = add nsw i64 915776, %197
   %199 = add nsw i64 %198, 12528
   %200 = add nsw i64 %199, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t21_c1_176, ptr %arena77, align 4
-  %t21_c2_078 = load <8 x float>, ptr %conv1.t21_c2_0, align 32
-  %201 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c1_176, ptr %arena77, align 4
+  %t53_c2_078 = load <8 x float>, ptr %conv1.t53_c2_0, align 32
+  %201 = mul nsw i64 %conv1.mb5252, 4
   %202 = add nsw i64 %201, 2
   %203 = mul nsw i64 %202, 12544
-  %204 = add nsw i64 1718528, %203
+  %204 = add nsw i64 915776, %203
   %205 = add nsw i64 %204, 12528
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t21_c2_078, ptr %arena79, align 4
-  %t21_c2_180 = load <8 x float>, ptr %conv1.t21_c2_1, align 32
-  %206 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c2_078, ptr %arena79, align 4
+  %t53_c2_180 = load <8 x float>, ptr %conv1.t53_c2_1, align 32
+  %206 = mul nsw i64 %conv1.mb5252, 4
   %207 = add nsw i64 %206, 2
   %208 = mul nsw i64 %207, 12544
-  %209 = add nsw i64 1718528, %208
+  %209 = add nsw i64 915776, %208
   %210 = add nsw i64 %209, 12528
   %211 = add nsw i64 %210, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t21_c2_180, ptr %arena81, align 4
-  %t21_c3_082 = load <8 x float>, ptr %conv1.t21_c3_0, align 32
-  %212 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c2_180, ptr %arena81, align 4
+  %t53_c3_082 = load <8 x float>, ptr %conv1.t53_c3_0, align 32
+  %212 = mul nsw i64 %conv1.mb5252, 4
   %213 = add nsw i64 %212, 3
   %214 = mul nsw i64 %213, 12544
-  %215 = add nsw i64 1718528, %214
+  %215 = add nsw i64 915776, %214
   %216 = add nsw i64 %215, 12528
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t21_c3_082, ptr %arena83, align 4
-  %t21_c3_184 = load <8 x float>, ptr %conv1.t21_c3_1, align 32
-  %217 = mul nsw i64 %conv1.mb2052, 4
+  store <8 x float> %t53_c3_082, ptr %arena83, align 4
+  %t53_c3_184 = load <8 x float>, ptr %conv1.t53_c3_1, align 32
+  %217 = mul nsw i64 %conv1.mb5252, 4
   %218 = add nsw i64 %217, 3
   %219 = mul nsw i64 %218, 12544
-  %220 = add nsw i64 1718528, %219
+  %220 = add nsw i64 915776, %219
   %221 = add nsw i64 %220, 12528
   %222 = add nsw i64 %221, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t21_c3_184, ptr %arena85, align 4
-  %mb20.next = add nsw i64 %conv1.mb2052, 1
-  %223 = icmp slt i64 %mb20.next, 8
-  br i1 %223, label %conv1.mb20, label %conv1.mb20.end
+  store <8 x float> %t53_c3_184, ptr %arena85, align 4
+  %mb52.next = add nsw i64 %conv1.mb5252, 1
+  %223 = icmp slt i64 %mb52.next, 8
+  br i1 %223, label %conv1.mb52, label %conv1.mb52.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k1.bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k2.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn1.scale30 = alloca float, align 4
-  %bn1.var29 = alloca float, align 4
-  %bn1.mean28 = alloca float, align 4
-  br label %bn1.c27
+  %bn2.scale71 = alloca float, align 4
+  br label %bn2.c70
 
-bn1.c27:                                          ; preds = %bn1.n31.end, %entry
-  %bn1.c271 = phi i64 [ 0, %entry ], [ %c27.next, %bn1.n31.end ]
-  %0 = add nsw i64 421866, %bn1.c271
+bn2.c70:                                          ; preds = %bn2.c70, %entry
+  %bn2.c701 = phi i64 [ 0, %entry ], [ %c70.next, %bn2.c70 ]
+  %0 = add nsw i64 18784, %bn2.c701
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %bn1.mean28, align 4
-  %2 = add nsw i64 421898, %bn1.c271
+  %2 = add nsw i64 421994, %bn2.c701
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %bn1.var29, align 4
-  %4 = add nsw i64 288, %bn1.c271
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var29 = load float, ptr %bn1.var29, align 4
-  %6 = fadd float %var29, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %bn1.scale30, align 4
-  br label %bn1.n31
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %bn2.scale71, align 4
+  %scale71 = load float, ptr %bn2.scale71, align 4
+  %8 = add nsw i64 401472, %bn2.c701
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  store float %scale71, ptr %arena4, align 4
+  %9 = add nsw i64 18848, %bn2.c701
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %11 = add nsw i64 421930, %bn2.c701
+  %params6 = getelementptr inbounds float, ptr %params, i64 %11
+  %12 = load float, ptr %params6, align 4
+  %scale717 = load float, ptr %bn2.scale71, align 4
+  %13 = fmul float %12, %scale717
+  %14 = fsub float %10, %13
+  %15 = add nsw i64 401536, %bn2.c701
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
+  store float %14, ptr %arena8, align 4
+  %c70.next = add nsw i64 %bn2.c701, 1
+  %16 = icmp slt i64 %c70.next, 64
+  br i1 %16, label %bn2.c70, label %bn2.c70.end
 
-bn1.c27.end:                                      ; preds = %bn1.n31.end
-  ret void
-
-bn1.n31:                                          ; preds = %bn1.i32.end, %bn1.c27
-  %bn1.n315 = phi i64 [ 0, %bn1.c27 ], [ %n31.next, %bn1.i32.end ]
-  br label %bn1.i32
-
-bn1.n31.end:                                      ; preds = %bn1.i32.end
-  %c27.next = add nsw i64 %bn1.c271, 1
-  %10 = icmp slt i64 %c27.next, 32
-  br i1 %10, label %bn1.c27, label %bn1.c27.end
-
-bn1.i32:                                          ; preds = %bn1.i32, %bn1.n31
-  %bn1.i326 = phi i64 [ 0, %bn1.n31 ], [ %i32.next, %bn1.i32 ]
-  %11 = mul nsw i64 %bn1.n315, 32
-  %12 = add nsw i64 %11, %bn1.c271
-  %13 = mul nsw i64 %12, 784
-  %14 = add nsw i64 %13, %bn1.i326
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %mean28 = load float, ptr %bn1.mean28, align 4
-  %16 = fsub float %15, %mean28
-  %scale30 = load float, ptr %bn1.scale30, align 4
-  %17 = fmul float %16, %scale30
-  %18 = add nsw i64 320, %bn1.c271
-  %params8 = getelementptr inbounds float, ptr %params, i64 %18
-  %19 = load float, ptr %params8, align 4
-  %20 = fadd float %17, %19
-  %21 = mul nsw i64 %bn1.n315, 32
-  %22 = add nsw i64 %21, %bn1.c271
-  %23 = mul nsw i64 %22, 784
-  %24 = add nsw i64 %23, %bn1.i326
-  %25 = add nsw i64 1605632, %24
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
-  store float %20, ptr %arena9, align 4
-  %i32.next = add nsw i64 %bn1.i326, 1
-  %26 = icmp slt i64 %i32.next, 784
-  br i1 %26, label %bn1.i32, label %bn1.i32.end
-
-bn1.i32.end:                                      ; preds = %bn1.i32
-  %n31.next = add nsw i64 %bn1.n315, 1
-  %27 = icmp slt i64 %n31.next, 64
-  br i1 %27, label %bn1.n31, label %bn1.n31.end
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k2.relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  br label %relu1.i33
-
-relu1.i33:                                        ; preds = %relu1.i33, %entry
-  %relu1.i331 = phi i64 [ 0, %entry ], [ %i33.next, %relu1.i33 ]
-  %0 = add nsw i64 1605632, %relu1.i331
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1605632, %relu1.i331
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %relu1.i331
-  store float %5, ptr %arena4, align 4
-  %i33.next = add nsw i64 %relu1.i331, 1
-  %6 = icmp slt i64 %i33.next, 1605632
-  br i1 %6, label %relu1.i33, label %relu1.i33.end
-
-relu1.i33.end:                                    ; preds = %relu1.i33
+bn2.c70.end:                                      ; preds = %bn2.c70
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k3.pool1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k3.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool1.acc37 = alloca float, align 4
-  br label %pool1.q34
-
-pool1.q34:                                        ; preds = %pool1.py35.end, %entry
-  %pool1.q341 = phi i64 [ 0, %entry ], [ %q34.next, %pool1.py35.end ]
-  br label %pool1.py35
-
-pool1.q34.end:                                    ; preds = %pool1.py35.end
-  ret void
-
-pool1.py35:                                       ; preds = %pool1.px36.end, %pool1.q34
-  %pool1.py352 = phi i64 [ 0, %pool1.q34 ], [ %py35.next, %pool1.px36.end ]
-  br label %pool1.px36
-
-pool1.py35.end:                                   ; preds = %pool1.px36.end
-  %q34.next = add nsw i64 %pool1.q341, 1
-  %0 = icmp slt i64 %q34.next, 2048
-  br i1 %0, label %pool1.q34, label %pool1.q34.end
-
-pool1.px36:                                       ; preds = %pool1.px36, %pool1.py35
-  %pool1.px363 = phi i64 [ 0, %pool1.py35 ], [ %px36.next, %pool1.px36 ]
-  %1 = mul nsw i64 %pool1.q341, 784
-  %2 = mul nsw i64 %pool1.py352, 56
-  %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool1.px363, 2
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  store float %6, ptr %pool1.acc37, align 4
-  %acc37 = load float, ptr %pool1.acc37, align 4
-  %7 = mul nsw i64 %pool1.q341, 784
-  %8 = mul nsw i64 %pool1.py352, 56
-  %9 = add nsw i64 %7, %8
-  %10 = mul nsw i64 %pool1.px363, 2
-  %11 = add nsw i64 %9, %10
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena5, align 4
-  %13 = fcmp ogt float %12, %acc37
-  %14 = select i1 %13, float %12, float %acc37
-  store float %14, ptr %pool1.acc37, align 4
-  %acc376 = load float, ptr %pool1.acc37, align 4
-  %15 = mul nsw i64 %pool1.q341, 784
-  %16 = mul nsw i64 %pool1.py352, 56
-  %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %pool1.px363, 2
-  %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %19, 1
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %20
-  %21 = load float, ptr %arena7, align 4
-  %22 = fcmp ogt float %21, %acc376
-  %23 = select i1 %22, float %21, float %acc376
-  store float %23, ptr %pool1.acc37, align 4
-  %acc378 = load float, ptr %pool1.acc37, align 4
-  %24 = mul nsw i64 %pool1.q341, 784
-  %25 = mul nsw i64 %pool1.py352, 56
-  %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool1.px363, 2
-  %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %28, 28
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena9, align 4
-  %31 = fcmp ogt float %30, %acc378
-  %32 = select i1 %31, float %30, float %acc378
-  store float %32, ptr %pool1.acc37, align 4
-  %acc3710 = load float, ptr %pool1.acc37, align 4
-  %33 = mul nsw i64 %pool1.q341, 784
-  %34 = mul nsw i64 %pool1.py352, 56
-  %35 = add nsw i64 %33, %34
-  %36 = mul nsw i64 %pool1.px363, 2
-  %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, 28
-  %39 = add nsw i64 %38, 1
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %39
-  %40 = load float, ptr %arena11, align 4
-  %41 = fcmp ogt float %40, %acc3710
-  %42 = select i1 %41, float %40, float %acc3710
-  store float %42, ptr %pool1.acc37, align 4
-  %acc3712 = load float, ptr %pool1.acc37, align 4
-  %43 = mul nsw i64 %pool1.q341, 196
-  %44 = add nsw i64 1605632, %43
-  %45 = mul nsw i64 %pool1.py352, 14
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %pool1.px363
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %acc3712, ptr %arena13, align 4
-  %px36.next = add nsw i64 %pool1.px363, 1
-  %48 = icmp slt i64 %px36.next, 14
-  br i1 %48, label %pool1.px36, label %pool1.px36.end
-
-pool1.px36.end:                                   ; preds = %pool1.px36
-  %py35.next = add nsw i64 %pool1.py352, 1
-  %49 = icmp slt i64 %py35.next, 14
-  br i1 %49, label %pool1.py35, label %pool1.py35.end
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k4.conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
+  %conv2.at172 = alloca <8 x float>, align 32
+  %conv2.best171 = alloca <8 x float>, align 32
+  %conv2.v170 = alloca <8 x float>, align 32
+  %conv2.at169 = alloca <8 x float>, align 32
+  %conv2.best168 = alloca <8 x float>, align 32
+  %conv2.v167 = alloca <8 x float>, align 32
+  %conv2.at166 = alloca <8 x float>, align 32
+  %conv2.best165 = alloca <8 x float>, align 32
+  %conv2.v164 = alloca <8 x float>, align 32
+  %conv2.at163 = alloca <8 x float>, align 32
+  %conv2.best162 = alloca <8 x float>, align 32
+  %conv2.v161 = alloca <8 x float>, align 32
+  %conv2.w160 = alloca <8 x float>, align 32
+  %conv2.w159 = alloca <8 x float>, align 32
+  %conv2.w158 = alloca <8 x float>, align 32
+  %conv2.w157 = alloca <8 x float>, align 32
+  %conv2.w156 = alloca <8 x float>, align 32
+  %conv2.w155 = alloca <8 x float>, align 32
+  %conv2.w154 = alloca <8 x float>, align 32
+  %conv2.w153 = alloca <8 x float>, align 32
+  %conv2.w152 = alloca <8 x float>, align 32
+  %conv2.w151 = alloca <8 x float>, align 32
+  %conv2.w150 = alloca <8 x float>, align 32
+  %conv2.w149 = alloca <8 x float>, align 32
+  %conv2.w143 = alloca <8 x float>, align 32
+  %conv2.w142 = alloca <8 x float>, align 32
+  %conv2.w141 = alloca <8 x float>, align 32
+  %conv2.w140 = alloca <8 x float>, align 32
+  %conv2.w139 = alloca <8 x float>, align 32
+  %conv2.w138 = alloca <8 x float>, align 32
+  %conv2.w137 = alloca <8 x float>, align 32
+  %conv2.w136 = alloca <8 x float>, align 32
+  %conv2.w135 = alloca <8 x float>, align 32
+  %conv2.w134 = alloca <8 x float>, align 32
+  %conv2.w133 = alloca <8 x float>, align 32
+  %conv2.w132 = alloca <8 x float>, align 32
+  %conv2.w131 = alloca <8 x float>, align 32
+  %conv2.w130 = alloca <8 x float>, align 32
+  %conv2.w129 = alloca <8 x float>, align 32
+  %conv2.w128 = alloca <8 x float>, align 32
+  %conv2.w127 = alloca <8 x float>, align 32
   %conv2.w126 = alloca <8 x float>, align 32
   %conv2.w125 = alloca <8 x float>, align 32
   %conv2.w124 = alloca <8 x float>, align 32
@@ -13462,100 +14767,71 @@ entry:
   %conv2.w117 = alloca <8 x float>, align 32
   %conv2.w116 = alloca <8 x float>, align 32
   %conv2.w115 = alloca <8 x float>, align 32
-  %conv2.w109 = alloca <8 x float>, align 32
-  %conv2.w108 = alloca <8 x float>, align 32
-  %conv2.w107 = alloca <8 x float>, align 32
-  %conv2.w106 = alloca <8 x float>, align 32
-  %conv2.w105 = alloca <8 x float>, align 32
-  %conv2.w104 = alloca <8 x float>, align 32
-  %conv2.w103 = alloca <8 x float>, align 32
-  %conv2.w102 = alloca <8 x float>, align 32
-  %conv2.w101 = alloca <8 x float>, align 32
-  %conv2.w100 = alloca <8 x float>, align 32
-  %conv2.w99 = alloca <8 x float>, align 32
-  %conv2.w98 = alloca <8 x float>, align 32
-  %conv2.w97 = alloca <8 x float>, align 32
-  %conv2.w96 = alloca <8 x float>, align 32
-  %conv2.w95 = alloca <8 x float>, align 32
-  %conv2.w94 = alloca <8 x float>, align 32
-  %conv2.w93 = alloca <8 x float>, align 32
-  %conv2.w92 = alloca <8 x float>, align 32
-  %conv2.w91 = alloca <8 x float>, align 32
-  %conv2.w90 = alloca <8 x float>, align 32
-  %conv2.w89 = alloca <8 x float>, align 32
-  %conv2.w88 = alloca <8 x float>, align 32
-  %conv2.w87 = alloca <8 x float>, align 32
-  %conv2.w86 = alloca <8 x float>, align 32
-  %conv2.w85 = alloca <8 x float>, align 32
-  %conv2.w84 = alloca <8 x float>, align 32
-  %conv2.w83 = alloca <8 x float>, align 32
-  %conv2.w82 = alloca <8 x float>, align 32
-  %conv2.w81 = alloca <8 x float>, align 32
-  %conv2.w80 = alloca <8 x float>, align 32
-  %conv2.w79 = alloca <8 x float>, align 32
-  %conv2.w78 = alloca <8 x float>, align 32
-  %conv2.w67 = alloca float, align 4
-  %conv2.w66 = alloca float, align 4
-  %conv2.w65 = alloca float, align 4
-  %conv2.w64 = alloca float, align 4
-  %conv2.w63 = alloca float, align 4
-  %conv2.w62 = alloca float, align 4
-  %conv2.w61 = alloca float, align 4
-  %conv2.w60 = alloca float, align 4
-  %conv2.w59 = alloca float, align 4
-  %conv2.w58 = alloca float, align 4
-  %conv2.w57 = alloca float, align 4
-  %conv2.w56 = alloca float, align 4
-  %conv2.w55 = alloca float, align 4
-  %conv2.w54 = alloca float, align 4
-  %conv2.w53 = alloca float, align 4
-  %conv2.w52 = alloca float, align 4
-  %conv2.w51 = alloca float, align 4
-  %conv2.w50 = alloca float, align 4
-  %conv2.w49 = alloca float, align 4
-  %conv2.w48 = alloca float, align 4
-  %conv2.w47 = alloca float, align 4
-  %conv2.w46 = alloca float, align 4
-  %conv2.w45 = alloca float, align 4
-  %conv2.w44 = alloca float, align 4
-  %conv2.w43 = alloca float, align 4
-  %conv2.w42 = alloca float, align 4
-  %conv2.w41 = alloca float, align 4
-  %conv2.w40 = alloca float, align 4
-  br label %conv2.ci38
+  %conv2.w114 = alloca <8 x float>, align 32
+  %conv2.w113 = alloca <8 x float>, align 32
+  %conv2.w112 = alloca <8 x float>, align 32
+  %conv2.w101 = alloca float, align 4
+  %conv2.w100 = alloca float, align 4
+  %conv2.w99 = alloca float, align 4
+  %conv2.w98 = alloca float, align 4
+  %conv2.w97 = alloca float, align 4
+  %conv2.w96 = alloca float, align 4
+  %conv2.w95 = alloca float, align 4
+  %conv2.w94 = alloca float, align 4
+  %conv2.w93 = alloca float, align 4
+  %conv2.w92 = alloca float, align 4
+  %conv2.w91 = alloca float, align 4
+  %conv2.w90 = alloca float, align 4
+  %conv2.w89 = alloca float, align 4
+  %conv2.w88 = alloca float, align 4
+  %conv2.w87 = alloca float, align 4
+  %conv2.w86 = alloca float, align 4
+  %conv2.w85 = alloca float, align 4
+  %conv2.w84 = alloca float, align 4
+  %conv2.w83 = alloca float, align 4
+  %conv2.w82 = alloca float, align 4
+  %conv2.w81 = alloca float, align 4
+  %conv2.w80 = alloca float, align 4
+  %conv2.w79 = alloca float, align 4
+  %conv2.w78 = alloca float, align 4
+  %conv2.w77 = alloca float, align 4
+  %conv2.w76 = alloca float, align 4
+  %conv2.w75 = alloca float, align 4
+  %conv2.w74 = alloca float, align 4
+  br label %conv2.ci72
 
-conv2.ci38:                                       ; preds = %conv2.co39.end, %entry
-  %conv2.ci381 = phi i64 [ 0, %entry ], [ %ci38.next, %conv2.co39.end ]
-  br label %conv2.co39
+conv2.ci72:                                       ; preds = %conv2.co73.end, %entry
+  %conv2.ci721 = phi i64 [ 0, %entry ], [ %ci72.next, %conv2.co73.end ]
+  br label %conv2.co73
 
-conv2.ci38.end:                                   ; preds = %conv2.co39.end
-  br label %conv2.i68
+conv2.ci72.end:                                   ; preds = %conv2.co73.end
+  br label %conv2.i102
 
-conv2.co39:                                       ; preds = %conv2.co39, %conv2.ci38
-  %conv2.co392 = phi i64 [ 0, %conv2.ci38 ], [ %co39.next, %conv2.co39 ]
-  %0 = mul nsw i64 %conv2.co392, 32
-  %1 = add nsw i64 %0, %conv2.ci381
+conv2.co73:                                       ; preds = %conv2.co73, %conv2.ci72
+  %conv2.co732 = phi i64 [ 0, %conv2.ci72 ], [ %co73.next, %conv2.co73 ]
+  %0 = mul nsw i64 %conv2.co732, 32
+  %1 = add nsw i64 %0, %conv2.ci721
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 352, %2
   %params3 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params3, align 4
-  store float %4, ptr %conv2.w40, align 4
-  %5 = mul nsw i64 %conv2.co392, 32
-  %6 = add nsw i64 %5, %conv2.ci381
+  store float %4, ptr %conv2.w74, align 4
+  %5 = mul nsw i64 %conv2.co732, 32
+  %6 = add nsw i64 %5, %conv2.ci721
   %7 = mul nsw i64 %6, 9
   %8 = add nsw i64 352, %7
   %params4 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %conv2.co392, 32
-  %11 = add nsw i64 %10, %conv2.ci381
+  %10 = mul nsw i64 %conv2.co732, 32
+  %11 = add nsw i64 %10, %conv2.ci721
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 352, %12
   %14 = add nsw i64 %13, 3
   %params5 = getelementptr inbounds float, ptr %params, i64 %14
   %15 = load float, ptr %params5, align 4
   %16 = fadd float %9, %15
-  %17 = mul nsw i64 %conv2.co392, 32
-  %18 = add nsw i64 %17, %conv2.ci381
+  %17 = mul nsw i64 %conv2.co732, 32
+  %18 = add nsw i64 %17, %conv2.ci721
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 352, %19
   %21 = add nsw i64 %20, 6
@@ -13563,23 +14839,23 @@ conv2.co39:                                       ; preds = %conv2.co39, %conv2.
   %22 = load float, ptr %params6, align 4
   %23 = fadd float %16, %22
   %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %conv2.w41, align 4
-  %25 = mul nsw i64 %conv2.co392, 32
-  %26 = add nsw i64 %25, %conv2.ci381
+  store float %24, ptr %conv2.w75, align 4
+  %25 = mul nsw i64 %conv2.co732, 32
+  %26 = add nsw i64 %25, %conv2.ci721
   %27 = mul nsw i64 %26, 9
   %28 = add nsw i64 352, %27
   %params7 = getelementptr inbounds float, ptr %params, i64 %28
   %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %conv2.co392, 32
-  %31 = add nsw i64 %30, %conv2.ci381
+  %30 = mul nsw i64 %conv2.co732, 32
+  %31 = add nsw i64 %30, %conv2.ci721
   %32 = mul nsw i64 %31, 9
   %33 = add nsw i64 352, %32
   %34 = add nsw i64 %33, 6
   %params8 = getelementptr inbounds float, ptr %params, i64 %34
   %35 = load float, ptr %params8, align 4
   %36 = fadd float %29, %35
-  %37 = mul nsw i64 %conv2.co392, 32
-  %38 = add nsw i64 %37, %conv2.ci381
+  %37 = mul nsw i64 %conv2.co732, 32
+  %38 = add nsw i64 %37, %conv2.ci721
   %39 = mul nsw i64 %38, 9
   %40 = add nsw i64 352, %39
   %41 = add nsw i64 %40, 3
@@ -13587,40 +14863,40 @@ conv2.co39:                                       ; preds = %conv2.co39, %conv2.
   %42 = load float, ptr %params9, align 4
   %43 = fsub float %36, %42
   %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %conv2.w42, align 4
-  %45 = mul nsw i64 %conv2.co392, 32
-  %46 = add nsw i64 %45, %conv2.ci381
+  store float %44, ptr %conv2.w76, align 4
+  %45 = mul nsw i64 %conv2.co732, 32
+  %46 = add nsw i64 %45, %conv2.ci721
   %47 = mul nsw i64 %46, 9
   %48 = add nsw i64 352, %47
   %49 = add nsw i64 %48, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %49
   %50 = load float, ptr %params10, align 4
-  store float %50, ptr %conv2.w43, align 4
-  %51 = mul nsw i64 %conv2.co392, 32
-  %52 = add nsw i64 %51, %conv2.ci381
+  store float %50, ptr %conv2.w77, align 4
+  %51 = mul nsw i64 %conv2.co732, 32
+  %52 = add nsw i64 %51, %conv2.ci721
   %53 = mul nsw i64 %52, 9
   %54 = add nsw i64 352, %53
   %55 = add nsw i64 %54, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %55
   %56 = load float, ptr %params11, align 4
-  store float %56, ptr %conv2.w44, align 4
-  %57 = mul nsw i64 %conv2.co392, 32
-  %58 = add nsw i64 %57, %conv2.ci381
+  store float %56, ptr %conv2.w78, align 4
+  %57 = mul nsw i64 %conv2.co732, 32
+  %58 = add nsw i64 %57, %conv2.ci721
   %59 = mul nsw i64 %58, 9
   %60 = add nsw i64 352, %59
   %61 = add nsw i64 %60, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %61
   %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %conv2.co392, 32
-  %64 = add nsw i64 %63, %conv2.ci381
+  %63 = mul nsw i64 %conv2.co732, 32
+  %64 = add nsw i64 %63, %conv2.ci721
   %65 = mul nsw i64 %64, 9
   %66 = add nsw i64 352, %65
   %67 = add nsw i64 %66, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params13, align 4
   %69 = fadd float %62, %68
-  %70 = mul nsw i64 %conv2.co392, 32
-  %71 = add nsw i64 %70, %conv2.ci381
+  %70 = mul nsw i64 %conv2.co732, 32
+  %71 = add nsw i64 %70, %conv2.ci721
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 352, %72
   %74 = add nsw i64 %73, 7
@@ -13628,24 +14904,24 @@ conv2.co39:                                       ; preds = %conv2.co39, %conv2.
   %75 = load float, ptr %params14, align 4
   %76 = fadd float %69, %75
   %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %conv2.w45, align 4
-  %78 = mul nsw i64 %conv2.co392, 32
-  %79 = add nsw i64 %78, %conv2.ci381
+  store float %77, ptr %conv2.w79, align 4
+  %78 = mul nsw i64 %conv2.co732, 32
+  %79 = add nsw i64 %78, %conv2.ci721
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 352, %80
   %82 = add nsw i64 %81, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %conv2.co392, 32
-  %85 = add nsw i64 %84, %conv2.ci381
+  %84 = mul nsw i64 %conv2.co732, 32
+  %85 = add nsw i64 %84, %conv2.ci721
   %86 = mul nsw i64 %85, 9
   %87 = add nsw i64 352, %86
   %88 = add nsw i64 %87, 7
   %params16 = getelementptr inbounds float, ptr %params, i64 %88
   %89 = load float, ptr %params16, align 4
   %90 = fadd float %83, %89
-  %91 = mul nsw i64 %conv2.co392, 32
-  %92 = add nsw i64 %91, %conv2.ci381
+  %91 = mul nsw i64 %conv2.co732, 32
+  %92 = add nsw i64 %91, %conv2.ci721
   %93 = mul nsw i64 %92, 9
   %94 = add nsw i64 352, %93
   %95 = add nsw i64 %94, 4
@@ -13653,40 +14929,40 @@ conv2.co39:                                       ; preds = %conv2.co39, %conv2.
   %96 = load float, ptr %params17, align 4
   %97 = fsub float %90, %96
   %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %conv2.w46, align 4
-  %99 = mul nsw i64 %conv2.co392, 32
-  %100 = add nsw i64 %99, %conv2.ci381
+  store float %98, ptr %conv2.w80, align 4
+  %99 = mul nsw i64 %conv2.co732, 32
+  %100 = add nsw i64 %99, %conv2.ci721
   %101 = mul nsw i64 %100, 9
   %102 = add nsw i64 352, %101
   %103 = add nsw i64 %102, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %103
   %104 = load float, ptr %params18, align 4
-  store float %104, ptr %conv2.w47, align 4
-  %105 = mul nsw i64 %conv2.co392, 32
-  %106 = add nsw i64 %105, %conv2.ci381
+  store float %104, ptr %conv2.w81, align 4
+  %105 = mul nsw i64 %conv2.co732, 32
+  %106 = add nsw i64 %105, %conv2.ci721
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 352, %107
   %109 = add nsw i64 %108, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params19, align 4
-  store float %110, ptr %conv2.w48, align 4
-  %111 = mul nsw i64 %conv2.co392, 32
-  %112 = add nsw i64 %111, %conv2.ci381
+  store float %110, ptr %conv2.w82, align 4
+  %111 = mul nsw i64 %conv2.co732, 32
+  %112 = add nsw i64 %111, %conv2.ci721
   %113 = mul nsw i64 %112, 9
   %114 = add nsw i64 352, %113
   %115 = add nsw i64 %114, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %115
   %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %conv2.co392, 32
-  %118 = add nsw i64 %117, %conv2.ci381
+  %117 = mul nsw i64 %conv2.co732, 32
+  %118 = add nsw i64 %117, %conv2.ci721
   %119 = mul nsw i64 %118, 9
   %120 = add nsw i64 352, %119
   %121 = add nsw i64 %120, 5
   %params21 = getelementptr inbounds float, ptr %params, i64 %121
   %122 = load float, ptr %params21, align 4
   %123 = fadd float %116, %122
-  %124 = mul nsw i64 %conv2.co392, 32
-  %125 = add nsw i64 %124, %conv2.ci381
+  %124 = mul nsw i64 %conv2.co732, 32
+  %125 = add nsw i64 %124, %conv2.ci721
   %126 = mul nsw i64 %125, 9
   %127 = add nsw i64 352, %126
   %128 = add nsw i64 %127, 8
@@ -13694,24 +14970,24 @@ conv2.co39:                                       ; preds = %conv2.co39, %conv2.
   %129 = load float, ptr %params22, align 4
   %130 = fadd float %123, %129
   %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %conv2.w49, align 4
-  %132 = mul nsw i64 %conv2.co392, 32
-  %133 = add nsw i64 %132, %conv2.ci381
+  store float %131, ptr %conv2.w83, align 4
+  %132 = mul nsw i64 %conv2.co732, 32
+  %133 = add nsw i64 %132, %conv2.ci721
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 352, %134
   %136 = add nsw i64 %135, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %conv2.co392, 32
-  %139 = add nsw i64 %138, %conv2.ci381
+  %138 = mul nsw i64 %conv2.co732, 32
+  %139 = add nsw i64 %138, %conv2.ci721
   %140 = mul nsw i64 %139, 9
   %141 = add nsw i64 352, %140
   %142 = add nsw i64 %141, 8
   %params24 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load float, ptr %params24, align 4
   %144 = fadd float %137, %143
-  %145 = mul nsw i64 %conv2.co392, 32
-  %146 = add nsw i64 %145, %conv2.ci381
+  %145 = mul nsw i64 %conv2.co732, 32
+  %146 = add nsw i64 %145, %conv2.ci721
   %147 = mul nsw i64 %146, 9
   %148 = add nsw i64 352, %147
   %149 = add nsw i64 %148, 5
@@ -13719,2560 +14995,2476 @@ conv2.co39:                                       ; preds = %conv2.co39, %conv2.
   %150 = load float, ptr %params25, align 4
   %151 = fsub float %144, %150
   %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %conv2.w50, align 4
-  %153 = mul nsw i64 %conv2.co392, 32
-  %154 = add nsw i64 %153, %conv2.ci381
+  store float %152, ptr %conv2.w84, align 4
+  %153 = mul nsw i64 %conv2.co732, 32
+  %154 = add nsw i64 %153, %conv2.ci721
   %155 = mul nsw i64 %154, 9
   %156 = add nsw i64 352, %155
   %157 = add nsw i64 %156, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %conv2.w51, align 4
-  %w40 = load float, ptr %conv2.w40, align 4
-  store float %w40, ptr %conv2.w52, align 4
-  %w4027 = load float, ptr %conv2.w40, align 4
-  %w44 = load float, ptr %conv2.w44, align 4
-  %159 = fadd float %w4027, %w44
-  %w48 = load float, ptr %conv2.w48, align 4
-  %160 = fadd float %159, %w48
+  store float %158, ptr %conv2.w85, align 4
+  %w74 = load float, ptr %conv2.w74, align 4
+  store float %w74, ptr %conv2.w86, align 4
+  %w7427 = load float, ptr %conv2.w74, align 4
+  %w78 = load float, ptr %conv2.w78, align 4
+  %159 = fadd float %w7427, %w78
+  %w82 = load float, ptr %conv2.w82, align 4
+  %160 = fadd float %159, %w82
   %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %conv2.w53, align 4
-  %w4028 = load float, ptr %conv2.w40, align 4
-  %w4829 = load float, ptr %conv2.w48, align 4
-  %162 = fadd float %w4028, %w4829
-  %w4430 = load float, ptr %conv2.w44, align 4
-  %163 = fsub float %162, %w4430
+  store float %161, ptr %conv2.w87, align 4
+  %w7428 = load float, ptr %conv2.w74, align 4
+  %w8229 = load float, ptr %conv2.w82, align 4
+  %162 = fadd float %w7428, %w8229
+  %w7830 = load float, ptr %conv2.w78, align 4
+  %163 = fsub float %162, %w7830
   %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %conv2.w54, align 4
-  %w4831 = load float, ptr %conv2.w48, align 4
-  store float %w4831, ptr %conv2.w55, align 4
-  %w41 = load float, ptr %conv2.w41, align 4
-  store float %w41, ptr %conv2.w56, align 4
-  %w4132 = load float, ptr %conv2.w41, align 4
-  %w45 = load float, ptr %conv2.w45, align 4
-  %165 = fadd float %w4132, %w45
-  %w49 = load float, ptr %conv2.w49, align 4
-  %166 = fadd float %165, %w49
+  store float %164, ptr %conv2.w88, align 4
+  %w8231 = load float, ptr %conv2.w82, align 4
+  store float %w8231, ptr %conv2.w89, align 4
+  %w75 = load float, ptr %conv2.w75, align 4
+  store float %w75, ptr %conv2.w90, align 4
+  %w7532 = load float, ptr %conv2.w75, align 4
+  %w79 = load float, ptr %conv2.w79, align 4
+  %165 = fadd float %w7532, %w79
+  %w83 = load float, ptr %conv2.w83, align 4
+  %166 = fadd float %165, %w83
   %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %conv2.w57, align 4
-  %w4133 = load float, ptr %conv2.w41, align 4
-  %w4934 = load float, ptr %conv2.w49, align 4
-  %168 = fadd float %w4133, %w4934
-  %w4535 = load float, ptr %conv2.w45, align 4
-  %169 = fsub float %168, %w4535
+  store float %167, ptr %conv2.w91, align 4
+  %w7533 = load float, ptr %conv2.w75, align 4
+  %w8334 = load float, ptr %conv2.w83, align 4
+  %168 = fadd float %w7533, %w8334
+  %w7935 = load float, ptr %conv2.w79, align 4
+  %169 = fsub float %168, %w7935
   %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %conv2.w58, align 4
-  %w4936 = load float, ptr %conv2.w49, align 4
-  store float %w4936, ptr %conv2.w59, align 4
-  %w42 = load float, ptr %conv2.w42, align 4
-  store float %w42, ptr %conv2.w60, align 4
-  %w4237 = load float, ptr %conv2.w42, align 4
-  %w46 = load float, ptr %conv2.w46, align 4
-  %171 = fadd float %w4237, %w46
-  %w50 = load float, ptr %conv2.w50, align 4
-  %172 = fadd float %171, %w50
+  store float %170, ptr %conv2.w92, align 4
+  %w8336 = load float, ptr %conv2.w83, align 4
+  store float %w8336, ptr %conv2.w93, align 4
+  %w76 = load float, ptr %conv2.w76, align 4
+  store float %w76, ptr %conv2.w94, align 4
+  %w7637 = load float, ptr %conv2.w76, align 4
+  %w80 = load float, ptr %conv2.w80, align 4
+  %171 = fadd float %w7637, %w80
+  %w84 = load float, ptr %conv2.w84, align 4
+  %172 = fadd float %171, %w84
   %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %conv2.w61, align 4
-  %w4238 = load float, ptr %conv2.w42, align 4
-  %w5039 = load float, ptr %conv2.w50, align 4
-  %174 = fadd float %w4238, %w5039
-  %w4640 = load float, ptr %conv2.w46, align 4
-  %175 = fsub float %174, %w4640
+  store float %173, ptr %conv2.w95, align 4
+  %w7638 = load float, ptr %conv2.w76, align 4
+  %w8439 = load float, ptr %conv2.w84, align 4
+  %174 = fadd float %w7638, %w8439
+  %w8040 = load float, ptr %conv2.w80, align 4
+  %175 = fsub float %174, %w8040
   %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %conv2.w62, align 4
-  %w5041 = load float, ptr %conv2.w50, align 4
-  store float %w5041, ptr %conv2.w63, align 4
-  %w43 = load float, ptr %conv2.w43, align 4
-  store float %w43, ptr %conv2.w64, align 4
-  %w4342 = load float, ptr %conv2.w43, align 4
-  %w47 = load float, ptr %conv2.w47, align 4
-  %177 = fadd float %w4342, %w47
-  %w51 = load float, ptr %conv2.w51, align 4
-  %178 = fadd float %177, %w51
+  store float %176, ptr %conv2.w96, align 4
+  %w8441 = load float, ptr %conv2.w84, align 4
+  store float %w8441, ptr %conv2.w97, align 4
+  %w77 = load float, ptr %conv2.w77, align 4
+  store float %w77, ptr %conv2.w98, align 4
+  %w7742 = load float, ptr %conv2.w77, align 4
+  %w81 = load float, ptr %conv2.w81, align 4
+  %177 = fadd float %w7742, %w81
+  %w85 = load float, ptr %conv2.w85, align 4
+  %178 = fadd float %177, %w85
   %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %conv2.w65, align 4
-  %w4343 = load float, ptr %conv2.w43, align 4
-  %w5144 = load float, ptr %conv2.w51, align 4
-  %180 = fadd float %w4343, %w5144
-  %w4745 = load float, ptr %conv2.w47, align 4
-  %181 = fsub float %180, %w4745
+  store float %179, ptr %conv2.w99, align 4
+  %w7743 = load float, ptr %conv2.w77, align 4
+  %w8544 = load float, ptr %conv2.w85, align 4
+  %180 = fadd float %w7743, %w8544
+  %w8145 = load float, ptr %conv2.w81, align 4
+  %181 = fsub float %180, %w8145
   %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %conv2.w66, align 4
-  %w5146 = load float, ptr %conv2.w51, align 4
-  store float %w5146, ptr %conv2.w67, align 4
-  %w52 = load float, ptr %conv2.w52, align 4
-  %183 = mul nsw i64 %conv2.ci381, 64
-  %184 = add nsw i64 802816, %183
-  %185 = add nsw i64 %184, %conv2.co392
+  store float %182, ptr %conv2.w100, align 4
+  %w8546 = load float, ptr %conv2.w85, align 4
+  store float %w8546, ptr %conv2.w101, align 4
+  %w86 = load float, ptr %conv2.w86, align 4
+  %183 = mul nsw i64 %conv2.ci721, 64
+  %184 = add nsw i64 803008, %183
+  %185 = add nsw i64 %184, %conv2.co732
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w52, ptr %arena47, align 4
-  %w53 = load float, ptr %conv2.w53, align 4
-  %186 = mul nsw i64 %conv2.ci381, 64
-  %187 = add nsw i64 804864, %186
-  %188 = add nsw i64 %187, %conv2.co392
+  store float %w86, ptr %arena47, align 4
+  %w87 = load float, ptr %conv2.w87, align 4
+  %186 = mul nsw i64 %conv2.ci721, 64
+  %187 = add nsw i64 805056, %186
+  %188 = add nsw i64 %187, %conv2.co732
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w53, ptr %arena48, align 4
-  %w54 = load float, ptr %conv2.w54, align 4
-  %189 = mul nsw i64 %conv2.ci381, 64
-  %190 = add nsw i64 806912, %189
-  %191 = add nsw i64 %190, %conv2.co392
+  store float %w87, ptr %arena48, align 4
+  %w88 = load float, ptr %conv2.w88, align 4
+  %189 = mul nsw i64 %conv2.ci721, 64
+  %190 = add nsw i64 807104, %189
+  %191 = add nsw i64 %190, %conv2.co732
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w54, ptr %arena49, align 4
-  %w55 = load float, ptr %conv2.w55, align 4
-  %192 = mul nsw i64 %conv2.ci381, 64
-  %193 = add nsw i64 808960, %192
-  %194 = add nsw i64 %193, %conv2.co392
+  store float %w88, ptr %arena49, align 4
+  %w89 = load float, ptr %conv2.w89, align 4
+  %192 = mul nsw i64 %conv2.ci721, 64
+  %193 = add nsw i64 809152, %192
+  %194 = add nsw i64 %193, %conv2.co732
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w55, ptr %arena50, align 4
-  %w56 = load float, ptr %conv2.w56, align 4
-  %195 = mul nsw i64 %conv2.ci381, 64
-  %196 = add nsw i64 811008, %195
-  %197 = add nsw i64 %196, %conv2.co392
+  store float %w89, ptr %arena50, align 4
+  %w90 = load float, ptr %conv2.w90, align 4
+  %195 = mul nsw i64 %conv2.ci721, 64
+  %196 = add nsw i64 811200, %195
+  %197 = add nsw i64 %196, %conv2.co732
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w56, ptr %arena51, align 4
-  %w57 = load float, ptr %conv2.w57, align 4
-  %198 = mul nsw i64 %conv2.ci381, 64
-  %199 = add nsw i64 813056, %198
-  %200 = add nsw i64 %199, %conv2.co392
+  store float %w90, ptr %arena51, align 4
+  %w91 = load float, ptr %conv2.w91, align 4
+  %198 = mul nsw i64 %conv2.ci721, 64
+  %199 = add nsw i64 813248, %198
+  %200 = add nsw i64 %199, %conv2.co732
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w57, ptr %arena52, align 4
-  %w58 = load float, ptr %conv2.w58, align 4
-  %201 = mul nsw i64 %conv2.ci381, 64
-  %202 = add nsw i64 815104, %201
-  %203 = add nsw i64 %202, %conv2.co392
+  store float %w91, ptr %arena52, align 4
+  %w92 = load float, ptr %conv2.w92, align 4
+  %201 = mul nsw i64 %conv2.ci721, 64
+  %202 = add nsw i64 815296, %201
+  %203 = add nsw i64 %202, %conv2.co732
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w58, ptr %arena53, align 4
-  %w59 = load float, ptr %conv2.w59, align 4
-  %204 = mul nsw i64 %conv2.ci381, 64
-  %205 = add nsw i64 817152, %204
-  %206 = add nsw i64 %205, %conv2.co392
+  store float %w92, ptr %arena53, align 4
+  %w93 = load float, ptr %conv2.w93, align 4
+  %204 = mul nsw i64 %conv2.ci721, 64
+  %205 = add nsw i64 817344, %204
+  %206 = add nsw i64 %205, %conv2.co732
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w59, ptr %arena54, align 4
-  %w60 = load float, ptr %conv2.w60, align 4
-  %207 = mul nsw i64 %conv2.ci381, 64
-  %208 = add nsw i64 819200, %207
-  %209 = add nsw i64 %208, %conv2.co392
+  store float %w93, ptr %arena54, align 4
+  %w94 = load float, ptr %conv2.w94, align 4
+  %207 = mul nsw i64 %conv2.ci721, 64
+  %208 = add nsw i64 819392, %207
+  %209 = add nsw i64 %208, %conv2.co732
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w60, ptr %arena55, align 4
-  %w61 = load float, ptr %conv2.w61, align 4
-  %210 = mul nsw i64 %conv2.ci381, 64
-  %211 = add nsw i64 821248, %210
-  %212 = add nsw i64 %211, %conv2.co392
+  store float %w94, ptr %arena55, align 4
+  %w95 = load float, ptr %conv2.w95, align 4
+  %210 = mul nsw i64 %conv2.ci721, 64
+  %211 = add nsw i64 821440, %210
+  %212 = add nsw i64 %211, %conv2.co732
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w61, ptr %arena56, align 4
-  %w62 = load float, ptr %conv2.w62, align 4
-  %213 = mul nsw i64 %conv2.ci381, 64
-  %214 = add nsw i64 823296, %213
-  %215 = add nsw i64 %214, %conv2.co392
+  store float %w95, ptr %arena56, align 4
+  %w96 = load float, ptr %conv2.w96, align 4
+  %213 = mul nsw i64 %conv2.ci721, 64
+  %214 = add nsw i64 823488, %213
+  %215 = add nsw i64 %214, %conv2.co732
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w62, ptr %arena57, align 4
-  %w63 = load float, ptr %conv2.w63, align 4
-  %216 = mul nsw i64 %conv2.ci381, 64
-  %217 = add nsw i64 825344, %216
-  %218 = add nsw i64 %217, %conv2.co392
+  store float %w96, ptr %arena57, align 4
+  %w97 = load float, ptr %conv2.w97, align 4
+  %216 = mul nsw i64 %conv2.ci721, 64
+  %217 = add nsw i64 825536, %216
+  %218 = add nsw i64 %217, %conv2.co732
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w63, ptr %arena58, align 4
-  %w64 = load float, ptr %conv2.w64, align 4
-  %219 = mul nsw i64 %conv2.ci381, 64
-  %220 = add nsw i64 827392, %219
-  %221 = add nsw i64 %220, %conv2.co392
+  store float %w97, ptr %arena58, align 4
+  %w98 = load float, ptr %conv2.w98, align 4
+  %219 = mul nsw i64 %conv2.ci721, 64
+  %220 = add nsw i64 827584, %219
+  %221 = add nsw i64 %220, %conv2.co732
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w64, ptr %arena59, align 4
-  %w65 = load float, ptr %conv2.w65, align 4
-  %222 = mul nsw i64 %conv2.ci381, 64
-  %223 = add nsw i64 829440, %222
-  %224 = add nsw i64 %223, %conv2.co392
+  store float %w98, ptr %arena59, align 4
+  %w99 = load float, ptr %conv2.w99, align 4
+  %222 = mul nsw i64 %conv2.ci721, 64
+  %223 = add nsw i64 829632, %222
+  %224 = add nsw i64 %223, %conv2.co732
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w65, ptr %arena60, align 4
-  %w66 = load float, ptr %conv2.w66, align 4
-  %225 = mul nsw i64 %conv2.ci381, 64
-  %226 = add nsw i64 831488, %225
-  %227 = add nsw i64 %226, %conv2.co392
+  store float %w99, ptr %arena60, align 4
+  %w100 = load float, ptr %conv2.w100, align 4
+  %225 = mul nsw i64 %conv2.ci721, 64
+  %226 = add nsw i64 831680, %225
+  %227 = add nsw i64 %226, %conv2.co732
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w66, ptr %arena61, align 4
-  %w67 = load float, ptr %conv2.w67, align 4
-  %228 = mul nsw i64 %conv2.ci381, 64
-  %229 = add nsw i64 833536, %228
-  %230 = add nsw i64 %229, %conv2.co392
+  store float %w100, ptr %arena61, align 4
+  %w101 = load float, ptr %conv2.w101, align 4
+  %228 = mul nsw i64 %conv2.ci721, 64
+  %229 = add nsw i64 833728, %228
+  %230 = add nsw i64 %229, %conv2.co732
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w67, ptr %arena62, align 4
-  %co39.next = add nsw i64 %conv2.co392, 1
-  %231 = icmp slt i64 %co39.next, 64
-  br i1 %231, label %conv2.co39, label %conv2.co39.end
+  store float %w101, ptr %arena62, align 4
+  %co73.next = add nsw i64 %conv2.co732, 1
+  %231 = icmp slt i64 %co73.next, 64
+  br i1 %231, label %conv2.co73, label %conv2.co73.end
 
-conv2.co39.end:                                   ; preds = %conv2.co39
-  %ci38.next = add nsw i64 %conv2.ci381, 1
-  %232 = icmp slt i64 %ci38.next, 32
-  br i1 %232, label %conv2.ci38, label %conv2.ci38.end
+conv2.co73.end:                                   ; preds = %conv2.co73
+  %ci72.next = add nsw i64 %conv2.ci721, 1
+  %232 = icmp slt i64 %ci72.next, 32
+  br i1 %232, label %conv2.ci72, label %conv2.ci72.end
 
-conv2.i68:                                        ; preds = %conv2.i68, %conv2.ci38.end
-  %conv2.i6863 = phi i64 [ 0, %conv2.ci38.end ], [ %i68.next, %conv2.i68 ]
-  %233 = add nsw i64 835584, %conv2.i6863
+conv2.i102:                                       ; preds = %conv2.i102, %conv2.ci72.end
+  %conv2.i10263 = phi i64 [ 0, %conv2.ci72.end ], [ %i102.next, %conv2.i102 ]
+  %233 = add nsw i64 835776, %conv2.i10263
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i68.next = add nsw i64 %conv2.i6863, 1
-  %234 = icmp slt i64 %i68.next, 8192
-  br i1 %234, label %conv2.i68, label %conv2.i68.end
+  %i102.next = add nsw i64 %conv2.i10263, 1
+  %234 = icmp slt i64 %i102.next, 8192
+  br i1 %234, label %conv2.i102, label %conv2.i102.end
 
-conv2.i68.end:                                    ; preds = %conv2.i68
-  br label %conv2.g69
+conv2.i102.end:                                   ; preds = %conv2.i102
+  br label %conv2.g103
 
-conv2.g69:                                        ; preds = %conv2.j127.end, %conv2.i68.end
-  %conv2.g6965 = phi i64 [ 0, %conv2.i68.end ], [ %g69.next, %conv2.j127.end ]
-  br label %conv2.j70
+conv2.g103:                                       ; preds = %conv2.j176.end, %conv2.i102.end
+  %conv2.g10365 = phi i64 [ 0, %conv2.i102.end ], [ %g103.next, %conv2.j176.end ]
+  br label %conv2.j104
 
-conv2.g69.end:                                    ; preds = %conv2.j127.end
+conv2.g103.end:                                   ; preds = %conv2.j176.end
   ret void
 
-conv2.j70:                                        ; preds = %conv2.c71.end, %conv2.g69
-  %conv2.j7066 = phi i64 [ 0, %conv2.g69 ], [ %j70.next, %conv2.c71.end ]
-  br label %conv2.c71
+conv2.j104:                                       ; preds = %conv2.c105.end, %conv2.g103
+  %conv2.j10466 = phi i64 [ 0, %conv2.g103 ], [ %j104.next, %conv2.c105.end ]
+  br label %conv2.c105
 
-conv2.j70.end:                                    ; preds = %conv2.c71.end
-  br label %conv2.j74
+conv2.j104.end:                                   ; preds = %conv2.c105.end
+  br label %conv2.j108
 
-conv2.c71:                                        ; preds = %conv2.iy72.end, %conv2.j70
-  %conv2.c7167 = phi i64 [ 0, %conv2.j70 ], [ %c71.next, %conv2.iy72.end ]
-  br label %conv2.iy72
+conv2.c105:                                       ; preds = %conv2.iy106.end, %conv2.j104
+  %conv2.c10567 = phi i64 [ 0, %conv2.j104 ], [ %c105.next, %conv2.iy106.end ]
+  br label %conv2.iy106
 
-conv2.c71.end:                                    ; preds = %conv2.iy72.end
-  %j70.next = add nsw i64 %conv2.j7066, 1
-  %235 = icmp slt i64 %j70.next, 1
-  br i1 %235, label %conv2.j70, label %conv2.j70.end
+conv2.c105.end:                                   ; preds = %conv2.iy106.end
+  %j104.next = add nsw i64 %conv2.j10466, 1
+  %235 = icmp slt i64 %j104.next, 1
+  br i1 %235, label %conv2.j104, label %conv2.j104.end
 
-conv2.iy72:                                       ; preds = %conv2.ix73.end, %conv2.c71
-  %conv2.iy7268 = phi i64 [ 0, %conv2.c71 ], [ %iy72.next, %conv2.ix73.end ]
-  br label %conv2.ix73
+conv2.iy106:                                      ; preds = %conv2.ix107.end, %conv2.c105
+  %conv2.iy10668 = phi i64 [ 0, %conv2.c105 ], [ %iy106.next, %conv2.ix107.end ]
+  br label %conv2.ix107
 
-conv2.iy72.end:                                   ; preds = %conv2.ix73.end
-  %c71.next = add nsw i64 %conv2.c7167, 1
-  %236 = icmp slt i64 %c71.next, 32
-  br i1 %236, label %conv2.c71, label %conv2.c71.end
+conv2.iy106.end:                                  ; preds = %conv2.ix107.end
+  %c105.next = add nsw i64 %conv2.c10567, 1
+  %236 = icmp slt i64 %c105.next, 32
+  br i1 %236, label %conv2.c105, label %conv2.c105.end
 
-conv2.ix73:                                       ; preds = %conv2.ix73, %conv2.iy72
-  %conv2.ix7369 = phi i64 [ 0, %conv2.iy72 ], [ %ix73.next, %conv2.ix73 ]
-  %237 = add nsw i64 %conv2.g6965, %conv2.j7066
+conv2.ix107:                                      ; preds = %conv2.ix107, %conv2.iy106
+  %conv2.ix10769 = phi i64 [ 0, %conv2.iy106 ], [ %ix107.next, %conv2.ix107 ]
+  %237 = add nsw i64 %conv2.g10365, %conv2.j10466
   %238 = mul nsw i64 %237, 6272
-  %239 = add nsw i64 1605632, %238
-  %240 = mul nsw i64 %conv2.c7167, 196
+  %239 = add nsw i64 64, %238
+  %240 = mul nsw i64 %conv2.c10567, 196
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %conv2.iy7268, 14
+  %242 = mul nsw i64 %conv2.iy10668, 14
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %conv2.ix7369
+  %244 = add nsw i64 %243, %conv2.ix10769
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %conv2.j7066, 8192
-  %247 = add nsw i64 %conv2.iy7268, 1
+  %246 = mul nsw i64 %conv2.j10466, 8192
+  %247 = add nsw i64 %conv2.iy10668, 1
   %248 = mul nsw i64 %247, 512
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %conv2.ix7369, 1
+  %250 = add nsw i64 %conv2.ix10769, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %conv2.c7167
-  %254 = add nsw i64 835584, %253
+  %253 = add nsw i64 %252, %conv2.c10567
+  %254 = add nsw i64 835776, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix73.next = add nsw i64 %conv2.ix7369, 1
-  %255 = icmp slt i64 %ix73.next, 14
-  br i1 %255, label %conv2.ix73, label %conv2.ix73.end
+  %ix107.next = add nsw i64 %conv2.ix10769, 1
+  %255 = icmp slt i64 %ix107.next, 14
+  br i1 %255, label %conv2.ix107, label %conv2.ix107.end
 
-conv2.ix73.end:                                   ; preds = %conv2.ix73
-  %iy72.next = add nsw i64 %conv2.iy7268, 1
-  %256 = icmp slt i64 %iy72.next, 14
-  br i1 %256, label %conv2.iy72, label %conv2.iy72.end
+conv2.ix107.end:                                  ; preds = %conv2.ix107
+  %iy106.next = add nsw i64 %conv2.iy10668, 1
+  %256 = icmp slt i64 %iy106.next, 14
+  br i1 %256, label %conv2.iy106, label %conv2.iy106.end
 
-conv2.j74:                                        ; preds = %conv2.ty75.end, %conv2.j70.end
-  %conv2.j7472 = phi i64 [ 0, %conv2.j70.end ], [ %j74.next, %conv2.ty75.end ]
-  br label %conv2.ty75
+conv2.j108:                                       ; preds = %conv2.ty109.end, %conv2.j104.end
+  %conv2.j10872 = phi i64 [ 0, %conv2.j104.end ], [ %j108.next, %conv2.ty109.end ]
+  br label %conv2.ty109
 
-conv2.j74.end:                                    ; preds = %conv2.ty75.end
-  br label %conv2.xi110
+conv2.j108.end:                                   ; preds = %conv2.ty109.end
+  br label %conv2.xi144
 
-conv2.ty75:                                       ; preds = %conv2.tx76.end, %conv2.j74
-  %conv2.ty7573 = phi i64 [ 0, %conv2.j74 ], [ %ty75.next, %conv2.tx76.end ]
-  br label %conv2.tx76
+conv2.ty109:                                      ; preds = %conv2.tx110.end, %conv2.j108
+  %conv2.ty10973 = phi i64 [ 0, %conv2.j108 ], [ %ty109.next, %conv2.tx110.end ]
+  br label %conv2.tx110
 
-conv2.ty75.end:                                   ; preds = %conv2.tx76.end
-  %j74.next = add nsw i64 %conv2.j7472, 1
-  %257 = icmp slt i64 %j74.next, 1
-  br i1 %257, label %conv2.j74, label %conv2.j74.end
+conv2.ty109.end:                                  ; preds = %conv2.tx110.end
+  %j108.next = add nsw i64 %conv2.j10872, 1
+  %257 = icmp slt i64 %j108.next, 1
+  br i1 %257, label %conv2.j108, label %conv2.j108.end
 
-conv2.tx76:                                       ; preds = %conv2.cv77.end, %conv2.ty75
-  %conv2.tx7674 = phi i64 [ 0, %conv2.ty75 ], [ %tx76.next, %conv2.cv77.end ]
-  br label %conv2.cv77
+conv2.tx110:                                      ; preds = %conv2.cv111.end, %conv2.ty109
+  %conv2.tx11074 = phi i64 [ 0, %conv2.ty109 ], [ %tx110.next, %conv2.cv111.end ]
+  br label %conv2.cv111
 
-conv2.tx76.end:                                   ; preds = %conv2.cv77.end
-  %ty75.next = add nsw i64 %conv2.ty7573, 1
-  %258 = icmp slt i64 %ty75.next, 7
-  br i1 %258, label %conv2.ty75, label %conv2.ty75.end
+conv2.tx110.end:                                  ; preds = %conv2.cv111.end
+  %ty109.next = add nsw i64 %conv2.ty10973, 1
+  %258 = icmp slt i64 %ty109.next, 7
+  br i1 %258, label %conv2.ty109, label %conv2.ty109.end
 
-conv2.cv77:                                       ; preds = %conv2.cv77, %conv2.tx76
-  %conv2.cv7775 = phi i64 [ 0, %conv2.tx76 ], [ %cv77.next, %conv2.cv77 ]
-  %259 = mul nsw i64 %conv2.j7472, 8192
-  %260 = mul nsw i64 %conv2.ty7573, 2
+conv2.cv111:                                      ; preds = %conv2.cv111, %conv2.tx110
+  %conv2.cv11175 = phi i64 [ 0, %conv2.tx110 ], [ %cv111.next, %conv2.cv111 ]
+  %259 = mul nsw i64 %conv2.j10872, 8192
+  %260 = mul nsw i64 %conv2.ty10973, 2
   %261 = mul nsw i64 %260, 512
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %conv2.tx7674, 2
+  %263 = mul nsw i64 %conv2.tx11074, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %conv2.cv7775, 8
+  %266 = mul nsw i64 %conv2.cv11175, 8
   %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 835584, %267
+  %268 = add nsw i64 835776, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %conv2.j7472, 8192
-  %271 = mul nsw i64 %conv2.ty7573, 2
+  %270 = mul nsw i64 %conv2.j10872, 8192
+  %271 = mul nsw i64 %conv2.ty10973, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 512
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %conv2.tx7674, 2
+  %275 = mul nsw i64 %conv2.tx11074, 2
   %276 = mul nsw i64 %275, 32
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %conv2.cv7775, 8
+  %278 = mul nsw i64 %conv2.cv11175, 8
   %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 835584, %279
+  %280 = add nsw i64 835776, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %conv2.w78, align 32
-  %283 = mul nsw i64 %conv2.j7472, 8192
-  %284 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %282, ptr %conv2.w112, align 32
+  %283 = mul nsw i64 %conv2.j10872, 8192
+  %284 = mul nsw i64 %conv2.ty10973, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 512
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %conv2.tx7674, 2
+  %288 = mul nsw i64 %conv2.tx11074, 2
   %289 = mul nsw i64 %288, 32
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %conv2.cv7775, 8
+  %291 = mul nsw i64 %conv2.cv11175, 8
   %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 835584, %292
+  %293 = add nsw i64 835776, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %conv2.j7472, 8192
-  %296 = mul nsw i64 %conv2.ty7573, 2
+  %295 = mul nsw i64 %conv2.j10872, 8192
+  %296 = mul nsw i64 %conv2.ty10973, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 512
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %conv2.tx7674, 2
+  %300 = mul nsw i64 %conv2.tx11074, 2
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %conv2.cv7775, 8
+  %303 = mul nsw i64 %conv2.cv11175, 8
   %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 835584, %304
+  %305 = add nsw i64 835776, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %conv2.w79, align 32
-  %308 = mul nsw i64 %conv2.j7472, 8192
-  %309 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %307, ptr %conv2.w113, align 32
+  %308 = mul nsw i64 %conv2.j10872, 8192
+  %309 = mul nsw i64 %conv2.ty10973, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 512
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %conv2.tx7674, 2
+  %313 = mul nsw i64 %conv2.tx11074, 2
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %conv2.cv7775, 8
+  %316 = mul nsw i64 %conv2.cv11175, 8
   %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 835584, %317
+  %318 = add nsw i64 835776, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %conv2.j7472, 8192
-  %321 = mul nsw i64 %conv2.ty7573, 2
+  %320 = mul nsw i64 %conv2.j10872, 8192
+  %321 = mul nsw i64 %conv2.ty10973, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 512
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %conv2.tx7674, 2
+  %325 = mul nsw i64 %conv2.tx11074, 2
   %326 = mul nsw i64 %325, 32
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %conv2.cv7775, 8
+  %328 = mul nsw i64 %conv2.cv11175, 8
   %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 835584, %329
+  %330 = add nsw i64 835776, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %conv2.w80, align 32
-  %333 = mul nsw i64 %conv2.j7472, 8192
-  %334 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %332, ptr %conv2.w114, align 32
+  %333 = mul nsw i64 %conv2.j10872, 8192
+  %334 = mul nsw i64 %conv2.ty10973, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 512
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %conv2.tx7674, 2
+  %338 = mul nsw i64 %conv2.tx11074, 2
   %339 = mul nsw i64 %338, 32
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %conv2.cv7775, 8
+  %341 = mul nsw i64 %conv2.cv11175, 8
   %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 835584, %342
+  %343 = add nsw i64 835776, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %conv2.j7472, 8192
-  %346 = mul nsw i64 %conv2.ty7573, 2
+  %345 = mul nsw i64 %conv2.j10872, 8192
+  %346 = mul nsw i64 %conv2.ty10973, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 512
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %conv2.tx7674, 2
+  %350 = mul nsw i64 %conv2.tx11074, 2
   %351 = mul nsw i64 %350, 32
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %conv2.cv7775, 8
+  %353 = mul nsw i64 %conv2.cv11175, 8
   %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 835584, %354
+  %355 = add nsw i64 835776, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %conv2.w81, align 32
-  %358 = mul nsw i64 %conv2.j7472, 8192
-  %359 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %357, ptr %conv2.w115, align 32
+  %358 = mul nsw i64 %conv2.j10872, 8192
+  %359 = mul nsw i64 %conv2.ty10973, 2
   %360 = mul nsw i64 %359, 512
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %conv2.tx7674, 2
+  %362 = mul nsw i64 %conv2.tx11074, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 32
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %conv2.cv7775, 8
+  %366 = mul nsw i64 %conv2.cv11175, 8
   %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 835584, %367
+  %368 = add nsw i64 835776, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %conv2.j7472, 8192
-  %371 = mul nsw i64 %conv2.ty7573, 2
+  %370 = mul nsw i64 %conv2.j10872, 8192
+  %371 = mul nsw i64 %conv2.ty10973, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 512
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %conv2.tx7674, 2
+  %375 = mul nsw i64 %conv2.tx11074, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 32
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %conv2.cv7775, 8
+  %379 = mul nsw i64 %conv2.cv11175, 8
   %380 = add nsw i64 %378, %379
-  %381 = add nsw i64 835584, %380
+  %381 = add nsw i64 835776, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %conv2.w82, align 32
-  %384 = mul nsw i64 %conv2.j7472, 8192
-  %385 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %383, ptr %conv2.w116, align 32
+  %384 = mul nsw i64 %conv2.j10872, 8192
+  %385 = mul nsw i64 %conv2.ty10973, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 512
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %conv2.tx7674, 2
+  %389 = mul nsw i64 %conv2.tx11074, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 32
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %conv2.cv7775, 8
+  %393 = mul nsw i64 %conv2.cv11175, 8
   %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 835584, %394
+  %395 = add nsw i64 835776, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %conv2.j7472, 8192
-  %398 = mul nsw i64 %conv2.ty7573, 2
+  %397 = mul nsw i64 %conv2.j10872, 8192
+  %398 = mul nsw i64 %conv2.ty10973, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 512
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %conv2.tx7674, 2
+  %402 = mul nsw i64 %conv2.tx11074, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 32
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %conv2.cv7775, 8
+  %406 = mul nsw i64 %conv2.cv11175, 8
   %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 835584, %407
+  %408 = add nsw i64 835776, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %conv2.w83, align 32
-  %411 = mul nsw i64 %conv2.j7472, 8192
-  %412 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %410, ptr %conv2.w117, align 32
+  %411 = mul nsw i64 %conv2.j10872, 8192
+  %412 = mul nsw i64 %conv2.ty10973, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 512
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %conv2.tx7674, 2
+  %416 = mul nsw i64 %conv2.tx11074, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 32
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %conv2.cv7775, 8
+  %420 = mul nsw i64 %conv2.cv11175, 8
   %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 835584, %421
+  %422 = add nsw i64 835776, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %conv2.j7472, 8192
-  %425 = mul nsw i64 %conv2.ty7573, 2
+  %424 = mul nsw i64 %conv2.j10872, 8192
+  %425 = mul nsw i64 %conv2.ty10973, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 512
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %conv2.tx7674, 2
+  %429 = mul nsw i64 %conv2.tx11074, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 32
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %conv2.cv7775, 8
+  %433 = mul nsw i64 %conv2.cv11175, 8
   %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 835584, %434
+  %435 = add nsw i64 835776, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %conv2.w84, align 32
-  %438 = mul nsw i64 %conv2.j7472, 8192
-  %439 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %437, ptr %conv2.w118, align 32
+  %438 = mul nsw i64 %conv2.j10872, 8192
+  %439 = mul nsw i64 %conv2.ty10973, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 512
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %conv2.tx7674, 2
+  %443 = mul nsw i64 %conv2.tx11074, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 32
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %conv2.cv7775, 8
+  %447 = mul nsw i64 %conv2.cv11175, 8
   %448 = add nsw i64 %446, %447
-  %449 = add nsw i64 835584, %448
+  %449 = add nsw i64 835776, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %conv2.j7472, 8192
-  %452 = mul nsw i64 %conv2.ty7573, 2
+  %451 = mul nsw i64 %conv2.j10872, 8192
+  %452 = mul nsw i64 %conv2.ty10973, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 512
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %conv2.tx7674, 2
+  %456 = mul nsw i64 %conv2.tx11074, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 32
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %conv2.cv7775, 8
+  %460 = mul nsw i64 %conv2.cv11175, 8
   %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 835584, %461
+  %462 = add nsw i64 835776, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %conv2.w85, align 32
-  %465 = mul nsw i64 %conv2.j7472, 8192
-  %466 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %464, ptr %conv2.w119, align 32
+  %465 = mul nsw i64 %conv2.j10872, 8192
+  %466 = mul nsw i64 %conv2.ty10973, 2
   %467 = mul nsw i64 %466, 512
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %conv2.tx7674, 2
+  %469 = mul nsw i64 %conv2.tx11074, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 32
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %conv2.cv7775, 8
+  %473 = mul nsw i64 %conv2.cv11175, 8
   %474 = add nsw i64 %472, %473
-  %475 = add nsw i64 835584, %474
+  %475 = add nsw i64 835776, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %conv2.j7472, 8192
-  %478 = mul nsw i64 %conv2.ty7573, 2
+  %477 = mul nsw i64 %conv2.j10872, 8192
+  %478 = mul nsw i64 %conv2.ty10973, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 512
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %conv2.tx7674, 2
+  %482 = mul nsw i64 %conv2.tx11074, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 32
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %conv2.cv7775, 8
+  %486 = mul nsw i64 %conv2.cv11175, 8
   %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 835584, %487
+  %488 = add nsw i64 835776, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %conv2.w86, align 32
-  %491 = mul nsw i64 %conv2.j7472, 8192
-  %492 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %490, ptr %conv2.w120, align 32
+  %491 = mul nsw i64 %conv2.j10872, 8192
+  %492 = mul nsw i64 %conv2.ty10973, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 512
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %conv2.tx7674, 2
+  %496 = mul nsw i64 %conv2.tx11074, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 32
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %conv2.cv7775, 8
+  %500 = mul nsw i64 %conv2.cv11175, 8
   %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 835584, %501
+  %502 = add nsw i64 835776, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %conv2.j7472, 8192
-  %505 = mul nsw i64 %conv2.ty7573, 2
+  %504 = mul nsw i64 %conv2.j10872, 8192
+  %505 = mul nsw i64 %conv2.ty10973, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 512
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %conv2.tx7674, 2
+  %509 = mul nsw i64 %conv2.tx11074, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 32
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %conv2.cv7775, 8
+  %513 = mul nsw i64 %conv2.cv11175, 8
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 835584, %514
+  %515 = add nsw i64 835776, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %conv2.w87, align 32
-  %518 = mul nsw i64 %conv2.j7472, 8192
-  %519 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %517, ptr %conv2.w121, align 32
+  %518 = mul nsw i64 %conv2.j10872, 8192
+  %519 = mul nsw i64 %conv2.ty10973, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 512
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %conv2.tx7674, 2
+  %523 = mul nsw i64 %conv2.tx11074, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %conv2.cv7775, 8
+  %527 = mul nsw i64 %conv2.cv11175, 8
   %528 = add nsw i64 %526, %527
-  %529 = add nsw i64 835584, %528
+  %529 = add nsw i64 835776, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %conv2.j7472, 8192
-  %532 = mul nsw i64 %conv2.ty7573, 2
+  %531 = mul nsw i64 %conv2.j10872, 8192
+  %532 = mul nsw i64 %conv2.ty10973, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 512
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %conv2.tx7674, 2
+  %536 = mul nsw i64 %conv2.tx11074, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 32
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %conv2.cv7775, 8
+  %540 = mul nsw i64 %conv2.cv11175, 8
   %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 835584, %541
+  %542 = add nsw i64 835776, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %conv2.w88, align 32
-  %545 = mul nsw i64 %conv2.j7472, 8192
-  %546 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %544, ptr %conv2.w122, align 32
+  %545 = mul nsw i64 %conv2.j10872, 8192
+  %546 = mul nsw i64 %conv2.ty10973, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 512
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %conv2.tx7674, 2
+  %550 = mul nsw i64 %conv2.tx11074, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 32
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %conv2.cv7775, 8
+  %554 = mul nsw i64 %conv2.cv11175, 8
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 835584, %555
+  %556 = add nsw i64 835776, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %conv2.j7472, 8192
-  %559 = mul nsw i64 %conv2.ty7573, 2
+  %558 = mul nsw i64 %conv2.j10872, 8192
+  %559 = mul nsw i64 %conv2.ty10973, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 512
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %conv2.tx7674, 2
+  %563 = mul nsw i64 %conv2.tx11074, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %conv2.cv7775, 8
+  %567 = mul nsw i64 %conv2.cv11175, 8
   %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 835584, %568
+  %569 = add nsw i64 835776, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %conv2.w89, align 32
-  %572 = mul nsw i64 %conv2.j7472, 8192
-  %573 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %571, ptr %conv2.w123, align 32
+  %572 = mul nsw i64 %conv2.j10872, 8192
+  %573 = mul nsw i64 %conv2.ty10973, 2
   %574 = mul nsw i64 %573, 512
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %conv2.tx7674, 2
+  %576 = mul nsw i64 %conv2.tx11074, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 32
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %conv2.cv7775, 8
+  %580 = mul nsw i64 %conv2.cv11175, 8
   %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 835584, %581
+  %582 = add nsw i64 835776, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %conv2.j7472, 8192
-  %585 = mul nsw i64 %conv2.ty7573, 2
+  %584 = mul nsw i64 %conv2.j10872, 8192
+  %585 = mul nsw i64 %conv2.ty10973, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 512
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %conv2.tx7674, 2
+  %589 = mul nsw i64 %conv2.tx11074, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 32
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %conv2.cv7775, 8
+  %593 = mul nsw i64 %conv2.cv11175, 8
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 835584, %594
+  %595 = add nsw i64 835776, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %conv2.w90, align 32
-  %598 = mul nsw i64 %conv2.j7472, 8192
-  %599 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %597, ptr %conv2.w124, align 32
+  %598 = mul nsw i64 %conv2.j10872, 8192
+  %599 = mul nsw i64 %conv2.ty10973, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 512
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %conv2.tx7674, 2
+  %603 = mul nsw i64 %conv2.tx11074, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 32
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %conv2.cv7775, 8
+  %607 = mul nsw i64 %conv2.cv11175, 8
   %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 835584, %608
+  %609 = add nsw i64 835776, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %conv2.j7472, 8192
-  %612 = mul nsw i64 %conv2.ty7573, 2
+  %611 = mul nsw i64 %conv2.j10872, 8192
+  %612 = mul nsw i64 %conv2.ty10973, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 512
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %conv2.tx7674, 2
+  %616 = mul nsw i64 %conv2.tx11074, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 32
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %conv2.cv7775, 8
+  %620 = mul nsw i64 %conv2.cv11175, 8
   %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 835584, %621
+  %622 = add nsw i64 835776, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %conv2.w91, align 32
-  %625 = mul nsw i64 %conv2.j7472, 8192
-  %626 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %624, ptr %conv2.w125, align 32
+  %625 = mul nsw i64 %conv2.j10872, 8192
+  %626 = mul nsw i64 %conv2.ty10973, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 512
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %conv2.tx7674, 2
+  %630 = mul nsw i64 %conv2.tx11074, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 32
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %conv2.cv7775, 8
+  %634 = mul nsw i64 %conv2.cv11175, 8
   %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 835584, %635
+  %636 = add nsw i64 835776, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %conv2.j7472, 8192
-  %639 = mul nsw i64 %conv2.ty7573, 2
+  %638 = mul nsw i64 %conv2.j10872, 8192
+  %639 = mul nsw i64 %conv2.ty10973, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 512
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %conv2.tx7674, 2
+  %643 = mul nsw i64 %conv2.tx11074, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 32
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %conv2.cv7775, 8
+  %647 = mul nsw i64 %conv2.cv11175, 8
   %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 835584, %648
+  %649 = add nsw i64 835776, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %conv2.w92, align 32
-  %652 = mul nsw i64 %conv2.j7472, 8192
-  %653 = mul nsw i64 %conv2.ty7573, 2
+  store <8 x float> %651, ptr %conv2.w126, align 32
+  %652 = mul nsw i64 %conv2.j10872, 8192
+  %653 = mul nsw i64 %conv2.ty10973, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 512
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %conv2.tx7674, 2
+  %657 = mul nsw i64 %conv2.tx11074, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 32
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %conv2.cv7775, 8
+  %661 = mul nsw i64 %conv2.cv11175, 8
   %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 835584, %662
+  %663 = add nsw i64 835776, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %conv2.j7472, 8192
-  %666 = mul nsw i64 %conv2.ty7573, 2
+  %665 = mul nsw i64 %conv2.j10872, 8192
+  %666 = mul nsw i64 %conv2.ty10973, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 512
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %conv2.tx7674, 2
+  %670 = mul nsw i64 %conv2.tx11074, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 32
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %conv2.cv7775, 8
+  %674 = mul nsw i64 %conv2.cv11175, 8
   %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 835584, %675
+  %676 = add nsw i64 835776, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %conv2.w93, align 32
-  %w78 = load <8 x float>, ptr %conv2.w78, align 32
-  %w86 = load <8 x float>, ptr %conv2.w86, align 32
-  %679 = fsub <8 x float> %w78, %w86
-  store <8 x float> %679, ptr %conv2.w94, align 32
-  %w82 = load <8 x float>, ptr %conv2.w82, align 32
-  %w86108 = load <8 x float>, ptr %conv2.w86, align 32
-  %680 = fadd <8 x float> %w82, %w86108
-  store <8 x float> %680, ptr %conv2.w95, align 32
-  %w86109 = load <8 x float>, ptr %conv2.w86, align 32
-  %w82110 = load <8 x float>, ptr %conv2.w82, align 32
-  %681 = fsub <8 x float> %w86109, %w82110
-  store <8 x float> %681, ptr %conv2.w96, align 32
-  %w82111 = load <8 x float>, ptr %conv2.w82, align 32
-  %w90 = load <8 x float>, ptr %conv2.w90, align 32
-  %682 = fsub <8 x float> %w82111, %w90
-  store <8 x float> %682, ptr %conv2.w97, align 32
-  %w79 = load <8 x float>, ptr %conv2.w79, align 32
-  %w87 = load <8 x float>, ptr %conv2.w87, align 32
-  %683 = fsub <8 x float> %w79, %w87
-  store <8 x float> %683, ptr %conv2.w98, align 32
-  %w83 = load <8 x float>, ptr %conv2.w83, align 32
-  %w87112 = load <8 x float>, ptr %conv2.w87, align 32
-  %684 = fadd <8 x float> %w83, %w87112
-  store <8 x float> %684, ptr %conv2.w99, align 32
-  %w87113 = load <8 x float>, ptr %conv2.w87, align 32
-  %w83114 = load <8 x float>, ptr %conv2.w83, align 32
-  %685 = fsub <8 x float> %w87113, %w83114
-  store <8 x float> %685, ptr %conv2.w100, align 32
-  %w83115 = load <8 x float>, ptr %conv2.w83, align 32
-  %w91 = load <8 x float>, ptr %conv2.w91, align 32
-  %686 = fsub <8 x float> %w83115, %w91
-  store <8 x float> %686, ptr %conv2.w101, align 32
-  %w80 = load <8 x float>, ptr %conv2.w80, align 32
-  %w88 = load <8 x float>, ptr %conv2.w88, align 32
-  %687 = fsub <8 x float> %w80, %w88
-  store <8 x float> %687, ptr %conv2.w102, align 32
-  %w84 = load <8 x float>, ptr %conv2.w84, align 32
-  %w88116 = load <8 x float>, ptr %conv2.w88, align 32
-  %688 = fadd <8 x float> %w84, %w88116
-  store <8 x float> %688, ptr %conv2.w103, align 32
-  %w88117 = load <8 x float>, ptr %conv2.w88, align 32
-  %w84118 = load <8 x float>, ptr %conv2.w84, align 32
-  %689 = fsub <8 x float> %w88117, %w84118
-  store <8 x float> %689, ptr %conv2.w104, align 32
-  %w84119 = load <8 x float>, ptr %conv2.w84, align 32
-  %w92 = load <8 x float>, ptr %conv2.w92, align 32
-  %690 = fsub <8 x float> %w84119, %w92
-  store <8 x float> %690, ptr %conv2.w105, align 32
-  %w81 = load <8 x float>, ptr %conv2.w81, align 32
-  %w89 = load <8 x float>, ptr %conv2.w89, align 32
-  %691 = fsub <8 x float> %w81, %w89
-  store <8 x float> %691, ptr %conv2.w106, align 32
-  %w85 = load <8 x float>, ptr %conv2.w85, align 32
-  %w89120 = load <8 x float>, ptr %conv2.w89, align 32
-  %692 = fadd <8 x float> %w85, %w89120
-  store <8 x float> %692, ptr %conv2.w107, align 32
-  %w89121 = load <8 x float>, ptr %conv2.w89, align 32
-  %w85122 = load <8 x float>, ptr %conv2.w85, align 32
-  %693 = fsub <8 x float> %w89121, %w85122
-  store <8 x float> %693, ptr %conv2.w108, align 32
-  %w85123 = load <8 x float>, ptr %conv2.w85, align 32
-  %w93 = load <8 x float>, ptr %conv2.w93, align 32
-  %694 = fsub <8 x float> %w85123, %w93
-  store <8 x float> %694, ptr %conv2.w109, align 32
-  %w94 = load <8 x float>, ptr %conv2.w94, align 32
-  %695 = mul nsw i64 %conv2.j7472, 49
-  %696 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %678, ptr %conv2.w127, align 32
+  %w112 = load <8 x float>, ptr %conv2.w112, align 32
+  %w120 = load <8 x float>, ptr %conv2.w120, align 32
+  %679 = fsub <8 x float> %w112, %w120
+  store <8 x float> %679, ptr %conv2.w128, align 32
+  %w116 = load <8 x float>, ptr %conv2.w116, align 32
+  %w120108 = load <8 x float>, ptr %conv2.w120, align 32
+  %680 = fadd <8 x float> %w116, %w120108
+  store <8 x float> %680, ptr %conv2.w129, align 32
+  %w120109 = load <8 x float>, ptr %conv2.w120, align 32
+  %w116110 = load <8 x float>, ptr %conv2.w116, align 32
+  %681 = fsub <8 x float> %w120109, %w116110
+  store <8 x float> %681, ptr %conv2.w130, align 32
+  %w116111 = load <8 x float>, ptr %conv2.w116, align 32
+  %w124 = load <8 x float>, ptr %conv2.w124, align 32
+  %682 = fsub <8 x float> %w116111, %w124
+  store <8 x float> %682, ptr %conv2.w131, align 32
+  %w113 = load <8 x float>, ptr %conv2.w113, align 32
+  %w121 = load <8 x float>, ptr %conv2.w121, align 32
+  %683 = fsub <8 x float> %w113, %w121
+  store <8 x float> %683, ptr %conv2.w132, align 32
+  %w117 = load <8 x float>, ptr %conv2.w117, align 32
+  %w121112 = load <8 x float>, ptr %conv2.w121, align 32
+  %684 = fadd <8 x float> %w117, %w121112
+  store <8 x float> %684, ptr %conv2.w133, align 32
+  %w121113 = load <8 x float>, ptr %conv2.w121, align 32
+  %w117114 = load <8 x float>, ptr %conv2.w117, align 32
+  %685 = fsub <8 x float> %w121113, %w117114
+  store <8 x float> %685, ptr %conv2.w134, align 32
+  %w117115 = load <8 x float>, ptr %conv2.w117, align 32
+  %w125 = load <8 x float>, ptr %conv2.w125, align 32
+  %686 = fsub <8 x float> %w117115, %w125
+  store <8 x float> %686, ptr %conv2.w135, align 32
+  %w114 = load <8 x float>, ptr %conv2.w114, align 32
+  %w122 = load <8 x float>, ptr %conv2.w122, align 32
+  %687 = fsub <8 x float> %w114, %w122
+  store <8 x float> %687, ptr %conv2.w136, align 32
+  %w118 = load <8 x float>, ptr %conv2.w118, align 32
+  %w122116 = load <8 x float>, ptr %conv2.w122, align 32
+  %688 = fadd <8 x float> %w118, %w122116
+  store <8 x float> %688, ptr %conv2.w137, align 32
+  %w122117 = load <8 x float>, ptr %conv2.w122, align 32
+  %w118118 = load <8 x float>, ptr %conv2.w118, align 32
+  %689 = fsub <8 x float> %w122117, %w118118
+  store <8 x float> %689, ptr %conv2.w138, align 32
+  %w118119 = load <8 x float>, ptr %conv2.w118, align 32
+  %w126 = load <8 x float>, ptr %conv2.w126, align 32
+  %690 = fsub <8 x float> %w118119, %w126
+  store <8 x float> %690, ptr %conv2.w139, align 32
+  %w115 = load <8 x float>, ptr %conv2.w115, align 32
+  %w123 = load <8 x float>, ptr %conv2.w123, align 32
+  %691 = fsub <8 x float> %w115, %w123
+  store <8 x float> %691, ptr %conv2.w140, align 32
+  %w119 = load <8 x float>, ptr %conv2.w119, align 32
+  %w123120 = load <8 x float>, ptr %conv2.w123, align 32
+  %692 = fadd <8 x float> %w119, %w123120
+  store <8 x float> %692, ptr %conv2.w141, align 32
+  %w123121 = load <8 x float>, ptr %conv2.w123, align 32
+  %w119122 = load <8 x float>, ptr %conv2.w119, align 32
+  %693 = fsub <8 x float> %w123121, %w119122
+  store <8 x float> %693, ptr %conv2.w142, align 32
+  %w119123 = load <8 x float>, ptr %conv2.w119, align 32
+  %w127 = load <8 x float>, ptr %conv2.w127, align 32
+  %694 = fsub <8 x float> %w119123, %w127
+  store <8 x float> %694, ptr %conv2.w143, align 32
+  %w128 = load <8 x float>, ptr %conv2.w128, align 32
+  %695 = mul nsw i64 %conv2.j10872, 49
+  %696 = mul nsw i64 %conv2.ty10973, 7
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %conv2.tx7674
+  %698 = add nsw i64 %697, %conv2.tx11074
   %699 = mul nsw i64 %698, 32
-  %700 = add nsw i64 843776, %699
-  %701 = mul nsw i64 %conv2.cv7775, 8
+  %700 = add nsw i64 843968, %699
+  %701 = mul nsw i64 %conv2.cv11175, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w94, ptr %arena124, align 4
-  %w95 = load <8 x float>, ptr %conv2.w95, align 32
-  %703 = mul nsw i64 %conv2.j7472, 49
-  %704 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w128, ptr %arena124, align 4
+  %w129 = load <8 x float>, ptr %conv2.w129, align 32
+  %703 = mul nsw i64 %conv2.j10872, 49
+  %704 = mul nsw i64 %conv2.ty10973, 7
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %conv2.tx7674
+  %706 = add nsw i64 %705, %conv2.tx11074
   %707 = mul nsw i64 %706, 32
-  %708 = add nsw i64 845344, %707
-  %709 = mul nsw i64 %conv2.cv7775, 8
+  %708 = add nsw i64 845536, %707
+  %709 = mul nsw i64 %conv2.cv11175, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w95, ptr %arena125, align 4
-  %w96 = load <8 x float>, ptr %conv2.w96, align 32
-  %711 = mul nsw i64 %conv2.j7472, 49
-  %712 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w129, ptr %arena125, align 4
+  %w130 = load <8 x float>, ptr %conv2.w130, align 32
+  %711 = mul nsw i64 %conv2.j10872, 49
+  %712 = mul nsw i64 %conv2.ty10973, 7
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %conv2.tx7674
+  %714 = add nsw i64 %713, %conv2.tx11074
   %715 = mul nsw i64 %714, 32
-  %716 = add nsw i64 846912, %715
-  %717 = mul nsw i64 %conv2.cv7775, 8
+  %716 = add nsw i64 847104, %715
+  %717 = mul nsw i64 %conv2.cv11175, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w96, ptr %arena126, align 4
-  %w97 = load <8 x float>, ptr %conv2.w97, align 32
-  %719 = mul nsw i64 %conv2.j7472, 49
-  %720 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w130, ptr %arena126, align 4
+  %w131 = load <8 x float>, ptr %conv2.w131, align 32
+  %719 = mul nsw i64 %conv2.j10872, 49
+  %720 = mul nsw i64 %conv2.ty10973, 7
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %conv2.tx7674
+  %722 = add nsw i64 %721, %conv2.tx11074
   %723 = mul nsw i64 %722, 32
-  %724 = add nsw i64 848480, %723
-  %725 = mul nsw i64 %conv2.cv7775, 8
+  %724 = add nsw i64 848672, %723
+  %725 = mul nsw i64 %conv2.cv11175, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w97, ptr %arena127, align 4
-  %w98 = load <8 x float>, ptr %conv2.w98, align 32
-  %727 = mul nsw i64 %conv2.j7472, 49
-  %728 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w131, ptr %arena127, align 4
+  %w132 = load <8 x float>, ptr %conv2.w132, align 32
+  %727 = mul nsw i64 %conv2.j10872, 49
+  %728 = mul nsw i64 %conv2.ty10973, 7
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %conv2.tx7674
+  %730 = add nsw i64 %729, %conv2.tx11074
   %731 = mul nsw i64 %730, 32
-  %732 = add nsw i64 850048, %731
-  %733 = mul nsw i64 %conv2.cv7775, 8
+  %732 = add nsw i64 850240, %731
+  %733 = mul nsw i64 %conv2.cv11175, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w98, ptr %arena128, align 4
-  %w99 = load <8 x float>, ptr %conv2.w99, align 32
-  %735 = mul nsw i64 %conv2.j7472, 49
-  %736 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w132, ptr %arena128, align 4
+  %w133 = load <8 x float>, ptr %conv2.w133, align 32
+  %735 = mul nsw i64 %conv2.j10872, 49
+  %736 = mul nsw i64 %conv2.ty10973, 7
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %conv2.tx7674
+  %738 = add nsw i64 %737, %conv2.tx11074
   %739 = mul nsw i64 %738, 32
-  %740 = add nsw i64 851616, %739
-  %741 = mul nsw i64 %conv2.cv7775, 8
+  %740 = add nsw i64 851808, %739
+  %741 = mul nsw i64 %conv2.cv11175, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w99, ptr %arena129, align 4
-  %w100 = load <8 x float>, ptr %conv2.w100, align 32
-  %743 = mul nsw i64 %conv2.j7472, 49
-  %744 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w133, ptr %arena129, align 4
+  %w134 = load <8 x float>, ptr %conv2.w134, align 32
+  %743 = mul nsw i64 %conv2.j10872, 49
+  %744 = mul nsw i64 %conv2.ty10973, 7
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %conv2.tx7674
+  %746 = add nsw i64 %745, %conv2.tx11074
   %747 = mul nsw i64 %746, 32
-  %748 = add nsw i64 853184, %747
-  %749 = mul nsw i64 %conv2.cv7775, 8
+  %748 = add nsw i64 853376, %747
+  %749 = mul nsw i64 %conv2.cv11175, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w100, ptr %arena130, align 4
-  %w101 = load <8 x float>, ptr %conv2.w101, align 32
-  %751 = mul nsw i64 %conv2.j7472, 49
-  %752 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w134, ptr %arena130, align 4
+  %w135 = load <8 x float>, ptr %conv2.w135, align 32
+  %751 = mul nsw i64 %conv2.j10872, 49
+  %752 = mul nsw i64 %conv2.ty10973, 7
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %conv2.tx7674
+  %754 = add nsw i64 %753, %conv2.tx11074
   %755 = mul nsw i64 %754, 32
-  %756 = add nsw i64 854752, %755
-  %757 = mul nsw i64 %conv2.cv7775, 8
+  %756 = add nsw i64 854944, %755
+  %757 = mul nsw i64 %conv2.cv11175, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w101, ptr %arena131, align 4
-  %w102 = load <8 x float>, ptr %conv2.w102, align 32
-  %759 = mul nsw i64 %conv2.j7472, 49
-  %760 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w135, ptr %arena131, align 4
+  %w136 = load <8 x float>, ptr %conv2.w136, align 32
+  %759 = mul nsw i64 %conv2.j10872, 49
+  %760 = mul nsw i64 %conv2.ty10973, 7
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %conv2.tx7674
+  %762 = add nsw i64 %761, %conv2.tx11074
   %763 = mul nsw i64 %762, 32
-  %764 = add nsw i64 856320, %763
-  %765 = mul nsw i64 %conv2.cv7775, 8
+  %764 = add nsw i64 856512, %763
+  %765 = mul nsw i64 %conv2.cv11175, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w102, ptr %arena132, align 4
-  %w103 = load <8 x float>, ptr %conv2.w103, align 32
-  %767 = mul nsw i64 %conv2.j7472, 49
-  %768 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w136, ptr %arena132, align 4
+  %w137 = load <8 x float>, ptr %conv2.w137, align 32
+  %767 = mul nsw i64 %conv2.j10872, 49
+  %768 = mul nsw i64 %conv2.ty10973, 7
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %conv2.tx7674
+  %770 = add nsw i64 %769, %conv2.tx11074
   %771 = mul nsw i64 %770, 32
-  %772 = add nsw i64 857888, %771
-  %773 = mul nsw i64 %conv2.cv7775, 8
+  %772 = add nsw i64 858080, %771
+  %773 = mul nsw i64 %conv2.cv11175, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w103, ptr %arena133, align 4
-  %w104 = load <8 x float>, ptr %conv2.w104, align 32
-  %775 = mul nsw i64 %conv2.j7472, 49
-  %776 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w137, ptr %arena133, align 4
+  %w138 = load <8 x float>, ptr %conv2.w138, align 32
+  %775 = mul nsw i64 %conv2.j10872, 49
+  %776 = mul nsw i64 %conv2.ty10973, 7
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %conv2.tx7674
+  %778 = add nsw i64 %777, %conv2.tx11074
   %779 = mul nsw i64 %778, 32
-  %780 = add nsw i64 859456, %779
-  %781 = mul nsw i64 %conv2.cv7775, 8
+  %780 = add nsw i64 859648, %779
+  %781 = mul nsw i64 %conv2.cv11175, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w104, ptr %arena134, align 4
-  %w105 = load <8 x float>, ptr %conv2.w105, align 32
-  %783 = mul nsw i64 %conv2.j7472, 49
-  %784 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w138, ptr %arena134, align 4
+  %w139 = load <8 x float>, ptr %conv2.w139, align 32
+  %783 = mul nsw i64 %conv2.j10872, 49
+  %784 = mul nsw i64 %conv2.ty10973, 7
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %conv2.tx7674
+  %786 = add nsw i64 %785, %conv2.tx11074
   %787 = mul nsw i64 %786, 32
-  %788 = add nsw i64 861024, %787
-  %789 = mul nsw i64 %conv2.cv7775, 8
+  %788 = add nsw i64 861216, %787
+  %789 = mul nsw i64 %conv2.cv11175, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w105, ptr %arena135, align 4
-  %w106 = load <8 x float>, ptr %conv2.w106, align 32
-  %791 = mul nsw i64 %conv2.j7472, 49
-  %792 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w139, ptr %arena135, align 4
+  %w140 = load <8 x float>, ptr %conv2.w140, align 32
+  %791 = mul nsw i64 %conv2.j10872, 49
+  %792 = mul nsw i64 %conv2.ty10973, 7
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %conv2.tx7674
+  %794 = add nsw i64 %793, %conv2.tx11074
   %795 = mul nsw i64 %794, 32
-  %796 = add nsw i64 862592, %795
-  %797 = mul nsw i64 %conv2.cv7775, 8
+  %796 = add nsw i64 862784, %795
+  %797 = mul nsw i64 %conv2.cv11175, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w106, ptr %arena136, align 4
-  %w107 = load <8 x float>, ptr %conv2.w107, align 32
-  %799 = mul nsw i64 %conv2.j7472, 49
-  %800 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w140, ptr %arena136, align 4
+  %w141 = load <8 x float>, ptr %conv2.w141, align 32
+  %799 = mul nsw i64 %conv2.j10872, 49
+  %800 = mul nsw i64 %conv2.ty10973, 7
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %conv2.tx7674
+  %802 = add nsw i64 %801, %conv2.tx11074
   %803 = mul nsw i64 %802, 32
-  %804 = add nsw i64 864160, %803
-  %805 = mul nsw i64 %conv2.cv7775, 8
+  %804 = add nsw i64 864352, %803
+  %805 = mul nsw i64 %conv2.cv11175, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w107, ptr %arena137, align 4
-  %w108 = load <8 x float>, ptr %conv2.w108, align 32
-  %807 = mul nsw i64 %conv2.j7472, 49
-  %808 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w141, ptr %arena137, align 4
+  %w142 = load <8 x float>, ptr %conv2.w142, align 32
+  %807 = mul nsw i64 %conv2.j10872, 49
+  %808 = mul nsw i64 %conv2.ty10973, 7
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %conv2.tx7674
+  %810 = add nsw i64 %809, %conv2.tx11074
   %811 = mul nsw i64 %810, 32
-  %812 = add nsw i64 865728, %811
-  %813 = mul nsw i64 %conv2.cv7775, 8
+  %812 = add nsw i64 865920, %811
+  %813 = mul nsw i64 %conv2.cv11175, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w108, ptr %arena138, align 4
-  %w109 = load <8 x float>, ptr %conv2.w109, align 32
-  %815 = mul nsw i64 %conv2.j7472, 49
-  %816 = mul nsw i64 %conv2.ty7573, 7
+  store <8 x float> %w142, ptr %arena138, align 4
+  %w143 = load <8 x float>, ptr %conv2.w143, align 32
+  %815 = mul nsw i64 %conv2.j10872, 49
+  %816 = mul nsw i64 %conv2.ty10973, 7
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %conv2.tx7674
+  %818 = add nsw i64 %817, %conv2.tx11074
   %819 = mul nsw i64 %818, 32
-  %820 = add nsw i64 867296, %819
-  %821 = mul nsw i64 %conv2.cv7775, 8
+  %820 = add nsw i64 867488, %819
+  %821 = mul nsw i64 %conv2.cv11175, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w109, ptr %arena139, align 4
-  %cv77.next = add nsw i64 %conv2.cv7775, 1
-  %823 = icmp slt i64 %cv77.next, 4
-  br i1 %823, label %conv2.cv77, label %conv2.cv77.end
+  store <8 x float> %w143, ptr %arena139, align 4
+  %cv111.next = add nsw i64 %conv2.cv11175, 1
+  %823 = icmp slt i64 %cv111.next, 4
+  br i1 %823, label %conv2.cv111, label %conv2.cv111.end
 
-conv2.cv77.end:                                   ; preds = %conv2.cv77
-  %tx76.next = add nsw i64 %conv2.tx7674, 1
-  %824 = icmp slt i64 %tx76.next, 7
-  br i1 %824, label %conv2.tx76, label %conv2.tx76.end
+conv2.cv111.end:                                  ; preds = %conv2.cv111
+  %tx110.next = add nsw i64 %conv2.tx11074, 1
+  %824 = icmp slt i64 %tx110.next, 7
+  br i1 %824, label %conv2.tx110, label %conv2.tx110.end
 
-conv2.xi110:                                      ; preds = %conv2.xi110, %conv2.j74.end
-  %conv2.xi110140 = phi i64 [ 0, %conv2.j74.end ], [ %xi110.next, %conv2.xi110 ]
-  %825 = mul nsw i64 %conv2.xi110140, 1568
-  %826 = add nsw i64 843776, %825
+conv2.xi144:                                      ; preds = %conv2.xi144, %conv2.j108.end
+  %conv2.xi144140 = phi i64 [ 0, %conv2.j108.end ], [ %xi144.next, %conv2.xi144 ]
+  %825 = mul nsw i64 %conv2.xi144140, 1568
+  %826 = add nsw i64 843968, %825
   %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %conv2.xi110140, 2048
-  %828 = add nsw i64 802816, %827
+  %827 = mul nsw i64 %conv2.xi144140, 2048
+  %828 = add nsw i64 803008, %827
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %conv2.xi110140, 3136
-  %830 = add nsw i64 868864, %829
+  %829 = mul nsw i64 %conv2.xi144140, 3136
+  %830 = add nsw i64 869056, %829
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 49, i32 64, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
-  %xi110.next = add nsw i64 %conv2.xi110140, 1
-  %831 = icmp slt i64 %xi110.next, 16
-  br i1 %831, label %conv2.xi110, label %conv2.xi110.end
+  %xi144.next = add nsw i64 %conv2.xi144140, 1
+  %831 = icmp slt i64 %xi144.next, 16
+  br i1 %831, label %conv2.xi144, label %conv2.xi144.end
 
-conv2.xi110.end:                                  ; preds = %conv2.xi110
-  br label %conv2.j111
+conv2.xi144.end:                                  ; preds = %conv2.xi144
+  br label %conv2.j145
 
-conv2.j111:                                       ; preds = %conv2.ty112.end, %conv2.xi110.end
-  %conv2.j111144 = phi i64 [ 0, %conv2.xi110.end ], [ %j111.next, %conv2.ty112.end ]
-  br label %conv2.ty112
+conv2.j145:                                       ; preds = %conv2.ty146.end, %conv2.xi144.end
+  %conv2.j145144 = phi i64 [ 0, %conv2.xi144.end ], [ %j145.next, %conv2.ty146.end ]
+  br label %conv2.ty146
 
-conv2.j111.end:                                   ; preds = %conv2.ty112.end
-  br label %conv2.j127
+conv2.j145.end:                                   ; preds = %conv2.ty146.end
+  br label %conv2.j173
 
-conv2.ty112:                                      ; preds = %conv2.tx113.end, %conv2.j111
-  %conv2.ty112145 = phi i64 [ 0, %conv2.j111 ], [ %ty112.next, %conv2.tx113.end ]
-  br label %conv2.tx113
+conv2.ty146:                                      ; preds = %conv2.tx147.end, %conv2.j145
+  %conv2.ty146145 = phi i64 [ 0, %conv2.j145 ], [ %ty146.next, %conv2.tx147.end ]
+  br label %conv2.tx147
 
-conv2.ty112.end:                                  ; preds = %conv2.tx113.end
-  %j111.next = add nsw i64 %conv2.j111144, 1
-  %832 = icmp slt i64 %j111.next, 1
-  br i1 %832, label %conv2.j111, label %conv2.j111.end
+conv2.ty146.end:                                  ; preds = %conv2.tx147.end
+  %j145.next = add nsw i64 %conv2.j145144, 1
+  %832 = icmp slt i64 %j145.next, 1
+  br i1 %832, label %conv2.j145, label %conv2.j145.end
 
-conv2.tx113:                                      ; preds = %conv2.cv114.end, %conv2.ty112
-  %conv2.tx113146 = phi i64 [ 0, %conv2.ty112 ], [ %tx113.next, %conv2.cv114.end ]
-  br label %conv2.cv114
+conv2.tx147:                                      ; preds = %conv2.cv148.end, %conv2.ty146
+  %conv2.tx147146 = phi i64 [ 0, %conv2.ty146 ], [ %tx147.next, %conv2.cv148.end ]
+  br label %conv2.cv148
 
-conv2.tx113.end:                                  ; preds = %conv2.cv114.end
-  %ty112.next = add nsw i64 %conv2.ty112145, 1
-  %833 = icmp slt i64 %ty112.next, 7
-  br i1 %833, label %conv2.ty112, label %conv2.ty112.end
+conv2.tx147.end:                                  ; preds = %conv2.cv148.end
+  %ty146.next = add nsw i64 %conv2.ty146145, 1
+  %833 = icmp slt i64 %ty146.next, 7
+  br i1 %833, label %conv2.ty146, label %conv2.ty146.end
 
-conv2.cv114:                                      ; preds = %conv2.cv114, %conv2.tx113
-  %conv2.cv114147 = phi i64 [ 0, %conv2.tx113 ], [ %cv114.next, %conv2.cv114 ]
-  %834 = mul nsw i64 %conv2.j111144, 49
-  %835 = mul nsw i64 %conv2.ty112145, 7
+conv2.cv148:                                      ; preds = %conv2.cv148, %conv2.tx147
+  %conv2.cv148147 = phi i64 [ 0, %conv2.tx147 ], [ %cv148.next, %conv2.cv148 ]
+  %834 = mul nsw i64 %conv2.j145144, 49
+  %835 = mul nsw i64 %conv2.ty146145, 7
   %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %conv2.tx113146
+  %837 = add nsw i64 %836, %conv2.tx147146
   %838 = mul nsw i64 %837, 64
-  %839 = add nsw i64 868864, %838
-  %840 = mul nsw i64 %conv2.cv114147, 8
+  %839 = add nsw i64 869056, %838
+  %840 = mul nsw i64 %conv2.cv148147, 8
   %841 = add nsw i64 %839, %840
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
   %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %conv2.j111144, 49
-  %844 = mul nsw i64 %conv2.ty112145, 7
+  %843 = mul nsw i64 %conv2.j145144, 49
+  %844 = mul nsw i64 %conv2.ty146145, 7
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %conv2.tx113146
+  %846 = add nsw i64 %845, %conv2.tx147146
   %847 = mul nsw i64 %846, 64
-  %848 = add nsw i64 881408, %847
-  %849 = mul nsw i64 %conv2.cv114147, 8
+  %848 = add nsw i64 881600, %847
+  %849 = mul nsw i64 %conv2.cv148147, 8
   %850 = add nsw i64 %848, %849
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
   %851 = load <8 x float>, ptr %arena149, align 4
   %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %conv2.j111144, 49
-  %854 = mul nsw i64 %conv2.ty112145, 7
+  %853 = mul nsw i64 %conv2.j145144, 49
+  %854 = mul nsw i64 %conv2.ty146145, 7
   %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %conv2.tx113146
+  %856 = add nsw i64 %855, %conv2.tx147146
   %857 = mul nsw i64 %856, 64
-  %858 = add nsw i64 893952, %857
-  %859 = mul nsw i64 %conv2.cv114147, 8
+  %858 = add nsw i64 894144, %857
+  %859 = mul nsw i64 %conv2.cv148147, 8
   %860 = add nsw i64 %858, %859
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
   %861 = load <8 x float>, ptr %arena150, align 4
   %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %conv2.w115, align 32
-  %863 = mul nsw i64 %conv2.j111144, 49
-  %864 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %862, ptr %conv2.w149, align 32
+  %863 = mul nsw i64 %conv2.j145144, 49
+  %864 = mul nsw i64 %conv2.ty146145, 7
   %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %conv2.tx113146
+  %866 = add nsw i64 %865, %conv2.tx147146
   %867 = mul nsw i64 %866, 64
-  %868 = add nsw i64 881408, %867
-  %869 = mul nsw i64 %conv2.cv114147, 8
+  %868 = add nsw i64 881600, %867
+  %869 = mul nsw i64 %conv2.cv148147, 8
   %870 = add nsw i64 %868, %869
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
   %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %conv2.j111144, 49
-  %873 = mul nsw i64 %conv2.ty112145, 7
+  %872 = mul nsw i64 %conv2.j145144, 49
+  %873 = mul nsw i64 %conv2.ty146145, 7
   %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %conv2.tx113146
+  %875 = add nsw i64 %874, %conv2.tx147146
   %876 = mul nsw i64 %875, 64
-  %877 = add nsw i64 893952, %876
-  %878 = mul nsw i64 %conv2.cv114147, 8
+  %877 = add nsw i64 894144, %876
+  %878 = mul nsw i64 %conv2.cv148147, 8
   %879 = add nsw i64 %877, %878
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
   %880 = load <8 x float>, ptr %arena152, align 4
   %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %conv2.j111144, 49
-  %883 = mul nsw i64 %conv2.ty112145, 7
+  %882 = mul nsw i64 %conv2.j145144, 49
+  %883 = mul nsw i64 %conv2.ty146145, 7
   %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %conv2.tx113146
+  %885 = add nsw i64 %884, %conv2.tx147146
   %886 = mul nsw i64 %885, 64
-  %887 = add nsw i64 906496, %886
-  %888 = mul nsw i64 %conv2.cv114147, 8
+  %887 = add nsw i64 906688, %886
+  %888 = mul nsw i64 %conv2.cv148147, 8
   %889 = add nsw i64 %887, %888
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
   %890 = load <8 x float>, ptr %arena153, align 4
   %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %conv2.w116, align 32
-  %892 = mul nsw i64 %conv2.j111144, 49
-  %893 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %891, ptr %conv2.w150, align 32
+  %892 = mul nsw i64 %conv2.j145144, 49
+  %893 = mul nsw i64 %conv2.ty146145, 7
   %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %conv2.tx113146
+  %895 = add nsw i64 %894, %conv2.tx147146
   %896 = mul nsw i64 %895, 64
-  %897 = add nsw i64 872000, %896
-  %898 = mul nsw i64 %conv2.cv114147, 8
+  %897 = add nsw i64 872192, %896
+  %898 = mul nsw i64 %conv2.cv148147, 8
   %899 = add nsw i64 %897, %898
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
   %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %conv2.j111144, 49
-  %902 = mul nsw i64 %conv2.ty112145, 7
+  %901 = mul nsw i64 %conv2.j145144, 49
+  %902 = mul nsw i64 %conv2.ty146145, 7
   %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %conv2.tx113146
+  %904 = add nsw i64 %903, %conv2.tx147146
   %905 = mul nsw i64 %904, 64
-  %906 = add nsw i64 884544, %905
-  %907 = mul nsw i64 %conv2.cv114147, 8
+  %906 = add nsw i64 884736, %905
+  %907 = mul nsw i64 %conv2.cv148147, 8
   %908 = add nsw i64 %906, %907
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
   %909 = load <8 x float>, ptr %arena155, align 4
   %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %conv2.j111144, 49
-  %912 = mul nsw i64 %conv2.ty112145, 7
+  %911 = mul nsw i64 %conv2.j145144, 49
+  %912 = mul nsw i64 %conv2.ty146145, 7
   %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %conv2.tx113146
+  %914 = add nsw i64 %913, %conv2.tx147146
   %915 = mul nsw i64 %914, 64
-  %916 = add nsw i64 897088, %915
-  %917 = mul nsw i64 %conv2.cv114147, 8
+  %916 = add nsw i64 897280, %915
+  %917 = mul nsw i64 %conv2.cv148147, 8
   %918 = add nsw i64 %916, %917
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
   %919 = load <8 x float>, ptr %arena156, align 4
   %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %conv2.w117, align 32
-  %921 = mul nsw i64 %conv2.j111144, 49
-  %922 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %920, ptr %conv2.w151, align 32
+  %921 = mul nsw i64 %conv2.j145144, 49
+  %922 = mul nsw i64 %conv2.ty146145, 7
   %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %conv2.tx113146
+  %924 = add nsw i64 %923, %conv2.tx147146
   %925 = mul nsw i64 %924, 64
-  %926 = add nsw i64 884544, %925
-  %927 = mul nsw i64 %conv2.cv114147, 8
+  %926 = add nsw i64 884736, %925
+  %927 = mul nsw i64 %conv2.cv148147, 8
   %928 = add nsw i64 %926, %927
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
   %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %conv2.j111144, 49
-  %931 = mul nsw i64 %conv2.ty112145, 7
+  %930 = mul nsw i64 %conv2.j145144, 49
+  %931 = mul nsw i64 %conv2.ty146145, 7
   %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %conv2.tx113146
+  %933 = add nsw i64 %932, %conv2.tx147146
   %934 = mul nsw i64 %933, 64
-  %935 = add nsw i64 897088, %934
-  %936 = mul nsw i64 %conv2.cv114147, 8
+  %935 = add nsw i64 897280, %934
+  %936 = mul nsw i64 %conv2.cv148147, 8
   %937 = add nsw i64 %935, %936
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
   %938 = load <8 x float>, ptr %arena158, align 4
   %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %conv2.j111144, 49
-  %941 = mul nsw i64 %conv2.ty112145, 7
+  %940 = mul nsw i64 %conv2.j145144, 49
+  %941 = mul nsw i64 %conv2.ty146145, 7
   %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %conv2.tx113146
+  %943 = add nsw i64 %942, %conv2.tx147146
   %944 = mul nsw i64 %943, 64
-  %945 = add nsw i64 909632, %944
-  %946 = mul nsw i64 %conv2.cv114147, 8
+  %945 = add nsw i64 909824, %944
+  %946 = mul nsw i64 %conv2.cv148147, 8
   %947 = add nsw i64 %945, %946
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
   %948 = load <8 x float>, ptr %arena159, align 4
   %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %conv2.w118, align 32
-  %950 = mul nsw i64 %conv2.j111144, 49
-  %951 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %949, ptr %conv2.w152, align 32
+  %950 = mul nsw i64 %conv2.j145144, 49
+  %951 = mul nsw i64 %conv2.ty146145, 7
   %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %conv2.tx113146
+  %953 = add nsw i64 %952, %conv2.tx147146
   %954 = mul nsw i64 %953, 64
-  %955 = add nsw i64 875136, %954
-  %956 = mul nsw i64 %conv2.cv114147, 8
+  %955 = add nsw i64 875328, %954
+  %956 = mul nsw i64 %conv2.cv148147, 8
   %957 = add nsw i64 %955, %956
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %conv2.j111144, 49
-  %960 = mul nsw i64 %conv2.ty112145, 7
+  %959 = mul nsw i64 %conv2.j145144, 49
+  %960 = mul nsw i64 %conv2.ty146145, 7
   %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %conv2.tx113146
+  %962 = add nsw i64 %961, %conv2.tx147146
   %963 = mul nsw i64 %962, 64
-  %964 = add nsw i64 887680, %963
-  %965 = mul nsw i64 %conv2.cv114147, 8
+  %964 = add nsw i64 887872, %963
+  %965 = mul nsw i64 %conv2.cv148147, 8
   %966 = add nsw i64 %964, %965
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
   %967 = load <8 x float>, ptr %arena161, align 4
   %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %conv2.j111144, 49
-  %970 = mul nsw i64 %conv2.ty112145, 7
+  %969 = mul nsw i64 %conv2.j145144, 49
+  %970 = mul nsw i64 %conv2.ty146145, 7
   %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %conv2.tx113146
+  %972 = add nsw i64 %971, %conv2.tx147146
   %973 = mul nsw i64 %972, 64
-  %974 = add nsw i64 900224, %973
-  %975 = mul nsw i64 %conv2.cv114147, 8
+  %974 = add nsw i64 900416, %973
+  %975 = mul nsw i64 %conv2.cv148147, 8
   %976 = add nsw i64 %974, %975
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
   %977 = load <8 x float>, ptr %arena162, align 4
   %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %conv2.w119, align 32
-  %979 = mul nsw i64 %conv2.j111144, 49
-  %980 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %978, ptr %conv2.w153, align 32
+  %979 = mul nsw i64 %conv2.j145144, 49
+  %980 = mul nsw i64 %conv2.ty146145, 7
   %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %conv2.tx113146
+  %982 = add nsw i64 %981, %conv2.tx147146
   %983 = mul nsw i64 %982, 64
-  %984 = add nsw i64 887680, %983
-  %985 = mul nsw i64 %conv2.cv114147, 8
+  %984 = add nsw i64 887872, %983
+  %985 = mul nsw i64 %conv2.cv148147, 8
   %986 = add nsw i64 %984, %985
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
   %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %conv2.j111144, 49
-  %989 = mul nsw i64 %conv2.ty112145, 7
+  %988 = mul nsw i64 %conv2.j145144, 49
+  %989 = mul nsw i64 %conv2.ty146145, 7
   %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %conv2.tx113146
+  %991 = add nsw i64 %990, %conv2.tx147146
   %992 = mul nsw i64 %991, 64
-  %993 = add nsw i64 900224, %992
-  %994 = mul nsw i64 %conv2.cv114147, 8
+  %993 = add nsw i64 900416, %992
+  %994 = mul nsw i64 %conv2.cv148147, 8
   %995 = add nsw i64 %993, %994
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load <8 x float>, ptr %arena164, align 4
   %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %conv2.j111144, 49
-  %999 = mul nsw i64 %conv2.ty112145, 7
+  %998 = mul nsw i64 %conv2.j145144, 49
+  %999 = mul nsw i64 %conv2.ty146145, 7
   %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %conv2.tx113146
+  %1001 = add nsw i64 %1000, %conv2.tx147146
   %1002 = mul nsw i64 %1001, 64
-  %1003 = add nsw i64 912768, %1002
-  %1004 = mul nsw i64 %conv2.cv114147, 8
+  %1003 = add nsw i64 912960, %1002
+  %1004 = mul nsw i64 %conv2.cv148147, 8
   %1005 = add nsw i64 %1003, %1004
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
   %1006 = load <8 x float>, ptr %arena165, align 4
   %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %conv2.w120, align 32
-  %1008 = mul nsw i64 %conv2.j111144, 49
-  %1009 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %1007, ptr %conv2.w154, align 32
+  %1008 = mul nsw i64 %conv2.j145144, 49
+  %1009 = mul nsw i64 %conv2.ty146145, 7
   %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %conv2.tx113146
+  %1011 = add nsw i64 %1010, %conv2.tx147146
   %1012 = mul nsw i64 %1011, 64
-  %1013 = add nsw i64 878272, %1012
-  %1014 = mul nsw i64 %conv2.cv114147, 8
+  %1013 = add nsw i64 878464, %1012
+  %1014 = mul nsw i64 %conv2.cv148147, 8
   %1015 = add nsw i64 %1013, %1014
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
   %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %conv2.j111144, 49
-  %1018 = mul nsw i64 %conv2.ty112145, 7
+  %1017 = mul nsw i64 %conv2.j145144, 49
+  %1018 = mul nsw i64 %conv2.ty146145, 7
   %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %conv2.tx113146
+  %1020 = add nsw i64 %1019, %conv2.tx147146
   %1021 = mul nsw i64 %1020, 64
-  %1022 = add nsw i64 890816, %1021
-  %1023 = mul nsw i64 %conv2.cv114147, 8
+  %1022 = add nsw i64 891008, %1021
+  %1023 = mul nsw i64 %conv2.cv148147, 8
   %1024 = add nsw i64 %1022, %1023
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load <8 x float>, ptr %arena167, align 4
   %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %conv2.j111144, 49
-  %1028 = mul nsw i64 %conv2.ty112145, 7
+  %1027 = mul nsw i64 %conv2.j145144, 49
+  %1028 = mul nsw i64 %conv2.ty146145, 7
   %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %conv2.tx113146
+  %1030 = add nsw i64 %1029, %conv2.tx147146
   %1031 = mul nsw i64 %1030, 64
-  %1032 = add nsw i64 903360, %1031
-  %1033 = mul nsw i64 %conv2.cv114147, 8
+  %1032 = add nsw i64 903552, %1031
+  %1033 = mul nsw i64 %conv2.cv148147, 8
   %1034 = add nsw i64 %1032, %1033
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load <8 x float>, ptr %arena168, align 4
   %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %conv2.w121, align 32
-  %1037 = mul nsw i64 %conv2.j111144, 49
-  %1038 = mul nsw i64 %conv2.ty112145, 7
+  store <8 x float> %1036, ptr %conv2.w155, align 32
+  %1037 = mul nsw i64 %conv2.j145144, 49
+  %1038 = mul nsw i64 %conv2.ty146145, 7
   %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %conv2.tx113146
+  %1040 = add nsw i64 %1039, %conv2.tx147146
   %1041 = mul nsw i64 %1040, 64
-  %1042 = add nsw i64 890816, %1041
-  %1043 = mul nsw i64 %conv2.cv114147, 8
+  %1042 = add nsw i64 891008, %1041
+  %1043 = mul nsw i64 %conv2.cv148147, 8
   %1044 = add nsw i64 %1042, %1043
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
   %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %conv2.j111144, 49
-  %1047 = mul nsw i64 %conv2.ty112145, 7
+  %1046 = mul nsw i64 %conv2.j145144, 49
+  %1047 = mul nsw i64 %conv2.ty146145, 7
   %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %conv2.tx113146
+  %1049 = add nsw i64 %1048, %conv2.tx147146
   %1050 = mul nsw i64 %1049, 64
-  %1051 = add nsw i64 903360, %1050
-  %1052 = mul nsw i64 %conv2.cv114147, 8
+  %1051 = add nsw i64 903552, %1050
+  %1052 = mul nsw i64 %conv2.cv148147, 8
   %1053 = add nsw i64 %1051, %1052
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
   %1054 = load <8 x float>, ptr %arena170, align 4
   %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %conv2.j111144, 49
-  %1057 = mul nsw i64 %conv2.ty112145, 7
+  %1056 = mul nsw i64 %conv2.j145144, 49
+  %1057 = mul nsw i64 %conv2.ty146145, 7
   %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %conv2.tx113146
+  %1059 = add nsw i64 %1058, %conv2.tx147146
   %1060 = mul nsw i64 %1059, 64
-  %1061 = add nsw i64 915904, %1060
-  %1062 = mul nsw i64 %conv2.cv114147, 8
+  %1061 = add nsw i64 916096, %1060
+  %1062 = mul nsw i64 %conv2.cv148147, 8
   %1063 = add nsw i64 %1061, %1062
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
   %1064 = load <8 x float>, ptr %arena171, align 4
   %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %conv2.w122, align 32
-  %w115 = load <8 x float>, ptr %conv2.w115, align 32
-  %w117 = load <8 x float>, ptr %conv2.w117, align 32
-  %1066 = fadd <8 x float> %w115, %w117
-  %w119 = load <8 x float>, ptr %conv2.w119, align 32
-  %1067 = fadd <8 x float> %1066, %w119
-  store <8 x float> %1067, ptr %conv2.w123, align 32
-  %w117172 = load <8 x float>, ptr %conv2.w117, align 32
-  %w119173 = load <8 x float>, ptr %conv2.w119, align 32
-  %1068 = fsub <8 x float> %w117172, %w119173
-  %w121 = load <8 x float>, ptr %conv2.w121, align 32
-  %1069 = fsub <8 x float> %1068, %w121
-  store <8 x float> %1069, ptr %conv2.w124, align 32
-  %w116 = load <8 x float>, ptr %conv2.w116, align 32
-  %w118 = load <8 x float>, ptr %conv2.w118, align 32
-  %1070 = fadd <8 x float> %w116, %w118
-  %w120 = load <8 x float>, ptr %conv2.w120, align 32
-  %1071 = fadd <8 x float> %1070, %w120
-  store <8 x float> %1071, ptr %conv2.w125, align 32
-  %w118174 = load <8 x float>, ptr %conv2.w118, align 32
-  %w120175 = load <8 x float>, ptr %conv2.w120, align 32
-  %1072 = fsub <8 x float> %w118174, %w120175
-  %w122 = load <8 x float>, ptr %conv2.w122, align 32
-  %1073 = fsub <8 x float> %1072, %w122
-  store <8 x float> %1073, ptr %conv2.w126, align 32
-  %w123 = load <8 x float>, ptr %conv2.w123, align 32
-  %1074 = mul nsw i64 %conv2.j111144, 14
-  %1075 = mul nsw i64 %conv2.ty112145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 14
-  %1078 = mul nsw i64 %conv2.tx113146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 64
-  %1081 = add nsw i64 919040, %1080
-  %1082 = mul nsw i64 %conv2.cv114147, 8
-  %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w123, ptr %arena176, align 4
-  %w124 = load <8 x float>, ptr %conv2.w124, align 32
-  %1084 = mul nsw i64 %conv2.j111144, 14
-  %1085 = mul nsw i64 %conv2.ty112145, 2
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 14
-  %1088 = mul nsw i64 %conv2.tx113146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 64
-  %1092 = add nsw i64 919040, %1091
-  %1093 = mul nsw i64 %conv2.cv114147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w124, ptr %arena177, align 4
-  %w125 = load <8 x float>, ptr %conv2.w125, align 32
-  %1095 = mul nsw i64 %conv2.j111144, 14
-  %1096 = mul nsw i64 %conv2.ty112145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 14
-  %1100 = mul nsw i64 %conv2.tx113146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 64
-  %1103 = add nsw i64 919040, %1102
-  %1104 = mul nsw i64 %conv2.cv114147, 8
-  %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w125, ptr %arena178, align 4
-  %w126 = load <8 x float>, ptr %conv2.w126, align 32
-  %1106 = mul nsw i64 %conv2.j111144, 14
-  %1107 = mul nsw i64 %conv2.ty112145, 2
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 14
-  %1111 = mul nsw i64 %conv2.tx113146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 64
-  %1115 = add nsw i64 919040, %1114
-  %1116 = mul nsw i64 %conv2.cv114147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w126, ptr %arena179, align 4
-  %cv114.next = add nsw i64 %conv2.cv114147, 1
-  %1118 = icmp slt i64 %cv114.next, 8
-  br i1 %1118, label %conv2.cv114, label %conv2.cv114.end
+  store <8 x float> %1065, ptr %conv2.w156, align 32
+  %w149 = load <8 x float>, ptr %conv2.w149, align 32
+  %w151 = load <8 x float>, ptr %conv2.w151, align 32
+  %1066 = fadd <8 x float> %w149, %w151
+  %w153 = load <8 x float>, ptr %conv2.w153, align 32
+  %1067 = fadd <8 x float> %1066, %w153
+  store <8 x float> %1067, ptr %conv2.w157, align 32
+  %w151172 = load <8 x float>, ptr %conv2.w151, align 32
+  %w153173 = load <8 x float>, ptr %conv2.w153, align 32
+  %1068 = fsub <8 x float> %w151172, %w153173
+  %w155 = load <8 x float>, ptr %conv2.w155, align 32
+  %1069 = fsub <8 x float> %1068, %w155
+  store <8 x float> %1069, ptr %conv2.w158, align 32
+  %w150 = load <8 x float>, ptr %conv2.w150, align 32
+  %w152 = load <8 x float>, ptr %conv2.w152, align 32
+  %1070 = fadd <8 x float> %w150, %w152
+  %w154 = load <8 x float>, ptr %conv2.w154, align 32
+  %1071 = fadd <8 x float> %1070, %w154
+  store <8 x float> %1071, ptr %conv2.w159, align 32
+  %w152174 = load <8 x float>, ptr %conv2.w152, align 32
+  %w154175 = load <8 x float>, ptr %conv2.w154, align 32
+  %1072 = fsub <8 x float> %w152174, %w154175
+  %w156 = load <8 x float>, ptr %conv2.w156, align 32
+  %1073 = fsub <8 x float> %1072, %w156
+  store <8 x float> %1073, ptr %conv2.w160, align 32
+  %w157 = load <8 x float>, ptr %conv2.w157, align 32
+  %1074 = mul nsw i64 %conv2.cv148147, 8
+  %1075 = add nsw i64 401472, %1074
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1075
+  %1076 = load <8 x float>, ptr %arena176, align 4
+  %1077 = fmul <8 x float> %w157, %1076
+  %1078 = mul nsw i64 %conv2.cv148147, 8
+  %1079 = add nsw i64 401536, %1078
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1079
+  %1080 = load <8 x float>, ptr %arena177, align 4
+  %1081 = fadd <8 x float> %1077, %1080
+  store <8 x float> %1081, ptr %conv2.v161, align 32
+  %v161 = load <8 x float>, ptr %conv2.v161, align 32
+  store <8 x float> %v161, ptr %conv2.best162, align 32
+  %1082 = mul nsw i64 %conv2.ty146145, 2
+  %1083 = mul nsw i64 %1082, 14
+  %1084 = mul nsw i64 %conv2.tx147146, 2
+  %1085 = add nsw i64 %1083, %1084
+  %1086 = sitofp i64 %1085 to float
+  %1087 = insertelement <8 x float> undef, float %1086, i32 0
+  %1088 = shufflevector <8 x float> %1087, <8 x float> undef, <8 x i32> zeroinitializer
+  store <8 x float> %1088, ptr %conv2.at163, align 32
+  %w158 = load <8 x float>, ptr %conv2.w158, align 32
+  %1089 = mul nsw i64 %conv2.cv148147, 8
+  %1090 = add nsw i64 401472, %1089
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1090
+  %1091 = load <8 x float>, ptr %arena178, align 4
+  %1092 = fmul <8 x float> %w158, %1091
+  %1093 = mul nsw i64 %conv2.cv148147, 8
+  %1094 = add nsw i64 401536, %1093
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1094
+  %1095 = load <8 x float>, ptr %arena179, align 4
+  %1096 = fadd <8 x float> %1092, %1095
+  store <8 x float> %1096, ptr %conv2.v164, align 32
+  %v164 = load <8 x float>, ptr %conv2.v164, align 32
+  %best162 = load <8 x float>, ptr %conv2.best162, align 32
+  %1097 = fcmp ogt <8 x float> %v164, %best162
+  %v164180 = load <8 x float>, ptr %conv2.v164, align 32
+  %best162181 = load <8 x float>, ptr %conv2.best162, align 32
+  %1098 = select <8 x i1> %1097, <8 x float> %v164180, <8 x float> %best162181
+  store <8 x float> %1098, ptr %conv2.best165, align 32
+  %v164182 = load <8 x float>, ptr %conv2.v164, align 32
+  %best162183 = load <8 x float>, ptr %conv2.best162, align 32
+  %1099 = fcmp ogt <8 x float> %v164182, %best162183
+  %1100 = mul nsw i64 %conv2.ty146145, 2
+  %1101 = mul nsw i64 %1100, 14
+  %1102 = mul nsw i64 %conv2.tx147146, 2
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = add nsw i64 %1103, 1
+  %1105 = sitofp i64 %1104 to float
+  %1106 = insertelement <8 x float> undef, float %1105, i32 0
+  %1107 = shufflevector <8 x float> %1106, <8 x float> undef, <8 x i32> zeroinitializer
+  %at163 = load <8 x float>, ptr %conv2.at163, align 32
+  %1108 = select <8 x i1> %1099, <8 x float> %1107, <8 x float> %at163
+  store <8 x float> %1108, ptr %conv2.at166, align 32
+  %w159 = load <8 x float>, ptr %conv2.w159, align 32
+  %1109 = mul nsw i64 %conv2.cv148147, 8
+  %1110 = add nsw i64 401472, %1109
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1110
+  %1111 = load <8 x float>, ptr %arena184, align 4
+  %1112 = fmul <8 x float> %w159, %1111
+  %1113 = mul nsw i64 %conv2.cv148147, 8
+  %1114 = add nsw i64 401536, %1113
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1114
+  %1115 = load <8 x float>, ptr %arena185, align 4
+  %1116 = fadd <8 x float> %1112, %1115
+  store <8 x float> %1116, ptr %conv2.v167, align 32
+  %v167 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165 = load <8 x float>, ptr %conv2.best165, align 32
+  %1117 = fcmp ogt <8 x float> %v167, %best165
+  %v167186 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165187 = load <8 x float>, ptr %conv2.best165, align 32
+  %1118 = select <8 x i1> %1117, <8 x float> %v167186, <8 x float> %best165187
+  store <8 x float> %1118, ptr %conv2.best168, align 32
+  %v167188 = load <8 x float>, ptr %conv2.v167, align 32
+  %best165189 = load <8 x float>, ptr %conv2.best165, align 32
+  %1119 = fcmp ogt <8 x float> %v167188, %best165189
+  %1120 = mul nsw i64 %conv2.ty146145, 2
+  %1121 = add nsw i64 %1120, 1
+  %1122 = mul nsw i64 %1121, 14
+  %1123 = mul nsw i64 %conv2.tx147146, 2
+  %1124 = add nsw i64 %1122, %1123
+  %1125 = sitofp i64 %1124 to float
+  %1126 = insertelement <8 x float> undef, float %1125, i32 0
+  %1127 = shufflevector <8 x float> %1126, <8 x float> undef, <8 x i32> zeroinitializer
+  %at166 = load <8 x float>, ptr %conv2.at166, align 32
+  %1128 = select <8 x i1> %1119, <8 x float> %1127, <8 x float> %at166
+  store <8 x float> %1128, ptr %conv2.at169, align 32
+  %w160 = load <8 x float>, ptr %conv2.w160, align 32
+  %1129 = mul nsw i64 %conv2.cv148147, 8
+  %1130 = add nsw i64 401472, %1129
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %1130
+  %1131 = load <8 x float>, ptr %arena190, align 4
+  %1132 = fmul <8 x float> %w160, %1131
+  %1133 = mul nsw i64 %conv2.cv148147, 8
+  %1134 = add nsw i64 401536, %1133
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1134
+  %1135 = load <8 x float>, ptr %arena191, align 4
+  %1136 = fadd <8 x float> %1132, %1135
+  store <8 x float> %1136, ptr %conv2.v170, align 32
+  %v170 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168 = load <8 x float>, ptr %conv2.best168, align 32
+  %1137 = fcmp ogt <8 x float> %v170, %best168
+  %v170192 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168193 = load <8 x float>, ptr %conv2.best168, align 32
+  %1138 = select <8 x i1> %1137, <8 x float> %v170192, <8 x float> %best168193
+  store <8 x float> %1138, ptr %conv2.best171, align 32
+  %v170194 = load <8 x float>, ptr %conv2.v170, align 32
+  %best168195 = load <8 x float>, ptr %conv2.best168, align 32
+  %1139 = fcmp ogt <8 x float> %v170194, %best168195
+  %1140 = mul nsw i64 %conv2.ty146145, 2
+  %1141 = add nsw i64 %1140, 1
+  %1142 = mul nsw i64 %1141, 14
+  %1143 = mul nsw i64 %conv2.tx147146, 2
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 1
+  %1146 = sitofp i64 %1145 to float
+  %1147 = insertelement <8 x float> undef, float %1146, i32 0
+  %1148 = shufflevector <8 x float> %1147, <8 x float> undef, <8 x i32> zeroinitializer
+  %at169 = load <8 x float>, ptr %conv2.at169, align 32
+  %1149 = select <8 x i1> %1139, <8 x float> %1148, <8 x float> %at169
+  store <8 x float> %1149, ptr %conv2.at172, align 32
+  %best171 = load <8 x float>, ptr %conv2.best171, align 32
+  %1150 = fcmp ogt <8 x float> %best171, zeroinitializer
+  %best171196 = load <8 x float>, ptr %conv2.best171, align 32
+  %1151 = select <8 x i1> %1150, <8 x float> %best171196, <8 x float> zeroinitializer
+  %1152 = mul nsw i64 %conv2.j145144, 49
+  %1153 = mul nsw i64 %conv2.ty146145, 7
+  %1154 = add nsw i64 %1152, %1153
+  %1155 = add nsw i64 %1154, %conv2.tx147146
+  %1156 = mul nsw i64 %1155, 64
+  %1157 = add nsw i64 919232, %1156
+  %1158 = mul nsw i64 %conv2.cv148147, 8
+  %1159 = add nsw i64 %1157, %1158
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %1159
+  store <8 x float> %1151, ptr %arena197, align 4
+  %at172 = load <8 x float>, ptr %conv2.at172, align 32
+  %1160 = mul nsw i64 %conv2.j145144, 49
+  %1161 = mul nsw i64 %conv2.ty146145, 7
+  %1162 = add nsw i64 %1160, %1161
+  %1163 = add nsw i64 %1162, %conv2.tx147146
+  %1164 = mul nsw i64 %1163, 64
+  %1165 = add nsw i64 919232, %1164
+  %1166 = mul nsw i64 %conv2.cv148147, 8
+  %1167 = add nsw i64 %1165, %1166
+  %1168 = add nsw i64 %1167, 3136
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1168
+  store <8 x float> %at172, ptr %arena198, align 4
+  %cv148.next = add nsw i64 %conv2.cv148147, 1
+  %1169 = icmp slt i64 %cv148.next, 8
+  br i1 %1169, label %conv2.cv148, label %conv2.cv148.end
 
-conv2.cv114.end:                                  ; preds = %conv2.cv114
-  %tx113.next = add nsw i64 %conv2.tx113146, 1
-  %1119 = icmp slt i64 %tx113.next, 7
-  br i1 %1119, label %conv2.tx113, label %conv2.tx113.end
+conv2.cv148.end:                                  ; preds = %conv2.cv148
+  %tx147.next = add nsw i64 %conv2.tx147146, 1
+  %1170 = icmp slt i64 %tx147.next, 7
+  br i1 %1170, label %conv2.tx147, label %conv2.tx147.end
 
-conv2.j127:                                       ; preds = %conv2.c128.end, %conv2.j111.end
-  %conv2.j127180 = phi i64 [ 0, %conv2.j111.end ], [ %j127.next, %conv2.c128.end ]
-  br label %conv2.c128
+conv2.j173:                                       ; preds = %conv2.c174.end, %conv2.j145.end
+  %conv2.j173199 = phi i64 [ 0, %conv2.j145.end ], [ %j173.next, %conv2.c174.end ]
+  br label %conv2.c174
 
-conv2.j127.end:                                   ; preds = %conv2.c128.end
-  %g69.next = add nsw i64 %conv2.g6965, 1
-  %1120 = icmp slt i64 %g69.next, 64
-  br i1 %1120, label %conv2.g69, label %conv2.g69.end
+conv2.j173.end:                                   ; preds = %conv2.c174.end
+  br label %conv2.j176
 
-conv2.c128:                                       ; preds = %conv2.q129.end, %conv2.j127
-  %conv2.c128181 = phi i64 [ 0, %conv2.j127 ], [ %c128.next, %conv2.q129.end ]
-  br label %conv2.q129
+conv2.c174:                                       ; preds = %conv2.q175.end, %conv2.j173
+  %conv2.c174200 = phi i64 [ 0, %conv2.j173 ], [ %c174.next, %conv2.q175.end ]
+  br label %conv2.q175
 
-conv2.c128.end:                                   ; preds = %conv2.q129.end
-  %j127.next = add nsw i64 %conv2.j127180, 1
-  %1121 = icmp slt i64 %j127.next, 1
-  br i1 %1121, label %conv2.j127, label %conv2.j127.end
+conv2.c174.end:                                   ; preds = %conv2.q175.end
+  %j173.next = add nsw i64 %conv2.j173199, 1
+  %1171 = icmp slt i64 %j173.next, 1
+  br i1 %1171, label %conv2.j173, label %conv2.j173.end
 
-conv2.q129:                                       ; preds = %conv2.q129, %conv2.c128
-  %conv2.q129182 = phi i64 [ 0, %conv2.c128 ], [ %q129.next, %conv2.q129 ]
-  %1122 = mul nsw i64 %conv2.j127180, 196
-  %1123 = add nsw i64 %1122, %conv2.q129182
-  %1124 = mul nsw i64 %1123, 64
-  %1125 = add nsw i64 919040, %1124
-  %1126 = add nsw i64 %1125, %conv2.c128181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %conv2.g6965, %conv2.j127180
-  %1129 = mul nsw i64 %1128, 12544
-  %1130 = mul nsw i64 %conv2.c128181, 196
-  %1131 = add nsw i64 %1129, %1130
-  %1132 = add nsw i64 %1131, %conv2.q129182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1132
-  store float %1127, ptr %arena184, align 4
-  %q129.next = add nsw i64 %conv2.q129182, 1
-  %1133 = icmp slt i64 %q129.next, 196
-  br i1 %1133, label %conv2.q129, label %conv2.q129.end
+conv2.q175:                                       ; preds = %conv2.q175, %conv2.c174
+  %conv2.q175201 = phi i64 [ 0, %conv2.c174 ], [ %q175.next, %conv2.q175 ]
+  %1172 = mul nsw i64 %conv2.j173199, 49
+  %1173 = add nsw i64 %1172, %conv2.q175201
+  %1174 = mul nsw i64 %1173, 64
+  %1175 = add nsw i64 919232, %1174
+  %1176 = add nsw i64 %1175, %conv2.c174200
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %1176
+  %1177 = load float, ptr %arena202, align 4
+  %1178 = add nsw i64 %conv2.g10365, %conv2.j173199
+  %1179 = mul nsw i64 %1178, 3136
+  %1180 = mul nsw i64 %conv2.c174200, 49
+  %1181 = add nsw i64 %1179, %1180
+  %1182 = add nsw i64 %1181, %conv2.q175201
+  %1183 = add nsw i64 401600, %1182
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1183
+  store float %1177, ptr %arena203, align 4
+  %q175.next = add nsw i64 %conv2.q175201, 1
+  %1184 = icmp slt i64 %q175.next, 49
+  br i1 %1184, label %conv2.q175, label %conv2.q175.end
 
-conv2.q129.end:                                   ; preds = %conv2.q129
-  %c128.next = add nsw i64 %conv2.c128181, 1
-  %1134 = icmp slt i64 %c128.next, 64
-  br i1 %1134, label %conv2.c128, label %conv2.c128.end
+conv2.q175.end:                                   ; preds = %conv2.q175
+  %c174.next = add nsw i64 %conv2.c174200, 1
+  %1185 = icmp slt i64 %c174.next, 64
+  br i1 %1185, label %conv2.c174, label %conv2.c174.end
+
+conv2.j176:                                       ; preds = %conv2.c177.end, %conv2.j173.end
+  %conv2.j176204 = phi i64 [ 0, %conv2.j173.end ], [ %j176.next, %conv2.c177.end ]
+  br label %conv2.c177
+
+conv2.j176.end:                                   ; preds = %conv2.c177.end
+  %g103.next = add nsw i64 %conv2.g10365, 1
+  %1186 = icmp slt i64 %g103.next, 64
+  br i1 %1186, label %conv2.g103, label %conv2.g103.end
+
+conv2.c177:                                       ; preds = %conv2.q178.end, %conv2.j176
+  %conv2.c177205 = phi i64 [ 0, %conv2.j176 ], [ %c177.next, %conv2.q178.end ]
+  br label %conv2.q178
+
+conv2.c177.end:                                   ; preds = %conv2.q178.end
+  %j176.next = add nsw i64 %conv2.j176204, 1
+  %1187 = icmp slt i64 %j176.next, 1
+  br i1 %1187, label %conv2.j176, label %conv2.j176.end
+
+conv2.q178:                                       ; preds = %conv2.q178, %conv2.c177
+  %conv2.q178206 = phi i64 [ 0, %conv2.c177 ], [ %q178.next, %conv2.q178 ]
+  %1188 = mul nsw i64 %conv2.j176204, 49
+  %1189 = add nsw i64 %1188, %conv2.q178206
+  %1190 = mul nsw i64 %1189, 64
+  %1191 = add nsw i64 922368, %1190
+  %1192 = add nsw i64 %1191, %conv2.c177205
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %1192
+  %1193 = load float, ptr %arena207, align 4
+  %1194 = add nsw i64 %conv2.g10365, %conv2.j176204
+  %1195 = mul nsw i64 %1194, 3136
+  %1196 = mul nsw i64 %conv2.c177205, 49
+  %1197 = add nsw i64 %1195, %1196
+  %1198 = add nsw i64 %1197, %conv2.q178206
+  %1199 = add nsw i64 602304, %1198
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 %1199
+  store float %1193, ptr %arena208, align 4
+  %q178.next = add nsw i64 %conv2.q178206, 1
+  %1200 = icmp slt i64 %q178.next, 49
+  br i1 %1200, label %conv2.q178, label %conv2.q178.end
+
+conv2.q178.end:                                   ; preds = %conv2.q178
+  %c177.next = add nsw i64 %conv2.c177205, 1
+  %1201 = icmp slt i64 %c177.next, 64
+  br i1 %1201, label %conv2.c177, label %conv2.c177.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k5.bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k4.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn2.scale133 = alloca float, align 4
-  %bn2.var132 = alloca float, align 4
-  %bn2.mean131 = alloca float, align 4
-  br label %bn2.c130
+  ret void
+}
 
-bn2.c130:                                         ; preds = %bn2.n134.end, %entry
-  %bn2.c1301 = phi i64 [ 0, %entry ], [ %c130.next, %bn2.n134.end ]
-  %0 = add nsw i64 421930, %bn2.c1301
+; Function Attrs: noinline
+define internal void @bncnn_infer_b64.k5.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+entry:
+  %bn3.scale180 = alloca float, align 4
+  br label %bn3.c179
+
+bn3.c179:                                         ; preds = %bn3.c179, %entry
+  %bn3.c1791 = phi i64 [ 0, %entry ], [ %c179.next, %bn3.c179 ]
+  %0 = add nsw i64 420320, %bn3.c1791
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %bn2.mean131, align 4
-  %2 = add nsw i64 421994, %bn2.c1301
+  %2 = add nsw i64 422186, %bn3.c1791
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %bn2.var132, align 4
-  %4 = add nsw i64 18784, %bn2.c1301
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var132 = load float, ptr %bn2.var132, align 4
-  %6 = fadd float %var132, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %bn2.scale133, align 4
-  br label %bn2.n134
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %bn3.scale180, align 4
+  %scale180 = load float, ptr %bn3.scale180, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %bn3.c1791
+  store float %scale180, ptr %arena4, align 4
+  %8 = add nsw i64 420448, %bn3.c1791
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 422058, %bn3.c1791
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale1807 = load float, ptr %bn3.scale180, align 4
+  %12 = fmul float %11, %scale1807
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 128, %bn3.c1791
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c179.next = add nsw i64 %bn3.c1791, 1
+  %15 = icmp slt i64 %c179.next, 128
+  br i1 %15, label %bn3.c179, label %bn3.c179.end
 
-bn2.c130.end:                                     ; preds = %bn2.n134.end
-  ret void
-
-bn2.n134:                                         ; preds = %bn2.i135.end, %bn2.c130
-  %bn2.n1345 = phi i64 [ 0, %bn2.c130 ], [ %n134.next, %bn2.i135.end ]
-  br label %bn2.i135
-
-bn2.n134.end:                                     ; preds = %bn2.i135.end
-  %c130.next = add nsw i64 %bn2.c1301, 1
-  %10 = icmp slt i64 %c130.next, 64
-  br i1 %10, label %bn2.c130, label %bn2.c130.end
-
-bn2.i135:                                         ; preds = %bn2.i135, %bn2.n134
-  %bn2.i1356 = phi i64 [ 0, %bn2.n134 ], [ %i135.next, %bn2.i135 ]
-  %11 = mul nsw i64 %bn2.n1345, 64
-  %12 = add nsw i64 %11, %bn2.c1301
-  %13 = mul nsw i64 %12, 196
-  %14 = add nsw i64 %13, %bn2.i1356
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %mean131 = load float, ptr %bn2.mean131, align 4
-  %16 = fsub float %15, %mean131
-  %scale133 = load float, ptr %bn2.scale133, align 4
-  %17 = fmul float %16, %scale133
-  %18 = add nsw i64 18848, %bn2.c1301
-  %params8 = getelementptr inbounds float, ptr %params, i64 %18
-  %19 = load float, ptr %params8, align 4
-  %20 = fadd float %17, %19
-  %21 = mul nsw i64 %bn2.n1345, 64
-  %22 = add nsw i64 %21, %bn2.c1301
-  %23 = mul nsw i64 %22, 196
-  %24 = add nsw i64 %23, %bn2.i1356
-  %25 = add nsw i64 802816, %24
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
-  store float %20, ptr %arena9, align 4
-  %i135.next = add nsw i64 %bn2.i1356, 1
-  %26 = icmp slt i64 %i135.next, 196
-  br i1 %26, label %bn2.i135, label %bn2.i135.end
-
-bn2.i135.end:                                     ; preds = %bn2.i135
-  %n134.next = add nsw i64 %bn2.n1345, 1
-  %27 = icmp slt i64 %n134.next, 64
-  br i1 %27, label %bn2.n134, label %bn2.n134.end
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k6.relu2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  br label %relu2.i136
-
-relu2.i136:                                       ; preds = %relu2.i136, %entry
-  %relu2.i1361 = phi i64 [ 0, %entry ], [ %i136.next, %relu2.i136 ]
-  %0 = add nsw i64 802816, %relu2.i1361
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 802816, %relu2.i1361
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %relu2.i1361
-  store float %5, ptr %arena4, align 4
-  %i136.next = add nsw i64 %relu2.i1361, 1
-  %6 = icmp slt i64 %i136.next, 802816
-  br i1 %6, label %relu2.i136, label %relu2.i136.end
-
-relu2.i136.end:                                   ; preds = %relu2.i136
+bn3.c179.end:                                     ; preds = %bn3.c179
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k7.pool2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k6.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %pool2.acc140 = alloca float, align 4
-  br label %pool2.q137
+  br label %fc1.n181
 
-pool2.q137:                                       ; preds = %pool2.py138.end, %entry
-  %pool2.q1371 = phi i64 [ 0, %entry ], [ %q137.next, %pool2.py138.end ]
-  br label %pool2.py138
+fc1.n181:                                         ; preds = %fc1.k182.end, %entry
+  %fc1.n1811 = phi i64 [ 0, %entry ], [ %n181.next, %fc1.k182.end ]
+  br label %fc1.k182
 
-pool2.q137.end:                                   ; preds = %pool2.py138.end
-  ret void
+fc1.n181.end:                                     ; preds = %fc1.k182.end
+  call void @bncnn_infer_b64.k6.fc1.gemm193(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %fc1.n194
 
-pool2.py138:                                      ; preds = %pool2.px139.end, %pool2.q137
-  %pool2.py1382 = phi i64 [ 0, %pool2.q137 ], [ %py138.next, %pool2.px139.end ]
-  br label %pool2.px139
-
-pool2.py138.end:                                  ; preds = %pool2.px139.end
-  %q137.next = add nsw i64 %pool2.q1371, 1
-  %0 = icmp slt i64 %q137.next, 4096
-  br i1 %0, label %pool2.q137, label %pool2.q137.end
-
-pool2.px139:                                      ; preds = %pool2.px139, %pool2.py138
-  %pool2.px1393 = phi i64 [ 0, %pool2.py138 ], [ %px139.next, %pool2.px139 ]
-  %1 = mul nsw i64 %pool2.q1371, 196
-  %2 = mul nsw i64 %pool2.py1382, 28
-  %3 = add nsw i64 %1, %2
-  %4 = mul nsw i64 %pool2.px1393, 2
-  %5 = add nsw i64 %3, %4
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
-  %6 = load float, ptr %arena4, align 4
-  store float %6, ptr %pool2.acc140, align 4
-  %acc140 = load float, ptr %pool2.acc140, align 4
-  %7 = mul nsw i64 %pool2.q1371, 196
-  %8 = mul nsw i64 %pool2.py1382, 28
-  %9 = add nsw i64 %7, %8
-  %10 = mul nsw i64 %pool2.px1393, 2
-  %11 = add nsw i64 %9, %10
-  %arena5 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena5, align 4
-  %13 = fcmp ogt float %12, %acc140
-  %14 = select i1 %13, float %12, float %acc140
-  store float %14, ptr %pool2.acc140, align 4
-  %acc1406 = load float, ptr %pool2.acc140, align 4
-  %15 = mul nsw i64 %pool2.q1371, 196
-  %16 = mul nsw i64 %pool2.py1382, 28
-  %17 = add nsw i64 %15, %16
-  %18 = mul nsw i64 %pool2.px1393, 2
-  %19 = add nsw i64 %17, %18
-  %20 = add nsw i64 %19, 1
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %20
-  %21 = load float, ptr %arena7, align 4
-  %22 = fcmp ogt float %21, %acc1406
-  %23 = select i1 %22, float %21, float %acc1406
-  store float %23, ptr %pool2.acc140, align 4
-  %acc1408 = load float, ptr %pool2.acc140, align 4
-  %24 = mul nsw i64 %pool2.q1371, 196
-  %25 = mul nsw i64 %pool2.py1382, 28
-  %26 = add nsw i64 %24, %25
-  %27 = mul nsw i64 %pool2.px1393, 2
-  %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %28, 14
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %29
-  %30 = load float, ptr %arena9, align 4
-  %31 = fcmp ogt float %30, %acc1408
-  %32 = select i1 %31, float %30, float %acc1408
-  store float %32, ptr %pool2.acc140, align 4
-  %acc14010 = load float, ptr %pool2.acc140, align 4
-  %33 = mul nsw i64 %pool2.q1371, 196
-  %34 = mul nsw i64 %pool2.py1382, 28
-  %35 = add nsw i64 %33, %34
-  %36 = mul nsw i64 %pool2.px1393, 2
-  %37 = add nsw i64 %35, %36
-  %38 = add nsw i64 %37, 14
-  %39 = add nsw i64 %38, 1
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %39
-  %40 = load float, ptr %arena11, align 4
-  %41 = fcmp ogt float %40, %acc14010
-  %42 = select i1 %41, float %40, float %acc14010
-  store float %42, ptr %pool2.acc140, align 4
-  %acc14012 = load float, ptr %pool2.acc140, align 4
-  %43 = mul nsw i64 %pool2.q1371, 49
-  %44 = add nsw i64 802816, %43
-  %45 = mul nsw i64 %pool2.py1382, 7
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %pool2.px1393
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %acc14012, ptr %arena13, align 4
-  %px139.next = add nsw i64 %pool2.px1393, 1
-  %48 = icmp slt i64 %px139.next, 7
-  br i1 %48, label %pool2.px139, label %pool2.px139.end
-
-pool2.px139.end:                                  ; preds = %pool2.px139
-  %py138.next = add nsw i64 %pool2.py1382, 1
-  %49 = icmp slt i64 %py138.next, 7
-  br i1 %49, label %pool2.py138, label %pool2.py138.end
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k8.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k9.fc1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  br label %fc1.n141
-
-fc1.n141:                                         ; preds = %fc1.k142.end, %entry
-  %fc1.n1411 = phi i64 [ 0, %entry ], [ %n141.next, %fc1.k142.end ]
-  br label %fc1.k142
-
-fc1.n141.end:                                     ; preds = %fc1.k142.end
-  call void @bncnn_infer_b64.k9.fc1.gemm153(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %fc1.n154
-
-fc1.k142:                                         ; preds = %fc1.k142, %fc1.n141
-  %fc1.k1422 = phi i64 [ 0, %fc1.n141 ], [ %k142.next, %fc1.k142 ]
-  %0 = mul nsw i64 %fc1.n1411, 3136
-  %1 = add nsw i64 802816, %0
-  %2 = add nsw i64 %1, %fc1.k1422
+fc1.k182:                                         ; preds = %fc1.k182, %fc1.n181
+  %fc1.k1822 = phi i64 [ 0, %fc1.n181 ], [ %k182.next, %fc1.k182 ]
+  %0 = mul nsw i64 %fc1.n1811, 3136
+  %1 = add nsw i64 401600, %0
+  %2 = add nsw i64 %1, %fc1.k1822
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena3, align 4
-  %4 = mul nsw i64 %fc1.k1422, 64
-  %5 = add nsw i64 8192, %4
-  %6 = add nsw i64 %5, %fc1.n1411
+  %4 = mul nsw i64 %fc1.k1822, 64
+  %5 = add nsw i64 8448, %4
+  %6 = add nsw i64 %5, %fc1.n1811
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %3, ptr %arena4, align 4
-  %k142.next = add nsw i64 %fc1.k1422, 1
-  %7 = icmp slt i64 %k142.next, 3136
-  br i1 %7, label %fc1.k142, label %fc1.k142.end
+  %k182.next = add nsw i64 %fc1.k1822, 1
+  %7 = icmp slt i64 %k182.next, 3136
+  br i1 %7, label %fc1.k182, label %fc1.k182.end
 
-fc1.k142.end:                                     ; preds = %fc1.k142
-  %n141.next = add nsw i64 %fc1.n1411, 1
-  %8 = icmp slt i64 %n141.next, 64
-  br i1 %8, label %fc1.n141, label %fc1.n141.end
+fc1.k182.end:                                     ; preds = %fc1.k182
+  %n181.next = add nsw i64 %fc1.n1811, 1
+  %8 = icmp slt i64 %n181.next, 64
+  br i1 %8, label %fc1.n181, label %fc1.n181.end
 
-fc1.n154:                                         ; preds = %fc1.u155.end, %fc1.n141.end
-  %fc1.n1545 = phi i64 [ 0, %fc1.n141.end ], [ %n154.next, %fc1.u155.end ]
-  br label %fc1.u155
+fc1.n194:                                         ; preds = %fc1.u195.end, %fc1.n181.end
+  %fc1.n1945 = phi i64 [ 0, %fc1.n181.end ], [ %n194.next, %fc1.u195.end ]
+  br label %fc1.u195
 
-fc1.n154.end:                                     ; preds = %fc1.u155.end
+fc1.n194.end:                                     ; preds = %fc1.u195.end
   ret void
 
-fc1.u155:                                         ; preds = %fc1.u155, %fc1.n154
-  %fc1.u1556 = phi i64 [ 0, %fc1.n154 ], [ %u155.next, %fc1.u155 ]
-  %9 = mul nsw i64 %fc1.u1556, 64
-  %10 = add nsw i64 208896, %9
-  %11 = add nsw i64 %10, %fc1.n1545
+fc1.u195:                                         ; preds = %fc1.u195, %fc1.n194
+  %fc1.u1956 = phi i64 [ 0, %fc1.n194 ], [ %u195.next, %fc1.u195 ]
+  %9 = mul nsw i64 %fc1.u1956, 64
+  %10 = add nsw i64 209152, %9
+  %11 = add nsw i64 %10, %fc1.n1945
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
   %12 = load float, ptr %arena7, align 4
-  %13 = mul nsw i64 %fc1.n1545, 128
-  %14 = add nsw i64 %13, %fc1.u1556
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
-  store float %12, ptr %arena8, align 4
-  %u155.next = add nsw i64 %fc1.u1556, 1
-  %15 = icmp slt i64 %u155.next, 128
-  br i1 %15, label %fc1.u155, label %fc1.u155.end
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %fc1.u1956
+  %13 = load float, ptr %arena8, align 4
+  %14 = fmul float %12, %13
+  %15 = add nsw i64 128, %fc1.u1956
+  %arena9 = getelementptr inbounds float, ptr %arena, i64 %15
+  %16 = load float, ptr %arena9, align 4
+  %17 = fadd float %14, %16
+  %18 = fcmp ogt float %17, 0.000000e+00
+  %19 = mul nsw i64 %fc1.u1956, 64
+  %20 = add nsw i64 209152, %19
+  %21 = add nsw i64 %20, %fc1.n1945
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %21
+  %22 = load float, ptr %arena10, align 4
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %fc1.u1956
+  %23 = load float, ptr %arena11, align 4
+  %24 = fmul float %22, %23
+  %25 = add nsw i64 128, %fc1.u1956
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %25
+  %26 = load float, ptr %arena12, align 4
+  %27 = fadd float %24, %26
+  %28 = select i1 %18, float %27, float 0.000000e+00
+  %29 = mul nsw i64 %fc1.n1945, 128
+  %30 = add nsw i64 256, %29
+  %31 = add nsw i64 %30, %fc1.u1956
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %31
+  store float %28, ptr %arena13, align 4
+  %u195.next = add nsw i64 %fc1.u1956, 1
+  %32 = icmp slt i64 %u195.next, 128
+  br i1 %32, label %fc1.u195, label %fc1.u195.end
 
-fc1.u155.end:                                     ; preds = %fc1.u155
-  %n154.next = add nsw i64 %fc1.n1545, 1
-  %16 = icmp slt i64 %n154.next, 64
-  br i1 %16, label %fc1.n154, label %fc1.n154.end
+fc1.u195.end:                                     ; preds = %fc1.u195
+  %n194.next = add nsw i64 %fc1.n1945, 1
+  %33 = icmp slt i64 %n194.next, 64
+  br i1 %33, label %fc1.n194, label %fc1.n194.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k9.fc1.gemm153(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k6.fc1.gemm193(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %fc1.t151_a3 = alloca <8 x float>, align 32
-  %fc1.t151_a2 = alloca <8 x float>, align 32
-  %fc1.t151_a1 = alloca <8 x float>, align 32
-  %fc1.t151_a0 = alloca <8 x float>, align 32
-  %fc1.t151_b1 = alloca <8 x float>, align 32
-  %fc1.t151_b0 = alloca <8 x float>, align 32
-  %fc1.t151_c3_1 = alloca <8 x float>, align 32
-  %fc1.t151_c3_0 = alloca <8 x float>, align 32
-  %fc1.t151_c2_1 = alloca <8 x float>, align 32
-  %fc1.t151_c2_0 = alloca <8 x float>, align 32
-  %fc1.t151_c1_1 = alloca <8 x float>, align 32
-  %fc1.t151_c1_0 = alloca <8 x float>, align 32
-  %fc1.t151_c0_1 = alloca <8 x float>, align 32
-  %fc1.t151_c0_0 = alloca <8 x float>, align 32
-  %fc1.t148_a3 = alloca <8 x float>, align 32
-  %fc1.t148_a2 = alloca <8 x float>, align 32
-  %fc1.t148_a1 = alloca <8 x float>, align 32
-  %fc1.t148_a0 = alloca <8 x float>, align 32
-  %fc1.t148_b2 = alloca <8 x float>, align 32
-  %fc1.t148_b1 = alloca <8 x float>, align 32
-  %fc1.t148_b0 = alloca <8 x float>, align 32
-  %fc1.t148_c3_2 = alloca <8 x float>, align 32
-  %fc1.t148_c3_1 = alloca <8 x float>, align 32
-  %fc1.t148_c3_0 = alloca <8 x float>, align 32
-  %fc1.t148_c2_2 = alloca <8 x float>, align 32
-  %fc1.t148_c2_1 = alloca <8 x float>, align 32
-  %fc1.t148_c2_0 = alloca <8 x float>, align 32
-  %fc1.t148_c1_2 = alloca <8 x float>, align 32
-  %fc1.t148_c1_1 = alloca <8 x float>, align 32
-  %fc1.t148_c1_0 = alloca <8 x float>, align 32
-  %fc1.t148_c0_2 = alloca <8 x float>, align 32
-  %fc1.t148_c0_1 = alloca <8 x float>, align 32
-  %fc1.t148_c0_0 = alloca <8 x float>, align 32
-  br label %fc1.r143
+  %fc1.t191_a3 = alloca <8 x float>, align 32
+  %fc1.t191_a2 = alloca <8 x float>, align 32
+  %fc1.t191_a1 = alloca <8 x float>, align 32
+  %fc1.t191_a0 = alloca <8 x float>, align 32
+  %fc1.t191_b1 = alloca <8 x float>, align 32
+  %fc1.t191_b0 = alloca <8 x float>, align 32
+  %fc1.t191_c3_1 = alloca <8 x float>, align 32
+  %fc1.t191_c3_0 = alloca <8 x float>, align 32
+  %fc1.t191_c2_1 = alloca <8 x float>, align 32
+  %fc1.t191_c2_0 = alloca <8 x float>, align 32
+  %fc1.t191_c1_1 = alloca <8 x float>, align 32
+  %fc1.t191_c1_0 = alloca <8 x float>, align 32
+  %fc1.t191_c0_1 = alloca <8 x float>, align 32
+  %fc1.t191_c0_0 = alloca <8 x float>, align 32
+  %fc1.t188_a3 = alloca <8 x float>, align 32
+  %fc1.t188_a2 = alloca <8 x float>, align 32
+  %fc1.t188_a1 = alloca <8 x float>, align 32
+  %fc1.t188_a0 = alloca <8 x float>, align 32
+  %fc1.t188_b2 = alloca <8 x float>, align 32
+  %fc1.t188_b1 = alloca <8 x float>, align 32
+  %fc1.t188_b0 = alloca <8 x float>, align 32
+  %fc1.t188_c3_2 = alloca <8 x float>, align 32
+  %fc1.t188_c3_1 = alloca <8 x float>, align 32
+  %fc1.t188_c3_0 = alloca <8 x float>, align 32
+  %fc1.t188_c2_2 = alloca <8 x float>, align 32
+  %fc1.t188_c2_1 = alloca <8 x float>, align 32
+  %fc1.t188_c2_0 = alloca <8 x float>, align 32
+  %fc1.t188_c1_2 = alloca <8 x float>, align 32
+  %fc1.t188_c1_1 = alloca <8 x float>, align 32
+  %fc1.t188_c1_0 = alloca <8 x float>, align 32
+  %fc1.t188_c0_2 = alloca <8 x float>, align 32
+  %fc1.t188_c0_1 = alloca <8 x float>, align 32
+  %fc1.t188_c0_0 = alloca <8 x float>, align 32
+  br label %fc1.r183
 
-fc1.r143:                                         ; preds = %fc1.i144.end, %entry
-  %fc1.r1431 = phi i64 [ 0, %entry ], [ %r143.next, %fc1.i144.end ]
-  br label %fc1.i144
+fc1.r183:                                         ; preds = %fc1.i184.end, %entry
+  %fc1.r1831 = phi i64 [ 0, %entry ], [ %r183.next, %fc1.i184.end ]
+  br label %fc1.i184
 
-fc1.r143.end:                                     ; preds = %fc1.i144.end
-  br label %fc1.kp145
+fc1.r183.end:                                     ; preds = %fc1.i184.end
+  br label %fc1.kp185
 
-fc1.i144:                                         ; preds = %fc1.i144, %fc1.r143
-  %fc1.i1442 = phi i64 [ 0, %fc1.r143 ], [ %i144.next, %fc1.i144 ]
-  %0 = mul nsw i64 %fc1.r1431, 64
-  %1 = add nsw i64 208896, %0
-  %2 = add nsw i64 %1, %fc1.i1442
+fc1.i184:                                         ; preds = %fc1.i184, %fc1.r183
+  %fc1.i1842 = phi i64 [ 0, %fc1.r183 ], [ %i184.next, %fc1.i184 ]
+  %0 = mul nsw i64 %fc1.r1831, 64
+  %1 = add nsw i64 209152, %0
+  %2 = add nsw i64 %1, %fc1.i1842
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
   store float 0.000000e+00, ptr %arena3, align 4
-  %i144.next = add nsw i64 %fc1.i1442, 1
-  %3 = icmp slt i64 %i144.next, 64
-  br i1 %3, label %fc1.i144, label %fc1.i144.end
+  %i184.next = add nsw i64 %fc1.i1842, 1
+  %3 = icmp slt i64 %i184.next, 64
+  br i1 %3, label %fc1.i184, label %fc1.i184.end
 
-fc1.i144.end:                                     ; preds = %fc1.i144
-  %r143.next = add nsw i64 %fc1.r1431, 1
-  %4 = icmp slt i64 %r143.next, 128
-  br i1 %4, label %fc1.r143, label %fc1.r143.end
+fc1.i184.end:                                     ; preds = %fc1.i184
+  %r183.next = add nsw i64 %fc1.r1831, 1
+  %4 = icmp slt i64 %r183.next, 128
+  br i1 %4, label %fc1.r183, label %fc1.r183.end
 
-fc1.kp145:                                        ; preds = %fc1.mb150.end, %fc1.r143.end
-  %fc1.kp1454 = phi i64 [ 0, %fc1.r143.end ], [ %kp145.next, %fc1.mb150.end ]
-  br label %fc1.nb146
+fc1.kp185:                                        ; preds = %fc1.mb190.end, %fc1.r183.end
+  %fc1.kp1854 = phi i64 [ 0, %fc1.r183.end ], [ %kp185.next, %fc1.mb190.end ]
+  br label %fc1.nb186
 
-fc1.kp145.end:                                    ; preds = %fc1.mb150.end
+fc1.kp185.end:                                    ; preds = %fc1.mb190.end
   ret void
 
-fc1.nb146:                                        ; preds = %fc1.mb147.end, %fc1.kp145
-  %fc1.nb1465 = phi i64 [ 0, %fc1.kp145 ], [ %nb146.next, %fc1.mb147.end ]
-  br label %fc1.mb147
+fc1.nb186:                                        ; preds = %fc1.mb187.end, %fc1.kp185
+  %fc1.nb1865 = phi i64 [ 0, %fc1.kp185 ], [ %nb186.next, %fc1.mb187.end ]
+  br label %fc1.mb187
 
-fc1.nb146.end:                                    ; preds = %fc1.mb147.end
-  br label %fc1.mb150
+fc1.nb186.end:                                    ; preds = %fc1.mb187.end
+  br label %fc1.mb190
 
-fc1.mb147:                                        ; preds = %fc1.k149.end, %fc1.nb146
-  %fc1.mb1476 = phi i64 [ 0, %fc1.nb146 ], [ %mb147.next, %fc1.k149.end ]
-  %5 = mul nsw i64 %fc1.mb1476, 4
+fc1.mb187:                                        ; preds = %fc1.k189.end, %fc1.nb186
+  %fc1.mb1876 = phi i64 [ 0, %fc1.nb186 ], [ %mb187.next, %fc1.k189.end ]
+  %5 = mul nsw i64 %fc1.mb1876, 4
   %6 = mul nsw i64 %5, 64
-  %7 = add nsw i64 208896, %6
-  %8 = mul nsw i64 %fc1.nb1465, 24
+  %7 = add nsw i64 209152, %6
+  %8 = mul nsw i64 %fc1.nb1865, 24
   %9 = add nsw i64 %7, %8
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %9
   %10 = load <8 x float>, ptr %arena7, align 4
-  store <8 x float> %10, ptr %fc1.t148_c0_0, align 32
-  %11 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %10, ptr %fc1.t188_c0_0, align 32
+  %11 = mul nsw i64 %fc1.mb1876, 4
   %12 = mul nsw i64 %11, 64
-  %13 = add nsw i64 208896, %12
-  %14 = mul nsw i64 %fc1.nb1465, 24
+  %13 = add nsw i64 209152, %12
+  %14 = mul nsw i64 %fc1.nb1865, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 8
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena8, align 4
-  store <8 x float> %17, ptr %fc1.t148_c0_1, align 32
-  %18 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %17, ptr %fc1.t188_c0_1, align 32
+  %18 = mul nsw i64 %fc1.mb1876, 4
   %19 = mul nsw i64 %18, 64
-  %20 = add nsw i64 208896, %19
-  %21 = mul nsw i64 %fc1.nb1465, 24
+  %20 = add nsw i64 209152, %19
+  %21 = mul nsw i64 %fc1.nb1865, 24
   %22 = add nsw i64 %20, %21
   %23 = add nsw i64 %22, 16
   %arena9 = getelementptr inbounds float, ptr %arena, i64 %23
   %24 = load <8 x float>, ptr %arena9, align 4
-  store <8 x float> %24, ptr %fc1.t148_c0_2, align 32
-  %25 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %24, ptr %fc1.t188_c0_2, align 32
+  %25 = mul nsw i64 %fc1.mb1876, 4
   %26 = add nsw i64 %25, 1
   %27 = mul nsw i64 %26, 64
-  %28 = add nsw i64 208896, %27
-  %29 = mul nsw i64 %fc1.nb1465, 24
+  %28 = add nsw i64 209152, %27
+  %29 = mul nsw i64 %fc1.nb1865, 24
   %30 = add nsw i64 %28, %29
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %30
   %31 = load <8 x float>, ptr %arena10, align 4
-  store <8 x float> %31, ptr %fc1.t148_c1_0, align 32
-  %32 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %31, ptr %fc1.t188_c1_0, align 32
+  %32 = mul nsw i64 %fc1.mb1876, 4
   %33 = add nsw i64 %32, 1
   %34 = mul nsw i64 %33, 64
-  %35 = add nsw i64 208896, %34
-  %36 = mul nsw i64 %fc1.nb1465, 24
+  %35 = add nsw i64 209152, %34
+  %36 = mul nsw i64 %fc1.nb1865, 24
   %37 = add nsw i64 %35, %36
   %38 = add nsw i64 %37, 8
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %38
   %39 = load <8 x float>, ptr %arena11, align 4
-  store <8 x float> %39, ptr %fc1.t148_c1_1, align 32
-  %40 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %39, ptr %fc1.t188_c1_1, align 32
+  %40 = mul nsw i64 %fc1.mb1876, 4
   %41 = add nsw i64 %40, 1
   %42 = mul nsw i64 %41, 64
-  %43 = add nsw i64 208896, %42
-  %44 = mul nsw i64 %fc1.nb1465, 24
+  %43 = add nsw i64 209152, %42
+  %44 = mul nsw i64 %fc1.nb1865, 24
   %45 = add nsw i64 %43, %44
   %46 = add nsw i64 %45, 16
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %46
   %47 = load <8 x float>, ptr %arena12, align 4
-  store <8 x float> %47, ptr %fc1.t148_c1_2, align 32
-  %48 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %47, ptr %fc1.t188_c1_2, align 32
+  %48 = mul nsw i64 %fc1.mb1876, 4
   %49 = add nsw i64 %48, 2
   %50 = mul nsw i64 %49, 64
-  %51 = add nsw i64 208896, %50
-  %52 = mul nsw i64 %fc1.nb1465, 24
+  %51 = add nsw i64 209152, %50
+  %52 = mul nsw i64 %fc1.nb1865, 24
   %53 = add nsw i64 %51, %52
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %53
   %54 = load <8 x float>, ptr %arena13, align 4
-  store <8 x float> %54, ptr %fc1.t148_c2_0, align 32
-  %55 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %54, ptr %fc1.t188_c2_0, align 32
+  %55 = mul nsw i64 %fc1.mb1876, 4
   %56 = add nsw i64 %55, 2
   %57 = mul nsw i64 %56, 64
-  %58 = add nsw i64 208896, %57
-  %59 = mul nsw i64 %fc1.nb1465, 24
+  %58 = add nsw i64 209152, %57
+  %59 = mul nsw i64 %fc1.nb1865, 24
   %60 = add nsw i64 %58, %59
   %61 = add nsw i64 %60, 8
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %61
   %62 = load <8 x float>, ptr %arena14, align 4
-  store <8 x float> %62, ptr %fc1.t148_c2_1, align 32
-  %63 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %62, ptr %fc1.t188_c2_1, align 32
+  %63 = mul nsw i64 %fc1.mb1876, 4
   %64 = add nsw i64 %63, 2
   %65 = mul nsw i64 %64, 64
-  %66 = add nsw i64 208896, %65
-  %67 = mul nsw i64 %fc1.nb1465, 24
+  %66 = add nsw i64 209152, %65
+  %67 = mul nsw i64 %fc1.nb1865, 24
   %68 = add nsw i64 %66, %67
   %69 = add nsw i64 %68, 16
   %arena15 = getelementptr inbounds float, ptr %arena, i64 %69
   %70 = load <8 x float>, ptr %arena15, align 4
-  store <8 x float> %70, ptr %fc1.t148_c2_2, align 32
-  %71 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %70, ptr %fc1.t188_c2_2, align 32
+  %71 = mul nsw i64 %fc1.mb1876, 4
   %72 = add nsw i64 %71, 3
   %73 = mul nsw i64 %72, 64
-  %74 = add nsw i64 208896, %73
-  %75 = mul nsw i64 %fc1.nb1465, 24
+  %74 = add nsw i64 209152, %73
+  %75 = mul nsw i64 %fc1.nb1865, 24
   %76 = add nsw i64 %74, %75
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   %77 = load <8 x float>, ptr %arena16, align 4
-  store <8 x float> %77, ptr %fc1.t148_c3_0, align 32
-  %78 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %77, ptr %fc1.t188_c3_0, align 32
+  %78 = mul nsw i64 %fc1.mb1876, 4
   %79 = add nsw i64 %78, 3
   %80 = mul nsw i64 %79, 64
-  %81 = add nsw i64 208896, %80
-  %82 = mul nsw i64 %fc1.nb1465, 24
+  %81 = add nsw i64 209152, %80
+  %82 = mul nsw i64 %fc1.nb1865, 24
   %83 = add nsw i64 %81, %82
   %84 = add nsw i64 %83, 8
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %84
   %85 = load <8 x float>, ptr %arena17, align 4
-  store <8 x float> %85, ptr %fc1.t148_c3_1, align 32
-  %86 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %85, ptr %fc1.t188_c3_1, align 32
+  %86 = mul nsw i64 %fc1.mb1876, 4
   %87 = add nsw i64 %86, 3
   %88 = mul nsw i64 %87, 64
-  %89 = add nsw i64 208896, %88
-  %90 = mul nsw i64 %fc1.nb1465, 24
+  %89 = add nsw i64 209152, %88
+  %90 = mul nsw i64 %fc1.nb1865, 24
   %91 = add nsw i64 %89, %90
   %92 = add nsw i64 %91, 16
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %92
   %93 = load <8 x float>, ptr %arena18, align 4
-  store <8 x float> %93, ptr %fc1.t148_c3_2, align 32
-  br label %fc1.k149
+  store <8 x float> %93, ptr %fc1.t188_c3_2, align 32
+  br label %fc1.k189
 
-fc1.mb147.end:                                    ; preds = %fc1.k149.end
-  %nb146.next = add nsw i64 %fc1.nb1465, 1
-  %94 = icmp slt i64 %nb146.next, 2
-  br i1 %94, label %fc1.nb146, label %fc1.nb146.end
+fc1.mb187.end:                                    ; preds = %fc1.k189.end
+  %nb186.next = add nsw i64 %fc1.nb1865, 1
+  %94 = icmp slt i64 %nb186.next, 2
+  br i1 %94, label %fc1.nb186, label %fc1.nb186.end
 
-fc1.k149:                                         ; preds = %fc1.k149, %fc1.mb147
-  %fc1.k14919 = phi i64 [ 0, %fc1.mb147 ], [ %k149.next, %fc1.k149 ]
-  %95 = mul nsw i64 %fc1.kp1454, 784
-  %96 = add nsw i64 %fc1.k14919, %95
+fc1.k189:                                         ; preds = %fc1.k189, %fc1.mb187
+  %fc1.k18919 = phi i64 [ 0, %fc1.mb187 ], [ %k189.next, %fc1.k189 ]
+  %95 = mul nsw i64 %fc1.kp1854, 784
+  %96 = add nsw i64 %fc1.k18919, %95
   %97 = mul nsw i64 %96, 64
-  %98 = add nsw i64 8192, %97
-  %99 = mul nsw i64 %fc1.nb1465, 24
+  %98 = add nsw i64 8448, %97
+  %99 = mul nsw i64 %fc1.nb1865, 24
   %100 = add nsw i64 %98, %99
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %100
   %101 = load <8 x float>, ptr %arena20, align 4
-  store <8 x float> %101, ptr %fc1.t148_b0, align 32
-  %102 = mul nsw i64 %fc1.kp1454, 784
-  %103 = add nsw i64 %fc1.k14919, %102
+  store <8 x float> %101, ptr %fc1.t188_b0, align 32
+  %102 = mul nsw i64 %fc1.kp1854, 784
+  %103 = add nsw i64 %fc1.k18919, %102
   %104 = mul nsw i64 %103, 64
-  %105 = add nsw i64 8192, %104
-  %106 = mul nsw i64 %fc1.nb1465, 24
+  %105 = add nsw i64 8448, %104
+  %106 = mul nsw i64 %fc1.nb1865, 24
   %107 = add nsw i64 %105, %106
   %108 = add nsw i64 %107, 8
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %108
   %109 = load <8 x float>, ptr %arena21, align 4
-  store <8 x float> %109, ptr %fc1.t148_b1, align 32
-  %110 = mul nsw i64 %fc1.kp1454, 784
-  %111 = add nsw i64 %fc1.k14919, %110
+  store <8 x float> %109, ptr %fc1.t188_b1, align 32
+  %110 = mul nsw i64 %fc1.kp1854, 784
+  %111 = add nsw i64 %fc1.k18919, %110
   %112 = mul nsw i64 %111, 64
-  %113 = add nsw i64 8192, %112
-  %114 = mul nsw i64 %fc1.nb1465, 24
+  %113 = add nsw i64 8448, %112
+  %114 = mul nsw i64 %fc1.nb1865, 24
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %115, 16
   %arena22 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load <8 x float>, ptr %arena22, align 4
-  store <8 x float> %117, ptr %fc1.t148_b2, align 32
-  %118 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %117, ptr %fc1.t188_b2, align 32
+  %118 = mul nsw i64 %fc1.mb1876, 4
   %119 = mul nsw i64 %118, 3136
   %120 = add nsw i64 18912, %119
-  %121 = mul nsw i64 %fc1.kp1454, 784
-  %122 = add nsw i64 %fc1.k14919, %121
+  %121 = mul nsw i64 %fc1.kp1854, 784
+  %122 = add nsw i64 %fc1.k18919, %121
   %123 = add nsw i64 %120, %122
   %params23 = getelementptr inbounds float, ptr %params, i64 %123
   %124 = load float, ptr %params23, align 4
   %125 = insertelement <8 x float> undef, float %124, i32 0
   %126 = shufflevector <8 x float> %125, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %126, ptr %fc1.t148_a0, align 32
-  %t148_a0 = load <8 x float>, ptr %fc1.t148_a0, align 32
-  %t148_b0 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c0_0 = load <8 x float>, ptr %fc1.t148_c0_0, align 32
-  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a0, <8 x float> %t148_b0, <8 x float> %t148_c0_0)
-  store <8 x float> %127, ptr %fc1.t148_c0_0, align 32
-  %t148_a024 = load <8 x float>, ptr %fc1.t148_a0, align 32
-  %t148_b1 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c0_1 = load <8 x float>, ptr %fc1.t148_c0_1, align 32
-  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a024, <8 x float> %t148_b1, <8 x float> %t148_c0_1)
-  store <8 x float> %128, ptr %fc1.t148_c0_1, align 32
-  %t148_a025 = load <8 x float>, ptr %fc1.t148_a0, align 32
-  %t148_b2 = load <8 x float>, ptr %fc1.t148_b2, align 32
-  %t148_c0_2 = load <8 x float>, ptr %fc1.t148_c0_2, align 32
-  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a025, <8 x float> %t148_b2, <8 x float> %t148_c0_2)
-  store <8 x float> %129, ptr %fc1.t148_c0_2, align 32
-  %130 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %126, ptr %fc1.t188_a0, align 32
+  %t188_a0 = load <8 x float>, ptr %fc1.t188_a0, align 32
+  %t188_b0 = load <8 x float>, ptr %fc1.t188_b0, align 32
+  %t188_c0_0 = load <8 x float>, ptr %fc1.t188_c0_0, align 32
+  %127 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a0, <8 x float> %t188_b0, <8 x float> %t188_c0_0)
+  store <8 x float> %127, ptr %fc1.t188_c0_0, align 32
+  %t188_a024 = load <8 x float>, ptr %fc1.t188_a0, align 32
+  %t188_b1 = load <8 x float>, ptr %fc1.t188_b1, align 32
+  %t188_c0_1 = load <8 x float>, ptr %fc1.t188_c0_1, align 32
+  %128 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a024, <8 x float> %t188_b1, <8 x float> %t188_c0_1)
+  store <8 x float> %128, ptr %fc1.t188_c0_1, align 32
+  %t188_a025 = load <8 x float>, ptr %fc1.t188_a0, align 32
+  %t188_b2 = load <8 x float>, ptr %fc1.t188_b2, align 32
+  %t188_c0_2 = load <8 x float>, ptr %fc1.t188_c0_2, align 32
+  %129 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a025, <8 x float> %t188_b2, <8 x float> %t188_c0_2)
+  store <8 x float> %129, ptr %fc1.t188_c0_2, align 32
+  %130 = mul nsw i64 %fc1.mb1876, 4
   %131 = add nsw i64 %130, 1
   %132 = mul nsw i64 %131, 3136
   %133 = add nsw i64 18912, %132
-  %134 = mul nsw i64 %fc1.kp1454, 784
-  %135 = add nsw i64 %fc1.k14919, %134
+  %134 = mul nsw i64 %fc1.kp1854, 784
+  %135 = add nsw i64 %fc1.k18919, %134
   %136 = add nsw i64 %133, %135
   %params26 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params26, align 4
   %138 = insertelement <8 x float> undef, float %137, i32 0
   %139 = shufflevector <8 x float> %138, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %139, ptr %fc1.t148_a1, align 32
-  %t148_a1 = load <8 x float>, ptr %fc1.t148_a1, align 32
-  %t148_b027 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c1_0 = load <8 x float>, ptr %fc1.t148_c1_0, align 32
-  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a1, <8 x float> %t148_b027, <8 x float> %t148_c1_0)
-  store <8 x float> %140, ptr %fc1.t148_c1_0, align 32
-  %t148_a128 = load <8 x float>, ptr %fc1.t148_a1, align 32
-  %t148_b129 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c1_1 = load <8 x float>, ptr %fc1.t148_c1_1, align 32
-  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a128, <8 x float> %t148_b129, <8 x float> %t148_c1_1)
-  store <8 x float> %141, ptr %fc1.t148_c1_1, align 32
-  %t148_a130 = load <8 x float>, ptr %fc1.t148_a1, align 32
-  %t148_b231 = load <8 x float>, ptr %fc1.t148_b2, align 32
-  %t148_c1_2 = load <8 x float>, ptr %fc1.t148_c1_2, align 32
-  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a130, <8 x float> %t148_b231, <8 x float> %t148_c1_2)
-  store <8 x float> %142, ptr %fc1.t148_c1_2, align 32
-  %143 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %139, ptr %fc1.t188_a1, align 32
+  %t188_a1 = load <8 x float>, ptr %fc1.t188_a1, align 32
+  %t188_b027 = load <8 x float>, ptr %fc1.t188_b0, align 32
+  %t188_c1_0 = load <8 x float>, ptr %fc1.t188_c1_0, align 32
+  %140 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a1, <8 x float> %t188_b027, <8 x float> %t188_c1_0)
+  store <8 x float> %140, ptr %fc1.t188_c1_0, align 32
+  %t188_a128 = load <8 x float>, ptr %fc1.t188_a1, align 32
+  %t188_b129 = load <8 x float>, ptr %fc1.t188_b1, align 32
+  %t188_c1_1 = load <8 x float>, ptr %fc1.t188_c1_1, align 32
+  %141 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a128, <8 x float> %t188_b129, <8 x float> %t188_c1_1)
+  store <8 x float> %141, ptr %fc1.t188_c1_1, align 32
+  %t188_a130 = load <8 x float>, ptr %fc1.t188_a1, align 32
+  %t188_b231 = load <8 x float>, ptr %fc1.t188_b2, align 32
+  %t188_c1_2 = load <8 x float>, ptr %fc1.t188_c1_2, align 32
+  %142 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a130, <8 x float> %t188_b231, <8 x float> %t188_c1_2)
+  store <8 x float> %142, ptr %fc1.t188_c1_2, align 32
+  %143 = mul nsw i64 %fc1.mb1876, 4
   %144 = add nsw i64 %143, 2
   %145 = mul nsw i64 %144, 3136
   %146 = add nsw i64 18912, %145
-  %147 = mul nsw i64 %fc1.kp1454, 784
-  %148 = add nsw i64 %fc1.k14919, %147
+  %147 = mul nsw i64 %fc1.kp1854, 784
+  %148 = add nsw i64 %fc1.k18919, %147
   %149 = add nsw i64 %146, %148
   %params32 = getelementptr inbounds float, ptr %params, i64 %149
   %150 = load float, ptr %params32, align 4
   %151 = insertelement <8 x float> undef, float %150, i32 0
   %152 = shufflevector <8 x float> %151, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %152, ptr %fc1.t148_a2, align 32
-  %t148_a2 = load <8 x float>, ptr %fc1.t148_a2, align 32
-  %t148_b033 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c2_0 = load <8 x float>, ptr %fc1.t148_c2_0, align 32
-  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a2, <8 x float> %t148_b033, <8 x float> %t148_c2_0)
-  store <8 x float> %153, ptr %fc1.t148_c2_0, align 32
-  %t148_a234 = load <8 x float>, ptr %fc1.t148_a2, align 32
-  %t148_b135 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c2_1 = load <8 x float>, ptr %fc1.t148_c2_1, align 32
-  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a234, <8 x float> %t148_b135, <8 x float> %t148_c2_1)
-  store <8 x float> %154, ptr %fc1.t148_c2_1, align 32
-  %t148_a236 = load <8 x float>, ptr %fc1.t148_a2, align 32
-  %t148_b237 = load <8 x float>, ptr %fc1.t148_b2, align 32
-  %t148_c2_2 = load <8 x float>, ptr %fc1.t148_c2_2, align 32
-  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a236, <8 x float> %t148_b237, <8 x float> %t148_c2_2)
-  store <8 x float> %155, ptr %fc1.t148_c2_2, align 32
-  %156 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %152, ptr %fc1.t188_a2, align 32
+  %t188_a2 = load <8 x float>, ptr %fc1.t188_a2, align 32
+  %t188_b033 = load <8 x float>, ptr %fc1.t188_b0, align 32
+  %t188_c2_0 = load <8 x float>, ptr %fc1.t188_c2_0, align 32
+  %153 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a2, <8 x float> %t188_b033, <8 x float> %t188_c2_0)
+  store <8 x float> %153, ptr %fc1.t188_c2_0, align 32
+  %t188_a234 = load <8 x float>, ptr %fc1.t188_a2, align 32
+  %t188_b135 = load <8 x float>, ptr %fc1.t188_b1, align 32
+  %t188_c2_1 = load <8 x float>, ptr %fc1.t188_c2_1, align 32
+  %154 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a234, <8 x float> %t188_b135, <8 x float> %t188_c2_1)
+  store <8 x float> %154, ptr %fc1.t188_c2_1, align 32
+  %t188_a236 = load <8 x float>, ptr %fc1.t188_a2, align 32
+  %t188_b237 = load <8 x float>, ptr %fc1.t188_b2, align 32
+  %t188_c2_2 = load <8 x float>, ptr %fc1.t188_c2_2, align 32
+  %155 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a236, <8 x float> %t188_b237, <8 x float> %t188_c2_2)
+  store <8 x float> %155, ptr %fc1.t188_c2_2, align 32
+  %156 = mul nsw i64 %fc1.mb1876, 4
   %157 = add nsw i64 %156, 3
   %158 = mul nsw i64 %157, 3136
   %159 = add nsw i64 18912, %158
-  %160 = mul nsw i64 %fc1.kp1454, 784
-  %161 = add nsw i64 %fc1.k14919, %160
+  %160 = mul nsw i64 %fc1.kp1854, 784
+  %161 = add nsw i64 %fc1.k18919, %160
   %162 = add nsw i64 %159, %161
   %params38 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params38, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %fc1.t148_a3, align 32
-  %t148_a3 = load <8 x float>, ptr %fc1.t148_a3, align 32
-  %t148_b039 = load <8 x float>, ptr %fc1.t148_b0, align 32
-  %t148_c3_0 = load <8 x float>, ptr %fc1.t148_c3_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a3, <8 x float> %t148_b039, <8 x float> %t148_c3_0)
-  store <8 x float> %166, ptr %fc1.t148_c3_0, align 32
-  %t148_a340 = load <8 x float>, ptr %fc1.t148_a3, align 32
-  %t148_b141 = load <8 x float>, ptr %fc1.t148_b1, align 32
-  %t148_c3_1 = load <8 x float>, ptr %fc1.t148_c3_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a340, <8 x float> %t148_b141, <8 x float> %t148_c3_1)
-  store <8 x float> %167, ptr %fc1.t148_c3_1, align 32
-  %t148_a342 = load <8 x float>, ptr %fc1.t148_a3, align 32
-  %t148_b243 = load <8 x float>, ptr %fc1.t148_b2, align 32
-  %t148_c3_2 = load <8 x float>, ptr %fc1.t148_c3_2, align 32
-  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t148_a342, <8 x float> %t148_b243, <8 x float> %t148_c3_2)
-  store <8 x float> %168, ptr %fc1.t148_c3_2, align 32
-  %k149.next = add nsw i64 %fc1.k14919, 1
-  %169 = icmp slt i64 %k149.next, 784
-  br i1 %169, label %fc1.k149, label %fc1.k149.end
+  store <8 x float> %165, ptr %fc1.t188_a3, align 32
+  %t188_a3 = load <8 x float>, ptr %fc1.t188_a3, align 32
+  %t188_b039 = load <8 x float>, ptr %fc1.t188_b0, align 32
+  %t188_c3_0 = load <8 x float>, ptr %fc1.t188_c3_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a3, <8 x float> %t188_b039, <8 x float> %t188_c3_0)
+  store <8 x float> %166, ptr %fc1.t188_c3_0, align 32
+  %t188_a340 = load <8 x float>, ptr %fc1.t188_a3, align 32
+  %t188_b141 = load <8 x float>, ptr %fc1.t188_b1, align 32
+  %t188_c3_1 = load <8 x float>, ptr %fc1.t188_c3_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a340, <8 x float> %t188_b141, <8 x float> %t188_c3_1)
+  store <8 x float> %167, ptr %fc1.t188_c3_1, align 32
+  %t188_a342 = load <8 x float>, ptr %fc1.t188_a3, align 32
+  %t188_b243 = load <8 x float>, ptr %fc1.t188_b2, align 32
+  %t188_c3_2 = load <8 x float>, ptr %fc1.t188_c3_2, align 32
+  %168 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t188_a342, <8 x float> %t188_b243, <8 x float> %t188_c3_2)
+  store <8 x float> %168, ptr %fc1.t188_c3_2, align 32
+  %k189.next = add nsw i64 %fc1.k18919, 1
+  %169 = icmp slt i64 %k189.next, 784
+  br i1 %169, label %fc1.k189, label %fc1.k189.end
 
-fc1.k149.end:                                     ; preds = %fc1.k149
-  %t148_c0_044 = load <8 x float>, ptr %fc1.t148_c0_0, align 32
-  %170 = mul nsw i64 %fc1.mb1476, 4
+fc1.k189.end:                                     ; preds = %fc1.k189
+  %t188_c0_044 = load <8 x float>, ptr %fc1.t188_c0_0, align 32
+  %170 = mul nsw i64 %fc1.mb1876, 4
   %171 = mul nsw i64 %170, 64
-  %172 = add nsw i64 208896, %171
-  %173 = mul nsw i64 %fc1.nb1465, 24
+  %172 = add nsw i64 209152, %171
+  %173 = mul nsw i64 %fc1.nb1865, 24
   %174 = add nsw i64 %172, %173
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %174
-  store <8 x float> %t148_c0_044, ptr %arena45, align 4
-  %t148_c0_146 = load <8 x float>, ptr %fc1.t148_c0_1, align 32
-  %175 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c0_044, ptr %arena45, align 4
+  %t188_c0_146 = load <8 x float>, ptr %fc1.t188_c0_1, align 32
+  %175 = mul nsw i64 %fc1.mb1876, 4
   %176 = mul nsw i64 %175, 64
-  %177 = add nsw i64 208896, %176
-  %178 = mul nsw i64 %fc1.nb1465, 24
+  %177 = add nsw i64 209152, %176
+  %178 = mul nsw i64 %fc1.nb1865, 24
   %179 = add nsw i64 %177, %178
   %180 = add nsw i64 %179, 8
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %180
-  store <8 x float> %t148_c0_146, ptr %arena47, align 4
-  %t148_c0_248 = load <8 x float>, ptr %fc1.t148_c0_2, align 32
-  %181 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c0_146, ptr %arena47, align 4
+  %t188_c0_248 = load <8 x float>, ptr %fc1.t188_c0_2, align 32
+  %181 = mul nsw i64 %fc1.mb1876, 4
   %182 = mul nsw i64 %181, 64
-  %183 = add nsw i64 208896, %182
-  %184 = mul nsw i64 %fc1.nb1465, 24
+  %183 = add nsw i64 209152, %182
+  %184 = mul nsw i64 %fc1.nb1865, 24
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %185, 16
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %186
-  store <8 x float> %t148_c0_248, ptr %arena49, align 4
-  %t148_c1_050 = load <8 x float>, ptr %fc1.t148_c1_0, align 32
-  %187 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c0_248, ptr %arena49, align 4
+  %t188_c1_050 = load <8 x float>, ptr %fc1.t188_c1_0, align 32
+  %187 = mul nsw i64 %fc1.mb1876, 4
   %188 = add nsw i64 %187, 1
   %189 = mul nsw i64 %188, 64
-  %190 = add nsw i64 208896, %189
-  %191 = mul nsw i64 %fc1.nb1465, 24
+  %190 = add nsw i64 209152, %189
+  %191 = mul nsw i64 %fc1.nb1865, 24
   %192 = add nsw i64 %190, %191
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t148_c1_050, ptr %arena51, align 4
-  %t148_c1_152 = load <8 x float>, ptr %fc1.t148_c1_1, align 32
-  %193 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c1_050, ptr %arena51, align 4
+  %t188_c1_152 = load <8 x float>, ptr %fc1.t188_c1_1, align 32
+  %193 = mul nsw i64 %fc1.mb1876, 4
   %194 = add nsw i64 %193, 1
   %195 = mul nsw i64 %194, 64
-  %196 = add nsw i64 208896, %195
-  %197 = mul nsw i64 %fc1.nb1465, 24
+  %196 = add nsw i64 209152, %195
+  %197 = mul nsw i64 %fc1.nb1865, 24
   %198 = add nsw i64 %196, %197
   %199 = add nsw i64 %198, 8
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %199
-  store <8 x float> %t148_c1_152, ptr %arena53, align 4
-  %t148_c1_254 = load <8 x float>, ptr %fc1.t148_c1_2, align 32
-  %200 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c1_152, ptr %arena53, align 4
+  %t188_c1_254 = load <8 x float>, ptr %fc1.t188_c1_2, align 32
+  %200 = mul nsw i64 %fc1.mb1876, 4
   %201 = add nsw i64 %200, 1
   %202 = mul nsw i64 %201, 64
-  %203 = add nsw i64 208896, %202
-  %204 = mul nsw i64 %fc1.nb1465, 24
+  %203 = add nsw i64 209152, %202
+  %204 = mul nsw i64 %fc1.nb1865, 24
   %205 = add nsw i64 %203, %204
   %206 = add nsw i64 %205, 16
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %206
-  store <8 x float> %t148_c1_254, ptr %arena55, align 4
-  %t148_c2_056 = load <8 x float>, ptr %fc1.t148_c2_0, align 32
-  %207 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c1_254, ptr %arena55, align 4
+  %t188_c2_056 = load <8 x float>, ptr %fc1.t188_c2_0, align 32
+  %207 = mul nsw i64 %fc1.mb1876, 4
   %208 = add nsw i64 %207, 2
   %209 = mul nsw i64 %208, 64
-  %210 = add nsw i64 208896, %209
-  %211 = mul nsw i64 %fc1.nb1465, 24
+  %210 = add nsw i64 209152, %209
+  %211 = mul nsw i64 %fc1.nb1865, 24
   %212 = add nsw i64 %210, %211
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %212
-  store <8 x float> %t148_c2_056, ptr %arena57, align 4
-  %t148_c2_158 = load <8 x float>, ptr %fc1.t148_c2_1, align 32
-  %213 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c2_056, ptr %arena57, align 4
+  %t188_c2_158 = load <8 x float>, ptr %fc1.t188_c2_1, align 32
+  %213 = mul nsw i64 %fc1.mb1876, 4
   %214 = add nsw i64 %213, 2
   %215 = mul nsw i64 %214, 64
-  %216 = add nsw i64 208896, %215
-  %217 = mul nsw i64 %fc1.nb1465, 24
+  %216 = add nsw i64 209152, %215
+  %217 = mul nsw i64 %fc1.nb1865, 24
   %218 = add nsw i64 %216, %217
   %219 = add nsw i64 %218, 8
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t148_c2_158, ptr %arena59, align 4
-  %t148_c2_260 = load <8 x float>, ptr %fc1.t148_c2_2, align 32
-  %220 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c2_158, ptr %arena59, align 4
+  %t188_c2_260 = load <8 x float>, ptr %fc1.t188_c2_2, align 32
+  %220 = mul nsw i64 %fc1.mb1876, 4
   %221 = add nsw i64 %220, 2
   %222 = mul nsw i64 %221, 64
-  %223 = add nsw i64 208896, %222
-  %224 = mul nsw i64 %fc1.nb1465, 24
+  %223 = add nsw i64 209152, %222
+  %224 = mul nsw i64 %fc1.nb1865, 24
   %225 = add nsw i64 %223, %224
   %226 = add nsw i64 %225, 16
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %226
-  store <8 x float> %t148_c2_260, ptr %arena61, align 4
-  %t148_c3_062 = load <8 x float>, ptr %fc1.t148_c3_0, align 32
-  %227 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c2_260, ptr %arena61, align 4
+  %t188_c3_062 = load <8 x float>, ptr %fc1.t188_c3_0, align 32
+  %227 = mul nsw i64 %fc1.mb1876, 4
   %228 = add nsw i64 %227, 3
   %229 = mul nsw i64 %228, 64
-  %230 = add nsw i64 208896, %229
-  %231 = mul nsw i64 %fc1.nb1465, 24
+  %230 = add nsw i64 209152, %229
+  %231 = mul nsw i64 %fc1.nb1865, 24
   %232 = add nsw i64 %230, %231
   %arena63 = getelementptr inbounds float, ptr %arena, i64 %232
-  store <8 x float> %t148_c3_062, ptr %arena63, align 4
-  %t148_c3_164 = load <8 x float>, ptr %fc1.t148_c3_1, align 32
-  %233 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c3_062, ptr %arena63, align 4
+  %t188_c3_164 = load <8 x float>, ptr %fc1.t188_c3_1, align 32
+  %233 = mul nsw i64 %fc1.mb1876, 4
   %234 = add nsw i64 %233, 3
   %235 = mul nsw i64 %234, 64
-  %236 = add nsw i64 208896, %235
-  %237 = mul nsw i64 %fc1.nb1465, 24
+  %236 = add nsw i64 209152, %235
+  %237 = mul nsw i64 %fc1.nb1865, 24
   %238 = add nsw i64 %236, %237
   %239 = add nsw i64 %238, 8
   %arena65 = getelementptr inbounds float, ptr %arena, i64 %239
-  store <8 x float> %t148_c3_164, ptr %arena65, align 4
-  %t148_c3_266 = load <8 x float>, ptr %fc1.t148_c3_2, align 32
-  %240 = mul nsw i64 %fc1.mb1476, 4
+  store <8 x float> %t188_c3_164, ptr %arena65, align 4
+  %t188_c3_266 = load <8 x float>, ptr %fc1.t188_c3_2, align 32
+  %240 = mul nsw i64 %fc1.mb1876, 4
   %241 = add nsw i64 %240, 3
   %242 = mul nsw i64 %241, 64
-  %243 = add nsw i64 208896, %242
-  %244 = mul nsw i64 %fc1.nb1465, 24
+  %243 = add nsw i64 209152, %242
+  %244 = mul nsw i64 %fc1.nb1865, 24
   %245 = add nsw i64 %243, %244
   %246 = add nsw i64 %245, 16
   %arena67 = getelementptr inbounds float, ptr %arena, i64 %246
-  store <8 x float> %t148_c3_266, ptr %arena67, align 4
-  %mb147.next = add nsw i64 %fc1.mb1476, 1
-  %247 = icmp slt i64 %mb147.next, 32
-  br i1 %247, label %fc1.mb147, label %fc1.mb147.end
+  store <8 x float> %t188_c3_266, ptr %arena67, align 4
+  %mb187.next = add nsw i64 %fc1.mb1876, 1
+  %247 = icmp slt i64 %mb187.next, 32
+  br i1 %247, label %fc1.mb187, label %fc1.mb187.end
 
-fc1.mb150:                                        ; preds = %fc1.k152.end, %fc1.nb146.end
-  %fc1.mb15068 = phi i64 [ 0, %fc1.nb146.end ], [ %mb150.next, %fc1.k152.end ]
-  %248 = mul nsw i64 %fc1.mb15068, 4
+fc1.mb190:                                        ; preds = %fc1.k192.end, %fc1.nb186.end
+  %fc1.mb19068 = phi i64 [ 0, %fc1.nb186.end ], [ %mb190.next, %fc1.k192.end ]
+  %248 = mul nsw i64 %fc1.mb19068, 4
   %249 = mul nsw i64 %248, 64
-  %250 = add nsw i64 208896, %249
+  %250 = add nsw i64 209152, %249
   %251 = add nsw i64 %250, 48
   %arena69 = getelementptr inbounds float, ptr %arena, i64 %251
   %252 = load <8 x float>, ptr %arena69, align 4
-  store <8 x float> %252, ptr %fc1.t151_c0_0, align 32
-  %253 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %252, ptr %fc1.t191_c0_0, align 32
+  %253 = mul nsw i64 %fc1.mb19068, 4
   %254 = mul nsw i64 %253, 64
-  %255 = add nsw i64 208896, %254
+  %255 = add nsw i64 209152, %254
   %256 = add nsw i64 %255, 48
   %257 = add nsw i64 %256, 8
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %257
   %258 = load <8 x float>, ptr %arena70, align 4
-  store <8 x float> %258, ptr %fc1.t151_c0_1, align 32
-  %259 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %258, ptr %fc1.t191_c0_1, align 32
+  %259 = mul nsw i64 %fc1.mb19068, 4
   %260 = add nsw i64 %259, 1
   %261 = mul nsw i64 %260, 64
-  %262 = add nsw i64 208896, %261
+  %262 = add nsw i64 209152, %261
   %263 = add nsw i64 %262, 48
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %263
   %264 = load <8 x float>, ptr %arena71, align 4
-  store <8 x float> %264, ptr %fc1.t151_c1_0, align 32
-  %265 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %264, ptr %fc1.t191_c1_0, align 32
+  %265 = mul nsw i64 %fc1.mb19068, 4
   %266 = add nsw i64 %265, 1
   %267 = mul nsw i64 %266, 64
-  %268 = add nsw i64 208896, %267
+  %268 = add nsw i64 209152, %267
   %269 = add nsw i64 %268, 48
   %270 = add nsw i64 %269, 8
   %arena72 = getelementptr inbounds float, ptr %arena, i64 %270
   %271 = load <8 x float>, ptr %arena72, align 4
-  store <8 x float> %271, ptr %fc1.t151_c1_1, align 32
-  %272 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %271, ptr %fc1.t191_c1_1, align 32
+  %272 = mul nsw i64 %fc1.mb19068, 4
   %273 = add nsw i64 %272, 2
   %274 = mul nsw i64 %273, 64
-  %275 = add nsw i64 208896, %274
+  %275 = add nsw i64 209152, %274
   %276 = add nsw i64 %275, 48
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
   %277 = load <8 x float>, ptr %arena73, align 4
-  store <8 x float> %277, ptr %fc1.t151_c2_0, align 32
-  %278 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %277, ptr %fc1.t191_c2_0, align 32
+  %278 = mul nsw i64 %fc1.mb19068, 4
   %279 = add nsw i64 %278, 2
   %280 = mul nsw i64 %279, 64
-  %281 = add nsw i64 208896, %280
+  %281 = add nsw i64 209152, %280
   %282 = add nsw i64 %281, 48
   %283 = add nsw i64 %282, 8
   %arena74 = getelementptr inbounds float, ptr %arena, i64 %283
   %284 = load <8 x float>, ptr %arena74, align 4
-  store <8 x float> %284, ptr %fc1.t151_c2_1, align 32
-  %285 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %284, ptr %fc1.t191_c2_1, align 32
+  %285 = mul nsw i64 %fc1.mb19068, 4
   %286 = add nsw i64 %285, 3
   %287 = mul nsw i64 %286, 64
-  %288 = add nsw i64 208896, %287
+  %288 = add nsw i64 209152, %287
   %289 = add nsw i64 %288, 48
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %289
   %290 = load <8 x float>, ptr %arena75, align 4
-  store <8 x float> %290, ptr %fc1.t151_c3_0, align 32
-  %291 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %290, ptr %fc1.t191_c3_0, align 32
+  %291 = mul nsw i64 %fc1.mb19068, 4
   %292 = add nsw i64 %291, 3
   %293 = mul nsw i64 %292, 64
-  %294 = add nsw i64 208896, %293
+  %294 = add nsw i64 209152, %293
   %295 = add nsw i64 %294, 48
   %296 = add nsw i64 %295, 8
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %296
   %297 = load <8 x float>, ptr %arena76, align 4
-  store <8 x float> %297, ptr %fc1.t151_c3_1, align 32
-  br label %fc1.k152
+  store <8 x float> %297, ptr %fc1.t191_c3_1, align 32
+  br label %fc1.k192
 
-fc1.mb150.end:                                    ; preds = %fc1.k152.end
-  %kp145.next = add nsw i64 %fc1.kp1454, 1
-  %298 = icmp slt i64 %kp145.next, 4
-  br i1 %298, label %fc1.kp145, label %fc1.kp145.end
+fc1.mb190.end:                                    ; preds = %fc1.k192.end
+  %kp185.next = add nsw i64 %fc1.kp1854, 1
+  %298 = icmp slt i64 %kp185.next, 4
+  br i1 %298, label %fc1.kp185, label %fc1.kp185.end
 
-fc1.k152:                                         ; preds = %fc1.k152, %fc1.mb150
-  %fc1.k15277 = phi i64 [ 0, %fc1.mb150 ], [ %k152.next, %fc1.k152 ]
-  %299 = mul nsw i64 %fc1.kp1454, 784
-  %300 = add nsw i64 %fc1.k15277, %299
+fc1.k192:                                         ; preds = %fc1.k192, %fc1.mb190
+  %fc1.k19277 = phi i64 [ 0, %fc1.mb190 ], [ %k192.next, %fc1.k192 ]
+  %299 = mul nsw i64 %fc1.kp1854, 784
+  %300 = add nsw i64 %fc1.k19277, %299
   %301 = mul nsw i64 %300, 64
-  %302 = add nsw i64 8192, %301
+  %302 = add nsw i64 8448, %301
   %303 = add nsw i64 %302, 48
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %303
   %304 = load <8 x float>, ptr %arena78, align 4
-  store <8 x float> %304, ptr %fc1.t151_b0, align 32
-  %305 = mul nsw i64 %fc1.kp1454, 784
-  %306 = add nsw i64 %fc1.k15277, %305
+  store <8 x float> %304, ptr %fc1.t191_b0, align 32
+  %305 = mul nsw i64 %fc1.kp1854, 784
+  %306 = add nsw i64 %fc1.k19277, %305
   %307 = mul nsw i64 %306, 64
-  %308 = add nsw i64 8192, %307
+  %308 = add nsw i64 8448, %307
   %309 = add nsw i64 %308, 48
   %310 = add nsw i64 %309, 8
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %310
   %311 = load <8 x float>, ptr %arena79, align 4
-  store <8 x float> %311, ptr %fc1.t151_b1, align 32
-  %312 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %311, ptr %fc1.t191_b1, align 32
+  %312 = mul nsw i64 %fc1.mb19068, 4
   %313 = mul nsw i64 %312, 3136
   %314 = add nsw i64 18912, %313
-  %315 = mul nsw i64 %fc1.kp1454, 784
-  %316 = add nsw i64 %fc1.k15277, %315
+  %315 = mul nsw i64 %fc1.kp1854, 784
+  %316 = add nsw i64 %fc1.k19277, %315
   %317 = add nsw i64 %314, %316
   %params80 = getelementptr inbounds float, ptr %params, i64 %317
   %318 = load float, ptr %params80, align 4
   %319 = insertelement <8 x float> undef, float %318, i32 0
   %320 = shufflevector <8 x float> %319, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %320, ptr %fc1.t151_a0, align 32
-  %t151_a0 = load <8 x float>, ptr %fc1.t151_a0, align 32
-  %t151_b0 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c0_0 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
-  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a0, <8 x float> %t151_b0, <8 x float> %t151_c0_0)
-  store <8 x float> %321, ptr %fc1.t151_c0_0, align 32
-  %t151_a081 = load <8 x float>, ptr %fc1.t151_a0, align 32
-  %t151_b1 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c0_1 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
-  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a081, <8 x float> %t151_b1, <8 x float> %t151_c0_1)
-  store <8 x float> %322, ptr %fc1.t151_c0_1, align 32
-  %323 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %320, ptr %fc1.t191_a0, align 32
+  %t191_a0 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b0 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c0_0 = load <8 x float>, ptr %fc1.t191_c0_0, align 32
+  %321 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a0, <8 x float> %t191_b0, <8 x float> %t191_c0_0)
+  store <8 x float> %321, ptr %fc1.t191_c0_0, align 32
+  %t191_a081 = load <8 x float>, ptr %fc1.t191_a0, align 32
+  %t191_b1 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c0_1 = load <8 x float>, ptr %fc1.t191_c0_1, align 32
+  %322 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a081, <8 x float> %t191_b1, <8 x float> %t191_c0_1)
+  store <8 x float> %322, ptr %fc1.t191_c0_1, align 32
+  %323 = mul nsw i64 %fc1.mb19068, 4
   %324 = add nsw i64 %323, 1
   %325 = mul nsw i64 %324, 3136
   %326 = add nsw i64 18912, %325
-  %327 = mul nsw i64 %fc1.kp1454, 784
-  %328 = add nsw i64 %fc1.k15277, %327
+  %327 = mul nsw i64 %fc1.kp1854, 784
+  %328 = add nsw i64 %fc1.k19277, %327
   %329 = add nsw i64 %326, %328
   %params82 = getelementptr inbounds float, ptr %params, i64 %329
   %330 = load float, ptr %params82, align 4
   %331 = insertelement <8 x float> undef, float %330, i32 0
   %332 = shufflevector <8 x float> %331, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %332, ptr %fc1.t151_a1, align 32
-  %t151_a1 = load <8 x float>, ptr %fc1.t151_a1, align 32
-  %t151_b083 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c1_0 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
-  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a1, <8 x float> %t151_b083, <8 x float> %t151_c1_0)
-  store <8 x float> %333, ptr %fc1.t151_c1_0, align 32
-  %t151_a184 = load <8 x float>, ptr %fc1.t151_a1, align 32
-  %t151_b185 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c1_1 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
-  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a184, <8 x float> %t151_b185, <8 x float> %t151_c1_1)
-  store <8 x float> %334, ptr %fc1.t151_c1_1, align 32
-  %335 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %332, ptr %fc1.t191_a1, align 32
+  %t191_a1 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b083 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c1_0 = load <8 x float>, ptr %fc1.t191_c1_0, align 32
+  %333 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a1, <8 x float> %t191_b083, <8 x float> %t191_c1_0)
+  store <8 x float> %333, ptr %fc1.t191_c1_0, align 32
+  %t191_a184 = load <8 x float>, ptr %fc1.t191_a1, align 32
+  %t191_b185 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c1_1 = load <8 x float>, ptr %fc1.t191_c1_1, align 32
+  %334 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a184, <8 x float> %t191_b185, <8 x float> %t191_c1_1)
+  store <8 x float> %334, ptr %fc1.t191_c1_1, align 32
+  %335 = mul nsw i64 %fc1.mb19068, 4
   %336 = add nsw i64 %335, 2
   %337 = mul nsw i64 %336, 3136
   %338 = add nsw i64 18912, %337
-  %339 = mul nsw i64 %fc1.kp1454, 784
-  %340 = add nsw i64 %fc1.k15277, %339
+  %339 = mul nsw i64 %fc1.kp1854, 784
+  %340 = add nsw i64 %fc1.k19277, %339
   %341 = add nsw i64 %338, %340
   %params86 = getelementptr inbounds float, ptr %params, i64 %341
   %342 = load float, ptr %params86, align 4
   %343 = insertelement <8 x float> undef, float %342, i32 0
   %344 = shufflevector <8 x float> %343, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %344, ptr %fc1.t151_a2, align 32
-  %t151_a2 = load <8 x float>, ptr %fc1.t151_a2, align 32
-  %t151_b087 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c2_0 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
-  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a2, <8 x float> %t151_b087, <8 x float> %t151_c2_0)
-  store <8 x float> %345, ptr %fc1.t151_c2_0, align 32
-  %t151_a288 = load <8 x float>, ptr %fc1.t151_a2, align 32
-  %t151_b189 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c2_1 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
-  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a288, <8 x float> %t151_b189, <8 x float> %t151_c2_1)
-  store <8 x float> %346, ptr %fc1.t151_c2_1, align 32
-  %347 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %344, ptr %fc1.t191_a2, align 32
+  %t191_a2 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b087 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c2_0 = load <8 x float>, ptr %fc1.t191_c2_0, align 32
+  %345 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a2, <8 x float> %t191_b087, <8 x float> %t191_c2_0)
+  store <8 x float> %345, ptr %fc1.t191_c2_0, align 32
+  %t191_a288 = load <8 x float>, ptr %fc1.t191_a2, align 32
+  %t191_b189 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c2_1 = load <8 x float>, ptr %fc1.t191_c2_1, align 32
+  %346 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a288, <8 x float> %t191_b189, <8 x float> %t191_c2_1)
+  store <8 x float> %346, ptr %fc1.t191_c2_1, align 32
+  %347 = mul nsw i64 %fc1.mb19068, 4
   %348 = add nsw i64 %347, 3
   %349 = mul nsw i64 %348, 3136
   %350 = add nsw i64 18912, %349
-  %351 = mul nsw i64 %fc1.kp1454, 784
-  %352 = add nsw i64 %fc1.k15277, %351
+  %351 = mul nsw i64 %fc1.kp1854, 784
+  %352 = add nsw i64 %fc1.k19277, %351
   %353 = add nsw i64 %350, %352
   %params90 = getelementptr inbounds float, ptr %params, i64 %353
   %354 = load float, ptr %params90, align 4
   %355 = insertelement <8 x float> undef, float %354, i32 0
   %356 = shufflevector <8 x float> %355, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %356, ptr %fc1.t151_a3, align 32
-  %t151_a3 = load <8 x float>, ptr %fc1.t151_a3, align 32
-  %t151_b091 = load <8 x float>, ptr %fc1.t151_b0, align 32
-  %t151_c3_0 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
-  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a3, <8 x float> %t151_b091, <8 x float> %t151_c3_0)
-  store <8 x float> %357, ptr %fc1.t151_c3_0, align 32
-  %t151_a392 = load <8 x float>, ptr %fc1.t151_a3, align 32
-  %t151_b193 = load <8 x float>, ptr %fc1.t151_b1, align 32
-  %t151_c3_1 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
-  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t151_a392, <8 x float> %t151_b193, <8 x float> %t151_c3_1)
-  store <8 x float> %358, ptr %fc1.t151_c3_1, align 32
-  %k152.next = add nsw i64 %fc1.k15277, 1
-  %359 = icmp slt i64 %k152.next, 784
-  br i1 %359, label %fc1.k152, label %fc1.k152.end
+  store <8 x float> %356, ptr %fc1.t191_a3, align 32
+  %t191_a3 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b091 = load <8 x float>, ptr %fc1.t191_b0, align 32
+  %t191_c3_0 = load <8 x float>, ptr %fc1.t191_c3_0, align 32
+  %357 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a3, <8 x float> %t191_b091, <8 x float> %t191_c3_0)
+  store <8 x float> %357, ptr %fc1.t191_c3_0, align 32
+  %t191_a392 = load <8 x float>, ptr %fc1.t191_a3, align 32
+  %t191_b193 = load <8 x float>, ptr %fc1.t191_b1, align 32
+  %t191_c3_1 = load <8 x float>, ptr %fc1.t191_c3_1, align 32
+  %358 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t191_a392, <8 x float> %t191_b193, <8 x float> %t191_c3_1)
+  store <8 x float> %358, ptr %fc1.t191_c3_1, align 32
+  %k192.next = add nsw i64 %fc1.k19277, 1
+  %359 = icmp slt i64 %k192.next, 784
+  br i1 %359, label %fc1.k192, label %fc1.k192.end
 
-fc1.k152.end:                                     ; preds = %fc1.k152
-  %t151_c0_094 = load <8 x float>, ptr %fc1.t151_c0_0, align 32
-  %360 = mul nsw i64 %fc1.mb15068, 4
+fc1.k192.end:                                     ; preds = %fc1.k192
+  %t191_c0_094 = load <8 x float>, ptr %fc1.t191_c0_0, align 32
+  %360 = mul nsw i64 %fc1.mb19068, 4
   %361 = mul nsw i64 %360, 64
-  %362 = add nsw i64 208896, %361
+  %362 = add nsw i64 209152, %361
   %363 = add nsw i64 %362, 48
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %363
-  store <8 x float> %t151_c0_094, ptr %arena95, align 4
-  %t151_c0_196 = load <8 x float>, ptr %fc1.t151_c0_1, align 32
-  %364 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c0_094, ptr %arena95, align 4
+  %t191_c0_196 = load <8 x float>, ptr %fc1.t191_c0_1, align 32
+  %364 = mul nsw i64 %fc1.mb19068, 4
   %365 = mul nsw i64 %364, 64
-  %366 = add nsw i64 208896, %365
+  %366 = add nsw i64 209152, %365
   %367 = add nsw i64 %366, 48
   %368 = add nsw i64 %367, 8
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %368
-  store <8 x float> %t151_c0_196, ptr %arena97, align 4
-  %t151_c1_098 = load <8 x float>, ptr %fc1.t151_c1_0, align 32
-  %369 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c0_196, ptr %arena97, align 4
+  %t191_c1_098 = load <8 x float>, ptr %fc1.t191_c1_0, align 32
+  %369 = mul nsw i64 %fc1.mb19068, 4
   %370 = add nsw i64 %369, 1
   %371 = mul nsw i64 %370, 64
-  %372 = add nsw i64 208896, %371
+  %372 = add nsw i64 209152, %371
   %373 = add nsw i64 %372, 48
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %373
-  store <8 x float> %t151_c1_098, ptr %arena99, align 4
-  %t151_c1_1100 = load <8 x float>, ptr %fc1.t151_c1_1, align 32
-  %374 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c1_098, ptr %arena99, align 4
+  %t191_c1_1100 = load <8 x float>, ptr %fc1.t191_c1_1, align 32
+  %374 = mul nsw i64 %fc1.mb19068, 4
   %375 = add nsw i64 %374, 1
   %376 = mul nsw i64 %375, 64
-  %377 = add nsw i64 208896, %376
+  %377 = add nsw i64 209152, %376
   %378 = add nsw i64 %377, 48
   %379 = add nsw i64 %378, 8
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %379
-  store <8 x float> %t151_c1_1100, ptr %arena101, align 4
-  %t151_c2_0102 = load <8 x float>, ptr %fc1.t151_c2_0, align 32
-  %380 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c1_1100, ptr %arena101, align 4
+  %t191_c2_0102 = load <8 x float>, ptr %fc1.t191_c2_0, align 32
+  %380 = mul nsw i64 %fc1.mb19068, 4
   %381 = add nsw i64 %380, 2
   %382 = mul nsw i64 %381, 64
-  %383 = add nsw i64 208896, %382
+  %383 = add nsw i64 209152, %382
   %384 = add nsw i64 %383, 48
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %384
-  store <8 x float> %t151_c2_0102, ptr %arena103, align 4
-  %t151_c2_1104 = load <8 x float>, ptr %fc1.t151_c2_1, align 32
-  %385 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c2_0102, ptr %arena103, align 4
+  %t191_c2_1104 = load <8 x float>, ptr %fc1.t191_c2_1, align 32
+  %385 = mul nsw i64 %fc1.mb19068, 4
   %386 = add nsw i64 %385, 2
   %387 = mul nsw i64 %386, 64
-  %388 = add nsw i64 208896, %387
+  %388 = add nsw i64 209152, %387
   %389 = add nsw i64 %388, 48
   %390 = add nsw i64 %389, 8
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %390
-  store <8 x float> %t151_c2_1104, ptr %arena105, align 4
-  %t151_c3_0106 = load <8 x float>, ptr %fc1.t151_c3_0, align 32
-  %391 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c2_1104, ptr %arena105, align 4
+  %t191_c3_0106 = load <8 x float>, ptr %fc1.t191_c3_0, align 32
+  %391 = mul nsw i64 %fc1.mb19068, 4
   %392 = add nsw i64 %391, 3
   %393 = mul nsw i64 %392, 64
-  %394 = add nsw i64 208896, %393
+  %394 = add nsw i64 209152, %393
   %395 = add nsw i64 %394, 48
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %395
-  store <8 x float> %t151_c3_0106, ptr %arena107, align 4
-  %t151_c3_1108 = load <8 x float>, ptr %fc1.t151_c3_1, align 32
-  %396 = mul nsw i64 %fc1.mb15068, 4
+  store <8 x float> %t191_c3_0106, ptr %arena107, align 4
+  %t191_c3_1108 = load <8 x float>, ptr %fc1.t191_c3_1, align 32
+  %396 = mul nsw i64 %fc1.mb19068, 4
   %397 = add nsw i64 %396, 3
   %398 = mul nsw i64 %397, 64
-  %399 = add nsw i64 208896, %398
+  %399 = add nsw i64 209152, %398
   %400 = add nsw i64 %399, 48
   %401 = add nsw i64 %400, 8
   %arena109 = getelementptr inbounds float, ptr %arena, i64 %401
-  store <8 x float> %t151_c3_1108, ptr %arena109, align 4
-  %mb150.next = add nsw i64 %fc1.mb15068, 1
-  %402 = icmp slt i64 %mb150.next, 32
-  br i1 %402, label %fc1.mb150, label %fc1.mb150.end
+  store <8 x float> %t191_c3_1108, ptr %arena109, align 4
+  %mb190.next = add nsw i64 %fc1.mb19068, 1
+  %402 = icmp slt i64 %mb190.next, 32
+  br i1 %402, label %fc1.mb190, label %fc1.mb190.end
 }
 
 ; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k10.bn3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
+define internal void @bncnn_infer_b64.k7.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
 entry:
-  %bn3.scale159 = alloca float, align 4
-  %bn3.var158 = alloca float, align 4
-  %bn3.mean157 = alloca float, align 4
-  br label %bn3.c156
-
-bn3.c156:                                         ; preds = %bn3.n160.end, %entry
-  %bn3.c1561 = phi i64 [ 0, %entry ], [ %c156.next, %bn3.n160.end ]
-  %0 = add nsw i64 422058, %bn3.c1561
-  %params2 = getelementptr inbounds float, ptr %params, i64 %0
-  %1 = load float, ptr %params2, align 4
-  store float %1, ptr %bn3.mean157, align 4
-  %2 = add nsw i64 422186, %bn3.c1561
-  %params3 = getelementptr inbounds float, ptr %params, i64 %2
-  %3 = load float, ptr %params3, align 4
-  store float %3, ptr %bn3.var158, align 4
-  %4 = add nsw i64 420320, %bn3.c1561
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var158 = load float, ptr %bn3.var158, align 4
-  %6 = fadd float %var158, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %bn3.scale159, align 4
-  br label %bn3.n160
-
-bn3.c156.end:                                     ; preds = %bn3.n160.end
-  ret void
-
-bn3.n160:                                         ; preds = %bn3.n160, %bn3.c156
-  %bn3.n1605 = phi i64 [ 0, %bn3.c156 ], [ %n160.next, %bn3.n160 ]
-  %10 = mul nsw i64 %bn3.n1605, 128
-  %11 = add nsw i64 %10, %bn3.c1561
-  %arena6 = getelementptr inbounds float, ptr %arena, i64 %11
-  %12 = load float, ptr %arena6, align 4
-  %mean157 = load float, ptr %bn3.mean157, align 4
-  %13 = fsub float %12, %mean157
-  %scale159 = load float, ptr %bn3.scale159, align 4
-  %14 = fmul float %13, %scale159
-  %15 = add nsw i64 420448, %bn3.c1561
-  %params7 = getelementptr inbounds float, ptr %params, i64 %15
-  %16 = load float, ptr %params7, align 4
-  %17 = fadd float %14, %16
-  %18 = mul nsw i64 %bn3.n1605, 128
-  %19 = add nsw i64 %18, %bn3.c1561
-  %20 = add nsw i64 8192, %19
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %20
-  store float %17, ptr %arena8, align 4
-  %n160.next = add nsw i64 %bn3.n1605, 1
-  %21 = icmp slt i64 %n160.next, 64
-  br i1 %21, label %bn3.n160, label %bn3.n160.end
-
-bn3.n160.end:                                     ; preds = %bn3.n160
-  %c156.next = add nsw i64 %bn3.c1561, 1
-  %22 = icmp slt i64 %c156.next, 128
-  br i1 %22, label %bn3.c156, label %bn3.c156.end
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k11.relu3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  br label %relu3.i161
-
-relu3.i161:                                       ; preds = %relu3.i161, %entry
-  %relu3.i1611 = phi i64 [ 0, %entry ], [ %i161.next, %relu3.i161 ]
-  %0 = add nsw i64 8192, %relu3.i1611
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 8192, %relu3.i1611
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %relu3.i1611
-  store float %5, ptr %arena4, align 4
-  %i161.next = add nsw i64 %relu3.i1611, 1
-  %6 = icmp slt i64 %i161.next, 8192
-  br i1 %6, label %relu3.i161, label %relu3.i161.end
-
-relu3.i161.end:                                   ; preds = %relu3.i161
-  ret void
-}
-
-; Function Attrs: noinline
-define internal void @bncnn_infer_b64.k12.fc2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #1 {
-entry:
-  %arena1 = getelementptr inbounds float, ptr %arena, i64 0
+  %arena1 = getelementptr inbounds float, ptr %arena, i64 256
   %params2 = getelementptr inbounds float, ptr %params, i64 420576
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 8192
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 8448
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena1, i32 128, ptr %params2, i32 128, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc2.n162
+  br label %fc2.n196
 
-fc2.n162:                                         ; preds = %fc2.u163.end, %entry
-  %fc2.n1624 = phi i64 [ 0, %entry ], [ %n162.next, %fc2.u163.end ]
-  br label %fc2.u163
+fc2.n196:                                         ; preds = %fc2.u197.end, %entry
+  %fc2.n1964 = phi i64 [ 0, %entry ], [ %n196.next, %fc2.u197.end ]
+  br label %fc2.u197
 
-fc2.n162.end:                                     ; preds = %fc2.u163.end
+fc2.n196.end:                                     ; preds = %fc2.u197.end
   ret void
 
-fc2.u163:                                         ; preds = %fc2.u163, %fc2.n162
-  %fc2.u1635 = phi i64 [ 0, %fc2.n162 ], [ %u163.next, %fc2.u163 ]
-  %0 = mul nsw i64 %fc2.n1624, 10
-  %1 = add nsw i64 8192, %0
-  %2 = add nsw i64 %1, %fc2.u1635
+fc2.u197:                                         ; preds = %fc2.u197, %fc2.n196
+  %fc2.u1975 = phi i64 [ 0, %fc2.n196 ], [ %u197.next, %fc2.u197 ]
+  %0 = mul nsw i64 %fc2.n1964, 10
+  %1 = add nsw i64 8448, %0
+  %2 = add nsw i64 %1, %fc2.u1975
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %2
   %3 = load float, ptr %arena6, align 4
-  %4 = add nsw i64 421856, %fc2.u1635
+  %4 = add nsw i64 421856, %fc2.u1975
   %params7 = getelementptr inbounds float, ptr %params, i64 %4
   %5 = load float, ptr %params7, align 4
   %6 = fadd float %3, %5
-  %7 = mul nsw i64 %fc2.n1624, 10
-  %8 = add nsw i64 8192, %7
-  %9 = add nsw i64 %8, %fc2.u1635
+  %7 = mul nsw i64 %fc2.n1964, 10
+  %8 = add nsw i64 8448, %7
+  %9 = add nsw i64 %8, %fc2.u1975
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %9
   store float %6, ptr %arena8, align 4
-  %u163.next = add nsw i64 %fc2.u1635, 1
-  %10 = icmp slt i64 %u163.next, 10
-  br i1 %10, label %fc2.u163, label %fc2.u163.end
+  %u197.next = add nsw i64 %fc2.u1975, 1
+  %10 = icmp slt i64 %u197.next, 10
+  br i1 %10, label %fc2.u197, label %fc2.u197.end
 
-fc2.u163.end:                                     ; preds = %fc2.u163
-  %n162.next = add nsw i64 %fc2.n1624, 1
-  %11 = icmp slt i64 %n162.next, 64
-  br i1 %11, label %fc2.n162, label %fc2.n162.end
+fc2.u197.end:                                     ; preds = %fc2.u197
+  %n196.next = add nsw i64 %fc2.n1964, 1
+  %11 = icmp slt i64 %n196.next, 64
+  br i1 %11, label %fc2.n196, label %fc2.n196.end
 }
 
 attributes #0 = { "target-cpu"="x86-64-v3" }

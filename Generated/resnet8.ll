@@ -6429,1826 +6429,6 @@ resnet8_train_b64_shared5_s1_relu1_grad.b91_.end: ; preds = %resnet8_train_b64_s
   br i1 %1235, label %resnet8_train_b64_shared5_s1_relu1_grad.b90_, label %resnet8_train_b64_shared5_s1_relu1_grad.b90_.end
 }
 
-; Function Attrs: noinline
-define void @resnet8_infer_b64_shared0_s1_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed, i64 %0, i64 %1) #0 {
-entry:
-  %resnet8_infer_b64_shared0_s1_conv1.b88_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b87_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b86_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b85_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b84_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b83_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b82_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b81_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b80_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b79_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b78_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b77_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b71_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b70_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b69_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b68_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b67_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b66_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b65_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b64_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b63_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b62_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b61_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b60_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b59_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b58_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b57_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b56_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b55_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b54_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b53_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b52_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b51_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b50_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b49_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b48_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b47_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b46_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b45_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b44_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b43_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b42_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b41_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b40_ = alloca <8 x float>, align 32
-  %resnet8_infer_b64_shared0_s1_conv1.b29_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b28_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b27_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b26_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b25_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b24_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b23_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b22_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b21_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b20_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b19_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b18_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b17_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b16_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b15_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b14_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b13_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b12_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b11_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b10_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b9_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b8_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b7_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b6_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b5_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b4_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b3_ = alloca float, align 4
-  %resnet8_infer_b64_shared0_s1_conv1.b2_ = alloca float, align 4
-  br label %resnet8_infer_b64_shared0_s1_conv1.b0_
-
-resnet8_infer_b64_shared0_s1_conv1.b0_:           ; preds = %resnet8_infer_b64_shared0_s1_conv1.b1_.end, %entry
-  %resnet8_infer_b64_shared0_s1_conv1.b0_1 = phi i64 [ 0, %entry ], [ %b0_.next, %resnet8_infer_b64_shared0_s1_conv1.b1_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b1_
-
-resnet8_infer_b64_shared0_s1_conv1.b0_.end:       ; preds = %resnet8_infer_b64_shared0_s1_conv1.b1_.end
-  br label %resnet8_infer_b64_shared0_s1_conv1.b30_
-
-resnet8_infer_b64_shared0_s1_conv1.b1_:           ; preds = %resnet8_infer_b64_shared0_s1_conv1.b1_, %resnet8_infer_b64_shared0_s1_conv1.b0_
-  %resnet8_infer_b64_shared0_s1_conv1.b1_2 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b0_ ], [ %b1_.next, %resnet8_infer_b64_shared0_s1_conv1.b1_ ]
-  %2 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %3 = add nsw i64 %2, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %4 = mul nsw i64 %3, 9
-  %5 = add nsw i64 %4, %0
-  %params3 = getelementptr inbounds float, ptr %params, i64 %5
-  %6 = load float, ptr %params3, align 4
-  store float %6, ptr %resnet8_infer_b64_shared0_s1_conv1.b2_, align 4
-  %7 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %8 = add nsw i64 %7, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %9 = mul nsw i64 %8, 9
-  %10 = add nsw i64 %9, %0
-  %params4 = getelementptr inbounds float, ptr %params, i64 %10
-  %11 = load float, ptr %params4, align 4
-  %12 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %13 = add nsw i64 %12, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %14 = mul nsw i64 %13, 9
-  %15 = add nsw i64 %0, 3
-  %16 = add nsw i64 %14, %15
-  %params5 = getelementptr inbounds float, ptr %params, i64 %16
-  %17 = load float, ptr %params5, align 4
-  %18 = fadd float %11, %17
-  %19 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %20 = add nsw i64 %19, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %21 = mul nsw i64 %20, 9
-  %22 = add nsw i64 %0, 6
-  %23 = add nsw i64 %21, %22
-  %params6 = getelementptr inbounds float, ptr %params, i64 %23
-  %24 = load float, ptr %params6, align 4
-  %25 = fadd float %18, %24
-  %26 = fmul float %25, 5.000000e-01
-  store float %26, ptr %resnet8_infer_b64_shared0_s1_conv1.b3_, align 4
-  %27 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %28 = add nsw i64 %27, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %29 = mul nsw i64 %28, 9
-  %30 = add nsw i64 %29, %0
-  %params7 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params7, align 4
-  %32 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %33 = add nsw i64 %32, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %34 = mul nsw i64 %33, 9
-  %35 = add nsw i64 %0, 6
-  %36 = add nsw i64 %34, %35
-  %params8 = getelementptr inbounds float, ptr %params, i64 %36
-  %37 = load float, ptr %params8, align 4
-  %38 = fadd float %31, %37
-  %39 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %40 = add nsw i64 %39, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %41 = mul nsw i64 %40, 9
-  %42 = add nsw i64 %0, 3
-  %43 = add nsw i64 %41, %42
-  %params9 = getelementptr inbounds float, ptr %params, i64 %43
-  %44 = load float, ptr %params9, align 4
-  %45 = fsub float %38, %44
-  %46 = fmul float %45, 5.000000e-01
-  store float %46, ptr %resnet8_infer_b64_shared0_s1_conv1.b4_, align 4
-  %47 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %48 = add nsw i64 %47, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %49 = mul nsw i64 %48, 9
-  %50 = add nsw i64 %0, 6
-  %51 = add nsw i64 %49, %50
-  %params10 = getelementptr inbounds float, ptr %params, i64 %51
-  %52 = load float, ptr %params10, align 4
-  store float %52, ptr %resnet8_infer_b64_shared0_s1_conv1.b5_, align 4
-  %53 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %54 = add nsw i64 %53, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %55 = mul nsw i64 %54, 9
-  %56 = add nsw i64 %0, 1
-  %57 = add nsw i64 %55, %56
-  %params11 = getelementptr inbounds float, ptr %params, i64 %57
-  %58 = load float, ptr %params11, align 4
-  store float %58, ptr %resnet8_infer_b64_shared0_s1_conv1.b6_, align 4
-  %59 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %60 = add nsw i64 %59, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %61 = mul nsw i64 %60, 9
-  %62 = add nsw i64 %0, 1
-  %63 = add nsw i64 %61, %62
-  %params12 = getelementptr inbounds float, ptr %params, i64 %63
-  %64 = load float, ptr %params12, align 4
-  %65 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %66 = add nsw i64 %65, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %67 = mul nsw i64 %66, 9
-  %68 = add nsw i64 %0, 4
-  %69 = add nsw i64 %67, %68
-  %params13 = getelementptr inbounds float, ptr %params, i64 %69
-  %70 = load float, ptr %params13, align 4
-  %71 = fadd float %64, %70
-  %72 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %73 = add nsw i64 %72, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %74 = mul nsw i64 %73, 9
-  %75 = add nsw i64 %0, 7
-  %76 = add nsw i64 %74, %75
-  %params14 = getelementptr inbounds float, ptr %params, i64 %76
-  %77 = load float, ptr %params14, align 4
-  %78 = fadd float %71, %77
-  %79 = fmul float %78, 5.000000e-01
-  store float %79, ptr %resnet8_infer_b64_shared0_s1_conv1.b7_, align 4
-  %80 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %81 = add nsw i64 %80, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %82 = mul nsw i64 %81, 9
-  %83 = add nsw i64 %0, 1
-  %84 = add nsw i64 %82, %83
-  %params15 = getelementptr inbounds float, ptr %params, i64 %84
-  %85 = load float, ptr %params15, align 4
-  %86 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %87 = add nsw i64 %86, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %88 = mul nsw i64 %87, 9
-  %89 = add nsw i64 %0, 7
-  %90 = add nsw i64 %88, %89
-  %params16 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params16, align 4
-  %92 = fadd float %85, %91
-  %93 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %94 = add nsw i64 %93, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %95 = mul nsw i64 %94, 9
-  %96 = add nsw i64 %0, 4
-  %97 = add nsw i64 %95, %96
-  %params17 = getelementptr inbounds float, ptr %params, i64 %97
-  %98 = load float, ptr %params17, align 4
-  %99 = fsub float %92, %98
-  %100 = fmul float %99, 5.000000e-01
-  store float %100, ptr %resnet8_infer_b64_shared0_s1_conv1.b8_, align 4
-  %101 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %102 = add nsw i64 %101, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %103 = mul nsw i64 %102, 9
-  %104 = add nsw i64 %0, 7
-  %105 = add nsw i64 %103, %104
-  %params18 = getelementptr inbounds float, ptr %params, i64 %105
-  %106 = load float, ptr %params18, align 4
-  store float %106, ptr %resnet8_infer_b64_shared0_s1_conv1.b9_, align 4
-  %107 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %108 = add nsw i64 %107, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %109 = mul nsw i64 %108, 9
-  %110 = add nsw i64 %0, 2
-  %111 = add nsw i64 %109, %110
-  %params19 = getelementptr inbounds float, ptr %params, i64 %111
-  %112 = load float, ptr %params19, align 4
-  store float %112, ptr %resnet8_infer_b64_shared0_s1_conv1.b10_, align 4
-  %113 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %114 = add nsw i64 %113, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %115 = mul nsw i64 %114, 9
-  %116 = add nsw i64 %0, 2
-  %117 = add nsw i64 %115, %116
-  %params20 = getelementptr inbounds float, ptr %params, i64 %117
-  %118 = load float, ptr %params20, align 4
-  %119 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %120 = add nsw i64 %119, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %121 = mul nsw i64 %120, 9
-  %122 = add nsw i64 %0, 5
-  %123 = add nsw i64 %121, %122
-  %params21 = getelementptr inbounds float, ptr %params, i64 %123
-  %124 = load float, ptr %params21, align 4
-  %125 = fadd float %118, %124
-  %126 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %127 = add nsw i64 %126, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %128 = mul nsw i64 %127, 9
-  %129 = add nsw i64 %0, 8
-  %130 = add nsw i64 %128, %129
-  %params22 = getelementptr inbounds float, ptr %params, i64 %130
-  %131 = load float, ptr %params22, align 4
-  %132 = fadd float %125, %131
-  %133 = fmul float %132, 5.000000e-01
-  store float %133, ptr %resnet8_infer_b64_shared0_s1_conv1.b11_, align 4
-  %134 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %135 = add nsw i64 %134, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %136 = mul nsw i64 %135, 9
-  %137 = add nsw i64 %0, 2
-  %138 = add nsw i64 %136, %137
-  %params23 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params23, align 4
-  %140 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %141 = add nsw i64 %140, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %142 = mul nsw i64 %141, 9
-  %143 = add nsw i64 %0, 8
-  %144 = add nsw i64 %142, %143
-  %params24 = getelementptr inbounds float, ptr %params, i64 %144
-  %145 = load float, ptr %params24, align 4
-  %146 = fadd float %139, %145
-  %147 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %148 = add nsw i64 %147, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %149 = mul nsw i64 %148, 9
-  %150 = add nsw i64 %0, 5
-  %151 = add nsw i64 %149, %150
-  %params25 = getelementptr inbounds float, ptr %params, i64 %151
-  %152 = load float, ptr %params25, align 4
-  %153 = fsub float %146, %152
-  %154 = fmul float %153, 5.000000e-01
-  store float %154, ptr %resnet8_infer_b64_shared0_s1_conv1.b12_, align 4
-  %155 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 16
-  %156 = add nsw i64 %155, %resnet8_infer_b64_shared0_s1_conv1.b0_1
-  %157 = mul nsw i64 %156, 9
-  %158 = add nsw i64 %0, 8
-  %159 = add nsw i64 %157, %158
-  %params26 = getelementptr inbounds float, ptr %params, i64 %159
-  %160 = load float, ptr %params26, align 4
-  store float %160, ptr %resnet8_infer_b64_shared0_s1_conv1.b13_, align 4
-  %b2_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b2_, align 4
-  store float %b2_, ptr %resnet8_infer_b64_shared0_s1_conv1.b14_, align 4
-  %b2_27 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b2_, align 4
-  %b6_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b6_, align 4
-  %161 = fadd float %b2_27, %b6_
-  %b10_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b10_, align 4
-  %162 = fadd float %161, %b10_
-  %163 = fmul float %162, 5.000000e-01
-  store float %163, ptr %resnet8_infer_b64_shared0_s1_conv1.b15_, align 4
-  %b2_28 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b2_, align 4
-  %b10_29 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b10_, align 4
-  %164 = fadd float %b2_28, %b10_29
-  %b6_30 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b6_, align 4
-  %165 = fsub float %164, %b6_30
-  %166 = fmul float %165, 5.000000e-01
-  store float %166, ptr %resnet8_infer_b64_shared0_s1_conv1.b16_, align 4
-  %b10_31 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b10_, align 4
-  store float %b10_31, ptr %resnet8_infer_b64_shared0_s1_conv1.b17_, align 4
-  %b3_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b3_, align 4
-  store float %b3_, ptr %resnet8_infer_b64_shared0_s1_conv1.b18_, align 4
-  %b3_32 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b3_, align 4
-  %b7_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b7_, align 4
-  %167 = fadd float %b3_32, %b7_
-  %b11_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b11_, align 4
-  %168 = fadd float %167, %b11_
-  %169 = fmul float %168, 5.000000e-01
-  store float %169, ptr %resnet8_infer_b64_shared0_s1_conv1.b19_, align 4
-  %b3_33 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b3_, align 4
-  %b11_34 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b11_, align 4
-  %170 = fadd float %b3_33, %b11_34
-  %b7_35 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b7_, align 4
-  %171 = fsub float %170, %b7_35
-  %172 = fmul float %171, 5.000000e-01
-  store float %172, ptr %resnet8_infer_b64_shared0_s1_conv1.b20_, align 4
-  %b11_36 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b11_, align 4
-  store float %b11_36, ptr %resnet8_infer_b64_shared0_s1_conv1.b21_, align 4
-  %b4_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b4_, align 4
-  store float %b4_, ptr %resnet8_infer_b64_shared0_s1_conv1.b22_, align 4
-  %b4_37 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b4_, align 4
-  %b8_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b8_, align 4
-  %173 = fadd float %b4_37, %b8_
-  %b12_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b12_, align 4
-  %174 = fadd float %173, %b12_
-  %175 = fmul float %174, 5.000000e-01
-  store float %175, ptr %resnet8_infer_b64_shared0_s1_conv1.b23_, align 4
-  %b4_38 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b4_, align 4
-  %b12_39 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b12_, align 4
-  %176 = fadd float %b4_38, %b12_39
-  %b8_40 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b8_, align 4
-  %177 = fsub float %176, %b8_40
-  %178 = fmul float %177, 5.000000e-01
-  store float %178, ptr %resnet8_infer_b64_shared0_s1_conv1.b24_, align 4
-  %b12_41 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b12_, align 4
-  store float %b12_41, ptr %resnet8_infer_b64_shared0_s1_conv1.b25_, align 4
-  %b5_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b5_, align 4
-  store float %b5_, ptr %resnet8_infer_b64_shared0_s1_conv1.b26_, align 4
-  %b5_42 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b5_, align 4
-  %b9_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b9_, align 4
-  %179 = fadd float %b5_42, %b9_
-  %b13_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b13_, align 4
-  %180 = fadd float %179, %b13_
-  %181 = fmul float %180, 5.000000e-01
-  store float %181, ptr %resnet8_infer_b64_shared0_s1_conv1.b27_, align 4
-  %b5_43 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b5_, align 4
-  %b13_44 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b13_, align 4
-  %182 = fadd float %b5_43, %b13_44
-  %b9_45 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b9_, align 4
-  %183 = fsub float %182, %b9_45
-  %184 = fmul float %183, 5.000000e-01
-  store float %184, ptr %resnet8_infer_b64_shared0_s1_conv1.b28_, align 4
-  %b13_46 = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b13_, align 4
-  store float %b13_46, ptr %resnet8_infer_b64_shared0_s1_conv1.b29_, align 4
-  %b14_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b14_, align 4
-  %185 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %186 = add nsw i64 %185, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %187 = add nsw i64 %186, %1
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %187
-  store float %b14_, ptr %arena47, align 4
-  %b15_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b15_, align 4
-  %188 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %189 = add nsw i64 %188, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %190 = add nsw i64 %1, 256
-  %191 = add nsw i64 %189, %190
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %b15_, ptr %arena48, align 4
-  %b16_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b16_, align 4
-  %192 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %193 = add nsw i64 %192, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %194 = add nsw i64 %1, 512
-  %195 = add nsw i64 %193, %194
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %195
-  store float %b16_, ptr %arena49, align 4
-  %b17_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b17_, align 4
-  %196 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %197 = add nsw i64 %196, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %198 = add nsw i64 %1, 768
-  %199 = add nsw i64 %197, %198
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %199
-  store float %b17_, ptr %arena50, align 4
-  %b18_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b18_, align 4
-  %200 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %201 = add nsw i64 %200, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %202 = add nsw i64 %1, 1024
-  %203 = add nsw i64 %201, %202
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %b18_, ptr %arena51, align 4
-  %b19_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b19_, align 4
-  %204 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %205 = add nsw i64 %204, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %206 = add nsw i64 %1, 1280
-  %207 = add nsw i64 %205, %206
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %207
-  store float %b19_, ptr %arena52, align 4
-  %b20_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b20_, align 4
-  %208 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %209 = add nsw i64 %208, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %210 = add nsw i64 %1, 1536
-  %211 = add nsw i64 %209, %210
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %211
-  store float %b20_, ptr %arena53, align 4
-  %b21_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b21_, align 4
-  %212 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %213 = add nsw i64 %212, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %214 = add nsw i64 %1, 1792
-  %215 = add nsw i64 %213, %214
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %b21_, ptr %arena54, align 4
-  %b22_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b22_, align 4
-  %216 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %217 = add nsw i64 %216, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %218 = add nsw i64 %1, 2048
-  %219 = add nsw i64 %217, %218
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %219
-  store float %b22_, ptr %arena55, align 4
-  %b23_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b23_, align 4
-  %220 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %221 = add nsw i64 %220, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %222 = add nsw i64 %1, 2304
-  %223 = add nsw i64 %221, %222
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %223
-  store float %b23_, ptr %arena56, align 4
-  %b24_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b24_, align 4
-  %224 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %225 = add nsw i64 %224, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %226 = add nsw i64 %1, 2560
-  %227 = add nsw i64 %225, %226
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %b24_, ptr %arena57, align 4
-  %b25_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b25_, align 4
-  %228 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %229 = add nsw i64 %228, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %230 = add nsw i64 %1, 2816
-  %231 = add nsw i64 %229, %230
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %231
-  store float %b25_, ptr %arena58, align 4
-  %b26_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b26_, align 4
-  %232 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %233 = add nsw i64 %232, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %234 = add nsw i64 %1, 3072
-  %235 = add nsw i64 %233, %234
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %235
-  store float %b26_, ptr %arena59, align 4
-  %b27_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b27_, align 4
-  %236 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %237 = add nsw i64 %236, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %238 = add nsw i64 %1, 3328
-  %239 = add nsw i64 %237, %238
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %239
-  store float %b27_, ptr %arena60, align 4
-  %b28_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b28_, align 4
-  %240 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %241 = add nsw i64 %240, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %242 = add nsw i64 %1, 3584
-  %243 = add nsw i64 %241, %242
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %243
-  store float %b28_, ptr %arena61, align 4
-  %b29_ = load float, ptr %resnet8_infer_b64_shared0_s1_conv1.b29_, align 4
-  %244 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 16
-  %245 = add nsw i64 %244, %resnet8_infer_b64_shared0_s1_conv1.b1_2
-  %246 = add nsw i64 %1, 3840
-  %247 = add nsw i64 %245, %246
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %247
-  store float %b29_, ptr %arena62, align 4
-  %b1_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b1_2, 1
-  %248 = icmp slt i64 %b1_.next, 16
-  br i1 %248, label %resnet8_infer_b64_shared0_s1_conv1.b1_, label %resnet8_infer_b64_shared0_s1_conv1.b1_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b1_.end:       ; preds = %resnet8_infer_b64_shared0_s1_conv1.b1_
-  %b0_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b0_1, 1
-  %249 = icmp slt i64 %b0_.next, 16
-  br i1 %249, label %resnet8_infer_b64_shared0_s1_conv1.b0_, label %resnet8_infer_b64_shared0_s1_conv1.b0_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b30_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b30_, %resnet8_infer_b64_shared0_s1_conv1.b0_.end
-  %resnet8_infer_b64_shared0_s1_conv1.b30_63 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b0_.end ], [ %b30_.next, %resnet8_infer_b64_shared0_s1_conv1.b30_ ]
-  %250 = add nsw i64 %1, 4096
-  %251 = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b30_63, %250
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %251
-  store float 0.000000e+00, ptr %arena64, align 4
-  %b30_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b30_63, 1
-  %252 = icmp slt i64 %b30_.next, 18496
-  br i1 %252, label %resnet8_infer_b64_shared0_s1_conv1.b30_, label %resnet8_infer_b64_shared0_s1_conv1.b30_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b30_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b30_
-  br label %resnet8_infer_b64_shared0_s1_conv1.b31_
-
-resnet8_infer_b64_shared0_s1_conv1.b31_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b89_.end, %resnet8_infer_b64_shared0_s1_conv1.b30_.end
-  %resnet8_infer_b64_shared0_s1_conv1.b31_65 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b30_.end ], [ %b31_.next, %resnet8_infer_b64_shared0_s1_conv1.b89_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b32_
-
-resnet8_infer_b64_shared0_s1_conv1.b31_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b89_.end
-  ret void
-
-resnet8_infer_b64_shared0_s1_conv1.b32_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b33_.end, %resnet8_infer_b64_shared0_s1_conv1.b31_
-  %resnet8_infer_b64_shared0_s1_conv1.b32_66 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b31_ ], [ %b32_.next, %resnet8_infer_b64_shared0_s1_conv1.b33_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b33_
-
-resnet8_infer_b64_shared0_s1_conv1.b32_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b33_.end
-  br label %resnet8_infer_b64_shared0_s1_conv1.b36_
-
-resnet8_infer_b64_shared0_s1_conv1.b33_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b34_.end, %resnet8_infer_b64_shared0_s1_conv1.b32_
-  %resnet8_infer_b64_shared0_s1_conv1.b33_67 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b32_ ], [ %b33_.next, %resnet8_infer_b64_shared0_s1_conv1.b34_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b34_
-
-resnet8_infer_b64_shared0_s1_conv1.b33_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b34_.end
-  %b32_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b32_66, 1
-  %253 = icmp slt i64 %b32_.next, 1
-  br i1 %253, label %resnet8_infer_b64_shared0_s1_conv1.b32_, label %resnet8_infer_b64_shared0_s1_conv1.b32_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b34_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b35_.end, %resnet8_infer_b64_shared0_s1_conv1.b33_
-  %resnet8_infer_b64_shared0_s1_conv1.b34_68 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b33_ ], [ %b34_.next, %resnet8_infer_b64_shared0_s1_conv1.b35_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b35_
-
-resnet8_infer_b64_shared0_s1_conv1.b34_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b35_.end
-  %b33_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b33_67, 1
-  %254 = icmp slt i64 %b33_.next, 16
-  br i1 %254, label %resnet8_infer_b64_shared0_s1_conv1.b33_, label %resnet8_infer_b64_shared0_s1_conv1.b33_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b35_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b35_, %resnet8_infer_b64_shared0_s1_conv1.b34_
-  %resnet8_infer_b64_shared0_s1_conv1.b35_69 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b34_ ], [ %b35_.next, %resnet8_infer_b64_shared0_s1_conv1.b35_ ]
-  %255 = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b31_65, %resnet8_infer_b64_shared0_s1_conv1.b32_66
-  %256 = mul nsw i64 %255, 16384
-  %257 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b33_67, 1024
-  %258 = add nsw i64 %256, %257
-  %259 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b34_68, 32
-  %260 = add nsw i64 %258, %259
-  %261 = add nsw i64 %260, %resnet8_infer_b64_shared0_s1_conv1.b35_69
-  %262 = add nsw i64 %1, -2097152
-  %263 = add nsw i64 %261, %262
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena70, align 4
-  %265 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b32_66, 18496
-  %266 = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b34_68, 1
-  %267 = mul nsw i64 %266, 544
-  %268 = add nsw i64 %265, %267
-  %269 = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b35_69, 1
-  %270 = mul nsw i64 %269, 16
-  %271 = add nsw i64 %268, %270
-  %272 = add nsw i64 %271, %resnet8_infer_b64_shared0_s1_conv1.b33_67
-  %273 = add nsw i64 %1, 4096
-  %274 = add nsw i64 %272, %273
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %274
-  store float %264, ptr %arena71, align 4
-  %b35_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b35_69, 1
-  %275 = icmp slt i64 %b35_.next, 32
-  br i1 %275, label %resnet8_infer_b64_shared0_s1_conv1.b35_, label %resnet8_infer_b64_shared0_s1_conv1.b35_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b35_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b35_
-  %b34_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b34_68, 1
-  %276 = icmp slt i64 %b34_.next, 32
-  br i1 %276, label %resnet8_infer_b64_shared0_s1_conv1.b34_, label %resnet8_infer_b64_shared0_s1_conv1.b34_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b36_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b37_.end, %resnet8_infer_b64_shared0_s1_conv1.b32_.end
-  %resnet8_infer_b64_shared0_s1_conv1.b36_72 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b32_.end ], [ %b36_.next, %resnet8_infer_b64_shared0_s1_conv1.b37_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b37_
-
-resnet8_infer_b64_shared0_s1_conv1.b36_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b37_.end
-  br label %resnet8_infer_b64_shared0_s1_conv1.b72_
-
-resnet8_infer_b64_shared0_s1_conv1.b37_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b38_.end, %resnet8_infer_b64_shared0_s1_conv1.b36_
-  %resnet8_infer_b64_shared0_s1_conv1.b37_73 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b36_ ], [ %b37_.next, %resnet8_infer_b64_shared0_s1_conv1.b38_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b38_
-
-resnet8_infer_b64_shared0_s1_conv1.b37_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b38_.end
-  %b36_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 1
-  %277 = icmp slt i64 %b36_.next, 1
-  br i1 %277, label %resnet8_infer_b64_shared0_s1_conv1.b36_, label %resnet8_infer_b64_shared0_s1_conv1.b36_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b38_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b39_.end, %resnet8_infer_b64_shared0_s1_conv1.b37_
-  %resnet8_infer_b64_shared0_s1_conv1.b38_74 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b37_ ], [ %b38_.next, %resnet8_infer_b64_shared0_s1_conv1.b39_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b39_
-
-resnet8_infer_b64_shared0_s1_conv1.b38_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b39_.end
-  %b37_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 1
-  %278 = icmp slt i64 %b37_.next, 16
-  br i1 %278, label %resnet8_infer_b64_shared0_s1_conv1.b37_, label %resnet8_infer_b64_shared0_s1_conv1.b37_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b39_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b39_, %resnet8_infer_b64_shared0_s1_conv1.b38_
-  %resnet8_infer_b64_shared0_s1_conv1.b39_75 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b38_ ], [ %b39_.next, %resnet8_infer_b64_shared0_s1_conv1.b39_ ]
-  %279 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %280 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %281 = mul nsw i64 %280, 544
-  %282 = add nsw i64 %279, %281
-  %283 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %284 = mul nsw i64 %283, 16
-  %285 = add nsw i64 %282, %284
-  %286 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %287 = add nsw i64 %285, %286
-  %288 = add nsw i64 %1, 4096
-  %289 = add nsw i64 %287, %288
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %289
-  %290 = load <8 x float>, ptr %arena76, align 4
-  %291 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %292 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %293 = add nsw i64 %292, 2
-  %294 = mul nsw i64 %293, 544
-  %295 = add nsw i64 %291, %294
-  %296 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %297 = mul nsw i64 %296, 16
-  %298 = add nsw i64 %295, %297
-  %299 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %300 = add nsw i64 %298, %299
-  %301 = add nsw i64 %1, 4096
-  %302 = add nsw i64 %300, %301
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %302
-  %303 = load <8 x float>, ptr %arena77, align 4
-  %304 = fsub <8 x float> %290, %303
-  store <8 x float> %304, ptr %resnet8_infer_b64_shared0_s1_conv1.b40_, align 32
-  %305 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %306 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %307 = add nsw i64 %306, 1
-  %308 = mul nsw i64 %307, 544
-  %309 = add nsw i64 %305, %308
-  %310 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %311 = mul nsw i64 %310, 16
-  %312 = add nsw i64 %309, %311
-  %313 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %314 = add nsw i64 %312, %313
-  %315 = add nsw i64 %1, 4096
-  %316 = add nsw i64 %314, %315
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %316
-  %317 = load <8 x float>, ptr %arena78, align 4
-  %318 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %319 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %320 = add nsw i64 %319, 2
-  %321 = mul nsw i64 %320, 544
-  %322 = add nsw i64 %318, %321
-  %323 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %324 = mul nsw i64 %323, 16
-  %325 = add nsw i64 %322, %324
-  %326 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %327 = add nsw i64 %325, %326
-  %328 = add nsw i64 %1, 4096
-  %329 = add nsw i64 %327, %328
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load <8 x float>, ptr %arena79, align 4
-  %331 = fadd <8 x float> %317, %330
-  store <8 x float> %331, ptr %resnet8_infer_b64_shared0_s1_conv1.b41_, align 32
-  %332 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %333 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %334 = add nsw i64 %333, 2
-  %335 = mul nsw i64 %334, 544
-  %336 = add nsw i64 %332, %335
-  %337 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %338 = mul nsw i64 %337, 16
-  %339 = add nsw i64 %336, %338
-  %340 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %1, 4096
-  %343 = add nsw i64 %341, %342
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load <8 x float>, ptr %arena80, align 4
-  %345 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %346 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %347 = add nsw i64 %346, 1
-  %348 = mul nsw i64 %347, 544
-  %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %351 = mul nsw i64 %350, 16
-  %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %1, 4096
-  %356 = add nsw i64 %354, %355
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %356
-  %357 = load <8 x float>, ptr %arena81, align 4
-  %358 = fsub <8 x float> %344, %357
-  store <8 x float> %358, ptr %resnet8_infer_b64_shared0_s1_conv1.b42_, align 32
-  %359 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %360 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %361 = add nsw i64 %360, 1
-  %362 = mul nsw i64 %361, 544
-  %363 = add nsw i64 %359, %362
-  %364 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %365 = mul nsw i64 %364, 16
-  %366 = add nsw i64 %363, %365
-  %367 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %368 = add nsw i64 %366, %367
-  %369 = add nsw i64 %1, 4096
-  %370 = add nsw i64 %368, %369
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %370
-  %371 = load <8 x float>, ptr %arena82, align 4
-  %372 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %373 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %374 = add nsw i64 %373, 3
-  %375 = mul nsw i64 %374, 544
-  %376 = add nsw i64 %372, %375
-  %377 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %378 = mul nsw i64 %377, 16
-  %379 = add nsw i64 %376, %378
-  %380 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %381 = add nsw i64 %379, %380
-  %382 = add nsw i64 %1, 4096
-  %383 = add nsw i64 %381, %382
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %383
-  %384 = load <8 x float>, ptr %arena83, align 4
-  %385 = fsub <8 x float> %371, %384
-  store <8 x float> %385, ptr %resnet8_infer_b64_shared0_s1_conv1.b43_, align 32
-  %386 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %387 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %388 = mul nsw i64 %387, 544
-  %389 = add nsw i64 %386, %388
-  %390 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %391 = add nsw i64 %390, 1
-  %392 = mul nsw i64 %391, 16
-  %393 = add nsw i64 %389, %392
-  %394 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %1, 4096
-  %397 = add nsw i64 %395, %396
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load <8 x float>, ptr %arena84, align 4
-  %399 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %400 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %401 = add nsw i64 %400, 2
-  %402 = mul nsw i64 %401, 544
-  %403 = add nsw i64 %399, %402
-  %404 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %405 = add nsw i64 %404, 1
-  %406 = mul nsw i64 %405, 16
-  %407 = add nsw i64 %403, %406
-  %408 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %409 = add nsw i64 %407, %408
-  %410 = add nsw i64 %1, 4096
-  %411 = add nsw i64 %409, %410
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %411
-  %412 = load <8 x float>, ptr %arena85, align 4
-  %413 = fsub <8 x float> %398, %412
-  store <8 x float> %413, ptr %resnet8_infer_b64_shared0_s1_conv1.b44_, align 32
-  %414 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %415 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %416 = add nsw i64 %415, 1
-  %417 = mul nsw i64 %416, 544
-  %418 = add nsw i64 %414, %417
-  %419 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %420 = add nsw i64 %419, 1
-  %421 = mul nsw i64 %420, 16
-  %422 = add nsw i64 %418, %421
-  %423 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %424 = add nsw i64 %422, %423
-  %425 = add nsw i64 %1, 4096
-  %426 = add nsw i64 %424, %425
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %426
-  %427 = load <8 x float>, ptr %arena86, align 4
-  %428 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %429 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %430 = add nsw i64 %429, 2
-  %431 = mul nsw i64 %430, 544
-  %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %434 = add nsw i64 %433, 1
-  %435 = mul nsw i64 %434, 16
-  %436 = add nsw i64 %432, %435
-  %437 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %438 = add nsw i64 %436, %437
-  %439 = add nsw i64 %1, 4096
-  %440 = add nsw i64 %438, %439
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %440
-  %441 = load <8 x float>, ptr %arena87, align 4
-  %442 = fadd <8 x float> %427, %441
-  store <8 x float> %442, ptr %resnet8_infer_b64_shared0_s1_conv1.b45_, align 32
-  %443 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %444 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %445 = add nsw i64 %444, 2
-  %446 = mul nsw i64 %445, 544
-  %447 = add nsw i64 %443, %446
-  %448 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %449 = add nsw i64 %448, 1
-  %450 = mul nsw i64 %449, 16
-  %451 = add nsw i64 %447, %450
-  %452 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %453 = add nsw i64 %451, %452
-  %454 = add nsw i64 %1, 4096
-  %455 = add nsw i64 %453, %454
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load <8 x float>, ptr %arena88, align 4
-  %457 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %458 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %459 = add nsw i64 %458, 1
-  %460 = mul nsw i64 %459, 544
-  %461 = add nsw i64 %457, %460
-  %462 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %463 = add nsw i64 %462, 1
-  %464 = mul nsw i64 %463, 16
-  %465 = add nsw i64 %461, %464
-  %466 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %467 = add nsw i64 %465, %466
-  %468 = add nsw i64 %1, 4096
-  %469 = add nsw i64 %467, %468
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load <8 x float>, ptr %arena89, align 4
-  %471 = fsub <8 x float> %456, %470
-  store <8 x float> %471, ptr %resnet8_infer_b64_shared0_s1_conv1.b46_, align 32
-  %472 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %473 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %474 = add nsw i64 %473, 1
-  %475 = mul nsw i64 %474, 544
-  %476 = add nsw i64 %472, %475
-  %477 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %478 = add nsw i64 %477, 1
-  %479 = mul nsw i64 %478, 16
-  %480 = add nsw i64 %476, %479
-  %481 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %482 = add nsw i64 %480, %481
-  %483 = add nsw i64 %1, 4096
-  %484 = add nsw i64 %482, %483
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %484
-  %485 = load <8 x float>, ptr %arena90, align 4
-  %486 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %487 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %488 = add nsw i64 %487, 3
-  %489 = mul nsw i64 %488, 544
-  %490 = add nsw i64 %486, %489
-  %491 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %492 = add nsw i64 %491, 1
-  %493 = mul nsw i64 %492, 16
-  %494 = add nsw i64 %490, %493
-  %495 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %496 = add nsw i64 %494, %495
-  %497 = add nsw i64 %1, 4096
-  %498 = add nsw i64 %496, %497
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %498
-  %499 = load <8 x float>, ptr %arena91, align 4
-  %500 = fsub <8 x float> %485, %499
-  store <8 x float> %500, ptr %resnet8_infer_b64_shared0_s1_conv1.b47_, align 32
-  %501 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %502 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %503 = mul nsw i64 %502, 544
-  %504 = add nsw i64 %501, %503
-  %505 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %506 = add nsw i64 %505, 2
-  %507 = mul nsw i64 %506, 16
-  %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %1, 4096
-  %512 = add nsw i64 %510, %511
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %512
-  %513 = load <8 x float>, ptr %arena92, align 4
-  %514 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %515 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %516 = add nsw i64 %515, 2
-  %517 = mul nsw i64 %516, 544
-  %518 = add nsw i64 %514, %517
-  %519 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %520 = add nsw i64 %519, 2
-  %521 = mul nsw i64 %520, 16
-  %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %524 = add nsw i64 %522, %523
-  %525 = add nsw i64 %1, 4096
-  %526 = add nsw i64 %524, %525
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %526
-  %527 = load <8 x float>, ptr %arena93, align 4
-  %528 = fsub <8 x float> %513, %527
-  store <8 x float> %528, ptr %resnet8_infer_b64_shared0_s1_conv1.b48_, align 32
-  %529 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %530 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %531 = add nsw i64 %530, 1
-  %532 = mul nsw i64 %531, 544
-  %533 = add nsw i64 %529, %532
-  %534 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %535 = add nsw i64 %534, 2
-  %536 = mul nsw i64 %535, 16
-  %537 = add nsw i64 %533, %536
-  %538 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %1, 4096
-  %541 = add nsw i64 %539, %540
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load <8 x float>, ptr %arena94, align 4
-  %543 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %544 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %545 = add nsw i64 %544, 2
-  %546 = mul nsw i64 %545, 544
-  %547 = add nsw i64 %543, %546
-  %548 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %549 = add nsw i64 %548, 2
-  %550 = mul nsw i64 %549, 16
-  %551 = add nsw i64 %547, %550
-  %552 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %553 = add nsw i64 %551, %552
-  %554 = add nsw i64 %1, 4096
-  %555 = add nsw i64 %553, %554
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load <8 x float>, ptr %arena95, align 4
-  %557 = fadd <8 x float> %542, %556
-  store <8 x float> %557, ptr %resnet8_infer_b64_shared0_s1_conv1.b49_, align 32
-  %558 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %559 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %560 = add nsw i64 %559, 2
-  %561 = mul nsw i64 %560, 544
-  %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %564 = add nsw i64 %563, 2
-  %565 = mul nsw i64 %564, 16
-  %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 %1, 4096
-  %570 = add nsw i64 %568, %569
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %570
-  %571 = load <8 x float>, ptr %arena96, align 4
-  %572 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %573 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %574 = add nsw i64 %573, 1
-  %575 = mul nsw i64 %574, 544
-  %576 = add nsw i64 %572, %575
-  %577 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %578 = add nsw i64 %577, 2
-  %579 = mul nsw i64 %578, 16
-  %580 = add nsw i64 %576, %579
-  %581 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %582 = add nsw i64 %580, %581
-  %583 = add nsw i64 %1, 4096
-  %584 = add nsw i64 %582, %583
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %584
-  %585 = load <8 x float>, ptr %arena97, align 4
-  %586 = fsub <8 x float> %571, %585
-  store <8 x float> %586, ptr %resnet8_infer_b64_shared0_s1_conv1.b50_, align 32
-  %587 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %588 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %589 = add nsw i64 %588, 1
-  %590 = mul nsw i64 %589, 544
-  %591 = add nsw i64 %587, %590
-  %592 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %593 = add nsw i64 %592, 2
-  %594 = mul nsw i64 %593, 16
-  %595 = add nsw i64 %591, %594
-  %596 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %1, 4096
-  %599 = add nsw i64 %597, %598
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %599
-  %600 = load <8 x float>, ptr %arena98, align 4
-  %601 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %602 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %603 = add nsw i64 %602, 3
-  %604 = mul nsw i64 %603, 544
-  %605 = add nsw i64 %601, %604
-  %606 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %607 = add nsw i64 %606, 2
-  %608 = mul nsw i64 %607, 16
-  %609 = add nsw i64 %605, %608
-  %610 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %611 = add nsw i64 %609, %610
-  %612 = add nsw i64 %1, 4096
-  %613 = add nsw i64 %611, %612
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %613
-  %614 = load <8 x float>, ptr %arena99, align 4
-  %615 = fsub <8 x float> %600, %614
-  store <8 x float> %615, ptr %resnet8_infer_b64_shared0_s1_conv1.b51_, align 32
-  %616 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %617 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %618 = mul nsw i64 %617, 544
-  %619 = add nsw i64 %616, %618
-  %620 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %621 = add nsw i64 %620, 3
-  %622 = mul nsw i64 %621, 16
-  %623 = add nsw i64 %619, %622
-  %624 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %625 = add nsw i64 %623, %624
-  %626 = add nsw i64 %1, 4096
-  %627 = add nsw i64 %625, %626
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %627
-  %628 = load <8 x float>, ptr %arena100, align 4
-  %629 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %630 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %631 = add nsw i64 %630, 2
-  %632 = mul nsw i64 %631, 544
-  %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %635 = add nsw i64 %634, 3
-  %636 = mul nsw i64 %635, 16
-  %637 = add nsw i64 %633, %636
-  %638 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %639 = add nsw i64 %637, %638
-  %640 = add nsw i64 %1, 4096
-  %641 = add nsw i64 %639, %640
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %641
-  %642 = load <8 x float>, ptr %arena101, align 4
-  %643 = fsub <8 x float> %628, %642
-  store <8 x float> %643, ptr %resnet8_infer_b64_shared0_s1_conv1.b52_, align 32
-  %644 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %645 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %646 = add nsw i64 %645, 1
-  %647 = mul nsw i64 %646, 544
-  %648 = add nsw i64 %644, %647
-  %649 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %650 = add nsw i64 %649, 3
-  %651 = mul nsw i64 %650, 16
-  %652 = add nsw i64 %648, %651
-  %653 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %654 = add nsw i64 %652, %653
-  %655 = add nsw i64 %1, 4096
-  %656 = add nsw i64 %654, %655
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %656
-  %657 = load <8 x float>, ptr %arena102, align 4
-  %658 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %659 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %660 = add nsw i64 %659, 2
-  %661 = mul nsw i64 %660, 544
-  %662 = add nsw i64 %658, %661
-  %663 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %664 = add nsw i64 %663, 3
-  %665 = mul nsw i64 %664, 16
-  %666 = add nsw i64 %662, %665
-  %667 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %668 = add nsw i64 %666, %667
-  %669 = add nsw i64 %1, 4096
-  %670 = add nsw i64 %668, %669
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %670
-  %671 = load <8 x float>, ptr %arena103, align 4
-  %672 = fadd <8 x float> %657, %671
-  store <8 x float> %672, ptr %resnet8_infer_b64_shared0_s1_conv1.b53_, align 32
-  %673 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %674 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %675 = add nsw i64 %674, 2
-  %676 = mul nsw i64 %675, 544
-  %677 = add nsw i64 %673, %676
-  %678 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %679 = add nsw i64 %678, 3
-  %680 = mul nsw i64 %679, 16
-  %681 = add nsw i64 %677, %680
-  %682 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %683 = add nsw i64 %681, %682
-  %684 = add nsw i64 %1, 4096
-  %685 = add nsw i64 %683, %684
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %685
-  %686 = load <8 x float>, ptr %arena104, align 4
-  %687 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %688 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %689 = add nsw i64 %688, 1
-  %690 = mul nsw i64 %689, 544
-  %691 = add nsw i64 %687, %690
-  %692 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %693 = add nsw i64 %692, 3
-  %694 = mul nsw i64 %693, 16
-  %695 = add nsw i64 %691, %694
-  %696 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %1, 4096
-  %699 = add nsw i64 %697, %698
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %699
-  %700 = load <8 x float>, ptr %arena105, align 4
-  %701 = fsub <8 x float> %686, %700
-  store <8 x float> %701, ptr %resnet8_infer_b64_shared0_s1_conv1.b54_, align 32
-  %702 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %703 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %704 = add nsw i64 %703, 1
-  %705 = mul nsw i64 %704, 544
-  %706 = add nsw i64 %702, %705
-  %707 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %708 = add nsw i64 %707, 3
-  %709 = mul nsw i64 %708, 16
-  %710 = add nsw i64 %706, %709
-  %711 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %712 = add nsw i64 %710, %711
-  %713 = add nsw i64 %1, 4096
-  %714 = add nsw i64 %712, %713
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %714
-  %715 = load <8 x float>, ptr %arena106, align 4
-  %716 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 18496
-  %717 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 2
-  %718 = add nsw i64 %717, 3
-  %719 = mul nsw i64 %718, 544
-  %720 = add nsw i64 %716, %719
-  %721 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 2
-  %722 = add nsw i64 %721, 3
-  %723 = mul nsw i64 %722, 16
-  %724 = add nsw i64 %720, %723
-  %725 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %726 = add nsw i64 %724, %725
-  %727 = add nsw i64 %1, 4096
-  %728 = add nsw i64 %726, %727
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %728
-  %729 = load <8 x float>, ptr %arena107, align 4
-  %730 = fsub <8 x float> %715, %729
-  store <8 x float> %730, ptr %resnet8_infer_b64_shared0_s1_conv1.b55_, align 32
-  %b40_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b40_, align 32
-  %b48_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b48_, align 32
-  %731 = fsub <8 x float> %b40_, %b48_
-  store <8 x float> %731, ptr %resnet8_infer_b64_shared0_s1_conv1.b56_, align 32
-  %b44_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b44_, align 32
-  %b48_108 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b48_, align 32
-  %732 = fadd <8 x float> %b44_, %b48_108
-  store <8 x float> %732, ptr %resnet8_infer_b64_shared0_s1_conv1.b57_, align 32
-  %b48_109 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b48_, align 32
-  %b44_110 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b44_, align 32
-  %733 = fsub <8 x float> %b48_109, %b44_110
-  store <8 x float> %733, ptr %resnet8_infer_b64_shared0_s1_conv1.b58_, align 32
-  %b44_111 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b44_, align 32
-  %b52_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b52_, align 32
-  %734 = fsub <8 x float> %b44_111, %b52_
-  store <8 x float> %734, ptr %resnet8_infer_b64_shared0_s1_conv1.b59_, align 32
-  %b41_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b41_, align 32
-  %b49_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b49_, align 32
-  %735 = fsub <8 x float> %b41_, %b49_
-  store <8 x float> %735, ptr %resnet8_infer_b64_shared0_s1_conv1.b60_, align 32
-  %b45_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b45_, align 32
-  %b49_112 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b49_, align 32
-  %736 = fadd <8 x float> %b45_, %b49_112
-  store <8 x float> %736, ptr %resnet8_infer_b64_shared0_s1_conv1.b61_, align 32
-  %b49_113 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b49_, align 32
-  %b45_114 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b45_, align 32
-  %737 = fsub <8 x float> %b49_113, %b45_114
-  store <8 x float> %737, ptr %resnet8_infer_b64_shared0_s1_conv1.b62_, align 32
-  %b45_115 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b45_, align 32
-  %b53_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b53_, align 32
-  %738 = fsub <8 x float> %b45_115, %b53_
-  store <8 x float> %738, ptr %resnet8_infer_b64_shared0_s1_conv1.b63_, align 32
-  %b42_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b42_, align 32
-  %b50_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b50_, align 32
-  %739 = fsub <8 x float> %b42_, %b50_
-  store <8 x float> %739, ptr %resnet8_infer_b64_shared0_s1_conv1.b64_, align 32
-  %b46_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b46_, align 32
-  %b50_116 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b50_, align 32
-  %740 = fadd <8 x float> %b46_, %b50_116
-  store <8 x float> %740, ptr %resnet8_infer_b64_shared0_s1_conv1.b65_, align 32
-  %b50_117 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b50_, align 32
-  %b46_118 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b46_, align 32
-  %741 = fsub <8 x float> %b50_117, %b46_118
-  store <8 x float> %741, ptr %resnet8_infer_b64_shared0_s1_conv1.b66_, align 32
-  %b46_119 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b46_, align 32
-  %b54_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b54_, align 32
-  %742 = fsub <8 x float> %b46_119, %b54_
-  store <8 x float> %742, ptr %resnet8_infer_b64_shared0_s1_conv1.b67_, align 32
-  %b43_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b43_, align 32
-  %b51_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b51_, align 32
-  %743 = fsub <8 x float> %b43_, %b51_
-  store <8 x float> %743, ptr %resnet8_infer_b64_shared0_s1_conv1.b68_, align 32
-  %b47_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b47_, align 32
-  %b51_120 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b51_, align 32
-  %744 = fadd <8 x float> %b47_, %b51_120
-  store <8 x float> %744, ptr %resnet8_infer_b64_shared0_s1_conv1.b69_, align 32
-  %b51_121 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b51_, align 32
-  %b47_122 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b47_, align 32
-  %745 = fsub <8 x float> %b51_121, %b47_122
-  store <8 x float> %745, ptr %resnet8_infer_b64_shared0_s1_conv1.b70_, align 32
-  %b47_123 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b47_, align 32
-  %b55_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b55_, align 32
-  %746 = fsub <8 x float> %b47_123, %b55_
-  store <8 x float> %746, ptr %resnet8_infer_b64_shared0_s1_conv1.b71_, align 32
-  %b56_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b56_, align 32
-  %747 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %748 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %749 = add nsw i64 %747, %748
-  %750 = add nsw i64 %749, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %751 = mul nsw i64 %750, 16
-  %752 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %1, 22592
-  %755 = add nsw i64 %753, %754
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %755
-  store <8 x float> %b56_, ptr %arena124, align 4
-  %b57_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b57_, align 32
-  %756 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %757 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %758 = add nsw i64 %756, %757
-  %759 = add nsw i64 %758, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %760 = mul nsw i64 %759, 16
-  %761 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %762 = add nsw i64 %760, %761
-  %763 = add nsw i64 %1, 26688
-  %764 = add nsw i64 %762, %763
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %764
-  store <8 x float> %b57_, ptr %arena125, align 4
-  %b58_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b58_, align 32
-  %765 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %766 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %767 = add nsw i64 %765, %766
-  %768 = add nsw i64 %767, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %769 = mul nsw i64 %768, 16
-  %770 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %771 = add nsw i64 %769, %770
-  %772 = add nsw i64 %1, 30784
-  %773 = add nsw i64 %771, %772
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %773
-  store <8 x float> %b58_, ptr %arena126, align 4
-  %b59_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b59_, align 32
-  %774 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %775 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %778 = mul nsw i64 %777, 16
-  %779 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %780 = add nsw i64 %778, %779
-  %781 = add nsw i64 %1, 34880
-  %782 = add nsw i64 %780, %781
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %b59_, ptr %arena127, align 4
-  %b60_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b60_, align 32
-  %783 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %784 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %787 = mul nsw i64 %786, 16
-  %788 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %789 = add nsw i64 %787, %788
-  %790 = add nsw i64 %1, 38976
-  %791 = add nsw i64 %789, %790
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %791
-  store <8 x float> %b60_, ptr %arena128, align 4
-  %b61_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b61_, align 32
-  %792 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %793 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %794 = add nsw i64 %792, %793
-  %795 = add nsw i64 %794, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %796 = mul nsw i64 %795, 16
-  %797 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %798 = add nsw i64 %796, %797
-  %799 = add nsw i64 %1, 43072
-  %800 = add nsw i64 %798, %799
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %800
-  store <8 x float> %b61_, ptr %arena129, align 4
-  %b62_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b62_, align 32
-  %801 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %802 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 %803, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %805 = mul nsw i64 %804, 16
-  %806 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %807 = add nsw i64 %805, %806
-  %808 = add nsw i64 %1, 47168
-  %809 = add nsw i64 %807, %808
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %809
-  store <8 x float> %b62_, ptr %arena130, align 4
-  %b63_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b63_, align 32
-  %810 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %811 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %812 = add nsw i64 %810, %811
-  %813 = add nsw i64 %812, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %814 = mul nsw i64 %813, 16
-  %815 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %816 = add nsw i64 %814, %815
-  %817 = add nsw i64 %1, 51264
-  %818 = add nsw i64 %816, %817
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %818
-  store <8 x float> %b63_, ptr %arena131, align 4
-  %b64_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b64_, align 32
-  %819 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %820 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %821, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %823 = mul nsw i64 %822, 16
-  %824 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %825 = add nsw i64 %823, %824
-  %826 = add nsw i64 %1, 55360
-  %827 = add nsw i64 %825, %826
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %827
-  store <8 x float> %b64_, ptr %arena132, align 4
-  %b65_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b65_, align 32
-  %828 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %829 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %832 = mul nsw i64 %831, 16
-  %833 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %834 = add nsw i64 %832, %833
-  %835 = add nsw i64 %1, 59456
-  %836 = add nsw i64 %834, %835
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %836
-  store <8 x float> %b65_, ptr %arena133, align 4
-  %b66_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b66_, align 32
-  %837 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %838 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %841 = mul nsw i64 %840, 16
-  %842 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %843 = add nsw i64 %841, %842
-  %844 = add nsw i64 %1, 63552
-  %845 = add nsw i64 %843, %844
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %845
-  store <8 x float> %b66_, ptr %arena134, align 4
-  %b67_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b67_, align 32
-  %846 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %847 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %848 = add nsw i64 %846, %847
-  %849 = add nsw i64 %848, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %850 = mul nsw i64 %849, 16
-  %851 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %852 = add nsw i64 %850, %851
-  %853 = add nsw i64 %1, 67648
-  %854 = add nsw i64 %852, %853
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %854
-  store <8 x float> %b67_, ptr %arena135, align 4
-  %b68_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b68_, align 32
-  %855 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %856 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %857 = add nsw i64 %855, %856
-  %858 = add nsw i64 %857, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %859 = mul nsw i64 %858, 16
-  %860 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %1, 71744
-  %863 = add nsw i64 %861, %862
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %863
-  store <8 x float> %b68_, ptr %arena136, align 4
-  %b69_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b69_, align 32
-  %864 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %865 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %866 = add nsw i64 %864, %865
-  %867 = add nsw i64 %866, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %868 = mul nsw i64 %867, 16
-  %869 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %870 = add nsw i64 %868, %869
-  %871 = add nsw i64 %1, 75840
-  %872 = add nsw i64 %870, %871
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %872
-  store <8 x float> %b69_, ptr %arena137, align 4
-  %b70_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b70_, align 32
-  %873 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %874 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %875 = add nsw i64 %873, %874
-  %876 = add nsw i64 %875, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %877 = mul nsw i64 %876, 16
-  %878 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %879 = add nsw i64 %877, %878
-  %880 = add nsw i64 %1, 79936
-  %881 = add nsw i64 %879, %880
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %881
-  store <8 x float> %b70_, ptr %arena138, align 4
-  %b71_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b71_, align 32
-  %882 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b36_72, 256
-  %883 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b37_73, 16
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %resnet8_infer_b64_shared0_s1_conv1.b38_74
-  %886 = mul nsw i64 %885, 16
-  %887 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 8
-  %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %1, 84032
-  %890 = add nsw i64 %888, %889
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %890
-  store <8 x float> %b71_, ptr %arena139, align 4
-  %b39_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b39_75, 1
-  %891 = icmp slt i64 %b39_.next, 2
-  br i1 %891, label %resnet8_infer_b64_shared0_s1_conv1.b39_, label %resnet8_infer_b64_shared0_s1_conv1.b39_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b39_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b39_
-  %b38_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b38_74, 1
-  %892 = icmp slt i64 %b38_.next, 16
-  br i1 %892, label %resnet8_infer_b64_shared0_s1_conv1.b38_, label %resnet8_infer_b64_shared0_s1_conv1.b38_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b72_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b72_, %resnet8_infer_b64_shared0_s1_conv1.b36_.end
-  %resnet8_infer_b64_shared0_s1_conv1.b72_140 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b36_.end ], [ %b72_.next, %resnet8_infer_b64_shared0_s1_conv1.b72_ ]
-  %893 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b72_140, 4096
-  %894 = add nsw i64 %1, 22592
-  %895 = add nsw i64 %893, %894
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %895
-  %896 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b72_140, 256
-  %897 = add nsw i64 %896, %1
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %897
-  %898 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b72_140, 4096
-  %899 = add nsw i64 %1, 88128
-  %900 = add nsw i64 %898, %899
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %900
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 256, i32 16, i32 16, float 1.000000e+00, ptr %arena141, i32 16, ptr %arena142, i32 16, float 0.000000e+00, ptr %arena143, i32 16)
-  %b72_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b72_140, 1
-  %901 = icmp slt i64 %b72_.next, 16
-  br i1 %901, label %resnet8_infer_b64_shared0_s1_conv1.b72_, label %resnet8_infer_b64_shared0_s1_conv1.b72_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b72_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b72_
-  br label %resnet8_infer_b64_shared0_s1_conv1.b73_
-
-resnet8_infer_b64_shared0_s1_conv1.b73_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b74_.end, %resnet8_infer_b64_shared0_s1_conv1.b72_.end
-  %resnet8_infer_b64_shared0_s1_conv1.b73_144 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b72_.end ], [ %b73_.next, %resnet8_infer_b64_shared0_s1_conv1.b74_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b74_
-
-resnet8_infer_b64_shared0_s1_conv1.b73_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b74_.end
-  br label %resnet8_infer_b64_shared0_s1_conv1.b89_
-
-resnet8_infer_b64_shared0_s1_conv1.b74_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b75_.end, %resnet8_infer_b64_shared0_s1_conv1.b73_
-  %resnet8_infer_b64_shared0_s1_conv1.b74_145 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b73_ ], [ %b74_.next, %resnet8_infer_b64_shared0_s1_conv1.b75_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b75_
-
-resnet8_infer_b64_shared0_s1_conv1.b74_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b75_.end
-  %b73_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 1
-  %902 = icmp slt i64 %b73_.next, 1
-  br i1 %902, label %resnet8_infer_b64_shared0_s1_conv1.b73_, label %resnet8_infer_b64_shared0_s1_conv1.b73_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b75_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b76_.end, %resnet8_infer_b64_shared0_s1_conv1.b74_
-  %resnet8_infer_b64_shared0_s1_conv1.b75_146 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b74_ ], [ %b75_.next, %resnet8_infer_b64_shared0_s1_conv1.b76_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b76_
-
-resnet8_infer_b64_shared0_s1_conv1.b75_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b76_.end
-  %b74_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 1
-  %903 = icmp slt i64 %b74_.next, 16
-  br i1 %903, label %resnet8_infer_b64_shared0_s1_conv1.b74_, label %resnet8_infer_b64_shared0_s1_conv1.b74_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b76_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b76_, %resnet8_infer_b64_shared0_s1_conv1.b75_
-  %resnet8_infer_b64_shared0_s1_conv1.b76_147 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b75_ ], [ %b76_.next, %resnet8_infer_b64_shared0_s1_conv1.b76_ ]
-  %904 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %905 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %906 = add nsw i64 %904, %905
-  %907 = add nsw i64 %906, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %908 = mul nsw i64 %907, 16
-  %909 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %910 = add nsw i64 %908, %909
-  %911 = add nsw i64 %1, 88128
-  %912 = add nsw i64 %910, %911
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %912
-  %913 = load <8 x float>, ptr %arena148, align 4
-  %914 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %915 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %916, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %918 = mul nsw i64 %917, 16
-  %919 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %920 = add nsw i64 %918, %919
-  %921 = add nsw i64 %1, 104512
-  %922 = add nsw i64 %920, %921
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %922
-  %923 = load <8 x float>, ptr %arena149, align 4
-  %924 = fadd <8 x float> %913, %923
-  %925 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %926 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %927 = add nsw i64 %925, %926
-  %928 = add nsw i64 %927, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %929 = mul nsw i64 %928, 16
-  %930 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %931 = add nsw i64 %929, %930
-  %932 = add nsw i64 %1, 120896
-  %933 = add nsw i64 %931, %932
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %933
-  %934 = load <8 x float>, ptr %arena150, align 4
-  %935 = fadd <8 x float> %924, %934
-  store <8 x float> %935, ptr %resnet8_infer_b64_shared0_s1_conv1.b77_, align 32
-  %936 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %937 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %938 = add nsw i64 %936, %937
-  %939 = add nsw i64 %938, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %940 = mul nsw i64 %939, 16
-  %941 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %1, 104512
-  %944 = add nsw i64 %942, %943
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %944
-  %945 = load <8 x float>, ptr %arena151, align 4
-  %946 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %947 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %948 = add nsw i64 %946, %947
-  %949 = add nsw i64 %948, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %950 = mul nsw i64 %949, 16
-  %951 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %1, 120896
-  %954 = add nsw i64 %952, %953
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %954
-  %955 = load <8 x float>, ptr %arena152, align 4
-  %956 = fsub <8 x float> %945, %955
-  %957 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %958 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %959 = add nsw i64 %957, %958
-  %960 = add nsw i64 %959, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %961 = mul nsw i64 %960, 16
-  %962 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %963 = add nsw i64 %961, %962
-  %964 = add nsw i64 %1, 137280
-  %965 = add nsw i64 %963, %964
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %965
-  %966 = load <8 x float>, ptr %arena153, align 4
-  %967 = fsub <8 x float> %956, %966
-  store <8 x float> %967, ptr %resnet8_infer_b64_shared0_s1_conv1.b78_, align 32
-  %968 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %969 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %972 = mul nsw i64 %971, 16
-  %973 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %974 = add nsw i64 %972, %973
-  %975 = add nsw i64 %1, 92224
-  %976 = add nsw i64 %974, %975
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %976
-  %977 = load <8 x float>, ptr %arena154, align 4
-  %978 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %979 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %982 = mul nsw i64 %981, 16
-  %983 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %1, 108608
-  %986 = add nsw i64 %984, %985
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %986
-  %987 = load <8 x float>, ptr %arena155, align 4
-  %988 = fadd <8 x float> %977, %987
-  %989 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %990 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %991 = add nsw i64 %989, %990
-  %992 = add nsw i64 %991, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %993 = mul nsw i64 %992, 16
-  %994 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %995 = add nsw i64 %993, %994
-  %996 = add nsw i64 %1, 124992
-  %997 = add nsw i64 %995, %996
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %997
-  %998 = load <8 x float>, ptr %arena156, align 4
-  %999 = fadd <8 x float> %988, %998
-  store <8 x float> %999, ptr %resnet8_infer_b64_shared0_s1_conv1.b79_, align 32
-  %1000 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1001 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1002 = add nsw i64 %1000, %1001
-  %1003 = add nsw i64 %1002, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1004 = mul nsw i64 %1003, 16
-  %1005 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1006 = add nsw i64 %1004, %1005
-  %1007 = add nsw i64 %1, 108608
-  %1008 = add nsw i64 %1006, %1007
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %1008
-  %1009 = load <8 x float>, ptr %arena157, align 4
-  %1010 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1011 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1012 = add nsw i64 %1010, %1011
-  %1013 = add nsw i64 %1012, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1014 = mul nsw i64 %1013, 16
-  %1015 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1016 = add nsw i64 %1014, %1015
-  %1017 = add nsw i64 %1, 124992
-  %1018 = add nsw i64 %1016, %1017
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %1018
-  %1019 = load <8 x float>, ptr %arena158, align 4
-  %1020 = fsub <8 x float> %1009, %1019
-  %1021 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1022 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1023 = add nsw i64 %1021, %1022
-  %1024 = add nsw i64 %1023, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1025 = mul nsw i64 %1024, 16
-  %1026 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1027 = add nsw i64 %1025, %1026
-  %1028 = add nsw i64 %1, 141376
-  %1029 = add nsw i64 %1027, %1028
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %1029
-  %1030 = load <8 x float>, ptr %arena159, align 4
-  %1031 = fsub <8 x float> %1020, %1030
-  store <8 x float> %1031, ptr %resnet8_infer_b64_shared0_s1_conv1.b80_, align 32
-  %1032 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1033 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1034 = add nsw i64 %1032, %1033
-  %1035 = add nsw i64 %1034, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1036 = mul nsw i64 %1035, 16
-  %1037 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1, 96320
-  %1040 = add nsw i64 %1038, %1039
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %1040
-  %1041 = load <8 x float>, ptr %arena160, align 4
-  %1042 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1043 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1044 = add nsw i64 %1042, %1043
-  %1045 = add nsw i64 %1044, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1046 = mul nsw i64 %1045, 16
-  %1047 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1, 112704
-  %1050 = add nsw i64 %1048, %1049
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %1050
-  %1051 = load <8 x float>, ptr %arena161, align 4
-  %1052 = fadd <8 x float> %1041, %1051
-  %1053 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1054 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1055 = add nsw i64 %1053, %1054
-  %1056 = add nsw i64 %1055, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1057 = mul nsw i64 %1056, 16
-  %1058 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = add nsw i64 %1, 129088
-  %1061 = add nsw i64 %1059, %1060
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %1061
-  %1062 = load <8 x float>, ptr %arena162, align 4
-  %1063 = fadd <8 x float> %1052, %1062
-  store <8 x float> %1063, ptr %resnet8_infer_b64_shared0_s1_conv1.b81_, align 32
-  %1064 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1065 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1066 = add nsw i64 %1064, %1065
-  %1067 = add nsw i64 %1066, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1068 = mul nsw i64 %1067, 16
-  %1069 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1070 = add nsw i64 %1068, %1069
-  %1071 = add nsw i64 %1, 112704
-  %1072 = add nsw i64 %1070, %1071
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %1072
-  %1073 = load <8 x float>, ptr %arena163, align 4
-  %1074 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1075 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = add nsw i64 %1076, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1078 = mul nsw i64 %1077, 16
-  %1079 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = add nsw i64 %1, 129088
-  %1082 = add nsw i64 %1080, %1081
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %1082
-  %1083 = load <8 x float>, ptr %arena164, align 4
-  %1084 = fsub <8 x float> %1073, %1083
-  %1085 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1086 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1087 = add nsw i64 %1085, %1086
-  %1088 = add nsw i64 %1087, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1089 = mul nsw i64 %1088, 16
-  %1090 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1091 = add nsw i64 %1089, %1090
-  %1092 = add nsw i64 %1, 145472
-  %1093 = add nsw i64 %1091, %1092
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1093
-  %1094 = load <8 x float>, ptr %arena165, align 4
-  %1095 = fsub <8 x float> %1084, %1094
-  store <8 x float> %1095, ptr %resnet8_infer_b64_shared0_s1_conv1.b82_, align 32
-  %1096 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1097 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1098 = add nsw i64 %1096, %1097
-  %1099 = add nsw i64 %1098, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1100 = mul nsw i64 %1099, 16
-  %1101 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1102 = add nsw i64 %1100, %1101
-  %1103 = add nsw i64 %1, 100416
-  %1104 = add nsw i64 %1102, %1103
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1104
-  %1105 = load <8 x float>, ptr %arena166, align 4
-  %1106 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1107 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1110 = mul nsw i64 %1109, 16
-  %1111 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1, 116800
-  %1114 = add nsw i64 %1112, %1113
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1114
-  %1115 = load <8 x float>, ptr %arena167, align 4
-  %1116 = fadd <8 x float> %1105, %1115
-  %1117 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1118 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1119 = add nsw i64 %1117, %1118
-  %1120 = add nsw i64 %1119, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1121 = mul nsw i64 %1120, 16
-  %1122 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1123 = add nsw i64 %1121, %1122
-  %1124 = add nsw i64 %1, 133184
-  %1125 = add nsw i64 %1123, %1124
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1125
-  %1126 = load <8 x float>, ptr %arena168, align 4
-  %1127 = fadd <8 x float> %1116, %1126
-  store <8 x float> %1127, ptr %resnet8_infer_b64_shared0_s1_conv1.b83_, align 32
-  %1128 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1129 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1130 = add nsw i64 %1128, %1129
-  %1131 = add nsw i64 %1130, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1132 = mul nsw i64 %1131, 16
-  %1133 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1134 = add nsw i64 %1132, %1133
-  %1135 = add nsw i64 %1, 116800
-  %1136 = add nsw i64 %1134, %1135
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1136
-  %1137 = load <8 x float>, ptr %arena169, align 4
-  %1138 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1139 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1140 = add nsw i64 %1138, %1139
-  %1141 = add nsw i64 %1140, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1142 = mul nsw i64 %1141, 16
-  %1143 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1144 = add nsw i64 %1142, %1143
-  %1145 = add nsw i64 %1, 133184
-  %1146 = add nsw i64 %1144, %1145
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1146
-  %1147 = load <8 x float>, ptr %arena170, align 4
-  %1148 = fsub <8 x float> %1137, %1147
-  %1149 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 256
-  %1150 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 16
-  %1151 = add nsw i64 %1149, %1150
-  %1152 = add nsw i64 %1151, %resnet8_infer_b64_shared0_s1_conv1.b75_146
-  %1153 = mul nsw i64 %1152, 16
-  %1154 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1155 = add nsw i64 %1153, %1154
-  %1156 = add nsw i64 %1, 149568
-  %1157 = add nsw i64 %1155, %1156
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1157
-  %1158 = load <8 x float>, ptr %arena171, align 4
-  %1159 = fsub <8 x float> %1148, %1158
-  store <8 x float> %1159, ptr %resnet8_infer_b64_shared0_s1_conv1.b84_, align 32
-  %b77_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b77_, align 32
-  %b79_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b79_, align 32
-  %1160 = fadd <8 x float> %b77_, %b79_
-  %b81_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b81_, align 32
-  %1161 = fadd <8 x float> %1160, %b81_
-  store <8 x float> %1161, ptr %resnet8_infer_b64_shared0_s1_conv1.b85_, align 32
-  %b79_172 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b79_, align 32
-  %b81_173 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b81_, align 32
-  %1162 = fsub <8 x float> %b79_172, %b81_173
-  %b83_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b83_, align 32
-  %1163 = fsub <8 x float> %1162, %b83_
-  store <8 x float> %1163, ptr %resnet8_infer_b64_shared0_s1_conv1.b86_, align 32
-  %b78_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b78_, align 32
-  %b80_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b80_, align 32
-  %1164 = fadd <8 x float> %b78_, %b80_
-  %b82_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b82_, align 32
-  %1165 = fadd <8 x float> %1164, %b82_
-  store <8 x float> %1165, ptr %resnet8_infer_b64_shared0_s1_conv1.b87_, align 32
-  %b80_174 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b80_, align 32
-  %b82_175 = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b82_, align 32
-  %1166 = fsub <8 x float> %b80_174, %b82_175
-  %b84_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b84_, align 32
-  %1167 = fsub <8 x float> %1166, %b84_
-  store <8 x float> %1167, ptr %resnet8_infer_b64_shared0_s1_conv1.b88_, align 32
-  %b85_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b85_, align 32
-  %1168 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 32
-  %1169 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 2
-  %1170 = add nsw i64 %1168, %1169
-  %1171 = mul nsw i64 %1170, 32
-  %1172 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b75_146, 2
-  %1173 = add nsw i64 %1171, %1172
-  %1174 = mul nsw i64 %1173, 16
-  %1175 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1176 = add nsw i64 %1174, %1175
-  %1177 = add nsw i64 %1, 153664
-  %1178 = add nsw i64 %1176, %1177
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1178
-  store <8 x float> %b85_, ptr %arena176, align 4
-  %b86_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b86_, align 32
-  %1179 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 32
-  %1180 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 2
-  %1181 = add nsw i64 %1179, %1180
-  %1182 = mul nsw i64 %1181, 32
-  %1183 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b75_146, 2
-  %1184 = add nsw i64 %1182, %1183
-  %1185 = add nsw i64 %1184, 1
-  %1186 = mul nsw i64 %1185, 16
-  %1187 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1188 = add nsw i64 %1186, %1187
-  %1189 = add nsw i64 %1, 153664
-  %1190 = add nsw i64 %1188, %1189
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1190
-  store <8 x float> %b86_, ptr %arena177, align 4
-  %b87_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b87_, align 32
-  %1191 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 32
-  %1192 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 2
-  %1193 = add nsw i64 %1191, %1192
-  %1194 = add nsw i64 %1193, 1
-  %1195 = mul nsw i64 %1194, 32
-  %1196 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b75_146, 2
-  %1197 = add nsw i64 %1195, %1196
-  %1198 = mul nsw i64 %1197, 16
-  %1199 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1200 = add nsw i64 %1198, %1199
-  %1201 = add nsw i64 %1, 153664
-  %1202 = add nsw i64 %1200, %1201
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1202
-  store <8 x float> %b87_, ptr %arena178, align 4
-  %b88_ = load <8 x float>, ptr %resnet8_infer_b64_shared0_s1_conv1.b88_, align 32
-  %1203 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b73_144, 32
-  %1204 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b74_145, 2
-  %1205 = add nsw i64 %1203, %1204
-  %1206 = add nsw i64 %1205, 1
-  %1207 = mul nsw i64 %1206, 32
-  %1208 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b75_146, 2
-  %1209 = add nsw i64 %1207, %1208
-  %1210 = add nsw i64 %1209, 1
-  %1211 = mul nsw i64 %1210, 16
-  %1212 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 8
-  %1213 = add nsw i64 %1211, %1212
-  %1214 = add nsw i64 %1, 153664
-  %1215 = add nsw i64 %1213, %1214
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1215
-  store <8 x float> %b88_, ptr %arena179, align 4
-  %b76_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b76_147, 1
-  %1216 = icmp slt i64 %b76_.next, 2
-  br i1 %1216, label %resnet8_infer_b64_shared0_s1_conv1.b76_, label %resnet8_infer_b64_shared0_s1_conv1.b76_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b76_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b76_
-  %b75_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b75_146, 1
-  %1217 = icmp slt i64 %b75_.next, 16
-  br i1 %1217, label %resnet8_infer_b64_shared0_s1_conv1.b75_, label %resnet8_infer_b64_shared0_s1_conv1.b75_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b89_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b90_.end, %resnet8_infer_b64_shared0_s1_conv1.b73_.end
-  %resnet8_infer_b64_shared0_s1_conv1.b89_180 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b73_.end ], [ %b89_.next, %resnet8_infer_b64_shared0_s1_conv1.b90_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b90_
-
-resnet8_infer_b64_shared0_s1_conv1.b89_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b90_.end
-  %b31_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b31_65, 1
-  %1218 = icmp slt i64 %b31_.next, 64
-  br i1 %1218, label %resnet8_infer_b64_shared0_s1_conv1.b31_, label %resnet8_infer_b64_shared0_s1_conv1.b31_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b90_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b91_.end, %resnet8_infer_b64_shared0_s1_conv1.b89_
-  %resnet8_infer_b64_shared0_s1_conv1.b90_181 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b89_ ], [ %b90_.next, %resnet8_infer_b64_shared0_s1_conv1.b91_.end ]
-  br label %resnet8_infer_b64_shared0_s1_conv1.b91_
-
-resnet8_infer_b64_shared0_s1_conv1.b90_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b91_.end
-  %b89_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b89_180, 1
-  %1219 = icmp slt i64 %b89_.next, 1
-  br i1 %1219, label %resnet8_infer_b64_shared0_s1_conv1.b89_, label %resnet8_infer_b64_shared0_s1_conv1.b89_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b91_:          ; preds = %resnet8_infer_b64_shared0_s1_conv1.b91_, %resnet8_infer_b64_shared0_s1_conv1.b90_
-  %resnet8_infer_b64_shared0_s1_conv1.b91_182 = phi i64 [ 0, %resnet8_infer_b64_shared0_s1_conv1.b90_ ], [ %b91_.next, %resnet8_infer_b64_shared0_s1_conv1.b91_ ]
-  %1220 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b89_180, 1024
-  %1221 = add nsw i64 %1220, %resnet8_infer_b64_shared0_s1_conv1.b91_182
-  %1222 = mul nsw i64 %1221, 16
-  %1223 = add nsw i64 %1222, %resnet8_infer_b64_shared0_s1_conv1.b90_181
-  %1224 = add nsw i64 %1, 153664
-  %1225 = add nsw i64 %1223, %1224
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1225
-  %1226 = load float, ptr %arena183, align 4
-  %1227 = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b31_65, %resnet8_infer_b64_shared0_s1_conv1.b89_180
-  %1228 = mul nsw i64 %1227, 16384
-  %1229 = mul nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b90_181, 1024
-  %1230 = add nsw i64 %1228, %1229
-  %1231 = add nsw i64 %1230, %resnet8_infer_b64_shared0_s1_conv1.b91_182
-  %1232 = add nsw i64 %1, -1048576
-  %1233 = add nsw i64 %1231, %1232
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1233
-  store float %1226, ptr %arena184, align 4
-  %b91_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b91_182, 1
-  %1234 = icmp slt i64 %b91_.next, 1024
-  br i1 %1234, label %resnet8_infer_b64_shared0_s1_conv1.b91_, label %resnet8_infer_b64_shared0_s1_conv1.b91_.end
-
-resnet8_infer_b64_shared0_s1_conv1.b91_.end:      ; preds = %resnet8_infer_b64_shared0_s1_conv1.b91_
-  %b90_.next = add nsw i64 %resnet8_infer_b64_shared0_s1_conv1.b90_181, 1
-  %1235 = icmp slt i64 %b90_.next, 16
-  br i1 %1235, label %resnet8_infer_b64_shared0_s1_conv1.b90_, label %resnet8_infer_b64_shared0_s1_conv1.b90_.end
-}
-
 define void @resnet8_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #2 {
 entry:
   call void @resnet8_train_b64.k0.stem(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
@@ -34761,2430 +32941,5864 @@ adam.i2097.end:                                   ; preds = %adam.i2097
 
 define void @resnet8_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #2 {
 entry:
-  call void @resnet8_infer_b64.k0.stem(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k1.stem_bn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k2.x0(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64_shared0_s1_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, i64 464, i64 2097152)
-  call void @resnet8_infer_b64.k3.s1_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k4.s1_relu1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64_shared0_s1_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed, i64 2800, i64 3145728)
-  call void @resnet8_infer_b64.k5.s1_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k0.stem_bn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k1.stem(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k2.s1_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k3.s1_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k4.s1_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k5.s1_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   call void @resnet8_infer_b64.k6.s1_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   call void @resnet8_infer_b64.k7.x1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k8.s2_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k9.s2_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k10.s2_relu1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k8.s2_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k9.s2_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k10.s2_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   call void @resnet8_infer_b64.k11.s2_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k12.s2_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k12.s2_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   call void @resnet8_infer_b64.k13.s2_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k14.s2_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k15.s2_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k16.x2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k14.s2_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k15.x2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k16.s3_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   call void @resnet8_infer_b64.k17.s3_conv1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k18.s3_bn1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k19.s3_relu1(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k20.s3_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k21.s3_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k22.s3_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k23.s3_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k24.s3_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k25.x3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k26.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k27.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  call void @resnet8_infer_b64.k28.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k18.s3_bn2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k19.s3_conv2(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k20.s3_pbn(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k21.s3_proj(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k22.s3_sum(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k23.x3(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k24.gap(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k25.flat(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  call void @resnet8_infer_b64.k26.fc(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k0.stem(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k0.stem_bn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %stem.g1
+  %stem_bn.scale2 = alloca float, align 4
+  br label %stem_bn.c1
 
-stem.g1:                                          ; preds = %stem.j24.end, %entry
-  %stem.g11 = phi i64 [ 0, %entry ], [ %g1.next, %stem.j24.end ]
-  br label %stem.j2
+stem_bn.c1:                                       ; preds = %stem_bn.c1, %entry
+  %stem_bn.c11 = phi i64 [ 0, %entry ], [ %c1.next, %stem_bn.c1 ]
+  %0 = add nsw i64 432, %stem_bn.c11
+  %params2 = getelementptr inbounds float, ptr %params, i64 %0
+  %1 = load float, ptr %params2, align 4
+  %2 = add nsw i64 78058, %stem_bn.c11
+  %params3 = getelementptr inbounds float, ptr %params, i64 %2
+  %3 = load float, ptr %params3, align 4
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %stem_bn.scale2, align 4
+  %scale2 = load float, ptr %stem_bn.scale2, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %stem_bn.c11
+  store float %scale2, ptr %arena4, align 4
+  %8 = add nsw i64 448, %stem_bn.c11
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78042, %stem_bn.c11
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale27 = load float, ptr %stem_bn.scale2, align 4
+  %12 = fmul float %11, %scale27
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 16, %stem_bn.c11
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c1.next = add nsw i64 %stem_bn.c11, 1
+  %15 = icmp slt i64 %c1.next, 16
+  br i1 %15, label %stem_bn.c1, label %stem_bn.c1.end
 
-stem.g1.end:                                      ; preds = %stem.j24.end
+stem_bn.c1.end:                                   ; preds = %stem_bn.c1
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k1.stem(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %stem.g3
+
+stem.g3:                                          ; preds = %stem.j26.end, %entry
+  %stem.g31 = phi i64 [ 0, %entry ], [ %g3.next, %stem.j26.end ]
+  br label %stem.j4
+
+stem.g3.end:                                      ; preds = %stem.j26.end
   ret void
 
-stem.j2:                                          ; preds = %stem.c3.end, %stem.g1
-  %stem.j22 = phi i64 [ 0, %stem.g1 ], [ %j2.next, %stem.c3.end ]
-  br label %stem.c3
+stem.j4:                                          ; preds = %stem.c5.end, %stem.g3
+  %stem.j42 = phi i64 [ 0, %stem.g3 ], [ %j4.next, %stem.c5.end ]
+  br label %stem.c5
 
-stem.j2.end:                                      ; preds = %stem.c3.end
-  call void @resnet8_infer_b64.k0.stem.gemm23(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %stem.j24
+stem.j4.end:                                      ; preds = %stem.c5.end
+  call void @resnet8_infer_b64.k1.stem.gemm25(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %stem.j26
 
-stem.c3:                                          ; preds = %stem.ky4.end, %stem.j2
-  %stem.c33 = phi i64 [ 0, %stem.j2 ], [ %c3.next, %stem.ky4.end ]
-  br label %stem.ky4
+stem.c5:                                          ; preds = %stem.ky6.end, %stem.j4
+  %stem.c53 = phi i64 [ 0, %stem.j4 ], [ %c5.next, %stem.ky6.end ]
+  br label %stem.ky6
 
-stem.c3.end:                                      ; preds = %stem.ky4.end
-  %j2.next = add nsw i64 %stem.j22, 1
-  %0 = icmp slt i64 %j2.next, 16
-  br i1 %0, label %stem.j2, label %stem.j2.end
+stem.c5.end:                                      ; preds = %stem.ky6.end
+  %j4.next = add nsw i64 %stem.j42, 1
+  %0 = icmp slt i64 %j4.next, 16
+  br i1 %0, label %stem.j4, label %stem.j4.end
 
-stem.ky4:                                         ; preds = %stem.oy12.end, %stem.c3
-  %stem.ky44 = phi i64 [ 0, %stem.c3 ], [ %ky4.next, %stem.oy12.end ]
-  br label %stem.oy5
+stem.ky6:                                         ; preds = %stem.oy14.end, %stem.c5
+  %stem.ky64 = phi i64 [ 0, %stem.c5 ], [ %ky6.next, %stem.oy14.end ]
+  br label %stem.oy7
 
-stem.ky4.end:                                     ; preds = %stem.oy12.end
-  %c3.next = add nsw i64 %stem.c33, 1
-  %1 = icmp slt i64 %c3.next, 3
-  br i1 %1, label %stem.c3, label %stem.c3.end
+stem.ky6.end:                                     ; preds = %stem.oy14.end
+  %c5.next = add nsw i64 %stem.c53, 1
+  %1 = icmp slt i64 %c5.next, 3
+  br i1 %1, label %stem.c5, label %stem.c5.end
 
-stem.oy5:                                         ; preds = %stem.endif16, %stem.ky4
-  %stem.oy55 = phi i64 [ 0, %stem.ky4 ], [ %oy5.next, %stem.endif16 ]
-  %2 = add nsw i64 %stem.oy55, %stem.ky44
+stem.oy7:                                         ; preds = %stem.endif16, %stem.ky6
+  %stem.oy75 = phi i64 [ 0, %stem.ky6 ], [ %oy7.next, %stem.endif16 ]
+  %2 = add nsw i64 %stem.oy75, %stem.ky64
   %3 = add nsw i64 %2, -1
   %4 = icmp slt i64 -1, %3
-  %5 = add nsw i64 %stem.oy55, %stem.ky44
+  %5 = add nsw i64 %stem.oy75, %stem.ky64
   %6 = add nsw i64 %5, -1
   %7 = icmp slt i64 %6, 32
   %8 = and i1 %4, %7
   br i1 %8, label %stem.then, label %stem.endif
 
-stem.oy5.end:                                     ; preds = %stem.endif16
-  br label %stem.oy9
+stem.oy7.end:                                     ; preds = %stem.endif16
+  br label %stem.oy11
 
-stem.then:                                        ; preds = %stem.oy5
-  br label %stem.ox6
+stem.then:                                        ; preds = %stem.oy7
+  br label %stem.ox8
 
-stem.endif:                                       ; preds = %stem.ox7.end, %stem.oy5
-  %9 = add nsw i64 %stem.oy55, %stem.ky44
+stem.endif:                                       ; preds = %stem.ox9.end, %stem.oy7
+  %9 = add nsw i64 %stem.oy75, %stem.ky64
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 %10, 0
   br i1 %11, label %stem.then11, label %stem.endif12
 
-stem.ox6:                                         ; preds = %stem.ox6, %stem.then
-  %stem.ox66 = phi i64 [ 0, %stem.then ], [ %ox6.next, %stem.ox6 ]
-  %12 = mul nsw i64 %stem.g11, 16
-  %13 = add nsw i64 %12, %stem.j22
+stem.ox8:                                         ; preds = %stem.ox8, %stem.then
+  %stem.ox86 = phi i64 [ 0, %stem.then ], [ %ox8.next, %stem.ox8 ]
+  %12 = mul nsw i64 %stem.g31, 16
+  %13 = add nsw i64 %12, %stem.j42
   %14 = mul nsw i64 %13, 3072
-  %15 = mul nsw i64 %stem.c33, 1024
+  %15 = mul nsw i64 %stem.c53, 1024
   %16 = add nsw i64 %14, %15
-  %17 = add nsw i64 %stem.oy55, %stem.ky44
+  %17 = add nsw i64 %stem.oy75, %stem.ky64
   %18 = add nsw i64 %17, -1
   %19 = mul nsw i64 %18, 32
   %20 = add nsw i64 %16, %19
-  %21 = add nsw i64 %stem.ox66, 1
+  %21 = add nsw i64 %stem.ox86, 1
   %22 = add nsw i64 %21, -1
   %23 = add nsw i64 %20, %22
   %images7 = getelementptr inbounds float, ptr %images, i64 %23
   %24 = load float, ptr %images7, align 4
-  %25 = mul nsw i64 %stem.c33, 3
-  %26 = add nsw i64 %25, %stem.ky44
+  %25 = mul nsw i64 %stem.c53, 3
+  %26 = add nsw i64 %25, %stem.ky64
   %27 = mul nsw i64 %26, 3
   %28 = mul nsw i64 %27, 16384
-  %29 = add nsw i64 1048576, %28
-  %30 = mul nsw i64 %stem.j22, 1024
+  %29 = add nsw i64 1048608, %28
+  %30 = mul nsw i64 %stem.j42, 1024
   %31 = add nsw i64 %29, %30
-  %32 = mul nsw i64 %stem.oy55, 32
-  %33 = add nsw i64 %stem.ox66, 1
+  %32 = mul nsw i64 %stem.oy75, 32
+  %33 = add nsw i64 %stem.ox86, 1
   %34 = add nsw i64 %32, %33
   %35 = add nsw i64 %31, %34
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %35
   store float %24, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %stem.ox66, 1
-  %36 = icmp slt i64 %ox6.next, 31
-  br i1 %36, label %stem.ox6, label %stem.ox6.end
+  %ox8.next = add nsw i64 %stem.ox86, 1
+  %36 = icmp slt i64 %ox8.next, 31
+  br i1 %36, label %stem.ox8, label %stem.ox8.end
 
-stem.ox6.end:                                     ; preds = %stem.ox6
-  br label %stem.ox7
+stem.ox8.end:                                     ; preds = %stem.ox8
+  br label %stem.ox9
 
-stem.ox7:                                         ; preds = %stem.ox7, %stem.ox6.end
-  %stem.ox79 = phi i64 [ 0, %stem.ox6.end ], [ %ox7.next, %stem.ox7 ]
-  %37 = mul nsw i64 %stem.c33, 3
-  %38 = add nsw i64 %37, %stem.ky44
+stem.ox9:                                         ; preds = %stem.ox9, %stem.ox8.end
+  %stem.ox99 = phi i64 [ 0, %stem.ox8.end ], [ %ox9.next, %stem.ox9 ]
+  %37 = mul nsw i64 %stem.c53, 3
+  %38 = add nsw i64 %37, %stem.ky64
   %39 = mul nsw i64 %38, 3
   %40 = mul nsw i64 %39, 16384
-  %41 = add nsw i64 1048576, %40
-  %42 = mul nsw i64 %stem.j22, 1024
+  %41 = add nsw i64 1048608, %40
+  %42 = mul nsw i64 %stem.j42, 1024
   %43 = add nsw i64 %41, %42
-  %44 = mul nsw i64 %stem.oy55, 32
-  %45 = add nsw i64 %44, %stem.ox79
+  %44 = mul nsw i64 %stem.oy75, 32
+  %45 = add nsw i64 %44, %stem.ox99
   %46 = add nsw i64 %43, %45
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %46
   store float 0.000000e+00, ptr %arena10, align 4
-  %ox7.next = add nsw i64 %stem.ox79, 1
-  %47 = icmp slt i64 %ox7.next, 1
-  br i1 %47, label %stem.ox7, label %stem.ox7.end
+  %ox9.next = add nsw i64 %stem.ox99, 1
+  %47 = icmp slt i64 %ox9.next, 1
+  br i1 %47, label %stem.ox9, label %stem.ox9.end
 
-stem.ox7.end:                                     ; preds = %stem.ox7
+stem.ox9.end:                                     ; preds = %stem.ox9
   br label %stem.endif
 
 stem.then11:                                      ; preds = %stem.endif
-  br label %stem.ox8
+  br label %stem.ox10
 
-stem.endif12:                                     ; preds = %stem.ox8.end, %stem.endif
-  %48 = add nsw i64 %stem.oy55, %stem.ky44
+stem.endif12:                                     ; preds = %stem.ox10.end, %stem.endif
+  %48 = add nsw i64 %stem.oy75, %stem.ky64
   %49 = add nsw i64 %48, -1
   %50 = icmp slt i64 31, %49
   br i1 %50, label %stem.then15, label %stem.endif16
 
-stem.ox8:                                         ; preds = %stem.ox8, %stem.then11
-  %stem.ox813 = phi i64 [ 0, %stem.then11 ], [ %ox8.next, %stem.ox8 ]
-  %51 = mul nsw i64 %stem.c33, 3
-  %52 = add nsw i64 %51, %stem.ky44
+stem.ox10:                                        ; preds = %stem.ox10, %stem.then11
+  %stem.ox1013 = phi i64 [ 0, %stem.then11 ], [ %ox10.next, %stem.ox10 ]
+  %51 = mul nsw i64 %stem.c53, 3
+  %52 = add nsw i64 %51, %stem.ky64
   %53 = mul nsw i64 %52, 3
   %54 = mul nsw i64 %53, 16384
-  %55 = add nsw i64 1048576, %54
-  %56 = mul nsw i64 %stem.j22, 1024
+  %55 = add nsw i64 1048608, %54
+  %56 = mul nsw i64 %stem.j42, 1024
   %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %stem.oy55, 32
-  %59 = add nsw i64 %58, %stem.ox813
+  %58 = mul nsw i64 %stem.oy75, 32
+  %59 = add nsw i64 %58, %stem.ox1013
   %60 = add nsw i64 %57, %59
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %60
   store float 0.000000e+00, ptr %arena14, align 4
-  %ox8.next = add nsw i64 %stem.ox813, 1
-  %61 = icmp slt i64 %ox8.next, 32
-  br i1 %61, label %stem.ox8, label %stem.ox8.end
+  %ox10.next = add nsw i64 %stem.ox1013, 1
+  %61 = icmp slt i64 %ox10.next, 32
+  br i1 %61, label %stem.ox10, label %stem.ox10.end
 
-stem.ox8.end:                                     ; preds = %stem.ox8
+stem.ox10.end:                                    ; preds = %stem.ox10
   br label %stem.endif12
 
 stem.then15:                                      ; preds = %stem.endif12
-  br label %stem.ox817
+  br label %stem.ox1017
 
-stem.endif16:                                     ; preds = %stem.ox8.end18, %stem.endif12
-  %oy5.next = add nsw i64 %stem.oy55, 1
-  %62 = icmp slt i64 %oy5.next, 32
-  br i1 %62, label %stem.oy5, label %stem.oy5.end
+stem.endif16:                                     ; preds = %stem.ox10.end18, %stem.endif12
+  %oy7.next = add nsw i64 %stem.oy75, 1
+  %62 = icmp slt i64 %oy7.next, 32
+  br i1 %62, label %stem.oy7, label %stem.oy7.end
 
-stem.ox817:                                       ; preds = %stem.ox817, %stem.then15
-  %stem.ox819 = phi i64 [ 0, %stem.then15 ], [ %ox8.next21, %stem.ox817 ]
-  %63 = mul nsw i64 %stem.c33, 3
-  %64 = add nsw i64 %63, %stem.ky44
+stem.ox1017:                                      ; preds = %stem.ox1017, %stem.then15
+  %stem.ox1019 = phi i64 [ 0, %stem.then15 ], [ %ox10.next21, %stem.ox1017 ]
+  %63 = mul nsw i64 %stem.c53, 3
+  %64 = add nsw i64 %63, %stem.ky64
   %65 = mul nsw i64 %64, 3
   %66 = mul nsw i64 %65, 16384
-  %67 = add nsw i64 1048576, %66
-  %68 = mul nsw i64 %stem.j22, 1024
+  %67 = add nsw i64 1048608, %66
+  %68 = mul nsw i64 %stem.j42, 1024
   %69 = add nsw i64 %67, %68
-  %70 = mul nsw i64 %stem.oy55, 32
-  %71 = add nsw i64 %70, %stem.ox819
+  %70 = mul nsw i64 %stem.oy75, 32
+  %71 = add nsw i64 %70, %stem.ox1019
   %72 = add nsw i64 %69, %71
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %72
   store float 0.000000e+00, ptr %arena20, align 4
-  %ox8.next21 = add nsw i64 %stem.ox819, 1
-  %73 = icmp slt i64 %ox8.next21, 32
-  br i1 %73, label %stem.ox817, label %stem.ox8.end18
+  %ox10.next21 = add nsw i64 %stem.ox1019, 1
+  %73 = icmp slt i64 %ox10.next21, 32
+  br i1 %73, label %stem.ox1017, label %stem.ox10.end18
 
-stem.ox8.end18:                                   ; preds = %stem.ox817
+stem.ox10.end18:                                  ; preds = %stem.ox1017
   br label %stem.endif16
 
-stem.oy9:                                         ; preds = %stem.endif33, %stem.oy5.end
-  %stem.oy922 = phi i64 [ 0, %stem.oy5.end ], [ %oy9.next, %stem.endif33 ]
-  %74 = add nsw i64 %stem.oy922, %stem.ky44
+stem.oy11:                                        ; preds = %stem.endif33, %stem.oy7.end
+  %stem.oy1122 = phi i64 [ 0, %stem.oy7.end ], [ %oy11.next, %stem.endif33 ]
+  %74 = add nsw i64 %stem.oy1122, %stem.ky64
   %75 = add nsw i64 %74, -1
   %76 = icmp slt i64 -1, %75
-  %77 = add nsw i64 %stem.oy922, %stem.ky44
+  %77 = add nsw i64 %stem.oy1122, %stem.ky64
   %78 = add nsw i64 %77, -1
   %79 = icmp slt i64 %78, 32
   %80 = and i1 %76, %79
   br i1 %80, label %stem.then23, label %stem.endif24
 
-stem.oy9.end:                                     ; preds = %stem.endif33
-  br label %stem.oy12
+stem.oy11.end:                                    ; preds = %stem.endif33
+  br label %stem.oy14
 
-stem.then23:                                      ; preds = %stem.oy9
-  br label %stem.ox10
+stem.then23:                                      ; preds = %stem.oy11
+  br label %stem.ox12
 
-stem.endif24:                                     ; preds = %stem.ox10.end, %stem.oy9
-  %81 = add nsw i64 %stem.oy922, %stem.ky44
+stem.endif24:                                     ; preds = %stem.ox12.end, %stem.oy11
+  %81 = add nsw i64 %stem.oy1122, %stem.ky64
   %82 = add nsw i64 %81, -1
   %83 = icmp slt i64 %82, 0
   br i1 %83, label %stem.then28, label %stem.endif29
 
-stem.ox10:                                        ; preds = %stem.ox10, %stem.then23
-  %stem.ox1025 = phi i64 [ 0, %stem.then23 ], [ %ox10.next, %stem.ox10 ]
-  %84 = mul nsw i64 %stem.g11, 16
-  %85 = add nsw i64 %84, %stem.j22
+stem.ox12:                                        ; preds = %stem.ox12, %stem.then23
+  %stem.ox1225 = phi i64 [ 0, %stem.then23 ], [ %ox12.next, %stem.ox12 ]
+  %84 = mul nsw i64 %stem.g31, 16
+  %85 = add nsw i64 %84, %stem.j42
   %86 = mul nsw i64 %85, 3072
-  %87 = mul nsw i64 %stem.c33, 1024
+  %87 = mul nsw i64 %stem.c53, 1024
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %stem.oy922, %stem.ky44
+  %89 = add nsw i64 %stem.oy1122, %stem.ky64
   %90 = add nsw i64 %89, -1
   %91 = mul nsw i64 %90, 32
   %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %stem.ox1025
+  %93 = add nsw i64 %92, %stem.ox1225
   %images26 = getelementptr inbounds float, ptr %images, i64 %93
   %94 = load float, ptr %images26, align 4
-  %95 = mul nsw i64 %stem.c33, 3
-  %96 = add nsw i64 %95, %stem.ky44
+  %95 = mul nsw i64 %stem.c53, 3
+  %96 = add nsw i64 %95, %stem.ky64
   %97 = mul nsw i64 %96, 3
   %98 = add nsw i64 %97, 1
   %99 = mul nsw i64 %98, 16384
-  %100 = add nsw i64 1048576, %99
-  %101 = mul nsw i64 %stem.j22, 1024
+  %100 = add nsw i64 1048608, %99
+  %101 = mul nsw i64 %stem.j42, 1024
   %102 = add nsw i64 %100, %101
-  %103 = mul nsw i64 %stem.oy922, 32
-  %104 = add nsw i64 %103, %stem.ox1025
+  %103 = mul nsw i64 %stem.oy1122, 32
+  %104 = add nsw i64 %103, %stem.ox1225
   %105 = add nsw i64 %102, %104
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %105
   store float %94, ptr %arena27, align 4
-  %ox10.next = add nsw i64 %stem.ox1025, 1
-  %106 = icmp slt i64 %ox10.next, 32
-  br i1 %106, label %stem.ox10, label %stem.ox10.end
+  %ox12.next = add nsw i64 %stem.ox1225, 1
+  %106 = icmp slt i64 %ox12.next, 32
+  br i1 %106, label %stem.ox12, label %stem.ox12.end
 
-stem.ox10.end:                                    ; preds = %stem.ox10
+stem.ox12.end:                                    ; preds = %stem.ox12
   br label %stem.endif24
 
 stem.then28:                                      ; preds = %stem.endif24
-  br label %stem.ox11
+  br label %stem.ox13
 
-stem.endif29:                                     ; preds = %stem.ox11.end, %stem.endif24
-  %107 = add nsw i64 %stem.oy922, %stem.ky44
+stem.endif29:                                     ; preds = %stem.ox13.end, %stem.endif24
+  %107 = add nsw i64 %stem.oy1122, %stem.ky64
   %108 = add nsw i64 %107, -1
   %109 = icmp slt i64 31, %108
   br i1 %109, label %stem.then32, label %stem.endif33
 
-stem.ox11:                                        ; preds = %stem.ox11, %stem.then28
-  %stem.ox1130 = phi i64 [ 0, %stem.then28 ], [ %ox11.next, %stem.ox11 ]
-  %110 = mul nsw i64 %stem.c33, 3
-  %111 = add nsw i64 %110, %stem.ky44
+stem.ox13:                                        ; preds = %stem.ox13, %stem.then28
+  %stem.ox1330 = phi i64 [ 0, %stem.then28 ], [ %ox13.next, %stem.ox13 ]
+  %110 = mul nsw i64 %stem.c53, 3
+  %111 = add nsw i64 %110, %stem.ky64
   %112 = mul nsw i64 %111, 3
   %113 = add nsw i64 %112, 1
   %114 = mul nsw i64 %113, 16384
-  %115 = add nsw i64 1048576, %114
-  %116 = mul nsw i64 %stem.j22, 1024
+  %115 = add nsw i64 1048608, %114
+  %116 = mul nsw i64 %stem.j42, 1024
   %117 = add nsw i64 %115, %116
-  %118 = mul nsw i64 %stem.oy922, 32
-  %119 = add nsw i64 %118, %stem.ox1130
+  %118 = mul nsw i64 %stem.oy1122, 32
+  %119 = add nsw i64 %118, %stem.ox1330
   %120 = add nsw i64 %117, %119
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %120
   store float 0.000000e+00, ptr %arena31, align 4
-  %ox11.next = add nsw i64 %stem.ox1130, 1
-  %121 = icmp slt i64 %ox11.next, 32
-  br i1 %121, label %stem.ox11, label %stem.ox11.end
+  %ox13.next = add nsw i64 %stem.ox1330, 1
+  %121 = icmp slt i64 %ox13.next, 32
+  br i1 %121, label %stem.ox13, label %stem.ox13.end
 
-stem.ox11.end:                                    ; preds = %stem.ox11
+stem.ox13.end:                                    ; preds = %stem.ox13
   br label %stem.endif29
 
 stem.then32:                                      ; preds = %stem.endif29
-  br label %stem.ox1134
+  br label %stem.ox1334
 
-stem.endif33:                                     ; preds = %stem.ox11.end35, %stem.endif29
-  %oy9.next = add nsw i64 %stem.oy922, 1
-  %122 = icmp slt i64 %oy9.next, 32
-  br i1 %122, label %stem.oy9, label %stem.oy9.end
+stem.endif33:                                     ; preds = %stem.ox13.end35, %stem.endif29
+  %oy11.next = add nsw i64 %stem.oy1122, 1
+  %122 = icmp slt i64 %oy11.next, 32
+  br i1 %122, label %stem.oy11, label %stem.oy11.end
 
-stem.ox1134:                                      ; preds = %stem.ox1134, %stem.then32
-  %stem.ox1136 = phi i64 [ 0, %stem.then32 ], [ %ox11.next38, %stem.ox1134 ]
-  %123 = mul nsw i64 %stem.c33, 3
-  %124 = add nsw i64 %123, %stem.ky44
+stem.ox1334:                                      ; preds = %stem.ox1334, %stem.then32
+  %stem.ox1336 = phi i64 [ 0, %stem.then32 ], [ %ox13.next38, %stem.ox1334 ]
+  %123 = mul nsw i64 %stem.c53, 3
+  %124 = add nsw i64 %123, %stem.ky64
   %125 = mul nsw i64 %124, 3
   %126 = add nsw i64 %125, 1
   %127 = mul nsw i64 %126, 16384
-  %128 = add nsw i64 1048576, %127
-  %129 = mul nsw i64 %stem.j22, 1024
+  %128 = add nsw i64 1048608, %127
+  %129 = mul nsw i64 %stem.j42, 1024
   %130 = add nsw i64 %128, %129
-  %131 = mul nsw i64 %stem.oy922, 32
-  %132 = add nsw i64 %131, %stem.ox1136
+  %131 = mul nsw i64 %stem.oy1122, 32
+  %132 = add nsw i64 %131, %stem.ox1336
   %133 = add nsw i64 %130, %132
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %133
   store float 0.000000e+00, ptr %arena37, align 4
-  %ox11.next38 = add nsw i64 %stem.ox1136, 1
-  %134 = icmp slt i64 %ox11.next38, 32
-  br i1 %134, label %stem.ox1134, label %stem.ox11.end35
+  %ox13.next38 = add nsw i64 %stem.ox1336, 1
+  %134 = icmp slt i64 %ox13.next38, 32
+  br i1 %134, label %stem.ox1334, label %stem.ox13.end35
 
-stem.ox11.end35:                                  ; preds = %stem.ox1134
+stem.ox13.end35:                                  ; preds = %stem.ox1334
   br label %stem.endif33
 
-stem.oy12:                                        ; preds = %stem.endif52, %stem.oy9.end
-  %stem.oy1239 = phi i64 [ 0, %stem.oy9.end ], [ %oy12.next, %stem.endif52 ]
-  %135 = add nsw i64 %stem.oy1239, %stem.ky44
+stem.oy14:                                        ; preds = %stem.endif52, %stem.oy11.end
+  %stem.oy1439 = phi i64 [ 0, %stem.oy11.end ], [ %oy14.next, %stem.endif52 ]
+  %135 = add nsw i64 %stem.oy1439, %stem.ky64
   %136 = add nsw i64 %135, -1
   %137 = icmp slt i64 -1, %136
-  %138 = add nsw i64 %stem.oy1239, %stem.ky44
+  %138 = add nsw i64 %stem.oy1439, %stem.ky64
   %139 = add nsw i64 %138, -1
   %140 = icmp slt i64 %139, 32
   %141 = and i1 %137, %140
   br i1 %141, label %stem.then40, label %stem.endif41
 
-stem.oy12.end:                                    ; preds = %stem.endif52
-  %ky4.next = add nsw i64 %stem.ky44, 1
-  %142 = icmp slt i64 %ky4.next, 3
-  br i1 %142, label %stem.ky4, label %stem.ky4.end
+stem.oy14.end:                                    ; preds = %stem.endif52
+  %ky6.next = add nsw i64 %stem.ky64, 1
+  %142 = icmp slt i64 %ky6.next, 3
+  br i1 %142, label %stem.ky6, label %stem.ky6.end
 
-stem.then40:                                      ; preds = %stem.oy12
-  br label %stem.ox13
+stem.then40:                                      ; preds = %stem.oy14
+  br label %stem.ox15
 
-stem.endif41:                                     ; preds = %stem.ox14.end, %stem.oy12
-  %143 = add nsw i64 %stem.oy1239, %stem.ky44
+stem.endif41:                                     ; preds = %stem.ox16.end, %stem.oy14
+  %143 = add nsw i64 %stem.oy1439, %stem.ky64
   %144 = add nsw i64 %143, -1
   %145 = icmp slt i64 %144, 0
   br i1 %145, label %stem.then47, label %stem.endif48
 
-stem.ox13:                                        ; preds = %stem.ox13, %stem.then40
-  %stem.ox1342 = phi i64 [ 0, %stem.then40 ], [ %ox13.next, %stem.ox13 ]
-  %146 = mul nsw i64 %stem.g11, 16
-  %147 = add nsw i64 %146, %stem.j22
+stem.ox15:                                        ; preds = %stem.ox15, %stem.then40
+  %stem.ox1542 = phi i64 [ 0, %stem.then40 ], [ %ox15.next, %stem.ox15 ]
+  %146 = mul nsw i64 %stem.g31, 16
+  %147 = add nsw i64 %146, %stem.j42
   %148 = mul nsw i64 %147, 3072
-  %149 = mul nsw i64 %stem.c33, 1024
+  %149 = mul nsw i64 %stem.c53, 1024
   %150 = add nsw i64 %148, %149
-  %151 = add nsw i64 %stem.oy1239, %stem.ky44
+  %151 = add nsw i64 %stem.oy1439, %stem.ky64
   %152 = add nsw i64 %151, -1
   %153 = mul nsw i64 %152, 32
   %154 = add nsw i64 %150, %153
-  %155 = add nsw i64 %stem.ox1342, 1
+  %155 = add nsw i64 %stem.ox1542, 1
   %156 = add nsw i64 %154, %155
   %images43 = getelementptr inbounds float, ptr %images, i64 %156
   %157 = load float, ptr %images43, align 4
-  %158 = mul nsw i64 %stem.c33, 3
-  %159 = add nsw i64 %158, %stem.ky44
+  %158 = mul nsw i64 %stem.c53, 3
+  %159 = add nsw i64 %158, %stem.ky64
   %160 = mul nsw i64 %159, 3
   %161 = add nsw i64 %160, 2
   %162 = mul nsw i64 %161, 16384
-  %163 = add nsw i64 1048576, %162
-  %164 = mul nsw i64 %stem.j22, 1024
+  %163 = add nsw i64 1048608, %162
+  %164 = mul nsw i64 %stem.j42, 1024
   %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %stem.oy1239, 32
-  %167 = add nsw i64 %166, %stem.ox1342
+  %166 = mul nsw i64 %stem.oy1439, 32
+  %167 = add nsw i64 %166, %stem.ox1542
   %168 = add nsw i64 %165, %167
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %168
   store float %157, ptr %arena44, align 4
-  %ox13.next = add nsw i64 %stem.ox1342, 1
-  %169 = icmp slt i64 %ox13.next, 31
-  br i1 %169, label %stem.ox13, label %stem.ox13.end
+  %ox15.next = add nsw i64 %stem.ox1542, 1
+  %169 = icmp slt i64 %ox15.next, 31
+  br i1 %169, label %stem.ox15, label %stem.ox15.end
 
-stem.ox13.end:                                    ; preds = %stem.ox13
-  br label %stem.ox14
+stem.ox15.end:                                    ; preds = %stem.ox15
+  br label %stem.ox16
 
-stem.ox14:                                        ; preds = %stem.ox14, %stem.ox13.end
-  %stem.ox1445 = phi i64 [ 0, %stem.ox13.end ], [ %ox14.next, %stem.ox14 ]
-  %170 = mul nsw i64 %stem.c33, 3
-  %171 = add nsw i64 %170, %stem.ky44
+stem.ox16:                                        ; preds = %stem.ox16, %stem.ox15.end
+  %stem.ox1645 = phi i64 [ 0, %stem.ox15.end ], [ %ox16.next, %stem.ox16 ]
+  %170 = mul nsw i64 %stem.c53, 3
+  %171 = add nsw i64 %170, %stem.ky64
   %172 = mul nsw i64 %171, 3
   %173 = add nsw i64 %172, 2
   %174 = mul nsw i64 %173, 16384
-  %175 = add nsw i64 1048576, %174
-  %176 = mul nsw i64 %stem.j22, 1024
+  %175 = add nsw i64 1048608, %174
+  %176 = mul nsw i64 %stem.j42, 1024
   %177 = add nsw i64 %175, %176
-  %178 = mul nsw i64 %stem.oy1239, 32
-  %179 = add nsw i64 %stem.ox1445, 31
+  %178 = mul nsw i64 %stem.oy1439, 32
+  %179 = add nsw i64 %stem.ox1645, 31
   %180 = add nsw i64 %178, %179
   %181 = add nsw i64 %177, %180
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %181
   store float 0.000000e+00, ptr %arena46, align 4
-  %ox14.next = add nsw i64 %stem.ox1445, 1
-  %182 = icmp slt i64 %ox14.next, 1
-  br i1 %182, label %stem.ox14, label %stem.ox14.end
+  %ox16.next = add nsw i64 %stem.ox1645, 1
+  %182 = icmp slt i64 %ox16.next, 1
+  br i1 %182, label %stem.ox16, label %stem.ox16.end
 
-stem.ox14.end:                                    ; preds = %stem.ox14
+stem.ox16.end:                                    ; preds = %stem.ox16
   br label %stem.endif41
 
 stem.then47:                                      ; preds = %stem.endif41
-  br label %stem.ox15
+  br label %stem.ox17
 
-stem.endif48:                                     ; preds = %stem.ox15.end, %stem.endif41
-  %183 = add nsw i64 %stem.oy1239, %stem.ky44
+stem.endif48:                                     ; preds = %stem.ox17.end, %stem.endif41
+  %183 = add nsw i64 %stem.oy1439, %stem.ky64
   %184 = add nsw i64 %183, -1
   %185 = icmp slt i64 31, %184
   br i1 %185, label %stem.then51, label %stem.endif52
 
-stem.ox15:                                        ; preds = %stem.ox15, %stem.then47
-  %stem.ox1549 = phi i64 [ 0, %stem.then47 ], [ %ox15.next, %stem.ox15 ]
-  %186 = mul nsw i64 %stem.c33, 3
-  %187 = add nsw i64 %186, %stem.ky44
+stem.ox17:                                        ; preds = %stem.ox17, %stem.then47
+  %stem.ox1749 = phi i64 [ 0, %stem.then47 ], [ %ox17.next, %stem.ox17 ]
+  %186 = mul nsw i64 %stem.c53, 3
+  %187 = add nsw i64 %186, %stem.ky64
   %188 = mul nsw i64 %187, 3
   %189 = add nsw i64 %188, 2
   %190 = mul nsw i64 %189, 16384
-  %191 = add nsw i64 1048576, %190
-  %192 = mul nsw i64 %stem.j22, 1024
+  %191 = add nsw i64 1048608, %190
+  %192 = mul nsw i64 %stem.j42, 1024
   %193 = add nsw i64 %191, %192
-  %194 = mul nsw i64 %stem.oy1239, 32
-  %195 = add nsw i64 %194, %stem.ox1549
+  %194 = mul nsw i64 %stem.oy1439, 32
+  %195 = add nsw i64 %194, %stem.ox1749
   %196 = add nsw i64 %193, %195
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %196
   store float 0.000000e+00, ptr %arena50, align 4
-  %ox15.next = add nsw i64 %stem.ox1549, 1
-  %197 = icmp slt i64 %ox15.next, 32
-  br i1 %197, label %stem.ox15, label %stem.ox15.end
+  %ox17.next = add nsw i64 %stem.ox1749, 1
+  %197 = icmp slt i64 %ox17.next, 32
+  br i1 %197, label %stem.ox17, label %stem.ox17.end
 
-stem.ox15.end:                                    ; preds = %stem.ox15
+stem.ox17.end:                                    ; preds = %stem.ox17
   br label %stem.endif48
 
 stem.then51:                                      ; preds = %stem.endif48
-  br label %stem.ox1553
+  br label %stem.ox1753
 
-stem.endif52:                                     ; preds = %stem.ox15.end54, %stem.endif48
-  %oy12.next = add nsw i64 %stem.oy1239, 1
-  %198 = icmp slt i64 %oy12.next, 32
-  br i1 %198, label %stem.oy12, label %stem.oy12.end
+stem.endif52:                                     ; preds = %stem.ox17.end54, %stem.endif48
+  %oy14.next = add nsw i64 %stem.oy1439, 1
+  %198 = icmp slt i64 %oy14.next, 32
+  br i1 %198, label %stem.oy14, label %stem.oy14.end
 
-stem.ox1553:                                      ; preds = %stem.ox1553, %stem.then51
-  %stem.ox1555 = phi i64 [ 0, %stem.then51 ], [ %ox15.next57, %stem.ox1553 ]
-  %199 = mul nsw i64 %stem.c33, 3
-  %200 = add nsw i64 %199, %stem.ky44
+stem.ox1753:                                      ; preds = %stem.ox1753, %stem.then51
+  %stem.ox1755 = phi i64 [ 0, %stem.then51 ], [ %ox17.next57, %stem.ox1753 ]
+  %199 = mul nsw i64 %stem.c53, 3
+  %200 = add nsw i64 %199, %stem.ky64
   %201 = mul nsw i64 %200, 3
   %202 = add nsw i64 %201, 2
   %203 = mul nsw i64 %202, 16384
-  %204 = add nsw i64 1048576, %203
-  %205 = mul nsw i64 %stem.j22, 1024
+  %204 = add nsw i64 1048608, %203
+  %205 = mul nsw i64 %stem.j42, 1024
   %206 = add nsw i64 %204, %205
-  %207 = mul nsw i64 %stem.oy1239, 32
-  %208 = add nsw i64 %207, %stem.ox1555
+  %207 = mul nsw i64 %stem.oy1439, 32
+  %208 = add nsw i64 %207, %stem.ox1755
   %209 = add nsw i64 %206, %208
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %209
   store float 0.000000e+00, ptr %arena56, align 4
-  %ox15.next57 = add nsw i64 %stem.ox1555, 1
-  %210 = icmp slt i64 %ox15.next57, 32
-  br i1 %210, label %stem.ox1553, label %stem.ox15.end54
+  %ox17.next57 = add nsw i64 %stem.ox1755, 1
+  %210 = icmp slt i64 %ox17.next57, 32
+  br i1 %210, label %stem.ox1753, label %stem.ox17.end54
 
-stem.ox15.end54:                                  ; preds = %stem.ox1553
+stem.ox17.end54:                                  ; preds = %stem.ox1753
   br label %stem.endif52
 
-stem.j24:                                         ; preds = %stem.f25.end, %stem.j2.end
-  %stem.j2458 = phi i64 [ 0, %stem.j2.end ], [ %j24.next, %stem.f25.end ]
-  br label %stem.f25
+stem.j26:                                         ; preds = %stem.f27.end, %stem.j4.end
+  %stem.j2658 = phi i64 [ 0, %stem.j4.end ], [ %j26.next, %stem.f27.end ]
+  br label %stem.f27
 
-stem.j24.end:                                     ; preds = %stem.f25.end
-  %g1.next = add nsw i64 %stem.g11, 1
-  %211 = icmp slt i64 %g1.next, 4
-  br i1 %211, label %stem.g1, label %stem.g1.end
+stem.j26.end:                                     ; preds = %stem.f27.end
+  %g3.next = add nsw i64 %stem.g31, 1
+  %211 = icmp slt i64 %g3.next, 4
+  br i1 %211, label %stem.g3, label %stem.g3.end
 
-stem.f25:                                         ; preds = %stem.i26.end, %stem.j24
-  %stem.f2559 = phi i64 [ 0, %stem.j24 ], [ %f25.next, %stem.i26.end ]
-  br label %stem.i26
+stem.f27:                                         ; preds = %stem.i28.end, %stem.j26
+  %stem.f2759 = phi i64 [ 0, %stem.j26 ], [ %f27.next, %stem.i28.end ]
+  br label %stem.i28
 
-stem.f25.end:                                     ; preds = %stem.i26.end
-  %j24.next = add nsw i64 %stem.j2458, 1
-  %212 = icmp slt i64 %j24.next, 16
-  br i1 %212, label %stem.j24, label %stem.j24.end
+stem.f27.end:                                     ; preds = %stem.i28.end
+  %j26.next = add nsw i64 %stem.j2658, 1
+  %212 = icmp slt i64 %j26.next, 16
+  br i1 %212, label %stem.j26, label %stem.j26.end
 
-stem.i26:                                         ; preds = %stem.i26, %stem.f25
-  %stem.i2660 = phi i64 [ 0, %stem.f25 ], [ %i26.next, %stem.i26 ]
-  %213 = mul nsw i64 %stem.f2559, 16384
-  %214 = add nsw i64 1490944, %213
-  %215 = mul nsw i64 %stem.j2458, 1024
+stem.i28:                                         ; preds = %stem.i28, %stem.f27
+  %stem.i2860 = phi i64 [ 0, %stem.f27 ], [ %i28.next, %stem.i28 ]
+  %213 = mul nsw i64 %stem.f2759, 16384
+  %214 = add nsw i64 1490976, %213
+  %215 = mul nsw i64 %stem.j2658, 1024
   %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %216, %stem.i2660
+  %217 = add nsw i64 %216, %stem.i2860
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %217
   %218 = load float, ptr %arena61, align 4
-  %219 = mul nsw i64 %stem.g11, 16
-  %220 = add nsw i64 %219, %stem.j2458
-  %221 = mul nsw i64 %220, 16384
-  %222 = mul nsw i64 %stem.f2559, 1024
-  %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %stem.i2660
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %218, ptr %arena62, align 4
-  %i26.next = add nsw i64 %stem.i2660, 1
-  %225 = icmp slt i64 %i26.next, 1024
-  br i1 %225, label %stem.i26, label %stem.i26.end
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %stem.f2759
+  %219 = load float, ptr %arena62, align 4
+  %220 = fmul float %218, %219
+  %221 = add nsw i64 16, %stem.f2759
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %221
+  %222 = load float, ptr %arena63, align 4
+  %223 = fadd float %220, %222
+  %224 = fcmp ogt float %223, 0.000000e+00
+  %225 = mul nsw i64 %stem.f2759, 16384
+  %226 = add nsw i64 1490976, %225
+  %227 = mul nsw i64 %stem.j2658, 1024
+  %228 = add nsw i64 %226, %227
+  %229 = add nsw i64 %228, %stem.i2860
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load float, ptr %arena64, align 4
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %stem.f2759
+  %231 = load float, ptr %arena65, align 4
+  %232 = fmul float %230, %231
+  %233 = add nsw i64 16, %stem.f2759
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %233
+  %234 = load float, ptr %arena66, align 4
+  %235 = fadd float %232, %234
+  %236 = select i1 %224, float %235, float 0.000000e+00
+  %237 = mul nsw i64 %stem.g31, 16
+  %238 = add nsw i64 %237, %stem.j2658
+  %239 = mul nsw i64 %238, 16384
+  %240 = add nsw i64 32, %239
+  %241 = mul nsw i64 %stem.f2759, 1024
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %242, %stem.i2860
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %243
+  store float %236, ptr %arena67, align 4
+  %i28.next = add nsw i64 %stem.i2860, 1
+  %244 = icmp slt i64 %i28.next, 1024
+  br i1 %244, label %stem.i28, label %stem.i28.end
 
-stem.i26.end:                                     ; preds = %stem.i26
-  %f25.next = add nsw i64 %stem.f2559, 1
-  %226 = icmp slt i64 %f25.next, 16
-  br i1 %226, label %stem.f25, label %stem.f25.end
+stem.i28.end:                                     ; preds = %stem.i28
+  %f27.next = add nsw i64 %stem.f2759, 1
+  %245 = icmp slt i64 %f27.next, 16
+  br i1 %245, label %stem.f27, label %stem.f27.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k0.stem.gemm23(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k1.stem.gemm25(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %stem.t21_a3 = alloca <8 x float>, align 32
-  %stem.t21_a2 = alloca <8 x float>, align 32
-  %stem.t21_a1 = alloca <8 x float>, align 32
-  %stem.t21_a0 = alloca <8 x float>, align 32
-  %stem.t21_b1 = alloca <8 x float>, align 32
-  %stem.t21_b0 = alloca <8 x float>, align 32
-  %stem.t21_c3_1 = alloca <8 x float>, align 32
-  %stem.t21_c3_0 = alloca <8 x float>, align 32
-  %stem.t21_c2_1 = alloca <8 x float>, align 32
-  %stem.t21_c2_0 = alloca <8 x float>, align 32
-  %stem.t21_c1_1 = alloca <8 x float>, align 32
-  %stem.t21_c1_0 = alloca <8 x float>, align 32
-  %stem.t21_c0_1 = alloca <8 x float>, align 32
-  %stem.t21_c0_0 = alloca <8 x float>, align 32
-  %stem.t18_a3 = alloca <8 x float>, align 32
-  %stem.t18_a2 = alloca <8 x float>, align 32
-  %stem.t18_a1 = alloca <8 x float>, align 32
-  %stem.t18_a0 = alloca <8 x float>, align 32
-  %stem.t18_b2 = alloca <8 x float>, align 32
-  %stem.t18_b1 = alloca <8 x float>, align 32
-  %stem.t18_b0 = alloca <8 x float>, align 32
-  %stem.t18_c3_2 = alloca <8 x float>, align 32
-  %stem.t18_c3_1 = alloca <8 x float>, align 32
-  %stem.t18_c3_0 = alloca <8 x float>, align 32
-  %stem.t18_c2_2 = alloca <8 x float>, align 32
-  %stem.t18_c2_1 = alloca <8 x float>, align 32
-  %stem.t18_c2_0 = alloca <8 x float>, align 32
-  %stem.t18_c1_2 = alloca <8 x float>, align 32
-  %stem.t18_c1_1 = alloca <8 x float>, align 32
-  %stem.t18_c1_0 = alloca <8 x float>, align 32
-  %stem.t18_c0_2 = alloca <8 x float>, align 32
-  %stem.t18_c0_1 = alloca <8 x float>, align 32
-  %stem.t18_c0_0 = alloca <8 x float>, align 32
-  br label %stem.nb16
+  %stem.t23_a3 = alloca <8 x float>, align 32
+  %stem.t23_a2 = alloca <8 x float>, align 32
+  %stem.t23_a1 = alloca <8 x float>, align 32
+  %stem.t23_a0 = alloca <8 x float>, align 32
+  %stem.t23_b1 = alloca <8 x float>, align 32
+  %stem.t23_b0 = alloca <8 x float>, align 32
+  %stem.t23_c3_1 = alloca <8 x float>, align 32
+  %stem.t23_c3_0 = alloca <8 x float>, align 32
+  %stem.t23_c2_1 = alloca <8 x float>, align 32
+  %stem.t23_c2_0 = alloca <8 x float>, align 32
+  %stem.t23_c1_1 = alloca <8 x float>, align 32
+  %stem.t23_c1_0 = alloca <8 x float>, align 32
+  %stem.t23_c0_1 = alloca <8 x float>, align 32
+  %stem.t23_c0_0 = alloca <8 x float>, align 32
+  %stem.t20_a3 = alloca <8 x float>, align 32
+  %stem.t20_a2 = alloca <8 x float>, align 32
+  %stem.t20_a1 = alloca <8 x float>, align 32
+  %stem.t20_a0 = alloca <8 x float>, align 32
+  %stem.t20_b2 = alloca <8 x float>, align 32
+  %stem.t20_b1 = alloca <8 x float>, align 32
+  %stem.t20_b0 = alloca <8 x float>, align 32
+  %stem.t20_c3_2 = alloca <8 x float>, align 32
+  %stem.t20_c3_1 = alloca <8 x float>, align 32
+  %stem.t20_c3_0 = alloca <8 x float>, align 32
+  %stem.t20_c2_2 = alloca <8 x float>, align 32
+  %stem.t20_c2_1 = alloca <8 x float>, align 32
+  %stem.t20_c2_0 = alloca <8 x float>, align 32
+  %stem.t20_c1_2 = alloca <8 x float>, align 32
+  %stem.t20_c1_1 = alloca <8 x float>, align 32
+  %stem.t20_c1_0 = alloca <8 x float>, align 32
+  %stem.t20_c0_2 = alloca <8 x float>, align 32
+  %stem.t20_c0_1 = alloca <8 x float>, align 32
+  %stem.t20_c0_0 = alloca <8 x float>, align 32
+  br label %stem.nb18
 
-stem.nb16:                                        ; preds = %stem.mb17.end, %entry
-  %stem.nb161 = phi i64 [ 0, %entry ], [ %nb16.next, %stem.mb17.end ]
-  br label %stem.mb17
+stem.nb18:                                        ; preds = %stem.mb19.end, %entry
+  %stem.nb181 = phi i64 [ 0, %entry ], [ %nb18.next, %stem.mb19.end ]
+  br label %stem.mb19
 
-stem.nb16.end:                                    ; preds = %stem.mb17.end
-  br label %stem.mb20
+stem.nb18.end:                                    ; preds = %stem.mb19.end
+  br label %stem.mb22
 
-stem.mb17:                                        ; preds = %stem.k19.end, %stem.nb16
-  %stem.mb172 = phi i64 [ 0, %stem.nb16 ], [ %mb17.next, %stem.k19.end ]
-  store <8 x float> zeroinitializer, ptr %stem.t18_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t18_c3_2, align 32
-  br label %stem.k19
+stem.mb19:                                        ; preds = %stem.k21.end, %stem.nb18
+  %stem.mb192 = phi i64 [ 0, %stem.nb18 ], [ %mb19.next, %stem.k21.end ]
+  store <8 x float> zeroinitializer, ptr %stem.t20_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t20_c3_2, align 32
+  br label %stem.k21
 
-stem.mb17.end:                                    ; preds = %stem.k19.end
-  %nb16.next = add nsw i64 %stem.nb161, 1
-  %0 = icmp slt i64 %nb16.next, 682
-  br i1 %0, label %stem.nb16, label %stem.nb16.end
+stem.mb19.end:                                    ; preds = %stem.k21.end
+  %nb18.next = add nsw i64 %stem.nb181, 1
+  %0 = icmp slt i64 %nb18.next, 682
+  br i1 %0, label %stem.nb18, label %stem.nb18.end
 
-stem.k19:                                         ; preds = %stem.k19, %stem.mb17
-  %stem.k193 = phi i64 [ 0, %stem.mb17 ], [ %k19.next, %stem.k19 ]
-  %1 = mul nsw i64 %stem.k193, 16384
-  %2 = add nsw i64 1048576, %1
-  %3 = mul nsw i64 %stem.nb161, 24
+stem.k21:                                         ; preds = %stem.k21, %stem.mb19
+  %stem.k213 = phi i64 [ 0, %stem.mb19 ], [ %k21.next, %stem.k21 ]
+  %1 = mul nsw i64 %stem.k213, 16384
+  %2 = add nsw i64 1048608, %1
+  %3 = mul nsw i64 %stem.nb181, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %stem.t18_b0, align 32
-  %6 = mul nsw i64 %stem.k193, 16384
-  %7 = add nsw i64 1048576, %6
-  %8 = mul nsw i64 %stem.nb161, 24
+  store <8 x float> %5, ptr %stem.t20_b0, align 32
+  %6 = mul nsw i64 %stem.k213, 16384
+  %7 = add nsw i64 1048608, %6
+  %8 = mul nsw i64 %stem.nb181, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %stem.t18_b1, align 32
-  %12 = mul nsw i64 %stem.k193, 16384
-  %13 = add nsw i64 1048576, %12
-  %14 = mul nsw i64 %stem.nb161, 24
+  store <8 x float> %11, ptr %stem.t20_b1, align 32
+  %12 = mul nsw i64 %stem.k213, 16384
+  %13 = add nsw i64 1048608, %12
+  %14 = mul nsw i64 %stem.nb181, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %stem.t18_b2, align 32
-  %18 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %17, ptr %stem.t20_b2, align 32
+  %18 = mul nsw i64 %stem.mb192, 4
   %19 = mul nsw i64 %18, 27
-  %20 = add nsw i64 %19, %stem.k193
+  %20 = add nsw i64 %19, %stem.k213
   %params7 = getelementptr inbounds float, ptr %params, i64 %20
   %21 = load float, ptr %params7, align 4
   %22 = insertelement <8 x float> undef, float %21, i32 0
   %23 = shufflevector <8 x float> %22, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %23, ptr %stem.t18_a0, align 32
-  %t18_a0 = load <8 x float>, ptr %stem.t18_a0, align 32
-  %t18_b0 = load <8 x float>, ptr %stem.t18_b0, align 32
-  %t18_c0_0 = load <8 x float>, ptr %stem.t18_c0_0, align 32
-  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a0, <8 x float> %t18_b0, <8 x float> %t18_c0_0)
-  store <8 x float> %24, ptr %stem.t18_c0_0, align 32
-  %t18_a08 = load <8 x float>, ptr %stem.t18_a0, align 32
-  %t18_b1 = load <8 x float>, ptr %stem.t18_b1, align 32
-  %t18_c0_1 = load <8 x float>, ptr %stem.t18_c0_1, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a08, <8 x float> %t18_b1, <8 x float> %t18_c0_1)
-  store <8 x float> %25, ptr %stem.t18_c0_1, align 32
-  %t18_a09 = load <8 x float>, ptr %stem.t18_a0, align 32
-  %t18_b2 = load <8 x float>, ptr %stem.t18_b2, align 32
-  %t18_c0_2 = load <8 x float>, ptr %stem.t18_c0_2, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a09, <8 x float> %t18_b2, <8 x float> %t18_c0_2)
-  store <8 x float> %26, ptr %stem.t18_c0_2, align 32
-  %27 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %23, ptr %stem.t20_a0, align 32
+  %t20_a0 = load <8 x float>, ptr %stem.t20_a0, align 32
+  %t20_b0 = load <8 x float>, ptr %stem.t20_b0, align 32
+  %t20_c0_0 = load <8 x float>, ptr %stem.t20_c0_0, align 32
+  %24 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a0, <8 x float> %t20_b0, <8 x float> %t20_c0_0)
+  store <8 x float> %24, ptr %stem.t20_c0_0, align 32
+  %t20_a08 = load <8 x float>, ptr %stem.t20_a0, align 32
+  %t20_b1 = load <8 x float>, ptr %stem.t20_b1, align 32
+  %t20_c0_1 = load <8 x float>, ptr %stem.t20_c0_1, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a08, <8 x float> %t20_b1, <8 x float> %t20_c0_1)
+  store <8 x float> %25, ptr %stem.t20_c0_1, align 32
+  %t20_a09 = load <8 x float>, ptr %stem.t20_a0, align 32
+  %t20_b2 = load <8 x float>, ptr %stem.t20_b2, align 32
+  %t20_c0_2 = load <8 x float>, ptr %stem.t20_c0_2, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a09, <8 x float> %t20_b2, <8 x float> %t20_c0_2)
+  store <8 x float> %26, ptr %stem.t20_c0_2, align 32
+  %27 = mul nsw i64 %stem.mb192, 4
   %28 = add nsw i64 %27, 1
   %29 = mul nsw i64 %28, 27
-  %30 = add nsw i64 %29, %stem.k193
+  %30 = add nsw i64 %29, %stem.k213
   %params10 = getelementptr inbounds float, ptr %params, i64 %30
   %31 = load float, ptr %params10, align 4
   %32 = insertelement <8 x float> undef, float %31, i32 0
   %33 = shufflevector <8 x float> %32, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %33, ptr %stem.t18_a1, align 32
-  %t18_a1 = load <8 x float>, ptr %stem.t18_a1, align 32
-  %t18_b011 = load <8 x float>, ptr %stem.t18_b0, align 32
-  %t18_c1_0 = load <8 x float>, ptr %stem.t18_c1_0, align 32
-  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a1, <8 x float> %t18_b011, <8 x float> %t18_c1_0)
-  store <8 x float> %34, ptr %stem.t18_c1_0, align 32
-  %t18_a112 = load <8 x float>, ptr %stem.t18_a1, align 32
-  %t18_b113 = load <8 x float>, ptr %stem.t18_b1, align 32
-  %t18_c1_1 = load <8 x float>, ptr %stem.t18_c1_1, align 32
-  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a112, <8 x float> %t18_b113, <8 x float> %t18_c1_1)
-  store <8 x float> %35, ptr %stem.t18_c1_1, align 32
-  %t18_a114 = load <8 x float>, ptr %stem.t18_a1, align 32
-  %t18_b215 = load <8 x float>, ptr %stem.t18_b2, align 32
-  %t18_c1_2 = load <8 x float>, ptr %stem.t18_c1_2, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a114, <8 x float> %t18_b215, <8 x float> %t18_c1_2)
-  store <8 x float> %36, ptr %stem.t18_c1_2, align 32
-  %37 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %33, ptr %stem.t20_a1, align 32
+  %t20_a1 = load <8 x float>, ptr %stem.t20_a1, align 32
+  %t20_b011 = load <8 x float>, ptr %stem.t20_b0, align 32
+  %t20_c1_0 = load <8 x float>, ptr %stem.t20_c1_0, align 32
+  %34 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a1, <8 x float> %t20_b011, <8 x float> %t20_c1_0)
+  store <8 x float> %34, ptr %stem.t20_c1_0, align 32
+  %t20_a112 = load <8 x float>, ptr %stem.t20_a1, align 32
+  %t20_b113 = load <8 x float>, ptr %stem.t20_b1, align 32
+  %t20_c1_1 = load <8 x float>, ptr %stem.t20_c1_1, align 32
+  %35 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a112, <8 x float> %t20_b113, <8 x float> %t20_c1_1)
+  store <8 x float> %35, ptr %stem.t20_c1_1, align 32
+  %t20_a114 = load <8 x float>, ptr %stem.t20_a1, align 32
+  %t20_b215 = load <8 x float>, ptr %stem.t20_b2, align 32
+  %t20_c1_2 = load <8 x float>, ptr %stem.t20_c1_2, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a114, <8 x float> %t20_b215, <8 x float> %t20_c1_2)
+  store <8 x float> %36, ptr %stem.t20_c1_2, align 32
+  %37 = mul nsw i64 %stem.mb192, 4
   %38 = add nsw i64 %37, 2
   %39 = mul nsw i64 %38, 27
-  %40 = add nsw i64 %39, %stem.k193
+  %40 = add nsw i64 %39, %stem.k213
   %params16 = getelementptr inbounds float, ptr %params, i64 %40
   %41 = load float, ptr %params16, align 4
   %42 = insertelement <8 x float> undef, float %41, i32 0
   %43 = shufflevector <8 x float> %42, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %43, ptr %stem.t18_a2, align 32
-  %t18_a2 = load <8 x float>, ptr %stem.t18_a2, align 32
-  %t18_b017 = load <8 x float>, ptr %stem.t18_b0, align 32
-  %t18_c2_0 = load <8 x float>, ptr %stem.t18_c2_0, align 32
-  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a2, <8 x float> %t18_b017, <8 x float> %t18_c2_0)
-  store <8 x float> %44, ptr %stem.t18_c2_0, align 32
-  %t18_a218 = load <8 x float>, ptr %stem.t18_a2, align 32
-  %t18_b119 = load <8 x float>, ptr %stem.t18_b1, align 32
-  %t18_c2_1 = load <8 x float>, ptr %stem.t18_c2_1, align 32
-  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a218, <8 x float> %t18_b119, <8 x float> %t18_c2_1)
-  store <8 x float> %45, ptr %stem.t18_c2_1, align 32
-  %t18_a220 = load <8 x float>, ptr %stem.t18_a2, align 32
-  %t18_b221 = load <8 x float>, ptr %stem.t18_b2, align 32
-  %t18_c2_2 = load <8 x float>, ptr %stem.t18_c2_2, align 32
-  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a220, <8 x float> %t18_b221, <8 x float> %t18_c2_2)
-  store <8 x float> %46, ptr %stem.t18_c2_2, align 32
-  %47 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %43, ptr %stem.t20_a2, align 32
+  %t20_a2 = load <8 x float>, ptr %stem.t20_a2, align 32
+  %t20_b017 = load <8 x float>, ptr %stem.t20_b0, align 32
+  %t20_c2_0 = load <8 x float>, ptr %stem.t20_c2_0, align 32
+  %44 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a2, <8 x float> %t20_b017, <8 x float> %t20_c2_0)
+  store <8 x float> %44, ptr %stem.t20_c2_0, align 32
+  %t20_a218 = load <8 x float>, ptr %stem.t20_a2, align 32
+  %t20_b119 = load <8 x float>, ptr %stem.t20_b1, align 32
+  %t20_c2_1 = load <8 x float>, ptr %stem.t20_c2_1, align 32
+  %45 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a218, <8 x float> %t20_b119, <8 x float> %t20_c2_1)
+  store <8 x float> %45, ptr %stem.t20_c2_1, align 32
+  %t20_a220 = load <8 x float>, ptr %stem.t20_a2, align 32
+  %t20_b221 = load <8 x float>, ptr %stem.t20_b2, align 32
+  %t20_c2_2 = load <8 x float>, ptr %stem.t20_c2_2, align 32
+  %46 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a220, <8 x float> %t20_b221, <8 x float> %t20_c2_2)
+  store <8 x float> %46, ptr %stem.t20_c2_2, align 32
+  %47 = mul nsw i64 %stem.mb192, 4
   %48 = add nsw i64 %47, 3
   %49 = mul nsw i64 %48, 27
-  %50 = add nsw i64 %49, %stem.k193
+  %50 = add nsw i64 %49, %stem.k213
   %params22 = getelementptr inbounds float, ptr %params, i64 %50
   %51 = load float, ptr %params22, align 4
   %52 = insertelement <8 x float> undef, float %51, i32 0
   %53 = shufflevector <8 x float> %52, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %53, ptr %stem.t18_a3, align 32
-  %t18_a3 = load <8 x float>, ptr %stem.t18_a3, align 32
-  %t18_b023 = load <8 x float>, ptr %stem.t18_b0, align 32
-  %t18_c3_0 = load <8 x float>, ptr %stem.t18_c3_0, align 32
-  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a3, <8 x float> %t18_b023, <8 x float> %t18_c3_0)
-  store <8 x float> %54, ptr %stem.t18_c3_0, align 32
-  %t18_a324 = load <8 x float>, ptr %stem.t18_a3, align 32
-  %t18_b125 = load <8 x float>, ptr %stem.t18_b1, align 32
-  %t18_c3_1 = load <8 x float>, ptr %stem.t18_c3_1, align 32
-  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a324, <8 x float> %t18_b125, <8 x float> %t18_c3_1)
-  store <8 x float> %55, ptr %stem.t18_c3_1, align 32
-  %t18_a326 = load <8 x float>, ptr %stem.t18_a3, align 32
-  %t18_b227 = load <8 x float>, ptr %stem.t18_b2, align 32
-  %t18_c3_2 = load <8 x float>, ptr %stem.t18_c3_2, align 32
-  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t18_a326, <8 x float> %t18_b227, <8 x float> %t18_c3_2)
-  store <8 x float> %56, ptr %stem.t18_c3_2, align 32
-  %k19.next = add nsw i64 %stem.k193, 1
-  %57 = icmp slt i64 %k19.next, 27
-  br i1 %57, label %stem.k19, label %stem.k19.end
+  store <8 x float> %53, ptr %stem.t20_a3, align 32
+  %t20_a3 = load <8 x float>, ptr %stem.t20_a3, align 32
+  %t20_b023 = load <8 x float>, ptr %stem.t20_b0, align 32
+  %t20_c3_0 = load <8 x float>, ptr %stem.t20_c3_0, align 32
+  %54 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a3, <8 x float> %t20_b023, <8 x float> %t20_c3_0)
+  store <8 x float> %54, ptr %stem.t20_c3_0, align 32
+  %t20_a324 = load <8 x float>, ptr %stem.t20_a3, align 32
+  %t20_b125 = load <8 x float>, ptr %stem.t20_b1, align 32
+  %t20_c3_1 = load <8 x float>, ptr %stem.t20_c3_1, align 32
+  %55 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a324, <8 x float> %t20_b125, <8 x float> %t20_c3_1)
+  store <8 x float> %55, ptr %stem.t20_c3_1, align 32
+  %t20_a326 = load <8 x float>, ptr %stem.t20_a3, align 32
+  %t20_b227 = load <8 x float>, ptr %stem.t20_b2, align 32
+  %t20_c3_2 = load <8 x float>, ptr %stem.t20_c3_2, align 32
+  %56 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t20_a326, <8 x float> %t20_b227, <8 x float> %t20_c3_2)
+  store <8 x float> %56, ptr %stem.t20_c3_2, align 32
+  %k21.next = add nsw i64 %stem.k213, 1
+  %57 = icmp slt i64 %k21.next, 27
+  br i1 %57, label %stem.k21, label %stem.k21.end
 
-stem.k19.end:                                     ; preds = %stem.k19
-  %t18_c0_028 = load <8 x float>, ptr %stem.t18_c0_0, align 32
-  %58 = mul nsw i64 %stem.mb172, 4
+stem.k21.end:                                     ; preds = %stem.k21
+  %t20_c0_028 = load <8 x float>, ptr %stem.t20_c0_0, align 32
+  %58 = mul nsw i64 %stem.mb192, 4
   %59 = mul nsw i64 %58, 16384
-  %60 = add nsw i64 1490944, %59
-  %61 = mul nsw i64 %stem.nb161, 24
+  %60 = add nsw i64 1490976, %59
+  %61 = mul nsw i64 %stem.nb181, 24
   %62 = add nsw i64 %60, %61
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %62
-  store <8 x float> %t18_c0_028, ptr %arena29, align 4
-  %t18_c0_130 = load <8 x float>, ptr %stem.t18_c0_1, align 32
-  %63 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c0_028, ptr %arena29, align 4
+  %t20_c0_130 = load <8 x float>, ptr %stem.t20_c0_1, align 32
+  %63 = mul nsw i64 %stem.mb192, 4
   %64 = mul nsw i64 %63, 16384
-  %65 = add nsw i64 1490944, %64
-  %66 = mul nsw i64 %stem.nb161, 24
+  %65 = add nsw i64 1490976, %64
+  %66 = mul nsw i64 %stem.nb181, 24
   %67 = add nsw i64 %65, %66
   %68 = add nsw i64 %67, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %68
-  store <8 x float> %t18_c0_130, ptr %arena31, align 4
-  %t18_c0_232 = load <8 x float>, ptr %stem.t18_c0_2, align 32
-  %69 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c0_130, ptr %arena31, align 4
+  %t20_c0_232 = load <8 x float>, ptr %stem.t20_c0_2, align 32
+  %69 = mul nsw i64 %stem.mb192, 4
   %70 = mul nsw i64 %69, 16384
-  %71 = add nsw i64 1490944, %70
-  %72 = mul nsw i64 %stem.nb161, 24
+  %71 = add nsw i64 1490976, %70
+  %72 = mul nsw i64 %stem.nb181, 24
   %73 = add nsw i64 %71, %72
   %74 = add nsw i64 %73, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %74
-  store <8 x float> %t18_c0_232, ptr %arena33, align 4
-  %t18_c1_034 = load <8 x float>, ptr %stem.t18_c1_0, align 32
-  %75 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c0_232, ptr %arena33, align 4
+  %t20_c1_034 = load <8 x float>, ptr %stem.t20_c1_0, align 32
+  %75 = mul nsw i64 %stem.mb192, 4
   %76 = add nsw i64 %75, 1
   %77 = mul nsw i64 %76, 16384
-  %78 = add nsw i64 1490944, %77
-  %79 = mul nsw i64 %stem.nb161, 24
+  %78 = add nsw i64 1490976, %77
+  %79 = mul nsw i64 %stem.nb181, 24
   %80 = add nsw i64 %78, %79
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %80
-  store <8 x float> %t18_c1_034, ptr %arena35, align 4
-  %t18_c1_136 = load <8 x float>, ptr %stem.t18_c1_1, align 32
-  %81 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c1_034, ptr %arena35, align 4
+  %t20_c1_136 = load <8 x float>, ptr %stem.t20_c1_1, align 32
+  %81 = mul nsw i64 %stem.mb192, 4
   %82 = add nsw i64 %81, 1
   %83 = mul nsw i64 %82, 16384
-  %84 = add nsw i64 1490944, %83
-  %85 = mul nsw i64 %stem.nb161, 24
+  %84 = add nsw i64 1490976, %83
+  %85 = mul nsw i64 %stem.nb181, 24
   %86 = add nsw i64 %84, %85
   %87 = add nsw i64 %86, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %87
-  store <8 x float> %t18_c1_136, ptr %arena37, align 4
-  %t18_c1_238 = load <8 x float>, ptr %stem.t18_c1_2, align 32
-  %88 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c1_136, ptr %arena37, align 4
+  %t20_c1_238 = load <8 x float>, ptr %stem.t20_c1_2, align 32
+  %88 = mul nsw i64 %stem.mb192, 4
   %89 = add nsw i64 %88, 1
   %90 = mul nsw i64 %89, 16384
-  %91 = add nsw i64 1490944, %90
-  %92 = mul nsw i64 %stem.nb161, 24
+  %91 = add nsw i64 1490976, %90
+  %92 = mul nsw i64 %stem.nb181, 24
   %93 = add nsw i64 %91, %92
   %94 = add nsw i64 %93, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %94
-  store <8 x float> %t18_c1_238, ptr %arena39, align 4
-  %t18_c2_040 = load <8 x float>, ptr %stem.t18_c2_0, align 32
-  %95 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c1_238, ptr %arena39, align 4
+  %t20_c2_040 = load <8 x float>, ptr %stem.t20_c2_0, align 32
+  %95 = mul nsw i64 %stem.mb192, 4
   %96 = add nsw i64 %95, 2
   %97 = mul nsw i64 %96, 16384
-  %98 = add nsw i64 1490944, %97
-  %99 = mul nsw i64 %stem.nb161, 24
+  %98 = add nsw i64 1490976, %97
+  %99 = mul nsw i64 %stem.nb181, 24
   %100 = add nsw i64 %98, %99
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %100
-  store <8 x float> %t18_c2_040, ptr %arena41, align 4
-  %t18_c2_142 = load <8 x float>, ptr %stem.t18_c2_1, align 32
-  %101 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c2_040, ptr %arena41, align 4
+  %t20_c2_142 = load <8 x float>, ptr %stem.t20_c2_1, align 32
+  %101 = mul nsw i64 %stem.mb192, 4
   %102 = add nsw i64 %101, 2
   %103 = mul nsw i64 %102, 16384
-  %104 = add nsw i64 1490944, %103
-  %105 = mul nsw i64 %stem.nb161, 24
+  %104 = add nsw i64 1490976, %103
+  %105 = mul nsw i64 %stem.nb181, 24
   %106 = add nsw i64 %104, %105
   %107 = add nsw i64 %106, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %107
-  store <8 x float> %t18_c2_142, ptr %arena43, align 4
-  %t18_c2_244 = load <8 x float>, ptr %stem.t18_c2_2, align 32
-  %108 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c2_142, ptr %arena43, align 4
+  %t20_c2_244 = load <8 x float>, ptr %stem.t20_c2_2, align 32
+  %108 = mul nsw i64 %stem.mb192, 4
   %109 = add nsw i64 %108, 2
   %110 = mul nsw i64 %109, 16384
-  %111 = add nsw i64 1490944, %110
-  %112 = mul nsw i64 %stem.nb161, 24
+  %111 = add nsw i64 1490976, %110
+  %112 = mul nsw i64 %stem.nb181, 24
   %113 = add nsw i64 %111, %112
   %114 = add nsw i64 %113, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %114
-  store <8 x float> %t18_c2_244, ptr %arena45, align 4
-  %t18_c3_046 = load <8 x float>, ptr %stem.t18_c3_0, align 32
-  %115 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c2_244, ptr %arena45, align 4
+  %t20_c3_046 = load <8 x float>, ptr %stem.t20_c3_0, align 32
+  %115 = mul nsw i64 %stem.mb192, 4
   %116 = add nsw i64 %115, 3
   %117 = mul nsw i64 %116, 16384
-  %118 = add nsw i64 1490944, %117
-  %119 = mul nsw i64 %stem.nb161, 24
+  %118 = add nsw i64 1490976, %117
+  %119 = mul nsw i64 %stem.nb181, 24
   %120 = add nsw i64 %118, %119
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %120
-  store <8 x float> %t18_c3_046, ptr %arena47, align 4
-  %t18_c3_148 = load <8 x float>, ptr %stem.t18_c3_1, align 32
-  %121 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c3_046, ptr %arena47, align 4
+  %t20_c3_148 = load <8 x float>, ptr %stem.t20_c3_1, align 32
+  %121 = mul nsw i64 %stem.mb192, 4
   %122 = add nsw i64 %121, 3
   %123 = mul nsw i64 %122, 16384
-  %124 = add nsw i64 1490944, %123
-  %125 = mul nsw i64 %stem.nb161, 24
+  %124 = add nsw i64 1490976, %123
+  %125 = mul nsw i64 %stem.nb181, 24
   %126 = add nsw i64 %124, %125
   %127 = add nsw i64 %126, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %127
-  store <8 x float> %t18_c3_148, ptr %arena49, align 4
-  %t18_c3_250 = load <8 x float>, ptr %stem.t18_c3_2, align 32
-  %128 = mul nsw i64 %stem.mb172, 4
+  store <8 x float> %t20_c3_148, ptr %arena49, align 4
+  %t20_c3_250 = load <8 x float>, ptr %stem.t20_c3_2, align 32
+  %128 = mul nsw i64 %stem.mb192, 4
   %129 = add nsw i64 %128, 3
   %130 = mul nsw i64 %129, 16384
-  %131 = add nsw i64 1490944, %130
-  %132 = mul nsw i64 %stem.nb161, 24
+  %131 = add nsw i64 1490976, %130
+  %132 = mul nsw i64 %stem.nb181, 24
   %133 = add nsw i64 %131, %132
   %134 = add nsw i64 %133, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %134
-  store <8 x float> %t18_c3_250, ptr %arena51, align 4
-  %mb17.next = add nsw i64 %stem.mb172, 1
-  %135 = icmp slt i64 %mb17.next, 4
-  br i1 %135, label %stem.mb17, label %stem.mb17.end
+  store <8 x float> %t20_c3_250, ptr %arena51, align 4
+  %mb19.next = add nsw i64 %stem.mb192, 1
+  %135 = icmp slt i64 %mb19.next, 4
+  br i1 %135, label %stem.mb19, label %stem.mb19.end
 
-stem.mb20:                                        ; preds = %stem.k22.end, %stem.nb16.end
-  %stem.mb2052 = phi i64 [ 0, %stem.nb16.end ], [ %mb20.next, %stem.k22.end ]
-  store <8 x float> zeroinitializer, ptr %stem.t21_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %stem.t21_c3_1, align 32
-  br label %stem.k22
+stem.mb22:                                        ; preds = %stem.k24.end, %stem.nb18.end
+  %stem.mb2252 = phi i64 [ 0, %stem.nb18.end ], [ %mb22.next, %stem.k24.end ]
+  store <8 x float> zeroinitializer, ptr %stem.t23_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %stem.t23_c3_1, align 32
+  br label %stem.k24
 
-stem.mb20.end:                                    ; preds = %stem.k22.end
+stem.mb22.end:                                    ; preds = %stem.k24.end
   ret void
 
-stem.k22:                                         ; preds = %stem.k22, %stem.mb20
-  %stem.k2253 = phi i64 [ 0, %stem.mb20 ], [ %k22.next, %stem.k22 ]
-  %136 = mul nsw i64 %stem.k2253, 16384
-  %137 = add nsw i64 1048576, %136
+stem.k24:                                         ; preds = %stem.k24, %stem.mb22
+  %stem.k2453 = phi i64 [ 0, %stem.mb22 ], [ %k24.next, %stem.k24 ]
+  %136 = mul nsw i64 %stem.k2453, 16384
+  %137 = add nsw i64 1048608, %136
   %138 = add nsw i64 %137, 16368
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %138
   %139 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %139, ptr %stem.t21_b0, align 32
-  %140 = mul nsw i64 %stem.k2253, 16384
-  %141 = add nsw i64 1048576, %140
+  store <8 x float> %139, ptr %stem.t23_b0, align 32
+  %140 = mul nsw i64 %stem.k2453, 16384
+  %141 = add nsw i64 1048608, %140
   %142 = add nsw i64 %141, 16368
   %143 = add nsw i64 %142, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %143
   %144 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %144, ptr %stem.t21_b1, align 32
-  %145 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %144, ptr %stem.t23_b1, align 32
+  %145 = mul nsw i64 %stem.mb2252, 4
   %146 = mul nsw i64 %145, 27
-  %147 = add nsw i64 %146, %stem.k2253
+  %147 = add nsw i64 %146, %stem.k2453
   %params56 = getelementptr inbounds float, ptr %params, i64 %147
   %148 = load float, ptr %params56, align 4
   %149 = insertelement <8 x float> undef, float %148, i32 0
   %150 = shufflevector <8 x float> %149, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %150, ptr %stem.t21_a0, align 32
-  %t21_a0 = load <8 x float>, ptr %stem.t21_a0, align 32
-  %t21_b0 = load <8 x float>, ptr %stem.t21_b0, align 32
-  %t21_c0_0 = load <8 x float>, ptr %stem.t21_c0_0, align 32
-  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a0, <8 x float> %t21_b0, <8 x float> %t21_c0_0)
-  store <8 x float> %151, ptr %stem.t21_c0_0, align 32
-  %t21_a057 = load <8 x float>, ptr %stem.t21_a0, align 32
-  %t21_b1 = load <8 x float>, ptr %stem.t21_b1, align 32
-  %t21_c0_1 = load <8 x float>, ptr %stem.t21_c0_1, align 32
-  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a057, <8 x float> %t21_b1, <8 x float> %t21_c0_1)
-  store <8 x float> %152, ptr %stem.t21_c0_1, align 32
-  %153 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %150, ptr %stem.t23_a0, align 32
+  %t23_a0 = load <8 x float>, ptr %stem.t23_a0, align 32
+  %t23_b0 = load <8 x float>, ptr %stem.t23_b0, align 32
+  %t23_c0_0 = load <8 x float>, ptr %stem.t23_c0_0, align 32
+  %151 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a0, <8 x float> %t23_b0, <8 x float> %t23_c0_0)
+  store <8 x float> %151, ptr %stem.t23_c0_0, align 32
+  %t23_a057 = load <8 x float>, ptr %stem.t23_a0, align 32
+  %t23_b1 = load <8 x float>, ptr %stem.t23_b1, align 32
+  %t23_c0_1 = load <8 x float>, ptr %stem.t23_c0_1, align 32
+  %152 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a057, <8 x float> %t23_b1, <8 x float> %t23_c0_1)
+  store <8 x float> %152, ptr %stem.t23_c0_1, align 32
+  %153 = mul nsw i64 %stem.mb2252, 4
   %154 = add nsw i64 %153, 1
   %155 = mul nsw i64 %154, 27
-  %156 = add nsw i64 %155, %stem.k2253
+  %156 = add nsw i64 %155, %stem.k2453
   %params58 = getelementptr inbounds float, ptr %params, i64 %156
   %157 = load float, ptr %params58, align 4
   %158 = insertelement <8 x float> undef, float %157, i32 0
   %159 = shufflevector <8 x float> %158, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %159, ptr %stem.t21_a1, align 32
-  %t21_a1 = load <8 x float>, ptr %stem.t21_a1, align 32
-  %t21_b059 = load <8 x float>, ptr %stem.t21_b0, align 32
-  %t21_c1_0 = load <8 x float>, ptr %stem.t21_c1_0, align 32
-  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a1, <8 x float> %t21_b059, <8 x float> %t21_c1_0)
-  store <8 x float> %160, ptr %stem.t21_c1_0, align 32
-  %t21_a160 = load <8 x float>, ptr %stem.t21_a1, align 32
-  %t21_b161 = load <8 x float>, ptr %stem.t21_b1, align 32
-  %t21_c1_1 = load <8 x float>, ptr %stem.t21_c1_1, align 32
-  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a160, <8 x float> %t21_b161, <8 x float> %t21_c1_1)
-  store <8 x float> %161, ptr %stem.t21_c1_1, align 32
-  %162 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %159, ptr %stem.t23_a1, align 32
+  %t23_a1 = load <8 x float>, ptr %stem.t23_a1, align 32
+  %t23_b059 = load <8 x float>, ptr %stem.t23_b0, align 32
+  %t23_c1_0 = load <8 x float>, ptr %stem.t23_c1_0, align 32
+  %160 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a1, <8 x float> %t23_b059, <8 x float> %t23_c1_0)
+  store <8 x float> %160, ptr %stem.t23_c1_0, align 32
+  %t23_a160 = load <8 x float>, ptr %stem.t23_a1, align 32
+  %t23_b161 = load <8 x float>, ptr %stem.t23_b1, align 32
+  %t23_c1_1 = load <8 x float>, ptr %stem.t23_c1_1, align 32
+  %161 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a160, <8 x float> %t23_b161, <8 x float> %t23_c1_1)
+  store <8 x float> %161, ptr %stem.t23_c1_1, align 32
+  %162 = mul nsw i64 %stem.mb2252, 4
   %163 = add nsw i64 %162, 2
   %164 = mul nsw i64 %163, 27
-  %165 = add nsw i64 %164, %stem.k2253
+  %165 = add nsw i64 %164, %stem.k2453
   %params62 = getelementptr inbounds float, ptr %params, i64 %165
   %166 = load float, ptr %params62, align 4
   %167 = insertelement <8 x float> undef, float %166, i32 0
   %168 = shufflevector <8 x float> %167, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %168, ptr %stem.t21_a2, align 32
-  %t21_a2 = load <8 x float>, ptr %stem.t21_a2, align 32
-  %t21_b063 = load <8 x float>, ptr %stem.t21_b0, align 32
-  %t21_c2_0 = load <8 x float>, ptr %stem.t21_c2_0, align 32
-  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a2, <8 x float> %t21_b063, <8 x float> %t21_c2_0)
-  store <8 x float> %169, ptr %stem.t21_c2_0, align 32
-  %t21_a264 = load <8 x float>, ptr %stem.t21_a2, align 32
-  %t21_b165 = load <8 x float>, ptr %stem.t21_b1, align 32
-  %t21_c2_1 = load <8 x float>, ptr %stem.t21_c2_1, align 32
-  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a264, <8 x float> %t21_b165, <8 x float> %t21_c2_1)
-  store <8 x float> %170, ptr %stem.t21_c2_1, align 32
-  %171 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %168, ptr %stem.t23_a2, align 32
+  %t23_a2 = load <8 x float>, ptr %stem.t23_a2, align 32
+  %t23_b063 = load <8 x float>, ptr %stem.t23_b0, align 32
+  %t23_c2_0 = load <8 x float>, ptr %stem.t23_c2_0, align 32
+  %169 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a2, <8 x float> %t23_b063, <8 x float> %t23_c2_0)
+  store <8 x float> %169, ptr %stem.t23_c2_0, align 32
+  %t23_a264 = load <8 x float>, ptr %stem.t23_a2, align 32
+  %t23_b165 = load <8 x float>, ptr %stem.t23_b1, align 32
+  %t23_c2_1 = load <8 x float>, ptr %stem.t23_c2_1, align 32
+  %170 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a264, <8 x float> %t23_b165, <8 x float> %t23_c2_1)
+  store <8 x float> %170, ptr %stem.t23_c2_1, align 32
+  %171 = mul nsw i64 %stem.mb2252, 4
   %172 = add nsw i64 %171, 3
   %173 = mul nsw i64 %172, 27
-  %174 = add nsw i64 %173, %stem.k2253
+  %174 = add nsw i64 %173, %stem.k2453
   %params66 = getelementptr inbounds float, ptr %params, i64 %174
   %175 = load float, ptr %params66, align 4
   %176 = insertelement <8 x float> undef, float %175, i32 0
   %177 = shufflevector <8 x float> %176, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %177, ptr %stem.t21_a3, align 32
-  %t21_a3 = load <8 x float>, ptr %stem.t21_a3, align 32
-  %t21_b067 = load <8 x float>, ptr %stem.t21_b0, align 32
-  %t21_c3_0 = load <8 x float>, ptr %stem.t21_c3_0, align 32
-  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a3, <8 x float> %t21_b067, <8 x float> %t21_c3_0)
-  store <8 x float> %178, ptr %stem.t21_c3_0, align 32
-  %t21_a368 = load <8 x float>, ptr %stem.t21_a3, align 32
-  %t21_b169 = load <8 x float>, ptr %stem.t21_b1, align 32
-  %t21_c3_1 = load <8 x float>, ptr %stem.t21_c3_1, align 32
-  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t21_a368, <8 x float> %t21_b169, <8 x float> %t21_c3_1)
-  store <8 x float> %179, ptr %stem.t21_c3_1, align 32
-  %k22.next = add nsw i64 %stem.k2253, 1
-  %180 = icmp slt i64 %k22.next, 27
-  br i1 %180, label %stem.k22, label %stem.k22.end
+  store <8 x float> %177, ptr %stem.t23_a3, align 32
+  %t23_a3 = load <8 x float>, ptr %stem.t23_a3, align 32
+  %t23_b067 = load <8 x float>, ptr %stem.t23_b0, align 32
+  %t23_c3_0 = load <8 x float>, ptr %stem.t23_c3_0, align 32
+  %178 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a3, <8 x float> %t23_b067, <8 x float> %t23_c3_0)
+  store <8 x float> %178, ptr %stem.t23_c3_0, align 32
+  %t23_a368 = load <8 x float>, ptr %stem.t23_a3, align 32
+  %t23_b169 = load <8 x float>, ptr %stem.t23_b1, align 32
+  %t23_c3_1 = load <8 x float>, ptr %stem.t23_c3_1, align 32
+  %179 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t23_a368, <8 x float> %t23_b169, <8 x float> %t23_c3_1)
+  store <8 x float> %179, ptr %stem.t23_c3_1, align 32
+  %k24.next = add nsw i64 %stem.k2453, 1
+  %180 = icmp slt i64 %k24.next, 27
+  br i1 %180, label %stem.k24, label %stem.k24.end
 
-stem.k22.end:                                     ; preds = %stem.k22
-  %t21_c0_070 = load <8 x float>, ptr %stem.t21_c0_0, align 32
-  %181 = mul nsw i64 %stem.mb2052, 4
+stem.k24.end:                                     ; preds = %stem.k24
+  %t23_c0_070 = load <8 x float>, ptr %stem.t23_c0_0, align 32
+  %181 = mul nsw i64 %stem.mb2252, 4
   %182 = mul nsw i64 %181, 16384
-  %183 = add nsw i64 1490944, %182
+  %183 = add nsw i64 1490976, %182
   %184 = add nsw i64 %183, 16368
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %184
-  store <8 x float> %t21_c0_070, ptr %arena71, align 4
-  %t21_c0_172 = load <8 x float>, ptr %stem.t21_c0_1, align 32
-  %185 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c0_070, ptr %arena71, align 4
+  %t23_c0_172 = load <8 x float>, ptr %stem.t23_c0_1, align 32
+  %185 = mul nsw i64 %stem.mb2252, 4
   %186 = mul nsw i64 %185, 16384
-  %187 = add nsw i64 1490944, %186
+  %187 = add nsw i64 1490976, %186
   %188 = add nsw i64 %187, 16368
   %189 = add nsw i64 %188, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %189
-  store <8 x float> %t21_c0_172, ptr %arena73, align 4
-  %t21_c1_074 = load <8 x float>, ptr %stem.t21_c1_0, align 32
-  %190 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c0_172, ptr %arena73, align 4
+  %t23_c1_074 = load <8 x float>, ptr %stem.t23_c1_0, align 32
+  %190 = mul nsw i64 %stem.mb2252, 4
   %191 = add nsw i64 %190, 1
   %192 = mul nsw i64 %191, 16384
-  %193 = add nsw i64 1490944, %192
+  %193 = add nsw i64 1490976, %192
   %194 = add nsw i64 %193, 16368
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %194
-  store <8 x float> %t21_c1_074, ptr %arena75, align 4
-  %t21_c1_176 = load <8 x float>, ptr %stem.t21_c1_1, align 32
-  %195 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c1_074, ptr %arena75, align 4
+  %t23_c1_176 = load <8 x float>, ptr %stem.t23_c1_1, align 32
+  %195 = mul nsw i64 %stem.mb2252, 4
   %196 = add nsw i64 %195, 1
   %197 = mul nsw i64 %196, 16384
-  %198 = add nsw i64 1490944, %197
+  %198 = add nsw i64 1490976, %197
   %199 = add nsw i64 %198, 16368
   %200 = add nsw i64 %199, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  store <8 x float> %t21_c1_176, ptr %arena77, align 4
-  %t21_c2_078 = load <8 x float>, ptr %stem.t21_c2_0, align 32
-  %201 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c1_176, ptr %arena77, align 4
+  %t23_c2_078 = load <8 x float>, ptr %stem.t23_c2_0, align 32
+  %201 = mul nsw i64 %stem.mb2252, 4
   %202 = add nsw i64 %201, 2
   %203 = mul nsw i64 %202, 16384
-  %204 = add nsw i64 1490944, %203
+  %204 = add nsw i64 1490976, %203
   %205 = add nsw i64 %204, 16368
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %205
-  store <8 x float> %t21_c2_078, ptr %arena79, align 4
-  %t21_c2_180 = load <8 x float>, ptr %stem.t21_c2_1, align 32
-  %206 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c2_078, ptr %arena79, align 4
+  %t23_c2_180 = load <8 x float>, ptr %stem.t23_c2_1, align 32
+  %206 = mul nsw i64 %stem.mb2252, 4
   %207 = add nsw i64 %206, 2
   %208 = mul nsw i64 %207, 16384
-  %209 = add nsw i64 1490944, %208
+  %209 = add nsw i64 1490976, %208
   %210 = add nsw i64 %209, 16368
   %211 = add nsw i64 %210, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %211
-  store <8 x float> %t21_c2_180, ptr %arena81, align 4
-  %t21_c3_082 = load <8 x float>, ptr %stem.t21_c3_0, align 32
-  %212 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c2_180, ptr %arena81, align 4
+  %t23_c3_082 = load <8 x float>, ptr %stem.t23_c3_0, align 32
+  %212 = mul nsw i64 %stem.mb2252, 4
   %213 = add nsw i64 %212, 3
   %214 = mul nsw i64 %213, 16384
-  %215 = add nsw i64 1490944, %214
+  %215 = add nsw i64 1490976, %214
   %216 = add nsw i64 %215, 16368
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %216
-  store <8 x float> %t21_c3_082, ptr %arena83, align 4
-  %t21_c3_184 = load <8 x float>, ptr %stem.t21_c3_1, align 32
-  %217 = mul nsw i64 %stem.mb2052, 4
+  store <8 x float> %t23_c3_082, ptr %arena83, align 4
+  %t23_c3_184 = load <8 x float>, ptr %stem.t23_c3_1, align 32
+  %217 = mul nsw i64 %stem.mb2252, 4
   %218 = add nsw i64 %217, 3
   %219 = mul nsw i64 %218, 16384
-  %220 = add nsw i64 1490944, %219
+  %220 = add nsw i64 1490976, %219
   %221 = add nsw i64 %220, 16368
   %222 = add nsw i64 %221, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %222
-  store <8 x float> %t21_c3_184, ptr %arena85, align 4
-  %mb20.next = add nsw i64 %stem.mb2052, 1
-  %223 = icmp slt i64 %mb20.next, 4
-  br i1 %223, label %stem.mb20, label %stem.mb20.end
+  store <8 x float> %t23_c3_184, ptr %arena85, align 4
+  %mb22.next = add nsw i64 %stem.mb2252, 1
+  %223 = icmp slt i64 %mb22.next, 4
+  br i1 %223, label %stem.mb22, label %stem.mb22.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k1.stem_bn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k2.s1_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %stem_bn.scale30 = alloca float, align 4
-  %stem_bn.var29 = alloca float, align 4
-  %stem_bn.mean28 = alloca float, align 4
-  br label %stem_bn.c27
+  %s1_bn1.scale30 = alloca float, align 4
+  br label %s1_bn1.c29
 
-stem_bn.c27:                                      ; preds = %stem_bn.n31.end, %entry
-  %stem_bn.c271 = phi i64 [ 0, %entry ], [ %c27.next, %stem_bn.n31.end ]
-  %0 = add nsw i64 78042, %stem_bn.c271
+s1_bn1.c29:                                       ; preds = %s1_bn1.c29, %entry
+  %s1_bn1.c291 = phi i64 [ 0, %entry ], [ %c29.next, %s1_bn1.c29 ]
+  %0 = add nsw i64 2768, %s1_bn1.c291
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %stem_bn.mean28, align 4
-  %2 = add nsw i64 78058, %stem_bn.c271
+  %2 = add nsw i64 78090, %s1_bn1.c291
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %stem_bn.var29, align 4
-  %4 = add nsw i64 432, %stem_bn.c271
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var29 = load float, ptr %stem_bn.var29, align 4
-  %6 = fadd float %var29, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %stem_bn.scale30, align 4
-  br label %stem_bn.n31
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s1_bn1.scale30, align 4
+  %scale30 = load float, ptr %s1_bn1.scale30, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s1_bn1.c291
+  store float %scale30, ptr %arena4, align 4
+  %8 = add nsw i64 2784, %s1_bn1.c291
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78074, %s1_bn1.c291
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale307 = load float, ptr %s1_bn1.scale30, align 4
+  %12 = fmul float %11, %scale307
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 16, %s1_bn1.c291
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c29.next = add nsw i64 %s1_bn1.c291, 1
+  %15 = icmp slt i64 %c29.next, 16
+  br i1 %15, label %s1_bn1.c29, label %s1_bn1.c29.end
 
-stem_bn.c27.end:                                  ; preds = %stem_bn.n31.end
-  ret void
-
-stem_bn.n31:                                      ; preds = %stem_bn.i32.end, %stem_bn.c27
-  %stem_bn.n315 = phi i64 [ 0, %stem_bn.c27 ], [ %n31.next, %stem_bn.i32.end ]
-  br label %stem_bn.i32
-
-stem_bn.n31.end:                                  ; preds = %stem_bn.i32.end
-  %c27.next = add nsw i64 %stem_bn.c271, 1
-  %10 = icmp slt i64 %c27.next, 16
-  br i1 %10, label %stem_bn.c27, label %stem_bn.c27.end
-
-stem_bn.i32:                                      ; preds = %stem_bn.i32, %stem_bn.n31
-  %stem_bn.i326 = phi i64 [ 0, %stem_bn.n31 ], [ %i32.next, %stem_bn.i32 ]
-  %11 = mul nsw i64 %stem_bn.n315, 16
-  %12 = add nsw i64 %11, %stem_bn.c271
-  %13 = mul nsw i64 %12, 1024
-  %14 = add nsw i64 %13, %stem_bn.i326
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
-  %15 = load float, ptr %arena7, align 4
-  %mean28 = load float, ptr %stem_bn.mean28, align 4
-  %16 = fsub float %15, %mean28
-  %scale30 = load float, ptr %stem_bn.scale30, align 4
-  %17 = fmul float %16, %scale30
-  %18 = add nsw i64 448, %stem_bn.c271
-  %params8 = getelementptr inbounds float, ptr %params, i64 %18
-  %19 = load float, ptr %params8, align 4
-  %20 = fadd float %17, %19
-  %21 = mul nsw i64 %stem_bn.n315, 16
-  %22 = add nsw i64 %21, %stem_bn.c271
-  %23 = mul nsw i64 %22, 1024
-  %24 = add nsw i64 %23, %stem_bn.i326
-  %25 = add nsw i64 1048576, %24
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
-  store float %20, ptr %arena9, align 4
-  %i32.next = add nsw i64 %stem_bn.i326, 1
-  %26 = icmp slt i64 %i32.next, 1024
-  br i1 %26, label %stem_bn.i32, label %stem_bn.i32.end
-
-stem_bn.i32.end:                                  ; preds = %stem_bn.i32
-  %n31.next = add nsw i64 %stem_bn.n315, 1
-  %27 = icmp slt i64 %n31.next, 64
-  br i1 %27, label %stem_bn.n31, label %stem_bn.n31.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k2.x0(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
-entry:
-  br label %x0.i33
-
-x0.i33:                                           ; preds = %x0.i33, %entry
-  %x0.i331 = phi i64 [ 0, %entry ], [ %i33.next, %x0.i33 ]
-  %0 = add nsw i64 1048576, %x0.i331
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1048576, %x0.i331
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %x0.i331
-  store float %5, ptr %arena4, align 4
-  %i33.next = add nsw i64 %x0.i331, 1
-  %6 = icmp slt i64 %i33.next, 1048576
-  br i1 %6, label %x0.i33, label %x0.i33.end
-
-x0.i33.end:                                       ; preds = %x0.i33
+s1_bn1.c29.end:                                   ; preds = %s1_bn1.c29
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k3.s1_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k3.s1_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s1_bn1.scale129 = alloca float, align 4
-  %s1_bn1.var128 = alloca float, align 4
-  %s1_bn1.mean127 = alloca float, align 4
-  br label %s1_bn1.c126
+  %s1_conv1.w119 = alloca <8 x float>, align 32
+  %s1_conv1.w118 = alloca <8 x float>, align 32
+  %s1_conv1.w117 = alloca <8 x float>, align 32
+  %s1_conv1.w116 = alloca <8 x float>, align 32
+  %s1_conv1.w115 = alloca <8 x float>, align 32
+  %s1_conv1.w114 = alloca <8 x float>, align 32
+  %s1_conv1.w113 = alloca <8 x float>, align 32
+  %s1_conv1.w112 = alloca <8 x float>, align 32
+  %s1_conv1.w111 = alloca <8 x float>, align 32
+  %s1_conv1.w110 = alloca <8 x float>, align 32
+  %s1_conv1.w109 = alloca <8 x float>, align 32
+  %s1_conv1.w108 = alloca <8 x float>, align 32
+  %s1_conv1.w102 = alloca <8 x float>, align 32
+  %s1_conv1.w101 = alloca <8 x float>, align 32
+  %s1_conv1.w100 = alloca <8 x float>, align 32
+  %s1_conv1.w99 = alloca <8 x float>, align 32
+  %s1_conv1.w98 = alloca <8 x float>, align 32
+  %s1_conv1.w97 = alloca <8 x float>, align 32
+  %s1_conv1.w96 = alloca <8 x float>, align 32
+  %s1_conv1.w95 = alloca <8 x float>, align 32
+  %s1_conv1.w94 = alloca <8 x float>, align 32
+  %s1_conv1.w93 = alloca <8 x float>, align 32
+  %s1_conv1.w92 = alloca <8 x float>, align 32
+  %s1_conv1.w91 = alloca <8 x float>, align 32
+  %s1_conv1.w90 = alloca <8 x float>, align 32
+  %s1_conv1.w89 = alloca <8 x float>, align 32
+  %s1_conv1.w88 = alloca <8 x float>, align 32
+  %s1_conv1.w87 = alloca <8 x float>, align 32
+  %s1_conv1.w86 = alloca <8 x float>, align 32
+  %s1_conv1.w85 = alloca <8 x float>, align 32
+  %s1_conv1.w84 = alloca <8 x float>, align 32
+  %s1_conv1.w83 = alloca <8 x float>, align 32
+  %s1_conv1.w82 = alloca <8 x float>, align 32
+  %s1_conv1.w81 = alloca <8 x float>, align 32
+  %s1_conv1.w80 = alloca <8 x float>, align 32
+  %s1_conv1.w79 = alloca <8 x float>, align 32
+  %s1_conv1.w78 = alloca <8 x float>, align 32
+  %s1_conv1.w77 = alloca <8 x float>, align 32
+  %s1_conv1.w76 = alloca <8 x float>, align 32
+  %s1_conv1.w75 = alloca <8 x float>, align 32
+  %s1_conv1.w74 = alloca <8 x float>, align 32
+  %s1_conv1.w73 = alloca <8 x float>, align 32
+  %s1_conv1.w72 = alloca <8 x float>, align 32
+  %s1_conv1.w71 = alloca <8 x float>, align 32
+  %s1_conv1.w60 = alloca float, align 4
+  %s1_conv1.w59 = alloca float, align 4
+  %s1_conv1.w58 = alloca float, align 4
+  %s1_conv1.w57 = alloca float, align 4
+  %s1_conv1.w56 = alloca float, align 4
+  %s1_conv1.w55 = alloca float, align 4
+  %s1_conv1.w54 = alloca float, align 4
+  %s1_conv1.w53 = alloca float, align 4
+  %s1_conv1.w52 = alloca float, align 4
+  %s1_conv1.w51 = alloca float, align 4
+  %s1_conv1.w50 = alloca float, align 4
+  %s1_conv1.w49 = alloca float, align 4
+  %s1_conv1.w48 = alloca float, align 4
+  %s1_conv1.w47 = alloca float, align 4
+  %s1_conv1.w46 = alloca float, align 4
+  %s1_conv1.w45 = alloca float, align 4
+  %s1_conv1.w44 = alloca float, align 4
+  %s1_conv1.w43 = alloca float, align 4
+  %s1_conv1.w42 = alloca float, align 4
+  %s1_conv1.w41 = alloca float, align 4
+  %s1_conv1.w40 = alloca float, align 4
+  %s1_conv1.w39 = alloca float, align 4
+  %s1_conv1.w38 = alloca float, align 4
+  %s1_conv1.w37 = alloca float, align 4
+  %s1_conv1.w36 = alloca float, align 4
+  %s1_conv1.w35 = alloca float, align 4
+  %s1_conv1.w34 = alloca float, align 4
+  %s1_conv1.w33 = alloca float, align 4
+  br label %s1_conv1.ci31
 
-s1_bn1.c126:                                      ; preds = %s1_bn1.n130.end, %entry
-  %s1_bn1.c1261 = phi i64 [ 0, %entry ], [ %c126.next, %s1_bn1.n130.end ]
-  %0 = add nsw i64 78074, %s1_bn1.c1261
+s1_conv1.ci31:                                    ; preds = %s1_conv1.co32.end, %entry
+  %s1_conv1.ci311 = phi i64 [ 0, %entry ], [ %ci31.next, %s1_conv1.co32.end ]
+  br label %s1_conv1.co32
+
+s1_conv1.ci31.end:                                ; preds = %s1_conv1.co32.end
+  br label %s1_conv1.i61
+
+s1_conv1.co32:                                    ; preds = %s1_conv1.co32, %s1_conv1.ci31
+  %s1_conv1.co322 = phi i64 [ 0, %s1_conv1.ci31 ], [ %co32.next, %s1_conv1.co32 ]
+  %0 = mul nsw i64 %s1_conv1.co322, 16
+  %1 = add nsw i64 %0, %s1_conv1.ci311
+  %2 = mul nsw i64 %1, 9
+  %3 = add nsw i64 464, %2
+  %params3 = getelementptr inbounds float, ptr %params, i64 %3
+  %4 = load float, ptr %params3, align 4
+  store float %4, ptr %s1_conv1.w33, align 4
+  %5 = mul nsw i64 %s1_conv1.co322, 16
+  %6 = add nsw i64 %5, %s1_conv1.ci311
+  %7 = mul nsw i64 %6, 9
+  %8 = add nsw i64 464, %7
+  %params4 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params4, align 4
+  %10 = mul nsw i64 %s1_conv1.co322, 16
+  %11 = add nsw i64 %10, %s1_conv1.ci311
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 464, %12
+  %14 = add nsw i64 %13, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %14
+  %15 = load float, ptr %params5, align 4
+  %16 = fadd float %9, %15
+  %17 = mul nsw i64 %s1_conv1.co322, 16
+  %18 = add nsw i64 %17, %s1_conv1.ci311
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 464, %19
+  %21 = add nsw i64 %20, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params6, align 4
+  %23 = fadd float %16, %22
+  %24 = fmul float %23, 5.000000e-01
+  store float %24, ptr %s1_conv1.w34, align 4
+  %25 = mul nsw i64 %s1_conv1.co322, 16
+  %26 = add nsw i64 %25, %s1_conv1.ci311
+  %27 = mul nsw i64 %26, 9
+  %28 = add nsw i64 464, %27
+  %params7 = getelementptr inbounds float, ptr %params, i64 %28
+  %29 = load float, ptr %params7, align 4
+  %30 = mul nsw i64 %s1_conv1.co322, 16
+  %31 = add nsw i64 %30, %s1_conv1.ci311
+  %32 = mul nsw i64 %31, 9
+  %33 = add nsw i64 464, %32
+  %34 = add nsw i64 %33, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %34
+  %35 = load float, ptr %params8, align 4
+  %36 = fadd float %29, %35
+  %37 = mul nsw i64 %s1_conv1.co322, 16
+  %38 = add nsw i64 %37, %s1_conv1.ci311
+  %39 = mul nsw i64 %38, 9
+  %40 = add nsw i64 464, %39
+  %41 = add nsw i64 %40, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %41
+  %42 = load float, ptr %params9, align 4
+  %43 = fsub float %36, %42
+  %44 = fmul float %43, 5.000000e-01
+  store float %44, ptr %s1_conv1.w35, align 4
+  %45 = mul nsw i64 %s1_conv1.co322, 16
+  %46 = add nsw i64 %45, %s1_conv1.ci311
+  %47 = mul nsw i64 %46, 9
+  %48 = add nsw i64 464, %47
+  %49 = add nsw i64 %48, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %49
+  %50 = load float, ptr %params10, align 4
+  store float %50, ptr %s1_conv1.w36, align 4
+  %51 = mul nsw i64 %s1_conv1.co322, 16
+  %52 = add nsw i64 %51, %s1_conv1.ci311
+  %53 = mul nsw i64 %52, 9
+  %54 = add nsw i64 464, %53
+  %55 = add nsw i64 %54, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %55
+  %56 = load float, ptr %params11, align 4
+  store float %56, ptr %s1_conv1.w37, align 4
+  %57 = mul nsw i64 %s1_conv1.co322, 16
+  %58 = add nsw i64 %57, %s1_conv1.ci311
+  %59 = mul nsw i64 %58, 9
+  %60 = add nsw i64 464, %59
+  %61 = add nsw i64 %60, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %61
+  %62 = load float, ptr %params12, align 4
+  %63 = mul nsw i64 %s1_conv1.co322, 16
+  %64 = add nsw i64 %63, %s1_conv1.ci311
+  %65 = mul nsw i64 %64, 9
+  %66 = add nsw i64 464, %65
+  %67 = add nsw i64 %66, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params13, align 4
+  %69 = fadd float %62, %68
+  %70 = mul nsw i64 %s1_conv1.co322, 16
+  %71 = add nsw i64 %70, %s1_conv1.ci311
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 464, %72
+  %74 = add nsw i64 %73, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params14, align 4
+  %76 = fadd float %69, %75
+  %77 = fmul float %76, 5.000000e-01
+  store float %77, ptr %s1_conv1.w38, align 4
+  %78 = mul nsw i64 %s1_conv1.co322, 16
+  %79 = add nsw i64 %78, %s1_conv1.ci311
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 464, %80
+  %82 = add nsw i64 %81, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params15, align 4
+  %84 = mul nsw i64 %s1_conv1.co322, 16
+  %85 = add nsw i64 %84, %s1_conv1.ci311
+  %86 = mul nsw i64 %85, 9
+  %87 = add nsw i64 464, %86
+  %88 = add nsw i64 %87, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %88
+  %89 = load float, ptr %params16, align 4
+  %90 = fadd float %83, %89
+  %91 = mul nsw i64 %s1_conv1.co322, 16
+  %92 = add nsw i64 %91, %s1_conv1.ci311
+  %93 = mul nsw i64 %92, 9
+  %94 = add nsw i64 464, %93
+  %95 = add nsw i64 %94, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %95
+  %96 = load float, ptr %params17, align 4
+  %97 = fsub float %90, %96
+  %98 = fmul float %97, 5.000000e-01
+  store float %98, ptr %s1_conv1.w39, align 4
+  %99 = mul nsw i64 %s1_conv1.co322, 16
+  %100 = add nsw i64 %99, %s1_conv1.ci311
+  %101 = mul nsw i64 %100, 9
+  %102 = add nsw i64 464, %101
+  %103 = add nsw i64 %102, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %103
+  %104 = load float, ptr %params18, align 4
+  store float %104, ptr %s1_conv1.w40, align 4
+  %105 = mul nsw i64 %s1_conv1.co322, 16
+  %106 = add nsw i64 %105, %s1_conv1.ci311
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 464, %107
+  %109 = add nsw i64 %108, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params19, align 4
+  store float %110, ptr %s1_conv1.w41, align 4
+  %111 = mul nsw i64 %s1_conv1.co322, 16
+  %112 = add nsw i64 %111, %s1_conv1.ci311
+  %113 = mul nsw i64 %112, 9
+  %114 = add nsw i64 464, %113
+  %115 = add nsw i64 %114, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %115
+  %116 = load float, ptr %params20, align 4
+  %117 = mul nsw i64 %s1_conv1.co322, 16
+  %118 = add nsw i64 %117, %s1_conv1.ci311
+  %119 = mul nsw i64 %118, 9
+  %120 = add nsw i64 464, %119
+  %121 = add nsw i64 %120, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %121
+  %122 = load float, ptr %params21, align 4
+  %123 = fadd float %116, %122
+  %124 = mul nsw i64 %s1_conv1.co322, 16
+  %125 = add nsw i64 %124, %s1_conv1.ci311
+  %126 = mul nsw i64 %125, 9
+  %127 = add nsw i64 464, %126
+  %128 = add nsw i64 %127, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %128
+  %129 = load float, ptr %params22, align 4
+  %130 = fadd float %123, %129
+  %131 = fmul float %130, 5.000000e-01
+  store float %131, ptr %s1_conv1.w42, align 4
+  %132 = mul nsw i64 %s1_conv1.co322, 16
+  %133 = add nsw i64 %132, %s1_conv1.ci311
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 464, %134
+  %136 = add nsw i64 %135, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params23, align 4
+  %138 = mul nsw i64 %s1_conv1.co322, 16
+  %139 = add nsw i64 %138, %s1_conv1.ci311
+  %140 = mul nsw i64 %139, 9
+  %141 = add nsw i64 464, %140
+  %142 = add nsw i64 %141, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params24, align 4
+  %144 = fadd float %137, %143
+  %145 = mul nsw i64 %s1_conv1.co322, 16
+  %146 = add nsw i64 %145, %s1_conv1.ci311
+  %147 = mul nsw i64 %146, 9
+  %148 = add nsw i64 464, %147
+  %149 = add nsw i64 %148, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %149
+  %150 = load float, ptr %params25, align 4
+  %151 = fsub float %144, %150
+  %152 = fmul float %151, 5.000000e-01
+  store float %152, ptr %s1_conv1.w43, align 4
+  %153 = mul nsw i64 %s1_conv1.co322, 16
+  %154 = add nsw i64 %153, %s1_conv1.ci311
+  %155 = mul nsw i64 %154, 9
+  %156 = add nsw i64 464, %155
+  %157 = add nsw i64 %156, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %157
+  %158 = load float, ptr %params26, align 4
+  store float %158, ptr %s1_conv1.w44, align 4
+  %w33 = load float, ptr %s1_conv1.w33, align 4
+  store float %w33, ptr %s1_conv1.w45, align 4
+  %w3327 = load float, ptr %s1_conv1.w33, align 4
+  %w37 = load float, ptr %s1_conv1.w37, align 4
+  %159 = fadd float %w3327, %w37
+  %w41 = load float, ptr %s1_conv1.w41, align 4
+  %160 = fadd float %159, %w41
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %s1_conv1.w46, align 4
+  %w3328 = load float, ptr %s1_conv1.w33, align 4
+  %w4129 = load float, ptr %s1_conv1.w41, align 4
+  %162 = fadd float %w3328, %w4129
+  %w3730 = load float, ptr %s1_conv1.w37, align 4
+  %163 = fsub float %162, %w3730
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %s1_conv1.w47, align 4
+  %w4131 = load float, ptr %s1_conv1.w41, align 4
+  store float %w4131, ptr %s1_conv1.w48, align 4
+  %w34 = load float, ptr %s1_conv1.w34, align 4
+  store float %w34, ptr %s1_conv1.w49, align 4
+  %w3432 = load float, ptr %s1_conv1.w34, align 4
+  %w38 = load float, ptr %s1_conv1.w38, align 4
+  %165 = fadd float %w3432, %w38
+  %w42 = load float, ptr %s1_conv1.w42, align 4
+  %166 = fadd float %165, %w42
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %s1_conv1.w50, align 4
+  %w3433 = load float, ptr %s1_conv1.w34, align 4
+  %w4234 = load float, ptr %s1_conv1.w42, align 4
+  %168 = fadd float %w3433, %w4234
+  %w3835 = load float, ptr %s1_conv1.w38, align 4
+  %169 = fsub float %168, %w3835
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %s1_conv1.w51, align 4
+  %w4236 = load float, ptr %s1_conv1.w42, align 4
+  store float %w4236, ptr %s1_conv1.w52, align 4
+  %w35 = load float, ptr %s1_conv1.w35, align 4
+  store float %w35, ptr %s1_conv1.w53, align 4
+  %w3537 = load float, ptr %s1_conv1.w35, align 4
+  %w39 = load float, ptr %s1_conv1.w39, align 4
+  %171 = fadd float %w3537, %w39
+  %w43 = load float, ptr %s1_conv1.w43, align 4
+  %172 = fadd float %171, %w43
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %s1_conv1.w54, align 4
+  %w3538 = load float, ptr %s1_conv1.w35, align 4
+  %w4339 = load float, ptr %s1_conv1.w43, align 4
+  %174 = fadd float %w3538, %w4339
+  %w3940 = load float, ptr %s1_conv1.w39, align 4
+  %175 = fsub float %174, %w3940
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %s1_conv1.w55, align 4
+  %w4341 = load float, ptr %s1_conv1.w43, align 4
+  store float %w4341, ptr %s1_conv1.w56, align 4
+  %w36 = load float, ptr %s1_conv1.w36, align 4
+  store float %w36, ptr %s1_conv1.w57, align 4
+  %w3642 = load float, ptr %s1_conv1.w36, align 4
+  %w40 = load float, ptr %s1_conv1.w40, align 4
+  %177 = fadd float %w3642, %w40
+  %w44 = load float, ptr %s1_conv1.w44, align 4
+  %178 = fadd float %177, %w44
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %s1_conv1.w58, align 4
+  %w3643 = load float, ptr %s1_conv1.w36, align 4
+  %w4444 = load float, ptr %s1_conv1.w44, align 4
+  %180 = fadd float %w3643, %w4444
+  %w4045 = load float, ptr %s1_conv1.w40, align 4
+  %181 = fsub float %180, %w4045
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %s1_conv1.w59, align 4
+  %w4446 = load float, ptr %s1_conv1.w44, align 4
+  store float %w4446, ptr %s1_conv1.w60, align 4
+  %w45 = load float, ptr %s1_conv1.w45, align 4
+  %183 = mul nsw i64 %s1_conv1.ci311, 16
+  %184 = add nsw i64 2097184, %183
+  %185 = add nsw i64 %184, %s1_conv1.co322
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w45, ptr %arena47, align 4
+  %w46 = load float, ptr %s1_conv1.w46, align 4
+  %186 = mul nsw i64 %s1_conv1.ci311, 16
+  %187 = add nsw i64 2097440, %186
+  %188 = add nsw i64 %187, %s1_conv1.co322
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w46, ptr %arena48, align 4
+  %w47 = load float, ptr %s1_conv1.w47, align 4
+  %189 = mul nsw i64 %s1_conv1.ci311, 16
+  %190 = add nsw i64 2097696, %189
+  %191 = add nsw i64 %190, %s1_conv1.co322
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w47, ptr %arena49, align 4
+  %w48 = load float, ptr %s1_conv1.w48, align 4
+  %192 = mul nsw i64 %s1_conv1.ci311, 16
+  %193 = add nsw i64 2097952, %192
+  %194 = add nsw i64 %193, %s1_conv1.co322
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w48, ptr %arena50, align 4
+  %w49 = load float, ptr %s1_conv1.w49, align 4
+  %195 = mul nsw i64 %s1_conv1.ci311, 16
+  %196 = add nsw i64 2098208, %195
+  %197 = add nsw i64 %196, %s1_conv1.co322
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w49, ptr %arena51, align 4
+  %w50 = load float, ptr %s1_conv1.w50, align 4
+  %198 = mul nsw i64 %s1_conv1.ci311, 16
+  %199 = add nsw i64 2098464, %198
+  %200 = add nsw i64 %199, %s1_conv1.co322
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w50, ptr %arena52, align 4
+  %w51 = load float, ptr %s1_conv1.w51, align 4
+  %201 = mul nsw i64 %s1_conv1.ci311, 16
+  %202 = add nsw i64 2098720, %201
+  %203 = add nsw i64 %202, %s1_conv1.co322
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w51, ptr %arena53, align 4
+  %w52 = load float, ptr %s1_conv1.w52, align 4
+  %204 = mul nsw i64 %s1_conv1.ci311, 16
+  %205 = add nsw i64 2098976, %204
+  %206 = add nsw i64 %205, %s1_conv1.co322
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w52, ptr %arena54, align 4
+  %w53 = load float, ptr %s1_conv1.w53, align 4
+  %207 = mul nsw i64 %s1_conv1.ci311, 16
+  %208 = add nsw i64 2099232, %207
+  %209 = add nsw i64 %208, %s1_conv1.co322
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w53, ptr %arena55, align 4
+  %w54 = load float, ptr %s1_conv1.w54, align 4
+  %210 = mul nsw i64 %s1_conv1.ci311, 16
+  %211 = add nsw i64 2099488, %210
+  %212 = add nsw i64 %211, %s1_conv1.co322
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w54, ptr %arena56, align 4
+  %w55 = load float, ptr %s1_conv1.w55, align 4
+  %213 = mul nsw i64 %s1_conv1.ci311, 16
+  %214 = add nsw i64 2099744, %213
+  %215 = add nsw i64 %214, %s1_conv1.co322
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w55, ptr %arena57, align 4
+  %w56 = load float, ptr %s1_conv1.w56, align 4
+  %216 = mul nsw i64 %s1_conv1.ci311, 16
+  %217 = add nsw i64 2100000, %216
+  %218 = add nsw i64 %217, %s1_conv1.co322
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w56, ptr %arena58, align 4
+  %w57 = load float, ptr %s1_conv1.w57, align 4
+  %219 = mul nsw i64 %s1_conv1.ci311, 16
+  %220 = add nsw i64 2100256, %219
+  %221 = add nsw i64 %220, %s1_conv1.co322
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w57, ptr %arena59, align 4
+  %w58 = load float, ptr %s1_conv1.w58, align 4
+  %222 = mul nsw i64 %s1_conv1.ci311, 16
+  %223 = add nsw i64 2100512, %222
+  %224 = add nsw i64 %223, %s1_conv1.co322
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w58, ptr %arena60, align 4
+  %w59 = load float, ptr %s1_conv1.w59, align 4
+  %225 = mul nsw i64 %s1_conv1.ci311, 16
+  %226 = add nsw i64 2100768, %225
+  %227 = add nsw i64 %226, %s1_conv1.co322
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w59, ptr %arena61, align 4
+  %w60 = load float, ptr %s1_conv1.w60, align 4
+  %228 = mul nsw i64 %s1_conv1.ci311, 16
+  %229 = add nsw i64 2101024, %228
+  %230 = add nsw i64 %229, %s1_conv1.co322
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
+  store float %w60, ptr %arena62, align 4
+  %co32.next = add nsw i64 %s1_conv1.co322, 1
+  %231 = icmp slt i64 %co32.next, 16
+  br i1 %231, label %s1_conv1.co32, label %s1_conv1.co32.end
+
+s1_conv1.co32.end:                                ; preds = %s1_conv1.co32
+  %ci31.next = add nsw i64 %s1_conv1.ci311, 1
+  %232 = icmp slt i64 %ci31.next, 16
+  br i1 %232, label %s1_conv1.ci31, label %s1_conv1.ci31.end
+
+s1_conv1.i61:                                     ; preds = %s1_conv1.i61, %s1_conv1.ci31.end
+  %s1_conv1.i6163 = phi i64 [ 0, %s1_conv1.ci31.end ], [ %i61.next, %s1_conv1.i61 ]
+  %233 = add nsw i64 2101280, %s1_conv1.i6163
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
+  store float 0.000000e+00, ptr %arena64, align 4
+  %i61.next = add nsw i64 %s1_conv1.i6163, 1
+  %234 = icmp slt i64 %i61.next, 18496
+  br i1 %234, label %s1_conv1.i61, label %s1_conv1.i61.end
+
+s1_conv1.i61.end:                                 ; preds = %s1_conv1.i61
+  br label %s1_conv1.g62
+
+s1_conv1.g62:                                     ; preds = %s1_conv1.j120.end, %s1_conv1.i61.end
+  %s1_conv1.g6265 = phi i64 [ 0, %s1_conv1.i61.end ], [ %g62.next, %s1_conv1.j120.end ]
+  br label %s1_conv1.j63
+
+s1_conv1.g62.end:                                 ; preds = %s1_conv1.j120.end
+  ret void
+
+s1_conv1.j63:                                     ; preds = %s1_conv1.c64.end, %s1_conv1.g62
+  %s1_conv1.j6366 = phi i64 [ 0, %s1_conv1.g62 ], [ %j63.next, %s1_conv1.c64.end ]
+  br label %s1_conv1.c64
+
+s1_conv1.j63.end:                                 ; preds = %s1_conv1.c64.end
+  br label %s1_conv1.j67
+
+s1_conv1.c64:                                     ; preds = %s1_conv1.iy65.end, %s1_conv1.j63
+  %s1_conv1.c6467 = phi i64 [ 0, %s1_conv1.j63 ], [ %c64.next, %s1_conv1.iy65.end ]
+  br label %s1_conv1.iy65
+
+s1_conv1.c64.end:                                 ; preds = %s1_conv1.iy65.end
+  %j63.next = add nsw i64 %s1_conv1.j6366, 1
+  %235 = icmp slt i64 %j63.next, 1
+  br i1 %235, label %s1_conv1.j63, label %s1_conv1.j63.end
+
+s1_conv1.iy65:                                    ; preds = %s1_conv1.ix66.end, %s1_conv1.c64
+  %s1_conv1.iy6568 = phi i64 [ 0, %s1_conv1.c64 ], [ %iy65.next, %s1_conv1.ix66.end ]
+  br label %s1_conv1.ix66
+
+s1_conv1.iy65.end:                                ; preds = %s1_conv1.ix66.end
+  %c64.next = add nsw i64 %s1_conv1.c6467, 1
+  %236 = icmp slt i64 %c64.next, 16
+  br i1 %236, label %s1_conv1.c64, label %s1_conv1.c64.end
+
+s1_conv1.ix66:                                    ; preds = %s1_conv1.ix66, %s1_conv1.iy65
+  %s1_conv1.ix6669 = phi i64 [ 0, %s1_conv1.iy65 ], [ %ix66.next, %s1_conv1.ix66 ]
+  %237 = add nsw i64 %s1_conv1.g6265, %s1_conv1.j6366
+  %238 = mul nsw i64 %237, 16384
+  %239 = add nsw i64 32, %238
+  %240 = mul nsw i64 %s1_conv1.c6467, 1024
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %s1_conv1.iy6568, 32
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, %s1_conv1.ix6669
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
+  %245 = load float, ptr %arena70, align 4
+  %246 = mul nsw i64 %s1_conv1.j6366, 18496
+  %247 = add nsw i64 %s1_conv1.iy6568, 1
+  %248 = mul nsw i64 %247, 544
+  %249 = add nsw i64 %246, %248
+  %250 = add nsw i64 %s1_conv1.ix6669, 1
+  %251 = mul nsw i64 %250, 16
+  %252 = add nsw i64 %249, %251
+  %253 = add nsw i64 %252, %s1_conv1.c6467
+  %254 = add nsw i64 2101280, %253
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
+  store float %245, ptr %arena71, align 4
+  %ix66.next = add nsw i64 %s1_conv1.ix6669, 1
+  %255 = icmp slt i64 %ix66.next, 32
+  br i1 %255, label %s1_conv1.ix66, label %s1_conv1.ix66.end
+
+s1_conv1.ix66.end:                                ; preds = %s1_conv1.ix66
+  %iy65.next = add nsw i64 %s1_conv1.iy6568, 1
+  %256 = icmp slt i64 %iy65.next, 32
+  br i1 %256, label %s1_conv1.iy65, label %s1_conv1.iy65.end
+
+s1_conv1.j67:                                     ; preds = %s1_conv1.ty68.end, %s1_conv1.j63.end
+  %s1_conv1.j6772 = phi i64 [ 0, %s1_conv1.j63.end ], [ %j67.next, %s1_conv1.ty68.end ]
+  br label %s1_conv1.ty68
+
+s1_conv1.j67.end:                                 ; preds = %s1_conv1.ty68.end
+  br label %s1_conv1.xi103
+
+s1_conv1.ty68:                                    ; preds = %s1_conv1.tx69.end, %s1_conv1.j67
+  %s1_conv1.ty6873 = phi i64 [ 0, %s1_conv1.j67 ], [ %ty68.next, %s1_conv1.tx69.end ]
+  br label %s1_conv1.tx69
+
+s1_conv1.ty68.end:                                ; preds = %s1_conv1.tx69.end
+  %j67.next = add nsw i64 %s1_conv1.j6772, 1
+  %257 = icmp slt i64 %j67.next, 1
+  br i1 %257, label %s1_conv1.j67, label %s1_conv1.j67.end
+
+s1_conv1.tx69:                                    ; preds = %s1_conv1.cv70.end, %s1_conv1.ty68
+  %s1_conv1.tx6974 = phi i64 [ 0, %s1_conv1.ty68 ], [ %tx69.next, %s1_conv1.cv70.end ]
+  br label %s1_conv1.cv70
+
+s1_conv1.tx69.end:                                ; preds = %s1_conv1.cv70.end
+  %ty68.next = add nsw i64 %s1_conv1.ty6873, 1
+  %258 = icmp slt i64 %ty68.next, 16
+  br i1 %258, label %s1_conv1.ty68, label %s1_conv1.ty68.end
+
+s1_conv1.cv70:                                    ; preds = %s1_conv1.cv70, %s1_conv1.tx69
+  %s1_conv1.cv7075 = phi i64 [ 0, %s1_conv1.tx69 ], [ %cv70.next, %s1_conv1.cv70 ]
+  %259 = mul nsw i64 %s1_conv1.j6772, 18496
+  %260 = mul nsw i64 %s1_conv1.ty6873, 2
+  %261 = mul nsw i64 %260, 544
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %s1_conv1.tx6974, 2
+  %264 = mul nsw i64 %263, 16
+  %265 = add nsw i64 %262, %264
+  %266 = mul nsw i64 %s1_conv1.cv7075, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 2101280, %267
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena76, align 4
+  %270 = mul nsw i64 %s1_conv1.j6772, 18496
+  %271 = mul nsw i64 %s1_conv1.ty6873, 2
+  %272 = add nsw i64 %271, 2
+  %273 = mul nsw i64 %272, 544
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %s1_conv1.tx6974, 2
+  %276 = mul nsw i64 %275, 16
+  %277 = add nsw i64 %274, %276
+  %278 = mul nsw i64 %s1_conv1.cv7075, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 2101280, %279
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena77, align 4
+  %282 = fsub <8 x float> %269, %281
+  store <8 x float> %282, ptr %s1_conv1.w71, align 32
+  %283 = mul nsw i64 %s1_conv1.j6772, 18496
+  %284 = mul nsw i64 %s1_conv1.ty6873, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 544
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %s1_conv1.tx6974, 2
+  %289 = mul nsw i64 %288, 16
+  %290 = add nsw i64 %287, %289
+  %291 = mul nsw i64 %s1_conv1.cv7075, 8
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 2101280, %292
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load <8 x float>, ptr %arena78, align 4
+  %295 = mul nsw i64 %s1_conv1.j6772, 18496
+  %296 = mul nsw i64 %s1_conv1.ty6873, 2
+  %297 = add nsw i64 %296, 2
+  %298 = mul nsw i64 %297, 544
+  %299 = add nsw i64 %295, %298
+  %300 = mul nsw i64 %s1_conv1.tx6974, 2
+  %301 = mul nsw i64 %300, 16
+  %302 = add nsw i64 %299, %301
+  %303 = mul nsw i64 %s1_conv1.cv7075, 8
+  %304 = add nsw i64 %302, %303
+  %305 = add nsw i64 2101280, %304
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
+  %306 = load <8 x float>, ptr %arena79, align 4
+  %307 = fadd <8 x float> %294, %306
+  store <8 x float> %307, ptr %s1_conv1.w72, align 32
+  %308 = mul nsw i64 %s1_conv1.j6772, 18496
+  %309 = mul nsw i64 %s1_conv1.ty6873, 2
+  %310 = add nsw i64 %309, 2
+  %311 = mul nsw i64 %310, 544
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %s1_conv1.tx6974, 2
+  %314 = mul nsw i64 %313, 16
+  %315 = add nsw i64 %312, %314
+  %316 = mul nsw i64 %s1_conv1.cv7075, 8
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 2101280, %317
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load <8 x float>, ptr %arena80, align 4
+  %320 = mul nsw i64 %s1_conv1.j6772, 18496
+  %321 = mul nsw i64 %s1_conv1.ty6873, 2
+  %322 = add nsw i64 %321, 1
+  %323 = mul nsw i64 %322, 544
+  %324 = add nsw i64 %320, %323
+  %325 = mul nsw i64 %s1_conv1.tx6974, 2
+  %326 = mul nsw i64 %325, 16
+  %327 = add nsw i64 %324, %326
+  %328 = mul nsw i64 %s1_conv1.cv7075, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 2101280, %329
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <8 x float>, ptr %arena81, align 4
+  %332 = fsub <8 x float> %319, %331
+  store <8 x float> %332, ptr %s1_conv1.w73, align 32
+  %333 = mul nsw i64 %s1_conv1.j6772, 18496
+  %334 = mul nsw i64 %s1_conv1.ty6873, 2
+  %335 = add nsw i64 %334, 1
+  %336 = mul nsw i64 %335, 544
+  %337 = add nsw i64 %333, %336
+  %338 = mul nsw i64 %s1_conv1.tx6974, 2
+  %339 = mul nsw i64 %338, 16
+  %340 = add nsw i64 %337, %339
+  %341 = mul nsw i64 %s1_conv1.cv7075, 8
+  %342 = add nsw i64 %340, %341
+  %343 = add nsw i64 2101280, %342
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load <8 x float>, ptr %arena82, align 4
+  %345 = mul nsw i64 %s1_conv1.j6772, 18496
+  %346 = mul nsw i64 %s1_conv1.ty6873, 2
+  %347 = add nsw i64 %346, 3
+  %348 = mul nsw i64 %347, 544
+  %349 = add nsw i64 %345, %348
+  %350 = mul nsw i64 %s1_conv1.tx6974, 2
+  %351 = mul nsw i64 %350, 16
+  %352 = add nsw i64 %349, %351
+  %353 = mul nsw i64 %s1_conv1.cv7075, 8
+  %354 = add nsw i64 %352, %353
+  %355 = add nsw i64 2101280, %354
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load <8 x float>, ptr %arena83, align 4
+  %357 = fsub <8 x float> %344, %356
+  store <8 x float> %357, ptr %s1_conv1.w74, align 32
+  %358 = mul nsw i64 %s1_conv1.j6772, 18496
+  %359 = mul nsw i64 %s1_conv1.ty6873, 2
+  %360 = mul nsw i64 %359, 544
+  %361 = add nsw i64 %358, %360
+  %362 = mul nsw i64 %s1_conv1.tx6974, 2
+  %363 = add nsw i64 %362, 1
+  %364 = mul nsw i64 %363, 16
+  %365 = add nsw i64 %361, %364
+  %366 = mul nsw i64 %s1_conv1.cv7075, 8
+  %367 = add nsw i64 %365, %366
+  %368 = add nsw i64 2101280, %367
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
+  %369 = load <8 x float>, ptr %arena84, align 4
+  %370 = mul nsw i64 %s1_conv1.j6772, 18496
+  %371 = mul nsw i64 %s1_conv1.ty6873, 2
+  %372 = add nsw i64 %371, 2
+  %373 = mul nsw i64 %372, 544
+  %374 = add nsw i64 %370, %373
+  %375 = mul nsw i64 %s1_conv1.tx6974, 2
+  %376 = add nsw i64 %375, 1
+  %377 = mul nsw i64 %376, 16
+  %378 = add nsw i64 %374, %377
+  %379 = mul nsw i64 %s1_conv1.cv7075, 8
+  %380 = add nsw i64 %378, %379
+  %381 = add nsw i64 2101280, %380
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load <8 x float>, ptr %arena85, align 4
+  %383 = fsub <8 x float> %369, %382
+  store <8 x float> %383, ptr %s1_conv1.w75, align 32
+  %384 = mul nsw i64 %s1_conv1.j6772, 18496
+  %385 = mul nsw i64 %s1_conv1.ty6873, 2
+  %386 = add nsw i64 %385, 1
+  %387 = mul nsw i64 %386, 544
+  %388 = add nsw i64 %384, %387
+  %389 = mul nsw i64 %s1_conv1.tx6974, 2
+  %390 = add nsw i64 %389, 1
+  %391 = mul nsw i64 %390, 16
+  %392 = add nsw i64 %388, %391
+  %393 = mul nsw i64 %s1_conv1.cv7075, 8
+  %394 = add nsw i64 %392, %393
+  %395 = add nsw i64 2101280, %394
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load <8 x float>, ptr %arena86, align 4
+  %397 = mul nsw i64 %s1_conv1.j6772, 18496
+  %398 = mul nsw i64 %s1_conv1.ty6873, 2
+  %399 = add nsw i64 %398, 2
+  %400 = mul nsw i64 %399, 544
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %s1_conv1.tx6974, 2
+  %403 = add nsw i64 %402, 1
+  %404 = mul nsw i64 %403, 16
+  %405 = add nsw i64 %401, %404
+  %406 = mul nsw i64 %s1_conv1.cv7075, 8
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 2101280, %407
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load <8 x float>, ptr %arena87, align 4
+  %410 = fadd <8 x float> %396, %409
+  store <8 x float> %410, ptr %s1_conv1.w76, align 32
+  %411 = mul nsw i64 %s1_conv1.j6772, 18496
+  %412 = mul nsw i64 %s1_conv1.ty6873, 2
+  %413 = add nsw i64 %412, 2
+  %414 = mul nsw i64 %413, 544
+  %415 = add nsw i64 %411, %414
+  %416 = mul nsw i64 %s1_conv1.tx6974, 2
+  %417 = add nsw i64 %416, 1
+  %418 = mul nsw i64 %417, 16
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %s1_conv1.cv7075, 8
+  %421 = add nsw i64 %419, %420
+  %422 = add nsw i64 2101280, %421
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
+  %423 = load <8 x float>, ptr %arena88, align 4
+  %424 = mul nsw i64 %s1_conv1.j6772, 18496
+  %425 = mul nsw i64 %s1_conv1.ty6873, 2
+  %426 = add nsw i64 %425, 1
+  %427 = mul nsw i64 %426, 544
+  %428 = add nsw i64 %424, %427
+  %429 = mul nsw i64 %s1_conv1.tx6974, 2
+  %430 = add nsw i64 %429, 1
+  %431 = mul nsw i64 %430, 16
+  %432 = add nsw i64 %428, %431
+  %433 = mul nsw i64 %s1_conv1.cv7075, 8
+  %434 = add nsw i64 %432, %433
+  %435 = add nsw i64 2101280, %434
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
+  %436 = load <8 x float>, ptr %arena89, align 4
+  %437 = fsub <8 x float> %423, %436
+  store <8 x float> %437, ptr %s1_conv1.w77, align 32
+  %438 = mul nsw i64 %s1_conv1.j6772, 18496
+  %439 = mul nsw i64 %s1_conv1.ty6873, 2
+  %440 = add nsw i64 %439, 1
+  %441 = mul nsw i64 %440, 544
+  %442 = add nsw i64 %438, %441
+  %443 = mul nsw i64 %s1_conv1.tx6974, 2
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 16
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %s1_conv1.cv7075, 8
+  %448 = add nsw i64 %446, %447
+  %449 = add nsw i64 2101280, %448
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
+  %450 = load <8 x float>, ptr %arena90, align 4
+  %451 = mul nsw i64 %s1_conv1.j6772, 18496
+  %452 = mul nsw i64 %s1_conv1.ty6873, 2
+  %453 = add nsw i64 %452, 3
+  %454 = mul nsw i64 %453, 544
+  %455 = add nsw i64 %451, %454
+  %456 = mul nsw i64 %s1_conv1.tx6974, 2
+  %457 = add nsw i64 %456, 1
+  %458 = mul nsw i64 %457, 16
+  %459 = add nsw i64 %455, %458
+  %460 = mul nsw i64 %s1_conv1.cv7075, 8
+  %461 = add nsw i64 %459, %460
+  %462 = add nsw i64 2101280, %461
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
+  %463 = load <8 x float>, ptr %arena91, align 4
+  %464 = fsub <8 x float> %450, %463
+  store <8 x float> %464, ptr %s1_conv1.w78, align 32
+  %465 = mul nsw i64 %s1_conv1.j6772, 18496
+  %466 = mul nsw i64 %s1_conv1.ty6873, 2
+  %467 = mul nsw i64 %466, 544
+  %468 = add nsw i64 %465, %467
+  %469 = mul nsw i64 %s1_conv1.tx6974, 2
+  %470 = add nsw i64 %469, 2
+  %471 = mul nsw i64 %470, 16
+  %472 = add nsw i64 %468, %471
+  %473 = mul nsw i64 %s1_conv1.cv7075, 8
+  %474 = add nsw i64 %472, %473
+  %475 = add nsw i64 2101280, %474
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
+  %476 = load <8 x float>, ptr %arena92, align 4
+  %477 = mul nsw i64 %s1_conv1.j6772, 18496
+  %478 = mul nsw i64 %s1_conv1.ty6873, 2
+  %479 = add nsw i64 %478, 2
+  %480 = mul nsw i64 %479, 544
+  %481 = add nsw i64 %477, %480
+  %482 = mul nsw i64 %s1_conv1.tx6974, 2
+  %483 = add nsw i64 %482, 2
+  %484 = mul nsw i64 %483, 16
+  %485 = add nsw i64 %481, %484
+  %486 = mul nsw i64 %s1_conv1.cv7075, 8
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 2101280, %487
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load <8 x float>, ptr %arena93, align 4
+  %490 = fsub <8 x float> %476, %489
+  store <8 x float> %490, ptr %s1_conv1.w79, align 32
+  %491 = mul nsw i64 %s1_conv1.j6772, 18496
+  %492 = mul nsw i64 %s1_conv1.ty6873, 2
+  %493 = add nsw i64 %492, 1
+  %494 = mul nsw i64 %493, 544
+  %495 = add nsw i64 %491, %494
+  %496 = mul nsw i64 %s1_conv1.tx6974, 2
+  %497 = add nsw i64 %496, 2
+  %498 = mul nsw i64 %497, 16
+  %499 = add nsw i64 %495, %498
+  %500 = mul nsw i64 %s1_conv1.cv7075, 8
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 2101280, %501
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load <8 x float>, ptr %arena94, align 4
+  %504 = mul nsw i64 %s1_conv1.j6772, 18496
+  %505 = mul nsw i64 %s1_conv1.ty6873, 2
+  %506 = add nsw i64 %505, 2
+  %507 = mul nsw i64 %506, 544
+  %508 = add nsw i64 %504, %507
+  %509 = mul nsw i64 %s1_conv1.tx6974, 2
+  %510 = add nsw i64 %509, 2
+  %511 = mul nsw i64 %510, 16
+  %512 = add nsw i64 %508, %511
+  %513 = mul nsw i64 %s1_conv1.cv7075, 8
+  %514 = add nsw i64 %512, %513
+  %515 = add nsw i64 2101280, %514
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load <8 x float>, ptr %arena95, align 4
+  %517 = fadd <8 x float> %503, %516
+  store <8 x float> %517, ptr %s1_conv1.w80, align 32
+  %518 = mul nsw i64 %s1_conv1.j6772, 18496
+  %519 = mul nsw i64 %s1_conv1.ty6873, 2
+  %520 = add nsw i64 %519, 2
+  %521 = mul nsw i64 %520, 544
+  %522 = add nsw i64 %518, %521
+  %523 = mul nsw i64 %s1_conv1.tx6974, 2
+  %524 = add nsw i64 %523, 2
+  %525 = mul nsw i64 %524, 16
+  %526 = add nsw i64 %522, %525
+  %527 = mul nsw i64 %s1_conv1.cv7075, 8
+  %528 = add nsw i64 %526, %527
+  %529 = add nsw i64 2101280, %528
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
+  %530 = load <8 x float>, ptr %arena96, align 4
+  %531 = mul nsw i64 %s1_conv1.j6772, 18496
+  %532 = mul nsw i64 %s1_conv1.ty6873, 2
+  %533 = add nsw i64 %532, 1
+  %534 = mul nsw i64 %533, 544
+  %535 = add nsw i64 %531, %534
+  %536 = mul nsw i64 %s1_conv1.tx6974, 2
+  %537 = add nsw i64 %536, 2
+  %538 = mul nsw i64 %537, 16
+  %539 = add nsw i64 %535, %538
+  %540 = mul nsw i64 %s1_conv1.cv7075, 8
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 2101280, %541
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
+  %543 = load <8 x float>, ptr %arena97, align 4
+  %544 = fsub <8 x float> %530, %543
+  store <8 x float> %544, ptr %s1_conv1.w81, align 32
+  %545 = mul nsw i64 %s1_conv1.j6772, 18496
+  %546 = mul nsw i64 %s1_conv1.ty6873, 2
+  %547 = add nsw i64 %546, 1
+  %548 = mul nsw i64 %547, 544
+  %549 = add nsw i64 %545, %548
+  %550 = mul nsw i64 %s1_conv1.tx6974, 2
+  %551 = add nsw i64 %550, 2
+  %552 = mul nsw i64 %551, 16
+  %553 = add nsw i64 %549, %552
+  %554 = mul nsw i64 %s1_conv1.cv7075, 8
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 2101280, %555
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <8 x float>, ptr %arena98, align 4
+  %558 = mul nsw i64 %s1_conv1.j6772, 18496
+  %559 = mul nsw i64 %s1_conv1.ty6873, 2
+  %560 = add nsw i64 %559, 3
+  %561 = mul nsw i64 %560, 544
+  %562 = add nsw i64 %558, %561
+  %563 = mul nsw i64 %s1_conv1.tx6974, 2
+  %564 = add nsw i64 %563, 2
+  %565 = mul nsw i64 %564, 16
+  %566 = add nsw i64 %562, %565
+  %567 = mul nsw i64 %s1_conv1.cv7075, 8
+  %568 = add nsw i64 %566, %567
+  %569 = add nsw i64 2101280, %568
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
+  %570 = load <8 x float>, ptr %arena99, align 4
+  %571 = fsub <8 x float> %557, %570
+  store <8 x float> %571, ptr %s1_conv1.w82, align 32
+  %572 = mul nsw i64 %s1_conv1.j6772, 18496
+  %573 = mul nsw i64 %s1_conv1.ty6873, 2
+  %574 = mul nsw i64 %573, 544
+  %575 = add nsw i64 %572, %574
+  %576 = mul nsw i64 %s1_conv1.tx6974, 2
+  %577 = add nsw i64 %576, 3
+  %578 = mul nsw i64 %577, 16
+  %579 = add nsw i64 %575, %578
+  %580 = mul nsw i64 %s1_conv1.cv7075, 8
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 2101280, %581
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
+  %583 = load <8 x float>, ptr %arena100, align 4
+  %584 = mul nsw i64 %s1_conv1.j6772, 18496
+  %585 = mul nsw i64 %s1_conv1.ty6873, 2
+  %586 = add nsw i64 %585, 2
+  %587 = mul nsw i64 %586, 544
+  %588 = add nsw i64 %584, %587
+  %589 = mul nsw i64 %s1_conv1.tx6974, 2
+  %590 = add nsw i64 %589, 3
+  %591 = mul nsw i64 %590, 16
+  %592 = add nsw i64 %588, %591
+  %593 = mul nsw i64 %s1_conv1.cv7075, 8
+  %594 = add nsw i64 %592, %593
+  %595 = add nsw i64 2101280, %594
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
+  %596 = load <8 x float>, ptr %arena101, align 4
+  %597 = fsub <8 x float> %583, %596
+  store <8 x float> %597, ptr %s1_conv1.w83, align 32
+  %598 = mul nsw i64 %s1_conv1.j6772, 18496
+  %599 = mul nsw i64 %s1_conv1.ty6873, 2
+  %600 = add nsw i64 %599, 1
+  %601 = mul nsw i64 %600, 544
+  %602 = add nsw i64 %598, %601
+  %603 = mul nsw i64 %s1_conv1.tx6974, 2
+  %604 = add nsw i64 %603, 3
+  %605 = mul nsw i64 %604, 16
+  %606 = add nsw i64 %602, %605
+  %607 = mul nsw i64 %s1_conv1.cv7075, 8
+  %608 = add nsw i64 %606, %607
+  %609 = add nsw i64 2101280, %608
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
+  %610 = load <8 x float>, ptr %arena102, align 4
+  %611 = mul nsw i64 %s1_conv1.j6772, 18496
+  %612 = mul nsw i64 %s1_conv1.ty6873, 2
+  %613 = add nsw i64 %612, 2
+  %614 = mul nsw i64 %613, 544
+  %615 = add nsw i64 %611, %614
+  %616 = mul nsw i64 %s1_conv1.tx6974, 2
+  %617 = add nsw i64 %616, 3
+  %618 = mul nsw i64 %617, 16
+  %619 = add nsw i64 %615, %618
+  %620 = mul nsw i64 %s1_conv1.cv7075, 8
+  %621 = add nsw i64 %619, %620
+  %622 = add nsw i64 2101280, %621
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load <8 x float>, ptr %arena103, align 4
+  %624 = fadd <8 x float> %610, %623
+  store <8 x float> %624, ptr %s1_conv1.w84, align 32
+  %625 = mul nsw i64 %s1_conv1.j6772, 18496
+  %626 = mul nsw i64 %s1_conv1.ty6873, 2
+  %627 = add nsw i64 %626, 2
+  %628 = mul nsw i64 %627, 544
+  %629 = add nsw i64 %625, %628
+  %630 = mul nsw i64 %s1_conv1.tx6974, 2
+  %631 = add nsw i64 %630, 3
+  %632 = mul nsw i64 %631, 16
+  %633 = add nsw i64 %629, %632
+  %634 = mul nsw i64 %s1_conv1.cv7075, 8
+  %635 = add nsw i64 %633, %634
+  %636 = add nsw i64 2101280, %635
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
+  %637 = load <8 x float>, ptr %arena104, align 4
+  %638 = mul nsw i64 %s1_conv1.j6772, 18496
+  %639 = mul nsw i64 %s1_conv1.ty6873, 2
+  %640 = add nsw i64 %639, 1
+  %641 = mul nsw i64 %640, 544
+  %642 = add nsw i64 %638, %641
+  %643 = mul nsw i64 %s1_conv1.tx6974, 2
+  %644 = add nsw i64 %643, 3
+  %645 = mul nsw i64 %644, 16
+  %646 = add nsw i64 %642, %645
+  %647 = mul nsw i64 %s1_conv1.cv7075, 8
+  %648 = add nsw i64 %646, %647
+  %649 = add nsw i64 2101280, %648
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load <8 x float>, ptr %arena105, align 4
+  %651 = fsub <8 x float> %637, %650
+  store <8 x float> %651, ptr %s1_conv1.w85, align 32
+  %652 = mul nsw i64 %s1_conv1.j6772, 18496
+  %653 = mul nsw i64 %s1_conv1.ty6873, 2
+  %654 = add nsw i64 %653, 1
+  %655 = mul nsw i64 %654, 544
+  %656 = add nsw i64 %652, %655
+  %657 = mul nsw i64 %s1_conv1.tx6974, 2
+  %658 = add nsw i64 %657, 3
+  %659 = mul nsw i64 %658, 16
+  %660 = add nsw i64 %656, %659
+  %661 = mul nsw i64 %s1_conv1.cv7075, 8
+  %662 = add nsw i64 %660, %661
+  %663 = add nsw i64 2101280, %662
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
+  %664 = load <8 x float>, ptr %arena106, align 4
+  %665 = mul nsw i64 %s1_conv1.j6772, 18496
+  %666 = mul nsw i64 %s1_conv1.ty6873, 2
+  %667 = add nsw i64 %666, 3
+  %668 = mul nsw i64 %667, 544
+  %669 = add nsw i64 %665, %668
+  %670 = mul nsw i64 %s1_conv1.tx6974, 2
+  %671 = add nsw i64 %670, 3
+  %672 = mul nsw i64 %671, 16
+  %673 = add nsw i64 %669, %672
+  %674 = mul nsw i64 %s1_conv1.cv7075, 8
+  %675 = add nsw i64 %673, %674
+  %676 = add nsw i64 2101280, %675
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
+  %677 = load <8 x float>, ptr %arena107, align 4
+  %678 = fsub <8 x float> %664, %677
+  store <8 x float> %678, ptr %s1_conv1.w86, align 32
+  %w71 = load <8 x float>, ptr %s1_conv1.w71, align 32
+  %w79 = load <8 x float>, ptr %s1_conv1.w79, align 32
+  %679 = fsub <8 x float> %w71, %w79
+  store <8 x float> %679, ptr %s1_conv1.w87, align 32
+  %w75 = load <8 x float>, ptr %s1_conv1.w75, align 32
+  %w79108 = load <8 x float>, ptr %s1_conv1.w79, align 32
+  %680 = fadd <8 x float> %w75, %w79108
+  store <8 x float> %680, ptr %s1_conv1.w88, align 32
+  %w79109 = load <8 x float>, ptr %s1_conv1.w79, align 32
+  %w75110 = load <8 x float>, ptr %s1_conv1.w75, align 32
+  %681 = fsub <8 x float> %w79109, %w75110
+  store <8 x float> %681, ptr %s1_conv1.w89, align 32
+  %w75111 = load <8 x float>, ptr %s1_conv1.w75, align 32
+  %w83 = load <8 x float>, ptr %s1_conv1.w83, align 32
+  %682 = fsub <8 x float> %w75111, %w83
+  store <8 x float> %682, ptr %s1_conv1.w90, align 32
+  %w72 = load <8 x float>, ptr %s1_conv1.w72, align 32
+  %w80 = load <8 x float>, ptr %s1_conv1.w80, align 32
+  %683 = fsub <8 x float> %w72, %w80
+  store <8 x float> %683, ptr %s1_conv1.w91, align 32
+  %w76 = load <8 x float>, ptr %s1_conv1.w76, align 32
+  %w80112 = load <8 x float>, ptr %s1_conv1.w80, align 32
+  %684 = fadd <8 x float> %w76, %w80112
+  store <8 x float> %684, ptr %s1_conv1.w92, align 32
+  %w80113 = load <8 x float>, ptr %s1_conv1.w80, align 32
+  %w76114 = load <8 x float>, ptr %s1_conv1.w76, align 32
+  %685 = fsub <8 x float> %w80113, %w76114
+  store <8 x float> %685, ptr %s1_conv1.w93, align 32
+  %w76115 = load <8 x float>, ptr %s1_conv1.w76, align 32
+  %w84 = load <8 x float>, ptr %s1_conv1.w84, align 32
+  %686 = fsub <8 x float> %w76115, %w84
+  store <8 x float> %686, ptr %s1_conv1.w94, align 32
+  %w73 = load <8 x float>, ptr %s1_conv1.w73, align 32
+  %w81 = load <8 x float>, ptr %s1_conv1.w81, align 32
+  %687 = fsub <8 x float> %w73, %w81
+  store <8 x float> %687, ptr %s1_conv1.w95, align 32
+  %w77 = load <8 x float>, ptr %s1_conv1.w77, align 32
+  %w81116 = load <8 x float>, ptr %s1_conv1.w81, align 32
+  %688 = fadd <8 x float> %w77, %w81116
+  store <8 x float> %688, ptr %s1_conv1.w96, align 32
+  %w81117 = load <8 x float>, ptr %s1_conv1.w81, align 32
+  %w77118 = load <8 x float>, ptr %s1_conv1.w77, align 32
+  %689 = fsub <8 x float> %w81117, %w77118
+  store <8 x float> %689, ptr %s1_conv1.w97, align 32
+  %w77119 = load <8 x float>, ptr %s1_conv1.w77, align 32
+  %w85 = load <8 x float>, ptr %s1_conv1.w85, align 32
+  %690 = fsub <8 x float> %w77119, %w85
+  store <8 x float> %690, ptr %s1_conv1.w98, align 32
+  %w74 = load <8 x float>, ptr %s1_conv1.w74, align 32
+  %w82 = load <8 x float>, ptr %s1_conv1.w82, align 32
+  %691 = fsub <8 x float> %w74, %w82
+  store <8 x float> %691, ptr %s1_conv1.w99, align 32
+  %w78 = load <8 x float>, ptr %s1_conv1.w78, align 32
+  %w82120 = load <8 x float>, ptr %s1_conv1.w82, align 32
+  %692 = fadd <8 x float> %w78, %w82120
+  store <8 x float> %692, ptr %s1_conv1.w100, align 32
+  %w82121 = load <8 x float>, ptr %s1_conv1.w82, align 32
+  %w78122 = load <8 x float>, ptr %s1_conv1.w78, align 32
+  %693 = fsub <8 x float> %w82121, %w78122
+  store <8 x float> %693, ptr %s1_conv1.w101, align 32
+  %w78123 = load <8 x float>, ptr %s1_conv1.w78, align 32
+  %w86 = load <8 x float>, ptr %s1_conv1.w86, align 32
+  %694 = fsub <8 x float> %w78123, %w86
+  store <8 x float> %694, ptr %s1_conv1.w102, align 32
+  %w87 = load <8 x float>, ptr %s1_conv1.w87, align 32
+  %695 = mul nsw i64 %s1_conv1.j6772, 256
+  %696 = mul nsw i64 %s1_conv1.ty6873, 16
+  %697 = add nsw i64 %695, %696
+  %698 = add nsw i64 %697, %s1_conv1.tx6974
+  %699 = mul nsw i64 %698, 16
+  %700 = add nsw i64 2119776, %699
+  %701 = mul nsw i64 %s1_conv1.cv7075, 8
+  %702 = add nsw i64 %700, %701
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
+  store <8 x float> %w87, ptr %arena124, align 4
+  %w88 = load <8 x float>, ptr %s1_conv1.w88, align 32
+  %703 = mul nsw i64 %s1_conv1.j6772, 256
+  %704 = mul nsw i64 %s1_conv1.ty6873, 16
+  %705 = add nsw i64 %703, %704
+  %706 = add nsw i64 %705, %s1_conv1.tx6974
+  %707 = mul nsw i64 %706, 16
+  %708 = add nsw i64 2123872, %707
+  %709 = mul nsw i64 %s1_conv1.cv7075, 8
+  %710 = add nsw i64 %708, %709
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
+  store <8 x float> %w88, ptr %arena125, align 4
+  %w89 = load <8 x float>, ptr %s1_conv1.w89, align 32
+  %711 = mul nsw i64 %s1_conv1.j6772, 256
+  %712 = mul nsw i64 %s1_conv1.ty6873, 16
+  %713 = add nsw i64 %711, %712
+  %714 = add nsw i64 %713, %s1_conv1.tx6974
+  %715 = mul nsw i64 %714, 16
+  %716 = add nsw i64 2127968, %715
+  %717 = mul nsw i64 %s1_conv1.cv7075, 8
+  %718 = add nsw i64 %716, %717
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
+  store <8 x float> %w89, ptr %arena126, align 4
+  %w90 = load <8 x float>, ptr %s1_conv1.w90, align 32
+  %719 = mul nsw i64 %s1_conv1.j6772, 256
+  %720 = mul nsw i64 %s1_conv1.ty6873, 16
+  %721 = add nsw i64 %719, %720
+  %722 = add nsw i64 %721, %s1_conv1.tx6974
+  %723 = mul nsw i64 %722, 16
+  %724 = add nsw i64 2132064, %723
+  %725 = mul nsw i64 %s1_conv1.cv7075, 8
+  %726 = add nsw i64 %724, %725
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
+  store <8 x float> %w90, ptr %arena127, align 4
+  %w91 = load <8 x float>, ptr %s1_conv1.w91, align 32
+  %727 = mul nsw i64 %s1_conv1.j6772, 256
+  %728 = mul nsw i64 %s1_conv1.ty6873, 16
+  %729 = add nsw i64 %727, %728
+  %730 = add nsw i64 %729, %s1_conv1.tx6974
+  %731 = mul nsw i64 %730, 16
+  %732 = add nsw i64 2136160, %731
+  %733 = mul nsw i64 %s1_conv1.cv7075, 8
+  %734 = add nsw i64 %732, %733
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
+  store <8 x float> %w91, ptr %arena128, align 4
+  %w92 = load <8 x float>, ptr %s1_conv1.w92, align 32
+  %735 = mul nsw i64 %s1_conv1.j6772, 256
+  %736 = mul nsw i64 %s1_conv1.ty6873, 16
+  %737 = add nsw i64 %735, %736
+  %738 = add nsw i64 %737, %s1_conv1.tx6974
+  %739 = mul nsw i64 %738, 16
+  %740 = add nsw i64 2140256, %739
+  %741 = mul nsw i64 %s1_conv1.cv7075, 8
+  %742 = add nsw i64 %740, %741
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
+  store <8 x float> %w92, ptr %arena129, align 4
+  %w93 = load <8 x float>, ptr %s1_conv1.w93, align 32
+  %743 = mul nsw i64 %s1_conv1.j6772, 256
+  %744 = mul nsw i64 %s1_conv1.ty6873, 16
+  %745 = add nsw i64 %743, %744
+  %746 = add nsw i64 %745, %s1_conv1.tx6974
+  %747 = mul nsw i64 %746, 16
+  %748 = add nsw i64 2144352, %747
+  %749 = mul nsw i64 %s1_conv1.cv7075, 8
+  %750 = add nsw i64 %748, %749
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
+  store <8 x float> %w93, ptr %arena130, align 4
+  %w94 = load <8 x float>, ptr %s1_conv1.w94, align 32
+  %751 = mul nsw i64 %s1_conv1.j6772, 256
+  %752 = mul nsw i64 %s1_conv1.ty6873, 16
+  %753 = add nsw i64 %751, %752
+  %754 = add nsw i64 %753, %s1_conv1.tx6974
+  %755 = mul nsw i64 %754, 16
+  %756 = add nsw i64 2148448, %755
+  %757 = mul nsw i64 %s1_conv1.cv7075, 8
+  %758 = add nsw i64 %756, %757
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
+  store <8 x float> %w94, ptr %arena131, align 4
+  %w95 = load <8 x float>, ptr %s1_conv1.w95, align 32
+  %759 = mul nsw i64 %s1_conv1.j6772, 256
+  %760 = mul nsw i64 %s1_conv1.ty6873, 16
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, %s1_conv1.tx6974
+  %763 = mul nsw i64 %762, 16
+  %764 = add nsw i64 2152544, %763
+  %765 = mul nsw i64 %s1_conv1.cv7075, 8
+  %766 = add nsw i64 %764, %765
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
+  store <8 x float> %w95, ptr %arena132, align 4
+  %w96 = load <8 x float>, ptr %s1_conv1.w96, align 32
+  %767 = mul nsw i64 %s1_conv1.j6772, 256
+  %768 = mul nsw i64 %s1_conv1.ty6873, 16
+  %769 = add nsw i64 %767, %768
+  %770 = add nsw i64 %769, %s1_conv1.tx6974
+  %771 = mul nsw i64 %770, 16
+  %772 = add nsw i64 2156640, %771
+  %773 = mul nsw i64 %s1_conv1.cv7075, 8
+  %774 = add nsw i64 %772, %773
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
+  store <8 x float> %w96, ptr %arena133, align 4
+  %w97 = load <8 x float>, ptr %s1_conv1.w97, align 32
+  %775 = mul nsw i64 %s1_conv1.j6772, 256
+  %776 = mul nsw i64 %s1_conv1.ty6873, 16
+  %777 = add nsw i64 %775, %776
+  %778 = add nsw i64 %777, %s1_conv1.tx6974
+  %779 = mul nsw i64 %778, 16
+  %780 = add nsw i64 2160736, %779
+  %781 = mul nsw i64 %s1_conv1.cv7075, 8
+  %782 = add nsw i64 %780, %781
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
+  store <8 x float> %w97, ptr %arena134, align 4
+  %w98 = load <8 x float>, ptr %s1_conv1.w98, align 32
+  %783 = mul nsw i64 %s1_conv1.j6772, 256
+  %784 = mul nsw i64 %s1_conv1.ty6873, 16
+  %785 = add nsw i64 %783, %784
+  %786 = add nsw i64 %785, %s1_conv1.tx6974
+  %787 = mul nsw i64 %786, 16
+  %788 = add nsw i64 2164832, %787
+  %789 = mul nsw i64 %s1_conv1.cv7075, 8
+  %790 = add nsw i64 %788, %789
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
+  store <8 x float> %w98, ptr %arena135, align 4
+  %w99 = load <8 x float>, ptr %s1_conv1.w99, align 32
+  %791 = mul nsw i64 %s1_conv1.j6772, 256
+  %792 = mul nsw i64 %s1_conv1.ty6873, 16
+  %793 = add nsw i64 %791, %792
+  %794 = add nsw i64 %793, %s1_conv1.tx6974
+  %795 = mul nsw i64 %794, 16
+  %796 = add nsw i64 2168928, %795
+  %797 = mul nsw i64 %s1_conv1.cv7075, 8
+  %798 = add nsw i64 %796, %797
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <8 x float> %w99, ptr %arena136, align 4
+  %w100 = load <8 x float>, ptr %s1_conv1.w100, align 32
+  %799 = mul nsw i64 %s1_conv1.j6772, 256
+  %800 = mul nsw i64 %s1_conv1.ty6873, 16
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, %s1_conv1.tx6974
+  %803 = mul nsw i64 %802, 16
+  %804 = add nsw i64 2173024, %803
+  %805 = mul nsw i64 %s1_conv1.cv7075, 8
+  %806 = add nsw i64 %804, %805
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
+  store <8 x float> %w100, ptr %arena137, align 4
+  %w101 = load <8 x float>, ptr %s1_conv1.w101, align 32
+  %807 = mul nsw i64 %s1_conv1.j6772, 256
+  %808 = mul nsw i64 %s1_conv1.ty6873, 16
+  %809 = add nsw i64 %807, %808
+  %810 = add nsw i64 %809, %s1_conv1.tx6974
+  %811 = mul nsw i64 %810, 16
+  %812 = add nsw i64 2177120, %811
+  %813 = mul nsw i64 %s1_conv1.cv7075, 8
+  %814 = add nsw i64 %812, %813
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
+  store <8 x float> %w101, ptr %arena138, align 4
+  %w102 = load <8 x float>, ptr %s1_conv1.w102, align 32
+  %815 = mul nsw i64 %s1_conv1.j6772, 256
+  %816 = mul nsw i64 %s1_conv1.ty6873, 16
+  %817 = add nsw i64 %815, %816
+  %818 = add nsw i64 %817, %s1_conv1.tx6974
+  %819 = mul nsw i64 %818, 16
+  %820 = add nsw i64 2181216, %819
+  %821 = mul nsw i64 %s1_conv1.cv7075, 8
+  %822 = add nsw i64 %820, %821
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
+  store <8 x float> %w102, ptr %arena139, align 4
+  %cv70.next = add nsw i64 %s1_conv1.cv7075, 1
+  %823 = icmp slt i64 %cv70.next, 2
+  br i1 %823, label %s1_conv1.cv70, label %s1_conv1.cv70.end
+
+s1_conv1.cv70.end:                                ; preds = %s1_conv1.cv70
+  %tx69.next = add nsw i64 %s1_conv1.tx6974, 1
+  %824 = icmp slt i64 %tx69.next, 16
+  br i1 %824, label %s1_conv1.tx69, label %s1_conv1.tx69.end
+
+s1_conv1.xi103:                                   ; preds = %s1_conv1.xi103, %s1_conv1.j67.end
+  %s1_conv1.xi103140 = phi i64 [ 0, %s1_conv1.j67.end ], [ %xi103.next, %s1_conv1.xi103 ]
+  %825 = mul nsw i64 %s1_conv1.xi103140, 4096
+  %826 = add nsw i64 2119776, %825
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
+  %827 = mul nsw i64 %s1_conv1.xi103140, 256
+  %828 = add nsw i64 2097184, %827
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
+  %829 = mul nsw i64 %s1_conv1.xi103140, 4096
+  %830 = add nsw i64 2185312, %829
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 256, i32 16, i32 16, float 1.000000e+00, ptr %arena141, i32 16, ptr %arena142, i32 16, float 0.000000e+00, ptr %arena143, i32 16)
+  %xi103.next = add nsw i64 %s1_conv1.xi103140, 1
+  %831 = icmp slt i64 %xi103.next, 16
+  br i1 %831, label %s1_conv1.xi103, label %s1_conv1.xi103.end
+
+s1_conv1.xi103.end:                               ; preds = %s1_conv1.xi103
+  br label %s1_conv1.j104
+
+s1_conv1.j104:                                    ; preds = %s1_conv1.ty105.end, %s1_conv1.xi103.end
+  %s1_conv1.j104144 = phi i64 [ 0, %s1_conv1.xi103.end ], [ %j104.next, %s1_conv1.ty105.end ]
+  br label %s1_conv1.ty105
+
+s1_conv1.j104.end:                                ; preds = %s1_conv1.ty105.end
+  br label %s1_conv1.j120
+
+s1_conv1.ty105:                                   ; preds = %s1_conv1.tx106.end, %s1_conv1.j104
+  %s1_conv1.ty105145 = phi i64 [ 0, %s1_conv1.j104 ], [ %ty105.next, %s1_conv1.tx106.end ]
+  br label %s1_conv1.tx106
+
+s1_conv1.ty105.end:                               ; preds = %s1_conv1.tx106.end
+  %j104.next = add nsw i64 %s1_conv1.j104144, 1
+  %832 = icmp slt i64 %j104.next, 1
+  br i1 %832, label %s1_conv1.j104, label %s1_conv1.j104.end
+
+s1_conv1.tx106:                                   ; preds = %s1_conv1.cv107.end, %s1_conv1.ty105
+  %s1_conv1.tx106146 = phi i64 [ 0, %s1_conv1.ty105 ], [ %tx106.next, %s1_conv1.cv107.end ]
+  br label %s1_conv1.cv107
+
+s1_conv1.tx106.end:                               ; preds = %s1_conv1.cv107.end
+  %ty105.next = add nsw i64 %s1_conv1.ty105145, 1
+  %833 = icmp slt i64 %ty105.next, 16
+  br i1 %833, label %s1_conv1.ty105, label %s1_conv1.ty105.end
+
+s1_conv1.cv107:                                   ; preds = %s1_conv1.cv107, %s1_conv1.tx106
+  %s1_conv1.cv107147 = phi i64 [ 0, %s1_conv1.tx106 ], [ %cv107.next, %s1_conv1.cv107 ]
+  %834 = mul nsw i64 %s1_conv1.j104144, 256
+  %835 = mul nsw i64 %s1_conv1.ty105145, 16
+  %836 = add nsw i64 %834, %835
+  %837 = add nsw i64 %836, %s1_conv1.tx106146
+  %838 = mul nsw i64 %837, 16
+  %839 = add nsw i64 2185312, %838
+  %840 = mul nsw i64 %s1_conv1.cv107147, 8
+  %841 = add nsw i64 %839, %840
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load <8 x float>, ptr %arena148, align 4
+  %843 = mul nsw i64 %s1_conv1.j104144, 256
+  %844 = mul nsw i64 %s1_conv1.ty105145, 16
+  %845 = add nsw i64 %843, %844
+  %846 = add nsw i64 %845, %s1_conv1.tx106146
+  %847 = mul nsw i64 %846, 16
+  %848 = add nsw i64 2201696, %847
+  %849 = mul nsw i64 %s1_conv1.cv107147, 8
+  %850 = add nsw i64 %848, %849
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
+  %851 = load <8 x float>, ptr %arena149, align 4
+  %852 = fadd <8 x float> %842, %851
+  %853 = mul nsw i64 %s1_conv1.j104144, 256
+  %854 = mul nsw i64 %s1_conv1.ty105145, 16
+  %855 = add nsw i64 %853, %854
+  %856 = add nsw i64 %855, %s1_conv1.tx106146
+  %857 = mul nsw i64 %856, 16
+  %858 = add nsw i64 2218080, %857
+  %859 = mul nsw i64 %s1_conv1.cv107147, 8
+  %860 = add nsw i64 %858, %859
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
+  %861 = load <8 x float>, ptr %arena150, align 4
+  %862 = fadd <8 x float> %852, %861
+  store <8 x float> %862, ptr %s1_conv1.w108, align 32
+  %863 = mul nsw i64 %s1_conv1.j104144, 256
+  %864 = mul nsw i64 %s1_conv1.ty105145, 16
+  %865 = add nsw i64 %863, %864
+  %866 = add nsw i64 %865, %s1_conv1.tx106146
+  %867 = mul nsw i64 %866, 16
+  %868 = add nsw i64 2201696, %867
+  %869 = mul nsw i64 %s1_conv1.cv107147, 8
+  %870 = add nsw i64 %868, %869
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
+  %871 = load <8 x float>, ptr %arena151, align 4
+  %872 = mul nsw i64 %s1_conv1.j104144, 256
+  %873 = mul nsw i64 %s1_conv1.ty105145, 16
+  %874 = add nsw i64 %872, %873
+  %875 = add nsw i64 %874, %s1_conv1.tx106146
+  %876 = mul nsw i64 %875, 16
+  %877 = add nsw i64 2218080, %876
+  %878 = mul nsw i64 %s1_conv1.cv107147, 8
+  %879 = add nsw i64 %877, %878
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
+  %880 = load <8 x float>, ptr %arena152, align 4
+  %881 = fsub <8 x float> %871, %880
+  %882 = mul nsw i64 %s1_conv1.j104144, 256
+  %883 = mul nsw i64 %s1_conv1.ty105145, 16
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, %s1_conv1.tx106146
+  %886 = mul nsw i64 %885, 16
+  %887 = add nsw i64 2234464, %886
+  %888 = mul nsw i64 %s1_conv1.cv107147, 8
+  %889 = add nsw i64 %887, %888
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load <8 x float>, ptr %arena153, align 4
+  %891 = fsub <8 x float> %881, %890
+  store <8 x float> %891, ptr %s1_conv1.w109, align 32
+  %892 = mul nsw i64 %s1_conv1.j104144, 256
+  %893 = mul nsw i64 %s1_conv1.ty105145, 16
+  %894 = add nsw i64 %892, %893
+  %895 = add nsw i64 %894, %s1_conv1.tx106146
+  %896 = mul nsw i64 %895, 16
+  %897 = add nsw i64 2189408, %896
+  %898 = mul nsw i64 %s1_conv1.cv107147, 8
+  %899 = add nsw i64 %897, %898
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load <8 x float>, ptr %arena154, align 4
+  %901 = mul nsw i64 %s1_conv1.j104144, 256
+  %902 = mul nsw i64 %s1_conv1.ty105145, 16
+  %903 = add nsw i64 %901, %902
+  %904 = add nsw i64 %903, %s1_conv1.tx106146
+  %905 = mul nsw i64 %904, 16
+  %906 = add nsw i64 2205792, %905
+  %907 = mul nsw i64 %s1_conv1.cv107147, 8
+  %908 = add nsw i64 %906, %907
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
+  %909 = load <8 x float>, ptr %arena155, align 4
+  %910 = fadd <8 x float> %900, %909
+  %911 = mul nsw i64 %s1_conv1.j104144, 256
+  %912 = mul nsw i64 %s1_conv1.ty105145, 16
+  %913 = add nsw i64 %911, %912
+  %914 = add nsw i64 %913, %s1_conv1.tx106146
+  %915 = mul nsw i64 %914, 16
+  %916 = add nsw i64 2222176, %915
+  %917 = mul nsw i64 %s1_conv1.cv107147, 8
+  %918 = add nsw i64 %916, %917
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
+  %919 = load <8 x float>, ptr %arena156, align 4
+  %920 = fadd <8 x float> %910, %919
+  store <8 x float> %920, ptr %s1_conv1.w110, align 32
+  %921 = mul nsw i64 %s1_conv1.j104144, 256
+  %922 = mul nsw i64 %s1_conv1.ty105145, 16
+  %923 = add nsw i64 %921, %922
+  %924 = add nsw i64 %923, %s1_conv1.tx106146
+  %925 = mul nsw i64 %924, 16
+  %926 = add nsw i64 2205792, %925
+  %927 = mul nsw i64 %s1_conv1.cv107147, 8
+  %928 = add nsw i64 %926, %927
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
+  %929 = load <8 x float>, ptr %arena157, align 4
+  %930 = mul nsw i64 %s1_conv1.j104144, 256
+  %931 = mul nsw i64 %s1_conv1.ty105145, 16
+  %932 = add nsw i64 %930, %931
+  %933 = add nsw i64 %932, %s1_conv1.tx106146
+  %934 = mul nsw i64 %933, 16
+  %935 = add nsw i64 2222176, %934
+  %936 = mul nsw i64 %s1_conv1.cv107147, 8
+  %937 = add nsw i64 %935, %936
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
+  %938 = load <8 x float>, ptr %arena158, align 4
+  %939 = fsub <8 x float> %929, %938
+  %940 = mul nsw i64 %s1_conv1.j104144, 256
+  %941 = mul nsw i64 %s1_conv1.ty105145, 16
+  %942 = add nsw i64 %940, %941
+  %943 = add nsw i64 %942, %s1_conv1.tx106146
+  %944 = mul nsw i64 %943, 16
+  %945 = add nsw i64 2238560, %944
+  %946 = mul nsw i64 %s1_conv1.cv107147, 8
+  %947 = add nsw i64 %945, %946
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
+  %948 = load <8 x float>, ptr %arena159, align 4
+  %949 = fsub <8 x float> %939, %948
+  store <8 x float> %949, ptr %s1_conv1.w111, align 32
+  %950 = mul nsw i64 %s1_conv1.j104144, 256
+  %951 = mul nsw i64 %s1_conv1.ty105145, 16
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, %s1_conv1.tx106146
+  %954 = mul nsw i64 %953, 16
+  %955 = add nsw i64 2193504, %954
+  %956 = mul nsw i64 %s1_conv1.cv107147, 8
+  %957 = add nsw i64 %955, %956
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
+  %958 = load <8 x float>, ptr %arena160, align 4
+  %959 = mul nsw i64 %s1_conv1.j104144, 256
+  %960 = mul nsw i64 %s1_conv1.ty105145, 16
+  %961 = add nsw i64 %959, %960
+  %962 = add nsw i64 %961, %s1_conv1.tx106146
+  %963 = mul nsw i64 %962, 16
+  %964 = add nsw i64 2209888, %963
+  %965 = mul nsw i64 %s1_conv1.cv107147, 8
+  %966 = add nsw i64 %964, %965
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
+  %967 = load <8 x float>, ptr %arena161, align 4
+  %968 = fadd <8 x float> %958, %967
+  %969 = mul nsw i64 %s1_conv1.j104144, 256
+  %970 = mul nsw i64 %s1_conv1.ty105145, 16
+  %971 = add nsw i64 %969, %970
+  %972 = add nsw i64 %971, %s1_conv1.tx106146
+  %973 = mul nsw i64 %972, 16
+  %974 = add nsw i64 2226272, %973
+  %975 = mul nsw i64 %s1_conv1.cv107147, 8
+  %976 = add nsw i64 %974, %975
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
+  %977 = load <8 x float>, ptr %arena162, align 4
+  %978 = fadd <8 x float> %968, %977
+  store <8 x float> %978, ptr %s1_conv1.w112, align 32
+  %979 = mul nsw i64 %s1_conv1.j104144, 256
+  %980 = mul nsw i64 %s1_conv1.ty105145, 16
+  %981 = add nsw i64 %979, %980
+  %982 = add nsw i64 %981, %s1_conv1.tx106146
+  %983 = mul nsw i64 %982, 16
+  %984 = add nsw i64 2209888, %983
+  %985 = mul nsw i64 %s1_conv1.cv107147, 8
+  %986 = add nsw i64 %984, %985
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
+  %987 = load <8 x float>, ptr %arena163, align 4
+  %988 = mul nsw i64 %s1_conv1.j104144, 256
+  %989 = mul nsw i64 %s1_conv1.ty105145, 16
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, %s1_conv1.tx106146
+  %992 = mul nsw i64 %991, 16
+  %993 = add nsw i64 2226272, %992
+  %994 = mul nsw i64 %s1_conv1.cv107147, 8
+  %995 = add nsw i64 %993, %994
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
+  %996 = load <8 x float>, ptr %arena164, align 4
+  %997 = fsub <8 x float> %987, %996
+  %998 = mul nsw i64 %s1_conv1.j104144, 256
+  %999 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1000 = add nsw i64 %998, %999
+  %1001 = add nsw i64 %1000, %s1_conv1.tx106146
+  %1002 = mul nsw i64 %1001, 16
+  %1003 = add nsw i64 2242656, %1002
+  %1004 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1005 = add nsw i64 %1003, %1004
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
+  %1006 = load <8 x float>, ptr %arena165, align 4
+  %1007 = fsub <8 x float> %997, %1006
+  store <8 x float> %1007, ptr %s1_conv1.w113, align 32
+  %1008 = mul nsw i64 %s1_conv1.j104144, 256
+  %1009 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, %s1_conv1.tx106146
+  %1012 = mul nsw i64 %1011, 16
+  %1013 = add nsw i64 2197600, %1012
+  %1014 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1015 = add nsw i64 %1013, %1014
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load <8 x float>, ptr %arena166, align 4
+  %1017 = mul nsw i64 %s1_conv1.j104144, 256
+  %1018 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = add nsw i64 %1019, %s1_conv1.tx106146
+  %1021 = mul nsw i64 %1020, 16
+  %1022 = add nsw i64 2213984, %1021
+  %1023 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1024 = add nsw i64 %1022, %1023
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load <8 x float>, ptr %arena167, align 4
+  %1026 = fadd <8 x float> %1016, %1025
+  %1027 = mul nsw i64 %s1_conv1.j104144, 256
+  %1028 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, %s1_conv1.tx106146
+  %1031 = mul nsw i64 %1030, 16
+  %1032 = add nsw i64 2230368, %1031
+  %1033 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1034 = add nsw i64 %1032, %1033
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
+  %1035 = load <8 x float>, ptr %arena168, align 4
+  %1036 = fadd <8 x float> %1026, %1035
+  store <8 x float> %1036, ptr %s1_conv1.w114, align 32
+  %1037 = mul nsw i64 %s1_conv1.j104144, 256
+  %1038 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1039 = add nsw i64 %1037, %1038
+  %1040 = add nsw i64 %1039, %s1_conv1.tx106146
+  %1041 = mul nsw i64 %1040, 16
+  %1042 = add nsw i64 2213984, %1041
+  %1043 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1044 = add nsw i64 %1042, %1043
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
+  %1045 = load <8 x float>, ptr %arena169, align 4
+  %1046 = mul nsw i64 %s1_conv1.j104144, 256
+  %1047 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1048 = add nsw i64 %1046, %1047
+  %1049 = add nsw i64 %1048, %s1_conv1.tx106146
+  %1050 = mul nsw i64 %1049, 16
+  %1051 = add nsw i64 2230368, %1050
+  %1052 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1053 = add nsw i64 %1051, %1052
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
+  %1054 = load <8 x float>, ptr %arena170, align 4
+  %1055 = fsub <8 x float> %1045, %1054
+  %1056 = mul nsw i64 %s1_conv1.j104144, 256
+  %1057 = mul nsw i64 %s1_conv1.ty105145, 16
+  %1058 = add nsw i64 %1056, %1057
+  %1059 = add nsw i64 %1058, %s1_conv1.tx106146
+  %1060 = mul nsw i64 %1059, 16
+  %1061 = add nsw i64 2246752, %1060
+  %1062 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1063 = add nsw i64 %1061, %1062
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
+  %1064 = load <8 x float>, ptr %arena171, align 4
+  %1065 = fsub <8 x float> %1055, %1064
+  store <8 x float> %1065, ptr %s1_conv1.w115, align 32
+  %w108 = load <8 x float>, ptr %s1_conv1.w108, align 32
+  %w110 = load <8 x float>, ptr %s1_conv1.w110, align 32
+  %1066 = fadd <8 x float> %w108, %w110
+  %w112 = load <8 x float>, ptr %s1_conv1.w112, align 32
+  %1067 = fadd <8 x float> %1066, %w112
+  store <8 x float> %1067, ptr %s1_conv1.w116, align 32
+  %w110172 = load <8 x float>, ptr %s1_conv1.w110, align 32
+  %w112173 = load <8 x float>, ptr %s1_conv1.w112, align 32
+  %1068 = fsub <8 x float> %w110172, %w112173
+  %w114 = load <8 x float>, ptr %s1_conv1.w114, align 32
+  %1069 = fsub <8 x float> %1068, %w114
+  store <8 x float> %1069, ptr %s1_conv1.w117, align 32
+  %w109 = load <8 x float>, ptr %s1_conv1.w109, align 32
+  %w111 = load <8 x float>, ptr %s1_conv1.w111, align 32
+  %1070 = fadd <8 x float> %w109, %w111
+  %w113 = load <8 x float>, ptr %s1_conv1.w113, align 32
+  %1071 = fadd <8 x float> %1070, %w113
+  store <8 x float> %1071, ptr %s1_conv1.w118, align 32
+  %w111174 = load <8 x float>, ptr %s1_conv1.w111, align 32
+  %w113175 = load <8 x float>, ptr %s1_conv1.w113, align 32
+  %1072 = fsub <8 x float> %w111174, %w113175
+  %w115 = load <8 x float>, ptr %s1_conv1.w115, align 32
+  %1073 = fsub <8 x float> %1072, %w115
+  store <8 x float> %1073, ptr %s1_conv1.w119, align 32
+  %w116 = load <8 x float>, ptr %s1_conv1.w116, align 32
+  %1074 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1074
+  %1075 = load <8 x float>, ptr %arena176, align 4
+  %1076 = fmul <8 x float> %w116, %1075
+  %1077 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1078 = add nsw i64 16, %1077
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1078
+  %1079 = load <8 x float>, ptr %arena177, align 4
+  %1080 = fadd <8 x float> %1076, %1079
+  %1081 = fcmp ogt <8 x float> %1080, zeroinitializer
+  %w116178 = load <8 x float>, ptr %s1_conv1.w116, align 32
+  %1082 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1082
+  %1083 = load <8 x float>, ptr %arena179, align 4
+  %1084 = fmul <8 x float> %w116178, %1083
+  %1085 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1086 = add nsw i64 16, %1085
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1086
+  %1087 = load <8 x float>, ptr %arena180, align 4
+  %1088 = fadd <8 x float> %1084, %1087
+  %1089 = select <8 x i1> %1081, <8 x float> %1088, <8 x float> zeroinitializer
+  %1090 = mul nsw i64 %s1_conv1.j104144, 32
+  %1091 = mul nsw i64 %s1_conv1.ty105145, 2
+  %1092 = add nsw i64 %1090, %1091
+  %1093 = mul nsw i64 %1092, 32
+  %1094 = mul nsw i64 %s1_conv1.tx106146, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = mul nsw i64 %1095, 16
+  %1097 = add nsw i64 2250848, %1096
+  %1098 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1099 = add nsw i64 %1097, %1098
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <8 x float> %1089, ptr %arena181, align 4
+  %w117 = load <8 x float>, ptr %s1_conv1.w117, align 32
+  %1100 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1100
+  %1101 = load <8 x float>, ptr %arena182, align 4
+  %1102 = fmul <8 x float> %w117, %1101
+  %1103 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1104 = add nsw i64 16, %1103
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1104
+  %1105 = load <8 x float>, ptr %arena183, align 4
+  %1106 = fadd <8 x float> %1102, %1105
+  %1107 = fcmp ogt <8 x float> %1106, zeroinitializer
+  %w117184 = load <8 x float>, ptr %s1_conv1.w117, align 32
+  %1108 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1108
+  %1109 = load <8 x float>, ptr %arena185, align 4
+  %1110 = fmul <8 x float> %w117184, %1109
+  %1111 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1112 = add nsw i64 16, %1111
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1112
+  %1113 = load <8 x float>, ptr %arena186, align 4
+  %1114 = fadd <8 x float> %1110, %1113
+  %1115 = select <8 x i1> %1107, <8 x float> %1114, <8 x float> zeroinitializer
+  %1116 = mul nsw i64 %s1_conv1.j104144, 32
+  %1117 = mul nsw i64 %s1_conv1.ty105145, 2
+  %1118 = add nsw i64 %1116, %1117
+  %1119 = mul nsw i64 %1118, 32
+  %1120 = mul nsw i64 %s1_conv1.tx106146, 2
+  %1121 = add nsw i64 %1119, %1120
+  %1122 = add nsw i64 %1121, 1
+  %1123 = mul nsw i64 %1122, 16
+  %1124 = add nsw i64 2250848, %1123
+  %1125 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1126 = add nsw i64 %1124, %1125
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %1126
+  store <8 x float> %1115, ptr %arena187, align 4
+  %w118 = load <8 x float>, ptr %s1_conv1.w118, align 32
+  %1127 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %1127
+  %1128 = load <8 x float>, ptr %arena188, align 4
+  %1129 = fmul <8 x float> %w118, %1128
+  %1130 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1131 = add nsw i64 16, %1130
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %1131
+  %1132 = load <8 x float>, ptr %arena189, align 4
+  %1133 = fadd <8 x float> %1129, %1132
+  %1134 = fcmp ogt <8 x float> %1133, zeroinitializer
+  %w118190 = load <8 x float>, ptr %s1_conv1.w118, align 32
+  %1135 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1135
+  %1136 = load <8 x float>, ptr %arena191, align 4
+  %1137 = fmul <8 x float> %w118190, %1136
+  %1138 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1139 = add nsw i64 16, %1138
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %1139
+  %1140 = load <8 x float>, ptr %arena192, align 4
+  %1141 = fadd <8 x float> %1137, %1140
+  %1142 = select <8 x i1> %1134, <8 x float> %1141, <8 x float> zeroinitializer
+  %1143 = mul nsw i64 %s1_conv1.j104144, 32
+  %1144 = mul nsw i64 %s1_conv1.ty105145, 2
+  %1145 = add nsw i64 %1143, %1144
+  %1146 = add nsw i64 %1145, 1
+  %1147 = mul nsw i64 %1146, 32
+  %1148 = mul nsw i64 %s1_conv1.tx106146, 2
+  %1149 = add nsw i64 %1147, %1148
+  %1150 = mul nsw i64 %1149, 16
+  %1151 = add nsw i64 2250848, %1150
+  %1152 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1153 = add nsw i64 %1151, %1152
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %1153
+  store <8 x float> %1142, ptr %arena193, align 4
+  %w119 = load <8 x float>, ptr %s1_conv1.w119, align 32
+  %1154 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load <8 x float>, ptr %arena194, align 4
+  %1156 = fmul <8 x float> %w119, %1155
+  %1157 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1158 = add nsw i64 16, %1157
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %1158
+  %1159 = load <8 x float>, ptr %arena195, align 4
+  %1160 = fadd <8 x float> %1156, %1159
+  %1161 = fcmp ogt <8 x float> %1160, zeroinitializer
+  %w119196 = load <8 x float>, ptr %s1_conv1.w119, align 32
+  %1162 = mul nsw i64 %s1_conv1.cv107147, 8
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %1162
+  %1163 = load <8 x float>, ptr %arena197, align 4
+  %1164 = fmul <8 x float> %w119196, %1163
+  %1165 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1166 = add nsw i64 16, %1165
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %1166
+  %1167 = load <8 x float>, ptr %arena198, align 4
+  %1168 = fadd <8 x float> %1164, %1167
+  %1169 = select <8 x i1> %1161, <8 x float> %1168, <8 x float> zeroinitializer
+  %1170 = mul nsw i64 %s1_conv1.j104144, 32
+  %1171 = mul nsw i64 %s1_conv1.ty105145, 2
+  %1172 = add nsw i64 %1170, %1171
+  %1173 = add nsw i64 %1172, 1
+  %1174 = mul nsw i64 %1173, 32
+  %1175 = mul nsw i64 %s1_conv1.tx106146, 2
+  %1176 = add nsw i64 %1174, %1175
+  %1177 = add nsw i64 %1176, 1
+  %1178 = mul nsw i64 %1177, 16
+  %1179 = add nsw i64 2250848, %1178
+  %1180 = mul nsw i64 %s1_conv1.cv107147, 8
+  %1181 = add nsw i64 %1179, %1180
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %1181
+  store <8 x float> %1169, ptr %arena199, align 4
+  %cv107.next = add nsw i64 %s1_conv1.cv107147, 1
+  %1182 = icmp slt i64 %cv107.next, 2
+  br i1 %1182, label %s1_conv1.cv107, label %s1_conv1.cv107.end
+
+s1_conv1.cv107.end:                               ; preds = %s1_conv1.cv107
+  %tx106.next = add nsw i64 %s1_conv1.tx106146, 1
+  %1183 = icmp slt i64 %tx106.next, 16
+  br i1 %1183, label %s1_conv1.tx106, label %s1_conv1.tx106.end
+
+s1_conv1.j120:                                    ; preds = %s1_conv1.c121.end, %s1_conv1.j104.end
+  %s1_conv1.j120200 = phi i64 [ 0, %s1_conv1.j104.end ], [ %j120.next, %s1_conv1.c121.end ]
+  br label %s1_conv1.c121
+
+s1_conv1.j120.end:                                ; preds = %s1_conv1.c121.end
+  %g62.next = add nsw i64 %s1_conv1.g6265, 1
+  %1184 = icmp slt i64 %g62.next, 64
+  br i1 %1184, label %s1_conv1.g62, label %s1_conv1.g62.end
+
+s1_conv1.c121:                                    ; preds = %s1_conv1.q122.end, %s1_conv1.j120
+  %s1_conv1.c121201 = phi i64 [ 0, %s1_conv1.j120 ], [ %c121.next, %s1_conv1.q122.end ]
+  br label %s1_conv1.q122
+
+s1_conv1.c121.end:                                ; preds = %s1_conv1.q122.end
+  %j120.next = add nsw i64 %s1_conv1.j120200, 1
+  %1185 = icmp slt i64 %j120.next, 1
+  br i1 %1185, label %s1_conv1.j120, label %s1_conv1.j120.end
+
+s1_conv1.q122:                                    ; preds = %s1_conv1.q122, %s1_conv1.c121
+  %s1_conv1.q122202 = phi i64 [ 0, %s1_conv1.c121 ], [ %q122.next, %s1_conv1.q122 ]
+  %1186 = mul nsw i64 %s1_conv1.j120200, 1024
+  %1187 = add nsw i64 %1186, %s1_conv1.q122202
+  %1188 = mul nsw i64 %1187, 16
+  %1189 = add nsw i64 2250848, %1188
+  %1190 = add nsw i64 %1189, %s1_conv1.c121201
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %1190
+  %1191 = load float, ptr %arena203, align 4
+  %1192 = add nsw i64 %s1_conv1.g6265, %s1_conv1.j120200
+  %1193 = mul nsw i64 %1192, 16384
+  %1194 = add nsw i64 1048608, %1193
+  %1195 = mul nsw i64 %s1_conv1.c121201, 1024
+  %1196 = add nsw i64 %1194, %1195
+  %1197 = add nsw i64 %1196, %s1_conv1.q122202
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %1197
+  store float %1191, ptr %arena204, align 4
+  %q122.next = add nsw i64 %s1_conv1.q122202, 1
+  %1198 = icmp slt i64 %q122.next, 1024
+  br i1 %1198, label %s1_conv1.q122, label %s1_conv1.q122.end
+
+s1_conv1.q122.end:                                ; preds = %s1_conv1.q122
+  %c121.next = add nsw i64 %s1_conv1.c121201, 1
+  %1199 = icmp slt i64 %c121.next, 16
+  br i1 %1199, label %s1_conv1.c121, label %s1_conv1.c121.end
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k4.s1_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  %s1_bn2.scale124 = alloca float, align 4
+  br label %s1_bn2.c123
+
+s1_bn2.c123:                                      ; preds = %s1_bn2.c123, %entry
+  %s1_bn2.c1231 = phi i64 [ 0, %entry ], [ %c123.next, %s1_bn2.c123 ]
+  %0 = add nsw i64 5104, %s1_bn2.c1231
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s1_bn1.mean127, align 4
-  %2 = add nsw i64 78090, %s1_bn1.c1261
+  %2 = add nsw i64 78122, %s1_bn2.c1231
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s1_bn1.var128, align 4
-  %4 = add nsw i64 2768, %s1_bn1.c1261
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var128 = load float, ptr %s1_bn1.var128, align 4
-  %6 = fadd float %var128, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s1_bn1.scale129, align 4
-  br label %s1_bn1.n130
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s1_bn2.scale124, align 4
+  %scale124 = load float, ptr %s1_bn2.scale124, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s1_bn2.c1231
+  store float %scale124, ptr %arena4, align 4
+  %8 = add nsw i64 5120, %s1_bn2.c1231
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78106, %s1_bn2.c1231
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale1247 = load float, ptr %s1_bn2.scale124, align 4
+  %12 = fmul float %11, %scale1247
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 16, %s1_bn2.c1231
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c123.next = add nsw i64 %s1_bn2.c1231, 1
+  %15 = icmp slt i64 %c123.next, 16
+  br i1 %15, label %s1_bn2.c123, label %s1_bn2.c123.end
 
-s1_bn1.c126.end:                                  ; preds = %s1_bn1.n130.end
-  ret void
-
-s1_bn1.n130:                                      ; preds = %s1_bn1.i131.end, %s1_bn1.c126
-  %s1_bn1.n1305 = phi i64 [ 0, %s1_bn1.c126 ], [ %n130.next, %s1_bn1.i131.end ]
-  br label %s1_bn1.i131
-
-s1_bn1.n130.end:                                  ; preds = %s1_bn1.i131.end
-  %c126.next = add nsw i64 %s1_bn1.c1261, 1
-  %10 = icmp slt i64 %c126.next, 16
-  br i1 %10, label %s1_bn1.c126, label %s1_bn1.c126.end
-
-s1_bn1.i131:                                      ; preds = %s1_bn1.i131, %s1_bn1.n130
-  %s1_bn1.i1316 = phi i64 [ 0, %s1_bn1.n130 ], [ %i131.next, %s1_bn1.i131 ]
-  %11 = mul nsw i64 %s1_bn1.n1305, 16
-  %12 = add nsw i64 %11, %s1_bn1.c1261
-  %13 = mul nsw i64 %12, 1024
-  %14 = add nsw i64 %13, %s1_bn1.i1316
-  %15 = add nsw i64 1048576, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean127 = load float, ptr %s1_bn1.mean127, align 4
-  %17 = fsub float %16, %mean127
-  %scale129 = load float, ptr %s1_bn1.scale129, align 4
-  %18 = fmul float %17, %scale129
-  %19 = add nsw i64 2784, %s1_bn1.c1261
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s1_bn1.n1305, 16
-  %23 = add nsw i64 %22, %s1_bn1.c1261
-  %24 = mul nsw i64 %23, 1024
-  %25 = add nsw i64 %24, %s1_bn1.i1316
-  %26 = add nsw i64 2097152, %25
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
-  store float %21, ptr %arena9, align 4
-  %i131.next = add nsw i64 %s1_bn1.i1316, 1
-  %27 = icmp slt i64 %i131.next, 1024
-  br i1 %27, label %s1_bn1.i131, label %s1_bn1.i131.end
-
-s1_bn1.i131.end:                                  ; preds = %s1_bn1.i131
-  %n130.next = add nsw i64 %s1_bn1.n1305, 1
-  %28 = icmp slt i64 %n130.next, 64
-  br i1 %28, label %s1_bn1.n130, label %s1_bn1.n130.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k4.s1_relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
-entry:
-  br label %s1_relu1.i132
-
-s1_relu1.i132:                                    ; preds = %s1_relu1.i132, %entry
-  %s1_relu1.i1321 = phi i64 [ 0, %entry ], [ %i132.next, %s1_relu1.i132 ]
-  %0 = add nsw i64 2097152, %s1_relu1.i1321
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 2097152, %s1_relu1.i1321
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 1048576, %s1_relu1.i1321
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena4, align 4
-  %i132.next = add nsw i64 %s1_relu1.i1321, 1
-  %7 = icmp slt i64 %i132.next, 1048576
-  br i1 %7, label %s1_relu1.i132, label %s1_relu1.i132.end
-
-s1_relu1.i132.end:                                ; preds = %s1_relu1.i132
+s1_bn2.c123.end:                                  ; preds = %s1_bn2.c123
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k5.s1_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k5.s1_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s1_bn2.scale228 = alloca float, align 4
-  %s1_bn2.var227 = alloca float, align 4
-  %s1_bn2.mean226 = alloca float, align 4
-  br label %s1_bn2.c225
+  %s1_conv2.w213 = alloca <8 x float>, align 32
+  %s1_conv2.w212 = alloca <8 x float>, align 32
+  %s1_conv2.w211 = alloca <8 x float>, align 32
+  %s1_conv2.w210 = alloca <8 x float>, align 32
+  %s1_conv2.w209 = alloca <8 x float>, align 32
+  %s1_conv2.w208 = alloca <8 x float>, align 32
+  %s1_conv2.w207 = alloca <8 x float>, align 32
+  %s1_conv2.w206 = alloca <8 x float>, align 32
+  %s1_conv2.w205 = alloca <8 x float>, align 32
+  %s1_conv2.w204 = alloca <8 x float>, align 32
+  %s1_conv2.w203 = alloca <8 x float>, align 32
+  %s1_conv2.w202 = alloca <8 x float>, align 32
+  %s1_conv2.w196 = alloca <8 x float>, align 32
+  %s1_conv2.w195 = alloca <8 x float>, align 32
+  %s1_conv2.w194 = alloca <8 x float>, align 32
+  %s1_conv2.w193 = alloca <8 x float>, align 32
+  %s1_conv2.w192 = alloca <8 x float>, align 32
+  %s1_conv2.w191 = alloca <8 x float>, align 32
+  %s1_conv2.w190 = alloca <8 x float>, align 32
+  %s1_conv2.w189 = alloca <8 x float>, align 32
+  %s1_conv2.w188 = alloca <8 x float>, align 32
+  %s1_conv2.w187 = alloca <8 x float>, align 32
+  %s1_conv2.w186 = alloca <8 x float>, align 32
+  %s1_conv2.w185 = alloca <8 x float>, align 32
+  %s1_conv2.w184 = alloca <8 x float>, align 32
+  %s1_conv2.w183 = alloca <8 x float>, align 32
+  %s1_conv2.w182 = alloca <8 x float>, align 32
+  %s1_conv2.w181 = alloca <8 x float>, align 32
+  %s1_conv2.w180 = alloca <8 x float>, align 32
+  %s1_conv2.w179 = alloca <8 x float>, align 32
+  %s1_conv2.w178 = alloca <8 x float>, align 32
+  %s1_conv2.w177 = alloca <8 x float>, align 32
+  %s1_conv2.w176 = alloca <8 x float>, align 32
+  %s1_conv2.w175 = alloca <8 x float>, align 32
+  %s1_conv2.w174 = alloca <8 x float>, align 32
+  %s1_conv2.w173 = alloca <8 x float>, align 32
+  %s1_conv2.w172 = alloca <8 x float>, align 32
+  %s1_conv2.w171 = alloca <8 x float>, align 32
+  %s1_conv2.w170 = alloca <8 x float>, align 32
+  %s1_conv2.w169 = alloca <8 x float>, align 32
+  %s1_conv2.w168 = alloca <8 x float>, align 32
+  %s1_conv2.w167 = alloca <8 x float>, align 32
+  %s1_conv2.w166 = alloca <8 x float>, align 32
+  %s1_conv2.w165 = alloca <8 x float>, align 32
+  %s1_conv2.w154 = alloca float, align 4
+  %s1_conv2.w153 = alloca float, align 4
+  %s1_conv2.w152 = alloca float, align 4
+  %s1_conv2.w151 = alloca float, align 4
+  %s1_conv2.w150 = alloca float, align 4
+  %s1_conv2.w149 = alloca float, align 4
+  %s1_conv2.w148 = alloca float, align 4
+  %s1_conv2.w147 = alloca float, align 4
+  %s1_conv2.w146 = alloca float, align 4
+  %s1_conv2.w145 = alloca float, align 4
+  %s1_conv2.w144 = alloca float, align 4
+  %s1_conv2.w143 = alloca float, align 4
+  %s1_conv2.w142 = alloca float, align 4
+  %s1_conv2.w141 = alloca float, align 4
+  %s1_conv2.w140 = alloca float, align 4
+  %s1_conv2.w139 = alloca float, align 4
+  %s1_conv2.w138 = alloca float, align 4
+  %s1_conv2.w137 = alloca float, align 4
+  %s1_conv2.w136 = alloca float, align 4
+  %s1_conv2.w135 = alloca float, align 4
+  %s1_conv2.w134 = alloca float, align 4
+  %s1_conv2.w133 = alloca float, align 4
+  %s1_conv2.w132 = alloca float, align 4
+  %s1_conv2.w131 = alloca float, align 4
+  %s1_conv2.w130 = alloca float, align 4
+  %s1_conv2.w129 = alloca float, align 4
+  %s1_conv2.w128 = alloca float, align 4
+  %s1_conv2.w127 = alloca float, align 4
+  br label %s1_conv2.ci125
 
-s1_bn2.c225:                                      ; preds = %s1_bn2.n229.end, %entry
-  %s1_bn2.c2251 = phi i64 [ 0, %entry ], [ %c225.next, %s1_bn2.n229.end ]
-  %0 = add nsw i64 78106, %s1_bn2.c2251
-  %params2 = getelementptr inbounds float, ptr %params, i64 %0
-  %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s1_bn2.mean226, align 4
-  %2 = add nsw i64 78122, %s1_bn2.c2251
-  %params3 = getelementptr inbounds float, ptr %params, i64 %2
-  %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s1_bn2.var227, align 4
-  %4 = add nsw i64 5104, %s1_bn2.c2251
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var227 = load float, ptr %s1_bn2.var227, align 4
-  %6 = fadd float %var227, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s1_bn2.scale228, align 4
-  br label %s1_bn2.n229
+s1_conv2.ci125:                                   ; preds = %s1_conv2.co126.end, %entry
+  %s1_conv2.ci1251 = phi i64 [ 0, %entry ], [ %ci125.next, %s1_conv2.co126.end ]
+  br label %s1_conv2.co126
 
-s1_bn2.c225.end:                                  ; preds = %s1_bn2.n229.end
+s1_conv2.ci125.end:                               ; preds = %s1_conv2.co126.end
+  br label %s1_conv2.i155
+
+s1_conv2.co126:                                   ; preds = %s1_conv2.co126, %s1_conv2.ci125
+  %s1_conv2.co1262 = phi i64 [ 0, %s1_conv2.ci125 ], [ %co126.next, %s1_conv2.co126 ]
+  %0 = mul nsw i64 %s1_conv2.co1262, 16
+  %1 = add nsw i64 %0, %s1_conv2.ci1251
+  %2 = mul nsw i64 %1, 9
+  %3 = add nsw i64 2800, %2
+  %params3 = getelementptr inbounds float, ptr %params, i64 %3
+  %4 = load float, ptr %params3, align 4
+  store float %4, ptr %s1_conv2.w127, align 4
+  %5 = mul nsw i64 %s1_conv2.co1262, 16
+  %6 = add nsw i64 %5, %s1_conv2.ci1251
+  %7 = mul nsw i64 %6, 9
+  %8 = add nsw i64 2800, %7
+  %params4 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params4, align 4
+  %10 = mul nsw i64 %s1_conv2.co1262, 16
+  %11 = add nsw i64 %10, %s1_conv2.ci1251
+  %12 = mul nsw i64 %11, 9
+  %13 = add nsw i64 2800, %12
+  %14 = add nsw i64 %13, 3
+  %params5 = getelementptr inbounds float, ptr %params, i64 %14
+  %15 = load float, ptr %params5, align 4
+  %16 = fadd float %9, %15
+  %17 = mul nsw i64 %s1_conv2.co1262, 16
+  %18 = add nsw i64 %17, %s1_conv2.ci1251
+  %19 = mul nsw i64 %18, 9
+  %20 = add nsw i64 2800, %19
+  %21 = add nsw i64 %20, 6
+  %params6 = getelementptr inbounds float, ptr %params, i64 %21
+  %22 = load float, ptr %params6, align 4
+  %23 = fadd float %16, %22
+  %24 = fmul float %23, 5.000000e-01
+  store float %24, ptr %s1_conv2.w128, align 4
+  %25 = mul nsw i64 %s1_conv2.co1262, 16
+  %26 = add nsw i64 %25, %s1_conv2.ci1251
+  %27 = mul nsw i64 %26, 9
+  %28 = add nsw i64 2800, %27
+  %params7 = getelementptr inbounds float, ptr %params, i64 %28
+  %29 = load float, ptr %params7, align 4
+  %30 = mul nsw i64 %s1_conv2.co1262, 16
+  %31 = add nsw i64 %30, %s1_conv2.ci1251
+  %32 = mul nsw i64 %31, 9
+  %33 = add nsw i64 2800, %32
+  %34 = add nsw i64 %33, 6
+  %params8 = getelementptr inbounds float, ptr %params, i64 %34
+  %35 = load float, ptr %params8, align 4
+  %36 = fadd float %29, %35
+  %37 = mul nsw i64 %s1_conv2.co1262, 16
+  %38 = add nsw i64 %37, %s1_conv2.ci1251
+  %39 = mul nsw i64 %38, 9
+  %40 = add nsw i64 2800, %39
+  %41 = add nsw i64 %40, 3
+  %params9 = getelementptr inbounds float, ptr %params, i64 %41
+  %42 = load float, ptr %params9, align 4
+  %43 = fsub float %36, %42
+  %44 = fmul float %43, 5.000000e-01
+  store float %44, ptr %s1_conv2.w129, align 4
+  %45 = mul nsw i64 %s1_conv2.co1262, 16
+  %46 = add nsw i64 %45, %s1_conv2.ci1251
+  %47 = mul nsw i64 %46, 9
+  %48 = add nsw i64 2800, %47
+  %49 = add nsw i64 %48, 6
+  %params10 = getelementptr inbounds float, ptr %params, i64 %49
+  %50 = load float, ptr %params10, align 4
+  store float %50, ptr %s1_conv2.w130, align 4
+  %51 = mul nsw i64 %s1_conv2.co1262, 16
+  %52 = add nsw i64 %51, %s1_conv2.ci1251
+  %53 = mul nsw i64 %52, 9
+  %54 = add nsw i64 2800, %53
+  %55 = add nsw i64 %54, 1
+  %params11 = getelementptr inbounds float, ptr %params, i64 %55
+  %56 = load float, ptr %params11, align 4
+  store float %56, ptr %s1_conv2.w131, align 4
+  %57 = mul nsw i64 %s1_conv2.co1262, 16
+  %58 = add nsw i64 %57, %s1_conv2.ci1251
+  %59 = mul nsw i64 %58, 9
+  %60 = add nsw i64 2800, %59
+  %61 = add nsw i64 %60, 1
+  %params12 = getelementptr inbounds float, ptr %params, i64 %61
+  %62 = load float, ptr %params12, align 4
+  %63 = mul nsw i64 %s1_conv2.co1262, 16
+  %64 = add nsw i64 %63, %s1_conv2.ci1251
+  %65 = mul nsw i64 %64, 9
+  %66 = add nsw i64 2800, %65
+  %67 = add nsw i64 %66, 4
+  %params13 = getelementptr inbounds float, ptr %params, i64 %67
+  %68 = load float, ptr %params13, align 4
+  %69 = fadd float %62, %68
+  %70 = mul nsw i64 %s1_conv2.co1262, 16
+  %71 = add nsw i64 %70, %s1_conv2.ci1251
+  %72 = mul nsw i64 %71, 9
+  %73 = add nsw i64 2800, %72
+  %74 = add nsw i64 %73, 7
+  %params14 = getelementptr inbounds float, ptr %params, i64 %74
+  %75 = load float, ptr %params14, align 4
+  %76 = fadd float %69, %75
+  %77 = fmul float %76, 5.000000e-01
+  store float %77, ptr %s1_conv2.w132, align 4
+  %78 = mul nsw i64 %s1_conv2.co1262, 16
+  %79 = add nsw i64 %78, %s1_conv2.ci1251
+  %80 = mul nsw i64 %79, 9
+  %81 = add nsw i64 2800, %80
+  %82 = add nsw i64 %81, 1
+  %params15 = getelementptr inbounds float, ptr %params, i64 %82
+  %83 = load float, ptr %params15, align 4
+  %84 = mul nsw i64 %s1_conv2.co1262, 16
+  %85 = add nsw i64 %84, %s1_conv2.ci1251
+  %86 = mul nsw i64 %85, 9
+  %87 = add nsw i64 2800, %86
+  %88 = add nsw i64 %87, 7
+  %params16 = getelementptr inbounds float, ptr %params, i64 %88
+  %89 = load float, ptr %params16, align 4
+  %90 = fadd float %83, %89
+  %91 = mul nsw i64 %s1_conv2.co1262, 16
+  %92 = add nsw i64 %91, %s1_conv2.ci1251
+  %93 = mul nsw i64 %92, 9
+  %94 = add nsw i64 2800, %93
+  %95 = add nsw i64 %94, 4
+  %params17 = getelementptr inbounds float, ptr %params, i64 %95
+  %96 = load float, ptr %params17, align 4
+  %97 = fsub float %90, %96
+  %98 = fmul float %97, 5.000000e-01
+  store float %98, ptr %s1_conv2.w133, align 4
+  %99 = mul nsw i64 %s1_conv2.co1262, 16
+  %100 = add nsw i64 %99, %s1_conv2.ci1251
+  %101 = mul nsw i64 %100, 9
+  %102 = add nsw i64 2800, %101
+  %103 = add nsw i64 %102, 7
+  %params18 = getelementptr inbounds float, ptr %params, i64 %103
+  %104 = load float, ptr %params18, align 4
+  store float %104, ptr %s1_conv2.w134, align 4
+  %105 = mul nsw i64 %s1_conv2.co1262, 16
+  %106 = add nsw i64 %105, %s1_conv2.ci1251
+  %107 = mul nsw i64 %106, 9
+  %108 = add nsw i64 2800, %107
+  %109 = add nsw i64 %108, 2
+  %params19 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params19, align 4
+  store float %110, ptr %s1_conv2.w135, align 4
+  %111 = mul nsw i64 %s1_conv2.co1262, 16
+  %112 = add nsw i64 %111, %s1_conv2.ci1251
+  %113 = mul nsw i64 %112, 9
+  %114 = add nsw i64 2800, %113
+  %115 = add nsw i64 %114, 2
+  %params20 = getelementptr inbounds float, ptr %params, i64 %115
+  %116 = load float, ptr %params20, align 4
+  %117 = mul nsw i64 %s1_conv2.co1262, 16
+  %118 = add nsw i64 %117, %s1_conv2.ci1251
+  %119 = mul nsw i64 %118, 9
+  %120 = add nsw i64 2800, %119
+  %121 = add nsw i64 %120, 5
+  %params21 = getelementptr inbounds float, ptr %params, i64 %121
+  %122 = load float, ptr %params21, align 4
+  %123 = fadd float %116, %122
+  %124 = mul nsw i64 %s1_conv2.co1262, 16
+  %125 = add nsw i64 %124, %s1_conv2.ci1251
+  %126 = mul nsw i64 %125, 9
+  %127 = add nsw i64 2800, %126
+  %128 = add nsw i64 %127, 8
+  %params22 = getelementptr inbounds float, ptr %params, i64 %128
+  %129 = load float, ptr %params22, align 4
+  %130 = fadd float %123, %129
+  %131 = fmul float %130, 5.000000e-01
+  store float %131, ptr %s1_conv2.w136, align 4
+  %132 = mul nsw i64 %s1_conv2.co1262, 16
+  %133 = add nsw i64 %132, %s1_conv2.ci1251
+  %134 = mul nsw i64 %133, 9
+  %135 = add nsw i64 2800, %134
+  %136 = add nsw i64 %135, 2
+  %params23 = getelementptr inbounds float, ptr %params, i64 %136
+  %137 = load float, ptr %params23, align 4
+  %138 = mul nsw i64 %s1_conv2.co1262, 16
+  %139 = add nsw i64 %138, %s1_conv2.ci1251
+  %140 = mul nsw i64 %139, 9
+  %141 = add nsw i64 2800, %140
+  %142 = add nsw i64 %141, 8
+  %params24 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params24, align 4
+  %144 = fadd float %137, %143
+  %145 = mul nsw i64 %s1_conv2.co1262, 16
+  %146 = add nsw i64 %145, %s1_conv2.ci1251
+  %147 = mul nsw i64 %146, 9
+  %148 = add nsw i64 2800, %147
+  %149 = add nsw i64 %148, 5
+  %params25 = getelementptr inbounds float, ptr %params, i64 %149
+  %150 = load float, ptr %params25, align 4
+  %151 = fsub float %144, %150
+  %152 = fmul float %151, 5.000000e-01
+  store float %152, ptr %s1_conv2.w137, align 4
+  %153 = mul nsw i64 %s1_conv2.co1262, 16
+  %154 = add nsw i64 %153, %s1_conv2.ci1251
+  %155 = mul nsw i64 %154, 9
+  %156 = add nsw i64 2800, %155
+  %157 = add nsw i64 %156, 8
+  %params26 = getelementptr inbounds float, ptr %params, i64 %157
+  %158 = load float, ptr %params26, align 4
+  store float %158, ptr %s1_conv2.w138, align 4
+  %w127 = load float, ptr %s1_conv2.w127, align 4
+  store float %w127, ptr %s1_conv2.w139, align 4
+  %w12727 = load float, ptr %s1_conv2.w127, align 4
+  %w131 = load float, ptr %s1_conv2.w131, align 4
+  %159 = fadd float %w12727, %w131
+  %w135 = load float, ptr %s1_conv2.w135, align 4
+  %160 = fadd float %159, %w135
+  %161 = fmul float %160, 5.000000e-01
+  store float %161, ptr %s1_conv2.w140, align 4
+  %w12728 = load float, ptr %s1_conv2.w127, align 4
+  %w13529 = load float, ptr %s1_conv2.w135, align 4
+  %162 = fadd float %w12728, %w13529
+  %w13130 = load float, ptr %s1_conv2.w131, align 4
+  %163 = fsub float %162, %w13130
+  %164 = fmul float %163, 5.000000e-01
+  store float %164, ptr %s1_conv2.w141, align 4
+  %w13531 = load float, ptr %s1_conv2.w135, align 4
+  store float %w13531, ptr %s1_conv2.w142, align 4
+  %w128 = load float, ptr %s1_conv2.w128, align 4
+  store float %w128, ptr %s1_conv2.w143, align 4
+  %w12832 = load float, ptr %s1_conv2.w128, align 4
+  %w132 = load float, ptr %s1_conv2.w132, align 4
+  %165 = fadd float %w12832, %w132
+  %w136 = load float, ptr %s1_conv2.w136, align 4
+  %166 = fadd float %165, %w136
+  %167 = fmul float %166, 5.000000e-01
+  store float %167, ptr %s1_conv2.w144, align 4
+  %w12833 = load float, ptr %s1_conv2.w128, align 4
+  %w13634 = load float, ptr %s1_conv2.w136, align 4
+  %168 = fadd float %w12833, %w13634
+  %w13235 = load float, ptr %s1_conv2.w132, align 4
+  %169 = fsub float %168, %w13235
+  %170 = fmul float %169, 5.000000e-01
+  store float %170, ptr %s1_conv2.w145, align 4
+  %w13636 = load float, ptr %s1_conv2.w136, align 4
+  store float %w13636, ptr %s1_conv2.w146, align 4
+  %w129 = load float, ptr %s1_conv2.w129, align 4
+  store float %w129, ptr %s1_conv2.w147, align 4
+  %w12937 = load float, ptr %s1_conv2.w129, align 4
+  %w133 = load float, ptr %s1_conv2.w133, align 4
+  %171 = fadd float %w12937, %w133
+  %w137 = load float, ptr %s1_conv2.w137, align 4
+  %172 = fadd float %171, %w137
+  %173 = fmul float %172, 5.000000e-01
+  store float %173, ptr %s1_conv2.w148, align 4
+  %w12938 = load float, ptr %s1_conv2.w129, align 4
+  %w13739 = load float, ptr %s1_conv2.w137, align 4
+  %174 = fadd float %w12938, %w13739
+  %w13340 = load float, ptr %s1_conv2.w133, align 4
+  %175 = fsub float %174, %w13340
+  %176 = fmul float %175, 5.000000e-01
+  store float %176, ptr %s1_conv2.w149, align 4
+  %w13741 = load float, ptr %s1_conv2.w137, align 4
+  store float %w13741, ptr %s1_conv2.w150, align 4
+  %w130 = load float, ptr %s1_conv2.w130, align 4
+  store float %w130, ptr %s1_conv2.w151, align 4
+  %w13042 = load float, ptr %s1_conv2.w130, align 4
+  %w134 = load float, ptr %s1_conv2.w134, align 4
+  %177 = fadd float %w13042, %w134
+  %w138 = load float, ptr %s1_conv2.w138, align 4
+  %178 = fadd float %177, %w138
+  %179 = fmul float %178, 5.000000e-01
+  store float %179, ptr %s1_conv2.w152, align 4
+  %w13043 = load float, ptr %s1_conv2.w130, align 4
+  %w13844 = load float, ptr %s1_conv2.w138, align 4
+  %180 = fadd float %w13043, %w13844
+  %w13445 = load float, ptr %s1_conv2.w134, align 4
+  %181 = fsub float %180, %w13445
+  %182 = fmul float %181, 5.000000e-01
+  store float %182, ptr %s1_conv2.w153, align 4
+  %w13846 = load float, ptr %s1_conv2.w138, align 4
+  store float %w13846, ptr %s1_conv2.w154, align 4
+  %w139 = load float, ptr %s1_conv2.w139, align 4
+  %183 = mul nsw i64 %s1_conv2.ci1251, 16
+  %184 = add nsw i64 3145760, %183
+  %185 = add nsw i64 %184, %s1_conv2.co1262
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
+  store float %w139, ptr %arena47, align 4
+  %w140 = load float, ptr %s1_conv2.w140, align 4
+  %186 = mul nsw i64 %s1_conv2.ci1251, 16
+  %187 = add nsw i64 3146016, %186
+  %188 = add nsw i64 %187, %s1_conv2.co1262
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %w140, ptr %arena48, align 4
+  %w141 = load float, ptr %s1_conv2.w141, align 4
+  %189 = mul nsw i64 %s1_conv2.ci1251, 16
+  %190 = add nsw i64 3146272, %189
+  %191 = add nsw i64 %190, %s1_conv2.co1262
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
+  store float %w141, ptr %arena49, align 4
+  %w142 = load float, ptr %s1_conv2.w142, align 4
+  %192 = mul nsw i64 %s1_conv2.ci1251, 16
+  %193 = add nsw i64 3146528, %192
+  %194 = add nsw i64 %193, %s1_conv2.co1262
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
+  store float %w142, ptr %arena50, align 4
+  %w143 = load float, ptr %s1_conv2.w143, align 4
+  %195 = mul nsw i64 %s1_conv2.ci1251, 16
+  %196 = add nsw i64 3146784, %195
+  %197 = add nsw i64 %196, %s1_conv2.co1262
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
+  store float %w143, ptr %arena51, align 4
+  %w144 = load float, ptr %s1_conv2.w144, align 4
+  %198 = mul nsw i64 %s1_conv2.ci1251, 16
+  %199 = add nsw i64 3147040, %198
+  %200 = add nsw i64 %199, %s1_conv2.co1262
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
+  store float %w144, ptr %arena52, align 4
+  %w145 = load float, ptr %s1_conv2.w145, align 4
+  %201 = mul nsw i64 %s1_conv2.ci1251, 16
+  %202 = add nsw i64 3147296, %201
+  %203 = add nsw i64 %202, %s1_conv2.co1262
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
+  store float %w145, ptr %arena53, align 4
+  %w146 = load float, ptr %s1_conv2.w146, align 4
+  %204 = mul nsw i64 %s1_conv2.ci1251, 16
+  %205 = add nsw i64 3147552, %204
+  %206 = add nsw i64 %205, %s1_conv2.co1262
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %w146, ptr %arena54, align 4
+  %w147 = load float, ptr %s1_conv2.w147, align 4
+  %207 = mul nsw i64 %s1_conv2.ci1251, 16
+  %208 = add nsw i64 3147808, %207
+  %209 = add nsw i64 %208, %s1_conv2.co1262
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %w147, ptr %arena55, align 4
+  %w148 = load float, ptr %s1_conv2.w148, align 4
+  %210 = mul nsw i64 %s1_conv2.ci1251, 16
+  %211 = add nsw i64 3148064, %210
+  %212 = add nsw i64 %211, %s1_conv2.co1262
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
+  store float %w148, ptr %arena56, align 4
+  %w149 = load float, ptr %s1_conv2.w149, align 4
+  %213 = mul nsw i64 %s1_conv2.ci1251, 16
+  %214 = add nsw i64 3148320, %213
+  %215 = add nsw i64 %214, %s1_conv2.co1262
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %w149, ptr %arena57, align 4
+  %w150 = load float, ptr %s1_conv2.w150, align 4
+  %216 = mul nsw i64 %s1_conv2.ci1251, 16
+  %217 = add nsw i64 3148576, %216
+  %218 = add nsw i64 %217, %s1_conv2.co1262
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
+  store float %w150, ptr %arena58, align 4
+  %w151 = load float, ptr %s1_conv2.w151, align 4
+  %219 = mul nsw i64 %s1_conv2.ci1251, 16
+  %220 = add nsw i64 3148832, %219
+  %221 = add nsw i64 %220, %s1_conv2.co1262
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
+  store float %w151, ptr %arena59, align 4
+  %w152 = load float, ptr %s1_conv2.w152, align 4
+  %222 = mul nsw i64 %s1_conv2.ci1251, 16
+  %223 = add nsw i64 3149088, %222
+  %224 = add nsw i64 %223, %s1_conv2.co1262
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  store float %w152, ptr %arena60, align 4
+  %w153 = load float, ptr %s1_conv2.w153, align 4
+  %225 = mul nsw i64 %s1_conv2.ci1251, 16
+  %226 = add nsw i64 3149344, %225
+  %227 = add nsw i64 %226, %s1_conv2.co1262
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  store float %w153, ptr %arena61, align 4
+  %w154 = load float, ptr %s1_conv2.w154, align 4
+  %228 = mul nsw i64 %s1_conv2.ci1251, 16
+  %229 = add nsw i64 3149600, %228
+  %230 = add nsw i64 %229, %s1_conv2.co1262
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
+  store float %w154, ptr %arena62, align 4
+  %co126.next = add nsw i64 %s1_conv2.co1262, 1
+  %231 = icmp slt i64 %co126.next, 16
+  br i1 %231, label %s1_conv2.co126, label %s1_conv2.co126.end
+
+s1_conv2.co126.end:                               ; preds = %s1_conv2.co126
+  %ci125.next = add nsw i64 %s1_conv2.ci1251, 1
+  %232 = icmp slt i64 %ci125.next, 16
+  br i1 %232, label %s1_conv2.ci125, label %s1_conv2.ci125.end
+
+s1_conv2.i155:                                    ; preds = %s1_conv2.i155, %s1_conv2.ci125.end
+  %s1_conv2.i15563 = phi i64 [ 0, %s1_conv2.ci125.end ], [ %i155.next, %s1_conv2.i155 ]
+  %233 = add nsw i64 3149856, %s1_conv2.i15563
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
+  store float 0.000000e+00, ptr %arena64, align 4
+  %i155.next = add nsw i64 %s1_conv2.i15563, 1
+  %234 = icmp slt i64 %i155.next, 18496
+  br i1 %234, label %s1_conv2.i155, label %s1_conv2.i155.end
+
+s1_conv2.i155.end:                                ; preds = %s1_conv2.i155
+  br label %s1_conv2.g156
+
+s1_conv2.g156:                                    ; preds = %s1_conv2.j214.end, %s1_conv2.i155.end
+  %s1_conv2.g15665 = phi i64 [ 0, %s1_conv2.i155.end ], [ %g156.next, %s1_conv2.j214.end ]
+  br label %s1_conv2.j157
+
+s1_conv2.g156.end:                                ; preds = %s1_conv2.j214.end
   ret void
 
-s1_bn2.n229:                                      ; preds = %s1_bn2.i230.end, %s1_bn2.c225
-  %s1_bn2.n2295 = phi i64 [ 0, %s1_bn2.c225 ], [ %n229.next, %s1_bn2.i230.end ]
-  br label %s1_bn2.i230
+s1_conv2.j157:                                    ; preds = %s1_conv2.c158.end, %s1_conv2.g156
+  %s1_conv2.j15766 = phi i64 [ 0, %s1_conv2.g156 ], [ %j157.next, %s1_conv2.c158.end ]
+  br label %s1_conv2.c158
 
-s1_bn2.n229.end:                                  ; preds = %s1_bn2.i230.end
-  %c225.next = add nsw i64 %s1_bn2.c2251, 1
-  %10 = icmp slt i64 %c225.next, 16
-  br i1 %10, label %s1_bn2.c225, label %s1_bn2.c225.end
+s1_conv2.j157.end:                                ; preds = %s1_conv2.c158.end
+  br label %s1_conv2.j161
 
-s1_bn2.i230:                                      ; preds = %s1_bn2.i230, %s1_bn2.n229
-  %s1_bn2.i2306 = phi i64 [ 0, %s1_bn2.n229 ], [ %i230.next, %s1_bn2.i230 ]
-  %11 = mul nsw i64 %s1_bn2.n2295, 16
-  %12 = add nsw i64 %11, %s1_bn2.c2251
-  %13 = mul nsw i64 %12, 1024
-  %14 = add nsw i64 %13, %s1_bn2.i2306
-  %15 = add nsw i64 2097152, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean226 = load float, ptr %s1_bn2.mean226, align 4
-  %17 = fsub float %16, %mean226
-  %scale228 = load float, ptr %s1_bn2.scale228, align 4
-  %18 = fmul float %17, %scale228
-  %19 = add nsw i64 5120, %s1_bn2.c2251
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s1_bn2.n2295, 16
-  %23 = add nsw i64 %22, %s1_bn2.c2251
-  %24 = mul nsw i64 %23, 1024
-  %25 = add nsw i64 %24, %s1_bn2.i2306
-  %26 = add nsw i64 1048576, %25
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
-  store float %21, ptr %arena9, align 4
-  %i230.next = add nsw i64 %s1_bn2.i2306, 1
-  %27 = icmp slt i64 %i230.next, 1024
-  br i1 %27, label %s1_bn2.i230, label %s1_bn2.i230.end
+s1_conv2.c158:                                    ; preds = %s1_conv2.iy159.end, %s1_conv2.j157
+  %s1_conv2.c15867 = phi i64 [ 0, %s1_conv2.j157 ], [ %c158.next, %s1_conv2.iy159.end ]
+  br label %s1_conv2.iy159
 
-s1_bn2.i230.end:                                  ; preds = %s1_bn2.i230
-  %n229.next = add nsw i64 %s1_bn2.n2295, 1
-  %28 = icmp slt i64 %n229.next, 64
-  br i1 %28, label %s1_bn2.n229, label %s1_bn2.n229.end
+s1_conv2.c158.end:                                ; preds = %s1_conv2.iy159.end
+  %j157.next = add nsw i64 %s1_conv2.j15766, 1
+  %235 = icmp slt i64 %j157.next, 1
+  br i1 %235, label %s1_conv2.j157, label %s1_conv2.j157.end
+
+s1_conv2.iy159:                                   ; preds = %s1_conv2.ix160.end, %s1_conv2.c158
+  %s1_conv2.iy15968 = phi i64 [ 0, %s1_conv2.c158 ], [ %iy159.next, %s1_conv2.ix160.end ]
+  br label %s1_conv2.ix160
+
+s1_conv2.iy159.end:                               ; preds = %s1_conv2.ix160.end
+  %c158.next = add nsw i64 %s1_conv2.c15867, 1
+  %236 = icmp slt i64 %c158.next, 16
+  br i1 %236, label %s1_conv2.c158, label %s1_conv2.c158.end
+
+s1_conv2.ix160:                                   ; preds = %s1_conv2.ix160, %s1_conv2.iy159
+  %s1_conv2.ix16069 = phi i64 [ 0, %s1_conv2.iy159 ], [ %ix160.next, %s1_conv2.ix160 ]
+  %237 = add nsw i64 %s1_conv2.g15665, %s1_conv2.j15766
+  %238 = mul nsw i64 %237, 16384
+  %239 = add nsw i64 1048608, %238
+  %240 = mul nsw i64 %s1_conv2.c15867, 1024
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %s1_conv2.iy15968, 32
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, %s1_conv2.ix16069
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
+  %245 = load float, ptr %arena70, align 4
+  %246 = mul nsw i64 %s1_conv2.j15766, 18496
+  %247 = add nsw i64 %s1_conv2.iy15968, 1
+  %248 = mul nsw i64 %247, 544
+  %249 = add nsw i64 %246, %248
+  %250 = add nsw i64 %s1_conv2.ix16069, 1
+  %251 = mul nsw i64 %250, 16
+  %252 = add nsw i64 %249, %251
+  %253 = add nsw i64 %252, %s1_conv2.c15867
+  %254 = add nsw i64 3149856, %253
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
+  store float %245, ptr %arena71, align 4
+  %ix160.next = add nsw i64 %s1_conv2.ix16069, 1
+  %255 = icmp slt i64 %ix160.next, 32
+  br i1 %255, label %s1_conv2.ix160, label %s1_conv2.ix160.end
+
+s1_conv2.ix160.end:                               ; preds = %s1_conv2.ix160
+  %iy159.next = add nsw i64 %s1_conv2.iy15968, 1
+  %256 = icmp slt i64 %iy159.next, 32
+  br i1 %256, label %s1_conv2.iy159, label %s1_conv2.iy159.end
+
+s1_conv2.j161:                                    ; preds = %s1_conv2.ty162.end, %s1_conv2.j157.end
+  %s1_conv2.j16172 = phi i64 [ 0, %s1_conv2.j157.end ], [ %j161.next, %s1_conv2.ty162.end ]
+  br label %s1_conv2.ty162
+
+s1_conv2.j161.end:                                ; preds = %s1_conv2.ty162.end
+  br label %s1_conv2.xi197
+
+s1_conv2.ty162:                                   ; preds = %s1_conv2.tx163.end, %s1_conv2.j161
+  %s1_conv2.ty16273 = phi i64 [ 0, %s1_conv2.j161 ], [ %ty162.next, %s1_conv2.tx163.end ]
+  br label %s1_conv2.tx163
+
+s1_conv2.ty162.end:                               ; preds = %s1_conv2.tx163.end
+  %j161.next = add nsw i64 %s1_conv2.j16172, 1
+  %257 = icmp slt i64 %j161.next, 1
+  br i1 %257, label %s1_conv2.j161, label %s1_conv2.j161.end
+
+s1_conv2.tx163:                                   ; preds = %s1_conv2.cv164.end, %s1_conv2.ty162
+  %s1_conv2.tx16374 = phi i64 [ 0, %s1_conv2.ty162 ], [ %tx163.next, %s1_conv2.cv164.end ]
+  br label %s1_conv2.cv164
+
+s1_conv2.tx163.end:                               ; preds = %s1_conv2.cv164.end
+  %ty162.next = add nsw i64 %s1_conv2.ty16273, 1
+  %258 = icmp slt i64 %ty162.next, 16
+  br i1 %258, label %s1_conv2.ty162, label %s1_conv2.ty162.end
+
+s1_conv2.cv164:                                   ; preds = %s1_conv2.cv164, %s1_conv2.tx163
+  %s1_conv2.cv16475 = phi i64 [ 0, %s1_conv2.tx163 ], [ %cv164.next, %s1_conv2.cv164 ]
+  %259 = mul nsw i64 %s1_conv2.j16172, 18496
+  %260 = mul nsw i64 %s1_conv2.ty16273, 2
+  %261 = mul nsw i64 %260, 544
+  %262 = add nsw i64 %259, %261
+  %263 = mul nsw i64 %s1_conv2.tx16374, 2
+  %264 = mul nsw i64 %263, 16
+  %265 = add nsw i64 %262, %264
+  %266 = mul nsw i64 %s1_conv2.cv16475, 8
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 3149856, %267
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load <8 x float>, ptr %arena76, align 4
+  %270 = mul nsw i64 %s1_conv2.j16172, 18496
+  %271 = mul nsw i64 %s1_conv2.ty16273, 2
+  %272 = add nsw i64 %271, 2
+  %273 = mul nsw i64 %272, 544
+  %274 = add nsw i64 %270, %273
+  %275 = mul nsw i64 %s1_conv2.tx16374, 2
+  %276 = mul nsw i64 %275, 16
+  %277 = add nsw i64 %274, %276
+  %278 = mul nsw i64 %s1_conv2.cv16475, 8
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 3149856, %279
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
+  %281 = load <8 x float>, ptr %arena77, align 4
+  %282 = fsub <8 x float> %269, %281
+  store <8 x float> %282, ptr %s1_conv2.w165, align 32
+  %283 = mul nsw i64 %s1_conv2.j16172, 18496
+  %284 = mul nsw i64 %s1_conv2.ty16273, 2
+  %285 = add nsw i64 %284, 1
+  %286 = mul nsw i64 %285, 544
+  %287 = add nsw i64 %283, %286
+  %288 = mul nsw i64 %s1_conv2.tx16374, 2
+  %289 = mul nsw i64 %288, 16
+  %290 = add nsw i64 %287, %289
+  %291 = mul nsw i64 %s1_conv2.cv16475, 8
+  %292 = add nsw i64 %290, %291
+  %293 = add nsw i64 3149856, %292
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load <8 x float>, ptr %arena78, align 4
+  %295 = mul nsw i64 %s1_conv2.j16172, 18496
+  %296 = mul nsw i64 %s1_conv2.ty16273, 2
+  %297 = add nsw i64 %296, 2
+  %298 = mul nsw i64 %297, 544
+  %299 = add nsw i64 %295, %298
+  %300 = mul nsw i64 %s1_conv2.tx16374, 2
+  %301 = mul nsw i64 %300, 16
+  %302 = add nsw i64 %299, %301
+  %303 = mul nsw i64 %s1_conv2.cv16475, 8
+  %304 = add nsw i64 %302, %303
+  %305 = add nsw i64 3149856, %304
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
+  %306 = load <8 x float>, ptr %arena79, align 4
+  %307 = fadd <8 x float> %294, %306
+  store <8 x float> %307, ptr %s1_conv2.w166, align 32
+  %308 = mul nsw i64 %s1_conv2.j16172, 18496
+  %309 = mul nsw i64 %s1_conv2.ty16273, 2
+  %310 = add nsw i64 %309, 2
+  %311 = mul nsw i64 %310, 544
+  %312 = add nsw i64 %308, %311
+  %313 = mul nsw i64 %s1_conv2.tx16374, 2
+  %314 = mul nsw i64 %313, 16
+  %315 = add nsw i64 %312, %314
+  %316 = mul nsw i64 %s1_conv2.cv16475, 8
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 3149856, %317
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
+  %319 = load <8 x float>, ptr %arena80, align 4
+  %320 = mul nsw i64 %s1_conv2.j16172, 18496
+  %321 = mul nsw i64 %s1_conv2.ty16273, 2
+  %322 = add nsw i64 %321, 1
+  %323 = mul nsw i64 %322, 544
+  %324 = add nsw i64 %320, %323
+  %325 = mul nsw i64 %s1_conv2.tx16374, 2
+  %326 = mul nsw i64 %325, 16
+  %327 = add nsw i64 %324, %326
+  %328 = mul nsw i64 %s1_conv2.cv16475, 8
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 3149856, %329
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <8 x float>, ptr %arena81, align 4
+  %332 = fsub <8 x float> %319, %331
+  store <8 x float> %332, ptr %s1_conv2.w167, align 32
+  %333 = mul nsw i64 %s1_conv2.j16172, 18496
+  %334 = mul nsw i64 %s1_conv2.ty16273, 2
+  %335 = add nsw i64 %334, 1
+  %336 = mul nsw i64 %335, 544
+  %337 = add nsw i64 %333, %336
+  %338 = mul nsw i64 %s1_conv2.tx16374, 2
+  %339 = mul nsw i64 %338, 16
+  %340 = add nsw i64 %337, %339
+  %341 = mul nsw i64 %s1_conv2.cv16475, 8
+  %342 = add nsw i64 %340, %341
+  %343 = add nsw i64 3149856, %342
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load <8 x float>, ptr %arena82, align 4
+  %345 = mul nsw i64 %s1_conv2.j16172, 18496
+  %346 = mul nsw i64 %s1_conv2.ty16273, 2
+  %347 = add nsw i64 %346, 3
+  %348 = mul nsw i64 %347, 544
+  %349 = add nsw i64 %345, %348
+  %350 = mul nsw i64 %s1_conv2.tx16374, 2
+  %351 = mul nsw i64 %350, 16
+  %352 = add nsw i64 %349, %351
+  %353 = mul nsw i64 %s1_conv2.cv16475, 8
+  %354 = add nsw i64 %352, %353
+  %355 = add nsw i64 3149856, %354
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load <8 x float>, ptr %arena83, align 4
+  %357 = fsub <8 x float> %344, %356
+  store <8 x float> %357, ptr %s1_conv2.w168, align 32
+  %358 = mul nsw i64 %s1_conv2.j16172, 18496
+  %359 = mul nsw i64 %s1_conv2.ty16273, 2
+  %360 = mul nsw i64 %359, 544
+  %361 = add nsw i64 %358, %360
+  %362 = mul nsw i64 %s1_conv2.tx16374, 2
+  %363 = add nsw i64 %362, 1
+  %364 = mul nsw i64 %363, 16
+  %365 = add nsw i64 %361, %364
+  %366 = mul nsw i64 %s1_conv2.cv16475, 8
+  %367 = add nsw i64 %365, %366
+  %368 = add nsw i64 3149856, %367
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
+  %369 = load <8 x float>, ptr %arena84, align 4
+  %370 = mul nsw i64 %s1_conv2.j16172, 18496
+  %371 = mul nsw i64 %s1_conv2.ty16273, 2
+  %372 = add nsw i64 %371, 2
+  %373 = mul nsw i64 %372, 544
+  %374 = add nsw i64 %370, %373
+  %375 = mul nsw i64 %s1_conv2.tx16374, 2
+  %376 = add nsw i64 %375, 1
+  %377 = mul nsw i64 %376, 16
+  %378 = add nsw i64 %374, %377
+  %379 = mul nsw i64 %s1_conv2.cv16475, 8
+  %380 = add nsw i64 %378, %379
+  %381 = add nsw i64 3149856, %380
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load <8 x float>, ptr %arena85, align 4
+  %383 = fsub <8 x float> %369, %382
+  store <8 x float> %383, ptr %s1_conv2.w169, align 32
+  %384 = mul nsw i64 %s1_conv2.j16172, 18496
+  %385 = mul nsw i64 %s1_conv2.ty16273, 2
+  %386 = add nsw i64 %385, 1
+  %387 = mul nsw i64 %386, 544
+  %388 = add nsw i64 %384, %387
+  %389 = mul nsw i64 %s1_conv2.tx16374, 2
+  %390 = add nsw i64 %389, 1
+  %391 = mul nsw i64 %390, 16
+  %392 = add nsw i64 %388, %391
+  %393 = mul nsw i64 %s1_conv2.cv16475, 8
+  %394 = add nsw i64 %392, %393
+  %395 = add nsw i64 3149856, %394
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load <8 x float>, ptr %arena86, align 4
+  %397 = mul nsw i64 %s1_conv2.j16172, 18496
+  %398 = mul nsw i64 %s1_conv2.ty16273, 2
+  %399 = add nsw i64 %398, 2
+  %400 = mul nsw i64 %399, 544
+  %401 = add nsw i64 %397, %400
+  %402 = mul nsw i64 %s1_conv2.tx16374, 2
+  %403 = add nsw i64 %402, 1
+  %404 = mul nsw i64 %403, 16
+  %405 = add nsw i64 %401, %404
+  %406 = mul nsw i64 %s1_conv2.cv16475, 8
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 3149856, %407
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load <8 x float>, ptr %arena87, align 4
+  %410 = fadd <8 x float> %396, %409
+  store <8 x float> %410, ptr %s1_conv2.w170, align 32
+  %411 = mul nsw i64 %s1_conv2.j16172, 18496
+  %412 = mul nsw i64 %s1_conv2.ty16273, 2
+  %413 = add nsw i64 %412, 2
+  %414 = mul nsw i64 %413, 544
+  %415 = add nsw i64 %411, %414
+  %416 = mul nsw i64 %s1_conv2.tx16374, 2
+  %417 = add nsw i64 %416, 1
+  %418 = mul nsw i64 %417, 16
+  %419 = add nsw i64 %415, %418
+  %420 = mul nsw i64 %s1_conv2.cv16475, 8
+  %421 = add nsw i64 %419, %420
+  %422 = add nsw i64 3149856, %421
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
+  %423 = load <8 x float>, ptr %arena88, align 4
+  %424 = mul nsw i64 %s1_conv2.j16172, 18496
+  %425 = mul nsw i64 %s1_conv2.ty16273, 2
+  %426 = add nsw i64 %425, 1
+  %427 = mul nsw i64 %426, 544
+  %428 = add nsw i64 %424, %427
+  %429 = mul nsw i64 %s1_conv2.tx16374, 2
+  %430 = add nsw i64 %429, 1
+  %431 = mul nsw i64 %430, 16
+  %432 = add nsw i64 %428, %431
+  %433 = mul nsw i64 %s1_conv2.cv16475, 8
+  %434 = add nsw i64 %432, %433
+  %435 = add nsw i64 3149856, %434
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
+  %436 = load <8 x float>, ptr %arena89, align 4
+  %437 = fsub <8 x float> %423, %436
+  store <8 x float> %437, ptr %s1_conv2.w171, align 32
+  %438 = mul nsw i64 %s1_conv2.j16172, 18496
+  %439 = mul nsw i64 %s1_conv2.ty16273, 2
+  %440 = add nsw i64 %439, 1
+  %441 = mul nsw i64 %440, 544
+  %442 = add nsw i64 %438, %441
+  %443 = mul nsw i64 %s1_conv2.tx16374, 2
+  %444 = add nsw i64 %443, 1
+  %445 = mul nsw i64 %444, 16
+  %446 = add nsw i64 %442, %445
+  %447 = mul nsw i64 %s1_conv2.cv16475, 8
+  %448 = add nsw i64 %446, %447
+  %449 = add nsw i64 3149856, %448
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
+  %450 = load <8 x float>, ptr %arena90, align 4
+  %451 = mul nsw i64 %s1_conv2.j16172, 18496
+  %452 = mul nsw i64 %s1_conv2.ty16273, 2
+  %453 = add nsw i64 %452, 3
+  %454 = mul nsw i64 %453, 544
+  %455 = add nsw i64 %451, %454
+  %456 = mul nsw i64 %s1_conv2.tx16374, 2
+  %457 = add nsw i64 %456, 1
+  %458 = mul nsw i64 %457, 16
+  %459 = add nsw i64 %455, %458
+  %460 = mul nsw i64 %s1_conv2.cv16475, 8
+  %461 = add nsw i64 %459, %460
+  %462 = add nsw i64 3149856, %461
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
+  %463 = load <8 x float>, ptr %arena91, align 4
+  %464 = fsub <8 x float> %450, %463
+  store <8 x float> %464, ptr %s1_conv2.w172, align 32
+  %465 = mul nsw i64 %s1_conv2.j16172, 18496
+  %466 = mul nsw i64 %s1_conv2.ty16273, 2
+  %467 = mul nsw i64 %466, 544
+  %468 = add nsw i64 %465, %467
+  %469 = mul nsw i64 %s1_conv2.tx16374, 2
+  %470 = add nsw i64 %469, 2
+  %471 = mul nsw i64 %470, 16
+  %472 = add nsw i64 %468, %471
+  %473 = mul nsw i64 %s1_conv2.cv16475, 8
+  %474 = add nsw i64 %472, %473
+  %475 = add nsw i64 3149856, %474
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
+  %476 = load <8 x float>, ptr %arena92, align 4
+  %477 = mul nsw i64 %s1_conv2.j16172, 18496
+  %478 = mul nsw i64 %s1_conv2.ty16273, 2
+  %479 = add nsw i64 %478, 2
+  %480 = mul nsw i64 %479, 544
+  %481 = add nsw i64 %477, %480
+  %482 = mul nsw i64 %s1_conv2.tx16374, 2
+  %483 = add nsw i64 %482, 2
+  %484 = mul nsw i64 %483, 16
+  %485 = add nsw i64 %481, %484
+  %486 = mul nsw i64 %s1_conv2.cv16475, 8
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 3149856, %487
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load <8 x float>, ptr %arena93, align 4
+  %490 = fsub <8 x float> %476, %489
+  store <8 x float> %490, ptr %s1_conv2.w173, align 32
+  %491 = mul nsw i64 %s1_conv2.j16172, 18496
+  %492 = mul nsw i64 %s1_conv2.ty16273, 2
+  %493 = add nsw i64 %492, 1
+  %494 = mul nsw i64 %493, 544
+  %495 = add nsw i64 %491, %494
+  %496 = mul nsw i64 %s1_conv2.tx16374, 2
+  %497 = add nsw i64 %496, 2
+  %498 = mul nsw i64 %497, 16
+  %499 = add nsw i64 %495, %498
+  %500 = mul nsw i64 %s1_conv2.cv16475, 8
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 3149856, %501
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load <8 x float>, ptr %arena94, align 4
+  %504 = mul nsw i64 %s1_conv2.j16172, 18496
+  %505 = mul nsw i64 %s1_conv2.ty16273, 2
+  %506 = add nsw i64 %505, 2
+  %507 = mul nsw i64 %506, 544
+  %508 = add nsw i64 %504, %507
+  %509 = mul nsw i64 %s1_conv2.tx16374, 2
+  %510 = add nsw i64 %509, 2
+  %511 = mul nsw i64 %510, 16
+  %512 = add nsw i64 %508, %511
+  %513 = mul nsw i64 %s1_conv2.cv16475, 8
+  %514 = add nsw i64 %512, %513
+  %515 = add nsw i64 3149856, %514
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load <8 x float>, ptr %arena95, align 4
+  %517 = fadd <8 x float> %503, %516
+  store <8 x float> %517, ptr %s1_conv2.w174, align 32
+  %518 = mul nsw i64 %s1_conv2.j16172, 18496
+  %519 = mul nsw i64 %s1_conv2.ty16273, 2
+  %520 = add nsw i64 %519, 2
+  %521 = mul nsw i64 %520, 544
+  %522 = add nsw i64 %518, %521
+  %523 = mul nsw i64 %s1_conv2.tx16374, 2
+  %524 = add nsw i64 %523, 2
+  %525 = mul nsw i64 %524, 16
+  %526 = add nsw i64 %522, %525
+  %527 = mul nsw i64 %s1_conv2.cv16475, 8
+  %528 = add nsw i64 %526, %527
+  %529 = add nsw i64 3149856, %528
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
+  %530 = load <8 x float>, ptr %arena96, align 4
+  %531 = mul nsw i64 %s1_conv2.j16172, 18496
+  %532 = mul nsw i64 %s1_conv2.ty16273, 2
+  %533 = add nsw i64 %532, 1
+  %534 = mul nsw i64 %533, 544
+  %535 = add nsw i64 %531, %534
+  %536 = mul nsw i64 %s1_conv2.tx16374, 2
+  %537 = add nsw i64 %536, 2
+  %538 = mul nsw i64 %537, 16
+  %539 = add nsw i64 %535, %538
+  %540 = mul nsw i64 %s1_conv2.cv16475, 8
+  %541 = add nsw i64 %539, %540
+  %542 = add nsw i64 3149856, %541
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
+  %543 = load <8 x float>, ptr %arena97, align 4
+  %544 = fsub <8 x float> %530, %543
+  store <8 x float> %544, ptr %s1_conv2.w175, align 32
+  %545 = mul nsw i64 %s1_conv2.j16172, 18496
+  %546 = mul nsw i64 %s1_conv2.ty16273, 2
+  %547 = add nsw i64 %546, 1
+  %548 = mul nsw i64 %547, 544
+  %549 = add nsw i64 %545, %548
+  %550 = mul nsw i64 %s1_conv2.tx16374, 2
+  %551 = add nsw i64 %550, 2
+  %552 = mul nsw i64 %551, 16
+  %553 = add nsw i64 %549, %552
+  %554 = mul nsw i64 %s1_conv2.cv16475, 8
+  %555 = add nsw i64 %553, %554
+  %556 = add nsw i64 3149856, %555
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <8 x float>, ptr %arena98, align 4
+  %558 = mul nsw i64 %s1_conv2.j16172, 18496
+  %559 = mul nsw i64 %s1_conv2.ty16273, 2
+  %560 = add nsw i64 %559, 3
+  %561 = mul nsw i64 %560, 544
+  %562 = add nsw i64 %558, %561
+  %563 = mul nsw i64 %s1_conv2.tx16374, 2
+  %564 = add nsw i64 %563, 2
+  %565 = mul nsw i64 %564, 16
+  %566 = add nsw i64 %562, %565
+  %567 = mul nsw i64 %s1_conv2.cv16475, 8
+  %568 = add nsw i64 %566, %567
+  %569 = add nsw i64 3149856, %568
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
+  %570 = load <8 x float>, ptr %arena99, align 4
+  %571 = fsub <8 x float> %557, %570
+  store <8 x float> %571, ptr %s1_conv2.w176, align 32
+  %572 = mul nsw i64 %s1_conv2.j16172, 18496
+  %573 = mul nsw i64 %s1_conv2.ty16273, 2
+  %574 = mul nsw i64 %573, 544
+  %575 = add nsw i64 %572, %574
+  %576 = mul nsw i64 %s1_conv2.tx16374, 2
+  %577 = add nsw i64 %576, 3
+  %578 = mul nsw i64 %577, 16
+  %579 = add nsw i64 %575, %578
+  %580 = mul nsw i64 %s1_conv2.cv16475, 8
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 3149856, %581
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
+  %583 = load <8 x float>, ptr %arena100, align 4
+  %584 = mul nsw i64 %s1_conv2.j16172, 18496
+  %585 = mul nsw i64 %s1_conv2.ty16273, 2
+  %586 = add nsw i64 %585, 2
+  %587 = mul nsw i64 %586, 544
+  %588 = add nsw i64 %584, %587
+  %589 = mul nsw i64 %s1_conv2.tx16374, 2
+  %590 = add nsw i64 %589, 3
+  %591 = mul nsw i64 %590, 16
+  %592 = add nsw i64 %588, %591
+  %593 = mul nsw i64 %s1_conv2.cv16475, 8
+  %594 = add nsw i64 %592, %593
+  %595 = add nsw i64 3149856, %594
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
+  %596 = load <8 x float>, ptr %arena101, align 4
+  %597 = fsub <8 x float> %583, %596
+  store <8 x float> %597, ptr %s1_conv2.w177, align 32
+  %598 = mul nsw i64 %s1_conv2.j16172, 18496
+  %599 = mul nsw i64 %s1_conv2.ty16273, 2
+  %600 = add nsw i64 %599, 1
+  %601 = mul nsw i64 %600, 544
+  %602 = add nsw i64 %598, %601
+  %603 = mul nsw i64 %s1_conv2.tx16374, 2
+  %604 = add nsw i64 %603, 3
+  %605 = mul nsw i64 %604, 16
+  %606 = add nsw i64 %602, %605
+  %607 = mul nsw i64 %s1_conv2.cv16475, 8
+  %608 = add nsw i64 %606, %607
+  %609 = add nsw i64 3149856, %608
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
+  %610 = load <8 x float>, ptr %arena102, align 4
+  %611 = mul nsw i64 %s1_conv2.j16172, 18496
+  %612 = mul nsw i64 %s1_conv2.ty16273, 2
+  %613 = add nsw i64 %612, 2
+  %614 = mul nsw i64 %613, 544
+  %615 = add nsw i64 %611, %614
+  %616 = mul nsw i64 %s1_conv2.tx16374, 2
+  %617 = add nsw i64 %616, 3
+  %618 = mul nsw i64 %617, 16
+  %619 = add nsw i64 %615, %618
+  %620 = mul nsw i64 %s1_conv2.cv16475, 8
+  %621 = add nsw i64 %619, %620
+  %622 = add nsw i64 3149856, %621
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load <8 x float>, ptr %arena103, align 4
+  %624 = fadd <8 x float> %610, %623
+  store <8 x float> %624, ptr %s1_conv2.w178, align 32
+  %625 = mul nsw i64 %s1_conv2.j16172, 18496
+  %626 = mul nsw i64 %s1_conv2.ty16273, 2
+  %627 = add nsw i64 %626, 2
+  %628 = mul nsw i64 %627, 544
+  %629 = add nsw i64 %625, %628
+  %630 = mul nsw i64 %s1_conv2.tx16374, 2
+  %631 = add nsw i64 %630, 3
+  %632 = mul nsw i64 %631, 16
+  %633 = add nsw i64 %629, %632
+  %634 = mul nsw i64 %s1_conv2.cv16475, 8
+  %635 = add nsw i64 %633, %634
+  %636 = add nsw i64 3149856, %635
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
+  %637 = load <8 x float>, ptr %arena104, align 4
+  %638 = mul nsw i64 %s1_conv2.j16172, 18496
+  %639 = mul nsw i64 %s1_conv2.ty16273, 2
+  %640 = add nsw i64 %639, 1
+  %641 = mul nsw i64 %640, 544
+  %642 = add nsw i64 %638, %641
+  %643 = mul nsw i64 %s1_conv2.tx16374, 2
+  %644 = add nsw i64 %643, 3
+  %645 = mul nsw i64 %644, 16
+  %646 = add nsw i64 %642, %645
+  %647 = mul nsw i64 %s1_conv2.cv16475, 8
+  %648 = add nsw i64 %646, %647
+  %649 = add nsw i64 3149856, %648
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load <8 x float>, ptr %arena105, align 4
+  %651 = fsub <8 x float> %637, %650
+  store <8 x float> %651, ptr %s1_conv2.w179, align 32
+  %652 = mul nsw i64 %s1_conv2.j16172, 18496
+  %653 = mul nsw i64 %s1_conv2.ty16273, 2
+  %654 = add nsw i64 %653, 1
+  %655 = mul nsw i64 %654, 544
+  %656 = add nsw i64 %652, %655
+  %657 = mul nsw i64 %s1_conv2.tx16374, 2
+  %658 = add nsw i64 %657, 3
+  %659 = mul nsw i64 %658, 16
+  %660 = add nsw i64 %656, %659
+  %661 = mul nsw i64 %s1_conv2.cv16475, 8
+  %662 = add nsw i64 %660, %661
+  %663 = add nsw i64 3149856, %662
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
+  %664 = load <8 x float>, ptr %arena106, align 4
+  %665 = mul nsw i64 %s1_conv2.j16172, 18496
+  %666 = mul nsw i64 %s1_conv2.ty16273, 2
+  %667 = add nsw i64 %666, 3
+  %668 = mul nsw i64 %667, 544
+  %669 = add nsw i64 %665, %668
+  %670 = mul nsw i64 %s1_conv2.tx16374, 2
+  %671 = add nsw i64 %670, 3
+  %672 = mul nsw i64 %671, 16
+  %673 = add nsw i64 %669, %672
+  %674 = mul nsw i64 %s1_conv2.cv16475, 8
+  %675 = add nsw i64 %673, %674
+  %676 = add nsw i64 3149856, %675
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
+  %677 = load <8 x float>, ptr %arena107, align 4
+  %678 = fsub <8 x float> %664, %677
+  store <8 x float> %678, ptr %s1_conv2.w180, align 32
+  %w165 = load <8 x float>, ptr %s1_conv2.w165, align 32
+  %w173 = load <8 x float>, ptr %s1_conv2.w173, align 32
+  %679 = fsub <8 x float> %w165, %w173
+  store <8 x float> %679, ptr %s1_conv2.w181, align 32
+  %w169 = load <8 x float>, ptr %s1_conv2.w169, align 32
+  %w173108 = load <8 x float>, ptr %s1_conv2.w173, align 32
+  %680 = fadd <8 x float> %w169, %w173108
+  store <8 x float> %680, ptr %s1_conv2.w182, align 32
+  %w173109 = load <8 x float>, ptr %s1_conv2.w173, align 32
+  %w169110 = load <8 x float>, ptr %s1_conv2.w169, align 32
+  %681 = fsub <8 x float> %w173109, %w169110
+  store <8 x float> %681, ptr %s1_conv2.w183, align 32
+  %w169111 = load <8 x float>, ptr %s1_conv2.w169, align 32
+  %w177 = load <8 x float>, ptr %s1_conv2.w177, align 32
+  %682 = fsub <8 x float> %w169111, %w177
+  store <8 x float> %682, ptr %s1_conv2.w184, align 32
+  %w166 = load <8 x float>, ptr %s1_conv2.w166, align 32
+  %w174 = load <8 x float>, ptr %s1_conv2.w174, align 32
+  %683 = fsub <8 x float> %w166, %w174
+  store <8 x float> %683, ptr %s1_conv2.w185, align 32
+  %w170 = load <8 x float>, ptr %s1_conv2.w170, align 32
+  %w174112 = load <8 x float>, ptr %s1_conv2.w174, align 32
+  %684 = fadd <8 x float> %w170, %w174112
+  store <8 x float> %684, ptr %s1_conv2.w186, align 32
+  %w174113 = load <8 x float>, ptr %s1_conv2.w174, align 32
+  %w170114 = load <8 x float>, ptr %s1_conv2.w170, align 32
+  %685 = fsub <8 x float> %w174113, %w170114
+  store <8 x float> %685, ptr %s1_conv2.w187, align 32
+  %w170115 = load <8 x float>, ptr %s1_conv2.w170, align 32
+  %w178 = load <8 x float>, ptr %s1_conv2.w178, align 32
+  %686 = fsub <8 x float> %w170115, %w178
+  store <8 x float> %686, ptr %s1_conv2.w188, align 32
+  %w167 = load <8 x float>, ptr %s1_conv2.w167, align 32
+  %w175 = load <8 x float>, ptr %s1_conv2.w175, align 32
+  %687 = fsub <8 x float> %w167, %w175
+  store <8 x float> %687, ptr %s1_conv2.w189, align 32
+  %w171 = load <8 x float>, ptr %s1_conv2.w171, align 32
+  %w175116 = load <8 x float>, ptr %s1_conv2.w175, align 32
+  %688 = fadd <8 x float> %w171, %w175116
+  store <8 x float> %688, ptr %s1_conv2.w190, align 32
+  %w175117 = load <8 x float>, ptr %s1_conv2.w175, align 32
+  %w171118 = load <8 x float>, ptr %s1_conv2.w171, align 32
+  %689 = fsub <8 x float> %w175117, %w171118
+  store <8 x float> %689, ptr %s1_conv2.w191, align 32
+  %w171119 = load <8 x float>, ptr %s1_conv2.w171, align 32
+  %w179 = load <8 x float>, ptr %s1_conv2.w179, align 32
+  %690 = fsub <8 x float> %w171119, %w179
+  store <8 x float> %690, ptr %s1_conv2.w192, align 32
+  %w168 = load <8 x float>, ptr %s1_conv2.w168, align 32
+  %w176 = load <8 x float>, ptr %s1_conv2.w176, align 32
+  %691 = fsub <8 x float> %w168, %w176
+  store <8 x float> %691, ptr %s1_conv2.w193, align 32
+  %w172 = load <8 x float>, ptr %s1_conv2.w172, align 32
+  %w176120 = load <8 x float>, ptr %s1_conv2.w176, align 32
+  %692 = fadd <8 x float> %w172, %w176120
+  store <8 x float> %692, ptr %s1_conv2.w194, align 32
+  %w176121 = load <8 x float>, ptr %s1_conv2.w176, align 32
+  %w172122 = load <8 x float>, ptr %s1_conv2.w172, align 32
+  %693 = fsub <8 x float> %w176121, %w172122
+  store <8 x float> %693, ptr %s1_conv2.w195, align 32
+  %w172123 = load <8 x float>, ptr %s1_conv2.w172, align 32
+  %w180 = load <8 x float>, ptr %s1_conv2.w180, align 32
+  %694 = fsub <8 x float> %w172123, %w180
+  store <8 x float> %694, ptr %s1_conv2.w196, align 32
+  %w181 = load <8 x float>, ptr %s1_conv2.w181, align 32
+  %695 = mul nsw i64 %s1_conv2.j16172, 256
+  %696 = mul nsw i64 %s1_conv2.ty16273, 16
+  %697 = add nsw i64 %695, %696
+  %698 = add nsw i64 %697, %s1_conv2.tx16374
+  %699 = mul nsw i64 %698, 16
+  %700 = add nsw i64 3168352, %699
+  %701 = mul nsw i64 %s1_conv2.cv16475, 8
+  %702 = add nsw i64 %700, %701
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
+  store <8 x float> %w181, ptr %arena124, align 4
+  %w182 = load <8 x float>, ptr %s1_conv2.w182, align 32
+  %703 = mul nsw i64 %s1_conv2.j16172, 256
+  %704 = mul nsw i64 %s1_conv2.ty16273, 16
+  %705 = add nsw i64 %703, %704
+  %706 = add nsw i64 %705, %s1_conv2.tx16374
+  %707 = mul nsw i64 %706, 16
+  %708 = add nsw i64 3172448, %707
+  %709 = mul nsw i64 %s1_conv2.cv16475, 8
+  %710 = add nsw i64 %708, %709
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
+  store <8 x float> %w182, ptr %arena125, align 4
+  %w183 = load <8 x float>, ptr %s1_conv2.w183, align 32
+  %711 = mul nsw i64 %s1_conv2.j16172, 256
+  %712 = mul nsw i64 %s1_conv2.ty16273, 16
+  %713 = add nsw i64 %711, %712
+  %714 = add nsw i64 %713, %s1_conv2.tx16374
+  %715 = mul nsw i64 %714, 16
+  %716 = add nsw i64 3176544, %715
+  %717 = mul nsw i64 %s1_conv2.cv16475, 8
+  %718 = add nsw i64 %716, %717
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
+  store <8 x float> %w183, ptr %arena126, align 4
+  %w184 = load <8 x float>, ptr %s1_conv2.w184, align 32
+  %719 = mul nsw i64 %s1_conv2.j16172, 256
+  %720 = mul nsw i64 %s1_conv2.ty16273, 16
+  %721 = add nsw i64 %719, %720
+  %722 = add nsw i64 %721, %s1_conv2.tx16374
+  %723 = mul nsw i64 %722, 16
+  %724 = add nsw i64 3180640, %723
+  %725 = mul nsw i64 %s1_conv2.cv16475, 8
+  %726 = add nsw i64 %724, %725
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
+  store <8 x float> %w184, ptr %arena127, align 4
+  %w185 = load <8 x float>, ptr %s1_conv2.w185, align 32
+  %727 = mul nsw i64 %s1_conv2.j16172, 256
+  %728 = mul nsw i64 %s1_conv2.ty16273, 16
+  %729 = add nsw i64 %727, %728
+  %730 = add nsw i64 %729, %s1_conv2.tx16374
+  %731 = mul nsw i64 %730, 16
+  %732 = add nsw i64 3184736, %731
+  %733 = mul nsw i64 %s1_conv2.cv16475, 8
+  %734 = add nsw i64 %732, %733
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
+  store <8 x float> %w185, ptr %arena128, align 4
+  %w186 = load <8 x float>, ptr %s1_conv2.w186, align 32
+  %735 = mul nsw i64 %s1_conv2.j16172, 256
+  %736 = mul nsw i64 %s1_conv2.ty16273, 16
+  %737 = add nsw i64 %735, %736
+  %738 = add nsw i64 %737, %s1_conv2.tx16374
+  %739 = mul nsw i64 %738, 16
+  %740 = add nsw i64 3188832, %739
+  %741 = mul nsw i64 %s1_conv2.cv16475, 8
+  %742 = add nsw i64 %740, %741
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
+  store <8 x float> %w186, ptr %arena129, align 4
+  %w187 = load <8 x float>, ptr %s1_conv2.w187, align 32
+  %743 = mul nsw i64 %s1_conv2.j16172, 256
+  %744 = mul nsw i64 %s1_conv2.ty16273, 16
+  %745 = add nsw i64 %743, %744
+  %746 = add nsw i64 %745, %s1_conv2.tx16374
+  %747 = mul nsw i64 %746, 16
+  %748 = add nsw i64 3192928, %747
+  %749 = mul nsw i64 %s1_conv2.cv16475, 8
+  %750 = add nsw i64 %748, %749
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
+  store <8 x float> %w187, ptr %arena130, align 4
+  %w188 = load <8 x float>, ptr %s1_conv2.w188, align 32
+  %751 = mul nsw i64 %s1_conv2.j16172, 256
+  %752 = mul nsw i64 %s1_conv2.ty16273, 16
+  %753 = add nsw i64 %751, %752
+  %754 = add nsw i64 %753, %s1_conv2.tx16374
+  %755 = mul nsw i64 %754, 16
+  %756 = add nsw i64 3197024, %755
+  %757 = mul nsw i64 %s1_conv2.cv16475, 8
+  %758 = add nsw i64 %756, %757
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
+  store <8 x float> %w188, ptr %arena131, align 4
+  %w189 = load <8 x float>, ptr %s1_conv2.w189, align 32
+  %759 = mul nsw i64 %s1_conv2.j16172, 256
+  %760 = mul nsw i64 %s1_conv2.ty16273, 16
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, %s1_conv2.tx16374
+  %763 = mul nsw i64 %762, 16
+  %764 = add nsw i64 3201120, %763
+  %765 = mul nsw i64 %s1_conv2.cv16475, 8
+  %766 = add nsw i64 %764, %765
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
+  store <8 x float> %w189, ptr %arena132, align 4
+  %w190 = load <8 x float>, ptr %s1_conv2.w190, align 32
+  %767 = mul nsw i64 %s1_conv2.j16172, 256
+  %768 = mul nsw i64 %s1_conv2.ty16273, 16
+  %769 = add nsw i64 %767, %768
+  %770 = add nsw i64 %769, %s1_conv2.tx16374
+  %771 = mul nsw i64 %770, 16
+  %772 = add nsw i64 3205216, %771
+  %773 = mul nsw i64 %s1_conv2.cv16475, 8
+  %774 = add nsw i64 %772, %773
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
+  store <8 x float> %w190, ptr %arena133, align 4
+  %w191 = load <8 x float>, ptr %s1_conv2.w191, align 32
+  %775 = mul nsw i64 %s1_conv2.j16172, 256
+  %776 = mul nsw i64 %s1_conv2.ty16273, 16
+  %777 = add nsw i64 %775, %776
+  %778 = add nsw i64 %777, %s1_conv2.tx16374
+  %779 = mul nsw i64 %778, 16
+  %780 = add nsw i64 3209312, %779
+  %781 = mul nsw i64 %s1_conv2.cv16475, 8
+  %782 = add nsw i64 %780, %781
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
+  store <8 x float> %w191, ptr %arena134, align 4
+  %w192 = load <8 x float>, ptr %s1_conv2.w192, align 32
+  %783 = mul nsw i64 %s1_conv2.j16172, 256
+  %784 = mul nsw i64 %s1_conv2.ty16273, 16
+  %785 = add nsw i64 %783, %784
+  %786 = add nsw i64 %785, %s1_conv2.tx16374
+  %787 = mul nsw i64 %786, 16
+  %788 = add nsw i64 3213408, %787
+  %789 = mul nsw i64 %s1_conv2.cv16475, 8
+  %790 = add nsw i64 %788, %789
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
+  store <8 x float> %w192, ptr %arena135, align 4
+  %w193 = load <8 x float>, ptr %s1_conv2.w193, align 32
+  %791 = mul nsw i64 %s1_conv2.j16172, 256
+  %792 = mul nsw i64 %s1_conv2.ty16273, 16
+  %793 = add nsw i64 %791, %792
+  %794 = add nsw i64 %793, %s1_conv2.tx16374
+  %795 = mul nsw i64 %794, 16
+  %796 = add nsw i64 3217504, %795
+  %797 = mul nsw i64 %s1_conv2.cv16475, 8
+  %798 = add nsw i64 %796, %797
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <8 x float> %w193, ptr %arena136, align 4
+  %w194 = load <8 x float>, ptr %s1_conv2.w194, align 32
+  %799 = mul nsw i64 %s1_conv2.j16172, 256
+  %800 = mul nsw i64 %s1_conv2.ty16273, 16
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, %s1_conv2.tx16374
+  %803 = mul nsw i64 %802, 16
+  %804 = add nsw i64 3221600, %803
+  %805 = mul nsw i64 %s1_conv2.cv16475, 8
+  %806 = add nsw i64 %804, %805
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
+  store <8 x float> %w194, ptr %arena137, align 4
+  %w195 = load <8 x float>, ptr %s1_conv2.w195, align 32
+  %807 = mul nsw i64 %s1_conv2.j16172, 256
+  %808 = mul nsw i64 %s1_conv2.ty16273, 16
+  %809 = add nsw i64 %807, %808
+  %810 = add nsw i64 %809, %s1_conv2.tx16374
+  %811 = mul nsw i64 %810, 16
+  %812 = add nsw i64 3225696, %811
+  %813 = mul nsw i64 %s1_conv2.cv16475, 8
+  %814 = add nsw i64 %812, %813
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
+  store <8 x float> %w195, ptr %arena138, align 4
+  %w196 = load <8 x float>, ptr %s1_conv2.w196, align 32
+  %815 = mul nsw i64 %s1_conv2.j16172, 256
+  %816 = mul nsw i64 %s1_conv2.ty16273, 16
+  %817 = add nsw i64 %815, %816
+  %818 = add nsw i64 %817, %s1_conv2.tx16374
+  %819 = mul nsw i64 %818, 16
+  %820 = add nsw i64 3229792, %819
+  %821 = mul nsw i64 %s1_conv2.cv16475, 8
+  %822 = add nsw i64 %820, %821
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
+  store <8 x float> %w196, ptr %arena139, align 4
+  %cv164.next = add nsw i64 %s1_conv2.cv16475, 1
+  %823 = icmp slt i64 %cv164.next, 2
+  br i1 %823, label %s1_conv2.cv164, label %s1_conv2.cv164.end
+
+s1_conv2.cv164.end:                               ; preds = %s1_conv2.cv164
+  %tx163.next = add nsw i64 %s1_conv2.tx16374, 1
+  %824 = icmp slt i64 %tx163.next, 16
+  br i1 %824, label %s1_conv2.tx163, label %s1_conv2.tx163.end
+
+s1_conv2.xi197:                                   ; preds = %s1_conv2.xi197, %s1_conv2.j161.end
+  %s1_conv2.xi197140 = phi i64 [ 0, %s1_conv2.j161.end ], [ %xi197.next, %s1_conv2.xi197 ]
+  %825 = mul nsw i64 %s1_conv2.xi197140, 4096
+  %826 = add nsw i64 3168352, %825
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
+  %827 = mul nsw i64 %s1_conv2.xi197140, 256
+  %828 = add nsw i64 3145760, %827
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
+  %829 = mul nsw i64 %s1_conv2.xi197140, 4096
+  %830 = add nsw i64 3233888, %829
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 256, i32 16, i32 16, float 1.000000e+00, ptr %arena141, i32 16, ptr %arena142, i32 16, float 0.000000e+00, ptr %arena143, i32 16)
+  %xi197.next = add nsw i64 %s1_conv2.xi197140, 1
+  %831 = icmp slt i64 %xi197.next, 16
+  br i1 %831, label %s1_conv2.xi197, label %s1_conv2.xi197.end
+
+s1_conv2.xi197.end:                               ; preds = %s1_conv2.xi197
+  br label %s1_conv2.j198
+
+s1_conv2.j198:                                    ; preds = %s1_conv2.ty199.end, %s1_conv2.xi197.end
+  %s1_conv2.j198144 = phi i64 [ 0, %s1_conv2.xi197.end ], [ %j198.next, %s1_conv2.ty199.end ]
+  br label %s1_conv2.ty199
+
+s1_conv2.j198.end:                                ; preds = %s1_conv2.ty199.end
+  br label %s1_conv2.j214
+
+s1_conv2.ty199:                                   ; preds = %s1_conv2.tx200.end, %s1_conv2.j198
+  %s1_conv2.ty199145 = phi i64 [ 0, %s1_conv2.j198 ], [ %ty199.next, %s1_conv2.tx200.end ]
+  br label %s1_conv2.tx200
+
+s1_conv2.ty199.end:                               ; preds = %s1_conv2.tx200.end
+  %j198.next = add nsw i64 %s1_conv2.j198144, 1
+  %832 = icmp slt i64 %j198.next, 1
+  br i1 %832, label %s1_conv2.j198, label %s1_conv2.j198.end
+
+s1_conv2.tx200:                                   ; preds = %s1_conv2.cv201.end, %s1_conv2.ty199
+  %s1_conv2.tx200146 = phi i64 [ 0, %s1_conv2.ty199 ], [ %tx200.next, %s1_conv2.cv201.end ]
+  br label %s1_conv2.cv201
+
+s1_conv2.tx200.end:                               ; preds = %s1_conv2.cv201.end
+  %ty199.next = add nsw i64 %s1_conv2.ty199145, 1
+  %833 = icmp slt i64 %ty199.next, 16
+  br i1 %833, label %s1_conv2.ty199, label %s1_conv2.ty199.end
+
+s1_conv2.cv201:                                   ; preds = %s1_conv2.cv201, %s1_conv2.tx200
+  %s1_conv2.cv201147 = phi i64 [ 0, %s1_conv2.tx200 ], [ %cv201.next, %s1_conv2.cv201 ]
+  %834 = mul nsw i64 %s1_conv2.j198144, 256
+  %835 = mul nsw i64 %s1_conv2.ty199145, 16
+  %836 = add nsw i64 %834, %835
+  %837 = add nsw i64 %836, %s1_conv2.tx200146
+  %838 = mul nsw i64 %837, 16
+  %839 = add nsw i64 3233888, %838
+  %840 = mul nsw i64 %s1_conv2.cv201147, 8
+  %841 = add nsw i64 %839, %840
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load <8 x float>, ptr %arena148, align 4
+  %843 = mul nsw i64 %s1_conv2.j198144, 256
+  %844 = mul nsw i64 %s1_conv2.ty199145, 16
+  %845 = add nsw i64 %843, %844
+  %846 = add nsw i64 %845, %s1_conv2.tx200146
+  %847 = mul nsw i64 %846, 16
+  %848 = add nsw i64 3250272, %847
+  %849 = mul nsw i64 %s1_conv2.cv201147, 8
+  %850 = add nsw i64 %848, %849
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
+  %851 = load <8 x float>, ptr %arena149, align 4
+  %852 = fadd <8 x float> %842, %851
+  %853 = mul nsw i64 %s1_conv2.j198144, 256
+  %854 = mul nsw i64 %s1_conv2.ty199145, 16
+  %855 = add nsw i64 %853, %854
+  %856 = add nsw i64 %855, %s1_conv2.tx200146
+  %857 = mul nsw i64 %856, 16
+  %858 = add nsw i64 3266656, %857
+  %859 = mul nsw i64 %s1_conv2.cv201147, 8
+  %860 = add nsw i64 %858, %859
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
+  %861 = load <8 x float>, ptr %arena150, align 4
+  %862 = fadd <8 x float> %852, %861
+  store <8 x float> %862, ptr %s1_conv2.w202, align 32
+  %863 = mul nsw i64 %s1_conv2.j198144, 256
+  %864 = mul nsw i64 %s1_conv2.ty199145, 16
+  %865 = add nsw i64 %863, %864
+  %866 = add nsw i64 %865, %s1_conv2.tx200146
+  %867 = mul nsw i64 %866, 16
+  %868 = add nsw i64 3250272, %867
+  %869 = mul nsw i64 %s1_conv2.cv201147, 8
+  %870 = add nsw i64 %868, %869
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
+  %871 = load <8 x float>, ptr %arena151, align 4
+  %872 = mul nsw i64 %s1_conv2.j198144, 256
+  %873 = mul nsw i64 %s1_conv2.ty199145, 16
+  %874 = add nsw i64 %872, %873
+  %875 = add nsw i64 %874, %s1_conv2.tx200146
+  %876 = mul nsw i64 %875, 16
+  %877 = add nsw i64 3266656, %876
+  %878 = mul nsw i64 %s1_conv2.cv201147, 8
+  %879 = add nsw i64 %877, %878
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
+  %880 = load <8 x float>, ptr %arena152, align 4
+  %881 = fsub <8 x float> %871, %880
+  %882 = mul nsw i64 %s1_conv2.j198144, 256
+  %883 = mul nsw i64 %s1_conv2.ty199145, 16
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, %s1_conv2.tx200146
+  %886 = mul nsw i64 %885, 16
+  %887 = add nsw i64 3283040, %886
+  %888 = mul nsw i64 %s1_conv2.cv201147, 8
+  %889 = add nsw i64 %887, %888
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load <8 x float>, ptr %arena153, align 4
+  %891 = fsub <8 x float> %881, %890
+  store <8 x float> %891, ptr %s1_conv2.w203, align 32
+  %892 = mul nsw i64 %s1_conv2.j198144, 256
+  %893 = mul nsw i64 %s1_conv2.ty199145, 16
+  %894 = add nsw i64 %892, %893
+  %895 = add nsw i64 %894, %s1_conv2.tx200146
+  %896 = mul nsw i64 %895, 16
+  %897 = add nsw i64 3237984, %896
+  %898 = mul nsw i64 %s1_conv2.cv201147, 8
+  %899 = add nsw i64 %897, %898
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load <8 x float>, ptr %arena154, align 4
+  %901 = mul nsw i64 %s1_conv2.j198144, 256
+  %902 = mul nsw i64 %s1_conv2.ty199145, 16
+  %903 = add nsw i64 %901, %902
+  %904 = add nsw i64 %903, %s1_conv2.tx200146
+  %905 = mul nsw i64 %904, 16
+  %906 = add nsw i64 3254368, %905
+  %907 = mul nsw i64 %s1_conv2.cv201147, 8
+  %908 = add nsw i64 %906, %907
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
+  %909 = load <8 x float>, ptr %arena155, align 4
+  %910 = fadd <8 x float> %900, %909
+  %911 = mul nsw i64 %s1_conv2.j198144, 256
+  %912 = mul nsw i64 %s1_conv2.ty199145, 16
+  %913 = add nsw i64 %911, %912
+  %914 = add nsw i64 %913, %s1_conv2.tx200146
+  %915 = mul nsw i64 %914, 16
+  %916 = add nsw i64 3270752, %915
+  %917 = mul nsw i64 %s1_conv2.cv201147, 8
+  %918 = add nsw i64 %916, %917
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
+  %919 = load <8 x float>, ptr %arena156, align 4
+  %920 = fadd <8 x float> %910, %919
+  store <8 x float> %920, ptr %s1_conv2.w204, align 32
+  %921 = mul nsw i64 %s1_conv2.j198144, 256
+  %922 = mul nsw i64 %s1_conv2.ty199145, 16
+  %923 = add nsw i64 %921, %922
+  %924 = add nsw i64 %923, %s1_conv2.tx200146
+  %925 = mul nsw i64 %924, 16
+  %926 = add nsw i64 3254368, %925
+  %927 = mul nsw i64 %s1_conv2.cv201147, 8
+  %928 = add nsw i64 %926, %927
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
+  %929 = load <8 x float>, ptr %arena157, align 4
+  %930 = mul nsw i64 %s1_conv2.j198144, 256
+  %931 = mul nsw i64 %s1_conv2.ty199145, 16
+  %932 = add nsw i64 %930, %931
+  %933 = add nsw i64 %932, %s1_conv2.tx200146
+  %934 = mul nsw i64 %933, 16
+  %935 = add nsw i64 3270752, %934
+  %936 = mul nsw i64 %s1_conv2.cv201147, 8
+  %937 = add nsw i64 %935, %936
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
+  %938 = load <8 x float>, ptr %arena158, align 4
+  %939 = fsub <8 x float> %929, %938
+  %940 = mul nsw i64 %s1_conv2.j198144, 256
+  %941 = mul nsw i64 %s1_conv2.ty199145, 16
+  %942 = add nsw i64 %940, %941
+  %943 = add nsw i64 %942, %s1_conv2.tx200146
+  %944 = mul nsw i64 %943, 16
+  %945 = add nsw i64 3287136, %944
+  %946 = mul nsw i64 %s1_conv2.cv201147, 8
+  %947 = add nsw i64 %945, %946
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
+  %948 = load <8 x float>, ptr %arena159, align 4
+  %949 = fsub <8 x float> %939, %948
+  store <8 x float> %949, ptr %s1_conv2.w205, align 32
+  %950 = mul nsw i64 %s1_conv2.j198144, 256
+  %951 = mul nsw i64 %s1_conv2.ty199145, 16
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, %s1_conv2.tx200146
+  %954 = mul nsw i64 %953, 16
+  %955 = add nsw i64 3242080, %954
+  %956 = mul nsw i64 %s1_conv2.cv201147, 8
+  %957 = add nsw i64 %955, %956
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
+  %958 = load <8 x float>, ptr %arena160, align 4
+  %959 = mul nsw i64 %s1_conv2.j198144, 256
+  %960 = mul nsw i64 %s1_conv2.ty199145, 16
+  %961 = add nsw i64 %959, %960
+  %962 = add nsw i64 %961, %s1_conv2.tx200146
+  %963 = mul nsw i64 %962, 16
+  %964 = add nsw i64 3258464, %963
+  %965 = mul nsw i64 %s1_conv2.cv201147, 8
+  %966 = add nsw i64 %964, %965
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
+  %967 = load <8 x float>, ptr %arena161, align 4
+  %968 = fadd <8 x float> %958, %967
+  %969 = mul nsw i64 %s1_conv2.j198144, 256
+  %970 = mul nsw i64 %s1_conv2.ty199145, 16
+  %971 = add nsw i64 %969, %970
+  %972 = add nsw i64 %971, %s1_conv2.tx200146
+  %973 = mul nsw i64 %972, 16
+  %974 = add nsw i64 3274848, %973
+  %975 = mul nsw i64 %s1_conv2.cv201147, 8
+  %976 = add nsw i64 %974, %975
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
+  %977 = load <8 x float>, ptr %arena162, align 4
+  %978 = fadd <8 x float> %968, %977
+  store <8 x float> %978, ptr %s1_conv2.w206, align 32
+  %979 = mul nsw i64 %s1_conv2.j198144, 256
+  %980 = mul nsw i64 %s1_conv2.ty199145, 16
+  %981 = add nsw i64 %979, %980
+  %982 = add nsw i64 %981, %s1_conv2.tx200146
+  %983 = mul nsw i64 %982, 16
+  %984 = add nsw i64 3258464, %983
+  %985 = mul nsw i64 %s1_conv2.cv201147, 8
+  %986 = add nsw i64 %984, %985
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
+  %987 = load <8 x float>, ptr %arena163, align 4
+  %988 = mul nsw i64 %s1_conv2.j198144, 256
+  %989 = mul nsw i64 %s1_conv2.ty199145, 16
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, %s1_conv2.tx200146
+  %992 = mul nsw i64 %991, 16
+  %993 = add nsw i64 3274848, %992
+  %994 = mul nsw i64 %s1_conv2.cv201147, 8
+  %995 = add nsw i64 %993, %994
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
+  %996 = load <8 x float>, ptr %arena164, align 4
+  %997 = fsub <8 x float> %987, %996
+  %998 = mul nsw i64 %s1_conv2.j198144, 256
+  %999 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1000 = add nsw i64 %998, %999
+  %1001 = add nsw i64 %1000, %s1_conv2.tx200146
+  %1002 = mul nsw i64 %1001, 16
+  %1003 = add nsw i64 3291232, %1002
+  %1004 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1005 = add nsw i64 %1003, %1004
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
+  %1006 = load <8 x float>, ptr %arena165, align 4
+  %1007 = fsub <8 x float> %997, %1006
+  store <8 x float> %1007, ptr %s1_conv2.w207, align 32
+  %1008 = mul nsw i64 %s1_conv2.j198144, 256
+  %1009 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, %s1_conv2.tx200146
+  %1012 = mul nsw i64 %1011, 16
+  %1013 = add nsw i64 3246176, %1012
+  %1014 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1015 = add nsw i64 %1013, %1014
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
+  %1016 = load <8 x float>, ptr %arena166, align 4
+  %1017 = mul nsw i64 %s1_conv2.j198144, 256
+  %1018 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = add nsw i64 %1019, %s1_conv2.tx200146
+  %1021 = mul nsw i64 %1020, 16
+  %1022 = add nsw i64 3262560, %1021
+  %1023 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1024 = add nsw i64 %1022, %1023
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load <8 x float>, ptr %arena167, align 4
+  %1026 = fadd <8 x float> %1016, %1025
+  %1027 = mul nsw i64 %s1_conv2.j198144, 256
+  %1028 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, %s1_conv2.tx200146
+  %1031 = mul nsw i64 %1030, 16
+  %1032 = add nsw i64 3278944, %1031
+  %1033 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1034 = add nsw i64 %1032, %1033
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
+  %1035 = load <8 x float>, ptr %arena168, align 4
+  %1036 = fadd <8 x float> %1026, %1035
+  store <8 x float> %1036, ptr %s1_conv2.w208, align 32
+  %1037 = mul nsw i64 %s1_conv2.j198144, 256
+  %1038 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1039 = add nsw i64 %1037, %1038
+  %1040 = add nsw i64 %1039, %s1_conv2.tx200146
+  %1041 = mul nsw i64 %1040, 16
+  %1042 = add nsw i64 3262560, %1041
+  %1043 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1044 = add nsw i64 %1042, %1043
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
+  %1045 = load <8 x float>, ptr %arena169, align 4
+  %1046 = mul nsw i64 %s1_conv2.j198144, 256
+  %1047 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1048 = add nsw i64 %1046, %1047
+  %1049 = add nsw i64 %1048, %s1_conv2.tx200146
+  %1050 = mul nsw i64 %1049, 16
+  %1051 = add nsw i64 3278944, %1050
+  %1052 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1053 = add nsw i64 %1051, %1052
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
+  %1054 = load <8 x float>, ptr %arena170, align 4
+  %1055 = fsub <8 x float> %1045, %1054
+  %1056 = mul nsw i64 %s1_conv2.j198144, 256
+  %1057 = mul nsw i64 %s1_conv2.ty199145, 16
+  %1058 = add nsw i64 %1056, %1057
+  %1059 = add nsw i64 %1058, %s1_conv2.tx200146
+  %1060 = mul nsw i64 %1059, 16
+  %1061 = add nsw i64 3295328, %1060
+  %1062 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1063 = add nsw i64 %1061, %1062
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
+  %1064 = load <8 x float>, ptr %arena171, align 4
+  %1065 = fsub <8 x float> %1055, %1064
+  store <8 x float> %1065, ptr %s1_conv2.w209, align 32
+  %w202 = load <8 x float>, ptr %s1_conv2.w202, align 32
+  %w204 = load <8 x float>, ptr %s1_conv2.w204, align 32
+  %1066 = fadd <8 x float> %w202, %w204
+  %w206 = load <8 x float>, ptr %s1_conv2.w206, align 32
+  %1067 = fadd <8 x float> %1066, %w206
+  store <8 x float> %1067, ptr %s1_conv2.w210, align 32
+  %w204172 = load <8 x float>, ptr %s1_conv2.w204, align 32
+  %w206173 = load <8 x float>, ptr %s1_conv2.w206, align 32
+  %1068 = fsub <8 x float> %w204172, %w206173
+  %w208 = load <8 x float>, ptr %s1_conv2.w208, align 32
+  %1069 = fsub <8 x float> %1068, %w208
+  store <8 x float> %1069, ptr %s1_conv2.w211, align 32
+  %w203 = load <8 x float>, ptr %s1_conv2.w203, align 32
+  %w205 = load <8 x float>, ptr %s1_conv2.w205, align 32
+  %1070 = fadd <8 x float> %w203, %w205
+  %w207 = load <8 x float>, ptr %s1_conv2.w207, align 32
+  %1071 = fadd <8 x float> %1070, %w207
+  store <8 x float> %1071, ptr %s1_conv2.w212, align 32
+  %w205174 = load <8 x float>, ptr %s1_conv2.w205, align 32
+  %w207175 = load <8 x float>, ptr %s1_conv2.w207, align 32
+  %1072 = fsub <8 x float> %w205174, %w207175
+  %w209 = load <8 x float>, ptr %s1_conv2.w209, align 32
+  %1073 = fsub <8 x float> %1072, %w209
+  store <8 x float> %1073, ptr %s1_conv2.w213, align 32
+  %w210 = load <8 x float>, ptr %s1_conv2.w210, align 32
+  %1074 = mul nsw i64 %s1_conv2.cv201147, 8
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1074
+  %1075 = load <8 x float>, ptr %arena176, align 4
+  %1076 = fmul <8 x float> %w210, %1075
+  %1077 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1078 = add nsw i64 16, %1077
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1078
+  %1079 = load <8 x float>, ptr %arena177, align 4
+  %1080 = fadd <8 x float> %1076, %1079
+  %1081 = mul nsw i64 %s1_conv2.j198144, 32
+  %1082 = mul nsw i64 %s1_conv2.ty199145, 2
+  %1083 = add nsw i64 %1081, %1082
+  %1084 = mul nsw i64 %1083, 32
+  %1085 = mul nsw i64 %s1_conv2.tx200146, 2
+  %1086 = add nsw i64 %1084, %1085
+  %1087 = mul nsw i64 %1086, 16
+  %1088 = add nsw i64 3299424, %1087
+  %1089 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1090 = add nsw i64 %1088, %1089
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1090
+  store <8 x float> %1080, ptr %arena178, align 4
+  %w211 = load <8 x float>, ptr %s1_conv2.w211, align 32
+  %1091 = mul nsw i64 %s1_conv2.cv201147, 8
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1091
+  %1092 = load <8 x float>, ptr %arena179, align 4
+  %1093 = fmul <8 x float> %w211, %1092
+  %1094 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1095 = add nsw i64 16, %1094
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1095
+  %1096 = load <8 x float>, ptr %arena180, align 4
+  %1097 = fadd <8 x float> %1093, %1096
+  %1098 = mul nsw i64 %s1_conv2.j198144, 32
+  %1099 = mul nsw i64 %s1_conv2.ty199145, 2
+  %1100 = add nsw i64 %1098, %1099
+  %1101 = mul nsw i64 %1100, 32
+  %1102 = mul nsw i64 %s1_conv2.tx200146, 2
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = add nsw i64 %1103, 1
+  %1105 = mul nsw i64 %1104, 16
+  %1106 = add nsw i64 3299424, %1105
+  %1107 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1108 = add nsw i64 %1106, %1107
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store <8 x float> %1097, ptr %arena181, align 4
+  %w212 = load <8 x float>, ptr %s1_conv2.w212, align 32
+  %1109 = mul nsw i64 %s1_conv2.cv201147, 8
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1109
+  %1110 = load <8 x float>, ptr %arena182, align 4
+  %1111 = fmul <8 x float> %w212, %1110
+  %1112 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1113 = add nsw i64 16, %1112
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1113
+  %1114 = load <8 x float>, ptr %arena183, align 4
+  %1115 = fadd <8 x float> %1111, %1114
+  %1116 = mul nsw i64 %s1_conv2.j198144, 32
+  %1117 = mul nsw i64 %s1_conv2.ty199145, 2
+  %1118 = add nsw i64 %1116, %1117
+  %1119 = add nsw i64 %1118, 1
+  %1120 = mul nsw i64 %1119, 32
+  %1121 = mul nsw i64 %s1_conv2.tx200146, 2
+  %1122 = add nsw i64 %1120, %1121
+  %1123 = mul nsw i64 %1122, 16
+  %1124 = add nsw i64 3299424, %1123
+  %1125 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1126 = add nsw i64 %1124, %1125
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1126
+  store <8 x float> %1115, ptr %arena184, align 4
+  %w213 = load <8 x float>, ptr %s1_conv2.w213, align 32
+  %1127 = mul nsw i64 %s1_conv2.cv201147, 8
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1127
+  %1128 = load <8 x float>, ptr %arena185, align 4
+  %1129 = fmul <8 x float> %w213, %1128
+  %1130 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1131 = add nsw i64 16, %1130
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1131
+  %1132 = load <8 x float>, ptr %arena186, align 4
+  %1133 = fadd <8 x float> %1129, %1132
+  %1134 = mul nsw i64 %s1_conv2.j198144, 32
+  %1135 = mul nsw i64 %s1_conv2.ty199145, 2
+  %1136 = add nsw i64 %1134, %1135
+  %1137 = add nsw i64 %1136, 1
+  %1138 = mul nsw i64 %1137, 32
+  %1139 = mul nsw i64 %s1_conv2.tx200146, 2
+  %1140 = add nsw i64 %1138, %1139
+  %1141 = add nsw i64 %1140, 1
+  %1142 = mul nsw i64 %1141, 16
+  %1143 = add nsw i64 3299424, %1142
+  %1144 = mul nsw i64 %s1_conv2.cv201147, 8
+  %1145 = add nsw i64 %1143, %1144
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <8 x float> %1133, ptr %arena187, align 4
+  %cv201.next = add nsw i64 %s1_conv2.cv201147, 1
+  %1146 = icmp slt i64 %cv201.next, 2
+  br i1 %1146, label %s1_conv2.cv201, label %s1_conv2.cv201.end
+
+s1_conv2.cv201.end:                               ; preds = %s1_conv2.cv201
+  %tx200.next = add nsw i64 %s1_conv2.tx200146, 1
+  %1147 = icmp slt i64 %tx200.next, 16
+  br i1 %1147, label %s1_conv2.tx200, label %s1_conv2.tx200.end
+
+s1_conv2.j214:                                    ; preds = %s1_conv2.c215.end, %s1_conv2.j198.end
+  %s1_conv2.j214188 = phi i64 [ 0, %s1_conv2.j198.end ], [ %j214.next, %s1_conv2.c215.end ]
+  br label %s1_conv2.c215
+
+s1_conv2.j214.end:                                ; preds = %s1_conv2.c215.end
+  %g156.next = add nsw i64 %s1_conv2.g15665, 1
+  %1148 = icmp slt i64 %g156.next, 64
+  br i1 %1148, label %s1_conv2.g156, label %s1_conv2.g156.end
+
+s1_conv2.c215:                                    ; preds = %s1_conv2.q216.end, %s1_conv2.j214
+  %s1_conv2.c215189 = phi i64 [ 0, %s1_conv2.j214 ], [ %c215.next, %s1_conv2.q216.end ]
+  br label %s1_conv2.q216
+
+s1_conv2.c215.end:                                ; preds = %s1_conv2.q216.end
+  %j214.next = add nsw i64 %s1_conv2.j214188, 1
+  %1149 = icmp slt i64 %j214.next, 1
+  br i1 %1149, label %s1_conv2.j214, label %s1_conv2.j214.end
+
+s1_conv2.q216:                                    ; preds = %s1_conv2.q216, %s1_conv2.c215
+  %s1_conv2.q216190 = phi i64 [ 0, %s1_conv2.c215 ], [ %q216.next, %s1_conv2.q216 ]
+  %1150 = mul nsw i64 %s1_conv2.j214188, 1024
+  %1151 = add nsw i64 %1150, %s1_conv2.q216190
+  %1152 = mul nsw i64 %1151, 16
+  %1153 = add nsw i64 3299424, %1152
+  %1154 = add nsw i64 %1153, %s1_conv2.c215189
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena191, align 4
+  %1156 = add nsw i64 %s1_conv2.g15665, %s1_conv2.j214188
+  %1157 = mul nsw i64 %1156, 16384
+  %1158 = add nsw i64 2097184, %1157
+  %1159 = mul nsw i64 %s1_conv2.c215189, 1024
+  %1160 = add nsw i64 %1158, %1159
+  %1161 = add nsw i64 %1160, %s1_conv2.q216190
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %1161
+  store float %1155, ptr %arena192, align 4
+  %q216.next = add nsw i64 %s1_conv2.q216190, 1
+  %1162 = icmp slt i64 %q216.next, 1024
+  br i1 %1162, label %s1_conv2.q216, label %s1_conv2.q216.end
+
+s1_conv2.q216.end:                                ; preds = %s1_conv2.q216
+  %c215.next = add nsw i64 %s1_conv2.c215189, 1
+  %1163 = icmp slt i64 %c215.next, 16
+  br i1 %1163, label %s1_conv2.c215, label %s1_conv2.c215.end
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k6.s1_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %s1_sum.i231
+  br label %s1_sum.i217
 
-s1_sum.i231:                                      ; preds = %s1_sum.i231, %entry
-  %s1_sum.i2311 = phi i64 [ 0, %entry ], [ %i231.next, %s1_sum.i231 ]
-  %0 = add nsw i64 1048576, %s1_sum.i2311
+s1_sum.i217:                                      ; preds = %s1_sum.i217, %entry
+  %s1_sum.i2171 = phi i64 [ 0, %entry ], [ %i217.next, %s1_sum.i217 ]
+  %0 = add nsw i64 2097184, %s1_sum.i2171
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %s1_sum.i2311
-  %2 = load float, ptr %arena3, align 4
-  %3 = fadd float %1, %2
-  %4 = add nsw i64 2097152, %s1_sum.i2311
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  store float %3, ptr %arena4, align 4
-  %i231.next = add nsw i64 %s1_sum.i2311, 1
-  %5 = icmp slt i64 %i231.next, 1048576
-  br i1 %5, label %s1_sum.i231, label %s1_sum.i231.end
+  %2 = add nsw i64 32, %s1_sum.i2171
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %1, %3
+  %5 = add nsw i64 1048608, %s1_sum.i2171
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float %4, ptr %arena4, align 4
+  %i217.next = add nsw i64 %s1_sum.i2171, 1
+  %6 = icmp slt i64 %i217.next, 1048576
+  br i1 %6, label %s1_sum.i217, label %s1_sum.i217.end
 
-s1_sum.i231.end:                                  ; preds = %s1_sum.i231
+s1_sum.i217.end:                                  ; preds = %s1_sum.i217
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k7.x1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %x1.i232
+  br label %x1.i218
 
-x1.i232:                                          ; preds = %x1.i232, %entry
-  %x1.i2321 = phi i64 [ 0, %entry ], [ %i232.next, %x1.i232 ]
-  %0 = add nsw i64 2097152, %x1.i2321
+x1.i218:                                          ; preds = %x1.i218, %entry
+  %x1.i2181 = phi i64 [ 0, %entry ], [ %i218.next, %x1.i218 ]
+  %0 = add nsw i64 1048608, %x1.i2181
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 2097152, %x1.i2321
+  %3 = add nsw i64 1048608, %x1.i2181
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %x1.i2321
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %x1.i2181
   store float %5, ptr %arena4, align 4
-  %i232.next = add nsw i64 %x1.i2321, 1
-  %6 = icmp slt i64 %i232.next, 1048576
-  br i1 %6, label %x1.i232, label %x1.i232.end
+  %i218.next = add nsw i64 %x1.i2181, 1
+  %6 = icmp slt i64 %i218.next, 1048576
+  br i1 %6, label %x1.i218, label %x1.i218.end
 
-x1.i232.end:                                      ; preds = %x1.i232
+x1.i218.end:                                      ; preds = %x1.i218
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k8.s2_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k8.s2_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %s2_conv1.g233
+  %s2_bn1.scale220 = alloca float, align 4
+  br label %s2_bn1.c219
 
-s2_conv1.g233:                                    ; preds = %s2_conv1.j255.end, %entry
-  %s2_conv1.g2331 = phi i64 [ 0, %entry ], [ %g233.next, %s2_conv1.j255.end ]
-  br label %s2_conv1.j234
+s2_bn1.c219:                                      ; preds = %s2_bn1.c219, %entry
+  %s2_bn1.c2191 = phi i64 [ 0, %entry ], [ %c219.next, %s2_bn1.c219 ]
+  %0 = add nsw i64 9744, %s2_bn1.c2191
+  %params2 = getelementptr inbounds float, ptr %params, i64 %0
+  %1 = load float, ptr %params2, align 4
+  %2 = add nsw i64 78170, %s2_bn1.c2191
+  %params3 = getelementptr inbounds float, ptr %params, i64 %2
+  %3 = load float, ptr %params3, align 4
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s2_bn1.scale220, align 4
+  %scale220 = load float, ptr %s2_bn1.scale220, align 4
+  %8 = add nsw i64 1048576, %s2_bn1.c2191
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  store float %scale220, ptr %arena4, align 4
+  %9 = add nsw i64 9776, %s2_bn1.c2191
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %11 = add nsw i64 78138, %s2_bn1.c2191
+  %params6 = getelementptr inbounds float, ptr %params, i64 %11
+  %12 = load float, ptr %params6, align 4
+  %scale2207 = load float, ptr %s2_bn1.scale220, align 4
+  %13 = fmul float %12, %scale2207
+  %14 = fsub float %10, %13
+  %15 = add nsw i64 1048608, %s2_bn1.c2191
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
+  store float %14, ptr %arena8, align 4
+  %c219.next = add nsw i64 %s2_bn1.c2191, 1
+  %16 = icmp slt i64 %c219.next, 32
+  br i1 %16, label %s2_bn1.c219, label %s2_bn1.c219.end
 
-s2_conv1.g233.end:                                ; preds = %s2_conv1.j255.end
+s2_bn1.c219.end:                                  ; preds = %s2_bn1.c219
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k9.s2_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %s2_conv1.g221
+
+s2_conv1.g221:                                    ; preds = %s2_conv1.j243.end, %entry
+  %s2_conv1.g2211 = phi i64 [ 0, %entry ], [ %g221.next, %s2_conv1.j243.end ]
+  br label %s2_conv1.j222
+
+s2_conv1.g221.end:                                ; preds = %s2_conv1.j243.end
   ret void
 
-s2_conv1.j234:                                    ; preds = %s2_conv1.c235.end, %s2_conv1.g233
-  %s2_conv1.j2342 = phi i64 [ 0, %s2_conv1.g233 ], [ %j234.next, %s2_conv1.c235.end ]
-  br label %s2_conv1.c235
+s2_conv1.j222:                                    ; preds = %s2_conv1.c223.end, %s2_conv1.g221
+  %s2_conv1.j2222 = phi i64 [ 0, %s2_conv1.g221 ], [ %j222.next, %s2_conv1.c223.end ]
+  br label %s2_conv1.c223
 
-s2_conv1.j234.end:                                ; preds = %s2_conv1.c235.end
-  call void @resnet8_infer_b64.k8.s2_conv1.gemm254(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %s2_conv1.j255
+s2_conv1.j222.end:                                ; preds = %s2_conv1.c223.end
+  call void @resnet8_infer_b64.k9.s2_conv1.gemm242(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %s2_conv1.j243
 
-s2_conv1.c235:                                    ; preds = %s2_conv1.ky236.end, %s2_conv1.j234
-  %s2_conv1.c2353 = phi i64 [ 0, %s2_conv1.j234 ], [ %c235.next, %s2_conv1.ky236.end ]
-  br label %s2_conv1.ky236
+s2_conv1.c223:                                    ; preds = %s2_conv1.ky224.end, %s2_conv1.j222
+  %s2_conv1.c2233 = phi i64 [ 0, %s2_conv1.j222 ], [ %c223.next, %s2_conv1.ky224.end ]
+  br label %s2_conv1.ky224
 
-s2_conv1.c235.end:                                ; preds = %s2_conv1.ky236.end
-  %j234.next = add nsw i64 %s2_conv1.j2342, 1
-  %0 = icmp slt i64 %j234.next, 16
-  br i1 %0, label %s2_conv1.j234, label %s2_conv1.j234.end
+s2_conv1.c223.end:                                ; preds = %s2_conv1.ky224.end
+  %j222.next = add nsw i64 %s2_conv1.j2222, 1
+  %0 = icmp slt i64 %j222.next, 16
+  br i1 %0, label %s2_conv1.j222, label %s2_conv1.j222.end
 
-s2_conv1.ky236:                                   ; preds = %s2_conv1.oy244.end, %s2_conv1.c235
-  %s2_conv1.ky2364 = phi i64 [ 0, %s2_conv1.c235 ], [ %ky236.next, %s2_conv1.oy244.end ]
-  br label %s2_conv1.oy237
+s2_conv1.ky224:                                   ; preds = %s2_conv1.oy232.end, %s2_conv1.c223
+  %s2_conv1.ky2244 = phi i64 [ 0, %s2_conv1.c223 ], [ %ky224.next, %s2_conv1.oy232.end ]
+  br label %s2_conv1.oy225
 
-s2_conv1.ky236.end:                               ; preds = %s2_conv1.oy244.end
-  %c235.next = add nsw i64 %s2_conv1.c2353, 1
-  %1 = icmp slt i64 %c235.next, 16
-  br i1 %1, label %s2_conv1.c235, label %s2_conv1.c235.end
+s2_conv1.ky224.end:                               ; preds = %s2_conv1.oy232.end
+  %c223.next = add nsw i64 %s2_conv1.c2233, 1
+  %1 = icmp slt i64 %c223.next, 16
+  br i1 %1, label %s2_conv1.c223, label %s2_conv1.c223.end
 
-s2_conv1.oy237:                                   ; preds = %s2_conv1.endif16, %s2_conv1.ky236
-  %s2_conv1.oy2375 = phi i64 [ 0, %s2_conv1.ky236 ], [ %oy237.next, %s2_conv1.endif16 ]
-  %2 = mul nsw i64 %s2_conv1.oy2375, 2
-  %3 = add nsw i64 %2, %s2_conv1.ky2364
+s2_conv1.oy225:                                   ; preds = %s2_conv1.endif16, %s2_conv1.ky224
+  %s2_conv1.oy2255 = phi i64 [ 0, %s2_conv1.ky224 ], [ %oy225.next, %s2_conv1.endif16 ]
+  %2 = mul nsw i64 %s2_conv1.oy2255, 2
+  %3 = add nsw i64 %2, %s2_conv1.ky2244
   %4 = add nsw i64 %3, -1
   %5 = icmp slt i64 -1, %4
-  %6 = mul nsw i64 %s2_conv1.oy2375, 2
-  %7 = add nsw i64 %6, %s2_conv1.ky2364
+  %6 = mul nsw i64 %s2_conv1.oy2255, 2
+  %7 = add nsw i64 %6, %s2_conv1.ky2244
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 32
   %10 = and i1 %5, %9
   br i1 %10, label %s2_conv1.then, label %s2_conv1.endif
 
-s2_conv1.oy237.end:                               ; preds = %s2_conv1.endif16
-  br label %s2_conv1.oy241
+s2_conv1.oy225.end:                               ; preds = %s2_conv1.endif16
+  br label %s2_conv1.oy229
 
-s2_conv1.then:                                    ; preds = %s2_conv1.oy237
-  br label %s2_conv1.ox238
+s2_conv1.then:                                    ; preds = %s2_conv1.oy225
+  br label %s2_conv1.ox226
 
-s2_conv1.endif:                                   ; preds = %s2_conv1.ox239.end, %s2_conv1.oy237
-  %11 = mul nsw i64 %s2_conv1.oy2375, 2
-  %12 = add nsw i64 %11, %s2_conv1.ky2364
+s2_conv1.endif:                                   ; preds = %s2_conv1.ox227.end, %s2_conv1.oy225
+  %11 = mul nsw i64 %s2_conv1.oy2255, 2
+  %12 = add nsw i64 %11, %s2_conv1.ky2244
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 0
   br i1 %14, label %s2_conv1.then11, label %s2_conv1.endif12
 
-s2_conv1.ox238:                                   ; preds = %s2_conv1.ox238, %s2_conv1.then
-  %s2_conv1.ox2386 = phi i64 [ 0, %s2_conv1.then ], [ %ox238.next, %s2_conv1.ox238 ]
-  %15 = mul nsw i64 %s2_conv1.g2331, 16
-  %16 = add nsw i64 %15, %s2_conv1.j2342
+s2_conv1.ox226:                                   ; preds = %s2_conv1.ox226, %s2_conv1.then
+  %s2_conv1.ox2266 = phi i64 [ 0, %s2_conv1.then ], [ %ox226.next, %s2_conv1.ox226 ]
+  %15 = mul nsw i64 %s2_conv1.g2211, 16
+  %16 = add nsw i64 %15, %s2_conv1.j2222
   %17 = mul nsw i64 %16, 16384
-  %18 = mul nsw i64 %s2_conv1.c2353, 1024
+  %18 = mul nsw i64 %s2_conv1.c2233, 1024
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %s2_conv1.oy2375, 2
-  %21 = add nsw i64 %20, %s2_conv1.ky2364
+  %20 = mul nsw i64 %s2_conv1.oy2255, 2
+  %21 = add nsw i64 %20, %s2_conv1.ky2244
   %22 = add nsw i64 %21, -1
   %23 = mul nsw i64 %22, 32
   %24 = add nsw i64 %19, %23
-  %25 = add nsw i64 %s2_conv1.ox2386, 1
+  %25 = add nsw i64 %s2_conv1.ox2266, 1
   %26 = mul nsw i64 %25, 2
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %24, %27
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena7, align 4
-  %30 = mul nsw i64 %s2_conv1.c2353, 3
-  %31 = add nsw i64 %30, %s2_conv1.ky2364
+  %30 = mul nsw i64 %s2_conv1.c2233, 3
+  %31 = add nsw i64 %30, %s2_conv1.ky2244
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 4096
-  %34 = add nsw i64 1572864, %33
-  %35 = mul nsw i64 %s2_conv1.j2342, 256
+  %34 = add nsw i64 1572928, %33
+  %35 = mul nsw i64 %s2_conv1.j2222, 256
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %s2_conv1.oy2375, 16
-  %38 = add nsw i64 %s2_conv1.ox2386, 1
+  %37 = mul nsw i64 %s2_conv1.oy2255, 16
+  %38 = add nsw i64 %s2_conv1.ox2266, 1
   %39 = add nsw i64 %37, %38
   %40 = add nsw i64 %36, %39
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena8, align 4
-  %ox238.next = add nsw i64 %s2_conv1.ox2386, 1
-  %41 = icmp slt i64 %ox238.next, 15
-  br i1 %41, label %s2_conv1.ox238, label %s2_conv1.ox238.end
+  %ox226.next = add nsw i64 %s2_conv1.ox2266, 1
+  %41 = icmp slt i64 %ox226.next, 15
+  br i1 %41, label %s2_conv1.ox226, label %s2_conv1.ox226.end
 
-s2_conv1.ox238.end:                               ; preds = %s2_conv1.ox238
-  br label %s2_conv1.ox239
+s2_conv1.ox226.end:                               ; preds = %s2_conv1.ox226
+  br label %s2_conv1.ox227
 
-s2_conv1.ox239:                                   ; preds = %s2_conv1.ox239, %s2_conv1.ox238.end
-  %s2_conv1.ox2399 = phi i64 [ 0, %s2_conv1.ox238.end ], [ %ox239.next, %s2_conv1.ox239 ]
-  %42 = mul nsw i64 %s2_conv1.c2353, 3
-  %43 = add nsw i64 %42, %s2_conv1.ky2364
+s2_conv1.ox227:                                   ; preds = %s2_conv1.ox227, %s2_conv1.ox226.end
+  %s2_conv1.ox2279 = phi i64 [ 0, %s2_conv1.ox226.end ], [ %ox227.next, %s2_conv1.ox227 ]
+  %42 = mul nsw i64 %s2_conv1.c2233, 3
+  %43 = add nsw i64 %42, %s2_conv1.ky2244
   %44 = mul nsw i64 %43, 3
   %45 = mul nsw i64 %44, 4096
-  %46 = add nsw i64 1572864, %45
-  %47 = mul nsw i64 %s2_conv1.j2342, 256
+  %46 = add nsw i64 1572928, %45
+  %47 = mul nsw i64 %s2_conv1.j2222, 256
   %48 = add nsw i64 %46, %47
-  %49 = mul nsw i64 %s2_conv1.oy2375, 16
-  %50 = add nsw i64 %49, %s2_conv1.ox2399
+  %49 = mul nsw i64 %s2_conv1.oy2255, 16
+  %50 = add nsw i64 %49, %s2_conv1.ox2279
   %51 = add nsw i64 %48, %50
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %51
   store float 0.000000e+00, ptr %arena10, align 4
-  %ox239.next = add nsw i64 %s2_conv1.ox2399, 1
-  %52 = icmp slt i64 %ox239.next, 1
-  br i1 %52, label %s2_conv1.ox239, label %s2_conv1.ox239.end
+  %ox227.next = add nsw i64 %s2_conv1.ox2279, 1
+  %52 = icmp slt i64 %ox227.next, 1
+  br i1 %52, label %s2_conv1.ox227, label %s2_conv1.ox227.end
 
-s2_conv1.ox239.end:                               ; preds = %s2_conv1.ox239
+s2_conv1.ox227.end:                               ; preds = %s2_conv1.ox227
   br label %s2_conv1.endif
 
 s2_conv1.then11:                                  ; preds = %s2_conv1.endif
-  br label %s2_conv1.ox240
+  br label %s2_conv1.ox228
 
-s2_conv1.endif12:                                 ; preds = %s2_conv1.ox240.end, %s2_conv1.endif
-  %53 = mul nsw i64 %s2_conv1.oy2375, 2
-  %54 = add nsw i64 %53, %s2_conv1.ky2364
+s2_conv1.endif12:                                 ; preds = %s2_conv1.ox228.end, %s2_conv1.endif
+  %53 = mul nsw i64 %s2_conv1.oy2255, 2
+  %54 = add nsw i64 %53, %s2_conv1.ky2244
   %55 = add nsw i64 %54, -1
   %56 = icmp slt i64 31, %55
   br i1 %56, label %s2_conv1.then15, label %s2_conv1.endif16
 
-s2_conv1.ox240:                                   ; preds = %s2_conv1.ox240, %s2_conv1.then11
-  %s2_conv1.ox24013 = phi i64 [ 0, %s2_conv1.then11 ], [ %ox240.next, %s2_conv1.ox240 ]
-  %57 = mul nsw i64 %s2_conv1.c2353, 3
-  %58 = add nsw i64 %57, %s2_conv1.ky2364
+s2_conv1.ox228:                                   ; preds = %s2_conv1.ox228, %s2_conv1.then11
+  %s2_conv1.ox22813 = phi i64 [ 0, %s2_conv1.then11 ], [ %ox228.next, %s2_conv1.ox228 ]
+  %57 = mul nsw i64 %s2_conv1.c2233, 3
+  %58 = add nsw i64 %57, %s2_conv1.ky2244
   %59 = mul nsw i64 %58, 3
   %60 = mul nsw i64 %59, 4096
-  %61 = add nsw i64 1572864, %60
-  %62 = mul nsw i64 %s2_conv1.j2342, 256
+  %61 = add nsw i64 1572928, %60
+  %62 = mul nsw i64 %s2_conv1.j2222, 256
   %63 = add nsw i64 %61, %62
-  %64 = mul nsw i64 %s2_conv1.oy2375, 16
-  %65 = add nsw i64 %64, %s2_conv1.ox24013
+  %64 = mul nsw i64 %s2_conv1.oy2255, 16
+  %65 = add nsw i64 %64, %s2_conv1.ox22813
   %66 = add nsw i64 %63, %65
   %arena14 = getelementptr inbounds float, ptr %arena, i64 %66
   store float 0.000000e+00, ptr %arena14, align 4
-  %ox240.next = add nsw i64 %s2_conv1.ox24013, 1
-  %67 = icmp slt i64 %ox240.next, 16
-  br i1 %67, label %s2_conv1.ox240, label %s2_conv1.ox240.end
+  %ox228.next = add nsw i64 %s2_conv1.ox22813, 1
+  %67 = icmp slt i64 %ox228.next, 16
+  br i1 %67, label %s2_conv1.ox228, label %s2_conv1.ox228.end
 
-s2_conv1.ox240.end:                               ; preds = %s2_conv1.ox240
+s2_conv1.ox228.end:                               ; preds = %s2_conv1.ox228
   br label %s2_conv1.endif12
 
 s2_conv1.then15:                                  ; preds = %s2_conv1.endif12
-  br label %s2_conv1.ox24017
+  br label %s2_conv1.ox22817
 
-s2_conv1.endif16:                                 ; preds = %s2_conv1.ox240.end18, %s2_conv1.endif12
-  %oy237.next = add nsw i64 %s2_conv1.oy2375, 1
-  %68 = icmp slt i64 %oy237.next, 16
-  br i1 %68, label %s2_conv1.oy237, label %s2_conv1.oy237.end
+s2_conv1.endif16:                                 ; preds = %s2_conv1.ox228.end18, %s2_conv1.endif12
+  %oy225.next = add nsw i64 %s2_conv1.oy2255, 1
+  %68 = icmp slt i64 %oy225.next, 16
+  br i1 %68, label %s2_conv1.oy225, label %s2_conv1.oy225.end
 
-s2_conv1.ox24017:                                 ; preds = %s2_conv1.ox24017, %s2_conv1.then15
-  %s2_conv1.ox24019 = phi i64 [ 0, %s2_conv1.then15 ], [ %ox240.next21, %s2_conv1.ox24017 ]
-  %69 = mul nsw i64 %s2_conv1.c2353, 3
-  %70 = add nsw i64 %69, %s2_conv1.ky2364
+s2_conv1.ox22817:                                 ; preds = %s2_conv1.ox22817, %s2_conv1.then15
+  %s2_conv1.ox22819 = phi i64 [ 0, %s2_conv1.then15 ], [ %ox228.next21, %s2_conv1.ox22817 ]
+  %69 = mul nsw i64 %s2_conv1.c2233, 3
+  %70 = add nsw i64 %69, %s2_conv1.ky2244
   %71 = mul nsw i64 %70, 3
   %72 = mul nsw i64 %71, 4096
-  %73 = add nsw i64 1572864, %72
-  %74 = mul nsw i64 %s2_conv1.j2342, 256
+  %73 = add nsw i64 1572928, %72
+  %74 = mul nsw i64 %s2_conv1.j2222, 256
   %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %s2_conv1.oy2375, 16
-  %77 = add nsw i64 %76, %s2_conv1.ox24019
+  %76 = mul nsw i64 %s2_conv1.oy2255, 16
+  %77 = add nsw i64 %76, %s2_conv1.ox22819
   %78 = add nsw i64 %75, %77
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %78
   store float 0.000000e+00, ptr %arena20, align 4
-  %ox240.next21 = add nsw i64 %s2_conv1.ox24019, 1
-  %79 = icmp slt i64 %ox240.next21, 16
-  br i1 %79, label %s2_conv1.ox24017, label %s2_conv1.ox240.end18
+  %ox228.next21 = add nsw i64 %s2_conv1.ox22819, 1
+  %79 = icmp slt i64 %ox228.next21, 16
+  br i1 %79, label %s2_conv1.ox22817, label %s2_conv1.ox228.end18
 
-s2_conv1.ox240.end18:                             ; preds = %s2_conv1.ox24017
+s2_conv1.ox228.end18:                             ; preds = %s2_conv1.ox22817
   br label %s2_conv1.endif16
 
-s2_conv1.oy241:                                   ; preds = %s2_conv1.endif33, %s2_conv1.oy237.end
-  %s2_conv1.oy24122 = phi i64 [ 0, %s2_conv1.oy237.end ], [ %oy241.next, %s2_conv1.endif33 ]
-  %80 = mul nsw i64 %s2_conv1.oy24122, 2
-  %81 = add nsw i64 %80, %s2_conv1.ky2364
+s2_conv1.oy229:                                   ; preds = %s2_conv1.endif33, %s2_conv1.oy225.end
+  %s2_conv1.oy22922 = phi i64 [ 0, %s2_conv1.oy225.end ], [ %oy229.next, %s2_conv1.endif33 ]
+  %80 = mul nsw i64 %s2_conv1.oy22922, 2
+  %81 = add nsw i64 %80, %s2_conv1.ky2244
   %82 = add nsw i64 %81, -1
   %83 = icmp slt i64 -1, %82
-  %84 = mul nsw i64 %s2_conv1.oy24122, 2
-  %85 = add nsw i64 %84, %s2_conv1.ky2364
+  %84 = mul nsw i64 %s2_conv1.oy22922, 2
+  %85 = add nsw i64 %84, %s2_conv1.ky2244
   %86 = add nsw i64 %85, -1
   %87 = icmp slt i64 %86, 32
   %88 = and i1 %83, %87
   br i1 %88, label %s2_conv1.then23, label %s2_conv1.endif24
 
-s2_conv1.oy241.end:                               ; preds = %s2_conv1.endif33
-  br label %s2_conv1.oy244
+s2_conv1.oy229.end:                               ; preds = %s2_conv1.endif33
+  br label %s2_conv1.oy232
 
-s2_conv1.then23:                                  ; preds = %s2_conv1.oy241
-  br label %s2_conv1.ox242
+s2_conv1.then23:                                  ; preds = %s2_conv1.oy229
+  br label %s2_conv1.ox230
 
-s2_conv1.endif24:                                 ; preds = %s2_conv1.ox242.end, %s2_conv1.oy241
-  %89 = mul nsw i64 %s2_conv1.oy24122, 2
-  %90 = add nsw i64 %89, %s2_conv1.ky2364
+s2_conv1.endif24:                                 ; preds = %s2_conv1.ox230.end, %s2_conv1.oy229
+  %89 = mul nsw i64 %s2_conv1.oy22922, 2
+  %90 = add nsw i64 %89, %s2_conv1.ky2244
   %91 = add nsw i64 %90, -1
   %92 = icmp slt i64 %91, 0
   br i1 %92, label %s2_conv1.then28, label %s2_conv1.endif29
 
-s2_conv1.ox242:                                   ; preds = %s2_conv1.ox242, %s2_conv1.then23
-  %s2_conv1.ox24225 = phi i64 [ 0, %s2_conv1.then23 ], [ %ox242.next, %s2_conv1.ox242 ]
-  %93 = mul nsw i64 %s2_conv1.g2331, 16
-  %94 = add nsw i64 %93, %s2_conv1.j2342
+s2_conv1.ox230:                                   ; preds = %s2_conv1.ox230, %s2_conv1.then23
+  %s2_conv1.ox23025 = phi i64 [ 0, %s2_conv1.then23 ], [ %ox230.next, %s2_conv1.ox230 ]
+  %93 = mul nsw i64 %s2_conv1.g2211, 16
+  %94 = add nsw i64 %93, %s2_conv1.j2222
   %95 = mul nsw i64 %94, 16384
-  %96 = mul nsw i64 %s2_conv1.c2353, 1024
+  %96 = mul nsw i64 %s2_conv1.c2233, 1024
   %97 = add nsw i64 %95, %96
-  %98 = mul nsw i64 %s2_conv1.oy24122, 2
-  %99 = add nsw i64 %98, %s2_conv1.ky2364
+  %98 = mul nsw i64 %s2_conv1.oy22922, 2
+  %99 = add nsw i64 %98, %s2_conv1.ky2244
   %100 = add nsw i64 %99, -1
   %101 = mul nsw i64 %100, 32
   %102 = add nsw i64 %97, %101
-  %103 = mul nsw i64 %s2_conv1.ox24225, 2
+  %103 = mul nsw i64 %s2_conv1.ox23025, 2
   %104 = add nsw i64 %102, %103
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %104
   %105 = load float, ptr %arena26, align 4
-  %106 = mul nsw i64 %s2_conv1.c2353, 3
-  %107 = add nsw i64 %106, %s2_conv1.ky2364
+  %106 = mul nsw i64 %s2_conv1.c2233, 3
+  %107 = add nsw i64 %106, %s2_conv1.ky2244
   %108 = mul nsw i64 %107, 3
   %109 = add nsw i64 %108, 1
   %110 = mul nsw i64 %109, 4096
-  %111 = add nsw i64 1572864, %110
-  %112 = mul nsw i64 %s2_conv1.j2342, 256
+  %111 = add nsw i64 1572928, %110
+  %112 = mul nsw i64 %s2_conv1.j2222, 256
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %s2_conv1.oy24122, 16
-  %115 = add nsw i64 %114, %s2_conv1.ox24225
+  %114 = mul nsw i64 %s2_conv1.oy22922, 16
+  %115 = add nsw i64 %114, %s2_conv1.ox23025
   %116 = add nsw i64 %113, %115
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %116
   store float %105, ptr %arena27, align 4
-  %ox242.next = add nsw i64 %s2_conv1.ox24225, 1
-  %117 = icmp slt i64 %ox242.next, 16
-  br i1 %117, label %s2_conv1.ox242, label %s2_conv1.ox242.end
+  %ox230.next = add nsw i64 %s2_conv1.ox23025, 1
+  %117 = icmp slt i64 %ox230.next, 16
+  br i1 %117, label %s2_conv1.ox230, label %s2_conv1.ox230.end
 
-s2_conv1.ox242.end:                               ; preds = %s2_conv1.ox242
+s2_conv1.ox230.end:                               ; preds = %s2_conv1.ox230
   br label %s2_conv1.endif24
 
 s2_conv1.then28:                                  ; preds = %s2_conv1.endif24
-  br label %s2_conv1.ox243
+  br label %s2_conv1.ox231
 
-s2_conv1.endif29:                                 ; preds = %s2_conv1.ox243.end, %s2_conv1.endif24
-  %118 = mul nsw i64 %s2_conv1.oy24122, 2
-  %119 = add nsw i64 %118, %s2_conv1.ky2364
+s2_conv1.endif29:                                 ; preds = %s2_conv1.ox231.end, %s2_conv1.endif24
+  %118 = mul nsw i64 %s2_conv1.oy22922, 2
+  %119 = add nsw i64 %118, %s2_conv1.ky2244
   %120 = add nsw i64 %119, -1
   %121 = icmp slt i64 31, %120
   br i1 %121, label %s2_conv1.then32, label %s2_conv1.endif33
 
-s2_conv1.ox243:                                   ; preds = %s2_conv1.ox243, %s2_conv1.then28
-  %s2_conv1.ox24330 = phi i64 [ 0, %s2_conv1.then28 ], [ %ox243.next, %s2_conv1.ox243 ]
-  %122 = mul nsw i64 %s2_conv1.c2353, 3
-  %123 = add nsw i64 %122, %s2_conv1.ky2364
+s2_conv1.ox231:                                   ; preds = %s2_conv1.ox231, %s2_conv1.then28
+  %s2_conv1.ox23130 = phi i64 [ 0, %s2_conv1.then28 ], [ %ox231.next, %s2_conv1.ox231 ]
+  %122 = mul nsw i64 %s2_conv1.c2233, 3
+  %123 = add nsw i64 %122, %s2_conv1.ky2244
   %124 = mul nsw i64 %123, 3
   %125 = add nsw i64 %124, 1
   %126 = mul nsw i64 %125, 4096
-  %127 = add nsw i64 1572864, %126
-  %128 = mul nsw i64 %s2_conv1.j2342, 256
+  %127 = add nsw i64 1572928, %126
+  %128 = mul nsw i64 %s2_conv1.j2222, 256
   %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %s2_conv1.oy24122, 16
-  %131 = add nsw i64 %130, %s2_conv1.ox24330
+  %130 = mul nsw i64 %s2_conv1.oy22922, 16
+  %131 = add nsw i64 %130, %s2_conv1.ox23130
   %132 = add nsw i64 %129, %131
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %132
   store float 0.000000e+00, ptr %arena31, align 4
-  %ox243.next = add nsw i64 %s2_conv1.ox24330, 1
-  %133 = icmp slt i64 %ox243.next, 16
-  br i1 %133, label %s2_conv1.ox243, label %s2_conv1.ox243.end
+  %ox231.next = add nsw i64 %s2_conv1.ox23130, 1
+  %133 = icmp slt i64 %ox231.next, 16
+  br i1 %133, label %s2_conv1.ox231, label %s2_conv1.ox231.end
 
-s2_conv1.ox243.end:                               ; preds = %s2_conv1.ox243
+s2_conv1.ox231.end:                               ; preds = %s2_conv1.ox231
   br label %s2_conv1.endif29
 
 s2_conv1.then32:                                  ; preds = %s2_conv1.endif29
-  br label %s2_conv1.ox24334
+  br label %s2_conv1.ox23134
 
-s2_conv1.endif33:                                 ; preds = %s2_conv1.ox243.end35, %s2_conv1.endif29
-  %oy241.next = add nsw i64 %s2_conv1.oy24122, 1
-  %134 = icmp slt i64 %oy241.next, 16
-  br i1 %134, label %s2_conv1.oy241, label %s2_conv1.oy241.end
+s2_conv1.endif33:                                 ; preds = %s2_conv1.ox231.end35, %s2_conv1.endif29
+  %oy229.next = add nsw i64 %s2_conv1.oy22922, 1
+  %134 = icmp slt i64 %oy229.next, 16
+  br i1 %134, label %s2_conv1.oy229, label %s2_conv1.oy229.end
 
-s2_conv1.ox24334:                                 ; preds = %s2_conv1.ox24334, %s2_conv1.then32
-  %s2_conv1.ox24336 = phi i64 [ 0, %s2_conv1.then32 ], [ %ox243.next38, %s2_conv1.ox24334 ]
-  %135 = mul nsw i64 %s2_conv1.c2353, 3
-  %136 = add nsw i64 %135, %s2_conv1.ky2364
+s2_conv1.ox23134:                                 ; preds = %s2_conv1.ox23134, %s2_conv1.then32
+  %s2_conv1.ox23136 = phi i64 [ 0, %s2_conv1.then32 ], [ %ox231.next38, %s2_conv1.ox23134 ]
+  %135 = mul nsw i64 %s2_conv1.c2233, 3
+  %136 = add nsw i64 %135, %s2_conv1.ky2244
   %137 = mul nsw i64 %136, 3
   %138 = add nsw i64 %137, 1
   %139 = mul nsw i64 %138, 4096
-  %140 = add nsw i64 1572864, %139
-  %141 = mul nsw i64 %s2_conv1.j2342, 256
+  %140 = add nsw i64 1572928, %139
+  %141 = mul nsw i64 %s2_conv1.j2222, 256
   %142 = add nsw i64 %140, %141
-  %143 = mul nsw i64 %s2_conv1.oy24122, 16
-  %144 = add nsw i64 %143, %s2_conv1.ox24336
+  %143 = mul nsw i64 %s2_conv1.oy22922, 16
+  %144 = add nsw i64 %143, %s2_conv1.ox23136
   %145 = add nsw i64 %142, %144
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %145
   store float 0.000000e+00, ptr %arena37, align 4
-  %ox243.next38 = add nsw i64 %s2_conv1.ox24336, 1
-  %146 = icmp slt i64 %ox243.next38, 16
-  br i1 %146, label %s2_conv1.ox24334, label %s2_conv1.ox243.end35
+  %ox231.next38 = add nsw i64 %s2_conv1.ox23136, 1
+  %146 = icmp slt i64 %ox231.next38, 16
+  br i1 %146, label %s2_conv1.ox23134, label %s2_conv1.ox231.end35
 
-s2_conv1.ox243.end35:                             ; preds = %s2_conv1.ox24334
+s2_conv1.ox231.end35:                             ; preds = %s2_conv1.ox23134
   br label %s2_conv1.endif33
 
-s2_conv1.oy244:                                   ; preds = %s2_conv1.endif50, %s2_conv1.oy241.end
-  %s2_conv1.oy24439 = phi i64 [ 0, %s2_conv1.oy241.end ], [ %oy244.next, %s2_conv1.endif50 ]
-  %147 = mul nsw i64 %s2_conv1.oy24439, 2
-  %148 = add nsw i64 %147, %s2_conv1.ky2364
+s2_conv1.oy232:                                   ; preds = %s2_conv1.endif50, %s2_conv1.oy229.end
+  %s2_conv1.oy23239 = phi i64 [ 0, %s2_conv1.oy229.end ], [ %oy232.next, %s2_conv1.endif50 ]
+  %147 = mul nsw i64 %s2_conv1.oy23239, 2
+  %148 = add nsw i64 %147, %s2_conv1.ky2244
   %149 = add nsw i64 %148, -1
   %150 = icmp slt i64 -1, %149
-  %151 = mul nsw i64 %s2_conv1.oy24439, 2
-  %152 = add nsw i64 %151, %s2_conv1.ky2364
+  %151 = mul nsw i64 %s2_conv1.oy23239, 2
+  %152 = add nsw i64 %151, %s2_conv1.ky2244
   %153 = add nsw i64 %152, -1
   %154 = icmp slt i64 %153, 32
   %155 = and i1 %150, %154
   br i1 %155, label %s2_conv1.then40, label %s2_conv1.endif41
 
-s2_conv1.oy244.end:                               ; preds = %s2_conv1.endif50
-  %ky236.next = add nsw i64 %s2_conv1.ky2364, 1
-  %156 = icmp slt i64 %ky236.next, 3
-  br i1 %156, label %s2_conv1.ky236, label %s2_conv1.ky236.end
+s2_conv1.oy232.end:                               ; preds = %s2_conv1.endif50
+  %ky224.next = add nsw i64 %s2_conv1.ky2244, 1
+  %156 = icmp slt i64 %ky224.next, 3
+  br i1 %156, label %s2_conv1.ky224, label %s2_conv1.ky224.end
 
-s2_conv1.then40:                                  ; preds = %s2_conv1.oy244
-  br label %s2_conv1.ox245
+s2_conv1.then40:                                  ; preds = %s2_conv1.oy232
+  br label %s2_conv1.ox233
 
-s2_conv1.endif41:                                 ; preds = %s2_conv1.ox245.end, %s2_conv1.oy244
-  %157 = mul nsw i64 %s2_conv1.oy24439, 2
-  %158 = add nsw i64 %157, %s2_conv1.ky2364
+s2_conv1.endif41:                                 ; preds = %s2_conv1.ox233.end, %s2_conv1.oy232
+  %157 = mul nsw i64 %s2_conv1.oy23239, 2
+  %158 = add nsw i64 %157, %s2_conv1.ky2244
   %159 = add nsw i64 %158, -1
   %160 = icmp slt i64 %159, 0
   br i1 %160, label %s2_conv1.then45, label %s2_conv1.endif46
 
-s2_conv1.ox245:                                   ; preds = %s2_conv1.ox245, %s2_conv1.then40
-  %s2_conv1.ox24542 = phi i64 [ 0, %s2_conv1.then40 ], [ %ox245.next, %s2_conv1.ox245 ]
-  %161 = mul nsw i64 %s2_conv1.g2331, 16
-  %162 = add nsw i64 %161, %s2_conv1.j2342
+s2_conv1.ox233:                                   ; preds = %s2_conv1.ox233, %s2_conv1.then40
+  %s2_conv1.ox23342 = phi i64 [ 0, %s2_conv1.then40 ], [ %ox233.next, %s2_conv1.ox233 ]
+  %161 = mul nsw i64 %s2_conv1.g2211, 16
+  %162 = add nsw i64 %161, %s2_conv1.j2222
   %163 = mul nsw i64 %162, 16384
-  %164 = mul nsw i64 %s2_conv1.c2353, 1024
+  %164 = mul nsw i64 %s2_conv1.c2233, 1024
   %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %s2_conv1.oy24439, 2
-  %167 = add nsw i64 %166, %s2_conv1.ky2364
+  %166 = mul nsw i64 %s2_conv1.oy23239, 2
+  %167 = add nsw i64 %166, %s2_conv1.ky2244
   %168 = add nsw i64 %167, -1
   %169 = mul nsw i64 %168, 32
   %170 = add nsw i64 %165, %169
-  %171 = mul nsw i64 %s2_conv1.ox24542, 2
+  %171 = mul nsw i64 %s2_conv1.ox23342, 2
   %172 = add nsw i64 %171, 1
   %173 = add nsw i64 %170, %172
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
   %174 = load float, ptr %arena43, align 4
-  %175 = mul nsw i64 %s2_conv1.c2353, 3
-  %176 = add nsw i64 %175, %s2_conv1.ky2364
+  %175 = mul nsw i64 %s2_conv1.c2233, 3
+  %176 = add nsw i64 %175, %s2_conv1.ky2244
   %177 = mul nsw i64 %176, 3
   %178 = add nsw i64 %177, 2
   %179 = mul nsw i64 %178, 4096
-  %180 = add nsw i64 1572864, %179
-  %181 = mul nsw i64 %s2_conv1.j2342, 256
+  %180 = add nsw i64 1572928, %179
+  %181 = mul nsw i64 %s2_conv1.j2222, 256
   %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %s2_conv1.oy24439, 16
-  %184 = add nsw i64 %183, %s2_conv1.ox24542
+  %183 = mul nsw i64 %s2_conv1.oy23239, 16
+  %184 = add nsw i64 %183, %s2_conv1.ox23342
   %185 = add nsw i64 %182, %184
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %185
   store float %174, ptr %arena44, align 4
-  %ox245.next = add nsw i64 %s2_conv1.ox24542, 1
-  %186 = icmp slt i64 %ox245.next, 16
-  br i1 %186, label %s2_conv1.ox245, label %s2_conv1.ox245.end
+  %ox233.next = add nsw i64 %s2_conv1.ox23342, 1
+  %186 = icmp slt i64 %ox233.next, 16
+  br i1 %186, label %s2_conv1.ox233, label %s2_conv1.ox233.end
 
-s2_conv1.ox245.end:                               ; preds = %s2_conv1.ox245
+s2_conv1.ox233.end:                               ; preds = %s2_conv1.ox233
   br label %s2_conv1.endif41
 
 s2_conv1.then45:                                  ; preds = %s2_conv1.endif41
-  br label %s2_conv1.ox246
+  br label %s2_conv1.ox234
 
-s2_conv1.endif46:                                 ; preds = %s2_conv1.ox246.end, %s2_conv1.endif41
-  %187 = mul nsw i64 %s2_conv1.oy24439, 2
-  %188 = add nsw i64 %187, %s2_conv1.ky2364
+s2_conv1.endif46:                                 ; preds = %s2_conv1.ox234.end, %s2_conv1.endif41
+  %187 = mul nsw i64 %s2_conv1.oy23239, 2
+  %188 = add nsw i64 %187, %s2_conv1.ky2244
   %189 = add nsw i64 %188, -1
   %190 = icmp slt i64 31, %189
   br i1 %190, label %s2_conv1.then49, label %s2_conv1.endif50
 
-s2_conv1.ox246:                                   ; preds = %s2_conv1.ox246, %s2_conv1.then45
-  %s2_conv1.ox24647 = phi i64 [ 0, %s2_conv1.then45 ], [ %ox246.next, %s2_conv1.ox246 ]
-  %191 = mul nsw i64 %s2_conv1.c2353, 3
-  %192 = add nsw i64 %191, %s2_conv1.ky2364
+s2_conv1.ox234:                                   ; preds = %s2_conv1.ox234, %s2_conv1.then45
+  %s2_conv1.ox23447 = phi i64 [ 0, %s2_conv1.then45 ], [ %ox234.next, %s2_conv1.ox234 ]
+  %191 = mul nsw i64 %s2_conv1.c2233, 3
+  %192 = add nsw i64 %191, %s2_conv1.ky2244
   %193 = mul nsw i64 %192, 3
   %194 = add nsw i64 %193, 2
   %195 = mul nsw i64 %194, 4096
-  %196 = add nsw i64 1572864, %195
-  %197 = mul nsw i64 %s2_conv1.j2342, 256
+  %196 = add nsw i64 1572928, %195
+  %197 = mul nsw i64 %s2_conv1.j2222, 256
   %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %s2_conv1.oy24439, 16
-  %200 = add nsw i64 %199, %s2_conv1.ox24647
+  %199 = mul nsw i64 %s2_conv1.oy23239, 16
+  %200 = add nsw i64 %199, %s2_conv1.ox23447
   %201 = add nsw i64 %198, %200
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %201
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox246.next = add nsw i64 %s2_conv1.ox24647, 1
-  %202 = icmp slt i64 %ox246.next, 16
-  br i1 %202, label %s2_conv1.ox246, label %s2_conv1.ox246.end
+  %ox234.next = add nsw i64 %s2_conv1.ox23447, 1
+  %202 = icmp slt i64 %ox234.next, 16
+  br i1 %202, label %s2_conv1.ox234, label %s2_conv1.ox234.end
 
-s2_conv1.ox246.end:                               ; preds = %s2_conv1.ox246
+s2_conv1.ox234.end:                               ; preds = %s2_conv1.ox234
   br label %s2_conv1.endif46
 
 s2_conv1.then49:                                  ; preds = %s2_conv1.endif46
-  br label %s2_conv1.ox24651
+  br label %s2_conv1.ox23451
 
-s2_conv1.endif50:                                 ; preds = %s2_conv1.ox246.end52, %s2_conv1.endif46
-  %oy244.next = add nsw i64 %s2_conv1.oy24439, 1
-  %203 = icmp slt i64 %oy244.next, 16
-  br i1 %203, label %s2_conv1.oy244, label %s2_conv1.oy244.end
+s2_conv1.endif50:                                 ; preds = %s2_conv1.ox234.end52, %s2_conv1.endif46
+  %oy232.next = add nsw i64 %s2_conv1.oy23239, 1
+  %203 = icmp slt i64 %oy232.next, 16
+  br i1 %203, label %s2_conv1.oy232, label %s2_conv1.oy232.end
 
-s2_conv1.ox24651:                                 ; preds = %s2_conv1.ox24651, %s2_conv1.then49
-  %s2_conv1.ox24653 = phi i64 [ 0, %s2_conv1.then49 ], [ %ox246.next55, %s2_conv1.ox24651 ]
-  %204 = mul nsw i64 %s2_conv1.c2353, 3
-  %205 = add nsw i64 %204, %s2_conv1.ky2364
+s2_conv1.ox23451:                                 ; preds = %s2_conv1.ox23451, %s2_conv1.then49
+  %s2_conv1.ox23453 = phi i64 [ 0, %s2_conv1.then49 ], [ %ox234.next55, %s2_conv1.ox23451 ]
+  %204 = mul nsw i64 %s2_conv1.c2233, 3
+  %205 = add nsw i64 %204, %s2_conv1.ky2244
   %206 = mul nsw i64 %205, 3
   %207 = add nsw i64 %206, 2
   %208 = mul nsw i64 %207, 4096
-  %209 = add nsw i64 1572864, %208
-  %210 = mul nsw i64 %s2_conv1.j2342, 256
+  %209 = add nsw i64 1572928, %208
+  %210 = mul nsw i64 %s2_conv1.j2222, 256
   %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %s2_conv1.oy24439, 16
-  %213 = add nsw i64 %212, %s2_conv1.ox24653
+  %212 = mul nsw i64 %s2_conv1.oy23239, 16
+  %213 = add nsw i64 %212, %s2_conv1.ox23453
   %214 = add nsw i64 %211, %213
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %214
   store float 0.000000e+00, ptr %arena54, align 4
-  %ox246.next55 = add nsw i64 %s2_conv1.ox24653, 1
-  %215 = icmp slt i64 %ox246.next55, 16
-  br i1 %215, label %s2_conv1.ox24651, label %s2_conv1.ox246.end52
+  %ox234.next55 = add nsw i64 %s2_conv1.ox23453, 1
+  %215 = icmp slt i64 %ox234.next55, 16
+  br i1 %215, label %s2_conv1.ox23451, label %s2_conv1.ox234.end52
 
-s2_conv1.ox246.end52:                             ; preds = %s2_conv1.ox24651
+s2_conv1.ox234.end52:                             ; preds = %s2_conv1.ox23451
   br label %s2_conv1.endif50
 
-s2_conv1.j255:                                    ; preds = %s2_conv1.f256.end, %s2_conv1.j234.end
-  %s2_conv1.j25556 = phi i64 [ 0, %s2_conv1.j234.end ], [ %j255.next, %s2_conv1.f256.end ]
-  br label %s2_conv1.f256
+s2_conv1.j243:                                    ; preds = %s2_conv1.f244.end, %s2_conv1.j222.end
+  %s2_conv1.j24356 = phi i64 [ 0, %s2_conv1.j222.end ], [ %j243.next, %s2_conv1.f244.end ]
+  br label %s2_conv1.f244
 
-s2_conv1.j255.end:                                ; preds = %s2_conv1.f256.end
-  %g233.next = add nsw i64 %s2_conv1.g2331, 1
-  %216 = icmp slt i64 %g233.next, 4
-  br i1 %216, label %s2_conv1.g233, label %s2_conv1.g233.end
+s2_conv1.j243.end:                                ; preds = %s2_conv1.f244.end
+  %g221.next = add nsw i64 %s2_conv1.g2211, 1
+  %216 = icmp slt i64 %g221.next, 4
+  br i1 %216, label %s2_conv1.g221, label %s2_conv1.g221.end
 
-s2_conv1.f256:                                    ; preds = %s2_conv1.i257.end, %s2_conv1.j255
-  %s2_conv1.f25657 = phi i64 [ 0, %s2_conv1.j255 ], [ %f256.next, %s2_conv1.i257.end ]
-  br label %s2_conv1.i257
+s2_conv1.f244:                                    ; preds = %s2_conv1.i245.end, %s2_conv1.j243
+  %s2_conv1.f24457 = phi i64 [ 0, %s2_conv1.j243 ], [ %f244.next, %s2_conv1.i245.end ]
+  br label %s2_conv1.i245
 
-s2_conv1.f256.end:                                ; preds = %s2_conv1.i257.end
-  %j255.next = add nsw i64 %s2_conv1.j25556, 1
-  %217 = icmp slt i64 %j255.next, 16
-  br i1 %217, label %s2_conv1.j255, label %s2_conv1.j255.end
+s2_conv1.f244.end:                                ; preds = %s2_conv1.i245.end
+  %j243.next = add nsw i64 %s2_conv1.j24356, 1
+  %217 = icmp slt i64 %j243.next, 16
+  br i1 %217, label %s2_conv1.j243, label %s2_conv1.j243.end
 
-s2_conv1.i257:                                    ; preds = %s2_conv1.i257, %s2_conv1.f256
-  %s2_conv1.i25758 = phi i64 [ 0, %s2_conv1.f256 ], [ %i257.next, %s2_conv1.i257 ]
-  %218 = mul nsw i64 %s2_conv1.f25657, 4096
-  %219 = add nsw i64 2162688, %218
-  %220 = mul nsw i64 %s2_conv1.j25556, 256
+s2_conv1.i245:                                    ; preds = %s2_conv1.i245, %s2_conv1.f244
+  %s2_conv1.i24558 = phi i64 [ 0, %s2_conv1.f244 ], [ %i245.next, %s2_conv1.i245 ]
+  %218 = mul nsw i64 %s2_conv1.f24457, 4096
+  %219 = add nsw i64 2162752, %218
+  %220 = mul nsw i64 %s2_conv1.j24356, 256
   %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 %221, %s2_conv1.i25758
+  %222 = add nsw i64 %221, %s2_conv1.i24558
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %222
   %223 = load float, ptr %arena59, align 4
-  %224 = mul nsw i64 %s2_conv1.g2331, 16
-  %225 = add nsw i64 %224, %s2_conv1.j25556
-  %226 = mul nsw i64 %225, 8192
-  %227 = add nsw i64 1048576, %226
-  %228 = mul nsw i64 %s2_conv1.f25657, 256
-  %229 = add nsw i64 %227, %228
-  %230 = add nsw i64 %229, %s2_conv1.i25758
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %223, ptr %arena60, align 4
-  %i257.next = add nsw i64 %s2_conv1.i25758, 1
-  %231 = icmp slt i64 %i257.next, 256
-  br i1 %231, label %s2_conv1.i257, label %s2_conv1.i257.end
+  %224 = add nsw i64 1048576, %s2_conv1.f24457
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
+  %225 = load float, ptr %arena60, align 4
+  %226 = fmul float %223, %225
+  %227 = add nsw i64 1048608, %s2_conv1.f24457
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load float, ptr %arena61, align 4
+  %229 = fadd float %226, %228
+  %230 = fcmp ogt float %229, 0.000000e+00
+  %231 = mul nsw i64 %s2_conv1.f24457, 4096
+  %232 = add nsw i64 2162752, %231
+  %233 = mul nsw i64 %s2_conv1.j24356, 256
+  %234 = add nsw i64 %232, %233
+  %235 = add nsw i64 %234, %s2_conv1.i24558
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %235
+  %236 = load float, ptr %arena62, align 4
+  %237 = add nsw i64 1048576, %s2_conv1.f24457
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %237
+  %238 = load float, ptr %arena63, align 4
+  %239 = fmul float %236, %238
+  %240 = add nsw i64 1048608, %s2_conv1.f24457
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load float, ptr %arena64, align 4
+  %242 = fadd float %239, %241
+  %243 = select i1 %230, float %242, float 0.000000e+00
+  %244 = mul nsw i64 %s2_conv1.g2211, 16
+  %245 = add nsw i64 %244, %s2_conv1.j24356
+  %246 = mul nsw i64 %245, 8192
+  %247 = add nsw i64 1048640, %246
+  %248 = mul nsw i64 %s2_conv1.f24457, 256
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, %s2_conv1.i24558
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %250
+  store float %243, ptr %arena65, align 4
+  %i245.next = add nsw i64 %s2_conv1.i24558, 1
+  %251 = icmp slt i64 %i245.next, 256
+  br i1 %251, label %s2_conv1.i245, label %s2_conv1.i245.end
 
-s2_conv1.i257.end:                                ; preds = %s2_conv1.i257
-  %f256.next = add nsw i64 %s2_conv1.f25657, 1
-  %232 = icmp slt i64 %f256.next, 32
-  br i1 %232, label %s2_conv1.f256, label %s2_conv1.f256.end
+s2_conv1.i245.end:                                ; preds = %s2_conv1.i245
+  %f244.next = add nsw i64 %s2_conv1.f24457, 1
+  %252 = icmp slt i64 %f244.next, 32
+  br i1 %252, label %s2_conv1.f244, label %s2_conv1.f244.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k8.s2_conv1.gemm254(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k9.s2_conv1.gemm242(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s2_conv1.t252_a3 = alloca <8 x float>, align 32
-  %s2_conv1.t252_a2 = alloca <8 x float>, align 32
-  %s2_conv1.t252_a1 = alloca <8 x float>, align 32
-  %s2_conv1.t252_a0 = alloca <8 x float>, align 32
-  %s2_conv1.t252_b1 = alloca <8 x float>, align 32
-  %s2_conv1.t252_b0 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c3_1 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c3_0 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c2_1 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c2_0 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c1_1 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c1_0 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c0_1 = alloca <8 x float>, align 32
-  %s2_conv1.t252_c0_0 = alloca <8 x float>, align 32
-  %s2_conv1.t249_a3 = alloca <8 x float>, align 32
-  %s2_conv1.t249_a2 = alloca <8 x float>, align 32
-  %s2_conv1.t249_a1 = alloca <8 x float>, align 32
-  %s2_conv1.t249_a0 = alloca <8 x float>, align 32
-  %s2_conv1.t249_b2 = alloca <8 x float>, align 32
-  %s2_conv1.t249_b1 = alloca <8 x float>, align 32
-  %s2_conv1.t249_b0 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c3_2 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c3_1 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c3_0 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c2_2 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c2_1 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c2_0 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c1_2 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c1_1 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c1_0 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c0_2 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c0_1 = alloca <8 x float>, align 32
-  %s2_conv1.t249_c0_0 = alloca <8 x float>, align 32
-  br label %s2_conv1.nb247
+  %s2_conv1.t240_a3 = alloca <8 x float>, align 32
+  %s2_conv1.t240_a2 = alloca <8 x float>, align 32
+  %s2_conv1.t240_a1 = alloca <8 x float>, align 32
+  %s2_conv1.t240_a0 = alloca <8 x float>, align 32
+  %s2_conv1.t240_b1 = alloca <8 x float>, align 32
+  %s2_conv1.t240_b0 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c3_1 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c3_0 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c2_1 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c2_0 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c1_1 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c1_0 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c0_1 = alloca <8 x float>, align 32
+  %s2_conv1.t240_c0_0 = alloca <8 x float>, align 32
+  %s2_conv1.t237_a3 = alloca <8 x float>, align 32
+  %s2_conv1.t237_a2 = alloca <8 x float>, align 32
+  %s2_conv1.t237_a1 = alloca <8 x float>, align 32
+  %s2_conv1.t237_a0 = alloca <8 x float>, align 32
+  %s2_conv1.t237_b2 = alloca <8 x float>, align 32
+  %s2_conv1.t237_b1 = alloca <8 x float>, align 32
+  %s2_conv1.t237_b0 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c3_2 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c3_1 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c3_0 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c2_2 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c2_1 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c2_0 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c1_2 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c1_1 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c1_0 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c0_2 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c0_1 = alloca <8 x float>, align 32
+  %s2_conv1.t237_c0_0 = alloca <8 x float>, align 32
+  br label %s2_conv1.nb235
 
-s2_conv1.nb247:                                   ; preds = %s2_conv1.mb248.end, %entry
-  %s2_conv1.nb2471 = phi i64 [ 0, %entry ], [ %nb247.next, %s2_conv1.mb248.end ]
-  br label %s2_conv1.mb248
+s2_conv1.nb235:                                   ; preds = %s2_conv1.mb236.end, %entry
+  %s2_conv1.nb2351 = phi i64 [ 0, %entry ], [ %nb235.next, %s2_conv1.mb236.end ]
+  br label %s2_conv1.mb236
 
-s2_conv1.nb247.end:                               ; preds = %s2_conv1.mb248.end
-  br label %s2_conv1.mb251
+s2_conv1.nb235.end:                               ; preds = %s2_conv1.mb236.end
+  br label %s2_conv1.mb239
 
-s2_conv1.mb248:                                   ; preds = %s2_conv1.k250.end, %s2_conv1.nb247
-  %s2_conv1.mb2482 = phi i64 [ 0, %s2_conv1.nb247 ], [ %mb248.next, %s2_conv1.k250.end ]
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t249_c3_2, align 32
-  br label %s2_conv1.k250
+s2_conv1.mb236:                                   ; preds = %s2_conv1.k238.end, %s2_conv1.nb235
+  %s2_conv1.mb2362 = phi i64 [ 0, %s2_conv1.nb235 ], [ %mb236.next, %s2_conv1.k238.end ]
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t237_c3_2, align 32
+  br label %s2_conv1.k238
 
-s2_conv1.mb248.end:                               ; preds = %s2_conv1.k250.end
-  %nb247.next = add nsw i64 %s2_conv1.nb2471, 1
-  %0 = icmp slt i64 %nb247.next, 170
-  br i1 %0, label %s2_conv1.nb247, label %s2_conv1.nb247.end
+s2_conv1.mb236.end:                               ; preds = %s2_conv1.k238.end
+  %nb235.next = add nsw i64 %s2_conv1.nb2351, 1
+  %0 = icmp slt i64 %nb235.next, 170
+  br i1 %0, label %s2_conv1.nb235, label %s2_conv1.nb235.end
 
-s2_conv1.k250:                                    ; preds = %s2_conv1.k250, %s2_conv1.mb248
-  %s2_conv1.k2503 = phi i64 [ 0, %s2_conv1.mb248 ], [ %k250.next, %s2_conv1.k250 ]
-  %1 = mul nsw i64 %s2_conv1.k2503, 4096
-  %2 = add nsw i64 1572864, %1
-  %3 = mul nsw i64 %s2_conv1.nb2471, 24
+s2_conv1.k238:                                    ; preds = %s2_conv1.k238, %s2_conv1.mb236
+  %s2_conv1.k2383 = phi i64 [ 0, %s2_conv1.mb236 ], [ %k238.next, %s2_conv1.k238 ]
+  %1 = mul nsw i64 %s2_conv1.k2383, 4096
+  %2 = add nsw i64 1572928, %1
+  %3 = mul nsw i64 %s2_conv1.nb2351, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %s2_conv1.t249_b0, align 32
-  %6 = mul nsw i64 %s2_conv1.k2503, 4096
-  %7 = add nsw i64 1572864, %6
-  %8 = mul nsw i64 %s2_conv1.nb2471, 24
+  store <8 x float> %5, ptr %s2_conv1.t237_b0, align 32
+  %6 = mul nsw i64 %s2_conv1.k2383, 4096
+  %7 = add nsw i64 1572928, %6
+  %8 = mul nsw i64 %s2_conv1.nb2351, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %s2_conv1.t249_b1, align 32
-  %12 = mul nsw i64 %s2_conv1.k2503, 4096
-  %13 = add nsw i64 1572864, %12
-  %14 = mul nsw i64 %s2_conv1.nb2471, 24
+  store <8 x float> %11, ptr %s2_conv1.t237_b1, align 32
+  %12 = mul nsw i64 %s2_conv1.k2383, 4096
+  %13 = add nsw i64 1572928, %12
+  %14 = mul nsw i64 %s2_conv1.nb2351, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %s2_conv1.t249_b2, align 32
-  %18 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %17, ptr %s2_conv1.t237_b2, align 32
+  %18 = mul nsw i64 %s2_conv1.mb2362, 4
   %19 = mul nsw i64 %18, 144
   %20 = add nsw i64 5136, %19
-  %21 = add nsw i64 %20, %s2_conv1.k2503
+  %21 = add nsw i64 %20, %s2_conv1.k2383
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %s2_conv1.t249_a0, align 32
-  %t249_a0 = load <8 x float>, ptr %s2_conv1.t249_a0, align 32
-  %t249_b0 = load <8 x float>, ptr %s2_conv1.t249_b0, align 32
-  %t249_c0_0 = load <8 x float>, ptr %s2_conv1.t249_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a0, <8 x float> %t249_b0, <8 x float> %t249_c0_0)
-  store <8 x float> %25, ptr %s2_conv1.t249_c0_0, align 32
-  %t249_a08 = load <8 x float>, ptr %s2_conv1.t249_a0, align 32
-  %t249_b1 = load <8 x float>, ptr %s2_conv1.t249_b1, align 32
-  %t249_c0_1 = load <8 x float>, ptr %s2_conv1.t249_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a08, <8 x float> %t249_b1, <8 x float> %t249_c0_1)
-  store <8 x float> %26, ptr %s2_conv1.t249_c0_1, align 32
-  %t249_a09 = load <8 x float>, ptr %s2_conv1.t249_a0, align 32
-  %t249_b2 = load <8 x float>, ptr %s2_conv1.t249_b2, align 32
-  %t249_c0_2 = load <8 x float>, ptr %s2_conv1.t249_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a09, <8 x float> %t249_b2, <8 x float> %t249_c0_2)
-  store <8 x float> %27, ptr %s2_conv1.t249_c0_2, align 32
-  %28 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %24, ptr %s2_conv1.t237_a0, align 32
+  %t237_a0 = load <8 x float>, ptr %s2_conv1.t237_a0, align 32
+  %t237_b0 = load <8 x float>, ptr %s2_conv1.t237_b0, align 32
+  %t237_c0_0 = load <8 x float>, ptr %s2_conv1.t237_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a0, <8 x float> %t237_b0, <8 x float> %t237_c0_0)
+  store <8 x float> %25, ptr %s2_conv1.t237_c0_0, align 32
+  %t237_a08 = load <8 x float>, ptr %s2_conv1.t237_a0, align 32
+  %t237_b1 = load <8 x float>, ptr %s2_conv1.t237_b1, align 32
+  %t237_c0_1 = load <8 x float>, ptr %s2_conv1.t237_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a08, <8 x float> %t237_b1, <8 x float> %t237_c0_1)
+  store <8 x float> %26, ptr %s2_conv1.t237_c0_1, align 32
+  %t237_a09 = load <8 x float>, ptr %s2_conv1.t237_a0, align 32
+  %t237_b2 = load <8 x float>, ptr %s2_conv1.t237_b2, align 32
+  %t237_c0_2 = load <8 x float>, ptr %s2_conv1.t237_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a09, <8 x float> %t237_b2, <8 x float> %t237_c0_2)
+  store <8 x float> %27, ptr %s2_conv1.t237_c0_2, align 32
+  %28 = mul nsw i64 %s2_conv1.mb2362, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 144
   %31 = add nsw i64 5136, %30
-  %32 = add nsw i64 %31, %s2_conv1.k2503
+  %32 = add nsw i64 %31, %s2_conv1.k2383
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %s2_conv1.t249_a1, align 32
-  %t249_a1 = load <8 x float>, ptr %s2_conv1.t249_a1, align 32
-  %t249_b011 = load <8 x float>, ptr %s2_conv1.t249_b0, align 32
-  %t249_c1_0 = load <8 x float>, ptr %s2_conv1.t249_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a1, <8 x float> %t249_b011, <8 x float> %t249_c1_0)
-  store <8 x float> %36, ptr %s2_conv1.t249_c1_0, align 32
-  %t249_a112 = load <8 x float>, ptr %s2_conv1.t249_a1, align 32
-  %t249_b113 = load <8 x float>, ptr %s2_conv1.t249_b1, align 32
-  %t249_c1_1 = load <8 x float>, ptr %s2_conv1.t249_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a112, <8 x float> %t249_b113, <8 x float> %t249_c1_1)
-  store <8 x float> %37, ptr %s2_conv1.t249_c1_1, align 32
-  %t249_a114 = load <8 x float>, ptr %s2_conv1.t249_a1, align 32
-  %t249_b215 = load <8 x float>, ptr %s2_conv1.t249_b2, align 32
-  %t249_c1_2 = load <8 x float>, ptr %s2_conv1.t249_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a114, <8 x float> %t249_b215, <8 x float> %t249_c1_2)
-  store <8 x float> %38, ptr %s2_conv1.t249_c1_2, align 32
-  %39 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %35, ptr %s2_conv1.t237_a1, align 32
+  %t237_a1 = load <8 x float>, ptr %s2_conv1.t237_a1, align 32
+  %t237_b011 = load <8 x float>, ptr %s2_conv1.t237_b0, align 32
+  %t237_c1_0 = load <8 x float>, ptr %s2_conv1.t237_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a1, <8 x float> %t237_b011, <8 x float> %t237_c1_0)
+  store <8 x float> %36, ptr %s2_conv1.t237_c1_0, align 32
+  %t237_a112 = load <8 x float>, ptr %s2_conv1.t237_a1, align 32
+  %t237_b113 = load <8 x float>, ptr %s2_conv1.t237_b1, align 32
+  %t237_c1_1 = load <8 x float>, ptr %s2_conv1.t237_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a112, <8 x float> %t237_b113, <8 x float> %t237_c1_1)
+  store <8 x float> %37, ptr %s2_conv1.t237_c1_1, align 32
+  %t237_a114 = load <8 x float>, ptr %s2_conv1.t237_a1, align 32
+  %t237_b215 = load <8 x float>, ptr %s2_conv1.t237_b2, align 32
+  %t237_c1_2 = load <8 x float>, ptr %s2_conv1.t237_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a114, <8 x float> %t237_b215, <8 x float> %t237_c1_2)
+  store <8 x float> %38, ptr %s2_conv1.t237_c1_2, align 32
+  %39 = mul nsw i64 %s2_conv1.mb2362, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 144
   %42 = add nsw i64 5136, %41
-  %43 = add nsw i64 %42, %s2_conv1.k2503
+  %43 = add nsw i64 %42, %s2_conv1.k2383
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %s2_conv1.t249_a2, align 32
-  %t249_a2 = load <8 x float>, ptr %s2_conv1.t249_a2, align 32
-  %t249_b017 = load <8 x float>, ptr %s2_conv1.t249_b0, align 32
-  %t249_c2_0 = load <8 x float>, ptr %s2_conv1.t249_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a2, <8 x float> %t249_b017, <8 x float> %t249_c2_0)
-  store <8 x float> %47, ptr %s2_conv1.t249_c2_0, align 32
-  %t249_a218 = load <8 x float>, ptr %s2_conv1.t249_a2, align 32
-  %t249_b119 = load <8 x float>, ptr %s2_conv1.t249_b1, align 32
-  %t249_c2_1 = load <8 x float>, ptr %s2_conv1.t249_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a218, <8 x float> %t249_b119, <8 x float> %t249_c2_1)
-  store <8 x float> %48, ptr %s2_conv1.t249_c2_1, align 32
-  %t249_a220 = load <8 x float>, ptr %s2_conv1.t249_a2, align 32
-  %t249_b221 = load <8 x float>, ptr %s2_conv1.t249_b2, align 32
-  %t249_c2_2 = load <8 x float>, ptr %s2_conv1.t249_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a220, <8 x float> %t249_b221, <8 x float> %t249_c2_2)
-  store <8 x float> %49, ptr %s2_conv1.t249_c2_2, align 32
-  %50 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %46, ptr %s2_conv1.t237_a2, align 32
+  %t237_a2 = load <8 x float>, ptr %s2_conv1.t237_a2, align 32
+  %t237_b017 = load <8 x float>, ptr %s2_conv1.t237_b0, align 32
+  %t237_c2_0 = load <8 x float>, ptr %s2_conv1.t237_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a2, <8 x float> %t237_b017, <8 x float> %t237_c2_0)
+  store <8 x float> %47, ptr %s2_conv1.t237_c2_0, align 32
+  %t237_a218 = load <8 x float>, ptr %s2_conv1.t237_a2, align 32
+  %t237_b119 = load <8 x float>, ptr %s2_conv1.t237_b1, align 32
+  %t237_c2_1 = load <8 x float>, ptr %s2_conv1.t237_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a218, <8 x float> %t237_b119, <8 x float> %t237_c2_1)
+  store <8 x float> %48, ptr %s2_conv1.t237_c2_1, align 32
+  %t237_a220 = load <8 x float>, ptr %s2_conv1.t237_a2, align 32
+  %t237_b221 = load <8 x float>, ptr %s2_conv1.t237_b2, align 32
+  %t237_c2_2 = load <8 x float>, ptr %s2_conv1.t237_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a220, <8 x float> %t237_b221, <8 x float> %t237_c2_2)
+  store <8 x float> %49, ptr %s2_conv1.t237_c2_2, align 32
+  %50 = mul nsw i64 %s2_conv1.mb2362, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 144
   %53 = add nsw i64 5136, %52
-  %54 = add nsw i64 %53, %s2_conv1.k2503
+  %54 = add nsw i64 %53, %s2_conv1.k2383
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %s2_conv1.t249_a3, align 32
-  %t249_a3 = load <8 x float>, ptr %s2_conv1.t249_a3, align 32
-  %t249_b023 = load <8 x float>, ptr %s2_conv1.t249_b0, align 32
-  %t249_c3_0 = load <8 x float>, ptr %s2_conv1.t249_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a3, <8 x float> %t249_b023, <8 x float> %t249_c3_0)
-  store <8 x float> %58, ptr %s2_conv1.t249_c3_0, align 32
-  %t249_a324 = load <8 x float>, ptr %s2_conv1.t249_a3, align 32
-  %t249_b125 = load <8 x float>, ptr %s2_conv1.t249_b1, align 32
-  %t249_c3_1 = load <8 x float>, ptr %s2_conv1.t249_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a324, <8 x float> %t249_b125, <8 x float> %t249_c3_1)
-  store <8 x float> %59, ptr %s2_conv1.t249_c3_1, align 32
-  %t249_a326 = load <8 x float>, ptr %s2_conv1.t249_a3, align 32
-  %t249_b227 = load <8 x float>, ptr %s2_conv1.t249_b2, align 32
-  %t249_c3_2 = load <8 x float>, ptr %s2_conv1.t249_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t249_a326, <8 x float> %t249_b227, <8 x float> %t249_c3_2)
-  store <8 x float> %60, ptr %s2_conv1.t249_c3_2, align 32
-  %k250.next = add nsw i64 %s2_conv1.k2503, 1
-  %61 = icmp slt i64 %k250.next, 144
-  br i1 %61, label %s2_conv1.k250, label %s2_conv1.k250.end
+  store <8 x float> %57, ptr %s2_conv1.t237_a3, align 32
+  %t237_a3 = load <8 x float>, ptr %s2_conv1.t237_a3, align 32
+  %t237_b023 = load <8 x float>, ptr %s2_conv1.t237_b0, align 32
+  %t237_c3_0 = load <8 x float>, ptr %s2_conv1.t237_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a3, <8 x float> %t237_b023, <8 x float> %t237_c3_0)
+  store <8 x float> %58, ptr %s2_conv1.t237_c3_0, align 32
+  %t237_a324 = load <8 x float>, ptr %s2_conv1.t237_a3, align 32
+  %t237_b125 = load <8 x float>, ptr %s2_conv1.t237_b1, align 32
+  %t237_c3_1 = load <8 x float>, ptr %s2_conv1.t237_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a324, <8 x float> %t237_b125, <8 x float> %t237_c3_1)
+  store <8 x float> %59, ptr %s2_conv1.t237_c3_1, align 32
+  %t237_a326 = load <8 x float>, ptr %s2_conv1.t237_a3, align 32
+  %t237_b227 = load <8 x float>, ptr %s2_conv1.t237_b2, align 32
+  %t237_c3_2 = load <8 x float>, ptr %s2_conv1.t237_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t237_a326, <8 x float> %t237_b227, <8 x float> %t237_c3_2)
+  store <8 x float> %60, ptr %s2_conv1.t237_c3_2, align 32
+  %k238.next = add nsw i64 %s2_conv1.k2383, 1
+  %61 = icmp slt i64 %k238.next, 144
+  br i1 %61, label %s2_conv1.k238, label %s2_conv1.k238.end
 
-s2_conv1.k250.end:                                ; preds = %s2_conv1.k250
-  %t249_c0_028 = load <8 x float>, ptr %s2_conv1.t249_c0_0, align 32
-  %62 = mul nsw i64 %s2_conv1.mb2482, 4
+s2_conv1.k238.end:                                ; preds = %s2_conv1.k238
+  %t237_c0_028 = load <8 x float>, ptr %s2_conv1.t237_c0_0, align 32
+  %62 = mul nsw i64 %s2_conv1.mb2362, 4
   %63 = mul nsw i64 %62, 4096
-  %64 = add nsw i64 2162688, %63
-  %65 = mul nsw i64 %s2_conv1.nb2471, 24
+  %64 = add nsw i64 2162752, %63
+  %65 = mul nsw i64 %s2_conv1.nb2351, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t249_c0_028, ptr %arena29, align 4
-  %t249_c0_130 = load <8 x float>, ptr %s2_conv1.t249_c0_1, align 32
-  %67 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c0_028, ptr %arena29, align 4
+  %t237_c0_130 = load <8 x float>, ptr %s2_conv1.t237_c0_1, align 32
+  %67 = mul nsw i64 %s2_conv1.mb2362, 4
   %68 = mul nsw i64 %67, 4096
-  %69 = add nsw i64 2162688, %68
-  %70 = mul nsw i64 %s2_conv1.nb2471, 24
+  %69 = add nsw i64 2162752, %68
+  %70 = mul nsw i64 %s2_conv1.nb2351, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t249_c0_130, ptr %arena31, align 4
-  %t249_c0_232 = load <8 x float>, ptr %s2_conv1.t249_c0_2, align 32
-  %73 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c0_130, ptr %arena31, align 4
+  %t237_c0_232 = load <8 x float>, ptr %s2_conv1.t237_c0_2, align 32
+  %73 = mul nsw i64 %s2_conv1.mb2362, 4
   %74 = mul nsw i64 %73, 4096
-  %75 = add nsw i64 2162688, %74
-  %76 = mul nsw i64 %s2_conv1.nb2471, 24
+  %75 = add nsw i64 2162752, %74
+  %76 = mul nsw i64 %s2_conv1.nb2351, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t249_c0_232, ptr %arena33, align 4
-  %t249_c1_034 = load <8 x float>, ptr %s2_conv1.t249_c1_0, align 32
-  %79 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c0_232, ptr %arena33, align 4
+  %t237_c1_034 = load <8 x float>, ptr %s2_conv1.t237_c1_0, align 32
+  %79 = mul nsw i64 %s2_conv1.mb2362, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 4096
-  %82 = add nsw i64 2162688, %81
-  %83 = mul nsw i64 %s2_conv1.nb2471, 24
+  %82 = add nsw i64 2162752, %81
+  %83 = mul nsw i64 %s2_conv1.nb2351, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t249_c1_034, ptr %arena35, align 4
-  %t249_c1_136 = load <8 x float>, ptr %s2_conv1.t249_c1_1, align 32
-  %85 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c1_034, ptr %arena35, align 4
+  %t237_c1_136 = load <8 x float>, ptr %s2_conv1.t237_c1_1, align 32
+  %85 = mul nsw i64 %s2_conv1.mb2362, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 4096
-  %88 = add nsw i64 2162688, %87
-  %89 = mul nsw i64 %s2_conv1.nb2471, 24
+  %88 = add nsw i64 2162752, %87
+  %89 = mul nsw i64 %s2_conv1.nb2351, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t249_c1_136, ptr %arena37, align 4
-  %t249_c1_238 = load <8 x float>, ptr %s2_conv1.t249_c1_2, align 32
-  %92 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c1_136, ptr %arena37, align 4
+  %t237_c1_238 = load <8 x float>, ptr %s2_conv1.t237_c1_2, align 32
+  %92 = mul nsw i64 %s2_conv1.mb2362, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 4096
-  %95 = add nsw i64 2162688, %94
-  %96 = mul nsw i64 %s2_conv1.nb2471, 24
+  %95 = add nsw i64 2162752, %94
+  %96 = mul nsw i64 %s2_conv1.nb2351, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t249_c1_238, ptr %arena39, align 4
-  %t249_c2_040 = load <8 x float>, ptr %s2_conv1.t249_c2_0, align 32
-  %99 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c1_238, ptr %arena39, align 4
+  %t237_c2_040 = load <8 x float>, ptr %s2_conv1.t237_c2_0, align 32
+  %99 = mul nsw i64 %s2_conv1.mb2362, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 4096
-  %102 = add nsw i64 2162688, %101
-  %103 = mul nsw i64 %s2_conv1.nb2471, 24
+  %102 = add nsw i64 2162752, %101
+  %103 = mul nsw i64 %s2_conv1.nb2351, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t249_c2_040, ptr %arena41, align 4
-  %t249_c2_142 = load <8 x float>, ptr %s2_conv1.t249_c2_1, align 32
-  %105 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c2_040, ptr %arena41, align 4
+  %t237_c2_142 = load <8 x float>, ptr %s2_conv1.t237_c2_1, align 32
+  %105 = mul nsw i64 %s2_conv1.mb2362, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 4096
-  %108 = add nsw i64 2162688, %107
-  %109 = mul nsw i64 %s2_conv1.nb2471, 24
+  %108 = add nsw i64 2162752, %107
+  %109 = mul nsw i64 %s2_conv1.nb2351, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t249_c2_142, ptr %arena43, align 4
-  %t249_c2_244 = load <8 x float>, ptr %s2_conv1.t249_c2_2, align 32
-  %112 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c2_142, ptr %arena43, align 4
+  %t237_c2_244 = load <8 x float>, ptr %s2_conv1.t237_c2_2, align 32
+  %112 = mul nsw i64 %s2_conv1.mb2362, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 4096
-  %115 = add nsw i64 2162688, %114
-  %116 = mul nsw i64 %s2_conv1.nb2471, 24
+  %115 = add nsw i64 2162752, %114
+  %116 = mul nsw i64 %s2_conv1.nb2351, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t249_c2_244, ptr %arena45, align 4
-  %t249_c3_046 = load <8 x float>, ptr %s2_conv1.t249_c3_0, align 32
-  %119 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c2_244, ptr %arena45, align 4
+  %t237_c3_046 = load <8 x float>, ptr %s2_conv1.t237_c3_0, align 32
+  %119 = mul nsw i64 %s2_conv1.mb2362, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 4096
-  %122 = add nsw i64 2162688, %121
-  %123 = mul nsw i64 %s2_conv1.nb2471, 24
+  %122 = add nsw i64 2162752, %121
+  %123 = mul nsw i64 %s2_conv1.nb2351, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t249_c3_046, ptr %arena47, align 4
-  %t249_c3_148 = load <8 x float>, ptr %s2_conv1.t249_c3_1, align 32
-  %125 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c3_046, ptr %arena47, align 4
+  %t237_c3_148 = load <8 x float>, ptr %s2_conv1.t237_c3_1, align 32
+  %125 = mul nsw i64 %s2_conv1.mb2362, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 4096
-  %128 = add nsw i64 2162688, %127
-  %129 = mul nsw i64 %s2_conv1.nb2471, 24
+  %128 = add nsw i64 2162752, %127
+  %129 = mul nsw i64 %s2_conv1.nb2351, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t249_c3_148, ptr %arena49, align 4
-  %t249_c3_250 = load <8 x float>, ptr %s2_conv1.t249_c3_2, align 32
-  %132 = mul nsw i64 %s2_conv1.mb2482, 4
+  store <8 x float> %t237_c3_148, ptr %arena49, align 4
+  %t237_c3_250 = load <8 x float>, ptr %s2_conv1.t237_c3_2, align 32
+  %132 = mul nsw i64 %s2_conv1.mb2362, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 4096
-  %135 = add nsw i64 2162688, %134
-  %136 = mul nsw i64 %s2_conv1.nb2471, 24
+  %135 = add nsw i64 2162752, %134
+  %136 = mul nsw i64 %s2_conv1.nb2351, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t249_c3_250, ptr %arena51, align 4
-  %mb248.next = add nsw i64 %s2_conv1.mb2482, 1
-  %139 = icmp slt i64 %mb248.next, 8
-  br i1 %139, label %s2_conv1.mb248, label %s2_conv1.mb248.end
+  store <8 x float> %t237_c3_250, ptr %arena51, align 4
+  %mb236.next = add nsw i64 %s2_conv1.mb2362, 1
+  %139 = icmp slt i64 %mb236.next, 8
+  br i1 %139, label %s2_conv1.mb236, label %s2_conv1.mb236.end
 
-s2_conv1.mb251:                                   ; preds = %s2_conv1.k253.end, %s2_conv1.nb247.end
-  %s2_conv1.mb25152 = phi i64 [ 0, %s2_conv1.nb247.end ], [ %mb251.next, %s2_conv1.k253.end ]
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_conv1.t252_c3_1, align 32
-  br label %s2_conv1.k253
+s2_conv1.mb239:                                   ; preds = %s2_conv1.k241.end, %s2_conv1.nb235.end
+  %s2_conv1.mb23952 = phi i64 [ 0, %s2_conv1.nb235.end ], [ %mb239.next, %s2_conv1.k241.end ]
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_conv1.t240_c3_1, align 32
+  br label %s2_conv1.k241
 
-s2_conv1.mb251.end:                               ; preds = %s2_conv1.k253.end
+s2_conv1.mb239.end:                               ; preds = %s2_conv1.k241.end
   ret void
 
-s2_conv1.k253:                                    ; preds = %s2_conv1.k253, %s2_conv1.mb251
-  %s2_conv1.k25353 = phi i64 [ 0, %s2_conv1.mb251 ], [ %k253.next, %s2_conv1.k253 ]
-  %140 = mul nsw i64 %s2_conv1.k25353, 4096
-  %141 = add nsw i64 1572864, %140
+s2_conv1.k241:                                    ; preds = %s2_conv1.k241, %s2_conv1.mb239
+  %s2_conv1.k24153 = phi i64 [ 0, %s2_conv1.mb239 ], [ %k241.next, %s2_conv1.k241 ]
+  %140 = mul nsw i64 %s2_conv1.k24153, 4096
+  %141 = add nsw i64 1572928, %140
   %142 = add nsw i64 %141, 4080
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %s2_conv1.t252_b0, align 32
-  %144 = mul nsw i64 %s2_conv1.k25353, 4096
-  %145 = add nsw i64 1572864, %144
+  store <8 x float> %143, ptr %s2_conv1.t240_b0, align 32
+  %144 = mul nsw i64 %s2_conv1.k24153, 4096
+  %145 = add nsw i64 1572928, %144
   %146 = add nsw i64 %145, 4080
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %s2_conv1.t252_b1, align 32
-  %149 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %148, ptr %s2_conv1.t240_b1, align 32
+  %149 = mul nsw i64 %s2_conv1.mb23952, 4
   %150 = mul nsw i64 %149, 144
   %151 = add nsw i64 5136, %150
-  %152 = add nsw i64 %151, %s2_conv1.k25353
+  %152 = add nsw i64 %151, %s2_conv1.k24153
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %s2_conv1.t252_a0, align 32
-  %t252_a0 = load <8 x float>, ptr %s2_conv1.t252_a0, align 32
-  %t252_b0 = load <8 x float>, ptr %s2_conv1.t252_b0, align 32
-  %t252_c0_0 = load <8 x float>, ptr %s2_conv1.t252_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a0, <8 x float> %t252_b0, <8 x float> %t252_c0_0)
-  store <8 x float> %156, ptr %s2_conv1.t252_c0_0, align 32
-  %t252_a057 = load <8 x float>, ptr %s2_conv1.t252_a0, align 32
-  %t252_b1 = load <8 x float>, ptr %s2_conv1.t252_b1, align 32
-  %t252_c0_1 = load <8 x float>, ptr %s2_conv1.t252_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a057, <8 x float> %t252_b1, <8 x float> %t252_c0_1)
-  store <8 x float> %157, ptr %s2_conv1.t252_c0_1, align 32
-  %158 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %155, ptr %s2_conv1.t240_a0, align 32
+  %t240_a0 = load <8 x float>, ptr %s2_conv1.t240_a0, align 32
+  %t240_b0 = load <8 x float>, ptr %s2_conv1.t240_b0, align 32
+  %t240_c0_0 = load <8 x float>, ptr %s2_conv1.t240_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a0, <8 x float> %t240_b0, <8 x float> %t240_c0_0)
+  store <8 x float> %156, ptr %s2_conv1.t240_c0_0, align 32
+  %t240_a057 = load <8 x float>, ptr %s2_conv1.t240_a0, align 32
+  %t240_b1 = load <8 x float>, ptr %s2_conv1.t240_b1, align 32
+  %t240_c0_1 = load <8 x float>, ptr %s2_conv1.t240_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a057, <8 x float> %t240_b1, <8 x float> %t240_c0_1)
+  store <8 x float> %157, ptr %s2_conv1.t240_c0_1, align 32
+  %158 = mul nsw i64 %s2_conv1.mb23952, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 144
   %161 = add nsw i64 5136, %160
-  %162 = add nsw i64 %161, %s2_conv1.k25353
+  %162 = add nsw i64 %161, %s2_conv1.k24153
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %s2_conv1.t252_a1, align 32
-  %t252_a1 = load <8 x float>, ptr %s2_conv1.t252_a1, align 32
-  %t252_b059 = load <8 x float>, ptr %s2_conv1.t252_b0, align 32
-  %t252_c1_0 = load <8 x float>, ptr %s2_conv1.t252_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a1, <8 x float> %t252_b059, <8 x float> %t252_c1_0)
-  store <8 x float> %166, ptr %s2_conv1.t252_c1_0, align 32
-  %t252_a160 = load <8 x float>, ptr %s2_conv1.t252_a1, align 32
-  %t252_b161 = load <8 x float>, ptr %s2_conv1.t252_b1, align 32
-  %t252_c1_1 = load <8 x float>, ptr %s2_conv1.t252_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a160, <8 x float> %t252_b161, <8 x float> %t252_c1_1)
-  store <8 x float> %167, ptr %s2_conv1.t252_c1_1, align 32
-  %168 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %165, ptr %s2_conv1.t240_a1, align 32
+  %t240_a1 = load <8 x float>, ptr %s2_conv1.t240_a1, align 32
+  %t240_b059 = load <8 x float>, ptr %s2_conv1.t240_b0, align 32
+  %t240_c1_0 = load <8 x float>, ptr %s2_conv1.t240_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a1, <8 x float> %t240_b059, <8 x float> %t240_c1_0)
+  store <8 x float> %166, ptr %s2_conv1.t240_c1_0, align 32
+  %t240_a160 = load <8 x float>, ptr %s2_conv1.t240_a1, align 32
+  %t240_b161 = load <8 x float>, ptr %s2_conv1.t240_b1, align 32
+  %t240_c1_1 = load <8 x float>, ptr %s2_conv1.t240_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a160, <8 x float> %t240_b161, <8 x float> %t240_c1_1)
+  store <8 x float> %167, ptr %s2_conv1.t240_c1_1, align 32
+  %168 = mul nsw i64 %s2_conv1.mb23952, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 144
   %171 = add nsw i64 5136, %170
-  %172 = add nsw i64 %171, %s2_conv1.k25353
+  %172 = add nsw i64 %171, %s2_conv1.k24153
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %s2_conv1.t252_a2, align 32
-  %t252_a2 = load <8 x float>, ptr %s2_conv1.t252_a2, align 32
-  %t252_b063 = load <8 x float>, ptr %s2_conv1.t252_b0, align 32
-  %t252_c2_0 = load <8 x float>, ptr %s2_conv1.t252_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a2, <8 x float> %t252_b063, <8 x float> %t252_c2_0)
-  store <8 x float> %176, ptr %s2_conv1.t252_c2_0, align 32
-  %t252_a264 = load <8 x float>, ptr %s2_conv1.t252_a2, align 32
-  %t252_b165 = load <8 x float>, ptr %s2_conv1.t252_b1, align 32
-  %t252_c2_1 = load <8 x float>, ptr %s2_conv1.t252_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a264, <8 x float> %t252_b165, <8 x float> %t252_c2_1)
-  store <8 x float> %177, ptr %s2_conv1.t252_c2_1, align 32
-  %178 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %175, ptr %s2_conv1.t240_a2, align 32
+  %t240_a2 = load <8 x float>, ptr %s2_conv1.t240_a2, align 32
+  %t240_b063 = load <8 x float>, ptr %s2_conv1.t240_b0, align 32
+  %t240_c2_0 = load <8 x float>, ptr %s2_conv1.t240_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a2, <8 x float> %t240_b063, <8 x float> %t240_c2_0)
+  store <8 x float> %176, ptr %s2_conv1.t240_c2_0, align 32
+  %t240_a264 = load <8 x float>, ptr %s2_conv1.t240_a2, align 32
+  %t240_b165 = load <8 x float>, ptr %s2_conv1.t240_b1, align 32
+  %t240_c2_1 = load <8 x float>, ptr %s2_conv1.t240_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a264, <8 x float> %t240_b165, <8 x float> %t240_c2_1)
+  store <8 x float> %177, ptr %s2_conv1.t240_c2_1, align 32
+  %178 = mul nsw i64 %s2_conv1.mb23952, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 144
   %181 = add nsw i64 5136, %180
-  %182 = add nsw i64 %181, %s2_conv1.k25353
+  %182 = add nsw i64 %181, %s2_conv1.k24153
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %s2_conv1.t252_a3, align 32
-  %t252_a3 = load <8 x float>, ptr %s2_conv1.t252_a3, align 32
-  %t252_b067 = load <8 x float>, ptr %s2_conv1.t252_b0, align 32
-  %t252_c3_0 = load <8 x float>, ptr %s2_conv1.t252_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a3, <8 x float> %t252_b067, <8 x float> %t252_c3_0)
-  store <8 x float> %186, ptr %s2_conv1.t252_c3_0, align 32
-  %t252_a368 = load <8 x float>, ptr %s2_conv1.t252_a3, align 32
-  %t252_b169 = load <8 x float>, ptr %s2_conv1.t252_b1, align 32
-  %t252_c3_1 = load <8 x float>, ptr %s2_conv1.t252_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t252_a368, <8 x float> %t252_b169, <8 x float> %t252_c3_1)
-  store <8 x float> %187, ptr %s2_conv1.t252_c3_1, align 32
-  %k253.next = add nsw i64 %s2_conv1.k25353, 1
-  %188 = icmp slt i64 %k253.next, 144
-  br i1 %188, label %s2_conv1.k253, label %s2_conv1.k253.end
+  store <8 x float> %185, ptr %s2_conv1.t240_a3, align 32
+  %t240_a3 = load <8 x float>, ptr %s2_conv1.t240_a3, align 32
+  %t240_b067 = load <8 x float>, ptr %s2_conv1.t240_b0, align 32
+  %t240_c3_0 = load <8 x float>, ptr %s2_conv1.t240_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a3, <8 x float> %t240_b067, <8 x float> %t240_c3_0)
+  store <8 x float> %186, ptr %s2_conv1.t240_c3_0, align 32
+  %t240_a368 = load <8 x float>, ptr %s2_conv1.t240_a3, align 32
+  %t240_b169 = load <8 x float>, ptr %s2_conv1.t240_b1, align 32
+  %t240_c3_1 = load <8 x float>, ptr %s2_conv1.t240_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t240_a368, <8 x float> %t240_b169, <8 x float> %t240_c3_1)
+  store <8 x float> %187, ptr %s2_conv1.t240_c3_1, align 32
+  %k241.next = add nsw i64 %s2_conv1.k24153, 1
+  %188 = icmp slt i64 %k241.next, 144
+  br i1 %188, label %s2_conv1.k241, label %s2_conv1.k241.end
 
-s2_conv1.k253.end:                                ; preds = %s2_conv1.k253
-  %t252_c0_070 = load <8 x float>, ptr %s2_conv1.t252_c0_0, align 32
-  %189 = mul nsw i64 %s2_conv1.mb25152, 4
+s2_conv1.k241.end:                                ; preds = %s2_conv1.k241
+  %t240_c0_070 = load <8 x float>, ptr %s2_conv1.t240_c0_0, align 32
+  %189 = mul nsw i64 %s2_conv1.mb23952, 4
   %190 = mul nsw i64 %189, 4096
-  %191 = add nsw i64 2162688, %190
+  %191 = add nsw i64 2162752, %190
   %192 = add nsw i64 %191, 4080
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t252_c0_070, ptr %arena71, align 4
-  %t252_c0_172 = load <8 x float>, ptr %s2_conv1.t252_c0_1, align 32
-  %193 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c0_070, ptr %arena71, align 4
+  %t240_c0_172 = load <8 x float>, ptr %s2_conv1.t240_c0_1, align 32
+  %193 = mul nsw i64 %s2_conv1.mb23952, 4
   %194 = mul nsw i64 %193, 4096
-  %195 = add nsw i64 2162688, %194
+  %195 = add nsw i64 2162752, %194
   %196 = add nsw i64 %195, 4080
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t252_c0_172, ptr %arena73, align 4
-  %t252_c1_074 = load <8 x float>, ptr %s2_conv1.t252_c1_0, align 32
-  %198 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c0_172, ptr %arena73, align 4
+  %t240_c1_074 = load <8 x float>, ptr %s2_conv1.t240_c1_0, align 32
+  %198 = mul nsw i64 %s2_conv1.mb23952, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 4096
-  %201 = add nsw i64 2162688, %200
+  %201 = add nsw i64 2162752, %200
   %202 = add nsw i64 %201, 4080
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t252_c1_074, ptr %arena75, align 4
-  %t252_c1_176 = load <8 x float>, ptr %s2_conv1.t252_c1_1, align 32
-  %203 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c1_074, ptr %arena75, align 4
+  %t240_c1_176 = load <8 x float>, ptr %s2_conv1.t240_c1_1, align 32
+  %203 = mul nsw i64 %s2_conv1.mb23952, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 4096
-  %206 = add nsw i64 2162688, %205
+  %206 = add nsw i64 2162752, %205
   %207 = add nsw i64 %206, 4080
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t252_c1_176, ptr %arena77, align 4
-  %t252_c2_078 = load <8 x float>, ptr %s2_conv1.t252_c2_0, align 32
-  %209 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c1_176, ptr %arena77, align 4
+  %t240_c2_078 = load <8 x float>, ptr %s2_conv1.t240_c2_0, align 32
+  %209 = mul nsw i64 %s2_conv1.mb23952, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 4096
-  %212 = add nsw i64 2162688, %211
+  %212 = add nsw i64 2162752, %211
   %213 = add nsw i64 %212, 4080
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t252_c2_078, ptr %arena79, align 4
-  %t252_c2_180 = load <8 x float>, ptr %s2_conv1.t252_c2_1, align 32
-  %214 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c2_078, ptr %arena79, align 4
+  %t240_c2_180 = load <8 x float>, ptr %s2_conv1.t240_c2_1, align 32
+  %214 = mul nsw i64 %s2_conv1.mb23952, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 4096
-  %217 = add nsw i64 2162688, %216
+  %217 = add nsw i64 2162752, %216
   %218 = add nsw i64 %217, 4080
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t252_c2_180, ptr %arena81, align 4
-  %t252_c3_082 = load <8 x float>, ptr %s2_conv1.t252_c3_0, align 32
-  %220 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c2_180, ptr %arena81, align 4
+  %t240_c3_082 = load <8 x float>, ptr %s2_conv1.t240_c3_0, align 32
+  %220 = mul nsw i64 %s2_conv1.mb23952, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 4096
-  %223 = add nsw i64 2162688, %222
+  %223 = add nsw i64 2162752, %222
   %224 = add nsw i64 %223, 4080
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t252_c3_082, ptr %arena83, align 4
-  %t252_c3_184 = load <8 x float>, ptr %s2_conv1.t252_c3_1, align 32
-  %225 = mul nsw i64 %s2_conv1.mb25152, 4
+  store <8 x float> %t240_c3_082, ptr %arena83, align 4
+  %t240_c3_184 = load <8 x float>, ptr %s2_conv1.t240_c3_1, align 32
+  %225 = mul nsw i64 %s2_conv1.mb23952, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 4096
-  %228 = add nsw i64 2162688, %227
+  %228 = add nsw i64 2162752, %227
   %229 = add nsw i64 %228, 4080
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t252_c3_184, ptr %arena85, align 4
-  %mb251.next = add nsw i64 %s2_conv1.mb25152, 1
-  %231 = icmp slt i64 %mb251.next, 8
-  br i1 %231, label %s2_conv1.mb251, label %s2_conv1.mb251.end
+  store <8 x float> %t240_c3_184, ptr %arena85, align 4
+  %mb239.next = add nsw i64 %s2_conv1.mb23952, 1
+  %231 = icmp slt i64 %mb239.next, 8
+  br i1 %231, label %s2_conv1.mb239, label %s2_conv1.mb239.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k9.s2_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k10.s2_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s2_bn1.scale261 = alloca float, align 4
-  %s2_bn1.var260 = alloca float, align 4
-  %s2_bn1.mean259 = alloca float, align 4
-  br label %s2_bn1.c258
+  %s2_bn2.scale247 = alloca float, align 4
+  br label %s2_bn2.c246
 
-s2_bn1.c258:                                      ; preds = %s2_bn1.n262.end, %entry
-  %s2_bn1.c2581 = phi i64 [ 0, %entry ], [ %c258.next, %s2_bn1.n262.end ]
-  %0 = add nsw i64 78138, %s2_bn1.c2581
+s2_bn2.c246:                                      ; preds = %s2_bn2.c246, %entry
+  %s2_bn2.c2461 = phi i64 [ 0, %entry ], [ %c246.next, %s2_bn2.c246 ]
+  %0 = add nsw i64 19024, %s2_bn2.c2461
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s2_bn1.mean259, align 4
-  %2 = add nsw i64 78170, %s2_bn1.c2581
+  %2 = add nsw i64 78234, %s2_bn2.c2461
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s2_bn1.var260, align 4
-  %4 = add nsw i64 9744, %s2_bn1.c2581
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var260 = load float, ptr %s2_bn1.var260, align 4
-  %6 = fadd float %var260, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s2_bn1.scale261, align 4
-  br label %s2_bn1.n262
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s2_bn2.scale247, align 4
+  %scale247 = load float, ptr %s2_bn2.scale247, align 4
+  %8 = add nsw i64 1048576, %s2_bn2.c2461
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  store float %scale247, ptr %arena4, align 4
+  %9 = add nsw i64 19056, %s2_bn2.c2461
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %11 = add nsw i64 78202, %s2_bn2.c2461
+  %params6 = getelementptr inbounds float, ptr %params, i64 %11
+  %12 = load float, ptr %params6, align 4
+  %scale2477 = load float, ptr %s2_bn2.scale247, align 4
+  %13 = fmul float %12, %scale2477
+  %14 = fsub float %10, %13
+  %15 = add nsw i64 1048608, %s2_bn2.c2461
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
+  store float %14, ptr %arena8, align 4
+  %c246.next = add nsw i64 %s2_bn2.c2461, 1
+  %16 = icmp slt i64 %c246.next, 32
+  br i1 %16, label %s2_bn2.c246, label %s2_bn2.c246.end
 
-s2_bn1.c258.end:                                  ; preds = %s2_bn1.n262.end
-  ret void
-
-s2_bn1.n262:                                      ; preds = %s2_bn1.i263.end, %s2_bn1.c258
-  %s2_bn1.n2625 = phi i64 [ 0, %s2_bn1.c258 ], [ %n262.next, %s2_bn1.i263.end ]
-  br label %s2_bn1.i263
-
-s2_bn1.n262.end:                                  ; preds = %s2_bn1.i263.end
-  %c258.next = add nsw i64 %s2_bn1.c2581, 1
-  %10 = icmp slt i64 %c258.next, 32
-  br i1 %10, label %s2_bn1.c258, label %s2_bn1.c258.end
-
-s2_bn1.i263:                                      ; preds = %s2_bn1.i263, %s2_bn1.n262
-  %s2_bn1.i2636 = phi i64 [ 0, %s2_bn1.n262 ], [ %i263.next, %s2_bn1.i263 ]
-  %11 = mul nsw i64 %s2_bn1.n2625, 32
-  %12 = add nsw i64 %11, %s2_bn1.c2581
-  %13 = mul nsw i64 %12, 256
-  %14 = add nsw i64 %13, %s2_bn1.i2636
-  %15 = add nsw i64 1048576, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean259 = load float, ptr %s2_bn1.mean259, align 4
-  %17 = fsub float %16, %mean259
-  %scale261 = load float, ptr %s2_bn1.scale261, align 4
-  %18 = fmul float %17, %scale261
-  %19 = add nsw i64 9776, %s2_bn1.c2581
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s2_bn1.n2625, 32
-  %23 = add nsw i64 %22, %s2_bn1.c2581
-  %24 = mul nsw i64 %23, 256
-  %25 = add nsw i64 %24, %s2_bn1.i2636
-  %26 = add nsw i64 1572864, %25
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
-  store float %21, ptr %arena9, align 4
-  %i263.next = add nsw i64 %s2_bn1.i2636, 1
-  %27 = icmp slt i64 %i263.next, 256
-  br i1 %27, label %s2_bn1.i263, label %s2_bn1.i263.end
-
-s2_bn1.i263.end:                                  ; preds = %s2_bn1.i263
-  %n262.next = add nsw i64 %s2_bn1.n2625, 1
-  %28 = icmp slt i64 %n262.next, 64
-  br i1 %28, label %s2_bn1.n262, label %s2_bn1.n262.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k10.s2_relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
-entry:
-  br label %s2_relu1.i264
-
-s2_relu1.i264:                                    ; preds = %s2_relu1.i264, %entry
-  %s2_relu1.i2641 = phi i64 [ 0, %entry ], [ %i264.next, %s2_relu1.i264 ]
-  %0 = add nsw i64 1572864, %s2_relu1.i2641
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 1572864, %s2_relu1.i2641
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 1048576, %s2_relu1.i2641
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena4, align 4
-  %i264.next = add nsw i64 %s2_relu1.i2641, 1
-  %7 = icmp slt i64 %i264.next, 524288
-  br i1 %7, label %s2_relu1.i264, label %s2_relu1.i264.end
-
-s2_relu1.i264.end:                                ; preds = %s2_relu1.i264
+s2_bn2.c246.end:                                  ; preds = %s2_bn2.c246
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k11.s2_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s2_conv2.w353 = alloca <8 x float>, align 32
-  %s2_conv2.w352 = alloca <8 x float>, align 32
-  %s2_conv2.w351 = alloca <8 x float>, align 32
-  %s2_conv2.w350 = alloca <8 x float>, align 32
-  %s2_conv2.w349 = alloca <8 x float>, align 32
-  %s2_conv2.w348 = alloca <8 x float>, align 32
-  %s2_conv2.w347 = alloca <8 x float>, align 32
-  %s2_conv2.w346 = alloca <8 x float>, align 32
-  %s2_conv2.w345 = alloca <8 x float>, align 32
-  %s2_conv2.w344 = alloca <8 x float>, align 32
-  %s2_conv2.w343 = alloca <8 x float>, align 32
-  %s2_conv2.w342 = alloca <8 x float>, align 32
   %s2_conv2.w336 = alloca <8 x float>, align 32
   %s2_conv2.w335 = alloca <8 x float>, align 32
   %s2_conv2.w334 = alloca <8 x float>, align 32
@@ -37197,11 +38811,6 @@ entry:
   %s2_conv2.w327 = alloca <8 x float>, align 32
   %s2_conv2.w326 = alloca <8 x float>, align 32
   %s2_conv2.w325 = alloca <8 x float>, align 32
-  %s2_conv2.w324 = alloca <8 x float>, align 32
-  %s2_conv2.w323 = alloca <8 x float>, align 32
-  %s2_conv2.w322 = alloca <8 x float>, align 32
-  %s2_conv2.w321 = alloca <8 x float>, align 32
-  %s2_conv2.w320 = alloca <8 x float>, align 32
   %s2_conv2.w319 = alloca <8 x float>, align 32
   %s2_conv2.w318 = alloca <8 x float>, align 32
   %s2_conv2.w317 = alloca <8 x float>, align 32
@@ -37217,23 +38826,23 @@ entry:
   %s2_conv2.w307 = alloca <8 x float>, align 32
   %s2_conv2.w306 = alloca <8 x float>, align 32
   %s2_conv2.w305 = alloca <8 x float>, align 32
-  %s2_conv2.w294 = alloca float, align 4
-  %s2_conv2.w293 = alloca float, align 4
-  %s2_conv2.w292 = alloca float, align 4
-  %s2_conv2.w291 = alloca float, align 4
-  %s2_conv2.w290 = alloca float, align 4
-  %s2_conv2.w289 = alloca float, align 4
-  %s2_conv2.w288 = alloca float, align 4
-  %s2_conv2.w287 = alloca float, align 4
-  %s2_conv2.w286 = alloca float, align 4
-  %s2_conv2.w285 = alloca float, align 4
-  %s2_conv2.w284 = alloca float, align 4
-  %s2_conv2.w283 = alloca float, align 4
-  %s2_conv2.w282 = alloca float, align 4
-  %s2_conv2.w281 = alloca float, align 4
-  %s2_conv2.w280 = alloca float, align 4
-  %s2_conv2.w279 = alloca float, align 4
-  %s2_conv2.w278 = alloca float, align 4
+  %s2_conv2.w304 = alloca <8 x float>, align 32
+  %s2_conv2.w303 = alloca <8 x float>, align 32
+  %s2_conv2.w302 = alloca <8 x float>, align 32
+  %s2_conv2.w301 = alloca <8 x float>, align 32
+  %s2_conv2.w300 = alloca <8 x float>, align 32
+  %s2_conv2.w299 = alloca <8 x float>, align 32
+  %s2_conv2.w298 = alloca <8 x float>, align 32
+  %s2_conv2.w297 = alloca <8 x float>, align 32
+  %s2_conv2.w296 = alloca <8 x float>, align 32
+  %s2_conv2.w295 = alloca <8 x float>, align 32
+  %s2_conv2.w294 = alloca <8 x float>, align 32
+  %s2_conv2.w293 = alloca <8 x float>, align 32
+  %s2_conv2.w292 = alloca <8 x float>, align 32
+  %s2_conv2.w291 = alloca <8 x float>, align 32
+  %s2_conv2.w290 = alloca <8 x float>, align 32
+  %s2_conv2.w289 = alloca <8 x float>, align 32
+  %s2_conv2.w288 = alloca <8 x float>, align 32
   %s2_conv2.w277 = alloca float, align 4
   %s2_conv2.w276 = alloca float, align 4
   %s2_conv2.w275 = alloca float, align 4
@@ -37245,40 +38854,57 @@ entry:
   %s2_conv2.w269 = alloca float, align 4
   %s2_conv2.w268 = alloca float, align 4
   %s2_conv2.w267 = alloca float, align 4
-  br label %s2_conv2.ci265
+  %s2_conv2.w266 = alloca float, align 4
+  %s2_conv2.w265 = alloca float, align 4
+  %s2_conv2.w264 = alloca float, align 4
+  %s2_conv2.w263 = alloca float, align 4
+  %s2_conv2.w262 = alloca float, align 4
+  %s2_conv2.w261 = alloca float, align 4
+  %s2_conv2.w260 = alloca float, align 4
+  %s2_conv2.w259 = alloca float, align 4
+  %s2_conv2.w258 = alloca float, align 4
+  %s2_conv2.w257 = alloca float, align 4
+  %s2_conv2.w256 = alloca float, align 4
+  %s2_conv2.w255 = alloca float, align 4
+  %s2_conv2.w254 = alloca float, align 4
+  %s2_conv2.w253 = alloca float, align 4
+  %s2_conv2.w252 = alloca float, align 4
+  %s2_conv2.w251 = alloca float, align 4
+  %s2_conv2.w250 = alloca float, align 4
+  br label %s2_conv2.ci248
 
-s2_conv2.ci265:                                   ; preds = %s2_conv2.co266.end, %entry
-  %s2_conv2.ci2651 = phi i64 [ 0, %entry ], [ %ci265.next, %s2_conv2.co266.end ]
-  br label %s2_conv2.co266
+s2_conv2.ci248:                                   ; preds = %s2_conv2.co249.end, %entry
+  %s2_conv2.ci2481 = phi i64 [ 0, %entry ], [ %ci248.next, %s2_conv2.co249.end ]
+  br label %s2_conv2.co249
 
-s2_conv2.ci265.end:                               ; preds = %s2_conv2.co266.end
-  br label %s2_conv2.i295
+s2_conv2.ci248.end:                               ; preds = %s2_conv2.co249.end
+  br label %s2_conv2.i278
 
-s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2_conv2.ci265
-  %s2_conv2.co2662 = phi i64 [ 0, %s2_conv2.ci265 ], [ %co266.next, %s2_conv2.co266 ]
-  %0 = mul nsw i64 %s2_conv2.co2662, 32
-  %1 = add nsw i64 %0, %s2_conv2.ci2651
+s2_conv2.co249:                                   ; preds = %s2_conv2.co249, %s2_conv2.ci248
+  %s2_conv2.co2492 = phi i64 [ 0, %s2_conv2.ci248 ], [ %co249.next, %s2_conv2.co249 ]
+  %0 = mul nsw i64 %s2_conv2.co2492, 32
+  %1 = add nsw i64 %0, %s2_conv2.ci2481
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 9808, %2
   %params3 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params3, align 4
-  store float %4, ptr %s2_conv2.w267, align 4
-  %5 = mul nsw i64 %s2_conv2.co2662, 32
-  %6 = add nsw i64 %5, %s2_conv2.ci2651
+  store float %4, ptr %s2_conv2.w250, align 4
+  %5 = mul nsw i64 %s2_conv2.co2492, 32
+  %6 = add nsw i64 %5, %s2_conv2.ci2481
   %7 = mul nsw i64 %6, 9
   %8 = add nsw i64 9808, %7
   %params4 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %s2_conv2.co2662, 32
-  %11 = add nsw i64 %10, %s2_conv2.ci2651
+  %10 = mul nsw i64 %s2_conv2.co2492, 32
+  %11 = add nsw i64 %10, %s2_conv2.ci2481
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 9808, %12
   %14 = add nsw i64 %13, 3
   %params5 = getelementptr inbounds float, ptr %params, i64 %14
   %15 = load float, ptr %params5, align 4
   %16 = fadd float %9, %15
-  %17 = mul nsw i64 %s2_conv2.co2662, 32
-  %18 = add nsw i64 %17, %s2_conv2.ci2651
+  %17 = mul nsw i64 %s2_conv2.co2492, 32
+  %18 = add nsw i64 %17, %s2_conv2.ci2481
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 9808, %19
   %21 = add nsw i64 %20, 6
@@ -37286,23 +38912,23 @@ s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2
   %22 = load float, ptr %params6, align 4
   %23 = fadd float %16, %22
   %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %s2_conv2.w268, align 4
-  %25 = mul nsw i64 %s2_conv2.co2662, 32
-  %26 = add nsw i64 %25, %s2_conv2.ci2651
+  store float %24, ptr %s2_conv2.w251, align 4
+  %25 = mul nsw i64 %s2_conv2.co2492, 32
+  %26 = add nsw i64 %25, %s2_conv2.ci2481
   %27 = mul nsw i64 %26, 9
   %28 = add nsw i64 9808, %27
   %params7 = getelementptr inbounds float, ptr %params, i64 %28
   %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %s2_conv2.co2662, 32
-  %31 = add nsw i64 %30, %s2_conv2.ci2651
+  %30 = mul nsw i64 %s2_conv2.co2492, 32
+  %31 = add nsw i64 %30, %s2_conv2.ci2481
   %32 = mul nsw i64 %31, 9
   %33 = add nsw i64 9808, %32
   %34 = add nsw i64 %33, 6
   %params8 = getelementptr inbounds float, ptr %params, i64 %34
   %35 = load float, ptr %params8, align 4
   %36 = fadd float %29, %35
-  %37 = mul nsw i64 %s2_conv2.co2662, 32
-  %38 = add nsw i64 %37, %s2_conv2.ci2651
+  %37 = mul nsw i64 %s2_conv2.co2492, 32
+  %38 = add nsw i64 %37, %s2_conv2.ci2481
   %39 = mul nsw i64 %38, 9
   %40 = add nsw i64 9808, %39
   %41 = add nsw i64 %40, 3
@@ -37310,40 +38936,40 @@ s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2
   %42 = load float, ptr %params9, align 4
   %43 = fsub float %36, %42
   %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %s2_conv2.w269, align 4
-  %45 = mul nsw i64 %s2_conv2.co2662, 32
-  %46 = add nsw i64 %45, %s2_conv2.ci2651
+  store float %44, ptr %s2_conv2.w252, align 4
+  %45 = mul nsw i64 %s2_conv2.co2492, 32
+  %46 = add nsw i64 %45, %s2_conv2.ci2481
   %47 = mul nsw i64 %46, 9
   %48 = add nsw i64 9808, %47
   %49 = add nsw i64 %48, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %49
   %50 = load float, ptr %params10, align 4
-  store float %50, ptr %s2_conv2.w270, align 4
-  %51 = mul nsw i64 %s2_conv2.co2662, 32
-  %52 = add nsw i64 %51, %s2_conv2.ci2651
+  store float %50, ptr %s2_conv2.w253, align 4
+  %51 = mul nsw i64 %s2_conv2.co2492, 32
+  %52 = add nsw i64 %51, %s2_conv2.ci2481
   %53 = mul nsw i64 %52, 9
   %54 = add nsw i64 9808, %53
   %55 = add nsw i64 %54, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %55
   %56 = load float, ptr %params11, align 4
-  store float %56, ptr %s2_conv2.w271, align 4
-  %57 = mul nsw i64 %s2_conv2.co2662, 32
-  %58 = add nsw i64 %57, %s2_conv2.ci2651
+  store float %56, ptr %s2_conv2.w254, align 4
+  %57 = mul nsw i64 %s2_conv2.co2492, 32
+  %58 = add nsw i64 %57, %s2_conv2.ci2481
   %59 = mul nsw i64 %58, 9
   %60 = add nsw i64 9808, %59
   %61 = add nsw i64 %60, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %61
   %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %s2_conv2.co2662, 32
-  %64 = add nsw i64 %63, %s2_conv2.ci2651
+  %63 = mul nsw i64 %s2_conv2.co2492, 32
+  %64 = add nsw i64 %63, %s2_conv2.ci2481
   %65 = mul nsw i64 %64, 9
   %66 = add nsw i64 9808, %65
   %67 = add nsw i64 %66, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params13, align 4
   %69 = fadd float %62, %68
-  %70 = mul nsw i64 %s2_conv2.co2662, 32
-  %71 = add nsw i64 %70, %s2_conv2.ci2651
+  %70 = mul nsw i64 %s2_conv2.co2492, 32
+  %71 = add nsw i64 %70, %s2_conv2.ci2481
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 9808, %72
   %74 = add nsw i64 %73, 7
@@ -37351,24 +38977,24 @@ s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2
   %75 = load float, ptr %params14, align 4
   %76 = fadd float %69, %75
   %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %s2_conv2.w272, align 4
-  %78 = mul nsw i64 %s2_conv2.co2662, 32
-  %79 = add nsw i64 %78, %s2_conv2.ci2651
+  store float %77, ptr %s2_conv2.w255, align 4
+  %78 = mul nsw i64 %s2_conv2.co2492, 32
+  %79 = add nsw i64 %78, %s2_conv2.ci2481
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 9808, %80
   %82 = add nsw i64 %81, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %s2_conv2.co2662, 32
-  %85 = add nsw i64 %84, %s2_conv2.ci2651
+  %84 = mul nsw i64 %s2_conv2.co2492, 32
+  %85 = add nsw i64 %84, %s2_conv2.ci2481
   %86 = mul nsw i64 %85, 9
   %87 = add nsw i64 9808, %86
   %88 = add nsw i64 %87, 7
   %params16 = getelementptr inbounds float, ptr %params, i64 %88
   %89 = load float, ptr %params16, align 4
   %90 = fadd float %83, %89
-  %91 = mul nsw i64 %s2_conv2.co2662, 32
-  %92 = add nsw i64 %91, %s2_conv2.ci2651
+  %91 = mul nsw i64 %s2_conv2.co2492, 32
+  %92 = add nsw i64 %91, %s2_conv2.ci2481
   %93 = mul nsw i64 %92, 9
   %94 = add nsw i64 9808, %93
   %95 = add nsw i64 %94, 4
@@ -37376,40 +39002,40 @@ s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2
   %96 = load float, ptr %params17, align 4
   %97 = fsub float %90, %96
   %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %s2_conv2.w273, align 4
-  %99 = mul nsw i64 %s2_conv2.co2662, 32
-  %100 = add nsw i64 %99, %s2_conv2.ci2651
+  store float %98, ptr %s2_conv2.w256, align 4
+  %99 = mul nsw i64 %s2_conv2.co2492, 32
+  %100 = add nsw i64 %99, %s2_conv2.ci2481
   %101 = mul nsw i64 %100, 9
   %102 = add nsw i64 9808, %101
   %103 = add nsw i64 %102, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %103
   %104 = load float, ptr %params18, align 4
-  store float %104, ptr %s2_conv2.w274, align 4
-  %105 = mul nsw i64 %s2_conv2.co2662, 32
-  %106 = add nsw i64 %105, %s2_conv2.ci2651
+  store float %104, ptr %s2_conv2.w257, align 4
+  %105 = mul nsw i64 %s2_conv2.co2492, 32
+  %106 = add nsw i64 %105, %s2_conv2.ci2481
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 9808, %107
   %109 = add nsw i64 %108, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params19, align 4
-  store float %110, ptr %s2_conv2.w275, align 4
-  %111 = mul nsw i64 %s2_conv2.co2662, 32
-  %112 = add nsw i64 %111, %s2_conv2.ci2651
+  store float %110, ptr %s2_conv2.w258, align 4
+  %111 = mul nsw i64 %s2_conv2.co2492, 32
+  %112 = add nsw i64 %111, %s2_conv2.ci2481
   %113 = mul nsw i64 %112, 9
   %114 = add nsw i64 9808, %113
   %115 = add nsw i64 %114, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %115
   %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %s2_conv2.co2662, 32
-  %118 = add nsw i64 %117, %s2_conv2.ci2651
+  %117 = mul nsw i64 %s2_conv2.co2492, 32
+  %118 = add nsw i64 %117, %s2_conv2.ci2481
   %119 = mul nsw i64 %118, 9
   %120 = add nsw i64 9808, %119
   %121 = add nsw i64 %120, 5
   %params21 = getelementptr inbounds float, ptr %params, i64 %121
   %122 = load float, ptr %params21, align 4
   %123 = fadd float %116, %122
-  %124 = mul nsw i64 %s2_conv2.co2662, 32
-  %125 = add nsw i64 %124, %s2_conv2.ci2651
+  %124 = mul nsw i64 %s2_conv2.co2492, 32
+  %125 = add nsw i64 %124, %s2_conv2.ci2481
   %126 = mul nsw i64 %125, 9
   %127 = add nsw i64 9808, %126
   %128 = add nsw i64 %127, 8
@@ -37417,24 +39043,24 @@ s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2
   %129 = load float, ptr %params22, align 4
   %130 = fadd float %123, %129
   %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %s2_conv2.w276, align 4
-  %132 = mul nsw i64 %s2_conv2.co2662, 32
-  %133 = add nsw i64 %132, %s2_conv2.ci2651
+  store float %131, ptr %s2_conv2.w259, align 4
+  %132 = mul nsw i64 %s2_conv2.co2492, 32
+  %133 = add nsw i64 %132, %s2_conv2.ci2481
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 9808, %134
   %136 = add nsw i64 %135, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %s2_conv2.co2662, 32
-  %139 = add nsw i64 %138, %s2_conv2.ci2651
+  %138 = mul nsw i64 %s2_conv2.co2492, 32
+  %139 = add nsw i64 %138, %s2_conv2.ci2481
   %140 = mul nsw i64 %139, 9
   %141 = add nsw i64 9808, %140
   %142 = add nsw i64 %141, 8
   %params24 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load float, ptr %params24, align 4
   %144 = fadd float %137, %143
-  %145 = mul nsw i64 %s2_conv2.co2662, 32
-  %146 = add nsw i64 %145, %s2_conv2.ci2651
+  %145 = mul nsw i64 %s2_conv2.co2492, 32
+  %146 = add nsw i64 %145, %s2_conv2.ci2481
   %147 = mul nsw i64 %146, 9
   %148 = add nsw i64 9808, %147
   %149 = add nsw i64 %148, 5
@@ -37442,3384 +39068,3309 @@ s2_conv2.co266:                                   ; preds = %s2_conv2.co266, %s2
   %150 = load float, ptr %params25, align 4
   %151 = fsub float %144, %150
   %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %s2_conv2.w277, align 4
-  %153 = mul nsw i64 %s2_conv2.co2662, 32
-  %154 = add nsw i64 %153, %s2_conv2.ci2651
+  store float %152, ptr %s2_conv2.w260, align 4
+  %153 = mul nsw i64 %s2_conv2.co2492, 32
+  %154 = add nsw i64 %153, %s2_conv2.ci2481
   %155 = mul nsw i64 %154, 9
   %156 = add nsw i64 9808, %155
   %157 = add nsw i64 %156, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %s2_conv2.w278, align 4
-  %w267 = load float, ptr %s2_conv2.w267, align 4
-  store float %w267, ptr %s2_conv2.w279, align 4
-  %w26727 = load float, ptr %s2_conv2.w267, align 4
-  %w271 = load float, ptr %s2_conv2.w271, align 4
-  %159 = fadd float %w26727, %w271
-  %w275 = load float, ptr %s2_conv2.w275, align 4
-  %160 = fadd float %159, %w275
+  store float %158, ptr %s2_conv2.w261, align 4
+  %w250 = load float, ptr %s2_conv2.w250, align 4
+  store float %w250, ptr %s2_conv2.w262, align 4
+  %w25027 = load float, ptr %s2_conv2.w250, align 4
+  %w254 = load float, ptr %s2_conv2.w254, align 4
+  %159 = fadd float %w25027, %w254
+  %w258 = load float, ptr %s2_conv2.w258, align 4
+  %160 = fadd float %159, %w258
   %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %s2_conv2.w280, align 4
-  %w26728 = load float, ptr %s2_conv2.w267, align 4
-  %w27529 = load float, ptr %s2_conv2.w275, align 4
-  %162 = fadd float %w26728, %w27529
-  %w27130 = load float, ptr %s2_conv2.w271, align 4
-  %163 = fsub float %162, %w27130
+  store float %161, ptr %s2_conv2.w263, align 4
+  %w25028 = load float, ptr %s2_conv2.w250, align 4
+  %w25829 = load float, ptr %s2_conv2.w258, align 4
+  %162 = fadd float %w25028, %w25829
+  %w25430 = load float, ptr %s2_conv2.w254, align 4
+  %163 = fsub float %162, %w25430
   %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %s2_conv2.w281, align 4
-  %w27531 = load float, ptr %s2_conv2.w275, align 4
-  store float %w27531, ptr %s2_conv2.w282, align 4
-  %w268 = load float, ptr %s2_conv2.w268, align 4
-  store float %w268, ptr %s2_conv2.w283, align 4
-  %w26832 = load float, ptr %s2_conv2.w268, align 4
-  %w272 = load float, ptr %s2_conv2.w272, align 4
-  %165 = fadd float %w26832, %w272
-  %w276 = load float, ptr %s2_conv2.w276, align 4
-  %166 = fadd float %165, %w276
+  store float %164, ptr %s2_conv2.w264, align 4
+  %w25831 = load float, ptr %s2_conv2.w258, align 4
+  store float %w25831, ptr %s2_conv2.w265, align 4
+  %w251 = load float, ptr %s2_conv2.w251, align 4
+  store float %w251, ptr %s2_conv2.w266, align 4
+  %w25132 = load float, ptr %s2_conv2.w251, align 4
+  %w255 = load float, ptr %s2_conv2.w255, align 4
+  %165 = fadd float %w25132, %w255
+  %w259 = load float, ptr %s2_conv2.w259, align 4
+  %166 = fadd float %165, %w259
   %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %s2_conv2.w284, align 4
-  %w26833 = load float, ptr %s2_conv2.w268, align 4
-  %w27634 = load float, ptr %s2_conv2.w276, align 4
-  %168 = fadd float %w26833, %w27634
-  %w27235 = load float, ptr %s2_conv2.w272, align 4
-  %169 = fsub float %168, %w27235
+  store float %167, ptr %s2_conv2.w267, align 4
+  %w25133 = load float, ptr %s2_conv2.w251, align 4
+  %w25934 = load float, ptr %s2_conv2.w259, align 4
+  %168 = fadd float %w25133, %w25934
+  %w25535 = load float, ptr %s2_conv2.w255, align 4
+  %169 = fsub float %168, %w25535
   %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %s2_conv2.w285, align 4
-  %w27636 = load float, ptr %s2_conv2.w276, align 4
-  store float %w27636, ptr %s2_conv2.w286, align 4
-  %w269 = load float, ptr %s2_conv2.w269, align 4
-  store float %w269, ptr %s2_conv2.w287, align 4
-  %w26937 = load float, ptr %s2_conv2.w269, align 4
-  %w273 = load float, ptr %s2_conv2.w273, align 4
-  %171 = fadd float %w26937, %w273
-  %w277 = load float, ptr %s2_conv2.w277, align 4
-  %172 = fadd float %171, %w277
+  store float %170, ptr %s2_conv2.w268, align 4
+  %w25936 = load float, ptr %s2_conv2.w259, align 4
+  store float %w25936, ptr %s2_conv2.w269, align 4
+  %w252 = load float, ptr %s2_conv2.w252, align 4
+  store float %w252, ptr %s2_conv2.w270, align 4
+  %w25237 = load float, ptr %s2_conv2.w252, align 4
+  %w256 = load float, ptr %s2_conv2.w256, align 4
+  %171 = fadd float %w25237, %w256
+  %w260 = load float, ptr %s2_conv2.w260, align 4
+  %172 = fadd float %171, %w260
   %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %s2_conv2.w288, align 4
-  %w26938 = load float, ptr %s2_conv2.w269, align 4
-  %w27739 = load float, ptr %s2_conv2.w277, align 4
-  %174 = fadd float %w26938, %w27739
-  %w27340 = load float, ptr %s2_conv2.w273, align 4
-  %175 = fsub float %174, %w27340
+  store float %173, ptr %s2_conv2.w271, align 4
+  %w25238 = load float, ptr %s2_conv2.w252, align 4
+  %w26039 = load float, ptr %s2_conv2.w260, align 4
+  %174 = fadd float %w25238, %w26039
+  %w25640 = load float, ptr %s2_conv2.w256, align 4
+  %175 = fsub float %174, %w25640
   %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %s2_conv2.w289, align 4
-  %w27741 = load float, ptr %s2_conv2.w277, align 4
-  store float %w27741, ptr %s2_conv2.w290, align 4
-  %w270 = load float, ptr %s2_conv2.w270, align 4
-  store float %w270, ptr %s2_conv2.w291, align 4
-  %w27042 = load float, ptr %s2_conv2.w270, align 4
-  %w274 = load float, ptr %s2_conv2.w274, align 4
-  %177 = fadd float %w27042, %w274
-  %w278 = load float, ptr %s2_conv2.w278, align 4
-  %178 = fadd float %177, %w278
+  store float %176, ptr %s2_conv2.w272, align 4
+  %w26041 = load float, ptr %s2_conv2.w260, align 4
+  store float %w26041, ptr %s2_conv2.w273, align 4
+  %w253 = load float, ptr %s2_conv2.w253, align 4
+  store float %w253, ptr %s2_conv2.w274, align 4
+  %w25342 = load float, ptr %s2_conv2.w253, align 4
+  %w257 = load float, ptr %s2_conv2.w257, align 4
+  %177 = fadd float %w25342, %w257
+  %w261 = load float, ptr %s2_conv2.w261, align 4
+  %178 = fadd float %177, %w261
   %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %s2_conv2.w292, align 4
-  %w27043 = load float, ptr %s2_conv2.w270, align 4
-  %w27844 = load float, ptr %s2_conv2.w278, align 4
-  %180 = fadd float %w27043, %w27844
-  %w27445 = load float, ptr %s2_conv2.w274, align 4
-  %181 = fsub float %180, %w27445
+  store float %179, ptr %s2_conv2.w275, align 4
+  %w25343 = load float, ptr %s2_conv2.w253, align 4
+  %w26144 = load float, ptr %s2_conv2.w261, align 4
+  %180 = fadd float %w25343, %w26144
+  %w25745 = load float, ptr %s2_conv2.w257, align 4
+  %181 = fsub float %180, %w25745
   %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %s2_conv2.w293, align 4
-  %w27846 = load float, ptr %s2_conv2.w278, align 4
-  store float %w27846, ptr %s2_conv2.w294, align 4
-  %w279 = load float, ptr %s2_conv2.w279, align 4
-  %183 = mul nsw i64 %s2_conv2.ci2651, 32
-  %184 = add nsw i64 2097152, %183
-  %185 = add nsw i64 %184, %s2_conv2.co2662
+  store float %182, ptr %s2_conv2.w276, align 4
+  %w26146 = load float, ptr %s2_conv2.w261, align 4
+  store float %w26146, ptr %s2_conv2.w277, align 4
+  %w262 = load float, ptr %s2_conv2.w262, align 4
+  %183 = mul nsw i64 %s2_conv2.ci2481, 32
+  %184 = add nsw i64 2097216, %183
+  %185 = add nsw i64 %184, %s2_conv2.co2492
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w279, ptr %arena47, align 4
-  %w280 = load float, ptr %s2_conv2.w280, align 4
-  %186 = mul nsw i64 %s2_conv2.ci2651, 32
-  %187 = add nsw i64 2098176, %186
-  %188 = add nsw i64 %187, %s2_conv2.co2662
+  store float %w262, ptr %arena47, align 4
+  %w263 = load float, ptr %s2_conv2.w263, align 4
+  %186 = mul nsw i64 %s2_conv2.ci2481, 32
+  %187 = add nsw i64 2098240, %186
+  %188 = add nsw i64 %187, %s2_conv2.co2492
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w280, ptr %arena48, align 4
-  %w281 = load float, ptr %s2_conv2.w281, align 4
-  %189 = mul nsw i64 %s2_conv2.ci2651, 32
-  %190 = add nsw i64 2099200, %189
-  %191 = add nsw i64 %190, %s2_conv2.co2662
+  store float %w263, ptr %arena48, align 4
+  %w264 = load float, ptr %s2_conv2.w264, align 4
+  %189 = mul nsw i64 %s2_conv2.ci2481, 32
+  %190 = add nsw i64 2099264, %189
+  %191 = add nsw i64 %190, %s2_conv2.co2492
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w281, ptr %arena49, align 4
-  %w282 = load float, ptr %s2_conv2.w282, align 4
-  %192 = mul nsw i64 %s2_conv2.ci2651, 32
-  %193 = add nsw i64 2100224, %192
-  %194 = add nsw i64 %193, %s2_conv2.co2662
+  store float %w264, ptr %arena49, align 4
+  %w265 = load float, ptr %s2_conv2.w265, align 4
+  %192 = mul nsw i64 %s2_conv2.ci2481, 32
+  %193 = add nsw i64 2100288, %192
+  %194 = add nsw i64 %193, %s2_conv2.co2492
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w282, ptr %arena50, align 4
-  %w283 = load float, ptr %s2_conv2.w283, align 4
-  %195 = mul nsw i64 %s2_conv2.ci2651, 32
-  %196 = add nsw i64 2101248, %195
-  %197 = add nsw i64 %196, %s2_conv2.co2662
+  store float %w265, ptr %arena50, align 4
+  %w266 = load float, ptr %s2_conv2.w266, align 4
+  %195 = mul nsw i64 %s2_conv2.ci2481, 32
+  %196 = add nsw i64 2101312, %195
+  %197 = add nsw i64 %196, %s2_conv2.co2492
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w283, ptr %arena51, align 4
-  %w284 = load float, ptr %s2_conv2.w284, align 4
-  %198 = mul nsw i64 %s2_conv2.ci2651, 32
-  %199 = add nsw i64 2102272, %198
-  %200 = add nsw i64 %199, %s2_conv2.co2662
+  store float %w266, ptr %arena51, align 4
+  %w267 = load float, ptr %s2_conv2.w267, align 4
+  %198 = mul nsw i64 %s2_conv2.ci2481, 32
+  %199 = add nsw i64 2102336, %198
+  %200 = add nsw i64 %199, %s2_conv2.co2492
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w284, ptr %arena52, align 4
-  %w285 = load float, ptr %s2_conv2.w285, align 4
-  %201 = mul nsw i64 %s2_conv2.ci2651, 32
-  %202 = add nsw i64 2103296, %201
-  %203 = add nsw i64 %202, %s2_conv2.co2662
+  store float %w267, ptr %arena52, align 4
+  %w268 = load float, ptr %s2_conv2.w268, align 4
+  %201 = mul nsw i64 %s2_conv2.ci2481, 32
+  %202 = add nsw i64 2103360, %201
+  %203 = add nsw i64 %202, %s2_conv2.co2492
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w285, ptr %arena53, align 4
-  %w286 = load float, ptr %s2_conv2.w286, align 4
-  %204 = mul nsw i64 %s2_conv2.ci2651, 32
-  %205 = add nsw i64 2104320, %204
-  %206 = add nsw i64 %205, %s2_conv2.co2662
+  store float %w268, ptr %arena53, align 4
+  %w269 = load float, ptr %s2_conv2.w269, align 4
+  %204 = mul nsw i64 %s2_conv2.ci2481, 32
+  %205 = add nsw i64 2104384, %204
+  %206 = add nsw i64 %205, %s2_conv2.co2492
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w286, ptr %arena54, align 4
-  %w287 = load float, ptr %s2_conv2.w287, align 4
-  %207 = mul nsw i64 %s2_conv2.ci2651, 32
-  %208 = add nsw i64 2105344, %207
-  %209 = add nsw i64 %208, %s2_conv2.co2662
+  store float %w269, ptr %arena54, align 4
+  %w270 = load float, ptr %s2_conv2.w270, align 4
+  %207 = mul nsw i64 %s2_conv2.ci2481, 32
+  %208 = add nsw i64 2105408, %207
+  %209 = add nsw i64 %208, %s2_conv2.co2492
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w287, ptr %arena55, align 4
-  %w288 = load float, ptr %s2_conv2.w288, align 4
-  %210 = mul nsw i64 %s2_conv2.ci2651, 32
-  %211 = add nsw i64 2106368, %210
-  %212 = add nsw i64 %211, %s2_conv2.co2662
+  store float %w270, ptr %arena55, align 4
+  %w271 = load float, ptr %s2_conv2.w271, align 4
+  %210 = mul nsw i64 %s2_conv2.ci2481, 32
+  %211 = add nsw i64 2106432, %210
+  %212 = add nsw i64 %211, %s2_conv2.co2492
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w288, ptr %arena56, align 4
-  %w289 = load float, ptr %s2_conv2.w289, align 4
-  %213 = mul nsw i64 %s2_conv2.ci2651, 32
-  %214 = add nsw i64 2107392, %213
-  %215 = add nsw i64 %214, %s2_conv2.co2662
+  store float %w271, ptr %arena56, align 4
+  %w272 = load float, ptr %s2_conv2.w272, align 4
+  %213 = mul nsw i64 %s2_conv2.ci2481, 32
+  %214 = add nsw i64 2107456, %213
+  %215 = add nsw i64 %214, %s2_conv2.co2492
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w289, ptr %arena57, align 4
-  %w290 = load float, ptr %s2_conv2.w290, align 4
-  %216 = mul nsw i64 %s2_conv2.ci2651, 32
-  %217 = add nsw i64 2108416, %216
-  %218 = add nsw i64 %217, %s2_conv2.co2662
+  store float %w272, ptr %arena57, align 4
+  %w273 = load float, ptr %s2_conv2.w273, align 4
+  %216 = mul nsw i64 %s2_conv2.ci2481, 32
+  %217 = add nsw i64 2108480, %216
+  %218 = add nsw i64 %217, %s2_conv2.co2492
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w290, ptr %arena58, align 4
-  %w291 = load float, ptr %s2_conv2.w291, align 4
-  %219 = mul nsw i64 %s2_conv2.ci2651, 32
-  %220 = add nsw i64 2109440, %219
-  %221 = add nsw i64 %220, %s2_conv2.co2662
+  store float %w273, ptr %arena58, align 4
+  %w274 = load float, ptr %s2_conv2.w274, align 4
+  %219 = mul nsw i64 %s2_conv2.ci2481, 32
+  %220 = add nsw i64 2109504, %219
+  %221 = add nsw i64 %220, %s2_conv2.co2492
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w291, ptr %arena59, align 4
-  %w292 = load float, ptr %s2_conv2.w292, align 4
-  %222 = mul nsw i64 %s2_conv2.ci2651, 32
-  %223 = add nsw i64 2110464, %222
-  %224 = add nsw i64 %223, %s2_conv2.co2662
+  store float %w274, ptr %arena59, align 4
+  %w275 = load float, ptr %s2_conv2.w275, align 4
+  %222 = mul nsw i64 %s2_conv2.ci2481, 32
+  %223 = add nsw i64 2110528, %222
+  %224 = add nsw i64 %223, %s2_conv2.co2492
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w292, ptr %arena60, align 4
-  %w293 = load float, ptr %s2_conv2.w293, align 4
-  %225 = mul nsw i64 %s2_conv2.ci2651, 32
-  %226 = add nsw i64 2111488, %225
-  %227 = add nsw i64 %226, %s2_conv2.co2662
+  store float %w275, ptr %arena60, align 4
+  %w276 = load float, ptr %s2_conv2.w276, align 4
+  %225 = mul nsw i64 %s2_conv2.ci2481, 32
+  %226 = add nsw i64 2111552, %225
+  %227 = add nsw i64 %226, %s2_conv2.co2492
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w293, ptr %arena61, align 4
-  %w294 = load float, ptr %s2_conv2.w294, align 4
-  %228 = mul nsw i64 %s2_conv2.ci2651, 32
-  %229 = add nsw i64 2112512, %228
-  %230 = add nsw i64 %229, %s2_conv2.co2662
+  store float %w276, ptr %arena61, align 4
+  %w277 = load float, ptr %s2_conv2.w277, align 4
+  %228 = mul nsw i64 %s2_conv2.ci2481, 32
+  %229 = add nsw i64 2112576, %228
+  %230 = add nsw i64 %229, %s2_conv2.co2492
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w294, ptr %arena62, align 4
-  %co266.next = add nsw i64 %s2_conv2.co2662, 1
-  %231 = icmp slt i64 %co266.next, 32
-  br i1 %231, label %s2_conv2.co266, label %s2_conv2.co266.end
+  store float %w277, ptr %arena62, align 4
+  %co249.next = add nsw i64 %s2_conv2.co2492, 1
+  %231 = icmp slt i64 %co249.next, 32
+  br i1 %231, label %s2_conv2.co249, label %s2_conv2.co249.end
 
-s2_conv2.co266.end:                               ; preds = %s2_conv2.co266
-  %ci265.next = add nsw i64 %s2_conv2.ci2651, 1
-  %232 = icmp slt i64 %ci265.next, 32
-  br i1 %232, label %s2_conv2.ci265, label %s2_conv2.ci265.end
+s2_conv2.co249.end:                               ; preds = %s2_conv2.co249
+  %ci248.next = add nsw i64 %s2_conv2.ci2481, 1
+  %232 = icmp slt i64 %ci248.next, 32
+  br i1 %232, label %s2_conv2.ci248, label %s2_conv2.ci248.end
 
-s2_conv2.i295:                                    ; preds = %s2_conv2.i295, %s2_conv2.ci265.end
-  %s2_conv2.i29563 = phi i64 [ 0, %s2_conv2.ci265.end ], [ %i295.next, %s2_conv2.i295 ]
-  %233 = add nsw i64 2113536, %s2_conv2.i29563
+s2_conv2.i278:                                    ; preds = %s2_conv2.i278, %s2_conv2.ci248.end
+  %s2_conv2.i27863 = phi i64 [ 0, %s2_conv2.ci248.end ], [ %i278.next, %s2_conv2.i278 ]
+  %233 = add nsw i64 2113600, %s2_conv2.i27863
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i295.next = add nsw i64 %s2_conv2.i29563, 1
-  %234 = icmp slt i64 %i295.next, 10368
-  br i1 %234, label %s2_conv2.i295, label %s2_conv2.i295.end
+  %i278.next = add nsw i64 %s2_conv2.i27863, 1
+  %234 = icmp slt i64 %i278.next, 10368
+  br i1 %234, label %s2_conv2.i278, label %s2_conv2.i278.end
 
-s2_conv2.i295.end:                                ; preds = %s2_conv2.i295
-  br label %s2_conv2.g296
+s2_conv2.i278.end:                                ; preds = %s2_conv2.i278
+  br label %s2_conv2.g279
 
-s2_conv2.g296:                                    ; preds = %s2_conv2.j354.end, %s2_conv2.i295.end
-  %s2_conv2.g29665 = phi i64 [ 0, %s2_conv2.i295.end ], [ %g296.next, %s2_conv2.j354.end ]
-  br label %s2_conv2.j297
+s2_conv2.g279:                                    ; preds = %s2_conv2.j337.end, %s2_conv2.i278.end
+  %s2_conv2.g27965 = phi i64 [ 0, %s2_conv2.i278.end ], [ %g279.next, %s2_conv2.j337.end ]
+  br label %s2_conv2.j280
 
-s2_conv2.g296.end:                                ; preds = %s2_conv2.j354.end
+s2_conv2.g279.end:                                ; preds = %s2_conv2.j337.end
   ret void
 
-s2_conv2.j297:                                    ; preds = %s2_conv2.c298.end, %s2_conv2.g296
-  %s2_conv2.j29766 = phi i64 [ 0, %s2_conv2.g296 ], [ %j297.next, %s2_conv2.c298.end ]
-  br label %s2_conv2.c298
+s2_conv2.j280:                                    ; preds = %s2_conv2.c281.end, %s2_conv2.g279
+  %s2_conv2.j28066 = phi i64 [ 0, %s2_conv2.g279 ], [ %j280.next, %s2_conv2.c281.end ]
+  br label %s2_conv2.c281
 
-s2_conv2.j297.end:                                ; preds = %s2_conv2.c298.end
-  br label %s2_conv2.j301
+s2_conv2.j280.end:                                ; preds = %s2_conv2.c281.end
+  br label %s2_conv2.j284
 
-s2_conv2.c298:                                    ; preds = %s2_conv2.iy299.end, %s2_conv2.j297
-  %s2_conv2.c29867 = phi i64 [ 0, %s2_conv2.j297 ], [ %c298.next, %s2_conv2.iy299.end ]
-  br label %s2_conv2.iy299
+s2_conv2.c281:                                    ; preds = %s2_conv2.iy282.end, %s2_conv2.j280
+  %s2_conv2.c28167 = phi i64 [ 0, %s2_conv2.j280 ], [ %c281.next, %s2_conv2.iy282.end ]
+  br label %s2_conv2.iy282
 
-s2_conv2.c298.end:                                ; preds = %s2_conv2.iy299.end
-  %j297.next = add nsw i64 %s2_conv2.j29766, 1
-  %235 = icmp slt i64 %j297.next, 1
-  br i1 %235, label %s2_conv2.j297, label %s2_conv2.j297.end
+s2_conv2.c281.end:                                ; preds = %s2_conv2.iy282.end
+  %j280.next = add nsw i64 %s2_conv2.j28066, 1
+  %235 = icmp slt i64 %j280.next, 1
+  br i1 %235, label %s2_conv2.j280, label %s2_conv2.j280.end
 
-s2_conv2.iy299:                                   ; preds = %s2_conv2.ix300.end, %s2_conv2.c298
-  %s2_conv2.iy29968 = phi i64 [ 0, %s2_conv2.c298 ], [ %iy299.next, %s2_conv2.ix300.end ]
-  br label %s2_conv2.ix300
+s2_conv2.iy282:                                   ; preds = %s2_conv2.ix283.end, %s2_conv2.c281
+  %s2_conv2.iy28268 = phi i64 [ 0, %s2_conv2.c281 ], [ %iy282.next, %s2_conv2.ix283.end ]
+  br label %s2_conv2.ix283
 
-s2_conv2.iy299.end:                               ; preds = %s2_conv2.ix300.end
-  %c298.next = add nsw i64 %s2_conv2.c29867, 1
-  %236 = icmp slt i64 %c298.next, 32
-  br i1 %236, label %s2_conv2.c298, label %s2_conv2.c298.end
+s2_conv2.iy282.end:                               ; preds = %s2_conv2.ix283.end
+  %c281.next = add nsw i64 %s2_conv2.c28167, 1
+  %236 = icmp slt i64 %c281.next, 32
+  br i1 %236, label %s2_conv2.c281, label %s2_conv2.c281.end
 
-s2_conv2.ix300:                                   ; preds = %s2_conv2.ix300, %s2_conv2.iy299
-  %s2_conv2.ix30069 = phi i64 [ 0, %s2_conv2.iy299 ], [ %ix300.next, %s2_conv2.ix300 ]
-  %237 = add nsw i64 %s2_conv2.g29665, %s2_conv2.j29766
+s2_conv2.ix283:                                   ; preds = %s2_conv2.ix283, %s2_conv2.iy282
+  %s2_conv2.ix28369 = phi i64 [ 0, %s2_conv2.iy282 ], [ %ix283.next, %s2_conv2.ix283 ]
+  %237 = add nsw i64 %s2_conv2.g27965, %s2_conv2.j28066
   %238 = mul nsw i64 %237, 8192
-  %239 = add nsw i64 1048576, %238
-  %240 = mul nsw i64 %s2_conv2.c29867, 256
+  %239 = add nsw i64 1048640, %238
+  %240 = mul nsw i64 %s2_conv2.c28167, 256
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %s2_conv2.iy29968, 16
+  %242 = mul nsw i64 %s2_conv2.iy28268, 16
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %s2_conv2.ix30069
+  %244 = add nsw i64 %243, %s2_conv2.ix28369
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %s2_conv2.j29766, 10368
-  %247 = add nsw i64 %s2_conv2.iy29968, 1
+  %246 = mul nsw i64 %s2_conv2.j28066, 10368
+  %247 = add nsw i64 %s2_conv2.iy28268, 1
   %248 = mul nsw i64 %247, 576
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %s2_conv2.ix30069, 1
+  %250 = add nsw i64 %s2_conv2.ix28369, 1
   %251 = mul nsw i64 %250, 32
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %s2_conv2.c29867
-  %254 = add nsw i64 2113536, %253
+  %253 = add nsw i64 %252, %s2_conv2.c28167
+  %254 = add nsw i64 2113600, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix300.next = add nsw i64 %s2_conv2.ix30069, 1
-  %255 = icmp slt i64 %ix300.next, 16
-  br i1 %255, label %s2_conv2.ix300, label %s2_conv2.ix300.end
+  %ix283.next = add nsw i64 %s2_conv2.ix28369, 1
+  %255 = icmp slt i64 %ix283.next, 16
+  br i1 %255, label %s2_conv2.ix283, label %s2_conv2.ix283.end
 
-s2_conv2.ix300.end:                               ; preds = %s2_conv2.ix300
-  %iy299.next = add nsw i64 %s2_conv2.iy29968, 1
-  %256 = icmp slt i64 %iy299.next, 16
-  br i1 %256, label %s2_conv2.iy299, label %s2_conv2.iy299.end
+s2_conv2.ix283.end:                               ; preds = %s2_conv2.ix283
+  %iy282.next = add nsw i64 %s2_conv2.iy28268, 1
+  %256 = icmp slt i64 %iy282.next, 16
+  br i1 %256, label %s2_conv2.iy282, label %s2_conv2.iy282.end
 
-s2_conv2.j301:                                    ; preds = %s2_conv2.ty302.end, %s2_conv2.j297.end
-  %s2_conv2.j30172 = phi i64 [ 0, %s2_conv2.j297.end ], [ %j301.next, %s2_conv2.ty302.end ]
-  br label %s2_conv2.ty302
+s2_conv2.j284:                                    ; preds = %s2_conv2.ty285.end, %s2_conv2.j280.end
+  %s2_conv2.j28472 = phi i64 [ 0, %s2_conv2.j280.end ], [ %j284.next, %s2_conv2.ty285.end ]
+  br label %s2_conv2.ty285
 
-s2_conv2.j301.end:                                ; preds = %s2_conv2.ty302.end
-  br label %s2_conv2.xi337
+s2_conv2.j284.end:                                ; preds = %s2_conv2.ty285.end
+  br label %s2_conv2.xi320
 
-s2_conv2.ty302:                                   ; preds = %s2_conv2.tx303.end, %s2_conv2.j301
-  %s2_conv2.ty30273 = phi i64 [ 0, %s2_conv2.j301 ], [ %ty302.next, %s2_conv2.tx303.end ]
-  br label %s2_conv2.tx303
+s2_conv2.ty285:                                   ; preds = %s2_conv2.tx286.end, %s2_conv2.j284
+  %s2_conv2.ty28573 = phi i64 [ 0, %s2_conv2.j284 ], [ %ty285.next, %s2_conv2.tx286.end ]
+  br label %s2_conv2.tx286
 
-s2_conv2.ty302.end:                               ; preds = %s2_conv2.tx303.end
-  %j301.next = add nsw i64 %s2_conv2.j30172, 1
-  %257 = icmp slt i64 %j301.next, 1
-  br i1 %257, label %s2_conv2.j301, label %s2_conv2.j301.end
+s2_conv2.ty285.end:                               ; preds = %s2_conv2.tx286.end
+  %j284.next = add nsw i64 %s2_conv2.j28472, 1
+  %257 = icmp slt i64 %j284.next, 1
+  br i1 %257, label %s2_conv2.j284, label %s2_conv2.j284.end
 
-s2_conv2.tx303:                                   ; preds = %s2_conv2.cv304.end, %s2_conv2.ty302
-  %s2_conv2.tx30374 = phi i64 [ 0, %s2_conv2.ty302 ], [ %tx303.next, %s2_conv2.cv304.end ]
-  br label %s2_conv2.cv304
+s2_conv2.tx286:                                   ; preds = %s2_conv2.cv287.end, %s2_conv2.ty285
+  %s2_conv2.tx28674 = phi i64 [ 0, %s2_conv2.ty285 ], [ %tx286.next, %s2_conv2.cv287.end ]
+  br label %s2_conv2.cv287
 
-s2_conv2.tx303.end:                               ; preds = %s2_conv2.cv304.end
-  %ty302.next = add nsw i64 %s2_conv2.ty30273, 1
-  %258 = icmp slt i64 %ty302.next, 8
-  br i1 %258, label %s2_conv2.ty302, label %s2_conv2.ty302.end
+s2_conv2.tx286.end:                               ; preds = %s2_conv2.cv287.end
+  %ty285.next = add nsw i64 %s2_conv2.ty28573, 1
+  %258 = icmp slt i64 %ty285.next, 8
+  br i1 %258, label %s2_conv2.ty285, label %s2_conv2.ty285.end
 
-s2_conv2.cv304:                                   ; preds = %s2_conv2.cv304, %s2_conv2.tx303
-  %s2_conv2.cv30475 = phi i64 [ 0, %s2_conv2.tx303 ], [ %cv304.next, %s2_conv2.cv304 ]
-  %259 = mul nsw i64 %s2_conv2.j30172, 10368
-  %260 = mul nsw i64 %s2_conv2.ty30273, 2
+s2_conv2.cv287:                                   ; preds = %s2_conv2.cv287, %s2_conv2.tx286
+  %s2_conv2.cv28775 = phi i64 [ 0, %s2_conv2.tx286 ], [ %cv287.next, %s2_conv2.cv287 ]
+  %259 = mul nsw i64 %s2_conv2.j28472, 10368
+  %260 = mul nsw i64 %s2_conv2.ty28573, 2
   %261 = mul nsw i64 %260, 576
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %s2_conv2.tx30374, 2
+  %263 = mul nsw i64 %s2_conv2.tx28674, 2
   %264 = mul nsw i64 %263, 32
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %s2_conv2.cv30475, 8
+  %266 = mul nsw i64 %s2_conv2.cv28775, 8
   %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 2113536, %267
+  %268 = add nsw i64 2113600, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %s2_conv2.j30172, 10368
-  %271 = mul nsw i64 %s2_conv2.ty30273, 2
+  %270 = mul nsw i64 %s2_conv2.j28472, 10368
+  %271 = mul nsw i64 %s2_conv2.ty28573, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 576
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %s2_conv2.tx30374, 2
+  %275 = mul nsw i64 %s2_conv2.tx28674, 2
   %276 = mul nsw i64 %275, 32
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %s2_conv2.cv30475, 8
+  %278 = mul nsw i64 %s2_conv2.cv28775, 8
   %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 2113536, %279
+  %280 = add nsw i64 2113600, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %s2_conv2.w305, align 32
-  %283 = mul nsw i64 %s2_conv2.j30172, 10368
-  %284 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %282, ptr %s2_conv2.w288, align 32
+  %283 = mul nsw i64 %s2_conv2.j28472, 10368
+  %284 = mul nsw i64 %s2_conv2.ty28573, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 576
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %s2_conv2.tx30374, 2
+  %288 = mul nsw i64 %s2_conv2.tx28674, 2
   %289 = mul nsw i64 %288, 32
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %s2_conv2.cv30475, 8
+  %291 = mul nsw i64 %s2_conv2.cv28775, 8
   %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 2113536, %292
+  %293 = add nsw i64 2113600, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %s2_conv2.j30172, 10368
-  %296 = mul nsw i64 %s2_conv2.ty30273, 2
+  %295 = mul nsw i64 %s2_conv2.j28472, 10368
+  %296 = mul nsw i64 %s2_conv2.ty28573, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 576
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %s2_conv2.tx30374, 2
+  %300 = mul nsw i64 %s2_conv2.tx28674, 2
   %301 = mul nsw i64 %300, 32
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %s2_conv2.cv30475, 8
+  %303 = mul nsw i64 %s2_conv2.cv28775, 8
   %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 2113536, %304
+  %305 = add nsw i64 2113600, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %s2_conv2.w306, align 32
-  %308 = mul nsw i64 %s2_conv2.j30172, 10368
-  %309 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %307, ptr %s2_conv2.w289, align 32
+  %308 = mul nsw i64 %s2_conv2.j28472, 10368
+  %309 = mul nsw i64 %s2_conv2.ty28573, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 576
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %s2_conv2.tx30374, 2
+  %313 = mul nsw i64 %s2_conv2.tx28674, 2
   %314 = mul nsw i64 %313, 32
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %s2_conv2.cv30475, 8
+  %316 = mul nsw i64 %s2_conv2.cv28775, 8
   %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 2113536, %317
+  %318 = add nsw i64 2113600, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %s2_conv2.j30172, 10368
-  %321 = mul nsw i64 %s2_conv2.ty30273, 2
+  %320 = mul nsw i64 %s2_conv2.j28472, 10368
+  %321 = mul nsw i64 %s2_conv2.ty28573, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 576
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %s2_conv2.tx30374, 2
+  %325 = mul nsw i64 %s2_conv2.tx28674, 2
   %326 = mul nsw i64 %325, 32
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %s2_conv2.cv30475, 8
+  %328 = mul nsw i64 %s2_conv2.cv28775, 8
   %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 2113536, %329
+  %330 = add nsw i64 2113600, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %s2_conv2.w307, align 32
-  %333 = mul nsw i64 %s2_conv2.j30172, 10368
-  %334 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %332, ptr %s2_conv2.w290, align 32
+  %333 = mul nsw i64 %s2_conv2.j28472, 10368
+  %334 = mul nsw i64 %s2_conv2.ty28573, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 576
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %s2_conv2.tx30374, 2
+  %338 = mul nsw i64 %s2_conv2.tx28674, 2
   %339 = mul nsw i64 %338, 32
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %s2_conv2.cv30475, 8
+  %341 = mul nsw i64 %s2_conv2.cv28775, 8
   %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 2113536, %342
+  %343 = add nsw i64 2113600, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %s2_conv2.j30172, 10368
-  %346 = mul nsw i64 %s2_conv2.ty30273, 2
+  %345 = mul nsw i64 %s2_conv2.j28472, 10368
+  %346 = mul nsw i64 %s2_conv2.ty28573, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 576
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %s2_conv2.tx30374, 2
+  %350 = mul nsw i64 %s2_conv2.tx28674, 2
   %351 = mul nsw i64 %350, 32
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %s2_conv2.cv30475, 8
+  %353 = mul nsw i64 %s2_conv2.cv28775, 8
   %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 2113536, %354
+  %355 = add nsw i64 2113600, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %s2_conv2.w308, align 32
-  %358 = mul nsw i64 %s2_conv2.j30172, 10368
-  %359 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %357, ptr %s2_conv2.w291, align 32
+  %358 = mul nsw i64 %s2_conv2.j28472, 10368
+  %359 = mul nsw i64 %s2_conv2.ty28573, 2
   %360 = mul nsw i64 %359, 576
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %s2_conv2.tx30374, 2
+  %362 = mul nsw i64 %s2_conv2.tx28674, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 32
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %s2_conv2.cv30475, 8
+  %366 = mul nsw i64 %s2_conv2.cv28775, 8
   %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 2113536, %367
+  %368 = add nsw i64 2113600, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %s2_conv2.j30172, 10368
-  %371 = mul nsw i64 %s2_conv2.ty30273, 2
+  %370 = mul nsw i64 %s2_conv2.j28472, 10368
+  %371 = mul nsw i64 %s2_conv2.ty28573, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 576
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %s2_conv2.tx30374, 2
+  %375 = mul nsw i64 %s2_conv2.tx28674, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 32
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %s2_conv2.cv30475, 8
+  %379 = mul nsw i64 %s2_conv2.cv28775, 8
   %380 = add nsw i64 %378, %379
-  %381 = add nsw i64 2113536, %380
+  %381 = add nsw i64 2113600, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %s2_conv2.w309, align 32
-  %384 = mul nsw i64 %s2_conv2.j30172, 10368
-  %385 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %383, ptr %s2_conv2.w292, align 32
+  %384 = mul nsw i64 %s2_conv2.j28472, 10368
+  %385 = mul nsw i64 %s2_conv2.ty28573, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 576
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %s2_conv2.tx30374, 2
+  %389 = mul nsw i64 %s2_conv2.tx28674, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 32
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %s2_conv2.cv30475, 8
+  %393 = mul nsw i64 %s2_conv2.cv28775, 8
   %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 2113536, %394
+  %395 = add nsw i64 2113600, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %s2_conv2.j30172, 10368
-  %398 = mul nsw i64 %s2_conv2.ty30273, 2
+  %397 = mul nsw i64 %s2_conv2.j28472, 10368
+  %398 = mul nsw i64 %s2_conv2.ty28573, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 576
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %s2_conv2.tx30374, 2
+  %402 = mul nsw i64 %s2_conv2.tx28674, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 32
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %s2_conv2.cv30475, 8
+  %406 = mul nsw i64 %s2_conv2.cv28775, 8
   %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 2113536, %407
+  %408 = add nsw i64 2113600, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %s2_conv2.w310, align 32
-  %411 = mul nsw i64 %s2_conv2.j30172, 10368
-  %412 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %410, ptr %s2_conv2.w293, align 32
+  %411 = mul nsw i64 %s2_conv2.j28472, 10368
+  %412 = mul nsw i64 %s2_conv2.ty28573, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 576
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %s2_conv2.tx30374, 2
+  %416 = mul nsw i64 %s2_conv2.tx28674, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 32
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %s2_conv2.cv30475, 8
+  %420 = mul nsw i64 %s2_conv2.cv28775, 8
   %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 2113536, %421
+  %422 = add nsw i64 2113600, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %s2_conv2.j30172, 10368
-  %425 = mul nsw i64 %s2_conv2.ty30273, 2
+  %424 = mul nsw i64 %s2_conv2.j28472, 10368
+  %425 = mul nsw i64 %s2_conv2.ty28573, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 576
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %s2_conv2.tx30374, 2
+  %429 = mul nsw i64 %s2_conv2.tx28674, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 32
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %s2_conv2.cv30475, 8
+  %433 = mul nsw i64 %s2_conv2.cv28775, 8
   %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 2113536, %434
+  %435 = add nsw i64 2113600, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %s2_conv2.w311, align 32
-  %438 = mul nsw i64 %s2_conv2.j30172, 10368
-  %439 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %437, ptr %s2_conv2.w294, align 32
+  %438 = mul nsw i64 %s2_conv2.j28472, 10368
+  %439 = mul nsw i64 %s2_conv2.ty28573, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 576
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %s2_conv2.tx30374, 2
+  %443 = mul nsw i64 %s2_conv2.tx28674, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 32
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %s2_conv2.cv30475, 8
+  %447 = mul nsw i64 %s2_conv2.cv28775, 8
   %448 = add nsw i64 %446, %447
-  %449 = add nsw i64 2113536, %448
+  %449 = add nsw i64 2113600, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %s2_conv2.j30172, 10368
-  %452 = mul nsw i64 %s2_conv2.ty30273, 2
+  %451 = mul nsw i64 %s2_conv2.j28472, 10368
+  %452 = mul nsw i64 %s2_conv2.ty28573, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 576
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %s2_conv2.tx30374, 2
+  %456 = mul nsw i64 %s2_conv2.tx28674, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 32
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %s2_conv2.cv30475, 8
+  %460 = mul nsw i64 %s2_conv2.cv28775, 8
   %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 2113536, %461
+  %462 = add nsw i64 2113600, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %s2_conv2.w312, align 32
-  %465 = mul nsw i64 %s2_conv2.j30172, 10368
-  %466 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %464, ptr %s2_conv2.w295, align 32
+  %465 = mul nsw i64 %s2_conv2.j28472, 10368
+  %466 = mul nsw i64 %s2_conv2.ty28573, 2
   %467 = mul nsw i64 %466, 576
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %s2_conv2.tx30374, 2
+  %469 = mul nsw i64 %s2_conv2.tx28674, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 32
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %s2_conv2.cv30475, 8
+  %473 = mul nsw i64 %s2_conv2.cv28775, 8
   %474 = add nsw i64 %472, %473
-  %475 = add nsw i64 2113536, %474
+  %475 = add nsw i64 2113600, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %s2_conv2.j30172, 10368
-  %478 = mul nsw i64 %s2_conv2.ty30273, 2
+  %477 = mul nsw i64 %s2_conv2.j28472, 10368
+  %478 = mul nsw i64 %s2_conv2.ty28573, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 576
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %s2_conv2.tx30374, 2
+  %482 = mul nsw i64 %s2_conv2.tx28674, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 32
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %s2_conv2.cv30475, 8
+  %486 = mul nsw i64 %s2_conv2.cv28775, 8
   %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 2113536, %487
+  %488 = add nsw i64 2113600, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %s2_conv2.w313, align 32
-  %491 = mul nsw i64 %s2_conv2.j30172, 10368
-  %492 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %490, ptr %s2_conv2.w296, align 32
+  %491 = mul nsw i64 %s2_conv2.j28472, 10368
+  %492 = mul nsw i64 %s2_conv2.ty28573, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 576
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %s2_conv2.tx30374, 2
+  %496 = mul nsw i64 %s2_conv2.tx28674, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 32
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %s2_conv2.cv30475, 8
+  %500 = mul nsw i64 %s2_conv2.cv28775, 8
   %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 2113536, %501
+  %502 = add nsw i64 2113600, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %s2_conv2.j30172, 10368
-  %505 = mul nsw i64 %s2_conv2.ty30273, 2
+  %504 = mul nsw i64 %s2_conv2.j28472, 10368
+  %505 = mul nsw i64 %s2_conv2.ty28573, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 576
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %s2_conv2.tx30374, 2
+  %509 = mul nsw i64 %s2_conv2.tx28674, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 32
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %s2_conv2.cv30475, 8
+  %513 = mul nsw i64 %s2_conv2.cv28775, 8
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 2113536, %514
+  %515 = add nsw i64 2113600, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %s2_conv2.w314, align 32
-  %518 = mul nsw i64 %s2_conv2.j30172, 10368
-  %519 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %517, ptr %s2_conv2.w297, align 32
+  %518 = mul nsw i64 %s2_conv2.j28472, 10368
+  %519 = mul nsw i64 %s2_conv2.ty28573, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 576
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %s2_conv2.tx30374, 2
+  %523 = mul nsw i64 %s2_conv2.tx28674, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 32
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %s2_conv2.cv30475, 8
+  %527 = mul nsw i64 %s2_conv2.cv28775, 8
   %528 = add nsw i64 %526, %527
-  %529 = add nsw i64 2113536, %528
+  %529 = add nsw i64 2113600, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %s2_conv2.j30172, 10368
-  %532 = mul nsw i64 %s2_conv2.ty30273, 2
+  %531 = mul nsw i64 %s2_conv2.j28472, 10368
+  %532 = mul nsw i64 %s2_conv2.ty28573, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 576
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %s2_conv2.tx30374, 2
+  %536 = mul nsw i64 %s2_conv2.tx28674, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 32
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %s2_conv2.cv30475, 8
+  %540 = mul nsw i64 %s2_conv2.cv28775, 8
   %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 2113536, %541
+  %542 = add nsw i64 2113600, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %s2_conv2.w315, align 32
-  %545 = mul nsw i64 %s2_conv2.j30172, 10368
-  %546 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %544, ptr %s2_conv2.w298, align 32
+  %545 = mul nsw i64 %s2_conv2.j28472, 10368
+  %546 = mul nsw i64 %s2_conv2.ty28573, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 576
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %s2_conv2.tx30374, 2
+  %550 = mul nsw i64 %s2_conv2.tx28674, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 32
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %s2_conv2.cv30475, 8
+  %554 = mul nsw i64 %s2_conv2.cv28775, 8
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 2113536, %555
+  %556 = add nsw i64 2113600, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %s2_conv2.j30172, 10368
-  %559 = mul nsw i64 %s2_conv2.ty30273, 2
+  %558 = mul nsw i64 %s2_conv2.j28472, 10368
+  %559 = mul nsw i64 %s2_conv2.ty28573, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 576
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %s2_conv2.tx30374, 2
+  %563 = mul nsw i64 %s2_conv2.tx28674, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 32
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %s2_conv2.cv30475, 8
+  %567 = mul nsw i64 %s2_conv2.cv28775, 8
   %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 2113536, %568
+  %569 = add nsw i64 2113600, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %s2_conv2.w316, align 32
-  %572 = mul nsw i64 %s2_conv2.j30172, 10368
-  %573 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %571, ptr %s2_conv2.w299, align 32
+  %572 = mul nsw i64 %s2_conv2.j28472, 10368
+  %573 = mul nsw i64 %s2_conv2.ty28573, 2
   %574 = mul nsw i64 %573, 576
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %s2_conv2.tx30374, 2
+  %576 = mul nsw i64 %s2_conv2.tx28674, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 32
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %s2_conv2.cv30475, 8
+  %580 = mul nsw i64 %s2_conv2.cv28775, 8
   %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 2113536, %581
+  %582 = add nsw i64 2113600, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %s2_conv2.j30172, 10368
-  %585 = mul nsw i64 %s2_conv2.ty30273, 2
+  %584 = mul nsw i64 %s2_conv2.j28472, 10368
+  %585 = mul nsw i64 %s2_conv2.ty28573, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 576
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %s2_conv2.tx30374, 2
+  %589 = mul nsw i64 %s2_conv2.tx28674, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 32
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %s2_conv2.cv30475, 8
+  %593 = mul nsw i64 %s2_conv2.cv28775, 8
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 2113536, %594
+  %595 = add nsw i64 2113600, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %s2_conv2.w317, align 32
-  %598 = mul nsw i64 %s2_conv2.j30172, 10368
-  %599 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %597, ptr %s2_conv2.w300, align 32
+  %598 = mul nsw i64 %s2_conv2.j28472, 10368
+  %599 = mul nsw i64 %s2_conv2.ty28573, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 576
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %s2_conv2.tx30374, 2
+  %603 = mul nsw i64 %s2_conv2.tx28674, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 32
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %s2_conv2.cv30475, 8
+  %607 = mul nsw i64 %s2_conv2.cv28775, 8
   %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 2113536, %608
+  %609 = add nsw i64 2113600, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %s2_conv2.j30172, 10368
-  %612 = mul nsw i64 %s2_conv2.ty30273, 2
+  %611 = mul nsw i64 %s2_conv2.j28472, 10368
+  %612 = mul nsw i64 %s2_conv2.ty28573, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 576
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %s2_conv2.tx30374, 2
+  %616 = mul nsw i64 %s2_conv2.tx28674, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 32
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %s2_conv2.cv30475, 8
+  %620 = mul nsw i64 %s2_conv2.cv28775, 8
   %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 2113536, %621
+  %622 = add nsw i64 2113600, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %s2_conv2.w318, align 32
-  %625 = mul nsw i64 %s2_conv2.j30172, 10368
-  %626 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %624, ptr %s2_conv2.w301, align 32
+  %625 = mul nsw i64 %s2_conv2.j28472, 10368
+  %626 = mul nsw i64 %s2_conv2.ty28573, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 576
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %s2_conv2.tx30374, 2
+  %630 = mul nsw i64 %s2_conv2.tx28674, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 32
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %s2_conv2.cv30475, 8
+  %634 = mul nsw i64 %s2_conv2.cv28775, 8
   %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 2113536, %635
+  %636 = add nsw i64 2113600, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %s2_conv2.j30172, 10368
-  %639 = mul nsw i64 %s2_conv2.ty30273, 2
+  %638 = mul nsw i64 %s2_conv2.j28472, 10368
+  %639 = mul nsw i64 %s2_conv2.ty28573, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 576
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %s2_conv2.tx30374, 2
+  %643 = mul nsw i64 %s2_conv2.tx28674, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 32
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %s2_conv2.cv30475, 8
+  %647 = mul nsw i64 %s2_conv2.cv28775, 8
   %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 2113536, %648
+  %649 = add nsw i64 2113600, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %s2_conv2.w319, align 32
-  %652 = mul nsw i64 %s2_conv2.j30172, 10368
-  %653 = mul nsw i64 %s2_conv2.ty30273, 2
+  store <8 x float> %651, ptr %s2_conv2.w302, align 32
+  %652 = mul nsw i64 %s2_conv2.j28472, 10368
+  %653 = mul nsw i64 %s2_conv2.ty28573, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 576
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %s2_conv2.tx30374, 2
+  %657 = mul nsw i64 %s2_conv2.tx28674, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 32
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %s2_conv2.cv30475, 8
+  %661 = mul nsw i64 %s2_conv2.cv28775, 8
   %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 2113536, %662
+  %663 = add nsw i64 2113600, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %s2_conv2.j30172, 10368
-  %666 = mul nsw i64 %s2_conv2.ty30273, 2
+  %665 = mul nsw i64 %s2_conv2.j28472, 10368
+  %666 = mul nsw i64 %s2_conv2.ty28573, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 576
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %s2_conv2.tx30374, 2
+  %670 = mul nsw i64 %s2_conv2.tx28674, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 32
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %s2_conv2.cv30475, 8
+  %674 = mul nsw i64 %s2_conv2.cv28775, 8
   %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 2113536, %675
+  %676 = add nsw i64 2113600, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %s2_conv2.w320, align 32
-  %w305 = load <8 x float>, ptr %s2_conv2.w305, align 32
-  %w313 = load <8 x float>, ptr %s2_conv2.w313, align 32
-  %679 = fsub <8 x float> %w305, %w313
-  store <8 x float> %679, ptr %s2_conv2.w321, align 32
-  %w309 = load <8 x float>, ptr %s2_conv2.w309, align 32
-  %w313108 = load <8 x float>, ptr %s2_conv2.w313, align 32
-  %680 = fadd <8 x float> %w309, %w313108
-  store <8 x float> %680, ptr %s2_conv2.w322, align 32
-  %w313109 = load <8 x float>, ptr %s2_conv2.w313, align 32
-  %w309110 = load <8 x float>, ptr %s2_conv2.w309, align 32
-  %681 = fsub <8 x float> %w313109, %w309110
-  store <8 x float> %681, ptr %s2_conv2.w323, align 32
-  %w309111 = load <8 x float>, ptr %s2_conv2.w309, align 32
-  %w317 = load <8 x float>, ptr %s2_conv2.w317, align 32
-  %682 = fsub <8 x float> %w309111, %w317
-  store <8 x float> %682, ptr %s2_conv2.w324, align 32
-  %w306 = load <8 x float>, ptr %s2_conv2.w306, align 32
-  %w314 = load <8 x float>, ptr %s2_conv2.w314, align 32
-  %683 = fsub <8 x float> %w306, %w314
-  store <8 x float> %683, ptr %s2_conv2.w325, align 32
-  %w310 = load <8 x float>, ptr %s2_conv2.w310, align 32
-  %w314112 = load <8 x float>, ptr %s2_conv2.w314, align 32
-  %684 = fadd <8 x float> %w310, %w314112
-  store <8 x float> %684, ptr %s2_conv2.w326, align 32
-  %w314113 = load <8 x float>, ptr %s2_conv2.w314, align 32
-  %w310114 = load <8 x float>, ptr %s2_conv2.w310, align 32
-  %685 = fsub <8 x float> %w314113, %w310114
-  store <8 x float> %685, ptr %s2_conv2.w327, align 32
-  %w310115 = load <8 x float>, ptr %s2_conv2.w310, align 32
-  %w318 = load <8 x float>, ptr %s2_conv2.w318, align 32
-  %686 = fsub <8 x float> %w310115, %w318
-  store <8 x float> %686, ptr %s2_conv2.w328, align 32
-  %w307 = load <8 x float>, ptr %s2_conv2.w307, align 32
-  %w315 = load <8 x float>, ptr %s2_conv2.w315, align 32
-  %687 = fsub <8 x float> %w307, %w315
-  store <8 x float> %687, ptr %s2_conv2.w329, align 32
-  %w311 = load <8 x float>, ptr %s2_conv2.w311, align 32
-  %w315116 = load <8 x float>, ptr %s2_conv2.w315, align 32
-  %688 = fadd <8 x float> %w311, %w315116
-  store <8 x float> %688, ptr %s2_conv2.w330, align 32
-  %w315117 = load <8 x float>, ptr %s2_conv2.w315, align 32
-  %w311118 = load <8 x float>, ptr %s2_conv2.w311, align 32
-  %689 = fsub <8 x float> %w315117, %w311118
-  store <8 x float> %689, ptr %s2_conv2.w331, align 32
-  %w311119 = load <8 x float>, ptr %s2_conv2.w311, align 32
-  %w319 = load <8 x float>, ptr %s2_conv2.w319, align 32
-  %690 = fsub <8 x float> %w311119, %w319
-  store <8 x float> %690, ptr %s2_conv2.w332, align 32
-  %w308 = load <8 x float>, ptr %s2_conv2.w308, align 32
-  %w316 = load <8 x float>, ptr %s2_conv2.w316, align 32
-  %691 = fsub <8 x float> %w308, %w316
-  store <8 x float> %691, ptr %s2_conv2.w333, align 32
-  %w312 = load <8 x float>, ptr %s2_conv2.w312, align 32
-  %w316120 = load <8 x float>, ptr %s2_conv2.w316, align 32
-  %692 = fadd <8 x float> %w312, %w316120
-  store <8 x float> %692, ptr %s2_conv2.w334, align 32
-  %w316121 = load <8 x float>, ptr %s2_conv2.w316, align 32
-  %w312122 = load <8 x float>, ptr %s2_conv2.w312, align 32
-  %693 = fsub <8 x float> %w316121, %w312122
-  store <8 x float> %693, ptr %s2_conv2.w335, align 32
-  %w312123 = load <8 x float>, ptr %s2_conv2.w312, align 32
-  %w320 = load <8 x float>, ptr %s2_conv2.w320, align 32
-  %694 = fsub <8 x float> %w312123, %w320
-  store <8 x float> %694, ptr %s2_conv2.w336, align 32
-  %w321 = load <8 x float>, ptr %s2_conv2.w321, align 32
-  %695 = mul nsw i64 %s2_conv2.j30172, 64
-  %696 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %678, ptr %s2_conv2.w303, align 32
+  %w288 = load <8 x float>, ptr %s2_conv2.w288, align 32
+  %w296 = load <8 x float>, ptr %s2_conv2.w296, align 32
+  %679 = fsub <8 x float> %w288, %w296
+  store <8 x float> %679, ptr %s2_conv2.w304, align 32
+  %w292 = load <8 x float>, ptr %s2_conv2.w292, align 32
+  %w296108 = load <8 x float>, ptr %s2_conv2.w296, align 32
+  %680 = fadd <8 x float> %w292, %w296108
+  store <8 x float> %680, ptr %s2_conv2.w305, align 32
+  %w296109 = load <8 x float>, ptr %s2_conv2.w296, align 32
+  %w292110 = load <8 x float>, ptr %s2_conv2.w292, align 32
+  %681 = fsub <8 x float> %w296109, %w292110
+  store <8 x float> %681, ptr %s2_conv2.w306, align 32
+  %w292111 = load <8 x float>, ptr %s2_conv2.w292, align 32
+  %w300 = load <8 x float>, ptr %s2_conv2.w300, align 32
+  %682 = fsub <8 x float> %w292111, %w300
+  store <8 x float> %682, ptr %s2_conv2.w307, align 32
+  %w289 = load <8 x float>, ptr %s2_conv2.w289, align 32
+  %w297 = load <8 x float>, ptr %s2_conv2.w297, align 32
+  %683 = fsub <8 x float> %w289, %w297
+  store <8 x float> %683, ptr %s2_conv2.w308, align 32
+  %w293 = load <8 x float>, ptr %s2_conv2.w293, align 32
+  %w297112 = load <8 x float>, ptr %s2_conv2.w297, align 32
+  %684 = fadd <8 x float> %w293, %w297112
+  store <8 x float> %684, ptr %s2_conv2.w309, align 32
+  %w297113 = load <8 x float>, ptr %s2_conv2.w297, align 32
+  %w293114 = load <8 x float>, ptr %s2_conv2.w293, align 32
+  %685 = fsub <8 x float> %w297113, %w293114
+  store <8 x float> %685, ptr %s2_conv2.w310, align 32
+  %w293115 = load <8 x float>, ptr %s2_conv2.w293, align 32
+  %w301 = load <8 x float>, ptr %s2_conv2.w301, align 32
+  %686 = fsub <8 x float> %w293115, %w301
+  store <8 x float> %686, ptr %s2_conv2.w311, align 32
+  %w290 = load <8 x float>, ptr %s2_conv2.w290, align 32
+  %w298 = load <8 x float>, ptr %s2_conv2.w298, align 32
+  %687 = fsub <8 x float> %w290, %w298
+  store <8 x float> %687, ptr %s2_conv2.w312, align 32
+  %w294 = load <8 x float>, ptr %s2_conv2.w294, align 32
+  %w298116 = load <8 x float>, ptr %s2_conv2.w298, align 32
+  %688 = fadd <8 x float> %w294, %w298116
+  store <8 x float> %688, ptr %s2_conv2.w313, align 32
+  %w298117 = load <8 x float>, ptr %s2_conv2.w298, align 32
+  %w294118 = load <8 x float>, ptr %s2_conv2.w294, align 32
+  %689 = fsub <8 x float> %w298117, %w294118
+  store <8 x float> %689, ptr %s2_conv2.w314, align 32
+  %w294119 = load <8 x float>, ptr %s2_conv2.w294, align 32
+  %w302 = load <8 x float>, ptr %s2_conv2.w302, align 32
+  %690 = fsub <8 x float> %w294119, %w302
+  store <8 x float> %690, ptr %s2_conv2.w315, align 32
+  %w291 = load <8 x float>, ptr %s2_conv2.w291, align 32
+  %w299 = load <8 x float>, ptr %s2_conv2.w299, align 32
+  %691 = fsub <8 x float> %w291, %w299
+  store <8 x float> %691, ptr %s2_conv2.w316, align 32
+  %w295 = load <8 x float>, ptr %s2_conv2.w295, align 32
+  %w299120 = load <8 x float>, ptr %s2_conv2.w299, align 32
+  %692 = fadd <8 x float> %w295, %w299120
+  store <8 x float> %692, ptr %s2_conv2.w317, align 32
+  %w299121 = load <8 x float>, ptr %s2_conv2.w299, align 32
+  %w295122 = load <8 x float>, ptr %s2_conv2.w295, align 32
+  %693 = fsub <8 x float> %w299121, %w295122
+  store <8 x float> %693, ptr %s2_conv2.w318, align 32
+  %w295123 = load <8 x float>, ptr %s2_conv2.w295, align 32
+  %w303 = load <8 x float>, ptr %s2_conv2.w303, align 32
+  %694 = fsub <8 x float> %w295123, %w303
+  store <8 x float> %694, ptr %s2_conv2.w319, align 32
+  %w304 = load <8 x float>, ptr %s2_conv2.w304, align 32
+  %695 = mul nsw i64 %s2_conv2.j28472, 64
+  %696 = mul nsw i64 %s2_conv2.ty28573, 8
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %s2_conv2.tx30374
+  %698 = add nsw i64 %697, %s2_conv2.tx28674
   %699 = mul nsw i64 %698, 32
-  %700 = add nsw i64 2123904, %699
-  %701 = mul nsw i64 %s2_conv2.cv30475, 8
+  %700 = add nsw i64 2123968, %699
+  %701 = mul nsw i64 %s2_conv2.cv28775, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w321, ptr %arena124, align 4
-  %w322 = load <8 x float>, ptr %s2_conv2.w322, align 32
-  %703 = mul nsw i64 %s2_conv2.j30172, 64
-  %704 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w304, ptr %arena124, align 4
+  %w305 = load <8 x float>, ptr %s2_conv2.w305, align 32
+  %703 = mul nsw i64 %s2_conv2.j28472, 64
+  %704 = mul nsw i64 %s2_conv2.ty28573, 8
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %s2_conv2.tx30374
+  %706 = add nsw i64 %705, %s2_conv2.tx28674
   %707 = mul nsw i64 %706, 32
-  %708 = add nsw i64 2125952, %707
-  %709 = mul nsw i64 %s2_conv2.cv30475, 8
+  %708 = add nsw i64 2126016, %707
+  %709 = mul nsw i64 %s2_conv2.cv28775, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w322, ptr %arena125, align 4
-  %w323 = load <8 x float>, ptr %s2_conv2.w323, align 32
-  %711 = mul nsw i64 %s2_conv2.j30172, 64
-  %712 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w305, ptr %arena125, align 4
+  %w306 = load <8 x float>, ptr %s2_conv2.w306, align 32
+  %711 = mul nsw i64 %s2_conv2.j28472, 64
+  %712 = mul nsw i64 %s2_conv2.ty28573, 8
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %s2_conv2.tx30374
+  %714 = add nsw i64 %713, %s2_conv2.tx28674
   %715 = mul nsw i64 %714, 32
-  %716 = add nsw i64 2128000, %715
-  %717 = mul nsw i64 %s2_conv2.cv30475, 8
+  %716 = add nsw i64 2128064, %715
+  %717 = mul nsw i64 %s2_conv2.cv28775, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w323, ptr %arena126, align 4
-  %w324 = load <8 x float>, ptr %s2_conv2.w324, align 32
-  %719 = mul nsw i64 %s2_conv2.j30172, 64
-  %720 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w306, ptr %arena126, align 4
+  %w307 = load <8 x float>, ptr %s2_conv2.w307, align 32
+  %719 = mul nsw i64 %s2_conv2.j28472, 64
+  %720 = mul nsw i64 %s2_conv2.ty28573, 8
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %s2_conv2.tx30374
+  %722 = add nsw i64 %721, %s2_conv2.tx28674
   %723 = mul nsw i64 %722, 32
-  %724 = add nsw i64 2130048, %723
-  %725 = mul nsw i64 %s2_conv2.cv30475, 8
+  %724 = add nsw i64 2130112, %723
+  %725 = mul nsw i64 %s2_conv2.cv28775, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w324, ptr %arena127, align 4
-  %w325 = load <8 x float>, ptr %s2_conv2.w325, align 32
-  %727 = mul nsw i64 %s2_conv2.j30172, 64
-  %728 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w307, ptr %arena127, align 4
+  %w308 = load <8 x float>, ptr %s2_conv2.w308, align 32
+  %727 = mul nsw i64 %s2_conv2.j28472, 64
+  %728 = mul nsw i64 %s2_conv2.ty28573, 8
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %s2_conv2.tx30374
+  %730 = add nsw i64 %729, %s2_conv2.tx28674
   %731 = mul nsw i64 %730, 32
-  %732 = add nsw i64 2132096, %731
-  %733 = mul nsw i64 %s2_conv2.cv30475, 8
+  %732 = add nsw i64 2132160, %731
+  %733 = mul nsw i64 %s2_conv2.cv28775, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w325, ptr %arena128, align 4
-  %w326 = load <8 x float>, ptr %s2_conv2.w326, align 32
-  %735 = mul nsw i64 %s2_conv2.j30172, 64
-  %736 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w308, ptr %arena128, align 4
+  %w309 = load <8 x float>, ptr %s2_conv2.w309, align 32
+  %735 = mul nsw i64 %s2_conv2.j28472, 64
+  %736 = mul nsw i64 %s2_conv2.ty28573, 8
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %s2_conv2.tx30374
+  %738 = add nsw i64 %737, %s2_conv2.tx28674
   %739 = mul nsw i64 %738, 32
-  %740 = add nsw i64 2134144, %739
-  %741 = mul nsw i64 %s2_conv2.cv30475, 8
+  %740 = add nsw i64 2134208, %739
+  %741 = mul nsw i64 %s2_conv2.cv28775, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w326, ptr %arena129, align 4
-  %w327 = load <8 x float>, ptr %s2_conv2.w327, align 32
-  %743 = mul nsw i64 %s2_conv2.j30172, 64
-  %744 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w309, ptr %arena129, align 4
+  %w310 = load <8 x float>, ptr %s2_conv2.w310, align 32
+  %743 = mul nsw i64 %s2_conv2.j28472, 64
+  %744 = mul nsw i64 %s2_conv2.ty28573, 8
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %s2_conv2.tx30374
+  %746 = add nsw i64 %745, %s2_conv2.tx28674
   %747 = mul nsw i64 %746, 32
-  %748 = add nsw i64 2136192, %747
-  %749 = mul nsw i64 %s2_conv2.cv30475, 8
+  %748 = add nsw i64 2136256, %747
+  %749 = mul nsw i64 %s2_conv2.cv28775, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w327, ptr %arena130, align 4
-  %w328 = load <8 x float>, ptr %s2_conv2.w328, align 32
-  %751 = mul nsw i64 %s2_conv2.j30172, 64
-  %752 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w310, ptr %arena130, align 4
+  %w311 = load <8 x float>, ptr %s2_conv2.w311, align 32
+  %751 = mul nsw i64 %s2_conv2.j28472, 64
+  %752 = mul nsw i64 %s2_conv2.ty28573, 8
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %s2_conv2.tx30374
+  %754 = add nsw i64 %753, %s2_conv2.tx28674
   %755 = mul nsw i64 %754, 32
-  %756 = add nsw i64 2138240, %755
-  %757 = mul nsw i64 %s2_conv2.cv30475, 8
+  %756 = add nsw i64 2138304, %755
+  %757 = mul nsw i64 %s2_conv2.cv28775, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w328, ptr %arena131, align 4
-  %w329 = load <8 x float>, ptr %s2_conv2.w329, align 32
-  %759 = mul nsw i64 %s2_conv2.j30172, 64
-  %760 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w311, ptr %arena131, align 4
+  %w312 = load <8 x float>, ptr %s2_conv2.w312, align 32
+  %759 = mul nsw i64 %s2_conv2.j28472, 64
+  %760 = mul nsw i64 %s2_conv2.ty28573, 8
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %s2_conv2.tx30374
+  %762 = add nsw i64 %761, %s2_conv2.tx28674
   %763 = mul nsw i64 %762, 32
-  %764 = add nsw i64 2140288, %763
-  %765 = mul nsw i64 %s2_conv2.cv30475, 8
+  %764 = add nsw i64 2140352, %763
+  %765 = mul nsw i64 %s2_conv2.cv28775, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w329, ptr %arena132, align 4
-  %w330 = load <8 x float>, ptr %s2_conv2.w330, align 32
-  %767 = mul nsw i64 %s2_conv2.j30172, 64
-  %768 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w312, ptr %arena132, align 4
+  %w313 = load <8 x float>, ptr %s2_conv2.w313, align 32
+  %767 = mul nsw i64 %s2_conv2.j28472, 64
+  %768 = mul nsw i64 %s2_conv2.ty28573, 8
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %s2_conv2.tx30374
+  %770 = add nsw i64 %769, %s2_conv2.tx28674
   %771 = mul nsw i64 %770, 32
-  %772 = add nsw i64 2142336, %771
-  %773 = mul nsw i64 %s2_conv2.cv30475, 8
+  %772 = add nsw i64 2142400, %771
+  %773 = mul nsw i64 %s2_conv2.cv28775, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w330, ptr %arena133, align 4
-  %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
-  %775 = mul nsw i64 %s2_conv2.j30172, 64
-  %776 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w313, ptr %arena133, align 4
+  %w314 = load <8 x float>, ptr %s2_conv2.w314, align 32
+  %775 = mul nsw i64 %s2_conv2.j28472, 64
+  %776 = mul nsw i64 %s2_conv2.ty28573, 8
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %s2_conv2.tx30374
+  %778 = add nsw i64 %777, %s2_conv2.tx28674
   %779 = mul nsw i64 %778, 32
-  %780 = add nsw i64 2144384, %779
-  %781 = mul nsw i64 %s2_conv2.cv30475, 8
+  %780 = add nsw i64 2144448, %779
+  %781 = mul nsw i64 %s2_conv2.cv28775, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w331, ptr %arena134, align 4
-  %w332 = load <8 x float>, ptr %s2_conv2.w332, align 32
-  %783 = mul nsw i64 %s2_conv2.j30172, 64
-  %784 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w314, ptr %arena134, align 4
+  %w315 = load <8 x float>, ptr %s2_conv2.w315, align 32
+  %783 = mul nsw i64 %s2_conv2.j28472, 64
+  %784 = mul nsw i64 %s2_conv2.ty28573, 8
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %s2_conv2.tx30374
+  %786 = add nsw i64 %785, %s2_conv2.tx28674
   %787 = mul nsw i64 %786, 32
-  %788 = add nsw i64 2146432, %787
-  %789 = mul nsw i64 %s2_conv2.cv30475, 8
+  %788 = add nsw i64 2146496, %787
+  %789 = mul nsw i64 %s2_conv2.cv28775, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w332, ptr %arena135, align 4
-  %w333 = load <8 x float>, ptr %s2_conv2.w333, align 32
-  %791 = mul nsw i64 %s2_conv2.j30172, 64
-  %792 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w315, ptr %arena135, align 4
+  %w316 = load <8 x float>, ptr %s2_conv2.w316, align 32
+  %791 = mul nsw i64 %s2_conv2.j28472, 64
+  %792 = mul nsw i64 %s2_conv2.ty28573, 8
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %s2_conv2.tx30374
+  %794 = add nsw i64 %793, %s2_conv2.tx28674
   %795 = mul nsw i64 %794, 32
-  %796 = add nsw i64 2148480, %795
-  %797 = mul nsw i64 %s2_conv2.cv30475, 8
+  %796 = add nsw i64 2148544, %795
+  %797 = mul nsw i64 %s2_conv2.cv28775, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w333, ptr %arena136, align 4
-  %w334 = load <8 x float>, ptr %s2_conv2.w334, align 32
-  %799 = mul nsw i64 %s2_conv2.j30172, 64
-  %800 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w316, ptr %arena136, align 4
+  %w317 = load <8 x float>, ptr %s2_conv2.w317, align 32
+  %799 = mul nsw i64 %s2_conv2.j28472, 64
+  %800 = mul nsw i64 %s2_conv2.ty28573, 8
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %s2_conv2.tx30374
+  %802 = add nsw i64 %801, %s2_conv2.tx28674
   %803 = mul nsw i64 %802, 32
-  %804 = add nsw i64 2150528, %803
-  %805 = mul nsw i64 %s2_conv2.cv30475, 8
+  %804 = add nsw i64 2150592, %803
+  %805 = mul nsw i64 %s2_conv2.cv28775, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w334, ptr %arena137, align 4
-  %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
-  %807 = mul nsw i64 %s2_conv2.j30172, 64
-  %808 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w317, ptr %arena137, align 4
+  %w318 = load <8 x float>, ptr %s2_conv2.w318, align 32
+  %807 = mul nsw i64 %s2_conv2.j28472, 64
+  %808 = mul nsw i64 %s2_conv2.ty28573, 8
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %s2_conv2.tx30374
+  %810 = add nsw i64 %809, %s2_conv2.tx28674
   %811 = mul nsw i64 %810, 32
-  %812 = add nsw i64 2152576, %811
-  %813 = mul nsw i64 %s2_conv2.cv30475, 8
+  %812 = add nsw i64 2152640, %811
+  %813 = mul nsw i64 %s2_conv2.cv28775, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w335, ptr %arena138, align 4
-  %w336 = load <8 x float>, ptr %s2_conv2.w336, align 32
-  %815 = mul nsw i64 %s2_conv2.j30172, 64
-  %816 = mul nsw i64 %s2_conv2.ty30273, 8
+  store <8 x float> %w318, ptr %arena138, align 4
+  %w319 = load <8 x float>, ptr %s2_conv2.w319, align 32
+  %815 = mul nsw i64 %s2_conv2.j28472, 64
+  %816 = mul nsw i64 %s2_conv2.ty28573, 8
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %s2_conv2.tx30374
+  %818 = add nsw i64 %817, %s2_conv2.tx28674
   %819 = mul nsw i64 %818, 32
-  %820 = add nsw i64 2154624, %819
-  %821 = mul nsw i64 %s2_conv2.cv30475, 8
+  %820 = add nsw i64 2154688, %819
+  %821 = mul nsw i64 %s2_conv2.cv28775, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w336, ptr %arena139, align 4
-  %cv304.next = add nsw i64 %s2_conv2.cv30475, 1
-  %823 = icmp slt i64 %cv304.next, 4
-  br i1 %823, label %s2_conv2.cv304, label %s2_conv2.cv304.end
+  store <8 x float> %w319, ptr %arena139, align 4
+  %cv287.next = add nsw i64 %s2_conv2.cv28775, 1
+  %823 = icmp slt i64 %cv287.next, 4
+  br i1 %823, label %s2_conv2.cv287, label %s2_conv2.cv287.end
 
-s2_conv2.cv304.end:                               ; preds = %s2_conv2.cv304
-  %tx303.next = add nsw i64 %s2_conv2.tx30374, 1
-  %824 = icmp slt i64 %tx303.next, 8
-  br i1 %824, label %s2_conv2.tx303, label %s2_conv2.tx303.end
+s2_conv2.cv287.end:                               ; preds = %s2_conv2.cv287
+  %tx286.next = add nsw i64 %s2_conv2.tx28674, 1
+  %824 = icmp slt i64 %tx286.next, 8
+  br i1 %824, label %s2_conv2.tx286, label %s2_conv2.tx286.end
 
-s2_conv2.xi337:                                   ; preds = %s2_conv2.xi337, %s2_conv2.j301.end
-  %s2_conv2.xi337140 = phi i64 [ 0, %s2_conv2.j301.end ], [ %xi337.next, %s2_conv2.xi337 ]
-  %825 = mul nsw i64 %s2_conv2.xi337140, 2048
-  %826 = add nsw i64 2123904, %825
+s2_conv2.xi320:                                   ; preds = %s2_conv2.xi320, %s2_conv2.j284.end
+  %s2_conv2.xi320140 = phi i64 [ 0, %s2_conv2.j284.end ], [ %xi320.next, %s2_conv2.xi320 ]
+  %825 = mul nsw i64 %s2_conv2.xi320140, 2048
+  %826 = add nsw i64 2123968, %825
   %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %s2_conv2.xi337140, 1024
-  %828 = add nsw i64 2097152, %827
+  %827 = mul nsw i64 %s2_conv2.xi320140, 1024
+  %828 = add nsw i64 2097216, %827
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %s2_conv2.xi337140, 2048
-  %830 = add nsw i64 2156672, %829
+  %829 = mul nsw i64 %s2_conv2.xi320140, 2048
+  %830 = add nsw i64 2156736, %829
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 32, i32 32, float 1.000000e+00, ptr %arena141, i32 32, ptr %arena142, i32 32, float 0.000000e+00, ptr %arena143, i32 32)
-  %xi337.next = add nsw i64 %s2_conv2.xi337140, 1
-  %831 = icmp slt i64 %xi337.next, 16
-  br i1 %831, label %s2_conv2.xi337, label %s2_conv2.xi337.end
+  %xi320.next = add nsw i64 %s2_conv2.xi320140, 1
+  %831 = icmp slt i64 %xi320.next, 16
+  br i1 %831, label %s2_conv2.xi320, label %s2_conv2.xi320.end
 
-s2_conv2.xi337.end:                               ; preds = %s2_conv2.xi337
-  br label %s2_conv2.j338
+s2_conv2.xi320.end:                               ; preds = %s2_conv2.xi320
+  br label %s2_conv2.j321
 
-s2_conv2.j338:                                    ; preds = %s2_conv2.ty339.end, %s2_conv2.xi337.end
-  %s2_conv2.j338144 = phi i64 [ 0, %s2_conv2.xi337.end ], [ %j338.next, %s2_conv2.ty339.end ]
-  br label %s2_conv2.ty339
+s2_conv2.j321:                                    ; preds = %s2_conv2.ty322.end, %s2_conv2.xi320.end
+  %s2_conv2.j321144 = phi i64 [ 0, %s2_conv2.xi320.end ], [ %j321.next, %s2_conv2.ty322.end ]
+  br label %s2_conv2.ty322
 
-s2_conv2.j338.end:                                ; preds = %s2_conv2.ty339.end
-  br label %s2_conv2.j354
+s2_conv2.j321.end:                                ; preds = %s2_conv2.ty322.end
+  br label %s2_conv2.j337
 
-s2_conv2.ty339:                                   ; preds = %s2_conv2.tx340.end, %s2_conv2.j338
-  %s2_conv2.ty339145 = phi i64 [ 0, %s2_conv2.j338 ], [ %ty339.next, %s2_conv2.tx340.end ]
-  br label %s2_conv2.tx340
+s2_conv2.ty322:                                   ; preds = %s2_conv2.tx323.end, %s2_conv2.j321
+  %s2_conv2.ty322145 = phi i64 [ 0, %s2_conv2.j321 ], [ %ty322.next, %s2_conv2.tx323.end ]
+  br label %s2_conv2.tx323
 
-s2_conv2.ty339.end:                               ; preds = %s2_conv2.tx340.end
-  %j338.next = add nsw i64 %s2_conv2.j338144, 1
-  %832 = icmp slt i64 %j338.next, 1
-  br i1 %832, label %s2_conv2.j338, label %s2_conv2.j338.end
+s2_conv2.ty322.end:                               ; preds = %s2_conv2.tx323.end
+  %j321.next = add nsw i64 %s2_conv2.j321144, 1
+  %832 = icmp slt i64 %j321.next, 1
+  br i1 %832, label %s2_conv2.j321, label %s2_conv2.j321.end
 
-s2_conv2.tx340:                                   ; preds = %s2_conv2.cv341.end, %s2_conv2.ty339
-  %s2_conv2.tx340146 = phi i64 [ 0, %s2_conv2.ty339 ], [ %tx340.next, %s2_conv2.cv341.end ]
-  br label %s2_conv2.cv341
+s2_conv2.tx323:                                   ; preds = %s2_conv2.cv324.end, %s2_conv2.ty322
+  %s2_conv2.tx323146 = phi i64 [ 0, %s2_conv2.ty322 ], [ %tx323.next, %s2_conv2.cv324.end ]
+  br label %s2_conv2.cv324
 
-s2_conv2.tx340.end:                               ; preds = %s2_conv2.cv341.end
-  %ty339.next = add nsw i64 %s2_conv2.ty339145, 1
-  %833 = icmp slt i64 %ty339.next, 8
-  br i1 %833, label %s2_conv2.ty339, label %s2_conv2.ty339.end
+s2_conv2.tx323.end:                               ; preds = %s2_conv2.cv324.end
+  %ty322.next = add nsw i64 %s2_conv2.ty322145, 1
+  %833 = icmp slt i64 %ty322.next, 8
+  br i1 %833, label %s2_conv2.ty322, label %s2_conv2.ty322.end
 
-s2_conv2.cv341:                                   ; preds = %s2_conv2.cv341, %s2_conv2.tx340
-  %s2_conv2.cv341147 = phi i64 [ 0, %s2_conv2.tx340 ], [ %cv341.next, %s2_conv2.cv341 ]
-  %834 = mul nsw i64 %s2_conv2.j338144, 64
-  %835 = mul nsw i64 %s2_conv2.ty339145, 8
+s2_conv2.cv324:                                   ; preds = %s2_conv2.cv324, %s2_conv2.tx323
+  %s2_conv2.cv324147 = phi i64 [ 0, %s2_conv2.tx323 ], [ %cv324.next, %s2_conv2.cv324 ]
+  %834 = mul nsw i64 %s2_conv2.j321144, 64
+  %835 = mul nsw i64 %s2_conv2.ty322145, 8
   %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %s2_conv2.tx340146
+  %837 = add nsw i64 %836, %s2_conv2.tx323146
   %838 = mul nsw i64 %837, 32
-  %839 = add nsw i64 2156672, %838
-  %840 = mul nsw i64 %s2_conv2.cv341147, 8
+  %839 = add nsw i64 2156736, %838
+  %840 = mul nsw i64 %s2_conv2.cv324147, 8
   %841 = add nsw i64 %839, %840
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
   %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %s2_conv2.j338144, 64
-  %844 = mul nsw i64 %s2_conv2.ty339145, 8
+  %843 = mul nsw i64 %s2_conv2.j321144, 64
+  %844 = mul nsw i64 %s2_conv2.ty322145, 8
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %s2_conv2.tx340146
+  %846 = add nsw i64 %845, %s2_conv2.tx323146
   %847 = mul nsw i64 %846, 32
-  %848 = add nsw i64 2164864, %847
-  %849 = mul nsw i64 %s2_conv2.cv341147, 8
+  %848 = add nsw i64 2164928, %847
+  %849 = mul nsw i64 %s2_conv2.cv324147, 8
   %850 = add nsw i64 %848, %849
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
   %851 = load <8 x float>, ptr %arena149, align 4
   %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %s2_conv2.j338144, 64
-  %854 = mul nsw i64 %s2_conv2.ty339145, 8
+  %853 = mul nsw i64 %s2_conv2.j321144, 64
+  %854 = mul nsw i64 %s2_conv2.ty322145, 8
   %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %s2_conv2.tx340146
+  %856 = add nsw i64 %855, %s2_conv2.tx323146
   %857 = mul nsw i64 %856, 32
-  %858 = add nsw i64 2173056, %857
-  %859 = mul nsw i64 %s2_conv2.cv341147, 8
+  %858 = add nsw i64 2173120, %857
+  %859 = mul nsw i64 %s2_conv2.cv324147, 8
   %860 = add nsw i64 %858, %859
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
   %861 = load <8 x float>, ptr %arena150, align 4
   %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %s2_conv2.w342, align 32
-  %863 = mul nsw i64 %s2_conv2.j338144, 64
-  %864 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %862, ptr %s2_conv2.w325, align 32
+  %863 = mul nsw i64 %s2_conv2.j321144, 64
+  %864 = mul nsw i64 %s2_conv2.ty322145, 8
   %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %s2_conv2.tx340146
+  %866 = add nsw i64 %865, %s2_conv2.tx323146
   %867 = mul nsw i64 %866, 32
-  %868 = add nsw i64 2164864, %867
-  %869 = mul nsw i64 %s2_conv2.cv341147, 8
+  %868 = add nsw i64 2164928, %867
+  %869 = mul nsw i64 %s2_conv2.cv324147, 8
   %870 = add nsw i64 %868, %869
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
   %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %s2_conv2.j338144, 64
-  %873 = mul nsw i64 %s2_conv2.ty339145, 8
+  %872 = mul nsw i64 %s2_conv2.j321144, 64
+  %873 = mul nsw i64 %s2_conv2.ty322145, 8
   %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %s2_conv2.tx340146
+  %875 = add nsw i64 %874, %s2_conv2.tx323146
   %876 = mul nsw i64 %875, 32
-  %877 = add nsw i64 2173056, %876
-  %878 = mul nsw i64 %s2_conv2.cv341147, 8
+  %877 = add nsw i64 2173120, %876
+  %878 = mul nsw i64 %s2_conv2.cv324147, 8
   %879 = add nsw i64 %877, %878
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
   %880 = load <8 x float>, ptr %arena152, align 4
   %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %s2_conv2.j338144, 64
-  %883 = mul nsw i64 %s2_conv2.ty339145, 8
+  %882 = mul nsw i64 %s2_conv2.j321144, 64
+  %883 = mul nsw i64 %s2_conv2.ty322145, 8
   %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %s2_conv2.tx340146
+  %885 = add nsw i64 %884, %s2_conv2.tx323146
   %886 = mul nsw i64 %885, 32
-  %887 = add nsw i64 2181248, %886
-  %888 = mul nsw i64 %s2_conv2.cv341147, 8
+  %887 = add nsw i64 2181312, %886
+  %888 = mul nsw i64 %s2_conv2.cv324147, 8
   %889 = add nsw i64 %887, %888
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
   %890 = load <8 x float>, ptr %arena153, align 4
   %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %s2_conv2.w343, align 32
-  %892 = mul nsw i64 %s2_conv2.j338144, 64
-  %893 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %891, ptr %s2_conv2.w326, align 32
+  %892 = mul nsw i64 %s2_conv2.j321144, 64
+  %893 = mul nsw i64 %s2_conv2.ty322145, 8
   %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %s2_conv2.tx340146
+  %895 = add nsw i64 %894, %s2_conv2.tx323146
   %896 = mul nsw i64 %895, 32
-  %897 = add nsw i64 2158720, %896
-  %898 = mul nsw i64 %s2_conv2.cv341147, 8
+  %897 = add nsw i64 2158784, %896
+  %898 = mul nsw i64 %s2_conv2.cv324147, 8
   %899 = add nsw i64 %897, %898
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
   %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %s2_conv2.j338144, 64
-  %902 = mul nsw i64 %s2_conv2.ty339145, 8
+  %901 = mul nsw i64 %s2_conv2.j321144, 64
+  %902 = mul nsw i64 %s2_conv2.ty322145, 8
   %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %s2_conv2.tx340146
+  %904 = add nsw i64 %903, %s2_conv2.tx323146
   %905 = mul nsw i64 %904, 32
-  %906 = add nsw i64 2166912, %905
-  %907 = mul nsw i64 %s2_conv2.cv341147, 8
+  %906 = add nsw i64 2166976, %905
+  %907 = mul nsw i64 %s2_conv2.cv324147, 8
   %908 = add nsw i64 %906, %907
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
   %909 = load <8 x float>, ptr %arena155, align 4
   %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %s2_conv2.j338144, 64
-  %912 = mul nsw i64 %s2_conv2.ty339145, 8
+  %911 = mul nsw i64 %s2_conv2.j321144, 64
+  %912 = mul nsw i64 %s2_conv2.ty322145, 8
   %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %s2_conv2.tx340146
+  %914 = add nsw i64 %913, %s2_conv2.tx323146
   %915 = mul nsw i64 %914, 32
-  %916 = add nsw i64 2175104, %915
-  %917 = mul nsw i64 %s2_conv2.cv341147, 8
+  %916 = add nsw i64 2175168, %915
+  %917 = mul nsw i64 %s2_conv2.cv324147, 8
   %918 = add nsw i64 %916, %917
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
   %919 = load <8 x float>, ptr %arena156, align 4
   %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %s2_conv2.w344, align 32
-  %921 = mul nsw i64 %s2_conv2.j338144, 64
-  %922 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %920, ptr %s2_conv2.w327, align 32
+  %921 = mul nsw i64 %s2_conv2.j321144, 64
+  %922 = mul nsw i64 %s2_conv2.ty322145, 8
   %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %s2_conv2.tx340146
+  %924 = add nsw i64 %923, %s2_conv2.tx323146
   %925 = mul nsw i64 %924, 32
-  %926 = add nsw i64 2166912, %925
-  %927 = mul nsw i64 %s2_conv2.cv341147, 8
+  %926 = add nsw i64 2166976, %925
+  %927 = mul nsw i64 %s2_conv2.cv324147, 8
   %928 = add nsw i64 %926, %927
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
   %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %s2_conv2.j338144, 64
-  %931 = mul nsw i64 %s2_conv2.ty339145, 8
+  %930 = mul nsw i64 %s2_conv2.j321144, 64
+  %931 = mul nsw i64 %s2_conv2.ty322145, 8
   %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %s2_conv2.tx340146
+  %933 = add nsw i64 %932, %s2_conv2.tx323146
   %934 = mul nsw i64 %933, 32
-  %935 = add nsw i64 2175104, %934
-  %936 = mul nsw i64 %s2_conv2.cv341147, 8
+  %935 = add nsw i64 2175168, %934
+  %936 = mul nsw i64 %s2_conv2.cv324147, 8
   %937 = add nsw i64 %935, %936
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
   %938 = load <8 x float>, ptr %arena158, align 4
   %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %s2_conv2.j338144, 64
-  %941 = mul nsw i64 %s2_conv2.ty339145, 8
+  %940 = mul nsw i64 %s2_conv2.j321144, 64
+  %941 = mul nsw i64 %s2_conv2.ty322145, 8
   %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %s2_conv2.tx340146
+  %943 = add nsw i64 %942, %s2_conv2.tx323146
   %944 = mul nsw i64 %943, 32
-  %945 = add nsw i64 2183296, %944
-  %946 = mul nsw i64 %s2_conv2.cv341147, 8
+  %945 = add nsw i64 2183360, %944
+  %946 = mul nsw i64 %s2_conv2.cv324147, 8
   %947 = add nsw i64 %945, %946
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
   %948 = load <8 x float>, ptr %arena159, align 4
   %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %s2_conv2.w345, align 32
-  %950 = mul nsw i64 %s2_conv2.j338144, 64
-  %951 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %949, ptr %s2_conv2.w328, align 32
+  %950 = mul nsw i64 %s2_conv2.j321144, 64
+  %951 = mul nsw i64 %s2_conv2.ty322145, 8
   %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %s2_conv2.tx340146
+  %953 = add nsw i64 %952, %s2_conv2.tx323146
   %954 = mul nsw i64 %953, 32
-  %955 = add nsw i64 2160768, %954
-  %956 = mul nsw i64 %s2_conv2.cv341147, 8
+  %955 = add nsw i64 2160832, %954
+  %956 = mul nsw i64 %s2_conv2.cv324147, 8
   %957 = add nsw i64 %955, %956
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %s2_conv2.j338144, 64
-  %960 = mul nsw i64 %s2_conv2.ty339145, 8
+  %959 = mul nsw i64 %s2_conv2.j321144, 64
+  %960 = mul nsw i64 %s2_conv2.ty322145, 8
   %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %s2_conv2.tx340146
+  %962 = add nsw i64 %961, %s2_conv2.tx323146
   %963 = mul nsw i64 %962, 32
-  %964 = add nsw i64 2168960, %963
-  %965 = mul nsw i64 %s2_conv2.cv341147, 8
+  %964 = add nsw i64 2169024, %963
+  %965 = mul nsw i64 %s2_conv2.cv324147, 8
   %966 = add nsw i64 %964, %965
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
   %967 = load <8 x float>, ptr %arena161, align 4
   %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %s2_conv2.j338144, 64
-  %970 = mul nsw i64 %s2_conv2.ty339145, 8
+  %969 = mul nsw i64 %s2_conv2.j321144, 64
+  %970 = mul nsw i64 %s2_conv2.ty322145, 8
   %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %s2_conv2.tx340146
+  %972 = add nsw i64 %971, %s2_conv2.tx323146
   %973 = mul nsw i64 %972, 32
-  %974 = add nsw i64 2177152, %973
-  %975 = mul nsw i64 %s2_conv2.cv341147, 8
+  %974 = add nsw i64 2177216, %973
+  %975 = mul nsw i64 %s2_conv2.cv324147, 8
   %976 = add nsw i64 %974, %975
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
   %977 = load <8 x float>, ptr %arena162, align 4
   %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %s2_conv2.w346, align 32
-  %979 = mul nsw i64 %s2_conv2.j338144, 64
-  %980 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %978, ptr %s2_conv2.w329, align 32
+  %979 = mul nsw i64 %s2_conv2.j321144, 64
+  %980 = mul nsw i64 %s2_conv2.ty322145, 8
   %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %s2_conv2.tx340146
+  %982 = add nsw i64 %981, %s2_conv2.tx323146
   %983 = mul nsw i64 %982, 32
-  %984 = add nsw i64 2168960, %983
-  %985 = mul nsw i64 %s2_conv2.cv341147, 8
+  %984 = add nsw i64 2169024, %983
+  %985 = mul nsw i64 %s2_conv2.cv324147, 8
   %986 = add nsw i64 %984, %985
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
   %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %s2_conv2.j338144, 64
-  %989 = mul nsw i64 %s2_conv2.ty339145, 8
+  %988 = mul nsw i64 %s2_conv2.j321144, 64
+  %989 = mul nsw i64 %s2_conv2.ty322145, 8
   %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %s2_conv2.tx340146
+  %991 = add nsw i64 %990, %s2_conv2.tx323146
   %992 = mul nsw i64 %991, 32
-  %993 = add nsw i64 2177152, %992
-  %994 = mul nsw i64 %s2_conv2.cv341147, 8
+  %993 = add nsw i64 2177216, %992
+  %994 = mul nsw i64 %s2_conv2.cv324147, 8
   %995 = add nsw i64 %993, %994
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load <8 x float>, ptr %arena164, align 4
   %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %s2_conv2.j338144, 64
-  %999 = mul nsw i64 %s2_conv2.ty339145, 8
+  %998 = mul nsw i64 %s2_conv2.j321144, 64
+  %999 = mul nsw i64 %s2_conv2.ty322145, 8
   %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %s2_conv2.tx340146
+  %1001 = add nsw i64 %1000, %s2_conv2.tx323146
   %1002 = mul nsw i64 %1001, 32
-  %1003 = add nsw i64 2185344, %1002
-  %1004 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1003 = add nsw i64 2185408, %1002
+  %1004 = mul nsw i64 %s2_conv2.cv324147, 8
   %1005 = add nsw i64 %1003, %1004
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
   %1006 = load <8 x float>, ptr %arena165, align 4
   %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %s2_conv2.w347, align 32
-  %1008 = mul nsw i64 %s2_conv2.j338144, 64
-  %1009 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %1007, ptr %s2_conv2.w330, align 32
+  %1008 = mul nsw i64 %s2_conv2.j321144, 64
+  %1009 = mul nsw i64 %s2_conv2.ty322145, 8
   %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %s2_conv2.tx340146
+  %1011 = add nsw i64 %1010, %s2_conv2.tx323146
   %1012 = mul nsw i64 %1011, 32
-  %1013 = add nsw i64 2162816, %1012
-  %1014 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1013 = add nsw i64 2162880, %1012
+  %1014 = mul nsw i64 %s2_conv2.cv324147, 8
   %1015 = add nsw i64 %1013, %1014
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
   %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %s2_conv2.j338144, 64
-  %1018 = mul nsw i64 %s2_conv2.ty339145, 8
+  %1017 = mul nsw i64 %s2_conv2.j321144, 64
+  %1018 = mul nsw i64 %s2_conv2.ty322145, 8
   %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %s2_conv2.tx340146
+  %1020 = add nsw i64 %1019, %s2_conv2.tx323146
   %1021 = mul nsw i64 %1020, 32
-  %1022 = add nsw i64 2171008, %1021
-  %1023 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1022 = add nsw i64 2171072, %1021
+  %1023 = mul nsw i64 %s2_conv2.cv324147, 8
   %1024 = add nsw i64 %1022, %1023
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load <8 x float>, ptr %arena167, align 4
   %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %s2_conv2.j338144, 64
-  %1028 = mul nsw i64 %s2_conv2.ty339145, 8
+  %1027 = mul nsw i64 %s2_conv2.j321144, 64
+  %1028 = mul nsw i64 %s2_conv2.ty322145, 8
   %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %s2_conv2.tx340146
+  %1030 = add nsw i64 %1029, %s2_conv2.tx323146
   %1031 = mul nsw i64 %1030, 32
-  %1032 = add nsw i64 2179200, %1031
-  %1033 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1032 = add nsw i64 2179264, %1031
+  %1033 = mul nsw i64 %s2_conv2.cv324147, 8
   %1034 = add nsw i64 %1032, %1033
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load <8 x float>, ptr %arena168, align 4
   %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %s2_conv2.w348, align 32
-  %1037 = mul nsw i64 %s2_conv2.j338144, 64
-  %1038 = mul nsw i64 %s2_conv2.ty339145, 8
+  store <8 x float> %1036, ptr %s2_conv2.w331, align 32
+  %1037 = mul nsw i64 %s2_conv2.j321144, 64
+  %1038 = mul nsw i64 %s2_conv2.ty322145, 8
   %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %s2_conv2.tx340146
+  %1040 = add nsw i64 %1039, %s2_conv2.tx323146
   %1041 = mul nsw i64 %1040, 32
-  %1042 = add nsw i64 2171008, %1041
-  %1043 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1042 = add nsw i64 2171072, %1041
+  %1043 = mul nsw i64 %s2_conv2.cv324147, 8
   %1044 = add nsw i64 %1042, %1043
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
   %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %s2_conv2.j338144, 64
-  %1047 = mul nsw i64 %s2_conv2.ty339145, 8
+  %1046 = mul nsw i64 %s2_conv2.j321144, 64
+  %1047 = mul nsw i64 %s2_conv2.ty322145, 8
   %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %s2_conv2.tx340146
+  %1049 = add nsw i64 %1048, %s2_conv2.tx323146
   %1050 = mul nsw i64 %1049, 32
-  %1051 = add nsw i64 2179200, %1050
-  %1052 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1051 = add nsw i64 2179264, %1050
+  %1052 = mul nsw i64 %s2_conv2.cv324147, 8
   %1053 = add nsw i64 %1051, %1052
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
   %1054 = load <8 x float>, ptr %arena170, align 4
   %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %s2_conv2.j338144, 64
-  %1057 = mul nsw i64 %s2_conv2.ty339145, 8
+  %1056 = mul nsw i64 %s2_conv2.j321144, 64
+  %1057 = mul nsw i64 %s2_conv2.ty322145, 8
   %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %s2_conv2.tx340146
+  %1059 = add nsw i64 %1058, %s2_conv2.tx323146
   %1060 = mul nsw i64 %1059, 32
-  %1061 = add nsw i64 2187392, %1060
-  %1062 = mul nsw i64 %s2_conv2.cv341147, 8
+  %1061 = add nsw i64 2187456, %1060
+  %1062 = mul nsw i64 %s2_conv2.cv324147, 8
   %1063 = add nsw i64 %1061, %1062
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
   %1064 = load <8 x float>, ptr %arena171, align 4
   %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %s2_conv2.w349, align 32
-  %w342 = load <8 x float>, ptr %s2_conv2.w342, align 32
-  %w344 = load <8 x float>, ptr %s2_conv2.w344, align 32
-  %1066 = fadd <8 x float> %w342, %w344
-  %w346 = load <8 x float>, ptr %s2_conv2.w346, align 32
-  %1067 = fadd <8 x float> %1066, %w346
-  store <8 x float> %1067, ptr %s2_conv2.w350, align 32
-  %w344172 = load <8 x float>, ptr %s2_conv2.w344, align 32
-  %w346173 = load <8 x float>, ptr %s2_conv2.w346, align 32
-  %1068 = fsub <8 x float> %w344172, %w346173
-  %w348 = load <8 x float>, ptr %s2_conv2.w348, align 32
-  %1069 = fsub <8 x float> %1068, %w348
-  store <8 x float> %1069, ptr %s2_conv2.w351, align 32
-  %w343 = load <8 x float>, ptr %s2_conv2.w343, align 32
-  %w345 = load <8 x float>, ptr %s2_conv2.w345, align 32
-  %1070 = fadd <8 x float> %w343, %w345
-  %w347 = load <8 x float>, ptr %s2_conv2.w347, align 32
-  %1071 = fadd <8 x float> %1070, %w347
-  store <8 x float> %1071, ptr %s2_conv2.w352, align 32
-  %w345174 = load <8 x float>, ptr %s2_conv2.w345, align 32
-  %w347175 = load <8 x float>, ptr %s2_conv2.w347, align 32
-  %1072 = fsub <8 x float> %w345174, %w347175
-  %w349 = load <8 x float>, ptr %s2_conv2.w349, align 32
-  %1073 = fsub <8 x float> %1072, %w349
-  store <8 x float> %1073, ptr %s2_conv2.w353, align 32
-  %w350 = load <8 x float>, ptr %s2_conv2.w350, align 32
-  %1074 = mul nsw i64 %s2_conv2.j338144, 16
-  %1075 = mul nsw i64 %s2_conv2.ty339145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 16
-  %1078 = mul nsw i64 %s2_conv2.tx340146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 32
-  %1081 = add nsw i64 2189440, %1080
-  %1082 = mul nsw i64 %s2_conv2.cv341147, 8
-  %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w350, ptr %arena176, align 4
-  %w351 = load <8 x float>, ptr %s2_conv2.w351, align 32
-  %1084 = mul nsw i64 %s2_conv2.j338144, 16
-  %1085 = mul nsw i64 %s2_conv2.ty339145, 2
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 16
-  %1088 = mul nsw i64 %s2_conv2.tx340146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 32
-  %1092 = add nsw i64 2189440, %1091
-  %1093 = mul nsw i64 %s2_conv2.cv341147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w351, ptr %arena177, align 4
-  %w352 = load <8 x float>, ptr %s2_conv2.w352, align 32
-  %1095 = mul nsw i64 %s2_conv2.j338144, 16
-  %1096 = mul nsw i64 %s2_conv2.ty339145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 16
-  %1100 = mul nsw i64 %s2_conv2.tx340146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 32
-  %1103 = add nsw i64 2189440, %1102
-  %1104 = mul nsw i64 %s2_conv2.cv341147, 8
+  store <8 x float> %1065, ptr %s2_conv2.w332, align 32
+  %w325 = load <8 x float>, ptr %s2_conv2.w325, align 32
+  %w327 = load <8 x float>, ptr %s2_conv2.w327, align 32
+  %1066 = fadd <8 x float> %w325, %w327
+  %w329 = load <8 x float>, ptr %s2_conv2.w329, align 32
+  %1067 = fadd <8 x float> %1066, %w329
+  store <8 x float> %1067, ptr %s2_conv2.w333, align 32
+  %w327172 = load <8 x float>, ptr %s2_conv2.w327, align 32
+  %w329173 = load <8 x float>, ptr %s2_conv2.w329, align 32
+  %1068 = fsub <8 x float> %w327172, %w329173
+  %w331 = load <8 x float>, ptr %s2_conv2.w331, align 32
+  %1069 = fsub <8 x float> %1068, %w331
+  store <8 x float> %1069, ptr %s2_conv2.w334, align 32
+  %w326 = load <8 x float>, ptr %s2_conv2.w326, align 32
+  %w328 = load <8 x float>, ptr %s2_conv2.w328, align 32
+  %1070 = fadd <8 x float> %w326, %w328
+  %w330 = load <8 x float>, ptr %s2_conv2.w330, align 32
+  %1071 = fadd <8 x float> %1070, %w330
+  store <8 x float> %1071, ptr %s2_conv2.w335, align 32
+  %w328174 = load <8 x float>, ptr %s2_conv2.w328, align 32
+  %w330175 = load <8 x float>, ptr %s2_conv2.w330, align 32
+  %1072 = fsub <8 x float> %w328174, %w330175
+  %w332 = load <8 x float>, ptr %s2_conv2.w332, align 32
+  %1073 = fsub <8 x float> %1072, %w332
+  store <8 x float> %1073, ptr %s2_conv2.w336, align 32
+  %w333 = load <8 x float>, ptr %s2_conv2.w333, align 32
+  %1074 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1075 = add nsw i64 1048576, %1074
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1075
+  %1076 = load <8 x float>, ptr %arena176, align 4
+  %1077 = fmul <8 x float> %w333, %1076
+  %1078 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1079 = add nsw i64 1048608, %1078
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1079
+  %1080 = load <8 x float>, ptr %arena177, align 4
+  %1081 = fadd <8 x float> %1077, %1080
+  %1082 = mul nsw i64 %s2_conv2.j321144, 16
+  %1083 = mul nsw i64 %s2_conv2.ty322145, 2
+  %1084 = add nsw i64 %1082, %1083
+  %1085 = mul nsw i64 %1084, 16
+  %1086 = mul nsw i64 %s2_conv2.tx323146, 2
+  %1087 = add nsw i64 %1085, %1086
+  %1088 = mul nsw i64 %1087, 32
+  %1089 = add nsw i64 2189504, %1088
+  %1090 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1091 = add nsw i64 %1089, %1090
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <8 x float> %1081, ptr %arena178, align 4
+  %w334 = load <8 x float>, ptr %s2_conv2.w334, align 32
+  %1092 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1093 = add nsw i64 1048576, %1092
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1093
+  %1094 = load <8 x float>, ptr %arena179, align 4
+  %1095 = fmul <8 x float> %w334, %1094
+  %1096 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1097 = add nsw i64 1048608, %1096
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1097
+  %1098 = load <8 x float>, ptr %arena180, align 4
+  %1099 = fadd <8 x float> %1095, %1098
+  %1100 = mul nsw i64 %s2_conv2.j321144, 16
+  %1101 = mul nsw i64 %s2_conv2.ty322145, 2
+  %1102 = add nsw i64 %1100, %1101
+  %1103 = mul nsw i64 %1102, 16
+  %1104 = mul nsw i64 %s2_conv2.tx323146, 2
   %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w352, ptr %arena178, align 4
-  %w353 = load <8 x float>, ptr %s2_conv2.w353, align 32
-  %1106 = mul nsw i64 %s2_conv2.j338144, 16
-  %1107 = mul nsw i64 %s2_conv2.ty339145, 2
-  %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 16
-  %1111 = mul nsw i64 %s2_conv2.tx340146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 32
-  %1115 = add nsw i64 2189440, %1114
-  %1116 = mul nsw i64 %s2_conv2.cv341147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w353, ptr %arena179, align 4
-  %cv341.next = add nsw i64 %s2_conv2.cv341147, 1
-  %1118 = icmp slt i64 %cv341.next, 4
-  br i1 %1118, label %s2_conv2.cv341, label %s2_conv2.cv341.end
+  %1106 = add nsw i64 %1105, 1
+  %1107 = mul nsw i64 %1106, 32
+  %1108 = add nsw i64 2189504, %1107
+  %1109 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1110 = add nsw i64 %1108, %1109
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1110
+  store <8 x float> %1099, ptr %arena181, align 4
+  %w335 = load <8 x float>, ptr %s2_conv2.w335, align 32
+  %1111 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1112 = add nsw i64 1048576, %1111
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1112
+  %1113 = load <8 x float>, ptr %arena182, align 4
+  %1114 = fmul <8 x float> %w335, %1113
+  %1115 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1116 = add nsw i64 1048608, %1115
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1116
+  %1117 = load <8 x float>, ptr %arena183, align 4
+  %1118 = fadd <8 x float> %1114, %1117
+  %1119 = mul nsw i64 %s2_conv2.j321144, 16
+  %1120 = mul nsw i64 %s2_conv2.ty322145, 2
+  %1121 = add nsw i64 %1119, %1120
+  %1122 = add nsw i64 %1121, 1
+  %1123 = mul nsw i64 %1122, 16
+  %1124 = mul nsw i64 %s2_conv2.tx323146, 2
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = mul nsw i64 %1125, 32
+  %1127 = add nsw i64 2189504, %1126
+  %1128 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1129 = add nsw i64 %1127, %1128
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1129
+  store <8 x float> %1118, ptr %arena184, align 4
+  %w336 = load <8 x float>, ptr %s2_conv2.w336, align 32
+  %1130 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1131 = add nsw i64 1048576, %1130
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1131
+  %1132 = load <8 x float>, ptr %arena185, align 4
+  %1133 = fmul <8 x float> %w336, %1132
+  %1134 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1135 = add nsw i64 1048608, %1134
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1135
+  %1136 = load <8 x float>, ptr %arena186, align 4
+  %1137 = fadd <8 x float> %1133, %1136
+  %1138 = mul nsw i64 %s2_conv2.j321144, 16
+  %1139 = mul nsw i64 %s2_conv2.ty322145, 2
+  %1140 = add nsw i64 %1138, %1139
+  %1141 = add nsw i64 %1140, 1
+  %1142 = mul nsw i64 %1141, 16
+  %1143 = mul nsw i64 %s2_conv2.tx323146, 2
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = add nsw i64 %1144, 1
+  %1146 = mul nsw i64 %1145, 32
+  %1147 = add nsw i64 2189504, %1146
+  %1148 = mul nsw i64 %s2_conv2.cv324147, 8
+  %1149 = add nsw i64 %1147, %1148
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %1149
+  store <8 x float> %1137, ptr %arena187, align 4
+  %cv324.next = add nsw i64 %s2_conv2.cv324147, 1
+  %1150 = icmp slt i64 %cv324.next, 4
+  br i1 %1150, label %s2_conv2.cv324, label %s2_conv2.cv324.end
 
-s2_conv2.cv341.end:                               ; preds = %s2_conv2.cv341
-  %tx340.next = add nsw i64 %s2_conv2.tx340146, 1
-  %1119 = icmp slt i64 %tx340.next, 8
-  br i1 %1119, label %s2_conv2.tx340, label %s2_conv2.tx340.end
+s2_conv2.cv324.end:                               ; preds = %s2_conv2.cv324
+  %tx323.next = add nsw i64 %s2_conv2.tx323146, 1
+  %1151 = icmp slt i64 %tx323.next, 8
+  br i1 %1151, label %s2_conv2.tx323, label %s2_conv2.tx323.end
 
-s2_conv2.j354:                                    ; preds = %s2_conv2.c355.end, %s2_conv2.j338.end
-  %s2_conv2.j354180 = phi i64 [ 0, %s2_conv2.j338.end ], [ %j354.next, %s2_conv2.c355.end ]
-  br label %s2_conv2.c355
+s2_conv2.j337:                                    ; preds = %s2_conv2.c338.end, %s2_conv2.j321.end
+  %s2_conv2.j337188 = phi i64 [ 0, %s2_conv2.j321.end ], [ %j337.next, %s2_conv2.c338.end ]
+  br label %s2_conv2.c338
 
-s2_conv2.j354.end:                                ; preds = %s2_conv2.c355.end
-  %g296.next = add nsw i64 %s2_conv2.g29665, 1
-  %1120 = icmp slt i64 %g296.next, 64
-  br i1 %1120, label %s2_conv2.g296, label %s2_conv2.g296.end
+s2_conv2.j337.end:                                ; preds = %s2_conv2.c338.end
+  %g279.next = add nsw i64 %s2_conv2.g27965, 1
+  %1152 = icmp slt i64 %g279.next, 64
+  br i1 %1152, label %s2_conv2.g279, label %s2_conv2.g279.end
 
-s2_conv2.c355:                                    ; preds = %s2_conv2.q356.end, %s2_conv2.j354
-  %s2_conv2.c355181 = phi i64 [ 0, %s2_conv2.j354 ], [ %c355.next, %s2_conv2.q356.end ]
-  br label %s2_conv2.q356
+s2_conv2.c338:                                    ; preds = %s2_conv2.q339.end, %s2_conv2.j337
+  %s2_conv2.c338189 = phi i64 [ 0, %s2_conv2.j337 ], [ %c338.next, %s2_conv2.q339.end ]
+  br label %s2_conv2.q339
 
-s2_conv2.c355.end:                                ; preds = %s2_conv2.q356.end
-  %j354.next = add nsw i64 %s2_conv2.j354180, 1
-  %1121 = icmp slt i64 %j354.next, 1
-  br i1 %1121, label %s2_conv2.j354, label %s2_conv2.j354.end
+s2_conv2.c338.end:                                ; preds = %s2_conv2.q339.end
+  %j337.next = add nsw i64 %s2_conv2.j337188, 1
+  %1153 = icmp slt i64 %j337.next, 1
+  br i1 %1153, label %s2_conv2.j337, label %s2_conv2.j337.end
 
-s2_conv2.q356:                                    ; preds = %s2_conv2.q356, %s2_conv2.c355
-  %s2_conv2.q356182 = phi i64 [ 0, %s2_conv2.c355 ], [ %q356.next, %s2_conv2.q356 ]
-  %1122 = mul nsw i64 %s2_conv2.j354180, 256
-  %1123 = add nsw i64 %1122, %s2_conv2.q356182
-  %1124 = mul nsw i64 %1123, 32
-  %1125 = add nsw i64 2189440, %1124
-  %1126 = add nsw i64 %1125, %s2_conv2.c355181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %s2_conv2.g29665, %s2_conv2.j354180
-  %1129 = mul nsw i64 %1128, 8192
-  %1130 = add nsw i64 1572864, %1129
-  %1131 = mul nsw i64 %s2_conv2.c355181, 256
-  %1132 = add nsw i64 %1130, %1131
-  %1133 = add nsw i64 %1132, %s2_conv2.q356182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
-  store float %1127, ptr %arena184, align 4
-  %q356.next = add nsw i64 %s2_conv2.q356182, 1
-  %1134 = icmp slt i64 %q356.next, 256
-  br i1 %1134, label %s2_conv2.q356, label %s2_conv2.q356.end
+s2_conv2.q339:                                    ; preds = %s2_conv2.q339, %s2_conv2.c338
+  %s2_conv2.q339190 = phi i64 [ 0, %s2_conv2.c338 ], [ %q339.next, %s2_conv2.q339 ]
+  %1154 = mul nsw i64 %s2_conv2.j337188, 256
+  %1155 = add nsw i64 %1154, %s2_conv2.q339190
+  %1156 = mul nsw i64 %1155, 32
+  %1157 = add nsw i64 2189504, %1156
+  %1158 = add nsw i64 %1157, %s2_conv2.c338189
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1158
+  %1159 = load float, ptr %arena191, align 4
+  %1160 = add nsw i64 %s2_conv2.g27965, %s2_conv2.j337188
+  %1161 = mul nsw i64 %1160, 8192
+  %1162 = add nsw i64 1572928, %1161
+  %1163 = mul nsw i64 %s2_conv2.c338189, 256
+  %1164 = add nsw i64 %1162, %1163
+  %1165 = add nsw i64 %1164, %s2_conv2.q339190
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %1165
+  store float %1159, ptr %arena192, align 4
+  %q339.next = add nsw i64 %s2_conv2.q339190, 1
+  %1166 = icmp slt i64 %q339.next, 256
+  br i1 %1166, label %s2_conv2.q339, label %s2_conv2.q339.end
 
-s2_conv2.q356.end:                                ; preds = %s2_conv2.q356
-  %c355.next = add nsw i64 %s2_conv2.c355181, 1
-  %1135 = icmp slt i64 %c355.next, 32
-  br i1 %1135, label %s2_conv2.c355, label %s2_conv2.c355.end
+s2_conv2.q339.end:                                ; preds = %s2_conv2.q339
+  %c338.next = add nsw i64 %s2_conv2.c338189, 1
+  %1167 = icmp slt i64 %c338.next, 32
+  br i1 %1167, label %s2_conv2.c338, label %s2_conv2.c338.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k12.s2_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k12.s2_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s2_bn2.scale360 = alloca float, align 4
-  %s2_bn2.var359 = alloca float, align 4
-  %s2_bn2.mean358 = alloca float, align 4
-  br label %s2_bn2.c357
+  %s2_pbn.scale341 = alloca float, align 4
+  br label %s2_pbn.c340
 
-s2_bn2.c357:                                      ; preds = %s2_bn2.n361.end, %entry
-  %s2_bn2.c3571 = phi i64 [ 0, %entry ], [ %c357.next, %s2_bn2.n361.end ]
-  %0 = add nsw i64 78202, %s2_bn2.c3571
+s2_pbn.c340:                                      ; preds = %s2_pbn.c340, %entry
+  %s2_pbn.c3401 = phi i64 [ 0, %entry ], [ %c340.next, %s2_pbn.c340 ]
+  %0 = add nsw i64 19600, %s2_pbn.c3401
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s2_bn2.mean358, align 4
-  %2 = add nsw i64 78234, %s2_bn2.c3571
+  %2 = add nsw i64 78298, %s2_pbn.c3401
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s2_bn2.var359, align 4
-  %4 = add nsw i64 19024, %s2_bn2.c3571
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var359 = load float, ptr %s2_bn2.var359, align 4
-  %6 = fadd float %var359, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s2_bn2.scale360, align 4
-  br label %s2_bn2.n361
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s2_pbn.scale341, align 4
+  %scale341 = load float, ptr %s2_pbn.scale341, align 4
+  %8 = add nsw i64 1048576, %s2_pbn.c3401
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %8
+  store float %scale341, ptr %arena4, align 4
+  %9 = add nsw i64 19632, %s2_pbn.c3401
+  %params5 = getelementptr inbounds float, ptr %params, i64 %9
+  %10 = load float, ptr %params5, align 4
+  %11 = add nsw i64 78266, %s2_pbn.c3401
+  %params6 = getelementptr inbounds float, ptr %params, i64 %11
+  %12 = load float, ptr %params6, align 4
+  %scale3417 = load float, ptr %s2_pbn.scale341, align 4
+  %13 = fmul float %12, %scale3417
+  %14 = fsub float %10, %13
+  %15 = add nsw i64 1048608, %s2_pbn.c3401
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %15
+  store float %14, ptr %arena8, align 4
+  %c340.next = add nsw i64 %s2_pbn.c3401, 1
+  %16 = icmp slt i64 %c340.next, 32
+  br i1 %16, label %s2_pbn.c340, label %s2_pbn.c340.end
 
-s2_bn2.c357.end:                                  ; preds = %s2_bn2.n361.end
+s2_pbn.c340.end:                                  ; preds = %s2_pbn.c340
   ret void
-
-s2_bn2.n361:                                      ; preds = %s2_bn2.i362.end, %s2_bn2.c357
-  %s2_bn2.n3615 = phi i64 [ 0, %s2_bn2.c357 ], [ %n361.next, %s2_bn2.i362.end ]
-  br label %s2_bn2.i362
-
-s2_bn2.n361.end:                                  ; preds = %s2_bn2.i362.end
-  %c357.next = add nsw i64 %s2_bn2.c3571, 1
-  %10 = icmp slt i64 %c357.next, 32
-  br i1 %10, label %s2_bn2.c357, label %s2_bn2.c357.end
-
-s2_bn2.i362:                                      ; preds = %s2_bn2.i362, %s2_bn2.n361
-  %s2_bn2.i3626 = phi i64 [ 0, %s2_bn2.n361 ], [ %i362.next, %s2_bn2.i362 ]
-  %11 = mul nsw i64 %s2_bn2.n3615, 32
-  %12 = add nsw i64 %11, %s2_bn2.c3571
-  %13 = mul nsw i64 %12, 256
-  %14 = add nsw i64 %13, %s2_bn2.i3626
-  %15 = add nsw i64 1572864, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean358 = load float, ptr %s2_bn2.mean358, align 4
-  %17 = fsub float %16, %mean358
-  %scale360 = load float, ptr %s2_bn2.scale360, align 4
-  %18 = fmul float %17, %scale360
-  %19 = add nsw i64 19056, %s2_bn2.c3571
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s2_bn2.n3615, 32
-  %23 = add nsw i64 %22, %s2_bn2.c3571
-  %24 = mul nsw i64 %23, 256
-  %25 = add nsw i64 %24, %s2_bn2.i3626
-  %26 = add nsw i64 1048576, %25
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
-  store float %21, ptr %arena9, align 4
-  %i362.next = add nsw i64 %s2_bn2.i3626, 1
-  %27 = icmp slt i64 %i362.next, 256
-  br i1 %27, label %s2_bn2.i362, label %s2_bn2.i362.end
-
-s2_bn2.i362.end:                                  ; preds = %s2_bn2.i362
-  %n361.next = add nsw i64 %s2_bn2.n3615, 1
-  %28 = icmp slt i64 %n361.next, 64
-  br i1 %28, label %s2_bn2.n361, label %s2_bn2.n361.end
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k13.s2_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %s2_proj.g363
+  br label %s2_proj.g342
 
-s2_proj.g363:                                     ; preds = %s2_proj.j377.end, %entry
-  %s2_proj.g3631 = phi i64 [ 0, %entry ], [ %g363.next, %s2_proj.j377.end ]
-  br label %s2_proj.j364
+s2_proj.g342:                                     ; preds = %s2_proj.j356.end, %entry
+  %s2_proj.g3421 = phi i64 [ 0, %entry ], [ %g342.next, %s2_proj.j356.end ]
+  br label %s2_proj.j343
 
-s2_proj.g363.end:                                 ; preds = %s2_proj.j377.end
+s2_proj.g342.end:                                 ; preds = %s2_proj.j356.end
   ret void
 
-s2_proj.j364:                                     ; preds = %s2_proj.c365.end, %s2_proj.g363
-  %s2_proj.j3642 = phi i64 [ 0, %s2_proj.g363 ], [ %j364.next, %s2_proj.c365.end ]
-  br label %s2_proj.c365
+s2_proj.j343:                                     ; preds = %s2_proj.c344.end, %s2_proj.g342
+  %s2_proj.j3432 = phi i64 [ 0, %s2_proj.g342 ], [ %j343.next, %s2_proj.c344.end ]
+  br label %s2_proj.c344
 
-s2_proj.j364.end:                                 ; preds = %s2_proj.c365.end
-  call void @resnet8_infer_b64.k13.s2_proj.gemm376(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %s2_proj.j377
+s2_proj.j343.end:                                 ; preds = %s2_proj.c344.end
+  call void @resnet8_infer_b64.k13.s2_proj.gemm355(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %s2_proj.j356
 
-s2_proj.c365:                                     ; preds = %s2_proj.ky366.end, %s2_proj.j364
-  %s2_proj.c3653 = phi i64 [ 0, %s2_proj.j364 ], [ %c365.next, %s2_proj.ky366.end ]
-  br label %s2_proj.ky366
+s2_proj.c344:                                     ; preds = %s2_proj.ky345.end, %s2_proj.j343
+  %s2_proj.c3443 = phi i64 [ 0, %s2_proj.j343 ], [ %c344.next, %s2_proj.ky345.end ]
+  br label %s2_proj.ky345
 
-s2_proj.c365.end:                                 ; preds = %s2_proj.ky366.end
-  %j364.next = add nsw i64 %s2_proj.j3642, 1
-  %0 = icmp slt i64 %j364.next, 16
-  br i1 %0, label %s2_proj.j364, label %s2_proj.j364.end
+s2_proj.c344.end:                                 ; preds = %s2_proj.ky345.end
+  %j343.next = add nsw i64 %s2_proj.j3432, 1
+  %0 = icmp slt i64 %j343.next, 16
+  br i1 %0, label %s2_proj.j343, label %s2_proj.j343.end
 
-s2_proj.ky366:                                    ; preds = %s2_proj.oy367.end, %s2_proj.c365
-  %s2_proj.ky3664 = phi i64 [ 0, %s2_proj.c365 ], [ %ky366.next, %s2_proj.oy367.end ]
-  br label %s2_proj.oy367
+s2_proj.ky345:                                    ; preds = %s2_proj.oy346.end, %s2_proj.c344
+  %s2_proj.ky3454 = phi i64 [ 0, %s2_proj.c344 ], [ %ky345.next, %s2_proj.oy346.end ]
+  br label %s2_proj.oy346
 
-s2_proj.ky366.end:                                ; preds = %s2_proj.oy367.end
-  %c365.next = add nsw i64 %s2_proj.c3653, 1
-  %1 = icmp slt i64 %c365.next, 16
-  br i1 %1, label %s2_proj.c365, label %s2_proj.c365.end
+s2_proj.ky345.end:                                ; preds = %s2_proj.oy346.end
+  %c344.next = add nsw i64 %s2_proj.c3443, 1
+  %1 = icmp slt i64 %c344.next, 16
+  br i1 %1, label %s2_proj.c344, label %s2_proj.c344.end
 
-s2_proj.oy367:                                    ; preds = %s2_proj.ox368.end, %s2_proj.ky366
-  %s2_proj.oy3675 = phi i64 [ 0, %s2_proj.ky366 ], [ %oy367.next, %s2_proj.ox368.end ]
-  br label %s2_proj.ox368
+s2_proj.oy346:                                    ; preds = %s2_proj.ox347.end, %s2_proj.ky345
+  %s2_proj.oy3465 = phi i64 [ 0, %s2_proj.ky345 ], [ %oy346.next, %s2_proj.ox347.end ]
+  br label %s2_proj.ox347
 
-s2_proj.oy367.end:                                ; preds = %s2_proj.ox368.end
-  %ky366.next = add nsw i64 %s2_proj.ky3664, 1
-  %2 = icmp slt i64 %ky366.next, 1
-  br i1 %2, label %s2_proj.ky366, label %s2_proj.ky366.end
+s2_proj.oy346.end:                                ; preds = %s2_proj.ox347.end
+  %ky345.next = add nsw i64 %s2_proj.ky3454, 1
+  %2 = icmp slt i64 %ky345.next, 1
+  br i1 %2, label %s2_proj.ky345, label %s2_proj.ky345.end
 
-s2_proj.ox368:                                    ; preds = %s2_proj.ox368, %s2_proj.oy367
-  %s2_proj.ox3686 = phi i64 [ 0, %s2_proj.oy367 ], [ %ox368.next, %s2_proj.ox368 ]
-  %3 = mul nsw i64 %s2_proj.g3631, 16
-  %4 = add nsw i64 %3, %s2_proj.j3642
+s2_proj.ox347:                                    ; preds = %s2_proj.ox347, %s2_proj.oy346
+  %s2_proj.ox3476 = phi i64 [ 0, %s2_proj.oy346 ], [ %ox347.next, %s2_proj.ox347 ]
+  %3 = mul nsw i64 %s2_proj.g3421, 16
+  %4 = add nsw i64 %3, %s2_proj.j3432
   %5 = mul nsw i64 %4, 16384
-  %6 = mul nsw i64 %s2_proj.c3653, 1024
+  %6 = mul nsw i64 %s2_proj.c3443, 1024
   %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %s2_proj.oy3675, 2
-  %9 = add nsw i64 %8, %s2_proj.ky3664
+  %8 = mul nsw i64 %s2_proj.oy3465, 2
+  %9 = add nsw i64 %8, %s2_proj.ky3454
   %10 = mul nsw i64 %9, 32
   %11 = add nsw i64 %7, %10
-  %12 = mul nsw i64 %s2_proj.ox3686, 2
+  %12 = mul nsw i64 %s2_proj.ox3476, 2
   %13 = add nsw i64 %11, %12
   %arena7 = getelementptr inbounds float, ptr %arena, i64 %13
   %14 = load float, ptr %arena7, align 4
-  %15 = add nsw i64 %s2_proj.c3653, %s2_proj.ky3664
+  %15 = add nsw i64 %s2_proj.c3443, %s2_proj.ky3454
   %16 = mul nsw i64 %15, 4096
-  %17 = add nsw i64 2097152, %16
-  %18 = mul nsw i64 %s2_proj.j3642, 256
+  %17 = add nsw i64 2097216, %16
+  %18 = mul nsw i64 %s2_proj.j3432, 256
   %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %s2_proj.oy3675, 16
-  %21 = add nsw i64 %20, %s2_proj.ox3686
+  %20 = mul nsw i64 %s2_proj.oy3465, 16
+  %21 = add nsw i64 %20, %s2_proj.ox3476
   %22 = add nsw i64 %19, %21
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
   store float %14, ptr %arena8, align 4
-  %ox368.next = add nsw i64 %s2_proj.ox3686, 1
-  %23 = icmp slt i64 %ox368.next, 16
-  br i1 %23, label %s2_proj.ox368, label %s2_proj.ox368.end
+  %ox347.next = add nsw i64 %s2_proj.ox3476, 1
+  %23 = icmp slt i64 %ox347.next, 16
+  br i1 %23, label %s2_proj.ox347, label %s2_proj.ox347.end
 
-s2_proj.ox368.end:                                ; preds = %s2_proj.ox368
-  %oy367.next = add nsw i64 %s2_proj.oy3675, 1
-  %24 = icmp slt i64 %oy367.next, 16
-  br i1 %24, label %s2_proj.oy367, label %s2_proj.oy367.end
+s2_proj.ox347.end:                                ; preds = %s2_proj.ox347
+  %oy346.next = add nsw i64 %s2_proj.oy3465, 1
+  %24 = icmp slt i64 %oy346.next, 16
+  br i1 %24, label %s2_proj.oy346, label %s2_proj.oy346.end
 
-s2_proj.j377:                                     ; preds = %s2_proj.f378.end, %s2_proj.j364.end
-  %s2_proj.j3779 = phi i64 [ 0, %s2_proj.j364.end ], [ %j377.next, %s2_proj.f378.end ]
-  br label %s2_proj.f378
+s2_proj.j356:                                     ; preds = %s2_proj.f357.end, %s2_proj.j343.end
+  %s2_proj.j3569 = phi i64 [ 0, %s2_proj.j343.end ], [ %j356.next, %s2_proj.f357.end ]
+  br label %s2_proj.f357
 
-s2_proj.j377.end:                                 ; preds = %s2_proj.f378.end
-  %g363.next = add nsw i64 %s2_proj.g3631, 1
-  %25 = icmp slt i64 %g363.next, 4
-  br i1 %25, label %s2_proj.g363, label %s2_proj.g363.end
+s2_proj.j356.end:                                 ; preds = %s2_proj.f357.end
+  %g342.next = add nsw i64 %s2_proj.g3421, 1
+  %25 = icmp slt i64 %g342.next, 4
+  br i1 %25, label %s2_proj.g342, label %s2_proj.g342.end
 
-s2_proj.f378:                                     ; preds = %s2_proj.i379.end, %s2_proj.j377
-  %s2_proj.f37810 = phi i64 [ 0, %s2_proj.j377 ], [ %f378.next, %s2_proj.i379.end ]
-  br label %s2_proj.i379
+s2_proj.f357:                                     ; preds = %s2_proj.i358.end, %s2_proj.j356
+  %s2_proj.f35710 = phi i64 [ 0, %s2_proj.j356 ], [ %f357.next, %s2_proj.i358.end ]
+  br label %s2_proj.i358
 
-s2_proj.f378.end:                                 ; preds = %s2_proj.i379.end
-  %j377.next = add nsw i64 %s2_proj.j3779, 1
-  %26 = icmp slt i64 %j377.next, 16
-  br i1 %26, label %s2_proj.j377, label %s2_proj.j377.end
+s2_proj.f357.end:                                 ; preds = %s2_proj.i358.end
+  %j356.next = add nsw i64 %s2_proj.j3569, 1
+  %26 = icmp slt i64 %j356.next, 16
+  br i1 %26, label %s2_proj.j356, label %s2_proj.j356.end
 
-s2_proj.i379:                                     ; preds = %s2_proj.i379, %s2_proj.f378
-  %s2_proj.i37911 = phi i64 [ 0, %s2_proj.f378 ], [ %i379.next, %s2_proj.i379 ]
-  %27 = mul nsw i64 %s2_proj.f37810, 4096
-  %28 = add nsw i64 2162688, %27
-  %29 = mul nsw i64 %s2_proj.j3779, 256
+s2_proj.i358:                                     ; preds = %s2_proj.i358, %s2_proj.f357
+  %s2_proj.i35811 = phi i64 [ 0, %s2_proj.f357 ], [ %i358.next, %s2_proj.i358 ]
+  %27 = mul nsw i64 %s2_proj.f35710, 4096
+  %28 = add nsw i64 2162752, %27
+  %29 = mul nsw i64 %s2_proj.j3569, 256
   %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %s2_proj.i37911
+  %31 = add nsw i64 %30, %s2_proj.i35811
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %31
   %32 = load float, ptr %arena12, align 4
-  %33 = mul nsw i64 %s2_proj.g3631, 16
-  %34 = add nsw i64 %33, %s2_proj.j3779
-  %35 = mul nsw i64 %34, 8192
-  %36 = add nsw i64 1572864, %35
-  %37 = mul nsw i64 %s2_proj.f37810, 256
-  %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %38, %s2_proj.i37911
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %39
-  store float %32, ptr %arena13, align 4
-  %i379.next = add nsw i64 %s2_proj.i37911, 1
-  %40 = icmp slt i64 %i379.next, 256
-  br i1 %40, label %s2_proj.i379, label %s2_proj.i379.end
+  %33 = add nsw i64 1048576, %s2_proj.f35710
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %33
+  %34 = load float, ptr %arena13, align 4
+  %35 = fmul float %32, %34
+  %36 = add nsw i64 1048608, %s2_proj.f35710
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena14, align 4
+  %38 = fadd float %35, %37
+  %39 = mul nsw i64 %s2_proj.g3421, 16
+  %40 = add nsw i64 %39, %s2_proj.j3569
+  %41 = mul nsw i64 %40, 8192
+  %42 = add nsw i64 1048640, %41
+  %43 = mul nsw i64 %s2_proj.f35710, 256
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 %44, %s2_proj.i35811
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %45
+  store float %38, ptr %arena15, align 4
+  %i358.next = add nsw i64 %s2_proj.i35811, 1
+  %46 = icmp slt i64 %i358.next, 256
+  br i1 %46, label %s2_proj.i358, label %s2_proj.i358.end
 
-s2_proj.i379.end:                                 ; preds = %s2_proj.i379
-  %f378.next = add nsw i64 %s2_proj.f37810, 1
-  %41 = icmp slt i64 %f378.next, 32
-  br i1 %41, label %s2_proj.f378, label %s2_proj.f378.end
+s2_proj.i358.end:                                 ; preds = %s2_proj.i358
+  %f357.next = add nsw i64 %s2_proj.f35710, 1
+  %47 = icmp slt i64 %f357.next, 32
+  br i1 %47, label %s2_proj.f357, label %s2_proj.f357.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k13.s2_proj.gemm376(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k13.s2_proj.gemm355(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s2_proj.t374_a3 = alloca <8 x float>, align 32
-  %s2_proj.t374_a2 = alloca <8 x float>, align 32
-  %s2_proj.t374_a1 = alloca <8 x float>, align 32
-  %s2_proj.t374_a0 = alloca <8 x float>, align 32
-  %s2_proj.t374_b1 = alloca <8 x float>, align 32
-  %s2_proj.t374_b0 = alloca <8 x float>, align 32
-  %s2_proj.t374_c3_1 = alloca <8 x float>, align 32
-  %s2_proj.t374_c3_0 = alloca <8 x float>, align 32
-  %s2_proj.t374_c2_1 = alloca <8 x float>, align 32
-  %s2_proj.t374_c2_0 = alloca <8 x float>, align 32
-  %s2_proj.t374_c1_1 = alloca <8 x float>, align 32
-  %s2_proj.t374_c1_0 = alloca <8 x float>, align 32
-  %s2_proj.t374_c0_1 = alloca <8 x float>, align 32
-  %s2_proj.t374_c0_0 = alloca <8 x float>, align 32
-  %s2_proj.t371_a3 = alloca <8 x float>, align 32
-  %s2_proj.t371_a2 = alloca <8 x float>, align 32
-  %s2_proj.t371_a1 = alloca <8 x float>, align 32
-  %s2_proj.t371_a0 = alloca <8 x float>, align 32
-  %s2_proj.t371_b2 = alloca <8 x float>, align 32
-  %s2_proj.t371_b1 = alloca <8 x float>, align 32
-  %s2_proj.t371_b0 = alloca <8 x float>, align 32
-  %s2_proj.t371_c3_2 = alloca <8 x float>, align 32
-  %s2_proj.t371_c3_1 = alloca <8 x float>, align 32
-  %s2_proj.t371_c3_0 = alloca <8 x float>, align 32
-  %s2_proj.t371_c2_2 = alloca <8 x float>, align 32
-  %s2_proj.t371_c2_1 = alloca <8 x float>, align 32
-  %s2_proj.t371_c2_0 = alloca <8 x float>, align 32
-  %s2_proj.t371_c1_2 = alloca <8 x float>, align 32
-  %s2_proj.t371_c1_1 = alloca <8 x float>, align 32
-  %s2_proj.t371_c1_0 = alloca <8 x float>, align 32
-  %s2_proj.t371_c0_2 = alloca <8 x float>, align 32
-  %s2_proj.t371_c0_1 = alloca <8 x float>, align 32
-  %s2_proj.t371_c0_0 = alloca <8 x float>, align 32
-  br label %s2_proj.nb369
+  %s2_proj.t353_a3 = alloca <8 x float>, align 32
+  %s2_proj.t353_a2 = alloca <8 x float>, align 32
+  %s2_proj.t353_a1 = alloca <8 x float>, align 32
+  %s2_proj.t353_a0 = alloca <8 x float>, align 32
+  %s2_proj.t353_b1 = alloca <8 x float>, align 32
+  %s2_proj.t353_b0 = alloca <8 x float>, align 32
+  %s2_proj.t353_c3_1 = alloca <8 x float>, align 32
+  %s2_proj.t353_c3_0 = alloca <8 x float>, align 32
+  %s2_proj.t353_c2_1 = alloca <8 x float>, align 32
+  %s2_proj.t353_c2_0 = alloca <8 x float>, align 32
+  %s2_proj.t353_c1_1 = alloca <8 x float>, align 32
+  %s2_proj.t353_c1_0 = alloca <8 x float>, align 32
+  %s2_proj.t353_c0_1 = alloca <8 x float>, align 32
+  %s2_proj.t353_c0_0 = alloca <8 x float>, align 32
+  %s2_proj.t350_a3 = alloca <8 x float>, align 32
+  %s2_proj.t350_a2 = alloca <8 x float>, align 32
+  %s2_proj.t350_a1 = alloca <8 x float>, align 32
+  %s2_proj.t350_a0 = alloca <8 x float>, align 32
+  %s2_proj.t350_b2 = alloca <8 x float>, align 32
+  %s2_proj.t350_b1 = alloca <8 x float>, align 32
+  %s2_proj.t350_b0 = alloca <8 x float>, align 32
+  %s2_proj.t350_c3_2 = alloca <8 x float>, align 32
+  %s2_proj.t350_c3_1 = alloca <8 x float>, align 32
+  %s2_proj.t350_c3_0 = alloca <8 x float>, align 32
+  %s2_proj.t350_c2_2 = alloca <8 x float>, align 32
+  %s2_proj.t350_c2_1 = alloca <8 x float>, align 32
+  %s2_proj.t350_c2_0 = alloca <8 x float>, align 32
+  %s2_proj.t350_c1_2 = alloca <8 x float>, align 32
+  %s2_proj.t350_c1_1 = alloca <8 x float>, align 32
+  %s2_proj.t350_c1_0 = alloca <8 x float>, align 32
+  %s2_proj.t350_c0_2 = alloca <8 x float>, align 32
+  %s2_proj.t350_c0_1 = alloca <8 x float>, align 32
+  %s2_proj.t350_c0_0 = alloca <8 x float>, align 32
+  br label %s2_proj.nb348
 
-s2_proj.nb369:                                    ; preds = %s2_proj.mb370.end, %entry
-  %s2_proj.nb3691 = phi i64 [ 0, %entry ], [ %nb369.next, %s2_proj.mb370.end ]
-  br label %s2_proj.mb370
+s2_proj.nb348:                                    ; preds = %s2_proj.mb349.end, %entry
+  %s2_proj.nb3481 = phi i64 [ 0, %entry ], [ %nb348.next, %s2_proj.mb349.end ]
+  br label %s2_proj.mb349
 
-s2_proj.nb369.end:                                ; preds = %s2_proj.mb370.end
-  br label %s2_proj.mb373
+s2_proj.nb348.end:                                ; preds = %s2_proj.mb349.end
+  br label %s2_proj.mb352
 
-s2_proj.mb370:                                    ; preds = %s2_proj.k372.end, %s2_proj.nb369
-  %s2_proj.mb3702 = phi i64 [ 0, %s2_proj.nb369 ], [ %mb370.next, %s2_proj.k372.end ]
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t371_c3_2, align 32
-  br label %s2_proj.k372
+s2_proj.mb349:                                    ; preds = %s2_proj.k351.end, %s2_proj.nb348
+  %s2_proj.mb3492 = phi i64 [ 0, %s2_proj.nb348 ], [ %mb349.next, %s2_proj.k351.end ]
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t350_c3_2, align 32
+  br label %s2_proj.k351
 
-s2_proj.mb370.end:                                ; preds = %s2_proj.k372.end
-  %nb369.next = add nsw i64 %s2_proj.nb3691, 1
-  %0 = icmp slt i64 %nb369.next, 170
-  br i1 %0, label %s2_proj.nb369, label %s2_proj.nb369.end
+s2_proj.mb349.end:                                ; preds = %s2_proj.k351.end
+  %nb348.next = add nsw i64 %s2_proj.nb3481, 1
+  %0 = icmp slt i64 %nb348.next, 170
+  br i1 %0, label %s2_proj.nb348, label %s2_proj.nb348.end
 
-s2_proj.k372:                                     ; preds = %s2_proj.k372, %s2_proj.mb370
-  %s2_proj.k3723 = phi i64 [ 0, %s2_proj.mb370 ], [ %k372.next, %s2_proj.k372 ]
-  %1 = mul nsw i64 %s2_proj.k3723, 4096
-  %2 = add nsw i64 2097152, %1
-  %3 = mul nsw i64 %s2_proj.nb3691, 24
+s2_proj.k351:                                     ; preds = %s2_proj.k351, %s2_proj.mb349
+  %s2_proj.k3513 = phi i64 [ 0, %s2_proj.mb349 ], [ %k351.next, %s2_proj.k351 ]
+  %1 = mul nsw i64 %s2_proj.k3513, 4096
+  %2 = add nsw i64 2097216, %1
+  %3 = mul nsw i64 %s2_proj.nb3481, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %s2_proj.t371_b0, align 32
-  %6 = mul nsw i64 %s2_proj.k3723, 4096
-  %7 = add nsw i64 2097152, %6
-  %8 = mul nsw i64 %s2_proj.nb3691, 24
+  store <8 x float> %5, ptr %s2_proj.t350_b0, align 32
+  %6 = mul nsw i64 %s2_proj.k3513, 4096
+  %7 = add nsw i64 2097216, %6
+  %8 = mul nsw i64 %s2_proj.nb3481, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %s2_proj.t371_b1, align 32
-  %12 = mul nsw i64 %s2_proj.k3723, 4096
-  %13 = add nsw i64 2097152, %12
-  %14 = mul nsw i64 %s2_proj.nb3691, 24
+  store <8 x float> %11, ptr %s2_proj.t350_b1, align 32
+  %12 = mul nsw i64 %s2_proj.k3513, 4096
+  %13 = add nsw i64 2097216, %12
+  %14 = mul nsw i64 %s2_proj.nb3481, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %s2_proj.t371_b2, align 32
-  %18 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %17, ptr %s2_proj.t350_b2, align 32
+  %18 = mul nsw i64 %s2_proj.mb3492, 4
   %19 = mul nsw i64 %18, 16
   %20 = add nsw i64 19088, %19
-  %21 = add nsw i64 %20, %s2_proj.k3723
+  %21 = add nsw i64 %20, %s2_proj.k3513
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %s2_proj.t371_a0, align 32
-  %t371_a0 = load <8 x float>, ptr %s2_proj.t371_a0, align 32
-  %t371_b0 = load <8 x float>, ptr %s2_proj.t371_b0, align 32
-  %t371_c0_0 = load <8 x float>, ptr %s2_proj.t371_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a0, <8 x float> %t371_b0, <8 x float> %t371_c0_0)
-  store <8 x float> %25, ptr %s2_proj.t371_c0_0, align 32
-  %t371_a08 = load <8 x float>, ptr %s2_proj.t371_a0, align 32
-  %t371_b1 = load <8 x float>, ptr %s2_proj.t371_b1, align 32
-  %t371_c0_1 = load <8 x float>, ptr %s2_proj.t371_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a08, <8 x float> %t371_b1, <8 x float> %t371_c0_1)
-  store <8 x float> %26, ptr %s2_proj.t371_c0_1, align 32
-  %t371_a09 = load <8 x float>, ptr %s2_proj.t371_a0, align 32
-  %t371_b2 = load <8 x float>, ptr %s2_proj.t371_b2, align 32
-  %t371_c0_2 = load <8 x float>, ptr %s2_proj.t371_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a09, <8 x float> %t371_b2, <8 x float> %t371_c0_2)
-  store <8 x float> %27, ptr %s2_proj.t371_c0_2, align 32
-  %28 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %24, ptr %s2_proj.t350_a0, align 32
+  %t350_a0 = load <8 x float>, ptr %s2_proj.t350_a0, align 32
+  %t350_b0 = load <8 x float>, ptr %s2_proj.t350_b0, align 32
+  %t350_c0_0 = load <8 x float>, ptr %s2_proj.t350_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a0, <8 x float> %t350_b0, <8 x float> %t350_c0_0)
+  store <8 x float> %25, ptr %s2_proj.t350_c0_0, align 32
+  %t350_a08 = load <8 x float>, ptr %s2_proj.t350_a0, align 32
+  %t350_b1 = load <8 x float>, ptr %s2_proj.t350_b1, align 32
+  %t350_c0_1 = load <8 x float>, ptr %s2_proj.t350_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a08, <8 x float> %t350_b1, <8 x float> %t350_c0_1)
+  store <8 x float> %26, ptr %s2_proj.t350_c0_1, align 32
+  %t350_a09 = load <8 x float>, ptr %s2_proj.t350_a0, align 32
+  %t350_b2 = load <8 x float>, ptr %s2_proj.t350_b2, align 32
+  %t350_c0_2 = load <8 x float>, ptr %s2_proj.t350_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a09, <8 x float> %t350_b2, <8 x float> %t350_c0_2)
+  store <8 x float> %27, ptr %s2_proj.t350_c0_2, align 32
+  %28 = mul nsw i64 %s2_proj.mb3492, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 16
   %31 = add nsw i64 19088, %30
-  %32 = add nsw i64 %31, %s2_proj.k3723
+  %32 = add nsw i64 %31, %s2_proj.k3513
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %s2_proj.t371_a1, align 32
-  %t371_a1 = load <8 x float>, ptr %s2_proj.t371_a1, align 32
-  %t371_b011 = load <8 x float>, ptr %s2_proj.t371_b0, align 32
-  %t371_c1_0 = load <8 x float>, ptr %s2_proj.t371_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a1, <8 x float> %t371_b011, <8 x float> %t371_c1_0)
-  store <8 x float> %36, ptr %s2_proj.t371_c1_0, align 32
-  %t371_a112 = load <8 x float>, ptr %s2_proj.t371_a1, align 32
-  %t371_b113 = load <8 x float>, ptr %s2_proj.t371_b1, align 32
-  %t371_c1_1 = load <8 x float>, ptr %s2_proj.t371_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a112, <8 x float> %t371_b113, <8 x float> %t371_c1_1)
-  store <8 x float> %37, ptr %s2_proj.t371_c1_1, align 32
-  %t371_a114 = load <8 x float>, ptr %s2_proj.t371_a1, align 32
-  %t371_b215 = load <8 x float>, ptr %s2_proj.t371_b2, align 32
-  %t371_c1_2 = load <8 x float>, ptr %s2_proj.t371_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a114, <8 x float> %t371_b215, <8 x float> %t371_c1_2)
-  store <8 x float> %38, ptr %s2_proj.t371_c1_2, align 32
-  %39 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %35, ptr %s2_proj.t350_a1, align 32
+  %t350_a1 = load <8 x float>, ptr %s2_proj.t350_a1, align 32
+  %t350_b011 = load <8 x float>, ptr %s2_proj.t350_b0, align 32
+  %t350_c1_0 = load <8 x float>, ptr %s2_proj.t350_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a1, <8 x float> %t350_b011, <8 x float> %t350_c1_0)
+  store <8 x float> %36, ptr %s2_proj.t350_c1_0, align 32
+  %t350_a112 = load <8 x float>, ptr %s2_proj.t350_a1, align 32
+  %t350_b113 = load <8 x float>, ptr %s2_proj.t350_b1, align 32
+  %t350_c1_1 = load <8 x float>, ptr %s2_proj.t350_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a112, <8 x float> %t350_b113, <8 x float> %t350_c1_1)
+  store <8 x float> %37, ptr %s2_proj.t350_c1_1, align 32
+  %t350_a114 = load <8 x float>, ptr %s2_proj.t350_a1, align 32
+  %t350_b215 = load <8 x float>, ptr %s2_proj.t350_b2, align 32
+  %t350_c1_2 = load <8 x float>, ptr %s2_proj.t350_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a114, <8 x float> %t350_b215, <8 x float> %t350_c1_2)
+  store <8 x float> %38, ptr %s2_proj.t350_c1_2, align 32
+  %39 = mul nsw i64 %s2_proj.mb3492, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 16
   %42 = add nsw i64 19088, %41
-  %43 = add nsw i64 %42, %s2_proj.k3723
+  %43 = add nsw i64 %42, %s2_proj.k3513
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %s2_proj.t371_a2, align 32
-  %t371_a2 = load <8 x float>, ptr %s2_proj.t371_a2, align 32
-  %t371_b017 = load <8 x float>, ptr %s2_proj.t371_b0, align 32
-  %t371_c2_0 = load <8 x float>, ptr %s2_proj.t371_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a2, <8 x float> %t371_b017, <8 x float> %t371_c2_0)
-  store <8 x float> %47, ptr %s2_proj.t371_c2_0, align 32
-  %t371_a218 = load <8 x float>, ptr %s2_proj.t371_a2, align 32
-  %t371_b119 = load <8 x float>, ptr %s2_proj.t371_b1, align 32
-  %t371_c2_1 = load <8 x float>, ptr %s2_proj.t371_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a218, <8 x float> %t371_b119, <8 x float> %t371_c2_1)
-  store <8 x float> %48, ptr %s2_proj.t371_c2_1, align 32
-  %t371_a220 = load <8 x float>, ptr %s2_proj.t371_a2, align 32
-  %t371_b221 = load <8 x float>, ptr %s2_proj.t371_b2, align 32
-  %t371_c2_2 = load <8 x float>, ptr %s2_proj.t371_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a220, <8 x float> %t371_b221, <8 x float> %t371_c2_2)
-  store <8 x float> %49, ptr %s2_proj.t371_c2_2, align 32
-  %50 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %46, ptr %s2_proj.t350_a2, align 32
+  %t350_a2 = load <8 x float>, ptr %s2_proj.t350_a2, align 32
+  %t350_b017 = load <8 x float>, ptr %s2_proj.t350_b0, align 32
+  %t350_c2_0 = load <8 x float>, ptr %s2_proj.t350_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a2, <8 x float> %t350_b017, <8 x float> %t350_c2_0)
+  store <8 x float> %47, ptr %s2_proj.t350_c2_0, align 32
+  %t350_a218 = load <8 x float>, ptr %s2_proj.t350_a2, align 32
+  %t350_b119 = load <8 x float>, ptr %s2_proj.t350_b1, align 32
+  %t350_c2_1 = load <8 x float>, ptr %s2_proj.t350_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a218, <8 x float> %t350_b119, <8 x float> %t350_c2_1)
+  store <8 x float> %48, ptr %s2_proj.t350_c2_1, align 32
+  %t350_a220 = load <8 x float>, ptr %s2_proj.t350_a2, align 32
+  %t350_b221 = load <8 x float>, ptr %s2_proj.t350_b2, align 32
+  %t350_c2_2 = load <8 x float>, ptr %s2_proj.t350_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a220, <8 x float> %t350_b221, <8 x float> %t350_c2_2)
+  store <8 x float> %49, ptr %s2_proj.t350_c2_2, align 32
+  %50 = mul nsw i64 %s2_proj.mb3492, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 16
   %53 = add nsw i64 19088, %52
-  %54 = add nsw i64 %53, %s2_proj.k3723
+  %54 = add nsw i64 %53, %s2_proj.k3513
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %s2_proj.t371_a3, align 32
-  %t371_a3 = load <8 x float>, ptr %s2_proj.t371_a3, align 32
-  %t371_b023 = load <8 x float>, ptr %s2_proj.t371_b0, align 32
-  %t371_c3_0 = load <8 x float>, ptr %s2_proj.t371_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a3, <8 x float> %t371_b023, <8 x float> %t371_c3_0)
-  store <8 x float> %58, ptr %s2_proj.t371_c3_0, align 32
-  %t371_a324 = load <8 x float>, ptr %s2_proj.t371_a3, align 32
-  %t371_b125 = load <8 x float>, ptr %s2_proj.t371_b1, align 32
-  %t371_c3_1 = load <8 x float>, ptr %s2_proj.t371_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a324, <8 x float> %t371_b125, <8 x float> %t371_c3_1)
-  store <8 x float> %59, ptr %s2_proj.t371_c3_1, align 32
-  %t371_a326 = load <8 x float>, ptr %s2_proj.t371_a3, align 32
-  %t371_b227 = load <8 x float>, ptr %s2_proj.t371_b2, align 32
-  %t371_c3_2 = load <8 x float>, ptr %s2_proj.t371_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t371_a326, <8 x float> %t371_b227, <8 x float> %t371_c3_2)
-  store <8 x float> %60, ptr %s2_proj.t371_c3_2, align 32
-  %k372.next = add nsw i64 %s2_proj.k3723, 1
-  %61 = icmp slt i64 %k372.next, 16
-  br i1 %61, label %s2_proj.k372, label %s2_proj.k372.end
+  store <8 x float> %57, ptr %s2_proj.t350_a3, align 32
+  %t350_a3 = load <8 x float>, ptr %s2_proj.t350_a3, align 32
+  %t350_b023 = load <8 x float>, ptr %s2_proj.t350_b0, align 32
+  %t350_c3_0 = load <8 x float>, ptr %s2_proj.t350_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a3, <8 x float> %t350_b023, <8 x float> %t350_c3_0)
+  store <8 x float> %58, ptr %s2_proj.t350_c3_0, align 32
+  %t350_a324 = load <8 x float>, ptr %s2_proj.t350_a3, align 32
+  %t350_b125 = load <8 x float>, ptr %s2_proj.t350_b1, align 32
+  %t350_c3_1 = load <8 x float>, ptr %s2_proj.t350_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a324, <8 x float> %t350_b125, <8 x float> %t350_c3_1)
+  store <8 x float> %59, ptr %s2_proj.t350_c3_1, align 32
+  %t350_a326 = load <8 x float>, ptr %s2_proj.t350_a3, align 32
+  %t350_b227 = load <8 x float>, ptr %s2_proj.t350_b2, align 32
+  %t350_c3_2 = load <8 x float>, ptr %s2_proj.t350_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t350_a326, <8 x float> %t350_b227, <8 x float> %t350_c3_2)
+  store <8 x float> %60, ptr %s2_proj.t350_c3_2, align 32
+  %k351.next = add nsw i64 %s2_proj.k3513, 1
+  %61 = icmp slt i64 %k351.next, 16
+  br i1 %61, label %s2_proj.k351, label %s2_proj.k351.end
 
-s2_proj.k372.end:                                 ; preds = %s2_proj.k372
-  %t371_c0_028 = load <8 x float>, ptr %s2_proj.t371_c0_0, align 32
-  %62 = mul nsw i64 %s2_proj.mb3702, 4
+s2_proj.k351.end:                                 ; preds = %s2_proj.k351
+  %t350_c0_028 = load <8 x float>, ptr %s2_proj.t350_c0_0, align 32
+  %62 = mul nsw i64 %s2_proj.mb3492, 4
   %63 = mul nsw i64 %62, 4096
-  %64 = add nsw i64 2162688, %63
-  %65 = mul nsw i64 %s2_proj.nb3691, 24
+  %64 = add nsw i64 2162752, %63
+  %65 = mul nsw i64 %s2_proj.nb3481, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t371_c0_028, ptr %arena29, align 4
-  %t371_c0_130 = load <8 x float>, ptr %s2_proj.t371_c0_1, align 32
-  %67 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c0_028, ptr %arena29, align 4
+  %t350_c0_130 = load <8 x float>, ptr %s2_proj.t350_c0_1, align 32
+  %67 = mul nsw i64 %s2_proj.mb3492, 4
   %68 = mul nsw i64 %67, 4096
-  %69 = add nsw i64 2162688, %68
-  %70 = mul nsw i64 %s2_proj.nb3691, 24
+  %69 = add nsw i64 2162752, %68
+  %70 = mul nsw i64 %s2_proj.nb3481, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t371_c0_130, ptr %arena31, align 4
-  %t371_c0_232 = load <8 x float>, ptr %s2_proj.t371_c0_2, align 32
-  %73 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c0_130, ptr %arena31, align 4
+  %t350_c0_232 = load <8 x float>, ptr %s2_proj.t350_c0_2, align 32
+  %73 = mul nsw i64 %s2_proj.mb3492, 4
   %74 = mul nsw i64 %73, 4096
-  %75 = add nsw i64 2162688, %74
-  %76 = mul nsw i64 %s2_proj.nb3691, 24
+  %75 = add nsw i64 2162752, %74
+  %76 = mul nsw i64 %s2_proj.nb3481, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t371_c0_232, ptr %arena33, align 4
-  %t371_c1_034 = load <8 x float>, ptr %s2_proj.t371_c1_0, align 32
-  %79 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c0_232, ptr %arena33, align 4
+  %t350_c1_034 = load <8 x float>, ptr %s2_proj.t350_c1_0, align 32
+  %79 = mul nsw i64 %s2_proj.mb3492, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 4096
-  %82 = add nsw i64 2162688, %81
-  %83 = mul nsw i64 %s2_proj.nb3691, 24
+  %82 = add nsw i64 2162752, %81
+  %83 = mul nsw i64 %s2_proj.nb3481, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t371_c1_034, ptr %arena35, align 4
-  %t371_c1_136 = load <8 x float>, ptr %s2_proj.t371_c1_1, align 32
-  %85 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c1_034, ptr %arena35, align 4
+  %t350_c1_136 = load <8 x float>, ptr %s2_proj.t350_c1_1, align 32
+  %85 = mul nsw i64 %s2_proj.mb3492, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 4096
-  %88 = add nsw i64 2162688, %87
-  %89 = mul nsw i64 %s2_proj.nb3691, 24
+  %88 = add nsw i64 2162752, %87
+  %89 = mul nsw i64 %s2_proj.nb3481, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t371_c1_136, ptr %arena37, align 4
-  %t371_c1_238 = load <8 x float>, ptr %s2_proj.t371_c1_2, align 32
-  %92 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c1_136, ptr %arena37, align 4
+  %t350_c1_238 = load <8 x float>, ptr %s2_proj.t350_c1_2, align 32
+  %92 = mul nsw i64 %s2_proj.mb3492, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 4096
-  %95 = add nsw i64 2162688, %94
-  %96 = mul nsw i64 %s2_proj.nb3691, 24
+  %95 = add nsw i64 2162752, %94
+  %96 = mul nsw i64 %s2_proj.nb3481, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t371_c1_238, ptr %arena39, align 4
-  %t371_c2_040 = load <8 x float>, ptr %s2_proj.t371_c2_0, align 32
-  %99 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c1_238, ptr %arena39, align 4
+  %t350_c2_040 = load <8 x float>, ptr %s2_proj.t350_c2_0, align 32
+  %99 = mul nsw i64 %s2_proj.mb3492, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 4096
-  %102 = add nsw i64 2162688, %101
-  %103 = mul nsw i64 %s2_proj.nb3691, 24
+  %102 = add nsw i64 2162752, %101
+  %103 = mul nsw i64 %s2_proj.nb3481, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t371_c2_040, ptr %arena41, align 4
-  %t371_c2_142 = load <8 x float>, ptr %s2_proj.t371_c2_1, align 32
-  %105 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c2_040, ptr %arena41, align 4
+  %t350_c2_142 = load <8 x float>, ptr %s2_proj.t350_c2_1, align 32
+  %105 = mul nsw i64 %s2_proj.mb3492, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 4096
-  %108 = add nsw i64 2162688, %107
-  %109 = mul nsw i64 %s2_proj.nb3691, 24
+  %108 = add nsw i64 2162752, %107
+  %109 = mul nsw i64 %s2_proj.nb3481, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t371_c2_142, ptr %arena43, align 4
-  %t371_c2_244 = load <8 x float>, ptr %s2_proj.t371_c2_2, align 32
-  %112 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c2_142, ptr %arena43, align 4
+  %t350_c2_244 = load <8 x float>, ptr %s2_proj.t350_c2_2, align 32
+  %112 = mul nsw i64 %s2_proj.mb3492, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 4096
-  %115 = add nsw i64 2162688, %114
-  %116 = mul nsw i64 %s2_proj.nb3691, 24
+  %115 = add nsw i64 2162752, %114
+  %116 = mul nsw i64 %s2_proj.nb3481, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t371_c2_244, ptr %arena45, align 4
-  %t371_c3_046 = load <8 x float>, ptr %s2_proj.t371_c3_0, align 32
-  %119 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c2_244, ptr %arena45, align 4
+  %t350_c3_046 = load <8 x float>, ptr %s2_proj.t350_c3_0, align 32
+  %119 = mul nsw i64 %s2_proj.mb3492, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 4096
-  %122 = add nsw i64 2162688, %121
-  %123 = mul nsw i64 %s2_proj.nb3691, 24
+  %122 = add nsw i64 2162752, %121
+  %123 = mul nsw i64 %s2_proj.nb3481, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t371_c3_046, ptr %arena47, align 4
-  %t371_c3_148 = load <8 x float>, ptr %s2_proj.t371_c3_1, align 32
-  %125 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c3_046, ptr %arena47, align 4
+  %t350_c3_148 = load <8 x float>, ptr %s2_proj.t350_c3_1, align 32
+  %125 = mul nsw i64 %s2_proj.mb3492, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 4096
-  %128 = add nsw i64 2162688, %127
-  %129 = mul nsw i64 %s2_proj.nb3691, 24
+  %128 = add nsw i64 2162752, %127
+  %129 = mul nsw i64 %s2_proj.nb3481, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t371_c3_148, ptr %arena49, align 4
-  %t371_c3_250 = load <8 x float>, ptr %s2_proj.t371_c3_2, align 32
-  %132 = mul nsw i64 %s2_proj.mb3702, 4
+  store <8 x float> %t350_c3_148, ptr %arena49, align 4
+  %t350_c3_250 = load <8 x float>, ptr %s2_proj.t350_c3_2, align 32
+  %132 = mul nsw i64 %s2_proj.mb3492, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 4096
-  %135 = add nsw i64 2162688, %134
-  %136 = mul nsw i64 %s2_proj.nb3691, 24
+  %135 = add nsw i64 2162752, %134
+  %136 = mul nsw i64 %s2_proj.nb3481, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t371_c3_250, ptr %arena51, align 4
-  %mb370.next = add nsw i64 %s2_proj.mb3702, 1
-  %139 = icmp slt i64 %mb370.next, 8
-  br i1 %139, label %s2_proj.mb370, label %s2_proj.mb370.end
+  store <8 x float> %t350_c3_250, ptr %arena51, align 4
+  %mb349.next = add nsw i64 %s2_proj.mb3492, 1
+  %139 = icmp slt i64 %mb349.next, 8
+  br i1 %139, label %s2_proj.mb349, label %s2_proj.mb349.end
 
-s2_proj.mb373:                                    ; preds = %s2_proj.k375.end, %s2_proj.nb369.end
-  %s2_proj.mb37352 = phi i64 [ 0, %s2_proj.nb369.end ], [ %mb373.next, %s2_proj.k375.end ]
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s2_proj.t374_c3_1, align 32
-  br label %s2_proj.k375
+s2_proj.mb352:                                    ; preds = %s2_proj.k354.end, %s2_proj.nb348.end
+  %s2_proj.mb35252 = phi i64 [ 0, %s2_proj.nb348.end ], [ %mb352.next, %s2_proj.k354.end ]
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s2_proj.t353_c3_1, align 32
+  br label %s2_proj.k354
 
-s2_proj.mb373.end:                                ; preds = %s2_proj.k375.end
+s2_proj.mb352.end:                                ; preds = %s2_proj.k354.end
   ret void
 
-s2_proj.k375:                                     ; preds = %s2_proj.k375, %s2_proj.mb373
-  %s2_proj.k37553 = phi i64 [ 0, %s2_proj.mb373 ], [ %k375.next, %s2_proj.k375 ]
-  %140 = mul nsw i64 %s2_proj.k37553, 4096
-  %141 = add nsw i64 2097152, %140
+s2_proj.k354:                                     ; preds = %s2_proj.k354, %s2_proj.mb352
+  %s2_proj.k35453 = phi i64 [ 0, %s2_proj.mb352 ], [ %k354.next, %s2_proj.k354 ]
+  %140 = mul nsw i64 %s2_proj.k35453, 4096
+  %141 = add nsw i64 2097216, %140
   %142 = add nsw i64 %141, 4080
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %s2_proj.t374_b0, align 32
-  %144 = mul nsw i64 %s2_proj.k37553, 4096
-  %145 = add nsw i64 2097152, %144
+  store <8 x float> %143, ptr %s2_proj.t353_b0, align 32
+  %144 = mul nsw i64 %s2_proj.k35453, 4096
+  %145 = add nsw i64 2097216, %144
   %146 = add nsw i64 %145, 4080
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %s2_proj.t374_b1, align 32
-  %149 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %148, ptr %s2_proj.t353_b1, align 32
+  %149 = mul nsw i64 %s2_proj.mb35252, 4
   %150 = mul nsw i64 %149, 16
   %151 = add nsw i64 19088, %150
-  %152 = add nsw i64 %151, %s2_proj.k37553
+  %152 = add nsw i64 %151, %s2_proj.k35453
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %s2_proj.t374_a0, align 32
-  %t374_a0 = load <8 x float>, ptr %s2_proj.t374_a0, align 32
-  %t374_b0 = load <8 x float>, ptr %s2_proj.t374_b0, align 32
-  %t374_c0_0 = load <8 x float>, ptr %s2_proj.t374_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a0, <8 x float> %t374_b0, <8 x float> %t374_c0_0)
-  store <8 x float> %156, ptr %s2_proj.t374_c0_0, align 32
-  %t374_a057 = load <8 x float>, ptr %s2_proj.t374_a0, align 32
-  %t374_b1 = load <8 x float>, ptr %s2_proj.t374_b1, align 32
-  %t374_c0_1 = load <8 x float>, ptr %s2_proj.t374_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a057, <8 x float> %t374_b1, <8 x float> %t374_c0_1)
-  store <8 x float> %157, ptr %s2_proj.t374_c0_1, align 32
-  %158 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %155, ptr %s2_proj.t353_a0, align 32
+  %t353_a0 = load <8 x float>, ptr %s2_proj.t353_a0, align 32
+  %t353_b0 = load <8 x float>, ptr %s2_proj.t353_b0, align 32
+  %t353_c0_0 = load <8 x float>, ptr %s2_proj.t353_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a0, <8 x float> %t353_b0, <8 x float> %t353_c0_0)
+  store <8 x float> %156, ptr %s2_proj.t353_c0_0, align 32
+  %t353_a057 = load <8 x float>, ptr %s2_proj.t353_a0, align 32
+  %t353_b1 = load <8 x float>, ptr %s2_proj.t353_b1, align 32
+  %t353_c0_1 = load <8 x float>, ptr %s2_proj.t353_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a057, <8 x float> %t353_b1, <8 x float> %t353_c0_1)
+  store <8 x float> %157, ptr %s2_proj.t353_c0_1, align 32
+  %158 = mul nsw i64 %s2_proj.mb35252, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 16
   %161 = add nsw i64 19088, %160
-  %162 = add nsw i64 %161, %s2_proj.k37553
+  %162 = add nsw i64 %161, %s2_proj.k35453
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %s2_proj.t374_a1, align 32
-  %t374_a1 = load <8 x float>, ptr %s2_proj.t374_a1, align 32
-  %t374_b059 = load <8 x float>, ptr %s2_proj.t374_b0, align 32
-  %t374_c1_0 = load <8 x float>, ptr %s2_proj.t374_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a1, <8 x float> %t374_b059, <8 x float> %t374_c1_0)
-  store <8 x float> %166, ptr %s2_proj.t374_c1_0, align 32
-  %t374_a160 = load <8 x float>, ptr %s2_proj.t374_a1, align 32
-  %t374_b161 = load <8 x float>, ptr %s2_proj.t374_b1, align 32
-  %t374_c1_1 = load <8 x float>, ptr %s2_proj.t374_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a160, <8 x float> %t374_b161, <8 x float> %t374_c1_1)
-  store <8 x float> %167, ptr %s2_proj.t374_c1_1, align 32
-  %168 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %165, ptr %s2_proj.t353_a1, align 32
+  %t353_a1 = load <8 x float>, ptr %s2_proj.t353_a1, align 32
+  %t353_b059 = load <8 x float>, ptr %s2_proj.t353_b0, align 32
+  %t353_c1_0 = load <8 x float>, ptr %s2_proj.t353_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a1, <8 x float> %t353_b059, <8 x float> %t353_c1_0)
+  store <8 x float> %166, ptr %s2_proj.t353_c1_0, align 32
+  %t353_a160 = load <8 x float>, ptr %s2_proj.t353_a1, align 32
+  %t353_b161 = load <8 x float>, ptr %s2_proj.t353_b1, align 32
+  %t353_c1_1 = load <8 x float>, ptr %s2_proj.t353_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a160, <8 x float> %t353_b161, <8 x float> %t353_c1_1)
+  store <8 x float> %167, ptr %s2_proj.t353_c1_1, align 32
+  %168 = mul nsw i64 %s2_proj.mb35252, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 16
   %171 = add nsw i64 19088, %170
-  %172 = add nsw i64 %171, %s2_proj.k37553
+  %172 = add nsw i64 %171, %s2_proj.k35453
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %s2_proj.t374_a2, align 32
-  %t374_a2 = load <8 x float>, ptr %s2_proj.t374_a2, align 32
-  %t374_b063 = load <8 x float>, ptr %s2_proj.t374_b0, align 32
-  %t374_c2_0 = load <8 x float>, ptr %s2_proj.t374_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a2, <8 x float> %t374_b063, <8 x float> %t374_c2_0)
-  store <8 x float> %176, ptr %s2_proj.t374_c2_0, align 32
-  %t374_a264 = load <8 x float>, ptr %s2_proj.t374_a2, align 32
-  %t374_b165 = load <8 x float>, ptr %s2_proj.t374_b1, align 32
-  %t374_c2_1 = load <8 x float>, ptr %s2_proj.t374_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a264, <8 x float> %t374_b165, <8 x float> %t374_c2_1)
-  store <8 x float> %177, ptr %s2_proj.t374_c2_1, align 32
-  %178 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %175, ptr %s2_proj.t353_a2, align 32
+  %t353_a2 = load <8 x float>, ptr %s2_proj.t353_a2, align 32
+  %t353_b063 = load <8 x float>, ptr %s2_proj.t353_b0, align 32
+  %t353_c2_0 = load <8 x float>, ptr %s2_proj.t353_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a2, <8 x float> %t353_b063, <8 x float> %t353_c2_0)
+  store <8 x float> %176, ptr %s2_proj.t353_c2_0, align 32
+  %t353_a264 = load <8 x float>, ptr %s2_proj.t353_a2, align 32
+  %t353_b165 = load <8 x float>, ptr %s2_proj.t353_b1, align 32
+  %t353_c2_1 = load <8 x float>, ptr %s2_proj.t353_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a264, <8 x float> %t353_b165, <8 x float> %t353_c2_1)
+  store <8 x float> %177, ptr %s2_proj.t353_c2_1, align 32
+  %178 = mul nsw i64 %s2_proj.mb35252, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 16
   %181 = add nsw i64 19088, %180
-  %182 = add nsw i64 %181, %s2_proj.k37553
+  %182 = add nsw i64 %181, %s2_proj.k35453
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %s2_proj.t374_a3, align 32
-  %t374_a3 = load <8 x float>, ptr %s2_proj.t374_a3, align 32
-  %t374_b067 = load <8 x float>, ptr %s2_proj.t374_b0, align 32
-  %t374_c3_0 = load <8 x float>, ptr %s2_proj.t374_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a3, <8 x float> %t374_b067, <8 x float> %t374_c3_0)
-  store <8 x float> %186, ptr %s2_proj.t374_c3_0, align 32
-  %t374_a368 = load <8 x float>, ptr %s2_proj.t374_a3, align 32
-  %t374_b169 = load <8 x float>, ptr %s2_proj.t374_b1, align 32
-  %t374_c3_1 = load <8 x float>, ptr %s2_proj.t374_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t374_a368, <8 x float> %t374_b169, <8 x float> %t374_c3_1)
-  store <8 x float> %187, ptr %s2_proj.t374_c3_1, align 32
-  %k375.next = add nsw i64 %s2_proj.k37553, 1
-  %188 = icmp slt i64 %k375.next, 16
-  br i1 %188, label %s2_proj.k375, label %s2_proj.k375.end
+  store <8 x float> %185, ptr %s2_proj.t353_a3, align 32
+  %t353_a3 = load <8 x float>, ptr %s2_proj.t353_a3, align 32
+  %t353_b067 = load <8 x float>, ptr %s2_proj.t353_b0, align 32
+  %t353_c3_0 = load <8 x float>, ptr %s2_proj.t353_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a3, <8 x float> %t353_b067, <8 x float> %t353_c3_0)
+  store <8 x float> %186, ptr %s2_proj.t353_c3_0, align 32
+  %t353_a368 = load <8 x float>, ptr %s2_proj.t353_a3, align 32
+  %t353_b169 = load <8 x float>, ptr %s2_proj.t353_b1, align 32
+  %t353_c3_1 = load <8 x float>, ptr %s2_proj.t353_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t353_a368, <8 x float> %t353_b169, <8 x float> %t353_c3_1)
+  store <8 x float> %187, ptr %s2_proj.t353_c3_1, align 32
+  %k354.next = add nsw i64 %s2_proj.k35453, 1
+  %188 = icmp slt i64 %k354.next, 16
+  br i1 %188, label %s2_proj.k354, label %s2_proj.k354.end
 
-s2_proj.k375.end:                                 ; preds = %s2_proj.k375
-  %t374_c0_070 = load <8 x float>, ptr %s2_proj.t374_c0_0, align 32
-  %189 = mul nsw i64 %s2_proj.mb37352, 4
+s2_proj.k354.end:                                 ; preds = %s2_proj.k354
+  %t353_c0_070 = load <8 x float>, ptr %s2_proj.t353_c0_0, align 32
+  %189 = mul nsw i64 %s2_proj.mb35252, 4
   %190 = mul nsw i64 %189, 4096
-  %191 = add nsw i64 2162688, %190
+  %191 = add nsw i64 2162752, %190
   %192 = add nsw i64 %191, 4080
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t374_c0_070, ptr %arena71, align 4
-  %t374_c0_172 = load <8 x float>, ptr %s2_proj.t374_c0_1, align 32
-  %193 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c0_070, ptr %arena71, align 4
+  %t353_c0_172 = load <8 x float>, ptr %s2_proj.t353_c0_1, align 32
+  %193 = mul nsw i64 %s2_proj.mb35252, 4
   %194 = mul nsw i64 %193, 4096
-  %195 = add nsw i64 2162688, %194
+  %195 = add nsw i64 2162752, %194
   %196 = add nsw i64 %195, 4080
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t374_c0_172, ptr %arena73, align 4
-  %t374_c1_074 = load <8 x float>, ptr %s2_proj.t374_c1_0, align 32
-  %198 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c0_172, ptr %arena73, align 4
+  %t353_c1_074 = load <8 x float>, ptr %s2_proj.t353_c1_0, align 32
+  %198 = mul nsw i64 %s2_proj.mb35252, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 4096
-  %201 = add nsw i64 2162688, %200
+  %201 = add nsw i64 2162752, %200
   %202 = add nsw i64 %201, 4080
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t374_c1_074, ptr %arena75, align 4
-  %t374_c1_176 = load <8 x float>, ptr %s2_proj.t374_c1_1, align 32
-  %203 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c1_074, ptr %arena75, align 4
+  %t353_c1_176 = load <8 x float>, ptr %s2_proj.t353_c1_1, align 32
+  %203 = mul nsw i64 %s2_proj.mb35252, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 4096
-  %206 = add nsw i64 2162688, %205
+  %206 = add nsw i64 2162752, %205
   %207 = add nsw i64 %206, 4080
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t374_c1_176, ptr %arena77, align 4
-  %t374_c2_078 = load <8 x float>, ptr %s2_proj.t374_c2_0, align 32
-  %209 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c1_176, ptr %arena77, align 4
+  %t353_c2_078 = load <8 x float>, ptr %s2_proj.t353_c2_0, align 32
+  %209 = mul nsw i64 %s2_proj.mb35252, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 4096
-  %212 = add nsw i64 2162688, %211
+  %212 = add nsw i64 2162752, %211
   %213 = add nsw i64 %212, 4080
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t374_c2_078, ptr %arena79, align 4
-  %t374_c2_180 = load <8 x float>, ptr %s2_proj.t374_c2_1, align 32
-  %214 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c2_078, ptr %arena79, align 4
+  %t353_c2_180 = load <8 x float>, ptr %s2_proj.t353_c2_1, align 32
+  %214 = mul nsw i64 %s2_proj.mb35252, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 4096
-  %217 = add nsw i64 2162688, %216
+  %217 = add nsw i64 2162752, %216
   %218 = add nsw i64 %217, 4080
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t374_c2_180, ptr %arena81, align 4
-  %t374_c3_082 = load <8 x float>, ptr %s2_proj.t374_c3_0, align 32
-  %220 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c2_180, ptr %arena81, align 4
+  %t353_c3_082 = load <8 x float>, ptr %s2_proj.t353_c3_0, align 32
+  %220 = mul nsw i64 %s2_proj.mb35252, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 4096
-  %223 = add nsw i64 2162688, %222
+  %223 = add nsw i64 2162752, %222
   %224 = add nsw i64 %223, 4080
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t374_c3_082, ptr %arena83, align 4
-  %t374_c3_184 = load <8 x float>, ptr %s2_proj.t374_c3_1, align 32
-  %225 = mul nsw i64 %s2_proj.mb37352, 4
+  store <8 x float> %t353_c3_082, ptr %arena83, align 4
+  %t353_c3_184 = load <8 x float>, ptr %s2_proj.t353_c3_1, align 32
+  %225 = mul nsw i64 %s2_proj.mb35252, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 4096
-  %228 = add nsw i64 2162688, %227
+  %228 = add nsw i64 2162752, %227
   %229 = add nsw i64 %228, 4080
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t374_c3_184, ptr %arena85, align 4
-  %mb373.next = add nsw i64 %s2_proj.mb37352, 1
-  %231 = icmp slt i64 %mb373.next, 8
-  br i1 %231, label %s2_proj.mb373, label %s2_proj.mb373.end
+  store <8 x float> %t353_c3_184, ptr %arena85, align 4
+  %mb352.next = add nsw i64 %s2_proj.mb35252, 1
+  %231 = icmp slt i64 %mb352.next, 8
+  br i1 %231, label %s2_proj.mb352, label %s2_proj.mb352.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k14.s2_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k14.s2_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s2_pbn.scale383 = alloca float, align 4
-  %s2_pbn.var382 = alloca float, align 4
-  %s2_pbn.mean381 = alloca float, align 4
-  br label %s2_pbn.c380
+  br label %s2_sum.i359
 
-s2_pbn.c380:                                      ; preds = %s2_pbn.n384.end, %entry
-  %s2_pbn.c3801 = phi i64 [ 0, %entry ], [ %c380.next, %s2_pbn.n384.end ]
-  %0 = add nsw i64 78266, %s2_pbn.c3801
-  %params2 = getelementptr inbounds float, ptr %params, i64 %0
-  %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s2_pbn.mean381, align 4
-  %2 = add nsw i64 78298, %s2_pbn.c3801
-  %params3 = getelementptr inbounds float, ptr %params, i64 %2
-  %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s2_pbn.var382, align 4
-  %4 = add nsw i64 19600, %s2_pbn.c3801
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var382 = load float, ptr %s2_pbn.var382, align 4
-  %6 = fadd float %var382, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s2_pbn.scale383, align 4
-  br label %s2_pbn.n384
-
-s2_pbn.c380.end:                                  ; preds = %s2_pbn.n384.end
-  ret void
-
-s2_pbn.n384:                                      ; preds = %s2_pbn.i385.end, %s2_pbn.c380
-  %s2_pbn.n3845 = phi i64 [ 0, %s2_pbn.c380 ], [ %n384.next, %s2_pbn.i385.end ]
-  br label %s2_pbn.i385
-
-s2_pbn.n384.end:                                  ; preds = %s2_pbn.i385.end
-  %c380.next = add nsw i64 %s2_pbn.c3801, 1
-  %10 = icmp slt i64 %c380.next, 32
-  br i1 %10, label %s2_pbn.c380, label %s2_pbn.c380.end
-
-s2_pbn.i385:                                      ; preds = %s2_pbn.i385, %s2_pbn.n384
-  %s2_pbn.i3856 = phi i64 [ 0, %s2_pbn.n384 ], [ %i385.next, %s2_pbn.i385 ]
-  %11 = mul nsw i64 %s2_pbn.n3845, 32
-  %12 = add nsw i64 %11, %s2_pbn.c3801
-  %13 = mul nsw i64 %12, 256
-  %14 = add nsw i64 %13, %s2_pbn.i3856
-  %15 = add nsw i64 1572864, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean381 = load float, ptr %s2_pbn.mean381, align 4
-  %17 = fsub float %16, %mean381
-  %scale383 = load float, ptr %s2_pbn.scale383, align 4
-  %18 = fmul float %17, %scale383
-  %19 = add nsw i64 19632, %s2_pbn.c3801
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s2_pbn.n3845, 32
-  %23 = add nsw i64 %22, %s2_pbn.c3801
-  %24 = mul nsw i64 %23, 256
-  %25 = add nsw i64 %24, %s2_pbn.i3856
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
-  store float %21, ptr %arena9, align 4
-  %i385.next = add nsw i64 %s2_pbn.i3856, 1
-  %26 = icmp slt i64 %i385.next, 256
-  br i1 %26, label %s2_pbn.i385, label %s2_pbn.i385.end
-
-s2_pbn.i385.end:                                  ; preds = %s2_pbn.i385
-  %n384.next = add nsw i64 %s2_pbn.n3845, 1
-  %27 = icmp slt i64 %n384.next, 64
-  br i1 %27, label %s2_pbn.n384, label %s2_pbn.n384.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k15.s2_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
-entry:
-  br label %s2_sum.i386
-
-s2_sum.i386:                                      ; preds = %s2_sum.i386, %entry
-  %s2_sum.i3861 = phi i64 [ 0, %entry ], [ %i386.next, %s2_sum.i386 ]
-  %0 = add nsw i64 1048576, %s2_sum.i3861
+s2_sum.i359:                                      ; preds = %s2_sum.i359, %entry
+  %s2_sum.i3591 = phi i64 [ 0, %entry ], [ %i359.next, %s2_sum.i359 ]
+  %0 = add nsw i64 1572928, %s2_sum.i3591
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %s2_sum.i3861
+  %2 = add nsw i64 1048640, %s2_sum.i3591
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %1, %3
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s2_sum.i3591
+  store float %4, ptr %arena4, align 4
+  %i359.next = add nsw i64 %s2_sum.i3591, 1
+  %5 = icmp slt i64 %i359.next, 524288
+  br i1 %5, label %s2_sum.i359, label %s2_sum.i359.end
+
+s2_sum.i359.end:                                  ; preds = %s2_sum.i359
+  ret void
+}
+
+; Function Attrs: noinline
+define internal void @resnet8_infer_b64.k15.x2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+entry:
+  br label %x2.i360
+
+x2.i360:                                          ; preds = %x2.i360, %entry
+  %x2.i3601 = phi i64 [ 0, %entry ], [ %i360.next, %x2.i360 ]
+  %arena2 = getelementptr inbounds float, ptr %arena, i64 %x2.i3601
+  %0 = load float, ptr %arena2, align 4
+  %1 = fcmp ogt float %0, 0.000000e+00
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %x2.i3601
   %2 = load float, ptr %arena3, align 4
-  %3 = fadd float %1, %2
-  %4 = add nsw i64 524288, %s2_sum.i3861
+  %3 = select i1 %1, float %2, float 0.000000e+00
+  %4 = add nsw i64 524288, %x2.i3601
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   store float %3, ptr %arena4, align 4
-  %i386.next = add nsw i64 %s2_sum.i3861, 1
-  %5 = icmp slt i64 %i386.next, 524288
-  br i1 %5, label %s2_sum.i386, label %s2_sum.i386.end
+  %i360.next = add nsw i64 %x2.i3601, 1
+  %5 = icmp slt i64 %i360.next, 524288
+  br i1 %5, label %x2.i360, label %x2.i360.end
 
-s2_sum.i386.end:                                  ; preds = %s2_sum.i386
+x2.i360.end:                                      ; preds = %x2.i360
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k16.x2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k16.s3_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %x2.i387
+  %s3_bn1.scale362 = alloca float, align 4
+  br label %s3_bn1.c361
 
-x2.i387:                                          ; preds = %x2.i387, %entry
-  %x2.i3871 = phi i64 [ 0, %entry ], [ %i387.next, %x2.i387 ]
-  %0 = add nsw i64 524288, %x2.i3871
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 524288, %x2.i3871
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %x2.i3871
-  store float %5, ptr %arena4, align 4
-  %i387.next = add nsw i64 %x2.i3871, 1
-  %6 = icmp slt i64 %i387.next, 524288
-  br i1 %6, label %x2.i387, label %x2.i387.end
+s3_bn1.c361:                                      ; preds = %s3_bn1.c361, %entry
+  %s3_bn1.c3611 = phi i64 [ 0, %entry ], [ %c361.next, %s3_bn1.c361 ]
+  %0 = add nsw i64 38096, %s3_bn1.c3611
+  %params2 = getelementptr inbounds float, ptr %params, i64 %0
+  %1 = load float, ptr %params2, align 4
+  %2 = add nsw i64 78394, %s3_bn1.c3611
+  %params3 = getelementptr inbounds float, ptr %params, i64 %2
+  %3 = load float, ptr %params3, align 4
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s3_bn1.scale362, align 4
+  %scale362 = load float, ptr %s3_bn1.scale362, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn1.c3611
+  store float %scale362, ptr %arena4, align 4
+  %8 = add nsw i64 38160, %s3_bn1.c3611
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78330, %s3_bn1.c3611
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale3627 = load float, ptr %s3_bn1.scale362, align 4
+  %12 = fmul float %11, %scale3627
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 64, %s3_bn1.c3611
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c361.next = add nsw i64 %s3_bn1.c3611, 1
+  %15 = icmp slt i64 %c361.next, 64
+  br i1 %15, label %s3_bn1.c361, label %s3_bn1.c361.end
 
-x2.i387.end:                                      ; preds = %x2.i387
+s3_bn1.c361.end:                                  ; preds = %s3_bn1.c361
   ret void
 }
 
 ; Function Attrs: noinline
 define internal void @resnet8_infer_b64.k17.s3_conv1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %s3_conv1.g388
+  br label %s3_conv1.g363
 
-s3_conv1.g388:                                    ; preds = %s3_conv1.j410.end, %entry
-  %s3_conv1.g3881 = phi i64 [ 0, %entry ], [ %g388.next, %s3_conv1.j410.end ]
-  br label %s3_conv1.j389
+s3_conv1.g363:                                    ; preds = %s3_conv1.j385.end, %entry
+  %s3_conv1.g3631 = phi i64 [ 0, %entry ], [ %g363.next, %s3_conv1.j385.end ]
+  br label %s3_conv1.j364
 
-s3_conv1.g388.end:                                ; preds = %s3_conv1.j410.end
+s3_conv1.g363.end:                                ; preds = %s3_conv1.j385.end
   ret void
 
-s3_conv1.j389:                                    ; preds = %s3_conv1.c390.end, %s3_conv1.g388
-  %s3_conv1.j3892 = phi i64 [ 0, %s3_conv1.g388 ], [ %j389.next, %s3_conv1.c390.end ]
-  br label %s3_conv1.c390
+s3_conv1.j364:                                    ; preds = %s3_conv1.c365.end, %s3_conv1.g363
+  %s3_conv1.j3642 = phi i64 [ 0, %s3_conv1.g363 ], [ %j364.next, %s3_conv1.c365.end ]
+  br label %s3_conv1.c365
 
-s3_conv1.j389.end:                                ; preds = %s3_conv1.c390.end
-  call void @resnet8_infer_b64.k17.s3_conv1.gemm409(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %s3_conv1.j410
+s3_conv1.j364.end:                                ; preds = %s3_conv1.c365.end
+  call void @resnet8_infer_b64.k17.s3_conv1.gemm384(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %s3_conv1.j385
 
-s3_conv1.c390:                                    ; preds = %s3_conv1.ky391.end, %s3_conv1.j389
-  %s3_conv1.c3903 = phi i64 [ 0, %s3_conv1.j389 ], [ %c390.next, %s3_conv1.ky391.end ]
-  br label %s3_conv1.ky391
+s3_conv1.c365:                                    ; preds = %s3_conv1.ky366.end, %s3_conv1.j364
+  %s3_conv1.c3653 = phi i64 [ 0, %s3_conv1.j364 ], [ %c365.next, %s3_conv1.ky366.end ]
+  br label %s3_conv1.ky366
 
-s3_conv1.c390.end:                                ; preds = %s3_conv1.ky391.end
-  %j389.next = add nsw i64 %s3_conv1.j3892, 1
-  %0 = icmp slt i64 %j389.next, 16
-  br i1 %0, label %s3_conv1.j389, label %s3_conv1.j389.end
+s3_conv1.c365.end:                                ; preds = %s3_conv1.ky366.end
+  %j364.next = add nsw i64 %s3_conv1.j3642, 1
+  %0 = icmp slt i64 %j364.next, 16
+  br i1 %0, label %s3_conv1.j364, label %s3_conv1.j364.end
 
-s3_conv1.ky391:                                   ; preds = %s3_conv1.oy399.end, %s3_conv1.c390
-  %s3_conv1.ky3914 = phi i64 [ 0, %s3_conv1.c390 ], [ %ky391.next, %s3_conv1.oy399.end ]
-  br label %s3_conv1.oy392
+s3_conv1.ky366:                                   ; preds = %s3_conv1.oy374.end, %s3_conv1.c365
+  %s3_conv1.ky3664 = phi i64 [ 0, %s3_conv1.c365 ], [ %ky366.next, %s3_conv1.oy374.end ]
+  br label %s3_conv1.oy367
 
-s3_conv1.ky391.end:                               ; preds = %s3_conv1.oy399.end
-  %c390.next = add nsw i64 %s3_conv1.c3903, 1
-  %1 = icmp slt i64 %c390.next, 32
-  br i1 %1, label %s3_conv1.c390, label %s3_conv1.c390.end
+s3_conv1.ky366.end:                               ; preds = %s3_conv1.oy374.end
+  %c365.next = add nsw i64 %s3_conv1.c3653, 1
+  %1 = icmp slt i64 %c365.next, 32
+  br i1 %1, label %s3_conv1.c365, label %s3_conv1.c365.end
 
-s3_conv1.oy392:                                   ; preds = %s3_conv1.endif16, %s3_conv1.ky391
-  %s3_conv1.oy3925 = phi i64 [ 0, %s3_conv1.ky391 ], [ %oy392.next, %s3_conv1.endif16 ]
-  %2 = mul nsw i64 %s3_conv1.oy3925, 2
-  %3 = add nsw i64 %2, %s3_conv1.ky3914
+s3_conv1.oy367:                                   ; preds = %s3_conv1.endif16, %s3_conv1.ky366
+  %s3_conv1.oy3675 = phi i64 [ 0, %s3_conv1.ky366 ], [ %oy367.next, %s3_conv1.endif16 ]
+  %2 = mul nsw i64 %s3_conv1.oy3675, 2
+  %3 = add nsw i64 %2, %s3_conv1.ky3664
   %4 = add nsw i64 %3, -1
   %5 = icmp slt i64 -1, %4
-  %6 = mul nsw i64 %s3_conv1.oy3925, 2
-  %7 = add nsw i64 %6, %s3_conv1.ky3914
+  %6 = mul nsw i64 %s3_conv1.oy3675, 2
+  %7 = add nsw i64 %6, %s3_conv1.ky3664
   %8 = add nsw i64 %7, -1
   %9 = icmp slt i64 %8, 16
   %10 = and i1 %5, %9
   br i1 %10, label %s3_conv1.then, label %s3_conv1.endif
 
-s3_conv1.oy392.end:                               ; preds = %s3_conv1.endif16
-  br label %s3_conv1.oy396
+s3_conv1.oy367.end:                               ; preds = %s3_conv1.endif16
+  br label %s3_conv1.oy371
 
-s3_conv1.then:                                    ; preds = %s3_conv1.oy392
-  br label %s3_conv1.ox393
+s3_conv1.then:                                    ; preds = %s3_conv1.oy367
+  br label %s3_conv1.ox368
 
-s3_conv1.endif:                                   ; preds = %s3_conv1.ox394.end, %s3_conv1.oy392
-  %11 = mul nsw i64 %s3_conv1.oy3925, 2
-  %12 = add nsw i64 %11, %s3_conv1.ky3914
+s3_conv1.endif:                                   ; preds = %s3_conv1.ox369.end, %s3_conv1.oy367
+  %11 = mul nsw i64 %s3_conv1.oy3675, 2
+  %12 = add nsw i64 %11, %s3_conv1.ky3664
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 0
   br i1 %14, label %s3_conv1.then11, label %s3_conv1.endif12
 
-s3_conv1.ox393:                                   ; preds = %s3_conv1.ox393, %s3_conv1.then
-  %s3_conv1.ox3936 = phi i64 [ 0, %s3_conv1.then ], [ %ox393.next, %s3_conv1.ox393 ]
-  %15 = mul nsw i64 %s3_conv1.g3881, 16
-  %16 = add nsw i64 %15, %s3_conv1.j3892
+s3_conv1.ox368:                                   ; preds = %s3_conv1.ox368, %s3_conv1.then
+  %s3_conv1.ox3686 = phi i64 [ 0, %s3_conv1.then ], [ %ox368.next, %s3_conv1.ox368 ]
+  %15 = mul nsw i64 %s3_conv1.g3631, 16
+  %16 = add nsw i64 %15, %s3_conv1.j3642
   %17 = mul nsw i64 %16, 8192
-  %18 = mul nsw i64 %s3_conv1.c3903, 256
-  %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %s3_conv1.oy3925, 2
-  %21 = add nsw i64 %20, %s3_conv1.ky3914
-  %22 = add nsw i64 %21, -1
-  %23 = mul nsw i64 %22, 16
-  %24 = add nsw i64 %19, %23
-  %25 = add nsw i64 %s3_conv1.ox3936, 1
-  %26 = mul nsw i64 %25, 2
-  %27 = add nsw i64 %26, -1
-  %28 = add nsw i64 %24, %27
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load float, ptr %arena7, align 4
-  %30 = mul nsw i64 %s3_conv1.c3903, 3
-  %31 = add nsw i64 %30, %s3_conv1.ky3914
-  %32 = mul nsw i64 %31, 3
-  %33 = mul nsw i64 %32, 1024
-  %34 = add nsw i64 786432, %33
-  %35 = mul nsw i64 %s3_conv1.j3892, 64
-  %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %s3_conv1.oy3925, 8
-  %38 = add nsw i64 %s3_conv1.ox3936, 1
-  %39 = add nsw i64 %37, %38
-  %40 = add nsw i64 %36, %39
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %40
-  store float %29, ptr %arena8, align 4
-  %ox393.next = add nsw i64 %s3_conv1.ox3936, 1
-  %41 = icmp slt i64 %ox393.next, 7
-  br i1 %41, label %s3_conv1.ox393, label %s3_conv1.ox393.end
+  %18 = add nsw i64 524288, %17
+  %19 = mul nsw i64 %s3_conv1.c3653, 256
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %s3_conv1.oy3675, 2
+  %22 = add nsw i64 %21, %s3_conv1.ky3664
+  %23 = add nsw i64 %22, -1
+  %24 = mul nsw i64 %23, 16
+  %25 = add nsw i64 %20, %24
+  %26 = add nsw i64 %s3_conv1.ox3686, 1
+  %27 = mul nsw i64 %26, 2
+  %28 = add nsw i64 %27, -1
+  %29 = add nsw i64 %25, %28
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %29
+  %30 = load float, ptr %arena7, align 4
+  %31 = mul nsw i64 %s3_conv1.c3653, 3
+  %32 = add nsw i64 %31, %s3_conv1.ky3664
+  %33 = mul nsw i64 %32, 3
+  %34 = mul nsw i64 %33, 1024
+  %35 = add nsw i64 1048576, %34
+  %36 = mul nsw i64 %s3_conv1.j3642, 64
+  %37 = add nsw i64 %35, %36
+  %38 = mul nsw i64 %s3_conv1.oy3675, 8
+  %39 = add nsw i64 %s3_conv1.ox3686, 1
+  %40 = add nsw i64 %38, %39
+  %41 = add nsw i64 %37, %40
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %41
+  store float %30, ptr %arena8, align 4
+  %ox368.next = add nsw i64 %s3_conv1.ox3686, 1
+  %42 = icmp slt i64 %ox368.next, 7
+  br i1 %42, label %s3_conv1.ox368, label %s3_conv1.ox368.end
 
-s3_conv1.ox393.end:                               ; preds = %s3_conv1.ox393
-  br label %s3_conv1.ox394
+s3_conv1.ox368.end:                               ; preds = %s3_conv1.ox368
+  br label %s3_conv1.ox369
 
-s3_conv1.ox394:                                   ; preds = %s3_conv1.ox394, %s3_conv1.ox393.end
-  %s3_conv1.ox3949 = phi i64 [ 0, %s3_conv1.ox393.end ], [ %ox394.next, %s3_conv1.ox394 ]
-  %42 = mul nsw i64 %s3_conv1.c3903, 3
-  %43 = add nsw i64 %42, %s3_conv1.ky3914
-  %44 = mul nsw i64 %43, 3
-  %45 = mul nsw i64 %44, 1024
-  %46 = add nsw i64 786432, %45
-  %47 = mul nsw i64 %s3_conv1.j3892, 64
-  %48 = add nsw i64 %46, %47
-  %49 = mul nsw i64 %s3_conv1.oy3925, 8
-  %50 = add nsw i64 %49, %s3_conv1.ox3949
-  %51 = add nsw i64 %48, %50
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 %51
+s3_conv1.ox369:                                   ; preds = %s3_conv1.ox369, %s3_conv1.ox368.end
+  %s3_conv1.ox3699 = phi i64 [ 0, %s3_conv1.ox368.end ], [ %ox369.next, %s3_conv1.ox369 ]
+  %43 = mul nsw i64 %s3_conv1.c3653, 3
+  %44 = add nsw i64 %43, %s3_conv1.ky3664
+  %45 = mul nsw i64 %44, 3
+  %46 = mul nsw i64 %45, 1024
+  %47 = add nsw i64 1048576, %46
+  %48 = mul nsw i64 %s3_conv1.j3642, 64
+  %49 = add nsw i64 %47, %48
+  %50 = mul nsw i64 %s3_conv1.oy3675, 8
+  %51 = add nsw i64 %50, %s3_conv1.ox3699
+  %52 = add nsw i64 %49, %51
+  %arena10 = getelementptr inbounds float, ptr %arena, i64 %52
   store float 0.000000e+00, ptr %arena10, align 4
-  %ox394.next = add nsw i64 %s3_conv1.ox3949, 1
-  %52 = icmp slt i64 %ox394.next, 1
-  br i1 %52, label %s3_conv1.ox394, label %s3_conv1.ox394.end
+  %ox369.next = add nsw i64 %s3_conv1.ox3699, 1
+  %53 = icmp slt i64 %ox369.next, 1
+  br i1 %53, label %s3_conv1.ox369, label %s3_conv1.ox369.end
 
-s3_conv1.ox394.end:                               ; preds = %s3_conv1.ox394
+s3_conv1.ox369.end:                               ; preds = %s3_conv1.ox369
   br label %s3_conv1.endif
 
 s3_conv1.then11:                                  ; preds = %s3_conv1.endif
-  br label %s3_conv1.ox395
+  br label %s3_conv1.ox370
 
-s3_conv1.endif12:                                 ; preds = %s3_conv1.ox395.end, %s3_conv1.endif
-  %53 = mul nsw i64 %s3_conv1.oy3925, 2
-  %54 = add nsw i64 %53, %s3_conv1.ky3914
-  %55 = add nsw i64 %54, -1
-  %56 = icmp slt i64 15, %55
-  br i1 %56, label %s3_conv1.then15, label %s3_conv1.endif16
+s3_conv1.endif12:                                 ; preds = %s3_conv1.ox370.end, %s3_conv1.endif
+  %54 = mul nsw i64 %s3_conv1.oy3675, 2
+  %55 = add nsw i64 %54, %s3_conv1.ky3664
+  %56 = add nsw i64 %55, -1
+  %57 = icmp slt i64 15, %56
+  br i1 %57, label %s3_conv1.then15, label %s3_conv1.endif16
 
-s3_conv1.ox395:                                   ; preds = %s3_conv1.ox395, %s3_conv1.then11
-  %s3_conv1.ox39513 = phi i64 [ 0, %s3_conv1.then11 ], [ %ox395.next, %s3_conv1.ox395 ]
-  %57 = mul nsw i64 %s3_conv1.c3903, 3
-  %58 = add nsw i64 %57, %s3_conv1.ky3914
-  %59 = mul nsw i64 %58, 3
-  %60 = mul nsw i64 %59, 1024
-  %61 = add nsw i64 786432, %60
-  %62 = mul nsw i64 %s3_conv1.j3892, 64
-  %63 = add nsw i64 %61, %62
-  %64 = mul nsw i64 %s3_conv1.oy3925, 8
-  %65 = add nsw i64 %64, %s3_conv1.ox39513
-  %66 = add nsw i64 %63, %65
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %66
+s3_conv1.ox370:                                   ; preds = %s3_conv1.ox370, %s3_conv1.then11
+  %s3_conv1.ox37013 = phi i64 [ 0, %s3_conv1.then11 ], [ %ox370.next, %s3_conv1.ox370 ]
+  %58 = mul nsw i64 %s3_conv1.c3653, 3
+  %59 = add nsw i64 %58, %s3_conv1.ky3664
+  %60 = mul nsw i64 %59, 3
+  %61 = mul nsw i64 %60, 1024
+  %62 = add nsw i64 1048576, %61
+  %63 = mul nsw i64 %s3_conv1.j3642, 64
+  %64 = add nsw i64 %62, %63
+  %65 = mul nsw i64 %s3_conv1.oy3675, 8
+  %66 = add nsw i64 %65, %s3_conv1.ox37013
+  %67 = add nsw i64 %64, %66
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %67
   store float 0.000000e+00, ptr %arena14, align 4
-  %ox395.next = add nsw i64 %s3_conv1.ox39513, 1
-  %67 = icmp slt i64 %ox395.next, 8
-  br i1 %67, label %s3_conv1.ox395, label %s3_conv1.ox395.end
+  %ox370.next = add nsw i64 %s3_conv1.ox37013, 1
+  %68 = icmp slt i64 %ox370.next, 8
+  br i1 %68, label %s3_conv1.ox370, label %s3_conv1.ox370.end
 
-s3_conv1.ox395.end:                               ; preds = %s3_conv1.ox395
+s3_conv1.ox370.end:                               ; preds = %s3_conv1.ox370
   br label %s3_conv1.endif12
 
 s3_conv1.then15:                                  ; preds = %s3_conv1.endif12
-  br label %s3_conv1.ox39517
+  br label %s3_conv1.ox37017
 
-s3_conv1.endif16:                                 ; preds = %s3_conv1.ox395.end18, %s3_conv1.endif12
-  %oy392.next = add nsw i64 %s3_conv1.oy3925, 1
-  %68 = icmp slt i64 %oy392.next, 8
-  br i1 %68, label %s3_conv1.oy392, label %s3_conv1.oy392.end
+s3_conv1.endif16:                                 ; preds = %s3_conv1.ox370.end18, %s3_conv1.endif12
+  %oy367.next = add nsw i64 %s3_conv1.oy3675, 1
+  %69 = icmp slt i64 %oy367.next, 8
+  br i1 %69, label %s3_conv1.oy367, label %s3_conv1.oy367.end
 
-s3_conv1.ox39517:                                 ; preds = %s3_conv1.ox39517, %s3_conv1.then15
-  %s3_conv1.ox39519 = phi i64 [ 0, %s3_conv1.then15 ], [ %ox395.next21, %s3_conv1.ox39517 ]
-  %69 = mul nsw i64 %s3_conv1.c3903, 3
-  %70 = add nsw i64 %69, %s3_conv1.ky3914
-  %71 = mul nsw i64 %70, 3
-  %72 = mul nsw i64 %71, 1024
-  %73 = add nsw i64 786432, %72
-  %74 = mul nsw i64 %s3_conv1.j3892, 64
-  %75 = add nsw i64 %73, %74
-  %76 = mul nsw i64 %s3_conv1.oy3925, 8
-  %77 = add nsw i64 %76, %s3_conv1.ox39519
-  %78 = add nsw i64 %75, %77
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %78
+s3_conv1.ox37017:                                 ; preds = %s3_conv1.ox37017, %s3_conv1.then15
+  %s3_conv1.ox37019 = phi i64 [ 0, %s3_conv1.then15 ], [ %ox370.next21, %s3_conv1.ox37017 ]
+  %70 = mul nsw i64 %s3_conv1.c3653, 3
+  %71 = add nsw i64 %70, %s3_conv1.ky3664
+  %72 = mul nsw i64 %71, 3
+  %73 = mul nsw i64 %72, 1024
+  %74 = add nsw i64 1048576, %73
+  %75 = mul nsw i64 %s3_conv1.j3642, 64
+  %76 = add nsw i64 %74, %75
+  %77 = mul nsw i64 %s3_conv1.oy3675, 8
+  %78 = add nsw i64 %77, %s3_conv1.ox37019
+  %79 = add nsw i64 %76, %78
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %79
   store float 0.000000e+00, ptr %arena20, align 4
-  %ox395.next21 = add nsw i64 %s3_conv1.ox39519, 1
-  %79 = icmp slt i64 %ox395.next21, 8
-  br i1 %79, label %s3_conv1.ox39517, label %s3_conv1.ox395.end18
+  %ox370.next21 = add nsw i64 %s3_conv1.ox37019, 1
+  %80 = icmp slt i64 %ox370.next21, 8
+  br i1 %80, label %s3_conv1.ox37017, label %s3_conv1.ox370.end18
 
-s3_conv1.ox395.end18:                             ; preds = %s3_conv1.ox39517
+s3_conv1.ox370.end18:                             ; preds = %s3_conv1.ox37017
   br label %s3_conv1.endif16
 
-s3_conv1.oy396:                                   ; preds = %s3_conv1.endif33, %s3_conv1.oy392.end
-  %s3_conv1.oy39622 = phi i64 [ 0, %s3_conv1.oy392.end ], [ %oy396.next, %s3_conv1.endif33 ]
-  %80 = mul nsw i64 %s3_conv1.oy39622, 2
-  %81 = add nsw i64 %80, %s3_conv1.ky3914
-  %82 = add nsw i64 %81, -1
-  %83 = icmp slt i64 -1, %82
-  %84 = mul nsw i64 %s3_conv1.oy39622, 2
-  %85 = add nsw i64 %84, %s3_conv1.ky3914
-  %86 = add nsw i64 %85, -1
-  %87 = icmp slt i64 %86, 16
-  %88 = and i1 %83, %87
-  br i1 %88, label %s3_conv1.then23, label %s3_conv1.endif24
+s3_conv1.oy371:                                   ; preds = %s3_conv1.endif33, %s3_conv1.oy367.end
+  %s3_conv1.oy37122 = phi i64 [ 0, %s3_conv1.oy367.end ], [ %oy371.next, %s3_conv1.endif33 ]
+  %81 = mul nsw i64 %s3_conv1.oy37122, 2
+  %82 = add nsw i64 %81, %s3_conv1.ky3664
+  %83 = add nsw i64 %82, -1
+  %84 = icmp slt i64 -1, %83
+  %85 = mul nsw i64 %s3_conv1.oy37122, 2
+  %86 = add nsw i64 %85, %s3_conv1.ky3664
+  %87 = add nsw i64 %86, -1
+  %88 = icmp slt i64 %87, 16
+  %89 = and i1 %84, %88
+  br i1 %89, label %s3_conv1.then23, label %s3_conv1.endif24
 
-s3_conv1.oy396.end:                               ; preds = %s3_conv1.endif33
-  br label %s3_conv1.oy399
+s3_conv1.oy371.end:                               ; preds = %s3_conv1.endif33
+  br label %s3_conv1.oy374
 
-s3_conv1.then23:                                  ; preds = %s3_conv1.oy396
-  br label %s3_conv1.ox397
+s3_conv1.then23:                                  ; preds = %s3_conv1.oy371
+  br label %s3_conv1.ox372
 
-s3_conv1.endif24:                                 ; preds = %s3_conv1.ox397.end, %s3_conv1.oy396
-  %89 = mul nsw i64 %s3_conv1.oy39622, 2
-  %90 = add nsw i64 %89, %s3_conv1.ky3914
-  %91 = add nsw i64 %90, -1
-  %92 = icmp slt i64 %91, 0
-  br i1 %92, label %s3_conv1.then28, label %s3_conv1.endif29
+s3_conv1.endif24:                                 ; preds = %s3_conv1.ox372.end, %s3_conv1.oy371
+  %90 = mul nsw i64 %s3_conv1.oy37122, 2
+  %91 = add nsw i64 %90, %s3_conv1.ky3664
+  %92 = add nsw i64 %91, -1
+  %93 = icmp slt i64 %92, 0
+  br i1 %93, label %s3_conv1.then28, label %s3_conv1.endif29
 
-s3_conv1.ox397:                                   ; preds = %s3_conv1.ox397, %s3_conv1.then23
-  %s3_conv1.ox39725 = phi i64 [ 0, %s3_conv1.then23 ], [ %ox397.next, %s3_conv1.ox397 ]
-  %93 = mul nsw i64 %s3_conv1.g3881, 16
-  %94 = add nsw i64 %93, %s3_conv1.j3892
-  %95 = mul nsw i64 %94, 8192
-  %96 = mul nsw i64 %s3_conv1.c3903, 256
-  %97 = add nsw i64 %95, %96
-  %98 = mul nsw i64 %s3_conv1.oy39622, 2
-  %99 = add nsw i64 %98, %s3_conv1.ky3914
-  %100 = add nsw i64 %99, -1
-  %101 = mul nsw i64 %100, 16
-  %102 = add nsw i64 %97, %101
-  %103 = mul nsw i64 %s3_conv1.ox39725, 2
-  %104 = add nsw i64 %102, %103
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %104
-  %105 = load float, ptr %arena26, align 4
-  %106 = mul nsw i64 %s3_conv1.c3903, 3
-  %107 = add nsw i64 %106, %s3_conv1.ky3914
-  %108 = mul nsw i64 %107, 3
-  %109 = add nsw i64 %108, 1
-  %110 = mul nsw i64 %109, 1024
-  %111 = add nsw i64 786432, %110
-  %112 = mul nsw i64 %s3_conv1.j3892, 64
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %s3_conv1.oy39622, 8
-  %115 = add nsw i64 %114, %s3_conv1.ox39725
-  %116 = add nsw i64 %113, %115
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %116
-  store float %105, ptr %arena27, align 4
-  %ox397.next = add nsw i64 %s3_conv1.ox39725, 1
-  %117 = icmp slt i64 %ox397.next, 8
-  br i1 %117, label %s3_conv1.ox397, label %s3_conv1.ox397.end
+s3_conv1.ox372:                                   ; preds = %s3_conv1.ox372, %s3_conv1.then23
+  %s3_conv1.ox37225 = phi i64 [ 0, %s3_conv1.then23 ], [ %ox372.next, %s3_conv1.ox372 ]
+  %94 = mul nsw i64 %s3_conv1.g3631, 16
+  %95 = add nsw i64 %94, %s3_conv1.j3642
+  %96 = mul nsw i64 %95, 8192
+  %97 = add nsw i64 524288, %96
+  %98 = mul nsw i64 %s3_conv1.c3653, 256
+  %99 = add nsw i64 %97, %98
+  %100 = mul nsw i64 %s3_conv1.oy37122, 2
+  %101 = add nsw i64 %100, %s3_conv1.ky3664
+  %102 = add nsw i64 %101, -1
+  %103 = mul nsw i64 %102, 16
+  %104 = add nsw i64 %99, %103
+  %105 = mul nsw i64 %s3_conv1.ox37225, 2
+  %106 = add nsw i64 %104, %105
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %106
+  %107 = load float, ptr %arena26, align 4
+  %108 = mul nsw i64 %s3_conv1.c3653, 3
+  %109 = add nsw i64 %108, %s3_conv1.ky3664
+  %110 = mul nsw i64 %109, 3
+  %111 = add nsw i64 %110, 1
+  %112 = mul nsw i64 %111, 1024
+  %113 = add nsw i64 1048576, %112
+  %114 = mul nsw i64 %s3_conv1.j3642, 64
+  %115 = add nsw i64 %113, %114
+  %116 = mul nsw i64 %s3_conv1.oy37122, 8
+  %117 = add nsw i64 %116, %s3_conv1.ox37225
+  %118 = add nsw i64 %115, %117
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %118
+  store float %107, ptr %arena27, align 4
+  %ox372.next = add nsw i64 %s3_conv1.ox37225, 1
+  %119 = icmp slt i64 %ox372.next, 8
+  br i1 %119, label %s3_conv1.ox372, label %s3_conv1.ox372.end
 
-s3_conv1.ox397.end:                               ; preds = %s3_conv1.ox397
+s3_conv1.ox372.end:                               ; preds = %s3_conv1.ox372
   br label %s3_conv1.endif24
 
 s3_conv1.then28:                                  ; preds = %s3_conv1.endif24
-  br label %s3_conv1.ox398
+  br label %s3_conv1.ox373
 
-s3_conv1.endif29:                                 ; preds = %s3_conv1.ox398.end, %s3_conv1.endif24
-  %118 = mul nsw i64 %s3_conv1.oy39622, 2
-  %119 = add nsw i64 %118, %s3_conv1.ky3914
-  %120 = add nsw i64 %119, -1
-  %121 = icmp slt i64 15, %120
-  br i1 %121, label %s3_conv1.then32, label %s3_conv1.endif33
+s3_conv1.endif29:                                 ; preds = %s3_conv1.ox373.end, %s3_conv1.endif24
+  %120 = mul nsw i64 %s3_conv1.oy37122, 2
+  %121 = add nsw i64 %120, %s3_conv1.ky3664
+  %122 = add nsw i64 %121, -1
+  %123 = icmp slt i64 15, %122
+  br i1 %123, label %s3_conv1.then32, label %s3_conv1.endif33
 
-s3_conv1.ox398:                                   ; preds = %s3_conv1.ox398, %s3_conv1.then28
-  %s3_conv1.ox39830 = phi i64 [ 0, %s3_conv1.then28 ], [ %ox398.next, %s3_conv1.ox398 ]
-  %122 = mul nsw i64 %s3_conv1.c3903, 3
-  %123 = add nsw i64 %122, %s3_conv1.ky3914
-  %124 = mul nsw i64 %123, 3
-  %125 = add nsw i64 %124, 1
-  %126 = mul nsw i64 %125, 1024
-  %127 = add nsw i64 786432, %126
-  %128 = mul nsw i64 %s3_conv1.j3892, 64
-  %129 = add nsw i64 %127, %128
-  %130 = mul nsw i64 %s3_conv1.oy39622, 8
-  %131 = add nsw i64 %130, %s3_conv1.ox39830
-  %132 = add nsw i64 %129, %131
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %132
+s3_conv1.ox373:                                   ; preds = %s3_conv1.ox373, %s3_conv1.then28
+  %s3_conv1.ox37330 = phi i64 [ 0, %s3_conv1.then28 ], [ %ox373.next, %s3_conv1.ox373 ]
+  %124 = mul nsw i64 %s3_conv1.c3653, 3
+  %125 = add nsw i64 %124, %s3_conv1.ky3664
+  %126 = mul nsw i64 %125, 3
+  %127 = add nsw i64 %126, 1
+  %128 = mul nsw i64 %127, 1024
+  %129 = add nsw i64 1048576, %128
+  %130 = mul nsw i64 %s3_conv1.j3642, 64
+  %131 = add nsw i64 %129, %130
+  %132 = mul nsw i64 %s3_conv1.oy37122, 8
+  %133 = add nsw i64 %132, %s3_conv1.ox37330
+  %134 = add nsw i64 %131, %133
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %134
   store float 0.000000e+00, ptr %arena31, align 4
-  %ox398.next = add nsw i64 %s3_conv1.ox39830, 1
-  %133 = icmp slt i64 %ox398.next, 8
-  br i1 %133, label %s3_conv1.ox398, label %s3_conv1.ox398.end
+  %ox373.next = add nsw i64 %s3_conv1.ox37330, 1
+  %135 = icmp slt i64 %ox373.next, 8
+  br i1 %135, label %s3_conv1.ox373, label %s3_conv1.ox373.end
 
-s3_conv1.ox398.end:                               ; preds = %s3_conv1.ox398
+s3_conv1.ox373.end:                               ; preds = %s3_conv1.ox373
   br label %s3_conv1.endif29
 
 s3_conv1.then32:                                  ; preds = %s3_conv1.endif29
-  br label %s3_conv1.ox39834
+  br label %s3_conv1.ox37334
 
-s3_conv1.endif33:                                 ; preds = %s3_conv1.ox398.end35, %s3_conv1.endif29
-  %oy396.next = add nsw i64 %s3_conv1.oy39622, 1
-  %134 = icmp slt i64 %oy396.next, 8
-  br i1 %134, label %s3_conv1.oy396, label %s3_conv1.oy396.end
+s3_conv1.endif33:                                 ; preds = %s3_conv1.ox373.end35, %s3_conv1.endif29
+  %oy371.next = add nsw i64 %s3_conv1.oy37122, 1
+  %136 = icmp slt i64 %oy371.next, 8
+  br i1 %136, label %s3_conv1.oy371, label %s3_conv1.oy371.end
 
-s3_conv1.ox39834:                                 ; preds = %s3_conv1.ox39834, %s3_conv1.then32
-  %s3_conv1.ox39836 = phi i64 [ 0, %s3_conv1.then32 ], [ %ox398.next38, %s3_conv1.ox39834 ]
-  %135 = mul nsw i64 %s3_conv1.c3903, 3
-  %136 = add nsw i64 %135, %s3_conv1.ky3914
-  %137 = mul nsw i64 %136, 3
-  %138 = add nsw i64 %137, 1
-  %139 = mul nsw i64 %138, 1024
-  %140 = add nsw i64 786432, %139
-  %141 = mul nsw i64 %s3_conv1.j3892, 64
-  %142 = add nsw i64 %140, %141
-  %143 = mul nsw i64 %s3_conv1.oy39622, 8
-  %144 = add nsw i64 %143, %s3_conv1.ox39836
-  %145 = add nsw i64 %142, %144
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %145
+s3_conv1.ox37334:                                 ; preds = %s3_conv1.ox37334, %s3_conv1.then32
+  %s3_conv1.ox37336 = phi i64 [ 0, %s3_conv1.then32 ], [ %ox373.next38, %s3_conv1.ox37334 ]
+  %137 = mul nsw i64 %s3_conv1.c3653, 3
+  %138 = add nsw i64 %137, %s3_conv1.ky3664
+  %139 = mul nsw i64 %138, 3
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 1024
+  %142 = add nsw i64 1048576, %141
+  %143 = mul nsw i64 %s3_conv1.j3642, 64
+  %144 = add nsw i64 %142, %143
+  %145 = mul nsw i64 %s3_conv1.oy37122, 8
+  %146 = add nsw i64 %145, %s3_conv1.ox37336
+  %147 = add nsw i64 %144, %146
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %147
   store float 0.000000e+00, ptr %arena37, align 4
-  %ox398.next38 = add nsw i64 %s3_conv1.ox39836, 1
-  %146 = icmp slt i64 %ox398.next38, 8
-  br i1 %146, label %s3_conv1.ox39834, label %s3_conv1.ox398.end35
+  %ox373.next38 = add nsw i64 %s3_conv1.ox37336, 1
+  %148 = icmp slt i64 %ox373.next38, 8
+  br i1 %148, label %s3_conv1.ox37334, label %s3_conv1.ox373.end35
 
-s3_conv1.ox398.end35:                             ; preds = %s3_conv1.ox39834
+s3_conv1.ox373.end35:                             ; preds = %s3_conv1.ox37334
   br label %s3_conv1.endif33
 
-s3_conv1.oy399:                                   ; preds = %s3_conv1.endif50, %s3_conv1.oy396.end
-  %s3_conv1.oy39939 = phi i64 [ 0, %s3_conv1.oy396.end ], [ %oy399.next, %s3_conv1.endif50 ]
-  %147 = mul nsw i64 %s3_conv1.oy39939, 2
-  %148 = add nsw i64 %147, %s3_conv1.ky3914
-  %149 = add nsw i64 %148, -1
-  %150 = icmp slt i64 -1, %149
-  %151 = mul nsw i64 %s3_conv1.oy39939, 2
-  %152 = add nsw i64 %151, %s3_conv1.ky3914
-  %153 = add nsw i64 %152, -1
-  %154 = icmp slt i64 %153, 16
-  %155 = and i1 %150, %154
-  br i1 %155, label %s3_conv1.then40, label %s3_conv1.endif41
+s3_conv1.oy374:                                   ; preds = %s3_conv1.endif50, %s3_conv1.oy371.end
+  %s3_conv1.oy37439 = phi i64 [ 0, %s3_conv1.oy371.end ], [ %oy374.next, %s3_conv1.endif50 ]
+  %149 = mul nsw i64 %s3_conv1.oy37439, 2
+  %150 = add nsw i64 %149, %s3_conv1.ky3664
+  %151 = add nsw i64 %150, -1
+  %152 = icmp slt i64 -1, %151
+  %153 = mul nsw i64 %s3_conv1.oy37439, 2
+  %154 = add nsw i64 %153, %s3_conv1.ky3664
+  %155 = add nsw i64 %154, -1
+  %156 = icmp slt i64 %155, 16
+  %157 = and i1 %152, %156
+  br i1 %157, label %s3_conv1.then40, label %s3_conv1.endif41
 
-s3_conv1.oy399.end:                               ; preds = %s3_conv1.endif50
-  %ky391.next = add nsw i64 %s3_conv1.ky3914, 1
-  %156 = icmp slt i64 %ky391.next, 3
-  br i1 %156, label %s3_conv1.ky391, label %s3_conv1.ky391.end
+s3_conv1.oy374.end:                               ; preds = %s3_conv1.endif50
+  %ky366.next = add nsw i64 %s3_conv1.ky3664, 1
+  %158 = icmp slt i64 %ky366.next, 3
+  br i1 %158, label %s3_conv1.ky366, label %s3_conv1.ky366.end
 
-s3_conv1.then40:                                  ; preds = %s3_conv1.oy399
-  br label %s3_conv1.ox400
+s3_conv1.then40:                                  ; preds = %s3_conv1.oy374
+  br label %s3_conv1.ox375
 
-s3_conv1.endif41:                                 ; preds = %s3_conv1.ox400.end, %s3_conv1.oy399
-  %157 = mul nsw i64 %s3_conv1.oy39939, 2
-  %158 = add nsw i64 %157, %s3_conv1.ky3914
-  %159 = add nsw i64 %158, -1
-  %160 = icmp slt i64 %159, 0
-  br i1 %160, label %s3_conv1.then45, label %s3_conv1.endif46
+s3_conv1.endif41:                                 ; preds = %s3_conv1.ox375.end, %s3_conv1.oy374
+  %159 = mul nsw i64 %s3_conv1.oy37439, 2
+  %160 = add nsw i64 %159, %s3_conv1.ky3664
+  %161 = add nsw i64 %160, -1
+  %162 = icmp slt i64 %161, 0
+  br i1 %162, label %s3_conv1.then45, label %s3_conv1.endif46
 
-s3_conv1.ox400:                                   ; preds = %s3_conv1.ox400, %s3_conv1.then40
-  %s3_conv1.ox40042 = phi i64 [ 0, %s3_conv1.then40 ], [ %ox400.next, %s3_conv1.ox400 ]
-  %161 = mul nsw i64 %s3_conv1.g3881, 16
-  %162 = add nsw i64 %161, %s3_conv1.j3892
-  %163 = mul nsw i64 %162, 8192
-  %164 = mul nsw i64 %s3_conv1.c3903, 256
-  %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %s3_conv1.oy39939, 2
-  %167 = add nsw i64 %166, %s3_conv1.ky3914
-  %168 = add nsw i64 %167, -1
-  %169 = mul nsw i64 %168, 16
-  %170 = add nsw i64 %165, %169
-  %171 = mul nsw i64 %s3_conv1.ox40042, 2
-  %172 = add nsw i64 %171, 1
-  %173 = add nsw i64 %170, %172
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load float, ptr %arena43, align 4
-  %175 = mul nsw i64 %s3_conv1.c3903, 3
-  %176 = add nsw i64 %175, %s3_conv1.ky3914
-  %177 = mul nsw i64 %176, 3
-  %178 = add nsw i64 %177, 2
-  %179 = mul nsw i64 %178, 1024
-  %180 = add nsw i64 786432, %179
-  %181 = mul nsw i64 %s3_conv1.j3892, 64
-  %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %s3_conv1.oy39939, 8
-  %184 = add nsw i64 %183, %s3_conv1.ox40042
-  %185 = add nsw i64 %182, %184
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %174, ptr %arena44, align 4
-  %ox400.next = add nsw i64 %s3_conv1.ox40042, 1
-  %186 = icmp slt i64 %ox400.next, 8
-  br i1 %186, label %s3_conv1.ox400, label %s3_conv1.ox400.end
+s3_conv1.ox375:                                   ; preds = %s3_conv1.ox375, %s3_conv1.then40
+  %s3_conv1.ox37542 = phi i64 [ 0, %s3_conv1.then40 ], [ %ox375.next, %s3_conv1.ox375 ]
+  %163 = mul nsw i64 %s3_conv1.g3631, 16
+  %164 = add nsw i64 %163, %s3_conv1.j3642
+  %165 = mul nsw i64 %164, 8192
+  %166 = add nsw i64 524288, %165
+  %167 = mul nsw i64 %s3_conv1.c3653, 256
+  %168 = add nsw i64 %166, %167
+  %169 = mul nsw i64 %s3_conv1.oy37439, 2
+  %170 = add nsw i64 %169, %s3_conv1.ky3664
+  %171 = add nsw i64 %170, -1
+  %172 = mul nsw i64 %171, 16
+  %173 = add nsw i64 %168, %172
+  %174 = mul nsw i64 %s3_conv1.ox37542, 2
+  %175 = add nsw i64 %174, 1
+  %176 = add nsw i64 %173, %175
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load float, ptr %arena43, align 4
+  %178 = mul nsw i64 %s3_conv1.c3653, 3
+  %179 = add nsw i64 %178, %s3_conv1.ky3664
+  %180 = mul nsw i64 %179, 3
+  %181 = add nsw i64 %180, 2
+  %182 = mul nsw i64 %181, 1024
+  %183 = add nsw i64 1048576, %182
+  %184 = mul nsw i64 %s3_conv1.j3642, 64
+  %185 = add nsw i64 %183, %184
+  %186 = mul nsw i64 %s3_conv1.oy37439, 8
+  %187 = add nsw i64 %186, %s3_conv1.ox37542
+  %188 = add nsw i64 %185, %187
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
+  store float %177, ptr %arena44, align 4
+  %ox375.next = add nsw i64 %s3_conv1.ox37542, 1
+  %189 = icmp slt i64 %ox375.next, 8
+  br i1 %189, label %s3_conv1.ox375, label %s3_conv1.ox375.end
 
-s3_conv1.ox400.end:                               ; preds = %s3_conv1.ox400
+s3_conv1.ox375.end:                               ; preds = %s3_conv1.ox375
   br label %s3_conv1.endif41
 
 s3_conv1.then45:                                  ; preds = %s3_conv1.endif41
-  br label %s3_conv1.ox401
+  br label %s3_conv1.ox376
 
-s3_conv1.endif46:                                 ; preds = %s3_conv1.ox401.end, %s3_conv1.endif41
-  %187 = mul nsw i64 %s3_conv1.oy39939, 2
-  %188 = add nsw i64 %187, %s3_conv1.ky3914
-  %189 = add nsw i64 %188, -1
-  %190 = icmp slt i64 15, %189
-  br i1 %190, label %s3_conv1.then49, label %s3_conv1.endif50
+s3_conv1.endif46:                                 ; preds = %s3_conv1.ox376.end, %s3_conv1.endif41
+  %190 = mul nsw i64 %s3_conv1.oy37439, 2
+  %191 = add nsw i64 %190, %s3_conv1.ky3664
+  %192 = add nsw i64 %191, -1
+  %193 = icmp slt i64 15, %192
+  br i1 %193, label %s3_conv1.then49, label %s3_conv1.endif50
 
-s3_conv1.ox401:                                   ; preds = %s3_conv1.ox401, %s3_conv1.then45
-  %s3_conv1.ox40147 = phi i64 [ 0, %s3_conv1.then45 ], [ %ox401.next, %s3_conv1.ox401 ]
-  %191 = mul nsw i64 %s3_conv1.c3903, 3
-  %192 = add nsw i64 %191, %s3_conv1.ky3914
-  %193 = mul nsw i64 %192, 3
-  %194 = add nsw i64 %193, 2
-  %195 = mul nsw i64 %194, 1024
-  %196 = add nsw i64 786432, %195
-  %197 = mul nsw i64 %s3_conv1.j3892, 64
-  %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %s3_conv1.oy39939, 8
-  %200 = add nsw i64 %199, %s3_conv1.ox40147
-  %201 = add nsw i64 %198, %200
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %201
+s3_conv1.ox376:                                   ; preds = %s3_conv1.ox376, %s3_conv1.then45
+  %s3_conv1.ox37647 = phi i64 [ 0, %s3_conv1.then45 ], [ %ox376.next, %s3_conv1.ox376 ]
+  %194 = mul nsw i64 %s3_conv1.c3653, 3
+  %195 = add nsw i64 %194, %s3_conv1.ky3664
+  %196 = mul nsw i64 %195, 3
+  %197 = add nsw i64 %196, 2
+  %198 = mul nsw i64 %197, 1024
+  %199 = add nsw i64 1048576, %198
+  %200 = mul nsw i64 %s3_conv1.j3642, 64
+  %201 = add nsw i64 %199, %200
+  %202 = mul nsw i64 %s3_conv1.oy37439, 8
+  %203 = add nsw i64 %202, %s3_conv1.ox37647
+  %204 = add nsw i64 %201, %203
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %204
   store float 0.000000e+00, ptr %arena48, align 4
-  %ox401.next = add nsw i64 %s3_conv1.ox40147, 1
-  %202 = icmp slt i64 %ox401.next, 8
-  br i1 %202, label %s3_conv1.ox401, label %s3_conv1.ox401.end
+  %ox376.next = add nsw i64 %s3_conv1.ox37647, 1
+  %205 = icmp slt i64 %ox376.next, 8
+  br i1 %205, label %s3_conv1.ox376, label %s3_conv1.ox376.end
 
-s3_conv1.ox401.end:                               ; preds = %s3_conv1.ox401
+s3_conv1.ox376.end:                               ; preds = %s3_conv1.ox376
   br label %s3_conv1.endif46
 
 s3_conv1.then49:                                  ; preds = %s3_conv1.endif46
-  br label %s3_conv1.ox40151
+  br label %s3_conv1.ox37651
 
-s3_conv1.endif50:                                 ; preds = %s3_conv1.ox401.end52, %s3_conv1.endif46
-  %oy399.next = add nsw i64 %s3_conv1.oy39939, 1
-  %203 = icmp slt i64 %oy399.next, 8
-  br i1 %203, label %s3_conv1.oy399, label %s3_conv1.oy399.end
+s3_conv1.endif50:                                 ; preds = %s3_conv1.ox376.end52, %s3_conv1.endif46
+  %oy374.next = add nsw i64 %s3_conv1.oy37439, 1
+  %206 = icmp slt i64 %oy374.next, 8
+  br i1 %206, label %s3_conv1.oy374, label %s3_conv1.oy374.end
 
-s3_conv1.ox40151:                                 ; preds = %s3_conv1.ox40151, %s3_conv1.then49
-  %s3_conv1.ox40153 = phi i64 [ 0, %s3_conv1.then49 ], [ %ox401.next55, %s3_conv1.ox40151 ]
-  %204 = mul nsw i64 %s3_conv1.c3903, 3
-  %205 = add nsw i64 %204, %s3_conv1.ky3914
-  %206 = mul nsw i64 %205, 3
-  %207 = add nsw i64 %206, 2
-  %208 = mul nsw i64 %207, 1024
-  %209 = add nsw i64 786432, %208
-  %210 = mul nsw i64 %s3_conv1.j3892, 64
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %s3_conv1.oy39939, 8
-  %213 = add nsw i64 %212, %s3_conv1.ox40153
-  %214 = add nsw i64 %211, %213
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %214
+s3_conv1.ox37651:                                 ; preds = %s3_conv1.ox37651, %s3_conv1.then49
+  %s3_conv1.ox37653 = phi i64 [ 0, %s3_conv1.then49 ], [ %ox376.next55, %s3_conv1.ox37651 ]
+  %207 = mul nsw i64 %s3_conv1.c3653, 3
+  %208 = add nsw i64 %207, %s3_conv1.ky3664
+  %209 = mul nsw i64 %208, 3
+  %210 = add nsw i64 %209, 2
+  %211 = mul nsw i64 %210, 1024
+  %212 = add nsw i64 1048576, %211
+  %213 = mul nsw i64 %s3_conv1.j3642, 64
+  %214 = add nsw i64 %212, %213
+  %215 = mul nsw i64 %s3_conv1.oy37439, 8
+  %216 = add nsw i64 %215, %s3_conv1.ox37653
+  %217 = add nsw i64 %214, %216
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %217
   store float 0.000000e+00, ptr %arena54, align 4
-  %ox401.next55 = add nsw i64 %s3_conv1.ox40153, 1
-  %215 = icmp slt i64 %ox401.next55, 8
-  br i1 %215, label %s3_conv1.ox40151, label %s3_conv1.ox401.end52
+  %ox376.next55 = add nsw i64 %s3_conv1.ox37653, 1
+  %218 = icmp slt i64 %ox376.next55, 8
+  br i1 %218, label %s3_conv1.ox37651, label %s3_conv1.ox376.end52
 
-s3_conv1.ox401.end52:                             ; preds = %s3_conv1.ox40151
+s3_conv1.ox376.end52:                             ; preds = %s3_conv1.ox37651
   br label %s3_conv1.endif50
 
-s3_conv1.j410:                                    ; preds = %s3_conv1.f411.end, %s3_conv1.j389.end
-  %s3_conv1.j41056 = phi i64 [ 0, %s3_conv1.j389.end ], [ %j410.next, %s3_conv1.f411.end ]
-  br label %s3_conv1.f411
+s3_conv1.j385:                                    ; preds = %s3_conv1.f386.end, %s3_conv1.j364.end
+  %s3_conv1.j38556 = phi i64 [ 0, %s3_conv1.j364.end ], [ %j385.next, %s3_conv1.f386.end ]
+  br label %s3_conv1.f386
 
-s3_conv1.j410.end:                                ; preds = %s3_conv1.f411.end
-  %g388.next = add nsw i64 %s3_conv1.g3881, 1
-  %216 = icmp slt i64 %g388.next, 4
-  br i1 %216, label %s3_conv1.g388, label %s3_conv1.g388.end
+s3_conv1.j385.end:                                ; preds = %s3_conv1.f386.end
+  %g363.next = add nsw i64 %s3_conv1.g3631, 1
+  %219 = icmp slt i64 %g363.next, 4
+  br i1 %219, label %s3_conv1.g363, label %s3_conv1.g363.end
 
-s3_conv1.f411:                                    ; preds = %s3_conv1.i412.end, %s3_conv1.j410
-  %s3_conv1.f41157 = phi i64 [ 0, %s3_conv1.j410 ], [ %f411.next, %s3_conv1.i412.end ]
-  br label %s3_conv1.i412
+s3_conv1.f386:                                    ; preds = %s3_conv1.i387.end, %s3_conv1.j385
+  %s3_conv1.f38657 = phi i64 [ 0, %s3_conv1.j385 ], [ %f386.next, %s3_conv1.i387.end ]
+  br label %s3_conv1.i387
 
-s3_conv1.f411.end:                                ; preds = %s3_conv1.i412.end
-  %j410.next = add nsw i64 %s3_conv1.j41056, 1
-  %217 = icmp slt i64 %j410.next, 16
-  br i1 %217, label %s3_conv1.j410, label %s3_conv1.j410.end
+s3_conv1.f386.end:                                ; preds = %s3_conv1.i387.end
+  %j385.next = add nsw i64 %s3_conv1.j38556, 1
+  %220 = icmp slt i64 %j385.next, 16
+  br i1 %220, label %s3_conv1.j385, label %s3_conv1.j385.end
 
-s3_conv1.i412:                                    ; preds = %s3_conv1.i412, %s3_conv1.f411
-  %s3_conv1.i41258 = phi i64 [ 0, %s3_conv1.f411 ], [ %i412.next, %s3_conv1.i412 ]
-  %218 = mul nsw i64 %s3_conv1.f41157, 1024
-  %219 = add nsw i64 1081344, %218
-  %220 = mul nsw i64 %s3_conv1.j41056, 64
-  %221 = add nsw i64 %219, %220
-  %222 = add nsw i64 %221, %s3_conv1.i41258
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %222
-  %223 = load float, ptr %arena59, align 4
-  %224 = mul nsw i64 %s3_conv1.g3881, 16
-  %225 = add nsw i64 %224, %s3_conv1.j41056
-  %226 = mul nsw i64 %225, 4096
-  %227 = add nsw i64 524288, %226
-  %228 = mul nsw i64 %s3_conv1.f41157, 64
-  %229 = add nsw i64 %227, %228
-  %230 = add nsw i64 %229, %s3_conv1.i41258
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %223, ptr %arena60, align 4
-  %i412.next = add nsw i64 %s3_conv1.i41258, 1
-  %231 = icmp slt i64 %i412.next, 64
-  br i1 %231, label %s3_conv1.i412, label %s3_conv1.i412.end
+s3_conv1.i387:                                    ; preds = %s3_conv1.i387, %s3_conv1.f386
+  %s3_conv1.i38758 = phi i64 [ 0, %s3_conv1.f386 ], [ %i387.next, %s3_conv1.i387 ]
+  %221 = mul nsw i64 %s3_conv1.f38657, 1024
+  %222 = add nsw i64 1343488, %221
+  %223 = mul nsw i64 %s3_conv1.j38556, 64
+  %224 = add nsw i64 %222, %223
+  %225 = add nsw i64 %224, %s3_conv1.i38758
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena59, align 4
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %s3_conv1.f38657
+  %227 = load float, ptr %arena60, align 4
+  %228 = fmul float %226, %227
+  %229 = add nsw i64 64, %s3_conv1.f38657
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %229
+  %230 = load float, ptr %arena61, align 4
+  %231 = fadd float %228, %230
+  %232 = fcmp ogt float %231, 0.000000e+00
+  %233 = mul nsw i64 %s3_conv1.f38657, 1024
+  %234 = add nsw i64 1343488, %233
+  %235 = mul nsw i64 %s3_conv1.j38556, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, %s3_conv1.i38758
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %237
+  %238 = load float, ptr %arena62, align 4
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %s3_conv1.f38657
+  %239 = load float, ptr %arena63, align 4
+  %240 = fmul float %238, %239
+  %241 = add nsw i64 64, %s3_conv1.f38657
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %241
+  %242 = load float, ptr %arena64, align 4
+  %243 = fadd float %240, %242
+  %244 = select i1 %232, float %243, float 0.000000e+00
+  %245 = mul nsw i64 %s3_conv1.g3631, 16
+  %246 = add nsw i64 %245, %s3_conv1.j38556
+  %247 = mul nsw i64 %246, 4096
+  %248 = add nsw i64 128, %247
+  %249 = mul nsw i64 %s3_conv1.f38657, 64
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, %s3_conv1.i38758
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %251
+  store float %244, ptr %arena65, align 4
+  %i387.next = add nsw i64 %s3_conv1.i38758, 1
+  %252 = icmp slt i64 %i387.next, 64
+  br i1 %252, label %s3_conv1.i387, label %s3_conv1.i387.end
 
-s3_conv1.i412.end:                                ; preds = %s3_conv1.i412
-  %f411.next = add nsw i64 %s3_conv1.f41157, 1
-  %232 = icmp slt i64 %f411.next, 64
-  br i1 %232, label %s3_conv1.f411, label %s3_conv1.f411.end
+s3_conv1.i387.end:                                ; preds = %s3_conv1.i387
+  %f386.next = add nsw i64 %s3_conv1.f38657, 1
+  %253 = icmp slt i64 %f386.next, 64
+  br i1 %253, label %s3_conv1.f386, label %s3_conv1.f386.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k17.s3_conv1.gemm409(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k17.s3_conv1.gemm384(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s3_conv1.t407_a3 = alloca <8 x float>, align 32
-  %s3_conv1.t407_a2 = alloca <8 x float>, align 32
-  %s3_conv1.t407_a1 = alloca <8 x float>, align 32
-  %s3_conv1.t407_a0 = alloca <8 x float>, align 32
-  %s3_conv1.t407_b1 = alloca <8 x float>, align 32
-  %s3_conv1.t407_b0 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c3_1 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c3_0 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c2_1 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c2_0 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c1_1 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c1_0 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c0_1 = alloca <8 x float>, align 32
-  %s3_conv1.t407_c0_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a3 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_a0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_b2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_b1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_b0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c3_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c3_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c3_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c2_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c2_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c2_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c1_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c1_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c1_0 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c0_2 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c0_1 = alloca <8 x float>, align 32
-  %s3_conv1.t404_c0_0 = alloca <8 x float>, align 32
-  br label %s3_conv1.nb402
+  %s3_conv1.t382_a3 = alloca <8 x float>, align 32
+  %s3_conv1.t382_a2 = alloca <8 x float>, align 32
+  %s3_conv1.t382_a1 = alloca <8 x float>, align 32
+  %s3_conv1.t382_a0 = alloca <8 x float>, align 32
+  %s3_conv1.t382_b1 = alloca <8 x float>, align 32
+  %s3_conv1.t382_b0 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c3_1 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c3_0 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c2_1 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c2_0 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c1_1 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c1_0 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c0_1 = alloca <8 x float>, align 32
+  %s3_conv1.t382_c0_0 = alloca <8 x float>, align 32
+  %s3_conv1.t379_a3 = alloca <8 x float>, align 32
+  %s3_conv1.t379_a2 = alloca <8 x float>, align 32
+  %s3_conv1.t379_a1 = alloca <8 x float>, align 32
+  %s3_conv1.t379_a0 = alloca <8 x float>, align 32
+  %s3_conv1.t379_b2 = alloca <8 x float>, align 32
+  %s3_conv1.t379_b1 = alloca <8 x float>, align 32
+  %s3_conv1.t379_b0 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c3_2 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c3_1 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c3_0 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c2_2 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c2_1 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c2_0 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c1_2 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c1_1 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c1_0 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c0_2 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c0_1 = alloca <8 x float>, align 32
+  %s3_conv1.t379_c0_0 = alloca <8 x float>, align 32
+  br label %s3_conv1.nb377
 
-s3_conv1.nb402:                                   ; preds = %s3_conv1.mb403.end, %entry
-  %s3_conv1.nb4021 = phi i64 [ 0, %entry ], [ %nb402.next, %s3_conv1.mb403.end ]
-  br label %s3_conv1.mb403
+s3_conv1.nb377:                                   ; preds = %s3_conv1.mb378.end, %entry
+  %s3_conv1.nb3771 = phi i64 [ 0, %entry ], [ %nb377.next, %s3_conv1.mb378.end ]
+  br label %s3_conv1.mb378
 
-s3_conv1.nb402.end:                               ; preds = %s3_conv1.mb403.end
-  br label %s3_conv1.mb406
+s3_conv1.nb377.end:                               ; preds = %s3_conv1.mb378.end
+  br label %s3_conv1.mb381
 
-s3_conv1.mb403:                                   ; preds = %s3_conv1.k405.end, %s3_conv1.nb402
-  %s3_conv1.mb4032 = phi i64 [ 0, %s3_conv1.nb402 ], [ %mb403.next, %s3_conv1.k405.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t404_c3_2, align 32
-  br label %s3_conv1.k405
+s3_conv1.mb378:                                   ; preds = %s3_conv1.k380.end, %s3_conv1.nb377
+  %s3_conv1.mb3782 = phi i64 [ 0, %s3_conv1.nb377 ], [ %mb378.next, %s3_conv1.k380.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t379_c3_2, align 32
+  br label %s3_conv1.k380
 
-s3_conv1.mb403.end:                               ; preds = %s3_conv1.k405.end
-  %nb402.next = add nsw i64 %s3_conv1.nb4021, 1
-  %0 = icmp slt i64 %nb402.next, 42
-  br i1 %0, label %s3_conv1.nb402, label %s3_conv1.nb402.end
+s3_conv1.mb378.end:                               ; preds = %s3_conv1.k380.end
+  %nb377.next = add nsw i64 %s3_conv1.nb3771, 1
+  %0 = icmp slt i64 %nb377.next, 42
+  br i1 %0, label %s3_conv1.nb377, label %s3_conv1.nb377.end
 
-s3_conv1.k405:                                    ; preds = %s3_conv1.k405, %s3_conv1.mb403
-  %s3_conv1.k4053 = phi i64 [ 0, %s3_conv1.mb403 ], [ %k405.next, %s3_conv1.k405 ]
-  %1 = mul nsw i64 %s3_conv1.k4053, 1024
-  %2 = add nsw i64 786432, %1
-  %3 = mul nsw i64 %s3_conv1.nb4021, 24
+s3_conv1.k380:                                    ; preds = %s3_conv1.k380, %s3_conv1.mb378
+  %s3_conv1.k3803 = phi i64 [ 0, %s3_conv1.mb378 ], [ %k380.next, %s3_conv1.k380 ]
+  %1 = mul nsw i64 %s3_conv1.k3803, 1024
+  %2 = add nsw i64 1048576, %1
+  %3 = mul nsw i64 %s3_conv1.nb3771, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %s3_conv1.t404_b0, align 32
-  %6 = mul nsw i64 %s3_conv1.k4053, 1024
-  %7 = add nsw i64 786432, %6
-  %8 = mul nsw i64 %s3_conv1.nb4021, 24
+  store <8 x float> %5, ptr %s3_conv1.t379_b0, align 32
+  %6 = mul nsw i64 %s3_conv1.k3803, 1024
+  %7 = add nsw i64 1048576, %6
+  %8 = mul nsw i64 %s3_conv1.nb3771, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %s3_conv1.t404_b1, align 32
-  %12 = mul nsw i64 %s3_conv1.k4053, 1024
-  %13 = add nsw i64 786432, %12
-  %14 = mul nsw i64 %s3_conv1.nb4021, 24
+  store <8 x float> %11, ptr %s3_conv1.t379_b1, align 32
+  %12 = mul nsw i64 %s3_conv1.k3803, 1024
+  %13 = add nsw i64 1048576, %12
+  %14 = mul nsw i64 %s3_conv1.nb3771, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %s3_conv1.t404_b2, align 32
-  %18 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %17, ptr %s3_conv1.t379_b2, align 32
+  %18 = mul nsw i64 %s3_conv1.mb3782, 4
   %19 = mul nsw i64 %18, 288
   %20 = add nsw i64 19664, %19
-  %21 = add nsw i64 %20, %s3_conv1.k4053
+  %21 = add nsw i64 %20, %s3_conv1.k3803
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %s3_conv1.t404_a0, align 32
-  %t404_a0 = load <8 x float>, ptr %s3_conv1.t404_a0, align 32
-  %t404_b0 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c0_0 = load <8 x float>, ptr %s3_conv1.t404_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a0, <8 x float> %t404_b0, <8 x float> %t404_c0_0)
-  store <8 x float> %25, ptr %s3_conv1.t404_c0_0, align 32
-  %t404_a08 = load <8 x float>, ptr %s3_conv1.t404_a0, align 32
-  %t404_b1 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c0_1 = load <8 x float>, ptr %s3_conv1.t404_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a08, <8 x float> %t404_b1, <8 x float> %t404_c0_1)
-  store <8 x float> %26, ptr %s3_conv1.t404_c0_1, align 32
-  %t404_a09 = load <8 x float>, ptr %s3_conv1.t404_a0, align 32
-  %t404_b2 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c0_2 = load <8 x float>, ptr %s3_conv1.t404_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a09, <8 x float> %t404_b2, <8 x float> %t404_c0_2)
-  store <8 x float> %27, ptr %s3_conv1.t404_c0_2, align 32
-  %28 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %24, ptr %s3_conv1.t379_a0, align 32
+  %t379_a0 = load <8 x float>, ptr %s3_conv1.t379_a0, align 32
+  %t379_b0 = load <8 x float>, ptr %s3_conv1.t379_b0, align 32
+  %t379_c0_0 = load <8 x float>, ptr %s3_conv1.t379_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a0, <8 x float> %t379_b0, <8 x float> %t379_c0_0)
+  store <8 x float> %25, ptr %s3_conv1.t379_c0_0, align 32
+  %t379_a08 = load <8 x float>, ptr %s3_conv1.t379_a0, align 32
+  %t379_b1 = load <8 x float>, ptr %s3_conv1.t379_b1, align 32
+  %t379_c0_1 = load <8 x float>, ptr %s3_conv1.t379_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a08, <8 x float> %t379_b1, <8 x float> %t379_c0_1)
+  store <8 x float> %26, ptr %s3_conv1.t379_c0_1, align 32
+  %t379_a09 = load <8 x float>, ptr %s3_conv1.t379_a0, align 32
+  %t379_b2 = load <8 x float>, ptr %s3_conv1.t379_b2, align 32
+  %t379_c0_2 = load <8 x float>, ptr %s3_conv1.t379_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a09, <8 x float> %t379_b2, <8 x float> %t379_c0_2)
+  store <8 x float> %27, ptr %s3_conv1.t379_c0_2, align 32
+  %28 = mul nsw i64 %s3_conv1.mb3782, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 288
   %31 = add nsw i64 19664, %30
-  %32 = add nsw i64 %31, %s3_conv1.k4053
+  %32 = add nsw i64 %31, %s3_conv1.k3803
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %s3_conv1.t404_a1, align 32
-  %t404_a1 = load <8 x float>, ptr %s3_conv1.t404_a1, align 32
-  %t404_b011 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c1_0 = load <8 x float>, ptr %s3_conv1.t404_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a1, <8 x float> %t404_b011, <8 x float> %t404_c1_0)
-  store <8 x float> %36, ptr %s3_conv1.t404_c1_0, align 32
-  %t404_a112 = load <8 x float>, ptr %s3_conv1.t404_a1, align 32
-  %t404_b113 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c1_1 = load <8 x float>, ptr %s3_conv1.t404_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a112, <8 x float> %t404_b113, <8 x float> %t404_c1_1)
-  store <8 x float> %37, ptr %s3_conv1.t404_c1_1, align 32
-  %t404_a114 = load <8 x float>, ptr %s3_conv1.t404_a1, align 32
-  %t404_b215 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c1_2 = load <8 x float>, ptr %s3_conv1.t404_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a114, <8 x float> %t404_b215, <8 x float> %t404_c1_2)
-  store <8 x float> %38, ptr %s3_conv1.t404_c1_2, align 32
-  %39 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %35, ptr %s3_conv1.t379_a1, align 32
+  %t379_a1 = load <8 x float>, ptr %s3_conv1.t379_a1, align 32
+  %t379_b011 = load <8 x float>, ptr %s3_conv1.t379_b0, align 32
+  %t379_c1_0 = load <8 x float>, ptr %s3_conv1.t379_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a1, <8 x float> %t379_b011, <8 x float> %t379_c1_0)
+  store <8 x float> %36, ptr %s3_conv1.t379_c1_0, align 32
+  %t379_a112 = load <8 x float>, ptr %s3_conv1.t379_a1, align 32
+  %t379_b113 = load <8 x float>, ptr %s3_conv1.t379_b1, align 32
+  %t379_c1_1 = load <8 x float>, ptr %s3_conv1.t379_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a112, <8 x float> %t379_b113, <8 x float> %t379_c1_1)
+  store <8 x float> %37, ptr %s3_conv1.t379_c1_1, align 32
+  %t379_a114 = load <8 x float>, ptr %s3_conv1.t379_a1, align 32
+  %t379_b215 = load <8 x float>, ptr %s3_conv1.t379_b2, align 32
+  %t379_c1_2 = load <8 x float>, ptr %s3_conv1.t379_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a114, <8 x float> %t379_b215, <8 x float> %t379_c1_2)
+  store <8 x float> %38, ptr %s3_conv1.t379_c1_2, align 32
+  %39 = mul nsw i64 %s3_conv1.mb3782, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 288
   %42 = add nsw i64 19664, %41
-  %43 = add nsw i64 %42, %s3_conv1.k4053
+  %43 = add nsw i64 %42, %s3_conv1.k3803
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %s3_conv1.t404_a2, align 32
-  %t404_a2 = load <8 x float>, ptr %s3_conv1.t404_a2, align 32
-  %t404_b017 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c2_0 = load <8 x float>, ptr %s3_conv1.t404_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a2, <8 x float> %t404_b017, <8 x float> %t404_c2_0)
-  store <8 x float> %47, ptr %s3_conv1.t404_c2_0, align 32
-  %t404_a218 = load <8 x float>, ptr %s3_conv1.t404_a2, align 32
-  %t404_b119 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c2_1 = load <8 x float>, ptr %s3_conv1.t404_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a218, <8 x float> %t404_b119, <8 x float> %t404_c2_1)
-  store <8 x float> %48, ptr %s3_conv1.t404_c2_1, align 32
-  %t404_a220 = load <8 x float>, ptr %s3_conv1.t404_a2, align 32
-  %t404_b221 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c2_2 = load <8 x float>, ptr %s3_conv1.t404_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a220, <8 x float> %t404_b221, <8 x float> %t404_c2_2)
-  store <8 x float> %49, ptr %s3_conv1.t404_c2_2, align 32
-  %50 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %46, ptr %s3_conv1.t379_a2, align 32
+  %t379_a2 = load <8 x float>, ptr %s3_conv1.t379_a2, align 32
+  %t379_b017 = load <8 x float>, ptr %s3_conv1.t379_b0, align 32
+  %t379_c2_0 = load <8 x float>, ptr %s3_conv1.t379_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a2, <8 x float> %t379_b017, <8 x float> %t379_c2_0)
+  store <8 x float> %47, ptr %s3_conv1.t379_c2_0, align 32
+  %t379_a218 = load <8 x float>, ptr %s3_conv1.t379_a2, align 32
+  %t379_b119 = load <8 x float>, ptr %s3_conv1.t379_b1, align 32
+  %t379_c2_1 = load <8 x float>, ptr %s3_conv1.t379_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a218, <8 x float> %t379_b119, <8 x float> %t379_c2_1)
+  store <8 x float> %48, ptr %s3_conv1.t379_c2_1, align 32
+  %t379_a220 = load <8 x float>, ptr %s3_conv1.t379_a2, align 32
+  %t379_b221 = load <8 x float>, ptr %s3_conv1.t379_b2, align 32
+  %t379_c2_2 = load <8 x float>, ptr %s3_conv1.t379_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a220, <8 x float> %t379_b221, <8 x float> %t379_c2_2)
+  store <8 x float> %49, ptr %s3_conv1.t379_c2_2, align 32
+  %50 = mul nsw i64 %s3_conv1.mb3782, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 288
   %53 = add nsw i64 19664, %52
-  %54 = add nsw i64 %53, %s3_conv1.k4053
+  %54 = add nsw i64 %53, %s3_conv1.k3803
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %s3_conv1.t404_a3, align 32
-  %t404_a3 = load <8 x float>, ptr %s3_conv1.t404_a3, align 32
-  %t404_b023 = load <8 x float>, ptr %s3_conv1.t404_b0, align 32
-  %t404_c3_0 = load <8 x float>, ptr %s3_conv1.t404_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a3, <8 x float> %t404_b023, <8 x float> %t404_c3_0)
-  store <8 x float> %58, ptr %s3_conv1.t404_c3_0, align 32
-  %t404_a324 = load <8 x float>, ptr %s3_conv1.t404_a3, align 32
-  %t404_b125 = load <8 x float>, ptr %s3_conv1.t404_b1, align 32
-  %t404_c3_1 = load <8 x float>, ptr %s3_conv1.t404_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a324, <8 x float> %t404_b125, <8 x float> %t404_c3_1)
-  store <8 x float> %59, ptr %s3_conv1.t404_c3_1, align 32
-  %t404_a326 = load <8 x float>, ptr %s3_conv1.t404_a3, align 32
-  %t404_b227 = load <8 x float>, ptr %s3_conv1.t404_b2, align 32
-  %t404_c3_2 = load <8 x float>, ptr %s3_conv1.t404_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t404_a326, <8 x float> %t404_b227, <8 x float> %t404_c3_2)
-  store <8 x float> %60, ptr %s3_conv1.t404_c3_2, align 32
-  %k405.next = add nsw i64 %s3_conv1.k4053, 1
-  %61 = icmp slt i64 %k405.next, 288
-  br i1 %61, label %s3_conv1.k405, label %s3_conv1.k405.end
+  store <8 x float> %57, ptr %s3_conv1.t379_a3, align 32
+  %t379_a3 = load <8 x float>, ptr %s3_conv1.t379_a3, align 32
+  %t379_b023 = load <8 x float>, ptr %s3_conv1.t379_b0, align 32
+  %t379_c3_0 = load <8 x float>, ptr %s3_conv1.t379_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a3, <8 x float> %t379_b023, <8 x float> %t379_c3_0)
+  store <8 x float> %58, ptr %s3_conv1.t379_c3_0, align 32
+  %t379_a324 = load <8 x float>, ptr %s3_conv1.t379_a3, align 32
+  %t379_b125 = load <8 x float>, ptr %s3_conv1.t379_b1, align 32
+  %t379_c3_1 = load <8 x float>, ptr %s3_conv1.t379_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a324, <8 x float> %t379_b125, <8 x float> %t379_c3_1)
+  store <8 x float> %59, ptr %s3_conv1.t379_c3_1, align 32
+  %t379_a326 = load <8 x float>, ptr %s3_conv1.t379_a3, align 32
+  %t379_b227 = load <8 x float>, ptr %s3_conv1.t379_b2, align 32
+  %t379_c3_2 = load <8 x float>, ptr %s3_conv1.t379_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t379_a326, <8 x float> %t379_b227, <8 x float> %t379_c3_2)
+  store <8 x float> %60, ptr %s3_conv1.t379_c3_2, align 32
+  %k380.next = add nsw i64 %s3_conv1.k3803, 1
+  %61 = icmp slt i64 %k380.next, 288
+  br i1 %61, label %s3_conv1.k380, label %s3_conv1.k380.end
 
-s3_conv1.k405.end:                                ; preds = %s3_conv1.k405
-  %t404_c0_028 = load <8 x float>, ptr %s3_conv1.t404_c0_0, align 32
-  %62 = mul nsw i64 %s3_conv1.mb4032, 4
+s3_conv1.k380.end:                                ; preds = %s3_conv1.k380
+  %t379_c0_028 = load <8 x float>, ptr %s3_conv1.t379_c0_0, align 32
+  %62 = mul nsw i64 %s3_conv1.mb3782, 4
   %63 = mul nsw i64 %62, 1024
-  %64 = add nsw i64 1081344, %63
-  %65 = mul nsw i64 %s3_conv1.nb4021, 24
+  %64 = add nsw i64 1343488, %63
+  %65 = mul nsw i64 %s3_conv1.nb3771, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t404_c0_028, ptr %arena29, align 4
-  %t404_c0_130 = load <8 x float>, ptr %s3_conv1.t404_c0_1, align 32
-  %67 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c0_028, ptr %arena29, align 4
+  %t379_c0_130 = load <8 x float>, ptr %s3_conv1.t379_c0_1, align 32
+  %67 = mul nsw i64 %s3_conv1.mb3782, 4
   %68 = mul nsw i64 %67, 1024
-  %69 = add nsw i64 1081344, %68
-  %70 = mul nsw i64 %s3_conv1.nb4021, 24
+  %69 = add nsw i64 1343488, %68
+  %70 = mul nsw i64 %s3_conv1.nb3771, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t404_c0_130, ptr %arena31, align 4
-  %t404_c0_232 = load <8 x float>, ptr %s3_conv1.t404_c0_2, align 32
-  %73 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c0_130, ptr %arena31, align 4
+  %t379_c0_232 = load <8 x float>, ptr %s3_conv1.t379_c0_2, align 32
+  %73 = mul nsw i64 %s3_conv1.mb3782, 4
   %74 = mul nsw i64 %73, 1024
-  %75 = add nsw i64 1081344, %74
-  %76 = mul nsw i64 %s3_conv1.nb4021, 24
+  %75 = add nsw i64 1343488, %74
+  %76 = mul nsw i64 %s3_conv1.nb3771, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t404_c0_232, ptr %arena33, align 4
-  %t404_c1_034 = load <8 x float>, ptr %s3_conv1.t404_c1_0, align 32
-  %79 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c0_232, ptr %arena33, align 4
+  %t379_c1_034 = load <8 x float>, ptr %s3_conv1.t379_c1_0, align 32
+  %79 = mul nsw i64 %s3_conv1.mb3782, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 1024
-  %82 = add nsw i64 1081344, %81
-  %83 = mul nsw i64 %s3_conv1.nb4021, 24
+  %82 = add nsw i64 1343488, %81
+  %83 = mul nsw i64 %s3_conv1.nb3771, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t404_c1_034, ptr %arena35, align 4
-  %t404_c1_136 = load <8 x float>, ptr %s3_conv1.t404_c1_1, align 32
-  %85 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c1_034, ptr %arena35, align 4
+  %t379_c1_136 = load <8 x float>, ptr %s3_conv1.t379_c1_1, align 32
+  %85 = mul nsw i64 %s3_conv1.mb3782, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 1024
-  %88 = add nsw i64 1081344, %87
-  %89 = mul nsw i64 %s3_conv1.nb4021, 24
+  %88 = add nsw i64 1343488, %87
+  %89 = mul nsw i64 %s3_conv1.nb3771, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t404_c1_136, ptr %arena37, align 4
-  %t404_c1_238 = load <8 x float>, ptr %s3_conv1.t404_c1_2, align 32
-  %92 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c1_136, ptr %arena37, align 4
+  %t379_c1_238 = load <8 x float>, ptr %s3_conv1.t379_c1_2, align 32
+  %92 = mul nsw i64 %s3_conv1.mb3782, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 1024
-  %95 = add nsw i64 1081344, %94
-  %96 = mul nsw i64 %s3_conv1.nb4021, 24
+  %95 = add nsw i64 1343488, %94
+  %96 = mul nsw i64 %s3_conv1.nb3771, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t404_c1_238, ptr %arena39, align 4
-  %t404_c2_040 = load <8 x float>, ptr %s3_conv1.t404_c2_0, align 32
-  %99 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c1_238, ptr %arena39, align 4
+  %t379_c2_040 = load <8 x float>, ptr %s3_conv1.t379_c2_0, align 32
+  %99 = mul nsw i64 %s3_conv1.mb3782, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 1024
-  %102 = add nsw i64 1081344, %101
-  %103 = mul nsw i64 %s3_conv1.nb4021, 24
+  %102 = add nsw i64 1343488, %101
+  %103 = mul nsw i64 %s3_conv1.nb3771, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t404_c2_040, ptr %arena41, align 4
-  %t404_c2_142 = load <8 x float>, ptr %s3_conv1.t404_c2_1, align 32
-  %105 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c2_040, ptr %arena41, align 4
+  %t379_c2_142 = load <8 x float>, ptr %s3_conv1.t379_c2_1, align 32
+  %105 = mul nsw i64 %s3_conv1.mb3782, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 1024
-  %108 = add nsw i64 1081344, %107
-  %109 = mul nsw i64 %s3_conv1.nb4021, 24
+  %108 = add nsw i64 1343488, %107
+  %109 = mul nsw i64 %s3_conv1.nb3771, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t404_c2_142, ptr %arena43, align 4
-  %t404_c2_244 = load <8 x float>, ptr %s3_conv1.t404_c2_2, align 32
-  %112 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c2_142, ptr %arena43, align 4
+  %t379_c2_244 = load <8 x float>, ptr %s3_conv1.t379_c2_2, align 32
+  %112 = mul nsw i64 %s3_conv1.mb3782, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 1024
-  %115 = add nsw i64 1081344, %114
-  %116 = mul nsw i64 %s3_conv1.nb4021, 24
+  %115 = add nsw i64 1343488, %114
+  %116 = mul nsw i64 %s3_conv1.nb3771, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t404_c2_244, ptr %arena45, align 4
-  %t404_c3_046 = load <8 x float>, ptr %s3_conv1.t404_c3_0, align 32
-  %119 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c2_244, ptr %arena45, align 4
+  %t379_c3_046 = load <8 x float>, ptr %s3_conv1.t379_c3_0, align 32
+  %119 = mul nsw i64 %s3_conv1.mb3782, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 1024
-  %122 = add nsw i64 1081344, %121
-  %123 = mul nsw i64 %s3_conv1.nb4021, 24
+  %122 = add nsw i64 1343488, %121
+  %123 = mul nsw i64 %s3_conv1.nb3771, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t404_c3_046, ptr %arena47, align 4
-  %t404_c3_148 = load <8 x float>, ptr %s3_conv1.t404_c3_1, align 32
-  %125 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c3_046, ptr %arena47, align 4
+  %t379_c3_148 = load <8 x float>, ptr %s3_conv1.t379_c3_1, align 32
+  %125 = mul nsw i64 %s3_conv1.mb3782, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 1024
-  %128 = add nsw i64 1081344, %127
-  %129 = mul nsw i64 %s3_conv1.nb4021, 24
+  %128 = add nsw i64 1343488, %127
+  %129 = mul nsw i64 %s3_conv1.nb3771, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t404_c3_148, ptr %arena49, align 4
-  %t404_c3_250 = load <8 x float>, ptr %s3_conv1.t404_c3_2, align 32
-  %132 = mul nsw i64 %s3_conv1.mb4032, 4
+  store <8 x float> %t379_c3_148, ptr %arena49, align 4
+  %t379_c3_250 = load <8 x float>, ptr %s3_conv1.t379_c3_2, align 32
+  %132 = mul nsw i64 %s3_conv1.mb3782, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 1024
-  %135 = add nsw i64 1081344, %134
-  %136 = mul nsw i64 %s3_conv1.nb4021, 24
+  %135 = add nsw i64 1343488, %134
+  %136 = mul nsw i64 %s3_conv1.nb3771, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t404_c3_250, ptr %arena51, align 4
-  %mb403.next = add nsw i64 %s3_conv1.mb4032, 1
-  %139 = icmp slt i64 %mb403.next, 16
-  br i1 %139, label %s3_conv1.mb403, label %s3_conv1.mb403.end
+  store <8 x float> %t379_c3_250, ptr %arena51, align 4
+  %mb378.next = add nsw i64 %s3_conv1.mb3782, 1
+  %139 = icmp slt i64 %mb378.next, 16
+  br i1 %139, label %s3_conv1.mb378, label %s3_conv1.mb378.end
 
-s3_conv1.mb406:                                   ; preds = %s3_conv1.k408.end, %s3_conv1.nb402.end
-  %s3_conv1.mb40652 = phi i64 [ 0, %s3_conv1.nb402.end ], [ %mb406.next, %s3_conv1.k408.end ]
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_conv1.t407_c3_1, align 32
-  br label %s3_conv1.k408
+s3_conv1.mb381:                                   ; preds = %s3_conv1.k383.end, %s3_conv1.nb377.end
+  %s3_conv1.mb38152 = phi i64 [ 0, %s3_conv1.nb377.end ], [ %mb381.next, %s3_conv1.k383.end ]
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_conv1.t382_c3_1, align 32
+  br label %s3_conv1.k383
 
-s3_conv1.mb406.end:                               ; preds = %s3_conv1.k408.end
+s3_conv1.mb381.end:                               ; preds = %s3_conv1.k383.end
   ret void
 
-s3_conv1.k408:                                    ; preds = %s3_conv1.k408, %s3_conv1.mb406
-  %s3_conv1.k40853 = phi i64 [ 0, %s3_conv1.mb406 ], [ %k408.next, %s3_conv1.k408 ]
-  %140 = mul nsw i64 %s3_conv1.k40853, 1024
-  %141 = add nsw i64 786432, %140
+s3_conv1.k383:                                    ; preds = %s3_conv1.k383, %s3_conv1.mb381
+  %s3_conv1.k38353 = phi i64 [ 0, %s3_conv1.mb381 ], [ %k383.next, %s3_conv1.k383 ]
+  %140 = mul nsw i64 %s3_conv1.k38353, 1024
+  %141 = add nsw i64 1048576, %140
   %142 = add nsw i64 %141, 1008
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %s3_conv1.t407_b0, align 32
-  %144 = mul nsw i64 %s3_conv1.k40853, 1024
-  %145 = add nsw i64 786432, %144
+  store <8 x float> %143, ptr %s3_conv1.t382_b0, align 32
+  %144 = mul nsw i64 %s3_conv1.k38353, 1024
+  %145 = add nsw i64 1048576, %144
   %146 = add nsw i64 %145, 1008
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %s3_conv1.t407_b1, align 32
-  %149 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %148, ptr %s3_conv1.t382_b1, align 32
+  %149 = mul nsw i64 %s3_conv1.mb38152, 4
   %150 = mul nsw i64 %149, 288
   %151 = add nsw i64 19664, %150
-  %152 = add nsw i64 %151, %s3_conv1.k40853
+  %152 = add nsw i64 %151, %s3_conv1.k38353
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %s3_conv1.t407_a0, align 32
-  %t407_a0 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
-  %t407_b0 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c0_0 = load <8 x float>, ptr %s3_conv1.t407_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a0, <8 x float> %t407_b0, <8 x float> %t407_c0_0)
-  store <8 x float> %156, ptr %s3_conv1.t407_c0_0, align 32
-  %t407_a057 = load <8 x float>, ptr %s3_conv1.t407_a0, align 32
-  %t407_b1 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c0_1 = load <8 x float>, ptr %s3_conv1.t407_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a057, <8 x float> %t407_b1, <8 x float> %t407_c0_1)
-  store <8 x float> %157, ptr %s3_conv1.t407_c0_1, align 32
-  %158 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %155, ptr %s3_conv1.t382_a0, align 32
+  %t382_a0 = load <8 x float>, ptr %s3_conv1.t382_a0, align 32
+  %t382_b0 = load <8 x float>, ptr %s3_conv1.t382_b0, align 32
+  %t382_c0_0 = load <8 x float>, ptr %s3_conv1.t382_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a0, <8 x float> %t382_b0, <8 x float> %t382_c0_0)
+  store <8 x float> %156, ptr %s3_conv1.t382_c0_0, align 32
+  %t382_a057 = load <8 x float>, ptr %s3_conv1.t382_a0, align 32
+  %t382_b1 = load <8 x float>, ptr %s3_conv1.t382_b1, align 32
+  %t382_c0_1 = load <8 x float>, ptr %s3_conv1.t382_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a057, <8 x float> %t382_b1, <8 x float> %t382_c0_1)
+  store <8 x float> %157, ptr %s3_conv1.t382_c0_1, align 32
+  %158 = mul nsw i64 %s3_conv1.mb38152, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 288
   %161 = add nsw i64 19664, %160
-  %162 = add nsw i64 %161, %s3_conv1.k40853
+  %162 = add nsw i64 %161, %s3_conv1.k38353
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %s3_conv1.t407_a1, align 32
-  %t407_a1 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
-  %t407_b059 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c1_0 = load <8 x float>, ptr %s3_conv1.t407_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a1, <8 x float> %t407_b059, <8 x float> %t407_c1_0)
-  store <8 x float> %166, ptr %s3_conv1.t407_c1_0, align 32
-  %t407_a160 = load <8 x float>, ptr %s3_conv1.t407_a1, align 32
-  %t407_b161 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c1_1 = load <8 x float>, ptr %s3_conv1.t407_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a160, <8 x float> %t407_b161, <8 x float> %t407_c1_1)
-  store <8 x float> %167, ptr %s3_conv1.t407_c1_1, align 32
-  %168 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %165, ptr %s3_conv1.t382_a1, align 32
+  %t382_a1 = load <8 x float>, ptr %s3_conv1.t382_a1, align 32
+  %t382_b059 = load <8 x float>, ptr %s3_conv1.t382_b0, align 32
+  %t382_c1_0 = load <8 x float>, ptr %s3_conv1.t382_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a1, <8 x float> %t382_b059, <8 x float> %t382_c1_0)
+  store <8 x float> %166, ptr %s3_conv1.t382_c1_0, align 32
+  %t382_a160 = load <8 x float>, ptr %s3_conv1.t382_a1, align 32
+  %t382_b161 = load <8 x float>, ptr %s3_conv1.t382_b1, align 32
+  %t382_c1_1 = load <8 x float>, ptr %s3_conv1.t382_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a160, <8 x float> %t382_b161, <8 x float> %t382_c1_1)
+  store <8 x float> %167, ptr %s3_conv1.t382_c1_1, align 32
+  %168 = mul nsw i64 %s3_conv1.mb38152, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 288
   %171 = add nsw i64 19664, %170
-  %172 = add nsw i64 %171, %s3_conv1.k40853
+  %172 = add nsw i64 %171, %s3_conv1.k38353
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %s3_conv1.t407_a2, align 32
-  %t407_a2 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
-  %t407_b063 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c2_0 = load <8 x float>, ptr %s3_conv1.t407_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a2, <8 x float> %t407_b063, <8 x float> %t407_c2_0)
-  store <8 x float> %176, ptr %s3_conv1.t407_c2_0, align 32
-  %t407_a264 = load <8 x float>, ptr %s3_conv1.t407_a2, align 32
-  %t407_b165 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c2_1 = load <8 x float>, ptr %s3_conv1.t407_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a264, <8 x float> %t407_b165, <8 x float> %t407_c2_1)
-  store <8 x float> %177, ptr %s3_conv1.t407_c2_1, align 32
-  %178 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %175, ptr %s3_conv1.t382_a2, align 32
+  %t382_a2 = load <8 x float>, ptr %s3_conv1.t382_a2, align 32
+  %t382_b063 = load <8 x float>, ptr %s3_conv1.t382_b0, align 32
+  %t382_c2_0 = load <8 x float>, ptr %s3_conv1.t382_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a2, <8 x float> %t382_b063, <8 x float> %t382_c2_0)
+  store <8 x float> %176, ptr %s3_conv1.t382_c2_0, align 32
+  %t382_a264 = load <8 x float>, ptr %s3_conv1.t382_a2, align 32
+  %t382_b165 = load <8 x float>, ptr %s3_conv1.t382_b1, align 32
+  %t382_c2_1 = load <8 x float>, ptr %s3_conv1.t382_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a264, <8 x float> %t382_b165, <8 x float> %t382_c2_1)
+  store <8 x float> %177, ptr %s3_conv1.t382_c2_1, align 32
+  %178 = mul nsw i64 %s3_conv1.mb38152, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 288
   %181 = add nsw i64 19664, %180
-  %182 = add nsw i64 %181, %s3_conv1.k40853
+  %182 = add nsw i64 %181, %s3_conv1.k38353
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %s3_conv1.t407_a3, align 32
-  %t407_a3 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
-  %t407_b067 = load <8 x float>, ptr %s3_conv1.t407_b0, align 32
-  %t407_c3_0 = load <8 x float>, ptr %s3_conv1.t407_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a3, <8 x float> %t407_b067, <8 x float> %t407_c3_0)
-  store <8 x float> %186, ptr %s3_conv1.t407_c3_0, align 32
-  %t407_a368 = load <8 x float>, ptr %s3_conv1.t407_a3, align 32
-  %t407_b169 = load <8 x float>, ptr %s3_conv1.t407_b1, align 32
-  %t407_c3_1 = load <8 x float>, ptr %s3_conv1.t407_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t407_a368, <8 x float> %t407_b169, <8 x float> %t407_c3_1)
-  store <8 x float> %187, ptr %s3_conv1.t407_c3_1, align 32
-  %k408.next = add nsw i64 %s3_conv1.k40853, 1
-  %188 = icmp slt i64 %k408.next, 288
-  br i1 %188, label %s3_conv1.k408, label %s3_conv1.k408.end
+  store <8 x float> %185, ptr %s3_conv1.t382_a3, align 32
+  %t382_a3 = load <8 x float>, ptr %s3_conv1.t382_a3, align 32
+  %t382_b067 = load <8 x float>, ptr %s3_conv1.t382_b0, align 32
+  %t382_c3_0 = load <8 x float>, ptr %s3_conv1.t382_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a3, <8 x float> %t382_b067, <8 x float> %t382_c3_0)
+  store <8 x float> %186, ptr %s3_conv1.t382_c3_0, align 32
+  %t382_a368 = load <8 x float>, ptr %s3_conv1.t382_a3, align 32
+  %t382_b169 = load <8 x float>, ptr %s3_conv1.t382_b1, align 32
+  %t382_c3_1 = load <8 x float>, ptr %s3_conv1.t382_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t382_a368, <8 x float> %t382_b169, <8 x float> %t382_c3_1)
+  store <8 x float> %187, ptr %s3_conv1.t382_c3_1, align 32
+  %k383.next = add nsw i64 %s3_conv1.k38353, 1
+  %188 = icmp slt i64 %k383.next, 288
+  br i1 %188, label %s3_conv1.k383, label %s3_conv1.k383.end
 
-s3_conv1.k408.end:                                ; preds = %s3_conv1.k408
-  %t407_c0_070 = load <8 x float>, ptr %s3_conv1.t407_c0_0, align 32
-  %189 = mul nsw i64 %s3_conv1.mb40652, 4
+s3_conv1.k383.end:                                ; preds = %s3_conv1.k383
+  %t382_c0_070 = load <8 x float>, ptr %s3_conv1.t382_c0_0, align 32
+  %189 = mul nsw i64 %s3_conv1.mb38152, 4
   %190 = mul nsw i64 %189, 1024
-  %191 = add nsw i64 1081344, %190
+  %191 = add nsw i64 1343488, %190
   %192 = add nsw i64 %191, 1008
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t407_c0_070, ptr %arena71, align 4
-  %t407_c0_172 = load <8 x float>, ptr %s3_conv1.t407_c0_1, align 32
-  %193 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c0_070, ptr %arena71, align 4
+  %t382_c0_172 = load <8 x float>, ptr %s3_conv1.t382_c0_1, align 32
+  %193 = mul nsw i64 %s3_conv1.mb38152, 4
   %194 = mul nsw i64 %193, 1024
-  %195 = add nsw i64 1081344, %194
+  %195 = add nsw i64 1343488, %194
   %196 = add nsw i64 %195, 1008
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t407_c0_172, ptr %arena73, align 4
-  %t407_c1_074 = load <8 x float>, ptr %s3_conv1.t407_c1_0, align 32
-  %198 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c0_172, ptr %arena73, align 4
+  %t382_c1_074 = load <8 x float>, ptr %s3_conv1.t382_c1_0, align 32
+  %198 = mul nsw i64 %s3_conv1.mb38152, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 1024
-  %201 = add nsw i64 1081344, %200
+  %201 = add nsw i64 1343488, %200
   %202 = add nsw i64 %201, 1008
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t407_c1_074, ptr %arena75, align 4
-  %t407_c1_176 = load <8 x float>, ptr %s3_conv1.t407_c1_1, align 32
-  %203 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c1_074, ptr %arena75, align 4
+  %t382_c1_176 = load <8 x float>, ptr %s3_conv1.t382_c1_1, align 32
+  %203 = mul nsw i64 %s3_conv1.mb38152, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 1024
-  %206 = add nsw i64 1081344, %205
+  %206 = add nsw i64 1343488, %205
   %207 = add nsw i64 %206, 1008
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t407_c1_176, ptr %arena77, align 4
-  %t407_c2_078 = load <8 x float>, ptr %s3_conv1.t407_c2_0, align 32
-  %209 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c1_176, ptr %arena77, align 4
+  %t382_c2_078 = load <8 x float>, ptr %s3_conv1.t382_c2_0, align 32
+  %209 = mul nsw i64 %s3_conv1.mb38152, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 1024
-  %212 = add nsw i64 1081344, %211
+  %212 = add nsw i64 1343488, %211
   %213 = add nsw i64 %212, 1008
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t407_c2_078, ptr %arena79, align 4
-  %t407_c2_180 = load <8 x float>, ptr %s3_conv1.t407_c2_1, align 32
-  %214 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c2_078, ptr %arena79, align 4
+  %t382_c2_180 = load <8 x float>, ptr %s3_conv1.t382_c2_1, align 32
+  %214 = mul nsw i64 %s3_conv1.mb38152, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 1024
-  %217 = add nsw i64 1081344, %216
+  %217 = add nsw i64 1343488, %216
   %218 = add nsw i64 %217, 1008
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t407_c2_180, ptr %arena81, align 4
-  %t407_c3_082 = load <8 x float>, ptr %s3_conv1.t407_c3_0, align 32
-  %220 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c2_180, ptr %arena81, align 4
+  %t382_c3_082 = load <8 x float>, ptr %s3_conv1.t382_c3_0, align 32
+  %220 = mul nsw i64 %s3_conv1.mb38152, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 1024
-  %223 = add nsw i64 1081344, %222
+  %223 = add nsw i64 1343488, %222
   %224 = add nsw i64 %223, 1008
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t407_c3_082, ptr %arena83, align 4
-  %t407_c3_184 = load <8 x float>, ptr %s3_conv1.t407_c3_1, align 32
-  %225 = mul nsw i64 %s3_conv1.mb40652, 4
+  store <8 x float> %t382_c3_082, ptr %arena83, align 4
+  %t382_c3_184 = load <8 x float>, ptr %s3_conv1.t382_c3_1, align 32
+  %225 = mul nsw i64 %s3_conv1.mb38152, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 1024
-  %228 = add nsw i64 1081344, %227
+  %228 = add nsw i64 1343488, %227
   %229 = add nsw i64 %228, 1008
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t407_c3_184, ptr %arena85, align 4
-  %mb406.next = add nsw i64 %s3_conv1.mb40652, 1
-  %231 = icmp slt i64 %mb406.next, 16
-  br i1 %231, label %s3_conv1.mb406, label %s3_conv1.mb406.end
+  store <8 x float> %t382_c3_184, ptr %arena85, align 4
+  %mb381.next = add nsw i64 %s3_conv1.mb38152, 1
+  %231 = icmp slt i64 %mb381.next, 16
+  br i1 %231, label %s3_conv1.mb381, label %s3_conv1.mb381.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k18.s3_bn1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k18.s3_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s3_bn1.scale416 = alloca float, align 4
-  %s3_bn1.var415 = alloca float, align 4
-  %s3_bn1.mean414 = alloca float, align 4
-  br label %s3_bn1.c413
+  %s3_bn2.scale389 = alloca float, align 4
+  br label %s3_bn2.c388
 
-s3_bn1.c413:                                      ; preds = %s3_bn1.n417.end, %entry
-  %s3_bn1.c4131 = phi i64 [ 0, %entry ], [ %c413.next, %s3_bn1.n417.end ]
-  %0 = add nsw i64 78330, %s3_bn1.c4131
+s3_bn2.c388:                                      ; preds = %s3_bn2.c388, %entry
+  %s3_bn2.c3881 = phi i64 [ 0, %entry ], [ %c388.next, %s3_bn2.c388 ]
+  %0 = add nsw i64 75088, %s3_bn2.c3881
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s3_bn1.mean414, align 4
-  %2 = add nsw i64 78394, %s3_bn1.c4131
+  %2 = add nsw i64 78522, %s3_bn2.c3881
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s3_bn1.var415, align 4
-  %4 = add nsw i64 38096, %s3_bn1.c4131
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var415 = load float, ptr %s3_bn1.var415, align 4
-  %6 = fadd float %var415, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s3_bn1.scale416, align 4
-  br label %s3_bn1.n417
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s3_bn2.scale389, align 4
+  %scale389 = load float, ptr %s3_bn2.scale389, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_bn2.c3881
+  store float %scale389, ptr %arena4, align 4
+  %8 = add nsw i64 75152, %s3_bn2.c3881
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78458, %s3_bn2.c3881
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale3897 = load float, ptr %s3_bn2.scale389, align 4
+  %12 = fmul float %11, %scale3897
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 64, %s3_bn2.c3881
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c388.next = add nsw i64 %s3_bn2.c3881, 1
+  %15 = icmp slt i64 %c388.next, 64
+  br i1 %15, label %s3_bn2.c388, label %s3_bn2.c388.end
 
-s3_bn1.c413.end:                                  ; preds = %s3_bn1.n417.end
-  ret void
-
-s3_bn1.n417:                                      ; preds = %s3_bn1.i418.end, %s3_bn1.c413
-  %s3_bn1.n4175 = phi i64 [ 0, %s3_bn1.c413 ], [ %n417.next, %s3_bn1.i418.end ]
-  br label %s3_bn1.i418
-
-s3_bn1.n417.end:                                  ; preds = %s3_bn1.i418.end
-  %c413.next = add nsw i64 %s3_bn1.c4131, 1
-  %10 = icmp slt i64 %c413.next, 64
-  br i1 %10, label %s3_bn1.c413, label %s3_bn1.c413.end
-
-s3_bn1.i418:                                      ; preds = %s3_bn1.i418, %s3_bn1.n417
-  %s3_bn1.i4186 = phi i64 [ 0, %s3_bn1.n417 ], [ %i418.next, %s3_bn1.i418 ]
-  %11 = mul nsw i64 %s3_bn1.n4175, 64
-  %12 = add nsw i64 %11, %s3_bn1.c4131
-  %13 = mul nsw i64 %12, 64
-  %14 = add nsw i64 %13, %s3_bn1.i4186
-  %15 = add nsw i64 524288, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean414 = load float, ptr %s3_bn1.mean414, align 4
-  %17 = fsub float %16, %mean414
-  %scale416 = load float, ptr %s3_bn1.scale416, align 4
-  %18 = fmul float %17, %scale416
-  %19 = add nsw i64 38160, %s3_bn1.c4131
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s3_bn1.n4175, 64
-  %23 = add nsw i64 %22, %s3_bn1.c4131
-  %24 = mul nsw i64 %23, 64
-  %25 = add nsw i64 %24, %s3_bn1.i4186
-  %26 = add nsw i64 786432, %25
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
-  store float %21, ptr %arena9, align 4
-  %i418.next = add nsw i64 %s3_bn1.i4186, 1
-  %27 = icmp slt i64 %i418.next, 64
-  br i1 %27, label %s3_bn1.i418, label %s3_bn1.i418.end
-
-s3_bn1.i418.end:                                  ; preds = %s3_bn1.i418
-  %n417.next = add nsw i64 %s3_bn1.n4175, 1
-  %28 = icmp slt i64 %n417.next, 64
-  br i1 %28, label %s3_bn1.n417, label %s3_bn1.n417.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k19.s3_relu1(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
-entry:
-  br label %s3_relu1.i419
-
-s3_relu1.i419:                                    ; preds = %s3_relu1.i419, %entry
-  %s3_relu1.i4191 = phi i64 [ 0, %entry ], [ %i419.next, %s3_relu1.i419 ]
-  %0 = add nsw i64 786432, %s3_relu1.i4191
-  %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
-  %1 = load float, ptr %arena2, align 4
-  %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 786432, %s3_relu1.i4191
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
-  %4 = load float, ptr %arena3, align 4
-  %5 = select i1 %2, float %4, float 0.000000e+00
-  %6 = add nsw i64 524288, %s3_relu1.i4191
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %6
-  store float %5, ptr %arena4, align 4
-  %i419.next = add nsw i64 %s3_relu1.i4191, 1
-  %7 = icmp slt i64 %i419.next, 262144
-  br i1 %7, label %s3_relu1.i419, label %s3_relu1.i419.end
-
-s3_relu1.i419.end:                                ; preds = %s3_relu1.i419
+s3_bn2.c388.end:                                  ; preds = %s3_bn2.c388
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k20.s3_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k19.s3_conv2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s3_conv2.w508 = alloca <8 x float>, align 32
-  %s3_conv2.w507 = alloca <8 x float>, align 32
-  %s3_conv2.w506 = alloca <8 x float>, align 32
-  %s3_conv2.w505 = alloca <8 x float>, align 32
-  %s3_conv2.w504 = alloca <8 x float>, align 32
-  %s3_conv2.w503 = alloca <8 x float>, align 32
-  %s3_conv2.w502 = alloca <8 x float>, align 32
-  %s3_conv2.w501 = alloca <8 x float>, align 32
-  %s3_conv2.w500 = alloca <8 x float>, align 32
-  %s3_conv2.w499 = alloca <8 x float>, align 32
-  %s3_conv2.w498 = alloca <8 x float>, align 32
-  %s3_conv2.w497 = alloca <8 x float>, align 32
-  %s3_conv2.w491 = alloca <8 x float>, align 32
-  %s3_conv2.w490 = alloca <8 x float>, align 32
-  %s3_conv2.w489 = alloca <8 x float>, align 32
-  %s3_conv2.w488 = alloca <8 x float>, align 32
-  %s3_conv2.w487 = alloca <8 x float>, align 32
-  %s3_conv2.w486 = alloca <8 x float>, align 32
-  %s3_conv2.w485 = alloca <8 x float>, align 32
-  %s3_conv2.w484 = alloca <8 x float>, align 32
-  %s3_conv2.w483 = alloca <8 x float>, align 32
-  %s3_conv2.w482 = alloca <8 x float>, align 32
-  %s3_conv2.w481 = alloca <8 x float>, align 32
-  %s3_conv2.w480 = alloca <8 x float>, align 32
-  %s3_conv2.w479 = alloca <8 x float>, align 32
   %s3_conv2.w478 = alloca <8 x float>, align 32
   %s3_conv2.w477 = alloca <8 x float>, align 32
   %s3_conv2.w476 = alloca <8 x float>, align 32
@@ -40832,75 +42383,100 @@ entry:
   %s3_conv2.w469 = alloca <8 x float>, align 32
   %s3_conv2.w468 = alloca <8 x float>, align 32
   %s3_conv2.w467 = alloca <8 x float>, align 32
-  %s3_conv2.w466 = alloca <8 x float>, align 32
-  %s3_conv2.w465 = alloca <8 x float>, align 32
-  %s3_conv2.w464 = alloca <8 x float>, align 32
-  %s3_conv2.w463 = alloca <8 x float>, align 32
-  %s3_conv2.w462 = alloca <8 x float>, align 32
   %s3_conv2.w461 = alloca <8 x float>, align 32
   %s3_conv2.w460 = alloca <8 x float>, align 32
-  %s3_conv2.w449 = alloca float, align 4
-  %s3_conv2.w448 = alloca float, align 4
-  %s3_conv2.w447 = alloca float, align 4
-  %s3_conv2.w446 = alloca float, align 4
-  %s3_conv2.w445 = alloca float, align 4
-  %s3_conv2.w444 = alloca float, align 4
-  %s3_conv2.w443 = alloca float, align 4
-  %s3_conv2.w442 = alloca float, align 4
-  %s3_conv2.w441 = alloca float, align 4
-  %s3_conv2.w440 = alloca float, align 4
-  %s3_conv2.w439 = alloca float, align 4
-  %s3_conv2.w438 = alloca float, align 4
-  %s3_conv2.w437 = alloca float, align 4
-  %s3_conv2.w436 = alloca float, align 4
-  %s3_conv2.w435 = alloca float, align 4
-  %s3_conv2.w434 = alloca float, align 4
-  %s3_conv2.w433 = alloca float, align 4
-  %s3_conv2.w432 = alloca float, align 4
-  %s3_conv2.w431 = alloca float, align 4
-  %s3_conv2.w430 = alloca float, align 4
-  %s3_conv2.w429 = alloca float, align 4
-  %s3_conv2.w428 = alloca float, align 4
-  %s3_conv2.w427 = alloca float, align 4
-  %s3_conv2.w426 = alloca float, align 4
-  %s3_conv2.w425 = alloca float, align 4
-  %s3_conv2.w424 = alloca float, align 4
-  %s3_conv2.w423 = alloca float, align 4
-  %s3_conv2.w422 = alloca float, align 4
-  br label %s3_conv2.ci420
+  %s3_conv2.w459 = alloca <8 x float>, align 32
+  %s3_conv2.w458 = alloca <8 x float>, align 32
+  %s3_conv2.w457 = alloca <8 x float>, align 32
+  %s3_conv2.w456 = alloca <8 x float>, align 32
+  %s3_conv2.w455 = alloca <8 x float>, align 32
+  %s3_conv2.w454 = alloca <8 x float>, align 32
+  %s3_conv2.w453 = alloca <8 x float>, align 32
+  %s3_conv2.w452 = alloca <8 x float>, align 32
+  %s3_conv2.w451 = alloca <8 x float>, align 32
+  %s3_conv2.w450 = alloca <8 x float>, align 32
+  %s3_conv2.w449 = alloca <8 x float>, align 32
+  %s3_conv2.w448 = alloca <8 x float>, align 32
+  %s3_conv2.w447 = alloca <8 x float>, align 32
+  %s3_conv2.w446 = alloca <8 x float>, align 32
+  %s3_conv2.w445 = alloca <8 x float>, align 32
+  %s3_conv2.w444 = alloca <8 x float>, align 32
+  %s3_conv2.w443 = alloca <8 x float>, align 32
+  %s3_conv2.w442 = alloca <8 x float>, align 32
+  %s3_conv2.w441 = alloca <8 x float>, align 32
+  %s3_conv2.w440 = alloca <8 x float>, align 32
+  %s3_conv2.w439 = alloca <8 x float>, align 32
+  %s3_conv2.w438 = alloca <8 x float>, align 32
+  %s3_conv2.w437 = alloca <8 x float>, align 32
+  %s3_conv2.w436 = alloca <8 x float>, align 32
+  %s3_conv2.w435 = alloca <8 x float>, align 32
+  %s3_conv2.w434 = alloca <8 x float>, align 32
+  %s3_conv2.w433 = alloca <8 x float>, align 32
+  %s3_conv2.w432 = alloca <8 x float>, align 32
+  %s3_conv2.w431 = alloca <8 x float>, align 32
+  %s3_conv2.w430 = alloca <8 x float>, align 32
+  %s3_conv2.w419 = alloca float, align 4
+  %s3_conv2.w418 = alloca float, align 4
+  %s3_conv2.w417 = alloca float, align 4
+  %s3_conv2.w416 = alloca float, align 4
+  %s3_conv2.w415 = alloca float, align 4
+  %s3_conv2.w414 = alloca float, align 4
+  %s3_conv2.w413 = alloca float, align 4
+  %s3_conv2.w412 = alloca float, align 4
+  %s3_conv2.w411 = alloca float, align 4
+  %s3_conv2.w410 = alloca float, align 4
+  %s3_conv2.w409 = alloca float, align 4
+  %s3_conv2.w408 = alloca float, align 4
+  %s3_conv2.w407 = alloca float, align 4
+  %s3_conv2.w406 = alloca float, align 4
+  %s3_conv2.w405 = alloca float, align 4
+  %s3_conv2.w404 = alloca float, align 4
+  %s3_conv2.w403 = alloca float, align 4
+  %s3_conv2.w402 = alloca float, align 4
+  %s3_conv2.w401 = alloca float, align 4
+  %s3_conv2.w400 = alloca float, align 4
+  %s3_conv2.w399 = alloca float, align 4
+  %s3_conv2.w398 = alloca float, align 4
+  %s3_conv2.w397 = alloca float, align 4
+  %s3_conv2.w396 = alloca float, align 4
+  %s3_conv2.w395 = alloca float, align 4
+  %s3_conv2.w394 = alloca float, align 4
+  %s3_conv2.w393 = alloca float, align 4
+  %s3_conv2.w392 = alloca float, align 4
+  br label %s3_conv2.ci390
 
-s3_conv2.ci420:                                   ; preds = %s3_conv2.co421.end, %entry
-  %s3_conv2.ci4201 = phi i64 [ 0, %entry ], [ %ci420.next, %s3_conv2.co421.end ]
-  br label %s3_conv2.co421
+s3_conv2.ci390:                                   ; preds = %s3_conv2.co391.end, %entry
+  %s3_conv2.ci3901 = phi i64 [ 0, %entry ], [ %ci390.next, %s3_conv2.co391.end ]
+  br label %s3_conv2.co391
 
-s3_conv2.ci420.end:                               ; preds = %s3_conv2.co421.end
-  br label %s3_conv2.i450
+s3_conv2.ci390.end:                               ; preds = %s3_conv2.co391.end
+  br label %s3_conv2.i420
 
-s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3_conv2.ci420
-  %s3_conv2.co4212 = phi i64 [ 0, %s3_conv2.ci420 ], [ %co421.next, %s3_conv2.co421 ]
-  %0 = mul nsw i64 %s3_conv2.co4212, 64
-  %1 = add nsw i64 %0, %s3_conv2.ci4201
+s3_conv2.co391:                                   ; preds = %s3_conv2.co391, %s3_conv2.ci390
+  %s3_conv2.co3912 = phi i64 [ 0, %s3_conv2.ci390 ], [ %co391.next, %s3_conv2.co391 ]
+  %0 = mul nsw i64 %s3_conv2.co3912, 64
+  %1 = add nsw i64 %0, %s3_conv2.ci3901
   %2 = mul nsw i64 %1, 9
   %3 = add nsw i64 38224, %2
   %params3 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params3, align 4
-  store float %4, ptr %s3_conv2.w422, align 4
-  %5 = mul nsw i64 %s3_conv2.co4212, 64
-  %6 = add nsw i64 %5, %s3_conv2.ci4201
+  store float %4, ptr %s3_conv2.w392, align 4
+  %5 = mul nsw i64 %s3_conv2.co3912, 64
+  %6 = add nsw i64 %5, %s3_conv2.ci3901
   %7 = mul nsw i64 %6, 9
   %8 = add nsw i64 38224, %7
   %params4 = getelementptr inbounds float, ptr %params, i64 %8
   %9 = load float, ptr %params4, align 4
-  %10 = mul nsw i64 %s3_conv2.co4212, 64
-  %11 = add nsw i64 %10, %s3_conv2.ci4201
+  %10 = mul nsw i64 %s3_conv2.co3912, 64
+  %11 = add nsw i64 %10, %s3_conv2.ci3901
   %12 = mul nsw i64 %11, 9
   %13 = add nsw i64 38224, %12
   %14 = add nsw i64 %13, 3
   %params5 = getelementptr inbounds float, ptr %params, i64 %14
   %15 = load float, ptr %params5, align 4
   %16 = fadd float %9, %15
-  %17 = mul nsw i64 %s3_conv2.co4212, 64
-  %18 = add nsw i64 %17, %s3_conv2.ci4201
+  %17 = mul nsw i64 %s3_conv2.co3912, 64
+  %18 = add nsw i64 %17, %s3_conv2.ci3901
   %19 = mul nsw i64 %18, 9
   %20 = add nsw i64 38224, %19
   %21 = add nsw i64 %20, 6
@@ -40908,23 +42484,23 @@ s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3
   %22 = load float, ptr %params6, align 4
   %23 = fadd float %16, %22
   %24 = fmul float %23, 5.000000e-01
-  store float %24, ptr %s3_conv2.w423, align 4
-  %25 = mul nsw i64 %s3_conv2.co4212, 64
-  %26 = add nsw i64 %25, %s3_conv2.ci4201
+  store float %24, ptr %s3_conv2.w393, align 4
+  %25 = mul nsw i64 %s3_conv2.co3912, 64
+  %26 = add nsw i64 %25, %s3_conv2.ci3901
   %27 = mul nsw i64 %26, 9
   %28 = add nsw i64 38224, %27
   %params7 = getelementptr inbounds float, ptr %params, i64 %28
   %29 = load float, ptr %params7, align 4
-  %30 = mul nsw i64 %s3_conv2.co4212, 64
-  %31 = add nsw i64 %30, %s3_conv2.ci4201
+  %30 = mul nsw i64 %s3_conv2.co3912, 64
+  %31 = add nsw i64 %30, %s3_conv2.ci3901
   %32 = mul nsw i64 %31, 9
   %33 = add nsw i64 38224, %32
   %34 = add nsw i64 %33, 6
   %params8 = getelementptr inbounds float, ptr %params, i64 %34
   %35 = load float, ptr %params8, align 4
   %36 = fadd float %29, %35
-  %37 = mul nsw i64 %s3_conv2.co4212, 64
-  %38 = add nsw i64 %37, %s3_conv2.ci4201
+  %37 = mul nsw i64 %s3_conv2.co3912, 64
+  %38 = add nsw i64 %37, %s3_conv2.ci3901
   %39 = mul nsw i64 %38, 9
   %40 = add nsw i64 38224, %39
   %41 = add nsw i64 %40, 3
@@ -40932,40 +42508,40 @@ s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3
   %42 = load float, ptr %params9, align 4
   %43 = fsub float %36, %42
   %44 = fmul float %43, 5.000000e-01
-  store float %44, ptr %s3_conv2.w424, align 4
-  %45 = mul nsw i64 %s3_conv2.co4212, 64
-  %46 = add nsw i64 %45, %s3_conv2.ci4201
+  store float %44, ptr %s3_conv2.w394, align 4
+  %45 = mul nsw i64 %s3_conv2.co3912, 64
+  %46 = add nsw i64 %45, %s3_conv2.ci3901
   %47 = mul nsw i64 %46, 9
   %48 = add nsw i64 38224, %47
   %49 = add nsw i64 %48, 6
   %params10 = getelementptr inbounds float, ptr %params, i64 %49
   %50 = load float, ptr %params10, align 4
-  store float %50, ptr %s3_conv2.w425, align 4
-  %51 = mul nsw i64 %s3_conv2.co4212, 64
-  %52 = add nsw i64 %51, %s3_conv2.ci4201
+  store float %50, ptr %s3_conv2.w395, align 4
+  %51 = mul nsw i64 %s3_conv2.co3912, 64
+  %52 = add nsw i64 %51, %s3_conv2.ci3901
   %53 = mul nsw i64 %52, 9
   %54 = add nsw i64 38224, %53
   %55 = add nsw i64 %54, 1
   %params11 = getelementptr inbounds float, ptr %params, i64 %55
   %56 = load float, ptr %params11, align 4
-  store float %56, ptr %s3_conv2.w426, align 4
-  %57 = mul nsw i64 %s3_conv2.co4212, 64
-  %58 = add nsw i64 %57, %s3_conv2.ci4201
+  store float %56, ptr %s3_conv2.w396, align 4
+  %57 = mul nsw i64 %s3_conv2.co3912, 64
+  %58 = add nsw i64 %57, %s3_conv2.ci3901
   %59 = mul nsw i64 %58, 9
   %60 = add nsw i64 38224, %59
   %61 = add nsw i64 %60, 1
   %params12 = getelementptr inbounds float, ptr %params, i64 %61
   %62 = load float, ptr %params12, align 4
-  %63 = mul nsw i64 %s3_conv2.co4212, 64
-  %64 = add nsw i64 %63, %s3_conv2.ci4201
+  %63 = mul nsw i64 %s3_conv2.co3912, 64
+  %64 = add nsw i64 %63, %s3_conv2.ci3901
   %65 = mul nsw i64 %64, 9
   %66 = add nsw i64 38224, %65
   %67 = add nsw i64 %66, 4
   %params13 = getelementptr inbounds float, ptr %params, i64 %67
   %68 = load float, ptr %params13, align 4
   %69 = fadd float %62, %68
-  %70 = mul nsw i64 %s3_conv2.co4212, 64
-  %71 = add nsw i64 %70, %s3_conv2.ci4201
+  %70 = mul nsw i64 %s3_conv2.co3912, 64
+  %71 = add nsw i64 %70, %s3_conv2.ci3901
   %72 = mul nsw i64 %71, 9
   %73 = add nsw i64 38224, %72
   %74 = add nsw i64 %73, 7
@@ -40973,24 +42549,24 @@ s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3
   %75 = load float, ptr %params14, align 4
   %76 = fadd float %69, %75
   %77 = fmul float %76, 5.000000e-01
-  store float %77, ptr %s3_conv2.w427, align 4
-  %78 = mul nsw i64 %s3_conv2.co4212, 64
-  %79 = add nsw i64 %78, %s3_conv2.ci4201
+  store float %77, ptr %s3_conv2.w397, align 4
+  %78 = mul nsw i64 %s3_conv2.co3912, 64
+  %79 = add nsw i64 %78, %s3_conv2.ci3901
   %80 = mul nsw i64 %79, 9
   %81 = add nsw i64 38224, %80
   %82 = add nsw i64 %81, 1
   %params15 = getelementptr inbounds float, ptr %params, i64 %82
   %83 = load float, ptr %params15, align 4
-  %84 = mul nsw i64 %s3_conv2.co4212, 64
-  %85 = add nsw i64 %84, %s3_conv2.ci4201
+  %84 = mul nsw i64 %s3_conv2.co3912, 64
+  %85 = add nsw i64 %84, %s3_conv2.ci3901
   %86 = mul nsw i64 %85, 9
   %87 = add nsw i64 38224, %86
   %88 = add nsw i64 %87, 7
   %params16 = getelementptr inbounds float, ptr %params, i64 %88
   %89 = load float, ptr %params16, align 4
   %90 = fadd float %83, %89
-  %91 = mul nsw i64 %s3_conv2.co4212, 64
-  %92 = add nsw i64 %91, %s3_conv2.ci4201
+  %91 = mul nsw i64 %s3_conv2.co3912, 64
+  %92 = add nsw i64 %91, %s3_conv2.ci3901
   %93 = mul nsw i64 %92, 9
   %94 = add nsw i64 38224, %93
   %95 = add nsw i64 %94, 4
@@ -40998,40 +42574,40 @@ s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3
   %96 = load float, ptr %params17, align 4
   %97 = fsub float %90, %96
   %98 = fmul float %97, 5.000000e-01
-  store float %98, ptr %s3_conv2.w428, align 4
-  %99 = mul nsw i64 %s3_conv2.co4212, 64
-  %100 = add nsw i64 %99, %s3_conv2.ci4201
+  store float %98, ptr %s3_conv2.w398, align 4
+  %99 = mul nsw i64 %s3_conv2.co3912, 64
+  %100 = add nsw i64 %99, %s3_conv2.ci3901
   %101 = mul nsw i64 %100, 9
   %102 = add nsw i64 38224, %101
   %103 = add nsw i64 %102, 7
   %params18 = getelementptr inbounds float, ptr %params, i64 %103
   %104 = load float, ptr %params18, align 4
-  store float %104, ptr %s3_conv2.w429, align 4
-  %105 = mul nsw i64 %s3_conv2.co4212, 64
-  %106 = add nsw i64 %105, %s3_conv2.ci4201
+  store float %104, ptr %s3_conv2.w399, align 4
+  %105 = mul nsw i64 %s3_conv2.co3912, 64
+  %106 = add nsw i64 %105, %s3_conv2.ci3901
   %107 = mul nsw i64 %106, 9
   %108 = add nsw i64 38224, %107
   %109 = add nsw i64 %108, 2
   %params19 = getelementptr inbounds float, ptr %params, i64 %109
   %110 = load float, ptr %params19, align 4
-  store float %110, ptr %s3_conv2.w430, align 4
-  %111 = mul nsw i64 %s3_conv2.co4212, 64
-  %112 = add nsw i64 %111, %s3_conv2.ci4201
+  store float %110, ptr %s3_conv2.w400, align 4
+  %111 = mul nsw i64 %s3_conv2.co3912, 64
+  %112 = add nsw i64 %111, %s3_conv2.ci3901
   %113 = mul nsw i64 %112, 9
   %114 = add nsw i64 38224, %113
   %115 = add nsw i64 %114, 2
   %params20 = getelementptr inbounds float, ptr %params, i64 %115
   %116 = load float, ptr %params20, align 4
-  %117 = mul nsw i64 %s3_conv2.co4212, 64
-  %118 = add nsw i64 %117, %s3_conv2.ci4201
+  %117 = mul nsw i64 %s3_conv2.co3912, 64
+  %118 = add nsw i64 %117, %s3_conv2.ci3901
   %119 = mul nsw i64 %118, 9
   %120 = add nsw i64 38224, %119
   %121 = add nsw i64 %120, 5
   %params21 = getelementptr inbounds float, ptr %params, i64 %121
   %122 = load float, ptr %params21, align 4
   %123 = fadd float %116, %122
-  %124 = mul nsw i64 %s3_conv2.co4212, 64
-  %125 = add nsw i64 %124, %s3_conv2.ci4201
+  %124 = mul nsw i64 %s3_conv2.co3912, 64
+  %125 = add nsw i64 %124, %s3_conv2.ci3901
   %126 = mul nsw i64 %125, 9
   %127 = add nsw i64 38224, %126
   %128 = add nsw i64 %127, 8
@@ -41039,24 +42615,24 @@ s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3
   %129 = load float, ptr %params22, align 4
   %130 = fadd float %123, %129
   %131 = fmul float %130, 5.000000e-01
-  store float %131, ptr %s3_conv2.w431, align 4
-  %132 = mul nsw i64 %s3_conv2.co4212, 64
-  %133 = add nsw i64 %132, %s3_conv2.ci4201
+  store float %131, ptr %s3_conv2.w401, align 4
+  %132 = mul nsw i64 %s3_conv2.co3912, 64
+  %133 = add nsw i64 %132, %s3_conv2.ci3901
   %134 = mul nsw i64 %133, 9
   %135 = add nsw i64 38224, %134
   %136 = add nsw i64 %135, 2
   %params23 = getelementptr inbounds float, ptr %params, i64 %136
   %137 = load float, ptr %params23, align 4
-  %138 = mul nsw i64 %s3_conv2.co4212, 64
-  %139 = add nsw i64 %138, %s3_conv2.ci4201
+  %138 = mul nsw i64 %s3_conv2.co3912, 64
+  %139 = add nsw i64 %138, %s3_conv2.ci3901
   %140 = mul nsw i64 %139, 9
   %141 = add nsw i64 38224, %140
   %142 = add nsw i64 %141, 8
   %params24 = getelementptr inbounds float, ptr %params, i64 %142
   %143 = load float, ptr %params24, align 4
   %144 = fadd float %137, %143
-  %145 = mul nsw i64 %s3_conv2.co4212, 64
-  %146 = add nsw i64 %145, %s3_conv2.ci4201
+  %145 = mul nsw i64 %s3_conv2.co3912, 64
+  %146 = add nsw i64 %145, %s3_conv2.ci3901
   %147 = mul nsw i64 %146, 9
   %148 = add nsw i64 38224, %147
   %149 = add nsw i64 %148, 5
@@ -41064,2360 +42640,2298 @@ s3_conv2.co421:                                   ; preds = %s3_conv2.co421, %s3
   %150 = load float, ptr %params25, align 4
   %151 = fsub float %144, %150
   %152 = fmul float %151, 5.000000e-01
-  store float %152, ptr %s3_conv2.w432, align 4
-  %153 = mul nsw i64 %s3_conv2.co4212, 64
-  %154 = add nsw i64 %153, %s3_conv2.ci4201
+  store float %152, ptr %s3_conv2.w402, align 4
+  %153 = mul nsw i64 %s3_conv2.co3912, 64
+  %154 = add nsw i64 %153, %s3_conv2.ci3901
   %155 = mul nsw i64 %154, 9
   %156 = add nsw i64 38224, %155
   %157 = add nsw i64 %156, 8
   %params26 = getelementptr inbounds float, ptr %params, i64 %157
   %158 = load float, ptr %params26, align 4
-  store float %158, ptr %s3_conv2.w433, align 4
-  %w422 = load float, ptr %s3_conv2.w422, align 4
-  store float %w422, ptr %s3_conv2.w434, align 4
-  %w42227 = load float, ptr %s3_conv2.w422, align 4
-  %w426 = load float, ptr %s3_conv2.w426, align 4
-  %159 = fadd float %w42227, %w426
-  %w430 = load float, ptr %s3_conv2.w430, align 4
-  %160 = fadd float %159, %w430
+  store float %158, ptr %s3_conv2.w403, align 4
+  %w392 = load float, ptr %s3_conv2.w392, align 4
+  store float %w392, ptr %s3_conv2.w404, align 4
+  %w39227 = load float, ptr %s3_conv2.w392, align 4
+  %w396 = load float, ptr %s3_conv2.w396, align 4
+  %159 = fadd float %w39227, %w396
+  %w400 = load float, ptr %s3_conv2.w400, align 4
+  %160 = fadd float %159, %w400
   %161 = fmul float %160, 5.000000e-01
-  store float %161, ptr %s3_conv2.w435, align 4
-  %w42228 = load float, ptr %s3_conv2.w422, align 4
-  %w43029 = load float, ptr %s3_conv2.w430, align 4
-  %162 = fadd float %w42228, %w43029
-  %w42630 = load float, ptr %s3_conv2.w426, align 4
-  %163 = fsub float %162, %w42630
+  store float %161, ptr %s3_conv2.w405, align 4
+  %w39228 = load float, ptr %s3_conv2.w392, align 4
+  %w40029 = load float, ptr %s3_conv2.w400, align 4
+  %162 = fadd float %w39228, %w40029
+  %w39630 = load float, ptr %s3_conv2.w396, align 4
+  %163 = fsub float %162, %w39630
   %164 = fmul float %163, 5.000000e-01
-  store float %164, ptr %s3_conv2.w436, align 4
-  %w43031 = load float, ptr %s3_conv2.w430, align 4
-  store float %w43031, ptr %s3_conv2.w437, align 4
-  %w423 = load float, ptr %s3_conv2.w423, align 4
-  store float %w423, ptr %s3_conv2.w438, align 4
-  %w42332 = load float, ptr %s3_conv2.w423, align 4
-  %w427 = load float, ptr %s3_conv2.w427, align 4
-  %165 = fadd float %w42332, %w427
-  %w431 = load float, ptr %s3_conv2.w431, align 4
-  %166 = fadd float %165, %w431
+  store float %164, ptr %s3_conv2.w406, align 4
+  %w40031 = load float, ptr %s3_conv2.w400, align 4
+  store float %w40031, ptr %s3_conv2.w407, align 4
+  %w393 = load float, ptr %s3_conv2.w393, align 4
+  store float %w393, ptr %s3_conv2.w408, align 4
+  %w39332 = load float, ptr %s3_conv2.w393, align 4
+  %w397 = load float, ptr %s3_conv2.w397, align 4
+  %165 = fadd float %w39332, %w397
+  %w401 = load float, ptr %s3_conv2.w401, align 4
+  %166 = fadd float %165, %w401
   %167 = fmul float %166, 5.000000e-01
-  store float %167, ptr %s3_conv2.w439, align 4
-  %w42333 = load float, ptr %s3_conv2.w423, align 4
-  %w43134 = load float, ptr %s3_conv2.w431, align 4
-  %168 = fadd float %w42333, %w43134
-  %w42735 = load float, ptr %s3_conv2.w427, align 4
-  %169 = fsub float %168, %w42735
+  store float %167, ptr %s3_conv2.w409, align 4
+  %w39333 = load float, ptr %s3_conv2.w393, align 4
+  %w40134 = load float, ptr %s3_conv2.w401, align 4
+  %168 = fadd float %w39333, %w40134
+  %w39735 = load float, ptr %s3_conv2.w397, align 4
+  %169 = fsub float %168, %w39735
   %170 = fmul float %169, 5.000000e-01
-  store float %170, ptr %s3_conv2.w440, align 4
-  %w43136 = load float, ptr %s3_conv2.w431, align 4
-  store float %w43136, ptr %s3_conv2.w441, align 4
-  %w424 = load float, ptr %s3_conv2.w424, align 4
-  store float %w424, ptr %s3_conv2.w442, align 4
-  %w42437 = load float, ptr %s3_conv2.w424, align 4
-  %w428 = load float, ptr %s3_conv2.w428, align 4
-  %171 = fadd float %w42437, %w428
-  %w432 = load float, ptr %s3_conv2.w432, align 4
-  %172 = fadd float %171, %w432
+  store float %170, ptr %s3_conv2.w410, align 4
+  %w40136 = load float, ptr %s3_conv2.w401, align 4
+  store float %w40136, ptr %s3_conv2.w411, align 4
+  %w394 = load float, ptr %s3_conv2.w394, align 4
+  store float %w394, ptr %s3_conv2.w412, align 4
+  %w39437 = load float, ptr %s3_conv2.w394, align 4
+  %w398 = load float, ptr %s3_conv2.w398, align 4
+  %171 = fadd float %w39437, %w398
+  %w402 = load float, ptr %s3_conv2.w402, align 4
+  %172 = fadd float %171, %w402
   %173 = fmul float %172, 5.000000e-01
-  store float %173, ptr %s3_conv2.w443, align 4
-  %w42438 = load float, ptr %s3_conv2.w424, align 4
-  %w43239 = load float, ptr %s3_conv2.w432, align 4
-  %174 = fadd float %w42438, %w43239
-  %w42840 = load float, ptr %s3_conv2.w428, align 4
-  %175 = fsub float %174, %w42840
+  store float %173, ptr %s3_conv2.w413, align 4
+  %w39438 = load float, ptr %s3_conv2.w394, align 4
+  %w40239 = load float, ptr %s3_conv2.w402, align 4
+  %174 = fadd float %w39438, %w40239
+  %w39840 = load float, ptr %s3_conv2.w398, align 4
+  %175 = fsub float %174, %w39840
   %176 = fmul float %175, 5.000000e-01
-  store float %176, ptr %s3_conv2.w444, align 4
-  %w43241 = load float, ptr %s3_conv2.w432, align 4
-  store float %w43241, ptr %s3_conv2.w445, align 4
-  %w425 = load float, ptr %s3_conv2.w425, align 4
-  store float %w425, ptr %s3_conv2.w446, align 4
-  %w42542 = load float, ptr %s3_conv2.w425, align 4
-  %w429 = load float, ptr %s3_conv2.w429, align 4
-  %177 = fadd float %w42542, %w429
-  %w433 = load float, ptr %s3_conv2.w433, align 4
-  %178 = fadd float %177, %w433
+  store float %176, ptr %s3_conv2.w414, align 4
+  %w40241 = load float, ptr %s3_conv2.w402, align 4
+  store float %w40241, ptr %s3_conv2.w415, align 4
+  %w395 = load float, ptr %s3_conv2.w395, align 4
+  store float %w395, ptr %s3_conv2.w416, align 4
+  %w39542 = load float, ptr %s3_conv2.w395, align 4
+  %w399 = load float, ptr %s3_conv2.w399, align 4
+  %177 = fadd float %w39542, %w399
+  %w403 = load float, ptr %s3_conv2.w403, align 4
+  %178 = fadd float %177, %w403
   %179 = fmul float %178, 5.000000e-01
-  store float %179, ptr %s3_conv2.w447, align 4
-  %w42543 = load float, ptr %s3_conv2.w425, align 4
-  %w43344 = load float, ptr %s3_conv2.w433, align 4
-  %180 = fadd float %w42543, %w43344
-  %w42945 = load float, ptr %s3_conv2.w429, align 4
-  %181 = fsub float %180, %w42945
+  store float %179, ptr %s3_conv2.w417, align 4
+  %w39543 = load float, ptr %s3_conv2.w395, align 4
+  %w40344 = load float, ptr %s3_conv2.w403, align 4
+  %180 = fadd float %w39543, %w40344
+  %w39945 = load float, ptr %s3_conv2.w399, align 4
+  %181 = fsub float %180, %w39945
   %182 = fmul float %181, 5.000000e-01
-  store float %182, ptr %s3_conv2.w448, align 4
-  %w43346 = load float, ptr %s3_conv2.w433, align 4
-  store float %w43346, ptr %s3_conv2.w449, align 4
-  %w434 = load float, ptr %s3_conv2.w434, align 4
-  %183 = mul nsw i64 %s3_conv2.ci4201, 64
-  %184 = add nsw i64 1048576, %183
-  %185 = add nsw i64 %184, %s3_conv2.co4212
+  store float %182, ptr %s3_conv2.w418, align 4
+  %w40346 = load float, ptr %s3_conv2.w403, align 4
+  store float %w40346, ptr %s3_conv2.w419, align 4
+  %w404 = load float, ptr %s3_conv2.w404, align 4
+  %183 = mul nsw i64 %s3_conv2.ci3901, 64
+  %184 = add nsw i64 262272, %183
+  %185 = add nsw i64 %184, %s3_conv2.co3912
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %w434, ptr %arena47, align 4
-  %w435 = load float, ptr %s3_conv2.w435, align 4
-  %186 = mul nsw i64 %s3_conv2.ci4201, 64
-  %187 = add nsw i64 1052672, %186
-  %188 = add nsw i64 %187, %s3_conv2.co4212
+  store float %w404, ptr %arena47, align 4
+  %w405 = load float, ptr %s3_conv2.w405, align 4
+  %186 = mul nsw i64 %s3_conv2.ci3901, 64
+  %187 = add nsw i64 266368, %186
+  %188 = add nsw i64 %187, %s3_conv2.co3912
   %arena48 = getelementptr inbounds float, ptr %arena, i64 %188
-  store float %w435, ptr %arena48, align 4
-  %w436 = load float, ptr %s3_conv2.w436, align 4
-  %189 = mul nsw i64 %s3_conv2.ci4201, 64
-  %190 = add nsw i64 1056768, %189
-  %191 = add nsw i64 %190, %s3_conv2.co4212
+  store float %w405, ptr %arena48, align 4
+  %w406 = load float, ptr %s3_conv2.w406, align 4
+  %189 = mul nsw i64 %s3_conv2.ci3901, 64
+  %190 = add nsw i64 270464, %189
+  %191 = add nsw i64 %190, %s3_conv2.co3912
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %w436, ptr %arena49, align 4
-  %w437 = load float, ptr %s3_conv2.w437, align 4
-  %192 = mul nsw i64 %s3_conv2.ci4201, 64
-  %193 = add nsw i64 1060864, %192
-  %194 = add nsw i64 %193, %s3_conv2.co4212
+  store float %w406, ptr %arena49, align 4
+  %w407 = load float, ptr %s3_conv2.w407, align 4
+  %192 = mul nsw i64 %s3_conv2.ci3901, 64
+  %193 = add nsw i64 274560, %192
+  %194 = add nsw i64 %193, %s3_conv2.co3912
   %arena50 = getelementptr inbounds float, ptr %arena, i64 %194
-  store float %w437, ptr %arena50, align 4
-  %w438 = load float, ptr %s3_conv2.w438, align 4
-  %195 = mul nsw i64 %s3_conv2.ci4201, 64
-  %196 = add nsw i64 1064960, %195
-  %197 = add nsw i64 %196, %s3_conv2.co4212
+  store float %w407, ptr %arena50, align 4
+  %w408 = load float, ptr %s3_conv2.w408, align 4
+  %195 = mul nsw i64 %s3_conv2.ci3901, 64
+  %196 = add nsw i64 278656, %195
+  %197 = add nsw i64 %196, %s3_conv2.co3912
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %197
-  store float %w438, ptr %arena51, align 4
-  %w439 = load float, ptr %s3_conv2.w439, align 4
-  %198 = mul nsw i64 %s3_conv2.ci4201, 64
-  %199 = add nsw i64 1069056, %198
-  %200 = add nsw i64 %199, %s3_conv2.co4212
+  store float %w408, ptr %arena51, align 4
+  %w409 = load float, ptr %s3_conv2.w409, align 4
+  %198 = mul nsw i64 %s3_conv2.ci3901, 64
+  %199 = add nsw i64 282752, %198
+  %200 = add nsw i64 %199, %s3_conv2.co3912
   %arena52 = getelementptr inbounds float, ptr %arena, i64 %200
-  store float %w439, ptr %arena52, align 4
-  %w440 = load float, ptr %s3_conv2.w440, align 4
-  %201 = mul nsw i64 %s3_conv2.ci4201, 64
-  %202 = add nsw i64 1073152, %201
-  %203 = add nsw i64 %202, %s3_conv2.co4212
+  store float %w409, ptr %arena52, align 4
+  %w410 = load float, ptr %s3_conv2.w410, align 4
+  %201 = mul nsw i64 %s3_conv2.ci3901, 64
+  %202 = add nsw i64 286848, %201
+  %203 = add nsw i64 %202, %s3_conv2.co3912
   %arena53 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %w440, ptr %arena53, align 4
-  %w441 = load float, ptr %s3_conv2.w441, align 4
-  %204 = mul nsw i64 %s3_conv2.ci4201, 64
-  %205 = add nsw i64 1077248, %204
-  %206 = add nsw i64 %205, %s3_conv2.co4212
+  store float %w410, ptr %arena53, align 4
+  %w411 = load float, ptr %s3_conv2.w411, align 4
+  %204 = mul nsw i64 %s3_conv2.ci3901, 64
+  %205 = add nsw i64 290944, %204
+  %206 = add nsw i64 %205, %s3_conv2.co3912
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %w441, ptr %arena54, align 4
-  %w442 = load float, ptr %s3_conv2.w442, align 4
-  %207 = mul nsw i64 %s3_conv2.ci4201, 64
-  %208 = add nsw i64 1081344, %207
-  %209 = add nsw i64 %208, %s3_conv2.co4212
+  store float %w411, ptr %arena54, align 4
+  %w412 = load float, ptr %s3_conv2.w412, align 4
+  %207 = mul nsw i64 %s3_conv2.ci3901, 64
+  %208 = add nsw i64 295040, %207
+  %209 = add nsw i64 %208, %s3_conv2.co3912
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %w442, ptr %arena55, align 4
-  %w443 = load float, ptr %s3_conv2.w443, align 4
-  %210 = mul nsw i64 %s3_conv2.ci4201, 64
-  %211 = add nsw i64 1085440, %210
-  %212 = add nsw i64 %211, %s3_conv2.co4212
+  store float %w412, ptr %arena55, align 4
+  %w413 = load float, ptr %s3_conv2.w413, align 4
+  %210 = mul nsw i64 %s3_conv2.ci3901, 64
+  %211 = add nsw i64 299136, %210
+  %212 = add nsw i64 %211, %s3_conv2.co3912
   %arena56 = getelementptr inbounds float, ptr %arena, i64 %212
-  store float %w443, ptr %arena56, align 4
-  %w444 = load float, ptr %s3_conv2.w444, align 4
-  %213 = mul nsw i64 %s3_conv2.ci4201, 64
-  %214 = add nsw i64 1089536, %213
-  %215 = add nsw i64 %214, %s3_conv2.co4212
+  store float %w413, ptr %arena56, align 4
+  %w414 = load float, ptr %s3_conv2.w414, align 4
+  %213 = mul nsw i64 %s3_conv2.ci3901, 64
+  %214 = add nsw i64 303232, %213
+  %215 = add nsw i64 %214, %s3_conv2.co3912
   %arena57 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %w444, ptr %arena57, align 4
-  %w445 = load float, ptr %s3_conv2.w445, align 4
-  %216 = mul nsw i64 %s3_conv2.ci4201, 64
-  %217 = add nsw i64 1093632, %216
-  %218 = add nsw i64 %217, %s3_conv2.co4212
+  store float %w414, ptr %arena57, align 4
+  %w415 = load float, ptr %s3_conv2.w415, align 4
+  %216 = mul nsw i64 %s3_conv2.ci3901, 64
+  %217 = add nsw i64 307328, %216
+  %218 = add nsw i64 %217, %s3_conv2.co3912
   %arena58 = getelementptr inbounds float, ptr %arena, i64 %218
-  store float %w445, ptr %arena58, align 4
-  %w446 = load float, ptr %s3_conv2.w446, align 4
-  %219 = mul nsw i64 %s3_conv2.ci4201, 64
-  %220 = add nsw i64 1097728, %219
-  %221 = add nsw i64 %220, %s3_conv2.co4212
+  store float %w415, ptr %arena58, align 4
+  %w416 = load float, ptr %s3_conv2.w416, align 4
+  %219 = mul nsw i64 %s3_conv2.ci3901, 64
+  %220 = add nsw i64 311424, %219
+  %221 = add nsw i64 %220, %s3_conv2.co3912
   %arena59 = getelementptr inbounds float, ptr %arena, i64 %221
-  store float %w446, ptr %arena59, align 4
-  %w447 = load float, ptr %s3_conv2.w447, align 4
-  %222 = mul nsw i64 %s3_conv2.ci4201, 64
-  %223 = add nsw i64 1101824, %222
-  %224 = add nsw i64 %223, %s3_conv2.co4212
+  store float %w416, ptr %arena59, align 4
+  %w417 = load float, ptr %s3_conv2.w417, align 4
+  %222 = mul nsw i64 %s3_conv2.ci3901, 64
+  %223 = add nsw i64 315520, %222
+  %224 = add nsw i64 %223, %s3_conv2.co3912
   %arena60 = getelementptr inbounds float, ptr %arena, i64 %224
-  store float %w447, ptr %arena60, align 4
-  %w448 = load float, ptr %s3_conv2.w448, align 4
-  %225 = mul nsw i64 %s3_conv2.ci4201, 64
-  %226 = add nsw i64 1105920, %225
-  %227 = add nsw i64 %226, %s3_conv2.co4212
+  store float %w417, ptr %arena60, align 4
+  %w418 = load float, ptr %s3_conv2.w418, align 4
+  %225 = mul nsw i64 %s3_conv2.ci3901, 64
+  %226 = add nsw i64 319616, %225
+  %227 = add nsw i64 %226, %s3_conv2.co3912
   %arena61 = getelementptr inbounds float, ptr %arena, i64 %227
-  store float %w448, ptr %arena61, align 4
-  %w449 = load float, ptr %s3_conv2.w449, align 4
-  %228 = mul nsw i64 %s3_conv2.ci4201, 64
-  %229 = add nsw i64 1110016, %228
-  %230 = add nsw i64 %229, %s3_conv2.co4212
+  store float %w418, ptr %arena61, align 4
+  %w419 = load float, ptr %s3_conv2.w419, align 4
+  %228 = mul nsw i64 %s3_conv2.ci3901, 64
+  %229 = add nsw i64 323712, %228
+  %230 = add nsw i64 %229, %s3_conv2.co3912
   %arena62 = getelementptr inbounds float, ptr %arena, i64 %230
-  store float %w449, ptr %arena62, align 4
-  %co421.next = add nsw i64 %s3_conv2.co4212, 1
-  %231 = icmp slt i64 %co421.next, 64
-  br i1 %231, label %s3_conv2.co421, label %s3_conv2.co421.end
+  store float %w419, ptr %arena62, align 4
+  %co391.next = add nsw i64 %s3_conv2.co3912, 1
+  %231 = icmp slt i64 %co391.next, 64
+  br i1 %231, label %s3_conv2.co391, label %s3_conv2.co391.end
 
-s3_conv2.co421.end:                               ; preds = %s3_conv2.co421
-  %ci420.next = add nsw i64 %s3_conv2.ci4201, 1
-  %232 = icmp slt i64 %ci420.next, 64
-  br i1 %232, label %s3_conv2.ci420, label %s3_conv2.ci420.end
+s3_conv2.co391.end:                               ; preds = %s3_conv2.co391
+  %ci390.next = add nsw i64 %s3_conv2.ci3901, 1
+  %232 = icmp slt i64 %ci390.next, 64
+  br i1 %232, label %s3_conv2.ci390, label %s3_conv2.ci390.end
 
-s3_conv2.i450:                                    ; preds = %s3_conv2.i450, %s3_conv2.ci420.end
-  %s3_conv2.i45063 = phi i64 [ 0, %s3_conv2.ci420.end ], [ %i450.next, %s3_conv2.i450 ]
-  %233 = add nsw i64 1114112, %s3_conv2.i45063
+s3_conv2.i420:                                    ; preds = %s3_conv2.i420, %s3_conv2.ci390.end
+  %s3_conv2.i42063 = phi i64 [ 0, %s3_conv2.ci390.end ], [ %i420.next, %s3_conv2.i420 ]
+  %233 = add nsw i64 327808, %s3_conv2.i42063
   %arena64 = getelementptr inbounds float, ptr %arena, i64 %233
   store float 0.000000e+00, ptr %arena64, align 4
-  %i450.next = add nsw i64 %s3_conv2.i45063, 1
-  %234 = icmp slt i64 %i450.next, 6400
-  br i1 %234, label %s3_conv2.i450, label %s3_conv2.i450.end
+  %i420.next = add nsw i64 %s3_conv2.i42063, 1
+  %234 = icmp slt i64 %i420.next, 6400
+  br i1 %234, label %s3_conv2.i420, label %s3_conv2.i420.end
 
-s3_conv2.i450.end:                                ; preds = %s3_conv2.i450
-  br label %s3_conv2.g451
+s3_conv2.i420.end:                                ; preds = %s3_conv2.i420
+  br label %s3_conv2.g421
 
-s3_conv2.g451:                                    ; preds = %s3_conv2.j509.end, %s3_conv2.i450.end
-  %s3_conv2.g45165 = phi i64 [ 0, %s3_conv2.i450.end ], [ %g451.next, %s3_conv2.j509.end ]
-  br label %s3_conv2.j452
+s3_conv2.g421:                                    ; preds = %s3_conv2.j479.end, %s3_conv2.i420.end
+  %s3_conv2.g42165 = phi i64 [ 0, %s3_conv2.i420.end ], [ %g421.next, %s3_conv2.j479.end ]
+  br label %s3_conv2.j422
 
-s3_conv2.g451.end:                                ; preds = %s3_conv2.j509.end
+s3_conv2.g421.end:                                ; preds = %s3_conv2.j479.end
   ret void
 
-s3_conv2.j452:                                    ; preds = %s3_conv2.c453.end, %s3_conv2.g451
-  %s3_conv2.j45266 = phi i64 [ 0, %s3_conv2.g451 ], [ %j452.next, %s3_conv2.c453.end ]
-  br label %s3_conv2.c453
+s3_conv2.j422:                                    ; preds = %s3_conv2.c423.end, %s3_conv2.g421
+  %s3_conv2.j42266 = phi i64 [ 0, %s3_conv2.g421 ], [ %j422.next, %s3_conv2.c423.end ]
+  br label %s3_conv2.c423
 
-s3_conv2.j452.end:                                ; preds = %s3_conv2.c453.end
-  br label %s3_conv2.j456
+s3_conv2.j422.end:                                ; preds = %s3_conv2.c423.end
+  br label %s3_conv2.j426
 
-s3_conv2.c453:                                    ; preds = %s3_conv2.iy454.end, %s3_conv2.j452
-  %s3_conv2.c45367 = phi i64 [ 0, %s3_conv2.j452 ], [ %c453.next, %s3_conv2.iy454.end ]
-  br label %s3_conv2.iy454
+s3_conv2.c423:                                    ; preds = %s3_conv2.iy424.end, %s3_conv2.j422
+  %s3_conv2.c42367 = phi i64 [ 0, %s3_conv2.j422 ], [ %c423.next, %s3_conv2.iy424.end ]
+  br label %s3_conv2.iy424
 
-s3_conv2.c453.end:                                ; preds = %s3_conv2.iy454.end
-  %j452.next = add nsw i64 %s3_conv2.j45266, 1
-  %235 = icmp slt i64 %j452.next, 1
-  br i1 %235, label %s3_conv2.j452, label %s3_conv2.j452.end
+s3_conv2.c423.end:                                ; preds = %s3_conv2.iy424.end
+  %j422.next = add nsw i64 %s3_conv2.j42266, 1
+  %235 = icmp slt i64 %j422.next, 1
+  br i1 %235, label %s3_conv2.j422, label %s3_conv2.j422.end
 
-s3_conv2.iy454:                                   ; preds = %s3_conv2.ix455.end, %s3_conv2.c453
-  %s3_conv2.iy45468 = phi i64 [ 0, %s3_conv2.c453 ], [ %iy454.next, %s3_conv2.ix455.end ]
-  br label %s3_conv2.ix455
+s3_conv2.iy424:                                   ; preds = %s3_conv2.ix425.end, %s3_conv2.c423
+  %s3_conv2.iy42468 = phi i64 [ 0, %s3_conv2.c423 ], [ %iy424.next, %s3_conv2.ix425.end ]
+  br label %s3_conv2.ix425
 
-s3_conv2.iy454.end:                               ; preds = %s3_conv2.ix455.end
-  %c453.next = add nsw i64 %s3_conv2.c45367, 1
-  %236 = icmp slt i64 %c453.next, 64
-  br i1 %236, label %s3_conv2.c453, label %s3_conv2.c453.end
+s3_conv2.iy424.end:                               ; preds = %s3_conv2.ix425.end
+  %c423.next = add nsw i64 %s3_conv2.c42367, 1
+  %236 = icmp slt i64 %c423.next, 64
+  br i1 %236, label %s3_conv2.c423, label %s3_conv2.c423.end
 
-s3_conv2.ix455:                                   ; preds = %s3_conv2.ix455, %s3_conv2.iy454
-  %s3_conv2.ix45569 = phi i64 [ 0, %s3_conv2.iy454 ], [ %ix455.next, %s3_conv2.ix455 ]
-  %237 = add nsw i64 %s3_conv2.g45165, %s3_conv2.j45266
+s3_conv2.ix425:                                   ; preds = %s3_conv2.ix425, %s3_conv2.iy424
+  %s3_conv2.ix42569 = phi i64 [ 0, %s3_conv2.iy424 ], [ %ix425.next, %s3_conv2.ix425 ]
+  %237 = add nsw i64 %s3_conv2.g42165, %s3_conv2.j42266
   %238 = mul nsw i64 %237, 4096
-  %239 = add nsw i64 524288, %238
-  %240 = mul nsw i64 %s3_conv2.c45367, 64
+  %239 = add nsw i64 128, %238
+  %240 = mul nsw i64 %s3_conv2.c42367, 64
   %241 = add nsw i64 %239, %240
-  %242 = mul nsw i64 %s3_conv2.iy45468, 8
+  %242 = mul nsw i64 %s3_conv2.iy42468, 8
   %243 = add nsw i64 %241, %242
-  %244 = add nsw i64 %243, %s3_conv2.ix45569
+  %244 = add nsw i64 %243, %s3_conv2.ix42569
   %arena70 = getelementptr inbounds float, ptr %arena, i64 %244
   %245 = load float, ptr %arena70, align 4
-  %246 = mul nsw i64 %s3_conv2.j45266, 6400
-  %247 = add nsw i64 %s3_conv2.iy45468, 1
+  %246 = mul nsw i64 %s3_conv2.j42266, 6400
+  %247 = add nsw i64 %s3_conv2.iy42468, 1
   %248 = mul nsw i64 %247, 640
   %249 = add nsw i64 %246, %248
-  %250 = add nsw i64 %s3_conv2.ix45569, 1
+  %250 = add nsw i64 %s3_conv2.ix42569, 1
   %251 = mul nsw i64 %250, 64
   %252 = add nsw i64 %249, %251
-  %253 = add nsw i64 %252, %s3_conv2.c45367
-  %254 = add nsw i64 1114112, %253
+  %253 = add nsw i64 %252, %s3_conv2.c42367
+  %254 = add nsw i64 327808, %253
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %254
   store float %245, ptr %arena71, align 4
-  %ix455.next = add nsw i64 %s3_conv2.ix45569, 1
-  %255 = icmp slt i64 %ix455.next, 8
-  br i1 %255, label %s3_conv2.ix455, label %s3_conv2.ix455.end
+  %ix425.next = add nsw i64 %s3_conv2.ix42569, 1
+  %255 = icmp slt i64 %ix425.next, 8
+  br i1 %255, label %s3_conv2.ix425, label %s3_conv2.ix425.end
 
-s3_conv2.ix455.end:                               ; preds = %s3_conv2.ix455
-  %iy454.next = add nsw i64 %s3_conv2.iy45468, 1
-  %256 = icmp slt i64 %iy454.next, 8
-  br i1 %256, label %s3_conv2.iy454, label %s3_conv2.iy454.end
+s3_conv2.ix425.end:                               ; preds = %s3_conv2.ix425
+  %iy424.next = add nsw i64 %s3_conv2.iy42468, 1
+  %256 = icmp slt i64 %iy424.next, 8
+  br i1 %256, label %s3_conv2.iy424, label %s3_conv2.iy424.end
 
-s3_conv2.j456:                                    ; preds = %s3_conv2.ty457.end, %s3_conv2.j452.end
-  %s3_conv2.j45672 = phi i64 [ 0, %s3_conv2.j452.end ], [ %j456.next, %s3_conv2.ty457.end ]
-  br label %s3_conv2.ty457
+s3_conv2.j426:                                    ; preds = %s3_conv2.ty427.end, %s3_conv2.j422.end
+  %s3_conv2.j42672 = phi i64 [ 0, %s3_conv2.j422.end ], [ %j426.next, %s3_conv2.ty427.end ]
+  br label %s3_conv2.ty427
 
-s3_conv2.j456.end:                                ; preds = %s3_conv2.ty457.end
-  br label %s3_conv2.xi492
+s3_conv2.j426.end:                                ; preds = %s3_conv2.ty427.end
+  br label %s3_conv2.xi462
 
-s3_conv2.ty457:                                   ; preds = %s3_conv2.tx458.end, %s3_conv2.j456
-  %s3_conv2.ty45773 = phi i64 [ 0, %s3_conv2.j456 ], [ %ty457.next, %s3_conv2.tx458.end ]
-  br label %s3_conv2.tx458
+s3_conv2.ty427:                                   ; preds = %s3_conv2.tx428.end, %s3_conv2.j426
+  %s3_conv2.ty42773 = phi i64 [ 0, %s3_conv2.j426 ], [ %ty427.next, %s3_conv2.tx428.end ]
+  br label %s3_conv2.tx428
 
-s3_conv2.ty457.end:                               ; preds = %s3_conv2.tx458.end
-  %j456.next = add nsw i64 %s3_conv2.j45672, 1
-  %257 = icmp slt i64 %j456.next, 1
-  br i1 %257, label %s3_conv2.j456, label %s3_conv2.j456.end
+s3_conv2.ty427.end:                               ; preds = %s3_conv2.tx428.end
+  %j426.next = add nsw i64 %s3_conv2.j42672, 1
+  %257 = icmp slt i64 %j426.next, 1
+  br i1 %257, label %s3_conv2.j426, label %s3_conv2.j426.end
 
-s3_conv2.tx458:                                   ; preds = %s3_conv2.cv459.end, %s3_conv2.ty457
-  %s3_conv2.tx45874 = phi i64 [ 0, %s3_conv2.ty457 ], [ %tx458.next, %s3_conv2.cv459.end ]
-  br label %s3_conv2.cv459
+s3_conv2.tx428:                                   ; preds = %s3_conv2.cv429.end, %s3_conv2.ty427
+  %s3_conv2.tx42874 = phi i64 [ 0, %s3_conv2.ty427 ], [ %tx428.next, %s3_conv2.cv429.end ]
+  br label %s3_conv2.cv429
 
-s3_conv2.tx458.end:                               ; preds = %s3_conv2.cv459.end
-  %ty457.next = add nsw i64 %s3_conv2.ty45773, 1
-  %258 = icmp slt i64 %ty457.next, 4
-  br i1 %258, label %s3_conv2.ty457, label %s3_conv2.ty457.end
+s3_conv2.tx428.end:                               ; preds = %s3_conv2.cv429.end
+  %ty427.next = add nsw i64 %s3_conv2.ty42773, 1
+  %258 = icmp slt i64 %ty427.next, 4
+  br i1 %258, label %s3_conv2.ty427, label %s3_conv2.ty427.end
 
-s3_conv2.cv459:                                   ; preds = %s3_conv2.cv459, %s3_conv2.tx458
-  %s3_conv2.cv45975 = phi i64 [ 0, %s3_conv2.tx458 ], [ %cv459.next, %s3_conv2.cv459 ]
-  %259 = mul nsw i64 %s3_conv2.j45672, 6400
-  %260 = mul nsw i64 %s3_conv2.ty45773, 2
+s3_conv2.cv429:                                   ; preds = %s3_conv2.cv429, %s3_conv2.tx428
+  %s3_conv2.cv42975 = phi i64 [ 0, %s3_conv2.tx428 ], [ %cv429.next, %s3_conv2.cv429 ]
+  %259 = mul nsw i64 %s3_conv2.j42672, 6400
+  %260 = mul nsw i64 %s3_conv2.ty42773, 2
   %261 = mul nsw i64 %260, 640
   %262 = add nsw i64 %259, %261
-  %263 = mul nsw i64 %s3_conv2.tx45874, 2
+  %263 = mul nsw i64 %s3_conv2.tx42874, 2
   %264 = mul nsw i64 %263, 64
   %265 = add nsw i64 %262, %264
-  %266 = mul nsw i64 %s3_conv2.cv45975, 8
+  %266 = mul nsw i64 %s3_conv2.cv42975, 8
   %267 = add nsw i64 %265, %266
-  %268 = add nsw i64 1114112, %267
+  %268 = add nsw i64 327808, %267
   %arena76 = getelementptr inbounds float, ptr %arena, i64 %268
   %269 = load <8 x float>, ptr %arena76, align 4
-  %270 = mul nsw i64 %s3_conv2.j45672, 6400
-  %271 = mul nsw i64 %s3_conv2.ty45773, 2
+  %270 = mul nsw i64 %s3_conv2.j42672, 6400
+  %271 = mul nsw i64 %s3_conv2.ty42773, 2
   %272 = add nsw i64 %271, 2
   %273 = mul nsw i64 %272, 640
   %274 = add nsw i64 %270, %273
-  %275 = mul nsw i64 %s3_conv2.tx45874, 2
+  %275 = mul nsw i64 %s3_conv2.tx42874, 2
   %276 = mul nsw i64 %275, 64
   %277 = add nsw i64 %274, %276
-  %278 = mul nsw i64 %s3_conv2.cv45975, 8
+  %278 = mul nsw i64 %s3_conv2.cv42975, 8
   %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 1114112, %279
+  %280 = add nsw i64 327808, %279
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %280
   %281 = load <8 x float>, ptr %arena77, align 4
   %282 = fsub <8 x float> %269, %281
-  store <8 x float> %282, ptr %s3_conv2.w460, align 32
-  %283 = mul nsw i64 %s3_conv2.j45672, 6400
-  %284 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %282, ptr %s3_conv2.w430, align 32
+  %283 = mul nsw i64 %s3_conv2.j42672, 6400
+  %284 = mul nsw i64 %s3_conv2.ty42773, 2
   %285 = add nsw i64 %284, 1
   %286 = mul nsw i64 %285, 640
   %287 = add nsw i64 %283, %286
-  %288 = mul nsw i64 %s3_conv2.tx45874, 2
+  %288 = mul nsw i64 %s3_conv2.tx42874, 2
   %289 = mul nsw i64 %288, 64
   %290 = add nsw i64 %287, %289
-  %291 = mul nsw i64 %s3_conv2.cv45975, 8
+  %291 = mul nsw i64 %s3_conv2.cv42975, 8
   %292 = add nsw i64 %290, %291
-  %293 = add nsw i64 1114112, %292
+  %293 = add nsw i64 327808, %292
   %arena78 = getelementptr inbounds float, ptr %arena, i64 %293
   %294 = load <8 x float>, ptr %arena78, align 4
-  %295 = mul nsw i64 %s3_conv2.j45672, 6400
-  %296 = mul nsw i64 %s3_conv2.ty45773, 2
+  %295 = mul nsw i64 %s3_conv2.j42672, 6400
+  %296 = mul nsw i64 %s3_conv2.ty42773, 2
   %297 = add nsw i64 %296, 2
   %298 = mul nsw i64 %297, 640
   %299 = add nsw i64 %295, %298
-  %300 = mul nsw i64 %s3_conv2.tx45874, 2
+  %300 = mul nsw i64 %s3_conv2.tx42874, 2
   %301 = mul nsw i64 %300, 64
   %302 = add nsw i64 %299, %301
-  %303 = mul nsw i64 %s3_conv2.cv45975, 8
+  %303 = mul nsw i64 %s3_conv2.cv42975, 8
   %304 = add nsw i64 %302, %303
-  %305 = add nsw i64 1114112, %304
+  %305 = add nsw i64 327808, %304
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %305
   %306 = load <8 x float>, ptr %arena79, align 4
   %307 = fadd <8 x float> %294, %306
-  store <8 x float> %307, ptr %s3_conv2.w461, align 32
-  %308 = mul nsw i64 %s3_conv2.j45672, 6400
-  %309 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %307, ptr %s3_conv2.w431, align 32
+  %308 = mul nsw i64 %s3_conv2.j42672, 6400
+  %309 = mul nsw i64 %s3_conv2.ty42773, 2
   %310 = add nsw i64 %309, 2
   %311 = mul nsw i64 %310, 640
   %312 = add nsw i64 %308, %311
-  %313 = mul nsw i64 %s3_conv2.tx45874, 2
+  %313 = mul nsw i64 %s3_conv2.tx42874, 2
   %314 = mul nsw i64 %313, 64
   %315 = add nsw i64 %312, %314
-  %316 = mul nsw i64 %s3_conv2.cv45975, 8
+  %316 = mul nsw i64 %s3_conv2.cv42975, 8
   %317 = add nsw i64 %315, %316
-  %318 = add nsw i64 1114112, %317
+  %318 = add nsw i64 327808, %317
   %arena80 = getelementptr inbounds float, ptr %arena, i64 %318
   %319 = load <8 x float>, ptr %arena80, align 4
-  %320 = mul nsw i64 %s3_conv2.j45672, 6400
-  %321 = mul nsw i64 %s3_conv2.ty45773, 2
+  %320 = mul nsw i64 %s3_conv2.j42672, 6400
+  %321 = mul nsw i64 %s3_conv2.ty42773, 2
   %322 = add nsw i64 %321, 1
   %323 = mul nsw i64 %322, 640
   %324 = add nsw i64 %320, %323
-  %325 = mul nsw i64 %s3_conv2.tx45874, 2
+  %325 = mul nsw i64 %s3_conv2.tx42874, 2
   %326 = mul nsw i64 %325, 64
   %327 = add nsw i64 %324, %326
-  %328 = mul nsw i64 %s3_conv2.cv45975, 8
+  %328 = mul nsw i64 %s3_conv2.cv42975, 8
   %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 1114112, %329
+  %330 = add nsw i64 327808, %329
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %330
   %331 = load <8 x float>, ptr %arena81, align 4
   %332 = fsub <8 x float> %319, %331
-  store <8 x float> %332, ptr %s3_conv2.w462, align 32
-  %333 = mul nsw i64 %s3_conv2.j45672, 6400
-  %334 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %332, ptr %s3_conv2.w432, align 32
+  %333 = mul nsw i64 %s3_conv2.j42672, 6400
+  %334 = mul nsw i64 %s3_conv2.ty42773, 2
   %335 = add nsw i64 %334, 1
   %336 = mul nsw i64 %335, 640
   %337 = add nsw i64 %333, %336
-  %338 = mul nsw i64 %s3_conv2.tx45874, 2
+  %338 = mul nsw i64 %s3_conv2.tx42874, 2
   %339 = mul nsw i64 %338, 64
   %340 = add nsw i64 %337, %339
-  %341 = mul nsw i64 %s3_conv2.cv45975, 8
+  %341 = mul nsw i64 %s3_conv2.cv42975, 8
   %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 1114112, %342
+  %343 = add nsw i64 327808, %342
   %arena82 = getelementptr inbounds float, ptr %arena, i64 %343
   %344 = load <8 x float>, ptr %arena82, align 4
-  %345 = mul nsw i64 %s3_conv2.j45672, 6400
-  %346 = mul nsw i64 %s3_conv2.ty45773, 2
+  %345 = mul nsw i64 %s3_conv2.j42672, 6400
+  %346 = mul nsw i64 %s3_conv2.ty42773, 2
   %347 = add nsw i64 %346, 3
   %348 = mul nsw i64 %347, 640
   %349 = add nsw i64 %345, %348
-  %350 = mul nsw i64 %s3_conv2.tx45874, 2
+  %350 = mul nsw i64 %s3_conv2.tx42874, 2
   %351 = mul nsw i64 %350, 64
   %352 = add nsw i64 %349, %351
-  %353 = mul nsw i64 %s3_conv2.cv45975, 8
+  %353 = mul nsw i64 %s3_conv2.cv42975, 8
   %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 1114112, %354
+  %355 = add nsw i64 327808, %354
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %355
   %356 = load <8 x float>, ptr %arena83, align 4
   %357 = fsub <8 x float> %344, %356
-  store <8 x float> %357, ptr %s3_conv2.w463, align 32
-  %358 = mul nsw i64 %s3_conv2.j45672, 6400
-  %359 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %357, ptr %s3_conv2.w433, align 32
+  %358 = mul nsw i64 %s3_conv2.j42672, 6400
+  %359 = mul nsw i64 %s3_conv2.ty42773, 2
   %360 = mul nsw i64 %359, 640
   %361 = add nsw i64 %358, %360
-  %362 = mul nsw i64 %s3_conv2.tx45874, 2
+  %362 = mul nsw i64 %s3_conv2.tx42874, 2
   %363 = add nsw i64 %362, 1
   %364 = mul nsw i64 %363, 64
   %365 = add nsw i64 %361, %364
-  %366 = mul nsw i64 %s3_conv2.cv45975, 8
+  %366 = mul nsw i64 %s3_conv2.cv42975, 8
   %367 = add nsw i64 %365, %366
-  %368 = add nsw i64 1114112, %367
+  %368 = add nsw i64 327808, %367
   %arena84 = getelementptr inbounds float, ptr %arena, i64 %368
   %369 = load <8 x float>, ptr %arena84, align 4
-  %370 = mul nsw i64 %s3_conv2.j45672, 6400
-  %371 = mul nsw i64 %s3_conv2.ty45773, 2
+  %370 = mul nsw i64 %s3_conv2.j42672, 6400
+  %371 = mul nsw i64 %s3_conv2.ty42773, 2
   %372 = add nsw i64 %371, 2
   %373 = mul nsw i64 %372, 640
   %374 = add nsw i64 %370, %373
-  %375 = mul nsw i64 %s3_conv2.tx45874, 2
+  %375 = mul nsw i64 %s3_conv2.tx42874, 2
   %376 = add nsw i64 %375, 1
   %377 = mul nsw i64 %376, 64
   %378 = add nsw i64 %374, %377
-  %379 = mul nsw i64 %s3_conv2.cv45975, 8
+  %379 = mul nsw i64 %s3_conv2.cv42975, 8
   %380 = add nsw i64 %378, %379
-  %381 = add nsw i64 1114112, %380
+  %381 = add nsw i64 327808, %380
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %381
   %382 = load <8 x float>, ptr %arena85, align 4
   %383 = fsub <8 x float> %369, %382
-  store <8 x float> %383, ptr %s3_conv2.w464, align 32
-  %384 = mul nsw i64 %s3_conv2.j45672, 6400
-  %385 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %383, ptr %s3_conv2.w434, align 32
+  %384 = mul nsw i64 %s3_conv2.j42672, 6400
+  %385 = mul nsw i64 %s3_conv2.ty42773, 2
   %386 = add nsw i64 %385, 1
   %387 = mul nsw i64 %386, 640
   %388 = add nsw i64 %384, %387
-  %389 = mul nsw i64 %s3_conv2.tx45874, 2
+  %389 = mul nsw i64 %s3_conv2.tx42874, 2
   %390 = add nsw i64 %389, 1
   %391 = mul nsw i64 %390, 64
   %392 = add nsw i64 %388, %391
-  %393 = mul nsw i64 %s3_conv2.cv45975, 8
+  %393 = mul nsw i64 %s3_conv2.cv42975, 8
   %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 1114112, %394
+  %395 = add nsw i64 327808, %394
   %arena86 = getelementptr inbounds float, ptr %arena, i64 %395
   %396 = load <8 x float>, ptr %arena86, align 4
-  %397 = mul nsw i64 %s3_conv2.j45672, 6400
-  %398 = mul nsw i64 %s3_conv2.ty45773, 2
+  %397 = mul nsw i64 %s3_conv2.j42672, 6400
+  %398 = mul nsw i64 %s3_conv2.ty42773, 2
   %399 = add nsw i64 %398, 2
   %400 = mul nsw i64 %399, 640
   %401 = add nsw i64 %397, %400
-  %402 = mul nsw i64 %s3_conv2.tx45874, 2
+  %402 = mul nsw i64 %s3_conv2.tx42874, 2
   %403 = add nsw i64 %402, 1
   %404 = mul nsw i64 %403, 64
   %405 = add nsw i64 %401, %404
-  %406 = mul nsw i64 %s3_conv2.cv45975, 8
+  %406 = mul nsw i64 %s3_conv2.cv42975, 8
   %407 = add nsw i64 %405, %406
-  %408 = add nsw i64 1114112, %407
+  %408 = add nsw i64 327808, %407
   %arena87 = getelementptr inbounds float, ptr %arena, i64 %408
   %409 = load <8 x float>, ptr %arena87, align 4
   %410 = fadd <8 x float> %396, %409
-  store <8 x float> %410, ptr %s3_conv2.w465, align 32
-  %411 = mul nsw i64 %s3_conv2.j45672, 6400
-  %412 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %410, ptr %s3_conv2.w435, align 32
+  %411 = mul nsw i64 %s3_conv2.j42672, 6400
+  %412 = mul nsw i64 %s3_conv2.ty42773, 2
   %413 = add nsw i64 %412, 2
   %414 = mul nsw i64 %413, 640
   %415 = add nsw i64 %411, %414
-  %416 = mul nsw i64 %s3_conv2.tx45874, 2
+  %416 = mul nsw i64 %s3_conv2.tx42874, 2
   %417 = add nsw i64 %416, 1
   %418 = mul nsw i64 %417, 64
   %419 = add nsw i64 %415, %418
-  %420 = mul nsw i64 %s3_conv2.cv45975, 8
+  %420 = mul nsw i64 %s3_conv2.cv42975, 8
   %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 1114112, %421
+  %422 = add nsw i64 327808, %421
   %arena88 = getelementptr inbounds float, ptr %arena, i64 %422
   %423 = load <8 x float>, ptr %arena88, align 4
-  %424 = mul nsw i64 %s3_conv2.j45672, 6400
-  %425 = mul nsw i64 %s3_conv2.ty45773, 2
+  %424 = mul nsw i64 %s3_conv2.j42672, 6400
+  %425 = mul nsw i64 %s3_conv2.ty42773, 2
   %426 = add nsw i64 %425, 1
   %427 = mul nsw i64 %426, 640
   %428 = add nsw i64 %424, %427
-  %429 = mul nsw i64 %s3_conv2.tx45874, 2
+  %429 = mul nsw i64 %s3_conv2.tx42874, 2
   %430 = add nsw i64 %429, 1
   %431 = mul nsw i64 %430, 64
   %432 = add nsw i64 %428, %431
-  %433 = mul nsw i64 %s3_conv2.cv45975, 8
+  %433 = mul nsw i64 %s3_conv2.cv42975, 8
   %434 = add nsw i64 %432, %433
-  %435 = add nsw i64 1114112, %434
+  %435 = add nsw i64 327808, %434
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %435
   %436 = load <8 x float>, ptr %arena89, align 4
   %437 = fsub <8 x float> %423, %436
-  store <8 x float> %437, ptr %s3_conv2.w466, align 32
-  %438 = mul nsw i64 %s3_conv2.j45672, 6400
-  %439 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %437, ptr %s3_conv2.w436, align 32
+  %438 = mul nsw i64 %s3_conv2.j42672, 6400
+  %439 = mul nsw i64 %s3_conv2.ty42773, 2
   %440 = add nsw i64 %439, 1
   %441 = mul nsw i64 %440, 640
   %442 = add nsw i64 %438, %441
-  %443 = mul nsw i64 %s3_conv2.tx45874, 2
+  %443 = mul nsw i64 %s3_conv2.tx42874, 2
   %444 = add nsw i64 %443, 1
   %445 = mul nsw i64 %444, 64
   %446 = add nsw i64 %442, %445
-  %447 = mul nsw i64 %s3_conv2.cv45975, 8
+  %447 = mul nsw i64 %s3_conv2.cv42975, 8
   %448 = add nsw i64 %446, %447
-  %449 = add nsw i64 1114112, %448
+  %449 = add nsw i64 327808, %448
   %arena90 = getelementptr inbounds float, ptr %arena, i64 %449
   %450 = load <8 x float>, ptr %arena90, align 4
-  %451 = mul nsw i64 %s3_conv2.j45672, 6400
-  %452 = mul nsw i64 %s3_conv2.ty45773, 2
+  %451 = mul nsw i64 %s3_conv2.j42672, 6400
+  %452 = mul nsw i64 %s3_conv2.ty42773, 2
   %453 = add nsw i64 %452, 3
   %454 = mul nsw i64 %453, 640
   %455 = add nsw i64 %451, %454
-  %456 = mul nsw i64 %s3_conv2.tx45874, 2
+  %456 = mul nsw i64 %s3_conv2.tx42874, 2
   %457 = add nsw i64 %456, 1
   %458 = mul nsw i64 %457, 64
   %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %s3_conv2.cv45975, 8
+  %460 = mul nsw i64 %s3_conv2.cv42975, 8
   %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 1114112, %461
+  %462 = add nsw i64 327808, %461
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %462
   %463 = load <8 x float>, ptr %arena91, align 4
   %464 = fsub <8 x float> %450, %463
-  store <8 x float> %464, ptr %s3_conv2.w467, align 32
-  %465 = mul nsw i64 %s3_conv2.j45672, 6400
-  %466 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %464, ptr %s3_conv2.w437, align 32
+  %465 = mul nsw i64 %s3_conv2.j42672, 6400
+  %466 = mul nsw i64 %s3_conv2.ty42773, 2
   %467 = mul nsw i64 %466, 640
   %468 = add nsw i64 %465, %467
-  %469 = mul nsw i64 %s3_conv2.tx45874, 2
+  %469 = mul nsw i64 %s3_conv2.tx42874, 2
   %470 = add nsw i64 %469, 2
   %471 = mul nsw i64 %470, 64
   %472 = add nsw i64 %468, %471
-  %473 = mul nsw i64 %s3_conv2.cv45975, 8
+  %473 = mul nsw i64 %s3_conv2.cv42975, 8
   %474 = add nsw i64 %472, %473
-  %475 = add nsw i64 1114112, %474
+  %475 = add nsw i64 327808, %474
   %arena92 = getelementptr inbounds float, ptr %arena, i64 %475
   %476 = load <8 x float>, ptr %arena92, align 4
-  %477 = mul nsw i64 %s3_conv2.j45672, 6400
-  %478 = mul nsw i64 %s3_conv2.ty45773, 2
+  %477 = mul nsw i64 %s3_conv2.j42672, 6400
+  %478 = mul nsw i64 %s3_conv2.ty42773, 2
   %479 = add nsw i64 %478, 2
   %480 = mul nsw i64 %479, 640
   %481 = add nsw i64 %477, %480
-  %482 = mul nsw i64 %s3_conv2.tx45874, 2
+  %482 = mul nsw i64 %s3_conv2.tx42874, 2
   %483 = add nsw i64 %482, 2
   %484 = mul nsw i64 %483, 64
   %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %s3_conv2.cv45975, 8
+  %486 = mul nsw i64 %s3_conv2.cv42975, 8
   %487 = add nsw i64 %485, %486
-  %488 = add nsw i64 1114112, %487
+  %488 = add nsw i64 327808, %487
   %arena93 = getelementptr inbounds float, ptr %arena, i64 %488
   %489 = load <8 x float>, ptr %arena93, align 4
   %490 = fsub <8 x float> %476, %489
-  store <8 x float> %490, ptr %s3_conv2.w468, align 32
-  %491 = mul nsw i64 %s3_conv2.j45672, 6400
-  %492 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %490, ptr %s3_conv2.w438, align 32
+  %491 = mul nsw i64 %s3_conv2.j42672, 6400
+  %492 = mul nsw i64 %s3_conv2.ty42773, 2
   %493 = add nsw i64 %492, 1
   %494 = mul nsw i64 %493, 640
   %495 = add nsw i64 %491, %494
-  %496 = mul nsw i64 %s3_conv2.tx45874, 2
+  %496 = mul nsw i64 %s3_conv2.tx42874, 2
   %497 = add nsw i64 %496, 2
   %498 = mul nsw i64 %497, 64
   %499 = add nsw i64 %495, %498
-  %500 = mul nsw i64 %s3_conv2.cv45975, 8
+  %500 = mul nsw i64 %s3_conv2.cv42975, 8
   %501 = add nsw i64 %499, %500
-  %502 = add nsw i64 1114112, %501
+  %502 = add nsw i64 327808, %501
   %arena94 = getelementptr inbounds float, ptr %arena, i64 %502
   %503 = load <8 x float>, ptr %arena94, align 4
-  %504 = mul nsw i64 %s3_conv2.j45672, 6400
-  %505 = mul nsw i64 %s3_conv2.ty45773, 2
+  %504 = mul nsw i64 %s3_conv2.j42672, 6400
+  %505 = mul nsw i64 %s3_conv2.ty42773, 2
   %506 = add nsw i64 %505, 2
   %507 = mul nsw i64 %506, 640
   %508 = add nsw i64 %504, %507
-  %509 = mul nsw i64 %s3_conv2.tx45874, 2
+  %509 = mul nsw i64 %s3_conv2.tx42874, 2
   %510 = add nsw i64 %509, 2
   %511 = mul nsw i64 %510, 64
   %512 = add nsw i64 %508, %511
-  %513 = mul nsw i64 %s3_conv2.cv45975, 8
+  %513 = mul nsw i64 %s3_conv2.cv42975, 8
   %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 1114112, %514
+  %515 = add nsw i64 327808, %514
   %arena95 = getelementptr inbounds float, ptr %arena, i64 %515
   %516 = load <8 x float>, ptr %arena95, align 4
   %517 = fadd <8 x float> %503, %516
-  store <8 x float> %517, ptr %s3_conv2.w469, align 32
-  %518 = mul nsw i64 %s3_conv2.j45672, 6400
-  %519 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %517, ptr %s3_conv2.w439, align 32
+  %518 = mul nsw i64 %s3_conv2.j42672, 6400
+  %519 = mul nsw i64 %s3_conv2.ty42773, 2
   %520 = add nsw i64 %519, 2
   %521 = mul nsw i64 %520, 640
   %522 = add nsw i64 %518, %521
-  %523 = mul nsw i64 %s3_conv2.tx45874, 2
+  %523 = mul nsw i64 %s3_conv2.tx42874, 2
   %524 = add nsw i64 %523, 2
   %525 = mul nsw i64 %524, 64
   %526 = add nsw i64 %522, %525
-  %527 = mul nsw i64 %s3_conv2.cv45975, 8
+  %527 = mul nsw i64 %s3_conv2.cv42975, 8
   %528 = add nsw i64 %526, %527
-  %529 = add nsw i64 1114112, %528
+  %529 = add nsw i64 327808, %528
   %arena96 = getelementptr inbounds float, ptr %arena, i64 %529
   %530 = load <8 x float>, ptr %arena96, align 4
-  %531 = mul nsw i64 %s3_conv2.j45672, 6400
-  %532 = mul nsw i64 %s3_conv2.ty45773, 2
+  %531 = mul nsw i64 %s3_conv2.j42672, 6400
+  %532 = mul nsw i64 %s3_conv2.ty42773, 2
   %533 = add nsw i64 %532, 1
   %534 = mul nsw i64 %533, 640
   %535 = add nsw i64 %531, %534
-  %536 = mul nsw i64 %s3_conv2.tx45874, 2
+  %536 = mul nsw i64 %s3_conv2.tx42874, 2
   %537 = add nsw i64 %536, 2
   %538 = mul nsw i64 %537, 64
   %539 = add nsw i64 %535, %538
-  %540 = mul nsw i64 %s3_conv2.cv45975, 8
+  %540 = mul nsw i64 %s3_conv2.cv42975, 8
   %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 1114112, %541
+  %542 = add nsw i64 327808, %541
   %arena97 = getelementptr inbounds float, ptr %arena, i64 %542
   %543 = load <8 x float>, ptr %arena97, align 4
   %544 = fsub <8 x float> %530, %543
-  store <8 x float> %544, ptr %s3_conv2.w470, align 32
-  %545 = mul nsw i64 %s3_conv2.j45672, 6400
-  %546 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %544, ptr %s3_conv2.w440, align 32
+  %545 = mul nsw i64 %s3_conv2.j42672, 6400
+  %546 = mul nsw i64 %s3_conv2.ty42773, 2
   %547 = add nsw i64 %546, 1
   %548 = mul nsw i64 %547, 640
   %549 = add nsw i64 %545, %548
-  %550 = mul nsw i64 %s3_conv2.tx45874, 2
+  %550 = mul nsw i64 %s3_conv2.tx42874, 2
   %551 = add nsw i64 %550, 2
   %552 = mul nsw i64 %551, 64
   %553 = add nsw i64 %549, %552
-  %554 = mul nsw i64 %s3_conv2.cv45975, 8
+  %554 = mul nsw i64 %s3_conv2.cv42975, 8
   %555 = add nsw i64 %553, %554
-  %556 = add nsw i64 1114112, %555
+  %556 = add nsw i64 327808, %555
   %arena98 = getelementptr inbounds float, ptr %arena, i64 %556
   %557 = load <8 x float>, ptr %arena98, align 4
-  %558 = mul nsw i64 %s3_conv2.j45672, 6400
-  %559 = mul nsw i64 %s3_conv2.ty45773, 2
+  %558 = mul nsw i64 %s3_conv2.j42672, 6400
+  %559 = mul nsw i64 %s3_conv2.ty42773, 2
   %560 = add nsw i64 %559, 3
   %561 = mul nsw i64 %560, 640
   %562 = add nsw i64 %558, %561
-  %563 = mul nsw i64 %s3_conv2.tx45874, 2
+  %563 = mul nsw i64 %s3_conv2.tx42874, 2
   %564 = add nsw i64 %563, 2
   %565 = mul nsw i64 %564, 64
   %566 = add nsw i64 %562, %565
-  %567 = mul nsw i64 %s3_conv2.cv45975, 8
+  %567 = mul nsw i64 %s3_conv2.cv42975, 8
   %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 1114112, %568
+  %569 = add nsw i64 327808, %568
   %arena99 = getelementptr inbounds float, ptr %arena, i64 %569
   %570 = load <8 x float>, ptr %arena99, align 4
   %571 = fsub <8 x float> %557, %570
-  store <8 x float> %571, ptr %s3_conv2.w471, align 32
-  %572 = mul nsw i64 %s3_conv2.j45672, 6400
-  %573 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %571, ptr %s3_conv2.w441, align 32
+  %572 = mul nsw i64 %s3_conv2.j42672, 6400
+  %573 = mul nsw i64 %s3_conv2.ty42773, 2
   %574 = mul nsw i64 %573, 640
   %575 = add nsw i64 %572, %574
-  %576 = mul nsw i64 %s3_conv2.tx45874, 2
+  %576 = mul nsw i64 %s3_conv2.tx42874, 2
   %577 = add nsw i64 %576, 3
   %578 = mul nsw i64 %577, 64
   %579 = add nsw i64 %575, %578
-  %580 = mul nsw i64 %s3_conv2.cv45975, 8
+  %580 = mul nsw i64 %s3_conv2.cv42975, 8
   %581 = add nsw i64 %579, %580
-  %582 = add nsw i64 1114112, %581
+  %582 = add nsw i64 327808, %581
   %arena100 = getelementptr inbounds float, ptr %arena, i64 %582
   %583 = load <8 x float>, ptr %arena100, align 4
-  %584 = mul nsw i64 %s3_conv2.j45672, 6400
-  %585 = mul nsw i64 %s3_conv2.ty45773, 2
+  %584 = mul nsw i64 %s3_conv2.j42672, 6400
+  %585 = mul nsw i64 %s3_conv2.ty42773, 2
   %586 = add nsw i64 %585, 2
   %587 = mul nsw i64 %586, 640
   %588 = add nsw i64 %584, %587
-  %589 = mul nsw i64 %s3_conv2.tx45874, 2
+  %589 = mul nsw i64 %s3_conv2.tx42874, 2
   %590 = add nsw i64 %589, 3
   %591 = mul nsw i64 %590, 64
   %592 = add nsw i64 %588, %591
-  %593 = mul nsw i64 %s3_conv2.cv45975, 8
+  %593 = mul nsw i64 %s3_conv2.cv42975, 8
   %594 = add nsw i64 %592, %593
-  %595 = add nsw i64 1114112, %594
+  %595 = add nsw i64 327808, %594
   %arena101 = getelementptr inbounds float, ptr %arena, i64 %595
   %596 = load <8 x float>, ptr %arena101, align 4
   %597 = fsub <8 x float> %583, %596
-  store <8 x float> %597, ptr %s3_conv2.w472, align 32
-  %598 = mul nsw i64 %s3_conv2.j45672, 6400
-  %599 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %597, ptr %s3_conv2.w442, align 32
+  %598 = mul nsw i64 %s3_conv2.j42672, 6400
+  %599 = mul nsw i64 %s3_conv2.ty42773, 2
   %600 = add nsw i64 %599, 1
   %601 = mul nsw i64 %600, 640
   %602 = add nsw i64 %598, %601
-  %603 = mul nsw i64 %s3_conv2.tx45874, 2
+  %603 = mul nsw i64 %s3_conv2.tx42874, 2
   %604 = add nsw i64 %603, 3
   %605 = mul nsw i64 %604, 64
   %606 = add nsw i64 %602, %605
-  %607 = mul nsw i64 %s3_conv2.cv45975, 8
+  %607 = mul nsw i64 %s3_conv2.cv42975, 8
   %608 = add nsw i64 %606, %607
-  %609 = add nsw i64 1114112, %608
+  %609 = add nsw i64 327808, %608
   %arena102 = getelementptr inbounds float, ptr %arena, i64 %609
   %610 = load <8 x float>, ptr %arena102, align 4
-  %611 = mul nsw i64 %s3_conv2.j45672, 6400
-  %612 = mul nsw i64 %s3_conv2.ty45773, 2
+  %611 = mul nsw i64 %s3_conv2.j42672, 6400
+  %612 = mul nsw i64 %s3_conv2.ty42773, 2
   %613 = add nsw i64 %612, 2
   %614 = mul nsw i64 %613, 640
   %615 = add nsw i64 %611, %614
-  %616 = mul nsw i64 %s3_conv2.tx45874, 2
+  %616 = mul nsw i64 %s3_conv2.tx42874, 2
   %617 = add nsw i64 %616, 3
   %618 = mul nsw i64 %617, 64
   %619 = add nsw i64 %615, %618
-  %620 = mul nsw i64 %s3_conv2.cv45975, 8
+  %620 = mul nsw i64 %s3_conv2.cv42975, 8
   %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 1114112, %621
+  %622 = add nsw i64 327808, %621
   %arena103 = getelementptr inbounds float, ptr %arena, i64 %622
   %623 = load <8 x float>, ptr %arena103, align 4
   %624 = fadd <8 x float> %610, %623
-  store <8 x float> %624, ptr %s3_conv2.w473, align 32
-  %625 = mul nsw i64 %s3_conv2.j45672, 6400
-  %626 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %624, ptr %s3_conv2.w443, align 32
+  %625 = mul nsw i64 %s3_conv2.j42672, 6400
+  %626 = mul nsw i64 %s3_conv2.ty42773, 2
   %627 = add nsw i64 %626, 2
   %628 = mul nsw i64 %627, 640
   %629 = add nsw i64 %625, %628
-  %630 = mul nsw i64 %s3_conv2.tx45874, 2
+  %630 = mul nsw i64 %s3_conv2.tx42874, 2
   %631 = add nsw i64 %630, 3
   %632 = mul nsw i64 %631, 64
   %633 = add nsw i64 %629, %632
-  %634 = mul nsw i64 %s3_conv2.cv45975, 8
+  %634 = mul nsw i64 %s3_conv2.cv42975, 8
   %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 1114112, %635
+  %636 = add nsw i64 327808, %635
   %arena104 = getelementptr inbounds float, ptr %arena, i64 %636
   %637 = load <8 x float>, ptr %arena104, align 4
-  %638 = mul nsw i64 %s3_conv2.j45672, 6400
-  %639 = mul nsw i64 %s3_conv2.ty45773, 2
+  %638 = mul nsw i64 %s3_conv2.j42672, 6400
+  %639 = mul nsw i64 %s3_conv2.ty42773, 2
   %640 = add nsw i64 %639, 1
   %641 = mul nsw i64 %640, 640
   %642 = add nsw i64 %638, %641
-  %643 = mul nsw i64 %s3_conv2.tx45874, 2
+  %643 = mul nsw i64 %s3_conv2.tx42874, 2
   %644 = add nsw i64 %643, 3
   %645 = mul nsw i64 %644, 64
   %646 = add nsw i64 %642, %645
-  %647 = mul nsw i64 %s3_conv2.cv45975, 8
+  %647 = mul nsw i64 %s3_conv2.cv42975, 8
   %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 1114112, %648
+  %649 = add nsw i64 327808, %648
   %arena105 = getelementptr inbounds float, ptr %arena, i64 %649
   %650 = load <8 x float>, ptr %arena105, align 4
   %651 = fsub <8 x float> %637, %650
-  store <8 x float> %651, ptr %s3_conv2.w474, align 32
-  %652 = mul nsw i64 %s3_conv2.j45672, 6400
-  %653 = mul nsw i64 %s3_conv2.ty45773, 2
+  store <8 x float> %651, ptr %s3_conv2.w444, align 32
+  %652 = mul nsw i64 %s3_conv2.j42672, 6400
+  %653 = mul nsw i64 %s3_conv2.ty42773, 2
   %654 = add nsw i64 %653, 1
   %655 = mul nsw i64 %654, 640
   %656 = add nsw i64 %652, %655
-  %657 = mul nsw i64 %s3_conv2.tx45874, 2
+  %657 = mul nsw i64 %s3_conv2.tx42874, 2
   %658 = add nsw i64 %657, 3
   %659 = mul nsw i64 %658, 64
   %660 = add nsw i64 %656, %659
-  %661 = mul nsw i64 %s3_conv2.cv45975, 8
+  %661 = mul nsw i64 %s3_conv2.cv42975, 8
   %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 1114112, %662
+  %663 = add nsw i64 327808, %662
   %arena106 = getelementptr inbounds float, ptr %arena, i64 %663
   %664 = load <8 x float>, ptr %arena106, align 4
-  %665 = mul nsw i64 %s3_conv2.j45672, 6400
-  %666 = mul nsw i64 %s3_conv2.ty45773, 2
+  %665 = mul nsw i64 %s3_conv2.j42672, 6400
+  %666 = mul nsw i64 %s3_conv2.ty42773, 2
   %667 = add nsw i64 %666, 3
   %668 = mul nsw i64 %667, 640
   %669 = add nsw i64 %665, %668
-  %670 = mul nsw i64 %s3_conv2.tx45874, 2
+  %670 = mul nsw i64 %s3_conv2.tx42874, 2
   %671 = add nsw i64 %670, 3
   %672 = mul nsw i64 %671, 64
   %673 = add nsw i64 %669, %672
-  %674 = mul nsw i64 %s3_conv2.cv45975, 8
+  %674 = mul nsw i64 %s3_conv2.cv42975, 8
   %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 1114112, %675
+  %676 = add nsw i64 327808, %675
   %arena107 = getelementptr inbounds float, ptr %arena, i64 %676
   %677 = load <8 x float>, ptr %arena107, align 4
   %678 = fsub <8 x float> %664, %677
-  store <8 x float> %678, ptr %s3_conv2.w475, align 32
-  %w460 = load <8 x float>, ptr %s3_conv2.w460, align 32
-  %w468 = load <8 x float>, ptr %s3_conv2.w468, align 32
-  %679 = fsub <8 x float> %w460, %w468
-  store <8 x float> %679, ptr %s3_conv2.w476, align 32
-  %w464 = load <8 x float>, ptr %s3_conv2.w464, align 32
-  %w468108 = load <8 x float>, ptr %s3_conv2.w468, align 32
-  %680 = fadd <8 x float> %w464, %w468108
-  store <8 x float> %680, ptr %s3_conv2.w477, align 32
-  %w468109 = load <8 x float>, ptr %s3_conv2.w468, align 32
-  %w464110 = load <8 x float>, ptr %s3_conv2.w464, align 32
-  %681 = fsub <8 x float> %w468109, %w464110
-  store <8 x float> %681, ptr %s3_conv2.w478, align 32
-  %w464111 = load <8 x float>, ptr %s3_conv2.w464, align 32
-  %w472 = load <8 x float>, ptr %s3_conv2.w472, align 32
-  %682 = fsub <8 x float> %w464111, %w472
-  store <8 x float> %682, ptr %s3_conv2.w479, align 32
-  %w461 = load <8 x float>, ptr %s3_conv2.w461, align 32
-  %w469 = load <8 x float>, ptr %s3_conv2.w469, align 32
-  %683 = fsub <8 x float> %w461, %w469
-  store <8 x float> %683, ptr %s3_conv2.w480, align 32
-  %w465 = load <8 x float>, ptr %s3_conv2.w465, align 32
-  %w469112 = load <8 x float>, ptr %s3_conv2.w469, align 32
-  %684 = fadd <8 x float> %w465, %w469112
-  store <8 x float> %684, ptr %s3_conv2.w481, align 32
-  %w469113 = load <8 x float>, ptr %s3_conv2.w469, align 32
-  %w465114 = load <8 x float>, ptr %s3_conv2.w465, align 32
-  %685 = fsub <8 x float> %w469113, %w465114
-  store <8 x float> %685, ptr %s3_conv2.w482, align 32
-  %w465115 = load <8 x float>, ptr %s3_conv2.w465, align 32
-  %w473 = load <8 x float>, ptr %s3_conv2.w473, align 32
-  %686 = fsub <8 x float> %w465115, %w473
-  store <8 x float> %686, ptr %s3_conv2.w483, align 32
-  %w462 = load <8 x float>, ptr %s3_conv2.w462, align 32
-  %w470 = load <8 x float>, ptr %s3_conv2.w470, align 32
-  %687 = fsub <8 x float> %w462, %w470
-  store <8 x float> %687, ptr %s3_conv2.w484, align 32
-  %w466 = load <8 x float>, ptr %s3_conv2.w466, align 32
-  %w470116 = load <8 x float>, ptr %s3_conv2.w470, align 32
-  %688 = fadd <8 x float> %w466, %w470116
-  store <8 x float> %688, ptr %s3_conv2.w485, align 32
-  %w470117 = load <8 x float>, ptr %s3_conv2.w470, align 32
-  %w466118 = load <8 x float>, ptr %s3_conv2.w466, align 32
-  %689 = fsub <8 x float> %w470117, %w466118
-  store <8 x float> %689, ptr %s3_conv2.w486, align 32
-  %w466119 = load <8 x float>, ptr %s3_conv2.w466, align 32
-  %w474 = load <8 x float>, ptr %s3_conv2.w474, align 32
-  %690 = fsub <8 x float> %w466119, %w474
-  store <8 x float> %690, ptr %s3_conv2.w487, align 32
-  %w463 = load <8 x float>, ptr %s3_conv2.w463, align 32
-  %w471 = load <8 x float>, ptr %s3_conv2.w471, align 32
-  %691 = fsub <8 x float> %w463, %w471
-  store <8 x float> %691, ptr %s3_conv2.w488, align 32
-  %w467 = load <8 x float>, ptr %s3_conv2.w467, align 32
-  %w471120 = load <8 x float>, ptr %s3_conv2.w471, align 32
-  %692 = fadd <8 x float> %w467, %w471120
-  store <8 x float> %692, ptr %s3_conv2.w489, align 32
-  %w471121 = load <8 x float>, ptr %s3_conv2.w471, align 32
-  %w467122 = load <8 x float>, ptr %s3_conv2.w467, align 32
-  %693 = fsub <8 x float> %w471121, %w467122
-  store <8 x float> %693, ptr %s3_conv2.w490, align 32
-  %w467123 = load <8 x float>, ptr %s3_conv2.w467, align 32
-  %w475 = load <8 x float>, ptr %s3_conv2.w475, align 32
-  %694 = fsub <8 x float> %w467123, %w475
-  store <8 x float> %694, ptr %s3_conv2.w491, align 32
-  %w476 = load <8 x float>, ptr %s3_conv2.w476, align 32
-  %695 = mul nsw i64 %s3_conv2.j45672, 16
-  %696 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %678, ptr %s3_conv2.w445, align 32
+  %w430 = load <8 x float>, ptr %s3_conv2.w430, align 32
+  %w438 = load <8 x float>, ptr %s3_conv2.w438, align 32
+  %679 = fsub <8 x float> %w430, %w438
+  store <8 x float> %679, ptr %s3_conv2.w446, align 32
+  %w434 = load <8 x float>, ptr %s3_conv2.w434, align 32
+  %w438108 = load <8 x float>, ptr %s3_conv2.w438, align 32
+  %680 = fadd <8 x float> %w434, %w438108
+  store <8 x float> %680, ptr %s3_conv2.w447, align 32
+  %w438109 = load <8 x float>, ptr %s3_conv2.w438, align 32
+  %w434110 = load <8 x float>, ptr %s3_conv2.w434, align 32
+  %681 = fsub <8 x float> %w438109, %w434110
+  store <8 x float> %681, ptr %s3_conv2.w448, align 32
+  %w434111 = load <8 x float>, ptr %s3_conv2.w434, align 32
+  %w442 = load <8 x float>, ptr %s3_conv2.w442, align 32
+  %682 = fsub <8 x float> %w434111, %w442
+  store <8 x float> %682, ptr %s3_conv2.w449, align 32
+  %w431 = load <8 x float>, ptr %s3_conv2.w431, align 32
+  %w439 = load <8 x float>, ptr %s3_conv2.w439, align 32
+  %683 = fsub <8 x float> %w431, %w439
+  store <8 x float> %683, ptr %s3_conv2.w450, align 32
+  %w435 = load <8 x float>, ptr %s3_conv2.w435, align 32
+  %w439112 = load <8 x float>, ptr %s3_conv2.w439, align 32
+  %684 = fadd <8 x float> %w435, %w439112
+  store <8 x float> %684, ptr %s3_conv2.w451, align 32
+  %w439113 = load <8 x float>, ptr %s3_conv2.w439, align 32
+  %w435114 = load <8 x float>, ptr %s3_conv2.w435, align 32
+  %685 = fsub <8 x float> %w439113, %w435114
+  store <8 x float> %685, ptr %s3_conv2.w452, align 32
+  %w435115 = load <8 x float>, ptr %s3_conv2.w435, align 32
+  %w443 = load <8 x float>, ptr %s3_conv2.w443, align 32
+  %686 = fsub <8 x float> %w435115, %w443
+  store <8 x float> %686, ptr %s3_conv2.w453, align 32
+  %w432 = load <8 x float>, ptr %s3_conv2.w432, align 32
+  %w440 = load <8 x float>, ptr %s3_conv2.w440, align 32
+  %687 = fsub <8 x float> %w432, %w440
+  store <8 x float> %687, ptr %s3_conv2.w454, align 32
+  %w436 = load <8 x float>, ptr %s3_conv2.w436, align 32
+  %w440116 = load <8 x float>, ptr %s3_conv2.w440, align 32
+  %688 = fadd <8 x float> %w436, %w440116
+  store <8 x float> %688, ptr %s3_conv2.w455, align 32
+  %w440117 = load <8 x float>, ptr %s3_conv2.w440, align 32
+  %w436118 = load <8 x float>, ptr %s3_conv2.w436, align 32
+  %689 = fsub <8 x float> %w440117, %w436118
+  store <8 x float> %689, ptr %s3_conv2.w456, align 32
+  %w436119 = load <8 x float>, ptr %s3_conv2.w436, align 32
+  %w444 = load <8 x float>, ptr %s3_conv2.w444, align 32
+  %690 = fsub <8 x float> %w436119, %w444
+  store <8 x float> %690, ptr %s3_conv2.w457, align 32
+  %w433 = load <8 x float>, ptr %s3_conv2.w433, align 32
+  %w441 = load <8 x float>, ptr %s3_conv2.w441, align 32
+  %691 = fsub <8 x float> %w433, %w441
+  store <8 x float> %691, ptr %s3_conv2.w458, align 32
+  %w437 = load <8 x float>, ptr %s3_conv2.w437, align 32
+  %w441120 = load <8 x float>, ptr %s3_conv2.w441, align 32
+  %692 = fadd <8 x float> %w437, %w441120
+  store <8 x float> %692, ptr %s3_conv2.w459, align 32
+  %w441121 = load <8 x float>, ptr %s3_conv2.w441, align 32
+  %w437122 = load <8 x float>, ptr %s3_conv2.w437, align 32
+  %693 = fsub <8 x float> %w441121, %w437122
+  store <8 x float> %693, ptr %s3_conv2.w460, align 32
+  %w437123 = load <8 x float>, ptr %s3_conv2.w437, align 32
+  %w445 = load <8 x float>, ptr %s3_conv2.w445, align 32
+  %694 = fsub <8 x float> %w437123, %w445
+  store <8 x float> %694, ptr %s3_conv2.w461, align 32
+  %w446 = load <8 x float>, ptr %s3_conv2.w446, align 32
+  %695 = mul nsw i64 %s3_conv2.j42672, 16
+  %696 = mul nsw i64 %s3_conv2.ty42773, 4
   %697 = add nsw i64 %695, %696
-  %698 = add nsw i64 %697, %s3_conv2.tx45874
+  %698 = add nsw i64 %697, %s3_conv2.tx42874
   %699 = mul nsw i64 %698, 64
-  %700 = add nsw i64 1120512, %699
-  %701 = mul nsw i64 %s3_conv2.cv45975, 8
+  %700 = add nsw i64 334208, %699
+  %701 = mul nsw i64 %s3_conv2.cv42975, 8
   %702 = add nsw i64 %700, %701
   %arena124 = getelementptr inbounds float, ptr %arena, i64 %702
-  store <8 x float> %w476, ptr %arena124, align 4
-  %w477 = load <8 x float>, ptr %s3_conv2.w477, align 32
-  %703 = mul nsw i64 %s3_conv2.j45672, 16
-  %704 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w446, ptr %arena124, align 4
+  %w447 = load <8 x float>, ptr %s3_conv2.w447, align 32
+  %703 = mul nsw i64 %s3_conv2.j42672, 16
+  %704 = mul nsw i64 %s3_conv2.ty42773, 4
   %705 = add nsw i64 %703, %704
-  %706 = add nsw i64 %705, %s3_conv2.tx45874
+  %706 = add nsw i64 %705, %s3_conv2.tx42874
   %707 = mul nsw i64 %706, 64
-  %708 = add nsw i64 1121536, %707
-  %709 = mul nsw i64 %s3_conv2.cv45975, 8
+  %708 = add nsw i64 335232, %707
+  %709 = mul nsw i64 %s3_conv2.cv42975, 8
   %710 = add nsw i64 %708, %709
   %arena125 = getelementptr inbounds float, ptr %arena, i64 %710
-  store <8 x float> %w477, ptr %arena125, align 4
-  %w478 = load <8 x float>, ptr %s3_conv2.w478, align 32
-  %711 = mul nsw i64 %s3_conv2.j45672, 16
-  %712 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w447, ptr %arena125, align 4
+  %w448 = load <8 x float>, ptr %s3_conv2.w448, align 32
+  %711 = mul nsw i64 %s3_conv2.j42672, 16
+  %712 = mul nsw i64 %s3_conv2.ty42773, 4
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %s3_conv2.tx45874
+  %714 = add nsw i64 %713, %s3_conv2.tx42874
   %715 = mul nsw i64 %714, 64
-  %716 = add nsw i64 1122560, %715
-  %717 = mul nsw i64 %s3_conv2.cv45975, 8
+  %716 = add nsw i64 336256, %715
+  %717 = mul nsw i64 %s3_conv2.cv42975, 8
   %718 = add nsw i64 %716, %717
   %arena126 = getelementptr inbounds float, ptr %arena, i64 %718
-  store <8 x float> %w478, ptr %arena126, align 4
-  %w479 = load <8 x float>, ptr %s3_conv2.w479, align 32
-  %719 = mul nsw i64 %s3_conv2.j45672, 16
-  %720 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w448, ptr %arena126, align 4
+  %w449 = load <8 x float>, ptr %s3_conv2.w449, align 32
+  %719 = mul nsw i64 %s3_conv2.j42672, 16
+  %720 = mul nsw i64 %s3_conv2.ty42773, 4
   %721 = add nsw i64 %719, %720
-  %722 = add nsw i64 %721, %s3_conv2.tx45874
+  %722 = add nsw i64 %721, %s3_conv2.tx42874
   %723 = mul nsw i64 %722, 64
-  %724 = add nsw i64 1123584, %723
-  %725 = mul nsw i64 %s3_conv2.cv45975, 8
+  %724 = add nsw i64 337280, %723
+  %725 = mul nsw i64 %s3_conv2.cv42975, 8
   %726 = add nsw i64 %724, %725
   %arena127 = getelementptr inbounds float, ptr %arena, i64 %726
-  store <8 x float> %w479, ptr %arena127, align 4
-  %w480 = load <8 x float>, ptr %s3_conv2.w480, align 32
-  %727 = mul nsw i64 %s3_conv2.j45672, 16
-  %728 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w449, ptr %arena127, align 4
+  %w450 = load <8 x float>, ptr %s3_conv2.w450, align 32
+  %727 = mul nsw i64 %s3_conv2.j42672, 16
+  %728 = mul nsw i64 %s3_conv2.ty42773, 4
   %729 = add nsw i64 %727, %728
-  %730 = add nsw i64 %729, %s3_conv2.tx45874
+  %730 = add nsw i64 %729, %s3_conv2.tx42874
   %731 = mul nsw i64 %730, 64
-  %732 = add nsw i64 1124608, %731
-  %733 = mul nsw i64 %s3_conv2.cv45975, 8
+  %732 = add nsw i64 338304, %731
+  %733 = mul nsw i64 %s3_conv2.cv42975, 8
   %734 = add nsw i64 %732, %733
   %arena128 = getelementptr inbounds float, ptr %arena, i64 %734
-  store <8 x float> %w480, ptr %arena128, align 4
-  %w481 = load <8 x float>, ptr %s3_conv2.w481, align 32
-  %735 = mul nsw i64 %s3_conv2.j45672, 16
-  %736 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w450, ptr %arena128, align 4
+  %w451 = load <8 x float>, ptr %s3_conv2.w451, align 32
+  %735 = mul nsw i64 %s3_conv2.j42672, 16
+  %736 = mul nsw i64 %s3_conv2.ty42773, 4
   %737 = add nsw i64 %735, %736
-  %738 = add nsw i64 %737, %s3_conv2.tx45874
+  %738 = add nsw i64 %737, %s3_conv2.tx42874
   %739 = mul nsw i64 %738, 64
-  %740 = add nsw i64 1125632, %739
-  %741 = mul nsw i64 %s3_conv2.cv45975, 8
+  %740 = add nsw i64 339328, %739
+  %741 = mul nsw i64 %s3_conv2.cv42975, 8
   %742 = add nsw i64 %740, %741
   %arena129 = getelementptr inbounds float, ptr %arena, i64 %742
-  store <8 x float> %w481, ptr %arena129, align 4
-  %w482 = load <8 x float>, ptr %s3_conv2.w482, align 32
-  %743 = mul nsw i64 %s3_conv2.j45672, 16
-  %744 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w451, ptr %arena129, align 4
+  %w452 = load <8 x float>, ptr %s3_conv2.w452, align 32
+  %743 = mul nsw i64 %s3_conv2.j42672, 16
+  %744 = mul nsw i64 %s3_conv2.ty42773, 4
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %s3_conv2.tx45874
+  %746 = add nsw i64 %745, %s3_conv2.tx42874
   %747 = mul nsw i64 %746, 64
-  %748 = add nsw i64 1126656, %747
-  %749 = mul nsw i64 %s3_conv2.cv45975, 8
+  %748 = add nsw i64 340352, %747
+  %749 = mul nsw i64 %s3_conv2.cv42975, 8
   %750 = add nsw i64 %748, %749
   %arena130 = getelementptr inbounds float, ptr %arena, i64 %750
-  store <8 x float> %w482, ptr %arena130, align 4
-  %w483 = load <8 x float>, ptr %s3_conv2.w483, align 32
-  %751 = mul nsw i64 %s3_conv2.j45672, 16
-  %752 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w452, ptr %arena130, align 4
+  %w453 = load <8 x float>, ptr %s3_conv2.w453, align 32
+  %751 = mul nsw i64 %s3_conv2.j42672, 16
+  %752 = mul nsw i64 %s3_conv2.ty42773, 4
   %753 = add nsw i64 %751, %752
-  %754 = add nsw i64 %753, %s3_conv2.tx45874
+  %754 = add nsw i64 %753, %s3_conv2.tx42874
   %755 = mul nsw i64 %754, 64
-  %756 = add nsw i64 1127680, %755
-  %757 = mul nsw i64 %s3_conv2.cv45975, 8
+  %756 = add nsw i64 341376, %755
+  %757 = mul nsw i64 %s3_conv2.cv42975, 8
   %758 = add nsw i64 %756, %757
   %arena131 = getelementptr inbounds float, ptr %arena, i64 %758
-  store <8 x float> %w483, ptr %arena131, align 4
-  %w484 = load <8 x float>, ptr %s3_conv2.w484, align 32
-  %759 = mul nsw i64 %s3_conv2.j45672, 16
-  %760 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w453, ptr %arena131, align 4
+  %w454 = load <8 x float>, ptr %s3_conv2.w454, align 32
+  %759 = mul nsw i64 %s3_conv2.j42672, 16
+  %760 = mul nsw i64 %s3_conv2.ty42773, 4
   %761 = add nsw i64 %759, %760
-  %762 = add nsw i64 %761, %s3_conv2.tx45874
+  %762 = add nsw i64 %761, %s3_conv2.tx42874
   %763 = mul nsw i64 %762, 64
-  %764 = add nsw i64 1128704, %763
-  %765 = mul nsw i64 %s3_conv2.cv45975, 8
+  %764 = add nsw i64 342400, %763
+  %765 = mul nsw i64 %s3_conv2.cv42975, 8
   %766 = add nsw i64 %764, %765
   %arena132 = getelementptr inbounds float, ptr %arena, i64 %766
-  store <8 x float> %w484, ptr %arena132, align 4
-  %w485 = load <8 x float>, ptr %s3_conv2.w485, align 32
-  %767 = mul nsw i64 %s3_conv2.j45672, 16
-  %768 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w454, ptr %arena132, align 4
+  %w455 = load <8 x float>, ptr %s3_conv2.w455, align 32
+  %767 = mul nsw i64 %s3_conv2.j42672, 16
+  %768 = mul nsw i64 %s3_conv2.ty42773, 4
   %769 = add nsw i64 %767, %768
-  %770 = add nsw i64 %769, %s3_conv2.tx45874
+  %770 = add nsw i64 %769, %s3_conv2.tx42874
   %771 = mul nsw i64 %770, 64
-  %772 = add nsw i64 1129728, %771
-  %773 = mul nsw i64 %s3_conv2.cv45975, 8
+  %772 = add nsw i64 343424, %771
+  %773 = mul nsw i64 %s3_conv2.cv42975, 8
   %774 = add nsw i64 %772, %773
   %arena133 = getelementptr inbounds float, ptr %arena, i64 %774
-  store <8 x float> %w485, ptr %arena133, align 4
-  %w486 = load <8 x float>, ptr %s3_conv2.w486, align 32
-  %775 = mul nsw i64 %s3_conv2.j45672, 16
-  %776 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w455, ptr %arena133, align 4
+  %w456 = load <8 x float>, ptr %s3_conv2.w456, align 32
+  %775 = mul nsw i64 %s3_conv2.j42672, 16
+  %776 = mul nsw i64 %s3_conv2.ty42773, 4
   %777 = add nsw i64 %775, %776
-  %778 = add nsw i64 %777, %s3_conv2.tx45874
+  %778 = add nsw i64 %777, %s3_conv2.tx42874
   %779 = mul nsw i64 %778, 64
-  %780 = add nsw i64 1130752, %779
-  %781 = mul nsw i64 %s3_conv2.cv45975, 8
+  %780 = add nsw i64 344448, %779
+  %781 = mul nsw i64 %s3_conv2.cv42975, 8
   %782 = add nsw i64 %780, %781
   %arena134 = getelementptr inbounds float, ptr %arena, i64 %782
-  store <8 x float> %w486, ptr %arena134, align 4
-  %w487 = load <8 x float>, ptr %s3_conv2.w487, align 32
-  %783 = mul nsw i64 %s3_conv2.j45672, 16
-  %784 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w456, ptr %arena134, align 4
+  %w457 = load <8 x float>, ptr %s3_conv2.w457, align 32
+  %783 = mul nsw i64 %s3_conv2.j42672, 16
+  %784 = mul nsw i64 %s3_conv2.ty42773, 4
   %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %785, %s3_conv2.tx45874
+  %786 = add nsw i64 %785, %s3_conv2.tx42874
   %787 = mul nsw i64 %786, 64
-  %788 = add nsw i64 1131776, %787
-  %789 = mul nsw i64 %s3_conv2.cv45975, 8
+  %788 = add nsw i64 345472, %787
+  %789 = mul nsw i64 %s3_conv2.cv42975, 8
   %790 = add nsw i64 %788, %789
   %arena135 = getelementptr inbounds float, ptr %arena, i64 %790
-  store <8 x float> %w487, ptr %arena135, align 4
-  %w488 = load <8 x float>, ptr %s3_conv2.w488, align 32
-  %791 = mul nsw i64 %s3_conv2.j45672, 16
-  %792 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w457, ptr %arena135, align 4
+  %w458 = load <8 x float>, ptr %s3_conv2.w458, align 32
+  %791 = mul nsw i64 %s3_conv2.j42672, 16
+  %792 = mul nsw i64 %s3_conv2.ty42773, 4
   %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %s3_conv2.tx45874
+  %794 = add nsw i64 %793, %s3_conv2.tx42874
   %795 = mul nsw i64 %794, 64
-  %796 = add nsw i64 1132800, %795
-  %797 = mul nsw i64 %s3_conv2.cv45975, 8
+  %796 = add nsw i64 346496, %795
+  %797 = mul nsw i64 %s3_conv2.cv42975, 8
   %798 = add nsw i64 %796, %797
   %arena136 = getelementptr inbounds float, ptr %arena, i64 %798
-  store <8 x float> %w488, ptr %arena136, align 4
-  %w489 = load <8 x float>, ptr %s3_conv2.w489, align 32
-  %799 = mul nsw i64 %s3_conv2.j45672, 16
-  %800 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w458, ptr %arena136, align 4
+  %w459 = load <8 x float>, ptr %s3_conv2.w459, align 32
+  %799 = mul nsw i64 %s3_conv2.j42672, 16
+  %800 = mul nsw i64 %s3_conv2.ty42773, 4
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %s3_conv2.tx45874
+  %802 = add nsw i64 %801, %s3_conv2.tx42874
   %803 = mul nsw i64 %802, 64
-  %804 = add nsw i64 1133824, %803
-  %805 = mul nsw i64 %s3_conv2.cv45975, 8
+  %804 = add nsw i64 347520, %803
+  %805 = mul nsw i64 %s3_conv2.cv42975, 8
   %806 = add nsw i64 %804, %805
   %arena137 = getelementptr inbounds float, ptr %arena, i64 %806
-  store <8 x float> %w489, ptr %arena137, align 4
-  %w490 = load <8 x float>, ptr %s3_conv2.w490, align 32
-  %807 = mul nsw i64 %s3_conv2.j45672, 16
-  %808 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w459, ptr %arena137, align 4
+  %w460 = load <8 x float>, ptr %s3_conv2.w460, align 32
+  %807 = mul nsw i64 %s3_conv2.j42672, 16
+  %808 = mul nsw i64 %s3_conv2.ty42773, 4
   %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %s3_conv2.tx45874
+  %810 = add nsw i64 %809, %s3_conv2.tx42874
   %811 = mul nsw i64 %810, 64
-  %812 = add nsw i64 1134848, %811
-  %813 = mul nsw i64 %s3_conv2.cv45975, 8
+  %812 = add nsw i64 348544, %811
+  %813 = mul nsw i64 %s3_conv2.cv42975, 8
   %814 = add nsw i64 %812, %813
   %arena138 = getelementptr inbounds float, ptr %arena, i64 %814
-  store <8 x float> %w490, ptr %arena138, align 4
-  %w491 = load <8 x float>, ptr %s3_conv2.w491, align 32
-  %815 = mul nsw i64 %s3_conv2.j45672, 16
-  %816 = mul nsw i64 %s3_conv2.ty45773, 4
+  store <8 x float> %w460, ptr %arena138, align 4
+  %w461 = load <8 x float>, ptr %s3_conv2.w461, align 32
+  %815 = mul nsw i64 %s3_conv2.j42672, 16
+  %816 = mul nsw i64 %s3_conv2.ty42773, 4
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %817, %s3_conv2.tx45874
+  %818 = add nsw i64 %817, %s3_conv2.tx42874
   %819 = mul nsw i64 %818, 64
-  %820 = add nsw i64 1135872, %819
-  %821 = mul nsw i64 %s3_conv2.cv45975, 8
+  %820 = add nsw i64 349568, %819
+  %821 = mul nsw i64 %s3_conv2.cv42975, 8
   %822 = add nsw i64 %820, %821
   %arena139 = getelementptr inbounds float, ptr %arena, i64 %822
-  store <8 x float> %w491, ptr %arena139, align 4
-  %cv459.next = add nsw i64 %s3_conv2.cv45975, 1
-  %823 = icmp slt i64 %cv459.next, 8
-  br i1 %823, label %s3_conv2.cv459, label %s3_conv2.cv459.end
+  store <8 x float> %w461, ptr %arena139, align 4
+  %cv429.next = add nsw i64 %s3_conv2.cv42975, 1
+  %823 = icmp slt i64 %cv429.next, 8
+  br i1 %823, label %s3_conv2.cv429, label %s3_conv2.cv429.end
 
-s3_conv2.cv459.end:                               ; preds = %s3_conv2.cv459
-  %tx458.next = add nsw i64 %s3_conv2.tx45874, 1
-  %824 = icmp slt i64 %tx458.next, 4
-  br i1 %824, label %s3_conv2.tx458, label %s3_conv2.tx458.end
+s3_conv2.cv429.end:                               ; preds = %s3_conv2.cv429
+  %tx428.next = add nsw i64 %s3_conv2.tx42874, 1
+  %824 = icmp slt i64 %tx428.next, 4
+  br i1 %824, label %s3_conv2.tx428, label %s3_conv2.tx428.end
 
-s3_conv2.xi492:                                   ; preds = %s3_conv2.xi492, %s3_conv2.j456.end
-  %s3_conv2.xi492140 = phi i64 [ 0, %s3_conv2.j456.end ], [ %xi492.next, %s3_conv2.xi492 ]
-  %825 = mul nsw i64 %s3_conv2.xi492140, 1024
-  %826 = add nsw i64 1120512, %825
+s3_conv2.xi462:                                   ; preds = %s3_conv2.xi462, %s3_conv2.j426.end
+  %s3_conv2.xi462140 = phi i64 [ 0, %s3_conv2.j426.end ], [ %xi462.next, %s3_conv2.xi462 ]
+  %825 = mul nsw i64 %s3_conv2.xi462140, 1024
+  %826 = add nsw i64 334208, %825
   %arena141 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = mul nsw i64 %s3_conv2.xi492140, 4096
-  %828 = add nsw i64 1048576, %827
+  %827 = mul nsw i64 %s3_conv2.xi462140, 4096
+  %828 = add nsw i64 262272, %827
   %arena142 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = mul nsw i64 %s3_conv2.xi492140, 1024
-  %830 = add nsw i64 1136896, %829
+  %829 = mul nsw i64 %s3_conv2.xi462140, 1024
+  %830 = add nsw i64 350592, %829
   %arena143 = getelementptr inbounds float, ptr %arena, i64 %830
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 64, i32 64, float 1.000000e+00, ptr %arena141, i32 64, ptr %arena142, i32 64, float 0.000000e+00, ptr %arena143, i32 64)
-  %xi492.next = add nsw i64 %s3_conv2.xi492140, 1
-  %831 = icmp slt i64 %xi492.next, 16
-  br i1 %831, label %s3_conv2.xi492, label %s3_conv2.xi492.end
+  %xi462.next = add nsw i64 %s3_conv2.xi462140, 1
+  %831 = icmp slt i64 %xi462.next, 16
+  br i1 %831, label %s3_conv2.xi462, label %s3_conv2.xi462.end
 
-s3_conv2.xi492.end:                               ; preds = %s3_conv2.xi492
-  br label %s3_conv2.j493
+s3_conv2.xi462.end:                               ; preds = %s3_conv2.xi462
+  br label %s3_conv2.j463
 
-s3_conv2.j493:                                    ; preds = %s3_conv2.ty494.end, %s3_conv2.xi492.end
-  %s3_conv2.j493144 = phi i64 [ 0, %s3_conv2.xi492.end ], [ %j493.next, %s3_conv2.ty494.end ]
-  br label %s3_conv2.ty494
+s3_conv2.j463:                                    ; preds = %s3_conv2.ty464.end, %s3_conv2.xi462.end
+  %s3_conv2.j463144 = phi i64 [ 0, %s3_conv2.xi462.end ], [ %j463.next, %s3_conv2.ty464.end ]
+  br label %s3_conv2.ty464
 
-s3_conv2.j493.end:                                ; preds = %s3_conv2.ty494.end
-  br label %s3_conv2.j509
+s3_conv2.j463.end:                                ; preds = %s3_conv2.ty464.end
+  br label %s3_conv2.j479
 
-s3_conv2.ty494:                                   ; preds = %s3_conv2.tx495.end, %s3_conv2.j493
-  %s3_conv2.ty494145 = phi i64 [ 0, %s3_conv2.j493 ], [ %ty494.next, %s3_conv2.tx495.end ]
-  br label %s3_conv2.tx495
+s3_conv2.ty464:                                   ; preds = %s3_conv2.tx465.end, %s3_conv2.j463
+  %s3_conv2.ty464145 = phi i64 [ 0, %s3_conv2.j463 ], [ %ty464.next, %s3_conv2.tx465.end ]
+  br label %s3_conv2.tx465
 
-s3_conv2.ty494.end:                               ; preds = %s3_conv2.tx495.end
-  %j493.next = add nsw i64 %s3_conv2.j493144, 1
-  %832 = icmp slt i64 %j493.next, 1
-  br i1 %832, label %s3_conv2.j493, label %s3_conv2.j493.end
+s3_conv2.ty464.end:                               ; preds = %s3_conv2.tx465.end
+  %j463.next = add nsw i64 %s3_conv2.j463144, 1
+  %832 = icmp slt i64 %j463.next, 1
+  br i1 %832, label %s3_conv2.j463, label %s3_conv2.j463.end
 
-s3_conv2.tx495:                                   ; preds = %s3_conv2.cv496.end, %s3_conv2.ty494
-  %s3_conv2.tx495146 = phi i64 [ 0, %s3_conv2.ty494 ], [ %tx495.next, %s3_conv2.cv496.end ]
-  br label %s3_conv2.cv496
+s3_conv2.tx465:                                   ; preds = %s3_conv2.cv466.end, %s3_conv2.ty464
+  %s3_conv2.tx465146 = phi i64 [ 0, %s3_conv2.ty464 ], [ %tx465.next, %s3_conv2.cv466.end ]
+  br label %s3_conv2.cv466
 
-s3_conv2.tx495.end:                               ; preds = %s3_conv2.cv496.end
-  %ty494.next = add nsw i64 %s3_conv2.ty494145, 1
-  %833 = icmp slt i64 %ty494.next, 4
-  br i1 %833, label %s3_conv2.ty494, label %s3_conv2.ty494.end
+s3_conv2.tx465.end:                               ; preds = %s3_conv2.cv466.end
+  %ty464.next = add nsw i64 %s3_conv2.ty464145, 1
+  %833 = icmp slt i64 %ty464.next, 4
+  br i1 %833, label %s3_conv2.ty464, label %s3_conv2.ty464.end
 
-s3_conv2.cv496:                                   ; preds = %s3_conv2.cv496, %s3_conv2.tx495
-  %s3_conv2.cv496147 = phi i64 [ 0, %s3_conv2.tx495 ], [ %cv496.next, %s3_conv2.cv496 ]
-  %834 = mul nsw i64 %s3_conv2.j493144, 16
-  %835 = mul nsw i64 %s3_conv2.ty494145, 4
+s3_conv2.cv466:                                   ; preds = %s3_conv2.cv466, %s3_conv2.tx465
+  %s3_conv2.cv466147 = phi i64 [ 0, %s3_conv2.tx465 ], [ %cv466.next, %s3_conv2.cv466 ]
+  %834 = mul nsw i64 %s3_conv2.j463144, 16
+  %835 = mul nsw i64 %s3_conv2.ty464145, 4
   %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %836, %s3_conv2.tx495146
+  %837 = add nsw i64 %836, %s3_conv2.tx465146
   %838 = mul nsw i64 %837, 64
-  %839 = add nsw i64 1136896, %838
-  %840 = mul nsw i64 %s3_conv2.cv496147, 8
+  %839 = add nsw i64 350592, %838
+  %840 = mul nsw i64 %s3_conv2.cv466147, 8
   %841 = add nsw i64 %839, %840
   %arena148 = getelementptr inbounds float, ptr %arena, i64 %841
   %842 = load <8 x float>, ptr %arena148, align 4
-  %843 = mul nsw i64 %s3_conv2.j493144, 16
-  %844 = mul nsw i64 %s3_conv2.ty494145, 4
+  %843 = mul nsw i64 %s3_conv2.j463144, 16
+  %844 = mul nsw i64 %s3_conv2.ty464145, 4
   %845 = add nsw i64 %843, %844
-  %846 = add nsw i64 %845, %s3_conv2.tx495146
+  %846 = add nsw i64 %845, %s3_conv2.tx465146
   %847 = mul nsw i64 %846, 64
-  %848 = add nsw i64 1140992, %847
-  %849 = mul nsw i64 %s3_conv2.cv496147, 8
+  %848 = add nsw i64 354688, %847
+  %849 = mul nsw i64 %s3_conv2.cv466147, 8
   %850 = add nsw i64 %848, %849
   %arena149 = getelementptr inbounds float, ptr %arena, i64 %850
   %851 = load <8 x float>, ptr %arena149, align 4
   %852 = fadd <8 x float> %842, %851
-  %853 = mul nsw i64 %s3_conv2.j493144, 16
-  %854 = mul nsw i64 %s3_conv2.ty494145, 4
+  %853 = mul nsw i64 %s3_conv2.j463144, 16
+  %854 = mul nsw i64 %s3_conv2.ty464145, 4
   %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %855, %s3_conv2.tx495146
+  %856 = add nsw i64 %855, %s3_conv2.tx465146
   %857 = mul nsw i64 %856, 64
-  %858 = add nsw i64 1145088, %857
-  %859 = mul nsw i64 %s3_conv2.cv496147, 8
+  %858 = add nsw i64 358784, %857
+  %859 = mul nsw i64 %s3_conv2.cv466147, 8
   %860 = add nsw i64 %858, %859
   %arena150 = getelementptr inbounds float, ptr %arena, i64 %860
   %861 = load <8 x float>, ptr %arena150, align 4
   %862 = fadd <8 x float> %852, %861
-  store <8 x float> %862, ptr %s3_conv2.w497, align 32
-  %863 = mul nsw i64 %s3_conv2.j493144, 16
-  %864 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %862, ptr %s3_conv2.w467, align 32
+  %863 = mul nsw i64 %s3_conv2.j463144, 16
+  %864 = mul nsw i64 %s3_conv2.ty464145, 4
   %865 = add nsw i64 %863, %864
-  %866 = add nsw i64 %865, %s3_conv2.tx495146
+  %866 = add nsw i64 %865, %s3_conv2.tx465146
   %867 = mul nsw i64 %866, 64
-  %868 = add nsw i64 1140992, %867
-  %869 = mul nsw i64 %s3_conv2.cv496147, 8
+  %868 = add nsw i64 354688, %867
+  %869 = mul nsw i64 %s3_conv2.cv466147, 8
   %870 = add nsw i64 %868, %869
   %arena151 = getelementptr inbounds float, ptr %arena, i64 %870
   %871 = load <8 x float>, ptr %arena151, align 4
-  %872 = mul nsw i64 %s3_conv2.j493144, 16
-  %873 = mul nsw i64 %s3_conv2.ty494145, 4
+  %872 = mul nsw i64 %s3_conv2.j463144, 16
+  %873 = mul nsw i64 %s3_conv2.ty464145, 4
   %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %s3_conv2.tx495146
+  %875 = add nsw i64 %874, %s3_conv2.tx465146
   %876 = mul nsw i64 %875, 64
-  %877 = add nsw i64 1145088, %876
-  %878 = mul nsw i64 %s3_conv2.cv496147, 8
+  %877 = add nsw i64 358784, %876
+  %878 = mul nsw i64 %s3_conv2.cv466147, 8
   %879 = add nsw i64 %877, %878
   %arena152 = getelementptr inbounds float, ptr %arena, i64 %879
   %880 = load <8 x float>, ptr %arena152, align 4
   %881 = fsub <8 x float> %871, %880
-  %882 = mul nsw i64 %s3_conv2.j493144, 16
-  %883 = mul nsw i64 %s3_conv2.ty494145, 4
+  %882 = mul nsw i64 %s3_conv2.j463144, 16
+  %883 = mul nsw i64 %s3_conv2.ty464145, 4
   %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %s3_conv2.tx495146
+  %885 = add nsw i64 %884, %s3_conv2.tx465146
   %886 = mul nsw i64 %885, 64
-  %887 = add nsw i64 1149184, %886
-  %888 = mul nsw i64 %s3_conv2.cv496147, 8
+  %887 = add nsw i64 362880, %886
+  %888 = mul nsw i64 %s3_conv2.cv466147, 8
   %889 = add nsw i64 %887, %888
   %arena153 = getelementptr inbounds float, ptr %arena, i64 %889
   %890 = load <8 x float>, ptr %arena153, align 4
   %891 = fsub <8 x float> %881, %890
-  store <8 x float> %891, ptr %s3_conv2.w498, align 32
-  %892 = mul nsw i64 %s3_conv2.j493144, 16
-  %893 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %891, ptr %s3_conv2.w468, align 32
+  %892 = mul nsw i64 %s3_conv2.j463144, 16
+  %893 = mul nsw i64 %s3_conv2.ty464145, 4
   %894 = add nsw i64 %892, %893
-  %895 = add nsw i64 %894, %s3_conv2.tx495146
+  %895 = add nsw i64 %894, %s3_conv2.tx465146
   %896 = mul nsw i64 %895, 64
-  %897 = add nsw i64 1137920, %896
-  %898 = mul nsw i64 %s3_conv2.cv496147, 8
+  %897 = add nsw i64 351616, %896
+  %898 = mul nsw i64 %s3_conv2.cv466147, 8
   %899 = add nsw i64 %897, %898
   %arena154 = getelementptr inbounds float, ptr %arena, i64 %899
   %900 = load <8 x float>, ptr %arena154, align 4
-  %901 = mul nsw i64 %s3_conv2.j493144, 16
-  %902 = mul nsw i64 %s3_conv2.ty494145, 4
+  %901 = mul nsw i64 %s3_conv2.j463144, 16
+  %902 = mul nsw i64 %s3_conv2.ty464145, 4
   %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %s3_conv2.tx495146
+  %904 = add nsw i64 %903, %s3_conv2.tx465146
   %905 = mul nsw i64 %904, 64
-  %906 = add nsw i64 1142016, %905
-  %907 = mul nsw i64 %s3_conv2.cv496147, 8
+  %906 = add nsw i64 355712, %905
+  %907 = mul nsw i64 %s3_conv2.cv466147, 8
   %908 = add nsw i64 %906, %907
   %arena155 = getelementptr inbounds float, ptr %arena, i64 %908
   %909 = load <8 x float>, ptr %arena155, align 4
   %910 = fadd <8 x float> %900, %909
-  %911 = mul nsw i64 %s3_conv2.j493144, 16
-  %912 = mul nsw i64 %s3_conv2.ty494145, 4
+  %911 = mul nsw i64 %s3_conv2.j463144, 16
+  %912 = mul nsw i64 %s3_conv2.ty464145, 4
   %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %913, %s3_conv2.tx495146
+  %914 = add nsw i64 %913, %s3_conv2.tx465146
   %915 = mul nsw i64 %914, 64
-  %916 = add nsw i64 1146112, %915
-  %917 = mul nsw i64 %s3_conv2.cv496147, 8
+  %916 = add nsw i64 359808, %915
+  %917 = mul nsw i64 %s3_conv2.cv466147, 8
   %918 = add nsw i64 %916, %917
   %arena156 = getelementptr inbounds float, ptr %arena, i64 %918
   %919 = load <8 x float>, ptr %arena156, align 4
   %920 = fadd <8 x float> %910, %919
-  store <8 x float> %920, ptr %s3_conv2.w499, align 32
-  %921 = mul nsw i64 %s3_conv2.j493144, 16
-  %922 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %920, ptr %s3_conv2.w469, align 32
+  %921 = mul nsw i64 %s3_conv2.j463144, 16
+  %922 = mul nsw i64 %s3_conv2.ty464145, 4
   %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %s3_conv2.tx495146
+  %924 = add nsw i64 %923, %s3_conv2.tx465146
   %925 = mul nsw i64 %924, 64
-  %926 = add nsw i64 1142016, %925
-  %927 = mul nsw i64 %s3_conv2.cv496147, 8
+  %926 = add nsw i64 355712, %925
+  %927 = mul nsw i64 %s3_conv2.cv466147, 8
   %928 = add nsw i64 %926, %927
   %arena157 = getelementptr inbounds float, ptr %arena, i64 %928
   %929 = load <8 x float>, ptr %arena157, align 4
-  %930 = mul nsw i64 %s3_conv2.j493144, 16
-  %931 = mul nsw i64 %s3_conv2.ty494145, 4
+  %930 = mul nsw i64 %s3_conv2.j463144, 16
+  %931 = mul nsw i64 %s3_conv2.ty464145, 4
   %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %932, %s3_conv2.tx495146
+  %933 = add nsw i64 %932, %s3_conv2.tx465146
   %934 = mul nsw i64 %933, 64
-  %935 = add nsw i64 1146112, %934
-  %936 = mul nsw i64 %s3_conv2.cv496147, 8
+  %935 = add nsw i64 359808, %934
+  %936 = mul nsw i64 %s3_conv2.cv466147, 8
   %937 = add nsw i64 %935, %936
   %arena158 = getelementptr inbounds float, ptr %arena, i64 %937
   %938 = load <8 x float>, ptr %arena158, align 4
   %939 = fsub <8 x float> %929, %938
-  %940 = mul nsw i64 %s3_conv2.j493144, 16
-  %941 = mul nsw i64 %s3_conv2.ty494145, 4
+  %940 = mul nsw i64 %s3_conv2.j463144, 16
+  %941 = mul nsw i64 %s3_conv2.ty464145, 4
   %942 = add nsw i64 %940, %941
-  %943 = add nsw i64 %942, %s3_conv2.tx495146
+  %943 = add nsw i64 %942, %s3_conv2.tx465146
   %944 = mul nsw i64 %943, 64
-  %945 = add nsw i64 1150208, %944
-  %946 = mul nsw i64 %s3_conv2.cv496147, 8
+  %945 = add nsw i64 363904, %944
+  %946 = mul nsw i64 %s3_conv2.cv466147, 8
   %947 = add nsw i64 %945, %946
   %arena159 = getelementptr inbounds float, ptr %arena, i64 %947
   %948 = load <8 x float>, ptr %arena159, align 4
   %949 = fsub <8 x float> %939, %948
-  store <8 x float> %949, ptr %s3_conv2.w500, align 32
-  %950 = mul nsw i64 %s3_conv2.j493144, 16
-  %951 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %949, ptr %s3_conv2.w470, align 32
+  %950 = mul nsw i64 %s3_conv2.j463144, 16
+  %951 = mul nsw i64 %s3_conv2.ty464145, 4
   %952 = add nsw i64 %950, %951
-  %953 = add nsw i64 %952, %s3_conv2.tx495146
+  %953 = add nsw i64 %952, %s3_conv2.tx465146
   %954 = mul nsw i64 %953, 64
-  %955 = add nsw i64 1138944, %954
-  %956 = mul nsw i64 %s3_conv2.cv496147, 8
+  %955 = add nsw i64 352640, %954
+  %956 = mul nsw i64 %s3_conv2.cv466147, 8
   %957 = add nsw i64 %955, %956
   %arena160 = getelementptr inbounds float, ptr %arena, i64 %957
   %958 = load <8 x float>, ptr %arena160, align 4
-  %959 = mul nsw i64 %s3_conv2.j493144, 16
-  %960 = mul nsw i64 %s3_conv2.ty494145, 4
+  %959 = mul nsw i64 %s3_conv2.j463144, 16
+  %960 = mul nsw i64 %s3_conv2.ty464145, 4
   %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %s3_conv2.tx495146
+  %962 = add nsw i64 %961, %s3_conv2.tx465146
   %963 = mul nsw i64 %962, 64
-  %964 = add nsw i64 1143040, %963
-  %965 = mul nsw i64 %s3_conv2.cv496147, 8
+  %964 = add nsw i64 356736, %963
+  %965 = mul nsw i64 %s3_conv2.cv466147, 8
   %966 = add nsw i64 %964, %965
   %arena161 = getelementptr inbounds float, ptr %arena, i64 %966
   %967 = load <8 x float>, ptr %arena161, align 4
   %968 = fadd <8 x float> %958, %967
-  %969 = mul nsw i64 %s3_conv2.j493144, 16
-  %970 = mul nsw i64 %s3_conv2.ty494145, 4
+  %969 = mul nsw i64 %s3_conv2.j463144, 16
+  %970 = mul nsw i64 %s3_conv2.ty464145, 4
   %971 = add nsw i64 %969, %970
-  %972 = add nsw i64 %971, %s3_conv2.tx495146
+  %972 = add nsw i64 %971, %s3_conv2.tx465146
   %973 = mul nsw i64 %972, 64
-  %974 = add nsw i64 1147136, %973
-  %975 = mul nsw i64 %s3_conv2.cv496147, 8
+  %974 = add nsw i64 360832, %973
+  %975 = mul nsw i64 %s3_conv2.cv466147, 8
   %976 = add nsw i64 %974, %975
   %arena162 = getelementptr inbounds float, ptr %arena, i64 %976
   %977 = load <8 x float>, ptr %arena162, align 4
   %978 = fadd <8 x float> %968, %977
-  store <8 x float> %978, ptr %s3_conv2.w501, align 32
-  %979 = mul nsw i64 %s3_conv2.j493144, 16
-  %980 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %978, ptr %s3_conv2.w471, align 32
+  %979 = mul nsw i64 %s3_conv2.j463144, 16
+  %980 = mul nsw i64 %s3_conv2.ty464145, 4
   %981 = add nsw i64 %979, %980
-  %982 = add nsw i64 %981, %s3_conv2.tx495146
+  %982 = add nsw i64 %981, %s3_conv2.tx465146
   %983 = mul nsw i64 %982, 64
-  %984 = add nsw i64 1143040, %983
-  %985 = mul nsw i64 %s3_conv2.cv496147, 8
+  %984 = add nsw i64 356736, %983
+  %985 = mul nsw i64 %s3_conv2.cv466147, 8
   %986 = add nsw i64 %984, %985
   %arena163 = getelementptr inbounds float, ptr %arena, i64 %986
   %987 = load <8 x float>, ptr %arena163, align 4
-  %988 = mul nsw i64 %s3_conv2.j493144, 16
-  %989 = mul nsw i64 %s3_conv2.ty494145, 4
+  %988 = mul nsw i64 %s3_conv2.j463144, 16
+  %989 = mul nsw i64 %s3_conv2.ty464145, 4
   %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %s3_conv2.tx495146
+  %991 = add nsw i64 %990, %s3_conv2.tx465146
   %992 = mul nsw i64 %991, 64
-  %993 = add nsw i64 1147136, %992
-  %994 = mul nsw i64 %s3_conv2.cv496147, 8
+  %993 = add nsw i64 360832, %992
+  %994 = mul nsw i64 %s3_conv2.cv466147, 8
   %995 = add nsw i64 %993, %994
   %arena164 = getelementptr inbounds float, ptr %arena, i64 %995
   %996 = load <8 x float>, ptr %arena164, align 4
   %997 = fsub <8 x float> %987, %996
-  %998 = mul nsw i64 %s3_conv2.j493144, 16
-  %999 = mul nsw i64 %s3_conv2.ty494145, 4
+  %998 = mul nsw i64 %s3_conv2.j463144, 16
+  %999 = mul nsw i64 %s3_conv2.ty464145, 4
   %1000 = add nsw i64 %998, %999
-  %1001 = add nsw i64 %1000, %s3_conv2.tx495146
+  %1001 = add nsw i64 %1000, %s3_conv2.tx465146
   %1002 = mul nsw i64 %1001, 64
-  %1003 = add nsw i64 1151232, %1002
-  %1004 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1003 = add nsw i64 364928, %1002
+  %1004 = mul nsw i64 %s3_conv2.cv466147, 8
   %1005 = add nsw i64 %1003, %1004
   %arena165 = getelementptr inbounds float, ptr %arena, i64 %1005
   %1006 = load <8 x float>, ptr %arena165, align 4
   %1007 = fsub <8 x float> %997, %1006
-  store <8 x float> %1007, ptr %s3_conv2.w502, align 32
-  %1008 = mul nsw i64 %s3_conv2.j493144, 16
-  %1009 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %1007, ptr %s3_conv2.w472, align 32
+  %1008 = mul nsw i64 %s3_conv2.j463144, 16
+  %1009 = mul nsw i64 %s3_conv2.ty464145, 4
   %1010 = add nsw i64 %1008, %1009
-  %1011 = add nsw i64 %1010, %s3_conv2.tx495146
+  %1011 = add nsw i64 %1010, %s3_conv2.tx465146
   %1012 = mul nsw i64 %1011, 64
-  %1013 = add nsw i64 1139968, %1012
-  %1014 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1013 = add nsw i64 353664, %1012
+  %1014 = mul nsw i64 %s3_conv2.cv466147, 8
   %1015 = add nsw i64 %1013, %1014
   %arena166 = getelementptr inbounds float, ptr %arena, i64 %1015
   %1016 = load <8 x float>, ptr %arena166, align 4
-  %1017 = mul nsw i64 %s3_conv2.j493144, 16
-  %1018 = mul nsw i64 %s3_conv2.ty494145, 4
+  %1017 = mul nsw i64 %s3_conv2.j463144, 16
+  %1018 = mul nsw i64 %s3_conv2.ty464145, 4
   %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %s3_conv2.tx495146
+  %1020 = add nsw i64 %1019, %s3_conv2.tx465146
   %1021 = mul nsw i64 %1020, 64
-  %1022 = add nsw i64 1144064, %1021
-  %1023 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1022 = add nsw i64 357760, %1021
+  %1023 = mul nsw i64 %s3_conv2.cv466147, 8
   %1024 = add nsw i64 %1022, %1023
   %arena167 = getelementptr inbounds float, ptr %arena, i64 %1024
   %1025 = load <8 x float>, ptr %arena167, align 4
   %1026 = fadd <8 x float> %1016, %1025
-  %1027 = mul nsw i64 %s3_conv2.j493144, 16
-  %1028 = mul nsw i64 %s3_conv2.ty494145, 4
+  %1027 = mul nsw i64 %s3_conv2.j463144, 16
+  %1028 = mul nsw i64 %s3_conv2.ty464145, 4
   %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %s3_conv2.tx495146
+  %1030 = add nsw i64 %1029, %s3_conv2.tx465146
   %1031 = mul nsw i64 %1030, 64
-  %1032 = add nsw i64 1148160, %1031
-  %1033 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1032 = add nsw i64 361856, %1031
+  %1033 = mul nsw i64 %s3_conv2.cv466147, 8
   %1034 = add nsw i64 %1032, %1033
   %arena168 = getelementptr inbounds float, ptr %arena, i64 %1034
   %1035 = load <8 x float>, ptr %arena168, align 4
   %1036 = fadd <8 x float> %1026, %1035
-  store <8 x float> %1036, ptr %s3_conv2.w503, align 32
-  %1037 = mul nsw i64 %s3_conv2.j493144, 16
-  %1038 = mul nsw i64 %s3_conv2.ty494145, 4
+  store <8 x float> %1036, ptr %s3_conv2.w473, align 32
+  %1037 = mul nsw i64 %s3_conv2.j463144, 16
+  %1038 = mul nsw i64 %s3_conv2.ty464145, 4
   %1039 = add nsw i64 %1037, %1038
-  %1040 = add nsw i64 %1039, %s3_conv2.tx495146
+  %1040 = add nsw i64 %1039, %s3_conv2.tx465146
   %1041 = mul nsw i64 %1040, 64
-  %1042 = add nsw i64 1144064, %1041
-  %1043 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1042 = add nsw i64 357760, %1041
+  %1043 = mul nsw i64 %s3_conv2.cv466147, 8
   %1044 = add nsw i64 %1042, %1043
   %arena169 = getelementptr inbounds float, ptr %arena, i64 %1044
   %1045 = load <8 x float>, ptr %arena169, align 4
-  %1046 = mul nsw i64 %s3_conv2.j493144, 16
-  %1047 = mul nsw i64 %s3_conv2.ty494145, 4
+  %1046 = mul nsw i64 %s3_conv2.j463144, 16
+  %1047 = mul nsw i64 %s3_conv2.ty464145, 4
   %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %s3_conv2.tx495146
+  %1049 = add nsw i64 %1048, %s3_conv2.tx465146
   %1050 = mul nsw i64 %1049, 64
-  %1051 = add nsw i64 1148160, %1050
-  %1052 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1051 = add nsw i64 361856, %1050
+  %1052 = mul nsw i64 %s3_conv2.cv466147, 8
   %1053 = add nsw i64 %1051, %1052
   %arena170 = getelementptr inbounds float, ptr %arena, i64 %1053
   %1054 = load <8 x float>, ptr %arena170, align 4
   %1055 = fsub <8 x float> %1045, %1054
-  %1056 = mul nsw i64 %s3_conv2.j493144, 16
-  %1057 = mul nsw i64 %s3_conv2.ty494145, 4
+  %1056 = mul nsw i64 %s3_conv2.j463144, 16
+  %1057 = mul nsw i64 %s3_conv2.ty464145, 4
   %1058 = add nsw i64 %1056, %1057
-  %1059 = add nsw i64 %1058, %s3_conv2.tx495146
+  %1059 = add nsw i64 %1058, %s3_conv2.tx465146
   %1060 = mul nsw i64 %1059, 64
-  %1061 = add nsw i64 1152256, %1060
-  %1062 = mul nsw i64 %s3_conv2.cv496147, 8
+  %1061 = add nsw i64 365952, %1060
+  %1062 = mul nsw i64 %s3_conv2.cv466147, 8
   %1063 = add nsw i64 %1061, %1062
   %arena171 = getelementptr inbounds float, ptr %arena, i64 %1063
   %1064 = load <8 x float>, ptr %arena171, align 4
   %1065 = fsub <8 x float> %1055, %1064
-  store <8 x float> %1065, ptr %s3_conv2.w504, align 32
-  %w497 = load <8 x float>, ptr %s3_conv2.w497, align 32
-  %w499 = load <8 x float>, ptr %s3_conv2.w499, align 32
-  %1066 = fadd <8 x float> %w497, %w499
-  %w501 = load <8 x float>, ptr %s3_conv2.w501, align 32
-  %1067 = fadd <8 x float> %1066, %w501
-  store <8 x float> %1067, ptr %s3_conv2.w505, align 32
-  %w499172 = load <8 x float>, ptr %s3_conv2.w499, align 32
-  %w501173 = load <8 x float>, ptr %s3_conv2.w501, align 32
-  %1068 = fsub <8 x float> %w499172, %w501173
-  %w503 = load <8 x float>, ptr %s3_conv2.w503, align 32
-  %1069 = fsub <8 x float> %1068, %w503
-  store <8 x float> %1069, ptr %s3_conv2.w506, align 32
-  %w498 = load <8 x float>, ptr %s3_conv2.w498, align 32
-  %w500 = load <8 x float>, ptr %s3_conv2.w500, align 32
-  %1070 = fadd <8 x float> %w498, %w500
-  %w502 = load <8 x float>, ptr %s3_conv2.w502, align 32
-  %1071 = fadd <8 x float> %1070, %w502
-  store <8 x float> %1071, ptr %s3_conv2.w507, align 32
-  %w500174 = load <8 x float>, ptr %s3_conv2.w500, align 32
-  %w502175 = load <8 x float>, ptr %s3_conv2.w502, align 32
-  %1072 = fsub <8 x float> %w500174, %w502175
-  %w504 = load <8 x float>, ptr %s3_conv2.w504, align 32
-  %1073 = fsub <8 x float> %1072, %w504
-  store <8 x float> %1073, ptr %s3_conv2.w508, align 32
-  %w505 = load <8 x float>, ptr %s3_conv2.w505, align 32
-  %1074 = mul nsw i64 %s3_conv2.j493144, 8
-  %1075 = mul nsw i64 %s3_conv2.ty494145, 2
-  %1076 = add nsw i64 %1074, %1075
-  %1077 = mul nsw i64 %1076, 8
-  %1078 = mul nsw i64 %s3_conv2.tx495146, 2
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %1079, 64
-  %1081 = add nsw i64 1153280, %1080
-  %1082 = mul nsw i64 %s3_conv2.cv496147, 8
+  store <8 x float> %1065, ptr %s3_conv2.w474, align 32
+  %w467 = load <8 x float>, ptr %s3_conv2.w467, align 32
+  %w469 = load <8 x float>, ptr %s3_conv2.w469, align 32
+  %1066 = fadd <8 x float> %w467, %w469
+  %w471 = load <8 x float>, ptr %s3_conv2.w471, align 32
+  %1067 = fadd <8 x float> %1066, %w471
+  store <8 x float> %1067, ptr %s3_conv2.w475, align 32
+  %w469172 = load <8 x float>, ptr %s3_conv2.w469, align 32
+  %w471173 = load <8 x float>, ptr %s3_conv2.w471, align 32
+  %1068 = fsub <8 x float> %w469172, %w471173
+  %w473 = load <8 x float>, ptr %s3_conv2.w473, align 32
+  %1069 = fsub <8 x float> %1068, %w473
+  store <8 x float> %1069, ptr %s3_conv2.w476, align 32
+  %w468 = load <8 x float>, ptr %s3_conv2.w468, align 32
+  %w470 = load <8 x float>, ptr %s3_conv2.w470, align 32
+  %1070 = fadd <8 x float> %w468, %w470
+  %w472 = load <8 x float>, ptr %s3_conv2.w472, align 32
+  %1071 = fadd <8 x float> %1070, %w472
+  store <8 x float> %1071, ptr %s3_conv2.w477, align 32
+  %w470174 = load <8 x float>, ptr %s3_conv2.w470, align 32
+  %w472175 = load <8 x float>, ptr %s3_conv2.w472, align 32
+  %1072 = fsub <8 x float> %w470174, %w472175
+  %w474 = load <8 x float>, ptr %s3_conv2.w474, align 32
+  %1073 = fsub <8 x float> %1072, %w474
+  store <8 x float> %1073, ptr %s3_conv2.w478, align 32
+  %w475 = load <8 x float>, ptr %s3_conv2.w475, align 32
+  %1074 = mul nsw i64 %s3_conv2.cv466147, 8
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1074
+  %1075 = load <8 x float>, ptr %arena176, align 4
+  %1076 = fmul <8 x float> %w475, %1075
+  %1077 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1078 = add nsw i64 64, %1077
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1078
+  %1079 = load <8 x float>, ptr %arena177, align 4
+  %1080 = fadd <8 x float> %1076, %1079
+  %1081 = mul nsw i64 %s3_conv2.j463144, 8
+  %1082 = mul nsw i64 %s3_conv2.ty464145, 2
   %1083 = add nsw i64 %1081, %1082
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %1083
-  store <8 x float> %w505, ptr %arena176, align 4
-  %w506 = load <8 x float>, ptr %s3_conv2.w506, align 32
-  %1084 = mul nsw i64 %s3_conv2.j493144, 8
-  %1085 = mul nsw i64 %s3_conv2.ty494145, 2
+  %1084 = mul nsw i64 %1083, 8
+  %1085 = mul nsw i64 %s3_conv2.tx465146, 2
   %1086 = add nsw i64 %1084, %1085
-  %1087 = mul nsw i64 %1086, 8
-  %1088 = mul nsw i64 %s3_conv2.tx495146, 2
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = add nsw i64 %1089, 1
-  %1091 = mul nsw i64 %1090, 64
-  %1092 = add nsw i64 1153280, %1091
-  %1093 = mul nsw i64 %s3_conv2.cv496147, 8
-  %1094 = add nsw i64 %1092, %1093
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %1094
-  store <8 x float> %w506, ptr %arena177, align 4
-  %w507 = load <8 x float>, ptr %s3_conv2.w507, align 32
-  %1095 = mul nsw i64 %s3_conv2.j493144, 8
-  %1096 = mul nsw i64 %s3_conv2.ty494145, 2
-  %1097 = add nsw i64 %1095, %1096
-  %1098 = add nsw i64 %1097, 1
-  %1099 = mul nsw i64 %1098, 8
-  %1100 = mul nsw i64 %s3_conv2.tx495146, 2
-  %1101 = add nsw i64 %1099, %1100
-  %1102 = mul nsw i64 %1101, 64
-  %1103 = add nsw i64 1153280, %1102
-  %1104 = mul nsw i64 %s3_conv2.cv496147, 8
-  %1105 = add nsw i64 %1103, %1104
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1105
-  store <8 x float> %w507, ptr %arena178, align 4
-  %w508 = load <8 x float>, ptr %s3_conv2.w508, align 32
-  %1106 = mul nsw i64 %s3_conv2.j493144, 8
-  %1107 = mul nsw i64 %s3_conv2.ty494145, 2
+  %1087 = mul nsw i64 %1086, 64
+  %1088 = add nsw i64 366976, %1087
+  %1089 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1090 = add nsw i64 %1088, %1089
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %1090
+  store <8 x float> %1080, ptr %arena178, align 4
+  %w476 = load <8 x float>, ptr %s3_conv2.w476, align 32
+  %1091 = mul nsw i64 %s3_conv2.cv466147, 8
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1091
+  %1092 = load <8 x float>, ptr %arena179, align 4
+  %1093 = fmul <8 x float> %w476, %1092
+  %1094 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1095 = add nsw i64 64, %1094
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %1095
+  %1096 = load <8 x float>, ptr %arena180, align 4
+  %1097 = fadd <8 x float> %1093, %1096
+  %1098 = mul nsw i64 %s3_conv2.j463144, 8
+  %1099 = mul nsw i64 %s3_conv2.ty464145, 2
+  %1100 = add nsw i64 %1098, %1099
+  %1101 = mul nsw i64 %1100, 8
+  %1102 = mul nsw i64 %s3_conv2.tx465146, 2
+  %1103 = add nsw i64 %1101, %1102
+  %1104 = add nsw i64 %1103, 1
+  %1105 = mul nsw i64 %1104, 64
+  %1106 = add nsw i64 366976, %1105
+  %1107 = mul nsw i64 %s3_conv2.cv466147, 8
   %1108 = add nsw i64 %1106, %1107
-  %1109 = add nsw i64 %1108, 1
-  %1110 = mul nsw i64 %1109, 8
-  %1111 = mul nsw i64 %s3_conv2.tx495146, 2
-  %1112 = add nsw i64 %1110, %1111
-  %1113 = add nsw i64 %1112, 1
-  %1114 = mul nsw i64 %1113, 64
-  %1115 = add nsw i64 1153280, %1114
-  %1116 = mul nsw i64 %s3_conv2.cv496147, 8
-  %1117 = add nsw i64 %1115, %1116
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %1117
-  store <8 x float> %w508, ptr %arena179, align 4
-  %cv496.next = add nsw i64 %s3_conv2.cv496147, 1
-  %1118 = icmp slt i64 %cv496.next, 8
-  br i1 %1118, label %s3_conv2.cv496, label %s3_conv2.cv496.end
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store <8 x float> %1097, ptr %arena181, align 4
+  %w477 = load <8 x float>, ptr %s3_conv2.w477, align 32
+  %1109 = mul nsw i64 %s3_conv2.cv466147, 8
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %1109
+  %1110 = load <8 x float>, ptr %arena182, align 4
+  %1111 = fmul <8 x float> %w477, %1110
+  %1112 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1113 = add nsw i64 64, %1112
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1113
+  %1114 = load <8 x float>, ptr %arena183, align 4
+  %1115 = fadd <8 x float> %1111, %1114
+  %1116 = mul nsw i64 %s3_conv2.j463144, 8
+  %1117 = mul nsw i64 %s3_conv2.ty464145, 2
+  %1118 = add nsw i64 %1116, %1117
+  %1119 = add nsw i64 %1118, 1
+  %1120 = mul nsw i64 %1119, 8
+  %1121 = mul nsw i64 %s3_conv2.tx465146, 2
+  %1122 = add nsw i64 %1120, %1121
+  %1123 = mul nsw i64 %1122, 64
+  %1124 = add nsw i64 366976, %1123
+  %1125 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1126 = add nsw i64 %1124, %1125
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1126
+  store <8 x float> %1115, ptr %arena184, align 4
+  %w478 = load <8 x float>, ptr %s3_conv2.w478, align 32
+  %1127 = mul nsw i64 %s3_conv2.cv466147, 8
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %1127
+  %1128 = load <8 x float>, ptr %arena185, align 4
+  %1129 = fmul <8 x float> %w478, %1128
+  %1130 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1131 = add nsw i64 64, %1130
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %1131
+  %1132 = load <8 x float>, ptr %arena186, align 4
+  %1133 = fadd <8 x float> %1129, %1132
+  %1134 = mul nsw i64 %s3_conv2.j463144, 8
+  %1135 = mul nsw i64 %s3_conv2.ty464145, 2
+  %1136 = add nsw i64 %1134, %1135
+  %1137 = add nsw i64 %1136, 1
+  %1138 = mul nsw i64 %1137, 8
+  %1139 = mul nsw i64 %s3_conv2.tx465146, 2
+  %1140 = add nsw i64 %1138, %1139
+  %1141 = add nsw i64 %1140, 1
+  %1142 = mul nsw i64 %1141, 64
+  %1143 = add nsw i64 366976, %1142
+  %1144 = mul nsw i64 %s3_conv2.cv466147, 8
+  %1145 = add nsw i64 %1143, %1144
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %1145
+  store <8 x float> %1133, ptr %arena187, align 4
+  %cv466.next = add nsw i64 %s3_conv2.cv466147, 1
+  %1146 = icmp slt i64 %cv466.next, 8
+  br i1 %1146, label %s3_conv2.cv466, label %s3_conv2.cv466.end
 
-s3_conv2.cv496.end:                               ; preds = %s3_conv2.cv496
-  %tx495.next = add nsw i64 %s3_conv2.tx495146, 1
-  %1119 = icmp slt i64 %tx495.next, 4
-  br i1 %1119, label %s3_conv2.tx495, label %s3_conv2.tx495.end
+s3_conv2.cv466.end:                               ; preds = %s3_conv2.cv466
+  %tx465.next = add nsw i64 %s3_conv2.tx465146, 1
+  %1147 = icmp slt i64 %tx465.next, 4
+  br i1 %1147, label %s3_conv2.tx465, label %s3_conv2.tx465.end
 
-s3_conv2.j509:                                    ; preds = %s3_conv2.c510.end, %s3_conv2.j493.end
-  %s3_conv2.j509180 = phi i64 [ 0, %s3_conv2.j493.end ], [ %j509.next, %s3_conv2.c510.end ]
-  br label %s3_conv2.c510
+s3_conv2.j479:                                    ; preds = %s3_conv2.c480.end, %s3_conv2.j463.end
+  %s3_conv2.j479188 = phi i64 [ 0, %s3_conv2.j463.end ], [ %j479.next, %s3_conv2.c480.end ]
+  br label %s3_conv2.c480
 
-s3_conv2.j509.end:                                ; preds = %s3_conv2.c510.end
-  %g451.next = add nsw i64 %s3_conv2.g45165, 1
-  %1120 = icmp slt i64 %g451.next, 64
-  br i1 %1120, label %s3_conv2.g451, label %s3_conv2.g451.end
+s3_conv2.j479.end:                                ; preds = %s3_conv2.c480.end
+  %g421.next = add nsw i64 %s3_conv2.g42165, 1
+  %1148 = icmp slt i64 %g421.next, 64
+  br i1 %1148, label %s3_conv2.g421, label %s3_conv2.g421.end
 
-s3_conv2.c510:                                    ; preds = %s3_conv2.q511.end, %s3_conv2.j509
-  %s3_conv2.c510181 = phi i64 [ 0, %s3_conv2.j509 ], [ %c510.next, %s3_conv2.q511.end ]
-  br label %s3_conv2.q511
+s3_conv2.c480:                                    ; preds = %s3_conv2.q481.end, %s3_conv2.j479
+  %s3_conv2.c480189 = phi i64 [ 0, %s3_conv2.j479 ], [ %c480.next, %s3_conv2.q481.end ]
+  br label %s3_conv2.q481
 
-s3_conv2.c510.end:                                ; preds = %s3_conv2.q511.end
-  %j509.next = add nsw i64 %s3_conv2.j509180, 1
-  %1121 = icmp slt i64 %j509.next, 1
-  br i1 %1121, label %s3_conv2.j509, label %s3_conv2.j509.end
+s3_conv2.c480.end:                                ; preds = %s3_conv2.q481.end
+  %j479.next = add nsw i64 %s3_conv2.j479188, 1
+  %1149 = icmp slt i64 %j479.next, 1
+  br i1 %1149, label %s3_conv2.j479, label %s3_conv2.j479.end
 
-s3_conv2.q511:                                    ; preds = %s3_conv2.q511, %s3_conv2.c510
-  %s3_conv2.q511182 = phi i64 [ 0, %s3_conv2.c510 ], [ %q511.next, %s3_conv2.q511 ]
-  %1122 = mul nsw i64 %s3_conv2.j509180, 64
-  %1123 = add nsw i64 %1122, %s3_conv2.q511182
-  %1124 = mul nsw i64 %1123, 64
-  %1125 = add nsw i64 1153280, %1124
-  %1126 = add nsw i64 %1125, %s3_conv2.c510181
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %1126
-  %1127 = load float, ptr %arena183, align 4
-  %1128 = add nsw i64 %s3_conv2.g45165, %s3_conv2.j509180
-  %1129 = mul nsw i64 %1128, 4096
-  %1130 = add nsw i64 786432, %1129
-  %1131 = mul nsw i64 %s3_conv2.c510181, 64
-  %1132 = add nsw i64 %1130, %1131
-  %1133 = add nsw i64 %1132, %s3_conv2.q511182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %1133
-  store float %1127, ptr %arena184, align 4
-  %q511.next = add nsw i64 %s3_conv2.q511182, 1
-  %1134 = icmp slt i64 %q511.next, 64
-  br i1 %1134, label %s3_conv2.q511, label %s3_conv2.q511.end
+s3_conv2.q481:                                    ; preds = %s3_conv2.q481, %s3_conv2.c480
+  %s3_conv2.q481190 = phi i64 [ 0, %s3_conv2.c480 ], [ %q481.next, %s3_conv2.q481 ]
+  %1150 = mul nsw i64 %s3_conv2.j479188, 64
+  %1151 = add nsw i64 %1150, %s3_conv2.q481190
+  %1152 = mul nsw i64 %1151, 64
+  %1153 = add nsw i64 366976, %1152
+  %1154 = add nsw i64 %1153, %s3_conv2.c480189
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena191, align 4
+  %1156 = add nsw i64 %s3_conv2.g42165, %s3_conv2.j479188
+  %1157 = mul nsw i64 %1156, 4096
+  %1158 = add nsw i64 1048576, %1157
+  %1159 = mul nsw i64 %s3_conv2.c480189, 64
+  %1160 = add nsw i64 %1158, %1159
+  %1161 = add nsw i64 %1160, %s3_conv2.q481190
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %1161
+  store float %1155, ptr %arena192, align 4
+  %q481.next = add nsw i64 %s3_conv2.q481190, 1
+  %1162 = icmp slt i64 %q481.next, 64
+  br i1 %1162, label %s3_conv2.q481, label %s3_conv2.q481.end
 
-s3_conv2.q511.end:                                ; preds = %s3_conv2.q511
-  %c510.next = add nsw i64 %s3_conv2.c510181, 1
-  %1135 = icmp slt i64 %c510.next, 64
-  br i1 %1135, label %s3_conv2.c510, label %s3_conv2.c510.end
+s3_conv2.q481.end:                                ; preds = %s3_conv2.q481
+  %c480.next = add nsw i64 %s3_conv2.c480189, 1
+  %1163 = icmp slt i64 %c480.next, 64
+  br i1 %1163, label %s3_conv2.c480, label %s3_conv2.c480.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k21.s3_bn2(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k20.s3_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s3_bn2.scale515 = alloca float, align 4
-  %s3_bn2.var514 = alloca float, align 4
-  %s3_bn2.mean513 = alloca float, align 4
-  br label %s3_bn2.c512
+  %s3_pbn.scale483 = alloca float, align 4
+  br label %s3_pbn.c482
 
-s3_bn2.c512:                                      ; preds = %s3_bn2.n516.end, %entry
-  %s3_bn2.c5121 = phi i64 [ 0, %entry ], [ %c512.next, %s3_bn2.n516.end ]
-  %0 = add nsw i64 78458, %s3_bn2.c5121
+s3_pbn.c482:                                      ; preds = %s3_pbn.c482, %entry
+  %s3_pbn.c4821 = phi i64 [ 0, %entry ], [ %c482.next, %s3_pbn.c482 ]
+  %0 = add nsw i64 77264, %s3_pbn.c4821
   %params2 = getelementptr inbounds float, ptr %params, i64 %0
   %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s3_bn2.mean513, align 4
-  %2 = add nsw i64 78522, %s3_bn2.c5121
+  %2 = add nsw i64 78650, %s3_pbn.c4821
   %params3 = getelementptr inbounds float, ptr %params, i64 %2
   %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s3_bn2.var514, align 4
-  %4 = add nsw i64 75088, %s3_bn2.c5121
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var514 = load float, ptr %s3_bn2.var514, align 4
-  %6 = fadd float %var514, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s3_bn2.scale515, align 4
-  br label %s3_bn2.n516
+  %4 = fadd float %3, 0x3EE4F8B580000000
+  %5 = call float @llvm.sqrt.f32(float %4)
+  %6 = fdiv float 1.000000e+00, %5
+  %7 = fmul float %1, %6
+  store float %7, ptr %s3_pbn.scale483, align 4
+  %scale483 = load float, ptr %s3_pbn.scale483, align 4
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %s3_pbn.c4821
+  store float %scale483, ptr %arena4, align 4
+  %8 = add nsw i64 77328, %s3_pbn.c4821
+  %params5 = getelementptr inbounds float, ptr %params, i64 %8
+  %9 = load float, ptr %params5, align 4
+  %10 = add nsw i64 78586, %s3_pbn.c4821
+  %params6 = getelementptr inbounds float, ptr %params, i64 %10
+  %11 = load float, ptr %params6, align 4
+  %scale4837 = load float, ptr %s3_pbn.scale483, align 4
+  %12 = fmul float %11, %scale4837
+  %13 = fsub float %9, %12
+  %14 = add nsw i64 64, %s3_pbn.c4821
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %14
+  store float %13, ptr %arena8, align 4
+  %c482.next = add nsw i64 %s3_pbn.c4821, 1
+  %15 = icmp slt i64 %c482.next, 64
+  br i1 %15, label %s3_pbn.c482, label %s3_pbn.c482.end
 
-s3_bn2.c512.end:                                  ; preds = %s3_bn2.n516.end
+s3_pbn.c482.end:                                  ; preds = %s3_pbn.c482
   ret void
-
-s3_bn2.n516:                                      ; preds = %s3_bn2.i517.end, %s3_bn2.c512
-  %s3_bn2.n5165 = phi i64 [ 0, %s3_bn2.c512 ], [ %n516.next, %s3_bn2.i517.end ]
-  br label %s3_bn2.i517
-
-s3_bn2.n516.end:                                  ; preds = %s3_bn2.i517.end
-  %c512.next = add nsw i64 %s3_bn2.c5121, 1
-  %10 = icmp slt i64 %c512.next, 64
-  br i1 %10, label %s3_bn2.c512, label %s3_bn2.c512.end
-
-s3_bn2.i517:                                      ; preds = %s3_bn2.i517, %s3_bn2.n516
-  %s3_bn2.i5176 = phi i64 [ 0, %s3_bn2.n516 ], [ %i517.next, %s3_bn2.i517 ]
-  %11 = mul nsw i64 %s3_bn2.n5165, 64
-  %12 = add nsw i64 %11, %s3_bn2.c5121
-  %13 = mul nsw i64 %12, 64
-  %14 = add nsw i64 %13, %s3_bn2.i5176
-  %15 = add nsw i64 786432, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean513 = load float, ptr %s3_bn2.mean513, align 4
-  %17 = fsub float %16, %mean513
-  %scale515 = load float, ptr %s3_bn2.scale515, align 4
-  %18 = fmul float %17, %scale515
-  %19 = add nsw i64 75152, %s3_bn2.c5121
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s3_bn2.n5165, 64
-  %23 = add nsw i64 %22, %s3_bn2.c5121
-  %24 = mul nsw i64 %23, 64
-  %25 = add nsw i64 %24, %s3_bn2.i5176
-  %26 = add nsw i64 524288, %25
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %26
-  store float %21, ptr %arena9, align 4
-  %i517.next = add nsw i64 %s3_bn2.i5176, 1
-  %27 = icmp slt i64 %i517.next, 64
-  br i1 %27, label %s3_bn2.i517, label %s3_bn2.i517.end
-
-s3_bn2.i517.end:                                  ; preds = %s3_bn2.i517
-  %n516.next = add nsw i64 %s3_bn2.n5165, 1
-  %28 = icmp slt i64 %n516.next, 64
-  br i1 %28, label %s3_bn2.n516, label %s3_bn2.n516.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k22.s3_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k21.s3_proj(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %s3_proj.g518
+  br label %s3_proj.g484
 
-s3_proj.g518:                                     ; preds = %s3_proj.j532.end, %entry
-  %s3_proj.g5181 = phi i64 [ 0, %entry ], [ %g518.next, %s3_proj.j532.end ]
-  br label %s3_proj.j519
+s3_proj.g484:                                     ; preds = %s3_proj.j498.end, %entry
+  %s3_proj.g4841 = phi i64 [ 0, %entry ], [ %g484.next, %s3_proj.j498.end ]
+  br label %s3_proj.j485
 
-s3_proj.g518.end:                                 ; preds = %s3_proj.j532.end
+s3_proj.g484.end:                                 ; preds = %s3_proj.j498.end
   ret void
 
-s3_proj.j519:                                     ; preds = %s3_proj.c520.end, %s3_proj.g518
-  %s3_proj.j5192 = phi i64 [ 0, %s3_proj.g518 ], [ %j519.next, %s3_proj.c520.end ]
-  br label %s3_proj.c520
+s3_proj.j485:                                     ; preds = %s3_proj.c486.end, %s3_proj.g484
+  %s3_proj.j4852 = phi i64 [ 0, %s3_proj.g484 ], [ %j485.next, %s3_proj.c486.end ]
+  br label %s3_proj.c486
 
-s3_proj.j519.end:                                 ; preds = %s3_proj.c520.end
-  call void @resnet8_infer_b64.k22.s3_proj.gemm531(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
-  br label %s3_proj.j532
+s3_proj.j485.end:                                 ; preds = %s3_proj.c486.end
+  call void @resnet8_infer_b64.k21.s3_proj.gemm497(ptr %params, ptr %grads, ptr %m, ptr %v, ptr %arena, ptr %images, ptr %labels, float %lr, i64 %step, i64 %seed)
+  br label %s3_proj.j498
 
-s3_proj.c520:                                     ; preds = %s3_proj.ky521.end, %s3_proj.j519
-  %s3_proj.c5203 = phi i64 [ 0, %s3_proj.j519 ], [ %c520.next, %s3_proj.ky521.end ]
-  br label %s3_proj.ky521
+s3_proj.c486:                                     ; preds = %s3_proj.ky487.end, %s3_proj.j485
+  %s3_proj.c4863 = phi i64 [ 0, %s3_proj.j485 ], [ %c486.next, %s3_proj.ky487.end ]
+  br label %s3_proj.ky487
 
-s3_proj.c520.end:                                 ; preds = %s3_proj.ky521.end
-  %j519.next = add nsw i64 %s3_proj.j5192, 1
-  %0 = icmp slt i64 %j519.next, 16
-  br i1 %0, label %s3_proj.j519, label %s3_proj.j519.end
+s3_proj.c486.end:                                 ; preds = %s3_proj.ky487.end
+  %j485.next = add nsw i64 %s3_proj.j4852, 1
+  %0 = icmp slt i64 %j485.next, 16
+  br i1 %0, label %s3_proj.j485, label %s3_proj.j485.end
 
-s3_proj.ky521:                                    ; preds = %s3_proj.oy522.end, %s3_proj.c520
-  %s3_proj.ky5214 = phi i64 [ 0, %s3_proj.c520 ], [ %ky521.next, %s3_proj.oy522.end ]
-  br label %s3_proj.oy522
+s3_proj.ky487:                                    ; preds = %s3_proj.oy488.end, %s3_proj.c486
+  %s3_proj.ky4874 = phi i64 [ 0, %s3_proj.c486 ], [ %ky487.next, %s3_proj.oy488.end ]
+  br label %s3_proj.oy488
 
-s3_proj.ky521.end:                                ; preds = %s3_proj.oy522.end
-  %c520.next = add nsw i64 %s3_proj.c5203, 1
-  %1 = icmp slt i64 %c520.next, 32
-  br i1 %1, label %s3_proj.c520, label %s3_proj.c520.end
+s3_proj.ky487.end:                                ; preds = %s3_proj.oy488.end
+  %c486.next = add nsw i64 %s3_proj.c4863, 1
+  %1 = icmp slt i64 %c486.next, 32
+  br i1 %1, label %s3_proj.c486, label %s3_proj.c486.end
 
-s3_proj.oy522:                                    ; preds = %s3_proj.ox523.end, %s3_proj.ky521
-  %s3_proj.oy5225 = phi i64 [ 0, %s3_proj.ky521 ], [ %oy522.next, %s3_proj.ox523.end ]
-  br label %s3_proj.ox523
+s3_proj.oy488:                                    ; preds = %s3_proj.ox489.end, %s3_proj.ky487
+  %s3_proj.oy4885 = phi i64 [ 0, %s3_proj.ky487 ], [ %oy488.next, %s3_proj.ox489.end ]
+  br label %s3_proj.ox489
 
-s3_proj.oy522.end:                                ; preds = %s3_proj.ox523.end
-  %ky521.next = add nsw i64 %s3_proj.ky5214, 1
-  %2 = icmp slt i64 %ky521.next, 1
-  br i1 %2, label %s3_proj.ky521, label %s3_proj.ky521.end
+s3_proj.oy488.end:                                ; preds = %s3_proj.ox489.end
+  %ky487.next = add nsw i64 %s3_proj.ky4874, 1
+  %2 = icmp slt i64 %ky487.next, 1
+  br i1 %2, label %s3_proj.ky487, label %s3_proj.ky487.end
 
-s3_proj.ox523:                                    ; preds = %s3_proj.ox523, %s3_proj.oy522
-  %s3_proj.ox5236 = phi i64 [ 0, %s3_proj.oy522 ], [ %ox523.next, %s3_proj.ox523 ]
-  %3 = mul nsw i64 %s3_proj.g5181, 16
-  %4 = add nsw i64 %3, %s3_proj.j5192
+s3_proj.ox489:                                    ; preds = %s3_proj.ox489, %s3_proj.oy488
+  %s3_proj.ox4896 = phi i64 [ 0, %s3_proj.oy488 ], [ %ox489.next, %s3_proj.ox489 ]
+  %3 = mul nsw i64 %s3_proj.g4841, 16
+  %4 = add nsw i64 %3, %s3_proj.j4852
   %5 = mul nsw i64 %4, 8192
-  %6 = mul nsw i64 %s3_proj.c5203, 256
-  %7 = add nsw i64 %5, %6
-  %8 = mul nsw i64 %s3_proj.oy5225, 2
-  %9 = add nsw i64 %8, %s3_proj.ky5214
-  %10 = mul nsw i64 %9, 16
-  %11 = add nsw i64 %7, %10
-  %12 = mul nsw i64 %s3_proj.ox5236, 2
-  %13 = add nsw i64 %11, %12
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %13
-  %14 = load float, ptr %arena7, align 4
-  %15 = add nsw i64 %s3_proj.c5203, %s3_proj.ky5214
-  %16 = mul nsw i64 %15, 1024
-  %17 = add nsw i64 1048576, %16
-  %18 = mul nsw i64 %s3_proj.j5192, 64
-  %19 = add nsw i64 %17, %18
-  %20 = mul nsw i64 %s3_proj.oy5225, 8
-  %21 = add nsw i64 %20, %s3_proj.ox5236
-  %22 = add nsw i64 %19, %21
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
-  store float %14, ptr %arena8, align 4
-  %ox523.next = add nsw i64 %s3_proj.ox5236, 1
-  %23 = icmp slt i64 %ox523.next, 8
-  br i1 %23, label %s3_proj.ox523, label %s3_proj.ox523.end
+  %6 = add nsw i64 524288, %5
+  %7 = mul nsw i64 %s3_proj.c4863, 256
+  %8 = add nsw i64 %6, %7
+  %9 = mul nsw i64 %s3_proj.oy4885, 2
+  %10 = add nsw i64 %9, %s3_proj.ky4874
+  %11 = mul nsw i64 %10, 16
+  %12 = add nsw i64 %8, %11
+  %13 = mul nsw i64 %s3_proj.ox4896, 2
+  %14 = add nsw i64 %12, %13
+  %arena7 = getelementptr inbounds float, ptr %arena, i64 %14
+  %15 = load float, ptr %arena7, align 4
+  %16 = add nsw i64 %s3_proj.c4863, %s3_proj.ky4874
+  %17 = mul nsw i64 %16, 1024
+  %18 = add nsw i64 262272, %17
+  %19 = mul nsw i64 %s3_proj.j4852, 64
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %s3_proj.oy4885, 8
+  %22 = add nsw i64 %21, %s3_proj.ox4896
+  %23 = add nsw i64 %20, %22
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
+  store float %15, ptr %arena8, align 4
+  %ox489.next = add nsw i64 %s3_proj.ox4896, 1
+  %24 = icmp slt i64 %ox489.next, 8
+  br i1 %24, label %s3_proj.ox489, label %s3_proj.ox489.end
 
-s3_proj.ox523.end:                                ; preds = %s3_proj.ox523
-  %oy522.next = add nsw i64 %s3_proj.oy5225, 1
-  %24 = icmp slt i64 %oy522.next, 8
-  br i1 %24, label %s3_proj.oy522, label %s3_proj.oy522.end
+s3_proj.ox489.end:                                ; preds = %s3_proj.ox489
+  %oy488.next = add nsw i64 %s3_proj.oy4885, 1
+  %25 = icmp slt i64 %oy488.next, 8
+  br i1 %25, label %s3_proj.oy488, label %s3_proj.oy488.end
 
-s3_proj.j532:                                     ; preds = %s3_proj.f533.end, %s3_proj.j519.end
-  %s3_proj.j5329 = phi i64 [ 0, %s3_proj.j519.end ], [ %j532.next, %s3_proj.f533.end ]
-  br label %s3_proj.f533
+s3_proj.j498:                                     ; preds = %s3_proj.f499.end, %s3_proj.j485.end
+  %s3_proj.j4989 = phi i64 [ 0, %s3_proj.j485.end ], [ %j498.next, %s3_proj.f499.end ]
+  br label %s3_proj.f499
 
-s3_proj.j532.end:                                 ; preds = %s3_proj.f533.end
-  %g518.next = add nsw i64 %s3_proj.g5181, 1
-  %25 = icmp slt i64 %g518.next, 4
-  br i1 %25, label %s3_proj.g518, label %s3_proj.g518.end
+s3_proj.j498.end:                                 ; preds = %s3_proj.f499.end
+  %g484.next = add nsw i64 %s3_proj.g4841, 1
+  %26 = icmp slt i64 %g484.next, 4
+  br i1 %26, label %s3_proj.g484, label %s3_proj.g484.end
 
-s3_proj.f533:                                     ; preds = %s3_proj.i534.end, %s3_proj.j532
-  %s3_proj.f53310 = phi i64 [ 0, %s3_proj.j532 ], [ %f533.next, %s3_proj.i534.end ]
-  br label %s3_proj.i534
+s3_proj.f499:                                     ; preds = %s3_proj.i500.end, %s3_proj.j498
+  %s3_proj.f49910 = phi i64 [ 0, %s3_proj.j498 ], [ %f499.next, %s3_proj.i500.end ]
+  br label %s3_proj.i500
 
-s3_proj.f533.end:                                 ; preds = %s3_proj.i534.end
-  %j532.next = add nsw i64 %s3_proj.j5329, 1
-  %26 = icmp slt i64 %j532.next, 16
-  br i1 %26, label %s3_proj.j532, label %s3_proj.j532.end
+s3_proj.f499.end:                                 ; preds = %s3_proj.i500.end
+  %j498.next = add nsw i64 %s3_proj.j4989, 1
+  %27 = icmp slt i64 %j498.next, 16
+  br i1 %27, label %s3_proj.j498, label %s3_proj.j498.end
 
-s3_proj.i534:                                     ; preds = %s3_proj.i534, %s3_proj.f533
-  %s3_proj.i53411 = phi i64 [ 0, %s3_proj.f533 ], [ %i534.next, %s3_proj.i534 ]
-  %27 = mul nsw i64 %s3_proj.f53310, 1024
-  %28 = add nsw i64 1081344, %27
-  %29 = mul nsw i64 %s3_proj.j5329, 64
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %30, %s3_proj.i53411
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %31
-  %32 = load float, ptr %arena12, align 4
-  %33 = mul nsw i64 %s3_proj.g5181, 16
-  %34 = add nsw i64 %33, %s3_proj.j5329
-  %35 = mul nsw i64 %34, 4096
-  %36 = add nsw i64 786432, %35
-  %37 = mul nsw i64 %s3_proj.f53310, 64
-  %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %38, %s3_proj.i53411
-  %arena13 = getelementptr inbounds float, ptr %arena, i64 %39
-  store float %32, ptr %arena13, align 4
-  %i534.next = add nsw i64 %s3_proj.i53411, 1
-  %40 = icmp slt i64 %i534.next, 64
-  br i1 %40, label %s3_proj.i534, label %s3_proj.i534.end
+s3_proj.i500:                                     ; preds = %s3_proj.i500, %s3_proj.f499
+  %s3_proj.i50011 = phi i64 [ 0, %s3_proj.f499 ], [ %i500.next, %s3_proj.i500 ]
+  %28 = mul nsw i64 %s3_proj.f49910, 1024
+  %29 = add nsw i64 295040, %28
+  %30 = mul nsw i64 %s3_proj.j4989, 64
+  %31 = add nsw i64 %29, %30
+  %32 = add nsw i64 %31, %s3_proj.i50011
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %32
+  %33 = load float, ptr %arena12, align 4
+  %arena13 = getelementptr inbounds float, ptr %arena, i64 %s3_proj.f49910
+  %34 = load float, ptr %arena13, align 4
+  %35 = fmul float %33, %34
+  %36 = add nsw i64 64, %s3_proj.f49910
+  %arena14 = getelementptr inbounds float, ptr %arena, i64 %36
+  %37 = load float, ptr %arena14, align 4
+  %38 = fadd float %35, %37
+  %39 = mul nsw i64 %s3_proj.g4841, 16
+  %40 = add nsw i64 %39, %s3_proj.j4989
+  %41 = mul nsw i64 %40, 4096
+  %42 = add nsw i64 128, %41
+  %43 = mul nsw i64 %s3_proj.f49910, 64
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 %44, %s3_proj.i50011
+  %arena15 = getelementptr inbounds float, ptr %arena, i64 %45
+  store float %38, ptr %arena15, align 4
+  %i500.next = add nsw i64 %s3_proj.i50011, 1
+  %46 = icmp slt i64 %i500.next, 64
+  br i1 %46, label %s3_proj.i500, label %s3_proj.i500.end
 
-s3_proj.i534.end:                                 ; preds = %s3_proj.i534
-  %f533.next = add nsw i64 %s3_proj.f53310, 1
-  %41 = icmp slt i64 %f533.next, 64
-  br i1 %41, label %s3_proj.f533, label %s3_proj.f533.end
+s3_proj.i500.end:                                 ; preds = %s3_proj.i500
+  %f499.next = add nsw i64 %s3_proj.f49910, 1
+  %47 = icmp slt i64 %f499.next, 64
+  br i1 %47, label %s3_proj.f499, label %s3_proj.f499.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k22.s3_proj.gemm531(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k21.s3_proj.gemm497(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s3_proj.t529_a3 = alloca <8 x float>, align 32
-  %s3_proj.t529_a2 = alloca <8 x float>, align 32
-  %s3_proj.t529_a1 = alloca <8 x float>, align 32
-  %s3_proj.t529_a0 = alloca <8 x float>, align 32
-  %s3_proj.t529_b1 = alloca <8 x float>, align 32
-  %s3_proj.t529_b0 = alloca <8 x float>, align 32
-  %s3_proj.t529_c3_1 = alloca <8 x float>, align 32
-  %s3_proj.t529_c3_0 = alloca <8 x float>, align 32
-  %s3_proj.t529_c2_1 = alloca <8 x float>, align 32
-  %s3_proj.t529_c2_0 = alloca <8 x float>, align 32
-  %s3_proj.t529_c1_1 = alloca <8 x float>, align 32
-  %s3_proj.t529_c1_0 = alloca <8 x float>, align 32
-  %s3_proj.t529_c0_1 = alloca <8 x float>, align 32
-  %s3_proj.t529_c0_0 = alloca <8 x float>, align 32
-  %s3_proj.t526_a3 = alloca <8 x float>, align 32
-  %s3_proj.t526_a2 = alloca <8 x float>, align 32
-  %s3_proj.t526_a1 = alloca <8 x float>, align 32
-  %s3_proj.t526_a0 = alloca <8 x float>, align 32
-  %s3_proj.t526_b2 = alloca <8 x float>, align 32
-  %s3_proj.t526_b1 = alloca <8 x float>, align 32
-  %s3_proj.t526_b0 = alloca <8 x float>, align 32
-  %s3_proj.t526_c3_2 = alloca <8 x float>, align 32
-  %s3_proj.t526_c3_1 = alloca <8 x float>, align 32
-  %s3_proj.t526_c3_0 = alloca <8 x float>, align 32
-  %s3_proj.t526_c2_2 = alloca <8 x float>, align 32
-  %s3_proj.t526_c2_1 = alloca <8 x float>, align 32
-  %s3_proj.t526_c2_0 = alloca <8 x float>, align 32
-  %s3_proj.t526_c1_2 = alloca <8 x float>, align 32
-  %s3_proj.t526_c1_1 = alloca <8 x float>, align 32
-  %s3_proj.t526_c1_0 = alloca <8 x float>, align 32
-  %s3_proj.t526_c0_2 = alloca <8 x float>, align 32
-  %s3_proj.t526_c0_1 = alloca <8 x float>, align 32
-  %s3_proj.t526_c0_0 = alloca <8 x float>, align 32
-  br label %s3_proj.nb524
+  %s3_proj.t495_a3 = alloca <8 x float>, align 32
+  %s3_proj.t495_a2 = alloca <8 x float>, align 32
+  %s3_proj.t495_a1 = alloca <8 x float>, align 32
+  %s3_proj.t495_a0 = alloca <8 x float>, align 32
+  %s3_proj.t495_b1 = alloca <8 x float>, align 32
+  %s3_proj.t495_b0 = alloca <8 x float>, align 32
+  %s3_proj.t495_c3_1 = alloca <8 x float>, align 32
+  %s3_proj.t495_c3_0 = alloca <8 x float>, align 32
+  %s3_proj.t495_c2_1 = alloca <8 x float>, align 32
+  %s3_proj.t495_c2_0 = alloca <8 x float>, align 32
+  %s3_proj.t495_c1_1 = alloca <8 x float>, align 32
+  %s3_proj.t495_c1_0 = alloca <8 x float>, align 32
+  %s3_proj.t495_c0_1 = alloca <8 x float>, align 32
+  %s3_proj.t495_c0_0 = alloca <8 x float>, align 32
+  %s3_proj.t492_a3 = alloca <8 x float>, align 32
+  %s3_proj.t492_a2 = alloca <8 x float>, align 32
+  %s3_proj.t492_a1 = alloca <8 x float>, align 32
+  %s3_proj.t492_a0 = alloca <8 x float>, align 32
+  %s3_proj.t492_b2 = alloca <8 x float>, align 32
+  %s3_proj.t492_b1 = alloca <8 x float>, align 32
+  %s3_proj.t492_b0 = alloca <8 x float>, align 32
+  %s3_proj.t492_c3_2 = alloca <8 x float>, align 32
+  %s3_proj.t492_c3_1 = alloca <8 x float>, align 32
+  %s3_proj.t492_c3_0 = alloca <8 x float>, align 32
+  %s3_proj.t492_c2_2 = alloca <8 x float>, align 32
+  %s3_proj.t492_c2_1 = alloca <8 x float>, align 32
+  %s3_proj.t492_c2_0 = alloca <8 x float>, align 32
+  %s3_proj.t492_c1_2 = alloca <8 x float>, align 32
+  %s3_proj.t492_c1_1 = alloca <8 x float>, align 32
+  %s3_proj.t492_c1_0 = alloca <8 x float>, align 32
+  %s3_proj.t492_c0_2 = alloca <8 x float>, align 32
+  %s3_proj.t492_c0_1 = alloca <8 x float>, align 32
+  %s3_proj.t492_c0_0 = alloca <8 x float>, align 32
+  br label %s3_proj.nb490
 
-s3_proj.nb524:                                    ; preds = %s3_proj.mb525.end, %entry
-  %s3_proj.nb5241 = phi i64 [ 0, %entry ], [ %nb524.next, %s3_proj.mb525.end ]
-  br label %s3_proj.mb525
+s3_proj.nb490:                                    ; preds = %s3_proj.mb491.end, %entry
+  %s3_proj.nb4901 = phi i64 [ 0, %entry ], [ %nb490.next, %s3_proj.mb491.end ]
+  br label %s3_proj.mb491
 
-s3_proj.nb524.end:                                ; preds = %s3_proj.mb525.end
-  br label %s3_proj.mb528
+s3_proj.nb490.end:                                ; preds = %s3_proj.mb491.end
+  br label %s3_proj.mb494
 
-s3_proj.mb525:                                    ; preds = %s3_proj.k527.end, %s3_proj.nb524
-  %s3_proj.mb5252 = phi i64 [ 0, %s3_proj.nb524 ], [ %mb525.next, %s3_proj.k527.end ]
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c0_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c1_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c2_2, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c3_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t526_c3_2, align 32
-  br label %s3_proj.k527
+s3_proj.mb491:                                    ; preds = %s3_proj.k493.end, %s3_proj.nb490
+  %s3_proj.mb4912 = phi i64 [ 0, %s3_proj.nb490 ], [ %mb491.next, %s3_proj.k493.end ]
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c0_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c1_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c2_2, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c3_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t492_c3_2, align 32
+  br label %s3_proj.k493
 
-s3_proj.mb525.end:                                ; preds = %s3_proj.k527.end
-  %nb524.next = add nsw i64 %s3_proj.nb5241, 1
-  %0 = icmp slt i64 %nb524.next, 42
-  br i1 %0, label %s3_proj.nb524, label %s3_proj.nb524.end
+s3_proj.mb491.end:                                ; preds = %s3_proj.k493.end
+  %nb490.next = add nsw i64 %s3_proj.nb4901, 1
+  %0 = icmp slt i64 %nb490.next, 42
+  br i1 %0, label %s3_proj.nb490, label %s3_proj.nb490.end
 
-s3_proj.k527:                                     ; preds = %s3_proj.k527, %s3_proj.mb525
-  %s3_proj.k5273 = phi i64 [ 0, %s3_proj.mb525 ], [ %k527.next, %s3_proj.k527 ]
-  %1 = mul nsw i64 %s3_proj.k5273, 1024
-  %2 = add nsw i64 1048576, %1
-  %3 = mul nsw i64 %s3_proj.nb5241, 24
+s3_proj.k493:                                     ; preds = %s3_proj.k493, %s3_proj.mb491
+  %s3_proj.k4933 = phi i64 [ 0, %s3_proj.mb491 ], [ %k493.next, %s3_proj.k493 ]
+  %1 = mul nsw i64 %s3_proj.k4933, 1024
+  %2 = add nsw i64 262272, %1
+  %3 = mul nsw i64 %s3_proj.nb4901, 24
   %4 = add nsw i64 %2, %3
   %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
   %5 = load <8 x float>, ptr %arena4, align 4
-  store <8 x float> %5, ptr %s3_proj.t526_b0, align 32
-  %6 = mul nsw i64 %s3_proj.k5273, 1024
-  %7 = add nsw i64 1048576, %6
-  %8 = mul nsw i64 %s3_proj.nb5241, 24
+  store <8 x float> %5, ptr %s3_proj.t492_b0, align 32
+  %6 = mul nsw i64 %s3_proj.k4933, 1024
+  %7 = add nsw i64 262272, %6
+  %8 = mul nsw i64 %s3_proj.nb4901, 24
   %9 = add nsw i64 %7, %8
   %10 = add nsw i64 %9, 8
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %10
   %11 = load <8 x float>, ptr %arena5, align 4
-  store <8 x float> %11, ptr %s3_proj.t526_b1, align 32
-  %12 = mul nsw i64 %s3_proj.k5273, 1024
-  %13 = add nsw i64 1048576, %12
-  %14 = mul nsw i64 %s3_proj.nb5241, 24
+  store <8 x float> %11, ptr %s3_proj.t492_b1, align 32
+  %12 = mul nsw i64 %s3_proj.k4933, 1024
+  %13 = add nsw i64 262272, %12
+  %14 = mul nsw i64 %s3_proj.nb4901, 24
   %15 = add nsw i64 %13, %14
   %16 = add nsw i64 %15, 16
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %16
   %17 = load <8 x float>, ptr %arena6, align 4
-  store <8 x float> %17, ptr %s3_proj.t526_b2, align 32
-  %18 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %17, ptr %s3_proj.t492_b2, align 32
+  %18 = mul nsw i64 %s3_proj.mb4912, 4
   %19 = mul nsw i64 %18, 32
   %20 = add nsw i64 75216, %19
-  %21 = add nsw i64 %20, %s3_proj.k5273
+  %21 = add nsw i64 %20, %s3_proj.k4933
   %params7 = getelementptr inbounds float, ptr %params, i64 %21
   %22 = load float, ptr %params7, align 4
   %23 = insertelement <8 x float> undef, float %22, i32 0
   %24 = shufflevector <8 x float> %23, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %24, ptr %s3_proj.t526_a0, align 32
-  %t526_a0 = load <8 x float>, ptr %s3_proj.t526_a0, align 32
-  %t526_b0 = load <8 x float>, ptr %s3_proj.t526_b0, align 32
-  %t526_c0_0 = load <8 x float>, ptr %s3_proj.t526_c0_0, align 32
-  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a0, <8 x float> %t526_b0, <8 x float> %t526_c0_0)
-  store <8 x float> %25, ptr %s3_proj.t526_c0_0, align 32
-  %t526_a08 = load <8 x float>, ptr %s3_proj.t526_a0, align 32
-  %t526_b1 = load <8 x float>, ptr %s3_proj.t526_b1, align 32
-  %t526_c0_1 = load <8 x float>, ptr %s3_proj.t526_c0_1, align 32
-  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a08, <8 x float> %t526_b1, <8 x float> %t526_c0_1)
-  store <8 x float> %26, ptr %s3_proj.t526_c0_1, align 32
-  %t526_a09 = load <8 x float>, ptr %s3_proj.t526_a0, align 32
-  %t526_b2 = load <8 x float>, ptr %s3_proj.t526_b2, align 32
-  %t526_c0_2 = load <8 x float>, ptr %s3_proj.t526_c0_2, align 32
-  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a09, <8 x float> %t526_b2, <8 x float> %t526_c0_2)
-  store <8 x float> %27, ptr %s3_proj.t526_c0_2, align 32
-  %28 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %24, ptr %s3_proj.t492_a0, align 32
+  %t492_a0 = load <8 x float>, ptr %s3_proj.t492_a0, align 32
+  %t492_b0 = load <8 x float>, ptr %s3_proj.t492_b0, align 32
+  %t492_c0_0 = load <8 x float>, ptr %s3_proj.t492_c0_0, align 32
+  %25 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a0, <8 x float> %t492_b0, <8 x float> %t492_c0_0)
+  store <8 x float> %25, ptr %s3_proj.t492_c0_0, align 32
+  %t492_a08 = load <8 x float>, ptr %s3_proj.t492_a0, align 32
+  %t492_b1 = load <8 x float>, ptr %s3_proj.t492_b1, align 32
+  %t492_c0_1 = load <8 x float>, ptr %s3_proj.t492_c0_1, align 32
+  %26 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a08, <8 x float> %t492_b1, <8 x float> %t492_c0_1)
+  store <8 x float> %26, ptr %s3_proj.t492_c0_1, align 32
+  %t492_a09 = load <8 x float>, ptr %s3_proj.t492_a0, align 32
+  %t492_b2 = load <8 x float>, ptr %s3_proj.t492_b2, align 32
+  %t492_c0_2 = load <8 x float>, ptr %s3_proj.t492_c0_2, align 32
+  %27 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a09, <8 x float> %t492_b2, <8 x float> %t492_c0_2)
+  store <8 x float> %27, ptr %s3_proj.t492_c0_2, align 32
+  %28 = mul nsw i64 %s3_proj.mb4912, 4
   %29 = add nsw i64 %28, 1
   %30 = mul nsw i64 %29, 32
   %31 = add nsw i64 75216, %30
-  %32 = add nsw i64 %31, %s3_proj.k5273
+  %32 = add nsw i64 %31, %s3_proj.k4933
   %params10 = getelementptr inbounds float, ptr %params, i64 %32
   %33 = load float, ptr %params10, align 4
   %34 = insertelement <8 x float> undef, float %33, i32 0
   %35 = shufflevector <8 x float> %34, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %35, ptr %s3_proj.t526_a1, align 32
-  %t526_a1 = load <8 x float>, ptr %s3_proj.t526_a1, align 32
-  %t526_b011 = load <8 x float>, ptr %s3_proj.t526_b0, align 32
-  %t526_c1_0 = load <8 x float>, ptr %s3_proj.t526_c1_0, align 32
-  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a1, <8 x float> %t526_b011, <8 x float> %t526_c1_0)
-  store <8 x float> %36, ptr %s3_proj.t526_c1_0, align 32
-  %t526_a112 = load <8 x float>, ptr %s3_proj.t526_a1, align 32
-  %t526_b113 = load <8 x float>, ptr %s3_proj.t526_b1, align 32
-  %t526_c1_1 = load <8 x float>, ptr %s3_proj.t526_c1_1, align 32
-  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a112, <8 x float> %t526_b113, <8 x float> %t526_c1_1)
-  store <8 x float> %37, ptr %s3_proj.t526_c1_1, align 32
-  %t526_a114 = load <8 x float>, ptr %s3_proj.t526_a1, align 32
-  %t526_b215 = load <8 x float>, ptr %s3_proj.t526_b2, align 32
-  %t526_c1_2 = load <8 x float>, ptr %s3_proj.t526_c1_2, align 32
-  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a114, <8 x float> %t526_b215, <8 x float> %t526_c1_2)
-  store <8 x float> %38, ptr %s3_proj.t526_c1_2, align 32
-  %39 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %35, ptr %s3_proj.t492_a1, align 32
+  %t492_a1 = load <8 x float>, ptr %s3_proj.t492_a1, align 32
+  %t492_b011 = load <8 x float>, ptr %s3_proj.t492_b0, align 32
+  %t492_c1_0 = load <8 x float>, ptr %s3_proj.t492_c1_0, align 32
+  %36 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a1, <8 x float> %t492_b011, <8 x float> %t492_c1_0)
+  store <8 x float> %36, ptr %s3_proj.t492_c1_0, align 32
+  %t492_a112 = load <8 x float>, ptr %s3_proj.t492_a1, align 32
+  %t492_b113 = load <8 x float>, ptr %s3_proj.t492_b1, align 32
+  %t492_c1_1 = load <8 x float>, ptr %s3_proj.t492_c1_1, align 32
+  %37 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a112, <8 x float> %t492_b113, <8 x float> %t492_c1_1)
+  store <8 x float> %37, ptr %s3_proj.t492_c1_1, align 32
+  %t492_a114 = load <8 x float>, ptr %s3_proj.t492_a1, align 32
+  %t492_b215 = load <8 x float>, ptr %s3_proj.t492_b2, align 32
+  %t492_c1_2 = load <8 x float>, ptr %s3_proj.t492_c1_2, align 32
+  %38 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a114, <8 x float> %t492_b215, <8 x float> %t492_c1_2)
+  store <8 x float> %38, ptr %s3_proj.t492_c1_2, align 32
+  %39 = mul nsw i64 %s3_proj.mb4912, 4
   %40 = add nsw i64 %39, 2
   %41 = mul nsw i64 %40, 32
   %42 = add nsw i64 75216, %41
-  %43 = add nsw i64 %42, %s3_proj.k5273
+  %43 = add nsw i64 %42, %s3_proj.k4933
   %params16 = getelementptr inbounds float, ptr %params, i64 %43
   %44 = load float, ptr %params16, align 4
   %45 = insertelement <8 x float> undef, float %44, i32 0
   %46 = shufflevector <8 x float> %45, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %46, ptr %s3_proj.t526_a2, align 32
-  %t526_a2 = load <8 x float>, ptr %s3_proj.t526_a2, align 32
-  %t526_b017 = load <8 x float>, ptr %s3_proj.t526_b0, align 32
-  %t526_c2_0 = load <8 x float>, ptr %s3_proj.t526_c2_0, align 32
-  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a2, <8 x float> %t526_b017, <8 x float> %t526_c2_0)
-  store <8 x float> %47, ptr %s3_proj.t526_c2_0, align 32
-  %t526_a218 = load <8 x float>, ptr %s3_proj.t526_a2, align 32
-  %t526_b119 = load <8 x float>, ptr %s3_proj.t526_b1, align 32
-  %t526_c2_1 = load <8 x float>, ptr %s3_proj.t526_c2_1, align 32
-  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a218, <8 x float> %t526_b119, <8 x float> %t526_c2_1)
-  store <8 x float> %48, ptr %s3_proj.t526_c2_1, align 32
-  %t526_a220 = load <8 x float>, ptr %s3_proj.t526_a2, align 32
-  %t526_b221 = load <8 x float>, ptr %s3_proj.t526_b2, align 32
-  %t526_c2_2 = load <8 x float>, ptr %s3_proj.t526_c2_2, align 32
-  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a220, <8 x float> %t526_b221, <8 x float> %t526_c2_2)
-  store <8 x float> %49, ptr %s3_proj.t526_c2_2, align 32
-  %50 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %46, ptr %s3_proj.t492_a2, align 32
+  %t492_a2 = load <8 x float>, ptr %s3_proj.t492_a2, align 32
+  %t492_b017 = load <8 x float>, ptr %s3_proj.t492_b0, align 32
+  %t492_c2_0 = load <8 x float>, ptr %s3_proj.t492_c2_0, align 32
+  %47 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a2, <8 x float> %t492_b017, <8 x float> %t492_c2_0)
+  store <8 x float> %47, ptr %s3_proj.t492_c2_0, align 32
+  %t492_a218 = load <8 x float>, ptr %s3_proj.t492_a2, align 32
+  %t492_b119 = load <8 x float>, ptr %s3_proj.t492_b1, align 32
+  %t492_c2_1 = load <8 x float>, ptr %s3_proj.t492_c2_1, align 32
+  %48 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a218, <8 x float> %t492_b119, <8 x float> %t492_c2_1)
+  store <8 x float> %48, ptr %s3_proj.t492_c2_1, align 32
+  %t492_a220 = load <8 x float>, ptr %s3_proj.t492_a2, align 32
+  %t492_b221 = load <8 x float>, ptr %s3_proj.t492_b2, align 32
+  %t492_c2_2 = load <8 x float>, ptr %s3_proj.t492_c2_2, align 32
+  %49 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a220, <8 x float> %t492_b221, <8 x float> %t492_c2_2)
+  store <8 x float> %49, ptr %s3_proj.t492_c2_2, align 32
+  %50 = mul nsw i64 %s3_proj.mb4912, 4
   %51 = add nsw i64 %50, 3
   %52 = mul nsw i64 %51, 32
   %53 = add nsw i64 75216, %52
-  %54 = add nsw i64 %53, %s3_proj.k5273
+  %54 = add nsw i64 %53, %s3_proj.k4933
   %params22 = getelementptr inbounds float, ptr %params, i64 %54
   %55 = load float, ptr %params22, align 4
   %56 = insertelement <8 x float> undef, float %55, i32 0
   %57 = shufflevector <8 x float> %56, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %57, ptr %s3_proj.t526_a3, align 32
-  %t526_a3 = load <8 x float>, ptr %s3_proj.t526_a3, align 32
-  %t526_b023 = load <8 x float>, ptr %s3_proj.t526_b0, align 32
-  %t526_c3_0 = load <8 x float>, ptr %s3_proj.t526_c3_0, align 32
-  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a3, <8 x float> %t526_b023, <8 x float> %t526_c3_0)
-  store <8 x float> %58, ptr %s3_proj.t526_c3_0, align 32
-  %t526_a324 = load <8 x float>, ptr %s3_proj.t526_a3, align 32
-  %t526_b125 = load <8 x float>, ptr %s3_proj.t526_b1, align 32
-  %t526_c3_1 = load <8 x float>, ptr %s3_proj.t526_c3_1, align 32
-  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a324, <8 x float> %t526_b125, <8 x float> %t526_c3_1)
-  store <8 x float> %59, ptr %s3_proj.t526_c3_1, align 32
-  %t526_a326 = load <8 x float>, ptr %s3_proj.t526_a3, align 32
-  %t526_b227 = load <8 x float>, ptr %s3_proj.t526_b2, align 32
-  %t526_c3_2 = load <8 x float>, ptr %s3_proj.t526_c3_2, align 32
-  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t526_a326, <8 x float> %t526_b227, <8 x float> %t526_c3_2)
-  store <8 x float> %60, ptr %s3_proj.t526_c3_2, align 32
-  %k527.next = add nsw i64 %s3_proj.k5273, 1
-  %61 = icmp slt i64 %k527.next, 32
-  br i1 %61, label %s3_proj.k527, label %s3_proj.k527.end
+  store <8 x float> %57, ptr %s3_proj.t492_a3, align 32
+  %t492_a3 = load <8 x float>, ptr %s3_proj.t492_a3, align 32
+  %t492_b023 = load <8 x float>, ptr %s3_proj.t492_b0, align 32
+  %t492_c3_0 = load <8 x float>, ptr %s3_proj.t492_c3_0, align 32
+  %58 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a3, <8 x float> %t492_b023, <8 x float> %t492_c3_0)
+  store <8 x float> %58, ptr %s3_proj.t492_c3_0, align 32
+  %t492_a324 = load <8 x float>, ptr %s3_proj.t492_a3, align 32
+  %t492_b125 = load <8 x float>, ptr %s3_proj.t492_b1, align 32
+  %t492_c3_1 = load <8 x float>, ptr %s3_proj.t492_c3_1, align 32
+  %59 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a324, <8 x float> %t492_b125, <8 x float> %t492_c3_1)
+  store <8 x float> %59, ptr %s3_proj.t492_c3_1, align 32
+  %t492_a326 = load <8 x float>, ptr %s3_proj.t492_a3, align 32
+  %t492_b227 = load <8 x float>, ptr %s3_proj.t492_b2, align 32
+  %t492_c3_2 = load <8 x float>, ptr %s3_proj.t492_c3_2, align 32
+  %60 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t492_a326, <8 x float> %t492_b227, <8 x float> %t492_c3_2)
+  store <8 x float> %60, ptr %s3_proj.t492_c3_2, align 32
+  %k493.next = add nsw i64 %s3_proj.k4933, 1
+  %61 = icmp slt i64 %k493.next, 32
+  br i1 %61, label %s3_proj.k493, label %s3_proj.k493.end
 
-s3_proj.k527.end:                                 ; preds = %s3_proj.k527
-  %t526_c0_028 = load <8 x float>, ptr %s3_proj.t526_c0_0, align 32
-  %62 = mul nsw i64 %s3_proj.mb5252, 4
+s3_proj.k493.end:                                 ; preds = %s3_proj.k493
+  %t492_c0_028 = load <8 x float>, ptr %s3_proj.t492_c0_0, align 32
+  %62 = mul nsw i64 %s3_proj.mb4912, 4
   %63 = mul nsw i64 %62, 1024
-  %64 = add nsw i64 1081344, %63
-  %65 = mul nsw i64 %s3_proj.nb5241, 24
+  %64 = add nsw i64 295040, %63
+  %65 = mul nsw i64 %s3_proj.nb4901, 24
   %66 = add nsw i64 %64, %65
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %66
-  store <8 x float> %t526_c0_028, ptr %arena29, align 4
-  %t526_c0_130 = load <8 x float>, ptr %s3_proj.t526_c0_1, align 32
-  %67 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c0_028, ptr %arena29, align 4
+  %t492_c0_130 = load <8 x float>, ptr %s3_proj.t492_c0_1, align 32
+  %67 = mul nsw i64 %s3_proj.mb4912, 4
   %68 = mul nsw i64 %67, 1024
-  %69 = add nsw i64 1081344, %68
-  %70 = mul nsw i64 %s3_proj.nb5241, 24
+  %69 = add nsw i64 295040, %68
+  %70 = mul nsw i64 %s3_proj.nb4901, 24
   %71 = add nsw i64 %69, %70
   %72 = add nsw i64 %71, 8
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %72
-  store <8 x float> %t526_c0_130, ptr %arena31, align 4
-  %t526_c0_232 = load <8 x float>, ptr %s3_proj.t526_c0_2, align 32
-  %73 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c0_130, ptr %arena31, align 4
+  %t492_c0_232 = load <8 x float>, ptr %s3_proj.t492_c0_2, align 32
+  %73 = mul nsw i64 %s3_proj.mb4912, 4
   %74 = mul nsw i64 %73, 1024
-  %75 = add nsw i64 1081344, %74
-  %76 = mul nsw i64 %s3_proj.nb5241, 24
+  %75 = add nsw i64 295040, %74
+  %76 = mul nsw i64 %s3_proj.nb4901, 24
   %77 = add nsw i64 %75, %76
   %78 = add nsw i64 %77, 16
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %78
-  store <8 x float> %t526_c0_232, ptr %arena33, align 4
-  %t526_c1_034 = load <8 x float>, ptr %s3_proj.t526_c1_0, align 32
-  %79 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c0_232, ptr %arena33, align 4
+  %t492_c1_034 = load <8 x float>, ptr %s3_proj.t492_c1_0, align 32
+  %79 = mul nsw i64 %s3_proj.mb4912, 4
   %80 = add nsw i64 %79, 1
   %81 = mul nsw i64 %80, 1024
-  %82 = add nsw i64 1081344, %81
-  %83 = mul nsw i64 %s3_proj.nb5241, 24
+  %82 = add nsw i64 295040, %81
+  %83 = mul nsw i64 %s3_proj.nb4901, 24
   %84 = add nsw i64 %82, %83
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %84
-  store <8 x float> %t526_c1_034, ptr %arena35, align 4
-  %t526_c1_136 = load <8 x float>, ptr %s3_proj.t526_c1_1, align 32
-  %85 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c1_034, ptr %arena35, align 4
+  %t492_c1_136 = load <8 x float>, ptr %s3_proj.t492_c1_1, align 32
+  %85 = mul nsw i64 %s3_proj.mb4912, 4
   %86 = add nsw i64 %85, 1
   %87 = mul nsw i64 %86, 1024
-  %88 = add nsw i64 1081344, %87
-  %89 = mul nsw i64 %s3_proj.nb5241, 24
+  %88 = add nsw i64 295040, %87
+  %89 = mul nsw i64 %s3_proj.nb4901, 24
   %90 = add nsw i64 %88, %89
   %91 = add nsw i64 %90, 8
   %arena37 = getelementptr inbounds float, ptr %arena, i64 %91
-  store <8 x float> %t526_c1_136, ptr %arena37, align 4
-  %t526_c1_238 = load <8 x float>, ptr %s3_proj.t526_c1_2, align 32
-  %92 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c1_136, ptr %arena37, align 4
+  %t492_c1_238 = load <8 x float>, ptr %s3_proj.t492_c1_2, align 32
+  %92 = mul nsw i64 %s3_proj.mb4912, 4
   %93 = add nsw i64 %92, 1
   %94 = mul nsw i64 %93, 1024
-  %95 = add nsw i64 1081344, %94
-  %96 = mul nsw i64 %s3_proj.nb5241, 24
+  %95 = add nsw i64 295040, %94
+  %96 = mul nsw i64 %s3_proj.nb4901, 24
   %97 = add nsw i64 %95, %96
   %98 = add nsw i64 %97, 16
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  store <8 x float> %t526_c1_238, ptr %arena39, align 4
-  %t526_c2_040 = load <8 x float>, ptr %s3_proj.t526_c2_0, align 32
-  %99 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c1_238, ptr %arena39, align 4
+  %t492_c2_040 = load <8 x float>, ptr %s3_proj.t492_c2_0, align 32
+  %99 = mul nsw i64 %s3_proj.mb4912, 4
   %100 = add nsw i64 %99, 2
   %101 = mul nsw i64 %100, 1024
-  %102 = add nsw i64 1081344, %101
-  %103 = mul nsw i64 %s3_proj.nb5241, 24
+  %102 = add nsw i64 295040, %101
+  %103 = mul nsw i64 %s3_proj.nb4901, 24
   %104 = add nsw i64 %102, %103
   %arena41 = getelementptr inbounds float, ptr %arena, i64 %104
-  store <8 x float> %t526_c2_040, ptr %arena41, align 4
-  %t526_c2_142 = load <8 x float>, ptr %s3_proj.t526_c2_1, align 32
-  %105 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c2_040, ptr %arena41, align 4
+  %t492_c2_142 = load <8 x float>, ptr %s3_proj.t492_c2_1, align 32
+  %105 = mul nsw i64 %s3_proj.mb4912, 4
   %106 = add nsw i64 %105, 2
   %107 = mul nsw i64 %106, 1024
-  %108 = add nsw i64 1081344, %107
-  %109 = mul nsw i64 %s3_proj.nb5241, 24
+  %108 = add nsw i64 295040, %107
+  %109 = mul nsw i64 %s3_proj.nb4901, 24
   %110 = add nsw i64 %108, %109
   %111 = add nsw i64 %110, 8
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %111
-  store <8 x float> %t526_c2_142, ptr %arena43, align 4
-  %t526_c2_244 = load <8 x float>, ptr %s3_proj.t526_c2_2, align 32
-  %112 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c2_142, ptr %arena43, align 4
+  %t492_c2_244 = load <8 x float>, ptr %s3_proj.t492_c2_2, align 32
+  %112 = mul nsw i64 %s3_proj.mb4912, 4
   %113 = add nsw i64 %112, 2
   %114 = mul nsw i64 %113, 1024
-  %115 = add nsw i64 1081344, %114
-  %116 = mul nsw i64 %s3_proj.nb5241, 24
+  %115 = add nsw i64 295040, %114
+  %116 = mul nsw i64 %s3_proj.nb4901, 24
   %117 = add nsw i64 %115, %116
   %118 = add nsw i64 %117, 16
   %arena45 = getelementptr inbounds float, ptr %arena, i64 %118
-  store <8 x float> %t526_c2_244, ptr %arena45, align 4
-  %t526_c3_046 = load <8 x float>, ptr %s3_proj.t526_c3_0, align 32
-  %119 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c2_244, ptr %arena45, align 4
+  %t492_c3_046 = load <8 x float>, ptr %s3_proj.t492_c3_0, align 32
+  %119 = mul nsw i64 %s3_proj.mb4912, 4
   %120 = add nsw i64 %119, 3
   %121 = mul nsw i64 %120, 1024
-  %122 = add nsw i64 1081344, %121
-  %123 = mul nsw i64 %s3_proj.nb5241, 24
+  %122 = add nsw i64 295040, %121
+  %123 = mul nsw i64 %s3_proj.nb4901, 24
   %124 = add nsw i64 %122, %123
   %arena47 = getelementptr inbounds float, ptr %arena, i64 %124
-  store <8 x float> %t526_c3_046, ptr %arena47, align 4
-  %t526_c3_148 = load <8 x float>, ptr %s3_proj.t526_c3_1, align 32
-  %125 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c3_046, ptr %arena47, align 4
+  %t492_c3_148 = load <8 x float>, ptr %s3_proj.t492_c3_1, align 32
+  %125 = mul nsw i64 %s3_proj.mb4912, 4
   %126 = add nsw i64 %125, 3
   %127 = mul nsw i64 %126, 1024
-  %128 = add nsw i64 1081344, %127
-  %129 = mul nsw i64 %s3_proj.nb5241, 24
+  %128 = add nsw i64 295040, %127
+  %129 = mul nsw i64 %s3_proj.nb4901, 24
   %130 = add nsw i64 %128, %129
   %131 = add nsw i64 %130, 8
   %arena49 = getelementptr inbounds float, ptr %arena, i64 %131
-  store <8 x float> %t526_c3_148, ptr %arena49, align 4
-  %t526_c3_250 = load <8 x float>, ptr %s3_proj.t526_c3_2, align 32
-  %132 = mul nsw i64 %s3_proj.mb5252, 4
+  store <8 x float> %t492_c3_148, ptr %arena49, align 4
+  %t492_c3_250 = load <8 x float>, ptr %s3_proj.t492_c3_2, align 32
+  %132 = mul nsw i64 %s3_proj.mb4912, 4
   %133 = add nsw i64 %132, 3
   %134 = mul nsw i64 %133, 1024
-  %135 = add nsw i64 1081344, %134
-  %136 = mul nsw i64 %s3_proj.nb5241, 24
+  %135 = add nsw i64 295040, %134
+  %136 = mul nsw i64 %s3_proj.nb4901, 24
   %137 = add nsw i64 %135, %136
   %138 = add nsw i64 %137, 16
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %138
-  store <8 x float> %t526_c3_250, ptr %arena51, align 4
-  %mb525.next = add nsw i64 %s3_proj.mb5252, 1
-  %139 = icmp slt i64 %mb525.next, 16
-  br i1 %139, label %s3_proj.mb525, label %s3_proj.mb525.end
+  store <8 x float> %t492_c3_250, ptr %arena51, align 4
+  %mb491.next = add nsw i64 %s3_proj.mb4912, 1
+  %139 = icmp slt i64 %mb491.next, 16
+  br i1 %139, label %s3_proj.mb491, label %s3_proj.mb491.end
 
-s3_proj.mb528:                                    ; preds = %s3_proj.k530.end, %s3_proj.nb524.end
-  %s3_proj.mb52852 = phi i64 [ 0, %s3_proj.nb524.end ], [ %mb528.next, %s3_proj.k530.end ]
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c0_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c0_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c1_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c1_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c2_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c2_1, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c3_0, align 32
-  store <8 x float> zeroinitializer, ptr %s3_proj.t529_c3_1, align 32
-  br label %s3_proj.k530
+s3_proj.mb494:                                    ; preds = %s3_proj.k496.end, %s3_proj.nb490.end
+  %s3_proj.mb49452 = phi i64 [ 0, %s3_proj.nb490.end ], [ %mb494.next, %s3_proj.k496.end ]
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c0_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c0_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c1_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c1_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c2_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c2_1, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c3_0, align 32
+  store <8 x float> zeroinitializer, ptr %s3_proj.t495_c3_1, align 32
+  br label %s3_proj.k496
 
-s3_proj.mb528.end:                                ; preds = %s3_proj.k530.end
+s3_proj.mb494.end:                                ; preds = %s3_proj.k496.end
   ret void
 
-s3_proj.k530:                                     ; preds = %s3_proj.k530, %s3_proj.mb528
-  %s3_proj.k53053 = phi i64 [ 0, %s3_proj.mb528 ], [ %k530.next, %s3_proj.k530 ]
-  %140 = mul nsw i64 %s3_proj.k53053, 1024
-  %141 = add nsw i64 1048576, %140
+s3_proj.k496:                                     ; preds = %s3_proj.k496, %s3_proj.mb494
+  %s3_proj.k49653 = phi i64 [ 0, %s3_proj.mb494 ], [ %k496.next, %s3_proj.k496 ]
+  %140 = mul nsw i64 %s3_proj.k49653, 1024
+  %141 = add nsw i64 262272, %140
   %142 = add nsw i64 %141, 1008
   %arena54 = getelementptr inbounds float, ptr %arena, i64 %142
   %143 = load <8 x float>, ptr %arena54, align 4
-  store <8 x float> %143, ptr %s3_proj.t529_b0, align 32
-  %144 = mul nsw i64 %s3_proj.k53053, 1024
-  %145 = add nsw i64 1048576, %144
+  store <8 x float> %143, ptr %s3_proj.t495_b0, align 32
+  %144 = mul nsw i64 %s3_proj.k49653, 1024
+  %145 = add nsw i64 262272, %144
   %146 = add nsw i64 %145, 1008
   %147 = add nsw i64 %146, 8
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %147
   %148 = load <8 x float>, ptr %arena55, align 4
-  store <8 x float> %148, ptr %s3_proj.t529_b1, align 32
-  %149 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %148, ptr %s3_proj.t495_b1, align 32
+  %149 = mul nsw i64 %s3_proj.mb49452, 4
   %150 = mul nsw i64 %149, 32
   %151 = add nsw i64 75216, %150
-  %152 = add nsw i64 %151, %s3_proj.k53053
+  %152 = add nsw i64 %151, %s3_proj.k49653
   %params56 = getelementptr inbounds float, ptr %params, i64 %152
   %153 = load float, ptr %params56, align 4
   %154 = insertelement <8 x float> undef, float %153, i32 0
   %155 = shufflevector <8 x float> %154, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %155, ptr %s3_proj.t529_a0, align 32
-  %t529_a0 = load <8 x float>, ptr %s3_proj.t529_a0, align 32
-  %t529_b0 = load <8 x float>, ptr %s3_proj.t529_b0, align 32
-  %t529_c0_0 = load <8 x float>, ptr %s3_proj.t529_c0_0, align 32
-  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a0, <8 x float> %t529_b0, <8 x float> %t529_c0_0)
-  store <8 x float> %156, ptr %s3_proj.t529_c0_0, align 32
-  %t529_a057 = load <8 x float>, ptr %s3_proj.t529_a0, align 32
-  %t529_b1 = load <8 x float>, ptr %s3_proj.t529_b1, align 32
-  %t529_c0_1 = load <8 x float>, ptr %s3_proj.t529_c0_1, align 32
-  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a057, <8 x float> %t529_b1, <8 x float> %t529_c0_1)
-  store <8 x float> %157, ptr %s3_proj.t529_c0_1, align 32
-  %158 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %155, ptr %s3_proj.t495_a0, align 32
+  %t495_a0 = load <8 x float>, ptr %s3_proj.t495_a0, align 32
+  %t495_b0 = load <8 x float>, ptr %s3_proj.t495_b0, align 32
+  %t495_c0_0 = load <8 x float>, ptr %s3_proj.t495_c0_0, align 32
+  %156 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a0, <8 x float> %t495_b0, <8 x float> %t495_c0_0)
+  store <8 x float> %156, ptr %s3_proj.t495_c0_0, align 32
+  %t495_a057 = load <8 x float>, ptr %s3_proj.t495_a0, align 32
+  %t495_b1 = load <8 x float>, ptr %s3_proj.t495_b1, align 32
+  %t495_c0_1 = load <8 x float>, ptr %s3_proj.t495_c0_1, align 32
+  %157 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a057, <8 x float> %t495_b1, <8 x float> %t495_c0_1)
+  store <8 x float> %157, ptr %s3_proj.t495_c0_1, align 32
+  %158 = mul nsw i64 %s3_proj.mb49452, 4
   %159 = add nsw i64 %158, 1
   %160 = mul nsw i64 %159, 32
   %161 = add nsw i64 75216, %160
-  %162 = add nsw i64 %161, %s3_proj.k53053
+  %162 = add nsw i64 %161, %s3_proj.k49653
   %params58 = getelementptr inbounds float, ptr %params, i64 %162
   %163 = load float, ptr %params58, align 4
   %164 = insertelement <8 x float> undef, float %163, i32 0
   %165 = shufflevector <8 x float> %164, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %165, ptr %s3_proj.t529_a1, align 32
-  %t529_a1 = load <8 x float>, ptr %s3_proj.t529_a1, align 32
-  %t529_b059 = load <8 x float>, ptr %s3_proj.t529_b0, align 32
-  %t529_c1_0 = load <8 x float>, ptr %s3_proj.t529_c1_0, align 32
-  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a1, <8 x float> %t529_b059, <8 x float> %t529_c1_0)
-  store <8 x float> %166, ptr %s3_proj.t529_c1_0, align 32
-  %t529_a160 = load <8 x float>, ptr %s3_proj.t529_a1, align 32
-  %t529_b161 = load <8 x float>, ptr %s3_proj.t529_b1, align 32
-  %t529_c1_1 = load <8 x float>, ptr %s3_proj.t529_c1_1, align 32
-  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a160, <8 x float> %t529_b161, <8 x float> %t529_c1_1)
-  store <8 x float> %167, ptr %s3_proj.t529_c1_1, align 32
-  %168 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %165, ptr %s3_proj.t495_a1, align 32
+  %t495_a1 = load <8 x float>, ptr %s3_proj.t495_a1, align 32
+  %t495_b059 = load <8 x float>, ptr %s3_proj.t495_b0, align 32
+  %t495_c1_0 = load <8 x float>, ptr %s3_proj.t495_c1_0, align 32
+  %166 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a1, <8 x float> %t495_b059, <8 x float> %t495_c1_0)
+  store <8 x float> %166, ptr %s3_proj.t495_c1_0, align 32
+  %t495_a160 = load <8 x float>, ptr %s3_proj.t495_a1, align 32
+  %t495_b161 = load <8 x float>, ptr %s3_proj.t495_b1, align 32
+  %t495_c1_1 = load <8 x float>, ptr %s3_proj.t495_c1_1, align 32
+  %167 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a160, <8 x float> %t495_b161, <8 x float> %t495_c1_1)
+  store <8 x float> %167, ptr %s3_proj.t495_c1_1, align 32
+  %168 = mul nsw i64 %s3_proj.mb49452, 4
   %169 = add nsw i64 %168, 2
   %170 = mul nsw i64 %169, 32
   %171 = add nsw i64 75216, %170
-  %172 = add nsw i64 %171, %s3_proj.k53053
+  %172 = add nsw i64 %171, %s3_proj.k49653
   %params62 = getelementptr inbounds float, ptr %params, i64 %172
   %173 = load float, ptr %params62, align 4
   %174 = insertelement <8 x float> undef, float %173, i32 0
   %175 = shufflevector <8 x float> %174, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %175, ptr %s3_proj.t529_a2, align 32
-  %t529_a2 = load <8 x float>, ptr %s3_proj.t529_a2, align 32
-  %t529_b063 = load <8 x float>, ptr %s3_proj.t529_b0, align 32
-  %t529_c2_0 = load <8 x float>, ptr %s3_proj.t529_c2_0, align 32
-  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a2, <8 x float> %t529_b063, <8 x float> %t529_c2_0)
-  store <8 x float> %176, ptr %s3_proj.t529_c2_0, align 32
-  %t529_a264 = load <8 x float>, ptr %s3_proj.t529_a2, align 32
-  %t529_b165 = load <8 x float>, ptr %s3_proj.t529_b1, align 32
-  %t529_c2_1 = load <8 x float>, ptr %s3_proj.t529_c2_1, align 32
-  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a264, <8 x float> %t529_b165, <8 x float> %t529_c2_1)
-  store <8 x float> %177, ptr %s3_proj.t529_c2_1, align 32
-  %178 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %175, ptr %s3_proj.t495_a2, align 32
+  %t495_a2 = load <8 x float>, ptr %s3_proj.t495_a2, align 32
+  %t495_b063 = load <8 x float>, ptr %s3_proj.t495_b0, align 32
+  %t495_c2_0 = load <8 x float>, ptr %s3_proj.t495_c2_0, align 32
+  %176 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a2, <8 x float> %t495_b063, <8 x float> %t495_c2_0)
+  store <8 x float> %176, ptr %s3_proj.t495_c2_0, align 32
+  %t495_a264 = load <8 x float>, ptr %s3_proj.t495_a2, align 32
+  %t495_b165 = load <8 x float>, ptr %s3_proj.t495_b1, align 32
+  %t495_c2_1 = load <8 x float>, ptr %s3_proj.t495_c2_1, align 32
+  %177 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a264, <8 x float> %t495_b165, <8 x float> %t495_c2_1)
+  store <8 x float> %177, ptr %s3_proj.t495_c2_1, align 32
+  %178 = mul nsw i64 %s3_proj.mb49452, 4
   %179 = add nsw i64 %178, 3
   %180 = mul nsw i64 %179, 32
   %181 = add nsw i64 75216, %180
-  %182 = add nsw i64 %181, %s3_proj.k53053
+  %182 = add nsw i64 %181, %s3_proj.k49653
   %params66 = getelementptr inbounds float, ptr %params, i64 %182
   %183 = load float, ptr %params66, align 4
   %184 = insertelement <8 x float> undef, float %183, i32 0
   %185 = shufflevector <8 x float> %184, <8 x float> undef, <8 x i32> zeroinitializer
-  store <8 x float> %185, ptr %s3_proj.t529_a3, align 32
-  %t529_a3 = load <8 x float>, ptr %s3_proj.t529_a3, align 32
-  %t529_b067 = load <8 x float>, ptr %s3_proj.t529_b0, align 32
-  %t529_c3_0 = load <8 x float>, ptr %s3_proj.t529_c3_0, align 32
-  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a3, <8 x float> %t529_b067, <8 x float> %t529_c3_0)
-  store <8 x float> %186, ptr %s3_proj.t529_c3_0, align 32
-  %t529_a368 = load <8 x float>, ptr %s3_proj.t529_a3, align 32
-  %t529_b169 = load <8 x float>, ptr %s3_proj.t529_b1, align 32
-  %t529_c3_1 = load <8 x float>, ptr %s3_proj.t529_c3_1, align 32
-  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t529_a368, <8 x float> %t529_b169, <8 x float> %t529_c3_1)
-  store <8 x float> %187, ptr %s3_proj.t529_c3_1, align 32
-  %k530.next = add nsw i64 %s3_proj.k53053, 1
-  %188 = icmp slt i64 %k530.next, 32
-  br i1 %188, label %s3_proj.k530, label %s3_proj.k530.end
+  store <8 x float> %185, ptr %s3_proj.t495_a3, align 32
+  %t495_a3 = load <8 x float>, ptr %s3_proj.t495_a3, align 32
+  %t495_b067 = load <8 x float>, ptr %s3_proj.t495_b0, align 32
+  %t495_c3_0 = load <8 x float>, ptr %s3_proj.t495_c3_0, align 32
+  %186 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a3, <8 x float> %t495_b067, <8 x float> %t495_c3_0)
+  store <8 x float> %186, ptr %s3_proj.t495_c3_0, align 32
+  %t495_a368 = load <8 x float>, ptr %s3_proj.t495_a3, align 32
+  %t495_b169 = load <8 x float>, ptr %s3_proj.t495_b1, align 32
+  %t495_c3_1 = load <8 x float>, ptr %s3_proj.t495_c3_1, align 32
+  %187 = call <8 x float> @llvm.fma.v8f32(<8 x float> %t495_a368, <8 x float> %t495_b169, <8 x float> %t495_c3_1)
+  store <8 x float> %187, ptr %s3_proj.t495_c3_1, align 32
+  %k496.next = add nsw i64 %s3_proj.k49653, 1
+  %188 = icmp slt i64 %k496.next, 32
+  br i1 %188, label %s3_proj.k496, label %s3_proj.k496.end
 
-s3_proj.k530.end:                                 ; preds = %s3_proj.k530
-  %t529_c0_070 = load <8 x float>, ptr %s3_proj.t529_c0_0, align 32
-  %189 = mul nsw i64 %s3_proj.mb52852, 4
+s3_proj.k496.end:                                 ; preds = %s3_proj.k496
+  %t495_c0_070 = load <8 x float>, ptr %s3_proj.t495_c0_0, align 32
+  %189 = mul nsw i64 %s3_proj.mb49452, 4
   %190 = mul nsw i64 %189, 1024
-  %191 = add nsw i64 1081344, %190
+  %191 = add nsw i64 295040, %190
   %192 = add nsw i64 %191, 1008
   %arena71 = getelementptr inbounds float, ptr %arena, i64 %192
-  store <8 x float> %t529_c0_070, ptr %arena71, align 4
-  %t529_c0_172 = load <8 x float>, ptr %s3_proj.t529_c0_1, align 32
-  %193 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c0_070, ptr %arena71, align 4
+  %t495_c0_172 = load <8 x float>, ptr %s3_proj.t495_c0_1, align 32
+  %193 = mul nsw i64 %s3_proj.mb49452, 4
   %194 = mul nsw i64 %193, 1024
-  %195 = add nsw i64 1081344, %194
+  %195 = add nsw i64 295040, %194
   %196 = add nsw i64 %195, 1008
   %197 = add nsw i64 %196, 8
   %arena73 = getelementptr inbounds float, ptr %arena, i64 %197
-  store <8 x float> %t529_c0_172, ptr %arena73, align 4
-  %t529_c1_074 = load <8 x float>, ptr %s3_proj.t529_c1_0, align 32
-  %198 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c0_172, ptr %arena73, align 4
+  %t495_c1_074 = load <8 x float>, ptr %s3_proj.t495_c1_0, align 32
+  %198 = mul nsw i64 %s3_proj.mb49452, 4
   %199 = add nsw i64 %198, 1
   %200 = mul nsw i64 %199, 1024
-  %201 = add nsw i64 1081344, %200
+  %201 = add nsw i64 295040, %200
   %202 = add nsw i64 %201, 1008
   %arena75 = getelementptr inbounds float, ptr %arena, i64 %202
-  store <8 x float> %t529_c1_074, ptr %arena75, align 4
-  %t529_c1_176 = load <8 x float>, ptr %s3_proj.t529_c1_1, align 32
-  %203 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c1_074, ptr %arena75, align 4
+  %t495_c1_176 = load <8 x float>, ptr %s3_proj.t495_c1_1, align 32
+  %203 = mul nsw i64 %s3_proj.mb49452, 4
   %204 = add nsw i64 %203, 1
   %205 = mul nsw i64 %204, 1024
-  %206 = add nsw i64 1081344, %205
+  %206 = add nsw i64 295040, %205
   %207 = add nsw i64 %206, 1008
   %208 = add nsw i64 %207, 8
   %arena77 = getelementptr inbounds float, ptr %arena, i64 %208
-  store <8 x float> %t529_c1_176, ptr %arena77, align 4
-  %t529_c2_078 = load <8 x float>, ptr %s3_proj.t529_c2_0, align 32
-  %209 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c1_176, ptr %arena77, align 4
+  %t495_c2_078 = load <8 x float>, ptr %s3_proj.t495_c2_0, align 32
+  %209 = mul nsw i64 %s3_proj.mb49452, 4
   %210 = add nsw i64 %209, 2
   %211 = mul nsw i64 %210, 1024
-  %212 = add nsw i64 1081344, %211
+  %212 = add nsw i64 295040, %211
   %213 = add nsw i64 %212, 1008
   %arena79 = getelementptr inbounds float, ptr %arena, i64 %213
-  store <8 x float> %t529_c2_078, ptr %arena79, align 4
-  %t529_c2_180 = load <8 x float>, ptr %s3_proj.t529_c2_1, align 32
-  %214 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c2_078, ptr %arena79, align 4
+  %t495_c2_180 = load <8 x float>, ptr %s3_proj.t495_c2_1, align 32
+  %214 = mul nsw i64 %s3_proj.mb49452, 4
   %215 = add nsw i64 %214, 2
   %216 = mul nsw i64 %215, 1024
-  %217 = add nsw i64 1081344, %216
+  %217 = add nsw i64 295040, %216
   %218 = add nsw i64 %217, 1008
   %219 = add nsw i64 %218, 8
   %arena81 = getelementptr inbounds float, ptr %arena, i64 %219
-  store <8 x float> %t529_c2_180, ptr %arena81, align 4
-  %t529_c3_082 = load <8 x float>, ptr %s3_proj.t529_c3_0, align 32
-  %220 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c2_180, ptr %arena81, align 4
+  %t495_c3_082 = load <8 x float>, ptr %s3_proj.t495_c3_0, align 32
+  %220 = mul nsw i64 %s3_proj.mb49452, 4
   %221 = add nsw i64 %220, 3
   %222 = mul nsw i64 %221, 1024
-  %223 = add nsw i64 1081344, %222
+  %223 = add nsw i64 295040, %222
   %224 = add nsw i64 %223, 1008
   %arena83 = getelementptr inbounds float, ptr %arena, i64 %224
-  store <8 x float> %t529_c3_082, ptr %arena83, align 4
-  %t529_c3_184 = load <8 x float>, ptr %s3_proj.t529_c3_1, align 32
-  %225 = mul nsw i64 %s3_proj.mb52852, 4
+  store <8 x float> %t495_c3_082, ptr %arena83, align 4
+  %t495_c3_184 = load <8 x float>, ptr %s3_proj.t495_c3_1, align 32
+  %225 = mul nsw i64 %s3_proj.mb49452, 4
   %226 = add nsw i64 %225, 3
   %227 = mul nsw i64 %226, 1024
-  %228 = add nsw i64 1081344, %227
+  %228 = add nsw i64 295040, %227
   %229 = add nsw i64 %228, 1008
   %230 = add nsw i64 %229, 8
   %arena85 = getelementptr inbounds float, ptr %arena, i64 %230
-  store <8 x float> %t529_c3_184, ptr %arena85, align 4
-  %mb528.next = add nsw i64 %s3_proj.mb52852, 1
-  %231 = icmp slt i64 %mb528.next, 16
-  br i1 %231, label %s3_proj.mb528, label %s3_proj.mb528.end
+  store <8 x float> %t495_c3_184, ptr %arena85, align 4
+  %mb494.next = add nsw i64 %s3_proj.mb49452, 1
+  %231 = icmp slt i64 %mb494.next, 16
+  br i1 %231, label %s3_proj.mb494, label %s3_proj.mb494.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k23.s3_pbn(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k22.s3_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %s3_pbn.scale538 = alloca float, align 4
-  %s3_pbn.var537 = alloca float, align 4
-  %s3_pbn.mean536 = alloca float, align 4
-  br label %s3_pbn.c535
+  br label %s3_sum.i501
 
-s3_pbn.c535:                                      ; preds = %s3_pbn.n539.end, %entry
-  %s3_pbn.c5351 = phi i64 [ 0, %entry ], [ %c535.next, %s3_pbn.n539.end ]
-  %0 = add nsw i64 78586, %s3_pbn.c5351
-  %params2 = getelementptr inbounds float, ptr %params, i64 %0
-  %1 = load float, ptr %params2, align 4
-  store float %1, ptr %s3_pbn.mean536, align 4
-  %2 = add nsw i64 78650, %s3_pbn.c5351
-  %params3 = getelementptr inbounds float, ptr %params, i64 %2
-  %3 = load float, ptr %params3, align 4
-  store float %3, ptr %s3_pbn.var537, align 4
-  %4 = add nsw i64 77264, %s3_pbn.c5351
-  %params4 = getelementptr inbounds float, ptr %params, i64 %4
-  %5 = load float, ptr %params4, align 4
-  %var537 = load float, ptr %s3_pbn.var537, align 4
-  %6 = fadd float %var537, 0x3EE4F8B580000000
-  %7 = call float @llvm.sqrt.f32(float %6)
-  %8 = fdiv float 1.000000e+00, %7
-  %9 = fmul float %5, %8
-  store float %9, ptr %s3_pbn.scale538, align 4
-  br label %s3_pbn.n539
-
-s3_pbn.c535.end:                                  ; preds = %s3_pbn.n539.end
-  ret void
-
-s3_pbn.n539:                                      ; preds = %s3_pbn.i540.end, %s3_pbn.c535
-  %s3_pbn.n5395 = phi i64 [ 0, %s3_pbn.c535 ], [ %n539.next, %s3_pbn.i540.end ]
-  br label %s3_pbn.i540
-
-s3_pbn.n539.end:                                  ; preds = %s3_pbn.i540.end
-  %c535.next = add nsw i64 %s3_pbn.c5351, 1
-  %10 = icmp slt i64 %c535.next, 64
-  br i1 %10, label %s3_pbn.c535, label %s3_pbn.c535.end
-
-s3_pbn.i540:                                      ; preds = %s3_pbn.i540, %s3_pbn.n539
-  %s3_pbn.i5406 = phi i64 [ 0, %s3_pbn.n539 ], [ %i540.next, %s3_pbn.i540 ]
-  %11 = mul nsw i64 %s3_pbn.n5395, 64
-  %12 = add nsw i64 %11, %s3_pbn.c5351
-  %13 = mul nsw i64 %12, 64
-  %14 = add nsw i64 %13, %s3_pbn.i5406
-  %15 = add nsw i64 786432, %14
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %15
-  %16 = load float, ptr %arena7, align 4
-  %mean536 = load float, ptr %s3_pbn.mean536, align 4
-  %17 = fsub float %16, %mean536
-  %scale538 = load float, ptr %s3_pbn.scale538, align 4
-  %18 = fmul float %17, %scale538
-  %19 = add nsw i64 77328, %s3_pbn.c5351
-  %params8 = getelementptr inbounds float, ptr %params, i64 %19
-  %20 = load float, ptr %params8, align 4
-  %21 = fadd float %18, %20
-  %22 = mul nsw i64 %s3_pbn.n5395, 64
-  %23 = add nsw i64 %22, %s3_pbn.c5351
-  %24 = mul nsw i64 %23, 64
-  %25 = add nsw i64 %24, %s3_pbn.i5406
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %25
-  store float %21, ptr %arena9, align 4
-  %i540.next = add nsw i64 %s3_pbn.i5406, 1
-  %26 = icmp slt i64 %i540.next, 64
-  br i1 %26, label %s3_pbn.i540, label %s3_pbn.i540.end
-
-s3_pbn.i540.end:                                  ; preds = %s3_pbn.i540
-  %n539.next = add nsw i64 %s3_pbn.n5395, 1
-  %27 = icmp slt i64 %n539.next, 64
-  br i1 %27, label %s3_pbn.n539, label %s3_pbn.n539.end
-}
-
-; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k24.s3_sum(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
-entry:
-  br label %s3_sum.i541
-
-s3_sum.i541:                                      ; preds = %s3_sum.i541, %entry
-  %s3_sum.i5411 = phi i64 [ 0, %entry ], [ %i541.next, %s3_sum.i541 ]
-  %0 = add nsw i64 524288, %s3_sum.i5411
+s3_sum.i501:                                      ; preds = %s3_sum.i501, %entry
+  %s3_sum.i5011 = phi i64 [ 0, %entry ], [ %i501.next, %s3_sum.i501 ]
+  %0 = add nsw i64 1048576, %s3_sum.i5011
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
-  %arena3 = getelementptr inbounds float, ptr %arena, i64 %s3_sum.i5411
-  %2 = load float, ptr %arena3, align 4
-  %3 = fadd float %1, %2
-  %4 = add nsw i64 262144, %s3_sum.i5411
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %4
-  store float %3, ptr %arena4, align 4
-  %i541.next = add nsw i64 %s3_sum.i5411, 1
-  %5 = icmp slt i64 %i541.next, 262144
-  br i1 %5, label %s3_sum.i541, label %s3_sum.i541.end
+  %2 = add nsw i64 128, %s3_sum.i5011
+  %arena3 = getelementptr inbounds float, ptr %arena, i64 %2
+  %3 = load float, ptr %arena3, align 4
+  %4 = fadd float %1, %3
+  %5 = add nsw i64 262272, %s3_sum.i5011
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %5
+  store float %4, ptr %arena4, align 4
+  %i501.next = add nsw i64 %s3_sum.i5011, 1
+  %6 = icmp slt i64 %i501.next, 262144
+  br i1 %6, label %s3_sum.i501, label %s3_sum.i501.end
 
-s3_sum.i541.end:                                  ; preds = %s3_sum.i541
+s3_sum.i501.end:                                  ; preds = %s3_sum.i501
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k25.x3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k23.x3(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  br label %x3.i542
+  br label %x3.i502
 
-x3.i542:                                          ; preds = %x3.i542, %entry
-  %x3.i5421 = phi i64 [ 0, %entry ], [ %i542.next, %x3.i542 ]
-  %0 = add nsw i64 262144, %x3.i5421
+x3.i502:                                          ; preds = %x3.i502, %entry
+  %x3.i5021 = phi i64 [ 0, %entry ], [ %i502.next, %x3.i502 ]
+  %0 = add nsw i64 262272, %x3.i5021
   %arena2 = getelementptr inbounds float, ptr %arena, i64 %0
   %1 = load float, ptr %arena2, align 4
   %2 = fcmp ogt float %1, 0.000000e+00
-  %3 = add nsw i64 262144, %x3.i5421
+  %3 = add nsw i64 262272, %x3.i5021
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %3
   %4 = load float, ptr %arena3, align 4
   %5 = select i1 %2, float %4, float 0.000000e+00
-  %arena4 = getelementptr inbounds float, ptr %arena, i64 %x3.i5421
+  %arena4 = getelementptr inbounds float, ptr %arena, i64 %x3.i5021
   store float %5, ptr %arena4, align 4
-  %i542.next = add nsw i64 %x3.i5421, 1
-  %6 = icmp slt i64 %i542.next, 262144
-  br i1 %6, label %x3.i542, label %x3.i542.end
+  %i502.next = add nsw i64 %x3.i5021, 1
+  %6 = icmp slt i64 %i502.next, 262144
+  br i1 %6, label %x3.i502, label %x3.i502.end
 
-x3.i542.end:                                      ; preds = %x3.i542
+x3.i502.end:                                      ; preds = %x3.i502
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k26.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k24.gap(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
-  %gap.acc544 = alloca float, align 4
-  br label %gap.q543
+  %gap.acc504 = alloca float, align 4
+  br label %gap.q503
 
-gap.q543:                                         ; preds = %gap.i545.end, %entry
-  %gap.q5431 = phi i64 [ 0, %entry ], [ %q543.next, %gap.i545.end ]
-  store float 0.000000e+00, ptr %gap.acc544, align 4
-  br label %gap.i545
+gap.q503:                                         ; preds = %gap.i505.end, %entry
+  %gap.q5031 = phi i64 [ 0, %entry ], [ %q503.next, %gap.i505.end ]
+  store float 0.000000e+00, ptr %gap.acc504, align 4
+  br label %gap.i505
 
-gap.q543.end:                                     ; preds = %gap.i545.end
+gap.q503.end:                                     ; preds = %gap.i505.end
   ret void
 
-gap.i545:                                         ; preds = %gap.i545, %gap.q543
-  %gap.i5452 = phi i64 [ 0, %gap.q543 ], [ %i545.next, %gap.i545 ]
-  %acc544 = load float, ptr %gap.acc544, align 4
-  %0 = mul nsw i64 %gap.q5431, 64
-  %1 = add nsw i64 %0, %gap.i5452
+gap.i505:                                         ; preds = %gap.i505, %gap.q503
+  %gap.i5052 = phi i64 [ 0, %gap.q503 ], [ %i505.next, %gap.i505 ]
+  %acc504 = load float, ptr %gap.acc504, align 4
+  %0 = mul nsw i64 %gap.q5031, 64
+  %1 = add nsw i64 %0, %gap.i5052
   %arena3 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena3, align 4
-  %3 = fadd float %acc544, %2
-  store float %3, ptr %gap.acc544, align 4
-  %i545.next = add nsw i64 %gap.i5452, 1
-  %4 = icmp slt i64 %i545.next, 64
-  br i1 %4, label %gap.i545, label %gap.i545.end
+  %3 = fadd float %acc504, %2
+  store float %3, ptr %gap.acc504, align 4
+  %i505.next = add nsw i64 %gap.i5052, 1
+  %4 = icmp slt i64 %i505.next, 64
+  br i1 %4, label %gap.i505, label %gap.i505.end
 
-gap.i545.end:                                     ; preds = %gap.i545
-  %acc5444 = load float, ptr %gap.acc544, align 4
-  %5 = fdiv float %acc5444, 6.400000e+01
-  %6 = add nsw i64 262144, %gap.q5431
+gap.i505.end:                                     ; preds = %gap.i505
+  %acc5044 = load float, ptr %gap.acc504, align 4
+  %5 = fdiv float %acc5044, 6.400000e+01
+  %6 = add nsw i64 262144, %gap.q5031
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %6
   store float %5, ptr %arena5, align 4
-  %q543.next = add nsw i64 %gap.q5431, 1
-  %7 = icmp slt i64 %q543.next, 4096
-  br i1 %7, label %gap.q543, label %gap.q543.end
+  %q503.next = add nsw i64 %gap.q5031, 1
+  %7 = icmp slt i64 %q503.next, 4096
+  br i1 %7, label %gap.q503, label %gap.q503.end
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k27.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k25.flat(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
   ret void
 }
 
 ; Function Attrs: noinline
-define internal void @resnet8_infer_b64.k28.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
+define internal void @resnet8_infer_b64.k26.fc(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) #0 {
 entry:
   %arena1 = getelementptr inbounds float, ptr %arena, i64 262144
   %params2 = getelementptr inbounds float, ptr %params, i64 77392
   %arena3 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 64, float 1.000000e+00, ptr %arena1, i32 64, ptr %params2, i32 64, float 0.000000e+00, ptr %arena3, i32 10)
-  br label %fc.n546
+  br label %fc.n506
 
-fc.n546:                                          ; preds = %fc.u547.end, %entry
-  %fc.n5464 = phi i64 [ 0, %entry ], [ %n546.next, %fc.u547.end ]
-  br label %fc.u547
+fc.n506:                                          ; preds = %fc.u507.end, %entry
+  %fc.n5064 = phi i64 [ 0, %entry ], [ %n506.next, %fc.u507.end ]
+  br label %fc.u507
 
-fc.n546.end:                                      ; preds = %fc.u547.end
+fc.n506.end:                                      ; preds = %fc.u507.end
   ret void
 
-fc.u547:                                          ; preds = %fc.u547, %fc.n546
-  %fc.u5475 = phi i64 [ 0, %fc.n546 ], [ %u547.next, %fc.u547 ]
-  %0 = mul nsw i64 %fc.n5464, 10
-  %1 = add nsw i64 %0, %fc.u5475
+fc.u507:                                          ; preds = %fc.u507, %fc.n506
+  %fc.u5075 = phi i64 [ 0, %fc.n506 ], [ %u507.next, %fc.u507 ]
+  %0 = mul nsw i64 %fc.n5064, 10
+  %1 = add nsw i64 %0, %fc.u5075
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 78032, %fc.u5475
+  %3 = add nsw i64 78032, %fc.u5075
   %params7 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params7, align 4
   %5 = fadd float %2, %4
-  %6 = mul nsw i64 %fc.n5464, 10
-  %7 = add nsw i64 %6, %fc.u5475
+  %6 = mul nsw i64 %fc.n5064, 10
+  %7 = add nsw i64 %6, %fc.u5075
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %7
   store float %5, ptr %arena8, align 4
-  %u547.next = add nsw i64 %fc.u5475, 1
-  %8 = icmp slt i64 %u547.next, 10
-  br i1 %8, label %fc.u547, label %fc.u547.end
+  %u507.next = add nsw i64 %fc.u5075, 1
+  %8 = icmp slt i64 %u507.next, 10
+  br i1 %8, label %fc.u507, label %fc.u507.end
 
-fc.u547.end:                                      ; preds = %fc.u547
-  %n546.next = add nsw i64 %fc.n5464, 1
-  %9 = icmp slt i64 %n546.next, 64
-  br i1 %9, label %fc.n546, label %fc.n546.end
+fc.u507.end:                                      ; preds = %fc.u507
+  %n506.next = add nsw i64 %fc.n5064, 1
+  %9 = icmp slt i64 %n506.next, 64
+  br i1 %9, label %fc.n506, label %fc.n506.end
 }
 
 attributes #0 = { noinline "target-cpu"="x86-64-v3" }

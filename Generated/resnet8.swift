@@ -4210,169 +4210,6 @@ public func resnet8_train_b64(
   }
 }
 
-@inline(never)
-func resnet8_infer_b64_shared0_s1_conv1(
-  _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,
-  _ v: UnsafeMutablePointer<Float>?, _ arena: UnsafeMutablePointer<Float>?, _ images: UnsafePointer<Float>?,
-  _ labels: UnsafePointer<Int32>?, _ lr: Float, _ step: Int64, _ seed: Int64, _ shared0_: Int, _ shared1_: Int
-) {
-  let params = params.unsafelyUnwrapped
-  let arena = arena.unsafelyUnwrapped
-  _ = (lr, step, seed)
-  for b0_ in 0..<16 {
-    for b1_ in 0..<16 {
-      var b2_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)]
-      var b3_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) * Float(bitPattern: 0x3f000000))
-      var b4_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% shared0_)] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 3))]) * Float(bitPattern: 0x3f000000))
-      var b5_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 6))]
-      var b6_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))]
-      var b7_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) * Float(bitPattern: 0x3f000000))
-      var b8_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 1))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 4))]) * Float(bitPattern: 0x3f000000))
-      var b9_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 7))]
-      var b10_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))]
-      var b11_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) * Float(bitPattern: 0x3f000000))
-      var b12_: Float = (((params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 2))] + params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]) - params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 5))]) * Float(bitPattern: 0x3f000000))
-      var b13_: Float = params[((((b1_ *% 16) +% b0_) *% 9) +% (shared0_ +% 8))]
-      var b14_: Float = b2_
-      var b15_: Float = (((b2_ + b6_) + b10_) * Float(bitPattern: 0x3f000000))
-      var b16_: Float = (((b2_ + b10_) - b6_) * Float(bitPattern: 0x3f000000))
-      var b17_: Float = b10_
-      var b18_: Float = b3_
-      var b19_: Float = (((b3_ + b7_) + b11_) * Float(bitPattern: 0x3f000000))
-      var b20_: Float = (((b3_ + b11_) - b7_) * Float(bitPattern: 0x3f000000))
-      var b21_: Float = b11_
-      var b22_: Float = b4_
-      var b23_: Float = (((b4_ + b8_) + b12_) * Float(bitPattern: 0x3f000000))
-      var b24_: Float = (((b4_ + b12_) - b8_) * Float(bitPattern: 0x3f000000))
-      var b25_: Float = b12_
-      var b26_: Float = b5_
-      var b27_: Float = (((b5_ + b9_) + b13_) * Float(bitPattern: 0x3f000000))
-      var b28_: Float = (((b5_ + b13_) - b9_) * Float(bitPattern: 0x3f000000))
-      var b29_: Float = b13_
-      arena[(((b0_ *% 16) +% b1_) +% shared1_)] = b14_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 256))] = b15_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 512))] = b16_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 768))] = b17_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1024))] = b18_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1280))] = b19_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1536))] = b20_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 1792))] = b21_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2048))] = b22_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2304))] = b23_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2560))] = b24_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 2816))] = b25_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3072))] = b26_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3328))] = b27_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3584))] = b28_
-      arena[(((b0_ *% 16) +% b1_) +% (shared1_ +% 3840))] = b29_
-    }
-  }
-  for b30_ in 0..<2312 {
-    storeVector(arena, ((b30_ *% 8) +% (shared1_ +% 4096)), Vector(repeating: Float(0)))
-  }
-  for b31_ in 0..<64 {
-    for b32_ in 0..<1 {
-      for b33_ in 0..<16 {
-        for b34_ in 0..<32 {
-          for b35_ in 0..<32 {
-            arena[(((((b32_ *% 18496) +% ((b34_ +% 1) *% 544)) +% ((b35_ +% 1) *% 16)) +% b33_) +% (shared1_ +% 4096))] = arena[((((((b31_ +% b32_) *% 16384) +% (b33_ *% 1024)) +% (b34_ *% 32)) +% b35_) +% (shared1_ +% -2097152))]
-          }
-        }
-      }
-    }
-    for b36_ in 0..<1 {
-      for b37_ in 0..<16 {
-        for b38_ in 0..<16 {
-          for b39_ in 0..<2 {
-            let b40_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b41_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b42_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b43_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% ((b38_ *% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b44_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b45_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b46_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b47_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 1) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b48_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b49_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b50_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b51_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 2) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b52_ = (loadVector(arena, (((((b36_ *% 18496) +% ((b37_ *% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b53_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) + loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b54_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 2) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b55_ = (loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 1) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))) - loadVector(arena, (((((b36_ *% 18496) +% (((b37_ *% 2) +% 3) *% 544)) +% (((b38_ *% 2) +% 3) *% 16)) +% (b39_ *% 8)) +% (shared1_ +% 4096))))
-            let b56_ = (b40_ - b48_)
-            let b57_ = (b44_ + b48_)
-            let b58_ = (b48_ - b44_)
-            let b59_ = (b44_ - b52_)
-            let b60_ = (b41_ - b49_)
-            let b61_ = (b45_ + b49_)
-            let b62_ = (b49_ - b45_)
-            let b63_ = (b45_ - b53_)
-            let b64_ = (b42_ - b50_)
-            let b65_ = (b46_ + b50_)
-            let b66_ = (b50_ - b46_)
-            let b67_ = (b46_ - b54_)
-            let b68_ = (b43_ - b51_)
-            let b69_ = (b47_ + b51_)
-            let b70_ = (b51_ - b47_)
-            let b71_ = (b47_ - b55_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 22592)), b56_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 26688)), b57_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 30784)), b58_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 34880)), b59_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 38976)), b60_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 43072)), b61_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 47168)), b62_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 51264)), b63_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 55360)), b64_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 59456)), b65_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 63552)), b66_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 67648)), b67_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 71744)), b68_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 75840)), b69_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 79936)), b70_)
-            storeVector(arena, ((((((b36_ *% 256) +% (b37_ *% 16)) +% b38_) *% 16) +% (b39_ *% 8)) +% (shared1_ +% 84032)), b71_)
-          }
-        }
-      }
-    }
-    for b72_ in 0..<16 {
-      sgemm(101, 111, 111, 256, 16, 16, 1, arena + ((b72_ *% 4096) +% (shared1_ +% 22592)), 16, arena + ((b72_ *% 256) +% shared1_), 16, Float(bitPattern: 0x0), arena + ((b72_ *% 4096) +% (shared1_ +% 88128)), 16)
-    }
-    for b73_ in 0..<1 {
-      for b74_ in 0..<16 {
-        for b75_ in 0..<16 {
-          for b76_ in 0..<2 {
-            let b77_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 88128))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 104512)))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 120896))))
-            let b78_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 104512))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 120896)))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 137280))))
-            let b79_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 92224))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 108608)))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 124992))))
-            let b80_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 108608))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 124992)))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 141376))))
-            let b81_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 96320))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 112704)))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 129088))))
-            let b82_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 112704))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 129088)))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 145472))))
-            let b83_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 100416))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 116800)))) + loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 133184))))
-            let b84_ = ((loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 116800))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 133184)))) - loadVector(arena, ((((((b73_ *% 256) +% (b74_ *% 16)) +% b75_) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 149568))))
-            let b85_ = ((b77_ + b79_) + b81_)
-            let b86_ = ((b79_ - b81_) - b83_)
-            let b87_ = ((b78_ + b80_) + b82_)
-            let b88_ = ((b80_ - b82_) - b84_)
-            storeVector(arena, (((((((b73_ *% 32) +% (b74_ *% 2)) *% 32) +% (b75_ *% 2)) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 153664)), b85_)
-            storeVector(arena, ((((((((b73_ *% 32) +% (b74_ *% 2)) *% 32) +% (b75_ *% 2)) +% 1) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 153664)), b86_)
-            storeVector(arena, ((((((((b73_ *% 32) +% (b74_ *% 2)) +% 1) *% 32) +% (b75_ *% 2)) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 153664)), b87_)
-            storeVector(arena, (((((((((b73_ *% 32) +% (b74_ *% 2)) +% 1) *% 32) +% (b75_ *% 2)) +% 1) *% 16) +% (b76_ *% 8)) +% (shared1_ +% 153664)), b88_)
-          }
-        }
-      }
-    }
-    for b89_ in 0..<1 {
-      for b90_ in 0..<16 {
-        for b91_ in 0..<1024 {
-          arena[(((((b31_ +% b89_) *% 16384) +% (b90_ *% 1024)) +% b91_) +% (shared1_ +% -1048576))] = arena[(((((b89_ *% 1024) +% b91_) *% 16) +% b90_) +% (shared1_ +% 153664))]
-        }
-      }
-    }
-  }
-}
-
 @_cdecl("resnet8_infer_b64")
 public func resnet8_infer_b64(
   _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,
@@ -4383,1152 +4220,1393 @@ public func resnet8_infer_b64(
   let arena = arena.unsafelyUnwrapped
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
-  // stem = conv2d(image)
-  for g1 in 0..<4 {
-    for j2 in 0..<16 {
-      for c3 in 0..<3 {
-        for ky4 in 0..<3 {
-          for oy5 in 0..<32 {
-            if (-1 < ((oy5 +% ky4) +% -1) && ((oy5 +% ky4) +% -1) < 32) {
-              for ox6 in 0..<31 {
-                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16384)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% (ox6 +% 1)))] = images[((((((g1 *% 16) +% j2) *% 3072) +% (c3 *% 1024)) +% (((oy5 +% ky4) +% -1) *% 32)) +% ((ox6 +% 1) +% -1))]
+  // stem_bn = batchnorm_fold()
+  for c1 in 0..<2 {
+    let scale2_v = (loadVector(params, ((c1 *% 8) +% 432)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c1 *% 8) +% 78058)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c1 *% 8), scale2_v)
+    storeVector(arena, ((c1 *% 8) +% 16), (loadVector(params, ((c1 *% 8) +% 448)) - (loadVector(params, ((c1 *% 8) +% 78042)) * scale2_v)))
+  }
+  // stem = conv2d_relu(image, stem_bn)
+  for g3 in 0..<4 {
+    for j4 in 0..<16 {
+      for c5 in 0..<3 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<32 {
+            if (-1 < ((oy7 +% ky6) +% -1) && ((oy7 +% ky6) +% -1) < 32) {
+              for ox8 in 0..<31 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16384)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% (ox8 +% 1)))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy7 +% ky6) +% -1) *% 32)) +% ((ox8 +% 1) +% -1))]
               }
-              for ox7 in 0..<1 {
-                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16384)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% ox7))] = Float(0)
-              }
-            }
-            if ((oy5 +% ky4) +% -1) < 0 {
-              for ox8 in 0..<32 {
-                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16384)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% ox8))] = Float(0)
-              }
-            }
-            if 31 < ((oy5 +% ky4) +% -1) {
-              for ox8 in 0..<32 {
-                arena[(((1048576 +% ((((c3 *% 3) +% ky4) *% 3) *% 16384)) +% (j2 *% 1024)) +% ((oy5 *% 32) +% ox8))] = Float(0)
+              for ox9 in 0..<1 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16384)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox9))] = Float(0)
               }
             }
-          }
-          for oy9 in 0..<32 {
-            if (-1 < ((oy9 +% ky4) +% -1) && ((oy9 +% ky4) +% -1) < 32) {
+            if ((oy7 +% ky6) +% -1) < 0 {
               for ox10 in 0..<32 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 16384)) +% (j2 *% 1024)) +% ((oy9 *% 32) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 3072) +% (c3 *% 1024)) +% (((oy9 +% ky4) +% -1) *% 32)) +% ox10)]
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16384)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
               }
             }
-            if ((oy9 +% ky4) +% -1) < 0 {
-              for ox11 in 0..<32 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 16384)) +% (j2 *% 1024)) +% ((oy9 *% 32) +% ox11))] = Float(0)
-              }
-            }
-            if 31 < ((oy9 +% ky4) +% -1) {
-              for ox11 in 0..<32 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 16384)) +% (j2 *% 1024)) +% ((oy9 *% 32) +% ox11))] = Float(0)
+            if 31 < ((oy7 +% ky6) +% -1) {
+              for ox10 in 0..<32 {
+                arena[(((1048608 +% ((((c5 *% 3) +% ky6) *% 3) *% 16384)) +% (j4 *% 1024)) +% ((oy7 *% 32) +% ox10))] = Float(0)
               }
             }
           }
-          for oy12 in 0..<32 {
-            if (-1 < ((oy12 +% ky4) +% -1) && ((oy12 +% ky4) +% -1) < 32) {
-              for ox13 in 0..<31 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16384)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% ox13))] = images[((((((g1 *% 16) +% j2) *% 3072) +% (c3 *% 1024)) +% (((oy12 +% ky4) +% -1) *% 32)) +% (ox13 +% 1))]
-              }
-              for ox14 in 0..<1 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16384)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% (ox14 +% 31)))] = Float(0)
+          for oy11 in 0..<32 {
+            if (-1 < ((oy11 +% ky6) +% -1) && ((oy11 +% ky6) +% -1) < 32) {
+              for ox12 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16384)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox12))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy11 +% ky6) +% -1) *% 32)) +% ox12)]
               }
             }
-            if ((oy12 +% ky4) +% -1) < 0 {
-              for ox15 in 0..<32 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16384)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% ox15))] = Float(0)
+            if ((oy11 +% ky6) +% -1) < 0 {
+              for ox13 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16384)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
               }
             }
-            if 31 < ((oy12 +% ky4) +% -1) {
-              for ox15 in 0..<32 {
-                arena[(((1048576 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 16384)) +% (j2 *% 1024)) +% ((oy12 *% 32) +% ox15))] = Float(0)
+            if 31 < ((oy11 +% ky6) +% -1) {
+              for ox13 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 1) *% 16384)) +% (j4 *% 1024)) +% ((oy11 *% 32) +% ox13))] = Float(0)
+              }
+            }
+          }
+          for oy14 in 0..<32 {
+            if (-1 < ((oy14 +% ky6) +% -1) && ((oy14 +% ky6) +% -1) < 32) {
+              for ox15 in 0..<31 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16384)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox15))] = images[((((((g3 *% 16) +% j4) *% 3072) +% (c5 *% 1024)) +% (((oy14 +% ky6) +% -1) *% 32)) +% (ox15 +% 1))]
+              }
+              for ox16 in 0..<1 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16384)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% (ox16 +% 31)))] = Float(0)
+              }
+            }
+            if ((oy14 +% ky6) +% -1) < 0 {
+              for ox17 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16384)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
+              }
+            }
+            if 31 < ((oy14 +% ky6) +% -1) {
+              for ox17 in 0..<32 {
+                arena[(((1048608 +% (((((c5 *% 3) +% ky6) *% 3) +% 2) *% 16384)) +% (j4 *% 1024)) +% ((oy14 *% 32) +% ox17))] = Float(0)
               }
             }
           }
         }
       }
     }
-    do {  // gemm23
-      for nb16 in 0..<682 {
-        for mb17 in 0..<4 {
-          var t18_c0_0 = Vector()
-          var t18_c0_1 = Vector()
-          var t18_c0_2 = Vector()
-          var t18_c1_0 = Vector()
-          var t18_c1_1 = Vector()
-          var t18_c1_2 = Vector()
-          var t18_c2_0 = Vector()
-          var t18_c2_1 = Vector()
-          var t18_c2_2 = Vector()
-          var t18_c3_0 = Vector()
-          var t18_c3_1 = Vector()
-          var t18_c3_2 = Vector()
-          for k19 in 0..<27 {
-            let t18_b0 = loadVector(arena, ((1048576 +% (k19 *% 16384)) +% (nb16 *% 24)))
-            let t18_b1 = loadVector(arena, (((1048576 +% (k19 *% 16384)) +% (nb16 *% 24)) +% 8))
-            let t18_b2 = loadVector(arena, (((1048576 +% (k19 *% 16384)) +% (nb16 *% 24)) +% 16))
-            let t18_a0 = Vector(repeating: params[(((mb17 *% 4) *% 27) +% k19)])
-            t18_c0_0 = t18_c0_0.addingProduct(t18_a0, t18_b0)
-            t18_c0_1 = t18_c0_1.addingProduct(t18_a0, t18_b1)
-            t18_c0_2 = t18_c0_2.addingProduct(t18_a0, t18_b2)
-            let t18_a1 = Vector(repeating: params[((((mb17 *% 4) +% 1) *% 27) +% k19)])
-            t18_c1_0 = t18_c1_0.addingProduct(t18_a1, t18_b0)
-            t18_c1_1 = t18_c1_1.addingProduct(t18_a1, t18_b1)
-            t18_c1_2 = t18_c1_2.addingProduct(t18_a1, t18_b2)
-            let t18_a2 = Vector(repeating: params[((((mb17 *% 4) +% 2) *% 27) +% k19)])
-            t18_c2_0 = t18_c2_0.addingProduct(t18_a2, t18_b0)
-            t18_c2_1 = t18_c2_1.addingProduct(t18_a2, t18_b1)
-            t18_c2_2 = t18_c2_2.addingProduct(t18_a2, t18_b2)
-            let t18_a3 = Vector(repeating: params[((((mb17 *% 4) +% 3) *% 27) +% k19)])
-            t18_c3_0 = t18_c3_0.addingProduct(t18_a3, t18_b0)
-            t18_c3_1 = t18_c3_1.addingProduct(t18_a3, t18_b1)
-            t18_c3_2 = t18_c3_2.addingProduct(t18_a3, t18_b2)
+    do {  // gemm25
+      for nb18 in 0..<682 {
+        for mb19 in 0..<4 {
+          var t20_c0_0 = Vector()
+          var t20_c0_1 = Vector()
+          var t20_c0_2 = Vector()
+          var t20_c1_0 = Vector()
+          var t20_c1_1 = Vector()
+          var t20_c1_2 = Vector()
+          var t20_c2_0 = Vector()
+          var t20_c2_1 = Vector()
+          var t20_c2_2 = Vector()
+          var t20_c3_0 = Vector()
+          var t20_c3_1 = Vector()
+          var t20_c3_2 = Vector()
+          for k21 in 0..<27 {
+            let t20_b0 = loadVector(arena, ((1048608 +% (k21 *% 16384)) +% (nb18 *% 24)))
+            let t20_b1 = loadVector(arena, (((1048608 +% (k21 *% 16384)) +% (nb18 *% 24)) +% 8))
+            let t20_b2 = loadVector(arena, (((1048608 +% (k21 *% 16384)) +% (nb18 *% 24)) +% 16))
+            let t20_a0 = Vector(repeating: params[(((mb19 *% 4) *% 27) +% k21)])
+            t20_c0_0 = t20_c0_0.addingProduct(t20_a0, t20_b0)
+            t20_c0_1 = t20_c0_1.addingProduct(t20_a0, t20_b1)
+            t20_c0_2 = t20_c0_2.addingProduct(t20_a0, t20_b2)
+            let t20_a1 = Vector(repeating: params[((((mb19 *% 4) +% 1) *% 27) +% k21)])
+            t20_c1_0 = t20_c1_0.addingProduct(t20_a1, t20_b0)
+            t20_c1_1 = t20_c1_1.addingProduct(t20_a1, t20_b1)
+            t20_c1_2 = t20_c1_2.addingProduct(t20_a1, t20_b2)
+            let t20_a2 = Vector(repeating: params[((((mb19 *% 4) +% 2) *% 27) +% k21)])
+            t20_c2_0 = t20_c2_0.addingProduct(t20_a2, t20_b0)
+            t20_c2_1 = t20_c2_1.addingProduct(t20_a2, t20_b1)
+            t20_c2_2 = t20_c2_2.addingProduct(t20_a2, t20_b2)
+            let t20_a3 = Vector(repeating: params[((((mb19 *% 4) +% 3) *% 27) +% k21)])
+            t20_c3_0 = t20_c3_0.addingProduct(t20_a3, t20_b0)
+            t20_c3_1 = t20_c3_1.addingProduct(t20_a3, t20_b1)
+            t20_c3_2 = t20_c3_2.addingProduct(t20_a3, t20_b2)
           }
-          storeVector(arena, ((1490944 +% ((mb17 *% 4) *% 16384)) +% (nb16 *% 24)), t18_c0_0)
-          storeVector(arena, (((1490944 +% ((mb17 *% 4) *% 16384)) +% (nb16 *% 24)) +% 8), t18_c0_1)
-          storeVector(arena, (((1490944 +% ((mb17 *% 4) *% 16384)) +% (nb16 *% 24)) +% 16), t18_c0_2)
-          storeVector(arena, ((1490944 +% (((mb17 *% 4) +% 1) *% 16384)) +% (nb16 *% 24)), t18_c1_0)
-          storeVector(arena, (((1490944 +% (((mb17 *% 4) +% 1) *% 16384)) +% (nb16 *% 24)) +% 8), t18_c1_1)
-          storeVector(arena, (((1490944 +% (((mb17 *% 4) +% 1) *% 16384)) +% (nb16 *% 24)) +% 16), t18_c1_2)
-          storeVector(arena, ((1490944 +% (((mb17 *% 4) +% 2) *% 16384)) +% (nb16 *% 24)), t18_c2_0)
-          storeVector(arena, (((1490944 +% (((mb17 *% 4) +% 2) *% 16384)) +% (nb16 *% 24)) +% 8), t18_c2_1)
-          storeVector(arena, (((1490944 +% (((mb17 *% 4) +% 2) *% 16384)) +% (nb16 *% 24)) +% 16), t18_c2_2)
-          storeVector(arena, ((1490944 +% (((mb17 *% 4) +% 3) *% 16384)) +% (nb16 *% 24)), t18_c3_0)
-          storeVector(arena, (((1490944 +% (((mb17 *% 4) +% 3) *% 16384)) +% (nb16 *% 24)) +% 8), t18_c3_1)
-          storeVector(arena, (((1490944 +% (((mb17 *% 4) +% 3) *% 16384)) +% (nb16 *% 24)) +% 16), t18_c3_2)
+          storeVector(arena, ((1490976 +% ((mb19 *% 4) *% 16384)) +% (nb18 *% 24)), t20_c0_0)
+          storeVector(arena, (((1490976 +% ((mb19 *% 4) *% 16384)) +% (nb18 *% 24)) +% 8), t20_c0_1)
+          storeVector(arena, (((1490976 +% ((mb19 *% 4) *% 16384)) +% (nb18 *% 24)) +% 16), t20_c0_2)
+          storeVector(arena, ((1490976 +% (((mb19 *% 4) +% 1) *% 16384)) +% (nb18 *% 24)), t20_c1_0)
+          storeVector(arena, (((1490976 +% (((mb19 *% 4) +% 1) *% 16384)) +% (nb18 *% 24)) +% 8), t20_c1_1)
+          storeVector(arena, (((1490976 +% (((mb19 *% 4) +% 1) *% 16384)) +% (nb18 *% 24)) +% 16), t20_c1_2)
+          storeVector(arena, ((1490976 +% (((mb19 *% 4) +% 2) *% 16384)) +% (nb18 *% 24)), t20_c2_0)
+          storeVector(arena, (((1490976 +% (((mb19 *% 4) +% 2) *% 16384)) +% (nb18 *% 24)) +% 8), t20_c2_1)
+          storeVector(arena, (((1490976 +% (((mb19 *% 4) +% 2) *% 16384)) +% (nb18 *% 24)) +% 16), t20_c2_2)
+          storeVector(arena, ((1490976 +% (((mb19 *% 4) +% 3) *% 16384)) +% (nb18 *% 24)), t20_c3_0)
+          storeVector(arena, (((1490976 +% (((mb19 *% 4) +% 3) *% 16384)) +% (nb18 *% 24)) +% 8), t20_c3_1)
+          storeVector(arena, (((1490976 +% (((mb19 *% 4) +% 3) *% 16384)) +% (nb18 *% 24)) +% 16), t20_c3_2)
         }
       }
-      for mb20 in 0..<4 {
-        var t21_c0_0 = Vector()
-        var t21_c0_1 = Vector()
-        var t21_c1_0 = Vector()
-        var t21_c1_1 = Vector()
-        var t21_c2_0 = Vector()
-        var t21_c2_1 = Vector()
-        var t21_c3_0 = Vector()
-        var t21_c3_1 = Vector()
-        for k22 in 0..<27 {
-          let t21_b0 = loadVector(arena, ((1048576 +% (k22 *% 16384)) +% 16368))
-          let t21_b1 = loadVector(arena, (((1048576 +% (k22 *% 16384)) +% 16368) +% 8))
-          let t21_a0 = Vector(repeating: params[(((mb20 *% 4) *% 27) +% k22)])
-          t21_c0_0 = t21_c0_0.addingProduct(t21_a0, t21_b0)
-          t21_c0_1 = t21_c0_1.addingProduct(t21_a0, t21_b1)
-          let t21_a1 = Vector(repeating: params[((((mb20 *% 4) +% 1) *% 27) +% k22)])
-          t21_c1_0 = t21_c1_0.addingProduct(t21_a1, t21_b0)
-          t21_c1_1 = t21_c1_1.addingProduct(t21_a1, t21_b1)
-          let t21_a2 = Vector(repeating: params[((((mb20 *% 4) +% 2) *% 27) +% k22)])
-          t21_c2_0 = t21_c2_0.addingProduct(t21_a2, t21_b0)
-          t21_c2_1 = t21_c2_1.addingProduct(t21_a2, t21_b1)
-          let t21_a3 = Vector(repeating: params[((((mb20 *% 4) +% 3) *% 27) +% k22)])
-          t21_c3_0 = t21_c3_0.addingProduct(t21_a3, t21_b0)
-          t21_c3_1 = t21_c3_1.addingProduct(t21_a3, t21_b1)
+      for mb22 in 0..<4 {
+        var t23_c0_0 = Vector()
+        var t23_c0_1 = Vector()
+        var t23_c1_0 = Vector()
+        var t23_c1_1 = Vector()
+        var t23_c2_0 = Vector()
+        var t23_c2_1 = Vector()
+        var t23_c3_0 = Vector()
+        var t23_c3_1 = Vector()
+        for k24 in 0..<27 {
+          let t23_b0 = loadVector(arena, ((1048608 +% (k24 *% 16384)) +% 16368))
+          let t23_b1 = loadVector(arena, (((1048608 +% (k24 *% 16384)) +% 16368) +% 8))
+          let t23_a0 = Vector(repeating: params[(((mb22 *% 4) *% 27) +% k24)])
+          t23_c0_0 = t23_c0_0.addingProduct(t23_a0, t23_b0)
+          t23_c0_1 = t23_c0_1.addingProduct(t23_a0, t23_b1)
+          let t23_a1 = Vector(repeating: params[((((mb22 *% 4) +% 1) *% 27) +% k24)])
+          t23_c1_0 = t23_c1_0.addingProduct(t23_a1, t23_b0)
+          t23_c1_1 = t23_c1_1.addingProduct(t23_a1, t23_b1)
+          let t23_a2 = Vector(repeating: params[((((mb22 *% 4) +% 2) *% 27) +% k24)])
+          t23_c2_0 = t23_c2_0.addingProduct(t23_a2, t23_b0)
+          t23_c2_1 = t23_c2_1.addingProduct(t23_a2, t23_b1)
+          let t23_a3 = Vector(repeating: params[((((mb22 *% 4) +% 3) *% 27) +% k24)])
+          t23_c3_0 = t23_c3_0.addingProduct(t23_a3, t23_b0)
+          t23_c3_1 = t23_c3_1.addingProduct(t23_a3, t23_b1)
         }
-        storeVector(arena, ((1490944 +% ((mb20 *% 4) *% 16384)) +% 16368), t21_c0_0)
-        storeVector(arena, (((1490944 +% ((mb20 *% 4) *% 16384)) +% 16368) +% 8), t21_c0_1)
-        storeVector(arena, ((1490944 +% (((mb20 *% 4) +% 1) *% 16384)) +% 16368), t21_c1_0)
-        storeVector(arena, (((1490944 +% (((mb20 *% 4) +% 1) *% 16384)) +% 16368) +% 8), t21_c1_1)
-        storeVector(arena, ((1490944 +% (((mb20 *% 4) +% 2) *% 16384)) +% 16368), t21_c2_0)
-        storeVector(arena, (((1490944 +% (((mb20 *% 4) +% 2) *% 16384)) +% 16368) +% 8), t21_c2_1)
-        storeVector(arena, ((1490944 +% (((mb20 *% 4) +% 3) *% 16384)) +% 16368), t21_c3_0)
-        storeVector(arena, (((1490944 +% (((mb20 *% 4) +% 3) *% 16384)) +% 16368) +% 8), t21_c3_1)
+        storeVector(arena, ((1490976 +% ((mb22 *% 4) *% 16384)) +% 16368), t23_c0_0)
+        storeVector(arena, (((1490976 +% ((mb22 *% 4) *% 16384)) +% 16368) +% 8), t23_c0_1)
+        storeVector(arena, ((1490976 +% (((mb22 *% 4) +% 1) *% 16384)) +% 16368), t23_c1_0)
+        storeVector(arena, (((1490976 +% (((mb22 *% 4) +% 1) *% 16384)) +% 16368) +% 8), t23_c1_1)
+        storeVector(arena, ((1490976 +% (((mb22 *% 4) +% 2) *% 16384)) +% 16368), t23_c2_0)
+        storeVector(arena, (((1490976 +% (((mb22 *% 4) +% 2) *% 16384)) +% 16368) +% 8), t23_c2_1)
+        storeVector(arena, ((1490976 +% (((mb22 *% 4) +% 3) *% 16384)) +% 16368), t23_c3_0)
+        storeVector(arena, (((1490976 +% (((mb22 *% 4) +% 3) *% 16384)) +% 16368) +% 8), t23_c3_1)
       }
     }
-    for j24 in 0..<16 {
-      for f25 in 0..<16 {
-        for i26 in 0..<128 {
-          storeVector(arena, ((i26 *% 8) +% ((((g1 *% 16) +% j24) *% 16384) +% (f25 *% 1024))), loadVector(arena, ((i26 *% 8) +% ((1490944 +% (f25 *% 16384)) +% (j24 *% 1024)))))
+    for j26 in 0..<16 {
+      for f27 in 0..<16 {
+        for i28 in 0..<128 {
+          storeVector(arena, ((i28 *% 8) +% ((32 +% (((g3 *% 16) +% j26) *% 16384)) +% (f27 *% 1024))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i28 *% 8) +% ((1490976 +% (f27 *% 16384)) +% (j26 *% 1024)))) * Vector(repeating: arena[f27])) + Vector(repeating: arena[(16 +% f27)])), where: ((loadVector(arena, ((i28 *% 8) +% ((1490976 +% (f27 *% 16384)) +% (j26 *% 1024)))) * Vector(repeating: arena[f27])) + Vector(repeating: arena[(16 +% f27)])) .> Vector(repeating: Float(0))))
         }
       }
     }
   }
-  // stem_bn = batchnorm(stem)
-  for c27 in 0..<16 {
-    var mean28: Float = params[(78042 +% c27)]
-    var var29: Float = params[(78058 +% c27)]
-    var scale30: Float = (params[(432 +% c27)] * (Float(1) / sqrtf((var29 + Float(bitPattern: 0x3727c5ac)))))
-    for n31 in 0..<64 {
-      for i32 in 0..<1024 {
-        arena[(1048576 +% ((((n31 *% 16) +% c27) *% 1024) +% i32))] = (((arena[((((n31 *% 16) +% c27) *% 1024) +% i32)] - mean28) * scale30) + params[(448 +% c27)])
+  // s1_bn1 = batchnorm_fold()
+  for c29 in 0..<2 {
+    let scale30_v = (loadVector(params, ((c29 *% 8) +% 2768)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c29 *% 8) +% 78090)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c29 *% 8), scale30_v)
+    storeVector(arena, ((c29 *% 8) +% 16), (loadVector(params, ((c29 *% 8) +% 2784)) - (loadVector(params, ((c29 *% 8) +% 78074)) * scale30_v)))
+  }
+  // s1_conv1 = conv2d_relu(stem, s1_bn1)
+  for ci31 in 0..<16 {
+    for co32 in 0..<16 {
+      var w33: Float = params[(464 +% (((co32 *% 16) +% ci31) *% 9))]
+      var w34: Float = (((params[(464 +% (((co32 *% 16) +% ci31) *% 9))] + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 3)]) + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w35: Float = (((params[(464 +% (((co32 *% 16) +% ci31) *% 9))] + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 6)]) - params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w36: Float = params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 6)]
+      var w37: Float = params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 1)]
+      var w38: Float = (((params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 1)] + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 4)]) + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w39: Float = (((params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 1)] + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 7)]) - params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w40: Float = params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 7)]
+      var w41: Float = params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 2)]
+      var w42: Float = (((params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 2)] + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 5)]) + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w43: Float = (((params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 2)] + params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 8)]) - params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w44: Float = params[((464 +% (((co32 *% 16) +% ci31) *% 9)) +% 8)]
+      var w45: Float = w33
+      var w46: Float = (((w33 + w37) + w41) * Float(bitPattern: 0x3f000000))
+      var w47: Float = (((w33 + w41) - w37) * Float(bitPattern: 0x3f000000))
+      var w48: Float = w41
+      var w49: Float = w34
+      var w50: Float = (((w34 + w38) + w42) * Float(bitPattern: 0x3f000000))
+      var w51: Float = (((w34 + w42) - w38) * Float(bitPattern: 0x3f000000))
+      var w52: Float = w42
+      var w53: Float = w35
+      var w54: Float = (((w35 + w39) + w43) * Float(bitPattern: 0x3f000000))
+      var w55: Float = (((w35 + w43) - w39) * Float(bitPattern: 0x3f000000))
+      var w56: Float = w43
+      var w57: Float = w36
+      var w58: Float = (((w36 + w40) + w44) * Float(bitPattern: 0x3f000000))
+      var w59: Float = (((w36 + w44) - w40) * Float(bitPattern: 0x3f000000))
+      var w60: Float = w44
+      arena[((2097184 +% (ci31 *% 16)) +% co32)] = w45
+      arena[((2097440 +% (ci31 *% 16)) +% co32)] = w46
+      arena[((2097696 +% (ci31 *% 16)) +% co32)] = w47
+      arena[((2097952 +% (ci31 *% 16)) +% co32)] = w48
+      arena[((2098208 +% (ci31 *% 16)) +% co32)] = w49
+      arena[((2098464 +% (ci31 *% 16)) +% co32)] = w50
+      arena[((2098720 +% (ci31 *% 16)) +% co32)] = w51
+      arena[((2098976 +% (ci31 *% 16)) +% co32)] = w52
+      arena[((2099232 +% (ci31 *% 16)) +% co32)] = w53
+      arena[((2099488 +% (ci31 *% 16)) +% co32)] = w54
+      arena[((2099744 +% (ci31 *% 16)) +% co32)] = w55
+      arena[((2100000 +% (ci31 *% 16)) +% co32)] = w56
+      arena[((2100256 +% (ci31 *% 16)) +% co32)] = w57
+      arena[((2100512 +% (ci31 *% 16)) +% co32)] = w58
+      arena[((2100768 +% (ci31 *% 16)) +% co32)] = w59
+      arena[((2101024 +% (ci31 *% 16)) +% co32)] = w60
+    }
+  }
+  for i61 in 0..<2312 {
+    storeVector(arena, ((i61 *% 8) +% 2101280), Vector(repeating: Float(0)))
+  }
+  for g62 in 0..<64 {
+    for j63 in 0..<1 {
+      for c64 in 0..<16 {
+        for iy65 in 0..<32 {
+          for ix66 in 0..<32 {
+            arena[(2101280 +% ((((j63 *% 18496) +% ((iy65 +% 1) *% 544)) +% ((ix66 +% 1) *% 16)) +% c64))] = arena[((((32 +% ((g62 +% j63) *% 16384)) +% (c64 *% 1024)) +% (iy65 *% 32)) +% ix66)]
+          }
+        }
+      }
+    }
+    for j67 in 0..<1 {
+      for ty68 in 0..<16 {
+        for tx69 in 0..<16 {
+          for cv70 in 0..<2 {
+            let w71 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w72 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w73 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w74 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% ((tx69 *% 2) *% 16)) +% (cv70 *% 8)))))
+            let w75 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w76 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w77 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w78 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% (((tx69 *% 2) +% 1) *% 16)) +% (cv70 *% 8)))))
+            let w79 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w80 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w81 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w82 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% (((tx69 *% 2) +% 2) *% 16)) +% (cv70 *% 8)))))
+            let w83 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% ((ty68 *% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w84 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) + loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w85 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 2) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w86 = (loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 1) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))) - loadVector(arena, (2101280 +% ((((j67 *% 18496) +% (((ty68 *% 2) +% 3) *% 544)) +% (((tx69 *% 2) +% 3) *% 16)) +% (cv70 *% 8)))))
+            let w87 = (w71 - w79)
+            let w88 = (w75 + w79)
+            let w89 = (w79 - w75)
+            let w90 = (w75 - w83)
+            let w91 = (w72 - w80)
+            let w92 = (w76 + w80)
+            let w93 = (w80 - w76)
+            let w94 = (w76 - w84)
+            let w95 = (w73 - w81)
+            let w96 = (w77 + w81)
+            let w97 = (w81 - w77)
+            let w98 = (w77 - w85)
+            let w99 = (w74 - w82)
+            let w100 = (w78 + w82)
+            let w101 = (w82 - w78)
+            let w102 = (w78 - w86)
+            storeVector(arena, ((2119776 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w87)
+            storeVector(arena, ((2123872 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w88)
+            storeVector(arena, ((2127968 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w89)
+            storeVector(arena, ((2132064 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w90)
+            storeVector(arena, ((2136160 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w91)
+            storeVector(arena, ((2140256 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w92)
+            storeVector(arena, ((2144352 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w93)
+            storeVector(arena, ((2148448 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w94)
+            storeVector(arena, ((2152544 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w95)
+            storeVector(arena, ((2156640 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w96)
+            storeVector(arena, ((2160736 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w97)
+            storeVector(arena, ((2164832 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w98)
+            storeVector(arena, ((2168928 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w99)
+            storeVector(arena, ((2173024 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w100)
+            storeVector(arena, ((2177120 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w101)
+            storeVector(arena, ((2181216 +% ((((j67 *% 256) +% (ty68 *% 16)) +% tx69) *% 16)) +% (cv70 *% 8)), w102)
+          }
+        }
+      }
+    }
+    for xi103 in 0..<16 {
+      sgemm(101, 111, 111, 256, 16, 16, 1, arena + (2119776 +% (xi103 *% 4096)), 16, arena + (2097184 +% (xi103 *% 256)), 16, Float(bitPattern: 0x0), arena + (2185312 +% (xi103 *% 4096)), 16)
+    }
+    for j104 in 0..<1 {
+      for ty105 in 0..<16 {
+        for tx106 in 0..<16 {
+          for cv107 in 0..<2 {
+            let w108 = ((loadVector(arena, ((2185312 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) + loadVector(arena, ((2201696 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) + loadVector(arena, ((2218080 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w109 = ((loadVector(arena, ((2201696 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) - loadVector(arena, ((2218080 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) - loadVector(arena, ((2234464 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w110 = ((loadVector(arena, ((2189408 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) + loadVector(arena, ((2205792 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) + loadVector(arena, ((2222176 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w111 = ((loadVector(arena, ((2205792 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) - loadVector(arena, ((2222176 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) - loadVector(arena, ((2238560 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w112 = ((loadVector(arena, ((2193504 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) + loadVector(arena, ((2209888 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) + loadVector(arena, ((2226272 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w113 = ((loadVector(arena, ((2209888 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) - loadVector(arena, ((2226272 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) - loadVector(arena, ((2242656 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w114 = ((loadVector(arena, ((2197600 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) + loadVector(arena, ((2213984 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) + loadVector(arena, ((2230368 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w115 = ((loadVector(arena, ((2213984 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))) - loadVector(arena, ((2230368 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8)))) - loadVector(arena, ((2246752 +% ((((j104 *% 256) +% (ty105 *% 16)) +% tx106) *% 16)) +% (cv107 *% 8))))
+            let w116 = ((w108 + w110) + w112)
+            let w117 = ((w110 - w112) - w114)
+            let w118 = ((w109 + w111) + w113)
+            let w119 = ((w111 - w113) - w115)
+            storeVector(arena, ((2250848 +% (((((j104 *% 32) +% (ty105 *% 2)) *% 32) +% (tx106 *% 2)) *% 16)) +% (cv107 *% 8)), Vector().replacing(with: ((w116 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))), where: ((w116 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))) .> Vector()))
+            storeVector(arena, ((2250848 +% ((((((j104 *% 32) +% (ty105 *% 2)) *% 32) +% (tx106 *% 2)) +% 1) *% 16)) +% (cv107 *% 8)), Vector().replacing(with: ((w117 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))), where: ((w117 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))) .> Vector()))
+            storeVector(arena, ((2250848 +% ((((((j104 *% 32) +% (ty105 *% 2)) +% 1) *% 32) +% (tx106 *% 2)) *% 16)) +% (cv107 *% 8)), Vector().replacing(with: ((w118 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))), where: ((w118 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))) .> Vector()))
+            storeVector(arena, ((2250848 +% (((((((j104 *% 32) +% (ty105 *% 2)) +% 1) *% 32) +% (tx106 *% 2)) +% 1) *% 16)) +% (cv107 *% 8)), Vector().replacing(with: ((w119 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))), where: ((w119 * loadVector(arena, (cv107 *% 8))) + loadVector(arena, (16 +% (cv107 *% 8)))) .> Vector()))
+          }
+        }
+      }
+    }
+    for j120 in 0..<1 {
+      for c121 in 0..<16 {
+        for q122 in 0..<1024 {
+          arena[(((1048608 +% ((g62 +% j120) *% 16384)) +% (c121 *% 1024)) +% q122)] = arena[((2250848 +% (((j120 *% 1024) +% q122) *% 16)) +% c121)]
+        }
       }
     }
   }
-  // x0 = relu(stem_bn)
-  for i33 in 0..<131072 {
-    storeVector(arena, (i33 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i33 *% 8) +% 1048576)), where: loadVector(arena, ((i33 *% 8) +% 1048576)) .> Vector(repeating: Float(0))))
+  // s1_bn2 = batchnorm_fold()
+  for c123 in 0..<2 {
+    let scale124_v = (loadVector(params, ((c123 *% 8) +% 5104)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c123 *% 8) +% 78122)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c123 *% 8), scale124_v)
+    storeVector(arena, ((c123 *% 8) +% 16), (loadVector(params, ((c123 *% 8) +% 5120)) - (loadVector(params, ((c123 *% 8) +% 78106)) * scale124_v)))
   }
-  // s1_conv1 = conv2d(x0)
-  resnet8_infer_b64_shared0_s1_conv1(params, grads, m, v, arena, images, labels, lr, step, seed, 464, 2097152)
-  // s1_bn1 = batchnorm(s1_conv1)
-  for c126 in 0..<16 {
-    var mean127: Float = params[(78074 +% c126)]
-    var var128: Float = params[(78090 +% c126)]
-    var scale129: Float = (params[(2768 +% c126)] * (Float(1) / sqrtf((var128 + Float(bitPattern: 0x3727c5ac)))))
-    for n130 in 0..<64 {
-      for i131 in 0..<1024 {
-        arena[(2097152 +% ((((n130 *% 16) +% c126) *% 1024) +% i131))] = (((arena[(1048576 +% ((((n130 *% 16) +% c126) *% 1024) +% i131))] - mean127) * scale129) + params[(2784 +% c126)])
+  // s1_conv2 = conv2d(s1_conv1, s1_bn2)
+  for ci125 in 0..<16 {
+    for co126 in 0..<16 {
+      var w127: Float = params[(2800 +% (((co126 *% 16) +% ci125) *% 9))]
+      var w128: Float = (((params[(2800 +% (((co126 *% 16) +% ci125) *% 9))] + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 3)]) + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w129: Float = (((params[(2800 +% (((co126 *% 16) +% ci125) *% 9))] + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 6)]) - params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w130: Float = params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 6)]
+      var w131: Float = params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 1)]
+      var w132: Float = (((params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 1)] + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 4)]) + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w133: Float = (((params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 1)] + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 7)]) - params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w134: Float = params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 7)]
+      var w135: Float = params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 2)]
+      var w136: Float = (((params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 2)] + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 5)]) + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w137: Float = (((params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 2)] + params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 8)]) - params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w138: Float = params[((2800 +% (((co126 *% 16) +% ci125) *% 9)) +% 8)]
+      var w139: Float = w127
+      var w140: Float = (((w127 + w131) + w135) * Float(bitPattern: 0x3f000000))
+      var w141: Float = (((w127 + w135) - w131) * Float(bitPattern: 0x3f000000))
+      var w142: Float = w135
+      var w143: Float = w128
+      var w144: Float = (((w128 + w132) + w136) * Float(bitPattern: 0x3f000000))
+      var w145: Float = (((w128 + w136) - w132) * Float(bitPattern: 0x3f000000))
+      var w146: Float = w136
+      var w147: Float = w129
+      var w148: Float = (((w129 + w133) + w137) * Float(bitPattern: 0x3f000000))
+      var w149: Float = (((w129 + w137) - w133) * Float(bitPattern: 0x3f000000))
+      var w150: Float = w137
+      var w151: Float = w130
+      var w152: Float = (((w130 + w134) + w138) * Float(bitPattern: 0x3f000000))
+      var w153: Float = (((w130 + w138) - w134) * Float(bitPattern: 0x3f000000))
+      var w154: Float = w138
+      arena[((3145760 +% (ci125 *% 16)) +% co126)] = w139
+      arena[((3146016 +% (ci125 *% 16)) +% co126)] = w140
+      arena[((3146272 +% (ci125 *% 16)) +% co126)] = w141
+      arena[((3146528 +% (ci125 *% 16)) +% co126)] = w142
+      arena[((3146784 +% (ci125 *% 16)) +% co126)] = w143
+      arena[((3147040 +% (ci125 *% 16)) +% co126)] = w144
+      arena[((3147296 +% (ci125 *% 16)) +% co126)] = w145
+      arena[((3147552 +% (ci125 *% 16)) +% co126)] = w146
+      arena[((3147808 +% (ci125 *% 16)) +% co126)] = w147
+      arena[((3148064 +% (ci125 *% 16)) +% co126)] = w148
+      arena[((3148320 +% (ci125 *% 16)) +% co126)] = w149
+      arena[((3148576 +% (ci125 *% 16)) +% co126)] = w150
+      arena[((3148832 +% (ci125 *% 16)) +% co126)] = w151
+      arena[((3149088 +% (ci125 *% 16)) +% co126)] = w152
+      arena[((3149344 +% (ci125 *% 16)) +% co126)] = w153
+      arena[((3149600 +% (ci125 *% 16)) +% co126)] = w154
+    }
+  }
+  for i155 in 0..<2312 {
+    storeVector(arena, ((i155 *% 8) +% 3149856), Vector(repeating: Float(0)))
+  }
+  for g156 in 0..<64 {
+    for j157 in 0..<1 {
+      for c158 in 0..<16 {
+        for iy159 in 0..<32 {
+          for ix160 in 0..<32 {
+            arena[(3149856 +% ((((j157 *% 18496) +% ((iy159 +% 1) *% 544)) +% ((ix160 +% 1) *% 16)) +% c158))] = arena[((((1048608 +% ((g156 +% j157) *% 16384)) +% (c158 *% 1024)) +% (iy159 *% 32)) +% ix160)]
+          }
+        }
+      }
+    }
+    for j161 in 0..<1 {
+      for ty162 in 0..<16 {
+        for tx163 in 0..<16 {
+          for cv164 in 0..<2 {
+            let w165 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% ((ty162 *% 2) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))))
+            let w166 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))) + loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))))
+            let w167 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))))
+            let w168 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 3) *% 544)) +% ((tx163 *% 2) *% 16)) +% (cv164 *% 8)))))
+            let w169 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% ((ty162 *% 2) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))))
+            let w170 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))) + loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))))
+            let w171 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))))
+            let w172 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 3) *% 544)) +% (((tx163 *% 2) +% 1) *% 16)) +% (cv164 *% 8)))))
+            let w173 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% ((ty162 *% 2) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))))
+            let w174 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))) + loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))))
+            let w175 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))))
+            let w176 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 3) *% 544)) +% (((tx163 *% 2) +% 2) *% 16)) +% (cv164 *% 8)))))
+            let w177 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% ((ty162 *% 2) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))))
+            let w178 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))) + loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))))
+            let w179 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 2) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))))
+            let w180 = (loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 1) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))) - loadVector(arena, (3149856 +% ((((j161 *% 18496) +% (((ty162 *% 2) +% 3) *% 544)) +% (((tx163 *% 2) +% 3) *% 16)) +% (cv164 *% 8)))))
+            let w181 = (w165 - w173)
+            let w182 = (w169 + w173)
+            let w183 = (w173 - w169)
+            let w184 = (w169 - w177)
+            let w185 = (w166 - w174)
+            let w186 = (w170 + w174)
+            let w187 = (w174 - w170)
+            let w188 = (w170 - w178)
+            let w189 = (w167 - w175)
+            let w190 = (w171 + w175)
+            let w191 = (w175 - w171)
+            let w192 = (w171 - w179)
+            let w193 = (w168 - w176)
+            let w194 = (w172 + w176)
+            let w195 = (w176 - w172)
+            let w196 = (w172 - w180)
+            storeVector(arena, ((3168352 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w181)
+            storeVector(arena, ((3172448 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w182)
+            storeVector(arena, ((3176544 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w183)
+            storeVector(arena, ((3180640 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w184)
+            storeVector(arena, ((3184736 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w185)
+            storeVector(arena, ((3188832 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w186)
+            storeVector(arena, ((3192928 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w187)
+            storeVector(arena, ((3197024 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w188)
+            storeVector(arena, ((3201120 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w189)
+            storeVector(arena, ((3205216 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w190)
+            storeVector(arena, ((3209312 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w191)
+            storeVector(arena, ((3213408 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w192)
+            storeVector(arena, ((3217504 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w193)
+            storeVector(arena, ((3221600 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w194)
+            storeVector(arena, ((3225696 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w195)
+            storeVector(arena, ((3229792 +% ((((j161 *% 256) +% (ty162 *% 16)) +% tx163) *% 16)) +% (cv164 *% 8)), w196)
+          }
+        }
+      }
+    }
+    for xi197 in 0..<16 {
+      sgemm(101, 111, 111, 256, 16, 16, 1, arena + (3168352 +% (xi197 *% 4096)), 16, arena + (3145760 +% (xi197 *% 256)), 16, Float(bitPattern: 0x0), arena + (3233888 +% (xi197 *% 4096)), 16)
+    }
+    for j198 in 0..<1 {
+      for ty199 in 0..<16 {
+        for tx200 in 0..<16 {
+          for cv201 in 0..<2 {
+            let w202 = ((loadVector(arena, ((3233888 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) + loadVector(arena, ((3250272 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) + loadVector(arena, ((3266656 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w203 = ((loadVector(arena, ((3250272 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) - loadVector(arena, ((3266656 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) - loadVector(arena, ((3283040 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w204 = ((loadVector(arena, ((3237984 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) + loadVector(arena, ((3254368 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) + loadVector(arena, ((3270752 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w205 = ((loadVector(arena, ((3254368 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) - loadVector(arena, ((3270752 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) - loadVector(arena, ((3287136 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w206 = ((loadVector(arena, ((3242080 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) + loadVector(arena, ((3258464 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) + loadVector(arena, ((3274848 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w207 = ((loadVector(arena, ((3258464 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) - loadVector(arena, ((3274848 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) - loadVector(arena, ((3291232 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w208 = ((loadVector(arena, ((3246176 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) + loadVector(arena, ((3262560 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) + loadVector(arena, ((3278944 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w209 = ((loadVector(arena, ((3262560 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))) - loadVector(arena, ((3278944 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8)))) - loadVector(arena, ((3295328 +% ((((j198 *% 256) +% (ty199 *% 16)) +% tx200) *% 16)) +% (cv201 *% 8))))
+            let w210 = ((w202 + w204) + w206)
+            let w211 = ((w204 - w206) - w208)
+            let w212 = ((w203 + w205) + w207)
+            let w213 = ((w205 - w207) - w209)
+            storeVector(arena, ((3299424 +% (((((j198 *% 32) +% (ty199 *% 2)) *% 32) +% (tx200 *% 2)) *% 16)) +% (cv201 *% 8)), ((w210 * loadVector(arena, (cv201 *% 8))) + loadVector(arena, (16 +% (cv201 *% 8)))))
+            storeVector(arena, ((3299424 +% ((((((j198 *% 32) +% (ty199 *% 2)) *% 32) +% (tx200 *% 2)) +% 1) *% 16)) +% (cv201 *% 8)), ((w211 * loadVector(arena, (cv201 *% 8))) + loadVector(arena, (16 +% (cv201 *% 8)))))
+            storeVector(arena, ((3299424 +% ((((((j198 *% 32) +% (ty199 *% 2)) +% 1) *% 32) +% (tx200 *% 2)) *% 16)) +% (cv201 *% 8)), ((w212 * loadVector(arena, (cv201 *% 8))) + loadVector(arena, (16 +% (cv201 *% 8)))))
+            storeVector(arena, ((3299424 +% (((((((j198 *% 32) +% (ty199 *% 2)) +% 1) *% 32) +% (tx200 *% 2)) +% 1) *% 16)) +% (cv201 *% 8)), ((w213 * loadVector(arena, (cv201 *% 8))) + loadVector(arena, (16 +% (cv201 *% 8)))))
+          }
+        }
+      }
+    }
+    for j214 in 0..<1 {
+      for c215 in 0..<16 {
+        for q216 in 0..<1024 {
+          arena[(((2097184 +% ((g156 +% j214) *% 16384)) +% (c215 *% 1024)) +% q216)] = arena[((3299424 +% (((j214 *% 1024) +% q216) *% 16)) +% c215)]
+        }
       }
     }
   }
-  // s1_relu1 = relu(s1_bn1)
-  for i132 in 0..<131072 {
-    storeVector(arena, ((i132 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i132 *% 8) +% 2097152)), where: loadVector(arena, ((i132 *% 8) +% 2097152)) .> Vector(repeating: Float(0))))
-  }
-  // s1_conv2 = conv2d(s1_relu1)
-  resnet8_infer_b64_shared0_s1_conv1(params, grads, m, v, arena, images, labels, lr, step, seed, 2800, 3145728)
-  // s1_bn2 = batchnorm(s1_conv2)
-  for c225 in 0..<16 {
-    var mean226: Float = params[(78106 +% c225)]
-    var var227: Float = params[(78122 +% c225)]
-    var scale228: Float = (params[(5104 +% c225)] * (Float(1) / sqrtf((var227 + Float(bitPattern: 0x3727c5ac)))))
-    for n229 in 0..<64 {
-      for i230 in 0..<1024 {
-        arena[(1048576 +% ((((n229 *% 16) +% c225) *% 1024) +% i230))] = (((arena[(2097152 +% ((((n229 *% 16) +% c225) *% 1024) +% i230))] - mean226) * scale228) + params[(5120 +% c225)])
-      }
-    }
-  }
-  // s1_sum = add(s1_bn2, x0)
-  for i231 in 0..<131072 {
-    storeVector(arena, ((i231 *% 8) +% 2097152), (loadVector(arena, ((i231 *% 8) +% 1048576)) + loadVector(arena, (i231 *% 8))))
+  // s1_sum = add(s1_conv2, stem)
+  for i217 in 0..<131072 {
+    storeVector(arena, ((i217 *% 8) +% 1048608), (loadVector(arena, ((i217 *% 8) +% 2097184)) + loadVector(arena, ((i217 *% 8) +% 32))))
   }
   // x1 = relu(s1_sum)
-  for i232 in 0..<131072 {
-    storeVector(arena, (i232 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i232 *% 8) +% 2097152)), where: loadVector(arena, ((i232 *% 8) +% 2097152)) .> Vector(repeating: Float(0))))
+  for i218 in 0..<131072 {
+    storeVector(arena, (i218 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i218 *% 8) +% 1048608)), where: loadVector(arena, ((i218 *% 8) +% 1048608)) .> Vector(repeating: Float(0))))
   }
-  // s2_conv1 = conv2d(x1)
-  for g233 in 0..<4 {
-    for j234 in 0..<16 {
-      for c235 in 0..<16 {
-        for ky236 in 0..<3 {
-          for oy237 in 0..<16 {
-            if (-1 < (((oy237 *% 2) +% ky236) +% -1) && (((oy237 *% 2) +% ky236) +% -1) < 32) {
-              for ox238 in 0..<15 {
-                arena[(((1572864 +% ((((c235 *% 3) +% ky236) *% 3) *% 4096)) +% (j234 *% 256)) +% ((oy237 *% 16) +% (ox238 +% 1)))] = arena[((((((g233 *% 16) +% j234) *% 16384) +% (c235 *% 1024)) +% ((((oy237 *% 2) +% ky236) +% -1) *% 32)) +% (((ox238 +% 1) *% 2) +% -1))]
+  // s2_bn1 = batchnorm_fold()
+  for c219 in 0..<4 {
+    let scale220_v = (loadVector(params, ((c219 *% 8) +% 9744)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c219 *% 8) +% 78170)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c219 *% 8) +% 1048576), scale220_v)
+    storeVector(arena, ((c219 *% 8) +% 1048608), (loadVector(params, ((c219 *% 8) +% 9776)) - (loadVector(params, ((c219 *% 8) +% 78138)) * scale220_v)))
+  }
+  // s2_conv1 = conv2d_relu(x1, s2_bn1)
+  for g221 in 0..<4 {
+    for j222 in 0..<16 {
+      for c223 in 0..<16 {
+        for ky224 in 0..<3 {
+          for oy225 in 0..<16 {
+            if (-1 < (((oy225 *% 2) +% ky224) +% -1) && (((oy225 *% 2) +% ky224) +% -1) < 32) {
+              for ox226 in 0..<15 {
+                arena[(((1572928 +% ((((c223 *% 3) +% ky224) *% 3) *% 4096)) +% (j222 *% 256)) +% ((oy225 *% 16) +% (ox226 +% 1)))] = arena[((((((g221 *% 16) +% j222) *% 16384) +% (c223 *% 1024)) +% ((((oy225 *% 2) +% ky224) +% -1) *% 32)) +% (((ox226 +% 1) *% 2) +% -1))]
               }
-              for ox239 in 0..<1 {
-                arena[(((1572864 +% ((((c235 *% 3) +% ky236) *% 3) *% 4096)) +% (j234 *% 256)) +% ((oy237 *% 16) +% ox239))] = Float(0)
+              for ox227 in 0..<1 {
+                arena[(((1572928 +% ((((c223 *% 3) +% ky224) *% 3) *% 4096)) +% (j222 *% 256)) +% ((oy225 *% 16) +% ox227))] = Float(0)
               }
             }
-            if (((oy237 *% 2) +% ky236) +% -1) < 0 {
-              for ox240 in 0..<16 {
-                arena[(((1572864 +% ((((c235 *% 3) +% ky236) *% 3) *% 4096)) +% (j234 *% 256)) +% ((oy237 *% 16) +% ox240))] = Float(0)
+            if (((oy225 *% 2) +% ky224) +% -1) < 0 {
+              for ox228 in 0..<16 {
+                arena[(((1572928 +% ((((c223 *% 3) +% ky224) *% 3) *% 4096)) +% (j222 *% 256)) +% ((oy225 *% 16) +% ox228))] = Float(0)
               }
             }
-            if 31 < (((oy237 *% 2) +% ky236) +% -1) {
-              for ox240 in 0..<16 {
-                arena[(((1572864 +% ((((c235 *% 3) +% ky236) *% 3) *% 4096)) +% (j234 *% 256)) +% ((oy237 *% 16) +% ox240))] = Float(0)
+            if 31 < (((oy225 *% 2) +% ky224) +% -1) {
+              for ox228 in 0..<16 {
+                arena[(((1572928 +% ((((c223 *% 3) +% ky224) *% 3) *% 4096)) +% (j222 *% 256)) +% ((oy225 *% 16) +% ox228))] = Float(0)
               }
             }
           }
-          for oy241 in 0..<16 {
-            if (-1 < (((oy241 *% 2) +% ky236) +% -1) && (((oy241 *% 2) +% ky236) +% -1) < 32) {
-              for ox242 in 0..<16 {
-                arena[(((1572864 +% (((((c235 *% 3) +% ky236) *% 3) +% 1) *% 4096)) +% (j234 *% 256)) +% ((oy241 *% 16) +% ox242))] = arena[((((((g233 *% 16) +% j234) *% 16384) +% (c235 *% 1024)) +% ((((oy241 *% 2) +% ky236) +% -1) *% 32)) +% (ox242 *% 2))]
+          for oy229 in 0..<16 {
+            if (-1 < (((oy229 *% 2) +% ky224) +% -1) && (((oy229 *% 2) +% ky224) +% -1) < 32) {
+              for ox230 in 0..<16 {
+                arena[(((1572928 +% (((((c223 *% 3) +% ky224) *% 3) +% 1) *% 4096)) +% (j222 *% 256)) +% ((oy229 *% 16) +% ox230))] = arena[((((((g221 *% 16) +% j222) *% 16384) +% (c223 *% 1024)) +% ((((oy229 *% 2) +% ky224) +% -1) *% 32)) +% (ox230 *% 2))]
               }
             }
-            if (((oy241 *% 2) +% ky236) +% -1) < 0 {
-              for ox243 in 0..<16 {
-                arena[(((1572864 +% (((((c235 *% 3) +% ky236) *% 3) +% 1) *% 4096)) +% (j234 *% 256)) +% ((oy241 *% 16) +% ox243))] = Float(0)
+            if (((oy229 *% 2) +% ky224) +% -1) < 0 {
+              for ox231 in 0..<16 {
+                arena[(((1572928 +% (((((c223 *% 3) +% ky224) *% 3) +% 1) *% 4096)) +% (j222 *% 256)) +% ((oy229 *% 16) +% ox231))] = Float(0)
               }
             }
-            if 31 < (((oy241 *% 2) +% ky236) +% -1) {
-              for ox243 in 0..<16 {
-                arena[(((1572864 +% (((((c235 *% 3) +% ky236) *% 3) +% 1) *% 4096)) +% (j234 *% 256)) +% ((oy241 *% 16) +% ox243))] = Float(0)
-              }
-            }
-          }
-          for oy244 in 0..<16 {
-            if (-1 < (((oy244 *% 2) +% ky236) +% -1) && (((oy244 *% 2) +% ky236) +% -1) < 32) {
-              for ox245 in 0..<16 {
-                arena[(((1572864 +% (((((c235 *% 3) +% ky236) *% 3) +% 2) *% 4096)) +% (j234 *% 256)) +% ((oy244 *% 16) +% ox245))] = arena[((((((g233 *% 16) +% j234) *% 16384) +% (c235 *% 1024)) +% ((((oy244 *% 2) +% ky236) +% -1) *% 32)) +% ((ox245 *% 2) +% 1))]
-              }
-            }
-            if (((oy244 *% 2) +% ky236) +% -1) < 0 {
-              for ox246 in 0..<16 {
-                arena[(((1572864 +% (((((c235 *% 3) +% ky236) *% 3) +% 2) *% 4096)) +% (j234 *% 256)) +% ((oy244 *% 16) +% ox246))] = Float(0)
-              }
-            }
-            if 31 < (((oy244 *% 2) +% ky236) +% -1) {
-              for ox246 in 0..<16 {
-                arena[(((1572864 +% (((((c235 *% 3) +% ky236) *% 3) +% 2) *% 4096)) +% (j234 *% 256)) +% ((oy244 *% 16) +% ox246))] = Float(0)
+            if 31 < (((oy229 *% 2) +% ky224) +% -1) {
+              for ox231 in 0..<16 {
+                arena[(((1572928 +% (((((c223 *% 3) +% ky224) *% 3) +% 1) *% 4096)) +% (j222 *% 256)) +% ((oy229 *% 16) +% ox231))] = Float(0)
               }
             }
           }
-        }
-      }
-    }
-    do {  // gemm254
-      for nb247 in 0..<170 {
-        for mb248 in 0..<8 {
-          var t249_c0_0 = Vector()
-          var t249_c0_1 = Vector()
-          var t249_c0_2 = Vector()
-          var t249_c1_0 = Vector()
-          var t249_c1_1 = Vector()
-          var t249_c1_2 = Vector()
-          var t249_c2_0 = Vector()
-          var t249_c2_1 = Vector()
-          var t249_c2_2 = Vector()
-          var t249_c3_0 = Vector()
-          var t249_c3_1 = Vector()
-          var t249_c3_2 = Vector()
-          for k250 in 0..<144 {
-            let t249_b0 = loadVector(arena, ((1572864 +% (k250 *% 4096)) +% (nb247 *% 24)))
-            let t249_b1 = loadVector(arena, (((1572864 +% (k250 *% 4096)) +% (nb247 *% 24)) +% 8))
-            let t249_b2 = loadVector(arena, (((1572864 +% (k250 *% 4096)) +% (nb247 *% 24)) +% 16))
-            let t249_a0 = Vector(repeating: params[((5136 +% ((mb248 *% 4) *% 144)) +% k250)])
-            t249_c0_0 = t249_c0_0.addingProduct(t249_a0, t249_b0)
-            t249_c0_1 = t249_c0_1.addingProduct(t249_a0, t249_b1)
-            t249_c0_2 = t249_c0_2.addingProduct(t249_a0, t249_b2)
-            let t249_a1 = Vector(repeating: params[((5136 +% (((mb248 *% 4) +% 1) *% 144)) +% k250)])
-            t249_c1_0 = t249_c1_0.addingProduct(t249_a1, t249_b0)
-            t249_c1_1 = t249_c1_1.addingProduct(t249_a1, t249_b1)
-            t249_c1_2 = t249_c1_2.addingProduct(t249_a1, t249_b2)
-            let t249_a2 = Vector(repeating: params[((5136 +% (((mb248 *% 4) +% 2) *% 144)) +% k250)])
-            t249_c2_0 = t249_c2_0.addingProduct(t249_a2, t249_b0)
-            t249_c2_1 = t249_c2_1.addingProduct(t249_a2, t249_b1)
-            t249_c2_2 = t249_c2_2.addingProduct(t249_a2, t249_b2)
-            let t249_a3 = Vector(repeating: params[((5136 +% (((mb248 *% 4) +% 3) *% 144)) +% k250)])
-            t249_c3_0 = t249_c3_0.addingProduct(t249_a3, t249_b0)
-            t249_c3_1 = t249_c3_1.addingProduct(t249_a3, t249_b1)
-            t249_c3_2 = t249_c3_2.addingProduct(t249_a3, t249_b2)
-          }
-          storeVector(arena, ((2162688 +% ((mb248 *% 4) *% 4096)) +% (nb247 *% 24)), t249_c0_0)
-          storeVector(arena, (((2162688 +% ((mb248 *% 4) *% 4096)) +% (nb247 *% 24)) +% 8), t249_c0_1)
-          storeVector(arena, (((2162688 +% ((mb248 *% 4) *% 4096)) +% (nb247 *% 24)) +% 16), t249_c0_2)
-          storeVector(arena, ((2162688 +% (((mb248 *% 4) +% 1) *% 4096)) +% (nb247 *% 24)), t249_c1_0)
-          storeVector(arena, (((2162688 +% (((mb248 *% 4) +% 1) *% 4096)) +% (nb247 *% 24)) +% 8), t249_c1_1)
-          storeVector(arena, (((2162688 +% (((mb248 *% 4) +% 1) *% 4096)) +% (nb247 *% 24)) +% 16), t249_c1_2)
-          storeVector(arena, ((2162688 +% (((mb248 *% 4) +% 2) *% 4096)) +% (nb247 *% 24)), t249_c2_0)
-          storeVector(arena, (((2162688 +% (((mb248 *% 4) +% 2) *% 4096)) +% (nb247 *% 24)) +% 8), t249_c2_1)
-          storeVector(arena, (((2162688 +% (((mb248 *% 4) +% 2) *% 4096)) +% (nb247 *% 24)) +% 16), t249_c2_2)
-          storeVector(arena, ((2162688 +% (((mb248 *% 4) +% 3) *% 4096)) +% (nb247 *% 24)), t249_c3_0)
-          storeVector(arena, (((2162688 +% (((mb248 *% 4) +% 3) *% 4096)) +% (nb247 *% 24)) +% 8), t249_c3_1)
-          storeVector(arena, (((2162688 +% (((mb248 *% 4) +% 3) *% 4096)) +% (nb247 *% 24)) +% 16), t249_c3_2)
-        }
-      }
-      for mb251 in 0..<8 {
-        var t252_c0_0 = Vector()
-        var t252_c0_1 = Vector()
-        var t252_c1_0 = Vector()
-        var t252_c1_1 = Vector()
-        var t252_c2_0 = Vector()
-        var t252_c2_1 = Vector()
-        var t252_c3_0 = Vector()
-        var t252_c3_1 = Vector()
-        for k253 in 0..<144 {
-          let t252_b0 = loadVector(arena, ((1572864 +% (k253 *% 4096)) +% 4080))
-          let t252_b1 = loadVector(arena, (((1572864 +% (k253 *% 4096)) +% 4080) +% 8))
-          let t252_a0 = Vector(repeating: params[((5136 +% ((mb251 *% 4) *% 144)) +% k253)])
-          t252_c0_0 = t252_c0_0.addingProduct(t252_a0, t252_b0)
-          t252_c0_1 = t252_c0_1.addingProduct(t252_a0, t252_b1)
-          let t252_a1 = Vector(repeating: params[((5136 +% (((mb251 *% 4) +% 1) *% 144)) +% k253)])
-          t252_c1_0 = t252_c1_0.addingProduct(t252_a1, t252_b0)
-          t252_c1_1 = t252_c1_1.addingProduct(t252_a1, t252_b1)
-          let t252_a2 = Vector(repeating: params[((5136 +% (((mb251 *% 4) +% 2) *% 144)) +% k253)])
-          t252_c2_0 = t252_c2_0.addingProduct(t252_a2, t252_b0)
-          t252_c2_1 = t252_c2_1.addingProduct(t252_a2, t252_b1)
-          let t252_a3 = Vector(repeating: params[((5136 +% (((mb251 *% 4) +% 3) *% 144)) +% k253)])
-          t252_c3_0 = t252_c3_0.addingProduct(t252_a3, t252_b0)
-          t252_c3_1 = t252_c3_1.addingProduct(t252_a3, t252_b1)
-        }
-        storeVector(arena, ((2162688 +% ((mb251 *% 4) *% 4096)) +% 4080), t252_c0_0)
-        storeVector(arena, (((2162688 +% ((mb251 *% 4) *% 4096)) +% 4080) +% 8), t252_c0_1)
-        storeVector(arena, ((2162688 +% (((mb251 *% 4) +% 1) *% 4096)) +% 4080), t252_c1_0)
-        storeVector(arena, (((2162688 +% (((mb251 *% 4) +% 1) *% 4096)) +% 4080) +% 8), t252_c1_1)
-        storeVector(arena, ((2162688 +% (((mb251 *% 4) +% 2) *% 4096)) +% 4080), t252_c2_0)
-        storeVector(arena, (((2162688 +% (((mb251 *% 4) +% 2) *% 4096)) +% 4080) +% 8), t252_c2_1)
-        storeVector(arena, ((2162688 +% (((mb251 *% 4) +% 3) *% 4096)) +% 4080), t252_c3_0)
-        storeVector(arena, (((2162688 +% (((mb251 *% 4) +% 3) *% 4096)) +% 4080) +% 8), t252_c3_1)
-      }
-    }
-    for j255 in 0..<16 {
-      for f256 in 0..<32 {
-        for i257 in 0..<32 {
-          storeVector(arena, ((i257 *% 8) +% ((1048576 +% (((g233 *% 16) +% j255) *% 8192)) +% (f256 *% 256))), loadVector(arena, ((i257 *% 8) +% ((2162688 +% (f256 *% 4096)) +% (j255 *% 256)))))
-        }
-      }
-    }
-  }
-  // s2_bn1 = batchnorm(s2_conv1)
-  for c258 in 0..<32 {
-    var mean259: Float = params[(78138 +% c258)]
-    var var260: Float = params[(78170 +% c258)]
-    var scale261: Float = (params[(9744 +% c258)] * (Float(1) / sqrtf((var260 + Float(bitPattern: 0x3727c5ac)))))
-    for n262 in 0..<64 {
-      for i263 in 0..<256 {
-        arena[(1572864 +% ((((n262 *% 32) +% c258) *% 256) +% i263))] = (((arena[(1048576 +% ((((n262 *% 32) +% c258) *% 256) +% i263))] - mean259) * scale261) + params[(9776 +% c258)])
-      }
-    }
-  }
-  // s2_relu1 = relu(s2_bn1)
-  for i264 in 0..<65536 {
-    storeVector(arena, ((i264 *% 8) +% 1048576), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i264 *% 8) +% 1572864)), where: loadVector(arena, ((i264 *% 8) +% 1572864)) .> Vector(repeating: Float(0))))
-  }
-  // s2_conv2 = conv2d(s2_relu1)
-  for ci265 in 0..<32 {
-    for co266 in 0..<32 {
-      var w267: Float = params[(9808 +% (((co266 *% 32) +% ci265) *% 9))]
-      var w268: Float = (((params[(9808 +% (((co266 *% 32) +% ci265) *% 9))] + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 3)]) + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w269: Float = (((params[(9808 +% (((co266 *% 32) +% ci265) *% 9))] + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 6)]) - params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w270: Float = params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 6)]
-      var w271: Float = params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 1)]
-      var w272: Float = (((params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 1)] + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 4)]) + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w273: Float = (((params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 1)] + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 7)]) - params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w274: Float = params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 7)]
-      var w275: Float = params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 2)]
-      var w276: Float = (((params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 2)] + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 5)]) + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w277: Float = (((params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 2)] + params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 8)]) - params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w278: Float = params[((9808 +% (((co266 *% 32) +% ci265) *% 9)) +% 8)]
-      var w279: Float = w267
-      var w280: Float = (((w267 + w271) + w275) * Float(bitPattern: 0x3f000000))
-      var w281: Float = (((w267 + w275) - w271) * Float(bitPattern: 0x3f000000))
-      var w282: Float = w275
-      var w283: Float = w268
-      var w284: Float = (((w268 + w272) + w276) * Float(bitPattern: 0x3f000000))
-      var w285: Float = (((w268 + w276) - w272) * Float(bitPattern: 0x3f000000))
-      var w286: Float = w276
-      var w287: Float = w269
-      var w288: Float = (((w269 + w273) + w277) * Float(bitPattern: 0x3f000000))
-      var w289: Float = (((w269 + w277) - w273) * Float(bitPattern: 0x3f000000))
-      var w290: Float = w277
-      var w291: Float = w270
-      var w292: Float = (((w270 + w274) + w278) * Float(bitPattern: 0x3f000000))
-      var w293: Float = (((w270 + w278) - w274) * Float(bitPattern: 0x3f000000))
-      var w294: Float = w278
-      arena[((2097152 +% (ci265 *% 32)) +% co266)] = w279
-      arena[((2098176 +% (ci265 *% 32)) +% co266)] = w280
-      arena[((2099200 +% (ci265 *% 32)) +% co266)] = w281
-      arena[((2100224 +% (ci265 *% 32)) +% co266)] = w282
-      arena[((2101248 +% (ci265 *% 32)) +% co266)] = w283
-      arena[((2102272 +% (ci265 *% 32)) +% co266)] = w284
-      arena[((2103296 +% (ci265 *% 32)) +% co266)] = w285
-      arena[((2104320 +% (ci265 *% 32)) +% co266)] = w286
-      arena[((2105344 +% (ci265 *% 32)) +% co266)] = w287
-      arena[((2106368 +% (ci265 *% 32)) +% co266)] = w288
-      arena[((2107392 +% (ci265 *% 32)) +% co266)] = w289
-      arena[((2108416 +% (ci265 *% 32)) +% co266)] = w290
-      arena[((2109440 +% (ci265 *% 32)) +% co266)] = w291
-      arena[((2110464 +% (ci265 *% 32)) +% co266)] = w292
-      arena[((2111488 +% (ci265 *% 32)) +% co266)] = w293
-      arena[((2112512 +% (ci265 *% 32)) +% co266)] = w294
-    }
-  }
-  for i295 in 0..<1296 {
-    storeVector(arena, ((i295 *% 8) +% 2113536), Vector(repeating: Float(0)))
-  }
-  for g296 in 0..<64 {
-    for j297 in 0..<1 {
-      for c298 in 0..<32 {
-        for iy299 in 0..<16 {
-          for ix300 in 0..<16 {
-            arena[(2113536 +% ((((j297 *% 10368) +% ((iy299 +% 1) *% 576)) +% ((ix300 +% 1) *% 32)) +% c298))] = arena[((((1048576 +% ((g296 +% j297) *% 8192)) +% (c298 *% 256)) +% (iy299 *% 16)) +% ix300)]
-          }
-        }
-      }
-    }
-    for j301 in 0..<1 {
-      for ty302 in 0..<8 {
-        for tx303 in 0..<8 {
-          for cv304 in 0..<4 {
-            let w305 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% ((ty302 *% 2) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))))
-            let w306 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))) + loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))))
-            let w307 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))))
-            let w308 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 3) *% 576)) +% ((tx303 *% 2) *% 32)) +% (cv304 *% 8)))))
-            let w309 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% ((ty302 *% 2) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))))
-            let w310 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))) + loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))))
-            let w311 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))))
-            let w312 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 3) *% 576)) +% (((tx303 *% 2) +% 1) *% 32)) +% (cv304 *% 8)))))
-            let w313 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% ((ty302 *% 2) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))))
-            let w314 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))) + loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))))
-            let w315 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))))
-            let w316 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 3) *% 576)) +% (((tx303 *% 2) +% 2) *% 32)) +% (cv304 *% 8)))))
-            let w317 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% ((ty302 *% 2) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))))
-            let w318 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))) + loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))))
-            let w319 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 2) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))))
-            let w320 = (loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 1) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))) - loadVector(arena, (2113536 +% ((((j301 *% 10368) +% (((ty302 *% 2) +% 3) *% 576)) +% (((tx303 *% 2) +% 3) *% 32)) +% (cv304 *% 8)))))
-            let w321 = (w305 - w313)
-            let w322 = (w309 + w313)
-            let w323 = (w313 - w309)
-            let w324 = (w309 - w317)
-            let w325 = (w306 - w314)
-            let w326 = (w310 + w314)
-            let w327 = (w314 - w310)
-            let w328 = (w310 - w318)
-            let w329 = (w307 - w315)
-            let w330 = (w311 + w315)
-            let w331 = (w315 - w311)
-            let w332 = (w311 - w319)
-            let w333 = (w308 - w316)
-            let w334 = (w312 + w316)
-            let w335 = (w316 - w312)
-            let w336 = (w312 - w320)
-            storeVector(arena, ((2123904 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w321)
-            storeVector(arena, ((2125952 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w322)
-            storeVector(arena, ((2128000 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w323)
-            storeVector(arena, ((2130048 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w324)
-            storeVector(arena, ((2132096 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w325)
-            storeVector(arena, ((2134144 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w326)
-            storeVector(arena, ((2136192 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w327)
-            storeVector(arena, ((2138240 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w328)
-            storeVector(arena, ((2140288 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w329)
-            storeVector(arena, ((2142336 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w330)
-            storeVector(arena, ((2144384 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w331)
-            storeVector(arena, ((2146432 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w332)
-            storeVector(arena, ((2148480 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w333)
-            storeVector(arena, ((2150528 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w334)
-            storeVector(arena, ((2152576 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w335)
-            storeVector(arena, ((2154624 +% ((((j301 *% 64) +% (ty302 *% 8)) +% tx303) *% 32)) +% (cv304 *% 8)), w336)
-          }
-        }
-      }
-    }
-    for xi337 in 0..<16 {
-      sgemm(101, 111, 111, 64, 32, 32, 1, arena + (2123904 +% (xi337 *% 2048)), 32, arena + (2097152 +% (xi337 *% 1024)), 32, Float(bitPattern: 0x0), arena + (2156672 +% (xi337 *% 2048)), 32)
-    }
-    for j338 in 0..<1 {
-      for ty339 in 0..<8 {
-        for tx340 in 0..<8 {
-          for cv341 in 0..<4 {
-            let w342 = ((loadVector(arena, ((2156672 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) + loadVector(arena, ((2164864 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) + loadVector(arena, ((2173056 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w343 = ((loadVector(arena, ((2164864 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) - loadVector(arena, ((2173056 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) - loadVector(arena, ((2181248 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w344 = ((loadVector(arena, ((2158720 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) + loadVector(arena, ((2166912 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) + loadVector(arena, ((2175104 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w345 = ((loadVector(arena, ((2166912 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) - loadVector(arena, ((2175104 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) - loadVector(arena, ((2183296 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w346 = ((loadVector(arena, ((2160768 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) + loadVector(arena, ((2168960 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) + loadVector(arena, ((2177152 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w347 = ((loadVector(arena, ((2168960 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) - loadVector(arena, ((2177152 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) - loadVector(arena, ((2185344 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w348 = ((loadVector(arena, ((2162816 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) + loadVector(arena, ((2171008 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) + loadVector(arena, ((2179200 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w349 = ((loadVector(arena, ((2171008 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))) - loadVector(arena, ((2179200 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8)))) - loadVector(arena, ((2187392 +% ((((j338 *% 64) +% (ty339 *% 8)) +% tx340) *% 32)) +% (cv341 *% 8))))
-            let w350 = ((w342 + w344) + w346)
-            let w351 = ((w344 - w346) - w348)
-            let w352 = ((w343 + w345) + w347)
-            let w353 = ((w345 - w347) - w349)
-            storeVector(arena, ((2189440 +% (((((j338 *% 16) +% (ty339 *% 2)) *% 16) +% (tx340 *% 2)) *% 32)) +% (cv341 *% 8)), w350)
-            storeVector(arena, ((2189440 +% ((((((j338 *% 16) +% (ty339 *% 2)) *% 16) +% (tx340 *% 2)) +% 1) *% 32)) +% (cv341 *% 8)), w351)
-            storeVector(arena, ((2189440 +% ((((((j338 *% 16) +% (ty339 *% 2)) +% 1) *% 16) +% (tx340 *% 2)) *% 32)) +% (cv341 *% 8)), w352)
-            storeVector(arena, ((2189440 +% (((((((j338 *% 16) +% (ty339 *% 2)) +% 1) *% 16) +% (tx340 *% 2)) +% 1) *% 32)) +% (cv341 *% 8)), w353)
-          }
-        }
-      }
-    }
-    for j354 in 0..<1 {
-      for c355 in 0..<32 {
-        for q356 in 0..<256 {
-          arena[(((1572864 +% ((g296 +% j354) *% 8192)) +% (c355 *% 256)) +% q356)] = arena[((2189440 +% (((j354 *% 256) +% q356) *% 32)) +% c355)]
-        }
-      }
-    }
-  }
-  // s2_bn2 = batchnorm(s2_conv2)
-  for c357 in 0..<32 {
-    var mean358: Float = params[(78202 +% c357)]
-    var var359: Float = params[(78234 +% c357)]
-    var scale360: Float = (params[(19024 +% c357)] * (Float(1) / sqrtf((var359 + Float(bitPattern: 0x3727c5ac)))))
-    for n361 in 0..<64 {
-      for i362 in 0..<256 {
-        arena[(1048576 +% ((((n361 *% 32) +% c357) *% 256) +% i362))] = (((arena[(1572864 +% ((((n361 *% 32) +% c357) *% 256) +% i362))] - mean358) * scale360) + params[(19056 +% c357)])
-      }
-    }
-  }
-  // s2_proj = conv2d(x1)
-  for g363 in 0..<4 {
-    for j364 in 0..<16 {
-      for c365 in 0..<16 {
-        for ky366 in 0..<1 {
-          for oy367 in 0..<16 {
-            for ox368 in 0..<16 {
-              arena[(((2097152 +% ((c365 +% ky366) *% 4096)) +% (j364 *% 256)) +% ((oy367 *% 16) +% ox368))] = arena[((((((g363 *% 16) +% j364) *% 16384) +% (c365 *% 1024)) +% (((oy367 *% 2) +% ky366) *% 32)) +% (ox368 *% 2))]
+          for oy232 in 0..<16 {
+            if (-1 < (((oy232 *% 2) +% ky224) +% -1) && (((oy232 *% 2) +% ky224) +% -1) < 32) {
+              for ox233 in 0..<16 {
+                arena[(((1572928 +% (((((c223 *% 3) +% ky224) *% 3) +% 2) *% 4096)) +% (j222 *% 256)) +% ((oy232 *% 16) +% ox233))] = arena[((((((g221 *% 16) +% j222) *% 16384) +% (c223 *% 1024)) +% ((((oy232 *% 2) +% ky224) +% -1) *% 32)) +% ((ox233 *% 2) +% 1))]
+              }
+            }
+            if (((oy232 *% 2) +% ky224) +% -1) < 0 {
+              for ox234 in 0..<16 {
+                arena[(((1572928 +% (((((c223 *% 3) +% ky224) *% 3) +% 2) *% 4096)) +% (j222 *% 256)) +% ((oy232 *% 16) +% ox234))] = Float(0)
+              }
+            }
+            if 31 < (((oy232 *% 2) +% ky224) +% -1) {
+              for ox234 in 0..<16 {
+                arena[(((1572928 +% (((((c223 *% 3) +% ky224) *% 3) +% 2) *% 4096)) +% (j222 *% 256)) +% ((oy232 *% 16) +% ox234))] = Float(0)
+              }
             }
           }
         }
       }
     }
-    do {  // gemm376
-      for nb369 in 0..<170 {
-        for mb370 in 0..<8 {
-          var t371_c0_0 = Vector()
-          var t371_c0_1 = Vector()
-          var t371_c0_2 = Vector()
-          var t371_c1_0 = Vector()
-          var t371_c1_1 = Vector()
-          var t371_c1_2 = Vector()
-          var t371_c2_0 = Vector()
-          var t371_c2_1 = Vector()
-          var t371_c2_2 = Vector()
-          var t371_c3_0 = Vector()
-          var t371_c3_1 = Vector()
-          var t371_c3_2 = Vector()
-          for k372 in 0..<16 {
-            let t371_b0 = loadVector(arena, ((2097152 +% (k372 *% 4096)) +% (nb369 *% 24)))
-            let t371_b1 = loadVector(arena, (((2097152 +% (k372 *% 4096)) +% (nb369 *% 24)) +% 8))
-            let t371_b2 = loadVector(arena, (((2097152 +% (k372 *% 4096)) +% (nb369 *% 24)) +% 16))
-            let t371_a0 = Vector(repeating: params[((19088 +% ((mb370 *% 4) *% 16)) +% k372)])
-            t371_c0_0 = t371_c0_0.addingProduct(t371_a0, t371_b0)
-            t371_c0_1 = t371_c0_1.addingProduct(t371_a0, t371_b1)
-            t371_c0_2 = t371_c0_2.addingProduct(t371_a0, t371_b2)
-            let t371_a1 = Vector(repeating: params[((19088 +% (((mb370 *% 4) +% 1) *% 16)) +% k372)])
-            t371_c1_0 = t371_c1_0.addingProduct(t371_a1, t371_b0)
-            t371_c1_1 = t371_c1_1.addingProduct(t371_a1, t371_b1)
-            t371_c1_2 = t371_c1_2.addingProduct(t371_a1, t371_b2)
-            let t371_a2 = Vector(repeating: params[((19088 +% (((mb370 *% 4) +% 2) *% 16)) +% k372)])
-            t371_c2_0 = t371_c2_0.addingProduct(t371_a2, t371_b0)
-            t371_c2_1 = t371_c2_1.addingProduct(t371_a2, t371_b1)
-            t371_c2_2 = t371_c2_2.addingProduct(t371_a2, t371_b2)
-            let t371_a3 = Vector(repeating: params[((19088 +% (((mb370 *% 4) +% 3) *% 16)) +% k372)])
-            t371_c3_0 = t371_c3_0.addingProduct(t371_a3, t371_b0)
-            t371_c3_1 = t371_c3_1.addingProduct(t371_a3, t371_b1)
-            t371_c3_2 = t371_c3_2.addingProduct(t371_a3, t371_b2)
+    do {  // gemm242
+      for nb235 in 0..<170 {
+        for mb236 in 0..<8 {
+          var t237_c0_0 = Vector()
+          var t237_c0_1 = Vector()
+          var t237_c0_2 = Vector()
+          var t237_c1_0 = Vector()
+          var t237_c1_1 = Vector()
+          var t237_c1_2 = Vector()
+          var t237_c2_0 = Vector()
+          var t237_c2_1 = Vector()
+          var t237_c2_2 = Vector()
+          var t237_c3_0 = Vector()
+          var t237_c3_1 = Vector()
+          var t237_c3_2 = Vector()
+          for k238 in 0..<144 {
+            let t237_b0 = loadVector(arena, ((1572928 +% (k238 *% 4096)) +% (nb235 *% 24)))
+            let t237_b1 = loadVector(arena, (((1572928 +% (k238 *% 4096)) +% (nb235 *% 24)) +% 8))
+            let t237_b2 = loadVector(arena, (((1572928 +% (k238 *% 4096)) +% (nb235 *% 24)) +% 16))
+            let t237_a0 = Vector(repeating: params[((5136 +% ((mb236 *% 4) *% 144)) +% k238)])
+            t237_c0_0 = t237_c0_0.addingProduct(t237_a0, t237_b0)
+            t237_c0_1 = t237_c0_1.addingProduct(t237_a0, t237_b1)
+            t237_c0_2 = t237_c0_2.addingProduct(t237_a0, t237_b2)
+            let t237_a1 = Vector(repeating: params[((5136 +% (((mb236 *% 4) +% 1) *% 144)) +% k238)])
+            t237_c1_0 = t237_c1_0.addingProduct(t237_a1, t237_b0)
+            t237_c1_1 = t237_c1_1.addingProduct(t237_a1, t237_b1)
+            t237_c1_2 = t237_c1_2.addingProduct(t237_a1, t237_b2)
+            let t237_a2 = Vector(repeating: params[((5136 +% (((mb236 *% 4) +% 2) *% 144)) +% k238)])
+            t237_c2_0 = t237_c2_0.addingProduct(t237_a2, t237_b0)
+            t237_c2_1 = t237_c2_1.addingProduct(t237_a2, t237_b1)
+            t237_c2_2 = t237_c2_2.addingProduct(t237_a2, t237_b2)
+            let t237_a3 = Vector(repeating: params[((5136 +% (((mb236 *% 4) +% 3) *% 144)) +% k238)])
+            t237_c3_0 = t237_c3_0.addingProduct(t237_a3, t237_b0)
+            t237_c3_1 = t237_c3_1.addingProduct(t237_a3, t237_b1)
+            t237_c3_2 = t237_c3_2.addingProduct(t237_a3, t237_b2)
           }
-          storeVector(arena, ((2162688 +% ((mb370 *% 4) *% 4096)) +% (nb369 *% 24)), t371_c0_0)
-          storeVector(arena, (((2162688 +% ((mb370 *% 4) *% 4096)) +% (nb369 *% 24)) +% 8), t371_c0_1)
-          storeVector(arena, (((2162688 +% ((mb370 *% 4) *% 4096)) +% (nb369 *% 24)) +% 16), t371_c0_2)
-          storeVector(arena, ((2162688 +% (((mb370 *% 4) +% 1) *% 4096)) +% (nb369 *% 24)), t371_c1_0)
-          storeVector(arena, (((2162688 +% (((mb370 *% 4) +% 1) *% 4096)) +% (nb369 *% 24)) +% 8), t371_c1_1)
-          storeVector(arena, (((2162688 +% (((mb370 *% 4) +% 1) *% 4096)) +% (nb369 *% 24)) +% 16), t371_c1_2)
-          storeVector(arena, ((2162688 +% (((mb370 *% 4) +% 2) *% 4096)) +% (nb369 *% 24)), t371_c2_0)
-          storeVector(arena, (((2162688 +% (((mb370 *% 4) +% 2) *% 4096)) +% (nb369 *% 24)) +% 8), t371_c2_1)
-          storeVector(arena, (((2162688 +% (((mb370 *% 4) +% 2) *% 4096)) +% (nb369 *% 24)) +% 16), t371_c2_2)
-          storeVector(arena, ((2162688 +% (((mb370 *% 4) +% 3) *% 4096)) +% (nb369 *% 24)), t371_c3_0)
-          storeVector(arena, (((2162688 +% (((mb370 *% 4) +% 3) *% 4096)) +% (nb369 *% 24)) +% 8), t371_c3_1)
-          storeVector(arena, (((2162688 +% (((mb370 *% 4) +% 3) *% 4096)) +% (nb369 *% 24)) +% 16), t371_c3_2)
+          storeVector(arena, ((2162752 +% ((mb236 *% 4) *% 4096)) +% (nb235 *% 24)), t237_c0_0)
+          storeVector(arena, (((2162752 +% ((mb236 *% 4) *% 4096)) +% (nb235 *% 24)) +% 8), t237_c0_1)
+          storeVector(arena, (((2162752 +% ((mb236 *% 4) *% 4096)) +% (nb235 *% 24)) +% 16), t237_c0_2)
+          storeVector(arena, ((2162752 +% (((mb236 *% 4) +% 1) *% 4096)) +% (nb235 *% 24)), t237_c1_0)
+          storeVector(arena, (((2162752 +% (((mb236 *% 4) +% 1) *% 4096)) +% (nb235 *% 24)) +% 8), t237_c1_1)
+          storeVector(arena, (((2162752 +% (((mb236 *% 4) +% 1) *% 4096)) +% (nb235 *% 24)) +% 16), t237_c1_2)
+          storeVector(arena, ((2162752 +% (((mb236 *% 4) +% 2) *% 4096)) +% (nb235 *% 24)), t237_c2_0)
+          storeVector(arena, (((2162752 +% (((mb236 *% 4) +% 2) *% 4096)) +% (nb235 *% 24)) +% 8), t237_c2_1)
+          storeVector(arena, (((2162752 +% (((mb236 *% 4) +% 2) *% 4096)) +% (nb235 *% 24)) +% 16), t237_c2_2)
+          storeVector(arena, ((2162752 +% (((mb236 *% 4) +% 3) *% 4096)) +% (nb235 *% 24)), t237_c3_0)
+          storeVector(arena, (((2162752 +% (((mb236 *% 4) +% 3) *% 4096)) +% (nb235 *% 24)) +% 8), t237_c3_1)
+          storeVector(arena, (((2162752 +% (((mb236 *% 4) +% 3) *% 4096)) +% (nb235 *% 24)) +% 16), t237_c3_2)
         }
       }
-      for mb373 in 0..<8 {
-        var t374_c0_0 = Vector()
-        var t374_c0_1 = Vector()
-        var t374_c1_0 = Vector()
-        var t374_c1_1 = Vector()
-        var t374_c2_0 = Vector()
-        var t374_c2_1 = Vector()
-        var t374_c3_0 = Vector()
-        var t374_c3_1 = Vector()
-        for k375 in 0..<16 {
-          let t374_b0 = loadVector(arena, ((2097152 +% (k375 *% 4096)) +% 4080))
-          let t374_b1 = loadVector(arena, (((2097152 +% (k375 *% 4096)) +% 4080) +% 8))
-          let t374_a0 = Vector(repeating: params[((19088 +% ((mb373 *% 4) *% 16)) +% k375)])
-          t374_c0_0 = t374_c0_0.addingProduct(t374_a0, t374_b0)
-          t374_c0_1 = t374_c0_1.addingProduct(t374_a0, t374_b1)
-          let t374_a1 = Vector(repeating: params[((19088 +% (((mb373 *% 4) +% 1) *% 16)) +% k375)])
-          t374_c1_0 = t374_c1_0.addingProduct(t374_a1, t374_b0)
-          t374_c1_1 = t374_c1_1.addingProduct(t374_a1, t374_b1)
-          let t374_a2 = Vector(repeating: params[((19088 +% (((mb373 *% 4) +% 2) *% 16)) +% k375)])
-          t374_c2_0 = t374_c2_0.addingProduct(t374_a2, t374_b0)
-          t374_c2_1 = t374_c2_1.addingProduct(t374_a2, t374_b1)
-          let t374_a3 = Vector(repeating: params[((19088 +% (((mb373 *% 4) +% 3) *% 16)) +% k375)])
-          t374_c3_0 = t374_c3_0.addingProduct(t374_a3, t374_b0)
-          t374_c3_1 = t374_c3_1.addingProduct(t374_a3, t374_b1)
+      for mb239 in 0..<8 {
+        var t240_c0_0 = Vector()
+        var t240_c0_1 = Vector()
+        var t240_c1_0 = Vector()
+        var t240_c1_1 = Vector()
+        var t240_c2_0 = Vector()
+        var t240_c2_1 = Vector()
+        var t240_c3_0 = Vector()
+        var t240_c3_1 = Vector()
+        for k241 in 0..<144 {
+          let t240_b0 = loadVector(arena, ((1572928 +% (k241 *% 4096)) +% 4080))
+          let t240_b1 = loadVector(arena, (((1572928 +% (k241 *% 4096)) +% 4080) +% 8))
+          let t240_a0 = Vector(repeating: params[((5136 +% ((mb239 *% 4) *% 144)) +% k241)])
+          t240_c0_0 = t240_c0_0.addingProduct(t240_a0, t240_b0)
+          t240_c0_1 = t240_c0_1.addingProduct(t240_a0, t240_b1)
+          let t240_a1 = Vector(repeating: params[((5136 +% (((mb239 *% 4) +% 1) *% 144)) +% k241)])
+          t240_c1_0 = t240_c1_0.addingProduct(t240_a1, t240_b0)
+          t240_c1_1 = t240_c1_1.addingProduct(t240_a1, t240_b1)
+          let t240_a2 = Vector(repeating: params[((5136 +% (((mb239 *% 4) +% 2) *% 144)) +% k241)])
+          t240_c2_0 = t240_c2_0.addingProduct(t240_a2, t240_b0)
+          t240_c2_1 = t240_c2_1.addingProduct(t240_a2, t240_b1)
+          let t240_a3 = Vector(repeating: params[((5136 +% (((mb239 *% 4) +% 3) *% 144)) +% k241)])
+          t240_c3_0 = t240_c3_0.addingProduct(t240_a3, t240_b0)
+          t240_c3_1 = t240_c3_1.addingProduct(t240_a3, t240_b1)
         }
-        storeVector(arena, ((2162688 +% ((mb373 *% 4) *% 4096)) +% 4080), t374_c0_0)
-        storeVector(arena, (((2162688 +% ((mb373 *% 4) *% 4096)) +% 4080) +% 8), t374_c0_1)
-        storeVector(arena, ((2162688 +% (((mb373 *% 4) +% 1) *% 4096)) +% 4080), t374_c1_0)
-        storeVector(arena, (((2162688 +% (((mb373 *% 4) +% 1) *% 4096)) +% 4080) +% 8), t374_c1_1)
-        storeVector(arena, ((2162688 +% (((mb373 *% 4) +% 2) *% 4096)) +% 4080), t374_c2_0)
-        storeVector(arena, (((2162688 +% (((mb373 *% 4) +% 2) *% 4096)) +% 4080) +% 8), t374_c2_1)
-        storeVector(arena, ((2162688 +% (((mb373 *% 4) +% 3) *% 4096)) +% 4080), t374_c3_0)
-        storeVector(arena, (((2162688 +% (((mb373 *% 4) +% 3) *% 4096)) +% 4080) +% 8), t374_c3_1)
+        storeVector(arena, ((2162752 +% ((mb239 *% 4) *% 4096)) +% 4080), t240_c0_0)
+        storeVector(arena, (((2162752 +% ((mb239 *% 4) *% 4096)) +% 4080) +% 8), t240_c0_1)
+        storeVector(arena, ((2162752 +% (((mb239 *% 4) +% 1) *% 4096)) +% 4080), t240_c1_0)
+        storeVector(arena, (((2162752 +% (((mb239 *% 4) +% 1) *% 4096)) +% 4080) +% 8), t240_c1_1)
+        storeVector(arena, ((2162752 +% (((mb239 *% 4) +% 2) *% 4096)) +% 4080), t240_c2_0)
+        storeVector(arena, (((2162752 +% (((mb239 *% 4) +% 2) *% 4096)) +% 4080) +% 8), t240_c2_1)
+        storeVector(arena, ((2162752 +% (((mb239 *% 4) +% 3) *% 4096)) +% 4080), t240_c3_0)
+        storeVector(arena, (((2162752 +% (((mb239 *% 4) +% 3) *% 4096)) +% 4080) +% 8), t240_c3_1)
       }
     }
-    for j377 in 0..<16 {
-      for f378 in 0..<32 {
-        for i379 in 0..<32 {
-          storeVector(arena, ((i379 *% 8) +% ((1572864 +% (((g363 *% 16) +% j377) *% 8192)) +% (f378 *% 256))), loadVector(arena, ((i379 *% 8) +% ((2162688 +% (f378 *% 4096)) +% (j377 *% 256)))))
+    for j243 in 0..<16 {
+      for f244 in 0..<32 {
+        for i245 in 0..<32 {
+          storeVector(arena, ((i245 *% 8) +% ((1048640 +% (((g221 *% 16) +% j243) *% 8192)) +% (f244 *% 256))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i245 *% 8) +% ((2162752 +% (f244 *% 4096)) +% (j243 *% 256)))) * Vector(repeating: arena[(1048576 +% f244)])) + Vector(repeating: arena[(1048608 +% f244)])), where: ((loadVector(arena, ((i245 *% 8) +% ((2162752 +% (f244 *% 4096)) +% (j243 *% 256)))) * Vector(repeating: arena[(1048576 +% f244)])) + Vector(repeating: arena[(1048608 +% f244)])) .> Vector(repeating: Float(0))))
+        }
+      }
+    }
+  }
+  // s2_bn2 = batchnorm_fold()
+  for c246 in 0..<4 {
+    let scale247_v = (loadVector(params, ((c246 *% 8) +% 19024)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c246 *% 8) +% 78234)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c246 *% 8) +% 1048576), scale247_v)
+    storeVector(arena, ((c246 *% 8) +% 1048608), (loadVector(params, ((c246 *% 8) +% 19056)) - (loadVector(params, ((c246 *% 8) +% 78202)) * scale247_v)))
+  }
+  // s2_conv2 = conv2d(s2_conv1, s2_bn2)
+  for ci248 in 0..<32 {
+    for co249 in 0..<32 {
+      var w250: Float = params[(9808 +% (((co249 *% 32) +% ci248) *% 9))]
+      var w251: Float = (((params[(9808 +% (((co249 *% 32) +% ci248) *% 9))] + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 3)]) + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w252: Float = (((params[(9808 +% (((co249 *% 32) +% ci248) *% 9))] + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 6)]) - params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w253: Float = params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 6)]
+      var w254: Float = params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 1)]
+      var w255: Float = (((params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 1)] + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 4)]) + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w256: Float = (((params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 1)] + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 7)]) - params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w257: Float = params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 7)]
+      var w258: Float = params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 2)]
+      var w259: Float = (((params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 2)] + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 5)]) + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w260: Float = (((params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 2)] + params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 8)]) - params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w261: Float = params[((9808 +% (((co249 *% 32) +% ci248) *% 9)) +% 8)]
+      var w262: Float = w250
+      var w263: Float = (((w250 + w254) + w258) * Float(bitPattern: 0x3f000000))
+      var w264: Float = (((w250 + w258) - w254) * Float(bitPattern: 0x3f000000))
+      var w265: Float = w258
+      var w266: Float = w251
+      var w267: Float = (((w251 + w255) + w259) * Float(bitPattern: 0x3f000000))
+      var w268: Float = (((w251 + w259) - w255) * Float(bitPattern: 0x3f000000))
+      var w269: Float = w259
+      var w270: Float = w252
+      var w271: Float = (((w252 + w256) + w260) * Float(bitPattern: 0x3f000000))
+      var w272: Float = (((w252 + w260) - w256) * Float(bitPattern: 0x3f000000))
+      var w273: Float = w260
+      var w274: Float = w253
+      var w275: Float = (((w253 + w257) + w261) * Float(bitPattern: 0x3f000000))
+      var w276: Float = (((w253 + w261) - w257) * Float(bitPattern: 0x3f000000))
+      var w277: Float = w261
+      arena[((2097216 +% (ci248 *% 32)) +% co249)] = w262
+      arena[((2098240 +% (ci248 *% 32)) +% co249)] = w263
+      arena[((2099264 +% (ci248 *% 32)) +% co249)] = w264
+      arena[((2100288 +% (ci248 *% 32)) +% co249)] = w265
+      arena[((2101312 +% (ci248 *% 32)) +% co249)] = w266
+      arena[((2102336 +% (ci248 *% 32)) +% co249)] = w267
+      arena[((2103360 +% (ci248 *% 32)) +% co249)] = w268
+      arena[((2104384 +% (ci248 *% 32)) +% co249)] = w269
+      arena[((2105408 +% (ci248 *% 32)) +% co249)] = w270
+      arena[((2106432 +% (ci248 *% 32)) +% co249)] = w271
+      arena[((2107456 +% (ci248 *% 32)) +% co249)] = w272
+      arena[((2108480 +% (ci248 *% 32)) +% co249)] = w273
+      arena[((2109504 +% (ci248 *% 32)) +% co249)] = w274
+      arena[((2110528 +% (ci248 *% 32)) +% co249)] = w275
+      arena[((2111552 +% (ci248 *% 32)) +% co249)] = w276
+      arena[((2112576 +% (ci248 *% 32)) +% co249)] = w277
+    }
+  }
+  for i278 in 0..<1296 {
+    storeVector(arena, ((i278 *% 8) +% 2113600), Vector(repeating: Float(0)))
+  }
+  for g279 in 0..<64 {
+    for j280 in 0..<1 {
+      for c281 in 0..<32 {
+        for iy282 in 0..<16 {
+          for ix283 in 0..<16 {
+            arena[(2113600 +% ((((j280 *% 10368) +% ((iy282 +% 1) *% 576)) +% ((ix283 +% 1) *% 32)) +% c281))] = arena[((((1048640 +% ((g279 +% j280) *% 8192)) +% (c281 *% 256)) +% (iy282 *% 16)) +% ix283)]
+          }
+        }
+      }
+    }
+    for j284 in 0..<1 {
+      for ty285 in 0..<8 {
+        for tx286 in 0..<8 {
+          for cv287 in 0..<4 {
+            let w288 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% ((ty285 *% 2) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))))
+            let w289 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))) + loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))))
+            let w290 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))))
+            let w291 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 3) *% 576)) +% ((tx286 *% 2) *% 32)) +% (cv287 *% 8)))))
+            let w292 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% ((ty285 *% 2) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))))
+            let w293 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))) + loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))))
+            let w294 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))))
+            let w295 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 3) *% 576)) +% (((tx286 *% 2) +% 1) *% 32)) +% (cv287 *% 8)))))
+            let w296 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% ((ty285 *% 2) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))))
+            let w297 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))) + loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))))
+            let w298 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))))
+            let w299 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 3) *% 576)) +% (((tx286 *% 2) +% 2) *% 32)) +% (cv287 *% 8)))))
+            let w300 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% ((ty285 *% 2) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))))
+            let w301 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))) + loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))))
+            let w302 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 2) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))))
+            let w303 = (loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 1) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))) - loadVector(arena, (2113600 +% ((((j284 *% 10368) +% (((ty285 *% 2) +% 3) *% 576)) +% (((tx286 *% 2) +% 3) *% 32)) +% (cv287 *% 8)))))
+            let w304 = (w288 - w296)
+            let w305 = (w292 + w296)
+            let w306 = (w296 - w292)
+            let w307 = (w292 - w300)
+            let w308 = (w289 - w297)
+            let w309 = (w293 + w297)
+            let w310 = (w297 - w293)
+            let w311 = (w293 - w301)
+            let w312 = (w290 - w298)
+            let w313 = (w294 + w298)
+            let w314 = (w298 - w294)
+            let w315 = (w294 - w302)
+            let w316 = (w291 - w299)
+            let w317 = (w295 + w299)
+            let w318 = (w299 - w295)
+            let w319 = (w295 - w303)
+            storeVector(arena, ((2123968 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w304)
+            storeVector(arena, ((2126016 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w305)
+            storeVector(arena, ((2128064 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w306)
+            storeVector(arena, ((2130112 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w307)
+            storeVector(arena, ((2132160 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w308)
+            storeVector(arena, ((2134208 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w309)
+            storeVector(arena, ((2136256 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w310)
+            storeVector(arena, ((2138304 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w311)
+            storeVector(arena, ((2140352 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w312)
+            storeVector(arena, ((2142400 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w313)
+            storeVector(arena, ((2144448 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w314)
+            storeVector(arena, ((2146496 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w315)
+            storeVector(arena, ((2148544 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w316)
+            storeVector(arena, ((2150592 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w317)
+            storeVector(arena, ((2152640 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w318)
+            storeVector(arena, ((2154688 +% ((((j284 *% 64) +% (ty285 *% 8)) +% tx286) *% 32)) +% (cv287 *% 8)), w319)
+          }
+        }
+      }
+    }
+    for xi320 in 0..<16 {
+      sgemm(101, 111, 111, 64, 32, 32, 1, arena + (2123968 +% (xi320 *% 2048)), 32, arena + (2097216 +% (xi320 *% 1024)), 32, Float(bitPattern: 0x0), arena + (2156736 +% (xi320 *% 2048)), 32)
+    }
+    for j321 in 0..<1 {
+      for ty322 in 0..<8 {
+        for tx323 in 0..<8 {
+          for cv324 in 0..<4 {
+            let w325 = ((loadVector(arena, ((2156736 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) + loadVector(arena, ((2164928 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) + loadVector(arena, ((2173120 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w326 = ((loadVector(arena, ((2164928 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) - loadVector(arena, ((2173120 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) - loadVector(arena, ((2181312 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w327 = ((loadVector(arena, ((2158784 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) + loadVector(arena, ((2166976 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) + loadVector(arena, ((2175168 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w328 = ((loadVector(arena, ((2166976 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) - loadVector(arena, ((2175168 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) - loadVector(arena, ((2183360 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w329 = ((loadVector(arena, ((2160832 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) + loadVector(arena, ((2169024 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) + loadVector(arena, ((2177216 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w330 = ((loadVector(arena, ((2169024 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) - loadVector(arena, ((2177216 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) - loadVector(arena, ((2185408 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w331 = ((loadVector(arena, ((2162880 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) + loadVector(arena, ((2171072 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) + loadVector(arena, ((2179264 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w332 = ((loadVector(arena, ((2171072 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))) - loadVector(arena, ((2179264 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8)))) - loadVector(arena, ((2187456 +% ((((j321 *% 64) +% (ty322 *% 8)) +% tx323) *% 32)) +% (cv324 *% 8))))
+            let w333 = ((w325 + w327) + w329)
+            let w334 = ((w327 - w329) - w331)
+            let w335 = ((w326 + w328) + w330)
+            let w336 = ((w328 - w330) - w332)
+            storeVector(arena, ((2189504 +% (((((j321 *% 16) +% (ty322 *% 2)) *% 16) +% (tx323 *% 2)) *% 32)) +% (cv324 *% 8)), ((w333 * loadVector(arena, (1048576 +% (cv324 *% 8)))) + loadVector(arena, (1048608 +% (cv324 *% 8)))))
+            storeVector(arena, ((2189504 +% ((((((j321 *% 16) +% (ty322 *% 2)) *% 16) +% (tx323 *% 2)) +% 1) *% 32)) +% (cv324 *% 8)), ((w334 * loadVector(arena, (1048576 +% (cv324 *% 8)))) + loadVector(arena, (1048608 +% (cv324 *% 8)))))
+            storeVector(arena, ((2189504 +% ((((((j321 *% 16) +% (ty322 *% 2)) +% 1) *% 16) +% (tx323 *% 2)) *% 32)) +% (cv324 *% 8)), ((w335 * loadVector(arena, (1048576 +% (cv324 *% 8)))) + loadVector(arena, (1048608 +% (cv324 *% 8)))))
+            storeVector(arena, ((2189504 +% (((((((j321 *% 16) +% (ty322 *% 2)) +% 1) *% 16) +% (tx323 *% 2)) +% 1) *% 32)) +% (cv324 *% 8)), ((w336 * loadVector(arena, (1048576 +% (cv324 *% 8)))) + loadVector(arena, (1048608 +% (cv324 *% 8)))))
+          }
+        }
+      }
+    }
+    for j337 in 0..<1 {
+      for c338 in 0..<32 {
+        for q339 in 0..<256 {
+          arena[(((1572928 +% ((g279 +% j337) *% 8192)) +% (c338 *% 256)) +% q339)] = arena[((2189504 +% (((j337 *% 256) +% q339) *% 32)) +% c338)]
         }
       }
     }
   }
-  // s2_pbn = batchnorm(s2_proj)
-  for c380 in 0..<32 {
-    var mean381: Float = params[(78266 +% c380)]
-    var var382: Float = params[(78298 +% c380)]
-    var scale383: Float = (params[(19600 +% c380)] * (Float(1) / sqrtf((var382 + Float(bitPattern: 0x3727c5ac)))))
-    for n384 in 0..<64 {
-      for i385 in 0..<256 {
-        arena[((((n384 *% 32) +% c380) *% 256) +% i385)] = (((arena[(1572864 +% ((((n384 *% 32) +% c380) *% 256) +% i385))] - mean381) * scale383) + params[(19632 +% c380)])
+  // s2_pbn = batchnorm_fold()
+  for c340 in 0..<4 {
+    let scale341_v = (loadVector(params, ((c340 *% 8) +% 19600)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c340 *% 8) +% 78298)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, ((c340 *% 8) +% 1048576), scale341_v)
+    storeVector(arena, ((c340 *% 8) +% 1048608), (loadVector(params, ((c340 *% 8) +% 19632)) - (loadVector(params, ((c340 *% 8) +% 78266)) * scale341_v)))
+  }
+  // s2_proj = conv2d(x1, s2_pbn)
+  for g342 in 0..<4 {
+    for j343 in 0..<16 {
+      for c344 in 0..<16 {
+        for ky345 in 0..<1 {
+          for oy346 in 0..<16 {
+            for ox347 in 0..<16 {
+              arena[(((2097216 +% ((c344 +% ky345) *% 4096)) +% (j343 *% 256)) +% ((oy346 *% 16) +% ox347))] = arena[((((((g342 *% 16) +% j343) *% 16384) +% (c344 *% 1024)) +% (((oy346 *% 2) +% ky345) *% 32)) +% (ox347 *% 2))]
+            }
+          }
+        }
+      }
+    }
+    do {  // gemm355
+      for nb348 in 0..<170 {
+        for mb349 in 0..<8 {
+          var t350_c0_0 = Vector()
+          var t350_c0_1 = Vector()
+          var t350_c0_2 = Vector()
+          var t350_c1_0 = Vector()
+          var t350_c1_1 = Vector()
+          var t350_c1_2 = Vector()
+          var t350_c2_0 = Vector()
+          var t350_c2_1 = Vector()
+          var t350_c2_2 = Vector()
+          var t350_c3_0 = Vector()
+          var t350_c3_1 = Vector()
+          var t350_c3_2 = Vector()
+          for k351 in 0..<16 {
+            let t350_b0 = loadVector(arena, ((2097216 +% (k351 *% 4096)) +% (nb348 *% 24)))
+            let t350_b1 = loadVector(arena, (((2097216 +% (k351 *% 4096)) +% (nb348 *% 24)) +% 8))
+            let t350_b2 = loadVector(arena, (((2097216 +% (k351 *% 4096)) +% (nb348 *% 24)) +% 16))
+            let t350_a0 = Vector(repeating: params[((19088 +% ((mb349 *% 4) *% 16)) +% k351)])
+            t350_c0_0 = t350_c0_0.addingProduct(t350_a0, t350_b0)
+            t350_c0_1 = t350_c0_1.addingProduct(t350_a0, t350_b1)
+            t350_c0_2 = t350_c0_2.addingProduct(t350_a0, t350_b2)
+            let t350_a1 = Vector(repeating: params[((19088 +% (((mb349 *% 4) +% 1) *% 16)) +% k351)])
+            t350_c1_0 = t350_c1_0.addingProduct(t350_a1, t350_b0)
+            t350_c1_1 = t350_c1_1.addingProduct(t350_a1, t350_b1)
+            t350_c1_2 = t350_c1_2.addingProduct(t350_a1, t350_b2)
+            let t350_a2 = Vector(repeating: params[((19088 +% (((mb349 *% 4) +% 2) *% 16)) +% k351)])
+            t350_c2_0 = t350_c2_0.addingProduct(t350_a2, t350_b0)
+            t350_c2_1 = t350_c2_1.addingProduct(t350_a2, t350_b1)
+            t350_c2_2 = t350_c2_2.addingProduct(t350_a2, t350_b2)
+            let t350_a3 = Vector(repeating: params[((19088 +% (((mb349 *% 4) +% 3) *% 16)) +% k351)])
+            t350_c3_0 = t350_c3_0.addingProduct(t350_a3, t350_b0)
+            t350_c3_1 = t350_c3_1.addingProduct(t350_a3, t350_b1)
+            t350_c3_2 = t350_c3_2.addingProduct(t350_a3, t350_b2)
+          }
+          storeVector(arena, ((2162752 +% ((mb349 *% 4) *% 4096)) +% (nb348 *% 24)), t350_c0_0)
+          storeVector(arena, (((2162752 +% ((mb349 *% 4) *% 4096)) +% (nb348 *% 24)) +% 8), t350_c0_1)
+          storeVector(arena, (((2162752 +% ((mb349 *% 4) *% 4096)) +% (nb348 *% 24)) +% 16), t350_c0_2)
+          storeVector(arena, ((2162752 +% (((mb349 *% 4) +% 1) *% 4096)) +% (nb348 *% 24)), t350_c1_0)
+          storeVector(arena, (((2162752 +% (((mb349 *% 4) +% 1) *% 4096)) +% (nb348 *% 24)) +% 8), t350_c1_1)
+          storeVector(arena, (((2162752 +% (((mb349 *% 4) +% 1) *% 4096)) +% (nb348 *% 24)) +% 16), t350_c1_2)
+          storeVector(arena, ((2162752 +% (((mb349 *% 4) +% 2) *% 4096)) +% (nb348 *% 24)), t350_c2_0)
+          storeVector(arena, (((2162752 +% (((mb349 *% 4) +% 2) *% 4096)) +% (nb348 *% 24)) +% 8), t350_c2_1)
+          storeVector(arena, (((2162752 +% (((mb349 *% 4) +% 2) *% 4096)) +% (nb348 *% 24)) +% 16), t350_c2_2)
+          storeVector(arena, ((2162752 +% (((mb349 *% 4) +% 3) *% 4096)) +% (nb348 *% 24)), t350_c3_0)
+          storeVector(arena, (((2162752 +% (((mb349 *% 4) +% 3) *% 4096)) +% (nb348 *% 24)) +% 8), t350_c3_1)
+          storeVector(arena, (((2162752 +% (((mb349 *% 4) +% 3) *% 4096)) +% (nb348 *% 24)) +% 16), t350_c3_2)
+        }
+      }
+      for mb352 in 0..<8 {
+        var t353_c0_0 = Vector()
+        var t353_c0_1 = Vector()
+        var t353_c1_0 = Vector()
+        var t353_c1_1 = Vector()
+        var t353_c2_0 = Vector()
+        var t353_c2_1 = Vector()
+        var t353_c3_0 = Vector()
+        var t353_c3_1 = Vector()
+        for k354 in 0..<16 {
+          let t353_b0 = loadVector(arena, ((2097216 +% (k354 *% 4096)) +% 4080))
+          let t353_b1 = loadVector(arena, (((2097216 +% (k354 *% 4096)) +% 4080) +% 8))
+          let t353_a0 = Vector(repeating: params[((19088 +% ((mb352 *% 4) *% 16)) +% k354)])
+          t353_c0_0 = t353_c0_0.addingProduct(t353_a0, t353_b0)
+          t353_c0_1 = t353_c0_1.addingProduct(t353_a0, t353_b1)
+          let t353_a1 = Vector(repeating: params[((19088 +% (((mb352 *% 4) +% 1) *% 16)) +% k354)])
+          t353_c1_0 = t353_c1_0.addingProduct(t353_a1, t353_b0)
+          t353_c1_1 = t353_c1_1.addingProduct(t353_a1, t353_b1)
+          let t353_a2 = Vector(repeating: params[((19088 +% (((mb352 *% 4) +% 2) *% 16)) +% k354)])
+          t353_c2_0 = t353_c2_0.addingProduct(t353_a2, t353_b0)
+          t353_c2_1 = t353_c2_1.addingProduct(t353_a2, t353_b1)
+          let t353_a3 = Vector(repeating: params[((19088 +% (((mb352 *% 4) +% 3) *% 16)) +% k354)])
+          t353_c3_0 = t353_c3_0.addingProduct(t353_a3, t353_b0)
+          t353_c3_1 = t353_c3_1.addingProduct(t353_a3, t353_b1)
+        }
+        storeVector(arena, ((2162752 +% ((mb352 *% 4) *% 4096)) +% 4080), t353_c0_0)
+        storeVector(arena, (((2162752 +% ((mb352 *% 4) *% 4096)) +% 4080) +% 8), t353_c0_1)
+        storeVector(arena, ((2162752 +% (((mb352 *% 4) +% 1) *% 4096)) +% 4080), t353_c1_0)
+        storeVector(arena, (((2162752 +% (((mb352 *% 4) +% 1) *% 4096)) +% 4080) +% 8), t353_c1_1)
+        storeVector(arena, ((2162752 +% (((mb352 *% 4) +% 2) *% 4096)) +% 4080), t353_c2_0)
+        storeVector(arena, (((2162752 +% (((mb352 *% 4) +% 2) *% 4096)) +% 4080) +% 8), t353_c2_1)
+        storeVector(arena, ((2162752 +% (((mb352 *% 4) +% 3) *% 4096)) +% 4080), t353_c3_0)
+        storeVector(arena, (((2162752 +% (((mb352 *% 4) +% 3) *% 4096)) +% 4080) +% 8), t353_c3_1)
+      }
+    }
+    for j356 in 0..<16 {
+      for f357 in 0..<32 {
+        for i358 in 0..<32 {
+          storeVector(arena, ((i358 *% 8) +% ((1048640 +% (((g342 *% 16) +% j356) *% 8192)) +% (f357 *% 256))), ((loadVector(arena, ((i358 *% 8) +% ((2162752 +% (f357 *% 4096)) +% (j356 *% 256)))) * Vector(repeating: arena[(1048576 +% f357)])) + Vector(repeating: arena[(1048608 +% f357)])))
+        }
       }
     }
   }
-  // s2_sum = add(s2_bn2, s2_pbn)
-  for i386 in 0..<65536 {
-    storeVector(arena, ((i386 *% 8) +% 524288), (loadVector(arena, ((i386 *% 8) +% 1048576)) + loadVector(arena, (i386 *% 8))))
+  // s2_sum = add(s2_conv2, s2_proj)
+  for i359 in 0..<65536 {
+    storeVector(arena, (i359 *% 8), (loadVector(arena, ((i359 *% 8) +% 1572928)) + loadVector(arena, ((i359 *% 8) +% 1048640))))
   }
   // x2 = relu(s2_sum)
-  for i387 in 0..<65536 {
-    storeVector(arena, (i387 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i387 *% 8) +% 524288)), where: loadVector(arena, ((i387 *% 8) +% 524288)) .> Vector(repeating: Float(0))))
+  for i360 in 0..<65536 {
+    storeVector(arena, ((i360 *% 8) +% 524288), Vector(repeating: Float(0)).replacing(with: loadVector(arena, (i360 *% 8)), where: loadVector(arena, (i360 *% 8)) .> Vector(repeating: Float(0))))
   }
-  // s3_conv1 = conv2d(x2)
-  for g388 in 0..<4 {
-    for j389 in 0..<16 {
-      for c390 in 0..<32 {
-        for ky391 in 0..<3 {
-          for oy392 in 0..<8 {
-            if (-1 < (((oy392 *% 2) +% ky391) +% -1) && (((oy392 *% 2) +% ky391) +% -1) < 16) {
-              for ox393 in 0..<7 {
-                arena[(((786432 +% ((((c390 *% 3) +% ky391) *% 3) *% 1024)) +% (j389 *% 64)) +% ((oy392 *% 8) +% (ox393 +% 1)))] = arena[((((((g388 *% 16) +% j389) *% 8192) +% (c390 *% 256)) +% ((((oy392 *% 2) +% ky391) +% -1) *% 16)) +% (((ox393 +% 1) *% 2) +% -1))]
+  // s3_bn1 = batchnorm_fold()
+  for c361 in 0..<8 {
+    let scale362_v = (loadVector(params, ((c361 *% 8) +% 38096)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c361 *% 8) +% 78394)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c361 *% 8), scale362_v)
+    storeVector(arena, ((c361 *% 8) +% 64), (loadVector(params, ((c361 *% 8) +% 38160)) - (loadVector(params, ((c361 *% 8) +% 78330)) * scale362_v)))
+  }
+  // s3_conv1 = conv2d_relu(x2, s3_bn1)
+  for g363 in 0..<4 {
+    for j364 in 0..<16 {
+      for c365 in 0..<32 {
+        for ky366 in 0..<3 {
+          for oy367 in 0..<8 {
+            if (-1 < (((oy367 *% 2) +% ky366) +% -1) && (((oy367 *% 2) +% ky366) +% -1) < 16) {
+              for ox368 in 0..<7 {
+                arena[(((1048576 +% ((((c365 *% 3) +% ky366) *% 3) *% 1024)) +% (j364 *% 64)) +% ((oy367 *% 8) +% (ox368 +% 1)))] = arena[((((524288 +% (((g363 *% 16) +% j364) *% 8192)) +% (c365 *% 256)) +% ((((oy367 *% 2) +% ky366) +% -1) *% 16)) +% (((ox368 +% 1) *% 2) +% -1))]
               }
-              for ox394 in 0..<1 {
-                arena[(((786432 +% ((((c390 *% 3) +% ky391) *% 3) *% 1024)) +% (j389 *% 64)) +% ((oy392 *% 8) +% ox394))] = Float(0)
+              for ox369 in 0..<1 {
+                arena[(((1048576 +% ((((c365 *% 3) +% ky366) *% 3) *% 1024)) +% (j364 *% 64)) +% ((oy367 *% 8) +% ox369))] = Float(0)
               }
             }
-            if (((oy392 *% 2) +% ky391) +% -1) < 0 {
-              for ox395 in 0..<8 {
-                arena[(((786432 +% ((((c390 *% 3) +% ky391) *% 3) *% 1024)) +% (j389 *% 64)) +% ((oy392 *% 8) +% ox395))] = Float(0)
+            if (((oy367 *% 2) +% ky366) +% -1) < 0 {
+              for ox370 in 0..<8 {
+                arena[(((1048576 +% ((((c365 *% 3) +% ky366) *% 3) *% 1024)) +% (j364 *% 64)) +% ((oy367 *% 8) +% ox370))] = Float(0)
               }
             }
-            if 15 < (((oy392 *% 2) +% ky391) +% -1) {
-              for ox395 in 0..<8 {
-                arena[(((786432 +% ((((c390 *% 3) +% ky391) *% 3) *% 1024)) +% (j389 *% 64)) +% ((oy392 *% 8) +% ox395))] = Float(0)
+            if 15 < (((oy367 *% 2) +% ky366) +% -1) {
+              for ox370 in 0..<8 {
+                arena[(((1048576 +% ((((c365 *% 3) +% ky366) *% 3) *% 1024)) +% (j364 *% 64)) +% ((oy367 *% 8) +% ox370))] = Float(0)
               }
             }
           }
-          for oy396 in 0..<8 {
-            if (-1 < (((oy396 *% 2) +% ky391) +% -1) && (((oy396 *% 2) +% ky391) +% -1) < 16) {
-              for ox397 in 0..<8 {
-                arena[(((786432 +% (((((c390 *% 3) +% ky391) *% 3) +% 1) *% 1024)) +% (j389 *% 64)) +% ((oy396 *% 8) +% ox397))] = arena[((((((g388 *% 16) +% j389) *% 8192) +% (c390 *% 256)) +% ((((oy396 *% 2) +% ky391) +% -1) *% 16)) +% (ox397 *% 2))]
+          for oy371 in 0..<8 {
+            if (-1 < (((oy371 *% 2) +% ky366) +% -1) && (((oy371 *% 2) +% ky366) +% -1) < 16) {
+              for ox372 in 0..<8 {
+                arena[(((1048576 +% (((((c365 *% 3) +% ky366) *% 3) +% 1) *% 1024)) +% (j364 *% 64)) +% ((oy371 *% 8) +% ox372))] = arena[((((524288 +% (((g363 *% 16) +% j364) *% 8192)) +% (c365 *% 256)) +% ((((oy371 *% 2) +% ky366) +% -1) *% 16)) +% (ox372 *% 2))]
               }
             }
-            if (((oy396 *% 2) +% ky391) +% -1) < 0 {
-              for ox398 in 0..<8 {
-                arena[(((786432 +% (((((c390 *% 3) +% ky391) *% 3) +% 1) *% 1024)) +% (j389 *% 64)) +% ((oy396 *% 8) +% ox398))] = Float(0)
+            if (((oy371 *% 2) +% ky366) +% -1) < 0 {
+              for ox373 in 0..<8 {
+                arena[(((1048576 +% (((((c365 *% 3) +% ky366) *% 3) +% 1) *% 1024)) +% (j364 *% 64)) +% ((oy371 *% 8) +% ox373))] = Float(0)
               }
             }
-            if 15 < (((oy396 *% 2) +% ky391) +% -1) {
-              for ox398 in 0..<8 {
-                arena[(((786432 +% (((((c390 *% 3) +% ky391) *% 3) +% 1) *% 1024)) +% (j389 *% 64)) +% ((oy396 *% 8) +% ox398))] = Float(0)
-              }
-            }
-          }
-          for oy399 in 0..<8 {
-            if (-1 < (((oy399 *% 2) +% ky391) +% -1) && (((oy399 *% 2) +% ky391) +% -1) < 16) {
-              for ox400 in 0..<8 {
-                arena[(((786432 +% (((((c390 *% 3) +% ky391) *% 3) +% 2) *% 1024)) +% (j389 *% 64)) +% ((oy399 *% 8) +% ox400))] = arena[((((((g388 *% 16) +% j389) *% 8192) +% (c390 *% 256)) +% ((((oy399 *% 2) +% ky391) +% -1) *% 16)) +% ((ox400 *% 2) +% 1))]
-              }
-            }
-            if (((oy399 *% 2) +% ky391) +% -1) < 0 {
-              for ox401 in 0..<8 {
-                arena[(((786432 +% (((((c390 *% 3) +% ky391) *% 3) +% 2) *% 1024)) +% (j389 *% 64)) +% ((oy399 *% 8) +% ox401))] = Float(0)
-              }
-            }
-            if 15 < (((oy399 *% 2) +% ky391) +% -1) {
-              for ox401 in 0..<8 {
-                arena[(((786432 +% (((((c390 *% 3) +% ky391) *% 3) +% 2) *% 1024)) +% (j389 *% 64)) +% ((oy399 *% 8) +% ox401))] = Float(0)
+            if 15 < (((oy371 *% 2) +% ky366) +% -1) {
+              for ox373 in 0..<8 {
+                arena[(((1048576 +% (((((c365 *% 3) +% ky366) *% 3) +% 1) *% 1024)) +% (j364 *% 64)) +% ((oy371 *% 8) +% ox373))] = Float(0)
               }
             }
           }
-        }
-      }
-    }
-    do {  // gemm409
-      for nb402 in 0..<42 {
-        for mb403 in 0..<16 {
-          var t404_c0_0 = Vector()
-          var t404_c0_1 = Vector()
-          var t404_c0_2 = Vector()
-          var t404_c1_0 = Vector()
-          var t404_c1_1 = Vector()
-          var t404_c1_2 = Vector()
-          var t404_c2_0 = Vector()
-          var t404_c2_1 = Vector()
-          var t404_c2_2 = Vector()
-          var t404_c3_0 = Vector()
-          var t404_c3_1 = Vector()
-          var t404_c3_2 = Vector()
-          for k405 in 0..<288 {
-            let t404_b0 = loadVector(arena, ((786432 +% (k405 *% 1024)) +% (nb402 *% 24)))
-            let t404_b1 = loadVector(arena, (((786432 +% (k405 *% 1024)) +% (nb402 *% 24)) +% 8))
-            let t404_b2 = loadVector(arena, (((786432 +% (k405 *% 1024)) +% (nb402 *% 24)) +% 16))
-            let t404_a0 = Vector(repeating: params[((19664 +% ((mb403 *% 4) *% 288)) +% k405)])
-            t404_c0_0 = t404_c0_0.addingProduct(t404_a0, t404_b0)
-            t404_c0_1 = t404_c0_1.addingProduct(t404_a0, t404_b1)
-            t404_c0_2 = t404_c0_2.addingProduct(t404_a0, t404_b2)
-            let t404_a1 = Vector(repeating: params[((19664 +% (((mb403 *% 4) +% 1) *% 288)) +% k405)])
-            t404_c1_0 = t404_c1_0.addingProduct(t404_a1, t404_b0)
-            t404_c1_1 = t404_c1_1.addingProduct(t404_a1, t404_b1)
-            t404_c1_2 = t404_c1_2.addingProduct(t404_a1, t404_b2)
-            let t404_a2 = Vector(repeating: params[((19664 +% (((mb403 *% 4) +% 2) *% 288)) +% k405)])
-            t404_c2_0 = t404_c2_0.addingProduct(t404_a2, t404_b0)
-            t404_c2_1 = t404_c2_1.addingProduct(t404_a2, t404_b1)
-            t404_c2_2 = t404_c2_2.addingProduct(t404_a2, t404_b2)
-            let t404_a3 = Vector(repeating: params[((19664 +% (((mb403 *% 4) +% 3) *% 288)) +% k405)])
-            t404_c3_0 = t404_c3_0.addingProduct(t404_a3, t404_b0)
-            t404_c3_1 = t404_c3_1.addingProduct(t404_a3, t404_b1)
-            t404_c3_2 = t404_c3_2.addingProduct(t404_a3, t404_b2)
-          }
-          storeVector(arena, ((1081344 +% ((mb403 *% 4) *% 1024)) +% (nb402 *% 24)), t404_c0_0)
-          storeVector(arena, (((1081344 +% ((mb403 *% 4) *% 1024)) +% (nb402 *% 24)) +% 8), t404_c0_1)
-          storeVector(arena, (((1081344 +% ((mb403 *% 4) *% 1024)) +% (nb402 *% 24)) +% 16), t404_c0_2)
-          storeVector(arena, ((1081344 +% (((mb403 *% 4) +% 1) *% 1024)) +% (nb402 *% 24)), t404_c1_0)
-          storeVector(arena, (((1081344 +% (((mb403 *% 4) +% 1) *% 1024)) +% (nb402 *% 24)) +% 8), t404_c1_1)
-          storeVector(arena, (((1081344 +% (((mb403 *% 4) +% 1) *% 1024)) +% (nb402 *% 24)) +% 16), t404_c1_2)
-          storeVector(arena, ((1081344 +% (((mb403 *% 4) +% 2) *% 1024)) +% (nb402 *% 24)), t404_c2_0)
-          storeVector(arena, (((1081344 +% (((mb403 *% 4) +% 2) *% 1024)) +% (nb402 *% 24)) +% 8), t404_c2_1)
-          storeVector(arena, (((1081344 +% (((mb403 *% 4) +% 2) *% 1024)) +% (nb402 *% 24)) +% 16), t404_c2_2)
-          storeVector(arena, ((1081344 +% (((mb403 *% 4) +% 3) *% 1024)) +% (nb402 *% 24)), t404_c3_0)
-          storeVector(arena, (((1081344 +% (((mb403 *% 4) +% 3) *% 1024)) +% (nb402 *% 24)) +% 8), t404_c3_1)
-          storeVector(arena, (((1081344 +% (((mb403 *% 4) +% 3) *% 1024)) +% (nb402 *% 24)) +% 16), t404_c3_2)
-        }
-      }
-      for mb406 in 0..<16 {
-        var t407_c0_0 = Vector()
-        var t407_c0_1 = Vector()
-        var t407_c1_0 = Vector()
-        var t407_c1_1 = Vector()
-        var t407_c2_0 = Vector()
-        var t407_c2_1 = Vector()
-        var t407_c3_0 = Vector()
-        var t407_c3_1 = Vector()
-        for k408 in 0..<288 {
-          let t407_b0 = loadVector(arena, ((786432 +% (k408 *% 1024)) +% 1008))
-          let t407_b1 = loadVector(arena, (((786432 +% (k408 *% 1024)) +% 1008) +% 8))
-          let t407_a0 = Vector(repeating: params[((19664 +% ((mb406 *% 4) *% 288)) +% k408)])
-          t407_c0_0 = t407_c0_0.addingProduct(t407_a0, t407_b0)
-          t407_c0_1 = t407_c0_1.addingProduct(t407_a0, t407_b1)
-          let t407_a1 = Vector(repeating: params[((19664 +% (((mb406 *% 4) +% 1) *% 288)) +% k408)])
-          t407_c1_0 = t407_c1_0.addingProduct(t407_a1, t407_b0)
-          t407_c1_1 = t407_c1_1.addingProduct(t407_a1, t407_b1)
-          let t407_a2 = Vector(repeating: params[((19664 +% (((mb406 *% 4) +% 2) *% 288)) +% k408)])
-          t407_c2_0 = t407_c2_0.addingProduct(t407_a2, t407_b0)
-          t407_c2_1 = t407_c2_1.addingProduct(t407_a2, t407_b1)
-          let t407_a3 = Vector(repeating: params[((19664 +% (((mb406 *% 4) +% 3) *% 288)) +% k408)])
-          t407_c3_0 = t407_c3_0.addingProduct(t407_a3, t407_b0)
-          t407_c3_1 = t407_c3_1.addingProduct(t407_a3, t407_b1)
-        }
-        storeVector(arena, ((1081344 +% ((mb406 *% 4) *% 1024)) +% 1008), t407_c0_0)
-        storeVector(arena, (((1081344 +% ((mb406 *% 4) *% 1024)) +% 1008) +% 8), t407_c0_1)
-        storeVector(arena, ((1081344 +% (((mb406 *% 4) +% 1) *% 1024)) +% 1008), t407_c1_0)
-        storeVector(arena, (((1081344 +% (((mb406 *% 4) +% 1) *% 1024)) +% 1008) +% 8), t407_c1_1)
-        storeVector(arena, ((1081344 +% (((mb406 *% 4) +% 2) *% 1024)) +% 1008), t407_c2_0)
-        storeVector(arena, (((1081344 +% (((mb406 *% 4) +% 2) *% 1024)) +% 1008) +% 8), t407_c2_1)
-        storeVector(arena, ((1081344 +% (((mb406 *% 4) +% 3) *% 1024)) +% 1008), t407_c3_0)
-        storeVector(arena, (((1081344 +% (((mb406 *% 4) +% 3) *% 1024)) +% 1008) +% 8), t407_c3_1)
-      }
-    }
-    for j410 in 0..<16 {
-      for f411 in 0..<64 {
-        for i412 in 0..<8 {
-          storeVector(arena, ((i412 *% 8) +% ((524288 +% (((g388 *% 16) +% j410) *% 4096)) +% (f411 *% 64))), loadVector(arena, ((i412 *% 8) +% ((1081344 +% (f411 *% 1024)) +% (j410 *% 64)))))
-        }
-      }
-    }
-  }
-  // s3_bn1 = batchnorm(s3_conv1)
-  for c413 in 0..<64 {
-    var mean414: Float = params[(78330 +% c413)]
-    var var415: Float = params[(78394 +% c413)]
-    var scale416: Float = (params[(38096 +% c413)] * (Float(1) / sqrtf((var415 + Float(bitPattern: 0x3727c5ac)))))
-    for n417 in 0..<64 {
-      for i418 in 0..<64 {
-        arena[(786432 +% ((((n417 *% 64) +% c413) *% 64) +% i418))] = (((arena[(524288 +% ((((n417 *% 64) +% c413) *% 64) +% i418))] - mean414) * scale416) + params[(38160 +% c413)])
-      }
-    }
-  }
-  // s3_relu1 = relu(s3_bn1)
-  for i419 in 0..<32768 {
-    storeVector(arena, ((i419 *% 8) +% 524288), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i419 *% 8) +% 786432)), where: loadVector(arena, ((i419 *% 8) +% 786432)) .> Vector(repeating: Float(0))))
-  }
-  // s3_conv2 = conv2d(s3_relu1)
-  for ci420 in 0..<64 {
-    for co421 in 0..<64 {
-      var w422: Float = params[(38224 +% (((co421 *% 64) +% ci420) *% 9))]
-      var w423: Float = (((params[(38224 +% (((co421 *% 64) +% ci420) *% 9))] + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 3)]) + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
-      var w424: Float = (((params[(38224 +% (((co421 *% 64) +% ci420) *% 9))] + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 6)]) - params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
-      var w425: Float = params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 6)]
-      var w426: Float = params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 1)]
-      var w427: Float = (((params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 1)] + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 4)]) + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
-      var w428: Float = (((params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 1)] + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 7)]) - params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
-      var w429: Float = params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 7)]
-      var w430: Float = params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 2)]
-      var w431: Float = (((params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 2)] + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 5)]) + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
-      var w432: Float = (((params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 2)] + params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 8)]) - params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
-      var w433: Float = params[((38224 +% (((co421 *% 64) +% ci420) *% 9)) +% 8)]
-      var w434: Float = w422
-      var w435: Float = (((w422 + w426) + w430) * Float(bitPattern: 0x3f000000))
-      var w436: Float = (((w422 + w430) - w426) * Float(bitPattern: 0x3f000000))
-      var w437: Float = w430
-      var w438: Float = w423
-      var w439: Float = (((w423 + w427) + w431) * Float(bitPattern: 0x3f000000))
-      var w440: Float = (((w423 + w431) - w427) * Float(bitPattern: 0x3f000000))
-      var w441: Float = w431
-      var w442: Float = w424
-      var w443: Float = (((w424 + w428) + w432) * Float(bitPattern: 0x3f000000))
-      var w444: Float = (((w424 + w432) - w428) * Float(bitPattern: 0x3f000000))
-      var w445: Float = w432
-      var w446: Float = w425
-      var w447: Float = (((w425 + w429) + w433) * Float(bitPattern: 0x3f000000))
-      var w448: Float = (((w425 + w433) - w429) * Float(bitPattern: 0x3f000000))
-      var w449: Float = w433
-      arena[((1048576 +% (ci420 *% 64)) +% co421)] = w434
-      arena[((1052672 +% (ci420 *% 64)) +% co421)] = w435
-      arena[((1056768 +% (ci420 *% 64)) +% co421)] = w436
-      arena[((1060864 +% (ci420 *% 64)) +% co421)] = w437
-      arena[((1064960 +% (ci420 *% 64)) +% co421)] = w438
-      arena[((1069056 +% (ci420 *% 64)) +% co421)] = w439
-      arena[((1073152 +% (ci420 *% 64)) +% co421)] = w440
-      arena[((1077248 +% (ci420 *% 64)) +% co421)] = w441
-      arena[((1081344 +% (ci420 *% 64)) +% co421)] = w442
-      arena[((1085440 +% (ci420 *% 64)) +% co421)] = w443
-      arena[((1089536 +% (ci420 *% 64)) +% co421)] = w444
-      arena[((1093632 +% (ci420 *% 64)) +% co421)] = w445
-      arena[((1097728 +% (ci420 *% 64)) +% co421)] = w446
-      arena[((1101824 +% (ci420 *% 64)) +% co421)] = w447
-      arena[((1105920 +% (ci420 *% 64)) +% co421)] = w448
-      arena[((1110016 +% (ci420 *% 64)) +% co421)] = w449
-    }
-  }
-  for i450 in 0..<800 {
-    storeVector(arena, ((i450 *% 8) +% 1114112), Vector(repeating: Float(0)))
-  }
-  for g451 in 0..<64 {
-    for j452 in 0..<1 {
-      for c453 in 0..<64 {
-        for iy454 in 0..<8 {
-          for ix455 in 0..<8 {
-            arena[(1114112 +% ((((j452 *% 6400) +% ((iy454 +% 1) *% 640)) +% ((ix455 +% 1) *% 64)) +% c453))] = arena[((((524288 +% ((g451 +% j452) *% 4096)) +% (c453 *% 64)) +% (iy454 *% 8)) +% ix455)]
-          }
-        }
-      }
-    }
-    for j456 in 0..<1 {
-      for ty457 in 0..<4 {
-        for tx458 in 0..<4 {
-          for cv459 in 0..<8 {
-            let w460 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% ((ty457 *% 2) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))))
-            let w461 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))) + loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))))
-            let w462 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))))
-            let w463 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 3) *% 640)) +% ((tx458 *% 2) *% 64)) +% (cv459 *% 8)))))
-            let w464 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% ((ty457 *% 2) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))))
-            let w465 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))) + loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))))
-            let w466 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))))
-            let w467 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 3) *% 640)) +% (((tx458 *% 2) +% 1) *% 64)) +% (cv459 *% 8)))))
-            let w468 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% ((ty457 *% 2) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))))
-            let w469 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))) + loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))))
-            let w470 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))))
-            let w471 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 3) *% 640)) +% (((tx458 *% 2) +% 2) *% 64)) +% (cv459 *% 8)))))
-            let w472 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% ((ty457 *% 2) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))))
-            let w473 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))) + loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))))
-            let w474 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 2) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))))
-            let w475 = (loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 1) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))) - loadVector(arena, (1114112 +% ((((j456 *% 6400) +% (((ty457 *% 2) +% 3) *% 640)) +% (((tx458 *% 2) +% 3) *% 64)) +% (cv459 *% 8)))))
-            let w476 = (w460 - w468)
-            let w477 = (w464 + w468)
-            let w478 = (w468 - w464)
-            let w479 = (w464 - w472)
-            let w480 = (w461 - w469)
-            let w481 = (w465 + w469)
-            let w482 = (w469 - w465)
-            let w483 = (w465 - w473)
-            let w484 = (w462 - w470)
-            let w485 = (w466 + w470)
-            let w486 = (w470 - w466)
-            let w487 = (w466 - w474)
-            let w488 = (w463 - w471)
-            let w489 = (w467 + w471)
-            let w490 = (w471 - w467)
-            let w491 = (w467 - w475)
-            storeVector(arena, ((1120512 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w476)
-            storeVector(arena, ((1121536 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w477)
-            storeVector(arena, ((1122560 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w478)
-            storeVector(arena, ((1123584 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w479)
-            storeVector(arena, ((1124608 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w480)
-            storeVector(arena, ((1125632 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w481)
-            storeVector(arena, ((1126656 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w482)
-            storeVector(arena, ((1127680 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w483)
-            storeVector(arena, ((1128704 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w484)
-            storeVector(arena, ((1129728 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w485)
-            storeVector(arena, ((1130752 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w486)
-            storeVector(arena, ((1131776 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w487)
-            storeVector(arena, ((1132800 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w488)
-            storeVector(arena, ((1133824 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w489)
-            storeVector(arena, ((1134848 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w490)
-            storeVector(arena, ((1135872 +% ((((j456 *% 16) +% (ty457 *% 4)) +% tx458) *% 64)) +% (cv459 *% 8)), w491)
-          }
-        }
-      }
-    }
-    for xi492 in 0..<16 {
-      sgemm(101, 111, 111, 16, 64, 64, 1, arena + (1120512 +% (xi492 *% 1024)), 64, arena + (1048576 +% (xi492 *% 4096)), 64, Float(bitPattern: 0x0), arena + (1136896 +% (xi492 *% 1024)), 64)
-    }
-    for j493 in 0..<1 {
-      for ty494 in 0..<4 {
-        for tx495 in 0..<4 {
-          for cv496 in 0..<8 {
-            let w497 = ((loadVector(arena, ((1136896 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) + loadVector(arena, ((1140992 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) + loadVector(arena, ((1145088 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w498 = ((loadVector(arena, ((1140992 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) - loadVector(arena, ((1145088 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) - loadVector(arena, ((1149184 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w499 = ((loadVector(arena, ((1137920 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) + loadVector(arena, ((1142016 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) + loadVector(arena, ((1146112 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w500 = ((loadVector(arena, ((1142016 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) - loadVector(arena, ((1146112 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) - loadVector(arena, ((1150208 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w501 = ((loadVector(arena, ((1138944 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) + loadVector(arena, ((1143040 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) + loadVector(arena, ((1147136 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w502 = ((loadVector(arena, ((1143040 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) - loadVector(arena, ((1147136 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) - loadVector(arena, ((1151232 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w503 = ((loadVector(arena, ((1139968 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) + loadVector(arena, ((1144064 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) + loadVector(arena, ((1148160 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w504 = ((loadVector(arena, ((1144064 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))) - loadVector(arena, ((1148160 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8)))) - loadVector(arena, ((1152256 +% ((((j493 *% 16) +% (ty494 *% 4)) +% tx495) *% 64)) +% (cv496 *% 8))))
-            let w505 = ((w497 + w499) + w501)
-            let w506 = ((w499 - w501) - w503)
-            let w507 = ((w498 + w500) + w502)
-            let w508 = ((w500 - w502) - w504)
-            storeVector(arena, ((1153280 +% (((((j493 *% 8) +% (ty494 *% 2)) *% 8) +% (tx495 *% 2)) *% 64)) +% (cv496 *% 8)), w505)
-            storeVector(arena, ((1153280 +% ((((((j493 *% 8) +% (ty494 *% 2)) *% 8) +% (tx495 *% 2)) +% 1) *% 64)) +% (cv496 *% 8)), w506)
-            storeVector(arena, ((1153280 +% ((((((j493 *% 8) +% (ty494 *% 2)) +% 1) *% 8) +% (tx495 *% 2)) *% 64)) +% (cv496 *% 8)), w507)
-            storeVector(arena, ((1153280 +% (((((((j493 *% 8) +% (ty494 *% 2)) +% 1) *% 8) +% (tx495 *% 2)) +% 1) *% 64)) +% (cv496 *% 8)), w508)
-          }
-        }
-      }
-    }
-    for j509 in 0..<1 {
-      for c510 in 0..<64 {
-        for q511 in 0..<64 {
-          arena[(((786432 +% ((g451 +% j509) *% 4096)) +% (c510 *% 64)) +% q511)] = arena[((1153280 +% (((j509 *% 64) +% q511) *% 64)) +% c510)]
-        }
-      }
-    }
-  }
-  // s3_bn2 = batchnorm(s3_conv2)
-  for c512 in 0..<64 {
-    var mean513: Float = params[(78458 +% c512)]
-    var var514: Float = params[(78522 +% c512)]
-    var scale515: Float = (params[(75088 +% c512)] * (Float(1) / sqrtf((var514 + Float(bitPattern: 0x3727c5ac)))))
-    for n516 in 0..<64 {
-      for i517 in 0..<64 {
-        arena[(524288 +% ((((n516 *% 64) +% c512) *% 64) +% i517))] = (((arena[(786432 +% ((((n516 *% 64) +% c512) *% 64) +% i517))] - mean513) * scale515) + params[(75152 +% c512)])
-      }
-    }
-  }
-  // s3_proj = conv2d(x2)
-  for g518 in 0..<4 {
-    for j519 in 0..<16 {
-      for c520 in 0..<32 {
-        for ky521 in 0..<1 {
-          for oy522 in 0..<8 {
-            for ox523 in 0..<8 {
-              arena[(((1048576 +% ((c520 +% ky521) *% 1024)) +% (j519 *% 64)) +% ((oy522 *% 8) +% ox523))] = arena[((((((g518 *% 16) +% j519) *% 8192) +% (c520 *% 256)) +% (((oy522 *% 2) +% ky521) *% 16)) +% (ox523 *% 2))]
+          for oy374 in 0..<8 {
+            if (-1 < (((oy374 *% 2) +% ky366) +% -1) && (((oy374 *% 2) +% ky366) +% -1) < 16) {
+              for ox375 in 0..<8 {
+                arena[(((1048576 +% (((((c365 *% 3) +% ky366) *% 3) +% 2) *% 1024)) +% (j364 *% 64)) +% ((oy374 *% 8) +% ox375))] = arena[((((524288 +% (((g363 *% 16) +% j364) *% 8192)) +% (c365 *% 256)) +% ((((oy374 *% 2) +% ky366) +% -1) *% 16)) +% ((ox375 *% 2) +% 1))]
+              }
+            }
+            if (((oy374 *% 2) +% ky366) +% -1) < 0 {
+              for ox376 in 0..<8 {
+                arena[(((1048576 +% (((((c365 *% 3) +% ky366) *% 3) +% 2) *% 1024)) +% (j364 *% 64)) +% ((oy374 *% 8) +% ox376))] = Float(0)
+              }
+            }
+            if 15 < (((oy374 *% 2) +% ky366) +% -1) {
+              for ox376 in 0..<8 {
+                arena[(((1048576 +% (((((c365 *% 3) +% ky366) *% 3) +% 2) *% 1024)) +% (j364 *% 64)) +% ((oy374 *% 8) +% ox376))] = Float(0)
+              }
             }
           }
         }
       }
     }
-    do {  // gemm531
-      for nb524 in 0..<42 {
-        for mb525 in 0..<16 {
-          var t526_c0_0 = Vector()
-          var t526_c0_1 = Vector()
-          var t526_c0_2 = Vector()
-          var t526_c1_0 = Vector()
-          var t526_c1_1 = Vector()
-          var t526_c1_2 = Vector()
-          var t526_c2_0 = Vector()
-          var t526_c2_1 = Vector()
-          var t526_c2_2 = Vector()
-          var t526_c3_0 = Vector()
-          var t526_c3_1 = Vector()
-          var t526_c3_2 = Vector()
-          for k527 in 0..<32 {
-            let t526_b0 = loadVector(arena, ((1048576 +% (k527 *% 1024)) +% (nb524 *% 24)))
-            let t526_b1 = loadVector(arena, (((1048576 +% (k527 *% 1024)) +% (nb524 *% 24)) +% 8))
-            let t526_b2 = loadVector(arena, (((1048576 +% (k527 *% 1024)) +% (nb524 *% 24)) +% 16))
-            let t526_a0 = Vector(repeating: params[((75216 +% ((mb525 *% 4) *% 32)) +% k527)])
-            t526_c0_0 = t526_c0_0.addingProduct(t526_a0, t526_b0)
-            t526_c0_1 = t526_c0_1.addingProduct(t526_a0, t526_b1)
-            t526_c0_2 = t526_c0_2.addingProduct(t526_a0, t526_b2)
-            let t526_a1 = Vector(repeating: params[((75216 +% (((mb525 *% 4) +% 1) *% 32)) +% k527)])
-            t526_c1_0 = t526_c1_0.addingProduct(t526_a1, t526_b0)
-            t526_c1_1 = t526_c1_1.addingProduct(t526_a1, t526_b1)
-            t526_c1_2 = t526_c1_2.addingProduct(t526_a1, t526_b2)
-            let t526_a2 = Vector(repeating: params[((75216 +% (((mb525 *% 4) +% 2) *% 32)) +% k527)])
-            t526_c2_0 = t526_c2_0.addingProduct(t526_a2, t526_b0)
-            t526_c2_1 = t526_c2_1.addingProduct(t526_a2, t526_b1)
-            t526_c2_2 = t526_c2_2.addingProduct(t526_a2, t526_b2)
-            let t526_a3 = Vector(repeating: params[((75216 +% (((mb525 *% 4) +% 3) *% 32)) +% k527)])
-            t526_c3_0 = t526_c3_0.addingProduct(t526_a3, t526_b0)
-            t526_c3_1 = t526_c3_1.addingProduct(t526_a3, t526_b1)
-            t526_c3_2 = t526_c3_2.addingProduct(t526_a3, t526_b2)
+    do {  // gemm384
+      for nb377 in 0..<42 {
+        for mb378 in 0..<16 {
+          var t379_c0_0 = Vector()
+          var t379_c0_1 = Vector()
+          var t379_c0_2 = Vector()
+          var t379_c1_0 = Vector()
+          var t379_c1_1 = Vector()
+          var t379_c1_2 = Vector()
+          var t379_c2_0 = Vector()
+          var t379_c2_1 = Vector()
+          var t379_c2_2 = Vector()
+          var t379_c3_0 = Vector()
+          var t379_c3_1 = Vector()
+          var t379_c3_2 = Vector()
+          for k380 in 0..<288 {
+            let t379_b0 = loadVector(arena, ((1048576 +% (k380 *% 1024)) +% (nb377 *% 24)))
+            let t379_b1 = loadVector(arena, (((1048576 +% (k380 *% 1024)) +% (nb377 *% 24)) +% 8))
+            let t379_b2 = loadVector(arena, (((1048576 +% (k380 *% 1024)) +% (nb377 *% 24)) +% 16))
+            let t379_a0 = Vector(repeating: params[((19664 +% ((mb378 *% 4) *% 288)) +% k380)])
+            t379_c0_0 = t379_c0_0.addingProduct(t379_a0, t379_b0)
+            t379_c0_1 = t379_c0_1.addingProduct(t379_a0, t379_b1)
+            t379_c0_2 = t379_c0_2.addingProduct(t379_a0, t379_b2)
+            let t379_a1 = Vector(repeating: params[((19664 +% (((mb378 *% 4) +% 1) *% 288)) +% k380)])
+            t379_c1_0 = t379_c1_0.addingProduct(t379_a1, t379_b0)
+            t379_c1_1 = t379_c1_1.addingProduct(t379_a1, t379_b1)
+            t379_c1_2 = t379_c1_2.addingProduct(t379_a1, t379_b2)
+            let t379_a2 = Vector(repeating: params[((19664 +% (((mb378 *% 4) +% 2) *% 288)) +% k380)])
+            t379_c2_0 = t379_c2_0.addingProduct(t379_a2, t379_b0)
+            t379_c2_1 = t379_c2_1.addingProduct(t379_a2, t379_b1)
+            t379_c2_2 = t379_c2_2.addingProduct(t379_a2, t379_b2)
+            let t379_a3 = Vector(repeating: params[((19664 +% (((mb378 *% 4) +% 3) *% 288)) +% k380)])
+            t379_c3_0 = t379_c3_0.addingProduct(t379_a3, t379_b0)
+            t379_c3_1 = t379_c3_1.addingProduct(t379_a3, t379_b1)
+            t379_c3_2 = t379_c3_2.addingProduct(t379_a3, t379_b2)
           }
-          storeVector(arena, ((1081344 +% ((mb525 *% 4) *% 1024)) +% (nb524 *% 24)), t526_c0_0)
-          storeVector(arena, (((1081344 +% ((mb525 *% 4) *% 1024)) +% (nb524 *% 24)) +% 8), t526_c0_1)
-          storeVector(arena, (((1081344 +% ((mb525 *% 4) *% 1024)) +% (nb524 *% 24)) +% 16), t526_c0_2)
-          storeVector(arena, ((1081344 +% (((mb525 *% 4) +% 1) *% 1024)) +% (nb524 *% 24)), t526_c1_0)
-          storeVector(arena, (((1081344 +% (((mb525 *% 4) +% 1) *% 1024)) +% (nb524 *% 24)) +% 8), t526_c1_1)
-          storeVector(arena, (((1081344 +% (((mb525 *% 4) +% 1) *% 1024)) +% (nb524 *% 24)) +% 16), t526_c1_2)
-          storeVector(arena, ((1081344 +% (((mb525 *% 4) +% 2) *% 1024)) +% (nb524 *% 24)), t526_c2_0)
-          storeVector(arena, (((1081344 +% (((mb525 *% 4) +% 2) *% 1024)) +% (nb524 *% 24)) +% 8), t526_c2_1)
-          storeVector(arena, (((1081344 +% (((mb525 *% 4) +% 2) *% 1024)) +% (nb524 *% 24)) +% 16), t526_c2_2)
-          storeVector(arena, ((1081344 +% (((mb525 *% 4) +% 3) *% 1024)) +% (nb524 *% 24)), t526_c3_0)
-          storeVector(arena, (((1081344 +% (((mb525 *% 4) +% 3) *% 1024)) +% (nb524 *% 24)) +% 8), t526_c3_1)
-          storeVector(arena, (((1081344 +% (((mb525 *% 4) +% 3) *% 1024)) +% (nb524 *% 24)) +% 16), t526_c3_2)
+          storeVector(arena, ((1343488 +% ((mb378 *% 4) *% 1024)) +% (nb377 *% 24)), t379_c0_0)
+          storeVector(arena, (((1343488 +% ((mb378 *% 4) *% 1024)) +% (nb377 *% 24)) +% 8), t379_c0_1)
+          storeVector(arena, (((1343488 +% ((mb378 *% 4) *% 1024)) +% (nb377 *% 24)) +% 16), t379_c0_2)
+          storeVector(arena, ((1343488 +% (((mb378 *% 4) +% 1) *% 1024)) +% (nb377 *% 24)), t379_c1_0)
+          storeVector(arena, (((1343488 +% (((mb378 *% 4) +% 1) *% 1024)) +% (nb377 *% 24)) +% 8), t379_c1_1)
+          storeVector(arena, (((1343488 +% (((mb378 *% 4) +% 1) *% 1024)) +% (nb377 *% 24)) +% 16), t379_c1_2)
+          storeVector(arena, ((1343488 +% (((mb378 *% 4) +% 2) *% 1024)) +% (nb377 *% 24)), t379_c2_0)
+          storeVector(arena, (((1343488 +% (((mb378 *% 4) +% 2) *% 1024)) +% (nb377 *% 24)) +% 8), t379_c2_1)
+          storeVector(arena, (((1343488 +% (((mb378 *% 4) +% 2) *% 1024)) +% (nb377 *% 24)) +% 16), t379_c2_2)
+          storeVector(arena, ((1343488 +% (((mb378 *% 4) +% 3) *% 1024)) +% (nb377 *% 24)), t379_c3_0)
+          storeVector(arena, (((1343488 +% (((mb378 *% 4) +% 3) *% 1024)) +% (nb377 *% 24)) +% 8), t379_c3_1)
+          storeVector(arena, (((1343488 +% (((mb378 *% 4) +% 3) *% 1024)) +% (nb377 *% 24)) +% 16), t379_c3_2)
         }
       }
-      for mb528 in 0..<16 {
-        var t529_c0_0 = Vector()
-        var t529_c0_1 = Vector()
-        var t529_c1_0 = Vector()
-        var t529_c1_1 = Vector()
-        var t529_c2_0 = Vector()
-        var t529_c2_1 = Vector()
-        var t529_c3_0 = Vector()
-        var t529_c3_1 = Vector()
-        for k530 in 0..<32 {
-          let t529_b0 = loadVector(arena, ((1048576 +% (k530 *% 1024)) +% 1008))
-          let t529_b1 = loadVector(arena, (((1048576 +% (k530 *% 1024)) +% 1008) +% 8))
-          let t529_a0 = Vector(repeating: params[((75216 +% ((mb528 *% 4) *% 32)) +% k530)])
-          t529_c0_0 = t529_c0_0.addingProduct(t529_a0, t529_b0)
-          t529_c0_1 = t529_c0_1.addingProduct(t529_a0, t529_b1)
-          let t529_a1 = Vector(repeating: params[((75216 +% (((mb528 *% 4) +% 1) *% 32)) +% k530)])
-          t529_c1_0 = t529_c1_0.addingProduct(t529_a1, t529_b0)
-          t529_c1_1 = t529_c1_1.addingProduct(t529_a1, t529_b1)
-          let t529_a2 = Vector(repeating: params[((75216 +% (((mb528 *% 4) +% 2) *% 32)) +% k530)])
-          t529_c2_0 = t529_c2_0.addingProduct(t529_a2, t529_b0)
-          t529_c2_1 = t529_c2_1.addingProduct(t529_a2, t529_b1)
-          let t529_a3 = Vector(repeating: params[((75216 +% (((mb528 *% 4) +% 3) *% 32)) +% k530)])
-          t529_c3_0 = t529_c3_0.addingProduct(t529_a3, t529_b0)
-          t529_c3_1 = t529_c3_1.addingProduct(t529_a3, t529_b1)
+      for mb381 in 0..<16 {
+        var t382_c0_0 = Vector()
+        var t382_c0_1 = Vector()
+        var t382_c1_0 = Vector()
+        var t382_c1_1 = Vector()
+        var t382_c2_0 = Vector()
+        var t382_c2_1 = Vector()
+        var t382_c3_0 = Vector()
+        var t382_c3_1 = Vector()
+        for k383 in 0..<288 {
+          let t382_b0 = loadVector(arena, ((1048576 +% (k383 *% 1024)) +% 1008))
+          let t382_b1 = loadVector(arena, (((1048576 +% (k383 *% 1024)) +% 1008) +% 8))
+          let t382_a0 = Vector(repeating: params[((19664 +% ((mb381 *% 4) *% 288)) +% k383)])
+          t382_c0_0 = t382_c0_0.addingProduct(t382_a0, t382_b0)
+          t382_c0_1 = t382_c0_1.addingProduct(t382_a0, t382_b1)
+          let t382_a1 = Vector(repeating: params[((19664 +% (((mb381 *% 4) +% 1) *% 288)) +% k383)])
+          t382_c1_0 = t382_c1_0.addingProduct(t382_a1, t382_b0)
+          t382_c1_1 = t382_c1_1.addingProduct(t382_a1, t382_b1)
+          let t382_a2 = Vector(repeating: params[((19664 +% (((mb381 *% 4) +% 2) *% 288)) +% k383)])
+          t382_c2_0 = t382_c2_0.addingProduct(t382_a2, t382_b0)
+          t382_c2_1 = t382_c2_1.addingProduct(t382_a2, t382_b1)
+          let t382_a3 = Vector(repeating: params[((19664 +% (((mb381 *% 4) +% 3) *% 288)) +% k383)])
+          t382_c3_0 = t382_c3_0.addingProduct(t382_a3, t382_b0)
+          t382_c3_1 = t382_c3_1.addingProduct(t382_a3, t382_b1)
         }
-        storeVector(arena, ((1081344 +% ((mb528 *% 4) *% 1024)) +% 1008), t529_c0_0)
-        storeVector(arena, (((1081344 +% ((mb528 *% 4) *% 1024)) +% 1008) +% 8), t529_c0_1)
-        storeVector(arena, ((1081344 +% (((mb528 *% 4) +% 1) *% 1024)) +% 1008), t529_c1_0)
-        storeVector(arena, (((1081344 +% (((mb528 *% 4) +% 1) *% 1024)) +% 1008) +% 8), t529_c1_1)
-        storeVector(arena, ((1081344 +% (((mb528 *% 4) +% 2) *% 1024)) +% 1008), t529_c2_0)
-        storeVector(arena, (((1081344 +% (((mb528 *% 4) +% 2) *% 1024)) +% 1008) +% 8), t529_c2_1)
-        storeVector(arena, ((1081344 +% (((mb528 *% 4) +% 3) *% 1024)) +% 1008), t529_c3_0)
-        storeVector(arena, (((1081344 +% (((mb528 *% 4) +% 3) *% 1024)) +% 1008) +% 8), t529_c3_1)
+        storeVector(arena, ((1343488 +% ((mb381 *% 4) *% 1024)) +% 1008), t382_c0_0)
+        storeVector(arena, (((1343488 +% ((mb381 *% 4) *% 1024)) +% 1008) +% 8), t382_c0_1)
+        storeVector(arena, ((1343488 +% (((mb381 *% 4) +% 1) *% 1024)) +% 1008), t382_c1_0)
+        storeVector(arena, (((1343488 +% (((mb381 *% 4) +% 1) *% 1024)) +% 1008) +% 8), t382_c1_1)
+        storeVector(arena, ((1343488 +% (((mb381 *% 4) +% 2) *% 1024)) +% 1008), t382_c2_0)
+        storeVector(arena, (((1343488 +% (((mb381 *% 4) +% 2) *% 1024)) +% 1008) +% 8), t382_c2_1)
+        storeVector(arena, ((1343488 +% (((mb381 *% 4) +% 3) *% 1024)) +% 1008), t382_c3_0)
+        storeVector(arena, (((1343488 +% (((mb381 *% 4) +% 3) *% 1024)) +% 1008) +% 8), t382_c3_1)
       }
     }
-    for j532 in 0..<16 {
-      for f533 in 0..<64 {
-        for i534 in 0..<8 {
-          storeVector(arena, ((i534 *% 8) +% ((786432 +% (((g518 *% 16) +% j532) *% 4096)) +% (f533 *% 64))), loadVector(arena, ((i534 *% 8) +% ((1081344 +% (f533 *% 1024)) +% (j532 *% 64)))))
+    for j385 in 0..<16 {
+      for f386 in 0..<64 {
+        for i387 in 0..<8 {
+          storeVector(arena, ((i387 *% 8) +% ((128 +% (((g363 *% 16) +% j385) *% 4096)) +% (f386 *% 64))), Vector(repeating: Float(0)).replacing(with: ((loadVector(arena, ((i387 *% 8) +% ((1343488 +% (f386 *% 1024)) +% (j385 *% 64)))) * Vector(repeating: arena[f386])) + Vector(repeating: arena[(64 +% f386)])), where: ((loadVector(arena, ((i387 *% 8) +% ((1343488 +% (f386 *% 1024)) +% (j385 *% 64)))) * Vector(repeating: arena[f386])) + Vector(repeating: arena[(64 +% f386)])) .> Vector(repeating: Float(0))))
+        }
+      }
+    }
+  }
+  // s3_bn2 = batchnorm_fold()
+  for c388 in 0..<8 {
+    let scale389_v = (loadVector(params, ((c388 *% 8) +% 75088)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c388 *% 8) +% 78522)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c388 *% 8), scale389_v)
+    storeVector(arena, ((c388 *% 8) +% 64), (loadVector(params, ((c388 *% 8) +% 75152)) - (loadVector(params, ((c388 *% 8) +% 78458)) * scale389_v)))
+  }
+  // s3_conv2 = conv2d(s3_conv1, s3_bn2)
+  for ci390 in 0..<64 {
+    for co391 in 0..<64 {
+      var w392: Float = params[(38224 +% (((co391 *% 64) +% ci390) *% 9))]
+      var w393: Float = (((params[(38224 +% (((co391 *% 64) +% ci390) *% 9))] + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 3)]) + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 6)]) * Float(bitPattern: 0x3f000000))
+      var w394: Float = (((params[(38224 +% (((co391 *% 64) +% ci390) *% 9))] + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 6)]) - params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 3)]) * Float(bitPattern: 0x3f000000))
+      var w395: Float = params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 6)]
+      var w396: Float = params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 1)]
+      var w397: Float = (((params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 1)] + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 4)]) + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 7)]) * Float(bitPattern: 0x3f000000))
+      var w398: Float = (((params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 1)] + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 7)]) - params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 4)]) * Float(bitPattern: 0x3f000000))
+      var w399: Float = params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 7)]
+      var w400: Float = params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 2)]
+      var w401: Float = (((params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 2)] + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 5)]) + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 8)]) * Float(bitPattern: 0x3f000000))
+      var w402: Float = (((params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 2)] + params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 8)]) - params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 5)]) * Float(bitPattern: 0x3f000000))
+      var w403: Float = params[((38224 +% (((co391 *% 64) +% ci390) *% 9)) +% 8)]
+      var w404: Float = w392
+      var w405: Float = (((w392 + w396) + w400) * Float(bitPattern: 0x3f000000))
+      var w406: Float = (((w392 + w400) - w396) * Float(bitPattern: 0x3f000000))
+      var w407: Float = w400
+      var w408: Float = w393
+      var w409: Float = (((w393 + w397) + w401) * Float(bitPattern: 0x3f000000))
+      var w410: Float = (((w393 + w401) - w397) * Float(bitPattern: 0x3f000000))
+      var w411: Float = w401
+      var w412: Float = w394
+      var w413: Float = (((w394 + w398) + w402) * Float(bitPattern: 0x3f000000))
+      var w414: Float = (((w394 + w402) - w398) * Float(bitPattern: 0x3f000000))
+      var w415: Float = w402
+      var w416: Float = w395
+      var w417: Float = (((w395 + w399) + w403) * Float(bitPattern: 0x3f000000))
+      var w418: Float = (((w395 + w403) - w399) * Float(bitPattern: 0x3f000000))
+      var w419: Float = w403
+      arena[((262272 +% (ci390 *% 64)) +% co391)] = w404
+      arena[((266368 +% (ci390 *% 64)) +% co391)] = w405
+      arena[((270464 +% (ci390 *% 64)) +% co391)] = w406
+      arena[((274560 +% (ci390 *% 64)) +% co391)] = w407
+      arena[((278656 +% (ci390 *% 64)) +% co391)] = w408
+      arena[((282752 +% (ci390 *% 64)) +% co391)] = w409
+      arena[((286848 +% (ci390 *% 64)) +% co391)] = w410
+      arena[((290944 +% (ci390 *% 64)) +% co391)] = w411
+      arena[((295040 +% (ci390 *% 64)) +% co391)] = w412
+      arena[((299136 +% (ci390 *% 64)) +% co391)] = w413
+      arena[((303232 +% (ci390 *% 64)) +% co391)] = w414
+      arena[((307328 +% (ci390 *% 64)) +% co391)] = w415
+      arena[((311424 +% (ci390 *% 64)) +% co391)] = w416
+      arena[((315520 +% (ci390 *% 64)) +% co391)] = w417
+      arena[((319616 +% (ci390 *% 64)) +% co391)] = w418
+      arena[((323712 +% (ci390 *% 64)) +% co391)] = w419
+    }
+  }
+  for i420 in 0..<800 {
+    storeVector(arena, ((i420 *% 8) +% 327808), Vector(repeating: Float(0)))
+  }
+  for g421 in 0..<64 {
+    for j422 in 0..<1 {
+      for c423 in 0..<64 {
+        for iy424 in 0..<8 {
+          for ix425 in 0..<8 {
+            arena[(327808 +% ((((j422 *% 6400) +% ((iy424 +% 1) *% 640)) +% ((ix425 +% 1) *% 64)) +% c423))] = arena[((((128 +% ((g421 +% j422) *% 4096)) +% (c423 *% 64)) +% (iy424 *% 8)) +% ix425)]
+          }
+        }
+      }
+    }
+    for j426 in 0..<1 {
+      for ty427 in 0..<4 {
+        for tx428 in 0..<4 {
+          for cv429 in 0..<8 {
+            let w430 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% ((ty427 *% 2) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))))
+            let w431 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))) + loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))))
+            let w432 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))))
+            let w433 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 3) *% 640)) +% ((tx428 *% 2) *% 64)) +% (cv429 *% 8)))))
+            let w434 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% ((ty427 *% 2) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))))
+            let w435 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))) + loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))))
+            let w436 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))))
+            let w437 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 3) *% 640)) +% (((tx428 *% 2) +% 1) *% 64)) +% (cv429 *% 8)))))
+            let w438 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% ((ty427 *% 2) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))))
+            let w439 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))) + loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))))
+            let w440 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))))
+            let w441 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 3) *% 640)) +% (((tx428 *% 2) +% 2) *% 64)) +% (cv429 *% 8)))))
+            let w442 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% ((ty427 *% 2) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))))
+            let w443 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))) + loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))))
+            let w444 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 2) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))))
+            let w445 = (loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 1) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))) - loadVector(arena, (327808 +% ((((j426 *% 6400) +% (((ty427 *% 2) +% 3) *% 640)) +% (((tx428 *% 2) +% 3) *% 64)) +% (cv429 *% 8)))))
+            let w446 = (w430 - w438)
+            let w447 = (w434 + w438)
+            let w448 = (w438 - w434)
+            let w449 = (w434 - w442)
+            let w450 = (w431 - w439)
+            let w451 = (w435 + w439)
+            let w452 = (w439 - w435)
+            let w453 = (w435 - w443)
+            let w454 = (w432 - w440)
+            let w455 = (w436 + w440)
+            let w456 = (w440 - w436)
+            let w457 = (w436 - w444)
+            let w458 = (w433 - w441)
+            let w459 = (w437 + w441)
+            let w460 = (w441 - w437)
+            let w461 = (w437 - w445)
+            storeVector(arena, ((334208 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w446)
+            storeVector(arena, ((335232 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w447)
+            storeVector(arena, ((336256 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w448)
+            storeVector(arena, ((337280 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w449)
+            storeVector(arena, ((338304 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w450)
+            storeVector(arena, ((339328 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w451)
+            storeVector(arena, ((340352 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w452)
+            storeVector(arena, ((341376 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w453)
+            storeVector(arena, ((342400 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w454)
+            storeVector(arena, ((343424 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w455)
+            storeVector(arena, ((344448 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w456)
+            storeVector(arena, ((345472 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w457)
+            storeVector(arena, ((346496 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w458)
+            storeVector(arena, ((347520 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w459)
+            storeVector(arena, ((348544 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w460)
+            storeVector(arena, ((349568 +% ((((j426 *% 16) +% (ty427 *% 4)) +% tx428) *% 64)) +% (cv429 *% 8)), w461)
+          }
+        }
+      }
+    }
+    for xi462 in 0..<16 {
+      sgemm(101, 111, 111, 16, 64, 64, 1, arena + (334208 +% (xi462 *% 1024)), 64, arena + (262272 +% (xi462 *% 4096)), 64, Float(bitPattern: 0x0), arena + (350592 +% (xi462 *% 1024)), 64)
+    }
+    for j463 in 0..<1 {
+      for ty464 in 0..<4 {
+        for tx465 in 0..<4 {
+          for cv466 in 0..<8 {
+            let w467 = ((loadVector(arena, ((350592 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) + loadVector(arena, ((354688 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) + loadVector(arena, ((358784 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w468 = ((loadVector(arena, ((354688 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) - loadVector(arena, ((358784 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) - loadVector(arena, ((362880 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w469 = ((loadVector(arena, ((351616 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) + loadVector(arena, ((355712 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) + loadVector(arena, ((359808 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w470 = ((loadVector(arena, ((355712 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) - loadVector(arena, ((359808 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) - loadVector(arena, ((363904 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w471 = ((loadVector(arena, ((352640 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) + loadVector(arena, ((356736 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) + loadVector(arena, ((360832 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w472 = ((loadVector(arena, ((356736 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) - loadVector(arena, ((360832 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) - loadVector(arena, ((364928 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w473 = ((loadVector(arena, ((353664 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) + loadVector(arena, ((357760 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) + loadVector(arena, ((361856 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w474 = ((loadVector(arena, ((357760 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))) - loadVector(arena, ((361856 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8)))) - loadVector(arena, ((365952 +% ((((j463 *% 16) +% (ty464 *% 4)) +% tx465) *% 64)) +% (cv466 *% 8))))
+            let w475 = ((w467 + w469) + w471)
+            let w476 = ((w469 - w471) - w473)
+            let w477 = ((w468 + w470) + w472)
+            let w478 = ((w470 - w472) - w474)
+            storeVector(arena, ((366976 +% (((((j463 *% 8) +% (ty464 *% 2)) *% 8) +% (tx465 *% 2)) *% 64)) +% (cv466 *% 8)), ((w475 * loadVector(arena, (cv466 *% 8))) + loadVector(arena, (64 +% (cv466 *% 8)))))
+            storeVector(arena, ((366976 +% ((((((j463 *% 8) +% (ty464 *% 2)) *% 8) +% (tx465 *% 2)) +% 1) *% 64)) +% (cv466 *% 8)), ((w476 * loadVector(arena, (cv466 *% 8))) + loadVector(arena, (64 +% (cv466 *% 8)))))
+            storeVector(arena, ((366976 +% ((((((j463 *% 8) +% (ty464 *% 2)) +% 1) *% 8) +% (tx465 *% 2)) *% 64)) +% (cv466 *% 8)), ((w477 * loadVector(arena, (cv466 *% 8))) + loadVector(arena, (64 +% (cv466 *% 8)))))
+            storeVector(arena, ((366976 +% (((((((j463 *% 8) +% (ty464 *% 2)) +% 1) *% 8) +% (tx465 *% 2)) +% 1) *% 64)) +% (cv466 *% 8)), ((w478 * loadVector(arena, (cv466 *% 8))) + loadVector(arena, (64 +% (cv466 *% 8)))))
+          }
+        }
+      }
+    }
+    for j479 in 0..<1 {
+      for c480 in 0..<64 {
+        for q481 in 0..<64 {
+          arena[(((1048576 +% ((g421 +% j479) *% 4096)) +% (c480 *% 64)) +% q481)] = arena[((366976 +% (((j479 *% 64) +% q481) *% 64)) +% c480)]
         }
       }
     }
   }
-  // s3_pbn = batchnorm(s3_proj)
-  for c535 in 0..<64 {
-    var mean536: Float = params[(78586 +% c535)]
-    var var537: Float = params[(78650 +% c535)]
-    var scale538: Float = (params[(77264 +% c535)] * (Float(1) / sqrtf((var537 + Float(bitPattern: 0x3727c5ac)))))
-    for n539 in 0..<64 {
-      for i540 in 0..<64 {
-        arena[((((n539 *% 64) +% c535) *% 64) +% i540)] = (((arena[(786432 +% ((((n539 *% 64) +% c535) *% 64) +% i540))] - mean536) * scale538) + params[(77328 +% c535)])
+  // s3_pbn = batchnorm_fold()
+  for c482 in 0..<8 {
+    let scale483_v = (loadVector(params, ((c482 *% 8) +% 77264)) * (Vector(repeating: Float(1)) / (loadVector(params, ((c482 *% 8) +% 78650)) + Vector(repeating: Float(bitPattern: 0x3727c5ac))).squareRoot()))
+    storeVector(arena, (c482 *% 8), scale483_v)
+    storeVector(arena, ((c482 *% 8) +% 64), (loadVector(params, ((c482 *% 8) +% 77328)) - (loadVector(params, ((c482 *% 8) +% 78586)) * scale483_v)))
+  }
+  // s3_proj = conv2d(x2, s3_pbn)
+  for g484 in 0..<4 {
+    for j485 in 0..<16 {
+      for c486 in 0..<32 {
+        for ky487 in 0..<1 {
+          for oy488 in 0..<8 {
+            for ox489 in 0..<8 {
+              arena[(((262272 +% ((c486 +% ky487) *% 1024)) +% (j485 *% 64)) +% ((oy488 *% 8) +% ox489))] = arena[((((524288 +% (((g484 *% 16) +% j485) *% 8192)) +% (c486 *% 256)) +% (((oy488 *% 2) +% ky487) *% 16)) +% (ox489 *% 2))]
+            }
+          }
+        }
+      }
+    }
+    do {  // gemm497
+      for nb490 in 0..<42 {
+        for mb491 in 0..<16 {
+          var t492_c0_0 = Vector()
+          var t492_c0_1 = Vector()
+          var t492_c0_2 = Vector()
+          var t492_c1_0 = Vector()
+          var t492_c1_1 = Vector()
+          var t492_c1_2 = Vector()
+          var t492_c2_0 = Vector()
+          var t492_c2_1 = Vector()
+          var t492_c2_2 = Vector()
+          var t492_c3_0 = Vector()
+          var t492_c3_1 = Vector()
+          var t492_c3_2 = Vector()
+          for k493 in 0..<32 {
+            let t492_b0 = loadVector(arena, ((262272 +% (k493 *% 1024)) +% (nb490 *% 24)))
+            let t492_b1 = loadVector(arena, (((262272 +% (k493 *% 1024)) +% (nb490 *% 24)) +% 8))
+            let t492_b2 = loadVector(arena, (((262272 +% (k493 *% 1024)) +% (nb490 *% 24)) +% 16))
+            let t492_a0 = Vector(repeating: params[((75216 +% ((mb491 *% 4) *% 32)) +% k493)])
+            t492_c0_0 = t492_c0_0.addingProduct(t492_a0, t492_b0)
+            t492_c0_1 = t492_c0_1.addingProduct(t492_a0, t492_b1)
+            t492_c0_2 = t492_c0_2.addingProduct(t492_a0, t492_b2)
+            let t492_a1 = Vector(repeating: params[((75216 +% (((mb491 *% 4) +% 1) *% 32)) +% k493)])
+            t492_c1_0 = t492_c1_0.addingProduct(t492_a1, t492_b0)
+            t492_c1_1 = t492_c1_1.addingProduct(t492_a1, t492_b1)
+            t492_c1_2 = t492_c1_2.addingProduct(t492_a1, t492_b2)
+            let t492_a2 = Vector(repeating: params[((75216 +% (((mb491 *% 4) +% 2) *% 32)) +% k493)])
+            t492_c2_0 = t492_c2_0.addingProduct(t492_a2, t492_b0)
+            t492_c2_1 = t492_c2_1.addingProduct(t492_a2, t492_b1)
+            t492_c2_2 = t492_c2_2.addingProduct(t492_a2, t492_b2)
+            let t492_a3 = Vector(repeating: params[((75216 +% (((mb491 *% 4) +% 3) *% 32)) +% k493)])
+            t492_c3_0 = t492_c3_0.addingProduct(t492_a3, t492_b0)
+            t492_c3_1 = t492_c3_1.addingProduct(t492_a3, t492_b1)
+            t492_c3_2 = t492_c3_2.addingProduct(t492_a3, t492_b2)
+          }
+          storeVector(arena, ((295040 +% ((mb491 *% 4) *% 1024)) +% (nb490 *% 24)), t492_c0_0)
+          storeVector(arena, (((295040 +% ((mb491 *% 4) *% 1024)) +% (nb490 *% 24)) +% 8), t492_c0_1)
+          storeVector(arena, (((295040 +% ((mb491 *% 4) *% 1024)) +% (nb490 *% 24)) +% 16), t492_c0_2)
+          storeVector(arena, ((295040 +% (((mb491 *% 4) +% 1) *% 1024)) +% (nb490 *% 24)), t492_c1_0)
+          storeVector(arena, (((295040 +% (((mb491 *% 4) +% 1) *% 1024)) +% (nb490 *% 24)) +% 8), t492_c1_1)
+          storeVector(arena, (((295040 +% (((mb491 *% 4) +% 1) *% 1024)) +% (nb490 *% 24)) +% 16), t492_c1_2)
+          storeVector(arena, ((295040 +% (((mb491 *% 4) +% 2) *% 1024)) +% (nb490 *% 24)), t492_c2_0)
+          storeVector(arena, (((295040 +% (((mb491 *% 4) +% 2) *% 1024)) +% (nb490 *% 24)) +% 8), t492_c2_1)
+          storeVector(arena, (((295040 +% (((mb491 *% 4) +% 2) *% 1024)) +% (nb490 *% 24)) +% 16), t492_c2_2)
+          storeVector(arena, ((295040 +% (((mb491 *% 4) +% 3) *% 1024)) +% (nb490 *% 24)), t492_c3_0)
+          storeVector(arena, (((295040 +% (((mb491 *% 4) +% 3) *% 1024)) +% (nb490 *% 24)) +% 8), t492_c3_1)
+          storeVector(arena, (((295040 +% (((mb491 *% 4) +% 3) *% 1024)) +% (nb490 *% 24)) +% 16), t492_c3_2)
+        }
+      }
+      for mb494 in 0..<16 {
+        var t495_c0_0 = Vector()
+        var t495_c0_1 = Vector()
+        var t495_c1_0 = Vector()
+        var t495_c1_1 = Vector()
+        var t495_c2_0 = Vector()
+        var t495_c2_1 = Vector()
+        var t495_c3_0 = Vector()
+        var t495_c3_1 = Vector()
+        for k496 in 0..<32 {
+          let t495_b0 = loadVector(arena, ((262272 +% (k496 *% 1024)) +% 1008))
+          let t495_b1 = loadVector(arena, (((262272 +% (k496 *% 1024)) +% 1008) +% 8))
+          let t495_a0 = Vector(repeating: params[((75216 +% ((mb494 *% 4) *% 32)) +% k496)])
+          t495_c0_0 = t495_c0_0.addingProduct(t495_a0, t495_b0)
+          t495_c0_1 = t495_c0_1.addingProduct(t495_a0, t495_b1)
+          let t495_a1 = Vector(repeating: params[((75216 +% (((mb494 *% 4) +% 1) *% 32)) +% k496)])
+          t495_c1_0 = t495_c1_0.addingProduct(t495_a1, t495_b0)
+          t495_c1_1 = t495_c1_1.addingProduct(t495_a1, t495_b1)
+          let t495_a2 = Vector(repeating: params[((75216 +% (((mb494 *% 4) +% 2) *% 32)) +% k496)])
+          t495_c2_0 = t495_c2_0.addingProduct(t495_a2, t495_b0)
+          t495_c2_1 = t495_c2_1.addingProduct(t495_a2, t495_b1)
+          let t495_a3 = Vector(repeating: params[((75216 +% (((mb494 *% 4) +% 3) *% 32)) +% k496)])
+          t495_c3_0 = t495_c3_0.addingProduct(t495_a3, t495_b0)
+          t495_c3_1 = t495_c3_1.addingProduct(t495_a3, t495_b1)
+        }
+        storeVector(arena, ((295040 +% ((mb494 *% 4) *% 1024)) +% 1008), t495_c0_0)
+        storeVector(arena, (((295040 +% ((mb494 *% 4) *% 1024)) +% 1008) +% 8), t495_c0_1)
+        storeVector(arena, ((295040 +% (((mb494 *% 4) +% 1) *% 1024)) +% 1008), t495_c1_0)
+        storeVector(arena, (((295040 +% (((mb494 *% 4) +% 1) *% 1024)) +% 1008) +% 8), t495_c1_1)
+        storeVector(arena, ((295040 +% (((mb494 *% 4) +% 2) *% 1024)) +% 1008), t495_c2_0)
+        storeVector(arena, (((295040 +% (((mb494 *% 4) +% 2) *% 1024)) +% 1008) +% 8), t495_c2_1)
+        storeVector(arena, ((295040 +% (((mb494 *% 4) +% 3) *% 1024)) +% 1008), t495_c3_0)
+        storeVector(arena, (((295040 +% (((mb494 *% 4) +% 3) *% 1024)) +% 1008) +% 8), t495_c3_1)
+      }
+    }
+    for j498 in 0..<16 {
+      for f499 in 0..<64 {
+        for i500 in 0..<8 {
+          storeVector(arena, ((i500 *% 8) +% ((128 +% (((g484 *% 16) +% j498) *% 4096)) +% (f499 *% 64))), ((loadVector(arena, ((i500 *% 8) +% ((295040 +% (f499 *% 1024)) +% (j498 *% 64)))) * Vector(repeating: arena[f499])) + Vector(repeating: arena[(64 +% f499)])))
+        }
       }
     }
   }
-  // s3_sum = add(s3_bn2, s3_pbn)
-  for i541 in 0..<32768 {
-    storeVector(arena, ((i541 *% 8) +% 262144), (loadVector(arena, ((i541 *% 8) +% 524288)) + loadVector(arena, (i541 *% 8))))
+  // s3_sum = add(s3_conv2, s3_proj)
+  for i501 in 0..<32768 {
+    storeVector(arena, ((i501 *% 8) +% 262272), (loadVector(arena, ((i501 *% 8) +% 1048576)) + loadVector(arena, ((i501 *% 8) +% 128))))
   }
   // x3 = relu(s3_sum)
-  for i542 in 0..<32768 {
-    storeVector(arena, (i542 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i542 *% 8) +% 262144)), where: loadVector(arena, ((i542 *% 8) +% 262144)) .> Vector(repeating: Float(0))))
+  for i502 in 0..<32768 {
+    storeVector(arena, (i502 *% 8), Vector(repeating: Float(0)).replacing(with: loadVector(arena, ((i502 *% 8) +% 262272)), where: loadVector(arena, ((i502 *% 8) +% 262272)) .> Vector(repeating: Float(0))))
   }
   // gap = global_avgpool(x3)
-  for q543 in 0..<4096 {
-    var acc544: Float = Float(0)
-    for i545 in 0..<64 {
-      acc544 = (acc544 + arena[((q543 *% 64) +% i545)])
+  for q503 in 0..<4096 {
+    var acc504: Float = Float(0)
+    for i505 in 0..<64 {
+      acc504 = (acc504 + arena[((q503 *% 64) +% i505)])
     }
-    arena[(262144 +% q543)] = (acc544 / Float(64))
+    arena[(262144 +% q503)] = (acc504 / Float(64))
   }
   // flat = flatten(gap)
   // fc = dense(flat)
   sgemm(101, 111, 112, 64, 10, 64, 1, arena + 262144, 64, params + 77392, 64, Float(bitPattern: 0x0), arena + 0, 10)
-  for n546 in 0..<64 {
-    for u547 in 0..<1 {
-      storeVector(arena, ((u547 *% 8) +% (n546 *% 10)), (loadVector(arena, ((u547 *% 8) +% (n546 *% 10))) + loadVector(params, ((u547 *% 8) +% 78032))))
+  for n506 in 0..<64 {
+    for u507 in 0..<1 {
+      storeVector(arena, ((u507 *% 8) +% (n506 *% 10)), (loadVector(arena, ((u507 *% 8) +% (n506 *% 10))) + loadVector(params, ((u507 *% 8) +% 78032))))
     }
-    for u547 in 0..<1 {
-      storePartial(arena, ((u547 +% 8) +% (n546 *% 10)), (loadPartial(arena, ((u547 +% 8) +% (n546 *% 10)), 2) + loadPartial(params, ((u547 +% 8) +% 78032), 2)), 2)
+    for u507 in 0..<1 {
+      storePartial(arena, ((u507 +% 8) +% (n506 *% 10)), (loadPartial(arena, ((u507 +% 8) +% (n506 *% 10)), 2) + loadPartial(params, ((u507 +% 8) +% 78032), 2)), 2)
     }
   }
 }

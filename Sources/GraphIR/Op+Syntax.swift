@@ -65,6 +65,12 @@ public struct Attributes: Sendable {
     return true
   }
 
+  /// A boolean attribute, false by default.
+  public func flag(_ name: String) -> Bool {
+    if case .bool(let v)? = values[name] { return v }
+    return false
+  }
+
   /// A number attribute in `range`, or `default` when absent.
   public func float(_ name: String, in range: some RangeExpression<Double>, default d: Double, rule: String) throws(AttrError) -> Double {
     guard case .float(let v)? = values[name] else { return d }
@@ -84,20 +90,23 @@ public struct Attributes: Sendable {
 extension Conv2DAttrs {
   static let syntax = [
     AttrSpec("filters", .int, required: true), AttrSpec("kernel", .int, required: true),
-    AttrSpec("stride", .int), AttrSpec("padding", .int), AttrSpec("bias", .bool),
+    AttrSpec("stride", .int), AttrSpec("padding", .int), AttrSpec("bias", .bool), AttrSpec("scaled", .bool),
   ]
   init(_ a: Attributes) throws(AttrError) {
     self.init(filters: try a.int("filters", min: 1), kernel: try a.int("kernel", min: 1),
               stride: try a.int("stride", min: 1, default: 1), padding: try a.int("padding", min: 0, default: 0),
-              bias: a.bool("bias"))
+              bias: a.bool("bias"), scaled: a.flag("scaled"))
   }
   var printed: [(String, String)] {
     var r = [("filters", "\(filters)"), ("kernel", "\(kernel)")]
     if stride != 1 { r.append(("stride", "\(stride)")) }
     if padding != 0 { r.append(("padding", "\(padding)")) }
     if !bias { r.append(("bias", "false")) }
+    if scaled { r.append(("scaled", "true")) }
     return r
   }
+  /// The operands of a forward conv: the input, then the folded batch norm's scale and shift when scaled.
+  var operandNames: [String] { scaled ? ["x", "scale"] : ["x"] }
 }
 
 extension PoolAttrs {
@@ -110,9 +119,13 @@ extension PoolAttrs {
 }
 
 extension DenseAttrs {
-  static let syntax = [AttrSpec("units", .int, required: true), AttrSpec("bias", .bool)]
-  init(_ a: Attributes) throws(AttrError) { self.init(units: try a.int("units", min: 1), bias: a.bool("bias")) }
-  var printed: [(String, String)] { bias ? [("units", "\(units)")] : [("units", "\(units)"), ("bias", "false")] }
+  static let syntax = [AttrSpec("units", .int, required: true), AttrSpec("bias", .bool), AttrSpec("scaled", .bool)]
+  init(_ a: Attributes) throws(AttrError) { self.init(units: try a.int("units", min: 1), bias: a.bool("bias"), scaled: a.flag("scaled")) }
+  var printed: [(String, String)] {
+    [("units", "\(units)")] + (bias ? [] : [("bias", "false")]) + (scaled ? [("scaled", "true")] : [])
+  }
+  /// The operands of a forward dense layer: the input, then the folded batch norm's scale and shift when scaled.
+  var operandNames: [String] { scaled ? ["x", "scale"] : ["x"] }
 }
 
 extension DropoutAttrs {

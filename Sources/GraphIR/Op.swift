@@ -5,12 +5,16 @@ public struct Conv2DAttrs: Equatable, Hashable, Sendable {
   public var stride = 1
   public var padding = 0
   public var bias = true
-  public init(filters: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true) {
+  /// Whether a second operand, a `batchnorm_fold` value [2, filters], scales and shifts each filter's
+  /// output (after the bias, before any relu or pool): set only by `foldBatchNorm` in inference programs.
+  public var scaled = false
+  public init(filters: Int, kernel: Int, stride: Int = 1, padding: Int = 0, bias: Bool = true, scaled: Bool = false) {
     self.filters = filters
     self.kernel = kernel
     self.stride = stride
     self.padding = padding
     self.bias = bias
+    self.scaled = scaled
   }
 }
 
@@ -28,9 +32,12 @@ public struct PoolAttrs: Equatable, Hashable, Sendable {
 public struct DenseAttrs: Equatable, Hashable, Sendable {
   public var units: Int
   public var bias = true
-  public init(units: Int, bias: Bool = true) {
+  /// Whether a second operand [2, units] scales and shifts each unit's output, as `Conv2DAttrs.scaled`.
+  public var scaled = false
+  public init(units: Int, bias: Bool = true, scaled: Bool = false) {
     self.units = units
     self.bias = bias
+    self.scaled = scaled
   }
 }
 
@@ -124,6 +131,8 @@ public enum Op: Equatable, Hashable, Sendable {
   case denseReLU(DenseAttrs)
   /// (dy, y, y.argmax): maxpool_grad and relu_grad in one pass, reading the saved argmax.
   case reluMaxPoolGrad(UnpoolAttrs)
+  /// (): an inference batch norm's per-channel scale and shift, which the conv or dense before it applies.
+  case batchNormFold(BatchNormFoldAttrs)
 
   /// The op's definition: the one switch over ops, from which everything else about an op is read.
   public var definition: any OpDefinition {
@@ -168,6 +177,7 @@ public enum Op: Equatable, Hashable, Sendable {
     case .conv2dReLUMaxPool(let a, let p): Conv2DReLUMaxPoolOp(a, p)
     case .denseReLU(let a): DenseReLUOp(a)
     case .reluMaxPoolGrad(let a): ReLUMaxPoolGradOp(a)
+    case .batchNormFold(let a): BatchNormFoldOp(a)
     }
   }
 
@@ -180,13 +190,17 @@ public enum Op: Equatable, Hashable, Sendable {
     DropoutGradOp.self, SoftmaxGradOp.self, CrossEntropyGradOp.self, GlobalAvgPoolGradOp.self, LeakyReLUGradOp.self,
     SigmoidGradOp.self, TanhGradOp.self, BatchNormGradInputOp.self, BatchNormGradInputUnscaledOp.self, BatchNormGradWeightOp.self,
     BatchNormGradBiasOp.self,
-    Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self,
+    Conv2DReLUOp.self, Conv2DReLUMaxPoolOp.self, DenseReLUOp.self, ReLUMaxPoolGradOp.self, BatchNormFoldOp.self,
   ]
 
   /// The op's name as written in `.graph` files.
   public var spelling: String { definition.spelling }
   /// Number of positional operands.
-  public var arity: Int { type(of: definition).syntax.operands.count }
+  public var arity: Int { definition.operandNames.count }
+  /// The positional operands' names, as diagnostics list them.
+  public var operandNames: [String] { definition.operandNames }
+  /// Whether the op is in a form only the compiler writes (a conv or dense given a folded batch norm).
+  public var isCompilerForm: Bool { definition.isCompilerForm }
   /// Learnable parameters the op owns, as `state_dict` suffixes.
   public var parameterSuffixes: [String] { definition.parameterSuffixes }
   /// Non-learnable state the op keeps, as `state_dict` suffixes.

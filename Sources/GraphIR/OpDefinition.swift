@@ -6,6 +6,10 @@ public protocol OpDefinition: Sendable {
   static var syntax: OpSyntax { get }
   /// The dialect the op belongs to.
   var role: OpRole { get }
+  /// The positional operands' names: the syntax's, plus any its attributes add.
+  var operandNames: [String] { get }
+  /// Whether attributes put this forward op in a form only the compiler writes.
+  var isCompilerForm: Bool { get }
   /// Attributes in canonical order, omitting those at their default.
   var printedAttributes: [(String, String)] { get }
   /// Learnable parameters the op owns, as `state_dict` suffixes.
@@ -83,6 +87,8 @@ public enum OpRole: Sendable {
 }
 
 extension OpDefinition {
+  public var operandNames: [String] { Self.syntax.operands }
+  public var isCompilerForm: Bool { false }
   public var printedAttributes: [(String, String)] { [] }
   public var parameterSuffixes: [String] { [] }
   public var bufferSuffixes: [String] { [] }

@@ -345,10 +345,13 @@ private struct ParserState {
     for (arg, r) in written.args { pendingUses.append((arg, r)) }
     guard let syntax else { defined[name] = defined[name] ?? range; return }
 
-    if written.args.count != syntax.operands.count {
-      let want = syntax.operands.count
-      let list = syntax.operands.joined(separator: ", ")
-      error("\(opName) takes \(want) operand\(want == 1 ? "" : "s") (\(list)), got \(written.args.count)",
+    // The operands the attributes ask for (a scaled conv takes one more), read from the attributes as
+    // written; the syntax's when they do not make an op (their errors are reported below).
+    let asWritten = Dictionary(written.attrs.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+    let operands = (try? syntax.make(Attributes(asWritten)))?.operandNames ?? syntax.operands
+    if written.args.count != operands.count {
+      let want = operands.count
+      error("\(opName) takes \(want) operand\(want == 1 ? "" : "s") (\(operands.joined(separator: ", "))), got \(written.args.count)",
             at: written.args.count > want ? written.args[want].1 : opRange)
       broken = true
     }

@@ -55,7 +55,10 @@ extension Verifier {
       let spelling = n.op.spelling
       switch n.op.role {
       case .forward:
-        continue
+        guard n.op.isCompilerForm else { continue }
+        let m = "'scaled: true' gives \(spelling) a folded batch norm, which only the compiler forms in inference programs "
+          + "(dump-ir --stage inference); write the batchnorm after the \(spelling) and cnnc folds it"
+        errors.append(Diagnostic.error(m, at: n.opRange))
       case .backward:
         let m = "'\(spelling)' is an op of the backward dialect, which only the compiler writes (dump-ir --stage grad); "
           + "a model file uses the forward ops (\(forwardOps)) and cnnc derives the gradients"

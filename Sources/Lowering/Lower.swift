@@ -42,7 +42,9 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   if !refused.isEmpty { throw DiagnosticList(refused) }
   var scratch: [String: Int] = [:]
   for (n, k) in zip(g.nodes, kernels) { scratch[n.name] = k.scratchFloats(n, shapes, target) }
-  var plan = planMemory(g, shapes, scratch: scratch, training: training)
+  // The state's layout is the source graph's: the same for every program of the model, whatever its passes did.
+  let state = pipeline.purpose == .inference ? prunedToOutput(graph) : graph
+  var plan = planMemory(g, shapes, scratch: scratch, training: training, state: state)
   // Profiling keeps one 64-bit timestamp per kernel boundary after the planned arena.
   let profileOffset = plan.arenaFloats
   var regions: [(name: String, op: String, line: Int)] = []
@@ -76,11 +78,11 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, target: Target
   var program = Program(
     graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(suffix)", body: e.body)],
     arenaFloats: plan.arenaFloats,
-    parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
+    parameters: state.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
     profile: regions, profileOffset: profileOffset, target: target, gemms: e.gemms, convs: e.convs)
-  program.layOutBuffers(g, shapes, plan)
+  program.layOutBuffers(state, shapes, plan)
   if training { program.statistics = batchStatistics(g, shapes, plan) }
   return share ? shareIdenticalKernels(program) : program
 }

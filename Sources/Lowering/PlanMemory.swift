@@ -18,8 +18,12 @@ public struct MemoryPlan: Equatable, Sendable {
 /// their gradients and the inputs live in their own buffers (buffers after the parameters, outside the
 /// optimiser's range). Nothing is allocated inside a step. In training, the batch statistics of stateful
 /// ops live to the end, since the runtime reads them after the step.
-public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int], training: Bool) -> MemoryPlan {
-  var (placements, learnable, paramOffset) = layOutState(g, shapes)
+///
+/// The state (parameters, then buffers) is laid out in `state`'s order, by default the program's own: a
+/// program lowered from a rewritten graph passes the graph it was written as, so every program of one
+/// model shares one layout however its passes moved nodes (`foldBatchNorm` puts a fold before its conv).
+public func planMemory(_ g: Graph, _ shapes: ShapeTable, scratch: [String: Int], training: Bool, state: Graph? = nil) -> MemoryPlan {
+  var (placements, learnable, paramOffset) = layOutState(state ?? g, shapes)
   for d in g.gradients { placements[d.value] = Placement(base: .grads, offset: placements[d.parameter]!.offset, count: shapes[d.value]!.count) }
   for i in g.inputs { placements[i.name] = Placement(base: i.dtype == .i32 ? .labels : .images, offset: 0, count: shapes[i.name]!.count) }
 

@@ -16,7 +16,8 @@ public enum Stage: String, CaseIterable, Comparable, Sendable {
   case shaped
   /// The backward graph appended (training only; inference stays as shaped).
   case grad
-  /// conv+relu+maxpool and friends fused (see `fuseConvReLUPool`).
+  /// conv+relu+maxpool and friends fused (see `fuseConvReLUPool`); in inference, batch norms first
+  /// folded into the conv or dense before them (see `foldBatchNorm`).
   case fused
 
   public static func < (a: Stage, b: Stage) -> Bool { allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)! }
@@ -35,7 +36,7 @@ public struct Pipeline: Sendable {
 
   public var batch: Int
   public var purpose: Purpose
-  /// Whether the `fused` stage fuses (off: it returns the grad stage unchanged, for comparisons).
+  /// Whether the `fused` stage fuses and folds (off: it returns the grad stage unchanged, for comparisons).
   public var fuse: Bool
 
   public init(batch: Int, purpose: Purpose, fuse: Bool = true) {
@@ -53,6 +54,10 @@ public struct Pipeline: Sendable {
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch, known: t.shapes))
     }
     if last >= .fused, fuse {
+      if purpose == .inference {
+        let g = foldBatchNorm(t.graph)
+        t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))
+      }
       // Fusion renames and retypes nodes (a fused conv takes its pool's shape), so its types are inferred anew.
       let g = fuseConvReLUPool(t.graph, shapes: t.shapes)
       t = TypedGraph(graph: g, shapes: try inferShapes(g, batch: batch))

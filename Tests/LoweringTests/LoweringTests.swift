@@ -1,6 +1,7 @@
 import GraphIR
 import Lowering
 import Passes
+import CNNCTestSupport
 import Testing
 
 /// The lowering's own rules, without a back end: every op has a kernel, views take no storage, values whose
@@ -89,5 +90,19 @@ import Testing
     let plain = try lower(g, batch: 2, mode: .train(OptimizerSpec(kind: .adam)), target: Target.named("x86-64-v3", isa: .avx2), share: false)
     #expect(plain.sharedKernels.isEmpty)
     #expect(p.listing.count < plain.listing.count)
+  }
+
+  /// Inference programs fold their batch norms and move the fold before the conv; the state keeps the
+  /// source graph's layout, the one the training program and the checkpoints use.
+  @Test func foldedInferenceProgramsKeepTheTrainingLayout() throws {
+    let g = try Parser.parse(try String(contentsOf: Fixtures.graphs.appendingPathComponent("resnet8.graph"), encoding: .utf8), defaultName: "resnet8")
+    let target = Target.named("x86-64-v3", isa: .avx2)
+    let train = try lower(g, batch: 2, mode: .train(OptimizerSpec(kind: .adam)), target: target)
+    let infer = try lower(g, batch: 2, mode: .infer, target: target)
+    #expect(infer.listing.contains("batchnorm_fold"))
+    #expect(infer.parameters.map(\.name) == train.parameters.map(\.name))
+    #expect(infer.parameters.map(\.offset) == train.parameters.map(\.offset))
+    #expect(infer.buffers.map(\.offset) == train.buffers.map(\.offset))
+    #expect(infer.parameterFloats == train.parameterFloats && infer.bufferFloats == train.bufferFloats)
   }
 }

@@ -32,4 +32,21 @@ import Testing
       #expect(!fused.nodes.contains { $0.op == .relu || $0.op == .maxPool(PoolAttrs(size: 2)) })
     }
   }
+
+  /// Inference with every batch norm folded into the layer before it (then fused) computes what the plain
+  /// inference graph computes, in Double, with running statistics away from their initial 0 and 1.
+  @Test(arguments: ["bncnn.graph", "resnet8.graph"]) func foldedInferenceEqualsUnfolded(_ name: String) throws {
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent(name))
+    var check = try GradCheck(source: Printer.print(g), batch: 2)
+    for k in check.parameters.keys where k.hasSuffix(".running_mean") { check.parameters[k]!.data = check.parameters[k]!.data.indices.map { 0.1 * Double($0 % 5) - 0.2 } }
+    for k in check.parameters.keys where k.hasSuffix(".running_var") { check.parameters[k]!.data = check.parameters[k]!.data.indices.map { 0.5 + 0.1 * Double($0 % 7) } }
+    let plain = try Pipeline(batch: 2, purpose: .inference, fuse: false).run(g, to: .fused)
+    let folded = try Pipeline(batch: 2, purpose: .inference).run(g, to: .fused)
+    #expect(!folded.graph.nodes.contains { if case .batchNorm = $0.op { true } else { false } })
+    let context = ReferenceContext(training: false)
+    let a = try Interpreter<Double>(graph: plain.graph, shapes: plain.shapes).run(inputs: check.inputs, parameters: check.parameters, context: context)
+    let b = try Interpreter<Double>(graph: folded.graph, shapes: folded.shapes).run(inputs: check.inputs, parameters: check.parameters, context: context)
+    let (x, y) = (a[plain.graph.output!]!.tensor!.data, b[folded.graph.output!]!.tensor!.data)
+    #expect(x.count == y.count && zip(x, y).allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($0)) })
+  }
 }

@@ -85,4 +85,44 @@ import Testing
     #expect(Printer.print(fused).contains("c = conv2d_relu_maxpool(x, filters: 2, kernel: 3, padding: 1, pool_size: 2)\n\noutput c\n"))
     try Verifier.verify(fused)
   }
+
+  static let normalized = """
+    graph g
+    input x: f32[N, 1, 8, 8]
+    input y: i32[N]
+    c = conv2d(x, filters: 4, kernel: 3, padding: 1, bias: false)
+    bn = batchnorm(c, eps: 0.001)
+    r = relu(bn)
+    p = maxpool(r, size: 2)
+    shared = conv2d(p, filters: 4, kernel: 3, padding: 1)
+    bn2 = batchnorm(shared)
+    sum = add(bn2, shared)
+    f = flatten(sum)
+    d = dense(f, units: 6, bias: false)
+    bn3 = batchnorm(d, affine: false)
+    out = dense(bn3, units: 3)
+    loss = cross_entropy(out, y)
+    output out
+    minimize loss
+    """
+
+  /// A batch norm whose input comes from a conv or dense used by nothing else becomes a fold node under its
+  /// own name, applied by the layer (which then fuses with the relu and pool after it); one whose input has
+  /// another user stays; training graphs keep every batch norm.
+  @Test func inferenceBatchNormsFoldIntoTheLayerBefore() throws {
+    let g = try Self.parse(Self.normalized)
+    let t = try Pipeline(batch: 2, purpose: .inference).run(g, to: .fused)
+    let printed = Printer.print(t.graph)
+    #expect(printed.contains("bn     = batchnorm_fold(channels: 4, eps: 0.001)\nc      = conv2d_relu_maxpool(x, bn, filters: 4, kernel: 3, padding: 1, bias: false, scaled: true, pool_size: 2)"))
+    #expect(printed.contains("bn2    = batchnorm(shared)"))
+    #expect(printed.contains("bn3    = batchnorm_fold(channels: 6, affine: false)\nd      = dense(f, bn3, units: 6, bias: false, scaled: true)\nout    = dense(d, units: 3)"))
+    #expect(t.graph.parameterNames.sorted() == prunedToOutput(g).parameterNames.sorted())
+    #expect(t.graph.bufferNames.sorted() == prunedToOutput(g).bufferNames.sorted())
+    try Verifier.verify(t.graph)
+    // The folded dump re-parses to the same graph.
+    #expect(try Self.parse(Printer.print(t.graph)) == t.graph)
+    let training = try Pipeline(batch: 2, purpose: .training).run(g, to: .fused)
+    #expect(training.graph.nodes.filter { if case .batchNorm = $0.op { true } else { false } }.count == 3)
+    #expect(!training.graph.nodes.contains { if case .batchNormFold = $0.op { true } else { false } })
+  }
 }

@@ -273,3 +273,70 @@ public enum BatchNorm {
     return dw
   }
 }
+
+/// Attributes of `batchnorm_fold`: the batch norm's own, and its channel count (the op has no operand to
+/// read it from).
+public struct BatchNormFoldAttrs: Equatable, Hashable, Sendable {
+  public var channels: Int
+  public var norm: BatchNormAttrs
+  public init(channels: Int, norm: BatchNormAttrs) {
+    self.channels = channels
+    self.norm = norm
+  }
+}
+
+/// `batchnorm_fold(channels)`: an inference batch norm as the per-channel scale gamma / sqrt(running_var + eps)
+/// (row 0) and shift beta - running_mean * scale (row 1) of a [2, C] value, which the conv2d or dense before
+/// it applies in its epilogue (`scaled: true`), so the normalisation costs no pass of its own and the conv
+/// fuses with the relu and pool after it. It takes the batch norm's name, parameters and buffers, so the
+/// state keeps its `state_dict` names. Formed by `foldBatchNorm` in inference programs only.
+public struct BatchNormFoldOp: FusedOp {
+  public var attrs: BatchNormFoldAttrs
+  public init(_ attrs: BatchNormFoldAttrs) { self.attrs = attrs }
+  public static let syntax = OpSyntax("batchnorm_fold", operands: [],
+                                      attrs: [AttrSpec("channels", .int, required: true)] + BatchNormAttrs.syntax) { a throws(AttrError) in
+    .batchNormFold(BatchNormFoldAttrs(channels: try a.int("channels", min: 1), norm: try BatchNormAttrs(a)))
+  }
+  public static let replaces = "a conv2d or dense followed by batchnorm"
+  var norm: BatchNormOp { BatchNormOp(attrs.norm) }
+  public var printedAttributes: [(String, String)] { [("channels", "\(attrs.channels)")] + attrs.norm.printed }
+  public var parameterSuffixes: [String] { norm.parameterSuffixes }
+  public var bufferSuffixes: [String] { norm.bufferSuffixes }
+  public func bufferDomain(_ suffix: String) -> BufferDomain { norm.bufferDomain(suffix) }
+  public func initialValue(_ suffix: String) -> Float? { norm.initialValue(suffix) }
+  var perChannel: TensorType { TensorType(.f32, [attrs.channels]) }
+  public func parameterTypes(_ x: [TensorType]) -> [TensorType] { parameterSuffixes.map { _ in perChannel } }
+  public func bufferTypes(_ x: [TensorType]) -> [TensorType] { bufferSuffixes.map { _ in perChannel } }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { TensorType(.f32, [2, attrs.channels]) }
+  public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    let affine = attrs.norm.affine, buffers = affine ? 2 : 0
+    let (gamma, beta) = (try x.f32(0, if: affine), try x.f32(1, if: affine))
+    let (mean, variance) = (try x.f32(buffers), try x.f32(buffers + 1))
+    var folded = Tensor<T>(zeros: [2, attrs.channels])
+    for c in 0..<attrs.channels {
+      let scale = (gamma?.data[c] ?? 1) * BatchNorm.inverseStd(variance.data[c], eps: attrs.norm.eps)
+      folded.data[c] = scale
+      folded.data[attrs.channels + c] = (beta?.data[c] ?? 0) - mean.data[c] * scale
+    }
+    return [folded]
+  }
+}
+
+extension BatchNorm {
+  /// y * scale + shift per channel (axis 1), the rows of a `batchnorm_fold` value.
+  static func applyFold<T: Real>(_ folded: Tensor<T>, to y: Tensor<T>) -> Tensor<T> {
+    var out = y
+    let c = y.shape[1]
+    forEachChannel(y.shape) { ch, indices in
+      for i in indices { out.data[i] = y.data[i] * folded.data[ch] + folded.data[c + ch] }
+    }
+    return out
+  }
+
+  /// The rule of a scaled conv or dense: its second operand is [2, C] for its C output channels.
+  static func checkFold(_ op: String, _ x: [TensorType], channels: Int, scaled: Bool) throws(ShapeError) {
+    guard scaled else { return }
+    let want = TensorType(.f32, [2, channels])
+    guard x[1] == want else { throw ShapeError("\(op): the folded batch norm operand must be \(want), got \(x[1])", operand: 1) }
+  }
+}

@@ -5,7 +5,9 @@ public struct Conv2DOp: ForwardOp {
   public static let syntax = OpSyntax("conv2d", operands: ["x"], attrs: Conv2DAttrs.syntax) { a throws(AttrError) in .conv2d(try Conv2DAttrs(a)) }
   public var printedAttributes: [(String, String)] { attrs.printed }
   public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.resultType(attrs, x[0]) }
+  public var operandNames: [String] { attrs.operandNames }
+  public var isCompilerForm: Bool { attrs.scaled }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.scaledResultType(spelling, attrs, x) }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
@@ -16,7 +18,7 @@ public struct Conv2DOp: ForwardOp {
     return [b.emit("\(x)_grad", .conv2dGradInput(attrs), [dy, "\(node.name).weight", x])]
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [Conv2D.forward(attrs, try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias))]
+    [try Conv2D.apply(attrs, x)]
   }
 }
 
@@ -62,6 +64,19 @@ public struct Conv2DGradBiasOp: BackwardOp {
 
 /// `conv2d(x, filters, kernel, stride, padding, bias)`: 2-D cross-correlation over NCHW, like `nn.Conv2d`.
 public enum Conv2D {
+  /// A forward conv's output from its operands (x, the folded batch norm when scaled, weight, bias).
+  static func apply<T: Real>(_ a: Conv2DAttrs, _ x: Operands<T>) throws(EvaluationError) -> Tensor<T> {
+    let w = a.scaled ? 2 : 1
+    let y = forward(a, try x.f32(0), weight: try x.f32(w), bias: try x.f32(w + 1, if: a.bias))
+    return a.scaled ? BatchNorm.applyFold(try x.f32(1), to: y) : y
+  }
+
+  /// The result type of a forward conv, with its folded batch norm operand checked when scaled.
+  static func scaledResultType(_ op: String, _ a: Conv2DAttrs, _ x: [TensorType]) throws(ShapeError) -> TensorType {
+    try BatchNorm.checkFold(op, x, channels: a.filters, scaled: a.scaled)
+    return try resultType(a, x[0])
+  }
+
   // MARK: Shape rules
 
   /// Spatial output size `(size + 2p - k) / s + 1`, or an error when the kernel does not fit.

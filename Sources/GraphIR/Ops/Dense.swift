@@ -5,7 +5,9 @@ public struct DenseOp: ForwardOp {
   public static let syntax = OpSyntax("dense", operands: ["x"], attrs: DenseAttrs.syntax) { a throws(AttrError) in .dense(try DenseAttrs(a)) }
   public var printedAttributes: [(String, String)] { attrs.printed }
   public var parameterSuffixes: [String] { attrs.bias ? ["weight", "bias"] : ["weight"] }
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.resultType(attrs, x[0]) }
+  public var operandNames: [String] { attrs.operandNames }
+  public var isCompilerForm: Bool { attrs.scaled }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.scaledResultType(spelling, attrs, x) }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Dense.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Dense.flopsPerImage(attrs, x[0]) }
   public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
@@ -16,7 +18,7 @@ public struct DenseOp: ForwardOp {
     return [b.emit("\(x)_grad", .denseGradInput, [dy, "\(node.name).weight"])]
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [Dense.forward(try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias))]
+    [try Dense.apply(attrs, x)]
   }
 }
 
@@ -52,6 +54,19 @@ public struct DenseGradBiasOp: BackwardOp {
 
 /// `dense(x, units, bias)`: y = x W^T + b with W [units, F], like `nn.Linear`.
 public enum Dense {
+  /// A forward dense layer's output from its operands (x, the folded batch norm when scaled, weight, bias).
+  static func apply<T: Real>(_ a: DenseAttrs, _ x: Operands<T>) throws(EvaluationError) -> Tensor<T> {
+    let w = a.scaled ? 2 : 1
+    let y = forward(try x.f32(0), weight: try x.f32(w), bias: try x.f32(w + 1, if: a.bias))
+    return a.scaled ? BatchNorm.applyFold(try x.f32(1), to: y) : y
+  }
+
+  /// The result type of a forward dense layer, with its folded batch norm operand checked when scaled.
+  static func scaledResultType(_ op: String, _ a: DenseAttrs, _ x: [TensorType]) throws(ShapeError) -> TensorType {
+    try BatchNorm.checkFold(op, x, channels: a.units, scaled: a.scaled)
+    return try resultType(a, x[0])
+  }
+
   public static func resultType(_ a: DenseAttrs, _ x: TensorType) throws(ShapeError) -> TensorType {
     try expect("dense", x, rank: 2, layout: "[N, F] (insert a flatten before it)")
     guard checkedProduct([a.units, x.dims[1]]) != nil else {

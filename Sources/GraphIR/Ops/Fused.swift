@@ -6,11 +6,12 @@ public struct Conv2DReLUOp: FusedOp {
   public static let replaces = "conv2d and relu"
   public var printedAttributes: [(String, String)] { attrs.printed }
   public var parameterSuffixes: [String] { Conv2DOp(attrs).parameterSuffixes }
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.resultType(attrs, x[0]) }
+  public var operandNames: [String] { attrs.operandNames }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Conv2D.scaledResultType(spelling, attrs, x) }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Conv2D.flopsPerImage(attrs, x[0], result: result) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [ReLU.forward(Conv2D.forward(attrs, try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias)))]
+    [ReLU.forward(try Conv2D.apply(attrs, x))]
   }
 }
 
@@ -33,16 +34,17 @@ public struct Conv2DReLUMaxPoolOp: FusedOp {
     attrs.printed + [("pool_size", "\(pool.size)")] + (pool.stride != pool.size ? [("pool_stride", "\(pool.stride)")] : [])
   }
   public var parameterSuffixes: [String] { Conv2DOp(attrs).parameterSuffixes }
+  public var operandNames: [String] { attrs.operandNames }
   public var secondaryOutputs: [String] { ["argmax"] }
   public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType {
-    try Pool.resultType(pool, try Conv2D.resultType(attrs, x[0]), op: spelling)
+    try Pool.resultType(pool, try Conv2D.scaledResultType(spelling, attrs, x), op: spelling)
   }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Conv2D.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int {
     Conv2D.flopsPerImage(attrs, x[0], result: (try? Conv2D.resultType(attrs, x[0])) ?? result)
   }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    let (y, argmax) = Fused.convReLUMaxPool(attrs, pool, try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias))
+    let (y, argmax) = Fused.reluMaxPool(pool, try Conv2D.apply(attrs, x))
     return [y, argmax]
   }
 }
@@ -55,11 +57,12 @@ public struct DenseReLUOp: FusedOp {
   public static let replaces = "dense and relu"
   public var printedAttributes: [(String, String)] { attrs.printed }
   public var parameterSuffixes: [String] { DenseOp(attrs).parameterSuffixes }
-  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.resultType(attrs, x[0]) }
+  public var operandNames: [String] { attrs.operandNames }
+  public func resultType(_ x: [TensorType]) throws(ShapeError) -> TensorType { try Dense.scaledResultType(spelling, attrs, x) }
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] { Dense.parameterTypes(attrs, x[0]) }
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int { Dense.flopsPerImage(attrs, x[0]) }
   public func reference<T: Real>(_ x: Operands<T>, _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
-    [ReLU.forward(Dense.forward(try x.f32(0), weight: try x.f32(1), bias: try x.f32(2, if: attrs.bias)))]
+    [ReLU.forward(try Dense.apply(attrs, x))]
   }
 }
 
@@ -100,10 +103,10 @@ public enum Fused {
     return try checkedType("relu_maxpool_grad", x.dims)
   }
 
-  /// maxpool(relu(conv(x))) plus, per output, the flat index of its window's first maximum within
-  /// the conv output plane (stored as f32; planes are far below 2^24 elements).
-  public static func convReLUMaxPool<T: Real>(_ a: Conv2DAttrs, _ p: PoolAttrs, _ x: Tensor<T>, weight: Tensor<T>, bias: Tensor<T>?) -> (Tensor<T>, Tensor<T>) {
-    let r = ReLU.forward(Conv2D.forward(a, x, weight: weight, bias: bias))
+  /// maxpool(relu(conv)) of a conv output plus, per output, the flat index of its window's first maximum
+  /// within the conv output plane (stored as f32; planes are far below 2^24 elements).
+  public static func reluMaxPool<T: Real>(_ p: PoolAttrs, _ conv: Tensor<T>) -> (Tensor<T>, Tensor<T>) {
+    let r = ReLU.forward(conv)
     let (n, c, h, w) = (r.shape[0], r.shape[1], r.shape[2], r.shape[3])
     let oh = (h - p.size) / p.stride + 1, ow = (w - p.size) / p.stride + 1
     var y = Tensor<T>(zeros: [n, c, oh, ow])

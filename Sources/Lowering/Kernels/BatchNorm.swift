@@ -77,6 +77,20 @@ extension Emitter {
     })
   }
 
+  /// An inference batch norm folded into the layer before it: row 0 the scale gamma * invstd, row 1 the
+  /// shift beta - running_mean * scale, per channel (as the reference kernel of `batchnorm_fold`).
+  mutating func batchNormFold(_ n: Node, _ a: BatchNormFoldAttrs) {
+    let y = at(n.name), channels = a.channels
+    body.append(loop("c", channels) { e, c in
+      let scale = e.fresh("scale")
+      let gamma = a.norm.affine ? e.load("\(n.name).weight", c) : .c(1)
+      let beta = a.norm.affine ? e.load("\(n.name).bias", c) : .c(0)
+      return [.local(scale, gamma * e.inverseStd(e.load("\(n.name).running_var", c), a.norm.eps)),
+              .store(y.base, .c(y.offset) + c, .local(scale)),
+              .store(y.base, .c(y.offset + channels) + c, beta - e.load("\(n.name).running_mean", c) * .local(scale))]
+    })
+  }
+
   /// Per channel: invstd and the mean as locals, and sum(dy * xhat) (and sum(dy) with `withSum`) into
   /// the locals named; returns the statements and invstd's name.
   private mutating func gradientSums(_ n: Node, _ a: BatchNormAttrs, _ c: IExpr, sumX sx: String, sum s: String?) -> ([Stmt], String) {
@@ -147,6 +161,10 @@ extension BatchNormOp: Lowerable {
     guard training, let x = shapes[n.args[0]], BatchNorm.elementsPerChannel(x.dims) <= 1 else { return nil }
     return "batchnorm '\(n.name)' needs more than one value per channel in training, and its input \(x) has one per shard; use a larger batch or fewer shards"
   }
+}
+
+extension BatchNormFoldOp: Lowerable {
+  func lower(_ n: Node, _ e: inout Emitter) { e.batchNormFold(n, attrs) }
 }
 
 extension BatchNormGradInputOp: Lowerable {

@@ -120,13 +120,20 @@ extension Emitter {
     return p.size
   }
 
-  /// What a conv forward's epilogue reads: the conv result in GEMM layout (`tmp`), the bias, the output.
+  /// What a conv forward's epilogue reads: the conv result in GEMM layout (`tmp`), the bias, the folded
+  /// batch norm's scale and shift, the output.
   struct ConvEpilogue {
     let n: Node, s: ConvShape, tmp: Int, table: Int, window: Int, pooled: Int
-    let y: Placement, bias: Placement?
-    /// The conv value plus its filter's bias.
-    func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
+    let y: Placement, bias: Placement?, fold: Placement?
+    /// The conv value plus its filter's bias, then scaled and shifted by a folded batch norm.
+    func biased(_ v: FExpr, _ fi: IExpr) -> FExpr {
+      let b = bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v
+      return fold.map { b * .load($0.base, .c($0.offset) + fi) + .load($0.base, .c($0.offset + s.f) + fi) } ?? b
+    }
   }
+
+  /// The [2, C] scale and shift of the batch norm folded into node `n`, when it is scaled.
+  func foldOperand(_ n: Node, scaled: Bool) -> Placement? { scaled ? at(n.args[1]) : nil }
 
   /// Records the algorithm `ConvCost` picks for a pass of node `n`; true when it is Winograd.
   mutating func choosesWinograd(_ n: Node, _ choice: (ConvAlgorithm, String)) -> Bool {
@@ -143,7 +150,7 @@ extension Emitter {
     let window = Self.poolWindow(pool, s)
     let pooled = (s.oh / window) * (s.ow / window)
     let epilogue = ConvEpilogue(n: n, s: s, tmp: tmp, table: table, window: window, pooled: pooled, y: at(n.name),
-                                bias: a.bias ? at("\(n.name).bias") : nil)
+                                bias: a.bias ? at("\(n.name).bias") : nil, fold: foldOperand(n, scaled: a.scaled))
     if window > 1 {
       // Each pooled output's top-left position in the conv plane, as the argmax is saved.
       let px = s.ow / window

@@ -20,9 +20,10 @@ extension Emitter {
     let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
     let (batch, f, u) = (xd[0], xd[1], a.units)
     let lanes = self.lanes
-    let b = a.bias ? at("\(n.name).bias") : nil
+    let b = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
     func finish(_ v0: FExpr, _ j: IExpr) -> FExpr {
-      let v = b.map { v0 + .load($0.base, .c($0.offset) + j) } ?? v0
+      let biased = b.map { v0 + .load($0.base, .c($0.offset) + j) } ?? v0
+      let v = fold.map { biased * .load($0.base, .c($0.offset) + j) + .load($0.base, .c($0.offset + u) + j) } ?? biased
       return relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v
     }
     if Self.transposedForward(batch: batch, features: f, units: u, target: target) {
@@ -69,7 +70,7 @@ extension Emitter {
     }
     body.append(.gemm(Gemm(transA: false, transB: true, m: batch, n: u, k: f, a: (x.base, .c(x.offset)), lda: f,
                            b: (w.base, .c(w.offset)), ldb: f, beta: 0, c: (y.base, .c(y.offset)), ldc: u)))
-    guard a.bias || relu else { return }
+    guard a.bias || relu || a.scaled else { return }
     body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
       let idx = IExpr.c(y.offset) + r * u + j
       return [.store(y.base, idx, finish(.load(y.base, idx), j))]

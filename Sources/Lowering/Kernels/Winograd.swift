@@ -367,8 +367,11 @@ extension Emitter {
     let xd = dims(n.args[0]), x = at(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
     let s = WinogradShape.forward(a, x: xd, target: target)
     let scratch = plan.scratch[n.name]!.offset, tmp = scratch + s.forwardFloats
-    let bias = a.bias ? at("\(n.name).bias") : nil
-    func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr { bias.map { .add(v, .load(.params, .c($0.offset) + c0, lanes: lanes)) } ?? v }
+    let bias = a.bias ? at("\(n.name).bias") : nil, fold = foldOperand(n, scaled: a.scaled)
+    func biased(_ v: VExpr, _ c0: IExpr, _ lanes: Int) -> VExpr {
+      let b = bias.map { .add(v, .load(.params, .c($0.offset) + c0, lanes: lanes)) } ?? v
+      return fold.map { .add(.mul(b, .load($0.base, .c($0.offset) + c0, lanes: lanes)), .load($0.base, .c($0.offset + s.cout) + c0, lanes: lanes)) } ?? b
+    }
     func relued(_ v: VExpr) -> VExpr { relu ? .selectGreater(v, .zero, v, .zero) : v }
     let plane = s.oh * s.ow, cs = ConvShape(n: xd[0], c: s.cin, h: s.h, w: s.w, f: s.cout, k: 3, oh: s.oh, ow: s.ow, group: s.images)
     let weight: (IExpr, IExpr, Int, Int) -> FExpr = { co, ci, ky, kx in .load(.params, .c(w.offset) + (co * s.cin + ci) * 9 + (ky * 3 + kx)) }
@@ -400,7 +403,7 @@ extension Emitter {
       })
     } else if let pool {
       // Other pools read the conv plane: the tiles fill it in the im2col result's layout, then the same epilogue.
-      let epilogue = ConvEpilogue(n: n, s: cs, tmp: tmp, table: tmp, window: 1, pooled: 0, y: y, bias: bias)
+      let epilogue = ConvEpilogue(n: n, s: cs, tmp: tmp, table: tmp, window: 1, pooled: 0, y: y, bias: bias, fold: fold)
       winogradConv(s, x: x, groups: groups, scratch: scratch, weight: weight, output: { _, j, t, ty, tx, c0, lanes, staging in
         Self.stageTile(s, j, t, ty, tx, c0, lanes, staging)
       }, after: { e, g, staging in

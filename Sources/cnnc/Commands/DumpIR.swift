@@ -12,14 +12,14 @@ struct DumpIR: ParsableCommand {
     abstract: "Print the IR after a pipeline stage, in the .graph dialect (re-parseable).")
 
   enum Stage: String, ExpressibleByArgument, CaseIterable {
-    case parsed, shaped, grad, fused, lowered, swift, llvm
+    case parsed, shaped, grad, fused, inference, lowered, swift, llvm
     case llvmOpt = "llvm-opt"
   }
 
   @Argument(help: "The .graph file.")
   var file: String
 
-  @Option(help: "Stage to print: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")).")
+  @Option(help: "Stage to print: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")) (inference: the inference program's graph, batch norms folded and ops fused).")
   var stage: Stage = .shaped
 
   @Option(help: "Batch size bound to N.")
@@ -40,6 +40,9 @@ struct DumpIR: ParsableCommand {
       let t = try f.run { () throws(DiagnosticList) in
         try Pipeline(batch: batch, purpose: .training).run(f.graph, to: stage == .grad ? .grad : .fused)
       }
+      print(Printer.print(t.graph, types: t.shapes.types), terminator: "")
+    case .inference:
+      let t = try f.run { () throws(DiagnosticList) in try Pipeline(batch: batch, purpose: .inference).run(f.graph, to: .fused) }
       print(Printer.print(t.graph, types: t.shapes.types), terminator: "")
     case .lowered, .swift, .llvm, .llvmOpt:
       let target = try reportingErrors { try targetOptions.resolve(runsHere: false) }
