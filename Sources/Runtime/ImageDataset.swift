@@ -110,9 +110,11 @@ public struct ImageDataset: Sendable {
 
   /// The training or test set of a data directory, in whichever format it holds: IDX
   /// (`train-images-idx3-ubyte[.gz]` and labels, `t10k-...`), CIFAR-10 binary (`data_batch_1.bin` ...
-  /// `data_batch_5.bin`, `test_batch.bin`) or CIFAR-100 binary (`train.bin`, `test.bin`; the fine labels).
+  /// `data_batch_5.bin`, `test_batch.bin`), CIFAR-100 binary (`train.bin`, `test.bin`; the fine labels) or
+  /// PNG folders per class (`train/CLASS/*.png`, `test/CLASS/*.png`).
   public static func loadSet(directory dir: String, training: Bool) throws -> ImageDataset {
     func exists(_ name: String) -> Bool { FileManager.default.fileExists(atPath: (dir as NSString).appendingPathComponent(name)) }
+    if splitFolder(dir, training: true) != nil { return try loadFolders(directory: dir, training: training) }
     if exists("data_batch_1.bin") || exists("test_batch.bin") {
       return try loadCIFAR(directory: dir, files: training ? (1...5).map { "data_batch_\($0).bin" } : ["test_batch.bin"], labelBytes: 1)
     }
@@ -121,7 +123,8 @@ public struct ImageDataset: Sendable {
     }
     if !["train", "t10k"].contains(where: { exists("\($0)-images-idx3-ubyte") || exists("\($0)-images-idx3-ubyte.gz") }), FileManager.default.fileExists(atPath: dir) {
       throw DataError("\(dir) holds no data set cnnc reads: IDX files (train-images-idx3-ubyte[.gz], t10k-...), CIFAR-10 binary "
-        + "(data_batch_1.bin ... data_batch_5.bin, test_batch.bin) or CIFAR-100 binary (train.bin, test.bin)")
+        + "(data_batch_1.bin ... data_batch_5.bin, test_batch.bin), CIFAR-100 binary (train.bin, test.bin) or PNG folders per class "
+        + "(train/CLASS/*.png, test/CLASS/*.png)")
     }
     return try load(directory: dir, split: training ? "train" : "t10k")
   }

@@ -9,7 +9,24 @@ public struct GrayImage: Sendable {
   public var pixels: [UInt8]
 }
 
-/// Decodes non-interlaced 8-bit PNGs (greyscale, grey+alpha, RGB, RGBA) to greyscale.
+/// A decoded image with its channels planar (CHW): 1 (grey) or 3 (red, green, blue planes).
+public struct PlanarImage: Sendable {
+  public var width: Int
+  public var height: Int
+  public var channels: Int
+  public var pixels: [UInt8]
+
+  /// The image with `count` channels: grey replicated into three planes, or RGB reduced to its luma.
+  public func converted(to count: Int) -> PlanarImage {
+    guard count != channels else { return self }
+    let plane = width * height
+    if count == 3 { return PlanarImage(width: width, height: height, channels: 3, pixels: pixels + pixels + pixels) }
+    let luma = (0..<plane).map { i in PNG.luma(pixels[i], pixels[plane + i], pixels[2 * plane + i]) }
+    return PlanarImage(width: width, height: height, channels: 1, pixels: luma)
+  }
+}
+
+/// Decodes non-interlaced 8-bit PNGs (greyscale, grey+alpha, RGB, RGBA) to greyscale or planar colour.
 public enum PNG {
   /// The image header's fields this decoder reads.
   struct Header {
@@ -19,6 +36,13 @@ public enum PNG {
   }
 
   public static func decode(_ bytes: [UInt8], path: String) throws -> GrayImage {
+    let img = try decodePlanar(bytes, path: path).converted(to: 1)
+    return GrayImage(width: img.width, height: img.height, pixels: img.pixels)
+  }
+
+  /// The image in its own channels: one plane for grey (and grey+alpha), three for RGB (and RGBA); alpha
+  /// is dropped.
+  public static func decodePlanar(_ bytes: [UInt8], path: String) throws -> PlanarImage {
     func fail(_ m: String) -> DataError { DataError("\(path): \(m)") }
     let (header, idat) = try chunks(bytes, fail)
     let stride = header.width * header.channels
@@ -29,7 +53,7 @@ public enum PNG {
     }
     guard status == Z_OK, Int(rawLength) == raw.count else { throw fail("corrupt or truncated image data") }
     let img = try unfiltered(raw, header, fail)
-    return GrayImage(width: header.width, height: header.height, pixels: gray(img, header))
+    return planar(img, header)
   }
 
   /// The header and the concatenated image data of the file's chunks, each checked against its CRC.
@@ -102,14 +126,19 @@ public enum PNG {
     return img
   }
 
-  /// Luminance of each pixel: the grey channel, or ITU-R BT.601 luma of RGB (alpha ignored).
-  static func gray(_ img: [UInt8], _ h: Header) -> [UInt8] {
-    let channels = h.channels
-    return (0..<(h.width * h.height)).map { i in
-      let p = i * channels
-      guard h.colorType == 2 || h.colorType == 6 else { return img[p] }
-      let r: Int = 299 * Int(img[p]), g: Int = 587 * Int(img[p + 1]), b: Int = 114 * Int(img[p + 2])
-      return UInt8((r + g + b) / 1000)
-    }
+  /// ITU-R BT.601 luma of an RGB pixel.
+  static func luma(_ r: UInt8, _ g: UInt8, _ b: UInt8) -> UInt8 {
+    let (red, green, blue): (Int, Int, Int) = (299 * Int(r), 587 * Int(g), 114 * Int(b))
+    return UInt8((red + green + blue) / 1000)
+  }
+
+  /// The interleaved pixels as planes: grey's first byte of each pixel, or RGB's first three (alpha dropped).
+  static func planar(_ img: [UInt8], _ h: Header) -> PlanarImage {
+    let stride = h.channels, plane = h.width * h.height
+    let colour = h.colorType == 2 || h.colorType == 6
+    let channels = colour ? 3 : 1
+    var pixels = [UInt8](repeating: 0, count: channels * plane)
+    for c in 0..<channels { for i in 0..<plane { pixels[c * plane + i] = img[i * stride + c] } }
+    return PlanarImage(width: h.width, height: h.height, channels: channels, pixels: pixels)
   }
 }

@@ -228,6 +228,48 @@ import Testing
     #expect(Self.failedCleanly(bad) && bad.stderr.contains("2 means and stds; the images have 3 channels"), "\(bad.stderr)")
   }
 
+  /// A colour CNN trains on PNG folders per class (generated: each class one dominant colour under noise),
+  /// eval agrees with the last epoch, and predict classifies a colour PNG of the test set.
+  @Test func trainsOnPNGFoldersPerClassAndPredictsColourImages() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-folders-\(UUID().uuidString)"
+    var seeded = UInt64(11)
+    func next() -> Int { seeded = seeded &* 6364136223846793005 &+ 1442695040888963407; return Int(seeded >> 33) }
+    let classes = ["blue", "green", "red"]
+    for (split, count) in [("train", 40), ("test", 12)] {
+      for (k, name) in classes.enumerated() {
+        try FileManager.default.createDirectory(atPath: "\(dir)/\(split)/\(name)", withIntermediateDirectories: true)
+        for i in 0..<count {
+          // Class k lifts channel 2 - k (blue is the third plane) above the others.
+          let pixels = (0..<64).flatMap { _ in (0..<3).map { c in UInt8(max(0, min(255, (c == 2 - k ? 170 : 60) + next() % 101 - 50))) } }
+          try Data(PNGWriter.encode(width: 8, height: 8, channels: 3, pixels: pixels)).write(to: URL(fileURLWithPath: "\(dir)/\(split)/\(name)/\(i).png"))
+        }
+      }
+    }
+    let graph = dir + "/colour.graph"
+    try """
+      input image: f32[N, 3, 8, 8]
+      input label: i32[N]
+      conv = conv2d(image, filters: 8, kernel: 3, padding: 1)
+      relu = relu(conv)
+      pool = maxpool(relu, size: 2)
+      flat = flatten(pool)
+      fc = dense(flat, units: 3)
+      loss = cross_entropy(fc, label)
+      output fc
+      minimize loss
+      """.write(toFile: graph, atomically: true, encoding: .utf8)
+    let out = dir + "/run"
+    let r = try Self.run(["train", graph, "--jit", "--data", dir, "--epochs", "4", "--batch", "16", "--normalize", "data", "--out", out, "--no-report"])
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(r.stdout.contains("120 train, 36 test images"), "\(r.stdout)")
+    let accuracy = try #require(r.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 4:") }?.split(separator: " ").last { $0.hasSuffix("%") })
+    #expect(Double(accuracy.dropLast())! > 90, "\(r.stdout)")
+    let e = try Self.run(["eval", graph, "--weights", out + "/weights.safetensors", "--data", dir])
+    #expect(e.status == 0 && e.stdout.contains(String(accuracy)), "eval: \(e.stdout) \(e.stderr) train: \(accuracy)")
+    let p = try Self.run(["predict", graph, "--weights", out + "/weights.safetensors", "\(dir)/test/red/0.png", "--json"])
+    #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2"), "\(p.stdout) \(p.stderr)")
+  }
+
   /// A finished run resumed with the same plan has nothing to do, says so, and leaves its history alone.
   @Test func resumingPastThePlanIsRefusedAndKeepsTheHistory() throws {
     let out = NSTemporaryDirectory() + "cnnc-done-\(UUID().uuidString)"

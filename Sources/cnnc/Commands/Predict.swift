@@ -36,10 +36,11 @@ struct Predict: ParsableCommand {
     let f = try GraphFile(path: file)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
     try reportingErrors {
-      guard let input = f.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = shapes[input.name]?.dims, dims.count == 4, dims[1] == 1 else {
-        throw DataError("the graph's image input must be [N, 1, H, W]")
+      guard let input = f.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = shapes[input.name]?.dims, dims.count == 4,
+            dims[1] == 1 || dims[1] == 3 else {
+        throw DataError("the graph's image input must be [N, 1, H, W] (grey) or [N, 3, H, W] (colour) to classify images")
       }
-      let items = try self.items(height: dims[2], width: dims[3])
+      let items = try self.items(height: dims[2], width: dims[3], channels: dims[1])
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
       let st = try SafeTensors.read(from: weights)
       try params.load(st, path: weights)
@@ -48,7 +49,7 @@ struct Predict: ParsableCommand {
       backend.load(params, Optimizer(kind: .adam, learningRate: 0))
       for item in items {
         let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
-        let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3])
+        let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3], channels: dims[1])
         var x = [Float](repeating: 0, count: pixels.count)
         set.normalizedBatch([0][...], into: &x, normalization)
         report(item, logits: try backend.infer(images: x, count: 1), alone: items.count == 1)
@@ -57,14 +58,15 @@ struct Predict: ParsableCommand {
   }
 
   /// The images the argument names: every PNG of a directory (sorted by name), one PNG, or one IDX image.
-  func items(height: Int, width: Int) throws -> [Item] {
+  func items(height: Int, width: Int, channels: Int) throws -> [Item] {
     var isDirectory: ObjCBool = false
     if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory), isDirectory.boolValue {
       let names = try FileManager.default.contentsOfDirectory(atPath: image).filter { $0.lowercased().hasSuffix(".png") }.sorted()
       guard !names.isEmpty else { throw DataError("\(image) holds no .png files") }
-      return try names.map { try png((image as NSString).appendingPathComponent($0), height: height, width: width) }
+      return try names.map { try png((image as NSString).appendingPathComponent($0), height: height, width: width, channels: channels) }
     }
-    if image.lowercased().hasSuffix(".png") { return [try png(image, height: height, width: width)] }
+    if image.lowercased().hasSuffix(".png") { return [try png(image, height: height, width: width, channels: channels)] }
+    guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG)") }
     let bytes = try ImageDataset.readMaybeGzipped(image)
     let idx = try ImageDataset.parse(bytes, path: image, magic: 0x0000_0803)
     guard index < idx.dims[0] else { throw DataError("--index \(index) is out of range: \(image) holds \(idx.dims[0]) images") }
@@ -73,10 +75,11 @@ struct Predict: ParsableCommand {
     return [Item(name: "\(image)[\(index)]", pixels: Array(idx.data[(index * px)..<((index + 1) * px)]), label: try label(ofIDX: image, count: idx.dims[0]))]
   }
 
-  func png(_ path: String, height: Int, width: Int) throws -> Item {
+  /// A PNG as the graph's channels: grey for one (colour reduced to its luma), planar RGB for three.
+  func png(_ path: String, height: Int, width: Int, channels: Int) throws -> Item {
     try requireRegularFile(path)
     guard let data = FileManager.default.contents(atPath: path) else { throw DataError("cannot read \(path)") }
-    let png = try PNG.decode([UInt8](data), path: path)
+    let png = try PNG.decodePlanar([UInt8](data), path: path).converted(to: channels)
     guard png.width == width, png.height == height else {
       throw DataError("\(path) is \(png.width)x\(png.height); the graph takes \(width)x\(height) images")
     }

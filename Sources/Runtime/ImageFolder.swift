@@ -1,0 +1,71 @@
+import Foundation
+
+/// Folders of PNG images, one subfolder per class (the ImageFolder layout): `DIR/train/CLASS/*.png` for
+/// training and `DIR/test/CLASS/*.png` (or `DIR/val/...`) for evaluation.
+extension ImageDataset {
+  /// The split folders a data directory in this layout has, in the order they are looked for.
+  public static let folderSplits = (training: ["train"], test: ["test", "val"])
+  /// Labels are bytes, so a data set has at most this many classes.
+  public static let maxFolderClasses = 256
+
+  /// The split folder of `dir` for training or evaluation, when `dir` is in the folder layout.
+  static func splitFolder(_ dir: String, training: Bool) -> String? {
+    (training ? folderSplits.training : folderSplits.test).lazy
+      .map { (dir as NSString).appendingPathComponent($0) }
+      .first { isDirectory($0) }
+  }
+
+  static func isDirectory(_ path: String) -> Bool {
+    var directory: ObjCBool = false
+    return FileManager.default.fileExists(atPath: path, isDirectory: &directory) && directory.boolValue
+  }
+
+  /// The class names of a folder-layout data directory: its training split's subfolders, sorted (so
+  /// class k is the k-th name in byte order, as the ImageFolder convention numbers them).
+  public static func folderClasses(_ dir: String) throws -> [String] {
+    guard let train = splitFolder(dir, training: true) else { throw DataError("\(dir) has no train/ folder of class folders") }
+    let names = try FileManager.default.contentsOfDirectory(atPath: train).filter { !$0.hasPrefix(".") && isDirectory((train as NSString).appendingPathComponent($0)) }
+    guard !names.isEmpty else { throw DataError("\(train) holds no class folders (the layout is \(train)/CLASS/IMAGE.png)") }
+    guard names.count <= maxFolderClasses else { throw DataError("\(train) has \(names.count) class folders; cnnc reads at most \(maxFolderClasses) classes") }
+    return names.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+  }
+
+  /// Loads one split of a folder-layout directory: every PNG of every class folder, classes in
+  /// `folderClasses` order and files by name within a class. All images must have one size; any colour
+  /// image makes the set three-channel (grey images are then replicated into the three planes).
+  public static func loadFolders(directory dir: String, training: Bool) throws -> ImageDataset {
+    let classes = try folderClasses(dir)
+    guard let root = splitFolder(dir, training: training) else {
+      throw DataError("\(dir) has a train/ folder but no \((training ? folderSplits.training : folderSplits.test).joined(separator: "/ or "))/ folder for \(training ? "training" : "evaluation")")
+    }
+    let present = try FileManager.default.contentsOfDirectory(atPath: root).filter { !$0.hasPrefix(".") && isDirectory((root as NSString).appendingPathComponent($0)) }
+    if let stray = present.first(where: { !classes.contains($0) }) {
+      throw DataError("\(root)/\(stray) is not one of the training classes (\(classes.joined(separator: ", ")))")
+    }
+    var decoded: [(PlanarImage, UInt8)] = []
+    for (label, name) in classes.enumerated() {
+      let folder = (root as NSString).appendingPathComponent(name)
+      guard isDirectory(folder) else { continue }
+      let files = try FileManager.default.contentsOfDirectory(atPath: folder).filter { !$0.hasPrefix(".") }.sorted { $0.utf8.lexicographicallyPrecedes($1.utf8) }
+      for file in files {
+        let path = (folder as NSString).appendingPathComponent(file)
+        guard file.lowercased().hasSuffix(".png") else { throw DataError("\(path): only PNG images are read (class folders hold .png files)") }
+        let image = try PNG.decodePlanar(try readMaybeGzipped(path, limit: maxPNGBytes), path: path)
+        if let first = decoded.first?.0, (first.width, first.height) != (image.width, image.height) {
+          throw DataError("\(path) is \(image.width)x\(image.height), but the images before it are \(first.width)x\(first.height); every image of a data set has one size")
+        }
+        decoded.append((image, UInt8(label)))
+      }
+    }
+    guard let first = decoded.first?.0 else { throw DataError("\(root) holds no PNG images in its class folders") }
+    let channels = decoded.contains { $0.0.channels == 3 } ? 3 : 1
+    var images: [UInt8] = []
+    images.reserveCapacity(decoded.count * channels * first.width * first.height)
+    for (image, _) in decoded { images += image.converted(to: channels).pixels }
+    return ImageDataset(images: images, labels: decoded.map(\.1), count: decoded.count, rows: first.height, cols: first.width,
+                        channels: channels, path: root)
+  }
+
+  /// The largest PNG file read as one image.
+  static let maxPNGBytes = 64 << 20
+}
