@@ -121,16 +121,21 @@ bench-compare: release $(PEERS)/bin/python
 	python3 Scripts/compare.py < .build/bench-compare-$(ISA).json
 
 # Fashion-MNIST's batch-norm CNN trained by cnnc and by PyTorch under one protocol, in one run: test accuracy
-# per epoch and training images/s of each (FASHION_EPOCHS epochs; Debian's dataset-fashion-mnist); then the
-# PyTorch-trained model evaluated by cnnc must get exactly PyTorch's count of correct test images.
+# per epoch and training images/s of each (FASHION_EPOCHS epochs; Debian's dataset-fashion-mnist; both sides
+# with FASHION_AUGMENT, none or flip, and FASHION_SCHEDULE, none or cosine); then the PyTorch-trained model
+# evaluated by cnnc must get exactly PyTorch's count of correct test images.
 FASHION = /usr/share/datasets/fashion-mnist
 FASHION_EPOCHS ?= 10
+FASHION_AUGMENT ?= flip
+FASHION_SCHEDULE ?= cosine
+FASHION_CNNC_FLAGS = $(if $(filter flip,$(FASHION_AUGMENT)),--augment flip) $(if $(filter cosine,$(FASHION_SCHEDULE)),--lr-schedule cosine)
 fashion-compare: release $(PEERS)/bin/python
 	@[ -f $(FASHION)/train-images-idx3-ubyte.gz ] || $(MAKE) deps APT_PKGS=dataset-fashion-mnist
-	$(CNNC) train Graphs/bncnn.graph --jit --data $(FASHION) --epochs $(FASHION_EPOCHS) --normalize data --out .build/fashion-cnnc --no-report \
+	$(CNNC) train Graphs/bncnn.graph --jit --data $(FASHION) --epochs $(FASHION_EPOCHS) --normalize data $(FASHION_CNNC_FLAGS) --out .build/fashion-cnnc --no-report \
 	  | grep 'test acc' | tee .build/fashion-cnnc.txt
 	$(PEERS)/bin/pip install -q safetensors
-	$(PEERS)/bin/python Scripts/fashion_compare.py $(FASHION) $(FASHION_EPOCHS) .build/fashion-pytorch.safetensors | tee .build/fashion-pytorch.json
+	$(PEERS)/bin/python Scripts/fashion_compare.py $(FASHION) $(FASHION_EPOCHS) .build/fashion-pytorch.safetensors \
+	  --augment $(FASHION_AUGMENT) --lr-schedule $(FASHION_SCHEDULE) | tee .build/fashion-pytorch.json
 	python3 Scripts/fashion_report.py .build/fashion-cnnc.txt .build/fashion-pytorch.json
 	@# The PyTorch-trained model in cnnc eval (strict state_dict names, running statistics): the same count of correct images.
 	@correct=$$($(CNNC) eval Graphs/bncnn.graph --weights .build/fashion-pytorch.safetensors --data $(FASHION) | sed -n 's/.*(\([0-9]*\) of.*/\1/p' | head -1); \

@@ -5,18 +5,21 @@ public struct ReportData: Sendable {
   public var title: String
   public var history: [EpochReport]
   public var confusion: [[Int]]
-  /// Misclassified test images: pixels (rows x cols bytes), true label, predicted label.
+  /// Misclassified test images: pixels (channels x rows x cols bytes, planar), true label, predicted label.
   public var mistakes: [(pixels: [UInt8], label: Int, predicted: Int)]
   public var rows: Int, cols: Int
-  /// The first conv layer's filters ([k][k] each, first input channel), and the feature maps of the first
-  /// conv layers for one digit.
+  /// Channels of the images: 1 (grey) or 3 (RGB planes, drawn in colour); others draw their first plane.
+  public var channels: Int
+  /// The first conv layer's filters ([k][k] each: every input channel's plane for RGB input, drawn in colour;
+  /// else the first input channel's), and the feature maps of the first conv layers for one image.
   public var filters: [[Float]]
   public var kernel: Int
   public var digit: [UInt8]
   public var featureMaps: [FeatureMaps]
 
   public init(title: String, history: [EpochReport], confusion: [[Int]], mistakes: [(pixels: [UInt8], label: Int, predicted: Int)],
-              rows: Int, cols: Int, filters: [[Float]], kernel: Int, digit: [UInt8], featureMaps: [FeatureMaps]) {
+              rows: Int, cols: Int, channels: Int = 1, filters: [[Float]], kernel: Int, digit: [UInt8], featureMaps: [FeatureMaps]) {
+    self.channels = channels
     self.title = title
     self.history = history
     self.confusion = confusion
@@ -64,18 +67,21 @@ public enum Report {
     body += chart("accuracy", [("train", "#2c7fb8", h.map { $0.trainAccuracy }), ("validation", "#8e44ad", h.map(\.validationAccuracy)),
                                ("test", "#2ca25f", h.map { $0.testAccuracy })], percent: true, best: best)
     body += "</div>\n<h2>Confusion matrix (rows: true label, columns: predicted)</h2>\n" + confusion(d.confusion)
-    body += "<h2>Misclassified test digits (true → predicted)</h2>\n<div class=row>"
+    body += "<h2>Misclassified test images (true → predicted)</h2>\n<div class=row>"
     for m in d.mistakes {
-      body += "<figure>" + image(m.pixels.map { Float($0) / 255 }, d.rows, d.cols, scale: 3) + "<figcaption>\(m.label) → \(m.predicted)</figcaption></figure>"
+      body += "<figure>" + picture(m.pixels, d) + "<figcaption>\(m.label) → \(m.predicted)</figcaption></figure>"
     }
     body += "</div>\n<h2>First conv layer: filters</h2>\n<div class=row>"
     for (i, f) in d.filters.enumerated() {
-      body += "<figure>" + image(normalize(f), d.kernel, d.kernel, scale: 12, diverging: true) + "<figcaption>\(i)</figcaption></figure>"
+      let drawn = d.channels == 3 && f.count == 3 * d.kernel * d.kernel
+        ? colour(normalize(f).map { 0.5 + 0.5 * $0 }, d.kernel, d.kernel, scale: 12)
+        : image(normalize(f), d.kernel, d.kernel, scale: 12, diverging: true)
+      body += "<figure>" + drawn + "<figcaption>\(i)</figcaption></figure>"
     }
     body += "</div>\n"
     for layer in d.featureMaps {
-      body += "<h2>Feature maps of \(escape(layer.layer)) for one digit (after relu)</h2>\n<div class=row><figure>"
-        + image(d.digit.map { Float($0) / 255 }, d.rows, d.cols, scale: 3) + "<figcaption>input</figcaption></figure>"
+      body += "<h2>Feature maps of \(escape(layer.layer)) for one image (after relu)</h2>\n<div class=row><figure>"
+        + picture(d.digit, d) + "<figcaption>input</figcaption></figure>"
       let scale = max(2, 84 / max(layer.height, layer.width))
       for (i, m) in layer.maps.enumerated() {
         body += "<figure>" + image(normalize(m), layer.height, layer.width, scale: scale) + "<figcaption>\(i)</figcaption></figure>"
@@ -101,6 +107,23 @@ public enum Report {
   static func normalize(_ v: [Float]) -> [Float] {
     let m = v.map(abs).max() ?? 1
     return m > 0 ? v.map { $0 / m } : v
+  }
+
+  /// An input image's bytes: in colour when the images are RGB, else its first (grey) plane.
+  static func picture(_ pixels: [UInt8], _ d: ReportData) -> String {
+    let values = pixels.map { Float($0) / 255 }
+    return d.channels == 3 ? colour(values, d.rows, d.cols, scale: 3) : image(Array(values.prefix(d.rows * d.cols)), d.rows, d.cols, scale: 3)
+  }
+
+  /// A grid of squares coloured by three planes of values in [0, 1] (red, green, blue).
+  static func colour(_ v: [Float], _ h: Int, _ w: Int, scale: Int) -> String {
+    var s = "<svg width=\(w * scale) height=\(h * scale) viewBox=\"0 0 \(w) \(h)\" shape-rendering=crispEdges>"
+    let plane = h * w
+    func byte(_ x: Float) -> Int { Int((max(0, min(1, x)) * 255).rounded()) }
+    for i in 0..<plane {
+      s += "<rect x=\(i % w) y=\(i / w) width=1 height=1 fill=\"rgb(\(byte(v[i])),\(byte(v[plane + i])),\(byte(v[2 * plane + i])))\"/>"
+    }
+    return s + "</svg>"
   }
 
   /// A grid of grey (or blue-white-red for signed values) squares.

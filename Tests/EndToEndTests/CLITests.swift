@@ -387,7 +387,7 @@ import Testing
     #expect(FileManager.default.fileExists(atPath: out + "/weights.safetensors"))
     // The run directory holds the report, a self-contained page of inline SVG.
     let html = try String(contentsOf: URL(fileURLWithPath: out + "/report.html"), encoding: .utf8)
-    for part in ["Loss and accuracy per epoch", "Confusion matrix", "Misclassified test digits", "First conv layer: filters", "<svg"] {
+    for part in ["Loss and accuracy per epoch", "Confusion matrix", "Misclassified test images", "First conv layer: filters", "<svg"] {
       #expect(html.contains(part), "report lacks \(part)")
     }
     #expect(!html.contains("<script") && !html.contains("src=\"http"), "self-contained")

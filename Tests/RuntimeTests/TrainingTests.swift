@@ -113,6 +113,20 @@ import Testing
     #expect(second.optimizerWithState == straight.optimizerWithState)
   }
 
+  /// RGB images are drawn in colour (planar bytes to one rgb() per pixel) and RGB filters as colour patches;
+  /// grey images stay grey.
+  @Test func reportDrawsColourImagesInColour() {
+    let rgb: [UInt8] = [255, 0, 0, 255, 0, 128, 0, 0, 0, 0, 0, 64]  // 2x2: red, green-ish, blue planes
+    let filter: [Float] = [1, -1, 0, 0, 0, 0, 0, 0, -1, 1, 0, 0]
+    let page = Report.html(ReportData(title: "t", history: [], confusion: [[1]], mistakes: [(rgb, 0, 1)], rows: 2, cols: 2, channels: 3,
+                                      filters: [filter], kernel: 2, digit: rgb, featureMaps: []))
+    #expect(page.contains("fill=\"rgb(255,0,0)\"") && page.contains("fill=\"rgb(0,128,0)\"") && page.contains("fill=\"rgb(255,0,64)\""))
+    #expect(page.contains("fill=\"rgb(255,128,0)\""), "a filter's planes drawn as one colour patch around grey")
+    let grey = Report.html(ReportData(title: "t", history: [], confusion: [[1]], mistakes: [([255, 0, 0, 255], 0, 1)], rows: 2, cols: 2,
+                                      filters: [], kernel: 1, digit: [0, 0, 0, 0], featureMaps: []))
+    #expect(grey.contains("rgb(255,255,255)") && grey.contains("Misclassified test images"))
+  }
+
   /// The report's charts: every series the history has (validation and test loss too), a loss axis from zero,
   /// a best-epoch marker, and "1 epoch" in the singular.
   @Test func reportChartsEverySeries() {

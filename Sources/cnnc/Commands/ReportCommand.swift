@@ -54,19 +54,21 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
     let pixels = Array(test.images[(i * px)..<((i + 1) * px)])
     mistakes.append((pixels: pixels, label: Int(test.labels[i]), predicted: predictions[i]))
   }
-  // First conv layer: its filters; the first two conv layers: their outputs for the first test digit.
+  // First conv layer: its filters (every input plane of an RGB input, for colour; else the first); the first
+  // two conv layers: their outputs for the first test image.
   let convs = f.graph.nodes.filter { if case .conv2d = $0.op { true } else { false } }.prefix(reportedConvLayers)
   var filters: [[Float]] = [], kernel = 1
   if let conv = convs.first, case .conv2d(let a) = conv.op {
     kernel = a.kernel
     let w = params.values["\(conv.name).weight"]!, cin = params.shapes["\(conv.name).weight"]![1]
-    filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + a.kernel * a.kernel)]) }
+    let drawn = (cin == 3 && test.channels == 3 ? 3 : 1) * a.kernel * a.kernel
+    filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + drawn)]) }
   }
   var x = [Float](repeating: 0, count: px)
   test.normalizedBatch([0][...], into: &x, options.normalization)
   let maps = try featureMaps(f.graph, Array(convs), params, image: x)
   let report = ReportData(title: "cnnc report: \(f.graph.name)", history: history, confusion: confusion, mistakes: mistakes,
-                          rows: test.rows, cols: test.cols, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),
+                          rows: test.rows, cols: test.cols, channels: test.channels, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),
                           featureMaps: maps)
   let out = (dir as NSString).appendingPathComponent("report.html")
   try Report.html(report).write(toFile: out, atomically: true, encoding: .utf8)
