@@ -58,17 +58,17 @@ public func mnistnet_train_b64(
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
             for ox6 in 0..<26 {
-              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10816)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10832)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10816)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10832)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10816)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10832)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
@@ -90,9 +90,9 @@ public func mnistnet_train_b64(
           var t13_c3_1 = Vector()
           var t13_c3_2 = Vector()
           for k14 in 0..<9 {
-            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10816)) +% (nb11 *% 24)))
-            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 24)) +% 8))
-            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 24)) +% 16))
+            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)))
+            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 8))
+            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 16))
             let t13_a0 = Vector(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
             t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
             t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
@@ -110,18 +110,18 @@ public func mnistnet_train_b64(
             t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
             t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           }
-          storeVector(arena, ((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 24)), t13_c0_0)
-          storeVector(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c0_1)
-          storeVector(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c0_2)
-          storeVector(arena, ((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 24)), t13_c1_0)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c1_1)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c1_2)
-          storeVector(arena, ((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 24)), t13_c2_0)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c2_1)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c2_2)
-          storeVector(arena, ((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 24)), t13_c3_0)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c3_1)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c3_2)
+          storeVector(arena, ((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)), t13_c0_0)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c0_1)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c0_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)), t13_c1_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c1_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c1_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)), t13_c2_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c2_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c2_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)), t13_c3_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c3_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c3_2)
         }
       }
       for mb15 in 0..<8 {
@@ -134,8 +134,8 @@ public func mnistnet_train_b64(
         var t16_c3_0 = Vector()
         var t16_c3_1 = Vector()
         for k17 in 0..<9 {
-          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10816)) +% 10800))
-          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10816)) +% 10800) +% 8))
+          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10832)) +% 10800))
+          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10832)) +% 10800) +% 8))
           let t16_a0 = Vector(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
           t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
           t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
@@ -149,23 +149,23 @@ public func mnistnet_train_b64(
           t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
           t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
         }
-        storeVector(arena, ((1481792 +% ((mb15 *% 4) *% 10816)) +% 10800), t16_c0_0)
-        storeVector(arena, (((1481792 +% ((mb15 *% 4) *% 10816)) +% 10800) +% 8), t16_c0_1)
-        storeVector(arena, ((1481792 +% (((mb15 *% 4) +% 1) *% 10816)) +% 10800), t16_c1_0)
-        storeVector(arena, (((1481792 +% (((mb15 *% 4) +% 1) *% 10816)) +% 10800) +% 8), t16_c1_1)
-        storeVector(arena, ((1481792 +% (((mb15 *% 4) +% 2) *% 10816)) +% 10800), t16_c2_0)
-        storeVector(arena, (((1481792 +% (((mb15 *% 4) +% 2) *% 10816)) +% 10800) +% 8), t16_c2_1)
-        storeVector(arena, ((1481792 +% (((mb15 *% 4) +% 3) *% 10816)) +% 10800), t16_c3_0)
-        storeVector(arena, (((1481792 +% (((mb15 *% 4) +% 3) *% 10816)) +% 10800) +% 8), t16_c3_1)
+        storeVector(arena, ((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800), t16_c0_0)
+        storeVector(arena, (((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800) +% 8), t16_c0_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800), t16_c1_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t16_c1_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800), t16_c2_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t16_c2_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800), t16_c3_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t16_c3_1)
       }
     }
     for j19 in 0..<16 {
       for f20 in 0..<32 {
         for i21 in 0..<84 {
-          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
+          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
         }
         for i21 in 0..<1 {
-          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
+          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }
@@ -1048,7 +1048,7 @@ public func mnistnet_train_b64(
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
   for i440 in 0..<36 {
-    storeVector(arena, ((i440 *% 8) +% 443456), Vector(repeating: Float(0)))
+    storeVector(arena, ((i440 *% 8) +% 443600), Vector(repeating: Float(0)))
   }
   for g441 in 0..<4 {
     for j442 in 0..<16 {
@@ -1056,17 +1056,17 @@ public func mnistnet_train_b64(
         for ky444 in 0..<3 {
           for oy445 in 0..<26 {
             for ox446 in 0..<26 {
-              arena[((((((c443 *% 3) +% ky444) *% 3) *% 10816) +% (j442 *% 676)) +% ((oy445 *% 26) +% ox446))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy445 +% ky444) *% 28)) +% ox446)]
+              arena[((((((c443 *% 3) +% ky444) *% 3) *% 10832) +% (j442 *% 676)) +% ((oy445 *% 26) +% ox446))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy445 +% ky444) *% 28)) +% ox446)]
             }
           }
           for oy447 in 0..<26 {
             for ox448 in 0..<26 {
-              arena[(((((((c443 *% 3) +% ky444) *% 3) +% 1) *% 10816) +% (j442 *% 676)) +% ((oy447 *% 26) +% ox448))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy447 +% ky444) *% 28)) +% (ox448 +% 1))]
+              arena[(((((((c443 *% 3) +% ky444) *% 3) +% 1) *% 10832) +% (j442 *% 676)) +% ((oy447 *% 26) +% ox448))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy447 +% ky444) *% 28)) +% (ox448 +% 1))]
             }
           }
           for oy449 in 0..<26 {
             for ox450 in 0..<26 {
-              arena[(((((((c443 *% 3) +% ky444) *% 3) +% 2) *% 10816) +% (j442 *% 676)) +% ((oy449 *% 26) +% ox450))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy449 +% ky444) *% 28)) +% (ox450 +% 2))]
+              arena[(((((((c443 *% 3) +% ky444) *% 3) +% 2) *% 10832) +% (j442 *% 676)) +% ((oy449 *% 26) +% ox450))] = images[((((((g441 *% 16) +% j442) *% 784) +% (c443 *% 784)) +% ((oy449 +% ky444) *% 28)) +% (ox450 +% 2))]
             }
           }
         }
@@ -1075,7 +1075,7 @@ public func mnistnet_train_b64(
     for j451 in 0..<16 {
       for i452 in 0..<676 {
         for f453 in 0..<32 {
-          arena[((97344 +% (((j451 *% 676) +% i452) *% 32)) +% f453)] = arena[(((3171600 +% (((g441 *% 16) +% j451) *% 21632)) +% (f453 *% 676)) +% i452)]
+          arena[((97488 +% (((j451 *% 676) +% i452) *% 32)) +% f453)] = arena[(((3171600 +% (((g441 *% 16) +% j451) *% 21632)) +% (f453 *% 676)) +% i452)]
         }
       }
     }
@@ -1083,85 +1083,85 @@ public func mnistnet_train_b64(
       for kp454 in 0..<8 {
         for nb455 in 0..<2 {
           for mb456 in 0..<1 {
-            var t457_c0_0 = loadVector(arena, ((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)))
-            var t457_c0_1 = loadVector(arena, (((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)) +% 8))
-            var t457_c1_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)))
-            var t457_c1_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)) +% 8))
-            var t457_c2_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)))
-            var t457_c2_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)) +% 8))
-            var t457_c3_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)))
-            var t457_c3_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)) +% 8))
-            var t457_c4_0 = loadVector(arena, ((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)))
-            var t457_c4_1 = loadVector(arena, (((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c0_0 = loadVector(arena, ((443600 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)))
+            var t457_c0_1 = loadVector(arena, (((443600 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c1_0 = loadVector(arena, ((443600 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)))
+            var t457_c1_1 = loadVector(arena, (((443600 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c2_0 = loadVector(arena, ((443600 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)))
+            var t457_c2_1 = loadVector(arena, (((443600 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c3_0 = loadVector(arena, ((443600 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)))
+            var t457_c3_1 = loadVector(arena, (((443600 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)) +% 8))
+            var t457_c4_0 = loadVector(arena, ((443600 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)))
+            var t457_c4_1 = loadVector(arena, (((443600 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)) +% 8))
             for k458 in 0..<1352 {
-              let t457_b0 = loadVector(arena, ((97344 +% ((k458 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)))
-              let t457_b1 = loadVector(arena, (((97344 +% ((k458 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)) +% 8))
-              let t457_a0 = Vector(repeating: arena[(((mb456 *% 5) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              let t457_b0 = loadVector(arena, ((97488 +% ((k458 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)))
+              let t457_b1 = loadVector(arena, (((97488 +% ((k458 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)) +% 8))
+              let t457_a0 = Vector(repeating: arena[(((mb456 *% 5) *% 10832) +% (k458 +% (kp454 *% 1352)))])
               t457_c0_0 = t457_c0_0.addingProduct(t457_a0, t457_b0)
               t457_c0_1 = t457_c0_1.addingProduct(t457_a0, t457_b1)
-              let t457_a1 = Vector(repeating: arena[((((mb456 *% 5) +% 1) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              let t457_a1 = Vector(repeating: arena[((((mb456 *% 5) +% 1) *% 10832) +% (k458 +% (kp454 *% 1352)))])
               t457_c1_0 = t457_c1_0.addingProduct(t457_a1, t457_b0)
               t457_c1_1 = t457_c1_1.addingProduct(t457_a1, t457_b1)
-              let t457_a2 = Vector(repeating: arena[((((mb456 *% 5) +% 2) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              let t457_a2 = Vector(repeating: arena[((((mb456 *% 5) +% 2) *% 10832) +% (k458 +% (kp454 *% 1352)))])
               t457_c2_0 = t457_c2_0.addingProduct(t457_a2, t457_b0)
               t457_c2_1 = t457_c2_1.addingProduct(t457_a2, t457_b1)
-              let t457_a3 = Vector(repeating: arena[((((mb456 *% 5) +% 3) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              let t457_a3 = Vector(repeating: arena[((((mb456 *% 5) +% 3) *% 10832) +% (k458 +% (kp454 *% 1352)))])
               t457_c3_0 = t457_c3_0.addingProduct(t457_a3, t457_b0)
               t457_c3_1 = t457_c3_1.addingProduct(t457_a3, t457_b1)
-              let t457_a4 = Vector(repeating: arena[((((mb456 *% 5) +% 4) *% 10816) +% (k458 +% (kp454 *% 1352)))])
+              let t457_a4 = Vector(repeating: arena[((((mb456 *% 5) +% 4) *% 10832) +% (k458 +% (kp454 *% 1352)))])
               t457_c4_0 = t457_c4_0.addingProduct(t457_a4, t457_b0)
               t457_c4_1 = t457_c4_1.addingProduct(t457_a4, t457_b1)
             }
-            storeVector(arena, ((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)), t457_c0_0)
-            storeVector(arena, (((443456 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)) +% 8), t457_c0_1)
-            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)), t457_c1_0)
-            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)) +% 8), t457_c1_1)
-            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)), t457_c2_0)
-            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)) +% 8), t457_c2_1)
-            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)), t457_c3_0)
-            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)) +% 8), t457_c3_1)
-            storeVector(arena, ((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)), t457_c4_0)
-            storeVector(arena, (((443456 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)) +% 8), t457_c4_1)
+            storeVector(arena, ((443600 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)), t457_c0_0)
+            storeVector(arena, (((443600 +% ((mb456 *% 5) *% 32)) +% (nb455 *% 16)) +% 8), t457_c0_1)
+            storeVector(arena, ((443600 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)), t457_c1_0)
+            storeVector(arena, (((443600 +% (((mb456 *% 5) +% 1) *% 32)) +% (nb455 *% 16)) +% 8), t457_c1_1)
+            storeVector(arena, ((443600 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)), t457_c2_0)
+            storeVector(arena, (((443600 +% (((mb456 *% 5) +% 2) *% 32)) +% (nb455 *% 16)) +% 8), t457_c2_1)
+            storeVector(arena, ((443600 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)), t457_c3_0)
+            storeVector(arena, (((443600 +% (((mb456 *% 5) +% 3) *% 32)) +% (nb455 *% 16)) +% 8), t457_c3_1)
+            storeVector(arena, ((443600 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)), t457_c4_0)
+            storeVector(arena, (((443600 +% (((mb456 *% 5) +% 4) *% 32)) +% (nb455 *% 16)) +% 8), t457_c4_1)
           }
-          var t459_c0_0 = loadVector(arena, (443616 +% (nb455 *% 16)))
-          var t459_c0_1 = loadVector(arena, ((443616 +% (nb455 *% 16)) +% 8))
-          var t459_c1_0 = loadVector(arena, (443648 +% (nb455 *% 16)))
-          var t459_c1_1 = loadVector(arena, ((443648 +% (nb455 *% 16)) +% 8))
-          var t459_c2_0 = loadVector(arena, (443680 +% (nb455 *% 16)))
-          var t459_c2_1 = loadVector(arena, ((443680 +% (nb455 *% 16)) +% 8))
-          var t459_c3_0 = loadVector(arena, (443712 +% (nb455 *% 16)))
-          var t459_c3_1 = loadVector(arena, ((443712 +% (nb455 *% 16)) +% 8))
+          var t459_c0_0 = loadVector(arena, (443760 +% (nb455 *% 16)))
+          var t459_c0_1 = loadVector(arena, ((443760 +% (nb455 *% 16)) +% 8))
+          var t459_c1_0 = loadVector(arena, (443792 +% (nb455 *% 16)))
+          var t459_c1_1 = loadVector(arena, ((443792 +% (nb455 *% 16)) +% 8))
+          var t459_c2_0 = loadVector(arena, (443824 +% (nb455 *% 16)))
+          var t459_c2_1 = loadVector(arena, ((443824 +% (nb455 *% 16)) +% 8))
+          var t459_c3_0 = loadVector(arena, (443856 +% (nb455 *% 16)))
+          var t459_c3_1 = loadVector(arena, ((443856 +% (nb455 *% 16)) +% 8))
           for k460 in 0..<1352 {
-            let t459_b0 = loadVector(arena, ((97344 +% ((k460 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)))
-            let t459_b1 = loadVector(arena, (((97344 +% ((k460 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)) +% 8))
-            let t459_a0 = Vector(repeating: arena[(54080 +% (k460 +% (kp454 *% 1352)))])
+            let t459_b0 = loadVector(arena, ((97488 +% ((k460 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)))
+            let t459_b1 = loadVector(arena, (((97488 +% ((k460 +% (kp454 *% 1352)) *% 32)) +% (nb455 *% 16)) +% 8))
+            let t459_a0 = Vector(repeating: arena[(54160 +% (k460 +% (kp454 *% 1352)))])
             t459_c0_0 = t459_c0_0.addingProduct(t459_a0, t459_b0)
             t459_c0_1 = t459_c0_1.addingProduct(t459_a0, t459_b1)
-            let t459_a1 = Vector(repeating: arena[(64896 +% (k460 +% (kp454 *% 1352)))])
+            let t459_a1 = Vector(repeating: arena[(64992 +% (k460 +% (kp454 *% 1352)))])
             t459_c1_0 = t459_c1_0.addingProduct(t459_a1, t459_b0)
             t459_c1_1 = t459_c1_1.addingProduct(t459_a1, t459_b1)
-            let t459_a2 = Vector(repeating: arena[(75712 +% (k460 +% (kp454 *% 1352)))])
+            let t459_a2 = Vector(repeating: arena[(75824 +% (k460 +% (kp454 *% 1352)))])
             t459_c2_0 = t459_c2_0.addingProduct(t459_a2, t459_b0)
             t459_c2_1 = t459_c2_1.addingProduct(t459_a2, t459_b1)
-            let t459_a3 = Vector(repeating: arena[(86528 +% (k460 +% (kp454 *% 1352)))])
+            let t459_a3 = Vector(repeating: arena[(86656 +% (k460 +% (kp454 *% 1352)))])
             t459_c3_0 = t459_c3_0.addingProduct(t459_a3, t459_b0)
             t459_c3_1 = t459_c3_1.addingProduct(t459_a3, t459_b1)
           }
-          storeVector(arena, (443616 +% (nb455 *% 16)), t459_c0_0)
-          storeVector(arena, ((443616 +% (nb455 *% 16)) +% 8), t459_c0_1)
-          storeVector(arena, (443648 +% (nb455 *% 16)), t459_c1_0)
-          storeVector(arena, ((443648 +% (nb455 *% 16)) +% 8), t459_c1_1)
-          storeVector(arena, (443680 +% (nb455 *% 16)), t459_c2_0)
-          storeVector(arena, ((443680 +% (nb455 *% 16)) +% 8), t459_c2_1)
-          storeVector(arena, (443712 +% (nb455 *% 16)), t459_c3_0)
-          storeVector(arena, ((443712 +% (nb455 *% 16)) +% 8), t459_c3_1)
+          storeVector(arena, (443760 +% (nb455 *% 16)), t459_c0_0)
+          storeVector(arena, ((443760 +% (nb455 *% 16)) +% 8), t459_c0_1)
+          storeVector(arena, (443792 +% (nb455 *% 16)), t459_c1_0)
+          storeVector(arena, ((443792 +% (nb455 *% 16)) +% 8), t459_c1_1)
+          storeVector(arena, (443824 +% (nb455 *% 16)), t459_c2_0)
+          storeVector(arena, ((443824 +% (nb455 *% 16)) +% 8), t459_c2_1)
+          storeVector(arena, (443856 +% (nb455 *% 16)), t459_c3_0)
+          storeVector(arena, ((443856 +% (nb455 *% 16)) +% 8), t459_c3_1)
         }
       }
     }
   }
   for f462 in 0..<32 {
     for r463 in 0..<9 {
-      grads[((f462 *% 9) +% r463)] = arena[((443456 +% (r463 *% 32)) +% f462)]
+      grads[((f462 *% 9) +% r463)] = arena[((443600 +% (r463 *% 32)) +% f462)]
     }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
@@ -1221,17 +1221,17 @@ public func mnistnet_infer_b64(
         for ky4 in 0..<3 {
           for oy5 in 0..<26 {
             for ox6 in 0..<26 {
-              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10816)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
+              arena[(((1384448 +% ((((c3 *% 3) +% ky4) *% 3) *% 10832)) +% (j2 *% 676)) +% ((oy5 *% 26) +% ox6))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy5 +% ky4) *% 28)) +% ox6)]
             }
           }
           for oy7 in 0..<26 {
             for ox8 in 0..<26 {
-              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10816)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 1) *% 10832)) +% (j2 *% 676)) +% ((oy7 *% 26) +% ox8))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy7 +% ky4) *% 28)) +% (ox8 +% 1))]
             }
           }
           for oy9 in 0..<26 {
             for ox10 in 0..<26 {
-              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10816)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
+              arena[(((1384448 +% (((((c3 *% 3) +% ky4) *% 3) +% 2) *% 10832)) +% (j2 *% 676)) +% ((oy9 *% 26) +% ox10))] = images[((((((g1 *% 16) +% j2) *% 784) +% (c3 *% 784)) +% ((oy9 +% ky4) *% 28)) +% (ox10 +% 2))]
             }
           }
         }
@@ -1253,9 +1253,9 @@ public func mnistnet_infer_b64(
           var t13_c3_1 = Vector()
           var t13_c3_2 = Vector()
           for k14 in 0..<9 {
-            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10816)) +% (nb11 *% 24)))
-            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 24)) +% 8))
-            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10816)) +% (nb11 *% 24)) +% 16))
+            let t13_b0 = loadVector(arena, ((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)))
+            let t13_b1 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 8))
+            let t13_b2 = loadVector(arena, (((1384448 +% (k14 *% 10832)) +% (nb11 *% 24)) +% 16))
             let t13_a0 = Vector(repeating: params[(((mb12 *% 4) *% 9) +% k14)])
             t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
             t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
@@ -1273,18 +1273,18 @@ public func mnistnet_infer_b64(
             t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
             t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
           }
-          storeVector(arena, ((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 24)), t13_c0_0)
-          storeVector(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c0_1)
-          storeVector(arena, (((1481792 +% ((mb12 *% 4) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c0_2)
-          storeVector(arena, ((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 24)), t13_c1_0)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c1_1)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 1) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c1_2)
-          storeVector(arena, ((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 24)), t13_c2_0)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c2_1)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 2) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c2_2)
-          storeVector(arena, ((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 24)), t13_c3_0)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 24)) +% 8), t13_c3_1)
-          storeVector(arena, (((1481792 +% (((mb12 *% 4) +% 3) *% 10816)) +% (nb11 *% 24)) +% 16), t13_c3_2)
+          storeVector(arena, ((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)), t13_c0_0)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c0_1)
+          storeVector(arena, (((1481936 +% ((mb12 *% 4) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c0_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)), t13_c1_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c1_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 1) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c1_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)), t13_c2_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c2_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 2) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c2_2)
+          storeVector(arena, ((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)), t13_c3_0)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 8), t13_c3_1)
+          storeVector(arena, (((1481936 +% (((mb12 *% 4) +% 3) *% 10832)) +% (nb11 *% 24)) +% 16), t13_c3_2)
         }
       }
       for mb15 in 0..<8 {
@@ -1297,8 +1297,8 @@ public func mnistnet_infer_b64(
         var t16_c3_0 = Vector()
         var t16_c3_1 = Vector()
         for k17 in 0..<9 {
-          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10816)) +% 10800))
-          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10816)) +% 10800) +% 8))
+          let t16_b0 = loadVector(arena, ((1384448 +% (k17 *% 10832)) +% 10800))
+          let t16_b1 = loadVector(arena, (((1384448 +% (k17 *% 10832)) +% 10800) +% 8))
           let t16_a0 = Vector(repeating: params[(((mb15 *% 4) *% 9) +% k17)])
           t16_c0_0 = t16_c0_0.addingProduct(t16_a0, t16_b0)
           t16_c0_1 = t16_c0_1.addingProduct(t16_a0, t16_b1)
@@ -1312,23 +1312,23 @@ public func mnistnet_infer_b64(
           t16_c3_0 = t16_c3_0.addingProduct(t16_a3, t16_b0)
           t16_c3_1 = t16_c3_1.addingProduct(t16_a3, t16_b1)
         }
-        storeVector(arena, ((1481792 +% ((mb15 *% 4) *% 10816)) +% 10800), t16_c0_0)
-        storeVector(arena, (((1481792 +% ((mb15 *% 4) *% 10816)) +% 10800) +% 8), t16_c0_1)
-        storeVector(arena, ((1481792 +% (((mb15 *% 4) +% 1) *% 10816)) +% 10800), t16_c1_0)
-        storeVector(arena, (((1481792 +% (((mb15 *% 4) +% 1) *% 10816)) +% 10800) +% 8), t16_c1_1)
-        storeVector(arena, ((1481792 +% (((mb15 *% 4) +% 2) *% 10816)) +% 10800), t16_c2_0)
-        storeVector(arena, (((1481792 +% (((mb15 *% 4) +% 2) *% 10816)) +% 10800) +% 8), t16_c2_1)
-        storeVector(arena, ((1481792 +% (((mb15 *% 4) +% 3) *% 10816)) +% 10800), t16_c3_0)
-        storeVector(arena, (((1481792 +% (((mb15 *% 4) +% 3) *% 10816)) +% 10800) +% 8), t16_c3_1)
+        storeVector(arena, ((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800), t16_c0_0)
+        storeVector(arena, (((1481936 +% ((mb15 *% 4) *% 10832)) +% 10800) +% 8), t16_c0_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800), t16_c1_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 1) *% 10832)) +% 10800) +% 8), t16_c1_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800), t16_c2_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 2) *% 10832)) +% 10800) +% 8), t16_c2_1)
+        storeVector(arena, ((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800), t16_c3_0)
+        storeVector(arena, (((1481936 +% (((mb15 *% 4) +% 3) *% 10832)) +% 10800) +% 8), t16_c3_1)
       }
     }
     for j19 in 0..<16 {
       for f20 in 0..<32 {
         for i21 in 0..<84 {
-          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
+          storeVector(arena, ((i21 *% 8) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])), where: (loadVector(arena, ((i21 *% 8) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676)))) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))))
         }
         for i21 in 0..<1 {
-          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481792 +% (f20 *% 10816)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
+          storePartial(arena, ((i21 +% 672) +% ((((g1 *% 16) +% j19) *% 21632) +% (f20 *% 676))), Vector(repeating: Float(0)).replacing(with: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])), where: (loadPartial(arena, ((i21 +% 672) +% ((1481936 +% (f20 *% 10832)) +% (j19 *% 676))), 4) + Vector(repeating: params[(288 +% f20)])) .> Vector(repeating: Float(0))), 4)
         }
       }
     }

@@ -5,15 +5,19 @@ import Passes
 /// lowering emits it for a layer (its blocking, panels and region), and the FMA peak of one core.
 /// Everything lives in the arena; nothing reads a graph.
 public enum KernelBenchmark {
-  /// C[m x n] = A[m x k] * B[k x n] with A, B and C back to back in the arena (row-major, contiguous),
-  /// as `TiledGemm` emits it: the register-blocked kernel, or the library call below its threshold.
-  public static func gemm(m: Int, n: Int, k: Int, target: Target) -> Program {
-    let (a, b, c) = (0, m * k, m * k + k * n)
+  /// C[m x n] = A[m x k] * B[k x n] with A, B and C back to back in the arena, with the strides and row
+  /// lengths a layer's GEMM has (`choice`), as `TiledGemm` emits it: the register-blocked kernel, or the
+  /// library call below its threshold.
+  public static func gemm(_ choice: GemmChoice, target: Target) -> Program {
+    let (m, n, k) = (choice.m, choice.n, choice.k)
+    // Each matrix starts on a cache line, as the memory plan places values.
+    func line(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+    let a = 0, b = line((m - 1) * choice.aRow + (k - 1) * choice.aCol + 1), c = line(b + (k - 1) * choice.ldb + n)
     var e = emitter(target)
     e.node = "gemm"
-    e.body = e.tiledGemm(TiledGemm(m: m, n: n, k: k, a: (.arena, .c(a)), aRow: k, aCol: 1, b: (.arena, .c(b)), ldb: n,
-                                   c: (.arena, .c(c)), ldc: n, accumulate: false))
-    return program("gemm_\(m)x\(n)x\(k)", e, arena: c + m * n)
+    e.body = e.tiledGemm(TiledGemm(m: m, n: n, k: k, a: (.arena, .c(a)), aRow: choice.aRow, aCol: choice.aCol, b: (.arena, .c(b)),
+                                   ldb: choice.ldb, c: (.arena, .c(c)), ldc: choice.ldc, accumulate: false))
+    return program("gemm_\(m)x\(n)x\(k)", e, arena: c + (m - 1) * choice.ldc + n)
   }
 
   /// Independent FMA chains the peak program runs: twice what latency x pipes needs, in registers.

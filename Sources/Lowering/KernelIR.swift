@@ -380,5 +380,12 @@ public struct BatchStatistics: Equatable, Sendable {
 public struct GemmChoice: Equatable, Sendable {
   public var node: String
   public var m: Int, n: Int, k: Int
+  /// A's strides and B's and C's row lengths, as the kernel reads them (padded rows included).
+  public var aRow: Int, aCol: Int, ldb: Int, ldc: Int
   public var rows: Int, vectors: Int, kPanel: Int
+  public init(node: String, m: Int, n: Int, k: Int, aRow: Int, aCol: Int, ldb: Int, ldc: Int, rows: Int, vectors: Int, kPanel: Int) {
+    (self.node, self.m, self.n, self.k) = (node, m, n, k)
+    (self.aRow, self.aCol, self.ldb, self.ldc) = (aRow, aCol, ldb, ldc)
+    (self.rows, self.vectors, self.kPanel) = (rows, vectors, kPanel)
+  }
 }

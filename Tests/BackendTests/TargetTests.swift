@@ -129,21 +129,29 @@ enum TestTargets {
 }
 
 /// The kernel benchmark's programs compute what they time: its GEMM (odd shapes, so every remainder
-/// block and masked tail runs) against a plain triple loop, on this machine's target and the lower one.
+/// block and masked tail runs; padded rows, as im2col's are) against a plain triple loop, on this
+/// machine's target and the lower one.
 @Suite struct KernelBenchmarkTests {
   @Test(arguments: TestTargets.names) func benchmarkGemmComputesTheProduct(_ name: String) throws {
     let target = try TestTargets.resolve(name)
-    let (m, n, k) = (37, 203, 151)
-    let p = KernelBenchmark.gemm(m: m, n: n, k: k, target: target)
+    let (m, n, k) = (37, 203, 151), (aRow, ldb, ldc) = (k + 3, n + 5, n + 16)
+    let p = KernelBenchmark.gemm(GemmChoice(node: "g", m: m, n: n, k: k, aRow: aRow, aCol: 1, ldb: ldb, ldc: ldc, rows: 0, vectors: 0, kPanel: 0),
+                                 target: target)
     #expect(p.gemms.count == 1, "the GEMM is register-blocked, not a library call")
     var compiler = try JITCompiler(target: target)
     let entry = try compiler.compile([p])[0]
     var arena = (0..<p.arenaFloats).map { Float(($0 * 7919) % 13) * 0.25 - 1.5 }
-    let a = Array(arena[0..<(m * k)]), b = Array(arena[(m * k)..<(m * k + k * n)])
+    func line(_ x: Int) -> Int { (x + 15) / 16 * 16 }
+    let bStart: Int = line((m - 1) * aRow + k)
+    let c: Int = line(bStart + (k - 1) * ldb + n)
+    let (a, b) = (arena, Array(arena[bStart...]))
     arena.withUnsafeMutableBufferPointer { entry(nil, nil, nil, nil, $0.baseAddress!, nil, nil, 0, 0, 0) }
-    var expected = [Float](repeating: 0, count: m * n)
-    for i in 0..<m { for j in 0..<n { for q in 0..<k { expected[i * n + j] += a[i * k + q] * b[q * n + j] } } }
-    expectClose(expected, Array(arena[(m * k + k * n)...]), rtol: 1e-5, "\(m)x\(n)x\(k) GEMM on \(target.cpu)")
+    #expect(p.arenaFloats == c + (m - 1) * ldc + n)
+    for i in 0..<m {
+      var expected = [Float](repeating: 0, count: n)
+      for j in 0..<n { for q in 0..<k { expected[j] += a[i * aRow + q] * b[q * ldb + j] } }
+      expectClose(expected, Array(arena[(c + i * ldc)..<(c + i * ldc + n)]), rtol: 1e-5, "row \(i) of the \(m)x\(n)x\(k) GEMM on \(target.cpu)")
+    }
   }
 
   @Test func fmaPeakProgramStaysInRegisters() throws {

@@ -13,10 +13,25 @@ extension Emitter {
   /// The conv's geometry.
   struct ConvShape {
     var n: Int, c: Int, h: Int, w: Int, f: Int, k: Int, oh: Int, ow: Int, group: Int
+    /// Whether rows of the column matrices are padded to `row` (the im2col path); unpadded, `row == cols`.
+    var padded = false
     var plane: Int { oh * ow }
     var ckk: Int { c * k * k }
     /// Columns of one group's GEMM.
     var cols: Int { group * plane }
+    /// Floats from one row of a column matrix (im2col's, the conv result's, their gradients') to the next.
+    var row: Int { padded ? Self.paddedRow(cols) : cols }
+
+    /// A row length of whole cache lines, an odd number of them. Rows a multiple of many lines long (SimpleCNN's
+    /// conv1: 12,544 floats, 784 lines, a multiple of 1 KiB) start in a few L1 sets only, so the GEMM's rows
+    /// of B and C evict each other; with an odd line count consecutive rows start in distinct sets.
+    /// `cnnc bench --kernels` on Zen 4, conv1 (32 x 12,544 x 9) with AVX2 kernels: 0.72-0.74 of the FMA
+    /// peak with 12,544-float rows, 0.81 with 12,560.
+    static func paddedRow(_ cols: Int) -> Int {
+      let line = 64 / MemoryLayout<Float>.size
+      let lines = (cols + line - 1) / line
+      return (lines % 2 == 0 ? lines + 1 : lines) * line
+    }
   }
 
   /// The conv's geometry, with images grouped by the largest divisor of the batch up to the target's group.
@@ -24,7 +39,7 @@ extension Emitter {
     let oh = (xd[2] + 2 * a.padding - a.kernel) / a.stride + 1, ow = (xd[3] + 2 * a.padding - a.kernel) / a.stride + 1
     let most = target.convImageGroup(columnBytesPerImage: xd[1] * a.kernel * a.kernel * oh * ow * MemoryLayout<Float>.size)
     let group = (1...max(1, min(xd[0], most))).last { xd[0] % $0 == 0 }!
-    return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: group)
+    return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: group, padded: true)
   }
 
   func convShape(_ a: Conv2DAttrs, x xd: [Int]) -> ConvShape { Self.convShape(a, x: xd, target: target) }
@@ -90,7 +105,7 @@ extension Emitter {
     loop("j", s.group) { e, j in
       [e.loop("c", s.c) { e, ci in
         func at(_ ci: IExpr, _ ky: IExpr, _ kx: Int, _ column: IExpr) -> IExpr {
-          .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column
+          .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column
         }
         return e.patchLoops(a, s, ci, window: window, outside: { ci, ky, kx, column in [.store(.arena, at(ci, ky, kx, column), .c(0))] }) {
           ci, ky, kx, column, iy, ix in
@@ -105,7 +120,7 @@ extension Emitter {
   /// [G*OH*OW x F] (the inner loop runs along the layout's rows either way).
   mutating func toGEMMLayout(_ dy: Placement, _ s: ConvShape, g: IExpr, dst: Int, filtersLast: Bool = false) -> Stmt {
     func copy(_ j: IExpr, _ fi: IExpr, _ i: IExpr) -> [Stmt] {
-      let at: IExpr = filtersLast ? .c(dst) + (j * s.plane + i) * s.f + fi : .c(dst) + fi * s.cols + j * s.plane + i
+      let at: IExpr = filtersLast ? .c(dst) + (j * s.plane + i) * s.f + fi : .c(dst) + fi * s.row + j * s.plane + i
       return [.store(.arena, at, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
     }
     return loop("j", s.group) { e, j in
@@ -146,7 +161,7 @@ extension Emitter {
     let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let scratch = plan.scratch[n.name]!
-    let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols, table = tmp + s.f * s.cols
+    let col = scratch.offset, tmp = scratch.offset + s.ckk * s.row, table = tmp + s.f * s.row
     let window = Self.poolWindow(pool, s)
     let pooled = (s.oh / window) * (s.ow / window)
     let epilogue = ConvEpilogue(n: n, s: s, tmp: tmp, table: table, window: window, pooled: pooled, y: at(n.name),
@@ -160,7 +175,7 @@ extension Emitter {
       var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col, window: window)]
       // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
       out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
-                                   b: (.arena, .c(col)), ldb: s.cols, c: (.arena, .c(tmp)), ldc: s.cols, accumulate: false))
+                                   b: (.arena, .c(col)), ldb: s.row, c: (.arena, .c(tmp)), ldc: s.row, accumulate: false))
       if window > 1 {
         out.append(e.windowMajorPool(epilogue, g: g))
       } else if let p = pool {
@@ -182,7 +197,7 @@ extension Emitter {
       var best = "", at = ""
       for wpos in 0..<(window * window) {
         let v = e.fresh("v")
-        inner.append(.local(v, c.biased(.load(.arena, .c(c.tmp) + fi * s.cols + j * s.plane + .c(wpos * pooled) + q), fi)))
+        inner.append(.local(v, c.biased(.load(.arena, .c(c.tmp) + fi * s.row + j * s.plane + .c(wpos * pooled) + q), fi)))
         let offset = FExpr.c(Float((wpos / window) * s.ow + wpos % window))
         if wpos == 0 {
           (best, at) = (v, e.fresh("at"))
@@ -210,7 +225,7 @@ extension Emitter {
     return loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
       let best = e.fresh("best"), bi = e.fresh("bi")
       let first = yy * (p.stride * s.ow) + xx * p.stride
-      func conv(_ p: IExpr) -> IExpr { .c(c.tmp) + fi * s.cols + j * s.plane + p }
+      func conv(_ p: IExpr) -> IExpr { .c(c.tmp) + fi * s.row + j * s.plane + p }
       var inner: [Stmt] = [.local(best, c.biased(.load(.arena, conv(first)), fi)), .local(bi, .ofInt(first))]
       inner += e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
         let idx = first + ky * s.ow + kx
@@ -229,7 +244,7 @@ extension Emitter {
   mutating func storePlane(_ c: ConvEpilogue, relu: Bool, g: IExpr) -> Stmt {
     let s = c.s
     return loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
-      let v = c.biased(.load(.arena, .c(c.tmp) + fi * s.cols + j * s.plane + i), fi)
+      let v = c.biased(.load(.arena, .c(c.tmp) + fi * s.row + j * s.plane + i), fi)
       return [.store(c.y.base, .c(c.y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
                      relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
     }] }] }
@@ -242,11 +257,11 @@ extension Emitter {
     let dy = at(n.args[0]), x = at(n.args[1]), s = convShape(a, x: dims(n.args[1]))
     let dw = at(n.name)
     let scratch = plan.scratch[n.name]!
-    let col = scratch.offset, dyN = col + s.ckk * s.cols, dwT = dyN + s.f * s.cols
+    let col = scratch.offset, dyN = col + s.ckk * s.row, dwT = dyN + s.f * s.cols
     body.append(elementwise(s.ckk * s.f) { i in .store(.arena, .c(dwT) + i, .c(0)) })
     body.append(loop("g", s.n / s.group) { e, g in
       [e.im2col(a, s, x: x, g: g, col: col), e.toGEMMLayout(dy, s, g: g, dst: dyN, filtersLast: true)]
-        + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.cols, aCol: 1,
+        + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.row, aCol: 1,
                                 b: (.arena, .c(dyN)), ldb: s.f, c: (.arena, .c(dwT)), ldc: s.f, accumulate: true))
     })
     body.append(loop("f", s.f) { e, fi in [e.loop("r", s.ckk) { _, r in
@@ -259,17 +274,17 @@ extension Emitter {
     let dy = at(n.args[0]), w = at(n.args[1]), s = convShape(a, x: dims(n.args[2]))
     let dx = at(n.name)
     let scratch = plan.scratch[n.name]!
-    let dcol = scratch.offset, dyT = scratch.offset + s.ckk * s.cols
+    let dcol = scratch.offset, dyT = scratch.offset + s.ckk * s.row
     if a.stride != 1 { body.append(zero(dx)) }
     body.append(loop("g", s.n / s.group) { e, g in
       [e.toGEMMLayout(dy, s, g: g, dst: dyT),
       ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), aRow: 1, aCol: s.ckk,
-                                b: (.arena, .c(dyT)), ldb: s.cols, c: (.arena, .c(dcol)), ldc: s.cols, accumulate: false)) + [
+                                b: (.arena, .c(dyT)), ldb: s.row, c: (.arena, .c(dcol)), ldc: s.row, accumulate: false)) + [
        e.loop("j", s.group) { e, j in [e.loop("c", s.c) { e, ci in
          a.stride == 1 ? e.col2imGather(a, s, dx, dcol: dcol, g: g, j: j, ci: ci) :
          e.patchLoops(a, s, ci) { ci, ky, kx, column, iy, ix in
            [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
-                        .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + column))]
+                        .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.row + j * s.plane + column))]
          }
        }] }]
     })
@@ -299,7 +314,7 @@ extension Emitter {
             var inner: [Stmt] = [], sum: FExpr?
             for ky in r.offsets {
               for kx in c.offsets {
-                let t = FExpr.load(.arena, .c(dcol) + (ci * (s.k * s.k) + .c(ky * s.k + kx)) * s.cols + j * s.plane
+                let t = FExpr.load(.arena, .c(dcol) + (ci * (s.k * s.k) + .c(ky * s.k + kx)) * s.row + j * s.plane
                   + (iy + (a.padding - ky)) * s.ow + .c(c.start + a.padding - kx) + vx)
                 let partial = e.fresh("sum")
                 inner.append(.local(partial, sum.map { $0 + t } ?? t))
@@ -343,9 +358,9 @@ extension Emitter {
 // MARK: The conv ops' lowerings
 
 /// Scratch of a conv kernel: a group's column matrix and the conv result or gradient in GEMM layout.
-private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ target: Target) -> (ckk: Int, cols: Int, f: Int) {
+private func convScratch(_ a: Conv2DAttrs, x: String, _ shapes: ShapeTable, _ target: Target) -> (ckk: Int, cols: Int, row: Int, f: Int) {
   let s = Emitter.convShape(a, x: shapes[x]!.dims, target: target)
-  return (s.ckk, s.cols, s.f)
+  return (s.ckk, s.cols, s.row, s.f)
 }
 
 extension Conv2DOp: Lowerable {
@@ -357,7 +372,7 @@ extension Conv2DOp: Lowerable {
       return s.forwardFloats + s.planeFloats
     }
     let g = convScratch(attrs, x: n.args[0], shapes, target)
-    return (g.ckk + g.f) * g.cols + g.cols  // + the pooling epilogue's table of window positions
+    return (g.ckk + g.f) * g.row + g.cols  // + the pooling epilogue's table of window positions
   }
 }
 
@@ -381,7 +396,7 @@ extension Conv2DGradInputOp: Lowerable {
     let x = shapes[n.args[2]]!.dims, a = attrs.clamped(input: x)
     if ConvCost.inputGradient(a, x: x, target: target).0 == .winograd { return WinogradShape.inputGradient(a, x: x, target: target).forwardFloats }
     let g = convScratch(attrs, x: n.args[2], shapes, target)
-    return (g.ckk + g.f) * g.cols
+    return (g.ckk + g.f) * g.row
   }
 }
 
@@ -391,7 +406,7 @@ extension Conv2DGradWeightOp: Lowerable {
     let x = shapes[n.args[1]]!.dims, a = attrs.clamped(input: x)
     if ConvCost.forward(a, x: x, target: target).0 == .winograd { return WeightGradientLayout.make(a, x: x, target: target).floats }
     let g = convScratch(attrs, x: n.args[1], shapes, target)
-    return (g.ckk + g.f) * g.cols + g.ckk * g.f
+    return g.ckk * g.row + g.f * g.cols + g.ckk * g.f
   }
 }
 

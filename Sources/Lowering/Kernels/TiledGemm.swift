@@ -90,7 +90,8 @@ extension Emitter {
                          b: g.b, ldb: g.ldb, beta: g.accumulate ? 1 : 0, c: g.c, ldc: g.ldc))]
     }
     let blk = GemmBlocking.choose(m: g.m, n: g.n, k: g.k, target: target)
-    gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel))
+    gemms.append(GemmChoice(node: node, m: g.m, n: g.n, k: g.k, aRow: g.aRow, aCol: g.aCol, ldb: g.ldb, ldc: g.ldc,
+                            rows: blk.rows, vectors: blk.vectors, kPanel: blk.kPanel))
     let panels = (g.k + blk.kPanel - 1) / blk.kPanel
     let kc = (g.k + panels - 1) / panels
     var out: [Stmt] = []

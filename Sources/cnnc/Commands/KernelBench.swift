@@ -20,12 +20,12 @@ enum KernelBench {
     let peakEntry = try compiler.compile([KernelBenchmark.fmaPeak(target: target, steps: peakSteps)])[0]
     let peak = KernelBenchmark.peakFlops(target: target, steps: peakSteps) / best(peakEntry, arenaFloats: 64 * target.lanes) / 1e9
     var rows: [String] = [], seen = Set<[Int]>()
-    for gemm in step.gemms where seen.insert([gemm.m, gemm.n, gemm.k]).inserted {
-      let p = KernelBenchmark.gemm(m: gemm.m, n: gemm.n, k: gemm.k, target: target)
+    for gemm in step.gemms where seen.insert([gemm.m, gemm.n, gemm.k, gemm.aRow, gemm.aCol, gemm.ldb, gemm.ldc]).inserted {
+      let p = KernelBenchmark.gemm(gemm, target: target)
       let entry = try compiler.compile([p])[0]
       let gflops = 2 * Double(gemm.m * gemm.n * gemm.k) / best(entry, arenaFloats: p.arenaFloats) / 1e9
-      rows.append(String(format: "    {\"statement\": \"%@\", \"m\": %d, \"n\": %d, \"k\": %d, \"block\": \"%dx%d\", \"k_panel\": %d, \"gflops\": %.1f, \"fraction_of_fma_peak\": %.3f}",
-                         gemm.node, gemm.m, gemm.n, gemm.k, gemm.rows, gemm.vectors, gemm.kPanel, gflops, gflops / peak))
+      rows.append(String(format: "    {\"statement\": \"%@\", \"m\": %d, \"n\": %d, \"k\": %d, \"ldb\": %d, \"ldc\": %d, \"block\": \"%dx%d\", \"k_panel\": %d, \"gflops\": %.1f, \"fraction_of_fma_peak\": %.3f}",
+                         gemm.node, gemm.m, gemm.n, gemm.k, gemm.ldb, gemm.ldc, gemm.rows, gemm.vectors, gemm.kPanel, gflops, gflops / peak))
     }
     return """
       {
@@ -42,8 +42,10 @@ enum KernelBench {
 
   /// Best seconds of one call over `trials` timings, each repeating the call for `minimumSeconds`.
   static func best(_ entry: EntryPoint, arenaFloats: Int) -> Double {
-    let arena = UnsafeMutablePointer<Float>.allocate(capacity: max(arenaFloats, 1))
-    defer { arena.deallocate() }
+    // Aligned as the runtime's arenas are (a cache line), so vector stores split no line the training step's do not.
+    let raw = UnsafeMutableRawPointer.allocate(byteCount: 4 * max(arenaFloats, 1), alignment: 64)
+    defer { raw.deallocate() }
+    let arena = raw.bindMemory(to: Float.self, capacity: max(arenaFloats, 1))
     // Small values that stay finite through any number of accumulations.
     for i in 0..<arenaFloats { arena[i] = Float(i % 7) * 1e-3 }
     entry(nil, nil, nil, nil, arena, nil, nil, 0, 0, 0)
