@@ -12,7 +12,9 @@ let package = Package(
     .executable(name: "cnnc-fuzz", targets: ["cnnc-fuzz"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    // ONNX's protobuf messages (Sources/ONNX/Generated, made by Scripts/onnx/generate_protobuf.sh).
+    .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
   ],
   targets: [
     // C modules: LLVM 19 through a header-only target (see README, "Build"), OpenBLAS and zlib as system libraries.
@@ -26,10 +28,12 @@ let package = Package(
     .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS"]),
     .target(name: "LLVMBackend", dependencies: ["CLLVM", "Lowering", "Runtime"]),
     .target(name: "SwiftBackend", dependencies: ["Lowering", "Runtime"]),
+    // A front end beside the .graph parser: ONNX models read into the .graph language.
+    .target(name: "ONNX", dependencies: ["GraphIR", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(
       name: "cnnc",
       dependencies: [
-        "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend", "COpenBLAS",
+        "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend", "ONNX", "COpenBLAS",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -44,6 +48,7 @@ let package = Package(
     .testTarget(name: "LoweringTests", dependencies: ["GraphIR", "Passes", "Lowering", "CNNCTestSupport"]),
     .testTarget(name: "RuntimeTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
+    .testTarget(name: "ONNXTests", dependencies: ["ONNX", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),
     .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
   ]

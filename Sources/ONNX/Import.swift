@@ -1,0 +1,378 @@
+import Foundation
+import GraphIR
+
+/// An ONNX model read as a `.graph`: its text (the forward ops, plus a label input and a cross-entropy loss on
+/// the output so that it trains), the parsed graph, and its initializers under the `state_dict` names the
+/// graph's parameters take.
+public struct ImportedModel: Sendable {
+  public var text: String
+  public var graph: Graph
+  /// Parameters and buffers by their `.graph` names (`conv1.weight`, `bn1.running_mean`), row-major.
+  public var tensors: [String: (shape: [Int], data: [Float])]
+  /// What the import changed that its user should know (a trailing softmax folded into the loss, a renamed
+  /// layer).
+  public var notes: [String]
+}
+
+/// A model file cnnc cannot import: the message names the file, and the node and its op type when one is
+/// to blame.
+public struct ONNXImportError: UserFacingError {
+  public var description: String
+  public init(_ description: String) { self.description = description }
+}
+
+/// Reads ONNX models (opset 7 and later; torch.onnx writes 13 to 23) into the `.graph` language.
+public enum ONNXImport {
+  /// The largest file read: models with more weights than this keep them in external data, which cnnc does
+  /// not read.
+  public static let maxFileBytes = 1 << 30
+  /// The ONNX op types the import maps to `.graph` ops.
+  public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool",
+                                 "Flatten", "Reshape", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
+                                 "Softmax", "LogSoftmax", "Constant"]
+
+  /// Reads and translates the model at `path`.
+  public static func read(_ path: String) throws -> ImportedModel {
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { throw ONNXImportError("\(path): no such file") }
+    guard attributes[.type] as? FileAttributeType == .typeRegular else { throw ONNXImportError("\(path): not a regular file") }
+    let size = (attributes[.size] as? Int) ?? 0
+    guard size <= maxFileBytes else {
+      throw ONNXImportError("\(path): \(size) bytes is more than the \(maxFileBytes >> 20) MiB an ONNX model file may have here")
+    }
+    guard let data = FileManager.default.contents(atPath: path) else { throw ONNXImportError("\(path): cannot read the file") }
+    return try translate(data, path: path)
+  }
+
+  /// Translates the bytes of an ONNX model; `path` names it in messages.
+  public static func translate(_ data: Data, path: String) throws -> ImportedModel {
+    let model: Onnx_ModelProto
+    do {
+      model = try Onnx_ModelProto(serializedBytes: data)
+    } catch {
+      throw ONNXImportError("\(path): not an ONNX model (the protobuf does not parse: \(error))")
+    }
+    guard model.hasGraph, !model.graph.node.isEmpty else { throw ONNXImportError("\(path): the model has no graph (no nodes)") }
+    // Named after the file: exporters name every graph alike (torch.onnx: "main_graph").
+    var t = Translator(path: path, name: identifier(((path as NSString).lastPathComponent as NSString).deletingPathExtension))
+    try t.run(model.graph)
+    let text = t.text()
+    let graph: Graph
+    do {
+      graph = try Parser.parse(text, defaultName: t.name)
+    } catch {
+      throw ONNXImportError("\(path): the translated graph does not parse (a defect of the import):\n\(error)\n\(text)")
+    }
+    return ImportedModel(text: text, graph: graph, tensors: t.tensors, notes: t.notes)
+  }
+
+  /// A `.graph` identifier from an ONNX name: letters, digits and underscores, not starting with a digit.
+  static func identifier(_ s: String) -> String {
+    var out = String(s.map { $0.isASCII && ($0.isLetter || $0.isNumber) ? $0 : "_" })
+    while out.hasPrefix("_") { out.removeFirst() }
+    while out.hasSuffix("_") { out.removeLast() }
+    if out.isEmpty || out.first!.isNumber { out = "v" + out }
+    return out
+  }
+}
+
+/// The state of one translation: ONNX tensor names to `.graph` values, the statements so far, the weights.
+struct Translator {
+  let path: String
+  let name: String
+  var initializers: [String: Onnx_TensorProto] = [:]
+  /// ONNX value name -> the `.graph` value holding it.
+  var values: [String: String] = [:]
+  var used = Set<String>()
+  var statements: [String] = []
+  var input = ""
+  var tensors: [String: (shape: [Int], data: [Float])] = [:]
+  var notes: [String] = []
+  var output = ""
+  /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
+  var biasless: [String: (statement: Int, units: Int)] = [:]
+
+  init(path: String, name: String) {
+    self.path = path
+    self.name = name
+  }
+
+  func fail(_ node: Onnx_NodeProto, _ message: String) -> ONNXImportError {
+    ONNXImportError("\(path): node '\(node.name.isEmpty ? node.output.first ?? "?" : node.name)' (\(node.opType)): \(message)")
+  }
+
+  mutating func run(_ g: Onnx_GraphProto) throws {
+    for i in g.initializer { initializers[i.name] = i }
+    let inputs = g.input.filter { initializers[$0.name] == nil }
+    guard inputs.count == 1 else {
+      throw ONNXImportError("\(path): the graph has \(inputs.count) inputs besides its initializers; cnnc imports models with one image input")
+    }
+    try declareInput(inputs[0])
+    guard g.output.count == 1 else { throw ONNXImportError("\(path): the graph has \(g.output.count) outputs; cnnc imports models with one output") }
+    let outputName = g.output[0].name
+    for node in g.node {
+      guard node.domain.isEmpty || node.domain == "ai.onnx" else { throw fail(node, "the op domain '\(node.domain)' is not the standard one") }
+      try translate(node, isLast: node.output.first == outputName)
+    }
+    guard let out = values[outputName] else { throw ONNXImportError("\(path): the graph's output '\(outputName)' is not computed by its nodes") }
+    output = out
+  }
+
+  mutating func declareInput(_ v: Onnx_ValueInfoProto) throws {
+    let type = v.type.tensorType
+    guard type.elemType == Int32(Onnx_TensorProto.DataType.float.rawValue) else {
+      throw ONNXImportError("\(path): input '\(v.name)' is not float32; cnnc imports float32 image models")
+    }
+    let dims = type.shape.dim
+    guard dims.count == 4 || dims.count == 2 else {
+      throw ONNXImportError("\(path): input '\(v.name)' has rank \(dims.count); cnnc imports [N, C, H, W] images or [N, features]")
+    }
+    var shape = ["N"]
+    for d in dims.dropFirst() {
+      guard case .dimValue(let n)? = d.value, n > 0 else { throw ONNXImportError("\(path): input '\(v.name)' has a dimension without a size after the batch") }
+      shape.append("\(n)")
+    }
+    input = fresh(v.name == "input" || v.name.isEmpty ? "image" : v.name)
+    values[v.name] = input
+    statements.append("input \(input): f32[\(shape.joined(separator: ", "))]")
+  }
+
+  /// A `.graph` name from an ONNX one, made unique.
+  mutating func fresh(_ hint: String) -> String {
+    let base = ONNXImport.identifier(hint)
+    var candidate = base, k = 2
+    while used.contains(candidate) || ["label", "loss"].contains(candidate) {
+      candidate = "\(base)_\(k)"
+      k += 1
+    }
+    used.insert(candidate)
+    return candidate
+  }
+
+  /// The layer name of a node: its weight's `state_dict` prefix (`conv1` of `conv1.weight`), else the
+  /// module path of the node's name (`/layer1/conv/Conv` gives `layer1_conv`), else the op type.
+  mutating func layerName(_ node: Onnx_NodeProto, weight: String?) -> String {
+    if let weight, weight.hasSuffix(".weight") {
+      let prefix = String(weight.dropLast(7)), name = fresh(prefix)
+      if name != prefix { notes.append("'\(prefix)' is named '\(name)' in the .graph (names are identifiers); its weights are saved as '\(name).weight'") }
+      return name
+    }
+    let path = node.name.split(separator: "/").dropLast()
+    return fresh(path.isEmpty ? node.opType.lowercased() : path.joined(separator: "_"))
+  }
+
+  func operand(_ node: Onnx_NodeProto, _ i: Int) throws -> String {
+    guard i < node.input.count, let v = values[node.input[i]] else {
+      throw fail(node, "input \(i + 1) ('\(i < node.input.count ? node.input[i] : "")') is neither the image nor an earlier node's output")
+    }
+    return v
+  }
+
+  func weight(_ node: Onnx_NodeProto, _ i: Int) throws -> (shape: [Int], data: [Float])? {
+    guard i < node.input.count, !node.input[i].isEmpty else { return nil }
+    guard let t = initializers[node.input[i]] else { throw fail(node, "input \(i + 1) ('\(node.input[i])') must be an initializer (a constant weight)") }
+    return try floats(t, node)
+  }
+
+  func floats(_ t: Onnx_TensorProto, _ node: Onnx_NodeProto) throws -> (shape: [Int], data: [Float]) {
+    guard t.dataLocation != .external else { throw fail(node, "'\(t.name)' keeps its data in an external file, which cnnc does not read") }
+    guard t.dataType == Int32(Onnx_TensorProto.DataType.float.rawValue) else { throw fail(node, "'\(t.name)' is not float32") }
+    let shape = t.dims.map { Int($0) }
+    guard shape.allSatisfy({ $0 >= 0 }), let count = shape.reduce(Int?(1), { a, d in a.flatMap { $0.multipliedReportingOverflow(by: d).overflow ? nil : $0 * d } }),
+          count <= ONNXImport.maxFileBytes / 4 else { throw fail(node, "'\(t.name)' has an absurd shape \(shape)") }
+    let data: [Float]
+    if !t.rawData.isEmpty {
+      guard t.rawData.count == 4 * count else { throw fail(node, "'\(t.name)' holds \(t.rawData.count) bytes for \(count) float32 values") }
+      data = t.rawData.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
+    } else {
+      guard t.floatData.count == count else { throw fail(node, "'\(t.name)' holds \(t.floatData.count) values for shape \(shape)") }
+      data = t.floatData
+    }
+    return (shape, data)
+  }
+
+  func ints(_ node: Onnx_NodeProto, _ key: String) -> [Int]? {
+    node.attribute.first { $0.name == key }.map { $0.ints.map { Int($0) } }
+  }
+
+  func int(_ node: Onnx_NodeProto, _ key: String) -> Int? { node.attribute.first { $0.name == key }.map { Int($0.i) } }
+  func float(_ node: Onnx_NodeProto, _ key: String) -> Float? { node.attribute.first { $0.name == key }.map { $0.f } }
+  func string(_ node: Onnx_NodeProto, _ key: String) -> String? {
+    node.attribute.first { $0.name == key }.map { String(decoding: $0.s, as: UTF8.self) }
+  }
+
+  /// One value for a 2-D attribute that cnnc's square windows need equal on both axes (and, for pads, on both sides).
+  func square(_ node: Onnx_NodeProto, _ key: String, default d: Int) throws -> Int {
+    guard let v = ints(node, key), !v.isEmpty else { return d }
+    guard Set(v).count == 1 else { throw fail(node, "\(key) \(v) differ by axis or side; cnnc's convolutions and pools are square and symmetric") }
+    return v[0]
+  }
+
+  mutating func define(_ node: Onnx_NodeProto, _ name: String, _ expression: String) {
+    statements.append("\(name) = \(expression)")
+    values[node.output[0]] = name
+  }
+
+  mutating func translate(_ node: Onnx_NodeProto, isLast: Bool) throws {
+    guard !node.output.isEmpty else { throw fail(node, "the node has no output") }
+    switch node.opType {
+    case "Constant": return  // read where used (Reshape's shape)
+    case "Identity": values[node.output[0]] = try operand(node, 0)
+    case "Conv": try conv(node)
+    case "Relu": define(node, layerName(node, weight: nil), "relu(\(try operand(node, 0)))")
+    case "LeakyRelu": define(node, layerName(node, weight: nil), "leaky_relu(\(try operand(node, 0)), slope: \(formatFloat(Double(float(node, "alpha") ?? 0.01))))")
+    case "Sigmoid": define(node, layerName(node, weight: nil), "sigmoid(\(try operand(node, 0)))")
+    case "Tanh": define(node, layerName(node, weight: nil), "tanh(\(try operand(node, 0)))")
+    case "MaxPool", "AveragePool": try pool(node)
+    case "GlobalAveragePool": define(node, layerName(node, weight: nil), "global_avgpool(\(try operand(node, 0)))")
+    case "Flatten":
+      guard (int(node, "axis") ?? 1) == 1 else { throw fail(node, "axis \(int(node, "axis")!): cnnc flattens everything after the batch (axis 1)") }
+      define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
+    case "Reshape": define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
+    case "Gemm": try gemm(node)
+    case "MatMul": try matmul(node)
+    case "Add": try add(node)
+    case "BatchNormalization": try batchNorm(node)
+    case "Dropout": try dropout(node)
+    case "Softmax", "LogSoftmax":
+      let x = try operand(node, 0)
+      if isLast {
+        // The loss is cross_entropy on the logits: softmax and log-softmax there are folded into it.
+        values[node.output[0]] = x
+        notes.append("the final \(node.opType) is folded into the loss: the graph's output is the logits before it (the same predicted classes)")
+      } else if node.opType == "Softmax" {
+        define(node, layerName(node, weight: nil), "softmax(\(x))")
+      } else {
+        throw fail(node, "LogSoftmax inside the network: cnnc has softmax, and folds only a final LogSoftmax into the loss")
+      }
+    default:
+      throw fail(node, "not supported; cnnc imports \(ONNXImport.supported.joined(separator: ", "))")
+    }
+  }
+
+  mutating func conv(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    guard let w = try weight(node, 1), w.shape.count == 4 else { throw fail(node, "the weight must be a 4-D initializer [filters, channels, k, k]") }
+    guard w.shape[2] == w.shape[3] else { throw fail(node, "kernel \(w.shape[2])x\(w.shape[3]) is not square") }
+    guard (int(node, "group") ?? 1) == 1 else { throw fail(node, "group \(int(node, "group")!): cnnc has no grouped or depthwise convolution") }
+    guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated convolutions are not supported") }
+    guard ["NOTSET", ""].contains(string(node, "auto_pad") ?? "NOTSET") else { throw fail(node, "auto_pad \(string(node, "auto_pad")!): give explicit pads") }
+    let stride = try square(node, "strides", default: 1), padding = try square(node, "pads", default: 0)
+    let bias = try weight(node, 2)
+    let name = layerName(node, weight: node.input[1])
+    tensors["\(name).weight"] = w
+    if let bias { tensors["\(name).bias"] = bias }
+    var attrs = ["filters: \(w.shape[0])", "kernel: \(w.shape[2])"]
+    if stride != 1 { attrs.append("stride: \(stride)") }
+    if padding != 0 { attrs.append("padding: \(padding)") }
+    if bias == nil { attrs.append("bias: false") }
+    define(node, name, "conv2d(\(x), \(attrs.joined(separator: ", ")))")
+  }
+
+  mutating func pool(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    let size = try square(node, "kernel_shape", default: 0), stride = try square(node, "strides", default: 1)
+    guard size > 0 else { throw fail(node, "kernel_shape is missing") }
+    guard try square(node, "pads", default: 0) == 0 else { throw fail(node, "padded pooling is not supported") }
+    guard (int(node, "ceil_mode") ?? 0) == 0 else { throw fail(node, "ceil_mode 1 is not supported") }
+    guard try square(node, "dilations", default: 1) == 1 else { throw fail(node, "dilated pooling is not supported") }
+    let op = node.opType == "MaxPool" ? "maxpool" : "avgpool"
+    define(node, layerName(node, weight: nil), "\(op)(\(x), size: \(size)\(stride != size ? ", stride: \(stride)" : ""))")
+  }
+
+  mutating func gemm(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    guard (float(node, "alpha") ?? 1) == 1, (float(node, "beta") ?? 1) == 1, (int(node, "transA") ?? 0) == 0 else {
+      throw fail(node, "only alpha 1, beta 1 and an untransposed A are supported")
+    }
+    guard let b = try weight(node, 1), b.shape.count == 2 else { throw fail(node, "B must be a 2-D initializer") }
+    let w = (int(node, "transB") ?? 0) == 1 ? b : transposed(b)
+    let bias = try weight(node, 2)
+    if let bias, bias.shape != [w.shape[0]] { throw fail(node, "C must be a bias of \(w.shape[0]) values, got shape \(bias.shape)") }
+    let name = layerName(node, weight: node.input[1])
+    tensors["\(name).weight"] = w
+    if let bias { tensors["\(name).bias"] = bias }
+    define(node, name, "dense(\(x), units: \(w.shape[0])\(bias == nil ? ", bias: false" : ""))")
+  }
+
+  mutating func matmul(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    guard let b = try weight(node, 1), b.shape.count == 2 else { throw fail(node, "the second operand must be a 2-D initializer [in, out]") }
+    let name = layerName(node, weight: node.input[1])
+    tensors["\(name).weight"] = transposed(b)
+    biasless[name] = (statements.count, b.shape[1])
+    define(node, name, "dense(\(x), units: \(b.shape[1]), bias: false)")
+  }
+
+  mutating func add(_ node: Onnx_NodeProto) throws {
+    guard node.input.count == 2 else { throw fail(node, "Add takes two inputs") }
+    // MatMul + Add of a constant vector is a dense layer with a bias.
+    if let c = node.input.firstIndex(where: { initializers[$0] != nil }) {
+      let x = try operand(node, 1 - c)
+      guard let dense = biasless[x], let bias = try weight(node, c), bias.shape == [dense.units] else {
+        throw fail(node, "adding a constant is supported only as the bias after a MatMul")
+      }
+      statements[dense.statement] = statements[dense.statement].replacingOccurrences(of: ", bias: false)", with: ")")
+      tensors["\(x).bias"] = bias
+      biasless[x] = nil
+      values[node.output[0]] = x
+      return
+    }
+    define(node, layerName(node, weight: nil), "add(\(try operand(node, 0)), \(try operand(node, 1)))")
+  }
+
+  mutating func batchNorm(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    guard (int(node, "training_mode") ?? 0) == 0, node.output.count == 1 else { throw fail(node, "a training-mode batch norm (running statistics as outputs) is not supported") }
+    guard node.input.count == 5 else { throw fail(node, "expects X, scale, B, mean and var") }
+    let parts = try (1...4).map { i -> (shape: [Int], data: [Float]) in
+      guard let t = try weight(node, i), t.shape.count == 1 else { throw fail(node, "input \(i + 1) must be a 1-D initializer") }
+      return t
+    }
+    guard Set(parts.map(\.shape)).count == 1 else { throw fail(node, "scale, B, mean and var differ in length") }
+    let name = layerName(node, weight: node.input[1])
+    for (suffix, t) in zip(["weight", "bias", "running_mean", "running_var"], parts) { tensors["\(name).\(suffix)"] = t }
+    // ONNX's momentum weighs the running value; PyTorch's (and cnnc's) weighs the batch.
+    let momentum = 1 - Double(float(node, "momentum") ?? 0.9), eps = Double(float(node, "epsilon") ?? 1e-5)
+    var attrs: [String] = []
+    if abs(momentum - BatchNormAttrs.defaultMomentum) > 1e-6 { attrs.append("momentum: \(formatFloat(Double(Float(momentum))))") }
+    if abs(eps - BatchNormAttrs.defaultEps) > 1e-9 { attrs.append("eps: \(formatFloat(eps))") }
+    define(node, name, "batchnorm(\(([x] + attrs).joined(separator: ", ")))")
+  }
+
+  mutating func dropout(_ node: Onnx_NodeProto) throws {
+    let x = try operand(node, 0)
+    guard node.output.count == 1 || node.output[1].isEmpty else { throw fail(node, "the dropout mask is used as a value; cnnc's dropout has none") }
+    var rate = Double(float(node, "ratio") ?? 0.5)
+    if node.input.count > 1, !node.input[1].isEmpty, let t = initializers[node.input[1]], let r = try? floats(t, node), r.data.count == 1 {
+      rate = Double(r.data[0])
+    }
+    define(node, layerName(node, weight: nil), "dropout(\(x), rate: \(formatFloat(rate)))")
+  }
+
+  func transposed(_ t: (shape: [Int], data: [Float])) -> (shape: [Int], data: [Float]) {
+    let (r, c) = (t.shape[0], t.shape[1])
+    var out = [Float](repeating: 0, count: r * c)
+    for i in 0..<r { for j in 0..<c { out[j * r + i] = t.data[i * c + j] } }
+    return ([c, r], out)
+  }
+
+  /// The `.graph` text: a header naming the source, the input, the label, the statements, the loss.
+  func text() -> String {
+    let body = statements.dropFirst()
+    return """
+      # Imported by cnnc from \((path as NSString).lastPathComponent): the ONNX graph's ops, and a cross-entropy
+      # loss on its output so that it trains.
+      graph \(name)
+
+      \(statements[0])
+      input label: i32[N]
+
+      \(body.joined(separator: "\n"))
+      loss = cross_entropy(\(output), label)
+
+      output \(output)
+      minimize loss
+
+      """
+  }
+}

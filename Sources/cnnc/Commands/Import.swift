@@ -1,0 +1,36 @@
+import ArgumentParser
+import Foundation
+import GraphIR
+import ONNX
+import Passes
+import Runtime
+
+/// `cnnc import`: an ONNX model as a `.graph` file and its initializers as safetensors.
+struct Import: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Translate an ONNX model into a .graph file, with its weights as safetensors under the graph's state_dict names.",
+    discussion: "Supported ONNX ops: \(ONNXImport.supported.joined(separator: ", ")). The graph gets a label input and a cross_entropy loss on the model's output, so `cnnc train` trains it; a final Softmax or LogSoftmax is folded into that loss.")
+
+  @Argument(help: "The .onnx file.") var model: String
+  @Option(name: .shortAndLong, help: "The .graph file to write (default: the model's name with .graph).") var output: String?
+  @Option(help: "The safetensors file for the initializers (default: the model's name with .safetensors).") var weightsOut: String?
+
+  func run() throws {
+    try reportingErrors {
+      let imported = try ONNXImport.read(model)
+      let stem = (model as NSString).deletingPathExtension
+      let graphPath = output ?? stem + ".graph", weightsPath = weightsOut ?? stem + ".safetensors"
+      // The weights must be what the graph's parameters and buffers are: names and shapes.
+      let shapes = try inferShapes(imported.graph, batch: 1)
+      for name in imported.graph.parameterNames + imported.graph.bufferNames {
+        guard let t = imported.tensors[name] else { throw ONNXImportError("\(model): no initializer gives \(name)") }
+        guard t.shape == shapes[name]!.dims else { throw ONNXImportError("\(model): \(name) is \(t.shape) in the model; the graph needs \(shapes[name]!.dims)") }
+      }
+      try imported.text.write(toFile: graphPath, atomically: true, encoding: .utf8)
+      try SafeTensors(tensors: imported.tensors).write(to: weightsPath)
+      let count = imported.tensors.values.reduce(0) { $0 + $1.data.count }
+      print("wrote \(graphPath) (\(imported.graph.nodes.count) statements) and \(weightsPath) (\(imported.tensors.count) tensors, \(count) values)")
+      for note in imported.notes { print("note: \(note)") }
+    }
+  }
+}

@@ -1,0 +1,97 @@
+import CNNCTestSupport
+import Foundation
+import GraphIR
+import ONNX
+import Passes
+import Runtime
+import Testing
+
+/// ONNX models exported by torch.onnx (`Scripts/onnx/export_fixtures.py`, committed in Tests/Fixtures/onnx with
+/// PyTorch's outputs on three fixed images) read into `.graph`: the statements a hand-written file would have,
+/// the weights under their state_dict names, and the same outputs; malformed and unsupported models get one
+/// clear error.
+@Suite struct ImportTests {
+  static let fixtures = Fixtures.root.appendingPathComponent("Tests/Fixtures/onnx")
+
+  struct Expected: Decodable {
+    var input: [Float]
+    var shape: [Int]
+    var output: [Float]
+  }
+
+  /// The imported graph's inference output (the reference interpreter) on the fixture's images, and PyTorch's.
+  static func outputs(_ name: String) throws -> (ImportedModel, [Float], [Float]) {
+    let m = try ONNXImport.read(fixtures.appendingPathComponent("\(name).onnx").path)
+    let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: fixtures.appendingPathComponent("\(name).onnx.json")))
+    let graph = prunedToOutput(m.graph)
+    let shapes = try inferShapes(graph, batch: expected.shape[0])
+    let parameters = m.tensors.mapValues { Tensor<Float>(shape: $0.shape, data: $0.data) }
+    let n = expected.shape[0]
+    let env = try Interpreter<Float>(graph: graph, shapes: shapes).run(
+      inputs: [graph.inputs[0].name: .f32(Tensor(shape: expected.shape, data: expected.input)), "label": .i32(shape: [n], data: [Int32](repeating: 0, count: n))],
+      parameters: parameters, context: ReferenceContext(training: false))
+    return (m, env[graph.output!]!.tensor!.data, expected.output)
+  }
+
+  @Test func tinyReadsLikeTheHandWrittenGraphAndComputesPyTorchsLogits() throws {
+    let (m, ours, theirs) = try Self.outputs("tiny")
+    #expect(m.text.contains("conv1 = conv2d(image, filters: 4, kernel: 3, stride: 2)"), "\(m.text)")
+    #expect(m.text.contains("maxpool(Relu, size: 2)") || m.text.contains("size: 2)"), "\(m.text)")
+    #expect(m.text.contains("fc1 = dense(") && m.text.contains("units: 10)") && m.text.contains("loss = cross_entropy(fc1, label)"), "\(m.text)")
+    #expect(Set(m.tensors.keys) == ["conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias"])
+    #expect(m.graph.parameterNames == ["conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias"])
+    #expect(ours.count == theirs.count && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-4 }, "\(ours.prefix(5)) vs \(theirs.prefix(5))")
+    #expect(m.notes.isEmpty)
+  }
+
+  /// Batch norm (running statistics away from 0 and 1, momentum converted), a residual add, average pooling
+  /// and a final log-softmax, which is folded into the loss (PyTorch's log-probabilities = log_softmax of ours).
+  @Test func batchNormResidualAndAFinalLogSoftmax() throws {
+    let (m, ours, theirs) = try Self.outputs("bnnet")
+    #expect(m.text.contains("bn1 = batchnorm(conv1)"), "\(m.text)")
+    #expect(m.text.contains("add("), "\(m.text)")
+    #expect(m.text.contains("avgpool("), "\(m.text)")
+    #expect(Set(m.tensors.keys).isSuperset(of: ["bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var", "conv1.weight", "fc.bias"]))
+    #expect(m.notes.contains { $0.contains("LogSoftmax is folded into the loss") })
+    let classes = 5
+    for row in 0..<(ours.count / classes) {
+      let z = Array(ours[(row * classes)..<((row + 1) * classes)])
+      let top = z.max()!, logSum = top + log(z.reduce(0) { $0 + exp($1 - top) })
+      for k in 0..<classes { #expect(abs(z[k] - logSum - theirs[row * classes + k]) <= 1e-4) }
+    }
+  }
+
+  static func error(_ data: Data) -> String {
+    do {
+      _ = try ONNXImport.translate(data, path: "m.onnx")
+      return ""
+    } catch {
+      return "\(error)"
+    }
+  }
+
+  @Test func malformedModelsGetOneClearError() throws {
+    let tiny = try Data(contentsOf: Self.fixtures.appendingPathComponent("tiny.onnx"))
+    #expect(Self.error(Data("not a model at all, just text".utf8)).contains("m.onnx: not an ONNX model"))
+    #expect(Self.error(tiny.prefix(tiny.count / 2)).hasPrefix("m.onnx: "))
+    #expect(Self.error(Data()).contains("the model has no graph"))
+    #expect(throws: ONNXImportError.self) { _ = try ONNXImport.read("/nonexistent/model.onnx") }
+    // Every byte flipped in turn in a stretch of the file: an error or a model, never a crash.
+    for i in stride(from: 0, to: tiny.count, by: max(1, tiny.count / 300)) {
+      var d = tiny
+      d[i] ^= 0xA5
+      _ = Self.error(d)
+    }
+  }
+
+  /// An op cnnc lacks is named with its node and the list of what is supported.
+  @Test func anUnsupportedOpIsNamed() throws {
+    let tiny = try Data(contentsOf: Self.fixtures.appendingPathComponent("tiny.onnx"))
+    // The Relu node's op_type field (field 4, length-delimited: tag 0x22, length 4) becomes an op cnnc lacks.
+    var d = tiny
+    let at = try #require(d.range(of: Data([0x22, 0x04]) + Data("Relu".utf8)))
+    d.replaceSubrange(at, with: Data([0x22, 0x04]) + Data("Erf_".utf8))
+    let message = Self.error(d)
+    #expect(message.contains("(Erf_): not supported; cnnc imports Conv, Relu"), "\(message)")
+  }
+}
