@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev gcc-aarch64-linux-gnu qemu-user
 
-.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare fashion-compare onnx-check batchnorm-check interop fuzz fuzz-graphs report-screenshot sz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -68,11 +68,11 @@ interop: release $(VENV)/bin/python
 	$(CNNC) eval Graphs/simplecnn.graph --weights .build/interop/from-pytorch.safetensors | head -1
 
 # Coverage-guided fuzzing with libFuzzer: TARGET=graph (the whole pipeline to the memory plan), safetensors,
-# idx (raw and gzip), png, or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
+# idx (raw and gzip), png, onnx (import, shapes, lowering), or all (the default), FUZZ_SECONDS each. Crashes land in Fuzz/regressions/TARGET/,
 # which `make test` replays; commit them with the fix.
 FUZZ_SECONDS ?= 120
 TARGET ?= all
-FUZZ_TARGETS = graph safetensors idx png
+FUZZ_TARGETS = graph safetensors idx png onnx
 FUZZ = .build-fuzz/release/cnnc-fuzz
 fuzz: release
 	$(SWIFT) build -c release --product cnnc-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xlinker --export-dynamic
@@ -82,6 +82,7 @@ fuzz: release
 	  case $$t in \
 	    graph) cp Graphs/*.graph Graphs/invalid/*.graph .build-fuzz/corpus/$$t/ ;; \
 	    png) cp Tests/Fixtures/*.png .build-fuzz/corpus/$$t/ ;; \
+	    onnx) cp Tests/Fixtures/onnx/*.onnx .build-fuzz/corpus/$$t/ ;; \
 	    idx) cp data/mnist/t10k-labels-idx1-ubyte.gz .build-fuzz/corpus/$$t/ ;; \
 	    safetensors) $(CNNC) train Graphs/tiny.graph --jit --steps 2 --out .build-fuzz/seed-run --no-report >/dev/null && \
 	      cp .build-fuzz/seed-run/weights.safetensors .build-fuzz/seed-run/optimizer.safetensors .build-fuzz/corpus/$$t/ ;; \
@@ -141,6 +142,16 @@ fashion-compare: release $(PEERS)/bin/python
 	@correct=$$($(CNNC) eval Graphs/bncnn.graph --weights .build/fashion-pytorch.safetensors --data $(FASHION) | sed -n 's/.*(\([0-9]*\) of.*/\1/p' | head -1); \
 	expected=$$(python3 -c "import json; print(json.loads(open('.build/fashion-pytorch.json').read().splitlines()[-1])['correct'])"); \
 	echo "PyTorch-trained bncnn: PyTorch $$expected correct, cnnc eval $$correct"; [ "$$correct" = "$$expected" ]
+
+# ONNX in and out against the real tools (PyPI torch, onnx and onnxruntime in .build/peers): the seed networks
+# exported by torch.onnx, imported by cnnc (parameter count, logits within 1e-4 on 100 test images) and trained
+# an epoch; a cnnc-trained SimpleCNN exported, checked by onnx.checker and run by ONNX Runtime (the same 10,000
+# test predictions as cnnc). ONNX_STEPS=N cuts the training epochs short.
+ONNX_STEPS ?=
+onnx-check: release $(PEERS)/bin/python
+	$(PEERS)/bin/pip install -q onnx onnxruntime
+	@mkdir -p .build/onnx-check
+	$(PEERS)/bin/python Scripts/onnx/onnx_check.py $(CNNC) .build/onnx-check $(ONNX_STEPS)
 
 # Batch norm against PyTorch: a cnnc-trained bncnn loaded into nn.BatchNorm2d / nn.BatchNorm1d (strict state_dict,
 # buffers and num_batches_tracked included) must predict the MNIST test set exactly as `cnnc eval` does.

@@ -38,7 +38,7 @@ let package = Package(
       ]),
 
     // Every reader and the whole pipeline as fuzz targets; `cnnc-fuzz` runs them under libFuzzer.
-    .target(name: "FuzzTargets", dependencies: ["GraphIR", "Passes", "Lowering", "Runtime"]),
+    .target(name: "FuzzTargets", dependencies: ["GraphIR", "Passes", "Lowering", "Runtime", "ONNX"]),
     .executableTarget(name: "cnnc-fuzz", dependencies: ["FuzzTargets"]),
 
     .target(name: "CNNCTestSupport", dependencies: ["GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),

@@ -1,6 +1,7 @@
 import Foundation
 import GraphIR
 import Lowering
+import ONNX
 import Passes
 import Runtime
 
@@ -16,6 +17,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
   case idx
   /// A PNG image.
   case png
+  /// An ONNX model: imported, then its graph through shapes and the inference lowering.
+  case onnx
 
   /// Runs one input; returns true when it was accepted, false when it was refused with an error.
   @discardableResult
@@ -25,6 +28,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case .safetensors: Self.safetensors(bytes)
     case .idx: Self.idx(bytes)
     case .png: (try? PNG.decode(bytes, path: "fuzz.png")) != nil
+    case .onnx: Self.onnx(bytes)
     }
   }
 
@@ -70,6 +74,13 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     _ = try? p.load(st, path: "fuzz.safetensors")
     _ = try? OptimizerCheckpoint(st, path: "fuzz.safetensors", parameters: p, kind: .adam, momentum: 0)
     return true
+  }
+
+  static func onnx(_ bytes: [UInt8]) -> Bool {
+    guard let m = try? ONNXImport.translate(Data(bytes), path: "fuzz.onnx") else { return false }
+    guard let shapes = try? inferShapes(m.graph, batch: 1) else { return false }
+    _ = summarize(m.graph, shapes)
+    return (try? lower(m.graph, batch: 1, mode: .infer, target: fuzzTarget)) != nil
   }
 
   static func idx(_ bytes: [UInt8]) -> Bool {

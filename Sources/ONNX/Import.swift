@@ -14,9 +14,9 @@ public struct ImportedModel: Sendable {
   public var notes: [String]
 }
 
-/// A model file cnnc cannot import: the message names the file, and the node and its op type when one is
-/// to blame.
-public struct ONNXImportError: UserFacingError {
+/// A model file cnnc cannot import (the message names the file, and the node and its op type when one is to
+/// blame), or a graph it cannot export.
+public struct ONNXError: UserFacingError {
   public var description: String
   public init(_ description: String) { self.description = description }
 }
@@ -29,17 +29,20 @@ public enum ONNXImport {
   /// The ONNX op types the import maps to `.graph` ops.
   public static let supported = ["Conv", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "MaxPool", "AveragePool", "GlobalAveragePool",
                                  "Flatten", "Reshape", "Gemm", "MatMul", "Add", "BatchNormalization", "Dropout", "Identity",
-                                 "Softmax", "LogSoftmax", "Constant"]
+                                 "Softmax", "LogSoftmax", "Constant", "Shape, Gather, Unsqueeze, Concat, Cast, Slice, Squeeze (computing a Reshape's shape)"]
+  /// Ops that compute shapes (`x.view(x.size(0), -1)` exports Shape, Gather, Unsqueeze, Concat, Reshape): kept
+  /// out of the graph, their values allowed only as a Reshape's target shape.
+  static let shapeOps: Set = ["Shape", "Gather", "Unsqueeze", "Concat", "Constant", "Cast", "Slice", "Squeeze"]
 
   /// Reads and translates the model at `path`.
   public static func read(_ path: String) throws -> ImportedModel {
-    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { throw ONNXImportError("\(path): no such file") }
-    guard attributes[.type] as? FileAttributeType == .typeRegular else { throw ONNXImportError("\(path): not a regular file") }
+    guard let attributes = try? FileManager.default.attributesOfItem(atPath: path) else { throw ONNXError("\(path): no such file") }
+    guard attributes[.type] as? FileAttributeType == .typeRegular else { throw ONNXError("\(path): not a regular file") }
     let size = (attributes[.size] as? Int) ?? 0
     guard size <= maxFileBytes else {
-      throw ONNXImportError("\(path): \(size) bytes is more than the \(maxFileBytes >> 20) MiB an ONNX model file may have here")
+      throw ONNXError("\(path): \(size) bytes is more than the \(maxFileBytes >> 20) MiB an ONNX model file may have here")
     }
-    guard let data = FileManager.default.contents(atPath: path) else { throw ONNXImportError("\(path): cannot read the file") }
+    guard let data = FileManager.default.contents(atPath: path) else { throw ONNXError("\(path): cannot read the file") }
     return try translate(data, path: path)
   }
 
@@ -49,19 +52,22 @@ public enum ONNXImport {
     do {
       model = try Onnx_ModelProto(serializedBytes: data)
     } catch {
-      throw ONNXImportError("\(path): not an ONNX model (the protobuf does not parse: \(error))")
+      throw ONNXError("\(path): not an ONNX model (the protobuf does not parse: \(error))")
     }
-    guard model.hasGraph, !model.graph.node.isEmpty else { throw ONNXImportError("\(path): the model has no graph (no nodes)") }
+    guard model.hasGraph, !model.graph.node.isEmpty else { throw ONNXError("\(path): the model has no graph (no nodes)") }
     // Named after the file: exporters name every graph alike (torch.onnx: "main_graph").
     var t = Translator(path: path, name: identifier(((path as NSString).lastPathComponent as NSString).deletingPathExtension))
     try t.run(model.graph)
-    let text = t.text()
+    let draft = t.text()
     let graph: Graph
     do {
-      graph = try Parser.parse(text, defaultName: t.name)
+      graph = try Parser.parse(draft, defaultName: t.name)
     } catch {
-      throw ONNXImportError("\(path): the translated graph does not parse (a defect of the import):\n\(error)\n\(text)")
+      throw ONNXError("\(path): the translated graph does not parse (a defect of the import):\n\(error)\n\(draft)")
     }
+    // Printed as the compiler prints graphs (aligned, as the hand-written ones are), under a header naming the source.
+    let text = "# Imported by cnnc from \((path as NSString).lastPathComponent): the ONNX graph's ops, and a cross-entropy\n"
+      + "# loss on its output so that it trains.\n" + Printer.print(graph)
     return ImportedModel(text: text, graph: graph, tensors: t.tensors, notes: t.notes)
   }
 
@@ -88,6 +94,8 @@ struct Translator {
   var tensors: [String: (shape: [Int], data: [Float])] = [:]
   var notes: [String] = []
   var output = ""
+  /// ONNX values that hold shapes, not activations (outputs of `ONNXImport.shapeOps`).
+  var shapeValues = Set<String>()
   /// `.graph` dense nodes without bias (from MatMul) that a following Add may give one: statement index.
   var biasless: [String: (statement: Int, units: Int)] = [:]
 
@@ -96,39 +104,39 @@ struct Translator {
     self.name = name
   }
 
-  func fail(_ node: Onnx_NodeProto, _ message: String) -> ONNXImportError {
-    ONNXImportError("\(path): node '\(node.name.isEmpty ? node.output.first ?? "?" : node.name)' (\(node.opType)): \(message)")
+  func fail(_ node: Onnx_NodeProto, _ message: String) -> ONNXError {
+    ONNXError("\(path): node '\(node.name.isEmpty ? node.output.first ?? "?" : node.name)' (\(node.opType)): \(message)")
   }
 
   mutating func run(_ g: Onnx_GraphProto) throws {
     for i in g.initializer { initializers[i.name] = i }
     let inputs = g.input.filter { initializers[$0.name] == nil }
     guard inputs.count == 1 else {
-      throw ONNXImportError("\(path): the graph has \(inputs.count) inputs besides its initializers; cnnc imports models with one image input")
+      throw ONNXError("\(path): the graph has \(inputs.count) inputs besides its initializers; cnnc imports models with one image input")
     }
     try declareInput(inputs[0])
-    guard g.output.count == 1 else { throw ONNXImportError("\(path): the graph has \(g.output.count) outputs; cnnc imports models with one output") }
+    guard g.output.count == 1 else { throw ONNXError("\(path): the graph has \(g.output.count) outputs; cnnc imports models with one output") }
     let outputName = g.output[0].name
     for node in g.node {
       guard node.domain.isEmpty || node.domain == "ai.onnx" else { throw fail(node, "the op domain '\(node.domain)' is not the standard one") }
       try translate(node, isLast: node.output.first == outputName)
     }
-    guard let out = values[outputName] else { throw ONNXImportError("\(path): the graph's output '\(outputName)' is not computed by its nodes") }
+    guard let out = values[outputName] else { throw ONNXError("\(path): the graph's output '\(outputName)' is not computed by its nodes") }
     output = out
   }
 
   mutating func declareInput(_ v: Onnx_ValueInfoProto) throws {
     let type = v.type.tensorType
     guard type.elemType == Int32(Onnx_TensorProto.DataType.float.rawValue) else {
-      throw ONNXImportError("\(path): input '\(v.name)' is not float32; cnnc imports float32 image models")
+      throw ONNXError("\(path): input '\(v.name)' is not float32; cnnc imports float32 image models")
     }
     let dims = type.shape.dim
     guard dims.count == 4 || dims.count == 2 else {
-      throw ONNXImportError("\(path): input '\(v.name)' has rank \(dims.count); cnnc imports [N, C, H, W] images or [N, features]")
+      throw ONNXError("\(path): input '\(v.name)' has rank \(dims.count); cnnc imports [N, C, H, W] images or [N, features]")
     }
     var shape = ["N"]
     for d in dims.dropFirst() {
-      guard case .dimValue(let n)? = d.value, n > 0 else { throw ONNXImportError("\(path): input '\(v.name)' has a dimension without a size after the batch") }
+      guard case .dimValue(let n)? = d.value, n > 0 else { throw ONNXError("\(path): input '\(v.name)' has a dimension without a size after the batch") }
       shape.append("\(n)")
     }
     input = fresh(v.name == "input" || v.name.isEmpty ? "image" : v.name)
@@ -214,8 +222,19 @@ struct Translator {
 
   mutating func translate(_ node: Onnx_NodeProto, isLast: Bool) throws {
     guard !node.output.isEmpty else { throw fail(node, "the node has no output") }
+    if ONNXImport.shapeOps.contains(node.opType) {
+      // Shape reads only its input's shape; the others must compute from shapes and constants alone.
+      let fromActivations = node.input.enumerated().contains { i, v in
+        !v.isEmpty && values[v] != nil && !(node.opType == "Shape" && i == 0)
+      }
+      if fromActivations { throw fail(node, "computes on activations; cnnc takes \(node.opType) only in the shape computation of a Reshape") }
+      shapeValues.formUnion(node.output)
+      return
+    }
+    if node.input.contains(where: shapeValues.contains), node.opType != "Reshape" {
+      throw fail(node, "reads a computed shape; cnnc takes computed shapes only as a Reshape's target shape")
+    }
     switch node.opType {
-    case "Constant": return  // read where used (Reshape's shape)
     case "Identity": values[node.output[0]] = try operand(node, 0)
     case "Conv": try conv(node)
     case "Relu": define(node, layerName(node, weight: nil), "relu(\(try operand(node, 0)))")
@@ -227,7 +246,18 @@ struct Translator {
     case "Flatten":
       guard (int(node, "axis") ?? 1) == 1 else { throw fail(node, "axis \(int(node, "axis")!): cnnc flattens everything after the batch (axis 1)") }
       define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
-    case "Reshape": define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
+    case "Reshape":
+      // To [N, features]: a constant shape is checked; a computed one (x.view(x.size(0), -1)) is taken as that, and
+      // shape inference checks the layers after it.
+      if node.input.count > 1, let t = initializers[node.input[1]] {
+        let shape = t.int64Data.isEmpty ? t.rawData.withUnsafeBytes { raw in (0..<(raw.count / 8)).map { Int(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self))) } } : t.int64Data.map { Int($0) }
+        guard shape.count == 2, [0, -1].contains(shape[0]) || shape[1] == -1 else {
+          throw fail(node, "reshape to \(shape): cnnc reshapes only to [N, features] (a flatten)")
+        }
+      } else if node.input.count < 2 || !shapeValues.contains(node.input[1]) {
+        throw fail(node, "the target shape must be a constant or computed from shapes")
+      }
+      define(node, layerName(node, weight: nil), "flatten(\(try operand(node, 0)))")
     case "Gemm": try gemm(node)
     case "MatMul": try matmul(node)
     case "Add": try add(node)
@@ -356,12 +386,10 @@ struct Translator {
     return ([c, r], out)
   }
 
-  /// The `.graph` text: a header naming the source, the input, the label, the statements, the loss.
+  /// The `.graph` text: the input, the label, the statements, the loss.
   func text() -> String {
     let body = statements.dropFirst()
     return """
-      # Imported by cnnc from \((path as NSString).lastPathComponent): the ONNX graph's ops, and a cross-entropy
-      # loss on its output so that it trains.
       graph \(name)
 
       \(statements[0])

@@ -3,6 +3,7 @@ import Foundation
 import GraphIR
 import LLVMBackend
 import Lowering
+import ONNX
 import Passes
 import Runtime
 import SwiftBackend
@@ -16,14 +17,21 @@ func printError(_ s: String) {
   FileHandle.standardError.write(Data(s.utf8))
 }
 
-/// Reads and parses a `.graph` file, printing compiler-style diagnostics on failure.
+/// Reads and parses a `.graph` file (or imports an `.onnx` model), printing compiler-style diagnostics on failure.
 struct GraphFile {
   let path: String
   let source: [UInt8]
   let graph: Graph
+  /// The weights an imported model carries (its ONNX initializers), under the graph's `state_dict` names.
+  var initializers: SafeTensors?
 
   /// Reads a model file; `anyDialect` also accepts the compiler's backward and fused dialects (IR dumps).
+  /// An `.onnx` file is translated (`cnnc import`), and its `source` is the translated `.graph` text.
   init(path: String, anyDialect: Bool = false) throws {
+    if path.lowercased().hasSuffix(".onnx") {
+      self = try GraphFile(onnx: path)
+      return
+    }
     self.path = path
     do { try requireRegularFile(path) } catch {
       printError("error: cannot read graph file: \(error)\n")
@@ -49,6 +57,23 @@ struct GraphFile {
       printError(error.render(file: path, source: source))
       throw ReportedFailure
     }
+  }
+
+  /// An ONNX model read as a graph, with its initializers; notes about the translation go to stderr.
+  init(onnx path: String) throws {
+    let imported = try reportingErrors { try ONNXImport.read(path) }
+    self.path = path + " (as .graph)"
+    source = Array(imported.text.utf8)
+    graph = imported.graph
+    initializers = SafeTensors(tensors: imported.tensors)
+    for note in imported.notes { printError("note: \(path): \(note)\n") }
+  }
+
+  /// The weights to start from: the checkpoint at `weights`, else the model's own initializers.
+  func weights(_ weights: String?) throws -> (SafeTensors, path: String) {
+    if let weights { return (try SafeTensors.read(from: weights), weights) }
+    guard let initializers else { throw CheckpointError("--weights is required: \(path) carries no weights (an .onnx model does)") }
+    return (initializers, path)
   }
 
   /// A graph compiled into the binary (so `cnnc train --jit` works from any directory).

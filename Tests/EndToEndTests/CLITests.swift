@@ -270,6 +270,33 @@ import Testing
     #expect(p.status == 0 && p.stdout.contains("\"prediction\": 2"), "\(p.stdout) \(p.stderr)")
   }
 
+  /// An ONNX model through every command: import writes the .graph and weights, train starts from the model's
+  /// own weights, export writes the trained model, eval and predict read the exported one with its weights;
+  /// an unsupported file is one error.
+  @Test func onnxModelsImportTrainExportAndEvaluate() throws {
+    let dir = NSTemporaryDirectory() + "cnnc-onnx-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let model = Fixtures.root.appendingPathComponent("Tests/Fixtures/onnx/tiny.onnx").path
+    let i = try Self.run(["import", model, "-o", dir + "/tiny.graph", "--weights-out", dir + "/tiny.safetensors"])
+    #expect(i.status == 0 && i.stdout.contains("(4 tensors, 1490 values)"), "\(i.stdout) \(i.stderr)")
+    // The imported weights evaluate as the model does, whether read from the .onnx or from the files import wrote.
+    let direct = try Self.run(["eval", model])
+    let written = try Self.run(["eval", dir + "/tiny.graph", "--weights", dir + "/tiny.safetensors"])
+    #expect(direct.status == 0 && direct.stdout.split(separator: "\n").first == written.stdout.split(separator: "\n").first, "\(direct.stdout) \(direct.stderr)")
+    let t = try Self.run(["train", model, "--jit", "--steps", "60", "--out", dir + "/run", "--no-report"])
+    #expect(t.status == 0, "\(t.stderr)")
+    let e = try Self.run(["export", dir + "/run/model.graph", "--weights", dir + "/run/weights.safetensors", "-o", dir + "/trained.onnx"])
+    #expect(e.status == 0 && e.stdout.contains("opset 17, 4 initializers"), "\(e.stdout) \(e.stderr)")
+    let accuracy = try #require(t.stdout.split(separator: "\n").last { $0.hasPrefix("epoch 1:") }?.split(separator: " ").last { $0.hasSuffix("%") })
+    let back = try Self.run(["eval", dir + "/trained.onnx"])
+    #expect(back.status == 0 && back.stdout.contains(String(accuracy)), "\(back.stdout) \(back.stderr) train: \(accuracy)")
+    let p = try Self.run(["predict", dir + "/trained.onnx", "data/mnist/t10k-images-idx3-ubyte.gz", "--count", "2", "--json", "--backend", "jit"])
+    #expect(p.status == 0 && p.stdout.split(separator: "\n").count == 2, "\(p.stdout) \(p.stderr)")
+    try Data("not an onnx model".utf8).write(to: URL(fileURLWithPath: dir + "/bad.onnx"))
+    let bad = try Self.run(["compile", dir + "/bad.onnx"])
+    #expect(Self.failedCleanly(bad) && bad.stderr.contains("bad.onnx: not an ONNX model"), "\(bad.stderr)")
+  }
+
   /// A finished run resumed with the same plan has nothing to do, says so, and leaves its history alone.
   @Test func resumingPastThePlanIsRefusedAndKeepsTheHistory() throws {
     let out = NSTemporaryDirectory() + "cnnc-done-\(UUID().uuidString)"

@@ -76,6 +76,12 @@ import Testing
     Self.fuzz(.idx, seeds: [images, labels, gz], count: 600)
   }
 
+  @Test func mutatedONNXModelsNeverCrash() throws {
+    let dir = Fixtures.root.appendingPathComponent("Tests/Fixtures/onnx")
+    let seeds = try ["tiny.onnx", "bnnet.onnx"].map { [UInt8](try Data(contentsOf: dir.appendingPathComponent($0))) }
+    Self.fuzz(.onnx, seeds: seeds, count: 600)
+  }
+
   @Test func mutatedPNGsNeverCrash() throws {
     let seven = try [UInt8](Data(contentsOf: Fixtures.root.appendingPathComponent("Tests/Fixtures/seven.png")))
     Self.fuzz(.png, seeds: [seven], count: 1500)

@@ -23,7 +23,7 @@ struct Compile: ParsableCommand {
 
   enum Emit: String, ExpressibleByArgument, CaseIterable { case swift, llvm, asm, obj, none }
 
-  @Argument(help: "The .graph file to compile.")
+  @Argument(help: "The .graph file (or .onnx model) to compile.")
   var file: String
 
   @Option(help: "Batch size bound to N.")

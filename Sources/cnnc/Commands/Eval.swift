@@ -9,8 +9,8 @@ import Runtime
 struct Eval: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Evaluate trained weights on the test set.")
 
-  @Argument(help: "The .graph file.") var file: String
-  @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
+  @Argument(help: "The .graph file or .onnx model.") var file: String
+  @Option(help: "Weights in safetensors format (state_dict names); an .onnx model's own by default.") var weights: String?
   @Option(help: "Data directory: IDX, CIFAR-10 or CIFAR-100 binary files (see cnnc train --help).") var data: String?
   @Option(parsing: .unconditional, help: "Evaluation batch size (at most the test set; inference itself runs in chunks of 64).") var batch: Int = 1000
   @Option(help: "Back end: jit or interp.") var backend: String = "jit"
@@ -29,8 +29,8 @@ struct Eval: ParsableCommand {
       // A batch beyond the test set would only allocate images that do not exist.
       let batch = max(1, min(self.batch, test.count))
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-      let st = try SafeTensors.read(from: weights)
-      try params.load(st, path: weights)
+      let (st, source) = try f.weights(weights)
+      try params.load(st, path: source)
       var options = TrainingOptions(outputDirectory: ".")
       options.normalization = try Normalization(metadata: st.metadata) ?? .mnist
       options.evalBatch = batch

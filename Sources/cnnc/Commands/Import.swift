@@ -23,8 +23,8 @@ struct Import: ParsableCommand {
       // The weights must be what the graph's parameters and buffers are: names and shapes.
       let shapes = try inferShapes(imported.graph, batch: 1)
       for name in imported.graph.parameterNames + imported.graph.bufferNames {
-        guard let t = imported.tensors[name] else { throw ONNXImportError("\(model): no initializer gives \(name)") }
-        guard t.shape == shapes[name]!.dims else { throw ONNXImportError("\(model): \(name) is \(t.shape) in the model; the graph needs \(shapes[name]!.dims)") }
+        guard let t = imported.tensors[name] else { throw ONNXError("\(model): no initializer gives \(name)") }
+        guard t.shape == shapes[name]!.dims else { throw ONNXError("\(model): \(name) is \(t.shape) in the model; the graph needs \(shapes[name]!.dims)") }
       }
       try imported.text.write(toFile: graphPath, atomically: true, encoding: .utf8)
       try SafeTensors(tensors: imported.tensors).write(to: weightsPath)

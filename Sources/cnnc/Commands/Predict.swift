@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GraphIR
+import LLVMBackend
 import Passes
 import Runtime
 
@@ -11,18 +12,24 @@ struct Predict: ParsableCommand {
     abstract: "Predict the class of an image (PNG, IDX with --index, or every PNG in a directory) with trained weights.",
     discussion: "Images are white-on-black like MNIST; pass --invert for dark digits on a light background.")
 
-  @Argument(help: "The .graph file.") var file: String
-  @Option(help: "Weights in safetensors format.") var weights: String
+  @Argument(help: "The .graph file or .onnx model.") var file: String
+  @Option(help: "Weights in safetensors format; an .onnx model's own by default.") var weights: String?
   @Argument(help: "A PNG image of the graph's input size, an IDX images file, or a directory of PNG images.") var image: String
   @Option(parsing: .unconditional, help: "Which image of an IDX file (0-based).") var index: Int = 0
+  @Option(parsing: .unconditional, help: "How many images of an IDX file, from --index on.") var count: Int = 1
   @Flag(help: "Invert the image (255 - x) before classifying.") var invert = false
   @Flag(help: "Also print the raw logits (the graph's output).") var logits = false
   @Option(parsing: .unconditional, help: "Print only the K most probable classes, most probable first.") var top: Int?
   @Flag(help: "One JSON object per image: file, prediction, probabilities (and logits, label).") var json = false
+  @Option(help: "Back end: interp (the reference interpreter, no compile step) or jit (compiled first; faster for many images).")
+  var backend: String = "interp"
+  @OptionGroup(title: "Target") var targetOptions: TargetOptions
 
   func validate() throws {
     guard index >= 0 else { throw ValidationError("--index must be at least 0, got \(index)") }
+    guard count >= 1 else { throw ValidationError("--count must be at least 1, got \(count)") }
     if let top, top < 1 { throw ValidationError("--top must be at least 1, got \(top)") }
+    guard ["interp", "jit"].contains(backend) else { throw ValidationError("--backend must be interp or jit") }
   }
 
   /// One image to classify: where it came from, its pixels, and its true label when the data gives one.
@@ -42,11 +49,15 @@ struct Predict: ParsableCommand {
       }
       let items = try self.items(height: dims[2], width: dims[3], channels: dims[1])
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
-      let st = try SafeTensors.read(from: weights)
-      try params.load(st, path: weights)
+      let (st, source) = try f.weights(weights)
+      try params.load(st, path: source)
       let normalization = try Normalization(metadata: st.metadata) ?? .mnist
-      var backend = try InterpreterBackend(graph: f.graph)
-      backend.load(params, Optimizer(kind: .adam, learningRate: 0))
+      let optimizer = Optimizer(kind: .adam, learningRate: 0)
+      var backend: any Backend = self.backend == "jit"
+        ? try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: optimizer, compiler: try JITCompiler(target: try targetOptions.resolve(runsHere: true)),
+                              inferenceCalls: [1], inferenceOnly: true)
+        : try InterpreterBackend(graph: f.graph)
+      try backend.load(params, optimizer)
       for item in items {
         let pixels = invert ? item.pixels.map { 255 - $0 } : item.pixels
         let set = ImageDataset(images: pixels, labels: [0], count: 1, rows: dims[2], cols: dims[3], channels: dims[1])
@@ -69,10 +80,14 @@ struct Predict: ParsableCommand {
     guard channels == 1 else { throw DataError("\(image): IDX images are grey; this graph takes \(channels)-channel images (give a PNG)") }
     let bytes = try ImageDataset.readMaybeGzipped(image)
     let idx = try ImageDataset.parse(bytes, path: image, magic: 0x0000_0803)
-    guard index < idx.dims[0] else { throw DataError("--index \(index) is out of range: \(image) holds \(idx.dims[0]) images") }
+    guard index < idx.dims[0], count <= idx.dims[0] - index else {
+      throw DataError("--index \(index)\(count > 1 ? " --count \(count)" : "") is out of range: \(image) holds \(idx.dims[0]) images")
+    }
     guard idx.dims[1] == height, idx.dims[2] == width else { throw DataError("\(image) holds \(idx.dims[1])x\(idx.dims[2]) images; the graph takes \(height)x\(width)") }
-    let px = height * width
-    return [Item(name: "\(image)[\(index)]", pixels: Array(idx.data[(index * px)..<((index + 1) * px)]), label: try label(ofIDX: image, count: idx.dims[0]))]
+    let px = height * width, labels = try self.labels(ofIDX: image, count: idx.dims[0])
+    return (index..<(index + count)).map { i in
+      Item(name: "\(image)[\(i)]", pixels: Array(idx.data[(i * px)..<((i + 1) * px)]), label: labels.map { Int($0[i]) })
+    }
   }
 
   /// A PNG as the graph's channels: grey for one (colour reduced to its luma), planar RGB for three.
@@ -86,14 +101,14 @@ struct Predict: ParsableCommand {
     return Item(name: path, pixels: png.pixels, label: nil)
   }
 
-  /// The true label of image `index` from the labels file beside an IDX images file
-  /// (`...-images-idx3-ubyte[.gz]` -> `...-labels-idx1-ubyte[.gz]`), when there is one that fits.
-  func label(ofIDX path: String, count: Int) throws -> Int? {
+  /// The true labels from the labels file beside an IDX images file (`...-images-idx3-ubyte[.gz]` ->
+  /// `...-labels-idx1-ubyte[.gz]`), when there is one that fits.
+  func labels(ofIDX path: String, count: Int) throws -> [UInt8]? {
     let labels = path.replacingOccurrences(of: "-images-idx3-ubyte", with: "-labels-idx1-ubyte")
     guard labels != path, FileManager.default.fileExists(atPath: labels) else { return nil }
     let l = try ImageDataset.parse(try ImageDataset.readMaybeGzipped(labels), path: labels, magic: 0x0000_0801)
     guard l.dims[0] == count else { throw DataError("\(labels) holds \(l.dims[0]) labels for the \(count) images of \(path)") }
-    return Int(l.data[index])
+    return l.data
   }
 
   /// Prints one image's prediction: a table (one image) or a line (several), or a JSON object.

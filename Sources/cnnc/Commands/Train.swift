@@ -26,7 +26,7 @@ func defaultDataDirectory() -> String {
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Train a graph on MNIST (or any IDX dataset given with --data).")
 
-  @Argument(help: "The .graph file to train (default: the built-in SimpleCNN, Graphs/simplecnn.graph).")
+  @Argument(help: "The .graph file (or .onnx model, which starts from its own weights) to train (default: the built-in SimpleCNN, Graphs/simplecnn.graph).")
   var file: String?
 
   @Option(help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
@@ -138,7 +138,9 @@ struct Train: ParsableCommand {
       // A target this machine cannot run is refused before the data is read.
       let target = try targetOptions.resolve(runsHere: true)
       let (trainSet, testSet) = try loadData(dir, f.graph, shapes)
-      let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
+      var params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
+      // An imported model starts from its own weights.
+      if let w = f.initializers { try params.load(w, path: f.path) }
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
       // One run per directory: the lock lives as long as this process, and what killed runs left is removed.
       if !quiet {

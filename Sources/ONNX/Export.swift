@@ -1,0 +1,165 @@
+import Foundation
+import GraphIR
+import SwiftProtobuf
+
+/// Writes the inference graph of a model as ONNX: the forward ops that feed the output (the loss and the label
+/// dropped, dropout an identity), each as its standard ONNX op, with the weights as initializers under their
+/// `state_dict` names.
+public enum ONNXExport {
+  /// The opset the exported models declare (ONNX Runtime and every current tool read it).
+  public static let opset: Int64 = 17
+  /// The ONNX IR version of opset 17's release.
+  public static let irVersion: Int64 = 8
+
+  /// The serialised model; `tensors` holds every parameter and buffer of `graph` by name, `inputDims` and
+  /// `outputDims` the image input's and the output's dimensions after the batch.
+  public static func serialize(_ graph: Graph, inputDims: [Int], outputDims: [Int], tensors: [String: (shape: [Int], data: [Float])],
+                               producerVersion: String) throws -> Data {
+    guard let image = graph.inputs.first(where: { $0.dtype == .f32 }), let output = graph.output else {
+      throw ONNXError("the graph has no image input or no output to export")
+    }
+    var g = Onnx_GraphProto()
+    g.name = graph.name
+    g.input = [valueInfo(image.name, dims: inputDims)]
+    var exported = Exported(tensors: tensors)
+    for node in pruned(graph) { try exported.add(node) }
+    g.node = exported.nodes
+    g.initializer = exported.initializers
+    g.output = [valueInfo(output, dims: outputDims)]
+    var model = Onnx_ModelProto()
+    model.irVersion = irVersion
+    model.producerName = "cnnc"
+    model.producerVersion = producerVersion
+    var opset = Onnx_OperatorSetIdProto()
+    opset.version = Self.opset
+    model.opsetImport = [opset]
+    model.graph = g
+    return try model.serializedBytes()
+  }
+
+  /// The nodes that feed the output, in order (what inference runs).
+  static func pruned(_ g: Graph) -> [Node] {
+    var needed: Set<String> = [g.output ?? ""]
+    for n in g.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
+    return g.nodes.filter { needed.contains($0.name) }
+  }
+
+  /// A float tensor value [N, dims...], N symbolic (the batch).
+  static func valueInfo(_ name: String, dims: [Int]) -> Onnx_ValueInfoProto {
+    var v = Onnx_ValueInfoProto()
+    v.name = name
+    var t = Onnx_TypeProto.Tensor()
+    t.elemType = Int32(Onnx_TensorProto.DataType.float.rawValue)
+    var shape = Onnx_TensorShapeProto()
+    var batch = Onnx_TensorShapeProto.Dimension()
+    batch.dimParam = "N"
+    shape.dim = [batch] + dims.map { d in
+      var dim = Onnx_TensorShapeProto.Dimension()
+      dim.dimValue = Int64(d)
+      return dim
+    }
+    t.shape = shape
+    v.type.tensorType = t
+    return v
+  }
+}
+
+/// The nodes and initializers written so far.
+struct Exported {
+  let tensors: [String: (shape: [Int], data: [Float])]
+  var nodes: [Onnx_NodeProto] = []
+  var initializers: [Onnx_TensorProto] = []
+
+  init(tensors: [String: (shape: [Int], data: [Float])]) { self.tensors = tensors }
+
+  mutating func initializer(_ name: String, _ t: (shape: [Int], data: [Float])) {
+    var p = Onnx_TensorProto()
+    p.name = name
+    p.dims = t.shape.map { Int64($0) }
+    p.dataType = Int32(Onnx_TensorProto.DataType.float.rawValue)
+    var bytes = Data(capacity: 4 * t.data.count)
+    for v in t.data { withUnsafeBytes(of: v.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
+    p.rawData = bytes
+    initializers.append(p)
+  }
+
+  /// The parameter or buffer `name` as an initializer input, refused when the weights lack it.
+  mutating func weight(_ name: String) throws -> String {
+    guard let t = tensors[name] else { throw ONNXError("the weights have no '\(name)'") }
+    initializer(name, t)
+    return name
+  }
+
+  static func attribute(_ name: String, ints: [Int]) -> Onnx_AttributeProto {
+    var a = Onnx_AttributeProto()
+    a.name = name
+    a.type = .ints
+    a.ints = ints.map { Int64($0) }
+    return a
+  }
+
+  static func attribute(_ name: String, int: Int) -> Onnx_AttributeProto {
+    var a = Onnx_AttributeProto()
+    a.name = name
+    a.type = .int
+    a.i = Int64(int)
+    return a
+  }
+
+  static func attribute(_ name: String, float: Double) -> Onnx_AttributeProto {
+    var a = Onnx_AttributeProto()
+    a.name = name
+    a.type = .float
+    a.f = Float(float)
+    return a
+  }
+
+  mutating func emit(_ op: String, _ n: Node, inputs: [String], _ attributes: [Onnx_AttributeProto] = []) {
+    var p = Onnx_NodeProto()
+    p.opType = op
+    p.name = n.name
+    p.input = inputs
+    p.output = [n.name]
+    p.attribute = attributes
+    nodes.append(p)
+  }
+
+  mutating func add(_ n: Node) throws {
+    let x = n.args.first ?? ""
+    switch n.op {
+    case .conv2d(let a):
+      let inputs = [x, try weight("\(n.name).weight")] + (a.bias ? [try weight("\(n.name).bias")] : [])
+      emit("Conv", n, inputs: inputs, [Self.attribute("kernel_shape", ints: [a.kernel, a.kernel]), Self.attribute("strides", ints: [a.stride, a.stride]),
+                                       Self.attribute("pads", ints: Array(repeating: a.padding, count: 4)), Self.attribute("dilations", ints: [1, 1]),
+                                       Self.attribute("group", int: 1)])
+    case .relu: emit("Relu", n, inputs: [x])
+    case .leakyReLU(let slope): emit("LeakyRelu", n, inputs: [x], [Self.attribute("alpha", float: slope)])
+    case .sigmoid: emit("Sigmoid", n, inputs: [x])
+    case .tanh: emit("Tanh", n, inputs: [x])
+    case .maxPool(let p), .avgPool(let p):
+      emit(n.op == .maxPool(p) ? "MaxPool" : "AveragePool", n, inputs: [x],
+           [Self.attribute("kernel_shape", ints: [p.size, p.size]), Self.attribute("strides", ints: [p.stride, p.stride])])
+    case .globalAvgPool: emit("GlobalAveragePool", n, inputs: [x])
+    case .flatten: emit("Flatten", n, inputs: [x], [Self.attribute("axis", int: 1)])
+    case .dense(let a):
+      let inputs = [x, try weight("\(n.name).weight")] + (a.bias ? [try weight("\(n.name).bias")] : [])
+      emit("Gemm", n, inputs: inputs, [Self.attribute("transB", int: 1)])
+    case .dropout: emit("Identity", n, inputs: [x])  // inference: dropout passes its input through
+    case .softmax: emit("Softmax", n, inputs: [x], [Self.attribute("axis", int: 1)])
+    case .add: emit("Add", n, inputs: n.args)
+    case .batchNorm(let a):
+      let channels = tensors["\(n.name).running_mean"]?.shape ?? [0]
+      if !a.affine {
+        // ONNX's batch norm always scales and shifts: by 1 and 0 here.
+        initializer("\(n.name).weight", (channels, [Float](repeating: 1, count: channels[0])))
+        initializer("\(n.name).bias", (channels, [Float](repeating: 0, count: channels[0])))
+      }
+      let inputs = [x, a.affine ? try weight("\(n.name).weight") : "\(n.name).weight", a.affine ? try weight("\(n.name).bias") : "\(n.name).bias",
+                    try weight("\(n.name).running_mean"), try weight("\(n.name).running_var")]
+      // ONNX's momentum weighs the running value; cnnc's (PyTorch's) weighs the batch.
+      emit("BatchNormalization", n, inputs: inputs, [Self.attribute("epsilon", float: a.eps), Self.attribute("momentum", float: 1 - a.momentum)])
+    default:
+      throw ONNXError("'\(n.name)' (\(n.op.spelling)) has no ONNX form in cnnc's export")
+    }
+  }
+}

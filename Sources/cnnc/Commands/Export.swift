@@ -1,0 +1,34 @@
+import ArgumentParser
+import Foundation
+import GraphIR
+import ONNX
+import Passes
+import Runtime
+
+/// `cnnc export`: a model's inference graph and trained weights as an ONNX file.
+struct Export: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Write a model's inference graph with its trained weights as an ONNX file (opset 17).",
+    discussion: "The ops that feed the graph's output, each as its standard ONNX op (dropout as Identity, batch norm as BatchNormalization with the running statistics); the weights become initializers under their state_dict names.")
+
+  @Argument(help: "The .graph file.") var file: String
+  @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
+  @Option(name: .shortAndLong, help: "The .onnx file to write (default: the graph's name with .onnx).") var output: String?
+
+  func run() throws {
+    let f = try GraphFile(path: file)
+    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
+    try reportingErrors {
+      let st = try SafeTensors.read(from: weights)
+      var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
+      try params.load(st, path: weights)
+      let image = f.graph.inputs.first { $0.dtype == .f32 }!
+      let tensors = Dictionary(uniqueKeysWithValues: (f.graph.parameterNames + f.graph.bufferNames).map { ($0, (shape: params.shapes[$0]!, data: params.values[$0]!)) })
+      let data = try ONNXExport.serialize(f.graph, inputDims: Array(shapes[image.name]!.dims.dropFirst()),
+                                          outputDims: Array(shapes[f.graph.output!]!.dims.dropFirst()), tensors: tensors, producerVersion: CNNC.version)
+      let path = output ?? (file as NSString).deletingPathExtension + ".onnx"
+      try writeAtomically(Array(data), to: path)
+      print("wrote \(path) (opset \(ONNXExport.opset), \(tensors.count) initializers, \(data.count) bytes)")
+    }
+  }
+}
