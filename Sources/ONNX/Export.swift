@@ -90,29 +90,18 @@ struct Exported {
     return name
   }
 
-  static func attribute(_ name: String, ints: [Int]) -> Onnx_AttributeProto {
+  /// A named attribute of `type`, its value set by `value`.
+  static func attribute(_ name: String, _ type: Onnx_AttributeProto.AttributeType, _ value: (inout Onnx_AttributeProto) -> Void) -> Onnx_AttributeProto {
     var a = Onnx_AttributeProto()
     a.name = name
-    a.type = .ints
-    a.ints = ints.map { Int64($0) }
+    a.type = type
+    value(&a)
     return a
   }
 
-  static func attribute(_ name: String, int: Int) -> Onnx_AttributeProto {
-    var a = Onnx_AttributeProto()
-    a.name = name
-    a.type = .int
-    a.i = Int64(int)
-    return a
-  }
-
-  static func attribute(_ name: String, float: Double) -> Onnx_AttributeProto {
-    var a = Onnx_AttributeProto()
-    a.name = name
-    a.type = .float
-    a.f = Float(float)
-    return a
-  }
+  static func attribute(_ name: String, ints: [Int]) -> Onnx_AttributeProto { attribute(name, .ints) { $0.ints = ints.map { Int64($0) } } }
+  static func attribute(_ name: String, int: Int) -> Onnx_AttributeProto { attribute(name, .int) { $0.i = Int64(int) } }
+  static func attribute(_ name: String, float: Double) -> Onnx_AttributeProto { attribute(name, .float) { $0.f = Float(float) } }
 
   mutating func emit(_ op: String, _ n: Node, inputs: [String], _ attributes: [Onnx_AttributeProto] = []) {
     var p = Onnx_NodeProto()
