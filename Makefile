@@ -149,7 +149,7 @@ fashion-compare: release $(PEERS)/bin/python
 # test predictions as cnnc). ONNX_STEPS=N cuts the training epochs short.
 ONNX_STEPS ?=
 onnx-check: release $(PEERS)/bin/python
-	$(PEERS)/bin/pip install -q onnx onnxruntime
+	$(PEERS)/bin/pip install -q onnx onnxruntime onnxscript
 	@mkdir -p .build/onnx-check
 	$(PEERS)/bin/python Scripts/onnx/onnx_check.py $(CNNC) .build/onnx-check $(ONNX_STEPS)
 

@@ -1,5 +1,6 @@
 """Writes the ONNX files the tests import: small networks written with PyTorch, exported by torch.onnx.export
-(opset 17, batch dimension dynamic), with their logits on fixed inputs beside them so the tests can compare.
+(the TorchScript exporter at opset 17, and the default one, opset 18 with its weights in a .data file; batch
+dimension dynamic), with their logits on fixed inputs beside them so the tests can compare. Needs onnxscript.
 
 usage: export_fixtures.py OUT_DIR
 """
@@ -44,16 +45,21 @@ class BNNet(nn.Module):
         return F.log_softmax(self.fc(self.drop(torch.flatten(y, 1))), dim=1)
 
 
-def export(model, shape, name, out):
+def export(model, shape, name, out, dynamo=False):
     model.eval()
     if isinstance(model, BNNet):
         # Running statistics away from 0 and 1, so the import of both is checked.
         model.bn1.running_mean.uniform_(-0.5, 0.5)
         model.bn1.running_var.uniform_(0.5, 1.5)
     x = torch.randn(3, *shape)
-    torch.onnx.export(model, (x,), f"{out}/{name}.onnx", input_names=["image"], output_names=["logits"],
-                      dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False,
-                      training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
+    if dynamo:
+        # The exporter torch.onnx uses by default: opset 18, the weights in NAME.onnx.data beside the model.
+        torch.onnx.export(model, (x,), f"{out}/{name}.onnx", input_names=["image"], output_names=["logits"],
+                          dynamic_shapes={"x": {0: torch.export.Dim("N")}}, dynamo=True, external_data=True)
+    else:
+        torch.onnx.export(model, (x,), f"{out}/{name}.onnx", input_names=["image"], output_names=["logits"],
+                          dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False,
+                          training=torch.onnx.TrainingMode.PRESERVE, do_constant_folding=False)
     with torch.no_grad():
         y = model(x)
     json.dump({"input": x.flatten().tolist(), "shape": [3, *shape], "output": y.flatten().tolist()},
@@ -63,3 +69,4 @@ def export(model, shape, name, out):
 out = sys.argv[1]
 export(TinyCNN(), (1, 28, 28), "tiny", out)
 export(BNNet(), (3, 8, 8), "bnnet", out)
+export(TinyCNN(), (1, 28, 28), "tiny_dynamo", out, dynamo=True)

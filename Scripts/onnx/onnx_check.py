@@ -1,7 +1,7 @@
 """ONNX in and out against the real tools (make onnx-check).
 
 1. Each seed network, written with PyTorch (the modules below mirror Graphs/simplecnn, convnet, mnistnet and
-   smallcnn), is exported by torch.onnx.export and read by cnnc: `cnnc import` must give a graph with
+   smallcnn), is exported by torch.onnx.export (by both of its exporters) and read by cnnc: `cnnc import` must give a graph with
    PyTorch's parameter count, and `cnnc predict MODEL.onnx` (its own weights, the JIT) PyTorch's logits on the
    first 100 MNIST test images within 1e-4; then `cnnc train MODEL.onnx` trains it for an epoch from them.
 2. A cnnc-trained SimpleCNN, exported by `cnnc export`, must pass onnx.checker, and ONNX Runtime must predict
@@ -103,6 +103,9 @@ failures = []
 x100 = torch.from_numpy(images(100))
 for name, module in [("simplecnn", SimpleCNN()), ("convnet", ConvNet()), ("mnistnet", MNISTNet()), ("smallcnn", SmallCNN())]:
     module.eval()
+    # The default exporter (opset 18, weights in NAME.onnx.data), and the TorchScript one (opset 17, weights inside).
+    torch.onnx.export(module, (x100[:2],), f"{work}/{name}-default.onnx", input_names=["image"],
+                      dynamic_shapes={"x": {0: torch.export.Dim("N")}}, dynamo=True, external_data=True)
     path = f"{work}/{name}.onnx"
     torch.onnx.export(module, (x100[:2],), path, input_names=["image"], output_names=["logits"],
                       dynamic_axes={"image": {0: "N"}, "logits": {0: "N"}}, opset_version=17, dynamo=False)
@@ -111,14 +114,17 @@ for name, module in [("simplecnn", SimpleCNN()), ("convnet", ConvNet()), ("mnist
     plan = run("compile", path, "--emit", "none")
     with torch.no_grad():
         expected = module(x100).numpy()
-    ours, _ = cnnc_logits(path, 100)
-    if name == "mnistnet":
-        # cnnc's output is the logits before the folded LogSoftmax.
-        ours = ours - np.log(np.exp(ours - ours.max(1, keepdims=True)).sum(1, keepdims=True)) - ours.max(1, keepdims=True)
-    diff = float(np.abs(ours - expected).max())
+    diffs = []
+    for exported in [path, f"{work}/{name}-default.onnx"]:
+        ours, _ = cnnc_logits(exported, 100)
+        if name == "mnistnet":
+            # cnnc's output is the logits before the folded LogSoftmax.
+            ours = ours - np.log(np.exp(ours - ours.max(1, keepdims=True)).sum(1, keepdims=True)) - ours.max(1, keepdims=True)
+        diffs.append(float(np.abs(ours - expected).max()))
+    diff = max(diffs)
     counted = re.search(r"parameters:\s+([\d,]+)", plan).group(1) == f"{count:,}"
-    print(f"{name}: {count:,} parameters ({'the same in cnnc' if counted else 'NOT what cnnc counts'}), "
-          f"max |logit difference| on 100 test images {diff:.2e}")
+    print(f"{name}: {count:,} parameters ({'the same in cnnc' if counted else 'NOT what cnnc counts'}), max |logit difference| "
+          f"on 100 test images {diffs[0]:.2e} (TorchScript exporter, opset 17), {diffs[1]:.2e} (default exporter, opset 18, external weights)")
     if diff > 1e-4 or not counted:
         failures.append(name)
     trained = run("train", path, "--jit", "--epochs", "1", *(["--steps", steps] if steps else []), "--out", f"{work}/run-{name}", "--no-report")

@@ -181,16 +181,37 @@ struct Translator {
     return try floats(t, node)
   }
 
+  /// The bytes of a tensor kept in an external file (`location`, `offset`, `length`), as torch.onnx writes
+  /// weights beside the model (`model.onnx.data`): a file in the model's directory, the range inside it.
+  func externalBytes(_ t: Onnx_TensorProto, _ node: Onnx_NodeProto) throws -> Data {
+    let entries = Dictionary(t.externalData.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
+    guard let location = entries["location"], !location.isEmpty, !location.hasPrefix("/"), !location.split(separator: "/").contains("..") else {
+      throw fail(node, "'\(t.name)' names no external data file in the model's directory")
+    }
+    let file = ((path as NSString).deletingLastPathComponent as NSString).appendingPathComponent(location)
+    guard let handle = FileHandle(forReadingAtPath: file) else { throw fail(node, "'\(t.name)' keeps its data in \(file), which cannot be read") }
+    defer { try? handle.close() }
+    let offset = UInt64(entries["offset"] ?? "0"), length = entries["length"].map { Int($0) }
+    guard let offset, length.map({ $0.map { (0...ONNXImport.maxFileBytes).contains($0) } ?? false }) ?? true else {
+      throw fail(node, "'\(t.name)': bad offset or length for \(file)")
+    }
+    try handle.seek(toOffset: offset)
+    let want = length.flatMap { $0 } ?? ONNXImport.maxFileBytes
+    let data = try handle.read(upToCount: want) ?? Data()
+    guard length == nil || data.count == want else { throw fail(node, "'\(t.name)': \(file) ends before its \(want) bytes at offset \(offset)") }
+    return data
+  }
+
   func floats(_ t: Onnx_TensorProto, _ node: Onnx_NodeProto) throws -> (shape: [Int], data: [Float]) {
-    guard t.dataLocation != .external else { throw fail(node, "'\(t.name)' keeps its data in an external file, which cnnc does not read") }
     guard t.dataType == Int32(Onnx_TensorProto.DataType.float.rawValue) else { throw fail(node, "'\(t.name)' is not float32") }
     let shape = t.dims.map { Int($0) }
     guard shape.allSatisfy({ $0 >= 0 }), let count = shape.reduce(Int?(1), { a, d in a.flatMap { $0.multipliedReportingOverflow(by: d).overflow ? nil : $0 * d } }),
           count <= ONNXImport.maxFileBytes / 4 else { throw fail(node, "'\(t.name)' has an absurd shape \(shape)") }
     let data: [Float]
-    if !t.rawData.isEmpty {
-      guard t.rawData.count == 4 * count else { throw fail(node, "'\(t.name)' holds \(t.rawData.count) bytes for \(count) float32 values") }
-      data = t.rawData.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
+    let raw = t.dataLocation == .external ? try externalBytes(t, node) : t.rawData
+    if !raw.isEmpty || t.dataLocation == .external {
+      guard raw.count == 4 * count else { throw fail(node, "'\(t.name)' holds \(raw.count) bytes for \(count) float32 values") }
+      data = raw.withUnsafeBytes { raw in (0..<count).map { Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self))) } }
     } else {
       guard t.floatData.count == count else { throw fail(node, "'\(t.name)' holds \(t.floatData.count) values for shape \(shape)") }
       data = t.floatData

@@ -61,14 +61,29 @@ import Testing
     }
   }
 
-  static func error(_ data: Data) -> String {
+  /// torch.onnx's default exporter: opset 18, the weights in tiny_dynamo.onnx.data beside the model; without
+  /// that file the import says which file it could not read.
+  @Test func theDefaultExportersExternalWeights() throws {
+    let (m, ours, theirs) = try Self.outputs("tiny_dynamo")
+    #expect(Set(m.tensors.keys) == ["conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias"])
+    #expect(ours.count == theirs.count && zip(ours, theirs).allSatisfy { abs($0 - $1) <= 1e-4 })
+    let alone = NSTemporaryDirectory() + "cnnc-onnx-\(UUID().uuidString).onnx"
+    try FileManager.default.copyItem(atPath: Self.fixtures.appendingPathComponent("tiny_dynamo.onnx").path, toPath: alone)
+    let message = Self.thrown { _ = try ONNXImport.read(alone) }
+    #expect(message.contains("keeps its data in") && message.contains("tiny_dynamo.onnx.data, which cannot be read"), "\(message)")
+  }
+
+  /// The message of the error a body throws, or "" when it throws none.
+  static func thrown(_ body: () throws -> Void) -> String {
     do {
-      _ = try ONNXImport.translate(data, path: "m.onnx")
+      try body()
       return ""
     } catch {
       return "\(error)"
     }
   }
+
+  static func error(_ data: Data) -> String { thrown { _ = try ONNXImport.translate(data, path: "m.onnx") } }
 
   @Test func malformedModelsGetOneClearError() throws {
     let tiny = try Data(contentsOf: Self.fixtures.appendingPathComponent("tiny.onnx"))
