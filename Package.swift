@@ -29,7 +29,7 @@ let package = Package(
     .target(name: "LLVMBackend", dependencies: ["CLLVM", "Lowering", "Runtime"]),
     .target(name: "SwiftBackend", dependencies: ["Lowering", "Runtime"]),
     // A front end beside the .graph parser: ONNX models read into the .graph language.
-    .target(name: "ONNX", dependencies: ["GraphIR", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
+    .target(name: "ONNX", dependencies: ["GraphIR", "Passes", .product(name: "SwiftProtobuf", package: "swift-protobuf")]),
     .executableTarget(
       name: "cnnc",
       dependencies: [

@@ -1,5 +1,6 @@
 import Foundation
 import GraphIR
+import Passes
 import SwiftProtobuf
 
 /// Writes the inference graph of a model as ONNX: the forward ops that feed the output (the loss and the label
@@ -22,7 +23,7 @@ public enum ONNXExport {
     g.name = graph.name
     g.input = [valueInfo(image.name, dims: inputDims)]
     var exported = Exported(tensors: tensors)
-    for node in pruned(graph) { try exported.add(node) }
+    for node in prunedToOutput(graph).nodes { try exported.add(node) }
     g.node = exported.nodes
     g.initializer = exported.initializers
     g.output = [valueInfo(output, dims: outputDims)]
@@ -35,13 +36,6 @@ public enum ONNXExport {
     model.opsetImport = [opset]
     model.graph = g
     return try model.serializedBytes()
-  }
-
-  /// The nodes that feed the output, in order (what inference runs).
-  static func pruned(_ g: Graph) -> [Node] {
-    var needed: Set<String> = [g.output ?? ""]
-    for n in g.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
-    return g.nodes.filter { needed.contains($0.name) }
   }
 
   /// A float tensor value [N, dims...], N symbolic (the batch).
