@@ -33,8 +33,10 @@ final class FloatBuffer {
 }
 
 /// A back end that runs compiled programs: the train step at the training batch, and the inference
-/// programs for the image counts the command declared (`inferenceCalls`), all compiled together before
-/// the first step, so nothing is lowered or compiled once the back end runs. Parameters, gradients and
+/// programs for the image counts the command declared (`inferenceCalls`), all lowered before the first
+/// step. The train step is compiled before it, the inference programs meanwhile on a thread of their own
+/// (the first evaluation waits for them), so the first step starts after the training code alone is
+/// compiled; nothing is lowered or compiled after that. Parameters, gradients and
 /// optimiser state live in flat buffers laid out as the programs expect; arenas are allocated once.
 ///
 /// With `shards` S > 1 every batch is split into S fixed shards of B/S images. Each shard runs the
@@ -57,8 +59,12 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   let trainEntry: EntryPoint
   /// The optimiser program (S > 1 only).
   let update: (Program, EntryPoint)?
-  /// The compiled inference programs by batch size.
-  var inference: [Int: (Program, EntryPoint)] = [:]
+  /// The inference programs by batch size; their entry points are `inferenceEntries()`.
+  let inference: [Int: Program]
+  /// The inference programs' code: compiled with the training step's for an inference-only back end, on
+  /// a thread of its own for a training one (the first step does not need it).
+  private var compiledInference: [Int: EntryPoint]?
+  private let pending: BackgroundCompile<C>?
   let params: FloatBuffer, m: FloatBuffer, v: FloatBuffer
   /// The gradients of every shard of the batch, back to back (shard s at s * parameterFloats); after a
   /// step, shard 0's slot holds their average.
@@ -78,8 +84,12 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var counters: [String: Int64]
   /// Arena bytes of one image's inference program.
   let inferenceBytesPerImage: Int
-  /// Time spent compiling (lowering plus code generation), reported by the CLI.
+  /// Time spent compiling before the back end can run (lowering plus code generation of the training
+  /// step, or of the inference programs of an inference-only back end), reported by the CLI.
   public private(set) var compileSeconds: Double = 0
+  /// A training back end's inference programs compile on a thread of their own while training starts:
+  /// that compile's wall time once it is done, nil before (and for an inference-only back end).
+  public var backgroundCompileSeconds: Double? { pending?.seconds }
   /// Profiling totals: timestamp units per region (shard 0), wall seconds of the steps, steps.
   var profileTicks: [Double] = []
   var profileWall = 0.0
@@ -126,7 +136,17 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       try checkMemory(bytes: 4 * p.arenaFloats * max(shards, inferenceThreads), what: "inference at batch \(b)")
       programs.append(p)
     }
-    let entries = try self.compiler.compile(programs)
+    // The training step is compiled now; its inference programs, which only evaluation runs, on a thread
+    // of their own meanwhile.
+    let evaluation = Array(programs[(inferenceOnly ? 0 : firstInference)...])
+    let entries = try self.compiler.compile(inferenceOnly ? programs : Array(programs[..<firstInference]))
+    inference = Dictionary(uniqueKeysWithValues: evaluation.map { ($0.batch, $0) })
+    if inferenceOnly {
+      compiledInference = Dictionary(uniqueKeysWithValues: zip(evaluation.map(\.batch), entries))
+      pending = nil
+    } else {
+      pending = BackgroundCompile(evaluation, compiler: self.compiler)
+    }
     compileSeconds = Date().timeIntervalSince(start)
     train = programs[0]
     trainEntry = entries[0]
@@ -141,8 +161,15 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     v = FloatBuffer(floats)
     grads = FloatBuffer(floats * shards)
     arenas = (0..<local).map { _ in FloatBuffer(arena) }
-    let inferencePrograms = inferenceOnly ? 0 : firstInference
-    for (p, e) in zip(programs[inferencePrograms...], entries[inferencePrograms...]) { inference[p.batch] = (p, e) }
+  }
+
+  /// The inference programs' entry points by batch, once compiled (waiting for a background compile).
+  func inferenceEntries() throws -> [Int: EntryPoint] {
+    if let compiledInference { return compiledInference }
+    let batches = pending!.programs.map(\.batch)
+    let entries = Dictionary(uniqueKeysWithValues: zip(batches, try pending!.entries()))
+    compiledInference = entries
+    return entries
   }
 
   /// The inference program batch that `calls` (image counts passed to `infer`) run in: each call splits
@@ -348,7 +375,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// The algorithm each conv pass of the training step got (or of the inference programs, for an
   /// inference-only back end), by `.graph` statement.
   public var convAlgorithms: [String: ConvChoice] {
-    let programs = [train] + inference.values.map(\.0)
+    let programs = [train] + inference.values
     return Dictionary(programs.flatMap(\.convs).map { ($0.node, $0) }, uniquingKeysWith: { a, _ in a })
   }
 
@@ -365,7 +392,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// (built with `profile`) run `repeats` times: (statement, op, `.graph` line, ms per call, share).
   public func profileInference(images: [Float], count: Int, repeats: Int) throws
     -> [(name: String, op: String, line: Int, msPerCall: Double, share: Double)] {
-    guard let (p, entry) = inference[count], !p.profile.isEmpty else {
+    guard let p = inference[count], !p.profile.isEmpty, let entry = try inferenceEntries()[count] else {
       throw DataError("no profiled inference program at batch \(count) was compiled")
     }
     let arena = FloatBuffer(p.arenaFloats)
@@ -404,7 +431,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   }
 
   public func infer(images: [Float], count: Int) throws -> [Float] {
-    let some = inference.values.first!.0
+    let some = inference.values.first!
     let px = some.imageFloats / some.batch, perImage = some.output.count / some.batch
     guard count > 0, images.count == count * px else {
       throw DataError("inference takes images of \(px) values; got \(images.count) values for \(count) images")
@@ -416,13 +443,14 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     let workers = min(inferenceThreads, chunks.count)
     // Every program's arena fits the arenas made at init; inference may use more workers than shards.
     while arenas.count < workers { arenas.append(FloatBuffer(arenas[0].count)) }
+    let entries = try inferenceEntries()
     let padded = chunks.contains { $0.count < $0.batch } ? (0..<workers).map { _ in FloatBuffer(chunks.map(\.batch).max()! * px) } : []
     images.withUnsafeBufferPointer { img in
       out.withUnsafeMutableBufferPointer { o in
         let result = UncheckedSendable(value: o.baseAddress!)
         let run = { (w: Int) in
           for (first, n, batch) in stride(from: w, to: chunks.count, by: workers).map({ chunks[$0] }) {
-            let (p, entry) = self.inference[batch]!
+            let (p, entry) = (self.inference[batch]!, entries[batch]!)
             var input = UnsafeMutablePointer(mutating: img.baseAddress! + first * px)
             if n < batch {
               padded[w].pointer.update(from: input, count: n * px)

@@ -159,7 +159,7 @@ struct Train: ParsableCommand {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(target: target),
                                     inferenceCalls: calls, shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
-        say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s, linking %.3f s)",
+        say(String(format: "jit: %.3f s before step 1 (lowering and IR %.3f s, optimisation (%@) and code generation on %d threads %.3f s, linking %.3f s); the evaluation programs compile meanwhile",
                    b.compileSeconds, b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, Module.pipeline, c.compileThreads, c.optimizeSeconds, c.codegenSeconds))
         try runCompiled(b, Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir, mpi)
       } else if backend == "swift" {
